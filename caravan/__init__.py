@@ -1,0 +1,1 @@
+"""The ``caravan`` command line and the local system it runs."""

@@ -1,0 +1,152 @@
+"""``caravan demo``: storefront orders driven through the running system, with a summary."""
+
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.events.envelope import CloudEvent, new_event
+from shared.events.orders import (
+    Buyer,
+    OrderLine,
+    OrderRequested,
+    PaymentRequest,
+)
+from shared.events.registry import parse_record
+from shared.seed import SeedFile
+from shared.topics import EventType, Topic
+
+
+@dataclass(frozen=True)
+class Outcome:
+    order_ref: str
+    status: str
+    reason: str | None
+
+
+def demo_orders(seed: SeedFile, count: int, run_id: str, today: date) -> list[OrderRequested]:
+    """``count`` orders from the seed's buyers and in-season products, plus one order for an
+    out-of-season product (when the seed has one) to show a cancellation."""
+    rng = random.Random(run_id)
+    in_season = {lot.sku for lot in seed.lots if lot.available_from <= today <= lot.best_before}
+    with_lots = {lot.sku for lot in seed.lots}
+    sellable = [p.sku for p in seed.products if p.sku in in_season]
+    off_season = [p.sku for p in seed.products if p.sku in with_lots - in_season]
+    orders = []
+    for i in range(count):
+        buyer = rng.choice(seed.buyers)
+        skus = rng.sample(sellable, k=min(len(sellable), rng.randint(1, 2)))
+        if off_season and i == count - 1:
+            skus = [off_season[0]]
+        microloan = rng.random() < 0.5
+        orders.append(
+            OrderRequested(
+                order_ref=f"DEMO-{run_id}-{i:04d}",
+                buyer=Buyer(id=buyer.id, phone=buyer.phone, locale=buyer.locale),
+                lines=[OrderLine(sku=s, quantity=rng.randint(1, 3)) for s in skus],
+                payment=PaymentRequest(
+                    method="microloan" if microloan else "prepaid",
+                    term_months=rng.choice([3, 6]) if microloan else None,
+                ),
+            )
+        )
+    return orders
+
+
+async def run_demo(
+    bootstrap: str,
+    seed: SeedFile,
+    count: int = 20,
+    timeout: float = 60.0,
+    console: Console | None = None,
+) -> list[Outcome]:
+    """Publish ``count`` orders as a storefront would and follow each to its terminal event."""
+    console = console or Console()
+    run_id = uuid.uuid4().hex[:6]
+    source = "storefront/caravan-demo"
+    orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
+    refs = {o.order_ref for o in orders}
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    outcomes: dict[str, Outcome] = {}
+    try:
+        partitions = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(Topic.ORDER_EVENTS.value, p)
+            for p in partitions.partitions_for_topic(Topic.ORDER_EVENTS.value) or []
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        for order in orders:
+            event = new_event(order, source=source, correlation_id=order.order_ref)
+            await producer.send(
+                Topic.ORDER_REQUESTS.value, event.to_json(), key=order.order_ref.encode()
+            )
+        await producer.flush()
+        ref_of: dict[str, str] = {}
+        columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("orders", total=len(orders))
+            deadline = time.monotonic() + timeout
+            while len(outcomes) < len(orders) and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        _follow(record.value, refs, ref_of, outcomes)
+                progress.update(task, completed=len(outcomes))
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    for order in orders:
+        outcomes.setdefault(order.order_ref, Outcome(order.order_ref, "pending", None))
+    result = [outcomes[o.order_ref] for o in orders]
+    _summary(console, result)
+    return result
+
+
+def _follow(
+    value: bytes | None, refs: set[str], ref_of: dict[str, str], out: dict[str, Outcome]
+) -> None:
+    try:
+        parsed = parse_record(Topic.ORDER_EVENTS, value)
+    except Exception:
+        return
+    data = parsed.data.model_dump()
+    kind = parsed.envelope.type
+    ref = data.get("order_ref")
+    if ref not in refs:
+        return
+    if kind == EventType.ORDER_CONFIRMED:
+        out[ref] = Outcome(ref, "confirmed", None)
+    elif kind == EventType.ORDER_CANCELLED:
+        out[ref] = Outcome(ref, "cancelled", data["reason"])
+    elif kind == EventType.ORDER_REJECTED:
+        out[ref] = Outcome(ref, "rejected", "invalid")
+    elif kind == EventType.ORDER_PLACED:
+        ref_of[data["order_id"]] = ref
+
+
+def _summary(console: Console, outcomes: list[Outcome]) -> None:
+    counts = Counter((o.status, o.reason or "") for o in outcomes)
+    table = Table(title="Demo orders by outcome")
+    table.add_column("status")
+    table.add_column("reason")
+    table.add_column("orders", justify="right")
+    for (status, reason), n in sorted(counts.items()):
+        table.add_row(status, reason, str(n))
+    console.print(table)
+
+
+__all__ = ["CloudEvent", "Outcome", "run_demo"]

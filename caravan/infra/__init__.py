@@ -1,0 +1,1 @@
+"""Local infrastructure (Kafka, PostgreSQL) started from the project itself, without Docker."""

@@ -1,0 +1,479 @@
+"""Run Apache Kafka (KRaft mode) locally from jars fetched with Maven, without Docker.
+
+Each node is a combined broker+controller JVM listening on 127.0.0.1.  Node ``i``
+(0-based) serves clients on ``first_port + i`` and the controller quorum on
+``first_port + 1000 + i``.  Everything a cluster owns (configs, data, pidfiles,
+logs) lives under its ``base_dir``; one base dir holds one cluster layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTROLLER_PORT_OFFSET = 1000
+HOST = "127.0.0.1"
+
+_T = TypeVar("_T")
+
+
+def _kafka_version(repo_root: Path) -> str:
+    pom = (repo_root / "infra" / "kafka" / "pom.xml").read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    if match is None:
+        raise RuntimeError("infra/kafka/pom.xml does not define <kafka.version>")
+    return match.group(1).strip()
+
+
+def ensure_jars(repo_root: Path) -> Path:
+    """Fetch Kafka's jars into ``<repo_root>/.cache/kafka/libs`` once; return that folder.
+
+    Skipped when the folder already holds the kafka jar of the version pinned in
+    ``infra/kafka/pom.xml``.  Needs ``mvn`` on PATH for the first download.
+    """
+    libs = repo_root / ".cache" / "kafka" / "libs"
+    jar = libs / f"kafka_2.13-{_kafka_version(repo_root)}.jar"
+    if jar.exists():
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(libs.parent / ".lock"):
+        if jar.exists():  # another process fetched them while we waited
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars")
+        # Download next to the final folder and rename, so that an interrupted
+        # download never looks complete.
+        partial = libs.with_name("libs.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"caravan: fetching Kafka jars into {libs} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(repo_root / "infra" / "kafka" / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={partial}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,  # -q still prints stray ANSI codes; show output on failure only
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"fetching Kafka jars failed:\n{result.stdout}{result.stderr}")
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        elapsed = time.monotonic() - started
+        print(f"caravan: Kafka jars ready ({elapsed:.0f}s)", file=sys.stderr, flush=True)
+    return libs
+
+
+@dataclass(frozen=True)
+class _Node:
+    index: int
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def node_id(self) -> int:
+        return self.index + 1
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "kafka.log"
+
+
+class LocalKafka:
+    """A local KRaft cluster of ``nodes`` combined broker+controller JVMs.
+
+    ``start()`` is idempotent across processes: nodes of this ``base_dir`` that
+    are already running (per their pidfiles) are reused, missing ones are started.
+    The JVMs run in their own session, so a Ctrl-C in the terminal does not reach
+    them; whoever owns the cluster calls ``stop()``.  Node indexes are 0-based.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        nodes: int = 1,
+        first_port: int = 9092,
+        *,
+        repo_root: Path = REPO_ROOT,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("nodes must be at least 1")
+        self.base_dir = base_dir.resolve()
+        self.nodes = nodes
+        self.first_port = first_port
+        self.repo_root = repo_root
+        self._nodes = [
+            _Node(
+                i,
+                first_port + i,
+                first_port + CONTROLLER_PORT_OFFSET + i,
+                self.base_dir / f"node-{i}",
+            )
+            for i in range(nodes)
+        ]
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Comma-separated ``host:port`` list of all nodes' client listeners."""
+        return ",".join(f"{HOST}:{n.port}" for n in self._nodes)
+
+    def start(self) -> str:
+        """Start every node that is not already running; return the bootstrap servers."""
+        libs = ensure_jars(self.repo_root)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.base_dir / ".lock"):
+            layout = self._layout()
+            for node in self._nodes:
+                self._write_config(node)
+                if not (node.data / "meta.properties").exists():
+                    self._format(node, libs, layout)
+            for node in self._nodes:
+                if self._pid(node) is None:
+                    self._launch(node, libs)
+        return self.bootstrap_servers
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Block until every running node is listed as a live broker in cluster metadata.
+
+        Safe to call from inside a running event loop (the check runs on a
+        private loop in a worker thread).
+        """
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while True:
+            expected: set[int] = set()
+            for node in self._nodes:
+                if self._pid(node) is not None:
+                    expected.add(node.node_id)
+                elif node.index in self._procs:  # we started it and it died
+                    raise RuntimeError(
+                        f"Kafka node {node.index} exited; see {node.logfile}:\n"
+                        + _tail(node.logfile)
+                    )
+            if not expected:
+                raise RuntimeError("no Kafka node is running; call start() first")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"Kafka at {self.bootstrap_servers} not ready after {timeout:.0f}s: "
+                    f"{last_error!r}"
+                )
+            live = [n for n in self._nodes if n.node_id in expected]
+            bootstrap = ",".join(f"{HOST}:{n.port}" for n in live)
+            # Cheap TCP check first: it keeps aiokafka from logging connection errors.
+            closed = [n.port for n in live if not _port_open(n.port)]
+            if closed:
+                last_error = ConnectionRefusedError(f"ports {closed} not listening yet")
+                time.sleep(0.25)
+                continue
+            try:
+                brokers = _run_sync(_broker_ids(bootstrap, min(remaining, 5.0)))
+            except Exception as exc:  # not up yet: connection refused, timeouts, ...
+                last_error = exc
+            else:
+                if expected <= brokers:
+                    return
+                last_error = RuntimeError(f"brokers {sorted(brokers)} of {sorted(expected)}")
+            time.sleep(0.25)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop all nodes: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL."""
+        pids = {n.index: pid for n in self._nodes if (pid := self._pid(n)) is not None}
+        for pid in pids.values():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for index, pid in pids.items():
+            self._terminate(index, pid, deadline - time.monotonic())
+        for node in self._nodes:
+            node.pidfile.unlink(missing_ok=True)
+            self._procs.pop(node.index, None)
+
+    def kill(self, node: int) -> None:
+        """SIGKILL one node (for fault tests)."""
+        target = self._nodes[node]
+        pid = self._pid(target)
+        if pid is not None:
+            _signal(pid, signal.SIGKILL)
+            self._wait_exit(node, pid, 10.0)
+        target.pidfile.unlink(missing_ok=True)
+        self._procs.pop(node, None)
+
+    def restart(self, node: int) -> None:
+        """Start one node again (stopping it gracefully first if it is still running)."""
+        target = self._nodes[node]
+        pid = self._pid(target)
+        if pid is not None:
+            _signal(pid, signal.SIGTERM)
+            self._terminate(node, pid, 30.0)
+            target.pidfile.unlink(missing_ok=True)
+        self._launch(target, ensure_jars(self.repo_root))
+
+    # -- internals -----------------------------------------------------------
+
+    def _layout(self) -> dict[str, Any]:
+        """Load or create the cluster's identity (cluster id, controller directory ids)."""
+        path = self.base_dir / "cluster.json"
+        wanted = {"nodes": self.nodes, "first_port": self.first_port}
+        if path.exists():
+            layout: dict[str, Any] = json.loads(path.read_text())
+            if {k: layout.get(k) for k in wanted} != wanted:
+                raise ValueError(
+                    f"{self.base_dir} holds a cluster with {layout.get('nodes')} node(s) on "
+                    f"port {layout.get('first_port')}; use another base_dir or delete it"
+                )
+            return layout
+        layout = {
+            **wanted,
+            "cluster_id": _kafka_uuid(),
+            "directory_ids": [_kafka_uuid() for _ in self._nodes],
+        }
+        path.write_text(json.dumps(layout, indent=2) + "\n")
+        return layout
+
+    def _write_config(self, node: _Node) -> None:
+        rf = min(self.nodes, 3)
+        min_isr = 2 if rf >= 3 else 1
+        quorum = ",".join(f"{HOST}:{n.controller_port}" for n in self._nodes)
+        listeners = f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "controller.quorum.bootstrap.servers": quorum,
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": node.data,
+            "num.partitions": 3,
+            "default.replication.factor": rf,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "auto.create.topics.enable": "false",
+            "group.initial.rebalance.delay.ms": 0,
+        }
+        node.home.mkdir(parents=True, exist_ok=True)
+        node.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _format(self, node: _Node, libs: Path, layout: dict[str, Any]) -> None:
+        if self.nodes == 1:
+            quorum_args = ["--standalone"]
+        else:
+            controllers = ",".join(
+                f"{n.node_id}@{HOST}:{n.controller_port}:{layout['directory_ids'][n.index]}"
+                for n in self._nodes
+            )
+            quorum_args = ["--initial-controllers", controllers]
+        result = subprocess.run(
+            [
+                *self._java(libs),
+                "kafka.tools.StorageTool",
+                "format",
+                "--config",
+                str(node.config),
+                "--cluster-id",
+                layout["cluster_id"],
+                *quorum_args,
+            ],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"formatting Kafka node {node.index} failed:\n{result.stdout}{result.stderr}"
+            )
+
+    def _java(self, libs: Path, heap: tuple[str, str] | None = None) -> list[str]:
+        java_home = os.environ.get("JAVA_HOME")
+        java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+        if java is None:
+            raise RuntimeError("a Java 17+ runtime (java) is needed to run Kafka")
+        log_config = self.repo_root / "infra" / "kafka" / "log4j2.properties"
+        heap_opts = [f"-Xmx{heap[0]}", f"-Xms{heap[1]}"] if heap else []
+        return [
+            java,
+            *heap_opts,
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log_config}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def _launch(self, node: _Node, libs: Path) -> None:
+        if _port_open(node.port) or _port_open(node.controller_port):
+            raise RuntimeError(
+                f"port {node.port} or {node.controller_port} is already in use by a process "
+                f"that is not this cluster's node {node.index} ({self.base_dir})"
+            )
+        heap = ("512m", "256m") if self.nodes == 1 else ("384m", "128m")
+        with node.logfile.open("ab") as log:
+            proc = subprocess.Popen(
+                [*self._java(libs, heap), "kafka.Kafka", str(node.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=node.home,
+                start_new_session=True,
+            )
+        self._procs[node.index] = proc
+        node.pidfile.write_text(f"{proc.pid}\n")
+
+    def _pid(self, node: _Node) -> int | None:
+        """The pid of this node's JVM if it is running, else None (stale pidfiles removed)."""
+        proc = self._procs.get(node.index)
+        if proc is not None and proc.poll() is not None:
+            node.pidfile.unlink(missing_ok=True)
+            return None
+        try:
+            pid = int(node.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if _is_process(pid, " kafka.Kafka ", str(node.config)):
+            return pid
+        node.pidfile.unlink(missing_ok=True)
+        return None
+
+    def _terminate(self, index: int, pid: int, grace: float) -> None:
+        """Wait up to ``grace`` seconds for an already SIGTERM'd node, then SIGKILL it."""
+        if not self._wait_exit(index, pid, grace):
+            _signal(pid, signal.SIGKILL)
+            self._wait_exit(index, pid, 10.0)
+
+    def _wait_exit(self, index: int, pid: int, timeout: float) -> bool:
+        proc = self._procs.get(index)
+        if proc is not None and proc.pid == pid:
+            try:
+                proc.wait(timeout=max(timeout, 0.0))
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while _is_process(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+async def _broker_ids(bootstrap: str, time_limit: float) -> set[int]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=max(int(time_limit * 1000), 1000)
+    )
+    try:
+        async with asyncio.timeout(time_limit):
+            await admin.start()
+            info = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return {int(broker["node_id"]) for broker in info["brokers"]}
+
+
+def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion on a fresh event loop in a worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _kafka_uuid() -> str:
+    """A random id in Kafka's Uuid text form (url-safe base64, no padding)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):  # Kafka avoids these too: they look like CLI flags
+            return text
+
+
+def _is_process(pid: int, *cmdline_parts: str) -> bool:
+    """Whether ``pid`` is a live (non-zombie) process whose command line has all the parts."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return sys.platform != "linux"
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and all(part in cmdline for part in cmdline_parts)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (serialises concurrent launchers)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

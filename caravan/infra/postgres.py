@@ -1,0 +1,292 @@
+"""Run a local PostgreSQL cluster from the system's binaries, without Docker.
+
+The cluster listens on 127.0.0.1 only.  Authentication: the cluster's own OS
+user connects over the unix socket (kept inside the 0700 data folder) with
+``trust``; TCP connections use scram-sha-256, with role ``caravan`` / password
+``caravan`` (a superuser, owner of database ``caravan``).
+
+When running as root, every PostgreSQL command runs as the ``postgres`` OS user
+and the data folder belongs to it.  If that user cannot reach ``base_dir`` (a
+parent folder it may not traverse), the cluster lives under
+``/var/tmp/caravan-<hash of base_dir>/`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+HOST = "127.0.0.1"
+ROLE = "caravan"
+PASSWORD = "caravan"
+DATABASE = "caravan"
+SERVICE_USER = "postgres"  # OS user that owns the cluster when we run as root
+STOP_MODES = ("smart", "fast", "immediate")
+
+_T = TypeVar("_T")
+
+# Appended to postgresql.conf after initdb.  fsync, synchronous_commit and
+# full_page_writes are the defaults; they are spelled out because durability is
+# a requirement and nobody should "speed up tests" by turning them off here.
+_SETTINGS = """
+# --- caravan local cluster ---
+listen_addresses = '{host}'
+unix_socket_directories = '{socket_dir}'
+max_connections = 200
+shared_buffers = 128MB
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+password_encryption = 'scram-sha-256'
+"""
+
+_BOOTSTRAP_SQL = f"""
+SELECT 'CREATE ROLE {ROLE} LOGIN SUPERUSER'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}')\\gexec
+ALTER ROLE {ROLE} PASSWORD '{PASSWORD}';
+SELECT 'CREATE DATABASE {DATABASE} OWNER {ROLE}'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE}')\\gexec
+"""
+
+
+def _bin_dir() -> Path:
+    """Folder of the PostgreSQL server binaries (``initdb``, ``pg_ctl``, ...)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent  # /usr/local/bin/pg_ctl may be a symlink
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not versions:
+        raise RuntimeError("PostgreSQL server binaries (pg_ctl, initdb) are not installed")
+    return versions[-1].parent
+
+
+class LocalPostgres:
+    """A local PostgreSQL cluster kept in ``base_dir`` (or its /var/tmp fallback).
+
+    ``start()`` is idempotent: a cluster that is already running is reused.
+    """
+
+    def __init__(self, base_dir: Path, port: int = 54329) -> None:
+        self.base_dir = base_dir.resolve()
+        self.port = port
+        self._as_service_user = os.geteuid() == 0
+
+    @cached_property
+    def root(self) -> Path:
+        """Folder holding ``data/`` and ``postgres.log``: ``base_dir`` or its /var/tmp fallback."""
+        digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:10]
+        fallback = Path("/var/tmp") / f"caravan-{digest}"
+        # The socket path (<root>/data/.s.PGSQL.<port>) must fit in sockaddr_un (107 bytes).
+        if len(str(self.base_dir / "data" / f".s.PGSQL.{self.port}")) > 100:
+            return fallback
+        if self._as_service_user:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            reachable = subprocess.run(
+                ["runuser", "-u", SERVICE_USER, "--", "test", "-x", str(self.base_dir)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+            )
+            if reachable.returncode != 0:
+                return fallback
+        return self.base_dir
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data folder (PGDATA); its unix socket lives here too."""
+        return self.root / "data"
+
+    @property
+    def logfile(self) -> Path:
+        """Server log written by ``pg_ctl -l``."""
+        return self.root / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy async URL of the ``caravan`` database."""
+        return f"postgresql+asyncpg://{ROLE}:{PASSWORD}@{HOST}:{self.port}/{DATABASE}"
+
+    def start(self) -> str:
+        """Init (first use) and start the cluster unless it runs already; return ``url``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as lock:  # serialise concurrent launchers
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            if not self.is_running():
+                if _port_open(self.port):
+                    raise RuntimeError(
+                        f"port {self.port} is already in use by a process that is not "
+                        f"the cluster in {self.data_dir}"
+                    )
+                self._pg_ctl(
+                    "start", "-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}"
+                )
+            self._psql(_BOOTSTRAP_SQL)  # idempotent: role + database
+        return self.url
+
+    def is_running(self) -> bool:
+        """Whether the postmaster of this data folder is running (``pg_ctl status``)."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._pg_ctl("status", check=False).returncode == 0
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the ``caravan`` database accepts a connection and answers ``select 1``.
+
+        Safe to call from inside a running event loop (the check runs on a
+        private loop in a worker thread).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _run_sync(_select_one(self.url, max(deadline - time.monotonic(), 1.0)))
+                return
+            except Exception as exc:  # not up yet: refused, starting up, timeout, ...
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"PostgreSQL on port {self.port} not ready after {timeout:.0f}s: {exc!r}"
+                    ) from exc
+            time.sleep(0.2)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster if it runs (``pg_ctl stop -m fast`` by default)."""
+        if self.is_running():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", _checked_mode(mode))
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the cluster; ``mode="immediate"`` simulates a crash (recovery on start)."""
+        if not self.is_running():
+            self.start()
+            return
+        self._pg_ctl(
+            "restart",
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            _checked_mode(mode),
+            "-l",
+            str(self.logfile),
+            "-o",
+            f"-p {self.port}",
+        )
+
+    # -- internals -----------------------------------------------------------
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.logfile.touch()
+        if self._as_service_user:
+            for path in (self.data_dir, self.logfile):
+                shutil.chown(path, SERVICE_USER, SERVICE_USER)
+        self._run(
+            [
+                str(_bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "--username",
+                SERVICE_USER if self._as_service_user else _current_user(),
+                "--auth-local",
+                "trust",
+                "--auth-host",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+            ]
+        )
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(_SETTINGS.format(host=HOST, socket_dir=self.data_dir))
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args], check)
+
+    def _psql(self, sql: str) -> None:
+        user = SERVICE_USER if self._as_service_user else _current_user()
+        command = [
+            str(_bin_dir() / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+        ]
+        self._run(command, input_text=sql)
+
+    def _run(
+        self, command: list[str], check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        if self._as_service_user:
+            command = ["runuser", "-u", SERVICE_USER, "--", *command]
+        result = subprocess.run(
+            command,
+            cwd=self.root,  # a folder the service user can enter
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+                f"\nserver log: {self.logfile}"
+            )
+        return result
+
+
+async def _select_one(url: str, time_limit: float) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with asyncio.timeout(time_limit), engine.connect() as conn:
+            await conn.execute(text("select 1"))
+    finally:
+        await engine.dispose()
+
+
+def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion on a fresh event loop in a worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _checked_mode(mode: str) -> str:
+    if mode not in STOP_MODES:
+        raise ValueError(f"mode must be one of {STOP_MODES}, not {mode!r}")
+    return mode
+
+
+def _current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0

@@ -1,0 +1,79 @@
+"""The inventory schema. Lot counters obey ``received = available + reserved + sold + spoiled``
+and never go negative; the database enforces both."""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.messaging.tables import add_messaging_tables
+
+SCHEMA = "inventory"
+metadata = MetaData(schema=SCHEMA)
+
+sellers = Table(
+    "sellers",
+    metadata,
+    Column("seller_id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("county", String(64), nullable=False),
+    Column("phone", String(20), nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("seller_id", String(64), ForeignKey("inventory.sellers.seller_id"), nullable=False),
+    Column("unit_price_fen", BigInteger, CheckConstraint("unit_price_fen >= 0"), nullable=False),
+    Column("name", JSONB, nullable=False),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("lot_id", String(64), primary_key=True),
+    Column("sku", String(64), ForeignKey("inventory.products.sku"), nullable=False, index=True),
+    Column("received", Integer, nullable=False),
+    Column("available", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False, server_default="0"),
+    Column("sold", Integer, nullable=False, server_default="0"),
+    Column("spoiled", Integer, nullable=False, server_default="0"),
+    Column("available_from", Date, nullable=False),
+    Column("best_before", Date, nullable=False),
+    CheckConstraint(
+        "available >= 0 AND reserved >= 0 AND sold >= 0 AND spoiled >= 0", name="lots_nonnegative"
+    ),
+    CheckConstraint("received = available + reserved + sold + spoiled", name="lots_conserved"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),  # reserved | released | sold | rejected
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+reservation_lines = Table(
+    "reservation_lines",
+    metadata,
+    Column("order_id", String(36), ForeignKey("inventory.reservations.order_id"), nullable=False),
+    Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False),
+    Column("quantity", Integer, CheckConstraint("quantity > 0"), nullable=False),
+    PrimaryKeyConstraint("order_id", "lot_id"),
+)
+
+outbox, inbox = add_messaging_tables(metadata)

@@ -1,0 +1,1 @@
+"""Pure domain logic for buyer notifications (SMS encoding and message templates)."""

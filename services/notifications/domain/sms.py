@@ -1,0 +1,107 @@
+"""SMS encoding and segment counting (GSM 03.38 / 3GPP TS 23.038).
+
+A message is sent as GSM-7 when every character is in the GSM 03.38 basic
+character set or its extension table; otherwise the whole message is sent as
+UCS-2 (UTF-16). Pure module: no I/O, no framework imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Encoding = Literal["GSM-7", "UCS-2"]
+"""The two SMS data codings a message can be sent in."""
+
+GSM7_BASIC_CHARS: Final[str] = (
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"  # 0x1B (ESC) is the escape to the extension table, not a character.
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmno"
+    "pqrstuvwxyzäöñüà"
+)
+"""The 127 printable characters of the GSM 03.38 default alphabet; each costs 1 septet."""
+
+GSM7_EXTENSION_CHARS: Final[str] = "\f^{}\\[~]|€"
+"""Characters of the GSM 03.38 extension table; each costs 2 septets (ESC + code)."""
+
+GSM7_SINGLE_SEGMENT: Final[int] = 160
+"""Septets that fit in a single, non-concatenated GSM-7 SMS."""
+
+GSM7_MULTI_SEGMENT: Final[int] = 153
+"""Septets per part of a concatenated GSM-7 SMS (7 septets go to the UDH)."""
+
+UCS2_SINGLE_SEGMENT: Final[int] = 70
+"""UTF-16 code units that fit in a single, non-concatenated UCS-2 SMS."""
+
+UCS2_MULTI_SEGMENT: Final[int] = 67
+"""UTF-16 code units per part of a concatenated UCS-2 SMS (6 octets go to the UDH)."""
+
+_GSM7_BASIC: Final[frozenset[str]] = frozenset(GSM7_BASIC_CHARS)
+_GSM7_EXTENSION: Final[frozenset[str]] = frozenset(GSM7_EXTENSION_CHARS)
+
+
+@dataclass(frozen=True)
+class SmsEncoding:
+    """How a text would be sent as SMS.
+
+    Attributes:
+        encoding: ``"GSM-7"`` or ``"UCS-2"``.
+        segments: number of SMS parts the text is billed and sent as (at least 1).
+        units: septets for GSM-7 (extension-table characters count 2), or
+            UTF-16 code units for UCS-2 (characters outside the BMP count 2).
+    """
+
+    encoding: Encoding
+    segments: int
+    units: int
+
+
+def _segments(units: int, single: int, multi: int) -> int:
+    """Number of parts for ``units`` given single-part and per-part capacities."""
+    if units <= single:
+        return 1
+    return -(-units // multi)  # ceiling division without floats
+
+
+def encode_info(text: str) -> SmsEncoding:
+    """Return the encoding, length in units and segment count for ``text``.
+
+    GSM-7 is used when every character is in the GSM 03.38 basic character set
+    or its extension table (``^ { } \\ [ ~ ] | €`` and form feed, 2 septets
+    each). Otherwise the text is UCS-2 and measured in UTF-16 code units, so a
+    character outside the Basic Multilingual Plane (e.g. most emoji) counts 2.
+
+    A single SMS carries 160 GSM-7 septets or 70 UCS-2 units; a concatenated
+    message carries 153 septets or 67 units per part. Empty text is 1 segment.
+
+    Simplification: the part count is ``ceil(units / per_part)``. Real senders
+    never split an escape pair (GSM-7) or a surrogate pair (UCS-2) across two
+    parts, so a message whose boundary falls inside such a pair may in reality
+    need one more part than reported here. No national language shift tables
+    are considered, and no character is transliterated (e.g. ``ç`` forces UCS-2).
+    """
+    septets = 0
+    for char in text:
+        if char in _GSM7_BASIC:
+            septets += 1
+        elif char in _GSM7_EXTENSION:
+            septets += 2
+        else:
+            break
+    else:
+        return SmsEncoding(
+            encoding="GSM-7",
+            segments=_segments(septets, GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT),
+            units=septets,
+        )
+
+    code_units = sum(2 if ord(char) > 0xFFFF else 1 for char in text)
+    return SmsEncoding(
+        encoding="UCS-2",
+        segments=_segments(code_units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT),
+        units=code_units,
+    )

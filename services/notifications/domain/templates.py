@@ -1,0 +1,234 @@
+"""Buyer-facing SMS texts for order events, in the buyer's locale.
+
+Supported locales: ``zh-CN`` (default), ``ug-CN`` (Uyghur in Arabic script) and
+``en``. Messages are kept short (one SMS where practical) and signed with the
+``【Caravan】`` prefix (Chinese and Uyghur, as Chinese SMS gateways require) or
+``Caravan:`` (English, which keeps English texts within GSM-7). Money is
+rendered from integer fen without floating point. Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Locale = Literal["zh-CN", "ug-CN", "en"]
+"""Locales the notification texts are available in."""
+
+DEFAULT_LOCALE: Final[Locale] = "zh-CN"
+"""Locale used when the buyer's locale is missing or not supported."""
+
+SUPPORTED_LOCALES: Final[tuple[Locale, ...]] = ("zh-CN", "ug-CN", "en")
+"""All locales, default first."""
+
+CANCEL_REASONS: Final[tuple[str, ...]] = (
+    "unknown_sku",
+    "out_of_stock",
+    "out_of_season",
+    "credit_declined",
+    "payment_failed",
+    "expired",
+    "cancelled_by_buyer",
+)
+"""Cancellation reason codes that have a specific wording; others get a generic one."""
+
+PAYMENT_METHODS: Final[tuple[str, ...]] = ("microloan", "prepaid")
+"""Payment method codes that are named in confirmations; others are left unnamed."""
+
+_SIGNATURE: Final[dict[Locale, str]] = {
+    "zh-CN": "【Caravan】",
+    "ug-CN": "【Caravan】",
+    "en": "Caravan: ",
+}
+
+_METHOD_NAMES: Final[dict[Locale, dict[str, str]]] = {
+    "zh-CN": {
+        "microloan": "小额贷款",
+        "prepaid": "预付款",
+    },
+    "ug-CN": {
+        "microloan": "ئۇششاق قەرز",
+        "prepaid": "ئالدىن تۆلەش",
+    },
+    "en": {
+        "microloan": "microloan",
+        "prepaid": "prepaid",
+    },
+}
+
+# "Order {ref} was cancelled because {reason}." frame, per locale.
+_CANCELLED_BECAUSE: Final[dict[Locale, str]] = {
+    "zh-CN": "您的订单{ref}已取消，原因：{reason}。",
+    "ug-CN": "{ref} نومۇرلۇق بۇيرۇتمىڭىز ئەمەلدىن قالدۇرۇلدى، سەۋەبى: {reason}.",
+    "en": "Your order {ref} has been cancelled because {reason}.",
+}
+
+# Plain-words reasons that fit the frame above.
+_REASONS: Final[dict[Locale, dict[str, str]]] = {
+    "zh-CN": {
+        "unknown_sku": "商品不存在",
+        "out_of_stock": "商品库存不足",
+        "out_of_season": "商品已过季",
+        "credit_declined": "贷款申请未获批准",
+        "payment_failed": "付款未成功",
+    },
+    "ug-CN": {
+        "unknown_sku": "مەھسۇلات تېپىلمىدى",
+        "out_of_stock": "مال قالمىدى",
+        "out_of_season": "مەھسۇلاتنىڭ پەسلى ئۆتۈپ كەتتى",
+        "credit_declined": "قەرز ئىلتىماسىڭىز تەستىقلانمىدى",
+        "payment_failed": "پۇل تۆلەش مەغلۇپ بولدى",
+        "expired": "ۋاقتى ئۆتۈپ كەتتى",
+    },
+    "en": {
+        "unknown_sku": "the product could not be found",
+        "out_of_stock": "the product is out of stock",
+        "out_of_season": "the product is out of season",
+        "credit_declined": "your credit application was declined",
+        "payment_failed": "the payment did not go through",
+        "expired": "it expired",
+    },
+}
+
+# Whole sentences for reasons that read better outside the frame; "" is the
+# generic wording for reason codes that have no specific text.
+_CANCELLED_SENTENCES: Final[dict[Locale, dict[str, str]]] = {
+    "zh-CN": {
+        "expired": "您的订单{ref}已超时，系统已自动取消。",
+        "cancelled_by_buyer": "您的订单{ref}已按您的要求取消。",
+        "": "您的订单{ref}因故已取消。",
+    },
+    "ug-CN": {
+        "cancelled_by_buyer": "{ref} نومۇرلۇق بۇيرۇتمىڭىز تەلىپىڭىز بويىچە ئەمەلدىن قالدۇرۇلدى.",
+        "": "{ref} نومۇرلۇق بۇيرۇتمىڭىز مەلۇم سەۋەب بىلەن ئەمەلدىن قالدۇرۇلدى.",
+    },
+    "en": {
+        "cancelled_by_buyer": "Your order {ref} has been cancelled at your request.",
+        "": "Your order {ref} could not be completed and has been cancelled.",
+    },
+}
+
+_APOLOGY: Final[dict[Locale, str]] = {
+    "zh-CN": "给您带来不便，敬请谅解。",
+    "ug-CN": "كەچۈرۈڭ.",
+    "en": "Sorry for the inconvenience.",
+}
+
+
+def pick_locale(value: str | None) -> Locale:
+    """Map a buyer's locale preference to a supported :data:`Locale`.
+
+    Matching is on the primary language subtag, case-insensitive, accepting
+    ``-`` or ``_`` separators and a POSIX ``.charset`` suffix: ``ug``,
+    ``ug_CN``, ``ug-Arab-CN`` give ``ug-CN``; ``en``, ``en-US``,
+    ``en_GB.UTF-8`` give ``en``. Anything else, including ``None`` and the
+    empty string, falls back to :data:`DEFAULT_LOCALE` (``zh-CN``).
+    """
+    if value is None:
+        return DEFAULT_LOCALE
+    primary = value.strip().split(".", 1)[0].replace("_", "-").split("-", 1)[0].lower()
+    if primary == "ug":
+        return "ug-CN"
+    if primary == "en":
+        return "en"
+    return DEFAULT_LOCALE
+
+
+def format_amount(fen: int) -> str:
+    """Render an amount in fen as yuan with exactly two decimals, e.g. 3500 -> ``"35.00"``.
+
+    Uses integer arithmetic only; a negative amount gets a leading ``-``.
+    """
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}{yuan}.{cents:02d}"
+
+
+def format_money(locale: Locale, fen: int) -> str:
+    """Render an amount in fen as a price for ``locale``.
+
+    ``zh-CN``: ``¥70.00``; ``ug-CN``: ``70.00 يۈەن``; ``en``: ``CNY 70.00``.
+    """
+    amount = format_amount(fen)
+    if locale == "ug-CN":
+        return f"{amount} يۈەن"
+    if locale == "en":
+        return f"CNY {amount}"
+    return f"¥{amount}"
+
+
+def _instalments(locale: Locale, term_months: int) -> str:
+    """Phrase for repaying a microloan in ``term_months`` monthly instalments."""
+    if locale == "ug-CN":
+        return f"{term_months} ئايغا بۆلۈپ قايتۇرىسىز"
+    if locale == "en":
+        plural = "" if term_months == 1 else "s"
+        return f"{term_months} monthly instalment{plural}"
+    return f"分{term_months}期按月还款"
+
+
+def render_order_confirmed(
+    locale: Locale,
+    order_ref: str,
+    total_fen: int,
+    method: str,
+    term_months: int | None = None,
+) -> str:
+    """Render the "order confirmed" SMS.
+
+    Args:
+        locale: buyer's locale (see :func:`pick_locale`).
+        order_ref: order reference shown to the buyer, included verbatim.
+        total_fen: order total in fen (1/100 yuan).
+        method: payment method code; codes in :data:`PAYMENT_METHODS` are named
+            in the text, any other code is left out rather than shown raw.
+        term_months: for ``method == "microloan"``, the number of monthly
+            instalments to mention; ignored for other methods.
+
+    Raises:
+        ValueError: if ``term_months`` is given and is less than 1.
+    """
+    if term_months is not None and term_months < 1:
+        raise ValueError(f"term_months must be at least 1, got {term_months}")
+
+    money = format_money(locale, total_fen)
+    method_name = _METHOD_NAMES[locale].get(method)
+    payment = method_name
+    if method_name is not None and method == "microloan" and term_months is not None:
+        separator = "، " if locale == "ug-CN" else ("，" if locale == "zh-CN" else ", ")
+        payment = f"{method_name}{separator}{_instalments(locale, term_months)}"
+
+    sign = _SIGNATURE[locale]
+    if locale == "ug-CN":
+        paid = f" تۆلەش ئۇسۇلى: {payment}." if payment else ""
+        return (
+            f"{sign}{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى. جەمئىي: {money}.{paid} رەھمەت!"
+        )
+    if locale == "en":
+        paid = f" Payment: {payment}." if payment else ""
+        return f"{sign}Your order {order_ref} is confirmed. Total: {money}.{paid} Thank you!"
+    paid = f"，支付方式：{payment}" if payment else ""
+    return f"{sign}您的订单{order_ref}已确认，金额{money}{paid}。感谢惠顾！"
+
+
+def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
+    """Render the "order cancelled" SMS.
+
+    Args:
+        locale: buyer's locale (see :func:`pick_locale`).
+        order_ref: order reference shown to the buyer, included verbatim.
+        reason: cancellation reason code; codes in :data:`CANCEL_REASONS` are
+            explained in plain words, any other code gets a generic wording.
+
+    An apology is appended unless the buyer cancelled the order themselves.
+    """
+    sentences = _CANCELLED_SENTENCES[locale]
+    phrase = _REASONS[locale].get(reason)
+    if reason in sentences:
+        sentence = sentences[reason].format(ref=order_ref)
+    elif phrase is not None:
+        sentence = _CANCELLED_BECAUSE[locale].format(ref=order_ref, reason=phrase)
+    else:
+        sentence = sentences[""].format(ref=order_ref)
+    apology = "" if reason == "cancelled_by_buyer" else _APOLOGY[locale]
+    separator = "" if locale == "zh-CN" or not apology else " "
+    return f"{_SIGNATURE[locale]}{sentence}{separator}{apology}"

@@ -1,0 +1,120 @@
+"""Loading and saving orders; saving also hands the events they recorded to the outbox."""
+
+from datetime import datetime
+
+from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.orders.adapters.tables import orders, timeline
+from services.orders.domain.order import Order
+from shared.events.orders import OrderLine
+from shared.messaging.uow import Tx
+
+
+class OrderRepository:
+    """Orders of one transaction. ``get`` locks the row until the transaction ends."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+
+    async def add(self, order: Order, request_hash: str) -> bool:
+        """Insert a new order; False if (source, order_ref) already exists (nothing written)."""
+        stmt = (
+            pg_insert(orders)
+            .values(
+                order_id=order.order_id,
+                source=order.source,
+                order_ref=order.order_ref,
+                request_hash=request_hash,
+                buyer_id=order.buyer_id,
+                lines=[line.model_dump() for line in order.lines],
+                payment_method=order.payment_method,
+                term_months=order.term_months,
+                status=order.status,
+                stock=order.stock,
+                payment=order.payment,
+                placed_at=order.placed_at,
+                deadline_at=order.deadline_at,
+            )
+            .on_conflict_do_nothing(constraint="orders_idempotency_key")
+            .returning(orders.c.order_id)
+        )
+        if (await self.tx.conn.execute(stmt)).first() is None:
+            return False
+        await self._flush_events(order)
+        return True
+
+    async def get(self, order_id: str) -> Order | None:
+        row = (
+            await self.tx.conn.execute(
+                select(orders).where(orders.c.order_id == order_id).with_for_update()
+            )
+        ).first()
+        return None if row is None else _to_order(row._mapping)
+
+    async def find_by_ref(self, source: str, order_ref: str) -> tuple[str, str, str] | None:
+        """(order_id, status, request_hash) of the order with this idempotency key."""
+        row = (
+            await self.tx.conn.execute(
+                select(orders.c.order_id, orders.c.status, orders.c.request_hash).where(
+                    orders.c.source == source, orders.c.order_ref == order_ref
+                )
+            )
+        ).first()
+        return None if row is None else (row.order_id, row.status, row.request_hash)
+
+    async def due_for_expiry(self, now: datetime, limit: int = 100) -> list[str]:
+        rows = await self.tx.conn.execute(
+            select(orders.c.order_id)
+            .where(orders.c.status == "pending", orders.c.deadline_at <= now)
+            .order_by(orders.c.deadline_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [r.order_id for r in rows]
+
+    async def save(self, order: Order) -> None:
+        await self.tx.conn.execute(
+            update(orders)
+            .where(orders.c.order_id == order.order_id)
+            .values(
+                status=order.status,
+                stock=order.stock,
+                payment=order.payment,
+                total_fen=order.total_fen,
+                loan_id=order.loan_id,
+                reason=order.reason,
+                updated_at=datetime.now(order.placed_at.tzinfo),
+            )
+        )
+        await self._flush_events(order)
+
+    async def record(self, order_id: str, event_type: str) -> None:
+        """Add a step (an event that reached this order) to its timeline."""
+        await self.tx.conn.execute(insert(timeline).values(order_id=order_id, type=event_type))
+
+    async def _flush_events(self, order: Order) -> None:
+        for event in order.events:
+            await self.tx.emit(event)
+            await self.record(order.order_id, event.event_type.value)
+        order.events.clear()
+
+
+def _to_order(m: RowMapping) -> Order:
+    return Order(
+        order_id=m["order_id"],
+        order_ref=m["order_ref"],
+        source=m["source"],
+        buyer_id=m["buyer_id"],
+        lines=[OrderLine.model_validate(x) for x in m["lines"]],
+        payment_method=m["payment_method"],
+        term_months=m["term_months"],
+        placed_at=m["placed_at"],
+        deadline_at=m["deadline_at"],
+        status=m["status"],
+        stock=m["stock"],
+        payment=m["payment"],
+        total_fen=m["total_fen"],
+        loan_id=m["loan_id"],
+        reason=m["reason"],
+    )

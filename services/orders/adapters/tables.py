@@ -1,0 +1,57 @@
+"""The orders schema."""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.messaging.tables import add_messaging_tables
+
+SCHEMA = "orders"
+metadata = MetaData(schema=SCHEMA)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("source", String(256), nullable=False),
+    Column("order_ref", String(64), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("buyer_id", String(64), nullable=False),
+    Column("lines", JSONB, nullable=False),
+    Column("payment_method", String(16), nullable=False),
+    Column("term_months", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("stock", String(16), nullable=False),
+    Column("payment", String(16), nullable=False),
+    Column("total_fen", BigInteger, nullable=True),
+    Column("loan_id", String(64), nullable=True),
+    Column("reason", String(32), nullable=True),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+    Column("deadline_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("source", "order_ref", name="orders_idempotency_key"),
+    Index("orders_pending_deadline", "deadline_at", postgresql_where=text("status = 'pending'")),
+    Index("orders_buyer", "buyer_id", "placed_at"),
+)
+
+timeline = Table(
+    "timeline",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("order_id", String(36), nullable=False, index=True),
+    Column("type", String(64), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+outbox, inbox = add_messaging_tables(metadata)

@@ -1,0 +1,147 @@
+"""The order aggregate: a state machine over the saga's outcomes.
+
+An order is ``pending`` until stock and payment are both settled. It is ``confirmed`` when
+all lines are reserved and payment is authorised, ``cancelled`` as soon as either step
+fails, the deadline passes, or the buyer cancels. Facts arrive late, twice, or in any
+order; once terminal, an order records them but never emits a second terminal event.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.events.envelope import EventData
+from shared.events.orders import (
+    CancelReason,
+    ConfirmedPayment,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+    OrderRequested,
+    PaymentMethod,
+)
+
+Status = Literal["pending", "confirmed", "cancelled"]
+StepState = Literal["pending", "done", "failed"]
+
+
+class OrderAlreadyConfirmed(Exception):
+    """A buyer asked to cancel an order that is already confirmed."""
+
+
+@dataclass
+class Order:
+    order_id: str
+    order_ref: str
+    source: str
+    buyer_id: str
+    lines: list[OrderLine]
+    payment_method: PaymentMethod
+    term_months: int | None
+    placed_at: datetime
+    deadline_at: datetime
+    status: Status = "pending"
+    stock: StepState = "pending"
+    payment: StepState = "pending"
+    total_fen: int | None = None
+    loan_id: str | None = None
+    reason: CancelReason | None = None
+    events: list[EventData] = field(default_factory=list)
+
+    @classmethod
+    def place(
+        cls,
+        order_id: str,
+        request: OrderRequested,
+        source: str,
+        now: datetime,
+        deadline: timedelta,
+    ) -> "Order":
+        order = cls(
+            order_id=order_id,
+            order_ref=request.order_ref,
+            source=source,
+            buyer_id=request.buyer.id,
+            lines=list(request.lines),
+            payment_method=request.payment.method,
+            term_months=request.payment.term_months,
+            placed_at=now,
+            deadline_at=now + deadline,
+        )
+        order.events.append(
+            OrderPlaced(
+                order_id=order_id,
+                order_ref=request.order_ref,
+                source=source,
+                buyer_id=request.buyer.id,
+                lines=request.lines,
+                buyer=request.buyer,
+                payment=request.payment,
+                placed_at=now,
+            )
+        )
+        return order
+
+    @property
+    def terminal(self) -> bool:
+        return self.status != "pending"
+
+    def stock_reserved(self, total_fen: int) -> None:
+        if self.terminal:
+            return
+        self.stock = "done"
+        self.total_fen = total_fen
+        self._maybe_confirm()
+
+    def stock_rejected(self, reason: CancelReason) -> None:
+        if self.terminal:
+            return
+        self.stock = "failed"
+        self._cancel(reason)
+
+    def payment_authorized(self, amount_fen: int, loan_id: str | None) -> None:
+        if self.terminal:
+            return
+        self.payment = "done"
+        self.loan_id = loan_id
+        if self.total_fen is None:
+            self.total_fen = amount_fen
+        self._maybe_confirm()
+
+    def payment_declined(self, reason: CancelReason) -> None:
+        if self.terminal:
+            return
+        self.payment = "failed"
+        self._cancel(reason)
+
+    def expire(self, now: datetime) -> None:
+        if not self.terminal and now >= self.deadline_at:
+            self._cancel("expired")
+
+    def cancel_by_buyer(self) -> None:
+        if self.status == "confirmed":
+            raise OrderAlreadyConfirmed(self.order_id)
+        if not self.terminal:
+            self._cancel("cancelled_by_buyer")
+
+    def _maybe_confirm(self) -> None:
+        if self.stock == "done" and self.payment == "done":
+            assert self.total_fen is not None
+            self.status = "confirmed"
+            self.events.append(
+                OrderConfirmed(
+                    order_id=self.order_id,
+                    order_ref=self.order_ref,
+                    total_fen=self.total_fen,
+                    payment=ConfirmedPayment(method=self.payment_method, loan_id=self.loan_id),
+                    term_months=self.term_months,
+                )
+            )
+
+    def _cancel(self, reason: CancelReason) -> None:
+        self.status = "cancelled"
+        self.reason = reason
+        self.events.append(
+            OrderCancelled(order_id=self.order_id, order_ref=self.order_ref, reason=reason)
+        )

@@ -1,0 +1,53 @@
+"""What the orders service consumes, and the loop that expires overdue sagas."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from services.orders import handlers
+from shared.messaging.consumer import Subscription
+from shared.messaging.uow import UnitOfWork
+from shared.topics import EventType, Topic
+
+log = logging.getLogger(__name__)
+
+
+def subscriptions(deadline: timedelta) -> list[Subscription]:
+    return [
+        Subscription(
+            Topic.ORDER_REQUESTS,
+            {EventType.ORDER_REQUESTED: partial(handlers.on_order_requested, deadline=deadline)},
+            on_poison=handlers.on_invalid_request,
+        ),
+        Subscription(
+            Topic.INVENTORY_EVENTS,
+            {
+                EventType.STOCK_RESERVED: handlers.on_stock_reserved,
+                EventType.STOCK_REJECTED: handlers.on_stock_rejected,
+            },
+        ),
+        Subscription(
+            Topic.PAYMENT_EVENTS,
+            {
+                EventType.PAYMENT_AUTHORIZED: handlers.on_payment_authorized,
+                EventType.PAYMENT_DECLINED: handlers.on_payment_declined,
+            },
+        ),
+    ]
+
+
+async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
+    """Every ``interval`` seconds, cancel the pending orders whose deadline has passed."""
+    while True:
+        try:
+            async with uow.begin() as tx:
+                n = await handlers.expire_due(tx, datetime.now(UTC))
+            if n:
+                log.info("expired %d orders", n)
+                continue
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("expiry sweep failed")
+        await asyncio.sleep(interval)

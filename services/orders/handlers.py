@@ -1,0 +1,141 @@
+"""Use cases of the orders service. Each runs inside one :class:`~shared.messaging.uow.Tx`."""
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from services.orders.adapters.repository import OrderRepository
+from services.orders.domain.order import Order
+from shared.events.inventory import StockRejected, StockReserved
+from shared.events.orders import FieldError, OrderRejected, OrderRequested
+from shared.events.payments import PaymentAuthorized, PaymentDeclined
+from shared.events.registry import Parsed, PoisonRecord
+from shared.messaging.uow import Tx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The outcome of placing: the order, and whether this request created it."""
+
+    order_id: str
+    status: str
+    created: bool
+    same_request: bool
+
+
+def request_hash(request: OrderRequested) -> str:
+    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()
+
+
+async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: timedelta) -> Placed:
+    """Create the order for (source, order_ref) unless it exists; never a second one."""
+    repo = OrderRepository(tx)
+    digest = request_hash(request)
+    existing = await repo.find_by_ref(source, request.order_ref)
+    if existing is None:
+        order = Order.place(str(uuid.uuid4()), request, source, datetime.now(UTC), deadline)
+        if await repo.add(order, digest):
+            return Placed(order.order_id, order.status, created=True, same_request=True)
+        existing = await repo.find_by_ref(source, request.order_ref)
+        assert existing is not None, "the conflicting insert has committed"
+    order_id, status, stored_digest = existing
+    log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
+    return Placed(order_id, status, created=False, same_request=stored_digest == digest)
+
+
+async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> None:
+    assert isinstance(parsed.data, OrderRequested)
+    await place_order(tx, parsed.data, parsed.envelope.source, deadline)
+
+
+async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
+    """An ``order.requested`` whose data is invalid is answered with ``order.rejected``."""
+    envelope = poison.envelope
+    if envelope is None or envelope.type != "order.requested" or poison.code != "invalid_data":
+        return
+    ref = envelope.data.get("order_ref")
+    errors = [FieldError(field=e["field"], message=e["message"]) for e in poison.errors]
+    await tx.emit(
+        OrderRejected(
+            order_ref=str(ref)[:64] if ref is not None else "",
+            source=envelope.source,
+            errors=errors or [FieldError(field="data", message=poison.message)],
+        ),
+        correlation_id=str(ref) if ref is not None else envelope.id,
+    )
+
+
+async def _apply(tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None]) -> None:
+    repo = OrderRepository(tx)
+    order = await repo.get(order_id)
+    if order is None:
+        log.warning("%s for unknown order %s ignored", event_type, order_id)
+        return
+    await repo.record(order_id, event_type)
+    was_terminal = order.terminal
+    change(order)
+    if was_terminal:
+        log.info("%s arrived after the order ended %s; recorded only", event_type, order.status)
+    await repo.save(order)
+
+
+async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
+    data = parsed.data
+    assert isinstance(data, StockReserved)
+    await _apply(
+        tx, data.order_id, parsed.envelope.type, lambda o: o.stock_reserved(data.total_fen)
+    )
+
+
+async def on_stock_rejected(tx: Tx, parsed: Parsed) -> None:
+    data = parsed.data
+    assert isinstance(data, StockRejected)
+    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.stock_rejected(data.reason))
+
+
+async def on_payment_authorized(tx: Tx, parsed: Parsed) -> None:
+    data = parsed.data
+    assert isinstance(data, PaymentAuthorized)
+    await _apply(
+        tx,
+        data.order_id,
+        parsed.envelope.type,
+        lambda o: o.payment_authorized(data.amount_fen, data.loan_id),
+    )
+
+
+async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
+    data = parsed.data
+    assert isinstance(data, PaymentDeclined)
+    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.payment_declined(data.reason))
+
+
+async def expire_due(tx: Tx, now: datetime) -> int:
+    """Cancel (``expired``) pending orders whose deadline has passed; returns how many."""
+    repo = OrderRepository(tx)
+    ids = await repo.due_for_expiry(now)
+    for order_id in ids:
+        order = await repo.get(order_id)
+        assert order is not None
+        order.expire(now)
+        await repo.save(order)
+    return len(ids)
+
+
+async def cancel_by_buyer(tx: Tx, order_id: str) -> Order | None:
+    """Cancel on the buyer's request; raises ``OrderAlreadyConfirmed`` after confirmation."""
+    repo = OrderRepository(tx)
+    order = await repo.get(order_id)
+    if order is None:
+        return None
+    order.cancel_by_buyer()
+    await repo.save(order)
+    return order

@@ -1,0 +1,39 @@
+"""The body of every service's ``migrations/env.py``: online, async, one schema per service."""
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+MIGRATION_LOCK = 0x0CA2A7A9
+
+
+def run(metadata: MetaData) -> None:
+    """Migrate ``metadata.schema`` to head, serialised across processes by an advisory lock."""
+    schema = metadata.schema
+    assert schema, "each service's metadata names its schema"
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url
+
+    def do_run(connection: Connection) -> None:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+            include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def main() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(do_run)
+        await engine.dispose()
+
+    asyncio.run(main())

@@ -1,0 +1,75 @@
+"""The async engine and session factory of one service, bound to its own schema."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from shared.settings import Settings
+
+
+class Database:
+    """A service's handle on PostgreSQL. Creating it connects to nothing."""
+
+    def __init__(self, settings: Settings, schema: str) -> None:
+        self.schema = schema
+        self.engine: AsyncEngine = create_async_engine(
+            settings.async_database_url(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": f"caravan-{schema}"}},
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction, committed on success."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+_TRANSIENT_PG = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for faults that pass by themselves (database or network down, lock conflicts).
+
+    Such faults are retried with backoff and never dead-lettered.
+    """
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError | _TRANSIENT_PG):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, sa_exc.DBAPIError) and cause is not None:
+        orig = getattr(exc, "orig", None)
+        inner = getattr(orig, "__cause__", None)
+        return isinstance(inner, _TRANSIENT_PG) or isinstance(cause, _TRANSIENT_PG)
+    return False
+
+
+__all__ = ["AsyncSession", "Database", "is_transient"]

@@ -1,0 +1,72 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode) that every Kafka record value carries."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.topics import EventType, Topic
+
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Frozen(BaseModel):
+    """Base of every contract model: immutable, and strict about unknown fields in input."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class EventData(Frozen):
+    """The ``data`` of one event type. Subclasses name their topic and type once."""
+
+    topic: ClassVar[Topic]
+    event_type: ClassVar[EventType]
+
+    def partition_key(self) -> str:
+        """The record key: the order id unless a subclass says otherwise."""
+        return str(getattr(self, "order_id"))  # noqa: B009 - subclasses without it override
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event with the project's ``correlationid``/``causationid`` extensions.
+
+    ``data`` is kept as a plain mapping here; :func:`shared.events.registry.parse_record` turns
+    it into the typed model for its ``type``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: str = Field(pattern=r"^1\.0$")
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=256)
+    type: str = Field(min_length=1, max_length=128)
+    time: AwareDatetime
+    datacontenttype: str | None = "application/json"
+    data: dict[str, Any]
+    correlationid: str | None = None
+    causationid: str | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def new_event(
+    data: EventData,
+    *,
+    source: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    time: datetime | None = None,
+) -> CloudEvent:
+    """Wrap ``data`` in a fresh envelope with a new id."""
+    return CloudEvent(
+        specversion="1.0",
+        id=str(uuid.uuid4()),
+        source=source,
+        type=data.event_type.value,
+        time=time or datetime.now(UTC),
+        data=data.model_dump(mode="json", exclude_none=True),
+        correlationid=correlation_id,
+        causationid=causation_id,
+    )

@@ -1,0 +1,60 @@
+"""Events of ``inventory.events.v1`` (internal: the inventory step of the saga)."""
+
+from typing import ClassVar, Literal
+
+from shared.events.envelope import EventData, Frozen
+from shared.events.orders import PaymentRequest
+from shared.topics import EventType, Topic
+
+StockRejectReason = Literal["unknown_sku", "out_of_stock", "out_of_season"]
+
+
+class LotTake(Frozen):
+    lot_id: str
+    quantity: int
+
+
+class ReservedLine(Frozen):
+    sku: str
+    quantity: int
+    unit_price_fen: int
+    seller_id: str
+    lots: list[LotTake]
+
+
+class StockReserved(EventData):
+    """All lines of an order are held; carries what payments needs to charge for them."""
+
+    topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
+    event_type: ClassVar[EventType] = EventType.STOCK_RESERVED
+
+    order_id: str
+    buyer_id: str
+    payment: PaymentRequest
+    lines: list[ReservedLine]
+    total_fen: int
+
+
+class StockRejected(EventData):
+    topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
+    event_type: ClassVar[EventType] = EventType.STOCK_REJECTED
+
+    order_id: str
+    reason: StockRejectReason
+    skus: list[str]
+
+
+class StockReleased(EventData):
+    topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
+    event_type: ClassVar[EventType] = EventType.STOCK_RELEASED
+
+    order_id: str
+    returned: int
+    spoiled: int
+
+
+class StockSold(EventData):
+    topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
+    event_type: ClassVar[EventType] = EventType.STOCK_SOLD
+
+    order_id: str

@@ -1,0 +1,128 @@
+"""Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
+
+from datetime import datetime
+from typing import ClassVar, Literal, Self
+
+from pydantic import Field, model_validator
+
+from shared.events.envelope import EventData, Frozen
+from shared.topics import EventType, Topic
+
+OrderRef = str
+ORDER_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+Locale = Literal["zh-CN", "ug-CN", "en"]
+PaymentMethod = Literal["microloan", "prepaid"]
+CancelReason = Literal[
+    "unknown_sku",
+    "out_of_stock",
+    "out_of_season",
+    "credit_declined",
+    "payment_failed",
+    "expired",
+    "cancelled_by_buyer",
+]
+
+
+class Buyer(Frozen):
+    id: str = Field(min_length=1, max_length=64)
+    phone: str = Field(pattern=E164_PATTERN)
+    locale: Locale = "zh-CN"
+
+
+class OrderLine(Frozen):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=10_000, strict=True)
+
+
+class PaymentRequest(Frozen):
+    method: PaymentMethod
+    term_months: int | None = Field(None, ge=1, le=12, strict=True)
+
+    @model_validator(mode="after")
+    def _term_for_microloans(self) -> Self:
+        if self.method == "microloan" and self.term_months is None:
+            raise ValueError("term_months is required for microloan payments")
+        return self
+
+
+class Delivery(Frozen):
+    county: str = Field(min_length=1, max_length=64)
+    address: str = Field(min_length=1, max_length=256)
+
+
+class OrderRequested(EventData):
+    topic: ClassVar[Topic] = Topic.ORDER_REQUESTS
+    event_type: ClassVar[EventType] = EventType.ORDER_REQUESTED
+
+    order_ref: OrderRef = Field(pattern=ORDER_REF_PATTERN)
+    buyer: Buyer
+    lines: list[OrderLine] = Field(min_length=1, max_length=50)
+    payment: PaymentRequest
+    delivery: Delivery | None = None
+
+    @model_validator(mode="after")
+    def _each_sku_once(self) -> Self:
+        skus = [line.sku for line in self.lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each sku may appear in at most one line")
+        return self
+
+    def partition_key(self) -> str:
+        return self.order_ref
+
+
+class OrderPlaced(EventData):
+    topic: ClassVar[Topic] = Topic.ORDER_EVENTS
+    event_type: ClassVar[EventType] = EventType.ORDER_PLACED
+
+    order_id: str
+    order_ref: OrderRef
+    source: str
+    buyer_id: str
+    lines: list[OrderLine]
+    buyer: Buyer | None = None
+    payment: PaymentRequest | None = None
+    placed_at: datetime | None = None
+
+
+class ConfirmedPayment(Frozen):
+    method: PaymentMethod
+    loan_id: str | None = None
+
+
+class OrderConfirmed(EventData):
+    topic: ClassVar[Topic] = Topic.ORDER_EVENTS
+    event_type: ClassVar[EventType] = EventType.ORDER_CONFIRMED
+
+    order_id: str
+    order_ref: OrderRef
+    total_fen: int
+    payment: ConfirmedPayment
+    term_months: int | None = None
+
+
+class OrderCancelled(EventData):
+    topic: ClassVar[Topic] = Topic.ORDER_EVENTS
+    event_type: ClassVar[EventType] = EventType.ORDER_CANCELLED
+
+    order_id: str
+    order_ref: OrderRef
+    reason: CancelReason
+
+
+class FieldError(Frozen):
+    field: str
+    message: str
+
+
+class OrderRejected(EventData):
+    topic: ClassVar[Topic] = Topic.ORDER_EVENTS
+    event_type: ClassVar[EventType] = EventType.ORDER_REJECTED
+
+    order_ref: str
+    source: str
+    errors: list[FieldError]
+
+    def partition_key(self) -> str:
+        return self.order_ref

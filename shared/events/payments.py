@@ -1,0 +1,36 @@
+"""Events of ``payments.events.v1`` (internal: the payment step of the saga)."""
+
+from typing import ClassVar, Literal
+
+from shared.events.envelope import EventData
+from shared.events.orders import PaymentMethod
+from shared.topics import EventType, Topic
+
+
+class PaymentAuthorized(EventData):
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.PAYMENT_AUTHORIZED
+
+    order_id: str
+    buyer_id: str
+    method: PaymentMethod
+    amount_fen: int
+    loan_id: str | None = None
+    term_months: int | None = None
+
+
+class PaymentDeclined(EventData):
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.PAYMENT_DECLINED
+
+    order_id: str
+    reason: Literal["credit_declined", "payment_failed"]
+
+
+class PaymentVoided(EventData):
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED
+
+    order_id: str
+    loan_id: str | None = None
+    amount_fen: int

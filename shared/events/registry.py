@@ -1,0 +1,113 @@
+"""Which event types each topic carries, and parsing a raw record at the edge."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from shared.events.envelope import CloudEvent, EventData
+from shared.events.inventory import StockRejected, StockReleased, StockReserved, StockSold
+from shared.events.notifications import SmsSent
+from shared.events.orders import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderRejected,
+    OrderRequested,
+)
+from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from shared.topics import Topic
+
+_MODELS: tuple[type[EventData], ...] = (
+    OrderRequested,
+    OrderPlaced,
+    OrderConfirmed,
+    OrderCancelled,
+    OrderRejected,
+    StockReserved,
+    StockRejected,
+    StockReleased,
+    StockSold,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentVoided,
+    SmsSent,
+)
+
+REGISTRY: dict[Topic, dict[str, type[EventData]]] = {}
+for _model in _MODELS:
+    REGISTRY.setdefault(_model.topic, {})[_model.event_type.value] = _model
+
+
+class PoisonRecord(Exception):
+    """A record that can never be handled as it is. ``code`` is a stable machine reason."""
+
+    def __init__(self, code: str, message: str, envelope: CloudEvent | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.envelope = envelope
+        self.errors: list[dict[str, Any]] = []
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A record parsed into its envelope and its typed ``data``."""
+
+    envelope: CloudEvent
+    data: EventData
+
+
+MAX_DEPTH = 32
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_record(topic: Topic, value: bytes | None) -> Parsed:
+    """Parse a record value of ``topic`` or raise :class:`PoisonRecord` saying why not."""
+    if value is None:
+        raise PoisonRecord("empty", "the record has no value")
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonRecord("not_json", str(exc)) from exc
+    if not isinstance(raw, dict):
+        raise PoisonRecord("not_cloudevent", "the value is not a JSON object")
+    if _depth(raw) > MAX_DEPTH:
+        raise PoisonRecord("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        envelope = CloudEvent.model_validate(raw)
+    except ValidationError as exc:
+        raise PoisonRecord("not_cloudevent", _summary(exc)) from exc
+    model = REGISTRY.get(topic, {}).get(envelope.type)
+    if model is None:
+        raise PoisonRecord(
+            "unknown_type", f"{envelope.type!r} is not an event of {topic}", envelope
+        )
+    try:
+        data = model.model_validate(envelope.data)
+    except ValidationError as exc:
+        poison = PoisonRecord("invalid_data", _summary(exc), envelope)
+        poison.errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "data", "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        raise poison from exc
+    return Parsed(envelope=envelope, data=data)
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()[:5]
+    ]
+    return "; ".join(parts)

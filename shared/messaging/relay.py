@@ -1,0 +1,122 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in order, then marks them sent.
+
+One relay at a time works on a schema (a transaction-scoped advisory lock), so rows keep
+their order per key across service instances. A crash between publishing and marking
+publishes the rows again: consumers' inboxes make that harmless.
+"""
+
+import asyncio
+import contextlib
+import logging
+import zlib
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import Table, func, select, update
+
+from shared.db import Database, is_transient
+from shared.metrics import OUTBOX_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+    """A durable producer: idempotent, ``acks=all``."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=30_000,
+    )
+
+
+class OutboxRelay:
+    """Moves rows from one service's outbox to Kafka until stopped."""
+
+    def __init__(
+        self,
+        db: Database,
+        outbox: Table,
+        producer: AIOKafkaProducer,
+        *,
+        service: str,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 0.05,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.producer = producer
+        self.service = service
+        self.batch_size = batch_size
+        self.idle_poll_seconds = idle_poll_seconds
+        self._wake = asyncio.Event()
+        self._lock_key = zlib.crc32(f"outbox:{db.schema}".encode())
+
+    def wake(self) -> None:
+        """Called after a commit that may have added rows: publish them without waiting."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                published = await self.publish_batch()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("outbox relay failed; retrying")
+                else:
+                    log.warning("outbox relay waiting for a transient fault: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published < self.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of unsent rows; returns how many were published."""
+        o = self.outbox
+        async with self.db.engine.begin() as conn:
+            got = await conn.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
+            if not got:
+                return 0
+            rows = (
+                await conn.execute(
+                    select(o.c.id, o.c.topic, o.c.key, o.c.value, o.c.headers)
+                    .where(o.c.sent_at.is_(None))
+                    .order_by(o.c.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = [
+                await self.producer.send(
+                    row.topic,
+                    value=row.value,
+                    key=row.key,
+                    headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(
+                update(o).where(o.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
+            )
+        OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)
+
+    async def backlog(self) -> int:
+        async with self.db.engine.connect() as conn:
+            n = await conn.scalar(
+                select(func.count()).select_from(self.outbox).where(self.outbox.c.sent_at.is_(None))
+            )
+        return int(n or 0)
+
+
+__all__ = ["OutboxRelay", "make_producer"]

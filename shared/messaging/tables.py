@@ -1,0 +1,39 @@
+"""The outbox and inbox tables that every service keeps in its own schema."""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """Declare ``outbox`` and ``inbox`` in ``metadata`` (whose schema is the service's)."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Index("outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+    )
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("key", String(600), primary_key=True),
+        Column("topic", String(255), nullable=False),
+        Column("handled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    return outbox, inbox

@@ -1,0 +1,90 @@
+"""The unit of work: one database transaction holding a state change and the events it emits.
+
+Handlers never publish to Kafka themselves (that would be a dual write). They call
+:meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
+"""
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Table, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import Database
+from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
+from shared.telemetry import current_trace_headers
+
+
+@dataclass
+class Tx:
+    """An open transaction of one service: ``conn`` for its tables, ``emit`` for its events."""
+
+    conn: AsyncConnection
+    source: str
+    outbox: Table
+    inbox: Table
+    cause: CloudEvent | None = None
+    emitted: list[CloudEvent] = field(default_factory=list)
+
+    async def claim(self, key: str, topic: str) -> bool:
+        """Record ``key`` as handled; False if it already was (a duplicate delivery)."""
+        stmt = (
+            pg_insert(self.inbox)
+            .values(key=key, topic=topic)
+            .on_conflict_do_nothing()
+            .returning(self.inbox.c.key)
+        )
+        return (await self.conn.execute(stmt)).first() is not None
+
+    async def emit(self, data: EventData, *, correlation_id: str | None = None) -> CloudEvent:
+        """Add ``data`` as a CloudEvent to the outbox, caused by the event being handled."""
+        order_id = getattr(data, "order_id", None)
+        corr = correlation_id or order_id or (self.cause.correlationid if self.cause else None)
+        event = new_event(
+            data,
+            source=self.source,
+            correlation_id=corr,
+            causation_id=self.cause.id if self.cause else None,
+        )
+        await self.emit_raw(
+            data.topic.value,
+            data.partition_key().encode(),
+            event.to_json(),
+            {"content-type": CONTENT_TYPE, **current_trace_headers()},
+        )
+        self.emitted.append(event)
+        return event
+
+    async def emit_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Add a record as it is (dead letters, redrives) to the outbox."""
+        await self.conn.execute(
+            insert(self.outbox).values(topic=topic, key=key, value=value, headers=dict(headers))
+        )
+
+
+class UnitOfWork:
+    """Opens :class:`Tx` transactions for one service and wakes its relay after each commit."""
+
+    def __init__(self, db: Database, source: str, outbox: Table, inbox: Table) -> None:
+        self.db = db
+        self.source = source
+        self.outbox = outbox
+        self.inbox = inbox
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    @asynccontextmanager
+    async def begin(self, cause: CloudEvent | None = None) -> AsyncIterator[Tx]:
+        async with self.db.engine.begin() as conn:
+            tx = Tx(
+                conn=conn, source=self.source, outbox=self.outbox, inbox=self.inbox, cause=cause
+            )
+            yield tx
+        for callback in self._after_commit:
+            callback()

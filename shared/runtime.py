@@ -1,0 +1,118 @@
+"""Running one service process: database, outbox relay, Kafka subscribers, background loops
+and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM or SIGINT."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from sqlalchemy import MetaData
+
+from shared.db import Database
+from shared.messaging.consumer import Consumer, Subscription
+from shared.messaging.relay import OutboxRelay, make_producer
+from shared.messaging.uow import UnitOfWork
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Loop = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Service:
+    """The composition of one service process. Building it connects to nothing."""
+
+    name: str
+    settings: Settings
+    metadata: MetaData
+    db: Database
+    uow: UnitOfWork
+    relay: OutboxRelay
+    broker: KafkaBroker
+    consumer: Consumer
+    loops: list[Loop] = field(default_factory=list)
+    asgi_app: Any = None
+
+    def subscribe(self, subscription: Subscription) -> None:
+        self.consumer.register(self.broker, subscription)
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set or the process is asked to terminate."""
+        stop = stop or _signal_event()
+        await self.relay.producer.start()
+        tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
+        server = None
+        try:
+            await self.broker.start()
+            tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
+            if self.asgi_app is not None:
+                import uvicorn
+
+                config = uvicorn.Config(
+                    self.asgi_app,
+                    host=self.settings.http_host,
+                    port=self.settings.http_port,
+                    log_config=None,
+                    lifespan="off",
+                )
+                server = uvicorn.Server(config)
+                tasks.append(asyncio.create_task(server.serve(), name=f"{self.name}-http"))
+            log.info("%s started", self.name)
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            log.info("%s stopping", self.name)
+            if server is not None:
+                server.should_exit = True
+            await self.broker.stop()
+            for task in tasks:
+                if not task.done() and task.get_name() != f"{self.name}-http":
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.relay.producer.stop()
+            await self.db.dispose()
+
+
+def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
+    """The common plumbing of a service whose tables are declared in ``metadata``."""
+    assert metadata.schema == name
+    outbox, inbox = metadata.tables[f"{name}.outbox"], metadata.tables[f"{name}.inbox"]
+    db = Database(settings, schema=name)
+    uow = UnitOfWork(db, source=f"caravan/{name}", outbox=outbox, inbox=inbox)
+    producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"caravan-{name}")
+    relay = OutboxRelay(
+        db,
+        outbox,
+        producer,
+        service=name,
+        batch_size=settings.outbox_batch_size,
+        idle_poll_seconds=settings.outbox_idle_poll_seconds,
+    )
+    uow.on_commit(relay.wake)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"caravan-{name}-consumer",
+        logger=logging.getLogger(f"faststream.{name}"),
+    )
+    consumer = Consumer(
+        service=name,
+        group_id=f"caravan-{name}",
+        uow=uow,
+        max_attempts=settings.handler_max_attempts,
+    )
+    return Service(name, settings, metadata, db, uow, relay, broker, consumer)
+
+
+def _signal_event() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    return event

@@ -1,0 +1,56 @@
+"""The reference-data file that ``caravan seed`` loads (CONTRACT.md, Reference data)."""
+
+from datetime import date
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from shared.events.envelope import Frozen
+from shared.events.orders import E164_PATTERN, Locale
+
+
+class Seller(Frozen):
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=256)
+    county: str = Field(min_length=1, max_length=64)
+    phone: str = Field(pattern=E164_PATTERN)
+
+
+class Product(Frozen):
+    sku: str = Field(min_length=1, max_length=64)
+    seller_id: str
+    unit_price_fen: int = Field(ge=0, strict=True)
+    name: dict[str, str]
+
+
+class LotSeed(Frozen):
+    lot_id: str = Field(min_length=1, max_length=64)
+    sku: str
+    quantity: int = Field(ge=0, strict=True)
+    available_from: date
+    best_before: date
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Self:
+        if self.best_before < self.available_from:
+            raise ValueError("best_before is before available_from")
+        return self
+
+
+class BuyerSeed(Frozen):
+    id: str = Field(min_length=1, max_length=64)
+    phone: str = Field(pattern=E164_PATTERN)
+    locale: Locale = "zh-CN"
+    credit_limit_fen: int = Field(ge=0, strict=True)
+
+
+class SeedFile(Frozen):
+    sellers: list[Seller] = Field(default_factory=list)
+    products: list[Product] = Field(default_factory=list)
+    lots: list[LotSeed] = Field(default_factory=list)
+    buyers: list[BuyerSeed] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "SeedFile":
+        return cls.model_validate_json(path.read_bytes())

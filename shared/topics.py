@@ -1,0 +1,40 @@
+"""Every Kafka topic and event type, named once.
+
+Public topics are part of ``CONTRACT.md``; internal ones are the project's own.
+Each consumed topic has a dead-letter twin, ``<topic>.dlq``.
+"""
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    ORDER_REQUESTS = "orders.requests.v1"
+    ORDER_EVENTS = "orders.events.v1"
+    INVENTORY_EVENTS = "inventory.events.v1"
+    PAYMENT_EVENTS = "payments.events.v1"
+    NOTIFICATION_EVENTS = "notifications.events.v1"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.value}.dlq"
+
+
+class EventType(StrEnum):
+    ORDER_REQUESTED = "order.requested"
+    ORDER_PLACED = "order.placed"
+    ORDER_CONFIRMED = "order.confirmed"
+    ORDER_CANCELLED = "order.cancelled"
+    ORDER_REJECTED = "order.rejected"
+    STOCK_RESERVED = "stock.reserved"
+    STOCK_REJECTED = "stock.rejected"
+    STOCK_RELEASED = "stock.released"
+    STOCK_SOLD = "stock.sold"
+    PAYMENT_AUTHORIZED = "payment.authorized"
+    PAYMENT_DECLINED = "payment.declined"
+    PAYMENT_VOIDED = "payment.voided"
+    SMS_SENT = "sms.sent"
+    SMS_DELIVERED = "sms.delivered"
+    SMS_FAILED = "sms.failed"
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(t.dlq for t in Topic)

@@ -1,0 +1,103 @@
+"""The test session's system: real Kafka and real PostgreSQL, started once, and the four
+services as separate processes, exactly as ``caravan up`` runs them (on other ports)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from caravan import system
+from caravan.seeding import load
+from shared.seed import SeedFile
+from tests.harness import EventLog, System
+
+KAFKA_PORT = 29092
+POSTGRES_PORT = 54339
+HTTP_PORT = 18080
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def test_seed() -> SeedFile:
+    """Reference data of the test session: each scenario has SKUs and buyers of its own."""
+    today = _today()
+    year = timedelta(days=365)
+    return SeedFile.model_validate(
+        {
+            "sellers": [
+                {"id": "t-seller-1", "name": "Test coop", "county": "Shawan", "phone": "+8613000009001"}
+            ],
+            "products": [
+                {"sku": sku, "seller_id": "t-seller-1", "unit_price_fen": price, "name": {"en": sku}}
+                for sku, price in [
+                    ("T-PEPPER", 3500),
+                    ("T-RAISIN", 2800),
+                    ("T-SCARCE", 1000),
+                    ("T-FIG", 1500),
+                    ("T-HONEY", 9000),
+                ]
+            ],
+            "lots": [
+                {"lot_id": "T-PEP-1", "sku": "T-PEPPER", "quantity": 100000,
+                 "available_from": str(today - year), "best_before": str(today + year)},
+                {"lot_id": "T-RSN-1", "sku": "T-RAISIN", "quantity": 100000,
+                 "available_from": str(today - year), "best_before": str(today + year)},
+                {"lot_id": "T-SCR-1", "sku": "T-SCARCE", "quantity": 5,
+                 "available_from": str(today - year), "best_before": str(today + year)},
+                {"lot_id": "T-FIG-1", "sku": "T-FIG", "quantity": 100,
+                 "available_from": str(today - 2 * year), "best_before": str(today - year)},
+                {"lot_id": "T-HNY-1", "sku": "T-HONEY", "quantity": 1000,
+                 "available_from": str(today - year), "best_before": str(today + year)},
+            ],
+            "buyers": [
+                {"id": "t-rich", "phone": "+8613900000001", "locale": "en", "credit_limit_fen": 10**9},
+                {"id": "t-poor", "phone": "+8613900000002", "locale": "ug-CN", "credit_limit_fen": 5000},
+                {"id": "t-zh", "phone": "+8613900000003", "locale": "zh-CN", "credit_limit_fen": 10**9},
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[system.Infrastructure]:
+    infra = system.start_infrastructure(
+        base_dir=system.CACHE / "test", kafka_port=KAFKA_PORT, postgres_port=POSTGRES_PORT
+    )
+    print(f"\ninfrastructure: kafka {infra.kafka_path}, postgres {infra.postgres_path}")
+    try:
+        yield infra
+    finally:
+        infra.stop()
+
+
+@pytest.fixture(scope="session")
+async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System]:
+    """The whole system, with the test seed loaded and every topic recorded from the start."""
+    infra = infrastructure
+    await system.prepare(infra.kafka_bootstrap, infra.database_url)
+    await load(infra.database_url, test_seed())
+    procs = system.ServiceProcesses(
+        system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
+        system.CACHE / "test" / f"logs-{uuid.uuid4().hex[:6]}",
+    )
+    log = EventLog(infra.kafka_bootstrap)
+    await log.start()
+    procs.start()
+    try:
+        await asyncio.to_thread(
+            system.wait_http_ready, f"http://127.0.0.1:{HTTP_PORT}/healthz", procs
+        )
+        sys_ = System(infra, procs, log, f"http://127.0.0.1:{HTTP_PORT}")
+        await sys_.start()
+        try:
+            yield sys_
+            procs.check_alive()
+        finally:
+            await sys_.stop()
+    finally:
+        procs.stop()
+        await log.stop()

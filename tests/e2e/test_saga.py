@@ -1,0 +1,193 @@
+"""The saga end to end, on real Kafka and real PostgreSQL, with the four services running."""
+
+import uuid
+
+import orjson
+
+from shared.events.envelope import new_event
+from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
+from shared.topics import Topic
+from tests.harness import System, ref
+
+RICH = Buyer(id="t-rich", phone="+8613900000001", locale="en")
+POOR = Buyer(id="t-poor", phone="+8613900000002", locale="ug-CN")
+ZH = Buyer(id="t-zh", phone="+8613900000003", locale="zh-CN")
+
+
+def order(
+    buyer: Buyer = RICH,
+    lines: dict[str, int] | None = None,
+    method: str = "prepaid",
+    term: int | None = None,
+) -> OrderRequested:
+    return OrderRequested.model_validate(
+        {
+            "order_ref": ref(),
+            "buyer": buyer.model_dump(),
+            "lines": [{"sku": s, "quantity": q} for s, q in (lines or {"T-PEPPER": 2}).items()],
+            "payment": {"method": method, "term_months": term},
+        }
+    )
+
+
+async def test_prepaid_order_is_confirmed_and_the_buyer_gets_one_sms(caravan: System) -> None:
+    req = order(RICH, {"T-PEPPER": 2, "T-RAISIN": 1})
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert outcome.type == "order.confirmed"
+    assert outcome.data["total_fen"] == 2 * 3500 + 2800
+    assert outcome.data["payment"] == {"method": "prepaid"}
+    assert outcome.correlationid == order_id
+    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    assert len(sms) == 1
+    assert sms[0].data["to"] == RICH.phone
+    assert sms[0].data["locale"] == "en" and sms[0].data["encoding"] == "GSM-7"
+    assert await caravan.scalar(
+        "select status from inventory.reservations where order_id = :o", o=order_id
+    ) == "sold"
+    body = (await caravan.http.get(f"/orders/{order_id}")).json()  # type: ignore[union-attr]
+    assert body["status"] == "confirmed" and body["total_fen"] == 9800
+    assert [s["type"] for s in body["timeline"]][0] == "order.placed"
+    assert "order.confirmed" in [s["type"] for s in body["timeline"]]
+
+
+async def test_microloan_order_is_confirmed_with_a_loan(caravan: System) -> None:
+    req = order(ZH, {"T-HONEY": 3}, method="microloan", term=3)
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert outcome.type == "order.confirmed"
+    loan_id = outcome.data["payment"]["loan_id"]
+    assert loan_id
+    loan = (await caravan.sql(
+        "select principal_fen, outstanding_fen, status, term_months from payments.loans where loan_id = :l",
+        l=loan_id,
+    ))[0]
+    assert tuple(loan) == (27000, 27000, "active", 3)
+    total = await caravan.scalar(
+        "select sum(amount_fen) from payments.instalments where loan_id = :l", l=loan_id
+    )
+    assert total == 27000
+    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    assert sms[0].data["locale"] == "zh-CN" and sms[0].data["encoding"] == "UCS-2"
+
+
+async def test_out_of_stock_cancels_with_no_loan_and_no_charge(caravan: System) -> None:
+    req = order(RICH, {"T-SCARCE": 6}, method="microloan", term=2)
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert outcome.type == "order.cancelled"
+    assert outcome.data["reason"] == "out_of_stock"
+    assert await caravan.scalar(
+        "select count(*) from payments.loans where order_id = :o", o=order_id
+    ) == 0
+    assert await caravan.scalar(
+        "select coalesce(string_agg(status, ','), 'none') from payments.payments where order_id = :o",
+        o=order_id,
+    ) in ("none", "cancelled")
+    assert await caravan.scalar(
+        "select available from inventory.lots where lot_id = 'T-SCR-1'"
+    ) == 5
+
+
+async def test_out_of_season_is_told_apart(caravan: System) -> None:
+    req = order(RICH, {"T-FIG": 1})
+    await caravan.request(req)
+    outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+    assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "out_of_season")
+
+
+async def test_credit_declined_releases_the_stock(caravan: System) -> None:
+    before = await caravan.scalar("select available from inventory.lots where lot_id = 'T-HNY-1'")
+    req = order(POOR, {"T-HONEY": 1}, method="microloan", term=6)  # 9000 fen > 5000 limit
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "credit_declined")
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=order_id)
+    )
+    after = await caravan.scalar("select available from inventory.lots where lot_id = 'T-HNY-1'")
+    assert after == before
+    assert await caravan.scalar(
+        "select status from inventory.reservations where order_id = :o", o=order_id
+    ) == "released"
+    assert await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id) == 0
+    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    assert sms[0].data["locale"] == "ug-CN"
+
+
+async def test_the_same_request_three_times_makes_one_order(caravan: System) -> None:
+    req = order(RICH, {"T-PEPPER": 1})
+    event = new_event(req, source="storefront/test")
+    for _ in range(3):
+        await caravan.request(req, event=event)
+    again = new_event(req, source="storefront/test")  # a new event id, the same idempotency key
+    await caravan.request(req, event=again)
+    order_id = await caravan.placed(req.order_ref)
+    await caravan.outcome(order_id)
+    # Another order published after the duplicates has finished: they were all handled by then.
+    marker = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(marker)
+    await caravan.outcome(await caravan.placed(marker.order_ref))
+    assert await caravan.scalar(
+        "select count(*) from orders.orders where order_ref = :r", r=req.order_ref
+    ) == 1
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=req.order_ref)
+    assert len(placed) == 1
+    assert len(caravan.terminal(order_id)) == 1
+    assert len(caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id)) == 1
+
+
+async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_completes(
+    caravan: System,
+) -> None:
+    key = ref("POISON").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff{not json", key=key)
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+    assert outcome.type == "order.confirmed"
+    dead = [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    assert len(dead) == 1
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert dead[0].value == b"\xff{not json"
+    assert headers["dlq.error"] == "not_json"
+    assert headers["dlq.group"] == "caravan-orders"
+    assert headers["dlq.topic"] == Topic.ORDER_REQUESTS.value
+    assert int(headers["dlq.offset"]) >= 0 and "dlq.partition" in headers
+
+
+async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> None:
+    order_ref = ref("BAD")
+    value = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "storefront/test",
+            "type": "order.requested",
+            "time": "2026-11-30T08:00:00Z",
+            "data": {
+                "order_ref": order_ref,
+                "buyer": {"id": "t-rich", "phone": "12345", "locale": "en"},
+                "lines": [{"sku": "T-PEPPER", "quantity": 0}],
+                "payment": {"method": "microloan"},
+            },
+        }
+    )
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=order_ref.encode())
+    rejected = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=order_ref)
+    )
+    fields = {e["field"] for e in rejected[0].data["errors"]}
+    assert {"buyer.phone", "lines.0.quantity"} <= fields
+    assert await caravan.scalar(
+        "select count(*) from orders.orders where order_ref = :r", r=order_ref
+    ) == 0
+    await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
+        ]  # type: ignore[misc, return-value]
+    )

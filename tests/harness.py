@@ -1,0 +1,163 @@
+"""Helpers for tests against the running system: publish as a storefront, read every topic,
+wait for outcomes, and query each service's tables."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from caravan import system
+from shared.events.envelope import CloudEvent, new_event
+from shared.events.orders import OrderRequested
+from shared.events.registry import parse_record
+from shared.topics import ALL_TOPICS, Topic
+
+
+@dataclass
+class EventLog:
+    """Every record of every project topic, read from the earliest offset, kept in memory."""
+
+    bootstrap: str
+    records: list[ConsumerRecord] = field(default_factory=list)
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        meta = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        tps = [
+            TopicPartition(topic, p)
+            for topic in ALL_TOPICS
+            for p in (meta.partitions_for_topic(topic) or [])
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def events(self, topic: Topic, **match: Any) -> list[CloudEvent]:
+        """Parsed events of ``topic`` whose ``data`` (or ``type``) match every given value."""
+        found = []
+        for record in list(self.records):
+            if record.topic != topic.value:
+                continue
+            try:
+                env = parse_record(topic, record.value).envelope
+            except Exception:
+                continue
+            if all(
+                (env.type if k == "type" else env.data.get(k)) == v for k, v in match.items()
+            ):
+                found.append(env)
+        return found
+
+    def raw(self, topic: str) -> list[ConsumerRecord]:
+        return [r for r in list(self.records) if r.topic == topic]
+
+
+@dataclass
+class System:
+    infra: system.Infrastructure
+    procs: system.ServiceProcesses
+    log: EventLog
+    http_base: str
+    producer: AIOKafkaProducer | None = None
+    engine: AsyncEngine | None = None
+    http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.infra.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        await self.producer.start()
+        url = self.infra.database_url.replace("postgresql://", "postgresql+asyncpg://")
+        self.engine = create_async_engine(url)
+        self.http = httpx.AsyncClient(base_url=self.http_base, timeout=10)
+
+    async def stop(self) -> None:
+        if self.producer:
+            await self.producer.stop()
+        if self.engine:
+            await self.engine.dispose()
+        if self.http:
+            await self.http.aclose()
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        assert self.producer is not None
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def request(
+        self, order: OrderRequested, source: str = "storefront/test", event: CloudEvent | None = None
+    ) -> CloudEvent:
+        """Publish ``order.requested`` as a storefront does; returns the event sent."""
+        event = event or new_event(order, source=source)
+        await self.publish_raw(Topic.ORDER_REQUESTS.value, event.to_json(), order.order_ref.encode())
+        return event
+
+    async def wait_for(
+        self, what: Callable[[], list[CloudEvent]], count: int = 1, timeout: float = 30.0
+    ) -> list[CloudEvent]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = what()
+            if len(found) >= count:
+                return found
+            self.procs.check_alive()
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"waited {timeout}s for {count} events, found {len(what())}")
+
+    async def placed(self, order_ref: str, source: str = "storefront/test") -> str:
+        """The order id of ``order_ref`` once ``order.placed`` is out."""
+        events = await self.wait_for(
+            lambda: self.log.events(
+                Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref, source=source
+            )
+        )
+        return str(events[0].data["order_id"])
+
+    async def outcome(self, order_id: str, timeout: float = 30.0) -> CloudEvent:
+        """The terminal event of an order (and check there is only one)."""
+        found = await self.wait_for(lambda: self.terminal(order_id), timeout=timeout)
+        return found[0]
+
+    def terminal(self, order_id: str) -> list[CloudEvent]:
+        return [
+            e
+            for e in self.log.events(Topic.ORDER_EVENTS, order_id=order_id)
+            if e.type in ("order.confirmed", "order.cancelled")
+        ]
+
+    async def sql(self, query: str, **params: Any) -> list[Any]:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(text(query), params)).all())
+
+    async def scalar(self, query: str, **params: Any) -> Any:
+        rows = await self.sql(query, **params)
+        return rows[0][0] if rows else None
+
+
+def ref(prefix: str = "T") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,123 @@
+"""Tests for SMS encoding detection and segment counting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.notifications.domain.sms import (
+    GSM7_BASIC_CHARS,
+    GSM7_EXTENSION_CHARS,
+    SmsEncoding,
+    encode_info,
+)
+
+GSM_ALPHABET = GSM7_BASIC_CHARS + GSM7_EXTENSION_CHARS
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def test_alphabets_are_well_formed() -> None:
+    assert len(GSM7_BASIC_CHARS) == 127  # 128 code points minus ESC
+    assert len(set(GSM7_BASIC_CHARS)) == 127
+    assert "\x1b" not in GSM7_BASIC_CHARS
+    assert set(GSM7_EXTENSION_CHARS) == set("\f^{}\\[~]|€")
+    assert not set(GSM7_BASIC_CHARS) & set(GSM7_EXTENSION_CHARS)
+
+
+def test_result_is_frozen() -> None:
+    info = encode_info("hi")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.segments = 2  # type: ignore[misc]
+
+
+def test_empty_text_is_one_gsm_segment() -> None:
+    assert encode_info("") == SmsEncoding(encoding="GSM-7", segments=1, units=0)
+
+
+@pytest.mark.parametrize(
+    ("length", "segments"),
+    [(1, 1), (153, 1), (160, 1), (161, 2), (306, 2), (307, 3), (459, 3), (460, 4)],
+)
+def test_gsm7_segment_boundaries(length: int, segments: int) -> None:
+    assert encode_info("a" * length) == SmsEncoding("GSM-7", segments, length)
+
+
+def test_all_basic_chars_are_gsm7_one_septet_each() -> None:
+    assert encode_info(GSM7_BASIC_CHARS) == SmsEncoding("GSM-7", 1, 127)
+
+
+@pytest.mark.parametrize("char", list(GSM7_EXTENSION_CHARS))
+def test_extension_char_counts_two_septets(char: str) -> None:
+    assert encode_info(char) == SmsEncoding("GSM-7", 1, 2)
+    assert encode_info("a" + char) == SmsEncoding("GSM-7", 1, 3)
+
+
+def test_euro_boundaries() -> None:
+    assert encode_info("€" * 80) == SmsEncoding("GSM-7", 1, 160)
+    assert encode_info("€" * 81) == SmsEncoding("GSM-7", 2, 162)
+
+
+def test_typical_english_sms_is_gsm7() -> None:
+    info = encode_info("Caravan: Your order CRV-1 is confirmed. Total: CNY 35.00. Thank you!")
+    assert info.encoding == "GSM-7"
+    assert info.segments == 1
+
+
+@pytest.mark.parametrize(
+    ("length", "segments"),
+    [(1, 1), (70, 1), (71, 2), (134, 2), (135, 3), (201, 3), (202, 4)],
+)
+def test_ucs2_segment_boundaries(length: int, segments: int) -> None:
+    assert encode_info("中" * length) == SmsEncoding("UCS-2", segments, length)
+
+
+@pytest.mark.parametrize("char", ["中", "ئ", "ç", "€\u200f", "\x1b", "¢", "`"])
+def test_non_gsm_char_forces_ucs2(char: str) -> None:
+    assert encode_info(char).encoding == "UCS-2"
+
+
+def test_one_non_gsm_char_switches_whole_text_to_ucs2() -> None:
+    text = "a" * 69 + "中"
+    assert encode_info(text) == SmsEncoding("UCS-2", 1, 70)
+    # Extension chars are single UTF-16 units once the text is UCS-2.
+    assert encode_info("€" * 70 + "中") == SmsEncoding("UCS-2", 2, 71)
+
+
+def test_emoji_counts_two_units() -> None:
+    assert encode_info("😀") == SmsEncoding("UCS-2", 1, 2)
+    assert encode_info("😀" * 35) == SmsEncoding("UCS-2", 1, 70)
+    assert encode_info("😀" * 35 + "a") == SmsEncoding("UCS-2", 2, 71)
+
+
+def test_uyghur_text_is_ucs2() -> None:
+    text = "بۇيرۇتمىڭىز جەزملەشتۈرۈلدى"
+    assert encode_info(text) == SmsEncoding("UCS-2", 1, len(text))
+
+
+@given(st.text(alphabet=GSM_ALPHABET, max_size=700))
+def test_gsm7_units_and_segments_are_consistent(text: str) -> None:
+    info = encode_info(text)
+    assert info.encoding == "GSM-7"
+    assert info.units == len(text) + sum(c in GSM7_EXTENSION_CHARS for c in text)
+    expected = 1 if info.units <= 160 else _ceil_div(info.units, 153)
+    assert info.segments == expected
+
+
+@given(
+    st.text(max_size=400),
+    st.characters(blacklist_characters=GSM_ALPHABET, blacklist_categories=["Cs"]),
+    st.text(max_size=400),
+)
+def test_ucs2_units_and_segments_are_consistent(before: str, odd: str, after: str) -> None:
+    text = before + odd + after
+    info = encode_info(text)
+    assert info.encoding == "UCS-2"
+    assert info.units == len(text.encode("utf-16-le")) // 2
+    expected = 1 if info.units <= 70 else _ceil_div(info.units, 67)
+    assert info.segments == expected

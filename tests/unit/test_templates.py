@@ -1,0 +1,209 @@
+"""Tests for buyer SMS templates and money formatting."""
+
+from __future__ import annotations
+
+import re
+from typing import get_args
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.notifications.domain.sms import encode_info
+from services.notifications.domain.templates import (
+    CANCEL_REASONS,
+    DEFAULT_LOCALE,
+    PAYMENT_METHODS,
+    SUPPORTED_LOCALES,
+    Locale,
+    format_amount,
+    format_money,
+    pick_locale,
+    render_order_cancelled,
+    render_order_confirmed,
+)
+
+REF = "CRV-20240501-0007"
+ARABIC = re.compile("[\u0600-\u06ff]")
+HAN = re.compile("[\u4e00-\u9fff]")
+REASONS = (*CANCEL_REASONS, "something_new")
+METHODS = (*PAYMENT_METHODS, "bank_transfer_v2")
+
+
+def test_supported_locales_match_literal() -> None:
+    assert set(SUPPORTED_LOCALES) == set(get_args(Locale))
+    assert SUPPORTED_LOCALES[0] == DEFAULT_LOCALE == "zh-CN"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("zh-CN", "zh-CN"),
+        ("ug-CN", "ug-CN"),
+        ("en", "en"),
+        ("ug", "ug-CN"),
+        ("UG_cn", "ug-CN"),
+        ("ug-Arab-CN", "ug-CN"),
+        ("en-US", "en"),
+        ("en_GB.UTF-8", "en"),
+        (" EN ", "en"),
+        ("zh", "zh-CN"),
+        ("zh-TW", "zh-CN"),
+        ("kk-CN", "zh-CN"),
+        ("fr", "zh-CN"),
+        ("", "zh-CN"),
+        (None, "zh-CN"),
+    ],
+)
+def test_pick_locale(value: str | None, expected: str) -> None:
+    assert pick_locale(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("fen", "text"),
+    [
+        (3500, "35.00"),
+        (5, "0.05"),
+        (0, "0.00"),
+        (7000, "70.00"),
+        (10, "0.10"),
+        (123456789, "1234567.89"),
+        (-5, "-0.05"),
+        (-1250, "-12.50"),
+    ],
+)
+def test_format_amount(fen: int, text: str) -> None:
+    assert format_amount(fen) == text
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_format_amount_round_trips(fen: int) -> None:
+    text = format_amount(fen)
+    assert re.fullmatch(r"-?\d+\.\d{2}", text)
+    sign = -1 if text.startswith("-") else 1
+    yuan, cents = text.lstrip("-").split(".")
+    assert sign * (int(yuan) * 100 + int(cents)) == fen
+
+
+def test_format_money_per_locale() -> None:
+    assert format_money("zh-CN", 7000) == "¥70.00"
+    assert format_money("ug-CN", 7000) == "70.00 يۈەن"
+    assert format_money("en", 7000) == "CNY 70.00"
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("method", METHODS)
+def test_confirmed_renders_for_every_locale_and_method(locale: Locale, method: str) -> None:
+    text = render_order_confirmed(locale, REF, 3500, method)
+    assert REF in text
+    assert format_money(locale, 3500) in text
+    assert "Caravan" in text
+    assert "{" not in text
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("reason", REASONS)
+def test_cancelled_renders_for_every_locale_and_reason(locale: Locale, reason: str) -> None:
+    text = render_order_cancelled(locale, REF, reason)
+    assert REF in text
+    assert "Caravan" in text
+    assert "{" not in text
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_each_reason_has_its_own_wording(locale: Locale) -> None:
+    texts = {render_order_cancelled(locale, REF, reason) for reason in REASONS}
+    assert len(texts) == len(REASONS)
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_unknown_reason_uses_generic_wording(locale: Locale) -> None:
+    assert render_order_cancelled(locale, REF, "x") == render_order_cancelled(locale, REF, "y")
+
+
+def test_signatures() -> None:
+    assert render_order_confirmed("zh-CN", REF, 1, "microloan").startswith("【Caravan】")
+    assert render_order_confirmed("ug-CN", REF, 1, "microloan").startswith("【Caravan】")
+    assert render_order_confirmed("en", REF, 1, "microloan").startswith("Caravan: ")
+    assert render_order_cancelled("en", REF, "expired").startswith("Caravan: ")
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_ug_texts_are_arabic_script(reason: str) -> None:
+    for text in (
+        render_order_cancelled("ug-CN", REF, reason),
+        render_order_confirmed("ug-CN", REF, 7000, "microloan", 6),
+    ):
+        assert ARABIC.search(text)
+        assert not HAN.search(text)
+
+
+def test_zh_texts_are_chinese() -> None:
+    assert HAN.search(render_order_confirmed("zh-CN", REF, 7000, "prepaid"))
+    assert HAN.search(render_order_cancelled("zh-CN", REF, "out_of_stock"))
+
+
+def test_unknown_locale_falls_back_to_zh() -> None:
+    locale = pick_locale("xx-YY")
+    assert render_order_confirmed(locale, REF, 7000, "microloan") == render_order_confirmed(
+        "zh-CN", REF, 7000, "microloan"
+    )
+    assert "¥70.00" in render_order_confirmed(locale, REF, 7000, "microloan")
+
+
+def test_microloan_mentions_instalments() -> None:
+    assert "分6期" in render_order_confirmed("zh-CN", REF, 7000, "microloan", 6)
+    assert "6 ئايغا" in render_order_confirmed("ug-CN", REF, 7000, "microloan", 6)
+    assert "6 monthly instalments" in render_order_confirmed("en", REF, 7000, "microloan", 6)
+    assert "1 monthly instalment." in render_order_confirmed("en", REF, 7000, "microloan", 1)
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_instalments_only_for_microloan_with_term(locale: Locale) -> None:
+    plain = render_order_confirmed(locale, REF, 7000, "microloan")
+    assert "12" not in plain
+    assert "12" in render_order_confirmed(locale, REF, 7000, "microloan", 12)
+    prepaid = render_order_confirmed(locale, REF, 7000, "prepaid")
+    assert render_order_confirmed(locale, REF, 7000, "prepaid", 12) == prepaid
+
+
+@pytest.mark.parametrize("term", [0, -3])
+def test_invalid_term_rejected(term: int) -> None:
+    with pytest.raises(ValueError, match="term_months"):
+        render_order_confirmed("en", REF, 7000, "microloan", term)
+
+
+def test_unknown_method_is_not_shown_raw() -> None:
+    for locale in SUPPORTED_LOCALES:
+        assert "bank_transfer_v2" not in render_order_confirmed(locale, REF, 1, "bank_transfer_v2")
+
+
+def test_english_texts_fit_one_gsm7_sms() -> None:
+    texts = [render_order_confirmed("en", REF, 123456, m, 12) for m in METHODS]
+    texts += [render_order_cancelled("en", REF, r) for r in REASONS]
+    for text in texts:
+        info = encode_info(text)
+        assert info.encoding == "GSM-7", text
+        assert info.segments == 1, text
+
+
+def test_chinese_texts_fit_one_sms() -> None:
+    texts = [render_order_confirmed("zh-CN", REF, 123456, m, 12) for m in METHODS]
+    texts += [render_order_cancelled("zh-CN", REF, r) for r in REASONS]
+    for text in texts:
+        assert encode_info(text).segments == 1, text
+
+
+def test_uyghur_texts_stay_short() -> None:
+    texts = [render_order_confirmed("ug-CN", REF, 123456, m, 12) for m in METHODS]
+    texts += [render_order_cancelled("ug-CN", REF, r) for r in REASONS]
+    for text in texts:
+        assert encode_info(text).segments <= 3, text
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_ref_with_braces_is_rendered_verbatim(locale: Locale) -> None:
+    ref = "A{reason}{0}"
+    assert ref in render_order_cancelled(locale, ref, "out_of_stock")
+    assert ref in render_order_cancelled(locale, ref, "nope")
+    assert ref in render_order_confirmed(locale, ref, 1, "microloan", 3)

@@ -1,6 +1,7 @@
 """The ``caravan`` command line (CONTRACT.md, Command line)."""
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,9 @@ from caravan.demo import run_demo
 from caravan.seeding import load
 from shared.seed import SeedFile
 from shared.settings import Settings
+
+# The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 app = typer.Typer(
     help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True

@@ -207,4 +207,3 @@ def wait_http_ready(url: str, procs: ServiceProcesses, timeout: float = 60.0) ->
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not become ready in {timeout:.0f}s")
-

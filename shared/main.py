@@ -1,6 +1,5 @@
 """``python -m services.<name>``: run one service until SIGTERM or Ctrl-C."""
 
-import asyncio
 from collections.abc import Callable
 
 import uvloop

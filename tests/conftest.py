@@ -29,10 +29,20 @@ def test_seed() -> SeedFile:
     return SeedFile.model_validate(
         {
             "sellers": [
-                {"id": "t-seller-1", "name": "Test coop", "county": "Shawan", "phone": "+8613000009001"}
+                {
+                    "id": "t-seller-1",
+                    "name": "Test coop",
+                    "county": "Shawan",
+                    "phone": "+8613000009001",
+                }
             ],
             "products": [
-                {"sku": sku, "seller_id": "t-seller-1", "unit_price_fen": price, "name": {"en": sku}}
+                {
+                    "sku": sku,
+                    "seller_id": "t-seller-1",
+                    "unit_price_fen": price,
+                    "name": {"en": sku},
+                }
                 for sku, price in [
                     ("T-PEPPER", 3500),
                     ("T-RAISIN", 2800),
@@ -42,21 +52,61 @@ def test_seed() -> SeedFile:
                 ]
             ],
             "lots": [
-                {"lot_id": "T-PEP-1", "sku": "T-PEPPER", "quantity": 100000,
-                 "available_from": str(today - year), "best_before": str(today + year)},
-                {"lot_id": "T-RSN-1", "sku": "T-RAISIN", "quantity": 100000,
-                 "available_from": str(today - year), "best_before": str(today + year)},
-                {"lot_id": "T-SCR-1", "sku": "T-SCARCE", "quantity": 5,
-                 "available_from": str(today - year), "best_before": str(today + year)},
-                {"lot_id": "T-FIG-1", "sku": "T-FIG", "quantity": 100,
-                 "available_from": str(today - 2 * year), "best_before": str(today - year)},
-                {"lot_id": "T-HNY-1", "sku": "T-HONEY", "quantity": 1000,
-                 "available_from": str(today - year), "best_before": str(today + year)},
+                {
+                    "lot_id": "T-PEP-1",
+                    "sku": "T-PEPPER",
+                    "quantity": 100000,
+                    "available_from": str(today - year),
+                    "best_before": str(today + year),
+                },
+                {
+                    "lot_id": "T-RSN-1",
+                    "sku": "T-RAISIN",
+                    "quantity": 100000,
+                    "available_from": str(today - year),
+                    "best_before": str(today + year),
+                },
+                {
+                    "lot_id": "T-SCR-1",
+                    "sku": "T-SCARCE",
+                    "quantity": 5,
+                    "available_from": str(today - year),
+                    "best_before": str(today + year),
+                },
+                {
+                    "lot_id": "T-FIG-1",
+                    "sku": "T-FIG",
+                    "quantity": 100,
+                    "available_from": str(today - 2 * year),
+                    "best_before": str(today - year),
+                },
+                {
+                    "lot_id": "T-HNY-1",
+                    "sku": "T-HONEY",
+                    "quantity": 1000,
+                    "available_from": str(today - year),
+                    "best_before": str(today + year),
+                },
             ],
             "buyers": [
-                {"id": "t-rich", "phone": "+8613900000001", "locale": "en", "credit_limit_fen": 10**9},
-                {"id": "t-poor", "phone": "+8613900000002", "locale": "ug-CN", "credit_limit_fen": 5000},
-                {"id": "t-zh", "phone": "+8613900000003", "locale": "zh-CN", "credit_limit_fen": 10**9},
+                {
+                    "id": "t-rich",
+                    "phone": "+8613900000001",
+                    "locale": "en",
+                    "credit_limit_fen": 10**9,
+                },
+                {
+                    "id": "t-poor",
+                    "phone": "+8613900000002",
+                    "locale": "ug-CN",
+                    "credit_limit_fen": 5000,
+                },
+                {
+                    "id": "t-zh",
+                    "phone": "+8613900000003",
+                    "locale": "zh-CN",
+                    "credit_limit_fen": 10**9,
+                },
             ],
         }
     )

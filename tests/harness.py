@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -18,6 +18,8 @@ from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
 from shared.topics import ALL_TOPICS, Topic
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,7 +34,7 @@ class EventLog:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
-        meta = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        meta = await consumer._client.fetch_all_metadata()
         tps = [
             TopicPartition(topic, p)
             for topic in ALL_TOPICS
@@ -67,9 +69,7 @@ class EventLog:
                 env = parse_record(topic, record.value).envelope
             except Exception:
                 continue
-            if all(
-                (env.type if k == "type" else env.data.get(k)) == v for k, v in match.items()
-            ):
+            if all((env.type if k == "type" else env.data.get(k)) == v for k, v in match.items()):
                 found.append(env)
         return found
 
@@ -96,6 +96,12 @@ class System:
         self.engine = create_async_engine(url)
         self.http = httpx.AsyncClient(base_url=self.http_base, timeout=10)
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client for the orders API."""
+        assert self.http is not None
+        return self.http
+
     async def stop(self) -> None:
         if self.producer:
             await self.producer.stop()
@@ -109,16 +115,21 @@ class System:
         await self.producer.send_and_wait(topic, value, key=key)
 
     async def request(
-        self, order: OrderRequested, source: str = "storefront/test", event: CloudEvent | None = None
+        self,
+        order: OrderRequested,
+        source: str = "storefront/test",
+        event: CloudEvent | None = None,
     ) -> CloudEvent:
         """Publish ``order.requested`` as a storefront does; returns the event sent."""
         event = event or new_event(order, source=source)
-        await self.publish_raw(Topic.ORDER_REQUESTS.value, event.to_json(), order.order_ref.encode())
+        await self.publish_raw(
+            Topic.ORDER_REQUESTS.value, event.to_json(), order.order_ref.encode()
+        )
         return event
 
     async def wait_for(
-        self, what: Callable[[], list[CloudEvent]], count: int = 1, timeout: float = 30.0
-    ) -> list[CloudEvent]:
+        self, what: Callable[[], list[T]], count: int = 1, timeout: float = 30.0
+    ) -> list[T]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = what()

@@ -11,8 +11,7 @@ BODY = {
 
 
 async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -> None:
-    http = caravan.http
-    assert http is not None
+    http = caravan.client
     key = ref("HTTP")
     first = await http.post("/orders", json=BODY, headers={"Idempotency-Key": key})
     assert first.status_code == 202, first.text
@@ -26,10 +25,11 @@ async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -
 
 
 async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
-    http = caravan.http
-    assert http is not None
+    http = caravan.client
     key = ref("HTTP")
-    assert (await http.post("/orders", json=BODY, headers={"Idempotency-Key": key})).status_code == 202
+    assert (
+        await http.post("/orders", json=BODY, headers={"Idempotency-Key": key})
+    ).status_code == 202
     other = {**BODY, "lines": [{"sku": "T-PEPPER", "quantity": 2}]}
     refused = await http.post("/orders", json=other, headers={"Idempotency-Key": key})
     assert refused.status_code == 409
@@ -37,8 +37,7 @@ async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
 
 
 async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -> None:
-    http = caravan.http
-    assert http is not None
+    http = caravan.client
     key = ref("HTTP")
     bad = {**BODY, "lines": [], "payment": {"method": "microloan"}}
     response = await http.post("/orders", json=bad, headers={"Idempotency-Key": key})
@@ -48,14 +47,13 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
     assert "lines" in fields
     missing_key = await http.post("/orders", json=BODY)
     assert missing_key.status_code == 422
-    assert await caravan.scalar(
-        "select count(*) from orders.orders where order_ref = :r", r=key
-    ) == 0
+    assert (
+        await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=key) == 0
+    )
 
 
 async def test_unknown_order_is_404_and_health_and_metrics_answer(caravan: System) -> None:
-    http = caravan.http
-    assert http is not None
+    http = caravan.client
     missing = await http.get("/orders/00000000-0000-0000-0000-000000000000")
     assert missing.status_code == 404
     assert (await http.get("/healthz")).json() == {"status": "ok"}

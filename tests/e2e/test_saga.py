@@ -5,7 +5,7 @@ import uuid
 import orjson
 
 from shared.events.envelope import new_event
-from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
+from shared.events.orders import Buyer, OrderRequested
 from shared.topics import Topic
 from tests.harness import System, ref
 
@@ -39,17 +39,22 @@ async def test_prepaid_order_is_confirmed_and_the_buyer_gets_one_sms(caravan: Sy
     assert outcome.data["total_fen"] == 2 * 3500 + 2800
     assert outcome.data["payment"] == {"method": "prepaid"}
     assert outcome.correlationid == order_id
-    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    sms = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id)
+    )
     assert len(sms) == 1
     assert sms[0].data["to"] == RICH.phone
     assert sms[0].data["locale"] == "en" and sms[0].data["encoding"] == "GSM-7"
-    assert await caravan.scalar(
-        "select status from inventory.reservations where order_id = :o", o=order_id
-    ) == "sold"
-    body = (await caravan.http.get(f"/orders/{order_id}")).json()  # type: ignore[union-attr]
+    assert (
+        await caravan.scalar(
+            "select status from inventory.reservations where order_id = :o", o=order_id
+        )
+        == "sold"
+    )
+    body = (await caravan.client.get(f"/orders/{order_id}")).json()
     assert body["status"] == "confirmed" and body["total_fen"] == 9800
-    assert [s["type"] for s in body["timeline"]][0] == "order.placed"
-    assert "order.confirmed" in [s["type"] for s in body["timeline"]]
+    steps = [s["type"] for s in body["timeline"]]
+    assert steps[0] == "order.placed" and "order.confirmed" in steps
 
 
 async def test_microloan_order_is_confirmed_with_a_loan(caravan: System) -> None:
@@ -60,16 +65,21 @@ async def test_microloan_order_is_confirmed_with_a_loan(caravan: System) -> None
     assert outcome.type == "order.confirmed"
     loan_id = outcome.data["payment"]["loan_id"]
     assert loan_id
-    loan = (await caravan.sql(
-        "select principal_fen, outstanding_fen, status, term_months from payments.loans where loan_id = :l",
-        l=loan_id,
-    ))[0]
+    loan = (
+        await caravan.sql(
+            "select principal_fen, outstanding_fen, status, term_months"
+            " from payments.loans where loan_id = :l",
+            l=loan_id,
+        )
+    )[0]
     assert tuple(loan) == (27000, 27000, "active", 3)
     total = await caravan.scalar(
         "select sum(amount_fen) from payments.instalments where loan_id = :l", l=loan_id
     )
     assert total == 27000
-    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    sms = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id)
+    )
     assert sms[0].data["locale"] == "zh-CN" and sms[0].data["encoding"] == "UCS-2"
 
 
@@ -80,16 +90,18 @@ async def test_out_of_stock_cancels_with_no_loan_and_no_charge(caravan: System) 
     outcome = await caravan.outcome(order_id)
     assert outcome.type == "order.cancelled"
     assert outcome.data["reason"] == "out_of_stock"
+    assert (
+        await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id)
+        == 0
+    )
     assert await caravan.scalar(
-        "select count(*) from payments.loans where order_id = :o", o=order_id
-    ) == 0
-    assert await caravan.scalar(
-        "select coalesce(string_agg(status, ','), 'none') from payments.payments where order_id = :o",
+        "select coalesce(string_agg(status, ','), 'none')"
+        " from payments.payments where order_id = :o",
         o=order_id,
     ) in ("none", "cancelled")
-    assert await caravan.scalar(
-        "select available from inventory.lots where lot_id = 'T-SCR-1'"
-    ) == 5
+    assert (
+        await caravan.scalar("select available from inventory.lots where lot_id = 'T-SCR-1'") == 5
+    )
 
 
 async def test_out_of_season_is_told_apart(caravan: System) -> None:
@@ -111,11 +123,19 @@ async def test_credit_declined_releases_the_stock(caravan: System) -> None:
     )
     after = await caravan.scalar("select available from inventory.lots where lot_id = 'T-HNY-1'")
     assert after == before
-    assert await caravan.scalar(
-        "select status from inventory.reservations where order_id = :o", o=order_id
-    ) == "released"
-    assert await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id) == 0
-    sms = await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+    assert (
+        await caravan.scalar(
+            "select status from inventory.reservations where order_id = :o", o=order_id
+        )
+        == "released"
+    )
+    assert (
+        await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id)
+        == 0
+    )
+    sms = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id)
+    )
     assert sms[0].data["locale"] == "ug-CN"
 
 
@@ -132,9 +152,12 @@ async def test_the_same_request_three_times_makes_one_order(caravan: System) -> 
     marker = order(RICH, {"T-PEPPER": 1})
     await caravan.request(marker)
     await caravan.outcome(await caravan.placed(marker.order_ref))
-    assert await caravan.scalar(
-        "select count(*) from orders.orders where order_ref = :r", r=req.order_ref
-    ) == 1
+    assert (
+        await caravan.scalar(
+            "select count(*) from orders.orders where order_ref = :r", r=req.order_ref
+        )
+        == 1
+    )
     placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=req.order_ref)
     assert len(placed) == 1
     assert len(caravan.terminal(order_id)) == 1
@@ -183,11 +206,12 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
     )
     fields = {e["field"] for e in rejected[0].data["errors"]}
     assert {"buyer.phone", "lines.0.quantity"} <= fields
-    assert await caravan.scalar(
-        "select count(*) from orders.orders where order_ref = :r", r=order_ref
-    ) == 0
+    assert (
+        await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=order_ref)
+        == 0
+    )
     await caravan.wait_for(
         lambda: [
             r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
-        ]  # type: ignore[misc, return-value]
+        ]
     )

@@ -1,0 +1,20 @@
+# The two commands of the README. Both start from nothing: scripts/setup installs what is
+# missing, and the project starts its own Kafka and PostgreSQL unless told where they are.
+.PHONY: up test lint unit setup
+
+setup:
+	@scripts/setup
+
+up: setup
+	.venv/bin/caravan up --demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy .
+
+test: lint
+	.venv/bin/python -m pytest -p no:cacheprovider
+
+unit: setup
+	.venv/bin/python -m pytest -p no:cacheprovider tests/unit

@@ -1,0 +1,312 @@
+"""The order aggregate's state machine (services/orders/domain/order.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.orders.domain.order import Order, OrderAlreadyConfirmed
+from shared.events.envelope import EventData
+from shared.events.orders import (
+    ConfirmedPayment,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+    OrderRequested,
+)
+
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+DEADLINE = timedelta(minutes=15)
+DEADLINE_AT = NOW + DEADLINE
+
+
+def request(method: str = "microloan", term_months: int | None = 3) -> OrderRequested:
+    payment: dict[str, object] = {"method": method}
+    if term_months is not None:
+        payment["term_months"] = term_months
+    return OrderRequested.model_validate(
+        {
+            "order_ref": "SWN-000123",
+            "buyer": {"id": "buyer-0001", "phone": "+8613912345678", "locale": "ug-CN"},
+            "lines": [
+                {"sku": "SWN-PEPPER-CAYENNE-1KG", "quantity": 2},
+                {"sku": "TRF-RAISIN-GREEN-500G", "quantity": 1},
+            ],
+            "payment": payment,
+        }
+    )
+
+
+def placed(method: str = "microloan", term_months: int | None = 3) -> Order:
+    return Order.place("order-1", request(method, term_months), "storefront/x", NOW, DEADLINE)
+
+
+def terminal_events(order: Order) -> list[EventData]:
+    return [e for e in order.events if isinstance(e, OrderConfirmed | OrderCancelled)]
+
+
+# --- placing -------------------------------------------------------------------------------
+
+
+def test_place_starts_pending_with_one_order_placed() -> None:
+    order = placed()
+    assert (order.status, order.stock, order.payment) == ("pending", "pending", "pending")
+    assert order.deadline_at == DEADLINE_AT
+    assert order.term_months == 3
+    assert order.lines == [
+        OrderLine(sku="SWN-PEPPER-CAYENNE-1KG", quantity=2),
+        OrderLine(sku="TRF-RAISIN-GREEN-500G", quantity=1),
+    ]
+    assert len(order.events) == 1
+    event = order.events[0]
+    assert isinstance(event, OrderPlaced)
+    assert (event.order_id, event.order_ref, event.source, event.buyer_id) == (
+        "order-1",
+        "SWN-000123",
+        "storefront/x",
+        "buyer-0001",
+    )
+    assert event.placed_at == NOW
+
+
+# --- confirmation --------------------------------------------------------------------------
+
+
+def test_stock_then_payment_confirms() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    assert order.status == "pending"
+    order.payment_authorized(7000, "loan-9")
+    assert order.status == "confirmed"
+    assert order.events[1:] == [
+        OrderConfirmed(
+            order_id="order-1",
+            order_ref="SWN-000123",
+            total_fen=7000,
+            payment=ConfirmedPayment(method="microloan", loan_id="loan-9"),
+            term_months=3,
+        )
+    ]
+
+
+def test_payment_then_stock_confirms_with_the_same_event() -> None:
+    first, second = placed(), placed()
+    first.stock_reserved(7000)
+    first.payment_authorized(7000, "loan-9")
+    second.payment_authorized(7000, "loan-9")
+    assert second.status == "pending"
+    second.stock_reserved(7000)
+    assert second.status == "confirmed"
+    assert second.events == first.events
+
+
+def test_stock_total_wins_over_the_authorised_amount_in_either_order() -> None:
+    a, b = placed(), placed()
+    a.payment_authorized(6000, "loan-1")
+    a.stock_reserved(7000)
+    b.stock_reserved(7000)
+    b.payment_authorized(6000, "loan-1")
+    assert a.total_fen == b.total_fen == 7000
+
+
+def test_prepaid_confirmation_has_no_loan() -> None:
+    order = placed("prepaid", None)
+    order.stock_reserved(3500)
+    order.payment_authorized(3500, None)
+    [event] = terminal_events(order)
+    assert event == OrderConfirmed(
+        order_id="order-1",
+        order_ref="SWN-000123",
+        total_fen=3500,
+        payment=ConfirmedPayment(method="prepaid", loan_id=None),
+        term_months=None,
+    )
+
+
+def test_duplicate_facts_do_not_confirm_twice() -> None:
+    order = placed()
+    for _ in range(3):
+        order.stock_reserved(7000)
+        order.payment_authorized(7000, "loan-9")
+    assert order.status == "confirmed"
+    assert len(terminal_events(order)) == 1
+
+
+def test_stock_alone_never_confirms() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.stock_reserved(7000)
+    assert order.status == "pending"
+    assert terminal_events(order) == []
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+def test_stock_rejected_cancels_with_its_reason() -> None:
+    order = placed()
+    order.stock_rejected("out_of_season")
+    assert (order.status, order.stock, order.reason) == ("cancelled", "failed", "out_of_season")
+    assert terminal_events(order) == [
+        OrderCancelled(order_id="order-1", order_ref="SWN-000123", reason="out_of_season")
+    ]
+
+
+def test_payment_declined_after_stock_reserved_cancels() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.payment_declined("credit_declined")
+    assert (order.status, order.reason) == ("cancelled", "credit_declined")
+    order.payment_authorized(7000, "loan-late")  # a late contrary fact changes nothing
+    assert (order.status, order.reason, order.loan_id) == ("cancelled", "credit_declined", None)
+    assert len(terminal_events(order)) == 1
+
+
+def test_buyer_cancels_a_pending_order() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.cancel_by_buyer()
+    assert (order.status, order.reason) == ("cancelled", "cancelled_by_buyer")
+    order.cancel_by_buyer()  # twice is harmless
+    assert terminal_events(order) == [
+        OrderCancelled(order_id="order-1", order_ref="SWN-000123", reason="cancelled_by_buyer")
+    ]
+
+
+def test_buyer_cannot_cancel_a_confirmed_order() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.payment_authorized(7000, "loan-9")
+    with pytest.raises(OrderAlreadyConfirmed):
+        order.cancel_by_buyer()
+    assert order.status == "confirmed"
+    assert order.reason is None
+    assert len(order.events) == 2
+
+
+def test_buyer_cancel_of_an_already_cancelled_order_keeps_the_first_reason() -> None:
+    order = placed()
+    order.payment_declined("payment_failed")
+    order.cancel_by_buyer()
+    assert (order.status, order.reason) == ("cancelled", "payment_failed")
+    assert len(terminal_events(order)) == 1
+
+
+# --- deadline ------------------------------------------------------------------------------
+
+
+def test_expire_before_the_deadline_does_nothing() -> None:
+    order = placed()
+    order.expire(DEADLINE_AT - timedelta(microseconds=1))
+    assert order.status == "pending"
+    assert len(order.events) == 1
+
+
+@pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=1), timedelta(days=3)])
+def test_expire_from_the_deadline_on_cancels(late: timedelta) -> None:
+    # At exactly deadline_at the order is due, matching the repository's
+    # ``deadline_at <= now`` query for orders to expire.
+    order = placed()
+    order.expire(DEADLINE_AT + late)
+    assert (order.status, order.reason) == ("cancelled", "expired")
+    assert len(terminal_events(order)) == 1
+
+
+def test_expire_does_not_touch_a_confirmed_order() -> None:
+    order = placed()
+    order.payment_authorized(7000, "loan-9")
+    order.stock_reserved(7000)
+    order.expire(DEADLINE_AT + timedelta(hours=1))
+    assert (order.status, order.reason) == ("confirmed", None)
+    assert len(terminal_events(order)) == 1
+
+
+# --- property: exactly one terminal event --------------------------------------------------
+
+Fact = tuple[str, int]  # (kind, a small parameter)
+
+facts = st.tuples(
+    st.sampled_from(
+        [
+            "stock_reserved",
+            "stock_rejected",
+            "payment_authorized",
+            "payment_declined",
+            "expire",
+            "cancel_by_buyer",
+        ]
+    ),
+    st.integers(-2, 2),  # for expire: minutes relative to the deadline
+)
+
+
+def apply(order: Order, fact: Fact) -> None:
+    kind, n = fact
+    if kind == "stock_reserved":
+        order.stock_reserved(7000)
+    elif kind == "stock_rejected":
+        order.stock_rejected("out_of_stock")
+    elif kind == "payment_authorized":
+        order.payment_authorized(7000, "loan-9")
+    elif kind == "payment_declined":
+        order.payment_declined("credit_declined")
+    elif kind == "expire":
+        order.expire(DEADLINE_AT + timedelta(minutes=n))
+    else:
+        try:
+            order.cancel_by_buyer()
+        except OrderAlreadyConfirmed:
+            assert order.status == "confirmed"
+
+
+@dataclass
+class Model:
+    """A reference of the rules, to compare the order's final status with."""
+
+    status: str = "pending"
+    stock: bool = False
+    paid: bool = False
+
+    def apply(self, fact: Fact) -> None:
+        kind, n = fact
+        if self.status != "pending":
+            return
+        if kind == "stock_reserved":
+            self.stock = True
+        elif kind == "payment_authorized":
+            self.paid = True
+        elif kind == "expire" and n < 0:
+            return
+        else:
+            self.status = "cancelled"
+            return
+        if self.stock and self.paid:
+            self.status = "confirmed"
+
+
+@given(st.lists(facts, max_size=12))
+def test_exactly_one_terminal_event_whatever_arrives(sequence: list[Fact]) -> None:
+    order = placed()
+    model = Model()
+    first_terminal: str | None = None
+    for fact in sequence:
+        apply(order, fact)
+        model.apply(fact)
+        assert order.status == model.status
+        if first_terminal is None and order.terminal:
+            first_terminal = order.status
+        if first_terminal is not None:
+            assert order.status == first_terminal  # never changes after terminal
+    assert isinstance(order.events[0], OrderPlaced)
+    after_place = order.events[1:]
+    assert len(after_place) == len(terminal_events(order)) == (1 if order.terminal else 0)
+    if order.status == "confirmed":
+        assert isinstance(after_place[0], OrderConfirmed)
+    elif order.status == "cancelled":
+        assert isinstance(after_place[0], OrderCancelled)
+        assert after_place[0].reason == order.reason

@@ -91,6 +91,15 @@ def up(
 
 
 @app.command()
+def prepare() -> None:
+    """Create the topics and migrate every schema on the Kafka and PostgreSQL that the
+    environment names (for deployments; ``caravan up`` does this itself)."""
+    settings = Settings()
+    asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    console.print("topics created and schemas migrated")
+
+
+@app.command()
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
     data = _seed_file(file)

@@ -52,12 +52,16 @@ def up(
     ] = False,
     seed_file: Annotated[Path | None, typer.Option("--seed", help="seed file for --demo")] = None,
     orders: Annotated[int, typer.Option(help="demo orders to drive")] = 20,
+    kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
 ) -> None:
     """Start Kafka, PostgreSQL, the four services and the HTTP API; Ctrl-C stops all of it."""
     settings = Settings()
     started = time.monotonic()
+    rf = min(kafka_nodes, 3)
     with console.status("starting Kafka and PostgreSQL"):
-        infra = system.start_infrastructure()
+        infra = system.start_infrastructure(
+            kafka_nodes=kafka_nodes, kafka_port=9092 if kafka_nodes == 1 else 19092
+        )
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), system.CACHE / "logs"
     )
@@ -65,7 +69,7 @@ def up(
         console.print(f"Kafka: {infra.kafka_bootstrap} [dim]({infra.kafka_path})[/dim]")
         console.print(f"PostgreSQL: {infra.database_url} [dim]({infra.postgres_path})[/dim]")
         with console.status("creating topics and migrating schemas"):
-            asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url))
+            asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
         with console.status("starting services"):
             procs.start()
             base = f"http://{settings.http_host}:{settings.http_port}"

@@ -80,9 +80,9 @@ def test_place_starts_pending_with_one_order_placed() -> None:
 def test_stock_then_payment_confirms() -> None:
     order = placed()
     order.stock_reserved(7000)
-    assert order.status == "pending"
+    assert (order.status, order.stock, order.payment) == ("pending", "done", "pending")
     order.payment_authorized(7000, "loan-9")
-    assert order.status == "confirmed"
+    assert (order.status, order.stock, order.payment) == ("confirmed", "done", "done")
     assert order.events[1:] == [
         OrderConfirmed(
             order_id="order-1",
@@ -99,9 +99,9 @@ def test_payment_then_stock_confirms_with_the_same_event() -> None:
     first.stock_reserved(7000)
     first.payment_authorized(7000, "loan-9")
     second.payment_authorized(7000, "loan-9")
-    assert second.status == "pending"
+    assert (second.status, second.stock, second.payment) == ("pending", "pending", "done")
     second.stock_reserved(7000)
-    assert second.status == "confirmed"
+    assert (second.status, second.stock, second.payment) == ("confirmed", "done", "done")
     assert second.events == first.events
 
 

@@ -9,10 +9,9 @@ rendered from integer fen without floating point. Pure module: no I/O.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, get_args
 
-Locale = Literal["zh-CN", "ug-CN", "en"]
-"""Locales the notification texts are available in."""
+from shared.events.orders import CancelReason, Locale, PaymentMethod
 
 DEFAULT_LOCALE: Final[Locale] = "zh-CN"
 """Locale used when the buyer's locale is missing or not supported."""
@@ -20,18 +19,10 @@ DEFAULT_LOCALE: Final[Locale] = "zh-CN"
 SUPPORTED_LOCALES: Final[tuple[Locale, ...]] = ("zh-CN", "ug-CN", "en")
 """All locales, default first."""
 
-CANCEL_REASONS: Final[tuple[str, ...]] = (
-    "unknown_sku",
-    "out_of_stock",
-    "out_of_season",
-    "credit_declined",
-    "payment_failed",
-    "expired",
-    "cancelled_by_buyer",
-)
+CANCEL_REASONS: Final[tuple[str, ...]] = get_args(CancelReason)
 """Cancellation reason codes that have a specific wording; others get a generic one."""
 
-PAYMENT_METHODS: Final[tuple[str, ...]] = ("microloan", "prepaid")
+PAYMENT_METHODS: Final[tuple[str, ...]] = get_args(PaymentMethod)
 """Payment method codes that are named in confirmations; others are left unnamed."""
 
 _SIGNATURE: Final[dict[Locale, str]] = {

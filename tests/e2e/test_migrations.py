@@ -1,0 +1,70 @@
+"""Each service's migrations build exactly the schema its tables declare, and undo cleanly."""
+
+import asyncio
+import uuid
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from caravan import system
+from services.inventory.adapters.tables import metadata as inventory
+from services.notifications.adapters.tables import metadata as notifications
+from services.orders.adapters.tables import metadata as orders
+from services.payments.adapters.tables import metadata as payments
+from shared.db.migrate import alembic_config
+
+METADATA = {
+    "orders": orders,
+    "inventory": inventory,
+    "payments": payments,
+    "notifications": notifications,
+}
+
+
+def _diff(conn: Connection, metadata: MetaData) -> list[object]:
+    ctx = MigrationContext.configure(
+        conn,
+        opts={
+            "include_schemas": True,
+            "include_name": lambda name, kind, _p: kind != "schema" or name == metadata.schema,
+        },
+    )
+    return [d for d in compare_metadata(ctx, metadata) if "alembic_version" not in str(d)]
+
+
+async def test_migrations_match_the_tables_and_downgrade(
+    infrastructure: system.Infrastructure,
+) -> None:
+    admin_url = infrastructure.database_url
+    scratch = f"caravan_migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{scratch}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
+    try:
+        for name, metadata in METADATA.items():
+            cfg = alembic_config(system.REPO_ROOT / "services" / name / "migrations", url)
+            await asyncio.to_thread(command.upgrade, cfg, "head")
+            engine = create_async_engine(url)
+            async with engine.connect() as conn:
+                assert await conn.run_sync(_diff, metadata) == [], name
+            await asyncio.to_thread(command.downgrade, cfg, "base")
+            async with engine.connect() as conn:
+                left = await conn.scalar(
+                    text(
+                        "select count(*) from information_schema.tables where table_schema = :s"
+                        " and table_name <> 'alembic_version'"
+                    ),
+                    {"s": name},
+                )
+            await engine.dispose()
+            assert left == 0, name
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE "{scratch}" WITH (FORCE)'))
+        await admin.dispose()
+

@@ -35,7 +35,10 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     repo = StockRepository(tx.conn)
     if await repo.reservation_status(order.order_id, lock=False) is not None:
         return
-    lines = [(line.sku, line.quantity) for line in order.lines]
+    merged: dict[str, int] = {}
+    for line in order.lines:
+        merged[line.sku] = merged.get(line.sku, 0) + line.quantity
+    lines = list(merged.items())
     catalogue = await repo.products(sku for sku, _ in lines)
     candidates = await repo.lock_lots(catalogue)
     day = (order.placed_at or parsed.envelope.time).astimezone(UTC).date()

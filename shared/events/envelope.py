@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -12,9 +12,14 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 
 class Frozen(BaseModel):
-    """Base of every contract model: immutable, and strict about unknown fields in input."""
+    """Base of every contract model: immutable; unknown fields in input are ignored, so
+    that producers may add optional fields within a version."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+Fen = Annotated[int, Field(strict=True, ge=0)]
+"""An amount of money: a whole number of fen, never a float (1 CNY = 100 fen)."""
 
 
 class EventData(Frozen):

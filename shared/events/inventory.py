@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData, Frozen
+from shared.events.envelope import EventData, Fen, Frozen
 from shared.events.orders import PaymentRequest
 from shared.topics import EventType, Topic
 
@@ -17,7 +17,7 @@ class LotTake(Frozen):
 class ReservedLine(Frozen):
     sku: str
     quantity: int
-    unit_price_fen: int
+    unit_price_fen: Fen
     seller_id: str
     lots: list[LotTake]
 
@@ -32,7 +32,7 @@ class StockReserved(EventData):
     buyer_id: str
     payment: PaymentRequest
     lines: list[ReservedLine]
-    total_fen: int
+    total_fen: Fen
 
 
 class StockRejected(EventData):

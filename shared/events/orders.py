@@ -5,7 +5,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from shared.events.envelope import EventData, Frozen
+from shared.events.envelope import EventData, Fen, Frozen
 from shared.topics import EventType, Topic
 
 OrderRef = str
@@ -97,7 +97,7 @@ class OrderConfirmed(EventData):
 
     order_id: str
     order_ref: OrderRef
-    total_fen: int
+    total_fen: Fen
     payment: ConfirmedPayment
     term_months: int | None = None
 

@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData
+from shared.events.envelope import EventData, Fen
 from shared.events.orders import PaymentMethod
 from shared.topics import EventType, Topic
 
@@ -14,7 +14,7 @@ class PaymentAuthorized(EventData):
     order_id: str
     buyer_id: str
     method: PaymentMethod
-    amount_fen: int
+    amount_fen: Fen
     loan_id: str | None = None
     term_months: int | None = None
 
@@ -33,4 +33,4 @@ class PaymentVoided(EventData):
 
     order_id: str
     loan_id: str | None = None
-    amount_fen: int
+    amount_fen: Fen

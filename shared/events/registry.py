@@ -79,6 +79,8 @@ def parse_record(topic: Topic, value: bytes | None) -> Parsed:
     try:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise PoisonRecord("too_deep", str(exc)) from exc
         raise PoisonRecord("not_json", str(exc)) from exc
     if not isinstance(raw, dict):
         raise PoisonRecord("not_cloudevent", "the value is not a JSON object")

@@ -67,4 +67,3 @@ async def test_migrations_match_the_tables_and_downgrade(
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE "{scratch}" WITH (FORCE)'))
         await admin.dispose()
-

@@ -251,3 +251,9 @@ def test_allocation_properties(scenario: tuple[list[Lot], list[tuple[str, int]]]
         assert used == [x.lot_id for x in _usable(lots, sku)][: len(used)]
         # Greedy: every lot but the last one used is emptied.
         assert all(t.quantity == by_id[t.lot_id].available for t in takes[:-1])
+
+
+def test_two_lines_of_one_sku_are_refused_rather_than_oversold() -> None:
+    lot = Lot("L1", "S", 5, date(2026, 1, 1), date(2027, 1, 1))
+    with pytest.raises(ValueError):
+        allocate([("S", 3), ("S", 3)], {"S"}, [lot], date(2026, 6, 1))

@@ -15,13 +15,13 @@ from services.notifications.domain.templates import (
     DEFAULT_LOCALE,
     PAYMENT_METHODS,
     SUPPORTED_LOCALES,
-    Locale,
     format_amount,
     format_money,
     pick_locale,
     render_order_cancelled,
     render_order_confirmed,
 )
+from shared.events.orders import Locale
 
 REF = "CRV-20240501-0007"
 ARABIC = re.compile("[\u0600-\u06ff]")

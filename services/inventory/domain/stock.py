@@ -53,7 +53,12 @@ def allocate(
     lots: Sequence[Lot],
     day: date,
 ) -> Reserved | Rejected:
-    """Decide which lots serve each (sku, quantity) line, or why the order cannot be served."""
+    """Decide which lots serve each (sku, quantity) line, or why the order cannot be served.
+
+    Each SKU appears in at most one line (two lines of one SKU would each see the whole lot).
+    """
+    if len({sku for sku, _ in lines}) != len(lines):
+        raise ValueError("each sku may appear in at most one line")
     by_sku: dict[str, list[Lot]] = {}
     for lot in lots:
         by_sku.setdefault(lot.sku, []).append(lot)

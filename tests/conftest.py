@@ -2,6 +2,7 @@
 services as separate processes, exactly as ``caravan up`` runs them (on other ports)."""
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -13,9 +14,10 @@ from caravan.seeding import load
 from shared.seed import SeedFile
 from tests.harness import EventLog, System
 
-KAFKA_PORT = 29092
-POSTGRES_PORT = 54339
-HTTP_PORT = 18080
+# Ports of the test session (overridable, so that sessions can run side by side).
+KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092"))
+POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "54339"))
+HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080"))
 
 
 def _today() -> date:
@@ -115,7 +117,7 @@ def test_seed() -> SeedFile:
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[system.Infrastructure]:
     infra = system.start_infrastructure(
-        base_dir=system.CACHE / "test", kafka_port=KAFKA_PORT, postgres_port=POSTGRES_PORT
+        base_dir=system.CACHE / f"test-{KAFKA_PORT}", kafka_port=KAFKA_PORT, postgres_port=POSTGRES_PORT
     )
     print(f"\ninfrastructure: kafka {infra.kafka_path}, postgres {infra.postgres_path}")
     try:
@@ -132,7 +134,7 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     await load(infra.database_url, test_seed())
     procs = system.ServiceProcesses(
         system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
-        system.CACHE / "test" / f"logs-{uuid.uuid4().hex[:6]}",
+        system.CACHE / f"test-{KAFKA_PORT}" / f"logs-{uuid.uuid4().hex[:6]}",
     )
     log = EventLog(infra.kafka_bootstrap)
     await log.start()

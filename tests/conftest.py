@@ -117,7 +117,9 @@ def test_seed() -> SeedFile:
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[system.Infrastructure]:
     infra = system.start_infrastructure(
-        base_dir=system.CACHE / f"test-{KAFKA_PORT}", kafka_port=KAFKA_PORT, postgres_port=POSTGRES_PORT
+        base_dir=system.CACHE / f"test-{KAFKA_PORT}",
+        kafka_port=KAFKA_PORT,
+        postgres_port=POSTGRES_PORT,
     )
     print(f"\ninfrastructure: kafka {infra.kafka_path}, postgres {infra.postgres_path}")
     try:

@@ -73,7 +73,7 @@ def up(
         with console.status("starting services"):
             procs.start()
             base = f"http://{settings.http_host}:{settings.http_port}"
-            system.wait_http_ready(f"{base}/healthz", procs)
+            system.wait_ready(procs)
         console.print(
             f"[green]ready[/green] in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
             f"service logs in {procs.log_dir}"

@@ -27,6 +27,12 @@ from shared.messaging.admin import ensure_topics
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
 SERVICES = ("orders", "inventory", "payments", "notifications")
+HTTP_PORT_VARS = (
+    "CARAVAN_HTTP_PORT",
+    "CARAVAN_INVENTORY_HTTP_PORT",
+    "CARAVAN_PAYMENTS_HTTP_PORT",
+    "CARAVAN_NOTIFICATIONS_HTTP_PORT",
+)
 
 
 @dataclass
@@ -147,7 +153,7 @@ class ServiceProcesses:
             key = name if instance == 1 else f"{name}-{instance}"
             env = {**self.env, "CARAVAN_INSTANCE_ID": str(instance)}
             if instance != 1:
-                env.pop("CARAVAN_HTTP_PORT", None)
+                env.update(dict.fromkeys(HTTP_PORT_VARS, "0"))
             log = (self.log_dir / f"{key}.log").open("ab")
             self.procs[key] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
@@ -184,26 +190,35 @@ class ServiceProcesses:
 
 
 def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str, str]:
+    """The environment of the services: the orders API on ``http_port``, the admin APIs of
+    inventory, payments and notifications on the three ports after it."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "DATABASE_URL": infra.database_url,
-        "CARAVAN_HTTP_PORT": str(http_port),
         "PYTHONUNBUFFERED": "1",
     }
+    env.update({var: str(http_port + i) for i, var in enumerate(HTTP_PORT_VARS)})
     env.update(extra)
     return env
 
 
-def wait_http_ready(url: str, procs: ServiceProcesses, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers 200, failing early if a service process has died."""
+def wait_ready(procs: ServiceProcesses, timeout: float = 60.0) -> None:
+    """Wait until every started service answers ``/healthz`` (failing early if one died)."""
+    ports = {
+        name: int(procs.env[var])
+        for name, var in zip(SERVICES, HTTP_PORT_VARS, strict=True)
+        if name in procs.procs
+    }
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while ports and time.monotonic() < deadline:
         procs.check_alive()
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not become ready in {timeout:.0f}s")
+        for name, port in list(ports.items()):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+                    del ports[name]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    if ports:
+        raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(ports)}")

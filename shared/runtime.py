@@ -12,6 +12,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData
 
 from shared.db import Database
+from shared.http import create_app
 from shared.messaging.consumer import Consumer, Subscription
 from shared.messaging.relay import OutboxRelay, make_producer
 from shared.messaging.uow import UnitOfWork
@@ -36,6 +37,7 @@ class Service:
     consumer: Consumer
     loops: list[Loop] = field(default_factory=list)
     asgi_app: Any = None
+    http_port: int | None = None
 
     def subscribe(self, subscription: Subscription) -> None:
         self.consumer.register(self.broker, subscription)
@@ -49,13 +51,13 @@ class Service:
         try:
             await self.broker.start()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
-            if self.asgi_app is not None:
+            if self.asgi_app is not None and self.http_port is not None:
                 import uvicorn
 
                 config = uvicorn.Config(
                     self.asgi_app,
                     host=self.settings.http_host,
-                    port=self.settings.http_port,
+                    port=self.http_port,
                     log_config=None,
                     lifespan="off",
                 )
@@ -107,7 +109,15 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         uow=uow,
         max_attempts=settings.handler_max_attempts,
     )
-    return Service(name, settings, metadata, db, uow, relay, broker, consumer)
+    service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
+    service.asgi_app = create_app(f"Caravan {name}", db)
+    service.http_port = {
+        "orders": settings.http_port,
+        "inventory": settings.inventory_http_port,
+        "payments": settings.payments_http_port,
+        "notifications": settings.notifications_http_port,
+    }[name]
+    return service
 
 
 def _signal_event() -> asyncio.Event:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
     http_port: int = Field(8080, validation_alias=AliasChoices("CARAVAN_HTTP_PORT"))
     http_host: str = "127.0.0.1"
+    # Admin APIs of the other services (0 picks a free port, for extra instances).
+    inventory_http_port: int = 8081
+    payments_http_port: int = 8082
+    notifications_http_port: int = 8083
     topic_partitions: int = 3
     topic_replication_factor: int = 1
     saga_deadline_seconds: float = 900.0

@@ -114,6 +114,14 @@ def test_seed() -> SeedFile:
     )
 
 
+_PATHS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _PATHS:
+        terminalreporter.write_line(f"infrastructure used by this session: {line}")
+
+
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[system.Infrastructure]:
     infra = system.start_infrastructure(
@@ -121,7 +129,7 @@ def infrastructure() -> Iterator[system.Infrastructure]:
         kafka_port=KAFKA_PORT,
         postgres_port=POSTGRES_PORT,
     )
-    print(f"\ninfrastructure: kafka {infra.kafka_path}, postgres {infra.postgres_path}")
+    _PATHS.append(f"Kafka: {infra.kafka_path}, PostgreSQL: {infra.postgres_path}")
     try:
         yield infra
     finally:
@@ -142,9 +150,7 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     await log.start()
     procs.start()
     try:
-        await asyncio.to_thread(
-            system.wait_http_ready, f"http://127.0.0.1:{HTTP_PORT}/healthz", procs
-        )
+        await asyncio.to_thread(system.wait_ready, procs)
         sys_ = System(infra, procs, log, f"http://127.0.0.1:{HTTP_PORT}")
         await sys_.start()
         try:

@@ -110,6 +110,19 @@ class System:
         if self.http:
             await self.http.aclose()
 
+    async def restart(self, names: tuple[str, ...], **env: str) -> None:
+        """Stop these services and start them again, with ``env`` added to their environment
+        (for example ``CARAVAN_SAGA_DEADLINE_SECONDS="2"``); waits until they are ready.
+        Call it again without ``env`` to restore the defaults."""
+        await asyncio.to_thread(self.procs.stop, list(names))
+        base = self.procs.env
+        self.procs.env = {**base, **env}
+        try:
+            self.procs.start(names)
+        finally:
+            self.procs.env = base
+        await asyncio.to_thread(system.wait_ready, self.procs)
+
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         assert self.producer is not None
         await self.producer.send_and_wait(topic, value, key=key)

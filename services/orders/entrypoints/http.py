@@ -3,20 +3,16 @@
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI, Header
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select, text
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy import select
 
 from services.orders import handlers
 from services.orders.adapters.tables import orders, timeline
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
+from shared.http import create_app as create_base_app
+from shared.http import invalid, problem
 from shared.messaging.uow import UnitOfWork
-
-PROBLEM = "application/problem+json"
 
 
 class Accepted(BaseModel):
@@ -38,28 +34,8 @@ class OrderView(BaseModel):
     timeline: list[Step]
 
 
-def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
-
-
-def _errors(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
-        for e in exc.errors()
-    ]
-
-
 def create_app(uow: UnitOfWork, deadline: timedelta) -> FastAPI:
-    app = FastAPI(title="Caravan orders", version="1")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(422, "Invalid request", "the request does not match", errors=_errors(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+    app = create_base_app("Caravan orders", uow.db)
 
     @app.post(
         "/orders",
@@ -82,7 +58,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta) -> FastAPI:
         try:
             request = OrderRequested.model_validate({**body, "order_ref": idempotency_key})
         except ValidationError as exc:
-            return problem(422, "Invalid order", "the order does not match", errors=_errors(exc))
+            return invalid(exc, "Invalid order")
         async with uow.begin() as tx:
             placed = await handlers.place_order(tx, request, "http", deadline)
         if not placed.same_request:
@@ -113,18 +89,5 @@ def create_app(uow: UnitOfWork, deadline: timedelta) -> FastAPI:
                 reason=row.reason,
                 timeline=[Step(type=s.type, time=s.time.isoformat()) for s in steps],
             )
-
-    @app.get("/healthz")
-    async def healthz() -> Any:
-        try:
-            async with uow.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            return problem(503, "Unhealthy", f"database: {exc.__class__.__name__}")
-        return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -14,9 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
+from caravan.seeding import load
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
+from shared.seed import SeedFile
 from shared.topics import ALL_TOPICS, Topic
 
 T = TypeVar("T")
@@ -109,6 +111,10 @@ class System:
             await self.engine.dispose()
         if self.http:
             await self.http.aclose()
+
+    async def seed(self, data: SeedFile) -> None:
+        """Load reference data (as ``caravan seed`` does)."""
+        await load(self.infra.database_url, data)
 
     async def restart(self, names: tuple[str, ...], **env: str) -> None:
         """Stop these services and start them again, with ``env`` added to their environment

@@ -58,3 +58,13 @@ class StockSold(EventData):
     event_type: ClassVar[EventType] = EventType.STOCK_SOLD
 
     order_id: str
+
+
+class StockExpired(EventData):
+    """An order's hold ran out before the order was settled. Inventory keeps the stock held:
+    orders decides (a pending order is cancelled ``expired``, whose cancellation releases it)."""
+
+    topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
+    event_type: ClassVar[EventType] = EventType.STOCK_EXPIRED
+
+    order_id: str

@@ -1,5 +1,6 @@
 """Events of ``payments.events.v1`` (internal: the payment step of the saga)."""
 
+from datetime import date
 from typing import ClassVar, Literal
 
 from shared.events.envelope import EventData, Fen
@@ -34,3 +35,18 @@ class PaymentVoided(EventData):
     order_id: str
     loan_id: str | None = None
     amount_fen: Fen
+
+
+class InstalmentDue(EventData):
+    """An instalment of a microloan is coming due, due today, or overdue (for reminders)."""
+
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.INSTALMENT_DUE
+
+    order_id: str
+    loan_id: str
+    buyer_id: str
+    number: int
+    due: date
+    amount_fen: Fen
+    stage: Literal["upcoming", "today", "overdue"]

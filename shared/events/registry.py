@@ -6,37 +6,30 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from shared.events import inventory, notifications, orders, payments
 from shared.events.envelope import CloudEvent, EventData
-from shared.events.inventory import StockRejected, StockReleased, StockReserved, StockSold
-from shared.events.notifications import SmsSent
-from shared.events.orders import (
-    OrderCancelled,
-    OrderConfirmed,
-    OrderPlaced,
-    OrderRejected,
-    OrderRequested,
-)
-from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.topics import Topic
 
-_MODELS: tuple[type[EventData], ...] = (
-    OrderRequested,
-    OrderPlaced,
-    OrderConfirmed,
-    OrderCancelled,
-    OrderRejected,
-    StockReserved,
-    StockRejected,
-    StockReleased,
-    StockSold,
-    PaymentAuthorized,
-    PaymentDeclined,
-    PaymentVoided,
-    SmsSent,
-)
+_CONTRACT_MODULES = (orders, inventory, payments, notifications)
+
+
+def _models() -> list[type[EventData]]:
+    """Every event model of the contract modules (each declares its topic and type)."""
+    found: list[type[EventData]] = []
+    for module in _CONTRACT_MODULES:
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, EventData)
+                and value is not EventData
+                and value.__module__ == module.__name__
+            ):
+                found.append(value)
+    return found
+
 
 REGISTRY: dict[Topic, dict[str, type[EventData]]] = {}
-for _model in _MODELS:
+for _model in _models():
     REGISTRY.setdefault(_model.topic, {})[_model.event_type.value] = _model
 
 

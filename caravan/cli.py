@@ -4,14 +4,18 @@ import asyncio
 import logging
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from caravan import system
 from caravan.demo import run_demo
+from caravan.ops import dlq as ops_dlq
+from caravan.ops import replay as ops_replay
 from caravan.seeding import load
 from shared.seed import SeedFile
 from shared.settings import Settings
@@ -126,3 +130,144 @@ def demo(
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
     if any(o.status == "pending" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _bootstrap() -> str:
+    return Settings().kafka_bootstrap_servers
+
+
+@app.command()
+def replay(
+    topic: Annotated[str, typer.Option(help="the topic to re-read")],
+    group: Annotated[str, typer.Option(help="the consumer group to rewind, e.g. caravan-orders")],
+    from_timestamp: Annotated[
+        datetime | None, typer.Option(help="first record time to re-read (ISO 8601, UTC if naive)")
+    ] = None,
+    from_offset: Annotated[
+        int | None, typer.Option(help="offset to restart from, per partition")
+    ] = None,
+    earliest: Annotated[bool, typer.Option(help="restart from the earliest offset")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="show what would be re-read, change nothing")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="try even while the group has active members")
+    ] = False,
+) -> None:
+    """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
+    when = from_timestamp.replace(tzinfo=from_timestamp.tzinfo or UTC) if from_timestamp else None
+    try:
+        result = asyncio.run(
+            ops_replay.replay(
+                _bootstrap(),
+                _database_url(),
+                topic,
+                group,
+                earliest=earliest,
+                from_offset=from_offset,
+                from_timestamp=when,
+                dry_run=dry_run,
+                force=force,
+            )
+        )
+    except (ValueError, LookupError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    table = Table(title=f"{'dry run: ' if dry_run else ''}replay of {topic} for {group}")
+    for column in ("partition", "current offset", "new offset", "end offset", "records re-read"):
+        table.add_column(column, justify="right")
+    for p in result.plan:
+        current = "-" if p.current is None else str(p.current)
+        table.add_row(str(p.partition), current, str(p.new), str(p.end), str(p.reread))
+    console.print(table)
+    console.print(
+        f"group {group}: {result.group_state}, {result.members} member(s); "
+        f"{result.total} record(s) to re-read"
+    )
+    if result.refused:
+        console.print(f"[red]refused:[/red] {result.refused}")
+        if not dry_run:
+            raise typer.Exit(2)
+    console.print("applied" if result.applied else "nothing changed (dry run)")
+
+
+dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _letters(
+    topic: str | None, error: str | None, since: datetime | None, refs: list[str] | None = None
+) -> list[ops_dlq.DeadLetter]:
+    letters = asyncio.run(ops_dlq.read(_bootstrap()))
+    when = since.replace(tzinfo=since.tzinfo or UTC) if since else None
+    return ops_dlq.select(letters, topic=topic, error=error, since=when, refs=refs)
+
+
+TopicOpt = Annotated[str | None, typer.Option(help="original topic, e.g. orders.requests.v1")]
+ErrorOpt = Annotated[str | None, typer.Option(help="error code, e.g. not_json")]
+SinceOpt = Annotated[datetime | None, typer.Option(help="dead-lettered at or after (ISO 8601)")]
+
+
+@dlq_app.command("list")
+def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
+    """List dead letters (id, time, original coordinates, error, consumer group)."""
+    letters = _letters(topic, error, since)
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for column in ("id", "time", "from", "error", "group", "message"):
+        table.add_column(column)
+    for d in letters:
+        origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
+        message = d.headers.get("dlq.error.message", "")[:60]
+        table.add_row(
+            d.ref,
+            d.time.isoformat(timespec="seconds"),
+            origin,
+            d.error,
+            d.headers.get("dlq.group", ""),
+            message,
+        )
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ref: Annotated[str, typer.Argument(help="a dead letter id from `caravan dlq list`")],
+) -> None:
+    """Show one dead letter whole: headers, key and value."""
+    found = _letters(None, None, None, [ref])
+    if not found:
+        raise typer.BadParameter(f"no dead letter {ref}")
+    d = found[0]
+    for name, value in sorted(d.headers.items()):
+        console.print(f"[bold]{name}[/bold]: {value}")
+    console.print(f"[bold]key[/bold]: {d.key!r}")
+    console.print("[bold]value[/bold]:")
+    console.print(d.value.decode("utf-8", "replace"), markup=False)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ref: Annotated[
+        list[str] | None, typer.Argument(help="dead letter ids (default: all matching)")
+    ] = None,
+    topic: TopicOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    value_file: Annotated[
+        Path | None, typer.Option(help="a fixed value to send instead (one dead letter only)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would be sent, send nothing")] = False,
+) -> None:
+    """Send chosen dead letters back to their original topic, with their key."""
+    letters = _letters(topic, error, since, ref or None)
+    if not letters:
+        raise typer.BadParameter("no dead letter matches")
+    value = value_file.read_bytes() if value_file else None
+    try:
+        sent = asyncio.run(
+            ops_dlq.redrive(_bootstrap(), _database_url(), letters, value=value, dry_run=dry_run)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    verb = "would redrive" if dry_run else "redriven"
+    for item in sent:
+        console.print(f"{verb}: {item}")

@@ -126,10 +126,10 @@ def _postgres_container(infra: Infrastructure) -> str:
 async def prepare(bootstrap: str, database_url: str, partitions: int = 3, rf: int = 1) -> None:
     """Create the topics and migrate every service's schema (idempotent)."""
     await ensure_topics(bootstrap, partitions, rf)
-    for name in SERVICES:
-        await asyncio.to_thread(
-            upgrade, REPO_ROOT / "services" / name / "migrations", _asyncpg(database_url)
-        )
+    for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
+        REPO_ROOT / "caravan" / "ops" / "migrations"
+    ]:
+        await asyncio.to_thread(upgrade, folder, _asyncpg(database_url))
 
 
 def _asyncpg(url: str) -> str:

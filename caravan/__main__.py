@@ -1,0 +1,5 @@
+"""``python -m caravan``: the command line."""
+
+from caravan.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""Operations tooling: consumer-group replay, dead letters, and the record of what was done."""

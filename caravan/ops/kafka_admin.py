@@ -1,0 +1,112 @@
+"""The Kafka look-ups operations need: group membership, offsets, lag and resets.
+
+aiokafka's ``describe_consumer_groups`` decodes version-3 answers with the version-2 schema
+and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import (
+    DescribeGroupsRequest_v0,
+    DescribeGroupsRequest_v1,
+    DescribeGroupsRequest_v2,
+)
+from aiokafka.protocol.api import Request
+from aiokafka.structs import OffsetAndMetadata
+
+_Describe: TypeAlias = (
+    DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2
+)
+
+
+class _DescribeGroups(Request[_Describe]):  # type: ignore[misc]
+    API_KEY = 15
+
+    def __init__(self, groups: list[str]) -> None:
+        self.groups = groups
+
+    def build(self, request_struct_class: type[Any]) -> Any:
+        return request_struct_class(self.groups)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    group: str
+    state: str  # Stable, Empty, Dead (unknown), PreparingRebalance, ...
+    members: list[str]
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    partition: int
+    beginning: int
+    end: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed if self.committed is not None else self.beginning)
+
+
+async def describe_group(bootstrap: str, group: str) -> GroupState:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        node = await admin.find_coordinator(group)
+        response = await admin._client.send(node, _DescribeGroups([group]))
+        _error, group_id, state, *_rest, members = response.groups[0]
+        return GroupState(group_id, state, [m[0] for m in members])
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def group_client(bootstrap: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer that reads and commits the offsets of ``group`` without joining it."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    meta = await consumer._client.fetch_all_metadata()
+    parts = meta.partitions_for_topic(topic)
+    if not parts:
+        raise LookupError(f"no topic {topic!r}")
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
+async def offsets(consumer: AIOKafkaConsumer, topic: str) -> list[PartitionOffsets]:
+    tps = await topic_partitions(consumer, topic)
+    begin = await consumer.beginning_offsets(tps)
+    end = await consumer.end_offsets(tps)
+    result = []
+    for tp in tps:
+        committed = await consumer.committed(tp)
+        result.append(PartitionOffsets(tp.partition, begin[tp], end[tp], committed))
+    return result
+
+
+async def offsets_at(consumer: AIOKafkaConsumer, topic: str, timestamp_ms: int) -> dict[int, int]:
+    """Per partition, the first offset at or after ``timestamp_ms`` (the end if none)."""
+    tps = await topic_partitions(consumer, topic)
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
+    end = await consumer.end_offsets(tps)
+    return {tp.partition: (found[tp].offset if found[tp] is not None else end[tp]) for tp in tps}
+
+
+async def commit(consumer: AIOKafkaConsumer, topic: str, new: dict[int, int]) -> None:
+    """Set the group's committed offsets (Kafka refuses while the group has members)."""
+    tps = {TopicPartition(topic, p): OffsetAndMetadata(o, "caravan replay") for p, o in new.items()}
+    consumer.assign(list(tps))
+    await consumer.commit(tps)

@@ -1,0 +1,100 @@
+"""Rewinding a consumer group on one topic so that its service reads records again.
+
+Safe by construction: every handler deduplicates by event id (the inbox), so a replay
+re-reads and changes nothing that was already done; it is how operations make a service
+catch up on records it skipped or dead-lettered before a fix.
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from caravan.ops import kafka_admin
+from caravan.ops.record import record
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    partition: int
+    current: int | None
+    new: int
+    end: int
+
+    @property
+    def reread(self) -> int:
+        """Records the group has read already and will read again."""
+        return max(0, (self.current if self.current is not None else self.new) - self.new)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    topic: str
+    group: str
+    group_state: str
+    members: int
+    plan: list[PartitionPlan]
+    applied: bool
+    refused: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(p.reread for p in self.plan)
+
+
+async def replay(
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    group: str,
+    *,
+    earliest: bool = False,
+    from_offset: int | None = None,
+    from_timestamp: datetime | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> ReplayResult:
+    """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded."""
+    if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
+        raise ValueError("choose exactly one of earliest, from_offset, from_timestamp")
+    state = await kafka_admin.describe_group(bootstrap, group)
+    async with kafka_admin.group_client(bootstrap, group) as consumer:
+        current = await kafka_admin.offsets(consumer, topic)
+        if from_timestamp is not None:
+            at = await kafka_admin.offsets_at(
+                consumer, topic, int(from_timestamp.timestamp() * 1000)
+            )
+        plan = []
+        for p in current:
+            if earliest:
+                new = p.beginning
+            elif from_offset is not None:
+                new = min(max(from_offset, p.beginning), p.end)
+            else:
+                new = at[p.partition]
+            plan.append(PartitionPlan(p.partition, p.committed, new, p.end))
+        refused = None
+        if state.members and not force:
+            refused = (
+                f"group {group} has {len(state.members)} active member(s) ({state.state}): "
+                "stop its service first, or pass --force"
+            )
+        applied = False
+        if not dry_run and refused is None:
+            await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
+            applied = True
+    result = ReplayResult(topic, group, state.state, len(state.members), plan, applied, refused)
+    await record(
+        database_url,
+        "replay",
+        dry_run,
+        {
+            "topic": topic,
+            "group": group,
+            "mode": "earliest"
+            if earliest
+            else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}"),
+            "applied": applied,
+            "refused": refused,
+            "plan": [asdict(p) for p in plan],
+        },
+    )
+    return result

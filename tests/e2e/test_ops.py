@@ -1,0 +1,213 @@
+"""Operations on the running system: replay, dry runs and dead-letter redrive, through the
+real ``caravan`` command line."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+
+from caravan import system
+from caravan.ops import kafka_admin
+from caravan.ops.replay import replay
+from shared.settings import Settings
+from shared.topics import Topic
+from tests.harness import System, ref
+
+
+def consumed(caravan: System) -> dict[str, list[Topic]]:
+    """The topics each service's consumer group reads, from the services' own composition."""
+    from services.inventory.bootstrap import bootstrap as inventory
+    from services.notifications.bootstrap import bootstrap as notifications
+    from services.orders.bootstrap import bootstrap as orders
+    from services.payments.bootstrap import bootstrap as payments
+
+    settings = Settings(DATABASE_URL=caravan.infra.database_url)
+    groups = {}
+    for build in (orders, inventory, payments, notifications):
+        service = build(settings)  # composing connects to nothing
+        groups[service.consumer.group_id] = [s.topic for s in service.consumer.subscriptions]
+    return groups
+
+
+async def cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap,
+        "DATABASE_URL": caravan.infra.database_url,
+        "CARAVAN_ACTOR": "test-operator",
+        "COLUMNS": "200",
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "caravan", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=system.REPO_ROOT,
+        timeout=120,
+    )
+
+
+async def lag(caravan: System, group: str, topics: list[Topic]) -> int:
+    async with kafka_admin.group_client(caravan.infra.kafka_bootstrap, group) as consumer:
+        total = 0
+        for topic in topics:
+            for p in await kafka_admin.offsets(consumer, topic.value):
+                total += p.lag
+        return total
+
+
+async def snapshot(caravan: System) -> dict[str, object]:
+    """Everything a replay must leave as it was."""
+    queries = {
+        "orders": "select status, count(*) from orders.orders group by status order by status",
+        "lots": "select lot_id, available, reserved, sold, spoiled from inventory.lots order by 1",
+        "reservations": "select status, count(*) from inventory.reservations group by 1 order by 1",
+        "payments": "select status, count(*) from payments.payments group by 1 order by 1",
+        "loans": "select status, sum(outstanding_fen) from payments.loans group by 1 order by 1",
+        "sms": "select status, count(*) from notifications.sms group by 1 order by 1",
+    }
+    state: dict[str, object] = {
+        k: [tuple(r) for r in await caravan.sql(q)] for k, q in queries.items()
+    }
+    for topic in (
+        Topic.ORDER_EVENTS,
+        Topic.INVENTORY_EVENTS,
+        Topic.PAYMENT_EVENTS,
+        Topic.NOTIFICATION_EVENTS,
+    ):
+        state[topic.value] = len(caravan.log.raw(topic.value))
+    return state
+
+
+async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
+    caravan: System,
+) -> None:
+    done = await cli(
+        caravan,
+        "replay",
+        "--topic",
+        "orders.events.v1",
+        "--group",
+        "caravan-inventory",
+        "--earliest",
+        "--dry-run",
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "dry run: replay of orders.events.v1 for caravan-inventory" in out
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if line.count("│") == 6]
+    assert sorted(int(cells[0]) for cells in rows) == [0, 1, 2]
+    assert all(int(cells[2]) == 0 for cells in rows)  # earliest: every partition restarts at 0
+    assert "records re-read" in out and "refused" in out and "active member" in out
+    applied = await cli(
+        caravan,
+        "replay",
+        "--topic",
+        "orders.events.v1",
+        "--group",
+        "caravan-inventory",
+        "--earliest",
+    )
+    assert applied.returncode == 2
+    rows = await caravan.sql(
+        "select actor, dry_run, detail->>'refused' is not null from ops.actions"
+        " where action = 'replay' and detail->>'group' = 'caravan-inventory' order by id"
+    )
+    last_two: list[tuple[object, ...]] = [tuple(r) for r in rows[-2:]]
+    assert last_two == [
+        ("test-operator", True, True),
+        ("test-operator", False, True),
+    ]
+
+
+async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) -> None:
+    # Some finished sagas first.
+    from tests.e2e.test_saga import order
+
+    for _ in range(3):
+        req = order()
+        await caravan.request(req)
+        await caravan.outcome(await caravan.placed(req.order_ref))
+    await asyncio.sleep(1.0)  # let the last sms.sent and stock.sold reach the topics
+    before = await snapshot(caravan)
+    await asyncio.to_thread(caravan.procs.stop, list(system.SERVICES))
+    try:
+        for group, topics in consumed(caravan).items():
+            for topic in topics:
+                result = await replay(
+                    caravan.infra.kafka_bootstrap,
+                    caravan.infra.database_url,
+                    topic.value,
+                    group,
+                    earliest=True,
+                )
+                assert result.applied, result.refused
+            assert await lag(caravan, group, topics) > 0
+    finally:
+        caravan.procs.start()
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    for group, topics in consumed(caravan).items():
+        deadline = asyncio.get_running_loop().time() + 120
+        while await lag(caravan, group, topics) > 0:
+            assert asyncio.get_running_loop().time() < deadline, f"{group} did not catch up"
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)  # anything a replay wrongly emitted would now be out
+    assert await snapshot(caravan) == before
+
+
+async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
+    caravan: System, tmp_path: Path
+) -> None:
+    order_ref = ref("FIXME")
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "storefront/test",
+        "type": "order.requested",
+        "time": "2026-11-30T08:00:00Z",
+        "data": {
+            "order_ref": order_ref,
+            "buyer": {"id": "t-rich", "phone": "13900000001", "locale": "en"},
+            "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+            "payment": {"method": "prepaid"},
+        },
+    }
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(event), order_ref.encode())
+    await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
+        ]
+    )
+    listed = await cli(
+        caravan, "dlq", "list", "--topic", "orders.requests.v1", "--error", "invalid_data"
+    )
+    assert listed.returncode == 0, listed.stderr
+    dead = next(r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode())
+    letter = f"{dead.topic}:{dead.partition}:{dead.offset}"
+    assert letter in listed.stdout
+    shown = await cli(caravan, "dlq", "show", letter)
+    assert order_ref in shown.stdout and "caravan-orders" in shown.stdout
+
+    event["data"]["buyer"]["phone"] = "+8613900000001"  # type: ignore[index]
+    fixed = tmp_path / "fixed.json"
+    fixed.write_bytes(orjson.dumps(event))
+    dry = await cli(caravan, "dlq", "redrive", letter, "--value-file", str(fixed), "--dry-run")
+    assert f"would redrive: {letter}" in dry.stdout
+    assert not caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref)
+    done = await cli(caravan, "dlq", "redrive", letter, "--value-file", str(fixed))
+    assert done.returncode == 0, done.stderr
+    assert f"redriven: {letter}" in done.stdout
+    outcome = await caravan.outcome(await caravan.placed(order_ref))
+    assert outcome.type == "order.confirmed"
+    assert (
+        await caravan.scalar(
+            "select count(*) from ops.actions where action = 'redrive' and detail->'letters' ? :l",
+            l=letter,
+        )
+        == 2
+    )

@@ -3,6 +3,8 @@
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +59,7 @@ def up(
     seed_file: Annotated[Path | None, typer.Option("--seed", help="seed file for --demo")] = None,
     orders: Annotated[int, typer.Option(help="demo orders to drive")] = 20,
     kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
+    dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
 ) -> None:
     """Start Kafka, PostgreSQL, the four services and the HTTP API; Ctrl-C stops all of it."""
     settings = Settings()
@@ -69,6 +72,7 @@ def up(
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), system.CACHE / "logs"
     )
+    board: subprocess.Popen[bytes] | None = None
     try:
         console.print(f"Kafka: {infra.kafka_bootstrap} [dim]({infra.kafka_path})[/dim]")
         console.print(f"PostgreSQL: {infra.database_url} [dim]({infra.postgres_path})[/dim]")
@@ -78,8 +82,15 @@ def up(
             procs.start()
             base = f"http://{settings.http_host}:{settings.http_port}"
             system.wait_ready(procs)
+        board = subprocess.Popen(
+            [sys.executable, "-m", "caravan", "dashboard", "--port", str(dashboard_port)],
+            env=procs.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+        )
         console.print(
             f"[green]ready[/green] in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
+            f"operations page on http://{settings.http_host}:{dashboard_port}, "
             f"service logs in {procs.log_dir}"
         )
         if demo:
@@ -93,6 +104,9 @@ def up(
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
+        if board is not None:
+            board.terminate()
+            board.wait(10)
         procs.stop()
         infra.stop()
         console.print("stopped")
@@ -188,6 +202,20 @@ def replay(
         if not dry_run:
             raise typer.Exit(2)
     console.print("applied" if result.applied else "nothing changed (dry run)")
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="where to serve the page")] = 8090,
+    stuck_after: Annotated[float, typer.Option(help="seconds pending before stuck")] = 300.0,
+) -> None:
+    """Serve the operations page: live figures of the running system."""
+    import uvicorn
+
+    from caravan.ops.dashboard import Dashboard
+
+    board = Dashboard(Settings(), stuck_after=stuck_after)
+    uvicorn.run(board.create_app(), host=Settings().http_host, port=port, log_level="warning")
 
 
 dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")

@@ -1,5 +1,6 @@
 """What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.db import Database
+from shared.telemetry import serving
 
 PROBLEM = "application/problem+json"
 
@@ -38,6 +40,13 @@ def invalid(
 def create_app(title: str, db: Database) -> FastAPI:
     """A FastAPI app with the shared error handling and operational endpoints."""
     app = FastAPI(title=title, version="1")
+
+    @app.middleware("http")
+    async def _trace(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        with serving(request.method, request.url.path, request.headers):
+            return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

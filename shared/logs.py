@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from shared.telemetry import current_ids
+
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
 
@@ -29,6 +31,8 @@ class JsonFormatter(logging.Formatter):
             entry["order_id"] = order_id
         if (event := _event_type.get()) is not None:
             entry["event"] = event
+        if (ids := current_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -37,6 +37,7 @@ class Service:
     consumer: Consumer
     loops: list[Loop] = field(default_factory=list)
     asgi_app: Any = None
+    probes: list[Loop] = field(default_factory=list)  # extra figures for /metrics
     http_port: int | None = None
 
     def subscribe(self, subscription: Subscription) -> None:
@@ -44,6 +45,8 @@ class Service:
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set or the process is asked to terminate."""
+        from shared.observe import observe_loop  # it reads the Service it runs
+
         stop = stop or _signal_event()
         await self.relay.producer.start()
         tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
@@ -51,6 +54,7 @@ class Service:
         try:
             await self.broker.start()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
+            tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
             if self.asgi_app is not None and self.http_port is not None:
                 import uvicorn
 

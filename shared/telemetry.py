@@ -1,6 +1,72 @@
-"""OpenTelemetry context propagation through Kafka headers."""
+"""Tracing with OpenTelemetry: one trace per order's saga, across the four services.
 
-from opentelemetry import propagate
+Each emitted event carries the W3C trace context of the span that emitted it in its record
+headers (through the outbox); each consumer continues that trace in a span of its own. Spans
+are exported where ``CARAVAN_TRACE_DIR`` points (one JSON-lines file per service, which the
+tests read), or nowhere by default. An OTLP exporter can be added the same way.
+"""
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+_provider: TracerProvider | None = None
+
+
+class JsonLinesExporter(SpanExporter):
+    """Appends each finished span as one JSON line to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.path.open("a", encoding="utf-8") as out:
+            for span in spans:
+                ctx = span.get_span_context()
+                parent = span.parent
+                out.write(
+                    json.dumps(
+                        {
+                            "service": span.resource.attributes.get("service.name"),
+                            "name": span.name,
+                            "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
+                            "span_id": f"{ctx.span_id:016x}" if ctx else None,
+                            "parent_id": f"{parent.span_id:016x}" if parent else None,
+                            "attributes": dict(span.attributes or {}),
+                        }
+                    )
+                    + "\n"
+                )
+        return SpanExportResult.SUCCESS
+
+
+def configure_tracing(service: str) -> None:
+    """Install this process's tracer provider (spans are only exported when configured)."""
+    global _provider
+    provider = TracerProvider(resource=Resource.create({"service.name": f"caravan-{service}"}))
+    trace_dir = os.environ.get("CARAVAN_TRACE_DIR")
+    if trace_dir:
+        Path(trace_dir).mkdir(parents=True, exist_ok=True)
+        exporter = JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl")
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+
+
+def shutdown_tracing() -> None:
+    if _provider is not None:
+        _provider.shutdown()
+
+
+tracer = trace.get_tracer("caravan")
 
 
 def current_trace_headers() -> dict[str, str]:
@@ -8,3 +74,43 @@ def current_trace_headers() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
+
+
+@contextmanager
+def consuming(
+    topic: str, headers: Sequence[tuple[str, bytes]], attributes: Mapping[str, Any]
+) -> Iterator[trace.Span]:
+    """A consumer span continuing the trace that the record's headers carry."""
+    carrier = {k: v.decode("latin-1") for k, v in headers}
+    parent = propagate.extract(carrier)
+    token = context.attach(parent)
+    try:
+        with tracer.start_as_current_span(
+            f"{topic} process", kind=trace.SpanKind.CONSUMER, attributes=dict(attributes)
+        ) as span:
+            yield span
+    finally:
+        context.detach(token)
+
+
+@contextmanager
+def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+    """A server span for one HTTP request, continuing the caller's trace if it sent one."""
+    token = context.attach(propagate.extract(dict(headers)))
+    try:
+        with tracer.start_as_current_span(
+            f"{method} {path}",
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path},
+        ) as span:
+            yield span
+    finally:
+        context.detach(token)
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, for log lines."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"

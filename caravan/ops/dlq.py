@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from caravan.ops import kafka_admin
 from caravan.ops.record import record
+from shared.messaging import kafka_admin
 from shared.topics import Topic
 
 

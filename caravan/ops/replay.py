@@ -8,8 +8,8 @@ catch up on records it skipped or dead-lettered before a fix.
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from caravan.ops import kafka_admin
 from caravan.ops.record import record
+from shared.messaging import kafka_admin
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from shared.db import is_transient
 from shared.events.registry import Parsed, PoisonRecord, parse_record
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.metrics import CONSUMED, HANDLER_SECONDS
+from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS
+from shared.telemetry import consuming
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,18 @@ class Consumer:
         if handler is None:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
-        with bind_order(parsed.envelope.correlationid, parsed.envelope.type):
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.consumer.group.name": self.group_id,
+            "messaging.kafka.message.offset": record.offset,
+            "caravan.event_type": parsed.envelope.type,
+            "caravan.order_id": parsed.envelope.correlationid or "",
+        }
+        with (
+            consuming(topic, record.headers, attributes),
+            bind_order(parsed.envelope.correlationid, parsed.envelope.type),
+        ):
             outcome = await self._handle(sub, record, parsed, handler)
         CONSUMED.labels(self.service, topic, outcome).inc()
         HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
@@ -138,6 +150,7 @@ class Consumer:
             }
             value = record.value if record.value is not None else b""
             await tx.emit_raw(sub.topic.dlq, record.key, value, headers)
+            DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc()
             if sub.on_poison is not None:
                 await sub.on_poison(tx, poison)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 
 from caravan import system
-from caravan.ops import kafka_admin
 from caravan.ops.replay import replay
+from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
 from tests.harness import System, ref

@@ -1,0 +1,212 @@
+"""The operations page: live figures of the running system, gathered from the services'
+``/metrics``, the orders API and Kafka, sampled every few seconds.
+
+It reads no service's tables: what it shows is what the services publish about
+themselves, so it works the same against a deployment as against ``caravan up``.
+"""
+
+import asyncio
+import contextlib
+import html
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.messaging import kafka_admin
+from shared.settings import Settings
+from shared.topics import Topic
+
+SERVICES = ("orders", "inventory", "payments", "notifications")
+
+
+@dataclass
+class Snapshot:
+    at: float
+    consumed: dict[str, float] = field(default_factory=dict)  # per service, cumulative
+    lag: dict[str, float] = field(default_factory=dict)
+    outbox: dict[str, float] = field(default_factory=dict)
+    outbox_age: dict[str, float] = field(default_factory=dict)
+    orders: dict[str, float] = field(default_factory=dict)  # by status
+    dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
+    stuck: list[dict[str, Any]] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+
+
+def ports(settings: Settings) -> dict[str, int]:
+    return {
+        "orders": settings.http_port,
+        "inventory": settings.inventory_http_port,
+        "payments": settings.payments_http_port,
+        "notifications": settings.notifications_http_port,
+    }
+
+
+def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "caravan_records_consumed_total":
+                snap.consumed[service] = snap.consumed.get(service, 0) + value
+            elif name == "caravan_consumer_lag":
+                snap.lag[service] = snap.lag.get(service, 0) + value
+            elif name == "caravan_outbox_backlog":
+                snap.outbox[service] = value
+            elif name == "caravan_outbox_oldest_seconds":
+                snap.outbox_age[service] = value
+            elif name == "caravan_orders" and "status" in labels:
+                snap.orders[labels["status"]] = value
+
+
+async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
+    snap = Snapshot(at=time.time())
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        for service, port in ports(settings).items():
+            try:
+                response = await client.get(f"http://{settings.http_host}:{port}/metrics")
+                response.raise_for_status()
+            except httpx.HTTPError:
+                snap.down.append(service)
+                continue
+            _read_metrics(snap, service, response.text)
+        try:
+            response = await client.get(
+                f"http://{settings.http_host}:{settings.http_port}/orders/stuck",
+                params={"older_than_seconds": stuck_after_seconds},
+            )
+            if response.status_code == 200:
+                snap.stuck = list(response.json().get("orders", []))
+        except httpx.HTTPError:
+            pass
+    async with kafka_admin.group_client(
+        settings.kafka_bootstrap_servers, "caravan-ops-dashboard"
+    ) as consumer:
+        for topic in Topic:
+            parts = await kafka_admin.offsets(consumer, topic.dlq)
+            snap.dead_letters[topic.dlq] = sum(p.end - p.beginning for p in parts)
+    return snap
+
+
+class Dashboard:
+    """Keeps the last ten minutes of snapshots and renders them."""
+
+    def __init__(self, settings: Settings, interval: float = 3.0, stuck_after: float = 300.0):
+        self.settings = settings
+        self.interval = interval
+        self.stuck_after = stuck_after
+        self.history: deque[Snapshot] = deque(maxlen=int(600 / interval))
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # Kafka or a service away: keep the page up
+                self.history.append(await collect(self.settings, self.stuck_after))
+            await asyncio.sleep(self.interval)
+
+    def throughput(self) -> list[tuple[float, float]]:
+        """(time, records consumed per second by all services) between samples."""
+        points = []
+        snaps = list(self.history)
+        for a, b in itertools.pairwise(snaps):
+            points.append(
+                (
+                    b.at,
+                    max(0.0, sum(b.consumed.values()) - sum(a.consumed.values())) / (b.at - a.at),
+                )
+            )
+        return points
+
+    def page(self) -> str:
+        if not self.history:
+            return _html("<p>collecting the first figures…</p>")
+        snap = self.history[-1]
+        rows = "".join(
+            f"<tr><td>{s}</td><td>{'down' if s in snap.down else 'up'}</td>"
+            f"<td>{snap.lag.get(s, 0):.0f}</td><td>{snap.outbox.get(s, 0):.0f}</td>"
+            f"<td>{snap.outbox_age.get(s, 0):.1f}</td></tr>"
+            for s in SERVICES
+        )
+        statuses = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
+            for k, v in sorted(snap.orders.items())
+        )
+        dlq = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+            for k, v in sorted(snap.dead_letters.items())
+        )
+        stuck = (
+            "".join(
+                f"<tr><td><a href='/orders/{html.escape(str(o.get('order_id')))}'>"
+                f"{html.escape(str(o.get('order_id')))}</a></td><td>{html.escape(str(o.get('order_ref')))}</td>"
+                f"<td>{html.escape(str(o.get('placed_at')))}</td></tr>"
+                for o in snap.stuck
+            )
+            or "<tr><td colspan=3>none</td></tr>"
+        )
+        return _html(
+            "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
+            f"{_sparkline(self.throughput())}"
+            f"<h2>Services</h2><table><tr><th>service</th><th>state</th><th>consumer lag</th>"
+            f"<th>outbox backlog</th><th>oldest unsent (s)</th></tr>{rows}</table>"
+            f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
+            f"<h2>Dead letters</h2><table>{dlq}</table>"
+            f"<h2>Stuck orders (pending over {self.stuck_after:.0f} s)</h2>"
+            f"<table><tr><th>order</th><th>ref</th><th>placed</th></tr>{stuck}</table>"
+        )
+
+    def create_app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def sampling(_: FastAPI) -> AsyncIterator[None]:
+            task = asyncio.create_task(self.run())
+            yield
+            task.cancel()
+
+        app = FastAPI(title="Caravan operations", lifespan=sampling)
+
+        @app.get("/", response_class=HTMLResponse)
+        async def index() -> str:
+            return self.page()
+
+        @app.get("/api/snapshot")
+        async def snapshot() -> dict[str, Any]:
+            snap = self.history[-1] if self.history else Snapshot(at=time.time())
+            return {**snap.__dict__, "throughput": self.throughput()}
+
+        @app.get("/orders/{order_id}")
+        async def timeline(order_id: str) -> Any:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                base = f"http://{self.settings.http_host}:{self.settings.http_port}"
+                return (await client.get(f"{base}/orders/{order_id}")).json()
+
+        return app
+
+
+def _sparkline(points: list[tuple[float, float]], width: int = 600, height: int = 80) -> str:
+    if len(points) < 2:
+        return "<p>not enough samples yet</p>"
+    top = max(v for _, v in points) or 1.0
+    t0, t1 = points[0][0], points[-1][0]
+    coords = " ".join(
+        f"{(t - t0) / max(t1 - t0, 1e-9) * width:.1f},{height - v / top * height:.1f}"
+        for t, v in points
+    )
+    return (
+        f"<svg width='{width}' height='{height}' style='border:1px solid #ccc'>"
+        f"<polyline fill='none' stroke='#2a7' stroke-width='2' points='{coords}'/></svg>"
+        f"<p>now {points[-1][1]:.1f}/s, peak {top:.1f}/s</p>"
+    )
+
+
+def _html(body: str) -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='5'>"
+        "<title>Caravan operations</title><style>body{font-family:sans-serif;margin:2em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
+        f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
+    )

@@ -1,0 +1,55 @@
+"""One order's saga is one trace across the four services, carried through Kafka headers."""
+
+import asyncio
+import json
+from pathlib import Path
+
+from caravan import system
+from shared.topics import Topic
+from tests.e2e.test_saga import order
+from tests.harness import System
+
+
+def spans(trace_dir: Path) -> list[dict[str, object]]:
+    found = []
+    for path in trace_dir.glob("*.jsonl"):
+        found += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return found
+
+
+async def test_one_orders_spans_cover_all_four_services(caravan: System, tmp_path: Path) -> None:
+    trace_dir = tmp_path / "traces"
+    await caravan.restart(system.SERVICES, CARAVAN_TRACE_DIR=str(trace_dir))
+    try:
+        req = order()
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        assert (await caravan.outcome(order_id)).type == "order.confirmed"
+        await caravan.wait_for(
+            lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id)
+        )
+
+        def of_order() -> list[dict[str, object]]:
+            return [
+                s
+                for s in spans(trace_dir)
+                if s["attributes"].get("caravan.order_id") == order_id  # type: ignore[attr-defined]
+            ]
+
+        found = await caravan.wait_for(of_order, count=5)
+        traces = {s["trace_id"] for s in found}
+        assert len(traces) == 1, traces
+        trace_id = traces.pop()
+        services = {s["service"] for s in spans(trace_dir) if s["trace_id"] == trace_id}
+        assert services == {
+            "caravan-orders",
+            "caravan-inventory",
+            "caravan-payments",
+            "caravan-notifications",
+        }
+        # Every consumer span but the first continues a parent from another span.
+        in_trace = [s for s in spans(trace_dir) if s["trace_id"] == trace_id]
+        assert sum(1 for s in in_trace if s["parent_id"] is None) == 1
+    finally:
+        await caravan.restart(system.SERVICES)
+        await asyncio.sleep(0)

@@ -85,8 +85,9 @@ def start_infrastructure(
             kafka = LocalKafka(
                 base_dir / f"kafka-{kafka_port}", nodes=kafka_nodes, first_port=kafka_port
             )
-            infra.kafka_bootstrap = kafka.start()
             infra.stoppers.append(kafka.stop)
+            infra.kafka_bootstrap = _start_kafka(kafka)
+            infra.local_kafka = kafka
             infra.kafka_path = f"local ({kafka_nodes} node{'s' if kafka_nodes > 1 else ''})"
         if env_db:
             infra.database_url = env_db
@@ -103,6 +104,21 @@ def start_infrastructure(
         infra.stop()
         raise
     return infra
+
+
+def _start_kafka(kafka: LocalKafka, attempts: int = 3) -> str:
+    """Start the local broker and wait until it serves; start it again if it exits while
+    starting up (a starved JVM has been seen to fail its own startup on a loaded machine)."""
+    for attempt in range(1, attempts + 1):
+        bootstrap = kafka.start()
+        try:
+            kafka.wait_ready()
+            return bootstrap
+        except RuntimeError:
+            if attempt == attempts:
+                raise
+            kafka.stop()
+    raise AssertionError("unreachable")
 
 
 def _kafka_container(infra: Infrastructure) -> str:

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from caravan import system
+from caravan import inventory_cli, payments_cli, system
 from caravan.demo import run_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
@@ -205,6 +206,24 @@ def replay(
 
 
 @app.command()
+def stuck(
+    older_than: Annotated[float, typer.Option(help="seconds pending")] = 300.0,
+) -> None:
+    """List orders pending longer than a threshold, with the step each one waits for."""
+    settings = Settings()
+    url = f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders"
+    found = httpx.get(url, params={"older_than_seconds": older_than}, timeout=10).json()
+    table = Table(title=f"{len(found['orders'])} order(s) pending over {older_than:.0f}s")
+    for column in ("order", "ref", "source", "placed", "stock", "payment"):
+        table.add_column(column)
+    for o in found["orders"]:
+        table.add_row(
+            o["order_id"], o["order_ref"], o["source"], o["placed_at"], o["stock"], o["payment"]
+        )
+    console.print(table)
+
+
+@app.command()
 def dashboard(
     port: Annotated[int, typer.Option(help="where to serve the page")] = 8090,
     stuck_after: Annotated[float, typer.Option(help="seconds pending before stuck")] = 300.0,
@@ -217,6 +236,9 @@ def dashboard(
     board = Dashboard(Settings(), stuck_after=stuck_after)
     uvicorn.run(board.create_app(), host=Settings().http_host, port=port, log_level="warning")
 
+
+app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")
+app.add_typer(inventory_cli.app, name="inventory", help="Stock, harvest lots and spoilage.")
 
 dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")
 app.add_typer(dlq_app, name="dlq")

@@ -1,4 +1,4 @@
-"""Loading reference data into the services that own it (inventory and payments)."""
+"""Loading reference data into the services that own it (inventory, payments, notifications)."""
 
 from collections.abc import Awaitable, Callable
 
@@ -6,6 +6,8 @@ from sqlalchemy import MetaData
 
 from services.inventory import handlers as inventory
 from services.inventory.adapters.tables import metadata as inventory_metadata
+from services.notifications import handlers as notifications
+from services.notifications.adapters.tables import metadata as notifications_metadata
 from services.payments import handlers as payments
 from services.payments.adapters.tables import metadata as payments_metadata
 from shared.db import Database
@@ -17,6 +19,7 @@ Loader = Callable[[Tx, SeedFile], Awaitable[None]]
 LOADERS: list[tuple[MetaData, Loader]] = [
     (inventory_metadata, inventory.load_seed),
     (payments_metadata, payments.load_seed),
+    (notifications_metadata, notifications.load_seed),
 ]
 
 

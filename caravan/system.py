@@ -219,7 +219,7 @@ def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str
     return env
 
 
-def wait_ready(procs: ServiceProcesses, timeout: float = 60.0) -> None:
+def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
     """Wait until every started service answers ``/healthz`` (failing early if one died)."""
     ports = {
         name: int(procs.env[var])

@@ -36,6 +36,33 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     handler_max_attempts: int = 3
     instance_id: str = "1"
+    # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
+    # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
+    # go to (default: this service's /sms/receipts), delivery retries and quiet hours.
+    notifications_gateway: Literal["auto", "sink", "simulator", "infobip"] = "auto"
+    notifications_gateway_url: str | None = None
+    notifications_gateway_api_key: str | None = None
+    notifications_gateway_sender: str = "Caravan"
+    notifications_gateway_timeout_seconds: float = 5.0
+    notifications_receipts_url: str | None = None
+    notifications_max_attempts: int = Field(6, ge=1)
+    notifications_retry_base_seconds: float = 1.0
+    notifications_retry_cap_seconds: float = 300.0
+    notifications_lease_seconds: float = 30.0
+    notifications_quiet_start: str = Field("21:00", pattern=r"^\d{2}:\d{2}$")
+    notifications_quiet_end: str = Field("08:00", pattern=r"^\d{2}:\d{2}$")
+    # Inventory: a hold not settled within this time is reported ``stock.expired`` (once);
+    # longer than the saga deadline, so it is the safety net behind it.
+    inventory_hold_seconds: float = 1200.0
+    # Payments: the prepaid gateway (no URL: a local adapter approves every charge), the
+    # flat monthly interest rate of microloans, and instalment reminders.
+    payments_gateway_url: str | None = None
+    payments_gateway_timeout_seconds: float = 2.0
+    payments_gateway_retry_seconds: float = 0.5
+    payments_gateway_lease_seconds: float = 10.0
+    payments_monthly_interest_bp: int = Field(0, ge=0)
+    payments_reminder_upcoming_days: int = Field(3, ge=0)
+    payments_reminder_interval_seconds: float = 5.0
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

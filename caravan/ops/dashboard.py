@@ -78,7 +78,7 @@ async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
             _read_metrics(snap, service, response.text)
         try:
             response = await client.get(
-                f"http://{settings.http_host}:{settings.http_port}/orders/stuck",
+                f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders",
                 params={"older_than_seconds": stuck_after_seconds},
             )
             if response.status_code == 200:

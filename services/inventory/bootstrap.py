@@ -1,7 +1,11 @@
 """The composition root of the inventory service."""
 
+from datetime import timedelta
+from functools import partial
+
 from services.inventory.adapters.tables import metadata
-from services.inventory.entrypoints.subscribers import SUBSCRIPTIONS
+from services.inventory.entrypoints.http import admin_router
+from services.inventory.entrypoints.subscribers import SUBSCRIPTIONS, hold_expiry_loop
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -10,4 +14,9 @@ def bootstrap(settings: Settings) -> Service:
     service = build_service("inventory", settings, metadata)
     for sub in SUBSCRIPTIONS:
         service.subscribe(sub)
+    hold = timedelta(seconds=settings.inventory_hold_seconds)
+    service.loops.append(
+        partial(hold_expiry_loop, service.uow, hold, settings.expiry_sweep_seconds)
+    )
+    service.asgi_app.include_router(admin_router(service.uow))
     return service

@@ -1,17 +1,28 @@
 """Use cases of the inventory service: reserve on ``order.placed``, release on
-``order.cancelled``, sell on ``order.confirmed``. Each runs inside one transaction."""
+``order.cancelled``, sell on ``order.confirmed``, report overdue holds (``stock.expired``),
+receive and adjust lots. Each runs inside one transaction; the lot counters change only by
+the moves of ``domain.ledger``."""
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.repository import StockRepository
 from services.inventory.adapters.tables import lots, products, sellers
-from services.inventory.domain.stock import Rejected, allocate, release_split
+from services.inventory.domain.ledger import (
+    adjust_move,
+    on_cancel,
+    on_confirm,
+    release_moves,
+    reserve_moves,
+    sell_moves,
+)
+from services.inventory.domain.stock import Rejected, allocate
 from shared.events.inventory import (
     LotTake,
     ReservedLine,
+    StockExpired,
     StockRejected,
     StockReleased,
     StockReserved,
@@ -20,7 +31,7 @@ from shared.events.inventory import (
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced, PaymentRequest
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
-from shared.seed import SeedFile
+from shared.seed import LotSeed, SeedFile
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
         return
     if not await repo.create_reservation(order.order_id, "reserved", decision.takes):
         return
+    await repo.apply(reserve_moves(decision.takes))
     reserved = [
         ReservedLine(
             sku=sku,
@@ -81,21 +93,22 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, OrderCancelled)
     repo = StockRepository(tx.conn)
-    status = await repo.reservation_status(data.order_id)
-    if status is None:
+    action = on_cancel(await repo.reservation_status(data.order_id))
+    if action == "tombstone":
         await repo.create_reservation(data.order_id, "released", [])
         return
-    if status != "reserved":
+    if action == "ignore":
         return
-    returned = spoiled = 0
-    today = _today()
-    for held in await repo.held_lines(data.order_id):
-        back, lost = release_split(held.quantity, held.best_before, today)
-        await repo.move(held.lot_id, reserved=-held.quantity, available=back, spoiled=lost)
-        returned += back
-        spoiled += lost
+    moves = release_moves(await repo.held_lines(data.order_id), _today())
+    await repo.apply(moves)
     await repo.set_status(data.order_id, "released")
-    await tx.emit(StockReleased(order_id=data.order_id, returned=returned, spoiled=spoiled))
+    await tx.emit(
+        StockReleased(
+            order_id=data.order_id,
+            returned=sum(m.available for m in moves),
+            spoiled=sum(m.spoiled for m in moves),
+        )
+    )
 
 
 async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
@@ -103,13 +116,29 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, OrderConfirmed)
     repo = StockRepository(tx.conn)
-    if await repo.reservation_status(data.order_id) != "reserved":
+    if not on_confirm(await repo.reservation_status(data.order_id)):
         log.warning("order %s confirmed without a held reservation", data.order_id)
         return
-    for held in await repo.held_lines(data.order_id):
-        await repo.move(held.lot_id, reserved=-held.quantity, sold=held.quantity)
+    await repo.apply(sell_moves(await repo.held_lines(data.order_id)))
     await repo.set_status(data.order_id, "sold")
     await tx.emit(StockSold(order_id=data.order_id))
+
+
+async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int:
+    """Emit ``stock.expired`` once for each hold older than ``hold``; returns how many.
+
+    Inventory keeps the stock held: orders cancels the order (``expired``) if it is still
+    pending, and that cancellation releases the stock. Safe with several instances: each
+    hold is locked (others skipped) and marked in the same transaction as its event.
+    """
+    repo = StockRepository(tx.conn)
+    due = await repo.overdue_holds(hold, limit)
+    if not due:
+        return 0
+    await repo.mark_expiry_notified(due)
+    for order_id in due:
+        await tx.emit(StockExpired(order_id=order_id))
+    return len(due)
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> None:
@@ -145,3 +174,43 @@ async def load_seed(tx: Tx, seed: SeedFile) -> None:
             )
             .on_conflict_do_nothing()
         )
+
+
+class UnknownSku(LookupError):
+    """No product has this SKU."""
+
+
+class UnknownLot(LookupError):
+    """No lot has this id."""
+
+
+class Conflict(ValueError):
+    """The id is taken by something else (another lot, another adjustment)."""
+
+
+async def add_lot(tx: Tx, lot: LotSeed) -> bool:
+    """Receive a harvest lot; True if new, False if the very same lot was received before."""
+    repo = StockRepository(tx.conn)
+    if not await repo.products([lot.sku]):
+        raise UnknownSku(lot.sku)
+    if await repo.add_lot(lot):
+        return True
+    if await repo.lot_terms(lot.lot_id) != lot:
+        raise Conflict(f"lot {lot.lot_id} exists with other terms")
+    return False
+
+
+async def adjust_lot(tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id: str) -> bool:
+    """Correct a lot's count by ``delta`` units (received and available move together);
+    True if applied, False if ``adjustment_id`` was applied before (a retried request).
+    Raises ``StockError`` when removing more than is available."""
+    repo = StockRepository(tx.conn)
+    counters = await repo.lock_lot(lot_id)
+    if counters is None:
+        raise UnknownLot(lot_id)
+    if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason):
+        if await repo.adjustment(adjustment_id) != (lot_id, delta, reason):
+            raise Conflict(f"adjustment {adjustment_id} was made with other values")
+        return False
+    await repo.apply([adjust_move(lot_id, counters, delta)])
+    return True

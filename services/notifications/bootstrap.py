@@ -2,16 +2,68 @@
 
 from functools import partial
 
-from services.notifications.adapters.gateway import SinkGateway
+from services.notifications.adapters.gateway import SinkGateway, SmsGateway
+from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
 from services.notifications.adapters.tables import metadata
-from services.notifications.entrypoints.subscribers import SUBSCRIPTIONS, dispatch_loop
+from services.notifications.dispatch import DeliveryPolicy
+from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
+from services.notifications.entrypoints.http import add_routes
+from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
 
+def make_gateway(settings: Settings) -> SmsGateway:
+    """The gateway the settings name (see ``notifications_gateway``)."""
+    kind = settings.notifications_gateway
+    url = settings.notifications_gateway_url
+    if kind == "auto":
+        kind = "simulator" if url else "sink"
+    receipts = settings.notifications_receipts_url or (
+        f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
+    )
+    timeout = settings.notifications_gateway_timeout_seconds
+    if kind == "sink":
+        return SinkGateway()
+    if not url:
+        raise ValueError(f"CARAVAN_NOTIFICATIONS_GATEWAY_URL is required for {kind}")
+    if kind == "simulator":
+        return SimulatorGateway(url, receipts, timeout)
+    if not settings.notifications_gateway_api_key:
+        raise ValueError("CARAVAN_NOTIFICATIONS_GATEWAY_API_KEY is required for infobip")
+    return InfobipGateway(
+        url,
+        settings.notifications_gateway_api_key,
+        settings.notifications_gateway_sender,
+        receipts,
+        timeout,
+    )
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    lease = settings.notifications_lease_seconds
+    if lease <= settings.notifications_gateway_timeout_seconds:
+        raise ValueError("the dispatch lease must be longer than the gateway timeout")
+    return DeliveryPolicy(
+        retry=RetryPolicy(
+            max_attempts=settings.notifications_max_attempts,
+            base_seconds=settings.notifications_retry_base_seconds,
+            cap_seconds=settings.notifications_retry_cap_seconds,
+        ),
+        quiet=QuietHours(
+            parse_clock(settings.notifications_quiet_start),
+            parse_clock(settings.notifications_quiet_end),
+        ),
+        lease_seconds=lease,
+    )
+
+
 def bootstrap(settings: Settings) -> Service:
     service = build_service("notifications", settings, metadata)
-    for sub in SUBSCRIPTIONS:
+    policy = delivery_policy(settings)
+    gateway = make_gateway(settings)
+    for sub in subscriptions(policy.quiet):
         service.subscribe(sub)
-    service.loops.append(partial(dispatch_loop, service.uow, SinkGateway()))
+    service.loops.append(partial(dispatch_loop, service.uow, gateway, policy))
+    add_routes(service.asgi_app, service.uow, gateway)
     return service

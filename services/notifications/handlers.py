@@ -1,30 +1,137 @@
-"""Use cases of the notifications service.
+"""Use cases of the notifications service: deciding what to send.
 
-Handlers only decide what to send: they write an SMS row, unique per (event, recipient,
-purpose), in the handling transaction. The dispatcher sends pending rows through the
-gateway and records ``sms.sent`` in the outbox, so a message is never lost nor doubled.
+Handlers never talk to the gateway. They write an SMS row in the handling transaction, one
+per (event, recipient, purpose): the ``dedup_key`` column is unique and every insert is
+``ON CONFLICT DO NOTHING``, so a redelivered or replayed event (already stopped by the inbox)
+or a second path to the same message (seller texts, below) can never queue it twice. The
+dispatcher (:mod:`services.notifications.dispatch`) sends what is queued.
+
+Seller texts need two facts from two topics: which sellers an order concerns
+(``stock.reserved``) and that it was confirmed (``order.confirmed``). Either may be handled
+first, by any instance, so both handlers take the same per-order advisory lock; whichever
+comes second queues the texts, keyed by the ``order.confirmed`` event id.
 """
 
 import logging
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.notifications.adapters.gateway import OutgoingSms, SmsGateway
-from services.notifications.adapters.tables import recipients, sms
+from services.notifications.adapters.tables import (
+    confirmed_orders,
+    opt_outs,
+    order_sellers,
+    products,
+    recipients,
+    sellers,
+    sms,
+)
+from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
+from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
     pick_locale,
+    product_name,
+    render_instalment,
+    render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
 )
-from shared.events.notifications import SmsSent
-from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from shared.events.inventory import StockReserved
+from shared.events.notifications import SmsFailed
+from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPlaced
+from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
+from shared.seed import SeedFile
 
 log = logging.getLogger(__name__)
+
+_ORDER_LOCK = 0x5A5  # advisory lock class of the notifications service (per order id)
+
+
+async def queue_sms(
+    tx: Tx,
+    *,
+    dedup_key: str,
+    purpose: str,
+    to: str,
+    locale: Locale,
+    text: str,
+    order_id: str | None,
+    quiet: QuietHours | None = None,
+) -> bool:
+    """Queue one SMS unless its ``dedup_key`` already exists; True if this call queued it.
+
+    An invalid number is recorded ``failed`` (with ``sms.failed``), an opted-out one
+    ``suppressed``; reminders wait for the end of the recipient's quiet hours.
+    """
+    info = encode_info(text)
+    problem = phone_problem(to)
+    now = datetime.now(UTC)
+    status, not_before = "pending", now
+    if problem is not None:
+        status = "failed"
+    elif await tx.conn.scalar(select(func.count()).where(opt_outs.c.phone == to)):
+        status = "suppressed"
+    elif quiet is not None and purpose in REMINDER_PURPOSES:
+        not_before = quiet.next_allowed(now, zone_of(to))
+    sms_id = str(uuid.uuid4())
+    inserted = (
+        await tx.conn.execute(
+            pg_insert(sms)
+            .values(
+                sms_id=sms_id,
+                dedup_key=dedup_key,
+                purpose=purpose,
+                to=to,
+                locale=locale,
+                text=text,
+                encoding=info.encoding,
+                segments=info.segments,
+                order_id=order_id,
+                status=status,
+                next_attempt_at=not_before,
+                last_error=problem,
+            )
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(sms.c.sms_id)
+        )
+    ).first()
+    if inserted is None:
+        return False
+    if problem is not None:
+        log.warning("not texting %s (%s): %s", to, purpose, problem)
+        await tx.emit(
+            SmsFailed(
+                sms_id=sms_id,
+                to=to,
+                reason="invalid_phone",
+                detail=problem,
+                order_id=order_id,
+                purpose=purpose,
+            ),
+            correlation_id=order_id,
+        )
+    return True
+
+
+async def _lock_order(tx: Tx, order_id: str) -> None:
+    await tx.conn.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(order_id))))
+
+
+async def _names(tx: Tx, locale: Locale, lines: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
+    skus = [str(line["sku"]) for line in lines]
+    rows = (await tx.conn.execute(select(products).where(products.c.sku.in_(skus)))).all()
+    names = {row.sku: row.names for row in rows}
+    return [
+        (product_name(locale, names.get(str(line["sku"]), {}), str(line["sku"])), line["quantity"])
+        for line in lines
+    ]
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
@@ -32,96 +139,168 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     assert isinstance(data, OrderPlaced)
     if data.buyer is None:
         return
-    values = {"order_ref": data.order_ref, "phone": data.buyer.phone, "locale": data.buyer.locale}
+    values = {
+        "order_ref": data.order_ref,
+        "phone": data.buyer.phone,
+        "locale": data.buyer.locale,
+        "lines": [line.model_dump() for line in data.lines],
+    }
     await tx.conn.execute(
         pg_insert(recipients).values(order_id=data.order_id, **values).on_conflict_do_nothing()
     )
 
 
-async def _queue(tx: Tx, parsed: Parsed, order_id: str, purpose: str, text_for: object) -> None:
+async def _recipient(tx: Tx, order_id: str, purpose: str) -> Any:
     row = (
         await tx.conn.execute(select(recipients).where(recipients.c.order_id == order_id))
     ).first()
     if row is None:
         log.warning("no recipient known for order %s; %s not sent", order_id, purpose)
-        return
-    locale = pick_locale(row.locale)
-    assert callable(text_for)
-    body: str = text_for(locale, row.order_ref)
-    info = encode_info(body)
-    await tx.conn.execute(
-        pg_insert(sms)
-        .values(
-            sms_id=str(uuid.uuid4()),
-            dedup_key=f"{parsed.envelope.id}|{row.phone}|{purpose}",
-            purpose=purpose,
-            to=row.phone,
-            locale=locale,
-            text=body,
-            encoding=info.encoding,
-            segments=info.segments,
-            order_id=order_id,
-            status="pending",
-        )
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-    )
+    return row
 
 
 async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderConfirmed)
-    await _queue(
-        tx,
-        parsed,
-        d.order_id,
-        "order_confirmed",
-        lambda loc, ref: render_order_confirmed(
-            loc, ref, d.total_fen, d.payment.method, d.term_months
-        ),
+    await _lock_order(tx, d.order_id)
+    await tx.conn.execute(
+        pg_insert(confirmed_orders)
+        .values(order_id=d.order_id, event_id=parsed.envelope.id, order_ref=d.order_ref)
+        .on_conflict_do_nothing()
     )
+    row = await _recipient(tx, d.order_id, "order_confirmed")
+    if row is not None:
+        locale = pick_locale(row.locale)
+        items = await _names(tx, locale, row.lines or [])
+        text = render_order_confirmed(
+            locale, row.order_ref, d.total_fen, d.payment.method, d.term_months, items
+        )
+        await queue_sms(
+            tx,
+            dedup_key=f"{parsed.envelope.id}|{row.phone}|order_confirmed",
+            purpose="order_confirmed",
+            to=row.phone,
+            locale=locale,
+            text=text,
+            order_id=d.order_id,
+        )
+    await _queue_seller_texts(tx, d.order_id)
+
+
+async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
+    d = parsed.data
+    assert isinstance(d, StockReserved)
+    await _lock_order(tx, d.order_id)
+    by_seller: dict[str, list[dict[str, Any]]] = {}
+    for line in d.lines:
+        by_seller.setdefault(line.seller_id, []).append(
+            {"sku": line.sku, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen}
+        )
+    for seller_id, lines in by_seller.items():
+        await tx.conn.execute(
+            pg_insert(order_sellers)
+            .values(order_id=d.order_id, seller_id=seller_id, lines=lines)
+            .on_conflict_do_nothing()
+        )
+    await _queue_seller_texts(tx, d.order_id)
+
+
+async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
+    """Text each seller of a confirmed order once (a no-op until both facts are known)."""
+    confirmed = (
+        await tx.conn.execute(
+            select(confirmed_orders).where(confirmed_orders.c.order_id == order_id)
+        )
+    ).first()
+    if confirmed is None:
+        return
+    rows = (
+        await tx.conn.execute(
+            select(order_sellers, sellers.c.phone, sellers.c.locale)
+            .join(sellers, sellers.c.seller_id == order_sellers.c.seller_id, isouter=True)
+            .where(order_sellers.c.order_id == order_id)
+            .order_by(order_sellers.c.seller_id)
+        )
+    ).all()
+    for row in rows:
+        if row.phone is None:
+            log.warning(
+                "no phone known for seller %s; new order %s not sent", row.seller_id, order_id
+            )
+            continue
+        locale = pick_locale(row.locale)
+        amount = sum(int(line["quantity"]) * int(line["unit_price_fen"]) for line in row.lines)
+        text = render_new_order_for_seller(
+            locale, confirmed.order_ref, await _names(tx, locale, row.lines), amount
+        )
+        await queue_sms(
+            tx,
+            dedup_key=f"{confirmed.event_id}|{row.phone}|new_order",
+            purpose="new_order",
+            to=row.phone,
+            locale=locale,
+            text=text,
+            order_id=order_id,
+        )
 
 
 async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderCancelled)
-    await _queue(
+    row = await _recipient(tx, d.order_id, "order_cancelled")
+    if row is None:
+        return
+    locale = pick_locale(row.locale)
+    await queue_sms(
         tx,
-        parsed,
-        d.order_id,
-        "order_cancelled",
-        lambda loc, ref: render_order_cancelled(loc, ref, d.reason),
+        dedup_key=f"{parsed.envelope.id}|{row.phone}|order_cancelled",
+        purpose="order_cancelled",
+        to=row.phone,
+        locale=locale,
+        text=render_order_cancelled(locale, row.order_ref, d.reason),
+        order_id=d.order_id,
     )
 
 
-async def dispatch_pending(tx: Tx, gateway: SmsGateway, limit: int = 50) -> int:
-    """Send up to ``limit`` pending SMS; each becomes ``sent`` with an ``sms.sent`` event."""
-    rows = (
+async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
+    """Remind the buyer of an instalment: once per (loan, instalment, stage), even if payments
+    announces the same stage again in another event, and never in quiet hours."""
+    d = parsed.data
+    assert isinstance(d, InstalmentDue)
+    purpose = f"instalment_{d.stage}"
+    row = await _recipient(tx, d.order_id, purpose)
+    if row is None:
+        return
+    locale = pick_locale(row.locale)
+    await queue_sms(
+        tx,
+        dedup_key=f"instalment:{d.loan_id}:{d.number}:{d.due}|{row.phone}|{purpose}",
+        purpose=purpose,
+        to=row.phone,
+        locale=locale,
+        text=render_instalment(locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due),
+        order_id=d.order_id,
+        quiet=quiet,
+    )
+
+
+async def load_seed(tx: Tx, seed: SeedFile) -> None:
+    """Sellers' phones and product names (loading twice changes nothing)."""
+    for seller in seed.sellers:
+        stmt = pg_insert(sellers).values(seller_id=seller.id, phone=seller.phone)
         await tx.conn.execute(
-            select(sms)
-            .where(sms.c.status == "pending")
-            .order_by(sms.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            stmt.on_conflict_do_update(
+                index_elements=["seller_id"],
+                set_={"phone": stmt.excluded.phone},
+                where=sellers.c.phone != stmt.excluded.phone,
+            )
         )
-    ).all()
-    for row in rows:
-        await gateway.send(OutgoingSms(dedup_key=row.dedup_key, to=row.to, text=row.text))
+    for product in seed.products:
+        stmt = pg_insert(products).values(sku=product.sku, names=product.name)
         await tx.conn.execute(
-            update(sms)
-            .where(sms.c.sms_id == row.sms_id)
-            .values(status="sent", attempts=sms.c.attempts + 1, sent_at=func.now())
+            stmt.on_conflict_do_update(
+                index_elements=["sku"],
+                set_={"names": stmt.excluded.names},
+                where=products.c.names != stmt.excluded.names,
+            )
         )
-        await tx.emit(
-            SmsSent(
-                sms_id=row.sms_id,
-                to=row.to,
-                locale=pick_locale(row.locale),
-                text=row.text,
-                encoding=row.encoding,
-                segments=row.segments,
-                order_id=row.order_id,
-                purpose=row.purpose,
-            ),
-            correlation_id=row.order_id,
-        )
-    return len(rows)

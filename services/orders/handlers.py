@@ -11,7 +11,7 @@ import orjson
 
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
-from shared.events.inventory import StockRejected, StockReserved
+from shared.events.inventory import StockExpired, StockRejected, StockReserved
 from shared.events.orders import FieldError, OrderRejected, OrderRequested
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.registry import Parsed, PoisonRecord
@@ -99,6 +99,12 @@ async def on_stock_rejected(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, StockRejected)
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.stock_rejected(data.reason))
+
+
+async def on_stock_expired(tx: Tx, parsed: Parsed) -> None:
+    data = parsed.data
+    assert isinstance(data, StockExpired)
+    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.hold_expired())
 
 
 async def on_payment_authorized(tx: Tx, parsed: Parsed) -> None:

@@ -1,13 +1,27 @@
 """The composition root of the payments service."""
 
+import asyncio
+from functools import partial
+
+from services.payments.adapters.gateway import build_gateway
 from services.payments.adapters.tables import metadata
-from services.payments.entrypoints.subscribers import SUBSCRIPTIONS
+from services.payments.entrypoints.http import credit_router, loans_router
+from services.payments.entrypoints.loops import gateway_loop, reminder_loop
+from services.payments.entrypoints.subscribers import subscriptions
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
 
 def bootstrap(settings: Settings) -> Service:
     service = build_service("payments", settings, metadata)
-    for sub in SUBSCRIPTIONS:
+    for sub in subscriptions(settings.payments_monthly_interest_bp):
         service.subscribe(sub)
+    wake = asyncio.Event()
+    service.uow.on_commit(wake.set)
+    service.loops.append(
+        partial(gateway_loop, service.uow, build_gateway(settings), settings, wake)
+    )
+    service.loops.append(partial(reminder_loop, service.uow, settings))
+    service.asgi_app.include_router(credit_router(service.uow))
+    service.asgi_app.include_router(loans_router(service.uow))
     return service

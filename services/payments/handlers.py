@@ -1,5 +1,12 @@
-"""Use cases of the payments service: authorise on ``stock.reserved``, void on
-``order.cancelled``. Each order has at most one payment row, so at most one authorisation."""
+"""Use cases of the payments service on the saga's events: authorise on ``stock.reserved``,
+void on ``order.cancelled``. Each order has at most one payment row, so at most one
+authorisation, one loan and one charge.
+
+Microloans are decided here, in the handler's transaction, under a row lock on the buyer's
+credit line (so concurrent orders of one buyer, on any number of instances, are checked one
+after the other). Prepaid orders are only *recorded* here as ``charging``: the gateway is
+called outside any transaction by :mod:`services.payments.prepaid`.
+"""
 
 import logging
 import uuid
@@ -8,16 +15,42 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.payments.adapters.tables import credit_lines, instalments, loans, payments
+from services.payments.adapters import ledger as ledger_store
+from services.payments.adapters.tables import (
+    credit_lines,
+    instalments,
+    loans,
+    payables,
+    payments,
+    repayments,
+)
+from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
 from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled
-from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from shared.events.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentVoided,
+    ScheduledInstalment,
+)
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 
 log = logging.getLogger(__name__)
+
+
+def disbursement_txn(loan_id: str) -> str:
+    return f"disburse:{loan_id}"
+
+
+def charge_txn(order_id: str) -> str:
+    return f"charge:{order_id}"
+
+
+def void_txn(order_id: str) -> str:
+    return f"void:{order_id}"
 
 
 async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
@@ -33,24 +66,59 @@ async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
     return row is not None
 
 
-async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
+def _payables(data: StockReserved) -> dict[str, int]:
+    """What each seller is owed for the order: the sum of their lines."""
+    owed: dict[str, int] = {}
+    for line in data.lines:
+        owed[line.seller_id] = owed.get(line.seller_id, 0) + line.quantity * line.unit_price_fen
+    return owed
+
+
+async def _record_payables(tx: Tx, order_id: str, owed: dict[str, int], status: str) -> None:
+    await tx.conn.execute(
+        payables.insert(),
+        [
+            {"order_id": order_id, "seller_id": s, "amount_fen": a, "status": status}
+            for s, a in sorted(owed.items())
+        ],
+    )
+
+
+async def set_payables(tx: Tx, order_id: str, status: str) -> dict[str, int]:
+    """Set the status of the order's payables; returns them (seller → fen)."""
+    rows = await tx.conn.execute(
+        update(payables)
+        .where(payables.c.order_id == order_id)
+        .values(status=status)
+        .returning(payables.c.seller_id, payables.c.amount_fen)
+    )
+    return {r.seller_id: r.amount_fen for r in rows}
+
+
+async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) -> None:
     data = parsed.data
     assert isinstance(data, StockReserved)
     method = data.payment.method
+    owed = _payables(data)
+    if sum(owed.values()) != data.total_fen:
+        log.error(
+            "order %s: lines add up to %d, total is %d",
+            data.order_id,
+            sum(owed.values()),
+            data.total_fen,
+        )
     base = {"buyer_id": data.buyer_id, "method": method, "amount_fen": data.total_fen}
+    if method == "prepaid":
+        # The gateway is called after this commits (services.payments.prepaid).
+        if await _claim_payment(
+            tx, data.order_id, status="charging", next_attempt_at=func.now(), **base
+        ):
+            await _record_payables(tx, data.order_id, owed, "pending")
+        else:
+            log.info("order %s already has a payment; nothing to do", data.order_id)
+        return
     if not await _claim_payment(tx, data.order_id, status="pending", **base):
         log.info("order %s already has a payment; nothing to do", data.order_id)
-        return
-    if method == "prepaid":
-        await _set_status(tx, data.order_id, "authorized")
-        await tx.emit(
-            PaymentAuthorized(
-                order_id=data.order_id,
-                buyer_id=data.buyer_id,
-                method=method,
-                amount_fen=data.total_fen,
-            )
-        )
         return
     term = data.payment.term_months or 1
     limit = (
@@ -70,6 +138,8 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
         await tx.emit(PaymentDeclined(order_id=data.order_id, reason="credit_declined"))
         return
     loan_id = str(uuid.uuid4())
+    plan = schedule(data.total_fen, term, datetime.now(UTC).date(), monthly_rate_bp)
+    interest = sum(i.interest_fen for i in plan)
     await tx.conn.execute(
         loans.insert().values(
             loan_id=loan_id,
@@ -79,15 +149,31 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
             outstanding_fen=data.total_fen,
             term_months=term,
             status="active",
+            interest_fen=interest,
+            monthly_rate_bp=monthly_rate_bp,
         )
     )
-    plan = schedule(data.total_fen, term, datetime.now(UTC).date())
     await tx.conn.execute(
         instalments.insert(),
         [
-            {"loan_id": loan_id, "number": i.number, "due": i.due, "amount_fen": i.amount_fen}
+            {
+                "loan_id": loan_id,
+                "number": i.number,
+                "due": i.due,
+                "amount_fen": i.amount_fen,
+                "interest_fen": i.interest_fen,
+            }
             for i in plan
         ],
+    )
+    await _record_payables(tx, data.order_id, owed, "owed")
+    await ledger_store.post(
+        tx.conn,
+        disbursement_txn(loan_id),
+        "loan_disbursed",
+        ledger.loan_disbursed(owed, interest),
+        order_id=data.order_id,
+        loan_id=loan_id,
     )
     await _set_status(tx, data.order_id, "authorized", loan_id=loan_id)
     await tx.emit(
@@ -98,17 +184,26 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
             amount_fen=data.total_fen,
             loan_id=loan_id,
             term_months=term,
+            interest_fen=interest,
+            schedule=[
+                ScheduledInstalment(
+                    number=i.number, due=i.due, amount_fen=i.amount_fen, interest_fen=i.interest_fen
+                )
+                for i in plan
+            ],
         )
     )
 
 
 async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
-    """Void the order's loan or charge, exactly once; remember the cancellation if it came first."""
+    """Void the order's loan or charge, exactly once; remember the cancellation if it came
+    first. A prepaid charge (made or in flight) is handed to the gateway loop as
+    ``voiding``: the gateway is told to void the order's key outside this transaction."""
     data = parsed.data
     assert isinstance(data, OrderCancelled)
     row = (
         await tx.conn.execute(
-            select(payments.c.status, payments.c.loan_id, payments.c.amount_fen)
+            select(payments.c.status, payments.c.loan_id, payments.c.method)
             .where(payments.c.order_id == data.order_id)
             .with_for_update()
         )
@@ -116,18 +211,48 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     if row is None:
         await _claim_payment(tx, data.order_id, status="cancelled")
         return
-    if row.status != "authorized":
+    if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
+        await _set_status(tx, data.order_id, "voiding", next_attempt_at=func.now())
         return
-    if row.loan_id is not None:
+    if row.status != "authorized" or row.loan_id is None:
+        return
+    await void_loan(tx, data.order_id, row.loan_id)
+
+
+async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
+    """Void an authorised loan: its credit is restored (it no longer counts as outstanding),
+    the sellers' payables are cancelled, the disbursement is reversed in the ledger."""
+    loan = (
         await tx.conn.execute(
             update(loans)
-            .where(loans.c.loan_id == row.loan_id, loans.c.status == "active")
+            .where(loans.c.loan_id == loan_id, loans.c.status == "active")
             .values(status="voided", outstanding_fen=0)
+            .returning(loans.c.principal_fen)
         )
-    await _set_status(tx, data.order_id, "voided")
-    await tx.emit(
-        PaymentVoided(order_id=data.order_id, loan_id=row.loan_id, amount_fen=row.amount_fen or 0)
+    ).first()
+    if loan is None:
+        log.warning("loan %s of order %s is not active; not voided", loan_id, order_id)
+        return
+    paid = (
+        await tx.conn.execute(
+            select(
+                func.coalesce(func.sum(repayments.c.principal_fen), 0).label("principal"),
+                func.coalesce(func.sum(repayments.c.interest_fen), 0).label("interest"),
+            ).where(repayments.c.loan_id == loan_id)
+        )
+    ).one()
+    disbursed = await ledger_store.entries_of(tx.conn, disbursement_txn(loan_id))
+    await ledger_store.post(
+        tx.conn,
+        void_txn(order_id),
+        "loan_voided",
+        ledger.loan_voided(disbursed, int(paid.principal), int(paid.interest)),
+        order_id=order_id,
+        loan_id=loan_id,
     )
+    await set_payables(tx, order_id, "cancelled")
+    await _set_status(tx, order_id, "voided")
+    await tx.emit(PaymentVoided(order_id=order_id, loan_id=loan_id, amount_fen=loan.principal_fen))
 
 
 async def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:

@@ -1,4 +1,4 @@
-"""Events of ``notifications.events.v1`` (public, see CONTRACT.md)."""
+"""Events of ``notifications.events.v1`` (public, see CONTRACT.md). Key: the recipient's phone."""
 
 from typing import ClassVar, Literal
 
@@ -8,6 +8,8 @@ from shared.topics import EventType, Topic
 
 
 class SmsSent(EventData):
+    """The gateway accepted an SMS (once per message, whatever the retries)."""
+
     topic: ClassVar[Topic] = Topic.NOTIFICATION_EVENTS
     event_type: ClassVar[EventType] = EventType.SMS_SENT
 
@@ -17,6 +19,44 @@ class SmsSent(EventData):
     text: str
     encoding: Literal["GSM-7", "UCS-2"]
     segments: int
+    order_id: str | None = None
+    purpose: str | None = None
+    attempts: int | None = None
+
+    def partition_key(self) -> str:
+        return self.to
+
+
+class SmsDelivered(EventData):
+    """The gateway's delivery receipt says the SMS reached the phone."""
+
+    topic: ClassVar[Topic] = Topic.NOTIFICATION_EVENTS
+    event_type: ClassVar[EventType] = EventType.SMS_DELIVERED
+
+    sms_id: str
+    to: str
+    order_id: str | None = None
+    purpose: str | None = None
+
+    def partition_key(self) -> str:
+        return self.to
+
+
+SmsFailReason = Literal["invalid_phone", "rejected", "retries_exhausted", "undelivered"]
+
+
+class SmsFailed(EventData):
+    """An SMS will not reach the phone: the number is invalid, the gateway refused it, every
+    bounded attempt failed, or the delivery receipt reported a failure."""
+
+    topic: ClassVar[Topic] = Topic.NOTIFICATION_EVENTS
+    event_type: ClassVar[EventType] = EventType.SMS_FAILED
+
+    sms_id: str
+    to: str
+    reason: SmsFailReason
+    detail: str = ""
+    attempts: int = 0
     order_id: str | None = None
     purpose: str | None = None
 

@@ -1,7 +1,7 @@
 """Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
 
 from datetime import datetime
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,16 @@ CancelReason = Literal[
     "expired",
     "cancelled_by_buyer",
 ]
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class Buyer(Frozen):
@@ -60,6 +70,13 @@ class OrderRequested(EventData):
     lines: list[OrderLine] = Field(min_length=1, max_length=50)
     payment: PaymentRequest
     delivery: Delivery | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL characters")
+        return data
 
     @model_validator(mode="after")
     def _each_sku_once(self) -> Self:

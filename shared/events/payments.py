@@ -3,9 +3,18 @@
 from datetime import date
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData, Fen
+from shared.events.envelope import EventData, Fen, Frozen
 from shared.events.orders import PaymentMethod
 from shared.topics import EventType, Topic
+
+
+class ScheduledInstalment(Frozen):
+    """One instalment of a loan's schedule: ``amount_fen`` includes ``interest_fen``."""
+
+    number: int
+    due: date
+    amount_fen: Fen
+    interest_fen: Fen = 0
 
 
 class PaymentAuthorized(EventData):
@@ -18,6 +27,8 @@ class PaymentAuthorized(EventData):
     amount_fen: Fen
     loan_id: str | None = None
     term_months: int | None = None
+    interest_fen: Fen | None = None
+    schedule: list[ScheduledInstalment] | None = None
 
 
 class PaymentDeclined(EventData):
@@ -35,6 +46,24 @@ class PaymentVoided(EventData):
     order_id: str
     loan_id: str | None = None
     amount_fen: Fen
+
+
+class PaymentRepaid(EventData):
+    """A repayment was recorded on a microloan: how it was split, and what is left."""
+
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.PAYMENT_REPAID
+
+    order_id: str
+    loan_id: str
+    buyer_id: str
+    repayment_id: str
+    amount_fen: Fen
+    principal_fen: Fen
+    interest_fen: Fen
+    outstanding_fen: Fen
+    remaining_fen: Fen
+    fully_repaid: bool
 
 
 class InstalmentDue(EventData):

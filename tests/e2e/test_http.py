@@ -59,3 +59,79 @@ async def test_unknown_order_is_404_and_health_and_metrics_answer(caravan: Syste
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     metrics = await http.get("/metrics")
     assert "caravan_records_consumed_total" in metrics.text
+
+
+async def test_cancel_answers_409_after_confirmation_and_keeps_an_earlier_reason(
+    caravan: System,
+) -> None:
+    http = caravan.client
+    confirmed = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("HTTP")})
+    order_id = confirmed.json()["order_id"]
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    before = (await http.get(f"/orders/{order_id}")).json()
+    refused = await http.post(f"/orders/{order_id}/cancel")
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["order_id"] == order_id
+    assert (await http.get(f"/orders/{order_id}")).json() == before
+
+    unknown = {**BODY, "lines": [{"sku": "ORD-NO-SUCH-SKU", "quantity": 1}]}
+    rejected = await http.post("/orders", json=unknown, headers={"Idempotency-Key": ref("HTTP")})
+    rejected_id = rejected.json()["order_id"]
+    assert (await caravan.outcome(rejected_id)).data["reason"] == "unknown_sku"
+    again = await http.post(f"/orders/{rejected_id}/cancel")
+    assert again.status_code == 200
+    assert (again.json()["status"], again.json()["reason"]) == ("cancelled", "unknown_sku")
+    assert len(caravan.terminal(rejected_id)) == 1
+
+    for missing in ("00000000-0000-0000-0000-000000000000", "not-an-order"):
+        response = await http.post(f"/orders/{missing}/cancel")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_buyers_orders_page_by_cursor_newest_first(caravan: System) -> None:
+    http = caravan.client
+    buyer_id = ref("ord-list")
+    buyer = {**BODY["buyer"], "id": buyer_id}  # type: ignore[dict-item]
+    ids = []
+    for sku in ["T-PEPPER"] * 4 + ["ORD-NO-SUCH-SKU"]:
+        body = {**BODY, "buyer": buyer, "lines": [{"sku": sku, "quantity": 1}]}
+        placed = await http.post("/orders", json=body, headers={"Idempotency-Key": ref("HTTP")})
+        ids.append(placed.json()["order_id"])
+    for order_id in ids:
+        await caravan.outcome(order_id)
+
+    seen: list[dict[str, str]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = {"buyer_id": buyer_id, "limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/orders", params=params)).json()
+        seen += page["items"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert [o["order_id"] for o in seen] == list(reversed(ids))
+    assert [o["placed_at"] for o in seen] == sorted((o["placed_at"] for o in seen), reverse=True)
+
+    cancelled = await http.get("/orders", params={"buyer_id": buyer_id, "status": "cancelled"})
+    assert [(o["order_id"], o["reason"]) for o in cancelled.json()["items"]] == [
+        (ids[-1], "unknown_sku")
+    ]
+    confirmed = await http.get("/orders", params={"buyer_id": buyer_id, "status": "confirmed"})
+    assert {o["order_id"] for o in confirmed.json()["items"]} == set(ids[:4])
+
+    bad: list[dict[str, str]] = [
+        {"buyer_id": buyer_id, "cursor": "garbage"},
+        {"buyer_id": buyer_id, "limit": "101"},
+        {"buyer_id": buyer_id, "limit": "0"},
+        {"buyer_id": buyer_id, "status": "lost"},
+        {},
+    ]
+    for params in bad:
+        response = await http.get("/orders", params=params)
+        assert response.status_code == 422, params
+        assert response.headers["content-type"].startswith("application/problem+json")

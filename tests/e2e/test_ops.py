@@ -7,7 +7,9 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 
 from caravan import system
@@ -211,3 +213,55 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         )
         == 2
     )
+
+
+async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
+    port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
+    board = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "caravan",
+        "dashboard",
+        "--port",
+        str(port),
+        "--stuck-after",
+        "0",
+        env=caravan.procs.env,
+        cwd=system.REPO_ROOT,
+    )
+    try:
+        from tests.e2e.test_saga import order
+
+        req = order()
+        await caravan.request(req)
+        await caravan.outcome(await caravan.placed(req.order_ref))
+
+        async def snapshot() -> dict[str, Any]:
+            try:
+                got = await caravan.client.get(f"http://127.0.0.1:{port}/api/snapshot")
+                return dict(got.json())
+            except (httpx.HTTPError, ValueError):
+                return {}
+
+        deadline = asyncio.get_running_loop().time() + 90
+        snap: dict[str, Any] = {}
+        while asyncio.get_running_loop().time() < deadline:
+            snap = await snapshot()
+            if (
+                len(snap.get("consumed", {})) == 4
+                and snap.get("orders")
+                and snap.get("dead_letters")
+            ):
+                break
+            await asyncio.sleep(1)
+        assert set(snap["consumed"]) == set(system.SERVICES), snap
+        assert snap["down"] == []
+        assert snap["orders"]["confirmed"] >= 1
+        assert "orders.requests.v1.dlq" in snap["dead_letters"]
+        page = await caravan.client.get(f"http://127.0.0.1:{port}/")
+        assert "Orders by status" in page.text and "Dead letters" in page.text
+        stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
+        assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
+    finally:
+        board.terminate()
+        await board.wait()

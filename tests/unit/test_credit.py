@@ -13,6 +13,7 @@ from services.payments.domain.credit import (
     add_months,
     available_credit,
     fits,
+    flat_interest,
     schedule,
 )
 
@@ -129,3 +130,41 @@ def test_schedule_properties(principal: int, term: int, start: date) -> None:
 
 def _is_month_end(day: date) -> bool:
     return (day + timedelta(days=1)).day == 1
+
+
+# --- interest ------------------------------------------------------------------------------
+
+
+def test_flat_interest_rule() -> None:
+    # 1.5% a month for 3 months on 10 000 fen: 450 fen; floored in the buyer's favour.
+    assert flat_interest(10_000, 3, 150) == 450
+    assert flat_interest(999, 1, 1) == 0
+    assert flat_interest(10_000, 12, 0) == 0
+    with pytest.raises(ValueError, match="negative"):
+        flat_interest(10_000, 3, -1)
+
+
+def test_schedule_with_interest_example() -> None:
+    plan = schedule(10_000, 3, date(2026, 11, 30), monthly_rate_bp=150)
+    assert [(i.amount_fen, i.interest_fen, i.principal_fen) for i in plan] == [
+        (3484, 150, 3334),
+        (3483, 150, 3333),
+        (3483, 150, 3333),
+    ]
+
+
+@given(
+    principal=st.integers(0, 10**12),
+    term=st.integers(1, 12),
+    rate=st.integers(0, 2_000),
+)
+def test_schedule_with_interest_adds_up(principal: int, term: int, rate: int) -> None:
+    plan = schedule(principal, term, date(2026, 1, 31), monthly_rate_bp=rate)
+    interest = flat_interest(principal, term, rate)
+    amounts = [i.amount_fen for i in plan]
+    assert sum(amounts) == principal + interest
+    assert sum(i.interest_fen for i in plan) == interest
+    assert sum(i.principal_fen for i in plan) == principal
+    assert all(i.principal_fen >= 0 and i.interest_fen >= 0 for i in plan)
+    assert max(amounts) - min(amounts) <= 1
+    assert amounts == sorted(amounts, reverse=True)  # the remainder goes first

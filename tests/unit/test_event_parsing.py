@@ -318,3 +318,9 @@ def test_money_that_is_not_an_int_is_invalid(total_fen: object) -> None:
         assert (error.code, fields(error)) == ("invalid_data", ["total_fen"])
     else:
         raise AssertionError(f"total_fen={total_fen!r} was accepted: {data!r}")
+
+
+def test_a_nul_character_anywhere_is_invalid_data() -> None:
+    data = example()["data"]
+    data["delivery"]["address"] = "Village\x003"
+    assert invalid_data(data).code == "invalid_data"

@@ -228,6 +228,26 @@ def test_expire_does_not_touch_a_confirmed_order() -> None:
 
 # --- property: exactly one terminal event --------------------------------------------------
 
+
+def test_a_hold_that_ran_out_cancels_a_pending_order_expired() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.hold_expired()
+    assert (order.status, order.reason) == ("cancelled", "expired")
+    order.payment_authorized(7000, "loan-9")  # too late: recorded by the handler, nothing more
+    assert order.status == "cancelled"
+    assert len(terminal_events(order)) == 1
+
+
+def test_a_hold_that_ran_out_after_confirmation_changes_nothing() -> None:
+    order = placed()
+    order.stock_reserved(7000)
+    order.payment_authorized(7000, "loan-9")
+    order.hold_expired()
+    assert order.status == "confirmed"
+    assert len(terminal_events(order)) == 1
+
+
 Fact = tuple[str, int]  # (kind, a small parameter)
 
 facts = st.tuples(
@@ -239,6 +259,7 @@ facts = st.tuples(
             "payment_declined",
             "expire",
             "cancel_by_buyer",
+            "hold_expired",
         ]
     ),
     st.integers(-2, 2),  # for expire: minutes relative to the deadline
@@ -257,6 +278,8 @@ def apply(order: Order, fact: Fact) -> None:
         order.payment_declined("credit_declined")
     elif kind == "expire":
         order.expire(DEADLINE_AT + timedelta(minutes=n))
+    elif kind == "hold_expired":
+        order.hold_expired()
     else:
         try:
             order.cancel_by_buyer()

@@ -121,3 +121,19 @@ def test_ucs2_units_and_segments_are_consistent(before: str, odd: str, after: st
     assert info.units == len(text.encode("utf-16-le")) // 2
     expected = 1 if info.units <= 70 else _ceil_div(info.units, 67)
     assert info.segments == expected
+
+
+@pytest.mark.parametrize(("length", "segments"), [(70, 1), (71, 2), (134, 2), (135, 3)])
+def test_uyghur_segment_boundaries(length: int, segments: int) -> None:
+    text = ("بۇيرۇتما " * 40)[:length]
+    assert encode_info(text) == SmsEncoding("UCS-2", segments, length)
+
+
+def test_chinese_sms_known_case() -> None:
+    text = "【Caravan】您的订单SWN-000123已确认，金额¥70.00。感谢惠顾！"
+    assert encode_info(text) == SmsEncoding("UCS-2", 1, len(text))
+
+
+def test_extension_chars_at_the_160_boundary() -> None:
+    assert encode_info("a" * 158 + "{") == SmsEncoding("GSM-7", 1, 160)
+    assert encode_info("a" * 159 + "{") == SmsEncoding("GSM-7", 2, 161)

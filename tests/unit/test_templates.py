@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import get_args
 
 import pytest
@@ -15,9 +16,13 @@ from services.notifications.domain.templates import (
     DEFAULT_LOCALE,
     PAYMENT_METHODS,
     SUPPORTED_LOCALES,
+    InstalmentStage,
     format_amount,
     format_money,
     pick_locale,
+    product_name,
+    render_instalment,
+    render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
 )
@@ -207,3 +212,46 @@ def test_ref_with_braces_is_rendered_verbatim(locale: Locale) -> None:
     assert ref in render_order_cancelled(locale, ref, "out_of_stock")
     assert ref in render_order_cancelled(locale, ref, "nope")
     assert ref in render_order_confirmed(locale, ref, 1, "microloan", 3)
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_confirmed_lists_items(locale: Locale) -> None:
+    text = render_order_confirmed(locale, REF, 9800, "prepaid", items=[("Honey", 2), ("Fig", 1)])
+    assert "Honey x2" in text and "Fig x1" in text and format_amount(9800) in text
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_seller_new_order(locale: Locale) -> None:
+    text = render_new_order_for_seller(locale, REF, [("Pepper", 3)], 10500)
+    assert REF in text and "Pepper x3" in text and "105.00" in text
+    assert encode_info(text).segments <= 2
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("stage", ["upcoming", "today", "overdue"])
+def test_instalment_reminders(locale: Locale, stage: InstalmentStage) -> None:
+    text = render_instalment(locale, stage, REF, 2, 9000, date(2026, 12, 31))
+    assert REF in text and "90.00" in text and "2" in text
+    if stage != "today":
+        assert ("12月31日" if locale == "zh-CN" else "2026-12-31") in text
+    if locale == "ug-CN":
+        assert ARABIC.search(text) and not HAN.search(text)
+    if locale == "en":
+        assert encode_info(text).encoding == "GSM-7"
+    assert encode_info(text).segments <= 3
+
+
+def test_reminder_stages_are_worded_differently() -> None:
+    for locale in SUPPORTED_LOCALES:
+        texts = {
+            render_instalment(locale, s, REF, 1, 100, date(2026, 1, 1))
+            for s in ("upcoming", "today", "overdue")
+        }
+        assert len(texts) == 3
+
+
+def test_product_name_falls_back() -> None:
+    names = {"zh-CN": "蜂蜜", "en": "Honey"}
+    assert product_name("en", names, "SKU") == "Honey"
+    assert product_name("ug-CN", names, "SKU") == "蜂蜜"
+    assert product_name("ug-CN", {}, "SKU") == "SKU"

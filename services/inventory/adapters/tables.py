@@ -8,12 +8,14 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -62,9 +64,16 @@ reservations = Table(
     "reservations",
     metadata,
     Column("order_id", String(36), primary_key=True),
-    Column("status", String(16), nullable=False),  # reserved | released | sold | rejected
+    Column("status", String(16), nullable=False),  # ledger.HoldStatus
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When the hold was reported expired (``stock.expired``); reported once.
+    Column("expiry_notified_at", DateTime(timezone=True), nullable=True),
+    Index(
+        "ix_inventory_reservations_held",
+        "created_at",
+        postgresql_where=text("status = 'reserved' AND expiry_notified_at IS NULL"),
+    ),
 )
 
 reservation_lines = Table(
@@ -74,6 +83,16 @@ reservation_lines = Table(
     Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False),
     Column("quantity", Integer, CheckConstraint("quantity > 0"), nullable=False),
     PrimaryKeyConstraint("order_id", "lot_id"),
+)
+
+lot_adjustments = Table(
+    "lot_adjustments",
+    metadata,
+    Column("adjustment_id", String(64), primary_key=True),
+    Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False, index=True),
+    Column("delta", Integer, CheckConstraint("delta <> 0"), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

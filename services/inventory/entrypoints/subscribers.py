@@ -1,8 +1,15 @@
-"""What the inventory service consumes."""
+"""What the inventory service consumes, and the loop that reports overdue holds."""
+
+import asyncio
+import logging
+from datetime import timedelta
 
 from services.inventory import handlers
 from shared.messaging.consumer import Subscription
+from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
+
+log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = [
     Subscription(
@@ -14,3 +21,19 @@ SUBSCRIPTIONS = [
         },
     )
 ]
+
+
+async def hold_expiry_loop(uow: UnitOfWork, hold: timedelta, interval: float) -> None:
+    """Every ``interval`` seconds, report the holds older than ``hold`` (``stock.expired``)."""
+    while True:
+        try:
+            async with uow.begin() as tx:
+                n = await handlers.report_overdue_holds(tx, hold)
+            if n:
+                log.info("reported %d expired holds", n)
+                continue
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("hold expiry sweep failed")
+        await asyncio.sleep(interval)

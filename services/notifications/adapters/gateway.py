@@ -1,5 +1,13 @@
-"""The SMS gateway port and its local default, a sink that accepts every message."""
+"""The SMS gateway port, and its local default: a sink that accepts every message.
 
+A gateway either accepts a message (and names it: ``Accepted.provider_id``, which its
+delivery receipts refer to) or raises :class:`GatewayError`, saying whether trying again may
+help and, for rate limits, after how long. A gateway MUST treat two messages with the same
+``dedup_key`` as one (returning the first one's id): the dispatcher resends with the same key
+when it cannot know whether an earlier send went through.
+"""
+
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -9,25 +17,59 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OutgoingSms:
+    sms_id: str
     dedup_key: str
     to: str
     text: str
 
 
-class SmsGateway(Protocol):
-    """Sends one SMS. ``dedup_key`` lets the gateway drop a message sent twice."""
+@dataclass(frozen=True)
+class Accepted:
+    provider_id: str
 
-    async def send(self, message: OutgoingSms) -> None: ...
+
+@dataclass(frozen=True)
+class Receipt:
+    """A delivery receipt: the message ``provider_id`` reached the phone, or never will."""
+
+    provider_id: str
+    delivered: bool
+    detail: str = ""
+
+
+class GatewayError(Exception):
+    """A send that did not go through. ``transient``: another attempt may succeed (timeouts,
+    5xx, 429); ``retry_after``: seconds the gateway asked us to wait."""
+
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class SmsGateway(Protocol):
+    """Sends SMS and understands its own delivery receipts."""
+
+    async def send(self, message: OutgoingSms) -> Accepted:
+        """Hand one message over; raises :class:`GatewayError`. Idempotent by ``dedup_key``."""
+        ...
+
+    def parse_receipts(self, body: bytes) -> list[Receipt]:
+        """The receipts in a callback body this gateway posted; ValueError when malformed."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class SinkGateway:
     """Accepts every message and keeps nothing but a log line (the local default)."""
 
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-
-    async def send(self, message: OutgoingSms) -> None:
-        if message.dedup_key in self.seen:
-            return
-        self.seen.add(message.dedup_key)
+    async def send(self, message: OutgoingSms) -> Accepted:
         log.info("sms to %s: %s", message.to, message.text)
+        return Accepted("sink-" + hashlib.sha256(message.dedup_key.encode()).hexdigest()[:24])
+
+    def parse_receipts(self, body: bytes) -> list[Receipt]:
+        raise ValueError("the sink gateway sends no receipts")
+
+    async def close(self) -> None:
+        return None

@@ -1,6 +1,8 @@
-"""The notifications schema: who to reach for an order, and every SMS (one per dedup key)."""
+"""The notifications schema: who to reach for an order, sellers and their goods (from the seed),
+which sellers an order concerns, the opt-out list, and every SMS (one per dedup key)."""
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.messaging.tables import add_messaging_tables
 
@@ -14,6 +16,45 @@ recipients = Table(
     Column("order_ref", String(64), nullable=False),
     Column("phone", String(20), nullable=False),
     Column("locale", String(8), nullable=False),
+    Column("lines", JSONB, nullable=True),  # [{sku, quantity}] from order.placed
+)
+
+sellers = Table(
+    "sellers",
+    metadata,
+    Column("seller_id", String(64), primary_key=True),
+    Column("phone", String(20), nullable=False),
+    Column("locale", String(8), nullable=False, server_default="zh-CN"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("names", JSONB, nullable=False),  # {locale: name}
+)
+
+order_sellers = Table(
+    "order_sellers",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("seller_id", String(64), primary_key=True),
+    Column("lines", JSONB, nullable=False),  # [{sku, quantity, unit_price_fen}] of this seller
+)
+
+confirmed_orders = Table(
+    "confirmed_orders",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("event_id", String(256), nullable=False),  # the order.confirmed event: dedup keys
+    Column("order_ref", String(64), nullable=False),
+)
+
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("phone", String(20), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 sms = Table(
@@ -28,11 +69,18 @@ sms = Table(
     Column("encoding", String(8), nullable=False),
     Column("segments", Integer, nullable=False),
     Column("order_id", String(36), nullable=True),
-    Column("status", String(16), nullable=False),  # pending | sent | failed
+    # pending | sending | sent | delivered | failed | suppressed (opted out)
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True), nullable=True),
-    Index("sms_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    # When a pending row may be sent; for a row being sent, when its claim lapses.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("provider_id", String(128), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Index("sms_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
+    Index("sms_provider", "provider_id"),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

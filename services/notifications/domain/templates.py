@@ -9,7 +9,9 @@ rendered from integer fen without floating point. Pure module: no I/O.
 
 from __future__ import annotations
 
-from typing import Final, get_args
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Final, Literal, get_args
 
 from shared.events.orders import CancelReason, Locale, PaymentMethod
 
@@ -163,6 +165,7 @@ def render_order_confirmed(
     total_fen: int,
     method: str,
     term_months: int | None = None,
+    items: Sequence[tuple[str, int]] = (),
 ) -> str:
     """Render the "order confirmed" SMS.
 
@@ -174,6 +177,7 @@ def render_order_confirmed(
             in the text, any other code is left out rather than shown raw.
         term_months: for ``method == "microloan"``, the number of monthly
             instalments to mention; ignored for other methods.
+        items: ``(product name, quantity)`` pairs to list, when known.
 
     Raises:
         ValueError: if ``term_months`` is given and is less than 1.
@@ -189,16 +193,21 @@ def render_order_confirmed(
         payment = f"{method_name}{separator}{_instalments(locale, term_months)}"
 
     sign = _SIGNATURE[locale]
+    listed = format_items(locale, items)
     if locale == "ug-CN":
         paid = f" تۆلەش ئۇسۇلى: {payment}." if payment else ""
+        what = f": {listed}." if listed else "."
         return (
-            f"{sign}{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى. جەمئىي: {money}.{paid} رەھمەت!"
+            f"{sign}{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى{what} جەمئىي: {money}.{paid}"
+            " رەھمەت!"
         )
     if locale == "en":
         paid = f" Payment: {payment}." if payment else ""
-        return f"{sign}Your order {order_ref} is confirmed. Total: {money}.{paid} Thank you!"
+        what = f": {listed}." if listed else "."
+        return f"{sign}Your order {order_ref} is confirmed{what} Total: {money}.{paid} Thank you!"
     paid = f"，支付方式：{payment}" if payment else ""
-    return f"{sign}您的订单{order_ref}已确认，金额{money}{paid}。感谢惠顾！"
+    what = f"（{listed}）" if listed else ""
+    return f"{sign}您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
 
 
 def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
@@ -223,3 +232,78 @@ def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
     apology = "" if reason == "cancelled_by_buyer" else _APOLOGY[locale]
     separator = "" if locale == "zh-CN" or not apology else " "
     return f"{_SIGNATURE[locale]}{sentence}{separator}{apology}"
+
+
+def format_items(locale: Locale, items: Sequence[tuple[str, int]]) -> str:
+    """``[("Honey", 2), ("Pepper", 1)]`` as ``Honey x2, Pepper x1`` (``、``/``، `` joined)."""
+    joiner = {"zh-CN": "、", "ug-CN": "، ", "en": ", "}[locale]
+    return joiner.join(f"{name} x{quantity}" for name, quantity in items)
+
+
+def product_name(locale: Locale, names: Mapping[str, str], sku: str) -> str:
+    """A product's name in ``locale``, else in ``zh-CN``, else the SKU itself."""
+    return names.get(locale) or names.get(DEFAULT_LOCALE) or sku
+
+
+def render_new_order_for_seller(
+    locale: Locale, order_ref: str, items: Sequence[tuple[str, int]], amount_fen: int
+) -> str:
+    """Render the "new order" SMS to a seller: what to prepare, and what it is worth."""
+    sign = _SIGNATURE[locale]
+    what = format_items(locale, items)
+    money = format_money(locale, amount_fen)
+    if locale == "ug-CN":
+        return f"{sign}يېڭى بۇيرۇتما {order_ref}: {what}، جەمئىي {money}. مالنى ۋاقتىدا تەييارلاڭ."
+    if locale == "en":
+        return f"{sign}New order {order_ref}: {what}, worth {money}. Please prepare the goods."
+    return f"{sign}新订单{order_ref}：{what}，货款{money}。请及时备货。"
+
+
+InstalmentStage = Literal["upcoming", "today", "overdue"]
+
+
+def _date(locale: Locale, day: date) -> str:
+    return f"{day.month}月{day.day}日" if locale == "zh-CN" else day.isoformat()
+
+
+def render_instalment(
+    locale: Locale,
+    stage: InstalmentStage,
+    order_ref: str,
+    number: int,
+    amount_fen: int,
+    due: date,
+) -> str:
+    """Render a microloan reminder: instalment ``number`` of ``order_ref`` is coming due,
+    due today, or overdue. Overdue texts stay polite and offer help."""
+    sign = _SIGNATURE[locale]
+    money = format_money(locale, amount_fen)
+    day = _date(locale, due)
+    if locale == "ug-CN":
+        subject = (
+            f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىزنىڭ {number}-قېتىملىق قەرز قايتۇرۇش پۇلى {money}"
+        )
+        if stage == "upcoming":
+            return f"{sign}ئەسكەرتىش: {subject}، {day} كۈنى توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
+        if stage == "today":
+            return f"{sign}{subject} بۈگۈن توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
+        return (
+            f"{sign}{subject} {day} كۈنى توشتى. تېزراق قايتۇرۇڭ، قىيىنچىلىقىڭىز بولسا"
+            " بىز بىلەن ئالاقىلىشىڭ."
+        )
+    if locale == "en":
+        subject = f"instalment {number} of order {order_ref}, {money},"
+        if stage == "upcoming":
+            return f"{sign}Reminder: {subject} is due on {day}."
+        if stage == "today":
+            return f"{sign}Reminder: {subject} is due today."
+        return (
+            f"{sign}{subject[0].upper()}{subject[1:]} was due on {day} and is overdue."
+            " Please repay soon, or contact us if you need help."
+        )
+    subject = f"您的订单{order_ref}第{number}期还款{money}"
+    if stage == "upcoming":
+        return f"{sign}温馨提示：{subject}将于{day}到期，请按时还款。"
+    if stage == "today":
+        return f"{sign}温馨提示：{subject}今天到期，请按时还款。"
+    return f"{sign}{subject}已于{day}逾期，请尽快还款，如有困难请联系我们。"

@@ -1,39 +1,54 @@
-"""What the notifications service consumes, and the loop that sends queued SMS."""
+"""What the notifications service consumes, and its dispatcher loop."""
 
 import asyncio
 import logging
+from functools import partial
 
 from services.notifications import handlers
 from services.notifications.adapters.gateway import SmsGateway
+from services.notifications.dispatch import DeliveryPolicy, dispatch_once
+from services.notifications.domain.delivery import QuietHours
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = [
-    Subscription(
-        Topic.ORDER_EVENTS,
-        {
-            EventType.ORDER_PLACED: handlers.on_order_placed,
-            EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
-            EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
-        },
-    )
-]
+
+def subscriptions(quiet: QuietHours) -> list[Subscription]:
+    return [
+        Subscription(
+            Topic.ORDER_EVENTS,
+            {
+                EventType.ORDER_PLACED: handlers.on_order_placed,
+                EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
+                EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
+            },
+        ),
+        Subscription(
+            Topic.INVENTORY_EVENTS, {EventType.STOCK_RESERVED: handlers.on_stock_reserved}
+        ),
+        Subscription(
+            Topic.PAYMENT_EVENTS,
+            {EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet)},
+        ),
+    ]
 
 
-async def dispatch_loop(uow: UnitOfWork, gateway: SmsGateway, interval: float = 0.05) -> None:
-    """Send queued SMS as soon as they are committed (polling, ``interval`` when idle)."""
-    while True:
-        try:
-            async with uow.begin() as tx:
-                sent = await handlers.dispatch_pending(tx, gateway)
-            if sent:
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sms dispatch failed; retrying")
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(interval)
+async def dispatch_loop(
+    uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPolicy, interval: float = 0.05
+) -> None:
+    """Send due SMS as soon as they are committed (polling, ``interval`` when idle)."""
+    try:
+        while True:
+            try:
+                if await dispatch_once(uow, gateway, policy):
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sms dispatch failed; retrying")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
+    finally:
+        await gateway.close()

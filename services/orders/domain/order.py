@@ -119,6 +119,11 @@ class Order:
         if not self.terminal and now >= self.deadline_at:
             self._cancel("expired")
 
+    def hold_expired(self) -> None:
+        """Inventory's hold on the stock ran out: a pending order can no longer be settled."""
+        if not self.terminal:
+            self._cancel("expired")
+
     def cancel_by_buyer(self) -> None:
         if self.status == "confirmed":
             raise OrderAlreadyConfirmed(self.order_id)

@@ -1,64 +1,81 @@
-"""The storefront HTTP API of the orders service (see CONTRACT.md, HTTP)."""
+"""The storefront HTTP API of the orders service (see CONTRACT.md, HTTP).
 
+Every answer other than a success is ``application/problem+json``; the OpenAPI document
+(``/openapi.json``, ``/docs``) lists each status code an operation may answer.
+"""
+
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header
-from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from fastapi import FastAPI, Header, Query
+from fastapi.responses import HTMLResponse
 
 from services.orders import handlers
-from services.orders.adapters.tables import orders, timeline
+from services.orders.domain.order import OrderAlreadyConfirmed
+from services.orders.entrypoints import queries
+from services.orders.entrypoints.pagination import BadCursor, decode_cursor, encode_cursor
+from services.orders.entrypoints.schemas import (
+    Accepted,
+    OrderBody,
+    OrderPage,
+    OrderView,
+    Status,
+    has_nul,
+    problems,
+)
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
 from shared.http import create_app as create_base_app
-from shared.http import invalid, problem
+from shared.http import problem
 from shared.messaging.uow import UnitOfWork
 
+MAX_PAGE = 100
 
-class Accepted(BaseModel):
-    order_id: str
-    status: str
-
-
-class Step(BaseModel):
-    type: str
-    time: str
+BAD_INPUT = "the request does not match its schema"
+NOT_FOUND = "no order with this id"
 
 
-class OrderView(BaseModel):
-    order_id: str
-    order_ref: str
-    status: str
-    total_fen: int | None
-    reason: str | None
-    timeline: list[Step]
+def _is_order_id(order_id: str) -> bool:
+    try:
+        return str(uuid.UUID(order_id)) == order_id.lower()
+    except ValueError:
+        return False
 
 
-def create_app(uow: UnitOfWork, deadline: timedelta) -> FastAPI:
+def _not_found(order_id: str) -> Any:
+    return problem(404, "Order not found", f"no order {order_id!r}")
+
+
+def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> FastAPI:
     app = create_base_app("Caravan orders", uow.db)
+    app.description = "The storefront API of Caravan: place, follow, list and cancel orders."
 
     @app.post(
         "/orders",
         status_code=202,
         response_model=Accepted,
-        responses={409: {"description": "same key, different body"}, 422: {}},
+        tags=["orders"],
+        responses=problems(
+            {
+                400: "the body is not JSON",
+                409: "this Idempotency-Key was used for a different body",
+                422: f"{BAD_INPUT}, or the body's order_ref differs from the Idempotency-Key",
+            }
+        ),
     )
     async def place(
-        body: dict[str, Any],
+        body: OrderBody,
         idempotency_key: Annotated[str, Header(pattern=ORDER_REF_PATTERN)],
     ) -> Any:
-        body_ref = body.get("order_ref")
-        if body_ref is not None and body_ref != idempotency_key:
+        """Place an order (``source`` ``http``); the same key and body again is the same order."""
+        if body.order_ref is not None and body.order_ref != idempotency_key:
             return problem(
                 422,
                 "Invalid request",
                 "order_ref differs from the Idempotency-Key header",
                 errors=[{"field": "order_ref", "message": "must equal the Idempotency-Key"}],
             )
-        try:
-            request = OrderRequested.model_validate({**body, "order_ref": idempotency_key})
-        except ValidationError as exc:
-            return invalid(exc, "Invalid order")
+        request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
         async with uow.begin() as tx:
             placed = await handlers.place_order(tx, request, "http", deadline)
         if not placed.same_request:
@@ -68,26 +85,92 @@ def create_app(uow: UnitOfWork, deadline: timedelta) -> FastAPI:
                 "this key was used for a different order",
                 order_id=placed.order_id,
             )
-        return Accepted(order_id=placed.order_id, status=placed.status)
+        return Accepted.model_validate({"order_id": placed.order_id, "status": placed.status})
 
-    @app.get("/orders/{order_id}", response_model=OrderView, responses={404: {}})
-    async def get_order(order_id: str) -> Any:
+    @app.get(
+        "/orders",
+        response_model=OrderPage,
+        tags=["orders"],
+        responses=problems({422: f"{BAD_INPUT}, or the cursor is not one this API gave"}),
+    )
+    async def list_orders(
+        buyer_id: Annotated[str, Query(min_length=1, max_length=64)],
+        status: Status | None = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    ) -> Any:
+        """A buyer's orders, newest first, optionally of one status; follow ``next_cursor``."""
+        if has_nul(buyer_id):
+            return problem(422, "Invalid request", "buyer_id must not contain NUL")
+        try:
+            after = None if cursor is None else decode_cursor(cursor)
+        except BadCursor:
+            return problem(
+                422,
+                "Invalid cursor",
+                "the cursor is not one this API gave",
+                errors=[{"field": "cursor", "message": "unknown cursor"}],
+            )
         async with uow.db.engine.connect() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
-            if row is None:
-                return problem(404, "Order not found", f"no order {order_id}")
-            steps = await conn.execute(
-                select(timeline.c.type, timeline.c.time)
-                .where(timeline.c.order_id == order_id)
-                .order_by(timeline.c.id)
+            items, last = await queries.buyer_orders(conn, buyer_id, status, after, limit)
+        return OrderPage(items=items, next_cursor=None if last is None else encode_cursor(last))
+
+    @app.get(
+        "/orders/{order_id}",
+        response_model=OrderView,
+        tags=["orders"],
+        responses=problems({404: NOT_FOUND, 422: BAD_INPUT}),
+    )
+    async def get_order(order_id: str) -> Any:
+        """An order's status, total, reason and timeline."""
+        if not _is_order_id(order_id):
+            return _not_found(order_id)
+        async with uow.db.engine.connect() as conn:
+            view = await queries.order_view(conn, order_id)
+        return _not_found(order_id) if view is None else view
+
+    @app.post(
+        "/orders/{order_id}/cancel",
+        response_model=OrderView,
+        tags=["orders"],
+        responses=problems({404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT}),
+    )
+    async def cancel(order_id: str) -> Any:
+        """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.
+
+        An order already cancelled stays as it is (its first reason holds) and is answered as
+        it is; a confirmed one cannot be cancelled here."""
+        if not _is_order_id(order_id):
+            return _not_found(order_id)
+        try:
+            async with uow.begin() as tx:
+                order = await handlers.cancel_by_buyer(tx, order_id)
+        except OrderAlreadyConfirmed:
+            return problem(
+                409,
+                "Order already confirmed",
+                "a confirmed order cannot be cancelled",
+                order_id=order_id,
             )
-            return OrderView(
-                order_id=row.order_id,
-                order_ref=row.order_ref,
-                status=row.status,
-                total_fen=row.total_fen,
-                reason=row.reason,
-                timeline=[Step(type=s.type, time=s.time.isoformat()) for s in steps],
-            )
+        if order is None:
+            return _not_found(order_id)
+        async with uow.db.engine.connect() as conn:
+            view = await queries.order_view(conn, order_id)
+        assert view is not None
+        return view
+
+    @app.get("/asyncapi.json", tags=["documentation"])
+    async def asyncapi_document() -> Any:
+        """The AsyncAPI 3.0 document of every Kafka topic of Caravan."""
+        from services.orders.asyncapi import asyncapi_json  # imports every service: lazily
+
+        return asyncapi_json(kafka_servers)
+
+    @app.get("/asyncapi", tags=["documentation"], response_class=HTMLResponse)
+    async def asyncapi_page() -> HTMLResponse:
+        """The AsyncAPI document, rendered."""
+        from services.orders.asyncapi import asyncapi_html
+
+        return HTMLResponse(asyncapi_html(kafka_servers))
 
     return app

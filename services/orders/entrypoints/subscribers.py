@@ -25,6 +25,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             {
                 EventType.STOCK_RESERVED: handlers.on_stock_reserved,
                 EventType.STOCK_REJECTED: handlers.on_stock_rejected,
+                EventType.STOCK_EXPIRED: handlers.on_stock_expired,
             },
         ),
         Subscription(

@@ -1,4 +1,5 @@
-"""The payments schema: credit lines, payments per order, loans and their instalments."""
+"""The payments schema: credit lines, payments per order, loans and their instalments,
+repayments, sellers' payables, reminders sent, and the double-entry ledger."""
 
 from sqlalchemy import (
     BigInteger,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     func,
 )
 
@@ -37,11 +39,18 @@ payments = Table(
     Column("buyer_id", String(64), nullable=True),
     Column("method", String(16), nullable=True),
     Column("amount_fen", BigInteger, nullable=True),
-    # authorized | declined | voided | cancelled (cancelled before any payment was asked)
+    # pending | charging (prepaid: the gateway is being asked) | authorized | declined |
+    # voiding (prepaid: the gateway is being told to void) | voided |
+    # cancelled (cancelled before any payment was asked)
     Column("status", String(16), nullable=False),
     Column("loan_id", String(36), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Prepaid through the gateway: calls made so far, when the next may be made (a lease
+    # while one is in flight), and the gateway's charge id.
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("gateway_ref", String(64), nullable=True),
 )
 
 loans = Table(
@@ -54,6 +63,8 @@ loans = Table(
     Column("outstanding_fen", BigInteger, CheckConstraint("outstanding_fen >= 0"), nullable=False),
     Column("term_months", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # active | voided | repaid
+    Column("interest_fen", BigInteger, nullable=False, server_default="0"),
+    Column("monthly_rate_bp", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -64,7 +75,60 @@ instalments = Table(
     Column("number", Integer, nullable=False),
     Column("due", Date, nullable=False),
     Column("amount_fen", BigInteger, nullable=False),
+    Column("interest_fen", BigInteger, nullable=False, server_default="0"),
+    Column("paid_fen", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("loan_id", "number"),
+    CheckConstraint("paid_fen >= 0 AND paid_fen <= amount_fen", name="instalment_paid_range"),
+)
+
+repayments = Table(
+    "repayments",
+    metadata,
+    Column("loan_id", String(36), ForeignKey("payments.loans.loan_id"), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("requested_fen", BigInteger, nullable=True),  # None: "repay in full"
+    Column("amount_fen", BigInteger, CheckConstraint("amount_fen > 0"), nullable=False),
+    Column("principal_fen", BigInteger, nullable=False),
+    Column("interest_fen", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("loan_id", "idempotency_key"),
+)
+
+payables = Table(
+    "payables",
+    metadata,
+    Column("order_id", String(36), nullable=False),
+    Column("seller_id", String(64), nullable=False),
+    Column("amount_fen", BigInteger, CheckConstraint("amount_fen >= 0"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | owed | cancelled
+    PrimaryKeyConstraint("order_id", "seller_id"),
+)
+
+instalment_reminders = Table(
+    "instalment_reminders",
+    metadata,
+    Column("loan_id", String(36), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("loan_id", "number", "stage"),
+)
+
+# Each money movement is a ledger transaction (``txn_id``, named after what it records, so
+# posting it twice violates the unique key); its entries sum to zero, which a deferred
+# constraint trigger checks at commit (see migration 0002).
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("txn_id", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("account", String(96), nullable=False),
+    Column("amount_fen", BigInteger, CheckConstraint("amount_fen <> 0"), nullable=False),
+    Column("order_id", String(36), nullable=True, index=True),
+    Column("loan_id", String(36), nullable=True, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("txn_id", "account"),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

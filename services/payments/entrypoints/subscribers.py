@@ -1,10 +1,21 @@
 """What the payments service consumes."""
 
+from functools import partial
+
 from services.payments import handlers
 from shared.messaging.consumer import Subscription
 from shared.topics import EventType, Topic
 
-SUBSCRIPTIONS = [
-    Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_RESERVED: handlers.on_stock_reserved}),
-    Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CANCELLED: handlers.on_order_cancelled}),
-]
+
+def subscriptions(monthly_rate_bp: int) -> list[Subscription]:
+    return [
+        Subscription(
+            Topic.INVENTORY_EVENTS,
+            {
+                EventType.STOCK_RESERVED: partial(
+                    handlers.on_stock_reserved, monthly_rate_bp=monthly_rate_bp
+                )
+            },
+        ),
+        Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CANCELLED: handlers.on_order_cancelled}),
+    ]

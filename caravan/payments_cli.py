@@ -1,0 +1,124 @@
+"""``caravan payments ...``: credit lines, loans and repayments, through the payments
+service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
+
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import Settings
+
+app = typer.Typer(help="Payments: credit lines, microloans and repayments.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+Url = Annotated[
+    str | None, typer.Option("--url", help="payments admin API (default: from the settings)")
+]
+
+
+def _base(url: str | None) -> str:
+    if url:
+        return url
+    settings = Settings()
+    return f"http://{settings.http_host}:{settings.payments_http_port}"
+
+
+def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, _base(url) + path, timeout=10, **kwargs)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]payments API unreachable[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    body: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
+        raise typer.Exit(1)
+    return body
+
+
+def _show_line(body: dict[str, Any]) -> None:
+    console.print(
+        f"{body['buyer_id']}: limit {body['credit_limit_fen']} fen, "
+        f"outstanding {body['outstanding_fen']} fen, available {body['available_fen']} fen"
+    )
+
+
+@app.command("credit-show")
+def credit_show(buyer_id: str, url: Url = None) -> None:
+    """Show a buyer's credit line: limit, outstanding principal, available credit."""
+    _show_line(_call(url, "GET", f"/credit-lines/{buyer_id}"))
+
+
+@app.command("credit-set")
+def credit_set(buyer_id: str, limit_fen: int, url: Url = None) -> None:
+    """Create a buyer's credit line or set its limit (fen)."""
+    _show_line(_call(url, "PUT", f"/credit-lines/{buyer_id}", json={"credit_limit_fen": limit_fen}))
+
+
+@app.command("credit-adjust")
+def credit_adjust(
+    buyer_id: str,
+    delta_fen: Annotated[int, typer.Argument(help="fen to add (negative to lower)")],
+    url: Url = None,
+) -> None:
+    """Raise or lower a buyer's credit limit."""
+    body = _call(
+        url, "POST", f"/credit-lines/{buyer_id}/adjustments", json={"delta_fen": delta_fen}
+    )
+    _show_line(body)
+
+
+def _show_loan(loan: dict[str, Any]) -> None:
+    console.print(
+        f"loan {loan['loan_id']} ({loan['status']}), order {loan['order_id']}: principal "
+        f"{loan['principal_fen']} + interest {loan['interest_fen']} fen; outstanding principal "
+        f"{loan['outstanding_fen']}, left to pay {loan['remaining_fen']}, "
+        f"overdue {loan['overdue_fen']}"
+    )
+    table = Table("#", "due", "amount_fen", "interest_fen", "paid_fen", "overdue")
+    for i in loan["schedule"]:
+        table.add_row(
+            str(i["number"]),
+            i["due"],
+            str(i["amount_fen"]),
+            str(i["interest_fen"]),
+            str(i["paid_fen"]),
+            "yes" if i["overdue"] else "",
+        )
+    console.print(table)
+
+
+@app.command("loan")
+def loan(loan_id: str, url: Url = None) -> None:
+    """Show a loan, its schedule and what is outstanding."""
+    _show_loan(_call(url, "GET", f"/loans/{loan_id}"))
+
+
+@app.command("repay")
+def repay(
+    loan_id: str,
+    amount_fen: Annotated[
+        int | None, typer.Option("--amount", help="fen repaid (omit to repay in full)")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="idempotency key (repeat it to retry safely)")
+    ] = None,
+    url: Url = None,
+) -> None:
+    """Record a repayment (partial, early or, without --amount, in full)."""
+    key = key or uuid.uuid4().hex
+    body = _call(
+        url,
+        "POST",
+        f"/loans/{loan_id}/repayments",
+        json={} if amount_fen is None else {"amount_fen": amount_fen},
+        headers={"Idempotency-Key": key},
+    )
+    console.print(
+        f"repayment {key}: {body['amount_fen']} fen ({body['principal_fen']} principal, "
+        f"{body['interest_fen']} interest)"
+    )
+    _show_loan(body["loan"])

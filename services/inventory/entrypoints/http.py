@@ -1,0 +1,112 @@
+"""The inventory admin API: receive and adjust lots, read stock per SKU and per lot, and the
+spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``, problems).
+
+- ``GET /stock``, ``GET /stock/{sku}``: counters per SKU with its lots (404 unknown SKU).
+- ``GET /lots/{lot_id}``: one lot's counters.
+- ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again, 409 the
+  id holds another lot, 422 unknown SKU or invalid body.
+- ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason"}`` with an optional
+  ``Idempotency-Key`` header: 201 applied, 200 the same key again (applied once), 409 more
+  removed than available or the key reused for another adjustment.
+- ``GET /reports/spoiled[?sku=]``: spoiled and expired-unsold quantities per lot.
+"""
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from pydantic import Field
+
+from services.inventory import handlers
+from services.inventory.adapters import queries
+from services.inventory.domain.ledger import StockError
+from shared.events.envelope import Frozen
+from shared.http import problem
+from shared.messaging.uow import UnitOfWork
+from shared.seed import LotSeed
+
+
+class Adjustment(Frozen):
+    delta: int = Field(strict=True, ge=-1_000_000_000, le=1_000_000_000)
+    reason: str = Field(min_length=1, max_length=256)
+
+
+class Adjusted(Frozen):
+    adjustment_id: str
+    applied: bool
+    lot: queries.LotStock
+
+
+class StockList(Frozen):
+    skus: list[queries.SkuStock]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def admin_router(uow: UnitOfWork) -> APIRouter:
+    router = APIRouter(tags=["inventory"])
+    engine = uow.db.engine
+
+    @router.get("/stock", response_model=StockList)
+    async def all_stock() -> Any:
+        async with engine.connect() as conn:
+            return StockList(skus=await queries.stock(conn, _today()))
+
+    @router.get("/stock/{sku}", response_model=queries.SkuStock)
+    async def sku_stock(sku: str) -> Any:
+        async with engine.connect() as conn:
+            found = await queries.stock(conn, _today(), sku)
+        return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
+
+    @router.get("/lots/{lot_id}", response_model=queries.LotStock)
+    async def lot(lot_id: str) -> Any:
+        async with engine.connect() as conn:
+            found = await queries.lot_stock(conn, lot_id, _today())
+        return found or problem(404, "Unknown lot", f"no lot {lot_id}")
+
+    @router.post("/lots", status_code=201, response_model=queries.LotStock)
+    async def add_lot(body: LotSeed, response: Response) -> Any:
+        try:
+            async with uow.begin() as tx:
+                created = await handlers.add_lot(tx, body)
+                view = await queries.lot_stock(tx.conn, body.lot_id, _today())
+        except handlers.UnknownSku:
+            return problem(422, "Unknown SKU", f"no product {body.sku}")
+        except handlers.Conflict as exc:
+            return problem(409, "Lot exists", str(exc))
+        if not created:
+            response.status_code = 200
+        return view
+
+    @router.post("/lots/{lot_id}/adjustments", status_code=201, response_model=Adjusted)
+    async def adjust(
+        lot_id: str,
+        body: Adjustment,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=64)] = None,
+    ) -> Any:
+        if body.delta == 0:
+            return problem(422, "Invalid request", "delta must not be 0")
+        key = idempotency_key or str(uuid.uuid4())
+        try:
+            async with uow.begin() as tx:
+                applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
+                view = await queries.lot_stock(tx.conn, lot_id, _today())
+        except handlers.UnknownLot:
+            return problem(404, "Unknown lot", f"no lot {lot_id}")
+        except (handlers.Conflict, StockError) as exc:
+            return problem(409, "Adjustment refused", str(exc))
+        assert view is not None
+        if not applied:
+            response.status_code = 200
+        return Adjusted(adjustment_id=key, applied=applied, lot=view)
+
+    @router.get("/reports/spoiled", response_model=queries.SpoiledReport)
+    async def spoiled(sku: str | None = None) -> Any:
+        async with engine.connect() as conn:
+            return await queries.spoiled_report(conn, _today(), sku)
+
+    return router

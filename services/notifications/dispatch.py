@@ -1,0 +1,228 @@
+"""Sending queued SMS through the gateway: claim, call, record. Never hold a transaction open
+across a gateway call.
+
+1. **Claim** (one short transaction): due rows (``pending`` and due, or ``sending`` whose
+   claim lapsed) become ``sending``; ``attempts`` goes up by one and ``next_attempt_at``
+   becomes the end of the claim (the lease). Rows are picked ``FOR UPDATE SKIP LOCKED``, so
+   concurrent dispatchers (other instances) never claim the same row at once. Recipients
+   who opted out meanwhile are ``suppressed`` here instead.
+2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
+3. **Record** (one short transaction per row), fenced on ``status = 'sending' AND attempts
+   = <the claimed attempt>``: ``sent`` with ``sms.sent`` in the outbox; or back to ``pending``
+   with ``next_attempt_at`` after an exponential, jittered backoff (at least the gateway's
+   ``Retry-After``; reminders also wait out quiet hours); or ``failed`` with ``sms.failed``
+   once the attempts are spent or the gateway refused for good.
+
+The guarantee. A crash (or a lost database) after the gateway took a message but before
+step 3 committed leaves the row ``sending``; when its lease lapses it is claimed again and
+resent with the same ``dedup_key``, which the gateway deduplicates (answering with the first
+message's id). A dispatcher that outlives its lease cannot record over a newer claim: the
+fence no longer matches and its result is dropped. So the phone gets the message at most
+once (given the gateway's dedup) and at least once (while attempts last), and exactly one
+``sms.sent`` is emitted per row. Rows themselves are unique per (event, recipient, purpose)
+(see :mod:`services.notifications.handlers`), so redelivery and replay add nothing. The lease
+must exceed the gateway timeout, so that a live call is never taken over.
+
+Receipts arrive on the HTTP callback: a ``sent`` row becomes ``delivered`` (``sms.delivered``)
+or ``failed`` (``sms.failed``, ``undelivered``) once; a repeated receipt changes nothing, and a
+receipt for a message not recorded yet is refused so that the gateway tries it again.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+
+from services.notifications.adapters.gateway import (
+    Accepted,
+    GatewayError,
+    OutgoingSms,
+    Receipt,
+    SmsGateway,
+)
+from services.notifications.adapters.tables import opt_outs, sms
+from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours, RetryPolicy
+from services.notifications.domain.phones import zone_of
+from services.notifications.domain.templates import pick_locale
+from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
+from shared.messaging.uow import Tx, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    retry: RetryPolicy
+    quiet: QuietHours
+    lease_seconds: float = 30.0
+    batch: int = 50
+
+
+async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
+    """Step 1: claim due rows for this dispatcher (see the module docstring)."""
+    due = (
+        select(sms.c.sms_id)
+        .where(sms.c.status.in_(("pending", "sending")), sms.c.next_attempt_at <= func.now())
+        .order_by(sms.c.next_attempt_at)
+        .limit(policy.batch)
+        .with_for_update(skip_locked=True)
+    )
+    suppressed = (
+        await tx.conn.execute(
+            update(sms)
+            .where(sms.c.sms_id.in_(due), sms.c.to.in_(select(opt_outs.c.phone)))
+            .values(status="suppressed")
+            .returning(sms.c.sms_id)
+        )
+    ).all()
+    if suppressed:
+        log.info("%d sms suppressed: recipients opted out", len(suppressed))
+    return list(
+        (
+            await tx.conn.execute(
+                update(sms)
+                .where(sms.c.sms_id.in_(due))
+                .values(
+                    status="sending",
+                    attempts=sms.c.attempts + 1,
+                    next_attempt_at=func.now() + timedelta(seconds=policy.lease_seconds),
+                )
+                .returning(*sms.c)
+            )
+        ).all()
+    )
+
+
+async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError:
+    """Step 2: one gateway call; every failure is turned into a :class:`GatewayError`."""
+    message = OutgoingSms(sms_id=row.sms_id, dedup_key=row.dedup_key, to=row.to, text=row.text)
+    try:
+        return await gateway.send(message)
+    except GatewayError as exc:
+        return exc
+    except Exception as exc:  # a bug or an unexpected answer: retry, bounded
+        log.exception("gateway call failed unexpectedly")
+        return GatewayError(repr(exc)[:500], transient=True)
+
+
+async def record(
+    tx: Tx, row: Any, outcome: Accepted | GatewayError, policy: DeliveryPolicy
+) -> Literal["sent", "retry", "failed", "stale"]:
+    """Step 3: record what the gateway said, fenced on this claim."""
+    fence = update(sms).where(
+        sms.c.sms_id == row.sms_id, sms.c.status == "sending", sms.c.attempts == row.attempts
+    )
+    if isinstance(outcome, Accepted):
+        done = await tx.conn.execute(
+            fence.values(
+                status="sent", provider_id=outcome.provider_id, sent_at=func.now(), last_error=None
+            ).returning(sms.c.sms_id)
+        )
+        if done.first() is None:
+            return "stale"
+        await tx.emit(
+            SmsSent(
+                sms_id=row.sms_id,
+                to=row.to,
+                locale=pick_locale(row.locale),
+                text=row.text,
+                encoding=row.encoding,
+                segments=row.segments,
+                order_id=row.order_id,
+                purpose=row.purpose,
+                attempts=row.attempts,
+            ),
+            correlation_id=row.order_id,
+        )
+        return "sent"
+    error = str(outcome)[:1000]
+    if outcome.transient and not policy.retry.exhausted(row.attempts):
+        now = datetime.now(UTC)
+        at = now + timedelta(seconds=policy.retry.delay(row.attempts, outcome.retry_after))
+        if row.purpose in REMINDER_PURPOSES:
+            at = policy.quiet.next_allowed(at, zone_of(row.to))
+        done = await tx.conn.execute(
+            fence.values(status="pending", next_attempt_at=at, last_error=error).returning(
+                sms.c.sms_id
+            )
+        )
+        log.info("sms %s attempt %d failed (%s); next at %s", row.sms_id, row.attempts, error, at)
+        return "retry" if done.first() is not None else "stale"
+    done = await tx.conn.execute(
+        fence.values(status="failed", last_error=error).returning(sms.c.sms_id)
+    )
+    if done.first() is None:
+        return "stale"
+    log.warning("sms %s failed after %d attempts: %s", row.sms_id, row.attempts, error)
+    await tx.emit(
+        SmsFailed(
+            sms_id=row.sms_id,
+            to=row.to,
+            reason="retries_exhausted" if outcome.transient else "rejected",
+            detail=error,
+            attempts=row.attempts,
+            order_id=row.order_id,
+            purpose=row.purpose,
+        ),
+        correlation_id=row.order_id,
+    )
+    return "failed"
+
+
+async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPolicy) -> int:
+    """Claim, call and record one batch; the number of rows claimed."""
+    async with uow.begin() as tx:
+        rows = await claim_due(tx, policy)
+    if not rows:
+        return 0
+    outcomes = await asyncio.gather(*(call_gateway(gateway, row) for row in rows))
+    for row, outcome in zip(rows, outcomes, strict=True):
+        async with uow.begin() as tx:
+            result = await record(tx, row, outcome, policy)
+        if result == "stale":
+            log.warning("sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts)
+    return len(rows)
+
+
+async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplicate", "unknown"]:
+    """A delivery receipt: ``sent`` -> ``delivered`` or ``failed``, once."""
+    status = "delivered" if receipt.delivered else "failed"
+    row = (
+        await tx.conn.execute(
+            update(sms)
+            .where(sms.c.provider_id == receipt.provider_id, sms.c.status == "sent")
+            .values(
+                status=status,
+                delivered_at=func.now() if receipt.delivered else None,
+                last_error=None if receipt.delivered else receipt.detail[:1000],
+            )
+            .returning(*sms.c)
+        )
+    ).first()
+    if row is None:
+        known = await tx.conn.scalar(
+            select(func.count()).where(sms.c.provider_id == receipt.provider_id)
+        )
+        return "duplicate" if known else "unknown"
+    if receipt.delivered:
+        await tx.emit(
+            SmsDelivered(sms_id=row.sms_id, to=row.to, order_id=row.order_id, purpose=row.purpose),
+            correlation_id=row.order_id,
+        )
+    else:
+        await tx.emit(
+            SmsFailed(
+                sms_id=row.sms_id,
+                to=row.to,
+                reason="undelivered",
+                detail=receipt.detail[:1000],
+                attempts=row.attempts,
+                order_id=row.order_id,
+                purpose=row.purpose,
+            ),
+            correlation_id=row.order_id,
+        )
+    return "applied"

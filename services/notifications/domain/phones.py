@@ -1,0 +1,32 @@
+"""Phone numbers: who may be texted, and in which time zone they live. Pure module.
+
+Numbers are E.164 (``+`` country code and subscriber number, at most 15 digits). For
+mainland China (``+86``) only mobile numbers can receive SMS: 11 digits starting ``1[3-9]``.
+"""
+
+import re
+from typing import Final
+from zoneinfo import ZoneInfo
+
+E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CN_MOBILE: Final = re.compile(r"^\+861[3-9][0-9]{9}$")
+
+_ZONES: Final[dict[str, str]] = {"+86": "Asia/Shanghai"}
+"""Time zone by country calling code; China keeps one official time (Beijing time)."""
+
+
+def phone_problem(phone: str) -> str | None:
+    """Why ``phone`` cannot receive an SMS, or None when it can."""
+    if not E164.fullmatch(phone):
+        return "not an E.164 number"
+    if phone.startswith("+86") and not CN_MOBILE.fullmatch(phone):
+        return "not a mainland China mobile number (1[3-9] and 11 digits)"
+    return None
+
+
+def zone_of(phone: str) -> ZoneInfo:
+    """The recipient's local time zone, guessed from the calling code (UTC when unknown)."""
+    for prefix, zone in _ZONES.items():
+        if phone.startswith(prefix):
+            return ZoneInfo(zone)
+    return ZoneInfo("UTC")

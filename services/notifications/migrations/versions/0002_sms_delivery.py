@@ -1,0 +1,107 @@
+"""sms delivery: retries, receipts, sellers, products, opt-outs
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-01 09:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+S = "notifications"
+
+
+def upgrade() -> None:
+    op.add_column("recipients", sa.Column("lines", postgresql.JSONB(), nullable=True), schema=S)
+    now = sa.text("now()")
+    op.add_column(
+        "sms",
+        sa.Column(
+            "next_attempt_at", sa.DateTime(timezone=True), server_default=now, nullable=False
+        ),
+        schema=S,
+    )
+    op.add_column("sms", sa.Column("provider_id", sa.String(length=128), nullable=True), schema=S)
+    op.add_column("sms", sa.Column("last_error", sa.Text(), nullable=True), schema=S)
+    op.add_column(
+        "sms", sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True), schema=S
+    )
+    op.drop_index(
+        "sms_pending", table_name="sms", schema=S, postgresql_where=sa.text("status = 'pending'")
+    )
+    op.create_index(
+        "sms_due",
+        "sms",
+        ["next_attempt_at"],
+        schema=S,
+        postgresql_where=sa.text("status IN ('pending', 'sending')"),
+    )
+    op.create_index("sms_provider", "sms", ["provider_id"], schema=S)
+    op.create_table(
+        "sellers",
+        sa.Column("seller_id", sa.String(length=64), nullable=False),
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("locale", sa.String(length=8), server_default="zh-CN", nullable=False),
+        sa.PrimaryKeyConstraint("seller_id"),
+        schema=S,
+    )
+    op.create_table(
+        "products",
+        sa.Column("sku", sa.String(length=64), nullable=False),
+        sa.Column("names", postgresql.JSONB(), nullable=False),
+        sa.PrimaryKeyConstraint("sku"),
+        schema=S,
+    )
+    op.create_table(
+        "order_sellers",
+        sa.Column("order_id", sa.String(length=36), nullable=False),
+        sa.Column("seller_id", sa.String(length=64), nullable=False),
+        sa.Column("lines", postgresql.JSONB(), nullable=False),
+        sa.PrimaryKeyConstraint("order_id", "seller_id"),
+        schema=S,
+    )
+    op.create_table(
+        "confirmed_orders",
+        sa.Column("order_id", sa.String(length=36), nullable=False),
+        sa.Column("event_id", sa.String(length=256), nullable=False),
+        sa.Column("order_ref", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("order_id"),
+        schema=S,
+    )
+    op.create_table(
+        "opt_outs",
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("phone"),
+        schema=S,
+    )
+
+
+def downgrade() -> None:
+    for table in ("opt_outs", "confirmed_orders", "order_sellers", "products", "sellers"):
+        op.drop_table(table, schema=S)
+    op.drop_index("sms_provider", table_name="sms", schema=S)
+    op.drop_index(
+        "sms_due",
+        table_name="sms",
+        schema=S,
+        postgresql_where=sa.text("status IN ('pending', 'sending')"),
+    )
+    op.create_index(
+        "sms_pending",
+        "sms",
+        ["created_at"],
+        schema=S,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    for column in ("delivered_at", "last_error", "provider_id", "next_attempt_at"):
+        op.drop_column("sms", column, schema=S)
+    op.drop_column("recipients", "lines", schema=S)

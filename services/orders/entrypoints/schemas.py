@@ -1,0 +1,95 @@
+"""What the orders HTTP API accepts and answers, as documented in its OpenAPI document."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from shared.events.orders import ORDER_REF_PATTERN, CancelReason, OrderRequested
+from shared.http import PROBLEM
+
+Status = Literal["pending", "confirmed", "cancelled"]
+
+
+def has_nul(value: object) -> bool:
+    """True if a string anywhere in ``value`` holds NUL, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+class OrderBody(OrderRequested):
+    """The body of ``POST /orders``: the ``data`` of ``order.requested``. The
+    ``Idempotency-Key`` header is the ``order_ref``; a body ``order_ref`` must equal it."""
+
+    order_ref: str | None = Field(None, pattern=ORDER_REF_PATTERN)  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if has_nul(value):
+            raise ValueError("text must not contain NUL characters")
+        return value
+
+
+class Accepted(BaseModel):
+    order_id: str
+    status: Status
+
+
+class Step(BaseModel):
+    """Something that happened to the order: an event it emitted or one that reached it."""
+
+    type: str
+    time: str
+
+
+class OrderView(BaseModel):
+    order_id: str
+    order_ref: str
+    status: Status
+    total_fen: int | None
+    reason: CancelReason | None
+    timeline: list[Step]
+
+
+class OrderSummary(BaseModel):
+    order_id: str
+    order_ref: str
+    source: str
+    status: Status
+    total_fen: int | None
+    reason: CancelReason | None
+    placed_at: str
+
+
+class OrderPage(BaseModel):
+    """One page of a listing; ``next_cursor`` fetches the next one (null on the last page)."""
+
+    items: list[OrderSummary]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] = Field(
+        default_factory=list, description="for invalid input: each {field, message}"
+    )
+    order_id: str | None = Field(None, description="the order the problem is about")
+
+
+def problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem answers, e.g. ``problems({404: "no such order"})``."""
+    schema = Problem.model_json_schema()
+    return {
+        code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
+        for code, text in described.items()
+    }

@@ -1,0 +1,52 @@
+"""Posting ledger transactions to ``payments.ledger_entries`` and reading them back.
+
+A transaction's entries are merged per account and inserted together; the database checks
+at commit that they sum to zero, and the unique (``txn_id``, ``account``) key makes posting
+the same transaction twice fail rather than double-count.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.payments.adapters.tables import ledger_entries
+from services.payments.domain.ledger import Entry, balanced
+
+
+async def post(
+    conn: AsyncConnection,
+    txn_id: str,
+    kind: str,
+    entries: list[Entry],
+    *,
+    order_id: str | None = None,
+    loan_id: str | None = None,
+) -> None:
+    merged: dict[str, int] = {}
+    for entry in entries:
+        merged[entry.account] = merged.get(entry.account, 0) + entry.amount_fen
+    rows = balanced([Entry(a, v) for a, v in merged.items()])
+    if not rows:
+        return
+    await conn.execute(
+        ledger_entries.insert(),
+        [
+            {
+                "txn_id": txn_id,
+                "kind": kind,
+                "account": e.account,
+                "amount_fen": e.amount_fen,
+                "order_id": order_id,
+                "loan_id": loan_id,
+            }
+            for e in rows
+        ],
+    )
+
+
+async def entries_of(conn: AsyncConnection, txn_id: str) -> list[Entry]:
+    rows = await conn.execute(
+        select(ledger_entries.c.account, ledger_entries.c.amount_fen)
+        .where(ledger_entries.c.txn_id == txn_id)
+        .order_by(ledger_entries.c.id)
+    )
+    return [Entry(r.account, r.amount_fen) for r in rows]

@@ -1,0 +1,74 @@
+"""The payments service's background loops: gateway calls for prepaid orders (which also
+recovers calls interrupted by a crash, see :mod:`services.payments.prepaid`) and
+instalment reminders (see :mod:`services.payments.reminders`)."""
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from services.payments import prepaid, reminders
+from services.payments.adapters.gateway import PaymentGateway
+from shared.messaging.uow import UnitOfWork
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def gateway_loop(
+    uow: UnitOfWork,
+    gateway: PaymentGateway,
+    settings: Settings,
+    wake: asyncio.Event,
+    idle_seconds: float = 0.2,
+) -> None:
+    """Claim due gateway work, make the calls concurrently, record their outcomes; sleep
+    until woken (a commit of this service) or ``idle_seconds`` when there is none."""
+    try:
+        while True:
+            wake.clear()
+            try:
+                async with uow.begin() as tx:
+                    work = await prepaid.claim_due(tx, settings.payments_gateway_lease_seconds)
+                if work:
+                    results = await asyncio.gather(
+                        *(
+                            prepaid.perform(
+                                uow, gateway, w, settings.payments_gateway_retry_seconds
+                            )
+                            for w in work
+                        ),
+                        return_exceptions=True,
+                    )
+                    for w, result in zip(work, results, strict=True):
+                        if isinstance(result, Exception):
+                            # The row keeps its lease and is claimed again when it runs out.
+                            log.error("gateway call for order %s failed: %r", w.order_id, result)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway sweep failed; retrying")
+                await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), idle_seconds)
+    finally:
+        await gateway.close()
+
+
+async def reminder_loop(uow: UnitOfWork, settings: Settings) -> None:
+    """Every ``CARAVAN_PAYMENTS_REMINDER_INTERVAL_SECONDS``, announce instalments due."""
+    while True:
+        try:
+            async with uow.begin() as tx:
+                n = await reminders.announce_due(
+                    tx, datetime.now(UTC).date(), settings.payments_reminder_upcoming_days
+                )
+            if n:
+                log.info("announced %d instalments due", n)
+                continue
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reminder sweep failed")
+        await asyncio.sleep(settings.payments_reminder_interval_seconds)

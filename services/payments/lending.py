@@ -1,0 +1,268 @@
+"""Use cases of the payments admin API: credit lines (set, adjust, read), repayments of
+microloans (partial, full, early; idempotent by key) and reading a loan with its schedule.
+
+Every change runs in one transaction under a row lock (the credit line, or the loan), so
+concurrent calls on any number of instances are applied one after the other.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.payments.adapters import ledger as ledger_store
+from services.payments.adapters.tables import credit_lines, instalments, loans, repayments
+from services.payments.domain import ledger
+from services.payments.domain.credit import available_credit
+from services.payments.domain.repayment import Due, allocate, overdue, remaining
+from shared.events.payments import PaymentRepaid
+from shared.messaging.uow import Tx
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    """The request contradicts the current state (or an earlier request with its key)."""
+
+
+@dataclass(frozen=True)
+class CreditLine:
+    buyer_id: str
+    credit_limit_fen: int
+    outstanding_fen: int
+    available_fen: int
+
+
+async def _outstanding(conn: AsyncConnection, buyer_id: str) -> int:
+    value = await conn.scalar(
+        select(func.coalesce(func.sum(loans.c.outstanding_fen), 0)).where(
+            loans.c.buyer_id == buyer_id, loans.c.status == "active"
+        )
+    )
+    return int(value or 0)
+
+
+async def credit_line(conn: AsyncConnection, buyer_id: str) -> CreditLine:
+    limit = await conn.scalar(
+        select(credit_lines.c.credit_limit_fen).where(credit_lines.c.buyer_id == buyer_id)
+    )
+    if limit is None:
+        raise NotFound(f"no credit line for buyer {buyer_id}")
+    outstanding = await _outstanding(conn, buyer_id)
+    return CreditLine(buyer_id, limit, outstanding, available_credit(limit, outstanding))
+
+
+async def set_credit_limit(tx: Tx, buyer_id: str, limit_fen: int) -> CreditLine:
+    """Create the buyer's credit line or set its limit."""
+    await tx.conn.execute(
+        pg_insert(credit_lines)
+        .values(buyer_id=buyer_id, credit_limit_fen=limit_fen)
+        .on_conflict_do_update(
+            index_elements=["buyer_id"],
+            set_={"credit_limit_fen": limit_fen, "updated_at": func.now()},
+        )
+    )
+    return await credit_line(tx.conn, buyer_id)
+
+
+async def adjust_credit_limit(tx: Tx, buyer_id: str, delta_fen: int) -> CreditLine:
+    """Raise or lower the limit by ``delta_fen``; never below zero."""
+    limit = await tx.conn.scalar(
+        select(credit_lines.c.credit_limit_fen)
+        .where(credit_lines.c.buyer_id == buyer_id)
+        .with_for_update()
+    )
+    if limit is None:
+        raise NotFound(f"no credit line for buyer {buyer_id}")
+    if limit + delta_fen < 0:
+        raise Conflict(f"the limit of {limit} fen cannot be lowered by {-delta_fen} fen")
+    await tx.conn.execute(
+        update(credit_lines)
+        .where(credit_lines.c.buyer_id == buyer_id)
+        .values(credit_limit_fen=limit + delta_fen, updated_at=func.now())
+    )
+    return await credit_line(tx.conn, buyer_id)
+
+
+@dataclass(frozen=True)
+class InstalmentView:
+    number: int
+    due: date
+    amount_fen: int
+    interest_fen: int
+    paid_fen: int
+    overdue: bool
+
+
+@dataclass(frozen=True)
+class LoanView:
+    loan_id: str
+    order_id: str
+    buyer_id: str
+    status: str
+    principal_fen: int
+    interest_fen: int
+    term_months: int
+    outstanding_fen: int  # principal still owed (what counts against the credit line)
+    remaining_fen: int  # principal and interest still to pay
+    overdue_fen: int
+    schedule: list[InstalmentView]
+
+
+async def _dues(conn: AsyncConnection, loan_id: str) -> list[Due]:
+    rows = await conn.execute(
+        select(instalments).where(instalments.c.loan_id == loan_id).order_by(instalments.c.number)
+    )
+    return [Due(r.number, r.due, r.amount_fen, r.interest_fen, r.paid_fen) for r in rows]
+
+
+async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanView:
+    loan = (await conn.execute(select(loans).where(loans.c.loan_id == loan_id))).first()
+    if loan is None:
+        raise NotFound(f"no loan {loan_id}")
+    dues = await _dues(conn, loan_id)
+    live = loan.status == "active"
+    return LoanView(
+        loan_id=loan.loan_id,
+        order_id=loan.order_id,
+        buyer_id=loan.buyer_id,
+        status=loan.status,
+        principal_fen=loan.principal_fen,
+        interest_fen=loan.interest_fen,
+        term_months=loan.term_months,
+        outstanding_fen=loan.outstanding_fen,
+        remaining_fen=remaining(dues) if live else 0,
+        overdue_fen=sum(d.remaining_fen for d in dues if live and overdue(d, today)),
+        schedule=[
+            InstalmentView(
+                d.number,
+                d.due,
+                d.amount_fen,
+                d.interest_fen,
+                d.paid_fen,
+                live and overdue(d, today),
+            )
+            for d in dues
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Repayment:
+    repayment_id: str
+    loan_id: str
+    amount_fen: int
+    principal_fen: int
+    interest_fen: int
+    allocations: list[dict[str, int]]
+    loan: LoanView
+    created: bool
+
+
+async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: date) -> Repayment:
+    """Record a repayment of ``amount_fen`` (``None``: whatever remains, in full) under the
+    idempotency ``key``: the same key again returns the first result and changes nothing.
+    Raises ``NotFound``, ``Conflict`` (loan not active, key reused for another amount) or
+    ``Overpayment`` (more than remains)."""
+    loan = (
+        await tx.conn.execute(select(loans).where(loans.c.loan_id == loan_id).with_for_update())
+    ).first()
+    if loan is None:
+        raise NotFound(f"no loan {loan_id}")
+    earlier = (
+        await tx.conn.execute(
+            select(repayments).where(
+                repayments.c.loan_id == loan_id, repayments.c.idempotency_key == key
+            )
+        )
+    ).first()
+    if earlier is not None:
+        if earlier.requested_fen != amount_fen:
+            raise Conflict(f"key {key!r} was used for another repayment of this loan")
+        return Repayment(
+            key,
+            loan_id,
+            earlier.amount_fen,
+            earlier.principal_fen,
+            earlier.interest_fen,
+            [],
+            await loan_view(tx.conn, loan_id, today),
+            created=False,
+        )
+    if loan.status != "active":
+        raise Conflict(f"loan {loan_id} is {loan.status}")
+    dues = await _dues(tx.conn, loan_id)
+    amount = remaining(dues) if amount_fen is None else amount_fen
+    applied = allocate(dues, amount)
+    for part in applied:
+        await tx.conn.execute(
+            update(instalments)
+            .where(instalments.c.loan_id == loan_id, instalments.c.number == part.number)
+            .values(paid_fen=instalments.c.paid_fen + part.amount_fen)
+        )
+    principal = sum(a.principal_fen for a in applied)
+    interest = sum(a.interest_fen for a in applied)
+    left = remaining(dues) - amount
+    await tx.conn.execute(
+        update(loans)
+        .where(loans.c.loan_id == loan_id)
+        .values(
+            outstanding_fen=loans.c.outstanding_fen - principal,
+            status="repaid" if left == 0 else "active",
+        )
+    )
+    await tx.conn.execute(
+        repayments.insert().values(
+            loan_id=loan_id,
+            idempotency_key=key,
+            requested_fen=amount_fen,
+            amount_fen=amount,
+            principal_fen=principal,
+            interest_fen=interest,
+        )
+    )
+    await ledger_store.post(
+        tx.conn,
+        f"repay:{loan_id}:{key}",
+        "repaid",
+        ledger.repaid(principal, interest),
+        order_id=loan.order_id,
+        loan_id=loan_id,
+    )
+    view = await loan_view(tx.conn, loan_id, today)
+    await tx.emit(
+        PaymentRepaid(
+            order_id=loan.order_id,
+            loan_id=loan_id,
+            buyer_id=loan.buyer_id,
+            repayment_id=key,
+            amount_fen=amount,
+            principal_fen=principal,
+            interest_fen=interest,
+            outstanding_fen=view.outstanding_fen,
+            remaining_fen=view.remaining_fen,
+            fully_repaid=left == 0,
+        )
+    )
+    return Repayment(
+        key,
+        loan_id,
+        amount,
+        principal,
+        interest,
+        [
+            {
+                "number": a.number,
+                "amount_fen": a.amount_fen,
+                "interest_fen": a.interest_fen,
+                "principal_fen": a.principal_fen,
+            }
+            for a in applied
+        ],
+        view,
+        created=True,
+    )

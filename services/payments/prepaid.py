@@ -1,0 +1,185 @@
+"""Prepaid payments through the gateway, without ever holding a transaction open during a
+call, and without ever charging twice.
+
+Each step is its own short transaction; the gateway call happens between two of them:
+
+1. ``stock.reserved`` (:mod:`services.payments.handlers`) records the payment as
+   ``charging`` with ``next_attempt_at = now``, in the handler's transaction (with the
+   sellers' payables, ``pending``). The idempotency key is the order id.
+2. The gateway loop *claims* due rows (``charging`` or ``voiding`` whose ``next_attempt_at``
+   has come) with ``FOR UPDATE SKIP LOCKED``, moves ``next_attempt_at`` a lease ahead,
+   counts the attempt and commits. Other instances skip the row while the call is in flight.
+3. With no transaction open, it calls the gateway: ``charge(order_id, ...)`` or
+   ``void(order_id)``.
+4. It records the outcome in a new transaction, guarded by the state it claimed
+   (``WHERE status = 'charging'``): approved → ``authorized``, the charge posted to the
+   ledger, the payables ``owed``, ``payment.authorized``; declined → ``declined``,
+   ``payment.declined`` (``payment_failed``). No answer (timeout, refused, 5xx) → the row
+   stays as it is and ``next_attempt_at`` moves a backoff ahead: the call is retried with
+   the same key.
+
+A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
+runs out any instance claims it again and repeats the call with the same key, which the
+gateway answers with the first outcome: the recovery loop *is* the gateway loop. An
+order cancelled meanwhile (``order.cancelled`` turns ``charging`` or a prepaid
+``authorized`` into ``voiding``) is voided at the gateway by key, which also refuses a
+charge still in flight; then it is ``voided``, and the charge, if it was posted, reversed.
+An outcome arriving after that finds the row no longer ``charging`` and changes nothing.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from services.payments.adapters import ledger as ledger_store
+from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, PaymentGateway
+from services.payments.adapters.tables import payments
+from services.payments.domain import ledger
+from services.payments.handlers import charge_txn, set_payables, void_txn
+from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from shared.messaging.uow import Tx, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A claimed gateway call: charge (``charging``) or void (``voiding``) an order."""
+
+    order_id: str
+    status: str
+    buyer_id: str
+    amount_fen: int
+    attempts: int
+
+
+async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]:
+    due = (
+        select(payments.c.order_id)
+        .where(
+            payments.c.status.in_(("charging", "voiding")),
+            payments.c.next_attempt_at <= func.now(),
+        )
+        .order_by(payments.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await tx.conn.execute(
+        update(payments)
+        .where(payments.c.order_id.in_(due))
+        .values(
+            next_attempt_at=func.now() + timedelta(seconds=lease_seconds),
+            attempts=payments.c.attempts + 1,
+        )
+        .returning(
+            payments.c.order_id,
+            payments.c.status,
+            payments.c.buyer_id,
+            payments.c.amount_fen,
+            payments.c.attempts,
+        )
+    )
+    return [
+        Work(r.order_id, r.status, r.buyer_id or "", r.amount_fen or 0, r.attempts) for r in rows
+    ]
+
+
+async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
+    """Record the gateway's answer if the payment is still ``charging``."""
+    values: dict[str, object] = {"next_attempt_at": None, "updated_at": func.now()}
+    status = "authorized" if result.status == "approved" else "declined"
+    row = (
+        await tx.conn.execute(
+            update(payments)
+            .where(payments.c.order_id == work.order_id, payments.c.status == "charging")
+            .values(status=status, gateway_ref=result.charge_id, **values)
+            .returning(payments.c.order_id)
+        )
+    ).first()
+    if row is None:
+        log.info("order %s is no longer charging; gateway answer %s ignored", work.order_id, result)
+        return False
+    if status == "declined":
+        await set_payables(tx, work.order_id, "cancelled")
+        await tx.emit(PaymentDeclined(order_id=work.order_id, reason="payment_failed"))
+        return True
+    owed = await set_payables(tx, work.order_id, "owed")
+    await ledger_store.post(
+        tx.conn,
+        charge_txn(work.order_id),
+        "prepaid_charged",
+        ledger.prepaid_charged(owed),
+        order_id=work.order_id,
+    )
+    await tx.emit(
+        PaymentAuthorized(
+            order_id=work.order_id,
+            buyer_id=work.buyer_id,
+            method="prepaid",
+            amount_fen=work.amount_fen,
+        )
+    )
+    return True
+
+
+async def record_voided(tx: Tx, work: Work) -> bool:
+    """The gateway voided the order's key: reverse the charge if it was posted."""
+    row = (
+        await tx.conn.execute(
+            update(payments)
+            .where(payments.c.order_id == work.order_id, payments.c.status == "voiding")
+            .values(status="voided", next_attempt_at=None, updated_at=func.now())
+            .returning(payments.c.order_id)
+        )
+    ).first()
+    if row is None:
+        return False
+    charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
+    if charged:
+        await ledger_store.post(
+            tx.conn,
+            void_txn(work.order_id),
+            "prepaid_voided",
+            ledger.reversal(charged),
+            order_id=work.order_id,
+        )
+    await set_payables(tx, work.order_id, "cancelled")
+    await tx.emit(
+        PaymentVoided(order_id=work.order_id, amount_fen=work.amount_fen if charged else 0)
+    )
+    return True
+
+
+async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
+    await tx.conn.execute(
+        update(payments)
+        .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
+        .values(next_attempt_at=func.now() + timedelta(seconds=delay_seconds))
+    )
+
+
+def backoff(attempts: int, base_seconds: float, cap_seconds: float = 30.0) -> float:
+    return float(min(cap_seconds, base_seconds * 2 ** min(max(attempts - 1, 0), 10)))
+
+
+async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
+    """Make one claimed call (no transaction open) and record its outcome."""
+    try:
+        if work.status == "charging":
+            result = await gateway.charge(work.order_id, work.amount_fen, work.buyer_id)
+        else:
+            await gateway.void(work.order_id)
+    except GatewayUnavailable as exc:
+        delay = backoff(work.attempts, retry)
+        log.warning("gateway: %s for order %s; retrying in %.1fs", exc, work.order_id, delay)
+        async with uow.begin() as tx:
+            await retry_later(tx, work, delay)
+        return
+    async with uow.begin() as tx:
+        if work.status == "charging":
+            await record_charge(tx, work, result)
+        else:
+            await record_voided(tx, work)

@@ -1,0 +1,78 @@
+"""Instalments coming due: each (loan, instalment, stage) is announced once, as
+``payment.instalment_due``, for the notifications service to remind the buyer.
+
+Stages (see :func:`services.payments.domain.repayment.stage`): ``upcoming`` within
+``CARAVAN_PAYMENTS_REMINDER_UPCOMING_DAYS`` days before the due date, ``today``, and
+``overdue`` after it while unpaid. The stage a sweep finds is recorded in
+``instalment_reminders`` (primary key loan, number, stage) in the same transaction as the
+event's outbox row, so concurrent instances and repeated sweeps announce it exactly once.
+A stage passed while no sweep ran is skipped (only the current one is announced).
+"""
+
+from datetime import date, timedelta
+
+from sqlalchemy import exists, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.payments.adapters.tables import instalment_reminders, instalments, loans
+from services.payments.domain.repayment import Due, stage
+from shared.events.payments import InstalmentDue
+from shared.messaging.uow import Tx
+
+
+async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500) -> int:
+    """One sweep; returns how many reminders were emitted."""
+    rows = await tx.conn.execute(
+        select(
+            instalments.c.loan_id,
+            instalments.c.number,
+            instalments.c.due,
+            instalments.c.amount_fen,
+            instalments.c.interest_fen,
+            instalments.c.paid_fen,
+            loans.c.order_id,
+            loans.c.buyer_id,
+        )
+        .join(loans, loans.c.loan_id == instalments.c.loan_id)
+        .where(
+            loans.c.status == "active",
+            instalments.c.paid_fen < instalments.c.amount_fen,
+            instalments.c.due <= today + timedelta(days=upcoming_days),
+            ~exists().where(  # the last stage: nothing more to say
+                instalment_reminders.c.loan_id == instalments.c.loan_id,
+                instalment_reminders.c.number == instalments.c.number,
+                instalment_reminders.c.stage == "overdue",
+            ),
+        )
+        .order_by(instalments.c.due)
+        .limit(limit)
+    )
+    sent = 0
+    for r in rows.all():
+        due = Due(r.number, r.due, r.amount_fen, r.interest_fen, r.paid_fen)
+        now = stage(due, today, upcoming_days)
+        if now is None:
+            continue
+        fresh = (
+            await tx.conn.execute(
+                pg_insert(instalment_reminders)
+                .values(loan_id=r.loan_id, number=r.number, stage=now)
+                .on_conflict_do_nothing()
+                .returning(instalment_reminders.c.loan_id)
+            )
+        ).first()
+        if fresh is None:
+            continue
+        await tx.emit(
+            InstalmentDue(
+                order_id=r.order_id,
+                loan_id=r.loan_id,
+                buyer_id=r.buyer_id,
+                number=r.number,
+                due=r.due,
+                amount_fen=due.remaining_fen,
+                stage=now,
+            )
+        )
+        sent += 1
+    return sent

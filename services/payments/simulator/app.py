@@ -1,0 +1,125 @@
+"""The simulator's HTTP API.
+
+Gateway side (what the payments service calls):
+
+- ``POST /charges`` ``{"key", "amount_fen", "buyer_id"}``: idempotent by ``key``. The first
+  request for a key decides its outcome (``approved``, with a new charge, or ``declined``);
+  every later request for the key returns that same outcome and never makes another charge.
+  A key that was voided is ``declined`` (``voided``).
+- ``POST /charges/{key}/void``: voids the key's charge if any; later charges are refused.
+
+Control side (what tests and people use to make it misbehave):
+
+- ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout", "times": n,
+  "delay_seconds": s}``: the next ``n`` charge requests of that buyer are declined, or
+  (``timeout``) *processed* and then answered only after ``delay_seconds``, later than the
+  client waits, so the client sees a timeout although the charge was made; then the buyer
+  is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
+- ``GET /charges?key=...``: the charges made (``voided`` marked) and how many requests each
+  key received, for assertions. ``GET /healthz``.
+"""
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+
+class ChargeRequest(BaseModel):
+    key: str = Field(min_length=1, max_length=128)
+    amount_fen: int = Field(ge=0, strict=True)
+    buyer_id: str = ""
+
+
+class Behaviour(BaseModel):
+    mode: Literal["approve", "decline", "timeout"]
+    times: int = Field(1, ge=1)
+    delay_seconds: float = Field(5.0, ge=0)
+
+
+@dataclass
+class Charge:
+    charge_id: str
+    key: str
+    amount_fen: int
+    buyer_id: str
+    voided: bool = False
+
+
+@dataclass
+class State:
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key → first answer
+    charges: list[Charge] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    voided: set[str] = field(default_factory=set)
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+
+    def next_mode(self, buyer_id: str) -> Behaviour | None:
+        rule = self.behaviours.get(buyer_id)
+        if rule is None or rule.mode == "approve":
+            return None
+        if rule.times <= 1:
+            del self.behaviours[buyer_id]
+        else:
+            self.behaviours[buyer_id] = rule.model_copy(update={"times": rule.times - 1})
+        return rule
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Caravan payment-gateway simulator")
+    state = State()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/charges")
+    async def charge(body: ChargeRequest) -> dict[str, Any]:
+        # No await before the outcome is stored: one key is decided exactly once.
+        state.requests[body.key] = state.requests.get(body.key, 0) + 1
+        rule = state.next_mode(body.buyer_id)
+        known = state.outcomes.get(body.key)
+        if body.key in state.voided:
+            outcome: dict[str, Any] = {"status": "declined", "charge_id": None, "reason": "voided"}
+        elif known is not None:
+            outcome = known
+        elif rule is not None and rule.mode == "decline":
+            outcome = {"status": "declined", "charge_id": None, "reason": "card"}
+        else:
+            made = Charge(f"ch_{uuid.uuid4().hex[:16]}", body.key, body.amount_fen, body.buyer_id)
+            state.charges.append(made)
+            outcome = {"status": "approved", "charge_id": made.charge_id, "reason": None}
+        state.outcomes.setdefault(body.key, outcome)
+        if rule is not None and rule.mode == "timeout":
+            await asyncio.sleep(rule.delay_seconds)
+        return outcome
+
+    @app.post("/charges/{key}/void")
+    async def void(key: str) -> dict[str, Any]:
+        state.voided.add(key)
+        for made in state.charges:
+            if made.key == key:
+                made.voided = True
+        return {"key": key, "voided": True}
+
+    @app.get("/charges")
+    async def charges(key: str | None = None) -> dict[str, Any]:
+        return {
+            "charges": [vars(c) for c in state.charges if key is None or c.key == key],
+            "requests": {k: n for k, n in state.requests.items() if key is None or k == key},
+        }
+
+    @app.put("/behaviour/{buyer_id}")
+    async def set_behaviour(buyer_id: str, body: Behaviour) -> dict[str, Any]:
+        state.behaviours[buyer_id] = body
+        return {"buyer_id": buyer_id, **body.model_dump()}
+
+    @app.delete("/behaviour/{buyer_id}")
+    async def reset_behaviour(buyer_id: str) -> dict[str, str]:
+        state.behaviours.pop(buyer_id, None)
+        return {"buyer_id": buyer_id}
+
+    return app

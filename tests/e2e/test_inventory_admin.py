@@ -1,0 +1,164 @@
+"""The inventory admin API and ``caravan inventory``, against the running inventory service."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from typer.testing import CliRunner
+
+from caravan.inventory_cli import app as inventory_cli
+from shared.seed import SeedFile
+from tests.harness import System
+
+
+def _api(caravan: System) -> str:
+    return f"http://127.0.0.1:{caravan.procs.env['CARAVAN_INVENTORY_HTTP_PORT']}"
+
+
+async def _product(caravan: System) -> str:
+    sku = f"INV-ADM-{uuid.uuid4().hex[:8]}"
+    await caravan.seed(
+        SeedFile.model_validate(
+            {
+                "sellers": [
+                    {
+                        "id": "inv-seller",
+                        "name": "Inv coop",
+                        "county": "Shawan",
+                        "phone": "+8613000007001",
+                    }
+                ],
+                "products": [
+                    {
+                        "sku": sku,
+                        "seller_id": "inv-seller",
+                        "unit_price_fen": 100,
+                        "name": {"en": sku},
+                    }
+                ],
+            }
+        )
+    )
+    return sku
+
+
+def _lot(lot_id: str, sku: str, quantity: int, start: int, end: int) -> dict[str, object]:
+    today = datetime.now(UTC).date()
+    return {
+        "lot_id": lot_id,
+        "sku": sku,
+        "quantity": quantity,
+        "available_from": str(today + timedelta(days=start)),
+        "best_before": str(today + timedelta(days=end)),
+    }
+
+
+async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
+    sku = await _product(caravan)
+    fresh, old = f"{sku}-A", f"{sku}-OLD"
+    async with httpx.AsyncClient(base_url=_api(caravan), timeout=10) as api:
+        first = await api.post("/lots", json=_lot(fresh, sku, 40, -1, 30))
+        assert first.status_code == 201, first.text
+        assert first.json()["available"] == 40 and first.json()["in_season"]
+        assert (await api.post("/lots", json=_lot(fresh, sku, 40, -1, 30))).status_code == 200
+        other = await api.post("/lots", json=_lot(fresh, sku, 41, -1, 30))
+        assert other.status_code == 409
+        assert other.headers["content-type"] == "application/problem+json"
+        unknown = await api.post("/lots", json=_lot(f"{sku}-X", "INV-NO-SUCH-SKU", 1, 0, 1))
+        assert unknown.status_code == 422
+        assert (await api.post("/lots", json={"lot_id": "x"})).status_code == 422
+        assert (await api.post("/lots", json=_lot(old, sku, 7, -30, -1))).status_code == 201
+
+        key = {"Idempotency-Key": f"count-{sku}"}
+        found = await api.post(
+            f"/lots/{fresh}/adjustments", json={"delta": -5, "reason": "recount"}, headers=key
+        )
+        assert found.status_code == 201, found.text
+        assert found.json()["applied"] is True
+        again = await api.post(
+            f"/lots/{fresh}/adjustments", json={"delta": -5, "reason": "recount"}, headers=key
+        )
+        assert (again.status_code, again.json()["applied"]) == (200, False)
+        reused = await api.post(
+            f"/lots/{fresh}/adjustments", json={"delta": 3, "reason": "recount"}, headers=key
+        )
+        assert reused.status_code == 409
+        too_many = await api.post(
+            f"/lots/{fresh}/adjustments", json={"delta": -36, "reason": "theft"}
+        )
+        assert too_many.status_code == 409
+        assert (
+            await api.post(f"/lots/{sku}-NONE/adjustments", json={"delta": 1, "reason": "x"})
+        ).status_code == 404
+        assert (
+            await api.post(f"/lots/{fresh}/adjustments", json={"delta": 0, "reason": "x"})
+        ).status_code == 422
+
+        lot = (await api.get(f"/lots/{fresh}")).json()
+        assert {k: lot[k] for k in ("received", "available", "reserved", "sold", "spoiled")} == {
+            "received": 35,
+            "available": 35,
+            "reserved": 0,
+            "sold": 0,
+            "spoiled": 0,
+        }
+        # The original lot is still recognised as the same one after the adjustment.
+        assert (await api.post("/lots", json=_lot(fresh, sku, 40, -1, 30))).status_code == 200
+
+        stock = (await api.get(f"/stock/{sku}")).json()
+        assert (stock["received"], stock["available"], stock["sellable"]) == (42, 42, 35)
+        assert stock["expired_unsold"] == 7
+        assert [x["lot_id"] for x in stock["lots"]] == [old, fresh]  # serving order
+        assert (await api.get("/stock/INV-NO-SUCH-SKU")).status_code == 404
+        assert (await api.get(f"/lots/{sku}-NONE")).status_code == 404
+        listed = (await api.get("/stock")).json()["skus"]
+        assert any(x["sku"] == sku and x["available"] == 42 for x in listed)
+
+        report = (await api.get("/reports/spoiled", params={"sku": sku})).json()
+        assert [(x["lot_id"], x["spoiled"], x["expired_unsold"]) for x in report["lots"]] == [
+            (old, 0, 7)
+        ]
+        assert report["expired_unsold"] == 7
+
+    assert (
+        await caravan.scalar(
+            "select count(*) from inventory.lot_adjustments where lot_id = :l", l=fresh
+        )
+        == 1
+    )
+
+
+async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
+    sku = await _product(caravan)
+    url = ["--url", _api(caravan)]
+    runner = CliRunner()
+    today = datetime.now(UTC).date()
+    added = runner.invoke(
+        inventory_cli,
+        [
+            "add-lot",
+            f"{sku}-1",
+            sku,
+            "12",
+            "--from",
+            str(today),
+            "--best-before",
+            str(today + timedelta(days=9)),
+            *url,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    adjusted = runner.invoke(
+        inventory_cli,
+        ["adjust", f"{sku}-1", "--delta", "-2", "--reason", "mould", "--key", sku, *url],
+    )
+    assert adjusted.exit_code == 0, adjusted.output
+    shown = runner.invoke(inventory_cli, ["stock", sku, *url])
+    assert shown.exit_code == 0, shown.output
+    assert f"{sku}: received 10, available 10" in shown.output
+    assert runner.invoke(inventory_cli, ["lot", f"{sku}-1", *url]).exit_code == 0
+    assert runner.invoke(inventory_cli, ["stock", *url]).exit_code == 0
+    report = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
+    assert report.exit_code == 0 and "spoiled 0, expired unsold 0" in report.output
+    missing = runner.invoke(inventory_cli, ["stock", "INV-NO-SUCH-SKU", *url])
+    assert missing.exit_code == 1 and "Unknown SKU" in missing.output

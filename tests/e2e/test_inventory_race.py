@@ -1,0 +1,171 @@
+"""The race: two inventory instances in one consumer group, one SKU with 100 units in three
+lots, 300 concurrent single-unit orders. Exactly 100 are confirmed, 200 cancelled
+``out_of_stock``; nothing is left available and every lot's counters add up."""
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.events.envelope import CloudEvent
+from shared.events.orders import OrderRequested
+from shared.events.registry import parse_record
+from shared.seed import SeedFile
+from shared.topics import Topic
+from tests.harness import System
+
+ORDERS = 300
+LOTS = {"A": 30, "B": 33, "C": 37}
+BUYER = {"id": "inv-race-buyer", "phone": "+8613900007021", "locale": "en"}
+
+
+async def _group_members(bootstrap: str, group: str) -> tuple[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        _error, _id, state, _ptype, _protocol, members, *_ = response.groups[0]
+        return str(state), len(members)
+    finally:
+        await admin.close()
+
+
+async def _both_instances_in_the_group(caravan: System, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen: tuple[str, int] = ("", 0)
+    while time.monotonic() < deadline:
+        caravan.procs.check_alive()
+        seen = await _group_members(caravan.infra.kafka_bootstrap, "caravan-inventory")
+        if seen == ("Stable", 2):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the inventory group never had two stable members: {seen}")
+
+
+class Outcomes:
+    """Reads the recorded ``orders.events.v1`` incrementally (each record parsed once)."""
+
+    def __init__(self, caravan: System, refs: set[str]) -> None:
+        self.caravan = caravan
+        self.refs = refs
+        self.seen = 0
+        self.order_ids: set[str] = set()
+        self.terminal: dict[str, list[CloudEvent]] = {}
+
+    def poll(self) -> int:
+        records = self.caravan.log.records
+        new, self.seen = records[self.seen :], len(records)
+        for record in new:
+            if record.topic != Topic.ORDER_EVENTS.value:
+                continue
+            env = parse_record(Topic.ORDER_EVENTS, record.value).envelope
+            if env.type == "order.placed" and env.data["order_ref"] in self.refs:
+                self.order_ids.add(env.data["order_id"])
+            elif (
+                env.type in ("order.confirmed", "order.cancelled")
+                and env.data.get("order_ref") in self.refs
+            ):
+                self.terminal.setdefault(env.data["order_id"], []).append(env)
+        return len(self.terminal)
+
+
+async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
+    sku = f"INV-RACE-{uuid.uuid4().hex[:8]}"
+    today = datetime.now(UTC).date()
+    await caravan.seed(
+        SeedFile.model_validate(
+            {
+                "sellers": [
+                    {
+                        "id": "inv-seller",
+                        "name": "Inv coop",
+                        "county": "Shawan",
+                        "phone": "+8613000007001",
+                    }
+                ],
+                "products": [
+                    {
+                        "sku": sku,
+                        "seller_id": "inv-seller",
+                        "unit_price_fen": 100,
+                        "name": {"en": sku},
+                    }
+                ],
+                "lots": [
+                    {
+                        "lot_id": f"{sku}-{suffix}",
+                        "sku": sku,
+                        "quantity": quantity,
+                        "available_from": str(today - timedelta(days=10)),
+                        "best_before": str(today + timedelta(days=10 + i)),
+                    }
+                    for i, (suffix, quantity) in enumerate(LOTS.items())
+                ],
+                "buyers": [{**BUYER, "credit_limit_fen": 10**12}],
+            }
+        )
+    )
+    caravan.procs.start(("inventory",), instance=2)
+    try:
+        await _both_instances_in_the_group(caravan)
+        requests = [
+            OrderRequested.model_validate(
+                {
+                    "order_ref": f"INV-RACE-{sku[-8:]}-{n:03d}",
+                    "buyer": BUYER,
+                    "lines": [{"sku": sku, "quantity": 1}],
+                    "payment": {"method": "prepaid"},
+                }
+            )
+            for n in range(ORDERS)
+        ]
+        await asyncio.gather(*(caravan.request(r) for r in requests))
+        outcomes = Outcomes(caravan, {r.order_ref for r in requests})
+        await caravan.wait_for(lambda: [None] * outcomes.poll(), count=ORDERS, timeout=180)
+        sold = caravan.wait_for(
+            lambda: [
+                e
+                for e in caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.sold")
+                if e.data["order_id"] in outcomes.order_ids
+            ],
+            count=sum(LOTS.values()),
+            timeout=60,
+        )
+        await sold
+        caravan.procs.check_alive()
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+
+    assert len(outcomes.order_ids) == ORDERS
+    assert all(len(events) == 1 for events in outcomes.terminal.values())
+    kinds = [events[0] for events in outcomes.terminal.values()]
+    confirmed = [e for e in kinds if e.type == "order.confirmed"]
+    cancelled = [e for e in kinds if e.type == "order.cancelled"]
+    assert len(confirmed) == 100
+    assert len(cancelled) == 200
+    assert {e.data["reason"] for e in cancelled} == {"out_of_stock"}
+
+    rows = await caravan.sql(
+        "select lot_id, received, available, reserved, sold, spoiled from inventory.lots"
+        " where sku = :s order by lot_id",
+        s=sku,
+    )
+    assert [(r.lot_id, r.received, r.available, r.reserved, r.sold, r.spoiled) for r in rows] == [
+        (f"{sku}-{suffix}", quantity, 0, 0, quantity, 0) for suffix, quantity in LOTS.items()
+    ]
+    per_lot = await caravan.sql(
+        "select l.lot_id, sum(l.quantity) from inventory.reservation_lines l"
+        " join inventory.reservations r using (order_id)"
+        " where r.status = 'sold' and l.lot_id like :p group by l.lot_id order by l.lot_id",
+        p=f"{sku}-%",
+    )
+    assert [tuple(r) for r in per_lot] == [(f"{sku}-{s}", q) for s, q in LOTS.items()]
+    confirmed_ids = {e.data["order_id"] for e in confirmed}
+    held = await caravan.sql(
+        "select order_id from inventory.reservations where status = 'sold'"
+        " and order_id = any(:ids)",
+        ids=list(outcomes.order_ids),
+    )
+    assert {r.order_id for r in held} == confirmed_ids

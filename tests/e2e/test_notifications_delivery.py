@@ -1,0 +1,468 @@
+"""SMS delivery end to end: the notifications service against the SMS gateway simulator,
+running as its own process, on real Kafka and PostgreSQL.
+
+The module restarts notifications pointed at the simulator, with short retry delays and
+quiet hours that cover the present moment in Shanghai (but not in UTC), and restores it.
+"""
+
+import asyncio
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from caravan import system
+from shared.events.envelope import CloudEvent, new_event
+from shared.events.orders import OrderRequested
+from shared.events.payments import InstalmentDue
+from shared.seed import SeedFile
+from shared.topics import Topic
+from tests.harness import System, ref
+
+SELLER_PHONE = "+8613000007001"
+MAX_ATTEMPTS = 4
+
+
+def _phone(prefix: str = "+86137", length: int = 14) -> str:
+    return prefix + "".join(random.choices("0123456789", k=length - len(prefix)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def simulator(caravan: System) -> Iterator[str]:
+    """The SMS gateway simulator as a real process; its base URL."""
+    port = _free_port()
+    log = (caravan.procs.log_dir / "sms-simulator.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.notifications.simulator", "--port", str(port)],
+        cwd=system.REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # a loaded 2-core machine imports slowly
+        while True:
+            assert proc.poll() is None, "the simulator exited"
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the simulator did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _quiet_now() -> dict[str, str]:
+    """Quiet hours around the present moment in Shanghai (8 hours away from UTC)."""
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    start, end = now - timedelta(hours=1), now + timedelta(hours=2)
+    return {
+        "CARAVAN_NOTIFICATIONS_QUIET_START": start.strftime("%H:%M"),
+        "CARAVAN_NOTIFICATIONS_QUIET_END": end.strftime("%H:%M"),
+    }
+
+
+ENV: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+async def sms(caravan: System, simulator: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Notifications sending through the simulator (restored to its defaults afterwards)."""
+    today = datetime.now(UTC).date()
+    await caravan.seed(
+        SeedFile.model_validate(
+            {
+                "sellers": [
+                    {
+                        "id": "n-seller",
+                        "name": "Walnut coop",
+                        "county": "Shawan",
+                        "phone": SELLER_PHONE,
+                    }
+                ],
+                "products": [
+                    {
+                        "sku": "N-WALNUT",
+                        "seller_id": "n-seller",
+                        "unit_price_fen": 2000,
+                        "name": {"zh-CN": "核桃", "ug-CN": "ياڭاق", "en": "Walnuts"},
+                    }
+                ],
+                "lots": [
+                    {
+                        "lot_id": "N-WAL-1",
+                        "sku": "N-WALNUT",
+                        "quantity": 1_000_000,
+                        "available_from": str(today - timedelta(days=30)),
+                        "best_before": str(today + timedelta(days=365)),
+                    }
+                ],
+            }
+        )
+    )
+    env = {
+        "CARAVAN_NOTIFICATIONS_GATEWAY_URL": simulator,
+        "CARAVAN_NOTIFICATIONS_RETRY_BASE_SECONDS": "0.05",
+        "CARAVAN_NOTIFICATIONS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "CARAVAN_NOTIFICATIONS_GATEWAY_TIMEOUT_SECONDS": "1",
+        "CARAVAN_NOTIFICATIONS_LEASE_SECONDS": "3",
+        **_quiet_now(),
+    }
+    ENV.update(env)
+    await caravan.restart(("notifications",), **env)
+    try:
+        async with httpx.AsyncClient(base_url=simulator, timeout=5) as client:
+            yield client
+    finally:
+        await caravan.restart(("notifications",))
+
+
+async def _script(sim: httpx.AsyncClient, to: str, *actions: str) -> None:
+    (await sim.post("/script", json={"to": to, "actions": list(actions)})).raise_for_status()
+
+
+async def _requests(sim: httpx.AsyncClient, to: str | None = None) -> list[dict[str, Any]]:
+    """Every request the simulator got (for ``to``), with its time and its answer."""
+    return list((await sim.get("/requests", params={"to": to} if to else {})).json())
+
+
+async def _messages(sim: httpx.AsyncClient, to: str) -> list[dict[str, Any]]:
+    """The messages the simulator accepted for ``to``, one per dedup key."""
+    return list((await sim.get("/messages", params={"to": to})).json())
+
+
+async def _order(caravan: System, phone: str, locale: str = "en", qty: int = 2) -> str:
+    req = OrderRequested.model_validate(
+        {
+            "order_ref": ref("N"),
+            "buyer": {"id": "t-rich", "phone": phone, "locale": locale},
+            "lines": [{"sku": "N-WALNUT", "quantity": qty}],
+            "payment": {"method": "prepaid"},
+        }
+    )
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    return order_id
+
+
+def _sms(caravan: System, kind: str, **match: Any) -> list[CloudEvent]:
+    return caravan.log.events(Topic.NOTIFICATION_EVENTS, type=kind, **match)
+
+
+async def test_failures_then_success_send_one_sms_and_the_receipt_is_delivered(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    phone = _phone()
+    await _script(sms, phone, "fail", "fail")
+    order_id = await _order(caravan, phone)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    assert sent[0].data["attempts"] == 3 and sent[0].data["purpose"] == "order_confirmed"
+    assert "Walnuts x2" in sent[0].data["text"] and sent[0].data["encoding"] == "GSM-7"
+    assert [r["action"] for r in (await _requests(sms, phone))] == [
+        "fail",
+        "fail",
+        "accept",
+    ]
+    messages = await _messages(sms, phone)
+    assert len(messages) == 1 and messages[0]["requests"] == 1
+    sms_id = sent[0].data["sms_id"]
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sms_id))
+    assert (
+        await caravan.scalar("select status from notifications.sms where sms_id = :s", s=sms_id)
+        == "delivered"
+    )
+    # The seller of the goods is told too, once, in the default locale.
+    seller = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.sent", order_id=order_id, to=SELLER_PHONE)
+    )
+    assert seller[0].data["purpose"] == "new_order" and seller[0].data["locale"] == "zh-CN"
+    assert "核桃 x2" in seller[0].data["text"] and "¥40.00" in seller[0].data["text"]
+    assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def test_429_is_retried_after_retry_after(caravan: System, sms: httpx.AsyncClient) -> None:
+    phone = _phone()
+    await _script(sms, phone, "429:2")
+    order_id = await _order(caravan, phone)
+    await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    requests = await _requests(sms, phone)
+    assert [r["action"] for r in requests] == ["429:2", "accept"]
+    assert requests[1]["at"] - requests[0]["at"] >= 1.95  # base backoff is 0.05 s
+    assert len(await _messages(sms, phone)) == 1
+
+
+async def test_a_lost_answer_is_resent_with_the_same_dedup_key_and_sent_once(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    phone = _phone()
+    await _script(sms, phone, "timeout:2")  # accepted, but the answer comes after our 1 s timeout
+    order_id = await _order(caravan, phone)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    requests = await _requests(sms, phone)
+    assert len({r["dedup_key"] for r in requests}) == 1 and len(requests) == 2
+    messages = await _messages(sms, phone)
+    assert len(messages) == 1 and messages[0]["requests"] == 2
+    # The receipt came before the send was recorded: refused, retried, then applied once.
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sent[0].data["sms_id"]))
+    assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.AsyncClient) -> None:
+    flaky, refused = _phone(), _phone()
+    await _script(sms, flaky, *["fail"] * MAX_ATTEMPTS)
+    await _script(sms, refused, "reject")
+    first, second = await asyncio.gather(_order(caravan, flaky), _order(caravan, refused))
+    failed = await caravan.wait_for(lambda: _sms(caravan, "sms.failed", order_id=first, to=flaky))
+    assert failed[0].data["reason"] == "retries_exhausted"
+    assert failed[0].data["attempts"] == MAX_ATTEMPTS
+    rejected = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.failed", order_id=second, to=refused)
+    )
+    assert rejected[0].data["reason"] == "rejected" and rejected[0].data["attempts"] == 1
+    assert len(await _requests(sms, flaky)) == MAX_ATTEMPTS
+    assert (await _messages(sms, flaky)) == []
+    assert not _sms(caravan, "sms.sent", order_id=first, to=flaky)
+
+
+async def test_opted_out_and_invalid_numbers_get_nothing(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    admin = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_NOTIFICATIONS_HTTP_PORT']}"
+    opted, invalid = _phone(), _phone("+86127")  # 12x is no mainland mobile prefix
+    async with httpx.AsyncClient(base_url=admin) as http:
+        assert (await http.put(f"/opt-outs/{opted}")).status_code == 204
+        assert (await http.get(f"/opt-outs/{opted}")).json()["opted_out"] is True
+        bad = await http.put("/opt-outs/12345")
+        assert bad.status_code == 422
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        order_id, other = await asyncio.gather(_order(caravan, opted), _order(caravan, invalid))
+        failed = await caravan.wait_for(
+            lambda: _sms(caravan, "sms.failed", order_id=other, to=invalid)
+        )
+        assert failed[0].data["reason"] == "invalid_phone"
+        status = await _wait_sql(
+            caravan,
+            'select status from notifications.sms where order_id = :o and "to" = :p',
+            o=order_id,
+            p=opted,
+        )
+        assert status == "suppressed"
+        assert (await http.delete(f"/opt-outs/{opted}")).status_code == 204
+        assert (await http.get(f"/opt-outs/{opted}")).json()["opted_out"] is False
+    assert (await _requests(sms, opted)) == []
+    assert (await _requests(sms, invalid)) == []
+    assert not _sms(caravan, "sms.sent", order_id=order_id, to=opted)
+
+
+async def _wait_sql(caravan: System, query: str, timeout: float = 30.0, **params: Any) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await caravan.scalar(query, **params)
+        if value is not None:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no row after {timeout}s: {query}")
+
+
+def _reminder(order_id: str, stage: str) -> CloudEvent:
+    data = InstalmentDue.model_validate(
+        {
+            "order_id": order_id,
+            "loan_id": f"loan-{order_id}",
+            "buyer_id": "t-rich",
+            "number": 1,
+            "due": str(date.today() + timedelta(days=3 if stage == "upcoming" else 0)),
+            "amount_fen": 4000,
+            "stage": stage,
+        }
+    )
+    return new_event(data, source="caravan/payments", correlation_id=order_id)
+
+
+async def _publish(caravan: System, event: CloudEvent) -> None:
+    key = str(event.data["order_id"]).encode()
+    await caravan.publish_raw(Topic.PAYMENT_EVENTS.value, event.to_json(), key=key)
+
+
+async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    shanghai, london = _phone(), _phone("+447700", 13)
+    in_china, in_uk = await asyncio.gather(
+        _order(caravan, shanghai, "ug-CN"), _order(caravan, london, "en")
+    )
+    # Order outcomes ignore quiet hours: it is quiet in Shanghai now, and the buyer is told.
+    await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=in_china, to=shanghai))
+    for order_id in (in_china, in_uk):
+        upcoming = _reminder(order_id, "upcoming")
+        await _publish(caravan, upcoming)
+        await _publish(caravan, upcoming)  # redelivered
+        await _publish(caravan, _reminder(order_id, "upcoming"))  # announced again
+        await _publish(caravan, _reminder(order_id, "today"))
+    # London is not in quiet hours (UTC): both reminders go out, once each.
+    sent = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.sent", order_id=in_uk, purpose="instalment_today")
+    )
+    assert sent[0].data["to"] == london and "is due today" in sent[0].data["text"]
+    upcoming_sent = _sms(caravan, "sms.sent", order_id=in_uk, purpose="instalment_upcoming")
+    assert len(upcoming_sent) == 1 and "CNY 40.00" in upcoming_sent[0].data["text"]
+    # Shanghai is: both reminders are queued, once each, for the end of the quiet hours.
+    await _wait_sql(
+        caravan,
+        "select sms_id from notifications.sms where order_id = :o and purpose = :p",
+        o=in_china,
+        p="instalment_today",
+    )
+    rows = await caravan.sql(
+        "select purpose, status, next_attempt_at, text from notifications.sms"
+        " where order_id = :o and purpose like 'instalment%' order by purpose",
+        o=in_china,
+    )
+    assert [(r.purpose, r.status) for r in rows] == [
+        ("instalment_today", "pending"),
+        ("instalment_upcoming", "pending"),
+    ]
+    assert all(r.next_attempt_at > datetime.now(UTC) + timedelta(minutes=55) for r in rows)
+    assert "ئەسكەرتىش" in rows[1].text
+    assert not _sms(caravan, "sms.sent", order_id=in_china, purpose="instalment_upcoming")
+    assert (await _requests(sms, shanghai))[-1]["action"] == "accept"
+    assert len(await _messages(sms, shanghai)) == 1  # the confirmation
+
+
+async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    phone = _phone()
+    await _script(sms, phone, "timeout:30")  # accepted; we stop before the answer comes
+    order_id = await _order(caravan, phone)
+    deadline = time.monotonic() + 30
+    while not await _requests(sms, phone):
+        assert time.monotonic() < deadline, "the first send never reached the simulator"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+    assert (
+        await caravan.scalar(
+            'select status from notifications.sms where order_id = :o and "to" = :p',
+            o=order_id,
+            p=phone,
+        )
+        == "sending"
+    )
+    await caravan.restart(("notifications",), **ENV)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    assert sent[0].data["attempts"] == 2
+    messages = await _messages(sms, phone)
+    assert len(messages) == 1 and messages[0]["requests"] == 2
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sent[0].data["sms_id"]))
+    assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def _rewind(
+    bootstrap: str, group: str, topic: str
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Commit the earliest offsets of ``topic`` for ``group`` (whose members are stopped);
+    returns them and the end offsets at that time."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        meta = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        earliest = {tp: await consumer.position(tp) for tp in tps}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await consumer.commit(earliest)
+                break
+            except Exception:  # the stopped members may not have left the group yet
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        assert {tp: (await consumer.committed(tp)) for tp in tps} == earliest
+        return earliest, dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def _caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        done = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return all(tp in done and done[tp].offset >= end for tp, end in ends.items())
+
+
+async def _consumed(caravan: System, topic: str) -> dict[str, float]:
+    port = caravan.procs.env["CARAVAN_NOTIFICATIONS_HTTP_PORT"]
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "caravan_records_consumed_total" and sample.labels["topic"] == topic
+    }
+
+
+async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    phone = _phone()
+    order_id = await _order(caravan, phone)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sent[0].data["sms_id"]))
+    await caravan.wait_for(
+        lambda: _sms(caravan, "sms.delivered", order_id=order_id, to=SELLER_PHONE)
+    )
+    count = "select count(*) from notifications.{}"
+    rows, outbox = (
+        await caravan.scalar(count.format("sms")),
+        await caravan.scalar(count.format("outbox")),
+    )
+    requests = len(await _requests(sms))
+    topic = Topic.ORDER_EVENTS.value
+
+    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+    earliest, ends = await _rewind(caravan.infra.kafka_bootstrap, "caravan-notifications", topic)
+    await caravan.restart(("notifications",), **ENV)
+
+    # The replay is over when the group has committed the end of every partition again...
+    deadline = time.monotonic() + 60
+    while not await _caught_up(caravan.infra.kafka_bootstrap, "caravan-notifications", ends):
+        assert time.monotonic() < deadline, "the replay did not finish"
+        await asyncio.sleep(0.2)
+    # ... and every record was read again, and found handled already.
+    consumed = await _consumed(caravan, topic)
+    assert consumed.get("duplicate", 0) > 0
+    assert sum(consumed.values()) >= sum(ends.values()) - sum(earliest.values())
+    assert await caravan.scalar(count.format("sms")) == rows
+    assert await caravan.scalar(count.format("outbox")) == outbox
+    assert len(await _requests(sms)) == requests

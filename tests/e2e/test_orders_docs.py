@@ -1,0 +1,135 @@
+"""The documents the orders service serves: AsyncAPI (every topic and event type of the
+contract) and OpenAPI (fuzzed with schemathesis against the running service)."""
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from caravan.system import REPO_ROOT
+from shared.topics import ALL_TOPICS, EventType
+from tests.harness import System
+
+CONTRACT = REPO_ROOT.parent / "shared" / "CONTRACT.md"
+
+
+def contract_names(text: str) -> tuple[set[str], set[str]]:
+    """The topics and the event types that CONTRACT.md names."""
+    topics = set(re.findall(r"`([a-z]+\.[a-z]+\.v\d+)`", text))
+    types: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("Key:") and "Type" in line:  # "Key: ... Type(s): `a.b`, ..."
+            types |= set(re.findall(r"`([a-z]+\.[a-z_]+)`", line.split("Type", 1)[1]))
+        if match := re.match(r"\| `([a-z]+\.[a-z_]+)` \|", line):  # a row of a types table
+            types.add(match.group(1))
+    return topics, types
+
+
+def _walk(document: dict[str, Any], ref: str) -> Any:
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def event_types(document: dict[str, Any], schema: Any) -> set[str]:
+    """The CloudEvent ``type`` constants a message payload schema allows."""
+    if "$ref" in schema:
+        return event_types(document, _walk(document, schema["$ref"]))
+    found: set[str] = set()
+    for option in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found |= event_types(document, option)
+    const = schema.get("properties", {}).get("type", {}).get("const")
+    if const is not None:
+        found.add(const)
+    return found
+
+
+def types_by_topic(document: dict[str, Any]) -> dict[str, set[str]]:
+    """For each topic (channel address), the event types of its messages."""
+    found: dict[str, set[str]] = {}
+    for channel in document["channels"].values():
+        types = found.setdefault(channel["address"], set())
+        for message in channel["messages"].values():
+            payload = _walk(document, message["$ref"])["payload"]
+            types |= event_types(document, payload)
+    return found
+
+
+async def test_asyncapi_names_every_topic_and_event_type_of_the_contract(caravan: System) -> None:
+    response = await caravan.client.get("/asyncapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["asyncapi"].startswith("3.")
+    topics = types_by_topic(document)
+    contract_topics, contract_types = contract_names(CONTRACT.read_text())
+    assert {"orders.requests.v1", "orders.events.v1", "notifications.events.v1"} <= contract_topics
+    assert {"order.requested", "order.rejected", "sms.failed"} <= contract_types
+    assert contract_topics | set(ALL_TOPICS) <= set(topics)
+    documented = set().union(*topics.values())
+    assert contract_types | {t.value for t in EventType} <= documented
+    # Each type is documented on its own topic, e.g. the storefronts' one on the requests topic.
+    assert topics["orders.requests.v1"] == {"order.requested"}
+    assert {"order.placed", "order.rejected"} <= topics["orders.events.v1"]
+    assert "stock.expired" in topics["inventory.events.v1"]
+    receivers = {name for name, op in document["operations"].items() if op["action"] == "receive"}
+    assert "orders:inventory.events.v1" in receivers and "payments:orders.events.v1" in receivers
+    page = await caravan.client.get("/asyncapi")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "orders.events.v1" in page.text
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def fuzz(base_url: str, examples: int) -> list[str]:
+    """Run schemathesis over each orders operation; returns the operations it exercised."""
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json").include(tag="orders")
+    exercised = []
+    for result in schema.get_all_operations():
+        operation = result.ok()  # type: ignore[union-attr]  # Err would be a schema error
+        strategy = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
+        )
+
+        @given(case=strategy)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def call(case: Any) -> None:
+            case.call_and_validate(base_url=base_url, checks=CHECKS)
+
+        call()
+        exercised.append(operation.label)
+    return exercised
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+async def test_schemathesis_finds_no_5xx_and_only_documented_answers(caravan: System) -> None:
+    exercised = await asyncio.to_thread(fuzz, caravan.http_base, 25)
+    assert sorted(exercised) == [
+        "GET /orders",
+        "GET /orders/{order_id}",
+        "POST /orders",
+        "POST /orders/{order_id}/cancel",
+    ]

@@ -1,0 +1,390 @@
+"""The orders state machine on the running system (real Kafka, real PostgreSQL): duplicated
+events, a hold that ran out, buyer cancellation racing confirmation, the saga deadline."""
+
+import asyncio
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from caravan import system
+from shared.events.envelope import CloudEvent, EventData, new_event
+from shared.events.inventory import StockExpired, StockRejected
+from shared.events.orders import OrderRequested
+from shared.events.payments import PaymentAuthorized, PaymentDeclined
+from shared.seed import SeedFile
+from shared.topics import Topic
+from tests.harness import System, ref
+
+RICH = {"id": "ord-rich", "phone": "+8613900009101", "locale": "en"}
+POOR = {"id": "ord-poor", "phone": "+8613900009102", "locale": "zh-CN"}
+PRICE = 1200
+TERMINAL = ("order.confirmed", "order.cancelled")
+SAGA_TOPICS = (Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS)
+
+
+def orders_seed() -> SeedFile:
+    today = datetime.now(UTC).date()
+    year = timedelta(days=365)
+    return SeedFile.model_validate(
+        {
+            "sellers": [
+                {"id": "ord-seller", "name": "Orders test coop", "county": "Shawan",
+                 "phone": "+8613000009101"}
+            ],
+            "products": [
+                {"sku": "ORD-PEPPER", "seller_id": "ord-seller", "unit_price_fen": PRICE,
+                 "name": {"en": "ORD pepper"}}
+            ],
+            "lots": [
+                {"lot_id": "ORD-PEP-1", "sku": "ORD-PEPPER", "quantity": 1_000_000,
+                 "available_from": str(today - year), "best_before": str(today + year)}
+            ],
+            "buyers": [
+                {**RICH, "credit_limit_fen": 10**12},
+                {**POOR, "credit_limit_fen": 100},
+            ],
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+async def seeded(caravan: System) -> None:
+    await caravan.seed(orders_seed())  # idempotent: loading it again changes nothing
+
+
+def order(buyer: dict[str, str] = RICH, method: str = "microloan") -> OrderRequested:
+    payment = {"method": method, "term_months": 3} if method == "microloan" else {"method": method}
+    return OrderRequested.model_validate(
+        {
+            "order_ref": ref("ORD"),
+            "buyer": buyer,
+            "lines": [{"sku": "ORD-PEPPER", "quantity": 2}],
+            "payment": payment,
+        }
+    )
+
+
+def body(buyer: dict[str, str] = RICH, method: str = "microloan") -> dict[str, object]:
+    return order(buyer, method).model_dump(mode="json", exclude={"order_ref"})
+
+
+async def timeline(caravan: System, order_id: str) -> list[str]:
+    rows = await caravan.sql(
+        "select type from orders.timeline where order_id = :o order by id", o=order_id
+    )
+    return [r.type for r in rows]
+
+
+async def until(
+    caravan: System, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}")
+        caravan.procs.check_alive()
+        await asyncio.sleep(0.1)
+
+
+async def publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:
+    await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
+
+
+async def emit_as(caravan: System, data: EventData, service: str) -> CloudEvent:
+    """Publish ``data`` as if ``service`` had emitted it (a new event id)."""
+    order_id = str(getattr(data, "order_id"))  # noqa: B009
+    event = new_event(data, source=f"caravan/{service}", correlation_id=order_id)
+    await publish(caravan, event, data.topic, order_id)
+    return event
+
+
+async def one_terminal(caravan: System, order_id: str) -> str:
+    """The order's only terminal event type, checked in its timeline (each emitted event is
+    recorded there in the transaction that emits it) and in the Kafka log."""
+    steps = await timeline(caravan, order_id)
+    assert len([s for s in steps if s in TERMINAL]) == 1, steps
+    assert len({e.id for e in caravan.terminal(order_id)}) == 1  # the tests copy some events
+    return next(s for s in steps if s in TERMINAL)
+
+
+async def reservation(caravan: System, order_id: str) -> str | None:
+    status = await caravan.scalar(
+        "select status from inventory.reservations where order_id = :o", o=order_id
+    )
+    return None if status is None else str(status)
+
+
+async def active_loans(caravan: System, order_id: str) -> int:
+    return int(
+        await caravan.scalar(
+            "select count(*) from payments.loans where order_id = :o and status = 'active'",
+            o=order_id,
+        )
+    )
+
+
+async def payment_settled(caravan: System, order_id: str) -> bool:
+    """Payments has seen the order's cancellation (nothing lent, or the loan voided)."""
+    status = await caravan.scalar(
+        "select status from payments.payments where order_id = :o", o=order_id
+    )
+    return status in ("cancelled", "voided")
+
+
+async def compensated(caravan: System, order_id: str) -> None:
+    """A cancelled order ends holding no stock and no active loan."""
+    await until(caravan, lambda: payment_settled(caravan, order_id), f"payments of {order_id}")
+    await until(
+        caravan,
+        lambda: reservation_in(caravan, order_id, ("released", None)),
+        f"stock of {order_id} released",
+    )
+    assert await active_loans(caravan, order_id) == 0
+
+
+async def reservation_in(caravan: System, order_id: str, allowed: tuple[str | None, ...]) -> bool:
+    return await reservation(caravan, order_id) in allowed
+
+
+async def recorded(caravan: System, order_id: str, step: str) -> bool:
+    return step in await timeline(caravan, order_id)
+
+
+@asynccontextmanager
+async def payments_stopped(caravan: System) -> AsyncIterator[None]:
+    """Payments is down, so orders stay pending with their stock held."""
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        yield
+    finally:
+        caravan.procs.start(("payments",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+
+
+async def reserved(caravan: System, order_id: str) -> CloudEvent:
+    found = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id)
+    )
+    return found[0]
+
+
+# --- every event twice -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("buyer", "outcome", "inputs"),
+    [
+        (RICH, ("order.confirmed", None), ("stock.reserved", "payment.authorized")),
+        (POOR, ("order.cancelled", "credit_declined"), ("stock.reserved", "payment.declined")),
+    ],
+    ids=["confirmed", "credit-declined"],
+)
+async def test_every_saga_event_twice_still_ends_the_order_once(
+    caravan: System,
+    buyer: dict[str, str],
+    outcome: tuple[str, str | None],
+    inputs: tuple[str, str],
+) -> None:
+    req = order(buyer)
+    requested = await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    first = await caravan.outcome(order_id)
+    assert (first.type, first.data.get("reason")) == outcome
+    if first.type == "order.cancelled":
+        await caravan.wait_for(
+            lambda: caravan.log.events(
+                Topic.INVENTORY_EVENTS, type="stock.released", order_id=order_id
+            )
+        )
+    events = [(t, e) for t in SAGA_TOPICS for e in caravan.log.events(t, order_id=order_id)]
+    # The same events again (each service's inbox drops them) ...
+    await publish(caravan, requested, Topic.ORDER_REQUESTS, req.order_ref)
+    for topic, event in events:
+        await publish(caravan, event, topic, order_id)
+    # ... and the same facts under new event ids, which reach the orders handlers.
+    again = requested.model_copy(update={"id": str(uuid.uuid4())})
+    await publish(caravan, again, Topic.ORDER_REQUESTS, req.order_ref)
+    for topic, event in events:
+        if event.type in inputs:
+            await publish(
+                caravan, event.model_copy(update={"id": str(uuid.uuid4())}), topic, order_id
+            )
+
+    async def copies_recorded() -> bool:
+        steps = await timeline(caravan, order_id)
+        handled = await caravan.scalar(
+            "select count(*) from orders.inbox where key = :k", k=f"{again.source}|{again.id}"
+        )
+        return handled == 1 and all(steps.count(t) == 2 for t in inputs)
+
+    # The new-id copies were published last on their partitions: once they are recorded,
+    # every copy before them has been consumed as well.
+    await until(caravan, copies_recorded, "the copies to be handled")
+    assert await one_terminal(caravan, order_id) == outcome[0]
+    steps = await timeline(caravan, order_id)
+    assert steps.count("order.placed") == 1
+    assert (
+        await caravan.scalar(
+            "select count(*) from orders.orders where order_ref = :r", r=req.order_ref
+        )
+        == 1
+    )
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
+    assert len({e.id for e in placed}) == 1
+    if first.type == "order.confirmed":
+        assert await reservation(caravan, order_id) == "sold"
+        assert await active_loans(caravan, order_id) == 1
+    else:
+        assert await reservation(caravan, order_id) == "released"
+        assert await active_loans(caravan, order_id) == 0
+
+
+# --- a hold that ran out, and the buyer cancelling a pending order ---------------------------
+
+
+async def test_stock_expired_cancels_a_pending_order_and_is_only_recorded_after_the_end(
+    caravan: System,
+) -> None:
+    done = order()
+    await caravan.request(done)
+    done_id = await caravan.placed(done.order_ref)
+    assert (await caravan.outcome(done_id)).type == "order.confirmed"
+    await emit_as(caravan, StockExpired(order_id=done_id), "inventory")
+
+    async with payments_stopped(caravan):
+        held = await caravan.client.post(
+            "/orders", json=body(), headers={"Idempotency-Key": ref("ORD")}
+        )
+        by_buyer = await caravan.client.post(
+            "/orders", json=body(), headers={"Idempotency-Key": ref("ORD")}
+        )
+        assert held.status_code == by_buyer.status_code == 202
+        held_id, buyer_id = held.json()["order_id"], by_buyer.json()["order_id"]
+        await reserved(caravan, held_id)
+        await reserved(caravan, buyer_id)
+
+        await emit_as(caravan, StockExpired(order_id=held_id), "inventory")
+        expired = await caravan.outcome(held_id)
+        assert (expired.type, expired.data["reason"]) == ("order.cancelled", "expired")
+
+        cancelled = await caravan.client.post(f"/orders/{buyer_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert (cancelled.json()["status"], cancelled.json()["reason"]) == (
+            "cancelled",
+            "cancelled_by_buyer",
+        )
+        again = await caravan.client.post(f"/orders/{buyer_id}/cancel")
+        assert again.status_code == 200 and again.json()["reason"] == "cancelled_by_buyer"
+        outcome = await caravan.outcome(buyer_id)
+        assert outcome.data["reason"] == "cancelled_by_buyer"
+
+    await until(
+        caravan,
+        lambda: recorded(caravan, done_id, "stock.expired"),
+        "stock.expired recorded on the confirmed order",
+    )
+    assert await one_terminal(caravan, done_id) == "order.confirmed"
+    for order_id in (held_id, buyer_id):
+        await compensated(caravan, order_id)
+        assert await one_terminal(caravan, order_id) == "order.cancelled"
+
+
+# --- cancellation racing confirmation --------------------------------------------------------
+
+
+async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
+    caravan: System,
+) -> None:
+    n = 12
+    async with payments_stopped(caravan):
+        placed = [
+            await caravan.client.post(
+                "/orders", json=body(), headers={"Idempotency-Key": ref("ORD-RACE")}
+            )
+            for _ in range(n + 1)
+        ]
+        ids = [p.json()["order_id"] for p in placed]
+        totals = [int((await reserved(caravan, i)).data["total_fen"]) for i in ids]
+
+        def authorized(i: int) -> PaymentAuthorized:
+            return PaymentAuthorized(
+                order_id=ids[i], buyer_id=RICH["id"], method="microloan",
+                amount_fen=totals[i], term_months=3,
+            )  # fmt: skip
+
+        # How long an authorisation takes to confirm here: the cancels below are spread from
+        # well before to well after it, so that both sides win some of the races.
+        started = asyncio.get_running_loop().time()
+        await emit_as(caravan, authorized(n), "payments")
+        assert (await caravan.outcome(ids[n])).type == "order.confirmed"
+        latency = asyncio.get_running_loop().time() - started
+
+        async def race(i: int) -> int:
+            async def cancel() -> int:
+                await asyncio.sleep(2 * latency * i / (n - 1))
+                return (await caravan.client.post(f"/orders/{ids[i]}/cancel")).status_code
+
+            _, status = await asyncio.gather(emit_as(caravan, authorized(i), "payments"), cancel())
+            return status
+
+        statuses = await asyncio.gather(*(race(i) for i in range(n)))
+        outcomes = [await caravan.outcome(i) for i in ids[:n]]
+
+    assert set(statuses) <= {200, 409}
+    for order_id, status, outcome in zip(ids[:n], statuses, outcomes, strict=True):
+        assert await one_terminal(caravan, order_id) == outcome.type
+        if status == 200:
+            assert outcome.data["reason"] == "cancelled_by_buyer"
+            await compensated(caravan, order_id)
+        else:
+            assert outcome.type == "order.confirmed"
+            await until(
+                caravan,
+                functools.partial(reservation_in, caravan, order_id, ("sold",)),
+                "the stock of a confirmed order to be sold",
+            )
+    assert 200 in statuses and 409 in statuses, statuses
+
+
+# --- the saga deadline -----------------------------------------------------------------------
+
+
+async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_recorded(
+    caravan: System,
+) -> None:
+    await caravan.restart(("orders",), CARAVAN_SAGA_DEADLINE_SECONDS="2")
+    try:
+        async with payments_stopped(caravan):
+            req = order()
+            await caravan.request(req)
+            order_id = await caravan.placed(req.order_ref)
+            await reserved(caravan, order_id)
+            expired = await caravan.outcome(order_id)
+            assert (expired.type, expired.data["reason"]) == ("order.cancelled", "expired")
+            body_ = (await caravan.client.get(f"/orders/{order_id}")).json()
+            assert (body_["status"], body_["reason"]) == ("cancelled", "expired")
+            await emit_as(
+                caravan, PaymentDeclined(order_id=order_id, reason="credit_declined"), "payments"
+            )
+            await emit_as(
+                caravan,
+                StockRejected(order_id=order_id, reason="out_of_stock", skus=["ORD-PEPPER"]),
+                "inventory",
+            )
+            await until(
+                caravan,
+                lambda: recorded(caravan, order_id, "stock.rejected"),
+                "the late rejection to be recorded",
+            )
+    finally:
+        await caravan.restart(("orders",))
+    steps = await timeline(caravan, order_id)
+    assert steps.index("order.cancelled") < steps.index("payment.declined")
+    assert await one_terminal(caravan, order_id) == "order.cancelled"
+    await compensated(caravan, order_id)
+    final = (await caravan.client.get(f"/orders/{order_id}")).json()
+    assert (final["status"], final["reason"]) == ("cancelled", "expired")

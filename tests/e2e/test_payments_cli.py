@@ -1,0 +1,41 @@
+"""``caravan payments`` subcommands against the running payments admin API."""
+
+import asyncio
+
+from typer.testing import CliRunner
+
+from caravan.payments_cli import app
+from tests.e2e.test_payments_credit import buyer, order, payments_seed, run
+from tests.harness import System
+
+
+async def test_credit_and_repayment_commands(caravan: System) -> None:
+    await caravan.seed(payments_seed())
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+    runner = CliRunner()
+
+    async def cli(*args: str) -> tuple[int, str]:
+        command = [args[0], "--url", url, *args[1:]]  # options before a "--"
+        result = await asyncio.to_thread(runner.invoke, app, command)
+        return result.exit_code, result.output
+
+    who = buyer("cli")
+    assert await cli("credit-set", who, "5000") == (
+        0,
+        f"{who}: limit 5000 fen, outstanding 0 fen, available 5000 fen\n",
+    )
+    code, out = await cli("credit-adjust", who, "--", "-1000")
+    assert code == 0 and "limit 4000 fen" in out
+    code, out = await cli("credit-adjust", who, "--", "-5000")
+    assert code == 1 and "Limit would be negative" in out
+
+    done = await run(caravan, order(who, {"PAY-UNIT": 30}, term=2))
+    loan_id = done.data["payment"]["loan_id"]
+    code, out = await cli("loan", loan_id)
+    assert code == 0 and "left to pay 3000" in out
+    code, out = await cli("repay", loan_id, "--amount", "1000", "--key", "cli-1")
+    assert code == 0 and "1000 fen (1000 principal, 0 interest)" in out
+    code, out = await cli("repay", loan_id)
+    assert code == 0 and "(repaid)" in out
+    code, out = await cli("credit-show", who)
+    assert (code, out) == (0, f"{who}: limit 4000 fen, outstanding 0 fen, available 4000 fen\n")

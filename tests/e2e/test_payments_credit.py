@@ -1,0 +1,372 @@
+"""Microloans end to end on real Kafka and PostgreSQL: the credit boundary, concurrent
+orders on two payments instances, voids under duplicated cancellations, repayments."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.events.envelope import CloudEvent, new_event
+from shared.events.inventory import ReservedLine, StockReserved
+from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
+from shared.seed import SeedFile
+from shared.topics import Topic
+from tests.harness import System, ref
+
+PHONE = "+8613900004001"
+
+
+def payments_seed() -> SeedFile:
+    today = datetime.now(UTC).date()
+    year = timedelta(days=365)
+    lot: dict[str, Any] = {
+        "quantity": 10**7,
+        "available_from": str(today - year),
+        "best_before": str(today + year),
+    }
+    return SeedFile.model_validate(
+        {
+            "sellers": [
+                {"id": s, "name": s, "county": "Shawan", "phone": f"+86130000040{i}"}
+                for i, s in enumerate(("pay-seller-1", "pay-seller-2"), start=10)
+            ],
+            "products": [
+                {"sku": "PAY-UNIT", "seller_id": "pay-seller-1", "unit_price_fen": 100, "name": {}},
+                {"sku": "PAY-FEN", "seller_id": "pay-seller-2", "unit_price_fen": 1, "name": {}},
+                {"sku": "PAY-BOX", "seller_id": "pay-seller-1", "unit_price_fen": 3500, "name": {}},
+            ],
+            "lots": [
+                {"lot_id": f"LOT-{sku}", "sku": sku, **lot}
+                for sku in ("PAY-UNIT", "PAY-FEN", "PAY-BOX")
+            ],
+        }
+    )
+
+
+def buyer(name: str) -> str:
+    return f"pay-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def order(
+    buyer_id: str, lines: dict[str, int], method: str = "microloan", term: int | None = 3
+) -> OrderRequested:
+    return OrderRequested.model_validate(
+        {
+            "order_ref": ref("PAY"),
+            "buyer": {"id": buyer_id, "phone": PHONE, "locale": "en"},
+            "lines": [{"sku": s, "quantity": q} for s, q in lines.items()],
+            "payment": {"method": method, "term_months": term if method == "microloan" else None},
+        }
+    )
+
+
+async def run(caravan: System, req: OrderRequested) -> CloudEvent:
+    await caravan.request(req)
+    return await caravan.outcome(await caravan.placed(req.order_ref))
+
+
+@pytest.fixture
+async def admin(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the payments admin API (and the module's reference data loaded)."""
+    await caravan.seed(payments_seed())
+    port = caravan.procs.env["CARAVAN_PAYMENTS_HTTP_PORT"]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client
+
+
+async def credit(admin: httpx.AsyncClient, buyer_id: str) -> dict[str, Any]:
+    response = await admin.get(f"/credit-lines/{buyer_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def set_limit(admin: httpx.AsyncClient, buyer_id: str, limit: int) -> None:
+    response = await admin.put(f"/credit-lines/{buyer_id}", json={"credit_limit_fen": limit})
+    assert response.status_code == 200, response.text
+    assert response.json()["credit_limit_fen"] == limit
+
+
+async def test_exactly_the_available_credit_succeeds_and_one_fen_more_is_declined(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    who = buyer("edge")
+    await set_limit(admin, who, 10_000)
+    over = await run(caravan, order(who, {"PAY-UNIT": 100, "PAY-FEN": 1}))  # 10 001 fen
+    assert (over.type, over.data["reason"]) == ("order.cancelled", "credit_declined")
+    exact = await run(caravan, order(who, {"PAY-UNIT": 100}))  # 10 000 fen
+    assert exact.type == "order.confirmed" and exact.data["total_fen"] == 10_000
+    assert await credit(admin, who) == {
+        "buyer_id": who,
+        "credit_limit_fen": 10_000,
+        "outstanding_fen": 10_000,
+        "available_fen": 0,
+    }
+    one_fen = await run(caravan, order(who, {"PAY-FEN": 1}))
+    assert (one_fen.type, one_fen.data["reason"]) == ("order.cancelled", "credit_declined")
+
+    raised = await admin.post(f"/credit-lines/{who}/adjustments", json={"delta_fen": 1})
+    assert raised.status_code == 200 and raised.json()["available_fen"] == 1
+    assert (await run(caravan, order(who, {"PAY-FEN": 1}))).type == "order.confirmed"
+    refused = await admin.post(f"/credit-lines/{who}/adjustments", json={"delta_fen": -10_002})
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (await credit(admin, who))["credit_limit_fen"] == 10_001
+    missing = await admin.get(f"/credit-lines/{buyer('nobody')}")
+    assert missing.status_code == 404
+    bad = await admin.put(f"/credit-lines/{who}", json={"credit_limit_fen": 1.5})
+    assert bad.status_code == 422
+
+
+async def settle(caravan: System, req: OrderRequested) -> CloudEvent:
+    return await caravan.outcome(await caravan.placed(req.order_ref), timeout=60)
+
+
+async def _group_members(bootstrap: str, group: str) -> tuple[str, int]:
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await client.start()
+    try:
+        described = await client.describe_consumer_groups([group])
+        state, members = described[0].groups[0][2], described[0].groups[0][5]
+        return str(state), len(members)
+    finally:
+        await client.close()
+
+
+async def test_concurrent_orders_on_two_payments_instances_never_exceed_the_limit(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    who = buyer("race")
+    await set_limit(admin, who, 5 * 3500)
+    caravan.procs.start(("payments",), instance=2)
+    try:
+        # Each instance has one consumer per subscribed topic: four members when both run.
+        deadline = asyncio.get_running_loop().time() + 60
+        while await _group_members(caravan.infra.kafka_bootstrap, "caravan-payments") != (
+            "Stable",
+            4,
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "instance 2 did not join"
+            caravan.procs.check_alive()
+            await asyncio.sleep(0.2)
+        reqs = [order(who, {"PAY-BOX": 1}, term=1) for _ in range(9)]
+        await asyncio.gather(*(caravan.request(r) for r in reqs))
+        outcomes = await asyncio.gather(*(settle(caravan, r) for r in reqs))
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["payments-2"])
+    kinds = sorted((o.type, o.data.get("reason")) for o in outcomes)
+    assert kinds == [("order.cancelled", "credit_declined")] * 4 + [("order.confirmed", None)] * 5
+    assert await credit(admin, who) == {
+        "buyer_id": who,
+        "credit_limit_fen": 17_500,
+        "outstanding_fen": 17_500,
+        "available_fen": 0,
+    }
+    assert (
+        await caravan.scalar(
+            "select count(*) from payments.loans where buyer_id = :b and status = 'active'", b=who
+        )
+        == 5
+    )
+
+
+async def _publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:
+    await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
+
+
+async def _handled(caravan: System, *events: CloudEvent) -> None:
+    """Wait until payments has handled these events (recorded them in its inbox)."""
+    keys = [f"{e.source}|{e.id}" for e in events]
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        found = await caravan.scalar(
+            "select count(*) from payments.inbox where key = any(:k)", k=keys
+        )
+        if found == len(keys):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{found}/{len(keys)} handled"
+        caravan.procs.check_alive()
+        await asyncio.sleep(0.1)
+
+
+def reserved(order_id: str, buyer_id: str, quantity: int) -> StockReserved:
+    """What inventory says once it holds ``quantity`` of PAY-UNIT for a microloan order."""
+    return StockReserved(
+        order_id=order_id,
+        buyer_id=buyer_id,
+        payment=PaymentRequest(method="microloan", term_months=2),
+        lines=[
+            ReservedLine(
+                sku="PAY-UNIT",
+                quantity=quantity,
+                unit_price_fen=100,
+                seller_id="pay-seller-1",
+                lots=[],
+            )
+        ],
+        total_fen=100 * quantity,
+    )
+
+
+def event(data: StockReserved | OrderCancelled) -> CloudEvent:
+    return new_event(data, source="test/payments", correlation_id=data.order_id)
+
+
+async def test_a_void_restores_credit_once_under_duplicated_cancellations(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # The saga's events are published as the other services would, so that the order is
+    # cancelled after its loan was authorised, and the cancellation delivered many times.
+    who = buyer("void")
+    await set_limit(admin, who, 10_000)
+    order_id = str(uuid.uuid4())
+    await _publish(caravan, event(reserved(order_id, who, 30)), Topic.INVENTORY_EVENTS, order_id)
+    authorized = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+        )
+    )
+    loan_id = authorized[0].data["loan_id"]
+    assert [i["amount_fen"] for i in authorized[0].data["schedule"]] == [1500, 1500]
+    assert (await credit(admin, who))["available_fen"] == 7_000
+
+    cancelled = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    first, second, last = event(cancelled), event(cancelled), event(cancelled)
+    for copy in (first, first, second, first, second, last):
+        await _publish(caravan, copy, Topic.ORDER_EVENTS, order_id)
+    await _handled(caravan, first, second, last)  # same partition: all copies are handled
+
+    assert (await credit(admin, who))["available_fen"] == 10_000
+    assert tuple(
+        (
+            await caravan.sql(
+                "select status, outstanding_fen from payments.loans where loan_id = :l",
+                l=loan_id,
+            )
+        )[0]
+    ) == ("voided", 0)
+    assert (
+        await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
+        == "voided"
+    )
+    voids = await caravan.scalar(
+        "select count(*) from payments.outbox"
+        " where convert_from(value, 'UTF8')::jsonb ->> 'type' = 'payment.voided'"
+        " and convert_from(value, 'UTF8')::jsonb -> 'data' ->> 'order_id' = :o",
+        o=order_id,
+    )
+    assert voids == 1
+    assert (
+        await caravan.scalar(
+            "select count(distinct txn_id) from payments.ledger_entries where loan_id = :l",
+            l=loan_id,
+        )
+        == 2
+    )  # the disbursement and its void
+    assert (
+        await caravan.scalar(
+            "select sum(amount_fen) from payments.ledger_entries where loan_id = :l", l=loan_id
+        )
+        == 0
+    )
+    assert set(
+        await caravan.sql("select status from payments.payables where order_id = :o", o=order_id)
+    ) == {("cancelled",)}
+
+
+async def test_a_cancellation_before_the_reservation_means_no_loan(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    who = buyer("early")
+    await set_limit(admin, who, 10_000)
+    order_id = str(uuid.uuid4())
+    cancel = event(OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired"))
+    late = event(reserved(order_id, who, 10))
+    await _publish(caravan, cancel, Topic.ORDER_EVENTS, order_id)
+    await _handled(caravan, cancel)
+    await _publish(caravan, late, Topic.INVENTORY_EVENTS, order_id)
+    await _handled(caravan, late)
+    assert (
+        await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id)
+        == 0
+    )
+    assert (await credit(admin, who))["available_fen"] == 10_000
+
+
+async def repay(
+    admin: httpx.AsyncClient, loan_id: str, key: str, amount: int | None
+) -> httpx.Response:
+    return await admin.post(
+        f"/loans/{loan_id}/repayments",
+        json={} if amount is None else {"amount_fen": amount},
+        headers={"Idempotency-Key": key},
+    )
+
+
+async def test_repayments_allocate_to_instalments_and_restore_credit(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    who = buyer("repay")
+    await set_limit(admin, who, 50_000)
+    done = await run(caravan, order(who, {"PAY-UNIT": 100}, term=3))
+    loan_id = done.data["payment"]["loan_id"]
+    loan = (await admin.get(f"/loans/{loan_id}")).json()
+    assert [i["amount_fen"] for i in loan["schedule"]] == [3334, 3333, 3333]
+    assert loan["schedule"][0]["due"] > date.today().isoformat()
+    assert (loan["outstanding_fen"], loan["remaining_fen"], loan["overdue_fen"]) == (
+        10_000,
+        10_000,
+        0,
+    )
+
+    partial = await repay(admin, loan_id, "r1", 1_000)
+    assert partial.status_code == 201, partial.text
+    assert partial.json()["allocations"] == [
+        {"number": 1, "amount_fen": 1_000, "interest_fen": 0, "principal_fen": 1_000}
+    ]
+    assert partial.json()["loan"]["outstanding_fen"] == 9_000
+    assert (await credit(admin, who))["available_fen"] == 41_000
+    again = await repay(admin, loan_id, "r1", 1_000)  # a retried request: no second repayment
+    assert again.status_code == 200 and again.json()["loan"]["outstanding_fen"] == 9_000
+    assert (await repay(admin, loan_id, "r1", 500)).status_code == 409
+
+    early = await repay(admin, loan_id, "r2", 5_000)
+    assert [(a["number"], a["amount_fen"]) for a in early.json()["allocations"]] == [
+        (1, 2_334),
+        (2, 2_666),
+    ]
+    assert [i["paid_fen"] for i in early.json()["loan"]["schedule"]] == [3334, 2666, 0]
+    over = await repay(admin, loan_id, "r3", 4_001)
+    assert over.status_code == 422 and over.headers["content-type"] == "application/problem+json"
+
+    full = await repay(admin, loan_id, "r4", None)
+    assert full.status_code == 201 and full.json()["amount_fen"] == 4_000
+    assert full.json()["loan"]["status"] == "repaid"
+    assert full.json()["loan"]["outstanding_fen"] == 0
+    assert (await credit(admin, who))["available_fen"] == 50_000
+    assert (await repay(admin, loan_id, "r5", 1)).status_code == 409
+    assert (await admin.get(f"/loans/{uuid.uuid4()}")).status_code == 404
+
+    repaid = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.repaid", loan_id=loan_id),
+        count=3,
+    )
+    assert [(e.data["amount_fen"], e.data["fully_repaid"]) for e in repaid] == [
+        (1_000, False),
+        (5_000, False),
+        (4_000, True),
+    ]
+    assert all(e.correlationid == done.data["order_id"] for e in repaid)
+    assert (
+        await caravan.scalar(
+            "select sum(amount_fen) from payments.ledger_entries"
+            " where loan_id = :l and account = 'loan_receivable'",
+            l=loan_id,
+        )
+        == 0
+    )

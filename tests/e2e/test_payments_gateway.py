@@ -1,0 +1,286 @@
+"""Prepaid payments through the gateway simulator (its own process, over HTTP), and the
+settings-driven parts of microloans (interest, instalment reminders), end to end.
+
+The module starts the simulator on a free port and restarts the payments service pointed
+at it, with a short client timeout, a monthly interest rate and a wide reminder window;
+it restores the defaults afterwards.
+"""
+
+import asyncio
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from caravan import system
+from shared.events.envelope import CloudEvent, new_event
+from shared.events.inventory import ReservedLine, StockReserved
+from shared.events.orders import OrderCancelled, PaymentRequest
+from shared.topics import Topic
+from tests.e2e.test_payments_credit import buyer, credit, order, payments_seed, run, set_limit
+from tests.harness import System, ref
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ENV = {
+    "CARAVAN_PAYMENTS_GATEWAY_TIMEOUT_SECONDS": "1",
+    "CARAVAN_PAYMENTS_GATEWAY_RETRY_SECONDS": "0.2",
+    "CARAVAN_PAYMENTS_GATEWAY_LEASE_SECONDS": "2",
+    "CARAVAN_PAYMENTS_MONTHLY_INTEREST_BP": "150",
+    "CARAVAN_PAYMENTS_REMINDER_UPCOMING_DAYS": "40",
+    "CARAVAN_PAYMENTS_REMINDER_INTERVAL_SECONDS": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulator's control API, with payments restarted to use the simulator."""
+    await caravan.seed(payments_seed())
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.payments.simulator",
+        "--port",
+        str(port),
+        cwd=system.REPO_ROOT,
+    )
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        for _ in range(200):
+            assert proc.returncode is None, "the simulator exited"
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        ENV["CARAVAN_PAYMENTS_GATEWAY_URL"] = f"http://127.0.0.1:{port}"
+        await caravan.restart(("payments",), **ENV)
+        try:
+            yield client
+        finally:
+            await caravan.restart(("payments",))
+    finally:
+        await client.aclose()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+@pytest.fixture
+async def admin(caravan: System, gateway: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    port = caravan.procs.env["CARAVAN_PAYMENTS_HTTP_PORT"]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client
+
+
+async def charges(gateway: httpx.AsyncClient, key: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await gateway.get("/charges", params={"key": key})).json()
+    return body
+
+
+async def test_a_gateway_timeout_is_retried_with_the_same_key_and_charges_once(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    who = buyer("gw-slow")
+    # The first request is charged, but answered after the client gave up (1 s).
+    rule = {"mode": "timeout", "times": 1, "delay_seconds": 3}
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    done = await run(caravan, order(who, {"PAY-BOX": 2}, method="prepaid"))
+    assert done.type == "order.confirmed" and done.data["total_fen"] == 7_000
+    order_id = done.data["order_id"]
+    seen = await charges(gateway, order_id)
+    assert len(seen["charges"]) == 1 and seen["charges"][0]["amount_fen"] == 7_000
+    assert seen["requests"][order_id] >= 2  # the timeout was retried
+    assert (
+        await caravan.scalar(
+            "select attempts from payments.payments where order_id = :o", o=order_id
+        )
+        >= 2
+    )
+    ledger = await caravan.sql(
+        "select account, amount_fen from payments.ledger_entries where order_id = :o"
+        " order by account",
+        o=order_id,
+    )
+    assert [tuple(r) for r in ledger] == [
+        ("gateway_clearing", 7_000),
+        ("seller_payable:pay-seller-1", -7_000),
+    ]
+    assert (
+        await caravan.scalar("select status from payments.payables where order_id = :o", o=order_id)
+        == "owed"
+    )
+
+
+async def test_a_charge_interrupted_by_a_crash_is_recovered_without_a_second_charge(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    who = buyer("gw-crash")
+    rule = {"mode": "timeout", "times": 2, "delay_seconds": 30}
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    req = order(who, {"PAY-BOX": 3}, method="prepaid")
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    await _until_requested(caravan, gateway, order_id)
+    # The call is in flight (charged at the gateway, unanswered): the service dies.
+    crashed = caravan.procs.procs["payments"]
+    crashed.kill()
+    await asyncio.to_thread(crashed.wait)
+    await caravan.restart(("payments",), **ENV)
+    done = await caravan.outcome(order_id, timeout=60)
+    assert done.type == "order.confirmed"
+    seen = await charges(gateway, order_id)
+    assert len(seen["charges"]) == 1 and seen["charges"][0]["amount_fen"] == 10_500
+    assert seen["requests"][order_id] >= 2
+    assert (
+        await caravan.scalar(
+            "select count(distinct txn_id) from payments.ledger_entries where order_id = :o",
+            o=order_id,
+        )
+        == 1
+    )
+
+
+async def test_a_declined_charge_cancels_the_order(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    who = buyer("gw-declined")
+    rule = {"mode": "decline", "times": 1}
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    done = await run(caravan, order(who, {"PAY-BOX": 1}, method="prepaid"))
+    assert (done.type, done.data["reason"]) == ("order.cancelled", "payment_failed")
+    order_id = done.data["order_id"]
+    assert (await charges(gateway, order_id))["charges"] == []
+    assert (
+        await caravan.scalar(
+            "select count(*) from payments.ledger_entries where order_id = :o", o=order_id
+        )
+        == 0
+    )
+    assert (
+        await caravan.scalar("select status from payments.payables where order_id = :o", o=order_id)
+        == "cancelled"
+    )
+
+
+async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    # Inventory's and orders' events are published as they would be, so that the order is
+    # cancelled while the gateway is not answering.
+    who = buyer("gw-hang")
+    rule = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answers in time
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    order_id = str(uuid.uuid4())
+    reserved = StockReserved(
+        order_id=order_id,
+        buyer_id=who,
+        payment=PaymentRequest(method="prepaid"),
+        lines=[
+            ReservedLine(
+                sku="PAY-BOX", quantity=1, unit_price_fen=3500, seller_id="pay-seller-1", lots=[]
+            )
+        ],
+        total_fen=3500,
+    )
+    await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
+    await _until_requested(caravan, gateway, order_id)
+    assert (
+        await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
+        == "charging"
+    )
+    cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert voided[0].data["amount_fen"] == 0  # never posted as charged here
+    seen = await charges(gateway, order_id)
+    assert [c["voided"] for c in seen["charges"]] == [True]
+    assert (
+        await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
+        == "voided"
+    )
+    assert not caravan.log.events(
+        Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+    )
+
+
+async def _until_requested(caravan: System, gateway: httpx.AsyncClient, key: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (await charges(gateway, key))["requests"].get(key):
+        assert asyncio.get_running_loop().time() < deadline, "the gateway was not called"
+        caravan.procs.check_alive()
+        await asyncio.sleep(0.1)
+
+
+async def _publish(caravan: System, event: CloudEvent, topic: Topic) -> None:
+    key = str(event.data["order_id"]).encode()
+    await caravan.publish_raw(topic.value, event.to_json(), key=key)
+
+
+async def test_interest_by_the_configured_rate_and_a_reminder_once_per_stage(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    who = buyer("interest")
+    await set_limit(admin, who, 10_000)
+    done = await run(caravan, order(who, {"PAY-UNIT": 100}, term=3))  # 150 bp a month
+    assert done.type == "order.confirmed"
+    order_id, loan_id = done.data["order_id"], done.data["payment"]["loan_id"]
+    authorized = caravan.log.events(
+        Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+    )[0]
+    assert authorized.data["interest_fen"] == 450
+    assert [(i["amount_fen"], i["interest_fen"]) for i in authorized.data["schedule"]] == [
+        (3484, 150),
+        (3483, 150),
+        (3483, 150),
+    ]
+    loan = (await admin.get(f"/loans/{loan_id}")).json()
+    assert (loan["outstanding_fen"], loan["remaining_fen"]) == (10_000, 10_450)
+    assert (await credit(admin, who))["available_fen"] == 0  # only principal uses credit
+
+    # The first instalment is due in about a month: inside the 40-day window.
+    due = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.instalment_due", loan_id=loan_id
+        )
+    )
+    assert [(e.data["number"], e.data["stage"], e.data["amount_fen"]) for e in due] == [
+        (1, "upcoming", 3484)
+    ]
+    # A later loan's reminder means more sweeps ran: still one reminder for the first loan.
+    other = buyer("interest")
+    await set_limit(admin, other, 10_000)
+    later = await run(caravan, order(other, {"PAY-UNIT": 10}, term=1))
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS,
+            type="payment.instalment_due",
+            loan_id=later.data["payment"]["loan_id"],
+        )
+    )
+    assert (
+        await caravan.scalar(
+            "select count(*) from payments.instalment_reminders where loan_id = :l", l=loan_id
+        )
+        == 1
+    )
+    assert (
+        await caravan.scalar(
+            "select count(*) from payments.outbox"
+            " where convert_from(value, 'UTF8')::jsonb ->> 'type' = 'payment.instalment_due'"
+            " and convert_from(value, 'UTF8')::jsonb -> 'data' ->> 'loan_id' = :l",
+            l=loan_id,
+        )
+        == 1
+    )

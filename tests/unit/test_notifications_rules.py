@@ -1,0 +1,114 @@
+"""Pure delivery rules of notifications: phone validation, quiet hours, retry backoff."""
+
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
+from services.notifications.domain.phones import phone_problem, zone_of
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NIGHT = QuietHours(time(21, 0), time(8, 0))
+
+
+@pytest.mark.parametrize(
+    "phone", ["+8613912345678", "+8619900000000", "+8615000000001", "+14155550100", "+447700900123"]
+)
+def test_valid_numbers(phone: str) -> None:
+    assert phone_problem(phone) is None
+
+
+@pytest.mark.parametrize(
+    ("phone", "why"),
+    [
+        ("8613912345678", "E.164"),
+        ("+86 139 1234 5678", "E.164"),
+        ("+0861391234567", "E.164"),
+        ("+8612912345678", "mainland"),  # 12x is not a mobile prefix
+        ("+8610123456789", "mainland"),
+        ("+861391234567", "mainland"),  # 10 digits
+        ("+86139123456789", "mainland"),  # 12 digits
+        ("+862087654321", "mainland"),  # a Guangzhou landline
+        ("+1234567890123456", "E.164"),  # 16 digits
+    ],
+)
+def test_invalid_numbers(phone: str, why: str) -> None:
+    problem = phone_problem(phone)
+    assert problem is not None and why in problem
+
+
+def test_zones() -> None:
+    assert zone_of("+8613912345678") == SHANGHAI
+    assert zone_of("+14155550100") == ZoneInfo("UTC")
+
+
+def _at(hour: int, minute: int = 0, day: int = 10) -> datetime:
+    """A Shanghai wall-clock time on 2026-12-<day>, as an aware UTC instant."""
+    return datetime(2026, 12, day, hour, minute, tzinfo=SHANGHAI).astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "allowed"),
+    [
+        (_at(12), _at(12)),  # daytime: at once
+        (_at(20, 59), _at(20, 59)),
+        (_at(21), _at(8, day=11)),  # start is quiet
+        (_at(23, 30), _at(8, day=11)),  # evening: next morning
+        (_at(2), _at(8)),  # after midnight: this morning
+        (_at(7, 59), _at(8)),
+        (_at(8), _at(8)),  # end is not quiet
+    ],
+)
+def test_quiet_hours_in_shanghai_time(now: datetime, allowed: datetime) -> None:
+    assert NIGHT.next_allowed(now, SHANGHAI) == allowed
+
+
+def test_quiet_hours_are_local_time_not_utc() -> None:
+    # 14:00 UTC is 22:00 in Shanghai (quiet) but daytime in London.
+    now = datetime(2026, 12, 10, 14, 0, tzinfo=UTC)
+    assert NIGHT.next_allowed(now, SHANGHAI) == _at(8, day=11)
+    assert NIGHT.next_allowed(now, ZoneInfo("Europe/London")) == now
+
+
+def test_window_within_a_day_and_empty_window() -> None:
+    lunch = QuietHours(time(12), time(14))
+    assert lunch.next_allowed(_at(13), SHANGHAI) == _at(14)
+    assert lunch.next_allowed(_at(15), SHANGHAI) == _at(15)
+    none = QuietHours(time(9), time(9))
+    assert none.next_allowed(_at(9), SHANGHAI) == _at(9)
+    assert parse_clock("21:30") == time(21, 30)
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_next_allowed_is_never_earlier_nor_quiet(now: datetime) -> None:
+    allowed = NIGHT.next_allowed(now, SHANGHAI)
+    assert allowed >= now
+    assert not NIGHT.contains(allowed.astimezone(SHANGHAI).time())
+    assert (allowed - now).total_seconds() <= 11 * 3600
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(max_attempts=6, base_seconds=1.0, cap_seconds=10.0)
+    assert [policy.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 5]
+    assert [policy.delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 10]
+
+
+def test_retry_after_is_a_floor() -> None:
+    policy = RetryPolicy(base_seconds=1.0)
+    assert policy.delay(1, retry_after=7.0, rand=lambda: 1.0) == 7.0
+    assert policy.delay(5, retry_after=0.5, rand=lambda: 1.0) == 16.0
+
+
+@given(st.integers(1, 50), st.floats(0, 1))
+def test_delay_bounds(attempt: int, r: float) -> None:
+    policy = RetryPolicy(base_seconds=0.5, cap_seconds=60.0)
+    step = min(60.0, 0.5 * 2 ** (attempt - 1))
+    assert step / 2 <= policy.delay(attempt, rand=lambda: r) <= step
+
+
+def test_attempts_are_bounded() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert [policy.exhausted(n) for n in (1, 2, 3, 4)] == [False, False, True, True]

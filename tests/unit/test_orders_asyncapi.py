@@ -1,0 +1,24 @@
+"""The AsyncAPI document (services/orders/asyncapi.py), generated without any broker."""
+
+import json
+
+from caravan.system import REPO_ROOT
+from services.orders.asyncapi import asyncapi_json, consumers
+from shared.settings import Settings
+
+
+def test_the_published_document_is_up_to_date() -> None:
+    published = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())
+    assert published == asyncapi_json(), (
+        "run: python -m services.orders.asyncapi > docs/asyncapi.json"
+    )
+
+
+def test_each_subscription_of_each_service_is_a_receive_operation_naming_its_types() -> None:
+    document = asyncapi_json()
+    for service, subscriptions in consumers(Settings()).items():
+        for sub in subscriptions:
+            name = f"{service}:{sub.topic.value}"
+            assert document["operations"][name]["action"] == "receive"
+            description = document["channels"][name]["description"]
+            assert all(t.value in description for t in sub.handlers), description

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,10 @@ def up(
     dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
 ) -> None:
     """Start Kafka, PostgreSQL, the four services and the HTTP API; Ctrl-C stops all of it."""
+    # Ctrl-C and a supervisor's SIGTERM both stop everything cleanly, even when started
+    # from a shell that ignores SIGINT in background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = Settings()
     started = time.monotonic()
     rf = min(kafka_nodes, 3)

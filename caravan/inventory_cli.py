@@ -5,11 +5,11 @@ or ``--url``)."""
 import uuid
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from caravan.admin_api import call
 from shared.settings import Settings
 
 app = typer.Typer(help="Inventory: harvest lots, stock and spoilage.", no_args_is_help=True)
@@ -29,16 +29,7 @@ def _base(url: str | None) -> str:
 
 
 def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response = httpx.request(method, _base(url) + path, timeout=10, **kwargs)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]inventory API unreachable[/red]: {exc}")
-        raise typer.Exit(2) from exc
-    body: dict[str, Any] = response.json()
-    if response.status_code >= 400:
-        console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
-        raise typer.Exit(1)
-    return body
+    return call(_base(url), "inventory", method, path, **kwargs)
 
 
 def _lots_table(lots: list[dict[str, Any]]) -> Table:

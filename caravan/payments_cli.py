@@ -4,11 +4,11 @@ service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
 import uuid
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from caravan.admin_api import call
 from shared.settings import Settings
 
 app = typer.Typer(help="Payments: credit lines, microloans and repayments.", no_args_is_help=True)
@@ -27,16 +27,7 @@ def _base(url: str | None) -> str:
 
 
 def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response = httpx.request(method, _base(url) + path, timeout=10, **kwargs)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]payments API unreachable[/red]: {exc}")
-        raise typer.Exit(2) from exc
-    body: dict[str, Any] = response.json()
-    if response.status_code >= 400:
-        console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
-        raise typer.Exit(1)
-    return body
+    return call(_base(url), "payments", method, path, **kwargs)
 
 
 def _show_line(body: dict[str, Any]) -> None:

@@ -1,0 +1,23 @@
+"""Calling a service's admin HTTP API from the command line, with its problem answers shown."""
+
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """``method path`` on ``base``; an unreachable API exits 2, a problem answer exits 1."""
+    try:
+        response = httpx.request(method, base + path, timeout=10, **kwargs)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]{service} API unreachable[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    body: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
+        raise typer.Exit(1)
+    return body

@@ -94,6 +94,18 @@ def consuming(
 
 
 @contextmanager
+def continuing(headers: Mapping[str, str], name: str, order_id: str) -> Iterator[trace.Span]:
+    """A span continuing a trace whose context was stored earlier (work done later by a
+    loop on behalf of an event, such as a prepaid charge)."""
+    token = context.attach(propagate.extract(dict(headers)))
+    try:
+        with tracer.start_as_current_span(name, attributes={"caravan.order_id": order_id}) as span:
+            yield span
+    finally:
+        context.detach(token)
+
+
+@contextmanager
 def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
     """A server span for one HTTP request, continuing the caller's trace if it sent one."""
     token = context.attach(propagate.extract(dict(headers)))

@@ -37,6 +37,7 @@ from shared.events.payments import (
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
+from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,12 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
     if method == "prepaid":
         # The gateway is called after this commits (services.payments.prepaid).
         if await _claim_payment(
-            tx, data.order_id, status="charging", next_attempt_at=func.now(), **base
+            tx,
+            data.order_id,
+            status="charging",
+            next_attempt_at=func.now(),
+            trace_headers=current_trace_headers(),
+            **base,
         ):
             await _record_payables(tx, data.order_id, owed, "pending")
         else:

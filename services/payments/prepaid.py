@@ -40,6 +40,7 @@ from services.payments.domain import ledger
 from services.payments.handlers import charge_txn, set_payables, void_txn
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Work:
     buyer_id: str
     amount_fen: int
     attempts: int
+    trace_headers: dict[str, str] | None = None
 
 
 async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]:
@@ -80,10 +82,12 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             payments.c.buyer_id,
             payments.c.amount_fen,
             payments.c.attempts,
+            payments.c.trace_headers,
         )
     )
     return [
-        Work(r.order_id, r.status, r.buyer_id or "", r.amount_fen or 0, r.attempts) for r in rows
+        Work(r.order_id, r.status, r.buyer_id or "", r.amount_fen or 0, r.attempts, r.trace_headers)
+        for r in rows
     ]
 
 
@@ -166,7 +170,13 @@ def backoff(attempts: int, base_seconds: float, cap_seconds: float = 30.0) -> fl
 
 
 async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
-    """Make one claimed call (no transaction open) and record its outcome."""
+    """Make one claimed call (no transaction open) and record its outcome, in the trace of
+    the event that asked for it."""
+    with continuing(work.trace_headers or {}, f"payments gateway {work.status}", work.order_id):
+        await _perform(uow, gateway, work, retry)
+
+
+async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
     try:
         if work.status == "charging":
             result = await gateway.charge(work.order_id, work.amount_fen, work.buyer_id)

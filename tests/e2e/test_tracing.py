@@ -21,9 +21,8 @@ async def test_one_orders_spans_cover_all_four_services(caravan: System, tmp_pat
     trace_dir = tmp_path / "traces"
     await caravan.restart(system.SERVICES, CARAVAN_TRACE_DIR=str(trace_dir))
     try:
-        # A microloan is authorised inside the payments handler's span. (A prepaid charge is
-        # made by the gateway loop, which does not yet continue the saga's trace.)
-        req = order(method="microloan", term=3)
+        # Prepaid: the charge is made later by the gateway loop, which continues the trace.
+        req = order()
         await caravan.request(req)
         order_id = await caravan.placed(req.order_ref)
         assert (await caravan.outcome(order_id)).type == "order.confirmed"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.messaging.tables import add_messaging_tables
 
@@ -51,6 +52,9 @@ payments = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("gateway_ref", String(64), nullable=True),
+    # W3C trace context of the event that asked for the charge, so that the gateway loop
+    # continues the order's trace.
+    Column("trace_headers", JSONB, nullable=True),
 )
 
 loans = Table(

@@ -7,7 +7,7 @@ import httpx
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
-from shared.seed import SeedFile
+from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System
 
 
@@ -17,28 +17,7 @@ def _api(caravan: System) -> str:
 
 async def _product(caravan: System) -> str:
     sku = f"INV-ADM-{uuid.uuid4().hex[:8]}"
-    await caravan.seed(
-        SeedFile.model_validate(
-            {
-                "sellers": [
-                    {
-                        "id": "inv-seller",
-                        "name": "Inv coop",
-                        "county": "Shawan",
-                        "phone": "+8613000007001",
-                    }
-                ],
-                "products": [
-                    {
-                        "sku": sku,
-                        "seller_id": "inv-seller",
-                        "unit_price_fen": 100,
-                        "name": {"en": sku},
-                    }
-                ],
-            }
-        )
-    )
+    await caravan.seed(one_sku_seed(sku, 100))
     return sku
 
 

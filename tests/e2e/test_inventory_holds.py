@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 import caravan.system as system
 from shared.events.orders import OrderRequested
-from shared.seed import SeedFile
 from shared.topics import Topic
+from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System, ref
 
 BUYER = {"id": "inv-hold-buyer", "phone": "+8613900007011", "locale": "en"}
@@ -32,38 +32,12 @@ async def no_payments(caravan: System) -> AsyncIterator[System]:
 
 async def _seed(caravan: System, lots: dict[str, int]) -> str:
     sku = f"INV-HOLD-{uuid.uuid4().hex[:8]}"
-    today = datetime.now(UTC).date()
     await caravan.seed(
-        SeedFile.model_validate(
-            {
-                "sellers": [
-                    {
-                        "id": "inv-seller",
-                        "name": "Inv coop",
-                        "county": "Shawan",
-                        "phone": "+8613000007001",
-                    }
-                ],
-                "products": [
-                    {
-                        "sku": sku,
-                        "seller_id": "inv-seller",
-                        "unit_price_fen": 700,
-                        "name": {"en": sku},
-                    }
-                ],
-                "lots": [
-                    {
-                        "lot_id": f"{sku}-{suffix}",
-                        "sku": sku,
-                        "quantity": quantity,
-                        "available_from": str(today - timedelta(days=3)),
-                        "best_before": str(today + timedelta(days=3 + i)),
-                    }
-                    for i, (suffix, quantity) in enumerate(lots.items())
-                ],
-                "buyers": [{**BUYER, "credit_limit_fen": 10**9}],
-            }
+        one_sku_seed(
+            sku,
+            700,
+            {suffix: (quantity, -3, 3 + i) for i, (suffix, quantity) in enumerate(lots.items())},
+            [{**BUYER, "credit_limit_fen": 10**9}],
         )
     )
     return sku

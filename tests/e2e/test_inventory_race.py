@@ -5,15 +5,14 @@ lots, 300 concurrent single-unit orders. Exactly 100 are confirmed, 200 cancelle
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
-from shared.seed import SeedFile
 from shared.topics import Topic
+from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System
 
 ORDERS = 300
@@ -73,38 +72,12 @@ class Outcomes:
 
 async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
     sku = f"INV-RACE-{uuid.uuid4().hex[:8]}"
-    today = datetime.now(UTC).date()
     await caravan.seed(
-        SeedFile.model_validate(
-            {
-                "sellers": [
-                    {
-                        "id": "inv-seller",
-                        "name": "Inv coop",
-                        "county": "Shawan",
-                        "phone": "+8613000007001",
-                    }
-                ],
-                "products": [
-                    {
-                        "sku": sku,
-                        "seller_id": "inv-seller",
-                        "unit_price_fen": 100,
-                        "name": {"en": sku},
-                    }
-                ],
-                "lots": [
-                    {
-                        "lot_id": f"{sku}-{suffix}",
-                        "sku": sku,
-                        "quantity": quantity,
-                        "available_from": str(today - timedelta(days=10)),
-                        "best_before": str(today + timedelta(days=10 + i)),
-                    }
-                    for i, (suffix, quantity) in enumerate(LOTS.items())
-                ],
-                "buyers": [{**BUYER, "credit_limit_fen": 10**12}],
-            }
+        one_sku_seed(
+            sku,
+            100,
+            {suffix: (quantity, -10, 10 + i) for i, (suffix, quantity) in enumerate(LOTS.items())},
+            [{**BUYER, "credit_limit_fen": 10**12}],
         )
     )
     caravan.procs.start(("inventory",), instance=2)

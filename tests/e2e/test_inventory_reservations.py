@@ -2,12 +2,11 @@
 exact release on cancellation, and ``out_of_season`` / ``unknown_sku`` told apart."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events.orders import OrderRequested
-from shared.seed import SeedFile
 from shared.topics import Topic
+from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System, ref
 
 BUYER = {"id": "inv-buyer", "phone": "+8613900007001", "locale": "en"}
@@ -17,41 +16,12 @@ BROKE = {"id": "inv-broke", "phone": "+8613900007002", "locale": "en"}
 async def _seed(caravan: System, lots: dict[str, tuple[int, int, int]]) -> str:
     """A fresh SKU with ``lots``: suffix -> (quantity, first day, last day) relative to today."""
     sku = f"INV-RES-{uuid.uuid4().hex[:8]}"
-    today = datetime.now(UTC).date()
     await caravan.seed(
-        SeedFile.model_validate(
-            {
-                "sellers": [
-                    {
-                        "id": "inv-seller",
-                        "name": "Inv coop",
-                        "county": "Shawan",
-                        "phone": "+8613000007001",
-                    }
-                ],
-                "products": [
-                    {
-                        "sku": sku,
-                        "seller_id": "inv-seller",
-                        "unit_price_fen": 500,
-                        "name": {"en": sku},
-                    }
-                ],
-                "lots": [
-                    {
-                        "lot_id": f"{sku}-{suffix}",
-                        "sku": sku,
-                        "quantity": quantity,
-                        "available_from": str(today + timedelta(days=start)),
-                        "best_before": str(today + timedelta(days=end)),
-                    }
-                    for suffix, (quantity, start, end) in lots.items()
-                ],
-                "buyers": [
-                    {**BUYER, "credit_limit_fen": 10**9},
-                    {**BROKE, "credit_limit_fen": 0},
-                ],
-            }
+        one_sku_seed(
+            sku,
+            500,
+            lots,
+            [{**BUYER, "credit_limit_fen": 10**9}, {**BROKE, "credit_limit_fen": 0}],
         )
     )
     return sku

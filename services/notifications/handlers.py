@@ -172,8 +172,15 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     if row is not None:
         locale = pick_locale(row.locale)
         items = await _names(tx, locale, row.lines or [])
+        schedule = d.payment.schedule
         text = render_order_confirmed(
-            locale, row.order_ref, d.total_fen, d.payment.method, d.term_months, items
+            locale,
+            row.order_ref,
+            d.total_fen,
+            d.payment.method,
+            d.term_months,
+            items,
+            (schedule[0].amount_fen, schedule[0].due) if schedule else None,
         )
         await queue_sms(
             tx,

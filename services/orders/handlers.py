@@ -114,7 +114,7 @@ async def on_payment_authorized(tx: Tx, parsed: Parsed) -> None:
         tx,
         data.order_id,
         parsed.envelope.type,
-        lambda o: o.payment_authorized(data.amount_fen, data.loan_id),
+        lambda o: o.payment_authorized(data.amount_fen, data.loan_id, data.schedule),
     )
 
 

@@ -27,13 +27,8 @@ from services.payments.adapters.tables import (
 from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
 from shared.events.inventory import StockReserved
-from shared.events.orders import OrderCancelled
-from shared.events.payments import (
-    PaymentAuthorized,
-    PaymentDeclined,
-    PaymentVoided,
-    ScheduledInstalment,
-)
+from shared.events.orders import OrderCancelled, ScheduledInstalment
+from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile

@@ -1,6 +1,6 @@
 """Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
@@ -103,9 +103,20 @@ class OrderPlaced(EventData):
     placed_at: datetime | None = None
 
 
+class ScheduledInstalment(Frozen):
+    """One instalment of a loan's schedule: ``amount_fen`` includes ``interest_fen``."""
+
+    number: int
+    due: date
+    amount_fen: Fen
+    interest_fen: Fen = 0
+
+
 class ConfirmedPayment(Frozen):
     method: PaymentMethod
     loan_id: str | None = None
+    # Microloans: the instalments the buyer repays (an optional field added in v1).
+    schedule: list[ScheduledInstalment] | None = None
 
 
 class OrderConfirmed(EventData):

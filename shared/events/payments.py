@@ -3,18 +3,9 @@
 from datetime import date
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData, Fen, Frozen
-from shared.events.orders import PaymentMethod
+from shared.events.envelope import EventData, Fen
+from shared.events.orders import PaymentMethod, ScheduledInstalment
 from shared.topics import EventType, Topic
-
-
-class ScheduledInstalment(Frozen):
-    """One instalment of a loan's schedule: ``amount_fen`` includes ``interest_fen``."""
-
-    number: int
-    due: date
-    amount_fen: Fen
-    interest_fen: Fen = 0
 
 
 class PaymentAuthorized(EventData):

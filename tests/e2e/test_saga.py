@@ -1,6 +1,7 @@
 """The saga end to end, on real Kafka and real PostgreSQL, with the four services running."""
 
 import uuid
+from datetime import date
 
 import orjson
 
@@ -82,8 +83,13 @@ async def test_microloan_order_is_confirmed_with_a_loan(caravan: System) -> None
         "select sum(amount_fen) from payments.instalments where loan_id = :l", l=loan_id
     )
     assert total == 27000
+    # The confirmation carries the schedule, and the buyer's SMS tells the first instalment.
+    schedule = outcome.data["payment"]["schedule"]
+    assert [i["amount_fen"] for i in schedule] == [9000, 9000, 9000]
+    first = date.fromisoformat(schedule[0]["due"])
     sms = await caravan.wait_for(lambda: buyer_sms(caravan, order_id, ZH))
     assert sms[0].data["locale"] == "zh-CN" and sms[0].data["encoding"] == "UCS-2"
+    assert f"分3期按月还款，首期¥90.00于{first.month}月{first.day}日到期" in sms[0].data["text"]
 
 
 async def test_out_of_stock_cancels_with_no_loan_and_no_charge(caravan: System) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -18,6 +18,7 @@ from shared.events.orders import (
     OrderLine,
     OrderPlaced,
     OrderRequested,
+    ScheduledInstalment,
 )
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -81,14 +82,18 @@ def test_stock_then_payment_confirms() -> None:
     order = placed()
     order.stock_reserved(7000)
     assert (order.status, order.stock, order.payment) == ("pending", "done", "pending")
-    order.payment_authorized(7000, "loan-9")
+    schedule = [
+        ScheduledInstalment(number=n, due=date(2027, n, 1), amount_fen=a)
+        for n, a in ((1, 2334), (2, 2333), (3, 2333))
+    ]
+    order.payment_authorized(7000, "loan-9", schedule)
     assert (order.status, order.stock, order.payment) == ("confirmed", "done", "done")
     assert order.events[1:] == [
         OrderConfirmed(
             order_id="order-1",
             order_ref="SWN-000123",
             total_fen=7000,
-            payment=ConfirmedPayment(method="microloan", loan_id="loan-9"),
+            payment=ConfirmedPayment(method="microloan", loan_id="loan-9", schedule=schedule),
             term_months=3,
         )
     ]

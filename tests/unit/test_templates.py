@@ -163,6 +163,18 @@ def test_microloan_mentions_instalments() -> None:
     assert "1 monthly instalment." in render_order_confirmed("en", REF, 7000, "microloan", 1)
 
 
+def test_microloan_tells_the_first_instalment_when_known() -> None:
+    first = (2334, date(2026, 12, 30))
+    zh = render_order_confirmed("zh-CN", REF, 7000, "microloan", 3, first_instalment=first)
+    assert "分3期按月还款，首期¥23.34于12月30日到期" in zh
+    en = render_order_confirmed("en", REF, 7000, "microloan", 3, first_instalment=first)
+    assert "3 monthly instalments, the first of CNY 23.34 due on 2026-12-30." in en
+    ug = render_order_confirmed("ug-CN", REF, 7000, "microloan", 3, first_instalment=first)
+    assert "23.34 يۈەن" in ug and "2026-12-30" in ug
+    prepaid = render_order_confirmed("en", REF, 7000, "prepaid", first_instalment=first)
+    assert "23.34" not in prepaid
+
+
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
 def test_instalments_only_for_microloan_with_term(locale: Locale) -> None:
     plain = render_order_confirmed(locale, REF, 7000, "microloan")

@@ -149,14 +149,19 @@ def format_money(locale: Locale, fen: int) -> str:
     return f"¥{amount}"
 
 
-def _instalments(locale: Locale, term_months: int) -> str:
-    """Phrase for repaying a microloan in ``term_months`` monthly instalments."""
+def _instalments(locale: Locale, term_months: int, first: tuple[int, date] | None) -> str:
+    """Phrase for repaying a microloan in ``term_months`` monthly instalments, and what the
+    first one is (amount in fen, due date) when known."""
+    money, day = (format_money(locale, first[0]), _date(locale, first[1])) if first else ("", "")
     if locale == "ug-CN":
-        return f"{term_months} ئايغا بۆلۈپ قايتۇرىسىز"
+        phrase = f"{term_months} ئايغا بۆلۈپ قايتۇرىسىز"
+        return f"{phrase}، بىرىنچى قېتىملىقى {money}، {day} كۈنى توشىدۇ" if first else phrase
     if locale == "en":
         plural = "" if term_months == 1 else "s"
-        return f"{term_months} monthly instalment{plural}"
-    return f"分{term_months}期按月还款"
+        phrase = f"{term_months} monthly instalment{plural}"
+        return f"{phrase}, the first of {money} due on {day}" if first else phrase
+    phrase = f"分{term_months}期按月还款"
+    return f"{phrase}，首期{money}于{day}到期" if first else phrase
 
 
 def render_order_confirmed(
@@ -166,6 +171,7 @@ def render_order_confirmed(
     method: str,
     term_months: int | None = None,
     items: Sequence[tuple[str, int]] = (),
+    first_instalment: tuple[int, date] | None = None,
 ) -> str:
     """Render the "order confirmed" SMS.
 
@@ -178,6 +184,8 @@ def render_order_confirmed(
         term_months: for ``method == "microloan"``, the number of monthly
             instalments to mention; ignored for other methods.
         items: ``(product name, quantity)`` pairs to list, when known.
+        first_instalment: for microloans, the first instalment's amount in fen and due
+            date, when known.
 
     Raises:
         ValueError: if ``term_months`` is given and is less than 1.
@@ -190,7 +198,7 @@ def render_order_confirmed(
     payment = method_name
     if method_name is not None and method == "microloan" and term_months is not None:
         separator = "، " if locale == "ug-CN" else ("，" if locale == "zh-CN" else ", ")
-        payment = f"{method_name}{separator}{_instalments(locale, term_months)}"
+        payment = f"{method_name}{separator}{_instalments(locale, term_months, first_instalment)}"
 
     sign = _SIGNATURE[locale]
     listed = format_items(locale, items)

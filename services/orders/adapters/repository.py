@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.domain.order import Order
-from shared.events.orders import OrderLine
+from shared.events.orders import OrderLine, ScheduledInstalment
 from shared.messaging.uow import Tx
 
 
@@ -83,6 +83,7 @@ class OrderRepository:
                 payment=order.payment,
                 total_fen=order.total_fen,
                 loan_id=order.loan_id,
+                schedule=_schedule(order.schedule),
                 reason=order.reason,
                 updated_at=datetime.now(order.placed_at.tzinfo),
             )
@@ -116,5 +117,12 @@ def _to_order(m: RowMapping) -> Order:
         payment=m["payment"],
         total_fen=m["total_fen"],
         loan_id=m["loan_id"],
+        schedule=None
+        if m["schedule"] is None
+        else [ScheduledInstalment.model_validate(x) for x in m["schedule"]],
         reason=m["reason"],
     )
+
+
+def _schedule(schedule: list[ScheduledInstalment] | None) -> list[dict[str, object]] | None:
+    return None if schedule is None else [i.model_dump(mode="json") for i in schedule]

@@ -36,6 +36,7 @@ orders = Table(
     Column("payment", String(16), nullable=False),
     Column("total_fen", BigInteger, nullable=True),
     Column("loan_id", String(64), nullable=True),
+    Column("schedule", JSONB, nullable=True),
     Column("reason", String(32), nullable=True),
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),

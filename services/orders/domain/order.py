@@ -20,6 +20,7 @@ from shared.events.orders import (
     OrderPlaced,
     OrderRequested,
     PaymentMethod,
+    ScheduledInstalment,
 )
 
 Status = Literal["pending", "confirmed", "cancelled"]
@@ -46,6 +47,7 @@ class Order:
     payment: StepState = "pending"
     total_fen: int | None = None
     loan_id: str | None = None
+    schedule: list[ScheduledInstalment] | None = None
     reason: CancelReason | None = None
     events: list[EventData] = field(default_factory=list)
 
@@ -100,11 +102,17 @@ class Order:
         self.stock = "failed"
         self._cancel(reason)
 
-    def payment_authorized(self, amount_fen: int, loan_id: str | None) -> None:
+    def payment_authorized(
+        self,
+        amount_fen: int,
+        loan_id: str | None,
+        schedule: list[ScheduledInstalment] | None = None,
+    ) -> None:
         if self.terminal:
             return
         self.payment = "done"
         self.loan_id = loan_id
+        self.schedule = schedule
         if self.total_fen is None:
             self.total_fen = amount_fen
         self._maybe_confirm()
@@ -139,7 +147,9 @@ class Order:
                     order_id=self.order_id,
                     order_ref=self.order_ref,
                     total_fen=self.total_fen,
-                    payment=ConfirmedPayment(method=self.payment_method, loan_id=self.loan_id),
+                    payment=ConfirmedPayment(
+                        method=self.payment_method, loan_id=self.loan_id, schedule=self.schedule
+                    ),
                     term_months=self.term_months,
                 )
             )

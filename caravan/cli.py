@@ -63,7 +63,7 @@ def up(
     kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
     dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
 ) -> None:
-    """Start Kafka, PostgreSQL, the four services and the HTTP API; Ctrl-C stops all of it."""
+    """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     # Ctrl-C and a supervisor's SIGTERM both stop everything cleanly, even when started
     # from a shell that ignores SIGINT in background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)

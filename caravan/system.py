@@ -1,4 +1,4 @@
-"""Bringing the whole system up: infrastructure, topics, schemas and the four services.
+"""Bringing the whole system up: infrastructure, topics, schemas and the five services.
 
 Used by ``caravan up`` and by the test session alike, so both run the same way.
 Infrastructure comes from (in order): ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` when
@@ -26,12 +26,13 @@ from shared.messaging.admin import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
-SERVICES = ("orders", "inventory", "payments", "notifications")
+SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 HTTP_PORT_VARS = (
     "CARAVAN_HTTP_PORT",
     "CARAVAN_INVENTORY_HTTP_PORT",
     "CARAVAN_PAYMENTS_HTTP_PORT",
     "CARAVAN_NOTIFICATIONS_HTTP_PORT",
+    "CARAVAN_PLATFORM_HTTP_PORT",
 )
 
 
@@ -157,7 +158,7 @@ def _asyncpg(url: str) -> str:
 
 @dataclass
 class ServiceProcesses:
-    """The four services, each its own process, started with the given environment."""
+    """The services, each its own process, started with the given environment."""
 
     env: dict[str, str]
     log_dir: Path
@@ -207,7 +208,7 @@ class ServiceProcesses:
 
 def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str, str]:
     """The environment of the services: the orders API on ``http_port``, the admin APIs of
-    inventory, payments and notifications on the three ports after it."""
+    inventory, payments, notifications and the platform adapter on the four ports after it."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,

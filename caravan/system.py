@@ -7,13 +7,14 @@ PostgreSQL cluster that the project runs itself from ``.cache/``.
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,3 +240,37 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
         time.sleep(0.1)
     if ports:
         raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(ports)}")
+
+
+@contextlib.asynccontextmanager
+async def simulator(module: str, port: int, *args: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``python -m <module> --port <port> <args>`` (a simulator of an outside system, its
+    own process) for the block; yields an HTTP client for it once it answers ``/healthz``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        "--port",
+        str(port),
+        *args,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15)
+    try:
+        for _ in range(300):
+            if proc.returncode is not None:
+                raise RuntimeError(f"{module} exited (is port {port} free?)")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        else:
+            raise TimeoutError(f"{module} did not answer on port {port}")
+        yield client
+    finally:
+        await client.aclose()
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)

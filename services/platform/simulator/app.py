@@ -17,7 +17,8 @@ Control side (for tests and ``caravan demo``):
   form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
   says the order changed. Answers ``{status_code, body, params}`` (the adapter's answer and
   exactly what was sent, so that a test can replay it).
-- ``PUT /down`` ``{"seconds": s}``: the platform API answers 503 for ``s`` seconds (0: up).
+- ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"]}``: those APIs answer 503 for
+  ``s`` seconds (0: up again).
 - ``GET /callbacks?order_id=``: the outcomes applied (one per idempotency key, with how
   many requests carried it) and every request. ``GET /healthz`` (never down).
 """
@@ -48,8 +49,12 @@ class PushRequest(BaseModel):
     push_id: str | None = None
 
 
+Api = Literal["orders", "status"]
+
+
 class Down(BaseModel):
     seconds: float = Field(ge=0)
+    apis: list[Api] = ["orders", "status"]
 
 
 @dataclass
@@ -57,10 +62,10 @@ class State:
     orders: dict[str, PlatformOrder] = field(default_factory=dict)
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> first update
     requests: list[dict[str, Any]] = field(default_factory=list)
-    down_until: float = 0.0
+    down_until: dict[str, float] = field(default_factory=dict)
 
-    def down(self) -> bool:
-        return time.monotonic() < self.down_until
+    def down(self, api: Api) -> bool:
+        return time.monotonic() < self.down_until.get(api, 0.0)
 
 
 def _unavailable() -> JSONResponse:
@@ -84,7 +89,7 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str, request: Request) -> Any:
-        if state.down():
+        if state.down("orders"):
             return _unavailable()
         if not authentic(dict(request.query_params)):
             return JSONResponse({"title": "bad signature"}, status_code=401)
@@ -95,7 +100,7 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
 
     @app.post("/status")
     async def status(request: Request) -> Any:
-        if state.down():
+        if state.down("status"):
             state.requests.append({"at": time.time(), "answer": 503})
             return _unavailable()
         try:
@@ -152,9 +157,10 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         return {"status_code": answer.status_code, "body": content, "params": params}
 
     @app.put("/down")
-    async def down(body: Down) -> dict[str, float]:
-        state.down_until = time.monotonic() + body.seconds
-        return {"seconds": body.seconds}
+    async def down(body: Down) -> dict[str, Any]:
+        for api in body.apis:
+            state.down_until[api] = time.monotonic() + body.seconds
+        return body.model_dump()
 
     @app.get("/callbacks")
     async def callbacks(order_id: str | None = None) -> dict[str, Any]:

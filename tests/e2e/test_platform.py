@@ -13,13 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
+from caravan.demo import run_platform_demo
 from caravan.system import simulator
 from shared.events.envelope import CloudEvent
+from shared.settings import Settings
 from shared.topics import Topic
+from tests import conftest
 from tests.harness import System
 
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
+DEMO = "t-demo"  # driven by caravan demo, which starts its own simulator
 RETRIES = {
     "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
     "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
@@ -40,7 +44,7 @@ class Platform:
 
 @pytest.fixture(scope="module")
 async def platform(caravan: System) -> AsyncIterator[Platform]:
-    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13, + 14
+    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13, 14, 15
     adapter_url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
     apps = {
         APP: {"secret": SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
@@ -49,6 +53,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "sign_method": "md5",
             "api_url": f"http://127.0.0.1:{base + 14}",
         },
+        DEMO: {"secret": "t-demo-secret", "api_url": f"http://127.0.0.1:{base + 15}"},
     }
     env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}
     module = "services.platform.simulator"
@@ -320,3 +325,19 @@ async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     assert deleted.status_code == 204
     gone = await platform.adapter.get(f"/platform/{APP}/mappings/sku/{unknown}")
     assert gone.status_code == 404
+
+
+async def test_caravan_demo_drives_orders_through_the_simulator(
+    caravan: System, platform: Platform
+) -> None:
+    settings = Settings(
+        platform_apps=json.loads(platform.env["CARAVAN_PLATFORM_APPS"]),
+        platform_http_port=int(caravan.procs.env["CARAVAN_PLATFORM_HTTP_PORT"]),
+    )
+    outcomes = await run_platform_demo(settings, conftest.test_seed(), DEMO, count=3, timeout=60)
+    assert len(outcomes) == 3
+    assert all(o.status in ("confirmed", "cancelled") for o in outcomes), outcomes
+    # The seed's last demo order is for an out-of-season product.
+    assert ("cancelled", "out_of_season") in {(o.status, o.reason) for o in outcomes}
+    for o in outcomes:
+        assert [e.source for e in requested(caravan, o.order_ref)] == [f"platform/{DEMO}"]

@@ -22,6 +22,7 @@ from services.platform.domain.signing import (
     sign,
     verify,
 )
+from services.platform.entrypoints.http import parse_params
 from shared.events.orders import OrderRequested
 
 PARAMS = {"timestamp": "1764489600", "app_key": "ali", "order_id": "P-1", "sign": "ignored"}
@@ -150,3 +151,25 @@ def test_backoff_grows_to_its_cap_with_equal_jitter() -> None:
     assert [policy.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
     assert [policy.delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
     assert not policy.exhausted(4) and policy.exhausted(5)
+
+
+def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
+    assert parse_params(b"a=1&b=x+y&sign=AB", "application/x-www-form-urlencoded") == {
+        "a": "1",
+        "b": "x y",
+        "sign": "AB",
+    }
+    assert parse_params(b'{"a": 1, "b": "x", "c": 2.5}', "application/json") == {
+        "a": "1",
+        "b": "x",
+        "c": "2.5",
+    }
+    for body, kind in [
+        (b'{"a": {"b": 1}}', "application/json"),
+        (b'{"a": true}', "application/json"),
+        (b"[1]", "application/json"),
+        (b"a=1&a=2", "application/x-www-form-urlencoded"),
+        (b"not a form", "application/x-www-form-urlencoded"),
+    ]:
+        with pytest.raises(ValueError):
+            parse_params(body, kind)

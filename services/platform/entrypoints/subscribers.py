@@ -58,13 +58,14 @@ async def callback_loop(
 
 
 async def prune_loop(uow: UnitOfWork, window_seconds: float, interval: float = 60.0) -> None:
-    """Push ids older than twice the timestamp window can go: such pushes are stale anyway."""
+    """Push ids older than three timestamp windows can go: such pushes are stale anyway
+    (a timestamp may be up to one window ahead of the clock, and one behind)."""
     while True:
         try:
             async with uow.begin() as tx:
                 await tx.conn.execute(
                     delete(pushes).where(
-                        pushes.c.received_at < func.now() - timedelta(seconds=2 * window_seconds)
+                        pushes.c.received_at < func.now() - timedelta(seconds=3 * window_seconds)
                     )
                 )
         except asyncio.CancelledError:

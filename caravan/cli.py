@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caravan import inventory_cli, payments_cli, system
-from caravan.demo import run_demo
+from caravan.demo import run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.seeding import load
@@ -63,7 +63,7 @@ def up(
     kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
     dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
 ) -> None:
-    """Start Kafka, PostgreSQL, the four services and the HTTP API; Ctrl-C stops all of it."""
+    """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     # Ctrl-C and a supervisor's SIGTERM both stop everything cleanly, even when started
     # from a shell that ignores SIGINT in background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -142,12 +142,30 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
 def demo(
     seed_file: Annotated[Path | None, typer.Option("--seed")] = None,
     orders: Annotated[int, typer.Option()] = 20,
+    platform_orders: Annotated[
+        int, typer.Option(help="also push this many orders from the platform simulator")
+    ] = 0,
+    platform_app: Annotated[
+        str | None, typer.Option(help="the app of CARAVAN_PLATFORM_APPS to simulate")
+    ] = None,
 ) -> None:
-    """Seed demo data and drive storefront orders through the running system."""
+    """Seed demo data and drive storefront orders (and, with ``--platform-orders``,
+    marketplace-platform orders) through the running system."""
     data = _seed_file(seed_file)
+    settings = Settings()
+    app_name = platform_app or next(iter(settings.platform_apps), None)
+    if platform_orders and app_name not in settings.platform_apps:
+        raise typer.BadParameter(
+            "--platform-orders needs an app in CARAVAN_PLATFORM_APPS (see the README), "
+            "the same the running services were started with"
+        )
     asyncio.run(load(_database_url(), data))
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", Settings().kafka_bootstrap_servers)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
+    if platform_orders and app_name is not None:
+        outcomes += asyncio.run(
+            run_platform_demo(settings, data, app_name, platform_orders, console=console)
+        )
     if any(o.status == "pending" for o in outcomes):
         raise typer.Exit(1)
 

@@ -1,5 +1,7 @@
-"""``caravan demo``: storefront orders driven through the running system, with a summary."""
+"""``caravan demo``: storefront orders driven through the running system, with a summary;
+optionally marketplace-platform orders too, pushed by the platform simulator."""
 
+import asyncio
 import random
 import time
 import uuid
@@ -7,11 +9,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from caravan.system import simulator
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
     Buyer,
@@ -21,6 +25,7 @@ from shared.events.orders import (
 )
 from shared.events.registry import parse_record
 from shared.seed import SeedFile
+from shared.settings import Settings
 from shared.topics import EventType, Topic
 
 
@@ -138,9 +143,75 @@ def _follow(
         ref_of[data["order_id"]] = ref
 
 
-def _summary(console: Console, outcomes: list[Outcome]) -> None:
+async def run_platform_demo(
+    settings: Settings,
+    seed: SeedFile,
+    app: str,
+    count: int = 5,
+    timeout: float = 60.0,
+    console: Console | None = None,
+) -> list[Outcome]:
+    """Push ``count`` orders from the platform simulator (started here, for the configured
+    ``app``) through the running adapter, and follow them until the platform is told."""
+    console = console or Console()
+    config = settings.platform_apps[app]
+    port = httpx.URL(config.api_url).port or 80
+    adapter = f"http://{settings.http_host}:{settings.platform_http_port}"
+    run_id = uuid.uuid4().hex[:6]
+    orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
+    args = ["--app", app, "--secret", config.secret.get_secret_value()]
+    args += ["--sign-method", config.sign_method, "--callback", f"{adapter}/platform/{app}/push"]
+    refs = {o.order_ref.replace("DEMO-", "MKT-") for o in orders}
+    outcomes: dict[str, Outcome] = {}
+    async with (
+        simulator("services.platform.simulator", port, *args) as sim,
+        httpx.AsyncClient(base_url=adapter, timeout=15) as admin,
+    ):
+        for product in seed.products:
+            put = f"/platform/{app}/mappings/sku/MKT-{product.sku}"
+            (await admin.put(put, json={"sku": product.sku})).raise_for_status()
+        for buyer in seed.buyers:
+            mapped = {"buyer_id": buyer.id, "phone": buyer.phone, "locale": buyer.locale}
+            put = f"/platform/{app}/mappings/buyer/nick-{buyer.id}"
+            (await admin.put(put, json=mapped)).raise_for_status()
+        for i, order in enumerate(orders):
+            platform_order = {
+                "order_id": order.order_ref.replace("DEMO-", "MKT-"),
+                "status": "paid",
+                "buyer": {"id": f"nick-{order.buyer.id}", "phone": order.buyer.phone},
+                "items": [{"sku": f"MKT-{x.sku}", "quantity": x.quantity} for x in order.lines],
+            }
+            (await sim.post("/orders", json=platform_order)).raise_for_status()
+            # Every other order is pushed twice (a full push and an "order changed"
+            # notice): the platform is told once all the same.
+            for kind in ("full", "notice")[: 1 + i % 2]:
+                await sim.post(f"/orders/{platform_order['order_id']}/push", json={"kind": kind})
+        columns = (
+            TextColumn("platform"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("platform", total=len(refs))
+            deadline = time.monotonic() + timeout
+            while len(outcomes) < len(refs) and time.monotonic() < deadline:
+                told = (await sim.get("/callbacks")).json()["callbacks"]
+                for c in told:
+                    if c["order_id"] in refs:
+                        outcomes[c["order_id"]] = Outcome(c["order_id"], c["status"], c["reason"])
+                progress.update(task, completed=len(outcomes))
+                await asyncio.sleep(0.3)
+    result = [outcomes.get(r, Outcome(r, "pending", None)) for r in sorted(refs)]
+    _summary(console, result, title=f"Platform orders ({app}) by the outcome it was told")
+    return result
+
+
+def _summary(
+    console: Console, outcomes: list[Outcome], title: str = "Demo orders by outcome"
+) -> None:
     counts = Counter((o.status, o.reason or "") for o in outcomes)
-    table = Table(title="Demo orders by outcome")
+    table = Table(title=title)
     table.add_column("status")
     table.add_column("reason")
     table.add_column("orders", justify="right")

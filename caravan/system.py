@@ -1,4 +1,4 @@
-"""Bringing the whole system up: infrastructure, topics, schemas and the four services.
+"""Bringing the whole system up: infrastructure, topics, schemas and the five services.
 
 Used by ``caravan up`` and by the test session alike, so both run the same way.
 Infrastructure comes from (in order): ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` when
@@ -7,13 +7,14 @@ PostgreSQL cluster that the project runs itself from ``.cache/``.
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from shared.messaging.admin import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
-SERVICES = ("orders", "inventory", "payments", "notifications")
+SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 HTTP_PORT_VARS = (
     "CARAVAN_HTTP_PORT",
     "CARAVAN_INVENTORY_HTTP_PORT",
     "CARAVAN_PAYMENTS_HTTP_PORT",
     "CARAVAN_NOTIFICATIONS_HTTP_PORT",
+    "CARAVAN_PLATFORM_HTTP_PORT",
 )
 
 
@@ -157,7 +159,7 @@ def _asyncpg(url: str) -> str:
 
 @dataclass
 class ServiceProcesses:
-    """The four services, each its own process, started with the given environment."""
+    """The services, each its own process, started with the given environment."""
 
     env: dict[str, str]
     log_dir: Path
@@ -207,7 +209,7 @@ class ServiceProcesses:
 
 def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str, str]:
     """The environment of the services: the orders API on ``http_port``, the admin APIs of
-    inventory, payments and notifications on the three ports after it."""
+    inventory, payments, notifications and the platform adapter on the four ports after it."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
@@ -238,3 +240,37 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
         time.sleep(0.1)
     if ports:
         raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(ports)}")
+
+
+@contextlib.asynccontextmanager
+async def simulator(module: str, port: int, *args: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``python -m <module> --port <port> <args>`` (a simulator of an outside system, its
+    own process) for the block; yields an HTTP client for it once it answers ``/healthz``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        "--port",
+        str(port),
+        *args,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15)
+    try:
+        for _ in range(300):
+            if proc.returncode is not None:
+                raise RuntimeError(f"{module} exited (is port {port} free?)")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        else:
+            raise TimeoutError(f"{module} did not answer on port {port}")
+        yield client
+    finally:
+        await client.aclose()
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)

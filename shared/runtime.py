@@ -120,6 +120,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         "inventory": settings.inventory_http_port,
         "payments": settings.payments_http_port,
         "notifications": settings.notifications_http_port,
+        "platform": settings.platform_http_port,
     }[name]
     return service
 

@@ -3,8 +3,16 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlatformApp(BaseModel):
+    """One marketplace app the platform adapter accepts pushes from and calls back."""
+
+    secret: SecretStr
+    sign_method: Literal["hmac-sha256", "md5"] = "hmac-sha256"
+    api_url: str
 
 
 class Settings(BaseSettings):
@@ -63,6 +71,17 @@ class Settings(BaseSettings):
     payments_monthly_interest_bp: int = Field(0, ge=0)
     payments_reminder_upcoming_days: int = Field(3, ge=0)
     payments_reminder_interval_seconds: float = 5.0
+    # Platform adapter: the marketplace apps (CARAVAN_PLATFORM_APPS, JSON: {app: {secret,
+    # sign_method, api_url}}), how old a push's timestamp may be, the platform API's timeout
+    # and the retries of status callbacks (exponential backoff, ``retry_base`` to ``cap``).
+    platform_http_port: int = 8084
+    platform_apps: dict[str, PlatformApp] = Field(default_factory=dict)
+    platform_timestamp_window_seconds: float = Field(300.0, gt=0)
+    platform_api_timeout_seconds: float = 5.0
+    platform_callback_max_attempts: int = Field(30, ge=1)
+    platform_callback_retry_base_seconds: float = 1.0
+    platform_callback_retry_cap_seconds: float = 300.0
+    platform_callback_lease_seconds: float = 30.0
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

@@ -24,7 +24,7 @@ from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
 
-SERVICES = ("orders", "inventory", "payments", "notifications")
+SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 
 
 @dataclass
@@ -46,6 +46,7 @@ def ports(settings: Settings) -> dict[str, int]:
         "inventory": settings.inventory_http_port,
         "payments": settings.payments_http_port,
         "notifications": settings.notifications_http_port,
+        "platform": settings.platform_http_port,
     }
 
 

@@ -38,13 +38,18 @@ class Tx:
         )
         return (await self.conn.execute(stmt)).first() is not None
 
-    async def emit(self, data: EventData, *, correlation_id: str | None = None) -> CloudEvent:
-        """Add ``data`` as a CloudEvent to the outbox, caused by the event being handled."""
+    async def emit(
+        self, data: EventData, *, correlation_id: str | None = None, source: str | None = None
+    ) -> CloudEvent:
+        """Add ``data`` as a CloudEvent to the outbox, caused by the event being handled.
+
+        ``source`` replaces the service's own where the event speaks for someone else (the
+        platform adapter places orders as ``platform/<app>``)."""
         order_id = getattr(data, "order_id", None)
         corr = correlation_id or order_id or (self.cause.correlationid if self.cause else None)
         event = new_event(
             data,
-            source=self.source,
+            source=source or self.source,
             correlation_id=corr,
             causation_id=self.cause.id if self.cause else None,
         )

@@ -15,6 +15,7 @@ from services.inventory.adapters.tables import metadata as inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
+from services.platform.adapters.tables import metadata as platform
 from shared.db.migrate import alembic_config
 
 METADATA = {
@@ -22,6 +23,7 @@ METADATA = {
     "inventory": inventory,
     "payments": payments,
     "notifications": notifications,
+    "platform": platform,
 }
 
 

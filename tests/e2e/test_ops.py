@@ -26,10 +26,11 @@ def consumed(caravan: System) -> dict[str, list[Topic]]:
     from services.notifications.bootstrap import bootstrap as notifications
     from services.orders.bootstrap import bootstrap as orders
     from services.payments.bootstrap import bootstrap as payments
+    from services.platform.bootstrap import bootstrap as platform
 
     settings = Settings(DATABASE_URL=caravan.infra.database_url)
     groups = {}
-    for build in (orders, inventory, payments, notifications):
+    for build in (orders, inventory, payments, notifications, platform):
         service = build(settings)  # composing connects to nothing
         groups[service.consumer.group_id] = [s.topic for s in service.consumer.subscriptions]
     return groups
@@ -72,11 +73,13 @@ async def snapshot(caravan: System) -> dict[str, object]:
         "payments": "select status, count(*) from payments.payments group by 1 order by 1",
         "loans": "select status, sum(outstanding_fen) from payments.loans group by 1 order by 1",
         "sms": "select status, count(*) from notifications.sms group by 1 order by 1",
+        "callbacks": "select count(*) from platform.callbacks",
     }
     state: dict[str, object] = {
         k: [tuple(r) for r in await caravan.sql(q)] for k, q in queries.items()
     }
     for topic in (
+        Topic.ORDER_REQUESTS,
         Topic.ORDER_EVENTS,
         Topic.INVENTORY_EVENTS,
         Topic.PAYMENT_EVENTS,
@@ -248,7 +251,7 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         while asyncio.get_running_loop().time() < deadline:
             snap = await snapshot()
             if (
-                len(snap.get("consumed", {})) == 4
+                len(snap.get("consumed", {})) == len(system.SERVICES)
                 and snap.get("orders")
                 and snap.get("dead_letters")
             ):

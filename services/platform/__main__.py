@@ -1,0 +1,6 @@
+"""Run the platform adapter: ``python -m services.platform``."""
+
+from services.platform.bootstrap import bootstrap
+from shared.main import run
+
+run("platform", bootstrap)

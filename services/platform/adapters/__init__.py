@@ -1,0 +1,1 @@
+"""Tables and the HTTP client of the platforms' APIs."""

@@ -1,0 +1,90 @@
+"""The platforms' HTTP APIs, as the adapter calls them (every request signed, see
+:mod:`services.platform.domain.signing`):
+
+- order API: ``GET {api_url}/orders/{order_id}?app_key=&timestamp=&sign=`` answers a
+  :class:`~services.platform.domain.orders.PlatformOrder` as JSON;
+- status API: ``POST {api_url}/status`` with the JSON object ``{app_key, order_id,
+  status, reason, idempotency_key, timestamp, sign}`` (all strings; ``reason`` empty for a
+  confirmed order) and the header ``Idempotency-Key``: the platform applies one key once.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import ValidationError
+
+from services.platform.domain.orders import PlatformOrder
+from services.platform.domain.signing import signed
+from shared.settings import PlatformApp
+
+log = logging.getLogger(__name__)
+
+
+class PlatformUnavailable(Exception):
+    """No usable answer (refused, timed out, 5xx): worth trying again later."""
+
+
+class PlatformRefused(Exception):
+    """The platform answered, and the answer says no (unknown order, bad request)."""
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One order outcome for a platform; ``key`` is the idempotency key."""
+
+    key: str
+    order_id: str
+    status: str
+    reason: str | None
+
+
+class PlatformApi:
+    def __init__(self, apps: dict[str, PlatformApp], timeout: float) -> None:
+        self.apps = apps
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    def _params(self, app: str, **params: str) -> dict[str, str]:
+        config = self.apps[app]
+        stamp = str(int(datetime.now(UTC).timestamp()))
+        return signed(
+            {"app_key": app, "timestamp": stamp, **params},
+            config.secret.get_secret_value(),
+            config.sign_method,
+        )
+
+    async def fetch_order(self, app: str, order_id: str) -> PlatformOrder:
+        """The order as the platform has it now."""
+        url = f"{self.apps[app].api_url.rstrip('/')}/orders/{order_id}"
+        try:
+            answer = await self.client.get(url, params=self._params(app, order_id=order_id))
+        except httpx.HTTPError as exc:
+            raise PlatformUnavailable(f"order API: {exc!r}") from exc
+        if answer.status_code >= 500 or answer.status_code in (408, 429):
+            raise PlatformUnavailable(f"order API answered {answer.status_code}")
+        if answer.status_code != 200:
+            raise PlatformRefused(f"order API answered {answer.status_code}")
+        try:
+            return PlatformOrder.model_validate_json(answer.content)
+        except ValidationError as exc:
+            raise PlatformRefused(f"order API sent an order we cannot read: {exc}") from exc
+
+    async def push_status(self, app: str, update: StatusUpdate) -> int:
+        """Tell the platform an order's outcome; the HTTP status it answered."""
+        body = self._params(
+            app,
+            order_id=update.order_id,
+            status=update.status,
+            reason=update.reason or "",
+            idempotency_key=update.key,
+        )
+        url = f"{self.apps[app].api_url.rstrip('/')}/status"
+        try:
+            answer = await self.client.post(url, json=body, headers={"Idempotency-Key": update.key})
+        except httpx.HTTPError as exc:
+            raise PlatformUnavailable(f"status API: {exc!r}") from exc
+        return answer.status_code
+
+    async def close(self) -> None:
+        await self.client.aclose()

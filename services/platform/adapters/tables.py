@@ -1,0 +1,102 @@
+"""The platform schema: pushes seen (replay guard), the mapping table, platform orders placed
+with us (one per app and platform order), problems for operations, and status callbacks."""
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.messaging.tables import add_messaging_tables
+
+SCHEMA = "platform"
+metadata = MetaData(schema=SCHEMA)
+
+# Each accepted push's id (its ``push_id`` or ``nonce``, else its signature): an exact
+# replay is refused. Rows older than the timestamp window can go: such a push is stale anyway.
+pushes = Table(
+    "pushes",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("push_id", String(128), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("app", "push_id"),
+)
+
+# kind 'sku': value {"sku"}; kind 'buyer': value {"buyer_id", "phone", "locale"}.
+mappings = Table(
+    "mappings",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("external_id", String(128), nullable=False),
+    Column("value", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("app", "kind", "external_id"),
+)
+
+# A platform order for which ``order.requested`` was published (once), and its order id
+# once ``order.placed`` names it.
+platform_orders = Table(
+    "platform_orders",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("platform_order_id", String(64), nullable=False),
+    Column("request_event_id", String(256), nullable=False),
+    Column("order_id", String(36), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("app", "platform_order_id"),
+    Index("platform_orders_order_id", "order_id"),
+)
+
+# Why a pushed order could not be placed (unmapped SKU or buyer, invalid order): one row per
+# order and kind, until a later push places the order (``resolved_at``).
+problems = Table(
+    "problems",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("platform_order_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("occurrences", Integer, nullable=False, server_default="1"),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("app", "platform_order_id", "kind"),
+)
+
+# One status callback per terminal event; its id is the idempotency key sent to the platform.
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("event_id", String(256), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("platform_order_id", String(64), nullable=False),
+    Column("order_id", String(36), nullable=False),
+    Column("outcome", String(16), nullable=False),  # confirmed | cancelled
+    Column("reason", String(32), nullable=True),
+    # pending | sending | delivered | failed
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When a pending row is due; for a row being sent, when its claim lapses.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Index(
+        "callbacks_due",
+        "next_attempt_at",
+        postgresql_where=text("status IN ('pending', 'sending')"),
+    ),
+)
+
+outbox, inbox = add_messaging_tables(metadata)

@@ -1,0 +1,50 @@
+"""The composition root of the platform adapter."""
+
+import asyncio
+from functools import partial
+
+from services.platform.adapters.platform_api import PlatformApi
+from services.platform.adapters.tables import metadata
+from services.platform.callbacks import CallbackPolicy, sample
+from services.platform.domain.delivery import Backoff
+from services.platform.entrypoints.http import admin_router, push_router
+from services.platform.entrypoints.subscribers import callback_loop, prune_loop, subscriptions
+from services.platform.handlers import sample_problems
+from shared.runtime import Service, build_service
+from shared.settings import Settings
+
+
+def callback_policy(settings: Settings) -> CallbackPolicy:
+    lease = settings.platform_callback_lease_seconds
+    if lease <= settings.platform_api_timeout_seconds:
+        raise ValueError("the callback lease must be longer than the platform API timeout")
+    return CallbackPolicy(
+        Backoff(
+            max_attempts=settings.platform_callback_max_attempts,
+            base_seconds=settings.platform_callback_retry_base_seconds,
+            cap_seconds=settings.platform_callback_retry_cap_seconds,
+        ),
+        lease_seconds=lease,
+    )
+
+
+def bootstrap(settings: Settings) -> Service:
+    service = build_service("platform", settings, metadata)
+    api = PlatformApi(settings.platform_apps, settings.platform_api_timeout_seconds)
+    window = settings.platform_timestamp_window_seconds
+    for sub in subscriptions():
+        service.subscribe(sub)
+    wake = asyncio.Event()
+    service.uow.on_commit(wake.set)
+    service.loops.append(partial(callback_loop, service.uow, api, callback_policy(settings), wake))
+    service.loops.append(partial(prune_loop, service.uow, window))
+    service.asgi_app.include_router(push_router(service.uow, api, window))
+    service.asgi_app.include_router(admin_router(service.uow))
+
+    async def probe() -> None:
+        await sample(service.uow)
+        async with service.uow.begin() as tx:
+            await sample_problems(tx)
+
+    service.probes.append(probe)
+    return service

@@ -1,0 +1,144 @@
+"""Telling platforms their orders' outcomes: claim, call, record, never holding a transaction
+open across a call (the pattern of :mod:`services.notifications.dispatch`).
+
+1. **Claim** (one short transaction): due rows (``pending`` and due, or ``sending`` whose
+   lease lapsed) become ``sending``, ``attempts`` + 1, ``next_attempt_at`` = end of the lease;
+   ``FOR UPDATE SKIP LOCKED``, so instances never claim the same row at once.
+2. **Call** the platform's status API with the terminal event's id as idempotency key.
+3. **Record**, fenced on ``status = 'sending' AND attempts = <claimed attempt>``:
+   ``delivered``; or back to ``pending`` after an exponential, jittered backoff; or
+   ``failed`` when the platform refused for good or the attempts are spent.
+
+A crash between the call and the record leaves the row ``sending``; when its lease lapses it
+is called again with the same key, which the platform applies once. The rows are durable, so
+callbacks survive restarts and platform outages; ``failed`` ones stay listed for operations.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
+from services.platform.adapters.tables import callbacks
+from services.platform.domain.delivery import Backoff, Verdict, verdict
+from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
+from shared.messaging.uow import Tx, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    backoff: Backoff
+    lease_seconds: float = 30.0
+    batch: int = 50
+
+
+async def claim_due(tx: Tx, policy: CallbackPolicy) -> list[Any]:
+    due = (
+        select(callbacks.c.event_id)
+        .where(
+            callbacks.c.status.in_(("pending", "sending")),
+            callbacks.c.next_attempt_at <= func.now(),
+        )
+        .order_by(callbacks.c.next_attempt_at)
+        .limit(policy.batch)
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        (
+            await tx.conn.execute(
+                update(callbacks)
+                .where(callbacks.c.event_id.in_(due))
+                .values(
+                    status="sending",
+                    attempts=callbacks.c.attempts + 1,
+                    next_attempt_at=func.now() + timedelta(seconds=policy.lease_seconds),
+                )
+                .returning(*callbacks.c)
+            )
+        ).all()
+    )
+
+
+async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
+    """One status API call: its verdict, and what went wrong if anything."""
+    if row.app not in api.apps:
+        return "failed", f"app {row.app!r} is not configured"
+    update_ = StatusUpdate(row.event_id, row.platform_order_id, row.outcome, row.reason)
+    try:
+        status = await api.push_status(row.app, update_)
+    except PlatformUnavailable as exc:
+        return "retry", str(exc)[:1000]
+    except Exception as exc:  # a bug or an unexpected answer: retry, bounded
+        log.exception("status callback failed unexpectedly")
+        return "retry", repr(exc)[:1000]
+    result = verdict(status)
+    return result, None if result == "delivered" else f"status API answered {status}"
+
+
+async def record(
+    tx: Tx, row: Any, result: Verdict, error: str | None, policy: CallbackPolicy
+) -> str:
+    fence = update(callbacks).where(
+        callbacks.c.event_id == row.event_id,
+        callbacks.c.status == "sending",
+        callbacks.c.attempts == row.attempts,
+    )
+    if result == "retry" and policy.backoff.exhausted(row.attempts):
+        result = "failed"
+    if result == "delivered":
+        values: dict[str, Any] = {"status": "delivered", "delivered_at": func.now()}
+    elif result == "retry":
+        at = datetime.now(UTC) + timedelta(seconds=policy.backoff.delay(row.attempts))
+        values = {"status": "pending", "next_attempt_at": at}
+    else:
+        values = {"status": "failed"}
+    done = await tx.conn.execute(
+        fence.values(last_error=error, **values).returning(callbacks.c.event_id)
+    )
+    if done.first() is None:
+        return "stale"
+    CALLBACK_CALLS.labels(row.app, result).inc()
+    if result == "failed":
+        log.warning(
+            "status callback of %s/%s failed after %d attempts: %s",
+            row.app,
+            row.platform_order_id,
+            row.attempts,
+            error,
+        )
+    elif result == "retry":
+        log.info("status callback of %s/%s: %s; retrying", row.app, row.platform_order_id, error)
+    return result
+
+
+async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy) -> int:
+    """Claim, call and record one batch; the number of rows claimed."""
+    async with uow.begin() as tx:
+        rows = await claim_due(tx, policy)
+    if not rows:
+        return 0
+    results = await asyncio.gather(*(call(api, row) for row in rows))
+    for row, (result, error) in zip(rows, results, strict=True):
+        async with uow.begin() as tx:
+            await record(tx, row, result, error, policy)
+    return len(rows)
+
+
+async def sample(uow: UnitOfWork) -> None:
+    """Callbacks by status, for ``/metrics``."""
+    async with uow.db.engine.connect() as conn:
+        counts: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    select(callbacks.c.status, func.count()).group_by(callbacks.c.status)
+                )
+            ).all()
+        )
+    for status in ("pending", "sending", "delivered", "failed"):
+        CALLBACKS.labels(status).set(counts.get(status, 0))

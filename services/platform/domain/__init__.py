@@ -1,0 +1,1 @@
+"""Pure rules of the platform adapter: signatures, timestamps, mapping, retry delays."""

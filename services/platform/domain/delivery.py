@@ -1,0 +1,36 @@
+"""Status callbacks to a platform: what an answer means, and when to try again. Pure."""
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Verdict = Literal["delivered", "retry", "failed"]
+
+
+def verdict(status_code: int | None) -> Verdict:
+    """A status API's answer: 2xx delivered; no answer, 408, 429 or 5xx worth retrying; any
+    other 4xx refused for good (retrying the same request would be refused again)."""
+    if status_code is None or status_code in (408, 429) or status_code >= 500:
+        return "retry"
+    if 200 <= status_code < 300:
+        return "delivered"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with equal jitter, at most ``max_attempts`` calls in all."""
+
+    max_attempts: int = 30
+    base_seconds: float = 1.0
+    cap_seconds: float = 300.0
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed call number ``attempt`` (1-based): half of the
+        exponential step for sure, the other half at random."""
+        step = min(self.cap_seconds, self.base_seconds * 2.0 ** min(max(attempt - 1, 0), 30))
+        return step / 2 + rand() * step / 2
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts

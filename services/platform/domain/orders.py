@@ -1,0 +1,109 @@
+"""A platform's order, and how it becomes our ``order.requested``. Pure.
+
+The platform's order API answers with a :class:`PlatformOrder`. Its SKUs and its buyer are
+the platform's; the app's mapping table says which of ours they are. Nothing is invented:
+a SKU or buyer without a mapping makes a :class:`Problem` for operations instead.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.events.orders import (
+    E164_PATTERN,
+    Buyer,
+    Delivery,
+    Locale,
+    OrderLine,
+    OrderRequested,
+    PaymentRequest,
+)
+
+ProblemKind = Literal["unmapped_sku", "unmapped_buyer", "invalid_order"]
+# The platform statuses: only a paid order is placed with us.
+PlatformStatus = Literal["wait_pay", "paid", "cancelled"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class PlatformBuyer(_Model):
+    id: str = Field(min_length=1, max_length=128)
+    phone: str | None = None
+
+
+class PlatformItem(_Model):
+    sku: str = Field(min_length=1, max_length=128)
+    quantity: int = Field(ge=1, strict=True)
+
+
+class PlatformOrder(_Model):
+    """What a platform's order API answers for one order."""
+
+    order_id: str = Field(min_length=1, max_length=64)
+    status: PlatformStatus
+    buyer: PlatformBuyer
+    items: list[PlatformItem] = Field(min_length=1)
+    delivery: Delivery | None = None
+
+
+class SkuMapping(_Model):
+    sku: str = Field(min_length=1, max_length=64)
+
+
+class BuyerMapping(_Model):
+    buyer_id: str = Field(min_length=1, max_length=64)
+    phone: str | None = Field(None, pattern=E164_PATTERN)
+    locale: Locale = "zh-CN"
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    detail: str
+
+
+def to_request(
+    order: PlatformOrder,
+    skus: Mapping[str, SkuMapping],
+    buyers: Mapping[str, BuyerMapping],
+) -> OrderRequested | list[Problem]:
+    """Our ``order.requested`` for a paid platform order, or why there cannot be one.
+
+    The platform order id is the ``order_ref``; platform SKUs mapped to the same SKU of ours
+    are merged into one line; the platform has taken the money, so payment is ``prepaid``.
+    """
+    problems = [
+        Problem("unmapped_sku", f"platform SKU {item.sku!r} has no mapping")
+        for item in order.items
+        if item.sku not in skus
+    ]
+    buyer = buyers.get(order.buyer.id)
+    if buyer is None:
+        problems.append(
+            Problem("unmapped_buyer", f"platform buyer {order.buyer.id!r} has no mapping")
+        )
+    if problems or buyer is None:
+        return problems
+    quantities: dict[str, int] = {}
+    for item in order.items:
+        sku = skus[item.sku].sku
+        quantities[sku] = quantities.get(sku, 0) + item.quantity
+    try:
+        return OrderRequested(
+            order_ref=order.order_id,
+            buyer=Buyer(
+                id=buyer.buyer_id, phone=buyer.phone or order.buyer.phone or "", locale=buyer.locale
+            ),
+            lines=[OrderLine(sku=sku, quantity=q) for sku, q in quantities.items()],
+            payment=PaymentRequest(method="prepaid"),
+            delivery=order.delivery,
+        )
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return [Problem("invalid_order", detail[:1000])]

@@ -1,0 +1,1 @@
+"""HTTP routes (pushes, admin) and the Kafka subscription with its callback loop."""

@@ -1,0 +1,221 @@
+"""The platform adapter's HTTP API.
+
+Pushes (authenticated by the app's signature, not by a token):
+
+- ``POST /platform/{app}/push``: a form (``application/x-www-form-urlencoded``) or JSON
+  object of string (or number) parameters, signed as
+  :mod:`services.platform.domain.signing` says, with ``timestamp`` (Unix seconds or
+  milliseconds, or ISO 8601) within the window, ``order_id`` (the platform's), and
+  ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a push
+  carries (a full order, or only "order changed") is not trusted: the order is fetched from
+  the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
+  "ignored"}``; 401 bad signature, unknown app or stale timestamp (nothing stored or
+  published); 409 a replayed push; 422 a body that is not flat parameters or lacks
+  ``order_id``; 404 an order the platform does not know; 502/503 the order API failed (the
+  platform should push again).
+
+Operations (an :class:`~fastapi.APIRouter` of its own, so that a bearer-token scope can be
+put on it):
+
+- ``PUT /platform/{app}/mappings/sku/{platform_sku}`` ``{"sku"}``;
+  ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
+  ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
+- ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
+  unless ``all``), e.g. an unmapped SKU.
+- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts.
+"""
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.platform import handlers
+from services.platform.adapters.platform_api import (
+    PlatformApi,
+    PlatformRefused,
+    PlatformUnavailable,
+)
+from services.platform.adapters.tables import callbacks, mappings, problems
+from services.platform.domain.orders import BuyerMapping, SkuMapping
+from services.platform.domain.signing import SIGN, fresh, verify
+from services.platform.metrics import PUSHES
+from shared.http import invalid, problem
+from shared.messaging.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+MappingKind = Literal["sku", "buyer"]
+MAPPING_MODELS: dict[str, type[SkuMapping] | type[BuyerMapping]] = {
+    "sku": SkuMapping,
+    "buyer": BuyerMapping,
+}
+
+
+def parse_params(body: bytes, content_type: str) -> dict[str, str]:
+    """A push's parameters, from a form or a flat JSON object; ValueError otherwise."""
+    if "json" in content_type:
+        data = json.loads(body or b"null")
+        if not isinstance(data, dict):
+            raise ValueError("a JSON push must be an object")
+        params: dict[str, str] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError(f"parameter {key!r} must be a string or a number")
+            params[key] = str(value)
+        return params
+    pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a parameter appears more than once")
+    return dict(pairs)
+
+
+def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> APIRouter:
+    router = APIRouter(tags=["platform pushes"])
+
+    def refuse(app: str, outcome: str, status: int, title: str, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        log.warning("push for app %r from %s refused: %s", app, client, outcome)
+        PUSHES.labels(app if app in api.apps else "unknown", outcome).inc()
+        return problem(status, title)
+
+    @router.post("/platform/{app}/push")
+    async def push(app: str, request: Request) -> Any:
+        """Take a platform's order push (see the module docstring)."""
+        try:
+            params = parse_params(await request.body(), request.headers.get("content-type", ""))
+        except (ValueError, UnicodeDecodeError) as exc:
+            PUSHES.labels(app if app in api.apps else "unknown", "invalid").inc()
+            return problem(422, "Not a platform push", str(exc)[:500])
+        config = api.apps.get(app)
+        if config is None or not verify(
+            params, config.secret.get_secret_value(), config.sign_method
+        ):
+            outcome = "unknown_app" if config is None else "bad_signature"
+            return refuse(app, outcome, 401, "Bad signature", request)
+        if not fresh(params.get("timestamp"), datetime.now(UTC), window_seconds):
+            return refuse(app, "stale", 401, "Stale or missing timestamp", request)
+        push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
+        order_id = params.get("order_id", "")
+        if not order_id or len(order_id) > 64 or len(push_id) > 128:
+            PUSHES.labels(app, "invalid").inc()
+            return problem(422, "Not a platform push", "order_id (at most 64 characters) needed")
+        async with uow.begin() as tx:
+            replayed = await handlers.seen(tx, app, push_id)
+        if replayed:
+            return refuse(app, "replayed", 409, "Push already received", request)
+        try:
+            order = await api.fetch_order(app, order_id)
+        except PlatformUnavailable as exc:
+            log.warning("platform %s order %s not fetched: %s", app, order_id, exc)
+            PUSHES.labels(app, "fetch_failed").inc()
+            return problem(503, "Platform order API unavailable", "push again later")
+        except PlatformRefused as exc:
+            PUSHES.labels(app, "fetch_refused").inc()
+            return problem(404, "Order not available from the platform", str(exc)[:500])
+        if order.order_id != order_id:
+            PUSHES.labels(app, "fetch_refused").inc()
+            return problem(502, "The platform answered another order")
+        async with uow.begin() as tx:
+            outcome = await handlers.accept_push(tx, app, push_id, order)
+        if outcome == "replayed":
+            return refuse(app, "replayed", 409, "Push already received", request)
+        PUSHES.labels(app, outcome).inc()
+        return {"status": outcome, "order_ref": order.order_id}
+
+    return router
+
+
+def admin_router(uow: UnitOfWork) -> APIRouter:
+    router = APIRouter(prefix="/platform", tags=["platform operations"])
+
+    @router.put("/{app}/mappings/{kind}/{external_id}")
+    async def put_mapping(app: str, kind: MappingKind, external_id: str, request: Request) -> Any:
+        """Map a platform SKU (``{"sku"}``) or buyer (``{"buyer_id", "phone", "locale"}``)."""
+        try:
+            value = MAPPING_MODELS[kind].model_validate_json(await request.body())
+        except ValidationError as exc:
+            return invalid(exc)
+        if len(app) > 64 or len(external_id) > 128:
+            return problem(422, "Too long", "app at most 64, ids at most 128 characters")
+        stmt = pg_insert(mappings).values(
+            app=app, kind=kind, external_id=external_id, value=value.model_dump(mode="json")
+        )
+        async with uow.begin() as tx:
+            await tx.conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[mappings.c.app, mappings.c.kind, mappings.c.external_id],
+                    set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+                )
+            )
+        return {"app": app, "kind": kind, "external_id": external_id, **value.model_dump()}
+
+    def _key(app: str, kind: str, external_id: str) -> Any:
+        return (
+            (mappings.c.app == app)
+            & (mappings.c.kind == kind)
+            & (mappings.c.external_id == external_id)
+        )
+
+    @router.get("/{app}/mappings/{kind}/{external_id}")
+    async def get_mapping(app: str, kind: MappingKind, external_id: str) -> Any:
+        async with uow.db.engine.connect() as conn:
+            value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
+        if value is None:
+            return problem(404, "No such mapping")
+        return {"app": app, "kind": kind, "external_id": external_id, **value}
+
+    @router.delete("/{app}/mappings/{kind}/{external_id}", status_code=204)
+    async def delete_mapping(app: str, kind: MappingKind, external_id: str) -> Response:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(mappings).where(_key(app, kind, external_id)))
+        return Response(status_code=204)
+
+    @router.get("/{app}/mappings")
+    async def list_mappings(app: str) -> Any:
+        async with uow.db.engine.connect() as conn:
+            rows = await conn.execute(
+                select(mappings.c.kind, mappings.c.external_id, mappings.c.value)
+                .where(mappings.c.app == app)
+                .order_by(mappings.c.kind, mappings.c.external_id)
+            )
+            found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
+        return {"app": app, "mappings": found}
+
+    @router.get("/problems")
+    async def list_problems(app: str | None = None, all: bool = False) -> Any:
+        query = select(problems).order_by(problems.c.last_seen_at.desc()).limit(500)
+        if app is not None:
+            query = query.where(problems.c.app == app)
+        if not all:
+            query = query.where(problems.c.resolved_at.is_(None))
+        async with uow.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {"problems": [_jsonable(r) for r in rows]}
+
+    @router.get("/callbacks")
+    async def list_callbacks(
+        app: str | None = None, status: str | None = None, order_id: str | None = None
+    ) -> Any:
+        query = select(callbacks).order_by(callbacks.c.created_at.desc()).limit(500)
+        if app is not None:
+            query = query.where(callbacks.c.app == app)
+        if status is not None:
+            query = query.where(callbacks.c.status == status)
+        if order_id is not None:
+            query = query.where(callbacks.c.order_id == order_id)
+        async with uow.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {"callbacks": [_jsonable(r) for r in rows]}
+
+    return router
+
+
+def _jsonable(row: Any) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dict(row).items()}

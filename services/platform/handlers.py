@@ -1,0 +1,190 @@
+"""Use cases of the platform adapter, each inside one :class:`~shared.messaging.uow.Tx`.
+
+A push is answered only after the order was fetched from the platform (outside any
+transaction, see :mod:`services.platform.entrypoints.http`); :func:`accept_push` then
+decides in one transaction: the push id is recorded (an exact replay is refused), and a paid
+order whose SKUs and buyer are mapped is placed by publishing ``order.requested`` through the
+outbox, at most once per (app, platform order id): the ``platform_orders`` row and the
+outbox row commit together. The orders service's (source, order_ref) idempotency is the
+second guard.
+"""
+
+import logging
+from typing import Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.platform.adapters.tables import callbacks, mappings, platform_orders, problems, pushes
+from services.platform.domain.orders import (
+    BuyerMapping,
+    PlatformOrder,
+    Problem,
+    SkuMapping,
+    to_request,
+)
+from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
+from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from shared.events.registry import Parsed
+from shared.messaging.uow import Tx
+
+log = logging.getLogger(__name__)
+
+Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
+SOURCE_PREFIX = "platform/"
+
+
+def source_of(app: str) -> str:
+    return f"{SOURCE_PREFIX}{app}"
+
+
+async def seen(tx: Tx, app: str, push_id: str) -> bool:
+    """True when this push id was accepted before."""
+    found = await tx.conn.scalar(
+        select(pushes.c.push_id).where(pushes.c.app == app, pushes.c.push_id == push_id)
+    )
+    return found is not None
+
+
+async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> Accepted:
+    """Act on a verified push, given the order as the platform has it now."""
+    fresh = await tx.conn.execute(
+        pg_insert(pushes)
+        .values(app=app, push_id=push_id)
+        .on_conflict_do_nothing()
+        .returning(pushes.c.push_id)
+    )
+    if fresh.first() is None:
+        return "replayed"
+    if order.status != "paid":
+        log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
+        return "ignored"
+    key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
+    if await tx.conn.scalar(select(platform_orders.c.request_event_id).where(key)) is not None:
+        return "duplicate"
+    skus, buyers = await _mappings(tx, app, order)
+    request = to_request(order, skus, buyers)
+    if isinstance(request, list):
+        await _record_problems(tx, app, order.order_id, request)
+        return "problem"
+    event_id = await tx.conn.scalar(
+        pg_insert(platform_orders)
+        .values(app=app, platform_order_id=order.order_id, request_event_id="")
+        .on_conflict_do_nothing()
+        .returning(platform_orders.c.platform_order_id)
+    )
+    if event_id is None:  # a concurrent push placed it first
+        return "duplicate"
+    event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
+    await tx.conn.execute(update(platform_orders).where(key).values(request_event_id=event.id))
+    await tx.conn.execute(
+        update(problems)
+        .where(
+            problems.c.app == app,
+            problems.c.platform_order_id == order.order_id,
+            problems.c.resolved_at.is_(None),
+        )
+        .values(resolved_at=func.now())
+    )
+    log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
+    return "accepted"
+
+
+async def _mappings(
+    tx: Tx, app: str, order: PlatformOrder
+) -> tuple[dict[str, SkuMapping], dict[str, BuyerMapping]]:
+    wanted = [item.sku for item in order.items]
+    rows = await tx.conn.execute(
+        select(mappings.c.kind, mappings.c.external_id, mappings.c.value).where(
+            mappings.c.app == app,
+            ((mappings.c.kind == "sku") & mappings.c.external_id.in_(wanted))
+            | ((mappings.c.kind == "buyer") & (mappings.c.external_id == order.buyer.id)),
+        )
+    )
+    skus: dict[str, SkuMapping] = {}
+    buyers: dict[str, BuyerMapping] = {}
+    for kind, external_id, value in rows:
+        if kind == "sku":
+            skus[external_id] = SkuMapping.model_validate(value)
+        else:
+            buyers[external_id] = BuyerMapping.model_validate(value)
+    return skus, buyers
+
+
+async def _record_problems(tx: Tx, app: str, platform_order_id: str, found: list[Problem]) -> None:
+    for problem in found:
+        log.warning("platform order %s/%s: %s", app, platform_order_id, problem.detail)
+        PROBLEMS.labels(app, problem.kind).inc()
+        stmt = pg_insert(problems).values(
+            app=app, platform_order_id=platform_order_id, kind=problem.kind, detail=problem.detail
+        )
+        await tx.conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[problems.c.app, problems.c.platform_order_id, problems.c.kind],
+                set_={
+                    "detail": stmt.excluded.detail,
+                    "occurrences": problems.c.occurrences + 1,
+                    "last_seen_at": func.now(),
+                    "resolved_at": None,
+                },
+            )
+        )
+
+
+async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
+    """Remember the order id of a platform order we placed (its outcome names only that)."""
+    data = parsed.data
+    assert isinstance(data, OrderPlaced)
+    if not data.source.startswith(SOURCE_PREFIX):
+        return
+    await tx.conn.execute(
+        update(platform_orders)
+        .where(
+            platform_orders.c.app == data.source.removeprefix(SOURCE_PREFIX),
+            platform_orders.c.platform_order_id == data.order_ref,
+        )
+        .values(order_id=data.order_id)
+    )
+
+
+async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
+    """Queue the status callback of a platform order's terminal event (once per event)."""
+    data = parsed.data
+    assert isinstance(data, OrderConfirmed | OrderCancelled)
+    row = (
+        await tx.conn.execute(
+            select(platform_orders.c.app, platform_orders.c.platform_order_id).where(
+                platform_orders.c.order_id == data.order_id
+            )
+        )
+    ).first()
+    if row is None:
+        return
+    cancelled = isinstance(data, OrderCancelled)
+    await tx.conn.execute(
+        pg_insert(callbacks)
+        .values(
+            event_id=parsed.envelope.id,
+            app=row.app,
+            platform_order_id=row.platform_order_id,
+            order_id=data.order_id,
+            outcome="cancelled" if cancelled else "confirmed",
+            reason=data.reason if isinstance(data, OrderCancelled) else None,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def sample_problems(tx: Tx) -> None:
+    """Open problems by kind, for ``/metrics``."""
+    counts: dict[str, int] = dict(
+        (
+            await tx.conn.execute(
+                select(problems.c.kind, func.count())
+                .where(problems.c.resolved_at.is_(None))
+                .group_by(problems.c.kind)
+            )
+        ).all()
+    )
+    for kind in ("unmapped_sku", "unmapped_buyer", "invalid_order"):
+        OPEN_PROBLEMS.labels(kind).set(counts.get(kind, 0))

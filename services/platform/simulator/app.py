@@ -1,0 +1,183 @@
+"""The platform simulator's HTTP API.
+
+Platform side (what the adapter calls; every request must be signed with the app's secret
+and carry a fresh ``timestamp``, else 401):
+
+- ``GET /orders/{order_id}?app_key=&timestamp=&sign=``: the order (404 if unknown).
+- ``POST /status`` (JSON ``{app_key, order_id, status, reason, idempotency_key, timestamp,
+  sign}``): records an order outcome; the first request of an idempotency key is applied,
+  later ones are answered the same and counted.
+
+Control side (for tests and ``caravan demo``):
+
+- ``POST /orders`` ``{order_id, status, buyer: {id, phone}, items: [{sku, quantity}],
+  delivery}``: creates or replaces an order (``status`` ``paid`` by default).
+- ``POST /orders/{order_id}/push`` ``{kind: "full" | "notice", form, timestamp_offset_seconds,
+  bad_signature, push_id}``: signs a push and sends it to the adapter (a JSON body, or a
+  form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
+  says the order changed. Answers ``{status_code, body, params}`` (the adapter's answer and
+  exactly what was sent, so that a test can replay it).
+- ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"]}``: those APIs answer 503 for
+  ``s`` seconds (0: up again).
+- ``GET /callbacks?order_id=``: the outcomes applied (one per idempotency key, with how
+  many requests carried it) and every request. ``GET /healthz`` (never down).
+"""
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from services.platform.domain.orders import PlatformOrder
+from services.platform.domain.signing import SignMethod, fresh, signed, verify
+
+WINDOW_SECONDS = 300.0
+
+
+class PushRequest(BaseModel):
+    kind: Literal["full", "notice"] = "full"
+    form: bool = False
+    timestamp_offset_seconds: float = 0.0
+    bad_signature: bool = False
+    push_id: str | None = None
+
+
+Api = Literal["orders", "status"]
+
+
+class Down(BaseModel):
+    seconds: float = Field(ge=0)
+    apis: list[Api] = ["orders", "status"]
+
+
+@dataclass
+class State:
+    orders: dict[str, PlatformOrder] = field(default_factory=dict)
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> first update
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    down_until: dict[str, float] = field(default_factory=dict)
+
+    def down(self, api: Api) -> bool:
+        return time.monotonic() < self.down_until.get(api, 0.0)
+
+
+def _unavailable() -> JSONResponse:
+    return JSONResponse({"title": "platform down"}, status_code=503)
+
+
+def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> FastAPI:
+    app = FastAPI(title="Caravan marketplace-platform simulator")
+    state = State()
+
+    def authentic(params: dict[str, str]) -> bool:
+        return (
+            params.get("app_key") == app_key
+            and verify(params, secret, method)
+            and fresh(params.get("timestamp"), datetime.now(UTC), WINDOW_SECONDS)
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: str, request: Request) -> Any:
+        if state.down("orders"):
+            return _unavailable()
+        if not authentic(dict(request.query_params)):
+            return JSONResponse({"title": "bad signature"}, status_code=401)
+        order = state.orders.get(order_id)
+        if order is None:
+            return JSONResponse({"title": "no such order"}, status_code=404)
+        return order.model_dump(mode="json", exclude_none=True)
+
+    @app.post("/status")
+    async def status(request: Request) -> Any:
+        if state.down("status"):
+            state.requests.append({"at": time.time(), "answer": 503})
+            return _unavailable()
+        try:
+            params = {k: str(v) for k, v in dict(await request.json()).items()}
+        except (ValueError, TypeError):
+            return JSONResponse({"title": "not JSON"}, status_code=400)
+        if not authentic(params):
+            state.requests.append({"at": time.time(), "answer": 401, **params})
+            return JSONResponse({"title": "bad signature"}, status_code=401)
+        key = params.get("idempotency_key") or request.headers.get("idempotency-key", "")
+        first = key not in state.applied
+        if first:
+            state.applied[key] = {
+                "idempotency_key": key,
+                "order_id": params.get("order_id"),
+                "status": params.get("status"),
+                "reason": params.get("reason") or None,
+            }
+        state.requests.append({"at": time.time(), "answer": 200, **params})
+        return {"applied": first}
+
+    @app.post("/orders")
+    async def put_order(order: PlatformOrder) -> Any:
+        state.orders[order.order_id] = order
+        return order.model_dump(mode="json", exclude_none=True)
+
+    @app.post("/orders/{order_id}/push")
+    async def push(order_id: str, body: PushRequest) -> Any:
+        order = state.orders.get(order_id)
+        if order is None:
+            return JSONResponse({"title": "no such order"}, status_code=404)
+        stamp = datetime.now(UTC) + timedelta(seconds=body.timestamp_offset_seconds)
+        params = {
+            "app_key": app_key,
+            "push_id": body.push_id or uuid.uuid4().hex,
+            "timestamp": str(int(stamp.timestamp())),
+            "order_id": order_id,
+            "event": "order_created" if body.kind == "full" else "order_changed",
+        }
+        if body.kind == "full":
+            params["order"] = json.dumps(order.model_dump(mode="json", exclude_none=True))
+        params = signed(params, secret, method)
+        if body.bad_signature:
+            params["sign"] = signed(params, secret + "-wrong", method)["sign"]
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            if body.form:
+                answer = await client.post(push_url, data=params)
+            else:
+                answer = await client.post(push_url, json=params)
+        try:
+            content: Any = answer.json()
+        except ValueError:
+            content = answer.text
+        return {"status_code": answer.status_code, "body": content, "params": params}
+
+    @app.put("/down")
+    async def down(body: Down) -> dict[str, Any]:
+        for api in body.apis:
+            state.down_until[api] = time.monotonic() + body.seconds
+        return body.model_dump()
+
+    @app.get("/callbacks")
+    async def callbacks(order_id: str | None = None) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for r in state.requests:
+            if r.get("answer") == 200:
+                key = str(r.get("idempotency_key"))
+                counts[key] = counts.get(key, 0) + 1
+        return {
+            "callbacks": [
+                {**c, "requests": counts.get(k, 0)}
+                for k, c in state.applied.items()
+                if order_id is None or c["order_id"] == order_id
+            ],
+            "requests": [
+                r for r in state.requests if order_id is None or r.get("order_id") == order_id
+            ],
+        }
+
+    return app

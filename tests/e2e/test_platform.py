@@ -1,0 +1,343 @@
+"""The platform adapter end to end: two platform simulators (one app signing with
+HMAC-SHA256, one with the older MD5), each its own process, pushing to the adapter of the
+session's system, which is restarted with those apps configured (and quick callback
+retries); the defaults are restored afterwards."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from caravan.demo import run_platform_demo
+from caravan.system import simulator
+from shared.events.envelope import CloudEvent
+from shared.settings import Settings
+from shared.topics import Topic
+from tests import conftest
+from tests.harness import System
+
+APP, SECRET = "t-market", "t-market-secret-0001"
+LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
+DEMO = "t-demo"  # driven by caravan demo, which starts its own simulator
+RETRIES = {
+    "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
+    "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
+    "CARAVAN_PLATFORM_API_TIMEOUT_SECONDS": "2",
+    "CARAVAN_PLATFORM_CALLBACK_LEASE_SECONDS": "5",
+}
+SKUS = {"ALI-PEPPER": "T-PEPPER", "ALI-PEPPER-GIFT": "T-PEPPER", "ALI-FIG": "T-FIG"}
+BUYER = "nick-rich"
+
+
+@dataclass
+class Platform:
+    sim: httpx.AsyncClient  # the HMAC-SHA256 app's simulator
+    legacy: httpx.AsyncClient  # the MD5 app's simulator
+    adapter: httpx.AsyncClient
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+async def platform(caravan: System) -> AsyncIterator[Platform]:
+    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13, 14, 15
+    adapter_url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
+    apps = {
+        APP: {"secret": SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
+        LEGACY: {
+            "secret": LEGACY_SECRET,
+            "sign_method": "md5",
+            "api_url": f"http://127.0.0.1:{base + 14}",
+        },
+        DEMO: {"secret": "t-demo-secret", "api_url": f"http://127.0.0.1:{base + 15}"},
+    }
+    env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}
+    module = "services.platform.simulator"
+    push = f"{adapter_url}/platform/{{}}/push"
+    async with (
+        simulator(
+            module, base + 13, "--app", APP, "--secret", SECRET, "--callback", push.format(APP)
+        ) as sim,
+        simulator(
+            module,
+            base + 14,
+            "--app",
+            LEGACY,
+            "--secret",
+            LEGACY_SECRET,
+            "--sign-method",
+            "md5",
+            "--callback",
+            push.format(LEGACY),
+        ) as legacy,
+        httpx.AsyncClient(base_url=adapter_url, timeout=15) as adapter,
+    ):
+        await caravan.restart(("platform",), **env)
+        try:
+            for app in (APP, LEGACY):
+                for external, sku in SKUS.items():
+                    put = await adapter.put(
+                        f"/platform/{app}/mappings/sku/{external}", json={"sku": sku}
+                    )
+                    assert put.status_code == 200, put.text
+                buyer = {"buyer_id": "t-rich", "locale": "en"}
+                put = await adapter.put(f"/platform/{app}/mappings/buyer/{BUYER}", json=buyer)
+                assert put.status_code == 200, put.text
+            yield Platform(sim, legacy, adapter, env)
+        finally:
+            await caravan.restart(("platform",))
+
+
+async def new_order(
+    sim: httpx.AsyncClient,
+    items: dict[str, int] | None = None,
+    status: str = "paid",
+    order_id: str | None = None,
+) -> str:
+    """Create (or, given ``order_id``, replace) an order on the simulated platform."""
+    order_id = order_id or f"P-{uuid.uuid4().hex[:12]}"
+    body = {
+        "order_id": order_id,
+        "status": status,
+        "buyer": {"id": BUYER, "phone": "+8613900000001"},
+        "items": [{"sku": s, "quantity": q} for s, q in (items or {"ALI-PEPPER": 1}).items()],
+        "delivery": {"county": "Shawan", "address": "Village 3"},
+    }
+    created = await sim.post("/orders", json=body)
+    assert created.status_code == 200, created.text
+    return order_id
+
+
+async def push(sim: httpx.AsyncClient, order_id: str, **options: Any) -> dict[str, Any]:
+    """Have the simulator sign and push ``order_id``; its report of the adapter's answer."""
+    sent = await sim.post(f"/orders/{order_id}/push", json=options)
+    assert sent.status_code == 200, sent.text
+    report: dict[str, Any] = sent.json()
+    return report
+
+
+def requested(caravan: System, order_ref: str) -> list[CloudEvent]:
+    return caravan.log.events(Topic.ORDER_REQUESTS, order_ref=order_ref)
+
+
+async def placed_once(caravan: System, order_ref: str, app: str = APP) -> str:
+    """The order id of a platform order, checking it was requested and placed exactly once."""
+    order_id = await caravan.placed(order_ref, source=f"platform/{app}")
+    await asyncio.sleep(1.0)  # room for a second request or order, were there one
+    assert [e.source for e in requested(caravan, order_ref)] == [f"platform/{app}"]
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref)
+    assert len(placed) == 1
+    return order_id
+
+
+async def callbacks(sim: httpx.AsyncClient, order_ref: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await sim.get("/callbacks", params={"order_id": order_ref})).json()
+    return body
+
+
+async def until(check: Any, timeout: float = 30.0) -> Any:
+    """Poll ``check()`` (a coroutine function) until it answers something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if found := await check():
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s")
+
+
+async def test_a_bad_signature_gets_401_and_publishes_nothing(
+    caravan: System, platform: Platform
+) -> None:
+    bad_ref = await new_order(platform.sim)
+    refused = await push(platform.sim, bad_ref, bad_signature=True)
+    assert refused["status_code"] == 401 and refused["body"]["title"] == "Bad signature"
+    good_ref = await new_order(platform.sim)
+    good = await push(platform.sim, good_ref)
+    assert good["body"]["status"] == "accepted"
+    # A correctly signed push with one parameter changed, as a form; and an unknown app.
+    tampered = {**good["params"], "order_id": bad_ref, "push_id": uuid.uuid4().hex}
+    answer = await platform.adapter.post(f"/platform/{APP}/push", data=tampered)
+    assert answer.status_code == 401
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    other = await platform.adapter.post("/platform/no-such-app/push", json=good["params"])
+    assert other.status_code == 401
+    # The good push is published; the refused ones never are, and left nothing behind.
+    await caravan.wait_for(lambda: requested(caravan, good_ref))
+    await asyncio.sleep(1.0)
+    assert requested(caravan, bad_ref) == []
+    for table in ("platform_orders", "problems"):
+        stored = await caravan.scalar(
+            f"select count(*) from platform.{table} where platform_order_id = :r", r=bad_ref
+        )
+        assert stored == 0, table
+    pushes = await caravan.scalar(
+        "select count(*) from platform.pushes where push_id in (:a, :b)",
+        a=refused["params"]["push_id"],
+        b=tampered["push_id"],
+    )
+    assert pushes == 0
+    metrics = (await platform.adapter.get("/metrics")).text
+    assert f'caravan_platform_pushes_total{{app="{APP}",outcome="bad_signature"}}' in metrics
+
+
+async def test_a_stale_timestamp_is_refused(caravan: System, platform: Platform) -> None:
+    order_ref = await new_order(platform.sim)
+    for offset in (-360, 3600):
+        refused = await push(platform.sim, order_ref, timestamp_offset_seconds=offset)
+        assert refused["status_code"] == 401, refused
+        assert refused["body"]["title"] == "Stale or missing timestamp"
+    await asyncio.sleep(1.0)
+    assert requested(caravan, order_ref) == []
+    # The order itself is fine: a fresh push of it is taken.
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+
+
+async def test_duplicated_and_out_of_order_pushes_make_one_order(
+    caravan: System, platform: Platform
+) -> None:
+    order_ref = await new_order(platform.sim, status="wait_pay")
+    # "Changed" arrives while the buyer has not paid: the adapter fetches and waits.
+    early = await push(platform.sim, order_ref, kind="notice")
+    assert early["body"]["status"] == "ignored"
+    await new_order(platform.sim, status="paid", order_id=order_ref)
+    # The platform now pushes the paid notice, the (late) creation push, and retries of
+    # both, some as forms, all at once.
+    reports = await asyncio.gather(
+        push(platform.sim, order_ref, kind="notice"),
+        push(platform.sim, order_ref, kind="full", form=True),
+        push(platform.sim, order_ref, kind="full"),
+        push(platform.sim, order_ref, kind="notice", form=True),
+        push(platform.sim, order_ref, kind="full"),
+    )
+    assert [r["status_code"] for r in reports] == [200] * 5, reports
+    statuses = sorted(r["body"]["status"] for r in reports)
+    assert statuses == ["accepted"] + ["duplicate"] * 4
+    # An exact replay of one of them is refused.
+    replay = await platform.adapter.post(f"/platform/{APP}/push", json=reports[0]["params"])
+    assert replay.status_code == 409
+    await placed_once(caravan, order_ref)
+    rows = await caravan.scalar(
+        "select count(*) from platform.platform_orders where platform_order_id = :r", r=order_ref
+    )
+    assert rows == 1
+
+
+async def test_a_push_ends_with_the_platform_receiving_the_outcome(
+    caravan: System, platform: Platform
+) -> None:
+    # Two platform SKUs of the same product of ours make one line.
+    order_ref = await new_order(platform.sim, {"ALI-PEPPER": 2, "ALI-PEPPER-GIFT": 1})
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    [request] = requested(caravan, order_ref)
+    assert request.data["lines"] == [{"sku": "T-PEPPER", "quantity": 3}]
+    assert request.data["buyer"]["id"] == "t-rich"
+    outcome = await caravan.outcome(order_id)
+    assert outcome.type == "order.confirmed"
+    got = await until(lambda: _applied(platform.sim, order_ref))
+    assert got == [
+        {
+            "idempotency_key": outcome.id,
+            "order_id": order_ref,
+            "status": "confirmed",
+            "reason": None,
+            "requests": 1,
+        }
+    ]
+    # The MD5 app, with an out-of-season product: cancelled, and told why.
+    legacy_ref = await new_order(platform.legacy, {"ALI-FIG": 1})
+    assert (await push(platform.legacy, legacy_ref, form=True))["body"]["status"] == "accepted"
+    legacy_order = await placed_once(caravan, legacy_ref, app=LEGACY)
+    cancelled = await caravan.outcome(legacy_order)
+    assert cancelled.type == "order.cancelled"
+    got = await until(lambda: _applied(platform.legacy, legacy_ref))
+    assert [(c["status"], c["reason"], c["idempotency_key"]) for c in got] == [
+        ("cancelled", "out_of_season", cancelled.id)
+    ]
+
+
+async def _applied(sim: httpx.AsyncClient, order_ref: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = (await callbacks(sim, order_ref))["callbacks"]
+    return found
+
+
+async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
+    caravan: System, platform: Platform
+) -> None:
+    down = await platform.sim.put("/down", json={"seconds": 120, "apis": ["status"]})
+    assert down.status_code == 200
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    outcome = await caravan.outcome(order_id)
+
+    async def retrying() -> list[dict[str, Any]]:
+        listed = await platform.adapter.get("/platform/callbacks", params={"order_id": order_id})
+        rows: list[dict[str, Any]] = listed.json()["callbacks"]
+        return [r for r in rows if r["attempts"] >= 2 and "503" in (r["last_error"] or "")]
+
+    [row] = await until(retrying)
+    assert row["status"] in ("pending", "sending") and row["event_id"] == outcome.id
+    metrics = (await platform.adapter.get("/metrics")).text
+    assert f'caravan_platform_callback_calls_total{{app="{APP}",result="retry"}}' in metrics
+    # The adapter restarts meanwhile: the pending callback is kept.
+    await caravan.restart(("platform",), **platform.env)
+    await asyncio.sleep(2.0)
+    assert await _applied(platform.sim, order_ref) == []
+    assert (await platform.sim.put("/down", json={"seconds": 0})).status_code == 200
+    got = await until(lambda: _applied(platform.sim, order_ref), timeout=45)
+    assert [(c["status"], c["idempotency_key"], c["requests"]) for c in got] == [
+        ("confirmed", outcome.id, 1)
+    ]
+    delivered = await caravan.scalar(
+        "select status from platform.callbacks where event_id = :e", e=outcome.id
+    )
+    assert delivered == "delivered"
+    failures = await platform.sim.get("/callbacks")
+    assert sum(1 for r in failures.json()["requests"] if r["answer"] == 503) >= 2
+
+
+async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
+    caravan: System, platform: Platform
+) -> None:
+    unknown = f"ALI-NEW-{uuid.uuid4().hex[:6]}"
+    order_ref = await new_order(platform.sim, {unknown: 1})
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
+    listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
+    mine = [p for p in listed["problems"] if p["platform_order_id"] == order_ref]
+    assert [(p["kind"], unknown in p["detail"]) for p in mine] == [("unmapped_sku", True)]
+    await asyncio.sleep(0.5)
+    assert requested(caravan, order_ref) == []
+    put = await platform.adapter.put(
+        f"/platform/{APP}/mappings/sku/{unknown}", json={"sku": "T-PEPPER"}
+    )
+    assert put.status_code == 200
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+    listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
+    assert [p for p in listed["problems"] if p["platform_order_id"] == order_ref] == []
+    deleted = await platform.adapter.delete(f"/platform/{APP}/mappings/sku/{unknown}")
+    assert deleted.status_code == 204
+    gone = await platform.adapter.get(f"/platform/{APP}/mappings/sku/{unknown}")
+    assert gone.status_code == 404
+
+
+async def test_caravan_demo_drives_orders_through_the_simulator(
+    caravan: System, platform: Platform
+) -> None:
+    settings = Settings(
+        platform_apps=json.loads(platform.env["CARAVAN_PLATFORM_APPS"]),
+        platform_http_port=int(caravan.procs.env["CARAVAN_PLATFORM_HTTP_PORT"]),
+    )
+    outcomes = await run_platform_demo(settings, conftest.test_seed(), DEMO, count=3, timeout=60)
+    assert len(outcomes) == 3
+    assert all(o.status in ("confirmed", "cancelled") for o in outcomes), outcomes
+    # The seed's last demo order is for an out-of-season product.
+    assert ("cancelled", "out_of_season") in {(o.status, o.reason) for o in outcomes}
+    for o in outcomes:
+        assert [e.source for e in requested(caravan, o.order_ref)] == [f"platform/{DEMO}"]

@@ -1,0 +1,175 @@
+"""The platform adapter's pure rules: request signing, timestamps, order mapping, retries."""
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.platform.domain.delivery import Backoff, verdict
+from services.platform.domain.orders import (
+    BuyerMapping,
+    PlatformOrder,
+    Problem,
+    SkuMapping,
+    to_request,
+)
+from services.platform.domain.signing import (
+    SignMethod,
+    fresh,
+    parse_timestamp,
+    payload,
+    sign,
+    verify,
+)
+from services.platform.entrypoints.http import parse_params
+from shared.events.orders import OrderRequested
+
+PARAMS = {"timestamp": "1764489600", "app_key": "ali", "order_id": "P-1", "sign": "ignored"}
+
+
+def test_the_signed_bytes_are_sorted_names_and_values_without_the_sign() -> None:
+    assert payload(PARAMS) == b"app_keyaliorder_idP-1timestamp1764489600"
+
+
+def test_hmac_sha256_is_upper_case_hex_of_the_payload_keyed_by_the_secret() -> None:
+    expected = hmac.new(b"s3cret", payload(PARAMS), hashlib.sha256).hexdigest().upper()
+    assert sign(PARAMS, "s3cret") == expected
+    assert len(expected) == 64 and expected == expected.upper()
+
+
+def test_md5_wraps_the_payload_in_the_secret() -> None:
+    expected = hashlib.md5(b"s3cret" + payload(PARAMS) + b"s3cret").hexdigest().upper()
+    assert sign(PARAMS, "s3cret", "md5") == expected
+
+
+@pytest.mark.parametrize("method", ["hmac-sha256", "md5"])
+def test_verify_accepts_the_right_sign_and_refuses_any_change(method: SignMethod) -> None:
+    params = {k: v for k, v in PARAMS.items() if k != "sign"}
+    good = {**params, "sign": sign(params, "s3cret", method)}
+    assert verify(good, "s3cret", method)
+    assert verify({**good, "sign": good["sign"].lower()}, "s3cret", method)
+    assert not verify(good, "other", method)
+    assert not verify({**good, "order_id": "P-2"}, "s3cret", method)
+    assert not verify({**good, "extra": "1"}, "s3cret", method)
+    assert not verify(params, "s3cret", method)
+    other: SignMethod = "md5" if method == "hmac-sha256" else "hmac-sha256"
+    assert not verify(good, "s3cret", other)
+
+
+def test_names_are_sorted_not_the_concatenations() -> None:
+    # "a"+"bc" and "ab"+"c" concatenate alike; sorting is by name, so order stays defined.
+    assert payload({"b": "1", "a": "2", "aa": "3"}) == b"a2aa3b1"
+
+
+def test_timestamps_in_seconds_milliseconds_and_iso() -> None:
+    at = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    assert parse_timestamp(str(int(at.timestamp()))) == at
+    assert parse_timestamp(str(int(at.timestamp() * 1000))) == at
+    assert parse_timestamp("2026-11-30T16:00:00+08:00") == at
+    assert parse_timestamp("2026-11-30T08:00:00Z") == at
+    for bad in ["", "soon", "2026-11-30T08:00:00", "99999999999999999999999"]:
+        assert parse_timestamp(bad) is None
+
+
+def test_a_timestamp_is_fresh_within_the_window_either_way() -> None:
+    now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+    def stamp(delta: float) -> str:
+        return str(int((now + timedelta(seconds=delta)).timestamp()))
+
+    assert fresh(stamp(0), now, 300)
+    assert fresh(stamp(-300), now, 300)
+    assert fresh(stamp(120), now, 300)
+    assert not fresh(stamp(-301), now, 300)
+    assert not fresh(stamp(600), now, 300)
+    assert not fresh(None, now, 300)
+
+
+ORDER = PlatformOrder.model_validate(
+    {
+        "order_id": "P-100",
+        "status": "paid",
+        "buyer": {"id": "nick-1", "phone": "+8613900000009"},
+        "items": [
+            {"sku": "ALI-PEP", "quantity": 2},
+            {"sku": "ALI-PEP-GIFT", "quantity": 1},
+            {"sku": "ALI-RSN", "quantity": 3},
+        ],
+    }
+)
+SKUS = {
+    "ALI-PEP": SkuMapping(sku="T-PEPPER"),
+    "ALI-PEP-GIFT": SkuMapping(sku="T-PEPPER"),
+    "ALI-RSN": SkuMapping(sku="T-RAISIN"),
+}
+BUYERS = {"nick-1": BuyerMapping(buyer_id="t-rich", locale="en")}
+
+
+def test_a_mapped_order_becomes_a_prepaid_request_with_merged_lines() -> None:
+    request = to_request(ORDER, SKUS, BUYERS)
+    assert isinstance(request, OrderRequested)
+    assert request.order_ref == "P-100"
+    assert request.buyer.id == "t-rich" and request.buyer.phone == "+8613900000009"
+    assert request.buyer.locale == "en"
+    assert {(line.sku, line.quantity) for line in request.lines} == {
+        ("T-PEPPER", 3),
+        ("T-RAISIN", 3),
+    }
+    assert request.payment.method == "prepaid"
+
+
+def test_the_mappings_phone_wins_over_the_platforms() -> None:
+    buyers = {"nick-1": BuyerMapping(buyer_id="t-rich", phone="+8613900000001")}
+    request = to_request(ORDER, SKUS, buyers)
+    assert isinstance(request, OrderRequested) and request.buyer.phone == "+8613900000001"
+
+
+def test_unmapped_skus_and_buyers_are_problems_not_guesses() -> None:
+    found = to_request(ORDER, {"ALI-PEP": SKUS["ALI-PEP"]}, {})
+    assert isinstance(found, list)
+    assert sorted(p.kind for p in found) == ["unmapped_buyer", "unmapped_sku", "unmapped_sku"]
+    assert any("ALI-RSN" in p.detail for p in found)
+
+
+def test_an_order_we_cannot_accept_is_an_invalid_order_problem() -> None:
+    no_phone = ORDER.model_copy(update={"buyer": ORDER.buyer.model_copy(update={"phone": None})})
+    found = to_request(no_phone, SKUS, BUYERS)
+    assert isinstance(found, list) and [p.kind for p in found] == ["invalid_order"]
+    assert isinstance(found[0], Problem) and "phone" in found[0].detail
+
+
+def test_status_api_answers() -> None:
+    assert verdict(200) == verdict(204) == "delivered"
+    assert verdict(None) == verdict(503) == verdict(500) == verdict(429) == "retry"
+    assert verdict(408) == "retry"
+    assert verdict(400) == verdict(401) == verdict(404) == "failed"
+
+
+def test_backoff_grows_to_its_cap_with_equal_jitter() -> None:
+    policy = Backoff(max_attempts=5, base_seconds=1.0, cap_seconds=8.0)
+    assert [policy.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
+    assert [policy.delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
+    assert not policy.exhausted(4) and policy.exhausted(5)
+
+
+def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
+    assert parse_params(b"a=1&b=x+y&sign=AB", "application/x-www-form-urlencoded") == {
+        "a": "1",
+        "b": "x y",
+        "sign": "AB",
+    }
+    assert parse_params(b'{"a": 1, "b": "x", "c": 2.5}', "application/json") == {
+        "a": "1",
+        "b": "x",
+        "c": "2.5",
+    }
+    for body, kind in [
+        (b'{"a": {"b": 1}}', "application/json"),
+        (b'{"a": true}', "application/json"),
+        (b"[1]", "application/json"),
+        (b"a=1&a=2", "application/x-www-form-urlencoded"),
+        (b"not a form", "application/x-www-form-urlencoded"),
+    ]:
+        with pytest.raises(ValueError):
+            parse_params(body, kind)

@@ -18,6 +18,7 @@ from caravan.seeding import load
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
+from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
 from shared.topics import ALL_TOPICS, Topic
 
@@ -34,7 +35,9 @@ class EventLog:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **client_kwargs()
+        )
         await consumer.start()
         meta = await consumer._client.fetch_all_metadata()
         tps = [
@@ -91,7 +94,10 @@ class System:
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.infra.kafka_bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=self.infra.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            **client_kwargs(),
         )
         await self.producer.start()
         url = self.infra.database_url.replace("postgresql://", "postgresql+asyncpg://")

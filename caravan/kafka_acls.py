@@ -8,6 +8,7 @@ Everything else is refused (``allow.everyone.if.no.acl.found=false``); the admin
 """
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -30,22 +31,21 @@ class Access:
     writes: tuple[Topic, ...]
 
 
-# One row per service; a service missing here gets no ACL, so it can do nothing on a secured
-# broker. tests/unit/test_kafka_acls.py checks ``reads`` against the services' subscriptions.
-ACCESS: dict[str, Access] = {
-    "orders": Access(
-        reads=(Topic.ORDER_REQUESTS, Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS),
-        writes=(Topic.ORDER_EVENTS,),
-    ),
-    "inventory": Access(reads=(Topic.ORDER_EVENTS,), writes=(Topic.INVENTORY_EVENTS,)),
-    "payments": Access(
-        reads=(Topic.INVENTORY_EVENTS, Topic.ORDER_EVENTS), writes=(Topic.PAYMENT_EVENTS,)
-    ),
-    "notifications": Access(
-        reads=(Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS),
-        writes=(Topic.NOTIFICATION_EVENTS,),
-    ),
-}
+@functools.cache
+def access() -> dict[str, Access]:
+    """Each service's row, from what the AsyncAPI document is built from: the subscriptions
+    its bootstrap registers and the topics it is the producer of. A service missing there
+    gets no ACL, so it can do nothing on a secured broker."""
+    from services.orders.asyncapi import PRODUCERS, consumers
+
+    subscriptions = consumers(Settings.model_construct())  # defaults: topics do not vary
+    return {
+        service: Access(
+            reads=tuple(sub.topic for sub in subs),
+            writes=tuple(t for t, producer in PRODUCERS.items() if producer == service),
+        )
+        for service, subs in subscriptions.items()
+    }
 
 
 class Resource(IntEnum):  # Kafka's AclResourceType codes
@@ -84,14 +84,14 @@ def group(service: str) -> str:
 
 def acls(service: str) -> list[Acl]:
     """Every ACL of one service's principal (empty for a service without an ACCESS row)."""
-    access = ACCESS.get(service)
-    if access is None:
+    row = access().get(service)
+    if row is None:
         return []
     user = f"User:{principal(service)}"
     found = [Acl(user, Resource.GROUP, group(service), Operation.READ)]
-    found += [Acl(user, Resource.TOPIC, t.value, Operation.READ) for t in access.reads]
-    found += [Acl(user, Resource.TOPIC, t.value, Operation.WRITE) for t in access.writes]
-    found += [Acl(user, Resource.TOPIC, t.dlq, Operation.WRITE) for t in access.reads]
+    found += [Acl(user, Resource.TOPIC, t.value, Operation.READ) for t in row.reads]
+    found += [Acl(user, Resource.TOPIC, t.value, Operation.WRITE) for t in row.writes]
+    found += [Acl(user, Resource.TOPIC, t.dlq, Operation.WRITE) for t in row.reads]
     found.append(Acl(user, Resource.CLUSTER, "kafka-cluster", Operation.IDEMPOTENT_WRITE))
     return found
 
@@ -129,4 +129,4 @@ async def ensure_acls(bootstrap: str, services: tuple[str, ...], settings: Setti
     return len(wanted)
 
 
-__all__ = ["ACCESS", "ADMIN_PRINCIPAL", "Access", "acls", "ensure_acls", "password", "principal"]
+__all__ = ["ADMIN_PRINCIPAL", "Access", "access", "acls", "ensure_acls", "password", "principal"]

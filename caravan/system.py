@@ -187,9 +187,6 @@ async def prepare(
     migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
     ``settings`` (default: the environment's) say how to log in to Kafka."""
     settings = settings or Settings()
-    await ensure_topics(bootstrap, partitions, rf, settings=settings)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
     if settings.environment == "production":
         weak = [name for name, url in urls.items() if is_dev_secret(_password(url))]
@@ -199,6 +196,9 @@ async def prepare(
                 + ", ".join(weak)
                 + " (set CARAVAN_DATABASE_URL_<SERVICE>)"
             )
+    await ensure_topics(bootstrap, partitions, rf, settings=settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)
     for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
         REPO_ROOT / "caravan" / "ops" / "migrations"

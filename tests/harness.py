@@ -20,6 +20,7 @@ from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
 from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
+from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
 T = TypeVar("T")
@@ -30,13 +31,16 @@ class EventLog:
     """Every record of every project topic, read from the earliest offset, kept in memory."""
 
     bootstrap: str
+    settings: Settings | None = None  # how to log in to Kafka (default: the environment's)
     records: list[ConsumerRecord] = field(default_factory=list)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **client_kwargs()
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            **client_kwargs(self.settings),
         )
         await consumer.start()
         meta = await consumer._client.fetch_all_metadata()
@@ -88,6 +92,7 @@ class System:
     procs: system.ServiceProcesses
     log: EventLog
     http_base: str
+    settings: Settings | None = None  # how to log in to Kafka (default: the environment's)
     producer: AIOKafkaProducer | None = None
     engine: AsyncEngine | None = None
     http: httpx.AsyncClient | None = None
@@ -97,7 +102,7 @@ class System:
             bootstrap_servers=self.infra.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            **client_kwargs(),
+            **client_kwargs(self.settings),
         )
         await self.producer.start()
         url = self.infra.database_url.replace("postgresql://", "postgresql+asyncpg://")

@@ -1,16 +1,20 @@
 """Each service connects as its own PostgreSQL role that reaches only its own schema; the
 migrations ran as the owner role; the running system works with those roles."""
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import db_roles, system
+from shared.db.migrate import alembic_config, upgrade
 from tests.e2e.test_saga import RICH, order
 from tests.harness import System
 
@@ -111,8 +115,46 @@ async def test_shared_schemas_are_granted_as_listed_including_later_tables(
         await _admin_sql(admin, f"drop schema {schema} cascade")
 
 
-async def _admin_sql(url: str, statements: str) -> None:
-    engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
+async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Databases migrated before the owner role existed: their schemas, tables, sequences
+    and functions pass to the owner, which can then migrate them (here: all the way down)."""
+    admin_url = infrastructure.database_url
+    scratch = f"caravan_adopt_{uuid.uuid4().hex[:8]}"
+    await _admin_sql(admin_url, f'create database "{scratch}"', autocommit=True)
+    url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
+    folder = system.REPO_ROOT / "services" / "payments" / "migrations"
+    try:
+        await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(url))  # as the admin
+        await db_roles.ensure_owner(url)
+        engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
+        async with engine.connect() as conn:
+            owners = await conn.execute(
+                text(
+                    "select pg_get_userbyid(c.relowner) from pg_class c"
+                    " where c.relnamespace = 'payments'::regnamespace"
+                    " union select pg_get_userbyid(p.proowner) from pg_proc p"
+                    " where p.pronamespace = 'payments'::regnamespace"
+                    " union select pg_get_userbyid(n.nspowner) from pg_namespace n"
+                    " where n.nspname = 'payments'"
+                )
+            )
+            assert {row[0] for row in owners} == {db_roles.OWNER}
+        await engine.dispose()
+        cfg = alembic_config(folder, db_roles.asyncpg_url(url))
+        cfg.set_main_option("caravan_role", db_roles.OWNER)
+        await asyncio.to_thread(command.downgrade, cfg, "base")
+    finally:
+        await _admin_sql(admin_url, f'drop database "{scratch}" with (force)', autocommit=True)
+
+
+async def _admin_sql(url: str, statements: str, autocommit: bool = False) -> None:
+    engine = create_async_engine(
+        db_roles.asyncpg_url(url),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+    )
     try:
         async with engine.begin() as conn:
             for statement in statements.split("; "):

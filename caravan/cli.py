@@ -15,6 +15,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from caravan import inventory_cli, payments_cli, system
 from caravan.demo import run_demo, run_platform_demo
@@ -22,7 +23,7 @@ from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.seeding import load
 from shared.seed import SeedFile
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -62,6 +63,9 @@ def up(
     orders: Annotated[int, typer.Option(help="demo orders to drive")] = 20,
     kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
     dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
+    kafka_sasl: Annotated[
+        bool, typer.Option(help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)")
+    ] = False,
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     # Ctrl-C and a supervisor's SIGTERM both stop everything cleanly, even when started
@@ -73,15 +77,20 @@ def up(
     rf = min(kafka_nodes, 3)
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
-            kafka_nodes=kafka_nodes, kafka_port=9092 if kafka_nodes == 1 else 19092
+            kafka_nodes=kafka_nodes,
+            kafka_port=9092 if kafka_nodes == 1 else 19092,
+            kafka_sasl=kafka_sasl,
         )
+    os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
+    get_settings.cache_clear()
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), system.CACHE / "logs"
     )
     board: subprocess.Popen[bytes] | None = None
     try:
         console.print(f"Kafka: {infra.kafka_bootstrap} [dim]({infra.kafka_path})[/dim]")
-        console.print(f"PostgreSQL: {infra.database_url} [dim]({infra.postgres_path})[/dim]")
+        shown = make_url(infra.database_url).render_as_string(hide_password=True)
+        console.print(f"PostgreSQL: {shown} [dim]({infra.postgres_path})[/dim]")
         with console.status("creating topics and migrating schemas"):
             asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
         with console.status("starting services"):

@@ -24,6 +24,7 @@ from shared.events.orders import (
     PaymentRequest,
 )
 from shared.events.registry import parse_record
+from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import EventType, Topic
@@ -79,9 +80,13 @@ async def run_demo(
     orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
     refs = {o.order_ref for o in orders}
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs()
+    )
     await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
+    )
     await producer.start()
     outcomes: dict[str, Outcome] = {}
     try:

@@ -4,6 +4,9 @@ Used by ``caravan up`` and by the test session alike, so both run the same way.
 Infrastructure comes from (in order): ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` when
 set; testcontainers when a Docker engine answers; otherwise a Kafka broker and a
 PostgreSQL cluster that the project runs itself from ``.cache/``.
+
+``DATABASE_URL`` here is the admin's; each service process gets its own (its own role, see
+caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kafka_acls.py).
 """
 
 import asyncio
@@ -19,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
-from caravan.infra.kafka import LocalKafka
+from caravan import db_roles, kafka_acls
+from caravan.infra.kafka import LocalKafka, Scram
 from caravan.infra.postgres import LocalPostgres
 from shared.db.migrate import upgrade
 from shared.messaging.admin import ensure_topics
+from shared.settings import Settings, is_dev_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
@@ -48,6 +54,8 @@ class Infrastructure:
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     local_kafka: LocalKafka | None = None
     local_postgres: LocalPostgres | None = None
+    # How a client logs in to the local SASL broker as its admin (empty: no SASL).
+    kafka_env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
         for stop in reversed(self.stoppers):
@@ -71,22 +79,32 @@ def start_infrastructure(
     kafka_port: int = 9092,
     postgres_port: int = 54329,
     kafka_nodes: int = 1,
+    kafka_sasl: bool = False,
 ) -> Infrastructure:
-    """Start (or reuse) what ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` do not name."""
+    """Start (or reuse) what ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` do not name;
+    ``kafka_sasl``: the local broker listens with SASL/SCRAM and ACLs (local_scram())."""
     infra = Infrastructure("", "", "external", "external")
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     env_db = os.environ.get("DATABASE_URL")
     docker = (env_kafka is None or env_db is None) and docker_available()
     try:
+        if kafka_sasl and (env_kafka or docker):
+            raise ValueError("kafka_sasl applies to the local broker only")
         if env_kafka:
             infra.kafka_bootstrap = env_kafka
         elif docker:
             infra.kafka_bootstrap = _kafka_container(infra)
             infra.kafka_path = "testcontainers"
         else:
+            scram = local_scram() if kafka_sasl else None
             kafka = LocalKafka(
-                base_dir / f"kafka-{kafka_port}", nodes=kafka_nodes, first_port=kafka_port
+                base_dir / f"kafka{'-sasl' if scram else ''}-{kafka_port}",
+                nodes=kafka_nodes,
+                first_port=kafka_port,
+                scram=scram,
             )
+            if scram is not None:
+                infra.kafka_env = scram_env(scram)
             infra.stoppers.append(kafka.stop)
             infra.kafka_bootstrap = _start_kafka(kafka)
             infra.local_kafka = kafka
@@ -141,20 +159,58 @@ def _postgres_container(infra: Infrastructure) -> str:
     return str(container.get_connection_url())
 
 
-async def prepare(bootstrap: str, database_url: str, partitions: int = 3, rf: int = 1) -> None:
-    """Create the topics and migrate every service's schema (idempotent)."""
-    await ensure_topics(bootstrap, partitions, rf)
+def local_scram(environ: dict[str, str] | None = None) -> Scram:
+    """The users of a local SASL broker: the admin and one principal per service, with the
+    passwords the environment gives (kafka_acls.password) or development defaults."""
+    names = [kafka_acls.ADMIN_PRINCIPAL, *(kafka_acls.principal(s) for s in SERVICES)]
+    return Scram(
+        kafka_acls.ADMIN_PRINCIPAL, {name: kafka_acls.password(name, environ) for name in names}
+    )
+
+
+def scram_env(scram: Scram) -> dict[str, str]:
+    """The environment that makes a client log in to a local SASL broker as its admin."""
+    return {
+        "CARAVAN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CARAVAN_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CARAVAN_KAFKA_USERNAME": scram.admin,
+        "CARAVAN_KAFKA_PASSWORD": scram.users[scram.admin],
+    }
+
+
+async def prepare(
+    bootstrap: str,
+    database_url: str,
+    partitions: int = 3,
+    rf: int = 1,
+    settings: Settings | None = None,
+) -> None:
+    """Create the topics (and on a SASL broker the services' ACLs), the database roles, and
+    migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
+    ``settings`` (default: the environment's) say how to log in to Kafka."""
+    settings = settings or Settings()
+    urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
+    if settings.environment == "production":
+        weak = [name for name, url in urls.items() if is_dev_secret(_password(url))]
+        if weak:
+            raise ValueError(
+                "refusing development database passwords in production for: "
+                + ", ".join(weak)
+                + " (set CARAVAN_DATABASE_URL_<SERVICE>)"
+            )
+    await ensure_topics(bootstrap, partitions, rf, settings=settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
+    await db_roles.ensure_owner(database_url)
     for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
         REPO_ROOT / "caravan" / "ops" / "migrations"
     ]:
-        await asyncio.to_thread(upgrade, folder, _asyncpg(database_url))
+        await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(database_url), db_roles.OWNER)
+    await db_roles.grant_services(database_url, urls)
 
 
-def _asyncpg(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+def _password(url: str) -> str | None:
+    return make_url(url).password
 
 
 @dataclass
@@ -169,7 +225,7 @@ class ServiceProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
             key = name if instance == 1 else f"{name}-{instance}"
-            env = {**self.env, "CARAVAN_INSTANCE_ID": str(instance)}
+            env = service_credentials(name, {**self.env, "CARAVAN_INSTANCE_ID": str(instance)})
             if instance != 1:
                 env.update(dict.fromkeys(HTTP_PORT_VARS, "0"))
             log = (self.log_dir / f"{key}.log").open("ab")
@@ -207,11 +263,33 @@ class ServiceProcesses:
                 proc.wait()
 
 
+def service_credentials(name: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` (the launcher's, with the admin's credentials) made into the environment of
+    service ``name``: its own database URL and, on a SASL broker, its own Kafka principal;
+    nobody else's credentials."""
+    own = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith(("CARAVAN_DATABASE_URL_", "CARAVAN_KAFKA_PASSWORD_"))
+        and k != "DATABASE_URL_FILE"
+    }
+    if env.get("DATABASE_URL"):
+        own["DATABASE_URL"] = db_roles.service_database_url(env["DATABASE_URL"], name, env)
+    if env.get("CARAVAN_KAFKA_SECURITY_PROTOCOL", "").upper().startswith("SASL"):
+        user = kafka_acls.principal(name)
+        own["CARAVAN_KAFKA_USERNAME"] = user
+        own["CARAVAN_KAFKA_PASSWORD"] = kafka_acls.password(user, env)
+    return own
+
+
 def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str, str]:
     """The environment of the services: the orders API on ``http_port``, the admin APIs of
-    inventory, payments, notifications and the platform adapter on the four ports after it."""
+    inventory, payments, notifications and the platform adapter on the four ports after it.
+    It carries the admin's credentials; ServiceProcesses.start gives each service its own
+    instead."""
     env = {
         **os.environ,
+        **infra.kafka_env,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "DATABASE_URL": infra.database_url,
         "PYTHONUNBUFFERED": "1",

@@ -36,7 +36,7 @@ async def sample_outbox(service: Service) -> None:
 async def sample_lag(service: Service) -> None:
     bootstrap = service.settings.kafka_bootstrap_servers
     group = service.consumer.group_id
-    async with kafka_admin.group_client(bootstrap, group) as consumer:
+    async with kafka_admin.group_client(bootstrap, group, service.settings) as consumer:
         for sub in service.consumer.subscriptions:
             for p in await kafka_admin.offsets(consumer, sub.topic.value):
                 CONSUMER_LAG.labels(service.name, sub.topic.value, str(p.partition)).set(p.lag)

@@ -13,6 +13,7 @@ from sqlalchemy import MetaData
 
 from shared.db import Database
 from shared.http import create_app
+from shared.kafka_security import broker_security
 from shared.messaging.consumer import Consumer, Subscription
 from shared.messaging.relay import OutboxRelay, make_producer
 from shared.messaging.uow import UnitOfWork
@@ -92,7 +93,9 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     outbox, inbox = metadata.tables[f"{name}.outbox"], metadata.tables[f"{name}.inbox"]
     db = Database(settings, schema=name)
     uow = UnitOfWork(db, source=f"caravan/{name}", outbox=outbox, inbox=inbox)
-    producer = make_producer(settings.kafka_bootstrap_servers, client_id=f"caravan-{name}")
+    producer = make_producer(
+        settings.kafka_bootstrap_servers, client_id=f"caravan-{name}", settings=settings
+    )
     relay = OutboxRelay(
         db,
         outbox,
@@ -105,6 +108,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"caravan-{name}-consumer",
+        security=broker_security(settings),
         logger=logging.getLogger(f"faststream.{name}"),
     )
     consumer = Consumer(

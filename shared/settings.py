@@ -1,10 +1,37 @@
 """Settings, read from the environment (and a ``.env`` file) with pydantic-settings."""
 
+import os
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that a field may also take from a file: the variable's name with ``_FILE`` appended
+# names the file (Docker and Kubernetes secrets). Keys are as the settings sources give them.
+FILE_SECRETS: dict[str, str] = {
+    "DATABASE_URL": "DATABASE_URL_FILE",
+    "kafka_password": "CARAVAN_KAFKA_PASSWORD_FILE",
+    "kafka_ssl_key_password": "CARAVAN_KAFKA_SSL_KEY_PASSWORD_FILE",
+}
+DEV_SECRET_PREFIX = "caravan-dev-"
+
+
+def is_dev_secret(value: str | None) -> bool:
+    """Whether ``value`` is one of the project's development defaults (refused in production):
+    the local cluster's ``caravan`` password, or any ``caravan-dev-...`` one."""
+    return value is not None and (value == "caravan" or value.startswith(DEV_SECRET_PREFIX))
+
+
+def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | None:
+    """The value of variable ``name``, else the content of the file ``<name>_FILE`` names."""
+    env = os.environ if environ is None else environ
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    return Path(path).read_text().strip() if path else None
 
 
 class PlatformApp(BaseModel):
@@ -22,7 +49,9 @@ class Settings(BaseSettings):
     are read as they are; the project's own settings carry the ``CARAVAN_`` prefix.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CARAVAN_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CARAVAN_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     kafka_bootstrap_servers: str = Field(
@@ -83,6 +112,53 @@ class Settings(BaseSettings):
     platform_callback_retry_cap_seconds: float = 300.0
     platform_callback_lease_seconds: float = 30.0
 
+    # Security. Secrets come only from the environment or from files (FILE_SECRETS), are held
+    # as SecretStr so that they are never printed, and development defaults are refused when
+    # the environment is production. Kafka clients get these through shared.kafka_security.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None  # CA bundle that signed the brokers' certificates
+    kafka_ssl_certfile: str | None = None  # client certificate, for brokers that ask for one
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, variable in FILE_SECRETS.items():
+                if data.get(key) is None and os.environ.get(variable):
+                    data[key] = Path(os.environ[variable]).read_text().strip()
+        return data
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_username and self.kafka_password
+        ):
+            raise ValueError(
+                f"CARAVAN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "CARAVAN_KAFKA_USERNAME and CARAVAN_KAFKA_PASSWORD (or _FILE)"
+            )
+        if self.environment == "production":
+            defaults = [
+                name
+                for name, value in (
+                    ("DATABASE_URL", urlsplit(self.database_url or "").password),
+                    ("CARAVAN_KAFKA_PASSWORD", _plain(self.kafka_password)),
+                    ("CARAVAN_KAFKA_SSL_KEY_PASSWORD", _plain(self.kafka_ssl_key_password)),
+                )
+                if is_dev_secret(value)
+            ]
+            if defaults:
+                raise ValueError(
+                    "refusing to start in production with development default secrets in: "
+                    + ", ".join(defaults)
+                )
+        return self
+
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:
@@ -92,6 +168,10 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}")
+
+
+def _plain(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 @lru_cache

@@ -18,7 +18,9 @@ from caravan.seeding import load
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
+from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
+from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
 T = TypeVar("T")
@@ -29,12 +31,17 @@ class EventLog:
     """Every record of every project topic, read from the earliest offset, kept in memory."""
 
     bootstrap: str
+    settings: Settings | None = None  # how to log in to Kafka (default: the environment's)
     records: list[ConsumerRecord] = field(default_factory=list)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            **client_kwargs(self.settings),
+        )
         await consumer.start()
         meta = await consumer._client.fetch_all_metadata()
         tps = [
@@ -85,13 +92,17 @@ class System:
     procs: system.ServiceProcesses
     log: EventLog
     http_base: str
+    settings: Settings | None = None  # how to log in to Kafka (default: the environment's)
     producer: AIOKafkaProducer | None = None
     engine: AsyncEngine | None = None
     http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.infra.kafka_bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=self.infra.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            **client_kwargs(self.settings),
         )
         await self.producer.start()
         url = self.infra.database_url.replace("postgresql://", "postgresql+asyncpg://")

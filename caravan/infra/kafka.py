@@ -2,8 +2,10 @@
 
 Each node is a combined broker+controller JVM listening on 127.0.0.1.  Node ``i``
 (0-based) serves clients on ``first_port + i`` and the controller quorum on
-``first_port + 1000 + i``.  Everything a cluster owns (configs, data, pidfiles,
-logs) lives under its ``base_dir``; one base dir holds one cluster layout.
+``first_port + 1000 + i`` (the offset may be chosen).  With :class:`Scram` the client
+listener is SASL_PLAINTEXT with SCRAM users and ACL authorisation (docs/security.md).
+Everything a cluster owns (configs, data, pidfiles, logs) lives under its ``base_dir``; one
+base dir holds one cluster layout.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
+
+from shared.kafka_security import client_kwargs
+from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_PORT_OFFSET = 1000
@@ -93,6 +99,63 @@ def ensure_jars(repo_root: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Scram:
+    """SASL/SCRAM on the client listener, with ACL authorisation.
+
+    ``users`` (name to password, ``admin`` among them) are created when the storage is
+    formatted (so a changed password needs a new ``base_dir``); ``admin`` is the only super
+    user, and everyone else may do only what an ACL allows.  The controller listener (loopback)
+    authenticates the broker to its controller with SASL/PLAIN as ``admin``.
+    """
+
+    admin: str
+    users: Mapping[str, str]
+
+    def client_settings(self, user: str | None = None) -> Settings:
+        """Settings for a client of this broker logged in as ``user`` (default: the admin)."""
+        name = user or self.admin
+        return Settings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_username=name,
+            kafka_password=SecretStr(self.users[name]),
+        )
+
+    def properties(self) -> dict[str, str]:
+        admin, password = self.admin, self.users[self.admin]
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        login = f'{scram} required username="{admin}" password="{password}";'
+        return {
+            "listener.security.protocol.map": (
+                "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+            ),
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": login,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": login,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{plain} required username="{admin}" password="{password}" '
+                f'user_{admin}="{password}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def format_args(self) -> list[str]:
+        return [
+            arg
+            for name, password in self.users.items()
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
+
+
+@dataclass(frozen=True)
 class _Node:
     index: int
     port: int
@@ -136,6 +199,8 @@ class LocalKafka:
         first_port: int = 9092,
         *,
         repo_root: Path = REPO_ROOT,
+        scram: Scram | None = None,
+        controller_offset: int = CONTROLLER_PORT_OFFSET,
     ) -> None:
         if nodes < 1:
             raise ValueError("nodes must be at least 1")
@@ -143,11 +208,12 @@ class LocalKafka:
         self.nodes = nodes
         self.first_port = first_port
         self.repo_root = repo_root
+        self.scram = scram
         self._nodes = [
             _Node(
                 i,
                 first_port + i,
-                first_port + CONTROLLER_PORT_OFFSET + i,
+                first_port + controller_offset + i,
                 self.base_dir / f"node-{i}",
             )
             for i in range(nodes)
@@ -209,7 +275,7 @@ class LocalKafka:
                 time.sleep(0.25)
                 continue
             try:
-                brokers = _run_sync(_broker_ids(bootstrap, min(remaining, 5.0)))
+                brokers = _run_sync(_broker_ids(bootstrap, min(remaining, 5.0), self.scram))
             except Exception as exc:  # not up yet: connection refused, timeouts, ...
                 last_error = exc
             else:
@@ -258,14 +324,17 @@ class LocalKafka:
         wanted = {"nodes": self.nodes, "first_port": self.first_port}
         if path.exists():
             layout: dict[str, Any] = json.loads(path.read_text())
-            if {k: layout.get(k) for k in wanted} != wanted:
+            sasl = bool(layout.get("scram"))
+            if {k: layout.get(k) for k in wanted} != wanted or sasl != (self.scram is not None):
                 raise ValueError(
                     f"{self.base_dir} holds a cluster with {layout.get('nodes')} node(s) on "
-                    f"port {layout.get('first_port')}; use another base_dir or delete it"
+                    f"port {layout.get('first_port')}{' (SASL)' if sasl else ''}; "
+                    "use another base_dir or delete it"
                 )
             return layout
         layout = {
             **wanted,
+            "scram": self.scram is not None,
             "cluster_id": _kafka_uuid(),
             "directory_ids": [_kafka_uuid() for _ in self._nodes],
         }
@@ -276,8 +345,9 @@ class LocalKafka:
         rf = min(self.nodes, 3)
         min_isr = 2 if rf >= 3 else 1
         quorum = ",".join(f"{HOST}:{n.controller_port}" for n in self._nodes)
-        listeners = f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}"
-        props = {
+        client = "PLAINTEXT" if self.scram is None else "SASL_PLAINTEXT"
+        listeners = f"{client}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}"
+        props: dict[str, Any] = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.bootstrap.servers": quorum,
@@ -298,7 +368,11 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": 0,
         }
+        if self.scram is not None:
+            props.update(self.scram.properties())
         node.home.mkdir(parents=True, exist_ok=True)
+        node.config.touch()
+        node.config.chmod(0o600)  # it may hold the admin's password
         node.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _format(self, node: _Node, libs: Path, layout: dict[str, Any]) -> None:
@@ -320,6 +394,7 @@ class LocalKafka:
                 "--cluster-id",
                 layout["cluster_id"],
                 *quorum_args,
+                *(self.scram.format_args() if self.scram else []),
             ],
             capture_output=True,
             text=True,
@@ -404,9 +479,11 @@ class LocalKafka:
         return True
 
 
-async def _broker_ids(bootstrap: str, time_limit: float) -> set[int]:
+async def _broker_ids(bootstrap: str, time_limit: float, scram: Scram | None) -> set[int]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(int(time_limit * 1000), 1000)
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(int(time_limit * 1000), 1000),
+        **(client_kwargs(scram.client_settings()) if scram else {}),
     )
     try:
         async with asyncio.timeout(time_limit):

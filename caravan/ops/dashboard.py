@@ -87,7 +87,7 @@ async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
         except httpx.HTTPError:
             pass
     async with kafka_admin.group_client(
-        settings.kafka_bootstrap_servers, "caravan-ops-dashboard"
+        settings.kafka_bootstrap_servers, "caravan-ops-dashboard", settings
     ) as consumer:
         for topic in Topic:
             parts = await kafka_admin.offsets(consumer, topic.dlq)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 
 from caravan.ops.record import record
+from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
 from shared.topics import Topic
 
@@ -104,7 +105,7 @@ async def redrive(
     sent: list[str] = []
     if not dry_run and letters:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
         )
         await producer.start()
         try:

@@ -16,9 +16,12 @@ def run(metadata: MetaData) -> None:
     assert schema, "each service's metadata names its schema"
     url = context.config.get_main_option("sqlalchemy.url")
     assert url
+    role = context.config.get_main_option("caravan_role")
 
     def do_run(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        if role:  # the owner role (caravan/db_roles.py) then owns the schema and its tables
+            connection.execute(text(f'SET LOCAL ROLE "{role}"'))
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         context.configure(
             connection=connection,

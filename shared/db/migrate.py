@@ -13,6 +13,10 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return cfg
 
 
-def upgrade(migrations_dir: Path, url: str) -> None:
-    """Bring a service's schema to the newest revision (blocking; run it off the event loop)."""
-    command.upgrade(alembic_config(migrations_dir, url), "head")
+def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> None:
+    """Bring a service's schema to the newest revision (blocking; run it off the event loop);
+    with ``role``, as that role (``SET ROLE``), which then owns what the migrations create."""
+    cfg = alembic_config(migrations_dir, url)
+    if role is not None:
+        cfg.set_main_option("caravan_role", role)
+    command.upgrade(cfg, "head")

@@ -19,6 +19,9 @@ from aiokafka.protocol.admin import (
 from aiokafka.protocol.api import Request
 from aiokafka.structs import OffsetAndMetadata
 
+from shared.kafka_security import client_kwargs
+from shared.settings import Settings
+
 _Describe: TypeAlias = (
     DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2
 )
@@ -53,8 +56,10 @@ class PartitionOffsets:
         return self.end - (self.committed if self.committed is not None else self.beginning)
 
 
-async def describe_group(bootstrap: str, group: str) -> GroupState:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def describe_group(
+    bootstrap: str, group: str, settings: Settings | None = None
+) -> GroupState:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
     await admin.start()
     try:
         node = await admin.find_coordinator(group)
@@ -66,10 +71,15 @@ async def describe_group(bootstrap: str, group: str) -> GroupState:
 
 
 @asynccontextmanager
-async def group_client(bootstrap: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+async def group_client(
+    bootstrap: str, group: str, settings: Settings | None = None
+) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer that reads and commits the offsets of ``group`` without joining it."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **client_kwargs(settings),
     )
     await consumer.start()
     try:

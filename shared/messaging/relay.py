@@ -14,14 +14,19 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, func, select, update
 
 from shared.db import Database, is_transient
+from shared.kafka_security import client_kwargs
 from shared.metrics import OUTBOX_PUBLISHED
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
-    """A durable producer: idempotent, ``acks=all``."""
+def make_producer(
+    bootstrap_servers: str, client_id: str, settings: Settings | None = None
+) -> AIOKafkaProducer:
+    """A durable producer: idempotent, ``acks=all``; authenticated as ``settings`` say."""
     return AIOKafkaProducer(
+        **client_kwargs(settings),
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
         acks="all",

@@ -1,0 +1,178 @@
+"""PostgreSQL roles: one owner of every schema, and one login role per service.
+
+- ``caravan_owner`` (no login) owns every schema the migrations manage; ``caravan prepare``
+  runs the migrations as that role (``SET ROLE`` from the admin connection).
+- Each service logs in as its own role (``caravan_<service>`` by default; the user name of
+  its URL, see :func:`service_database_url`) that may use only its own schema: USAGE on it,
+  SELECT/INSERT/UPDATE/DELETE on its tables, USAGE/SELECT/UPDATE on its sequences, no CREATE
+  anywhere, nothing on the other services' schemas; and on each schema of
+  :data:`SHARED_SCHEMAS` (when it exists) only the privileges listed there.
+- Default privileges of the owner give the same grants on tables created by later
+  migrations; :func:`grant_services` re-applies everything at each ``prepare`` anyway.
+
+Everything here is idempotent and runs with the admin URL (a superuser, or a role with
+CREATEROLE that may grant the owner role to itself).
+"""
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from shared.settings import DEV_SECRET_PREFIX, secret_from_env
+
+OWNER = "caravan_owner"
+TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+SEQUENCE_PRIVILEGES = "USAGE, SELECT, UPDATE"
+# Schemas every service may reach, with the table privileges it gets there (sequences: USAGE).
+SHARED_SCHEMAS: dict[str, str] = {"auth": "SELECT, INSERT"}
+
+_ENSURE_OWNER = (
+    f"DO $$ BEGIN CREATE ROLE {OWNER} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    f"""DO $$ BEGIN
+  IF NOT pg_has_role(current_user, '{OWNER}', 'MEMBER') THEN
+    EXECUTE format('GRANT {OWNER} TO %I', current_user);
+  END IF;
+  EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO {OWNER}', current_database());
+END $$""",
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+)
+
+# Schemas made by migrations before the owner role existed (they hold an alembic_version
+# table) pass to the owner, with everything in them.
+_ADOPT_SCHEMAS = f"""
+DO $$
+DECLARE s record; r record;
+BEGIN
+  FOR s IN SELECT n.oid, n.nspname FROM pg_namespace n
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'alembic_version'
+           WHERE n.nspowner <> '{OWNER}'::regrole LOOP
+    EXECUTE format('ALTER SCHEMA %I OWNER TO {OWNER}', s.nspname);
+    FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c
+             WHERE c.relnamespace = s.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype IN ('a', 'i')) LOOP
+      EXECUTE format('ALTER TABLE %s OWNER TO {OWNER}', r.name);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p WHERE p.pronamespace = s.oid LOOP
+      EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER}', r.name);
+    END LOOP;
+  END LOOP;
+END $$;
+"""
+
+
+def service_role(service: str) -> str:
+    return f"caravan_{service}"
+
+
+def service_database_url(
+    admin_url: str, service: str, environ: dict[str, str] | None = None
+) -> str:
+    """The URL ``service`` connects with: ``CARAVAN_DATABASE_URL_<SERVICE>`` (or its ``_FILE``)
+    when set, else the admin URL's server and database with the service's role and its
+    development password (which production settings refuse)."""
+    given = secret_from_env(f"CARAVAN_DATABASE_URL_{service.upper()}", environ)
+    if given:
+        return given
+    url = make_url(admin_url).set(
+        username=service_role(service), password=f"{DEV_SECRET_PREFIX}{service}"
+    )
+    return url.render_as_string(hide_password=False)
+
+
+async def ensure_owner(admin_url: str) -> None:
+    """Create the owner role and hand it the schemas that migrations made before it."""
+    engine = create_async_engine(asyncpg_url(admin_url), poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for statement in (*_ENSURE_OWNER, _ADOPT_SCHEMAS):
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+async def grant_services(admin_url: str, service_urls: dict[str, str]) -> None:
+    """Create (or update) each service's login role from its URL and grant it its schema."""
+    engine = create_async_engine(asyncpg_url(admin_url), poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            schemas = set((await conn.scalars(text("SELECT nspname FROM pg_namespace"))).all())
+            for service, url in service_urls.items():
+                parsed = make_url(url)
+                role, password = parsed.username, parsed.password
+                if not role or not password:
+                    raise ValueError(f"the database URL of {service} needs a user and password")
+                await _ensure_login(conn, role, password)
+                if service in schemas:
+                    await _grant_schema(conn, role, service, TABLE_PRIVILEGES)
+                for shared, privileges in SHARED_SCHEMAS.items():
+                    if shared in schemas:
+                        await _grant_schema(conn, role, shared, privileges, sequences="USAGE")
+    finally:
+        await engine.dispose()
+
+
+async def _ensure_login(conn: AsyncConnection, role: str, password: str) -> None:
+    await _execute(
+        conn,
+        "DO $$ BEGIN CREATE ROLE %I; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        role,
+    )
+    await _execute(
+        conn,
+        "ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+        " PASSWORD %L",
+        role,
+        password,
+    )
+    await _execute(conn, "GRANT CONNECT ON DATABASE %I TO %I", await _database(conn), role)
+
+
+async def _grant_schema(
+    conn: AsyncConnection,
+    role: str,
+    schema: str,
+    tables: str,
+    sequences: str = SEQUENCE_PRIVILEGES,
+) -> None:
+    await _execute(conn, "GRANT USAGE ON SCHEMA %I TO %I", schema, role)
+    await _execute(conn, f"GRANT {tables} ON ALL TABLES IN SCHEMA %I TO %I", schema, role)
+    await _execute(conn, f"GRANT {sequences} ON ALL SEQUENCES IN SCHEMA %I TO %I", schema, role)
+    for kind, privileges in (("TABLES", tables), ("SEQUENCES", sequences)):
+        await _execute(
+            conn,
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA %I"
+            f" GRANT {privileges} ON {kind} TO %I",
+            schema,
+            role,
+        )
+
+
+async def _execute(conn: AsyncConnection, template: str, *args: str) -> None:
+    """Run ``template`` with its ``%I`` / ``%L`` filled in by the server's ``format()``, so
+    that names and passwords are quoted by PostgreSQL itself."""
+    params = {"t": template, **{f"a{i}": arg for i, arg in enumerate(args)}}
+    casts = ", ".join(f"CAST(:{name} AS text)" for name in params)
+    statement = await conn.scalar(text(f"SELECT format({casts})"), params)
+    await conn.exec_driver_sql(str(statement))
+
+
+async def _database(conn: AsyncConnection) -> str:
+    return str(await conn.scalar(text("SELECT current_database()")))
+
+
+def asyncpg_url(url: str) -> str:
+    """``url`` with the asyncpg driver, whatever ``postgresql`` scheme it was given in."""
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+__all__ = [
+    "OWNER",
+    "SHARED_SCHEMAS",
+    "asyncpg_url",
+    "ensure_owner",
+    "grant_services",
+    "service_database_url",
+    "service_role",
+]

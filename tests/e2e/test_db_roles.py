@@ -1,0 +1,163 @@
+"""Each service connects as its own PostgreSQL role that reaches only its own schema; the
+migrations ran as the owner role; the running system works with those roles."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from caravan import db_roles, system
+from shared.db.migrate import alembic_config, upgrade
+from tests.e2e.test_saga import RICH, order
+from tests.harness import System
+
+
+@asynccontextmanager
+async def connected_as(caravan: System, service: str) -> AsyncIterator[AsyncConnection]:
+    url = db_roles.service_database_url(caravan.infra.database_url, service)
+    engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
+
+
+async def refused(conn: AsyncConnection, statement: str) -> str:
+    """The error PostgreSQL answers ``statement`` with (the test fails if it succeeds)."""
+    with pytest.raises(DBAPIError) as caught:
+        await conn.execute(text(statement))
+    await conn.rollback()
+    return str(caught.value.orig)
+
+
+@pytest.mark.parametrize("service", system.SERVICES)
+async def test_a_service_role_reaches_only_its_own_schema(caravan: System, service: str) -> None:
+    async with connected_as(caravan, service) as conn:
+        assert await conn.scalar(text("select current_user")) == db_roles.service_role(service)
+        # its own tables: read and write (inside a transaction that is rolled back)
+        await conn.execute(text(f"select count(*) from {service}.outbox"))
+        await conn.execute(
+            text(f"insert into {service}.inbox (key, topic) values ('role-test', 'x')")
+        )
+        await conn.rollback()
+        # everyone else's tables, and the operations schema: permission denied
+        for other in [s for s in system.SERVICES if s != service] + ["ops"]:
+            table = "ops.actions" if other == "ops" else f"{other}.outbox"
+            error = await refused(conn, f"select * from {table} limit 1")
+            assert f"permission denied for schema {other}" in error, error
+        # no CREATE: not in its own schema, not in public, not a new schema
+        error = await refused(conn, f"create table {service}.intruder (x int)")
+        assert f"permission denied for schema {service}" in error, error
+        error = await refused(conn, "create table public.intruder (x int)")
+        assert "permission denied for schema public" in error, error
+        error = await refused(conn, "create schema intruder")
+        assert "permission denied for database" in error, error
+
+
+async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(
+    caravan: System,
+) -> None:
+    owners = await caravan.sql(
+        "select distinct schemaname, tableowner from pg_tables where schemaname = any(:s)",
+        s=[*system.SERVICES, "ops"],
+    )
+    assert {owner for _schema, owner in owners} == {db_roles.OWNER}
+    assert {schema for schema, _owner in owners} == {*system.SERVICES, "ops"}
+    # The running service processes are connected, each as its own role only.
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    sessions = await caravan.sql(
+        "select distinct application_name, usename::text from pg_stat_activity"
+        " where application_name like 'caravan-%'"
+    )
+    users: dict[str, set[str]] = {}
+    for app, user in sessions:
+        users.setdefault(app.removeprefix("caravan-"), set()).add(user)
+    for service in system.SERVICES:
+        assert users.get(service) == {db_roles.service_role(service)}, sessions
+
+
+async def test_shared_schemas_are_granted_as_listed_including_later_tables(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mechanism behind the ``auth`` schema: SELECT and INSERT only, on tables that exist
+    at ``prepare`` and (by the owner's default privileges) on tables made later."""
+    schema = "auth_probe"
+    monkeypatch.setattr(db_roles, "SHARED_SCHEMAS", {schema: "SELECT, INSERT"})
+    admin = caravan.infra.database_url
+    urls = {s: db_roles.service_database_url(admin, s) for s in system.SERVICES}
+    owner_ddl = f"set local role {db_roles.OWNER}; create schema {schema}; "
+    await _admin_sql(admin, owner_ddl + f"create table {schema}.early (id serial, v int)")
+    try:
+        await db_roles.grant_services(admin, urls)
+        await _admin_sql(
+            admin, f"set local role {db_roles.OWNER}; create table {schema}.late (id serial, v int)"
+        )
+        async with connected_as(caravan, "payments") as conn:
+            for table in ("early", "late"):
+                await conn.execute(text(f"insert into {schema}.{table} (v) values (1)"))
+                assert await conn.scalar(text(f"select count(*) from {schema}.{table}")) == 1
+                error = await refused(conn, f"update {schema}.{table} set v = 2")
+                assert f"permission denied for table {table}" in error, error
+                error = await refused(conn, f"delete from {schema}.{table}")
+                assert f"permission denied for table {table}" in error, error
+    finally:
+        await _admin_sql(admin, f"drop schema {schema} cascade")
+
+
+async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Databases migrated before the owner role existed: their schemas, tables, sequences
+    and functions pass to the owner, which can then migrate them (here: all the way down)."""
+    admin_url = infrastructure.database_url
+    scratch = f"caravan_adopt_{uuid.uuid4().hex[:8]}"
+    await _admin_sql(admin_url, f'create database "{scratch}"', autocommit=True)
+    url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
+    folder = system.REPO_ROOT / "services" / "payments" / "migrations"
+    try:
+        await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(url))  # as the admin
+        await db_roles.ensure_owner(url)
+        engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
+        async with engine.connect() as conn:
+            owners = await conn.execute(
+                text(
+                    "select pg_get_userbyid(c.relowner) from pg_class c"
+                    " where c.relnamespace = 'payments'::regnamespace"
+                    " union select pg_get_userbyid(p.proowner) from pg_proc p"
+                    " where p.pronamespace = 'payments'::regnamespace"
+                    " union select pg_get_userbyid(n.nspowner) from pg_namespace n"
+                    " where n.nspname = 'payments'"
+                )
+            )
+            assert {row[0] for row in owners} == {db_roles.OWNER}
+        await engine.dispose()
+        cfg = alembic_config(folder, db_roles.asyncpg_url(url))
+        cfg.set_main_option("caravan_role", db_roles.OWNER)
+        await asyncio.to_thread(command.downgrade, cfg, "base")
+    finally:
+        await _admin_sql(admin_url, f'drop database "{scratch}" with (force)', autocommit=True)
+
+
+async def _admin_sql(url: str, statements: str, autocommit: bool = False) -> None:
+    engine = create_async_engine(
+        db_roles.asyncpg_url(url),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+    )
+    try:
+        async with engine.begin() as conn:
+            for statement in statements.split("; "):
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,173 @@
+"""Kafka with SASL/SCRAM and ACLs: a separate local broker (started once in this module),
+the four services each logged in as its own principal, in a database of their own."""
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from caravan import db_roles, kafka_acls, system
+from caravan.infra.kafka import LocalKafka, Scram
+from caravan.seeding import load
+from shared.kafka_security import client_kwargs
+from shared.messaging.relay import make_producer
+from shared.settings import Settings
+from shared.topics import Topic
+from tests.conftest import HTTP_PORT, KAFKA_PORT
+from tests.conftest import test_seed as seed_data
+from tests.e2e.test_saga import RICH, order
+from tests.harness import EventLog, System
+
+SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
+SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
+
+
+@pytest.fixture(scope="module")
+async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[System, Scram]]:
+    """A SASL broker with the project's principals and ACLs, and the four services on it."""
+    base = system.CACHE / f"test-{KAFKA_PORT}" / f"kafka-sasl-{SASL_PORT}"
+    shutil.rmtree(base, ignore_errors=True)
+    scram = system.local_scram()
+    kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram, controller_offset=5)
+    database = f"caravan_sasl_{uuid.uuid4().hex[:8]}"
+    admin_url = infrastructure.database_url
+    url = admin_url.rsplit("/", 1)[0] + f"/{database}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{database}"'))
+    procs: system.ServiceProcesses | None = None
+    log: EventLog | None = None
+    try:
+        bootstrap = await asyncio.to_thread(kafka.start)
+        await asyncio.to_thread(kafka.wait_ready)
+        infra = system.Infrastructure(
+            bootstrap, url, "local SASL", "local", kafka_env=system.scram_env(scram)
+        )
+        await system.prepare(bootstrap, url, settings=scram.client_settings())
+        await load(url, seed_data())
+        procs = system.ServiceProcesses(
+            system.service_env(infra, SASL_HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
+            base / f"logs-{uuid.uuid4().hex[:6]}",
+        )
+        log = EventLog(bootstrap, settings=scram.client_settings())
+        await log.start()
+        procs.start()
+        await asyncio.to_thread(system.wait_ready, procs)
+        caravan = System(
+            infra, procs, log, f"http://127.0.0.1:{SASL_HTTP_PORT}", scram.client_settings()
+        )
+        await caravan.start()
+        try:
+            yield caravan, scram
+            procs.check_alive()
+        finally:
+            await caravan.stop()
+    finally:
+        if procs is not None:
+            procs.stop()
+        if log is not None:
+            await log.stop()
+        kafka.stop()
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(v.split("=", 1) for v in raw.decode().split("\0") if "=" in v)
+
+
+def as_user(scram: Scram, user: str, password: str | None = None) -> Settings:
+    settings = scram.client_settings(user)
+    if password is not None:
+        settings = settings.model_copy(update={"kafka_password": SecretStr(password)})
+    return settings
+
+
+async def list_topics(bootstrap: str, **kwargs: object) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **kwargs)
+    try:
+        async with asyncio.timeout(20):
+            await admin.start()
+            return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
+    sasl: tuple[System, Scram],
+) -> None:
+    caravan, scram = sasl
+    bootstrap = caravan.infra.kafka_bootstrap
+    with pytest.raises((KafkaError, TimeoutError)):
+        await list_topics(bootstrap)  # PLAINTEXT: no credentials at all
+    wrong = as_user(scram, kafka_acls.principal("orders"), "not-the-password")
+    with pytest.raises((KafkaError, TimeoutError)):
+        await list_topics(bootstrap, **client_kwargs(wrong))
+    # The same client with the right password gets in (and sees only what its ACLs allow).
+    right = as_user(scram, kafka_acls.principal("orders"))
+    seen = set(await list_topics(bootstrap, **client_kwargs(right)))
+    assert Topic.ORDER_REQUESTS.value in seen
+    assert Topic.NOTIFICATION_EVENTS.value not in seen
+
+
+async def test_a_service_principal_writes_only_where_its_acls_allow(
+    sasl: tuple[System, Scram],
+) -> None:
+    caravan, scram = sasl
+    bootstrap = caravan.infra.kafka_bootstrap
+    orders = as_user(scram, kafka_acls.principal("orders"))
+    producer = make_producer(bootstrap, "caravan-test-acl", settings=orders)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(Topic.ORDER_REQUESTS.dlq, b"allowed", key=b"acl")
+        assert sent.offset >= 0
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait(Topic.PAYMENT_EVENTS.value, b"denied", key=b"acl")
+    finally:
+        await producer.stop()
+    # Reading with another service's consumer group is refused too.
+    consumer = AIOKafkaConsumer(
+        Topic.ORDER_REQUESTS.value,
+        bootstrap_servers=bootstrap,
+        group_id=kafka_acls.group("payments"),
+        **client_kwargs(orders),
+    )
+    with pytest.raises(GroupAuthorizationFailedError):
+        await consumer.start()
+        async with asyncio.timeout(20):
+            await consumer.getone()
+    await consumer.stop()
+
+
+async def test_the_services_run_an_order_to_confirmation_each_as_its_own_principal(
+    sasl: tuple[System, Scram],
+) -> None:
+    caravan, scram = sasl
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert outcome.type == "order.confirmed"
+    sms = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
+    )
+    assert sms[0].data["to"] in {RICH.phone, "+8613000009001"}
+    # Each service process runs with its own principal and database role, and nobody else's.
+    for name in system.SERVICES:
+        env = process_env(caravan.procs.procs[name].pid)
+        assert env["CARAVAN_KAFKA_USERNAME"] == kafka_acls.principal(name)
+        assert env["CARAVAN_KAFKA_PASSWORD"] == scram.users[kafka_acls.principal(name)]
+        assert make_url(env["DATABASE_URL"]).username == db_roles.service_role(name)
+        assert not any(k.startswith("CARAVAN_DATABASE_URL_") for k in env)

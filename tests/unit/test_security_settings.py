@@ -1,0 +1,146 @@
+"""Security settings: secrets from the environment or files, never printed, development
+defaults refused in production; Kafka client security from one helper; the ACL table;
+each service's credentials (pure logic, no broker, no database)."""
+
+from pathlib import Path
+
+import pytest
+from faststream.security import SASLScram256
+from pydantic import ValidationError
+
+from caravan import db_roles, kafka_acls, system
+from caravan.kafka_acls import Operation, Resource
+from shared.kafka_security import broker_security, client_kwargs
+from shared.settings import Settings
+
+REAL_DB = "postgresql://caravan:Xy7-long-real-secret@db.internal:5432/caravan"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CARAVAN_ENVIRONMENT", "DATABASE_URL", "DATABASE_URL_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("SECURITY_PROTOCOL", "USERNAME", "PASSWORD", "PASSWORD_FILE", "SASL_MECHANISM"):
+        monkeypatch.delenv(f"CARAVAN_KAFKA_{name}", raising=False)
+
+
+def test_production_refuses_development_secrets_and_names_them_without_their_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:caravan@127.0.0.1:5432/caravan")
+    monkeypatch.setenv("CARAVAN_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CARAVAN_KAFKA_USERNAME", "caravan-orders")
+    monkeypatch.setenv("CARAVAN_KAFKA_PASSWORD", "caravan-dev-caravan-orders")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    assert "DATABASE_URL" in message and "CARAVAN_KAFKA_PASSWORD" in message
+    assert "caravan-dev-caravan-orders" not in message and ":caravan@" not in message
+    # The same settings outside production are the local defaults, allowed.
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "development")
+    assert Settings().kafka_username == "caravan-orders"
+
+
+def test_production_starts_with_real_secrets_read_from_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "db").write_text(REAL_DB + "\n")
+    (tmp_path / "kafka").write_text("k4fka-real-secret\n")
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL_FILE", str(tmp_path / "db"))
+    monkeypatch.setenv("CARAVAN_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("CARAVAN_KAFKA_USERNAME", "caravan-orders")
+    monkeypatch.setenv("CARAVAN_KAFKA_PASSWORD_FILE", str(tmp_path / "kafka"))
+    settings = Settings()
+    assert settings.database_url == REAL_DB
+    assert settings.kafka_password is not None
+    assert settings.kafka_password.get_secret_value() == "k4fka-real-secret"
+    assert "k4fka-real-secret" not in repr(settings) and "k4fka-real-secret" not in str(settings)
+
+
+def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARAVAN_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ValidationError, match="CARAVAN_KAFKA_USERNAME"):
+        Settings()
+
+
+def test_client_security_from_settings() -> None:
+    assert client_kwargs(Settings()) == {"security_protocol": "PLAINTEXT"}
+    assert broker_security(Settings()) is None
+    sasl_ssl = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_username="caravan-payments",
+        kafka_password="pw-1",
+    )
+    kwargs = client_kwargs(sasl_ssl)
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == (
+        "caravan-payments",
+        "pw-1",
+    )
+    assert kwargs["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+    security = broker_security(sasl_ssl)
+    assert isinstance(security, SASLScram256)
+    assert security.use_ssl and security.username == "caravan-payments"
+
+
+def test_each_service_principal_gets_exactly_its_documented_acls() -> None:
+    rows = {
+        (a.resource, a.name, a.operation) for a in kafka_acls.acls("orders")
+    }  # docs/security.md, "Kafka principals and ACLs"
+    assert rows == {
+        (Resource.GROUP, "caravan-orders", Operation.READ),
+        (Resource.TOPIC, "orders.requests.v1", Operation.READ),
+        (Resource.TOPIC, "inventory.events.v1", Operation.READ),
+        (Resource.TOPIC, "payments.events.v1", Operation.READ),
+        (Resource.TOPIC, "orders.events.v1", Operation.WRITE),
+        (Resource.TOPIC, "orders.requests.v1.dlq", Operation.WRITE),
+        (Resource.TOPIC, "inventory.events.v1.dlq", Operation.WRITE),
+        (Resource.TOPIC, "payments.events.v1.dlq", Operation.WRITE),
+        (Resource.CLUSTER, "kafka-cluster", Operation.IDEMPOTENT_WRITE),
+    }
+    assert {a.principal for a in kafka_acls.acls("orders")} == {"User:caravan-orders"}
+    assert set(kafka_acls.access()) == set(system.SERVICES)
+    assert kafka_acls.acls("no-such-service") == []
+
+
+def test_each_service_gets_its_own_credentials_and_nobody_elses() -> None:
+    launcher = {
+        "DATABASE_URL": "postgresql://caravan:caravan@127.0.0.1:54329/caravan",
+        "CARAVAN_DATABASE_URL_PAYMENTS": "postgresql://pay:pay-real-1@db:5432/caravan",
+        "CARAVAN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CARAVAN_KAFKA_USERNAME": "caravan-admin",
+        "CARAVAN_KAFKA_PASSWORD": "admin-secret",
+        "CARAVAN_KAFKA_PASSWORD_PAYMENTS": "kafka-pay-real-1",
+    }
+    payments = system.service_credentials("payments", launcher)
+    assert payments["DATABASE_URL"] == "postgresql://pay:pay-real-1@db:5432/caravan"
+    assert payments["CARAVAN_KAFKA_USERNAME"] == "caravan-payments"
+    assert payments["CARAVAN_KAFKA_PASSWORD"] == "kafka-pay-real-1"
+    orders = system.service_credentials("orders", launcher)
+    assert orders["DATABASE_URL"] == db_roles.service_database_url(
+        launcher["DATABASE_URL"], "orders"
+    )
+    assert orders["DATABASE_URL"].startswith("postgresql://caravan_orders:caravan-dev-orders@")
+    assert orders["CARAVAN_KAFKA_PASSWORD"] == "caravan-dev-caravan-orders"
+    for env in (payments, orders):
+        assert "admin-secret" not in env.values()
+        assert not [k for k in env if k.startswith("CARAVAN_DATABASE_URL_")]
+        assert not [k for k in env if k.startswith("CARAVAN_KAFKA_PASSWORD_")]
+
+
+async def test_prepare_refuses_development_role_passwords_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(environment="production", DATABASE_URL=REAL_DB)
+    with pytest.raises(ValueError, match="orders, inventory, payments, notifications"):
+        await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)  # before connecting
+    for name in system.SERVICES:
+        url = f"postgresql://caravan_{name}:{name}-real-secret@db.internal:5432/caravan"
+        monkeypatch.setenv(f"CARAVAN_DATABASE_URL_{name.upper()}", url)
+    monkeypatch.setenv("CARAVAN_DATABASE_URL_PAYMENTS", REAL_DB.replace("Xy7", "caravan-dev-x"))
+    with pytest.raises(ValueError, match="for: payments "):
+        await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)

@@ -8,6 +8,7 @@ PostgreSQL cluster that the project runs itself from ``.cache/``.
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from shared.db.migrate import upgrade
 from shared.messaging.admin import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+AUTH_MIGRATIONS = REPO_ROOT / "shared" / "auth" / "migrations"
 CACHE = REPO_ROOT / ".cache"
 SERVICES = ("orders", "inventory", "payments", "notifications")
 HTTP_PORT_VARS = (
@@ -142,8 +144,10 @@ def _postgres_container(infra: Infrastructure) -> str:
 async def prepare(bootstrap: str, database_url: str, partitions: int = 3, rf: int = 1) -> None:
     """Create the topics and migrate every service's schema (idempotent)."""
     await ensure_topics(bootstrap, partitions, rf)
+    # auth before ops: ops' second migration moves its records into auth.audit.
     for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
-        REPO_ROOT / "caravan" / "ops" / "migrations"
+        AUTH_MIGRATIONS,
+        REPO_ROOT / "caravan" / "ops" / "migrations",
     ]:
         await asyncio.to_thread(upgrade, folder, _asyncpg(database_url))
 
@@ -215,6 +219,8 @@ def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str
         "PYTHONUNBUFFERED": "1",
     }
     env.update({var: str(http_port + i) for i, var in enumerate(HTTP_PORT_VARS)})
+    # One secret for every notifications instance: the gateway may call back any of them.
+    env.setdefault("CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET", secrets.token_urlsafe(24))
     env.update(extra)
     return env
 

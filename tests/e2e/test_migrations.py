@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -15,6 +16,7 @@ from services.inventory.adapters.tables import metadata as inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
+from shared.auth.tables import metadata as auth
 from shared.db.migrate import alembic_config
 
 METADATA = {
@@ -22,7 +24,14 @@ METADATA = {
     "inventory": inventory,
     "payments": payments,
     "notifications": notifications,
+    "auth": auth,
 }
+
+
+def _folder(name: str) -> Path:
+    if name == "auth":
+        return system.AUTH_MIGRATIONS
+    return system.REPO_ROOT / "services" / name / "migrations"
 
 
 def _diff(conn: Connection, metadata: MetaData) -> list[object]:
@@ -47,7 +56,7 @@ async def test_migrations_match_the_tables_and_downgrade(
     url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
     try:
         for name, metadata in METADATA.items():
-            cfg = alembic_config(system.REPO_ROOT / "services" / name / "migrations", url)
+            cfg = alembic_config(_folder(name), url)
             await asyncio.to_thread(command.upgrade, cfg, "head")
             engine = create_async_engine(url)
             async with engine.connect() as conn:

@@ -4,9 +4,6 @@ a missing, malformed, unknown, revoked or under-scoped token with 401/403 and ch
 allowed actions land in the audit trail; failed attempts are throttled; bodies are limited."""
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +26,7 @@ from shared.auth.tokens import SCOPES
 from shared.events.orders import Buyer
 from shared.seed import SeedFile
 from shared.settings import Settings
+from tests.e2e.test_ops import cli
 from tests.e2e.test_saga import order
 from tests.harness import System
 
@@ -324,29 +322,9 @@ async def test_allowed_admin_actions_are_in_the_audit_trail(caravan: System, wor
     assert rows[4][2:] == ({"opted_out": False}, {"opted_out": True})
 
 
-def _cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": caravan.infra.database_url,
-        "CARAVAN_ACTOR": "test-admin",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "caravan", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=system.REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 async def test_tokens_are_issued_listed_and_revoked_from_the_cli(caravan: System) -> None:
     name = f"cli-{uuid.uuid4().hex[:6]}"
-    issued = await asyncio.to_thread(
-        _cli, caravan, "tokens", "issue", "--scope", "inventory:read", "--name", name
-    )
+    issued = await cli(caravan, "tokens", "issue", "--scope", "inventory:read", "--name", name)
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip().splitlines()[-1]
     assert token.startswith("cvn_") and len(token) > 40
@@ -355,11 +333,11 @@ async def test_tokens_are_issued_listed_and_revoked_from_the_cli(caravan: System
     async with caravan.api("inventory", token=token) as api:
         assert (await api.get("/stock/T-PEPPER")).status_code == 200
         assert (await api.post("/lots", json={})).status_code == 403
-    listed = await asyncio.to_thread(_cli, caravan, "tokens", "list")
+    listed = await cli(caravan, "tokens", "list")
     assert name in listed.stdout and "cvn_" not in listed.stdout
-    bad = await asyncio.to_thread(_cli, caravan, "tokens", "issue", "--scope", "root")
+    bad = await cli(caravan, "tokens", "issue", "--scope", "root")
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
-    revoked = await asyncio.to_thread(_cli, caravan, "tokens", "revoke", name)
+    revoked = await cli(caravan, "tokens", "revoke", name)
     assert revoked.returncode == 0, revoked.stderr
     started = time.monotonic()
     async with caravan.api("inventory", token=token) as api:
@@ -367,7 +345,7 @@ async def test_tokens_are_issued_listed_and_revoked_from_the_cli(caravan: System
             assert time.monotonic() - started < 5, "still accepted 5 s after the revocation"
             await asyncio.sleep(0.2)
     assert status == 401
-    assert [(r[0], r[1]) for r in await _audit(caravan, "test-admin") if r[1] == name] == [
+    assert [(r[0], r[1]) for r in await _audit(caravan, "test-operator") if r[1] == name] == [
         ("token.issue", name),
         ("token.revoke", name),
     ]

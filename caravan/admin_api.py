@@ -1,4 +1,6 @@
-"""Calling a service's admin HTTP API from the command line, with its problem answers shown."""
+"""Calling a service's admin HTTP API from the command line, with its problem answers shown,
+as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the development
+token of ``caravan up``)."""
 
 from typing import Any
 
@@ -6,13 +8,21 @@ import httpx
 import typer
 from rich.console import Console
 
+from shared.http import bearer_headers
+from shared.settings import Settings
+
 console = Console()
+
+
+def auth_headers() -> dict[str, str]:
+    return bearer_headers(Settings().api_token())
 
 
 def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     """``method path`` on ``base``; an unreachable API exits 2, a problem answer exits 1."""
     try:
-        response = httpx.request(method, base + path, timeout=10, **kwargs)
+        headers = {**auth_headers(), **kwargs.pop("headers", {})}
+        response = httpx.request(method, base + path, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         console.print(f"[red]{service} API unreachable[/red]: {exc}")
         raise typer.Exit(2) from exc

@@ -17,13 +17,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from caravan import inventory_cli, payments_cli, system
+from caravan import inventory_cli, payments_cli, system, tokens_cli
+from caravan.admin_api import auth_headers
 from caravan.demo import run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.seeding import load
 from shared.seed import SeedFile
-from shared.settings import Settings, get_settings
+from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -93,6 +94,14 @@ def up(
         console.print(f"PostgreSQL: {shown} [dim]({infra.postgres_path})[/dim]")
         with console.status("creating topics and migrating schemas"):
             asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
+        token, new = tokens_cli.dev_token(infra.database_url)
+        if new:
+            console.print(
+                f"development token (every scope), saved in {DEV_TOKEN_FILE} (mode 0600), "
+                "used by the caravan commands and the operations page:"
+            )
+            print(token)
+        procs.env.setdefault("CARAVAN_TOKEN_FILE", str(DEV_TOKEN_FILE))
         with console.status("starting services"):
             procs.start()
             base = f"http://{settings.http_host}:{settings.http_port}"
@@ -244,7 +253,13 @@ def stuck(
     """List orders pending longer than a threshold, with the step each one waits for."""
     settings = Settings()
     url = f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders"
-    found = httpx.get(url, params={"older_than_seconds": older_than}, timeout=10).json()
+    response = httpx.get(
+        url, params={"older_than_seconds": older_than}, headers=auth_headers(), timeout=10
+    )
+    found = response.json()
+    if response.status_code != 200:
+        console.print(f"[red]{found.get('title')}[/red]: {found.get('detail')}")
+        raise typer.Exit(1)
     table = Table(title=f"{len(found['orders'])} order(s) pending over {older_than:.0f}s")
     for column in ("order", "ref", "source", "placed", "stock", "payment"):
         table.add_column(column)
@@ -271,6 +286,7 @@ def dashboard(
 
 app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")
 app.add_typer(inventory_cli.app, name="inventory", help="Stock, harvest lots and spoilage.")
+app.add_typer(tokens_cli.app, name="tokens", help="API tokens: issue, revoke, list.")
 
 dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")
 app.add_typer(dlq_app, name="dlq")

@@ -26,6 +26,9 @@ TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 SEQUENCE_PRIVILEGES = "USAGE, SELECT, UPDATE"
 # Schemas every service may reach, with the table privileges it gets there (sequences: USAGE).
 SHARED_SCHEMAS: dict[str, str] = {"auth": "SELECT, INSERT"}
+# Tables of those schemas that services may only read: a service that could insert a token
+# could give itself (or anyone) every scope.
+READ_ONLY_TABLES: tuple[str, ...] = ("auth.tokens",)
 
 _ENSURE_OWNER = (
     f"DO $$ BEGIN CREATE ROLE {OWNER} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
@@ -109,6 +112,11 @@ async def grant_services(admin_url: str, service_urls: dict[str, str]) -> None:
                 for shared, privileges in SHARED_SCHEMAS.items():
                     if shared in schemas:
                         await _grant_schema(conn, role, shared, privileges, sequences="USAGE")
+                for table in READ_ONLY_TABLES:
+                    if await conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}):
+                        await _execute(
+                            conn, f"REVOKE INSERT, UPDATE, DELETE ON {table} FROM %I", role
+                        )
     finally:
         await engine.dispose()
 
@@ -169,6 +177,7 @@ def asyncpg_url(url: str) -> str:
 
 __all__ = [
     "OWNER",
+    "READ_ONLY_TABLES",
     "SHARED_SCHEMAS",
     "asyncpg_url",
     "ensure_owner",

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from caravan.admin_api import auth_headers
 from caravan.system import simulator
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
@@ -170,7 +171,7 @@ async def run_platform_demo(
     outcomes: dict[str, Outcome] = {}
     async with (
         simulator("services.platform.simulator", port, *args) as sim,
-        httpx.AsyncClient(base_url=adapter, timeout=15) as admin,
+        httpx.AsyncClient(base_url=adapter, timeout=15, headers=auth_headers()) as admin,
     ):
         for product in seed.products:
             put = f"/platform/{app}/mappings/sku/MKT-{product.sku}"

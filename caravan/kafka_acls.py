@@ -42,7 +42,7 @@ def access() -> dict[str, Access]:
     return {
         service: Access(
             reads=tuple(sub.topic for sub in subs),
-            writes=tuple(t for t, producer in PRODUCERS.items() if producer == service),
+            writes=tuple(t for t, producers in PRODUCERS.items() if service in producers),
         )
         for service, subs in subscriptions.items()
     }

@@ -12,6 +12,7 @@ caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kaf
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from shared.messaging.admin import ensure_topics
 from shared.settings import Settings, is_dev_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+AUTH_MIGRATIONS = REPO_ROOT / "shared" / "auth" / "migrations"
 CACHE = REPO_ROOT / ".cache"
 SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 HTTP_PORT_VARS = (
@@ -202,8 +204,10 @@ async def prepare(
     if settings.kafka_security_protocol.startswith("SASL"):
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)
+    # auth before ops: ops' second migration moves its records into auth.audit.
     for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
-        REPO_ROOT / "caravan" / "ops" / "migrations"
+        AUTH_MIGRATIONS,
+        REPO_ROOT / "caravan" / "ops" / "migrations",
     ]:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(database_url), db_roles.OWNER)
     await db_roles.grant_services(database_url, urls)
@@ -295,6 +299,8 @@ def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str
         "PYTHONUNBUFFERED": "1",
     }
     env.update({var: str(http_port + i) for i, var in enumerate(HTTP_PORT_VARS)})
+    # One secret for every notifications instance: the gateway may call back any of them.
+    env.setdefault("CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET", secrets.token_urlsafe(24))
     env.update(extra)
     return env
 

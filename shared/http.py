@@ -1,20 +1,32 @@
-"""What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``."""
+"""What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``,
+bearer-token authentication (:func:`require`) and a limit on request bodies."""
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth.guard import FailureLimiter, Guard
+from shared.auth.tokens import SCOPES, Principal
 from shared.db import Database
+from shared.settings import Settings
 from shared.telemetry import serving
 
 PROBLEM = "application/problem+json"
+_TITLES = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    413: "Request body too large",
+    429: "Too many failed attempts",
+}
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
@@ -37,9 +49,111 @@ def invalid(
     return problem(422, title, "the request does not match its schema", errors=field_errors(exc))
 
 
-def create_app(title: str, db: Database) -> FastAPI:
-    """A FastAPI app with the shared error handling and operational endpoints."""
+BEARER = {"WWW-Authenticate": 'Bearer realm="caravan"'}
+COOKIE = "caravan_token"
+_SCHEME = HTTPBearer(auto_error=False, description="a Caravan API token (`caravan tokens issue`)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_SCHEME)]
+
+
+def require(*scopes: str) -> Any:
+    """The dependency of every route but ``/healthz``: a valid token carrying one of
+    ``scopes`` (``Authorization: Bearer``, or the ops page's cookie). Missing, unknown or
+    revoked: 401; no such scope: 403; too many failures from the address: 429. It runs
+    before the body is parsed and the route acts, so a refused call changes nothing.
+    Use it as ``dependencies=[require(...)]`` or as a ``Principal`` parameter."""
+    unknown = set(scopes) - SCOPES.keys()
+    assert scopes and not unknown, f"unknown scope(s) {unknown}"
+
+    async def authorize(request: Request, credentials: Credentials) -> Principal:
+        token = credentials.credentials if credentials is not None else None
+        if token is None and getattr(request.app.state, "token_cookie", False):
+            token = request.cookies.get(COOKIE)
+        return await authorize_token(request, token, scopes)
+
+    return Depends(authorize)
+
+
+def bearer_headers(token: str | None) -> dict[str, str]:
+    """The headers a client calls a Caravan API with (none without a token)."""
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+async def authorize_token(
+    request: Request, token: str | None, scopes: tuple[str, ...]
+) -> Principal:
+    """What :func:`require` checks, for a token that came some other way (a login form)."""
+    guard: Guard = request.app.state.guard
+    client = request.client.host if request.client else "unknown"
+    method, path = request.method, request.url.path
+    wait = guard.limiter.retry_after(client)
+    if wait is not None:
+        guard.refused("throttled", client, method, path)
+        raise StarletteHTTPException(
+            429, "too many failed attempts from this address", {"Retry-After": str(wait)}
+        )
+    if not token:
+        guard.refused("missing", client, method, path)
+        raise StarletteHTTPException(401, "a bearer token is required", BEARER)
+    found = await guard.lookup(token)
+    if found.principal is None:
+        guard.refused(found.refused or "unknown", client, method, path)
+        invalid = {"WWW-Authenticate": 'Bearer realm="caravan", error="invalid_token"'}
+        raise StarletteHTTPException(401, "the token is not valid", invalid)
+    if not found.principal.scopes & set(scopes):
+        guard.refused("scope", client, method, path)
+        raise StarletteHTTPException(
+            403, f"the token {found.principal.name!r} lacks the scope {' or '.join(scopes)}"
+        )
+    return found.principal
+
+
+def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = False) -> None:
+    """Give ``app`` the token checks of :func:`require` and the body limit."""
+    limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_seconds)
+    app.state.guard = Guard(db.engine, settings.auth_cache_seconds, limiter)
+    app.state.token_cookie = cookie
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+
+
+class BodyLimit:
+    """413 for a body over ``max_bytes``: at once when ``Content-Length`` says so, else as
+    soon as the chunks read pass it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise StarletteHTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self) -> str:
+        return f"the body is larger than {self.max_bytes} bytes"
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await problem(413, "Request body too large", self._detail())(scope, receive, send)
+
+
+def create_app(title: str, db: Database, settings: Settings) -> FastAPI:
+    """A FastAPI app with the shared error handling, operational endpoints and auth."""
     app = FastAPI(title=title, version="1")
+    install_auth(app, db, settings)
 
     @app.middleware("http")
     async def _trace(
@@ -54,7 +168,14 @@ def create_app(title: str, db: Database) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        title = _TITLES.get(exc.status_code)
+        response = (
+            problem(exc.status_code, title, str(exc.detail))
+            if title
+            else problem(exc.status_code, str(exc.detail))
+        )
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:
@@ -65,7 +186,12 @@ def create_app(title: str, db: Database) -> FastAPI:
             return problem(503, "Unhealthy", f"database: {exc.__class__.__name__}")
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        dependencies=[require("metrics", "ops")],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

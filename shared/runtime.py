@@ -118,7 +118,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         max_attempts=settings.handler_max_attempts,
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
-    service.asgi_app = create_app(f"Caravan {name}", db)
+    service.asgi_app = create_app(f"Caravan {name}", db, settings)
     service.http_port = {
         "orders": settings.http_port,
         "inventory": settings.inventory_http_port,

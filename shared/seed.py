@@ -19,14 +19,14 @@ class Seller(Frozen):
 
 class Product(Frozen):
     sku: str = Field(min_length=1, max_length=64)
-    seller_id: str
+    seller_id: str = Field(min_length=1, max_length=64)
     unit_price_fen: int = Field(ge=0, strict=True)
     name: dict[str, str]
 
 
 class LotSeed(Frozen):
     lot_id: str = Field(min_length=1, max_length=64)
-    sku: str
+    sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=0, strict=True)
     available_from: date
     best_before: date

@@ -42,6 +42,10 @@ class PlatformApp(BaseModel):
     api_url: str
 
 
+# Where ``caravan up`` keeps the development token it issues on a machine's first run.
+DEV_TOKEN_FILE = Path(__file__).resolve().parents[1] / ".cache" / "dev-token"
+
+
 class Settings(BaseSettings):
     """Everything a service or the CLI may be configured with.
 
@@ -158,6 +162,29 @@ class Settings(BaseSettings):
                     + ", ".join(defaults)
                 )
         return self
+
+    # Auth (docs/security.md). A verified token is trusted for ``auth_cache_seconds`` (so a
+    # revocation takes effect within that time); ``auth_max_failures`` failed attempts from one
+    # client address within the window block it (429) for the window. Every HTTP app refuses
+    # bodies over ``http_max_body_bytes`` (413). The SMS gateway's delivery receipts carry
+    # ``notifications_receipts_secret`` in their URL. The CLI sends ``CARAVAN_TOKEN`` (or the
+    # token in the file ``CARAVAN_TOKEN_FILE``, by default the development token of ``caravan up``).
+    auth_cache_seconds: float = Field(2.0, ge=0, le=10)
+    auth_max_failures: int = Field(10, ge=1)
+    auth_failure_window_seconds: float = Field(60.0, gt=0)
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    notifications_receipts_secret: str | None = Field(None, min_length=16)
+    token: str | None = None
+    token_file: Path | None = None
+
+    def api_token(self) -> str | None:
+        """The token the CLI and the operations page call the APIs with (None: none found)."""
+        if self.token:
+            return self.token.strip()
+        path = self.token_file or DEV_TOKEN_FILE
+        if path.is_file():
+            return path.read_text().strip() or None
+        return None
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

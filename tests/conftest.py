@@ -11,6 +11,8 @@ import pytest
 
 from caravan import system
 from caravan.seeding import load
+from caravan.tokens_cli import issue_token
+from shared.auth.tokens import SCOPES
 from shared.seed import SeedFile
 from tests.harness import EventLog, System
 
@@ -142,8 +144,12 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     infra = infrastructure
     await system.prepare(infra.kafka_bootstrap, infra.database_url)
     await load(infra.database_url, test_seed())
+    token = await issue_token(
+        infra.database_url, f"test-session-{uuid.uuid4().hex[:6]}", list(SCOPES)
+    )
     procs = system.ServiceProcesses(
-        system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
+        # CARAVAN_TOKEN: for what runs with the services' environment (CLI, operations page).
+        system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test", CARAVAN_TOKEN=token),
         system.CACHE / f"test-{KAFKA_PORT}" / f"logs-{uuid.uuid4().hex[:6]}",
     )
     log = EventLog(infra.kafka_bootstrap)
@@ -151,7 +157,7 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     procs.start()
     try:
         await asyncio.to_thread(system.wait_ready, procs)
-        sys_ = System(infra, procs, log, f"http://127.0.0.1:{HTTP_PORT}")
+        sys_ = System(infra, procs, log, f"http://127.0.0.1:{HTTP_PORT}", token)
         await sys_.start()
         try:
             yield sys_

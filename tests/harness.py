@@ -2,9 +2,12 @@
 wait for outcomes, and query each service's tables."""
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,9 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
 from caravan.seeding import load
+from caravan.tokens_cli import issue_token
+from shared.auth import tokens
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.registry import parse_record
+from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
 from shared.settings import Settings
@@ -92,6 +98,7 @@ class System:
     procs: system.ServiceProcesses
     log: EventLog
     http_base: str
+    token: str  # the session's token, with every scope
     settings: Settings | None = None  # how to log in to Kafka (default: the environment's)
     producer: AIOKafkaProducer | None = None
     engine: AsyncEngine | None = None
@@ -107,13 +114,73 @@ class System:
         await self.producer.start()
         url = self.infra.database_url.replace("postgresql://", "postgresql+asyncpg://")
         self.engine = create_async_engine(url)
-        self.http = httpx.AsyncClient(base_url=self.http_base, timeout=10)
+        self.http = self.api("orders")
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """An HTTP client for the orders API."""
+        """An HTTP client for the orders API, with the session's token."""
         assert self.http is not None
         return self.http
+
+    def port(self, service: str) -> int:
+        """The HTTP port of a service's first instance."""
+        var = system.HTTP_PORT_VARS[system.SERVICES.index(service)]
+        return int(self.procs.env[var])
+
+    def api(
+        self, service: str, token: str | None = "session", source: str | None = None
+    ) -> httpx.AsyncClient:
+        """A client for a service's HTTP API sending ``token`` (the session's by default,
+        None: no token); ``source`` is the client address to call from (any 127.x.y.z), so
+        that refused calls count against an address of the test's own."""
+        chosen = self.token if token == "session" else token
+        transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
+        return httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port(service)}",
+            headers=bearer_headers(chosen),
+            transport=transport,
+            timeout=10,
+        )
+
+    @contextlib.asynccontextmanager
+    async def operations_page(self, port: int, *args: str) -> AsyncIterator[str]:
+        """``caravan dashboard`` on ``port`` with the services' environment (and the session's
+        token), once it answers; yields its base URL."""
+        board = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "caravan",
+            "dashboard",
+            "--port",
+            str(port),
+            *args,
+            env=self.procs.env,
+            cwd=system.REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=base) as client:
+                for _ in range(300):
+                    assert board.returncode is None, "the operations page exited"
+                    try:
+                        if (await client.get("/login")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.1)
+            yield base
+        finally:
+            board.terminate()
+            await board.wait()
+
+    async def issue_token(self, name: str, *scopes: str) -> str:
+        """A new token (as ``caravan tokens issue`` makes it)."""
+        return await issue_token(self.infra.database_url, name, list(scopes))
+
+    async def revoke_token(self, name: str) -> None:
+        assert self.engine is not None
+        async with self.engine.begin() as conn:
+            await tokens.revoke(conn, name)
 
     async def stop(self) -> None:
         if self.producer:

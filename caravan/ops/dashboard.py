@@ -2,7 +2,11 @@
 ``/metrics``, the orders API and Kafka, sampled every few seconds.
 
 It reads no service's tables: what it shows is what the services publish about
-themselves, so it works the same against a deployment as against ``caravan up``.
+themselves, so it works the same against a deployment as against ``caravan up``. It calls
+them with ``CARAVAN_TOKEN`` (or the development token); people need a token with the scope
+``ops``: a bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
+SameSite=Strict cookie (checked against ``auth.tokens`` on every request, so revoking the
+token logs the browser out).
 """
 
 import asyncio
@@ -14,12 +18,16 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import Database
+from shared.http import COOKIE, authorize_token, bearer_headers, install_auth, problem, require
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
@@ -68,7 +76,8 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
 
 async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
     snap = Snapshot(at=time.time())
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    headers = bearer_headers(settings.api_token())
+    async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
         for service, port in ports(settings).items():
             try:
                 response = await client.get(f"http://{settings.http_host}:{port}/metrics")
@@ -162,26 +171,67 @@ class Dashboard:
         )
 
     def create_app(self) -> FastAPI:
+        db = Database(self.settings, schema="auth")
+
         @contextlib.asynccontextmanager
         async def sampling(_: FastAPI) -> AsyncIterator[None]:
             task = asyncio.create_task(self.run())
             yield
             task.cancel()
+            await db.dispose()
 
-        app = FastAPI(title="Caravan operations", lifespan=sampling)
+        app = FastAPI(title="Caravan operations", lifespan=sampling, docs_url=None, redoc_url=None)
+        install_auth(app, db, self.settings, cookie=True)
+        ops = [require("ops")]
 
-        @app.get("/", response_class=HTMLResponse)
+        @app.exception_handler(StarletteHTTPException)
+        async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+            if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/login", status_code=303)
+            response = problem(exc.status_code, str(exc.detail))
+            response.headers.update(exc.headers or {})
+            return response
+
+        @app.get("/login", response_class=HTMLResponse)
+        async def login_form() -> str:
+            return _login_page("")
+
+        @app.post("/login", response_class=HTMLResponse)
+        async def login(request: Request) -> Response:
+            """The token from the form, checked like a bearer token, then kept in a cookie."""
+            form = parse_qs((await request.body()).decode("utf-8", "replace"))
+            token = (form.get("token") or [""])[0].strip()
+            await authorize_token(request, token, ("ops",))
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(
+                COOKIE,
+                token,
+                max_age=8 * 3600,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+            return response
+
+        @app.post("/logout")
+        async def logout() -> Response:
+            response = RedirectResponse("/login", status_code=303)
+            response.delete_cookie(COOKIE)
+            return response
+
+        @app.get("/", response_class=HTMLResponse, dependencies=ops)
         async def index() -> str:
             return self.page()
 
-        @app.get("/api/snapshot")
+        @app.get("/api/snapshot", dependencies=ops)
         async def snapshot() -> dict[str, Any]:
             snap = self.history[-1] if self.history else Snapshot(at=time.time())
             return {**snap.__dict__, "throughput": self.throughput()}
 
-        @app.get("/orders/{order_id}")
+        @app.get("/orders/{order_id}", dependencies=ops)
         async def timeline(order_id: str) -> Any:
-            async with httpx.AsyncClient(timeout=2.0) as client:
+            headers = bearer_headers(self.settings.api_token())
+            async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
                 base = f"http://{self.settings.http_host}:{self.settings.http_port}"
                 return (await client.get(f"{base}/orders/{order_id}")).json()
 
@@ -204,9 +254,22 @@ def _sparkline(points: list[tuple[float, float]], width: int = 600, height: int 
     )
 
 
-def _html(body: str) -> str:
+REFRESH = "<meta http-equiv='refresh' content='5'>"
+
+
+def _login_page(error: str) -> str:
+    return _html(
+        f"{error}<form method='post' action='/login'><label>API token with the scope ops "
+        "<input type='password' name='token' autocomplete='off' size='60'></label> "
+        "<button>sign in</button></form>",
+        refresh=False,
+    )
+
+
+def _html(body: str, refresh: bool = True) -> str:
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='5'>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"{REFRESH if refresh else ''}"
         "<title>Caravan operations</title><style>body{font-family:sans-serif;margin:2em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"

@@ -123,6 +123,7 @@ async def redrive(
         database_url,
         "redrive",
         dry_run,
+        ", ".join(sorted({d.origin for d in letters})),
         {"letters": [d.ref for d in letters], "replaced_value": value is not None},
     )
     return [d.ref for d in letters] if dry_run else sent

@@ -1,27 +1,24 @@
-"""Writing what operations did into ``ops.actions``."""
+"""Writing what operations did (replay, redrive) into the audit trail, ``auth.audit``."""
 
-import getpass
-import os
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from caravan.ops.tables import actions
+from shared.auth import audit
 
 
 def actor() -> str:
     """Who is acting: ``CARAVAN_ACTOR`` if set, else the login name."""
-    return os.environ.get("CARAVAN_ACTOR") or getpass.getuser()
+    return audit.os_actor()
 
 
-async def record(database_url: str, action: str, dry_run: bool, detail: dict[str, Any]) -> None:
+async def record(
+    database_url: str, action: str, dry_run: bool, target: str, detail: dict[str, Any]
+) -> None:
     url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                insert(actions).values(actor=actor(), action=action, dry_run=dry_run, detail=detail)
-            )
+            await audit.record(conn, actor(), action, target, detail={**detail, "dry_run": dry_run})
     finally:
         await engine.dispose()

@@ -86,6 +86,7 @@ async def replay(
         database_url,
         "replay",
         dry_run,
+        f"{group} on {topic}",
         {
             "topic": topic,
             "group": group,

@@ -1,5 +1,7 @@
 """The composition root of the notifications service."""
 
+import logging
+import secrets
 from functools import partial
 
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
@@ -19,9 +21,7 @@ def make_gateway(settings: Settings) -> SmsGateway:
     url = settings.notifications_gateway_url
     if kind == "auto":
         kind = "simulator" if url else "sink"
-    receipts = settings.notifications_receipts_url or (
-        f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
-    )
+    receipts = receipts_url(settings)
     timeout = settings.notifications_gateway_timeout_seconds
     if kind == "sink":
         return SinkGateway()
@@ -38,6 +38,28 @@ def make_gateway(settings: Settings) -> SmsGateway:
         receipts,
         timeout,
     )
+
+
+def receipts_secret(settings: Settings) -> str:
+    """The secret the gateway's receipts must carry. Outside development it must be set (all
+    instances share it); in development a process without one makes up its own."""
+    secret = settings.notifications_receipts_secret
+    if secret:
+        return secret
+    if settings.environment == "production":
+        raise ValueError("CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET is required in production")
+    logging.getLogger(__name__).warning("no receipts secret set: this process made one up")
+    secret = secrets.token_urlsafe(24)
+    settings.notifications_receipts_secret = secret
+    return secret
+
+
+def receipts_url(settings: Settings) -> str:
+    """Where the gateway sends delivery receipts, with the secret that lets them in."""
+    url = settings.notifications_receipts_url or (
+        f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
+    )
+    return f"{url}{'&' if '?' in url else '?'}key={receipts_secret(settings)}"
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -65,5 +87,5 @@ def bootstrap(settings: Settings) -> Service:
     for sub in subscriptions(policy.quiet):
         service.subscribe(sub)
     service.loops.append(partial(dispatch_loop, service.uow, gateway, policy))
-    add_routes(service.asgi_app, service.uow, gateway)
+    add_routes(service.asgi_app, service.uow, gateway, receipts_secret(settings))
     return service

@@ -5,7 +5,7 @@ serves it at ``/asyncapi.json`` and rendered at ``/asyncapi``.
 
 FastStream builds it from a Kafka broker that is described and never started, so nothing
 connects and nothing is published through it. It carries a subscriber per service and topic
-of the four services' subscriptions (the event types each one handles), and a publisher per
+of the five services' subscriptions (the event types each one handles), and a publisher per
 topic for the events written to it: the services write theirs through the transactional
 outbox, never through FastStream publishers, so these publishers exist for the document only.
 """
@@ -27,6 +27,7 @@ from services.notifications.entrypoints.subscribers import (
 )
 from services.orders.entrypoints.subscribers import subscriptions as orders_subscriptions
 from services.payments.entrypoints.subscribers import subscriptions as payments_subscriptions
+from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from shared.events.envelope import CloudEvent, EventData
 from shared.events.registry import REGISTRY
 from shared.messaging.consumer import Subscription
@@ -36,14 +37,15 @@ from shared.topics import Topic
 DEFAULT_SERVERS = "127.0.0.1:9092"
 """The contract's local default of ``KAFKA_BOOTSTRAP_SERVERS`` (the published document's)."""
 
-PRODUCERS: Mapping[Topic, str] = {
-    Topic.ORDER_REQUESTS: "storefronts",
-    Topic.ORDER_EVENTS: "orders",
-    Topic.INVENTORY_EVENTS: "inventory",
-    Topic.PAYMENT_EVENTS: "payments",
-    Topic.NOTIFICATION_EVENTS: "notifications",
+PRODUCERS: Mapping[Topic, tuple[str, ...]] = {
+    Topic.ORDER_REQUESTS: ("storefronts", "platform"),
+    Topic.ORDER_EVENTS: ("orders",),
+    Topic.INVENTORY_EVENTS: ("inventory",),
+    Topic.PAYMENT_EVENTS: ("payments",),
+    Topic.NOTIFICATION_EVENTS: ("notifications",),
 }
-"""Who writes each topic (every service through its outbox; storefronts from outside)."""
+"""Who writes each topic (every service through its outbox; storefronts from outside, and
+the platform adapter for marketplace platforms)."""
 
 DLQ_HEADERS = (
     "dlq.error",
@@ -65,6 +67,7 @@ def consumers(settings: Settings) -> dict[str, Sequence[Subscription]]:
         "inventory": INVENTORY,
         "payments": payments_subscriptions(settings.payments_monthly_interest_bp),
         "notifications": notifications_subscriptions(delivery_policy(settings).quiet),
+        "platform": platform_subscriptions(),
     }
 
 
@@ -117,8 +120,8 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
         written = ", ".join(m.event_type.value for m in REGISTRY[topic].values())
         broker.publisher(
             topic.value,
-            title=f"{PRODUCERS[topic]}:{topic.value}",
-            description=f"Written by {PRODUCERS[topic]}: {written}.",
+            title=f"{'+'.join(PRODUCERS[topic])}:{topic.value}",
+            description=f"Written by {' and '.join(PRODUCERS[topic])}: {written}.",
             schema=_union(models),
         )
         written_by = ", ".join(f"`{g}`" for g in groups[topic]) or "no Caravan consumer group"

@@ -17,7 +17,7 @@ def bootstrap(settings: Settings) -> Service:
     for sub in subscriptions(deadline):
         service.subscribe(sub)
     service.loops.append(partial(expiry_loop, service.uow, settings.expiry_sweep_seconds))
-    service.asgi_app = create_app(service.uow, deadline, settings.kafka_bootstrap_servers)
+    service.asgi_app = create_app(service.uow, deadline, settings)
     service.asgi_app.include_router(ops_router(service.db))
     service.probes.append(partial(sample_orders_by_status, service.db))
     return service

@@ -60,6 +60,18 @@ async def test_a_service_role_reaches_only_its_own_schema(caravan: System, servi
         assert "permission denied for schema public" in error, error
         error = await refused(conn, "create schema intruder")
         assert "permission denied for database" in error, error
+        # auth: tokens are read, never written (no service mints a token); audit is appended
+        await conn.execute(text("select count(*) from auth.tokens"))
+        error = await refused(
+            conn, "insert into auth.tokens (name, hash, scopes) values ('x', 'y', '{ops}')"
+        )
+        assert "permission denied for table tokens" in error, error
+        error = await refused(conn, "update auth.tokens set revoked_at = null")
+        assert "permission denied for table tokens" in error, error
+        await conn.execute(
+            text("insert into auth.audit (actor, action, target) values ('t', 'role-test', 'x')")
+        )
+        await conn.rollback()
 
 
 async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(

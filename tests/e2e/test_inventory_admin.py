@@ -3,7 +3,6 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
@@ -12,7 +11,7 @@ from tests.harness import System
 
 
 def _api(caravan: System) -> str:
-    return f"http://127.0.0.1:{caravan.procs.env['CARAVAN_INVENTORY_HTTP_PORT']}"
+    return f"http://127.0.0.1:{caravan.port('inventory')}"
 
 
 async def _product(caravan: System) -> str:
@@ -35,7 +34,7 @@ def _lot(lot_id: str, sku: str, quantity: int, start: int, end: int) -> dict[str
 async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
     sku = await _product(caravan)
     fresh, old = f"{sku}-A", f"{sku}-OLD"
-    async with httpx.AsyncClient(base_url=_api(caravan), timeout=10) as api:
+    async with caravan.api("inventory") as api:
         first = await api.post("/lots", json=_lot(fresh, sku, 40, -1, 30))
         assert first.status_code == 201, first.text
         assert first.json()["available"] == 40 and first.json()["in_season"]
@@ -110,7 +109,7 @@ async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
 async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     sku = await _product(caravan)
     url = ["--url", _api(caravan)]
-    runner = CliRunner()
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token})
     today = datetime.now(UTC).date()
     added = runner.invoke(
         inventory_cli,

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from caravan import db_roles, kafka_acls, system
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.seeding import load
+from caravan.tokens_cli import issue_token
+from shared.auth.tokens import SCOPES
 from shared.kafka_security import client_kwargs
 from shared.messaging.relay import make_producer
 from shared.settings import Settings
@@ -63,8 +65,14 @@ async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[Sys
         await log.start()
         procs.start()
         await asyncio.to_thread(system.wait_ready, procs)
+        token = await issue_token(url, f"sasl-test-{uuid.uuid4().hex[:6]}", list(SCOPES))
         caravan = System(
-            infra, procs, log, f"http://127.0.0.1:{SASL_HTTP_PORT}", scram.client_settings()
+            infra,
+            procs,
+            log,
+            f"http://127.0.0.1:{SASL_HTTP_PORT}",
+            token,
+            scram.client_settings(),
         )
         await caravan.start()
         try:

@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,6 +17,7 @@ from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
 from services.platform.adapters.tables import metadata as platform
+from shared.auth.tables import metadata as auth
 from shared.db.migrate import alembic_config
 
 METADATA = {
@@ -24,7 +26,14 @@ METADATA = {
     "payments": payments,
     "notifications": notifications,
     "platform": platform,
+    "auth": auth,
 }
+
+
+def _folder(name: str) -> Path:
+    if name == "auth":
+        return system.AUTH_MIGRATIONS
+    return system.REPO_ROOT / "services" / name / "migrations"
 
 
 def _diff(conn: Connection, metadata: MetaData) -> list[object]:
@@ -49,7 +58,7 @@ async def test_migrations_match_the_tables_and_downgrade(
     url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
     try:
         for name, metadata in METADATA.items():
-            cfg = alembic_config(system.REPO_ROOT / "services" / name / "migrations", url)
+            cfg = alembic_config(_folder(name), url)
             await asyncio.to_thread(command.upgrade, cfg, "head")
             engine = create_async_engine(url)
             async with engine.connect() as conn:

@@ -250,9 +250,8 @@ async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.A
 async def test_opted_out_and_invalid_numbers_get_nothing(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:
-    admin = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_NOTIFICATIONS_HTTP_PORT']}"
     opted, invalid = _phone(), _phone("+86127")  # 12x is no mainland mobile prefix
-    async with httpx.AsyncClient(base_url=admin) as http:
+    async with caravan.api("notifications") as http:
         assert (await http.put(f"/opt-outs/{opted}")).status_code == 204
         assert (await http.get(f"/opt-outs/{opted}")).json()["opted_out"] is True
         bad = await http.put("/opt-outs/12345")
@@ -421,9 +420,8 @@ async def _caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int]
 
 
 async def _consumed(caravan: System, topic: str) -> dict[str, float]:
-    port = caravan.procs.env["CARAVAN_NOTIFICATIONS_HTTP_PORT"]
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    async with caravan.api("notifications") as http:
+        text = (await http.get("/metrics")).text
     return {
         sample.labels["outcome"]: sample.value
         for family in text_string_to_metric_families(text)

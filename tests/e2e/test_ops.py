@@ -42,6 +42,7 @@ async def cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
         "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap,
         "DATABASE_URL": caravan.infra.database_url,
         "CARAVAN_ACTOR": "test-operator",
+        "CARAVAN_TOKEN": caravan.token,
         "COLUMNS": "200",
     }
     return await asyncio.to_thread(
@@ -120,8 +121,9 @@ async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
     )
     assert applied.returncode == 2
     rows = await caravan.sql(
-        "select actor, dry_run, detail->>'refused' is not null from ops.actions"
-        " where action = 'replay' and detail->>'group' = 'caravan-inventory' order by id"
+        "select actor, (detail->>'dry_run')::boolean, detail->>'refused' is not null"
+        " from auth.audit where action = 'replay' and detail->>'group' = 'caravan-inventory'"
+        " order by id"
     )
     last_two: list[tuple[object, ...]] = [tuple(r) for r in rows[-2:]]
     assert last_two == [
@@ -211,7 +213,7 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     assert outcome.type == "order.confirmed"
     assert (
         await caravan.scalar(
-            "select count(*) from ops.actions where action = 'redrive' and detail->'letters' ? :l",
+            "select count(*) from auth.audit where action = 'redrive' and detail->'letters' ? :l",
             l=letter,
         )
         == 2
@@ -220,19 +222,7 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
 
 async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
     port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
-    board = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caravan",
-        "dashboard",
-        "--port",
-        str(port),
-        "--stuck-after",
-        "0",
-        env=caravan.procs.env,
-        cwd=system.REPO_ROOT,
-    )
-    try:
+    async with caravan.operations_page(port, "--stuck-after", "0"):
         from tests.e2e.test_saga import order
 
         req = order()
@@ -265,6 +255,3 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "Orders by status" in page.text and "Dead letters" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
-    finally:
-        board.terminate()
-        await board.wait()

@@ -98,7 +98,7 @@ CHECKS = [
 ]
 
 
-def fuzz(base_url: str, examples: int) -> list[str]:
+def fuzz(base_url: str, token: str, examples: int) -> list[str]:
     """Run schemathesis over each orders operation; returns the operations it exercised."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json").include(tag="orders")
     exercised = []
@@ -117,7 +117,9 @@ def fuzz(base_url: str, examples: int) -> list[str]:
             suppress_health_check=list(HealthCheck),
         )
         def call(case: Any) -> None:
-            case.call_and_validate(base_url=base_url, checks=CHECKS)
+            case.call_and_validate(
+                base_url=base_url, checks=CHECKS, headers={"Authorization": f"Bearer {token}"}
+            )
 
         call()
         exercised.append(operation.label)
@@ -126,7 +128,7 @@ def fuzz(base_url: str, examples: int) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 async def test_schemathesis_finds_no_5xx_and_only_documented_answers(caravan: System) -> None:
-    exercised = await asyncio.to_thread(fuzz, caravan.http_base, 25)
+    exercised = await asyncio.to_thread(fuzz, caravan.http_base, caravan.token, 25)
     assert sorted(exercised) == [
         "GET /orders",
         "GET /orders/{order_id}",

@@ -12,7 +12,7 @@ from tests.harness import System
 async def test_credit_and_repayment_commands(caravan: System) -> None:
     await caravan.seed(payments_seed())
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
-    runner = CliRunner()
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token})
 
     async def cli(*args: str) -> tuple[int, str]:
         command = [args[0], "--url", url, *args[1:]]  # options before a "--"

@@ -74,8 +74,7 @@ async def run(caravan: System, req: OrderRequested) -> CloudEvent:
 async def admin(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the payments admin API (and the module's reference data loaded)."""
     await caravan.seed(payments_seed())
-    port = caravan.procs.env["CARAVAN_PAYMENTS_HTTP_PORT"]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with caravan.api("payments") as client:
         yield client
 
 

@@ -77,8 +77,7 @@ async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def admin(caravan: System, gateway: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
-    port = caravan.procs.env["CARAVAN_PAYMENTS_HTTP_PORT"]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with caravan.api("payments") as client:
         yield client
 
 

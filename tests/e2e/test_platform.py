@@ -74,7 +74,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "--callback",
             push.format(LEGACY),
         ) as legacy,
-        httpx.AsyncClient(base_url=adapter_url, timeout=15) as adapter,
+        caravan.api("platform") as adapter,
     ):
         await caravan.restart(("platform",), **env)
         try:

@@ -9,20 +9,25 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
   ``Idempotency-Key`` header: 201 applied, 200 the same key again (applied once), 409 more
   removed than available or the key reused for another adjustment.
 - ``GET /reports/spoiled[?sku=]``: spoiled and expired-unsold quantities per lot.
+
+Writes need the scope ``inventory:write`` and are written to the audit trail; reads need
+``inventory:read`` (or ``inventory:write``).
 """
 
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import Field
 
 from services.inventory import handlers
 from services.inventory.adapters import queries
 from services.inventory.domain.ledger import StockError
+from shared.auth import audit
+from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen
-from shared.http import problem
+from shared.http import problem, require
 from shared.messaging.uow import UnitOfWork
 from shared.seed import LotSeed
 
@@ -46,33 +51,41 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
+Writer = Annotated[Principal, require("inventory:write")]
+READ = [require("inventory:read", "inventory:write")]
+Key = Annotated[str, Path(min_length=1, max_length=64)]
+
+
 def admin_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(tags=["inventory"])
     engine = uow.db.engine
 
-    @router.get("/stock", response_model=StockList)
+    @router.get("/stock", response_model=StockList, dependencies=READ)
     async def all_stock() -> Any:
         async with engine.connect() as conn:
             return StockList(skus=await queries.stock(conn, _today()))
 
-    @router.get("/stock/{sku}", response_model=queries.SkuStock)
-    async def sku_stock(sku: str) -> Any:
+    @router.get("/stock/{sku}", response_model=queries.SkuStock, dependencies=READ)
+    async def sku_stock(sku: Key) -> Any:
         async with engine.connect() as conn:
             found = await queries.stock(conn, _today(), sku)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
 
-    @router.get("/lots/{lot_id}", response_model=queries.LotStock)
-    async def lot(lot_id: str) -> Any:
+    @router.get("/lots/{lot_id}", response_model=queries.LotStock, dependencies=READ)
+    async def lot(lot_id: Key) -> Any:
         async with engine.connect() as conn:
             found = await queries.lot_stock(conn, lot_id, _today())
         return found or problem(404, "Unknown lot", f"no lot {lot_id}")
 
     @router.post("/lots", status_code=201, response_model=queries.LotStock)
-    async def add_lot(body: LotSeed, response: Response) -> Any:
+    async def add_lot(body: LotSeed, response: Response, who: Writer) -> Any:
         try:
             async with uow.begin() as tx:
                 created = await handlers.add_lot(tx, body)
                 view = await queries.lot_stock(tx.conn, body.lot_id, _today())
+                if created and view is not None:
+                    after = view.model_dump(mode="json")
+                    await audit.record(tx.conn, who.name, "lot.add", body.lot_id, after=after)
         except handlers.UnknownSku:
             return problem(422, "Unknown SKU", f"no product {body.sku}")
         except handlers.Conflict as exc:
@@ -83,9 +96,10 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
 
     @router.post("/lots/{lot_id}/adjustments", status_code=201, response_model=Adjusted)
     async def adjust(
-        lot_id: str,
+        lot_id: Key,
         body: Adjustment,
         response: Response,
+        who: Writer,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=64)] = None,
     ) -> Any:
         if body.delta == 0:
@@ -93,8 +107,19 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         key = idempotency_key or str(uuid.uuid4())
         try:
             async with uow.begin() as tx:
+                before = await queries.lot_stock(tx.conn, lot_id, _today())
                 applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
                 view = await queries.lot_stock(tx.conn, lot_id, _today())
+                if applied and before is not None and view is not None:
+                    await audit.record(
+                        tx.conn,
+                        who.name,
+                        "lot.adjust",
+                        lot_id,
+                        before=before.model_dump(mode="json"),
+                        after=view.model_dump(mode="json"),
+                        detail={"delta": body.delta, "reason": body.reason, "key": key},
+                    )
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")
         except (handlers.Conflict, StockError) as exc:
@@ -104,8 +129,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             response.status_code = 200
         return Adjusted(adjustment_id=key, applied=applied, lot=view)
 
-    @router.get("/reports/spoiled", response_model=queries.SpoiledReport)
-    async def spoiled(sku: str | None = None) -> Any:
+    @router.get("/reports/spoiled", response_model=queries.SpoiledReport, dependencies=READ)
+    async def spoiled(sku: Annotated[str | None, Query(max_length=64)] = None) -> Any:
         async with engine.connect() as conn:
             return await queries.spoiled_report(conn, _today(), sku)
 

@@ -1,9 +1,15 @@
 """The notifications service's own HTTP routes: delivery receipts from the gateway, and the
-opt-out list (``PUT``/``DELETE``/``GET /opt-outs/{phone}``)."""
+opt-out list (``PUT``/``DELETE``/``GET /opt-outs/{phone}``).
 
-from typing import Any
+The gateway cannot hold a Caravan token: it calls back the receipts URL it was given, so that
+URL carries a shared secret (``?key=``, compared in constant time; 401 without it). The
+opt-outs need ``notifications:write`` (audited) or, to read, ``notifications:read``.
+"""
 
-from fastapi import FastAPI, Request, Response
+import hmac
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request, Response
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -11,15 +17,28 @@ from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.adapters.tables import opt_outs
 from services.notifications.dispatch import apply_receipt
 from services.notifications.domain.phones import E164
-from shared.http import problem
+from shared.auth import audit
+from shared.auth.tokens import Principal
+from shared.http import BEARER, problem, require
 from shared.messaging.uow import UnitOfWork
 
+Writer = Annotated[Principal, require("notifications:write")]
+Phone = Annotated[str, Path(max_length=16)]
 
-def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway) -> None:
+
+def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secret: str) -> None:
     @app.post("/sms/receipts", tags=["sms"])
-    async def receipts(request: Request) -> Any:
-        """Apply the gateway's delivery receipts. 404 when one names a message not recorded
-        yet (the gateway retries it), 422 when the body is not the gateway's format."""
+    async def receipts(request: Request, key: Annotated[str, Query(max_length=256)] = "") -> Any:
+        """Apply the gateway's delivery receipts. 401 without the receipts secret, 404 when one
+        names a message not recorded yet (the gateway retries it), 422 when the body is not
+        the gateway's format."""
+        if not hmac.compare_digest(key.encode(), receipts_secret.encode()):
+            guard = request.app.state.guard
+            client = request.client.host if request.client else "unknown"
+            guard.refused("receipts_secret", client, request.method, request.url.path)
+            refused = problem(401, "Unauthorized", "the receipts URL's key is missing or wrong")
+            refused.headers.update(BEARER)
+            return refused
         try:
             parsed = gateway.parse_receipts(await request.body())
         except ValueError as exc:
@@ -38,24 +57,48 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway) -> None:
         return None
 
     @app.put("/opt-outs/{phone}", status_code=204, tags=["sms"])
-    async def opt_out(phone: str) -> Response:
+    async def opt_out(phone: Phone, who: Writer) -> Response:
         """Stop every SMS to ``phone``, including those already queued."""
         if (bad := _check(phone)) is not None:
             return bad
         async with uow.begin() as tx:
-            await tx.conn.execute(pg_insert(opt_outs).values(phone=phone).on_conflict_do_nothing())
+            done = await tx.conn.execute(
+                pg_insert(opt_outs).values(phone=phone).on_conflict_do_nothing()
+            )
+            if done.rowcount:
+                await audit.record(
+                    tx.conn,
+                    who.name,
+                    "sms.opt_out",
+                    phone,
+                    before={"opted_out": False},
+                    after={"opted_out": True},
+                )
         return Response(status_code=204)
 
     @app.delete("/opt-outs/{phone}", status_code=204, tags=["sms"])
-    async def opt_in(phone: str) -> Response:
+    async def opt_in(phone: Phone, who: Writer) -> Response:
         if (bad := _check(phone)) is not None:
             return bad
         async with uow.begin() as tx:
-            await tx.conn.execute(delete(opt_outs).where(opt_outs.c.phone == phone))
+            done = await tx.conn.execute(delete(opt_outs).where(opt_outs.c.phone == phone))
+            if done.rowcount:
+                await audit.record(
+                    tx.conn,
+                    who.name,
+                    "sms.opt_in",
+                    phone,
+                    before={"opted_out": True},
+                    after={"opted_out": False},
+                )
         return Response(status_code=204)
 
-    @app.get("/opt-outs/{phone}", tags=["sms"])
-    async def is_opted_out(phone: str) -> Any:
+    @app.get(
+        "/opt-outs/{phone}",
+        tags=["sms"],
+        dependencies=[require("notifications:read", "notifications:write")],
+    )
+    async def is_opted_out(phone: Phone) -> Any:
         if (bad := _check(phone)) is not None:
             return bad
         async with uow.begin() as tx:

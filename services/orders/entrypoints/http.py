@@ -26,8 +26,9 @@ from services.orders.entrypoints.schemas import (
 )
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
 from shared.http import create_app as create_base_app
-from shared.http import problem
+from shared.http import problem, require
 from shared.messaging.uow import UnitOfWork
+from shared.settings import Settings
 
 MAX_PAGE = 100
 
@@ -46,8 +47,9 @@ def _not_found(order_id: str) -> Any:
     return problem(404, "Order not found", f"no order {order_id!r}")
 
 
-def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> FastAPI:
-    app = create_base_app("Caravan orders", uow.db)
+def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> FastAPI:
+    kafka_servers = settings.kafka_bootstrap_servers
+    app = create_base_app("Caravan orders", uow.db, settings)
     app.description = "The storefront API of Caravan: place, follow, list and cancel orders."
 
     @app.post(
@@ -55,6 +57,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> Fast
         status_code=202,
         response_model=Accepted,
         tags=["orders"],
+        dependencies=[require("orders:write")],
         responses=problems(
             {
                 400: "the body is not JSON",
@@ -91,6 +94,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> Fast
         "/orders",
         response_model=OrderPage,
         tags=["orders"],
+        dependencies=[require("orders:read")],
         responses=problems({422: f"{BAD_INPUT}, or the cursor is not one this API gave"}),
     )
     async def list_orders(
@@ -119,6 +123,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> Fast
         "/orders/{order_id}",
         response_model=OrderView,
         tags=["orders"],
+        dependencies=[require("orders:read")],
         responses=problems({404: NOT_FOUND, 422: BAD_INPUT}),
     )
     async def get_order(order_id: str) -> Any:
@@ -133,6 +138,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, kafka_servers: str) -> Fast
         "/orders/{order_id}/cancel",
         response_model=OrderView,
         tags=["orders"],
+        dependencies=[require("orders:write")],
         responses=problems({404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT}),
     )
     async def cancel(order_id: str) -> Any:

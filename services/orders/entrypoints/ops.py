@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from services.orders.adapters.tables import orders
 from shared.db import Database
+from shared.http import require
 
 ORDERS = Gauge("caravan_orders", "Orders by status", ["status"])
 
@@ -37,7 +38,7 @@ class StuckOrders(BaseModel):
 
 
 def ops_router(db: Database) -> APIRouter:
-    router = APIRouter(tags=["operations"])
+    router = APIRouter(tags=["operations"], dependencies=[require("ops")])
 
     @router.get("/ops/stuck-orders", response_model=StuckOrders)
     async def stuck_orders(

@@ -87,9 +87,18 @@ class Problem(BaseModel):
 
 
 def problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for problem answers, e.g. ``problems({404: "no such order"})``."""
+    """OpenAPI ``responses`` for problem answers, e.g. ``problems({404: "no such order"})``,
+    with those every authenticated operation may give."""
     schema = Problem.model_json_schema()
     return {
         code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
-        for code, text in described.items()
+        for code, text in (AUTH_PROBLEMS | described).items()
     }
+
+
+AUTH_PROBLEMS = {
+    401: "no bearer token, or one unknown or revoked",
+    403: "the token lacks the operation's scope",
+    413: "the body is larger than the limit",
+    429: "too many failed attempts from this address (see Retry-After)",
+}

@@ -1,5 +1,6 @@
-"""The payments admin API: one router per surface (credit lines; loans and repayments), so
-that each can be given its own authentication scope (``credit:write`` ...) when it comes.
+"""The payments admin API: one router per surface (credit lines; loans and repayments).
+Writes need the scope ``credit:write`` and are written to the audit trail; reads need
+``credit:read`` (or ``credit:write``).
 
 - ``GET /credit-lines/{buyer_id}``: limit, outstanding principal, available credit.
 - ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit.
@@ -15,18 +16,24 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments import lending
 from services.payments.adapters.tables import payments
 from services.payments.domain.repayment import Overpayment
-from shared.http import problem
+from shared.auth import audit
+from shared.auth.tokens import Principal
+from shared.http import problem, require
 from shared.messaging.uow import UnitOfWork
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+Writer = Annotated[Principal, require("credit:write")]
+READ = [require("credit:read", "credit:write")]
+Id = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class SetLimit(BaseModel):
@@ -46,7 +53,11 @@ def _today() -> date:
 
 
 def _json(value: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(_jsonable(asdict(value)), status_code=status)
+    return JSONResponse(_view(value), status_code=status)
+
+
+def _view(value: Any) -> Any:
+    return _jsonable(asdict(value))
 
 
 def _jsonable(value: Any) -> Any:
@@ -62,8 +73,8 @@ def _jsonable(value: Any) -> Any:
 def credit_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(prefix="/credit-lines", tags=["credit"])
 
-    @router.get("/{buyer_id}", responses={404: {}})
-    async def get_line(buyer_id: str) -> Any:
+    @router.get("/{buyer_id}", responses={404: {}}, dependencies=READ)
+    async def get_line(buyer_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
                 return _json(await lending.credit_line(conn, buyer_id))
@@ -71,15 +82,31 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
                 return problem(404, "Credit line not found", str(exc))
 
     @router.put("/{buyer_id}", responses={422: {}})
-    async def set_line(buyer_id: str, body: SetLimit) -> Any:
+    async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
-            return _json(await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen))
+            before = await _line_or_none(tx.conn, buyer_id)
+            line = await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen)
+            await audit.record(
+                tx.conn, who.name, "credit.set", buyer_id, before=before, after=_view(line)
+            )
+            return _json(line)
 
     @router.post("/{buyer_id}/adjustments", responses={404: {}, 409: {}})
-    async def adjust(buyer_id: str, body: Adjust) -> Any:
+    async def adjust(buyer_id: Id, body: Adjust, who: Writer) -> Any:
         try:
             async with uow.begin() as tx:
-                return _json(await lending.adjust_credit_limit(tx, buyer_id, body.delta_fen))
+                before = await _line_or_none(tx.conn, buyer_id)
+                line = await lending.adjust_credit_limit(tx, buyer_id, body.delta_fen)
+                await audit.record(
+                    tx.conn,
+                    who.name,
+                    "credit.adjust",
+                    buyer_id,
+                    before=before,
+                    after=_view(line),
+                    detail={"delta_fen": body.delta_fen},
+                )
+                return _json(line)
         except lending.NotFound as exc:
             return problem(404, "Credit line not found", str(exc))
         except lending.Conflict as exc:
@@ -88,19 +115,26 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
     return router
 
 
+async def _line_or_none(conn: AsyncConnection, buyer_id: str) -> Any:
+    try:
+        return _view(await lending.credit_line(conn, buyer_id))
+    except lending.NotFound:
+        return None
+
+
 def loans_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(tags=["loans"])
 
-    @router.get("/loans/{loan_id}", responses={404: {}})
-    async def get_loan(loan_id: str) -> Any:
+    @router.get("/loans/{loan_id}", responses={404: {}}, dependencies=READ)
+    async def get_loan(loan_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
                 return _json(await lending.loan_view(conn, loan_id, _today()))
             except lending.NotFound as exc:
                 return problem(404, "Loan not found", str(exc))
 
-    @router.get("/orders/{order_id}/payment", responses={404: {}})
-    async def get_payment(order_id: str) -> Any:
+    @router.get("/orders/{order_id}/payment", responses={404: {}}, dependencies=READ)
+    async def get_payment(order_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -120,13 +154,29 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
 
     @router.post("/loans/{loan_id}/repayments", responses={404: {}, 409: {}, 422: {}})
     async def repay(
-        loan_id: str,
+        loan_id: Id,
         body: Repay,
+        who: Writer,
         idempotency_key: Annotated[str, Header(pattern=KEY_PATTERN)],
     ) -> Any:
         try:
             async with uow.begin() as tx:
+                before = _view(await lending.loan_view(tx.conn, loan_id, _today()))
                 done = await lending.repay(tx, loan_id, idempotency_key, body.amount_fen, _today())
+                if done.created:
+                    await audit.record(
+                        tx.conn,
+                        who.name,
+                        "loan.repay",
+                        loan_id,
+                        before=before,
+                        after=_view(done.loan),
+                        detail={
+                            "repayment_id": done.repayment_id,
+                            "amount_fen": done.amount_fen,
+                            "key": idempotency_key,
+                        },
+                    )
         except lending.NotFound as exc:
             return problem(404, "Loan not found", str(exc))
         except lending.Conflict as exc:

@@ -14,8 +14,8 @@ Pushes (authenticated by the app's signature, not by a token):
   ``order_id``; 404 an order the platform does not know; 502/503 the order API failed (the
   platform should push again).
 
-Operations (an :class:`~fastapi.APIRouter` of its own, so that a bearer-token scope can be
-put on it):
+Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
+records; ``platform:read`` or ``platform:write`` to read):
 
 - ``PUT /platform/{app}/mappings/sku/{platform_sku}`` ``{"sku"}``;
   ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
@@ -28,7 +28,7 @@ put on it):
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
@@ -46,7 +46,9 @@ from services.platform.adapters.tables import callbacks, mappings, problems
 from services.platform.domain.orders import BuyerMapping, SkuMapping
 from services.platform.domain.signing import SIGN, fresh, verify
 from services.platform.metrics import PUSHES
-from shared.http import invalid, problem
+from shared.auth import audit
+from shared.auth.tokens import Principal
+from shared.http import invalid, problem, require
 from shared.messaging.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -132,11 +134,17 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
     return router
 
 
+Writer = Annotated[Principal, require("platform:write")]
+READ = [require("platform:read", "platform:write")]
+
+
 def admin_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(prefix="/platform", tags=["platform operations"])
 
     @router.put("/{app}/mappings/{kind}/{external_id}")
-    async def put_mapping(app: str, kind: MappingKind, external_id: str, request: Request) -> Any:
+    async def put_mapping(
+        app: str, kind: MappingKind, external_id: str, request: Request, who: Writer
+    ) -> Any:
         """Map a platform SKU (``{"sku"}``) or buyer (``{"buyer_id", "phone", "locale"}``)."""
         try:
             value = MAPPING_MODELS[kind].model_validate_json(await request.body())
@@ -148,11 +156,19 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             app=app, kind=kind, external_id=external_id, value=value.model_dump(mode="json")
         )
         async with uow.begin() as tx:
+            before = await tx.conn.scalar(
+                select(mappings.c.value).where(_key(app, kind, external_id)).with_for_update()
+            )
             await tx.conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[mappings.c.app, mappings.c.kind, mappings.c.external_id],
                     set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
                 )
+            )
+            after = value.model_dump(mode="json")
+            target = f"{app}/{kind}/{external_id}"
+            await audit.record(
+                tx.conn, who.name, "platform.mapping.put", target, before=before, after=after
             )
         return {"app": app, "kind": kind, "external_id": external_id, **value.model_dump()}
 
@@ -163,7 +179,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             & (mappings.c.external_id == external_id)
         )
 
-    @router.get("/{app}/mappings/{kind}/{external_id}")
+    @router.get("/{app}/mappings/{kind}/{external_id}", dependencies=READ)
     async def get_mapping(app: str, kind: MappingKind, external_id: str) -> Any:
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
@@ -172,12 +188,21 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         return {"app": app, "kind": kind, "external_id": external_id, **value}
 
     @router.delete("/{app}/mappings/{kind}/{external_id}", status_code=204)
-    async def delete_mapping(app: str, kind: MappingKind, external_id: str) -> Response:
+    async def delete_mapping(
+        app: str, kind: MappingKind, external_id: str, who: Writer
+    ) -> Response:
         async with uow.begin() as tx:
-            await tx.conn.execute(delete(mappings).where(_key(app, kind, external_id)))
+            before = await tx.conn.scalar(
+                delete(mappings).where(_key(app, kind, external_id)).returning(mappings.c.value)
+            )
+            if before is not None:
+                target = f"{app}/{kind}/{external_id}"
+                await audit.record(
+                    tx.conn, who.name, "platform.mapping.delete", target, before=before
+                )
         return Response(status_code=204)
 
-    @router.get("/{app}/mappings")
+    @router.get("/{app}/mappings", dependencies=READ)
     async def list_mappings(app: str) -> Any:
         async with uow.db.engine.connect() as conn:
             rows = await conn.execute(
@@ -188,7 +213,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
         return {"app": app, "mappings": found}
 
-    @router.get("/problems")
+    @router.get("/problems", dependencies=READ)
     async def list_problems(app: str | None = None, all: bool = False) -> Any:
         query = select(problems).order_by(problems.c.last_seen_at.desc()).limit(500)
         if app is not None:
@@ -199,7 +224,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             rows = (await conn.execute(query)).mappings().all()
         return {"problems": [_jsonable(r) for r in rows]}
 
-    @router.get("/callbacks")
+    @router.get("/callbacks", dependencies=READ)
     async def list_callbacks(
         app: str | None = None, status: str | None = None, order_id: str | None = None
     ) -> Any:

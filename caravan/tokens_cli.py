@@ -1,0 +1,128 @@
+"""``caravan tokens ...``: issue, revoke and list API tokens, straight in the database (whoever
+can reach the database as its owner is the root of trust). Each issue and revoke is audited."""
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from shared.auth import audit, tokens
+from shared.settings import DEV_TOKEN_FILE
+
+app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+T = TypeVar("T")
+
+
+def _database_url() -> str:
+    from caravan.cli import _database_url as url  # the CLI's one way of finding the database
+
+    return url()
+
+
+async def _in_tx(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        async with engine.begin() as conn:
+            return await work(conn)
+    finally:
+        await engine.dispose()
+
+
+async def issue_token(database_url: str, name: str, scopes: list[str]) -> str:
+    """Issue a token (audited as the OS user) and return it."""
+
+    async def work(conn: AsyncConnection) -> str:
+        token = await tokens.issue(conn, name, scopes)
+        after = {"name": name, "scopes": sorted(set(scopes))}
+        await audit.record(conn, audit.os_actor(), "token.issue", name, after=after)
+        return token
+
+    return await _in_tx(database_url, work)
+
+
+def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool]:
+    """The development token of this machine: the one in ``path`` if the database knows it,
+    else a new one with every scope, written there (mode 0600). True when it is new."""
+    if path.is_file():
+        token = path.read_text().strip()
+
+        async def known(conn: AsyncConnection) -> bool:
+            return (await tokens.lookup(conn, token)).principal is not None
+
+        if asyncio.run(_in_tx(database_url, known)):
+            return token, False
+    name = f"dev-{socket.gethostname()[:40]}-{uuid.uuid4().hex[:6]}"
+    token = asyncio.run(issue_token(database_url, name, list(tokens.SCOPES)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token, True
+
+
+@app.command("issue")
+def issue(
+    scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(tokens.SCOPES)}")],
+    name: Annotated[str | None, typer.Option(help="unique name (default: a new one)")] = None,
+) -> None:
+    """Issue a token and print it: it is shown this once, only its hash is kept."""
+    chosen = name or f"token-{uuid.uuid4().hex[:8]}"
+    try:
+        token = asyncio.run(issue_token(_database_url(), chosen, scope))
+    except tokens.BadToken as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"token {chosen} ({', '.join(sorted(set(scope)))}), shown once:", style="dim")
+    print(token)
+
+
+@app.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Revoke a token: refused by every service within a few seconds (the cache)."""
+
+    async def work(conn: AsyncConnection) -> tokens.TokenInfo | None:
+        before = await tokens.info(conn, name)
+        done = await tokens.revoke(conn, name)
+        if before is not None and done is not None and before.revoked_at is None:
+            await audit.record(
+                conn,
+                audit.os_actor(),
+                "token.revoke",
+                name,
+                before={"revoked_at": None},
+                after={"revoked_at": done.revoked_at.isoformat() if done.revoked_at else None},
+            )
+        return done
+
+    found = asyncio.run(_in_tx(_database_url(), work))
+    if found is None:
+        raise typer.BadParameter(f"no token named {name!r}")
+    console.print(f"revoked {name} (at {found.revoked_at})")
+
+
+@app.command("list")
+def list_tokens() -> None:
+    """Every token's name, scopes and dates (never a secret: none is kept)."""
+
+    async def work(conn: AsyncConnection) -> list[tokens.TokenInfo]:
+        return await tokens.listing(conn)
+
+    found = asyncio.run(_in_tx(_database_url(), work))
+    table = Table(title=f"{len(found)} token(s)")
+    for column in ("name", "scopes", "created", "revoked"):
+        table.add_column(column)
+    for t in found:
+        revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else ""
+        table.add_row(
+            t.name, " ".join(t.scopes), t.created_at.isoformat(timespec="seconds"), revoked
+        )
+    console.print(table)

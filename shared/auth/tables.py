@@ -1,0 +1,40 @@
+"""The auth schema: API tokens (only their SHA-256 is stored) and the audit trail."""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+SCHEMA = "auth"
+metadata = MetaData(schema=SCHEMA)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("hash", String(64), nullable=False, unique=True),  # hex SHA-256 of the token
+    Column("scopes", ARRAY(String(32)), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(128), nullable=False),  # a token's name, or the OS user of the CLI
+    Column("action", String(64), nullable=False),  # e.g. lot.add, credit.set, replay, token.issue
+    Column("target", String(256), nullable=False),  # what it acted on: lot id, buyer id, topic
+    Column("before", JSONB(none_as_null=True), nullable=True),
+    Column("after", JSONB(none_as_null=True), nullable=True),
+    Column("detail", JSONB, nullable=False, server_default="{}"),
+    Index("ix_audit_action_at", "action", "at"),
+)

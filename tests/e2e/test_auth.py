@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from caravan import system
 from caravan.inventory_cli import app as inventory_cli
 from caravan.ops.dashboard import Dashboard
+from caravan.tokens_cli import dev_token
 from services.inventory.bootstrap import bootstrap as inventory
 from services.notifications.bootstrap import bootstrap as notifications
 from services.orders.bootstrap import bootstrap as orders
@@ -352,7 +354,7 @@ async def test_allowed_admin_actions_are_in_the_audit_trail(caravan: System, wor
     assert rows[0][2] is None and rows[0][3]["received"] == 20
     assert rows[1][2]["available"] == 20 and rows[1][3]["available"] == 17
     assert rows[2][2] is None and rows[2][3]["credit_limit_fen"] == 700
-    assert rows[3][3]["outstanding_principal_fen"] < rows[3][2]["outstanding_principal_fen"]
+    assert rows[3][2]["remaining_fen"] - rows[3][3]["remaining_fen"] == 100
     assert rows[4][2:] == ({"opted_out": False}, {"opted_out": True})
     assert rows[6][2] is None and rows[6][3]["buyer_id"] == world.buyer
     assert rows[7][2]["buyer_id"] == world.buyer and rows[7][3] is None
@@ -476,3 +478,27 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
         assert "httponly" in cookie and "samesite=strict" in cookie
         page = await browser.get("/")
         assert page.status_code == 200 and "Caravan operations" in page.text
+
+
+async def test_the_first_up_on_a_machine_issues_a_development_token(
+    caravan: System, tmp_path: Path
+) -> None:
+    path = tmp_path / "dev-token"
+    url = caravan.infra.database_url
+    token, new = await asyncio.to_thread(dev_token, url, path)
+    assert new and path.read_text().strip() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    async with caravan.api("payments", token=token) as api:
+        assert (await api.get("/metrics")).status_code == 200
+    again, new_again = await asyncio.to_thread(dev_token, url, path)
+    assert (again, new_again) == (token, False)  # later runs keep it
+    name = await caravan.scalar(
+        "select name from auth.tokens where revoked_at is null and name like 'dev-%'"
+        " order by created_at desc limit 1"
+    )
+    assert await caravan.scalar("select scopes from auth.tokens where name = :n", n=name) == sorted(
+        SCOPES
+    )
+    await caravan.revoke_token(name)
+    replaced, new_after_revoke = await asyncio.to_thread(dev_token, url, path)
+    assert new_after_revoke and replaced != token

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from caravan.admin_api import auth_headers
 from caravan.system import simulator
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
@@ -25,6 +24,7 @@ from shared.events.orders import (
     PaymentRequest,
 )
 from shared.events.registry import parse_record
+from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
 from shared.settings import Settings
@@ -171,7 +171,9 @@ async def run_platform_demo(
     outcomes: dict[str, Outcome] = {}
     async with (
         simulator("services.platform.simulator", port, *args) as sim,
-        httpx.AsyncClient(base_url=adapter, timeout=15, headers=auth_headers()) as admin,
+        httpx.AsyncClient(
+            base_url=adapter, timeout=15, headers=bearer_headers(settings.api_token())
+        ) as admin,
     ):
         for product in seed.products:
             put = f"/platform/{app}/mappings/sku/MKT-{product.sku}"

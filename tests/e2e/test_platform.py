@@ -333,6 +333,7 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
     settings = Settings(
         platform_apps=json.loads(platform.env["CARAVAN_PLATFORM_APPS"]),
         platform_http_port=int(caravan.procs.env["CARAVAN_PLATFORM_HTTP_PORT"]),
+        token=caravan.token,
     )
     outcomes = await run_platform_demo(settings, conftest.test_seed(), DEMO, count=3, timeout=60)
     assert len(outcomes) == 3

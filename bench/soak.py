@@ -203,6 +203,7 @@ async def drive(caravan: System, args: argparse.Namespace, console: Console) -> 
             load_seconds = faults.now()
             current["fault"] = "draining"
             still_open = await all_ended(caravan, load, outcomes, timeout=240)
+            await settle(caravan.infra.kafka_bootstrap, caravan.engine, groups, timeout=240)
             drained = faults.now()
             current["fault"] = "replaying every group from the earliest offset"
             reread = await replay_everything(caravan, groups)

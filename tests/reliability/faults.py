@@ -5,6 +5,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from aiokafka import TopicPartition
 
@@ -166,8 +167,11 @@ async def end_offsets(bootstrap: str) -> dict[str, dict[int, int]]:
         }
 
 
-async def replay_everything(caravan: System, groups: dict[str, list[str]]) -> int:
-    """Stop the services, rewind every group on every topic it reads, start them again."""
+async def replay_everything(
+    caravan: System, groups: dict[str, list[str]], since: datetime | None = None
+) -> int:
+    """Stop the services, rewind every group on every topic it reads (to the earliest offset,
+    or to the first record at or after ``since``), start them again; records to re-read."""
     await asyncio.to_thread(caravan.procs.stop, list(system.SERVICES))
     reread = 0
     try:
@@ -178,7 +182,8 @@ async def replay_everything(caravan: System, groups: dict[str, list[str]]) -> in
                     caravan.infra.database_url,
                     topic,
                     group,
-                    earliest=True,
+                    earliest=since is None,
+                    from_timestamp=since,
                 )
                 assert result.applied, result.refused
                 reread += result.total

@@ -198,6 +198,11 @@ class System:
         """Stop these services and start them again, with ``env`` added to their environment
         (for example ``CARAVAN_SAGA_DEADLINE_SECONDS="2"``); waits until they are ready.
         Call it again without ``env`` to restore the defaults."""
+        await self.relaunch(names, **env)
+        await asyncio.to_thread(system.wait_ready, self.procs)
+
+    async def relaunch(self, names: tuple[str, ...], **env: str) -> None:
+        """:meth:`restart` without waiting until they are ready."""
         await asyncio.to_thread(self.procs.stop, list(names))
         base = self.procs.env
         self.procs.env = {**base, **env}
@@ -205,7 +210,12 @@ class System:
             self.procs.start(names)
         finally:
             self.procs.env = base
-        await asyncio.to_thread(system.wait_ready, self.procs)
+
+    def kill(self, name: str) -> int:
+        """``kill -9`` one service process (``orders``, ``inventory-2``, ...); its exit code."""
+        proc = self.procs.procs.pop(name)
+        proc.kill()
+        return proc.wait()
 
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         assert self.producer is not None

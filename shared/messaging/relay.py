@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, func, select, update
 
 from shared.db import Database, is_transient
+from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
 from shared.metrics import OUTBOX_PUBLISHED
 from shared.settings import Settings
@@ -110,6 +111,7 @@ class OutboxRelay:
                 for row in rows
             ]
             await asyncio.gather(*futures)
+            failpoint(RELAY_AFTER_PUBLISH)
             await conn.execute(
                 update(o).where(o.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
             )

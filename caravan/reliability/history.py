@@ -1,0 +1,425 @@
+"""The history checker: every record of every topic (from the start) and the database state
+at the end, checked against what Caravan promises. Used by ``tests/reliability`` and by
+``bench/soak.py`` alike.
+
+It returns violations with their evidence (an empty list means the history is correct).
+A history may be scoped to one ``source`` (the storefront a run used), so that a run on a
+system shared with other tests checks its own orders; the stock and credit checks are
+always over the whole database.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.events.registry import PoisonRecord, parse_record
+from shared.topics import EventType, Topic
+
+TERMINAL = (EventType.ORDER_CONFIRMED.value, EventType.ORDER_CANCELLED.value)
+BUYER_SMS_PURPOSES = ("order_confirmed", "order_cancelled")
+# Payment states that hold the buyer's money (or are about to).
+HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding")
+HOLDING_STOCK = ("reserved", "sold")
+
+
+class KafkaRecord(Protocol):
+    """What the checker reads of a Kafka record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class Injected:
+    """A poison record put on a topic on purpose: where it landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    subject: str
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.subject}: {self.evidence}"
+
+
+@dataclass(frozen=True)
+class Lot:
+    lot_id: str
+    sku: str
+    received: int
+    available: int
+    reserved: int
+    sold: int
+    spoiled: int
+
+
+@dataclass(frozen=True)
+class Loan:
+    loan_id: str
+    order_id: str
+    buyer_id: str
+    outstanding_fen: int
+    status: str
+
+
+@dataclass(frozen=True)
+class Sms:
+    sms_id: str
+    order_id: str | None
+    to: str
+    purpose: str
+
+
+@dataclass
+class DatabaseState:
+    """What the services' tables say at the end of a run."""
+
+    orders: dict[str, str] = field(default_factory=dict)  # order_id -> status
+    lots: list[Lot] = field(default_factory=list)
+    holds: dict[str, str] = field(default_factory=dict)  # order_id -> reservation status
+    payments: dict[str, str] = field(default_factory=dict)  # order_id -> payment status
+    loans: list[Loan] = field(default_factory=list)
+    credit_limits: dict[str, int] = field(default_factory=dict)  # buyer_id -> limit
+    sms: list[Sms] = field(default_factory=list)
+
+
+async def read_database(engine: AsyncEngine) -> DatabaseState:
+    """Read the tables the checks need (each service's schema, read-only)."""
+    async with engine.connect() as conn:
+
+        async def rows(query: str) -> list[Any]:
+            return list((await conn.execute(text(query))).all())
+
+        return DatabaseState(
+            orders={r[0]: r[1] for r in await rows("select order_id, status from orders.orders")},
+            lots=[
+                Lot(*r)
+                for r in await rows(
+                    "select lot_id, sku, received, available, reserved, sold, spoiled"
+                    " from inventory.lots"
+                )
+            ],
+            holds={
+                r[0]: r[1]
+                for r in await rows("select order_id, status from inventory.reservations")
+            },
+            payments={
+                r[0]: r[1] for r in await rows("select order_id, status from payments.payments")
+            },
+            loans=[
+                Loan(*r)
+                for r in await rows(
+                    "select loan_id, order_id, buyer_id, outstanding_fen, status"
+                    " from payments.loans"
+                )
+            ],
+            credit_limits={
+                r[0]: int(r[1])
+                for r in await rows("select buyer_id, credit_limit_fen from payments.credit_lines")
+            },
+            sms=[
+                Sms(*r)
+                for r in await rows('select sms_id, order_id, "to", purpose from notifications.sms')
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class _Event:
+    record: KafkaRecord
+    id: str
+    type: str
+    source: str
+    data: Mapping[str, Any]
+
+
+@dataclass
+class History:
+    """A run's records and end state, and what the checks need to know about the run."""
+
+    records: Iterable[KafkaRecord]
+    db: DatabaseState
+    injected: Sequence[Injected] = ()
+    # The consumer groups of each topic: each injected poison record is dead-lettered by each.
+    consumers: Mapping[str, Iterable[str]] = field(default_factory=dict)
+    # Only orders (and requests) of this source are checked; None: every order.
+    source: str | None = None
+    # Dead letters of records before these offsets (topic -> partition -> offset) belong to
+    # someone else's run and are not checked.
+    dlq_since: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+
+
+def check(history: History) -> list[Violation]:
+    """Every check over ``history``; an empty list when it keeps every promise."""
+    return _Checker(history).run()
+
+
+class _Checker:
+    def __init__(self, history: History) -> None:
+        self.h = history
+        self.db = history.db
+        self.violations: list[Violation] = []
+        self.events: dict[str, list[_Event]] = defaultdict(list)
+        self.dead_letters: list[KafkaRecord] = []
+        for record in history.records:
+            if record.topic.endswith(".dlq"):
+                self.dead_letters.append(record)
+                continue
+            try:
+                env = parse_record(Topic(record.topic), record.value).envelope
+            except (PoisonRecord, ValueError):
+                continue
+            self.events[record.topic].append(_Event(record, env.id, env.type, env.source, env.data))
+        for events in self.events.values():
+            events.sort(key=lambda e: (e.record.partition, e.record.offset))
+        placed = [
+            e
+            for e in self.events[Topic.ORDER_EVENTS.value]
+            if e.type == EventType.ORDER_PLACED.value
+            and (history.source is None or e.data.get("source") == history.source)
+        ]
+        self.placed: dict[str, _Event] = {}
+        for event in placed:
+            self.placed.setdefault(str(event.data["order_id"]), event)
+        self.terminal: dict[str, _Event] = {}
+
+    def fail(self, check: str, subject: str, evidence: str) -> None:
+        self.violations.append(Violation(check, subject, evidence))
+
+    def run(self) -> list[Violation]:
+        self.requests_answered()
+        self.one_terminal_event()
+        self.stock()
+        self.payments()
+        self.cancelled_holds_nothing()
+        self.one_sms()
+        self.dead_letters_are_the_poison()
+        return self.violations
+
+    def _in_scope(self, event: _Event) -> bool:
+        return self.h.source is None or event.source == self.h.source
+
+    def requests_answered(self) -> None:
+        """No lost order: each valid request is placed (or rejected) at least once."""
+        answered = {
+            (e.data.get("source"), e.data.get("order_ref"))
+            for e in self.events[Topic.ORDER_EVENTS.value]
+            if e.type in (EventType.ORDER_PLACED.value, EventType.ORDER_REJECTED.value)
+        }
+        for e in self.events[Topic.ORDER_REQUESTS.value]:
+            if self._in_scope(e) and (e.source, e.data.get("order_ref")) not in answered:
+                self.fail(
+                    "request_answered",
+                    f"{e.source}|{e.data.get('order_ref')}",
+                    f"order.requested {e.id} at {_where(e.record)} was never placed nor rejected",
+                )
+
+    def one_terminal_event(self) -> None:
+        by_order: dict[str, list[_Event]] = defaultdict(list)
+        for e in self.events[Topic.ORDER_EVENTS.value]:
+            order_id = e.data.get("order_id")
+            if order_id in self.placed:
+                by_order[str(order_id)].append(e)
+        for order_id in self.placed:
+            events = by_order[order_id]
+            terminal_ids = list(dict.fromkeys(e.id for e in events if e.type in TERMINAL))
+            if len(terminal_ids) != 1:
+                kinds = [e.type for e in events if e.type in TERMINAL]
+                self.fail(
+                    "one_terminal_event",
+                    order_id,
+                    f"{len(terminal_ids)} distinct terminal events {kinds}",
+                )
+                if not terminal_ids:
+                    continue
+            first = next(e for e in events if e.id == terminal_ids[0])
+            self.terminal[order_id] = first
+            seen_before = {e.id for e in events if e.record.offset < first.record.offset}
+            after = [
+                e
+                for e in events
+                if e.record.offset > first.record.offset
+                and e.id not in seen_before
+                and e.id != first.id
+            ]
+            if after:
+                self.fail(
+                    "nothing_after_terminal",
+                    order_id,
+                    f"{first.type} at {_where(first.record)} followed by "
+                    + ", ".join(f"{e.type} at {_where(e.record)}" for e in after),
+                )
+            status = self.db.orders.get(order_id)
+            expected = first.type.removeprefix("order.")
+            if status != expected:
+                self.fail(
+                    "order_state",
+                    order_id,
+                    f"the last event is {first.type} but orders.orders says {status!r}",
+                )
+
+    def stock(self) -> None:
+        received: dict[str, int] = defaultdict(int)
+        for lot in self.db.lots:
+            received[lot.sku] += lot.received
+            counters = {
+                "available": lot.available,
+                "reserved": lot.reserved,
+                "sold": lot.sold,
+                "spoiled": lot.spoiled,
+            }
+            negative = {k: v for k, v in counters.items() if v < 0}
+            if negative:
+                self.fail("stock_nonnegative", lot.lot_id, f"negative counters {negative}")
+            if sum(counters.values()) != lot.received:
+                self.fail(
+                    "stock_conserved",
+                    lot.lot_id,
+                    f"{counters} add up to {sum(counters.values())}, received {lot.received}",
+                )
+        confirmed: dict[str, int] = defaultdict(int)
+        for order_id, terminal in self.terminal.items():
+            if terminal.type != EventType.ORDER_CONFIRMED.value:
+                continue
+            for line in self.placed[order_id].data.get("lines", []):
+                confirmed[str(line["sku"])] += int(line["quantity"])
+            hold = self.db.holds.get(order_id)
+            if hold not in HOLDING_STOCK:
+                self.fail("confirmed_holds_stock", order_id, f"confirmed, but its hold is {hold!r}")
+        for sku, quantity in confirmed.items():
+            if quantity > received[sku]:
+                self.fail(
+                    "not_oversold",
+                    sku,
+                    f"{quantity} units in confirmed orders, {received[sku]} ever received",
+                )
+
+    def payments(self) -> None:
+        authorised: dict[str, set[str]] = defaultdict(set)
+        for e in self.events[Topic.PAYMENT_EVENTS.value]:
+            if e.type == EventType.PAYMENT_AUTHORIZED.value:
+                authorised[str(e.data.get("order_id"))].add(e.id)
+        for order_id, ids in authorised.items():
+            if len(ids) > 1:
+                self.fail(
+                    "one_authorised_payment", order_id, f"{len(ids)} payment.authorized: {ids}"
+                )
+        for order_id, terminal in self.terminal.items():
+            if terminal.type == EventType.ORDER_CONFIRMED.value and not authorised.get(order_id):
+                self.fail(
+                    "confirmed_is_paid",
+                    order_id,
+                    "confirmed without payment.authorized"
+                    f" (payment {self.db.payments.get(order_id)!r})",
+                )
+        outstanding: dict[str, int] = defaultdict(int)
+        for loan in self.db.loans:
+            if loan.status == "active":
+                outstanding[loan.buyer_id] += loan.outstanding_fen
+        for buyer, owed in outstanding.items():
+            limit = self.db.credit_limits.get(buyer, 0)
+            if owed > limit:
+                self.fail(
+                    "credit_limit", buyer, f"outstanding loans {owed} fen over the limit {limit}"
+                )
+
+    def cancelled_holds_nothing(self) -> None:
+        loans = defaultdict(list)
+        for loan in self.db.loans:
+            loans[loan.order_id].append(loan)
+        for order_id, terminal in self.terminal.items():
+            if terminal.type != EventType.ORDER_CANCELLED.value:
+                continue
+            hold = self.db.holds.get(order_id)
+            if hold in HOLDING_STOCK:
+                self.fail("cancelled_holds_no_stock", order_id, f"its hold is {hold!r}")
+            active = [loan.loan_id for loan in loans[order_id] if loan.status != "voided"]
+            if active:
+                self.fail("cancelled_holds_no_loan", order_id, f"loans not voided: {active}")
+            payment = self.db.payments.get(order_id)
+            if payment in HOLDING_PAYMENT:
+                self.fail("cancelled_holds_no_charge", order_id, f"payment is {payment!r}")
+
+    def one_sms(self) -> None:
+        purpose = {s.sms_id: s.purpose for s in self.db.sms}
+        rows: dict[tuple[str | None, str, str], set[str]] = defaultdict(set)
+        for s in self.db.sms:
+            if s.order_id is None or s.order_id in self.placed:
+                rows[(s.order_id, s.to, s.purpose)].add(s.sms_id)
+        for e in self.events[Topic.NOTIFICATION_EVENTS.value]:
+            order_id = e.data.get("order_id")
+            if e.type != EventType.SMS_SENT.value or order_id not in self.placed:
+                continue
+            sms_id = str(e.data.get("sms_id"))
+            why = e.data.get("purpose") or purpose.get(sms_id, "?")
+            rows[(order_id, str(e.data.get("to")), str(why))].add(sms_id)
+        for (order_id, to, why), ids in rows.items():
+            if len(ids) > 1:
+                self.fail("one_sms", f"{order_id}|{to}|{why}", f"{len(ids)} SMS: {sorted(ids)}")
+        for order_id in self.terminal:
+            buyer = [
+                s for s in self.db.sms if s.order_id == order_id and s.purpose in BUYER_SMS_PURPOSES
+            ]
+            if len(buyer) != 1:
+                self.fail(
+                    "buyer_told_once",
+                    order_id,
+                    f"{len(buyer)} SMS to the buyer for its outcome: {[s.purpose for s in buyer]}",
+                )
+
+    def dead_letters_are_the_poison(self) -> None:
+        expected = {
+            (i.topic, i.partition, i.offset, group)
+            for i in self.h.injected
+            for group in self.h.consumers.get(i.topic, ())
+        }
+        found: dict[tuple[str, int, int, str], KafkaRecord] = {}
+        for record in self.dead_letters:
+            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            try:
+                coords = (
+                    headers["dlq.topic"],
+                    int(headers["dlq.partition"]),
+                    int(headers["dlq.offset"]),
+                    headers["dlq.group"],
+                )
+            except (KeyError, ValueError):
+                self.fail("dlq_headers", _where(record), f"headers {sorted(headers)}")
+                continue
+            since = self.h.dlq_since.get(coords[0], {}).get(coords[1], 0)
+            if coords[2] < since:
+                continue
+            found.setdefault(coords, record)
+        for coords in sorted(expected - found.keys()):
+            self.fail("dlq_has_the_poison", "|".join(map(str, coords)), "never dead-lettered")
+        for coords in sorted(found.keys() - expected):
+            record = found[coords]
+            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            self.fail(
+                "dlq_only_the_poison",
+                "|".join(map(str, coords)),
+                f"dead-lettered at {_where(record)} but not injected:"
+                f" {headers.get('dlq.error', '?')} {headers.get('dlq.error.message', '')[:200]}",
+            )
+
+
+def _where(record: KafkaRecord) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

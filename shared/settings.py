@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     payments_monthly_interest_bp: int = Field(0, ge=0)
     payments_reminder_upcoming_days: int = Field(3, ge=0)
     payments_reminder_interval_seconds: float = 5.0
+    # Performance: how many records a subscriber takes at once and handles in one transaction
+    # (1: one record per transaction), and how long it waits for records when there are none.
+    consumer_batch_size: int = Field(100, ge=1, le=10_000)
+    consumer_batch_timeout_ms: int = Field(10, ge=1)
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

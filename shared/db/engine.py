@@ -62,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return True
-    if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError | _TRANSIENT_PG):
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, *_TRANSIENT_PG)):
         return True
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, sa_exc.DBAPIError) and cause is not None:

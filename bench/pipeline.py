@@ -23,6 +23,7 @@ Durability stays as the services run it (``acks=all``, idempotent producers, ``f
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -161,10 +162,9 @@ class Driver:
             bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="latest"
         )
         await self.listener.start()
-        parts = [
-            TopicPartition(Topic.ORDER_EVENTS.value, p)
-            for p in self.listener.partitions_for_topic(Topic.ORDER_EVENTS.value) or ()
-        ]
+        meta = await self.listener._client.fetch_all_metadata()
+        topic = Topic.ORDER_EVENTS.value
+        parts = [TopicPartition(topic, p) for p in meta.partitions_for_topic(topic) or ()]
         self.listener.assign(parts)
         await self.listener.seek_to_end(*parts)
         for tp in parts:
@@ -175,7 +175,8 @@ class Driver:
         if self._task is not None:
             self._task.cancel()
         if self.listener is not None:
-            await self.listener.stop()
+            with contextlib.suppress(asyncio.CancelledError):  # aiokafka, stopped early
+                await self.listener.stop()
         if self.producer is not None:
             await self.producer.stop()
 
@@ -292,12 +293,8 @@ class Offsets:
         await self.consumer.stop()
 
     async def ends(self, topics: tuple[str, ...] = ALL_TOPICS) -> dict[str, int]:
-        await self.consumer.topics()  # fresh metadata: topics may be new
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in (self.consumer.partitions_for_topic(t) or ())
-        ]
+        meta = await self.consumer._client.fetch_all_metadata()  # topics may be new
+        parts = [TopicPartition(t, p) for t in topics for p in meta.partitions_for_topic(t) or ()]
         out = dict.fromkeys(topics, 0)
         for tp, offset in (await self.consumer.end_offsets(parts)).items():
             out[tp.topic] += offset
@@ -516,8 +513,13 @@ def run_relay_floor(bootstrap: str, run: str) -> None:
     relay_in, relay_out = relay_topics(run)
 
     async def main() -> None:
-        logging.getLogger("faststream").setLevel(logging.WARNING)  # as the services run
-        broker = KafkaBroker(bootstrap, acks="all", enable_idempotence=True, linger_ms=2)
+        broker = KafkaBroker(
+            bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            logger=None,  # the services log no line per record either
+        )
 
         @broker.subscriber(
             relay_in,
@@ -719,8 +721,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         ports = [args.http_port + i for i in range(4)]
         meter = Meter(infra, offsets, Processes.find(procs, infra), ports)
         await driver.start()
-        say("warming up (closed loop, 10 s) ...")
-        await closed_loop(meter, driver, args.window, 10)
+        # The consumer groups settle (several rebalances while the services start) and the
+        # pools fill: warm up until orders flow steadily.
+        for _ in range(12):
+            say("warming up (closed loop, 10 s) ...")
+            warm = await closed_loop(meter, driver, args.window, 10)
+            if warm["confirmed"] >= 3 * args.window and warm["latency"]["max_ms"] < 5000:
+                break
 
         say(f"closed loop, {args.window} orders in flight, {args.duration} s ...")
         closed = await closed_loop(meter, driver, args.window, args.duration)

@@ -186,6 +186,11 @@ class Settings(BaseSettings):
             return path.read_text().strip() or None
         return None
 
+    # Performance: how many records a subscriber takes at once and handles in one transaction
+    # (1: one record per transaction), and how long it waits for records when there are none.
+    consumer_batch_size: int = Field(100, ge=1, le=10_000)
+    consumer_batch_timeout_ms: int = Field(10, ge=1)
+
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:

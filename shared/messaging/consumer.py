@@ -5,12 +5,20 @@ a redelivered or replayed record is a no-op. Its offset is committed only after 
 transaction commits (FastStream acks after the handler returns). A record that cannot be
 parsed, or whose handler fails every bounded attempt, is copied to ``<topic>.dlq`` through
 the outbox with headers saying why; database and network faults are retried without bound.
+
+With ``batch_size`` above 1 a subscriber takes up to that many records at once and handles
+them all in ONE transaction (one inbox insert for all, each handler in turn, one commit),
+then commits their offsets once. Should any record of the batch be poison, or any handler
+or the commit fail, that transaction is rolled back and the batch is handled again one
+record at a time exactly as above, so dead-lettering, retries and ordering per key do not
+depend on the batching.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -54,23 +62,38 @@ class Consumer:
     group_id: str
     uow: UnitOfWork
     max_attempts: int = 3
+    batch_size: int = 1
+    batch_timeout_ms: int = 10
     subscriptions: list[Subscription] = field(default_factory=list)
 
     def register(self, broker: KafkaBroker, subscription: Subscription) -> None:
         self.subscriptions.append(subscription)
+        subscriber = partial(
+            broker.subscriber,
+            subscription.topic.value,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{self.service}:{subscription.topic.value}",
+        )
+        if self.batch_size > 1:
+
+            async def on_batch(msg: KafkaMessage) -> None:
+                records = msg.raw_message
+                assert isinstance(records, tuple)
+                await self.dispatch_batch(subscription, records)
+
+            subscriber(
+                batch=True, max_records=self.batch_size, batch_timeout_ms=self.batch_timeout_ms
+            )(on_batch)
+            return
 
         async def on_message(msg: KafkaMessage) -> None:
             record = msg.raw_message
             assert isinstance(record, ConsumerRecord)
             await self.dispatch(subscription, record)
 
-        broker.subscriber(
-            subscription.topic.value,
-            group_id=self.group_id,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            title=f"{self.service}:{subscription.topic.value}",
-        )(on_message)
+        subscriber()(on_message)
 
     async def dispatch(self, sub: Subscription, record: ConsumerRecord) -> None:
         started = time.perf_counter()
@@ -85,21 +108,76 @@ class Consumer:
         if handler is None:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
+        with self._context(sub, record, parsed):
+            outcome = await self._handle(sub, record, parsed, handler)
+        CONSUMED.labels(self.service, topic, outcome).inc()
+        HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
+
+    async def dispatch_batch(self, sub: Subscription, records: Sequence[ConsumerRecord]) -> None:
+        """Handle ``records`` in one transaction, or one by one if that fails."""
+        if len(records) == 1:
+            await self.dispatch(sub, records[0])
+            return
+        started = time.perf_counter()
+        try:
+            parsed = [parse_record(sub.topic, record.value) for record in records]
+            outcomes = await self._handle_batch(sub, records, parsed)
+        except asyncio.CancelledError:
+            raise
+        except PoisonRecord:
+            outcomes = None
+        except Exception as exc:
+            log.warning("a batch of %d failed (%r); handling it one by one", len(records), exc)
+            outcomes = None
+        if outcomes is None:
+            for record in records:
+                await self.dispatch(sub, record)
+            return
+        topic = sub.topic.value
+        each = (time.perf_counter() - started) / len(records)
+        for outcome in outcomes:
+            CONSUMED.labels(self.service, topic, outcome).inc()
+            if outcome != "skipped":
+                HANDLER_SECONDS.labels(self.service, topic).observe(each)
+
+    async def _handle_batch(
+        self, sub: Subscription, records: Sequence[ConsumerRecord], parsed: list[Parsed]
+    ) -> list[str]:
+        handlers = [sub.handlers.get(EventType(p.envelope.type)) for p in parsed]
+        todo = [i for i, handler in enumerate(handlers) if handler is not None]
+        outcomes = ["skipped"] * len(records)
+        if not todo:
+            return outcomes
+        async with self.uow.begin() as tx:
+            keys = [f"{parsed[i].envelope.source}|{parsed[i].envelope.id}" for i in todo]
+            claimed = await tx.claim_all(keys, sub.topic.value)
+            for i, new in zip(todo, claimed, strict=True):
+                handler = handlers[i]
+                assert handler is not None
+                if not new:
+                    outcomes[i] = "duplicate"
+                    continue
+                with self._context(sub, records[i], parsed[i]):
+                    await handler(tx.caused_by(parsed[i].envelope), parsed[i])
+                outcomes[i] = "handled"
+        return outcomes
+
+    @contextmanager
+    def _context(self, sub: Subscription, record: ConsumerRecord, parsed: Parsed) -> Iterator[None]:
+        """The span and log context of handling one record."""
         attributes = {
             "messaging.system": "kafka",
-            "messaging.destination.name": topic,
+            "messaging.destination.name": sub.topic.value,
             "messaging.consumer.group.name": self.group_id,
             "messaging.kafka.message.offset": record.offset,
             "caravan.event_type": parsed.envelope.type,
             "caravan.order_id": parsed.envelope.correlationid or "",
         }
         with (
-            consuming(topic, record.headers, attributes),
+            consuming(sub.topic.value, record.headers, attributes),
             bind_order(parsed.envelope.correlationid, parsed.envelope.type),
         ):
-            outcome = await self._handle(sub, record, parsed, handler)
-        CONSUMED.labels(self.service, topic, outcome).inc()
-        HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
+            yield
 
     async def _handle(
         self, sub: Subscription, record: ConsumerRecord, parsed: Parsed, handler: Handler

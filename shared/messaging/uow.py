@@ -4,9 +4,9 @@ Handlers never publish to Kafka themselves (that would be a dual write). They ca
 :meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
 """
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Table, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,6 +37,26 @@ class Tx:
             .returning(self.inbox.c.key)
         )
         return (await self.conn.execute(stmt)).first() is not None
+
+    async def claim_all(self, keys: Sequence[str], topic: str) -> list[bool]:
+        """:meth:`claim` for many keys in one statement; a key repeated in ``keys`` is
+        claimed by its first occurrence only."""
+        stmt = (
+            pg_insert(self.inbox)
+            .values([{"key": key, "topic": topic} for key in dict.fromkeys(keys)])
+            .on_conflict_do_nothing()
+            .returning(self.inbox.c.key)
+        )
+        new = set((await self.conn.execute(stmt)).scalars())
+        claimed = []
+        for key in keys:
+            claimed.append(key in new)
+            new.discard(key)
+        return claimed
+
+    def caused_by(self, cause: CloudEvent) -> "Tx":
+        """The same transaction, handling ``cause`` (one of several events handled in it)."""
+        return replace(self, cause=cause, emitted=[])
 
     async def emit(
         self, data: EventData, *, correlation_id: str | None = None, source: str | None = None

@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import platform
 import random
 import sys
@@ -225,7 +226,7 @@ async def drive(caravan: System, args: argparse.Namespace, console: Console) -> 
     return {
         "run": run,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "kafka": {"nodes": NODES, "replication_factor": NODES, "min_insync_replicas": 2},
         "minutes": args.minutes,
         "rate_per_second": args.rate,

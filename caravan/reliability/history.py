@@ -315,8 +315,9 @@ class _Checker:
     def payments(self) -> None:
         authorised: dict[str, set[str]] = defaultdict(set)
         for e in self.events[Topic.PAYMENT_EVENTS.value]:
-            if e.type == EventType.PAYMENT_AUTHORIZED.value:
-                authorised[str(e.data.get("order_id"))].add(e.id)
+            order_id = str(e.data.get("order_id"))
+            if e.type == EventType.PAYMENT_AUTHORIZED.value and order_id in self.placed:
+                authorised[order_id].add(e.id)
         for order_id, ids in authorised.items():
             if len(ids) > 1:
                 self.fail(

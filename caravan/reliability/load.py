@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caravan.reliability.history import Injected, KafkaRecord
+from caravan.system import SERVICES
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.events.registry import PoisonRecord, parse_record
@@ -29,7 +30,6 @@ from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import EventType, Topic
 
-SERVICE_SCHEMAS = ("orders", "inventory", "payments", "notifications")
 # (suffix, unit price in fen, units in each of two lots): two plentiful SKUs, two scarce.
 SKUS = (("PEPPER", 3500, 5000), ("RAISIN", 2800, 5000), ("HONEY", 9000, 20), ("SAFFRON", 1200, 30))
 RICH_BUYERS = 12
@@ -253,17 +253,14 @@ def _parses(record: KafkaRecord) -> bool:
 
 
 def consumer_groups(settings: Settings) -> dict[str, list[str]]:
-    """Topic -> the consumer groups that read it, from the services' own composition."""
-    from services.inventory.bootstrap import bootstrap as inventory
-    from services.notifications.bootstrap import bootstrap as notifications
-    from services.orders.bootstrap import bootstrap as orders
-    from services.payments.bootstrap import bootstrap as payments
+    """Topic -> the consumer groups that read it, from every service's subscriptions (the
+    same table the AsyncAPI document and the Kafka ACLs are made from)."""
+    from services.orders.asyncapi import consumers
 
     groups: dict[str, list[str]] = {}
-    for build in (orders, inventory, payments, notifications):
-        service = build(settings)  # composing connects to nothing
-        for sub in service.consumer.subscriptions:
-            groups.setdefault(sub.topic.value, []).append(service.consumer.group_id)
+    for service, subscriptions in consumers(settings).items():
+        for sub in subscriptions:
+            groups.setdefault(sub.topic.value, []).append(f"caravan-{service}")
     return groups
 
 
@@ -279,7 +276,7 @@ async def backlog(bootstrap: str, engine: AsyncEngine, groups: dict[str, list[st
             for topic in topics:
                 total += sum(p.lag for p in await kafka_admin.offsets(consumer, topic))
     async with engine.connect() as conn:
-        for schema in SERVICE_SCHEMAS:
+        for schema in SERVICES:  # each service has its schema, with its outbox
             unsent = await conn.scalar(
                 text(f"select count(*) from {schema}.outbox where sent_at is null")
             )

@@ -120,7 +120,7 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
         written = ", ".join(m.event_type.value for m in REGISTRY[topic].values())
         broker.publisher(
             topic.value,
-            title=f"{'+'.join(PRODUCERS[topic])}:{topic.value}",
+            title=f"{'-'.join(PRODUCERS[topic])}:{topic.value}",
             description=f"Written by {' and '.join(PRODUCERS[topic])}: {written}.",
             schema=_union(models),
         )

@@ -317,7 +317,8 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
             )  # fmt: skip
 
         # How long an authorisation takes to confirm here: the cancels below are spread from
-        # well before to well after it, so that both sides win some of the races.
+        # well before to well after it (a second more, since twelve authorisations at once
+        # take longer than one), so that both sides win some of the races.
         started = asyncio.get_running_loop().time()
         await emit_as(caravan, authorized(n), "payments")
         assert (await caravan.outcome(ids[n])).type == "order.confirmed"
@@ -325,7 +326,7 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
 
         async def race(i: int) -> int:
             async def cancel() -> int:
-                await asyncio.sleep(2 * latency * i / (n - 1))
+                await asyncio.sleep((2 * latency + 1.0) * i / (n - 1))
                 return (await caravan.client.post(f"/orders/{ids[i]}/cancel")).status_code
 
             _, status = await asyncio.gather(emit_as(caravan, authorized(i), "payments"), cancel())

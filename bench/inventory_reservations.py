@@ -215,8 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000, help="orders per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per scenario")
-    parser.add_argument("--kafka-port", type=int, default=39092)
-    parser.add_argument("--postgres-port", type=int, default=54359)
+    parser.add_argument("--kafka-port", type=int, default=21092)
+    parser.add_argument("--postgres-port", type=int, default=15434)
     parser.add_argument("--http-port", type=int, default=18980)
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start

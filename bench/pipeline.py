@@ -15,7 +15,7 @@ its own, under ``.cache/bench-<kafka port>``) and, in the same run:
    commits per order, and the two ratios of issue 11; writes
    ``bench/results/pipeline.json`` and ``bench/results/pipeline.png``.
 
-    .venv/bin/python bench/pipeline.py [--duration 30] [--kafka-port 39192] ...
+    .venv/bin/python bench/pipeline.py [--duration 30] [--kafka-port 23092] ...
 
 Durability stays as the services run it (``acks=all``, idempotent producers, ``fsync`` and
 ``synchronous_commit`` on); any relaxation is the operator's, named with ``--label``.
@@ -838,8 +838,8 @@ def main() -> None:
     parser.add_argument("--ceiling-seconds", type=int, default=10)
     parser.add_argument("--ceiling-records", type=int, default=50_000)
     parser.add_argument("--relay-records", type=int, default=10_000)
-    parser.add_argument("--kafka-port", type=int, default=39192)
-    parser.add_argument("--postgres-port", type=int, default=54459)
+    parser.add_argument("--kafka-port", type=int, default=23092)
+    parser.add_argument("--postgres-port", type=int, default=15435)
     parser.add_argument("--http-port", type=int, default=19080)
     parser.add_argument("--label", default="headline: durable settings")
     parser.add_argument(

@@ -49,7 +49,7 @@ def _database_url() -> str:
         return url
     from caravan.infra.postgres import LocalPostgres
 
-    pg = LocalPostgres(system.CACHE / "postgres-54329", port=54329)
+    pg = LocalPostgres(system.CACHE / "postgres-15432", port=15432)
     if not pg.is_running():
         raise typer.BadParameter("no DATABASE_URL and no local cluster: run `caravan up` first")
     return pg.url

@@ -79,7 +79,7 @@ def docker_available() -> bool:
 def start_infrastructure(
     base_dir: Path = CACHE,
     kafka_port: int = 9092,
-    postgres_port: int = 54329,
+    postgres_port: int = 15432,
     kafka_nodes: int = 1,
     kafka_sasl: bool = False,
 ) -> Infrastructure:

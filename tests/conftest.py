@@ -18,7 +18,7 @@ from tests.harness import EventLog, System
 
 # Ports of the test session (overridable, so that sessions can run side by side).
 KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092"))
-POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "54339"))
+POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433"))
 HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080"))
 
 

@@ -85,7 +85,7 @@ class LocalPostgres:
     ``start()`` is idempotent: a cluster that is already running is reused.
     """
 
-    def __init__(self, base_dir: Path, port: int = 54329) -> None:
+    def __init__(self, base_dir: Path, port: int = 15432) -> None:
         self.base_dir = base_dir.resolve()
         self.port = port
         self._as_service_user = os.geteuid() == 0

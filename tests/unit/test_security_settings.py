@@ -109,7 +109,7 @@ def test_each_service_principal_gets_exactly_its_documented_acls() -> None:
 
 def test_each_service_gets_its_own_credentials_and_nobody_elses() -> None:
     launcher = {
-        "DATABASE_URL": "postgresql://caravan:caravan@127.0.0.1:54329/caravan",
+        "DATABASE_URL": "postgresql://caravan:caravan@127.0.0.1:15432/caravan",
         "CARAVAN_DATABASE_URL_PAYMENTS": "postgresql://pay:pay-real-1@db:5432/caravan",
         "CARAVAN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "CARAVAN_KAFKA_USERNAME": "caravan-admin",

@@ -106,7 +106,8 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     )
     uow.on_commit(relay.wake)
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # a list: FastStream takes a comma-separated string for a single host
+        settings.kafka_bootstrap_servers.split(","),
         client_id=f"caravan-{name}-consumer",
         security=broker_security(settings),
         logger=logging.getLogger(f"faststream.{name}"),

@@ -144,3 +144,18 @@ async def test_prepare_refuses_development_role_passwords_in_production(
     monkeypatch.setenv("CARAVAN_DATABASE_URL_PAYMENTS", REAL_DB.replace("Xy7", "caravan-dev-x"))
     with pytest.raises(ValueError, match="for: payments "):
         await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)
+
+
+async def test_each_service_broker_gets_every_bootstrap_host() -> None:
+    """A comma-separated bootstrap list reaches FastStream as a list of hosts (given as one
+    string, FastStream took it for a single host and no service could start on the soak's
+    three-node cluster)."""
+    from services.orders.bootstrap import bootstrap
+
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:25092,127.0.0.1:25093",
+        database_url="postgresql://caravan:caravan@127.0.0.1:15432/caravan",
+    )
+    service = bootstrap(settings)
+    hosts = service.broker._connection_kwargs["bootstrap_servers"]
+    assert list(hosts) == ["127.0.0.1:25092", "127.0.0.1:25093"]

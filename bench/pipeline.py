@@ -62,7 +62,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SKUS = 200
 BUYERS = 500
-SUBSCRIBERS = 8  # (service, topic) subscriptions; each handles one record at a time
+SUBSCRIBERS = 8  # (service, topic) subscriptions; each holds one connection at a time
 CEILING_TOPIC = "bench.ceiling.v1"
 RUN = uuid.uuid4().hex[:8]
 
@@ -505,11 +505,16 @@ async def relay_floor(
 
 
 def run_relay_floor(bootstrap: str, run: str) -> None:
-    """The no-op relay: FastStream subscriber and publisher, acked as the services ack."""
+    """The no-op relay: FastStream consuming as the services do (batches of up to
+    ``CARAVAN_CONSUMER_BATCH_SIZE`` records, offsets committed after the handler) and
+    publishing each batch with a durable producer, waiting for every acknowledgement."""
     import uvloop
     from faststream import AckPolicy
     from faststream.kafka import KafkaBroker, KafkaMessage
 
+    from shared.settings import Settings
+
+    settings = Settings()
     relay_in, relay_out = relay_topics(run)
 
     async def main() -> None:
@@ -526,10 +531,14 @@ def run_relay_floor(bootstrap: str, run: str) -> None:
             group_id="bench-relay-floor",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            batch=True,
+            max_records=settings.consumer_batch_size,
+            batch_timeout_ms=settings.consumer_batch_timeout_ms,
         )
-        @broker.publisher(relay_out)
-        async def relay(msg: KafkaMessage) -> bytes:
-            return msg.body
+        async def relay(msg: KafkaMessage) -> None:
+            records = msg.raw_message
+            assert isinstance(records, tuple)
+            await broker.publish_batch(*(r.value for r in records), topic=relay_out)
 
         await broker.start()
         try:
@@ -713,7 +722,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await load(infra.database_url, seed())
         sample = request("B-sample-00000000", 0)
         await offsets.start()
-        report["ceilings"] = await ceilings(infra, offsets, args, sample)
+        if not args.quick:
+            report["ceilings"] = await ceilings(infra, offsets, args, sample)
 
         say("starting the four services ...")
         procs.start()
@@ -734,7 +744,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         say(f"  {closed['confirmed_per_second']} confirmed orders/s, latency {closed['latency']}")
         report["closed_loop"] = closed
 
-        rates = args.rates or [round(f * closed["confirmed_per_second"]) for f in FRACTIONS]
+        rates = (
+            []
+            if args.quick
+            else args.rates or [round(f * closed["confirmed_per_second"]) for f in FRACTIONS]
+        )
         steps: list[dict[str, Any]] = []
         for rate in [r for r in rates if r > 0]:
             say(f"open loop, {rate} orders/s offered, {args.step_seconds} s ...")
@@ -757,10 +771,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         procs.stop()
         infra.stop()
 
-    c = report["ceilings"]
     closed = report["closed_loop"]
     rate = closed["confirmed_per_second"]
-    report["ratios"] = {
+    c = report.get("ceilings")
+    report["ratios"] = c and {
         "framework": round(
             rate * closed["consumer_steps_per_order"] / c["relay_floor_records_per_second"], 3
         ),
@@ -791,7 +805,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_1m_at_end": load_1m(),
-            "shared": "5 helpers share this machine; see load averages per measurement",
         },
         service_settings=service_env(args),
         kafka=infra.kafka_path,
@@ -845,6 +858,11 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a service setting"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the closed loop only (no ceilings, no open loop): to compare one change",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -857,8 +875,9 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     say(f"wrote {args.output}")
-    plot(report, args.output.with_suffix(".png"))
-    say(f"wrote {args.output.with_suffix('.png')}")
+    if report["open_loop"]:
+        plot(report, args.output.with_suffix(".png"))
+        say(f"wrote {args.output.with_suffix('.png')}")
     print(json.dumps({"headline": report["headline"], "ratios": report["ratios"]}, indent=2))
 
 

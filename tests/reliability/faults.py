@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from caravan import system
 from caravan.ops.replay import replay
@@ -206,6 +207,38 @@ async def partition_leaders(bootstrap: str) -> dict[int, int]:
         return dict(load.most_common())
 
 
+async def fully_replicated(bootstrap: str, timeout: float = 300.0) -> None:
+    """Wait until every partition, the internal ones too, has all its replicas in sync.
+
+    A node listed in the cluster again may still be loading its logs and catching up; until
+    it is back in every ISR, killing another node is losing two, not one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            topics = await admin.describe_topics()
+        except Exception:
+            topics = None
+        finally:
+            await admin.close()
+        lagging = (
+            None
+            if topics is None
+            else [
+                f"{t['topic']}[{p['partition_index']}]"
+                for t in topics
+                for p in t["partitions"]
+                if set(p["isr_nodes"]) != set(p["replica_nodes"])
+            ]
+        )
+        if lagging == []:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"partitions still under-replicated: {lagging}")
+        await asyncio.sleep(1.0)
+
+
 async def kill_kafka_nodes(
     caravan: System, nodes: list[int], faults: FaultLog, name: str, down: float = 2.0
 ) -> None:
@@ -219,6 +252,7 @@ async def kill_kafka_nodes(
     for node in nodes:
         await asyncio.to_thread(kafka.restart, node)
     await asyncio.to_thread(kafka.wait_ready, 180.0)
+    await fully_replicated(caravan.infra.kafka_bootstrap)
     faults.add(f"{name}:{'+'.join(str(n) for n in nodes)}", began)
 
 

@@ -11,12 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.tokens import SCOPES, Principal
-from shared.db import Database
+from shared.db import Database, is_transient
 from shared.settings import Settings
 from shared.telemetry import serving
 
@@ -165,6 +166,14 @@ def create_app(title: str, db: Database, settings: Settings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return invalid(exc)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_transient(exc):
+            raise exc
+        response = problem(503, "Service Unavailable", "the database is not reachable; retry")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     saga_deadline_seconds: float = 900.0
     expiry_sweep_seconds: float = 1.0
     outbox_batch_size: int = 500
-    outbox_idle_poll_seconds: float = 0.05
+    outbox_idle_poll_seconds: float = 0.5
     db_pool_size: int = 10
     handler_max_attempts: int = 3
     instance_id: str = "1"

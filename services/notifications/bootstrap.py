@@ -1,5 +1,6 @@
 """The composition root of the notifications service."""
 
+import asyncio
 import logging
 import secrets
 from functools import partial
@@ -11,6 +12,7 @@ from services.notifications.dispatch import DeliveryPolicy
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
+from services.notifications.handlers import SMS_QUEUED
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -86,6 +88,8 @@ def bootstrap(settings: Settings) -> Service:
     gateway = make_gateway(settings)
     for sub in subscriptions(policy.quiet):
         service.subscribe(sub)
-    service.loops.append(partial(dispatch_loop, service.uow, gateway, policy))
+    wake = asyncio.Event()
+    service.uow.on_commit(wake.set, SMS_QUEUED)
+    service.loops.append(partial(dispatch_loop, service.uow, gateway, policy, wake))
     add_routes(service.asgi_app, service.uow, gateway, receipts_secret(settings))
     return service

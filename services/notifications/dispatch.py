@@ -7,8 +7,9 @@ across a gateway call.
    concurrent dispatchers (other instances) never claim the same row at once. Recipients
    who opted out meanwhile are ``suppressed`` here instead.
 2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
-3. **Record** (one short transaction per row), fenced on ``status = 'sending' AND attempts
-   = <the claimed attempt>``: ``sent`` with ``sms.sent`` in the outbox; or back to ``pending``
+3. **Record** (one short transaction for the batch; should it fail, one per row), each row
+   fenced on ``status = 'sending' AND attempts = <the claimed attempt>``: ``sent`` with
+   ``sms.sent`` in the outbox; or back to ``pending``
    with ``next_attempt_at`` after an exponential, jittered backoff (at least the gateway's
    ``Retry-After``; reminders also wait out quiet hours); or ``failed`` with ``sms.failed``
    once the attempts are spent or the gateway refused for good.
@@ -179,9 +180,21 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
     if not rows:
         return 0
     outcomes = await asyncio.gather(*(call_gateway(gateway, row) for row in rows))
-    for row, outcome in zip(rows, outcomes, strict=True):
+    done = list(zip(rows, outcomes, strict=True))
+    try:
         async with uow.begin() as tx:
-            result = await record(tx, row, outcome, policy)
+            results = [await record(tx, row, outcome, policy) for row, outcome in done]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning(
+            "recording %d sms at once failed (%r); recording them one by one", len(done), exc
+        )
+        results = []
+        for row, outcome in done:
+            async with uow.begin() as tx:
+                results.append(await record(tx, row, outcome, policy))
+    for (row, _), result in zip(done, results, strict=True):
         if result == "stale":
             log.warning("sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts)
     return len(rows)

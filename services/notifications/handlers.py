@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 _ORDER_LOCK = 0x5A5  # advisory lock class of the notifications service (per order id)
 
+SMS_QUEUED = "notifications.sms"
+"""Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
+
 
 async def queue_sms(
     tx: Tx,
@@ -104,6 +107,8 @@ async def queue_sms(
     ).first()
     if inserted is None:
         return False
+    if status == "pending":
+        tx.signal(SMS_QUEUED)
     if problem is not None:
         log.warning("not texting %s (%s): %s", to, purpose, problem)
         await tx.emit(

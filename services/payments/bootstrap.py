@@ -8,6 +8,7 @@ from services.payments.adapters.tables import metadata
 from services.payments.entrypoints.http import credit_router, loans_router
 from services.payments.entrypoints.loops import gateway_loop, reminder_loop
 from services.payments.entrypoints.subscribers import subscriptions
+from services.payments.handlers import GATEWAY_WORK
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -17,7 +18,7 @@ def bootstrap(settings: Settings) -> Service:
     for sub in subscriptions(settings.payments_monthly_interest_bp):
         service.subscribe(sub)
     wake = asyncio.Event()
-    service.uow.on_commit(wake.set)
+    service.uow.on_commit(wake.set, GATEWAY_WORK)
     service.loops.append(
         partial(gateway_loop, service.uow, build_gateway(settings), settings, wake)
     )

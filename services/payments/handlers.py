@@ -36,6 +36,9 @@ from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
+GATEWAY_WORK = "payments.gateway"
+"""Signal of a transaction that left a charge or a void for the gateway loop."""
+
 
 def disbursement_txn(loan_id: str) -> str:
     return f"disburse:{loan_id}"
@@ -115,6 +118,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             **base,
         ):
             await _record_payables(tx, data.order_id, owed, "pending")
+            tx.signal(GATEWAY_WORK)
         else:
             log.info("order %s already has a payment; nothing to do", data.order_id)
         return
@@ -214,6 +218,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         return
     if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
         await _set_status(tx, data.order_id, "voiding", next_attempt_at=func.now())
+        tx.signal(GATEWAY_WORK)
         return
     if row.status != "authorized" or row.loan_id is None:
         return

@@ -9,7 +9,7 @@ from services.platform.callbacks import CallbackPolicy, sample
 from services.platform.domain.delivery import Backoff
 from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, prune_loop, subscriptions
-from services.platform.handlers import sample_problems
+from services.platform.handlers import CALLBACKS_DUE, sample_problems
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -35,7 +35,7 @@ def bootstrap(settings: Settings) -> Service:
     for sub in subscriptions():
         service.subscribe(sub)
     wake = asyncio.Event()
-    service.uow.on_commit(wake.set)
+    service.uow.on_commit(wake.set, CALLBACKS_DUE)
     service.loops.append(partial(callback_loop, service.uow, api, callback_policy(settings), wake))
     service.loops.append(partial(prune_loop, service.uow, window))
     service.asgi_app.include_router(push_router(service.uow, api, window))

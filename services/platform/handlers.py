@@ -30,6 +30,9 @@ from shared.messaging.uow import Tx
 
 log = logging.getLogger(__name__)
 
+CALLBACKS_DUE = "platform.callbacks"
+"""Signal of a transaction that queued a status callback (it wakes the callback loop)."""
+
 Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
 SOURCE_PREFIX = "platform/"
 
@@ -173,6 +176,7 @@ async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
         )
         .on_conflict_do_nothing()
     )
+    tx.signal(CALLBACKS_DUE)
 
 
 async def sample_problems(tx: Tx) -> None:

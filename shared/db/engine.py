@@ -26,7 +26,11 @@ class Database:
             settings.async_database_url(),
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
-            pool_pre_ping=True,
+            # No ping before each use (a round trip per transaction): a connection that died
+            # with the server fails its first statement, SQLAlchemy then discards the pool's
+            # older connections, and every caller retries transient faults (consumers and
+            # loops with backoff, HTTP with 503 and Retry-After).
+            pool_pre_ping=False,
             connect_args={"server_settings": {"application_name": f"caravan-{schema}"}},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

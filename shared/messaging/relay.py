@@ -3,6 +3,11 @@
 One relay at a time works on a schema (a transaction-scoped advisory lock), so rows keep
 their order per key across service instances. A crash between publishing and marking
 publishes the rows again: consumers' inboxes make that harmless.
+
+The relay is woken by its own service's commits that added rows; it also looks every
+``idle_poll_seconds`` for rows written by other processes (seeding, another instance whose
+relay is busy). When another instance holds the lock, it tries again shortly: that instance
+may have read the outbox before our rows committed.
 """
 
 import asyncio
@@ -20,6 +25,8 @@ from shared.metrics import OUTBOX_PUBLISHED
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+LOCKED = -1
 
 
 def make_producer(
@@ -48,7 +55,8 @@ class OutboxRelay:
         *,
         service: str,
         batch_size: int = 500,
-        idle_poll_seconds: float = 0.05,
+        idle_poll_seconds: float = 0.5,
+        busy_retry_seconds: float = 0.02,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -56,6 +64,7 @@ class OutboxRelay:
         self.service = service
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
+        self.busy_retry_seconds = busy_retry_seconds
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{db.schema}".encode())
 
@@ -79,18 +88,21 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if published < self.batch_size:
-                self._wake.clear()
+            if published == LOCKED:
+                await asyncio.sleep(self.busy_retry_seconds)
+            elif published < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch of unsent rows; returns how many were published."""
+        """Publish up to one batch of unsent rows; returns how many were published, or
+        :data:`LOCKED` when another instance's relay holds the schema's lock."""
         o = self.outbox
+        self._wake.clear()  # before reading, so that a commit from now on is not missed
         async with self.db.engine.begin() as conn:
             got = await conn.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
             if not got:
-                return 0
+                return LOCKED
             rows = (
                 await conn.execute(
                     select(o.c.id, o.c.topic, o.c.key, o.c.value, o.c.headers)

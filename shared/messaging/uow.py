@@ -2,8 +2,15 @@
 
 Handlers never publish to Kafka themselves (that would be a dual write). They call
 :meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
+
+Outbox rows are written in one statement just before the transaction commits (a batch of
+records handled together emits many events). A transaction that added outbox rows wakes
+the relay once it commits; one that queued other
+work for a loop of the service says so with :meth:`Tx.signal`, and that loop is woken. A
+commit that queued nothing wakes nothing (no empty relay transaction after every commit).
 """
 
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -27,6 +34,14 @@ class Tx:
     inbox: Table
     cause: CloudEvent | None = None
     emitted: list[CloudEvent] = field(default_factory=list)
+    # Shared by the copies that :meth:`caused_by` makes: one transaction, one of each.
+    signals: set[str] = field(default_factory=set)
+    unwritten: list[dict[str, object]] = field(default_factory=list)
+
+    def signal(self, name: str) -> None:
+        """Wake the loops registered for ``name`` (:meth:`UnitOfWork.on_commit`) once this
+        transaction commits."""
+        self.signals.add(name)
 
     async def claim(self, key: str, topic: str) -> bool:
         """Record ``key`` as handled; False if it already was (a duplicate delivery)."""
@@ -86,23 +101,36 @@ class Tx:
         self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str]
     ) -> None:
         """Add a record as it is (dead letters, redrives) to the outbox."""
-        await self.conn.execute(
-            insert(self.outbox).values(topic=topic, key=key, value=value, headers=dict(headers))
+        self.unwritten.append(
+            {"topic": topic, "key": key, "value": value, "headers": dict(headers)}
         )
+        self.signal(OUTBOX)
+
+    async def write_outbox(self) -> None:
+        """Insert the rows emitted so far, in the order they were emitted (ids ascend)."""
+        if self.unwritten:
+            await self.conn.execute(insert(self.outbox), self.unwritten)
+            self.unwritten.clear()
+
+
+OUTBOX = "outbox"
+"""The signal of a transaction that added outbox rows (the relay listens for it)."""
 
 
 class UnitOfWork:
-    """Opens :class:`Tx` transactions for one service and wakes its relay after each commit."""
+    """Opens :class:`Tx` transactions for one service; after each commit, calls back those
+    registered for the signals it raised."""
 
     def __init__(self, db: Database, source: str, outbox: Table, inbox: Table) -> None:
         self.db = db
         self.source = source
         self.outbox = outbox
         self.inbox = inbox
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: defaultdict[str, list[Callable[[], None]]] = defaultdict(list)
 
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
+    def on_commit(self, callback: Callable[[], None], signal: str = OUTBOX) -> None:
+        """Call ``callback`` after each commit of a transaction that raised ``signal``."""
+        self._after_commit[signal].append(callback)
 
     @asynccontextmanager
     async def begin(self, cause: CloudEvent | None = None) -> AsyncIterator[Tx]:
@@ -111,5 +139,7 @@ class UnitOfWork:
                 conn=conn, source=self.source, outbox=self.outbox, inbox=self.inbox, cause=cause
             )
             yield tx
-        for callback in self._after_commit:
-            callback()
+            await tx.write_outbox()
+        for signal in tx.signals:
+            for callback in self._after_commit.get(signal, ()):
+                callback()

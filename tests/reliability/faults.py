@@ -93,6 +93,13 @@ async def restart_postgres_immediate(caravan: System, faults: FaultLog) -> None:
     assert caravan.engine is not None
     await caravan.engine.dispose()  # the test's own pooled connections died with it
     faults.add("postgres restart -m immediate", began)
+    # The services' pooled connections died too: their HTTP APIs answer 503 (retry) while
+    # they notice, never 500, and then 200.
+    for service in ("orders", "inventory"):
+        async with caravan.api(service) as http:
+            path = "/orders?buyer_id=x&limit=1" if service == "orders" else "/stock"
+            codes = [(await http.get(path)).status_code for _ in range(3)]
+        assert set(codes) <= {200, 503} and codes[-1] == 200, (service, codes)
 
 
 async def scale_inventory(caravan: System, faults: FaultLog, hold: float = 6.0) -> None:
@@ -226,10 +233,10 @@ async def fully_replicated(bootstrap: str, timeout: float = 300.0) -> None:
             None
             if topics is None
             else [
-                f"{t['topic']}[{p['partition_index']}]"
+                f"{t['topic']}[{p['partition']}]"
                 for t in topics
                 for p in t["partitions"]
-                if set(p["isr_nodes"]) != set(p["replica_nodes"])
+                if set(p["isr"]) != set(p["replicas"])
             ]
         )
         if lagging == []:

@@ -1,6 +1,7 @@
 """What the notifications service consumes, and its dispatcher loop."""
 
 import asyncio
+import contextlib
 import logging
 from functools import partial
 
@@ -36,11 +37,17 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
 
 
 async def dispatch_loop(
-    uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPolicy, interval: float = 0.05
+    uow: UnitOfWork,
+    gateway: SmsGateway,
+    policy: DeliveryPolicy,
+    wake: asyncio.Event,
+    interval: float = 0.5,
 ) -> None:
-    """Send due SMS as soon as they are committed (polling, ``interval`` when idle)."""
+    """Send due SMS as soon as they are committed (woken by :data:`handlers.SMS_QUEUED`);
+    look every ``interval`` seconds for retries that have come due."""
     try:
         while True:
+            wake.clear()
             try:
                 if await dispatch_once(uow, gateway, policy):
                     continue
@@ -49,6 +56,7 @@ async def dispatch_loop(
             except Exception:
                 log.exception("sms dispatch failed; retrying")
                 await asyncio.sleep(1.0)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
     finally:
         await gateway.close()

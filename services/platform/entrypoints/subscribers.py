@@ -42,6 +42,7 @@ async def callback_loop(
     """Deliver due callbacks as soon as they are committed (or every ``interval``)."""
     try:
         while True:
+            wake.clear()  # before looking, so that a commit while we look is not missed
             try:
                 if await deliver_once(uow, api, policy):
                     continue
@@ -50,7 +51,6 @@ async def callback_loop(
             except Exception:
                 log.exception("status callbacks failed; retrying")
                 await asyncio.sleep(1.0)
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), interval)
     finally:

@@ -1,6 +1,6 @@
 """Orders per second through the whole pipeline, beside this machine's own limits.
 
-Starts its own local system (one Kafka node, PostgreSQL and the four services, on ports of
+Starts its own local system (one Kafka node, PostgreSQL and the five services, on ports of
 its own, under ``.cache/bench-<kafka port>``) and, in the same run:
 
 1. measures the machine's ceilings: PostgreSQL's commit rate (``pgbench``, a one-row
@@ -52,8 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caravan import system
 from caravan.seeding import load
+from caravan.tokens_cli import issue_token
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
+from shared.http import bearer_headers
 from shared.messaging.relay import make_producer
 from shared.seed import SeedFile
 from shared.topics import ALL_TOPICS, EventType, Topic
@@ -313,13 +315,15 @@ async def commits(database_url: str) -> int:
     return int(n or 0)
 
 
-async def consumed(ports: list[int]) -> dict[str, float]:
+async def consumed(ports: list[int], token: str) -> dict[str, float]:
     """``caravan_records_consumed_total`` of every service, by outcome."""
     out: dict[str, float] = {}
     pattern = re.compile(r"^caravan_records_consumed_total\{(.*)\} ([0-9.e+]+)$", re.M)
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=bearer_headers(token)) as client:
         for port in ports:
-            body = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+            response.raise_for_status()  # never a silent zero
+            body = response.text
             for labels, value in pattern.findall(body):
                 outcome = re.search(r'outcome="([^"]+)"', labels)
                 key = outcome.group(1) if outcome else "?"
@@ -342,6 +346,7 @@ class Meter:
     offsets: Offsets
     processes: Processes
     metric_ports: list[int]
+    token: str  # with the ``metrics`` scope
 
     async def sample(self) -> Sample:
         return Sample(
@@ -349,7 +354,7 @@ class Meter:
             self.processes.cpu_seconds(),
             await self.offsets.ends(),
             await commits(self.infra.database_url),
-            await consumed(self.metric_ports),
+            await consumed(self.metric_ports, self.token),
         )
 
     @staticmethod
@@ -728,8 +733,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         say("starting the four services ...")
         procs.start()
         await asyncio.to_thread(system.wait_ready, procs)
-        ports = [args.http_port + i for i in range(4)]
-        meter = Meter(infra, offsets, Processes.find(procs, infra), ports)
+        ports = [args.http_port + i for i in range(len(system.HTTP_PORT_VARS))]
+        token = await issue_token(infra.database_url, f"bench-{RUN}", ["metrics"])
+        meter = Meter(infra, offsets, Processes.find(procs, infra), ports, token)
         await driver.start()
         # The consumer groups settle (several rebalances while the services start) and the
         # pools fill: warm up until orders flow steadily.

@@ -3,11 +3,12 @@
 Handlers never publish to Kafka themselves (that would be a dual write). They call
 :meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
 
-Outbox rows are written in one statement just before the transaction commits (a batch of
-records handled together emits many events). A transaction that added outbox rows wakes
-the relay once it commits; one that queued other
-work for a loop of the service says so with :meth:`Tx.signal`, and that loop is woken. A
-commit that queued nothing wakes nothing (no empty relay transaction after every commit).
+Outbox rows, and other rows that nothing reads back in the transaction
+(:meth:`Tx.insert_later`), are written just before it commits, one statement per table (a
+batch of records handled together emits many events). A transaction that added outbox rows
+wakes the relay once it commits; one that queued other work for a loop of the service says
+so with :meth:`Tx.signal`, and that loop is woken. A commit that queued nothing wakes
+nothing (no empty relay transaction after every commit).
 """
 
 from collections import defaultdict
@@ -36,7 +37,7 @@ class Tx:
     emitted: list[CloudEvent] = field(default_factory=list)
     # Shared by the copies that :meth:`caused_by` makes: one transaction, one of each.
     signals: set[str] = field(default_factory=set)
-    unwritten: list[dict[str, object]] = field(default_factory=list)
+    unwritten: dict[Table, list[dict[str, object]]] = field(default_factory=dict)
 
     def signal(self, name: str) -> None:
         """Wake the loops registered for ``name`` (:meth:`UnitOfWork.on_commit`) once this
@@ -101,16 +102,21 @@ class Tx:
         self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str]
     ) -> None:
         """Add a record as it is (dead letters, redrives) to the outbox."""
-        self.unwritten.append(
-            {"topic": topic, "key": key, "value": value, "headers": dict(headers)}
+        self.insert_later(
+            self.outbox, {"topic": topic, "key": key, "value": value, "headers": dict(headers)}
         )
         self.signal(OUTBOX)
 
-    async def write_outbox(self) -> None:
-        """Insert the rows emitted so far, in the order they were emitted (ids ascend)."""
-        if self.unwritten:
-            await self.conn.execute(insert(self.outbox), self.unwritten)
-            self.unwritten.clear()
+    def insert_later(self, table: Table, row: dict[str, object]) -> None:
+        """Insert ``row`` into ``table`` when the transaction is about to commit, with the
+        table's other such rows in one statement and in the order given (serial ids ascend).
+        Only for rows that nothing reads back before the commit."""
+        self.unwritten.setdefault(table, []).append(row)
+
+    async def write_later_rows(self) -> None:
+        for table, rows in self.unwritten.items():
+            await self.conn.execute(insert(table), rows)
+        self.unwritten.clear()
 
 
 OUTBOX = "outbox"
@@ -139,7 +145,7 @@ class UnitOfWork:
                 conn=conn, source=self.source, outbox=self.outbox, inbox=self.inbox, cause=cause
             )
             yield tx
-            await tx.write_outbox()
+            await tx.write_later_rows()
         for signal in tx.signals:
             for callback in self._after_commit.get(signal, ()):
                 callback()

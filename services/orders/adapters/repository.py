@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.orders.adapters.tables import orders, timeline
@@ -92,7 +92,7 @@ class OrderRepository:
 
     async def record(self, order_id: str, event_type: str) -> None:
         """Add a step (an event that reached this order) to its timeline."""
-        await self.tx.conn.execute(insert(timeline).values(order_id=order_id, type=event_type))
+        self.tx.insert_later(timeline, {"order_id": order_id, "type": event_type})
 
     async def _flush_events(self, order: Order) -> None:
         for event in order.events:

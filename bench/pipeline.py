@@ -543,7 +543,8 @@ def run_relay_floor(bootstrap: str, run: str) -> None:
         async def relay(msg: KafkaMessage) -> None:
             records = msg.raw_message
             assert isinstance(records, tuple)
-            await broker.publish_batch(*(r.value for r in records), topic=relay_out)
+            sent = [await broker.publish(r.value, relay_out, no_confirm=True) for r in records]
+            await asyncio.gather(*sent)  # every acknowledgement, before the offsets commit
 
         await broker.start()
         try:
@@ -730,7 +731,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         if not args.quick:
             report["ceilings"] = await ceilings(infra, offsets, args, sample)
 
-        say("starting the four services ...")
+        say("starting the five services ...")
         procs.start()
         await asyncio.to_thread(system.wait_ready, procs)
         ports = [args.http_port + i for i in range(len(system.HTTP_PORT_VARS))]

@@ -71,7 +71,7 @@ async def test_faults_under_load_leave_a_correct_history(caravan: System) -> Non
         republished = await kill_and_restart(
             caravan, ("orders", "inventory"), faults, relay_dies_in="orders"
         )
-        await kill_and_restart(caravan, ("payments", "notifications"), faults)
+        await kill_and_restart(caravan, ("payments", "notifications", "platform"), faults)
         await restart_postgres_immediate(caravan, faults)
         await asyncio.sleep(2)
         await scale_inventory(caravan, faults)

@@ -23,7 +23,7 @@ async def gateway_loop(
     idle_seconds: float = 0.2,
 ) -> None:
     """Claim due gateway work, make the calls concurrently, record their outcomes; sleep
-    until woken (a commit of this service) or ``idle_seconds`` when there is none."""
+    until woken (a commit that left work: ``GATEWAY_WORK``) or ``idle_seconds`` when idle."""
     try:
         while True:
             wake.clear()

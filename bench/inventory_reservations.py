@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caravan import system
-from caravan.seeding import load
+from caravan.seeding import bench_seed, load
 from shared.events.envelope import new_event
 from shared.events.orders import OrderLine, OrderPlaced
 from shared.seed import SeedFile
@@ -45,31 +45,9 @@ SPREAD = 100  # SKUs in the spread-out scenario
 
 
 def seed() -> SeedFile:
-    today = datetime.now(UTC).date()
     skus = ["BENCH-HOT", *(f"BENCH-S-{i:03d}" for i in range(SPREAD))]
-    return SeedFile.model_validate(
-        {
-            "sellers": [
-                {"id": "bench", "name": "Bench", "county": "Shawan", "phone": "+8613000000999"}
-            ],
-            "products": [
-                {"sku": s, "seller_id": "bench", "unit_price_fen": 100, "name": {"en": s}}
-                for s in skus
-            ],
-            # Three lots per SKU, so that reservations lock (and may span) several rows.
-            "lots": [
-                {
-                    "lot_id": f"{s}-{n}",
-                    "sku": s,
-                    "quantity": 10_000_000,
-                    "available_from": str(today - timedelta(days=30)),
-                    "best_before": str(today + timedelta(days=30 + n)),
-                }
-                for s in skus
-                for n in range(3)
-            ],
-        }
-    )
+    # Three lots per SKU, so that reservations lock (and may span) several rows.
+    return bench_seed(skus, lots=[(n, 30 + n) for n in range(3)], units=10_000_000)
 
 
 def placed(order_id: str, sku: str) -> bytes:

@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caravan import system
-from caravan.seeding import load
+from caravan.seeding import bench_seed, load
 from caravan.tokens_cli import issue_token
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
@@ -90,38 +90,17 @@ def load_1m() -> float:
 
 
 def seed() -> SeedFile:
-    today = datetime.now(UTC).date()
-    skus = [f"BENCH-{i:03d}" for i in range(SKUS)]
-    return SeedFile.model_validate(
+    buyers = [
         {
-            "sellers": [
-                {"id": "bench", "name": "Bench", "county": "Shawan", "phone": "+8613000000999"}
-            ],
-            "products": [
-                {"sku": s, "seller_id": "bench", "unit_price_fen": 100, "name": {"en": s}}
-                for s in skus
-            ],
-            "lots": [
-                {
-                    "lot_id": f"{s}-1",
-                    "sku": s,
-                    "quantity": 100_000_000,
-                    "available_from": str(today - timedelta(days=30)),
-                    "best_before": str(today + timedelta(days=60)),
-                }
-                for s in skus
-            ],
-            "buyers": [
-                {
-                    "id": f"bench-buyer-{b:04d}",
-                    "phone": f"+86139{b:08d}",
-                    "locale": "en",
-                    "credit_limit_fen": 10**14,
-                }
-                for b in range(BUYERS)
-            ],
+            "id": f"bench-buyer-{b:04d}",
+            "phone": f"+86139{b:08d}",
+            "locale": "en",
+            "credit_limit_fen": 10**14,
         }
-    )
+        for b in range(BUYERS)
+    ]
+    skus = [f"BENCH-{i:03d}" for i in range(SKUS)]
+    return bench_seed(skus, lots=[(1, 60)], units=100_000_000, buyers=buyers)
 
 
 def request(ref: str, n: int) -> bytes:

@@ -1,6 +1,7 @@
 """Loading reference data into the services that own it (inventory, payments, notifications)."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import MetaData
 
@@ -40,3 +41,38 @@ async def load(database_url: str, seed: SeedFile) -> None:
                 await loader(tx, seed)
         finally:
             await db.dispose()
+
+
+def bench_seed(
+    skus: Sequence[str],
+    lots: Sequence[tuple[int, int]],
+    units: int,
+    buyers: Sequence[dict[str, object]] = (),
+) -> SeedFile:
+    """The seed the benchmarks load: one seller offering ``skus`` at 1 yuan, each SKU with a
+    lot ``<sku>-<n>`` of ``units`` per (n, days until best before) in ``lots``, in season
+    since 30 days; and ``buyers`` as given."""
+    today = datetime.now(UTC).date()
+    return SeedFile.model_validate(
+        {
+            "sellers": [
+                {"id": "bench", "name": "Bench", "county": "Shawan", "phone": "+8613000000999"}
+            ],
+            "products": [
+                {"sku": s, "seller_id": "bench", "unit_price_fen": 100, "name": {"en": s}}
+                for s in skus
+            ],
+            "lots": [
+                {
+                    "lot_id": f"{s}-{n}",
+                    "sku": s,
+                    "quantity": units,
+                    "available_from": str(today - timedelta(days=30)),
+                    "best_before": str(today + timedelta(days=days)),
+                }
+                for s in skus
+                for n, days in lots
+            ],
+            "buyers": list(buyers),
+        }
+    )

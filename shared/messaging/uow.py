@@ -4,19 +4,25 @@ Handlers never publish to Kafka themselves (that would be a dual write). They ca
 :meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
 
 Outbox rows, and other rows that nothing reads back in the transaction
-(:meth:`Tx.insert_later`), are written just before it commits, one statement per table (a
-batch of records handled together emits many events). A transaction that added outbox rows
+(:meth:`Tx.insert_later`, :meth:`Tx.update_later`), are written just before it commits, one
+statement per table (a batch of records handled together emits many events).
+
+A batch's records are handled in one transaction; its subscription may load in one statement
+what their handlers will read (``Subscription.prefetch``), and repositories keep what they
+loaded in :attr:`Tx.identity`: one copy of each row per transaction, however many of the
+batch's records touch it. A transaction that added outbox rows
 wakes the relay once it commits; one that queued other work for a loop of the service says
 so with :meth:`Tx.signal`, and that loop is woken. A commit that queued nothing wakes
 nothing (no empty relay transaction after every commit).
 """
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +44,21 @@ class Tx:
     # Shared by the copies that :meth:`caused_by` makes: one transaction, one of each.
     signals: set[str] = field(default_factory=set)
     unwritten: dict[Table, list[dict[str, object]]] = field(default_factory=dict)
+    unupdated: dict[tuple[Table, str, Any], dict[str, object]] = field(default_factory=dict)
+    identity: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    """What repositories loaded (or created) in this transaction, by (kind, key); ``None``
+    where a row is known not to exist."""
+
+    def unknown(self, kind: str, keys: Iterable[Any]) -> list[Any]:
+        """Those of ``keys`` that :attr:`identity` knows nothing of ``kind`` about, sorted (a
+        batch loads and locks its rows in one order)."""
+        return sorted({key for key in keys if (kind, key) not in self.identity})
+
+    def remember(self, kind: str, keys: Iterable[Any], found: Mapping[Any, Any]) -> None:
+        """Record in :attr:`identity` what was loaded for ``keys``: ``found[key]``, or None
+        (known not to exist)."""
+        for key in keys:
+            self.identity[kind, key] = found.get(key)
 
     def signal(self, name: str) -> None:
         """Wake the loops registered for ``name`` (:meth:`UnitOfWork.on_commit`) once this
@@ -110,13 +131,34 @@ class Tx:
     def insert_later(self, table: Table, row: dict[str, object]) -> None:
         """Insert ``row`` into ``table`` when the transaction is about to commit, with the
         table's other such rows in one statement and in the order given (serial ids ascend).
-        Only for rows that nothing reads back before the commit."""
+        Only for rows that nothing reads back before the commit (or :meth:`flush`)."""
         self.unwritten.setdefault(table, []).append(row)
 
-    async def write_later_rows(self) -> None:
+    def update_later(self, table: Table, key: str, row: dict[str, object]) -> None:
+        """Set the columns of ``row`` on the row of ``table`` whose ``key`` column equals
+        ``row[key]``, when the transaction is about to commit. Later calls for the same row
+        win, and the row is written once (the other rows whose same columns change, in the
+        same statement). Only for rows locked by this transaction that nothing reads back
+        from the database before the commit (or :meth:`flush`)."""
+        self.unupdated.setdefault((table, key, row[key]), {}).update(row)
+
+    async def flush(self) -> None:
+        """Write the rows held for the commit now: before reading them back in this
+        transaction (the commit calls it too)."""
         for table, rows in self.unwritten.items():
             await self.conn.execute(insert(table), rows)
         self.unwritten.clear()
+        shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}
+        for (table, key, _), row in self.unupdated.items():
+            shapes.setdefault((table, key, tuple(sorted(row))), []).append(row)
+        for (table, key, columns), rows in shapes.items():
+            stmt = (
+                update(table)
+                .where(table.c[key] == bindparam(f"_{key}"))
+                .values({c: bindparam(f"_{c}") for c in columns if c != key})
+            )
+            await self.conn.execute(stmt, [{f"_{c}": v for c, v in r.items()} for r in rows])
+        self.unupdated.clear()
 
 
 OUTBOX = "outbox"
@@ -145,7 +187,7 @@ class UnitOfWork:
                 conn=conn, source=self.source, outbox=self.outbox, inbox=self.inbox, cause=cause
             )
             yield tx
-            await tx.write_later_rows()
+            await tx.flush()
         for signal in tx.signals:
             for callback in self._after_commit.get(signal, ()):
                 callback()

@@ -3,7 +3,7 @@
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +44,7 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
         order = Order.place(str(uuid.uuid4()), request, source, datetime.now(UTC), deadline)
         if await repo.add(order, digest):
             return Placed(order.order_id, order.status, created=True, same_request=True)
-        existing = await repo.find_by_ref(source, request.order_ref)
+        existing = await repo.find_by_ref(source, request.order_ref, fresh=True)
         assert existing is not None, "the conflicting insert has committed"
     order_id, status, stored_digest = existing
     log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
@@ -54,6 +54,20 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
 async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> None:
     assert isinstance(parsed.data, OrderRequested)
     await place_order(tx, parsed.data, parsed.envelope.source, deadline)
+
+
+async def prefetch_requests(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Look up the idempotency keys of a batch of requests in one statement."""
+    keys = [
+        (p.envelope.source, p.data.order_ref) for p in batch if isinstance(p.data, OrderRequested)
+    ]
+    await OrderRepository(tx).load_refs(keys)
+
+
+async def prefetch_orders(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Load and lock the orders that a batch of inventory or payment events concerns."""
+    ids = [getattr(p.data, "order_id", None) for p in batch]
+    await OrderRepository(tx).load(i for i in ids if isinstance(i, str))
 
 
 async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:

@@ -1,8 +1,15 @@
-"""Loading and saving orders; saving also hands the events they recorded to the outbox."""
+"""Loading and saving orders; saving also hands the events they recorded to the outbox.
 
+Orders loaded in a transaction are kept in its identity map (``Tx.identity``): a batch that
+brings several events of one order changes one ``Order``, and a batch's orders are loaded
+and locked in one statement (:meth:`OrderRepository.load`). Saving is written at commit, one
+statement for all the orders of the transaction.
+"""
+
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.orders.adapters.tables import orders, timeline
@@ -10,9 +17,15 @@ from services.orders.domain.order import Order
 from shared.events.orders import OrderLine, ScheduledInstalment
 from shared.messaging.uow import Tx
 
+ORDER = "orders.order"
+REF = "orders.ref"
+
+ByRef = tuple[str, str, str]
+"""(order_id, status, request_hash) of the order with an idempotency key."""
+
 
 class OrderRepository:
-    """Orders of one transaction. ``get`` locks the row until the transaction ends."""
+    """Orders of one transaction. ``get`` and ``load`` lock the rows until it ends."""
 
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
@@ -41,27 +54,58 @@ class OrderRepository:
         )
         if (await self.tx.conn.execute(stmt)).first() is None:
             return False
+        self.tx.identity[REF, (order.source, order.order_ref)] = (
+            order.order_id,
+            order.status,
+            request_hash,
+        )
         await self._flush_events(order)
         return True
 
     async def get(self, order_id: str) -> Order | None:
-        row = (
-            await self.tx.conn.execute(
-                select(orders).where(orders.c.order_id == order_id).with_for_update()
-            )
-        ).first()
-        return None if row is None else _to_order(row._mapping)
+        if (ORDER, order_id) not in self.tx.identity:
+            await self.load([order_id])
+        order: Order | None = self.tx.identity[ORDER, order_id]
+        return order
 
-    async def find_by_ref(self, source: str, order_ref: str) -> tuple[str, str, str] | None:
-        """(order_id, status, request_hash) of the order with this idempotency key."""
-        row = (
-            await self.tx.conn.execute(
-                select(orders.c.order_id, orders.c.status, orders.c.request_hash).where(
-                    orders.c.source == source, orders.c.order_ref == order_ref
-                )
-            )
-        ).first()
-        return None if row is None else (row.order_id, row.status, row.request_hash)
+    async def load(self, order_ids: Iterable[str]) -> None:
+        """Load and lock these orders (those not loaded yet), in one statement."""
+        todo = self.tx.unknown(ORDER, order_ids)
+        if not todo:
+            return
+        rows = await self.tx.conn.execute(
+            select(orders)
+            .where(orders.c.order_id.in_(todo))
+            .order_by(orders.c.order_id)  # one order of locking: no deadlock between batches
+            .with_for_update()
+        )
+        self.tx.remember(ORDER, todo, {r.order_id: _to_order(r._mapping) for r in rows})
+
+    async def find_by_ref(
+        self, source: str, order_ref: str, *, fresh: bool = False
+    ) -> ByRef | None:
+        """The order with this idempotency key; ``fresh`` reads past the identity map."""
+        if fresh or (REF, (source, order_ref)) not in self.tx.identity:
+            await self.load_refs([(source, order_ref)])
+        found: ByRef | None = self.tx.identity[REF, (source, order_ref)]
+        return found
+
+    async def load_refs(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Look these idempotency keys up, in one statement."""
+        todo = list(dict.fromkeys(keys))  # fresh ones too (see find_by_ref)
+        if not todo:
+            return
+        rows = await self.tx.conn.execute(
+            select(
+                orders.c.order_id,
+                orders.c.status,
+                orders.c.request_hash,
+                orders.c.source,
+                orders.c.order_ref,
+            ).where(tuple_(orders.c.source, orders.c.order_ref).in_(todo))
+        )
+        found = {(r.source, r.order_ref): (r.order_id, r.status, r.request_hash) for r in rows}
+        self.tx.remember(REF, todo, found)
 
     async def due_for_expiry(self, now: datetime, limit: int = 100) -> list[str]:
         rows = await self.tx.conn.execute(
@@ -74,19 +118,21 @@ class OrderRepository:
         return [r.order_id for r in rows]
 
     async def save(self, order: Order) -> None:
-        await self.tx.conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(
-                status=order.status,
-                stock=order.stock,
-                payment=order.payment,
-                total_fen=order.total_fen,
-                loan_id=order.loan_id,
-                schedule=_schedule(order.schedule),
-                reason=order.reason,
-                updated_at=datetime.now(order.placed_at.tzinfo),
-            )
+        """Write ``order`` (loaded by :meth:`get`) when the transaction commits."""
+        self.tx.update_later(
+            orders,
+            "order_id",
+            {
+                "order_id": order.order_id,
+                "status": order.status,
+                "stock": order.stock,
+                "payment": order.payment,
+                "total_fen": order.total_fen,
+                "loan_id": order.loan_id,
+                "schedule": _schedule(order.schedule),
+                "reason": order.reason,
+                "updated_at": datetime.now(order.placed_at.tzinfo),
+            },
         )
         await self._flush_events(order)
 

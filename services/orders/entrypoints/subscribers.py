@@ -19,6 +19,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             Topic.ORDER_REQUESTS,
             {EventType.ORDER_REQUESTED: partial(handlers.on_order_requested, deadline=deadline)},
             on_poison=handlers.on_invalid_request,
+            prefetch=handlers.prefetch_requests,
         ),
         Subscription(
             Topic.INVENTORY_EVENTS,
@@ -27,6 +28,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
                 EventType.STOCK_REJECTED: handlers.on_stock_rejected,
                 EventType.STOCK_EXPIRED: handlers.on_stock_expired,
             },
+            prefetch=handlers.prefetch_orders,
         ),
         Subscription(
             Topic.PAYMENT_EVENTS,
@@ -34,6 +36,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
                 EventType.PAYMENT_AUTHORIZED: handlers.on_payment_authorized,
                 EventType.PAYMENT_DECLINED: handlers.on_payment_declined,
             },
+            prefetch=handlers.prefetch_orders,
         ),
     ]
 

@@ -10,15 +10,20 @@ Seller texts need two facts from two topics: which sellers an order concerns
 (``stock.reserved``) and that it was confirmed (``order.confirmed``). Either may be handled
 first, by any instance, so both handlers take the same per-order advisory lock; whichever
 comes second queues the texts, keyed by the ``order.confirmed`` event id.
+
+What the handlers read (recipients, confirmations, sellers, product names, opt-outs) goes
+through the transaction's identity map, which :func:`prefetch_order_events` fills for a
+whole batch of ``orders.events.v1`` in a few statements, after locking its orders.
 """
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ARRAY, String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
@@ -56,6 +61,126 @@ _ORDER_LOCK = 0x5A5  # advisory lock class of the notifications service (per ord
 SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
 
+# Kinds of rows in the transaction's identity map (Tx.identity).
+LOCKED, RECIPIENT, CONFIRMED, SELLERS, NAMES, OPTED_OUT = (
+    "notifications.locked",
+    "notifications.recipient",
+    "notifications.confirmed",
+    "notifications.sellers",
+    "notifications.names",
+    "notifications.opted_out",
+)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The buyer of an order, as ``order.placed`` told us."""
+
+    order_id: str
+    order_ref: str
+    phone: str
+    locale: str
+    lines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    event_id: str
+    order_ref: str
+
+
+@dataclass(frozen=True)
+class SellerShare:
+    """A seller's lines of an order, and how to reach the seller (``phone`` None: unknown)."""
+
+    seller_id: str
+    lines: list[dict[str, Any]]
+    phone: str | None
+    locale: str | None
+
+
+async def _lock_orders(tx: Tx, order_ids: Iterable[str]) -> None:
+    """Take the per-order advisory locks not held yet, in one fixed order."""
+    todo = tx.unknown(LOCKED, order_ids)
+    if not todo:
+        return
+    ids = func.unnest(bindparam("ids", todo, ARRAY(String))).table_valued("id").render_derived()
+    in_order = select(ids.c.id).order_by(ids.c.id).subquery()
+    await tx.conn.execute(
+        select(func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(in_order.c.id)))
+    )
+    tx.remember(LOCKED, todo, dict.fromkeys(todo, True))
+
+
+async def _load_recipients(tx: Tx, order_ids: Iterable[str]) -> None:
+    todo = tx.unknown(RECIPIENT, order_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(select(recipients).where(recipients.c.order_id.in_(todo)))
+    found = [Recipient(r.order_id, r.order_ref, r.phone, r.locale, r.lines or []) for r in rows]
+    tx.remember(RECIPIENT, todo, {r.order_id: r for r in found})
+
+
+async def _load_confirmations(tx: Tx, order_ids: Iterable[str]) -> None:
+    todo = tx.unknown(CONFIRMED, order_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(
+        select(confirmed_orders).where(confirmed_orders.c.order_id.in_(todo))
+    )
+    tx.remember(CONFIRMED, todo, {r.order_id: Confirmation(r.event_id, r.order_ref) for r in rows})
+
+
+async def _load_sellers(tx: Tx, order_ids: Iterable[str]) -> None:
+    todo = tx.unknown(SELLERS, order_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(
+        select(order_sellers, sellers.c.phone, sellers.c.locale)
+        .join(sellers, sellers.c.seller_id == order_sellers.c.seller_id, isouter=True)
+        .where(order_sellers.c.order_id.in_(todo))
+        .order_by(order_sellers.c.order_id, order_sellers.c.seller_id)
+    )
+    found: dict[str, list[SellerShare]] = {order_id: [] for order_id in todo}
+    for r in rows:
+        found[r.order_id].append(SellerShare(r.seller_id, r.lines, r.phone, r.locale))
+    tx.remember(SELLERS, todo, found)
+
+
+async def _load_names(tx: Tx, skus: Iterable[str]) -> None:
+    todo = tx.unknown(NAMES, skus)
+    if not todo:
+        return
+    rows = await tx.conn.execute(select(products).where(products.c.sku.in_(todo)))
+    tx.remember(NAMES, todo, {r.sku: r.names for r in rows})
+
+
+async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
+    todo = tx.unknown(OPTED_OUT, phones)
+    if not todo:
+        return
+    rows = await tx.conn.execute(select(opt_outs.c.phone).where(opt_outs.c.phone.in_(todo)))
+    tx.remember(OPTED_OUT, todo, dict.fromkeys(rows.scalars(), True))
+
+
+async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Lock the batch's confirmed orders, then read what its handlers will need."""
+    confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
+    cancelled = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled)]
+    if not confirmed and not cancelled:
+        return
+    await _lock_orders(tx, confirmed)
+    await _load_recipients(tx, confirmed + cancelled)
+    await _load_confirmations(tx, confirmed)
+    await _load_sellers(tx, confirmed)
+    found = [tx.identity[RECIPIENT, o] for o in confirmed + cancelled]
+    buyers = [r for r in found if r is not None]
+    shares = [s for o in confirmed for s in tx.identity[SELLERS, o]]
+    lines = [line for r in buyers for line in r.lines] + [x for s in shares for x in s.lines]
+    await _load_names(tx, (str(line["sku"]) for line in lines))
+    phones = [r.phone for r in buyers] + [s.phone for s in shares if s.phone is not None]
+    await _load_opt_outs(tx, phones)
+
 
 async def queue_sms(
     tx: Tx,
@@ -79,7 +204,7 @@ async def queue_sms(
     status, not_before = "pending", now
     if problem is not None:
         status = "failed"
-    elif await tx.conn.scalar(select(func.count()).where(opt_outs.c.phone == to)):
+    elif await _opted_out(tx, to):
         status = "suppressed"
     elif quiet is not None and purpose in REMINDER_PURPOSES:
         not_before = quiet.next_allowed(now, zone_of(to))
@@ -125,17 +250,17 @@ async def queue_sms(
     return True
 
 
-async def _lock_order(tx: Tx, order_id: str) -> None:
-    await tx.conn.execute(select(func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(order_id))))
+async def _opted_out(tx: Tx, phone: str) -> bool:
+    await _load_opt_outs(tx, [phone])
+    return tx.identity[OPTED_OUT, phone] is True
 
 
 async def _names(tx: Tx, locale: Locale, lines: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
     skus = [str(line["sku"]) for line in lines]
-    rows = (await tx.conn.execute(select(products).where(products.c.sku.in_(skus)))).all()
-    names = {row.sku: row.names for row in rows}
+    await _load_names(tx, skus)
     return [
-        (product_name(locale, names.get(str(line["sku"]), {}), str(line["sku"])), line["quantity"])
-        for line in lines
+        (product_name(locale, tx.identity[NAMES, sku] or {}, sku), line["quantity"])
+        for sku, line in zip(skus, lines, strict=True)
     ]
 
 
@@ -144,35 +269,49 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     assert isinstance(data, OrderPlaced)
     if data.buyer is None:
         return
+    lines = [line.model_dump() for line in data.lines]
     values = {
         "order_ref": data.order_ref,
         "phone": data.buyer.phone,
         "locale": data.buyer.locale,
-        "lines": [line.model_dump() for line in data.lines],
+        "lines": lines,
     }
-    await tx.conn.execute(
-        pg_insert(recipients).values(order_id=data.order_id, **values).on_conflict_do_nothing()
-    )
-
-
-async def _recipient(tx: Tx, order_id: str, purpose: str) -> Any:
-    row = (
-        await tx.conn.execute(select(recipients).where(recipients.c.order_id == order_id))
+    inserted = (
+        await tx.conn.execute(
+            pg_insert(recipients)
+            .values(order_id=data.order_id, **values)
+            .on_conflict_do_nothing()
+            .returning(recipients.c.order_id)
+        )
     ).first()
-    if row is None:
+    if inserted is not None:
+        tx.identity[RECIPIENT, data.order_id] = Recipient(
+            data.order_id, data.order_ref, data.buyer.phone, data.buyer.locale, lines
+        )
+
+
+async def _recipient(tx: Tx, order_id: str, purpose: str) -> Recipient | None:
+    await _load_recipients(tx, [order_id])
+    found: Recipient | None = tx.identity[RECIPIENT, order_id]
+    if found is None:
         log.warning("no recipient known for order %s; %s not sent", order_id, purpose)
-    return row
+    return found
 
 
 async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderConfirmed)
-    await _lock_order(tx, d.order_id)
-    await tx.conn.execute(
-        pg_insert(confirmed_orders)
-        .values(order_id=d.order_id, event_id=parsed.envelope.id, order_ref=d.order_ref)
-        .on_conflict_do_nothing()
-    )
+    await _lock_orders(tx, [d.order_id])
+    inserted = (
+        await tx.conn.execute(
+            pg_insert(confirmed_orders)
+            .values(order_id=d.order_id, event_id=parsed.envelope.id, order_ref=d.order_ref)
+            .on_conflict_do_nothing()
+            .returning(confirmed_orders.c.order_id)
+        )
+    ).first()
+    if inserted is not None:
+        tx.identity[CONFIRMED, d.order_id] = Confirmation(parsed.envelope.id, d.order_ref)
     row = await _recipient(tx, d.order_id, "order_confirmed")
     if row is not None:
         locale = pick_locale(row.locale)
@@ -199,10 +338,15 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     await _queue_seller_texts(tx, d.order_id)
 
 
+async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Lock the batch's orders in the same order as :func:`prefetch_order_events` does."""
+    await _lock_orders(tx, [p.data.order_id for p in batch if isinstance(p.data, StockReserved)])
+
+
 async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, StockReserved)
-    await _lock_order(tx, d.order_id)
+    await _lock_orders(tx, [d.order_id])
     by_seller: dict[str, list[dict[str, Any]]] = {}
     for line in d.lines:
         by_seller.setdefault(line.seller_id, []).append(
@@ -214,26 +358,18 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
             .values(order_id=d.order_id, seller_id=seller_id, lines=lines)
             .on_conflict_do_nothing()
         )
+    tx.identity.pop((SELLERS, d.order_id), None)  # read them back, with the sellers' phones
     await _queue_seller_texts(tx, d.order_id)
 
 
 async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
     """Text each seller of a confirmed order once (a no-op until both facts are known)."""
-    confirmed = (
-        await tx.conn.execute(
-            select(confirmed_orders).where(confirmed_orders.c.order_id == order_id)
-        )
-    ).first()
+    await _load_confirmations(tx, [order_id])
+    confirmed: Confirmation | None = tx.identity[CONFIRMED, order_id]
     if confirmed is None:
         return
-    rows = (
-        await tx.conn.execute(
-            select(order_sellers, sellers.c.phone, sellers.c.locale)
-            .join(sellers, sellers.c.seller_id == order_sellers.c.seller_id, isouter=True)
-            .where(order_sellers.c.order_id == order_id)
-            .order_by(order_sellers.c.seller_id)
-        )
-    ).all()
+    await _load_sellers(tx, [order_id])
+    rows: list[SellerShare] = tx.identity[SELLERS, order_id]
     for row in rows:
         if row.phone is None:
             log.warning(

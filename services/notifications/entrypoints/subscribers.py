@@ -25,9 +25,12 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
                 EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
                 EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
             },
+            prefetch=handlers.prefetch_order_events,
         ),
         Subscription(
-            Topic.INVENTORY_EVENTS, {EventType.STOCK_RESERVED: handlers.on_stock_reserved}
+            Topic.INVENTORY_EVENTS,
+            {EventType.STOCK_RESERVED: handlers.on_stock_reserved},
+            prefetch=handlers.prefetch_stock_reserved,
         ),
         Subscription(
             Topic.PAYMENT_EVENTS,

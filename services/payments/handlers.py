@@ -4,12 +4,17 @@ authorisation, one loan and one charge.
 
 Microloans are decided here, in the handler's transaction, under a row lock on the buyer's
 credit line (so concurrent orders of one buyer, on any number of instances, are checked one
-after the other). Prepaid orders are only *recorded* here as ``charging``: the gateway is
-called outside any transaction by :mod:`services.payments.prepaid`.
+after the other). A batch of ``stock.reserved`` locks its buyers' credit lines and reads
+what they owe in two statements (:func:`prefetch_stock_reserved`); the transaction's
+identity map then carries each buyer's credit from one order of the batch to the next.
+Prepaid orders are only *recorded* here as ``charging``: the gateway is called outside any
+transaction by :mod:`services.payments.prepaid`.
 """
 
 import logging
 import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
@@ -73,13 +78,56 @@ def _payables(data: StockReserved) -> dict[str, int]:
     return owed
 
 
-async def _record_payables(tx: Tx, order_id: str, owed: dict[str, int], status: str) -> None:
-    await tx.conn.execute(
-        payables.insert(),
-        [
-            {"order_id": order_id, "seller_id": s, "amount_fen": a, "status": status}
-            for s, a in sorted(owed.items())
-        ],
+def _record_payables(tx: Tx, order_id: str, owed: dict[str, int], status: str) -> None:
+    for seller_id, amount in sorted(owed.items()):
+        tx.insert_later(
+            payables,
+            {"order_id": order_id, "seller_id": seller_id, "amount_fen": amount, "status": status},
+        )
+
+
+CREDIT = "payments.credit"
+
+
+@dataclass
+class Credit:
+    """A buyer's credit line as this transaction sees it, locked (``limit_fen`` None: none)."""
+
+    limit_fen: int | None
+    outstanding_fen: int
+
+
+async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
+    """Lock these buyers' credit lines (in buyer order) and sum what their loans owe."""
+    todo = tx.unknown(CREDIT, buyer_ids)
+    if not todo:
+        return
+    limits = await tx.conn.execute(
+        select(credit_lines.c.buyer_id, credit_lines.c.credit_limit_fen)
+        .where(credit_lines.c.buyer_id.in_(todo))
+        .order_by(credit_lines.c.buyer_id)
+        .with_for_update()
+    )
+    limit_of: dict[str, int] = {r.buyer_id: r.credit_limit_fen for r in limits}
+    owed = await tx.conn.execute(
+        select(loans.c.buyer_id, func.coalesce(func.sum(loans.c.outstanding_fen), 0).label("owed"))
+        .where(loans.c.buyer_id.in_(todo), loans.c.status == "active")
+        .group_by(loans.c.buyer_id)
+    )
+    owed_by: dict[str, int] = {r.buyer_id: int(r.owed) for r in owed}
+    found = {b: Credit(limit_of.get(b), owed_by.get(b, 0)) for b in todo}
+    tx.remember(CREDIT, todo, found)
+
+
+async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Lock the credit lines of the batch's microloan orders, in one statement."""
+    await _load_credit(
+        tx,
+        (
+            p.data.buyer_id
+            for p in batch
+            if isinstance(p.data, StockReserved) and p.data.payment.method != "prepaid"
+        ),
     )
 
 
@@ -117,7 +165,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             trace_headers=current_trace_headers(),
             **base,
         ):
-            await _record_payables(tx, data.order_id, owed, "pending")
+            _record_payables(tx, data.order_id, owed, "pending")
             tx.signal(GATEWAY_WORK)
         else:
             log.info("order %s already has a payment; nothing to do", data.order_id)
@@ -126,61 +174,53 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
     term = data.payment.term_months or 1
-    limit = (
-        await tx.conn.execute(
-            select(credit_lines.c.credit_limit_fen)
-            .where(credit_lines.c.buyer_id == data.buyer_id)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    outstanding = await tx.conn.scalar(
-        select(func.coalesce(func.sum(loans.c.outstanding_fen), 0)).where(
-            loans.c.buyer_id == data.buyer_id, loans.c.status == "active"
-        )
-    )
-    if limit is None or not fits(data.total_fen, limit, int(outstanding or 0)):
-        await _set_status(tx, data.order_id, "declined")
+    await _load_credit(tx, [data.buyer_id])
+    credit: Credit = tx.identity[CREDIT, data.buyer_id]
+    if credit.limit_fen is None or not fits(
+        data.total_fen, credit.limit_fen, credit.outstanding_fen
+    ):
+        _set_status(tx, data.order_id, "declined")
         await tx.emit(PaymentDeclined(order_id=data.order_id, reason="credit_declined"))
         return
     loan_id = str(uuid.uuid4())
     plan = schedule(data.total_fen, term, datetime.now(UTC).date(), monthly_rate_bp)
     interest = sum(i.interest_fen for i in plan)
-    await tx.conn.execute(
-        loans.insert().values(
-            loan_id=loan_id,
-            order_id=data.order_id,
-            buyer_id=data.buyer_id,
-            principal_fen=data.total_fen,
-            outstanding_fen=data.total_fen,
-            term_months=term,
-            status="active",
-            interest_fen=interest,
-            monthly_rate_bp=monthly_rate_bp,
-        )
+    credit.outstanding_fen += data.total_fen
+    tx.insert_later(
+        loans,
+        {
+            "loan_id": loan_id,
+            "order_id": data.order_id,
+            "buyer_id": data.buyer_id,
+            "principal_fen": data.total_fen,
+            "outstanding_fen": data.total_fen,
+            "term_months": term,
+            "status": "active",
+            "interest_fen": interest,
+            "monthly_rate_bp": monthly_rate_bp,
+        },
     )
-    await tx.conn.execute(
-        instalments.insert(),
-        [
+    for i in plan:
+        tx.insert_later(
+            instalments,
             {
                 "loan_id": loan_id,
                 "number": i.number,
                 "due": i.due,
                 "amount_fen": i.amount_fen,
                 "interest_fen": i.interest_fen,
-            }
-            for i in plan
-        ],
-    )
-    await _record_payables(tx, data.order_id, owed, "owed")
-    await ledger_store.post(
-        tx.conn,
+            },
+        )
+    _record_payables(tx, data.order_id, owed, "owed")
+    ledger_store.post(
+        tx,
         disbursement_txn(loan_id),
         "loan_disbursed",
         ledger.loan_disbursed(owed, interest),
         order_id=data.order_id,
         loan_id=loan_id,
     )
-    await _set_status(tx, data.order_id, "authorized", loan_id=loan_id)
+    _set_status(tx, data.order_id, "authorized", loan_id=loan_id)
     await tx.emit(
         PaymentAuthorized(
             order_id=data.order_id,
@@ -217,7 +257,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         await _claim_payment(tx, data.order_id, status="cancelled")
         return
     if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
-        await _set_status(tx, data.order_id, "voiding", next_attempt_at=func.now())
+        _set_status(tx, data.order_id, "voiding", next_attempt_at=datetime.now(UTC))
         tx.signal(GATEWAY_WORK)
         return
     if row.status != "authorized" or row.loan_id is None:
@@ -248,8 +288,8 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
         )
     ).one()
     disbursed = await ledger_store.entries_of(tx.conn, disbursement_txn(loan_id))
-    await ledger_store.post(
-        tx.conn,
+    ledger_store.post(
+        tx,
         void_txn(order_id),
         "loan_voided",
         ledger.loan_voided(disbursed, int(paid.principal), int(paid.interest)),
@@ -257,16 +297,14 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
         loan_id=loan_id,
     )
     await set_payables(tx, order_id, "cancelled")
-    await _set_status(tx, order_id, "voided")
+    _set_status(tx, order_id, "voided")
     await tx.emit(PaymentVoided(order_id=order_id, loan_id=loan_id, amount_fen=loan.principal_fen))
 
 
-async def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
-    await tx.conn.execute(
-        update(payments)
-        .where(payments.c.order_id == order_id)
-        .values(status=status, updated_at=func.now(), **values)
-    )
+def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
+    """Set the payment's status when the transaction commits (nothing reads it back)."""
+    row = {"order_id": order_id, "status": status, "updated_at": datetime.now(UTC), **values}
+    tx.update_later(payments, "order_id", row)
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> None:

@@ -225,8 +225,8 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
             interest_fen=interest,
         )
     )
-    await ledger_store.post(
-        tx.conn,
+    ledger_store.post(
+        tx,
         f"repay:{loan_id}:{key}",
         "repaid",
         ledger.repaid(principal, interest),

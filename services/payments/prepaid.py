@@ -111,8 +111,8 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
         await tx.emit(PaymentDeclined(order_id=work.order_id, reason="payment_failed"))
         return True
     owed = await set_payables(tx, work.order_id, "owed")
-    await ledger_store.post(
-        tx.conn,
+    ledger_store.post(
+        tx,
         charge_txn(work.order_id),
         "prepaid_charged",
         ledger.prepaid_charged(owed),
@@ -143,8 +143,8 @@ async def record_voided(tx: Tx, work: Work) -> bool:
         return False
     charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
     if charged:
-        await ledger_store.post(
-            tx.conn,
+        ledger_store.post(
+            tx,
             void_txn(work.order_id),
             "prepaid_voided",
             ledger.reversal(charged),

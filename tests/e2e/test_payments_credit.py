@@ -278,6 +278,39 @@ async def test_a_void_restores_credit_once_under_duplicated_cancellations(
     ) == {("cancelled",)}
 
 
+async def test_one_batch_of_a_buyers_orders_never_exceeds_the_limit(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # Published while payments is down, the nine reservations reach it as one backlog and are
+    # handled in one transaction: each must see the loans of those before it.
+    who = buyer("batch")
+    await set_limit(admin, who, 5 * 3_000)
+    events = [event(reserved(str(uuid.uuid4()), who, 30)) for _ in range(9)]
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        for e in events:
+            await _publish(caravan, e, Topic.INVENTORY_EVENTS, e.data["order_id"])
+    finally:
+        await caravan.restart(("payments",))
+    await _handled(caravan, *events)
+    transactions = await caravan.scalar(
+        "select count(distinct xmin::text) from payments.inbox where key = any(:k)",
+        k=[f"{e.source}|{e.id}" for e in events],
+    )
+    assert transactions < len(events)  # batched, so this proves what the batch path does
+    statuses = await caravan.sql(
+        "select status, count(*) from payments.payments where order_id = any(:o) group by status",
+        o=[e.data["order_id"] for e in events],
+    )
+    assert sorted(tuple(row) for row in statuses) == [("authorized", 5), ("declined", 4)]
+    assert await credit(admin, who) == {
+        "buyer_id": who,
+        "credit_limit_fen": 15_000,
+        "outstanding_fen": 15_000,
+        "available_fen": 0,
+    }
+
+
 async def test_a_cancellation_before_the_reservation_means_no_loan(
     caravan: System, admin: httpx.AsyncClient
 ) -> None:

@@ -1,7 +1,8 @@
 """Posting ledger transactions to ``payments.ledger_entries`` and reading them back.
 
-A transaction's entries are merged per account and inserted together; the database checks
-at commit that they sum to zero, and the unique (``txn_id``, ``account``) key makes posting
+A transaction's entries are merged per account and inserted when the database transaction
+commits, with the other rows of the table (:meth:`Tx.insert_later`); the database checks at
+commit that they sum to zero, and the unique (``txn_id``, ``account``) key makes posting
 the same transaction twice fail rather than double-count.
 """
 
@@ -10,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments.adapters.tables import ledger_entries
 from services.payments.domain.ledger import Entry, balanced
+from shared.messaging.uow import Tx
 
 
-async def post(
-    conn: AsyncConnection,
+def post(
+    tx: Tx,
     txn_id: str,
     kind: str,
     entries: list[Entry],
@@ -25,11 +27,9 @@ async def post(
     for entry in entries:
         merged[entry.account] = merged.get(entry.account, 0) + entry.amount_fen
     rows = balanced([Entry(a, v) for a, v in merged.items()])
-    if not rows:
-        return
-    await conn.execute(
-        ledger_entries.insert(),
-        [
+    for e in rows:
+        tx.insert_later(
+            ledger_entries,
             {
                 "txn_id": txn_id,
                 "kind": kind,
@@ -37,10 +37,8 @@ async def post(
                 "amount_fen": e.amount_fen,
                 "order_id": order_id,
                 "loan_id": loan_id,
-            }
-            for e in rows
-        ],
-    )
+            },
+        )
 
 
 async def entries_of(conn: AsyncConnection, txn_id: str) -> list[Entry]:

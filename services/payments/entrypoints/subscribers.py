@@ -16,6 +16,7 @@ def subscriptions(monthly_rate_bp: int) -> list[Subscription]:
                     handlers.on_stock_reserved, monthly_rate_bp=monthly_rate_bp
                 )
             },
+            prefetch=handlers.prefetch_stock_reserved,
         ),
         Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CANCELLED: handlers.on_order_cancelled}),
     ]

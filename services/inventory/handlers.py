@@ -4,6 +4,7 @@ receive and adjust lots. Each runs inside one transaction; the lot counters chan
 the moves of ``domain.ledger``."""
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,11 +41,22 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
+async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Load and lock, in a few statements, what a batch of order events will change."""
+    placed = {
+        p.data.order_id: [line.sku for line in p.data.lines]
+        for p in batch
+        if isinstance(p.data, OrderPlaced)
+    }
+    ended = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled | OrderConfirmed)]
+    await StockRepository(tx).prepare(placed, ended)
+
+
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     order = parsed.data
     assert isinstance(order, OrderPlaced)
-    repo = StockRepository(tx.conn)
-    if await repo.reservation_status(order.order_id, lock=False) is not None:
+    repo = StockRepository(tx)
+    if await repo.reservation_status(order.order_id) is not None:
         return
     merged: dict[str, int] = {}
     for line in order.lines:
@@ -92,7 +104,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     """Return exactly what the order held to the same lots (spoiled if the lot has expired)."""
     data = parsed.data
     assert isinstance(data, OrderCancelled)
-    repo = StockRepository(tx.conn)
+    repo = StockRepository(tx)
     action = on_cancel(await repo.reservation_status(data.order_id))
     if action == "tombstone":
         await repo.create_reservation(data.order_id, "released", [])
@@ -115,7 +127,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     """The held stock becomes sold."""
     data = parsed.data
     assert isinstance(data, OrderConfirmed)
-    repo = StockRepository(tx.conn)
+    repo = StockRepository(tx)
     if not on_confirm(await repo.reservation_status(data.order_id)):
         log.warning("order %s confirmed without a held reservation", data.order_id)
         return
@@ -131,7 +143,7 @@ async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int
     pending, and that cancellation releases the stock. Safe with several instances: each
     hold is locked (others skipped) and marked in the same transaction as its event.
     """
-    repo = StockRepository(tx.conn)
+    repo = StockRepository(tx)
     due = await repo.overdue_holds(hold, limit)
     if not due:
         return 0
@@ -190,7 +202,7 @@ class Conflict(ValueError):
 
 async def add_lot(tx: Tx, lot: LotSeed) -> bool:
     """Receive a harvest lot; True if new, False if the very same lot was received before."""
-    repo = StockRepository(tx.conn)
+    repo = StockRepository(tx)
     if not await repo.products([lot.sku]):
         raise UnknownSku(lot.sku)
     if await repo.add_lot(lot):
@@ -204,7 +216,7 @@ async def adjust_lot(tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id
     """Correct a lot's count by ``delta`` units (received and available move together);
     True if applied, False if ``adjustment_id`` was applied before (a retried request).
     Raises ``StockError`` when removing more than is available."""
-    repo = StockRepository(tx.conn)
+    repo = StockRepository(tx)
     counters = await repo.lock_lot(lot_id)
     if counters is None:
         raise UnknownLot(lot_id)

@@ -1,13 +1,20 @@
-"""Reading and changing lots and reservations, inside one transaction."""
+"""Reading and changing lots and reservations, inside one transaction.
+
+What the repository loads it keeps in the transaction's identity map (``Tx.identity``):
+lots (locked, with their counters), holds (locked) and their lines, products. A batch of
+order events is prepared in a few statements (:meth:`StockRepository.prepare`), all its
+lots locked at once in ``lot_id`` order; each handler then decides from the map, and moves
+change the counters in memory (checked by ``Counters.apply``). The lots' new counters and
+the holds' new statuses are written when the transaction commits, once per row.
+"""
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.adapters.tables import (
     lot_adjustments,
@@ -16,9 +23,19 @@ from services.inventory.adapters.tables import (
     reservation_lines,
     reservations,
 )
-from services.inventory.domain.ledger import Counters, Held, HoldStatus, Move
+from services.inventory.domain.ledger import Counters, Held, HoldStatus, LotState, Move
 from services.inventory.domain.stock import Lot, Take
+from shared.messaging.uow import Tx
 from shared.seed import LotSeed
+
+# Kinds of rows in the transaction's identity map.
+PRODUCT, LOT, LOTS_OF, HOLD, HELD = (
+    "inventory.product",
+    "inventory.lot",
+    "inventory.lots_of_sku",
+    "inventory.hold",
+    "inventory.held",
+)
 
 
 @dataclass(frozen=True)
@@ -29,32 +46,88 @@ class Product:
 
 
 class StockRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+        self.conn = tx.conn
+        self.known = tx.identity
+
+    async def prepare(self, placed: dict[str, list[str]], ended: Iterable[str]) -> None:
+        """Load what handling a batch needs: the holds of its orders, the lines held by those
+        that ``ended`` (confirmed or cancelled), the products of the SKUs ``placed`` orders
+        ask for, and the lots of both, locked in one statement."""
+        ended = list(ended)
+        skus = {sku for wanted in placed.values() for sku in wanted}
+        await self.load_holds([*placed, *ended])
+        await self.products(skus)
+        await self._load_held(ended)
+        held = [h.lot_id for o in ended for h in self.known[HELD, o]]
+        await self._load_lots(skus, held)
 
     async def products(self, skus: Iterable[str]) -> dict[str, Product]:
-        rows = await self.conn.execute(
-            select(products.c.sku, products.c.seller_id, products.c.unit_price_fen).where(
-                products.c.sku.in_(list(skus))
+        skus = list(skus)
+        todo = self.tx.unknown(PRODUCT, skus)
+        if todo:
+            rows = await self.conn.execute(
+                select(products.c.sku, products.c.seller_id, products.c.unit_price_fen).where(
+                    products.c.sku.in_(todo)
+                )
             )
-        )
-        return {r.sku: Product(r.sku, r.seller_id, r.unit_price_fen) for r in rows}
+            found = {r.sku: Product(r.sku, r.seller_id, r.unit_price_fen) for r in rows}
+            self.tx.remember(PRODUCT, todo, found)
+        found = {sku: self.known[PRODUCT, sku] for sku in skus}
+        return {sku: product for sku, product in found.items() if product is not None}
 
-    async def lock_lots(self, skus: Iterable[str]) -> list[Lot]:
-        """The lots of these SKUs, row-locked in a fixed order (no deadlocks between orders)."""
+    async def _load_lots(self, skus: Iterable[str] = (), lot_ids: Iterable[str] = ()) -> None:
+        """Lock and load every lot of ``skus`` and the lots ``lot_ids``, in ``lot_id`` order
+        (no deadlocks between transactions); a lot loaded before keeps its state here."""
+        by_sku = self.tx.unknown(LOTS_OF, skus)
+        by_id = self.tx.unknown(LOT, lot_ids)
+        if not by_sku and not by_id:
+            return
         rows = await self.conn.execute(
             select(lots)
-            .where(lots.c.sku.in_(sorted(set(skus))))
+            .where(or_(lots.c.sku.in_(by_sku), lots.c.lot_id.in_(by_id)))
             .order_by(lots.c.lot_id)
             .with_for_update()
         )
-        return [Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before) for r in rows]
+        of_sku: dict[str, list[str]] = {sku: [] for sku in by_sku}
+        for r in rows:
+            if (LOT, r.lot_id) not in self.known:
+                lot = Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before)
+                counters = Counters(r.received, r.available, r.reserved, r.sold, r.spoiled)
+                self.known[LOT, r.lot_id] = LotState(lot, counters)
+            if r.sku in of_sku:
+                of_sku[r.sku].append(r.lot_id)
+        self.tx.remember(LOTS_OF, by_sku, of_sku)
 
-    async def reservation_status(self, order_id: str, lock: bool = True) -> HoldStatus | None:
-        stmt = select(reservations.c.status).where(reservations.c.order_id == order_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        return cast(HoldStatus | None, (await self.conn.execute(stmt)).scalar_one_or_none())
+    async def lock_lots(self, skus: Iterable[str]) -> list[Lot]:
+        """The lots of these SKUs, locked, each with what is available now."""
+        skus = sorted(set(skus))
+        await self._load_lots(skus)
+        states: list[LotState] = [
+            self.known[LOT, lot_id] for sku in skus for lot_id in self.known[LOTS_OF, sku]
+        ]
+        return [
+            replace(s.lot, available=s.counters.available)
+            for s in sorted(states, key=lambda s: s.lot.lot_id)
+        ]
+
+    async def load_holds(self, order_ids: Iterable[str]) -> None:
+        """Load and lock the holds of these orders (those that have one)."""
+        todo = self.tx.unknown(HOLD, order_ids)
+        if not todo:
+            return
+        rows = await self.conn.execute(
+            select(reservations.c.order_id, reservations.c.status)
+            .where(reservations.c.order_id.in_(todo))
+            .order_by(reservations.c.order_id)
+            .with_for_update()
+        )
+        self.tx.remember(HOLD, todo, {r.order_id: r.status for r in rows})
+
+    async def reservation_status(self, order_id: str) -> HoldStatus | None:
+        await self.load_holds([order_id])
+        return cast(HoldStatus | None, self.known[HOLD, order_id])
 
     async def create_reservation(
         self, order_id: str, status: HoldStatus, takes: list[Take]
@@ -71,39 +144,69 @@ class StockRepository:
         ).first()
         if inserted is None:
             return False
-        if takes:
-            await self.conn.execute(
-                reservation_lines.insert(),
-                [{"order_id": order_id, "lot_id": t.lot_id, "quantity": t.quantity} for t in takes],
+        self.known[HOLD, order_id] = status
+        held = []
+        for t in takes:
+            self.tx.insert_later(
+                reservation_lines,
+                {"order_id": order_id, "lot_id": t.lot_id, "quantity": t.quantity},
             )
+            state: LotState = self.known[LOT, t.lot_id]
+            held.append(Held(t.lot_id, t.quantity, state.lot.best_before))
+        self.known[HELD, order_id] = sorted(held, key=lambda h: h.lot_id)
         return True
 
-    async def held_lines(self, order_id: str) -> list[Held]:
-        """The lots an order holds stock in, locked in lot order."""
+    async def _load_held(self, order_ids: Iterable[str]) -> None:
+        todo = self.tx.unknown(HELD, order_ids)
+        if not todo:
+            return
         rows = await self.conn.execute(
-            select(reservation_lines.c.lot_id, reservation_lines.c.quantity, lots.c.best_before)
+            select(
+                reservation_lines.c.order_id,
+                reservation_lines.c.lot_id,
+                reservation_lines.c.quantity,
+                lots.c.best_before,
+            )
             .join(lots, lots.c.lot_id == reservation_lines.c.lot_id)
-            .where(reservation_lines.c.order_id == order_id)
-            .order_by(reservation_lines.c.lot_id)
-            .with_for_update(of=lots)
+            .where(reservation_lines.c.order_id.in_(todo))
+            .order_by(reservation_lines.c.order_id, reservation_lines.c.lot_id)
         )
-        return [Held(r.lot_id, r.quantity, r.best_before) for r in rows]
+        found: dict[str, list[Held]] = {order_id: [] for order_id in todo}
+        for r in rows:
+            found[r.order_id].append(Held(r.lot_id, r.quantity, r.best_before))
+        self.tx.remember(HELD, todo, found)
+
+    async def held_lines(self, order_id: str) -> list[Held]:
+        """The lots an order holds stock in (those lots locked), in lot order."""
+        await self._load_held([order_id])
+        held: list[Held] = self.known[HELD, order_id]
+        await self._load_lots(lot_ids=[h.lot_id for h in held])
+        return held
 
     async def apply(self, moves: Iterable[Move]) -> None:
-        """Add each move's deltas to its lot's counters, in lot order (the lots are locked)."""
-        for move in sorted(moves, key=lambda m: m.lot_id):
-            values = {name: lots.c[name] + delta for name, delta in move.deltas().items()}
-            if values:
-                await self.conn.execute(
-                    update(lots).where(lots.c.lot_id == move.lot_id).values(**values)
-                )
+        """Add each move's deltas to its lot's counters (the lot is locked and loaded);
+        ``Counters.apply`` refuses a move that would break them. Written at commit."""
+        for move in moves:
+            state: LotState = self.known[LOT, move.lot_id]
+            state.counters = c = state.counters.apply(move)
+            self.tx.update_later(
+                lots,
+                "lot_id",
+                {
+                    "lot_id": move.lot_id,
+                    "received": c.received,
+                    "available": c.available,
+                    "reserved": c.reserved,
+                    "sold": c.sold,
+                    "spoiled": c.spoiled,
+                },
+            )
 
     async def set_status(self, order_id: str, status: HoldStatus) -> None:
-        await self.conn.execute(
-            update(reservations)
-            .where(reservations.c.order_id == order_id)
-            .values(status=status, updated_at=func.now())
-        )
+        """Set the hold's status (it was loaded, so locked); written at commit."""
+        self.known[HOLD, order_id] = status
+        row = {"order_id": order_id, "status": status, "updated_at": datetime.now(UTC)}
+        self.tx.update_later(reservations, "order_id", row)
 
     async def overdue_holds(self, hold: timedelta, limit: int) -> list[str]:
         """Orders still holding stock after ``hold`` (by the database's clock) and not yet
@@ -129,12 +232,9 @@ class StockRepository:
         )
 
     async def lock_lot(self, lot_id: str) -> Counters | None:
-        row = (
-            await self.conn.execute(select(lots).where(lots.c.lot_id == lot_id).with_for_update())
-        ).first()
-        if row is None:
-            return None
-        return Counters(row.received, row.available, row.reserved, row.sold, row.spoiled)
+        await self._load_lots(lot_ids=[lot_id])
+        state: LotState | None = self.known.get((LOT, lot_id))
+        return None if state is None else state.counters
 
     async def add_lot(self, lot: LotSeed) -> bool:
         """Receive a new lot; False if ``lot_id`` exists already (it is left as it is)."""

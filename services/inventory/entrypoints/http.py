@@ -109,6 +109,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             async with uow.begin() as tx:
                 before = await queries.lot_stock(tx.conn, lot_id, _today())
                 applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
+                await tx.flush()  # the lot's new counters, read back just below
                 view = await queries.lot_stock(tx.conn, lot_id, _today())
                 if applied and before is not None and view is not None:
                     await audit.record(

@@ -19,6 +19,7 @@ SUBSCRIPTIONS = [
             EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
             EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
         },
+        prefetch=handlers.prefetch_order_events,
     )
 ]
 

@@ -10,6 +10,7 @@ second guard.
 """
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from sqlalchemy import func, select, update
@@ -140,36 +141,58 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     assert isinstance(data, OrderPlaced)
     if not data.source.startswith(SOURCE_PREFIX):
         return
-    await tx.conn.execute(
+    rows = await tx.conn.execute(
         update(platform_orders)
         .where(
             platform_orders.c.app == data.source.removeprefix(SOURCE_PREFIX),
             platform_orders.c.platform_order_id == data.order_ref,
         )
         .values(order_id=data.order_id)
+        .returning(platform_orders.c.app, platform_orders.c.platform_order_id)
     )
+    for row in rows:
+        tx.identity[PLATFORM_ORDER, data.order_id] = (row.app, row.platform_order_id)
+
+
+PLATFORM_ORDER = "platform.order"
+"""Identity-map kind: the (app, platform order id) of one of our orders, None if not the
+platform's."""
+
+
+async def _load_platform_orders(tx: Tx, order_ids: Iterable[str]) -> None:
+    todo = tx.unknown(PLATFORM_ORDER, order_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(
+        select(
+            platform_orders.c.order_id, platform_orders.c.app, platform_orders.c.platform_order_id
+        ).where(platform_orders.c.order_id.in_(todo))
+    )
+    tx.remember(PLATFORM_ORDER, todo, {r.order_id: (r.app, r.platform_order_id) for r in rows})
+
+
+async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Look up, in one statement, which of the batch's ended orders came from the platform."""
+    ended = [p.data for p in batch if isinstance(p.data, OrderConfirmed | OrderCancelled)]
+    await _load_platform_orders(tx, (d.order_id for d in ended))
 
 
 async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
     """Queue the status callback of a platform order's terminal event (once per event)."""
     data = parsed.data
     assert isinstance(data, OrderConfirmed | OrderCancelled)
-    row = (
-        await tx.conn.execute(
-            select(platform_orders.c.app, platform_orders.c.platform_order_id).where(
-                platform_orders.c.order_id == data.order_id
-            )
-        )
-    ).first()
-    if row is None:
+    await _load_platform_orders(tx, [data.order_id])
+    found: tuple[str, str] | None = tx.identity[PLATFORM_ORDER, data.order_id]
+    if found is None:
         return
+    app, platform_order_id = found
     cancelled = isinstance(data, OrderCancelled)
     await tx.conn.execute(
         pg_insert(callbacks)
         .values(
             event_id=parsed.envelope.id,
-            app=row.app,
-            platform_order_id=row.platform_order_id,
+            app=app,
+            platform_order_id=platform_order_id,
             order_id=data.order_id,
             outcome="cancelled" if cancelled else "confirmed",
             reason=data.reason if isinstance(data, OrderCancelled) else None,

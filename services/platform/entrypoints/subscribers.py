@@ -28,6 +28,7 @@ def subscriptions() -> list[Subscription]:
                 EventType.ORDER_CONFIRMED: handlers.on_order_ended,
                 EventType.ORDER_CANCELLED: handlers.on_order_ended,
             },
+            prefetch=handlers.prefetch_order_events,
         )
     ]
 

@@ -725,6 +725,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             if warm["confirmed"] >= 3 * args.window and warm["latency"]["max_ms"] < 5000:
                 break
 
+        await settle(driver, 60)
+        say(f"idle, {args.idle_seconds} s (what the system burns with no orders) ...")
+        idle = await measured(meter, driver, "idle", args.idle_seconds, asyncio.Event().wait)
+        report["idle_cpu_percent"] = idle["cpu_percent"]
+        report["idle_cpu_percent_total"] = idle["cpu_percent_total"]
+        say(f"  idle CPU {idle['cpu_percent_total']} %: {idle['cpu_percent']}")
+
         say(f"closed loop, {args.window} orders in flight, {args.duration} s ...")
         closed = await closed_loop(meter, driver, args.window, args.duration)
         say(f"  {closed['confirmed_per_second']} confirmed orders/s, latency {closed['latency']}")
@@ -831,6 +838,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30, help="closed-loop seconds")
     parser.add_argument("--step-seconds", type=float, default=20, help="open-loop step seconds")
     parser.add_argument("--window", type=int, default=64, help="closed-loop orders in flight")
+    parser.add_argument("--idle-seconds", type=float, default=10, help="idle CPU window")
     parser.add_argument("--rates", type=float, nargs="*", help="open-loop rates (orders/s)")
     parser.add_argument("--max-p99-ms", type=float, default=2000)
     parser.add_argument("--pg-clients", type=int, default=SUBSCRIBERS)

@@ -9,7 +9,8 @@ across a gateway call.
 2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
 3. **Record** (one short transaction for the batch; should it fail, one per row), each row
    fenced on ``status = 'sending' AND attempts = <the claimed attempt>``: ``sent`` with
-   ``sms.sent`` in the outbox; or back to ``pending``
+   ``sms.sent`` in the outbox (all the batch's accepted messages in one statement); or back
+   to ``pending``
    with ``next_attempt_at`` after an exponential, jittered backoff (at least the gateway's
    ``Retry-After``; reminders also wait out quiet hours); or ``failed`` with ``sms.failed``
    once the attempts are spent or the gateway refused for good.
@@ -31,11 +32,12 @@ receipt for a message not recorded yet is refused so that the gateway tries it a
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, String, column, func, select, update, values
 
 from services.notifications.adapters.gateway import (
     Accepted,
@@ -109,36 +111,65 @@ async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError
         return GatewayError(repr(exc)[:500], transient=True)
 
 
+Recorded = Literal["sent", "retry", "failed", "stale"]
+
+
 async def record(
-    tx: Tx, row: Any, outcome: Accepted | GatewayError, policy: DeliveryPolicy
-) -> Literal["sent", "retry", "failed", "stale"]:
-    """Step 3: record what the gateway said, fenced on this claim."""
+    tx: Tx, done: Sequence[tuple[Any, Accepted | GatewayError]], policy: DeliveryPolicy
+) -> list[Recorded]:
+    """Step 3: record what the gateway said about each claimed row, fenced on its claim."""
+    results: dict[int, Recorded] = {}
+    accepted = [(i, row, out) for i, (row, out) in enumerate(done) if isinstance(out, Accepted)]
+    if accepted:
+        claims = values(
+            column("sms_id", String),
+            column("attempts", Integer),
+            column("provider_id", String),
+            name="accepted",
+        ).data([(row.sms_id, row.attempts, out.provider_id) for _, row, out in accepted])
+        rows = await tx.conn.execute(
+            update(sms)
+            .where(
+                sms.c.sms_id == claims.c.sms_id,
+                sms.c.status == "sending",
+                sms.c.attempts == claims.c.attempts,
+            )
+            .values(
+                status="sent", provider_id=claims.c.provider_id, sent_at=func.now(), last_error=None
+            )
+            .returning(sms.c.sms_id)
+        )
+        sent = set(rows.scalars())
+        for i, row, _ in accepted:
+            results[i] = await _sent(tx, row) if row.sms_id in sent else "stale"
+    for i, (row, outcome) in enumerate(done):
+        if isinstance(outcome, GatewayError):
+            results[i] = await _not_sent(tx, row, outcome, policy)
+    return [results[i] for i in range(len(done))]
+
+
+async def _sent(tx: Tx, row: Any) -> Recorded:
+    await tx.emit(
+        SmsSent(
+            sms_id=row.sms_id,
+            to=row.to,
+            locale=pick_locale(row.locale),
+            text=row.text,
+            encoding=row.encoding,
+            segments=row.segments,
+            order_id=row.order_id,
+            purpose=row.purpose,
+            attempts=row.attempts,
+        ),
+        correlation_id=row.order_id,
+    )
+    return "sent"
+
+
+async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPolicy) -> Recorded:
     fence = update(sms).where(
         sms.c.sms_id == row.sms_id, sms.c.status == "sending", sms.c.attempts == row.attempts
     )
-    if isinstance(outcome, Accepted):
-        done = await tx.conn.execute(
-            fence.values(
-                status="sent", provider_id=outcome.provider_id, sent_at=func.now(), last_error=None
-            ).returning(sms.c.sms_id)
-        )
-        if done.first() is None:
-            return "stale"
-        await tx.emit(
-            SmsSent(
-                sms_id=row.sms_id,
-                to=row.to,
-                locale=pick_locale(row.locale),
-                text=row.text,
-                encoding=row.encoding,
-                segments=row.segments,
-                order_id=row.order_id,
-                purpose=row.purpose,
-                attempts=row.attempts,
-            ),
-            correlation_id=row.order_id,
-        )
-        return "sent"
     error = str(outcome)[:1000]
     if outcome.transient and not policy.retry.exhausted(row.attempts):
         now = datetime.now(UTC)
@@ -183,7 +214,7 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
     done = list(zip(rows, outcomes, strict=True))
     try:
         async with uow.begin() as tx:
-            results = [await record(tx, row, outcome, policy) for row, outcome in done]
+            results = await record(tx, done, policy)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -193,7 +224,7 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
         results = []
         for row, outcome in done:
             async with uow.begin() as tx:
-                results.append(await record(tx, row, outcome, policy))
+                results += await record(tx, [(row, outcome)], policy)
     for (row, _), result in zip(done, results, strict=True):
         if result == "stale":
             log.warning("sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts)

@@ -339,8 +339,11 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
 
 
 async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's orders in the same order as :func:`prefetch_order_events` does."""
-    await _lock_orders(tx, [p.data.order_id for p in batch if isinstance(p.data, StockReserved)])
+    """Lock the batch's orders in the same order as :func:`prefetch_order_events` does, then
+    read which of them are confirmed already."""
+    order_ids = [p.data.order_id for p in batch if isinstance(p.data, StockReserved)]
+    await _lock_orders(tx, order_ids)
+    await _load_confirmations(tx, order_ids)
 
 
 async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:

@@ -7,13 +7,14 @@ Outbox rows, and other rows that nothing reads back in the transaction
 (:meth:`Tx.insert_later`, :meth:`Tx.update_later`), are written just before it commits, one
 statement per table (a batch of records handled together emits many events).
 
-A batch's records are handled in one transaction; its subscription may load in one statement
-what their handlers will read (``Subscription.prefetch``), and repositories keep what they
-loaded in :attr:`Tx.identity`: one copy of each row per transaction, however many of the
-batch's records touch it. A transaction that added outbox rows
-wakes the relay once it commits; one that queued other work for a loop of the service says
-so with :meth:`Tx.signal`, and that loop is woken. A commit that queued nothing wakes
-nothing (no empty relay transaction after every commit).
+A batch's records are handled in one transaction. Its subscription may load and lock, in a
+few statements, what their handlers will read (``Subscription.prefetch``); repositories keep
+what they loaded in :attr:`Tx.identity`, one copy of each row per transaction however many
+of the batch's records touch it.
+
+A transaction that added outbox rows wakes the relay once it commits; one that queued other
+work for a loop of the service says so with :meth:`Tx.signal`, and that loop is woken. A
+commit that queued nothing wakes nothing (no empty relay transaction after every commit).
 """
 
 from collections import defaultdict

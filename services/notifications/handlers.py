@@ -100,12 +100,14 @@ class SellerShare:
 
 
 async def _lock_orders(tx: Tx, order_ids: Iterable[str]) -> None:
-    """Take the per-order advisory locks not held yet, in one fixed order."""
+    """Take the per-order advisory locks not held yet, in the order of their lock keys (two
+    transactions never wait for each other's keys in opposite orders, even where two ids
+    share a key)."""
     todo = tx.unknown(LOCKED, order_ids)
     if not todo:
         return
     ids = func.unnest(bindparam("ids", todo, ARRAY(String))).table_valued("id").render_derived()
-    in_order = select(ids.c.id).order_by(ids.c.id).subquery()
+    in_order = select(ids.c.id).order_by(func.hashtext(ids.c.id), ids.c.id).subquery()
     await tx.conn.execute(
         select(func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(in_order.c.id)))
     )

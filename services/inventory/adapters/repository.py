@@ -49,7 +49,6 @@ class StockRepository:
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
         self.conn = tx.conn
-        self.known = tx.identity
 
     async def prepare(self, placed: dict[str, list[str]], ended: Iterable[str]) -> None:
         """Load what handling a batch needs: the holds of its orders, the lines held by those
@@ -60,7 +59,7 @@ class StockRepository:
         await self.load_holds([*placed, *ended])
         await self.products(skus)
         await self._load_held(ended)
-        held = [h.lot_id for o in ended for h in self.known[HELD, o]]
+        held = [h.lot_id for o in ended for h in self.tx.identity[HELD, o]]
         await self._load_lots(skus, held)
 
     async def products(self, skus: Iterable[str]) -> dict[str, Product]:
@@ -74,7 +73,7 @@ class StockRepository:
             )
             found = {r.sku: Product(r.sku, r.seller_id, r.unit_price_fen) for r in rows}
             self.tx.remember(PRODUCT, todo, found)
-        found = {sku: self.known[PRODUCT, sku] for sku in skus}
+        found = {sku: self.tx.identity[PRODUCT, sku] for sku in skus}
         return {sku: product for sku, product in found.items() if product is not None}
 
     async def _load_lots(self, skus: Iterable[str] = (), lot_ids: Iterable[str] = ()) -> None:
@@ -92,10 +91,10 @@ class StockRepository:
         )
         of_sku: dict[str, list[str]] = {sku: [] for sku in by_sku}
         for r in rows:
-            if (LOT, r.lot_id) not in self.known:
+            if (LOT, r.lot_id) not in self.tx.identity:
                 lot = Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before)
                 counters = Counters(r.received, r.available, r.reserved, r.sold, r.spoiled)
-                self.known[LOT, r.lot_id] = LotState(lot, counters)
+                self.tx.identity[LOT, r.lot_id] = LotState(lot, counters)
             if r.sku in of_sku:
                 of_sku[r.sku].append(r.lot_id)
         self.tx.remember(LOTS_OF, by_sku, of_sku)
@@ -104,8 +103,9 @@ class StockRepository:
         """The lots of these SKUs, locked, each with what is available now."""
         skus = sorted(set(skus))
         await self._load_lots(skus)
+        known = self.tx.identity
         states: list[LotState] = [
-            self.known[LOT, lot_id] for sku in skus for lot_id in self.known[LOTS_OF, sku]
+            known[LOT, lot_id] for sku in skus for lot_id in known[LOTS_OF, sku]
         ]
         return [
             replace(s.lot, available=s.counters.available)
@@ -127,7 +127,7 @@ class StockRepository:
 
     async def reservation_status(self, order_id: str) -> HoldStatus | None:
         await self.load_holds([order_id])
-        return cast(HoldStatus | None, self.known[HOLD, order_id])
+        return cast(HoldStatus | None, self.tx.identity[HOLD, order_id])
 
     async def create_reservation(
         self, order_id: str, status: HoldStatus, takes: list[Take]
@@ -144,16 +144,16 @@ class StockRepository:
         ).first()
         if inserted is None:
             return False
-        self.known[HOLD, order_id] = status
+        self.tx.identity[HOLD, order_id] = status
         held = []
         for t in takes:
             self.tx.insert_later(
                 reservation_lines,
                 {"order_id": order_id, "lot_id": t.lot_id, "quantity": t.quantity},
             )
-            state: LotState = self.known[LOT, t.lot_id]
+            state: LotState = self.tx.identity[LOT, t.lot_id]
             held.append(Held(t.lot_id, t.quantity, state.lot.best_before))
-        self.known[HELD, order_id] = sorted(held, key=lambda h: h.lot_id)
+        self.tx.identity[HELD, order_id] = sorted(held, key=lambda h: h.lot_id)
         return True
 
     async def _load_held(self, order_ids: Iterable[str]) -> None:
@@ -179,7 +179,7 @@ class StockRepository:
     async def held_lines(self, order_id: str) -> list[Held]:
         """The lots an order holds stock in (those lots locked), in lot order."""
         await self._load_held([order_id])
-        held: list[Held] = self.known[HELD, order_id]
+        held: list[Held] = self.tx.identity[HELD, order_id]
         await self._load_lots(lot_ids=[h.lot_id for h in held])
         return held
 
@@ -187,7 +187,7 @@ class StockRepository:
         """Add each move's deltas to its lot's counters (the lot is locked and loaded);
         ``Counters.apply`` refuses a move that would break them. Written at commit."""
         for move in moves:
-            state: LotState = self.known[LOT, move.lot_id]
+            state: LotState = self.tx.identity[LOT, move.lot_id]
             state.counters = c = state.counters.apply(move)
             self.tx.update_later(
                 lots,
@@ -204,7 +204,7 @@ class StockRepository:
 
     async def set_status(self, order_id: str, status: HoldStatus) -> None:
         """Set the hold's status (it was loaded, so locked); written at commit."""
-        self.known[HOLD, order_id] = status
+        self.tx.identity[HOLD, order_id] = status
         row = {"order_id": order_id, "status": status, "updated_at": datetime.now(UTC)}
         self.tx.update_later(reservations, "order_id", row)
 
@@ -233,7 +233,7 @@ class StockRepository:
 
     async def lock_lot(self, lot_id: str) -> Counters | None:
         await self._load_lots(lot_ids=[lot_id])
-        state: LotState | None = self.known.get((LOT, lot_id))
+        state: LotState | None = self.tx.identity.get((LOT, lot_id))
         return None if state is None else state.counters
 
     async def add_lot(self, lot: LotSeed) -> bool:

@@ -4,6 +4,7 @@ bearer-token authentication (:func:`require`) and a limit on request bodies."""
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -168,7 +169,9 @@ def create_app(title: str, db: Database, settings: Settings) -> FastAPI:
         return invalid(exc)
 
     @app.exception_handler(DBAPIError)
-    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+    @app.exception_handler(asyncpg.PostgresError)  # statements run on the driver itself
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
         if not is_transient(exc):
             raise exc
         response = problem(503, "Service Unavailable", "the database is not reachable; retry")

@@ -16,9 +16,9 @@ import logging
 import zlib
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, select
 
-from shared.db import Database, is_transient
+from shared.db import Database, driver, is_transient
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
 from shared.metrics import OUTBOX_PUBLISHED
@@ -67,6 +67,12 @@ class OutboxRelay:
         self.busy_retry_seconds = busy_retry_seconds
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{db.schema}".encode())
+        table = driver.qualified(outbox)
+        self._unsent = (
+            f"SELECT id, topic, key, value, headers FROM {table}"
+            " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+        )
+        self._mark_sent = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
 
     def wake(self) -> None:
         """Called after a commit that may have added rows: publish them without waiting."""
@@ -97,36 +103,26 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of unsent rows; returns how many were published, or
         :data:`LOCKED` when another instance's relay holds the schema's lock."""
-        o = self.outbox
         self._wake.clear()  # before reading, so that a commit from now on is not missed
-        async with self.db.engine.begin() as conn:
-            got = await conn.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
-            if not got:
+        # On the driver: a relay batch is three statements, run after every commit.
+        async with driver.transaction(self.db.engine) as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 return LOCKED
-            rows = (
-                await conn.execute(
-                    select(o.c.id, o.c.topic, o.c.key, o.c.value, o.c.headers)
-                    .where(o.c.sent_at.is_(None))
-                    .order_by(o.c.id)
-                    .limit(self.batch_size)
-                )
-            ).all()
+            rows = await conn.fetch(self._unsent, self.batch_size)
             if not rows:
                 return 0
             futures = [
                 await self.producer.send(
-                    row.topic,
-                    value=row.value,
-                    key=row.key,
-                    headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+                    row["topic"],
+                    value=row["value"],
+                    key=row["key"],
+                    headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
                 )
                 for row in rows
             ]
             await asyncio.gather(*futures)
             failpoint(RELAY_AFTER_PUBLISH)
-            await conn.execute(
-                update(o).where(o.c.id.in_([r.id for r in rows])).values(sent_at=func.now())
-            )
+            await conn.execute(self._mark_sent, [row["id"] for row in rows])
         OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
 

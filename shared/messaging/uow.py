@@ -21,13 +21,14 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
+from shared.db.driver import arguments, driver, insert_sql, qualified, update_sql
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
 from shared.telemetry import current_trace_headers
 
@@ -68,24 +69,19 @@ class Tx:
 
     async def claim(self, key: str, topic: str) -> bool:
         """Record ``key`` as handled; False if it already was (a duplicate delivery)."""
-        stmt = (
-            pg_insert(self.inbox)
-            .values(key=key, topic=topic)
-            .on_conflict_do_nothing()
-            .returning(self.inbox.c.key)
-        )
-        return (await self.conn.execute(stmt)).first() is not None
+        return (await self.claim_all([key], topic))[0]
 
     async def claim_all(self, keys: Sequence[str], topic: str) -> list[bool]:
         """:meth:`claim` for many keys in one statement; a key repeated in ``keys`` is
         claimed by its first occurrence only."""
-        stmt = (
-            pg_insert(self.inbox)
-            .values([{"key": key, "topic": topic} for key in dict.fromkeys(keys)])
-            .on_conflict_do_nothing()
-            .returning(self.inbox.c.key)
+        result = await self.conn.exec_driver_sql(
+            # One statement text for any number of keys (compiled and prepared once); being
+            # a transaction's first statement, it goes through SQLAlchemy, which begins it.
+            f"INSERT INTO {qualified(self.inbox)} (key, topic) SELECT unnest($1::text[]), $2"
+            " ON CONFLICT DO NOTHING RETURNING key",
+            (list(dict.fromkeys(keys)), topic),
         )
-        new = set((await self.conn.execute(stmt)).scalars())
+        new = set(result.scalars())
         claimed = []
         for key in keys:
             claimed.append(key in new)
@@ -146,20 +142,29 @@ class Tx:
     async def flush(self) -> None:
         """Write the rows held for the commit now: before reading them back in this
         transaction (the commit calls it too)."""
+        if not self.unwritten and not self.unupdated:
+            return
+        raw = await driver(self.conn)
         for table, rows in self.unwritten.items():
-            await self.conn.execute(insert(table), rows)
+            for columns, run in groupby(rows, key=_columns):  # in order: serial ids ascend
+                await raw.executemany(
+                    insert_sql(table, columns), [arguments(table, columns, r) for r in run]
+                )
         self.unwritten.clear()
         shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}
         for (table, key, _), row in self.unupdated.items():
-            shapes.setdefault((table, key, tuple(sorted(row))), []).append(row)
+            changed = tuple(sorted(c for c in row if c != key))
+            shapes.setdefault((table, key, changed), []).append(row)
         for (table, key, columns), rows in shapes.items():
-            stmt = (
-                update(table)
-                .where(table.c[key] == bindparam(f"_{key}"))
-                .values({c: bindparam(f"_{c}") for c in columns if c != key})
+            await raw.executemany(
+                update_sql(table, key, columns),
+                [arguments(table, (key, *columns), r) for r in rows],
             )
-            await self.conn.execute(stmt, [{f"_{c}": v for c, v in r.items()} for r in rows])
         self.unupdated.clear()
+
+
+def _columns(row: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(row)
 
 
 OUTBOX = "outbox"

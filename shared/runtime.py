@@ -42,7 +42,7 @@ class Service:
     http_port: int | None = None
 
     def subscribe(self, subscription: Subscription) -> None:
-        self.consumer.register(self.broker, subscription)
+        self.consumer.register(subscription)
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set or the process is asked to terminate."""
@@ -53,6 +53,7 @@ class Service:
         tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
         server = None
         try:
+            self.consumer.attach(self.broker)
             await self.broker.start()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
             tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
@@ -111,6 +112,9 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         client_id=f"caravan-{name}-consumer",
         security=broker_security(settings),
         logger=logging.getLogger(f"faststream.{name}"),
+        # No dependency injection per message (it costs a thread-pool round trip for each):
+        # the one handler takes the records themselves (``Consumer.attach``).
+        apply_types=False,
     )
     consumer = Consumer(
         service=name,

@@ -6,12 +6,18 @@ transaction commits (FastStream acks after the handler returns). A record that c
 parsed, or whose handler fails every bounded attempt, is copied to ``<topic>.dlq`` through
 the outbox with headers saying why; database and network faults are retried without bound.
 
-With ``batch_size`` above 1 a subscriber takes up to that many records at once and handles
-them all in ONE transaction (one inbox insert for all, each handler in turn, one commit),
-then commits their offsets once. Should any record of the batch be poison, or any handler
-or the commit fail, that transaction is rolled back and the batch is handled again one
-record at a time exactly as above, so dead-lettering, retries and ordering per key do not
-depend on the batching.
+A service reads all its topics with ONE Kafka consumer (one group member, one fetch and
+one offset commit per poll, however many topics). With ``batch_size`` above 1 it takes up
+to that many records at once, of any of its topics, and handles them all in ONE
+transaction (one inbox insert for all, the subscriptions' prefetches, each handler in turn,
+one commit), then commits their offsets once. Should any record of the batch be poison, or
+any handler or the commit fail, that transaction is rolled back and the batch is handled
+again one record at a time exactly as above, so dead-lettering, retries and ordering per
+key do not depend on the batching.
+
+A batch's records are handled a subscription at a time. A subscription's handlers write
+some rows at commit that nothing of theirs reads back (``Tx.update_later``), but another
+subscription's may: those rows are written before the batch moves on to the next one.
 """
 
 import asyncio
@@ -22,10 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
 
 from shared.db import is_transient
 from shared.events.registry import Parsed, PoisonRecord, parse_record
@@ -59,9 +67,17 @@ class Subscription:
     prefetch: Prefetch | None = None
 
 
+async def _records(msg: StreamMessage[Any]) -> Any:
+    """The decoder of the service's subscriber: the handler takes the records as aiokafka
+    gave them (``parse_record`` parses and validates each). With the broker's ``apply_types``
+    off, FastStream calls the handler with what this returns, and nothing else."""
+    return msg.raw_message
+
+
 @dataclass
 class Consumer:
-    """Wires a service's subscriptions onto a FastStream broker, all in one consumer group."""
+    """Wires a service's subscriptions onto a FastStream broker: one subscriber (one Kafka
+    consumer) for all their topics, in the service's consumer group."""
 
     service: str
     group_id: str
@@ -70,38 +86,51 @@ class Consumer:
     batch_size: int = 1
     batch_timeout_ms: int = 10
     subscriptions: list[Subscription] = field(default_factory=list)
+    attached: bool = False
 
-    def register(self, broker: KafkaBroker, subscription: Subscription) -> None:
+    def register(self, subscription: Subscription) -> None:
+        """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all."""
+        assert not self.attached, "subscriptions are registered before the broker starts"
+        assert all(s.topic != subscription.topic for s in self.subscriptions)
         self.subscriptions.append(subscription)
+
+    def attach(self, broker: KafkaBroker) -> None:
+        """Subscribe ``broker`` to the registered subscriptions' topics, in one subscriber."""
+        if self.attached:
+            return
+        self.attached = True
         subscriber = partial(
             broker.subscriber,
-            subscription.topic.value,
+            *(s.topic.value for s in self.subscriptions),
             group_id=self.group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            title=f"{self.service}:{subscription.topic.value}",
+            title=self.service,
+            decoder=_records,
         )
         if self.batch_size > 1:
 
-            async def on_batch(msg: KafkaMessage) -> None:
-                records = msg.raw_message
+            async def on_batch(records: tuple[ConsumerRecord, ...]) -> None:
                 assert isinstance(records, tuple)
-                await self.dispatch_batch(subscription, records)
+                await self.dispatch_batch(records)
 
             subscriber(
                 batch=True, max_records=self.batch_size, batch_timeout_ms=self.batch_timeout_ms
             )(on_batch)
             return
 
-        async def on_message(msg: KafkaMessage) -> None:
-            record = msg.raw_message
+        async def on_message(record: ConsumerRecord) -> None:
             assert isinstance(record, ConsumerRecord)
-            await self.dispatch(subscription, record)
+            await self.dispatch(record)
 
         subscriber()(on_message)
 
-    async def dispatch(self, sub: Subscription, record: ConsumerRecord) -> None:
+    def _subscription(self, record: ConsumerRecord) -> Subscription:
+        return next(s for s in self.subscriptions if s.topic.value == record.topic)
+
+    async def dispatch(self, record: ConsumerRecord) -> None:
         started = time.perf_counter()
+        sub = self._subscription(record)
         topic = sub.topic.value
         try:
             parsed = parse_record(sub.topic, record.value)
@@ -118,15 +147,23 @@ class Consumer:
         CONSUMED.labels(self.service, topic, outcome).inc()
         HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
 
-    async def dispatch_batch(self, sub: Subscription, records: Sequence[ConsumerRecord]) -> None:
-        """Handle ``records`` in one transaction, or one by one if that fails."""
+    async def dispatch_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """Handle ``records`` (of any of the topics) in one transaction, or one by one if
+        that fails."""
         if len(records) == 1:
-            await self.dispatch(sub, records[0])
+            await self.dispatch(records[0])
             return
         started = time.perf_counter()
+        # A subscription's records together (each partition's stay in order): see _handle_batch.
+        order = {sub.topic.value: i for i, sub in enumerate(self.subscriptions)}
+        records = sorted(records, key=lambda record: order[record.topic])
+        subs = [self._subscription(record) for record in records]
         try:
-            parsed = [parse_record(sub.topic, record.value) for record in records]
-            outcomes = await self._handle_batch(sub, records, parsed)
+            parsed = [
+                parse_record(sub.topic, record.value)
+                for sub, record in zip(subs, records, strict=True)
+            ]
+            outcomes = await self._handle_batch(subs, records, parsed)
         except asyncio.CancelledError:
             raise
         except PoisonRecord:
@@ -136,36 +173,48 @@ class Consumer:
             outcomes = None
         if outcomes is None:
             for record in records:
-                await self.dispatch(sub, record)
+                await self.dispatch(record)
             return
-        topic = sub.topic.value
         each = (time.perf_counter() - started) / len(records)
-        for outcome in outcomes:
-            CONSUMED.labels(self.service, topic, outcome).inc()
+        for record, outcome in zip(records, outcomes, strict=True):
+            CONSUMED.labels(self.service, record.topic, outcome).inc()
             if outcome != "skipped":
-                HANDLER_SECONDS.labels(self.service, topic).observe(each)
+                HANDLER_SECONDS.labels(self.service, record.topic).observe(each)
 
     async def _handle_batch(
-        self, sub: Subscription, records: Sequence[ConsumerRecord], parsed: list[Parsed]
+        self, subs: list[Subscription], records: Sequence[ConsumerRecord], parsed: list[Parsed]
     ) -> list[str]:
-        handlers = [sub.handlers.get(EventType(p.envelope.type)) for p in parsed]
+        handlers = [
+            sub.handlers.get(EventType(p.envelope.type))
+            for sub, p in zip(subs, parsed, strict=True)
+        ]
         todo = [i for i, handler in enumerate(handlers) if handler is not None]
         outcomes = ["skipped"] * len(records)
         if not todo:
             return outcomes
         async with self.uow.begin() as tx:
             keys = [f"{parsed[i].envelope.source}|{parsed[i].envelope.id}" for i in todo]
-            claimed = await tx.claim_all(keys, sub.topic.value)
-            if sub.prefetch is not None:
-                firsts = [parsed[i] for i, fresh in zip(todo, claimed, strict=True) if fresh]
-                await sub.prefetch(tx, firsts)
+            claimed = await tx.claim_all(keys, [records[i].topic for i in todo])
+            # Each prefetch once, with the new records of every subscription that shares it.
+            prefetches: dict[Prefetch, list[Parsed]] = {}
+            for i, fresh in zip(todo, claimed, strict=True):
+                prefetch = subs[i].prefetch
+                if fresh and prefetch is not None:
+                    prefetches.setdefault(prefetch, []).append(parsed[i])
+            for prefetch, batch in prefetches.items():
+                await prefetch(tx, batch)
+            previous = None
             for i, new in zip(todo, claimed, strict=True):
                 handler = handlers[i]
                 assert handler is not None
                 if not new:
                     outcomes[i] = "duplicate"
                     continue
-                with self._context(sub, records[i], parsed[i]):
+                if previous is not None and subs[i] is not previous:
+                    # A subscription's handlers may read what another's wrote at commit.
+                    await tx.flush()
+                previous = subs[i]
+                with self._context(subs[i], records[i], parsed[i]):
                     await handler(tx.caused_by(parsed[i].envelope), parsed[i])
                 outcomes[i] = "handled"
         return outcomes

@@ -69,17 +69,21 @@ class Tx:
 
     async def claim(self, key: str, topic: str) -> bool:
         """Record ``key`` as handled; False if it already was (a duplicate delivery)."""
-        return (await self.claim_all([key], topic))[0]
+        return (await self.claim_all([key], [topic]))[0]
 
-    async def claim_all(self, keys: Sequence[str], topic: str) -> list[bool]:
-        """:meth:`claim` for many keys in one statement; a key repeated in ``keys`` is
-        claimed by its first occurrence only."""
+    async def claim_all(self, keys: Sequence[str], topics: Sequence[str]) -> list[bool]:
+        """:meth:`claim` for many keys (each of its topic) in one statement; a key repeated
+        in ``keys`` is claimed by its first occurrence only."""
+        first: dict[str, str] = {}
+        for key, topic in zip(keys, topics, strict=True):
+            first.setdefault(key, topic)
         result = await self.conn.exec_driver_sql(
             # One statement text for any number of keys (compiled and prepared once); being
             # a transaction's first statement, it goes through SQLAlchemy, which begins it.
-            f"INSERT INTO {qualified(self.inbox)} (key, topic) SELECT unnest($1::text[]), $2"
+            f"INSERT INTO {qualified(self.inbox)} (key, topic)"
+            " SELECT * FROM unnest($1::text[], $2::text[])"
             " ON CONFLICT DO NOTHING RETURNING key",
-            (list(dict.fromkeys(keys)), topic),
+            (list(first), list(first.values())),
         )
         new = set(result.scalars())
         claimed = []

@@ -144,11 +144,11 @@ async def test_concurrent_orders_on_two_payments_instances_never_exceed_the_limi
     await set_limit(admin, who, 5 * 3500)
     caravan.procs.start(("payments",), instance=2)
     try:
-        # Each instance has one consumer per subscribed topic: four members when both run.
+        # Each instance has one consumer for all its topics: two members when both run.
         deadline = asyncio.get_running_loop().time() + 60
         while await _group_members(caravan.infra.kafka_bootstrap, "caravan-payments") != (
             "Stable",
-            4,
+            2,
         ):
             assert asyncio.get_running_loop().time() < deadline, "instance 2 did not join"
             caravan.procs.check_alive()
@@ -309,6 +309,48 @@ async def test_one_batch_of_a_buyers_orders_never_exceeds_the_limit(
         "outstanding_fen": 15_000,
         "available_fen": 0,
     }
+
+
+async def test_a_batch_of_reservations_and_their_cancellations_voids_each_loan(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # Published while payments is down, reservations (inventory.events.v1) and then their
+    # cancellations (orders.events.v1) reach its one consumer as one backlog, handled in one
+    # transaction: the cancellations must see the loans that the reservations made in it.
+    who = buyer("mixed")
+    await set_limit(admin, who, 10 * 3_000)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    reservations = [event(reserved(order_id, who, 30)) for order_id in ids]
+    cancels = [
+        event(OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="cancelled_by_buyer"))
+        for order_id in ids
+    ]
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        for e in reservations:
+            await _publish(caravan, e, Topic.INVENTORY_EVENTS, e.data["order_id"])
+        for e in cancels:
+            await _publish(caravan, e, Topic.ORDER_EVENTS, e.data["order_id"])
+    finally:
+        await caravan.restart(("payments",))
+    await _handled(caravan, *reservations, *cancels)
+    mixed = await caravan.scalar(
+        "select count(*) from (select 1 from payments.inbox where key = any(:k)"
+        " group by xmin::text having count(distinct topic) = 2) t",
+        k=[f"{e.source}|{e.id}" for e in reservations + cancels],
+    )
+    assert mixed >= 1  # a transaction handled records of both topics: the path under test
+    statuses = await caravan.sql(
+        "select status, count(*) from payments.payments where order_id = any(:o) group by status",
+        o=ids,
+    )
+    assert [tuple(row) for row in statuses] == [("voided", 4)]
+    loans = await caravan.sql(
+        "select status, count(*) from payments.loans where order_id = any(:o) group by status",
+        o=ids,
+    )
+    assert [tuple(row) for row in loans] == [("voided", 4)]
+    assert (await credit(admin, who))["available_fen"] == 30_000
 
 
 async def test_a_cancellation_before_the_reservation_means_no_loan(

@@ -12,8 +12,8 @@ first, by any instance, so both handlers take the same per-order advisory lock; 
 comes second queues the texts, keyed by the ``order.confirmed`` event id.
 
 What the handlers read (recipients, confirmations, sellers, product names, opt-outs) goes
-through the transaction's identity map, which :func:`prefetch_order_events` fills for a
-whole batch of ``orders.events.v1`` in a few statements, after locking its orders.
+through the transaction's identity map, which :func:`prefetch` fills for a whole batch of
+order and inventory events in a few statements, after locking its orders.
 """
 
 import logging
@@ -165,15 +165,18 @@ async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
     tx.remember(OPTED_OUT, todo, dict.fromkeys(rows.scalars(), True))
 
 
-async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's confirmed orders, then read what its handlers will need."""
+async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Lock the batch's confirmed and reserved orders (in one statement, so in one order),
+    then read what its handlers will need. Order and inventory events share it: a batch
+    brings both."""
     confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
     cancelled = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled)]
+    reserved = [p.data.order_id for p in batch if isinstance(p.data, StockReserved)]
+    await _lock_orders(tx, confirmed + reserved)
+    await _load_confirmations(tx, confirmed + reserved)
     if not confirmed and not cancelled:
         return
-    await _lock_orders(tx, confirmed)
     await _load_recipients(tx, confirmed + cancelled)
-    await _load_confirmations(tx, confirmed)
     await _load_sellers(tx, confirmed)
     found = [tx.identity[RECIPIENT, o] for o in confirmed + cancelled]
     buyers = [r for r in found if r is not None]
@@ -338,14 +341,6 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             order_id=d.order_id,
         )
     await _queue_seller_texts(tx, d.order_id)
-
-
-async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's orders in the same order as :func:`prefetch_order_events` does, then
-    read which of them are confirmed already."""
-    order_ids = [p.data.order_id for p in batch if isinstance(p.data, StockReserved)]
-    await _lock_orders(tx, order_ids)
-    await _load_confirmations(tx, order_ids)
 
 
 async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:

@@ -57,17 +57,33 @@ def void_txn(order_id: str) -> str:
     return f"void:{order_id}"
 
 
+PAYMENT = "payments.payment"
+
+
+async def _load_payments(tx: Tx, order_ids: Iterable[str]) -> None:
+    """Lock these orders' payment rows (those that exist), in one statement."""
+    todo = tx.unknown(PAYMENT, order_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(
+        select(payments.c.order_id)
+        .where(payments.c.order_id.in_(todo))
+        .order_by(payments.c.order_id)
+        .with_for_update()
+    )
+    tx.remember(PAYMENT, todo, {r.order_id: True for r in rows})
+
+
 async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
-    """Create the order's payment row; False if the order already has one."""
-    row = (
-        await tx.conn.execute(
-            pg_insert(payments)
-            .values(order_id=order_id, **values)
-            .on_conflict_do_nothing()
-            .returning(payments.c.order_id)
-        )
-    ).first()
-    return row is not None
+    """Create the order's payment row (written at commit); False if the order already has
+    one. Should another transaction write one meanwhile (two instances during a rebalance),
+    this one fails at commit and is retried, and then sees it."""
+    await _load_payments(tx, [order_id])
+    if tx.identity[PAYMENT, order_id]:
+        return False
+    tx.identity[PAYMENT, order_id] = True
+    tx.insert_later(payments, {"order_id": order_id, **values})
+    return True
 
 
 def _payables(data: StockReserved) -> dict[str, int]:
@@ -120,7 +136,9 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
 
 
 async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the credit lines of the batch's microloan orders, in one statement."""
+    """Lock the batch's payment rows, then the credit lines of its microloan orders: one
+    statement each."""
+    await _load_payments(tx, (p.data.order_id for p in batch if isinstance(p.data, StockReserved)))
     await _load_credit(
         tx,
         (
@@ -161,7 +179,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             tx,
             data.order_id,
             status="charging",
-            next_attempt_at=func.now(),
+            next_attempt_at=datetime.now(UTC),
             trace_headers=current_trace_headers(),
             **base,
         ):

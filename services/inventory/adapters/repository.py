@@ -133,18 +133,13 @@ class StockRepository:
         self, order_id: str, status: HoldStatus, takes: list[Take]
     ) -> bool:
         """Record the order's hold and the lots it took from (the lots' counters are moved
-        separately); False if this order already has a reservation (or a rejection)."""
-        inserted = (
-            await self.conn.execute(
-                pg_insert(reservations)
-                .values(order_id=order_id, status=status)
-                .on_conflict_do_nothing()
-                .returning(reservations.c.order_id)
-            )
-        ).first()
-        if inserted is None:
+        separately), written at commit; False if this order already has a reservation (or
+        a rejection). Should another transaction write one meanwhile (two instances during
+        a rebalance), this one fails at commit and is retried, and then sees it."""
+        if await self.reservation_status(order_id) is not None:
             return False
         self.tx.identity[HOLD, order_id] = status
+        self.tx.insert_later(reservations, {"order_id": order_id, "status": status})
         held = []
         for t in takes:
             self.tx.insert_later(

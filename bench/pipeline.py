@@ -783,10 +783,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         say(f"  {closed['confirmed_per_second']} confirmed orders/s, latency {closed['latency']}")
         report["closed_loop"] = closed
 
-        rates = (
-            []
-            if args.quick
-            else args.rates or [round(f * closed["confirmed_per_second"]) for f in FRACTIONS]
+        rates = args.rates or (
+            [] if args.quick else [round(f * closed["confirmed_per_second"]) for f in FRACTIONS]
         )
         steps: list[dict[str, Any]] = []
         for rate in [r for r in rates if r > 0]:
@@ -903,7 +901,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the closed loop only (no ceilings, no open loop): to compare one change",
+        help="no ceilings, and no open loop unless --rates names its steps: to compare a change",
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)

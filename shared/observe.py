@@ -4,7 +4,10 @@ age, and its consumer group's lag per partition."""
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 
 from shared.messaging import kafka_admin
@@ -33,28 +36,53 @@ async def sample_outbox(service: Service) -> None:
     OUTBOX_OLDEST_SECONDS.labels(service.name).set(float(row[1]))
 
 
-async def sample_lag(service: Service) -> None:
-    bootstrap = service.settings.kafka_bootstrap_servers
-    group = service.consumer.group_id
-    async with kafka_admin.group_client(bootstrap, group, service.settings) as consumer:
-        for sub in service.consumer.subscriptions:
-            for p in await kafka_admin.offsets(consumer, sub.topic.value):
-                CONSUMER_LAG.labels(service.name, sub.topic.value, str(p.partition)).set(p.lag)
+@dataclass
+class LagSampler:
+    """Samples the service's consumer lag through one group client, kept open between
+    samples (opening one costs connections, a handshake and metadata, every few seconds in
+    every service) and opened again after a failure."""
+
+    service: Service
+    stack: AsyncExitStack | None = None
+    client: AIOKafkaConsumer | None = None
+
+    async def sample(self) -> None:
+        if self.client is None:
+            self.stack = AsyncExitStack()
+            settings = self.service.settings
+            self.client = await self.stack.enter_async_context(
+                kafka_admin.group_client(
+                    settings.kafka_bootstrap_servers, self.service.consumer.group_id, settings
+                )
+            )
+        try:
+            for sub in self.service.consumer.subscriptions:
+                topic = sub.topic.value
+                for p in await kafka_admin.offsets(self.client, topic):
+                    CONSUMER_LAG.labels(self.service.name, topic, str(p.partition)).set(p.lag)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        stack, self.stack, self.client = self.stack, None, None
+        if stack is not None:
+            await stack.aclose()
 
 
 async def observe_loop(service: Service, interval: float = 5.0) -> None:
     """Sample the figures until cancelled; a failed sample is logged and tried again."""
-    probes: list[Probe] = [
-        lambda: sample_outbox(service),
-        lambda: sample_lag(service),
-        *service.probes,
-    ]
-    while True:
-        for probe in probes:
-            try:
-                await probe()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("metrics sample failed: %r", exc)
-        await asyncio.sleep(interval)
+    lag = LagSampler(service)
+    probes: list[Probe] = [lambda: sample_outbox(service), lag.sample, *service.probes]
+    try:
+        while True:
+            for probe in probes:
+                try:
+                    await probe()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("metrics sample failed: %r", exc)
+            await asyncio.sleep(interval)
+    finally:
+        await lag.close()

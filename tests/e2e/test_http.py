@@ -1,5 +1,8 @@
 """The storefront HTTP API of the orders service, against the running system."""
 
+import asyncio
+import re
+
 from tests.harness import System, ref
 
 BODY = {
@@ -59,6 +62,28 @@ async def test_unknown_order_is_404_and_health_and_metrics_answer(caravan: Syste
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     metrics = await http.get("/metrics")
     assert "caravan_records_consumed_total" in metrics.text
+
+
+async def test_metrics_report_the_consumer_lag_of_every_topic_sample_after_sample(
+    caravan: System,
+) -> None:
+    # The lag is sampled every 5 s through one group client, kept open between samples.
+    log = caravan.procs.log_dir / "orders.log"
+    logged_before = log.stat().st_size
+    http = caravan.client
+    placed = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("HTTP")})
+    assert (await caravan.outcome(placed.json()["order_id"])).type == "order.confirmed"
+    await asyncio.sleep(11)  # two samples at least
+    lag: dict[str, float] = {}
+    for line in (await http.get("/metrics")).text.splitlines():
+        found = re.match(r"caravan_consumer_lag\{(.*)\} (\S+)$", line)
+        if found and 'service="orders"' in found.group(1):
+            topic = re.search(r'topic="([^"]+)"', found.group(1))
+            assert topic is not None
+            lag[topic.group(1)] = lag.get(topic.group(1), 0) + float(found.group(2))
+    assert set(lag) == {"orders.requests.v1", "inventory.events.v1", "payments.events.v1"}
+    assert all(value >= 0 for value in lag.values())
+    assert b"metrics sample failed" not in log.read_bytes()[logged_before:]
 
 
 async def test_cancel_answers_409_after_confirmation_and_keeps_an_earlier_reason(

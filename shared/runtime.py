@@ -79,6 +79,7 @@ class Service:
             log.info("%s stopping", self.name)
             if server is not None:
                 server.should_exit = True
+            await self.consumer.offsets.close()
             await self.broker.stop()
             for task in tasks:
                 if not task.done() and task.get_name() != f"{self.name}-http":

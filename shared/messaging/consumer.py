@@ -23,16 +23,16 @@ subscription's may: those rows are written before the batch moves on to the next
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from shared.db import is_transient
@@ -67,11 +67,92 @@ class Subscription:
     prefetch: Prefetch | None = None
 
 
-async def _records(msg: StreamMessage[Any]) -> Any:
-    """The decoder of the service's subscriber: the handler takes the records as aiokafka
-    gave them (``parse_record`` parses and validates each). With the broker's ``apply_types``
-    off, FastStream calls the handler with what this returns, and nothing else."""
-    return msg.raw_message
+async def _message(msg: StreamMessage[Any]) -> Any:
+    """The decoder of the service's subscriber: the handler takes FastStream's message, whose
+    records it parses and validates itself (``parse_record``). With the broker's
+    ``apply_types`` off, FastStream calls the handler with what this returns, and nothing
+    else."""
+    return msg
+
+
+@dataclass
+class HandledOffsets:
+    """Commits the offsets of handled records to Kafka, in the background, every ``interval``
+    seconds.
+
+    Committing after every batch was a round trip that the next batch waited for, and at low
+    rates (a batch per record) most of the broker's work. Only records whose transaction has
+    committed are ever committed; a crash loses at most the last interval's offsets, and the
+    records after them are delivered again and found in the inbox. A batch that raises is
+    rewound (its partitions seek back to its first records), as FastStream's nack would.
+    """
+
+    interval: float = 0.1
+    pending: dict[TopicPartition, int] = field(default_factory=dict)
+    consumer: Any = None  # the subscriber's AIOKafkaConsumer, from its messages
+    task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+    @asynccontextmanager
+    async def handling(
+        self, consumer: Any, records: Sequence[ConsumerRecord]
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            for tp, offset in _first_offsets(records).items():
+                consumer.seek(tp, offset)
+            raise
+        self.consumer = consumer
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self.pending[tp] = max(self.pending.get(tp, 0), record.offset + 1)
+        if self.task is None and not self.closed:
+            self.task = asyncio.create_task(self._loop(), name="commit-offsets")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit the offsets handled since the last commit, of the partitions still
+        assigned (another member now handles the others, and commits them)."""
+        if not self.pending or self.consumer is None:
+            return
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in self.pending.items() if tp in assigned}
+        self.pending = {}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("committing offsets failed (%r); they go with the next commit", exc)
+            for tp, offset in offsets.items():
+                self.pending[tp] = max(self.pending.get(tp, 0), offset)
+
+    async def close(self) -> None:
+        """Commit what was handled, and stop committing (before the consumer stops)."""
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.task
+        with suppress(Exception):
+            await self.commit()
+
+
+def _first_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    return first
 
 
 @dataclass
@@ -87,6 +168,7 @@ class Consumer:
     batch_timeout_ms: int = 10
     subscriptions: list[Subscription] = field(default_factory=list)
     attached: bool = False
+    offsets: HandledOffsets = field(default_factory=HandledOffsets)
 
     def register(self, subscription: Subscription) -> None:
         """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all."""
@@ -104,24 +186,28 @@ class Consumer:
             *(s.topic.value for s in self.subscriptions),
             group_id=self.group_id,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # self.offsets commits what was handled
             title=self.service,
-            decoder=_records,
+            decoder=_message,
         )
         if self.batch_size > 1:
 
-            async def on_batch(records: tuple[ConsumerRecord, ...]) -> None:
+            async def on_batch(msg: KafkaMessage) -> None:
+                records = msg.raw_message
                 assert isinstance(records, tuple)
-                await self.dispatch_batch(records)
+                async with self.offsets.handling(msg.consumer, records):
+                    await self.dispatch_batch(records)
 
             subscriber(
                 batch=True, max_records=self.batch_size, batch_timeout_ms=self.batch_timeout_ms
             )(on_batch)
             return
 
-        async def on_message(record: ConsumerRecord) -> None:
+        async def on_message(msg: KafkaMessage) -> None:
+            record = msg.raw_message
             assert isinstance(record, ConsumerRecord)
-            await self.dispatch(record)
+            async with self.offsets.handling(msg.consumer, (record,)):
+                await self.dispatch(record)
 
         subscriber()(on_message)
 

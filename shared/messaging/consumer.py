@@ -2,18 +2,17 @@
 
 Each record is handled in one database transaction that also records it in the inbox, so
 a redelivered or replayed record is a no-op. Its offset is committed only after that
-transaction commits (FastStream acks after the handler returns). A record that cannot be
+transaction commits (:class:`HandledOffsets`, every 100 ms). A record that cannot be
 parsed, or whose handler fails every bounded attempt, is copied to ``<topic>.dlq`` through
 the outbox with headers saying why; database and network faults are retried without bound.
 
-A service reads all its topics with ONE Kafka consumer (one group member, one fetch and
-one offset commit per poll, however many topics). With ``batch_size`` above 1 it takes up
-to that many records at once, of any of its topics, and handles them all in ONE
-transaction (one inbox insert for all, the subscriptions' prefetches, each handler in turn,
-one commit), then commits their offsets once. Should any record of the batch be poison, or
-any handler or the commit fail, that transaction is rolled back and the batch is handled
-again one record at a time exactly as above, so dead-lettering, retries and ordering per
-key do not depend on the batching.
+A service reads all its topics with ONE Kafka consumer (one group member and one fetch per
+poll, however many topics). With ``batch_size`` above 1 it takes up to that many records
+at once, of any of its topics, and handles them all in ONE transaction (one inbox insert
+for all, the subscriptions' prefetches, each handler in turn, one commit). Should any
+record of the batch be poison, or any handler or the commit fail, that transaction is
+rolled back and the batch is handled again one record at a time exactly as above, so
+dead-lettering, retries and ordering per key do not depend on the batching.
 
 A batch's records are handled a subscription at a time. A subscription's handlers write
 some rows at commit that nothing of theirs reads back (``Tx.update_later``), but another

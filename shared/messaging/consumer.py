@@ -102,7 +102,8 @@ class HandledOffsets:
             raise
         except BaseException:
             for tp, offset in _first_offsets(records).items():
-                consumer.seek(tp, offset)
+                with suppress(Exception):  # revoked meanwhile: its new owner starts there
+                    consumer.seek(tp, offset)
             raise
         self.consumer = consumer
         for record in records:

@@ -1,10 +1,11 @@
 """Use cases of the notifications service: deciding what to send.
 
-Handlers never talk to the gateway. They write an SMS row in the handling transaction, one
-per (event, recipient, purpose): the ``dedup_key`` column is unique and every insert is
-``ON CONFLICT DO NOTHING``, so a redelivered or replayed event (already stopped by the inbox)
-or a second path to the same message (seller texts, below) can never queue it twice. The
-dispatcher (:mod:`services.notifications.dispatch`) sends what is queued.
+Handlers never talk to the gateway. They write an SMS row in the handling transaction (at
+its commit, with the batch's other rows), one per (event, recipient, purpose): the
+``dedup_key`` column is unique and every insert is ``ON CONFLICT DO NOTHING``, so a
+redelivered or replayed event (already stopped by the inbox) or a second path to the same
+message (seller texts, below) can never queue it twice. The dispatcher
+(:mod:`services.notifications.dispatch`) sends what is queued.
 
 Seller texts need two facts from two topics: which sellers an order concerns
 (``stock.reserved``) and that it was confirmed (``order.confirmed``). Either may be handled
@@ -62,11 +63,12 @@ SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
 
 # Kinds of rows in the transaction's identity map (Tx.identity).
-LOCKED, RECIPIENT, CONFIRMED, SELLERS, NAMES, OPTED_OUT = (
+LOCKED, RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT = (
     "notifications.locked",
     "notifications.recipient",
     "notifications.confirmed",
     "notifications.sellers",
+    "notifications.contact",
     "notifications.names",
     "notifications.opted_out",
 )
@@ -149,6 +151,15 @@ async def _load_sellers(tx: Tx, order_ids: Iterable[str]) -> None:
     tx.remember(SELLERS, todo, found)
 
 
+async def _load_contacts(tx: Tx, seller_ids: Iterable[str]) -> None:
+    """The (phone, locale) of these sellers; None for a seller not known."""
+    todo = tx.unknown(CONTACT, seller_ids)
+    if not todo:
+        return
+    rows = await tx.conn.execute(select(sellers).where(sellers.c.seller_id.in_(todo)))
+    tx.remember(CONTACT, todo, {r.seller_id: (r.phone, r.locale) for r in rows})
+
+
 async def _load_names(tx: Tx, skus: Iterable[str]) -> None:
     todo = tx.unknown(NAMES, skus)
     if not todo:
@@ -174,6 +185,9 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     reserved = [p.data.order_id for p in batch if isinstance(p.data, StockReserved)]
     await _lock_orders(tx, confirmed + reserved)
     await _load_confirmations(tx, confirmed + reserved)
+    await _load_contacts(
+        tx, (x.seller_id for p in batch if isinstance(p.data, StockReserved) for x in p.data.lines)
+    )
     if not confirmed and not cancelled:
         return
     await _load_recipients(tx, confirmed + cancelled)
@@ -197,11 +211,12 @@ async def queue_sms(
     text: str,
     order_id: str | None,
     quiet: QuietHours | None = None,
-) -> bool:
-    """Queue one SMS unless its ``dedup_key`` already exists; True if this call queued it.
+) -> None:
+    """Queue one SMS unless its ``dedup_key`` already exists (written at commit).
 
-    An invalid number is recorded ``failed`` (with ``sms.failed``), an opted-out one
-    ``suppressed``; reminders wait for the end of the recipient's quiet hours.
+    An invalid number is recorded ``failed`` at once, and only if this call recorded it is
+    ``sms.failed`` emitted; an opted-out one is recorded ``suppressed``. Reminders wait for
+    the end of the recipient's quiet hours.
     """
     info = encode_info(text)
     problem = phone_problem(to)
@@ -214,45 +229,45 @@ async def queue_sms(
     elif quiet is not None and purpose in REMINDER_PURPOSES:
         not_before = quiet.next_allowed(now, zone_of(to))
     sms_id = str(uuid.uuid4())
-    inserted = (
-        await tx.conn.execute(
-            pg_insert(sms)
-            .values(
-                sms_id=sms_id,
-                dedup_key=dedup_key,
-                purpose=purpose,
-                to=to,
-                locale=locale,
-                text=text,
-                encoding=info.encoding,
-                segments=info.segments,
-                order_id=order_id,
-                status=status,
-                next_attempt_at=not_before,
-                last_error=problem,
-            )
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(sms.c.sms_id)
-        )
-    ).first()
-    if inserted is None:
-        return False
-    if status == "pending":
-        tx.signal(SMS_QUEUED)
-    if problem is not None:
-        log.warning("not texting %s (%s): %s", to, purpose, problem)
-        await tx.emit(
-            SmsFailed(
-                sms_id=sms_id,
-                to=to,
-                reason="invalid_phone",
-                detail=problem,
-                order_id=order_id,
-                purpose=purpose,
-            ),
-            correlation_id=order_id,
-        )
-    return True
+    row: dict[str, object] = {
+        "sms_id": sms_id,
+        "dedup_key": dedup_key,
+        "purpose": purpose,
+        "to": to,
+        "locale": locale,
+        "text": text,
+        "encoding": info.encoding,
+        "segments": info.segments,
+        "order_id": order_id,
+        "status": status,
+        "next_attempt_at": not_before,
+        "last_error": problem,
+    }
+    if problem is None:
+        tx.insert_later(sms, row, skip_existing=True)
+        if status == "pending":
+            tx.signal(SMS_QUEUED)
+        return
+    inserted = await tx.conn.execute(
+        pg_insert(sms)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(sms.c.sms_id)
+    )
+    if inserted.first() is None:
+        return
+    log.warning("not texting %s (%s): %s", to, purpose, problem)
+    await tx.emit(
+        SmsFailed(
+            sms_id=sms_id,
+            to=to,
+            reason="invalid_phone",
+            detail=problem,
+            order_id=order_id,
+            purpose=purpose,
+        ),
+        correlation_id=order_id,
+    )
 
 
 async def _opted_out(tx: Tx, phone: str) -> bool:
@@ -274,25 +289,25 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     assert isinstance(data, OrderPlaced)
     if data.buyer is None:
         return
-    lines = [line.model_dump() for line in data.lines]
-    values = {
-        "order_ref": data.order_ref,
-        "phone": data.buyer.phone,
-        "locale": data.buyer.locale,
-        "lines": lines,
-    }
-    inserted = (
-        await tx.conn.execute(
-            pg_insert(recipients)
-            .values(order_id=data.order_id, **values)
-            .on_conflict_do_nothing()
-            .returning(recipients.c.order_id)
-        )
-    ).first()
-    if inserted is not None:
-        tx.identity[RECIPIENT, data.order_id] = Recipient(
-            data.order_id, data.order_ref, data.buyer.phone, data.buyer.locale, lines
-        )
+    found = Recipient(
+        data.order_id,
+        data.order_ref,
+        data.buyer.phone,
+        data.buyer.locale,
+        [line.model_dump() for line in data.lines],
+    )
+    tx.insert_later(
+        recipients,
+        {
+            "order_id": found.order_id,
+            "order_ref": found.order_ref,
+            "phone": found.phone,
+            "locale": found.locale,
+            "lines": found.lines,
+        },
+        skip_existing=True,
+    )
+    tx.identity[RECIPIENT, data.order_id] = found
 
 
 async def _recipient(tx: Tx, order_id: str, purpose: str) -> Recipient | None:
@@ -307,15 +322,13 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderConfirmed)
     await _lock_orders(tx, [d.order_id])
-    inserted = (
-        await tx.conn.execute(
-            pg_insert(confirmed_orders)
-            .values(order_id=d.order_id, event_id=parsed.envelope.id, order_ref=d.order_ref)
-            .on_conflict_do_nothing()
-            .returning(confirmed_orders.c.order_id)
+    await _load_confirmations(tx, [d.order_id])
+    if tx.identity[CONFIRMED, d.order_id] is None:  # the first order.confirmed (under the lock)
+        tx.insert_later(
+            confirmed_orders,
+            {"order_id": d.order_id, "event_id": parsed.envelope.id, "order_ref": d.order_ref},
+            skip_existing=True,
         )
-    ).first()
-    if inserted is not None:
         tx.identity[CONFIRMED, d.order_id] = Confirmation(parsed.envelope.id, d.order_ref)
     row = await _recipient(tx, d.order_id, "order_confirmed")
     if row is not None:
@@ -352,13 +365,17 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
         by_seller.setdefault(line.seller_id, []).append(
             {"sku": line.sku, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen}
         )
-    for seller_id, lines in by_seller.items():
-        await tx.conn.execute(
-            pg_insert(order_sellers)
-            .values(order_id=d.order_id, seller_id=seller_id, lines=lines)
-            .on_conflict_do_nothing()
+    await _load_contacts(tx, by_seller)
+    shares = []
+    for seller_id, lines in sorted(by_seller.items()):
+        tx.insert_later(
+            order_sellers,
+            {"order_id": d.order_id, "seller_id": seller_id, "lines": lines},
+            skip_existing=True,
         )
-    tx.identity.pop((SELLERS, d.order_id), None)  # read them back, with the sellers' phones
+        phone, locale = tx.identity[CONTACT, seller_id] or (None, None)
+        shares.append(SellerShare(seller_id, lines, phone, locale))
+    tx.identity[SELLERS, d.order_id] = shares
     await _queue_seller_texts(tx, d.order_id)
 
 

@@ -50,11 +50,13 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
 
 
 @cache
-def insert_sql(table: Table, columns: tuple[str, ...]) -> str:
-    """``INSERT INTO table (columns) VALUES ($1, ...)``."""
+def insert_sql(table: Table, columns: tuple[str, ...], skip_existing: bool = False) -> str:
+    """``INSERT INTO table (columns) VALUES ($1, ...)``, ``ON CONFLICT DO NOTHING`` if
+    ``skip_existing``."""
     names = ", ".join(_quoted(c) for c in columns)
     values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO {qualified(table)} ({names}) VALUES ({values})"
+    conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
+    return f"INSERT INTO {qualified(table)} ({names}) VALUES ({values}){conflict}"
 
 
 @cache

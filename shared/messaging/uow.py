@@ -45,7 +45,7 @@ class Tx:
     emitted: list[CloudEvent] = field(default_factory=list)
     # Shared by the copies that :meth:`caused_by` makes: one transaction, one of each.
     signals: set[str] = field(default_factory=set)
-    unwritten: dict[Table, list[dict[str, object]]] = field(default_factory=dict)
+    unwritten: dict[tuple[Table, bool], list[dict[str, object]]] = field(default_factory=dict)
     unupdated: dict[tuple[Table, str, Any], dict[str, object]] = field(default_factory=dict)
     identity: dict[tuple[str, Any], Any] = field(default_factory=dict)
     """What repositories loaded (or created) in this transaction, by (kind, key); ``None``
@@ -129,11 +129,17 @@ class Tx:
         )
         self.signal(OUTBOX)
 
-    def insert_later(self, table: Table, row: dict[str, object]) -> None:
+    def insert_later(
+        self, table: Table, row: dict[str, object], *, skip_existing: bool = False
+    ) -> None:
         """Insert ``row`` into ``table`` when the transaction is about to commit, with the
         table's other such rows in one statement and in the order given (serial ids ascend).
-        Only for rows that nothing reads back before the commit (or :meth:`flush`)."""
-        self.unwritten.setdefault(table, []).append(row)
+        Only for rows that nothing reads back before the commit (or :meth:`flush`).
+
+        ``skip_existing``: a row whose key (or another unique column) is taken, by then or by
+        an earlier row of the same statement, is not written (``ON CONFLICT DO NOTHING``);
+        else the commit fails."""
+        self.unwritten.setdefault((table, skip_existing), []).append(row)
 
     def update_later(self, table: Table, key: str, row: dict[str, object]) -> None:
         """Set the columns of ``row`` on the row of ``table`` whose ``key`` column equals
@@ -149,10 +155,11 @@ class Tx:
         if not self.unwritten and not self.unupdated:
             return
         raw = await driver(self.conn)
-        for table, rows in self.unwritten.items():
+        for (table, skip_existing), rows in self.unwritten.items():
             for columns, run in groupby(rows, key=_columns):  # in order: serial ids ascend
                 await raw.executemany(
-                    insert_sql(table, columns), [arguments(table, columns, r) for r in run]
+                    insert_sql(table, columns, skip_existing),
+                    [arguments(table, columns, r) for r in run],
                 )
         self.unwritten.clear()
         shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}

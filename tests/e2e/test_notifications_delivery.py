@@ -430,6 +430,48 @@ async def _consumed(caravan: System, topic: str) -> dict[str, float]:
     }
 
 
+async def test_sellers_are_texted_once_when_confirmations_are_handled_before_reservations(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A backlog comes as one batch, and a batch's order events are handled before its
+    inventory events: each order is confirmed before notifications learns its sellers, and
+    the reservation handled after it in the same transaction queues the seller's text."""
+    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+    try:
+        orders = [await _order(caravan, _phone()) for _ in range(4)]
+    finally:
+        await caravan.restart(("notifications",), **ENV)
+    texts = 'select purpose, "to" from notifications.sms where order_id = :o order by purpose'
+    for order_id in orders:
+        deadline = time.monotonic() + 60
+        while len(rows := await caravan.sql(texts, o=order_id)) < 2:
+            assert time.monotonic() < deadline, f"texts of {order_id}: {rows}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # a second text would have been queued with the first
+        rows = await caravan.sql(texts, o=order_id)
+        assert [r.purpose for r in rows] == ["new_order", "order_confirmed"]
+        assert rows[0].to == SELLER_PHONE
+
+    def inbox_key(topic: Topic, kind: str, order_id: str) -> str:
+        event = caravan.log.events(topic, type=kind, order_id=order_id)[0]
+        return f"{event.source}|{event.id}"
+
+    together = 0
+    for order_id in orders:
+        keys = [
+            inbox_key(Topic.ORDER_EVENTS, "order.confirmed", order_id),
+            inbox_key(Topic.INVENTORY_EVENTS, "stock.reserved", order_id),
+        ]
+        together += (
+            await caravan.scalar(
+                "select count(distinct xmin::text) from notifications.inbox where key = any(:k)",
+                k=keys,
+            )
+            == 1
+        )
+    assert together >= 1, "no order's confirmation and reservation were handled together"
+
+
 async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:

@@ -42,10 +42,8 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
     existing = await repo.find_by_ref(source, request.order_ref)
     if existing is None:
         order = Order.place(str(uuid.uuid4()), request, source, datetime.now(UTC), deadline)
-        if await repo.add(order, digest):
-            return Placed(order.order_id, order.status, created=True, same_request=True)
-        existing = await repo.find_by_ref(source, request.order_ref, fresh=True)
-        assert existing is not None, "the conflicting insert has committed"
+        await repo.add(order, digest)
+        return Placed(order.order_id, order.status, created=True, same_request=True)
     order_id, status, stored_digest = existing
     log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
     return Placed(order_id, status, created=False, same_request=stored_digest == digest)

@@ -3,6 +3,7 @@
 import asyncio
 import re
 
+from shared.topics import Topic
 from tests.harness import System, ref
 
 BODY = {
@@ -37,6 +38,20 @@ async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
     refused = await http.post("/orders", json=other, headers={"Idempotency-Key": key})
     assert refused.status_code == 409
     assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_concurrent_posts_with_one_key_place_one_order(caravan: System) -> None:
+    http = caravan.client
+    key = ref("HTTP-RACE")
+    answers = await asyncio.gather(
+        *(http.post("/orders", json=BODY, headers={"Idempotency-Key": key}) for _ in range(8))
+    )
+    assert [a.status_code for a in answers] == [202] * 8, [a.text for a in answers]
+    (order_id,) = {a.json()["order_id"] for a in answers}
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    stored = "select count(*) from orders.orders where order_ref = :r"
+    assert await caravan.scalar(stored, r=key) == 1
+    assert len(caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=key)) == 1
 
 
 async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -> None:

@@ -2,15 +2,14 @@
 
 Orders loaded in a transaction are kept in its identity map (``Tx.identity``): a batch that
 brings several events of one order changes one ``Order``, and a batch's orders are loaded
-and locked in one statement (:meth:`OrderRepository.load`). Saving is written at commit, one
-statement for all the orders of the transaction.
+and locked in one statement (:meth:`OrderRepository.load`). Adding and saving are written at
+commit, one statement for all the orders of the transaction.
 """
 
 from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import RowMapping, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.domain.order import Order
@@ -30,37 +29,35 @@ class OrderRepository:
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
 
-    async def add(self, order: Order, request_hash: str) -> bool:
-        """Insert a new order; False if (source, order_ref) already exists (nothing written)."""
-        stmt = (
-            pg_insert(orders)
-            .values(
-                order_id=order.order_id,
-                source=order.source,
-                order_ref=order.order_ref,
-                request_hash=request_hash,
-                buyer_id=order.buyer_id,
-                lines=[line.model_dump() for line in order.lines],
-                payment_method=order.payment_method,
-                term_months=order.term_months,
-                status=order.status,
-                stock=order.stock,
-                payment=order.payment,
-                placed_at=order.placed_at,
-                deadline_at=order.deadline_at,
-            )
-            .on_conflict_do_nothing(constraint="orders_idempotency_key")
-            .returning(orders.c.order_id)
+    async def add(self, order: Order, request_hash: str) -> None:
+        """Insert a new order when the transaction commits. Its idempotency key was looked up
+        (:meth:`find_by_ref`) and not found; if a concurrent transaction commits an order with
+        the same key first, this one fails to commit (a unique violation), and handling the
+        request again finds that order."""
+        self.tx.insert_later(
+            orders,
+            {
+                "order_id": order.order_id,
+                "source": order.source,
+                "order_ref": order.order_ref,
+                "request_hash": request_hash,
+                "buyer_id": order.buyer_id,
+                "lines": [line.model_dump() for line in order.lines],
+                "payment_method": order.payment_method,
+                "term_months": order.term_months,
+                "status": order.status,
+                "stock": order.stock,
+                "payment": order.payment,
+                "placed_at": order.placed_at,
+                "deadline_at": order.deadline_at,
+            },
         )
-        if (await self.tx.conn.execute(stmt)).first() is None:
-            return False
         self.tx.identity[REF, (order.source, order.order_ref)] = (
             order.order_id,
             order.status,
             request_hash,
         )
         await self._flush_events(order)
-        return True
 
     async def get(self, order_id: str) -> Order | None:
         if (ORDER, order_id) not in self.tx.identity:
@@ -81,18 +78,16 @@ class OrderRepository:
         )
         self.tx.remember(ORDER, todo, {r.order_id: _to_order(r._mapping) for r in rows})
 
-    async def find_by_ref(
-        self, source: str, order_ref: str, *, fresh: bool = False
-    ) -> ByRef | None:
-        """The order with this idempotency key; ``fresh`` reads past the identity map."""
-        if fresh or (REF, (source, order_ref)) not in self.tx.identity:
+    async def find_by_ref(self, source: str, order_ref: str) -> ByRef | None:
+        """The order with this idempotency key (None: none committed, nor added here)."""
+        if (REF, (source, order_ref)) not in self.tx.identity:
             await self.load_refs([(source, order_ref)])
         found: ByRef | None = self.tx.identity[REF, (source, order_ref)]
         return found
 
     async def load_refs(self, keys: Iterable[tuple[str, str]]) -> None:
         """Look these idempotency keys up, in one statement."""
-        todo = list(dict.fromkeys(keys))  # fresh ones too (see find_by_ref)
+        todo = self.tx.unknown(REF, keys)
         if not todo:
             return
         rows = await self.tx.conn.execute(

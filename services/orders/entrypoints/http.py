@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import HTMLResponse
 
@@ -79,8 +80,14 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 errors=[{"field": "order_ref", "message": "must equal the Idempotency-Key"}],
             )
         request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
-        async with uow.begin() as tx:
-            placed = await handlers.place_order(tx, request, "http", deadline)
+        try:
+            async with uow.begin() as tx:
+                placed = await handlers.place_order(tx, request, "http", deadline)
+        except asyncpg.UniqueViolationError:
+            # A concurrent request with this key committed its order first (the insert is
+            # written at commit); placing again finds that order.
+            async with uow.begin() as tx:
+                placed = await handlers.place_order(tx, request, "http", deadline)
         if not placed.same_request:
             return problem(
                 409,

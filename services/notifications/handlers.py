@@ -179,25 +179,47 @@ async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
 async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Lock the batch's confirmed and reserved orders (in one statement, so in one order),
     then read what its handlers will need. Order and inventory events share it: a batch
-    brings both."""
+    brings both, and handles its order events first."""
     confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
     cancelled = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled)]
-    reserved = [p.data.order_id for p in batch if isinstance(p.data, StockReserved)]
+    reservations = [p.data for p in batch if isinstance(p.data, StockReserved)]
+    reserved = [r.order_id for r in reservations]
+    placed = {p.data.order_id: p.data for p in batch if isinstance(p.data, OrderPlaced)}
     await _lock_orders(tx, confirmed + reserved)
     await _load_confirmations(tx, confirmed + reserved)
-    await _load_contacts(
-        tx, (x.seller_id for p in batch if isinstance(p.data, StockReserved) for x in p.data.lines)
-    )
-    if not confirmed and not cancelled:
+    await _load_contacts(tx, (x.seller_id for r in reservations for x in r.lines))
+    # A reservation of an order confirmed already (or earlier in the batch) texts its sellers.
+    now_confirmed = set(confirmed)
+    texting = [
+        r
+        for r in reservations
+        if r.order_id in now_confirmed or tx.identity[CONFIRMED, r.order_id] is not None
+    ]
+    if not confirmed and not cancelled and not texting:
         return
     await _load_recipients(tx, confirmed + cancelled)
     await _load_sellers(tx, confirmed)
     found = [tx.identity[RECIPIENT, o] for o in confirmed + cancelled]
     buyers = [r for r in found if r is not None]
+    # Orders placed earlier in the batch: their buyers are not written yet.
+    buyers += [
+        Recipient(o, d.order_ref, d.buyer.phone, d.buyer.locale, [x.model_dump() for x in d.lines])
+        for o in confirmed
+        if (d := placed.get(o)) is not None and d.buyer is not None
+    ]
     shares = [s for o in confirmed for s in tx.identity[SELLERS, o]]
-    lines = [line for r in buyers for line in r.lines] + [x for s in shares for x in s.lines]
-    await _load_names(tx, (str(line["sku"]) for line in lines))
-    phones = [r.phone for r in buyers] + [s.phone for s in shares if s.phone is not None]
+    skus = (
+        [str(line["sku"]) for r in buyers for line in r.lines]
+        + [str(x["sku"]) for s in shares for x in s.lines]
+        + [x.sku for r in texting for x in r.lines]
+    )
+    await _load_names(tx, skus)
+    contacts = [tx.identity[CONTACT, x.seller_id] for r in texting for x in r.lines]
+    phones = (
+        [r.phone for r in buyers]
+        + [s.phone for s in shares if s.phone is not None]
+        + [c[0] for c in contacts if c is not None]
+    )
     await _load_opt_outs(tx, phones)
 
 

@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, PaymentGateway
@@ -57,8 +57,9 @@ class Work:
     trace_headers: dict[str, str] | None = None
 
 
-async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]:
-    due = (
+def due_calls(limit: int) -> Select[tuple[str]]:
+    """The payments whose gateway call is due (the index ``payments_gateway_due`` finds them)."""
+    return (
         select(payments.c.order_id)
         .where(
             payments.c.status.in_(("charging", "voiding")),
@@ -67,11 +68,13 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
         .order_by(payments.c.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
     )
+
+
+async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]:
     rows = await tx.conn.execute(
         update(payments)
-        .where(payments.c.order_id.in_(due))
+        .where(payments.c.order_id.in_(due_calls(limit).scalar_subquery()))
         .values(
             next_attempt_at=func.now() + timedelta(seconds=lease_seconds),
             attempts=payments.c.attempts + 1,

@@ -10,8 +10,9 @@ A stage passed while no sweep ran is skipped (only the current one is announced)
 """
 
 from datetime import date, timedelta
+from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters.tables import instalment_reminders, instalments, loans
@@ -20,9 +21,10 @@ from shared.events.payments import InstalmentDue
 from shared.messaging.uow import Tx
 
 
-async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500) -> int:
-    """One sweep; returns how many reminders were emitted."""
-    rows = await tx.conn.execute(
+def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
+    """Unpaid instalments of active loans due within ``upcoming_days`` and not yet reminded
+    of as overdue (the index ``instalments_unpaid_due`` finds them)."""
+    return (
         select(
             instalments.c.loan_id,
             instalments.c.number,
@@ -47,6 +49,11 @@ async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500
         .order_by(instalments.c.due)
         .limit(limit)
     )
+
+
+async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500) -> int:
+    """One sweep; returns how many reminders were emitted."""
+    rows = await tx.conn.execute(due_instalments(today, upcoming_days, limit))
     sent = 0
     for r in rows.all():
         due = Due(r.number, r.due, r.amount_fen, r.interest_fen, r.paid_fen)

@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from datetime import date
 from pathlib import Path
 
 from alembic import command
@@ -16,9 +17,12 @@ from services.inventory.adapters.tables import metadata as inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
+from services.payments.prepaid import due_calls
+from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
 from shared.auth.tables import metadata as auth
 from shared.db.migrate import alembic_config
+from tests.harness import System
 
 METADATA = {
     "orders": orders,
@@ -78,3 +82,23 @@ async def test_migrations_match_the_tables_and_downgrade(
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE "{scratch}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_index(
+    caravan: System,
+) -> None:
+    """The gateway loop and the reminder sweep run every few seconds: without an index each
+    would read every payment or instalment ever made (as they did before migration 0004)."""
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
+            for query, table in (
+                (due_calls(20), "payments"),
+                (due_instalments(date.today(), 3, 500), "instalments"),
+            ):
+                sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
+                assert f"Seq Scan on {table}" not in plan, plan
+    finally:
+        await engine.dispose()

@@ -202,11 +202,7 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     found = [tx.identity[RECIPIENT, o] for o in confirmed + cancelled]
     buyers = [r for r in found if r is not None]
     # Orders placed earlier in the batch: their buyers are not written yet.
-    buyers += [
-        Recipient(o, d.order_ref, d.buyer.phone, d.buyer.locale, [x.model_dump() for x in d.lines])
-        for o in confirmed
-        if (d := placed.get(o)) is not None and d.buyer is not None
-    ]
+    buyers += [b for o in confirmed if o in placed and (b := _buyer(placed[o])) is not None]
     shares = [s for o in confirmed for s in tx.identity[SELLERS, o]]
     skus = (
         [str(line["sku"]) for r in buyers for line in r.lines]
@@ -306,18 +302,22 @@ async def _names(tx: Tx, locale: Locale, lines: Sequence[dict[str, Any]]) -> lis
     ]
 
 
+def _buyer(placed: OrderPlaced) -> Recipient | None:
+    """The recipient ``order.placed`` tells of (None: it names no buyer)."""
+    if placed.buyer is None:
+        return None
+    lines = [line.model_dump() for line in placed.lines]
+    return Recipient(
+        placed.order_id, placed.order_ref, placed.buyer.phone, placed.buyer.locale, lines
+    )
+
+
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, OrderPlaced)
-    if data.buyer is None:
+    found = _buyer(data)
+    if found is None:
         return
-    found = Recipient(
-        data.order_id,
-        data.order_ref,
-        data.buyer.phone,
-        data.buyer.locale,
-        [line.model_dump() for line in data.lines],
-    )
     tx.insert_later(
         recipients,
         {

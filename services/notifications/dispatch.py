@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Integer, String, column, func, select, update, values
+from sqlalchemy import ARRAY, Integer, String, bindparam, func, select, update
 
 from services.notifications.adapters.gateway import (
     Accepted,
@@ -121,12 +121,17 @@ async def record(
     results: dict[int, Recorded] = {}
     accepted = [(i, row, out) for i, (row, out) in enumerate(done) if isinstance(out, Accepted)]
     if accepted:
-        claims = values(
-            column("sms_id", String),
-            column("attempts", Integer),
-            column("provider_id", String),
-            name="accepted",
-        ).data([(row.sms_id, row.attempts, out.provider_id) for _, row, out in accepted])
+        # Arrays bound to unnest, not a VALUES list: one statement text for any batch, which
+        # SQLAlchemy compiles once (a VALUES list of literals was compiled at every call).
+        claims = (
+            func.unnest(
+                bindparam("ids", [row.sms_id for _, row, _ in accepted], ARRAY(String)),
+                bindparam("attempts", [row.attempts for _, row, _ in accepted], ARRAY(Integer)),
+                bindparam("providers", [out.provider_id for _, _, out in accepted], ARRAY(String)),
+            )
+            .table_valued("sms_id", "attempts", "provider_id")
+            .render_derived()
+        )
         rows = await tx.conn.execute(
             update(sms)
             .where(

@@ -67,6 +67,12 @@ def _depth(value: object, level: int = 0) -> int:
 
 def parse_record(topic: Topic, value: bytes | None) -> Parsed:
     """Parse a record value of ``topic`` or raise :class:`PoisonRecord` saying why not."""
+    return validate_record(topic, load_record(value))
+
+
+def load_record(value: bytes | None) -> dict[str, Any]:
+    """The JSON object of a record value (the first half of :func:`parse_record`), or
+    :class:`PoisonRecord` saying why there is none."""
     if value is None:
         raise PoisonRecord("empty", "the record has no value")
     try:
@@ -81,6 +87,12 @@ def parse_record(topic: Topic, value: bytes | None) -> Parsed:
     brackets = value.count(b"{") + value.count(b"[")
     if brackets > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
         raise PoisonRecord("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+    return raw
+
+
+def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:
+    """:func:`load_record`'s object validated as a CloudEvent of one of ``topic``'s types
+    (the second half of :func:`parse_record`)."""
     try:
         envelope = CloudEvent.model_validate(raw)
     except ValidationError as exc:

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -35,7 +35,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from shared.db import is_transient
-from shared.events.registry import Parsed, PoisonRecord, parse_record
+from shared.events.registry import REGISTRY, Parsed, PoisonRecord, load_record, validate_record
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS
@@ -65,10 +65,25 @@ class Subscription:
     on_poison: PoisonHook | None = None
     prefetch: Prefetch | None = None
 
+    @cached_property
+    def skipped(self) -> frozenset[str]:
+        """The topic's event types that this subscription has no handler for."""
+        return frozenset(REGISTRY.get(self.topic, {})) - {t.value for t in self.handlers}
+
+    def parse(self, value: bytes | None) -> Parsed | None:
+        """``value`` parsed and validated, or None if it is of a type skipped here: the
+        contract dead-letters records that fail to validate as a type the consumer handles,
+        and about a third of the records a service reads are of types it does not.
+        :class:`PoisonRecord` if it is poison."""
+        raw = load_record(value)
+        if raw.get("type") in self.skipped:
+            return None
+        return validate_record(self.topic, raw)
+
 
 async def _message(msg: StreamMessage[Any]) -> Any:
     """The decoder of the service's subscriber: the handler takes FastStream's message, whose
-    records it parses and validates itself (``parse_record``). With the broker's
+    records it parses and validates itself (``Subscription.parse``). With the broker's
     ``apply_types`` off, FastStream calls the handler with what this returns, and nothing
     else."""
     return msg
@@ -219,13 +234,13 @@ class Consumer:
         sub = self._subscription(record)
         topic = sub.topic.value
         try:
-            parsed = parse_record(sub.topic, record.value)
+            parsed = sub.parse(record.value)
         except PoisonRecord as poison:
             await self._until_done(partial(self._dead_letter, sub, record, poison))
             CONSUMED.labels(self.service, topic, "dead_lettered").inc()
             return
-        handler = sub.handlers.get(EventType(parsed.envelope.type))
-        if handler is None:
+        handler = None if parsed is None else sub.handlers.get(EventType(parsed.envelope.type))
+        if parsed is None or handler is None:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
         with self._context(sub, record, parsed):
@@ -245,10 +260,7 @@ class Consumer:
         records = sorted(records, key=lambda record: order[record.topic])
         subs = [self._subscription(record) for record in records]
         try:
-            parsed = [
-                parse_record(sub.topic, record.value)
-                for sub, record in zip(subs, records, strict=True)
-            ]
+            parsed = [sub.parse(record.value) for sub, record in zip(subs, records, strict=True)]
             outcomes = await self._handle_batch(subs, records, parsed)
         except asyncio.CancelledError:
             raise
@@ -268,13 +280,17 @@ class Consumer:
                 HANDLER_SECONDS.labels(self.service, record.topic).observe(each)
 
     async def _handle_batch(
-        self, subs: list[Subscription], records: Sequence[ConsumerRecord], parsed: list[Parsed]
+        self,
+        subs: list[Subscription],
+        records: Sequence[ConsumerRecord],
+        maybe_parsed: list[Parsed | None],
     ) -> list[str]:
         handlers = [
-            sub.handlers.get(EventType(p.envelope.type))
-            for sub, p in zip(subs, parsed, strict=True)
+            None if p is None else sub.handlers.get(EventType(p.envelope.type))
+            for sub, p in zip(subs, maybe_parsed, strict=True)
         ]
         todo = [i for i, handler in enumerate(handlers) if handler is not None]
+        parsed = {i: p for i in todo if (p := maybe_parsed[i]) is not None}
         outcomes = ["skipped"] * len(records)
         if not todo:
             return outcomes

@@ -18,8 +18,10 @@ from shared.events.orders import (
     OrderRequested,
     PaymentRequest,
 )
-from shared.events.registry import MAX_DEPTH, PoisonRecord, parse_record
-from shared.topics import Topic
+from shared.events.registry import MAX_DEPTH, Parsed, PoisonRecord, parse_record
+from shared.messaging.consumer import Subscription
+from shared.messaging.uow import Tx
+from shared.topics import EventType, Topic
 
 # Copied verbatim from CONTRACT.md, section `orders.requests.v1`.
 CONTRACT_EXAMPLE = b"""
@@ -324,3 +326,29 @@ def test_a_nul_character_anywhere_is_invalid_data() -> None:
     data = example()["data"]
     data["delivery"]["address"] = "Village\x003"
     assert invalid_data(data).code == "invalid_data"
+
+
+async def _never(tx: Tx, parsed: Parsed) -> None:
+    raise AssertionError("not called by parsing")
+
+
+def test_a_consumer_validates_only_the_types_it_handles() -> None:
+    """CONTRACT.md, dead letters: a record is poison to a consumer when it fails to validate
+    as an event of a type that the consumer handles. Those of the topic's other types are
+    skipped unread; an unknown type is still poison."""
+    placed_only = Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_PLACED: _never})
+    invalid_confirmed = order_confirmed(7000.5)
+    assert placed_only.parse(invalid_confirmed) is None
+    handles_it = Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CONFIRMED: _never})
+    with pytest.raises(PoisonRecord) as info:
+        handles_it.parse(invalid_confirmed)
+    assert info.value.code == "invalid_data"
+    assert handles_it.parse(order_confirmed(7000)) is not None
+    unknown = example()
+    unknown["type"] = "order.teleported"
+    with pytest.raises(PoisonRecord) as info:
+        placed_only.parse(orjson.dumps(unknown))
+    assert info.value.code == "unknown_type"
+    with pytest.raises(PoisonRecord) as info:
+        placed_only.parse(b"\xff not json")
+    assert info.value.code == "not_json"

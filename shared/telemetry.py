@@ -17,6 +17,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 _provider: TracerProvider | None = None
 
@@ -49,10 +50,17 @@ class JsonLinesExporter(SpanExporter):
 
 
 def configure_tracing(service: str) -> None:
-    """Install this process's tracer provider (spans are only exported when configured)."""
+    """Install this process's tracer provider (spans are only exported when configured).
+
+    With no exporter, no span is recorded (the sampler drops them all): a consumer span that
+    nobody exported took about 80 µs of CPU per record handled, a dropped one takes 45. The
+    trace context still flows: each dropped span has its ids, which go into record headers
+    and log lines, marked not sampled (so a process downstream that does export records no
+    span of such a trace either)."""
     global _provider
-    provider = TracerProvider(resource=Resource.create({"service.name": f"caravan-{service}"}))
+    resource = Resource.create({"service.name": f"caravan-{service}"})
     trace_dir = os.environ.get("CARAVAN_TRACE_DIR")
+    provider = TracerProvider(resource=resource, sampler=None if trace_dir else ALWAYS_OFF)
     if trace_dir:
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
         exporter = JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl")

@@ -615,20 +615,24 @@ async def measured(
         "confirmed_per_second": round(len(confirmed) / (ended - started), 1),
         "latency": percentiles(latencies),
         "load_average_1m": load_1m(),
-        "backlog_at_end": behind,
+        "backlog_at_end": sum(behind.values()),
+        "backlog_at_end_by_service": {k: v for k, v in behind.items() if v},
         **Meter.between(before, after, len(confirmed)),
     }
 
 
-async def backlog(infra: system.Infrastructure, services: list[str]) -> int:
-    """Records the services' consumer groups have yet to handle, and texts due but unsent."""
-    behind = 0
+async def backlog(infra: system.Infrastructure, services: list[str]) -> dict[str, int]:
+    """What is left to do, by who has it: each service's records its consumer group has yet
+    to handle, and texts due but unsent (``texts``)."""
+    behind: dict[str, int] = {}
     for name in services:
+        lag = 0
         async with kafka_admin.group_client(infra.kafka_bootstrap, f"caravan-{name}") as client:
             for topic in ALL_TOPICS:
                 with contextlib.suppress(LookupError):  # a topic not created (yet)
                     offsets = await kafka_admin.offsets(client, topic)
-                    behind += sum(p.lag for p in offsets if p.committed is not None)
+                    lag += sum(p.lag for p in offsets if p.committed is not None)
+        behind[name] = lag
     engine = create_async_engine(infra.database_url)
     try:
         async with engine.connect() as conn:
@@ -640,7 +644,8 @@ async def backlog(infra: system.Infrastructure, services: list[str]) -> int:
             )
     finally:
         await engine.dispose()
-    return behind + int(texts or 0)
+    behind["texts"] = int(texts or 0)
+    return behind
 
 
 async def catch_up(
@@ -650,8 +655,11 @@ async def catch_up(
     lags behind the saga under load, and its catching up would be charged to the next
     step); how long that took."""
     started = time.monotonic()
-    while (left := await backlog(infra, services)) and time.monotonic() - started < timeout:
-        say(f"  waiting for the services to catch up: {left} records and texts behind")
+    while time.monotonic() - started < timeout:
+        left = {name: n for name, n in (await backlog(infra, services)).items() if n}
+        if not left:
+            break
+        say(f"  waiting for the services to catch up: {left}")
         await asyncio.sleep(2)
     return round(time.monotonic() - started, 1)
 
@@ -726,7 +734,8 @@ def ran_away(step: dict[str, Any], max_p99_ms: float) -> str | None:
     # confirmed in time: more left to handle at the end than the records of max_p99_ms of load.
     allowed = step["offered_per_second"] * step["kafka_records_per_order"] * max_p99_ms / 1000
     if step["backlog_at_end"] > allowed:
-        return f"{step['backlog_at_end']} records and texts behind at the end (lag grows)"
+        behind = step["backlog_at_end_by_service"]
+        return f"{step['backlog_at_end']} records and texts behind at the end {behind} (lag grows)"
     return None
 
 
@@ -790,7 +799,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         closed["caught_up_before_seconds"] = waited
         say(
             f"  {closed['confirmed_per_second']} confirmed orders/s, latency {closed['latency']},"
-            f" {closed['backlog_at_end']} records and texts behind at the end"
+            f" behind at the end: {closed['backlog_at_end_by_service'] or 0}"
         )
         report["closed_loop"] = closed
 

@@ -76,7 +76,8 @@ class Subscription:
         and about a third of the records a service reads are of types it does not.
         :class:`PoisonRecord` if it is poison."""
         raw = load_record(value)
-        if raw.get("type") in self.skipped:
+        kind = raw.get("type")
+        if isinstance(kind, str) and kind in self.skipped:
             return None
         return validate_record(self.topic, raw)
 

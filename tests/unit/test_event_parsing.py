@@ -352,3 +352,8 @@ def test_a_consumer_validates_only_the_types_it_handles() -> None:
     with pytest.raises(PoisonRecord) as info:
         placed_only.parse(b"\xff not json")
     assert info.value.code == "not_json"
+    for kind in ({"order": "confirmed"}, ["order.confirmed"], None, 7):
+        unknown["type"] = kind  # not a string: poison, never a crash
+        with pytest.raises(PoisonRecord) as info:
+            placed_only.parse(orjson.dumps(unknown))
+        assert info.value.code == "not_cloudevent"

@@ -11,14 +11,15 @@ Values are passed as asyncpg takes them; JSON columns are serialised here, as SQ
 asyncpg dialect (which registered the connection's JSON codecs) would.
 """
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import JSON, Table
+from sqlalchemy import ARRAY, JSON, Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -51,25 +52,62 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
 
 @cache
 def insert_sql(table: Table, columns: tuple[str, ...], skip_existing: bool = False) -> str:
-    """``INSERT INTO table (columns) VALUES ($1, ...)``, ``ON CONFLICT DO NOTHING`` if
-    ``skip_existing``."""
+    """``INSERT INTO table (columns)`` of rows given as one array per column
+    (:func:`column_arrays`), in the order given (serial ids ascend); ``ON CONFLICT DO
+    NOTHING`` if ``skip_existing``.
+
+    One statement for any number of rows. ``executemany`` ran the statement once per row:
+    in a closed loop of the bench, ``pg_stat_statements`` gave 0.14-0.16 ms of PostgreSQL
+    per row inserted into the bigger tables that way, 0.09-0.11 ms in one statement."""
     names = ", ".join(_quoted(c) for c in columns)
-    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
-    return f"INSERT INTO {qualified(table)} ({names}) VALUES ({values}){conflict}"
+    return (
+        f"INSERT INTO {qualified(table)} ({names}) SELECT {names}"
+        f" FROM {_unnest(table, columns)} ORDER BY {_ORDINAL}{conflict}"
+    )
 
 
 @cache
 def update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
-    """``UPDATE table SET columns WHERE key = $1``; the columns' values follow the key's."""
-    sets = ", ".join(f"{_quoted(c)} = ${i}" for i, c in enumerate(columns, start=2))
-    return f"UPDATE {qualified(table)} SET {sets} WHERE {_quoted(key)} = $1"
+    """``UPDATE table SET columns`` of the rows whose ``key`` column matches, given as one
+    array per column, the key's first (:func:`column_arrays`); one statement for any
+    number of rows, each row at most once."""
+    sets = ", ".join(f"{_quoted(c)} = u.{_quoted(c)}" for c in columns)
+    return (
+        f"UPDATE {qualified(table)} AS t SET {sets} FROM {_unnest(table, (key, *columns))}"
+        f" WHERE t.{_quoted(key)} = u.{_quoted(key)}"
+    )
 
 
-def arguments(table: Table, columns: Sequence[str], row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """``row``'s values of ``columns``, in order, as the driver takes them."""
+_ORDINAL = "caravan_ordinal"
+_POSTGRESQL = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _unnest(table: Table, columns: tuple[str, ...]) -> str:
+    """``unnest($1::type[], ...) WITH ORDINALITY AS u(columns, ordinal)``."""
+    arrays = ", ".join(f"${i}::{_array_type(table, c)}" for i, c in enumerate(columns, start=1))
+    names = ", ".join(_quoted(c) for c in (*columns, _ORDINAL))
+    return f"unnest({arrays}) WITH ORDINALITY AS u({names})"
+
+
+def _array_type(table: Table, column: str) -> str:
+    sql_type = table.c[column].type
+    if isinstance(sql_type, ARRAY):  # unnest would flatten an array of arrays
+        raise TypeError(f"{table.name}.{column}: array columns are not written in bulk")
+    return f"{sql_type.compile(dialect=_POSTGRESQL)}[]"
+
+
+def column_arrays(
+    table: Table, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
+) -> list[list[Any]]:
+    """The values of ``columns`` in ``rows``, as the driver takes them: one list per column
+    (the arguments of :func:`insert_sql` and :func:`update_sql`)."""
     json = _json_columns(table)
-    return tuple(_json(row[c], json[c]) if c in json else row[c] for c in columns)
+    arrays: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for array, c in zip(arrays, columns, strict=True):
+            array.append(_json(row[c], json[c]) if c in json else row[c])
+    return arrays
 
 
 @cache
@@ -94,4 +132,4 @@ def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-__all__ = ["arguments", "driver", "insert_sql", "qualified", "transaction", "update_sql"]
+__all__ = ["column_arrays", "driver", "insert_sql", "qualified", "transaction", "update_sql"]

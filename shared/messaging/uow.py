@@ -28,7 +28,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
-from shared.db.driver import arguments, driver, insert_sql, qualified, update_sql
+from shared.db.driver import column_arrays, driver, insert_sql, qualified, update_sql
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
 from shared.telemetry import current_trace_headers
 
@@ -157,9 +157,8 @@ class Tx:
         raw = await driver(self.conn)
         for (table, skip_existing), rows in self.unwritten.items():
             for columns, run in groupby(rows, key=_columns):  # in order: serial ids ascend
-                await raw.executemany(
-                    insert_sql(table, columns, skip_existing),
-                    [arguments(table, columns, r) for r in run],
+                await raw.execute(
+                    insert_sql(table, columns, skip_existing), *column_arrays(table, columns, run)
                 )
         self.unwritten.clear()
         shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}
@@ -167,9 +166,8 @@ class Tx:
             changed = tuple(sorted(c for c in row if c != key))
             shapes.setdefault((table, key, changed), []).append(row)
         for (table, key, columns), rows in shapes.items():
-            await raw.executemany(
-                update_sql(table, key, columns),
-                [arguments(table, (key, *columns), r) for r in rows],
+            await raw.execute(
+                update_sql(table, key, columns), *column_arrays(table, (key, *columns), rows)
             )
         self.unupdated.clear()
 

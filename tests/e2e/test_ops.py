@@ -11,9 +11,13 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from caravan import system
 from caravan.ops.replay import replay
+from services.orders.entrypoints.ops import ORDERS, OrdersByStatus, count_pending
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
@@ -255,3 +259,39 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "Orders by status" in page.text and "Dead letters" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
+
+
+async def test_orders_by_status_counts_pending_orders_each_time_and_all_now_and_then(
+    caravan: System,
+) -> None:
+    """The ``caravan_orders`` gauge: the table of every order ever placed is counted by
+    status once in ``whole_every``; pending orders at every sample, through their index."""
+
+    def gauge(status: str) -> float | None:
+        return REGISTRY.get_sample_value("caravan_orders", {"status": status})
+
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
+            sql = count_pending().compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
+            assert "Seq Scan on orders" not in plan, plan
+        by_status = OrdersByStatus(engine, whole_every=3600)
+        await by_status.sample()
+        counts = {
+            status: await caravan.scalar(
+                "select count(*) from orders.orders where status = :s", s=status
+            )
+            for status in ("pending", "confirmed", "cancelled")
+        }
+        assert {s: gauge(s) for s in counts} == counts
+        ORDERS.labels("pending").set(-1)
+        ORDERS.labels("confirmed").set(-1)
+        await by_status.sample()  # within the hour: pending only
+        assert (gauge("pending") or 0) >= 0  # counted again
+        assert gauge("confirmed") == -1
+    finally:
+        await engine.dispose()

@@ -888,7 +888,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         report["closed_loop"]["confirmed_per_second"],
         ls="--",
         color="C3",
-        label="closed loop maximum",
+        label=f"closed loop, {report['closed_loop']['in_flight']} in flight",
     )
     top.set(ylabel="orders / s", title="Caravan pipeline: " + report["measured_at"])
     top.legend()

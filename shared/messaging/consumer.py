@@ -74,12 +74,20 @@ class Subscription:
         """``value`` parsed and validated, or None if it is of a type skipped here: the
         contract dead-letters records that fail to validate as a type the consumer handles,
         and about a third of the records a service reads are of types it does not.
-        :class:`PoisonRecord` if it is poison."""
-        raw = load_record(value)
-        kind = raw.get("type")
-        if isinstance(kind, str) and kind in self.skipped:
-            return None
-        return validate_record(self.topic, raw)
+        :class:`PoisonRecord` if it is poison, and also (``parse_error``) if parsing raised
+        anything else: such a record would otherwise come back after every rewind and stall
+        its partition for good."""
+        try:
+            raw = load_record(value)
+            kind = raw.get("type")
+            if isinstance(kind, str) and kind in self.skipped:
+                return None
+            return validate_record(self.topic, raw)
+        except PoisonRecord:
+            raise
+        except Exception as exc:
+            log.exception("parsing a record of %s raised", self.topic.value)
+            raise PoisonRecord("parse_error", repr(exc)[:500]) from exc
 
 
 async def _message(msg: StreamMessage[Any]) -> Any:

@@ -19,6 +19,7 @@ from shared.events.orders import (
     PaymentRequest,
 )
 from shared.events.registry import MAX_DEPTH, Parsed, PoisonRecord, parse_record
+from shared.messaging import consumer
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import Tx
 from shared.topics import EventType, Topic
@@ -357,3 +358,24 @@ def test_a_consumer_validates_only_the_types_it_handles() -> None:
         with pytest.raises(PoisonRecord) as info:
             placed_only.parse(orjson.dumps(unknown))
         assert info.value.code == "not_cloudevent"
+
+
+def test_anything_else_that_parsing_raises_is_poison_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose parsing raises something other than PoisonRecord (a bug of ours, as
+    the unhashable ``type`` once was) is dead-lettered as ``parse_error``: were the
+    exception to escape, the record would be delivered again after every rewind and its
+    partition would stall."""
+
+    def broken(topic: Topic, raw: dict[str, Any]) -> Parsed:
+        raise RuntimeError("a bug in validation")
+
+    monkeypatch.setattr(consumer, "validate_record", broken)
+    handles_it = Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CONFIRMED: _never})
+    with pytest.raises(PoisonRecord) as info:
+        handles_it.parse(order_confirmed(7000))
+    assert info.value.code == "parse_error"
+    assert "RuntimeError('a bug in validation')" in info.value.message
+    assert info.value.envelope is None
+    with pytest.raises(PoisonRecord) as info:  # poison found before the bug stays as it was
+        handles_it.parse(b"\xff not json")
+    assert info.value.code == "not_json"

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -217,9 +218,11 @@ class System:
         proc.kill()
         return proc.wait()
 
-    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def publish_raw(
+        self, topic: str, value: bytes, key: bytes | None = None
+    ) -> RecordMetadata:
         assert self.producer is not None
-        await self.producer.send_and_wait(topic, value, key=key)
+        return await self.producer.send_and_wait(topic, value, key=key)
 
     async def request(
         self,

@@ -20,6 +20,7 @@ subscription's may: those rows are written before the batch moves on to the next
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -88,6 +89,14 @@ class Subscription:
         except Exception as exc:
             log.exception("parsing a record of %s raised", self.topic.value)
             raise PoisonRecord("parse_error", repr(exc)[:500]) from exc
+
+
+def dead_letter_key(group_id: str, record: ConsumerRecord) -> str:
+    """The inbox key that dead-letters ``record`` once, however often it is delivered: its
+    coordinates, and a digest of its value, so that a claim left by another record at the
+    same coordinates (a topic deleted and created again) cannot swallow this one."""
+    digest = hashlib.blake2b(record.value or b"", digest_size=12).hexdigest()
+    return f"dlq|{record.topic}|{record.partition}|{record.offset}|{group_id}|{digest}"
 
 
 async def _message(msg: StreamMessage[Any]) -> Any:
@@ -384,8 +393,7 @@ class Consumer:
             "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, poison
         )
         async with self.uow.begin(cause=poison.envelope) as tx:
-            coords = f"dlq|{record.topic}|{record.partition}|{record.offset}|{self.group_id}"
-            if not await tx.claim(coords, sub.topic.value):
+            if not await tx.claim(dead_letter_key(self.group_id, record), sub.topic.value):
                 return
             headers = {
                 "dlq.error": poison.code,

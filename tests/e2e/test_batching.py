@@ -7,9 +7,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
+from aiokafka import ConsumerRecord
+from aiokafka.structs import RecordMetadata
+from sqlalchemy import text
 
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
+from shared.messaging.consumer import dead_letter_key
 from shared.topics import Topic
 from tests.harness import System, ref
 
@@ -118,3 +122,44 @@ async def test_poison_invalid_and_duplicate_records_in_a_batch(caravan: System) 
     assert (
         await caravan.scalar("select count(*) from orders.inbox where key = any(:k)", k=keys) == 3
     )
+
+
+async def test_a_claim_left_at_a_poison_records_coordinates_does_not_swallow_it(
+    caravan: System,
+) -> None:
+    """The dead-letter claim names the record by its coordinates and its value: a claim left
+    at the same topic, partition and offset by another record (of a topic deleted and
+    created again) must not make this one vanish unrecorded."""
+    key = ref("SAME-OFFSET").encode()
+    poison = b"\xff{not json " + key
+    sent: list[RecordMetadata] = []
+
+    async def publish() -> None:
+        sent.append(await caravan.publish_raw(Topic.ORDER_REQUESTS.value, poison, key))
+        at = sent[0]
+        earlier = ConsumerRecord(
+            topic=at.topic,
+            partition=at.partition,
+            offset=at.offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=key,
+            value=b"another record",
+            checksum=None,
+            serialized_key_size=len(key),
+            serialized_value_size=14,
+            headers=[],
+        )
+        assert caravan.engine is not None
+        async with caravan.engine.begin() as conn:
+            await conn.execute(
+                text("insert into orders.inbox (key, topic) values (:k, :t)"),
+                {"k": dead_letter_key("caravan-orders", earlier), "t": at.topic},
+            )
+
+    await with_orders_stopped(caravan, publish)
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    assert [r.value for r in dead] == [poison]
+    assert dict(dead[0].headers)["dlq.offset"].decode() == str(sent[0].offset)

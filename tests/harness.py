@@ -279,6 +279,26 @@ class System:
         rows = await self.sql(query, **params)
         return rows[0][0] if rows else None
 
+    async def outbox_count(self, schema: str, topic: Topic, type: str, **data: str) -> int:
+        """How many events of ``type`` whose ``data`` has these fields the service of
+        ``schema`` wrote to its outbox for ``topic``. Only that topic's rows are read as
+        JSON: a dead letter's value (``<topic>.dlq``) need not be JSON at all."""
+        matches = "".join(f" and e.body -> 'data' ->> :k{i} = :v{i}" for i in range(len(data)))
+        params = {f"k{i}": k for i, k in enumerate(data)} | {
+            f"v{i}": v for i, v in enumerate(data.values())
+        }
+        return int(
+            await self.scalar(
+                "with rows as materialized"
+                f" (select value from {schema}.outbox where topic = :topic),"
+                " e as (select convert_from(value, 'UTF8')::jsonb as body from rows)"
+                f" select count(*) from e where e.body ->> 'type' = :type{matches}",
+                topic=topic.value,
+                type=type,
+                **params,
+            )
+        )
+
 
 def ref(prefix: str = "T") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

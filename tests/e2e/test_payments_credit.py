@@ -253,11 +253,8 @@ async def test_a_void_restores_credit_once_under_duplicated_cancellations(
         await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
         == "voided"
     )
-    voids = await caravan.scalar(
-        "select count(*) from payments.outbox"
-        " where convert_from(value, 'UTF8')::jsonb ->> 'type' = 'payment.voided'"
-        " and convert_from(value, 'UTF8')::jsonb -> 'data' ->> 'order_id' = :o",
-        o=order_id,
+    voids = await caravan.outbox_count(
+        "payments", Topic.PAYMENT_EVENTS, "payment.voided", order_id=order_id
     )
     assert voids == 1
     assert (

@@ -275,11 +275,8 @@ async def test_interest_by_the_configured_rate_and_a_reminder_once_per_stage(
         == 1
     )
     assert (
-        await caravan.scalar(
-            "select count(*) from payments.outbox"
-            " where convert_from(value, 'UTF8')::jsonb ->> 'type' = 'payment.instalment_due'"
-            " and convert_from(value, 'UTF8')::jsonb -> 'data' ->> 'loan_id' = :l",
-            l=loan_id,
+        await caravan.outbox_count(
+            "payments", Topic.PAYMENT_EVENTS, "payment.instalment_due", loan_id=loan_id
         )
         == 1
     )

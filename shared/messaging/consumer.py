@@ -91,12 +91,14 @@ class Subscription:
             raise PoisonRecord("parse_error", repr(exc)[:500]) from exc
 
 
-def dead_letter_key(group_id: str, record: ConsumerRecord) -> str:
-    """The inbox key that dead-letters ``record`` once, however often it is delivered: its
+def dead_letter_key(
+    group_id: str, topic: str, partition: int, offset: int, value: bytes | None
+) -> str:
+    """The inbox key that dead-letters a record once, however often it is delivered: its
     coordinates, and a digest of its value, so that a claim left by another record at the
     same coordinates (a topic deleted and created again) cannot swallow this one."""
-    digest = hashlib.blake2b(record.value or b"", digest_size=12).hexdigest()
-    return f"dlq|{record.topic}|{record.partition}|{record.offset}|{group_id}|{digest}"
+    digest = hashlib.blake2b(value or b"", digest_size=12).hexdigest()
+    return f"dlq|{topic}|{partition}|{offset}|{group_id}|{digest}"
 
 
 async def _message(msg: StreamMessage[Any]) -> Any:
@@ -393,7 +395,10 @@ class Consumer:
             "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, poison
         )
         async with self.uow.begin(cause=poison.envelope) as tx:
-            if not await tx.claim(dead_letter_key(self.group_id, record), sub.topic.value):
+            key = dead_letter_key(
+                self.group_id, record.topic, record.partition, record.offset, record.value
+            )
+            if not await tx.claim(key, sub.topic.value):
                 return
             headers = {
                 "dlq.error": poison.code,

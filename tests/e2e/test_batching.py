@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 
@@ -137,24 +136,14 @@ async def test_a_claim_left_at_a_poison_records_coordinates_does_not_swallow_it(
     async def publish() -> None:
         sent.append(await caravan.publish_raw(Topic.ORDER_REQUESTS.value, poison, key))
         at = sent[0]
-        earlier = ConsumerRecord(
-            topic=at.topic,
-            partition=at.partition,
-            offset=at.offset,
-            timestamp=0,
-            timestamp_type=0,
-            key=key,
-            value=b"another record",
-            checksum=None,
-            serialized_key_size=len(key),
-            serialized_value_size=14,
-            headers=[],
+        earlier = dead_letter_key(
+            "caravan-orders", at.topic, at.partition, at.offset, b"another record"
         )
         assert caravan.engine is not None
         async with caravan.engine.begin() as conn:
             await conn.execute(
                 text("insert into orders.inbox (key, topic) values (:k, :t)"),
-                {"k": dead_letter_key("caravan-orders", earlier), "t": at.topic},
+                {"k": earlier, "t": at.topic},
             )
 
     await with_orders_stopped(caravan, publish)

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from caravan import system
@@ -19,6 +19,8 @@ from shared.faults import FAILPOINT_AFTER_VAR, FAILPOINT_VAR, KILLED_EXIT_CODE, 
 from shared.messaging import kafka_admin
 from shared.topics import ALL_TOPICS, EventType, Topic
 from tests.harness import System
+
+DLQ_TOPICS = frozenset(t.dlq for t in Topic)
 
 
 @dataclass
@@ -46,7 +48,8 @@ async def kill_and_restart(
     """``kill -9`` services mid-load, then start them again. With ``relay_dies_in`` (one of
     ``names``), that service first comes back with the relay's failpoint armed: it dies (137)
     between publishing a batch and marking it sent, and is started once more, unarmed.
-    Returns how many of its events were then published twice (0 without ``relay_dies_in``)."""
+    Returns how many of its records (events or dead letters) were then published twice (0
+    without ``relay_dies_in``)."""
     began = faults.now()
     seen = len(caravan.log.records)
     for name in names:
@@ -65,13 +68,12 @@ async def kill_and_restart(
     await asyncio.to_thread(system.wait_ready, caravan.procs)
     if relay_dies_in is None:
         return 0
-    source = f"caravan/{relay_dies_in}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         ids = Counter(
-            parse_record(Topic(r.topic), r.value).envelope.id
+            identity
             for r in caravan.log.records[seen:]
-            if r.topic in (t.value for t in Topic) and _from(r.value, source)
+            if (identity := _published_by(r, relay_dies_in)) is not None
         )
         twice = sum(1 for n in ids.values() if n > 1)
         if twice:
@@ -80,8 +82,18 @@ async def kill_and_restart(
     return 0
 
 
-def _from(value: bytes | None, source: str) -> bool:
-    return value is not None and f'"source":"{source}"'.encode() in value
+def _published_by(record: ConsumerRecord, service: str) -> tuple[str, ...] | None:
+    """What names ``record`` if ``service``'s relay published it: an event's id, or a dead
+    letter's group and coordinates (its relay batch may hold only dead letters)."""
+    if record.topic in DLQ_TOPICS:
+        headers = {k: v.decode() for k, v in record.headers}
+        if headers.get("dlq.group") != f"caravan-{service}":
+            return None
+        return (record.topic, headers["dlq.topic"], headers["dlq.partition"], headers["dlq.offset"])
+    source = f'"source":"caravan/{service}"'.encode()
+    if record.value is None or source not in record.value:
+        return None
+    return (parse_record(Topic(record.topic), record.value).envelope.id,)
 
 
 async def restart_postgres_immediate(caravan: System, faults: FaultLog) -> None:

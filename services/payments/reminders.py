@@ -12,7 +12,7 @@ A stage passed while no sweep ran is skipped (only the current one is announced)
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, case, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters.tables import instalment_reminders, instalments, loans
@@ -23,7 +23,14 @@ from shared.messaging.uow import Tx
 
 def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
     """Unpaid instalments of active loans due within ``upcoming_days`` and not yet reminded
-    of as overdue (the index ``instalments_unpaid_due`` finds them)."""
+    of at their current stage (the index ``instalments_unpaid_due`` finds them). Those
+    already reminded must not fill the page: with more than ``limit`` of them, the sweep
+    found the same page every time and never reached the instalments after it."""
+    current = case(  # the stage of domain.repayment.stage, for a due date within the window
+        (instalments.c.due < today, "overdue"),
+        (instalments.c.due == today, "today"),
+        else_="upcoming",
+    )
     return (
         select(
             instalments.c.loan_id,
@@ -40,10 +47,10 @@ def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
             loans.c.status == "active",
             instalments.c.paid_fen < instalments.c.amount_fen,
             instalments.c.due <= today + timedelta(days=upcoming_days),
-            ~exists().where(  # the last stage: nothing more to say
+            ~exists().where(
                 instalment_reminders.c.loan_id == instalments.c.loan_id,
                 instalment_reminders.c.number == instalments.c.number,
-                instalment_reminders.c.stage == "overdue",
+                instalment_reminders.c.stage == current,
             ),
         )
         .order_by(instalments.c.due)

@@ -15,6 +15,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
@@ -302,3 +303,8 @@ class System:
 
 def ref(prefix: str = "T") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def other_database(url: str, database: str) -> str:
+    """``url`` naming ``database`` on the same server (a socket folder in its query stays)."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)

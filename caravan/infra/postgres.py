@@ -1,9 +1,13 @@
 """Run a local PostgreSQL cluster from the system's binaries, without Docker.
 
-The cluster listens on 127.0.0.1 only.  Authentication: the cluster's own OS
-user connects over the unix socket (kept inside the 0700 data folder) with
-``trust``; TCP connections use scram-sha-256, with role ``caravan`` / password
-``caravan`` (a superuser, owner of database ``caravan``).
+The cluster listens on 127.0.0.1 and on a unix socket in ``<root>/socket/``
+(and inside the 0700 data folder, where our own ``psql`` finds a cluster started by an
+earlier version of this module too).  The services and tools connect over the
+public socket (a TCP loopback round trip costs measurably more CPU), as role
+``caravan`` / password ``caravan`` (a superuser, owner of database ``caravan``) or
+the roles made from it.  Authentication (``pg_hba.conf``, written at every
+start): the cluster's own OS user by ``peer``; every other local or TCP
+connection by scram-sha-256.  Nothing is trusted.
 
 When running as root, every PostgreSQL command runs as the ``postgres`` OS user
 and the data folder belongs to it.  If that user cannot reach ``base_dir`` (a
@@ -27,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -41,19 +46,30 @@ STOP_MODES = ("smart", "fast", "immediate")
 
 _T = TypeVar("_T")
 
-# Appended to postgresql.conf after initdb.  fsync, synchronous_commit and
-# full_page_writes are the defaults; they are spelled out because durability is
-# a requirement and nobody should "speed up tests" by turning them off here.
-_SETTINGS = """
-# --- caravan local cluster ---
-listen_addresses = '{host}'
-unix_socket_directories = '{socket_dir}'
+# Kept at the end of postgresql.conf: rewritten (from the marker on) before every
+# start.  fsync, synchronous_commit and full_page_writes are the defaults; they
+# are spelled out because durability is a requirement and nobody should "speed
+# up tests" by turning them off here.
+_SETTINGS_MARKER = "# --- caravan local cluster ---"
+_SETTINGS = f"""{_SETTINGS_MARKER}
+listen_addresses = '{{host}}'
+unix_socket_directories = '{{data_dir}},{{socket_dir}}'
+unix_socket_permissions = 0777
 max_connections = 200
 shared_buffers = 128MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on
 password_encryption = 'scram-sha-256'
+"""
+
+# The whole of pg_hba.conf, rewritten before every start.
+_HBA = """# written by caravan before every start: edits here are lost
+# TYPE  DATABASE  USER  ADDRESS  METHOD
+local   all  {cluster_user}  peer
+local   all  all  scram-sha-256
+host    all  all  127.0.0.1/32  scram-sha-256
+host    all  all  ::1/128  scram-sha-256
 """
 
 _BOOTSTRAP_SQL = f"""
@@ -95,8 +111,9 @@ class LocalPostgres:
         """Folder holding ``data/`` and ``postgres.log``: ``base_dir`` or its /var/tmp fallback."""
         digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:10]
         fallback = Path("/var/tmp") / f"caravan-{digest}"
-        # The socket path (<root>/data/.s.PGSQL.<port>) must fit in sockaddr_un (107 bytes).
-        if len(str(self.base_dir / "data" / f".s.PGSQL.{self.port}")) > 100:
+        # The socket paths (<root>/data|socket/.s.PGSQL.<port>) must fit in sockaddr_un
+        # (107 bytes).
+        if len(str(self.base_dir / "socket" / f".s.PGSQL.{self.port}")) > 100:
             return fallback
         if self._as_service_user:
             self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +128,18 @@ class LocalPostgres:
 
     @property
     def data_dir(self) -> Path:
-        """The cluster's data folder (PGDATA); its unix socket lives here too."""
+        """The cluster's data folder (PGDATA); its private unix socket lives here too."""
         return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        """Folder of the cluster's public unix socket, the one the services use."""
+        return self.root / "socket"
+
+    @property
+    def cluster_user(self) -> str:
+        """The OS user the server runs as, and the name of its bootstrap superuser."""
+        return SERVICE_USER if self._as_service_user else _current_user()
 
     @property
     def logfile(self) -> Path:
@@ -121,8 +148,13 @@ class LocalPostgres:
 
     @property
     def url(self) -> str:
-        """SQLAlchemy async URL of the ``caravan`` database."""
-        return f"postgresql+asyncpg://{ROLE}:{PASSWORD}@{HOST}:{self.port}/{DATABASE}"
+        """SQLAlchemy async URL of the ``caravan`` database: over the public unix socket
+        when it exists, else over TCP (a cluster started before there was one)."""
+        if (self.socket_dir / f".s.PGSQL.{self.port}").exists():
+            where = f"@:{self.port}/{DATABASE}?host={quote(str(self.socket_dir))}"
+        else:
+            where = f"@{HOST}:{self.port}/{DATABASE}"
+        return f"postgresql+asyncpg://{ROLE}:{PASSWORD}{where}"
 
     def start(self) -> str:
         """Init (first use) and start the cluster unless it runs already; return ``url``."""
@@ -137,6 +169,7 @@ class LocalPostgres:
                         f"port {self.port} is already in use by a process that is not "
                         f"the cluster in {self.data_dir}"
                     )
+                self._configure()
                 self._pg_ctl(
                     "start", "-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}"
                 )
@@ -204,9 +237,9 @@ class LocalPostgres:
                 "-D",
                 str(self.data_dir),
                 "--username",
-                SERVICE_USER if self._as_service_user else _current_user(),
+                self.cluster_user,
                 "--auth-local",
-                "trust",
+                "peer",  # _configure writes the whole pg_hba.conf before the first start
                 "--auth-host",
                 "scram-sha-256",
                 "--encoding",
@@ -215,14 +248,24 @@ class LocalPostgres:
                 "C",
             ]
         )
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(_SETTINGS.format(host=HOST, socket_dir=self.data_dir))
+
+    def _configure(self) -> None:
+        """Write our settings and ``pg_hba.conf`` (the cluster is stopped): also brings a
+        cluster made by an earlier version of this module up to date."""
+        self.socket_dir.mkdir(mode=0o755, exist_ok=True)
+        self.socket_dir.chmod(0o755)
+        conf_path = self.data_dir / "postgresql.conf"
+        conf = conf_path.read_text().split(_SETTINGS_MARKER)[0]
+        settings = _SETTINGS.format(host=HOST, data_dir=self.data_dir, socket_dir=self.socket_dir)
+        conf_path.write_text(conf.rstrip("\n") + "\n\n" + settings)
+        (self.data_dir / "pg_hba.conf").write_text(_HBA.format(cluster_user=self.cluster_user))
+        if self._as_service_user:
+            shutil.chown(self.socket_dir, SERVICE_USER, SERVICE_USER)
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self._run([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args], check)
 
     def _psql(self, sql: str) -> None:
-        user = SERVICE_USER if self._as_service_user else _current_user()
         command = [
             str(_bin_dir() / "psql"),
             "-X",
@@ -234,7 +277,7 @@ class LocalPostgres:
             "-p",
             str(self.port),
             "-U",
-            user,
+            self.cluster_user,
             "-d",
             "postgres",
         ]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -16,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from caravan import db_roles, system
 from shared.db.migrate import alembic_config, upgrade
 from tests.e2e.test_saga import RICH, order
-from tests.harness import System
+from tests.harness import System, other_database
 
 
 @asynccontextmanager
@@ -99,6 +100,41 @@ async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(
         assert users.get(service) == {db_roles.service_role(service)}, sessions
 
 
+async def test_the_local_cluster_is_reached_over_its_socket_and_trusts_nobody(
+    caravan: System,
+) -> None:
+    """The services use the project's cluster over its public unix socket (no TCP round
+    trips), and that socket asks every role but the cluster's OS user for its password."""
+    pg = caravan.infra.local_postgres
+    assert pg is not None, "this test needs the project's own PostgreSQL"
+    sessions = await caravan.sql(
+        "select application_name, client_addr::text from pg_stat_activity"
+        " where application_name like 'caravan-%'"
+    )
+    assert {app.removeprefix("caravan-") for app, _ in sessions} >= set(system.SERVICES)
+    assert all(addr is None for _, addr in sessions), sessions  # None: a unix socket
+    rules = await caravan.sql(
+        "select type, user_name, auth_method from pg_hba_file_rules order by line_number"
+    )
+    assert [tuple(rule) for rule in rules] == [
+        ("local", [pg.cluster_user], "peer"),
+        ("local", ["all"], "scram-sha-256"),
+        ("host", ["all"], "scram-sha-256"),
+        ("host", ["all"], "scram-sha-256"),
+    ]
+    socket_url = make_url(db_roles.asyncpg_url(pg.url))
+    assert socket_url.query["host"] == str(pg.socket_dir)
+    for password in ("", "not-the-password"):
+        engine = create_async_engine(socket_url.set(password=password), poolclass=NullPool)
+        try:
+            with pytest.raises(DBAPIError) as caught:
+                async with engine.connect():
+                    pass
+            assert "password authentication failed" in str(caught.value.orig), caught.value
+        finally:
+            await engine.dispose()
+
+
 async def test_shared_schemas_are_granted_as_listed_including_later_tables(
     caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,7 +171,7 @@ async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
     admin_url = infrastructure.database_url
     scratch = f"caravan_adopt_{uuid.uuid4().hex[:8]}"
     await _admin_sql(admin_url, f'create database "{scratch}"', autocommit=True)
-    url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
+    url = other_database(admin_url, scratch)
     folder = system.REPO_ROOT / "services" / "payments" / "migrations"
     try:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(url))  # as the admin

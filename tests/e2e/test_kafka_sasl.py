@@ -28,7 +28,7 @@ from shared.topics import Topic
 from tests.conftest import HTTP_PORT, KAFKA_PORT
 from tests.conftest import test_seed as seed_data
 from tests.e2e.test_saga import RICH, order
-from tests.harness import EventLog, System
+from tests.harness import EventLog, System, other_database
 
 SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
 SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
@@ -43,7 +43,7 @@ async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[Sys
     kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram, controller_offset=5)
     database = f"caravan_sasl_{uuid.uuid4().hex[:8]}"
     admin_url = infrastructure.database_url
-    url = admin_url.rsplit("/", 1)[0] + f"/{database}"
+    url = other_database(admin_url, database)
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{database}"'))

@@ -22,7 +22,7 @@ from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
 from shared.auth.tables import metadata as auth
 from shared.db.migrate import alembic_config
-from tests.harness import System
+from tests.harness import System, other_database
 
 METADATA = {
     "orders": orders,
@@ -59,7 +59,7 @@ async def test_migrations_match_the_tables_and_downgrade(
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    url = admin_url.rsplit("/", 1)[0] + f"/{scratch}"
+    url = other_database(admin_url, scratch)
     try:
         for name, metadata in METADATA.items():
             cfg = alembic_config(_folder(name), url)

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote
 
 import httpx
 import typer
@@ -90,7 +91,8 @@ def up(
     board: subprocess.Popen[bytes] | None = None
     try:
         console.print(f"Kafka: {infra.kafka_bootstrap} [dim]({infra.kafka_path})[/dim]")
-        shown = make_url(infra.database_url).render_as_string(hide_password=True)
+        # Unquoted for reading: the local cluster's URL holds its socket folder in the query.
+        shown = unquote(make_url(infra.database_url).render_as_string(hide_password=True))
         console.print(f"PostgreSQL: {shown} [dim]({infra.postgres_path})[/dim]")
         with console.status("creating topics and migrating schemas"):
             asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))

@@ -10,4 +10,8 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--host", default="127.0.0.1")
 parser.add_argument("--port", type=int, default=9099)
 args = parser.parse_args()
-uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+# A request scripted to answer late ("timeout:30") must not hold up a stop, as in the other
+# simulators.
+uvicorn.run(
+    create_app(), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1
+)

@@ -17,6 +17,7 @@ from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from caravan import system
 from caravan.seeding import load
@@ -308,3 +309,21 @@ def ref(prefix: str = "T") -> str:
 def other_database(url: str, database: str) -> str:
     """``url`` naming ``database`` on the same server (a socket folder in its query stays)."""
     return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new empty database on the server of ``admin_url`` (a name starting with ``prefix``),
+    dropped afterwards whatever happened; yields its URL, as the admin."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'create database "{name}"'))
+        try:
+            yield other_database(admin_url, name)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'drop database "{name}" with (force)'))
+    finally:
+        await admin.dispose()

@@ -2,7 +2,6 @@
 migrations ran as the owner role; the running system works with those roles."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from caravan import db_roles, system
 from shared.db.migrate import alembic_config, upgrade
 from tests.e2e.test_saga import RICH, order
-from tests.harness import System, other_database
+from tests.harness import System, scratch_database
 
 
 @asynccontextmanager
@@ -168,12 +167,8 @@ async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
 ) -> None:
     """Databases migrated before the owner role existed: their schemas, tables, sequences
     and functions pass to the owner, which can then migrate them (here: all the way down)."""
-    admin_url = infrastructure.database_url
-    scratch = f"caravan_adopt_{uuid.uuid4().hex[:8]}"
-    await _admin_sql(admin_url, f'create database "{scratch}"', autocommit=True)
-    url = other_database(admin_url, scratch)
     folder = system.REPO_ROOT / "services" / "payments" / "migrations"
-    try:
+    async with scratch_database(infrastructure.database_url, "caravan_adopt") as url:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(url))  # as the admin
         await db_roles.ensure_owner(url)
         engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
@@ -193,16 +188,10 @@ async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
         cfg = alembic_config(folder, db_roles.asyncpg_url(url))
         cfg.set_main_option("caravan_role", db_roles.OWNER)
         await asyncio.to_thread(command.downgrade, cfg, "base")
-    finally:
-        await _admin_sql(admin_url, f'drop database "{scratch}" with (force)', autocommit=True)
 
 
-async def _admin_sql(url: str, statements: str, autocommit: bool = False) -> None:
-    engine = create_async_engine(
-        db_roles.asyncpg_url(url),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
-    )
+async def _admin_sql(url: str, statements: str) -> None:
+    engine = create_async_engine(db_roles.asyncpg_url(url), poolclass=NullPool)
     try:
         async with engine.begin() as conn:
             for statement in statements.split("; "):

@@ -12,9 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from caravan import db_roles, kafka_acls, system
 from caravan.infra.kafka import LocalKafka, Scram
@@ -28,7 +26,7 @@ from shared.topics import Topic
 from tests.conftest import HTTP_PORT, KAFKA_PORT
 from tests.conftest import test_seed as seed_data
 from tests.e2e.test_saga import RICH, order
-from tests.harness import EventLog, System, other_database
+from tests.harness import EventLog, System, scratch_database
 
 SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
 SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
@@ -41,54 +39,46 @@ async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[Sys
     shutil.rmtree(base, ignore_errors=True)
     scram = system.local_scram()
     kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram, controller_offset=5)
-    database = f"caravan_sasl_{uuid.uuid4().hex[:8]}"
-    admin_url = infrastructure.database_url
-    url = other_database(admin_url, database)
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{database}"'))
-    procs: system.ServiceProcesses | None = None
-    log: EventLog | None = None
-    try:
-        bootstrap = await asyncio.to_thread(kafka.start)
-        await asyncio.to_thread(kafka.wait_ready)
-        infra = system.Infrastructure(
-            bootstrap, url, "local SASL", "local", kafka_env=system.scram_env(scram)
-        )
-        await system.prepare(bootstrap, url, settings=scram.client_settings())
-        await load(url, seed_data())
-        procs = system.ServiceProcesses(
-            system.service_env(infra, SASL_HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
-            base / f"logs-{uuid.uuid4().hex[:6]}",
-        )
-        log = EventLog(bootstrap, settings=scram.client_settings())
-        await log.start()
-        procs.start()
-        await asyncio.to_thread(system.wait_ready, procs)
-        token = await issue_token(url, f"sasl-test-{uuid.uuid4().hex[:6]}", list(SCOPES))
-        caravan = System(
-            infra,
-            procs,
-            log,
-            f"http://127.0.0.1:{SASL_HTTP_PORT}",
-            token,
-            scram.client_settings(),
-        )
-        await caravan.start()
+    async with scratch_database(infrastructure.database_url, "caravan_sasl") as url:
+        procs: system.ServiceProcesses | None = None
+        log: EventLog | None = None
         try:
-            yield caravan, scram
-            procs.check_alive()
+            bootstrap = await asyncio.to_thread(kafka.start)
+            await asyncio.to_thread(kafka.wait_ready)
+            infra = system.Infrastructure(
+                bootstrap, url, "local SASL", "local", kafka_env=system.scram_env(scram)
+            )
+            await system.prepare(bootstrap, url, settings=scram.client_settings())
+            await load(url, seed_data())
+            procs = system.ServiceProcesses(
+                system.service_env(infra, SASL_HTTP_PORT, CARAVAN_ENVIRONMENT="test"),
+                base / f"logs-{uuid.uuid4().hex[:6]}",
+            )
+            log = EventLog(bootstrap, settings=scram.client_settings())
+            await log.start()
+            procs.start()
+            await asyncio.to_thread(system.wait_ready, procs)
+            token = await issue_token(url, f"sasl-test-{uuid.uuid4().hex[:6]}", list(SCOPES))
+            caravan = System(
+                infra,
+                procs,
+                log,
+                f"http://127.0.0.1:{SASL_HTTP_PORT}",
+                token,
+                scram.client_settings(),
+            )
+            await caravan.start()
+            try:
+                yield caravan, scram
+                procs.check_alive()
+            finally:
+                await caravan.stop()
         finally:
-            await caravan.stop()
-    finally:
-        if procs is not None:
-            procs.stop()
-        if log is not None:
-            await log.stop()
-        kafka.stop()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE "{database}" WITH (FORCE)'))
-        await admin.dispose()
+            if procs is not None:
+                procs.stop()
+            if log is not None:
+                await log.stop()
+            kafka.stop()
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """Each service's migrations build exactly the schema its tables declare, and undo cleanly."""
 
 import asyncio
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
 from shared.auth.tables import metadata as auth
 from shared.db.migrate import alembic_config
-from tests.harness import System, other_database
+from tests.harness import System, scratch_database
 
 METADATA = {
     "orders": orders,
@@ -54,13 +53,7 @@ def _diff(conn: Connection, metadata: MetaData) -> list[object]:
 async def test_migrations_match_the_tables_and_downgrade(
     infrastructure: system.Infrastructure,
 ) -> None:
-    admin_url = infrastructure.database_url
-    scratch = f"caravan_migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    url = other_database(admin_url, scratch)
-    try:
+    async with scratch_database(infrastructure.database_url, "caravan_migrations") as url:
         for name, metadata in METADATA.items():
             cfg = alembic_config(_folder(name), url)
             await asyncio.to_thread(command.upgrade, cfg, "head")
@@ -78,10 +71,6 @@ async def test_migrations_match_the_tables_and_downgrade(
                 )
             await engine.dispose()
             assert left == 0, name
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE "{scratch}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_index(

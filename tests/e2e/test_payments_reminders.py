@@ -2,10 +2,9 @@
 their current stage do not fill its page, so the ones after them are reached."""
 
 import asyncio
-import uuid
 from datetime import date, timedelta
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -13,7 +12,7 @@ from caravan import db_roles, system
 from services.payments.adapters.tables import instalment_reminders, instalments, loans
 from services.payments.reminders import due_instalments
 from shared.db.migrate import upgrade
-from tests.harness import other_database
+from tests.harness import scratch_database
 
 TODAY = date(2027, 3, 10)
 
@@ -21,53 +20,51 @@ TODAY = date(2027, 3, 10)
 async def test_a_page_of_instalments_already_reminded_does_not_hide_the_next(
     infrastructure: system.Infrastructure,
 ) -> None:
-    admin_url = infrastructure.database_url
-    scratch = f"caravan_reminders_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    async with admin.connect() as conn:
-        await conn.execute(text(f'create database "{scratch}"'))
-    url = db_roles.asyncpg_url(other_database(admin_url, scratch))
-    engine = create_async_engine(url, poolclass=NullPool)
-    try:
-        folder = system.REPO_ROOT / "services" / "payments" / "migrations"
-        await asyncio.to_thread(upgrade, folder, url)
-        # loan: (due in days from today, the stage already reminded of)
-        plan = {
-            "reminded-overdue": (-1, "overdue"),
-            "reminded-today": (0, "today"),
-            "reminded-upcoming": (2, "upcoming"),
-            "not-reminded": (3, None),
-            "reminded-before-it-was-overdue": (-2, "upcoming"),
-        }
-        async with engine.begin() as conn:
-            for loan_id, (days, reminded) in plan.items():
-                await conn.execute(
-                    insert(loans).values(
-                        loan_id=loan_id,
-                        order_id=f"order-{loan_id}",
-                        buyer_id="buyer",
-                        principal_fen=100,
-                        outstanding_fen=100,
-                        term_months=1,
-                        status="active",
-                    )
-                )
-                due = TODAY + timedelta(days=days)
-                await conn.execute(
-                    insert(instalments).values(loan_id=loan_id, number=1, due=due, amount_fen=100)
-                )
-                if reminded is not None:
+    async with scratch_database(infrastructure.database_url, "caravan_reminders") as scratch_url:
+        url = db_roles.asyncpg_url(scratch_url)
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            folder = system.REPO_ROOT / "services" / "payments" / "migrations"
+            await asyncio.to_thread(upgrade, folder, url)
+            # loan: (due in days from today, the stage already reminded of)
+            plan = {
+                "reminded-overdue": (-1, "overdue"),
+                "reminded-today": (0, "today"),
+                "reminded-upcoming": (2, "upcoming"),
+                "not-reminded": (3, None),
+                "reminded-before-it-was-overdue": (-2, "upcoming"),
+            }
+            async with engine.begin() as conn:
+                for loan_id, (days, reminded) in plan.items():
                     await conn.execute(
-                        insert(instalment_reminders).values(
-                            loan_id=loan_id, number=1, stage=reminded
+                        insert(loans).values(
+                            loan_id=loan_id,
+                            order_id=f"order-{loan_id}",
+                            buyer_id="buyer",
+                            principal_fen=100,
+                            outstanding_fen=100,
+                            term_months=1,
+                            status="active",
                         )
                     )
-        async with engine.connect() as conn:
-            page = (await conn.execute(due_instalments(TODAY, 3, limit=2))).all()
-        # Oldest due first; what was reminded at its current stage is not in the page.
-        assert [row.loan_id for row in page] == ["reminded-before-it-was-overdue", "not-reminded"]
-    finally:
-        await engine.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'drop database "{scratch}" with (force)'))
-        await admin.dispose()
+                    due = TODAY + timedelta(days=days)
+                    await conn.execute(
+                        insert(instalments).values(
+                            loan_id=loan_id, number=1, due=due, amount_fen=100
+                        )
+                    )
+                    if reminded is not None:
+                        await conn.execute(
+                            insert(instalment_reminders).values(
+                                loan_id=loan_id, number=1, stage=reminded
+                            )
+                        )
+            async with engine.connect() as conn:
+                page = (await conn.execute(due_instalments(TODAY, 3, limit=2))).all()
+            # Oldest due first; what was reminded at its current stage is not in the page.
+            assert [row.loan_id for row in page] == [
+                "reminded-before-it-was-overdue",
+                "not-reminded",
+            ]
+        finally:
+            await engine.dispose()

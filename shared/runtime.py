@@ -124,6 +124,8 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         max_attempts=settings.handler_max_attempts,
         batch_size=settings.consumer_batch_size,
         batch_timeout_ms=settings.consumer_batch_timeout_ms,
+        fetch_min_bytes=settings.consumer_fetch_min_bytes,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
     service.asgi_app = create_app(f"Caravan {name}", db, settings)

@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     # (1: one record per transaction), and how long it waits for records when there are none.
     consumer_batch_size: int = Field(100, ge=1, le=10_000)
     consumer_batch_timeout_ms: int = Field(10, ge=1)
+    # How much a subscriber's fetch asks the broker to gather before it answers, and how long
+    # the broker may hold the fetch for it: fewer, fuller fetches (1 byte: answer at once).
+    consumer_fetch_min_bytes: int = Field(8192, ge=1)
+    consumer_fetch_max_wait_ms: int = Field(10, ge=0, le=500)
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

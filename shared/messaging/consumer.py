@@ -201,6 +201,8 @@ class Consumer:
     max_attempts: int = 3
     batch_size: int = 1
     batch_timeout_ms: int = 10
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
     subscriptions: list[Subscription] = field(default_factory=list)
     attached: bool = False
     offsets: HandledOffsets = field(default_factory=HandledOffsets)
@@ -224,6 +226,8 @@ class Consumer:
             ack_policy=AckPolicy.MANUAL,  # self.offsets commits what was handled
             title=self.service,
             decoder=_message,
+            fetch_min_bytes=self.fetch_min_bytes,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         if self.batch_size > 1:
 

@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, default=18980)
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
+    system.stop_on_signals()  # a SIGTERM still stops what the run started
     report = asyncio.run(bench(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "inventory_reservations.json"

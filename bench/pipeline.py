@@ -931,6 +931,7 @@ def main() -> None:
         run_relay_floor(args.relay_floor, args.run)
         return
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
+    system.stop_on_signals()  # a SIGTERM still stops what the run started
     report = asyncio.run(bench(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -308,6 +308,7 @@ def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)
     console = Console()
     started = time.monotonic()
+    system.stop_on_signals()  # a SIGTERM still stops what the run started
     report = asyncio.run(soak(args, console))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -70,10 +69,7 @@ def up(
     ] = False,
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
-    # Ctrl-C and a supervisor's SIGTERM both stop everything cleanly, even when started
-    # from a shell that ignores SIGINT in background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    system.stop_on_signals()
     settings = Settings()
     started = time.monotonic()
     rf = min(kafka_nodes, 3)

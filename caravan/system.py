@@ -76,6 +76,15 @@ def docker_available() -> bool:
     return done.returncode == 0
 
 
+def stop_on_signals() -> None:
+    """Make Ctrl-C and a supervisor's SIGTERM both raise ``KeyboardInterrupt`` in this
+    process, so that its ``finally`` blocks stop the services and brokers it started (SIGTERM
+    would otherwise end it at once and leave them running; a shell may also start a
+    background job with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def start_infrastructure(
     base_dir: Path = CACHE,
     kafka_port: int = 9092,

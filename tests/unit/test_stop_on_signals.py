@@ -1,0 +1,58 @@
+"""``caravan up`` and the bench scripts stop what they started when a supervisor sends
+SIGTERM: ``system.stop_on_signals`` turns it into ``KeyboardInterrupt``, so the ``finally``
+blocks of their ``asyncio.run`` (awaits included) run before the process ends."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from caravan.system import REPO_ROOT
+
+SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from caravan import system
+
+async def run(marker: Path) -> None:
+    try:
+        print("started", flush=True)
+        await asyncio.sleep(60)
+    finally:
+        await asyncio.sleep(0.05)  # cleanup that awaits, as the bench's driver.stop() does
+        marker.write_text("stopped")
+
+if sys.argv[2] == "handled":
+    system.stop_on_signals()
+asyncio.run(run(Path(sys.argv[1])))
+"""
+
+
+def terminated(tmp_path: Path, mode: str) -> tuple[int, str | None]:
+    marker = tmp_path / f"{mode}.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(marker), mode],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=20)
+    return code, marker.read_text() if marker.exists() else None
+
+
+def test_sigterm_runs_the_cleanup_of_a_process_that_asked_for_it(tmp_path: Path) -> None:
+    code, marker = terminated(tmp_path, "handled")
+    assert marker == "stopped"
+    assert code != 0  # it still ends as interrupted
+
+
+def test_without_it_sigterm_skips_the_cleanup(tmp_path: Path) -> None:
+    # What the bench did before: its brokers and services outlived it.
+    code, marker = terminated(tmp_path, "default")
+    assert marker is None
+    assert code == -signal.SIGTERM

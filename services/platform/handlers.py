@@ -135,12 +135,18 @@ async def _record_problems(tx: Tx, app: str, platform_order_id: str, found: list
         )
 
 
+def concerns_platform(parsed: Parsed) -> bool:
+    """Whether an order event may be the platform's: an ``order.placed`` names its source,
+    and one the platform did not place is skipped unclaimed (most orders come from the
+    storefronts); an ended order is looked up (``prefetch_order_events``)."""
+    data = parsed.data
+    return not isinstance(data, OrderPlaced) or data.source.startswith(SOURCE_PREFIX)
+
+
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     """Remember the order id of a platform order we placed (its outcome names only that)."""
     data = parsed.data
-    assert isinstance(data, OrderPlaced)
-    if not data.source.startswith(SOURCE_PREFIX):
-        return
+    assert isinstance(data, OrderPlaced) and data.source.startswith(SOURCE_PREFIX)
     rows = await tx.conn.execute(
         update(platform_orders)
         .where(

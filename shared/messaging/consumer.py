@@ -54,8 +54,10 @@ Prefetch = Callable[[Tx, Sequence[Parsed]], Awaitable[None]]
 class Subscription:
     """What one service does with one topic: a handler per event type it acts on.
 
-    Known types of the topic without a handler are skipped; ``on_poison`` may add events to
-    a dead-lettering transaction (orders answers invalid requests with ``order.rejected``).
+    Known types of the topic without a handler are skipped, and so are the records that
+    ``wants`` (if given) turns down: neither is claimed nor opens a transaction. ``on_poison``
+    may add events to a dead-lettering transaction (orders answers invalid requests with
+    ``order.rejected``).
     ``prefetch`` runs in the handling transaction before the handlers, with every new record
     of the batch (or the one record): it loads, locks and keeps in ``Tx.identity`` what they
     will read, in a few statements instead of a few per record.
@@ -65,11 +67,18 @@ class Subscription:
     handlers: Mapping[EventType, Handler]
     on_poison: PoisonHook | None = None
     prefetch: Prefetch | None = None
+    wants: Callable[[Parsed], bool] | None = None
 
     @cached_property
     def skipped(self) -> frozenset[str]:
         """The topic's event types that this subscription has no handler for."""
         return frozenset(REGISTRY.get(self.topic, {})) - {t.value for t in self.handlers}
+
+    def handler_for(self, parsed: Parsed | None) -> Handler | None:
+        """The handler of ``parsed``, or None if it is skipped here."""
+        if parsed is None or (self.wants is not None and not self.wants(parsed)):
+            return None
+        return self.handlers.get(EventType(parsed.envelope.type))
 
     def parse(self, value: bytes | None) -> Parsed | None:
         """``value`` parsed and validated, or None if it is of a type skipped here: the
@@ -263,7 +272,7 @@ class Consumer:
             await self._until_done(partial(self._dead_letter, sub, record, poison))
             CONSUMED.labels(self.service, topic, "dead_lettered").inc()
             return
-        handler = None if parsed is None else sub.handlers.get(EventType(parsed.envelope.type))
+        handler = sub.handler_for(parsed)
         if parsed is None or handler is None:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
@@ -309,10 +318,7 @@ class Consumer:
         records: Sequence[ConsumerRecord],
         maybe_parsed: list[Parsed | None],
     ) -> list[str]:
-        handlers = [
-            None if p is None else sub.handlers.get(EventType(p.envelope.type))
-            for sub, p in zip(subs, maybe_parsed, strict=True)
-        ]
+        handlers = [sub.handler_for(p) for sub, p in zip(subs, maybe_parsed, strict=True)]
         todo = [i for i, handler in enumerate(handlers) if handler is not None]
         parsed = {i: p for i in todo if (p := maybe_parsed[i]) is not None}
         outcomes = ["skipped"] * len(records)

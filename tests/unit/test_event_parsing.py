@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
+from services.platform.handlers import on_order_ended, on_order_placed
 from shared.events.orders import (
     Buyer,
     Delivery,
@@ -379,3 +381,27 @@ def test_anything_else_that_parsing_raises_is_poison_too(monkeypatch: pytest.Mon
     with pytest.raises(PoisonRecord) as info:  # poison found before the bug stays as it was
         handles_it.parse(b"\xff not json")
     assert info.value.code == "not_json"
+
+
+def order_placed(source: str) -> bytes:
+    record = example()
+    record["type"] = "order.placed"
+    record["data"] = {
+        "order_id": "o-1",
+        "order_ref": "SWN-000123",
+        "source": source,
+        "buyer_id": "B-1",
+        "lines": [{"sku": "PEPPER-1KG", "quantity": 2}],
+    }
+    return orjson.dumps(record)
+
+
+def test_the_platform_skips_the_storefronts_placed_orders_unclaimed() -> None:
+    """Most orders come from the storefronts: the platform adapter has nothing to do with
+    their ``order.placed`` and does not claim it (a transaction per order for nothing), but
+    still handles its own and every ended order (which it looks up)."""
+    (sub,) = platform_subscriptions()
+    assert sub.handler_for(sub.parse(order_placed("storefront/shawan"))) is None
+    assert sub.handler_for(sub.parse(order_placed("platform/tmall"))) is on_order_placed
+    assert sub.handler_for(sub.parse(order_confirmed(7000))) is on_order_ended
+    assert sub.handler_for(None) is None

@@ -29,6 +29,7 @@ def subscriptions() -> list[Subscription]:
                 EventType.ORDER_CANCELLED: handlers.on_order_ended,
             },
             prefetch=handlers.prefetch_order_events,
+            wants=handlers.concerns_platform,
         )
     ]
 

@@ -295,16 +295,16 @@ def test_unknown_locale_is_invalid(locale: str) -> None:
 # --- money ---------------------------------------------------------------------------------
 
 
-def order_confirmed(total_fen: object) -> bytes:
+def order_event(kind: str, **data: object) -> bytes:
+    """The contract example turned into an event of ``kind`` about order o-1 (SWN-000123)."""
     record = example()
-    record["type"] = "order.confirmed"
-    record["data"] = {
-        "order_id": "o-1",
-        "order_ref": "SWN-000123",
-        "total_fen": total_fen,
-        "payment": {"method": "prepaid"},
-    }
+    record["type"] = kind
+    record["data"] = {"order_id": "o-1", "order_ref": "SWN-000123", **data}
     return orjson.dumps(record)
+
+
+def order_confirmed(total_fen: object) -> bytes:
+    return order_event("order.confirmed", total_fen=total_fen, payment={"method": "prepaid"})
 
 
 def test_integer_money_parses() -> None:
@@ -384,16 +384,8 @@ def test_anything_else_that_parsing_raises_is_poison_too(monkeypatch: pytest.Mon
 
 
 def order_placed(source: str) -> bytes:
-    record = example()
-    record["type"] = "order.placed"
-    record["data"] = {
-        "order_id": "o-1",
-        "order_ref": "SWN-000123",
-        "source": source,
-        "buyer_id": "B-1",
-        "lines": [{"sku": "PEPPER-1KG", "quantity": 2}],
-    }
-    return orjson.dumps(record)
+    lines = [{"sku": "PEPPER-1KG", "quantity": 2}]
+    return order_event("order.placed", source=source, buyer_id="B-1", lines=lines)
 
 
 def test_the_platform_skips_the_storefronts_placed_orders_unclaimed() -> None:

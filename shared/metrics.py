@@ -8,6 +8,11 @@ CONSUMED = Counter(
 OUTBOX_PUBLISHED = Counter(
     "caravan_records_produced_total", "Records published from the outbox", ["service"]
 )
+MESSAGING_PRUNED = Counter(
+    "caravan_messaging_rows_pruned_total",
+    "Outbox and inbox rows deleted past their retention",
+    ["service", "table"],
+)
 HANDLER_SECONDS = Histogram(
     "caravan_handler_seconds",
     "Time to handle one record, database commit included",

@@ -16,6 +16,7 @@ from shared.http import create_app
 from shared.kafka_security import broker_security
 from shared.messaging.consumer import Consumer, Subscription
 from shared.messaging.relay import OutboxRelay, make_producer
+from shared.messaging.retention import Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -128,6 +129,16 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
+    retention = Retention(
+        db,
+        outbox,
+        inbox,
+        service=name,
+        outbox_hours=settings.outbox_retention_hours,
+        inbox_hours=settings.inbox_retention_hours,
+        interval_seconds=settings.messaging_prune_interval_seconds,
+    )
+    service.loops.append(retention.run)
     service.asgi_app = create_app(f"Caravan {name}", db, settings)
     service.http_port = {
         "orders": settings.http_port,

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = 1.0
     outbox_batch_size: int = 500
     outbox_idle_poll_seconds: float = 0.5
+    # How long published outbox rows and inbox rows are kept (shared/messaging/retention.py:
+    # the inbox must outlive the records in Kafka, topic retention.ms + segment.ms), and how
+    # often each service deletes older ones; 0 keeps a table's rows for ever.
+    outbox_retention_hours: float = Field(24.0, ge=0)
+    inbox_retention_hours: float = Field(360.0, ge=0)
+    messaging_prune_interval_seconds: float = Field(3600.0, gt=0)
     db_pool_size: int = 10
     handler_max_attempts: int = 3
     instance_id: str = "1"

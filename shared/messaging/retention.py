@@ -1,0 +1,104 @@
+"""Retention of the outbox and the inbox: rows that nothing needs any more are deleted.
+
+Without it both tables grow for ever (across the services, about seven outbox rows and ten
+inbox rows per order), until a county centre's database fills its disk.
+
+- **Outbox.** A row is needed until the relay has published it. Published rows are kept
+  ``outbox_retention_hours`` (24) for whoever looks into what a service emitted, then
+  deleted. A row not yet published is never deleted, however old.
+- **Inbox.** A row stops a record from being handled twice, and a record can come again for
+  as long as Kafka holds it (a consumer that stopped before committing its offset, a
+  ``caravan replay``). So a row must outlive its record. Kafka deletes a record with its log
+  segment, once the segment's newest record is older than the topic's ``retention.ms``; a
+  segment is rolled after ``segment.ms``. The default, ``inbox_retention_hours`` = 360 (15
+  days), is Kafka's default retention (7 days) plus its default segment time (7 days) plus a
+  day. A broker whose topics keep records longer needs a longer inbox retention: never
+  shorter than ``retention.ms + segment.ms``, or a replay handles old records again.
+
+``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
+the first time at start) a service deletes its own schema's old rows in chunks, each chunk
+one short statement that skips rows locked by anyone else (another instance pruning, a relay
+marking rows sent). Neither table has an index on its timestamps: an index would cost every
+insert, on the hottest tables there are, to save a scan an hour.
+"""
+
+import asyncio
+import logging
+
+from sqlalchemy import Table
+
+from shared.db import Database, driver
+from shared.metrics import MESSAGING_PRUNED
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600.0
+
+
+class Retention:
+    """Deletes one service's outbox rows published more than ``outbox_hours`` ago and its
+    inbox rows older than ``inbox_hours`` (0: never)."""
+
+    def __init__(
+        self,
+        db: Database,
+        outbox: Table,
+        inbox: Table,
+        *,
+        service: str,
+        outbox_hours: float,
+        inbox_hours: float,
+        interval_seconds: float = HOUR,
+        chunk: int = 5000,
+    ) -> None:
+        self.db = db
+        self.service = service
+        self.interval_seconds = interval_seconds
+        self.chunk = chunk
+        # Published rows only: sent_at is NULL until then, and NULL is never older.
+        self._tables = [
+            (outbox, _prune_sql(outbox, "sent_at"), outbox_hours * HOUR),
+            (inbox, _prune_sql(inbox, "handled_at"), inbox_hours * HOUR),
+        ]
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pruning the outbox and inbox failed; trying again later")
+            await asyncio.sleep(self.interval_seconds)
+
+    async def prune(self) -> dict[str, int]:
+        """Delete what is past its retention now; how many rows of each table."""
+        deleted = {}
+        for table, sql, keep_seconds in self._tables:
+            deleted[table.name] = 0
+            if keep_seconds <= 0:
+                continue
+            while True:
+                async with driver.transaction(self.db.engine) as conn:
+                    status = await conn.execute(sql, keep_seconds, self.chunk)
+                n = int(status.split()[-1])  # "DELETE <n>"
+                deleted[table.name] += n
+                MESSAGING_PRUNED.labels(self.service, table.name).inc(n)
+                if n < self.chunk:
+                    break
+        if any(deleted.values()):
+            log.info("pruned %s", ", ".join(f"{n} {name} rows" for name, n in deleted.items()))
+        return deleted
+
+
+def _prune_sql(table: Table, column: str) -> str:
+    """Delete up to ``$2`` rows whose ``column`` is more than ``$1`` seconds old."""
+    name = driver.qualified(table)
+    return (
+        f"DELETE FROM {name} WHERE ctid = ANY(ARRAY("
+        f"SELECT ctid FROM {name} WHERE {column} < now() - make_interval(secs => $1)"
+        " LIMIT $2 FOR UPDATE SKIP LOCKED))"
+    )
+
+
+__all__ = ["Retention"]

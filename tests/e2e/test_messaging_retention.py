@@ -1,0 +1,176 @@
+"""Retention of the outbox and the inbox (shared/messaging/retention.py): on a database of
+its own, exactly the rows past their retention go, and never an unpublished one; in the
+running system, a service prunes its own tables when it starts."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select, text
+
+from caravan import db_roles, system
+from services.orders.adapters.tables import inbox, outbox
+from shared.db import Database
+from shared.db.migrate import upgrade
+from shared.messaging.retention import Retention
+from shared.settings import Settings
+from shared.topics import Topic
+from tests.e2e.test_saga import order
+from tests.harness import System, scratch_database
+
+HOUR = timedelta(hours=1)
+
+
+@asynccontextmanager
+async def orders_tables(infrastructure: system.Infrastructure) -> AsyncIterator[Database]:
+    """The orders service's tables, migrated, in a database of their own."""
+    async with scratch_database(infrastructure.database_url, "caravan_retention") as scratch:
+        url = db_roles.asyncpg_url(scratch)
+        await asyncio.to_thread(
+            upgrade, system.REPO_ROOT / "services" / "orders" / "migrations", url
+        )
+        db = Database(Settings(database_url=url), schema="orders")
+        try:
+            yield db
+        finally:
+            await db.dispose()
+
+
+def retention(db: Database, outbox_hours: float = 24, inbox_hours: float = 360) -> Retention:
+    return Retention(
+        db,
+        outbox,
+        inbox,
+        service="orders",
+        outbox_hours=outbox_hours,
+        inbox_hours=inbox_hours,
+        chunk=2,  # so that a sweep takes several chunks
+    )
+
+
+async def fill(db: Database) -> None:
+    """Outbox rows published 2 days and 1 hour ago, unpublished for 30 days; inbox rows
+    handled 16 days and 1 hour ago."""
+    now = datetime.now(UTC)
+    outbox_rows = [
+        ("old-sent", now - 48 * HOUR, now - 48 * HOUR),
+        ("unsent", now - 720 * HOUR, None),
+        ("old-sent", now - 47 * HOUR, now - 47 * HOUR),
+        ("new-sent", now - HOUR, now - HOUR),
+        ("old-sent", now - 46 * HOUR, now - 46 * HOUR),
+    ]
+    async with db.transaction() as conn:
+        for key, created, sent in outbox_rows:
+            await conn.execute(
+                insert(outbox).values(
+                    topic="t", key=key.encode(), value=b"{}", created_at=created, sent_at=sent
+                )
+            )
+        for i in range(3):
+            await conn.execute(
+                insert(inbox).values(key=f"old-{i}", topic="t", handled_at=now - 384 * HOUR)
+            )
+        await conn.execute(insert(inbox).values(key="new", topic="t", handled_at=now - HOUR))
+
+
+async def left(db: Database) -> tuple[list[bytes], list[str]]:
+    async with db.transaction() as conn:
+        keys = list((await conn.execute(select(outbox.c.key).order_by(outbox.c.id))).scalars())
+        handled = list((await conn.execute(select(inbox.c.key).order_by(inbox.c.key))).scalars())
+    return keys, handled
+
+
+async def test_rows_past_their_retention_go_and_unpublished_rows_stay(
+    infrastructure: system.Infrastructure,
+) -> None:
+    async with orders_tables(infrastructure) as db:
+        await fill(db)
+        assert await retention(db).prune() == {"outbox": 3, "inbox": 3}
+        assert await left(db) == ([b"unsent", b"new-sent"], ["new"])
+        assert await retention(db).prune() == {"outbox": 0, "inbox": 0}
+
+
+async def test_zero_keeps_a_table_for_ever_and_a_shorter_retention_takes_more(
+    infrastructure: system.Infrastructure,
+) -> None:
+    async with orders_tables(infrastructure) as db:
+        await fill(db)
+        assert await retention(db, outbox_hours=0, inbox_hours=0).prune() == {
+            "outbox": 0,
+            "inbox": 0,
+        }
+        assert await retention(db, outbox_hours=0.5, inbox_hours=0.5).prune() == {
+            "outbox": 4,
+            "inbox": 4,
+        }
+        assert await left(db) == ([b"unsent"], [])
+
+
+async def test_rows_locked_by_another_transaction_are_skipped_without_waiting(
+    infrastructure: system.Infrastructure,
+) -> None:
+    async with orders_tables(infrastructure) as db:
+        await fill(db)
+        async with db.transaction() as holder:
+            await holder.execute(select(inbox).where(inbox.c.key == "old-1").with_for_update())
+            pruned = await asyncio.wait_for(retention(db).prune(), timeout=10)
+        assert pruned == {"outbox": 3, "inbox": 2}
+        assert (await left(db))[1] == ["new", "old-1"]
+
+
+async def test_a_service_prunes_its_own_tables_when_it_starts(caravan: System) -> None:
+    """The orders service, restarted, deletes one order's outbox and inbox rows once they
+    are made older than their retention, and leaves another order's alone."""
+    requests, ids = [], []
+    for req in (order(), order()):
+        requests.append(await caravan.request(req))
+        ids.append(await caravan.placed(req.order_ref))
+    for order_id in ids:
+        assert (await caravan.outcome(order_id)).type == "order.confirmed"
+
+    def inbox_keys(i: int) -> list[str]:
+        """The orders service's inbox keys of order ``i``'s request and of the inventory and
+        payment events about it (those it handled are in its inbox)."""
+        consumed = [requests[i]] + [
+            e
+            for topic in (Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS)
+            for e in caravan.log.events(topic, order_id=ids[i])
+        ]
+        return [f"{e.source}|{e.id}" for e in consumed]
+
+    async def rows(i: int, age: timedelta = timedelta(0)) -> tuple[set[int], set[str]]:
+        """Order ``i``'s published outbox rows and inbox rows in the orders schema, made
+        ``age`` older."""
+        assert caravan.engine is not None
+        async with caravan.engine.begin() as conn:
+            published = await conn.execute(
+                text(
+                    "update orders.outbox set sent_at = sent_at - cast(:age as interval)"
+                    " where key = :k and sent_at is not null returning id"
+                ),
+                {"k": ids[i].encode(), "age": age},
+            )
+            handled = await conn.execute(
+                text(
+                    "update orders.inbox set handled_at = handled_at - cast(:age as interval)"
+                    " where key = any(:keys) returning key"
+                ),
+                {"keys": inbox_keys(i), "age": age},
+            )
+            return set(published.scalars()), set(handled.scalars())
+
+    kept = await rows(1)
+    # Past the default retention: 24 hours after publishing, 360 hours after handling.
+    pruned = await rows(0, age=361 * HOUR)
+    assert all(len(found) >= 2 for found in (*kept, *pruned)), (kept, pruned)
+    await caravan.restart(("orders",))
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        outbox_left, inbox_left = await rows(0)
+        if not (outbox_left & pruned[0]) and not (inbox_left & pruned[1]):
+            break
+        assert asyncio.get_running_loop().time() < deadline, (outbox_left, inbox_left)
+        await asyncio.sleep(0.2)
+    outbox_kept, inbox_kept = await rows(1)
+    assert kept[0] <= outbox_kept and kept[1] <= inbox_kept

@@ -777,12 +777,19 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         meter = Meter(infra, offsets, Processes.find(procs, infra), ports, token, list(procs.procs))
         await driver.start()
         # The consumer groups settle (several rebalances while the services start) and the
-        # pools fill: warm up until orders flow steadily.
+        # pools fill: warm up until orders flow steadily: three windows' worth confirmed in
+        # 10 s with no order stalled, or (a window too big for that) two warm-ups in a row
+        # confirming within 15 % of each other.
+        previous = None
         for _ in range(12):
             say("warming up (closed loop, 10 s) ...")
             warm = await closed_loop(meter, driver, args.window, 10)
-            if warm["confirmed"] >= 3 * args.window and warm["latency"]["max_ms"] < 5000:
+            done = warm["confirmed"]
+            if done >= 3 * args.window and warm["latency"]["max_ms"] < 5000:
                 break
+            if previous and done and abs(done - previous) <= 0.15 * previous:
+                break
+            previous = done
 
         await settle(driver, 60)
         names = list(procs.procs)

@@ -47,6 +47,7 @@ from services.notifications.domain.templates import (
     render_order_cancelled,
     render_order_confirmed,
 )
+from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.notifications import SmsFailed
 from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPlaced
@@ -101,6 +102,25 @@ class SellerShare:
     locale: str | None
 
 
+# The loaders of a batch (prefetch) run on the driver (driver.fetch).
+_keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived()
+_keys_in_lock_order = select(_keys.c.key).order_by(func.hashtext(_keys.c.key), _keys.c.key)
+_LOCK_ORDERS = select(
+    func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(_keys_in_lock_order.subquery().c.key))
+)
+_RECIPIENTS = select(recipients).where(driver.any_of(recipients.c.order_id))
+_CONFIRMATIONS = select(confirmed_orders).where(driver.any_of(confirmed_orders.c.order_id))
+_SELLERS = (
+    select(order_sellers, sellers.c.phone, sellers.c.locale)
+    .join(sellers, sellers.c.seller_id == order_sellers.c.seller_id, isouter=True)
+    .where(driver.any_of(order_sellers.c.order_id))
+    .order_by(order_sellers.c.order_id, order_sellers.c.seller_id)
+)
+_CONTACTS = select(sellers).where(driver.any_of(sellers.c.seller_id))
+_NAMES = select(products).where(driver.any_of(products.c.sku))
+_OPT_OUTS = select(opt_outs.c.phone).where(driver.any_of(opt_outs.c.phone))
+
+
 async def _lock_orders(tx: Tx, order_ids: Iterable[str]) -> None:
     """Take the per-order advisory locks not held yet, in the order of their lock keys (two
     transactions never wait for each other's keys in opposite orders, even where two ids
@@ -108,11 +128,7 @@ async def _lock_orders(tx: Tx, order_ids: Iterable[str]) -> None:
     todo = tx.unknown(LOCKED, order_ids)
     if not todo:
         return
-    ids = func.unnest(bindparam("ids", todo, ARRAY(String))).table_valued("id").render_derived()
-    in_order = select(ids.c.id).order_by(func.hashtext(ids.c.id), ids.c.id).subquery()
-    await tx.conn.execute(
-        select(func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(in_order.c.id)))
-    )
+    await driver.fetch(tx.conn, _LOCK_ORDERS, keys=todo)
     tx.remember(LOCKED, todo, dict.fromkeys(todo, True))
 
 
@@ -120,7 +136,7 @@ async def _load_recipients(tx: Tx, order_ids: Iterable[str]) -> None:
     todo = tx.unknown(RECIPIENT, order_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(select(recipients).where(recipients.c.order_id.in_(todo)))
+    rows = await driver.fetch(tx.conn, _RECIPIENTS, keys=todo)
     found = [Recipient(r.order_id, r.order_ref, r.phone, r.locale, r.lines or []) for r in rows]
     tx.remember(RECIPIENT, todo, {r.order_id: r for r in found})
 
@@ -129,25 +145,19 @@ async def _load_confirmations(tx: Tx, order_ids: Iterable[str]) -> None:
     todo = tx.unknown(CONFIRMED, order_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(
-        select(confirmed_orders).where(confirmed_orders.c.order_id.in_(todo))
-    )
-    tx.remember(CONFIRMED, todo, {r.order_id: Confirmation(r.event_id, r.order_ref) for r in rows})
+    rows = await driver.fetch(tx.conn, _CONFIRMATIONS, keys=todo)
+    found = {r.order_id: Confirmation(r.event_id, r.order_ref) for r in rows}
+    tx.remember(CONFIRMED, todo, found)
 
 
 async def _load_sellers(tx: Tx, order_ids: Iterable[str]) -> None:
     todo = tx.unknown(SELLERS, order_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(
-        select(order_sellers, sellers.c.phone, sellers.c.locale)
-        .join(sellers, sellers.c.seller_id == order_sellers.c.seller_id, isouter=True)
-        .where(order_sellers.c.order_id.in_(todo))
-        .order_by(order_sellers.c.order_id, order_sellers.c.seller_id)
-    )
     found: dict[str, list[SellerShare]] = {order_id: [] for order_id in todo}
-    for r in rows:
-        found[r.order_id].append(SellerShare(r.seller_id, r.lines, r.phone, r.locale))
+    for r in await driver.fetch(tx.conn, _SELLERS, keys=todo):
+        share = SellerShare(r.seller_id, r.lines, r.phone, r.locale)
+        found[r.order_id].append(share)
     tx.remember(SELLERS, todo, found)
 
 
@@ -156,7 +166,7 @@ async def _load_contacts(tx: Tx, seller_ids: Iterable[str]) -> None:
     todo = tx.unknown(CONTACT, seller_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(select(sellers).where(sellers.c.seller_id.in_(todo)))
+    rows = await driver.fetch(tx.conn, _CONTACTS, keys=todo)
     tx.remember(CONTACT, todo, {r.seller_id: (r.phone, r.locale) for r in rows})
 
 
@@ -164,7 +174,7 @@ async def _load_names(tx: Tx, skus: Iterable[str]) -> None:
     todo = tx.unknown(NAMES, skus)
     if not todo:
         return
-    rows = await tx.conn.execute(select(products).where(products.c.sku.in_(todo)))
+    rows = await driver.fetch(tx.conn, _NAMES, keys=todo)
     tx.remember(NAMES, todo, {r.sku: r.names for r in rows})
 
 
@@ -172,8 +182,8 @@ async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
     todo = tx.unknown(OPTED_OUT, phones)
     if not todo:
         return
-    rows = await tx.conn.execute(select(opt_outs.c.phone).where(opt_outs.c.phone.in_(todo)))
-    tx.remember(OPTED_OUT, todo, dict.fromkeys(rows.scalars(), True))
+    rows = await driver.fetch(tx.conn, _OPT_OUTS, keys=todo)
+    tx.remember(OPTED_OUT, todo, {r.phone: True for r in rows})
 
 
 async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:

@@ -31,6 +31,7 @@ from services.payments.adapters.tables import (
 )
 from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
+from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled, ScheduledInstalment
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
@@ -60,17 +61,15 @@ def void_txn(order_id: str) -> str:
 PAYMENT = "payments.payment"
 
 
+_PAYMENTS = driver.locked_by_key(select(payments.c.order_id), payments.c.order_id)
+
+
 async def _load_payments(tx: Tx, order_ids: Iterable[str]) -> None:
     """Lock these orders' payment rows (those that exist), in one statement."""
     todo = tx.unknown(PAYMENT, order_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(
-        select(payments.c.order_id)
-        .where(payments.c.order_id.in_(todo))
-        .order_by(payments.c.order_id)
-        .with_for_update()
-    )
+    rows = await driver.fetch(tx.conn, _PAYMENTS, keys=todo)
     tx.remember(PAYMENT, todo, {r.order_id: True for r in rows})
 
 
@@ -113,23 +112,24 @@ class Credit:
     outstanding_fen: int
 
 
+_CREDIT_LINES = driver.locked_by_key(
+    select(credit_lines.c.buyer_id, credit_lines.c.credit_limit_fen), credit_lines.c.buyer_id
+)
+_OWED = (
+    select(loans.c.buyer_id, func.coalesce(func.sum(loans.c.outstanding_fen), 0).label("owed"))
+    .where(driver.any_of(loans.c.buyer_id), loans.c.status == "active")
+    .group_by(loans.c.buyer_id)
+)
+
+
 async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
     """Lock these buyers' credit lines (in buyer order) and sum what their loans owe."""
     todo = tx.unknown(CREDIT, buyer_ids)
     if not todo:
         return
-    limits = await tx.conn.execute(
-        select(credit_lines.c.buyer_id, credit_lines.c.credit_limit_fen)
-        .where(credit_lines.c.buyer_id.in_(todo))
-        .order_by(credit_lines.c.buyer_id)
-        .with_for_update()
-    )
+    limits = await driver.fetch(tx.conn, _CREDIT_LINES, keys=todo)
     limit_of: dict[str, int] = {r.buyer_id: r.credit_limit_fen for r in limits}
-    owed = await tx.conn.execute(
-        select(loans.c.buyer_id, func.coalesce(func.sum(loans.c.outstanding_fen), 0).label("owed"))
-        .where(loans.c.buyer_id.in_(todo), loans.c.status == "active")
-        .group_by(loans.c.buyer_id)
-    )
+    owed = await driver.fetch(tx.conn, _OWED, keys=todo)
     owed_by: dict[str, int] = {r.buyer_id: int(r.owed) for r in owed}
     found = {b: Credit(limit_of.get(b), owed_by.get(b, 0)) for b in todo}
     tx.remember(CREDIT, todo, found)

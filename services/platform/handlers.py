@@ -25,6 +25,7 @@ from services.platform.domain.orders import (
     to_request,
 )
 from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
+from shared.db import driver
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
@@ -165,15 +166,16 @@ PLATFORM_ORDER = "platform.order"
 platform's."""
 
 
+_PLATFORM_ORDERS = select(
+    platform_orders.c.order_id, platform_orders.c.app, platform_orders.c.platform_order_id
+).where(driver.any_of(platform_orders.c.order_id))
+
+
 async def _load_platform_orders(tx: Tx, order_ids: Iterable[str]) -> None:
     todo = tx.unknown(PLATFORM_ORDER, order_ids)
     if not todo:
         return
-    rows = await tx.conn.execute(
-        select(
-            platform_orders.c.order_id, platform_orders.c.app, platform_orders.c.platform_order_id
-        ).where(platform_orders.c.order_id.in_(todo))
-    )
+    rows = await driver.fetch(tx.conn, _PLATFORM_ORDERS, keys=todo)
     tx.remember(PLATFORM_ORDER, todo, {r.order_id: (r.app, r.platform_order_id) for r in rows})
 
 

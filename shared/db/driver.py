@@ -5,7 +5,8 @@ SQLAlchemy adds 150-250 µs of CPU to each statement on top of asyncpg's 100 (``
 README section). The generic statements that every consumer step and every relay batch
 runs (the inbox claim, the unit of work's writes at commit, the relay's read and mark) go to
 the driver directly through these helpers, inside SQLAlchemy's transaction, with the SQL
-made once per table and column set.
+made once per table and column set. A repository's own hot statements can go the same way
+with :func:`fetch`: still built with Core, compiled once, run on the driver.
 
 Values are passed as asyncpg takes them; JSON columns are serialised here, as SQLAlchemy's
 asyncpg dialect (which registered the connection's JSON codecs) would.
@@ -18,9 +19,19 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import ARRAY, JSON, Table
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    ClauseElement,
+    ColumnElement,
+    Select,
+    Table,
+    any_,
+    bindparam,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 async def driver(conn: AsyncConnection) -> asyncpg.Connection:
@@ -32,6 +43,53 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     if not raw.is_in_transaction():
         await conn.exec_driver_sql("SELECT 1")
     return raw
+
+
+class Row(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
+    """A row that :func:`fetch` returns: its columns by name, ``row.name`` as SQLAlchemy's
+    rows have them (and ``row["name"]``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+async def fetch(conn: AsyncConnection, statement: ClauseElement, **params: Any) -> list[Row]:
+    """Run ``statement`` (SQLAlchemy Core, its values bound by name with ``bindparam``, a
+    statement object made once: it is compiled at its first call) on the driver, inside
+    ``conn``'s transaction: without SQLAlchemy's cost per execution, and its result
+    processing (JSON comes decoded, by the codecs SQLAlchemy registered on the connection).
+    ``column IN (...)`` is written ``column = ANY(:array)`` (``any_``): one statement text
+    for any number of values."""
+    sql, names, fixed = _compiled(statement)
+    raw = await driver(conn)
+    args = (params.get(n, fixed.get(n)) for n in names)
+    rows: list[Row] = await raw.fetch(sql, *args, record_class=Row)
+    return rows
+
+
+def any_of(column: ColumnElement[Any], name: str = "keys") -> ColumnElement[bool]:
+    """``column = ANY(:name)``, an array of the column's type: how a statement for
+    :func:`fetch` looks up the rows of a batch's keys."""
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def locked_by_key(statement: Select[Any], column: ColumnElement[Any]) -> Select[Any]:
+    """``statement`` restricted to the rows whose ``column`` is one of ``:keys``, locked in
+    ``column`` order (two batches never wait for each other's rows in opposite orders)."""
+    return statement.where(any_of(column)).order_by(column).with_for_update()
+
+
+@cache
+def _compiled(statement: ClauseElement) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """The SQL text, the names of its parameters in order, and the values of those given in
+    the statement itself (literals that SQLAlchemy made parameters)."""
+    compiled = statement.compile(dialect=_POSTGRESQL)
+    assert isinstance(compiled, SQLCompiler)
+    fixed = {n: b.value for n, b in compiled.binds.items() if not b.required}
+    return compiled.string, tuple(compiled.positiontup or ()), fixed
 
 
 @asynccontextmanager
@@ -132,4 +190,15 @@ def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-__all__ = ["column_arrays", "driver", "insert_sql", "qualified", "transaction", "update_sql"]
+__all__ = [
+    "Row",
+    "any_of",
+    "column_arrays",
+    "driver",
+    "fetch",
+    "insert_sql",
+    "locked_by_key",
+    "qualified",
+    "transaction",
+    "update_sql",
+]

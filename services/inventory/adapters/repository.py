@@ -25,6 +25,7 @@ from services.inventory.adapters.tables import (
 )
 from services.inventory.domain.ledger import Counters, Held, HoldStatus, LotState, Move
 from services.inventory.domain.stock import Lot, Take
+from shared.db import driver
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed
 
@@ -43,6 +44,32 @@ class Product:
     sku: str
     seller_id: str
     unit_price_fen: int
+
+
+# The statements that load a batch's rows run on the driver (driver.fetch).
+_PRODUCTS = select(products.c.sku, products.c.seller_id, products.c.unit_price_fen).where(
+    driver.any_of(products.c.sku)
+)
+_LOTS = (
+    select(lots)
+    .where(or_(driver.any_of(lots.c.sku, "skus"), driver.any_of(lots.c.lot_id, "lot_ids")))
+    .order_by(lots.c.lot_id)
+    .with_for_update()
+)
+_HOLDS = driver.locked_by_key(
+    select(reservations.c.order_id, reservations.c.status), reservations.c.order_id
+)
+_HELD = (
+    select(
+        reservation_lines.c.order_id,
+        reservation_lines.c.lot_id,
+        reservation_lines.c.quantity,
+        lots.c.best_before,
+    )
+    .join(lots, lots.c.lot_id == reservation_lines.c.lot_id)
+    .where(driver.any_of(reservation_lines.c.order_id))
+    .order_by(reservation_lines.c.order_id, reservation_lines.c.lot_id)
+)
 
 
 class StockRepository:
@@ -66,11 +93,7 @@ class StockRepository:
         skus = list(skus)
         todo = self.tx.unknown(PRODUCT, skus)
         if todo:
-            rows = await self.conn.execute(
-                select(products.c.sku, products.c.seller_id, products.c.unit_price_fen).where(
-                    products.c.sku.in_(todo)
-                )
-            )
+            rows = await driver.fetch(self.conn, _PRODUCTS, keys=todo)
             found = {r.sku: Product(r.sku, r.seller_id, r.unit_price_fen) for r in rows}
             self.tx.remember(PRODUCT, todo, found)
         found = {sku: self.tx.identity[PRODUCT, sku] for sku in skus}
@@ -83,12 +106,7 @@ class StockRepository:
         by_id = self.tx.unknown(LOT, lot_ids)
         if not by_sku and not by_id:
             return
-        rows = await self.conn.execute(
-            select(lots)
-            .where(or_(lots.c.sku.in_(by_sku), lots.c.lot_id.in_(by_id)))
-            .order_by(lots.c.lot_id)
-            .with_for_update()
-        )
+        rows = await driver.fetch(self.conn, _LOTS, skus=by_sku, lot_ids=by_id)
         of_sku: dict[str, list[str]] = {sku: [] for sku in by_sku}
         for r in rows:
             if (LOT, r.lot_id) not in self.tx.identity:
@@ -117,12 +135,7 @@ class StockRepository:
         todo = self.tx.unknown(HOLD, order_ids)
         if not todo:
             return
-        rows = await self.conn.execute(
-            select(reservations.c.order_id, reservations.c.status)
-            .where(reservations.c.order_id.in_(todo))
-            .order_by(reservations.c.order_id)
-            .with_for_update()
-        )
+        rows = await driver.fetch(self.conn, _HOLDS, keys=todo)
         self.tx.remember(HOLD, todo, {r.order_id: r.status for r in rows})
 
     async def reservation_status(self, order_id: str) -> HoldStatus | None:
@@ -155,17 +168,7 @@ class StockRepository:
         todo = self.tx.unknown(HELD, order_ids)
         if not todo:
             return
-        rows = await self.conn.execute(
-            select(
-                reservation_lines.c.order_id,
-                reservation_lines.c.lot_id,
-                reservation_lines.c.quantity,
-                lots.c.best_before,
-            )
-            .join(lots, lots.c.lot_id == reservation_lines.c.lot_id)
-            .where(reservation_lines.c.order_id.in_(todo))
-            .order_by(reservation_lines.c.order_id, reservation_lines.c.lot_id)
-        )
+        rows = await driver.fetch(self.conn, _HELD, keys=todo)
         found: dict[str, list[Held]] = {order_id: [] for order_id in todo}
         for r in rows:
             found[r.order_id].append(Held(r.lot_id, r.quantity, r.best_before))

@@ -9,10 +9,11 @@ commit, one statement for all the orders of the transaction.
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import RowMapping, select, tuple_
+from sqlalchemy import ARRAY, String, and_, bindparam, func, select
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.domain.order import Order
+from shared.db import driver
 from shared.events.orders import OrderLine, ScheduledInstalment
 from shared.messaging.uow import Tx
 
@@ -21,6 +22,18 @@ REF = "orders.ref"
 
 ByRef = tuple[str, str, str]
 """(order_id, status, request_hash) of the order with an idempotency key."""
+
+
+# The statements that load a batch's orders run on the driver (driver.fetch).
+_ORDERS = driver.locked_by_key(select(orders), orders.c.order_id)
+_refs = (
+    func.unnest(bindparam("sources", type_=ARRAY(String)), bindparam("refs", type_=ARRAY(String)))
+    .table_valued("source", "order_ref")
+    .render_derived()
+)
+_REFS = select(
+    orders.c.order_id, orders.c.status, orders.c.request_hash, orders.c.source, orders.c.order_ref
+).join(_refs, and_(orders.c.source == _refs.c.source, orders.c.order_ref == _refs.c.order_ref))
 
 
 class OrderRepository:
@@ -70,13 +83,8 @@ class OrderRepository:
         todo = self.tx.unknown(ORDER, order_ids)
         if not todo:
             return
-        rows = await self.tx.conn.execute(
-            select(orders)
-            .where(orders.c.order_id.in_(todo))
-            .order_by(orders.c.order_id)  # one order of locking: no deadlock between batches
-            .with_for_update()
-        )
-        self.tx.remember(ORDER, todo, {r.order_id: _to_order(r._mapping) for r in rows})
+        rows = await driver.fetch(self.tx.conn, _ORDERS, keys=todo)
+        self.tx.remember(ORDER, todo, {r.order_id: _to_order(r) for r in rows})
 
     async def find_by_ref(self, source: str, order_ref: str) -> ByRef | None:
         """The order with this idempotency key (None: none committed, nor added here)."""
@@ -90,15 +98,8 @@ class OrderRepository:
         todo = self.tx.unknown(REF, keys)
         if not todo:
             return
-        rows = await self.tx.conn.execute(
-            select(
-                orders.c.order_id,
-                orders.c.status,
-                orders.c.request_hash,
-                orders.c.source,
-                orders.c.order_ref,
-            ).where(tuple_(orders.c.source, orders.c.order_ref).in_(todo))
-        )
+        sources, refs = [source for source, _ in todo], [ref for _, ref in todo]
+        rows = await driver.fetch(self.tx.conn, _REFS, sources=sources, refs=refs)
         found = {(r.source, r.order_ref): (r.order_id, r.status, r.request_hash) for r in rows}
         self.tx.remember(REF, todo, found)
 
@@ -142,7 +143,7 @@ class OrderRepository:
         order.events.clear()
 
 
-def _to_order(m: RowMapping) -> Order:
+def _to_order(m: driver.Row) -> Order:
     return Order(
         order_id=m["order_id"],
         order_ref=m["order_ref"],

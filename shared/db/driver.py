@@ -61,8 +61,8 @@ async def fetch(conn: AsyncConnection, statement: ClauseElement, **params: Any) 
     statement object made once: it is compiled at its first call) on the driver, inside
     ``conn``'s transaction: without SQLAlchemy's cost per execution, and its result
     processing (JSON comes decoded, by the codecs SQLAlchemy registered on the connection).
-    ``column IN (...)`` is written ``column = ANY(:array)`` (``any_``): one statement text
-    for any number of values."""
+    ``column IN (...)`` is written ``column = ANY(:array)`` (:func:`any_of`): one statement
+    text for any number of values (an IN list is refused)."""
     sql, names, fixed = _compiled(statement)
     raw = await driver(conn)
     args = (params.get(n, fixed.get(n)) for n in names)
@@ -88,8 +88,11 @@ def _compiled(statement: ClauseElement) -> tuple[str, tuple[str, ...], dict[str,
     the statement itself (literals that SQLAlchemy made parameters)."""
     compiled = statement.compile(dialect=_POSTGRESQL)
     assert isinstance(compiled, SQLCompiler)
-    fixed = {n: b.value for n, b in compiled.binds.items() if not b.required}
-    return compiled.string, tuple(compiled.positiontup or ()), fixed
+    if "POSTCOMPILE" in compiled.string:  # SQLAlchemy expands these at each execution
+        raise ValueError(f"{statement}: an IN list here must be an array, written any_of")
+    names = tuple(compiled.positiontup or ())
+    fixed = {n: compiled.binds[n].value for n in names if not compiled.binds[n].required}
+    return compiled.string, names, fixed
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
 """Rewinding a consumer group on one topic so that its service reads records again.
 
-Safe by construction: every handler deduplicates by event id (the inbox), so a replay
+Safe by construction: every handler deduplicates by event id (the inbox, which keeps the
+ids longer than Kafka keeps the records: shared/messaging/retention.py), so a replay
 re-reads and changes nothing that was already done; it is how operations make a service
 catch up on records it skipped or dead-lettered before a fix.
 """

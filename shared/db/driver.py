@@ -47,7 +47,8 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
 
 class Row(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
     """A row that :func:`fetch` returns: its columns by name, ``row.name`` as SQLAlchemy's
-    rows have them (and ``row["name"]``)."""
+    rows have them (and ``row["name"]``, for a column named like one of the driver's record
+    methods: ``get``, ``items``, ``keys``, ``values``)."""
 
     def __getattr__(self, name: str) -> Any:
         try:

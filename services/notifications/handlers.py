@@ -102,7 +102,7 @@ class SellerShare:
     locale: str | None
 
 
-# The loaders of a batch (prefetch) run on the driver (driver.fetch).
+# The statements that load a batch's rows run on the driver (driver.fetch).
 _keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived()
 _keys_in_lock_order = select(_keys.c.key).order_by(func.hashtext(_keys.c.key), _keys.c.key)
 _LOCK_ORDERS = select(
@@ -156,8 +156,7 @@ async def _load_sellers(tx: Tx, order_ids: Iterable[str]) -> None:
         return
     found: dict[str, list[SellerShare]] = {order_id: [] for order_id in todo}
     for r in await driver.fetch(tx.conn, _SELLERS, keys=todo):
-        share = SellerShare(r.seller_id, r.lines, r.phone, r.locale)
-        found[r.order_id].append(share)
+        found[r.order_id].append(SellerShare(r.seller_id, r.lines, r.phone, r.locale))
     tx.remember(SELLERS, todo, found)
 
 

@@ -37,18 +37,28 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
                 if s["attributes"].get("caravan.order_id") == order_id  # type: ignore[attr-defined]
             ]
 
-        found = await caravan.wait_for(of_order, count=5)
-        traces = {s["trace_id"] for s in found}
-        assert len(traces) == 1, traces
-        trace_id = traces.pop()
-        services = {s["service"] for s in spans(trace_dir) if s["trace_id"] == trace_id}
-        assert services == {
+        expected = {
             "caravan-orders",
             "caravan-inventory",
             "caravan-payments",
             "caravan-notifications",
             "caravan-platform",  # it follows every order's lifecycle for platform orders
         }
+
+        def once_all_have_written() -> list[dict[str, object]]:
+            found = of_order()
+            traces = {s["trace_id"] for s in found}
+            written = {s["service"] for s in spans(trace_dir) if s["trace_id"] in traces}
+            return found if written >= expected else []
+
+        # Each service writes its spans in its own time: wait until every one has, not for
+        # a number of spans (one service's several spans could make up the count).
+        found = await caravan.wait_for(once_all_have_written)
+        traces = {s["trace_id"] for s in found}
+        assert len(traces) == 1, traces
+        trace_id = traces.pop()
+        services = {s["service"] for s in spans(trace_dir) if s["trace_id"] == trace_id}
+        assert services == expected
         # Every consumer span but the first continues a parent from another span.
         in_trace = [s for s in spans(trace_dir) if s["trace_id"] == trace_id]
         assert sum(1 for s in in_trace if s["parent_id"] is None) == 1

@@ -294,10 +294,15 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     assert [(c["status"], c["idempotency_key"], c["requests"]) for c in got] == [
         ("confirmed", outcome.id, 1)
     ]
-    delivered = await caravan.scalar(
-        "select status from platform.callbacks where event_id = :e", e=outcome.id
-    )
-    assert delivered == "delivered"
+
+    async def delivered() -> bool:
+        # Written by the adapter once the simulator's answer is back, after it applied it.
+        status = await caravan.scalar(
+            "select status from platform.callbacks where event_id = :e", e=outcome.id
+        )
+        return bool(status == "delivered")
+
+    await until(delivered)
     failures = await platform.sim.get("/callbacks")
     assert sum(1 for r in failures.json()["requests"] if r["answer"] == 503) >= 2
 

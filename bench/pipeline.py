@@ -498,6 +498,7 @@ def run_relay_floor(bootstrap: str, run: str) -> None:
     from faststream import AckPolicy
     from faststream.kafka import KafkaBroker, KafkaMessage
 
+    from shared.messaging.consumer import wait_for_records
     from shared.settings import Settings
 
     settings = Settings()
@@ -512,15 +513,17 @@ def run_relay_floor(bootstrap: str, run: str) -> None:
             logger=None,  # the services log no line per record either
         )
 
-        @broker.subscriber(
+        batches = broker.subscriber(
             relay_in,
             group_id="bench-relay-floor",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             batch=True,
             max_records=settings.consumer_batch_size,
-            batch_timeout_ms=settings.consumer_batch_timeout_ms,
         )
+        wait_for_records(batches, settings.consumer_batch_timeout_ms)  # as the services' do
+
+        @batches
         async def relay(msg: KafkaMessage) -> None:
             records = msg.raw_message
             assert isinstance(records, tuple)

@@ -193,9 +193,10 @@ class Settings(BaseSettings):
         return None
 
     # Performance: how many records a subscriber takes at once and handles in one transaction
-    # (1: one record per transaction), and how long it waits for records when there are none.
+    # (1: one record per transaction), and how long it waits for records when there are none
+    # before it asks again (it takes them as soon as they come, whatever this is).
     consumer_batch_size: int = Field(100, ge=1, le=10_000)
-    consumer_batch_timeout_ms: int = Field(10, ge=1)
+    consumer_batch_timeout_ms: int = Field(500, ge=1)
     # How much a subscriber's fetch asks the broker to gather before it answers, and how long
     # the broker may hold the fetch for it. Kafka's own defaults (1 byte: answer as soon as a
     # record is there; hold an empty fetch 500 ms): 8 KiB and 10 ms gave fuller batches under

@@ -14,7 +14,7 @@ from sqlalchemy import MetaData
 from shared.db import Database
 from shared.http import create_app
 from shared.kafka_security import broker_security
-from shared.messaging.consumer import Consumer, Subscription
+from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
 from shared.messaging.relay import OutboxRelay, make_producer
 from shared.messaging.retention import Retention
 from shared.messaging.uow import UnitOfWork
@@ -127,6 +127,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         batch_timeout_ms=settings.consumer_batch_timeout_ms,
         fetch_min_bytes=settings.consumer_fetch_min_bytes,
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        offsets=HandledOffsets(interval=settings.consumer_commit_interval_ms / 1000),
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
     retention = Retention(

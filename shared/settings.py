@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     # load, but the services then fetch 100 times a second each when idle (README, Benchmark).
     consumer_fetch_min_bytes: int = Field(1, ge=1)
     consumer_fetch_max_wait_ms: int = Field(500, ge=0, le=500)
+    # How long after handling a record a subscriber commits its offsets (with all handled by
+    # then): a crash delivers up to this much again, which the inbox drops.
+    consumer_commit_interval_ms: int = Field(1000, ge=10, le=60_000)
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

@@ -121,18 +121,21 @@ async def _message(msg: StreamMessage[Any]) -> Any:
 
 @dataclass
 class HandledOffsets:
-    """Commits the offsets of handled records to Kafka, in the background, every ``interval``
-    seconds.
+    """Commits the offsets of handled records to Kafka, in the background, ``interval``
+    seconds after the first record handled since the last commit (an idle service does not
+    wake to commit nothing).
 
     Committing after every batch was a round trip that the next batch waited for, and at low
-    rates (a batch per record) most of the broker's work. Only records whose transaction has
-    committed are ever committed; a crash loses at most the last interval's offsets, and the
-    records after them are delivered again and found in the inbox. A batch that raises is
-    rewound (its partitions seek back to its first records), as FastStream's nack would.
+    rates (a batch per record) most of the broker's work; so was committing every 0.1 s. Only
+    records whose transaction has committed are ever committed; a crash loses at most the
+    last interval's offsets, and the records after them are delivered again and found in the
+    inbox. A batch that raises is rewound (its partitions seek back to its first records), as
+    FastStream's nack would.
     """
 
-    interval: float = 0.1
+    interval: float = 1.0
     pending: dict[TopicPartition, int] = field(default_factory=dict)
+    handled: asyncio.Event = field(default_factory=asyncio.Event)
     consumer: Any = None  # the subscriber's AIOKafkaConsumer, from its messages
     task: asyncio.Task[None] | None = None
     closed: bool = False
@@ -154,12 +157,15 @@ class HandledOffsets:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             self.pending[tp] = max(self.pending.get(tp, 0), record.offset + 1)
+        self.handled.set()
         if self.task is None and not self.closed:
             self.task = asyncio.create_task(self._loop(), name="commit-offsets")
 
     async def _loop(self) -> None:
         while True:
+            await self.handled.wait()
             await asyncio.sleep(self.interval)
+            self.handled.clear()
             await self.commit()
 
     async def commit(self) -> None:

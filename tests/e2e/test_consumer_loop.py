@@ -1,0 +1,135 @@
+"""A service's subscriber loop on real Kafka: it waits for records (a record that comes while
+it is idle is handled at once, not after a sleep, as FastStream's own batch subscriber would
+after each empty ask), and it commits offsets once after handling, not on a clock while idle."""
+
+import asyncio
+import time
+import uuid
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
+
+from caravan import system
+from shared.messaging.consumer import HandledOffsets, wait_for_records
+
+WAIT_MS = 2_000
+
+
+async def new_topic(bootstrap: str) -> str:
+    topic = f"test.loop.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+def batch_subscriber(
+    broker: KafkaBroker, topic: str, group: str, ack_policy: AckPolicy
+) -> BatchSubscriber:
+    """A batch subscriber that waits for records as the services' do."""
+    batches = broker.subscriber(
+        topic,
+        group_id=group,
+        auto_offset_reset="earliest",
+        ack_policy=ack_policy,
+        batch=True,
+        max_records=10,
+    )
+    wait_for_records(batches, WAIT_MS)
+    return batches
+
+
+async def test_a_record_that_comes_after_an_empty_wait_is_handled_at_once(
+    infrastructure: system.Infrastructure,
+) -> None:
+    bootstrap = infrastructure.kafka_bootstrap
+    topic = await new_topic(bootstrap)
+    handled: dict[bytes, float] = {}
+    broker = KafkaBroker(bootstrap, logger=None)
+    batches = batch_subscriber(broker, topic, f"test-loop-{uuid.uuid4().hex[:8]}", AckPolicy.ACK)
+
+    @batches
+    async def on_batch(msg: KafkaMessage) -> None:
+        records = msg.raw_message
+        assert isinstance(records, tuple)
+        for record in records:
+            handled[record.value] = time.monotonic()
+
+    await broker.start()
+    try:
+        await broker.publish(b"first", topic)
+        deadline = time.monotonic() + 60
+        while b"first" not in handled:  # the subscriber has joined and is waiting again
+            assert time.monotonic() < deadline, "the first record was not handled"
+            await asyncio.sleep(0.05)
+        # One wait of WAIT_MS ends empty here; FastStream's subscriber would then sleep
+        # WAIT_MS more, and a record published in that time would wait for the sleep's end.
+        await asyncio.sleep(WAIT_MS / 1000 * 1.25)
+        sent = time.monotonic()
+        await broker.publish(b"second", topic)
+        while b"second" not in handled:
+            assert time.monotonic() < sent + 10, "the second record was not handled"
+            await asyncio.sleep(0.01)
+        assert handled[b"second"] - sent < WAIT_MS / 1000 / 2, handled[b"second"] - sent
+    finally:
+        await broker.stop()
+
+
+class CountedOffsets(HandledOffsets):
+    calls = 0
+
+    async def commit(self) -> None:
+        self.calls += 1
+        await super().commit()
+
+
+async def test_offsets_are_committed_after_handling_and_not_while_idle(
+    infrastructure: system.Infrastructure,
+) -> None:
+    bootstrap = infrastructure.kafka_bootstrap
+    topic = await new_topic(bootstrap)
+    group = f"test-loop-{uuid.uuid4().hex[:8]}"
+    offsets = CountedOffsets(interval=0.2)
+    broker = KafkaBroker(bootstrap, logger=None)
+    batches = batch_subscriber(broker, topic, group, AckPolicy.MANUAL)
+
+    @batches
+    async def on_batch(msg: KafkaMessage) -> None:
+        records = msg.raw_message
+        assert isinstance(records, tuple)
+        async with offsets.handling(msg.consumer, records):
+            pass
+
+    async def committed() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            found = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return sum(meta.offset for meta in found.values())
+
+    await broker.start()
+    try:
+        for value in (b"a", b"b", b"c"):
+            await broker.publish(value, topic)
+        deadline = time.monotonic() + 30
+        while await committed() != 3:
+            assert time.monotonic() < deadline, "the offsets were not committed"
+            await asyncio.sleep(0.1)
+        calls = offsets.calls
+        await asyncio.sleep(offsets.interval * 10)  # idle: nothing handled, nothing to commit
+        assert offsets.calls == calls, "the committer woke while idle"
+        await broker.publish(b"d", topic)
+        deadline = time.monotonic() + 30
+        while await committed() != 4:
+            assert time.monotonic() < deadline, "the offsets were not committed"
+            await asyncio.sleep(0.1)
+    finally:
+        await offsets.close()
+        await broker.stop()

@@ -186,6 +186,7 @@ class HandledOffsets:
             log.warning("committing offsets failed (%r); they go with the next commit", exc)
             for tp, offset in offsets.items():
                 self.pending[tp] = max(self.pending.get(tp, 0), offset)
+            self.handled.set()  # the next commit comes an interval later, records or none
 
     async def close(self) -> None:
         """Commit what was handled, and stop committing (before the consumer stops)."""

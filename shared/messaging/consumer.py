@@ -23,14 +23,22 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
@@ -131,6 +139,12 @@ class HandledOffsets:
     last interval's offsets, and the records after them are delivered again and found in the
     inbox. A batch that raises is rewound (its partitions seek back to its first records), as
     FastStream's nack would.
+
+    When a rebalance takes partitions away (:meth:`listener`), what was handled of them is
+    committed at once, so that their next owner starts there; a batch still being handled
+    then commits nothing when it ends (its records are delivered again, to whoever owns them
+    by then, and found in the inbox), so no offset from before a rebalance is committed after
+    it.
     """
 
     interval: float = 1.0
@@ -139,11 +153,30 @@ class HandledOffsets:
     consumer: Any = None  # the subscriber's AIOKafkaConsumer, from its messages
     task: asyncio.Task[None] | None = None
     closed: bool = False
+    rebalances: int = 0
+
+    def listener(self) -> ConsumerRebalanceListener:
+        """The subscriber's rebalance listener, for :meth:`revoked`."""
+        return _OnRevoke(self)
+
+    async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Commit what was handled of ``partitions`` before they go to another member."""
+        self.rebalances += 1
+        offsets = {tp: self.pending.pop(tp) for tp in partitions if tp in self.pending}
+        if not offsets or self.consumer is None:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("committing revoked partitions failed (%r); they are handled again", exc)
 
     @asynccontextmanager
     async def handling(
         self, consumer: Any, records: Sequence[ConsumerRecord]
     ) -> AsyncIterator[None]:
+        rebalances = self.rebalances
         try:
             yield
         except asyncio.CancelledError:
@@ -154,6 +187,8 @@ class HandledOffsets:
                     consumer.seek(tp, offset)
             raise
         self.consumer = consumer
+        if self.rebalances != rebalances:
+            return  # its partitions were revoked meanwhile: see the class's docstring
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             self.pending[tp] = max(self.pending.get(tp, 0), record.offset + 1)
@@ -197,6 +232,17 @@ class HandledOffsets:
                 await self.task
         with suppress(Exception):
             await self.commit()
+
+
+class _OnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, offsets: HandledOffsets) -> None:
+        self.offsets = offsets
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.offsets.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 def _first_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
@@ -265,6 +311,7 @@ class Consumer:
             decoder=_message,
             fetch_min_bytes=self.fetch_min_bytes,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            listener=self.offsets.listener(),
         )
         if self.batch_size > 1:
 

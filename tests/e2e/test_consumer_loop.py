@@ -1,6 +1,7 @@
 """A service's subscriber loop on real Kafka: it waits for records (a record that comes while
 it is idle is handled at once, not after a sleep, as FastStream's own batch subscriber would
-after each empty ask), and it commits offsets once after handling, not on a clock while idle."""
+after each empty ask); it commits offsets once after handling, not on a clock while idle; and
+when a rebalance takes its partitions, it commits what it handled of them at once."""
 
 import asyncio
 import time
@@ -17,21 +18,26 @@ from shared.messaging.consumer import HandledOffsets, wait_for_records
 WAIT_MS = 2_000
 
 
-async def new_topic(bootstrap: str) -> str:
+async def new_topic(bootstrap: str, partitions: int = 1) -> str:
     topic = f"test.loop.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
     return topic
 
 
 def batch_subscriber(
-    broker: KafkaBroker, topic: str, group: str, ack_policy: AckPolicy
+    broker: KafkaBroker,
+    topic: str,
+    group: str,
+    ack_policy: AckPolicy,
+    offsets: HandledOffsets | None = None,
 ) -> BatchSubscriber:
-    """A batch subscriber that waits for records as the services' do."""
+    """A batch subscriber that waits for records as the services' do (and, given
+    ``offsets``, commits what it handled when its partitions are revoked, as theirs do)."""
     batches = broker.subscriber(
         topic,
         group_id=group,
@@ -39,6 +45,7 @@ def batch_subscriber(
         ack_policy=ack_policy,
         batch=True,
         max_records=10,
+        listener=offsets.listener() if offsets else None,
     )
     wait_for_records(batches, WAIT_MS)
     return batches
@@ -80,6 +87,17 @@ async def test_a_record_that_comes_after_an_empty_wait_is_handled_at_once(
         await broker.stop()
 
 
+async def committed(bootstrap: str, group: str) -> int:
+    """The sum of ``group``'s committed offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for meta in found.values())
+
+
 class CountedOffsets(HandledOffsets):
     calls = 0
 
@@ -105,21 +123,12 @@ async def test_offsets_are_committed_after_handling_and_not_while_idle(
         async with offsets.handling(msg.consumer, records):
             pass
 
-    async def committed() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            found = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        return sum(meta.offset for meta in found.values())
-
     await broker.start()
     try:
         for value in (b"a", b"b", b"c"):
             await broker.publish(value, topic)
         deadline = time.monotonic() + 30
-        while await committed() != 3:
+        while await committed(bootstrap, group) != 3:
             assert time.monotonic() < deadline, "the offsets were not committed"
             await asyncio.sleep(0.1)
         calls = offsets.calls
@@ -127,9 +136,56 @@ async def test_offsets_are_committed_after_handling_and_not_while_idle(
         assert offsets.calls == calls, "the committer woke while idle"
         await broker.publish(b"d", topic)
         deadline = time.monotonic() + 30
-        while await committed() != 4:
+        while await committed(bootstrap, group) != 4:
             assert time.monotonic() < deadline, "the offsets were not committed"
             await asyncio.sleep(0.1)
     finally:
         await offsets.close()
         await broker.stop()
+
+
+async def test_a_member_that_loses_its_partitions_commits_what_it_handled_at_once(
+    infrastructure: system.Infrastructure,
+) -> None:
+    bootstrap = infrastructure.kafka_bootstrap
+    topic = await new_topic(bootstrap, partitions=2)
+    group = f"test-loop-{uuid.uuid4().hex[:8]}"
+    offsets = HandledOffsets(interval=600)  # only a rebalance commits within this test
+    handled: list[bytes] = []
+    first = KafkaBroker(bootstrap, logger=None)
+    batches = batch_subscriber(first, topic, group, AckPolicy.MANUAL, offsets)
+
+    @batches
+    async def on_batch(msg: KafkaMessage) -> None:
+        records = msg.raw_message
+        assert isinstance(records, tuple)
+        async with offsets.handling(msg.consumer, records):
+            handled.extend(record.value for record in records)
+
+    second = KafkaBroker(bootstrap, logger=None)
+    joiner = batch_subscriber(second, topic, group, AckPolicy.MANUAL)
+
+    @joiner
+    async def on_joiner_batch(msg: KafkaMessage) -> None:
+        raise AssertionError("the first member handled every record before this one joined")
+
+    await first.start()
+    try:
+        for i in range(4):
+            await first.publish(f"r{i}".encode(), topic, partition=i % 2)
+        deadline = time.monotonic() + 60
+        while len(handled) < 4:
+            assert time.monotonic() < deadline, handled
+            await asyncio.sleep(0.1)
+        assert await committed(bootstrap, group) == 0  # the interval has not passed
+        await second.start()  # a rebalance: the first member's partitions are revoked
+        try:
+            deadline = time.monotonic() + 60
+            while await committed(bootstrap, group) != 4:
+                assert time.monotonic() < deadline, "nothing was committed at the rebalance"
+                await asyncio.sleep(0.2)
+        finally:
+            await second.stop()
+    finally:
+        await offsets.close()
+        await first.stop()

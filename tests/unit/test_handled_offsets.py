@@ -1,5 +1,6 @@
 """The background offset committer: one commit an interval after records are handled, none
-while idle, and a failed commit tried again an interval later even if nothing else comes."""
+while idle, a failed commit tried again an interval later even if nothing else comes, and
+at a rebalance what was handled committed at once and nothing from before it after it."""
 
 import asyncio
 from typing import Any
@@ -9,6 +10,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from shared.messaging.consumer import HandledOffsets
 
 TP = TopicPartition("orders.events.v1", 0)
+OTHER = TopicPartition("orders.events.v1", 1)
 
 
 class FlakyConsumer:
@@ -20,7 +22,7 @@ class FlakyConsumer:
         self.attempts: list[dict[TopicPartition, int]] = []
 
     def assignment(self) -> set[TopicPartition]:
-        return {TP}
+        return {TP, OTHER}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.attempts.append(dict(offsets))
@@ -28,8 +30,8 @@ class FlakyConsumer:
             raise ConnectionError("broker away")
 
 
-def record(offset: int) -> ConsumerRecord[Any, Any]:
-    return ConsumerRecord(TP.topic, TP.partition, offset, 0, 0, None, b"", None, 0, 0, [])
+def record(offset: int, tp: TopicPartition = TP) -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, b"", None, 0, 0, [])
 
 
 async def test_a_failed_commit_is_tried_again_with_nothing_new_handled() -> None:
@@ -57,5 +59,22 @@ async def test_idle_means_no_commit_and_new_records_one_commit() -> None:
             pass
         await asyncio.sleep(0.3)
         assert consumer.attempts == [{TP: 2}, {TP: 4}]
+    finally:
+        await offsets.close()
+
+
+async def test_a_rebalance_commits_what_was_handled_and_nothing_from_before_it_after() -> None:
+    consumer = FlakyConsumer(fails=0)
+    offsets = HandledOffsets(interval=60)  # nothing but the rebalance commits here
+    try:
+        async with offsets.handling(consumer, [record(4), record(10, OTHER)]):
+            pass
+        async with offsets.handling(consumer, [record(5)]):
+            await offsets.listener().on_partitions_revoked({TP})  # while it is handled
+        assert consumer.attempts == [{TP: 5}]  # the revoked one, at once
+        assert offsets.pending == {OTHER: 11}  # not revoked: with the next commit
+        async with offsets.handling(consumer, [record(5)]):  # after: as ever
+            pass
+        assert offsets.pending == {OTHER: 11, TP: 6}
     finally:
         await offsets.close()

@@ -163,14 +163,8 @@ class HandledOffsets:
         """Commit what was handled of ``partitions`` before they go to another member."""
         self.rebalances += 1
         offsets = {tp: self.pending.pop(tp) for tp in partitions if tp in self.pending}
-        if not offsets or self.consumer is None:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("committing revoked partitions failed (%r); they are handled again", exc)
+        if offsets and self.consumer is not None:
+            await self._send(offsets)  # if it fails, their next owner handles them again
 
     @asynccontextmanager
     async def handling(
@@ -211,17 +205,21 @@ class HandledOffsets:
         assigned = self.consumer.assignment()
         offsets = {tp: offset for tp, offset in self.pending.items() if tp in assigned}
         self.pending = {}
-        if not offsets:
-            return
+        if offsets and not await self._send(offsets):  # they go with the next commit
+            for tp, offset in offsets.items():
+                self.pending[tp] = max(self.pending.get(tp, 0), offset)
+            self.handled.set()  # the next commit comes an interval later, records or none
+
+    async def _send(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` to Kafka; False (and a warning) if that failed."""
         try:
             await self.consumer.commit(offsets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("committing offsets failed (%r); they go with the next commit", exc)
-            for tp, offset in offsets.items():
-                self.pending[tp] = max(self.pending.get(tp, 0), offset)
-            self.handled.set()  # the next commit comes an interval later, records or none
+            log.warning("committing offsets failed (%r)", exc)
+            return False
+        return True
 
     async def close(self) -> None:
         """Commit what was handled, and stop committing (before the consumer stops)."""

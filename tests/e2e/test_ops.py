@@ -101,7 +101,7 @@ async def settled(
     to publish, none of their texts left to send, and the same snapshot a second apart."""
     unfinished = " + ".join(
         f"(select count(*) from {schema}.outbox where sent_at is null and key = any(:keys))"
-        for schema in ("orders", "inventory", "payments", "notifications", "platform")
+        for schema in system.SERVICES  # each service's tables are in a schema of its name
     )
     unfinished += (
         " + (select count(*) from notifications.sms"

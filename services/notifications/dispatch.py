@@ -37,7 +37,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Integer, String, bindparam, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Interval,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    update,
+)
 
 from services.notifications.adapters.gateway import (
     Accepted,
@@ -50,6 +60,7 @@ from services.notifications.adapters.tables import opt_outs, sms
 from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours, RetryPolicy
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
+from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.messaging.uow import Tx, UnitOfWork
 
@@ -64,39 +75,64 @@ class DeliveryPolicy:
     batch: int = 50
 
 
+# The statements of steps 1 and 3, made once and run on the driver (``shared/db/driver.py``:
+# every text queued is claimed and recorded, so they run as often as the handlers' own).
+_DUE = (
+    select(sms.c.sms_id)
+    .where(
+        # Literals, as in the ``sms_due`` index's predicate: a parameter would not prove it.
+        sms.c.status.in_([literal_column("'pending'"), literal_column("'sending'")]),
+        sms.c.next_attempt_at <= func.now(),
+    )
+    .order_by(sms.c.next_attempt_at)
+    .limit(bindparam("batch", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_SUPPRESS = (
+    update(sms)
+    .where(sms.c.sms_id.in_(_DUE), sms.c.to.in_(select(opt_outs.c.phone)))
+    .values(status="suppressed")
+    .returning(sms.c.sms_id)
+)
+_CLAIM = (
+    update(sms)
+    .where(sms.c.sms_id.in_(_DUE))
+    .values(
+        status="sending",
+        attempts=sms.c.attempts + 1,
+        next_attempt_at=func.now() + bindparam("lease", type_=Interval),
+    )
+    .returning(*sms.c)
+)
+# Arrays bound to unnest, not a VALUES list: one statement text for any batch.
+_CLAIMS = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(String)),
+        bindparam("attempts", type_=ARRAY(Integer)),
+        bindparam("providers", type_=ARRAY(String)),
+    )
+    .table_valued("sms_id", "attempts", "provider_id")
+    .render_derived()
+)
+_SENT = (
+    update(sms)
+    .where(
+        sms.c.sms_id == _CLAIMS.c.sms_id,
+        sms.c.status == "sending",
+        sms.c.attempts == _CLAIMS.c.attempts,
+    )
+    .values(status="sent", provider_id=_CLAIMS.c.provider_id, sent_at=func.now(), last_error=None)
+    .returning(sms.c.sms_id)
+)
+
+
 async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
     """Step 1: claim due rows for this dispatcher (see the module docstring)."""
-    due = (
-        select(sms.c.sms_id)
-        .where(sms.c.status.in_(("pending", "sending")), sms.c.next_attempt_at <= func.now())
-        .order_by(sms.c.next_attempt_at)
-        .limit(policy.batch)
-        .with_for_update(skip_locked=True)
-    )
-    suppressed = (
-        await tx.conn.execute(
-            update(sms)
-            .where(sms.c.sms_id.in_(due), sms.c.to.in_(select(opt_outs.c.phone)))
-            .values(status="suppressed")
-            .returning(sms.c.sms_id)
-        )
-    ).all()
+    suppressed = await fetch(tx.conn, _SUPPRESS, batch=policy.batch)
     if suppressed:
         log.info("%d sms suppressed: recipients opted out", len(suppressed))
-    return list(
-        (
-            await tx.conn.execute(
-                update(sms)
-                .where(sms.c.sms_id.in_(due))
-                .values(
-                    status="sending",
-                    attempts=sms.c.attempts + 1,
-                    next_attempt_at=func.now() + timedelta(seconds=policy.lease_seconds),
-                )
-                .returning(*sms.c)
-            )
-        ).all()
-    )
+    lease = timedelta(seconds=policy.lease_seconds)
+    return list(await fetch(tx.conn, _CLAIM, batch=policy.batch, lease=lease))
 
 
 async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError:
@@ -121,30 +157,14 @@ async def record(
     results: dict[int, Recorded] = {}
     accepted = [(i, row, out) for i, (row, out) in enumerate(done) if isinstance(out, Accepted)]
     if accepted:
-        # Arrays bound to unnest, not a VALUES list: one statement text for any batch, which
-        # SQLAlchemy compiles once (a VALUES list of literals was compiled at every call).
-        claims = (
-            func.unnest(
-                bindparam("ids", [row.sms_id for _, row, _ in accepted], ARRAY(String)),
-                bindparam("attempts", [row.attempts for _, row, _ in accepted], ARRAY(Integer)),
-                bindparam("providers", [out.provider_id for _, _, out in accepted], ARRAY(String)),
-            )
-            .table_valued("sms_id", "attempts", "provider_id")
-            .render_derived()
+        rows = await fetch(
+            tx.conn,
+            _SENT,
+            ids=[row.sms_id for _, row, _ in accepted],
+            attempts=[row.attempts for _, row, _ in accepted],
+            providers=[out.provider_id for _, _, out in accepted],
         )
-        rows = await tx.conn.execute(
-            update(sms)
-            .where(
-                sms.c.sms_id == claims.c.sms_id,
-                sms.c.status == "sending",
-                sms.c.attempts == claims.c.attempts,
-            )
-            .values(
-                status="sent", provider_id=claims.c.provider_id, sent_at=func.now(), last_error=None
-            )
-            .returning(sms.c.sms_id)
-        )
-        sent = set(rows.scalars())
+        sent = {row.sms_id for row in rows}
         for i, row, _ in accepted:
             results[i] = await _sent(tx, row) if row.sms_id in sent else "stale"
     for i, (row, outcome) in enumerate(done):

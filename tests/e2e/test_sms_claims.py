@@ -1,0 +1,95 @@
+"""The claim fence of SMS dispatch (``services/notifications/dispatch.py``), on real PostgreSQL.
+
+A dispatcher whose claim lapsed (its gateway call outlived the lease) and was taken over must
+record nothing: only the newer claim marks the text sent and puts ``sms.sent`` in the outbox,
+once. The notifications service is stopped meanwhile, so that its own dispatcher claims
+nothing; texts left due by other tests may be claimed here too, and are due again at once
+(the lease is 0) when it restarts.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import insert, select
+
+from services.notifications.adapters.gateway import Accepted
+from services.notifications.adapters.tables import inbox, outbox, sms
+from services.notifications.dispatch import DeliveryPolicy, claim_due, record
+from services.notifications.domain.delivery import QuietHours, RetryPolicy
+from shared.db import Database
+from shared.messaging.uow import UnitOfWork
+from shared.settings import Settings
+from shared.topics import Topic
+from tests.harness import System
+
+POLICY = DeliveryPolicy(
+    retry=RetryPolicy(), quiet=QuietHours(time(0), time(0)), lease_seconds=0, batch=1000
+)
+
+
+@pytest.fixture
+async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
+    """The notifications schema's unit of work, with the service itself stopped."""
+    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+    db = Database(Settings(DATABASE_URL=caravan.infra.database_url), "notifications")
+    try:
+        yield UnitOfWork(db, source="caravan/notifications", outbox=outbox, inbox=inbox)
+    finally:
+        await db.dispose()
+        await caravan.restart(("notifications",))
+
+
+async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
+    uow: UnitOfWork,
+) -> None:
+    sms_id = str(uuid.uuid4())
+    async with uow.begin() as tx:
+        await tx.conn.execute(
+            insert(sms).values(
+                sms_id=sms_id,
+                dedup_key=f"test-fence:{sms_id}",
+                purpose="order_confirmed",
+                to="+8613800000000",
+                locale="en",
+                text="fence",
+                encoding="GSM-7",
+                segments=1,
+                status="pending",
+                next_attempt_at=datetime.now(UTC) - timedelta(hours=1),
+            )
+        )
+
+    async def claim() -> Any:
+        async with uow.begin() as tx:
+            rows = await claim_due(tx, POLICY)
+        [row] = [r for r in rows if r.sms_id == sms_id]
+        return row
+
+    first = await claim()  # its lease (0 s) lapses at once ...
+    second = await claim()  # ... and another dispatcher takes the text over
+    assert (first.attempts, second.attempts) == (1, 2)
+
+    async with uow.begin() as tx:
+        late = await record(tx, [(first, Accepted("late-provider-id"))], POLICY)
+    async with uow.begin() as tx:
+        current = await record(tx, [(second, Accepted("provider-id"))], POLICY)
+    assert (late, current) == (["stale"], ["sent"])
+
+    async with uow.db.engine.connect() as conn:
+        row = (await conn.execute(select(sms).where(sms.c.sms_id == sms_id))).one()
+        emitted = [
+            orjson.loads(value)
+            for value in (
+                await conn.execute(
+                    select(outbox.c.value).where(outbox.c.topic == Topic.NOTIFICATION_EVENTS.value)
+                )
+            ).scalars()
+        ]
+    assert (row.status, row.attempts, row.provider_id) == ("sent", 2, "provider-id")
+    sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
+    assert len(sent) == 1 and sent[0]["data"]["attempts"] == 2

@@ -18,7 +18,10 @@ its own, under ``.cache/bench-<kafka port>``) and, in the same run:
     .venv/bin/python bench/pipeline.py [--duration 30] [--kafka-port 23092] ...
 
 Durability stays as the services run it (``acks=all``, idempotent producers, ``fsync`` and
-``synchronous_commit`` on); any relaxation is the operator's, named with ``--label``.
+``synchronous_commit`` on). ``--relax-synchronous-commit`` turns the database's
+``synchronous_commit`` off for the run (a commit then returns before its WAL is flushed), to
+show what waiting for the disk costs; such a run is labelled as relaxed and written apart
+(``pipeline-relaxed.json``). The report reads the settings back from the database.
 """
 
 import argparse
@@ -47,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -282,6 +286,30 @@ class Offsets:
         for tp, offset in (await self.consumer.end_offsets(parts)).items():
             out[tp.topic] += offset
         return out
+
+
+async def database_durability(database_url: str, synchronous_commit: str | None) -> dict[str, str]:
+    """Set the database's ``synchronous_commit`` for the sessions opened from now on (or,
+    with None, take back what an earlier run set: the cluster is kept between runs), and read
+    back what a new session gets."""
+    # No pool: the second connection is a new session, which gets the setting.
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            database = '"' + str(await conn.scalar(text("select current_database()"))) + '"'
+            setting = (
+                f"set synchronous_commit = {synchronous_commit}"
+                if synchronous_commit
+                else "reset synchronous_commit"
+            )
+            await conn.execute(text(f"alter database {database} {setting}"))
+        async with engine.connect() as conn:
+            return {
+                f"postgres_{name}": str(await conn.scalar(text(f"show {name}")))
+                for name in ("fsync", "synchronous_commit")
+            }
+    finally:
+        await engine.dispose()
 
 
 async def commits(database_url: str) -> int:
@@ -780,6 +808,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await system.prepare(infra.kafka_bootstrap, infra.database_url)
         await load(infra.database_url, seed())
+        relaxed = "off" if args.relax_synchronous_commit else None
+        report["durability"] = {
+            "producer_acks": "all",  # make_producer: the services' and the bench's
+            "idempotent_producers": True,
+            **await database_durability(infra.database_url, relaxed),
+            "note": args.label,
+        }
         sample = request("B-sample-00000000", 0)
         await offsets.start()
         if not args.quick:
@@ -876,13 +911,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     report.update(
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         command=" ".join([Path(sys.executable).name, *sys.argv]),
-        durability={
-            "producer_acks": "all",
-            "idempotent_producers": True,
-            "postgres_fsync": "on",
-            "postgres_synchronous_commit": "on",
-            "note": args.label,
-        },
         machine={
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -937,7 +965,12 @@ def main() -> None:
     parser.add_argument("--kafka-port", type=int, default=23092)
     parser.add_argument("--postgres-port", type=int, default=15435)
     parser.add_argument("--http-port", type=int, default=19080)
-    parser.add_argument("--label", default="headline: durable settings")
+    parser.add_argument("--label", help="what the run is (default: headline or relaxed)")
+    parser.add_argument(
+        "--relax-synchronous-commit",
+        action="store_true",
+        help="PostgreSQL's synchronous_commit off for the run: reported apart, as relaxed",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a service setting"
     )
@@ -946,10 +979,15 @@ def main() -> None:
         action="store_true",
         help="no ceilings, and no open loop unless --rates names its steps: to compare a change",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
+    parser.add_argument("--output", type=Path, help="default: bench/results/pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    relaxed = args.relax_synchronous_commit
+    args.label = args.label or (
+        "relaxed: synchronous_commit off" if relaxed else "headline: durable settings"
+    )
+    args.output = args.output or RESULTS / ("pipeline-relaxed.json" if relaxed else "pipeline.json")
     if args.relay_floor:
         run_relay_floor(args.relay_floor, args.run)
         return

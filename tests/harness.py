@@ -3,13 +3,14 @@ wait for outcomes, and query each service's tables."""
 
 import asyncio
 import contextlib
+import inspect
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -33,6 +34,53 @@ from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
 T = TypeVar("T")
+
+
+# Two signatures, so that mypy knows the answer's type whether ``check`` answers at once or
+# with an awaitable (a union of the two callables infers nothing).
+@overload
+async def until(
+    check: Callable[[], Awaitable[T]],
+    what: str | Callable[[T], str],
+    timeout: float = 30.0,
+    every: float = 0.1,
+    ready: Callable[[T], object] = bool,
+    between: Callable[[], object] = lambda: None,
+) -> T: ...
+@overload
+async def until(
+    check: Callable[[], T],
+    what: str | Callable[[T], str],
+    timeout: float = 30.0,
+    every: float = 0.1,
+    ready: Callable[[T], object] = bool,
+    between: Callable[[], object] = lambda: None,
+) -> T: ...
+async def until(
+    check: Callable[[], Any],
+    what: str | Callable[[Any], str],
+    timeout: float = 30.0,
+    every: float = 0.1,
+    ready: Callable[[Any], object] = bool,
+    between: Callable[[], object] = lambda: None,
+) -> Any:
+    """Ask ``check()`` every ``every`` seconds (awaiting its answer if that is awaitable)
+    until the answer is ``ready`` (truthy, by default), and return it; ``between()`` runs
+    after each answer that is not. The last ask is at the deadline, ``timeout`` seconds on;
+    then this fails with what was awaited: ``what`` and the last answer, or
+    ``what(last answer)`` where a function says it better."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = check()
+        if inspect.isawaitable(seen):
+            seen = await seen
+        if ready(seen):
+            return seen
+        if time.monotonic() >= deadline:
+            said = what(seen) if callable(what) else f"{what} (last seen: {seen!r})"
+            raise AssertionError(f"waited {timeout}s for {said}")
+        between()
+        await asyncio.sleep(min(every, deadline - time.monotonic()))
 
 
 @dataclass
@@ -239,17 +287,45 @@ class System:
         )
         return event
 
+    @overload
+    async def until(
+        self,
+        check: Callable[[], Awaitable[T]],
+        what: str | Callable[[T], str],
+        timeout: float = 30.0,
+        every: float = 0.1,
+        ready: Callable[[T], object] = bool,
+    ) -> T: ...
+    @overload
+    async def until(
+        self,
+        check: Callable[[], T],
+        what: str | Callable[[T], str],
+        timeout: float = 30.0,
+        every: float = 0.1,
+        ready: Callable[[T], object] = bool,
+    ) -> T: ...
+    async def until(
+        self,
+        check: Callable[[], Any],
+        what: str | Callable[[Any], str],
+        timeout: float = 30.0,
+        every: float = 0.1,
+        ready: Callable[[Any], object] = bool,
+    ) -> Any:
+        """:func:`until`, failing at once if a service has exited meanwhile."""
+        return await until(check, what, timeout, every, ready, between=self.procs.check_alive)
+
     async def wait_for(
         self, what: Callable[[], list[T]], count: int = 1, timeout: float = 30.0
     ) -> list[T]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = what()
-            if len(found) >= count:
-                return found
-            self.procs.check_alive()
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"waited {timeout}s for {count} events, found {len(what())}")
+        """What ``what()`` finds once it finds ``count`` of them."""
+        return await self.until(
+            what,
+            lambda found: f"{count} events, found {len(found)}",
+            timeout,
+            ready=lambda found: len(found) >= count,
+        )
 
     async def placed(self, order_ref: str, source: str = "storefront/test") -> str:
         """The order id of ``order_ref`` once ``order.placed`` is out."""

@@ -14,6 +14,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from caravan import system
 from shared.messaging.consumer import HandledOffsets, wait_for_records
+from tests.harness import until
 
 WAIT_MS = 2_000
 
@@ -70,10 +71,8 @@ async def test_a_record_that_comes_after_an_empty_wait_is_handled_at_once(
     await broker.start()
     try:
         await broker.publish(b"first", topic)
-        deadline = time.monotonic() + 60
-        while b"first" not in handled:  # the subscriber has joined and is waiting again
-            assert time.monotonic() < deadline, "the first record was not handled"
-            await asyncio.sleep(0.05)
+        # The subscriber has joined and is waiting again once the first record is handled.
+        await until(lambda: b"first" in handled, "the first record to be handled", 60, every=0.05)
         # One wait of WAIT_MS ends empty here; FastStream's subscriber would then sleep
         # WAIT_MS more, and a record published in that time would wait for the sleep's end.
         await asyncio.sleep(WAIT_MS / 1000 * 1.25)
@@ -127,18 +126,20 @@ async def test_offsets_are_committed_after_handling_and_not_while_idle(
     try:
         for value in (b"a", b"b", b"c"):
             await broker.publish(value, topic)
-        deadline = time.monotonic() + 30
-        while await committed(bootstrap, group) != 3:
-            assert time.monotonic() < deadline, "the offsets were not committed"
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: committed(bootstrap, group),
+            "the group's committed offsets to sum to 3",
+            ready=lambda n: n == 3,
+        )
         calls = offsets.calls
         await asyncio.sleep(offsets.interval * 10)  # idle: nothing handled, nothing to commit
         assert offsets.calls == calls, "the committer woke while idle"
         await broker.publish(b"d", topic)
-        deadline = time.monotonic() + 30
-        while await committed(bootstrap, group) != 4:
-            assert time.monotonic() < deadline, "the offsets were not committed"
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: committed(bootstrap, group),
+            "the group's committed offsets to sum to 4",
+            ready=lambda n: n == 4,
+        )
     finally:
         await offsets.close()
         await broker.stop()
@@ -173,17 +174,19 @@ async def test_a_member_that_loses_its_partitions_commits_what_it_handled_at_onc
     try:
         for i in range(4):
             await first.publish(f"r{i}".encode(), topic, partition=i % 2)
-        deadline = time.monotonic() + 60
-        while len(handled) < 4:
-            assert time.monotonic() < deadline, handled
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: handled, "the 4 records to be handled", 60, ready=lambda got: len(got) >= 4
+        )
         assert await committed(bootstrap, group) == 0  # the interval has not passed
         await second.start()  # a rebalance: the first member's partitions are revoked
         try:
-            deadline = time.monotonic() + 60
-            while await committed(bootstrap, group) != 4:
-                assert time.monotonic() < deadline, "nothing was committed at the rebalance"
-                await asyncio.sleep(0.2)
+            await until(
+                lambda: committed(bootstrap, group),
+                "the offsets committed at the rebalance to sum to 4",
+                60,
+                every=0.2,
+                ready=lambda n: n == 4,
+            )
         finally:
             await second.stop()
     finally:

@@ -3,7 +3,6 @@ lots, 300 concurrent single-unit orders. Exactly 100 are confirmed, 200 cancelle
 ``out_of_stock``; nothing is left available and every lot's counters add up."""
 
 import asyncio
-import time
 import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -32,15 +31,13 @@ async def _group_members(bootstrap: str, group: str) -> tuple[str, int]:
 
 
 async def _both_instances_in_the_group(caravan: System, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen: tuple[str, int] = ("", 0)
-    while time.monotonic() < deadline:
-        caravan.procs.check_alive()
-        seen = await _group_members(caravan.infra.kafka_bootstrap, "caravan-inventory")
-        if seen == ("Stable", 2):
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"the inventory group never had two stable members: {seen}")
+    await caravan.until(
+        lambda: _group_members(caravan.infra.kafka_bootstrap, "caravan-inventory"),
+        "the inventory group to have two stable members",
+        timeout,
+        every=0.5,
+        ready=lambda seen: seen == ("Stable", 2),
+    )
 
 
 class Outcomes:
@@ -99,7 +96,9 @@ async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
         ]
         await asyncio.gather(*(caravan.request(r) for r in requests))
         outcomes = Outcomes(caravan, {r.order_ref for r in requests})
-        await caravan.wait_for(lambda: [None] * outcomes.poll(), count=ORDERS, timeout=180)
+        await caravan.until(
+            outcomes.poll, f"all {ORDERS} orders to end", 180, ready=lambda n: n >= ORDERS
+        )
         sold = caravan.wait_for(
             lambda: [
                 e

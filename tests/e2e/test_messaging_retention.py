@@ -17,7 +17,7 @@ from shared.messaging.retention import Retention
 from shared.settings import Settings
 from shared.topics import Topic
 from tests.e2e.test_saga import order
-from tests.harness import System, scratch_database
+from tests.harness import System, scratch_database, until
 
 HOUR = timedelta(hours=1)
 
@@ -162,24 +162,26 @@ async def test_a_service_prunes_its_own_tables_when_it_starts(caravan: System) -
 
     # The relay marks a row sent after Kafka has it: the log may have read order.confirmed
     # before its row was marked.
-    deadline = asyncio.get_running_loop().time() + 30
     keys = [order_id.encode() for order_id in ids]
-    while await caravan.scalar(
-        "select count(*) from orders.outbox where key = any(:keys) and sent_at is null", keys=keys
-    ):
-        assert asyncio.get_running_loop().time() < deadline, "outbox rows left unsent"
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: caravan.scalar(
+            "select count(*) from orders.outbox where key = any(:keys) and sent_at is null",
+            keys=keys,
+        ),
+        "every outbox row of the orders to be sent",
+        every=0.2,
+        ready=lambda unsent: not unsent,
+    )
     kept = await rows(1)
     # Past the default retention: 24 hours after publishing, 360 hours after handling.
     pruned = await rows(0, age=361 * HOUR)
     assert all(len(found) >= 2 for found in (*kept, *pruned)), (kept, pruned)
     await caravan.restart(("orders",))
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        outbox_left, inbox_left = await rows(0)
-        if not (outbox_left & pruned[0]) and not (inbox_left & pruned[1]):
-            break
-        assert asyncio.get_running_loop().time() < deadline, (outbox_left, inbox_left)
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: rows(0),
+        "the aged outbox and inbox rows of order 0 to be pruned",
+        every=0.2,
+        ready=lambda left: not (left[0] & pruned[0]) and not (left[1] & pruned[1]),
+    )
     outbox_kept, inbox_kept = await rows(1)
     assert kept[0] <= outbox_kept and kept[1] <= inbox_kept

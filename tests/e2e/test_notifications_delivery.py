@@ -6,6 +6,7 @@ quiet hours that cover the present moment in Shanghai (but not in UTC), and rest
 """
 
 import asyncio
+import functools
 import random
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import InstalmentDue
 from shared.seed import SeedFile
 from shared.topics import Topic
-from tests.harness import System, ref
+from tests.harness import System, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
@@ -277,13 +278,12 @@ async def test_opted_out_and_invalid_numbers_get_nothing(
 
 
 async def _wait_sql(caravan: System, query: str, timeout: float = 30.0, **params: Any) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await caravan.scalar(query, **params)
-        if value is not None:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no row after {timeout}s: {query}")
+    return await until(
+        lambda: caravan.scalar(query, **params),
+        f"a row of {query}",
+        timeout,
+        ready=lambda value: value is not None,
+    )
 
 
 def _reminder(order_id: str, stage: str) -> CloudEvent:
@@ -357,10 +357,7 @@ async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(
     phone = _phone()
     await _script(sms, phone, "timeout:30")  # accepted; we stop before the answer comes
     order_id = await _order(caravan, phone)
-    deadline = time.monotonic() + 30
-    while not await _requests(sms, phone):
-        assert time.monotonic() < deadline, "the first send never reached the simulator"
-        await asyncio.sleep(0.1)
+    await until(lambda: _requests(sms, phone), "the first send to reach the simulator")
     await asyncio.to_thread(caravan.procs.stop, ["notifications"])
     assert (
         await caravan.scalar(
@@ -443,10 +440,13 @@ async def test_sellers_are_texted_once_when_confirmations_are_handled_before_res
         await caravan.restart(("notifications",), **ENV)
     texts = 'select purpose, "to" from notifications.sms where order_id = :o order by purpose'
     for order_id in orders:
-        deadline = time.monotonic() + 60
-        while len(rows := await caravan.sql(texts, o=order_id)) < 2:
-            assert time.monotonic() < deadline, f"texts of {order_id}: {rows}"
-            await asyncio.sleep(0.2)
+        await until(
+            functools.partial(caravan.sql, texts, o=order_id),
+            f"two texts of {order_id}",
+            60,
+            every=0.2,
+            ready=lambda rows: len(rows) >= 2,
+        )
         await asyncio.sleep(0.5)  # a second text would have been queued with the first
         rows = await caravan.sql(texts, o=order_id)
         assert [r.purpose for r in rows] == ["new_order", "order_confirmed"]
@@ -489,10 +489,13 @@ async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new
         "select sms_id, status, purpose from notifications.sms where status in"
         " ('pending', 'sending') and next_attempt_at < now() + interval '2 minutes'"
     )
-    deadline = time.monotonic() + 60
-    while unsent := await caravan.sql(due):
-        assert time.monotonic() < deadline, f"texts still to send after 60 s: {unsent}"
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: caravan.sql(due),
+        "no text left to send soon",
+        60,
+        every=0.2,
+        ready=lambda unsent: not unsent,
+    )
     count = "select count(*) from notifications.{}"
     rows, outbox = (
         await caravan.scalar(count.format("sms")),
@@ -506,10 +509,12 @@ async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new
     await caravan.restart(("notifications",), **ENV)
 
     # The replay is over when the group has committed the end of every partition again...
-    deadline = time.monotonic() + 60
-    while not await _caught_up(caravan.infra.kafka_bootstrap, "caravan-notifications", ends):
-        assert time.monotonic() < deadline, "the replay did not finish"
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: _caught_up(caravan.infra.kafka_bootstrap, "caravan-notifications", ends),
+        "the replay to finish",
+        60,
+        every=0.2,
+    )
     # ... and every record was read again, and found handled already.
     consumed = await _consumed(caravan, topic)
     assert consumed.get("duplicate", 0) > 0

@@ -2,6 +2,7 @@
 real ``caravan`` command line."""
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from services.orders.entrypoints.ops import ORDERS, OrdersByStatus, count_pendin
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
-from tests.harness import System, ref
+from tests.harness import System, ref, until
 
 
 def consumed(caravan: System) -> dict[str, list[Topic]]:
@@ -191,10 +192,13 @@ async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) 
         caravan.procs.start()
         await asyncio.to_thread(system.wait_ready, caravan.procs)
     for group, topics in consumed(caravan).items():
-        deadline = asyncio.get_running_loop().time() + 120
-        while await lag(caravan, group, topics) > 0:
-            assert asyncio.get_running_loop().time() < deadline, f"{group} did not catch up"
-            await asyncio.sleep(0.5)
+        await until(
+            functools.partial(lag, caravan, group, topics),
+            f"the lag of {group} to fall to 0",
+            120,
+            every=0.5,
+            ready=lambda left: left <= 0,
+        )
     await asyncio.sleep(2.0)  # anything a replay wrongly emitted would now be out
     assert await settled(caravan, order_ids) == before
 
@@ -268,17 +272,17 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
             except (httpx.HTTPError, ValueError):
                 return {}
 
-        deadline = asyncio.get_running_loop().time() + 90
-        snap: dict[str, Any] = {}
-        while asyncio.get_running_loop().time() < deadline:
-            snap = await snapshot()
-            if (
-                len(snap.get("consumed", {})) == len(system.SERVICES)
-                and snap.get("orders")
-                and snap.get("dead_letters")
-            ):
-                break
-            await asyncio.sleep(1)
+        snap = await until(
+            snapshot,
+            "every service's consumers, orders and dead letters in the snapshot",
+            90,
+            every=1,
+            ready=lambda seen: (
+                len(seen.get("consumed", {})) == len(system.SERVICES)
+                and seen.get("orders")
+                and seen.get("dead_letters")
+            ),
+        )
         assert set(snap["consumed"]) == set(system.SERVICES), snap
         assert snap["down"] == []
         assert snap["orders"]["confirmed"] >= 1

@@ -4,7 +4,7 @@ events, a hold that ran out, buyer cancellation racing confirmation, the saga de
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -79,17 +79,6 @@ async def timeline(caravan: System, order_id: str) -> list[str]:
     return [r.type for r in rows]
 
 
-async def until(
-    caravan: System, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        caravan.procs.check_alive()
-        await asyncio.sleep(0.1)
-
-
 async def publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:
     await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
 
@@ -137,9 +126,8 @@ async def payment_settled(caravan: System, order_id: str) -> bool:
 
 async def compensated(caravan: System, order_id: str) -> None:
     """A cancelled order ends holding no stock and no active loan."""
-    await until(caravan, lambda: payment_settled(caravan, order_id), f"payments of {order_id}")
-    await until(
-        caravan,
+    await caravan.until(lambda: payment_settled(caravan, order_id), f"payments of {order_id}")
+    await caravan.until(
         lambda: reservation_in(caravan, order_id, ("released", None)),
         f"stock of {order_id} released",
     )
@@ -222,7 +210,7 @@ async def test_every_saga_event_twice_still_ends_the_order_once(
 
     # The new-id copies were published last on their partitions: once they are recorded,
     # every copy before them has been consumed as well.
-    await until(caravan, copies_recorded, "the copies to be handled")
+    await caravan.until(copies_recorded, "the copies to be handled")
     assert await one_terminal(caravan, order_id) == outcome[0]
     steps = await timeline(caravan, order_id)
     assert steps.count("order.placed") == 1
@@ -281,8 +269,7 @@ async def test_stock_expired_cancels_a_pending_order_and_is_only_recorded_after_
         outcome = await caravan.outcome(buyer_id)
         assert outcome.data["reason"] == "cancelled_by_buyer"
 
-    await until(
-        caravan,
+    await caravan.until(
         lambda: recorded(caravan, done_id, "stock.expired"),
         "stock.expired recorded on the confirmed order",
     )
@@ -342,8 +329,7 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
             await compensated(caravan, order_id)
         else:
             assert outcome.type == "order.confirmed"
-            await until(
-                caravan,
+            await caravan.until(
                 functools.partial(reservation_in, caravan, order_id, ("sold",)),
                 "the stock of a confirmed order to be sold",
             )
@@ -376,13 +362,11 @@ async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_rec
                 "inventory",
             )
             # Two topics, so either may be handled first.
-            await until(
-                caravan,
+            await caravan.until(
                 lambda: recorded(caravan, order_id, "payment.declined"),
                 "the late decline to be recorded",
             )
-            await until(
-                caravan,
+            await caravan.until(
                 lambda: recorded(caravan, order_id, "stock.rejected"),
                 "the late rejection to be recorded",
             )

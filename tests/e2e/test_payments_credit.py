@@ -145,14 +145,13 @@ async def test_concurrent_orders_on_two_payments_instances_never_exceed_the_limi
     caravan.procs.start(("payments",), instance=2)
     try:
         # Each instance has one consumer for all its topics: two members when both run.
-        deadline = asyncio.get_running_loop().time() + 60
-        while await _group_members(caravan.infra.kafka_bootstrap, "caravan-payments") != (
-            "Stable",
-            2,
-        ):
-            assert asyncio.get_running_loop().time() < deadline, "instance 2 did not join"
-            caravan.procs.check_alive()
-            await asyncio.sleep(0.2)
+        await caravan.until(
+            lambda: _group_members(caravan.infra.kafka_bootstrap, "caravan-payments"),
+            "instance 2 to join: the group stable with two members",
+            60,
+            every=0.2,
+            ready=lambda seen: seen == ("Stable", 2),
+        )
         reqs = [order(who, {"PAY-BOX": 1}, term=1) for _ in range(9)]
         await asyncio.gather(*(caravan.request(r) for r in reqs))
         outcomes = await asyncio.gather(*(settle(caravan, r) for r in reqs))
@@ -181,16 +180,11 @@ async def _publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -
 async def _handled(caravan: System, *events: CloudEvent) -> None:
     """Wait until payments has handled these events (recorded them in its inbox)."""
     keys = [f"{e.source}|{e.id}" for e in events]
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        found = await caravan.scalar(
-            "select count(*) from payments.inbox where key = any(:k)", k=keys
-        )
-        if found == len(keys):
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{found}/{len(keys)} handled"
-        caravan.procs.check_alive()
-        await asyncio.sleep(0.1)
+    await caravan.until(
+        lambda: caravan.scalar("select count(*) from payments.inbox where key = any(:k)", k=keys),
+        f"payments to handle all {len(keys)} events",
+        ready=lambda found: found == len(keys),
+    )
 
 
 def reserved(order_id: str, buyer_id: str, quantity: int) -> StockReserved:

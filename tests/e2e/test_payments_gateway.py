@@ -215,11 +215,11 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
 
 
 async def _until_requested(caravan: System, gateway: httpx.AsyncClient, key: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 30
-    while not (await charges(gateway, key))["requests"].get(key):
-        assert asyncio.get_running_loop().time() < deadline, "the gateway was not called"
-        caravan.procs.check_alive()
-        await asyncio.sleep(0.1)
+    await caravan.until(
+        lambda: charges(gateway, key),
+        f"the gateway to be asked to charge {key}",
+        ready=lambda seen: seen["requests"].get(key),
+    )
 
 
 async def _publish(caravan: System, event: CloudEvent, topic: Topic) -> None:

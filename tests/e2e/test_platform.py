@@ -19,7 +19,7 @@ from shared.events.envelope import CloudEvent
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
-from tests.harness import System
+from tests.harness import System, until
 
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
@@ -139,16 +139,6 @@ async def callbacks(sim: httpx.AsyncClient, order_ref: str) -> dict[str, Any]:
     return body
 
 
-async def until(check: Any, timeout: float = 30.0) -> Any:
-    """Poll ``check()`` (a coroutine function) until it answers something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if found := await check():
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s")
-
-
 async def test_a_bad_signature_gets_401_and_publishes_nothing(
     caravan: System, platform: Platform
 ) -> None:
@@ -239,7 +229,9 @@ async def test_a_push_ends_with_the_platform_receiving_the_outcome(
     assert request.data["buyer"]["id"] == "t-rich"
     outcome = await caravan.outcome(order_id)
     assert outcome.type == "order.confirmed"
-    got = await until(lambda: _applied(platform.sim, order_ref))
+    got = await until(
+        lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2
+    )
     assert got == [
         {
             "idempotency_key": outcome.id,
@@ -255,7 +247,9 @@ async def test_a_push_ends_with_the_platform_receiving_the_outcome(
     legacy_order = await placed_once(caravan, legacy_ref, app=LEGACY)
     cancelled = await caravan.outcome(legacy_order)
     assert cancelled.type == "order.cancelled"
-    got = await until(lambda: _applied(platform.legacy, legacy_ref))
+    got = await until(
+        lambda: _applied(platform.legacy, legacy_ref), "the MD5 app's callback", every=0.2
+    )
     assert [(c["status"], c["reason"], c["idempotency_key"]) for c in got] == [
         ("cancelled", "out_of_season", cancelled.id)
     ]
@@ -281,7 +275,7 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
         rows: list[dict[str, Any]] = listed.json()["callbacks"]
         return [r for r in rows if r["attempts"] >= 2 and "503" in (r["last_error"] or "")]
 
-    [row] = await until(retrying)
+    [row] = await until(retrying, "a callback retried after a 503", every=0.2)
     assert row["status"] in ("pending", "sending") and row["event_id"] == outcome.id
     metrics = (await platform.adapter.get("/metrics")).text
     assert f'caravan_platform_callback_calls_total{{app="{APP}",result="retry"}}' in metrics
@@ -290,7 +284,12 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     await asyncio.sleep(2.0)
     assert await _applied(platform.sim, order_ref) == []
     assert (await platform.sim.put("/down", json={"seconds": 0})).status_code == 200
-    got = await until(lambda: _applied(platform.sim, order_ref), timeout=45)
+    got = await until(
+        lambda: _applied(platform.sim, order_ref),
+        "the callback once the platform is back",
+        45,
+        every=0.2,
+    )
     assert [(c["status"], c["idempotency_key"], c["requests"]) for c in got] == [
         ("confirmed", outcome.id, 1)
     ]
@@ -302,7 +301,7 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
         )
         return bool(status == "delivered")
 
-    await until(delivered)
+    await until(delivered, "the callback marked delivered", every=0.2)
     failures = await platform.sim.get("/callbacks")
     assert sum(1 for r in failures.json()["requests"] if r["answer"] == 503) >= 2
 

@@ -7,9 +7,7 @@ order published after them completes.
 (The HTTP API is fuzzed by schemathesis in ``tests/e2e/test_orders_docs.py``.)
 """
 
-import asyncio
 import json
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -136,15 +134,17 @@ async def test_fuzzed_requests_are_all_answered_and_nothing_stalls(caravan: Syst
             ref = None
         sent.append((meta.partition, meta.offset, ref if isinstance(ref, str) else None))
 
-    deadline = time.monotonic() + 90
-    missing = sent
-    while missing and time.monotonic() < deadline:
-        caravan.procs.check_alive()
+    def unanswered() -> list[tuple[int, int, str | None]]:
         refs, dead = answered(caravan, source)
-        missing = [(p, o, ref) for p, o, ref in sent if (p, o) not in dead and ref not in refs]
-        if missing:
-            await asyncio.sleep(0.5)
-    assert not missing, f"{len(missing)} fuzzed requests never answered: {missing[:5]}"
+        return [(p, o, ref) for p, o, ref in sent if (p, o) not in dead and ref not in refs]
+
+    await caravan.until(
+        unanswered,
+        lambda missing: f"the fuzzed requests, {len(missing)} never answered: {missing[:5]}",
+        90,
+        every=0.5,
+        ready=lambda missing: not missing,
+    )
 
     after = order()
     await caravan.request(after)

@@ -104,8 +104,9 @@ _CLAIM = (
     )
     .returning(*sms.c)
 )
-# Arrays bound to unnest, not a VALUES list: one statement text for any batch.
-_CLAIMS = (
+# The accepted claims of step 3, as arrays bound to unnest (not a VALUES list): one
+# statement text for any batch.
+_ACCEPTED = (
     func.unnest(
         bindparam("ids", type_=ARRAY(String)),
         bindparam("attempts", type_=ARRAY(Integer)),
@@ -117,11 +118,11 @@ _CLAIMS = (
 _SENT = (
     update(sms)
     .where(
-        sms.c.sms_id == _CLAIMS.c.sms_id,
+        sms.c.sms_id == _ACCEPTED.c.sms_id,
         sms.c.status == "sending",
-        sms.c.attempts == _CLAIMS.c.attempts,
+        sms.c.attempts == _ACCEPTED.c.attempts,
     )
-    .values(status="sent", provider_id=_CLAIMS.c.provider_id, sent_at=func.now(), last_error=None)
+    .values(status="sent", provider_id=_ACCEPTED.c.provider_id, sent_at=func.now(), last_error=None)
     .returning(sms.c.sms_id)
 )
 

@@ -52,12 +52,14 @@ async def dispatch_loop(
 
     Woken, it first waits ``gather`` seconds for more texts: under a trickle of orders each
     commit queues one or two, and sending them together saves two transactions per text.
+    A batch that was not full left nothing due behind it, so it waits then instead of
+    claiming again (texts committed meanwhile have set ``wake``).
     """
     try:
         while True:
             wake.clear()
             try:
-                if await dispatch_once(uow, gateway, policy):
+                if await dispatch_once(uow, gateway, policy) >= policy.batch:
                     continue
             except asyncio.CancelledError:
                 raise

@@ -26,7 +26,8 @@ OUTBOX_OLDEST_SECONDS = Gauge(
 )
 CONSUMER_LAG = Gauge(
     "caravan_consumer_lag",
-    "Records not yet consumed by the service's group",
+    "Records past the service's group's committed offset (commits trail handling by up to"
+    " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS)",
     ["service", "topic", "partition"],
 )
 DEAD_LETTERS = Counter(

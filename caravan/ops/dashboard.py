@@ -33,6 +33,11 @@ from shared.settings import Settings
 from shared.topics import Topic
 
 SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
+LAG_NOTE = (
+    "Records past each group's committed offsets. A group commits what it has handled up to"
+    " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS (1 s by default) later, so this also counts up to"
+    " that much work already done."
+)
 
 
 @dataclass
@@ -162,7 +167,8 @@ class Dashboard:
         return _html(
             "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
             f"{_sparkline(self.throughput())}"
-            f"<h2>Services</h2><table><tr><th>service</th><th>state</th><th>consumer lag</th>"
+            "<h2>Services</h2><table><tr><th>service</th><th>state</th>"
+            f"<th title='{html.escape(LAG_NOTE)}'>consumer lag</th>"
             f"<th>outbox backlog</th><th>oldest unsent (s)</th></tr>{rows}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             f"<h2>Dead letters</h2><table>{dlq}</table>"

@@ -12,6 +12,7 @@ Values are passed as asyncpg takes them; JSON columns are serialised here, as SQ
 asyncpg dialect (which registered the connection's JSON codecs) would.
 """
 
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
@@ -141,6 +142,33 @@ def update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
     )
 
 
+@cache
+def combined_sql(parts: tuple[str, ...]) -> str:
+    """One statement that runs every one of ``parts`` (data-modifying statements such as
+    :func:`insert_sql` and :func:`update_sql` make, each numbering its parameters from $1),
+    all but the last as ``WITH`` queries: one round trip instead of one each. The arguments
+    are those of each part in turn.
+
+    The parts run on one snapshot, so none sees another's rows: no two may write the same
+    table. Constraints and triggers are checked after them all, as after one statement (a
+    row may reference a row that another part inserts)."""
+    if len(parts) == 1:
+        return parts[0]
+    offset = 0
+    numbered = []
+    for part in parts:
+        numbered.append(_renumbered(part, offset))
+        offset += max((int(n) for n in _PARAM.findall(part)), default=0)
+    ctes = ", ".join(f"caravan_write_{i} AS ({sql})" for i, sql in enumerate(numbered[:-1]))
+    return f"WITH {ctes} {numbered[-1]}"
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    """``sql`` with each parameter ``$n`` written ``$(n + offset)``."""
+    return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+_PARAM = re.compile(r"\$(\d+)")
 _ORDINAL = "caravan_ordinal"
 _POSTGRESQL = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
 
@@ -198,6 +226,7 @@ __all__ = [
     "Row",
     "any_of",
     "column_arrays",
+    "combined_sql",
     "driver",
     "fetch",
     "insert_sql",

@@ -1,8 +1,10 @@
-"""The outbox relay: publishes committed outbox rows to Kafka, in order, then marks them sent.
+"""The outbox relay: publishes committed outbox rows to Kafka, in order, and marks them sent.
 
 One relay at a time works on a schema (a transaction-scoped advisory lock), so rows keep
-their order per key across service instances. A crash between publishing and marking
-publishes the rows again: consumers' inboxes make that harmless.
+their order per key across service instances. Its transaction reads the oldest unsent rows
+and marks them sent in one statement, and commits once Kafka has acknowledged them all. A
+crash or a failure before that commit leaves the rows unsent, to be published again:
+consumers' inboxes make that harmless.
 
 The relay is woken by its own service's commits that added rows; it also looks every
 ``idle_poll_seconds`` for rows written by other processes (seeding, another instance whose
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, func, select
@@ -68,11 +71,14 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{db.schema}".encode())
         table = driver.qualified(outbox)
-        self._unsent = (
-            f"SELECT id, topic, key, value, headers FROM {table}"
-            " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+        # The oldest unsent rows, marked sent in the same statement that reads them. The mark
+        # commits only after Kafka has acknowledged every row; a failure or a crash before
+        # that rolls it back, and the rows are published again.
+        self._take_unsent = (
+            f"UPDATE {table} SET sent_at = now() WHERE id IN ("
+            f"SELECT id FROM {table} WHERE sent_at IS NULL ORDER BY id LIMIT $1)"
+            " RETURNING id, topic, key, value, headers"
         )
-        self._mark_sent = f"UPDATE {table} SET sent_at = now() WHERE id = ANY($1::bigint[])"
 
     def wake(self) -> None:
         """Called after a commit that may have added rows: publish them without waiting."""
@@ -104,11 +110,13 @@ class OutboxRelay:
         """Publish up to one batch of unsent rows; returns how many were published, or
         :data:`LOCKED` when another instance's relay holds the schema's lock."""
         self._wake.clear()  # before reading, so that a commit from now on is not missed
-        # On the driver: a relay batch is three statements, run after every commit.
+        # On the driver: a relay batch is two statements, run after every commit. The lock
+        # is a statement of its own: taken in the read's statement, it would be taken after
+        # that statement's snapshot, which could predate another relay's last marks.
         async with driver.transaction(self.db.engine) as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 return LOCKED
-            rows = await conn.fetch(self._unsent, self.batch_size)
+            rows = sorted(await conn.fetch(self._take_unsent, self.batch_size), key=_id)
             if not rows:
                 return 0
             futures = [
@@ -122,7 +130,6 @@ class OutboxRelay:
             ]
             await asyncio.gather(*futures)
             failpoint(RELAY_AFTER_PUBLISH)
-            await conn.execute(self._mark_sent, [row["id"] for row in rows])
         OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
 
@@ -132,6 +139,11 @@ class OutboxRelay:
                 select(func.count()).select_from(self.outbox).where(self.outbox.c.sent_at.is_(None))
             )
         return int(n or 0)
+
+
+def _id(row: Any) -> int:
+    """A row's outbox id: ``RETURNING`` gives rows in no particular order, ids give theirs."""
+    return int(row["id"])
 
 
 __all__ = ["OutboxRelay", "make_producer"]

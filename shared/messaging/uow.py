@@ -4,8 +4,9 @@ Handlers never publish to Kafka themselves (that would be a dual write). They ca
 :meth:`Tx.emit`, which adds an outbox row in the same transaction; the relay publishes it.
 
 Outbox rows, and other rows that nothing reads back in the transaction
-(:meth:`Tx.insert_later`, :meth:`Tx.update_later`), are written just before it commits, one
-statement per table (a batch of records handled together emits many events).
+(:meth:`Tx.insert_later`, :meth:`Tx.update_later`), are written just before it commits: one
+part per table (a batch of records handled together emits many events), and the parts in
+one statement, so that a step's writes cost one round trip.
 
 A batch's records are handled in one transaction. Its subscription may load and lock, in a
 few statements, what their handlers will read (``Subscription.prefetch``); repositories keep
@@ -18,7 +19,7 @@ commit that queued nothing wakes nothing (no empty relay transaction after every
 """
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from itertools import groupby
@@ -28,7 +29,14 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
-from shared.db.driver import column_arrays, driver, insert_sql, qualified, update_sql
+from shared.db.driver import (
+    column_arrays,
+    combined_sql,
+    driver,
+    insert_sql,
+    qualified,
+    update_sql,
+)
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
 from shared.telemetry import current_trace_headers
 
@@ -154,26 +162,45 @@ class Tx:
         transaction (the commit calls it too)."""
         if not self.unwritten and not self.unupdated:
             return
-        raw = await driver(self.conn)
+        writes: list[_Write] = []
         for (table, skip_existing), rows in self.unwritten.items():
             for columns, run in groupby(rows, key=_columns):  # in order: serial ids ascend
-                await raw.execute(
-                    insert_sql(table, columns, skip_existing), *column_arrays(table, columns, run)
-                )
+                sql = insert_sql(table, columns, skip_existing)
+                writes.append((table, sql, column_arrays(table, columns, run)))
         self.unwritten.clear()
         shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}
         for (table, key, _), row in self.unupdated.items():
             changed = tuple(sorted(c for c in row if c != key))
             shapes.setdefault((table, key, changed), []).append(row)
         for (table, key, columns), rows in shapes.items():
-            await raw.execute(
-                update_sql(table, key, columns), *column_arrays(table, (key, *columns), rows)
-            )
+            sql = update_sql(table, key, columns)
+            writes.append((table, sql, column_arrays(table, (key, *columns), rows)))
         self.unupdated.clear()
+        raw = await driver(self.conn)
+        for part in _distinct_tables(writes):
+            args = [array for _, _, arrays in part for array in arrays]
+            await raw.execute(combined_sql(tuple(sql for _, sql, _ in part)), *args)
 
 
 def _columns(row: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(row)
+
+
+_Write = tuple[Table, str, list[list[Any]]]
+
+
+def _distinct_tables(writes: list[_Write]) -> Iterator[list[_Write]]:
+    """``writes`` in order, cut into runs that each write a table at most once: one statement
+    per run (:func:`combined_sql`). A table written again (rows inserted, then some of them
+    updated) starts a new run, so that the second write sees the first."""
+    run: list[_Write] = []
+    for write in writes:
+        if any(table is write[0] for table, _, _ in run):
+            yield run
+            run = []
+        run.append(write)
+    if run:
+        yield run
 
 
 OUTBOX = "outbox"

@@ -303,19 +303,26 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
             )  # fmt: skip
 
         # How long an authorisation takes to confirm here: the cancels below are spread from
-        # well before to well after it (a second more, since twelve authorisations at once
-        # take longer than one), so that both sides win some of the races.
+        # one such time before their authorisation to well after it (a second more, since
+        # twelve authorisations at once take longer than one), so that both sides win some
+        # of the races, however quick the consumer is against the HTTP API.
         started = asyncio.get_running_loop().time()
         await emit_as(caravan, authorized(n), "payments")
         assert (await caravan.outcome(ids[n])).type == "order.confirmed"
         latency = asyncio.get_running_loop().time() - started
 
         async def race(i: int) -> int:
+            lead = (3 * latency + 1.0) * i / (n - 1) - latency  # the cancel's, < 0: before
+
+            async def authorize() -> None:
+                await asyncio.sleep(max(-lead, 0))
+                await emit_as(caravan, authorized(i), "payments")
+
             async def cancel() -> int:
-                await asyncio.sleep((2 * latency + 1.0) * i / (n - 1))
+                await asyncio.sleep(max(lead, 0))
                 return (await caravan.client.post(f"/orders/{ids[i]}/cancel")).status_code
 
-            _, status = await asyncio.gather(emit_as(caravan, authorized(i), "payments"), cancel())
+            _, status = await asyncio.gather(authorize(), cancel())
             return status
 
         statuses = await asyncio.gather(*(race(i) for i in range(n)))

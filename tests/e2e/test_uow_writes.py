@@ -1,0 +1,121 @@
+"""The unit of work's writes at commit (shared/messaging/uow.py ``Tx.flush``), on real
+PostgreSQL: the rows held for the commit go in one statement per run of distinct tables,
+a row may reference a row inserted in the same statement, a table written twice is written
+in two statements (the second sees the first), serial ids follow the order given, and a
+violated constraint fails the commit and writes nothing."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from caravan import system
+from shared.db.driver import driver
+from shared.messaging.uow import Tx
+from tests.harness import scratch_database
+
+metadata = MetaData(schema="writes")
+parents = Table(
+    "parents",
+    metadata,
+    Column("parent_id", String(16), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+children = Table(
+    "children",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("parent_id", String(16), ForeignKey(parents.c.parent_id), nullable=False),
+    Column("v", Integer, nullable=False),
+)
+
+
+@pytest.fixture
+async def engine(infrastructure: system.Infrastructure) -> AsyncIterator[AsyncEngine]:
+    async with scratch_database(infrastructure.database_url, "caravan_writes") as url:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("create schema writes")
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(parents.insert().values(parent_id="old", n=0))
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+async def flush_counting(tx: Tx) -> list[str]:
+    """Flush ``tx``; the statements the flush sent to the test's tables (not the driver's
+    look-ups of the types it has not met yet on this connection)."""
+    raw = await driver(tx.conn)
+    sent: list[str] = []
+
+    def log(record: asyncpg.connection.LoggedQuery) -> None:
+        if '"writes".' in record.query:
+            sent.append(record.query)
+
+    raw.add_query_logger(log)
+    try:
+        await tx.flush()
+    finally:
+        raw.remove_query_logger(log)
+    return sent
+
+
+def new_tx(conn: object) -> Tx:
+    return Tx(conn=conn, source="test", outbox=children, inbox=parents)  # type: ignore[arg-type]
+
+
+async def test_writes_to_distinct_tables_are_one_statement_and_may_reference_each_other(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        tx = new_tx(conn)
+        for parent_id, n in (("new1", 1), ("new2", 2)):
+            tx.insert_later(parents, {"parent_id": parent_id, "n": n})
+        for parent_id, v in (("new2", 10), ("old", 20), ("new1", 30), ("new2", 40)):
+            tx.insert_later(children, {"parent_id": parent_id, "v": v})
+        sent = await flush_counting(tx)
+    assert len(sent) == 1, sent
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(children).order_by(children.c.id))).all()
+        assert [(r.parent_id, r.v) for r in rows] == [
+            ("new2", 10),
+            ("old", 20),
+            ("new1", 30),
+            ("new2", 40),
+        ]
+        names = (await conn.execute(select(parents.c.parent_id).order_by("parent_id"))).scalars()
+        assert list(names) == ["new1", "new2", "old"]
+
+
+async def test_a_table_written_twice_takes_a_second_statement_that_sees_the_first(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        tx = new_tx(conn)
+        tx.insert_later(parents, {"parent_id": "new", "n": 1})
+        tx.insert_later(children, {"parent_id": "new", "v": 7})
+        tx.update_later(parents, "parent_id", {"parent_id": "new", "n": 2})
+        tx.update_later(parents, "parent_id", {"parent_id": "old", "n": 3})
+        sent = await flush_counting(tx)
+    assert len(sent) == 2, sent
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(parents).order_by("parent_id"))).all()
+    assert [(r.parent_id, r.n) for r in rows] == [("new", 2), ("old", 3)]
+
+
+async def test_a_violated_constraint_fails_the_commit_and_writes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with engine.begin() as conn:
+            tx = new_tx(conn)
+            tx.insert_later(parents, {"parent_id": "new", "n": 1})
+            tx.insert_later(children, {"parent_id": "missing", "v": 1})
+            await tx.flush()
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(parents.c.parent_id))).scalars().all() == ["old"]
+        assert (await conn.execute(select(children))).all() == []

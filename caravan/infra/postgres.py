@@ -53,7 +53,7 @@ _T = TypeVar("_T")
 _SETTINGS_MARKER = "# --- caravan local cluster ---"
 _SETTINGS = f"""{_SETTINGS_MARKER}
 listen_addresses = '{{host}}'
-unix_socket_directories = '{{data_dir}},{{socket_dir}}'
+unix_socket_directories = {{socket_dirs}}
 unix_socket_permissions = 0777
 max_connections = 200
 shared_buffers = 128MB
@@ -112,8 +112,10 @@ class LocalPostgres:
         digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:10]
         fallback = Path("/var/tmp") / f"caravan-{digest}"
         # The socket paths (<root>/data|socket/.s.PGSQL.<port>) must fit in sockaddr_un
-        # (107 bytes).
-        if len(str(self.base_dir / "socket" / f".s.PGSQL.{self.port}")) > 100:
+        # (107 bytes), and have no comma: libpq (psql) and asyncpg read a comma in a host as
+        # the end of one host of a list, with no way to escape it.
+        socket_path = str(self.base_dir / "socket" / f".s.PGSQL.{self.port}")
+        if len(socket_path) > 100 or "," in socket_path:
             return fallback
         if self._as_service_user:
             self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +258,9 @@ class LocalPostgres:
         self.socket_dir.chmod(0o755)
         conf_path = self.data_dir / "postgresql.conf"
         conf = conf_path.read_text().split(_SETTINGS_MARKER)[0]
-        settings = _SETTINGS.format(host=HOST, data_dir=self.data_dir, socket_dir=self.socket_dir)
+        settings = _SETTINGS.format(
+            host=HOST, socket_dirs=_conf_string(_directory_list(self.data_dir, self.socket_dir))
+        )
         conf_path.write_text(conf.rstrip("\n") + "\n\n" + settings)
         (self.data_dir / "pg_hba.conf").write_text(_HBA.format(cluster_user=self.cluster_user))
         if self._as_service_user:
@@ -323,6 +327,17 @@ def _checked_mode(mode: str) -> str:
     if mode not in STOP_MODES:
         raise ValueError(f"mode must be one of {STOP_MODES}, not {mode!r}")
     return mode
+
+
+def _conf_string(value: str) -> str:
+    """``value`` as a string in ``postgresql.conf``: quoted, a quote in it doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _directory_list(*dirs: Path) -> str:
+    """``dirs`` as a list setting of directories takes them: each in double quotes, so that a
+    comma or a space in a path is part of it, not the end of the entry."""
+    return ",".join('"' + str(d).replace('"', '""') + '"' for d in dirs)
 
 
 def _current_user() -> str:

@@ -29,7 +29,7 @@ def test_an_older_clusters_settings_and_trusting_rules_are_replaced(tmp_path: Pa
     assert conf.startswith("port = 5432\n")  # what initdb wrote stays
     assert conf.count("# --- caravan local cluster ---") == 1
     assert conf.count("unix_socket_directories") == 1
-    assert f"unix_socket_directories = '{pg.data_dir},{pg.socket_dir}'" in conf
+    assert f'unix_socket_directories = \'"{pg.data_dir}","{pg.socket_dir}"\'' in conf
     assert "fsync = on" in conf and "synchronous_commit = on" in conf
     rules = [
         line.split()

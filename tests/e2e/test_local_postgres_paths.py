@@ -1,0 +1,57 @@
+"""A local cluster (caravan/infra/postgres.py) kept under a path with a space and a quote in
+it starts and answers over its unix socket (postgresql.conf quotes each socket directory,
+so the quote does not end the setting); under a path with a comma, which clients would read
+as a list of hosts, it is kept in its /var/tmp fallback and answers too."""
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from caravan.infra.postgres import LocalPostgres
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(params=["caravan o'pg ", "caravan pg, co "])
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalPostgres]:
+    base = Path(tempfile.mkdtemp(prefix=request.param, dir="/tmp"))
+    base.chmod(0o755)  # the cluster's OS user must reach it, else /var/tmp is used instead
+    pg = LocalPostgres(base, port=free_port())
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_cluster_under_a_path_with_a_space_and_a_quote_or_a_comma_answers(
+    cluster: LocalPostgres,
+) -> None:
+    pg = cluster
+    if "," in str(pg.base_dir):
+        assert pg.root != pg.base_dir and "," not in str(pg.root)
+    else:
+        assert pg.root == pg.base_dir
+    assert "host=" in pg.url  # over the unix socket
+    engine = create_async_engine(pg.url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("select 1")) == 1
+            directories = await conn.scalar(text("show unix_socket_directories"))
+    finally:
+        await engine.dispose()
+    assert directories == f'"{pg.data_dir}","{pg.socket_dir}"'

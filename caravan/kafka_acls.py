@@ -18,7 +18,7 @@ from aiokafka.protocol.admin import CreateAclsRequest
 
 from shared.kafka_security import client_kwargs
 from shared.settings import DEV_SECRET_PREFIX, Settings, secret_from_env
-from shared.topics import Topic
+from shared.topics import Topic, consumer_group
 
 ADMIN_PRINCIPAL = "caravan-admin"
 
@@ -77,18 +77,13 @@ def principal(service: str) -> str:
     return f"caravan-{service}"
 
 
-def group(service: str) -> str:
-    """The consumer group of a service (shared/runtime.build_service)."""
-    return f"caravan-{service}"
-
-
 def acls(service: str) -> list[Acl]:
     """Every ACL of one service's principal (empty for a service without an ACCESS row)."""
     row = access().get(service)
     if row is None:
         return []
     user = f"User:{principal(service)}"
-    found = [Acl(user, Resource.GROUP, group(service), Operation.READ)]
+    found = [Acl(user, Resource.GROUP, consumer_group(service), Operation.READ)]
     found += [Acl(user, Resource.TOPIC, t.value, Operation.READ) for t in row.reads]
     found += [Acl(user, Resource.TOPIC, t.value, Operation.WRITE) for t in row.writes]
     found += [Acl(user, Resource.TOPIC, t.dlq, Operation.WRITE) for t in row.reads]

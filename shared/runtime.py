@@ -19,6 +19,7 @@ from shared.messaging.relay import OutboxRelay, make_producer
 from shared.messaging.retention import Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
+from shared.topics import consumer_group
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     )
     consumer = Consumer(
         service=name,
-        group_id=f"caravan-{name}",
+        group_id=consumer_group(name),
         uow=uow,
         max_attempts=settings.handler_max_attempts,
         batch_size=settings.consumer_batch_size,

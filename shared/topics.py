@@ -19,6 +19,11 @@ class Topic(StrEnum):
         return f"{self.value}.dlq"
 
 
+def consumer_group(service: str) -> str:
+    """The Kafka consumer group of ``service``: one per service, its instances all in it."""
+    return f"caravan-{service}"
+
+
 class EventType(StrEnum):
     ORDER_REQUESTED = "order.requested"
     ORDER_PLACED = "order.placed"

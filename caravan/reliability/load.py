@@ -28,7 +28,7 @@ from shared.events.registry import PoisonRecord, parse_record
 from shared.messaging import kafka_admin
 from shared.seed import SeedFile
 from shared.settings import Settings
-from shared.topics import EventType, Topic
+from shared.topics import EventType, Topic, consumer_group
 
 # (suffix, unit price in fen, units in each of two lots): two plentiful SKUs, two scarce.
 SKUS = (("PEPPER", 3500, 5000), ("RAISIN", 2800, 5000), ("HONEY", 9000, 20), ("SAFFRON", 1200, 30))
@@ -260,7 +260,7 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for service, subscriptions in consumers(settings).items():
         for sub in subscriptions:
-            groups.setdefault(sub.topic.value, []).append(f"caravan-{service}")
+            groups.setdefault(sub.topic.value, []).append(consumer_group(service))
     return groups
 
 

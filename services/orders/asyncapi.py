@@ -32,7 +32,7 @@ from shared.events.envelope import CloudEvent, EventData
 from shared.events.registry import REGISTRY
 from shared.messaging.consumer import Subscription
 from shared.settings import Settings
-from shared.topics import Topic
+from shared.topics import Topic, consumer_group
 
 DEFAULT_SERVERS = "127.0.0.1:9092"
 """The contract's local default of ``KAFKA_BOOTSTRAP_SERVERS`` (the published document's)."""
@@ -103,11 +103,11 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
     for service, subscriptions in consumers(Settings()).items():
         for sub in subscriptions:
             types = [t.value for t in sub.handlers]
-            groups[sub.topic].append(f"caravan-{service}")
+            groups[sub.topic].append(consumer_group(service))
             models = [event_model(REGISTRY[sub.topic][t]) for t in types]
             broker.subscriber(
                 sub.topic.value,
-                group_id=f"caravan-{service}",
+                group_id=consumer_group(service),
                 title=f"{service}:{sub.topic.value}",
                 description=(
                     f"Consumer group `caravan-{service}` handles {', '.join(types)}; other "

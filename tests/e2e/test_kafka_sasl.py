@@ -22,7 +22,7 @@ from shared.auth.tokens import SCOPES
 from shared.kafka_security import client_kwargs
 from shared.messaging.relay import make_producer
 from shared.settings import Settings
-from shared.topics import Topic
+from shared.topics import Topic, consumer_group
 from tests.conftest import HTTP_PORT, KAFKA_PORT
 from tests.conftest import test_seed as seed_data
 from tests.e2e.test_saga import RICH, order
@@ -139,7 +139,7 @@ async def test_a_service_principal_writes_only_where_its_acls_allow(
     consumer = AIOKafkaConsumer(
         Topic.ORDER_REQUESTS.value,
         bootstrap_servers=bootstrap,
-        group_id=kafka_acls.group("payments"),
+        group_id=consumer_group("payments"),
         **client_kwargs(orders),
     )
     with pytest.raises(GroupAuthorizationFailedError):

@@ -10,14 +10,14 @@ from datetime import datetime
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from caravan import kafka_acls, system
+from caravan import system
 from caravan.ops.replay import replay
 from caravan.reliability.history import History, Injected, Violation, check, read_database
 from caravan.reliability.load import Load
 from shared.events.registry import PoisonRecord, parse_record
 from shared.faults import FAILPOINT_AFTER_VAR, FAILPOINT_VAR, KILLED_EXIT_CODE, RELAY_AFTER_PUBLISH
 from shared.messaging import kafka_admin
-from shared.topics import ALL_TOPICS, EventType, Topic
+from shared.topics import ALL_TOPICS, EventType, Topic, consumer_group
 from tests.harness import System
 
 DLQ_TOPICS = frozenset(t.dlq for t in Topic)
@@ -87,7 +87,7 @@ def _published_by(record: ConsumerRecord, service: str) -> tuple[str, ...] | Non
     letter's group and coordinates (its relay batch may hold only dead letters)."""
     if record.topic in DLQ_TOPICS:
         headers = {k: v.decode() for k, v in record.headers}
-        if headers.get("dlq.group") != kafka_acls.group(service):
+        if headers.get("dlq.group") != consumer_group(service):
             return None
         return (record.topic, headers["dlq.topic"], headers["dlq.partition"], headers["dlq.offset"])
     source = f'"source":"caravan/{service}"'.encode()

@@ -279,11 +279,12 @@ class Consumer:
     service: str
     group_id: str
     uow: UnitOfWork
-    max_attempts: int = 3
-    batch_size: int = 1
-    batch_timeout_ms: int = 500
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 500
+    # As the service's settings say (shared/settings.py, their defaults and their meaning).
+    max_attempts: int
+    batch_size: int
+    batch_timeout_ms: int
+    fetch_min_bytes: int
+    fetch_max_wait_ms: int
     subscriptions: list[Subscription] = field(default_factory=list)
     attached: bool = False
     offsets: HandledOffsets = field(default_factory=HandledOffsets)

@@ -4,6 +4,7 @@ wait for outcomes, and query each service's tables."""
 import asyncio
 import contextlib
 import inspect
+import socket
 import subprocess
 import sys
 import time
@@ -385,6 +386,13 @@ def ref(prefix: str = "T") -> str:
 def other_database(url: str, database: str) -> str:
     """``url`` naming ``database`` on the same server (a socket folder in its query stays)."""
     return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,6 @@ so the quote does not end the setting); under a path with a comma, which clients
 as a list of hosts, it is kept in its /var/tmp fallback and answers too."""
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan.infra.postgres import LocalPostgres
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.harness import free_port
 
 
 @pytest.fixture(params=["caravan o'pg ", "caravan pg, co "])

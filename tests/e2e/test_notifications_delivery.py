@@ -8,7 +8,6 @@ quiet hours that cover the present moment in Shanghai (but not in UTC), and rest
 import asyncio
 import functools
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import InstalmentDue
 from shared.seed import SeedFile
 from shared.topics import Topic
-from tests.harness import System, ref, until
+from tests.harness import System, free_port, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
@@ -39,16 +38,10 @@ def _phone(prefix: str = "+86137", length: int = 14) -> str:
     return prefix + "".join(random.choices("0123456789", k=length - len(prefix)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def simulator(caravan: System) -> Iterator[str]:
     """The SMS gateway simulator as a real process; its base URL."""
-    port = _free_port()
+    port = free_port()
     log = (caravan.procs.log_dir / "sms-simulator.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.notifications.simulator", "--port", str(port)],

@@ -7,7 +7,6 @@ it restores the defaults afterwards.
 """
 
 import asyncio
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -22,14 +21,7 @@ from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, PaymentRequest
 from shared.topics import Topic
 from tests.e2e.test_payments_credit import buyer, credit, order, payments_seed, run, set_limit
-from tests.harness import System, ref
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from tests.harness import System, free_port, ref
 
 ENV = {
     "CARAVAN_PAYMENTS_GATEWAY_TIMEOUT_SECONDS": "1",
@@ -45,7 +37,7 @@ ENV = {
 async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
     """The simulator's control API, with payments restarted to use the simulator."""
     await caravan.seed(payments_seed())
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,7 @@ from shared.messaging import kafka_admin
 from shared.messaging.relay import make_producer
 from shared.seed import SeedFile
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS, EventType, Topic
+from shared.topics import ALL_TOPICS, EventType, Topic, consumer_group
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -312,16 +313,57 @@ async def database_durability(database_url: str, synchronous_commit: str | None)
         await engine.dispose()
 
 
-async def commits(database_url: str) -> int:
+async def counted_statements(infra: system.Infrastructure, wanted: bool) -> bool:
+    """Load ``pg_stat_statements`` into the local cluster (``--statements``), or take it out
+    again when a kept cluster still has it from such a run: it costs the headline a little.
+    Either way PostgreSQL restarts only when the setting changes. True when it counts."""
+    engine = create_async_engine(infra.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            loaded = "pg_stat_statements" in str(
+                await conn.scalar(text("show shared_preload_libraries"))
+            )
+            if loaded != wanted:
+                if infra.local_postgres is None:
+                    raise SystemExit(
+                        "--statements: the server named by DATABASE_URL must preload "
+                        "pg_stat_statements itself"
+                    )
+                setting = "= 'pg_stat_statements'" if wanted else "to default"
+                await conn.execute(text(f"alter system set shared_preload_libraries {setting}"))
+    finally:
+        await engine.dispose()
+    if loaded != wanted:
+        assert infra.local_postgres is not None
+        infra.local_postgres.restart()
+    if wanted:
+        engine = create_async_engine(infra.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("create extension if not exists pg_stat_statements"))
+        finally:
+            await engine.dispose()
+    return wanted
+
+
+async def database_counters(database_url: str, statements: bool) -> tuple[int, int]:
+    """The database's commits so far and, with ``pg_stat_statements`` loaded, the top-level
+    statements it has run (the bench's own few queries included in both)."""
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
             n = await conn.scalar(
                 text("select xact_commit from pg_stat_database where datname = current_database()")
             )
+            calls = statements and await conn.scalar(
+                text(
+                    "select coalesce(sum(calls), 0) from pg_stat_statements where toplevel"
+                    " and dbid = (select oid from pg_database where datname = current_database())"
+                )
+            )
     finally:
         await engine.dispose()
-    return int(n or 0)
+    return int(n or 0), int(calls or 0)
 
 
 async def consumed(ports: list[int], token: str) -> dict[str, float]:
@@ -346,6 +388,7 @@ class Sample:
     cpu: dict[str, float]
     offsets: dict[str, int]
     commits: int
+    statements: int  # 0 unless --statements
     consumed: dict[str, float]
 
 
@@ -356,14 +399,15 @@ class Meter:
     processes: Processes
     metric_ports: list[int]
     token: str  # with the ``metrics`` scope
-    services: list[str]  # their consumer groups are ``caravan-<name>``
+    services: list[str]  # their consumer groups are ``consumer_group(name)``
+    statements: bool  # pg_stat_statements counts (--statements)
 
     async def sample(self) -> Sample:
         return Sample(
             time.perf_counter(),
             self.processes.cpu_seconds(),
             await self.offsets.ends(),
-            await commits(self.infra.database_url),
+            *await database_counters(self.infra.database_url, self.statements),
             await consumed(self.metric_ports, self.token),
         )
 
@@ -387,6 +431,11 @@ class Meter:
                 if b.offsets[t] != a.offsets.get(t, 0)
             },
             "db_commits_per_order": round((b.commits - a.commits) / per, 2),
+            **(
+                {"db_statements_per_order": round((b.statements - a.statements) / per, 2)}
+                if b.statements
+                else {}
+            ),
             "consumer_steps_per_order": round(steps.get("handled", 0.0) / per, 2),
             "records_consumed_per_order": round(sum(steps.values()) / per, 2),
         }
@@ -659,7 +708,7 @@ async def backlog(infra: system.Infrastructure, services: list[str]) -> dict[str
     behind: dict[str, int] = {}
     for name in services:
         lag = 0
-        async with kafka_admin.group_client(infra.kafka_bootstrap, f"caravan-{name}") as client:
+        async with kafka_admin.group_client(infra.kafka_bootstrap, consumer_group(name)) as client:
             for topic in ALL_TOPICS:
                 with contextlib.suppress(LookupError):  # a topic not created (yet)
                     offsets = await kafka_admin.offsets(client, topic)
@@ -790,6 +839,9 @@ def commit_interval_ms(args: argparse.Namespace) -> float:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     base = system.CACHE / f"bench-{args.kafka_port}"
+    if args.fresh and base.exists():
+        say(f"--fresh: removing {base} (a cluster kept from earlier runs)")
+        shutil.rmtree(base)
     args.logs = base / "logs"
     args.logs.mkdir(parents=True, exist_ok=True)
     say(
@@ -806,6 +858,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     offsets = Offsets(infra.kafka_bootstrap)
     report: dict[str, Any] = {"load_average_1m_at_start": load_at_start}
     try:
+        statements = await counted_statements(infra, args.statements)
+        report["pg_stat_statements_loaded"] = statements  # its own small cost on every figure
         await system.prepare(infra.kafka_bootstrap, infra.database_url)
         await load(infra.database_url, seed())
         relaxed = "off" if args.relax_synchronous_commit else None
@@ -825,7 +879,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(system.wait_ready, procs)
         ports = [args.http_port + i for i in range(len(system.HTTP_PORT_VARS))]
         token = await issue_token(infra.database_url, f"bench-{RUN}", ["metrics"])
-        meter = Meter(infra, offsets, Processes.find(procs, infra), ports, token, list(procs.procs))
+        meter = Meter(
+            infra,
+            offsets,
+            Processes.find(procs, infra),
+            ports,
+            token,
+            list(procs.procs),
+            statements,
+        )
         await driver.start()
         # The consumer groups settle (several rebalances while the services start) and the
         # pools fill: warm up until orders flow steadily: three windows' worth confirmed in
@@ -978,6 +1040,16 @@ def main() -> None:
         "--quick",
         action="store_true",
         help="no ceilings, and no open loop unless --rates names its steps: to compare a change",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="remove the bench's Kafka and PostgreSQL data first (.cache/bench-<kafka port>)",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="load pg_stat_statements and report top-level statements per order",
     )
     parser.add_argument("--output", type=Path, help="default: bench/results/pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)

@@ -110,7 +110,7 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
                 group_id=consumer_group(service),
                 title=f"{service}:{sub.topic.value}",
                 description=(
-                    f"Consumer group `caravan-{service}` handles {', '.join(types)}; other "
+                    f"Consumer group `{consumer_group(service)}` handles {', '.join(types)}; other "
                     f"types of the topic are skipped, and records it cannot parse go to "
                     f"`{sub.topic.dlq}`."
                 ),

@@ -14,6 +14,7 @@ from sqlalchemy import MetaData
 from shared.db import Database
 from shared.http import create_app
 from shared.kafka_security import broker_security
+from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
 from shared.messaging.relay import OutboxRelay, make_producer
 from shared.messaging.retention import Retention
@@ -131,6 +132,14 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         offsets=HandledOffsets(interval=settings.consumer_commit_interval_ms / 1000),
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
+
+    async def kafka_hours() -> float:
+        """How long Kafka may keep the records of the topics the service consumes."""
+        topics = [sub.topic.value for sub in consumer.subscriptions]
+        return await kafka_admin.longest_kept_hours(
+            settings.kafka_bootstrap_servers, topics, settings
+        )
+
     retention = Retention(
         db,
         outbox,
@@ -138,6 +147,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         service=name,
         outbox_hours=settings.outbox_retention_hours,
         inbox_hours=settings.inbox_retention_hours,
+        kafka_hours=kafka_hours,
         interval_seconds=settings.messaging_prune_interval_seconds,
     )
     service.loops.append(retention.run)

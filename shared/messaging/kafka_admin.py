@@ -4,13 +4,16 @@ aiokafka's ``describe_consumer_groups`` decodes version-3 answers with the versi
 and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
 """
 
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import for_code
 from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v0,
     DescribeGroupsRequest_v1,
@@ -120,3 +123,35 @@ async def commit(consumer: AIOKafkaConsumer, topic: str, new: dict[int, int]) ->
     tps = {TopicPartition(topic, p): OffsetAndMetadata(o, "caravan replay") for p, o in new.items()}
     consumer.assign(list(tps))
     await consumer.commit(tps)
+
+
+HOUR_MS = 3_600_000
+
+
+async def longest_kept_hours(
+    bootstrap: str, topics: Iterable[str], settings: Settings | None = None
+) -> float:
+    """The longest Kafka may keep a record of ``topics``, in hours, as their configurations
+    say now: a log segment is deleted once its newest record is older than ``retention.ms``,
+    and a segment is rolled after ``segment.ms``, so a record can live for both. Infinite
+    when a topic keeps records for ever (``retention.ms`` -1, or compaction)."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+    if not resources:
+        return 0.0
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(resources)
+    finally:
+        await admin.close()
+    longest = 0.0
+    for response in responses:
+        for error_code, message, _type, topic, entries in response.resources:
+            if error_code:
+                raise for_code(error_code)(f"describing the configuration of {topic}: {message}")
+            config = {entry[0]: entry[1] for entry in entries}
+            retention_ms = int(config["retention.ms"])
+            if retention_ms < 0 or "compact" in config.get("cleanup.policy", "delete"):
+                return math.inf
+            longest = max(longest, (retention_ms + int(config["segment.ms"])) / HOUR_MS)
+    return longest

@@ -13,7 +13,11 @@ inbox rows per order), until a county centre's database fills its disk.
   segment is rolled after ``segment.ms``. The default, ``inbox_retention_hours`` = 360 (15
   days), is Kafka's default retention (7 days) plus its default segment time (7 days) plus a
   day. A broker whose topics keep records longer needs a longer inbox retention: never
-  shorter than ``retention.ms + segment.ms``, or a replay handles old records again.
+  shorter than ``retention.ms + segment.ms``, or a replay handles old records again. So
+  before each prune a service asks the broker for the topics it consumes, and keeps inbox
+  rows that long plus a day when that is longer than its setting (a warning says so); with
+  a topic kept for ever (``retention.ms`` -1, or compacted), or a broker that does not
+  answer, it prunes no inbox row that time.
 
 ``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
 the first time at start) a service deletes its own schema's old rows in chunks, each chunk
@@ -24,6 +28,8 @@ insert, on the hottest tables there are, to save a scan an hour.
 
 import asyncio
 import logging
+import math
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Table
 
@@ -33,11 +39,13 @@ from shared.metrics import MESSAGING_PRUNED
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+MARGIN_HOURS = 24.0  # beyond what Kafka may keep, as in the default
 
 
 class Retention:
     """Deletes one service's outbox rows published more than ``outbox_hours`` ago and its
-    inbox rows older than ``inbox_hours`` (0: never)."""
+    inbox rows older than ``inbox_hours`` (0: never), or than ``kafka_hours()`` (how long
+    Kafka may keep the records of the topics the service consumes) and a day if longer."""
 
     def __init__(
         self,
@@ -48,18 +56,20 @@ class Retention:
         service: str,
         outbox_hours: float,
         inbox_hours: float,
+        kafka_hours: Callable[[], Awaitable[float]] | None,
         interval_seconds: float = HOUR,
         chunk: int = 5000,
     ) -> None:
         self.db = db
         self.service = service
+        self.outbox, self.inbox = outbox, inbox
+        self.outbox_hours, self.inbox_hours = outbox_hours, inbox_hours
+        self.kafka_hours = kafka_hours
         self.interval_seconds = interval_seconds
         self.chunk = chunk
         # Published rows only: sent_at is NULL until then, and NULL is never older.
-        self._tables = [
-            (outbox, _prune_sql(outbox, "sent_at"), outbox_hours * HOUR),
-            (inbox, _prune_sql(inbox, "handled_at"), inbox_hours * HOUR),
-        ]
+        self._outbox_sql = _prune_sql(outbox, "sent_at")
+        self._inbox_sql = _prune_sql(inbox, "handled_at")
 
     async def run(self) -> None:
         while True:
@@ -73,22 +83,53 @@ class Retention:
 
     async def prune(self) -> dict[str, int]:
         """Delete what is past its retention now; how many rows of each table."""
-        deleted = {}
-        for table, sql, keep_seconds in self._tables:
-            deleted[table.name] = 0
-            if keep_seconds <= 0:
-                continue
-            while True:
-                async with driver.transaction(self.db.engine) as conn:
-                    status = await conn.execute(sql, keep_seconds, self.chunk)
-                n = int(status.split()[-1])  # "DELETE <n>"
-                deleted[table.name] += n
-                MESSAGING_PRUNED.labels(self.service, table.name).inc(n)
-                if n < self.chunk:
-                    break
+        deleted = {
+            self.outbox.name: await self._delete(self.outbox, self._outbox_sql, self.outbox_hours),
+            self.inbox.name: await self._delete(
+                self.inbox, self._inbox_sql, await self.inbox_keep_hours()
+            ),
+        }
         if any(deleted.values()):
             log.info("pruned %s", ", ".join(f"{n} {name} rows" for name, n in deleted.items()))
         return deleted
+
+    async def inbox_keep_hours(self) -> float:
+        """How long inbox rows are kept this time (0 or infinite: none is deleted)."""
+        if self.inbox_hours <= 0 or self.kafka_hours is None:
+            return self.inbox_hours
+        try:
+            kafka = await self.kafka_hours()
+        except Exception as exc:
+            log.warning(
+                "no inbox row pruned: Kafka did not say how long it keeps records (%r)", exc
+            )
+            return math.inf
+        if kafka + MARGIN_HOURS <= self.inbox_hours:
+            return self.inbox_hours
+        kept = kafka + MARGIN_HOURS
+        log.warning(
+            "inbox rows kept %s, longer than inbox_retention_hours=%g: Kafka keeps records of "
+            "the topics %s consumes %s (retention.ms + segment.ms), and a replay must find ids",
+            "for ever" if math.isinf(kept) else f"{kept:g} h",
+            self.inbox_hours,
+            self.service,
+            "for ever" if math.isinf(kafka) else f"up to {kafka:g} h",
+        )
+        return kept
+
+    async def _delete(self, table: Table, sql: str, hours: float) -> int:
+        """Delete ``table``'s rows older than ``hours`` in chunks (0 or infinite: none)."""
+        deleted = 0
+        if hours <= 0 or math.isinf(hours):
+            return deleted
+        while True:
+            async with driver.transaction(self.db.engine) as conn:
+                status = await conn.execute(sql, hours * HOUR, self.chunk)
+            n = int(status.split()[-1])  # "DELETE <n>"
+            deleted += n
+            MESSAGING_PRUNED.labels(self.service, table.name).inc(n)
+            if n < self.chunk:
+                return deleted
 
 
 def _prune_sql(table: Table, column: str) -> str:

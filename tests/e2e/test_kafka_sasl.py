@@ -20,6 +20,7 @@ from caravan.seeding import load
 from caravan.tokens_cli import issue_token
 from shared.auth.tokens import SCOPES
 from shared.kafka_security import client_kwargs
+from shared.messaging import kafka_admin
 from shared.messaging.relay import make_producer
 from shared.settings import Settings
 from shared.topics import Topic, consumer_group
@@ -120,7 +121,7 @@ async def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
     assert Topic.NOTIFICATION_EVENTS.value not in seen
 
 
-async def test_a_service_principal_writes_only_where_its_acls_allow(
+async def test_a_service_principal_writes_reads_and_describes_only_where_its_acls_allow(
     sasl: tuple[System, Scram],
 ) -> None:
     caravan, scram = sasl
@@ -147,6 +148,11 @@ async def test_a_service_principal_writes_only_where_its_acls_allow(
         async with asyncio.timeout(20):
             await consumer.getone()
     await consumer.stop()
+    # How long Kafka keeps the topics it reads (its inbox retention needs it), no others'.
+    reads = [t.value for t in kafka_acls.access()["orders"].reads]
+    assert await kafka_admin.longest_kept_hours(bootstrap, reads, orders) == 14 * 24
+    with pytest.raises(TopicAuthorizationFailedError):
+        await kafka_admin.longest_kept_hours(bootstrap, [Topic.NOTIFICATION_EVENTS.value], orders)
 
 
 async def test_the_services_run_an_order_to_confirmation_each_as_its_own_principal(

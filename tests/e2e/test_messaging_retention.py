@@ -1,18 +1,24 @@
 """Retention of the outbox and the inbox (shared/messaging/retention.py): on a database of
-its own, exactly the rows past their retention go, and never an unpublished one; in the
-running system, a service prunes its own tables when it starts."""
+its own, exactly the rows past their retention go, and never an unpublished one; inbox rows
+outlive what the broker keeps of the topics, however short the setting; in the running
+system, a service prunes its own tables when it starts."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
 from services.orders.adapters.tables import inbox, outbox
 from shared.db import Database
 from shared.db.migrate import upgrade
+from shared.messaging.kafka_admin import longest_kept_hours
 from shared.messaging.retention import Retention
 from shared.settings import Settings
 from shared.topics import Topic
@@ -37,7 +43,12 @@ async def orders_tables(infrastructure: system.Infrastructure) -> AsyncIterator[
             await db.dispose()
 
 
-def retention(db: Database, outbox_hours: float = 24, inbox_hours: float = 360) -> Retention:
+def retention(
+    db: Database,
+    outbox_hours: float = 24,
+    inbox_hours: float = 360,
+    kafka_hours: Callable[[], Awaitable[float]] | None = None,
+) -> Retention:
     return Retention(
         db,
         outbox,
@@ -45,6 +56,7 @@ def retention(db: Database, outbox_hours: float = 24, inbox_hours: float = 360) 
         service="orders",
         outbox_hours=outbox_hours,
         inbox_hours=inbox_hours,
+        kafka_hours=kafka_hours,
         chunk=2,  # so that a sweep takes several chunks
     )
 
@@ -185,3 +197,83 @@ async def test_a_service_prunes_its_own_tables_when_it_starts(caravan: System) -
     )
     outbox_kept, inbox_kept = await rows(1)
     assert kept[0] <= outbox_kept and kept[1] <= inbox_kept
+
+
+DAY_MS = 24 * 3_600_000
+
+
+async def topics_with(bootstrap: str, **configs: dict[str, str]) -> dict[str, str]:
+    """A new topic per keyword, with those configurations; their names by keyword."""
+    names = {key: f"test-retention-{key}-{uuid.uuid4().hex[:8]}" for key in configs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(names[k], 1, 1, topic_configs=c) for k, c in configs.items()]
+        )
+    finally:
+        await admin.close()
+    return names
+
+
+@pytest.fixture(scope="module")
+async def kept(infrastructure: system.Infrastructure) -> dict[str, str]:
+    return await topics_with(
+        infrastructure.kafka_bootstrap,
+        month={"retention.ms": str(30 * DAY_MS), "segment.ms": str(DAY_MS)},
+        default={},  # the broker's: 7 days, segments of 7 days
+        forever={"retention.ms": "-1"},
+        compacted={"cleanup.policy": "compact"},
+    )
+
+
+async def test_how_long_kafka_keeps_records_is_read_from_the_topics_configuration(
+    infrastructure: system.Infrastructure, kept: dict[str, str]
+) -> None:
+    bootstrap = infrastructure.kafka_bootstrap
+    assert await longest_kept_hours(bootstrap, [kept["default"]]) == 14 * 24
+    assert await longest_kept_hours(bootstrap, [kept["default"], kept["month"]]) == 31 * 24
+    assert await longest_kept_hours(bootstrap, [kept["month"], kept["forever"]]) == math.inf
+    assert await longest_kept_hours(bootstrap, [kept["compacted"]]) == math.inf
+
+
+async def test_inbox_rows_outlive_what_kafka_keeps_however_short_the_setting(
+    infrastructure: system.Infrastructure, kept: dict[str, str]
+) -> None:
+    """The month topic keeps records up to 744 hours: with the default 360, inbox rows are
+    kept 768 (a day more); one handled 800 hours ago goes, those of 384 hours stay."""
+    bootstrap = infrastructure.kafka_bootstrap
+
+    def kafka(topic: str) -> Callable[[], Awaitable[float]]:
+        return lambda: longest_kept_hours(bootstrap, [topic])
+
+    async with orders_tables(infrastructure) as db:
+        await fill(db)
+        async with db.transaction() as conn:
+            await conn.execute(
+                insert(inbox).values(
+                    key="older", topic="t", handled_at=datetime.now(UTC) - 800 * HOUR
+                )
+            )
+        month = retention(db, kafka_hours=kafka(kept["month"]))
+        assert await month.inbox_keep_hours() == 768
+        assert await month.prune() == {"outbox": 3, "inbox": 1}
+        assert (await left(db))[1] == ["new", "old-0", "old-1", "old-2"]
+        forever = retention(db, inbox_hours=0.5, kafka_hours=kafka(kept["forever"]))
+        assert await forever.prune() == {"outbox": 0, "inbox": 0}
+        # The broker's defaults (336 hours and a day) are within the setting: 360 it is.
+        default = retention(db, kafka_hours=kafka(kept["default"]))
+        assert await default.inbox_keep_hours() == 360
+        assert await default.prune() == {"outbox": 0, "inbox": 3}
+        assert (await left(db))[1] == ["new"]
+
+
+async def test_no_inbox_row_is_pruned_when_the_broker_does_not_say(
+    infrastructure: system.Infrastructure,
+) -> None:
+    async def unreachable() -> float:
+        raise ConnectionError("no broker")
+
+    async with orders_tables(infrastructure) as db:
+        await fill(db)
+        assert await retention(db, kafka_hours=unreachable).prune() == {"outbox": 3, "inbox": 0}

@@ -1,4 +1,5 @@
-"""The Kafka look-ups operations need: group membership, offsets, lag and resets.
+"""The Kafka look-ups operations need: group membership, offsets, lag and resets, and how
+long topics keep their records.
 
 aiokafka's ``describe_consumer_groups`` decodes version-3 answers with the version-2 schema
 and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
@@ -134,7 +135,8 @@ async def longest_kept_hours(
     """The longest Kafka may keep a record of ``topics``, in hours, as their configurations
     say now: a log segment is deleted once its newest record is older than ``retention.ms``,
     and a segment is rolled after ``segment.ms``, so a record can live for both. Infinite
-    when a topic keeps records for ever (``retention.ms`` -1, or compaction)."""
+    when a topic keeps records for ever (``retention.ms`` -1, or compaction alone: compacted
+    records are kept until a newer one of their key comes)."""
     resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
     if not resources:
         return 0.0
@@ -151,7 +153,8 @@ async def longest_kept_hours(
                 raise for_code(error_code)(f"describing the configuration of {topic}: {message}")
             config = {entry[0]: entry[1] for entry in entries}
             retention_ms = int(config["retention.ms"])
-            if retention_ms < 0 or "compact" in config.get("cleanup.policy", "delete"):
+            policy = config.get("cleanup.policy", "delete").split(",")
+            if retention_ms < 0 or "delete" not in policy:
                 return math.inf
             longest = max(longest, (retention_ms + int(config["segment.ms"])) / HOUR_MS)
     return longest

@@ -224,6 +224,7 @@ async def kept(infrastructure: system.Infrastructure) -> dict[str, str]:
         default={},  # the broker's: 7 days, segments of 7 days
         forever={"retention.ms": "-1"},
         compacted={"cleanup.policy": "compact"},
+        both={"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS)},
     )
 
 
@@ -235,6 +236,8 @@ async def test_how_long_kafka_keeps_records_is_read_from_the_topics_configuratio
     assert await longest_kept_hours(bootstrap, [kept["default"], kept["month"]]) == 31 * 24
     assert await longest_kept_hours(bootstrap, [kept["month"], kept["forever"]]) == math.inf
     assert await longest_kept_hours(bootstrap, [kept["compacted"]]) == math.inf
+    # compacted and deleted by age: a day, and the broker's segments of 7 days
+    assert await longest_kept_hours(bootstrap, [kept["both"]]) == 8 * 24
 
 
 async def test_inbox_rows_outlive_what_kafka_keeps_however_short_the_setting(

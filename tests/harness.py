@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -386,6 +387,17 @@ def ref(prefix: str = "T") -> str:
 def other_database(url: str, database: str) -> str:
     """``url`` naming ``database`` on the same server (a socket folder in its query stays)."""
     return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """The offsets ``group`` has committed, by partition (none: empty)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in found.items()}
 
 
 def free_port() -> int:

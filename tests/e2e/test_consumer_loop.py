@@ -14,7 +14,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from caravan import system
 from shared.messaging.consumer import HandledOffsets, wait_for_records
-from tests.harness import until
+from tests.harness import committed_offsets, until
 
 WAIT_MS = 2_000
 
@@ -88,13 +88,7 @@ async def test_a_record_that_comes_after_an_empty_wait_is_handled_at_once(
 
 async def committed(bootstrap: str, group: str) -> int:
     """The sum of ``group``'s committed offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return sum(meta.offset for meta in found.values())
+    return sum((await committed_offsets(bootstrap, group)).values())
 
 
 class CountedOffsets(HandledOffsets):

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from caravan import system
@@ -27,8 +26,8 @@ from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.payments import InstalmentDue
 from shared.seed import SeedFile
-from shared.topics import Topic
-from tests.harness import System, free_port, ref, until
+from shared.topics import Topic, consumer_group
+from tests.harness import System, committed_offsets, free_port, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
@@ -400,13 +399,8 @@ async def _rewind(
 
 
 async def _caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        done = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return all(tp in done and done[tp].offset >= end for tp, end in ends.items())
+    done = await committed_offsets(bootstrap, group)
+    return all(done.get(tp, -1) >= end for tp, end in ends.items())
 
 
 async def _consumed(caravan: System, topic: str) -> dict[str, float]:
@@ -503,7 +497,7 @@ async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new
 
     # The replay is over when the group has committed the end of every partition again...
     await until(
-        lambda: _caught_up(caravan.infra.kafka_bootstrap, "caravan-notifications", ends),
+        lambda: _caught_up(caravan.infra.kafka_bootstrap, consumer_group("notifications"), ends),
         "the replay to finish",
         60,
         every=0.2,

@@ -1,7 +1,7 @@
 """``bench/pipeline.py --statements`` loads ``pg_stat_statements`` into the bench's local
 cluster and counts the statements run; the next run without the flag takes it out again, so
-a kept cluster does not carry its cost into a headline run. On a cluster of the test's own
-(the flag restarts PostgreSQL)."""
+a kept cluster does not carry its cost into a headline run; a server the bench does not own
+is left as it is. On a cluster of the test's own (the flag restarts PostgreSQL)."""
 
 import shutil
 import tempfile
@@ -73,5 +73,12 @@ async def test_statements_are_counted_with_the_flag_and_the_library_is_taken_out
     assert few >= 25 and more - few == 100
 
     assert await counted_statements(infra, True) is True  # kept as it is
+    # A server named by DATABASE_URL (not the bench's own) is left as it is.
+    external = Infrastructure("", url, "", "external")
+    assert await counted_statements(external, False) is True
+    assert await preloaded(url) == "pg_stat_statements"
+
     assert await counted_statements(infra, False) is False
     assert await preloaded(url) == ""
+    with pytest.raises(SystemExit, match="must preload pg_stat_statements"):
+        await counted_statements(external, True)

@@ -4,13 +4,16 @@ wait for outcomes, and query each service's tables."""
 import asyncio
 import contextlib
 import inspect
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import httpx
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import system
+from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
 from shared.auth import tokens
@@ -405,6 +409,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def scratch_cluster(prefix: str) -> Iterator[LocalPostgres]:
+    """A local PostgreSQL cluster of the test's own under a new ``/tmp/<prefix>...``
+    directory, started, and removed afterwards (for tests that restart or reconfigure it)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    base.chmod(0o755)  # the cluster's OS user must reach it, else /var/tmp is used instead
+    pg = LocalPostgres(base, port=free_port())
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

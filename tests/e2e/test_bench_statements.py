@@ -3,10 +3,7 @@ cluster and counts the statements run; the next run without the flag takes it ou
 a kept cluster does not carry its cost into a headline run; a server the bench does not own
 is left as it is. On a cluster of the test's own (the flag restarts PostgreSQL)."""
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -14,23 +11,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bench.pipeline import counted_statements, database_counters
-from caravan.infra.postgres import LocalPostgres
 from caravan.system import Infrastructure
-from tests.harness import free_port
+from tests.harness import scratch_cluster
 
 
 @pytest.fixture
 def infra() -> Iterator[Infrastructure]:
-    base = Path(tempfile.mkdtemp(prefix="caravan-bench-pg-", dir="/tmp"))
-    base.chmod(0o755)  # the cluster's OS user must reach it
-    pg = LocalPostgres(base, port=free_port())
-    try:
-        url = pg.start()
-        yield Infrastructure("", url, "", "local", local_postgres=pg)
-    finally:
-        pg.stop()
-        shutil.rmtree(pg.root, ignore_errors=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_cluster("caravan-bench-pg-") as pg:
+        yield Infrastructure("", pg.url, "", "local", local_postgres=pg)
 
 
 async def preloaded(url: str) -> str:

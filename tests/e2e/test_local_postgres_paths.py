@@ -3,10 +3,7 @@ it starts and answers over its unix socket (postgresql.conf quotes each socket d
 so the quote does not end the setting); under a path with a comma, which clients would read
 as a list of hosts, it is kept in its /var/tmp fallback and answers too."""
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -14,21 +11,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan.infra.postgres import LocalPostgres
-from tests.harness import free_port
+from tests.harness import scratch_cluster
 
 
 @pytest.fixture(params=["caravan o'pg ", "caravan pg, co "])
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalPostgres]:
-    base = Path(tempfile.mkdtemp(prefix=request.param, dir="/tmp"))
-    base.chmod(0o755)  # the cluster's OS user must reach it, else /var/tmp is used instead
-    pg = LocalPostgres(base, port=free_port())
-    try:
-        pg.start()
+    with scratch_cluster(request.param) as pg:
         yield pg
-    finally:
-        pg.stop()
-        shutil.rmtree(pg.root, ignore_errors=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_a_cluster_under_a_path_with_a_space_and_a_quote_or_a_comma_answers(

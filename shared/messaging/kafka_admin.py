@@ -153,7 +153,7 @@ async def longest_kept_hours(
                 raise for_code(error_code)(f"describing the configuration of {topic}: {message}")
             config = {entry[0]: entry[1] for entry in entries}
             retention_ms = int(config["retention.ms"])
-            policy = config.get("cleanup.policy", "delete").split(",")
+            policy = [p.strip() for p in config.get("cleanup.policy", "delete").split(",")]
             if retention_ms < 0 or "delete" not in policy:
                 return math.inf
             longest = max(longest, (retention_ms + int(config["segment.ms"])) / HOUR_MS)

@@ -854,7 +854,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         base_dir=base, kafka_port=args.kafka_port, postgres_port=args.postgres_port
     )
     procs = system.ServiceProcesses(
-        system.service_env(infra, args.http_port, **service_env(args)), args.logs
+        system.service_env(infra, args.http_port, **service_env(args)), args.logs, args.processes
     )
     driver = Driver(infra.kafka_bootstrap)
     offsets = Offsets(infra.kafka_bootstrap)
@@ -876,8 +876,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         if not args.quick:
             report["ceilings"] = await ceilings(infra, offsets, args, sample)
 
-        say("starting the five services ...")
+        say(f"starting the five services in {args.processes} processes ...")
         procs.start()
+        report["processes"] = list(procs.procs)
         await asyncio.to_thread(system.wait_ready, procs)
         ports = [args.http_port + i for i in range(len(system.HTTP_PORT_VARS))]
         token = await issue_token(infra.database_url, f"bench-{RUN}", ["metrics"])
@@ -887,7 +888,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             Processes.find(procs, infra),
             ports,
             token,
-            list(procs.procs),
+            procs.services(),
             args.statements,
         )
         await driver.start()
@@ -907,7 +908,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             previous = done
 
         await settle(driver, 60)
-        names = list(procs.procs)
+        names = procs.services()
         report["caught_up_before_idle_seconds"] = await catch_up(infra, names)
         say(f"idle, {args.idle_seconds} s (what the system burns with no orders) ...")
         idle = await measured(meter, driver, "idle", args.idle_seconds, nothing)
@@ -1053,15 +1054,28 @@ def main() -> None:
         action="store_true",
         help="load pg_stat_statements and report top-level statements per order",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=len(system.SERVICES),
+        choices=range(1, len(system.SERVICES) + 1),
+        help="processes the five services run in (caravan up --processes); fewer: reported "
+        "apart, in bench/results/pipeline-<N>-processes.json",
+    )
     parser.add_argument("--output", type=Path, help="default: bench/results/pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     relaxed = args.relax_synchronous_commit
+    hosted = args.processes != len(system.SERVICES)  # not the design's one process each
     args.label = args.label or (
-        "relaxed: synchronous_commit off" if relaxed else "headline: durable settings"
+        ("relaxed: synchronous_commit off" if relaxed else "headline: durable settings")
+        + (f"; the services in {args.processes} processes" if hosted else "")
     )
-    args.output = args.output or RESULTS / ("pipeline-relaxed.json" if relaxed else "pipeline.json")
+    stem = ("pipeline-relaxed" if relaxed else "pipeline") + (
+        f"-{args.processes}-processes" if hosted else ""
+    )
+    args.output = args.output or RESULTS / f"{stem}.json"
     if args.relay_floor:
         run_relay_floor(args.relay_floor, args.run)
         return

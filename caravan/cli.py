@@ -67,6 +67,15 @@ def up(
     kafka_sasl: Annotated[
         bool, typer.Option(help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)")
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=len(system.SERVICES),
+            help="processes the five services run in (fewer: less CPU per order, each "
+            "holding several services' credentials; README, Processes)",
+        ),
+    ] = len(system.SERVICES),
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     system.stop_on_signals()
@@ -82,7 +91,7 @@ def up(
     os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
     get_settings.cache_clear()
     procs = system.ServiceProcesses(
-        system.service_env(infra, settings.http_port), system.CACHE / "logs"
+        system.service_env(infra, settings.http_port), system.CACHE / "logs", processes
     )
     board: subprocess.Popen[bytes] | None = None
     try:

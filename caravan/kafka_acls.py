@@ -20,7 +20,7 @@ from aiokafka.protocol.admin import CreateAclsRequest
 
 from shared.kafka_security import client_kwargs
 from shared.settings import DEV_SECRET_PREFIX, Settings, secret_from_env
-from shared.topics import Topic, consumer_group
+from shared.topics import Topic, consumer_group, principal
 
 ADMIN_PRINCIPAL = "caravan-admin"
 
@@ -73,11 +73,6 @@ class Acl:
     resource: Resource
     name: str
     operation: Operation
-
-
-def principal(service: str) -> str:
-    """The Kafka user name a service logs in with."""
-    return f"caravan-{service}"
 
 
 def acls(service: str) -> list[Acl]:

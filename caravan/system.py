@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from caravan import db_roles, kafka_acls
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.infra.postgres import LocalPostgres
+from services import SERVICES as SERVICES  # re-exported: the launcher's list
 from shared.db.migrate import upgrade
 from shared.messaging.admin import ensure_topics
 from shared.settings import Settings, is_dev_secret
@@ -35,7 +36,6 @@ from shared.settings import Settings, is_dev_secret
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AUTH_MIGRATIONS = REPO_ROOT / "shared" / "auth" / "migrations"
 CACHE = REPO_ROOT / ".cache"
-SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 HTTP_PORT_VARS = (
     "CARAVAN_HTTP_PORT",
     "CARAVAN_INVENTORY_HTTP_PORT",
@@ -226,30 +226,52 @@ def _password(url: str) -> str | None:
     return make_url(url).password
 
 
+def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ...]]:
+    """``names`` in ``processes`` processes (at most one each), in the saga's order; where they
+    do not divide evenly the later processes take one more. Two processes of the five services:
+    orders and inventory; payments, notifications and the platform adapter."""
+    count = max(1, min(processes, len(names)))
+    size, extra = divmod(len(names), count)
+    groups: list[tuple[str, ...]] = []
+    for i in range(count):
+        start = sum(len(g) for g in groups)
+        groups.append(names[start : start + size + (1 if i >= count - extra else 0)])
+    return groups
+
+
 @dataclass
 class ServiceProcesses:
-    """The services, each its own process, started with the given environment."""
+    """The services, started with the given environment: each in its own process, or in
+    ``processes`` processes hosting several each (``python -m services``)."""
 
     env: dict[str, str]
     log_dir: Path
+    processes: int = len(SERVICES)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
+        """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
+        ``orders+inventory`` (a process hosting both)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            key = name if instance == 1 else f"{name}-{instance}"
-            env = service_credentials(name, {**self.env, "CARAVAN_INSTANCE_ID": str(instance)})
+        for group in process_groups(names, self.processes):
+            key = "+".join(group) + ("" if instance == 1 else f"-{instance}")
+            env = service_credentials(group, {**self.env, "CARAVAN_INSTANCE_ID": str(instance)})
             if instance != 1:
                 env.update(dict.fromkeys(HTTP_PORT_VARS, "0"))
+            module = ["services", *group] if len(group) > 1 else [f"services.{group[0]}"]
             log = (self.log_dir / f"{key}.log").open("ab")
             self.procs[key] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
+                [sys.executable, "-m", *module],
                 env=env,
                 cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def services(self) -> list[str]:
+        """The services whose first instance runs, in the order they were started."""
+        return [name for key in self.procs if "-" not in key for name in key.split("+")]
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -276,22 +298,35 @@ class ServiceProcesses:
                 proc.wait()
 
 
-def service_credentials(name: str, env: dict[str, str]) -> dict[str, str]:
-    """``env`` (the launcher's, with the admin's credentials) made into the environment of
-    service ``name``: its own database URL and, on a SASL broker, its own Kafka principal;
-    nobody else's credentials."""
+def service_credentials(names: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
+    """``env`` (the launcher's, with the admin's credentials) made into the environment of the
+    process running ``names``: their own database URLs and, on a SASL broker, their own Kafka
+    principals; nobody else's credentials. One service gets its own as ``DATABASE_URL`` and
+    ``CARAVAN_KAFKA_USERNAME``/``_PASSWORD``; a process hosting several gets none of those,
+    and each one's as ``CARAVAN_DATABASE_URL_<SERVICE>`` and ``CARAVAN_KAFKA_PASSWORD_<SERVICE>``
+    (``shared.settings.service_settings``)."""
     own = {
         k: v
         for k, v in env.items()
         if not k.startswith(("CARAVAN_DATABASE_URL_", "CARAVAN_KAFKA_PASSWORD_"))
-        and k != "DATABASE_URL_FILE"
+        and k not in ("DATABASE_URL", "DATABASE_URL_FILE", "CARAVAN_KAFKA_USERNAME")
+        and k != "CARAVAN_KAFKA_PASSWORD"
     }
-    if env.get("DATABASE_URL"):
-        own["DATABASE_URL"] = db_roles.service_database_url(env["DATABASE_URL"], name, env)
-    if env.get("CARAVAN_KAFKA_SECURITY_PROTOCOL", "").upper().startswith("SASL"):
+    sasl = env.get("CARAVAN_KAFKA_SECURITY_PROTOCOL", "").upper().startswith("SASL")
+    for name in names:
         user = kafka_acls.principal(name)
-        own["CARAVAN_KAFKA_USERNAME"] = user
-        own["CARAVAN_KAFKA_PASSWORD"] = kafka_acls.password(user, env)
+        found = {
+            "DATABASE_URL": env.get("DATABASE_URL")
+            and db_roles.service_database_url(env["DATABASE_URL"], name, env),
+            "CARAVAN_KAFKA_USERNAME": sasl and user,
+            "CARAVAN_KAFKA_PASSWORD": sasl and kafka_acls.password(user, env),
+        }
+        if len(names) > 1:  # the user name follows from the service's (service_settings)
+            found = {
+                f"CARAVAN_DATABASE_URL_{name.upper()}": found["DATABASE_URL"],
+                f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": found["CARAVAN_KAFKA_PASSWORD"],
+            }
+        own.update({k: v for k, v in found.items() if v})
     return own
 
 
@@ -319,7 +354,7 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
     ports = {
         name: int(procs.env[var])
         for name, var in zip(SERVICES, HTTP_PORT_VARS, strict=True)
-        if name in procs.procs
+        if name in procs.services()
     }
     deadline = time.monotonic() + timeout
     while ports and time.monotonic() < deadline:

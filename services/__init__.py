@@ -1,0 +1,3 @@
+"""The services, in the order the saga reaches them (the platform adapter last)."""
+
+SERVICES = ("orders", "inventory", "payments", "notifications", "platform")

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.tokens import SCOPES, Principal
 from shared.db import Database, is_transient
+from shared.metrics import exposition
 from shared.settings import Settings
 from shared.telemetry import serving
 
@@ -152,9 +153,10 @@ class BodyLimit:
         await problem(413, "Request body too large", self._detail())(scope, receive, send)
 
 
-def create_app(title: str, db: Database, settings: Settings) -> FastAPI:
-    """A FastAPI app with the shared error handling, operational endpoints and auth."""
-    app = FastAPI(title=title, version="1")
+def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
+    """``service``'s FastAPI app with the shared error handling, operational endpoints and
+    auth."""
+    app = FastAPI(title=f"Caravan {service}", version="1")
     install_auth(app, db, settings)
 
     @app.middleware("http")
@@ -205,6 +207,6 @@ def create_app(title: str, db: Database, settings: Settings) -> FastAPI:
         dependencies=[require("metrics", "ops")],
     )
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(service), media_type=CONTENT_TYPE_LATEST)
 
     return app

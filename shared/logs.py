@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from shared.telemetry import current_ids
+from shared.telemetry import SERVICE, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
-            "service": self.service,
+            "service": SERVICE.get() or self.service,
             "logger": record.name,
             "message": record.getMessage(),
         }

@@ -1,32 +1,59 @@
-"""``python -m services.<name>``: run one service until SIGTERM or Ctrl-C."""
+"""``python -m services.<name>``: run one service until SIGTERM or Ctrl-C; ``python -m services
+<name> <name> ...``: several in one process (``caravan up --processes``)."""
 
+import asyncio
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import uvloop
 
 from shared.logs import configure_logging
-from shared.runtime import Service
-from shared.settings import Settings
-from shared.telemetry import configure_tracing, shutdown_tracing
+from shared.runtime import Service, signal_event
+from shared.settings import Settings, service_settings
+from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
+
+Bootstrap = Callable[[Settings], Service]
 
 
-def run(name: str, bootstrap: Callable[[Settings], Service]) -> None:
-    configure_logging(name)
-    configure_tracing(name)
+def run(bootstraps: Mapping[str, Bootstrap]) -> None:
+    """Run the services ``bootstraps`` compose, each with its own settings (its own database
+    role and Kafka login), consumer group, pool, outbox relay and HTTP port, in one event loop.
+
+    Several in one process wake less often than each in its own, so that each record costs
+    less CPU (``bench/HISTORY.md``, "Fewer processes"); the price is a process holding each
+    hosted service's credentials."""
+    configure_logging("+".join(bootstraps))
+    for name in bootstraps:
+        configure_tracing(name)
 
     async def main() -> None:
-        # Kafka clients bind to the running loop, so the service is composed inside it.
-        service = bootstrap(Settings())
+        stop = signal_event()
+        # Kafka clients bind to the running loop, so the services are composed inside it.
+        services = [bootstrap(service_settings(name)) for name, bootstrap in bootstraps.items()]
         # The cyclic garbage collector took 10-17 % of each service's CPU under load, 40 % of
         # that in full collections re-scanning what startup made (modules, models, tables).
         # Frozen, startup's objects are never scanned again; young collections run every
         # 10,000 allocations instead of 700, so full ones come 14 times less often.
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        await service.serve()
+        outcomes = await asyncio.gather(
+            *(_serve(service, stop) for service in services), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     try:
         uvloop.run(main())
     finally:
         shutdown_tracing()
+
+
+async def _serve(service: Service, stop: asyncio.Event) -> None:
+    """Serve one service in a task of its own, named its own in logs, spans and metrics; when
+    it stops (asked to, or failing), the others in the process stop too."""
+    SERVICE.set(service.name)
+    try:
+        await service.serve(stop)
+    finally:
+        stop.set()

@@ -1,6 +1,9 @@
-"""Prometheus metrics shared by every service (each process exports its own registry)."""
+"""Prometheus metrics shared by every service, and what each service's ``/metrics`` shows."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 CONSUMED = Counter(
     "caravan_records_consumed_total", "Records consumed", ["service", "topic", "outcome"]
@@ -33,3 +36,25 @@ CONSUMER_LAG = Gauge(
 DEAD_LETTERS = Counter(
     "caravan_dead_letters_total", "Records dead-lettered", ["service", "topic", "error"]
 )
+
+
+class _ServiceView:
+    """The process's registry as one service shows it: without the samples labelled with
+    another service. A process hosting several services (``python -m services a b``) has one
+    registry; each service's port shows its own figures, and the process's (CPU, memory, the
+    families without a ``service`` label) on every port."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            family.samples = [
+                s for s in family.samples if s.labels.get("service", self.service) == self.service
+            ]
+            yield family
+
+
+def exposition(service: str) -> bytes:
+    """``service``'s ``/metrics`` page, in Prometheus' text format."""
+    return generate_latest(_ServiceView(service))

@@ -51,7 +51,7 @@ class Service:
         """Run until ``stop`` is set or the process is asked to terminate."""
         from shared.observe import observe_loop  # it reads the Service it runs
 
-        stop = stop or _signal_event()
+        stop = stop or signal_event()
         await self.relay.producer.start()
         tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
         server = None
@@ -151,7 +151,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         interval_seconds=settings.messaging_prune_interval_seconds,
     )
     service.loops.append(retention.run)
-    service.asgi_app = create_app(f"Caravan {name}", db, settings)
+    service.asgi_app = create_app(name, db, settings)
     service.http_port = {
         "orders": settings.http_port,
         "inventory": settings.inventory_http_port,
@@ -162,7 +162,8 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     return service
 
 
-def _signal_event() -> asyncio.Event:
+def signal_event() -> asyncio.Event:
+    """An event set when the process is asked to terminate (SIGTERM or SIGINT)."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.topics import principal
+
 # Secrets that a field may also take from a file: the variable's name with ``_FILE`` appended
 # names the file (Docker and Kubernetes secrets). Keys are as the settings sources give them.
 FILE_SECRETS: dict[str, str] = {
@@ -225,3 +227,18 @@ def _plain(secret: SecretStr | None) -> str | None:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def service_settings(service: str) -> Settings:
+    """The settings ``service`` runs with: the process's environment, except for its
+    database URL and Kafka login when ``CARAVAN_DATABASE_URL_<SERVICE>`` and
+    ``CARAVAN_KAFKA_PASSWORD_<SERVICE>`` (or their ``_FILE``) name them. A process hosting
+    several services (``python -m services orders inventory``) has no ``DATABASE_URL`` or Kafka
+    login of its own: its launcher gives it each hosted service's under those names."""
+    own: dict[str, Any] = {}
+    if url := secret_from_env(f"CARAVAN_DATABASE_URL_{service.upper()}"):
+        own["DATABASE_URL"] = url
+    if password := secret_from_env(f"CARAVAN_KAFKA_PASSWORD_{service.upper()}"):
+        own["kafka_username"] = principal(service)
+        own["kafka_password"] = password
+    return Settings(**own)

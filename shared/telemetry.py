@@ -6,6 +6,7 @@ are exported where ``CARAVAN_TRACE_DIR`` points (one JSON-lines file per service
 tests read), or nowhere by default. An OTLP exporter can be added the same way.
 """
 
+import contextvars
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +20,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-_provider: TracerProvider | None = None
+# The service the running code works for. A process hosting several services sets it in each
+# one's task (shared.main), so that its log lines, spans and metrics carry the right name.
+SERVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("service", default=None)
+
+# Each service's tracer provider and tracer (one per service, so that its spans name it as
+# their ``service.name`` even when another service shares the process).
+_providers: dict[str, TracerProvider] = {}
+_tracers: dict[str | None, trace.Tracer] = {}
 
 
 class JsonLinesExporter(SpanExporter):
@@ -57,7 +65,6 @@ def configure_tracing(service: str) -> None:
     trace context still flows: each dropped span has its ids, which go into record headers
     and log lines, marked not sampled (so a process downstream that does export records no
     span of such a trace either)."""
-    global _provider
     resource = Resource.create({"service.name": f"caravan-{service}"})
     trace_dir = os.environ.get("CARAVAN_TRACE_DIR")
     provider = TracerProvider(resource=resource, sampler=None if trace_dir else ALWAYS_OFF)
@@ -65,16 +72,23 @@ def configure_tracing(service: str) -> None:
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
         exporter = JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl")
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
-    trace.set_tracer_provider(provider)
-    _provider = provider
+    if not _providers:
+        trace.set_tracer_provider(provider)  # the process's, for code outside any service
+    _providers[service] = provider
+    _tracers[service] = provider.get_tracer("caravan")
 
 
 def shutdown_tracing() -> None:
-    if _provider is not None:
-        _provider.shutdown()
+    for provider in _providers.values():
+        provider.shutdown()
 
 
-tracer = trace.get_tracer("caravan")
+_process_tracer = trace.get_tracer("caravan")
+
+
+def _tracer() -> trace.Tracer:
+    """The tracer of the service the running code works for (the process's otherwise)."""
+    return _tracers.get(SERVICE.get(), _process_tracer)
 
 
 def current_trace_headers() -> dict[str, str]:
@@ -93,7 +107,7 @@ def consuming(
     parent = propagate.extract(carrier)
     token = context.attach(parent)
     try:
-        with tracer.start_as_current_span(
+        with _tracer().start_as_current_span(
             f"{topic} process", kind=trace.SpanKind.CONSUMER, attributes=dict(attributes)
         ) as span:
             yield span
@@ -107,7 +121,8 @@ def continuing(headers: Mapping[str, str], name: str, order_id: str) -> Iterator
     loop on behalf of an event, such as a prepaid charge)."""
     token = context.attach(propagate.extract(dict(headers)))
     try:
-        with tracer.start_as_current_span(name, attributes={"caravan.order_id": order_id}) as span:
+        attributes = {"caravan.order_id": order_id}
+        with _tracer().start_as_current_span(name, attributes=attributes) as span:
             yield span
     finally:
         context.detach(token)
@@ -118,7 +133,7 @@ def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trac
     """A server span for one HTTP request, continuing the caller's trace if it sent one."""
     token = context.attach(propagate.extract(dict(headers)))
     try:
-        with tracer.start_as_current_span(
+        with _tracer().start_as_current_span(
             f"{method} {path}",
             kind=trace.SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": path},

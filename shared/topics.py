@@ -24,6 +24,11 @@ def consumer_group(service: str) -> str:
     return f"caravan-{service}"
 
 
+def principal(service: str) -> str:
+    """The Kafka user name ``service`` logs in with (on a SASL broker)."""
+    return f"caravan-{service}"
+
+
 class EventType(StrEnum):
     ORDER_REQUESTED = "order.requested"
     ORDER_PLACED = "order.placed"

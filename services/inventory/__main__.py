@@ -3,4 +3,4 @@
 from services.inventory.bootstrap import bootstrap
 from shared.main import run
 
-run("inventory", bootstrap)
+run({"inventory": bootstrap})

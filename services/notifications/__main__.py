@@ -3,4 +3,4 @@
 from services.notifications.bootstrap import bootstrap
 from shared.main import run
 
-run("notifications", bootstrap)
+run({"notifications": bootstrap})

@@ -3,4 +3,4 @@
 from services.orders.bootstrap import bootstrap
 from shared.main import run
 
-run("orders", bootstrap)
+run({"orders": bootstrap})

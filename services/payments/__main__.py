@@ -3,4 +3,4 @@
 from services.payments.bootstrap import bootstrap
 from shared.main import run
 
-run("payments", bootstrap)
+run({"payments": bootstrap})

@@ -3,4 +3,4 @@
 from services.platform.bootstrap import bootstrap
 from shared.main import run
 
-run("platform", bootstrap)
+run({"platform": bootstrap})

@@ -10,9 +10,10 @@ from tests.e2e.test_saga import order
 from tests.harness import System
 
 
-def spans(trace_dir: Path) -> list[dict[str, object]]:
+def spans(trace_dir: Path, service: str = "*") -> list[dict[str, object]]:
+    """The spans written in ``trace_dir`` (by ``service``'s file only, if named)."""
     found = []
-    for path in trace_dir.glob("*.jsonl"):
+    for path in trace_dir.glob(f"{service}.jsonl"):
         found += [json.loads(line) for line in path.read_text().splitlines() if line]
     return found
 

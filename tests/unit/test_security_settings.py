@@ -2,6 +2,7 @@
 defaults refused in production; Kafka client security from one helper; the ACL table;
 each service's credentials (pure logic, no broker, no database)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from caravan import db_roles, kafka_acls, system
 from caravan.kafka_acls import Operation, Resource
 from shared.kafka_security import broker_security, client_kwargs
-from shared.settings import Settings
+from shared.settings import Settings, service_settings
 
 REAL_DB = "postgresql://caravan:Xy7-long-real-secret@db.internal:5432/caravan"
 
@@ -119,11 +120,11 @@ def test_each_service_gets_its_own_credentials_and_nobody_elses() -> None:
         "CARAVAN_KAFKA_PASSWORD": "admin-secret",
         "CARAVAN_KAFKA_PASSWORD_PAYMENTS": "kafka-pay-real-1",
     }
-    payments = system.service_credentials("payments", launcher)
+    payments = system.service_credentials(("payments",), launcher)
     assert payments["DATABASE_URL"] == "postgresql://pay:pay-real-1@db:5432/caravan"
     assert payments["CARAVAN_KAFKA_USERNAME"] == "caravan-payments"
     assert payments["CARAVAN_KAFKA_PASSWORD"] == "kafka-pay-real-1"
-    orders = system.service_credentials("orders", launcher)
+    orders = system.service_credentials(("orders",), launcher)
     assert orders["DATABASE_URL"] == db_roles.service_database_url(
         launcher["DATABASE_URL"], "orders"
     )
@@ -133,6 +134,65 @@ def test_each_service_gets_its_own_credentials_and_nobody_elses() -> None:
         assert "admin-secret" not in env.values()
         assert not [k for k in env if k.startswith("CARAVAN_DATABASE_URL_")]
         assert not [k for k in env if k.startswith("CARAVAN_KAFKA_PASSWORD_")]
+
+
+def test_a_process_hosting_several_services_gets_theirs_and_nobody_elses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    launcher = {
+        "DATABASE_URL": "postgresql://caravan:caravan@127.0.0.1:15432/caravan",
+        "CARAVAN_DATABASE_URL_PAYMENTS": "postgresql://pay:pay-real-1@db:5432/caravan",
+        "CARAVAN_DATABASE_URL_ORDERS": "postgresql://ord:ord-real-1@db:5432/caravan",
+        "CARAVAN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CARAVAN_KAFKA_USERNAME": "caravan-admin",
+        "CARAVAN_KAFKA_PASSWORD": "admin-secret",
+        "CARAVAN_KAFKA_PASSWORD_PAYMENTS": "kafka-pay-real-1",
+        "CARAVAN_KAFKA_PASSWORD_ORDERS": "kafka-ord-real-1",
+    }
+    host = system.service_credentials(("payments", "notifications"), launcher)
+    assert {k: v for k, v in host.items() if k not in launcher or launcher[k] != v} == {
+        "CARAVAN_DATABASE_URL_NOTIFICATIONS": db_roles.service_database_url(
+            launcher["DATABASE_URL"], "notifications"
+        ),
+        "CARAVAN_KAFKA_PASSWORD_NOTIFICATIONS": "caravan-dev-caravan-notifications",
+    }
+    # no admin login, no database URL of its own, nothing of orders'
+    assert set(launcher) - set(host) == {
+        "DATABASE_URL",
+        "CARAVAN_KAFKA_USERNAME",
+        "CARAVAN_KAFKA_PASSWORD",
+        "CARAVAN_DATABASE_URL_ORDERS",
+        "CARAVAN_KAFKA_PASSWORD_ORDERS",
+    }
+    # each hosted service's settings, as services/__main__.py builds them
+    for key in [k for k in os.environ if k.startswith(("CARAVAN_", "DATABASE_URL"))]:
+        monkeypatch.delenv(key)
+    for key, value in host.items():
+        monkeypatch.setenv(key, value)
+    payments, notifications = service_settings("payments"), service_settings("notifications")
+    assert payments.database_url == "postgresql://pay:pay-real-1@db:5432/caravan"
+    assert payments.kafka_username == "caravan-payments"
+    assert payments.kafka_password is not None
+    assert payments.kafka_password.get_secret_value() == "kafka-pay-real-1"
+    assert notifications.database_url == host["CARAVAN_DATABASE_URL_NOTIFICATIONS"]
+    assert notifications.kafka_username == "caravan-notifications"
+    with pytest.raises(ValidationError, match="needs CARAVAN_KAFKA_USERNAME"):
+        Settings()  # the process itself logs in as nobody
+
+
+def test_process_groups_split_the_services_in_saga_order() -> None:
+    assert system.process_groups(system.SERVICES, 5) == [(s,) for s in system.SERVICES]
+    assert system.process_groups(system.SERVICES, 2) == [
+        ("orders", "inventory"),
+        ("payments", "notifications", "platform"),
+    ]
+    assert system.process_groups(system.SERVICES, 3) == [
+        ("orders",),
+        ("inventory", "payments"),
+        ("notifications", "platform"),
+    ]
+    assert system.process_groups(system.SERVICES, 1) == [system.SERVICES]
+    assert system.process_groups(("inventory",), 2) == [("inventory",)]
 
 
 async def test_prepare_refuses_development_role_passwords_in_production(

@@ -50,7 +50,7 @@ def _not_found(order_id: str) -> Any:
 
 def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> FastAPI:
     kafka_servers = settings.kafka_bootstrap_servers
-    app = create_base_app("Caravan orders", uow.db, settings)
+    app = create_base_app("orders", uow.db, settings)
     app.description = "The storefront API of Caravan: place, follow, list and cancel orders."
 
     @app.post(

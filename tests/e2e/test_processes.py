@@ -1,0 +1,105 @@
+"""The five services in two processes (``caravan up --processes 2``): the saga runs as with
+five, and each hosted service keeps its own credentials, metrics, spans and log lines."""
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from caravan import system
+from shared.topics import Topic
+from tests.e2e.test_saga import order
+from tests.e2e.test_tracing import spans
+from tests.harness import System
+
+HOSTS: dict[str, tuple[str, ...]] = {
+    "orders+inventory": ("orders", "inventory"),
+    "payments+notifications+platform": ("payments", "notifications", "platform"),
+}
+
+
+@pytest.fixture
+async def in_two_processes(caravan: System, tmp_path: Path) -> AsyncIterator[Path]:
+    """The session's services stopped and started again in two processes (tracing to the
+    folder yielded); afterwards back in five."""
+    procs, base = caravan.procs, caravan.procs.env
+    trace_dir = tmp_path / "traces"
+    await asyncio.to_thread(procs.stop)
+    procs.processes, procs.env = 2, {**base, "CARAVAN_TRACE_DIR": str(trace_dir)}
+    try:
+        procs.start()
+        await asyncio.to_thread(system.wait_ready, procs)
+        yield trace_dir
+    finally:
+        await asyncio.to_thread(procs.stop)
+        procs.processes, procs.env = len(system.SERVICES), base
+        procs.start()
+        await asyncio.to_thread(system.wait_ready, procs)
+
+
+def environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def consumers_shown(page: str) -> set[str]:
+    """The services whose consumption a ``/metrics`` page shows."""
+    return set(re.findall(r'caravan_records_consumed_total\{[^}]*service="([^"]+)"', page))
+
+
+async def test_two_processes_run_the_saga_each_service_under_its_own_name(
+    caravan: System, in_two_processes: Path
+) -> None:
+    assert list(caravan.procs.procs) == list(HOSTS)
+    assert caravan.procs.services() == list(system.SERVICES)
+
+    # Each process holds its services' database URLs and nobody else's, and no admin login.
+    for key, hosted in HOSTS.items():
+        env = environment(caravan.procs.procs[key].pid)
+        assert "DATABASE_URL" not in env
+        urls = {k.removeprefix("CARAVAN_DATABASE_URL_").lower() for k in env}
+        assert urls & set(system.SERVICES) == set(hosted)
+
+    req = order()
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
+
+    # Each service's port shows its own consumption only, though its process has another's.
+    async def pages() -> dict[str, set[str]]:
+        shown = {}
+        for service in system.SERVICES:
+            async with caravan.api(service) as client:
+                shown[service] = consumers_shown((await client.get("/metrics")).text)
+        return shown
+
+    shown = await caravan.until(
+        pages, lambda last: f"consumption shown: {last}", ready=lambda shown: all(shown.values())
+    )
+    assert shown == {service: {service} for service in system.SERVICES}
+
+    # Each service's spans name it, in a file of its own; the order's trace spans all five.
+    expected = {f"caravan-{service}" for service in system.SERVICES}
+
+    def order_traced() -> set[object]:
+        found = spans(in_two_processes)
+        ours = {s["trace_id"] for s in found if order_id in str(s["attributes"])}
+        return {s["service"] for s in found if s["trace_id"] in ours}
+
+    await caravan.until(order_traced, "spans of all five", ready=lambda named: named == expected)
+    for service in system.SERVICES:
+        assert {s["service"] for s in spans(in_two_processes, service)} == {f"caravan-{service}"}
+
+    # Each service's log lines name it; the process's own (startup) name the host.
+    for key, hosted in HOSTS.items():
+        log = (caravan.procs.log_dir / f"{key}.log").read_text().splitlines()
+        lines = [json.loads(line) for line in log if line.startswith("{")]
+        started = {line["service"] for line in lines if line["message"].endswith(" started")}
+        assert started == set(hosted)
+        for line in lines:
+            if line["message"].endswith((" started", " stopping")):
+                assert line["message"].startswith(line["service"])

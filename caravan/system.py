@@ -298,6 +298,15 @@ class ServiceProcesses:
                 proc.wait()
 
 
+# The launcher's own logins, which no service process is given.
+ADMIN_CREDENTIALS = (
+    "DATABASE_URL",
+    "DATABASE_URL_FILE",
+    "CARAVAN_KAFKA_USERNAME",
+    "CARAVAN_KAFKA_PASSWORD",
+)
+
+
 def service_credentials(names: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
     """``env`` (the launcher's, with the admin's credentials) made into the environment of the
     process running ``names``: their own database URLs and, on a SASL broker, their own Kafka
@@ -309,8 +318,7 @@ def service_credentials(names: tuple[str, ...], env: dict[str, str]) -> dict[str
         k: v
         for k, v in env.items()
         if not k.startswith(("CARAVAN_DATABASE_URL_", "CARAVAN_KAFKA_PASSWORD_"))
-        and k not in ("DATABASE_URL", "DATABASE_URL_FILE", "CARAVAN_KAFKA_USERNAME")
-        and k != "CARAVAN_KAFKA_PASSWORD"
+        and k not in ADMIN_CREDENTIALS
     }
     sasl = env.get("CARAVAN_KAFKA_SECURITY_PROTOCOL", "").upper().startswith("SASL")
     for name in names:

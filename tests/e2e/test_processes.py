@@ -91,8 +91,10 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         return {s["service"] for s in found if s["trace_id"] in ours}
 
     await caravan.until(order_traced, "spans of all five", ready=lambda named: named == expected)
-    for service in system.SERVICES:
-        assert {s["service"] for s in spans(in_two_processes, service)} == {f"caravan-{service}"}
+    for service in system.SERVICES:  # HTTP spans too: wait_ready asked each for /healthz
+        own = spans(in_two_processes, service)
+        assert {s["service"] for s in own} == {f"caravan-{service}"}
+        assert "GET /healthz" in {s["name"] for s in own}
 
     # Each service's log lines name it; the process's own (startup) name the host.
     for key, hosted in HOSTS.items():

@@ -1006,7 +1006,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         color="C3",
         label=f"closed loop, {report['closed_loop']['in_flight']} in flight",
     )
-    top.set(ylabel="orders / s", title="Caravan pipeline: " + report["measured_at"])
+    title = f"Caravan pipeline, {report['headline']['label']}\n{report['measured_at']}"
+    top.set(ylabel="orders / s", title=title)
     top.legend()
     for q in ("p50_ms", "p95_ms", "p99_ms"):
         bottom.plot(offered, [s["latency"][q] for s in steps], "o-", label=q[:3])

@@ -268,6 +268,24 @@ class System:
         finally:
             self.procs.env = base
 
+    @contextlib.asynccontextmanager
+    async def in_processes(self, processes: int, **env: str) -> AsyncIterator[None]:
+        """Every service stopped and started again in ``processes`` processes (``caravan up
+        --processes``), with ``env`` added to their environment; afterwards one process each
+        again, with the environment as it was."""
+        base = self.procs.env
+        await asyncio.to_thread(self.procs.stop)
+        self.procs.processes, self.procs.env = processes, {**base, **env}
+        try:
+            self.procs.start()
+            await asyncio.to_thread(system.wait_ready, self.procs)
+            yield
+        finally:
+            await asyncio.to_thread(self.procs.stop)
+            self.procs.processes, self.procs.env = len(system.SERVICES), base
+            self.procs.start()
+            await asyncio.to_thread(system.wait_ready, self.procs)
+
     def kill(self, name: str) -> int:
         """``kill -9`` one service process (``orders``, ``inventory-2``, ...); its exit code."""
         proc = self.procs.procs.pop(name)
@@ -443,3 +461,9 @@ async def scratch_database(admin_url: str, prefix: str) -> AsyncIterator[str]:
                 await conn.execute(text(f'drop database "{name}" with (force)'))
     finally:
         await admin.dispose()
+
+
+def process_env(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(v.split("=", 1) for v in raw.decode().split("\0") if "=" in v)

@@ -5,7 +5,6 @@ import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -27,7 +26,7 @@ from shared.topics import Topic, consumer_group
 from tests.conftest import HTTP_PORT, KAFKA_PORT
 from tests.conftest import test_seed as seed_data
 from tests.e2e.test_saga import RICH, order
-from tests.harness import EventLog, System, scratch_database
+from tests.harness import EventLog, System, process_env, scratch_database
 
 SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
 SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
@@ -80,11 +79,6 @@ async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[Sys
             if log is not None:
                 await log.stop()
             kafka.stop()
-
-
-def process_env(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    return dict(v.split("=", 1) for v in raw.decode().split("\0") if "=" in v)
 
 
 def as_user(scram: Scram, user: str, password: str | None = None) -> Settings:
@@ -175,3 +169,28 @@ async def test_the_services_run_an_order_to_confirmation_each_as_its_own_princip
         assert env["CARAVAN_KAFKA_PASSWORD"] == scram.users[kafka_acls.principal(name)]
         assert make_url(env["DATABASE_URL"]).username == db_roles.service_role(name)
         assert not any(k.startswith("CARAVAN_DATABASE_URL_") for k in env)
+
+
+async def test_services_in_two_processes_log_in_each_as_its_own_principal(
+    sasl: tuple[System, Scram],
+) -> None:
+    caravan, scram = sasl
+    async with caravan.in_processes(2):
+        req = order(RICH, {"T-PEPPER": 1})
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        assert (await caravan.outcome(order_id)).type == "order.confirmed"
+        # A host has no login of its own (nor the admin's): each hosted service's password,
+        # which it logs in with as its own principal (the ACLs refuse any other).
+        for key, proc in caravan.procs.procs.items():
+            env = process_env(proc.pid)
+            assert not {"CARAVAN_KAFKA_USERNAME", "CARAVAN_KAFKA_PASSWORD", "DATABASE_URL"} & set(
+                env
+            )
+            hosted = {f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": name for name in key.split("+")}
+            assert {k for k in env if k.startswith("CARAVAN_KAFKA_PASSWORD_")} == set(hosted)
+            for variable, name in hosted.items():
+                assert env[variable] == scram.users[kafka_acls.principal(name)]
+        # What the orders API builds with settings of its own works without the process's.
+        async with caravan.api("orders") as client:
+            assert (await client.get("/asyncapi.json")).status_code == 200

@@ -1,7 +1,6 @@
 """The five services in two processes (``caravan up --processes 2``): the saga runs as with
 five, and each hosted service keeps its own credentials, metrics, spans and log lines."""
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from caravan import system
 from shared.topics import Topic
 from tests.e2e.test_saga import order
 from tests.e2e.test_tracing import spans
-from tests.harness import System
+from tests.harness import System, process_env
 
 HOSTS: dict[str, tuple[str, ...]] = {
     "orders+inventory": ("orders", "inventory"),
@@ -23,26 +22,10 @@ HOSTS: dict[str, tuple[str, ...]] = {
 
 @pytest.fixture
 async def in_two_processes(caravan: System, tmp_path: Path) -> AsyncIterator[Path]:
-    """The session's services stopped and started again in two processes (tracing to the
-    folder yielded); afterwards back in five."""
-    procs, base = caravan.procs, caravan.procs.env
+    """The session's services in two processes, tracing to the folder yielded."""
     trace_dir = tmp_path / "traces"
-    await asyncio.to_thread(procs.stop)
-    procs.processes, procs.env = 2, {**base, "CARAVAN_TRACE_DIR": str(trace_dir)}
-    try:
-        procs.start()
-        await asyncio.to_thread(system.wait_ready, procs)
+    async with caravan.in_processes(2, CARAVAN_TRACE_DIR=str(trace_dir)):
         yield trace_dir
-    finally:
-        await asyncio.to_thread(procs.stop)
-        procs.processes, procs.env = len(system.SERVICES), base
-        procs.start()
-        await asyncio.to_thread(system.wait_ready, procs)
-
-
-def environment(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 def consumers_shown(page: str) -> set[str]:
@@ -58,7 +41,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
 
     # Each process holds its services' database URLs and nobody else's, and no admin login.
     for key, hosted in HOSTS.items():
-        env = environment(caravan.procs.procs[key].pid)
+        env = process_env(caravan.procs.procs[key].pid)
         assert "DATABASE_URL" not in env
         urls = {k.removeprefix("CARAVAN_DATABASE_URL_").lower() for k in env}
         assert urls & set(system.SERVICES) == set(hosted)

@@ -49,10 +49,11 @@ class _ServiceView:
 
     def collect(self) -> Iterator[Metric]:
         for family in REGISTRY.collect():
-            family.samples = [
+            own = Metric(family.name, family.documentation, family.type, family.unit)
+            own.samples = [
                 s for s in family.samples if s.labels.get("service", self.service) == self.service
             ]
-            yield family
+            yield own
 
 
 def exposition(service: str) -> bytes:

@@ -58,7 +58,8 @@ class JsonLinesExporter(SpanExporter):
 
 
 def configure_tracing(service: str) -> None:
-    """Install this process's tracer provider (spans are only exported when configured).
+    """Install ``service``'s tracer provider (spans are only exported when configured); the
+    first one installed is also the process's.
 
     With no exporter, no span is recorded (the sampler drops them all): a consumer span that
     nobody exported took about 80 µs of CPU per record handled, a dropped one takes 45. The

@@ -79,7 +79,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         assert {s["service"] for s in own} == {f"caravan-{service}"}
         assert "GET /healthz" in {s["name"] for s in own}
 
-    # Each service's log lines name it; the process's own (startup) name the host.
+    # Each service's log lines name it, though they go to one log.
     for key, hosted in HOSTS.items():
         log = (caravan.procs.log_dir / f"{key}.log").read_text().splitlines()
         lines = [json.loads(line) for line in log if line.startswith("{")]

@@ -232,10 +232,10 @@ def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ..
     orders and inventory; payments, notifications and the platform adapter."""
     count = max(1, min(processes, len(names)))
     size, extra = divmod(len(names), count)
-    groups: list[tuple[str, ...]] = []
-    for i in range(count):
-        start = sum(len(g) for g in groups)
-        groups.append(names[start : start + size + (1 if i >= count - extra else 0)])
+    groups, start = [], 0
+    for length in [size] * (count - extra) + [size + 1] * extra:
+        groups.append(names[start : start + length])
+        start += length
     return groups
 
 
@@ -323,16 +323,19 @@ def service_credentials(names: tuple[str, ...], env: dict[str, str]) -> dict[str
     sasl = env.get("CARAVAN_KAFKA_SECURITY_PROTOCOL", "").upper().startswith("SASL")
     for name in names:
         user = kafka_acls.principal(name)
-        found = {
-            "DATABASE_URL": env.get("DATABASE_URL")
-            and db_roles.service_database_url(env["DATABASE_URL"], name, env),
-            "CARAVAN_KAFKA_USERNAME": sasl and user,
-            "CARAVAN_KAFKA_PASSWORD": sasl and kafka_acls.password(user, env),
-        }
-        if len(names) > 1:  # the user name follows from the service's (service_settings)
+        url = env.get("DATABASE_URL")
+        url = url and db_roles.service_database_url(url, name, env)
+        password = kafka_acls.password(user, env) if sasl else None
+        if len(names) == 1:
             found = {
-                f"CARAVAN_DATABASE_URL_{name.upper()}": found["DATABASE_URL"],
-                f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": found["CARAVAN_KAFKA_PASSWORD"],
+                "DATABASE_URL": url,
+                "CARAVAN_KAFKA_USERNAME": user if sasl else None,
+                "CARAVAN_KAFKA_PASSWORD": password,
+            }
+        else:  # the user name follows from the service's (service_settings)
+            found = {
+                f"CARAVAN_DATABASE_URL_{name.upper()}": url,
+                f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": password,
             }
         own.update({k: v for k, v in found.items() if v})
     return own

@@ -26,13 +26,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services import SERVICES
 from shared.db import Database
 from shared.http import COOKIE, authorize_token, bearer_headers, install_auth, problem, require
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
 
-SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 LAG_NOTE = (
     "Records past each group's committed offsets. A group commits what it has handled up to"
     " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS (1 s by default) later, so this also counts up to"

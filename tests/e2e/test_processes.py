@@ -5,8 +5,10 @@ import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from caravan import system
 from shared.topics import Topic
@@ -31,6 +33,22 @@ async def in_two_processes(caravan: System, tmp_path: Path) -> AsyncIterator[Pat
 def consumers_shown(page: str) -> set[str]:
     """The services whose consumption a ``/metrics`` page shows."""
     return set(re.findall(r'caravan_records_consumed_total\{[^}]*service="([^"]+)"', page))
+
+
+async def own_consumption(caravan: System) -> dict[str, float]:
+    """The records that each service's port says that service consumed."""
+    consumed = {}
+    for service in system.SERVICES:
+        async with caravan.api(service) as client:
+            page = (await client.get("/metrics")).text
+        consumed[service] = sum(
+            sample.value
+            for family in text_string_to_metric_families(page)
+            for sample in family.samples
+            if sample.name == "caravan_records_consumed_total"
+            and sample.labels["service"] == service
+        )
+    return consumed
 
 
 async def test_two_processes_run_the_saga_each_service_under_its_own_name(
@@ -64,6 +82,22 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         pages, lambda last: f"consumption shown: {last}", ready=lambda shown: all(shown.values())
     )
     assert shown == {service: {service} for service in system.SERVICES}
+
+    # So the operations page, which reads one port per service, counts each service's
+    # consumption once: what its own port shows, not its process's.
+    port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
+
+    async def page_and_ports() -> tuple[dict[str, Any], dict[str, float]]:
+        snap = await caravan.client.get(f"http://127.0.0.1:{port}/api/snapshot")
+        return snap.json(), await own_consumption(caravan)
+
+    async with caravan.operations_page(port):
+        snap, _ = await caravan.until(
+            page_and_ports,
+            lambda last: f"the operations page's consumption, and the ports': {last}",
+            ready=lambda last: last[0]["consumed"] == last[1],
+        )
+    assert snap["down"] == []
 
     # Each service's spans name it, in a file of its own; the order's trace spans all five.
     expected = {f"caravan-{service}" for service in system.SERVICES}

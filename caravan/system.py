@@ -251,9 +251,13 @@ class ServiceProcesses:
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
-        ``orders+inventory`` (a process hosting both)."""
+        ``orders+inventory`` (a process hosting both). Services are grouped as the whole
+        system is (:func:`process_groups` of all five), so that starting again what
+        :meth:`hosts` named starts the same processes."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for group in process_groups(names, self.processes):
+        every = process_groups(SERVICES, self.processes)
+        groups = [tuple(n for n in group if n in names) for group in every]
+        for group in filter(None, groups):
             key = "+".join(group) + ("" if instance == 1 else f"-{instance}")
             env = service_credentials(group, {**self.env, "CARAVAN_INSTANCE_ID": str(instance)})
             if instance != 1:
@@ -273,6 +277,11 @@ class ServiceProcesses:
         """The services whose first instance runs, in the order they were started."""
         return [name for key in self.procs if "-" not in key for name in key.split("+")]
 
+    def hosts(self, names: tuple[str, ...]) -> list[str]:
+        """The keys of the processes running the first instances of ``names``: ``orders``, or
+        ``orders+inventory`` where that process hosts orders."""
+        return [key for key in self.procs if "-" not in key and set(key.split("+")) & set(names)]
+
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
@@ -281,7 +290,8 @@ class ServiceProcesses:
                 )
 
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:
-        chosen = names or list(self.procs)
+        """Stop the processes keyed ``names`` (none if it is empty), or all of them."""
+        chosen = list(self.procs) if names is None else names
         for name in chosen:
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:

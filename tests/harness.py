@@ -259,8 +259,12 @@ class System:
         await asyncio.to_thread(system.wait_ready, self.procs)
 
     async def relaunch(self, names: tuple[str, ...], **env: str) -> None:
-        """:meth:`restart` without waiting until they are ready."""
-        await asyncio.to_thread(self.procs.stop, list(names))
+        """:meth:`restart` without waiting until they are ready. In fewer processes than
+        services, ``names`` must be all the services of the processes running them."""
+        hosts = self.procs.hosts(names)
+        hosted = {name for key in hosts for name in key.split("+")}
+        assert hosted <= set(names), f"{names}: their processes also run {hosted - set(names)}"
+        await asyncio.to_thread(self.procs.stop, hosts)
         base = self.procs.env
         self.procs.env = {**base, **env}
         try:
@@ -287,7 +291,8 @@ class System:
             await asyncio.to_thread(system.wait_ready, self.procs)
 
     def kill(self, name: str) -> int:
-        """``kill -9`` one service process (``orders``, ``inventory-2``, ...); its exit code."""
+        """``kill -9`` one service process (``orders``, ``inventory-2``, ``orders+inventory``,
+        ...); its exit code."""
         proc = self.procs.procs.pop(name)
         proc.kill()
         return proc.wait()

@@ -52,8 +52,10 @@ async def kill_and_restart(
     without ``relay_dies_in``)."""
     began = faults.now()
     seen = len(caravan.log.records)
-    for name in names:
-        assert caravan.kill(name) == -9
+    hosts = caravan.procs.hosts(names)  # with fewer processes, those hosting ``names``
+    assert sorted(n for key in hosts for n in key.split("+")) == sorted(names), hosts
+    for key in hosts:
+        assert caravan.kill(key) == -9
     faults.add(f"kill -9:{'+'.join(names)}", began)
     await asyncio.sleep(0.5)
     if relay_dies_in is not None:
@@ -192,7 +194,7 @@ async def replay_everything(
 ) -> int:
     """Stop the services, rewind every group on every topic it reads (to the earliest offset,
     or to the first record at or after ``since``), start them again; records to re-read."""
-    await asyncio.to_thread(caravan.procs.stop, list(system.SERVICES))
+    await asyncio.to_thread(caravan.procs.stop)  # every process, however many services each
     reread = 0
     try:
         for topic, names in groups.items():

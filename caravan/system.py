@@ -273,9 +273,11 @@ class ServiceProcesses:
                 start_new_session=True,
             )
 
-    def services(self) -> list[str]:
-        """The services whose first instance runs, in the order they were started."""
-        return [name for key in self.procs if "-" not in key for name in key.split("+")]
+    def services(self, keys: list[str] | None = None) -> list[str]:
+        """The services whose first instance runs (in the processes keyed ``keys``, if given),
+        in the order they were started."""
+        chosen = list(self.procs) if keys is None else keys
+        return [name for key in chosen if "-" not in key for name in key.split("+")]
 
     def hosts(self, names: tuple[str, ...]) -> list[str]:
         """The keys of the processes running the first instances of ``names``: ``orders``, or

@@ -262,7 +262,7 @@ class System:
         """:meth:`restart` without waiting until they are ready. In fewer processes than
         services, ``names`` must be all the services of the processes running them."""
         hosts = self.procs.hosts(names)
-        hosted = {name for key in hosts for name in key.split("+")}
+        hosted = set(self.procs.services(hosts))
         assert hosted <= set(names), f"{names}: their processes also run {hosted - set(names)}"
         await asyncio.to_thread(self.procs.stop, hosts)
         base = self.procs.env

@@ -2,7 +2,6 @@
 five, and each hosted service keeps its own credentials, metrics, spans and log lines."""
 
 import json
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,25 +29,24 @@ async def in_two_processes(caravan: System, tmp_path: Path) -> AsyncIterator[Pat
         yield trace_dir
 
 
-def consumers_shown(page: str) -> set[str]:
-    """The services whose consumption a ``/metrics`` page shows."""
-    return set(re.findall(r'caravan_records_consumed_total\{[^}]*service="([^"]+)"', page))
+def consumption(page: str) -> dict[str, float]:
+    """The records consumed, per service, that a ``/metrics`` page shows."""
+    consumed: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "caravan_records_consumed_total":
+                service = sample.labels["service"]
+                consumed[service] = consumed.get(service, 0.0) + sample.value
+    return consumed
 
 
-async def own_consumption(caravan: System) -> dict[str, float]:
-    """The records that each service's port says that service consumed."""
-    consumed = {}
+async def pages(caravan: System) -> dict[str, dict[str, float]]:
+    """What each service's port shows of consumption, per service."""
+    shown = {}
     for service in system.SERVICES:
         async with caravan.api(service) as client:
-            page = (await client.get("/metrics")).text
-        consumed[service] = sum(
-            sample.value
-            for family in text_string_to_metric_families(page)
-            for sample in family.samples
-            if sample.name == "caravan_records_consumed_total"
-            and sample.labels["service"] == service
-        )
-    return consumed
+            shown[service] = consumption((await client.get("/metrics")).text)
+    return shown
 
 
 async def test_two_processes_run_the_saga_each_service_under_its_own_name(
@@ -71,17 +69,14 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
     await caravan.wait_for(lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, order_id=order_id))
 
     # Each service's port shows its own consumption only, though its process has another's.
-    async def pages() -> dict[str, set[str]]:
-        shown = {}
-        for service in system.SERVICES:
-            async with caravan.api(service) as client:
-                shown[service] = consumers_shown((await client.get("/metrics")).text)
-        return shown
-
     shown = await caravan.until(
-        pages, lambda last: f"consumption shown: {last}", ready=lambda shown: all(shown.values())
+        lambda: pages(caravan),
+        lambda last: f"consumption shown: {last}",
+        ready=lambda shown: all(shown.values()),
     )
-    assert shown == {service: {service} for service in system.SERVICES}
+    assert {name: set(seen) for name, seen in shown.items()} == {
+        service: {service} for service in system.SERVICES
+    }
 
     # So the operations page, which reads one port per service, counts each service's
     # consumption once: what its own port shows, not its process's.
@@ -89,7 +84,8 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
 
     async def page_and_ports() -> tuple[dict[str, Any], dict[str, float]]:
         snap = await caravan.client.get(f"http://127.0.0.1:{port}/api/snapshot")
-        return snap.json(), await own_consumption(caravan)
+        own = {service: seen.get(service, 0.0) for service, seen in (await pages(caravan)).items()}
+        return snap.json(), own
 
     async with caravan.operations_page(port):
         snap, _ = await caravan.until(

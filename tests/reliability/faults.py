@@ -53,7 +53,7 @@ async def kill_and_restart(
     began = faults.now()
     seen = len(caravan.log.records)
     hosts = caravan.procs.hosts(names)  # with fewer processes, those hosting ``names``
-    assert sorted(n for key in hosts for n in key.split("+")) == sorted(names), hosts
+    assert sorted(caravan.procs.services(hosts)) == sorted(names), hosts
     for key in hosts:
         assert caravan.kill(key) == -9
     faults.add(f"kill -9:{'+'.join(names)}", began)

@@ -185,7 +185,10 @@ async def test_services_in_two_processes_log_in_each_as_its_own_principal(
         for key, proc in caravan.procs.procs.items():
             env = process_env(proc.pid)
             assert not set(system.ADMIN_CREDENTIALS) & set(env)
-            hosted = {f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": name for name in key.split("+")}
+            hosted = {
+                f"CARAVAN_KAFKA_PASSWORD_{name.upper()}": name
+                for name in caravan.procs.services([key])
+            }
             assert {k for k in env if k.startswith("CARAVAN_KAFKA_PASSWORD_")} == set(hosted)
             for variable, name in hosted.items():
                 assert env[variable] == scram.users[kafka_acls.principal(name)]

@@ -105,13 +105,13 @@ async def run_batch(
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     infra = system.start_infrastructure(
-        base_dir=system.CACHE / f"bench-{args.kafka_port}",
+        base_dir=args.base,
         kafka_port=args.kafka_port,
         postgres_port=args.postgres_port,
     )
     procs = system.ServiceProcesses(
         system.service_env(infra, args.http_port, CARAVAN_ENVIRONMENT="test"),
-        system.CACHE / f"bench-{args.kafka_port}" / "logs",
+        args.base / "logs",
     )
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, linger_ms=5)
     engine = create_async_engine(
@@ -199,7 +199,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    report = asyncio.run(bench(args))
+    args.base = system.CACHE / f"bench-{args.kafka_port}"
+    with system.run_alone(args.base):
+        report = asyncio.run(bench(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "inventory_reservations.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

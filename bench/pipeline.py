@@ -1,7 +1,8 @@
 """Orders per second through the whole pipeline, beside this machine's own limits.
 
 Starts its own local system (one Kafka node, PostgreSQL and the five services, on ports of
-its own, under ``.cache/bench-<kafka port>``) and, in the same run:
+its own, under ``.cache/bench-<kafka port>``, which one run holds at a time) and, in the
+same run:
 
 1. measures the machine's ceilings: PostgreSQL's commit rate (``pgbench``, a one-row
    insert-and-commit script, one client per subscriber of the services), Kafka's produce
@@ -840,7 +841,7 @@ def commit_interval_ms(args: argparse.Namespace) -> float:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    base = system.CACHE / f"bench-{args.kafka_port}"
+    base = args.base
     if args.fresh and base.exists():
         say(f"--fresh: removing {base} (a cluster kept from earlier runs)")
         shutil.rmtree(base)
@@ -1082,7 +1083,9 @@ def main() -> None:
         return
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    report = asyncio.run(bench(args))
+    args.base = system.CACHE / f"bench-{args.kafka_port}"
+    with system.run_alone(args.base):
+        report = asyncio.run(bench(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     say(f"wrote {args.output}")

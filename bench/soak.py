@@ -111,7 +111,7 @@ def schedule(caravan: System, load: Load, faults: FaultLog, rng: random.Random) 
 
 
 async def soak(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    base = system.CACHE / f"soak-{args.kafka_port}"
+    base = args.base
     console.print(f"starting a {NODES}-node Kafka cluster and PostgreSQL under {base} ...")
     infra = await asyncio.to_thread(
         system.start_infrastructure,
@@ -309,7 +309,9 @@ def main() -> None:
     console = Console()
     started = time.monotonic()
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    report = asyncio.run(soak(args, console))
+    args.base = system.CACHE / f"soak-{args.kafka_port}"
+    with system.run_alone(args.base):
+        report = asyncio.run(soak(args, console))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(report, indent=2) + "\n")

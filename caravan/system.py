@@ -11,6 +11,7 @@ caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kaf
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,37 @@ def stop_on_signals() -> None:
     background job with SIGINT ignored)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def run_alone(base: Path) -> Iterator[None]:
+    """Hold ``base`` for this command-line run alone; exit at once, saying why, if another
+    run holds it.
+
+    A bench run starts (or reuses) the Kafka and PostgreSQL under ``base`` and stops them
+    when it ends, so two runs on the same ports would share one cluster, and the first to end
+    would stop it under the other (a second ``--fresh`` would even remove its data). The lock
+    is a file beside ``base``, not in it (``--fresh`` removes ``base``), and it is released
+    when this process ends, however it ends.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with base.with_name(f"{base.name}.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise SystemExit(
+                f"{base} is in use by another run on the same ports (process {holder}):"
+                " wait for it to end, or give this run other ports"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def start_infrastructure(

@@ -1,0 +1,69 @@
+"""A bench run holds its cluster's folder alone (``system.run_alone``): a second run on the
+same ports stops at once, before it starts, stops or removes anything, instead of sharing
+the first run's Kafka and PostgreSQL and stopping them under it when it ends."""
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from caravan import system
+from caravan.system import REPO_ROOT
+
+PORT = 29993  # no test or default run uses it
+
+
+def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> None:
+    base = tmp_path / "bench-1"
+    with system.run_alone(base):
+        with (
+            pytest.raises(SystemExit, match="in use by another run") as refused,
+            system.run_alone(base),
+        ):
+            pytest.fail("two runs held one folder")
+        assert "bench-1" in str(refused.value)
+    with system.run_alone(base):  # released when the first run ended
+        pass
+
+
+@pytest.fixture
+def held() -> Iterator[Path]:
+    """The folders the bench scripts would use on ``PORT``, held by this test, each with a
+    file that a second run must leave where it is."""
+    bases = [system.CACHE / f"{kind}-{PORT}" for kind in ("bench", "soak")]
+    try:
+        with system.run_alone(bases[0]), system.run_alone(bases[1]):
+            for base in bases:
+                base.mkdir(parents=True)
+                (base / "kept").write_text("the first run's data")
+            yield system.CACHE
+    finally:
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+            base.with_name(f"{base.name}.lock").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "script", ["bench/pipeline.py --fresh", "bench/soak.py", "bench/inventory_reservations.py"]
+)
+def test_a_bench_on_ports_in_use_stops_before_it_starts_anything(held: Path, script: str) -> None:
+    path, *flags = script.split()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, path, "--kafka-port", str(PORT), *flags],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "is in use by another run on the same ports" in done.stderr
+    assert "starting" not in done.stdout + done.stderr  # nor Kafka, nor PostgreSQL
+    assert time.monotonic() - started < 60
+    for kind in ("bench", "soak"):
+        assert (held / f"{kind}-{PORT}" / "kept").read_text() == "the first run's data"

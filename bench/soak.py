@@ -5,12 +5,14 @@ stall, nothing is lost, they resume), one node killed and restarted. Then a repl
 consumer group from the earliest offset and the history checker over every record and the
 database. Not part of CI.
 
-Starts its own Kafka cluster and PostgreSQL (under ``.cache/soak-<port>``) and the four
+Starts its own Kafka cluster and PostgreSQL (under ``.cache/soak-<port>``) and the five
 services; shows progress while it runs; writes ``bench/results/soak.json`` and, when
 matplotlib is installed (``uv sync --extra bench``), ``bench/results/soak.png``: orders
-ended over time with the fault windows marked.
+ended over time with the fault windows marked. With ``--processes N`` the services run in
+fewer processes (``caravan up --processes``), each kill of a service kills its whole
+process, and the results go to ``soak-<N>-processes.json`` and ``.png``.
 
-    .venv/bin/python bench/soak.py [--minutes 5] [--rate 8]
+    .venv/bin/python bench/soak.py [--minutes 5] [--rate 8] [--processes 5]
 """
 
 import argparse
@@ -77,9 +79,14 @@ def schedule(caravan: System, load: Load, faults: FaultLog, rng: random.Random) 
     async def one_node() -> None:
         await kill_kafka_nodes(caravan, [rng.randrange(NODES)], faults, "kill -9 node", 3)
 
+    def hosting(*names: str) -> tuple[str, ...]:
+        """``names`` and the other services their processes run (``--processes``): a kill
+        takes a whole process."""
+        return tuple(caravan.procs.services(caravan.procs.hosts(names)))
+
     async def services_a() -> None:
         faults.republished = await kill_and_restart(
-            caravan, ("orders", "inventory"), faults, relay_dies_in="orders"
+            caravan, hosting("orders", "inventory"), faults, relay_dies_in="orders"
         )
 
     async def redelivered() -> None:
@@ -95,7 +102,7 @@ def schedule(caravan: System, load: Load, faults: FaultLog, rng: random.Random) 
         faults.add("poison records", began)
 
     def services_b() -> Awaitable[int]:
-        return kill_and_restart(caravan, ("payments", "notifications"), faults)
+        return kill_and_restart(caravan, hosting("payments", "notifications"), faults)
 
     return [
         poison,
@@ -123,6 +130,7 @@ async def soak(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     procs = system.ServiceProcesses(
         system.service_env(infra, args.http_port, CARAVAN_TOPIC_REPLICATION_FACTOR=str(NODES)),
         base / f"logs-{uuid.uuid4().hex[:6]}",
+        args.processes,
     )
     log = EventLog(infra.kafka_bootstrap)
     try:
@@ -228,6 +236,7 @@ async def drive(caravan: System, args: argparse.Namespace, console: Console) -> 
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "kafka": {"nodes": NODES, "replication_factor": NODES, "min_insync_replicas": 2},
+        "service_processes": caravan.procs.processes,
         "minutes": args.minutes,
         "rate_per_second": args.rate,
         "orders_requested": len(load.sent),
@@ -291,7 +300,11 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     for i, (name, start, end) in enumerate(report["faults"]):
         ax.axvspan(start, max(end, start + 0.5), alpha=0.2, color=f"C{(i % 8) + 1}")
         ax.text(start, 0, name.split(":")[0], rotation=90, fontsize=7, va="bottom")
-    ax.set(xlabel="seconds", ylabel="orders", title="Caravan soak: orders under faults")
+    processes = report["service_processes"]
+    title = "Caravan soak: orders under faults" + (
+        f", the services in {processes} processes" if processes != len(system.SERVICES) else ""
+    )
+    ax.set(xlabel="seconds", ylabel="orders", title=title)
     ax.legend(loc="upper left")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return True
@@ -304,6 +317,14 @@ def main() -> None:
     parser.add_argument("--kafka-port", type=int, default=25092, help="first of three ports")
     parser.add_argument("--postgres-port", type=int, default=15436)
     parser.add_argument("--http-port", type=int, default=19580)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=len(system.SERVICES),
+        choices=range(1, len(system.SERVICES) + 1),
+        help="processes the five services run in (caravan up --processes); a kill of a "
+        "service kills its process; fewer: written to bench/results/soak-<N>-processes.json",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     console = Console()
@@ -314,13 +335,15 @@ def main() -> None:
         report = asyncio.run(soak(args, console))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
-    plotted = plot(report, RESULTS / "soak.png")
+    hosted = args.processes != len(system.SERVICES)  # not the design's one process each
+    out = RESULTS / ("soak" + (f"-{args.processes}-processes" if hosted else "") + ".json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plotted = plot(report, out.with_suffix(".png"))
     console.print(
         f"{report['orders_requested']} orders, {report['outcomes']}, "
         f"{len(report['faults'])} faults, {len(report['invariants_checked'])} invariants, "
         f"violations: {len(report['violations'])}"
-        + (" (plot: bench/results/soak.png)" if plotted else "")
+        + (f" (plot: bench/results/{out.with_suffix('.png').name})" if plotted else "")
     )
     for line in report["violations"][:20]:
         console.print(f"  [red]{line}[/red]")

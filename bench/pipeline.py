@@ -56,6 +56,7 @@ from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import add_processes, processes_suffix
 from caravan import system
 from caravan.seeding import bench_seed, load
 from caravan.tokens_cli import issue_token
@@ -1056,27 +1057,18 @@ def main() -> None:
         action="store_true",
         help="load pg_stat_statements and report top-level statements per order",
     )
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=len(system.SERVICES),
-        choices=range(1, len(system.SERVICES) + 1),
-        help="processes the five services run in (caravan up --processes); fewer: reported "
-        "apart, in bench/results/pipeline-<N>-processes.json",
-    )
+    add_processes(parser, "pipeline")
     parser.add_argument("--output", type=Path, help="default: bench/results/pipeline.json")
     parser.add_argument("--relay-floor", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     relaxed = args.relax_synchronous_commit
-    hosted = args.processes != len(system.SERVICES)  # not the design's one process each
+    hosted = processes_suffix(args.processes)
     args.label = args.label or (
         ("relaxed: synchronous_commit off" if relaxed else "headline: durable settings")
         + (f"; the services in {args.processes} processes" if hosted else "")
     )
-    stem = ("pipeline-relaxed" if relaxed else "pipeline") + (
-        f"-{args.processes}-processes" if hosted else ""
-    )
+    stem = ("pipeline-relaxed" if relaxed else "pipeline") + hosted
     args.output = args.output or RESULTS / f"{stem}.json"
     if args.relay_floor:
         run_relay_floor(args.relay_floor, args.run)

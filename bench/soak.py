@@ -37,6 +37,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import add_processes, processes_suffix
 from caravan import system
 from caravan.reliability.load import Load, consumer_groups, inject_poison, redeliver, settle
 from caravan.tokens_cli import issue_token
@@ -302,7 +303,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         ax.text(start, 0, name.split(":")[0], rotation=90, fontsize=7, va="bottom")
     processes = report["service_processes"]
     title = "Caravan soak: orders under faults" + (
-        f", the services in {processes} processes" if processes != len(system.SERVICES) else ""
+        f", the services in {processes} processes" if processes_suffix(processes) else ""
     )
     ax.set(xlabel="seconds", ylabel="orders", title=title)
     ax.legend(loc="upper left")
@@ -317,14 +318,7 @@ def main() -> None:
     parser.add_argument("--kafka-port", type=int, default=25092, help="first of three ports")
     parser.add_argument("--postgres-port", type=int, default=15436)
     parser.add_argument("--http-port", type=int, default=19580)
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=len(system.SERVICES),
-        choices=range(1, len(system.SERVICES) + 1),
-        help="processes the five services run in (caravan up --processes); a kill of a "
-        "service kills its process; fewer: written to bench/results/soak-<N>-processes.json",
-    )
+    add_processes(parser, "soak")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     console = Console()
@@ -335,8 +329,7 @@ def main() -> None:
         report = asyncio.run(soak(args, console))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)
-    hosted = args.processes != len(system.SERVICES)  # not the design's one process each
-    out = RESULTS / ("soak" + (f"-{args.processes}-processes" if hosted else "") + ".json")
+    out = RESULTS / f"soak{processes_suffix(args.processes)}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     plotted = plot(report, out.with_suffix(".png"))
     console.print(

@@ -1063,12 +1063,12 @@ def main() -> None:
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     relaxed = args.relax_synchronous_commit
-    hosted = processes_suffix(args.processes)
+    suffix = processes_suffix(args.processes)  # "" in the design's one process each
     args.label = args.label or (
         ("relaxed: synchronous_commit off" if relaxed else "headline: durable settings")
-        + (f"; the services in {args.processes} processes" if hosted else "")
+        + (f"; the services in {args.processes} processes" if suffix else "")
     )
-    stem = ("pipeline-relaxed" if relaxed else "pipeline") + hosted
+    stem = ("pipeline-relaxed" if relaxed else "pipeline") + suffix
     args.output = args.output or RESULTS / f"{stem}.json"
     if args.relay_floor:
         run_relay_floor(args.relay_floor, args.run)

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.tables import (
+    LOAN_ACTIVE,
     credit_lines,
     instalments,
     loans,
@@ -115,11 +116,13 @@ class Credit:
 _CREDIT_LINES = driver.locked_by_key(
     select(credit_lines.c.buyer_id, credit_lines.c.credit_limit_fen), credit_lines.c.buyer_id
 )
-_OWED = (
+OWED = (
     select(loans.c.buyer_id, func.coalesce(func.sum(loans.c.outstanding_fen), 0).label("owed"))
-    .where(driver.any_of(loans.c.buyer_id), loans.c.status == "active")
+    .where(driver.any_of(loans.c.buyer_id), LOAN_ACTIVE)
     .group_by(loans.c.buyer_id)
 )
+"""What the active loans of the buyers ``:keys`` still owe, by buyer: a microloan's credit
+check (through ``loans_active_by_buyer``)."""
 
 
 async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
@@ -129,7 +132,7 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
         return
     limits = await driver.fetch(tx.conn, _CREDIT_LINES, keys=todo)
     limit_of: dict[str, int] = {r.buyer_id: r.credit_limit_fen for r in limits}
-    owed = await driver.fetch(tx.conn, _OWED, keys=todo)
+    owed = await driver.fetch(tx.conn, OWED, keys=todo)
     owed_by: dict[str, int] = {r.buyer_id: int(r.owed) for r in owed}
     found = {b: Credit(limit_of.get(b), owed_by.get(b, 0)) for b in todo}
     tx.remember(CREDIT, todo, found)

@@ -13,7 +13,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments.adapters import ledger as ledger_store
-from services.payments.adapters.tables import credit_lines, instalments, loans, repayments
+from services.payments.adapters.tables import (
+    LOAN_ACTIVE,
+    credit_lines,
+    instalments,
+    loans,
+    repayments,
+)
 from services.payments.domain import ledger
 from services.payments.domain.credit import available_credit
 from services.payments.domain.repayment import Due, allocate, overdue, remaining
@@ -40,7 +46,7 @@ class CreditLine:
 async def _outstanding(conn: AsyncConnection, buyer_id: str) -> int:
     value = await conn.scalar(
         select(func.coalesce(func.sum(loans.c.outstanding_fen), 0)).where(
-            loans.c.buyer_id == buyer_id, loans.c.status == "active"
+            loans.c.buyer_id == buyer_id, LOAN_ACTIVE
         )
     )
     return int(value or 0)

@@ -16,10 +16,12 @@ from services.inventory.adapters.tables import metadata as inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
+from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
 from shared.auth.tables import metadata as auth
+from shared.db.driver import _compiled, driver
 from shared.db.migrate import alembic_config
 from tests.harness import System, scratch_database
 
@@ -91,3 +93,26 @@ async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_
                 assert f"Seq Scan on {table}" not in plan, plan
     finally:
         await engine.dispose()
+
+
+async def test_the_credit_check_sums_the_active_loans_through_their_index(caravan: System) -> None:
+    """Every microloan decision sums what the buyer's active loans still owe (``OWED``, run
+    prepared on the driver). The generic plan that a prepared statement settles on reads them
+    through the partial index of active loans, not through every loan the buyer ever had: it
+    could not if the status were a bound parameter (migration 0005)."""
+    sql, names, fixed = _compiled(OWED)
+    given = {"keys": "'{bench-buyer-0001}'", **{n: repr(v) for n, v in fixed.items()}}
+    args = ", ".join(given[n] for n in names)
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.begin() as conn:
+            raw = await driver(conn)
+            await raw.execute("SET LOCAL enable_seqscan = off")  # whatever the sizes
+            await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await raw.execute(f"PREPARE owed AS {sql}")
+            rows = await raw.fetch(f"EXPLAIN EXECUTE owed({args})")
+            await raw.execute("DEALLOCATE owed")
+    finally:
+        await engine.dispose()
+    plan = "\n".join(row[0] for row in rows)
+    assert "loans_active_by_buyer" in plan, plan

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -79,7 +80,19 @@ loans = Table(
     Column("interest_fen", BigInteger, nullable=False, server_default="0"),
     Column("monthly_rate_bp", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Every microloan decision sums what the buyer's active loans still owe: through this
+    # index it reads those loans alone, from the index, however many the buyer has repaid.
+    Index(
+        "loans_active_by_buyer",
+        "buyer_id",
+        postgresql_include=["outstanding_fen"],
+        postgresql_where=text("status = 'active'"),
+    ),
 )
+
+LOAN_ACTIVE = loans.c.status == literal_column("'active'")
+"""A loan that counts against its buyer's credit line. The status is written into the SQL,
+not bound: a prepared statement's generic plan can use ``loans_active_by_buyer`` only so."""
 
 instalments = Table(
     "instalments",

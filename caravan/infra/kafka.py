@@ -443,9 +443,15 @@ class LocalKafka:
         node.pidfile.write_text(f"{proc.pid}\n")
 
     def _pid(self, node: _Node) -> int | None:
-        """The pid of this node's JVM if it is running, else None (stale pidfiles removed)."""
+        """The pid of this node's JVM if it is running, else None (stale pidfiles removed).
+
+        A JVM this object launched is known by its process handle, whatever its pidfile
+        says: a failed start's cleanup removes pidfiles, and ``stop()`` must still end it.
+        The pidfile finds one that another process launched (``start()`` reuses it)."""
         proc = self._procs.get(node.index)
-        if proc is not None and proc.poll() is not None:
+        if proc is not None:
+            if proc.poll() is None:
+                return proc.pid
             node.pidfile.unlink(missing_ok=True)
             return None
         try:

@@ -292,7 +292,7 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
     loan = (
         await tx.conn.execute(
             update(loans)
-            .where(loans.c.loan_id == loan_id, loans.c.status == "active")
+            .where(loans.c.loan_id == loan_id, LOAN_ACTIVE)
             .values(status="voided", outstanding_fen=0)
             .returning(loans.c.principal_fen)
         )

@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy import Select, case, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.payments.adapters.tables import instalment_reminders, instalments, loans
+from services.payments.adapters.tables import (
+    LOAN_ACTIVE,
+    instalment_reminders,
+    instalments,
+    loans,
+)
 from services.payments.domain.repayment import Due, stage
 from shared.events.payments import InstalmentDue
 from shared.messaging.uow import Tx
@@ -44,7 +49,7 @@ def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
         )
         .join(loans, loans.c.loan_id == instalments.c.loan_id)
         .where(
-            loans.c.status == "active",
+            LOAN_ACTIVE,
             instalments.c.paid_fen < instalments.c.amount_fen,
             instalments.c.due <= today + timedelta(days=upcoming_days),
             ~exists().where(

@@ -13,7 +13,8 @@ same run:
    fixed arrival rates stepped up until p99 latency or the backlog runs away;
 3. reports confirmed orders/s, latency p50/p95/p99 from publishing ``order.requested`` to
    seeing ``order.confirmed``, the CPU of every process, Kafka records and database
-   commits per order, and the two ratios of issue 11; writes
+   commits per order, the two ratios of issue 11, and the run over time (orders confirmed
+   per second and their p99, every 2 s, each measured window marked); writes
    ``bench/results/pipeline.json`` and ``bench/results/pipeline.png``.
 
     .venv/bin/python bench/pipeline.py [--duration 30] [--kafka-port 23092] ...
@@ -142,6 +143,8 @@ class Driver:
     done: dict[str, float] = field(default_factory=dict)  # order_ref -> confirmation time
     failed: dict[str, str] = field(default_factory=dict)  # order_ref -> event type
     on_done: Callable[[], None] | None = None
+    # The measured windows: (what, start, end), perf_counter times like ``sent`` and ``done``.
+    phases: list[tuple[str, float, float]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _pending: list[asyncio.Future[Any]] = field(default_factory=list)
 
@@ -213,6 +216,31 @@ class Driver:
 
     def in_flight(self) -> int:
         return len(self.sent) - len(self.done)
+
+
+def timeline(driver: Driver, bucket: float = 2.0) -> dict[str, Any]:
+    """The run over time, from its first order: orders confirmed per second and the p99 of
+    their latency in each ``bucket`` of seconds, and when each measured window ran (a
+    warm-up, the idle window, the closed loop, each open-loop step), so that a plot shows
+    whether a window ran steadily."""
+    if not driver.sent:
+        return {"bucket_seconds": bucket, "seconds": [], "phases": []}
+    origin = min(driver.sent.values())
+    confirmed: dict[int, list[float]] = {}
+    for ref, t in driver.done.items():
+        if ref not in driver.failed:
+            confirmed.setdefault(int((t - origin) // bucket), []).append(t - driver.sent[ref])
+    buckets = range(max(confirmed, default=-1) + 1)
+    return {
+        "bucket_seconds": bucket,
+        "seconds": [round(i * bucket, 1) for i in buckets],
+        "confirmed_per_second": [round(len(confirmed.get(i, [])) / bucket, 1) for i in buckets],
+        "p99_ms": [percentiles(confirmed.get(i, []))["p99_ms"] for i in buckets],
+        "phases": [
+            {"what": what, "start_s": round(max(a - origin, 0.0), 1), "end_s": round(b - origin, 1)}
+            for what, a, b in driver.phases
+        ],
+    }
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -691,6 +719,7 @@ async def measured(
     loader = asyncio.create_task(load())
     await asyncio.sleep(seconds)
     ended = time.perf_counter()
+    driver.phases.append((label, started, ended))
     loader.cancel()
     await asyncio.gather(loader, return_exceptions=True)
     after = await meter.sample()
@@ -773,7 +802,9 @@ async def nothing() -> None:
     await asyncio.Event().wait()
 
 
-async def closed_loop(meter: Meter, driver: Driver, window: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(
+    meter: Meter, driver: Driver, window: int, seconds: float, what: str = "closed loop"
+) -> dict[str, Any]:
     slots = asyncio.Semaphore(window)
     driver.on_done = slots.release
 
@@ -785,7 +816,7 @@ async def closed_loop(meter: Meter, driver: Driver, window: int, seconds: float)
                 await driver.flush()
 
     try:
-        result = await measured(meter, driver, f"closed loop ({window} in flight)", seconds, load)
+        result = await measured(meter, driver, f"{what} ({window} in flight)", seconds, load)
     finally:
         driver.on_done = None
     result["in_flight"] = window
@@ -911,7 +942,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         previous = None
         for _ in range(12):
             say("warming up (closed loop, 10 s) ...")
-            warm = await closed_loop(meter, driver, args.window, 10)
+            warm = await closed_loop(meter, driver, args.window, 10, "warming up")
             done = warm["confirmed"]
             if done >= 3 * args.window and warm["latency"]["max_ms"] < 5000:
                 break
@@ -964,6 +995,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             procs.check_alive()
         report["open_loop"] = steps
         report["failed_orders"] = len(driver.failed)
+        report["timeline"] = timeline(driver)
     finally:
         await driver.stop()
         await offsets.stop()
@@ -1014,7 +1046,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     steps = report["open_loop"]
     offered = [s["offered_per_second"] for s in steps]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    over_time = report.get("timeline")
+    rows = 3 if over_time and over_time["seconds"] else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 3.5 * rows))
+    top, bottom = axes[0], axes[1]
+    bottom.sharex(top)
     top.plot(offered, [s["confirmed_per_second"] for s in steps], "o-", label="confirmed")
     top.plot(offered, offered, ":", color="grey", label="offered")
     top.axhline(
@@ -1030,7 +1066,37 @@ def plot(report: dict[str, Any], path: Path) -> None:
         bottom.plot(offered, [s["latency"][q] for s in steps], "o-", label=q[:3])
     bottom.set(xlabel="offered orders / s (open loop)", ylabel="latency, ms", yscale="log")
     bottom.legend()
+    if over_time and rows == 3:
+        plot_timeline(axes[2], over_time)
+    fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def plot_timeline(ax: Any, over_time: dict[str, Any]) -> None:
+    """Orders confirmed per second over the run, and their p99, with each measured window
+    shaded and named above it."""
+    seconds = over_time["seconds"]
+    ax.plot(seconds, over_time["confirmed_per_second"], drawstyle="steps-post", label="confirmed")
+    ax.set(xlabel="seconds since the first order", ylabel="orders / s")
+    for i, phase in enumerate(over_time["phases"]):
+        ax.axvspan(phase["start_s"], phase["end_s"], color=f"C{i % 2 + 7}", alpha=0.15)
+        name = phase["what"].split(" (")[0].removeprefix("open loop ")
+        ax.annotate(
+            name,
+            ((phase["start_s"] + phase["end_s"]) / 2, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            ha="center",
+            va="top",
+        )
+    latency = ax.twinx()
+    p99 = [v if v is not None else float("nan") for v in over_time["p99_ms"]]
+    latency.plot(seconds, p99, ":", color="C2", drawstyle="steps-post", label="p99")
+    latency.set(ylabel="p99 latency, ms", yscale="log")
+    ax.legend(loc="upper left", fontsize=8)
+    latency.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"over time ({over_time['bucket_seconds']:g} s buckets)", fontsize=9)
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import add_processes, processes_suffix
+from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
 from caravan.seeding import bench_seed, load
 from caravan.tokens_cli import issue_token
@@ -1078,18 +1078,13 @@ def plot_timeline(ax: Any, over_time: dict[str, Any]) -> None:
     seconds = over_time["seconds"]
     ax.plot(seconds, over_time["confirmed_per_second"], drawstyle="steps-post", label="confirmed")
     ax.set(xlabel="seconds since the first order", ylabel="orders / s")
-    for i, phase in enumerate(over_time["phases"]):
-        ax.axvspan(phase["start_s"], phase["end_s"], color=f"C{i % 2 + 7}", alpha=0.15)
-        name = phase["what"].split(" (")[0].removeprefix("open loop ")
-        ax.annotate(
-            name,
-            ((phase["start_s"] + phase["end_s"]) / 2, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=7,
-            ha="center",
-            va="top",
-        )
+    mark_windows(
+        ax,
+        [
+            (p["what"].split(" (")[0].removeprefix("open loop "), p["start_s"], p["end_s"])
+            for p in over_time["phases"]
+        ],
+    )
     latency = ax.twinx()
     p99 = [v if v is not None else float("nan") for v in over_time["p99_ms"]]
     latency.plot(seconds, p99, ":", color="C2", drawstyle="steps-post", label="p99")

@@ -37,7 +37,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import add_processes, processes_suffix
+from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
 from caravan.reliability.load import Load, consumer_groups, inject_poison, redeliver, settle
 from caravan.tokens_cli import issue_token
@@ -298,9 +298,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     t = [row[0] for row in report["timeline"]]
     ax.plot(t, [row[1] for row in report["timeline"]], label="requested", color="grey")
     ax.plot(t, [row[2] for row in report["timeline"]], label="ended (confirmed or cancelled)")
-    for i, (name, start, end) in enumerate(report["faults"]):
-        ax.axvspan(start, max(end, start + 0.5), alpha=0.2, color=f"C{(i % 8) + 1}")
-        ax.text(start, 0, name.split(":")[0], rotation=90, fontsize=7, va="bottom")
+    mark_windows(ax, [(name.split(":")[0], start, end) for name, start, end in report["faults"]])
     processes = report["service_processes"]
     title = "Caravan soak: orders under faults" + (
         f", the services in {processes} processes" if processes_suffix(processes) else ""

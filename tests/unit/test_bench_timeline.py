@@ -1,10 +1,16 @@
 """The benchmark's run over time (``bench.pipeline.timeline``): orders confirmed per second
 and their p99 in each bucket from the first order, failed orders left out, and the measured
-windows on the same clock."""
+windows on the same clock; the pipeline's and the soak's plots over time mark their windows
+one way (``bench.mark_windows``)."""
 
 from pathlib import Path
 
+import matplotlib
+
+from bench import mark_windows, soak
 from bench.pipeline import Driver, plot, timeline
+
+matplotlib.use("Agg")
 
 
 def a_run() -> Driver:
@@ -54,4 +60,28 @@ def test_the_plot_draws_the_timeline(tmp_path: Path) -> None:
     }
     path = tmp_path / "run.png"
     plot(report, path)
+    assert path.stat().st_size > 10_000
+
+
+def test_windows_are_shaded_and_named() -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        mark_windows(ax, [("kill -9", 5.0, 5.0), ("idle", 10.0, 20.0)])
+        widths = [patch.get_window_extent().width for patch in ax.patches]
+        assert len(widths) == 2 and 0 < widths[0] < widths[1]  # a kill is drawn, narrow
+        assert [text.get_text() for text in ax.texts] == ["kill -9", "idle"]
+    finally:
+        plt.close(fig)
+
+
+def test_the_soak_plot_marks_its_faults(tmp_path: Path) -> None:
+    report = {
+        "timeline": [[0.0, 0, 0], [10.0, 80, 75], [20.0, 160, 160]],
+        "faults": [["kill -9:orders", 5.0, 5.0], ["two brokers down", 8.0, 15.0]],
+        "service_processes": 5,
+    }
+    path = tmp_path / "soak.png"
+    assert soak.plot(report, path)
     assert path.stat().st_size > 10_000

@@ -1047,7 +1047,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     steps = report["open_loop"]
     offered = [s["offered_per_second"] for s in steps]
     over_time = report.get("timeline")
-    rows = 3 if over_time and over_time["seconds"] else 2
+    if over_time and not over_time["seconds"]:
+        over_time = None  # a run without orders: nothing to show over time
+    rows = 3 if over_time else 2
     fig, axes = plt.subplots(rows, 1, figsize=(7, 3.5 * rows))
     top, bottom = axes[0], axes[1]
     bottom.sharex(top)
@@ -1066,7 +1068,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         bottom.plot(offered, [s["latency"][q] for s in steps], "o-", label=q[:3])
     bottom.set(xlabel="offered orders / s (open loop)", ylabel="latency, ms", yscale="log")
     bottom.legend()
-    if over_time and rows == 3:
+    if over_time:
         plot_timeline(axes[2], over_time)
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -6,9 +6,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.pipeline import analyze
+from services import SERVICES
 from tests.harness import System
-
-SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 
 
 async def test_every_service_table_is_analyzed(caravan: System) -> None:

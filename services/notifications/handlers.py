@@ -18,7 +18,6 @@ order and inventory events in a few statements, after locking its orders.
 """
 
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ from shared.events.notifications import SmsFailed
 from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPlaced
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
+from shared.ids import new_id
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 
@@ -255,7 +255,7 @@ async def queue_sms(
         status = "suppressed"
     elif quiet is not None and purpose in REMINDER_PURPOSES:
         not_before = quiet.next_allowed(now, zone_of(to))
-    sms_id = str(uuid.uuid4())
+    sms_id = new_id()
     row: dict[str, object] = {
         "sms_id": sms_id,
         "dedup_key": dedup_key,

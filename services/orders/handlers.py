@@ -2,7 +2,6 @@
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from shared.events.inventory import StockExpired, StockRejected, StockReserved
 from shared.events.orders import FieldError, OrderRejected, OrderRequested
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.registry import Parsed, PoisonRecord
+from shared.ids import new_id
 from shared.messaging.uow import Tx
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
     digest = request_hash(request)
     existing = await repo.find_by_ref(source, request.order_ref)
     if existing is None:
-        order = Order.place(str(uuid.uuid4()), request, source, datetime.now(UTC), deadline)
+        order = Order.place(new_id(), request, source, datetime.now(UTC), deadline)
         await repo.add(order, digest)
         return Placed(order.order_id, order.status, created=True, same_request=True)
     order_id, status, stored_digest = existing

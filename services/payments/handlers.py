@@ -12,7 +12,6 @@ transaction by :mod:`services.payments.prepaid`.
 """
 
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled, ScheduledInstalment
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.registry import Parsed
+from shared.ids import new_id
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 from shared.telemetry import current_trace_headers
@@ -203,7 +203,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         _set_status(tx, data.order_id, "declined")
         await tx.emit(PaymentDeclined(order_id=data.order_id, reason="credit_declined"))
         return
-    loan_id = str(uuid.uuid4())
+    loan_id = new_id()
     plan = schedule(data.total_fen, term, datetime.now(UTC).date(), monthly_rate_bp)
     interest = sum(i.interest_fen for i in plan)
     credit.outstanding_fen += data.total_fen

@@ -1,11 +1,11 @@
 """The CloudEvents 1.0 envelope (structured JSON mode) that every Kafka record value carries."""
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.ids import new_id
 from shared.topics import EventType, Topic
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -67,7 +67,7 @@ def new_event(
     """Wrap ``data`` in a fresh envelope with a new id."""
     return CloudEvent(
         specversion="1.0",
-        id=str(uuid.uuid4()),
+        id=new_id(),
         source=source,
         type=data.event_type.value,
         time=time or datetime.now(UTC),

@@ -14,7 +14,6 @@ Writes need the scope ``inventory:write`` and are written to the audit trail; re
 ``inventory:read`` (or ``inventory:write``).
 """
 
-import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen
 from shared.http import problem, require
+from shared.ids import new_id
 from shared.messaging.uow import UnitOfWork
 from shared.seed import LotSeed
 
@@ -104,7 +104,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         if body.delta == 0:
             return problem(422, "Invalid request", "delta must not be 0")
-        key = idempotency_key or str(uuid.uuid4())
+        key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:
                 before = await queries.lot_stock(tx.conn, lot_id, _today())

@@ -1,4 +1,4 @@
-"""The ids Caravan mints for what it keeps: events, orders, loans, texts, reservations."""
+"""The ids Caravan mints for what it keeps: events, orders, loans, texts, stock adjustments."""
 
 import uuid_utils
 

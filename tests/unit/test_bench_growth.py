@@ -16,7 +16,7 @@ def test_whole_minutes_of_the_closed_loop_only() -> None:
             "confirmed_per_second": rates,
             "phases": [
                 {"what": "warming up (64 in flight)", "start_s": 0.0, "end_s": 20.0},
-                {"what": "closed loop (64 in flight)", "start_s": 31.0, "end_s": 211.0 + 30},
+                {"what": "closed loop (64 in flight)", "start_s": 31.0, "end_s": 241.0},
             ],
         }
     }

@@ -30,11 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
 from shared.db.driver import (
+    claim_sql,
     column_arrays,
     combined_sql,
     driver,
     insert_sql,
-    qualified,
     update_sql,
 )
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
@@ -85,15 +85,9 @@ class Tx:
         first: dict[str, str] = {}
         for key, topic in zip(keys, topics, strict=True):
             first.setdefault(key, topic)
-        result = await self.conn.exec_driver_sql(
-            # One statement text for any number of keys (compiled and prepared once); being
-            # a transaction's first statement, it goes through SQLAlchemy, which begins it.
-            f"INSERT INTO {qualified(self.inbox)} (key, topic)"
-            " SELECT * FROM unnest($1::text[], $2::text[])"
-            " ON CONFLICT DO NOTHING RETURNING key",
-            (list(first), list(first.values())),
-        )
-        new = set(result.scalars())
+        raw = await driver(self.conn)  # usually the transaction's first statement: begins it
+        rows = await raw.fetch(claim_sql(self.inbox), list(first), list(first.values()))
+        new = {row[0] for row in rows}
         claimed = []
         for key in keys:
             claimed.append(key in new)

@@ -2,7 +2,8 @@
 PostgreSQL: the rows held for the commit go in one statement per run of distinct tables,
 a row may reference a row inserted in the same statement, a table written twice is written
 in two statements (the second sees the first), serial ids follow the order given, and a
-violated constraint fails the commit and writes nothing."""
+violated constraint fails the commit and writes nothing. The inbox claim, sent on the driver
+as a transaction's first statement, is part of SQLAlchemy's transaction."""
 
 from collections.abc import AsyncIterator
 
@@ -29,6 +30,12 @@ children = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("parent_id", String(16), ForeignKey(parents.c.parent_id), nullable=False),
     Column("v", Integer, nullable=False),
+)
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("topic", String, nullable=False),
 )
 
 
@@ -65,7 +72,7 @@ async def flush_counting(tx: Tx) -> list[str]:
 
 
 def new_tx(conn: object) -> Tx:
-    return Tx(conn=conn, source="test", outbox=children, inbox=parents)  # type: ignore[arg-type]
+    return Tx(conn=conn, source="test", outbox=children, inbox=inbox)  # type: ignore[arg-type]
 
 
 async def test_writes_to_distinct_tables_are_one_statement_and_may_reference_each_other(
@@ -119,3 +126,37 @@ async def test_a_violated_constraint_fails_the_commit_and_writes_nothing(
     async with engine.connect() as conn:
         assert (await conn.execute(select(parents.c.parent_id))).scalars().all() == ["old"]
         assert (await conn.execute(select(children))).all() == []
+
+
+async def test_the_claim_on_the_driver_is_part_of_sqlalchemys_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """A transaction's first statement is the claim, on the driver (``driver`` begins the
+    transaction SQLAlchemy has opened): what SQLAlchemy runs after it sees the claim, nobody
+    else does before the commit, and a rollback takes the claim back with the rest (else a
+    failed handler's record would be a "duplicate" when retried, and lost)."""
+
+    class Failed(Exception):
+        pass
+
+    with pytest.raises(Failed):
+        async with engine.begin() as conn:
+            tx = new_tx(conn)
+            assert await tx.claim_all(["a", "b", "a"], ["t1", "t2", "t1"]) == [True, True, False]
+            await conn.execute(parents.insert().values(parent_id="rolled", n=1))
+            claimed = (await conn.execute(select(inbox.c.key).order_by("key"))).scalars()
+            assert claimed.all() == ["a", "b"]
+            async with engine.connect() as other:
+                assert (await other.execute(select(inbox))).all() == []
+            raise Failed
+    async with engine.begin() as conn:
+        tx = new_tx(conn)
+        assert await tx.claim_all(["a", "c"], ["t1", "t3"]) == [True, True]
+        await conn.execute(parents.insert().values(parent_id="kept", n=1))
+    async with engine.begin() as conn:
+        assert await new_tx(conn).claim_all(["c", "d"], ["t3", "t4"]) == [False, True]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(inbox).order_by("key"))).all()
+        assert [(r.key, r.topic) for r in rows] == [("a", "t1"), ("c", "t3"), ("d", "t4")]
+        kept = (await conn.execute(select(parents.c.parent_id).order_by("parent_id"))).scalars()
+        assert kept.all() == ["kept", "old"]

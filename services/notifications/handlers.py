@@ -36,7 +36,7 @@ from services.notifications.adapters.tables import (
     sms,
 )
 from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
-from services.notifications.domain.phones import phone_problem, zone_of
+from services.notifications.domain.phones import masked, phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
     pick_locale,
@@ -283,7 +283,7 @@ async def queue_sms(
     )
     if inserted.first() is None:
         return
-    log.warning("not texting %s (%s): %s", to, purpose, problem)
+    log.warning("not texting %s (%s): %s", masked(to), purpose, problem)
     await tx.emit(
         SmsFailed(
             sms_id=sms_id,

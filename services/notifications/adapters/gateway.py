@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.notifications.domain.phones import masked
+
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +67,7 @@ class SinkGateway:
     """Accepts every message and keeps nothing but a log line (the local default)."""
 
     async def send(self, message: OutgoingSms) -> Accepted:
-        log.info("sms to %s: %s", message.to, message.text)
+        log.info("sms %s to %s: %s", message.sms_id, masked(message.to), message.text)
         return Accepted("sink-" + hashlib.sha256(message.dedup_key.encode()).hexdigest()[:24])
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:

@@ -52,7 +52,12 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
             # The adapter's own step (SQLAlchemy 2.1's asyncpg dialect; the lock pins it):
             # BEGIN with the connection's isolation level, or nothing in autocommit.
             adapter: Any = pooled.dbapi_connection
-            await adapter._start_transaction()
+            try:
+                await adapter._start_transaction()
+            except Exception:
+                # Met through SQLAlchemy instead, a fault is SQLAlchemy's error, and a dead
+                # connection is invalidated (not handed out again): retried as transient.
+                await conn.exec_driver_sql("SELECT 1")
         else:
             await conn.exec_driver_sql("SELECT 1")
     return raw

@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
+from shared.db import is_transient
 from shared.db.driver import driver
 from shared.messaging.uow import Tx
 from tests.harness import scratch_database
@@ -160,3 +161,30 @@ async def test_the_claim_on_the_driver_is_part_of_sqlalchemys_transaction(
         assert [(r.key, r.topic) for r in rows] == [("a", "t1"), ("c", "t3"), ("d", "t4")]
         kept = (await conn.execute(select(parents.c.parent_id).order_by("parent_id"))).scalars()
         assert kept.all() == ["kept", "old"]
+
+
+async def test_a_connection_that_died_fails_its_claim_as_transient_and_leaves_the_pool(
+    engine: AsyncEngine,
+) -> None:
+    """The claim's BEGIN is the first a transaction sends: a pooled connection whose server
+    process has gone fails there with an error retried as transient (not a handler failure,
+    which would dead-letter the record), and the pool does not hand it out again."""
+    single = create_async_engine(engine.url, pool_size=1, max_overflow=0)
+    try:
+        async with single.connect() as conn:
+            dead = await (await driver(conn)).fetchval("select pg_backend_pid()")
+            await conn.rollback()
+        async with engine.connect() as other:  # the one pooled connection is now the dead one
+            raw = await driver(other)
+            assert await raw.fetchval("select pg_terminate_backend($1)", dead)
+            await other.rollback()
+        with pytest.raises(Exception) as failed:  # whichever, so it is transient
+            async with single.begin() as conn:
+                await new_tx(conn).claim_all(["x"], ["t"])
+        assert is_transient(failed.value), repr(failed.value)
+        async with single.begin() as conn:
+            assert await new_tx(conn).claim_all(["x"], ["t"]) == [True]
+            raw = await driver(conn)
+            assert await raw.fetchval("select pg_backend_pid()") != dead
+    finally:
+        await single.dispose()

@@ -1,8 +1,14 @@
-"""JSON logs with the service name, and the order id and event type of the work in hand."""
+"""JSON logs with the service name, and the order id and event type of the work in hand.
+
+A log line never holds a buyer's phone number (docs/security.md): every number written in
+E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path) is masked by the
+formatter, whichever code logged it; a number known to be a phone but malformed is masked
+where it is logged, with :func:`masked`."""
 
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +18,23 @@ from shared.telemetry import SERVICE, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
+
+
+_PHONE = re.compile(r"(?:\+|%2[Bb])[1-9][0-9]{6,14}")
+
+
+def masked(phone: str) -> str:
+    """``phone`` as log lines show it: its first three characters (the calling code, for
+    most numbers) and the last four, the rest starred (``+86*******5678``); a string too
+    short to keep a part of comes out all stars."""
+    if len(phone) < 9:
+        return "*" * len(phone)
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+
+
+def phones_masked(text: str) -> str:
+    """``text`` with every E.164 number in it :func:`masked`."""
+    return _PHONE.sub(lambda found: masked(found.group()), text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": SERVICE.get() or self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": phones_masked(record.getMessage()),
         }
         if (order_id := _order_id.get()) is not None:
             entry["order_id"] = order_id
@@ -34,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         if (ids := current_ids()) is not None:
             entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = phones_masked(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 

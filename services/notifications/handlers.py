@@ -36,7 +36,7 @@ from services.notifications.adapters.tables import (
     sms,
 )
 from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
-from services.notifications.domain.phones import masked, phone_problem, zone_of
+from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
     pick_locale,
@@ -53,6 +53,7 @@ from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPl
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
 from shared.ids import new_id
+from shared.logs import masked
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 
@@ -283,7 +284,7 @@ async def queue_sms(
     )
     if inserted.first() is None:
         return
-    log.warning("not texting %s (%s): %s", masked(to), purpose, problem)
+    log.warning("not texting %s (%s): %s", masked(to), purpose, problem)  # maybe malformed
     await tx.emit(
         SmsFailed(
             sms_id=sms_id,

@@ -1,7 +1,5 @@
-"""Pure delivery rules of notifications: phone validation, quiet hours, retry backoff; phone
-numbers masked in log lines."""
+"""Pure delivery rules of notifications: phone validation, quiet hours, retry backoff."""
 
-import logging
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -9,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifications.adapters.gateway import OutgoingSms, SinkGateway
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
-from services.notifications.domain.phones import masked, phone_problem, zone_of
+from services.notifications.domain.phones import phone_problem, zone_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NIGHT = QuietHours(time(21, 0), time(8, 0))
@@ -115,36 +112,3 @@ def test_delay_bounds(attempt: int, r: float) -> None:
 def test_attempts_are_bounded() -> None:
     policy = RetryPolicy(max_attempts=3)
     assert [policy.exhausted(n) for n in (1, 2, 3, 4)] == [False, False, True, True]
-
-
-@pytest.mark.parametrize(
-    ("phone", "shown"),
-    [
-        ("+8613912345678", "+86*******5678"),
-        ("+14155550100", "+14*****0100"),
-        ("8613912345678", "861******5678"),  # invalid numbers are masked too
-        ("+8612345", "********"),
-        ("", ""),
-    ],
-)
-def test_masked_numbers_keep_the_calling_code_and_the_last_four_digits(
-    phone: str, shown: str
-) -> None:
-    assert masked(phone) == shown
-
-
-@given(st.text(max_size=40))
-def test_a_masked_number_never_shows_more_than_seven_characters(phone: str) -> None:
-    shown = masked(phone)
-    assert len(shown) == len(phone)
-    assert sum(c != "*" for c in shown) <= 7
-    assert len(phone) < 9 or shown[3:-4] == "*" * (len(phone) - 7)
-
-
-async def test_the_sink_logs_the_text_but_not_the_number(caplog: pytest.LogCaptureFixture) -> None:
-    message = OutgoingSms(sms_id="s-1", dedup_key="k-1", to="+8613912345678", text="Order A1 ok")
-    with caplog.at_level(logging.INFO, logger="services.notifications.adapters.gateway"):
-        await SinkGateway().send(message)
-    assert "Order A1 ok" in caplog.text
-    assert "+86*******5678" in caplog.text
-    assert "13912345678" not in caplog.text

@@ -12,8 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.notifications.domain.phones import masked
-
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +65,8 @@ class SinkGateway:
     """Accepts every message and keeps nothing but a log line (the local default)."""
 
     async def send(self, message: OutgoingSms) -> Accepted:
-        log.info("sms %s to %s: %s", message.sms_id, masked(message.to), message.text)
+        # The number comes out masked: shared.logs masks every phone number in a log line.
+        log.info("sms %s to %s: %s", message.sms_id, message.to, message.text)
         return Accepted("sink-" + hashlib.sha256(message.dedup_key.encode()).hexdigest()[:24])
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:

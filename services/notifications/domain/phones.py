@@ -30,12 +30,3 @@ def zone_of(phone: str) -> ZoneInfo:
         if phone.startswith(prefix):
             return ZoneInfo(zone)
     return ZoneInfo("UTC")
-
-
-def masked(phone: str) -> str:
-    """``phone`` as log lines show it: the calling code's first characters and the last four
-    digits, the rest starred (``+86*******5678``), so that a log does not hold buyers' numbers
-    (docs/security.md); a string too short to keep a part of comes out all stars."""
-    if len(phone) < 9:
-        return "*" * len(phone)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]

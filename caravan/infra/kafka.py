@@ -241,7 +241,10 @@ class LocalKafka:
         return self.bootstrap_servers
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        """Block until every running node is listed as a live broker in cluster metadata.
+        """Block until every running node is listed as a live broker in cluster metadata,
+        and a consumer group's coordinator answers: the first request for one creates the
+        offsets topic, and until that topic has a leader, consumers that join log
+        ``GroupCoordinatorNotAvailableError`` at the error level.
 
         Safe to call from inside a running event loop (the check runs on a
         private loop in a worker thread).
@@ -485,7 +488,11 @@ class LocalKafka:
         return True
 
 
+_PROBE_GROUP = "caravan-ready"  # a group no consumer joins: only its coordinator is asked
+
+
 async def _broker_ids(bootstrap: str, time_limit: float, scram: Scram | None) -> set[int]:
+    """The live brokers' ids; raises while no group coordinator serves (see wait_ready)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=max(int(time_limit * 1000), 1000),
@@ -495,6 +502,7 @@ async def _broker_ids(bootstrap: str, time_limit: float, scram: Scram | None) ->
         async with asyncio.timeout(time_limit):
             await admin.start()
             info = await admin.describe_cluster()
+            await admin.find_coordinator(_PROBE_GROUP)  # raises until a coordinator serves
     finally:
         await admin.close()
     return {int(broker["node_id"]) for broker in info["brokers"]}

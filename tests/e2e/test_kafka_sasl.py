@@ -98,6 +98,21 @@ async def list_topics(bootstrap: str, **kwargs: object) -> list[str]:
         await admin.close()
 
 
+async def test_on_a_new_broker_the_services_find_their_group_coordinator_at_once(
+    sasl: tuple[System, Scram],
+) -> None:
+    """The broker counts as ready only once a group coordinator answers (the first ask
+    creates the offsets topic); services started before that logged
+    ``GroupCoordinatorNotAvailableError`` at the error level, on every new cluster."""
+    caravan, _ = sasl
+    logs = sorted(caravan.procs.log_dir.glob("*.log"))  # a file per process
+    assert len(logs) == len(caravan.procs.procs), logs
+    for path in logs:
+        lines = path.read_text(errors="replace").splitlines()
+        assert lines, path  # each logged its start
+        assert not [line for line in lines if "GroupCoordinatorNotAvailable" in line], path
+
+
 async def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
     sasl: tuple[System, Scram],
 ) -> None:

@@ -102,8 +102,8 @@ async def ensure_acls(bootstrap: str, services: tuple[str, ...], settings: Setti
     in as ``settings`` say (the admin); returns how many ACLs were asked for."""
     wanted = [acl for service in services for acl in acls(service)]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
-    await admin.start()
     try:
+        await admin.start()
         responses = await asyncio.gather(
             *(
                 admin._send_request(

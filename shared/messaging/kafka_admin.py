@@ -64,8 +64,8 @@ async def describe_group(
     bootstrap: str, group: str, settings: Settings | None = None
 ) -> GroupState:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
-    await admin.start()
     try:
+        await admin.start()
         node = await admin.find_coordinator(group)
         response = await admin._client.send(node, _DescribeGroups([group]))
         _error, group_id, state, *_rest, members = response.groups[0]
@@ -78,15 +78,18 @@ async def describe_group(
 async def group_client(
     bootstrap: str, group: str, settings: Settings | None = None
 ) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer that reads and commits the offsets of ``group`` without joining it."""
+    """A consumer that reads and commits the offsets of ``group`` without joining it.
+
+    Stopped however its use ends, a start that failed or was cancelled included (a service
+    stopped in its first seconds would otherwise leave its connection open)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         **client_kwargs(settings),
     )
-    await consumer.start()
     try:
+        await consumer.start()
         yield consumer
     finally:
         await consumer.stop()
@@ -141,8 +144,8 @@ async def longest_kept_hours(
     if not resources:
         return 0.0
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
-    await admin.start()
     try:
+        await admin.start()
         responses = await admin.describe_configs(resources)
     finally:
         await admin.close()

@@ -257,6 +257,9 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 # --- counters sampled around a measurement ----------------------------------------------
 
 
+DRIVER = "bench driver"  # this process, which sends the orders: measured, not the system
+
+
 @dataclass
 class Processes:
     """The processes whose CPU time is reported: services, Kafka, PostgreSQL, this driver."""
@@ -275,7 +278,7 @@ class Processes:
         assert infra.local_postgres is not None
         pid = int((infra.local_postgres.data_dir / "postmaster.pid").read_text().split()[0])
         groups["postgres"] = [psutil.Process(pid)]
-        groups["bench driver"] = [psutil.Process()]
+        groups[DRIVER] = [psutil.Process()]
         return cls(groups)
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -284,7 +287,7 @@ class Processes:
             total = 0.0
             for root in roots:
                 try:
-                    members = [root] if name == "bench driver" else [root, *root.children(True)]
+                    members = [root] if name == DRIVER else [root, *root.children(True)]
                     for p in members:
                         t = p.cpu_times()
                         total += t.user + t.system
@@ -459,12 +462,14 @@ class Meter:
         per = max(orders, 1)
         records = sum(b.offsets.get(t, 0) - a.offsets.get(t, 0) for t in b.offsets)
         steps = {k: v - a.consumed.get(k, 0.0) for k, v in b.consumed.items()}
+        cpu = {k: v - a.cpu.get(k, 0.0) for k, v in b.cpu.items()}  # seconds, by process
         return {
-            "cpu_percent": {
-                k: round(100 * (v - a.cpu.get(k, 0.0)) / wall, 1) for k, v in b.cpu.items()
-            },
-            "cpu_percent_total": round(
-                100 * sum(v - a.cpu.get(k, 0.0) for k, v in b.cpu.items()) / wall, 1
+            "cpu_percent": {k: round(100 * v / wall, 1) for k, v in cpu.items()},
+            "cpu_percent_total": round(100 * sum(cpu.values()) / wall, 1),
+            # What an order costs the system, the bench's own driver left out.
+            "cpu_ms_per_order": {k: round(1000 * v / per, 2) for k, v in cpu.items()},
+            "cpu_ms_per_order_system": round(
+                1000 * sum(v for k, v in cpu.items() if k != DRIVER) / per, 2
             ),
             "kafka_records_per_order": round(records / per, 2),
             "kafka_records_by_topic": {
@@ -970,6 +975,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         closed["caught_up_before_seconds"] = waited
         say(
             f"  {closed['confirmed_per_second']} confirmed orders/s, latency {closed['latency']},"
+            f" {closed['cpu_ms_per_order_system']} ms of CPU per order,"
             f" behind at the end: {closed['backlog_at_end_by_service'] or 0}"
         )
         report["closed_loop"] = closed
@@ -987,7 +993,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             step["ran_away"] = why
             steps.append(step)
             say(
-                f"  {step['confirmed_per_second']} confirmed/s, latency {step['latency']}"
+                f"  {step['confirmed_per_second']} confirmed/s, latency {step['latency']},"
+                f" {step['cpu_ms_per_order_system']} ms of CPU per order"
                 + (f"; ran away: {why}" if why else "")
             )
             if why:

@@ -1,5 +1,5 @@
 """PostgreSQL access: one async engine per service process, and Alembic migrations per schema."""
 
-from shared.db.engine import Database, is_transient
+from shared.db.engine import Database, is_transient, log_retry
 
-__all__ = ["Database", "is_transient"]
+__all__ = ["Database", "is_transient", "log_retry"]

@@ -1,6 +1,7 @@
 """The async engine and session factory of one service, bound to its own schema."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -76,4 +77,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["AsyncSession", "Database", "is_transient"]
+def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log a background loop's failed round that it will try again (a sweep, a dispatcher,
+    the relay, retention): a transient fault, such as the database restarting, as a
+    one-line warning, since it passes by itself; anything else as an error with its
+    traceback, since it will not."""
+    if is_transient(exc):
+        logger.warning("%s; transient fault, retrying: %r", what, exc)
+    else:
+        logger.error("%s", what, exc_info=exc)
+
+
+__all__ = ["AsyncSession", "Database", "is_transient", "log_retry"]

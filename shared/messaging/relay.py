@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, func, select
 
-from shared.db import Database, driver, is_transient
+from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
 from shared.metrics import OUTBOX_PUBLISHED
@@ -93,10 +93,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("outbox relay failed; retrying")
-                else:
-                    log.warning("outbox relay waiting for a transient fault: %s", exc)
+                log_retry(log, "outbox relay failed", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

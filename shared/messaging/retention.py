@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Table
 
-from shared.db import Database, driver
+from shared.db import Database, driver, log_retry
 from shared.metrics import MESSAGING_PRUNED
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class Retention:
                 await self.prune()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("pruning the outbox and inbox failed; trying again later")
+            except Exception as exc:
+                log_retry(log, "pruning the outbox and inbox failed", exc)
             await asyncio.sleep(self.interval_seconds)
 
     async def prune(self) -> dict[str, int]:

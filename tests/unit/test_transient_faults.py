@@ -1,10 +1,22 @@
 """Which faults are retried (transient) and which are not: a database that is shutting down
-or restarting is transient; a bug is not (and deciding must never raise)."""
+or restarting is transient; a bug is not (and deciding must never raise). Background loops
+log the first kind as a warning and the second as an error with its traceback."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
-from shared.db import is_transient
+from services.inventory.entrypoints.subscribers import hold_expiry_loop
+from services.orders.entrypoints.subscribers import expiry_loop
+from services.payments.entrypoints.loops import reminder_loop
+from shared.db import is_transient, log_retry
+from shared.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -23,3 +35,64 @@ def test_database_and_network_faults_are_transient(exc: BaseException) -> None:
 @pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), TypeError("bug")])
 def test_bugs_are_not_transient(exc: BaseException) -> None:
     assert not is_transient(exc)
+
+
+def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("tests.loop")
+    with caplog.at_level(logging.INFO, logger="tests.loop"):
+        log_retry(log, "sweep failed", ConnectionRefusedError(111, "Connect call failed"))
+        try:
+            raise ValueError("bad")
+        except ValueError as exc:
+            log_retry(log, "sweep failed", exc)
+    transient, bug = caplog.records
+    assert (transient.levelno, transient.exc_info) == (logging.WARNING, None)
+    assert "transient fault" in transient.getMessage()
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
+    assert bug.exc_info[0] is ValueError
+
+
+class _DatabaseGone:
+    """A unit of work whose every transaction fails as a restarting database's does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.third = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[None]:
+        self.calls += 1
+        if self.calls == 3:
+            self.third.set()
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+        yield
+
+
+@pytest.mark.parametrize(
+    ("loop", "logger"),
+    [
+        (lambda uow: hold_expiry_loop(uow, timedelta(minutes=30), 0.01), "services.inventory"),
+        (lambda uow: expiry_loop(uow, 0.01), "services.orders"),
+        (
+            lambda uow: reminder_loop(uow, Settings(payments_reminder_interval_seconds=0.01)),
+            "services.payments",
+        ),
+    ],
+    ids=["inventory holds", "orders expiry", "payments reminders"],
+)
+async def test_a_sweep_waits_out_a_restarting_database_with_warnings_not_errors(
+    loop: Callable[[Any], Coroutine[Any, Any, None]],
+    logger: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uow = _DatabaseGone()
+    with caplog.at_level(logging.INFO, logger=logger):
+        task = asyncio.create_task(loop(uow))
+        await asyncio.wait_for(uow.third.wait(), 5)  # it keeps trying
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    levels = {r.levelname for r in caplog.records}
+    assert levels == {"WARNING"}, [(r.levelname, r.getMessage()) for r in caplog.records]

@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 from services.inventory import handlers
+from shared.db import log_retry
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -35,6 +36,6 @@ async def hold_expiry_loop(uow: UnitOfWork, hold: timedelta, interval: float) ->
                 continue
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("hold expiry sweep failed")
+        except Exception as exc:
+            log_retry(log, "hold expiry sweep failed", exc)
         await asyncio.sleep(interval)

@@ -9,6 +9,7 @@ from services.notifications import handlers
 from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.dispatch import DeliveryPolicy, dispatch_once
 from services.notifications.domain.delivery import QuietHours
+from shared.db import log_retry
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -63,8 +64,8 @@ async def dispatch_loop(
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("sms dispatch failed; retrying")
+            except Exception as exc:
+                log_retry(log, "sms dispatch failed", exc)
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), interval)

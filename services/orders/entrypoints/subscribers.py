@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.orders import handlers
+from shared.db import log_retry
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -52,6 +53,6 @@ async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
                 continue
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("expiry sweep failed")
+        except Exception as exc:
+            log_retry(log, "expiry sweep failed", exc)
         await asyncio.sleep(interval)

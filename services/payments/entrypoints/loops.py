@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from services.payments import prepaid, reminders
 from services.payments.adapters.gateway import PaymentGateway
+from shared.db import log_retry
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -47,8 +48,8 @@ async def gateway_loop(
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("gateway sweep failed; retrying")
+            except Exception as exc:
+                log_retry(log, "gateway sweep failed", exc)
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), idle_seconds)
@@ -69,6 +70,6 @@ async def reminder_loop(uow: UnitOfWork, settings: Settings) -> None:
                 continue
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("reminder sweep failed")
+        except Exception as exc:
+            log_retry(log, "reminder sweep failed", exc)
         await asyncio.sleep(settings.payments_reminder_interval_seconds)

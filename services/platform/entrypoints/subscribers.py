@@ -12,6 +12,7 @@ from services.platform import handlers
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import pushes
 from services.platform.callbacks import CallbackPolicy, deliver_once
+from shared.db import log_retry
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -50,8 +51,8 @@ async def callback_loop(
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("status callbacks failed; retrying")
+            except Exception as exc:
+                log_retry(log, "status callbacks failed", exc)
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), interval)

@@ -214,7 +214,10 @@ def replay(
         bool, typer.Option(help="show what would be re-read, change nothing")
     ] = False,
     force: Annotated[
-        bool, typer.Option(help="try even while the group has active members")
+        bool,
+        typer.Option(
+            help="apply even while the group has active members, or has never read the topic"
+        ),
     ] = False,
 ) -> None:
     """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""

@@ -4,6 +4,11 @@ Safe by construction: every handler deduplicates by event id (the inbox, which k
 ids longer than Kafka keeps the records: shared/messaging/retention.py), so a replay
 re-reads and changes nothing that was already done; it is how operations make a service
 catch up on records it skipped or dead-lettered before a fix.
+
+A rewind is refused while the group has active members (Kafka would refuse the commit, and
+the service would overwrite it), and for a group that has never committed an offset on the
+topic: a mistyped group, or one whose service does not read the topic, would otherwise be
+"rewound" and nothing would happen. The refusal names the groups that do read it.
 """
 
 from dataclasses import asdict, dataclass
@@ -73,7 +78,14 @@ async def replay(
                 new = at[p.partition]
             plan.append(PartitionPlan(p.partition, p.committed, new, p.end))
         refused = None
-        if state.members and not force:
+        if not force and all(p.committed is None for p in current):
+            readers = await kafka_admin.groups_reading(bootstrap, topic)
+            refused = (
+                f"group {group} has no committed offset on {topic}: it has not read it "
+                f"(groups that have: {', '.join(readers) or 'none'}); check --group, "
+                "or pass --force to set a new group's offsets"
+            )
+        elif state.members and not force:
             refused = (
                 f"group {group} has {len(state.members)} active member(s) ({state.state}): "
                 "stop its service first, or pass --force"

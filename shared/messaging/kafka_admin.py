@@ -1,5 +1,5 @@
-"""The Kafka look-ups operations need: group membership, offsets, lag and resets, and how
-long topics keep their records.
+"""The Kafka look-ups operations need: group membership, which groups read a topic, offsets,
+lag and resets, and how long topics keep their records.
 
 aiokafka's ``describe_consumer_groups`` decodes version-3 answers with the version-2 schema
 and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
@@ -70,6 +70,22 @@ async def describe_group(
         response = await admin._client.send(node, _DescribeGroups([group]))
         _error, group_id, state, *_rest, members = response.groups[0]
         return GroupState(group_id, state, [m[0] for m in members])
+    finally:
+        await admin.close()
+
+
+async def groups_reading(bootstrap: str, topic: str, settings: Settings | None = None) -> list[str]:
+    """The consumer groups that have committed an offset on ``topic``, sorted: the groups
+    that read it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
+    try:
+        await admin.start()
+        found = []
+        for group, _protocol in await admin.list_consumer_groups():
+            committed = await admin.list_consumer_group_offsets(group)
+            if any(tp.topic == topic for tp in committed):
+                found.append(group)
+        return sorted(found)
     finally:
         await admin.close()
 

@@ -121,9 +121,26 @@ async def settled(
         await asyncio.sleep(1.0)
 
 
+async def read_by(caravan: System, topic: Topic) -> list[str]:
+    """Once an order's saga has run, the groups that have committed an offset on ``topic``
+    (every group whose service reads it among them)."""
+    from tests.e2e.test_saga import order
+
+    req = order()
+    await caravan.request(req)
+    await caravan.outcome(await caravan.placed(req.order_ref))
+    readers = {g for g, topics in consumed(caravan).items() if topic in topics}
+    return await until(
+        lambda: kafka_admin.groups_reading(caravan.infra.kafka_bootstrap, topic.value),
+        f"{sorted(readers)} to commit an offset on {topic.value}",
+        ready=lambda found: readers <= set(found),
+    )
+
+
 async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
     caravan: System,
 ) -> None:
+    assert "caravan-inventory" in await read_by(caravan, Topic.ORDER_EVENTS)
     done = await cli(
         caravan,
         "replay",
@@ -161,6 +178,35 @@ async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
         ("test-operator", True, True),
         ("test-operator", False, True),
     ]
+
+
+async def committed(caravan: System, group: str, topic: str) -> list[int | None]:
+    async with kafka_admin.group_client(caravan.infra.kafka_bootstrap, group) as consumer:
+        return [p.committed for p in await kafka_admin.offsets(consumer, topic)]
+
+
+async def test_replay_for_a_group_that_never_read_the_topic_is_refused_naming_those_that_did(
+    caravan: System,
+) -> None:
+    """A mistyped group (``orders`` for ``caravan-orders``), or the group of a service that
+    does not read the topic, would be "rewound" and nothing would be read again."""
+    topic = Topic.ORDER_REQUESTS.value
+    readers = await read_by(caravan, Topic.ORDER_REQUESTS)
+    assert "caravan-orders" in readers and "caravan-inventory" not in readers
+    typo = f"orders-{uuid.uuid4().hex[:8]}"
+    for group in (typo, "caravan-inventory"):
+        done = await cli(caravan, "replay", "--topic", topic, "--group", group, "--earliest")
+        assert done.returncode == 2, done.stdout + done.stderr
+        out = " ".join(done.stdout.split())
+        assert f"refused: group {group} has no committed offset on {topic}" in out, out
+        assert f"(groups that have: {', '.join(readers)})" in out, out
+        assert set(await committed(caravan, group, topic)) == {None}
+    # --force lifts the refusal (a dry run, to leave no group behind).
+    done = await cli(
+        caravan, "replay", "--topic", topic, "--group", typo, "--earliest", "--force", "--dry-run"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "refused" not in done.stdout and "nothing changed (dry run)" in done.stdout
 
 
 async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) -> None:

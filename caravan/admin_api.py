@@ -6,12 +6,10 @@ from typing import Any
 
 import httpx
 import typer
-from rich.console import Console
 
+from caravan.output import console
 from shared.http import bearer_headers
 from shared.settings import Settings
-
-console = Console()
 
 
 def auth_headers() -> dict[str, str]:

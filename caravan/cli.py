@@ -13,15 +13,14 @@ from urllib.parse import unquote
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from caravan import inventory_cli, payments_cli, system, tokens_cli
+from caravan import inventory_cli, output, payments_cli, system, tokens_cli
 from caravan.admin_api import auth_headers
 from caravan.demo import run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
+from caravan.output import console
 from caravan.seeding import load
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
@@ -32,7 +31,6 @@ logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 app = typer.Typer(
     help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True
 )
-console = Console()
 DEMO_SEED = system.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
 
 
@@ -238,13 +236,16 @@ def replay(
         )
     except (ValueError, LookupError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    table = Table(title=f"{'dry run: ' if dry_run else ''}replay of {topic} for {group}")
-    for column in ("partition", "current offset", "new offset", "end offset", "records re-read"):
-        table.add_column(column, justify="right")
+    headers = ("partition", "current offset", "new offset", "end offset", "records re-read")
+    table = output.table(
+        *headers,
+        title=f"{'dry run: ' if dry_run else ''}replay of {topic} for {group}",
+        right=headers,
+    )
     for p in result.plan:
         current = "-" if p.current is None else str(p.current)
         table.add_row(str(p.partition), current, str(p.new), str(p.end), str(p.reread))
-    console.print(table)
+    output.show(table)
     console.print(
         f"group {group}: {result.group_state}, {result.members} member(s); "
         f"{result.total} record(s) to re-read"
@@ -270,14 +271,21 @@ def stuck(
     if response.status_code != 200:
         console.print(f"[red]{found.get('title')}[/red]: {found.get('detail')}")
         raise typer.Exit(1)
-    table = Table(title=f"{len(found['orders'])} order(s) pending over {older_than:.0f}s")
-    for column in ("order", "ref", "source", "placed", "stock", "payment"):
-        table.add_column(column)
+    table = output.table(
+        "order",
+        "ref",
+        "source",
+        "placed",
+        "stock",
+        "payment",
+        title=f"{len(found['orders'])} order(s) pending over {older_than:.0f}s",
+        whole=("order", "ref", "placed"),
+    )
     for o in found["orders"]:
         table.add_row(
             o["order_id"], o["order_ref"], o["source"], o["placed_at"], o["stock"], o["payment"]
         )
-    console.print(table)
+    output.show(table)
 
 
 @app.command()
@@ -319,9 +327,16 @@ SinceOpt = Annotated[datetime | None, typer.Option(help="dead-lettered at or aft
 def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
     """List dead letters (id, time, original coordinates, error, consumer group)."""
     letters = _letters(topic, error, since)
-    table = Table(title=f"{len(letters)} dead letter(s)")
-    for column in ("id", "time", "from", "error", "group", "message"):
-        table.add_column(column)
+    table = output.table(
+        "id",
+        "time",
+        "from",
+        "error",
+        "group",
+        "message",
+        title=f"{len(letters)} dead letter(s)",
+        whole=("id",),
+    )
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
         message = d.headers.get("dlq.error.message", "")[:60]
@@ -333,7 +348,7 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
             d.headers.get("dlq.group", ""),
             message,
         )
-    console.print(table)
+    output.show(table)
 
 
 @dlq_app.command("show")

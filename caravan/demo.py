@@ -13,8 +13,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from caravan import output
 from caravan.system import simulator
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
@@ -75,7 +75,7 @@ async def run_demo(
     console: Console | None = None,
 ) -> list[Outcome]:
     """Publish ``count`` orders as a storefront would and follow each to its terminal event."""
-    console = console or Console()
+    console = console or output.console
     run_id = uuid.uuid4().hex[:6]
     source = "storefront/caravan-demo"
     orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
@@ -159,7 +159,7 @@ async def run_platform_demo(
 ) -> list[Outcome]:
     """Push ``count`` orders from the platform simulator (started here, for the configured
     ``app``) through the running adapter, and follow them until the platform is told."""
-    console = console or Console()
+    console = console or output.console
     config = settings.platform_apps[app]
     port = httpx.URL(config.api_url).port or 80
     adapter = f"http://{settings.http_host}:{settings.platform_http_port}"
@@ -219,13 +219,10 @@ def _summary(
     console: Console, outcomes: list[Outcome], title: str = "Demo orders by outcome"
 ) -> None:
     counts = Counter((o.status, o.reason or "") for o in outcomes)
-    table = Table(title=title)
-    table.add_column("status")
-    table.add_column("reason")
-    table.add_column("orders", justify="right")
+    table = output.table("status", "reason", "orders", title=title, right=("orders",))
     for (status, reason), n in sorted(counts.items()):
         table.add_row(status, reason, str(n))
-    console.print(table)
+    output.show(table, console)
 
 
 __all__ = ["CloudEvent", "Outcome", "run_demo"]

@@ -6,14 +6,14 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from caravan import output
 from caravan.admin_api import call
+from caravan.output import console
 from shared.settings import Settings
 
 app = typer.Typer(help="Inventory: harvest lots, stock and spoilage.", no_args_is_help=True)
-console = Console(soft_wrap=True)
 
 Url = Annotated[
     str | None, typer.Option("--url", help="inventory admin API (default: from the settings)")
@@ -32,17 +32,29 @@ def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, A
     return call(_base(url), "inventory", method, path, **kwargs)
 
 
+def _state(lot: dict[str, Any]) -> str:
+    return "expired" if lot["expired"] else "in season" if lot["in_season"] else "not yet"
+
+
+def _lot_line(lot: dict[str, Any]) -> str:
+    """One lot on one line, as one SKU's stock is (a table of one row is mostly headers)."""
+    counters = ", ".join(f"{c} {lot[c]}" for c in COUNTERS)
+    return (
+        f"{lot['lot_id']} ({lot['sku']}): {counters}; "
+        f"{_state(lot)}, {lot['available_from']} to {lot['best_before']}"
+    )
+
+
 def _lots_table(lots: list[dict[str, Any]]) -> Table:
-    table = Table("lot", "sku", *COUNTERS, "available_from", "best_before", "state")
+    """A SKU's lots (the SKU is said on the line above)."""
+    table = output.table("lot", *COUNTERS, "available_from", "best_before", "state", whole=("lot",))
     for lot in lots:
-        state = "expired" if lot["expired"] else "in season" if lot["in_season"] else "not yet"
         table.add_row(
             lot["lot_id"],
-            lot["sku"],
             *(str(lot[c]) for c in COUNTERS),
             lot["available_from"],
             lot["best_before"],
-            state,
+            _state(lot),
         )
     return table
 
@@ -59,20 +71,20 @@ def stock(
             f"{body['sku']}: "
             + ", ".join(f"{c} {body[c]}" for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
-        console.print(_lots_table(body["lots"]))
+        output.show(_lots_table(body["lots"]))
         return
-    table = Table("sku", *COUNTERS, "sellable", "expired_unsold")
+    table = output.table("sku", *COUNTERS, "sellable", "expired_unsold", whole=("sku",))
     for item in _call(url, "GET", "/stock")["skus"]:
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
-    console.print(table)
+    output.show(table)
 
 
 @app.command()
 def lot(lot_id: str, url: Url = None) -> None:
     """One lot's counters."""
-    console.print(_lots_table([_call(url, "GET", f"/lots/{lot_id}")]))
+    console.print(_lot_line(_call(url, "GET", f"/lots/{lot_id}")))
 
 
 @app.command("add-lot")
@@ -92,7 +104,7 @@ def add_lot(
         "available_from": available_from,
         "best_before": best_before,
     }
-    console.print(_lots_table([_call(url, "POST", "/lots", json=body)]))
+    console.print(_lot_line(_call(url, "POST", "/lots", json=body)))
 
 
 @app.command()
@@ -116,7 +128,7 @@ def adjust(
     )
     if not body["applied"]:
         console.print(f"adjustment {body['adjustment_id']} was already applied")
-    console.print(_lots_table([body["lot"]]))
+    console.print(_lot_line(body["lot"]))
 
 
 @app.command()
@@ -125,7 +137,14 @@ def spoiled(
 ) -> None:
     """Spoiled quantities per lot: returned after expiry, and left unsold past best_before."""
     body = _call(url, "GET", "/reports/spoiled", params={"sku": sku} if sku else None)
-    table = Table("lot", "sku", "best_before", "spoiled", "expired_unsold")
+    table = output.table(
+        "lot",
+        "sku",
+        "best_before",
+        "spoiled",
+        "expired_unsold",
+        whole=("lot", "sku", "best_before"),
+    )
     for item in body["lots"]:
         table.add_row(
             item["lot_id"],
@@ -134,7 +153,7 @@ def spoiled(
             str(item["spoiled"]),
             str(item["expired_unsold"]),
         )
-    console.print(table)
+    output.show(table)
     console.print(
         f"as of {body['day']}: spoiled {body['spoiled']}, expired unsold {body['expired_unsold']}"
     )

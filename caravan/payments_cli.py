@@ -5,14 +5,13 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from caravan import output
 from caravan.admin_api import call
+from caravan.output import console
 from shared.settings import Settings
 
 app = typer.Typer(help="Payments: credit lines, microloans and repayments.", no_args_is_help=True)
-console = Console(soft_wrap=True)
 
 Url = Annotated[
     str | None, typer.Option("--url", help="payments admin API (default: from the settings)")
@@ -69,7 +68,9 @@ def _show_loan(loan: dict[str, Any]) -> None:
         f"{loan['outstanding_fen']}, left to pay {loan['remaining_fen']}, "
         f"overdue {loan['overdue_fen']}"
     )
-    table = Table("#", "due", "amount_fen", "interest_fen", "paid_fen", "overdue")
+    table = output.table(
+        "#", "due", "amount_fen", "interest_fen", "paid_fen", "overdue", whole=("due",)
+    )
     for i in loan["schedule"]:
         table.add_row(
             str(i["number"]),
@@ -79,7 +80,7 @@ def _show_loan(loan: dict[str, Any]) -> None:
             str(i["paid_fen"]),
             "yes" if i["overdue"] else "",
         )
-    console.print(table)
+    output.show(table)
 
 
 @app.command("loan")

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from caravan import output
+from caravan.output import console
 from shared.auth import audit, tokens
 from shared.settings import DEV_TOKEN_FILE
 
 app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
-console = Console(soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -117,12 +116,17 @@ def list_tokens() -> None:
         return await tokens.listing(conn)
 
     found = asyncio.run(_in_tx(_database_url(), work))
-    table = Table(title=f"{len(found)} token(s)")
-    for column in ("name", "scopes", "created", "revoked"):
-        table.add_column(column)
+    table = output.table(
+        "name",
+        "scopes",
+        "created",
+        "revoked",
+        title=f"{len(found)} token(s)",
+        whole=("name", "created", "revoked"),
+    )
     for t in found:
         revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else ""
         table.add_row(
             t.name, " ".join(t.scopes), t.created_at.isoformat(timespec="seconds"), revoked
         )
-    console.print(table)
+    output.show(table)

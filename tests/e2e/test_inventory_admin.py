@@ -134,8 +134,13 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     shown = runner.invoke(inventory_cli, ["stock", sku, *url])
     assert shown.exit_code == 0, shown.output
     assert f"{sku}: received 10, available 10" in shown.output
-    assert runner.invoke(inventory_cli, ["lot", f"{sku}-1", *url]).exit_code == 0
-    assert runner.invoke(inventory_cli, ["stock", *url]).exit_code == 0
+    one = runner.invoke(inventory_cli, ["lot", f"{sku}-1", *url])
+    assert one.exit_code == 0, one.output
+    assert f"{sku}-1 ({sku}): received 10, available 10, reserved 0" in one.output
+    # Every SKU whole, though the output (not a terminal) is 80 columns wide.
+    every = runner.invoke(inventory_cli, ["stock", *url])
+    assert every.exit_code == 0, every.output
+    assert sku in every.output and "…" not in every.output, every.output
     report = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
     assert report.exit_code == 0 and "spoiled 0, expired unsold 0" in report.output
     missing = runner.invoke(inventory_cli, ["stock", "INV-NO-SUCH-SKU", *url])

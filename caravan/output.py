@@ -1,0 +1,60 @@
+"""How the ``caravan`` commands print: one console, and tables that never cut a cell short.
+
+Rich shortens a cell that does not fit the terminal to "…", which in an 80-column terminal
+turned ``SWN-PEPPER-CAYENNE-1KG`` and ``SWN-PEPPER-POWDER-250G`` into the same ``SWN-PE…``
+and a token's creation time into ``2026-12-03T09:12:28+00:…``. Here a table's ``whole``
+columns (the ids an operator copies) never wrap, so the others give way first, and a cell
+that must give way folds onto more lines instead of losing its end. A table whose whole
+columns leave too little room for the others is printed wider than the terminal (its lines
+wrap there; piped, nothing changes). The console does not wrap printed lines itself
+(``soft_wrap``): a long URL or path stays one line to copy.
+"""
+
+from collections.abc import Collection
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Column, Table
+
+console = Console(soft_wrap=True)
+
+FOLDED_WIDTH = 4
+"""The least a column that may fold is given before a table is printed wider instead."""
+
+
+def table(
+    *headers: str,
+    title: str | None = None,
+    whole: Collection[str] = (),
+    right: Collection[str] = (),
+) -> Table:
+    """A table of ``headers``: the ``whole`` columns kept on one line, the ``right`` ones
+    right-justified (numbers), no cell ever shortened to "…". Print it with :func:`show`."""
+    for name in (*whole, *right):
+        if name not in headers:
+            raise ValueError(f"no column {name!r} in {headers}")
+    columns = [
+        Column(h, no_wrap=h in whole, overflow="fold", justify="right" if h in right else "left")
+        for h in headers
+    ]
+    return Table(*columns, title=title)
+
+
+def show(table: Table, on: Console = console) -> None:
+    """Print ``table`` as wide as the terminal, or wider where its whole columns need it."""
+    need = 1  # the left edge; each column adds its padding and a rule
+    for column in table.columns:
+        if column.no_wrap:
+            texts = [str(column.header), *(str(cell) for cell in column.cells)]
+            need += max(cell_len(t) for t in texts) + 3
+        else:
+            need += FOLDED_WIDTH + 3
+    if need <= on.width:
+        on.print(table)
+        return
+    narrow = on.width
+    on.width = need  # Console.print's own width may only narrow it
+    try:
+        on.print(table)
+    finally:
+        on.width = narrow

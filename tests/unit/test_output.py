@@ -1,0 +1,53 @@
+"""The commands' tables never shorten a cell to "…": ids stay whole, other cells fold, and a
+table whose ids leave the others too little room is printed wider than the terminal."""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from caravan import output
+
+SKUS = ["SWN-PEPPER-CAYENNE-1KG", "SWN-PEPPER-POWDER-250G"]
+COUNTERS = ["received", "available", "reserved", "sold", "spoiled", "sellable", "expired_unsold"]
+
+
+def shown(table: object, width: int) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
+    output.show(table, console)  # type: ignore[arg-type]
+    return console.export_text()
+
+
+def stock(width: int) -> str:
+    table = output.table("sku", *COUNTERS, whole=("sku",), right=COUNTERS)
+    for sku in SKUS:
+        table.add_row(sku, *("12345" for _ in COUNTERS))
+    return shown(table, width)
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_ids_stay_whole_on_one_line_and_no_cell_is_cut_short(width: int) -> None:
+    text = stock(width)
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    for sku in SKUS:
+        assert sum(sku in line for line in text.splitlines()) == 1
+    # Folded or not, no digit of a figure is lost.
+    digits = sum(c.isdigit() for c in text) - sum(c.isdigit() for c in "".join(SKUS))
+    assert digits == len(SKUS) * len(COUNTERS) * len("12345")
+
+
+def test_ids_that_leave_the_other_columns_no_room_make_the_table_wider() -> None:
+    letter = "orders.requests.v1.dlq:2:4711"
+    table = output.table("id", "origin", "error", "message", whole=("id", "origin"))
+    table.add_row(letter, letter, "not_cloudevent", "source: Field required; time: Field required")
+    text = shown(table, 40)
+    assert "…" not in text
+    assert sum(letter in line for line in text.splitlines()) == 1  # both ids on one line
+    assert max(len(line) for line in text.splitlines()) > 40
+    assert "not_" in text and "sour" in text  # the other columns still show
+
+
+def test_a_whole_or_right_column_must_be_one_of_the_headers() -> None:
+    with pytest.raises(ValueError, match="no column 'id'"):
+        output.table("sku", "sold", whole=("id",))

@@ -39,11 +39,18 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResp
 
 
 def field_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
-    """Validation errors as ``[{field, message}]``, fields as dotted paths."""
-    return [
-        {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
-        for e in exc.errors()
-    ]
+    """Validation errors as ``[{field, message}]``, fields as dotted paths; a body that is
+    not JSON is the field ``body``, with where the parser stopped."""
+    found = []
+    for e in exc.errors():
+        if e["type"] == "json_invalid":
+            at = e["loc"][-1]
+            why = e.get("ctx", {}).get("error", "")
+            found.append({"field": "body", "message": f"not JSON: {why} at character {at}"})
+            continue
+        field = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+        found.append({"field": field, "message": e["msg"]})
+    return found
 
 
 def invalid(

@@ -65,6 +65,16 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
     assert "lines" in fields
     missing_key = await http.post("/orders", json=BODY)
     assert missing_key.status_code == 422
+    not_json = await http.post(
+        "/orders",
+        content=b'{"buyer": ',
+        headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+    )
+    assert not_json.status_code == 422
+    assert not_json.headers["content-type"].startswith("application/problem+json")
+    assert not_json.json()["errors"] == [
+        {"field": "body", "message": "not JSON: Expecting value at character 10"}
+    ]
     assert (
         await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=key) == 0
     )

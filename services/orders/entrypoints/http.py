@@ -61,9 +61,10 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         dependencies=[require("orders:write")],
         responses=problems(
             {
-                400: "the body is not JSON",
+                400: "the body cannot be decoded (it is not UTF-8)",
                 409: "this Idempotency-Key was used for a different body",
-                422: f"{BAD_INPUT}, or the body's order_ref differs from the Idempotency-Key",
+                422: f"{BAD_INPUT} (or is not JSON), or the body's order_ref differs from the"
+                " Idempotency-Key",
             }
         ),
     )

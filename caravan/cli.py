@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 import httpx
 import typer
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from caravan import inventory_cli, output, payments_cli, system, tokens_cli
@@ -22,6 +23,8 @@ from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.output import console
 from caravan.seeding import load
+from services.inventory.handlers import DanglingSeed
+from shared.http import field_errors
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
 
@@ -38,7 +41,22 @@ def _seed_file(path: Path | None) -> SeedFile:
     chosen = path or DEMO_SEED
     if not chosen.exists():
         raise typer.BadParameter(f"{chosen} does not exist")
-    return SeedFile.load(chosen)
+    try:
+        return SeedFile.load(chosen)
+    except ValidationError as exc:
+        errors = field_errors(exc, whole="file")
+        said = "\n".join(f"  {e['field']}: {e['message']}" for e in errors)
+        raise typer.BadParameter(
+            f"{chosen} is not a seed file as CONTRACT.md describes ({len(errors)} error(s)):\n"
+            + said
+        ) from exc
+
+
+def _load(database_url: str, data: SeedFile) -> None:
+    try:
+        asyncio.run(load(database_url, data))
+    except DanglingSeed as exc:
+        raise typer.BadParameter(f"nothing seeded: {exc}") from exc
 
 
 def _database_url() -> str:
@@ -124,7 +142,7 @@ def up(
         )
         if demo:
             seed = _seed_file(seed_file)
-            asyncio.run(load(infra.database_url, seed))
+            _load(infra.database_url, seed)
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
         while True:
@@ -154,7 +172,7 @@ def prepare() -> None:
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
     data = _seed_file(file)
-    asyncio.run(load(_database_url(), data))
+    _load(_database_url(), data)
     console.print(
         f"seeded {len(data.sellers)} sellers, {len(data.products)} products, "
         f"{len(data.lots)} lots, {len(data.buyers)} buyers"
@@ -182,7 +200,7 @@ def demo(
             "--platform-orders needs an app in CARAVAN_PLATFORM_APPS (see the README), "
             "the same the running services were started with"
         )
-    asyncio.run(load(_database_url(), data))
+    _load(_database_url(), data)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
     if platform_orders and app_name is not None:

@@ -38,18 +38,21 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResp
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
-def field_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
-    """Validation errors as ``[{field, message}]``, fields as dotted paths; a body that is
-    not JSON is the field ``body``, with where the parser stopped."""
+def field_errors(
+    exc: ValidationError | RequestValidationError, whole: str = "body"
+) -> list[dict[str, str]]:
+    """Validation errors as ``[{field, message}]``, fields as dotted paths; a document that
+    is not JSON is the field ``whole`` (a request's body, a file), with where the parser
+    stopped."""
     found = []
     for e in exc.errors():
+        path = [str(p) for p in e["loc"] if p != "body"]
         if e["type"] == "json_invalid":
-            at = e["loc"][-1]
+            at = f" at character {path[-1]}" if path else ""  # a body's loc ends with it
             why = e.get("ctx", {}).get("error", "")
-            found.append({"field": "body", "message": f"not JSON: {why} at character {at}"})
-            continue
-        field = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
-        found.append({"field": field, "message": e["msg"]})
+            found.append({"field": whole, "message": f"not JSON: {why}{at}"})
+        else:
+            found.append({"field": ".".join(path) or whole, "message": e["msg"]})
     return found
 
 

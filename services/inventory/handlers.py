@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.repository import StockRepository
@@ -153,8 +154,34 @@ async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int
     return len(due)
 
 
+class DanglingSeed(LookupError):
+    """A seed file's products name sellers, or its lots SKUs, that neither the file nor the
+    database has."""
+
+
+async def _unknown(tx: Tx, column: Column[str], wanted: set[str]) -> set[str]:
+    """Those of ``wanted`` that ``column`` does not hold."""
+    if not wanted:
+        return set()
+    found = await tx.conn.execute(select(column).where(column.in_(sorted(wanted))))
+    return wanted - set(found.scalars())
+
+
 async def load_seed(tx: Tx, seed: SeedFile) -> None:
-    """Upsert sellers and products; add lots that are new. Loading twice changes nothing."""
+    """Upsert sellers and products; add lots that are new. Loading twice changes nothing.
+    A product whose seller, or a lot whose SKU, is neither in the file nor already loaded
+    fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written."""
+    sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
+    skus_named = {lot.sku for lot in seed.lots} - {p.sku for p in seed.products}
+    no_seller = await _unknown(tx, sellers.c.seller_id, sellers_named)
+    no_sku = await _unknown(tx, products.c.sku, skus_named)
+    dangling = [
+        f"product {p.sku}: no seller {p.seller_id}"
+        for p in seed.products
+        if p.seller_id in no_seller
+    ] + [f"lot {lot.lot_id}: no product {lot.sku}" for lot in seed.lots if lot.sku in no_sku]
+    if dangling:
+        raise DanglingSeed("; ".join(dangling))
     for seller in seed.sellers:
         values = {"name": seller.name, "county": seller.county, "phone": seller.phone}
         await tx.conn.execute(

@@ -1,0 +1,108 @@
+"""``caravan seed`` on the running system: a file loads once (again changes nothing), and a
+file that is not a seed file, or names sellers or SKUs nobody has, is refused whole, every
+error named, nothing written."""
+
+import json
+import uuid
+from pathlib import Path
+
+from tests.e2e.test_ops import cli
+from tests.harness import System
+
+
+def write(tmp_path: Path, body: object) -> str:
+    path = tmp_path / f"seed-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(body if isinstance(body, str) else json.dumps(body))
+    return str(path)
+
+
+def seller(sid: str) -> dict[str, str]:
+    return {
+        "id": sid,
+        "name": "Sandaohezi cooperative",
+        "county": "Shawan",
+        "phone": "+8613000000001",
+    }
+
+
+def product(sku: str, sid: str) -> dict[str, object]:
+    return {"sku": sku, "seller_id": sid, "unit_price_fen": 3500, "name": {"en": sku}}
+
+
+def lot(lot_id: str, sku: str) -> dict[str, object]:
+    return {
+        "lot_id": lot_id,
+        "sku": sku,
+        "quantity": 50,
+        "available_from": "2026-09-01",
+        "best_before": "2027-08-31",
+    }
+
+
+async def counts(caravan: System, tag: str) -> tuple[int, int, int]:
+    like = f"%{tag}%"
+    return (
+        await caravan.scalar(
+            "select count(*) from inventory.sellers where seller_id like :t", t=like
+        ),
+        await caravan.scalar("select count(*) from inventory.products where sku like :t", t=like),
+        await caravan.scalar("select count(*) from inventory.lots where lot_id like :t", t=like),
+    )
+
+
+async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_loaded(
+    caravan: System, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    first = write(
+        tmp_path,
+        {
+            "sellers": [seller(f"S-{tag}")],
+            "products": [product(f"P-{tag}", f"S-{tag}")],
+            "lots": [lot(f"L1-{tag}", f"P-{tag}")],
+        },
+    )
+    for _ in range(2):
+        done = await cli(caravan, "seed", first)
+        assert done.returncode == 0, done.stderr
+        assert "seeded 1 sellers, 1 products, 1 lots, 0 buyers" in done.stdout
+        assert await counts(caravan, tag) == (1, 1, 1)
+    # A later file with only a lot, of the product loaded before.
+    later = write(tmp_path, {"lots": [lot(f"L2-{tag}", f"P-{tag}")]})
+    done = await cli(caravan, "seed", later)
+    assert done.returncode == 0, done.stderr
+    assert await counts(caravan, tag) == (1, 1, 2)
+
+
+async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(
+    caravan: System, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    bad = {"sellers": [{"id": f"S-{tag}"}], "lots": [{**lot(f"L-{tag}", "X"), "quantity": -1}]}
+    done = await cli(caravan, "seed", write(tmp_path, bad))
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "is not a seed file as CONTRACT.md describes (4 error(s))" in said, said
+    for field in ("sellers.0.name", "sellers.0.county", "sellers.0.phone", "lots.0.quantity"):
+        assert f"{field}: " in said, said
+    done = await cli(caravan, "seed", write(tmp_path, '{"sellers": ['))
+    assert done.returncode == 2 and "file: not JSON: " in done.stderr, done.stderr
+    assert await counts(caravan, tag) == (0, 0, 0)
+
+
+async def test_a_file_naming_sellers_or_skus_nobody_has_loads_nothing(
+    caravan: System, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    dangling = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"NOBODY-{tag}")],
+        "lots": [lot(f"L-{tag}", f"NO-SKU-{tag}")],
+    }
+    done = await cli(caravan, "seed", write(tmp_path, dangling))
+    assert done.returncode == 2, done.stdout
+    said = " ".join(done.stderr.split())
+    assert f"nothing seeded: product P-{tag}: no seller NOBODY-{tag}" in said, said
+    assert f"lot L-{tag}: no product NO-SKU-{tag}" in said, said
+    assert await counts(caravan, tag) == (0, 0, 0)  # not even the seller that was fine

@@ -8,7 +8,9 @@ catch up on records it skipped or dead-lettered before a fix.
 A rewind is refused while the group has active members (Kafka would refuse the commit, and
 the service would overwrite it), and for a group that has never committed an offset on the
 topic: a mistyped group, or one whose service does not read the topic, would otherwise be
-"rewound" and nothing would happen. The refusal names the groups that do read it.
+"rewound" and nothing would happen. The refusal names the groups that do read it; ``force``
+sets the offsets anyway (a group whose offsets Kafka expired after it stayed empty for
+``offsets.retention.minutes``, seven days by default).
 """
 
 from dataclasses import asdict, dataclass
@@ -81,9 +83,10 @@ async def replay(
         if not force and all(p.committed is None for p in current):
             readers = await kafka_admin.groups_reading(bootstrap, topic)
             refused = (
-                f"group {group} has no committed offset on {topic}: it has not read it "
-                f"(groups that have: {', '.join(readers) or 'none'}); check --group, "
-                "or pass --force to set a new group's offsets"
+                f"group {group} has no committed offset on {topic}: it has not read it, "
+                "or Kafka has expired its offsets (a group empty for longer than the "
+                f"broker's offsets.retention.minutes) (groups that have: "
+                f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
             )
         elif state.members and not force:
             refused = (

@@ -1,5 +1,5 @@
 """``python -m caravan``: the command line."""
 
-from caravan.cli import app
+from caravan.cli import main
 
-app()
+main()

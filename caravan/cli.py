@@ -8,16 +8,18 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import unquote
 
 import httpx
 import typer
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from caravan import inventory_cli, output, payments_cli, system, tokens_cli
-from caravan.admin_api import auth_headers
+from caravan.admin_api import call
 from caravan.demo import run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
@@ -35,6 +37,25 @@ app = typer.Typer(
     help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True
 )
 DEMO_SEED = system.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
+
+
+def main() -> None:
+    """The ``caravan`` command. A part of the system that a command cannot reach (Kafka,
+    PostgreSQL, a service's HTTP API, at the addresses the environment names) is said in
+    one line, exit 2, rather than in a traceback."""
+    try:
+        app()
+    except KafkaConnectionError as exc:
+        _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
+    except httpx.TransportError as exc:
+        _unreachable("a service's HTTP API", exc)
+    except (ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        _unreachable("PostgreSQL", exc)
+
+
+def _unreachable(what: str, exc: Exception) -> NoReturn:
+    console.print(f"[red]cannot reach {what}[/red]: {exc}. Is the system up (`caravan up`)?")
+    raise SystemExit(2)
 
 
 def _seed_file(path: Path | None) -> SeedFile:
@@ -281,14 +302,13 @@ def stuck(
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
     settings = Settings()
-    url = f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders"
-    response = httpx.get(
-        url, params={"older_than_seconds": older_than}, headers=auth_headers(), timeout=10
+    found = call(
+        f"http://{settings.http_host}:{settings.http_port}",
+        "orders",
+        "GET",
+        "/ops/stuck-orders",
+        params={"older_than_seconds": older_than},
     )
-    found = response.json()
-    if response.status_code != 200:
-        console.print(f"[red]{found.get('title')}[/red]: {found.get('detail')}")
-        raise typer.Exit(1)
     table = output.table(
         "order",
         "ref",

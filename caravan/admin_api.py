@@ -17,7 +17,8 @@ def auth_headers() -> dict[str, str]:
 
 
 def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """``method path`` on ``base``; an unreachable API exits 2, a problem answer exits 1."""
+    """``method path`` on ``base``; an unreachable API exits 2, a problem answer exits 1
+    (printed with the fields at fault, if any)."""
     try:
         headers = {**auth_headers(), **kwargs.pop("headers", {})}
         response = httpx.request(method, base + path, timeout=10, headers=headers, **kwargs)
@@ -27,5 +28,7 @@ def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict
     body: dict[str, Any] = response.json()
     if response.status_code >= 400:
         console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
+        for error in body.get("errors", []):  # a 422's fields at fault
+            console.print(f"  {error['field']}: {error['message']}")
         raise typer.Exit(1)
     return body

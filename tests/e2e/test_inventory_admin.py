@@ -143,5 +143,21 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     assert sku in every.output and "…" not in every.output, every.output
     report = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
     assert report.exit_code == 0 and "spoiled 0, expired unsold 0" in report.output
+    backwards = runner.invoke(
+        inventory_cli,
+        [
+            "add-lot",
+            f"{sku}-2",
+            sku,
+            "5",
+            "--from",
+            str(today),
+            "--best-before",
+            "2000-01-01",
+            *url,
+        ],
+    )
+    assert backwards.exit_code == 1, backwards.output
+    assert "body: Value error, best_before is before available_from" in backwards.output
     missing = runner.invoke(inventory_cli, ["stock", "INV-NO-SUCH-SKU", *url])
     assert missing.exit_code == 1 and "Unknown SKU" in missing.output

@@ -112,5 +112,6 @@ def repay(
     console.print(
         f"repayment {key}: {body['amount_fen']} fen ({body['principal_fen']} principal, "
         f"{body['interest_fen']} interest)"
+        + ("" if body["created"] else "; already recorded under this key, nothing changed")
     )
     _show_loan(body["loan"])

@@ -35,6 +35,10 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     assert code == 0 and "left to pay 3000" in out
     code, out = await cli("repay", loan_id, "--amount", "1000", "--key", "cli-1")
     assert code == 0 and "1000 fen (1000 principal, 0 interest)" in out
+    assert "already recorded" not in out
+    code, out = await cli("repay", loan_id, "--amount", "1000", "--key", "cli-1")  # a retry
+    assert code == 0 and "left to pay 2000" in out
+    assert "1000 fen (1000 principal, 0 interest); already recorded under this key" in out
     code, out = await cli("repay", loan_id)
     assert code == 0 and "(repaid)" in out
     code, out = await cli("credit-show", who)

@@ -73,9 +73,10 @@ def _seed_file(path: Path | None) -> SeedFile:
         ) from exc
 
 
-def _load(database_url: str, data: SeedFile) -> None:
+def _load(database_url: str, data: SeedFile) -> list[str]:
+    """Load ``data``; what it held that was left as it was (lots loaded before)."""
     try:
-        asyncio.run(load(database_url, data))
+        return asyncio.run(load(database_url, data))
     except DanglingSeed as exc:
         raise typer.BadParameter(f"nothing seeded: {exc}") from exc
 
@@ -193,11 +194,15 @@ def prepare() -> None:
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
     data = _seed_file(file)
-    _load(_database_url(), data)
+    kept = _load(_database_url(), data)
     console.print(
         f"seeded {len(data.sellers)} sellers, {len(data.products)} products, "
-        f"{len(data.lots)} lots, {len(data.buyers)} buyers"
+        f"{len(data.lots) - len(kept)} new lots, {len(data.buyers)} buyers"
     )
+    for said in kept:
+        console.print(f"[yellow]{said}[/yellow]")
+    if kept:
+        console.print("(a lot's counts change with `caravan inventory adjust`, not by seeding)")
 
 
 @app.command()

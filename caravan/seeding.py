@@ -16,7 +16,8 @@ from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import SeedFile
 from shared.settings import Settings
 
-Loader = Callable[[Tx, SeedFile], Awaitable[None]]
+Loader = Callable[[Tx, SeedFile], Awaitable[list[str]]]
+"""Loads its service's part of a seed file; returns what in it was left as it was, said."""
 LOADERS: list[tuple[MetaData, Loader]] = [
     (inventory_metadata, inventory.load_seed),
     (payments_metadata, payments.load_seed),
@@ -24,9 +25,11 @@ LOADERS: list[tuple[MetaData, Loader]] = [
 ]
 
 
-async def load(database_url: str, seed: SeedFile) -> None:
-    """Each owner loads its part in its own transaction; loading twice changes nothing."""
+async def load(database_url: str, seed: SeedFile) -> list[str]:
+    """Each owner loads its part in its own transaction; loading twice changes nothing.
+    Returns what the file holds that was left as it was (lots loaded before)."""
     settings = Settings(DATABASE_URL=database_url)
+    kept: list[str] = []
     for metadata, loader in LOADERS:
         schema = str(metadata.schema)
         db = Database(settings, schema)
@@ -38,9 +41,10 @@ async def load(database_url: str, seed: SeedFile) -> None:
         )
         try:
             async with uow.begin() as tx:
-                await loader(tx, seed)
+                kept += await loader(tx, seed)
         finally:
             await db.dispose()
+    return kept
 
 
 def bench_seed(

@@ -167,8 +167,9 @@ async def _unknown(tx: Tx, column: Column[str], wanted: set[str]) -> set[str]:
     return wanted - set(found.scalars())
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> None:
-    """Upsert sellers and products; add lots that are new. Loading twice changes nothing.
+async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
+    """Upsert sellers and products; add lots that are new, and say which were not (a lot's
+    counts change by adjustments, not by loading it again). Loading twice changes nothing.
     A product whose seller, or a lot whose SKU, is neither in the file nor already loaded
     fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written."""
     sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
@@ -200,8 +201,9 @@ async def load_seed(tx: Tx, seed: SeedFile) -> None:
             .values(sku=product.sku, **pvalues)
             .on_conflict_do_update(index_elements=["sku"], set_=pvalues)
         )
+    kept = []
     for lot in seed.lots:
-        await tx.conn.execute(
+        added = await tx.conn.execute(
             pg_insert(lots)
             .values(
                 lot_id=lot.lot_id,
@@ -212,7 +214,11 @@ async def load_seed(tx: Tx, seed: SeedFile) -> None:
                 best_before=lot.best_before,
             )
             .on_conflict_do_nothing()
+            .returning(lots.c.lot_id)
         )
+        if added.first() is None:
+            kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
+    return kept
 
 
 class UnknownSku(LookupError):

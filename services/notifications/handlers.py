@@ -481,7 +481,7 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     )
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> None:
+async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     """Sellers' phones and product names (loading twice changes nothing)."""
     for seller in seed.sellers:
         stmt = pg_insert(sellers).values(seller_id=seller.id, phone=seller.phone)
@@ -501,3 +501,4 @@ async def load_seed(tx: Tx, seed: SeedFile) -> None:
                 where=products.c.names != stmt.excluded.names,
             )
         )
+    return []  # upserts: nothing in the file is left as it was

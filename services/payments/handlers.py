@@ -328,7 +328,7 @@ def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
     tx.update_later(payments, "order_id", row)
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> None:
+async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     """Set each seeded buyer's credit limit (loading twice changes nothing)."""
     for buyer in seed.buyers:
         await tx.conn.execute(
@@ -340,3 +340,4 @@ async def load_seed(tx: Tx, seed: SeedFile) -> None:
                 where=credit_lines.c.credit_limit_fen != buyer.credit_limit_fen,
             )
         )
+    return []  # upserts: nothing in the file is left as it was

@@ -1,6 +1,6 @@
-"""``caravan seed`` on the running system: a file loads once (again changes nothing), and a
-file that is not a seed file, or names sellers or SKUs nobody has, is refused whole, every
-error named, nothing written."""
+"""``caravan seed`` on the running system: a file loads once (again changes nothing, and
+says which lots it left as they were), and a file that is not a seed file, or names sellers
+or SKUs nobody has, is refused whole, every error named, nothing written."""
 
 import json
 import uuid
@@ -62,11 +62,17 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
             "lots": [lot(f"L1-{tag}", f"P-{tag}")],
         },
     )
-    for _ in range(2):
-        done = await cli(caravan, "seed", first)
-        assert done.returncode == 0, done.stderr
-        assert "seeded 1 sellers, 1 products, 1 lots, 0 buyers" in done.stdout
-        assert await counts(caravan, tag) == (1, 1, 1)
+    done = await cli(caravan, "seed", first)
+    assert done.returncode == 0, done.stderr
+    assert "seeded 1 sellers, 1 products, 1 new lots, 0 buyers" in done.stdout
+    assert "left as it is" not in done.stdout
+    assert await counts(caravan, tag) == (1, 1, 1)
+    # Again: nothing changes, and the lot it held already is named.
+    done = await cli(caravan, "seed", first)
+    assert done.returncode == 0, done.stderr
+    assert "seeded 1 sellers, 1 products, 0 new lots, 0 buyers" in done.stdout
+    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
+    assert await counts(caravan, tag) == (1, 1, 1)
     # A later file with only a lot, of the product loaded before.
     later = write(tmp_path, {"lots": [lot(f"L2-{tag}", f"P-{tag}")]})
     done = await cli(caravan, "seed", later)

@@ -188,6 +188,7 @@ async def _sent(tx: Tx, row: Any) -> Recorded:
             attempts=row.attempts,
         ),
         correlation_id=row.order_id,
+        causation_id=row.caused_by,
     )
     return "sent"
 
@@ -226,6 +227,7 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
             purpose=row.purpose,
         ),
         correlation_id=row.order_id,
+        causation_id=row.caused_by,
     )
     return "failed"
 
@@ -281,6 +283,7 @@ async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplica
         await tx.emit(
             SmsDelivered(sms_id=row.sms_id, to=row.to, order_id=row.order_id, purpose=row.purpose),
             correlation_id=row.order_id,
+            causation_id=row.caused_by,
         )
     else:
         await tx.emit(
@@ -294,5 +297,6 @@ async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplica
                 purpose=row.purpose,
             ),
             correlation_id=row.order_id,
+            causation_id=row.caused_by,
         )
     return "applied"

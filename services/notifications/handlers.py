@@ -238,9 +238,11 @@ async def queue_sms(
     locale: Locale,
     text: str,
     order_id: str | None,
+    caused_by: str,
     quiet: QuietHours | None = None,
 ) -> None:
     """Queue one SMS unless its ``dedup_key`` already exists (written at commit).
+    ``caused_by``: the id of the event that asked for it, the cause of every event about it.
 
     An invalid number is recorded ``failed`` at once, and only if this call recorded it is
     ``sms.failed`` emitted; an opted-out one is recorded ``suppressed``. Reminders wait for
@@ -270,6 +272,7 @@ async def queue_sms(
         "status": status,
         "next_attempt_at": not_before,
         "last_error": problem,
+        "caused_by": caused_by,
     }
     if problem is None:
         tx.insert_later(sms, row, skip_existing=True)
@@ -295,6 +298,7 @@ async def queue_sms(
             purpose=purpose,
         ),
         correlation_id=order_id,
+        causation_id=caused_by,
     )
 
 
@@ -384,6 +388,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             locale=locale,
             text=text,
             order_id=d.order_id,
+            caused_by=parsed.envelope.id,
         )
     await _queue_seller_texts(tx, d.order_id)
 
@@ -438,6 +443,7 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
             locale=locale,
             text=text,
             order_id=order_id,
+            caused_by=confirmed.event_id,
         )
 
 
@@ -456,6 +462,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         locale=locale,
         text=render_order_cancelled(locale, row.order_ref, d.reason),
         order_id=d.order_id,
+        caused_by=parsed.envelope.id,
     )
 
 
@@ -477,6 +484,7 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
         locale=locale,
         text=render_instalment(locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due),
         order_id=d.order_id,
+        caused_by=parsed.envelope.id,
         quiet=quiet,
     )
 

@@ -184,6 +184,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             status="charging",
             next_attempt_at=datetime.now(UTC),
             trace_headers=current_trace_headers(),
+            caused_by=parsed.envelope.id,
             **base,
         ):
             _record_payables(tx, data.order_id, owed, "pending")
@@ -278,7 +279,13 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         await _claim_payment(tx, data.order_id, status="cancelled")
         return
     if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
-        _set_status(tx, data.order_id, "voiding", next_attempt_at=datetime.now(UTC))
+        _set_status(
+            tx,
+            data.order_id,
+            "voiding",
+            next_attempt_at=datetime.now(UTC),
+            caused_by=parsed.envelope.id,
+        )
         tx.signal(GATEWAY_WORK)
         return
     if row.status != "authorized" or row.loan_id is None:

@@ -55,6 +55,7 @@ class Work:
     amount_fen: int
     attempts: int
     trace_headers: dict[str, str] | None = None
+    caused_by: str | None = None  # the event that asked for the call: its outcome's cause
 
 
 def due_calls(limit: int) -> Select[tuple[str]]:
@@ -86,10 +87,19 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             payments.c.amount_fen,
             payments.c.attempts,
             payments.c.trace_headers,
+            payments.c.caused_by,
         )
     )
     return [
-        Work(r.order_id, r.status, r.buyer_id or "", r.amount_fen or 0, r.attempts, r.trace_headers)
+        Work(
+            r.order_id,
+            r.status,
+            r.buyer_id or "",
+            r.amount_fen or 0,
+            r.attempts,
+            r.trace_headers,
+            r.caused_by,
+        )
         for r in rows
     ]
 
@@ -111,7 +121,10 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
         return False
     if status == "declined":
         await set_payables(tx, work.order_id, "cancelled")
-        await tx.emit(PaymentDeclined(order_id=work.order_id, reason="payment_failed"))
+        await tx.emit(
+            PaymentDeclined(order_id=work.order_id, reason="payment_failed"),
+            causation_id=work.caused_by,
+        )
         return True
     owed = await set_payables(tx, work.order_id, "owed")
     ledger_store.post(
@@ -127,7 +140,8 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
             buyer_id=work.buyer_id,
             method="prepaid",
             amount_fen=work.amount_fen,
-        )
+        ),
+        causation_id=work.caused_by,
     )
     return True
 
@@ -155,7 +169,8 @@ async def record_voided(tx: Tx, work: Work) -> bool:
         )
     await set_payables(tx, work.order_id, "cancelled")
     await tx.emit(
-        PaymentVoided(order_id=work.order_id, amount_fen=work.amount_fen if charged else 0)
+        PaymentVoided(order_id=work.order_id, amount_fen=work.amount_fen if charged else 0),
+        causation_id=work.caused_by,
     )
     return True
 

@@ -99,19 +99,27 @@ class Tx:
         return replace(self, cause=cause, emitted=[])
 
     async def emit(
-        self, data: EventData, *, correlation_id: str | None = None, source: str | None = None
+        self,
+        data: EventData,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        source: str | None = None,
     ) -> CloudEvent:
         """Add ``data`` as a CloudEvent to the outbox, caused by the event being handled.
 
-        ``source`` replaces the service's own where the event speaks for someone else (the
-        platform adapter places orders as ``platform/<app>``)."""
+        ``causation_id`` names the cause where it is not the event being handled: work done
+        after the handler's transaction (a gateway call, a text sent) keeps the id of the
+        event that asked for it, and names it here. ``source`` replaces the service's own
+        where the event speaks for someone else (the platform adapter places orders as
+        ``platform/<app>``)."""
         order_id = getattr(data, "order_id", None)
         corr = correlation_id or order_id or (self.cause.correlationid if self.cause else None)
         event = new_event(
             data,
             source=source or self.source,
             correlation_id=corr,
-            causation_id=self.cause.id if self.cause else None,
+            causation_id=causation_id or (self.cause.id if self.cause else None),
         )
         await self.emit_raw(
             data.topic.value,

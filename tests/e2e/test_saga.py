@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import date
+from functools import partial
 
 import orjson
 
@@ -227,3 +228,51 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
             r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
         ]
     )
+
+
+def order_events(caravan: System, order_id: str) -> list[CloudEvent]:
+    """Every event about ``order_id`` on the four topics (texts included)."""
+    topics = (
+        Topic.ORDER_EVENTS,
+        Topic.INVENTORY_EVENTS,
+        Topic.PAYMENT_EVENTS,
+        Topic.NOTIFICATION_EVENTS,
+    )
+    return [e for topic in topics for e in caravan.log.events(topic, order_id=order_id)]
+
+
+async def test_every_event_of_an_order_names_the_event_that_caused_it(caravan: System) -> None:
+    """The contract's ``causationid`` on every event the services emit about an order, also on
+    those emitted after the handler's transaction (a prepaid charge's outcome from the gateway
+    loop, texts from the SMS dispatcher), and each names an event of the same order: every
+    chain leads back to the storefront's request."""
+    cases = [
+        (order(RICH, {"T-PEPPER": 1}), "payment.authorized"),  # prepaid: the gateway loop
+        (order(ZH, {"T-HONEY": 1}, method="microloan", term=2), "payment.authorized"),
+        (order(POOR, {"T-HONEY": 1}, method="microloan", term=6), "payment.declined"),
+    ]
+    for req, payment in cases:
+        request = await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        outcome = await caravan.outcome(order_id)
+        texts = partial(caravan.log.events, Topic.NOTIFICATION_EVENTS, order_id=order_id)
+        if outcome.type == "order.confirmed":  # the buyer's text and the seller's, and sold
+            await caravan.wait_for(texts, 2)
+            sold = partial(caravan.log.events, Topic.INVENTORY_EVENTS, type="stock.sold")
+            await caravan.wait_for(partial(sold, order_id=order_id))
+        else:
+            await caravan.wait_for(texts)
+        events = order_events(caravan, order_id)
+        assert payment in {e.type for e in events}
+        ids = {e.id: e for e in events} | {request.id: request}
+        for event in events:
+            assert event.correlationid == order_id, event
+            assert event.causationid in ids, f"{event.type} names {event.causationid}"
+            chain = [event.type]
+            cause = event
+            while cause.id != request.id:  # every chain ends at the request, with no loop
+                cause = ids[cause.causationid or ""]
+                chain.append(cause.type)
+                assert len(chain) <= len(ids), chain
+        sent = [e for e in events if e.type == "sms.sent"]
+        assert {ids[t.causationid or ""].type for t in sent} == {outcome.type}

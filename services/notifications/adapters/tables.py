@@ -79,6 +79,9 @@ sms = Table(
     Column("provider_id", String(128), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # The id of the event that asked for the text: the cause of the events about it
+    # (``sms.sent``, ``sms.delivered``, ``sms.failed``), emitted after that event's handling.
+    Column("caused_by", String(256), nullable=True),
     Index("sms_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
     Index("sms_provider", "provider_id"),
 )

@@ -58,6 +58,9 @@ payments = Table(
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),
+    # The id of the event that asked for the gateway call in flight (``stock.reserved`` for a
+    # charge, ``order.cancelled`` for a void): the cause of the event its outcome emits.
+    Column("caused_by", String(256), nullable=True),
     # The gateway loop's claim looks for due calls every half second and after each commit
     # that queues one: without this index it reads every payment ever made.
     Index(

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.tokens import SCOPES, Principal
-from shared.db import Database, is_transient
+from shared.db import Database, bad_value, is_transient
 from shared.metrics import exposition
 from shared.settings import Settings
 from shared.telemetry import serving
@@ -184,6 +184,10 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     @app.exception_handler(asyncpg.PostgresError)  # statements run on the driver itself
     @app.exception_handler(asyncpg.InterfaceError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
+        refused = bad_value(exc)
+        if refused is not None:  # what the request holds, that its checks let through
+            detail = f"a value cannot be stored: {str(refused).splitlines()[0][:300]}"
+            return problem(422, "Invalid request", detail)
         if not is_transient(exc):
             raise exc
         response = problem(503, "Service Unavailable", "the database is not reachable; retry")

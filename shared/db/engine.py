@@ -58,11 +58,35 @@ _TRANSIENT_PG = (
 )
 
 
+# A value PostgreSQL cannot take: refused by the server (SQLSTATE class 22, "data exception":
+# text with NUL, a number beyond its column) or by asyncpg while encoding it (an int beyond
+# int4 or int8, a date beyond PostgreSQL's). asyncpg's own is an InterfaceError, as a dropped
+# connection is, but it never passes by itself.
+_BAD_VALUE = (asyncpg.DataError, asyncpg.exceptions._base.DataError)
+
+
+def bad_value(exc: BaseException) -> BaseException | None:
+    """The error of a value PostgreSQL cannot take, if that is what ``exc`` is (or wraps)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's error, its adapted DBAPI error, asyncpg's
+        if seen is None:
+            return None
+        refused = isinstance(seen, _BAD_VALUE)  # (not narrowed: asyncpg is untyped)
+        if refused:
+            return seen
+        orig: BaseException | None = getattr(seen, "orig", None)
+        seen = orig or seen.__cause__
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for faults that pass by themselves (database or network down, lock conflicts).
 
-    Such faults are retried with backoff and never dead-lettered.
+    Such faults are retried with backoff and never dead-lettered. A value that PostgreSQL
+    cannot take (:func:`bad_value`) is not one of them.
     """
+    if bad_value(exc) is not None:
+        return False
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
@@ -88,4 +112,4 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
         logger.error("%s", what, exc_info=exc)
 
 
-__all__ = ["AsyncSession", "Database", "is_transient", "log_retry"]
+__all__ = ["AsyncSession", "Database", "bad_value", "is_transient", "log_retry"]

@@ -24,13 +24,21 @@ CancelReason = Literal[
 ]
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+def has_nul(value: object) -> bool:
+    """True if a string anywhere in ``value`` (JSON: dicts, lists, strings) holds NUL, which
+    PostgreSQL cannot store. Without recursion: a body nested hundreds deep is answered, not
+    a ``RecursionError``."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
     return False
 
 
@@ -74,7 +82,7 @@ class OrderRequested(EventData):
     @model_validator(mode="before")
     @classmethod
     def _no_nul_characters(cls, data: Any) -> Any:
-        if _has_nul(data):
+        if has_nul(data):
             raise ValueError("text may not contain NUL characters")
         return data
 

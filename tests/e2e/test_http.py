@@ -1,6 +1,8 @@
 """The storefront HTTP API of the orders service, against the running system."""
 
 import asyncio
+import base64
+import json
 import re
 
 from shared.topics import Topic
@@ -185,3 +187,34 @@ async def test_a_buyers_orders_page_by_cursor_newest_first(caravan: System) -> N
         response = await http.get("/orders", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: System) -> None:
+    """Text with NUL, numbers beyond their column, bodies nested past any use and cursors
+    whose time has no UTC: each API answers 4xx with a problem body, on every service."""
+    cursor = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00", "x"]').decode()
+    lot = {
+        "lot_id": ref("LOT-BIG"),
+        "sku": "T-PEPPER",
+        "quantity": 3_000_000_000,
+        "available_from": "2026-01-01",
+        "best_before": "2099-12-31",
+    }
+    deep = {**BODY, "buyer": json.loads("[" * 450 + "]" * 450)}
+    calls = [
+        ("inventory", "GET", "/stock/a%00b", None),
+        ("inventory", "GET", "/lots/a%00b", None),
+        ("inventory", "POST", "/lots", lot),
+        ("payments", "GET", "/credit-lines/a%00b", None),
+        ("payments", "PUT", "/credit-lines/t-big", {"credit_limit_fen": 2**63}),
+        ("orders", "GET", f"/orders?buyer_id=t-rich&cursor={cursor}", None),
+        ("orders", "POST", "/orders", deep),
+    ]
+    answers = []
+    for service, method, path, body in calls:
+        async with caravan.api(service) as http:
+            headers = {"Idempotency-Key": ref("DEEP")} if service == "orders" else {}
+            answer = await http.request(method, path, json=body, headers=headers)
+        answers.append((service, method, path, answer.status_code, answer.headers["content-type"]))
+    bad = [a for a in answers if not (400 <= a[3] < 500 and "problem+json" in a[4])]
+    assert bad == [], bad

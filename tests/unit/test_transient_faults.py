@@ -11,11 +11,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
-from shared.db import is_transient, log_retry
+from shared.db import bad_value, is_transient, log_retry
 from shared.settings import Settings
 
 
@@ -35,6 +36,24 @@ def test_database_and_network_faults_are_transient(exc: BaseException) -> None:
 @pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), TypeError("bug")])
 def test_bugs_are_not_transient(exc: BaseException) -> None:
     assert not is_transient(exc)
+
+
+def test_a_value_postgresql_cannot_take_is_not_transient() -> None:
+    """asyncpg refuses an int beyond its column as an InterfaceError (as it does a dropped
+    connection), which SQLAlchemy wraps as one too: retried, it would stall a partition for
+    good, and an API would answer 503 "retry" for what no retry mends."""
+    client = asyncpg.exceptions._base.DataError(
+        "invalid input for query argument $1: 3000000000 (value out of int32 range)"
+    )
+    adapted = Exception("the dialect's adapted error")
+    adapted.__cause__ = client
+    wrapped = sa_exc.InterfaceError("INSERT INTO lots ...", {}, adapted)
+    server = asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8"')
+    for exc, cause in ((wrapped, client), (server, server)):
+        assert not is_transient(exc)
+        assert bad_value(exc) is cause
+    assert bad_value(asyncpg.AdminShutdownError("terminating")) is None
+    assert is_transient(sa_exc.InterfaceError("SELECT 1", {}, asyncpg.InterfaceError("closed")))
 
 
 def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback(

@@ -22,10 +22,9 @@ from services.orders.entrypoints.schemas import (
     OrderPage,
     OrderView,
     Status,
-    has_nul,
     problems,
 )
-from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
+from shared.events.orders import ORDER_REF_PATTERN, OrderRequested, has_nul
 from shared.http import create_app as create_base_app
 from shared.http import problem, require
 from shared.messaging.uow import UnitOfWork

@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, OrderRequested
 from shared.http import PROBLEM
@@ -10,29 +10,11 @@ from shared.http import PROBLEM
 Status = Literal["pending", "confirmed", "cancelled"]
 
 
-def has_nul(value: object) -> bool:
-    """True if a string anywhere in ``value`` holds NUL, which PostgreSQL cannot store."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
-
-
 class OrderBody(OrderRequested):
     """The body of ``POST /orders``: the ``data`` of ``order.requested``. The
     ``Idempotency-Key`` header is the ``order_ref``; a body ``order_ref`` must equal it."""
 
     order_ref: str | None = Field(None, pattern=ORDER_REF_PATTERN)  # type: ignore[assignment]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if has_nul(value):
-            raise ValueError("text must not contain NUL characters")
-        return value
 
 
 class Accepted(BaseModel):

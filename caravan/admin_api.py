@@ -3,6 +3,7 @@ as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the de
 token of ``caravan up``)."""
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -16,16 +17,28 @@ def auth_headers() -> dict[str, str]:
     return bearer_headers(Settings().api_token())
 
 
-def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """``method path`` on ``base``; an unreachable API exits 2, a problem answer exits 1
-    (printed with the fields at fault, if any)."""
+def call(
+    base: str, service: str, method: str, path: str, *ids: str, **kwargs: Any
+) -> dict[str, Any]:
+    """``method path`` on ``base``, each ``{}`` of ``path`` replaced by the next of ``ids``
+    percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not ``b-1``); an unreachable
+    API or a header that cannot be sent exits 2, a problem answer exits 1 (printed with the
+    fields at fault, if any)."""
+    headers = {**auth_headers(), **kwargs.pop("headers", {})}
+    for name, value in headers.items():
+        if not value.isascii():  # httpx would raise UnicodeEncodeError
+            console.print(f"[red]not sent[/red]: {name} must be ASCII, not {value!r}")
+            raise typer.Exit(2)
+    url = base + path.format(*(quote(i, safe="") for i in ids))
     try:
-        headers = {**auth_headers(), **kwargs.pop("headers", {})}
-        response = httpx.request(method, base + path, timeout=10, headers=headers, **kwargs)
+        response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         console.print(f"[red]{service} API unreachable[/red]: {exc}")
         raise typer.Exit(2) from exc
-    body: dict[str, Any] = response.json()
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:  # not a problem body: a proxy's page, or a server error
+        body = {"title": f"HTTP {response.status_code}", "detail": response.text[:300]}
     if response.status_code >= 400:
         console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
         for error in body.get("errors", []):  # a 422's fields at fault

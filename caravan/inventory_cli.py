@@ -28,8 +28,8 @@ def _base(url: str | None) -> str:
     return f"http://{settings.http_host}:{settings.inventory_http_port}"
 
 
-def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    return call(_base(url), "inventory", method, path, **kwargs)
+def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:
+    return call(_base(url), "inventory", method, path, *ids, **kwargs)
 
 
 def _state(lot: dict[str, Any]) -> str:
@@ -66,7 +66,7 @@ def stock(
 ) -> None:
     """Stock per SKU (available, reserved, sold, spoiled; sellable = available in season)."""
     if sku is not None:
-        body = _call(url, "GET", f"/stock/{sku}")
+        body = _call(url, "GET", "/stock/{}", sku)
         console.print(
             f"{body['sku']}: "
             + ", ".join(f"{c} {body[c]}" for c in (*COUNTERS, "sellable", "expired_unsold"))
@@ -84,7 +84,7 @@ def stock(
 @app.command()
 def lot(lot_id: str, url: Url = None) -> None:
     """One lot's counters."""
-    console.print(_lot_line(_call(url, "GET", f"/lots/{lot_id}")))
+    console.print(_lot_line(_call(url, "GET", "/lots/{}", lot_id)))
 
 
 @app.command("add-lot")
@@ -122,7 +122,8 @@ def adjust(
     body = _call(
         url,
         "POST",
-        f"/lots/{lot_id}/adjustments",
+        "/lots/{}/adjustments",
+        lot_id,
         json={"delta": delta, "reason": reason},
         headers=headers,
     )

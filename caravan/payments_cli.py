@@ -25,8 +25,8 @@ def _base(url: str | None) -> str:
     return f"http://{settings.http_host}:{settings.payments_http_port}"
 
 
-def _call(url: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    return call(_base(url), "payments", method, path, **kwargs)
+def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:
+    return call(_base(url), "payments", method, path, *ids, **kwargs)
 
 
 def _show_line(body: dict[str, Any]) -> None:
@@ -39,13 +39,14 @@ def _show_line(body: dict[str, Any]) -> None:
 @app.command("credit-show")
 def credit_show(buyer_id: str, url: Url = None) -> None:
     """Show a buyer's credit line: limit, outstanding principal, available credit."""
-    _show_line(_call(url, "GET", f"/credit-lines/{buyer_id}"))
+    _show_line(_call(url, "GET", "/credit-lines/{}", buyer_id))
 
 
 @app.command("credit-set")
 def credit_set(buyer_id: str, limit_fen: int, url: Url = None) -> None:
     """Create a buyer's credit line or set its limit (fen)."""
-    _show_line(_call(url, "PUT", f"/credit-lines/{buyer_id}", json={"credit_limit_fen": limit_fen}))
+    limit = {"credit_limit_fen": limit_fen}
+    _show_line(_call(url, "PUT", "/credit-lines/{}", buyer_id, json=limit))
 
 
 @app.command("credit-adjust")
@@ -56,7 +57,7 @@ def credit_adjust(
 ) -> None:
     """Raise or lower a buyer's credit limit."""
     body = _call(
-        url, "POST", f"/credit-lines/{buyer_id}/adjustments", json={"delta_fen": delta_fen}
+        url, "POST", "/credit-lines/{}/adjustments", buyer_id, json={"delta_fen": delta_fen}
     )
     _show_line(body)
 
@@ -86,7 +87,7 @@ def _show_loan(loan: dict[str, Any]) -> None:
 @app.command("loan")
 def loan(loan_id: str, url: Url = None) -> None:
     """Show a loan, its schedule and what is outstanding."""
-    _show_loan(_call(url, "GET", f"/loans/{loan_id}"))
+    _show_loan(_call(url, "GET", "/loans/{}", loan_id))
 
 
 @app.command("repay")
@@ -105,7 +106,8 @@ def repay(
     body = _call(
         url,
         "POST",
-        f"/loans/{loan_id}/repayments",
+        "/loans/{}/repayments",
+        loan_id,
         json={} if amount_fen is None else {"amount_fen": amount_fen},
         headers={"Idempotency-Key": key},
     )

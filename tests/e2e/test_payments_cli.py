@@ -43,3 +43,15 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     assert code == 0 and "(repaid)" in out
     code, out = await cli("credit-show", who)
     assert (code, out) == (0, f"{who}: limit 4000 fen, outstanding 0 fen, available 4000 fen\n")
+
+    # An id is sent whole: "#", "?" and "/.." are part of it, not the URL's (before, this
+    # set the limit of `who` itself, and `loan "x/../<id>"` showed that loan).
+    code, out = await cli("credit-set", f"{who}#x", "7777")
+    assert (code, out) == (0, f"{who}#x: limit 7777 fen, outstanding 0 fen, available 7777 fen\n")
+    code, out = await cli("credit-show", who)
+    assert code == 0 and "limit 4000 fen" in out
+    code, out = await cli("loan", f"x/../{loan_id}")
+    assert code == 1 and "left to pay" not in out
+    # A key that cannot be a header is refused before anything is sent (was a traceback).
+    code, out = await cli("repay", loan_id, "--amount", "1", "--key", "ключ")
+    assert code == 2 and "Idempotency-Key must be ASCII" in out

@@ -1,10 +1,12 @@
 """A ``caravan`` command that cannot reach Kafka, PostgreSQL or a service's HTTP API says so
 in one line and exits 2, instead of printing a traceback (here: a port nothing listens on)."""
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -50,3 +52,30 @@ def test_an_unreachable_part_is_one_line_and_exit_2(
     assert done.returncode == 2, out
     assert said.format(port=port) in out, out
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_an_answer_that_is_not_json_is_one_line_and_exit_1() -> None:
+    """A proxy's error page or a bare 500 (not a problem body) is shown as what it is; it was
+    a JSONDecodeError traceback."""
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Bad Gateway</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Plain)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = caravan("payments", "credit-show", "b-1", "--url", url)
+    finally:
+        server.shutdown()
+    assert done.returncode == 1, done.stderr
+    assert "HTTP 502: <html>Bad Gateway</html>" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

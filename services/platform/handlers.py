@@ -63,6 +63,8 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         return "replayed"
     if order.status != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
+        if order.status == "cancelled":  # nothing left to place: its problems are moot
+            await _resolve_problems(tx, app, order.order_id)
         return "ignored"
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     if await tx.conn.scalar(select(platform_orders.c.request_event_id).where(key)) is not None:
@@ -70,7 +72,9 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
     if isinstance(request, list):
-        await _record_problems(tx, app, order.order_id, request)
+        await record_problems(tx, app, order.order_id, request)
+        # Those of an earlier push that are mended (a mapping added since) are not listed.
+        await _resolve_problems(tx, app, order.order_id, keep={p.kind for p in request})
         return "problem"
     event_id = await tx.conn.scalar(
         pg_insert(platform_orders)
@@ -82,17 +86,25 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         return "duplicate"
     event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
     await tx.conn.execute(update(platform_orders).where(key).values(request_event_id=event.id))
+    await _resolve_problems(tx, app, order.order_id)
+    log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
+    return "accepted"
+
+
+async def _resolve_problems(
+    tx: Tx, app: str, platform_order_id: str, keep: Iterable[str] = ()
+) -> None:
+    """Mark the order's open problems resolved, but for those of the kinds in ``keep``."""
     await tx.conn.execute(
         update(problems)
         .where(
             problems.c.app == app,
-            problems.c.platform_order_id == order.order_id,
+            problems.c.platform_order_id == platform_order_id,
             problems.c.resolved_at.is_(None),
+            problems.c.kind.not_in(list(keep)),
         )
         .values(resolved_at=func.now())
     )
-    log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
-    return "accepted"
 
 
 async def _mappings(
@@ -116,7 +128,8 @@ async def _mappings(
     return skus, buyers
 
 
-async def _record_problems(tx: Tx, app: str, platform_order_id: str, found: list[Problem]) -> None:
+async def record_problems(tx: Tx, app: str, platform_order_id: str, found: list[Problem]) -> None:
+    """Open (or count again) each of ``found`` for operations."""
     for problem in found:
         log.warning("platform order %s/%s: %s", app, platform_order_id, problem.detail)
         PROBLEMS.labels(app, problem.kind).inc()

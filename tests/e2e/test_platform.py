@@ -5,6 +5,7 @@ retries); the defaults are restored afterwards."""
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
+from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent
 from shared.settings import Settings
 from shared.topics import Topic
@@ -24,6 +26,7 @@ from tests.harness import System, until
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
 DEMO = "t-demo"  # driven by caravan demo, which starts its own simulator
+WRONG, WRONG_SECRET = "t-wrong", "not-the-platforms-secret"  # the t-market platform's, misset
 RETRIES = {
     "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
     "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
@@ -54,6 +57,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "api_url": f"http://127.0.0.1:{base + 14}",
         },
         DEMO: {"secret": "t-demo-secret", "api_url": f"http://127.0.0.1:{base + 15}"},
+        WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
     }
     env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}
     module = "services.platform.simulator"
@@ -329,6 +333,69 @@ async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     assert deleted.status_code == 204
     gone = await platform.adapter.get(f"/platform/{APP}/mappings/sku/{unknown}")
     assert gone.status_code == 404
+
+
+async def open_problems(platform: Platform, order_ref: str) -> list[tuple[str, str]]:
+    listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
+    mine = [p for p in listed["problems"] if p["platform_order_id"] == order_ref]
+    return [(p["kind"], p["detail"]) for p in mine]
+
+
+async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
+    caravan: System, platform: Platform
+) -> None:
+    """Two unmapped SKUs are one problem naming both (it named the last one only); a push
+    after one is mapped names the other; the order cancelled on the platform closes it."""
+    x, y = (f"ALI-{c}-{uuid.uuid4().hex[:6]}" for c in "XY")
+    order_ref = await new_order(platform.sim, {x: 1, y: 2})
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
+    both = f"platform SKUs {min(x, y)!r}, {max(x, y)!r} have no mapping"
+    assert await open_problems(platform, order_ref) == [("unmapped_sku", both)]
+    put = await platform.adapter.put(f"/platform/{APP}/mappings/sku/{x}", json={"sku": "T-PEPPER"})
+    assert put.status_code == 200
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    one = f"platform SKU {y!r} has no mapping"
+    assert await open_problems(platform, order_ref) == [("unmapped_sku", one)]
+    await new_order(platform.sim, {x: 1, y: 2}, status="cancelled", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
+    assert await open_problems(platform, order_ref) == []
+    assert requested(caravan, order_ref) == []
+
+
+async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
+    platform: Platform,
+) -> None:
+    """Each was a 500 with a traceback: a JSON string with no UTF-8 (a lone surrogate), a
+    body nested past Python's recursion, an order id that cannot be an order_ref."""
+    url = f"/platform/{APP}/push"
+    json_body = {"content-type": "application/json"}
+    lone = b'{"order_id": "\\ud800", "sign": "x"}'
+    deep = b"[" * 50_000 + b"]" * 50_000
+    slash = signed(
+        {"app_key": APP, "timestamp": str(int(time.time())), "order_id": "P/../1"}, SECRET
+    )
+    answers = [
+        await platform.adapter.post(url, content=lone, headers=json_body),
+        await platform.adapter.post(url, content=deep, headers=json_body),
+        await platform.adapter.post(url, data=slash),
+    ]
+    assert [a.status_code for a in answers] == [422, 422, 422], [a.text for a in answers]
+    assert all(a.headers["content-type"].startswith("application/problem+json") for a in answers)
+    assert "order_ref" in answers[2].json()["detail"]
+
+
+async def test_an_order_api_refusing_our_signature_is_a_503_to_push_again(
+    platform: Platform,
+) -> None:
+    """An app whose secret is not the platform's: the order API answers 401, and the push is
+    answered 503 (push again once mended), not 404 "the platform does not know it"."""
+    order_ref = await new_order(platform.sim)
+    params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
+    answer = await platform.adapter.post(
+        f"/platform/{WRONG}/push", data=signed(params, WRONG_SECRET)
+    )
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["title"] == "Platform order API unavailable"
 
 
 async def test_caravan_demo_drives_orders_through_the_simulator(

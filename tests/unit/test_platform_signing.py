@@ -4,8 +4,15 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
+from services.platform.adapters.platform_api import (
+    PlatformApi,
+    PlatformRefused,
+    PlatformUnavailable,
+    UnreadableOrder,
+)
 from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
     BuyerMapping,
@@ -24,6 +31,7 @@ from services.platform.domain.signing import (
 )
 from services.platform.entrypoints.http import parse_params
 from shared.events.orders import OrderRequested
+from shared.settings import PlatformApp
 
 PARAMS = {"timestamp": "1764489600", "app_key": "ali", "order_id": "P-1", "sign": "ignored"}
 
@@ -68,6 +76,7 @@ def test_timestamps_in_seconds_milliseconds_and_iso() -> None:
     assert parse_timestamp(str(int(at.timestamp() * 1000))) == at
     assert parse_timestamp("2026-11-30T16:00:00+08:00") == at
     assert parse_timestamp("2026-11-30T08:00:00Z") == at
+    assert parse_timestamp("2026-11-30t08:00:00z") == at  # RFC 3339 allows lower case
     for bad in ["", "soon", "2026-11-30T08:00:00", "99999999999999999999999"]:
         assert parse_timestamp(bad) is None
 
@@ -126,10 +135,14 @@ def test_the_mappings_phone_wins_over_the_platforms() -> None:
 
 
 def test_unmapped_skus_and_buyers_are_problems_not_guesses() -> None:
+    """One problem of each kind (operations list one row per kind and order), naming every
+    unmapped SKU: with one row a SKU, the second was hidden until the first was mapped."""
     found = to_request(ORDER, {"ALI-PEP": SKUS["ALI-PEP"]}, {})
     assert isinstance(found, list)
-    assert sorted(p.kind for p in found) == ["unmapped_buyer", "unmapped_sku", "unmapped_sku"]
-    assert any("ALI-RSN" in p.detail for p in found)
+    assert [p.kind for p in found] == ["unmapped_sku", "unmapped_buyer"]
+    assert found[0].detail == "platform SKUs 'ALI-PEP-GIFT', 'ALI-RSN' have no mapping"
+    one = to_request(ORDER, {k: v for k, v in SKUS.items() if k != "ALI-RSN"}, BUYERS)
+    assert one == [Problem("unmapped_sku", "platform SKU 'ALI-RSN' has no mapping")]
 
 
 def test_an_order_we_cannot_accept_is_an_invalid_order_problem() -> None:
@@ -170,6 +183,40 @@ def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
         (b"[1]", "application/json"),
         (b"a=1&a=2", "application/x-www-form-urlencoded"),
         (b"not a form", "application/x-www-form-urlencoded"),
+        (b"[" * 50_000 + b"]" * 50_000, "application/json"),  # was a RecursionError
+        (b'{"order_id": "\\ud800", "sign": "x"}', "application/json"),  # no UTF-8 to sign
     ]:
         with pytest.raises(ValueError):
             parse_params(body, kind)
+    assert parse_params(b'{"a": "1"}', "Application/JSON; charset=UTF-8") == {"a": "1"}
+
+
+async def test_the_order_api_s_answers_are_told_apart() -> None:
+    """404: the platform does not know the order; 401/403: our signature refused (push again
+    once mended, so not "unknown"); an answer that is not an order: unreadable. The order id
+    is one path segment, whatever it holds."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode().split("?")[0])
+        order_id = request.url.params["order_id"]
+        if order_id == "gone":
+            return httpx.Response(404)
+        if order_id == "locked":
+            return httpx.Response(401)
+        if order_id == "odd":
+            return httpx.Response(200, json={**ORDER.model_dump(), "status": "refunding"})
+        return httpx.Response(200, json={**ORDER.model_dump(), "order_id": order_id})
+
+    app = PlatformApp.model_validate({"secret": "s", "api_url": "http://platform.test/api/"})
+    api = PlatformApi({"m": app}, timeout=1)
+    api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    with pytest.raises(PlatformRefused):
+        await api.fetch_order("m", "gone")
+    with pytest.raises(PlatformUnavailable, match="401: check the app's secret"):
+        await api.fetch_order("m", "locked")
+    with pytest.raises(UnreadableOrder, match="status: Input should be"):
+        await api.fetch_order("m", "odd")
+    assert (await api.fetch_order("m", "../status")).order_id == "../status"
+    assert seen[-1] == "/api/orders/..%2Fstatus"
+    await api.close()

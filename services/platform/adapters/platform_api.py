@@ -11,11 +11,12 @@
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from services.platform.domain.orders import PlatformOrder
+from services.platform.domain.orders import PlatformOrder, describe
 from services.platform.domain.signing import signed
 from shared.settings import PlatformApp
 
@@ -27,7 +28,12 @@ class PlatformUnavailable(Exception):
 
 
 class PlatformRefused(Exception):
-    """The platform answered, and the answer says no (unknown order, bad request)."""
+    """The platform does not know the order (its order API answered 404)."""
+
+
+class UnreadableOrder(Exception):
+    """The platform answered with an order that is not one (a status, a field we cannot
+    take): a problem for operations, not something a second push mends by itself."""
 
 
 @dataclass(frozen=True)
@@ -56,19 +62,24 @@ class PlatformApi:
 
     async def fetch_order(self, app: str, order_id: str) -> PlatformOrder:
         """The order as the platform has it now."""
-        url = f"{self.apps[app].api_url.rstrip('/')}/orders/{order_id}"
+        url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
         try:
             answer = await self.client.get(url, params=self._params(app, order_id=order_id))
         except httpx.HTTPError as exc:
             raise PlatformUnavailable(f"order API: {exc!r}") from exc
-        if answer.status_code >= 500 or answer.status_code in (408, 429):
-            raise PlatformUnavailable(f"order API answered {answer.status_code}")
-        if answer.status_code != 200:
-            raise PlatformRefused(f"order API answered {answer.status_code}")
+        status = answer.status_code
+        if status == 404:
+            raise PlatformRefused(f"order API answered 404 for {order_id!r}")
+        if status in (401, 403):  # our signature refused: a secret or a clock to put right
+            raise PlatformUnavailable(
+                f"order API answered {status}: check the app's secret and this host's clock"
+            )
+        if status != 200:
+            raise PlatformUnavailable(f"order API answered {status}")
         try:
             return PlatformOrder.model_validate_json(answer.content)
         except ValidationError as exc:
-            raise PlatformRefused(f"order API sent an order we cannot read: {exc}") from exc
+            raise UnreadableOrder(f"not an order we can read: {describe(exc)}") from exc
 
     async def push_status(self, app: str, update: StatusUpdate) -> int:
         """Tell the platform an order's outcome; the HTTP status it answered."""

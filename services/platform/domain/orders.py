@@ -76,11 +76,13 @@ def to_request(
     The platform order id is the ``order_ref``; platform SKUs mapped to the same SKU of ours
     are merged into one line; the platform has taken the money, so payment is ``prepaid``.
     """
-    problems = [
-        Problem("unmapped_sku", f"platform SKU {item.sku!r} has no mapping")
-        for item in order.items
-        if item.sku not in skus
-    ]
+    problems = []
+    unmapped = sorted({item.sku for item in order.items if item.sku not in skus})
+    if unmapped:  # one problem of each kind for an order (operations' list), naming them all
+        named = ", ".join(repr(sku) for sku in unmapped)
+        says = "has" if len(unmapped) == 1 else "have"
+        plural = "" if len(unmapped) == 1 else "s"
+        problems.append(Problem("unmapped_sku", f"platform SKU{plural} {named} {says} no mapping"))
     buyer = buyers.get(order.buyer.id)
     if buyer is None:
         problems.append(
@@ -103,7 +105,9 @@ def to_request(
             delivery=order.delivery,
         )
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        return [Problem("invalid_order", detail[:1000])]
+        return [Problem("invalid_order", describe(exc)[:1000])]
+
+
+def describe(exc: ValidationError) -> str:
+    """Each field at fault and why, on one line."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -61,7 +61,7 @@ def parse_timestamp(value: str) -> datetime | None:
             number = int(value)
             seconds = number / 1000 if number >= 10**11 else number
             return datetime.fromtimestamp(seconds, UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
     return parsed if parsed.tzinfo is not None else None

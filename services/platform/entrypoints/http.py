@@ -10,9 +10,11 @@ Pushes (authenticated by the app's signature, not by a token):
   carries (a full order, or only "order changed") is not trusted: the order is fetched from
   the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
   "ignored"}``; 401 bad signature, unknown app or stale timestamp (nothing stored or
-  published); 409 a replayed push; 422 a body that is not flat parameters or lacks
-  ``order_id``; 404 an order the platform does not know; 502/503 the order API failed (the
-  platform should push again).
+  published); 409 a replayed push; 422 a body that is not flat parameters, or an
+  ``order_id`` that cannot be an ``order_ref``, or an order the order API answers that we
+  cannot read (an ``invalid_order`` problem for operations too); 404 an order the platform
+  does not know; 502/503 the order API failed, or refused our signature (the platform
+  should push again).
 
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
 records; ``platform:read`` or ``platform:write`` to read):
@@ -27,6 +29,7 @@ records; ``platform:read`` or ``platform:write`` to read):
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -41,18 +44,21 @@ from services.platform.adapters.platform_api import (
     PlatformApi,
     PlatformRefused,
     PlatformUnavailable,
+    UnreadableOrder,
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
-from services.platform.domain.orders import BuyerMapping, SkuMapping
+from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
 from services.platform.domain.signing import SIGN, fresh, verify
 from services.platform.metrics import PUSHES
 from shared.auth import audit
 from shared.auth.tokens import Principal
+from shared.events.orders import ORDER_REF_PATTERN
 from shared.http import invalid, problem, require
 from shared.messaging.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+ORDER_REF = re.compile(ORDER_REF_PATTERN)
 MappingKind = Literal["sku", "buyer"]
 MAPPING_MODELS: dict[str, type[SkuMapping] | type[BuyerMapping]] = {
     "sku": SkuMapping,
@@ -62,8 +68,11 @@ MAPPING_MODELS: dict[str, type[SkuMapping] | type[BuyerMapping]] = {
 
 def parse_params(body: bytes, content_type: str) -> dict[str, str]:
     """A push's parameters, from a form or a flat JSON object; ValueError otherwise."""
-    if "json" in content_type:
-        data = json.loads(body or b"null")
+    if "json" in content_type.lower():
+        try:
+            data = json.loads(body or b"null")
+        except RecursionError:  # nested hundreds deep: not flat parameters, whatever it is
+            raise ValueError("a JSON push must be a flat object") from None
         if not isinstance(data, dict):
             raise ValueError("a JSON push must be an object")
         params: dict[str, str] = {}
@@ -71,11 +80,16 @@ def parse_params(body: bytes, content_type: str) -> dict[str, str]:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise ValueError(f"parameter {key!r} must be a string or a number")
             params[key] = str(value)
-        return params
-    pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-    if len({k for k, _ in pairs}) != len(pairs):
-        raise ValueError("a parameter appears more than once")
-    return dict(pairs)
+    else:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ValueError("a parameter appears more than once")
+        params = dict(pairs)
+    try:  # JSON's "\ud800" makes a str that has no UTF-8, so cannot be signed
+        "".join(f"{key}{value}" for key, value in params.items()).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a parameter is not Unicode text (a lone surrogate)") from None
+    return params
 
 
 def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> APIRouter:
@@ -105,9 +119,11 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             return refuse(app, "stale", 401, "Stale or missing timestamp", request)
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")
-        if not order_id or len(order_id) > 64 or len(push_id) > 128:
+        if not ORDER_REF.fullmatch(order_id) or len(push_id) > 128:
             PUSHES.labels(app, "invalid").inc()
-            return problem(422, "Not a platform push", "order_id (at most 64 characters) needed")
+            # The platform's order id is our order_ref: one that cannot be is refused here.
+            detail = "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
+            return problem(422, "Not a platform push", detail)
         async with uow.begin() as tx:
             replayed = await handlers.seen(tx, app, push_id)
         if replayed:
@@ -121,6 +137,12 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         except PlatformRefused as exc:
             PUSHES.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])
+        except UnreadableOrder as exc:
+            PUSHES.labels(app, "fetch_refused").inc()
+            async with uow.begin() as tx:  # for operations to see, until a push mends it
+                found = [Problem("invalid_order", str(exc)[:1000])]
+                await handlers.record_problems(tx, app, order_id, found)
+            return problem(422, "Order not readable from the platform", str(exc)[:500])
         if order.order_id != order_id:
             PUSHES.labels(app, "fetch_refused").inc()
             return problem(502, "The platform answered another order")

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from caravan import output
 from caravan.system import simulator
+from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
     Buyer,
@@ -78,7 +79,7 @@ async def run_demo(
     console = console or output.console
     run_id = uuid.uuid4().hex[:6]
     source = "storefront/caravan-demo"
-    orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
+    orders = demo_orders(seed, count, run_id, days.today())
     refs = {o.order_ref for o in orders}
 
     consumer = AIOKafkaConsumer(
@@ -164,7 +165,7 @@ async def run_platform_demo(
     port = httpx.URL(config.api_url).port or 80
     adapter = f"http://{settings.http_host}:{settings.platform_http_port}"
     run_id = uuid.uuid4().hex[:6]
-    orders = demo_orders(seed, count, run_id, datetime.now(UTC).date())
+    orders = demo_orders(seed, count, run_id, days.today())
     args = ["--app", app, "--secret", config.secret.get_secret_value()]
     args += ["--sign-method", config.sign_method, "--callback", f"{adapter}/platform/{app}/push"]
     refs = {o.order_ref.replace("DEMO-", "MKT-") for o in orders}

@@ -1,7 +1,7 @@
 """Loading reference data into the services that own it (inventory, payments, notifications)."""
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import MetaData
 
@@ -11,6 +11,7 @@ from services.notifications import handlers as notifications
 from services.notifications.adapters.tables import metadata as notifications_metadata
 from services.payments import handlers as payments
 from services.payments.adapters.tables import metadata as payments_metadata
+from shared import days
 from shared.db import Database
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import SeedFile
@@ -56,7 +57,7 @@ def bench_seed(
     """The seed the benchmarks load: one seller offering ``skus`` at 1 yuan, each SKU with a
     lot ``<sku>-<n>`` of ``units`` per (n, days until best before) in ``lots``, in season
     since 30 days; and ``buyers`` as given."""
-    today = datetime.now(UTC).date()
+    today = days.today()
     return SeedFile.model_validate(
         {
             "sellers": [

@@ -3,10 +3,18 @@
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topics import principal
@@ -34,6 +42,14 @@ def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | N
         return env[name]
     path = env.get(f"{name}_FILE")
     return Path(path).read_text().strip() if path else None
+
+
+def _zone_name(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+    return name
 
 
 class PlatformApp(BaseModel):
@@ -85,6 +101,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     handler_max_attempts: int = 3
     instance_id: str = "1"
+    # The marketplace's calendar (an IANA zone): the day an order is on, for lots in season,
+    # and the days instalments fall due (shared/days.py).
+    market_timezone: Annotated[str, AfterValidator(_zone_name)] = "Asia/Shanghai"
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
     # go to (default: this service's /sms/receipts), delivery retries and quiet hours.

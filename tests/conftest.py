@@ -5,13 +5,14 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from caravan import system
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
+from shared import days
 from shared.auth.tokens import SCOPES
 from shared.seed import SeedFile
 from tests.harness import EventLog, System
@@ -22,13 +23,9 @@ POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433"))
 HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080"))
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
-
-
 def test_seed() -> SeedFile:
     """Reference data of the test session: each scenario has SKUs and buyers of its own."""
-    today = _today()
+    today = days.today()
     year = timedelta(days=365)
     return SeedFile.model_validate(
         {

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caravan.reliability.history import Injected, KafkaRecord
 from caravan.system import SERVICES
+from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.events.registry import PoisonRecord, parse_record
@@ -91,7 +92,7 @@ class Load:
         ]
 
     def seed(self) -> SeedFile:
-        today = datetime.now(UTC).date()
+        today = days.today()
         seller = {
             "id": f"rel-{self.run}",
             "name": "Reliability coop",
@@ -100,14 +101,14 @@ class Load:
         }
         lots = []
         for suffix, _price, units in SKUS:
-            for n, days in enumerate((30, 60)):
+            for n, shelf_days in enumerate((30, 60)):
                 lots.append(
                     {
                         "lot_id": f"{self.sku(suffix)}-{n}",
                         "sku": self.sku(suffix),
                         "quantity": units,
                         "available_from": str(today - timedelta(days=10)),
-                        "best_before": str(today + timedelta(days=days)),
+                        "best_before": str(today + timedelta(days=shelf_days)),
                     }
                 )
         return SeedFile.model_validate(

@@ -5,7 +5,7 @@ the moves of ``domain.ledger``."""
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,6 +21,7 @@ from services.inventory.domain.ledger import (
     sell_moves,
 )
 from services.inventory.domain.stock import Rejected, allocate
+from shared import days
 from shared.events.inventory import (
     LotTake,
     ReservedLine,
@@ -36,10 +37,6 @@ from shared.messaging.uow import Tx
 from shared.seed import LotSeed, SeedFile
 
 log = logging.getLogger(__name__)
-
-
-def _today() -> date:
-    return datetime.now(UTC).date()
 
 
 async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
@@ -65,7 +62,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     lines = list(merged.items())
     catalogue = await repo.products(sku for sku, _ in lines)
     candidates = await repo.lock_lots(catalogue)
-    day = (order.placed_at or parsed.envelope.time).astimezone(UTC).date()
+    day = days.day_of(order.placed_at or parsed.envelope.time)
     decision = allocate(lines, set(catalogue), candidates, day)
     if isinstance(decision, Rejected):
         if await repo.create_reservation(order.order_id, "rejected", []):
@@ -112,7 +109,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         return
     if action == "ignore":
         return
-    moves = release_moves(await repo.held_lines(data.order_id), _today())
+    moves = release_moves(await repo.held_lines(data.order_id), days.today())
     await repo.apply(moves)
     await repo.set_status(data.order_id, "released")
     await tx.emit(

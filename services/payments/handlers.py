@@ -31,6 +31,7 @@ from services.payments.adapters.tables import (
 )
 from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
+from shared import days
 from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled, ScheduledInstalment
@@ -205,7 +206,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         await tx.emit(PaymentDeclined(order_id=data.order_id, reason="credit_declined"))
         return
     loan_id = new_id()
-    plan = schedule(data.total_fen, term, datetime.now(UTC).date(), monthly_rate_bp)
+    plan = schedule(data.total_fen, term, days.today(), monthly_rate_bp)
     interest = sum(i.interest_fen for i in plan)
     credit.outstanding_fen += data.total_fen
     tx.insert_later(

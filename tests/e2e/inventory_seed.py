@@ -1,8 +1,9 @@
 """Reference data for the inventory tests: one seller, one SKU, its lots and some buyers."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from shared import days
 from shared.seed import SeedFile
 
 SELLER = {"id": "inv-seller", "name": "Inv coop", "county": "Shawan", "phone": "+8613000007001"}
@@ -16,7 +17,7 @@ def one_sku_seed(
 ) -> SeedFile:
     """``lots`` maps a lot suffix to (quantity, first day, best-before day), the days counted
     from today; each lot's id is ``<sku>-<suffix>``."""
-    today = datetime.now(UTC).date()
+    today = days.today()
     return SeedFile.model_validate(
         {
             "sellers": [SELLER],

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from services.notifications.bootstrap import bootstrap as notifications
 from services.orders.bootstrap import bootstrap as orders
 from services.payments.bootstrap import bootstrap as payments
 from services.platform.bootstrap import bootstrap as platform
+from shared import days
 from shared.auth.tokens import SCOPES
 from shared.events.orders import Buyer
 from shared.seed import SeedFile
@@ -89,7 +90,7 @@ class World:
         self.mapped = f"MKT-{tag}"  # a platform SKU mapped by the fixture
 
     def seed(self) -> SeedFile:
-        today = datetime.now(UTC).date()
+        today = days.today()
         return SeedFile.model_validate(
             {
                 "lots": [_lot(self.lot, "T-PEPPER", 50, today)],
@@ -106,7 +107,7 @@ class World:
 
     def probes(self) -> dict[tuple[str, str, str], tuple[str, Any]]:
         """For each protected route: a concrete path and a body that would act if allowed."""
-        today = datetime.now(UTC).date()
+        today = days.today()
         return {
             ("orders", "POST", "/orders"): ("/orders", _order_body(self)),
             ("orders", "GET", "/orders"): (f"/orders?buyer_id={self.buyer}", None),
@@ -318,7 +319,7 @@ async def test_allowed_admin_actions_are_in_the_audit_trail(caravan: System, wor
         name, "inventory:write", "credit:write", "notifications:write", "platform:write"
     )
     lot = f"AUD-{uuid.uuid4().hex[:6]}"
-    today = datetime.now(UTC).date()
+    today = days.today()
     async with caravan.api("inventory", token=token) as api:
         assert (await api.post("/lots", json=_lot(lot, "T-PEPPER", 20, today))).status_code == 201
         adjusted = await api.post(f"/lots/{lot}/adjustments", json={"delta": -3, "reason": "mould"})
@@ -431,7 +432,7 @@ async def test_failed_attempts_are_throttled_per_address(caravan: System) -> Non
 async def test_bodies_over_the_limit_get_413_and_change_nothing(caravan: System) -> None:
     lot = f"BIG-{uuid.uuid4().hex[:6]}"
     padding = "x" * (1024 * 1024)
-    big = _lot(lot, "T-PEPPER", 1, datetime.now(UTC).date()) | {"padding": padding}
+    big = _lot(lot, "T-PEPPER", 1, days.today()) | {"padding": padding}
     async with caravan.api("inventory") as api:
         sized = await api.post("/lots", json=big)
         assert sized.status_code == 413, sized.text

@@ -1,11 +1,12 @@
 """The inventory admin API and ``caravan inventory``, against the running inventory service."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
+from shared import days
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System
 
@@ -21,7 +22,7 @@ async def _product(caravan: System) -> str:
 
 
 def _lot(lot_id: str, sku: str, quantity: int, start: int, end: int) -> dict[str, object]:
-    today = datetime.now(UTC).date()
+    today = days.today()
     return {
         "lot_id": lot_id,
         "sku": sku,
@@ -110,7 +111,7 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     sku = await _product(caravan)
     url = ["--url", _api(caravan)]
     runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token})
-    today = datetime.now(UTC).date()
+    today = days.today()
     added = runner.invoke(
         inventory_cli,
         [

@@ -5,12 +5,13 @@ expired meanwhile is recorded as spoiled."""
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
 import caravan.system as system
+from shared import days
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
@@ -74,7 +75,7 @@ async def test_stock_released_into_an_expired_lot_is_spoiled(no_payments: System
     order_id = await _hold(caravan, sku, 6)  # 4 from A, 2 from B
     assert await _counters(caravan, sku) == {"A": (0, 4, 0, 0), "B": (8, 2, 0, 0)}
     # Time passes: lot A is past its best_before by the time the buyer cancels.
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    yesterday = days.today() - timedelta(days=1)
     assert caravan.engine is not None
     async with caravan.engine.begin() as conn:
         await conn.execute(

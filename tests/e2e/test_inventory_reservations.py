@@ -2,9 +2,12 @@
 exact release on cancellation, and ``out_of_season`` / ``unknown_sku`` told apart."""
 
 import uuid
+from functools import partial
 from typing import Any
 
-from shared.events.orders import OrderRequested
+from shared.events.envelope import new_event
+from shared.events.orders import OrderPlaced, OrderRequested
+from shared.seed import LotSeed
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System, ref
@@ -141,3 +144,44 @@ async def test_out_of_season_and_unknown_sku_are_told_apart(caravan: System) -> 
     assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "out_of_stock")
     assert await _lots(caravan, sku) == {"OLD": (100, 0, 0, 0), "NEXT": (100, 0, 0, 0)}
     assert await _lots(caravan, in_season) == {"NOW": (2, 0, 0, 0), "OLD": (100, 0, 0, 0)}
+
+
+def _answer(caravan: System, order_id: str) -> list[Any]:
+    """Inventory's answer to an order: reserved or rejected."""
+    found = caravan.log.events(Topic.INVENTORY_EVENTS, order_id=order_id)
+    return [e for e in found if e.type in ("stock.reserved", "stock.rejected")]
+
+
+async def test_an_order_is_on_the_marketplace_s_day_not_utc_s(caravan: System) -> None:
+    """An order placed in Shawan at 07:00 on 1 September (23:00 UTC on 31 August) is served
+    from a lot on sale from 1 September; and at 04:00 on the day after a lot's best_before
+    (20:00 UTC, still its last day in UTC) it is not. (Judged by UTC's day, the first was
+    cancelled out_of_season and the second served from the lot past its best_before.)"""
+    sku = f"INV-DAY-{uuid.uuid4().hex[:8]}"
+    seed = one_sku_seed(sku, 500, {}, [{**BROKE, "credit_limit_fen": 0}])
+    lot = {"sku": sku, "quantity": 5, "available_from": "2026-09-01", "best_before": "2026-09-30"}
+    lots = [LotSeed.model_validate({"lot_id": f"{sku}-SEP", **lot})]
+    await caravan.seed(seed.model_copy(update={"lots": lots}))
+    outcomes = {}
+    for placed_at in ("2026-08-31T23:00:00Z", "2026-09-30T20:00:00Z"):
+        order_id = str(uuid.uuid4())
+        placed = OrderPlaced.model_validate(
+            {
+                "order_id": order_id,
+                "order_ref": ref("INV-DAY"),
+                "source": "storefront/test",
+                "buyer_id": BROKE["id"],
+                "lines": [{"sku": sku, "quantity": 1}],
+                "buyer": BROKE,
+                "payment": {"method": "microloan", "term_months": 1},  # BROKE's is declined
+                "placed_at": placed_at,
+            }
+        )
+        event = new_event(placed, source="caravan/orders", correlation_id=order_id)
+        await caravan.publish_raw(Topic.ORDER_EVENTS.value, event.to_json(), order_id.encode())
+        found = await caravan.wait_for(partial(_answer, caravan, order_id))
+        outcomes[placed_at] = (found[0].type, found[0].data.get("reason"))
+    assert outcomes == {
+        "2026-08-31T23:00:00Z": ("stock.reserved", None),
+        "2026-09-30T20:00:00Z": ("stock.rejected", "out_of_season"),
+    }

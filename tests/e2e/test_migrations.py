@@ -1,7 +1,6 @@
 """Each service's migrations build exactly the schema its tables declare, and undo cleanly."""
 
 import asyncio
-from datetime import date
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +19,7 @@ from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
+from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
 from shared.db.migrate import alembic_config
@@ -86,7 +86,7 @@ async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_
             await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
             for query, table in (
                 (due_calls(20), "payments"),
-                (due_instalments(date.today(), 3, 500), "instalments"),
+                (due_instalments(days.today(), 3, 500), "instalments"),
             ):
                 sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
                 plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from caravan import system
+from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
 from shared.events.payments import InstalmentDue
@@ -83,7 +84,7 @@ ENV: dict[str, str] = {}
 @pytest.fixture(scope="module")
 async def sms(caravan: System, simulator: str) -> AsyncIterator[httpx.AsyncClient]:
     """Notifications sending through the simulator (restored to its defaults afterwards)."""
-    today = datetime.now(UTC).date()
+    today = days.today()
     await caravan.seed(
         SeedFile.model_validate(
             {
@@ -285,7 +286,7 @@ def _reminder(order_id: str, stage: str) -> CloudEvent:
             "loan_id": f"loan-{order_id}",
             "buyer_id": "t-rich",
             "number": 1,
-            "due": str(date.today() + timedelta(days=3 if stage == "upcoming" else 0)),
+            "due": str(days.today() + timedelta(days=3 if stage == "upcoming" else 0)),
             "amount_fen": 4000,
             "stage": stage,
         }

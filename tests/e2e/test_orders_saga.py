@@ -6,11 +6,12 @@ import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from caravan import system
+from shared import days
 from shared.events.envelope import CloudEvent, EventData, new_event
 from shared.events.inventory import StockExpired, StockRejected
 from shared.events.orders import OrderRequested
@@ -27,7 +28,7 @@ SAGA_TOPICS = (Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS)
 
 
 def orders_seed() -> SeedFile:
-    today = datetime.now(UTC).date()
+    today = days.today()
     year = timedelta(days=365)
     return SeedFile.model_validate(
         {

@@ -4,13 +4,14 @@ orders on two payments instances, voids under duplicated cancellations, repaymen
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
@@ -22,7 +23,7 @@ PHONE = "+8613900004001"
 
 
 def payments_seed() -> SeedFile:
-    today = datetime.now(UTC).date()
+    today = days.today()
     year = timedelta(days=365)
     lot: dict[str, Any] = {
         "quantity": 10**7,
@@ -382,7 +383,7 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
     loan_id = done.data["payment"]["loan_id"]
     loan = (await admin.get(f"/loans/{loan_id}")).json()
     assert [i["amount_fen"] for i in loan["schedule"]] == [3334, 3333, 3333]
-    assert loan["schedule"][0]["due"] > date.today().isoformat()
+    assert loan["schedule"][0]["due"] > days.today().isoformat()
     assert (loan["outstanding_fen"], loan["remaining_fen"], loan["overdue_fen"]) == (
         10_000,
         10_000,

@@ -14,7 +14,6 @@ Writes need the scope ``inventory:write`` and are written to the audit trail; re
 ``inventory:read`` (or ``inventory:write``).
 """
 
-from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -23,6 +22,7 @@ from pydantic import Field
 from services.inventory import handlers
 from services.inventory.adapters import queries
 from services.inventory.domain.ledger import StockError
+from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen
@@ -47,10 +47,6 @@ class StockList(Frozen):
     skus: list[queries.SkuStock]
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
-
-
 Writer = Annotated[Principal, require("inventory:write")]
 READ = [require("inventory:read", "inventory:write")]
 Key = Annotated[str, Path(min_length=1, max_length=64)]
@@ -63,18 +59,18 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     @router.get("/stock", response_model=StockList, dependencies=READ)
     async def all_stock() -> Any:
         async with engine.connect() as conn:
-            return StockList(skus=await queries.stock(conn, _today()))
+            return StockList(skus=await queries.stock(conn, days.today()))
 
     @router.get("/stock/{sku}", response_model=queries.SkuStock, dependencies=READ)
     async def sku_stock(sku: Key) -> Any:
         async with engine.connect() as conn:
-            found = await queries.stock(conn, _today(), sku)
+            found = await queries.stock(conn, days.today(), sku)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
 
     @router.get("/lots/{lot_id}", response_model=queries.LotStock, dependencies=READ)
     async def lot(lot_id: Key) -> Any:
         async with engine.connect() as conn:
-            found = await queries.lot_stock(conn, lot_id, _today())
+            found = await queries.lot_stock(conn, lot_id, days.today())
         return found or problem(404, "Unknown lot", f"no lot {lot_id}")
 
     @router.post("/lots", status_code=201, response_model=queries.LotStock)
@@ -82,7 +78,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         try:
             async with uow.begin() as tx:
                 created = await handlers.add_lot(tx, body)
-                view = await queries.lot_stock(tx.conn, body.lot_id, _today())
+                view = await queries.lot_stock(tx.conn, body.lot_id, days.today())
                 if created and view is not None:
                     after = view.model_dump(mode="json")
                     await audit.record(tx.conn, who.name, "lot.add", body.lot_id, after=after)
@@ -107,10 +103,10 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:
-                before = await queries.lot_stock(tx.conn, lot_id, _today())
+                before = await queries.lot_stock(tx.conn, lot_id, days.today())
                 applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
                 await tx.flush()  # the lot's new counters, read back just below
-                view = await queries.lot_stock(tx.conn, lot_id, _today())
+                view = await queries.lot_stock(tx.conn, lot_id, days.today())
                 if applied and before is not None and view is not None:
                     await audit.record(
                         tx.conn,
@@ -133,6 +129,6 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     @router.get("/reports/spoiled", response_model=queries.SpoiledReport, dependencies=READ)
     async def spoiled(sku: Annotated[str | None, Query(max_length=64)] = None) -> Any:
         async with engine.connect() as conn:
-            return await queries.spoiled_report(conn, _today(), sku)
+            return await queries.spoiled_report(conn, days.today(), sku)
 
     return router

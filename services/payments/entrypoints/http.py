@@ -13,7 +13,7 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
 """
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.payments import lending
 from services.payments.adapters.tables import payments
 from services.payments.domain.repayment import Overpayment
+from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.http import problem, require
@@ -46,10 +47,6 @@ class Adjust(BaseModel):
 
 class Repay(BaseModel):
     amount_fen: int | None = Field(None, gt=0, strict=True)
-
-
-def _today() -> date:
-    return datetime.now(UTC).date()
 
 
 def _json(value: Any, status: int = 200) -> JSONResponse:
@@ -129,7 +126,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     async def get_loan(loan_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
-                return _json(await lending.loan_view(conn, loan_id, _today()))
+                return _json(await lending.loan_view(conn, loan_id, days.today()))
             except lending.NotFound as exc:
                 return problem(404, "Loan not found", str(exc))
 
@@ -161,8 +158,10 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         try:
             async with uow.begin() as tx:
-                before = _view(await lending.loan_view(tx.conn, loan_id, _today()))
-                done = await lending.repay(tx, loan_id, idempotency_key, body.amount_fen, _today())
+                before = _view(await lending.loan_view(tx.conn, loan_id, days.today()))
+                done = await lending.repay(
+                    tx, loan_id, idempotency_key, body.amount_fen, days.today()
+                )
                 if done.created:
                     await audit.record(
                         tx.conn,

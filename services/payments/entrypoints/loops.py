@@ -5,10 +5,10 @@ instalment reminders (see :mod:`services.payments.reminders`)."""
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
 from services.payments import prepaid, reminders
 from services.payments.adapters.gateway import PaymentGateway
+from shared import days
 from shared.db import log_retry
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
@@ -63,7 +63,7 @@ async def reminder_loop(uow: UnitOfWork, settings: Settings) -> None:
         try:
             async with uow.begin() as tx:
                 n = await reminders.announce_due(
-                    tx, datetime.now(UTC).date(), settings.payments_reminder_upcoming_days
+                    tx, days.today(), settings.payments_reminder_upcoming_days
                 )
             if n:
                 log.info("announced %d instalments due", n)

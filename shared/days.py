@@ -10,13 +10,13 @@ from datetime import UTC, date, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
-from shared.settings import Settings
+from shared.settings import CalendarSettings
 
 
 @cache
 def market_zone() -> ZoneInfo:
     """The marketplace's time zone, as this process's settings say (read once)."""
-    return ZoneInfo(Settings().market_timezone)
+    return ZoneInfo(CalendarSettings().market_timezone)
 
 
 def day_of(at: datetime) -> date:

@@ -44,14 +44,6 @@ def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | N
     return Path(path).read_text().strip() if path else None
 
 
-def _zone_name(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
-    return name
-
-
 class PlatformApp(BaseModel):
     """One marketplace app the platform adapter accepts pushes from and calls back."""
 
@@ -64,16 +56,33 @@ class PlatformApp(BaseModel):
 DEV_TOKEN_FILE = Path(__file__).resolve().parents[1] / ".cache" / "dev-token"
 
 
-class Settings(BaseSettings):
+def _zone_name(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+    return name
+
+
+class CalendarSettings(BaseSettings):
+    """The marketplace's calendar alone (``shared/days.py`` reads it in any process: one
+    hosting several services has no plain credentials, which :class:`Settings` checks)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CARAVAN_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+    # An IANA zone: the day an order is on, for lots in season, and the days instalments
+    # fall due.
+    market_timezone: Annotated[str, AfterValidator(_zone_name)] = "Asia/Shanghai"
+
+
+class Settings(CalendarSettings):
     """Everything a service or the CLI may be configured with.
 
     The contract's names (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``, ``CARAVAN_HTTP_PORT``)
     are read as they are; the project's own settings carry the ``CARAVAN_`` prefix.
     """
-
-    model_config = SettingsConfigDict(
-        env_prefix="CARAVAN_", env_file=".env", extra="ignore", hide_input_in_errors=True
-    )
 
     environment: Literal["development", "test", "production"] = "development"
     kafka_bootstrap_servers: str = Field(
@@ -101,9 +110,6 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     handler_max_attempts: int = 3
     instance_id: str = "1"
-    # The marketplace's calendar (an IANA zone): the day an order is on, for lots in season,
-    # and the days instalments fall due (shared/days.py).
-    market_timezone: Annotated[str, AfterValidator(_zone_name)] = "Asia/Shanghai"
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
     # go to (default: this service's /sms/receipts), delivery retries and quiet hours.

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
@@ -416,3 +417,42 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
     assert ("cancelled", "out_of_season") in {(o.status, o.reason) for o in outcomes}
     for o in outcomes:
         assert [e.source for e in requested(caravan, o.order_ref)] == [f"platform/{DEMO}"]
+
+
+async def test_failed_callbacks_are_sent_again_on_request(
+    caravan: System, platform: Platform
+) -> None:
+    """A callback the status API refused for good (a 4xx, or every attempt spent) stayed
+    failed for ever; operations can now send it again once the platform is put right."""
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    outcome = await caravan.outcome(await placed_once(caravan, order_ref))
+
+    async def status() -> Any:
+        query = "select status, attempts from platform.callbacks where event_id = :e"
+        return tuple((await caravan.sql(query, e=outcome.id))[0])
+
+    await until(status, "the callback delivered", ready=lambda s: s[0] == "delivered")
+    assert caravan.engine is not None
+    async with caravan.engine.begin() as conn:  # as if the status API had answered 401
+        await conn.execute(
+            text("update platform.callbacks set status = 'failed' where event_id = :e"),
+            {"e": outcome.id},
+        )
+    retry = {"event_ids": [outcome.id]}
+    answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
+    assert answer.json() == {"requeued": 1, "event_ids": [outcome.id]}, answer.text
+    assert await until(status, "sent again", ready=lambda s: s[0] == "delivered") == (
+        "delivered",
+        1,  # from a first attempt
+    )
+    again = await platform.adapter.post("/platform/callbacks/retry", json=retry)
+    assert again.json() == {"requeued": 0, "event_ids": []}  # only failed ones
+    audited = await caravan.scalar(
+        "select count(*) from auth.audit where action = 'platform.callbacks.retry'"
+        " and detail -> 'event_ids' ? :e",
+        e=outcome.id,
+    )
+    assert audited == 1
+    received = await callbacks(platform.sim, order_ref)
+    assert len(received["requests"]) >= 2, received  # told twice, applied once (its key)

@@ -24,7 +24,9 @@ records; ``platform:read`` or ``platform:write`` to read):
   ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
 - ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
   unless ``all``), e.g. an unmapped SKU.
-- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts.
+- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts;
+  ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both optional, ``platform:write``,
+  audited): the ``failed`` ones sent again from a first attempt.
 """
 
 import json
@@ -35,8 +37,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
-from sqlalchemy import delete, select
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.platform import handlers
@@ -261,7 +263,41 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             rows = (await conn.execute(query)).mappings().all()
         return {"callbacks": [_jsonable(r) for r in rows]}
 
+    @router.post("/callbacks/retry")
+    async def retry_callbacks(body: Requeue, who: Writer) -> Any:
+        """Send ``failed`` callbacks again (of one app, or the ones named), from a first
+        attempt: once the platform's status API works again, or its secret is put right."""
+        query = update(callbacks).where(callbacks.c.status == "failed")
+        if body.app is not None:
+            query = query.where(callbacks.c.app == body.app)
+        if body.event_ids is not None:
+            query = query.where(callbacks.c.event_id.in_(body.event_ids))
+        async with uow.begin() as tx:
+            requeued = await tx.conn.execute(
+                query.values(status="pending", attempts=0, next_attempt_at=func.now()).returning(
+                    callbacks.c.event_id
+                )
+            )
+            ids = sorted(r.event_id for r in requeued)
+            if ids:
+                target = body.app or "*"
+                detail = {"event_ids": ids}
+                await audit.record(
+                    tx.conn, who.name, "platform.callbacks.retry", target, detail=detail
+                )
+                tx.signal(handlers.CALLBACKS_DUE)
+        return {"requeued": len(ids), "event_ids": ids}
+
     return router
+
+
+class Requeue(BaseModel):
+    """Which failed callbacks to send again: all, an app's, or those of these events."""
+
+    app: str | None = Field(None, min_length=1, max_length=64)
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, min_length=1, max_length=1000
+    )
 
 
 def _jsonable(row: Any) -> dict[str, Any]:

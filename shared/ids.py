@@ -1,5 +1,7 @@
 """The ids Caravan mints for what it keeps: events, orders, loans, texts, stock adjustments."""
 
+import uuid
+
 import uuid_utils
 
 
@@ -13,3 +15,13 @@ def new_id() -> str:
     PostgreSQL's buffers, so each insert reads a page of its own from outside them.
     """
     return str(uuid_utils.uuid7())
+
+
+def as_stored(given: str) -> str | None:
+    """``given`` as these ids are kept (a hyphenated UUID in lower case: a client may send
+    it in upper case), or None if it is not such a UUID."""
+    try:
+        stored = str(uuid.UUID(given))
+    except ValueError:
+        return None
+    return stored if stored == given.lower() else None

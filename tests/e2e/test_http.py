@@ -28,6 +28,12 @@ async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -
     assert outcome.type == "order.confirmed"
     body = (await http.get(f"/orders/{order_id}")).json()
     assert body["order_ref"] == key and body["status"] == "confirmed"
+    # The id in upper case is the same order (it was 404 "no order"), here and at payments.
+    upper = await http.get(f"/orders/{order_id.upper()}")
+    assert upper.status_code == 200 and upper.json() == body
+    async with caravan.api("payments") as payments:
+        paid = await payments.get(f"/orders/{order_id.upper()}/payment")
+    assert paid.status_code == 200 and paid.json()["order_id"] == order_id
 
 
 async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
@@ -192,7 +198,7 @@ async def test_a_buyers_orders_page_by_cursor_newest_first(caravan: System) -> N
 async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: System) -> None:
     """Text with NUL, numbers beyond their column, bodies nested past any use and cursors
     whose time has no UTC: each API answers 4xx with a problem body, on every service."""
-    cursor = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00", "x"]').decode()
+    cursor = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00", "x"]').decode()  # no UTC
     lot = {
         "lot_id": ref("LOT-BIG"),
         "sku": "T-PEPPER",

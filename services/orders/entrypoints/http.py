@@ -4,7 +4,6 @@ Every answer other than a success is ``application/problem+json``; the OpenAPI d
 (``/openapi.json``, ``/docs``) lists each status code an operation may answer.
 """
 
-import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from services.orders.entrypoints.schemas import (
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested, has_nul
 from shared.http import create_app as create_base_app
 from shared.http import problem, require
+from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -34,13 +34,6 @@ MAX_PAGE = 100
 
 BAD_INPUT = "the request does not match its schema"
 NOT_FOUND = "no order with this id"
-
-
-def _is_order_id(order_id: str) -> bool:
-    try:
-        return str(uuid.UUID(order_id)) == order_id.lower()
-    except ValueError:
-        return False
 
 
 def _not_found(order_id: str) -> Any:
@@ -135,10 +128,11 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
     )
     async def get_order(order_id: str) -> Any:
         """An order's status, total, reason and timeline."""
-        if not _is_order_id(order_id):
+        stored = as_stored(order_id)
+        if stored is None:
             return _not_found(order_id)
         async with uow.db.engine.connect() as conn:
-            view = await queries.order_view(conn, order_id)
+            view = await queries.order_view(conn, stored)
         return _not_found(order_id) if view is None else view
 
     @app.post(
@@ -153,8 +147,10 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
         it is; a confirmed one cannot be cancelled here."""
-        if not _is_order_id(order_id):
+        stored = as_stored(order_id)
+        if stored is None:
             return _not_found(order_id)
+        order_id = stored  # as the database has it, in lower case
         try:
             async with uow.begin() as tx:
                 order = await handlers.cancel_by_buyer(tx, order_id)

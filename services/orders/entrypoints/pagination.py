@@ -7,7 +7,7 @@ of a page, so the next page starts strictly after it whatever is placed meanwhil
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 
@@ -34,7 +34,8 @@ def decode_cursor(cursor: str) -> Position:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         placed_at, order_id = orjson.loads(raw)
         position = Position(datetime.fromisoformat(placed_at), order_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        position.placed_at.astimezone(UTC)  # year 1 at +01:00 has none (OverflowError)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise BadCursor(cursor) from exc
     if position.placed_at.tzinfo is None or not isinstance(order_id, str) or "\x00" in order_id:
         raise BadCursor(cursor)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,12 +29,15 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.http import problem, require
+from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
 Id = Annotated[str, Path(min_length=1, max_length=64)]
+# An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
+UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
 
 
 class SetLimit(BaseModel):
@@ -123,7 +126,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(tags=["loans"])
 
     @router.get("/loans/{loan_id}", responses={404: {}}, dependencies=READ)
-    async def get_loan(loan_id: Id) -> Any:
+    async def get_loan(loan_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
                 return _json(await lending.loan_view(conn, loan_id, days.today()))
@@ -131,7 +134,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                 return problem(404, "Loan not found", str(exc))
 
     @router.get("/orders/{order_id}/payment", responses={404: {}}, dependencies=READ)
-    async def get_payment(order_id: Id) -> Any:
+    async def get_payment(order_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -151,7 +154,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
 
     @router.post("/loans/{loan_id}/repayments", responses={404: {}, 409: {}, 422: {}})
     async def repay(
-        loan_id: Id,
+        loan_id: UuidId,
         body: Repay,
         who: Writer,
         idempotency_key: Annotated[str, Header(pattern=KEY_PATTERN)],

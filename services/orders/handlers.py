@@ -30,9 +30,13 @@ class Placed:
     same_request: bool
 
 
-def request_hash(request: OrderRequested) -> str:
-    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(body).hexdigest()
+def request_hash(request: OrderRequested, legacy: bool = False) -> str:
+    """A digest of what ``request`` asks for: the fields given other than as their defaults,
+    so that a field the contract adds later (optional, with a default) leaves the digest of
+    the same body as it was, and a client's retry across that upgrade is the same request.
+    ``legacy``: as orders placed before 2026-12-03 were digested (every field, defaults too)."""
+    fields = request.model_dump(mode="json", exclude_defaults=not legacy)
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: timedelta) -> Placed:
@@ -46,7 +50,8 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
         return Placed(order.order_id, order.status, created=True, same_request=True)
     order_id, status, stored_digest = existing
     log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
-    return Placed(order_id, status, created=False, same_request=stored_digest == digest)
+    same = stored_digest in (digest, request_hash(request, legacy=True))
+    return Placed(order_id, status, created=False, same_request=same)
 
 
 async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> None:

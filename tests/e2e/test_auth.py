@@ -169,6 +169,7 @@ class World:
             ),
             ("platform", "GET", "/platform/problems"): ("/platform/problems", None),
             ("platform", "GET", "/platform/callbacks"): ("/platform/callbacks", None),
+            ("platform", "POST", "/platform/callbacks/retry"): ("/platform/callbacks/retry", {}),
             ("dashboard", "GET", "/"): ("/", None),
             ("dashboard", "GET", "/api/snapshot"): ("/api/snapshot", None),
             ("dashboard", "GET", "/orders/{order_id}"): (f"/orders/{self.order_id}", None),

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -346,14 +347,17 @@ async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     caravan: System, platform: Platform
 ) -> None:
     """Two unmapped SKUs are one problem naming both (it named the last one only); a push
-    after one is mapped names the other; the order cancelled on the platform closes it."""
-    x, y = (f"ALI-{c}-{uuid.uuid4().hex[:6]}" for c in "XY")
+    after one is mapped names the other; the order cancelled on the platform closes it. A
+    platform SKU may hold "/" (its mapping's path was a 404)."""
+    x, y = (f"ALI/{c}-{uuid.uuid4().hex[:6]}" for c in "XY")  # "/" too (was unmappable)
     order_ref = await new_order(platform.sim, {x: 1, y: 2})
     assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
     both = f"platform SKUs {min(x, y)!r}, {max(x, y)!r} have no mapping"
     assert await open_problems(platform, order_ref) == [("unmapped_sku", both)]
-    put = await platform.adapter.put(f"/platform/{APP}/mappings/sku/{x}", json={"sku": "T-PEPPER"})
-    assert put.status_code == 200
+    mapping = f"/platform/{APP}/mappings/sku/{quote(x, safe='')}"
+    put = await platform.adapter.put(mapping, json={"sku": "T-PEPPER"})
+    assert put.status_code == 200, put.text
+    assert (await platform.adapter.get(mapping)).json()["external_id"] == x
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
     one = f"platform SKU {y!r} has no mapping"
     assert await open_problems(platform, order_ref) == [("unmapped_sku", one)]

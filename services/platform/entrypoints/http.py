@@ -165,7 +165,7 @@ READ = [require("platform:read", "platform:write")]
 def admin_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(prefix="/platform", tags=["platform operations"])
 
-    @router.put("/{app}/mappings/{kind}/{external_id}")
+    @router.put("/{app}/mappings/{kind}/{external_id:path}")
     async def put_mapping(
         app: str, kind: MappingKind, external_id: str, request: Request, who: Writer
     ) -> Any:
@@ -203,7 +203,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             & (mappings.c.external_id == external_id)
         )
 
-    @router.get("/{app}/mappings/{kind}/{external_id}", dependencies=READ)
+    @router.get("/{app}/mappings/{kind}/{external_id:path}", dependencies=READ)
     async def get_mapping(app: str, kind: MappingKind, external_id: str) -> Any:
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
@@ -211,7 +211,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             return problem(404, "No such mapping")
         return {"app": app, "kind": kind, "external_id": external_id, **value}
 
-    @router.delete("/{app}/mappings/{kind}/{external_id}", status_code=204)
+    @router.delete("/{app}/mappings/{kind}/{external_id:path}", status_code=204)
     async def delete_mapping(
         app: str, kind: MappingKind, external_id: str, who: Writer
     ) -> Response:

@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from shared.events.envelope import Frozen
+from shared.events.envelope import Fen, Frozen
 from shared.events.orders import E164_PATTERN, Locale
 
 
@@ -20,14 +20,14 @@ class Seller(Frozen):
 class Product(Frozen):
     sku: str = Field(min_length=1, max_length=64)
     seller_id: str = Field(min_length=1, max_length=64)
-    unit_price_fen: int = Field(ge=0, strict=True)
+    unit_price_fen: Fen
     name: dict[str, str]
 
 
 class LotSeed(Frozen):
     lot_id: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=0, strict=True)
+    quantity: int = Field(ge=0, le=2**31 - 1, strict=True)  # PostgreSQL's integer
     available_from: date
     best_before: date
 
@@ -42,7 +42,7 @@ class BuyerSeed(Frozen):
     id: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
     locale: Locale = "zh-CN"
-    credit_limit_fen: int = Field(ge=0, strict=True)
+    credit_limit_fen: Fen
 
 
 class SeedFile(Frozen):

@@ -164,5 +164,6 @@ if __name__ == "__main__":
     import json
     import sys
 
-    json.dump(asyncapi_json(), sys.stdout, indent=2, ensure_ascii=False)
+    # Keys sorted: the subscribers' order varies from run to run, the file's need not.
+    json.dump(asyncapi_json(), sys.stdout, indent=2, ensure_ascii=False, sort_keys=True)
     sys.stdout.write("\n")

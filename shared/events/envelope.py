@@ -18,7 +18,8 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-Fen = Annotated[int, Field(strict=True, ge=0)]
+MAX_FEN = 2**63 - 1  # what PostgreSQL's bigint holds: more is refused here, not there
+Fen = Annotated[int, Field(strict=True, ge=0, le=MAX_FEN)]
 """An amount of money: a whole number of fen, never a float (1 CNY = 100 fen)."""
 
 

@@ -28,6 +28,7 @@ from services.payments.domain.repayment import Overpayment
 from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
+from shared.events.envelope import MAX_FEN, Fen
 from shared.http import problem, require
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
@@ -41,15 +42,15 @@ UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
 
 
 class SetLimit(BaseModel):
-    credit_limit_fen: int = Field(ge=0, strict=True)
+    credit_limit_fen: Fen
 
 
 class Adjust(BaseModel):
-    delta_fen: int = Field(strict=True)
+    delta_fen: int = Field(strict=True, ge=-MAX_FEN, le=MAX_FEN)
 
 
 class Repay(BaseModel):
-    amount_fen: int | None = Field(None, gt=0, strict=True)
+    amount_fen: int | None = Field(None, gt=0, le=MAX_FEN, strict=True)
 
 
 def _json(value: Any, status: int = 200) -> JSONResponse:

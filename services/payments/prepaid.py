@@ -13,10 +13,11 @@ Each step is its own short transaction; the gateway call happens between two of 
    ``void(order_id)``.
 4. It records the outcome in a new transaction, guarded by the state it claimed
    (``WHERE status = 'charging'``): approved → ``authorized``, the charge posted to the
-   ledger, the payables ``owed``, ``payment.authorized``; declined → ``declined``,
-   ``payment.declined`` (``payment_failed``). No answer (timeout, refused, 5xx) → the row
-   stays as it is and ``next_attempt_at`` moves a backoff ahead: the call is retried with
-   the same key.
+   ledger, the payables ``owed``, ``payment.authorized``; declined (or the charge refused
+   with a 4xx) → ``declined``, ``payment.declined`` (``payment_failed``). No answer, or
+   none to be sure of (timeout, refused connection, 5xx, 429, an answer that is not the
+   gateway's JSON: :mod:`.adapters.gateway_http`) → the row stays as it is and
+   ``next_attempt_at`` moves a backoff ahead: the call is retried with the same key.
 
 A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
 runs out any instance claims it again and repeats the call with the same key, which the
@@ -120,6 +121,7 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
         log.info("order %s is no longer charging; gateway answer %s ignored", work.order_id, result)
         return False
     if status == "declined":
+        log.info("gateway declined the charge of order %s: %s", work.order_id, result.reason)
         await set_payables(tx, work.order_id, "cancelled")
         await tx.emit(
             PaymentDeclined(order_id=work.order_id, reason="payment_failed"),

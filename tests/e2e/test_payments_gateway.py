@@ -7,6 +7,7 @@ it restores the defaults afterwards.
 """
 
 import asyncio
+import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -161,6 +162,39 @@ async def test_a_declined_charge_cancels_the_order(
         await caravan.scalar("select status from payments.payables where order_id = :o", o=order_id)
         == "cancelled"
     )
+
+
+async def test_a_charge_the_gateway_refuses_cancels_the_order_and_a_garbled_answer_is_asked_again(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    # A 400 is the gateway's refusal: nothing was charged, the order fails at once.
+    refused = buyer("gw-refused")
+    assert (await gateway.put(f"/behaviour/{refused}", json={"mode": "refuse"})).is_success
+    # A page that is not JSON (the charge was made): the outcome is unknown, so asked again.
+    garbled = buyer("gw-garbled")
+    assert (await gateway.put(f"/behaviour/{garbled}", json={"mode": "garble"})).is_success
+    log = caravan.procs.log_dir / "payments.log"
+    logged_before = log.stat().st_size
+    done = await asyncio.gather(
+        run(caravan, order(refused, {"PAY-BOX": 1}, method="prepaid")),
+        run(caravan, order(garbled, {"PAY-BOX": 2}, method="prepaid")),
+    )
+    assert (done[0].type, done[0].data.get("reason")) == ("order.cancelled", "payment_failed")
+    refused_id = done[0].data["order_id"]
+    seen = await charges(gateway, refused_id)
+    assert seen["charges"] == [] and seen["requests"][refused_id] == 1
+    assert done[1].type == "order.confirmed"
+    garbled_id = done[1].data["order_id"]
+    seen = await charges(gateway, garbled_id)
+    assert len(seen["charges"]) == 1 and seen["requests"][garbled_id] == 2
+    # Neither is a failure of the service: warnings, and no error-level line.
+    written = log.read_bytes()[logged_before:].splitlines()
+    logged = [json.loads(line) for line in written if line.startswith(b"{")]
+    ours = [line for line in logged if garbled_id in line["message"]]
+    assert ours and {line["level"] for line in ours} == {"warning"}
+    assert "not a JSON object" in ours[0]["message"]
+    errors = [line["message"] for line in logged if line["level"] == "error"]
+    assert not [message for message in errors if refused_id in message]
 
 
 async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(

@@ -5,41 +5,86 @@ simulator (``services.payments.simulator``) speaks it:
   "declined", "charge_id", "reason"}`` (idempotent by ``key``);
 - ``POST /charges/{key}/void`` → 200.
 
-Timeouts, refused connections and 5xx answers raise ``GatewayUnavailable``.
+What an answer means:
+
+- a timeout, a refused connection, a 5xx, or an answer asking to come back (408, 409: the
+  key's first request is still being processed, 425, 429), or one this client cannot read
+  (not the JSON above): the outcome is unknown, ``GatewayUnavailable``, and the call is
+  made again with the same key;
+- 401 and 403 (the gateway refused *us*: a key or a certificate to put right) likewise:
+  nothing was done, and a buyer's payment must not fail for it;
+- any other 4xx to a charge is the gateway's refusal of that charge: nothing was charged,
+  and the charge is ``declined`` with the answer as its reason. A void is never given up
+  (its money may have been taken): every answer but a 2xx leaves it to be made again.
 """
+
+from typing import Any
 
 import httpx
 
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 
+RETRY_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+"""4xx answers that do not decide a charge: asked again later, with the same key."""
+
 
 class HttpGateway:
-    def __init__(self, base_url: str, timeout_seconds: float) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_seconds)
+    def __init__(
+        self,
+        base_url: str,
+        timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_seconds, transport=transport
+        )
 
     async def _post(self, path: str, body: dict[str, object] | None = None) -> httpx.Response:
         try:
             response = await self._client.post(path, json=body)
         except httpx.HTTPError as exc:  # timeouts and connection errors
             raise GatewayUnavailable(f"{path}: {exc.__class__.__name__}") from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
             raise GatewayUnavailable(f"{path}: HTTP {response.status_code}")
-        response.raise_for_status()
         return response
 
     async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
-        body = (
-            await self._post(
-                "/charges", {"key": key, "amount_fen": amount_fen, "buyer_id": buyer_id}
-            )
-        ).json()
+        response = await self._post(
+            "/charges", {"key": key, "amount_fen": amount_fen, "buyer_id": buyer_id}
+        )
+        if response.is_client_error:
+            return ChargeResult("declined", reason=_refusal(response))
+        body = _json_object(response)
         status = body.get("status")
-        if status not in ("approved", "declined"):
-            raise GatewayUnavailable(f"unexpected charge status {status!r}")
+        if not response.is_success or status not in ("approved", "declined"):
+            raise GatewayUnavailable(
+                f"/charges: HTTP {response.status_code}, charge status {status!r}"
+            )
         return ChargeResult(status, charge_id=body.get("charge_id"), reason=body.get("reason"))
 
     async def void(self, key: str) -> None:
-        await self._post(f"/charges/{key}/void")
+        response = await self._post(f"/charges/{key}/void")
+        if not response.is_success:
+            raise GatewayUnavailable(f"/charges/{key}/void: {_refusal(response)}")
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
+    if not isinstance(body, dict):
+        raise GatewayUnavailable(
+            f"{response.request.url.path}: an answer that is not a JSON object"
+            f" (HTTP {response.status_code}, {response.headers.get('content-type')!r})"
+        )
+    return body
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The answer in one short line: its status and the start of its body."""
+    text = " ".join(response.content[:200].decode("utf-8", "replace").split())
+    return f"HTTP {response.status_code}" + (f": {text}" if text else "")

@@ -10,11 +10,13 @@ Gateway side (what the payments service calls):
 
 Control side (what tests and people use to make it misbehave):
 
-- ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout", "times": n,
-  "delay_seconds": s}``: the next ``n`` charge requests of that buyer are declined, or
-  (``timeout``) *processed* and then answered only after ``delay_seconds``, later than the
-  client waits, so the client sees a timeout although the charge was made; then the buyer
-  is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
+- ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout" | "refuse" |
+  "garble", "times": n, "delay_seconds": s}``: the next ``n`` charge requests of that buyer
+  are declined; or (``timeout``) *processed* and then answered only after
+  ``delay_seconds``, later than the client waits, so the client sees a timeout although the
+  charge was made; or (``refuse``) answered 400 with a problem body, nothing decided; or
+  (``garble``) processed and answered with a page that is not JSON, as a proxy might. Then
+  the buyer is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
 - ``GET /charges?key=...``: the charges made (``voided`` marked) and how many requests each
   key received, for assertions. ``GET /healthz``.
 """
@@ -24,7 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 
@@ -35,7 +38,7 @@ class ChargeRequest(BaseModel):
 
 
 class Behaviour(BaseModel):
-    mode: Literal["approve", "decline", "timeout"]
+    mode: Literal["approve", "decline", "timeout", "refuse", "garble"]
     times: int = Field(1, ge=1)
     delay_seconds: float = Field(5.0, ge=0)
 
@@ -76,11 +79,14 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/charges")
-    async def charge(body: ChargeRequest) -> dict[str, Any]:
+    @app.post("/charges", response_model=None)
+    async def charge(body: ChargeRequest) -> dict[str, Any] | Response:
         # No await before the outcome is stored: one key is decided exactly once.
         state.requests[body.key] = state.requests.get(body.key, 0) + 1
         rule = state.next_mode(body.buyer_id)
+        if rule is not None and rule.mode == "refuse":
+            refusal = {"title": "charge refused", "detail": f"buyer {body.buyer_id} is barred"}
+            return JSONResponse(refusal, status_code=400, media_type="application/problem+json")
         known = state.outcomes.get(body.key)
         if body.key in state.voided:
             outcome: dict[str, Any] = {"status": "declined", "charge_id": None, "reason": "voided"}
@@ -95,6 +101,8 @@ def create_app() -> FastAPI:
         state.outcomes.setdefault(body.key, outcome)
         if rule is not None and rule.mode == "timeout":
             await asyncio.sleep(rule.delay_seconds)
+        if rule is not None and rule.mode == "garble":
+            return HTMLResponse("<html><body>502 upstream hiccup</body></html>")
         return outcome
 
     @app.post("/charges/{key}/void")

@@ -1,0 +1,62 @@
+"""What the HTTP gateway client makes of each kind of answer (services.payments.adapters.
+gateway_http): a refusal declines a charge, anything it cannot be sure of is asked again."""
+
+import httpx
+import pytest
+
+from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
+from services.payments.adapters.gateway_http import HttpGateway
+
+
+def gateway(status: int, body: bytes, content_type: str = "application/json") -> HttpGateway:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"content-type": content_type})
+
+    return HttpGateway("http://gateway.test", 1, transport=httpx.MockTransport(answer))
+
+
+async def test_an_approval_and_a_decline_are_read_from_the_answer() -> None:
+    approved = gateway(200, b'{"status": "approved", "charge_id": "ch_1", "reason": null}')
+    assert await approved.charge("o-1", 100, "b") == ChargeResult("approved", charge_id="ch_1")
+    declined = gateway(200, b'{"status": "declined", "charge_id": null, "reason": "card"}')
+    assert await declined.charge("o-1", 100, "b") == ChargeResult("declined", reason="card")
+
+
+async def test_a_charge_refused_with_a_4xx_is_declined_with_the_answer_as_its_reason() -> None:
+    refused = gateway(400, b'{"title": "charge refused",\n "detail": "barred"}', "application/json")
+    result = await refused.charge("o-1", 100, "b")
+    assert result.status == "declined" and result.charge_id is None
+    assert result.reason == 'HTTP 400: {"title": "charge refused", "detail": "barred"}'
+    assert (await gateway(422, b"").charge("o-1", 100, "b")).reason == "HTTP 422"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (500, b"oops", "text/plain"),
+        (503, b"", "text/plain"),
+        (429, b'{"title": "slow down"}', "application/json"),  # come back later
+        (409, b'{"title": "in progress"}', "application/json"),  # the key's first call runs
+        (408, b"", "text/plain"),
+        (401, b'{"title": "bad key"}', "application/json"),  # refused *us*: not the buyer
+        (403, b"", "text/plain"),
+        (200, b"<html>502 upstream hiccup</html>", "text/html"),  # a proxy's page
+        (200, b'["approved"]', "application/json"),  # JSON, not the object
+        (200, b'{"status": "pending"}', "application/json"),
+        (200, b"\xff\xfe", "application/json"),  # not UTF-8
+        (302, b"", "text/plain"),  # not followed: not an answer
+    ],
+)
+async def test_an_answer_that_does_not_decide_the_charge_is_asked_again(
+    status: int, body: bytes, content_type: str
+) -> None:
+    with pytest.raises(GatewayUnavailable):
+        await gateway(status, body, content_type).charge("o-1", 100, "b")
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 429, 500, 302])
+async def test_a_void_is_never_given_up(status: int) -> None:
+    with pytest.raises(GatewayUnavailable, match=f"HTTP {status}"):
+        await gateway(status, b"no").void("o-1")
+    await gateway(200, b"{}").void("o-1")  # done
+    await gateway(204, b"").void("o-1")

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import httpx
 import typer
+from rich.text import Text
 
 from caravan.output import console
 from shared.http import bearer_headers
@@ -27,20 +28,22 @@ def call(
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
     for name, value in headers.items():
         if not value.isascii():  # httpx would raise UnicodeEncodeError
-            console.print(f"[red]not sent[/red]: {name} must be ASCII, not {value!r}")
+            said = f": {name} must be ASCII, not {value!r}"
+            console.print(Text.assemble(("not sent", "red"), said))
             raise typer.Exit(2)
     url = base + path.format(*(quote(i, safe="") for i in ids))
     try:
         response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        console.print(f"[red]{service} API unreachable[/red]: {exc}")
+        console.print(Text.assemble((f"{service} API unreachable", "red"), f": {exc}"))
         raise typer.Exit(2) from exc
     try:
         body: dict[str, Any] = response.json()
     except ValueError:  # not a problem body: a proxy's page, or a server error
         body = {"title": f"HTTP {response.status_code}", "detail": response.text[:300]}
     if response.status_code >= 400:
-        console.print(f"[red]{body.get('title', response.status_code)}[/red]: {body.get('detail')}")
+        title = str(body.get("title", response.status_code))
+        console.print(Text.assemble((title, "red"), f": {body.get('detail')}"))
         for error in body.get("errors", []):  # a 422's fields at fault
             console.print(f"  {error['field']}: {error['message']}")
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ import httpx
 import typer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
+from rich.text import Text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -54,7 +55,9 @@ def main() -> None:
 
 
 def _unreachable(what: str, exc: Exception) -> NoReturn:
-    console.print(f"[red]cannot reach {what}[/red]: {exc}. Is the system up (`caravan up`)?")
+    console.print(
+        Text.assemble((f"cannot reach {what}", "red"), f": {exc}. Is the system up (`caravan up`)?")
+    )
     raise SystemExit(2)
 
 
@@ -133,10 +136,11 @@ def up(
     )
     board: subprocess.Popen[bytes] | None = None
     try:
-        console.print(f"Kafka: {infra.kafka_bootstrap} [dim]({infra.kafka_path})[/dim]")
+        kafka_path = (f"({infra.kafka_path})", "dim")
+        console.print(Text.assemble(f"Kafka: {infra.kafka_bootstrap} ", kafka_path))
         # Unquoted for reading: the local cluster's URL holds its socket folder in the query.
         shown = unquote(make_url(infra.database_url).render_as_string(hide_password=True))
-        console.print(f"PostgreSQL: {shown} [dim]({infra.postgres_path})[/dim]")
+        console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
             asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
         token, new = tokens_cli.dev_token(infra.database_url)
@@ -158,9 +162,12 @@ def up(
             stdout=subprocess.DEVNULL,
         )
         console.print(
-            f"[green]ready[/green] in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
-            f"operations page on http://{settings.http_host}:{dashboard_port}, "
-            f"service logs in {procs.log_dir}"
+            Text.assemble(
+                ("ready", "green"),
+                f" in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
+                f"operations page on http://{settings.http_host}:{dashboard_port}, "
+                f"service logs in {procs.log_dir}",
+            )
         )
         if demo:
             seed = _seed_file(seed_file)
@@ -200,7 +207,7 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
         f"{len(data.lots) - len(kept)} new lots, {len(data.buyers)} buyers"
     )
     for said in kept:
-        console.print(f"[yellow]{said}[/yellow]")
+        console.print(said, style="yellow")
     if kept:
         console.print("(a lot's counts change with `caravan inventory adjust`, not by seeding)")
 
@@ -295,7 +302,7 @@ def replay(
         f"{result.total} record(s) to re-read"
     )
     if result.refused:
-        console.print(f"[red]refused:[/red] {result.refused}")
+        console.print(Text.assemble(("refused:", "red"), f" {result.refused}"))
         if not dry_run:
             raise typer.Exit(2)
     console.print("applied" if result.applied else "nothing changed (dry run)")
@@ -404,10 +411,10 @@ def dlq_show(
         raise typer.BadParameter(f"no dead letter {ref}")
     d = found[0]
     for name, value in sorted(d.headers.items()):
-        console.print(f"[bold]{name}[/bold]: {value}")
-    console.print(f"[bold]key[/bold]: {d.key!r}")
-    console.print("[bold]value[/bold]:")
-    console.print(d.value.decode("utf-8", "replace"), markup=False)
+        console.print(Text.assemble((name, "bold"), f": {value}"))
+    console.print(Text.assemble(("key", "bold"), f": {d.key!r}"))
+    console.print(Text("value", "bold"), ":", sep="")
+    console.print(d.value.decode("utf-8", "replace"))
 
 
 @dlq_app.command("redrive")
@@ -422,18 +429,36 @@ def dlq_redrive(
         Path | None, typer.Option(help="a fixed value to send instead (one dead letter only)")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="show what would be sent, send nothing")] = False,
+    again: Annotated[
+        bool, typer.Option(help="send letters that were redriven before as well")
+    ] = False,
 ) -> None:
-    """Send chosen dead letters back to their original topic, with their key."""
+    """Send chosen dead letters back to their original topic, with their key, each for the
+    consumer group that dead-lettered it. A letter redriven before is left out (--again)."""
     letters = _letters(topic, error, since, ref or None)
-    if not letters:
-        raise typer.BadParameter("no dead letter matches")
+    missing = sorted(set(ref or ()) - {d.ref for d in letters})
+    if not letters or missing:
+        raise typer.BadParameter(
+            f"no dead letter {', '.join(missing)}" if missing else "no dead letter matches"
+        )
     value = value_file.read_bytes() if value_file else None
+    verb = "would redrive" if dry_run else "redriven"
     try:
-        sent = asyncio.run(
-            ops_dlq.redrive(_bootstrap(), _database_url(), letters, value=value, dry_run=dry_run)
+        done = asyncio.run(
+            ops_dlq.redrive(
+                _bootstrap(),
+                _database_url(),
+                letters,
+                value=value,
+                dry_run=dry_run,
+                again=again,
+                on_sent=lambda item: console.print(f"{verb}: {item}"),
+            )
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    verb = "would redrive" if dry_run else "redriven"
-    for item in sent:
-        console.print(f"{verb}: {item}")
+    if dry_run:
+        for item in done.sent:
+            console.print(f"{verb}: {item}")
+    for item, when in sorted(done.before.items()):
+        console.print(f"left out: {item}, redriven {when} (--again to send it again)")

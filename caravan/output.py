@@ -8,6 +8,11 @@ that must give way folds onto more lines instead of losing its end. A table whos
 columns leave too little room for the others is printed wider than the terminal (its lines
 wrap there; piped, nothing changes). The console does not wrap printed lines itself
 (``soft_wrap``): a long URL or path stays one line to copy.
+
+Nothing printed is read as Rich markup (``markup=False``): what the commands print is data
+from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` or
+``[parameters: ...]`` in it crashed the command or vanished. Style with ``style=`` or
+:class:`rich.text.Text`.
 """
 
 from collections.abc import Collection
@@ -16,7 +21,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Column, Table
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, markup=False)
 
 FOLDED_WIDTH = 4
 """The least a column that may fold is given before a table is printed wider instead."""

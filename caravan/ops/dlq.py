@@ -1,17 +1,24 @@
 """Dead letters: reading them from the ``<topic>.dlq`` topics, and sending chosen ones back.
 
 A redriven record goes to its original topic with its original key and value (or a fixed
-value), and a header naming the dead letter it came from; each redrive is recorded.
+value), a header naming the dead letter it came from and one naming the consumer group that
+dead-lettered it (the only group to handle it again); each redrive is recorded, with the
+letters it sent, and a letter sent once is not sent again unless asked.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from caravan.ops.record import record
+from shared.auth.tables import audit
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
+from shared.messaging.consumer import REDRIVE_GROUP
 from shared.topics import Topic
 
 
@@ -91,6 +98,40 @@ def select(
     ]
 
 
+@dataclass(frozen=True)
+class Redrive:
+    sent: list[str]  # the letters sent (or, in a dry run, that would be)
+    before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
+
+
+async def redriven_before(database_url: str, refs: list[str]) -> dict[str, str]:
+    """The letters among ``refs`` that a redrive sent before, each with when and by whom
+    (from the audit trail)."""
+    url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url)
+    sent = audit.c.detail["letters"]
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa_select(audit.c.at, audit.c.actor, sent)
+                .where(
+                    audit.c.action == "redrive",
+                    audit.c.detail["dry_run"].as_boolean().is_(False),
+                    sent.as_string().is_not(None),  # a JSON array
+                )
+                .order_by(audit.c.at)
+            )
+            wanted = set(refs)
+            return {
+                ref: f"{at.isoformat(timespec='seconds')} by {actor}"
+                for at, actor, letters in rows
+                for ref in letters or ()
+                if ref in wanted
+            }
+    finally:
+        await engine.dispose()
+
+
 async def redrive(
     bootstrap: str,
     database_url: str,
@@ -98,35 +139,53 @@ async def redrive(
     *,
     value: bytes | None = None,
     dry_run: bool = False,
-) -> list[str]:
-    """Send ``letters`` back to their original topics; ``value`` replaces the value (one letter)."""
+    again: bool = False,
+    on_sent: Callable[[str], None] = lambda ref: None,
+) -> Redrive:
+    """Send ``letters`` back to their original topics, each for the consumer group that
+    dead-lettered it; ``value`` replaces the value (one letter). A letter redriven before is
+    left out unless ``again``. ``on_sent`` hears of each letter once Kafka has it; the audit
+    trail records what was sent, even when a send fails part of the way."""
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    sent: list[str] = []
-    if not dry_run and letters:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
-        )
-        await producer.start()
-        try:
-            for d in letters:
-                await producer.send_and_wait(
-                    d.origin,
-                    value if value is not None else d.value,
-                    key=d.key,
-                    headers=[("caravan.redriven-from", d.ref.encode())],
-                )
-                sent.append(d.ref)
-        finally:
-            await producer.stop()
-    await record(
-        database_url,
-        "redrive",
-        dry_run,
-        ", ".join(sorted({d.origin for d in letters})),
-        {"letters": [d.ref for d in letters], "replaced_value": value is not None},
-    )
-    return [d.ref for d in letters] if dry_run else sent
+    before = {} if again else await redriven_before(database_url, [d.ref for d in letters])
+    todo = [d for d in letters if d.ref not in before]
+    sent = [d.ref for d in todo] if dry_run else []
+    try:
+        if not dry_run and todo:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
+            )
+            await producer.start()
+            try:
+                for d in todo:
+                    headers = [("caravan.redriven-from", d.ref.encode())]
+                    if "dlq.group" in d.headers:
+                        headers.append((REDRIVE_GROUP, d.headers["dlq.group"].encode()))
+                    await producer.send_and_wait(
+                        d.origin,
+                        value if value is not None else d.value,
+                        key=d.key,
+                        headers=headers,
+                    )
+                    sent.append(d.ref)
+                    on_sent(d.ref)
+            finally:
+                await producer.stop()
+    finally:
+        if sent or not todo or dry_run:
+            await record(
+                database_url,
+                "redrive",
+                dry_run,
+                ", ".join(sorted({d.origin for d in letters})),
+                {
+                    "letters": sent,
+                    "redriven_before": sorted(before),
+                    "replaced_value": value is not None,
+                },
+            )
+    return Redrive(sent, before)
 
 
-__all__ = ["DeadLetter", "read", "redrive", "select"]
+__all__ = ["DeadLetter", "Redrive", "read", "redrive", "redriven_before", "select"]

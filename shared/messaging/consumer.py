@@ -54,6 +54,12 @@ from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
 
+REDRIVE_GROUP = "caravan.redrive-group"
+"""Header of a record redriven from a dead letter (``caravan dlq redrive``): the consumer
+group whose dead letter it was. Only that group handles it; the others skip it, since they
+read the record the first time (a record every group dead-lettered, not JSON say, is not
+multiplied by every group again)."""
+
 Handler = Callable[[Tx, Parsed], Awaitable[None]]
 PoisonHook = Callable[[Tx, PoisonRecord], Awaitable[None]]
 Prefetch = Callable[[Tx, Sequence[Parsed]], Awaitable[None]]
@@ -336,10 +342,20 @@ class Consumer:
     def _subscription(self, record: ConsumerRecord) -> Subscription:
         return next(s for s in self.subscriptions if s.topic.value == record.topic)
 
+    def _for_another_group(self, record: ConsumerRecord) -> bool:
+        """A redriven record meant for another consumer group (:data:`REDRIVE_GROUP`)."""
+        for name, value in record.headers:
+            if name == REDRIVE_GROUP:
+                return bool(value != self.group_id.encode())
+        return False
+
     async def dispatch(self, record: ConsumerRecord) -> None:
         started = time.perf_counter()
         sub = self._subscription(record)
         topic = sub.topic.value
+        if self._for_another_group(record):
+            CONSUMED.labels(self.service, topic, "skipped").inc()
+            return
         try:
             parsed = sub.parse(record.value)
         except PoisonRecord as poison:
@@ -360,6 +376,10 @@ class Consumer:
         that fails."""
         if len(records) == 1:
             await self.dispatch(records[0])
+            return
+        if any(self._for_another_group(record) for record in records):
+            for record in records:
+                await self.dispatch(record)  # a redrive: rare, handled one by one
             return
         started = time.perf_counter()
         # A subscription's records together (each partition's stay in order): see _handle_batch.

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -300,6 +301,68 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         )
         == 2
     )
+
+
+async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
+    caravan: System,
+) -> None:
+    """Not an event of any type (its ``type`` also holds Rich markup): each group reading the
+    topic dead-letters it. Redriven, each copy is for its own group only; redriven again,
+    nothing is sent."""
+    topic = Topic.ORDER_EVENTS
+    groups = {g for g, topics in consumed(caravan).items() if topic in topics}
+    key = ref("POISON").encode()
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "test/ops",
+        "type": "order.[/]",
+        "time": "2026-11-30T08:00:00Z",
+        "data": {},
+    }
+    await caravan.publish_raw(topic.value, orjson.dumps(event), key)
+
+    def letters() -> list[ConsumerRecord]:
+        return [r for r in caravan.log.raw(topic.dlq) if r.key == key]
+
+    first = await caravan.wait_for(letters, len(groups))
+    assert {dict(r.headers)["dlq.group"].decode() for r in first} == groups
+    listed = await cli(caravan, "dlq", "list", "--topic", topic.value, "--error", "unknown_type")
+    assert listed.returncode == 0, listed.stderr  # a Rich MarkupError before
+    assert "'order.[/]'" in listed.stdout
+    refs = [f"{r.topic}:{r.partition}:{r.offset}" for r in first]
+    done = await cli(caravan, "dlq", "redrive", *refs)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.removeprefix("redriven: ") for line in done.stdout.splitlines()) == sorted(
+        refs
+    )
+    # Each group dead-letters its own copy again, and skips the others'.
+    await caravan.wait_for(letters, 2 * len(groups))
+    for group in groups:
+        await until(
+            functools.partial(lag, caravan, group, [topic]),
+            f"the lag of {group} to fall to 0",
+            60,
+            every=0.5,
+            ready=lambda left: left <= 0,
+        )
+    await asyncio.sleep(2.0)  # a dead letter more than one per group would now be out
+    again = letters()[len(groups) :]
+    assert sorted(dict(r.headers)["dlq.group"].decode() for r in again) == sorted(groups)
+
+    # Sent once: a second redrive of the same letters leaves them out.
+    twice = await cli(caravan, "dlq", "redrive", *refs)
+    assert twice.returncode == 0, twice.stderr
+    assert "redriven:" not in twice.stdout
+    assert twice.stdout.count("left out: ") == len(groups)
+    await asyncio.sleep(1.0)
+    assert len([r for r in caravan.log.raw(topic.value) if r.key == key]) == 1 + len(groups)
+    audited = await caravan.sql(
+        "select detail->'letters', detail->'redriven_before' from auth.audit"
+        " where action = 'redrive' and detail->'redriven_before' ? :l order by id",
+        l=refs[0],
+    )
+    assert [tuple(row) for row in audited] == [([], sorted(refs))]
 
 
 async def test_the_operations_page_shows_live_figures(caravan: System) -> None:

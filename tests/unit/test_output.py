@@ -51,3 +51,15 @@ def test_ids_that_leave_the_other_columns_no_room_make_the_table_wider() -> None
 def test_a_whole_or_right_column_must_be_one_of_the_headers() -> None:
     with pytest.raises(ValueError, match="no column 'id'"):
         output.table("sku", "sold", whole=("id",))
+
+
+def test_what_the_commands_print_is_never_read_as_markup() -> None:
+    """A dead letter's error names the record's ``type``, which its sender chose."""
+    table = output.table("error", "message", title="[bold]1[/] dead letter(s)")
+    table.add_row("unknown_type", "'order.[/]' is not an event; [parameters: ('x',)]")
+    with output.console.capture() as captured:
+        output.show(table)
+        output.console.print("[red]refused:[/red] [/]")
+    text = captured.get()
+    assert "'order.[/]' is not an event; [parameters: ('x',)]" in text
+    assert "[bold]1[/] dead letter(s)" in text and "[red]refused:[/red] [/]" in text

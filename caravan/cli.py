@@ -265,8 +265,12 @@ def replay(
     force: Annotated[
         bool,
         typer.Option(
-            help="apply even while the group has active members, or has never read the topic"
+            help="apply for a group with no committed offset on the topic (Kafka expired them)"
         ),
+    ] = False,
+    allow_skip: Annotated[
+        bool,
+        typer.Option(help="allow moving forward, past records the group has not read yet"),
     ] = False,
 ) -> None:
     """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
@@ -283,11 +287,19 @@ def replay(
                 from_timestamp=when,
                 dry_run=dry_run,
                 force=force,
+                allow_skip=allow_skip,
             )
         )
     except (ValueError, LookupError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    headers = ("partition", "current offset", "new offset", "end offset", "records re-read")
+    headers = (
+        "partition",
+        "current offset",
+        "new offset",
+        "end offset",
+        "records re-read",
+        "records skipped",
+    )
     table = output.table(
         *headers,
         title=f"{'dry run: ' if dry_run else ''}replay of {topic} for {group}",
@@ -295,17 +307,23 @@ def replay(
     )
     for p in result.plan:
         current = "-" if p.current is None else str(p.current)
-        table.add_row(str(p.partition), current, str(p.new), str(p.end), str(p.reread))
+        table.add_row(
+            str(p.partition), current, str(p.new), str(p.end), str(p.reread), str(p.skipped)
+        )
     output.show(table)
     console.print(
         f"group {group}: {result.group_state}, {result.members} member(s); "
         f"{result.total} record(s) to re-read"
+        + (f", {result.skipped} to skip" if result.skipped else "")
     )
     if result.refused:
         console.print(Text.assemble(("refused:", "red"), f" {result.refused}"))
         if not dry_run:
             raise typer.Exit(2)
     console.print("applied" if result.applied else "nothing changed (dry run)")
+    if result.unrecorded:
+        console.print(f"not in the audit trail (PostgreSQL): {result.unrecorded}", style="yellow")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -6,15 +6,19 @@ re-reads and changes nothing that was already done; it is how operations make a 
 catch up on records it skipped or dead-lettered before a fix.
 
 A rewind is refused while the group has active members (Kafka would refuse the commit, and
-the service would overwrite it), and for a group that has never committed an offset on the
+the service would overwrite it); for a group that has never committed an offset on the
 topic: a mistyped group, or one whose service does not read the topic, would otherwise be
-"rewound" and nothing would happen. The refusal names the groups that do read it; ``force``
-sets the offsets anyway (a group whose offsets Kafka expired after it stayed empty for
-``offsets.retention.minutes``, seven days by default).
+"rewound" and nothing would happen (the refusal names the groups that do read it; ``force``
+sets the offsets anyway: a group whose offsets Kafka expired after it stayed empty for
+``offsets.retention.minutes``, seven days by default); and where it would move a partition
+*forward*, past records the group has not read yet (an offset or a time after where the
+group is), which would skip them unhandled, unless ``allow_skip``.
 """
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+
+from aiokafka.errors import KafkaError
 
 from caravan.ops.record import record
 from shared.messaging import kafka_admin
@@ -32,6 +36,11 @@ class PartitionPlan:
         """Records the group has read already and will read again."""
         return max(0, (self.current if self.current is not None else self.new) - self.new)
 
+    @property
+    def skipped(self) -> int:
+        """Records the group has not read yet and never will (a move forward)."""
+        return max(0, self.new - self.current) if self.current is not None else 0
+
 
 @dataclass(frozen=True)
 class ReplayResult:
@@ -42,10 +51,15 @@ class ReplayResult:
     plan: list[PartitionPlan]
     applied: bool
     refused: str | None = None
+    unrecorded: str | None = None  # why the audit trail could not record it (it was done)
 
     @property
     def total(self) -> int:
         return sum(p.reread for p in self.plan)
+
+    @property
+    def skipped(self) -> int:
+        return sum(p.skipped for p in self.plan)
 
 
 async def replay(
@@ -59,6 +73,7 @@ async def replay(
     from_timestamp: datetime | None = None,
     dry_run: bool = False,
     force: bool = False,
+    allow_skip: bool = False,
 ) -> ReplayResult:
     """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
@@ -88,30 +103,49 @@ async def replay(
                 f"broker's offsets.retention.minutes) (groups that have: "
                 f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
             )
-        elif state.members and not force:
+        elif state.members:
             refused = (
                 f"group {group} has {len(state.members)} active member(s) ({state.state}): "
-                "stop its service first, or pass --force"
+                "stop its service first"
+            )
+        elif any(p.skipped for p in plan) and not allow_skip:
+            ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
+            refused = (
+                f"this moves {group} forward past records it has not read yet, which it "
+                f"would never handle: partition (records) {ahead}; pass --allow-skip to skip them"
             )
         applied = False
         if not dry_run and refused is None:
-            await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
-            applied = True
-    result = ReplayResult(topic, group, state.state, len(state.members), plan, applied, refused)
-    await record(
-        database_url,
-        "replay",
-        dry_run,
-        f"{group} on {topic}",
-        {
-            "topic": topic,
-            "group": group,
-            "mode": "earliest"
-            if earliest
-            else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}"),
-            "applied": applied,
-            "refused": refused,
-            "plan": [asdict(p) for p in plan],
-        },
+            try:
+                await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
+                applied = True
+            except KafkaError as exc:  # a member joined meanwhile: Kafka refuses the commit
+                refused = f"Kafka refused the new offsets: {exc!r}; is {group}'s service running?"
+    mode = (
+        "earliest"
+        if earliest
+        else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}")
     )
-    return result
+    unrecorded = None
+    try:
+        await record(
+            database_url,
+            "replay",
+            dry_run,
+            f"{group} on {topic}",
+            {
+                "topic": topic,
+                "group": group,
+                "mode": mode,
+                "applied": applied,
+                "refused": refused,
+                "plan": [asdict(p) for p in plan],
+            },
+        )
+    except Exception as exc:  # the offsets are set: say so, and that it is not on record
+        if not applied:
+            raise
+        unrecorded = repr(exc)
+    return ReplayResult(
+        topic, group, state.state, len(state.members), plan, applied, refused, unrecorded
+    )

@@ -155,7 +155,7 @@ async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "dry run: replay of orders.events.v1 for caravan-inventory" in out
-    rows = [line.split("│")[1:-1] for line in out.splitlines() if line.count("│") == 6]
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if line.count("│") == 7]
     assert sorted(int(cells[0]) for cells in rows) == [0, 1, 2]
     assert all(int(cells[2]) == 0 for cells in rows)  # earliest: every partition restarts at 0
     assert "records re-read" in out and "refused" in out and "active member" in out
@@ -208,6 +208,40 @@ async def test_replay_for_a_group_that_never_read_the_topic_is_refused_naming_th
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "refused" not in done.stdout and "nothing changed (dry run)" in done.stdout
+
+
+async def test_replay_never_moves_a_group_past_records_it_has_not_read_unless_asked(
+    caravan: System,
+) -> None:
+    topic = Topic.ORDER_EVENTS.value
+    await read_by(caravan, Topic.ORDER_EVENTS)  # some records on it
+    group = f"ops-skip-{uuid.uuid4().hex[:8]}"  # a group with no members, at the start
+    start = await cli(
+        caravan, "replay", "--topic", topic, "--group", group, "--earliest", "--force"
+    )
+    assert start.returncode == 0, start.stdout + start.stderr
+    ahead = await cli(caravan, "replay", "--topic", topic, "--group", group, "--from-offset", "3")
+    assert ahead.returncode == 2, ahead.stdout + ahead.stderr
+    out = " ".join(ahead.stdout.split())
+    assert f"refused: this moves {group} forward past records it has not read yet" in out, out
+    assert "--allow-skip" in out
+    assert set(await committed(caravan, group, topic)) == {0}
+    skip = ("--from-offset", "3", "--allow-skip")
+    done = await cli(caravan, "replay", "--topic", topic, "--group", group, *skip)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "to skip" in done.stdout and "applied" in done.stdout
+    ends = [p.end for p in await kafka_admin_offsets(caravan, group, topic)]
+    assert await committed(caravan, group, topic) == [min(3, end) for end in ends]
+    # --force does not lift the refusal of an active group (Kafka would refuse the commit).
+    active = ("--group", "caravan-inventory", "--earliest", "--force")
+    busy = await cli(caravan, "replay", "--topic", topic, *active)
+    assert busy.returncode == 2, busy.stdout + busy.stderr
+    assert "active member" in busy.stdout and "Traceback" not in busy.stderr
+
+
+async def kafka_admin_offsets(caravan: System, group: str, topic: str) -> list[Any]:
+    async with kafka_admin.group_client(caravan.infra.kafka_bootstrap, group) as consumer:
+        return list(await kafka_admin.offsets(consumer, topic))
 
 
 async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) -> None:

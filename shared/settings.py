@@ -122,6 +122,9 @@ class Settings(CalendarSettings):
     notifications_max_attempts: int = Field(6, ge=1)
     notifications_retry_base_seconds: float = 1.0
     notifications_retry_cap_seconds: float = 300.0
+    # A text is given up (sms.failed, retries_exhausted) once tried max_attempts times AND
+    # this long after it was queued: an outage or a burst of 429s loses nothing shorter.
+    notifications_give_up_after_seconds: float = Field(6 * 3600.0, ge=0)
     notifications_lease_seconds: float = 30.0
     notifications_quiet_start: str = Field("21:00", pattern=r"^\d{2}:\d{2}$")
     notifications_quiet_end: str = Field("08:00", pattern=r"^\d{2}:\d{2}$")

@@ -73,6 +73,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
             max_attempts=settings.notifications_max_attempts,
             base_seconds=settings.notifications_retry_base_seconds,
             cap_seconds=settings.notifications_retry_cap_seconds,
+            give_up_after_seconds=settings.notifications_give_up_after_seconds,
         ),
         quiet=QuietHours(
             parse_clock(settings.notifications_quiet_start),

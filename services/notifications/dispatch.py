@@ -198,8 +198,9 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
         sms.c.sms_id == row.sms_id, sms.c.status == "sending", sms.c.attempts == row.attempts
     )
     error = str(outcome)[:1000]
-    if outcome.transient and not policy.retry.exhausted(row.attempts):
-        now = datetime.now(UTC)
+    now = datetime.now(UTC)
+    queued = (now - row.created_at).total_seconds()
+    if outcome.transient and not policy.retry.exhausted(row.attempts, queued):
         at = now + timedelta(seconds=policy.retry.delay(row.attempts, outcome.retry_after))
         if row.purpose in REMINDER_PURPOSES:
             at = policy.quiet.next_allowed(at, zone_of(row.to))

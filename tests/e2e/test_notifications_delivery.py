@@ -32,6 +32,7 @@ from tests.harness import System, committed_offsets, free_port, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
+GIVE_UP_AFTER = 5.0  # seconds: a text is given up after MAX_ATTEMPTS tries and this long
 
 
 def _phone(prefix: str = "+86137", length: int = 14) -> str:
@@ -120,6 +121,7 @@ async def sms(caravan: System, simulator: str) -> AsyncIterator[httpx.AsyncClien
         "CARAVAN_NOTIFICATIONS_GATEWAY_URL": simulator,
         "CARAVAN_NOTIFICATIONS_RETRY_BASE_SECONDS": "0.05",
         "CARAVAN_NOTIFICATIONS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "CARAVAN_NOTIFICATIONS_GIVE_UP_AFTER_SECONDS": str(GIVE_UP_AFTER),
         "CARAVAN_NOTIFICATIONS_GATEWAY_TIMEOUT_SECONDS": "1",
         "CARAVAN_NOTIFICATIONS_LEASE_SECONDS": "3",
         **_quiet_now(),
@@ -225,20 +227,31 @@ async def test_a_lost_answer_is_resent_with_the_same_dedup_key_and_sent_once(
 
 
 async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.AsyncClient) -> None:
-    flaky, refused = _phone(), _phone()
-    await _script(sms, flaky, *["fail"] * MAX_ATTEMPTS)
+    # More failures in a row than MAX_ATTEMPTS, but within GIVE_UP_AFTER: still sent.
+    outage, flaky, refused = _phone(), _phone(), _phone()
+    await _script(sms, outage, *["fail"] * (MAX_ATTEMPTS + 2))
+    await _script(sms, flaky, *["fail"] * 100)
     await _script(sms, refused, "reject")
-    first, second = await asyncio.gather(_order(caravan, flaky), _order(caravan, refused))
-    failed = await caravan.wait_for(lambda: _sms(caravan, "sms.failed", order_id=first, to=flaky))
+    placed = await asyncio.gather(*(_order(caravan, to) for to in (outage, flaky, refused)))
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=placed[0], to=outage))
+    assert sent[0].data["attempts"] == MAX_ATTEMPTS + 3
+    failed = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.failed", order_id=placed[1], to=flaky)
+    )
     assert failed[0].data["reason"] == "retries_exhausted"
-    assert failed[0].data["attempts"] == MAX_ATTEMPTS
+    assert failed[0].data["attempts"] > MAX_ATTEMPTS  # the attempts and the time both
+    tried = await _requests(sms, flaky)
+    assert len(tried) == failed[0].data["attempts"]
+    queued = await caravan.scalar(
+        "select created_at from notifications.sms where sms_id = :s", s=failed[0].data["sms_id"]
+    )
+    assert (failed[0].time - queued).total_seconds() >= GIVE_UP_AFTER
     rejected = await caravan.wait_for(
-        lambda: _sms(caravan, "sms.failed", order_id=second, to=refused)
+        lambda: _sms(caravan, "sms.failed", order_id=placed[2], to=refused)
     )
     assert rejected[0].data["reason"] == "rejected" and rejected[0].data["attempts"] == 1
-    assert len(await _requests(sms, flaky)) == MAX_ATTEMPTS
     assert (await _messages(sms, flaky)) == []
-    assert not _sms(caravan, "sms.sent", order_id=first, to=flaky)
+    assert not _sms(caravan, "sms.sent", order_id=placed[1], to=flaky)
 
 
 async def test_opted_out_and_invalid_numbers_get_nothing(

@@ -1,12 +1,14 @@
 """Pure delivery rules of notifications: phone validation, quiet hours, retry backoff."""
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
+from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.notifications.adapters.http_gateway import retry_after_seconds
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.domain.phones import phone_problem, zone_of
 
@@ -96,10 +98,14 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert [policy.delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 10]
 
 
-def test_retry_after_is_a_floor() -> None:
-    policy = RetryPolicy(base_seconds=1.0)
+def test_retry_after_is_a_floor_up_to_the_cap() -> None:
+    policy = RetryPolicy(base_seconds=1.0, cap_seconds=300.0)
     assert policy.delay(1, retry_after=7.0, rand=lambda: 1.0) == 7.0
     assert policy.delay(5, retry_after=0.5, rand=lambda: 1.0) == 16.0
+    # A gateway asking for years (or for ever) parks no text: the cap.
+    assert policy.delay(1, retry_after=1e9, rand=lambda: 1.0) == 300.0
+    assert policy.delay(1, retry_after=float("inf"), rand=lambda: 1.0) == 1.0
+    assert policy.delay(1, retry_after=float("nan"), rand=lambda: 1.0) == 1.0
 
 
 @given(st.integers(1, 50), st.floats(0, 1))
@@ -109,6 +115,31 @@ def test_delay_bounds(attempt: int, r: float) -> None:
     assert step / 2 <= policy.delay(attempt, rand=lambda: r) <= step
 
 
-def test_attempts_are_bounded() -> None:
-    policy = RetryPolicy(max_attempts=3)
-    assert [policy.exhausted(n) for n in (1, 2, 3, 4)] == [False, False, True, True]
+def test_a_text_is_given_up_after_its_attempts_and_its_time_both() -> None:
+    policy = RetryPolicy(max_attempts=3, give_up_after_seconds=600.0)
+    assert [policy.exhausted(n, 600.0) for n in (1, 2, 3, 4)] == [False, False, True, True]
+    # Three quick failures (a gateway down for a minute) lose nothing.
+    assert not policy.exhausted(3, 31.0) and not policy.exhausted(40, 599.0)
+    assert RetryPolicy().give_up_after_seconds == 6 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("inf", None),
+        ("nan", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(value: str, seconds: float | None) -> None:
+    assert retry_after_seconds({"retry-after": value}) == seconds
+
+
+def test_retry_after_as_a_date_to_come() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    waited = retry_after_seconds({"retry-after": later})
+    assert waited is not None and 110 <= waited <= 120

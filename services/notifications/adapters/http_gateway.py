@@ -5,7 +5,10 @@ errors are transient (``Retry-After`` honoured); any other 4xx is a permanent re
 """
 
 import contextlib
+import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -14,13 +17,19 @@ import orjson
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The seconds ``Retry-After`` asks for (a number, or an HTTP date); None if unreadable."""
     value = headers.get("retry-after")
     if value is None:
         return None
     with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    return None  # an HTTP date: fall back to our own backoff
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    with contextlib.suppress(TypeError, ValueError):
+        at = parsedate_to_datetime(value)
+        if at.tzinfo is not None:
+            return max(0.0, (at - datetime.now(UTC)).total_seconds())
+    return None  # unreadable: our own backoff
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
@@ -34,7 +43,7 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> ht
         raise GatewayError(
             f"HTTP {response.status_code}: {response.text[:200]}",
             transient=True,
-            retry_after=_retry_after(response.headers),
+            retry_after=retry_after_seconds(response.headers),
         )
     if response.status_code >= 400:
         raise GatewayError(f"HTTP {response.status_code}: {response.text[:200]}", transient=False)

@@ -4,6 +4,7 @@ Quiet hours apply to reminders only, never to order outcomes: a buyer is told at
 an order is confirmed or cancelled, but not woken up about an instalment.
 """
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,11 +53,15 @@ def parse_clock(value: str) -> time:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, bounded by ``max_attempts`` sends in all."""
+    """Exponential backoff with jitter. A text is given up only once it has been tried
+    ``max_attempts`` times *and* ``give_up_after_seconds`` have passed since it was queued:
+    a gateway down for a while, or refusing a burst with 429s, must not lose texts (six
+    quick attempts span half a minute)."""
 
     max_attempts: int = 6
     base_seconds: float = 1.0
     cap_seconds: float = 300.0
+    give_up_after_seconds: float = 6 * 3600.0
 
     def delay(
         self,
@@ -68,11 +73,12 @@ class RetryPolicy:
 
         "Equal jitter": half of the exponential step is kept, the other half is random, so
         retries spread out but never come back sooner than half the step. A gateway's
-        ``Retry-After`` is a floor.
+        ``Retry-After`` is a floor, up to the cap (a year's wait would park the text).
         """
         step = min(self.cap_seconds, self.base_seconds * 2.0 ** max(0, attempt - 1))
         wait = step / 2 + rand() * step / 2
-        return max(wait, retry_after or 0.0)
+        asked = retry_after if retry_after is not None and math.isfinite(retry_after) else 0.0
+        return max(wait, min(asked, self.cap_seconds))
 
-    def exhausted(self, attempts: int) -> bool:
-        return attempts >= self.max_attempts
+    def exhausted(self, attempts: int, queued_seconds_ago: float) -> bool:
+        return attempts >= self.max_attempts and queued_seconds_ago >= self.give_up_after_seconds

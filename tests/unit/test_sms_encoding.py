@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -105,8 +106,7 @@ def test_gsm7_units_and_segments_are_consistent(text: str) -> None:
     info = encode_info(text)
     assert info.encoding == "GSM-7"
     assert info.units == len(text) + sum(c in GSM7_EXTENSION_CHARS for c in text)
-    expected = 1 if info.units <= 160 else _ceil_div(info.units, 153)
-    assert info.segments == expected
+    assert_parts(info, text, GSM7_EXTENSION_CHARS.__contains__, 160, 153)
 
 
 @given(
@@ -119,8 +119,20 @@ def test_ucs2_units_and_segments_are_consistent(before: str, odd: str, after: st
     info = encode_info(text)
     assert info.encoding == "UCS-2"
     assert info.units == len(text.encode("utf-16-le")) // 2
-    expected = 1 if info.units <= 70 else _ceil_div(info.units, 67)
-    assert info.segments == expected
+    assert_parts(info, text, lambda c: ord(c) > 0xFFFF, 70, 67)
+
+
+def assert_parts(
+    info: SmsEncoding, text: str, pair: Callable[[str], bool], single: int, multi: int
+) -> None:
+    """As many parts as the units need; one more at most per part where a pair (2 units)
+    would straddle a boundary; exactly that many when the text has no pair."""
+    if info.units <= single:
+        assert info.segments == 1
+    elif not any(pair(c) for c in text):
+        assert info.segments == _ceil_div(info.units, multi)
+    else:
+        assert _ceil_div(info.units, multi) <= info.segments <= _ceil_div(info.units, multi - 1)
 
 
 @pytest.mark.parametrize(("length", "segments"), [(70, 1), (71, 2), (134, 2), (135, 3)])
@@ -132,6 +144,15 @@ def test_uyghur_segment_boundaries(length: int, segments: int) -> None:
 def test_chinese_sms_known_case() -> None:
     text = "【Caravan】您的订单SWN-000123已确认，金额¥70.00。感谢惠顾！"
     assert encode_info(text) == SmsEncoding("UCS-2", 1, len(text))
+
+
+def test_a_pair_is_never_split_across_two_parts() -> None:
+    # 306 septets fit 2 x 153, but the euro's escape pair would straddle the boundary.
+    assert encode_info("a" * 152 + "€" + "a" * 152) == SmsEncoding("GSM-7", 3, 306)
+    assert encode_info("a" * 151 + "€" + "a" * 153) == SmsEncoding("GSM-7", 2, 306)
+    # 134 units fit 2 x 67, but the emoji's surrogate pair would straddle the boundary.
+    assert encode_info("中" * 66 + "😀" + "中" * 66) == SmsEncoding("UCS-2", 3, 134)
+    assert encode_info("中" * 65 + "😀" + "中" * 67) == SmsEncoding("UCS-2", 2, 134)
 
 
 def test_extension_chars_at_the_160_boundary() -> None:

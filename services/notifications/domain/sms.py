@@ -60,11 +60,18 @@ class SmsEncoding:
     units: int
 
 
-def _segments(units: int, single: int, multi: int) -> int:
-    """Number of parts for ``units`` given single-part and per-part capacities."""
-    if units <= single:
+def _segments(costs: list[int], single: int, multi: int) -> int:
+    """Number of parts for characters of these ``costs`` (units each) given single-part and
+    per-part capacities. A character is never split across two parts: an escape pair
+    (GSM-7) or a surrogate pair (UCS-2) that would straddle a boundary starts the next."""
+    if sum(costs) <= single:
         return 1
-    return -(-units // multi)  # ceiling division without floats
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > multi:
+            parts, used = parts + 1, 0
+        used += cost
+    return parts
 
 
 def encode_info(text: str) -> SmsEncoding:
@@ -78,30 +85,29 @@ def encode_info(text: str) -> SmsEncoding:
     A single SMS carries 160 GSM-7 septets or 70 UCS-2 units; a concatenated
     message carries 153 septets or 67 units per part. Empty text is 1 segment.
 
-    Simplification: the part count is ``ceil(units / per_part)``. Real senders
-    never split an escape pair (GSM-7) or a surrogate pair (UCS-2) across two
-    parts, so a message whose boundary falls inside such a pair may in reality
-    need one more part than reported here. No national language shift tables
-    are considered, and no character is transliterated (e.g. ``ç`` forces UCS-2).
+    A part never ends inside an escape pair (GSM-7) or a surrogate pair (UCS-2): such a
+    pair at a boundary moves to the next part, which may take one part more than
+    ``ceil(units / per_part)``. No national language shift tables are considered, and no
+    character is transliterated (e.g. ``ç`` forces UCS-2).
     """
-    septets = 0
+    septets: list[int] = []
     for char in text:
         if char in _GSM7_BASIC:
-            septets += 1
+            septets.append(1)
         elif char in _GSM7_EXTENSION:
-            septets += 2
+            septets.append(2)
         else:
             break
     else:
         return SmsEncoding(
             encoding="GSM-7",
             segments=_segments(septets, GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT),
-            units=septets,
+            units=sum(septets),
         )
 
-    code_units = sum(2 if ord(char) > 0xFFFF else 1 for char in text)
+    code_units = [2 if ord(char) > 0xFFFF else 1 for char in text]
     return SmsEncoding(
         encoding="UCS-2",
         segments=_segments(code_units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT),
-        units=code_units,
+        units=sum(code_units),
     )

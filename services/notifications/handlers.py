@@ -424,7 +424,8 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
         return
     await _load_sellers(tx, [order_id])
     rows: list[SellerShare] = tx.identity[SELLERS, order_id]
-    for row in rows:
+    phones: set[str] = set()
+    for row in sorted(rows, key=lambda share: share.seller_id):
         if row.phone is None:
             log.warning(
                 "no phone known for seller %s; new order %s not sent", row.seller_id, order_id
@@ -435,9 +436,13 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
         text = render_new_order_for_seller(
             locale, confirmed.order_ref, await _names(tx, locale, row.lines), amount
         )
+        key = f"{confirmed.event_id}|{row.phone}|new_order"
+        if row.phone in phones:  # sellers sharing a phone (a cooperative's): a text each
+            key += f"|{row.seller_id}"
+        phones.add(row.phone)
         await queue_sms(
             tx,
-            dedup_key=f"{confirmed.event_id}|{row.phone}|new_order",
+            dedup_key=key,
             purpose="new_order",
             to=row.phone,
             locale=locale,

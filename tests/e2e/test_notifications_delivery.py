@@ -95,7 +95,13 @@ async def sms(caravan: System, simulator: str) -> AsyncIterator[httpx.AsyncClien
                         "name": "Walnut coop",
                         "county": "Shawan",
                         "phone": SELLER_PHONE,
-                    }
+                    },
+                    {  # another seller answering on the same phone
+                        "id": "n-seller-2",
+                        "name": "Almond growers",
+                        "county": "Shawan",
+                        "phone": SELLER_PHONE,
+                    },
                 ],
                 "products": [
                     {
@@ -103,16 +109,23 @@ async def sms(caravan: System, simulator: str) -> AsyncIterator[httpx.AsyncClien
                         "seller_id": "n-seller",
                         "unit_price_fen": 2000,
                         "name": {"zh-CN": "核桃", "ug-CN": "ياڭاق", "en": "Walnuts"},
-                    }
+                    },
+                    {
+                        "sku": "N-ALMOND",
+                        "seller_id": "n-seller-2",
+                        "unit_price_fen": 3000,
+                        "name": {"zh-CN": "巴旦木", "ug-CN": "بادام", "en": "Almonds"},
+                    },
                 ],
                 "lots": [
                     {
-                        "lot_id": "N-WAL-1",
-                        "sku": "N-WALNUT",
+                        "lot_id": lot,
+                        "sku": sku,
                         "quantity": 1_000_000,
                         "available_from": str(today - timedelta(days=30)),
                         "best_before": str(today + timedelta(days=365)),
                     }
+                    for lot, sku in (("N-WAL-1", "N-WALNUT"), ("N-ALM-1", "N-ALMOND"))
                 ],
             }
         )
@@ -149,12 +162,21 @@ async def _messages(sim: httpx.AsyncClient, to: str) -> list[dict[str, Any]]:
     return list((await sim.get("/messages", params={"to": to})).json())
 
 
-async def _order(caravan: System, phone: str, locale: str = "en", qty: int = 2) -> str:
+async def _order(
+    caravan: System,
+    phone: str,
+    locale: str = "en",
+    qty: int = 2,
+    more: dict[str, int] | None = None,
+) -> str:
+    """A confirmed order of ``qty`` walnuts (and ``more``: other SKUs and quantities)."""
+    lines = [{"sku": "N-WALNUT", "quantity": qty}]
+    lines += [{"sku": sku, "quantity": quantity} for sku, quantity in (more or {}).items()]
     req = OrderRequested.model_validate(
         {
             "order_ref": ref("N"),
             "buyer": {"id": "t-rich", "phone": phone, "locale": locale},
-            "lines": [{"sku": "N-WALNUT", "quantity": qty}],
+            "lines": lines,
             "payment": {"method": "prepaid"},
         }
     )
@@ -197,6 +219,23 @@ async def test_failures_then_success_send_one_sms_and_the_receipt_is_delivered(
     assert seller[0].data["purpose"] == "new_order" and seller[0].data["locale"] == "zh-CN"
     assert "核桃 x2" in seller[0].data["text"] and "¥40.00" in seller[0].data["text"]
     assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def test_two_sellers_on_one_phone_get_a_text_each(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    order_id = await _order(caravan, _phone(), qty=1, more={"N-ALMOND": 3})
+
+    def texts() -> list[CloudEvent]:
+        return _sms(caravan, "sms.sent", order_id=order_id, to=SELLER_PHONE)
+
+    await caravan.wait_for(texts, 2)
+    await asyncio.sleep(0.5)  # a third would have been sent with them
+    said = [e.data["text"] for e in texts()]
+    assert len(said) == 2, said
+    walnuts, almonds = (next(t for t in said if name in t) for name in ("核桃", "巴旦木"))
+    assert "核桃 x1" in walnuts and "¥20.00" in walnuts and "巴旦木" not in walnuts
+    assert "巴旦木 x3" in almonds and "¥90.00" in almonds and "核桃" not in almonds
 
 
 async def test_429_is_retried_after_retry_after(caravan: System, sms: httpx.AsyncClient) -> None:

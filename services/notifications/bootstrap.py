@@ -21,6 +21,12 @@ def make_gateway(settings: Settings) -> SmsGateway:
     """The gateway the settings name (see ``notifications_gateway``)."""
     kind = settings.notifications_gateway
     url = settings.notifications_gateway_url
+    if kind == "auto" and not url and settings.environment == "production":
+        # The sink sends nothing, and sms.sent would still say every text went out.
+        raise ValueError(
+            "no SMS gateway in production: set CARAVAN_NOTIFICATIONS_GATEWAY=infobip with its "
+            "_URL and _API_KEY (or =sink to send nothing, on purpose)"
+        )
     if kind == "auto":
         kind = "simulator" if url else "sink"
     receipts = receipts_url(settings)

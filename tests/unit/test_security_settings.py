@@ -222,3 +222,25 @@ async def test_each_service_broker_gets_every_bootstrap_host() -> None:
     service = bootstrap(settings)
     hosts = service.broker._connection_kwargs["bootstrap_servers"]
     assert list(hosts) == ["127.0.0.1:25092", "127.0.0.1:25093"]
+
+
+def test_production_refuses_to_run_without_a_payment_or_an_sms_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Locally, prepaid orders are approved with no gateway and texts go to a log: in
+    production that would confirm orders charging nothing and report texts never sent."""
+    from services.notifications.bootstrap import make_gateway
+    from services.payments.adapters.gateway import build_gateway
+
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", REAL_DB)
+    settings = Settings(notifications_receipts_secret="r3ceipts-real-secret")
+    with pytest.raises(ValueError, match="CARAVAN_PAYMENTS_GATEWAY_URL is required"):
+        build_gateway(settings)
+    with pytest.raises(ValueError, match="no SMS gateway in production"):
+        make_gateway(settings)
+    chosen = settings.model_copy(update={"notifications_gateway": "sink"})
+    assert type(make_gateway(chosen)).__name__ == "SinkGateway"  # on purpose: allowed
+    local = Settings(environment="development")
+    assert type(build_gateway(local)).__name__ == "AlwaysApprove"
+    assert type(make_gateway(local)).__name__ == "SinkGateway"

@@ -13,7 +13,8 @@ Which adapter runs is chosen by settings (``build_gateway``): with
 ``CARAVAN_PAYMENTS_GATEWAY_URL`` set, the HTTP client of :mod:`.gateway_http` (for example
 to the local simulator, ``python -m services.payments.simulator``); without it, the
 :class:`AlwaysApprove` adapter authorises every prepaid order at once, so the rest of the
-system and ``caravan up`` work with no gateway running.
+system and ``caravan up`` work with no gateway running (refused in production, where it
+would approve orders and charge nothing).
 """
 
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class AlwaysApprove:
 
 def build_gateway(settings: Settings) -> PaymentGateway:
     if not settings.payments_gateway_url:
+        if settings.environment == "production":  # nothing would be charged
+            raise ValueError(
+                "CARAVAN_PAYMENTS_GATEWAY_URL is required in production: without it every "
+                "prepaid order is approved and nothing is charged"
+            )
         return AlwaysApprove()
     from services.payments.adapters.gateway_http import HttpGateway
 

@@ -51,6 +51,7 @@ class Snapshot:
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
     stuck: list[dict[str, Any]] = field(default_factory=list)
     down: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
 
 
 def ports(settings: Settings) -> dict[str, int]:
@@ -98,14 +99,20 @@ async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
             )
             if response.status_code == 200:
                 snap.stuck = list(response.json().get("orders", []))
-        except httpx.HTTPError:
-            pass
-    async with kafka_admin.group_client(
-        settings.kafka_bootstrap_servers, "caravan-ops-dashboard", settings
-    ) as consumer:
-        for topic in Topic:
-            parts = await kafka_admin.offsets(consumer, topic.dlq)
-            snap.dead_letters[topic.dlq] = sum(p.end - p.beginning for p in parts)
+            else:  # a token without the scope ops (403), a failing API: not "none"
+                snap.unavailable["stuck"] = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
+    try:
+        async with kafka_admin.group_client(
+            settings.kafka_bootstrap_servers, "caravan-ops-dashboard", settings
+        ) as consumer:
+            for topic in Topic:
+                parts = await kafka_admin.offsets(consumer, topic.dlq)
+                snap.dead_letters[topic.dlq] = sum(p.end - p.beginning for p in parts)
+    except Exception as exc:  # Kafka away: the services' own figures still count
+        snap.dead_letters.clear()
+        snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
     return snap
 
 
@@ -117,12 +124,28 @@ class Dashboard:
         self.interval = interval
         self.stuck_after = stuck_after
         self.history: deque[Snapshot] = deque(maxlen=int(600 / interval))
+        self.failure: str | None = None  # why the last sampling failed, if it did
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # Kafka or a service away: keep the page up
+            try:
                 self.history.append(await collect(self.settings, self.stuck_after))
+                self.failure = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the page up, and say its figures are old
+                self.failure = repr(exc)[:300]
             await asyncio.sleep(self.interval)
+
+    def freshness(self, snap: Snapshot, now: float) -> str:
+        """When ``snap`` was taken; a warning when it is older than two samples."""
+        age = now - snap.at
+        taken = time.strftime("%H:%M:%S", time.localtime(snap.at))
+        said = f"<p>figures as of {taken} ({age:.0f} s ago)</p>"
+        if age > 2 * self.interval:
+            why = f": {html.escape(self.failure)}" if self.failure else ""
+            said += f"<p class='stale'><b>stale</b>: sampling has not succeeded since{why}</p>"
+        return said
 
     def throughput(self) -> list[tuple[float, float]]:
         """(time, records consumed per second by all services) between samples."""
@@ -164,14 +187,22 @@ class Dashboard:
             )
             or "<tr><td colspan=3>none</td></tr>"
         )
+        if "stuck" in snap.unavailable:
+            stuck = (
+                f"<tr><td colspan=3>unavailable: {html.escape(snap.unavailable['stuck'])}</td></tr>"
+            )
+        if "dead_letters" in snap.unavailable:
+            dlq = f"<tr><td>unavailable: {html.escape(snap.unavailable['dead_letters'])}</td></tr>"
         return _html(
-            "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
+            self.freshness(snap, time.time())
+            + "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
             f"{_sparkline(self.throughput())}"
             "<h2>Services</h2><table><tr><th>service</th><th>state</th>"
             f"<th title='{html.escape(LAG_NOTE)}'>consumer lag</th>"
             f"<th>outbox backlog</th><th>oldest unsent (s)</th></tr>{rows}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
-            f"<h2>Dead letters</h2><table>{dlq}</table>"
+            "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
+            f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"
             f"<h2>Stuck orders (pending over {self.stuck_after:.0f} s)</h2>"
             f"<table><tr><th>order</th><th>ref</th><th>placed</th></tr>{stuck}</table>"
         )

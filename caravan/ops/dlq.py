@@ -61,7 +61,7 @@ async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLett
             await consumer.seek_to_beginning(*pending)
             while pending:
                 batch = await consumer.getmany(*pending, timeout_ms=500)
-                for tp, records in batch.items():
+                for records in batch.values():
                     for r in records:
                         letters.append(
                             DeadLetter(
@@ -71,9 +71,12 @@ async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLett
                                 datetime.fromtimestamp(r.timestamp / 1000, UTC),
                                 r.key,
                                 r.value or b"",
-                                {k: v.decode("utf-8", "replace") for k, v in r.headers},
+                                {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers},
                             )
                         )
+                # Every partition, not only those that returned records: one whose first
+                # letters retention deleted meanwhile may be at its end with none.
+                for tp in list(pending):
                     if await consumer.position(tp) >= end[tp]:
                         pending.discard(tp)
     return sorted(letters, key=lambda d: (d.time, d.ref))

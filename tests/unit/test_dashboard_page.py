@@ -1,0 +1,41 @@
+"""The operations page says how old its figures are and which it could not get, rather
+than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
+
+import time
+
+from caravan.ops.dashboard import Dashboard, Snapshot
+from shared.settings import Settings
+
+
+def board() -> Dashboard:
+    return Dashboard(Settings(), interval=3.0)
+
+
+def test_fresh_figures_say_when_they_were_taken() -> None:
+    page = board()
+    page.history.append(Snapshot(at=time.time() - 1, stuck=[]))
+    text = page.page()
+    assert "figures as of " in text and "stale" not in text
+    assert "<tr><td colspan=3>none</td></tr>" in text
+
+
+def test_figures_older_than_two_samples_are_marked_stale_with_the_reason() -> None:
+    page = board()
+    page.history.append(Snapshot(at=time.time() - 60))
+    page.failure = "KafkaConnectionError('Unable to bootstrap <here>')"
+    text = page.page()
+    assert "(60 s ago)" in text and "<b>stale</b>" in text
+    assert "Unable to bootstrap &lt;here&gt;" in text
+
+
+def test_figures_it_could_not_get_are_not_shown_as_none() -> None:
+    page = board()
+    page.history.append(
+        Snapshot(
+            at=time.time(),
+            unavailable={"stuck": "HTTP 403", "dead_letters": "Kafka unreachable (Timeout)"},
+        )
+    )
+    text = page.page()
+    assert "unavailable: HTTP 403" in text and ">none<" not in text
+    assert "unavailable: Kafka unreachable (Timeout)" in text

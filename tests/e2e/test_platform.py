@@ -426,7 +426,7 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
 async def test_failed_callbacks_are_sent_again_on_request(
     caravan: System, platform: Platform
 ) -> None:
-    """A callback the status API refused for good (a 4xx, or every attempt spent) stayed
+    """A callback the status API refused for good (a 400, or every attempt spent) stayed
     failed for ever; operations can now send it again once the platform is put right."""
     order_ref = await new_order(platform.sim)
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
@@ -438,7 +438,7 @@ async def test_failed_callbacks_are_sent_again_on_request(
 
     await until(status, "the callback delivered", ready=lambda s: s[0] == "delivered")
     assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:  # as if the status API had answered 401
+    async with caravan.engine.begin() as conn:  # as if the status API had answered 400
         await conn.execute(
             text("update platform.callbacks set status = 'failed' where event_id = :e"),
             {"e": outcome.id},

@@ -156,7 +156,8 @@ def test_status_api_answers() -> None:
     assert verdict(200) == verdict(204) == "delivered"
     assert verdict(None) == verdict(503) == verdict(500) == verdict(429) == "retry"
     assert verdict(408) == "retry"
-    assert verdict(400) == verdict(401) == verdict(404) == "failed"
+    assert verdict(401) == verdict(403) == "retry"  # our signature: a clock or a secret to mend
+    assert verdict(400) == verdict(404) == verdict(422) == "failed"
 
 
 def test_backoff_grows_to_its_cap_with_equal_jitter() -> None:

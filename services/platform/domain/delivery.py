@@ -9,9 +9,11 @@ Verdict = Literal["delivered", "retry", "failed"]
 
 
 def verdict(status_code: int | None) -> Verdict:
-    """A status API's answer: 2xx delivered; no answer, 408, 429 or 5xx worth retrying; any
-    other 4xx refused for good (retrying the same request would be refused again)."""
-    if status_code is None or status_code in (408, 429) or status_code >= 500:
+    """A status API's answer: 2xx delivered; no answer, 408, 429 or 5xx worth retrying, and
+    401 or 403 too (our signature refused: a skewed clock or a rotated secret, which
+    operations put right within the backoff's hours, as when reading an order); any other
+    4xx refused for good (retrying the same request would be refused again)."""
+    if status_code is None or status_code in (401, 403, 408, 429) or status_code >= 500:
         return "retry"
     if 200 <= status_code < 300:
         return "delivered"

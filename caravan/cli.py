@@ -120,6 +120,27 @@ def up(
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     system.stop_on_signals()
+    with system.run_alone(system.CACHE / "up"):  # a second run would stop this one's brokers
+        _up(demo, seed_file, orders, kafka_nodes, dashboard_port, kafka_sasl, processes)
+
+
+def _up(
+    demo: bool,
+    seed_file: Path | None,
+    orders: int,
+    kafka_nodes: int,
+    dashboard_port: int,
+    kafka_sasl: bool,
+    processes: int,
+) -> None:
+    pid_file = system.CACHE / "up.pids"
+    left = system.stop_leftovers(pid_file)
+    if left:
+        console.print(
+            f"stopped {len(left)} process(es) an earlier `caravan up` left running (it was "
+            f"killed before it could stop them): {', '.join(left)}",
+            style="yellow",
+        )
     settings = Settings()
     started = time.monotonic()
     rf = min(kafka_nodes, 3)
@@ -153,6 +174,7 @@ def up(
         procs.env.setdefault("CARAVAN_TOKEN_FILE", str(DEV_TOKEN_FILE))
         with console.status("starting services"):
             procs.start()
+            system.record_processes(pid_file, procs.procs)
             base = f"http://{settings.http_host}:{settings.http_port}"
             system.wait_ready(procs)
         board = subprocess.Popen(
@@ -161,6 +183,7 @@ def up(
             start_new_session=True,
             stdout=subprocess.DEVNULL,
         )
+        system.record_processes(pid_file, {**procs.procs, "dashboard": board})
         console.print(
             Text.assemble(
                 ("ready", "green"),
@@ -180,10 +203,15 @@ def up(
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
+        system.ignore_stop_signals()
         if board is not None:
             board.terminate()
-            board.wait(10)
+            try:
+                board.wait(10)
+            except subprocess.TimeoutExpired:
+                board.kill()
         procs.stop()
+        pid_file.unlink(missing_ok=True)
         infra.stop()
         console.print("stopped")
 

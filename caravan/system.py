@@ -12,6 +12,7 @@ caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kaf
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -61,9 +62,17 @@ class Infrastructure:
     kafka_env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
+        """Run every stopper, newest first, even when one fails (then raise the first error):
+        a failing ``pg_ctl stop`` must not leave the Kafka JVM running."""
+        failed: Exception | None = None
         for stop in reversed(self.stoppers):
-            stop()
+            try:
+                stop()
+            except Exception as exc:
+                failed = failed or exc
         self.stoppers.clear()
+        if failed is not None:
+            raise failed
 
 
 def docker_available() -> bool:
@@ -77,13 +86,68 @@ def docker_available() -> bool:
     return done.returncode == 0
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stop_on_signals() -> None:
-    """Make Ctrl-C and a supervisor's SIGTERM both raise ``KeyboardInterrupt`` in this
-    process, so that its ``finally`` blocks stop the services and brokers it started (SIGTERM
-    would otherwise end it at once and leave them running; a shell may also start a
-    background job with SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Make Ctrl-C, a supervisor's SIGTERM and a closed terminal's SIGHUP all raise
+    ``KeyboardInterrupt`` in this process, so that its ``finally`` blocks stop the services
+    and brokers it started (SIGTERM or SIGHUP would otherwise end it at once and leave them
+    running; a shell may also start a background job with SIGINT ignored)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler)
+
+
+def ignore_stop_signals() -> None:
+    """While stopping: a second Ctrl-C must not cut the stopping short (and leave processes)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Write the pids and command lines of ``procs`` (what a run started) to ``pid_file``."""
+    started = {key: {"pid": p.pid, "cmdline": _cmdline(p.pid)} for key, p in procs.items()}
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = pid_file.with_name(pid_file.name + ".tmp")
+    temporary.write_text(json.dumps(started))
+    temporary.replace(pid_file)
+
+
+def stop_leftovers(pid_file: Path, timeout: float = 15.0) -> list[str]:
+    """Stop what an earlier run recorded in ``pid_file`` and left running (it was killed, so
+    its ``finally`` never ran): those processes hold the services' ports, and a new run's
+    services would die binding them. A pid is only signalled while it still runs the command
+    line recorded for it (pids are reused). The keys of the processes stopped."""
+    try:
+        recorded = json.loads(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    alive = {
+        key: int(entry["pid"])
+        for key, entry in recorded.items()
+        if entry.get("cmdline") and _cmdline(int(entry["pid"])) == entry["cmdline"]
+    }
+    for pid in alive.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in alive.values():
+        while _cmdline(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return sorted(alive)
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The command line of a running process (None once it is gone, or a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode("utf-8", "replace").split("\0")[:-1] or None
 
 
 @contextlib.contextmanager

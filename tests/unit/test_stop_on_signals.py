@@ -2,12 +2,16 @@
 SIGTERM: ``system.stop_on_signals`` turns it into ``KeyboardInterrupt``, so the ``finally``
 blocks of their ``asyncio.run`` (awaits included) run before the process ends."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from caravan import system
 from caravan.system import REPO_ROOT
 
 SCRIPT = """
@@ -29,7 +33,9 @@ asyncio.run(run(Path(sys.argv[1])))
 """
 
 
-def terminated(tmp_path: Path, mode: str) -> tuple[int, str | None]:
+def terminated(
+    tmp_path: Path, mode: str, sig: signal.Signals = signal.SIGTERM
+) -> tuple[int, str | None]:
     marker = tmp_path / f"{mode}.txt"
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(marker), mode],
@@ -40,13 +46,16 @@ def terminated(tmp_path: Path, mode: str) -> tuple[int, str | None]:
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"started\n"
     time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     code = proc.wait(timeout=20)
     return code, marker.read_text() if marker.exists() else None
 
 
-def test_sigterm_runs_the_cleanup_of_a_process_that_asked_for_it(tmp_path: Path) -> None:
-    code, marker = terminated(tmp_path, "handled")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: a closed terminal
+def test_sigterm_runs_the_cleanup_of_a_process_that_asked_for_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    code, marker = terminated(tmp_path, "handled", sig)
     assert marker == "stopped"
     assert code != 0  # it still ends as interrupted
 
@@ -56,3 +65,27 @@ def test_without_it_sigterm_skips_the_cleanup(tmp_path: Path) -> None:
     code, marker = terminated(tmp_path, "default")
     assert marker is None
     assert code == -signal.SIGTERM
+
+
+def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> None:
+    """``caravan up`` records what it started; killed (SIGKILL: no cleanup), it leaves its
+    services holding their ports, and the next ``caravan up`` stops them first."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    left = subprocess.Popen(sleeper, start_new_session=True)
+    other = subprocess.Popen(sleeper, start_new_session=True)
+    pid_file = tmp_path / "up.pids"
+    try:
+        system.record_processes(pid_file, {"orders": left, "inventory": other})
+        # "inventory"'s pid was reused by another program since: never signalled.
+        recorded = json.loads(pid_file.read_text())
+        recorded["inventory"]["cmdline"] = ["/usr/bin/something", "else"]
+        pid_file.write_text(json.dumps(recorded))
+        assert system.stop_leftovers(pid_file) == ["orders"]
+        assert left.wait(10) == -signal.SIGTERM
+        assert other.poll() is None
+        assert not pid_file.exists()
+        assert system.stop_leftovers(pid_file) == []  # nothing recorded: nothing to do
+    finally:
+        for proc in (left, other):
+            proc.kill()
+            proc.wait()

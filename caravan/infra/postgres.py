@@ -115,7 +115,7 @@ class LocalPostgres:
         # (107 bytes), and have no comma: libpq (psql) and asyncpg read a comma in a host as
         # the end of one host of a list, with no way to escape it.
         socket_path = str(self.base_dir / "socket" / f".s.PGSQL.{self.port}")
-        if len(socket_path) > 100 or "," in socket_path:
+        if len(os.fsencode(socket_path)) > 100 or "," in socket_path:  # bytes, not characters
             return fallback
         if self._as_service_user:
             self.base_dir.mkdir(parents=True, exist_ok=True)

@@ -55,3 +55,15 @@ def test_the_url_names_the_public_socket_once_it_exists(tmp_path: Path) -> None:
     unix = make_url(pg.url)
     assert (unix.host, unix.port, dict(unix.query)) == (None, 15999, {"host": str(pg.socket_dir)})
     assert (unix.username, unix.database) == ("caravan", "caravan")
+
+
+def test_a_socket_path_too_long_in_bytes_falls_back_though_short_in_characters(
+    tmp_path: Path,
+) -> None:
+    """The socket address's limit is in bytes: a Chinese path's characters take 3 each."""
+    room = 100 - len(str(tmp_path / "socket" / ".s.PGSQL.15999")) - 1
+    pg = LocalPostgres(tmp_path / ("沙湾县电子商务中心" * 10)[:room], port=15999)
+    pg._as_service_user = False
+    socket = str(pg.base_dir / "socket" / ".s.PGSQL.15999")
+    assert len(socket) <= 100 < len(socket.encode())
+    assert pg.root != pg.base_dir and str(pg.root).startswith("/var/tmp/caravan-")

@@ -36,6 +36,7 @@ def call(
         response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         console.print(Text.assemble((f"{service} API unreachable", "red"), f": {exc}"))
+        _say_key(headers)
         raise typer.Exit(2) from exc
     try:
         body: dict[str, Any] = response.json()
@@ -46,5 +47,15 @@ def call(
         console.print(Text.assemble((title, "red"), f": {body.get('detail')}"))
         for error in body.get("errors", []):  # a 422's fields at fault
             console.print(f"  {error['field']}: {error['message']}")
+        if response.status_code >= 500:
+            _say_key(headers)
         raise typer.Exit(1)
     return body
+
+
+def _say_key(headers: dict[str, str]) -> None:
+    """After a call whose outcome is unknown (no answer, a 5xx): the key to retry it with, so
+    that a change made before the answer was lost is not made twice."""
+    key = headers.get("Idempotency-Key")
+    if key:
+        console.print(f"it may have been applied: retry with --key {key} (applied once)")

@@ -53,12 +53,22 @@ def credit_set(buyer_id: str, limit_fen: int, url: Url = None) -> None:
 def credit_adjust(
     buyer_id: str,
     delta_fen: Annotated[int, typer.Argument(help="fen to add (negative to lower)")],
+    key: Annotated[
+        str | None, typer.Option(help="idempotency key (repeat it to retry safely)")
+    ] = None,
     url: Url = None,
 ) -> None:
-    """Raise or lower a buyer's credit limit."""
+    """Raise or lower a buyer's credit limit (once per key)."""
     body = _call(
-        url, "POST", "/credit-lines/{}/adjustments", buyer_id, json={"delta_fen": delta_fen}
+        url,
+        "POST",
+        "/credit-lines/{}/adjustments",
+        buyer_id,
+        json={"delta_fen": delta_fen},
+        headers={"Idempotency-Key": key or uuid.uuid4().hex},
     )
+    if not body["applied"]:
+        console.print("already applied under this key, nothing changed")
     _show_line(body)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.tables import (
     LOAN_ACTIVE,
+    credit_adjustments,
     credit_lines,
     instalments,
     loans,
@@ -75,15 +76,31 @@ async def set_credit_limit(tx: Tx, buyer_id: str, limit_fen: int) -> CreditLine:
     return await credit_line(tx.conn, buyer_id)
 
 
-async def adjust_credit_limit(tx: Tx, buyer_id: str, delta_fen: int) -> CreditLine:
-    """Raise or lower the limit by ``delta_fen``; never below zero."""
+async def adjust_credit_limit(
+    tx: Tx, buyer_id: str, delta_fen: int, key: str | None = None
+) -> tuple[CreditLine, bool]:
+    """Raise or lower the limit by ``delta_fen``; never below zero. With ``key`` (an
+    idempotency key) an adjustment is applied once: the same key again changes nothing (and
+    says so), the same key with another delta is a :class:`Conflict`. The line and whether
+    this call applied it."""
     limit = await tx.conn.scalar(
         select(credit_lines.c.credit_limit_fen)
         .where(credit_lines.c.buyer_id == buyer_id)
-        .with_for_update()
+        .with_for_update()  # also serialises two calls with one key
     )
     if limit is None:
         raise NotFound(f"no credit line for buyer {buyer_id}")
+    if key is not None:
+        earlier = await tx.conn.scalar(
+            select(credit_adjustments.c.delta_fen).where(
+                credit_adjustments.c.buyer_id == buyer_id,
+                credit_adjustments.c.idempotency_key == key,
+            )
+        )
+        if earlier is not None:
+            if earlier != delta_fen:
+                raise Conflict(f"Idempotency-Key {key} was used for an adjustment of {earlier} fen")
+            return await credit_line(tx.conn, buyer_id), False
     if limit + delta_fen < 0:
         raise Conflict(f"the limit of {limit} fen cannot be lowered by {-delta_fen} fen")
     await tx.conn.execute(
@@ -91,7 +108,13 @@ async def adjust_credit_limit(tx: Tx, buyer_id: str, delta_fen: int) -> CreditLi
         .where(credit_lines.c.buyer_id == buyer_id)
         .values(credit_limit_fen=limit + delta_fen, updated_at=func.now())
     )
-    return await credit_line(tx.conn, buyer_id)
+    if key is not None:
+        await tx.conn.execute(
+            credit_adjustments.insert().values(
+                buyer_id=buyer_id, idempotency_key=key, delta_fen=delta_fen
+            )
+        )
+    return await credit_line(tx.conn, buyer_id), True
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,19 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
         0,
         f"{who}: limit 5000 fen, outstanding 0 fen, available 5000 fen\n",
     )
-    code, out = await cli("credit-adjust", who, "--", "-1000")
+    code, out = await cli("credit-adjust", who, "--key", "adj-1", "--", "-1000")
     assert code == 0 and "limit 4000 fen" in out
+    # A retry (the answer was lost): applied once. The key with another delta: refused.
+    code, out = await cli("credit-adjust", who, "--key", "adj-1", "--", "-1000")
+    assert code == 0 and "already applied under this key" in out and "limit 4000 fen" in out
+    code, out = await cli("credit-adjust", who, "--key", "adj-1", "--", "-2000")
+    assert code == 1 and "was used for an adjustment of -1000 fen" in out
     code, out = await cli("credit-adjust", who, "--", "-5000")
-    assert code == 1 and "Limit would be negative" in out
+    assert code == 1 and "cannot be lowered by 5000 fen" in out
+    audited = await caravan.scalar(
+        "select count(*) from auth.audit where action = 'credit.adjust' and target = :b", b=who
+    )
+    assert audited == 1
 
     done = await run(caravan, order(who, {"PAY-UNIT": 30}, term=2))
     loan_id = done.data["payment"]["loan_id"]

@@ -125,6 +125,16 @@ repayments = Table(
     PrimaryKeyConstraint("loan_id", "idempotency_key"),
 )
 
+credit_adjustments = Table(
+    "credit_adjustments",
+    metadata,
+    Column("buyer_id", String(64), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("delta_fen", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("buyer_id", "idempotency_key"),
+)
+
 payables = Table(
     "payables",
     metadata,

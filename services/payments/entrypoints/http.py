@@ -4,7 +4,9 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
 
 - ``GET /credit-lines/{buyer_id}``: limit, outstanding principal, available credit.
 - ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit.
-- ``POST /credit-lines/{buyer_id}/adjustments`` ``{"delta_fen"}``: raise or lower it.
+- ``POST /credit-lines/{buyer_id}/adjustments`` ``{"delta_fen"}``: raise or lower it; with
+  an ``Idempotency-Key`` header applied once (``"applied": false`` for the same key again,
+  409 for the same key with another delta). Without one, every call is applied.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id).
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
@@ -93,25 +95,33 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             return _json(line)
 
     @router.post("/{buyer_id}/adjustments", responses={404: {}, 409: {}})
-    async def adjust(buyer_id: Id, body: Adjust, who: Writer) -> Any:
+    async def adjust(
+        buyer_id: Id,
+        body: Adjust,
+        who: Writer,
+        idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
+    ) -> Any:
         try:
             async with uow.begin() as tx:
                 before = await _line_or_none(tx.conn, buyer_id)
-                line = await lending.adjust_credit_limit(tx, buyer_id, body.delta_fen)
-                await audit.record(
-                    tx.conn,
-                    who.name,
-                    "credit.adjust",
-                    buyer_id,
-                    before=before,
-                    after=_view(line),
-                    detail={"delta_fen": body.delta_fen},
+                line, applied = await lending.adjust_credit_limit(
+                    tx, buyer_id, body.delta_fen, idempotency_key
                 )
-                return _json(line)
+                if applied:
+                    await audit.record(
+                        tx.conn,
+                        who.name,
+                        "credit.adjust",
+                        buyer_id,
+                        before=before,
+                        after=_view(line),
+                        detail={"delta_fen": body.delta_fen, "key": idempotency_key},
+                    )
+                return JSONResponse({**_view(line), "applied": applied})
         except lending.NotFound as exc:
             return problem(404, "Credit line not found", str(exc))
         except lending.Conflict as exc:
-            return problem(409, "Limit would be negative", str(exc))
+            return problem(409, "Adjustment refused", str(exc))
 
     return router
 

@@ -32,6 +32,7 @@ from services.payments.adapters.tables import (
 from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
 from shared import days
+from shared.auth import audit
 from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled, ScheduledInstalment
@@ -337,15 +338,31 @@ def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
-    """Set each seeded buyer's credit limit (loading twice changes nothing)."""
+    """Set each seeded buyer's credit limit (loading twice changes nothing). A limit the file
+    creates or changes is written to the audit trail, as a change through the API is."""
     for buyer in seed.buyers:
+        before = await tx.conn.scalar(
+            select(credit_lines.c.credit_limit_fen)
+            .where(credit_lines.c.buyer_id == buyer.id)
+            .with_for_update()
+        )
+        if before == buyer.credit_limit_fen:
+            continue
         await tx.conn.execute(
             pg_insert(credit_lines)
             .values(buyer_id=buyer.id, credit_limit_fen=buyer.credit_limit_fen)
             .on_conflict_do_update(
                 index_elements=["buyer_id"],
-                set_={"credit_limit_fen": buyer.credit_limit_fen},
-                where=credit_lines.c.credit_limit_fen != buyer.credit_limit_fen,
+                set_={"credit_limit_fen": buyer.credit_limit_fen, "updated_at": func.now()},
             )
+        )
+        await audit.record(
+            tx.conn,
+            audit.os_actor(),
+            "credit.set",
+            buyer.id,
+            before=None if before is None else {"credit_limit_fen": before},
+            after={"credit_limit_fen": buyer.credit_limit_fen},
+            detail={"by": "caravan seed"},
         )
     return []  # upserts: nothing in the file is left as it was

@@ -80,6 +80,34 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     assert await counts(caravan, tag) == (1, 1, 2)
 
 
+async def test_a_credit_limit_a_seed_changes_is_in_the_audit_trail(
+    caravan: System, tmp_path: Path
+) -> None:
+    """An operator lowers a buyer's limit (audited); a seed of the old figure raises it again:
+    that change has its audit row too, and a seed that changes nothing writes none."""
+    who = f"B-{uuid.uuid4().hex[:8]}"
+    buyers = {"buyers": [{"id": who, "phone": "+8613900000009", "credit_limit_fen": 20000}]}
+    path = write(tmp_path, buyers)
+    for _ in range(2):
+        assert (await cli(caravan, "seed", path)).returncode == 0
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+    lowered = await cli(caravan, "payments", "credit-set", "--url", url, who, "0")
+    assert lowered.returncode == 0, lowered.stdout + lowered.stderr
+    assert (await cli(caravan, "seed", path)).returncode == 0
+    rows = await caravan.sql(
+        "select actor, before, after, detail from auth.audit"
+        " where action = 'credit.set' and target = :b order by id",
+        b=who,
+    )
+    seeded = [(r.before, r.after) for r in rows if r.detail.get("by") == "caravan seed"]
+    assert seeded == [
+        (None, {"credit_limit_fen": 20000}),
+        ({"credit_limit_fen": 0}, {"credit_limit_fen": 20000}),
+    ]
+    assert len(rows) == 3  # and the operator's, between them
+    assert rows[0].actor == rows[2].actor == "test-operator"
+
+
 async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(
     caravan: System, tmp_path: Path
 ) -> None:

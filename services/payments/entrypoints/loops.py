@@ -44,7 +44,7 @@ async def gateway_loop(
                     for w, result in zip(work, results, strict=True):
                         if isinstance(result, Exception):
                             # The row keeps its lease and is claimed again when it runs out.
-                            log.error("gateway call for order %s failed: %r", w.order_id, result)
+                            log_retry(log, f"gateway call for order {w.order_id} failed", result)
                     continue
             except asyncio.CancelledError:
                 raise

@@ -18,6 +18,7 @@ parent folder it may not traverse), the cluster lives under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -228,16 +229,23 @@ class LocalPostgres:
     # -- internals -----------------------------------------------------------
 
     def _initdb(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Make the cluster in a folder of its own, named ``data`` once initdb has finished:
+        initdb writes ``PG_VERSION`` first, so an initdb cut short (Ctrl-C on a first start)
+        left a ``data`` folder taken for a cluster, which failed every later start."""
+        partial = self.data_dir.with_name(f"{self.data_dir.name}.initdb")
+        shutil.rmtree(partial, ignore_errors=True)  # what an interrupted initdb left
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.data_dir.rmdir()  # an empty folder (a start that failed before initdb)
+        partial.mkdir(parents=True, mode=0o700)
         self.logfile.touch()
         if self._as_service_user:
-            for path in (self.data_dir, self.logfile):
+            for path in (partial, self.logfile):
                 shutil.chown(path, SERVICE_USER, SERVICE_USER)
         self._run(
             [
                 str(_bin_dir() / "initdb"),
                 "-D",
-                str(self.data_dir),
+                str(partial),
                 "--username",
                 self.cluster_user,
                 "--auth-local",
@@ -250,6 +258,7 @@ class LocalPostgres:
                 "C",
             ]
         )
+        partial.rename(self.data_dir)
 
     def _configure(self) -> None:
         """Write our settings and ``pg_hba.conf`` (the cluster is stopped): also brings a

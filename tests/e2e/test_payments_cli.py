@@ -19,6 +19,11 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
         result = await asyncio.to_thread(runner.invoke, app, command)
         return result.exit_code, result.output
 
+    county = f"county/{buyer('cli')}"  # a buyer id holding "/": its routes answered 404
+    code, out = await cli("credit-set", county, "7000")
+    assert (code, out) == (0, f"{county}: limit 7000 fen, outstanding 0 fen, available 7000 fen\n")
+    code, out = await cli("credit-adjust", county, "--", "-1000")
+    assert code == 0 and "limit 6000 fen" in out, out
     who = buyer("cli")
     assert await cli("credit-set", who, "5000") == (
         0,

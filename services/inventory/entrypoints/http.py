@@ -61,13 +61,13 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         async with engine.connect() as conn:
             return StockList(skus=await queries.stock(conn, days.today()))
 
-    @router.get("/stock/{sku}", response_model=queries.SkuStock, dependencies=READ)
+    @router.get("/stock/{sku:path}", response_model=queries.SkuStock, dependencies=READ)
     async def sku_stock(sku: Key) -> Any:
         async with engine.connect() as conn:
             found = await queries.stock(conn, days.today(), sku)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
 
-    @router.get("/lots/{lot_id}", response_model=queries.LotStock, dependencies=READ)
+    @router.get("/lots/{lot_id:path}", response_model=queries.LotStock, dependencies=READ)
     async def lot(lot_id: Key) -> Any:
         async with engine.connect() as conn:
             found = await queries.lot_stock(conn, lot_id, days.today())
@@ -90,7 +90,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             response.status_code = 200
         return view
 
-    @router.post("/lots/{lot_id}/adjustments", status_code=201, response_model=Adjusted)
+    @router.post("/lots/{lot_id:path}/adjustments", status_code=201, response_model=Adjusted)
     async def adjust(
         lot_id: Key,
         body: Adjustment,

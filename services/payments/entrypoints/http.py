@@ -76,7 +76,7 @@ def _jsonable(value: Any) -> Any:
 def credit_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(prefix="/credit-lines", tags=["credit"])
 
-    @router.get("/{buyer_id}", responses={404: {}}, dependencies=READ)
+    @router.get("/{buyer_id:path}", responses={404: {}}, dependencies=READ)
     async def get_line(buyer_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
@@ -84,7 +84,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             except lending.NotFound as exc:
                 return problem(404, "Credit line not found", str(exc))
 
-    @router.put("/{buyer_id}", responses={422: {}})
+    @router.put("/{buyer_id:path}", responses={422: {}})
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
             before = await _line_or_none(tx.conn, buyer_id)
@@ -94,7 +94,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             )
             return _json(line)
 
-    @router.post("/{buyer_id}/adjustments", responses={404: {}, 409: {}})
+    @router.post("/{buyer_id:path}/adjustments", responses={404: {}, 409: {}})
     async def adjust(
         buyer_id: Id,
         body: Adjust,

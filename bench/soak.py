@@ -337,7 +337,7 @@ def main() -> None:
         + (f" (plot: bench/results/{out.with_suffix('.png').name})" if plotted else "")
     )
     for line in report["violations"][:20]:
-        console.print(f"  [red]{line}[/red]")
+        console.print(f"  {line}", style="red", markup=False)
     sys.exit(1 if report["violations"] or report["orders_never_ended"] else 0)
 
 

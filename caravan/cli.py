@@ -221,8 +221,8 @@ def prepare() -> None:
     """Create the topics and migrate every schema on the Kafka and PostgreSQL that the
     environment names (for deployments; ``caravan up`` does this itself)."""
     settings = Settings()
-    asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
-    console.print("topics created and schemas migrated")
+    rf = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
 
 
 @app.command()
@@ -357,6 +357,7 @@ def replay(
 @app.command()
 def stuck(
     older_than: Annotated[float, typer.Option(help="seconds pending")] = 300.0,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
     settings = Settings()
@@ -365,8 +366,9 @@ def stuck(
         "orders",
         "GET",
         "/ops/stuck-orders",
-        params={"older_than_seconds": older_than},
+        params={"older_than_seconds": older_than, "limit": limit},
     )
+    shown, total = len(found["orders"]), found.get("total", len(found["orders"]))
     table = output.table(
         "order",
         "ref",
@@ -374,7 +376,8 @@ def stuck(
         "placed",
         "stock",
         "payment",
-        title=f"{len(found['orders'])} order(s) pending over {older_than:.0f}s",
+        title=(f"the oldest {shown} of " if shown < total else "")
+        + f"{total} order(s) pending over {older_than:.0f}s",
         whole=("order", "ref", "placed"),
     )
     for o in found["orders"]:

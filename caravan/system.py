@@ -289,12 +289,14 @@ async def prepare(
     bootstrap: str,
     database_url: str,
     partitions: int = 3,
-    rf: int = 1,
+    rf: int | None = None,
     settings: Settings | None = None,
-) -> None:
+) -> int:
     """Create the topics (and on a SASL broker the services' ACLs), the database roles, and
     migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
-    ``settings`` (default: the environment's) say how to log in to Kafka."""
+    ``settings`` (default: the environment's) say how to log in to Kafka; ``rf``, the
+    topics' replication factor (default: three, or the cluster's brokers if fewer). The
+    replication factor of the topics it created."""
     settings = settings or Settings()
     urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
     if settings.environment == "production":
@@ -305,7 +307,7 @@ async def prepare(
                 + ", ".join(weak)
                 + " (set CARAVAN_DATABASE_URL_<SERVICE>)"
             )
-    await ensure_topics(bootstrap, partitions, rf, settings=settings)
+    rf = await ensure_topics(bootstrap, partitions, rf, settings=settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)
@@ -316,6 +318,7 @@ async def prepare(
     ]:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(database_url), db_roles.OWNER)
     await db_roles.grant_services(database_url, urls)
+    return rf
 
 
 def _password(url: str) -> str | None:

@@ -49,6 +49,7 @@ async def cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
         "DATABASE_URL": caravan.infra.database_url,
         "CARAVAN_ACTOR": "test-operator",
         "CARAVAN_TOKEN": caravan.token,
+        "CARAVAN_HTTP_PORT": caravan.procs.env["CARAVAN_HTTP_PORT"],  # the orders API
         "COLUMNS": "200",
     }
     return await asyncio.to_thread(
@@ -397,6 +398,41 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
         l=refs[0],
     )
     assert [tuple(row) for row in audited] == [([], sorted(refs))]
+
+
+async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
+    caravan: System,
+) -> None:
+    """With inventory stopped, orders wait for their stock; ``caravan stuck --limit 1``
+    lists the oldest and says how many there are (its title said "100 order(s)" of 5,000)."""
+    from tests.e2e.test_saga import order
+
+    await asyncio.to_thread(caravan.procs.stop, ["inventory"])
+    try:
+        requests = [order(), order()]
+        for req in requests:
+            await caravan.request(req)
+        placed = [await caravan.placed(req.order_ref) for req in requests]
+        done = await cli(caravan, "stuck", "--older-than", "0", "--limit", "1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        said = " ".join(done.stdout.split())
+        total = int(said.split("the oldest 1 of ")[1].split()[0])
+        assert total >= 2 and "order(s) pending over 0s" in said, said
+    finally:
+        caravan.procs.start(("inventory",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    for order_id in placed:
+        assert (await caravan.outcome(order_id, timeout=60)).type == "order.confirmed"
+
+
+async def test_prepare_on_the_running_system_says_how_many_copies_topics_keep(
+    caravan: System,
+) -> None:
+    """``caravan prepare`` on a cluster it did not start (as a deployment runs it): the
+    replication factor is the cluster's (one broker here), not a fixed 1."""
+    done = await cli(caravan, "prepare")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "topics ready (new ones kept on 1 broker(s)) and schemas migrated" in done.stdout
 
 
 async def test_the_operations_page_shows_live_figures(caravan: System) -> None:

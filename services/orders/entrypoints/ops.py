@@ -64,7 +64,8 @@ class StuckOrder(BaseModel):
 
 class StuckOrders(BaseModel):
     older_than_seconds: float
-    orders: list[StuckOrder]
+    orders: list[StuckOrder]  # the oldest ``limit``
+    total: int  # all of them
 
 
 def ops_router(db: Database) -> APIRouter:
@@ -78,12 +79,11 @@ def ops_router(db: Database) -> APIRouter:
         """Orders still pending longer than ``older_than_seconds``, oldest first, with the
         step each one waits for."""
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        stuck = (orders.c.status == "pending", orders.c.placed_at <= cutoff)
         async with db.engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(orders).where(*stuck))
             rows = await conn.execute(
-                select(orders)
-                .where(orders.c.status == "pending", orders.c.placed_at <= cutoff)
-                .order_by(orders.c.placed_at)
-                .limit(limit)
+                select(orders).where(*stuck).order_by(orders.c.placed_at).limit(limit)
             )
             found = [
                 StuckOrder(
@@ -97,6 +97,6 @@ def ops_router(db: Database) -> APIRouter:
                 )
                 for r in rows
             ]
-        return StuckOrders(older_than_seconds=older_than_seconds, orders=found)
+        return StuckOrders(older_than_seconds=older_than_seconds, orders=found, total=total or 0)
 
     return router

@@ -218,7 +218,7 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
             earlier.amount_fen,
             earlier.principal_fen,
             earlier.interest_fen,
-            [],
+            earlier.allocations or [],  # none kept by repayments made before 0008
             await loan_view(tx.conn, loan_id, today),
             created=False,
         )
@@ -235,6 +235,15 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
         )
     principal = sum(a.principal_fen for a in applied)
     interest = sum(a.interest_fen for a in applied)
+    allocations = [
+        {
+            "number": a.number,
+            "amount_fen": a.amount_fen,
+            "interest_fen": a.interest_fen,
+            "principal_fen": a.principal_fen,
+        }
+        for a in applied
+    ]
     left = remaining(dues) - amount
     await tx.conn.execute(
         update(loans)
@@ -252,6 +261,7 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
             amount_fen=amount,
             principal_fen=principal,
             interest_fen=interest,
+            allocations=allocations,
         )
     )
     ledger_store.post(
@@ -283,15 +293,7 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
         amount,
         principal,
         interest,
-        [
-            {
-                "number": a.number,
-                "amount_fen": a.amount_fen,
-                "interest_fen": a.interest_fen,
-                "principal_fen": a.principal_fen,
-            }
-            for a in applied
-        ],
+        allocations,
         view,
         created=True,
     )

@@ -399,6 +399,7 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
     assert (await credit(admin, who))["available_fen"] == 41_000
     again = await repay(admin, loan_id, "r1", 1_000)  # a retried request: no second repayment
     assert again.status_code == 200 and again.json()["loan"]["outstanding_fen"] == 9_000
+    assert again.json()["allocations"] == partial.json()["allocations"]  # the same repayment
     assert (await repay(admin, loan_id, "r1", 500)).status_code == 409
 
     early = await repay(admin, loan_id, "r2", 5_000)

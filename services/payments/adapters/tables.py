@@ -121,6 +121,8 @@ repayments = Table(
     Column("amount_fen", BigInteger, CheckConstraint("amount_fen > 0"), nullable=False),
     Column("principal_fen", BigInteger, nullable=False),
     Column("interest_fen", BigInteger, nullable=False),
+    # [{number, amount_fen, interest_fen, principal_fen}]: what a retry of the key answers
+    Column("allocations", JSONB, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("loan_id", "idempotency_key"),
 )

@@ -1,0 +1,25 @@
+"""a repayment keeps its allocation to instalments: a retry of its key answers it whole
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-03 15:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("repayments", sa.Column("allocations", JSONB, nullable=True), schema="payments")
+
+
+def downgrade() -> None:
+    op.drop_column("repayments", "allocations", schema="payments")

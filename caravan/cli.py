@@ -120,7 +120,8 @@ def up(
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
     system.stop_on_signals()
-    with system.run_alone(system.CACHE / "up"):  # a second run would stop this one's brokers
+    # A second run would stop this one's brokers when it ends.
+    with system.run_alone(system.CACHE / "up", "another `caravan up` runs from this checkout"):
         _up(demo, seed_file, orders, kafka_nodes, dashboard_port, kafka_sasl, processes)
 
 

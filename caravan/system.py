@@ -151,7 +151,9 @@ def _cmdline(pid: int) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def run_alone(base: Path) -> Iterator[None]:
+def run_alone(
+    base: Path, advice: str = "wait for it to end, or give this run other ports"
+) -> Iterator[None]:
     """Hold ``base`` for this command-line run alone; exit at once, saying why, if another
     run holds it.
 
@@ -169,8 +171,7 @@ def run_alone(base: Path) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             raise SystemExit(
-                f"{base} is in use by another run on the same ports (process {holder}):"
-                " wait for it to end, or give this run other ports"
+                f"{base} is in use by another run on the same ports (process {holder}): {advice}"
             ) from None
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")

@@ -26,6 +26,12 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> N
         ):
             pytest.fail("two runs held one folder")
         assert "bench-1" in str(refused.value)
+        assert "wait for it to end, or give this run other ports" in str(refused.value)
+        with (
+            pytest.raises(SystemExit, match=r"in use by .*: stop that one first"),
+            system.run_alone(base, "stop that one first"),  # as 'caravan up' says
+        ):
+            pytest.fail("two runs held one folder")
     with system.run_alone(base):  # released when the first run ended
         pass
 

@@ -44,6 +44,8 @@ def main() -> None:
     """The ``caravan`` command. A part of the system that a command cannot reach (Kafka,
     PostgreSQL, a service's HTTP API, at the addresses the environment names) is said in
     one line, exit 2, rather than in a traceback."""
+    if sys.argv[1:2] != ["up"]:  # up starts its own (a stale file must not steer it)
+        system.use_running_system()
     try:
         app()
     except KafkaConnectionError as exc:
@@ -153,6 +155,7 @@ def _up(
         )
     os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
     get_settings.cache_clear()
+    system.write_up_env(infra)
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), system.CACHE / "logs", processes
     )
@@ -213,6 +216,7 @@ def _up(
                 board.kill()
         procs.stop()
         pid_file.unlink(missing_ok=True)
+        system.UP_ENV.unlink(missing_ok=True)
         infra.stop()
         console.print("stopped")
 

@@ -104,6 +104,37 @@ def ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+UP_ENV = CACHE / "up.env.json"
+"""Where ``caravan up`` says how to reach the system it runs (Kafka's address and, on a SASL
+cluster, the admin's login; the admin's database URL), for the other commands."""
+
+
+def write_up_env(infra: "Infrastructure") -> None:
+    """Say how to reach what ``caravan up`` started (mode 0600: it holds the admin's login)."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+        "DATABASE_URL": infra.database_url,
+        **infra.kafka_env,
+    }
+    UP_ENV.parent.mkdir(parents=True, exist_ok=True)
+    temporary = UP_ENV.with_name(UP_ENV.name + ".tmp")
+    temporary.touch(mode=0o600)
+    temporary.write_text(json.dumps(env))
+    temporary.replace(UP_ENV)
+
+
+def use_running_system(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Let a command reach the system ``caravan up`` runs from this checkout, with three
+    Kafka nodes (port 19092) or SASL as well: the commands looked for one node on 9092 with
+    no login. What the environment names already wins."""
+    try:
+        env = json.loads(UP_ENV.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    for name, value in env.items():
+        environ.setdefault(name, value)
+
+
 def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
     """Write the pids and command lines of ``procs`` (what a run started) to ``pid_file``."""
     started = {key: {"pid": p.pid, "cmdline": _cmdline(p.pid)} for key, p in procs.items()}

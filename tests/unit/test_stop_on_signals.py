@@ -89,3 +89,32 @@ def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> 
         for proc in (left, other):
             proc.kill()
             proc.wait()
+
+
+def test_the_other_commands_reach_the_system_up_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caravan up --kafka-nodes 3`` (port 19092) or ``--kafka-sasl``: the other commands
+    looked for one node on 9092 with no login. ``up`` says where (mode 0600), the commands
+    read it, and what their environment names wins."""
+    monkeypatch.setattr(system, "UP_ENV", tmp_path / "up.env.json")
+    infra = system.Infrastructure(
+        kafka_bootstrap="127.0.0.1:19092",
+        database_url="postgresql+asyncpg://caravan:pw@:15432/caravan",
+        kafka_path="local (3 nodes)",
+        postgres_path="local",
+        kafka_env={"CARAVAN_KAFKA_USERNAME": "admin"},
+    )
+    system.write_up_env(infra)
+    assert system.UP_ENV.stat().st_mode & 0o777 == 0o600
+    env = {"DATABASE_URL": "postgresql://elsewhere/db"}
+    system.use_running_system(env)
+    assert env == {
+        "DATABASE_URL": "postgresql://elsewhere/db",  # the environment's own
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+        "CARAVAN_KAFKA_USERNAME": "admin",
+    }
+    system.UP_ENV.unlink()
+    untouched: dict[str, str] = {}
+    system.use_running_system(untouched)  # no system up: nothing
+    assert untouched == {}

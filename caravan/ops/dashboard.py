@@ -49,7 +49,8 @@ class Snapshot:
     outbox_age: dict[str, float] = field(default_factory=dict)
     orders: dict[str, float] = field(default_factory=dict)  # by status
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
-    stuck: list[dict[str, Any]] = field(default_factory=list)
+    stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
+    stuck_total: int = 0  # all of them
     down: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
 
@@ -99,6 +100,7 @@ async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
             )
             if response.status_code == 200:
                 snap.stuck = list(response.json().get("orders", []))
+                snap.stuck_total = int(response.json().get("total", len(snap.stuck)))
             else:  # a token without the scope ops (403), a failing API: not "none"
                 snap.unavailable["stuck"] = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
@@ -204,7 +206,12 @@ class Dashboard:
             "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
             f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"
             f"<h2>Stuck orders (pending over {self.stuck_after:.0f} s)</h2>"
-            f"<table><tr><th>order</th><th>ref</th><th>placed</th></tr>{stuck}</table>"
+            + (
+                f"<p>the oldest {len(snap.stuck)} of {snap.stuck_total}</p>"
+                if snap.stuck_total > len(snap.stuck)
+                else ""
+            )
+            + f"<table><tr><th>order</th><th>ref</th><th>placed</th></tr>{stuck}</table>"
         )
 
     def create_app(self) -> FastAPI:

@@ -39,3 +39,12 @@ def test_figures_it_could_not_get_are_not_shown_as_none() -> None:
     text = page.page()
     assert "unavailable: HTTP 403" in text and ">none<" not in text
     assert "unavailable: Kafka unreachable (Timeout)" in text
+
+
+def test_stuck_orders_beyond_those_listed_are_counted() -> None:
+    page = board()
+    listed = [{"order_id": f"o-{i}", "order_ref": f"r-{i}", "placed_at": "t"} for i in range(2)]
+    page.history.append(Snapshot(at=time.time(), stuck=listed, stuck_total=5000))
+    assert "<p>the oldest 2 of 5000</p>" in page.page()
+    page.history.append(Snapshot(at=time.time(), stuck=listed, stuck_total=2))
+    assert "the oldest" not in page.page()

@@ -242,6 +242,13 @@ async def add_lot(tx: Tx, lot: LotSeed) -> bool:
     return False
 
 
+async def lock_lot(tx: Tx, lot_id: str) -> None:
+    """Lock a lot for a change in this transaction: what is read of it from now on (the
+    audit trail's *before*) is what the change starts from, not what a reservation committed
+    in between changed."""
+    await StockRepository(tx).lock_lot(lot_id)
+
+
 async def adjust_lot(tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id: str) -> bool:
     """Correct a lot's count by ``delta`` units (received and available move together);
     True if applied, False if ``adjustment_id`` was applied before (a retried request).

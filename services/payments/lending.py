@@ -76,6 +76,20 @@ async def set_credit_limit(tx: Tx, buyer_id: str, limit_fen: int) -> CreditLine:
     return await credit_line(tx.conn, buyer_id)
 
 
+async def lock_credit_line(tx: Tx, buyer_id: str) -> None:
+    """Lock a credit line for a change in this transaction: what is read of it from now on
+    (the audit trail's *before*) is what the change starts from."""
+    await tx.conn.execute(
+        select(credit_lines.c.buyer_id).where(credit_lines.c.buyer_id == buyer_id).with_for_update()
+    )
+
+
+async def lock_loan(tx: Tx, loan_id: str) -> None:
+    """Lock a loan for a repayment in this transaction (the audit trail's *before*)."""
+    mine = select(loans.c.loan_id).where(loans.c.loan_id == loan_id).with_for_update()
+    await tx.conn.execute(mine)
+
+
 async def adjust_credit_limit(
     tx: Tx, buyer_id: str, delta_fen: int, key: str | None = None
 ) -> tuple[CreditLine, bool]:

@@ -1,5 +1,6 @@
 """The inventory admin API and ``caravan inventory``, against the running inventory service."""
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -181,3 +182,27 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     assert "body: Value error, best_before is before available_from" in backwards.output
     missing = runner.invoke(inventory_cli, ["stock", "INV-NO-SUCH-SKU", *url])
     assert missing.exit_code == 1 and "Unknown SKU" in missing.output
+
+
+async def test_each_audited_lot_adjustment_starts_from_the_count_it_changed(
+    caravan: System,
+) -> None:
+    """Adjustments of one lot at once: each audit row's *before* plus its delta is its
+    *after* (the before was read ahead of the lot's lock)."""
+    sku = await _product(caravan)
+    lot = f"{sku}-AUDIT"
+    async with caravan.api("inventory") as api:
+        assert (await api.post("/lots", json=_lot(lot, sku, 100, -1, 30))).status_code == 201
+        answers = await asyncio.gather(
+            *(
+                api.post(f"/lots/{lot}/adjustments", json={"delta": -1, "reason": "recount"})
+                for _ in range(12)
+            )
+        )
+    assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+    rows = await caravan.sql(
+        "select before, after from auth.audit where action = 'lot.adjust' and target = :l",
+        l=lot,
+    )
+    steps = sorted((r.before["available"], r.after["available"]) for r in rows)
+    assert steps == [(89 + n, 88 + n) for n in range(12)]

@@ -437,3 +437,30 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
         )
         == 0
     )
+
+
+async def test_each_audited_adjustment_starts_from_the_limit_it_changed(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """Adjustments at once: each audit row's *before* plus its delta is its *after* (the
+    before was read ahead of the lock, so several rows named the same before)."""
+    who = buyer("audit")
+    await set_limit(admin, who, 10_000)
+    answers = await asyncio.gather(
+        *(
+            admin.post(
+                f"/credit-lines/{who}/adjustments",
+                json={"delta_fen": 100},
+                headers={"Idempotency-Key": f"audit-{n}"},
+            )
+            for n in range(12)
+        )
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert (await credit(admin, who))["credit_limit_fen"] == 11_200
+    rows = await caravan.sql(
+        "select before, after from auth.audit where action = 'credit.adjust' and target = :b",
+        b=who,
+    )
+    steps = sorted((r.before["credit_limit_fen"], r.after["credit_limit_fen"]) for r in rows)
+    assert steps == [(10_000 + 100 * n, 10_100 + 100 * n) for n in range(12)]

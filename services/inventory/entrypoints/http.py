@@ -103,6 +103,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:
+                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
                 before = await queries.lot_stock(tx.conn, lot_id, days.today())
                 applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
                 await tx.flush()  # the lot's new counters, read back just below

@@ -87,6 +87,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
     @router.put("/{buyer_id:path}", responses={422: {}})
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
+            await lending.lock_credit_line(tx, buyer_id)
             before = await _line_or_none(tx.conn, buyer_id)
             line = await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen)
             await audit.record(
@@ -103,6 +104,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         try:
             async with uow.begin() as tx:
+                await lending.lock_credit_line(tx, buyer_id)  # before, as the change finds it
                 before = await _line_or_none(tx.conn, buyer_id)
                 line, applied = await lending.adjust_credit_limit(
                     tx, buyer_id, body.delta_fen, idempotency_key
@@ -172,6 +174,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         try:
             async with uow.begin() as tx:
+                await lending.lock_loan(tx, loan_id)  # before, as the repayment finds it
                 before = _view(await lending.loan_view(tx.conn, loan_id, days.today()))
                 done = await lending.repay(
                     tx, loan_id, idempotency_key, body.amount_fen, days.today()

@@ -107,9 +107,10 @@ class Redrive:
     before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
 
 
-async def redriven_before(database_url: str, refs: list[str]) -> dict[str, str]:
-    """The letters among ``refs`` that a redrive sent before, each with when and by whom
-    (from the audit trail)."""
+async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, str]:
+    """The ``letters`` that a redrive sent before, each with when and by whom (from the
+    audit trail; a redrive older than a letter was of another letter with its id, on a
+    dead-letter topic made again since)."""
     url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_async_engine(url)
     sent = audit.c.detail["letters"]
@@ -124,12 +125,12 @@ async def redriven_before(database_url: str, refs: list[str]) -> dict[str, str]:
                 )
                 .order_by(audit.c.at)
             )
-            wanted = set(refs)
+            wanted = {d.ref: d.time for d in letters}
             return {
                 ref: f"{at.isoformat(timespec='seconds')} by {actor}"
-                for at, actor, letters in rows
-                for ref in letters or ()
-                if ref in wanted
+                for at, actor, sent_refs in rows
+                for ref in sent_refs or ()
+                if ref in wanted and at >= wanted[ref]
             }
     finally:
         await engine.dispose()
@@ -151,7 +152,7 @@ async def redrive(
     trail records what was sent, even when a send fails part of the way."""
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    before = {} if again else await redriven_before(database_url, [d.ref for d in letters])
+    before = {} if again else await redriven_before(database_url, letters)
     todo = [d for d in letters if d.ref not in before]
     sent = [d.ref for d in todo] if dry_run else []
     try:

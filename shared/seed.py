@@ -2,42 +2,29 @@
 
 from datetime import date
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from pydantic import Field, model_validator
 
 from shared.events.envelope import Fen, Frozen
-from shared.events.orders import E164_PATTERN, Locale, has_nul
+from shared.events.orders import E164_PATTERN, Locale, NoNul
 
 
-class Entry(Frozen):
-    """An entry of the file: no text in it may hold NUL (U+0000), which PostgreSQL cannot
-    store. Found only when its service's part was loaded, after the parts before it were
-    written: a file half loaded, and a traceback."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: Any) -> Any:
-        if has_nul(data):
-            raise ValueError("a text holds NUL (U+0000), which cannot be stored")
-        return data
-
-
-class Seller(Entry):
+class Seller(NoNul):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=256)
     county: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
 
 
-class Product(Entry):
+class Product(NoNul):
     sku: str = Field(min_length=1, max_length=64)
     seller_id: str = Field(min_length=1, max_length=64)
     unit_price_fen: Fen
     name: dict[str, str]
 
 
-class LotSeed(Entry):
+class LotSeed(NoNul):
     lot_id: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=0, le=2**31 - 1, strict=True)  # PostgreSQL's integer
@@ -51,7 +38,7 @@ class LotSeed(Entry):
         return self
 
 
-class BuyerSeed(Entry):
+class BuyerSeed(NoNul):
     id: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
     locale: Locale = "zh-CN"

@@ -42,6 +42,18 @@ def has_nul(value: object) -> bool:
     return False
 
 
+class NoNul(Frozen):
+    """A model whose text may not hold NUL (U+0000), which PostgreSQL cannot store: refused
+    when read, not when a database refuses it half way through."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if has_nul(data):
+            raise ValueError("text may not contain NUL characters")
+        return data
+
+
 class Buyer(Frozen):
     id: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
@@ -69,7 +81,7 @@ class Delivery(Frozen):
     address: str = Field(min_length=1, max_length=256)
 
 
-class OrderRequested(EventData):
+class OrderRequested(EventData, NoNul):
     topic: ClassVar[Topic] = Topic.ORDER_REQUESTS
     event_type: ClassVar[EventType] = EventType.ORDER_REQUESTED
 
@@ -78,13 +90,6 @@ class OrderRequested(EventData):
     lines: list[OrderLine] = Field(min_length=1, max_length=50)
     payment: PaymentRequest
     delivery: Delivery | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        if has_nul(data):
-            raise ValueError("text may not contain NUL characters")
-        return data
 
     @model_validator(mode="after")
     def _each_sku_once(self) -> Self:

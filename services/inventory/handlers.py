@@ -94,6 +94,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
             payment=order.payment or PaymentRequest(method="prepaid"),
             lines=reserved,
             total_fen=sum(line.unit_price_fen * line.quantity for line in reserved),
+            source=order.source,
         )
     )
 

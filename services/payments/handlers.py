@@ -8,13 +8,16 @@ after the other). A batch of ``stock.reserved`` locks its buyers' credit lines a
 what they owe in two statements (:func:`prefetch_stock_reserved`); the transaction's
 identity map then carries each buyer's credit from one order of the batch to the next.
 Prepaid orders are only *recorded* here as ``charging``: the gateway is called outside any
-transaction by :mod:`services.payments.prepaid`.
+transaction by :mod:`services.payments.prepaid`. A prepaid order a marketplace platform
+placed (``source`` ``platform/<app>``) was paid on the platform: it is authorised here,
+without the gateway, which would charge its buyer a second time.
 """
 
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -35,7 +38,7 @@ from shared import days
 from shared.auth import audit
 from shared.db import driver
 from shared.events.inventory import StockReserved
-from shared.events.orders import OrderCancelled, ScheduledInstalment
+from shared.events.orders import OrderCancelled, ScheduledInstalment, platform_app
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.registry import Parsed
 from shared.ids import new_id
@@ -178,6 +181,10 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             data.total_fen,
         )
     base = {"buyer_id": data.buyer_id, "method": method, "amount_fen": data.total_fen}
+    app = platform_app(data.source)
+    if method == "prepaid" and app is not None:
+        await _collected_by_platform(tx, data, app, owed, base)
+        return
     if method == "prepaid":
         # The gateway is called after this commits (services.payments.prepaid).
         if await _claim_payment(
@@ -264,21 +271,89 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
     )
 
 
+async def _collected_by_platform(
+    tx: Tx, data: StockReserved, app: str, owed: dict[str, int], base: dict[str, Any]
+) -> None:
+    """Authorise a prepaid order the platform ``app`` took the money for: the platform holds
+    it for us, the sellers are owed their parts."""
+    if not await _claim_payment(tx, data.order_id, status="authorized", collected_by=app, **base):
+        log.info("order %s already has a payment; nothing to do", data.order_id)
+        return
+    _record_payables(tx, data.order_id, owed, "owed")
+    charged = ledger.platform_collected(app, owed)
+    await post_charge(
+        tx, data.order_id, data.buyer_id, data.total_fen, "platform_collected", charged
+    )
+
+
+async def post_charge(
+    tx: Tx,
+    order_id: str,
+    buyer_id: str,
+    amount_fen: int,
+    kind: str,
+    entries: list[ledger.Entry],
+    caused_by: str | None = None,
+) -> None:
+    """A prepaid order is paid for: post the charge to the ledger (``kind``, ``entries``) and
+    say so (``payment.authorized``)."""
+    ledger_store.post(tx, charge_txn(order_id), kind, entries, order_id=order_id)
+    await tx.emit(
+        PaymentAuthorized(
+            order_id=order_id, buyer_id=buyer_id, method="prepaid", amount_fen=amount_fen
+        ),
+        causation_id=caused_by,
+    )
+
+
+async def reverse_charge(
+    tx: Tx, order_id: str, amount_fen: int, caused_by: str | None = None
+) -> None:
+    """A prepaid order's charge is void: reverse it in the ledger if it was posted, cancel
+    the sellers' payables, and say so (``payment.voided``)."""
+    charged = await ledger_store.entries_of(tx.conn, charge_txn(order_id))
+    if charged:
+        ledger_store.post(
+            tx,
+            void_txn(order_id),
+            "prepaid_voided",
+            ledger.reversal(charged),
+            order_id=order_id,
+        )
+    await set_payables(tx, order_id, "cancelled")
+    await tx.emit(
+        PaymentVoided(order_id=order_id, amount_fen=amount_fen if charged else 0),
+        causation_id=caused_by,
+    )
+
+
 async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     """Void the order's loan or charge, exactly once; remember the cancellation if it came
     first. A prepaid charge (made or in flight) is handed to the gateway loop as
-    ``voiding``: the gateway is told to void the order's key outside this transaction."""
+    ``voiding``: the gateway is told to void the order's key outside this transaction. What
+    a platform collected is reversed here: the platform refunds its buyer."""
     data = parsed.data
     assert isinstance(data, OrderCancelled)
     row = (
         await tx.conn.execute(
-            select(payments.c.status, payments.c.loan_id, payments.c.method)
+            select(
+                payments.c.status,
+                payments.c.loan_id,
+                payments.c.method,
+                payments.c.amount_fen,
+                payments.c.collected_by,
+            )
             .where(payments.c.order_id == data.order_id)
             .with_for_update()
         )
     ).first()
     if row is None:
         await _claim_payment(tx, data.order_id, status="cancelled")
+        return
+    if row.collected_by is not None:
+        if row.status == "authorized":
+            _set_status(tx, data.order_id, "voided")
+            await reverse_charge(tx, data.order_id, row.amount_fen)
         return
     if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
         _set_status(

@@ -34,12 +34,11 @@ from datetime import timedelta
 
 from sqlalchemy import Select, func, select, update
 
-from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, PaymentGateway
 from services.payments.adapters.tables import payments
 from services.payments.domain import ledger
-from services.payments.handlers import charge_txn, set_payables, void_txn
-from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from services.payments.handlers import post_charge, reverse_charge, set_payables
+from shared.events.payments import PaymentDeclined
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.telemetry import continuing
 
@@ -129,21 +128,15 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
         )
         return True
     owed = await set_payables(tx, work.order_id, "owed")
-    ledger_store.post(
+    charged = ledger.prepaid_charged(owed)
+    await post_charge(
         tx,
-        charge_txn(work.order_id),
+        work.order_id,
+        work.buyer_id,
+        work.amount_fen,
         "prepaid_charged",
-        ledger.prepaid_charged(owed),
-        order_id=work.order_id,
-    )
-    await tx.emit(
-        PaymentAuthorized(
-            order_id=work.order_id,
-            buyer_id=work.buyer_id,
-            method="prepaid",
-            amount_fen=work.amount_fen,
-        ),
-        causation_id=work.caused_by,
+        charged,
+        work.caused_by,
     )
     return True
 
@@ -160,20 +153,7 @@ async def record_voided(tx: Tx, work: Work) -> bool:
     ).first()
     if row is None:
         return False
-    charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
-    if charged:
-        ledger_store.post(
-            tx,
-            void_txn(work.order_id),
-            "prepaid_voided",
-            ledger.reversal(charged),
-            order_id=work.order_id,
-        )
-    await set_payables(tx, work.order_id, "cancelled")
-    await tx.emit(
-        PaymentVoided(order_id=work.order_id, amount_fen=work.amount_fen if charged else 0),
-        causation_id=work.caused_by,
-    )
+    await reverse_charge(tx, work.order_id, work.amount_fen, work.caused_by)
     return True
 
 

@@ -26,7 +26,13 @@ from services.platform.domain.orders import (
 )
 from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
 from shared.db import driver
-from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from shared.events.orders import (
+    PLATFORM_SOURCE_PREFIX,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    platform_app,
+)
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
 
@@ -36,11 +42,10 @@ CALLBACKS_DUE = "platform.callbacks"
 """Signal of a transaction that queued a status callback (it wakes the callback loop)."""
 
 Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
-SOURCE_PREFIX = "platform/"
 
 
 def source_of(app: str) -> str:
-    return f"{SOURCE_PREFIX}{app}"
+    return f"{PLATFORM_SOURCE_PREFIX}{app}"
 
 
 async def seen(tx: Tx, app: str, push_id: str) -> bool:
@@ -154,17 +159,19 @@ def concerns_platform(parsed: Parsed) -> bool:
     and one the platform did not place is skipped unclaimed (most orders come from the
     storefronts); an ended order is looked up (``prefetch_order_events``)."""
     data = parsed.data
-    return not isinstance(data, OrderPlaced) or data.source.startswith(SOURCE_PREFIX)
+    return not isinstance(data, OrderPlaced) or platform_app(data.source) is not None
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     """Remember the order id of a platform order we placed (its outcome names only that)."""
     data = parsed.data
-    assert isinstance(data, OrderPlaced) and data.source.startswith(SOURCE_PREFIX)
+    assert isinstance(data, OrderPlaced)
+    app = platform_app(data.source)
+    assert app is not None
     rows = await tx.conn.execute(
         update(platform_orders)
         .where(
-            platform_orders.c.app == data.source.removeprefix(SOURCE_PREFIX),
+            platform_orders.c.app == app,
             platform_orders.c.platform_order_id == data.order_ref,
         )
         .values(order_id=data.order_id)

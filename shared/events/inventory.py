@@ -33,6 +33,9 @@ class StockReserved(EventData):
     payment: PaymentRequest
     lines: list[ReservedLine]
     total_fen: Fen
+    source: str | None = None
+    """The order's ``source``: a marketplace platform's (``platform/<app>``) order was paid on
+    the platform, so a prepaid one is not charged again."""
 
 
 class StockRejected(EventData):

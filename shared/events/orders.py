@@ -13,6 +13,17 @@ ORDER_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 Locale = Literal["zh-CN", "ug-CN", "en"]
 PaymentMethod = Literal["microloan", "prepaid"]
+PLATFORM_SOURCE_PREFIX = "platform/"
+"""The ``source`` of the orders a marketplace platform adapter places: ``platform/<app>``."""
+
+
+def platform_app(source: str | None) -> str | None:
+    """The platform app that placed an order of ``source``, or None (not a platform's)."""
+    if source is None or not source.startswith(PLATFORM_SOURCE_PREFIX):
+        return None
+    return source.removeprefix(PLATFORM_SOURCE_PREFIX) or None
+
+
 CancelReason = Literal[
     "unknown_sku",
     "out_of_stock",

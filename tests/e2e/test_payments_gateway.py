@@ -206,17 +206,7 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
     rule = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answers in time
     assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
     order_id = str(uuid.uuid4())
-    reserved = StockReserved(
-        order_id=order_id,
-        buyer_id=who,
-        payment=PaymentRequest(method="prepaid"),
-        lines=[
-            ReservedLine(
-                sku="PAY-BOX", quantity=1, unit_price_fen=3500, seller_id="pay-seller-1", lots=[]
-            )
-        ],
-        total_fen=3500,
-    )
+    reserved = _reserved(order_id, who)
     await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
     await _until_requested(caravan, gateway, order_id)
     assert (
@@ -237,6 +227,78 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
     )
     assert not caravan.log.events(
         Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+    )
+
+
+async def test_an_order_a_platform_collected_is_not_charged_again(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    # A marketplace platform took the buyer's money before pushing the order: the gateway,
+    # which would decline this buyer, is never asked; the sellers are owed what the
+    # platform holds for us.
+    who = buyer("gw-platform")
+    rule = {"mode": "decline", "times": 1000}
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    req = order(who, {"PAY-BOX": 2}, method="prepaid")
+    await caravan.request(req, source="platform/test-mall")
+    order_id = await caravan.placed(req.order_ref, source="platform/test-mall")
+    done = await caravan.outcome(order_id)
+    assert (done.type, done.data.get("reason")) == ("order.confirmed", None)
+    assert order_id not in (await charges(gateway, order_id))["requests"]
+    assert [
+        tuple(r)
+        for r in await caravan.sql(
+            "select account, amount_fen from payments.ledger_entries where order_id = :o"
+            " order by account",
+            o=order_id,
+        )
+    ] == [("platform_clearing:test-mall", 7_000), ("seller_payable:pay-seller-1", -7_000)]
+
+    # Cancelled before it was confirmed (the saga ran out of time): the platform refunds
+    # its buyer; we reverse what we recorded and tell no gateway.
+    cancelled = str(uuid.uuid4())
+    reserved = _reserved(cancelled, who, source="platform/test-mall")
+    await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=cancelled
+        )
+    )
+    cancel = OrderCancelled(order_id=cancelled, order_ref=ref("PAY"), reason="expired")
+    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=cancelled)
+    )
+    assert voided[0].data["amount_fen"] == 3500
+    assert (
+        await caravan.scalar(
+            "select status from payments.payments where order_id = :o", o=cancelled
+        )
+        == "voided"
+    )
+    assert (
+        await caravan.scalar(
+            "select sum(amount_fen) from payments.ledger_entries where order_id = :o"
+            " and account = 'platform_clearing:test-mall'",
+            o=cancelled,
+        )
+        == 0
+    )
+    assert cancelled not in (await charges(gateway, cancelled))["requests"]
+
+
+def _reserved(order_id: str, who: str, source: str | None = None) -> StockReserved:
+    """``stock.reserved`` of one PAY-BOX (3,500 fen), prepaid, as inventory publishes it."""
+    line = ReservedLine(
+        sku="PAY-BOX", quantity=1, unit_price_fen=3500, seller_id="pay-seller-1", lots=[]
+    )
+    return StockReserved(
+        order_id=order_id,
+        buyer_id=who,
+        payment=PaymentRequest(method="prepaid"),
+        lines=[line],
+        total_fen=3500,
+        source=source,
     )
 
 

@@ -61,6 +61,10 @@ payments = Table(
     # The id of the event that asked for the gateway call in flight (``stock.reserved`` for a
     # charge, ``order.cancelled`` for a void): the cause of the event its outcome emits.
     Column("caused_by", String(256), nullable=True),
+    # A prepaid order a marketplace platform placed and was paid for on the platform: the
+    # platform's app. Authorised without the gateway; cancelled, its record is reversed and
+    # the platform refunds its buyer.
+    Column("collected_by", String(64), nullable=True),
     # The gateway loop's claim looks for due calls every half second and after each commit
     # that queues one: without this index it reads every payment ever made.
     Index(

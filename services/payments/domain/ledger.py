@@ -7,6 +7,8 @@ Accounts (a name, and for per-party accounts ``name:party``):
   loan's outstanding principal);
 - ``interest_receivable`` / ``interest_income``: interest of a loan, owed and earned;
 - ``gateway_clearing``: a prepaid charge the gateway holds for us;
+- ``platform_clearing:<app>``: what a marketplace platform collected from its buyer for an
+  order it placed with us, which it holds for us;
 - ``seller_payable:<seller_id>``: what each seller is owed for an order (the disbursement);
 - ``repayments_cash``: money the buyers repaid;
 - ``buyer_refund_payable``: repaid money owed back to a buyer whose loan was voided.
@@ -25,6 +27,10 @@ BUYER_REFUND_PAYABLE = "buyer_refund_payable"
 
 def seller_payable(seller_id: str) -> str:
     return f"seller_payable:{seller_id}"
+
+
+def platform_clearing(app: str) -> str:
+    return f"platform_clearing:{app}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,14 @@ def loan_disbursed(payables: Mapping[str, int], interest_fen: int) -> list[Entry
 def prepaid_charged(payables: Mapping[str, int]) -> list[Entry]:
     """The gateway charged the buyer for the order; the sellers are owed their parts."""
     return balanced([Entry(GATEWAY_CLEARING, sum(payables.values())), *_payables(payables, -1)])
+
+
+def platform_collected(app: str, payables: Mapping[str, int]) -> list[Entry]:
+    """A marketplace platform took the buyer's money for the order; the sellers are owed
+    their parts."""
+    return balanced(
+        [Entry(platform_clearing(app), sum(payables.values())), *_payables(payables, -1)]
+    )
 
 
 def repaid(principal_fen: int, interest_fen: int) -> list[Entry]:

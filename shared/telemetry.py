@@ -101,10 +101,11 @@ def current_trace_headers() -> dict[str, str]:
 
 @contextmanager
 def consuming(
-    topic: str, headers: Sequence[tuple[str, bytes]], attributes: Mapping[str, Any]
+    topic: str, headers: Sequence[tuple[str, bytes | None]], attributes: Mapping[str, Any]
 ) -> Iterator[trace.Span]:
-    """A consumer span continuing the trace that the record's headers carry."""
-    carrier = {k: v.decode("latin-1") for k, v in headers}
+    """A consumer span continuing the trace that the record's headers carry (a header with
+    no value reads as empty)."""
+    carrier = {k: (v or b"").decode("latin-1") for k, v in headers}
     parent = propagate.extract(carrier)
     token = context.attach(parent)
     try:

@@ -298,10 +298,14 @@ class System:
         return proc.wait()
 
     async def publish_raw(
-        self, topic: str, value: bytes, key: bytes | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> RecordMetadata:
         assert self.producer is not None
-        return await self.producer.send_and_wait(topic, value, key=key)
+        return await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
     async def request(
         self,

@@ -394,7 +394,7 @@ class _Checker:
         }
         found: dict[tuple[str, int, int, str], KafkaRecord] = {}
         for record in self.dead_letters:
-            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            headers = {k: (v or b"").decode(errors="replace") for k, v in record.headers}
             try:
                 coords = (
                     headers["dlq.topic"],
@@ -413,7 +413,7 @@ class _Checker:
             self.fail("dlq_has_the_poison", "|".join(map(str, coords)), "never dead-lettered")
         for coords in sorted(found.keys() - expected):
             record = found[coords]
-            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            headers = {k: (v or b"").decode(errors="replace") for k, v in record.headers}
             self.fail(
                 "dlq_only_the_poison",
                 "|".join(map(str, coords)),

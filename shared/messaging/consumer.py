@@ -33,7 +33,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import Any
@@ -123,6 +123,36 @@ def dead_letter_key(
     same coordinates (a topic deleted and created again) cannot swallow this one."""
     digest = hashlib.blake2b(value or b"", digest_size=12).hexdigest()
     return f"dlq|{topic}|{partition}|{offset}|{group_id}|{digest}"
+
+
+def _text_headers(record: ConsumerRecord) -> ConsumerRecord:
+    """``record`` with each header's value readable as UTF-8 text (a missing value as empty,
+    bytes that are not UTF-8 replaced), for FastStream's parser alone."""
+    headers = record.headers
+    try:
+        for _, value in headers:
+            value.decode()
+    except (AttributeError, UnicodeDecodeError):
+        text = [(k, (v or b"").decode(errors="replace").encode()) for k, v in headers]
+        return replace(record, headers=text)
+    return record
+
+
+async def _parser(
+    raw: ConsumerRecord | tuple[ConsumerRecord, ...],
+    original: Callable[[Any], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's parser, given records whose headers it can read. It decodes every
+    header's value as UTF-8 before it calls the handler, and Kafka allows a header with no
+    value or with any bytes: one such record made it drop its whole batch, unhandled and never
+    dead-lettered, and the offsets moved on past them. The handler gets the records as they
+    came (``raw_message``)."""
+    if isinstance(raw, tuple):
+        msg = await original(tuple(_text_headers(r) for r in raw))
+    else:
+        msg = await original(_text_headers(raw))
+    msg.raw_message = raw
+    return msg
 
 
 async def _message(msg: StreamMessage[Any]) -> Any:
@@ -313,6 +343,7 @@ class Consumer:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,  # self.offsets commits what was handled
             title=self.service,
+            parser=_parser,
             decoder=_message,
             fetch_min_bytes=self.fetch_min_bytes,
             fetch_max_wait_ms=self.fetch_max_wait_ms,

@@ -196,6 +196,30 @@ async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_com
     assert int(headers["dlq.offset"]) >= 0 and "dlq.partition" in headers
 
 
+async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(
+    caravan: System,
+) -> None:
+    # Kafka allows a header with no value, and any bytes as a value: the records around
+    # such a record (in one batch) are handled too, and the record itself.
+    reqs = [order(RICH) for _ in range(6)]
+    odd: list[list[tuple[str, bytes | None]] | None] = [
+        [("x-empty", None)],
+        None,
+        [("x-binary", b"\xff\xfe\x00"), ("traceparent", b"\xff")],
+        None,
+        [("x-empty", None), ("x-binary", b"\xc3")],
+        None,
+    ]
+    for req, headers in zip(reqs, odd, strict=True):
+        event = new_event(req, source="storefront/test").to_json()
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value, event, req.order_ref.encode(), headers=headers
+        )
+    for req in reqs:
+        outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+        assert outcome.type == "order.confirmed", req.order_ref
+
+
 async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> None:
     order_ref = ref("BAD")
     value = orjson.dumps(

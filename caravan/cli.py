@@ -516,3 +516,8 @@ def dlq_redrive(
             console.print(f"{verb}: {item}")
     for item, when in sorted(done.before.items()):
         console.print(f"left out: {item}, redriven {when} (--again to send it again)")
+    for item in done.dropped:
+        console.print(
+            f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
+            " send a value with --value-file"
+        )

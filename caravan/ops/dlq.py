@@ -7,7 +7,7 @@ letters it sent, and a letter sent once is not sent again unless asked.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -18,7 +18,7 @@ from caravan.ops.record import record
 from shared.auth.tables import audit
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
-from shared.messaging.consumer import REDRIVE_GROUP
+from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
 from shared.topics import Topic
 
 
@@ -105,6 +105,7 @@ def select(
 class Redrive:
     sent: list[str]  # the letters sent (or, in a dry run, that would be)
     before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
+    dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
 
 
 async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, str]:
@@ -148,12 +149,14 @@ async def redrive(
 ) -> Redrive:
     """Send ``letters`` back to their original topics, each for the consumer group that
     dead-lettered it; ``value`` replaces the value (one letter). A letter redriven before is
-    left out unless ``again``. ``on_sent`` hears of each letter once Kafka has it; the audit
-    trail records what was sent, even when a send fails part of the way."""
+    left out unless ``again``; one whose value was too big to keep, unless ``value``.
+    ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
+    sent, even when a send fails part of the way."""
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
     before = {} if again else await redriven_before(database_url, letters)
-    todo = [d for d in letters if d.ref not in before]
+    dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
+    todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
     sent = [d.ref for d in todo] if dry_run else []
     try:
         if not dry_run and todo:
@@ -189,7 +192,7 @@ async def redrive(
                     "replaced_value": value is not None,
                 },
             )
-    return Redrive(sent, before)
+    return Redrive(sent, before, dropped)
 
 
 __all__ = ["DeadLetter", "Redrive", "read", "redrive", "redriven_before", "select"]

@@ -60,6 +60,16 @@ group whose dead letter it was. Only that group handles it; the others skip it, 
 read the record the first time (a record every group dead-lettered, not JSON say, is not
 multiplied by every group again)."""
 
+VALUE_DROPPED = "dlq.value.dropped"
+"""Header of a dead letter whose record was too big to copy whole (:data:`DEAD_LETTER_LIMIT`):
+its size, and where the original is. The letter's value is empty."""
+
+DEAD_LETTER_LIMIT = 1_000_000
+"""The most bytes of key and value a dead letter copies. Kafka takes records of up to about a
+MiB: the copy of one close to that, with the dead-letter headers added, was refused by the
+producer, and the outbox relay stopped at it for ever (no event of the service after it was
+published)."""
+
 Handler = Callable[[Tx, Parsed], Awaitable[None]]
 PoisonHook = Callable[[Tx, PoisonRecord], Awaitable[None]]
 Prefetch = Callable[[Tx, Sequence[Parsed]], Awaitable[None]]
@@ -545,6 +555,12 @@ class Consumer:
                 "dlq.time": datetime.now(UTC).isoformat(),
             }
             value = record.value if record.value is not None else b""
+            if len(value) + len(record.key or b"") > DEAD_LETTER_LIMIT:
+                headers[VALUE_DROPPED] = (
+                    f"{len(value)} bytes, more than a dead letter keeps; the record is at "
+                    f"{record.topic}[{record.partition}]@{record.offset} while the topic keeps it"
+                )
+                value = b""
             await tx.emit_raw(sub.topic.dlq, record.key, value, headers)
             DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc()
             if sub.on_poison is not None:

@@ -6,6 +6,7 @@ from functools import partial
 
 import orjson
 
+from caravan.ops import dlq as ops_dlq
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderRequested
 from shared.topics import Topic
@@ -194,6 +195,31 @@ async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_com
     assert headers["dlq.group"] == "caravan-orders"
     assert headers["dlq.topic"] == Topic.ORDER_REQUESTS.value
     assert int(headers["dlq.offset"]) >= 0 and "dlq.partition" in headers
+
+
+async def test_a_record_too_big_to_copy_whole_is_dead_lettered_without_its_value(
+    caravan: System,
+) -> None:
+    # Just under what Kafka takes: its copy with the dead-letter headers would be over, and
+    # Kafka would refuse it for ever (and every event of the service after it).
+    key = ref("HUGE").encode()
+    size = 1_048_400
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff" * size, key=key)
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+    assert outcome.type == "order.confirmed"
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert (len(dead), dead[0].value, headers["dlq.error"]) == (1, b"", "not_json")
+    assert headers["dlq.value.dropped"].startswith(f"{size} bytes")
+    # A redrive would send an empty value: the letter is left out unless one is given.
+    bootstrap = caravan.infra.kafka_bootstrap
+    letters = [d for d in await ops_dlq.read(bootstrap) if d.key == key]
+    done = await ops_dlq.redrive(bootstrap, caravan.infra.database_url, letters)
+    assert (done.sent, done.dropped) == ([], [letters[0].ref])
 
 
 async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(

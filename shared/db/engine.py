@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -65,22 +65,42 @@ _TRANSIENT_PG = (
 _BAD_VALUE = (asyncpg.DataError, asyncpg.exceptions._base.DataError)
 
 
-def bad_value(exc: BaseException) -> BaseException | None:
-    """The error of a value PostgreSQL cannot take, if that is what ``exc`` is (or wraps)."""
+# Server errors that pass by themselves, by SQLSTATE class or code: a connection lost (08),
+# a transaction rolled back for a conflict (40), the server short of disk, memory or
+# connections (53), shutting down, restarting or cancelling a statement past a timeout
+# (57), an I/O error (58), a lock not granted in time (55P03), and a write refused by a
+# server that became a standby in a failover (25006).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+_TRANSIENT_SQLSTATES = ("55P03", "25006")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's error, its adapted DBAPI error, asyncpg's."""
     seen: BaseException | None = exc
-    for _ in range(5):  # SQLAlchemy's error, its adapted DBAPI error, asyncpg's
+    for _ in range(5):
         if seen is None:
-            return None
-        refused = isinstance(seen, _BAD_VALUE)  # (not narrowed: asyncpg is untyped)
-        if refused:
-            return seen
+            return
+        yield seen
         orig: BaseException | None = getattr(seen, "orig", None)
         seen = orig or seen.__cause__
-    return None
+
+
+def bad_value(exc: BaseException) -> BaseException | None:
+    """The error of a value PostgreSQL cannot take, if that is what ``exc`` is (or wraps)."""
+    return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
+
+
+def _transient_sqlstate(exc: BaseException) -> bool:
+    for error in _chain(exc):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
+    return False
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for faults that pass by themselves (database or network down, lock conflicts).
+    """True for faults that pass by themselves (database or network down, lock conflicts,
+    a server short of disk or memory, a statement past its timeout, a failover).
 
     Such faults are retried with backoff and never dead-lettered. A value that PostgreSQL
     cannot take (:func:`bad_value`) is not one of them.
@@ -92,6 +112,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return True
     if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, *_TRANSIENT_PG)):
+        return True
+    if _transient_sqlstate(exc):
         return True
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, sa_exc.DBAPIError) and cause is not None:

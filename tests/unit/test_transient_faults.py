@@ -33,7 +33,43 @@ def test_database_and_network_faults_are_transient(exc: BaseException) -> None:
     assert is_transient(exc)
 
 
-@pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), TypeError("bug")])
+def _as_sqlalchemy_raises(error: BaseException) -> BaseException:
+    """``error`` as SQLAlchemy raises it: a DBAPIError over its dialect's adapted error."""
+    adapted = Exception("the dialect's adapted error")
+    adapted.__cause__ = error
+    return sa_exc.DBAPIError("UPDATE lots ...", {}, adapted)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.DiskFullError("could not extend file: No space left on device"),
+        asyncpg.OutOfMemoryError("out of memory"),
+        asyncpg.ReadOnlySQLTransactionError("cannot execute UPDATE in a read-only transaction"),
+        asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.LockNotAvailableError("canceling statement due to lock timeout"),
+        asyncpg.PostgresIOError("could not read block"),
+    ],
+)
+def test_a_server_short_of_resources_a_timeout_or_a_failover_is_transient(
+    error: BaseException,
+) -> None:
+    """These were taken for bugs: the record in hand was dead-lettered after three quick
+    tries (``handler_error``), a disk filling up dead-lettered whatever came meanwhile."""
+    assert is_transient(error)
+    assert is_transient(_as_sqlalchemy_raises(error))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad"),
+        KeyError("x"),
+        TypeError("bug"),
+        _as_sqlalchemy_raises(asyncpg.UniqueViolationError("duplicate key value")),
+        _as_sqlalchemy_raises(asyncpg.UndefinedColumnError('column "x" does not exist')),
+    ],
+)
 def test_bugs_are_not_transient(exc: BaseException) -> None:
     assert not is_transient(exc)
 

@@ -10,6 +10,7 @@ second guard.
 """
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -27,10 +28,12 @@ from services.platform.domain.orders import (
 from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
 from shared.db import driver
 from shared.events.orders import (
+    ORDER_REF_PATTERN,
     PLATFORM_SOURCE_PREFIX,
     OrderCancelled,
     OrderConfirmed,
     OrderPlaced,
+    OrderRejected,
     platform_app,
 )
 from shared.events.registry import Parsed
@@ -155,11 +158,30 @@ async def record_problems(tx: Tx, app: str, platform_order_id: str, found: list[
 
 
 def concerns_platform(parsed: Parsed) -> bool:
-    """Whether an order event may be the platform's: an ``order.placed`` names its source,
-    and one the platform did not place is skipped unclaimed (most orders come from the
-    storefronts); an ended order is looked up (``prefetch_order_events``)."""
+    """Whether an order event may be the platform's: an ``order.placed`` or
+    ``order.rejected`` names its source, and one the platform did not place is skipped
+    unclaimed (most orders come from the storefronts); an ended order is looked up
+    (``prefetch_order_events``)."""
     data = parsed.data
-    return not isinstance(data, OrderPlaced) or platform_app(data.source) is not None
+    if isinstance(data, OrderPlaced | OrderRejected):
+        return platform_app(data.source) is not None
+    return True
+
+
+async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
+    """The orders service refused an ``order.requested`` the adapter published, although
+    the push was accepted: an ``invalid_order`` problem for operations, as nothing else would
+    tell (the platform's order would wait for a callback that never comes)."""
+    data = parsed.data
+    assert isinstance(data, OrderRejected)
+    app = platform_app(data.source)
+    assert app is not None
+    if len(app) > 64 or not re.fullmatch(ORDER_REF_PATTERN, data.order_ref):
+        log.warning("order.rejected of %r names no order the adapter placed", data.source)
+        return  # not ours: the adapter publishes only order refs it checked, for its apps
+    said = "; ".join(f"{e.field}: {e.message}" for e in data.errors)
+    problem = Problem("invalid_order", f"the orders service refused it: {said}"[:1000])
+    await record_problems(tx, app, data.order_ref, [problem])
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:

@@ -3,7 +3,7 @@
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from shared.events.envelope import EventData, Fen, Frozen
 from shared.topics import EventType, Topic
@@ -36,9 +36,9 @@ CancelReason = Literal[
 
 
 def has_nul(value: object) -> bool:
-    """True if a string anywhere in ``value`` (JSON: dicts, lists, strings) holds NUL, which
-    PostgreSQL cannot store. Without recursion: a body nested hundreds deep is answered, not
-    a ``RecursionError``."""
+    """True if a string anywhere in ``value`` (JSON: dicts, lists, strings; or models, as a
+    model is given another) holds NUL, which PostgreSQL cannot store. Without recursion: a
+    body nested hundreds deep is answered, not a ``RecursionError``."""
     todo = [value]
     while todo:
         item = todo.pop()
@@ -50,6 +50,8 @@ def has_nul(value: object) -> bool:
             todo.extend(item.values())
         elif isinstance(item, list):
             todo.extend(item)
+        elif isinstance(item, BaseModel):
+            todo.extend(dict(item).values())
     return False
 
 

@@ -343,6 +343,32 @@ async def open_problems(platform: Platform, order_ref: str) -> list[tuple[str, s
     return [(p["kind"], p["detail"]) for p in mine]
 
 
+async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
+    caravan: System, platform: Platform
+) -> None:
+    # What the adapter published was accepted at the push; should orders refuse it (a rule
+    # of one service the other does not know), operations see it, instead of nobody.
+    order_ref = f"P-REJ-{uuid.uuid4().hex[:8]}"
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": f"platform/{APP}",
+        "type": "order.requested",
+        "time": "2026-12-03T08:00:00Z",
+        "data": {"order_ref": order_ref, "buyer": {"id": "b"}, "lines": []},
+    }
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, json.dumps(event).encode(), order_ref.encode()
+    )
+
+    async def listed() -> list[tuple[str, str]]:
+        return await open_problems(platform, order_ref)
+
+    found = await until(listed, "the rejection listed as a problem", ready=bool)
+    assert [kind for kind, _ in found] == ["invalid_order"]
+    assert found[0][1].startswith("the orders service refused it: ") and "lines" in found[0][1]
+
+
 async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     caravan: System, platform: Platform
 ) -> None:

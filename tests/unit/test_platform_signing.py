@@ -30,7 +30,7 @@ from services.platform.domain.signing import (
     verify,
 )
 from services.platform.entrypoints.http import parse_params
-from shared.events.orders import OrderRequested
+from shared.events.orders import Delivery, OrderRequested
 from shared.settings import PlatformApp
 
 PARAMS = {"timestamp": "1764489600", "app_key": "ali", "order_id": "P-1", "sign": "ignored"}
@@ -152,6 +152,15 @@ def test_an_order_we_cannot_accept_is_an_invalid_order_problem() -> None:
     assert isinstance(found[0], Problem) and "phone" in found[0].detail
 
 
+def test_text_with_nul_in_a_mapped_order_is_an_invalid_order_problem() -> None:
+    """A NUL that reached the order (a model built without validation) is refused here: the
+    request was published, then dead-lettered by orders, and the order lost unseen."""
+    delivery = Delivery.model_construct(county="Shawan", address="Village 3\x00")
+    found = to_request(ORDER.model_copy(update={"delivery": delivery}), SKUS, BUYERS)
+    assert isinstance(found, list) and [p.kind for p in found] == ["invalid_order"]
+    assert "NUL" in found[0].detail
+
+
 def test_status_api_answers() -> None:
     assert verdict(200) == verdict(204) == "delivered"
     assert verdict(None) == verdict(503) == verdict(500) == verdict(429) == "retry"
@@ -207,6 +216,9 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
             return httpx.Response(401)
         if order_id == "odd":
             return httpx.Response(200, json={**ORDER.model_dump(), "status": "refunding"})
+        if order_id == "nul":  # PostgreSQL cannot store it: our order.requested was refused
+            delivery = {"county": "Shawan", "address": "Village 3\u0000"}
+            return httpx.Response(200, json={**ORDER.model_dump(), "delivery": delivery})
         return httpx.Response(200, json={**ORDER.model_dump(), "order_id": order_id})
 
     app = PlatformApp.model_validate({"secret": "s", "api_url": "http://platform.test/api/"})
@@ -218,6 +230,8 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         await api.fetch_order("m", "locked")
     with pytest.raises(UnreadableOrder, match="status: Input should be"):
         await api.fetch_order("m", "odd")
+    with pytest.raises(UnreadableOrder, match="NUL"):
+        await api.fetch_order("m", "nul")
     assert (await api.fetch_order("m", "../status")).order_id == "../status"
     assert seen[-1] == "/api/orders/..%2Fstatus"
     await api.close()

@@ -16,6 +16,7 @@ from shared.events.orders import (
     Buyer,
     Delivery,
     Locale,
+    NoNul,
     OrderLine,
     OrderRequested,
     PaymentRequest,
@@ -40,8 +41,9 @@ class PlatformItem(_Model):
     quantity: int = Field(ge=1, strict=True)
 
 
-class PlatformOrder(_Model):
-    """What a platform's order API answers for one order."""
+class PlatformOrder(_Model, NoNul):
+    """What a platform's order API answers for one order (no text holding NUL, which our
+    ``order.requested`` may not carry)."""
 
     order_id: str = Field(min_length=1, max_length=64)
     status: PlatformStatus

@@ -26,6 +26,7 @@ def subscriptions() -> list[Subscription]:
             Topic.ORDER_EVENTS,
             {
                 EventType.ORDER_PLACED: handlers.on_order_placed,
+                EventType.ORDER_REJECTED: handlers.on_order_rejected,
                 EventType.ORDER_CONFIRMED: handlers.on_order_ended,
                 EventType.ORDER_CANCELLED: handlers.on_order_ended,
             },

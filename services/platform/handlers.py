@@ -12,7 +12,7 @@ second guard.
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,6 +22,7 @@ from services.platform.domain.orders import (
     BuyerMapping,
     PlatformOrder,
     Problem,
+    ProblemKind,
     SkuMapping,
     to_request,
 )
@@ -69,20 +70,30 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     )
     if fresh.first() is None:
         return "replayed"
+    key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
+    placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
+    if order.status == "cancelled" and placed is not None:
+        ours = placed.order_id or "not numbered yet"
+        said = (
+            f"cancelled on the platform after it was placed with us (our order {ours}): the "
+            "sale goes on here; cancel it, or settle the refund and the goods, by hand"
+        )
+        await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
+        return "problem"
     if order.status != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
         if order.status == "cancelled":  # nothing left to place: its problems are moot
-            await _resolve_problems(tx, app, order.order_id)
+            await resolve_problems(tx, app, order.order_id)
         return "ignored"
-    key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
-    if await tx.conn.scalar(select(platform_orders.c.request_event_id).where(key)) is not None:
+    if placed is not None:  # what kept it from being placed, or from being read, is moot
+        await resolve_problems(tx, app, order.order_id, keep={"cancelled_on_platform"})
         return "duplicate"
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
     if isinstance(request, list):
         await record_problems(tx, app, order.order_id, request)
         # Those of an earlier push that are mended (a mapping added since) are not listed.
-        await _resolve_problems(tx, app, order.order_id, keep={p.kind for p in request})
+        await resolve_problems(tx, app, order.order_id, keep={p.kind for p in request})
         return "problem"
     event_id = await tx.conn.scalar(
         pg_insert(platform_orders)
@@ -94,16 +105,17 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         return "duplicate"
     event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
     await tx.conn.execute(update(platform_orders).where(key).values(request_event_id=event.id))
-    await _resolve_problems(tx, app, order.order_id)
+    await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
     return "accepted"
 
 
-async def _resolve_problems(
+async def resolve_problems(
     tx: Tx, app: str, platform_order_id: str, keep: Iterable[str] = ()
-) -> None:
-    """Mark the order's open problems resolved, but for those of the kinds in ``keep``."""
-    await tx.conn.execute(
+) -> list[str]:
+    """Mark the order's open problems resolved, but for those of the kinds in ``keep``;
+    returns the kinds resolved."""
+    rows = await tx.conn.execute(
         update(problems)
         .where(
             problems.c.app == app,
@@ -112,7 +124,9 @@ async def _resolve_problems(
             problems.c.kind.not_in(list(keep)),
         )
         .values(resolved_at=func.now())
+        .returning(problems.c.kind)
     )
+    return sorted(r.kind for r in rows)
 
 
 async def _mappings(
@@ -263,5 +277,5 @@ async def sample_problems(tx: Tx) -> None:
             )
         ).all()
     )
-    for kind in ("unmapped_sku", "unmapped_buyer", "invalid_order"):
+    for kind in get_args(ProblemKind):
         OPEN_PROBLEMS.labels(kind).set(counts.get(kind, 0))

@@ -170,6 +170,10 @@ class World:
             ("platform", "GET", "/platform/problems"): ("/platform/problems", None),
             ("platform", "GET", "/platform/callbacks"): ("/platform/callbacks", None),
             ("platform", "POST", "/platform/callbacks/retry"): ("/platform/callbacks/retry", {}),
+            ("platform", "POST", "/platform/problems/resolve"): (
+                "/platform/problems/resolve",
+                {"app": self.app, "platform_order_id": "P-NONE"},
+            ),
             ("dashboard", "GET", "/"): ("/", None),
             ("dashboard", "GET", "/api/snapshot"): ("/api/snapshot", None),
             ("dashboard", "GET", "/orders/{order_id}"): (f"/orders/{self.order_id}", None),

@@ -393,6 +393,39 @@ async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     assert requested(caravan, order_ref) == []
 
 
+async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_problem_until_resolved(
+    caravan: System, platform: Platform
+) -> None:
+    """The adapter cannot undo a sale (a refund is the platform's, the goods may be on their
+    way): operations are told, where the push used to be ignored and the platform was then
+    told "confirmed" with nobody the wiser; they close it once settled, and that is audited."""
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await new_order(platform.sim, status="cancelled", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    found = await open_problems(platform, order_ref)
+    assert [kind for kind, _ in found] == ["cancelled_on_platform"]
+    assert order_id in found[0][1]
+    # Pushed again meanwhile: still one problem, seen twice.
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    assert len(await open_problems(platform, order_ref)) == 1
+    body = {"app": APP, "platform_order_id": order_ref}
+    resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"resolved": ["cancelled_on_platform"]}
+    assert await open_problems(platform, order_ref) == []
+    again = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert again.json() == {"resolved": []}
+    audited = await caravan.scalar(
+        "select count(*) from auth.audit where action = 'platform.problems.resolve'"
+        " and target = :t",
+        t=f"{APP}/{order_ref}",
+    )
+    assert audited == 1
+
+
 async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     platform: Platform,
 ) -> None:

@@ -23,7 +23,9 @@ records; ``platform:read`` or ``platform:write`` to read):
   ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
   ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
 - ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
-  unless ``all``), e.g. an unmapped SKU.
+  unless ``all``), e.g. an unmapped SKU, or that the platform cancelled after we placed them;
+  ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
+  audited): an order's problems settled by hand.
 - ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts;
   ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both optional, ``platform:write``,
   audited): the ``failed`` ones sent again from a first attempt.
@@ -248,6 +250,21 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             rows = (await conn.execute(query)).mappings().all()
         return {"problems": [_jsonable(r) for r in rows]}
 
+    @router.post("/problems/resolve")
+    async def resolve_problems(body: Resolve, who: Writer) -> Any:
+        """Close a pushed order's open problems, once settled by hand (an order cancelled on
+        the platform after we placed it, say): the others close by themselves when a push
+        finds them mended."""
+        async with uow.begin() as tx:
+            kinds = await handlers.resolve_problems(tx, body.app, body.platform_order_id)
+            if kinds:
+                target = f"{body.app}/{body.platform_order_id}"
+                detail = {"kinds": kinds}
+                await audit.record(
+                    tx.conn, who.name, "platform.problems.resolve", target, detail=detail
+                )
+        return {"resolved": kinds}
+
     @router.get("/callbacks", dependencies=READ)
     async def list_callbacks(
         app: str | None = None, status: str | None = None, order_id: str | None = None
@@ -289,6 +306,13 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         return {"requeued": len(ids), "event_ids": ids}
 
     return router
+
+
+class Resolve(BaseModel):
+    """The pushed order whose open problems operations have settled."""
+
+    app: str = Field(min_length=1, max_length=64)
+    platform_order_id: str = Field(min_length=1, max_length=64)
 
 
 class Requeue(BaseModel):

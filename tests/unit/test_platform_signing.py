@@ -182,14 +182,16 @@ def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
         "b": "x y",
         "sign": "AB",
     }
-    assert parse_params(b'{"a": 1, "b": "x", "c": 2.5}', "application/json") == {
+    assert parse_params(b'{"a": 1, "b": "x", "c": 2.50, "d": 1E3}', "application/json") == {
         "a": "1",
         "b": "x",
-        "c": "2.5",
+        "c": "2.50",  # as the platform wrote it, and signed it
+        "d": "1E3",
     }
     for body, kind in [
         (b'{"a": {"b": 1}}', "application/json"),
         (b'{"a": true}', "application/json"),
+        (b'{"a": NaN}', "application/json"),
         (b"[1]", "application/json"),
         (b"a=1&a=2", "application/x-www-form-urlencoded"),
         (b"not a form", "application/x-www-form-urlencoded"),
@@ -221,7 +223,7 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
             return httpx.Response(200, json={**ORDER.model_dump(), "delivery": delivery})
         return httpx.Response(200, json={**ORDER.model_dump(), "order_id": order_id})
 
-    app = PlatformApp.model_validate({"secret": "s", "api_url": "http://platform.test/api/"})
+    app = PlatformApp.model_validate({"secret": "s" * 16, "api_url": "http://platform.test/api/"})
     api = PlatformApi({"m": app}, timeout=1)
     api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     with pytest.raises(PlatformRefused):

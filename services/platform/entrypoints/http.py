@@ -70,20 +70,28 @@ MAPPING_MODELS: dict[str, type[SkuMapping] | type[BuyerMapping]] = {
 }
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a push may carry")
+
+
 def parse_params(body: bytes, content_type: str) -> dict[str, str]:
-    """A push's parameters, from a form or a flat JSON object; ValueError otherwise."""
+    """A push's parameters, from a form or a flat JSON object; ValueError otherwise. A JSON
+    number is taken as written (``12.50``, ``1E3``): the platform signed that text, and
+    ``str(float)`` would sign another (``12.5``, ``1000.0``)."""
     if "json" in content_type.lower():
         try:
-            data = json.loads(body or b"null")
+            data = json.loads(
+                body or b"null", parse_float=str, parse_int=str, parse_constant=_no_constant
+            )
         except RecursionError:  # nested hundreds deep: not flat parameters, whatever it is
             raise ValueError("a JSON push must be a flat object") from None
         if not isinstance(data, dict):
             raise ValueError("a JSON push must be an object")
         params: dict[str, str] = {}
         for key, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
+            if not isinstance(value, str):  # numbers are their text by now
                 raise ValueError(f"parameter {key!r} must be a string or a number")
-            params[key] = str(value)
+            params[key] = value
     else:
         pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
         if len({k for k, _ in pairs}) != len(pairs):

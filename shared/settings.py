@@ -11,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     model_validator,
@@ -45,9 +46,13 @@ def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | N
 
 
 class PlatformApp(BaseModel):
-    """One marketplace app the platform adapter accepts pushes from and calls back."""
+    """One marketplace app the platform adapter accepts pushes from and calls back. Its
+    secret is at least 16 characters: an empty one (a template's unset variable) let anyone
+    sign pushes."""
 
-    secret: SecretStr
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    secret: SecretStr = Field(min_length=16)
     sign_method: Literal["hmac-sha256", "md5"] = "hmac-sha256"
     api_url: str
 

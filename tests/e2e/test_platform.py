@@ -58,7 +58,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "sign_method": "md5",
             "api_url": f"http://127.0.0.1:{base + 14}",
         },
-        DEMO: {"secret": "t-demo-secret", "api_url": f"http://127.0.0.1:{base + 15}"},
+        DEMO: {"secret": "t-demo-secret-0003", "api_url": f"http://127.0.0.1:{base + 15}"},
         WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
     }
     env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}

@@ -244,3 +244,21 @@ def test_production_refuses_to_run_without_a_payment_or_an_sms_gateway(
     local = Settings(environment="development")
     assert type(build_gateway(local)).__name__ == "AlwaysApprove"
     assert type(make_gateway(local)).__name__ == "SinkGateway"
+
+
+def test_a_platform_app_s_secret_is_refused_when_short_without_being_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An empty secret (a template's unset variable) let anyone sign pushes."""
+    for short in ("", "abc-short-secret"[:15]):
+        apps = f'{{"mall": {{"secret": "{short}", "api_url": "http://mall.test"}}}}'
+        monkeypatch.setenv("CARAVAN_PLATFORM_APPS", apps)
+        with pytest.raises(ValidationError) as refused:
+            Settings()
+        message = str(refused.value)
+        assert "platform_apps.mall.secret" in message and "at least 16" in message
+        assert short == "" or short not in message
+    monkeypatch.setenv(
+        "CARAVAN_PLATFORM_APPS", '{"mall": {"secret": "a-long-real-secret", "api_url": "x"}}'
+    )
+    assert Settings().platform_apps["mall"].secret.get_secret_value() == "a-long-real-secret"

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -30,12 +31,26 @@ class Placed:
     same_request: bool
 
 
-def request_hash(request: OrderRequested, legacy: bool = False) -> str:
+def request_hash(request: OrderRequested) -> str:
     """A digest of what ``request`` asks for: the fields given other than as their defaults,
     so that a field the contract adds later (optional, with a default) leaves the digest of
-    the same body as it was, and a client's retry across that upgrade is the same request.
-    ``legacy``: as orders placed before 2026-12-03 were digested (every field, defaults too)."""
-    fields = request.model_dump(mode="json", exclude_defaults=not legacy)
+    the same body as it was, and a client's retry across that upgrade is the same request;
+    and the lines in SKU order (a SKU is on one line at most), so that a retry listing them
+    in another order is the same request too."""
+    fields = request.model_dump(mode="json", exclude_defaults=True)
+    fields["lines"] = sorted(fields["lines"], key=lambda line: str(line["sku"]))
+    return _digest(fields)
+
+
+def earlier_hashes(request: OrderRequested) -> tuple[str, str]:
+    """The digests of ``request`` as orders placed earlier were digested: with its lines in
+    the order given (until the evening of 2026-12-03), and every field, defaults too
+    (before 2026-12-03). A retry of such an order is known as the same request by them."""
+    given = request.model_dump(mode="json", exclude_defaults=True)
+    return _digest(given), _digest(request.model_dump(mode="json"))
+
+
+def _digest(fields: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -50,7 +65,7 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
         return Placed(order.order_id, order.status, created=True, same_request=True)
     order_id, status, stored_digest = existing
     log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
-    same = stored_digest in (digest, request_hash(request, legacy=True))
+    same = stored_digest in (digest, *earlier_hashes(request))
     return Placed(order_id, status, created=False, same_request=same)
 
 

@@ -39,9 +39,14 @@ async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -
 async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
     http = caravan.client
     key = ref("HTTP")
-    assert (
-        await http.post("/orders", json=BODY, headers={"Idempotency-Key": key})
-    ).status_code == 202
+    lines = [{"sku": "T-PEPPER", "quantity": 1}, {"sku": "T-RAISIN", "quantity": 1}]
+    body = {**BODY, "lines": lines}
+    first = await http.post("/orders", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 202
+    # The same lines listed in another order: the same order.
+    reordered = {**BODY, "lines": lines[::-1]}
+    again = await http.post("/orders", json=reordered, headers={"Idempotency-Key": key})
+    assert (again.status_code, again.json()["order_id"]) == (202, first.json()["order_id"])
     other = {**BODY, "lines": [{"sku": "T-PEPPER", "quantity": 2}]}
     refused = await http.post("/orders", json=other, headers={"Idempotency-Key": key})
     assert refused.status_code == 409

@@ -150,16 +150,18 @@ class Dashboard:
         return said
 
     def throughput(self) -> list[tuple[float, float]]:
-        """(time, records consumed per second by all services) between samples."""
+        """(time, records consumed per second by all services) between samples. Counted
+        service by service, over the services both samples have (one missed a sample: its
+        whole count since it started came in one interval); a count that went down is a
+        service restarted, whose records since are its count, as Prometheus's ``rate``
+        takes it."""
         points = []
-        snaps = list(self.history)
-        for a, b in itertools.pairwise(snaps):
-            points.append(
-                (
-                    b.at,
-                    max(0.0, sum(b.consumed.values()) - sum(a.consumed.values())) / (b.at - a.at),
-                )
-            )
+        for a, b in itertools.pairwise(self.history):
+            consumed = 0.0
+            for service in a.consumed.keys() & b.consumed.keys():
+                before, now = a.consumed[service], b.consumed[service]
+                consumed += now - before if now >= before else now
+            points.append((b.at, consumed / (b.at - a.at)))
         return points
 
     def page(self) -> str:

@@ -48,3 +48,19 @@ def test_stuck_orders_beyond_those_listed_are_counted() -> None:
     assert "<p>the oldest 2 of 5000</p>" in page.page()
     page.history.append(Snapshot(at=time.time(), stuck=listed, stuck_total=2))
     assert "the oldest" not in page.page()
+
+
+def test_throughput_is_counted_service_by_service_through_a_missed_sample_and_a_restart() -> None:
+    """A service missing from one sample (its /metrics timed out) put its whole count since
+    it started into the next interval (333,000/s for a day's million records), and a
+    restarted one made the sum go down (0/s for everyone)."""
+    page = board()
+    counts: list[dict[str, float]] = [
+        {"orders": 1_000_000, "payments": 500},
+        {"payments": 530},  # orders missed this sample
+        {"orders": 1_000_090, "payments": 560},
+        {"orders": 1_000_120, "payments": 12},  # payments restarted: 12 since
+    ]
+    for i, consumed in enumerate(counts):
+        page.history.append(Snapshot(at=100.0 + 3 * i, consumed=consumed))
+    assert page.throughput() == [(103.0, 10.0), (106.0, 10.0), (109.0, 14.0)]

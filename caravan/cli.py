@@ -21,12 +21,13 @@ from sqlalchemy.engine import make_url
 
 from caravan import inventory_cli, output, payments_cli, system, tokens_cli
 from caravan.admin_api import call
-from caravan.demo import run_demo, run_platform_demo
+from caravan.demo import cannot_drive, run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.output import console
 from caravan.seeding import load
 from services.inventory.handlers import DanglingSeed
+from shared import days
 from shared.http import field_errors
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
@@ -69,6 +70,8 @@ def _seed_file(path: Path | None) -> SeedFile:
         raise typer.BadParameter(f"{chosen} does not exist")
     try:
         return SeedFile.load(chosen)
+    except OSError as exc:  # a folder, a file we may not read
+        raise typer.BadParameter(f"{chosen} cannot be read: {exc.strerror or exc}") from exc
     except ValidationError as exc:
         errors = field_errors(exc, whole="file")
         said = "\n".join(f"  {e['field']}: {e['message']}" for e in errors)
@@ -76,6 +79,16 @@ def _seed_file(path: Path | None) -> SeedFile:
             f"{chosen} is not a seed file as CONTRACT.md describes ({len(errors)} error(s)):\n"
             + said
         ) from exc
+
+
+def _demo_seed(path: Path | None) -> SeedFile:
+    """The seed file demo orders are made from, refused before anything starts if it cannot
+    make them (no buyers, nothing in season)."""
+    seed = _seed_file(path)
+    refused = cannot_drive(seed, days.today())
+    if refused is not None:
+        raise typer.BadParameter(f"no demo orders from {path or DEMO_SEED}: {refused}")
+    return seed
 
 
 def _load(database_url: str, data: SeedFile) -> list[str]:
@@ -136,6 +149,7 @@ def _up(
     kafka_sasl: bool,
     processes: int,
 ) -> None:
+    seed = _demo_seed(seed_file) if demo else None
     pid_file = system.CACHE / "up.pids"
     left = system.stop_leftovers(pid_file)
     if left:
@@ -196,8 +210,7 @@ def _up(
                 f"service logs in {procs.log_dir}",
             )
         )
-        if demo:
-            seed = _seed_file(seed_file)
+        if seed is not None:
             _load(infra.database_url, seed)
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
@@ -258,7 +271,7 @@ def demo(
 ) -> None:
     """Seed demo data and drive storefront orders (and, with ``--platform-orders``,
     marketplace-platform orders) through the running system."""
-    data = _seed_file(seed_file)
+    data = _demo_seed(seed_file)
     settings = Settings()
     app_name = platform_app or next(iter(settings.platform_apps), None)
     if platform_orders and app_name not in settings.platform_apps:

@@ -39,11 +39,28 @@ class Outcome:
     reason: str | None
 
 
+def _in_season(seed: SeedFile, today: date) -> set[str]:
+    return {lot.sku for lot in seed.lots if lot.available_from <= today <= lot.best_before}
+
+
+def cannot_drive(seed: SeedFile, today: date) -> str | None:
+    """Why demo orders cannot be made from ``seed`` on ``today``, if they cannot."""
+    if not seed.buyers:
+        return "the seed file has no buyers to place demo orders"
+    if not {p.sku for p in seed.products} & _in_season(seed, today):
+        return f"no product of the seed file has a lot in season on {today.isoformat()}"
+    return None
+
+
 def demo_orders(seed: SeedFile, count: int, run_id: str, today: date) -> list[OrderRequested]:
     """``count`` orders from the seed's buyers and in-season products, plus one order for an
-    out-of-season product (when the seed has one) to show a cancellation."""
+    out-of-season product (when the seed has one) to show a cancellation. The seed must be
+    able to make them (:func:`cannot_drive`)."""
+    refused = cannot_drive(seed, today)
+    if refused is not None:
+        raise ValueError(refused)
     rng = random.Random(run_id)
-    in_season = {lot.sku for lot in seed.lots if lot.available_from <= today <= lot.best_before}
+    in_season = _in_season(seed, today)
     with_lots = {lot.sku for lot in seed.lots}
     sellable = [p.sku for p in seed.products if p.sku in in_season]
     off_season = [p.sku for p in seed.products if p.sku in with_lots - in_season]

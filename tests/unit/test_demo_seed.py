@@ -1,0 +1,64 @@
+"""A seed file that cannot make demo orders (no buyers, nothing in season), or a path that is
+not a file, is refused in one line before anything starts: ``caravan up --demo`` started
+the whole system, loaded the seed, then stopped everything with a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from caravan import system
+from caravan.cli import DEMO_SEED
+from caravan.demo import cannot_drive, demo_orders
+from shared.seed import SeedFile
+
+DEMO: dict[str, Any] = json.loads(DEMO_SEED.read_text())
+
+
+def seed(**changes: Any) -> SeedFile:
+    return SeedFile.model_validate({**DEMO, **changes})
+
+
+def caravan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "caravan", *args],
+        env={**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+        capture_output=True,
+        text=True,
+        cwd=system.REPO_ROOT,
+        timeout=60,
+    )
+
+
+def test_a_seed_that_cannot_make_demo_orders_says_why() -> None:
+    lots = DEMO["lots"]
+    latest = max(date.fromisoformat(lot["best_before"]) for lot in lots)
+    after = date(latest.year + 1, 1, 1)
+    assert cannot_drive(seed(), after) == (
+        f"no product of the seed file has a lot in season on {after.isoformat()}"
+    )
+    assert cannot_drive(seed(buyers=[]), date(2026, 12, 3)) == (
+        "the seed file has no buyers to place demo orders"
+    )
+    first = min(date.fromisoformat(lot["available_from"]) for lot in lots)
+    in_season = next(
+        d
+        for d in (date.fromordinal(first.toordinal() + n) for n in range(400))
+        if cannot_drive(seed(), d) is None
+    )
+    assert len(demo_orders(seed(), 5, "t", in_season)) == 5
+
+
+def test_the_commands_refuse_such_a_seed_or_a_folder_in_one_line(tmp_path: Path) -> None:
+    no_buyers = tmp_path / "no-buyers.json"
+    no_buyers.write_text(json.dumps({**DEMO, "buyers": []}))
+    for args, said in [
+        (("demo", "--seed", str(no_buyers)), "the seed file has no buyers"),
+        (("seed", str(tmp_path)), "cannot be read: Is a directory"),
+    ]:
+        done = caravan(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert said in " ".join(done.stderr.split()) and "Traceback" not in done.stderr, args

@@ -51,6 +51,25 @@ class SeedFile(Frozen):
     lots: list[LotSeed] = Field(default_factory=list)
     buyers: list[BuyerSeed] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _each_id_once(self) -> Self:
+        """An id twice in a file is a mistake to mend, not a choice to make for its author:
+        a lot's second entry was reported "loaded before", a product's or buyer's second
+        entry silently replaced the first."""
+        said = []
+        for kind, ids in (
+            ("seller", [s.id for s in self.sellers]),
+            ("product", [p.sku for p in self.products]),
+            ("lot", [lot.lot_id for lot in self.lots]),
+            ("buyer", [b.id for b in self.buyers]),
+        ):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                said.append(f"{kind}s listed more than once: {', '.join(map(repr, twice))}")
+        if said:
+            raise ValueError("; ".join(said))
+        return self
+
     @classmethod
     def load(cls, path: Path) -> "SeedFile":
         return cls.model_validate_json(path.read_bytes())

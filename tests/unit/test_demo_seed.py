@@ -1,6 +1,7 @@
 """A seed file that cannot make demo orders (no buyers, nothing in season), or a path that is
 not a file, is refused in one line before anything starts: ``caravan up --demo`` started
-the whole system, loaded the seed, then stopped everything with a traceback."""
+the whole system, loaded the seed, then stopped everything with a traceback. A seed file
+listing an id twice is refused as a format error."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+import pytest
+from pydantic import ValidationError
 
 from caravan import system
 from caravan.cli import DEMO_SEED
@@ -62,3 +66,14 @@ def test_the_commands_refuse_such_a_seed_or_a_folder_in_one_line(tmp_path: Path)
         done = caravan(*args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert said in " ".join(done.stderr.split()) and "Traceback" not in done.stderr, args
+
+
+def test_an_id_listed_twice_in_a_seed_file_is_refused_naming_it() -> None:
+    lot = DEMO["lots"][0]
+    twice = {**DEMO, "lots": [*DEMO["lots"], {**lot, "quantity": 5}]}
+    with pytest.raises(ValidationError, match=f"lots listed more than once: '{lot['lot_id']}'"):
+        SeedFile.model_validate(twice)
+    buyer = DEMO["buyers"][0]
+    twice = {**DEMO, "buyers": [*DEMO["buyers"], {**buyer, "credit_limit_fen": 1}]}
+    with pytest.raises(ValidationError, match=f"buyers listed more than once: '{buyer['id']}'"):
+        SeedFile.model_validate(twice)

@@ -29,6 +29,7 @@ from caravan.seeding import load
 from services.inventory.handlers import DanglingSeed
 from shared import days
 from shared.http import field_errors
+from shared.messaging.admin import TopicsNotCreated
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
 
@@ -239,7 +240,11 @@ def prepare() -> None:
     """Create the topics and migrate every schema on the Kafka and PostgreSQL that the
     environment names (for deployments; ``caravan up`` does this itself)."""
     settings = Settings()
-    rf = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    try:
+        rf = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    except TopicsNotCreated as exc:  # an ACL, a policy: for the cluster's owner to see to
+        console.print(Text.assemble(("topics not created", "red"), f": {exc}"))
+        raise typer.Exit(1) from exc
     console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
 
 

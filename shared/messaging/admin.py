@@ -1,17 +1,37 @@
 """Creating the project's topics (and their dead-letter twins) on a cluster."""
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 
 from shared.kafka_security import client_kwargs
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
 
 log = logging.getLogger(__name__)
+
+
+class TopicsNotCreated(RuntimeError):
+    """The cluster refused to create topics (an ACL, a policy, a setting it does not take)."""
+
+
+def refusals(topic_errors: Sequence[tuple[Any, ...]]) -> tuple[list[str], bool]:
+    """What a CreateTopics answer's ``topic_errors`` refused (a topic that exists is not
+    refused), each as ``topic: error``; and whether all of them may pass if asked again.
+    The answer does not raise them: a refused topic passed as created."""
+    said, retriable = [], True
+    for topic, code, *message in topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        error = for_code(code)
+        retriable = retriable and bool(error.retriable)
+        detail = f" ({message[0]})" if message and message[0] else ""
+        said.append(f"{topic}: {error.__name__}{detail}")
+    return said, retriable
 
 
 def replication_for(brokers: int) -> int:
@@ -31,7 +51,8 @@ async def ensure_topics(
     ``replication_factor``, each record is kept on three brokers, or on as many as the
     cluster has if fewer (an existing cluster named by ``caravan prepare`` got one copy of
     every record: one broker lost, acknowledged events lost). The factor used."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_kwargs(settings))
         try:
@@ -43,10 +64,15 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [t for t in ALL_TOPICS if t not in existing]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [NewTopic(t, partitions, rf, topic_configs=configs) for t in missing]
-                    )
+                answer = await admin.create_topics(
+                    [NewTopic(t, partitions, rf, topic_configs=configs) for t in missing]
+                )
+                refused, retriable = refusals(answer.topic_errors)
+                if refused and (not retriable or loop.time() > deadline):
+                    raise TopicsNotCreated("the cluster refused: " + "; ".join(refused))
+                if refused:
+                    await asyncio.sleep(0.5)
+                    continue
             return rf
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:

@@ -1,7 +1,7 @@
 """Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
 
 from datetime import date, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -156,13 +156,26 @@ class OrderConfirmed(EventData):
     term_months: int | None = None
 
 
+ReasonCode = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description=f"one of {', '.join(get_args(CancelReason))}; codes may be added",
+    ),
+]
+"""A reason an order was cancelled, as readers take it: one of :data:`CancelReason` today,
+any code later (CONTRACT.md: a new reason code is a compatible change). With the list
+itself, an order.cancelled of a newer orders service was dead-lettered by the other
+services: its stock stayed held, its loan unvoided."""
+
+
 class OrderCancelled(EventData):
     topic: ClassVar[Topic] = Topic.ORDER_EVENTS
     event_type: ClassVar[EventType] = EventType.ORDER_CANCELLED
 
     order_id: str
     order_ref: OrderRef
-    reason: CancelReason
+    reason: ReasonCode
 
 
 class FieldError(Frozen):

@@ -325,6 +325,17 @@ def test_money_that_is_not_an_int_is_invalid(total_fen: object) -> None:
         raise AssertionError(f"total_fen={total_fen!r} was accepted: {data!r}")
 
 
+def test_a_reason_code_added_later_is_read_and_one_that_is_not_a_code_is_not() -> None:
+    """CONTRACT.md: new reason codes are a compatible change. An order.cancelled with one
+    was dead-lettered by the services reading it (its stock stayed held)."""
+    later = parse_record(Topic.ORDER_EVENTS, order_event("order.cancelled", reason="fraud"))
+    assert isinstance(later.data, OrderCancelled) and later.data.reason == "fraud"
+    for bad in ("", "Out Of Stock", "x" * 65, 7):
+        with pytest.raises(PoisonRecord) as refused:
+            parse_record(Topic.ORDER_EVENTS, order_event("order.cancelled", reason=bad))
+        assert fields(refused.value) == ["reason"]
+
+
 def test_a_nul_character_anywhere_is_invalid_data() -> None:
     data = example()["data"]
     data["delivery"]["address"] = "Village\x003"

@@ -17,7 +17,7 @@ callbacks survive restarts and platform outages; ``failed`` ones stay listed for
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -94,8 +94,10 @@ async def record(
     if result == "delivered":
         values: dict[str, Any] = {"status": "delivered", "delivered_at": func.now()}
     elif result == "retry":
-        at = datetime.now(UTC) + timedelta(seconds=policy.backoff.delay(row.attempts))
-        values = {"status": "pending", "next_attempt_at": at}
+        # On the database's clock, as the claim reads it: the service's clock behind it by
+        # more than a delay made that retry due at once, and an outage used up the attempts.
+        delay = timedelta(seconds=policy.backoff.delay(row.attempts))
+        values = {"status": "pending", "next_attempt_at": func.now() + delay}
     else:
         values = {"status": "failed"}
     done = await tx.conn.execute(

@@ -33,6 +33,12 @@ CONSUMER_LAG = Gauge(
     " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS)",
     ["service", "topic", "partition"],
 )
+OBSERVED_AT = Gauge(
+    "caravan_observed_at_seconds",
+    "When the service last sampled its figures (outbox, consumer lag and its own) without a"
+    " failure, in Unix time: figures sampled before then are not live",
+    ["service"],
+)
 DEAD_LETTERS = Counter(
     "caravan_dead_letters_total", "Records dead-lettered", ["service", "topic", "error"]
 )

@@ -3,6 +3,7 @@ age, and its consumer group's lag per partition."""
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 
 from shared.messaging import kafka_admin
-from shared.metrics import CONSUMER_LAG, OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS
+from shared.metrics import CONSUMER_LAG, OBSERVED_AT, OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -71,18 +72,24 @@ class LagSampler:
 
 
 async def observe_loop(service: Service, interval: float = 5.0) -> None:
-    """Sample the figures until cancelled; a failed sample is logged and tried again."""
+    """Sample the figures until cancelled; a failed sample is logged and tried again. A
+    round with no failure says when (``caravan_observed_at_seconds``): a gauge keeps its
+    last value while Kafka or PostgreSQL is away, and looked live (a lag of 0)."""
     lag = LagSampler(service)
     probes: list[Probe] = [lambda: sample_outbox(service), lag.sample, *service.probes]
     try:
         while True:
+            failed = False
             for probe in probes:
                 try:
                     await probe()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    failed = True
                     log.warning("metrics sample failed: %r", exc)
+            if not failed:
+                OBSERVED_AT.labels(service.name).set(time.time())
             await asyncio.sleep(interval)
     finally:
         await lag.close()

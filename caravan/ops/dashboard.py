@@ -48,11 +48,16 @@ class Snapshot:
     outbox: dict[str, float] = field(default_factory=dict)
     outbox_age: dict[str, float] = field(default_factory=dict)
     orders: dict[str, float] = field(default_factory=dict)  # by status
+    observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
     down: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
+
+
+FIGURES_STALE_AFTER = 20.0
+"""Seconds after which a service's sampled figures are shown as old (it samples every 5)."""
 
 
 def ports(settings: Settings) -> dict[str, int]:
@@ -77,6 +82,8 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
                 snap.outbox[service] = value
             elif name == "caravan_outbox_oldest_seconds":
                 snap.outbox_age[service] = value
+            elif name == "caravan_observed_at_seconds" and labels.get("service") == service:
+                snap.observed[service] = value
             elif name == "caravan_orders" and "status" in labels:
                 snap.orders[labels["status"]] = value
 
@@ -149,6 +156,19 @@ class Dashboard:
             said += f"<p class='stale'><b>stale</b>: sampling has not succeeded since{why}</p>"
         return said
 
+    def state(self, snap: Snapshot, service: str) -> str:
+        """Up or down; and, up, whether its figures (lag, outbox) are older than a few of its
+        samples (its Kafka or its database away: they stay as they last were)."""
+        if service in snap.down:
+            return "down"
+        observed = snap.observed.get(service)
+        if observed is None:
+            return "up <span class='stale'>(no figures sampled yet)</span>"
+        age = snap.at - observed
+        if age > FIGURES_STALE_AFTER:
+            return f"up <span class='stale'>(figures {age:.0f} s old)</span>"
+        return "up"
+
     def throughput(self) -> list[tuple[float, float]]:
         """(time, records consumed per second by all services) between samples. Counted
         service by service, over the services both samples have (one missed a sample: its
@@ -169,7 +189,7 @@ class Dashboard:
             return _html("<p>collecting the first figures…</p>")
         snap = self.history[-1]
         rows = "".join(
-            f"<tr><td>{s}</td><td>{'down' if s in snap.down else 'up'}</td>"
+            f"<tr><td>{s}</td><td>{self.state(snap, s)}</td>"
             f"<td>{snap.lag.get(s, 0):.0f}</td><td>{snap.outbox.get(s, 0):.0f}</td>"
             f"<td>{snap.outbox_age.get(s, 0):.1f}</td></tr>"
             for s in SERVICES

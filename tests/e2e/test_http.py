@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 
 from shared.topics import Topic
 from tests.harness import System, ref
@@ -121,6 +122,12 @@ async def test_metrics_report_the_consumer_lag_of_every_topic_sample_after_sampl
             lag[topic.group(1)] = lag.get(topic.group(1), 0) + float(found.group(2))
     assert set(lag) == {"orders.requests.v1", "inventory.events.v1", "payments.events.v1"}
     assert all(value >= 0 for value in lag.values())
+    observed = re.search(
+        r'^caravan_observed_at_seconds\{service="orders"\} (\S+)$',
+        (await http.get("/metrics")).text,
+        re.MULTILINE,
+    )
+    assert observed is not None and time.time() - float(observed.group(1)) < 11
     assert b"metrics sample failed" not in log.read_bytes()[logged_before:]
 
 

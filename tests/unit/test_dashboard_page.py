@@ -15,7 +15,7 @@ def test_fresh_figures_say_when_they_were_taken() -> None:
     page = board()
     page.history.append(Snapshot(at=time.time() - 1, stuck=[]))
     text = page.page()
-    assert "figures as of " in text and "stale" not in text
+    assert "figures as of " in text and "<b>stale</b>" not in text
     assert "<tr><td colspan=3>none</td></tr>" in text
 
 
@@ -64,3 +64,23 @@ def test_throughput_is_counted_service_by_service_through_a_missed_sample_and_a_
     for i, consumed in enumerate(counts):
         page.history.append(Snapshot(at=100.0 + 3 * i, consumed=consumed))
     assert page.throughput() == [(103.0, 10.0), (106.0, 10.0), (109.0, 14.0)]
+
+
+def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
+    """A service's lag and outbox gauges keep their last values while its Kafka or database
+    is away: the page showed "up, lag 0" while nothing was consumed."""
+    page = board()
+    now = time.time()
+    page.history.append(
+        Snapshot(
+            at=now,
+            lag={"orders": 0, "payments": 0},
+            observed={"orders": now - 3, "payments": now - 45},
+            down=["platform"],
+        )
+    )
+    text = page.page()
+    assert "<td>orders</td><td>up</td>" in text
+    assert "<td>payments</td><td>up <span class='stale'>(figures 45 s old)</span></td>" in text
+    assert "<td>inventory</td><td>up <span class='stale'>(no figures sampled yet)" in text
+    assert "<td>platform</td><td>down</td>" in text

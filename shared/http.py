@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.tokens import SCOPES, Principal
 from shared.db import Database, bad_value, is_transient
+from shared.logs import phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
 from shared.telemetry import serving
@@ -163,18 +165,37 @@ class BodyLimit:
         await problem(413, "Request body too large", self._detail())(scope, receive, send)
 
 
+NO_NATIVE_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+"""FastAPI's own OpenTelemetry, off: with a tracer provider set it made a second root span of
+each request, outside the caller's trace and with phone numbers in its path, and spans for
+each dependency. The service's own span (:func:`shared.telemetry.serving`) continues the
+caller's trace."""
+
+
 def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     """``service``'s FastAPI app with the shared error handling, operational endpoints and
     auth."""
-    app = FastAPI(title=f"Caravan {service}", version="1")
+    app = FastAPI(title=f"Caravan {service}", version="1", telemetry=NO_NATIVE_TELEMETRY)
     install_auth(app, db, settings)
 
     @app.middleware("http")
     async def _trace(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        with serving(request.method, request.url.path, request.headers):
-            return await call_next(request)
+        # The path with any phone number masked; the span is named after the route (its
+        # template: one name for every order, and no phone number) once routing found it.
+        with serving(request.method, phones_masked(request.url.path), request.headers) as span:
+            response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", None)
+            if route is not None:
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.route", route)
+            return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

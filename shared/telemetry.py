@@ -132,11 +132,12 @@ def continuing(headers: Mapping[str, str], name: str, order_id: str) -> Iterator
 
 @contextmanager
 def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
-    """A server span for one HTTP request, continuing the caller's trace if it sent one."""
+    """A server span for one HTTP request, continuing the caller's trace if it sent one;
+    named after the method until the caller names its route."""
     token = context.attach(propagate.extract(dict(headers)))
     try:
         with _tracer().start_as_current_span(
-            f"{method} {path}",
+            method,
             kind=trace.SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": path},
         ) as span:

@@ -28,7 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services import SERVICES
 from shared.db import Database
-from shared.http import COOKIE, authorize_token, bearer_headers, install_auth, problem, require
+from shared.http import (
+    COOKIE,
+    NO_NATIVE_TELEMETRY,
+    authorize_token,
+    bearer_headers,
+    install_auth,
+    problem,
+    require,
+)
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
@@ -246,7 +254,13 @@ class Dashboard:
             task.cancel()
             await db.dispose()
 
-        app = FastAPI(title="Caravan operations", lifespan=sampling, docs_url=None, redoc_url=None)
+        app = FastAPI(
+            title="Caravan operations",
+            lifespan=sampling,
+            docs_url=None,
+            redoc_url=None,
+            telemetry=NO_NATIVE_TELEMETRY,
+        )
         install_auth(app, db, self.settings, cookie=True)
         ops = [require("ops")]
 

@@ -63,6 +63,23 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
         # Every consumer span but the first continues a parent from another span.
         in_trace = [s for s in spans(trace_dir) if s["trace_id"] == trace_id]
         assert sum(1 for s in in_trace if s["parent_id"] is None) == 1
+
+        # HTTP spans are named after their route: not one name per order, and no phone
+        # number in a name or a path (a number was written whole into the trace files).
+        assert (await caravan.client.get(f"/orders/{order_id}")).status_code == 200
+        phone = "+8613912340000"
+        async with caravan.api("notifications") as notifications:
+            assert (await notifications.get(f"/opt-outs/{phone}")).status_code == 200
+
+        def served() -> list[dict[str, object]]:
+            return [s for s in spans(trace_dir) if s["name"] == "GET /opt-outs/{phone}"]
+
+        await caravan.wait_for(served)
+        assert [s for s in spans(trace_dir, "orders") if s["name"] == "GET /orders/{order_id}"]
+        # One span a request (FastAPI's own made a second, a trace of its own).
+        assert len(served()) == 1, served()
+        written = "".join(p.read_text() for p in trace_dir.glob("*.jsonl"))
+        assert phone not in written and order_id not in {str(s["name"]) for s in spans(trace_dir)}
     finally:
         await caravan.restart(system.SERVICES)
         await asyncio.sleep(0)

@@ -127,6 +127,7 @@ class OrderPlaced(EventData):
     buyer: Buyer | None = None
     payment: PaymentRequest | None = None
     placed_at: datetime | None = None
+    delivery: Delivery | None = None  # where to send the goods, as the request said
 
 
 class ScheduledInstalment(Frozen):

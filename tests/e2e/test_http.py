@@ -29,6 +29,13 @@ async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -
     assert outcome.type == "order.confirmed"
     body = (await http.get(f"/orders/{order_id}")).json()
     assert body["order_ref"] == key and body["status"] == "confirmed"
+    # Where to send the goods is kept and told (it was taken, then dropped unseen).
+    assert body["delivery"] == BODY["delivery"]
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
+    assert placed[0].data["delivery"] == BODY["delivery"]
+    # The timeline's times follow its order.
+    times = [step["time"] for step in body["timeline"]]
+    assert times == sorted(times), body["timeline"]
     # The id in upper case is the same order (it was 404 "no order"), here and at payments.
     upper = await http.get(f"/orders/{order_id.upper()}")
     assert upper.status_code == 200 and upper.json() == body

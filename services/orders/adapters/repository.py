@@ -56,6 +56,7 @@ class OrderRepository:
                 "request_hash": request_hash,
                 "buyer_id": order.buyer_id,
                 "lines": [line.model_dump() for line in order.lines],
+                "delivery": order.delivery.model_dump() if order.delivery else None,
                 "payment_method": order.payment_method,
                 "term_months": order.term_months,
                 "status": order.status,

@@ -37,6 +37,7 @@ orders = Table(
     Column("total_fen", BigInteger, nullable=True),
     Column("loan_id", String(64), nullable=True),
     Column("schedule", JSONB, nullable=True),
+    Column("delivery", JSONB, nullable=True),  # where to send it, as the request said
     Column("reason", String(32), nullable=True),
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),
@@ -52,7 +53,15 @@ timeline = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("order_id", String(36), nullable=False, index=True),
     Column("type", String(64), nullable=False),
-    Column("time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When the step was written (its statement, at the transaction's commit): now() is when
+    # the transaction began, so a batch that waited for an order's lock wrote steps dated
+    # before the steps they follow.
+    Column(
+        "time",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.clock_timestamp(),
+    ),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

@@ -14,6 +14,7 @@ from shared.events.envelope import EventData
 from shared.events.orders import (
     CancelReason,
     ConfirmedPayment,
+    Delivery,
     OrderCancelled,
     OrderConfirmed,
     OrderLine,
@@ -49,6 +50,7 @@ class Order:
     loan_id: str | None = None
     schedule: list[ScheduledInstalment] | None = None
     reason: CancelReason | None = None
+    delivery: Delivery | None = None  # as placed (read back by the HTTP API, not here)
     events: list[EventData] = field(default_factory=list)
 
     @classmethod
@@ -70,6 +72,7 @@ class Order:
             term_months=request.payment.term_months,
             placed_at=now,
             deadline_at=now + deadline,
+            delivery=request.delivery,
         )
         order.events.append(
             OrderPlaced(
@@ -81,6 +84,7 @@ class Order:
                 buyer=request.buyer,
                 payment=request.payment,
                 placed_at=now,
+                delivery=request.delivery,
             )
         )
         return order

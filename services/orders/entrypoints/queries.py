@@ -10,21 +10,29 @@ from services.orders.entrypoints.schemas import OrderSummary, OrderView, Status,
 
 
 async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
-    row = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
-    if row is None:
+    """The order with its timeline, read in one statement: in two, a confirmation committed
+    between them showed as ``pending`` with ``order.confirmed`` in its own timeline."""
+    rows = (
+        await conn.execute(
+            select(orders, timeline.c.type.label("step"), timeline.c.time.label("step_time"))
+            .select_from(orders.outerjoin(timeline, timeline.c.order_id == orders.c.order_id))
+            .where(orders.c.order_id == order_id)
+            .order_by(timeline.c.id)
+        )
+    ).all()
+    if not rows:
         return None
-    steps = await conn.execute(
-        select(timeline.c.type, timeline.c.time)
-        .where(timeline.c.order_id == order_id)
-        .order_by(timeline.c.id)
-    )
+    row = rows[0]
     return OrderView(
         order_id=row.order_id,
         order_ref=row.order_ref,
         status=row.status,
         total_fen=row.total_fen,
         reason=row.reason,
-        timeline=[Step(type=s.type, time=s.time.isoformat()) for s in steps],
+        delivery=row.delivery,
+        timeline=[
+            Step(type=s.step, time=s.step_time.isoformat()) for s in rows if s.step is not None
+        ],
     )
 
 

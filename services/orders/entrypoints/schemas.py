@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.events.orders import ORDER_REF_PATTERN, CancelReason, OrderRequested
+from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
 from shared.http import PROBLEM
 
 Status = Literal["pending", "confirmed", "cancelled"]
@@ -35,6 +35,7 @@ class OrderView(BaseModel):
     status: Status
     total_fen: int | None
     reason: CancelReason | None
+    delivery: Delivery | None = None  # where to send the goods, as the request said
     timeline: list[Step]
 
 

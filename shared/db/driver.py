@@ -26,6 +26,7 @@ from sqlalchemy import (
     ClauseElement,
     ColumnElement,
     Select,
+    String,
     Table,
     any_,
     bindparam,
@@ -209,9 +210,14 @@ def _unnest(table: Table, columns: tuple[str, ...]) -> str:
 
 
 def _array_type(table: Table, column: str) -> str:
+    """The array type a column's values are bound as. Text without its length: an explicit
+    cast to ``varchar(16)`` cuts a longer text to 16 characters, where writing it into the
+    column refuses it (``value too long``), as any other insert does."""
     sql_type = table.c[column].type
     if isinstance(sql_type, ARRAY):  # unnest would flatten an array of arrays
         raise TypeError(f"{table.name}.{column}: array columns are not written in bulk")
+    if isinstance(sql_type, String) and sql_type.length is not None:
+        return "varchar[]"
     return f"{sql_type.compile(dialect=_POSTGRESQL)}[]"
 
 

@@ -129,6 +129,19 @@ async def test_a_violated_constraint_fails_the_commit_and_writes_nothing(
         assert (await conn.execute(select(children))).all() == []
 
 
+async def test_text_too_long_for_its_column_is_refused_not_cut(engine: AsyncEngine) -> None:
+    """The arrays were cast to the column's type, ``varchar(16)[]``, and an explicit cast
+    cuts text to its length: a payment's 17-character status was written as 16 characters.
+    Written as the column is, text too long is refused, as any other insert refuses it."""
+    with pytest.raises(asyncpg.StringDataRightTruncationError):
+        async with engine.begin() as conn:
+            tx = new_tx(conn)
+            tx.insert_later(parents, {"parent_id": "x" * 17, "n": 1})
+            await tx.flush()
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(parents.c.parent_id))).scalars().all() == ["old"]
+
+
 async def test_the_claim_on_the_driver_is_part_of_sqlalchemys_transaction(
     engine: AsyncEngine,
 ) -> None:

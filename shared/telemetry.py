@@ -118,12 +118,12 @@ def consuming(
 
 
 @contextmanager
-def continuing(headers: Mapping[str, str], name: str, order_id: str) -> Iterator[trace.Span]:
+def continuing(headers: Mapping[str, str], name: str, order_id: str | None) -> Iterator[trace.Span]:
     """A span continuing a trace whose context was stored earlier (work done later by a
-    loop on behalf of an event, such as a prepaid charge)."""
+    loop on behalf of an event, such as a prepaid charge or a text sent)."""
     token = context.attach(propagate.extract(dict(headers)))
     try:
-        attributes = {"caravan.order_id": order_id}
+        attributes = {"caravan.order_id": order_id} if order_id else {}
         with _tracer().start_as_current_span(name, attributes=attributes) as span:
             yield span
     finally:

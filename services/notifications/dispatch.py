@@ -33,6 +33,7 @@ receipt for a message not recorded yet is refused so that the gateway tries it a
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -63,6 +64,7 @@ from services.notifications.domain.templates import pick_locale
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +141,20 @@ async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
 async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError:
     """Step 2: one gateway call; every failure is turned into a :class:`GatewayError`."""
     message = OutgoingSms(sms_id=row.sms_id, dedup_key=row.dedup_key, to=row.to, text=row.text)
-    try:
-        return await gateway.send(message)
-    except GatewayError as exc:
-        return exc
-    except Exception as exc:  # a bug or an unexpected answer: retry, bounded
-        log.exception("gateway call failed unexpectedly")
-        return GatewayError(repr(exc)[:500], transient=True)
+    with traced(row, "notifications sms send"):
+        try:
+            return await gateway.send(message)
+        except GatewayError as exc:
+            return exc
+        except Exception as exc:  # a bug or an unexpected answer: retry, bounded
+            log.exception("gateway call failed unexpectedly")
+            return GatewayError(repr(exc)[:500], transient=True)
+
+
+def traced(row: Any, name: str) -> AbstractContextManager[object]:
+    """A span in the trace of the event that asked for the text ``row`` (the events about it
+    carry that trace on; they were emitted outside any)."""
+    return continuing(row.trace_headers or {}, name, row.order_id)
 
 
 Recorded = Literal["sent", "retry", "failed", "stale"]
@@ -167,10 +176,12 @@ async def record(
         )
         sent = {row.sms_id for row in rows}
         for i, row, _ in accepted:
-            results[i] = await _sent(tx, row) if row.sms_id in sent else "stale"
+            with traced(row, "notifications sms sent"):
+                results[i] = await _sent(tx, row) if row.sms_id in sent else "stale"
     for i, (row, outcome) in enumerate(done):
         if isinstance(outcome, GatewayError):
-            results[i] = await _not_sent(tx, row, outcome, policy)
+            with traced(row, "notifications sms not sent"):
+                results[i] = await _not_sent(tx, row, outcome, policy)
     return [results[i] for i in range(len(done))]
 
 
@@ -280,6 +291,12 @@ async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplica
             select(func.count()).where(sms.c.provider_id == receipt.provider_id)
         )
         return "duplicate" if known else "unknown"
+    with traced(row, "notifications sms receipt"):
+        await _emit_receipt(tx, row, receipt)
+    return "applied"
+
+
+async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
     if receipt.delivered:
         await tx.emit(
             SmsDelivered(sms_id=row.sms_id, to=row.to, order_id=row.order_id, purpose=row.purpose),
@@ -300,4 +317,3 @@ async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplica
             correlation_id=row.order_id,
             causation_id=row.caused_by,
         )
-    return "applied"

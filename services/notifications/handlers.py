@@ -56,6 +56,7 @@ from shared.ids import new_id
 from shared.logs import masked
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
+from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ async def queue_sms(
         "next_attempt_at": not_before,
         "last_error": problem,
         "caused_by": caused_by,
+        "trace_headers": current_trace_headers() or None,
     }
     if problem is None:
         tx.insert_later(sms, row, skip_existing=True)

@@ -63,6 +63,23 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
         # Every consumer span but the first continues a parent from another span.
         in_trace = [s for s in spans(trace_dir) if s["trace_id"] == trace_id]
         assert sum(1 for s in in_trace if s["parent_id"] is None) == 1
+        # The text is sent by the dispatcher later, in the order's trace, and sms.sent carries
+        # it on (it was sent with no trace context at all).
+        await caravan.wait_for(
+            lambda: [
+                s
+                for s in spans(trace_dir, "notifications")
+                if s["trace_id"] == trace_id and s["name"] == "notifications sms send"
+            ]
+        )
+        texts = [
+            r
+            for r in caravan.log.raw(Topic.NOTIFICATION_EVENTS)
+            if b'"sms.sent"' in r.value and order_id.encode() in r.value
+        ]
+        assert texts and all(
+            trace_id in dict(r.headers).get("traceparent", b"").decode() for r in texts
+        )
 
         # HTTP spans are named after their route: not one name per order, and no phone
         # number in a name or a path (a number was written whole into the trace files).

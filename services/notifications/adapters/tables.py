@@ -82,6 +82,9 @@ sms = Table(
     # The id of the event that asked for the text: the cause of the events about it
     # (``sms.sent``, ``sms.delivered``, ``sms.failed``), emitted after that event's handling.
     Column("caused_by", String(256), nullable=True),
+    # W3C trace context of the event that asked for the text, so that the dispatcher's call
+    # and the sms.* events about it continue the order's trace.
+    Column("trace_headers", JSONB, nullable=True),
     Index("sms_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
     Index("sms_provider", "provider_id"),
 )

@@ -13,6 +13,7 @@ class Topic(StrEnum):
     INVENTORY_EVENTS = "inventory.events.v1"
     PAYMENT_EVENTS = "payments.events.v1"
     NOTIFICATION_EVENTS = "notifications.events.v1"
+    PLATFORM_EVENTS = "platform.events.v1"
 
     @property
     def dlq(self) -> str:
@@ -48,6 +49,7 @@ class EventType(StrEnum):
     SMS_SENT = "sms.sent"
     SMS_DELIVERED = "sms.delivered"
     SMS_FAILED = "sms.failed"
+    PLATFORM_ORDER_PAID = "platform.order_paid"
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(t.dlq for t in Topic)

@@ -95,6 +95,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
             lines=reserved,
             total_fen=sum(line.unit_price_fen * line.quantity for line in reserved),
             source=order.source,
+            order_ref=order.order_ref,
         )
     )
 

@@ -43,6 +43,7 @@ PRODUCERS: Mapping[Topic, tuple[str, ...]] = {
     Topic.INVENTORY_EVENTS: ("inventory",),
     Topic.PAYMENT_EVENTS: ("payments",),
     Topic.NOTIFICATION_EVENTS: ("notifications",),
+    Topic.PLATFORM_EVENTS: ("platform",),
 }
 """Who writes each topic (every service through its outbox; storefronts from outside, and
 the platform adapter for marketplace platforms)."""

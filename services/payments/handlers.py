@@ -10,7 +10,9 @@ identity map then carries each buyer's credit from one order of the batch to the
 Prepaid orders are only *recorded* here as ``charging``: the gateway is called outside any
 transaction by :mod:`services.payments.prepaid`. A prepaid order a marketplace platform
 placed (``source`` ``platform/<app>``) was paid on the platform: it is authorised here,
-without the gateway, which would charge its buyer a second time.
+without the gateway (which would charge its buyer a second time), once the platform adapter
+has said so on its own topic (``platform.order_paid``), since any publisher of orders could
+name a platform's source.
 """
 
 import logging
@@ -30,6 +32,7 @@ from services.payments.adapters.tables import (
     loans,
     payables,
     payments,
+    platform_paid,
     repayments,
 )
 from services.payments.domain import ledger
@@ -40,6 +43,7 @@ from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.orders import OrderCancelled, ScheduledInstalment, platform_app
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.messaging.uow import Tx
@@ -182,8 +186,8 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         )
     base = {"buyer_id": data.buyer_id, "method": method, "amount_fen": data.total_fen}
     app = platform_app(data.source)
-    if method == "prepaid" and app is not None:
-        await _collected_by_platform(tx, data, app, owed, base)
+    if method == "prepaid" and app is not None and len(app) <= 64 and data.order_ref is not None:
+        await _collected_by_platform(tx, data, app, data.order_ref, owed, base)
         return
     if method == "prepaid":
         # The gateway is called after this commits (services.payments.prepaid).
@@ -272,18 +276,77 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
 
 
 async def _collected_by_platform(
-    tx: Tx, data: StockReserved, app: str, owed: dict[str, int], base: dict[str, Any]
+    tx: Tx,
+    data: StockReserved,
+    app: str,
+    order_ref: str,
+    owed: dict[str, int],
+    base: dict[str, Any],
 ) -> None:
-    """Authorise a prepaid order the platform ``app`` took the money for: the platform holds
-    it for us, the sellers are owed their parts."""
-    if not await _claim_payment(tx, data.order_id, status="authorized", collected_by=app, **base):
+    """A prepaid order the platform ``app`` placed: authorised once the adapter has said the
+    platform took the money for it (``platform.order_paid``), the platform holding it for us
+    and the sellers owed their parts; ``awaiting`` until then. An order that only
+    names a platform's source is never paid for: it expires."""
+    await _lock_platform_order(tx, app, order_ref)
+    paid = await tx.conn.scalar(
+        select(func.count()).where(
+            platform_paid.c.app == app, platform_paid.c.order_ref == order_ref
+        )
+    )
+    status = "authorized" if paid else "awaiting"
+    if not await _claim_payment(
+        tx, data.order_id, status=status, collected_by=app, order_ref=order_ref, **base
+    ):
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
-    _record_payables(tx, data.order_id, owed, "owed")
-    charged = ledger.platform_collected(app, owed)
-    await post_charge(
-        tx, data.order_id, data.buyer_id, data.total_fen, "platform_collected", charged
+    _record_payables(tx, data.order_id, owed, "owed" if paid else "pending")
+    if paid:
+        charged = ledger.platform_collected(app, owed)
+        await post_charge(
+            tx, data.order_id, data.buyer_id, data.total_fen, "platform_collected", charged
+        )
+    else:
+        log.info("order %s waits for %s to say it was paid for %s", data.order_id, app, order_ref)
+
+
+async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
+    """The platform adapter says a platform took the money for an order it placed: remember
+    it, and authorise the order's payment if it was waiting for this."""
+    data = parsed.data
+    assert isinstance(data, PlatformOrderPaid)
+    app = platform_app(data.source)
+    if app is None or len(app) > 64:
+        log.warning("platform.order_paid of %r names no platform app; ignored", data.source)
+        return
+    await _lock_platform_order(tx, app, data.order_ref)
+    await tx.conn.execute(
+        pg_insert(platform_paid).values(app=app, order_ref=data.order_ref).on_conflict_do_nothing()
     )
+    await tx.flush()  # a payment this batch has claimed is written by now
+    row = (
+        await tx.conn.execute(
+            update(payments)
+            .where(
+                payments.c.collected_by == app,
+                payments.c.order_ref == data.order_ref,
+                payments.c.status == "awaiting",
+            )
+            .values(status="authorized", updated_at=func.now())
+            .returning(payments.c.order_id, payments.c.buyer_id, payments.c.amount_fen)
+        )
+    ).first()
+    if row is None:
+        return
+    owed = await set_payables(tx, row.order_id, "owed")
+    charged = ledger.platform_collected(app, owed)
+    await post_charge(tx, row.order_id, row.buyer_id, row.amount_fen, "platform_collected", charged)
+
+
+async def _lock_platform_order(tx: Tx, app: str, order_ref: str) -> None:
+    """One at a time for a platform order: its reservation and the adapter's word that it was
+    paid, handled at once by two instances, each missed the other's uncommitted row."""
+    key = f"payments.platform|{app}|{order_ref}"
+    await tx.conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 async def post_charge(
@@ -351,7 +414,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         await _claim_payment(tx, data.order_id, status="cancelled")
         return
     if row.collected_by is not None:
-        if row.status == "authorized":
+        if row.status in ("authorized", "awaiting"):
             _set_status(tx, data.order_id, "voided")
             await reverse_charge(tx, data.order_id, row.amount_fen)
         return

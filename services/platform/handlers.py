@@ -37,6 +37,7 @@ from shared.events.orders import (
     OrderRejected,
     platform_app,
 )
+from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.messaging.uow import Tx
 
@@ -104,6 +105,8 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     if event_id is None:  # a concurrent push placed it first
         return "duplicate"
     event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
+    paid = PlatformOrderPaid(order_ref=request.order_ref, source=source_of(app))
+    await tx.emit(paid, correlation_id=request.order_ref)
     await tx.conn.execute(update(platform_orders).where(key).values(request_event_id=event.id))
     await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)

@@ -34,8 +34,10 @@ class StockReserved(EventData):
     lines: list[ReservedLine]
     total_fen: Fen
     source: str | None = None
-    """The order's ``source``: a marketplace platform's (``platform/<app>``) order was paid on
-    the platform, so a prepaid one is not charged again."""
+    """The order's ``source`` and ``order_ref``: a marketplace platform's (``platform/<app>``)
+    prepaid order, once the adapter vouches that the platform was paid for it
+    (``platform.order_paid``), is not charged again."""
+    order_ref: str | None = None
 
 
 class StockRejected(EventData):

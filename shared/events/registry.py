@@ -6,11 +6,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from shared.events import inventory, notifications, orders, payments
+from shared.events import inventory, notifications, orders, payments, platform
 from shared.events.envelope import CloudEvent, EventData
 from shared.topics import Topic
 
-_CONTRACT_MODULES = (orders, inventory, payments, notifications)
+_CONTRACT_MODULES = (orders, inventory, payments, notifications, platform)
 
 
 def _models() -> list[type[EventData]]:

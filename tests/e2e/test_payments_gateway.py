@@ -20,6 +20,7 @@ from caravan import system
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, PaymentRequest
+from shared.events.platform import PlatformOrderPaid
 from shared.topics import Topic
 from tests.e2e.test_payments_credit import buyer, credit, order, payments_seed, run, set_limit
 from tests.harness import System, free_port, ref
@@ -233,15 +234,19 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
 async def test_an_order_a_platform_collected_is_not_charged_again(
     caravan: System, gateway: httpx.AsyncClient
 ) -> None:
-    # A marketplace platform took the buyer's money before pushing the order: the gateway,
-    # which would decline this buyer, is never asked; the sellers are owed what the
-    # platform holds for us.
+    # A marketplace platform took the buyer's money before its adapter placed the order: the
+    # gateway, which would decline this buyer, is never asked; the sellers are owed what the
+    # platform holds for us. Only once the adapter says so (platform.order_paid): here after
+    # the stock was reserved.
     who = buyer("gw-platform")
     rule = {"mode": "decline", "times": 1000}
     assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
     req = order(who, {"PAY-BOX": 2}, method="prepaid")
-    await caravan.request(req, source="platform/test-mall")
-    order_id = await caravan.placed(req.order_ref, source="platform/test-mall")
+    await caravan.request(req, source=MALL)
+    order_id = await caravan.placed(req.order_ref, source=MALL)
+    await _until_status(caravan, order_id, "awaiting")
+    assert caravan.terminal(order_id) == []
+    await _paid_on_platform(caravan, req.order_ref)
     done = await caravan.outcome(order_id)
     assert (done.type, done.data.get("reason")) == ("order.confirmed", None)
     assert order_id not in (await charges(gateway, order_id))["requests"]
@@ -253,29 +258,33 @@ async def test_an_order_a_platform_collected_is_not_charged_again(
             o=order_id,
         )
     ] == [("platform_clearing:test-mall", 7_000), ("seller_payable:pay-seller-1", -7_000)]
+    async with caravan.api("payments") as payments:
+        seen = (await payments.get(f"/orders/{order_id}/payment")).json()
+    assert (seen["status"], seen["collected_by"], seen["attempts"]) == (
+        "authorized",
+        "test-mall",
+        0,
+    )
 
-    # Cancelled before it was confirmed (the saga ran out of time): the platform refunds
-    # its buyer; we reverse what we recorded and tell no gateway.
-    cancelled = str(uuid.uuid4())
-    reserved = _reserved(cancelled, who, source="platform/test-mall")
+    # Paid before the stock was reserved, then cancelled before it was confirmed (the saga
+    # ran out of time): the platform refunds its buyer; we reverse what we recorded and tell
+    # no gateway.
+    cancelled, cancelled_ref = str(uuid.uuid4()), ref("PAY")
+    await _paid_on_platform(caravan, cancelled_ref)
+    reserved = _reserved(cancelled, who, source=MALL, order_ref=cancelled_ref)
     await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
     await caravan.wait_for(
         lambda: caravan.log.events(
             Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=cancelled
         )
     )
-    cancel = OrderCancelled(order_id=cancelled, order_ref=ref("PAY"), reason="expired")
+    cancel = OrderCancelled(order_id=cancelled, order_ref=cancelled_ref, reason="expired")
     await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
     voided = await caravan.wait_for(
         lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=cancelled)
     )
     assert voided[0].data["amount_fen"] == 3500
-    assert (
-        await caravan.scalar(
-            "select status from payments.payments where order_id = :o", o=cancelled
-        )
-        == "voided"
-    )
+    await _until_status(caravan, cancelled, "voided")
     assert (
         await caravan.scalar(
             "select sum(amount_fen) from payments.ledger_entries where order_id = :o"
@@ -287,7 +296,56 @@ async def test_an_order_a_platform_collected_is_not_charged_again(
     assert cancelled not in (await charges(gateway, cancelled))["requests"]
 
 
-def _reserved(order_id: str, who: str, source: str | None = None) -> StockReserved:
+async def test_an_order_that_only_names_a_platform_is_never_paid_for(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    # Whoever may publish orders can write a platform's source: without the adapter's word
+    # (on a topic only it may write), the order waits unpaid, and its cancellation (here the
+    # buyer's; else its deadline) leaves nothing charged or owed.
+    who = buyer("gw-forged")
+    req = order(who, {"PAY-BOX": 1}, method="prepaid")
+    await caravan.request(req, source=MALL)
+    order_id = await caravan.placed(req.order_ref, source=MALL)
+    await _until_status(caravan, order_id, "awaiting")
+    await asyncio.sleep(1.0)  # room for an authorisation, were there one
+    assert caravan.terminal(order_id) == []
+    assert (await caravan.client.post(f"/orders/{order_id}/cancel")).status_code == 200
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert voided[0].data["amount_fen"] == 0
+    await _until_status(caravan, order_id, "voided")
+    assert not caravan.log.events(
+        Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+    )
+    owed = "select count(*) from payments.payables where order_id = :o and status = 'owed'"
+    assert await caravan.scalar(owed, o=order_id) == 0
+    assert order_id not in (await charges(gateway, order_id))["requests"]
+
+
+MALL = "platform/test-mall"
+
+
+async def _paid_on_platform(caravan: System, order_ref: str) -> None:
+    """``platform.order_paid``, as the platform adapter publishes it with its order."""
+    paid = PlatformOrderPaid(order_ref=order_ref, source=MALL)
+    event = new_event(paid, source=MALL)
+    await caravan.publish_raw(Topic.PLATFORM_EVENTS.value, event.to_json(), order_ref.encode())
+
+
+async def _until_status(caravan: System, order_id: str, status: str) -> None:
+    await caravan.until(
+        lambda: caravan.scalar(
+            "select status from payments.payments where order_id = :o", o=order_id
+        ),
+        f"the payment of {order_id} {status}",
+        ready=lambda found: found == status,
+    )
+
+
+def _reserved(
+    order_id: str, who: str, source: str | None = None, order_ref: str | None = None
+) -> StockReserved:
     """``stock.reserved`` of one PAY-BOX (3,500 fen), prepaid, as inventory publishes it."""
     line = ReservedLine(
         sku="PAY-BOX", quantity=1, unit_price_fen=3500, seller_id="pay-seller-1", lots=[]
@@ -299,6 +357,7 @@ def _reserved(order_id: str, who: str, source: str | None = None) -> StockReserv
         lines=[line],
         total_fen=3500,
         source=source,
+        order_ref=order_ref,
     )
 
 

@@ -45,6 +45,7 @@ payments = Table(
     Column("amount_fen", BigInteger, nullable=True),
     # pending | charging (prepaid: the gateway is being asked) | authorized | declined |
     # voiding (prepaid: the gateway is being told to void) | voided |
+    # awaiting (a platform's prepaid order: until the adapter says the platform was paid) |
     # cancelled (cancelled before any payment was asked)
     Column("status", String(16), nullable=False),
     Column("loan_id", String(36), nullable=True),
@@ -61,10 +62,12 @@ payments = Table(
     # The id of the event that asked for the gateway call in flight (``stock.reserved`` for a
     # charge, ``order.cancelled`` for a void): the cause of the event its outcome emits.
     Column("caused_by", String(256), nullable=True),
-    # A prepaid order a marketplace platform placed and was paid for on the platform: the
-    # platform's app. Authorised without the gateway; cancelled, its record is reversed and
-    # the platform refunds its buyer.
+    # A prepaid order a marketplace platform placed (source platform/<app>): the app, and
+    # the order's ref. Authorised without the gateway once the adapter says the platform was
+    # paid for it (``platform_paid``), ``awaiting`` until then; cancelled, its record
+    # is reversed and the platform refunds its buyer.
     Column("collected_by", String(64), nullable=True),
+    Column("order_ref", String(64), nullable=True),
     # The gateway loop's claim looks for due calls every half second and after each commit
     # that queues one: without this index it reads every payment ever made.
     Index(
@@ -72,6 +75,22 @@ payments = Table(
         "next_attempt_at",
         postgresql_where=text("status IN ('charging', 'voiding')"),
     ),
+    Index(
+        "payments_awaiting_platform",
+        "collected_by",
+        "order_ref",
+        postgresql_where=text("status = 'awaiting'"),
+    ),
+)
+
+platform_paid = Table(
+    "platform_paid",
+    metadata,
+    # The orders a marketplace platform was paid for, as the platform adapter said
+    # (``platform.order_paid``): (app, order_ref).
+    Column("app", String(64), primary_key=True),
+    Column("order_ref", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 loans = Table(

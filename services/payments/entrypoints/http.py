@@ -158,6 +158,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                         payments.c.amount_fen,
                         payments.c.loan_id,
                         payments.c.attempts,
+                        payments.c.collected_by,  # the platform app that took the money
                     ).where(payments.c.order_id == order_id)
                 )
             ).first()

@@ -19,4 +19,8 @@ def subscriptions(monthly_rate_bp: int) -> list[Subscription]:
             prefetch=handlers.prefetch_stock_reserved,
         ),
         Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CANCELLED: handlers.on_order_cancelled}),
+        Subscription(
+            Topic.PLATFORM_EVENTS,
+            {EventType.PLATFORM_ORDER_PAID: handlers.on_platform_order_paid},
+        ),
     ]

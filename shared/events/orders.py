@@ -160,7 +160,7 @@ class OrderConfirmed(EventData):
 ReasonCode = Annotated[
     str,
     Field(
-        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
         description=f"one of {', '.join(get_args(CancelReason))}; codes may be added",
     ),
 ]

@@ -67,11 +67,13 @@ _BAD_VALUE = (asyncpg.DataError, asyncpg.exceptions._base.DataError)
 
 # Server errors that pass by themselves, by SQLSTATE class or code: a connection lost (08),
 # a transaction rolled back for a conflict (40), the server short of disk, memory or
-# connections (53), shutting down, restarting or cancelling a statement past a timeout
-# (57), an I/O error (58), a lock not granted in time (55P03), and a write refused by a
-# server that became a standby in a failover (25006).
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
-_TRANSIENT_SQLSTATES = ("55P03", "25006")
+# connections (53), shutting down or restarting (57P01-57P03), an I/O error (58030), a lock
+# not granted in time (55P03), and a write refused by a server that became a standby in a
+# failover (25006). Not a statement cancelled past its statement_timeout (57014): one that
+# always takes too long would stall its partition for good; it is dead-lettered after its
+# tries, as a bug is.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53")
+_TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "58030", "55P03", "25006")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

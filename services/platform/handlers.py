@@ -73,6 +73,9 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         return "replayed"
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
+    if order.status == "cancelled" and placed is not None and await _we_cancelled(tx, app, order):
+        await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
+        return "ignored"
     if order.status == "cancelled" and placed is not None:
         ours = placed.order_id or "not numbered yet"
         said = (
@@ -87,7 +90,8 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
             await resolve_problems(tx, app, order.order_id)
         return "ignored"
     if placed is not None:  # what kept it from being placed, or from being read, is moot
-        await resolve_problems(tx, app, order.order_id, keep={"cancelled_on_platform"})
+        keep = {"cancelled_on_platform", "rejected"}
+        await resolve_problems(tx, app, order.order_id, keep=keep)
         return "duplicate"
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
@@ -111,6 +115,19 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
     return "accepted"
+
+
+async def _we_cancelled(tx: Tx, app: str, order: PlatformOrder) -> bool:
+    """Whether our order ended cancelled (its callback says so): a platform cancels its
+    order when told, and pushes that change."""
+    said = await tx.conn.scalar(
+        select(func.count()).where(
+            callbacks.c.app == app,
+            callbacks.c.platform_order_id == order.order_id,
+            callbacks.c.outcome == "cancelled",
+        )
+    )
+    return bool(said)
 
 
 async def resolve_problems(
@@ -197,7 +214,7 @@ async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
         log.warning("order.rejected of %r names no order the adapter placed", data.source)
         return  # not ours: the adapter publishes only order refs it checked, for its apps
     said = "; ".join(f"{e.field}: {e.message}" for e in data.errors)
-    problem = Problem("invalid_order", f"the orders service refused it: {said}"[:1000])
+    problem = Problem("rejected", f"the orders service refused it: {said}"[:1000])
     await record_problems(tx, app, data.order_ref, [problem])
 
 

@@ -365,7 +365,7 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
         return await open_problems(platform, order_ref)
 
     found = await until(listed, "the rejection listed as a problem", ready=bool)
-    assert [kind for kind, _ in found] == ["invalid_order"]
+    assert [kind for kind, _ in found] == ["rejected"]
     assert found[0][1].startswith("the orders service refused it: ") and "lines" in found[0][1]
 
 

@@ -22,9 +22,12 @@ from shared.events.orders import (
     PaymentRequest,
 )
 
-ProblemKind = Literal["unmapped_sku", "unmapped_buyer", "invalid_order", "cancelled_on_platform"]
-"""Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read
-or was refused, or the platform cancelled it after we placed it (a sale to undo by hand)."""
+ProblemKind = Literal[
+    "unmapped_sku", "unmapped_buyer", "invalid_order", "rejected", "cancelled_on_platform"
+]
+"""Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
+the orders service refused what the adapter published (``rejected``: a push again does not
+mend it), or the platform cancelled it after we placed it (a sale to undo by hand)."""
 # The platform statuses: only a paid order is placed with us.
 PlatformStatus = Literal["wait_pay", "paid", "cancelled"]
 

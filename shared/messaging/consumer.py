@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
@@ -53,6 +53,8 @@ from shared.telemetry import consuming
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REDRIVE_GROUP = "caravan.redrive-group"
 """Header of a record redriven from a dead letter (``caravan dlq redrive``): the consumer
@@ -400,8 +402,8 @@ class Consumer:
         try:
             parsed = sub.parse(record.value)
         except PoisonRecord as poison:
-            await self._until_done(partial(self._dead_letter, sub, record, poison))
-            CONSUMED.labels(self.service, topic, "dead_lettered").inc()
+            written = await self._until_done(partial(self._dead_letter, sub, record, poison))
+            CONSUMED.labels(self.service, topic, "dead_lettered" if written else "duplicate").inc()
             return
         handler = sub.handler_for(parsed)
         if parsed is None or handler is None:
@@ -528,14 +530,15 @@ class Consumer:
                     log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
                     if attempt >= self.max_attempts:
                         poison = PoisonRecord("handler_error", repr(exc)[:500], parsed.envelope)
-                        await self._until_done(partial(self._dead_letter, sub, record, poison))
-                        return "dead_lettered"
+                        work = partial(self._dead_letter, sub, record, poison)
+                        return "dead_lettered" if await self._until_done(work) else "duplicate"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(
         self, sub: Subscription, record: ConsumerRecord, poison: PoisonRecord
-    ) -> None:
+    ) -> bool:
+        """Copy ``record`` to its dead-letter topic, once (False: it was before, a replay)."""
         log.warning(
             "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, poison
         )
@@ -544,7 +547,7 @@ class Consumer:
                 self.group_id, record.topic, record.partition, record.offset, record.value
             )
             if not await tx.claim(key, sub.topic.value):
-                return
+                return False
             headers = {
                 "dlq.error": poison.code,
                 "dlq.error.message": poison.message[:1000],
@@ -562,17 +565,18 @@ class Consumer:
                 )
                 value = b""
             await tx.emit_raw(sub.topic.dlq, record.key, value, headers)
-            DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc()
             if sub.on_poison is not None:
                 await sub.on_poison(tx, poison)
+        # Counted once committed: a commit that failed is tried again, and counted once.
+        DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc()
+        return True
 
-    async def _until_done(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def _until_done(self, work: Callable[[], Awaitable[T]]) -> T:
         """Retry ``work`` through transient faults (dead-lettering itself must not be lost)."""
         delay = 0.05
         while True:
             try:
-                await work()
-                return
+                return await work()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -1,0 +1,74 @@
+"""Dead letters are counted once they are committed, and a record dead-lettered before (a
+replay) is a duplicate, not a second dead letter (the consumer, with a unit of work that
+fakes the database's answers)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from prometheus_client import REGISTRY
+
+from shared.messaging.consumer import Consumer, Subscription
+from shared.topics import EventType, Topic
+
+
+class FakeTx:
+    def __init__(self, claimed: bool) -> None:
+        self.claimed = claimed
+
+    async def claim(self, key: str, topic: str) -> bool:
+        return self.claimed
+
+    async def emit_raw(self, *_: Any) -> None: ...
+
+
+class FakeUow:
+    """Claims as told; the first ``failed_commits`` commits fail (a connection lost)."""
+
+    def __init__(self, claimed: bool, failed_commits: int = 0) -> None:
+        self.claimed = claimed
+        self.failed_commits = failed_commits
+
+    @asynccontextmanager
+    async def begin(self, cause: Any = None) -> AsyncIterator[FakeTx]:
+        yield FakeTx(self.claimed)
+        if self.failed_commits:
+            self.failed_commits -= 1
+            raise ConnectionResetError("the commit's connection was lost")
+
+
+async def _never(*_: Any) -> None:
+    raise AssertionError("a record that is not JSON is not handled")
+
+
+def consumer(uow: FakeUow, service: str) -> Consumer:
+    found = Consumer(service, f"caravan-{service}", uow, 3, 1, 1, 1, 1)  # type: ignore[arg-type]
+    found.register(Subscription(Topic.ORDER_REQUESTS, {EventType.ORDER_REQUESTED: _never}))
+    return found
+
+
+def record() -> ConsumerRecord:
+    topic = Topic.ORDER_REQUESTS.value
+    return ConsumerRecord(topic, 0, 7, 0, 0, b"k", b"not json", None, 1, 8, [])
+
+
+def counted(service: str) -> tuple[float, float, float]:
+    labels = {"service": service, "topic": Topic.ORDER_REQUESTS.value}
+    consumed = "caravan_records_consumed_total"
+    return (
+        REGISTRY.get_sample_value(consumed, {**labels, "outcome": "dead_lettered"}) or 0,
+        REGISTRY.get_sample_value(consumed, {**labels, "outcome": "duplicate"}) or 0,
+        REGISTRY.get_sample_value("caravan_dead_letters_total", {**labels, "error": "not_json"})
+        or 0,
+    )
+
+
+async def test_a_dead_letter_is_counted_once_though_its_commit_was_tried_twice() -> None:
+    await consumer(FakeUow(claimed=True, failed_commits=1), "t-dlq-once").dispatch(record())
+    assert counted("t-dlq-once") == (1, 0, 1)
+
+
+async def test_a_record_dead_lettered_before_is_a_duplicate() -> None:
+    await consumer(FakeUow(claimed=False), "t-dlq-replayed").dispatch(record())
+    assert counted("t-dlq-replayed") == (0, 1, 0)

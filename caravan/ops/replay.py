@@ -95,7 +95,10 @@ async def replay(
                 new = at[p.partition]
             plan.append(PartitionPlan(p.partition, p.committed, new, p.end))
         refused = None
-        if not force and all(p.committed is None for p in current):
+        # A topic that has never held a record (its group never had one to commit) has
+        # nothing to re-read; setting its offsets to its beginning is no harm.
+        held = any(p.end > p.beginning or p.beginning > 0 for p in current)
+        if not force and held and all(p.committed is None for p in current):
             readers = await kafka_admin.groups_reading(bootstrap, topic)
             refused = (
                 f"group {group} has no committed offset on {topic}: it has not read it, "

@@ -128,6 +128,24 @@ def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = 
     app.state.guard = Guard(db.engine, settings.auth_cache_seconds, limiter)
     app.state.token_cookie = cookie
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    # The token check reads the database too: with it away, every app answers 503 (the
+    # operations page answered 500 "Internal Server Error").
+    for kind in (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+        app.add_exception_handler(kind, _database_error)
+
+
+async def _database_error(_: Request, exc: Exception) -> Response:
+    """A database error: 422 for a value PostgreSQL cannot take that the request held (its
+    checks let it through), 503 for the database away (retry); anything else is raised."""
+    refused = bad_value(exc)
+    if refused is not None:
+        detail = f"a value cannot be stored: {str(refused).splitlines()[0][:300]}"
+        return problem(422, "Invalid request", detail)
+    if not is_transient(exc):
+        raise exc
+    response = problem(503, "Service Unavailable", "the database is not reachable; retry")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 class BodyLimit:
@@ -200,20 +218,6 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return invalid(exc)
-
-    @app.exception_handler(DBAPIError)
-    @app.exception_handler(asyncpg.PostgresError)  # statements run on the driver itself
-    @app.exception_handler(asyncpg.InterfaceError)
-    async def _database(_: Request, exc: Exception) -> JSONResponse:
-        refused = bad_value(exc)
-        if refused is not None:  # what the request holds, that its checks let through
-            detail = f"a value cannot be stored: {str(refused).splitlines()[0][:300]}"
-            return problem(422, "Invalid request", detail)
-        if not is_transient(exc):
-            raise exc
-        response = problem(503, "Service Unavailable", "the database is not reachable; retry")
-        response.headers["Retry-After"] = "1"
-        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,7 +1,11 @@
 """The operations page says how old its figures are and which it could not get, rather
 than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
 
+import socket
 import time
+
+import httpx
+import pytest
 
 from caravan.ops.dashboard import Dashboard, Snapshot
 from shared.settings import Settings
@@ -84,3 +88,20 @@ def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
     assert "<td>payments</td><td>up <span class='stale'>(figures 45 s old)</span></td>" in text
     assert "<td>inventory</td><td>up <span class='stale'>(no figures sampled yet)" in text
     assert "<td>platform</td><td>down</td>" in text
+
+
+async def test_the_page_says_503_when_it_cannot_check_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With PostgreSQL away the token cannot be checked: 503 "retry", as the services answer,
+    where the page answered 500 "Internal Server Error"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://caravan:caravan@127.0.0.1:{port}/caravan")
+    app = Dashboard(Settings()).create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
+        answer = await client.get("/", headers={"Authorization": "Bearer cvn_" + "x" * 43})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"] == "the database is not reachable; retry"

@@ -166,6 +166,7 @@ class LocalPostgres:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb()
+            self._forget_stale_pid()
             if not self.is_running():
                 if _port_open(self.port):
                     raise RuntimeError(
@@ -259,6 +260,21 @@ class LocalPostgres:
             ]
         )
         partial.rename(self.data_dir)
+
+    def _forget_stale_pid(self) -> None:
+        """Remove a ``postmaster.pid`` whose pid is now another program's: left by a
+        postmaster that is gone (the machine or container restarted), it made ``pg_ctl``
+        take that program for a running server (no start, then no connection), and the
+        postmaster refuses to start beside a lock file of a live pid. A dead pid is left to
+        them: they handle it."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"postgres" not in command:
+            pid_file.unlink(missing_ok=True)
 
     def _configure(self) -> None:
         """Write our settings and ``pg_hba.conf`` (the cluster is stopped): also brings a

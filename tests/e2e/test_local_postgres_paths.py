@@ -3,6 +3,7 @@ it starts and answers over its unix socket (postgresql.conf quotes each socket d
 so the quote does not end the setting); under a path with a comma, which clients would read
 as a list of hosts, it is kept in its /var/tmp fallback and answers too."""
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from caravan.infra.postgres import LocalPostgres
+from caravan.infra.postgres import SERVICE_USER, LocalPostgres
 from tests.harness import free_port, scratch_cluster
 
 
@@ -74,3 +75,24 @@ def test_a_first_start_cut_short_during_initdb_starts_the_next_time(
         pg.stop()
         shutil.rmtree(pg.root, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_lock_file_naming_another_program_s_pid_does_not_stop_a_start() -> None:
+    """After a restart, the pid a postmaster left in ``postmaster.pid`` may be another
+    program's, of the cluster's own user: pg_ctl took it for a running server, and nothing
+    started (the postmaster, told to, would have refused beside it)."""
+    # Alive, not a postgres, and of the user the cluster runs as (another user's pid is
+    # not seen as alive by pg_ctl or the postmaster: they handle that themselves).
+    as_cluster = {"user": SERVICE_USER} if os.geteuid() == 0 else {}
+    other = subprocess.Popen(["sleep", "60"], **as_cluster)  # type: ignore[call-overload]
+    try:
+        with scratch_cluster("caravan-stale-pid-") as pg:
+            pg.stop()
+            pid_file = pg.data_dir / "postmaster.pid"
+            pid_file.write_text(f"{other.pid}\n{pg.data_dir}\n")
+            pg.start()
+            pg.wait_ready(timeout=20)
+            assert int(pid_file.read_text().split()[0]) != other.pid
+    finally:
+        other.kill()
+        other.wait()

@@ -73,10 +73,10 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         return "replayed"
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
-    if order.status == "cancelled" and placed is not None and await _we_cancelled(tx, app, order):
-        await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
-        return "ignored"
     if order.status == "cancelled" and placed is not None:
+        if await _we_cancelled(tx, app, order):
+            await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
+            return "ignored"
         ours = placed.order_id or "not numbered yet"
         said = (
             f"cancelled on the platform after it was placed with us (our order {ours}): the "
@@ -204,8 +204,8 @@ def concerns_platform(parsed: Parsed) -> bool:
 
 async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
     """The orders service refused an ``order.requested`` the adapter published, although
-    the push was accepted: an ``invalid_order`` problem for operations, as nothing else would
-    tell (the platform's order would wait for a callback that never comes)."""
+    the push was accepted: a ``rejected`` problem for operations, as nothing else would tell
+    (the platform's order would wait for a callback that never comes)."""
     data = parsed.data
     assert isinstance(data, OrderRejected)
     app = platform_app(data.source)

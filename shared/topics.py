@@ -49,6 +49,7 @@ class EventType(StrEnum):
     SMS_SENT = "sms.sent"
     SMS_DELIVERED = "sms.delivered"
     SMS_FAILED = "sms.failed"
+    PLATFORM_ORDER_REQUESTED = "platform.order_requested"
     PLATFORM_ORDER_PAID = "platform.order_paid"
 
 

@@ -38,15 +38,15 @@ DEFAULT_SERVERS = "127.0.0.1:9092"
 """The contract's local default of ``KAFKA_BOOTSTRAP_SERVERS`` (the published document's)."""
 
 PRODUCERS: Mapping[Topic, tuple[str, ...]] = {
-    Topic.ORDER_REQUESTS: ("storefronts", "platform"),
+    Topic.ORDER_REQUESTS: ("storefronts",),
     Topic.ORDER_EVENTS: ("orders",),
     Topic.INVENTORY_EVENTS: ("inventory",),
     Topic.PAYMENT_EVENTS: ("payments",),
     Topic.NOTIFICATION_EVENTS: ("notifications",),
     Topic.PLATFORM_EVENTS: ("platform",),
 }
-"""Who writes each topic (every service through its outbox; storefronts from outside, and
-the platform adapter for marketplace platforms)."""
+"""Who writes each topic (every service through its outbox; storefronts from outside; the
+platform adapter places marketplace platforms' orders on its own topic)."""
 
 DLQ_HEADERS = (
     "dlq.error",

@@ -12,11 +12,13 @@ import orjson
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
-from shared.events.orders import FieldError, OrderRejected, OrderRequested
+from shared.events.orders import FieldError, OrderRejected, OrderRequested, platform_app
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
+from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import new_id
 from shared.messaging.uow import Tx
+from shared.topics import EventType
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,33 @@ async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: ti
 
 
 async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> None:
-    assert isinstance(parsed.data, OrderRequested)
-    await place_order(tx, parsed.data, parsed.envelope.source, deadline)
+    """Place the order a storefront (``orders.requests.v1``) or the platform adapter
+    (``platform.events.v1``) asks for. A marketplace platform's source is believed only
+    from the adapter's topic: anyone may publish the other, and an order of a platform's
+    source is one the platform was paid for (see :mod:`shared.events.platform`). Such a
+    request elsewhere is answered ``order.rejected``, unless its order exists (a replay of
+    what the adapter published there before 2026-12-03 changes nothing)."""
+    request, source = parsed.data, parsed.envelope.source
+    assert isinstance(request, OrderRequested)
+    from_adapter = isinstance(request, PlatformOrderRequested)
+    if from_adapter == (platform_app(source) is not None):
+        await place_order(tx, request, source, deadline)
+        return
+    if not from_adapter and await OrderRepository(tx).find_by_ref(source, request.order_ref):
+        log.info("order %s/%s already exists; not placed again", source, request.order_ref)
+        return
+    said = (
+        "a marketplace platform's orders are placed by its adapter only"
+        if not from_adapter
+        else "the platform adapter names a platform's source"
+    )
+    log.warning("order.requested of source %r refused: %s", source, said)
+    rejected = OrderRejected(
+        order_ref=request.order_ref,
+        source=source,
+        errors=[FieldError(field="source", message=said)],
+    )
+    await tx.emit(rejected, correlation_id=request.order_ref)
 
 
 async def prefetch_requests(tx: Tx, batch: Sequence[Parsed]) -> None:
@@ -91,7 +118,8 @@ async def prefetch_orders(tx: Tx, batch: Sequence[Parsed]) -> None:
 async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
     """An ``order.requested`` whose data is invalid is answered with ``order.rejected``."""
     envelope = poison.envelope
-    if envelope is None or envelope.type != "order.requested" or poison.code != "invalid_data":
+    requests = (EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED)
+    if envelope is None or envelope.type not in requests or poison.code != "invalid_data":
         return
     ref = envelope.data.get("order_ref")
     errors = [FieldError(field=e["field"], message=e["message"]) for e in poison.errors]

@@ -3,10 +3,10 @@
 A push is answered only after the order was fetched from the platform (outside any
 transaction, see :mod:`services.platform.entrypoints.http`); :func:`accept_push` then
 decides in one transaction: the push id is recorded (an exact replay is refused), and a paid
-order whose SKUs and buyer are mapped is placed by publishing ``order.requested`` through the
-outbox, at most once per (app, platform order id): the ``platform_orders`` row and the
-outbox row commit together. The orders service's (source, order_ref) idempotency is the
-second guard.
+order whose SKUs and buyer are mapped is placed by publishing ``platform.order_requested``
+(on ``platform.events.v1``, which only the adapter may write) through the outbox, at most once
+per (app, platform order id): the ``platform_orders`` row and the outbox row commit together.
+The orders service's (source, order_ref) idempotency is the second guard.
 """
 
 import logging
@@ -203,9 +203,10 @@ def concerns_platform(parsed: Parsed) -> bool:
 
 
 async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
-    """The orders service refused an ``order.requested`` the adapter published, although
-    the push was accepted: a ``rejected`` problem for operations, as nothing else would tell
-    (the platform's order would wait for a callback that never comes)."""
+    """The orders service refused the request the adapter published, although the push was
+    accepted: a ``rejected`` problem for operations, as nothing else would tell (the
+    platform's order would wait for a callback that never comes). A rejection caused by
+    another request (one naming the platform's source elsewhere) is none of the adapter's."""
     data = parsed.data
     assert isinstance(data, OrderRejected)
     app = platform_app(data.source)
@@ -213,6 +214,14 @@ async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
     if len(app) > 64 or not re.fullmatch(ORDER_REF_PATTERN, data.order_ref):
         log.warning("order.rejected of %r names no order the adapter placed", data.source)
         return  # not ours: the adapter publishes only order refs it checked, for its apps
+    ours = await tx.conn.scalar(
+        select(platform_orders.c.request_event_id).where(
+            platform_orders.c.app == app, platform_orders.c.platform_order_id == data.order_ref
+        )
+    )
+    if ours is None or ours != parsed.envelope.causationid:
+        log.warning("order.rejected of %s/%s answers no request of ours", app, data.order_ref)
+        return  # another's request naming the platform's source (refused for it) or order
     said = "; ".join(f"{e.field}: {e.message}" for e in data.errors)
     problem = Problem("rejected", f"the orders service refused it: {said}"[:1000])
     await record_problems(tx, app, data.order_ref, [problem])

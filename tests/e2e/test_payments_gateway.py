@@ -19,8 +19,8 @@ import pytest
 from caravan import system
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
-from shared.events.orders import OrderCancelled, PaymentRequest
-from shared.events.platform import PlatformOrderPaid
+from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
+from shared.events.platform import PlatformOrderPaid, PlatformOrderRequested
 from shared.topics import Topic
 from tests.e2e.test_payments_credit import buyer, credit, order, payments_seed, run, set_limit
 from tests.harness import System, free_port, ref
@@ -242,7 +242,7 @@ async def test_an_order_a_platform_collected_is_not_charged_again(
     rule = {"mode": "decline", "times": 1000}
     assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
     req = order(who, {"PAY-BOX": 2}, method="prepaid")
-    await caravan.request(req, source=MALL)
+    await _requested_by_adapter(caravan, req)
     order_id = await caravan.placed(req.order_ref, source=MALL)
     await _until_status(caravan, order_id, "awaiting")
     assert caravan.terminal(order_id) == []
@@ -296,15 +296,29 @@ async def test_an_order_a_platform_collected_is_not_charged_again(
     assert cancelled not in (await charges(gateway, cancelled))["requests"]
 
 
-async def test_an_order_that_only_names_a_platform_is_never_paid_for(
+async def test_a_platform_order_is_never_paid_for_without_the_adapters_word(
     caravan: System, gateway: httpx.AsyncClient
 ) -> None:
-    # Whoever may publish orders can write a platform's source: without the adapter's word
-    # (on a topic only it may write), the order waits unpaid, and its cancellation (here the
-    # buyer's; else its deadline) leaves nothing charged or owed.
+    # Whoever may publish orders can write a platform's source: there, it is refused. And
+    # a platform's order the adapter placed waits unpaid until the adapter says the platform
+    # was paid; its cancellation (here the buyer's; else its deadline) leaves nothing
+    # charged or owed.
     who = buyer("gw-forged")
+    forged = order(who, {"PAY-BOX": 1}, method="prepaid")
+    await caravan.request(forged, source=MALL)
+    rejected = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.ORDER_EVENTS, type="order.rejected", order_ref=forged.order_ref
+        )
+    )
+    assert [e["field"] for e in rejected[0].data["errors"]] == ["source"]
+    assert (
+        caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=forged.order_ref)
+        == []
+    )
+
     req = order(who, {"PAY-BOX": 1}, method="prepaid")
-    await caravan.request(req, source=MALL)
+    await _requested_by_adapter(caravan, req)
     order_id = await caravan.placed(req.order_ref, source=MALL)
     await _until_status(caravan, order_id, "awaiting")
     await asyncio.sleep(1.0)  # room for an authorisation, were there one
@@ -324,6 +338,12 @@ async def test_an_order_that_only_names_a_platform_is_never_paid_for(
 
 
 MALL = "platform/test-mall"
+
+
+async def _requested_by_adapter(caravan: System, req: OrderRequested) -> None:
+    """``platform.order_requested``, as the platform adapter publishes a platform's order."""
+    event = new_event(PlatformOrderRequested(**dict(req)), source=MALL)
+    await caravan.publish_raw(Topic.PLATFORM_EVENTS.value, event.to_json(), req.order_ref.encode())
 
 
 async def _paid_on_platform(caravan: System, order_ref: str) -> None:

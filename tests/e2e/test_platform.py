@@ -20,6 +20,7 @@ from caravan.demo import run_platform_demo
 from caravan.system import simulator
 from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent
+from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
@@ -127,7 +128,10 @@ async def push(sim: httpx.AsyncClient, order_id: str, **options: Any) -> dict[st
 
 
 def requested(caravan: System, order_ref: str) -> list[CloudEvent]:
-    return caravan.log.events(Topic.ORDER_REQUESTS, order_ref=order_ref)
+    """The adapter's requests to place ``order_ref`` (on its own topic)."""
+    return caravan.log.events(
+        Topic.PLATFORM_EVENTS, type="platform.order_requested", order_ref=order_ref
+    )
 
 
 async def placed_once(caravan: System, order_ref: str, app: str = APP) -> str:
@@ -347,18 +351,28 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
     caravan: System, platform: Platform
 ) -> None:
     # What the adapter published was accepted at the push; should orders refuse it (a rule
-    # of one service the other does not know), operations see it, instead of nobody.
+    # of one service the other does not know), operations see it, instead of nobody. The
+    # adapter's outbox is stood in for: its row for the order, then the request it names.
     order_ref = f"P-REJ-{uuid.uuid4().hex[:8]}"
     event = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
         "source": f"platform/{APP}",
-        "type": "order.requested",
+        "type": "platform.order_requested",
         "time": "2026-12-03T08:00:00Z",
         "data": {"order_ref": order_ref, "buyer": {"id": "b"}, "lines": []},
     }
+    assert caravan.engine is not None
+    async with caravan.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "insert into platform.platform_orders (app, platform_order_id, request_event_id)"
+                " values (:app, :ref, :event)"
+            ),
+            {"app": APP, "ref": order_ref, "event": event["id"]},
+        )
     await caravan.publish_raw(
-        Topic.ORDER_REQUESTS.value, json.dumps(event).encode(), order_ref.encode()
+        Topic.PLATFORM_EVENTS.value, json.dumps(event).encode(), order_ref.encode()
     )
 
     async def listed() -> list[tuple[str, str]]:
@@ -367,6 +381,42 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
     found = await until(listed, "the rejection listed as a problem", ready=bool)
     assert [kind for kind, _ in found] == ["rejected"]
     assert found[0][1].startswith("the orders service refused it: ") and "lines" in found[0][1]
+
+
+async def test_a_request_naming_a_platform_elsewhere_is_refused_and_cannot_take_its_order(
+    caravan: System, platform: Platform
+) -> None:
+    """Anyone who may publish ``orders.requests.v1`` can write a platform's source. A
+    storefront that named a platform order before its push (its own lines, a prepaid
+    method) had its order placed, and the adapter's request then taken for a duplicate of
+    it: the platform's payment authorised the storefront's order, the platform's own was
+    never placed. Now the request is refused, the platform's order placed from its push
+    with its own lines, and operations are not told of a rejection that is not theirs."""
+    order_ref = await new_order(platform.sim, {"ALI-PEPPER": 1})
+    forged = OrderRequested(
+        order_ref=order_ref,
+        buyer=Buyer(id="t-rich", phone="+8613900000009"),
+        lines=[OrderLine(sku="T-PEPPER", quantity=5)],
+        payment=PaymentRequest(method="prepaid"),
+    )
+    await caravan.request(forged, source=f"platform/{APP}")
+    rejected = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=order_ref)
+    )
+    assert [e["field"] for e in rejected[0].data["errors"]] == ["source"]
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    [placed] = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref)
+    assert [(line["sku"], line["quantity"]) for line in placed.data["lines"]] == [("T-PEPPER", 1)]
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    assert await open_problems(platform, order_ref) == []
+    # The same request again, now that the platform's order exists: nothing (a replay of
+    # what adapters published there before is no rejection either).
+    await caravan.request(forged, source=f"platform/{APP}")
+    await asyncio.sleep(1.0)
+    assert (
+        len(caravan.log.events(Topic.ORDER_EVENTS, order_ref=order_ref, type="order.rejected")) == 1
+    )
 
 
 async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(

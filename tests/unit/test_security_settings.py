@@ -97,15 +97,22 @@ def test_each_service_principal_gets_exactly_its_documented_acls() -> None:
         (Resource.TOPIC, "orders.requests.v1", Operation.READ),
         (Resource.TOPIC, "inventory.events.v1", Operation.READ),
         (Resource.TOPIC, "payments.events.v1", Operation.READ),
+        (Resource.TOPIC, "platform.events.v1", Operation.READ),
         (Resource.TOPIC, "orders.requests.v1", Operation.DESCRIBE_CONFIGS),
         (Resource.TOPIC, "inventory.events.v1", Operation.DESCRIBE_CONFIGS),
         (Resource.TOPIC, "payments.events.v1", Operation.DESCRIBE_CONFIGS),
+        (Resource.TOPIC, "platform.events.v1", Operation.DESCRIBE_CONFIGS),
         (Resource.TOPIC, "orders.events.v1", Operation.WRITE),
         (Resource.TOPIC, "orders.requests.v1.dlq", Operation.WRITE),
         (Resource.TOPIC, "inventory.events.v1.dlq", Operation.WRITE),
         (Resource.TOPIC, "payments.events.v1.dlq", Operation.WRITE),
+        (Resource.TOPIC, "platform.events.v1.dlq", Operation.WRITE),
         (Resource.CLUSTER, "kafka-cluster", Operation.IDEMPOTENT_WRITE),
     }
+    # The platform adapter places its orders on its own topic, and cannot write the one
+    # anyone may publish orders on (where a platform's source is refused).
+    writes = {a.name for a in kafka_acls.acls("platform") if a.operation == Operation.WRITE}
+    assert writes == {"platform.events.v1", "orders.events.v1.dlq"}
     assert {a.principal for a in kafka_acls.acls("orders")} == {"User:caravan-orders"}
     assert set(kafka_acls.access()) == set(system.SERVICES)
     assert kafka_acls.acls("no-such-service") == []

@@ -22,6 +22,16 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             on_poison=handlers.on_invalid_request,
             prefetch=handlers.prefetch_requests,
         ),
+        Subscription(  # the platform adapter's orders: see shared.events.platform
+            Topic.PLATFORM_EVENTS,
+            {
+                EventType.PLATFORM_ORDER_REQUESTED: partial(
+                    handlers.on_order_requested, deadline=deadline
+                )
+            },
+            on_poison=handlers.on_invalid_request,
+            prefetch=handlers.prefetch_requests,
+        ),
         Subscription(
             Topic.INVENTORY_EVENTS,
             {

@@ -1,4 +1,4 @@
-"""A platform's order, and how it becomes our ``order.requested``. Pure.
+"""A platform's order, and how it becomes our ``platform.order_requested``. Pure.
 
 The platform's order API answers with a :class:`PlatformOrder`. Its SKUs and its buyer are
 the platform's; the app's mapping table says which of ours they are. Nothing is invented:
@@ -18,9 +18,9 @@ from shared.events.orders import (
     Locale,
     NoNul,
     OrderLine,
-    OrderRequested,
     PaymentRequest,
 )
+from shared.events.platform import PlatformOrderRequested
 
 ProblemKind = Literal[
     "unmapped_sku", "unmapped_buyer", "invalid_order", "rejected", "cancelled_on_platform"
@@ -77,8 +77,9 @@ def to_request(
     order: PlatformOrder,
     skus: Mapping[str, SkuMapping],
     buyers: Mapping[str, BuyerMapping],
-) -> OrderRequested | list[Problem]:
-    """Our ``order.requested`` for a paid platform order, or why there cannot be one.
+) -> PlatformOrderRequested | list[Problem]:
+    """Our request for a paid platform order (an ``order.requested`` in every field), or
+    why there cannot be one.
 
     The platform order id is the ``order_ref``; platform SKUs mapped to the same SKU of ours
     are merged into one line; the platform has taken the money, so payment is ``prepaid``.
@@ -102,7 +103,7 @@ def to_request(
         sku = skus[item.sku].sku
         quantities[sku] = quantities.get(sku, 0) + item.quantity
     try:
-        return OrderRequested(
+        return PlatformOrderRequested(
             order_ref=order.order_id,
             buyer=Buyer(
                 id=buyer.buyer_id, phone=buyer.phone or order.buyer.phone or "", locale=buyer.locale

@@ -121,15 +121,19 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
     requests = (EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED)
     if envelope is None or envelope.type not in requests or poison.code != "invalid_data":
         return
-    ref = envelope.data.get("order_ref")
+    # What it says its order_ref is, cut to an order_ref's length: it may be anything up to
+    # the broker's limit, and the answer, named after it, must stay one Kafka takes (else
+    # the outbox would stop at it, and the service publish nothing after it).
+    given = envelope.data.get("order_ref")
+    ref = str(given)[:64] if given is not None else ""
     errors = [FieldError(field=e["field"], message=e["message"]) for e in poison.errors]
     await tx.emit(
         OrderRejected(
-            order_ref=str(ref)[:64] if ref is not None else "",
+            order_ref=ref,
             source=envelope.source,
             errors=errors or [FieldError(field="data", message=poison.message)],
         ),
-        correlation_id=str(ref) if ref is not None else envelope.id,
+        correlation_id=ref or envelope.id,
     )
 
 

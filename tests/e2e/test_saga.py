@@ -280,6 +280,36 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
     )
 
 
+async def test_a_request_whose_answer_would_be_too_big_to_publish_is_still_answered(
+    caravan: System,
+) -> None:
+    """An ``order_ref`` that is no string, near the broker's limit (a list of 360,000 zeros:
+    720 KB), was named whole as the ``order.rejected``'s correlation id, one and a half
+    times as big: over what the producer sends, so the orders outbox stopped at it and
+    nothing of the service was published after it (every order stayed pending)."""
+    source = f"storefront/big-{uuid.uuid4().hex[:8]}"
+    value = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": source,
+            "type": "order.requested",
+            "time": "2026-12-03T08:00:00Z",
+            "data": {"order_ref": [0] * 360_000, "buyer": {"id": "b"}, "lines": []},
+        }
+    )
+    assert 700_000 < len(value) < 1_000_000
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=b"big")
+    [rejected] = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", source=source)
+    )
+    assert rejected.data["order_ref"] == str([0] * 30)[:64]
+    assert len(rejected.to_json()) < 10_000
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    assert (await caravan.outcome(await caravan.placed(req.order_ref))).type == "order.confirmed"
+
+
 def order_events(caravan: System, order_id: str) -> list[CloudEvent]:
     """Every event about ``order_id`` on the four topics (texts included)."""
     topics = (

@@ -362,6 +362,10 @@ def replay(
             str(p.partition), current, str(p.new), str(p.end), str(p.reread), str(p.skipped)
         )
     output.show(table)
+    if any(p.current is None for p in result.plan):
+        console.print(
+            "current offset -: none committed, its service would start at the first record"
+        )
     console.print(
         f"group {group}: {result.group_state}, {result.members} member(s); "
         f"{result.total} record(s) to re-read"

@@ -12,7 +12,8 @@ topic: a mistyped group, or one whose service does not read the topic, would oth
 sets the offsets anyway: a group whose offsets Kafka expired after it stayed empty for
 ``offsets.retention.minutes``, seven days by default); and where it would move a partition
 *forward*, past records the group has not read yet (an offset or a time after where the
-group is), which would skip them unhandled, unless ``allow_skip``.
+group is; where it never committed, its service would start at the partition's beginning),
+which would skip them unhandled, unless ``allow_skip``.
 """
 
 from dataclasses import asdict, dataclass
@@ -27,19 +28,27 @@ from shared.messaging import kafka_admin
 @dataclass(frozen=True)
 class PartitionPlan:
     partition: int
+    beginning: int
     current: int | None
     new: int
     end: int
 
     @property
+    def start(self) -> int:
+        """Where the group's service would read next: its committed offset, or the
+        partition's beginning where it never committed (the services consume with
+        auto_offset_reset earliest)."""
+        return self.current if self.current is not None else self.beginning
+
+    @property
     def reread(self) -> int:
         """Records the group has read already and will read again."""
-        return max(0, (self.current if self.current is not None else self.new) - self.new)
+        return max(0, self.start - self.new)
 
     @property
     def skipped(self) -> int:
         """Records the group has not read yet and never will (a move forward)."""
-        return max(0, self.new - self.current) if self.current is not None else 0
+        return max(0, self.new - self.start)
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ async def replay(
                 new = min(max(from_offset, p.beginning), p.end)
             else:
                 new = at[p.partition]
-            plan.append(PartitionPlan(p.partition, p.committed, new, p.end))
+            plan.append(PartitionPlan(p.partition, p.beginning, p.committed, new, p.end))
         refused = None
         # A topic that has never held a record (its group never had one to commit) has
         # nothing to re-read; setting its offsets to its beginning is no harm.

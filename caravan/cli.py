@@ -299,12 +299,27 @@ def _bootstrap() -> str:
     return Settings().kafka_bootstrap_servers
 
 
+def _time(value: str) -> datetime:
+    """A time option's value: ISO 8601 as ``datetime.fromisoformat`` reads it (an offset or
+    ``Z``, fractions of a second, what ``caravan dlq list`` prints), UTC when it names no
+    zone. Typer's own datetime type reads click's three formats (no zone, no fractions) or,
+    in newer Typers, pydantic's (a bare number as Unix seconds), whichever is installed."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-12-03T09:00:00+08:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @app.command()
 def replay(
     topic: Annotated[str, typer.Option(help="the topic to re-read")],
     group: Annotated[str, typer.Option(help="the consumer group to rewind, e.g. caravan-orders")],
     from_timestamp: Annotated[
-        datetime | None, typer.Option(help="first record time to re-read (ISO 8601, UTC if naive)")
+        datetime | None,
+        typer.Option(parser=_time, help="first record time to re-read (ISO 8601, UTC if no zone)"),
     ] = None,
     from_offset: Annotated[
         int | None, typer.Option(help="offset to restart from, per partition")
@@ -325,7 +340,6 @@ def replay(
     ] = False,
 ) -> None:
     """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
-    when = from_timestamp.replace(tzinfo=from_timestamp.tzinfo or UTC) if from_timestamp else None
     try:
         result = asyncio.run(
             ops_replay.replay(
@@ -335,7 +349,7 @@ def replay(
                 group,
                 earliest=earliest,
                 from_offset=from_offset,
-                from_timestamp=when,
+                from_timestamp=from_timestamp,
                 dry_run=dry_run,
                 force=force,
                 allow_skip=allow_skip,
@@ -440,13 +454,15 @@ def _letters(
     topic: str | None, error: str | None, since: datetime | None, refs: list[str] | None = None
 ) -> list[ops_dlq.DeadLetter]:
     letters = asyncio.run(ops_dlq.read(_bootstrap()))
-    when = since.replace(tzinfo=since.tzinfo or UTC) if since else None
-    return ops_dlq.select(letters, topic=topic, error=error, since=when, refs=refs)
+    return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
 
 
 TopicOpt = Annotated[str | None, typer.Option(help="original topic, e.g. orders.requests.v1")]
 ErrorOpt = Annotated[str | None, typer.Option(help="error code, e.g. not_json")]
-SinceOpt = Annotated[datetime | None, typer.Option(help="dead-lettered at or after (ISO 8601)")]
+SinceOpt = Annotated[
+    datetime | None,
+    typer.Option(parser=_time, help="dead-lettered at or after (ISO 8601, UTC if no zone)"),
+]
 
 
 @dlq_app.command("list")

@@ -1,0 +1,81 @@
+"""The command line's times are ISO 8601 as ``datetime.fromisoformat`` reads it: with an
+offset or ``Z``, with fractions of a second, in the basic format too, and a time without a
+zone is UTC; a time that ``caravan dlq list`` prints can be given back to ``--since``; any
+other value is a usage error that says what is wanted. Kafka is faked."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from caravan import cli
+from caravan.ops import dlq as ops_dlq
+from caravan.ops import replay as ops_replay
+
+NINE_UTC = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[datetime | None]:
+    """The ``from_timestamp`` of each replay asked for (a dry run that finds no partition)."""
+    times: list[datetime | None] = []
+
+    async def replay(*args: Any, from_timestamp: datetime | None, **how: Any) -> Any:
+        times.append(from_timestamp)
+        return ops_replay.ReplayResult("t", "g", "Empty", 0, [], False)
+
+    monkeypatch.setattr(ops_replay, "replay", replay)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")
+    return times
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-03T09:00:00+08:00",
+        "2026-12-03T01:00:00Z",
+        "2026-12-03T01:00:00.000+00:00",
+        "20261203T090000+0800",  # ISO 8601's basic format
+        "2026-12-03 01:00",  # no zone: UTC
+    ],
+)
+def test_replay_from_a_time_in_iso_8601(asked: list[datetime | None], value: str) -> None:
+    args = ["replay", "--topic", "t", "--group", "g", "--from-timestamp", value, "--dry-run"]
+    done = CliRunner().invoke(cli.app, args)
+    assert done.exit_code == 0, done.output
+    assert asked == [NINE_UTC]
+    assert asked[0] is not None and asked[0].utcoffset() is not None
+
+
+def letter(offset: int, time: datetime) -> ops_dlq.DeadLetter:
+    return ops_dlq.DeadLetter("orders.requests.v1.dlq", 0, offset, time, None, b"x", {})
+
+
+def test_a_time_dlq_list_prints_is_one_since_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    letters = [letter(0, NINE_UTC - timedelta(milliseconds=1)), letter(1, NINE_UTC)]
+
+    async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        return letters
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    listed = CliRunner().invoke(cli.app, ["dlq", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    shown = NINE_UTC.isoformat(timespec="seconds")
+    assert shown in listed.output
+    since = CliRunner().invoke(cli.app, ["dlq", "list", "--since", shown], env={"COLUMNS": "200"})
+    assert since.exit_code == 0, since.output
+    assert "1 dead letter(s)" in since.output and "orders.requests.v1.dlq:0:1" in since.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", "--topic", "t", "--group", "g", "--from-timestamp"],
+        ["dlq", "list", "--since"],
+    ],
+)
+def test_a_time_that_is_not_iso_8601_is_a_usage_error(args: list[str]) -> None:
+    done = CliRunner().invoke(cli.app, [*args, "3 December"], env={"COLUMNS": "200"})
+    assert done.exit_code == 2
+    assert "not an ISO 8601 time" in done.output, done.output

@@ -38,6 +38,7 @@ from caravan.seeding import bench_seed, load
 from shared.events.envelope import new_event
 from shared.events.orders import OrderLine, OrderPlaced
 from shared.seed import SeedFile
+from shared.settings import asyncpg_url
 from shared.topics import Topic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,9 +115,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         args.base / "logs",
     )
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, linger_ms=5)
-    engine = create_async_engine(
-        infra.database_url.replace("postgresql://", "postgresql+asyncpg://")
-    )
+    engine = create_async_engine(asyncpg_url(infra.database_url))
     results: list[dict[str, Any]] = []
     try:
         await system.prepare(infra.kafka_bootstrap, infra.database_url)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from shared.settings import DEV_SECRET_PREFIX, secret_from_env
+from shared.settings import DEV_SECRET_PREFIX, asyncpg_url, secret_from_env
 
 OWNER = "caravan_owner"
 TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
@@ -168,11 +168,6 @@ async def _execute(conn: AsyncConnection, template: str, *args: str) -> None:
 
 async def _database(conn: AsyncConnection) -> str:
     return str(await conn.scalar(text("SELECT current_database()")))
-
-
-def asyncpg_url(url: str) -> str:
-    """``url`` with the asyncpg driver, whatever ``postgresql`` scheme it was given in."""
-    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 __all__ = [

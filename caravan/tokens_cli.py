@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from caravan import output
 from caravan.output import console
 from shared.auth import audit, tokens
-from shared.settings import DEV_TOKEN_FILE
+from shared.settings import DEV_TOKEN_FILE, asyncpg_url
 
 app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
 T = TypeVar("T")
@@ -28,7 +28,7 @@ def _database_url() -> str:
 
 
 async def _in_tx(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(asyncpg_url(database_url))
     try:
         async with engine.begin() as conn:
             return await work(conn)

@@ -247,11 +247,16 @@ class Settings(CalendarSettings):
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:
             raise RuntimeError("DATABASE_URL is not set and no local cluster was started")
-        url = self.database_url
-        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+asyncpg://" + url[len(prefix) :]
-        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}")
+        return asyncpg_url(self.database_url)
+
+
+def asyncpg_url(url: str) -> str:
+    """A PostgreSQL URL with the asyncpg driver, whatever scheme it was given in; the one
+    place that knows the schemes DATABASE_URL may have (whoever connects by a URL)."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}")
 
 
 def _plain(secret: SecretStr | None) -> str | None:

@@ -19,6 +19,7 @@ from shared.auth.tables import audit
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
+from shared.settings import asyncpg_url
 from shared.topics import Topic
 
 
@@ -112,8 +113,7 @@ async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[
     """The ``letters`` that a redrive sent before, each with when and by whom (from the
     audit trail; a redrive older than a letter was of another letter with its id, on a
     dead-letter topic made again since)."""
-    url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    engine = create_async_engine(url)
+    engine = create_async_engine(asyncpg_url(database_url))
     sent = audit.c.detail["letters"]
     try:
         async with engine.connect() as conn:

@@ -5,6 +5,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.auth import audit
+from shared.settings import asyncpg_url
 
 
 def actor() -> str:
@@ -15,8 +16,7 @@ def actor() -> str:
 async def record(
     database_url: str, action: str, dry_run: bool, target: str, detail: dict[str, Any]
 ) -> None:
-    url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    engine = create_async_engine(url)
+    engine = create_async_engine(asyncpg_url(database_url))
     try:
         async with engine.begin() as conn:
             await audit.record(conn, actor(), action, target, detail={**detail, "dry_run": dry_run})

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import secrets
 from functools import partial
+from urllib.parse import quote
 
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
 from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
@@ -63,11 +64,12 @@ def receipts_secret(settings: Settings) -> str:
 
 
 def receipts_url(settings: Settings) -> str:
-    """Where the gateway sends delivery receipts, with the secret that lets them in."""
+    """Where the gateway sends delivery receipts, with the secret that lets them in (quoted:
+    a secret's ``+``, ``&``, ``#`` or ``%`` would be read back as another key)."""
     url = settings.notifications_receipts_url or (
         f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
     )
-    return f"{url}{'&' if '?' in url else '?'}key={receipts_secret(settings)}"
+    return f"{url}{'&' if '?' in url else '?'}key={quote(receipts_secret(settings), safe='')}"
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:

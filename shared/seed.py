@@ -4,7 +4,7 @@ from datetime import date
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from shared.events.envelope import Fen, Frozen
 from shared.events.orders import E164_PATTERN, Locale, NoNul
@@ -46,6 +46,10 @@ class BuyerSeed(NoNul):
 
 
 class SeedFile(Frozen):
+    # A section misspelt ("buyer") would load nothing, and say so as "0 buyers": refused,
+    # by its name. Within the sections unknown fields are ignored, as in every contract model.
+    model_config = ConfigDict(extra="forbid")
+
     sellers: list[Seller] = Field(default_factory=list)
     products: list[Product] = Field(default_factory=list)
     lots: list[LotSeed] = Field(default_factory=list)

@@ -1,7 +1,8 @@
 """A seed file that cannot make demo orders (no buyers, nothing in season), or a path that is
 not a file, is refused in one line before anything starts: ``caravan up --demo`` started
 the whole system, loaded the seed, then stopped everything with a traceback. A seed file
-listing an id twice is refused as a format error."""
+listing an id twice is refused as a format error, and so is a section misspelt, which loaded
+nothing and said so as "0 buyers"."""
 
 import json
 import os
@@ -77,3 +78,25 @@ def test_an_id_listed_twice_in_a_seed_file_is_refused_naming_it() -> None:
     twice = {**DEMO, "buyers": [*DEMO["buyers"], {**buyer, "credit_limit_fen": 1}]}
     with pytest.raises(ValidationError, match=f"buyers listed more than once: '{buyer['id']}'"):
         SeedFile.model_validate(twice)
+
+
+def test_the_seed_files_handed_over_load() -> None:
+    files = sorted(DEMO_SEED.parent.glob("*.json"))
+    assert DEMO_SEED in files
+    for path in files:
+        assert SeedFile.load(path).sellers, path
+
+
+def test_a_section_a_seed_file_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
+    """Within a section, fields a later version may add are ignored, as in every contract
+    model; only the sections themselves are checked."""
+    misspelt = {k: v for k, v in DEMO.items() if k != "buyers"} | {"buyer": DEMO["buyers"]}
+    with pytest.raises(ValidationError, match="buyer\n  Extra inputs are not permitted"):
+        SeedFile.model_validate(misspelt)
+    path = tmp_path / "misspelt.json"
+    path.write_text(json.dumps(misspelt))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "buyer: Extra inputs are not permitted" in " ".join(done.stderr.split())
+    product = {**DEMO["products"][0], "origin": "Shawan"}
+    assert seed(products=[product]).products[0] == seed().products[0]

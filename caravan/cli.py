@@ -151,7 +151,7 @@ def _up(
     processes: int,
 ) -> None:
     seed = _demo_seed(seed_file) if demo else None
-    pid_file = system.CACHE / "up.pids"
+    pid_file = system.UP_PIDS
     left = system.stop_leftovers(pid_file)
     if left:
         console.print(
@@ -159,6 +159,8 @@ def _up(
             f"killed before it could stop them): {', '.join(left)}",
             style="yellow",
         )
+    for name in system.paused():  # an earlier run's pauses: this one starts everything
+        (system.PAUSED / name).unlink()
     settings = Settings()
     started = time.monotonic()
     rf = min(kafka_nodes, 3)
@@ -216,7 +218,11 @@ def _up(
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
         while True:
-            procs.check_alive()
+            said = procs.supervise(system.paused())
+            for line in said:
+                console.print(line)
+            if said:
+                system.record_processes(pid_file, {**procs.procs, "dashboard": board})
             time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping")
@@ -233,6 +239,61 @@ def _up(
         system.UP_ENV.unlink(missing_ok=True)
         infra.stop()
         console.print("stopped")
+
+
+ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(system.SERVICES)}")]
+
+
+def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str]:
+    """Wait until the running ``caravan up`` has (``running``) or has not started ``service``;
+    the keys of the processes hosting it then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        keys = system.recorded_processes(system.UP_PIDS)
+        hosting = [key for key in keys if service in key.split("+")]
+        if bool(hosting) == running:
+            return hosting
+        if time.monotonic() > deadline:
+            console.print(
+                f"caravan up did not {'start' if running else 'stop'} {service} within "
+                f"{timeout:.0f}s; see {system.CACHE / 'logs'}",
+                style="red",
+            )
+            raise typer.Exit(1)
+        time.sleep(0.2)
+
+
+def _service(name: str) -> str:
+    if name not in system.SERVICES:
+        raise typer.BadParameter(f"{name!r} is none of {', '.join(system.SERVICES)}")
+    if not system.running_up():
+        console.print("no `caravan up` runs from this checkout", style="red")
+        raise typer.Exit(1)
+    return name
+
+
+@app.command()
+def pause(service: ServiceArg) -> None:
+    """Stop one service of the running `caravan up` until `caravan resume` (to replay its
+    consumer group, which is refused while it has members); the others go on, and what it
+    would have handled waits in Kafka. A service sharing a process (--processes) stops with
+    the others there."""
+    system.PAUSED.mkdir(parents=True, exist_ok=True)
+    (system.PAUSED / _service(service)).touch()
+    hosting = [k for k in system.recorded_processes(system.UP_PIDS) if service in k.split("+")]
+    _wait_for_up(service, running=False)
+    also = sorted({n for key in hosting for n in key.split("+")} - {service})
+    shared = f" (and {', '.join(also)}, in its process)" if also else ""
+    console.print(f"paused {service}{shared}; `caravan resume {service}` starts it again")
+
+
+@app.command()
+def resume(service: ServiceArg) -> None:
+    """Start again a service that `caravan pause` stopped; it goes on from its group's
+    committed offsets (where `caravan replay` may have moved them)."""
+    (system.PAUSED / _service(service)).unlink(missing_ok=True)
+    hosting = _wait_for_up(service, running=True)
+    console.print(f"resumed {service} ({', '.join(hosting)})")
 
 
 @app.command()

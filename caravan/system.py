@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -144,15 +145,21 @@ def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) 
     temporary.replace(pid_file)
 
 
+def recorded_processes(pid_file: Path) -> dict[str, dict[str, Any]]:
+    """What :func:`record_processes` wrote to ``pid_file`` (nothing if it did not)."""
+    try:
+        found: dict[str, dict[str, Any]] = json.loads(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return found
+
+
 def stop_leftovers(pid_file: Path, timeout: float = 15.0) -> list[str]:
     """Stop what an earlier run recorded in ``pid_file`` and left running (it was killed, so
     its ``finally`` never ran): those processes hold the services' ports, and a new run's
     services would die binding them. A pid is only signalled while it still runs the command
     line recorded for it (pids are reused). The keys of the processes stopped."""
-    try:
-        recorded = json.loads(pid_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return []
+    recorded = recorded_processes(pid_file)
     alive = {
         key: int(entry["pid"])
         for key, entry in recorded.items()
@@ -370,6 +377,35 @@ def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ..
     return groups
 
 
+MAX_EXITS = 5
+"""Exits within a minute after which ``caravan up`` stops restarting a service and stops."""
+
+UP_PIDS = CACHE / "up.pids"
+"""The processes the running ``caravan up`` started (:func:`record_processes`)."""
+
+PAUSED = CACHE / "up-paused"
+"""One empty file per service that ``caravan pause`` stopped under ``caravan up``."""
+
+
+def paused(folder: Path | None = None) -> set[str]:
+    """The services paused in ``folder`` (:data:`PAUSED`)."""
+    return {p.name for p in (folder or PAUSED).glob("*") if p.name in SERVICES}
+
+
+def running_up(base: Path = CACHE / "up") -> bool:
+    """Whether a ``caravan up`` runs from this checkout (it holds :func:`run_alone`'s lock)."""
+    lock = base.with_name(f"{base.name}.lock")
+    if not lock.exists():
+        return False
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 @dataclass
 class ServiceProcesses:
     """The services, started with the given environment: each in its own process, or in
@@ -379,6 +415,7 @@ class ServiceProcesses:
     log_dir: Path
     processes: int = len(SERVICES)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    exits: dict[str, list[float]] = field(default_factory=dict)  # when each exited by itself
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
@@ -421,6 +458,38 @@ class ServiceProcesses:
                 raise RuntimeError(
                     f"service {name} exited with {proc.returncode}; see {self.log_dir / name}.log"
                 )
+
+    def supervise(self, paused: set[str], now: float | None = None) -> list[str]:
+        """One round of ``caravan up``'s watch over the services' processes: stop those hosting
+        a service that ``caravan pause`` paused (a consumer group is rewound only while none
+        of its members runs), start again those no longer paused, and start again a process
+        that exited by itself, unless it exited :data:`MAX_EXITS` times within a minute
+        (then :class:`RuntimeError`: it would only exit again). What it did, a line each."""
+        now = time.monotonic() if now is None else now
+        said = []
+        for key, proc in list(self.procs.items()):
+            names = key.split("+")
+            if set(names) & paused:
+                self.stop([key])
+                said.append(f"paused {', '.join(names)}")
+            elif proc.poll() is not None:
+                exits = [t for t in self.exits.get(key, []) if now - t < 60.0] + [now]
+                self.exits[key] = exits
+                log = self.log_dir / f"{key}.log"
+                if len(exits) >= MAX_EXITS:
+                    raise RuntimeError(
+                        f"service {key} exited {len(exits)} times within a minute (the last "
+                        f"with {proc.returncode}); see {log}"
+                    )
+                del self.procs[key]
+                self.start(tuple(names))
+                said.append(f"service {key} exited with {proc.returncode}; started again ({log})")
+        running = set(self.services())
+        for group in process_groups(SERVICES, self.processes):
+            if not set(group) & (paused | running):
+                self.start(group)
+                said.append(f"resumed {', '.join(group)}")
+        return said
 
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:
         """Stop the processes keyed ``names`` (none if it is empty), or all of them."""

@@ -118,7 +118,7 @@ async def replay(
         elif state.members:
             refused = (
                 f"group {group} has {len(state.members)} active member(s) ({state.state}): "
-                "stop its service first"
+                "stop its service first (under `caravan up`: `caravan pause SERVICE`)"
             )
         elif any(p.skipped for p in plan) and not allow_skip:
             ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)

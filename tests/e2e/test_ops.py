@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,57 @@ async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) 
         )
     await asyncio.sleep(2.0)  # anything a replay wrongly emitted would now be out
     assert await settled(caravan, order_ids) == before
+
+
+async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_one_restarted(
+    caravan: System,
+) -> None:
+    """What ``caravan up`` does each half second (``ServiceProcesses.supervise``), with what
+    ``caravan pause``/``resume`` ask of it: a group is rewound only while none of its members
+    runs, and under ``caravan up`` a stopped (or crashed) service used to stop everything."""
+    from tests.e2e.test_saga import order
+
+    hosts = caravan.procs.hosts(("notifications",))
+    paused = await asyncio.to_thread(caravan.procs.supervise, {"notifications"})
+    assert paused == [f"paused {', '.join(key.split('+'))}" for key in hosts]
+    assert caravan.procs.hosts(("notifications",)) == []
+    try:
+        result = await replay(
+            caravan.infra.kafka_bootstrap,
+            caravan.infra.database_url,
+            Topic.ORDER_EVENTS.value,
+            "caravan-notifications",
+            from_timestamp=datetime.now(UTC) - timedelta(minutes=1),
+        )
+        assert result.applied, result.refused
+        req = order()  # placed while notifications is away: texted once it is back
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        await caravan.outcome(order_id)
+        assert await asyncio.to_thread(caravan.procs.supervise, {"notifications"}) == []
+    finally:
+        resumed = await asyncio.to_thread(caravan.procs.supervise, set())
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    assert resumed == [f"resumed {', '.join(key.split('+'))}" for key in hosts]
+    sent = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
+    )
+    await asyncio.sleep(1.0)  # room for a second text, were there one
+    sent = caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
+    assert len({(e.data["to"], e.data["text"]) for e in sent}) == len(sent)  # once each
+
+    [key] = caravan.procs.hosts(("notifications",))
+    caravan.procs.procs[key].kill()
+    await asyncio.to_thread(caravan.procs.procs[key].wait)
+    restarted = await asyncio.to_thread(caravan.procs.supervise, set())
+    assert [line.split(";")[0] for line in restarted] == [f"service {key} exited with -9"]
+    await asyncio.to_thread(system.wait_ready, caravan.procs)
+    req = order()
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
+    )
 
 
 async def test_a_dead_letter_fixed_and_redriven_completes_its_order(

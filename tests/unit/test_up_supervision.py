@@ -1,0 +1,120 @@
+"""``caravan up``'s watch over its services (``ServiceProcesses.supervise``) and the
+``caravan pause``/``resume`` commands that ask it to stop or start one, without processes:
+the e2e test in ``tests/e2e/test_ops.py`` runs it on the real services."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from caravan import cli, system
+
+
+class Exited:
+    """A process that has exited with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.returncode = code
+
+    def poll(self) -> int:
+        return self.returncode
+
+
+def test_a_service_that_keeps_exiting_stops_caravan_up_instead_of_starting_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    procs = system.ServiceProcesses({}, tmp_path)
+    started: list[tuple[str, ...]] = []
+
+    def start(names: tuple[str, ...] = system.SERVICES, instance: int = 1) -> None:
+        started.append(names)
+        for name in names:
+            procs.procs[name] = Exited(1)  # type: ignore[assignment]
+
+    monkeypatch.setattr(procs, "start", start)
+    for name in system.SERVICES:
+        procs.procs[name] = Exited(0) if name == "orders" else _Running()  # type: ignore[assignment]
+    for second in range(system.MAX_EXITS - 1):
+        said = procs.supervise(set(), now=100.0 + second)
+        assert len(said) == 1 and said[0].startswith("service orders exited with")
+    with pytest.raises(RuntimeError, match="orders exited 5 times within a minute"):
+        procs.supervise(set(), now=104.0)
+    assert started == [("orders",)] * (system.MAX_EXITS - 1)
+    procs.exits["orders"] = [0.0] * 10  # long ago: counted no more
+    assert procs.supervise(set(), now=1000.0)[0].startswith("service orders exited with 1")
+
+
+class _Running:
+    returncode = None
+
+    def poll(self) -> None:
+        return None
+
+
+def test_pause_and_resume_wait_for_caravan_up_to_do_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(system, "PAUSED", tmp_path / "paused")
+    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "up.pids")
+    monkeypatch.setattr(system, "running_up", lambda: True)
+    keys: dict[str, dict[str, object]] = {"orders": {}, "payments+notifications+platform": {}}
+    system.UP_PIDS.write_text(json.dumps(keys))
+
+    def up_watch() -> None:  # what caravan up's loop does with the markers, a little later
+        time.sleep(0.3)
+        if "notifications" in system.paused():
+            system.UP_PIDS.write_text('{"orders": {}}')
+        else:
+            system.UP_PIDS.write_text(json.dumps(keys))
+
+    def run(*args: str) -> str:
+        """``caravan ARGS`` while caravan up's loop acts on it; what it printed."""
+        watch = threading.Thread(target=up_watch)
+        watch.start()
+        done = CliRunner().invoke(cli.app, list(args))
+        watch.join()
+        assert done.exit_code == 0, done.output
+        return done.output
+
+    said = run("pause", "notifications")
+    assert "paused notifications (and payments, platform, in its process)" in said
+    assert system.paused() == {"notifications"}
+    said = run("resume", "notifications")
+    assert "resumed notifications (payments+notifications+platform)" in said
+    assert system.paused() == set()
+
+
+def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(system, "PAUSED", tmp_path / "paused")
+    runner = CliRunner()
+    done = runner.invoke(cli.app, ["pause", "shipping"])
+    assert done.exit_code == 2 and "none of orders" in done.output
+    monkeypatch.setattr(system, "running_up", lambda: False)
+    done = runner.invoke(cli.app, ["pause", "orders"])
+    assert done.exit_code == 1 and "no `caravan up` runs" in done.output
+    assert system.paused() == set()
+
+
+def test_running_up_is_whether_the_lock_of_caravan_up_is_held(tmp_path: Path) -> None:
+    base = tmp_path / "up"
+    assert not system.running_up(base)
+    with system.run_alone(base):
+        assert running_elsewhere(base)
+    assert not system.running_up(base)
+
+
+def running_elsewhere(base: Path) -> bool:
+    """``running_up`` asked from another process (a lock is the holder's own to take again)."""
+    code = (
+        "from pathlib import Path; from caravan import system; "
+        f"print(system.running_up(Path({str(base)!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"

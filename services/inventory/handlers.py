@@ -22,6 +22,7 @@ from services.inventory.domain.ledger import (
 )
 from services.inventory.domain.stock import Rejected, allocate
 from shared import days
+from shared.auth import audit
 from shared.events.inventory import (
     LotTake,
     ReservedLine,
@@ -170,7 +171,9 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     """Upsert sellers and products; add lots that are new, and say which were not (a lot's
     counts change by adjustments, not by loading it again). Loading twice changes nothing.
     A product whose seller, or a lot whose SKU, is neither in the file nor already loaded
-    fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written."""
+    fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written.
+    What the file adds or changes is written to the audit trail, as a change through the API
+    is (``seller.set``, ``product.set``, ``lot.add``)."""
     sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
     skus_named = {lot.sku for lot in seed.lots} - {p.sku for p in seed.products}
     no_seller = await _unknown(tx, sellers.c.seller_id, sellers_named)
@@ -182,23 +185,38 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     ] + [f"lot {lot.lot_id}: no product {lot.sku}" for lot in seed.lots if lot.sku in no_sku]
     if dangling:
         raise DanglingSeed("; ".join(dangling))
+    who, by = audit.os_actor(), {"by": "caravan seed"}
+    known = await _rows(tx, sellers.c.seller_id, [s.id for s in seed.sellers])
     for seller in seed.sellers:
         values = {"name": seller.name, "county": seller.county, "phone": seller.phone}
+        before = known.get(seller.id)
+        if before == values:
+            continue
         await tx.conn.execute(
             pg_insert(sellers)
             .values(seller_id=seller.id, **values)
             .on_conflict_do_update(index_elements=["seller_id"], set_=values)
         )
+        await audit.record(
+            tx.conn, who, "seller.set", seller.id, before=before, after=values, detail=by
+        )
+    known = await _rows(tx, products.c.sku, [p.sku for p in seed.products])
     for product in seed.products:
         pvalues = {
             "seller_id": product.seller_id,
             "unit_price_fen": product.unit_price_fen,
             "name": product.name,
         }
+        before = known.get(product.sku)
+        if before == pvalues:
+            continue
         await tx.conn.execute(
             pg_insert(products)
             .values(sku=product.sku, **pvalues)
             .on_conflict_do_update(index_elements=["sku"], set_=pvalues)
+        )
+        await audit.record(
+            tx.conn, who, "product.set", product.sku, before=before, after=pvalues, detail=by
         )
     kept = []
     for lot in seed.lots:
@@ -217,7 +235,19 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
         )
         if added.first() is None:
             kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
+        else:
+            after = lot.model_dump(mode="json")
+            await audit.record(tx.conn, who, "lot.add", lot.lot_id, after=after, detail=by)
     return kept
+
+
+async def _rows(tx: Tx, key: Column[str], wanted: list[str]) -> dict[str, dict[str, object]]:
+    """The rows of ``key``'s table whose key is one of ``wanted``, by key, without it (what a
+    seed file sets: the audit trail's "before")."""
+    found = await tx.conn.execute(select(key.table).where(key.in_(wanted)))
+    return {
+        row[key.name]: {k: v for k, v in row.items() if k != key.name} for row in found.mappings()
+    }
 
 
 class UnknownSku(LookupError):

@@ -108,6 +108,38 @@ async def test_a_credit_limit_a_seed_changes_is_in_the_audit_trail(
     assert rows[0].actor == rows[2].actor == "test-operator"
 
 
+async def test_what_a_seed_adds_or_changes_in_inventory_is_in_the_audit_trail(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A seed file changed prices and added stock unseen: only credit lines were audited,
+    while the same change through the API (``POST /lots``) is."""
+    tag = uuid.uuid4().hex[:8]
+    body = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"S-{tag}")],
+        "lots": [lot(f"L-{tag}", f"P-{tag}")],
+    }
+    for _ in range(2):  # again: nothing changed, nothing more recorded
+        assert (await cli(caravan, "seed", write(tmp_path, body))).returncode == 0
+    body["products"] = [{**product(f"P-{tag}", f"S-{tag}"), "unit_price_fen": 9900}]
+    assert (await cli(caravan, "seed", write(tmp_path, body))).returncode == 0
+    rows = await caravan.sql(
+        "select action, target, before, after, detail, actor from auth.audit"
+        " where target like :t order by id",
+        t=f"%-{tag}",
+    )
+    assert [(r.action, r.target) for r in rows] == [
+        ("seller.set", f"S-{tag}"),
+        ("product.set", f"P-{tag}"),
+        ("lot.add", f"L-{tag}"),
+        ("product.set", f"P-{tag}"),
+    ]
+    assert rows[0].before is None and rows[0].after["phone"] == "+8613000000001"
+    assert rows[2].after["quantity"] == 50
+    assert (rows[3].before["unit_price_fen"], rows[3].after["unit_price_fen"]) == (3500, 9900)
+    assert {(r.detail["by"], r.actor) for r in rows} == {("caravan seed", "test-operator")}
+
+
 async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(
     caravan: System, tmp_path: Path
 ) -> None:

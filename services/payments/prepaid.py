@@ -38,6 +38,7 @@ from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable,
 from services.payments.adapters.tables import payments
 from services.payments.domain import ledger
 from services.payments.handlers import post_charge, reverse_charge, set_payables
+from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.telemetry import continuing
@@ -165,10 +166,6 @@ async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
     )
 
 
-def backoff(attempts: int, base_seconds: float, cap_seconds: float = 30.0) -> float:
-    return float(min(cap_seconds, base_seconds * 2 ** min(max(attempts - 1, 0), 10)))
-
-
 async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
     """Make one claimed call (no transaction open) and record its outcome, in the trace of
     the event that asked for it."""
@@ -183,7 +180,7 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
         else:
             await gateway.void(work.order_id)
     except GatewayUnavailable as exc:
-        delay = backoff(work.attempts, retry)
+        delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
         log.warning("gateway: %s for order %s; retrying in %.1fs", exc, work.order_id, delay)
         async with uow.begin() as tx:
             await retry_later(tx, work, delay)

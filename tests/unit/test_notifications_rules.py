@@ -115,6 +115,15 @@ def test_delay_bounds(attempt: int, r: float) -> None:
     assert step / 2 <= policy.delay(attempt, rand=lambda: r) <= step
 
 
+@given(st.integers(1, 10**6), st.floats(0, 1))
+def test_delay_stays_within_the_cap_however_many_attempts(attempt: int, r: float) -> None:
+    # A short cap and a long give-up window try a text thousands of times: 2.0 ** 1024
+    # overflowed at attempt 1025, and the dispatcher then failed on every pass.
+    policy = RetryPolicy(base_seconds=1.0, cap_seconds=30.0, give_up_after_seconds=30 * 86400)
+    assert policy.delay(attempt, rand=lambda: r) <= 30.0
+    assert policy.delay(1025, rand=lambda: 1.0) == 30.0
+
+
 def test_a_text_is_given_up_after_its_attempts_and_its_time_both() -> None:
     policy = RetryPolicy(max_attempts=3, give_up_after_seconds=600.0)
     assert [policy.exhausted(n, 600.0) for n in (1, 2, 3, 4)] == [False, False, True, True]

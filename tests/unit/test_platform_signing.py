@@ -173,6 +173,7 @@ def test_backoff_grows_to_its_cap_with_equal_jitter() -> None:
     policy = Backoff(max_attempts=5, base_seconds=1.0, cap_seconds=8.0)
     assert [policy.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
     assert [policy.delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
+    assert policy.delay(10**6, rand=lambda: 1.0) == 8.0  # shared.backoff: no overflow
     assert not policy.exhausted(4) and policy.exhausted(5)
 
 

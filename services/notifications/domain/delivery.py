@@ -12,6 +12,8 @@ from datetime import datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from shared.backoff import exponential_step
+
 REMINDER_PURPOSES: Final = frozenset(
     {"instalment_upcoming", "instalment_today", "instalment_overdue"}
 )
@@ -75,7 +77,7 @@ class RetryPolicy:
         retries spread out but never come back sooner than half the step. A gateway's
         ``Retry-After`` is a floor, up to the cap (a year's wait would park the text).
         """
-        step = min(self.cap_seconds, self.base_seconds * 2.0 ** max(0, attempt - 1))
+        step = exponential_step(attempt, self.base_seconds, self.cap_seconds)
         wait = step / 2 + rand() * step / 2
         asked = retry_after if retry_after is not None and math.isfinite(retry_after) else 0.0
         return max(wait, min(asked, self.cap_seconds))

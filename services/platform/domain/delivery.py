@@ -5,6 +5,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.backoff import exponential_step
+
 Verdict = Literal["delivered", "retry", "failed"]
 
 
@@ -31,7 +33,7 @@ class Backoff:
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed call number ``attempt`` (1-based): half of the
         exponential step for sure, the other half at random."""
-        step = min(self.cap_seconds, self.base_seconds * 2.0 ** min(max(attempt - 1, 0), 30))
+        step = exponential_step(attempt, self.base_seconds, self.cap_seconds)
         return step / 2 + rand() * step / 2
 
     def exhausted(self, attempts: int) -> bool:

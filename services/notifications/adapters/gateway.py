@@ -39,7 +39,8 @@ class Receipt:
 
 class GatewayError(Exception):
     """A send that did not go through. ``transient``: another attempt may succeed (timeouts,
-    5xx, 429); ``retry_after``: seconds the gateway asked us to wait."""
+    5xx, 429, our account refused until it is put right); ``retry_after``: seconds the
+    gateway asked us to wait."""
 
     def __init__(self, message: str, *, transient: bool, retry_after: float | None = None):
         super().__init__(message)

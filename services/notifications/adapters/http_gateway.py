@@ -1,20 +1,70 @@
 """HTTP adapters of the SMS gateway port: the local simulator, and Infobip (a real provider).
 
-Both map HTTP outcomes the same way: 2xx accepted; 429 and 5xx, timeouts and connection
-errors are transient (``Retry-After`` honoured); any other 4xx is a permanent refusal.
+Both map HTTP outcomes the same way: 2xx accepted; 408, 429 and 5xx, timeouts and
+connection errors are transient (``Retry-After`` honoured); so are the 4xx about our account
+or configuration (``ACCOUNT_STATUSES``), logged once; any other 4xx (a bad destination or
+content) is a permanent refusal of that message.
 """
 
 import contextlib
+import logging
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import orjson
 
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES: Final = frozenset({408, 429})
+"""4xx answers asking us to come back: the gateway timed our request out, or rate-limits."""
+
+ACCOUNT_STATUSES: Final = frozenset({401, 402, 403, 404, 407})
+"""4xx answers about our account or configuration, never the message: an API key rotated or
+expired (401, 403), no credit left (402), a wrong base URL (404), a proxy wanting credentials
+(407). Every text is refused alike until operations put it right, so, as with a gateway that
+is down, they are retried with the backoff until the give-up window ends: failed at once,
+they would be lost for good (texts have no redrive)."""
+
+INFOBIP_ACCOUNT_REJECTIONS: Final = frozenset(
+    {
+        "REJECTED_NOT_ENOUGH_CREDITS",
+        "REJECTED_PREPAID_PACKAGE_EXPIRED",
+        "REJECTED_ROUTE_NOT_AVAILABLE",  # no route set up on the account
+        "REJECTED_SENDER",  # our sender id, barred on the account
+        "REJECTED_SOURCE",  # our sender id, not allowed
+    }
+)
+"""Infobip's ``REJECTED`` statuses about our account, as ``ACCOUNT_STATUSES``; its other
+rejections (destination, prefix, do-not-disturb, content) are about the message: final."""
+
+
+class AccountRefusals:
+    """The gateway refusing our account: a warning when it starts (or its reason changes) and
+    a line when texts are accepted again, not a line for every text it refuses meanwhile."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def refused(self, reason: str, detail: str) -> GatewayError:
+        if reason != self.reason:
+            self.reason = reason
+            log.warning(
+                "the SMS gateway refuses our account or configuration (%s): texts stay queued"
+                " and are retried until it is put right or they give up",
+                detail,
+            )
+        return GatewayError(detail, transient=True)
+
+    def accepted(self) -> None:
+        if self.reason is not None:
+            log.info("the SMS gateway accepts texts again (it refused them: %s)", self.reason)
+            self.reason = None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -32,21 +82,25 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None  # unreadable: our own backoff
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
+async def _post(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], account: AccountRefusals
+) -> httpx.Response:
     try:
         response = await client.post(url, json=body)
     except httpx.TimeoutException as exc:
         raise GatewayError(f"timeout: {exc!r}", transient=True) from exc
     except httpx.TransportError as exc:
         raise GatewayError(f"transport: {exc!r}", transient=True) from exc
-    if response.status_code == 429 or response.status_code >= 500:
+    status = response.status_code
+    detail = f"HTTP {status}: {response.text[:200]}"
+    if status in RETRY_STATUSES or status >= 500:
         raise GatewayError(
-            f"HTTP {response.status_code}: {response.text[:200]}",
-            transient=True,
-            retry_after=retry_after_seconds(response.headers),
+            detail, transient=True, retry_after=retry_after_seconds(response.headers)
         )
-    if response.status_code >= 400:
-        raise GatewayError(f"HTTP {response.status_code}: {response.text[:200]}", transient=False)
+    if status in ACCOUNT_STATUSES:
+        raise account.refused(f"HTTP {status}", detail)
+    if status >= 400:
+        raise GatewayError(detail, transient=False)
     return response
 
 
@@ -57,10 +111,17 @@ class SimulatorGateway:
     receipts are ``{"id", "dedup_key", "status": "delivered" | "failed", "detail"}``.
     """
 
-    def __init__(self, url: str, receipts_url: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        receipts_url: str | None,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+    ) -> None:
         self.url = url.rstrip("/")
         self.receipts_url = receipts_url
-        self.client = httpx.AsyncClient(timeout=timeout)
+        self.client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self.account = AccountRefusals()
 
     async def send(self, message: OutgoingSms) -> Accepted:
         body = {
@@ -69,7 +130,8 @@ class SimulatorGateway:
             "text": message.text,
             "callback_url": self.receipts_url,
         }
-        response = await _post(self.client, f"{self.url}/sms", body)
+        response = await _post(self.client, f"{self.url}/sms", body, self.account)
+        self.account.accepted()
         return Accepted(str(response.json()["id"]))
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:
@@ -98,15 +160,23 @@ class InfobipGateway:
     """
 
     def __init__(
-        self, url: str, api_key: str, sender: str, receipts_url: str | None, timeout: float
+        self,
+        url: str,
+        api_key: str,
+        sender: str,
+        receipts_url: str | None,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
     ) -> None:
         self.url = url.rstrip("/")
         self.sender = sender
         self.receipts_url = receipts_url
         self.client = httpx.AsyncClient(
             timeout=timeout,
+            transport=transport,
             headers={"Authorization": f"App {api_key}", "Accept": "application/json"},
         )
+        self.account = AccountRefusals()
 
     async def send(self, message: OutgoingSms) -> Accepted:
         entry: dict[str, Any] = {
@@ -118,11 +188,15 @@ class InfobipGateway:
         if self.receipts_url:
             entry |= {"notifyUrl": self.receipts_url, "notifyContentType": "application/json"}
         response = await _post(
-            self.client, f"{self.url}/sms/2/text/advanced", {"messages": [entry]}
+            self.client, f"{self.url}/sms/2/text/advanced", {"messages": [entry]}, self.account
         )
         result = response.json()["messages"][0]
-        if result.get("status", {}).get("groupName") == "REJECTED":
-            raise GatewayError(f"rejected: {result['status']}", transient=False)
+        status = result.get("status", {})
+        if status.get("groupName") == "REJECTED":
+            if status.get("name") in INFOBIP_ACCOUNT_REJECTIONS:
+                raise self.account.refused(status["name"], f"rejected: {status}")
+            raise GatewayError(f"rejected: {status}", transient=False)
+        self.account.accepted()
         return Accepted(str(result.get("messageId", message.sms_id)))
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:

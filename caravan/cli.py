@@ -499,8 +499,13 @@ def dashboard(
 
     from caravan.ops.dashboard import Dashboard
 
-    board = Dashboard(Settings(), stuck_after=stuck_after)
-    uvicorn.run(board.create_app(), host=Settings().http_host, port=port, log_level="warning")
+    settings = Settings()
+    if settings.api_token() is None:  # every call refused, each counted against the address
+        said = ": set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
+        console.print(Text.assemble(("no API token", "red"), said))
+        raise typer.Exit(2)
+    board = Dashboard(settings, stuck_after=stuck_after)
+    uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_level="warning")
 
 
 app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")

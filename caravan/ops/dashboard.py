@@ -3,8 +3,9 @@
 
 It reads no service's tables: what it shows is what the services publish about
 themselves, so it works the same against a deployment as against ``caravan up``. It calls
-them with ``CARAVAN_TOKEN`` (or the development token); people need a token with the scope
-``ops``: a bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
+them with ``CARAVAN_TOKEN`` (or the development token), and leaves a service that refused
+it alone for a while (:class:`Refusals`); people need a token with the scope ``ops``: a
+bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
 SameSite=Strict cookie (checked against ``auth.tokens`` on every request, so revoking the
 token logs the browser out).
 """
@@ -15,7 +16,7 @@ import html
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -61,11 +62,44 @@ class Snapshot:
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
     down: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
 
 
 FIGURES_STALE_AFTER = 20.0
 """Seconds after which a service's sampled figures are shown as old (it samples every 5)."""
+
+
+REFUSED_STATUSES = frozenset({401, 403})
+
+
+class Refusals:
+    """What refused the page's token (401, 403), not asked again with that token for
+    ``backoff`` seconds; another token is tried at once. Every 401 counts towards the
+    address's failed-attempt limit (``shared.auth.guard``): a token missing or revoked, offered
+    to every service every few seconds, soon had every client on the address (the CLI,
+    Prometheus, a local proxy) refused 429 by every service."""
+
+    def __init__(self, backoff: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.backoff = backoff
+        self.clock = clock
+        self._refused: dict[str, tuple[str | None, float, str]] = {}  # name → token, when, why
+
+    def refuse(self, name: str, token: str | None, status: int) -> str:
+        why = f"HTTP {status}"
+        self._refused[name] = (token, self.clock(), why)
+        return why
+
+    def holding(self, name: str, token: str | None) -> str | None:
+        """Why ``name`` is not to be asked with ``token`` now; None when it may be."""
+        entry = self._refused.get(name)
+        if entry is None:
+            return None
+        refused_token, at, why = entry
+        if refused_token != token or self.clock() - at >= self.backoff:
+            del self._refused[name]
+            return None
+        return why
 
 
 def ports(settings: Settings) -> dict[str, int]:
@@ -96,30 +130,37 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
                 snap.orders[labels["status"]] = value
 
 
-async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
+async def collect(
+    settings: Settings,
+    stuck_after_seconds: float,
+    refusals: Refusals,
+    transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+) -> Snapshot:
     snap = Snapshot(at=time.time())
-    headers = bearer_headers(settings.api_token())
-    async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
+    token = settings.api_token()
+    headers = bearer_headers(token)
+    async with httpx.AsyncClient(timeout=2.0, headers=headers, transport=transport) as client:
         for service, port in ports(settings).items():
+            held = refusals.holding(service, token)
+            if held is not None:
+                snap.refused[service] = held
+                continue
             try:
                 response = await client.get(f"http://{settings.http_host}:{port}/metrics")
-                response.raise_for_status()
+                if response.status_code not in REFUSED_STATUSES:
+                    response.raise_for_status()
             except httpx.HTTPError:
                 snap.down.append(service)
                 continue
+            if response.status_code in REFUSED_STATUSES:
+                snap.refused[service] = refusals.refuse(service, token, response.status_code)
+                continue
             _read_metrics(snap, service, response.text)
-        try:
-            response = await client.get(
-                f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders",
-                params={"older_than_seconds": stuck_after_seconds},
-            )
-            if response.status_code == 200:
-                snap.stuck = list(response.json().get("orders", []))
-                snap.stuck_total = int(response.json().get("total", len(snap.stuck)))
-            else:  # a token without the scope ops (403), a failing API: not "none"
-                snap.unavailable["stuck"] = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
+        held = snap.refused.get("orders") or refusals.holding("stuck", token)
+        if held is not None:
+            snap.unavailable["stuck"] = f"token refused ({held})"
+        else:
+            await _stuck(client, settings, snap, stuck_after_seconds, refusals, token)
     try:
         async with kafka_admin.group_client(
             settings.kafka_bootstrap_servers, "caravan-ops-dashboard", settings
@@ -133,20 +174,60 @@ async def collect(settings: Settings, stuck_after_seconds: float) -> Snapshot:
     return snap
 
 
+async def _stuck(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    snap: Snapshot,
+    stuck_after_seconds: float,
+    refusals: Refusals,
+    token: str | None,
+) -> None:
+    try:
+        response = await client.get(
+            f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders",
+            params={"older_than_seconds": stuck_after_seconds},
+        )
+    except httpx.HTTPError as exc:
+        snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
+        return
+    if response.status_code == 200:
+        snap.stuck = list(response.json().get("orders", []))
+        snap.stuck_total = int(response.json().get("total", len(snap.stuck)))
+    elif response.status_code in REFUSED_STATUSES:  # a token without the scope ops: 403
+        why = refusals.refuse("stuck", token, response.status_code)
+        snap.unavailable["stuck"] = f"token refused ({why})"
+    else:  # a failing API: not "none"
+        snap.unavailable["stuck"] = f"HTTP {response.status_code}"
+
+
 class Dashboard:
     """Keeps the last ten minutes of snapshots and renders them."""
 
-    def __init__(self, settings: Settings, interval: float = 3.0, stuck_after: float = 300.0):
+    def __init__(
+        self,
+        settings: Settings,
+        interval: float = 3.0,
+        stuck_after: float = 300.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+    ):
         self.settings = settings
         self.interval = interval
         self.stuck_after = stuck_after
+        self.transport = transport
+        self.refusals = Refusals()
         self.history: deque[Snapshot] = deque(maxlen=int(600 / interval))
         self.failure: str | None = None  # why the last sampling failed, if it did
+
+    async def sample(self) -> Snapshot:
+        """Take one snapshot and keep it."""
+        snap = await collect(self.settings, self.stuck_after, self.refusals, self.transport)
+        self.history.append(snap)
+        return snap
 
     async def run(self) -> None:
         while True:
             try:
-                self.history.append(await collect(self.settings, self.stuck_after))
+                await self.sample()
                 self.failure = None
             except asyncio.CancelledError:
                 raise
@@ -165,8 +246,15 @@ class Dashboard:
         return said
 
     def state(self, snap: Snapshot, service: str) -> str:
-        """Up or down; and, up, whether its figures (lag, outbox) are older than a few of its
-        samples (its Kafka or its database away: they stay as they last were)."""
+        """Up, down, or refusing the page's token; and, up, whether its figures (lag, outbox)
+        are older than a few of its samples (its Kafka or its database away: they stay as
+        they last were)."""
+        if service in snap.refused:
+            return (
+                f"token refused ({snap.refused[service]})"
+                f" <span class='stale'>(left alone for {self.refusals.backoff:.0f} s,"
+                " or until CARAVAN_TOKEN changes)</span>"
+            )
         if service in snap.down:
             return "down"
         observed = snap.observed.get(service)

@@ -3,11 +3,17 @@ than showing old or missing figures as live ones (caravan.ops.dashboard, pure re
 
 import socket
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from typer.testing import CliRunner
 
+from caravan import cli
 from caravan.ops.dashboard import Dashboard, Snapshot
+from shared.messaging import kafka_admin
 from shared.settings import Settings
 
 
@@ -105,3 +111,69 @@ async def test_the_page_says_503_when_it_cannot_check_a_token(
         answer = await client.get("/", headers={"Authorization": "Bearer cvn_" + "x" * 43})
     assert answer.status_code == 503, answer.text
     assert answer.json()["detail"] == "the database is not reachable; retry"
+
+
+@pytest.fixture
+def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    def away(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("no Kafka in unit tests")
+
+    monkeypatch.setattr(kafka_admin, "group_client", away)
+
+
+async def test_a_service_that_refuses_the_token_is_not_asked_again_with_it(
+    no_kafka: None,
+) -> None:
+    """Each 401 counts towards the address's failed-attempt limit (shared.auth.guard): with
+    a missing or revoked token, polled every 3 s, every service soon answered 429 to every
+    client on the address (the CLI, Prometheus, a local proxy), and the page said all down."""
+    settings = Settings(token="cvn_" + "r" * 43)
+    asked: list[str] = []
+    answers = {settings.http_port: 401, settings.inventory_http_port: 403}
+    names = {
+        settings.http_port: "orders",
+        settings.inventory_http_port: "inventory",
+        settings.payments_http_port: "payments",
+        settings.notifications_http_port: "notifications",
+        settings.platform_http_port: "platform",
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(f"{names[request.url.port or 0]} {request.url.path}")
+        return httpx.Response(answers.get(request.url.port or 0, 200), text="")
+
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    for _ in range(5):
+        await page.sample()
+    assert asked.count("orders /metrics") == 1 and asked.count("inventory /metrics") == 1
+    assert asked.count("orders /ops/stuck-orders") == 0
+    assert asked.count("payments /metrics") == 5
+    text = page.page()
+    assert "<td>orders</td><td>token refused (HTTP 401)" in text
+    assert "<td>inventory</td><td>token refused (HTTP 403)" in text
+    assert "<td>down</td>" not in text
+    assert "unavailable: token refused (HTTP 401)" in text
+
+    settings.token = "cvn_" + "n" * 43  # a new token is tried at once
+    await page.sample()
+    assert asked.count("orders /metrics") == 2 and asked.count("inventory /metrics") == 2
+
+    later = time.monotonic() + 61  # and the same one again after a minute
+    page.refusals.clock = lambda: later
+    await page.sample()
+    assert asked.count("orders /metrics") == 3 and asked.count("inventory /metrics") == 3
+
+
+def test_the_page_does_not_start_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **how: served.append(app))
+    monkeypatch.delenv("CARAVAN_TOKEN", raising=False)
+    monkeypatch.setenv("CARAVAN_TOKEN_FILE", str(tmp_path / "no-token"))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")  # not used
+    done = CliRunner().invoke(cli.app, ["dashboard"], env={"COLUMNS": "200"})
+    assert (done.exit_code, served) == (2, []), done.output
+    assert (
+        done.output.startswith("no API token: set CARAVAN_TOKEN") and done.output.count("\n") == 1
+    )

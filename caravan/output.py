@@ -1,4 +1,5 @@
-"""How the ``caravan`` commands print: one console, and tables that never cut a cell short.
+"""How the ``caravan`` commands print: one console (and ``err_console``, its stderr twin),
+and tables that never cut a cell short.
 
 Rich shortens a cell that does not fit the terminal to "…", which in an 80-column terminal
 turned ``SWN-PEPPER-CAYENNE-1KG`` and ``SWN-PEPPER-POWDER-250G`` into the same ``SWN-PE…``
@@ -22,6 +23,9 @@ from rich.console import Console
 from rich.table import Column, Table
 
 console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
+"""For what a command says about its output when stdout is the output itself, to be captured
+whole (``TOKEN=$(caravan tokens issue ...)``)."""
 
 FOLDED_WIDTH = 4
 """The least a column that may fold is given before a table is printed wider instead."""

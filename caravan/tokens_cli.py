@@ -13,7 +13,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from caravan import output
-from caravan.output import console
+from caravan.output import console, err_console
 from shared.auth import audit, tokens
 from shared.settings import DEV_TOKEN_FILE, asyncpg_url
 
@@ -74,13 +74,15 @@ def issue(
     scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(tokens.SCOPES)}")],
     name: Annotated[str | None, typer.Option(help="unique name (default: a new one)")] = None,
 ) -> None:
-    """Issue a token and print it: it is shown this once, only its hash is kept."""
+    """Issue a token and print it: it is shown this once, only its hash is kept. The token
+    alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr."""
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
     try:
         token = asyncio.run(issue_token(_database_url(), chosen, scope))
     except tokens.BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
-    console.print(f"token {chosen} ({', '.join(sorted(set(scope)))}), shown once:", style="dim")
+    said = f"token {chosen} ({', '.join(sorted(set(scope)))}), shown once:"
+    err_console.print(said, style="dim")
     print(token)
 
 

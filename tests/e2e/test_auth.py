@@ -370,8 +370,9 @@ async def test_tokens_are_issued_listed_and_revoked_from_the_cli(caravan: System
     name = f"cli-{uuid.uuid4().hex[:6]}"
     issued = await cli(caravan, "tokens", "issue", "--scope", "inventory:read", "--name", name)
     assert issued.returncode == 0, issued.stderr
-    token = issued.stdout.strip().splitlines()[-1]
-    assert token.startswith("cvn_") and len(token) > 40
+    token = issued.stdout.strip()  # alone on stdout: TOKEN=$(caravan tokens issue ...)
+    assert token.startswith("cvn_") and len(token) > 40 and "\n" not in token
+    assert f"token {name} (inventory:read), shown once" in issued.stderr
     stored = await caravan.scalar("select hash from auth.tokens where name = :n", n=name)
     assert stored != token and token not in stored  # only the hash is kept
     async with caravan.api("inventory", token=token) as api:

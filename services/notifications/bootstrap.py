@@ -65,10 +65,19 @@ def receipts_secret(settings: Settings) -> str:
 
 def receipts_url(settings: Settings) -> str:
     """Where the gateway sends delivery receipts, with the secret that lets them in (quoted:
-    a secret's ``+``, ``&``, ``#`` or ``%`` would be read back as another key)."""
-    url = settings.notifications_receipts_url or (
-        f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
-    )
+    a secret's ``+``, ``&``, ``#`` or ``%`` would be read back as another key). Unset, this
+    host's own address, which only a local gateway (the simulator) can call: Infobip in
+    production must be told one it can reach, or no receipt would ever arrive."""
+    url = settings.notifications_receipts_url
+    if not url:
+        if settings.environment == "production" and settings.notifications_gateway == "infobip":
+            raise ValueError(
+                "CARAVAN_NOTIFICATIONS_RECEIPTS_URL is required for infobip in production: the"
+                f" local http://{settings.http_host}:{settings.notifications_http_port}"
+                "/sms/receipts cannot be reached from Infobip, so no delivery receipt would"
+                " arrive; set the public URL that reaches this service's /sms/receipts"
+            )
+        url = f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
     return f"{url}{'&' if '?' in url else '?'}key={quote(receipts_secret(settings), safe='')}"
 
 

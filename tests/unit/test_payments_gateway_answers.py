@@ -40,6 +40,9 @@ async def test_a_charge_refused_with_a_4xx_is_declined_with_the_answer_as_its_re
         (408, b"", "text/plain"),
         (401, b'{"title": "bad key"}', "application/json"),  # refused *us*: not the buyer
         (403, b"", "text/plain"),
+        (404, b"Not Found", "text/plain"),  # a wrong base URL: not the buyer either
+        (405, b"", "text/plain"),
+        (407, b"", "text/plain"),
         (200, b"<html>502 upstream hiccup</html>", "text/html"),  # a proxy's page
         (200, b'["approved"]', "application/json"),  # JSON, not the object
         (200, b'{"status": "pending"}', "application/json"),

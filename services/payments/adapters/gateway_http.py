@@ -11,8 +11,10 @@ What an answer means:
   key's first request is still being processed, 425, 429), or one this client cannot read
   (not the JSON above): the outcome is unknown, ``GatewayUnavailable``, and the call is
   made again with the same key;
-- 401 and 403 (the gateway refused *us*: a key or a certificate to put right) likewise:
-  nothing was done, and a buyer's payment must not fail for it;
+- 401 and 403 (the gateway refused *us*: a key or a certificate to put right), 404 and 405
+  (no such route: a wrong base URL, which no charge of this API answers with) and 407 (a
+  proxy wanting credentials) likewise: nothing was done, and a buyer's payment must not fail
+  for our configuration (every prepaid order was declined while a base URL was wrong);
 - any other 4xx to a charge is the gateway's refusal of that charge: nothing was charged,
   and the charge is ``declined`` with the answer as its reason. A void is never given up
   (its money may have been taken): every answer but a 2xx leaves it to be made again.
@@ -24,7 +26,7 @@ import httpx
 
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 
-RETRY_STATUSES = frozenset({401, 403, 408, 409, 425, 429})
+RETRY_STATUSES = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
 """4xx answers that do not decide a charge: asked again later, with the same key."""
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, String, bindparam, func, select
+from sqlalchemy import ARRAY, String, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
@@ -50,7 +50,7 @@ from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.notifications import SmsFailed
 from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPlaced
-from shared.events.payments import InstalmentDue
+from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import masked
@@ -494,6 +494,36 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
         caused_by=parsed.envelope.id,
         quiet=quiet,
     )
+
+
+async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
+    """A repayment paid instalments off (``payment.repaid``), or the loan was voided
+    (``payment.voided``): their reminders still waiting to be sent, out of quiet hours (one
+    announced at midnight waits until the morning), are not sent. One being sent is left."""
+    d = parsed.data
+    assert isinstance(d, PaymentRepaid | PaymentVoided)
+    if d.loan_id is None:
+        return  # a prepaid payment voided: no loan, no reminders
+    if isinstance(d, PaymentVoided) or d.fully_repaid:
+        keys = [f"instalment:{d.loan_id}:"]
+    else:
+        keys = [f"instalment:{d.loan_id}:{n}:" for n in d.settled_instalments]
+    if not keys:
+        return
+    said = "repaid before it was sent" if isinstance(d, PaymentRepaid) else "loan voided"
+    dropped = await tx.conn.execute(
+        update(sms)
+        .where(
+            sms.c.status == "pending",
+            sms.c.order_id == d.order_id,
+            sms.c.purpose.in_(sorted(REMINDER_PURPOSES)),
+            or_(*(sms.c.dedup_key.startswith(key, autoescape=True) for key in keys)),
+        )
+        .values(status="suppressed", last_error=said)
+        .returning(sms.c.purpose)
+    )
+    for row in dropped:
+        log.info("reminder %s of order %s not sent: %s", row.purpose, d.order_id, said)
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:

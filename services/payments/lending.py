@@ -259,6 +259,8 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
         for a in applied
     ]
     left = remaining(dues) - amount
+    owed = {due.number: due.remaining_fen for due in dues}
+    settled = [part.number for part in applied if part.amount_fen >= owed[part.number]]
     await tx.conn.execute(
         update(loans)
         .where(loans.c.loan_id == loan_id)
@@ -299,6 +301,7 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
             outstanding_fen=view.outstanding_fen,
             remaining_fen=view.remaining_fen,
             fully_repaid=left == 0,
+            settled_instalments=settled,
         )
     )
     return Repayment(

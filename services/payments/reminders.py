@@ -30,7 +30,12 @@ def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
     """Unpaid instalments of active loans due within ``upcoming_days`` and not yet reminded
     of at their current stage (the index ``instalments_unpaid_due`` finds them). Those
     already reminded must not fill the page: with more than ``limit`` of them, the sweep
-    found the same page every time and never reached the instalments after it."""
+    found the same page every time and never reached the instalments after it.
+
+    Locked, and those a repayment holds skipped (the next sweep finds them paid, or not): a
+    sweep that read an instalment while a repayment of it committed announced it after the
+    ``payment.repaid`` that paid it, and the buyer was reminded of what they had paid. Now a
+    repayment waits for the sweep that read its instalments, and comes after it."""
     current = case(  # the stage of domain.repayment.stage, for a due date within the window
         (instalments.c.due < today, "overdue"),
         (instalments.c.due == today, "today"),
@@ -60,6 +65,7 @@ def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
         )
         .order_by(instalments.c.due)
         .limit(limit)
+        .with_for_update(of=instalments, skip_locked=True)
     )
 
 

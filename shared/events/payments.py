@@ -3,6 +3,8 @@
 from datetime import date
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from shared.events.envelope import EventData, Fen
 from shared.events.orders import PaymentMethod, ScheduledInstalment
 from shared.topics import EventType, Topic
@@ -55,6 +57,9 @@ class PaymentRepaid(EventData):
     outstanding_fen: Fen
     remaining_fen: Fen
     fully_repaid: bool
+    # The instalments (numbers) this repayment paid off: a reminder of one of them that is
+    # still waiting to be sent (out of quiet hours) is not sent.
+    settled_instalments: list[int] = Field(default_factory=list)
 
 
 class InstalmentDue(EventData):

@@ -25,7 +25,7 @@ from caravan import system
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
-from shared.events.payments import InstalmentDue
+from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
 from tests.harness import System, committed_offsets, free_port, ref, until
@@ -394,6 +394,61 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
     assert not _sms(caravan, "sms.sent", order_id=in_china, purpose="instalment_upcoming")
     assert (await _requests(sms, shanghai))[-1]["action"] == "accept"
     assert len(await _messages(sms, shanghai)) == 1  # the confirmation
+
+
+async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalment_is_repaid(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """Reminders are announced at midnight and wait for the morning in Shanghai; a buyer who
+    repays meanwhile was still told at 8 that the instalment was due. Instalment 1 repaid:
+    its reminder is not sent, the one of instalment 2 still waits; the loan voided: neither."""
+    shanghai = _phone()
+    order_id = await _order(caravan, shanghai, "zh-CN")
+    loan_id = f"loan-{order_id}"
+    for number, stage in ((1, "today"), (2, "upcoming")):
+        due = days.today() + timedelta(days=0 if stage == "today" else 3)
+        data = InstalmentDue(
+            order_id=order_id,
+            loan_id=loan_id,
+            buyer_id="t-rich",
+            number=number,
+            due=due,
+            amount_fen=4000,
+            stage=stage,
+        )
+        await _publish(caravan, new_event(data, source="caravan/payments"))
+
+    async def reminders() -> list[tuple[str, str]]:
+        rows = await caravan.sql(
+            "select purpose, status from notifications.sms where order_id = :o"
+            " and purpose like 'instalment%' order by purpose",
+            o=order_id,
+        )
+        return [(r.purpose, r.status) for r in rows]
+
+    waiting = [("instalment_today", "pending"), ("instalment_upcoming", "pending")]
+    assert await caravan.until(reminders, "both queued", ready=lambda r: len(r) == 2) == waiting
+    repaid = PaymentRepaid(
+        order_id=order_id,
+        loan_id=loan_id,
+        buyer_id="t-rich",
+        repayment_id="r-1",
+        amount_fen=4000,
+        principal_fen=4000,
+        interest_fen=0,
+        outstanding_fen=4000,
+        remaining_fen=4000,
+        fully_repaid=False,
+        settled_instalments=[1],
+    )
+    await _publish(caravan, new_event(repaid, source="caravan/payments"))
+    settled = [("instalment_today", "suppressed"), ("instalment_upcoming", "pending")]
+    await caravan.until(reminders, "instalment 1's reminder dropped", ready=settled.__eq__)
+    voided = PaymentVoided(order_id=order_id, loan_id=loan_id, amount_fen=4000)
+    await _publish(caravan, new_event(voided, source="caravan/payments"))
+    gone = [("instalment_today", "suppressed"), ("instalment_upcoming", "suppressed")]
+    await caravan.until(reminders, "both reminders dropped", ready=gone.__eq__)
+    assert not _sms(caravan, "sms.sent", order_id=order_id, purpose="instalment_today")
 
 
 async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(

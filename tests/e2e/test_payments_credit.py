@@ -428,6 +428,8 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
         (5_000, False),
         (4_000, True),
     ]
+    # Which instalments each paid off (their reminders still waiting are then not sent).
+    assert [e.data["settled_instalments"] for e in repaid] == [[], [1], [2, 3]]
     assert all(e.correlationid == done.data["order_id"] for e in repaid)
     assert (
         await caravan.scalar(

@@ -4,8 +4,8 @@ their current stage do not fill its page, so the ones after them are reached."""
 import asyncio
 from datetime import date, timedelta
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import db_roles, system
@@ -15,6 +15,24 @@ from shared.db.migrate import upgrade
 from tests.harness import scratch_database
 
 TODAY = date(2027, 3, 10)
+
+
+async def add_loan(conn: AsyncConnection, loan_id: str, due: date) -> None:
+    """An active loan of 1 yuan in one instalment, due on ``due``."""
+    await conn.execute(
+        insert(loans).values(
+            loan_id=loan_id,
+            order_id=f"order-{loan_id}",
+            buyer_id="buyer",
+            principal_fen=100,
+            outstanding_fen=100,
+            term_months=1,
+            status="active",
+        )
+    )
+    await conn.execute(
+        insert(instalments).values(loan_id=loan_id, number=1, due=due, amount_fen=100)
+    )
 
 
 async def test_a_page_of_instalments_already_reminded_does_not_hide_the_next(
@@ -36,23 +54,7 @@ async def test_a_page_of_instalments_already_reminded_does_not_hide_the_next(
             }
             async with engine.begin() as conn:
                 for loan_id, (days, reminded) in plan.items():
-                    await conn.execute(
-                        insert(loans).values(
-                            loan_id=loan_id,
-                            order_id=f"order-{loan_id}",
-                            buyer_id="buyer",
-                            principal_fen=100,
-                            outstanding_fen=100,
-                            term_months=1,
-                            status="active",
-                        )
-                    )
-                    due = TODAY + timedelta(days=days)
-                    await conn.execute(
-                        insert(instalments).values(
-                            loan_id=loan_id, number=1, due=due, amount_fen=100
-                        )
-                    )
+                    await add_loan(conn, loan_id, TODAY + timedelta(days=days))
                     if reminded is not None:
                         await conn.execute(
                             insert(instalment_reminders).values(
@@ -66,5 +68,37 @@ async def test_a_page_of_instalments_already_reminded_does_not_hide_the_next(
                 "reminded-before-it-was-overdue",
                 "not-reminded",
             ]
+        finally:
+            await engine.dispose()
+
+
+async def test_the_sweep_passes_over_an_instalment_a_repayment_is_paying(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A sweep reading an instalment while a repayment of it commits announced it after the
+    ``payment.repaid``: the buyer was reminded of what they had just paid. The sweep skips
+    what a repayment holds (the next one finds it paid, or not)."""
+    async with scratch_database(infrastructure.database_url, "caravan_reminders") as scratch_url:
+        url = db_roles.asyncpg_url(scratch_url)
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            folder = system.REPO_ROOT / "services" / "payments" / "migrations"
+            await asyncio.to_thread(upgrade, folder, url)
+            async with engine.begin() as conn:
+                for loan_id in ("being-repaid", "other"):
+                    await add_loan(conn, loan_id, TODAY)
+            async with engine.connect() as repaying, engine.connect() as sweep:
+                await repaying.execute(  # as lending.repay does, not committed yet
+                    update(instalments)
+                    .where(instalments.c.loan_id == "being-repaid")
+                    .values(paid_fen=100)
+                )
+                page = (await sweep.execute(due_instalments(TODAY, 3, limit=10))).all()
+                assert [row.loan_id for row in page] == ["other"]
+                await sweep.rollback()
+                await repaying.commit()
+            async with engine.connect() as conn:
+                page = (await conn.execute(due_instalments(TODAY, 3, limit=10))).all()
+            assert [row.loan_id for row in page] == ["other"]  # paid: not reminded of
         finally:
             await engine.dispose()

@@ -69,7 +69,8 @@ sms = Table(
     Column("encoding", String(8), nullable=False),
     Column("segments", Integer, nullable=False),
     Column("order_id", String(36), nullable=True),
-    # pending | sending | sent | delivered | failed | suppressed (opted out)
+    # pending | sending | sent | delivered | failed | suppressed (opted out; a reminder of an
+    # instalment repaid, or a loan voided, before it was sent)
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

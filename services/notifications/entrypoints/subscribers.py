@@ -35,7 +35,11 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
         ),
         Subscription(
             Topic.PAYMENT_EVENTS,
-            {EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet)},
+            {
+                EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet),
+                EventType.PAYMENT_REPAID: handlers.on_instalments_settled,
+                EventType.PAYMENT_VOIDED: handlers.on_instalments_settled,
+            },
         ),
     ]
 

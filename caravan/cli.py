@@ -24,10 +24,11 @@ from caravan.admin_api import call
 from caravan.demo import cannot_drive, run_demo, run_platform_demo
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
-from caravan.output import console
+from caravan.output import OperatorError, console, err_console
 from caravan.seeding import load
 from services.inventory.handlers import DanglingSeed
 from shared import days
+from shared.db.engine import missing_relation
 from shared.http import field_errors
 from shared.messaging.admin import TopicsNotCreated
 from shared.seed import SeedFile
@@ -43,13 +44,16 @@ DEMO_SEED = system.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
 
 
 def main() -> None:
-    """The ``caravan`` command. A part of the system that a command cannot reach (Kafka,
-    PostgreSQL, a service's HTTP API, at the addresses the environment names) is said in
-    one line, exit 2, rather than in a traceback."""
+    """The ``caravan`` command. What stops a command for a cause the operator is to see to
+    is said in one line on stderr rather than in a traceback: an :class:`OperatorError`
+    (its exit code), and a part of the system that the command cannot reach (Kafka,
+    PostgreSQL, a service's HTTP API, at the addresses the environment names; exit 2)."""
     if sys.argv[1:2] != ["up"]:  # up starts its own (a stale file must not steer it)
         system.use_running_system()
     try:
         app()
+    except OperatorError as exc:
+        _fail(str(exc), exc.exit_code)
     except KafkaConnectionError as exc:
         _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
     except httpx.TransportError as exc:
@@ -59,20 +63,28 @@ def main() -> None:
 
 
 def _unreachable(what: str, exc: Exception) -> NoReturn:
-    console.print(
-        Text.assemble((f"cannot reach {what}", "red"), f": {exc}. Is the system up (`caravan up`)?")
-    )
-    raise SystemExit(2)
+    _fail(f"cannot reach {what}: {exc}. Is the system up (`caravan up`)?", 2)
+
+
+def _fail(said: str, exit_code: int) -> NoReturn:
+    err_console.print(said, style="red")
+    raise SystemExit(exit_code)
+
+
+def _read(path: Path) -> bytes:
+    """What the file a command was given holds, or a usage error naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(f"{path} does not exist") from exc
+    except OSError as exc:  # a folder, a file we may not read
+        raise typer.BadParameter(f"{path} cannot be read: {exc.strerror or exc}") from exc
 
 
 def _seed_file(path: Path | None) -> SeedFile:
     chosen = path or DEMO_SEED
-    if not chosen.exists():
-        raise typer.BadParameter(f"{chosen} does not exist")
     try:
-        return SeedFile.load(chosen)
-    except OSError as exc:  # a folder, a file we may not read
-        raise typer.BadParameter(f"{chosen} cannot be read: {exc.strerror or exc}") from exc
+        return SeedFile.model_validate_json(_read(chosen))
     except ValidationError as exc:
         errors = field_errors(exc, whole="file")
         said = "\n".join(f"  {e['field']}: {e['message']}" for e in errors)
@@ -98,6 +110,12 @@ def _load(database_url: str, data: SeedFile) -> list[str]:
         return asyncio.run(load(database_url, data))
     except DanglingSeed as exc:
         raise typer.BadParameter(f"nothing seeded: {exc}") from exc
+    except sa_exc.ProgrammingError as exc:
+        missing = missing_relation(exc)
+        if missing is None:
+            raise
+        said = f"the database is not migrated ({missing}): run `caravan prepare`"
+        raise OperatorError(said + " (or `caravan up`) first", exit_code=2) from exc
 
 
 def _database_url() -> str:
@@ -593,13 +611,13 @@ def dlq_redrive(
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the
     consumer group that dead-lettered it. A letter redriven before is left out (--again)."""
+    value = _read(value_file) if value_file else None
     letters = _letters(topic, error, since, ref or None)
     missing = sorted(set(ref or ()) - {d.ref for d in letters})
     if not letters or missing:
         raise typer.BadParameter(
             f"no dead letter {', '.join(missing)}" if missing else "no dead letter matches"
         )
-    value = value_file.read_bytes() if value_file else None
     verb = "would redrive" if dry_run else "redriven"
     try:
         done = asyncio.run(

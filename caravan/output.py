@@ -1,5 +1,5 @@
 """How the ``caravan`` commands print: one console (and ``err_console``, its stderr twin),
-and tables that never cut a cell short.
+tables that never cut a cell short, and :class:`OperatorError`, a failure said in one line.
 
 Rich shortens a cell that does not fit the terminal to "…", which in an 80-column terminal
 turned ``SWN-PEPPER-CAYENNE-1KG`` and ``SWN-PEPPER-POWDER-250G`` into the same ``SWN-PE…``
@@ -24,8 +24,22 @@ from rich.table import Column, Table
 
 console = Console(soft_wrap=True, markup=False)
 err_console = Console(stderr=True, soft_wrap=True, markup=False)
-"""For what a command says about its output when stdout is the output itself, to be captured
-whole (``TOKEN=$(caravan tokens issue ...)``)."""
+"""For what is not a command's output: what it says about its output when stdout is the
+output itself, to be captured whole (``TOKEN=$(caravan tokens issue ...)``), and the failures
+``main()`` says (:class:`OperatorError`, a part of the system it cannot reach)."""
+
+
+class OperatorError(Exception):
+    """A failure whose cause is known and is the operator's to see to (a tool not installed,
+    a service that keeps exiting, a database never migrated, a refusal): ``caravan``'s
+    ``main()`` says it in one line on stderr and exits ``exit_code``, not with a traceback,
+    which would bury the one line that matters. Raised where the cause is known; anything
+    else keeps its traceback, since that is a bug to see."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 FOLDED_WIDTH = 4
 """The least a column that may fold is given before a table is printed wider instead."""

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from caravan import db_roles, kafka_acls
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.infra.postgres import LocalPostgres
+from caravan.output import OperatorError
 from services import SERVICES as SERVICES  # re-exported: the launcher's list
 from shared.db.migrate import upgrade
 from shared.messaging.admin import ensure_topics
@@ -341,10 +342,11 @@ async def prepare(
     if settings.environment == "production":
         weak = [name for name, url in urls.items() if is_dev_secret(_password(url))]
         if weak:
-            raise ValueError(
+            raise OperatorError(
                 "refusing development database passwords in production for: "
                 + ", ".join(weak)
-                + " (set CARAVAN_DATABASE_URL_<SERVICE>)"
+                + " (set CARAVAN_DATABASE_URL_<SERVICE>)",
+                exit_code=2,
             )
     rf = await ensure_topics(bootstrap, partitions, rf, settings=settings)
     if settings.kafka_security_protocol.startswith("SASL"):
@@ -455,7 +457,7 @@ class ServiceProcesses:
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(
+                raise OperatorError(
                     f"service {name} exited with {proc.returncode}; see {self.log_dir / name}.log"
                 )
 
@@ -464,7 +466,7 @@ class ServiceProcesses:
         a service that ``caravan pause`` paused (a consumer group is rewound only while none
         of its members runs), start again those no longer paused, and start again a process
         that exited by itself, unless it exited :data:`MAX_EXITS` times within a minute
-        (then :class:`RuntimeError`: it would only exit again). What it did, a line each."""
+        (then :class:`OperatorError`: it would only exit again). What it did, a line each."""
         now = time.monotonic() if now is None else now
         said = []
         for key, proc in list(self.procs.items()):
@@ -477,7 +479,7 @@ class ServiceProcesses:
                 self.exits[key] = exits
                 log = self.log_dir / f"{key}.log"
                 if len(exits) >= MAX_EXITS:
-                    raise RuntimeError(
+                    raise OperatorError(
                         f"service {key} exited {len(exits)} times within a minute (the last "
                         f"with {proc.returncode}); see {log}"
                     )

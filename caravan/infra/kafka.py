@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from caravan.output import OperatorError
 from shared.kafka_security import client_kwargs
 from shared.settings import Settings
 
@@ -67,7 +68,7 @@ def ensure_jars(repo_root: Path) -> Path:
             return libs
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars")
+            raise OperatorError("Maven (mvn) is needed once to fetch the Kafka jars")
         # Download next to the final folder and rename, so that an interrupted
         # download never looks complete.
         partial = libs.with_name("libs.partial")
@@ -412,7 +413,7 @@ class LocalKafka:
         java_home = os.environ.get("JAVA_HOME")
         java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
         if java is None:
-            raise RuntimeError("a Java 17+ runtime (java) is needed to run Kafka")
+            raise OperatorError("a Java 17+ runtime (java) is needed to run Kafka")
         log_config = self.repo_root / "infra" / "kafka" / "log4j2.properties"
         heap_opts = [f"-Xmx{heap[0]}", f"-Xms{heap[1]}"] if heap else []
         return [

@@ -38,6 +38,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from caravan.output import OperatorError
+
 HOST = "127.0.0.1"
 ROLE = "caravan"
 PASSWORD = "caravan"
@@ -82,17 +84,21 @@ SELECT 'CREATE DATABASE {DATABASE} OWNER {ROLE}'
 """
 
 
+PACKAGED = Path("/usr/lib/postgresql")
+"""Where Debian's and Ubuntu's packages put each version's server binaries (not on PATH)."""
+
+
 def _bin_dir() -> Path:
     """Folder of the PostgreSQL server binaries (``initdb``, ``pg_ctl``, ...)."""
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent  # /usr/local/bin/pg_ctl may be a symlink
     versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        PACKAGED.glob("*/bin/pg_ctl"),
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
     )
     if not versions:
-        raise RuntimeError("PostgreSQL server binaries (pg_ctl, initdb) are not installed")
+        raise OperatorError("PostgreSQL server binaries (pg_ctl, initdb) are not installed")
     return versions[-1].parent
 
 

@@ -92,6 +92,12 @@ def bad_value(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
 
 
+def missing_relation(exc: BaseException) -> BaseException | None:
+    """The error of a table that does not exist, if that is what ``exc`` is (or wraps): in a
+    database whose schemas were never migrated."""
+    return next((e for e in _chain(exc) if isinstance(e, asyncpg.UndefinedTableError)), None)
+
+
 def _transient_sqlstate(exc: BaseException) -> bool:
     for error in _chain(exc):
         state = getattr(error, "sqlstate", None)
@@ -136,4 +142,4 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
         logger.error("%s", what, exc_info=exc)
 
 
-__all__ = ["AsyncSession", "Database", "bad_value", "is_transient", "log_retry"]
+__all__ = ["AsyncSession", "Database", "bad_value", "is_transient", "log_retry", "missing_relation"]

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from caravan import db_roles, kafka_acls, system
 from caravan.kafka_acls import Operation, Resource
+from caravan.output import OperatorError
 from shared.kafka_security import broker_security, client_kwargs
 from shared.settings import Settings, service_settings
 
@@ -206,13 +207,13 @@ async def test_prepare_refuses_development_role_passwords_in_production(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = Settings(environment="production", DATABASE_URL=REAL_DB)
-    with pytest.raises(ValueError, match="orders, inventory, payments, notifications"):
+    with pytest.raises(OperatorError, match="orders, inventory, payments, notifications"):
         await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)  # before connecting
     for name in system.SERVICES:
         url = f"postgresql://caravan_{name}:{name}-real-secret@db.internal:5432/caravan"
         monkeypatch.setenv(f"CARAVAN_DATABASE_URL_{name.upper()}", url)
     monkeypatch.setenv("CARAVAN_DATABASE_URL_PAYMENTS", REAL_DB.replace("Xy7", "caravan-dev-x"))
-    with pytest.raises(ValueError, match="for: payments "):
+    with pytest.raises(OperatorError, match="for: payments "):
         await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)
 
 

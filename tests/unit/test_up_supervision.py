@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import cli, system
+from caravan.output import OperatorError
 
 
 class Exited:
@@ -42,7 +43,7 @@ def test_a_service_that_keeps_exiting_stops_caravan_up_instead_of_starting_for_e
     for second in range(system.MAX_EXITS - 1):
         said = procs.supervise(set(), now=100.0 + second)
         assert len(said) == 1 and said[0].startswith("service orders exited with")
-    with pytest.raises(RuntimeError, match="orders exited 5 times within a minute"):
+    with pytest.raises(OperatorError, match="orders exited 5 times within a minute"):
         procs.supervise(set(), now=104.0)
     assert started == [("orders",)] * (system.MAX_EXITS - 1)
     procs.exits["orders"] = [0.0] * 10  # long ago: counted no more

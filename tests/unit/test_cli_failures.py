@@ -1,0 +1,208 @@
+"""A ``caravan`` command stopped by something the operator can act on (a tool not installed, a
+service that keeps exiting, a file that cannot be read, a database never migrated, a
+refusal) says so in one line on stderr and exits non-zero, as an unreachable Kafka or
+PostgreSQL does (test_cli_unreachable.py), instead of printing a traceback. Run through
+``main()``, with the parts that would start or reach anything faked."""
+
+import functools
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from caravan import cli, system, tokens_cli
+from caravan.infra import kafka, postgres
+from caravan.ops import dlq as ops_dlq
+
+Caravan = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def caravan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> Caravan:
+    """``caravan ARGS`` through ``main()``: its exit code, stdout and stderr. What ``caravan
+    up`` keeps in the checkout's ``.cache`` (its lock, pids, pauses) is under ``tmp_path``, and
+    it leaves this process's signal handlers alone."""
+    monkeypatch.setattr(system, "use_running_system", lambda: None)
+    monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
+    monkeypatch.setattr(system, "UP_ENV", tmp_path / "cache" / "up.env.json")
+    monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
+    monkeypatch.setattr(system, "stop_on_signals", lambda: None)
+    monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JAVA_HOME", "CARAVAN_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["caravan", *args])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        said = capsys.readouterr()
+        code = exited.value.code
+        return code if isinstance(code, int) else 1, said.out, said.err
+
+    return run
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(
+    ("missing", "said"),
+    [
+        ("mvn", "Maven (mvn) is needed once to fetch the Kafka jars"),
+        ("java", "a Java 17+ runtime (java) is needed to run Kafka"),
+        ("pg_ctl", "PostgreSQL server binaries (pg_ctl, initdb) are not installed"),
+    ],
+)
+def test_caravan_up_on_a_machine_without_a_tool_names_it(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    missing: str,
+    said: str,
+) -> None:
+    which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name in (missing, "docker") else which(name)
+    )
+    monkeypatch.setattr(postgres, "PACKAGED", tmp_path / "no-packages")
+    repo = tmp_path / "repo"  # a checkout whose jars were fetched, but for the mvn case
+    (repo / "infra" / "kafka").mkdir(parents=True)
+    pom = system.REPO_ROOT / "infra" / "kafka" / "pom.xml"
+    (repo / "infra" / "kafka" / "pom.xml").write_text(pom.read_text())
+    if missing != "mvn":
+        libs = repo / ".cache" / "kafka" / "libs"
+        libs.mkdir(parents=True)
+        (libs / f"kafka_2.13-{kafka._kafka_version(repo)}.jar").touch()
+    if missing == "pg_ctl":
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    monkeypatch.setattr(system, "LocalKafka", functools.partial(kafka.LocalKafka, repo_root=repo))
+    monkeypatch.setattr(system, "LocalPostgres", _NoServiceUser)
+    start = functools.partial(system.start_infrastructure, tmp_path / "infra")
+    monkeypatch.setattr(system, "start_infrastructure", start)
+
+    code, _, err = caravan("up")
+    assert (code, one_line(err)) == (1, said)
+
+
+class _NoServiceUser(postgres.LocalPostgres):
+    """The local cluster, its files written as this user (no chown to the postgres user)."""
+
+    def __init__(self, base_dir: Path, port: int = 15432) -> None:
+        super().__init__(base_dir, port)
+        self._as_service_user = False
+
+
+class _Exited:
+    """A service process that has exited with 1."""
+
+    pid = 0  # no such process: recorded without a command line
+    returncode = 1
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+    terminate = kill = send_signal = lambda self, *args: None
+
+
+@pytest.mark.parametrize("when", ["while starting", "for good"])
+def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stopping_everything(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    stopped: list[str] = []
+
+    def start_infrastructure(**kwargs: object) -> system.Infrastructure:
+        infra = system.Infrastructure("127.0.0.1:1", "postgresql://a@127.0.0.1:1/c", "-", "-")
+        infra.stoppers.append(lambda: stopped.append("brokers"))
+        return infra
+
+    async def prepare(*args: object, **kwargs: object) -> int:
+        return 1
+
+    def start(
+        procs: system.ServiceProcesses, names: tuple[str, ...] = system.SERVICES, instance: int = 1
+    ) -> None:
+        procs.procs.update({name: _Exited() for name in names})  # type: ignore[misc]
+
+    real_stop = system.ServiceProcesses.stop
+
+    def stop(procs: system.ServiceProcesses, names: list[str] | None = None) -> None:
+        stopped.extend(procs.procs if names is None else names)
+        real_stop(procs, names, timeout=0.1)
+
+    monkeypatch.setattr(system, "start_infrastructure", start_infrastructure)
+    monkeypatch.setattr(system, "prepare", prepare)
+    monkeypatch.setattr(tokens_cli, "dev_token", lambda url: ("cvn_" + "x" * 43, False))
+    monkeypatch.setattr(system.ServiceProcesses, "start", start)
+    monkeypatch.setattr(system.ServiceProcesses, "stop", stop)
+    if when == "for good":  # they answered once, then kept exiting
+        monkeypatch.setattr(system, "wait_ready", lambda procs: None)
+        monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: _Exited())  # the page
+        monkeypatch.setattr(time, "sleep", lambda seconds: None)
+
+    code, out, err = caravan("up")
+    said = {
+        "while starting": "service orders exited with 1; see ",
+        "for good": "service orders exited 5 times within a minute (the last with 1); see ",
+    }[when]
+    assert code == 1 and one_line(err).startswith(said), err
+    assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
+
+
+def test_a_value_file_that_cannot_be_read_is_a_usage_error_before_anything_is_read(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    read: list[str] = []
+
+    async def letters(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        read.append(bootstrap)
+        return []
+
+    monkeypatch.setattr(ops_dlq, "read", letters)
+    monkeypatch.setenv("COLUMNS", "300")  # the usage error's box: the path on one line
+    for value_file in (tmp_path / "missing.json", tmp_path):  # no file; a folder
+        code, _, err = caravan("dlq", "redrive", "--value-file", str(value_file))
+        assert code == 2 and str(value_file) in err and "Traceback" not in err, err
+    assert read == []
+
+
+def test_seeding_a_database_never_migrated_says_to_prepare_it_first(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def load(database_url: str, seed: object) -> list[str]:
+        missing = asyncpg.exceptions.UndefinedTableError(
+            'relation "inventory.sellers" does not exist'
+        )
+        raise sa_exc.ProgrammingError("SELECT ... FROM inventory.sellers", None, missing)
+
+    monkeypatch.setattr(cli, "load", load)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
+    seed = tmp_path / "seed.json"
+    seed.write_text("{}")
+    code, _, err = caravan("seed", str(seed))
+    said = one_line(err)
+    assert code == 2 and "run `caravan prepare` (or `caravan up`) first" in said, said
+    assert 'relation "inventory.sellers" does not exist' in said
+
+
+def test_prepare_refusing_development_passwords_in_production_is_one_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:Xy7-real-secret@127.0.0.1:1/caravan")
+    code, _, err = caravan("prepare")  # refused before connecting to anything
+    said = one_line(err)
+    assert code == 2 and said.startswith("refusing development database passwords"), said

@@ -504,6 +504,7 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     assert isinstance(d, PaymentRepaid | PaymentVoided)
     if d.loan_id is None:
         return  # a prepaid payment voided: no loan, no reminders
+    await tx.flush()  # the reminders queued earlier in the batch (written at commit)
     if isinstance(d, PaymentVoided) or d.fully_repaid:
         keys = [f"instalment:{d.loan_id}:"]
     else:

@@ -331,21 +331,6 @@ async def _wait_sql(caravan: System, query: str, timeout: float = 30.0, **params
     )
 
 
-def _reminder(order_id: str, stage: str) -> CloudEvent:
-    data = InstalmentDue.model_validate(
-        {
-            "order_id": order_id,
-            "loan_id": f"loan-{order_id}",
-            "buyer_id": "t-rich",
-            "number": 1,
-            "due": str(days.today() + timedelta(days=3 if stage == "upcoming" else 0)),
-            "amount_fen": 4000,
-            "stage": stage,
-        }
-    )
-    return new_event(data, source="caravan/payments", correlation_id=order_id)
-
-
 async def _publish(caravan: System, event: CloudEvent) -> None:
     key = str(event.data["order_id"]).encode()
     await caravan.publish_raw(Topic.PAYMENT_EVENTS.value, event.to_json(), key=key)
@@ -361,11 +346,11 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
     # Order outcomes ignore quiet hours: it is quiet in Shanghai now, and the buyer is told.
     await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=in_china, to=shanghai))
     for order_id in (in_china, in_uk):
-        upcoming = _reminder(order_id, "upcoming")
+        upcoming = _due(order_id, 1, "upcoming")
         await _publish(caravan, upcoming)
         await _publish(caravan, upcoming)  # redelivered
-        await _publish(caravan, _reminder(order_id, "upcoming"))  # announced again
-        await _publish(caravan, _reminder(order_id, "today"))
+        await _publish(caravan, _due(order_id, 1, "upcoming"))  # announced again
+        await _publish(caravan, _due(order_id, 1, "today"))
     # London is not in quiet hours (UTC): both reminders go out, once each.
     sent = await caravan.wait_for(
         lambda: _sms(caravan, "sms.sent", order_id=in_uk, purpose="instalment_today")
@@ -403,22 +388,13 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
     repays meanwhile was still told at 8 that the instalment was due. Instalment 1 repaid:
     its reminder is not sent, the one of instalment 2 still waits; the loan voided: neither."""
     shanghai = _phone()
-    order_id = await _order(caravan, shanghai, "zh-CN")
-    loan_id = f"loan-{order_id}"
+    order_id, later = await asyncio.gather(
+        _order(caravan, shanghai, "zh-CN"), _order(caravan, _phone(), "zh-CN")
+    )
     for number, stage in ((1, "today"), (2, "upcoming")):
-        due = days.today() + timedelta(days=0 if stage == "today" else 3)
-        data = InstalmentDue(
-            order_id=order_id,
-            loan_id=loan_id,
-            buyer_id="t-rich",
-            number=number,
-            due=due,
-            amount_fen=4000,
-            stage=stage,
-        )
-        await _publish(caravan, new_event(data, source="caravan/payments"))
+        await _publish(caravan, _due(order_id, number, stage))
 
-    async def reminders() -> list[tuple[str, str]]:
+    async def reminders(order_id: str) -> list[tuple[str, str]]:
         rows = await caravan.sql(
             "select purpose, status from notifications.sms where order_id = :o"
             " and purpose like 'instalment%' order by purpose",
@@ -427,28 +403,66 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
         return [(r.purpose, r.status) for r in rows]
 
     waiting = [("instalment_today", "pending"), ("instalment_upcoming", "pending")]
-    assert await caravan.until(reminders, "both queued", ready=lambda r: len(r) == 2) == waiting
-    repaid = PaymentRepaid(
+    found = await caravan.until(
+        lambda: reminders(order_id), "both queued", ready=lambda r: len(r) == 2
+    )
+    assert found == waiting
+    await _publish(caravan, _repaid(order_id, [1]))
+    settled = [("instalment_today", "suppressed"), ("instalment_upcoming", "pending")]
+    await caravan.until(
+        lambda: reminders(order_id), "instalment 1's reminder dropped", ready=settled.__eq__
+    )
+    voided = PaymentVoided(order_id=order_id, loan_id=f"loan-{order_id}", amount_fen=4000)
+    await _publish(caravan, new_event(voided, source="caravan/payments"))
+    gone = [("instalment_today", "suppressed"), ("instalment_upcoming", "suppressed")]
+    await caravan.until(lambda: reminders(order_id), "both dropped", ready=gone.__eq__)
+    assert not _sms(caravan, "sms.sent", order_id=order_id, purpose="instalment_today")
+
+    # The announcement and the repayment in one batch (notifications was away): the reminder
+    # is queued when the batch commits, and the repayment must still find it.
+    await asyncio.to_thread(caravan.procs.stop, caravan.procs.hosts(("notifications",)))
+    try:
+        await _publish(caravan, _due(later, 1, "today"))
+        await _publish(caravan, _repaid(later, [1]))
+    finally:
+        await caravan.restart(("notifications",), **ENV)  # this module's settings
+    dropped = [("instalment_today", "suppressed")]
+    await caravan.until(lambda: reminders(later), "its reminder dropped", ready=dropped.__eq__)
+
+
+def _due(order_id: str, number: int, stage: str) -> CloudEvent:
+    """``payment.instalment_due`` of the loan ``loan-<order_id>``."""
+    due = days.today() + timedelta(days=0 if stage == "today" else 3)
+    data = InstalmentDue.model_validate(
+        {
+            "order_id": order_id,
+            "loan_id": f"loan-{order_id}",
+            "buyer_id": "t-rich",
+            "number": number,
+            "due": str(due),
+            "amount_fen": 4000,
+            "stage": stage,
+        }
+    )
+    return new_event(data, source="caravan/payments")
+
+
+def _repaid(order_id: str, settled: list[int]) -> CloudEvent:
+    """``payment.repaid`` of the loan ``loan-<order_id>``, paying off ``settled``."""
+    data = PaymentRepaid(
         order_id=order_id,
-        loan_id=loan_id,
+        loan_id=f"loan-{order_id}",
         buyer_id="t-rich",
-        repayment_id="r-1",
+        repayment_id=f"r-{settled}",
         amount_fen=4000,
         principal_fen=4000,
         interest_fen=0,
         outstanding_fen=4000,
         remaining_fen=4000,
         fully_repaid=False,
-        settled_instalments=[1],
+        settled_instalments=settled,
     )
-    await _publish(caravan, new_event(repaid, source="caravan/payments"))
-    settled = [("instalment_today", "suppressed"), ("instalment_upcoming", "pending")]
-    await caravan.until(reminders, "instalment 1's reminder dropped", ready=settled.__eq__)
-    voided = PaymentVoided(order_id=order_id, loan_id=loan_id, amount_fen=4000)
-    await _publish(caravan, new_event(voided, source="caravan/payments"))
-    gone = [("instalment_today", "suppressed"), ("instalment_upcoming", "suppressed")]
-    await caravan.until(reminders, "both reminders dropped", ready=gone.__eq__)
-    assert not _sms(caravan, "sms.sent", order_id=order_id, purpose="instalment_today")
+    return new_event(data, source="caravan/payments")
 
 
 async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(

@@ -74,18 +74,53 @@ def require(*scopes: str) -> Any:
     """The dependency of every route but ``/healthz``: a valid token carrying one of
     ``scopes`` (``Authorization: Bearer``, or the ops page's cookie). Missing, unknown or
     revoked: 401; no such scope: 403; too many failures from the address: 429. It runs
-    before the body is parsed and the route acts, so a refused call changes nothing.
+    before the route acts, so a refused call changes nothing; a body that cannot be read is
+    answered by it first too (:func:`refusal_first`).
     Use it as ``dependencies=[require(...)]`` or as a ``Principal`` parameter."""
     unknown = set(scopes) - SCOPES.keys()
     assert scopes and not unknown, f"unknown scope(s) {unknown}"
 
     async def authorize(request: Request, credentials: Credentials) -> Principal:
-        token = credentials.credentials if credentials is not None else None
-        if token is None and getattr(request.app.state, "token_cookie", False):
-            token = request.cookies.get(COOKIE)
-        return await authorize_token(request, token, scopes)
+        return await authorize_token(request, _token(request, credentials), scopes)
 
+    authorize.scopes = scopes  # type: ignore[attr-defined]  # read by refusal_first
     return Depends(authorize)
+
+
+def _token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    token = credentials.credentials if credentials is not None else None
+    if token is None and getattr(request.app.state, "token_cookie", False):
+        token = request.cookies.get(COOKIE)
+    return token
+
+
+async def refusal_first(request: Request) -> JSONResponse | None:
+    """The answer of the route's token check (:func:`require`: 401, 403, 429), or None if it
+    lets the call through, for a request whose body could not be read: FastAPI reads the
+    body before it runs the dependencies, so a call without a token and with a broken body
+    was answered 422, naming the schema's fields to anyone, where the contract says 401."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    calls = [d.call for d in dependant.dependencies] if dependant is not None else []
+    scopes = next((c.scopes for c in calls if hasattr(c, "scopes")), None)
+    if scopes is None:
+        return None
+    try:
+        await authorize_token(request, _token(request, await _SCHEME(request)), scopes)
+    except StarletteHTTPException as exc:
+        return http_problem(exc)
+    return None
+
+
+def http_problem(exc: StarletteHTTPException) -> JSONResponse:
+    """An HTTP exception as a problem body, with its headers."""
+    title = _TITLES.get(exc.status_code)
+    response = (
+        problem(exc.status_code, title, str(exc.detail))
+        if title
+        else problem(exc.status_code, str(exc.detail))
+    )
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def bearer_headers(token: str | None) -> dict[str, str]:
@@ -216,19 +251,12 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return invalid(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await refusal_first(request) or invalid(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = _TITLES.get(exc.status_code)
-        response = (
-            problem(exc.status_code, title, str(exc.detail))
-            if title
-            else problem(exc.status_code, str(exc.detail))
-        )
-        response.headers.update(exc.headers or {})
-        return response
+        return http_problem(exc)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

@@ -304,6 +304,17 @@ async def test_every_protected_endpoint_refuses_bad_tokens_and_changes_nothing(
                 assert got.headers["content-type"].startswith("application/problem+json"), key
                 if status == 401:
                     assert got.headers["www-authenticate"].startswith("Bearer"), key
+            if body is not None:  # a body that is not JSON, and no token: 401 (it was 422)
+                got = await client.request(
+                    method,
+                    path,
+                    content=b'{"broken":',
+                    headers={
+                        "Idempotency-Key": world.order_ref,
+                        "Content-Type": "application/json",
+                    },
+                )
+                assert got.status_code == 401, (key, "broken body", got.text)
     await asyncio.sleep(0.5)  # anything a refused call had set going would show by now
     assert await world.state(caravan) == before
 

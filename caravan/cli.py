@@ -272,12 +272,10 @@ def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str
         if bool(hosting) == running:
             return hosting
         if time.monotonic() > deadline:
-            console.print(
+            raise OperatorError(
                 f"caravan up did not {'start' if running else 'stop'} {service} within "
-                f"{timeout:.0f}s; see {system.CACHE / 'logs'}",
-                style="red",
+                f"{timeout:.0f}s; see {system.CACHE / 'logs'}"
             )
-            raise typer.Exit(1)
         time.sleep(0.2)
 
 
@@ -285,8 +283,7 @@ def _service(name: str) -> str:
     if name not in system.SERVICES:
         raise typer.BadParameter(f"{name!r} is none of {', '.join(system.SERVICES)}")
     if not system.running_up():
-        console.print("no `caravan up` runs from this checkout", style="red")
-        raise typer.Exit(1)
+        raise OperatorError("no `caravan up` runs from this checkout")
     return name
 
 
@@ -519,9 +516,10 @@ def dashboard(
 
     settings = Settings()
     if settings.api_token() is None:  # every call refused, each counted against the address
-        said = ": set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
-        console.print(Text.assemble(("no API token", "red"), said))
-        raise typer.Exit(2)
+        said = (
+            "no API token: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
+        )
+        raise OperatorError(said, exit_code=2)
     board = Dashboard(settings, stuck_after=stuck_after)
     uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_level="warning")
 

@@ -2,6 +2,7 @@
 than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
 
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from typer.testing import CliRunner
 
-from caravan import cli
+from caravan import cli, system
 from caravan.ops.dashboard import Dashboard, Snapshot
 from shared.messaging import kafka_admin
 from shared.settings import Settings
@@ -165,15 +165,17 @@ async def test_a_service_that_refuses_the_token_is_not_asked_again_with_it(
 
 
 def test_the_page_does_not_start_without_a_token(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     served: list[Any] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **how: served.append(app))
     monkeypatch.delenv("CARAVAN_TOKEN", raising=False)
     monkeypatch.setenv("CARAVAN_TOKEN_FILE", str(tmp_path / "no-token"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")  # not used
-    done = CliRunner().invoke(cli.app, ["dashboard"], env={"COLUMNS": "200"})
-    assert (done.exit_code, served) == (2, []), done.output
-    assert (
-        done.output.startswith("no API token: set CARAVAN_TOKEN") and done.output.count("\n") == 1
-    )
+    monkeypatch.setattr(system, "use_running_system", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["caravan", "dashboard"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    said = capsys.readouterr().err
+    assert (done.value.code, served) == (2, []), said
+    assert said.startswith("no API token: set CARAVAN_TOKEN") and said.count("\n") == 1

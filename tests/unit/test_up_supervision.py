@@ -91,15 +91,24 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
 
 
 def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(system, "PAUSED", tmp_path / "paused")
-    runner = CliRunner()
-    done = runner.invoke(cli.app, ["pause", "shipping"])
-    assert done.exit_code == 2 and "none of orders" in done.output
+    monkeypatch.setattr(system, "use_running_system", lambda: None)
+
+    def caravan(*args: str) -> tuple[object, str]:
+        """``caravan ARGS`` through ``main()``: its exit code and what it said."""
+        monkeypatch.setattr(sys, "argv", ["caravan", *args])
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        said = capsys.readouterr()
+        return done.value.code, said.out + said.err
+
+    code, said = caravan("pause", "shipping")
+    assert code == 2 and "none of orders" in said
     monkeypatch.setattr(system, "running_up", lambda: False)
-    done = runner.invoke(cli.app, ["pause", "orders"])
-    assert done.exit_code == 1 and "no `caravan up` runs" in done.output
+    code, said = caravan("pause", "orders")
+    assert code == 1 and "no `caravan up` runs" in said
     assert system.paused() == set()
 
 

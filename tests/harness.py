@@ -415,6 +415,22 @@ def ref(prefix: str = "T") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def raw_event(
+    event_type: str, data: Any = None, *, source: str = "storefront/test"
+) -> dict[str, Any]:
+    """A CloudEvent as a plain mapping, with a fresh id, to be changed and sent as it is
+    (what a model would refuse to build: invalid data, an unknown type). ``data`` None:
+    the envelope has none."""
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": event_type,
+        "time": "2026-11-30T08:00:00Z",
+    }
+    return event if data is None else {**event, "data": data}
+
+
 def other_database(url: str, database: str) -> str:
     """``url`` naming ``database`` on the same server (a socket folder in its query stays)."""
     return make_url(url).set(database=database).render_as_string(hide_password=False)

@@ -93,25 +93,39 @@ def load_record(value: bytes | None) -> dict[str, Any]:
 def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:
     """:func:`load_record`'s object validated as a CloudEvent of one of ``topic``'s types
     (the second half of :func:`parse_record`)."""
+    data_error: ValidationError | None = None
     try:
         envelope = CloudEvent.model_validate(raw)
     except ValidationError as exc:
-        raise PoisonRecord("not_cloudevent", _summary(exc)) from exc
+        if any(err["loc"][:1] != ("data",) for err in exc.errors()):
+            raise PoisonRecord("not_cloudevent", _summary(exc)) from exc
+        # A sound envelope whose data is missing or no object (a JSON string is a common
+        # mistake of a client library): invalid data of its type, answered as such (an
+        # order.requested gets its order.rejected), not an unreadable record.
+        envelope = CloudEvent.model_validate({**raw, "data": {}})
+        data_error = exc
     model = REGISTRY.get(topic, {}).get(envelope.type)
     if model is None:
         raise PoisonRecord(
             "unknown_type", f"{envelope.type!r} is not an event of {topic}", envelope
         )
+    if data_error is not None:
+        raise _invalid_data(data_error, envelope) from data_error
     try:
         data = model.model_validate(envelope.data)
     except ValidationError as exc:
-        poison = PoisonRecord("invalid_data", _summary(exc), envelope)
-        poison.errors = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "data", "message": err["msg"]}
-            for err in exc.errors()
-        ]
-        raise poison from exc
+        raise _invalid_data(exc, envelope) from exc
     return Parsed(envelope=envelope, data=data)
+
+
+def _invalid_data(exc: ValidationError, envelope: CloudEvent) -> PoisonRecord:
+    """``invalid_data`` poison listing every field the validation refused."""
+    poison = PoisonRecord("invalid_data", _summary(exc), envelope)
+    poison.errors = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "data", "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    return poison
 
 
 def _summary(exc: ValidationError) -> str:

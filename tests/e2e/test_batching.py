@@ -3,7 +3,6 @@ is handled in few transactions, and poison records, invalid data and duplicates 
 batch end exactly as they do when records come one at a time."""
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,7 +13,7 @@ from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
 from shared.messaging.consumer import dead_letter_key
 from shared.topics import Topic
-from tests.harness import System, ref
+from tests.harness import System, raw_event, ref
 
 SOURCE = "storefront/batch"
 
@@ -75,19 +74,16 @@ async def test_poison_invalid_and_duplicate_records_in_a_batch(caravan: System) 
     first, second, third = (new_event(order(ref("MIXED")), source=SOURCE) for _ in range(3))
     invalid_ref = ref("MIXED-BAD")
     invalid = orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": SOURCE,
-            "type": "order.requested",
-            "time": "2026-11-30T08:00:00Z",
-            "data": {
+        raw_event(
+            "order.requested",
+            {
                 "order_ref": invalid_ref,
                 "buyer": {"id": "t-rich", "phone": "12345", "locale": "en"},
                 "lines": [{"sku": "T-PEPPER", "quantity": 1}],
                 "payment": {"method": "prepaid"},
             },
-        }
+            source=SOURCE,
+        )
     )
     poison = b"\xff{not json " + key
     records = [

@@ -24,7 +24,7 @@ from services.orders.entrypoints.ops import ORDERS, OrdersByStatus, count_pendin
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
-from tests.harness import System, ref, until
+from tests.harness import System, raw_event, ref, until
 
 
 def consumed(caravan: System) -> dict[str, list[Topic]]:
@@ -341,19 +341,15 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     caravan: System, tmp_path: Path
 ) -> None:
     order_ref = ref("FIXME")
-    event = {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "storefront/test",
-        "type": "order.requested",
-        "time": "2026-11-30T08:00:00Z",
-        "data": {
+    event = raw_event(
+        "order.requested",
+        {
             "order_ref": order_ref,
             "buyer": {"id": "t-rich", "phone": "13900000001", "locale": "en"},
             "lines": [{"sku": "T-PEPPER", "quantity": 1}],
             "payment": {"method": "prepaid"},
         },
-    }
+    )
     await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(event), order_ref.encode())
     await caravan.wait_for(
         lambda: [
@@ -370,7 +366,7 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     shown = await cli(caravan, "dlq", "show", letter)
     assert order_ref in shown.stdout and "caravan-orders" in shown.stdout
 
-    event["data"]["buyer"]["phone"] = "+8613900000001"  # type: ignore[index]
+    event["data"]["buyer"]["phone"] = "+8613900000001"
     fixed = tmp_path / "fixed.json"
     fixed.write_bytes(orjson.dumps(event))
     dry = await cli(caravan, "dlq", "redrive", letter, "--value-file", str(fixed), "--dry-run")
@@ -399,14 +395,7 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     topic = Topic.ORDER_EVENTS
     groups = {g for g, topics in consumed(caravan).items() if topic in topics}
     key = ref("POISON").encode()
-    event = {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "test/ops",
-        "type": "order.[/]",
-        "time": "2026-11-30T08:00:00Z",
-        "data": {},
-    }
+    event = raw_event("order.[/]", {}, source="test/ops")
     await caravan.publish_raw(topic.value, orjson.dumps(event), key)
 
     def letters() -> list[ConsumerRecord]:

@@ -10,7 +10,7 @@ from caravan.ops import dlq as ops_dlq
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderRequested
 from shared.topics import Topic
-from tests.harness import System, ref
+from tests.harness import System, raw_event, ref
 
 RICH = Buyer(id="t-rich", phone="+8613900000001", locale="en")
 POOR = Buyer(id="t-poor", phone="+8613900000002", locale="ug-CN")
@@ -249,19 +249,15 @@ async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(
 async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> None:
     order_ref = ref("BAD")
     value = orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": "storefront/test",
-            "type": "order.requested",
-            "time": "2026-11-30T08:00:00Z",
-            "data": {
+        raw_event(
+            "order.requested",
+            {
                 "order_ref": order_ref,
                 "buyer": {"id": "t-rich", "phone": "12345", "locale": "en"},
                 "lines": [{"sku": "T-PEPPER", "quantity": 0}],
                 "payment": {"method": "microloan"},
             },
-        }
+        )
     )
     await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=order_ref.encode())
     rejected = await caravan.wait_for(
@@ -280,6 +276,40 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
     )
 
 
+async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System) -> None:
+    """A storefront whose client library sends ``data`` as a JSON string (encoded twice),
+    or none at all, is told so by an ``order.rejected`` caused by its request: it was only
+    dead-lettered as no CloudEvent, and the storefront heard nothing."""
+    order_ref = ref("STR")
+    requests = {}
+    for data in (orjson.dumps({"order_ref": order_ref}).decode(), None):
+        envelope = raw_event("order.requested", data)
+        expected = "Input should be a valid dictionary" if data else "Field required"
+        requests[envelope["id"]] = expected
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value, orjson.dumps(envelope), key=order_ref.encode()
+        )
+    rejected = await caravan.wait_for(
+        lambda: [
+            e
+            for e in caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected")
+            if e.causationid in requests
+        ],
+        count=2,
+    )
+    for event in rejected:
+        expected = requests[event.causationid or ""]
+        assert event.data["errors"] == [{"field": "data", "message": expected}]
+        assert event.data["source"] == "storefront/test"
+    letters = await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
+        ],
+        count=2,
+    )
+    assert {dict(r.headers).get("dlq.error") for r in letters} == {b"invalid_data"}
+
+
 async def test_a_request_whose_answer_would_be_too_big_to_publish_is_still_answered(
     caravan: System,
 ) -> None:
@@ -289,14 +319,11 @@ async def test_a_request_whose_answer_would_be_too_big_to_publish_is_still_answe
     nothing of the service was published after it (every order stayed pending)."""
     source = f"storefront/big-{uuid.uuid4().hex[:8]}"
     value = orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": source,
-            "type": "order.requested",
-            "time": "2026-12-03T08:00:00Z",
-            "data": {"order_ref": [0] * 360_000, "buyer": {"id": "b"}, "lines": []},
-        }
+        raw_event(
+            "order.requested",
+            {"order_ref": [0] * 360_000, "buyer": {"id": "b"}, "lines": []},
+            source=source,
+        )
     )
     assert 700_000 < len(value) < 1_000_000
     await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=b"big")

@@ -144,8 +144,6 @@ def test_json_that_is_not_an_object_is_not_a_cloudevent(value: bytes) -> None:
         {"type": None},
         {"time": None},
         {"time": "2026-11-30T08:00:00"},  # no time zone
-        {"data": None},
-        {"data": [1]},
     ],
     ids=lambda change: "-".join(f"{k}={v!r}" for k, v in change.items()),
 )
@@ -159,6 +157,37 @@ def test_bad_envelope_is_not_a_cloudevent(change: dict[str, Any]) -> None:
     error = poison(orjson.dumps(record))
     assert error.code == "not_cloudevent"
     assert error.envelope is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (None, "Field required"),
+        ([1], "Input should be a valid dictionary"),
+        ('{"order_ref": "SWN-1"}', "Input should be a valid dictionary"),
+    ],
+    ids=["missing", "list", "json-in-a-string"],
+)
+def test_data_that_is_no_object_is_invalid_data_of_its_type(data: object, message: str) -> None:
+    """The envelope is sound: what is wrong is its data, which orders answers with an
+    ``order.rejected`` (a record it cannot read as a CloudEvent gets none)."""
+    record = example()
+    if data is None:
+        del record["data"]
+    else:
+        record["data"] = data
+    error = poison(orjson.dumps(record))
+    assert error.code == "invalid_data"
+    assert error.errors == [{"field": "data", "message": message}]
+    assert error.envelope is not None
+    assert error.envelope.source == "storefront/shawan-center"
+
+
+def test_data_that_is_no_object_of_an_unknown_type_is_an_unknown_type() -> None:
+    record = example()
+    record["type"] = "order.teleported"
+    record["data"] = "x"
+    assert poison(orjson.dumps(record)).code == "unknown_type"
 
 
 def test_unknown_type_for_the_topic() -> None:

@@ -280,6 +280,10 @@ async def test_every_protected_endpoint_refuses_bad_tokens_and_changes_nothing(
     await caravan.revoke_token(f"revoked-{tag}")
     only_metrics = await caravan.issue_token(f"metrics-{tag}", "metrics")
     only_orders_read = await caravan.issue_token(f"orders-read-{tag}", "orders:read")
+    # Every read scope and metrics: reading is all it may do, so every write is refused.
+    reader = await caravan.issue_token(
+        f"reader-{tag}", *(s for s in SCOPES if s.endswith(":read") or s == "metrics")
+    )
     unknown = "cvn_" + uuid.uuid4().hex * 2
     before = await world.state(caravan)
     for i, (key, (path, body)) in enumerate(sorted(probes.items())):
@@ -304,6 +308,17 @@ async def test_every_protected_endpoint_refuses_bad_tokens_and_changes_nothing(
                 assert got.headers["content-type"].startswith("application/problem+json"), key
                 if status == 401:
                     assert got.headers["www-authenticate"].startswith("Bearer"), key
+            if method != "GET":
+                got = await client.request(
+                    method,
+                    path,
+                    json=body,
+                    headers={
+                        "Idempotency-Key": world.order_ref,
+                        "Authorization": f"Bearer {reader}",
+                    },
+                )
+                assert got.status_code == 403, (key, "every read scope", got.text)
             if body is not None:  # a body that is not JSON, and no token: 401 (it was 422)
                 got = await client.request(
                     method,

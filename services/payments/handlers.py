@@ -434,18 +434,20 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
 
 
 async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
-    """Void an authorised loan: its credit is restored (it no longer counts as outstanding),
-    the sellers' payables are cancelled, the disbursement is reversed in the ledger."""
+    """Void an authorised loan, active or already repaid in full: its credit is restored
+    (it no longer counts as outstanding), the sellers' payables are cancelled, the
+    disbursement is reversed in the ledger, and whatever the buyer repaid is owed back to
+    them (``buyer_refund_payable``)."""
     loan = (
         await tx.conn.execute(
             update(loans)
-            .where(loans.c.loan_id == loan_id, LOAN_ACTIVE)
+            .where(loans.c.loan_id == loan_id, loans.c.status.in_(("active", "repaid")))
             .values(status="voided", outstanding_fen=0)
             .returning(loans.c.principal_fen)
         )
     ).first()
     if loan is None:
-        log.warning("loan %s of order %s is not active; not voided", loan_id, order_id)
+        log.warning("loan %s of order %s is voided already; not voided again", loan_id, order_id)
         return
     paid = (
         await tx.conn.execute(

@@ -211,31 +211,60 @@ def event(data: StockReserved | OrderCancelled) -> CloudEvent:
     return new_event(data, source="test/payments", correlation_id=data.order_id)
 
 
+async def authorised(caravan: System, who: str, quantity: int) -> tuple[str, CloudEvent]:
+    """A microloan order's id and its ``payment.authorized``, the reservation published as
+    inventory would (so that the test, as orders, decides when the order is cancelled)."""
+    order_id = str(uuid.uuid4())
+    said = event(reserved(order_id, who, quantity))
+    await _publish(caravan, said, Topic.INVENTORY_EVENTS, order_id)
+    found = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+        )
+    )
+    return order_id, found[0]
+
+
+async def buyers_loan(
+    caravan: System, admin: httpx.AsyncClient, name: str
+) -> tuple[str, str, CloudEvent]:
+    """A new buyer with a credit line of 10,000 fen and an order of 3,000 fen on a 2-month
+    microloan, authorised: the buyer, the order id, its ``payment.authorized``."""
+    who = buyer(name)
+    await set_limit(admin, who, 10_000)
+    return who, *await authorised(caravan, who, 30)
+
+
+async def cancel(caravan: System, order_id: str, copies: int = 1) -> None:
+    """Publish ``copies`` cancellations of the order, as orders would (each twice: a
+    redelivery), and wait until payments has handled them all."""
+    cancelled = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    sent = [event(cancelled) for _ in range(copies)]
+    for copy in sent + sent:
+        await _publish(caravan, copy, Topic.ORDER_EVENTS, order_id)
+    await _handled(caravan, *sent)  # same partition: all copies are handled
+
+
 async def test_a_void_restores_credit_once_under_duplicated_cancellations(
     caravan: System, admin: httpx.AsyncClient
 ) -> None:
     # The saga's events are published as the other services would, so that the order is
     # cancelled after its loan was authorised, and the cancellation delivered many times.
-    who = buyer("void")
-    await set_limit(admin, who, 10_000)
-    order_id = str(uuid.uuid4())
-    await _publish(caravan, event(reserved(order_id, who, 30)), Topic.INVENTORY_EVENTS, order_id)
-    authorized = await caravan.wait_for(
-        lambda: caravan.log.events(
-            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
-        )
-    )
-    loan_id = authorized[0].data["loan_id"]
-    assert [i["amount_fen"] for i in authorized[0].data["schedule"]] == [1500, 1500]
+    who, order_id, authorized = await buyers_loan(caravan, admin, "void")
+    loan_id = authorized.data["loan_id"]
+    assert [i["amount_fen"] for i in authorized.data["schedule"]] == [1500, 1500]
     assert (await credit(admin, who))["available_fen"] == 7_000
 
-    cancelled = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
-    first, second, last = event(cancelled), event(cancelled), event(cancelled)
-    for copy in (first, first, second, first, second, last):
-        await _publish(caravan, copy, Topic.ORDER_EVENTS, order_id)
-    await _handled(caravan, first, second, last)  # same partition: all copies are handled
+    await cancel(caravan, order_id, copies=3)
 
     assert (await credit(admin, who))["available_fen"] == 10_000
+    assert await voided_once(caravan, order_id, loan_id) == 2  # the disbursement, its void
+
+
+async def voided_once(caravan: System, order_id: str, loan_id: str) -> int:
+    """Check that the order's loan and payment are voided, said once, the loan's ledger
+    back to zero and the sellers' payables cancelled; how many ledger transactions the
+    loan has."""
     assert tuple(
         (
             await caravan.sql(
@@ -254,13 +283,6 @@ async def test_a_void_restores_credit_once_under_duplicated_cancellations(
     assert voids == 1
     assert (
         await caravan.scalar(
-            "select count(distinct txn_id) from payments.ledger_entries where loan_id = :l",
-            l=loan_id,
-        )
-        == 2
-    )  # the disbursement and its void
-    assert (
-        await caravan.scalar(
             "select sum(amount_fen) from payments.ledger_entries where loan_id = :l", l=loan_id
         )
         == 0
@@ -268,6 +290,12 @@ async def test_a_void_restores_credit_once_under_duplicated_cancellations(
     assert set(
         await caravan.sql("select status from payments.payables where order_id = :o", o=order_id)
     ) == {("cancelled",)}
+    return int(
+        await caravan.scalar(
+            "select count(distinct txn_id) from payments.ledger_entries where loan_id = :l",
+            l=loan_id,
+        )
+    )
 
 
 async def test_one_batch_of_a_buyers_orders_never_exceeds_the_limit(
@@ -439,6 +467,31 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
         )
         == 0
     )
+
+
+async def test_a_loan_repaid_in_full_is_voided_when_its_order_is_cancelled(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # The buyer repays the whole loan while the order is still pending (orders has not
+    # read payment.authorized yet: lagging, or paused), and then the order is cancelled
+    # (its deadline, its stock hold run out, or the buyer): a cancelled order holds no
+    # loan, the sellers are not paid for it, and the buyer is owed back what they paid.
+    who, order_id, authorized = await buyers_loan(caravan, admin, "repaid")
+    loan_id = authorized.data["loan_id"]
+    paid = await repay(admin, loan_id, "all", None)
+    assert (paid.json()["amount_fen"], paid.json()["loan"]["status"]) == (3_000, "repaid")
+
+    await cancel(caravan, order_id, copies=2)
+
+    assert await voided_once(caravan, order_id, loan_id) == 3  # disbursed, repaid, voided
+    owed = await caravan.scalar(
+        "select sum(amount_fen) from payments.ledger_entries"
+        " where loan_id = :l and account = 'buyer_refund_payable'",
+        l=loan_id,
+    )
+    assert owed == -3_000
+    assert (await credit(admin, who))["available_fen"] == 10_000
+    assert (await repay(admin, loan_id, "late", 1)).status_code == 409
 
 
 async def test_each_audited_adjustment_starts_from_the_limit_it_changed(

@@ -73,11 +73,12 @@ def credit_adjust(
 
 
 def _show_loan(loan: dict[str, Any]) -> None:
+    owed = loan.get("refund_owed_fen")  # repaid on a voided loan (older servers: absent)
     console.print(
         f"loan {loan['loan_id']} ({loan['status']}), order {loan['order_id']}: principal "
         f"{loan['principal_fen']} + interest {loan['interest_fen']} fen; outstanding principal "
         f"{loan['outstanding_fen']}, left to pay {loan['remaining_fen']}, "
-        f"overdue {loan['overdue_fen']}"
+        f"overdue {loan['overdue_fen']}" + (f"; owed back to the buyer {owed} fen" if owed else "")
     )
     table = output.table(
         "#", "due", "amount_fen", "interest_fen", "paid_fen", "overdue", whole=("due",)

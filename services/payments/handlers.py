@@ -437,7 +437,7 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
     """Void an authorised loan, active or already repaid in full: its credit is restored
     (it no longer counts as outstanding), the sellers' payables are cancelled, the
     disbursement is reversed in the ledger, and whatever the buyer repaid is owed back to
-    them (``buyer_refund_payable``)."""
+    them (``buyer_refund_payable``, said as ``refund_owed_fen`` on ``payment.voided``)."""
     loan = (
         await tx.conn.execute(
             update(loans)
@@ -468,7 +468,14 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
     )
     await set_payables(tx, order_id, "cancelled")
     _set_status(tx, order_id, "voided")
-    await tx.emit(PaymentVoided(order_id=order_id, loan_id=loan_id, amount_fen=loan.principal_fen))
+    await tx.emit(
+        PaymentVoided(
+            order_id=order_id,
+            loan_id=loan_id,
+            amount_fen=loan.principal_fen,
+            refund_owed_fen=int(paid.principal) + int(paid.interest),
+        )
+    )
 
 
 def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:

@@ -153,6 +153,7 @@ class LoanView:
     outstanding_fen: int  # principal still owed (what counts against the credit line)
     remaining_fen: int  # principal and interest still to pay
     overdue_fen: int
+    refund_owed_fen: int  # repaid on a loan since voided, owed back to the buyer
     schedule: list[InstalmentView]
 
 
@@ -169,6 +170,8 @@ async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanVie
         raise NotFound(f"no loan {loan_id}")
     dues = await _dues(conn, loan_id)
     live = loan.status == "active"
+    # A liability, so credited (negative) while it is owed.
+    refund = -await ledger_store.balance_of_loan(conn, loan_id, ledger.BUYER_REFUND_PAYABLE)
     return LoanView(
         loan_id=loan.loan_id,
         order_id=loan.order_id,
@@ -180,6 +183,7 @@ async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanVie
         outstanding_fen=loan.outstanding_fen,
         remaining_fen=remaining(dues) if live else 0,
         overdue_fen=sum(d.remaining_fen for d in dues if live and overdue(d, today)),
+        refund_owed_fen=refund,
         schedule=[
             InstalmentView(
                 d.number,

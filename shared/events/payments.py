@@ -33,12 +33,22 @@ class PaymentDeclined(EventData):
 
 
 class PaymentVoided(EventData):
+    """An order's payment was voided (its order cancelled): a loan, or a prepaid charge."""
+
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED
 
     order_id: str
     loan_id: str | None = None
     amount_fen: Fen
+    refund_owed_fen: Fen | None = Field(
+        None,
+        description=(
+            "a voided loan: what the buyer had repaid on it (principal and interest), now"
+            " owed back to them (0: nothing); none for a prepaid charge, which the gateway"
+            " or the platform gives back itself"
+        ),
+    )
 
 
 class PaymentRepaid(EventData):

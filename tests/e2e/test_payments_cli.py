@@ -5,7 +5,15 @@ import asyncio
 from typer.testing import CliRunner
 
 from caravan.payments_cli import app
-from tests.e2e.test_payments_credit import buyer, order, payments_seed, run
+from tests.e2e.test_payments_credit import (
+    buyer,
+    buyers_loan,
+    cancel,
+    order,
+    payments_seed,
+    repay,
+    run,
+)
 from tests.harness import System
 
 
@@ -57,6 +65,14 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     assert code == 0 and "(repaid)" in out
     code, out = await cli("credit-show", who)
     assert (code, out) == (0, f"{who}: limit 4000 fen, outstanding 0 fen, available 4000 fen\n")
+    assert "owed back" not in (await cli("loan", loan_id))[1]
+    # A loan voided after it was repaid: what the buyer paid is owed back to them.
+    async with caravan.api("payments") as admin:
+        _, voided, authorized = await buyers_loan(caravan, admin, "cli-void")
+        assert (await repay(admin, authorized.data["loan_id"], "all", None)).status_code == 201
+    await cancel(caravan, voided)
+    code, out = await cli("loan", authorized.data["loan_id"])
+    assert code == 0 and "(voided)" in out and "; owed back to the buyer 3000 fen" in out, out
 
     # An id is sent whole: "#", "?" and "/.." are part of it, not the URL's (before, this
     # set the limit of `who` itself, and `loan "x/../<id>"` showed that loan).

@@ -494,6 +494,29 @@ async def test_a_loan_repaid_in_full_is_voided_when_its_order_is_cancelled(
     assert (await repay(admin, loan_id, "late", 1)).status_code == 409
 
 
+async def test_what_a_voided_loans_buyer_repaid_is_shown_as_owed_back(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # Operations must pay it back: payment.voided says how much, and so does the loan.
+    _, order_id, authorized = await buyers_loan(caravan, admin, "refund")
+    loan_id = authorized.data["loan_id"]
+    assert (await admin.get(f"/loans/{loan_id}")).json().get("refund_owed_fen") == 0
+    assert (await repay(admin, loan_id, "part", 1_200)).status_code == 201
+
+    await cancel(caravan, order_id)
+
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert (voided[0].data["amount_fen"], voided[0].data.get("refund_owed_fen")) == (3_000, 1_200)
+    loan = (await admin.get(f"/loans/{loan_id}")).json()
+    assert (loan["status"], loan["remaining_fen"], loan.get("refund_owed_fen")) == (
+        "voided",
+        0,
+        1_200,
+    )
+
+
 async def test_each_audited_adjustment_starts_from_the_limit_it_changed(
     caravan: System, admin: httpx.AsyncClient
 ) -> None:

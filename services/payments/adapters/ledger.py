@@ -6,7 +6,7 @@ commit that they sum to zero, and the unique (``txn_id``, ``account``) key makes
 the same transaction twice fail rather than double-count.
 """
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments.adapters.tables import ledger_entries
@@ -48,3 +48,13 @@ async def entries_of(conn: AsyncConnection, txn_id: str) -> list[Entry]:
         .order_by(ledger_entries.c.id)
     )
     return [Entry(r.account, r.amount_fen) for r in rows]
+
+
+async def balance_of_loan(conn: AsyncConnection, loan_id: str, account: str) -> int:
+    """The sum of ``account``'s entries posted for the loan ``loan_id`` (0: none)."""
+    total = await conn.scalar(
+        select(func.coalesce(func.sum(ledger_entries.c.amount_fen), 0)).where(
+            ledger_entries.c.loan_id == loan_id, ledger_entries.c.account == account
+        )
+    )
+    return int(total or 0)

@@ -7,7 +7,8 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
 - ``POST /credit-lines/{buyer_id}/adjustments`` ``{"delta_fen"}``: raise or lower it; with
   an ``Idempotency-Key`` header applied once (``"applied": false`` for the same key again,
   409 for the same key with another delta). Without one, every call is applied.
-- ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal.
+- ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
+  and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id).
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again

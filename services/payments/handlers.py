@@ -208,6 +208,16 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
     if not await _claim_payment(tx, data.order_id, status="pending", **base):
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
+    if data.total_fen == 0:
+        # Nothing to lend (goods priced 0): authorised without a loan or a credit check.
+        _record_payables(tx, data.order_id, owed, "owed")
+        _set_status(tx, data.order_id, "authorized")
+        await tx.emit(
+            PaymentAuthorized(
+                order_id=data.order_id, buyer_id=data.buyer_id, method=method, amount_fen=0
+            )
+        )
+        return
     term = data.payment.term_months or 1
     await _load_credit(tx, [data.buyer_id])
     credit: Credit = tx.identity[CREDIT, data.buyer_id]
@@ -428,7 +438,21 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         )
         tx.signal(GATEWAY_WORK)
         return
-    if row.status != "authorized" or row.loan_id is None:
+    if row.status != "authorized":
+        return
+    if row.loan_id is None:  # a microloan order of 0 fen: nothing was lent
+        # Set now, not at commit: another copy of the cancellation in this batch (the same
+        # subscription: nothing is written between them) would read it authorised still.
+        voided = await tx.conn.execute(
+            update(payments)
+            .where(payments.c.order_id == data.order_id, payments.c.status == "authorized")
+            .values(status="voided", updated_at=datetime.now(UTC))
+            .returning(payments.c.order_id)
+        )
+        if voided.first() is None:
+            return
+        await set_payables(tx, data.order_id, "cancelled")
+        await tx.emit(PaymentVoided(order_id=data.order_id, amount_fen=0))
         return
     await void_loan(tx, data.order_id, row.loan_id)
 

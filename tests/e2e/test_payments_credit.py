@@ -40,10 +40,11 @@ def payments_seed() -> SeedFile:
                 {"sku": "PAY-UNIT", "seller_id": "pay-seller-1", "unit_price_fen": 100, "name": {}},
                 {"sku": "PAY-FEN", "seller_id": "pay-seller-2", "unit_price_fen": 1, "name": {}},
                 {"sku": "PAY-BOX", "seller_id": "pay-seller-1", "unit_price_fen": 3500, "name": {}},
+                {"sku": "PAY-FREE", "seller_id": "pay-seller-2", "unit_price_fen": 0, "name": {}},
             ],
             "lots": [
                 {"lot_id": f"LOT-{sku}", "sku": sku, **lot}
-                for sku in ("PAY-UNIT", "PAY-FEN", "PAY-BOX")
+                for sku in ("PAY-UNIT", "PAY-FEN", "PAY-BOX", "PAY-FREE")
             ],
         }
     )
@@ -188,7 +189,9 @@ async def _handled(caravan: System, *events: CloudEvent) -> None:
     )
 
 
-def reserved(order_id: str, buyer_id: str, quantity: int) -> StockReserved:
+def reserved(
+    order_id: str, buyer_id: str, quantity: int, unit_price_fen: int = 100
+) -> StockReserved:
     """What inventory says once it holds ``quantity`` of PAY-UNIT for a microloan order."""
     return StockReserved(
         order_id=order_id,
@@ -198,12 +201,12 @@ def reserved(order_id: str, buyer_id: str, quantity: int) -> StockReserved:
             ReservedLine(
                 sku="PAY-UNIT",
                 quantity=quantity,
-                unit_price_fen=100,
+                unit_price_fen=unit_price_fen,
                 seller_id="pay-seller-1",
                 lots=[],
             )
         ],
-        total_fen=100 * quantity,
+        total_fen=unit_price_fen * quantity,
     )
 
 
@@ -211,11 +214,13 @@ def event(data: StockReserved | OrderCancelled) -> CloudEvent:
     return new_event(data, source="test/payments", correlation_id=data.order_id)
 
 
-async def authorised(caravan: System, who: str, quantity: int) -> tuple[str, CloudEvent]:
+async def authorised(
+    caravan: System, who: str, quantity: int, unit_price_fen: int = 100
+) -> tuple[str, CloudEvent]:
     """A microloan order's id and its ``payment.authorized``, the reservation published as
     inventory would (so that the test, as orders, decides when the order is cancelled)."""
     order_id = str(uuid.uuid4())
-    said = event(reserved(order_id, who, quantity))
+    said = event(reserved(order_id, who, quantity, unit_price_fen))
     await _publish(caravan, said, Topic.INVENTORY_EVENTS, order_id)
     found = await caravan.wait_for(
         lambda: caravan.log.events(
@@ -235,14 +240,27 @@ async def buyers_loan(
     return who, *await authorised(caravan, who, 30)
 
 
-async def cancel(caravan: System, order_id: str, copies: int = 1) -> None:
+async def cancel(caravan: System, order_id: str, copies: int = 1, together: bool = False) -> None:
     """Publish ``copies`` cancellations of the order, as orders would (each twice: a
-    redelivery), and wait until payments has handled them all."""
+    redelivery), and wait until payments has handled them all; ``together``: published
+    while payments is down, so that they reach it as one batch (checked)."""
     cancelled = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
     sent = [event(cancelled) for _ in range(copies)]
-    for copy in sent + sent:
-        await _publish(caravan, copy, Topic.ORDER_EVENTS, order_id)
+    if together:
+        await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        for copy in sent + sent:
+            await _publish(caravan, copy, Topic.ORDER_EVENTS, order_id)
+    finally:
+        if together:
+            await caravan.restart(("payments",))
     await _handled(caravan, *sent)  # same partition: all copies are handled
+    if together:
+        transactions = await caravan.scalar(
+            "select count(distinct xmin::text) from payments.inbox where key = any(:k)",
+            k=[f"{e.source}|{e.id}" for e in sent],
+        )
+        assert transactions == 1, transactions
 
 
 async def test_a_void_restores_credit_once_under_duplicated_cancellations(
@@ -261,6 +279,22 @@ async def test_a_void_restores_credit_once_under_duplicated_cancellations(
     assert await voided_once(caravan, order_id, loan_id) == 2  # the disbursement, its void
 
 
+async def payment_voided_once(caravan: System, order_id: str) -> None:
+    """Check that the order's payment is voided, said once, and the sellers' payables
+    cancelled."""
+    assert (
+        await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
+        == "voided"
+    )
+    voids = await caravan.outbox_count(
+        "payments", Topic.PAYMENT_EVENTS, "payment.voided", order_id=order_id
+    )
+    assert voids == 1
+    assert set(
+        await caravan.sql("select status from payments.payables where order_id = :o", o=order_id)
+    ) == {("cancelled",)}
+
+
 async def voided_once(caravan: System, order_id: str, loan_id: str) -> int:
     """Check that the order's loan and payment are voided, said once, the loan's ledger
     back to zero and the sellers' payables cancelled; how many ledger transactions the
@@ -273,23 +307,13 @@ async def voided_once(caravan: System, order_id: str, loan_id: str) -> int:
             )
         )[0]
     ) == ("voided", 0)
-    assert (
-        await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
-        == "voided"
-    )
-    voids = await caravan.outbox_count(
-        "payments", Topic.PAYMENT_EVENTS, "payment.voided", order_id=order_id
-    )
-    assert voids == 1
+    await payment_voided_once(caravan, order_id)
     assert (
         await caravan.scalar(
             "select sum(amount_fen) from payments.ledger_entries where loan_id = :l", l=loan_id
         )
         == 0
     )
-    assert set(
-        await caravan.sql("select status from payments.payables where order_id = :o", o=order_id)
-    ) == {("cancelled",)}
     return int(
         await caravan.scalar(
             "select count(distinct txn_id) from payments.ledger_entries where loan_id = :l",
@@ -514,6 +538,37 @@ async def test_what_a_voided_loans_buyer_repaid_is_shown_as_owed_back(
         "voided",
         0,
         1_200,
+    )
+
+
+async def test_a_microloan_order_of_0_fen_is_confirmed_without_a_loan(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    # Goods priced 0 (a seed may say so): there is nothing to lend, so no loan and no credit
+    # check (this buyer has no credit line), and the order goes through.
+    who = buyer("free")
+    done = await run(caravan, order(who, {"PAY-FREE": 2}))
+    assert (done.type, done.data.get("reason"), done.data.get("total_fen")) == (
+        "order.confirmed",
+        None,
+        0,
+    )
+    assert done.data["payment"]["method"] == "microloan"
+    assert done.data["payment"].get("loan_id") is None
+    payment = (await admin.get(f"/orders/{done.data['order_id']}/payment")).json()
+    assert (payment["status"], payment["amount_fen"], payment["loan_id"]) == ("authorized", 0, None)
+
+    # Cancelled once authorised: voided, said once, nothing owed back.
+    order_id, authorized = await authorised(caravan, who, 2, unit_price_fen=0)
+    assert authorized.data.get("loan_id") is None
+    await cancel(caravan, order_id, copies=2, together=True)
+    await payment_voided_once(caravan, order_id)
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert (voided[0].data["amount_fen"], voided[0].data.get("refund_owed_fen")) == (0, None)
+    assert (
+        await caravan.scalar("select count(*) from payments.loans where buyer_id = :b", b=who) == 0
     )
 
 

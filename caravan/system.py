@@ -494,7 +494,9 @@ class ServiceProcesses:
         return said
 
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:
-        """Stop the processes keyed ``names`` (none if it is empty), or all of them."""
+        """Stop the processes keyed ``names`` (none if it is empty), or all of them. A process
+        is forgotten once it has exited: one whose wait a Ctrl-C cut short is still here for
+        the next stop (``caravan up``'s last) to end."""
         chosen = list(self.procs) if names is None else names
         for name in chosen:
             proc = self.procs.get(name)
@@ -502,7 +504,7 @@ class ServiceProcesses:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name in chosen:
-            proc = self.procs.pop(name, None)
+            proc = self.procs.get(name)
             if proc is None:
                 continue
             try:
@@ -510,6 +512,7 @@ class ServiceProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            del self.procs[name]
 
 
 # The launcher's own logins, which no service process is given.

@@ -57,6 +57,44 @@ class _Running:
         return None
 
 
+class SlowToStop:
+    """A service process that takes its time to stop (SIGTERM does not end it; SIGKILL
+    does), and whose first wait a Ctrl-C cuts short."""
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.waits = 0
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waits += 1
+        if self.waits == 1:
+            raise KeyboardInterrupt
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("python -m services.orders", timeout or 0)
+        return self.returncode
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+
+def test_ctrl_c_while_a_paused_service_stops_leaves_it_to_caravan_up_to_end(
+    tmp_path: Path,
+) -> None:
+    procs = system.ServiceProcesses({}, tmp_path)
+    orders = SlowToStop()
+    procs.procs["orders"] = orders  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        procs.supervise({"orders"})  # caravan pause orders, then Ctrl-C while it stops
+    procs.stop(timeout=0.1)  # caravan up's finally
+    assert (orders.returncode, procs.procs) == (-9, {})
+
+
 def test_pause_and_resume_wait_for_caravan_up_to_do_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,7 +32,7 @@ from shared.db.engine import missing_relation
 from shared.http import field_errors
 from shared.messaging.admin import TopicsNotCreated
 from shared.seed import SeedFile
-from shared.settings import DEV_TOKEN_FILE, Settings, get_settings
+from shared.settings import DEV_TOKEN_FILE, CalendarSettings, Settings, get_settings
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -41,19 +41,32 @@ app = typer.Typer(
     help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True
 )
 DEMO_SEED = system.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
+PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
+"""What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
 
 
 def main() -> None:
     """The ``caravan`` command. What stops a command for a cause the operator is to see to
     is said in one line on stderr rather than in a traceback: an :class:`OperatorError`
-    (its exit code), and a part of the system that the command cannot reach (Kafka,
-    PostgreSQL, a service's HTTP API, at the addresses the environment names; exit 2)."""
+    (its exit code), settings the environment gives that :class:`Settings` refuses, a
+    database whose tables were never made, and a part of the system that the command cannot
+    reach (Kafka, PostgreSQL, a service's HTTP API, at the addresses the environment names);
+    exit 2 for the last three."""
     if sys.argv[1:2] != ["up"]:  # up starts its own (a stale file must not steer it)
         system.use_running_system()
     try:
         app()
     except OperatorError as exc:
         _fail(str(exc), exc.exit_code)
+    except ValidationError as exc:
+        if exc.title not in (Settings.__name__, CalendarSettings.__name__):
+            raise  # a model of the command's own: a bug
+        _fail(_refused(exc), 2)
+    except sa_exc.ProgrammingError as exc:
+        missing = missing_relation(exc)
+        if missing is None:
+            raise
+        _fail(f"the database is not migrated ({missing}): {PREPARE_FIRST}", 2)
     except KafkaConnectionError as exc:
         _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
     except httpx.TransportError as exc:
@@ -69,6 +82,19 @@ def _unreachable(what: str, exc: Exception) -> NoReturn:
 def _fail(said: str, exit_code: int) -> NoReturn:
     err_console.print(said, style="red")
     raise SystemExit(exit_code)
+
+
+def _refused(exc: ValidationError) -> str:
+    """Why the settings were refused, each fault named by the variable that sets it (never
+    its value: it may be a secret)."""
+    faults = []
+    for error in field_errors(exc, whole=""):
+        name, _, inner = error["field"].partition(".")
+        if name and not name.isupper():  # a field, not an alias such as DATABASE_URL
+            name = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
+        where = f"{name} ({inner}): " if inner else f"{name}: " if name else ""
+        faults.append(where + error["message"].removeprefix("Value error, "))
+    return f"settings refused: {'; '.join(faults)} (from the environment or .env)"
 
 
 def _read(path: Path) -> bytes:
@@ -110,12 +136,6 @@ def _load(database_url: str, data: SeedFile) -> list[str]:
         return asyncio.run(load(database_url, data))
     except DanglingSeed as exc:
         raise typer.BadParameter(f"nothing seeded: {exc}") from exc
-    except sa_exc.ProgrammingError as exc:
-        missing = missing_relation(exc)
-        if missing is None:
-            raise
-        said = f"the database is not migrated ({missing}): run `caravan prepare`"
-        raise OperatorError(said + " (or `caravan up`) first", exit_code=2) from exc
 
 
 def _database_url() -> str:
@@ -535,7 +555,10 @@ app.add_typer(dlq_app, name="dlq")
 def _letters(
     topic: str | None, error: str | None, since: datetime | None, refs: list[str] | None = None
 ) -> list[ops_dlq.DeadLetter]:
-    letters = asyncio.run(ops_dlq.read(_bootstrap()))
+    try:
+        letters = asyncio.run(ops_dlq.read(_bootstrap()))
+    except LookupError as exc:  # a dead-letter topic: Kafka's topics were never created
+        raise OperatorError(f"{exc} on Kafka at {_bootstrap()}: {PREPARE_FIRST}", 2) from exc
     return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
 
 

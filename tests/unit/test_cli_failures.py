@@ -179,23 +179,78 @@ def test_a_value_file_that_cannot_be_read_is_a_usage_error_before_anything_is_re
     assert read == []
 
 
-def test_seeding_a_database_never_migrated_says_to_prepare_it_first(
-    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("command", "relation"),
+    [("seed", "inventory.sellers"), ("tokens issue --scope ops", "auth.tokens")],
+)
+def test_a_command_on_a_database_never_migrated_says_to_prepare_it_first(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str, relation: str
 ) -> None:
-    async def load(database_url: str, seed: object) -> list[str]:
-        missing = asyncpg.exceptions.UndefinedTableError(
-            'relation "inventory.sellers" does not exist'
-        )
-        raise sa_exc.ProgrammingError("SELECT ... FROM inventory.sellers", None, missing)
+    async def never_migrated(*args: object) -> list[str]:
+        missing = asyncpg.exceptions.UndefinedTableError(f'relation "{relation}" does not exist')
+        raise sa_exc.ProgrammingError(f"SELECT ... FROM {relation}", None, missing)
 
-    monkeypatch.setattr(cli, "load", load)
+    monkeypatch.setattr(cli, "load", never_migrated)
+    monkeypatch.setattr(tokens_cli, "issue_token", never_migrated)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     seed = tmp_path / "seed.json"
     seed.write_text("{}")
-    code, _, err = caravan("seed", str(seed))
+    code, _, err = caravan(*command.split(), *([str(seed)] if command == "seed" else []))
     said = one_line(err)
     assert code == 2 and "run `caravan prepare` (or `caravan up`) first" in said, said
-    assert 'relation "inventory.sellers" does not exist' in said
+    assert f'relation "{relation}" does not exist' in said
+
+
+def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        raise LookupError("no topic 'orders.requests.v1.dlq'")  # as a topic not created is
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    for command in (["list"], ["show", "orders.requests.v1.dlq:0:0"], ["redrive"]):
+        code, _, err = caravan("dlq", *command)
+        said = one_line(err)
+        assert code == 2 and said == (
+            "no topic 'orders.requests.v1.dlq' on Kafka at 127.0.0.1:1: "
+            "run `caravan prepare` (or `caravan up`) first"
+        ), said
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "said"),
+    [
+        (
+            "tokens list",
+            {
+                "CARAVAN_ENVIRONMENT": "production",
+                "DATABASE_URL": "postgresql://caravan:caravan@db/c",
+            },
+            "refusing to start in production with development default secrets in: DATABASE_URL",
+        ),
+        (
+            "stuck",
+            {"CARAVAN_HTTP_PORT": "80a"},
+            "CARAVAN_HTTP_PORT: Input should be a valid integer, unable to parse string as an "
+            "integer",
+        ),
+        (
+            "dashboard",
+            {"CARAVAN_PLATFORM_APPS": '{"m": {"secret": "not-long", "api_url": "http://m"}}'},
+            "CARAVAN_PLATFORM_APPS (m.secret): Value should have at least 16 items after "
+            "validation, not 8",
+        ),
+    ],
+)
+def test_settings_the_environment_gives_that_are_refused_are_one_line_naming_the_variable(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, command: str, env: dict[str, str], said: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = caravan(*command.split())
+    assert (code, one_line(err)) == (2, f"settings refused: {said} (from the environment or .env)")
+    assert "not-long" not in err
 
 
 def test_prepare_refusing_development_passwords_in_production_is_one_line(

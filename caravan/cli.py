@@ -216,6 +216,7 @@ def _up(
     )
     board: subprocess.Popen[bytes] | None = None
     try:
+        system.check_ports_free({**system.http_ports(procs.env), "operations page": dashboard_port})
         kafka_path = (f"({infra.kafka_path})", "dim")
         console.print(Text.assemble(f"Kafka: {infra.kafka_bootstrap} ", kafka_path))
         # Unquoted for reading: the local cluster's URL holds its socket folder in the query.

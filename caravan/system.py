@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from caravan import db_roles, kafka_acls
 from caravan.infra.kafka import LocalKafka, Scram
+from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES as SERVICES  # re-exported: the launcher's list
@@ -577,13 +578,28 @@ def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str
     return env
 
 
+def http_ports(env: dict[str, str]) -> dict[str, int]:
+    """Each service's HTTP port in ``env`` (:func:`service_env`'s)."""
+    return {name: int(env[var]) for name, var in zip(SERVICES, HTTP_PORT_VARS, strict=True)}
+
+
+def check_ports_free(ports: dict[str, int]) -> None:
+    """Refuse (:class:`OperatorError`) to start what would listen on a port that another
+    program holds (``ports``: who would listen, on which): it would exit at once, or that
+    program's ``/healthz`` would answer for it."""
+    busy = ", ".join(f"{port} ({who})" for who, port in ports.items() if port and port_open(port))
+    if busy:
+        raise OperatorError(
+            f"another program holds port {busy}: stop it, or start caravan up on other ports "
+            "(CARAVAN_HTTP_PORT and the four after it, --dashboard-port)"
+        )
+
+
 def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
-    """Wait until every started service answers ``/healthz`` (failing early if one died)."""
-    ports = {
-        name: int(procs.env[var])
-        for name, var in zip(SERVICES, HTTP_PORT_VARS, strict=True)
-        if name in procs.services()
-    }
+    """Wait until every started service answers ``/healthz`` (failing early if one died);
+    :class:`OperatorError` naming those that did not in ``timeout`` seconds, and their logs."""
+    running = procs.services()
+    ports = {name: port for name, port in http_ports(procs.env).items() if name in running}
     deadline = time.monotonic() + timeout
     while ports and time.monotonic() < deadline:
         procs.check_alive()
@@ -595,7 +611,10 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
                 pass
         time.sleep(0.1)
     if ports:
-        raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(ports)}")
+        logs = ", ".join(str(procs.log_dir / f"{key}.log") for key in procs.hosts(tuple(ports)))
+        raise OperatorError(
+            f"{', '.join(ports)} did not answer /healthz within {timeout:.0f}s; see {logs}"
+        )
 
 
 @contextlib.asynccontextmanager

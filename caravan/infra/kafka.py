@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,13 +32,13 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
 from shared.kafka_security import client_kwargs
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_PORT_OFFSET = 1000
-HOST = "127.0.0.1"
 
 _T = TypeVar("_T")
 
@@ -273,7 +272,7 @@ class LocalKafka:
             live = [n for n in self._nodes if n.node_id in expected]
             bootstrap = ",".join(f"{HOST}:{n.port}" for n in live)
             # Cheap TCP check first: it keeps aiokafka from logging connection errors.
-            closed = [n.port for n in live if not _port_open(n.port)]
+            closed = [n.port for n in live if not port_open(n.port)]
             if closed:
                 last_error = ConnectionRefusedError(f"ports {closed} not listening yet")
                 time.sleep(0.25)
@@ -428,10 +427,11 @@ class LocalKafka:
         ]
 
     def _launch(self, node: _Node, libs: Path) -> None:
-        if _port_open(node.port) or _port_open(node.controller_port):
-            raise RuntimeError(
-                f"port {node.port} or {node.controller_port} is already in use by a process "
-                f"that is not this cluster's node {node.index} ({self.base_dir})"
+        busy = [port for port in (node.port, node.controller_port) if port_open(port)]
+        if busy:
+            raise OperatorError(
+                f"port {busy[0]} is in use by a program other than Kafka node {node.index} of "
+                f"{self.base_dir}: stop it, or name a running Kafka in KAFKA_BOOTSTRAP_SERVERS"
             )
         heap = ("512m", "256m") if self.nodes == 1 else ("384m", "128m")
         with node.logfile.open("ab") as log:
@@ -545,12 +545,6 @@ def _is_process(pid: int, *cmdline_parts: str) -> bool:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

@@ -24,7 +24,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Coroutine
@@ -38,9 +37,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
 
-HOST = "127.0.0.1"
 ROLE = "caravan"
 PASSWORD = "caravan"
 DATABASE = "caravan"
@@ -174,10 +173,10 @@ class LocalPostgres:
                 self._initdb()
             self._forget_stale_pid()
             if not self.is_running():
-                if _port_open(self.port):
-                    raise RuntimeError(
-                        f"port {self.port} is already in use by a process that is not "
-                        f"the cluster in {self.data_dir}"
+                if port_open(self.port):
+                    raise OperatorError(
+                        f"port {self.port} is in use by a program other than the PostgreSQL of "
+                        f"{self.data_dir}: stop it, or name a running PostgreSQL in DATABASE_URL"
                     )
                 self._configure()
                 self._pg_ctl(
@@ -373,9 +372,3 @@ def _directory_list(*dirs: Path) -> str:
 
 def _current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0

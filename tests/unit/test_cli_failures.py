@@ -6,10 +6,11 @@ PostgreSQL does (test_cli_unreachable.py), instead of printing a traceback. Run 
 
 import functools
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -17,8 +18,9 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from caravan import cli, system, tokens_cli
-from caravan.infra import kafka, postgres
+from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
+from tests.unit.test_cli_unreachable import closed_port
 
 Caravan = Callable[..., tuple[int, str, str]]
 
@@ -29,7 +31,8 @@ def caravan(
 ) -> Caravan:
     """``caravan ARGS`` through ``main()``: its exit code, stdout and stderr. What ``caravan
     up`` keeps in the checkout's ``.cache`` (its lock, pids, pauses) is under ``tmp_path``, and
-    it leaves this process's signal handlers alone."""
+    it leaves this process's signal handlers alone; no port of the machine counts as taken
+    (other programs may hold 8080-8084 and 8090) unless a test says so."""
     monkeypatch.setattr(system, "use_running_system", lambda: None)
     monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
@@ -37,6 +40,7 @@ def caravan(
     monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
     monkeypatch.setattr(system, "stop_on_signals", lambda: None)
     monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)
+    monkeypatch.setattr(system, "port_open", lambda port: False, raising=False)
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JAVA_HOME", "CARAVAN_ENVIRONMENT"):
         monkeypatch.delenv(name, raising=False)
 
@@ -76,23 +80,36 @@ def test_caravan_up_on_a_machine_without_a_tool_names_it(
         shutil, "which", lambda name, *a, **k: None if name in (missing, "docker") else which(name)
     )
     monkeypatch.setattr(postgres, "PACKAGED", tmp_path / "no-packages")
-    repo = tmp_path / "repo"  # a checkout whose jars were fetched, but for the mvn case
-    (repo / "infra" / "kafka").mkdir(parents=True)
-    pom = system.REPO_ROOT / "infra" / "kafka" / "pom.xml"
-    (repo / "infra" / "kafka" / "pom.xml").write_text(pom.read_text())
-    if missing != "mvn":
-        libs = repo / ".cache" / "kafka" / "libs"
-        libs.mkdir(parents=True)
-        (libs / f"kafka_2.13-{kafka._kafka_version(repo)}.jar").touch()
     if missing == "pg_ctl":
         monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
-    monkeypatch.setattr(system, "LocalKafka", functools.partial(kafka.LocalKafka, repo_root=repo))
-    monkeypatch.setattr(system, "LocalPostgres", _NoServiceUser)
-    start = functools.partial(system.start_infrastructure, tmp_path / "infra")
-    monkeypatch.setattr(system, "start_infrastructure", start)
+    local_infrastructure(monkeypatch, tmp_path, jars=missing != "mvn")
 
     code, _, err = caravan("up")
     assert (code, one_line(err)) == (1, said)
+
+
+def local_infrastructure(
+    monkeypatch: pytest.MonkeyPatch, base: Path, jars: bool = True, port: int | None = None
+) -> None:
+    """``caravan up`` starts its own Kafka and PostgreSQL under ``base`` (on ``port``, if
+    given), from a checkout there whose Kafka jars were fetched (unless not ``jars``)."""
+    repo = base / "repo"
+    (repo / "infra" / "kafka").mkdir(parents=True)
+    pom = system.REPO_ROOT / "infra" / "kafka" / "pom.xml"
+    (repo / "infra" / "kafka" / "pom.xml").write_text(pom.read_text())
+    if jars:
+        libs = repo / ".cache" / "kafka" / "libs"
+        libs.mkdir(parents=True)
+        (libs / f"kafka_2.13-{kafka._kafka_version(repo)}.jar").touch()
+    monkeypatch.setattr(system, "LocalKafka", functools.partial(kafka.LocalKafka, repo_root=repo))
+    monkeypatch.setattr(system, "LocalPostgres", _NoServiceUser)
+    start = system.start_infrastructure
+    ports = {"kafka_port": port, "postgres_port": port} if port else {}
+
+    def start_infrastructure(**kwargs: object) -> system.Infrastructure:
+        return start(base, **{**kwargs, **ports})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(system, "start_infrastructure", start_infrastructure)
 
 
 class _NoServiceUser(postgres.LocalPostgres):
@@ -107,21 +124,26 @@ class _Exited:
     """A service process that has exited with 1."""
 
     pid = 0  # no such process: recorded without a command line
-    returncode = 1
+    returncode: int | None = 1
 
-    def poll(self) -> int:
+    def poll(self) -> int | None:
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float | None = None) -> int | None:
         return self.returncode
 
     terminate = kill = send_signal = lambda self, *args: None
 
 
-@pytest.mark.parametrize("when", ["while starting", "for good"])
-def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stopping_everything(
-    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, when: str
-) -> None:
+class _Silent(_Exited):
+    """A service process that runs and never answers (on ports nothing listens on)."""
+
+    returncode = None
+
+
+def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[str]:
+    """``caravan up`` with brokers that are not started, and services that are ``process``
+    (each stopped with a short wait). What it stopped, in order: services, then brokers."""
     stopped: list[str] = []
 
     def start_infrastructure(**kwargs: object) -> system.Infrastructure:
@@ -135,7 +157,7 @@ def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stoppin
     def start(
         procs: system.ServiceProcesses, names: tuple[str, ...] = system.SERVICES, instance: int = 1
     ) -> None:
-        procs.procs.update({name: _Exited() for name in names})  # type: ignore[misc]
+        procs.procs.update({name: process() for name in names})  # type: ignore[misc]
 
     real_stop = system.ServiceProcesses.stop
 
@@ -148,6 +170,15 @@ def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stoppin
     monkeypatch.setattr(tokens_cli, "dev_token", lambda url: ("cvn_" + "x" * 43, False))
     monkeypatch.setattr(system.ServiceProcesses, "start", start)
     monkeypatch.setattr(system.ServiceProcesses, "stop", stop)
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(closed_port()))  # not a real service's /healthz
+    return stopped
+
+
+@pytest.mark.parametrize("when", ["while starting", "for good"])
+def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stopping_everything(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    stopped = faked_up(monkeypatch, _Exited)
     if when == "for good":  # they answered once, then kept exiting
         monkeypatch.setattr(system, "wait_ready", lambda procs: None)
         monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: _Exited())  # the page
@@ -160,6 +191,74 @@ def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stoppin
     }[when]
     assert code == 1 and one_line(err).startswith(said), err
     assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
+
+
+def test_services_that_never_answer_end_caravan_up_in_one_line_naming_their_logs(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped = faked_up(monkeypatch, _Silent)
+    monkeypatch.setattr(system, "wait_ready", functools.partial(system.wait_ready, timeout=1.0))
+
+    code, out, err = caravan("up")
+    said = one_line(err)
+    names = ", ".join(system.SERVICES)
+    assert code == 1 and said.startswith(f"{names} did not answer /healthz within 1s; see "), said
+    assert str(system.CACHE / "logs" / "orders.log") in said
+    assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield int(listener.getsockname()[1])
+
+
+@pytest.mark.parametrize("holder_of", ["kafka", "postgres", "http"])
+def test_caravan_up_on_a_port_another_program_holds_names_the_port(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    held_port: int,
+    holder_of: str,
+) -> None:
+    base = tmp_path_factory.mktemp("i")  # short: a longer socket path moves PostgreSQL away
+    local_infrastructure(monkeypatch, base, port=held_port)
+    if holder_of == "kafka":  # a node formatted before: nothing but the port stops it
+        (base / f"kafka-{held_port}" / "node-0" / "data").mkdir(parents=True)
+        (base / f"kafka-{held_port}" / "node-0" / "data" / "meta.properties").touch()
+    else:
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    if holder_of == "postgres":  # a cluster made before, not running
+        (base / f"postgres-{held_port}" / "data").mkdir(parents=True)
+        (base / f"postgres-{held_port}" / "data" / "PG_VERSION").write_text("15\n")
+    if holder_of == "http":
+        stopped = faked_up(monkeypatch, _Exited)  # as a service that cannot bind its port
+        monkeypatch.setenv("CARAVAN_HTTP_PORT", str(held_port - 1))
+        monkeypatch.setattr(system, "port_open", ports.port_open)
+
+    code, _, err = caravan("up", "--dashboard-port", str(closed_port()))
+    said = one_line(err)
+    assert code == 1, said
+    assert said.startswith(
+        {
+            "kafka": f"port {held_port} is in use by a program other than Kafka node 0 of ",
+            "postgres": f"port {held_port} is in use by a program other than the PostgreSQL of ",
+            "http": "another program holds port ",
+        }[holder_of]
+    ), said
+    assert said.endswith(
+        {
+            "kafka": ": stop it, or name a running Kafka in KAFKA_BOOTSTRAP_SERVERS",
+            "postgres": ": stop it, or name a running PostgreSQL in DATABASE_URL",
+            "http": ": stop it, or start caravan up on other ports "
+            "(CARAVAN_HTTP_PORT and the four after it, --dashboard-port)",
+        }[holder_of]
+    ), said
+    if holder_of == "http":
+        assert f"{held_port} (inventory)" in said and stopped == ["brokers"], said
 
 
 def test_a_value_file_that_cannot_be_read_is_a_usage_error_before_anything_is_read(

@@ -29,7 +29,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from caravan import db_roles, kafka_acls
-from caravan.infra.kafka import LocalKafka, Scram
+from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
@@ -282,7 +282,7 @@ def _start_kafka(kafka: LocalKafka, attempts: int = 3) -> str:
         try:
             kafka.wait_ready()
             return bootstrap
-        except RuntimeError:
+        except KafkaExited:
             if attempt == attempts:
                 raise
             kafka.stop()

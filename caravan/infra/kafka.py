@@ -90,12 +90,23 @@ def ensure_jars(repo_root: Path) -> Path:
             stdin=subprocess.DEVNULL,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"fetching Kafka jars failed:\n{result.stdout}{result.stderr}")
+            log = libs.with_name("mvn.log")
+            log.write_text(result.stdout + result.stderr)
+            said = _error_line(result.stdout + result.stderr, first=True)  # later: advice
+            raise OperatorError(
+                f"fetching the Kafka jars with Maven failed ({said}): run it again "
+                "where Maven Central is reachable (or a mirror in ~/.m2/settings.xml); "
+                f"see {log}"
+            )
         shutil.rmtree(libs, ignore_errors=True)
         partial.rename(libs)
         elapsed = time.monotonic() - started
         print(f"caravan: Kafka jars ready ({elapsed:.0f}s)", file=sys.stderr, flush=True)
     return libs
+
+
+class KafkaExited(OperatorError):
+    """A node of a local cluster exited while starting: its log says why."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,7 @@ class LocalKafka:
             for i in range(nodes)
         ]
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._log_starts: dict[int, int] = {}  # where each JVM we launched began its log
 
     @property
     def bootstrap_servers(self) -> str:
@@ -257,17 +269,17 @@ class LocalKafka:
                 if self._pid(node) is not None:
                     expected.add(node.node_id)
                 elif node.index in self._procs:  # we started it and it died
-                    raise RuntimeError(
-                        f"Kafka node {node.index} exited; see {node.logfile}:\n"
-                        + _tail(node.logfile)
+                    raise KafkaExited(
+                        f"Kafka node {node.index} exited ({self._why_exited(node)}); "
+                        f"see {node.logfile}"
                     )
             if not expected:
                 raise RuntimeError("no Kafka node is running; call start() first")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(
-                    f"Kafka at {self.bootstrap_servers} not ready after {timeout:.0f}s: "
-                    f"{last_error!r}"
+                raise OperatorError(
+                    f"Kafka at {self.bootstrap_servers} not ready after {timeout:.0f}s "
+                    f"({last_error!r}); see {self.base_dir}/node-*/kafka.log"
                 )
             live = [n for n in self._nodes if n.node_id in expected]
             bootstrap = ",".join(f"{HOST}:{n.port}" for n in live)
@@ -404,8 +416,11 @@ class LocalKafka:
             stdin=subprocess.DEVNULL,
         )
         if result.returncode != 0:
-            raise RuntimeError(
-                f"formatting Kafka node {node.index} failed:\n{result.stdout}{result.stderr}"
+            with node.logfile.open("a") as log:
+                log.write(result.stdout + result.stderr)
+            raise OperatorError(
+                f"formatting Kafka node {node.index}'s storage failed "
+                f"({_error_line(result.stdout + result.stderr)}); see {node.logfile}"
             )
 
     def _java(self, libs: Path, heap: tuple[str, str] | None = None) -> list[str]:
@@ -435,6 +450,7 @@ class LocalKafka:
             )
         heap = ("512m", "256m") if self.nodes == 1 else ("384m", "128m")
         with node.logfile.open("ab") as log:
+            self._log_starts[node.index] = log.tell()
             proc = subprocess.Popen(
                 [*self._java(libs, heap), "kafka.Kafka", str(node.config)],
                 stdin=subprocess.DEVNULL,
@@ -445,6 +461,15 @@ class LocalKafka:
             )
         self._procs[node.index] = proc
         node.pidfile.write_text(f"{proc.pid}\n")
+
+    def _why_exited(self, node: _Node) -> str:
+        """The last error line the JVM we launched for ``node`` wrote to its log."""
+        try:
+            with node.logfile.open("rb") as log:
+                log.seek(self._log_starts.get(node.index, 0))
+                return _error_line(log.read().decode(errors="replace"))
+        except FileNotFoundError:
+            return "no log"
 
     def _pid(self, node: _Node) -> int | None:
         """The pid of this node's JVM if it is running, else None (stale pidfiles removed).
@@ -547,11 +572,17 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except FileNotFoundError:
-        return "(no log)"
+_ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|^FATAL:|^Caused by:")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_line(output: str, first: bool = False, chars: int = 200) -> str:
+    """What a tool's output says went wrong, in a line: its last error line (or ``first``),
+    cut short."""
+    lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
+    found = [line for line in lines if _ERROR.search(line)]
+    said = (found[0] if first else found[-1]) if found else "its output says nothing of why"
+    return said if len(said) <= chars else said[: chars - 1] + "…"
 
 
 @contextlib.contextmanager

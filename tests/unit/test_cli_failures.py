@@ -5,6 +5,7 @@ PostgreSQL does (test_cli_unreachable.py), instead of printing a traceback. Run 
 ``main()``, with the parts that would start or reach anything faked."""
 
 import functools
+import os
 import shutil
 import socket
 import subprocess
@@ -86,6 +87,68 @@ def test_caravan_up_on_a_machine_without_a_tool_names_it(
 
     code, _, err = caravan("up")
     assert (code, one_line(err)) == (1, said)
+
+
+MAVEN_OFFLINE = """\
+\x1b[0m\x1b[0m[ERROR] Plugin org.apache.maven.plugins:maven-dependency-plugin:3.7.0 or one of its \
+dependencies could not be resolved: Unknown host repo.maven.apache.org -> [Help 1]
+[ERROR]
+[ERROR] Re-run Maven using the -X switch to enable full debug logging.
+[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/PluginResolutionException
+"""
+
+
+def test_caravan_up_whose_fetch_of_the_kafka_jars_fails_says_why_in_one_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tools = tmp_path / "bin"  # a Maven that cannot reach Maven Central, as on no network
+    tools.mkdir()
+    (tools / "mvn").write_text(f"#!/bin/sh\ncat <<'EOF'\n{MAVEN_OFFLINE}EOF\nexit 1\n")
+    (tools / "mvn").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    local_infrastructure(monkeypatch, tmp_path, jars=False)
+
+    code, _, err = caravan("up")
+    log = tmp_path / "repo" / ".cache" / "kafka" / "mvn.log"
+    said = one_line(
+        err.removeprefix(f"caravan: fetching Kafka jars into {log.with_name('libs')} ...\n")
+    )
+    assert code == 1 and said == (
+        "fetching the Kafka jars with Maven failed ([ERROR] Plugin org.apache.maven.plugins:"
+        "maven-dependency-plugin:3.7.0 or one of its dependencies could not be resolved: Unknown"
+        " host repo.maven.apache.org -> [Help 1]): run it again where Maven Central is "
+        f"reachable (or a mirror in ~/.m2/settings.xml); see {log}"
+    ), said
+    assert log.read_text() == MAVEN_OFFLINE
+
+
+KAFKA_REFUSING = """\
+[2026-12-03 22:57:01,112] ERROR Exiting Kafka due to fatal exception during startup. (kafka.Kafka$)
+java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1 in meta.properties.
+\tat kafka.server.KafkaRaftServer$.initializeLogDirs(KafkaRaftServer.scala:142)
+"""
+
+
+def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    java = tmp_path / "jdk" / "bin" / "java"  # a broker that refuses its storage, every time
+    java.parent.mkdir(parents=True)
+    java.write_text(f"#!/bin/sh\ncat <<'EOF'\n{KAFKA_REFUSING}EOF\nexit 1\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
+    port = closed_port()
+    local_infrastructure(monkeypatch, tmp_path, port=port)
+    node = tmp_path / f"kafka-{port}" / "node-0"
+    (node / "data").mkdir(parents=True)
+    (node / "data" / "meta.properties").touch()  # formatted before
+
+    code, _, err = caravan("up")
+    assert code == 1 and one_line(err) == (
+        "Kafka node 0 exited (java.lang.RuntimeException: Stored node id 7 doesn't match "
+        f"previous node id 1 in meta.properties.); see {node / 'kafka.log'}"
+    ), err
+    assert (node / "kafka.log").read_text() == KAFKA_REFUSING * 3  # started three times
 
 
 def local_infrastructure(

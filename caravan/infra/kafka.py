@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from caravan.infra.logs import error_line, size, written_since
 from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
 from shared.kafka_security import client_kwargs
@@ -92,7 +93,7 @@ def ensure_jars(repo_root: Path) -> Path:
         if result.returncode != 0:
             log = libs.with_name("mvn.log")
             log.write_text(result.stdout + result.stderr)
-            said = _error_line(result.stdout + result.stderr, first=True)  # later: advice
+            said = error_line(result.stdout + result.stderr, first=True)  # later: advice
             raise OperatorError(
                 f"fetching the Kafka jars with Maven failed ({said}): run it again "
                 "where Maven Central is reachable (or a mirror in ~/.m2/settings.xml); "
@@ -269,9 +270,9 @@ class LocalKafka:
                 if self._pid(node) is not None:
                     expected.add(node.node_id)
                 elif node.index in self._procs:  # we started it and it died
+                    said = written_since(node.logfile, self._log_starts.get(node.index, 0))
                     raise KafkaExited(
-                        f"Kafka node {node.index} exited ({self._why_exited(node)}); "
-                        f"see {node.logfile}"
+                        f"Kafka node {node.index} exited ({error_line(said)}); see {node.logfile}"
                     )
             if not expected:
                 raise RuntimeError("no Kafka node is running; call start() first")
@@ -420,7 +421,7 @@ class LocalKafka:
                 log.write(result.stdout + result.stderr)
             raise OperatorError(
                 f"formatting Kafka node {node.index}'s storage failed "
-                f"({_error_line(result.stdout + result.stderr)}); see {node.logfile}"
+                f"({error_line(result.stdout + result.stderr)}); see {node.logfile}"
             )
 
     def _java(self, libs: Path, heap: tuple[str, str] | None = None) -> list[str]:
@@ -449,8 +450,8 @@ class LocalKafka:
                 f"{self.base_dir}: stop it, or name a running Kafka in KAFKA_BOOTSTRAP_SERVERS"
             )
         heap = ("512m", "256m") if self.nodes == 1 else ("384m", "128m")
+        self._log_starts[node.index] = size(node.logfile)
         with node.logfile.open("ab") as log:
-            self._log_starts[node.index] = log.tell()
             proc = subprocess.Popen(
                 [*self._java(libs, heap), "kafka.Kafka", str(node.config)],
                 stdin=subprocess.DEVNULL,
@@ -461,15 +462,6 @@ class LocalKafka:
             )
         self._procs[node.index] = proc
         node.pidfile.write_text(f"{proc.pid}\n")
-
-    def _why_exited(self, node: _Node) -> str:
-        """The last error line the JVM we launched for ``node`` wrote to its log."""
-        try:
-            with node.logfile.open("rb") as log:
-                log.seek(self._log_starts.get(node.index, 0))
-                return _error_line(log.read().decode(errors="replace"))
-        except FileNotFoundError:
-            return "no log"
 
     def _pid(self, node: _Node) -> int | None:
         """The pid of this node's JVM if it is running, else None (stale pidfiles removed).
@@ -570,19 +562,6 @@ def _is_process(pid: int, *cmdline_parts: str) -> bool:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-_ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|^FATAL:|^Caused by:")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _error_line(output: str, first: bool = False, chars: int = 200) -> str:
-    """What a tool's output says went wrong, in a line: its last error line (or ``first``),
-    cut short."""
-    lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
-    found = [line for line in lines if _ERROR.search(line)]
-    said = (found[0] if first else found[-1]) if found else "its output says nothing of why"
-    return said if len(said) <= chars else said[: chars - 1] + "…"
 
 
 @contextlib.contextmanager

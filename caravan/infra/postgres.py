@@ -37,6 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from caravan.infra.logs import error_line, size, written_since
 from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
 
@@ -179,9 +180,14 @@ class LocalPostgres:
                         f"{self.data_dir}: stop it, or name a running PostgreSQL in DATABASE_URL"
                     )
                 self._configure()
-                self._pg_ctl(
-                    "start", "-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}"
-                )
+                logged = size(self.logfile)
+                args = ("-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}")
+                started = self._pg_ctl("start", *args, check=False)
+                if started.returncode != 0:
+                    said = error_line(written_since(self.logfile, logged))
+                    raise OperatorError(
+                        f"PostgreSQL on port {self.port} did not start ({said}); see {self.logfile}"
+                    )
             self._psql(_BOOTSTRAP_SQL)  # idempotent: role + database
         return self.url
 

@@ -103,8 +103,7 @@ def test_caravan_up_whose_fetch_of_the_kafka_jars_fails_says_why_in_one_line(
 ) -> None:
     tools = tmp_path / "bin"  # a Maven that cannot reach Maven Central, as on no network
     tools.mkdir()
-    (tools / "mvn").write_text(f"#!/bin/sh\ncat <<'EOF'\n{MAVEN_OFFLINE}EOF\nexit 1\n")
-    (tools / "mvn").chmod(0o755)
+    script(tools / "mvn", f"cat <<'EOF'\n{MAVEN_OFFLINE}EOF\nexit 1")
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
     local_infrastructure(monkeypatch, tmp_path, jars=False)
 
@@ -134,8 +133,7 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
 ) -> None:
     java = tmp_path / "jdk" / "bin" / "java"  # a broker that refuses its storage, every time
     java.parent.mkdir(parents=True)
-    java.write_text(f"#!/bin/sh\ncat <<'EOF'\n{KAFKA_REFUSING}EOF\nexit 1\n")
-    java.chmod(0o755)
+    script(java, f"cat <<'EOF'\n{KAFKA_REFUSING}EOF\nexit 1")
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     port = closed_port()
     local_infrastructure(monkeypatch, tmp_path, port=port)
@@ -149,6 +147,48 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
         f"previous node id 1 in meta.properties.); see {node / 'kafka.log'}"
     ), err
     assert (node / "kafka.log").read_text() == KAFKA_REFUSING * 3  # started three times
+
+
+POSTGRES_REFUSING = (
+    '2026-12-03 23:04:55.753 GMT [6385] LOG:  unrecognized configuration parameter "nonsense"\n'
+    '2026-12-03 23:04:55.753 GMT [6385] FATAL:  configuration file "postgresql.conf" contains'
+    " errors\n"
+)
+
+
+def test_caravan_up_whose_postgresql_does_not_start_says_why_in_one_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("i")  # short: a longer socket path moves PostgreSQL away
+    tools = base / "bin"  # a pg_ctl whose server refuses its settings, as PostgreSQL 15 does
+    tools.mkdir()
+    script(
+        tools / "pg_ctl",
+        '[ "$3" = status ] && exit 3\n'
+        f"cat >>\"$8\" <<'EOF'\n{POSTGRES_REFUSING}EOF\n"
+        "echo 'pg_ctl: could not start server'; exit 1",
+    )
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    port = closed_port()
+    local_infrastructure(monkeypatch, base, port=port)
+    data = base / f"postgres-{port}" / "data"  # a cluster made before, not running
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "postgresql.conf").write_text("nonsense = 1\n")
+    (base / f"postgres-{port}" / "postgres.log").write_text("FATAL:  an earlier start's\n")
+
+    code, _, err = caravan("up")
+    assert code == 1 and one_line(err) == (
+        f"PostgreSQL on port {port} did not start ({POSTGRES_REFUSING.splitlines()[1]}); "
+        f"see {base / f'postgres-{port}' / 'postgres.log'}"
+    ), err
+
+
+def script(path: Path, body: str) -> None:
+    """An executable shell script at ``path``: a tool that fails as the real one does."""
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
 
 
 def local_infrastructure(

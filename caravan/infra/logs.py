@@ -1,0 +1,35 @@
+"""What a tool's output says went wrong, in a line: what an operator is shown when Maven,
+Kafka or PostgreSQL fails (:class:`caravan.output.OperatorError`), beside the log that keeps
+the whole of it."""
+
+import re
+from pathlib import Path
+
+_ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\bFATAL:|^Caused by:")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(output: str, first: bool = False, chars: int = 200) -> str:
+    """The last error line of ``output`` (or the ``first``), cut short."""
+    lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
+    found = [line for line in lines if _ERROR.search(line)]
+    said = (found[0] if first else found[-1]) if found else "its output says nothing of why"
+    return said if len(said) <= chars else said[: chars - 1] + "…"
+
+
+def written_since(log: Path, offset: int) -> str:
+    """What was written to ``log`` after its first ``offset`` bytes (a run's own lines)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def size(log: Path) -> int:
+    """Where what is written to ``log`` next begins."""
+    try:
+        return log.stat().st_size
+    except FileNotFoundError:
+        return 0

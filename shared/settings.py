@@ -42,7 +42,16 @@ def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | N
     if env.get(name):
         return env[name]
     path = env.get(f"{name}_FILE")
-    return Path(path).read_text().strip() if path else None
+    return read_secret_file(f"{name}_FILE", path) if path else None
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The secret in the file ``variable`` names, or a ValueError saying which variable
+    names a file that cannot be read (a setting refused, not a traceback)."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{variable} names {path}, which cannot be read: {exc.strerror}") from exc
 
 
 class PlatformApp(BaseModel):
@@ -175,7 +184,7 @@ class Settings(CalendarSettings):
         if isinstance(data, dict):
             for key, variable in FILE_SECRETS.items():
                 if data.get(key) is None and os.environ.get(variable):
-                    data[key] = Path(os.environ[variable]).read_text().strip()
+                    data[key] = read_secret_file(variable, os.environ[variable])
         return data
 
     @model_validator(mode="after")

@@ -443,11 +443,18 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
             "CARAVAN_PLATFORM_APPS (m.secret): Value should have at least 16 items after "
             "validation, not 8",
         ),
+        (
+            "tokens list",
+            {"DATABASE_URL_FILE": "/nonexistent/db-url"},
+            "DATABASE_URL_FILE names /nonexistent/db-url, which cannot be read: No such file "
+            "or directory",
+        ),
     ],
 )
 def test_settings_the_environment_gives_that_are_refused_are_one_line_naming_the_variable(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, command: str, env: dict[str, str], said: str
 ) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     code, _, err = caravan(*command.split())

@@ -9,9 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,39 +20,8 @@ from sqlalchemy import exc as sa_exc
 from caravan import cli, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
+from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
-
-Caravan = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def caravan(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> Caravan:
-    """``caravan ARGS`` through ``main()``: its exit code, stdout and stderr. What ``caravan
-    up`` keeps in the checkout's ``.cache`` (its lock, pids, pauses) is under ``tmp_path``, and
-    it leaves this process's signal handlers alone; no port of the machine counts as taken
-    (other programs may hold 8080-8084 and 8090) unless a test says so."""
-    monkeypatch.setattr(system, "use_running_system", lambda: None)
-    monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
-    monkeypatch.setattr(system, "UP_ENV", tmp_path / "cache" / "up.env.json")
-    monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
-    monkeypatch.setattr(system, "stop_on_signals", lambda: None)
-    monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)
-    monkeypatch.setattr(system, "port_open", lambda port: False, raising=False)
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JAVA_HOME", "CARAVAN_ENVIRONMENT"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["caravan", *args])
-        with pytest.raises(SystemExit) as exited:
-            cli.main()
-        said = capsys.readouterr()
-        code = exited.value.code
-        return code if isinstance(code, int) else 1, said.out, said.err
-
-    return run
 
 
 def one_line(err: str) -> str:

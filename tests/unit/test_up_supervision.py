@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from caravan import cli, system
 from caravan.output import OperatorError
+from tests.unit.conftest import Caravan
 
 
 class Exited:
@@ -129,24 +130,13 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
 
 
 def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(system, "PAUSED", tmp_path / "paused")
-    monkeypatch.setattr(system, "use_running_system", lambda: None)
-
-    def caravan(*args: str) -> tuple[object, str]:
-        """``caravan ARGS`` through ``main()``: its exit code and what it said."""
-        monkeypatch.setattr(sys, "argv", ["caravan", *args])
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-        said = capsys.readouterr()
-        return done.value.code, said.out + said.err
-
-    code, said = caravan("pause", "shipping")
-    assert code == 2 and "none of orders" in said
+    code, out, err = caravan("pause", "shipping")
+    assert code == 2 and "none of orders" in out + err
     monkeypatch.setattr(system, "running_up", lambda: False)
-    code, said = caravan("pause", "orders")
-    assert code == 1 and "no `caravan up` runs" in said
+    code, out, err = caravan("pause", "orders")
+    assert code == 1 and "no `caravan up` runs" in out + err
     assert system.paused() == set()
 
 

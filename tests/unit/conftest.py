@@ -1,0 +1,41 @@
+"""Fixtures of the unit tests."""
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from caravan import cli, system
+
+Caravan = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def caravan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> Caravan:
+    """``caravan ARGS`` through ``main()``: its exit code, stdout and stderr. What ``caravan
+    up`` keeps in the checkout's ``.cache`` (its lock, pids, pauses) is under ``tmp_path``, and
+    it leaves this process's signal handlers alone; no port of the machine counts as taken
+    (other programs may hold 8080-8084 and 8090) unless a test says so."""
+    monkeypatch.setattr(system, "use_running_system", lambda: None)
+    monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
+    monkeypatch.setattr(system, "UP_ENV", tmp_path / "cache" / "up.env.json")
+    monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
+    monkeypatch.setattr(system, "stop_on_signals", lambda: None)
+    monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)
+    monkeypatch.setattr(system, "port_open", lambda port: False)
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JAVA_HOME", "CARAVAN_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["caravan", *args])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        said = capsys.readouterr()
+        code = exited.value.code
+        return code if isinstance(code, int) else 1, said.out, said.err
+
+    return run

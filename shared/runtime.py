@@ -148,6 +148,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         outbox_hours=settings.outbox_retention_hours,
         inbox_hours=settings.inbox_retention_hours,
         kafka_hours=kafka_hours,
+        parked=metadata.tables.get(f"{name}.parked"),  # shared.messaging.parking
         interval_seconds=settings.messaging_prune_interval_seconds,
     )
     service.loops.append(retention.run)

@@ -30,8 +30,16 @@ from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
 from shared.auth import tokens
-from shared.events.envelope import CloudEvent, new_event
-from shared.events.orders import OrderRequested
+from shared.events.envelope import CloudEvent, EventData, new_event
+from shared.events.orders import (
+    Buyer,
+    ConfirmedPayment,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+    OrderRequested,
+)
 from shared.events.registry import parse_record
 from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
@@ -320,6 +328,24 @@ class System:
         )
         return event
 
+    async def publish(self, data: EventData, source: str = "caravan/orders") -> CloudEvent:
+        """Publish ``data`` as the service of ``source`` would: on its topic, keyed as it
+        keys it; returns the event sent (:meth:`publish_event` sends it again)."""
+        event = new_event(data, source=source)
+        await self.publish_event(event, data)
+        return event
+
+    async def handled(self, schema: str, event: CloudEvent) -> None:
+        """Wait until the service of ``schema`` has handled ``event`` (its inbox holds it)."""
+        key = f"{event.source}|{event.id}"
+        query = f"select key from {schema}.inbox where key = :k"
+        await self.until(lambda: self.scalar(query, k=key), f"{event.type} handled by {schema}")
+
+    async def publish_event(self, event: CloudEvent, data: EventData) -> None:
+        """Publish ``event`` (whose ``data`` is ``data``) again, as :meth:`publish` did."""
+        key = data.partition_key().encode()
+        await self.publish_raw(data.topic.value, event.to_json(), key)
+
     @overload
     async def until(
         self,
@@ -429,6 +455,37 @@ def raw_event(
         "time": "2026-11-30T08:00:00Z",
     }
     return event if data is None else {**event, "data": data}
+
+
+@dataclass(frozen=True)
+class OrderEvents:
+    """An order's ``order.placed`` and the two outcomes it may have, as the orders service
+    emits them, to publish in an order it never does (:meth:`System.publish`). Its SKU is in
+    no lot: inventory rejects it, and nothing more follows."""
+
+    placed: OrderPlaced
+    confirmed: OrderConfirmed
+    cancelled: OrderCancelled
+
+
+def order_events(order_ref: str, phone: str, source: str = "storefront/test") -> OrderEvents:
+    order_id = str(uuid.uuid4())
+    placed = OrderPlaced(
+        order_id=order_id,
+        order_ref=order_ref,
+        source=source,
+        buyer_id="t-rich",
+        lines=[OrderLine(sku="T-UNSTOCKED", quantity=1)],
+        buyer=Buyer(id="t-rich", phone=phone, locale="en"),
+    )
+    confirmed = OrderConfirmed(
+        order_id=order_id,
+        order_ref=order_ref,
+        total_fen=3500,
+        payment=ConfirmedPayment(method="prepaid"),
+    )
+    cancelled = OrderCancelled(order_id=order_id, order_ref=order_ref, reason="out_of_stock")
+    return OrderEvents(placed, confirmed, cancelled)
 
 
 def other_database(url: str, database: str) -> str:

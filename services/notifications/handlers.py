@@ -15,6 +15,10 @@ comes second queues the texts, keyed by the ``order.confirmed`` event id.
 What the handlers read (recipients, confirmations, sellers, product names, opt-outs) goes
 through the transaction's identity map, which :func:`prefetch` fills for a whole batch of
 order and inventory events in a few statements, after locking its orders.
+
+A confirmation or a cancellation that comes before its ``order.placed`` (which a redrive, a
+replay or partitions added can make happen) has no one to text yet: it is parked
+(:mod:`shared.messaging.parking`) and handled again when ``order.placed`` comes.
 """
 
 import logging
@@ -23,13 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, String, bindparam, func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
     confirmed_orders,
     opt_outs,
     order_sellers,
+    parked,
     products,
     recipients,
     sellers,
@@ -54,20 +59,22 @@ from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import masked
+from shared.messaging.parking import OrderLocks, Parking
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 from shared.telemetry import current_trace_headers
+from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
-_ORDER_LOCK = 0x5A5  # advisory lock class of the notifications service (per order id)
+_LOCKS = OrderLocks(0x5A5)  # the notifications service's advisory lock of each order
+_PARKING = Parking(parked)
 
 SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
 
 # Kinds of rows in the transaction's identity map (Tx.identity).
-LOCKED, RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT = (
-    "notifications.locked",
+RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT = (
     "notifications.recipient",
     "notifications.confirmed",
     "notifications.sellers",
@@ -105,11 +112,6 @@ class SellerShare:
 
 
 # The statements that load a batch's rows run on the driver (driver.fetch).
-_keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived()
-_keys_in_lock_order = select(_keys.c.key).order_by(func.hashtext(_keys.c.key), _keys.c.key)
-_LOCK_ORDERS = select(
-    func.pg_advisory_xact_lock(_ORDER_LOCK, func.hashtext(_keys_in_lock_order.subquery().c.key))
-)
 _RECIPIENTS = select(recipients).where(driver.any_of(recipients.c.order_id))
 _CONFIRMATIONS = select(confirmed_orders).where(driver.any_of(confirmed_orders.c.order_id))
 _SELLERS = (
@@ -121,17 +123,6 @@ _SELLERS = (
 _CONTACTS = select(sellers).where(driver.any_of(sellers.c.seller_id))
 _NAMES = select(products).where(driver.any_of(products.c.sku))
 _OPT_OUTS = select(opt_outs.c.phone).where(driver.any_of(opt_outs.c.phone))
-
-
-async def _lock_orders(tx: Tx, order_ids: Iterable[str]) -> None:
-    """Take the per-order advisory locks not held yet, in the order of their lock keys (two
-    transactions never wait for each other's keys in opposite orders, even where two ids
-    share a key)."""
-    todo = tx.unknown(LOCKED, order_ids)
-    if not todo:
-        return
-    await driver.fetch(tx.conn, _LOCK_ORDERS, keys=todo)
-    tx.remember(LOCKED, todo, dict.fromkeys(todo, True))
 
 
 async def _load_recipients(tx: Tx, order_ids: Iterable[str]) -> None:
@@ -188,15 +179,16 @@ async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
 
 
 async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's confirmed and reserved orders (in one statement, so in one order),
-    then read what its handlers will need. Order and inventory events share it: a batch
-    brings both, and handles its order events first."""
+    """Lock the batch's orders (in one statement, so in one order), take the events parked
+    for those placed, then read what its handlers will need. Order and inventory events
+    share it: a batch brings both, and handles its order events first."""
     confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
     cancelled = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled)]
     reservations = [p.data for p in batch if isinstance(p.data, StockReserved)]
     reserved = [r.order_id for r in reservations]
     placed = {p.data.order_id: p.data for p in batch if isinstance(p.data, OrderPlaced)}
-    await _lock_orders(tx, confirmed + reserved)
+    await _LOCKS.lock(tx, [*placed, *confirmed, *cancelled, *reserved])
+    await _PARKING.take(tx, placed)
     await _load_confirmations(tx, confirmed + reserved)
     await _load_contacts(tx, (x.seller_id for r in reservations for x in r.lines))
     # A reservation of an order confirmed already (or earlier in the batch) texts its sellers.
@@ -329,11 +321,24 @@ def _buyer(placed: OrderPlaced) -> Recipient | None:
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
+    """Remember whom to text about the order; then act on its events that came first."""
     data = parsed.data
     assert isinstance(data, OrderPlaced)
+    await _LOCKS.lock(tx, [data.order_id])
     found = _buyer(data)
-    if found is None:
-        return
+    if found is not None:
+        _remember_buyer(tx, found)
+    for early in await _PARKING.release(tx, data.order_id):
+        if found is None:
+            log.warning("order %s names no buyer; %s not sent", data.order_id, early.envelope.type)
+            continue
+        ended = isinstance(early.data, OrderConfirmed)
+        await (on_order_confirmed if ended else on_order_cancelled)(
+            tx.caused_by(early.envelope), early
+        )
+
+
+def _remember_buyer(tx: Tx, found: Recipient) -> None:
     tx.insert_later(
         recipients,
         {
@@ -345,7 +350,18 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
         },
         skip_existing=True,
     )
-    tx.identity[RECIPIENT, data.order_id] = found
+    tx.identity[RECIPIENT, found.order_id] = found
+
+
+async def _buyer_or_park(tx: Tx, parsed: Parsed, order_id: str) -> Recipient | None:
+    """The buyer of an order that ended; None if ``order.placed`` has not come yet, and then
+    the event is parked until it comes (under the order's lock, which its handler takes)."""
+    await _LOCKS.lock(tx, [order_id])
+    await _load_recipients(tx, [order_id])
+    found: Recipient | None = tx.identity[RECIPIENT, order_id]
+    if found is None:
+        _PARKING.park(tx, order_id, Topic.ORDER_EVENTS, parsed)
+    return found
 
 
 async def _recipient(tx: Tx, order_id: str, purpose: str) -> Recipient | None:
@@ -359,7 +375,7 @@ async def _recipient(tx: Tx, order_id: str, purpose: str) -> Recipient | None:
 async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderConfirmed)
-    await _lock_orders(tx, [d.order_id])
+    await _LOCKS.lock(tx, [d.order_id])
     await _load_confirmations(tx, [d.order_id])
     if tx.identity[CONFIRMED, d.order_id] is None:  # the first order.confirmed (under the lock)
         tx.insert_later(
@@ -368,7 +384,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             skip_existing=True,
         )
         tx.identity[CONFIRMED, d.order_id] = Confirmation(parsed.envelope.id, d.order_ref)
-    row = await _recipient(tx, d.order_id, "order_confirmed")
+    row = await _buyer_or_park(tx, parsed, d.order_id)
     if row is not None:
         locale = pick_locale(row.locale)
         items = await _names(tx, locale, row.lines or [])
@@ -398,7 +414,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
 async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, StockReserved)
-    await _lock_orders(tx, [d.order_id])
+    await _LOCKS.lock(tx, [d.order_id])
     by_seller: dict[str, list[dict[str, Any]]] = {}
     for line in d.lines:
         by_seller.setdefault(line.seller_id, []).append(
@@ -457,7 +473,7 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
 async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     d = parsed.data
     assert isinstance(d, OrderCancelled)
-    row = await _recipient(tx, d.order_id, "order_cancelled")
+    row = await _buyer_or_park(tx, parsed, d.order_id)
     if row is None:
         return
     locale = pick_locale(row.locale)

@@ -1,5 +1,6 @@
 """Alembic operations for the outbox and inbox tables that every service schema holds
-(declared in :mod:`shared.messaging.tables`)."""
+(declared in :mod:`shared.messaging.tables`), and for the events parked until their
+order is placed (:mod:`shared.messaging.parking`)."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -56,3 +57,29 @@ def drop_messaging_tables(schema: str) -> None:
     op.drop_index("outbox_unsent", table_name="outbox", schema=schema)
     op.drop_table("outbox", schema=schema)
     op.drop_table("inbox", schema=schema)
+
+
+def create_parked_table(schema: str) -> None:
+    """The table of events waiting for their order's ``order.placed``
+    (:func:`shared.messaging.parking.add_parked_table`)."""
+    op.create_table(
+        "parked",
+        sa.Column("key", sa.String(length=600), nullable=False),
+        sa.Column("order_id", sa.String(length=36), nullable=False),
+        sa.Column("topic", sa.String(length=255), nullable=False),
+        sa.Column("envelope", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "parked_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("key"),
+        schema=schema,
+    )
+    op.create_index("parked_order", "parked", ["order_id"], schema=schema)
+
+
+def drop_parked_table(schema: str) -> None:
+    op.drop_index("parked_order", table_name="parked", schema=schema)
+    op.drop_table("parked", schema=schema)

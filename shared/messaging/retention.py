@@ -18,6 +18,10 @@ inbox rows per order), until a county centre's database fills its disk.
   rows that long plus a day when that is longer than its setting (a warning says so); with
   a topic kept for ever (``retention.ms`` -1, or compacted), or a broker that does not
   answer, it prunes no inbox row that time.
+- **Parked events** (:mod:`shared.messaging.parking`), of the services that park events
+  waiting for their order's ``order.placed``: kept as long as inbox rows. What they wait
+  for can come as long as Kafka keeps it (a redrive, a replay); one whose ``order.placed``
+  never comes does not stay longer.
 
 ``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
 the first time at start) a service deletes its own schema's old rows in chunks, each chunk
@@ -45,7 +49,8 @@ MARGIN_HOURS = 24.0  # beyond what Kafka may keep, as in the default
 class Retention:
     """Deletes one service's outbox rows published more than ``outbox_hours`` ago and its
     inbox rows older than ``inbox_hours`` (0: never), or than ``kafka_hours()`` (how long
-    Kafka may keep the records of the topics the service consumes) and a day if longer."""
+    Kafka may keep the records of the topics the service consumes) and a day if longer;
+    and its ``parked`` events (if it has the table) as old as those inbox rows."""
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class Retention:
         outbox_hours: float,
         inbox_hours: float,
         kafka_hours: Callable[[], Awaitable[float]] | None,
+        parked: Table | None = None,
         interval_seconds: float = HOUR,
         chunk: int = 5000,
     ) -> None:
@@ -70,6 +76,8 @@ class Retention:
         # Published rows only: sent_at is NULL until then, and NULL is never older.
         self._outbox_sql = _prune_sql(outbox, "sent_at")
         self._inbox_sql = _prune_sql(inbox, "handled_at")
+        self.parked = parked
+        self._parked_sql = _prune_sql(parked, "parked_at") if parked is not None else ""
 
     async def run(self) -> None:
         while True:
@@ -83,12 +91,15 @@ class Retention:
 
     async def prune(self) -> dict[str, int]:
         """Delete what is past its retention now; how many rows of each table."""
+        inbox_hours = await self.inbox_keep_hours()
         deleted = {
             self.outbox.name: await self._delete(self.outbox, self._outbox_sql, self.outbox_hours),
-            self.inbox.name: await self._delete(
-                self.inbox, self._inbox_sql, await self.inbox_keep_hours()
-            ),
+            self.inbox.name: await self._delete(self.inbox, self._inbox_sql, inbox_hours),
         }
+        if self.parked is not None:
+            deleted[self.parked.name] = await self._delete(
+                self.parked, self._parked_sql, inbox_hours
+            )
         if any(deleted.values()):
             log.info("pruned %s", ", ".join(f"{n} {name} rows" for name, n in deleted.items()))
         return deleted

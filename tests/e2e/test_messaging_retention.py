@@ -1,7 +1,8 @@
 """Retention of the outbox and the inbox (shared/messaging/retention.py): on a database of
 its own, exactly the rows past their retention go, and never an unpublished one; inbox rows
-outlive what the broker keeps of the topics, however short the setting; in the running
-system, a service prunes its own tables when it starts."""
+outlive what the broker keeps of the topics, however short the setting, and so do events
+parked for an order not placed yet; in the running system, a service prunes its own tables
+when it starts."""
 
 import asyncio
 import math
@@ -15,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
+from services.notifications.adapters import tables as notifications
 from services.orders.adapters.tables import inbox, outbox
 from shared.db import Database
 from shared.db.migrate import upgrade
@@ -29,14 +31,17 @@ HOUR = timedelta(hours=1)
 
 
 @asynccontextmanager
-async def orders_tables(infrastructure: system.Infrastructure) -> AsyncIterator[Database]:
-    """The orders service's tables, migrated, in a database of their own."""
+async def orders_tables(
+    infrastructure: system.Infrastructure, service: str = "orders"
+) -> AsyncIterator[Database]:
+    """The orders service's tables (or another ``service``'s), migrated, in a database of
+    their own."""
     async with scratch_database(infrastructure.database_url, "caravan_retention") as scratch:
         url = db_roles.asyncpg_url(scratch)
         await asyncio.to_thread(
-            upgrade, system.REPO_ROOT / "services" / "orders" / "migrations", url
+            upgrade, system.REPO_ROOT / "services" / service / "migrations", url
         )
-        db = Database(Settings(database_url=url), schema="orders")
+        db = Database(Settings(database_url=url), schema=service)
         try:
             yield db
         finally:
@@ -101,6 +106,33 @@ async def test_rows_past_their_retention_go_and_unpublished_rows_stay(
         assert await retention(db).prune() == {"outbox": 3, "inbox": 3}
         assert await left(db) == ([b"unsent", b"new-sent"], ["new"])
         assert await retention(db).prune() == {"outbox": 0, "inbox": 0}
+
+
+async def test_events_parked_for_an_order_never_placed_go_with_the_inbox_rows(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """An event waiting for an ``order.placed`` that never comes is not kept for ever: as
+    long as an inbox row, since the ``order.placed`` can come as long as Kafka keeps it."""
+    parked = notifications.parked
+    now = datetime.now(UTC)
+    async with orders_tables(infrastructure, "notifications") as db:
+        async with db.transaction() as conn:
+            for key, at in (("old", now - 384 * HOUR), ("new", now - 300 * HOUR)):
+                row = {"key": key, "order_id": key, "topic": "t", "envelope": {}, "parked_at": at}
+                await conn.execute(insert(parked).values(row))
+        sweep = Retention(
+            db,
+            notifications.outbox,
+            notifications.inbox,
+            service="notifications",
+            outbox_hours=24,
+            inbox_hours=360,
+            kafka_hours=None,
+            parked=parked,
+        )
+        assert await sweep.prune() == {"outbox": 0, "inbox": 0, "parked": 1}
+        async with db.transaction() as conn:
+            assert list((await conn.execute(select(parked.c.key))).scalars()) == ["new"]
 
 
 async def test_zero_keeps_a_table_for_ever_and_a_shorter_retention_takes_more(

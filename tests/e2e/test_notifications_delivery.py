@@ -28,7 +28,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
-from tests.harness import System, committed_offsets, free_port, ref, until
+from tests.harness import System, committed_offsets, free_port, order_events, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
@@ -631,3 +631,37 @@ async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new
     assert await caravan.scalar(count.format("sms")) == rows
     assert await caravan.scalar(count.format("outbox")) == outbox
     assert len(await _requests(sms)) == requests
+
+
+async def test_an_outcome_that_comes_before_its_order_placed_is_texted_once_it_comes(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """An ``order.placed`` dead-lettered here and redriven after its outcome (or one on
+    another partition, or a replay starting between them): the outcome waits for it, and
+    the buyer is texted once, however often either comes again."""
+    phone = _phone()
+    order = order_events(ref("N"), phone)
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("notifications", confirmed)
+    placed = await caravan.publish(order.placed)
+    await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order.placed.order_id))
+    for event, data in ((confirmed, order.confirmed), (placed, order.placed)):
+        await caravan.publish_event(event, data)  # delivered again
+    # Another order, both events in one batch: the cancellation first.
+    cancelled_phone = _phone()
+    late = order_events(ref("N"), cancelled_phone)
+    await asyncio.to_thread(caravan.procs.stop, caravan.procs.hosts(("notifications",)))
+    try:
+        await caravan.publish(late.cancelled)
+        await caravan.publish(late.placed)
+    finally:
+        await caravan.restart(("notifications",), **ENV)
+    await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=late.placed.order_id))
+    await asyncio.sleep(2.0)  # room for a second text, were there one
+    sent = [
+        (e.data["to"], e.data["purpose"])
+        for order_id in (order.placed.order_id, late.placed.order_id)
+        for e in _sms(caravan, "sms.sent", order_id=order_id)
+    ]
+    assert sent == [(phone, "order_confirmed"), (cancelled_phone, "order_cancelled")]
+    assert [len(await _messages(sms, to)) for to in (phone, cancelled_phone)] == [1, 1]

@@ -1,9 +1,11 @@
 """The notifications schema: who to reach for an order, sellers and their goods (from the seed),
-which sellers an order concerns, the opt-out list, and every SMS (one per dedup key)."""
+which sellers an order concerns, the opt-out list, every SMS (one per dedup key), and the
+events waiting for their order's ``order.placed``."""
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.messaging.parking import add_parked_table
 from shared.messaging.tables import add_messaging_tables
 
 SCHEMA = "notifications"
@@ -91,3 +93,4 @@ sms = Table(
 )
 
 outbox, inbox = add_messaging_tables(metadata)
+parked = add_parked_table(metadata)  # confirmations and cancellations of orders not known yet

@@ -7,6 +7,12 @@ order whose SKUs and buyer are mapped is placed by publishing ``platform.order_r
 (on ``platform.events.v1``, which only the adapter may write) through the outbox, at most once
 per (app, platform order id): the ``platform_orders`` row and the outbox row commit together.
 The orders service's (source, order_ref) idempotency is the second guard.
+
+An outcome (``order.confirmed``, ``order.cancelled``) of a platform order whose
+``order.placed`` has not come yet (a redrive, a replay or partitions added can make that
+happen) is parked (:mod:`shared.messaging.parking`) and its callback queued when
+``order.placed`` comes: the order is known to be the platform's by its order ref, which a
+``platform_orders`` row not placed yet holds.
 """
 
 import logging
@@ -14,10 +20,17 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.platform.adapters.tables import callbacks, mappings, platform_orders, problems, pushes
+from services.platform.adapters.tables import (
+    callbacks,
+    mappings,
+    parked,
+    platform_orders,
+    problems,
+    pushes,
+)
 from services.platform.domain.orders import (
     BuyerMapping,
     PlatformOrder,
@@ -39,7 +52,9 @@ from shared.events.orders import (
 )
 from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
+from shared.messaging.parking import OrderLocks, Parking
 from shared.messaging.uow import Tx
+from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +62,9 @@ CALLBACKS_DUE = "platform.callbacks"
 """Signal of a transaction that queued a status callback (it wakes the callback loop)."""
 
 Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
+
+_LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
+_PARKING = Parking(parked)
 
 
 def source_of(app: str) -> str:
@@ -228,11 +246,14 @@ async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
-    """Remember the order id of a platform order we placed (its outcome names only that)."""
+    """Remember the order id of a platform order we placed (its outcome names only that);
+    then queue the callback of its outcome if that came first."""
     data = parsed.data
     assert isinstance(data, OrderPlaced)
     app = platform_app(data.source)
     assert app is not None
+    await _LOCKS.lock(tx, [data.order_id])
+    await _PARKING.take(tx, [data.order_id])
     rows = await tx.conn.execute(
         update(platform_orders)
         .where(
@@ -244,39 +265,74 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     )
     for row in rows:
         tx.identity[PLATFORM_ORDER, data.order_id] = (row.app, row.platform_order_id)
+    for early in await _PARKING.release(tx, data.order_id):
+        await on_order_ended(tx.caused_by(early.envelope), early)
 
 
-PLATFORM_ORDER = "platform.order"
-"""Identity-map kind: the (app, platform order id) of one of our orders, None if not the
-platform's."""
+PLATFORM_ORDER, UNPLACED = "platform.order", "platform.unplaced"
+"""Identity-map kinds, by our order id: the (app, platform order id) of one of our orders,
+None if not the platform's, or not placed yet; True for one whose order ref a platform order
+not placed yet has (its outcome waits for its ``order.placed``)."""
 
 
-_PLATFORM_ORDERS = select(
+# Our orders, and the platform orders not placed yet that have one of the refs.
+PLATFORM_ORDERS = select(
     platform_orders.c.order_id, platform_orders.c.app, platform_orders.c.platform_order_id
-).where(driver.any_of(platform_orders.c.order_id))
+).where(
+    or_(
+        driver.any_of(platform_orders.c.order_id),
+        and_(
+            platform_orders.c.order_id.is_(None),
+            driver.any_of(platform_orders.c.platform_order_id, "refs"),
+        ),
+    )
+)
 
 
-async def _load_platform_orders(tx: Tx, order_ids: Iterable[str]) -> None:
-    todo = tx.unknown(PLATFORM_ORDER, order_ids)
-    if not todo:
-        return
-    rows = await driver.fetch(tx.conn, _PLATFORM_ORDERS, keys=todo)
-    tx.remember(PLATFORM_ORDER, todo, {r.order_id: (r.app, r.platform_order_id) for r in rows})
+async def _load_platform_orders(
+    tx: Tx, ended: Iterable[OrderConfirmed | OrderCancelled], placed: Sequence[str] = ()
+) -> None:
+    """Which of these ended orders are the platform's (in one statement), and which may be
+    but are not placed yet: those are locked, with the orders ``placed`` (in one statement),
+    and looked up again (placed meanwhile?)."""
+    refs = {d.order_id: d.order_ref for d in ended}
+    todo = tx.unknown(PLATFORM_ORDER, refs)
+    found: dict[str, tuple[str, str]] = {}
+    waiting: list[str] = []
+    if todo:
+        asked = sorted({refs[order_id] for order_id in todo})
+        rows = await driver.fetch(tx.conn, PLATFORM_ORDERS, keys=todo, refs=asked)
+        found = {r.order_id: (r.app, r.platform_order_id) for r in rows if r.order_id}
+        unplaced = {r.platform_order_id for r in rows if r.order_id is None}
+        waiting = [o for o in todo if o not in found and refs[o] in unplaced]
+    await _LOCKS.lock(tx, [*waiting, *placed])
+    if waiting:
+        again = await driver.fetch(tx.conn, PLATFORM_ORDERS, keys=waiting, refs=[])
+        found |= {r.order_id: (r.app, r.platform_order_id) for r in again}
+    tx.remember(PLATFORM_ORDER, todo, found)
+    tx.remember(UNPLACED, waiting, {o: True for o in waiting if o not in found})
 
 
 async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Look up, in one statement, which of the batch's ended orders came from the platform."""
+    """Look up, in one statement, which of the batch's ended orders came from the platform;
+    lock those that may but are not placed yet and the platform's orders placed, and take
+    the outcomes parked for those."""
     ended = [p.data for p in batch if isinstance(p.data, OrderConfirmed | OrderCancelled)]
-    await _load_platform_orders(tx, (d.order_id for d in ended))
+    placed = [p.data.order_id for p in batch if isinstance(p.data, OrderPlaced)]
+    await _load_platform_orders(tx, ended, placed)
+    await _PARKING.take(tx, placed)
 
 
 async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
-    """Queue the status callback of a platform order's terminal event (once per event)."""
+    """Queue the status callback of a platform order's terminal event (once per event), or
+    park the event until the order's ``order.placed`` comes."""
     data = parsed.data
     assert isinstance(data, OrderConfirmed | OrderCancelled)
-    await _load_platform_orders(tx, [data.order_id])
+    await _load_platform_orders(tx, [data])
     found: tuple[str, str] | None = tx.identity[PLATFORM_ORDER, data.order_id]
     if found is None:
+        if tx.identity.get((UNPLACED, data.order_id)):
+            _PARKING.park(tx, data.order_id, Topic.ORDER_EVENTS, parsed)
         return
     app, platform_order_id = found
     cancelled = isinstance(data, OrderCancelled)

@@ -9,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.sql import ClauseElement
 
 from caravan import system
 from services.inventory.adapters.tables import metadata as inventory
@@ -19,6 +20,7 @@ from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
+from services.platform.handlers import PLATFORM_ORDERS
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
@@ -124,24 +126,41 @@ async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_
         await engine.dispose()
 
 
+async def _generic_plan(caravan: System, statement: ClauseElement, **given: str) -> str:
+    """The generic plan that ``statement`` settles on, run prepared on the driver as
+    :func:`shared.db.driver.fetch` runs it, with ``given`` (SQL literals) for its parameters,
+    and no sequential scan where an index serves (whatever the tables' sizes)."""
+    sql, names, fixed = _compiled(statement)
+    values = {**given, **{n: repr(v) for n, v in fixed.items()}}
+    args = ", ".join(values[n] for n in names)
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.begin() as conn:
+            raw = await driver(conn)
+            await raw.execute("SET LOCAL enable_seqscan = off")
+            await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await raw.execute(f"PREPARE planned AS {sql}")
+            rows = await raw.fetch(f"EXPLAIN EXECUTE planned({args})")
+            await raw.execute("DEALLOCATE planned")
+    finally:
+        await engine.dispose()
+    return "\n".join(row[0] for row in rows)
+
+
 async def test_the_credit_check_sums_the_active_loans_through_their_index(caravan: System) -> None:
     """Every microloan decision sums what the buyer's active loans still owe (``OWED``, run
     prepared on the driver). The generic plan that a prepared statement settles on reads them
     through the partial index of active loans, not through every loan the buyer ever had: it
     could not if the status were a bound parameter (migration 0005)."""
-    sql, names, fixed = _compiled(OWED)
-    given = {"keys": "'{bench-buyer-0001}'", **{n: repr(v) for n, v in fixed.items()}}
-    args = ", ".join(given[n] for n in names)
-    engine = create_async_engine(caravan.infra.database_url)
-    try:
-        async with engine.begin() as conn:
-            raw = await driver(conn)
-            await raw.execute("SET LOCAL enable_seqscan = off")  # whatever the sizes
-            await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            await raw.execute(f"PREPARE owed AS {sql}")
-            rows = await raw.fetch(f"EXPLAIN EXECUTE owed({args})")
-            await raw.execute("DEALLOCATE owed")
-    finally:
-        await engine.dispose()
-    plan = "\n".join(row[0] for row in rows)
+    plan = await _generic_plan(caravan, OWED, keys="'{bench-buyer-0001}'")
     assert "loans_active_by_buyer" in plan, plan
+
+
+async def test_the_platform_adapter_finds_which_outcomes_are_its_orders_through_an_index(
+    caravan: System,
+) -> None:
+    """The adapter reads every order's outcome and looks up, in one statement, whether it is
+    one of its orders, or has the ref of one not placed yet (an outcome come before its
+    ``order.placed``): through the index of their order ids (NULL for those not placed)."""
+    plan = await _generic_plan(caravan, PLATFORM_ORDERS, keys="'{o-1}'", refs="'{P-1}'")
+    assert "platform_orders_order_id" in plan and "Seq Scan" not in plan, plan

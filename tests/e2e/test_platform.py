@@ -24,7 +24,7 @@ from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentReques
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
-from tests.harness import System, until
+from tests.harness import System, order_events, until
 
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
@@ -362,15 +362,7 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
         "time": "2026-12-03T08:00:00Z",
         "data": {"order_ref": order_ref, "buyer": {"id": "b"}, "lines": []},
     }
-    assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "insert into platform.platform_orders (app, platform_order_id, request_event_id)"
-                " values (:app, :ref, :event)"
-            ),
-            {"app": APP, "ref": order_ref, "event": event["id"]},
-        )
+    await _unplaced(caravan, APP, order_ref, str(event["id"]))
     await caravan.publish_raw(
         Topic.PLATFORM_EVENTS.value, json.dumps(event).encode(), order_ref.encode()
     )
@@ -569,3 +561,57 @@ async def test_failed_callbacks_are_sent_again_on_request(
     assert audited == 1
     received = await callbacks(platform.sim, order_ref)
     assert len(received["requests"]) >= 2, received  # told twice, applied once (its key)
+
+
+async def _unplaced(
+    caravan: System, app: str, order_ref: str, request_event_id: str | None = None
+) -> None:
+    """A platform order the adapter asked to place, not placed yet (its row, as a push
+    leaves it with the request it published)."""
+    assert caravan.engine is not None
+    async with caravan.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "insert into platform.platform_orders (app, platform_order_id, request_event_id)"
+                " values (:app, :ref, :event)"
+            ),
+            {"app": app, "ref": order_ref, "event": request_event_id or str(uuid.uuid4())},
+        )
+
+
+async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once_it_comes(
+    caravan: System, platform: Platform
+) -> None:
+    """An ``order.placed`` dead-lettered by the adapter and redriven after its outcome (or
+    one on another partition, or a replay starting between them): the outcome waits for it,
+    and the platform is told once, however often either comes again."""
+    order_ref = f"P-EARLY-{uuid.uuid4().hex[:8]}"
+    await _unplaced(caravan, APP, order_ref)
+    order = order_events(order_ref, "+8613900000001", source=f"platform/{APP}")
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("platform", confirmed)
+    placed = await caravan.publish(order.placed)
+    await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
+    for event, data in ((confirmed, order.confirmed), (placed, order.placed)):
+        await caravan.publish_event(event, data)  # delivered again
+    # Another order, both events in one batch: the cancellation first.
+    late_ref = f"P-EARLY-{uuid.uuid4().hex[:8]}"
+    await _unplaced(caravan, APP, late_ref)
+    late = order_events(late_ref, "+8613900000001", source=f"platform/{APP}")
+    await asyncio.to_thread(caravan.procs.stop, caravan.procs.hosts(("platform",)))
+    try:
+        cancelled = await caravan.publish(late.cancelled)
+        await caravan.publish(late.placed)
+    finally:
+        await caravan.restart(("platform",), **platform.env)
+    await until(lambda: _applied(platform.sim, late_ref), "the cancellation's callback", every=0.2)
+    await asyncio.sleep(2.0)  # room for a second callback, were there one
+    told = [
+        (c["idempotency_key"], c["status"], c["reason"], c["requests"])
+        for ref in (order_ref, late_ref)
+        for c in await _applied(platform.sim, ref)
+    ]
+    assert told == [
+        (confirmed.id, "confirmed", None, 1),
+        (cancelled.id, "cancelled", "out_of_stock", 1),
+    ]

@@ -1,5 +1,6 @@
 """The platform schema: pushes seen (replay guard), the mapping table, platform orders placed
-with us (one per app and platform order), problems for operations, and status callbacks."""
+with us (one per app and platform order), problems for operations, status callbacks, and
+the outcomes waiting for their order's ``order.placed``."""
 
 from sqlalchemy import (
     Column,
@@ -16,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.messaging.parking import add_parked_table
 from shared.messaging.tables import add_messaging_tables
 
 SCHEMA = "platform"
@@ -100,3 +102,4 @@ callbacks = Table(
 )
 
 outbox, inbox = add_messaging_tables(metadata)
+parked = add_parked_table(metadata)  # outcomes of platform orders not placed yet

@@ -24,7 +24,7 @@ from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentReques
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
-from tests.harness import System, order_events, until
+from tests.harness import System, order_events, raw_event, until
 
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
@@ -354,14 +354,11 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
     # of one service the other does not know), operations see it, instead of nobody. The
     # adapter's outbox is stood in for: its row for the order, then the request it names.
     order_ref = f"P-REJ-{uuid.uuid4().hex[:8]}"
-    event = {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": f"platform/{APP}",
-        "type": "platform.order_requested",
-        "time": "2026-12-03T08:00:00Z",
-        "data": {"order_ref": order_ref, "buyer": {"id": "b"}, "lines": []},
-    }
+    event = raw_event(
+        "platform.order_requested",
+        {"order_ref": order_ref, "buyer": {"id": "b"}, "lines": []},
+        source=f"platform/{APP}",
+    )
     await _unplaced(caravan, APP, order_ref, str(event["id"]))
     await caravan.publish_raw(
         Topic.PLATFORM_EVENTS.value, json.dumps(event).encode(), order_ref.encode()

@@ -133,6 +133,17 @@ def test_prepaid_confirmation_has_no_loan() -> None:
     )
 
 
+def test_a_microloan_order_nothing_was_lent_for_confirms_without_instalments() -> None:
+    """A microloan order of 0 fen is authorised without a loan: its confirmation (and so
+    the buyer's text) names no term to repay in, which there is not."""
+    order = placed("microloan", 3)
+    order.stock_reserved(0)
+    order.payment_authorized(0, None)
+    [event] = terminal_events(order)
+    assert isinstance(event, OrderConfirmed)
+    assert (event.payment.loan_id, event.term_months) == (None, None)
+
+
 def test_duplicate_facts_do_not_confirm_twice() -> None:
     order = placed()
     for _ in range(3):

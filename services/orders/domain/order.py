@@ -154,7 +154,8 @@ class Order:
                     payment=ConfirmedPayment(
                         method=self.payment_method, loan_id=self.loan_id, schedule=self.schedule
                     ),
-                    term_months=self.term_months,
+                    # No instalments when nothing was lent (a microloan order of 0 fen).
+                    term_months=self.term_months if self.loan_id is not None else None,
                 )
             )
 

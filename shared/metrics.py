@@ -11,6 +11,11 @@ CONSUMED = Counter(
 OUTBOX_PUBLISHED = Counter(
     "caravan_records_produced_total", "Records published from the outbox", ["service"]
 )
+OUTBOX_REFUSED = Counter(
+    "caravan_outbox_refused_total",
+    "Outbox rows set aside by the relay, Kafka refusing them for good (by the error it gave)",
+    ["service", "error"],
+)
 MESSAGING_PRUNED = Counter(
     "caravan_messaging_rows_pruned_total",
     "Outbox and inbox rows deleted past their retention",
@@ -23,9 +28,19 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-OUTBOX_BACKLOG = Gauge("caravan_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_BACKLOG = Gauge(
+    "caravan_outbox_backlog", "Outbox rows not yet published (but those set aside)", ["service"]
+)
 OUTBOX_OLDEST_SECONDS = Gauge(
-    "caravan_outbox_oldest_seconds", "Age of the oldest unpublished outbox row", ["service"]
+    "caravan_outbox_oldest_seconds",
+    "Age of the oldest unpublished outbox row (but those set aside)",
+    ["service"],
+)
+OUTBOX_REFUSED_ROWS = Gauge(
+    "caravan_outbox_refused_rows",
+    "Outbox rows set aside unpublished, Kafka having refused them for good (refused_at set):"
+    " for operations to act on",
+    ["service"],
 )
 CONSUMER_LAG = Gauge(
     "caravan_consumer_lag",

@@ -12,7 +12,13 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 
 from shared.messaging import kafka_admin
-from shared.metrics import CONSUMER_LAG, OBSERVED_AT, OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS
+from shared.metrics import (
+    CONSUMER_LAG,
+    OBSERVED_AT,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_SECONDS,
+    OUTBOX_REFUSED_ROWS,
+)
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -21,20 +27,28 @@ Probe = Callable[[], Awaitable[None]]
 
 
 async def sample_outbox(service: Service) -> None:
+    """The backlog, its oldest row's age and the rows set aside, Kafka refusing them for good
+    (unsent too, but waiting for operations, not for the relay)."""
     outbox = service.relay.outbox
+    waiting = outbox.c.refused_at.is_(None)
     async with service.db.engine.connect() as conn:
         row = (
             await conn.execute(
                 select(
-                    func.count(),
+                    func.count().filter(waiting),
                     func.coalesce(
-                        func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0
+                        func.extract(
+                            "epoch", func.now() - func.min(outbox.c.created_at).filter(waiting)
+                        ),
+                        0,
                     ),
+                    func.count().filter(~waiting),
                 ).where(outbox.c.sent_at.is_(None))
             )
         ).one()
     OUTBOX_BACKLOG.labels(service.name).set(row[0])
     OUTBOX_OLDEST_SECONDS.labels(service.name).set(float(row[1]))
+    OUTBOX_REFUSED_ROWS.labels(service.name).set(row[2])
 
 
 @dataclass

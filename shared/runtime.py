@@ -98,13 +98,12 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     outbox, inbox = metadata.tables[f"{name}.outbox"], metadata.tables[f"{name}.inbox"]
     db = Database(settings, schema=name)
     uow = UnitOfWork(db, source=f"caravan/{name}", outbox=outbox, inbox=inbox)
-    producer = make_producer(
-        settings.kafka_bootstrap_servers, client_id=f"caravan-{name}", settings=settings
-    )
     relay = OutboxRelay(
         db,
         outbox,
-        producer,
+        lambda: make_producer(
+            settings.kafka_bootstrap_servers, client_id=f"caravan-{name}", settings=settings
+        ),
         service=name,
         batch_size=settings.outbox_batch_size,
         idle_poll_seconds=settings.outbox_idle_poll_seconds,

@@ -83,3 +83,16 @@ def create_parked_table(schema: str) -> None:
 def drop_parked_table(schema: str) -> None:
     op.drop_index("parked_order", table_name="parked", schema=schema)
     op.drop_table("parked", schema=schema)
+
+
+def add_outbox_refusals(schema: str) -> None:
+    """When and why the relay set an outbox row aside, Kafka refusing it for good."""
+    op.add_column(
+        "outbox", sa.Column("refused_at", sa.DateTime(timezone=True), nullable=True), schema=schema
+    )
+    op.add_column("outbox", sa.Column("refusal", sa.Text(), nullable=True), schema=schema)
+
+
+def drop_outbox_refusals(schema: str) -> None:
+    op.drop_column("outbox", "refusal", schema=schema)
+    op.drop_column("outbox", "refused_at", schema=schema)

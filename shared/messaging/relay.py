@@ -2,34 +2,81 @@
 
 One relay at a time works on a schema (a transaction-scoped advisory lock), so rows keep
 their order per key across service instances. Its transaction reads the oldest unsent rows
-and marks them sent in one statement, and commits once Kafka has acknowledged them all. A
-crash or a failure before that commit leaves the rows unsent, to be published again:
-consumers' inboxes make that harmless.
+and marks them sent in one statement, and commits once Kafka has answered them all. A crash
+before that commit leaves the rows unsent, to be published again: consumers' inboxes make
+that harmless.
 
 The relay is woken by its own service's commits that added rows; it also looks every
 ``idle_poll_seconds`` for rows written by other processes (seeding, another instance whose
 relay is busy). When another instance holds the lock, it tries again shortly: that instance
 may have read the outbox before our rows committed.
+
+A row that Kafka refuses for good (:func:`refused_for_good`: larger than the producer or the
+broker takes, a topic name Kafka rejects) is set aside: ``refused_at`` and ``refusal`` (why)
+are written in its row, which stays unsent and is never taken again, and the relay goes on
+with the rows after it; it is logged once, as an error, and counted
+(``caravan_outbox_refused_total``; ``caravan_outbox_refused_rows`` while it stays). Any other
+failure (the broker away, a leader moving, too few replicas, a timeout, an authorization not
+granted yet) leaves the row and those after it unsent, and is retried with backoff; the rows
+before it that Kafka acknowledged are marked sent.
 """
 
 import asyncio
 import contextlib
 import logging
+import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from sqlalchemy import Table, func, select
 
 from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
-from shared.metrics import OUTBOX_PUBLISHED
+from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOCKED = -1
+
+REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
+"""Kafka's refusals of a record itself, which no retry can change. Not the same as not
+``retriable`` in aiokafka's sense: a timeout, a missing authorization or an out-of-order
+sequence are not retriable there either, and pass (or are made to pass by operations)."""
+
+
+class RefusedWithOthers(Exception):
+    """The broker refused a batch of the producer's that may have held several rows (it
+    batches rows of a partition together): which one it refuses is not known. The rows from
+    there on are sent again one at a time, and only the one refused alone is set aside."""
+
+    def __init__(self, refusal: BaseException) -> None:
+        super().__init__(f"Kafka refused a batch of rows: {refusal!r}")
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether Kafka refuses the record ``exc`` came from whatever the retries."""
+    return isinstance(exc, REFUSALS)
+
+
+def check_topic(topic: str) -> None:
+    """Raise :class:`InvalidTopicError` for a name Kafka rejects (its own rule: 1 to 249
+    letters, digits, ``.``, ``_`` and ``-``, neither ``.`` nor ``..``). Checked before
+    sending: the producer would wait for the topic's metadata, then say it is unknown, as
+    it says of a valid topic not created yet (which operations may create: retried)."""
+    if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise InvalidTopicError(f"{topic!r} is not a valid Kafka topic name")
 
 
 def make_producer(
@@ -54,7 +101,7 @@ class OutboxRelay:
         self,
         db: Database,
         outbox: Table,
-        producer: AIOKafkaProducer,
+        new_producer: Callable[[], AIOKafkaProducer],
         *,
         service: str,
         batch_size: int = 500,
@@ -63,7 +110,10 @@ class OutboxRelay:
     ) -> None:
         self.db = db
         self.outbox = outbox
-        self.producer = producer
+        self._new_producer = new_producer
+        self.producer = new_producer()  # started and stopped by its service
+        self._producer_stale = False
+        self._alone = False  # the next batch's rows sent one at a time
         self.service = service
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
@@ -71,13 +121,18 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{db.schema}".encode())
         table = driver.qualified(outbox)
-        # The oldest unsent rows, marked sent in the same statement that reads them. The mark
-        # commits only after Kafka has acknowledged every row; a failure or a crash before
+        # The oldest unsent rows (but those set aside), marked sent in the same statement that
+        # reads them. The mark commits only after Kafka has answered every row; a crash before
         # that rolls it back, and the rows are published again.
         self._take_unsent = (
             f"UPDATE {table} SET sent_at = now() WHERE id IN ("
-            f"SELECT id FROM {table} WHERE sent_at IS NULL ORDER BY id LIMIT $1)"
-            " RETURNING id, topic, key, value, headers"
+            f"SELECT id FROM {table} WHERE sent_at IS NULL AND refused_at IS NULL"
+            " ORDER BY id LIMIT $1) RETURNING id, topic, key, value, headers"
+        )
+        self._unmark = f"UPDATE {table} SET sent_at = NULL WHERE id = ANY($1::bigint[])"
+        self._set_aside = (
+            f"UPDATE {table} AS o SET sent_at = NULL, refused_at = now(), refusal = r.why"
+            " FROM unnest($1::bigint[], $2::text[]) AS r(id, why) WHERE o.id = r.id"
         )
 
     def wake(self) -> None:
@@ -104,9 +159,12 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch of unsent rows; returns how many were published, or
-        :data:`LOCKED` when another instance's relay holds the schema's lock."""
+        """Publish up to one batch of unsent rows; returns how many were published or set
+        aside, or :data:`LOCKED` when another instance's relay holds the schema's lock.
+        Raises the first failure that may pass, once the rows before it are marked."""
         self._wake.clear()  # before reading, so that a commit from now on is not missed
+        if self._producer_stale:
+            await self._renew_producer()
         # On the driver: a relay batch is two statements, run after every commit. The lock
         # is a statement of its own: taken in the read's statement, it would be taken after
         # that statement's snapshot, which could predate another relay's last marks.
@@ -116,26 +174,117 @@ class OutboxRelay:
             rows = sorted(await conn.fetch(self._take_unsent, self.batch_size), key=_id)
             if not rows:
                 return 0
-            futures = [
-                await self.producer.send(
+            answers = await self._publish(rows)
+            failpoint(RELAY_AFTER_PUBLISH)
+            # Marked sent: the rows up to the first whose failure may pass, so that no row is
+            # out before an earlier one of its key; that one and those after it stay unsent.
+            done, failure = _first_failure(answers)
+            if failure is not None and done == 0 and not isinstance(failure, RefusedWithOthers):
+                raise failure
+            refused = [(row, exc) for row, exc in zip(rows, answers[:done], strict=False) if exc]
+            if done < len(rows):
+                await conn.execute(self._unmark, [_id(row) for row in rows[done:]])
+            if refused:
+                reasons = [f"{exc.__class__.__name__}: {exc}"[:2000] for _, exc in refused]
+                await conn.execute(self._set_aside, [_id(row) for row, _ in refused], reasons)
+        for row, exc in refused:
+            self._said_refused(row, exc)
+        OUTBOX_PUBLISHED.labels(self.service).inc(done - len(refused))
+        if isinstance(failure, RefusedWithOthers):
+            log.warning(
+                "%s: rows from %d on are sent again one at a time", failure, _id(rows[done])
+            )
+            self.wake()
+        elif failure is not None:
+            raise failure
+        return done
+
+    async def _publish(self, rows: list[Any]) -> list[BaseException | None]:
+        """Send ``rows`` in order and wait for Kafka's answers: each row's failure, or None
+        once acknowledged. A row that cannot be sent for a reason that may pass ends it: the
+        rows after it are not sent (their answers are left out). After the broker refused a
+        batch, the next rows are sent one at a time (:class:`RefusedWithOthers`)."""
+        alone, self._alone = self._alone, False
+        sent: list[asyncio.Future[Any] | BaseException | None] = []
+        for row in rows:
+            try:
+                check_topic(row["topic"])
+                if alone and self._producer_stale:
+                    await self._renew_producer()
+                future = await self.producer.send(
                     row["topic"],
                     value=row["value"],
                     key=row["key"],
                     headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
                 )
-                for row in rows
-            ]
-            await asyncio.gather(*futures)
-            failpoint(RELAY_AFTER_PUBLISH)
-        OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
-        return len(rows)
+            except Exception as exc:  # refused by the producer itself, or not sent at all
+                sent.append(exc)
+            else:
+                # Alone, a row is a batch of its own: the broker's answer is about it alone.
+                sent.append(await self._answer(future, alone) if alone else future)
+            if _may_pass(sent[-1]):
+                break
+        return [
+            await self._answer(answer, alone) if isinstance(answer, asyncio.Future) else answer
+            for answer in sent
+        ]
+
+    async def _answer(self, future: asyncio.Future[Any], alone: bool) -> BaseException | None:
+        """Kafka's answer to one row: None once acknowledged, else the failure."""
+        try:
+            await future
+        except Exception as exc:
+            # The broker refused a batch the producer had numbered: its next batches to that
+            # partition would be out of sequence. A new producer starts afresh.
+            self._producer_stale = True
+            if refused_for_good(exc) and not alone:
+                self._alone = True
+                return RefusedWithOthers(exc)
+            return exc
+        return None
+
+    async def _renew_producer(self) -> None:
+        await self.producer.stop()
+        self.producer = self._new_producer()
+        await self.producer.start()
+        self._producer_stale = False
+
+    def _said_refused(self, row: Any, exc: BaseException) -> None:
+        OUTBOX_REFUSED.labels(self.service, exc.__class__.__name__).inc()
+        log.error(
+            "outbox row %d set aside (topic %r, key %r, %d bytes): Kafka refuses it for good:"
+            " %s. It stays in %s with refused_at and refusal; the rows after it go on",
+            _id(row),
+            row["topic"],
+            row["key"],
+            len(row["value"]),
+            exc,
+            driver.qualified(self.outbox),
+        )
 
     async def backlog(self) -> int:
         async with self.db.engine.connect() as conn:
             n = await conn.scalar(
-                select(func.count()).select_from(self.outbox).where(self.outbox.c.sent_at.is_(None))
+                select(func.count())
+                .select_from(self.outbox)
+                .where(self.outbox.c.sent_at.is_(None), self.outbox.c.refused_at.is_(None))
             )
         return int(n or 0)
+
+
+def _first_failure(answers: list[BaseException | None]) -> tuple[int, BaseException | None]:
+    """The first answer that is neither an acknowledgement (None) nor a refusal for good,
+    and where; without one, how many answers there are."""
+    for i, exc in enumerate(answers):
+        if _may_pass(exc):
+            return i, exc
+    return len(answers), None
+
+
+def _may_pass(answer: object) -> bool:
+    """Whether a row's answer is a failure that may pass (not an acknowledgement, nor yet
+    a refusal for good)."""
+    return isinstance(answer, BaseException) and not refused_for_good(answer)
 
 
 def _id(row: Any) -> int:
@@ -143,4 +292,4 @@ def _id(row: Any) -> int:
     return int(row["id"])
 
 
-__all__ = ["OutboxRelay", "make_producer"]
+__all__ = ["OutboxRelay", "check_topic", "make_producer", "refused_for_good"]

@@ -9,6 +9,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     func,
     text,
 )
@@ -16,7 +17,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 
 def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """Declare ``outbox`` and ``inbox`` in ``metadata`` (whose schema is the service's)."""
+    """Declare ``outbox`` and ``inbox`` in ``metadata`` (whose schema is the service's).
+
+    An outbox row is unsent while ``sent_at`` is NULL; one Kafka refused for good also has
+    ``refused_at`` and ``refusal`` (:mod:`shared.messaging.relay`): the relay leaves it be."""
     outbox = Table(
         "outbox",
         metadata,
@@ -27,6 +31,9 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("sent_at", DateTime(timezone=True), nullable=True),
+        # Set aside by the relay, Kafka refusing the row for good, and why: left unsent.
+        Column("refused_at", DateTime(timezone=True), nullable=True),
+        Column("refusal", Text, nullable=True),
         Index("outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
     )
     inbox = Table(

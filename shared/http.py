@@ -1,6 +1,7 @@
 """What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``,
 bearer-token authentication (:func:`require`) and a limit on request bodies."""
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -218,6 +219,32 @@ class BodyLimit:
         await problem(413, "Request body too large", self._detail())(scope, receive, send)
 
 
+KAFKA_SILENT_AFTER = 30.0
+"""Seconds without a word from Kafka after which ``/healthz`` says it is down: six of the
+consumer-lag samples a service takes every 5 s, whatever its traffic."""
+
+
+class KafkaContact:
+    """When a service last heard from its Kafka cluster: its start (its consumer joined) and
+    each consumer-lag sample that succeeded (:mod:`shared.observe`), which asks the brokers
+    every few seconds even when no order comes, so a quiet service stays healthy."""
+
+    def __init__(
+        self, silent_after: float = KAFKA_SILENT_AFTER, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.silent_after = silent_after
+        self.clock = clock
+        self.last = clock()
+
+    def heard(self) -> None:
+        self.last = self.clock()
+
+    def silence(self) -> float | None:
+        """Seconds since Kafka last answered, once that is more than ``silent_after``."""
+        silent = self.clock() - self.last
+        return silent if silent > self.silent_after else None
+
+
 NO_NATIVE_TELEMETRY: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
@@ -259,13 +286,24 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         return http_problem(exc)
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> Any:
+    async def healthz(request: Request) -> Any:
+        """200 while the service reaches PostgreSQL and has heard from Kafka lately; else 503
+        naming what is down (``down``) and why (``detail``)."""
+        checks = {"database": "ok", "kafka": "ok"}
         try:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            return problem(503, "Unhealthy", f"database: {exc.__class__.__name__}")
-        return {"status": "ok"}
+            checks["database"] = exc.__class__.__name__
+        contact: KafkaContact | None = getattr(request.app.state, "kafka_contact", None)
+        silence = contact.silence() if contact is not None else None
+        if silence is not None:
+            checks["kafka"] = f"no answer for {silence:.0f} s"
+        down = [name for name, said in checks.items() if said != "ok"]
+        if down:
+            detail = "; ".join(f"{name}: {checks[name]}" for name in down)
+            return problem(503, "Unhealthy", detail, down=down, checks=checks)
+        return {"status": "ok", "checks": checks}
 
     @app.get(
         "/metrics",

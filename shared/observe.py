@@ -78,6 +78,7 @@ class LagSampler:
         except BaseException:
             await self.close()
             raise
+        self.service.kafka_contact.heard()  # for /healthz
 
     async def close(self) -> None:
         stack, self.stack, self.client = self.stack, None, None

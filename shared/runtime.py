@@ -12,7 +12,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData
 
 from shared.db import Database
-from shared.http import create_app
+from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
@@ -43,6 +43,7 @@ class Service:
     asgi_app: Any = None
     probes: list[Loop] = field(default_factory=list)  # extra figures for /metrics
     http_port: int | None = None
+    kafka_contact: KafkaContact = field(default_factory=KafkaContact)  # read by /healthz
 
     def subscribe(self, subscription: Subscription) -> None:
         self.consumer.register(subscription)
@@ -58,10 +59,13 @@ class Service:
         try:
             self.consumer.attach(self.broker)
             await self.broker.start()
+            self.kafka_contact.heard()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
             tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
             if self.asgi_app is not None and self.http_port is not None:
                 import uvicorn
+
+                self.asgi_app.state.kafka_contact = self.kafka_contact
 
                 config = uvicorn.Config(
                     self.asgi_app,

@@ -56,6 +56,7 @@ class Snapshot:
     lag: dict[str, float] = field(default_factory=dict)
     outbox: dict[str, float] = field(default_factory=dict)
     outbox_age: dict[str, float] = field(default_factory=dict)
+    outbox_refused: dict[str, float] = field(default_factory=dict)  # rows set aside, unsent
     orders: dict[str, float] = field(default_factory=dict)  # by status
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
@@ -64,6 +65,17 @@ class Snapshot:
     down: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
+
+
+REFUSED_NOTE = (
+    "Outbox rows Kafka refused for good (too large, an invalid topic), set aside unsent by the"
+    " relay: refused_at and refusal in the service's outbox table say when and why"
+)
+
+
+def _refused(rows: float) -> str:
+    """The cell of a service's outbox rows set aside: marked when there are any."""
+    return f"<td class='stale'><b>{rows:.0f}</b></td>" if rows else "<td>0</td>"
 
 
 FIGURES_STALE_AFTER = 20.0
@@ -124,6 +136,8 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
                 snap.outbox[service] = value
             elif name == "caravan_outbox_oldest_seconds":
                 snap.outbox_age[service] = value
+            elif name == "caravan_outbox_refused_rows":
+                snap.outbox_refused[service] = value
             elif name == "caravan_observed_at_seconds" and labels.get("service") == service:
                 snap.observed[service] = value
             elif name == "caravan_orders" and "status" in labels:
@@ -287,7 +301,8 @@ class Dashboard:
         rows = "".join(
             f"<tr><td>{s}</td><td>{self.state(snap, s)}</td>"
             f"<td>{snap.lag.get(s, 0):.0f}</td><td>{snap.outbox.get(s, 0):.0f}</td>"
-            f"<td>{snap.outbox_age.get(s, 0):.1f}</td></tr>"
+            f"<td>{snap.outbox_age.get(s, 0):.1f}</td>"
+            f"{_refused(snap.outbox_refused.get(s, 0))}</tr>"
             for s in SERVICES
         )
         statuses = "".join(
@@ -319,7 +334,8 @@ class Dashboard:
             f"{_sparkline(self.throughput())}"
             "<h2>Services</h2><table><tr><th>service</th><th>state</th>"
             f"<th title='{html.escape(LAG_NOTE)}'>consumer lag</th>"
-            f"<th>outbox backlog</th><th>oldest unsent (s)</th></tr>{rows}</table>"
+            f"<th>outbox backlog</th><th>oldest unsent (s)</th>"
+            f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th></tr>{rows}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
             f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"

@@ -179,3 +179,24 @@ def test_the_page_does_not_start_without_a_token(
     said = capsys.readouterr().err
     assert (done.value.code, served) == (2, []), said
     assert said.startswith("no API token: set CARAVAN_TOKEN") and said.count("\n") == 1
+
+
+async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: None) -> None:
+    """Rows the relay set aside (Kafka refusing them for good) are not in the backlog any
+    more: the page shows them apart, marked, for operations to act on."""
+    settings = Settings(token="cvn_" + "s" * 43)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        refused = 2 if request.url.port == settings.payments_http_port else 0
+        metrics = (
+            'caravan_outbox_backlog{service="x"} 1.0\n'
+            f'caravan_outbox_refused_rows{{service="x"}} {refused}.0\n'
+        )
+        return httpx.Response(200, text=metrics if request.url.path == "/metrics" else "{}")
+
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    await page.sample()
+    text = page.page()
+    assert "<th title='Outbox rows Kafka refused for good" in text
+    assert "<td>1</td><td>0.0</td><td class='stale'><b>2</b></td></tr>" in text  # payments
+    assert text.count("<td>1</td><td>0.0</td><td>0</td></tr>") == 4

@@ -266,7 +266,8 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
 
 
 async def backlog(bootstrap: str, engine: AsyncEngine, groups: dict[str, list[str]]) -> int:
-    """Records not yet consumed by every group, plus outbox rows not yet published."""
+    """Records not yet consumed by every group, plus outbox rows not yet published (but
+    those the relay set aside, Kafka refusing them for good: they are never published)."""
     total = 0
     by_group: dict[str, list[str]] = {}
     for topic, names in groups.items():
@@ -279,7 +280,10 @@ async def backlog(bootstrap: str, engine: AsyncEngine, groups: dict[str, list[st
     async with engine.connect() as conn:
         for schema in SERVICES:  # each service has its schema, with its outbox
             unsent = await conn.scalar(
-                text(f"select count(*) from {schema}.outbox where sent_at is null")
+                text(
+                    f"select count(*) from {schema}.outbox"
+                    " where sent_at is null and refused_at is null"
+                )
             )
             total += int(unsent or 0)
     return total

@@ -9,12 +9,17 @@ _ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\bFATAL:|^Caused by:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def error_line(output: str, first: bool = False, chars: int = 200) -> str:
-    """The last error line of ``output`` (or the ``first``), cut short."""
+def error_line(output: str, first: bool = False, chars: int = 200, otherwise: str = "") -> str:
+    """The last error line of ``output`` (or the ``first``), cut short; with none, the last
+    line of ``otherwise`` (what the tool said itself, where its log says nothing)."""
     lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
     found = [line for line in lines if _ERROR.search(line)]
-    said = (found[0] if first else found[-1]) if found else "its output says nothing of why"
+    last = [line.strip() for line in otherwise.splitlines() if line.strip()][-1:]
+    said = (found[0] if first else found[-1]) if found else (last or [NOTHING])[0]
     return said if len(said) <= chars else said[: chars - 1] + "…"
+
+
+NOTHING = "its output says nothing of why"
 
 
 def written_since(log: Path, offset: int) -> str:

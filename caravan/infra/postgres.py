@@ -184,7 +184,10 @@ class LocalPostgres:
                 args = ("-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}")
                 started = self._pg_ctl("start", *args, check=False)
                 if started.returncode != 0:
-                    said = error_line(written_since(self.logfile, logged))
+                    said = error_line(
+                        written_since(self.logfile, logged),
+                        otherwise=started.stdout + started.stderr,  # pg_ctl's own
+                    )
                     raise OperatorError(
                         f"PostgreSQL on port {self.port} did not start ({said}); see {self.logfile}"
                     )

@@ -15,6 +15,7 @@ import httpx
 import typer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.text import Text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -32,7 +33,13 @@ from shared.db.engine import missing_relation
 from shared.http import field_errors
 from shared.messaging.admin import TopicsNotCreated
 from shared.seed import SeedFile
-from shared.settings import DEV_TOKEN_FILE, CalendarSettings, Settings, get_settings
+from shared.settings import (
+    DEV_TOKEN_FILE,
+    CalendarSettings,
+    Settings,
+    UnreadableSecret,
+    get_settings,
+)
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -62,6 +69,8 @@ def main() -> None:
         if exc.title not in (Settings.__name__, CalendarSettings.__name__):
             raise  # a model of the command's own: a bug
         _fail(_refused(exc), 2)
+    except (UnreadableSecret, SettingsError) as exc:  # a service's own secret file; bad JSON
+        _fail(f"settings refused: {exc} (from the environment or .env)", 2)
     except sa_exc.ProgrammingError as exc:
         missing = missing_relation(exc)
         if missing is None:

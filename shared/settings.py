@@ -45,13 +45,18 @@ def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | N
     return read_secret_file(f"{name}_FILE", path) if path else None
 
 
+class UnreadableSecret(ValueError):
+    """A ``*_FILE`` variable names a file that cannot be read."""
+
+
 def read_secret_file(variable: str, path: str) -> str:
-    """The secret in the file ``variable`` names, or a ValueError saying which variable
-    names a file that cannot be read (a setting refused, not a traceback)."""
+    """The secret in the file ``variable`` names, or :class:`UnreadableSecret` saying which
+    variable names a file that cannot be read (a setting refused, not a traceback)."""
     try:
         return Path(path).read_text().strip()
     except OSError as exc:
-        raise ValueError(f"{variable} names {path}, which cannot be read: {exc.strerror}") from exc
+        said = f"{variable} names {path}, which cannot be read: {exc.strerror}"
+        raise UnreadableSecret(said) from exc
 
 
 class PlatformApp(BaseModel):

@@ -432,6 +432,21 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
             "DATABASE_URL_FILE names /nonexistent/db-url, which cannot be read: No such file "
             "or directory",
         ),
+        (
+            "prepare",
+            {
+                "DATABASE_URL": "postgresql://caravan:x@127.0.0.1:1/caravan",
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                "CARAVAN_DATABASE_URL_ORDERS_FILE": "/nonexistent/orders-url",
+            },
+            "CARAVAN_DATABASE_URL_ORDERS_FILE names /nonexistent/orders-url, which cannot be "
+            "read: No such file or directory",
+        ),
+        (
+            "stuck",
+            {"CARAVAN_PLATFORM_APPS": '{"m": '},
+            'error parsing value for field "platform_apps" from source "EnvSettingsSource"',
+        ),
     ],
 )
 def test_settings_the_environment_gives_that_are_refused_are_one_line_naming_the_variable(

@@ -31,6 +31,7 @@ from services.inventory.handlers import DanglingSeed
 from shared import days
 from shared.db.engine import missing_relation
 from shared.http import field_errors
+from shared.messaging import kafka_admin
 from shared.messaging.admin import TopicsNotCreated
 from shared.seed import SeedFile
 from shared.settings import (
@@ -567,7 +568,7 @@ def _letters(
 ) -> list[ops_dlq.DeadLetter]:
     try:
         letters = asyncio.run(ops_dlq.read(_bootstrap()))
-    except LookupError as exc:  # a dead-letter topic: Kafka's topics were never created
+    except kafka_admin.NoSuchTopic as exc:  # a dead-letter topic: Kafka was never prepared
         raise OperatorError(f"{exc} on Kafka at {_bootstrap()}: {PREPARE_FIRST}", 2) from exc
     return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
 

@@ -111,11 +111,15 @@ async def group_client(
         await consumer.stop()
 
 
+class NoSuchTopic(LookupError):
+    """The cluster has no topic of that name (not created yet, or a name mistyped)."""
+
+
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     meta = await consumer._client.fetch_all_metadata()
     parts = meta.partitions_for_topic(topic)
     if not parts:
-        raise LookupError(f"no topic {topic!r}")
+        raise NoSuchTopic(f"no topic {topic!r}")
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
 

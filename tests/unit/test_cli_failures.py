@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from caravan import cli, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
+from shared.messaging import kafka_admin
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
 
@@ -390,7 +391,7 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
-        raise LookupError("no topic 'orders.requests.v1.dlq'")  # as a topic not created is
+        raise kafka_admin.NoSuchTopic("no topic 'orders.requests.v1.dlq'")  # as one not created
 
     monkeypatch.setattr(ops_dlq, "read", read)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")

@@ -341,6 +341,13 @@ class System:
         query = f"select key from {schema}.inbox where key = :k"
         await self.until(lambda: self.scalar(query, k=key), f"{event.type} handled by {schema}")
 
+    async def transactions(self, schema: str, *events: CloudEvent) -> int:
+        """In how many transactions the service of ``schema`` handled ``events`` (1: they
+        came as one batch)."""
+        keys = [f"{e.source}|{e.id}" for e in events]
+        query = f"select count(distinct xmin::text) from {schema}.inbox where key = any(:k)"
+        return int(await self.scalar(query, k=keys))
+
     async def publish_event(self, event: CloudEvent, data: EventData) -> None:
         """Publish ``event`` (whose ``data`` is ``data``) again, as :meth:`publish` did."""
         key = data.partition_key().encode()

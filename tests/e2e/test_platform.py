@@ -591,6 +591,8 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once
     await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
     for event, data in ((confirmed, order.confirmed), (placed, order.placed)):
         await caravan.publish_event(event, data)  # delivered again
+    # Handled after those (one key, one partition): they were handled by then.
+    await caravan.handled("platform", await caravan.publish(order.placed))
     # Another order, both events in one batch: the cancellation first.
     late_ref = f"P-EARLY-{uuid.uuid4().hex[:8]}"
     await _unplaced(caravan, APP, late_ref)
@@ -598,11 +600,12 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once
     await asyncio.to_thread(caravan.procs.stop, caravan.procs.hosts(("platform",)))
     try:
         cancelled = await caravan.publish(late.cancelled)
-        await caravan.publish(late.placed)
+        late_placed = await caravan.publish(late.placed)
     finally:
         await caravan.restart(("platform",), **platform.env)
     await until(lambda: _applied(platform.sim, late_ref), "the cancellation's callback", every=0.2)
-    await asyncio.sleep(2.0)  # room for a second callback, were there one
+    assert await caravan.transactions("platform", cancelled, late_placed) == 1  # the batch path
+    await asyncio.sleep(1.0)  # room for a second callback, were there one
     told = [
         (c["idempotency_key"], c["status"], c["reason"], c["requests"])
         for ref in (order_ref, late_ref)

@@ -329,15 +329,15 @@ def scram_env(scram: Scram) -> dict[str, str]:
 async def prepare(
     bootstrap: str,
     database_url: str,
-    partitions: int = 3,
     rf: int | None = None,
     settings: Settings | None = None,
 ) -> int:
     """Create the topics (and on a SASL broker the services' ACLs), the database roles, and
     migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
-    ``settings`` (default: the environment's) say how to log in to Kafka; ``rf``, the
-    topics' replication factor (default: three, or the cluster's brokers if fewer). The
-    replication factor of the topics it created."""
+    ``settings`` (default: the environment's) say how to log in to Kafka and how many
+    partitions a new topic gets (a topic that exists keeps its own); ``rf``, the topics'
+    replication factor (default: three, or the cluster's brokers if fewer). The replication
+    factor of the topics it created."""
     settings = settings or Settings()
     urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
     if settings.environment == "production":
@@ -349,7 +349,7 @@ async def prepare(
                 + " (set CARAVAN_DATABASE_URL_<SERVICE>)",
                 exit_code=2,
             )
-    rf = await ensure_topics(bootstrap, partitions, rf, settings=settings)
+    rf = await ensure_topics(bootstrap, settings.topic_partitions, rf, settings=settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)

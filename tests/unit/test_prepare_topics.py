@@ -1,0 +1,74 @@
+"""The topics `caravan prepare` and `caravan up` create on a cluster the settings name: as
+many partitions as ``CARAVAN_TOPIC_PARTITIONS`` says (it was never read: always 3)."""
+
+from typing import Any
+
+import pytest
+
+from caravan import system
+from caravan.output import OperatorError
+from shared.messaging import admin
+from shared.topics import ALL_TOPICS
+from tests.unit.conftest import Caravan
+from tests.unit.test_cli_unreachable import closed_port
+from tests.unit.test_topic_creation import FakeAdmin
+
+BROKER = "broker.example:9092"
+
+
+class Cluster(FakeAdmin):
+    """A cluster of three brokers with no topics: where it was reached, what it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.bootstrap: list[str] = []
+        self.created: list[Any] = []
+
+    def __call__(self, **kwargs: Any) -> "Cluster":
+        self.bootstrap.append(kwargs["bootstrap_servers"])
+        return self
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in range(3)]}
+
+    async def create_topics(self, topics: list[Any]) -> Any:
+        self.created.extend(topics)
+        return await super().create_topics(topics)
+
+
+def _not_started(*args: object, **kwargs: object) -> None:
+    raise OperatorError("started a Kafka or PostgreSQL of its own")
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The cluster every Kafka admin client reaches; nothing local or in a container is
+    started, and PostgreSQL (at an address nothing listens on) stops the command once the
+    topics are made."""
+    found = Cluster()
+    monkeypatch.setattr(admin, "AIOKafkaAdminClient", found)
+    monkeypatch.setattr(system, "docker_available", lambda: False)
+    monkeypatch.setattr(system, "LocalKafka", _not_started)
+    monkeypatch.setattr(system, "LocalPostgres", _not_started)
+    return found
+
+
+def _run(caravan: Caravan, command: str) -> None:
+    """``caravan COMMAND``, which stops once the topics are made (PostgreSQL is not there)."""
+    code, out, err = caravan(command)
+    assert "cannot reach PostgreSQL" in err, (code, out, err)
+
+
+DATABASE = "postgresql://caravan:secret@127.0.0.1:{port}/caravan"
+
+
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_new_topics_get_the_partitions_the_settings_say(
+    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "6")
+    _run(caravan, command)
+    assert len(cluster.created) == len(ALL_TOPICS)
+    assert {t.num_partitions for t in cluster.created} == {6}

@@ -211,13 +211,15 @@ def _up(
         (system.PAUSED / name).unlink()
     settings = Settings()
     started = time.monotonic()
-    rf = min(kafka_nodes, 3)
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
             kafka_nodes=kafka_nodes,
             kafka_port=9092 if kafka_nodes == 1 else 19092,
             kafka_sasl=kafka_sasl,
         )
+    # Its own broker's nodes; on a cluster the settings name, what `caravan prepare` asks for:
+    # three copies of each record, or every broker of a smaller cluster.
+    rf = min(kafka_nodes, 3) if infra.local_kafka else None
     os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
     get_settings.cache_clear()
     system.write_up_env(infra)

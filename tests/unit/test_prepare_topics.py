@@ -1,5 +1,7 @@
 """The topics `caravan prepare` and `caravan up` create on a cluster the settings name: as
-many partitions as ``CARAVAN_TOPIC_PARTITIONS`` says (it was never read: always 3)."""
+many partitions as ``CARAVAN_TOPIC_PARTITIONS`` says (it was never read: always 3), and three
+copies of each record on a cluster of three brokers (`caravan up` asked for one, as for its
+own single broker)."""
 
 from typing import Any
 
@@ -72,3 +74,12 @@ def test_new_topics_get_the_partitions_the_settings_say(
     _run(caravan, command)
     assert len(cluster.created) == len(ALL_TOPICS)
     assert {t.num_partitions for t in cluster.created} == {6}
+
+
+def test_caravan_up_on_a_cluster_the_settings_name_asks_for_three_copies(
+    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    _run(caravan, "up")
+    assert {t.replication_factor for t in cluster.created} == {3}

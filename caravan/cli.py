@@ -394,7 +394,7 @@ def demo(
             "the same the running services were started with"
         )
     _load(_database_url(), data)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    bootstrap = settings.kafka_bootstrap_servers
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
     if platform_orders and app_name is not None:
         outcomes += asyncio.run(

@@ -2,8 +2,9 @@
 
 Used by ``caravan up`` and by the test session alike, so both run the same way.
 Infrastructure comes from (in order): ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` when
-set; testcontainers when a Docker engine answers; otherwise a Kafka broker and a
-PostgreSQL cluster that the project runs itself from ``.cache/``.
+set (in the environment or ``.env``, as Settings reads them); testcontainers when a Docker
+engine answers; otherwise a Kafka broker and a PostgreSQL cluster that the project runs
+itself from ``.cache/``.
 
 ``DATABASE_URL`` here is the admin's; each service process gets its own (its own role, see
 caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kafka_acls.py).
@@ -232,8 +233,7 @@ def start_infrastructure(
     """Start (or reuse) what ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` do not name;
     ``kafka_sasl``: the local broker listens with SASL/SCRAM and ACLs (local_scram())."""
     infra = Infrastructure("", "", "external", "external")
-    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    env_db = os.environ.get("DATABASE_URL")
+    env_kafka, env_db = named_servers(Settings())
     docker = (env_kafka is None or env_db is None) and docker_available()
     try:
         if kafka_sasl and (env_kafka or docker):
@@ -272,6 +272,14 @@ def start_infrastructure(
         infra.stop()
         raise
     return infra
+
+
+def named_servers(settings: Settings) -> tuple[str | None, str | None]:
+    """The Kafka and the PostgreSQL that the settings name (None: not named), read as every
+    command and service reads them: the environment, else ``.env``."""
+    named = settings.model_fields_set
+    kafka = settings.kafka_bootstrap_servers if "kafka_bootstrap_servers" in named else ""
+    return kafka or None, settings.database_url or None
 
 
 def _start_kafka(kafka: LocalKafka, attempts: int = 3) -> str:

@@ -1,8 +1,11 @@
 """The topics `caravan prepare` and `caravan up` create on a cluster the settings name: as
 many partitions as ``CARAVAN_TOPIC_PARTITIONS`` says (it was never read: always 3), and three
 copies of each record on a cluster of three brokers (`caravan up` asked for one, as for its
-own single broker)."""
+own single broker); and the servers named in ``.env`` as well as in the environment, as
+Settings reads them (`caravan up` read only the environment, and started a Kafka and a
+PostgreSQL of its own)."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +86,18 @@ def test_caravan_up_on_a_cluster_the_settings_name_asks_for_three_copies(
     monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
     _run(caravan, "up")
     assert {t.replication_factor for t in cluster.created} == {3}
+
+
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_the_servers_named_in_dotenv_are_the_ones_used(
+    caravan: Caravan,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    database = DATABASE.format(port=closed_port())
+    (tmp_path / ".env").write_text(f"KAFKA_BOOTSTRAP_SERVERS={BROKER}\nDATABASE_URL={database}\n")
+    monkeypatch.chdir(tmp_path)
+    _run(caravan, command)
+    assert set(cluster.bootstrap) == {BROKER}

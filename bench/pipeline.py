@@ -1076,7 +1076,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         service_settings=service_env(args),
         kafka=infra.kafka_path,
         postgres=infra.postgres_path,
-        partitions=3,
+        partitions=Settings().topic_partitions,  # what prepare gave the topics it created
     )
     return report
 

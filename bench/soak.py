@@ -129,7 +129,7 @@ async def soak(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         kafka_nodes=NODES,
     )
     procs = system.ServiceProcesses(
-        system.service_env(infra, args.http_port, CARAVAN_TOPIC_REPLICATION_FACTOR=str(NODES)),
+        system.service_env(infra, args.http_port),
         base / f"logs-{uuid.uuid4().hex[:6]}",
         args.processes,
     )

@@ -115,7 +115,6 @@ class Settings(CalendarSettings):
     payments_http_port: int = 8082
     notifications_http_port: int = 8083
     topic_partitions: int = Field(3, ge=1)
-    topic_replication_factor: int = 1
     saga_deadline_seconds: float = 900.0
     expiry_sweep_seconds: float = 1.0
     outbox_batch_size: int = 500

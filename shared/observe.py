@@ -9,9 +9,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared.messaging import kafka_admin
+from shared.messaging.tables import UNSENT
 from shared.metrics import (
     CONSUMER_LAG,
     OBSERVED_AT,
@@ -30,25 +31,18 @@ async def sample_outbox(service: Service) -> None:
     """The backlog, its oldest row's age and the rows set aside, Kafka refusing them for good
     (unsent too, but waiting for operations, not for the relay)."""
     outbox = service.relay.outbox
-    waiting = outbox.c.refused_at.is_(None)
+    # Each through its partial index (outbox_unsent, outbox_refused).
+    unsent = select(
+        func.count(),
+        func.coalesce(func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0),
+    ).where(text(UNSENT))
+    refused = select(func.count()).where(outbox.c.refused_at.is_not(None))
     async with service.db.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    func.count().filter(waiting),
-                    func.coalesce(
-                        func.extract(
-                            "epoch", func.now() - func.min(outbox.c.created_at).filter(waiting)
-                        ),
-                        0,
-                    ),
-                    func.count().filter(~waiting),
-                ).where(outbox.c.sent_at.is_(None))
-            )
-        ).one()
-    OUTBOX_BACKLOG.labels(service.name).set(row[0])
-    OUTBOX_OLDEST_SECONDS.labels(service.name).set(float(row[1]))
-    OUTBOX_REFUSED_ROWS.labels(service.name).set(row[2])
+        waiting, oldest = (await conn.execute(unsent.select_from(outbox))).one()
+        aside = await conn.scalar(refused.select_from(outbox))
+    OUTBOX_BACKLOG.labels(service.name).set(waiting)
+    OUTBOX_OLDEST_SECONDS.labels(service.name).set(float(oldest))
+    OUTBOX_REFUSED_ROWS.labels(service.name).set(aside or 0)
 
 
 @dataclass

@@ -6,6 +6,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from shared.messaging.tables import UNSENT
+
 
 def create_messaging_tables(schema: str) -> None:
     op.create_table(
@@ -86,13 +88,32 @@ def drop_parked_table(schema: str) -> None:
 
 
 def add_outbox_refusals(schema: str) -> None:
-    """When and why the relay set an outbox row aside, Kafka refusing it for good."""
+    """When and why the relay set an outbox row aside, Kafka refusing it for good; the
+    relay's index leaves such rows out, and they have one of their own."""
     op.add_column(
         "outbox", sa.Column("refused_at", sa.DateTime(timezone=True), nullable=True), schema=schema
     )
     op.add_column("outbox", sa.Column("refusal", sa.Text(), nullable=True), schema=schema)
+    _index_unsent(schema, UNSENT)
+    op.create_index(
+        "outbox_refused",
+        "outbox",
+        ["id"],
+        schema=schema,
+        postgresql_where=sa.text("refused_at IS NOT NULL"),
+    )
 
 
 def drop_outbox_refusals(schema: str) -> None:
+    op.drop_index("outbox_refused", table_name="outbox", schema=schema)
+    _index_unsent(schema, "sent_at IS NULL")
     op.drop_column("outbox", "refusal", schema=schema)
     op.drop_column("outbox", "refused_at", schema=schema)
+
+
+def _index_unsent(schema: str, where: str) -> None:
+    """The relay's index of the rows it is to publish, made again for ``where``."""
+    op.drop_index("outbox_unsent", table_name="outbox", schema=schema)
+    op.create_index(
+        "outbox_unsent", "outbox", ["id"], schema=schema, postgresql_where=sa.text(where)
+    )

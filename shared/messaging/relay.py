@@ -40,6 +40,7 @@ from sqlalchemy import Table, func, select
 from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
+from shared.messaging.tables import UNSENT
 from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED
 from shared.settings import Settings
 
@@ -126,8 +127,8 @@ class OutboxRelay:
         # that rolls it back, and the rows are published again.
         self._take_unsent = (
             f"UPDATE {table} SET sent_at = now() WHERE id IN ("
-            f"SELECT id FROM {table} WHERE sent_at IS NULL AND refused_at IS NULL"
-            " ORDER BY id LIMIT $1) RETURNING id, topic, key, value, headers"
+            f"SELECT id FROM {table} WHERE {UNSENT} ORDER BY id LIMIT $1)"
+            " RETURNING id, topic, key, value, headers"
         )
         self._unmark = f"UPDATE {table} SET sent_at = NULL WHERE id = ANY($1::bigint[])"
         self._set_aside = (

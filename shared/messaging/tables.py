@@ -15,6 +15,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+UNSENT = "sent_at IS NULL AND refused_at IS NULL"
+"""The outbox rows the relay is to publish (the predicate of its index ``outbox_unsent``)."""
+
 
 def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
     """Declare ``outbox`` and ``inbox`` in ``metadata`` (whose schema is the service's).
@@ -34,7 +37,10 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         # Set aside by the relay, Kafka refusing the row for good, and why: left unsent.
         Column("refused_at", DateTime(timezone=True), nullable=True),
         Column("refusal", Text, nullable=True),
-        Index("outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+        # The relay's next rows; rows set aside have an index of their own (they would be
+        # walked past by every batch of the relay, and are kept until operations act).
+        Index("outbox_unsent", "id", postgresql_where=text(UNSENT)),
+        Index("outbox_refused", "id", postgresql_where=text("refused_at IS NOT NULL")),
     )
     inbox = Table(
         "inbox",

@@ -25,6 +25,7 @@ from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
 from shared.db.migrate import alembic_config
+from shared.messaging.tables import UNSENT
 from tests.harness import System, scratch_database
 
 METADATA = {
@@ -164,3 +165,23 @@ async def test_the_platform_adapter_finds_which_outcomes_are_its_orders_through_
     ``order.placed``): through the index of their order ids (NULL for those not placed)."""
     plan = await _generic_plan(caravan, PLATFORM_ORDERS, keys="'{o-1}'", refs="'{P-1}'")
     assert "platform_orders_order_id" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_the_relay_and_its_gauges_read_the_outbox_through_its_partial_indexes(
+    caravan: System,
+) -> None:
+    """The relay's next rows (after every commit) through ``outbox_unsent``, which leaves out
+    the rows set aside: they are kept until operations act, and every batch walked past them
+    while the index held them too. Those rows are counted through ``outbox_refused``."""
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
+            for sql, index in (
+                (f"SELECT id FROM orders.outbox WHERE {UNSENT} ORDER BY id LIMIT 500", "unsent"),
+                ("SELECT count(*) FROM orders.outbox WHERE refused_at IS NOT NULL", "refused"),
+            ):
+                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
+                assert f"outbox_{index}" in plan and "Filter" not in plan, plan
+    finally:
+        await engine.dispose()

@@ -216,6 +216,7 @@ def _up(
             kafka_nodes=kafka_nodes,
             kafka_port=9092 if kafka_nodes == 1 else 19092,
             kafka_sasl=kafka_sasl,
+            named=system.named_servers(settings),
         )
     # Its own broker's nodes; on a cluster the settings name, what `caravan prepare` asks for:
     # three copies of each record, or every broker of a smaller cluster.

@@ -229,11 +229,19 @@ def start_infrastructure(
     postgres_port: int = 15432,
     kafka_nodes: int = 1,
     kafka_sasl: bool = False,
+    named: tuple[str | None, str | None] | None = None,
 ) -> Infrastructure:
-    """Start (or reuse) what ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` do not name;
-    ``kafka_sasl``: the local broker listens with SASL/SCRAM and ACLs (local_scram())."""
+    """Start (or reuse) what ``named`` (Kafka's bootstrap servers, the admin's database URL;
+    default: ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` in the environment) does not
+    name; ``kafka_sasl``: the local broker listens with SASL/SCRAM and ACLs (local_scram()).
+    ``caravan up`` names what the settings name, ``.env`` included (:func:`named_servers`);
+    the test session and the benches, the environment's only: a developer's ``.env`` naming
+    real servers must not turn them into a test bed."""
     infra = Infrastructure("", "", "external", "external")
-    env_kafka, env_db = named_servers(Settings())
+    env_kafka, env_db = named or (
+        os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        os.environ.get("DATABASE_URL") or None,
+    )
     docker = (env_kafka is None or env_db is None) and docker_available()
     try:
         if kafka_sasl and (env_kafka or docker):

@@ -101,3 +101,17 @@ def test_the_servers_named_in_dotenv_are_the_ones_used(
     monkeypatch.chdir(tmp_path)
     _run(caravan, command)
     assert set(cluster.bootstrap) == {BROKER}
+
+
+def test_the_test_session_and_the_benches_never_use_the_servers_a_dotenv_names(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """They call start_infrastructure as conftest does: a developer's ``.env`` naming real
+    servers must not have the suite migrate them, issue tokens there and join their groups."""
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    database = DATABASE.format(port=closed_port())
+    (tmp_path / ".env").write_text(f"KAFKA_BOOTSTRAP_SERVERS={BROKER}\nDATABASE_URL={database}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OperatorError, match="started a Kafka or PostgreSQL of its own"):
+        system.start_infrastructure(base_dir=tmp_path / "cache", kafka_port=closed_port())

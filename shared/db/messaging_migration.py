@@ -6,8 +6,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from shared.messaging.tables import UNSENT
-
 
 def create_messaging_tables(schema: str) -> None:
     op.create_table(
@@ -94,7 +92,7 @@ def add_outbox_refusals(schema: str) -> None:
         "outbox", sa.Column("refused_at", sa.DateTime(timezone=True), nullable=True), schema=schema
     )
     op.add_column("outbox", sa.Column("refusal", sa.Text(), nullable=True), schema=schema)
-    _index_unsent(schema, UNSENT)
+    _index_unsent(schema, "sent_at IS NULL AND refused_at IS NULL")  # tables.UNSENT, as of now
     op.create_index(
         "outbox_refused",
         "outbox",

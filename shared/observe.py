@@ -80,25 +80,40 @@ class LagSampler:
             await stack.aclose()
 
 
+async def sample(probes: list[Probe]) -> bool:
+    """Run ``probes`` one after another; whether none failed (a failure is logged)."""
+    failed = False
+    for probe in probes:
+        try:
+            await probe()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failed = True
+            log.warning("metrics sample failed: %r", exc)
+    return not failed
+
+
 async def observe_loop(service: Service, interval: float = 5.0) -> None:
-    """Sample the figures until cancelled; a failed sample is logged and tried again. A
-    round with no failure says when (``caravan_observed_at_seconds``): a gauge keeps its
-    last value while Kafka or PostgreSQL is away, and looked live (a lag of 0)."""
+    """Sample the figures until cancelled; a failed sample is logged and tried again. The
+    consumer lag, which tells ``/healthz`` that Kafka answers, is sampled in a loop of its
+    own: a slow PostgreSQL round (a pool wait, a failover) made Kafka look silent. When both
+    loops have had a round with no failure, the older of those says when
+    (``caravan_observed_at_seconds``): a gauge keeps its last value while Kafka or PostgreSQL
+    is away, and looked live (a lag of 0)."""
     lag = LagSampler(service)
-    probes: list[Probe] = [lambda: sample_outbox(service), lag.sample, *service.probes]
-    try:
+    database: list[Probe] = [lambda: sample_outbox(service), *service.probes]
+    clean: dict[str, float] = {}  # per loop, when its last round with no failure ended
+
+    async def rounds(name: str, probes: list[Probe]) -> None:
         while True:
-            failed = False
-            for probe in probes:
-                try:
-                    await probe()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failed = True
-                    log.warning("metrics sample failed: %r", exc)
-            if not failed:
-                OBSERVED_AT.labels(service.name).set(time.time())
+            if await sample(probes):
+                clean[name] = time.time()
+                if len(clean) == 2:
+                    OBSERVED_AT.labels(service.name).set(min(clean.values()))
             await asyncio.sleep(interval)
+
+    try:
+        await asyncio.gather(rounds("kafka", [lag.sample]), rounds("database", database))
     finally:
         await lag.close()

@@ -1,0 +1,98 @@
+"""The samples behind ``/metrics`` and ``/healthz`` (shared/observe.py): the consumer-lag
+sample, which tells ``/healthz`` that Kafka answers, goes on while a PostgreSQL round hangs
+(it ran after the outbox's, so a pool wait in a failover made Kafka look silent), and a topic
+the service reads that is missing is said as such, not as Kafka not answering."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from prometheus_client import REGISTRY
+
+from shared import observe
+from shared.http import KafkaContact
+from shared.messaging import kafka_admin
+from shared.runtime import Service
+from shared.settings import Settings
+from shared.topics import Topic
+from tests.unit.test_healthz import Clock
+
+
+def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozenset()) -> list[str]:
+    """A cluster that answers each offsets request (a lag of 2) but for the ``missing``
+    topics; returns the topics asked about, in order."""
+    asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def group_client(*_: Any) -> AsyncIterator[Any]:
+        yield object()
+
+    async def offsets(_client: Any, topic: str) -> list[kafka_admin.PartitionOffsets]:
+        asked.append(topic)
+        if topic in missing:
+            raise kafka_admin.NoSuchTopic(f"no topic {topic!r}")
+        return [kafka_admin.PartitionOffsets(0, 0, 5, 3)]
+
+    monkeypatch.setattr(kafka_admin, "group_client", group_client)
+    monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    return asked
+
+
+def fake_service(contact: KafkaContact, name: str = "observe-test") -> Service:
+    subscriptions = [SimpleNamespace(topic=Topic.ORDER_REQUESTS)]
+    return cast(
+        Service,
+        SimpleNamespace(
+            name=name,
+            settings=Settings(),
+            consumer=SimpleNamespace(group_id="caravan-test", subscriptions=subscriptions),
+            kafka_contact=contact,
+            probes=[],
+        ),
+    )
+
+
+def observed_at(name: str) -> float | None:
+    return REGISTRY.get_sample_value("caravan_observed_at_seconds", {"service": name})
+
+
+async def observe_for(service: Service, seconds: float) -> None:
+    task = asyncio.create_task(observe.observe_loop(service, interval=0.01))
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_kafka_is_heard_from_while_a_database_round_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = fake_kafka(monkeypatch)
+
+    async def hung(_: Service) -> None:
+        await asyncio.Event().wait()  # a pool wait, a connect timing out in a failover
+
+    monkeypatch.setattr(observe, "sample_outbox", hung)
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    clock.now += 42
+    await observe_for(fake_service(contact, "observe-hung"), 0.2)
+    assert len(asked) > 1  # round after round
+    assert contact.silence() is None
+    assert observed_at("observe-hung") is None  # the database's figures were never sampled
+
+
+async def test_a_round_of_both_loops_with_no_failure_says_when(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_kafka(monkeypatch)
+
+    async def answered(_: Service) -> None:
+        return None
+
+    monkeypatch.setattr(observe, "sample_outbox", answered)
+    await observe_for(fake_service(KafkaContact(), "observe-clean"), 0.1)
+    assert observed_at("observe-clean") is not None

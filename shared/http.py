@@ -2,7 +2,7 @@
 bearer-token authentication (:func:`require`) and a limit on request bodies."""
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
 import asyncpg
@@ -235,9 +235,13 @@ class KafkaContact:
         self.silent_after = silent_after
         self.clock = clock
         self.last = clock()
+        self.missing: list[str] = []
 
-    def heard(self) -> None:
+    def heard(self, missing: Iterable[str] = ()) -> None:
+        """Kafka answered; of the topics asked about, ``missing`` it has not (a service
+        started before ``caravan prepare`` made them)."""
         self.last = self.clock()
+        self.missing = list(missing)
 
     def silence(self) -> float | None:
         """Seconds since Kafka last answered, once that is more than ``silent_after``."""
@@ -291,7 +295,8 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         when PostgreSQL is away, for nothing is done without it. Kafka not heard from lately
         is said (``"status": "degraded"``) with a 200: what the service takes meanwhile (an
         order, a lot) waits in its outbox and is lost to nobody, so a load balancer must not
-        take it away for that."""
+        take it away for that. So is a topic the service reads that Kafka says it has not
+        (``"kafka": "topic orders.events.v1 missing"``)."""
         checks = {"database": "ok", "kafka": "ok"}
         try:
             async with db.engine.connect() as conn:
@@ -302,6 +307,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         silence = contact.silence() if contact is not None else None
         if silence is not None:
             checks["kafka"] = f"no answer for {silence:.0f} s"
+        elif contact is not None and contact.missing:
+            topics = "topic" if len(contact.missing) == 1 else "topics"
+            checks["kafka"] = f"{topics} {', '.join(contact.missing)} missing"
         down = [name for name, said in checks.items() if said != "ok"]
         detail = "; ".join(f"{name}: {checks[name]}" for name in down)
         if "database" in down:

@@ -64,15 +64,23 @@ class LagSampler:
                     settings.kafka_bootstrap_servers, self.service.consumer.group_id, settings
                 )
             )
+        missing = []
         try:
             for sub in self.service.consumer.subscriptions:
                 topic = sub.topic.value
-                for p in await kafka_admin.offsets(self.client, topic):
+                try:
+                    partitions = await kafka_admin.offsets(self.client, topic)
+                except kafka_admin.NoSuchTopic:
+                    missing.append(topic)  # Kafka answered: the topic is not there
+                    continue
+                for p in partitions:
                     CONSUMER_LAG.labels(self.service.name, topic, str(p.partition)).set(p.lag)
         except BaseException:
             await self.close()
             raise
-        self.service.kafka_contact.heard()  # for /healthz
+        self.service.kafka_contact.heard(missing)  # for /healthz
+        if missing:
+            raise kafka_admin.NoSuchTopic(f"no topic {', '.join(map(repr, missing))}")
 
     async def close(self) -> None:
         stack, self.stack, self.client = self.stack, None, None

@@ -18,7 +18,7 @@ from shared.messaging import kafka_admin
 from shared.runtime import Service
 from shared.settings import Settings
 from shared.topics import Topic
-from tests.unit.test_healthz import Clock
+from tests.unit.test_healthz import Clock, health
 
 
 def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozenset()) -> list[str]:
@@ -96,3 +96,17 @@ async def test_a_round_of_both_loops_with_no_failure_says_when(
     monkeypatch.setattr(observe, "sample_outbox", answered)
     await observe_for(fake_service(KafkaContact(), "observe-clean"), 0.1)
     assert observed_at("observe-clean") is not None
+
+
+async def test_a_missing_topic_is_said_kafka_having_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_kafka(monkeypatch, missing=frozenset({Topic.ORDER_REQUESTS.value}))
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    clock.now += 42  # a service started before `caravan prepare`, sampling every 5 s
+    with pytest.raises(kafka_admin.NoSuchTopic):  # logged, and the round is not clean
+        await observe.LagSampler(fake_service(contact)).sample()
+    answer = await health(contact)
+    assert answer.status_code == 200
+    assert answer.json()["detail"] == "kafka: topic orders.requests.v1 missing"

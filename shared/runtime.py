@@ -92,7 +92,7 @@ class Service:
                 if not task.done() and task.get_name() != f"{self.name}-http":
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.relay.producer.stop()
+            await self.relay.stop()
             await self.db.dispose()
 
 

@@ -112,8 +112,9 @@ class OutboxRelay:
         self.db = db
         self.outbox = outbox
         self._new_producer = new_producer
-        self.producer = new_producer()  # started and stopped by its service
+        self.producer = new_producer()  # started by its service, stopped by stop()
         self._producer_stale = False
+        self._retiring: asyncio.Task[None] | None = None  # the replaced producer's stop
         self._alone = False  # the next batch's rows sent one at a time
         self.service = service
         self.batch_size = batch_size
@@ -245,10 +246,28 @@ class OutboxRelay:
         return None
 
     async def _renew_producer(self) -> None:
-        await self.producer.stop()
-        self.producer = self._new_producer()
+        # The new one in place before the old one stops, and that stop shielded: the relay
+        # cancelled meanwhile (its service stopping) leaves both to stop(). The old one's
+        # own stop returns at once once begun, its connections still open.
+        old, self.producer = self.producer, self._new_producer()
+        self._retiring = retiring = asyncio.create_task(old.stop())
+        try:
+            await asyncio.shield(retiring)
+        finally:
+            if retiring.done():  # stopped, or failed (raised here): not left to stop()
+                self._retiring = None
         await self.producer.start()
         self._producer_stale = False
+
+    async def stop(self) -> None:
+        """Stop the producer, and finish stopping the one it replaced if the relay was
+        cancelled during that: called by the service once the relay's task is done."""
+        retiring, self._retiring = self._retiring, None
+        try:
+            if retiring is not None:
+                await retiring
+        finally:
+            await self.producer.stop()
 
     def _said_refused(self, row: Any, exc: BaseException) -> None:
         OUTBOX_REFUSED.labels(self.service, exc.__class__.__name__).inc()

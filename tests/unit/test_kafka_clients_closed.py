@@ -4,16 +4,24 @@ connecting, and asyncio logged "Unclosed AIOKafkaConsumer" and "Unclosed AIOKafk
 at the error level as the process ended (seen in CI's service logs).
 
 The start is made to hang (nothing listens on the address given), so the cancellation lands
-inside it, as it did in those services."""
+inside it, as it did in those services.
+
+So is the producer the outbox relay replaces (after a refused batch) when the service stops
+while it is being stopped: its own stop, once begun, returns at once."""
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import Column, Integer, MetaData, Table
 
+from shared.db import Database
 from shared.messaging import kafka_admin
+from shared.messaging.relay import OutboxRelay
 
 NOWHERE = "127.0.0.1:9"
 
@@ -60,3 +68,46 @@ async def test_a_client_cancelled_while_starting_is_closed(
 ) -> None:
     client = await cancelled_while_starting(monkeypatch, client_class, use)
     assert client._closed
+
+
+class FakeProducer:
+    """Stops as AIOKafkaProducer does: marked closed first, then its pending records flushed
+    (Kafka answering) and its connections closed; a stop begun before returns at once."""
+
+    def __init__(self, flushed: asyncio.Event) -> None:
+        self.flushed = flushed
+        self.stopping = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        self.connected = True
+
+    async def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        await self.flushed.wait()
+        self.connected = False
+
+
+async def test_a_producer_being_replaced_when_the_service_stops_is_closed() -> None:
+    flushed = asyncio.Event()
+    made: list[FakeProducer] = []
+
+    def new_producer() -> FakeProducer:
+        made.append(FakeProducer(flushed))
+        return made[-1]
+
+    outbox = Table("outbox", MetaData(schema="orders"), Column("id", Integer))
+    db = cast(Database, SimpleNamespace(schema="orders"))
+    factory = cast(Callable[[], AIOKafkaProducer], new_producer)
+    relay = OutboxRelay(db, outbox, factory, service="orders")
+    await relay.producer.start()  # as its service does
+    renewal = asyncio.create_task(relay._renew_producer())
+    await asyncio.wait_for(made[0].stopping.wait(), 5)
+    renewal.cancel()  # the service stopping: its relay's task cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await renewal
+    flushed.set()
+    await relay.stop()  # as the service does once the relay's task is done
+    assert [p.connected for p in made] == [False] * len(made)

@@ -6,10 +6,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import typer
-from rich.text import Text
 
-from caravan.output import console
+from caravan.output import OperatorError
 from shared.http import bearer_headers
 from shared.settings import Settings
 
@@ -23,39 +21,34 @@ def call(
 ) -> dict[str, Any]:
     """``method path`` on ``base``, each ``{}`` of ``path`` replaced by the next of ``ids``
     percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not ``b-1``); an unreachable
-    API or a header that cannot be sent exits 2, a problem answer exits 1 (printed with the
-    fields at fault, if any)."""
+    API or a header that cannot be sent is an :class:`OperatorError` of exit 2, a problem
+    answer one of exit 1 (with the fields at fault, if any, on the lines after it)."""
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
     for name, value in headers.items():
         if not value.isascii():  # httpx would raise UnicodeEncodeError
-            said = f": {name} must be ASCII, not {value!r}"
-            console.print(Text.assemble(("not sent", "red"), said))
-            raise typer.Exit(2)
+            raise OperatorError(f"not sent: {name} must be ASCII, not {value!r}", exit_code=2)
     url = base + path.format(*(quote(i, safe="") for i in ids))
     try:
         response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        console.print(Text.assemble((f"{service} API unreachable", "red"), f": {exc}"))
-        _say_key(headers)
-        raise typer.Exit(2) from exc
+        said = f"{service} API unreachable: {exc}"
+        raise OperatorError(said + _key_to_retry(headers), exit_code=2) from exc
     try:
         body: dict[str, Any] = response.json()
     except ValueError:  # not a problem body: a proxy's page, or a server error
         body = {"title": f"HTTP {response.status_code}", "detail": response.text[:300]}
     if response.status_code >= 400:
-        title = str(body.get("title", response.status_code))
-        console.print(Text.assemble((title, "red"), f": {body.get('detail')}"))
+        said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
         for error in body.get("errors", []):  # a 422's fields at fault
-            console.print(f"  {error['field']}: {error['message']}")
+            said += f"\n  {error['field']}: {error['message']}"
         if response.status_code >= 500:
-            _say_key(headers)
-        raise typer.Exit(1)
+            said += _key_to_retry(headers)
+        raise OperatorError(said)
     return body
 
 
-def _say_key(headers: dict[str, str]) -> None:
-    """After a call whose outcome is unknown (no answer, a 5xx): the key to retry it with, so
-    that a change made before the answer was lost is not made twice."""
+def _key_to_retry(headers: dict[str, str]) -> str:
+    """After a call whose outcome is unknown (no answer, a 5xx): the line naming the key to
+    retry it with, so that a change made before the answer was lost is not made twice."""
     key = headers.get("Idempotency-Key")
-    if key:
-        console.print(f"it may have been applied: retry with --key {key} (applied once)")
+    return f"\nit may have been applied: retry with --key {key} (applied once)" if key else ""

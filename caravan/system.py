@@ -36,7 +36,7 @@ from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES as SERVICES  # re-exported: the launcher's list
 from shared.db.migrate import upgrade
-from shared.messaging.admin import ensure_topics
+from shared.messaging.admin import TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -365,7 +365,10 @@ async def prepare(
                 + " (set CARAVAN_DATABASE_URL_<SERVICE>)",
                 exit_code=2,
             )
-    rf = await ensure_topics(bootstrap, settings.topic_partitions, rf, settings=settings)
+    try:
+        rf = await ensure_topics(bootstrap, settings.topic_partitions, rf, settings=settings)
+    except TopicsNotCreated as exc:  # an ACL, a policy: for the cluster's owner to see to
+        raise OperatorError(f"topics not created: {exc}") from exc
     if settings.kafka_security_protocol.startswith("SASL"):
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)

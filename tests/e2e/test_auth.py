@@ -428,10 +428,10 @@ async def test_the_cli_sends_its_token_and_shows_a_refusal(caravan: System) -> N
         inventory_cli, ["stock", "T-PEPPER", *url]
     )
     assert allowed.exit_code == 0, allowed.output
-    refused = CliRunner(env={"CARAVAN_TOKEN": "cvn_" + "x" * 43}).invoke(
-        inventory_cli, ["stock", "T-PEPPER", *url]
+    refused = await cli(
+        caravan, "inventory", "stock", "T-PEPPER", *url, CARAVAN_TOKEN="cvn_" + "x" * 43
     )
-    assert refused.exit_code == 1 and "Unauthorized" in refused.output
+    assert refused.returncode == 1 and "Unauthorized" in refused.stderr, refused.stdout
 
 
 def _failures(text: str) -> Callable[[str], float]:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from caravan.inventory_cli import app as inventory_cli
 from shared import days
 from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.test_ops import cli
 from tests.harness import System
 
 
@@ -164,24 +165,24 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     assert sku in every.output and "…" not in every.output, every.output
     report = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
     assert report.exit_code == 0 and "spoiled 0, expired unsold 0" in report.output
-    backwards = runner.invoke(
-        inventory_cli,
-        [
-            "add-lot",
-            f"{sku}-2",
-            sku,
-            "5",
-            "--from",
-            str(today),
-            "--best-before",
-            "2000-01-01",
-            *url,
-        ],
+    # Refusals are said by main() (on stderr), as the command line runs them.
+    backwards = await cli(
+        caravan,
+        "inventory",
+        "add-lot",
+        f"{sku}-2",
+        sku,
+        "5",
+        "--from",
+        str(today),
+        "--best-before",
+        "2000-01-01",
+        *url,
     )
-    assert backwards.exit_code == 1, backwards.output
-    assert "body: Value error, best_before is before available_from" in backwards.output
-    missing = runner.invoke(inventory_cli, ["stock", "INV-NO-SUCH-SKU", *url])
-    assert missing.exit_code == 1 and "Unknown SKU" in missing.output
+    assert backwards.returncode == 1, backwards.stderr
+    assert "body: Value error, best_before is before available_from" in backwards.stderr
+    missing = await cli(caravan, "inventory", "stock", "INV-NO-SUCH-SKU", *url)
+    assert missing.returncode == 1 and "Unknown SKU" in missing.stderr
 
 
 async def test_each_audited_lot_adjustment_starts_from_the_count_it_changed(

@@ -43,7 +43,9 @@ def consumed(caravan: System) -> dict[str, list[Topic]]:
     return groups
 
 
-async def cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(caravan: System, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``caravan ARGS`` (through ``main()``, where failures are said) against the session's
+    system, with the variables ``env`` gives beside its own."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap,
@@ -52,6 +54,7 @@ async def cli(caravan: System, *args: str) -> subprocess.CompletedProcess[str]:
         "CARAVAN_TOKEN": caravan.token,
         "CARAVAN_HTTP_PORT": caravan.procs.env["CARAVAN_HTTP_PORT"],  # the orders API
         "COLUMNS": "200",
+        **env,
     }
     return await asyncio.to_thread(
         subprocess.run,

@@ -1,10 +1,6 @@
 """``caravan payments`` subcommands against the running payments admin API."""
 
-import asyncio
-
-from typer.testing import CliRunner
-
-from caravan.payments_cli import app
+from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
     buyer,
     buyers_loan,
@@ -20,12 +16,12 @@ from tests.harness import System
 async def test_credit_and_repayment_commands(caravan: System) -> None:
     await caravan.seed(payments_seed())
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
-    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token})
 
     async def cli(*args: str) -> tuple[int, str]:
+        """``caravan payments ARGS``: its exit code, and what it said (a failure on stderr)."""
         command = [args[0], "--url", url, *args[1:]]  # options before a "--"
-        result = await asyncio.to_thread(runner.invoke, app, command)
-        return result.exit_code, result.output
+        done = await caravan_cli(caravan, "payments", *command)
+        return done.returncode, done.stdout + done.stderr
 
     county = f"county/{buyer('cli')}"  # a buyer id holding "/": its routes answered 404
     code, out = await cli("credit-set", county, "7000")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -469,3 +470,40 @@ def test_prepare_refusing_development_passwords_in_production_is_one_line(
     code, _, err = caravan("prepare")  # refused before connecting to anything
     said = one_line(err)
     assert code == 2 and said.startswith("refusing development database passwords"), said
+
+
+def test_a_service_api_refusing_a_call_is_said_on_stderr(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin commands' HTTP calls (caravan inventory, payments, stuck) said a problem
+    answer, an unreachable API and a header that cannot be sent on stdout, the way written
+    before OperatorError; a script reading their output took the failure for it."""
+    problem = {
+        "title": "Unprocessable Entity",
+        "detail": "invalid request",
+        "errors": [{"field": "credit_limit_fen", "message": "must be at least 0"}],
+    }
+    answers = {"/credit-lines/b-1": httpx.Response(422, json=problem)}
+
+    def request(method: str, url: str, **kwargs: object) -> httpx.Response:
+        path = httpx.URL(url).path
+        if path not in answers:
+            raise httpx.ConnectError("connection refused")
+        return answers[path]
+
+    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    url = ("--url", "http://127.0.0.1:1")
+    code, out, err = caravan("payments", "credit-set", "b-1", "5", *url)
+    assert (code, out) == (1, ""), err
+    said = ["Unprocessable Entity: invalid request", "  credit_limit_fen: must be at least 0"]
+    assert err.splitlines() == said
+    code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "k-1", *url)
+    assert (code, out) == (2, ""), err
+    assert err.splitlines() == [
+        "payments API unreachable: connection refused",
+        "it may have been applied: retry with --key k-1 (applied once)",
+    ]
+    code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "clé", *url)
+    refused = "not sent: Idempotency-Key must be ASCII, not 'clé'"
+    assert (code, out, one_line(err)) == (2, "", refused)

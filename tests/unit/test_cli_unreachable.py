@@ -77,7 +77,7 @@ def test_an_answer_that_is_not_json_is_one_line_and_exit_1() -> None:
     finally:
         server.shutdown()
     assert done.returncode == 1, done.stderr
-    assert "HTTP 502: <html>Bad Gateway</html>" in done.stdout
+    assert "HTTP 502: <html>Bad Gateway</html>" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -89,9 +89,9 @@ def test_a_change_whose_answer_was_lost_names_the_key_to_retry_it_with() -> None
     url = f"http://127.0.0.1:{port}"
     done = caravan("payments", "repay", "L-1", "--amount", "500", "--url", url)
     assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stdout.strip().splitlines()
+    lines = done.stderr.strip().splitlines()
     assert "payments API unreachable" in lines[0]
     assert lines[1].startswith("it may have been applied: retry with --key ")
     key = lines[1].split("--key ")[1].split()[0]
     again = caravan("payments", "repay", "L-1", "--amount", "500", "--key", key, "--url", url)
-    assert f"retry with --key {key} " in again.stdout  # the key given is the key said
+    assert f"retry with --key {key} " in again.stderr  # the key given is the key said

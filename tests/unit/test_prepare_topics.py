@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from caravan import system
 from caravan.output import OperatorError
@@ -115,3 +116,18 @@ def test_the_test_session_and_the_benches_never_use_the_servers_a_dotenv_names(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OperatorError, match="started a Kafka or PostgreSQL of its own"):
         system.start_infrastructure(base_dir=tmp_path / "cache", kafka_port=closed_port())
+
+
+def test_topics_the_cluster_refuses_are_said_on_stderr(
+    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`caravan prepare` said them on stdout (and `caravan up` in a traceback)."""
+    cluster.errors = [(ALL_TOPICS[0], TopicAuthorizationFailedError.errno, "no ACL")]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    for command in ("prepare", "up"):
+        cluster.asked = 0
+        code, out, err = caravan(command)
+        said = f"topics not created: the cluster refused: {ALL_TOPICS[0]}: "
+        assert code == 1 and err.startswith(said + "TopicAuthorizationFailedError (no ACL)"), err
+        assert err.count("\n") == 1 and "topics not created" not in out, out

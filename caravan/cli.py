@@ -32,6 +32,7 @@ from shared import days
 from shared.db.engine import missing_relation
 from shared.http import field_errors
 from shared.messaging import kafka_admin
+from shared.messaging.admin import Topics
 from shared.seed import SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
@@ -235,7 +236,8 @@ def _up(
         shown = unquote(make_url(infra.database_url).render_as_string(hide_password=True))
         console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
-            asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
+            topics = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
+        _say_other_partitions(topics, settings.topic_partitions)
         token, new = tokens_cli.dev_token(infra.database_url)
         if new:
             console.print(
@@ -349,8 +351,22 @@ def prepare() -> None:
     """Create the topics and migrate every schema on the Kafka and PostgreSQL that the
     environment names (for deployments; ``caravan up`` does this itself)."""
     settings = Settings()
-    rf = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    topics = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    _say_other_partitions(topics, settings.topic_partitions)
+    rf = topics.replication_factor
     console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
+
+
+def _say_other_partitions(topics: Topics, partitions: int) -> None:
+    """A warning for each topic that was there with a partition count other than the
+    settings' (CARAVAN_TOPIC_PARTITIONS): prepare leaves it as it is."""
+    for topic, count in topics.other_partitions.items():
+        console.print(
+            f"{topic} keeps its {count} partition(s), not the {partitions} of "
+            "CARAVAN_TOPIC_PARTITIONS: Kafka can only add partitions, and adding them moves "
+            "keys (an order's events) to other partitions, so that is left to operations",
+            style="yellow",
+        )
 
 
 @app.command()

@@ -36,7 +36,7 @@ from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES as SERVICES  # re-exported: the launcher's list
 from shared.db.migrate import upgrade
-from shared.messaging.admin import TopicsNotCreated, ensure_topics
+from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -347,13 +347,13 @@ async def prepare(
     database_url: str,
     rf: int | None = None,
     settings: Settings | None = None,
-) -> int:
+) -> Topics:
     """Create the topics (and on a SASL broker the services' ACLs), the database roles, and
     migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
     ``settings`` (default: the environment's) say how to log in to Kafka and how many
     partitions a new topic gets (a topic that exists keeps its own); ``rf``, the topics'
     replication factor (default: three, or the cluster's brokers if fewer). The replication
-    factor of the topics it created."""
+    factor of the topics it created, and those kept with other partition counts."""
     settings = settings or Settings()
     urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
     if settings.environment == "production":
@@ -366,7 +366,7 @@ async def prepare(
                 exit_code=2,
             )
     try:
-        rf = await ensure_topics(bootstrap, settings.topic_partitions, rf, settings=settings)
+        topics = await ensure_topics(bootstrap, settings.topic_partitions, rf, settings=settings)
     except TopicsNotCreated as exc:  # an ACL, a policy: for the cluster's owner to see to
         raise OperatorError(f"topics not created: {exc}") from exc
     if settings.kafka_security_protocol.startswith("SASL"):
@@ -379,7 +379,7 @@ async def prepare(
     ]:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(database_url), db_roles.OWNER)
     await db_roles.grant_services(database_url, urls)
-    return rf
+    return topics
 
 
 def _password(url: str) -> str | None:

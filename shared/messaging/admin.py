@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
@@ -34,6 +34,14 @@ def refusals(topic_errors: Sequence[tuple[Any, ...]]) -> tuple[list[str], bool]:
     return said, retriable
 
 
+class Topics(NamedTuple):
+    """What :func:`ensure_topics` did: the replication factor of the topics it created, and
+    the topics that were there with a partition count other than the one asked (kept so)."""
+
+    replication_factor: int
+    other_partitions: dict[str, int]
+
+
 def replication_for(brokers: int) -> int:
     """Copies of each record on a cluster of ``brokers``: three (two of them in sync for a
     write to be acknowledged), or every broker of a smaller cluster."""
@@ -46,11 +54,14 @@ async def ensure_topics(
     replication_factor: int | None = None,
     timeout: float = 60.0,
     settings: Settings | None = None,
-) -> int:
+) -> Topics:
     """Create every topic that does not exist yet; idempotent and safe to race. Without a
     ``replication_factor``, each record is kept on three brokers, or on as many as the
     cluster has if fewer (an existing cluster named by ``caravan prepare`` got one copy of
-    every record: one broker lost, acknowledged events lost). The factor used."""
+    every record: one broker lost, acknowledged events lost). A topic that exists keeps its
+    partitions: Kafka can only add some, and adding them moves keys to other partitions
+    (an order's later events could be read before its earlier ones); those whose count is
+    not ``partitions`` are returned with their count, for the operator to see to."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -63,6 +74,10 @@ async def ensure_topics(
             configs = {"min.insync.replicas": "2"} if rf >= 3 else {}
             existing = set(await admin.list_topics())
             missing = [t for t in ALL_TOPICS if t not in existing]
+            ours = [t for t in ALL_TOPICS if t in existing]
+            described = await admin.describe_topics(ours) if ours else []
+            counts = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+            other = {t: counts[t] for t in ours if counts.get(t, partitions) != partitions}
             if missing:
                 answer = await admin.create_topics(
                     [NewTopic(t, partitions, rf, topic_configs=configs) for t in missing]
@@ -73,7 +88,7 @@ async def ensure_topics(
                 if refused:
                     await asyncio.sleep(0.5)
                     continue
-            return rf
+            return Topics(rf, other)
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from caravan import cli, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
-from shared.messaging import kafka_admin
+from shared.messaging import admin, kafka_admin
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
 
@@ -239,8 +239,8 @@ def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[st
         infra.stoppers.append(lambda: stopped.append("brokers"))
         return infra
 
-    async def prepare(*args: object, **kwargs: object) -> int:
-        return 1
+    async def prepare(*args: object, **kwargs: object) -> admin.Topics:
+        return admin.Topics(1, {})
 
     def start(
         procs: system.ServiceProcesses, names: tuple[str, ...] = system.SERVICES, instance: int = 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from caravan import system
+from caravan import db_roles, system
 from caravan.output import OperatorError
 from shared.messaging import admin
 from shared.topics import ALL_TOPICS
@@ -131,3 +131,54 @@ def test_topics_the_cluster_refuses_are_said_on_stderr(
         said = f"topics not created: the cluster refused: {ALL_TOPICS[0]}: "
         assert code == 1 and err.startswith(said + "TopicAuthorizationFailedError (no ACL)"), err
         assert err.count("\n") == 1 and "topics not created" not in out, out
+
+
+class Kept(Cluster):
+    """A cluster whose topics were made with 3 partitions, the dead-letter ones with 1."""
+
+    async def list_topics(self) -> list[str]:
+        return list(ALL_TOPICS)
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        counts = {t: 1 if t.endswith(".dlq") else 3 for t in reversed(topics)}  # Kafka's order
+        return [
+            {"topic": t, "error_code": 0, "partitions": [{"partition": p} for p in range(n)]}
+            for t, n in counts.items()
+        ]
+
+
+def _warned(caravan: Caravan, command: str) -> list[str]:
+    """The lines of ``caravan COMMAND`` that warn of a topic kept with other partitions."""
+    code, out, err = caravan(command)
+    assert code == 0 if command == "prepare" else "cannot reach PostgreSQL" in err, (out, err)
+    return [line for line in out.splitlines() if "partition(s), not" in line]
+
+
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_a_topic_kept_with_other_partitions_than_the_settings_is_said(
+    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """CARAVAN_TOPIC_PARTITIONS=6 on a cluster whose topics have 3: they were left with 3 and
+    nothing said so, and an operator took the new count for the topics'. The database's part
+    of prepare passes (caravan up stops at its token, PostgreSQL not being there)."""
+    kept = Kept()
+    monkeypatch.setattr(admin, "AIOKafkaAdminClient", kept)
+
+    async def done(*args: object) -> None: ...
+
+    for name in ("ensure_owner", "grant_services"):
+        monkeypatch.setattr(db_roles, name, done)
+    monkeypatch.setattr(system, "upgrade", lambda *args: None)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "3")
+    said = [line.split(" ", 1)[0] for line in _warned(caravan, command)]
+    assert said == [t for t in ALL_TOPICS if t.endswith(".dlq")]
+    monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "6")
+    said = _warned(caravan, command)
+    assert len(said) == len(ALL_TOPICS) and kept.created == [], said
+    assert said[0] == (
+        f"{ALL_TOPICS[0]} keeps its 3 partition(s), not the 6 of CARAVAN_TOPIC_PARTITIONS: Kafka "
+        "can only add partitions, and adding them moves keys (an order's events) to other "
+        "partitions, so that is left to operations"
+    )

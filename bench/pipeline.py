@@ -957,6 +957,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         }
         sample = request("B-sample-00000000", 0)
         await offsets.start()
+        # The broker's count, not the setting's: a kept cluster (no --fresh) keeps its own.
+        requests = await kafka_admin.topic_partitions(offsets.consumer, Topic.ORDER_REQUESTS.value)
         if not args.quick:
             report["ceilings"] = await ceilings(infra, offsets, args, sample)
 
@@ -1076,7 +1078,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         service_settings=service_env(args),
         kafka=infra.kafka_path,
         postgres=infra.postgres_path,
-        partitions=Settings().topic_partitions,  # what prepare gave the topics it created
+        partitions=len(requests),
     )
     return report
 

@@ -3,6 +3,7 @@ wait for outcomes, and query each service's tables."""
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import shutil
 import socket
@@ -30,6 +31,7 @@ from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
 from shared.auth import tokens
+from shared.db import Database
 from shared.events.envelope import CloudEvent, EventData, new_event
 from shared.events.orders import (
     Buyer,
@@ -43,6 +45,7 @@ from shared.events.orders import (
 from shared.events.registry import parse_record
 from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
+from shared.messaging.uow import UnitOfWork
 from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
@@ -258,6 +261,21 @@ class System:
     async def seed(self, data: SeedFile) -> None:
         """Load reference data (as ``caravan seed`` does)."""
         await load(self.infra.database_url, data)
+
+    @contextlib.asynccontextmanager
+    async def alone(self, service: str) -> AsyncIterator[UnitOfWork]:
+        """The unit of work of ``service``'s schema, with the service itself stopped, so
+        that a test runs its loops' steps by hand; the service is started again after."""
+        tables = importlib.import_module(f"services.{service}.adapters.tables")
+        await asyncio.to_thread(self.procs.stop, [service])
+        db = Database(Settings(DATABASE_URL=self.infra.database_url), service)
+        try:
+            yield UnitOfWork(
+                db, source=f"caravan/{service}", outbox=tables.outbox, inbox=tables.inbox
+            )
+        finally:
+            await db.dispose()
+            await self.restart((service,))
 
     async def restart(self, names: tuple[str, ...], **env: str) -> None:
         """Stop these services and start them again, with ``env`` added to their environment

@@ -16,6 +16,7 @@ callbacks survive restarts and platform outages; ``failed`` ones stay listed for
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,12 +39,16 @@ class CallbackPolicy:
     batch: int = 50
 
 
-async def claim_due(tx: Tx, policy: CallbackPolicy) -> list[Any]:
+async def claim_due(tx: Tx, policy: CallbackPolicy, apps: Iterable[str]) -> list[Any]:
+    """Due rows of ``apps``, the apps this instance can call: a row of an app it lacks (one
+    added while another instance still runs the old settings) waits for an instance that has
+    it, rather than failing for good on this one."""
     due = (
         select(callbacks.c.event_id)
         .where(
             callbacks.c.status.in_(("pending", "sending")),
             callbacks.c.next_attempt_at <= func.now(),
+            callbacks.c.app.in_(sorted(apps)),
         )
         .order_by(callbacks.c.next_attempt_at)
         .limit(policy.batch)
@@ -66,9 +71,8 @@ async def claim_due(tx: Tx, policy: CallbackPolicy) -> list[Any]:
 
 
 async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
-    """One status API call: its verdict, and what went wrong if anything."""
-    if row.app not in api.apps:
-        return "failed", f"app {row.app!r} is not configured"
+    """One status API call (of an app ``api`` has: :func:`claim_due`): its verdict, and what
+    went wrong if anything."""
     update_ = StatusUpdate(row.event_id, row.platform_order_id, row.outcome, row.reason)
     try:
         status = await api.push_status(row.app, update_)
@@ -122,7 +126,7 @@ async def record(
 async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy) -> int:
     """Claim, call and record one batch; the number of rows claimed."""
     async with uow.begin() as tx:
-        rows = await claim_due(tx, policy)
+        rows = await claim_due(tx, policy, api.apps)
     if not rows:
         return 0
     results = await asyncio.gather(*(call(api, row) for row in rows))

@@ -7,7 +7,6 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 (the lease is 0) when it restarts.
 """
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
@@ -18,12 +17,10 @@ import pytest
 from sqlalchemy import insert, select
 
 from services.notifications.adapters.gateway import Accepted
-from services.notifications.adapters.tables import inbox, outbox, sms
+from services.notifications.adapters.tables import outbox, sms
 from services.notifications.dispatch import DeliveryPolicy, claim_due, record
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
-from shared.db import Database
 from shared.messaging.uow import UnitOfWork
-from shared.settings import Settings
 from shared.topics import Topic
 from tests.harness import System
 
@@ -34,14 +31,8 @@ POLICY = DeliveryPolicy(
 
 @pytest.fixture
 async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
-    """The notifications schema's unit of work, with the service itself stopped."""
-    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
-    db = Database(Settings(DATABASE_URL=caravan.infra.database_url), "notifications")
-    try:
-        yield UnitOfWork(db, source="caravan/notifications", outbox=outbox, inbox=inbox)
-    finally:
-        await db.dispose()
-        await caravan.restart(("notifications",))
+    async with caravan.alone("notifications") as uow:
+        yield uow
 
 
 async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(

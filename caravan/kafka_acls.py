@@ -2,9 +2,9 @@
 
 Each service logs in as its own principal, ``User:caravan-<service>``. It may read the topics
 it consumes (with its consumer group ``caravan-<service>`` only) and describe their
-configuration (how long Kafka keeps their records, which its inbox must outlive:
-``shared/messaging/retention.py``), write the topics it emits and the dead-letter twins of
-the topics it consumes, and use the idempotent producer.
+configuration and their dead-letter twins' (how long Kafka keeps their records, which its
+inbox must outlive: ``shared/messaging/retention.py``), write the topics it emits and the
+dead-letter twins of the topics it consumes, and use the idempotent producer.
 Everything else is refused (``allow.everyone.if.no.acl.found=false``); the admin principal
 (the CLI, ``caravan prepare``) is the broker's super user.
 """
@@ -83,7 +83,8 @@ def acls(service: str) -> list[Acl]:
     user = f"User:{principal(service)}"
     found = [Acl(user, Resource.GROUP, consumer_group(service), Operation.READ)]
     found += [Acl(user, Resource.TOPIC, t.value, Operation.READ) for t in row.reads]
-    found += [Acl(user, Resource.TOPIC, t.value, Operation.DESCRIBE_CONFIGS) for t in row.reads]
+    described = [t.value for t in row.reads] + [t.dlq for t in row.reads]  # its inbox window
+    found += [Acl(user, Resource.TOPIC, t, Operation.DESCRIBE_CONFIGS) for t in described]
     found += [Acl(user, Resource.TOPIC, t.value, Operation.WRITE) for t in row.writes]
     found += [Acl(user, Resource.TOPIC, t.dlq, Operation.WRITE) for t in row.reads]
     found.append(Acl(user, Resource.CLUSTER, "kafka-cluster", Operation.IDEMPOTENT_WRITE))

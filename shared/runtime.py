@@ -137,8 +137,10 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)
 
     async def kafka_hours() -> float:
-        """How long Kafka may keep the records of the topics the service consumes."""
-        topics = [sub.topic.value for sub in consumer.subscriptions]
+        """How long Kafka may keep the records of the topics the service consumes and of
+        their dead-letter twins (a redrive brings a letter back while its ``.dlq`` keeps it)."""
+        reads = [sub.topic for sub in consumer.subscriptions]
+        topics = [t.value for t in reads] + [t.dlq for t in reads]
         return await kafka_admin.longest_kept_hours(
             settings.kafka_bootstrap_servers, topics, settings
         )

@@ -17,7 +17,9 @@ inbox rows per order), until a county centre's database fills its disk.
   before each prune a service asks the broker for the topics it consumes, and keeps inbox
   rows that long plus a day when that is longer than its setting (a warning says so); with
   a topic kept for ever (``retention.ms`` -1, or compacted), or a broker that does not
-  answer, it prunes no inbox row that time.
+  answer, it prunes no inbox row that time. It asks for their dead-letter twins too: a
+  letter's event comes again when it is redriven (``caravan dlq redrive``, ``--again`` a
+  letter redriven before), as long as its ``.dlq`` topic keeps it, and must find its row.
 - **Parked events** (:mod:`shared.messaging.parking`), of the services that park events
   waiting for their order's ``order.placed``: kept as long as inbox rows. What they wait
   for can come as long as Kafka keeps it (a redrive, a replay); one whose ``order.placed``
@@ -49,7 +51,8 @@ MARGIN_HOURS = 24.0  # beyond what Kafka may keep, as in the default
 class Retention:
     """Deletes one service's outbox rows published more than ``outbox_hours`` ago and its
     inbox rows older than ``inbox_hours`` (0: never), or than ``kafka_hours()`` (how long
-    Kafka may keep the records of the topics the service consumes) and a day if longer;
+    Kafka may keep the records of the topics the service consumes, and of their dead-letter
+    twins) and a day if longer;
     and its ``parked`` events (if it has the table) as old as those inbox rows."""
 
     def __init__(
@@ -120,7 +123,8 @@ class Retention:
         kept = kafka + MARGIN_HOURS
         log.warning(
             "inbox rows kept %s, longer than inbox_retention_hours=%g: Kafka keeps records of "
-            "the topics %s consumes %s (retention.ms + segment.ms), and a replay must find ids",
+            "the topics %s consumes or their .dlq %s (retention.ms + segment.ms), and a replay "
+            "or a redrive must find ids",
             "for ever" if math.isinf(kept) else f"{kept:g} h",
             self.inbox_hours,
             self.service,

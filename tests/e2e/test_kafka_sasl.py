@@ -157,9 +157,12 @@ async def test_a_service_principal_writes_reads_and_describes_only_where_its_acl
         async with asyncio.timeout(20):
             await consumer.getone()
     await consumer.stop()
-    # How long Kafka keeps the topics it reads (its inbox retention needs it), no others'.
+    # How long Kafka keeps the topics it reads and their dead letters (its inbox retention
+    # needs it), no others'.
     reads = [t.value for t in kafka_acls.access()["orders"].reads]
     assert await kafka_admin.longest_kept_hours(bootstrap, reads, orders) == 14 * 24
+    dlq = [t.dlq for t in kafka_acls.access()["orders"].reads]
+    assert await kafka_admin.longest_kept_hours(bootstrap, dlq, orders) == 14 * 24
     with pytest.raises(TopicAuthorizationFailedError):
         await kafka_admin.longest_kept_hours(bootstrap, [Topic.NOTIFICATION_EVENTS.value], orders)
 

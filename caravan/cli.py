@@ -32,7 +32,7 @@ from shared import days
 from shared.db.engine import missing_relation
 from shared.http import field_errors
 from shared.messaging import kafka_admin
-from shared.messaging.admin import Topics
+from shared.messaging.admin import Topics, dlq_retention_ms
 from shared.seed import SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
@@ -237,7 +237,7 @@ def _up(
         console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
             topics = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
-        _say_other_partitions(topics, settings.topic_partitions)
+        _say_kept(topics, settings)
         token, new = tokens_cli.dev_token(infra.database_url)
         if new:
             console.print(
@@ -352,21 +352,35 @@ def prepare() -> None:
     environment names (for deployments; ``caravan up`` does this itself)."""
     settings = Settings()
     topics = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
-    _say_other_partitions(topics, settings.topic_partitions)
+    _say_kept(topics, settings)
     rf = topics.replication_factor
     console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
 
 
-def _say_other_partitions(topics: Topics, partitions: int) -> None:
+def _say_kept(topics: Topics, settings: Settings) -> None:
     """A warning for each topic that was there with a partition count other than the
-    settings' (CARAVAN_TOPIC_PARTITIONS): prepare leaves it as it is."""
+    settings' (CARAVAN_TOPIC_PARTITIONS), and for each dead-letter topic that keeps letters
+    another time than they say (CARAVAN_DLQ_RETENTION_HOURS): prepare leaves them as they are."""
     for topic, count in topics.other_partitions.items():
         console.print(
-            f"{topic} keeps its {count} partition(s), not the {partitions} of "
+            f"{topic} keeps its {count} partition(s), not the {settings.topic_partitions} of "
             "CARAVAN_TOPIC_PARTITIONS: Kafka can only add partitions, and adding them moves "
             "keys (an order's events) to other partitions, so that is left to operations",
             style="yellow",
         )
+    wanted = dlq_retention_ms(settings.dlq_retention_hours)
+    for topic, ms in topics.other_retention.items():
+        console.print(
+            f"{topic} keeps dead letters {_kept(ms)}, not {_kept(wanted)} as "
+            "CARAVAN_DLQ_RETENTION_HOURS says: prepare leaves a topic's retention as it is "
+            f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+            f"--add-config retention.ms={wanted})",
+            style="yellow",
+        )
+
+
+def _kept(retention_ms: int) -> str:
+    return "for ever" if retention_ms < 0 else f"{retention_ms / kafka_admin.HOUR_MS:g} h"
 
 
 @app.command()

@@ -115,15 +115,21 @@ class Settings(CalendarSettings):
     payments_http_port: int = 8082
     notifications_http_port: int = 8083
     topic_partitions: int = Field(3, ge=1)
+    # How long each dead-letter topic (<topic>.dlq) that `caravan prepare` creates keeps a
+    # letter (its retention.ms; 0: for ever): long enough for someone to look into them after
+    # a holiday, not for ever (a letter may carry a buyer's phone number, and the services keep
+    # inbox rows as long: shared/messaging/retention.py).
+    dlq_retention_hours: float = Field(720.0, ge=0)
     saga_deadline_seconds: float = 900.0
     expiry_sweep_seconds: float = 1.0
     outbox_batch_size: int = 500
     outbox_idle_poll_seconds: float = 0.5
     # How long published outbox rows and inbox rows are kept (shared/messaging/retention.py:
-    # the inbox must outlive the records in Kafka, topic retention.ms + segment.ms), and how
-    # often each service deletes older ones; 0 keeps a table's rows for ever.
+    # the inbox must outlive the records in Kafka, topic retention.ms + segment.ms, dead
+    # letters' included: 30 + 7 days and a day by default), and how often each service deletes
+    # older ones; 0 keeps a table's rows for ever.
     outbox_retention_hours: float = Field(24.0, ge=0)
-    inbox_retention_hours: float = Field(360.0, ge=0)
+    inbox_retention_hours: float = Field(912.0, ge=0)
     messaging_prune_interval_seconds: float = Field(3600.0, gt=0)
     db_pool_size: int = 10
     handler_max_attempts: int = 3

@@ -53,4 +53,5 @@ class EventType(StrEnum):
     PLATFORM_ORDER_PAID = "platform.order_paid"
 
 
-ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(t.dlq for t in Topic)
+DEAD_LETTER_TOPICS: tuple[str, ...] = tuple(t.dlq for t in Topic)
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + DEAD_LETTER_TOPICS

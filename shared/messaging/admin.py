@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 
 from shared.kafka_security import client_kwargs
-from shared.settings import Settings
-from shared.topics import ALL_TOPICS
+from shared.messaging.kafka_admin import HOUR_MS
+from shared.settings import Settings, get_settings
+from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,33 @@ def refusals(topic_errors: Sequence[tuple[Any, ...]]) -> tuple[list[str], bool]:
 
 
 class Topics(NamedTuple):
-    """What :func:`ensure_topics` did: the replication factor of the topics it created, and
-    the topics that were there with a partition count other than the one asked (kept so)."""
+    """What :func:`ensure_topics` did: the replication factor of the topics it created, the
+    topics that were there with a partition count other than the one asked, and the
+    dead-letter topics that were there with another ``retention.ms`` (all kept so)."""
 
     replication_factor: int
     other_partitions: dict[str, int]
+    other_retention: dict[str, int]
+
+
+def dlq_retention_ms(hours: float) -> int:
+    """The ``retention.ms`` of a dead-letter topic that keeps letters ``hours`` (0: for ever,
+    which Kafka says -1)."""
+    return round(hours * HOUR_MS) if hours > 0 else -1
+
+
+async def _retention_ms(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """The ``retention.ms`` of each of ``topics`` that the cluster describes."""
+    if not topics:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+    found = {}
+    for response in await admin.describe_configs(resources):
+        for error_code, _message, _type, topic, entries in response.resources:
+            config = {entry[0]: entry[1] for entry in entries}
+            if not error_code and "retention.ms" in config:
+                found[topic] = int(config["retention.ms"])
+    return found
 
 
 def replication_for(brokers: int) -> int:
@@ -61,7 +85,11 @@ async def ensure_topics(
     every record: one broker lost, acknowledged events lost). A topic that exists keeps its
     partitions: Kafka can only add some, and adding them moves keys to other partitions
     (an order's later events could be read before its earlier ones); those whose count is
-    not ``partitions`` are returned with their count, for the operator to see to."""
+    not ``partitions`` are returned with their count, for the operator to see to. The
+    dead-letter topics are made to keep letters as long as ``settings`` say
+    (``dlq_retention_hours``); one that exists keeps its own ``retention.ms`` (shortening it
+    would delete letters), returned when it is another."""
+    retention = dlq_retention_ms((settings or get_settings()).dlq_retention_hours)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -78,9 +106,20 @@ async def ensure_topics(
             described = await admin.describe_topics(ours) if ours else []
             counts = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
             other = {t: counts[t] for t in ours if counts.get(t, partitions) != partitions}
+            kept = await _retention_ms(admin, [t for t in ours if t in DEAD_LETTER_TOPICS])
+            other_retention = {t: kept[t] for t in ours if kept.get(t, retention) != retention}
             if missing:
+                dlq = {**configs, "retention.ms": str(retention)}
                 answer = await admin.create_topics(
-                    [NewTopic(t, partitions, rf, topic_configs=configs) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            partitions,
+                            rf,
+                            topic_configs=dlq if t in DEAD_LETTER_TOPICS else configs,
+                        )
+                        for t in missing
+                    ]
                 )
                 refused, retriable = refusals(answer.topic_errors)
                 if refused and (not retriable or loop.time() > deadline):
@@ -88,7 +127,7 @@ async def ensure_topics(
                 if refused:
                     await asyncio.sleep(0.5)
                     continue
-            return Topics(rf, other)
+            return Topics(rf, other, other_retention)
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise

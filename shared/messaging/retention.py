@@ -10,10 +10,12 @@ inbox rows per order), until a county centre's database fills its disk.
   as long as Kafka holds it (a consumer that stopped before committing its offset, a
   ``caravan replay``). So a row must outlive its record. Kafka deletes a record with its log
   segment, once the segment's newest record is older than the topic's ``retention.ms``; a
-  segment is rolled after ``segment.ms``. The default, ``inbox_retention_hours`` = 360 (15
-  days), is Kafka's default retention (7 days) plus its default segment time (7 days) plus a
-  day. A broker whose topics keep records longer needs a longer inbox retention: never
-  shorter than ``retention.ms + segment.ms``, or a replay handles old records again. So
+  segment is rolled after ``segment.ms``. The default, ``inbox_retention_hours`` = 912 (38
+  days), is the dead-letter topics' retention (``dlq_retention_hours``, 30 days) plus Kafka's
+  default segment time (7 days) plus a day; the other topics keep Kafka's default retention
+  (7 days and a segment). A broker whose topics keep records longer needs a longer inbox
+  retention: never shorter than ``retention.ms + segment.ms``, or a replay handles old
+  records again. So
   before each prune a service asks the broker for the topics it consumes, and keeps inbox
   rows that long plus a day when that is longer than its setting (a warning says so); with
   a topic kept for ever (``retention.ms`` -1, or compacted), or a broker that does not

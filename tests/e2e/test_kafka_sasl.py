@@ -162,7 +162,7 @@ async def test_a_service_principal_writes_reads_and_describes_only_where_its_acl
     reads = [t.value for t in kafka_acls.access()["orders"].reads]
     assert await kafka_admin.longest_kept_hours(bootstrap, reads, orders) == 14 * 24
     dlq = [t.dlq for t in kafka_acls.access()["orders"].reads]
-    assert await kafka_admin.longest_kept_hours(bootstrap, dlq, orders) == 14 * 24
+    assert await kafka_admin.longest_kept_hours(bootstrap, dlq, orders) == 37 * 24
     with pytest.raises(TopicAuthorizationFailedError):
         await kafka_admin.longest_kept_hours(bootstrap, [Topic.NOTIFICATION_EVENTS.value], orders)
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
@@ -20,10 +21,11 @@ from services.notifications.adapters import tables as notifications
 from services.orders.adapters.tables import inbox, outbox
 from shared.db import Database
 from shared.db.migrate import upgrade
+from shared.messaging.admin import ensure_topics
 from shared.messaging.kafka_admin import longest_kept_hours
 from shared.messaging.retention import Retention
 from shared.settings import Settings
-from shared.topics import Topic
+from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS, Topic
 from tests.e2e.test_saga import order
 from tests.harness import System, scratch_database, until
 
@@ -217,8 +219,9 @@ async def test_a_service_prunes_its_own_tables_when_it_starts(caravan: System) -
         ready=lambda unsent: not unsent,
     )
     kept = await rows(1)
-    # Past the default retention: 24 hours after publishing, 360 hours after handling.
-    pruned = await rows(0, age=361 * HOUR)
+    # Past the default retention: 24 hours after publishing, 912 hours after handling (the
+    # dead-letter topics' 30 days, a segment of 7 and a day).
+    pruned = await rows(0, age=913 * HOUR)
     assert all(len(found) >= 2 for found in (*kept, *pruned)), (kept, pruned)
     await caravan.restart(("orders",))
     await until(
@@ -275,7 +278,7 @@ async def test_how_long_kafka_keeps_records_is_read_from_the_topics_configuratio
 async def test_inbox_rows_outlive_what_kafka_keeps_however_short_the_setting(
     infrastructure: system.Infrastructure, kept: dict[str, str]
 ) -> None:
-    """The month topic keeps records up to 744 hours: with the default 360, inbox rows are
+    """The month topic keeps records up to 744 hours: with a setting of 360, inbox rows are
     kept 768 (a day more); one handled 800 hours ago goes, those of 384 hours stay."""
     bootstrap = infrastructure.kafka_bootstrap
 
@@ -312,3 +315,39 @@ async def test_no_inbox_row_is_pruned_when_the_broker_does_not_say(
     async with orders_tables(infrastructure) as db:
         await fill(db)
         assert await retention(db, kafka_hours=unreachable).prune() == {"outbox": 3, "inbox": 0}
+
+
+async def retention_ms(bootstrap: str, topics: list[str]) -> dict[str, str]:
+    """Each topic's ``retention.ms``, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )
+    finally:
+        await admin.close()
+    return {
+        topic: dict(entry[:2] for entry in entries)["retention.ms"]
+        for response in responses
+        for _code, _message, _type, topic, entries in response.resources
+    }
+
+
+async def test_prepared_dead_letter_topics_keep_letters_as_long_as_the_settings_say(
+    caravan: System,
+) -> None:
+    """The session's `caravan prepare` (the settings' default, 30 days): the dead-letter
+    topics had the broker's 7 days, after which `caravan dlq list` found none of the letters
+    caravan_dead_letters_total counted. Prepared again with another setting, it says which
+    topics keep another retention and leaves them so."""
+    bootstrap = caravan.infra.kafka_bootstrap
+    month = str(30 * DAY_MS)
+    topics = await retention_ms(bootstrap, list(ALL_TOPICS))
+    assert topics == {t: month if t in DEAD_LETTER_TOPICS else str(7 * DAY_MS) for t in ALL_TOPICS}
+    week = Settings(dlq_retention_hours=7 * 24)
+    said = await ensure_topics(bootstrap, 3, 1, settings=week)
+    assert said.other_retention == dict.fromkeys(DEAD_LETTER_TOPICS, 30 * DAY_MS)
+    assert await retention_ms(bootstrap, list(DEAD_LETTER_TOPICS)) == dict.fromkeys(
+        DEAD_LETTER_TOPICS, month
+    )

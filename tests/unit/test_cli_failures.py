@@ -240,7 +240,7 @@ def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[st
         return infra
 
     async def prepare(*args: object, **kwargs: object) -> admin.Topics:
-        return admin.Topics(1, {})
+        return admin.Topics(1, {}, {})
 
     def start(
         procs: system.ServiceProcesses, names: tuple[str, ...] = system.SERVICES, instance: int = 1

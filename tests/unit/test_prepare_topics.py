@@ -6,6 +6,7 @@ Settings reads them (`caravan up` read only the environment, and started a Kafka
 PostgreSQL of its own)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from caravan import db_roles, system
 from caravan.output import OperatorError
 from shared.messaging import admin
-from shared.topics import ALL_TOPICS
+from shared.messaging.kafka_admin import HOUR_MS
+from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
 from tests.unit.test_topic_creation import FakeAdmin
@@ -133,11 +135,37 @@ def test_topics_the_cluster_refuses_are_said_on_stderr(
         assert err.count("\n") == 1 and "topics not created" not in out, out
 
 
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_new_dead_letter_topics_keep_letters_as_long_as_the_settings_say(
+    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """They had no ``retention.ms``: the broker's default deleted a letter after 7 days (and a
+    segment), while caravan_dead_letters_total still counted it. 30 days unless set; 0 keeps
+    them for ever (-1); the other topics keep the broker's default."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    for hours, kept in ((None, str(30 * 24 * HOUR_MS)), ("0", "-1"), ("1.5", "5400000")):
+        if hours is not None:
+            monkeypatch.setenv("CARAVAN_DLQ_RETENTION_HOURS", hours)
+        cluster.created = []
+        _run(caravan, command)
+        retention = {t.name: t.topic_configs.get("retention.ms") for t in cluster.created}
+        assert retention == {t: kept if t in DEAD_LETTER_TOPICS else None for t in ALL_TOPICS}
+
+
 class Kept(Cluster):
-    """A cluster whose topics were made with 3 partitions, the dead-letter ones with 1."""
+    """A cluster whose topics were made with 3 partitions, the dead-letter ones with 1, and
+    whose dead-letter topics keep records ``retention_ms`` (30 days: the settings' default)."""
+
+    retention_ms = 30 * 24 * HOUR_MS
 
     async def list_topics(self) -> list[str]:
         return list(ALL_TOPICS)
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        entries: list[Any] = [("retention.ms", str(self.retention_ms), False, 1, False, [])]
+        described = [(0, "", 2, r.name, entries) for r in reversed(resources)]  # Kafka's order
+        return [SimpleNamespace(resources=described)]
 
     async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
         counts = {t: 1 if t.endswith(".dlq") else 3 for t in reversed(topics)}  # Kafka's order
@@ -147,22 +175,12 @@ class Kept(Cluster):
         ]
 
 
-def _warned(caravan: Caravan, command: str) -> list[str]:
-    """The lines of ``caravan COMMAND`` that warn of a topic kept with other partitions."""
-    code, out, err = caravan(command)
-    assert code == 0 if command == "prepare" else "cannot reach PostgreSQL" in err, (out, err)
-    return [line for line in out.splitlines() if "partition(s), not" in line]
-
-
-@pytest.mark.parametrize("command", ["prepare", "up"])
-def test_a_topic_kept_with_other_partitions_than_the_settings_is_said(
-    caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, command: str
-) -> None:
-    """CARAVAN_TOPIC_PARTITIONS=6 on a cluster whose topics have 3: they were left with 3 and
-    nothing said so, and an operator took the new count for the topics'. The database's part
+@pytest.fixture
+def kept(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Kept:
+    """A :class:`Kept` cluster, which every Kafka admin client reaches; the database's part
     of prepare passes (caravan up stops at its token, PostgreSQL not being there)."""
-    kept = Kept()
-    monkeypatch.setattr(admin, "AIOKafkaAdminClient", kept)
+    found = Kept()
+    monkeypatch.setattr(admin, "AIOKafkaAdminClient", found)
 
     async def done(*args: object) -> None: ...
 
@@ -171,6 +189,23 @@ def test_a_topic_kept_with_other_partitions_than_the_settings_is_said(
     monkeypatch.setattr(system, "upgrade", lambda *args: None)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
     monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    return found
+
+
+def _warned(caravan: Caravan, command: str, about: str = "partition(s), not") -> list[str]:
+    """The lines of ``caravan COMMAND`` that warn of a topic kept with other partitions (or
+    with what ``about`` says)."""
+    code, out, err = caravan(command)
+    assert code == 0 if command == "prepare" else "cannot reach PostgreSQL" in err, (out, err)
+    return [line for line in out.splitlines() if about in line]
+
+
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_a_topic_kept_with_other_partitions_than_the_settings_is_said(
+    caravan: Caravan, kept: Kept, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """CARAVAN_TOPIC_PARTITIONS=6 on a cluster whose topics have 3: they were left with 3 and
+    nothing said so, and an operator took the new count for the topics'."""
     monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "3")
     said = [line.split(" ", 1)[0] for line in _warned(caravan, command)]
     assert said == [t for t in ALL_TOPICS if t.endswith(".dlq")]
@@ -181,4 +216,34 @@ def test_a_topic_kept_with_other_partitions_than_the_settings_is_said(
         f"{ALL_TOPICS[0]} keeps its 3 partition(s), not the 6 of CARAVAN_TOPIC_PARTITIONS: Kafka "
         "can only add partitions, and adding them moves keys (an order's events) to other "
         "partitions, so that is left to operations"
+    )
+
+
+@pytest.mark.parametrize("command", ["prepare", "up"])
+def test_a_dead_letter_topic_kept_with_another_retention_than_the_settings_is_said(
+    caravan: Caravan, kept: Kept, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Dead-letter topics made before they had a retention of their own keep the broker's 7
+    days: prepare leaves a topic's retention as it is, and says so, with the command that
+    sets it."""
+    kept.retention_ms = 7 * 24 * HOUR_MS
+    lines = _warned(caravan, command, "dead letters")
+    assert [line.split(" ", 1)[0] for line in lines] == list(DEAD_LETTER_TOPICS)
+    assert lines[0] == (
+        f"{DEAD_LETTER_TOPICS[0]} keeps dead letters 168 h, not 720 h as "
+        "CARAVAN_DLQ_RETENTION_HOURS says: prepare leaves a topic's retention as it is "
+        f"(kafka-configs.sh --alter --entity-type topics --entity-name {DEAD_LETTER_TOPICS[0]} "
+        "--add-config retention.ms=2592000000)"
+    )
+    monkeypatch.setenv("CARAVAN_DLQ_RETENTION_HOURS", "168")
+    assert _warned(caravan, command, "dead letters") == [] and kept.created == []
+    kept.retention_ms = -1
+    said = _warned(caravan, command, "dead letters")
+    assert said[0].startswith(f"{DEAD_LETTER_TOPICS[0]} keeps dead letters for ever, not 168 h")
+    monkeypatch.setenv("CARAVAN_DLQ_RETENTION_HOURS", "0")
+    assert _warned(caravan, command, "dead letters") == []
+    kept.retention_ms = 7 * 24 * HOUR_MS
+    said = _warned(caravan, command, "dead letters")
+    assert said[0].startswith(f"{DEAD_LETTER_TOPICS[0]} keeps dead letters 168 h, not for ever"), (
+        said
     )

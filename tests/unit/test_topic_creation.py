@@ -61,5 +61,5 @@ async def test_a_refusal_is_raised_and_a_passing_one_asked_again(
         await ensure_topics("127.0.0.1:1", 3, replication_factor=1)
     passing = FakeAdmin([(ALL_TOPICS[0], NotControllerError.errno, "")])
     monkeypatch.setattr(admin, "AIOKafkaAdminClient", passing)
-    assert await ensure_topics("127.0.0.1:1", 3, replication_factor=1) == Topics(1, {})
+    assert await ensure_topics("127.0.0.1:1", 3, replication_factor=1) == Topics(1, {}, {})
     assert passing.asked == 2

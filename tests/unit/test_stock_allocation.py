@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from services.inventory.domain.stock import (
     Lot,
     Rejected,
+    RejectReason,
     Reserved,
+    Season,
     Take,
     allocate,
     release_split,
@@ -251,6 +253,41 @@ def test_allocation_properties(scenario: tuple[list[Lot], list[tuple[str, int]]]
         assert used == [x.lot_id for x in _usable(lots, sku)][: len(used)]
         # Greedy: every lot but the last one used is emptied.
         assert all(t.quantity == by_id[t.lot_id].available for t in takes[:-1])
+
+
+@settings(max_examples=300)
+@given(scenarios())
+def test_the_lots_that_cannot_serve_may_be_left_out_when_seasons_say_what_they_were(
+    scenario: tuple[list[Lot], list[tuple[str, int]]],
+) -> None:
+    """As the repository locks them: the lots with something available in season on a day
+    near DAY (a batch's orders are on a range of days), and of each SKU whether it has any lot
+    and any in season on DAY. The decision is the one all the lots give, reason included."""
+    lots, lines = scenario
+    days = [DAY + timedelta(days=n) for n in (-1, 0, 1)]
+    near = [x for x in lots if x.available > 0 and any(x.in_season(d) for d in days)]
+    seasons = {
+        sku: Season(
+            has_lots=any(x.sku == sku for x in lots),
+            in_season=any(x.sku == sku and x.in_season(DAY) for x in lots),
+        )
+        for sku in SKUS
+    }
+    assert allocate(lines, set(SKUS), near, DAY, seasons) == allocate(lines, set(SKUS), lots, DAY)
+
+
+@pytest.mark.parametrize(
+    ("season", "expected"),
+    [
+        (Season(has_lots=False, in_season=False), "out_of_stock"),  # no lot ever
+        (Season(has_lots=True, in_season=False), "out_of_season"),
+        (Season(has_lots=True, in_season=True), "out_of_stock"),  # in season, empty
+    ],
+)
+def test_a_sku_none_of_whose_lots_is_given_is_judged_by_its_season(
+    season: Season, expected: RejectReason
+) -> None:
+    assert allocate([(PEPPER, 1)], KNOWN, [], DAY, {PEPPER: season}) == Rejected(expected, [PEPPER])
 
 
 def test_two_lines_of_one_sku_are_refused_rather_than_oversold() -> None:

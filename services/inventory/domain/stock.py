@@ -4,6 +4,9 @@ A line is served from the in-season lots of its SKU (``available_from <= day <=
 best_before``), earliest ``best_before`` first, and may span lots. An order is reserved
 whole or not at all. Reasons are told apart: ``unknown_sku`` (no such product),
 ``out_of_season`` (lots exist, none in season), ``out_of_stock`` (too little in season).
+
+The lots that cannot serve (empty, expired, not on sale yet) are most of a SKU's after a
+season: they need not be given, if what tells the reasons apart is (:class:`Season`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -25,6 +28,16 @@ class Lot:
 
     def in_season(self, day: date) -> bool:
         return self.available_from <= day <= self.best_before
+
+
+@dataclass(frozen=True)
+class Season:
+    """Whether a SKU has any lot, and any in season on the order's day, counting the lots
+    that cannot serve it (empty or not): what :func:`allocate` needs to know of the lots it
+    is not given."""
+
+    has_lots: bool
+    in_season: bool
 
 
 @dataclass(frozen=True)
@@ -52,10 +65,14 @@ def allocate(
     known_skus: set[str],
     lots: Sequence[Lot],
     day: date,
+    seasons: Mapping[str, Season] | None = None,
 ) -> Reserved | Rejected:
     """Decide which lots serve each (sku, quantity) line, or why the order cannot be served.
 
-    Each SKU appears in at most one line (two lines of one SKU would each see the whole lot).
+    ``lots`` holds every lot that can serve (in season on ``day``, something available), and
+    may leave out the others of a SKU that ``seasons`` describes: the reason is then told
+    from what ``seasons`` says of them. Each SKU appears in at most one line (two lines of
+    one SKU would each see the whole lot).
     """
     if len({sku for sku, _ in lines}) != len(lines):
         raise ValueError("each sku may appear in at most one line")
@@ -73,7 +90,9 @@ def allocate(
             (lot for lot in sku_lots if lot.in_season(day) and lot.available > 0),
             key=lambda lot: (lot.best_before, lot.lot_id),
         )
-        if sku_lots and not any(lot.in_season(day) for lot in sku_lots):
+        season = (seasons or {}).get(sku, Season(False, False))
+        has_lots = bool(sku_lots) or season.has_lots
+        if has_lots and not (season.in_season or any(lot.in_season(day) for lot in sku_lots)):
             failures[sku] = "out_of_season"
             continue
         need = quantity

@@ -5,7 +5,7 @@ the moves of ``domain.ledger``."""
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,10 +40,15 @@ from shared.seed import LotSeed, SeedFile
 log = logging.getLogger(__name__)
 
 
+def _day(order: OrderPlaced, parsed: Parsed) -> date:
+    """The marketplace's day the order was placed on: the one its lots are in season on."""
+    return days.day_of(order.placed_at or parsed.envelope.time)
+
+
 async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Load and lock, in a few statements, what a batch of order events will change."""
     placed = {
-        p.data.order_id: [line.sku for line in p.data.lines]
+        p.data.order_id: (_day(p.data, p), [line.sku for line in p.data.lines])
         for p in batch
         if isinstance(p.data, OrderPlaced)
     }
@@ -62,9 +67,13 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
         merged[line.sku] = merged.get(line.sku, 0) + line.quantity
     lines = list(merged.items())
     catalogue = await repo.products(sku for sku, _ in lines)
-    candidates = await repo.lock_lots(catalogue)
-    day = days.day_of(order.placed_at or parsed.envelope.time)
+    day = _day(order, parsed)
+    candidates = await repo.lock_lots(catalogue, day)
     decision = allocate(lines, set(catalogue), candidates, day)
+    if isinstance(decision, Rejected):
+        # Only the lots that can serve were locked: why the others cannot is read of them all.
+        seasons = await repo.seasons(catalogue, day)
+        decision = allocate(lines, set(catalogue), candidates, day, seasons)
     if isinstance(decision, Rejected):
         if await repo.create_reservation(order.order_id, "rejected", []):
             await tx.emit(

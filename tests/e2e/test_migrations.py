@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import ClauseElement
 
 from caravan import system
+from services.inventory.adapters.repository import _LOTS, _SEASONS
 from services.inventory.adapters.tables import metadata as inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
@@ -127,25 +128,32 @@ async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_
         await engine.dispose()
 
 
-async def _generic_plan(caravan: System, statement: ClauseElement, **given: str) -> str:
+async def _generic_plan(
+    caravan: System, statement: ClauseElement, rows: str = "", **given: str
+) -> str:
     """The generic plan that ``statement`` settles on, run prepared on the driver as
     :func:`shared.db.driver.fetch` runs it, with ``given`` (SQL literals) for its parameters,
-    and no sequential scan where an index serves (whatever the tables' sizes)."""
+    and no sequential scan where an index serves (whatever the tables' sizes); after
+    ``rows`` (SQL statements) added rows for the planner to weigh, rolled back after."""
     sql, names, fixed = _compiled(statement)
     values = {**given, **{n: repr(v) for n, v in fixed.items()}}
     args = ", ".join(values[n] for n in names)
     engine = create_async_engine(caravan.infra.database_url)
     try:
-        async with engine.begin() as conn:
+        async with engine.connect() as conn:
+            await conn.begin()
             raw = await driver(conn)
+            if rows:
+                await raw.execute(rows)
             await raw.execute("SET LOCAL enable_seqscan = off")
             await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             await raw.execute(f"PREPARE planned AS {sql}")
-            rows = await raw.fetch(f"EXPLAIN EXECUTE planned({args})")
+            plan = await raw.fetch(f"EXPLAIN EXECUTE planned({args})")
             await raw.execute("DEALLOCATE planned")
+            await conn.rollback()
     finally:
         await engine.dispose()
-    return "\n".join(row[0] for row in rows)
+    return "\n".join(row[0] for row in plan)
 
 
 async def test_the_credit_check_sums_the_active_loans_through_their_index(caravan: System) -> None:
@@ -185,3 +193,34 @@ async def test_the_relay_and_its_gauges_read_the_outbox_through_its_partial_inde
                 assert f"outbox_{index}" in plan and "Filter" not in plan, plan
     finally:
         await engine.dispose()
+
+
+# 40 SKUs with a lot received every day since June, each on sale for a week; those left with
+# stock are the last few days'.
+SEASONS = """
+INSERT INTO inventory.sellers VALUES ('plan-seller', 'Plan', 'Shawan', '+8613000000000');
+INSERT INTO inventory.products (sku, seller_id, unit_price_fen, name)
+SELECT 'PLAN-' || s, 'plan-seller', 100, '{}' FROM generate_series(1, 40) s;
+INSERT INTO inventory.lots (lot_id, sku, received, available, sold, available_from, best_before)
+SELECT 'PLAN-' || s || '-' || d, 'PLAN-' || s, 10, 10 * (d / 190), 10 * (1 - d / 190),
+       date '2026-06-01' + d, date '2026-06-01' + d + 7
+FROM generate_series(1, 40) s, generate_series(1, 200) d;
+"""
+
+
+async def test_an_order_s_lots_are_found_through_the_index_of_sku_and_best_before(
+    caravan: System,
+) -> None:
+    """Every batch of orders locks the lots that can serve it, and a refused order asks which
+    lots are in season: through the index on (sku, best_before), which walks past a SKU's
+    expired lots, most of them after a season (migration 0005). ``available > 0`` is read
+    from the row: an index on it would make every reservation's update write the indexes."""
+    day = "'2026-12-10'"
+    plan = await _generic_plan(
+        caravan, _LOTS, SEASONS, skus="'{PLAN-1}'", first_day=day, last_day=day, lot_ids="'{L}'"
+    )
+    assert "ix_inventory_lots_sku_best_before" in plan and "Seq Scan" not in plan, plan
+    conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert any("best_before >= $2" in line for line in conditions), plan  # not a filter
+    plan = await _generic_plan(caravan, _SEASONS, SEASONS, keys="'{PLAN-1}'", day=day)
+    assert "ix_inventory_lots_sku_best_before" in plan and "Seq Scan" not in plan, plan

@@ -6,14 +6,19 @@ order events is prepared in a few statements (:meth:`StockRepository.prepare`), 
 lots locked at once in ``lot_id`` order; each handler then decides from the map, and moves
 change the counters in memory (checked by ``Counters.apply``). The lots' new counters and
 the holds' new statuses are written when the transaction commits, once per row.
+
+An order locks only the lots of its SKUs that can serve it: in season on its day, with
+something available. A SKU restocked daily has hundreds of lots after a season, nearly all
+empty or expired, and locking a row writes it. Whatever writes a lot locks that lot itself,
+by id, empty or not (a release, a sale, an adjustment).
 """
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Date, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.tables import (
@@ -24,7 +29,7 @@ from services.inventory.adapters.tables import (
     reservations,
 )
 from services.inventory.domain.ledger import Counters, Held, HoldStatus, LotState, Move
-from services.inventory.domain.stock import Lot, Take
+from services.inventory.domain.stock import Lot, Season, Take
 from shared.db import driver
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed
@@ -46,16 +51,50 @@ class Product:
     unit_price_fen: int
 
 
+@dataclass
+class _LotsOfSku:
+    """The lots of a SKU loaded (locked) in this transaction: all those that could serve an
+    order on one of ``days`` when they were loaded, and any other loaded by id."""
+
+    days: set[date] = field(default_factory=set)
+    lot_ids: set[str] = field(default_factory=set)
+
+
 # The statements that load a batch's rows run on the driver (driver.fetch).
 _PRODUCTS = select(products.c.sku, products.c.seller_id, products.c.unit_price_fen).where(
     driver.any_of(products.c.sku)
 )
+_FIRST_DAY, _LAST_DAY, _DAY = (bindparam(n, type_=Date) for n in ("first_day", "last_day", "day"))
+# The lots of :skus that can serve an order on a day from :first_day to :last_day (through
+# the index on sku and best_before), and the lots :lot_ids whatever they hold.
 _LOTS = (
     select(lots)
-    .where(or_(driver.any_of(lots.c.sku, "skus"), driver.any_of(lots.c.lot_id, "lot_ids")))
+    .where(
+        or_(
+            and_(
+                driver.any_of(lots.c.sku, "skus"),
+                lots.c.best_before >= _FIRST_DAY,
+                lots.c.available_from <= _LAST_DAY,
+                lots.c.available > 0,
+            ),
+            driver.any_of(lots.c.lot_id, "lot_ids"),
+        )
+    )
     .order_by(lots.c.lot_id)
     .with_for_update()
 )
+# Whether each of :keys has any lot, and any in season on :day: read, not locked.
+_SEASONS = select(
+    products.c.sku,
+    exists().where(lots.c.sku == products.c.sku).label("has_lots"),
+    exists()
+    .where(
+        lots.c.sku == products.c.sku,
+        lots.c.best_before >= _DAY,
+        lots.c.available_from <= _DAY,
+    )
+    .label("in_season"),
+).where(driver.any_of(products.c.sku))
 _HOLDS = driver.locked_by_key(
     select(reservations.c.order_id, reservations.c.status), reservations.c.order_id
 )
@@ -77,17 +116,22 @@ class StockRepository:
         self.tx = tx
         self.conn = tx.conn
 
-    async def prepare(self, placed: dict[str, list[str]], ended: Iterable[str]) -> None:
+    async def prepare(
+        self, placed: Mapping[str, tuple[date, list[str]]], ended: Iterable[str]
+    ) -> None:
         """Load what handling a batch needs: the holds of its orders, the lines held by those
         that ``ended`` (confirmed or cancelled), the products of the SKUs ``placed`` orders
-        ask for, and the lots of both, locked in one statement."""
+        ask for (each order on its day), and the lots of both, locked in one statement."""
         ended = list(ended)
-        skus = {sku for wanted in placed.values() for sku in wanted}
+        wanted: dict[str, set[date]] = {}
+        for day, skus in placed.values():
+            for sku in skus:
+                wanted.setdefault(sku, set()).add(day)
         await self.load_holds([*placed, *ended])
-        await self.products(skus)
+        await self.products(wanted)
         await self._load_held(ended)
         held = [h.lot_id for o in ended for h in self.tx.identity[HELD, o]]
-        await self._load_lots(skus, held)
+        await self._load_lots(wanted, held)
 
     async def products(self, skus: Iterable[str]) -> dict[str, Product]:
         skus = list(skus)
@@ -99,36 +143,66 @@ class StockRepository:
         found = {sku: self.tx.identity[PRODUCT, sku] for sku in skus}
         return {sku: product for sku, product in found.items() if product is not None}
 
-    async def _load_lots(self, skus: Iterable[str] = (), lot_ids: Iterable[str] = ()) -> None:
-        """Lock and load every lot of ``skus`` and the lots ``lot_ids``, in ``lot_id`` order
+    async def _load_lots(
+        self, wanted: Mapping[str, Iterable[date]] | None = None, lot_ids: Iterable[str] = ()
+    ) -> None:
+        """Lock and load the lots of ``wanted``'s SKUs that can serve an order on one of its
+        days (one range of days for them all), and the lots ``lot_ids``, in ``lot_id`` order
         (no deadlocks between transactions); a lot loaded before keeps its state here."""
-        by_sku = self.tx.unknown(LOTS_OF, skus)
+        known = self.tx.identity
+        missing: dict[str, set[date]] = {}
+        for sku, on in (wanted or {}).items():
+            of_sku: _LotsOfSku | None = known.get((LOTS_OF, sku))
+            todo = set(on) - (of_sku.days if of_sku else set())
+            if todo:
+                missing[sku] = todo
         by_id = self.tx.unknown(LOT, lot_ids)
-        if not by_sku and not by_id:
+        if not missing and not by_id:
             return
-        rows = await driver.fetch(self.conn, _LOTS, skus=by_sku, lot_ids=by_id)
-        of_sku: dict[str, list[str]] = {sku: [] for sku in by_sku}
+        new = {sku for sku in missing if (LOTS_OF, sku) not in known}
+        for sku, todo in missing.items():
+            known.setdefault((LOTS_OF, sku), _LotsOfSku()).days.update(todo)
+        if new:  # lots of theirs loaded by id already count (stock may have come back)
+            for (kind, _), state in list(known.items()):
+                if kind == LOT and state.lot.sku in new:
+                    known[LOTS_OF, state.lot.sku].lot_ids.add(state.lot.lot_id)
+        days: set[date] = set().union(*missing.values())
+        rows = await driver.fetch(
+            self.conn,
+            _LOTS,
+            skus=sorted(missing),
+            first_day=min(days, default=None),
+            last_day=max(days, default=None),
+            lot_ids=by_id,
+        )
         for r in rows:
-            if (LOT, r.lot_id) not in self.tx.identity:
+            if (LOT, r.lot_id) not in known:
                 lot = Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before)
                 counters = Counters(r.received, r.available, r.reserved, r.sold, r.spoiled)
-                self.tx.identity[LOT, r.lot_id] = LotState(lot, counters)
-            if r.sku in of_sku:
-                of_sku[r.sku].append(r.lot_id)
-        self.tx.remember(LOTS_OF, by_sku, of_sku)
+                known[LOT, r.lot_id] = LotState(lot, counters)
+            if (LOTS_OF, r.sku) in known:
+                known[LOTS_OF, r.sku].lot_ids.add(r.lot_id)
 
-    async def lock_lots(self, skus: Iterable[str]) -> list[Lot]:
-        """The lots of these SKUs, locked, each with what is available now."""
+    async def lock_lots(self, skus: Iterable[str], day: date) -> list[Lot]:
+        """The lots of these SKUs that can serve an order on ``day`` (and any other of theirs
+        this transaction locked), locked, each with what is available now."""
         skus = sorted(set(skus))
-        await self._load_lots(skus)
+        await self._load_lots({sku: [day] for sku in skus})
         known = self.tx.identity
         states: list[LotState] = [
-            known[LOT, lot_id] for sku in skus for lot_id in known[LOTS_OF, sku]
+            known[LOT, lot_id] for sku in skus for lot_id in known[LOTS_OF, sku].lot_ids
         ]
         return [
             replace(s.lot, available=s.counters.available)
             for s in sorted(states, key=lambda s: s.lot.lot_id)
         ]
+
+    async def seasons(self, skus: Iterable[str], day: date) -> dict[str, Season]:
+        """Whether each of these SKUs has any lot, and any in season on ``day``, counting the
+        lots that cannot serve (read, not locked): why an order those locked cannot serve is
+        refused."""
+        rows = await driver.fetch(self.conn, _SEASONS, keys=sorted(set(skus)), day=day)
+        return {r.sku: Season(r.has_lots, r.in_season) for r in rows}
 
     async def load_holds(self, order_ids: Iterable[str]) -> None:
         """Load and lock the holds of these orders (those that have one)."""

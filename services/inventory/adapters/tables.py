@@ -46,7 +46,7 @@ lots = Table(
     "lots",
     metadata,
     Column("lot_id", String(64), primary_key=True),
-    Column("sku", String(64), ForeignKey("inventory.products.sku"), nullable=False, index=True),
+    Column("sku", String(64), ForeignKey("inventory.products.sku"), nullable=False),
     Column("received", Integer, nullable=False),
     Column("available", Integer, nullable=False),
     Column("reserved", Integer, nullable=False, server_default="0"),
@@ -58,6 +58,10 @@ lots = Table(
         "available >= 0 AND reserved >= 0 AND sold >= 0 AND spoiled >= 0", name="lots_nonnegative"
     ),
     CheckConstraint("received = available + reserved + sold + spoiled", name="lots_conserved"),
+    # An order's lots: its SKUs' not expired on its day (a SKU's expired ones are most of
+    # them after a season). Not partial on ``available > 0``: an index on a column that
+    # every reservation changes would make every such update write the indexes too.
+    Index("ix_inventory_lots_sku_best_before", "sku", "best_before"),
 )
 
 reservations = Table(

@@ -473,6 +473,11 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
     if loan is None:
         log.warning("loan %s of order %s is voided already; not voided again", loan_id, order_id)
         return
+    # No reminder of them any more: out of the reminder sweep's index (reminders.py). A sweep
+    # that holds them commits first; one that comes after passes them over.
+    await tx.conn.execute(
+        update(instalments).where(instalments.c.loan_id == loan_id).values(reminders_done=True)
+    )
     paid = (
         await tx.conn.execute(
             select(

@@ -7,16 +7,22 @@ Stages (see :func:`services.payments.domain.repayment.stage`): ``upcoming`` with
 ``instalment_reminders`` (primary key loan, number, stage) in the same transaction as the
 event's outbox row, so concurrent instances and repeated sweeps announce it exactly once.
 A stage passed while no sweep ran is skipped (only the current one is announced).
+
+An instalment announced overdue, and every instalment of a voided loan (``void_loan``), is
+marked ``reminders_done``: nothing of it will be announced again, and the sweep's index
+(``instalments_to_remind``) leaves it out, so that the sweep reads the instalments it may
+still announce, not every one ever left unpaid.
 """
 
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, exists, select
+from sqlalchemy import Select, case, exists, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters.tables import (
     LOAN_ACTIVE,
+    TO_REMIND,
     instalment_reminders,
     instalments,
     loans,
@@ -28,7 +34,7 @@ from shared.messaging.uow import Tx
 
 def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
     """Unpaid instalments of active loans due within ``upcoming_days`` and not yet reminded
-    of at their current stage (the index ``instalments_unpaid_due`` finds them). Those
+    of at their current stage (the index ``instalments_to_remind`` finds them). Those
     already reminded must not fill the page: with more than ``limit`` of them, the sweep
     found the same page every time and never reached the instalments after it.
 
@@ -55,7 +61,7 @@ def due_instalments(today: date, upcoming_days: int, limit: int) -> Select[Any]:
         .join(loans, loans.c.loan_id == instalments.c.loan_id)
         .where(
             LOAN_ACTIVE,
-            instalments.c.paid_fen < instalments.c.amount_fen,
+            TO_REMIND,
             instalments.c.due <= today + timedelta(days=upcoming_days),
             ~exists().where(
                 instalment_reminders.c.loan_id == instalments.c.loan_id,
@@ -73,11 +79,14 @@ async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500
     """One sweep; returns how many reminders were emitted."""
     rows = await tx.conn.execute(due_instalments(today, upcoming_days, limit))
     sent = 0
+    done = []
     for r in rows.all():
         due = Due(r.number, r.due, r.amount_fen, r.interest_fen, r.paid_fen)
         now = stage(due, today, upcoming_days)
         if now is None:
             continue
+        if now == "overdue":  # the last stage: recorded here, or by a sweep just before
+            done.append((r.loan_id, r.number))
         fresh = (
             await tx.conn.execute(
                 pg_insert(instalment_reminders)
@@ -100,4 +109,10 @@ async def announce_due(tx: Tx, today: date, upcoming_days: int, limit: int = 500
             )
         )
         sent += 1
+    if done:  # locked by the sweep's read
+        await tx.conn.execute(
+            update(instalments)
+            .where(tuple_(instalments.c.loan_id, instalments.c.number).in_(done))
+            .values(reminders_done=True)
+        )
     return sent

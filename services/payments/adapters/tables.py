@@ -3,6 +3,7 @@ repayments, sellers' payables, reminders sent, and the double-entry ledger."""
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    and_,
     func,
     literal_column,
     text,
@@ -129,11 +131,21 @@ instalments = Table(
     Column("amount_fen", BigInteger, nullable=False),
     Column("interest_fen", BigInteger, nullable=False, server_default="0"),
     Column("paid_fen", BigInteger, nullable=False, server_default="0"),
+    # No reminder of it is to be announced any more, though it may be unpaid: its loan was
+    # voided, or it was announced overdue (the last stage). Nothing but the sweep reads it.
+    Column("reminders_done", Boolean, nullable=False, server_default=text("false")),
     PrimaryKeyConstraint("loan_id", "number"),
     CheckConstraint("paid_fen >= 0 AND paid_fen <= amount_fen", name="instalment_paid_range"),
-    # The reminder sweep (every few seconds): unpaid instalments due soon.
-    Index("instalments_unpaid_due", "due", postgresql_where=text("paid_fen < amount_fen")),
 )
+
+TO_REMIND = and_(instalments.c.paid_fen < instalments.c.amount_fen, ~instalments.c.reminders_done)
+"""The instalments the reminder sweep may still announce: unpaid, of a loan not voided, not
+announced overdue yet."""
+
+# The reminder sweep (every few seconds) reads through it, by due date. Those of voided loans
+# and those announced overdue and left unpaid are not in it: they only grow over a season,
+# and every sweep read them all (migration 0012).
+Index("instalments_to_remind", instalments.c.due, postgresql_where=TO_REMIND)
 
 repayments = Table(
     "repayments",

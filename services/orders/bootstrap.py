@@ -5,7 +5,7 @@ from functools import partial
 
 from services.orders.adapters.tables import metadata
 from services.orders.entrypoints.http import create_app
-from services.orders.entrypoints.ops import OrdersByStatus, ops_router
+from services.orders.entrypoints.ops import ops_router, orders_by_status
 from services.orders.entrypoints.subscribers import expiry_loop, subscriptions
 from shared.runtime import Service, build_service
 from shared.settings import Settings
@@ -19,5 +19,5 @@ def bootstrap(settings: Settings) -> Service:
     service.loops.append(partial(expiry_loop, service.uow, settings.expiry_sweep_seconds))
     service.asgi_app = create_app(service.uow, deadline, settings)
     service.asgi_app.include_router(ops_router(service.db))
-    service.probes.append(OrdersByStatus(service.db.engine).sample)
+    service.probes.append(orders_by_status(service.db.engine).sample)
     return service

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from caravan import system
 from caravan.ops.replay import replay
-from services.orders.entrypoints.ops import ORDERS, OrdersByStatus, count_pending
+from services.orders.entrypoints.ops import ORDERS, orders_by_status
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.topics import Topic
@@ -539,15 +539,15 @@ async def test_orders_by_status_counts_pending_orders_each_time_and_all_now_and_
         return REGISTRY.get_sample_value("caravan_orders", {"status": status})
 
     engine = create_async_engine(caravan.infra.database_url)
+    by_status = orders_by_status(engine, whole_every=3600)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            sql = count_pending().compile(
+            sql = by_status.count_live().compile(
                 dialect=conn.dialect, compile_kwargs={"literal_binds": True}
             )
             plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-            assert "Seq Scan on orders" not in plan, plan
-        by_status = OrdersByStatus(engine, whole_every=3600)
+            assert "orders_pending_deadline" in plan, plan
         await by_status.sample()
         counts = {
             status: await caravan.scalar(

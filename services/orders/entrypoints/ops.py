@@ -1,55 +1,27 @@
 """What the orders service tells operations: orders by status (a metric) and stuck sagas."""
 
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query
 from prometheus_client import Gauge
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.orders.adapters.tables import orders
 from services.orders.domain.order import Status
 from shared.db import Database
 from shared.http import require
+from shared.status_gauge import StatusGauge
 
 ORDERS = Gauge("caravan_orders", "Orders by status", ["status"])
 
 
-def count_pending() -> Select[int]:
-    return select(func.count()).select_from(orders).where(orders.c.status == "pending")
-
-
-@dataclass
-class OrdersByStatus:
-    """Samples the ``caravan_orders`` gauge: pending orders at every sample (a count through
-    the partial index of pending orders), the whole table every ``whole_every`` seconds.
-
-    The table keeps every order ever placed: counting it by status, a sequential scan, took
-    PostgreSQL 200 ms in the benchmark's database, and the figures are sampled every 5 s
-    (10 % of PostgreSQL's time in a closed loop). Confirmed and cancelled orders are
-    therefore up to a minute behind by default."""
-
-    engine: AsyncEngine
-    whole_every: float = 60.0
-    _next_whole: float = 0.0
-
-    async def sample(self) -> None:
-        now = time.monotonic()
-        async with self.engine.connect() as conn:
-            if now < self._next_whole:
-                ORDERS.labels("pending").set(await conn.scalar(count_pending()) or 0)
-                return
-            rows = await conn.execute(
-                select(orders.c.status, func.count()).group_by(orders.c.status)
-            )
-            counts: dict[str, int] = dict(rows.all())
-        for status in get_args(Status):
-            ORDERS.labels(status).set(counts.get(status, 0))
-        self._next_whole = now + self.whole_every
+def orders_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
+    """The ``caravan_orders`` gauge: pending orders at every sample (through
+    ``orders_pending_deadline``), confirmed and cancelled ones up to ``whole_every`` behind."""
+    return StatusGauge(engine, ORDERS, orders.c.status, get_args(Status), ("pending",), whole_every)
 
 
 class StuckOrder(BaseModel):

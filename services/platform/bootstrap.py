@@ -5,7 +5,7 @@ from functools import partial
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import metadata
-from services.platform.callbacks import CallbackPolicy, sample
+from services.platform.callbacks import CallbackPolicy, callbacks_by_status
 from services.platform.domain.delivery import Backoff
 from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, prune_loop, subscriptions
@@ -41,10 +41,9 @@ def bootstrap(settings: Settings) -> Service:
     service.asgi_app.include_router(push_router(service.uow, api, window))
     service.asgi_app.include_router(admin_router(service.uow))
 
-    async def probe() -> None:
-        await sample(service.uow)
+    async def problems() -> None:
         async with service.uow.begin() as tx:
             await sample_problems(tx)
 
-    service.probes.append(probe)
+    service.probes += [callbacks_by_status(service.db.engine).sample, problems]
     return service

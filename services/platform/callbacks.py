@@ -22,12 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
 from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.status_gauge import StatusGauge
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +138,11 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
     return len(rows)
 
 
-async def sample(uow: UnitOfWork) -> None:
-    """Callbacks by status, for ``/metrics``."""
-    async with uow.db.engine.connect() as conn:
-        counts: dict[str, int] = dict(
-            (
-                await conn.execute(
-                    select(callbacks.c.status, func.count()).group_by(callbacks.c.status)
-                )
-            ).all()
-        )
-    for status in ("pending", "sending", "delivered", "failed"):
-        CALLBACKS.labels(status).set(counts.get(status, 0))
+STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+def callbacks_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
+    """Callbacks by status, for ``/metrics``: those pending or being sent at every sample
+    (through ``callbacks_due``), delivered and failed ones up to ``whole_every`` behind (the
+    table keeps a callback for every platform order's outcome)."""
+    return StatusGauge(engine, CALLBACKS, callbacks.c.status, STATUSES, STATUSES[:2], whole_every)

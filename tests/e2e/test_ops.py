@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from caravan import system
 from caravan.ops.replay import replay
-from services.orders.entrypoints.ops import ORDERS, orders_by_status
+from services.orders.entrypoints.ops import orders_by_status
+from services.platform.callbacks import callbacks_by_status
 from shared.messaging import kafka_admin
 from shared.settings import Settings
+from shared.status_gauge import StatusGauge
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref, until
 
@@ -529,37 +531,76 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
 
 
+async def _counts_live_each_time_and_all_now_and_then(
+    caravan: System, by_status: StatusGauge, table: str, index: str
+) -> None:
+    """``by_status`` (its ``whole_every`` an hour) counts ``table`` by status at its first
+    sample; at its second, its live statuses alone, through ``index``: the gauge of another
+    status, preset to -1, is left so."""
+
+    def gauge(status: str) -> float | None:
+        (family,) = by_status.gauge.collect()
+        return REGISTRY.get_sample_value(family.name, {"status": status})
+
+    async with by_status.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
+        sql = by_status.count_live().compile(dialect=conn.dialect)  # no parameter in it
+        plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
+        assert index in plan, plan
+    await by_status.sample()
+    counts = {
+        status: await caravan.scalar(f"select count(*) from {table} where status = :s", s=status)
+        for status in by_status.statuses
+    }
+    assert {s: gauge(s) for s in counts} == counts
+    live, other = by_status.live[0], next(s for s in counts if s not in by_status.live)
+    by_status.gauge.labels(live).set(-1)
+    by_status.gauge.labels(other).set(-1)
+    await by_status.sample()  # within the hour: the live statuses only
+    assert (gauge(live) or 0) >= 0  # counted again
+    assert gauge(other) == -1
+
+
 async def test_orders_by_status_counts_pending_orders_each_time_and_all_now_and_then(
     caravan: System,
 ) -> None:
     """The ``caravan_orders`` gauge: the table of every order ever placed is counted by
     status once in ``whole_every``; pending orders at every sample, through their index."""
-
-    def gauge(status: str) -> float | None:
-        return REGISTRY.get_sample_value("caravan_orders", {"status": status})
-
     engine = create_async_engine(caravan.infra.database_url)
-    by_status = orders_by_status(engine, whole_every=3600)
+    try:
+        by_status = orders_by_status(engine, whole_every=3600)
+        await _counts_live_each_time_and_all_now_and_then(
+            caravan, by_status, "orders.orders", "orders_pending_deadline"
+        )
+    finally:
+        await engine.dispose()
+
+
+async def test_platform_callbacks_by_status_counts_those_in_flight_each_time_and_all_now_and_then(
+    caravan: System,
+) -> None:
+    """The ``caravan_platform_callbacks`` gauge: the table keeps a callback for every platform
+    order's outcome, so it is counted by status once in ``whole_every``; those pending or
+    being sent at every sample, through ``callbacks_due``."""
+    engine = create_async_engine(caravan.infra.database_url)
+    delivered = f"t-gauge-{uuid.uuid4()}"  # an outcome told long ago: nothing will claim it
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            sql = by_status.count_live().compile(
-                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            await conn.execute(
+                text(
+                    "insert into platform.callbacks (event_id, app, platform_order_id, order_id,"
+                    " outcome, status, delivered_at) values (:e, 't-gauge', :e, :o,"
+                    " 'confirmed', 'delivered', now())"
+                ),
+                {"e": delivered, "o": str(uuid.uuid4())},
             )
-            plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-            assert "orders_pending_deadline" in plan, plan
-        await by_status.sample()
-        counts = {
-            status: await caravan.scalar(
-                "select count(*) from orders.orders where status = :s", s=status
-            )
-            for status in ("pending", "confirmed", "cancelled")
-        }
-        assert {s: gauge(s) for s in counts} == counts
-        ORDERS.labels("pending").set(-1)
-        ORDERS.labels("confirmed").set(-1)
-        await by_status.sample()  # within the hour: pending only
-        assert (gauge("pending") or 0) >= 0  # counted again
-        assert gauge("confirmed") == -1
+        by_status = callbacks_by_status(engine, whole_every=3600)
+        await _counts_live_each_time_and_all_now_and_then(
+            caravan, by_status, "platform.callbacks", "callbacks_due"
+        )
     finally:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("delete from platform.callbacks where event_id = :e"), {"e": delivered}
+            )
         await engine.dispose()

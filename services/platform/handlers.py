@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.platform.adapters.tables import (
@@ -135,16 +135,19 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     return "accepted"
 
 
+SAID_CANCELLED = select(func.count()).where(
+    callbacks.c.app == bindparam("app"),
+    callbacks.c.platform_order_id == bindparam("platform_order_id"),
+    callbacks.c.outcome == "cancelled",
+)
+"""The callbacks telling ``:app`` that our order for its ``:platform_order_id`` ended
+cancelled (through ``callbacks_platform_order``)."""
+
+
 async def _we_cancelled(tx: Tx, app: str, order: PlatformOrder) -> bool:
     """Whether our order ended cancelled (its callback says so): a platform cancels its
     order when told, and pushes that change."""
-    said = await tx.conn.scalar(
-        select(func.count()).where(
-            callbacks.c.app == app,
-            callbacks.c.platform_order_id == order.order_id,
-            callbacks.c.outcome == "cancelled",
-        )
-    )
+    said = await tx.conn.scalar(SAID_CANCELLED, {"app": app, "platform_order_id": order.order_id})
     return bool(said)
 
 
@@ -351,16 +354,16 @@ async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
     tx.signal(CALLBACKS_DUE)
 
 
+OPEN_BY_KIND = (
+    select(problems.c.kind, func.count())
+    .where(problems.c.resolved_at.is_(None))
+    .group_by(problems.c.kind)
+)
+"""Open problems by kind (through ``problems_open``: the table keeps those resolved)."""
+
+
 async def sample_problems(tx: Tx) -> None:
     """Open problems by kind, for ``/metrics``."""
-    counts: dict[str, int] = dict(
-        (
-            await tx.conn.execute(
-                select(problems.c.kind, func.count())
-                .where(problems.c.resolved_at.is_(None))
-                .group_by(problems.c.kind)
-            )
-        ).all()
-    )
+    counts: dict[str, int] = dict((await tx.conn.execute(OPEN_BY_KIND)).all())
     for kind in get_args(ProblemKind):
         OPEN_PROBLEMS.labels(kind).set(counts.get(kind, 0))

@@ -21,7 +21,7 @@ from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import metadata as platform
-from services.platform.handlers import PLATFORM_ORDERS
+from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCELLED
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
@@ -137,7 +137,7 @@ async def _generic_plan(
     ``rows`` (SQL statements) added rows for the planner to weigh, rolled back after."""
     sql, names, fixed = _compiled(statement)
     values = {**given, **{n: repr(v) for n, v in fixed.items()}}
-    args = ", ".join(values[n] for n in names)
+    args = f"({', '.join(values[n] for n in names)})" if names else ""
     engine = create_async_engine(caravan.infra.database_url)
     try:
         async with engine.connect() as conn:
@@ -148,7 +148,7 @@ async def _generic_plan(
             await raw.execute("SET LOCAL enable_seqscan = off")
             await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             await raw.execute(f"PREPARE planned AS {sql}")
-            plan = await raw.fetch(f"EXPLAIN EXECUTE planned({args})")
+            plan = await raw.fetch(f"EXPLAIN EXECUTE planned{args}")
             await raw.execute("DEALLOCATE planned")
             await conn.rollback()
     finally:
@@ -173,6 +173,20 @@ async def test_the_platform_adapter_finds_which_outcomes_are_its_orders_through_
     ``order.placed``): through the index of their order ids (NULL for those not placed)."""
     plan = await _generic_plan(caravan, PLATFORM_ORDERS, keys="'{o-1}'", refs="'{P-1}'")
     assert "platform_orders_order_id" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_the_platform_adapter_reads_its_callbacks_and_open_problems_through_an_index(
+    caravan: System,
+) -> None:
+    """A push of an order cancelled on the platform asks whether we cancelled it (inside the
+    push's request), and the problems gauge counts the open problems every 5 s: both tables
+    keep a row for every platform order ever pushed or told (migration 0004)."""
+    cancelled = await _generic_plan(
+        caravan, SAID_CANCELLED, app="'t-market'", platform_order_id="'P-1'"
+    )
+    assert "callbacks_platform_order" in cancelled, cancelled
+    open_by_kind = await _generic_plan(caravan, OPEN_BY_KIND)
+    assert "problems_open" in open_by_kind, open_by_kind
 
 
 async def test_the_relay_and_its_gauges_read_the_outbox_through_its_partial_indexes(

@@ -74,6 +74,7 @@ problems = Table(
     Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("app", "platform_order_id", "kind"),
+    Index("problems_open", "kind", postgresql_where=text("resolved_at IS NULL")),
 )
 
 # One status callback per terminal event; its id is the idempotency key sent to the platform.
@@ -99,6 +100,7 @@ callbacks = Table(
         "next_attempt_at",
         postgresql_where=text("status IN ('pending', 'sending')"),
     ),
+    Index("callbacks_platform_order", "app", "platform_order_id"),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

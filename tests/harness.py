@@ -437,6 +437,12 @@ class System:
         async with self.engine.connect() as conn:
             return list((await conn.execute(text(query), params)).all())
 
+    async def execute(self, query: str, **params: Any) -> None:
+        """Run a statement that changes the database, in a transaction of its own."""
+        assert self.engine is not None
+        async with self.engine.begin() as conn:
+            await conn.execute(text(query), params)
+
     async def scalar(self, query: str, **params: Any) -> Any:
         rows = await self.sql(query, **params)
         return rows[0][0] if rows else None

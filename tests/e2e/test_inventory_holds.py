@@ -1,6 +1,6 @@
-"""Holds that are never paid for: with payments stopped, a hold expires (``stock.expired``
-once, the order ends ``expired``, the stock comes back), and stock released into a lot that
-expired meanwhile is recorded as spoiled."""
+"""Holds that are never paid for: with payments stopped, a hold expires (``stock.expired``,
+the order ends ``expired``, the stock comes back) and is reported once however long it stays
+held, and stock released into a lot that expired meanwhile is recorded as spoiled."""
 
 import asyncio
 import uuid
@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
 
 import caravan.system as system
 from shared import days
+from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
@@ -76,12 +76,9 @@ async def test_stock_released_into_an_expired_lot_is_spoiled(no_payments: System
     assert await _counters(caravan, sku) == {"A": (0, 4, 0, 0), "B": (8, 2, 0, 0)}
     # Time passes: lot A is past its best_before by the time the buyer cancels.
     yesterday = days.today() - timedelta(days=1)
-    assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:
-        await conn.execute(
-            text("update inventory.lots set best_before = :d where lot_id = :l"),
-            {"d": yesterday, "l": f"{sku}-A"},
-        )
+    await caravan.execute(
+        "update inventory.lots set best_before = :d where lot_id = :l", d=yesterday, l=f"{sku}-A"
+    )
     cancelled = await caravan.client.post(f"/orders/{order_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     released = await caravan.wait_for(
@@ -129,5 +126,47 @@ async def test_an_unpaid_hold_expires_and_its_stock_comes_back(no_payments: Syst
         assert row.status == "released" and row.expiry_notified_at is not None
     finally:
         await caravan.restart(("inventory",))
-    expired = caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.expired", order_id=order_id)
-    assert len(expired) == 1  # reported once, across sweeps and a restart
+
+
+async def _overdue(caravan: System, order_id: str) -> None:
+    """Make the order's hold older than any hold time (as if it had been placed long ago)."""
+    await caravan.execute(
+        "update inventory.reservations set created_at = created_at - interval '30 days'"
+        " where order_id = :o",
+        o=order_id,
+    )
+
+
+def _expired(caravan: System, order_id: str) -> list[CloudEvent]:
+    return caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.expired", order_id=order_id)
+
+
+async def test_an_overdue_hold_is_reported_once_across_sweeps_and_a_restart(
+    no_payments: System,
+) -> None:
+    """With orders stopped too, nothing cancels the order: its hold stays ``reserved``, overdue,
+    through the sweeps (each second) and a restart of inventory, and is reported once. The
+    report of another hold made overdue after the restart shows that sweeps ran by then."""
+    caravan = no_payments
+    sku = await _seed(caravan, {"A": 10})
+    order_id, later_id = await _hold(caravan, sku, 1), await _hold(caravan, sku, 1)
+    await asyncio.to_thread(caravan.procs.stop, ["orders"])
+    try:
+        await _overdue(caravan, order_id)
+        await caravan.wait_for(lambda: _expired(caravan, order_id))
+        await asyncio.sleep(3)  # sweeps
+        await caravan.restart(("inventory",))
+        await _overdue(caravan, later_id)
+        await caravan.wait_for(lambda: _expired(caravan, later_id))
+        status = await caravan.scalar(
+            "select status from inventory.reservations where order_id = :o", o=order_id
+        )
+        assert status == "reserved"
+        assert len(_expired(caravan, order_id)) == 1
+    finally:
+        caravan.procs.start(("orders",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    # Orders, started again, reads the reports and cancels both orders.
+    for held in (order_id, later_id):
+        outcome = await caravan.outcome(held)
+        assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")

@@ -51,6 +51,7 @@ from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
 T = TypeVar("T")
+TERMINAL = ("order.confirmed", "order.cancelled")
 
 
 # Two signatures, so that mypy knows the answer's type whether ``check`` answers at once or
@@ -421,16 +422,35 @@ class System:
         return str(events[0].data["order_id"])
 
     async def outcome(self, order_id: str, timeout: float = 30.0) -> CloudEvent:
-        """The terminal event of an order (and check there is only one)."""
+        """The first terminal event of an order to reach the event log. It does not check
+        that there is only one: a second could come later (:meth:`one_terminal` checks
+        that)."""
         found = await self.wait_for(lambda: self.terminal(order_id), timeout=timeout)
         return found[0]
 
     def terminal(self, order_id: str) -> list[CloudEvent]:
+        """The order's terminal events the event log has read so far."""
         return [
-            e
-            for e in self.log.events(Topic.ORDER_EVENTS, order_id=order_id)
-            if e.type in ("order.confirmed", "order.cancelled")
+            e for e in self.log.events(Topic.ORDER_EVENTS, order_id=order_id) if e.type in TERMINAL
         ]
+
+    async def timeline(self, order_id: str) -> list[str]:
+        """The order's timeline, oldest first: the events that reached it and those it emitted,
+        each recorded in the orders service's transaction that handled or emitted it."""
+        rows = await self.sql(
+            "select type from orders.timeline where order_id = :o order by id", o=order_id
+        )
+        return [r.type for r in rows]
+
+    async def one_terminal(self, order_id: str) -> str:
+        """The order's only terminal event type, checked in its timeline, where a second one
+        would be as soon as what emitted it committed: call it once whatever could emit one
+        has (an HTTP answer received, a later event of the order recorded). Also checked in
+        the event log, as far as it has read."""
+        steps = await self.timeline(order_id)
+        assert len([s for s in steps if s in TERMINAL]) == 1, steps
+        assert len({e.id for e in self.terminal(order_id)}) == 1  # the tests copy some events
+        return next(s for s in steps if s in TERMINAL)
 
     async def sql(self, query: str, **params: Any) -> list[Any]:
         assert self.engine is not None

@@ -23,7 +23,6 @@ from tests.harness import System, ref
 RICH = {"id": "ord-rich", "phone": "+8613900009101", "locale": "en"}
 POOR = {"id": "ord-poor", "phone": "+8613900009102", "locale": "zh-CN"}
 PRICE = 1200
-TERMINAL = ("order.confirmed", "order.cancelled")
 SAGA_TOPICS = (Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS)
 
 
@@ -73,13 +72,6 @@ def body(buyer: dict[str, str] = RICH, method: str = "microloan") -> dict[str, o
     return order(buyer, method).model_dump(mode="json", exclude={"order_ref"})
 
 
-async def timeline(caravan: System, order_id: str) -> list[str]:
-    rows = await caravan.sql(
-        "select type from orders.timeline where order_id = :o order by id", o=order_id
-    )
-    return [r.type for r in rows]
-
-
 async def publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:
     await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
 
@@ -90,15 +82,6 @@ async def emit_as(caravan: System, data: EventData, service: str) -> CloudEvent:
     event = new_event(data, source=f"caravan/{service}", correlation_id=order_id)
     await publish(caravan, event, data.topic, order_id)
     return event
-
-
-async def one_terminal(caravan: System, order_id: str) -> str:
-    """The order's only terminal event type, checked in its timeline (each emitted event is
-    recorded there in the transaction that emits it) and in the Kafka log."""
-    steps = await timeline(caravan, order_id)
-    assert len([s for s in steps if s in TERMINAL]) == 1, steps
-    assert len({e.id for e in caravan.terminal(order_id)}) == 1  # the tests copy some events
-    return next(s for s in steps if s in TERMINAL)
 
 
 async def reservation(caravan: System, order_id: str) -> str | None:
@@ -140,7 +123,7 @@ async def reservation_in(caravan: System, order_id: str, allowed: tuple[str | No
 
 
 async def recorded(caravan: System, order_id: str, step: str) -> bool:
-    return step in await timeline(caravan, order_id)
+    return step in await caravan.timeline(order_id)
 
 
 @asynccontextmanager
@@ -203,7 +186,7 @@ async def test_every_saga_event_twice_still_ends_the_order_once(
             )
 
     async def copies_recorded() -> bool:
-        steps = await timeline(caravan, order_id)
+        steps = await caravan.timeline(order_id)
         handled = await caravan.scalar(
             "select count(*) from orders.inbox where key = :k", k=f"{again.source}|{again.id}"
         )
@@ -212,8 +195,8 @@ async def test_every_saga_event_twice_still_ends_the_order_once(
     # The new-id copies were published last on their partitions: once they are recorded,
     # every copy before them has been consumed as well.
     await caravan.until(copies_recorded, "the copies to be handled")
-    assert await one_terminal(caravan, order_id) == outcome[0]
-    steps = await timeline(caravan, order_id)
+    assert await caravan.one_terminal(order_id) == outcome[0]
+    steps = await caravan.timeline(order_id)
     assert steps.count("order.placed") == 1
     assert (
         await caravan.scalar(
@@ -274,10 +257,10 @@ async def test_stock_expired_cancels_a_pending_order_and_is_only_recorded_after_
         lambda: recorded(caravan, done_id, "stock.expired"),
         "stock.expired recorded on the confirmed order",
     )
-    assert await one_terminal(caravan, done_id) == "order.confirmed"
+    assert await caravan.one_terminal(done_id) == "order.confirmed"
     for order_id in (held_id, buyer_id):
         await compensated(caravan, order_id)
-        assert await one_terminal(caravan, order_id) == "order.cancelled"
+        assert await caravan.one_terminal(order_id) == "order.cancelled"
 
 
 # --- cancellation racing confirmation --------------------------------------------------------
@@ -331,7 +314,7 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
 
     assert set(statuses) <= {200, 409}
     for order_id, status, outcome in zip(ids[:n], statuses, outcomes, strict=True):
-        assert await one_terminal(caravan, order_id) == outcome.type
+        assert await caravan.one_terminal(order_id) == outcome.type
         if status == 200:
             assert outcome.data["reason"] == "cancelled_by_buyer"
             await compensated(caravan, order_id)
@@ -380,9 +363,9 @@ async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_rec
             )
     finally:
         await caravan.restart(("orders",))
-    steps = await timeline(caravan, order_id)
+    steps = await caravan.timeline(order_id)
     assert steps.index("order.cancelled") < steps.index("payment.declined")
-    assert await one_terminal(caravan, order_id) == "order.cancelled"
+    assert await caravan.one_terminal(order_id) == "order.cancelled"
     await compensated(caravan, order_id)
     final = (await caravan.client.get(f"/orders/{order_id}")).json()
     assert (final["status"], final["reason"]) == ("cancelled", "expired")

@@ -281,6 +281,12 @@ CHECKS = [
     "buyer_told_once",
     "dlq_has_the_poison",
     "dlq_only_the_poison",
+    "ledger_balanced",
+    "receivable_is_outstanding",
+    "sellers_owed_the_payment",
+    "money_taken_once",
+    "confirmed_has_payment",
+    "cancelled_has_no_payment",
 ]
 
 

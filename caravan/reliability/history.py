@@ -4,8 +4,8 @@ at the end, checked against what Caravan promises. Used by ``tests/reliability``
 
 It returns violations with their evidence (an empty list means the history is correct).
 A history may be scoped to one ``source`` (the storefront a run used), so that a run on a
-system shared with other tests checks its own orders; the stock and credit checks are
-always over the whole database.
+system shared with other tests checks its own orders; the stock, credit and money checks
+(:func:`check_money`, the payments ledger) are always over the whole database.
 """
 
 from collections import defaultdict
@@ -24,6 +24,10 @@ BUYER_SMS_PURPOSES = ("order_confirmed", "order_cancelled")
 # Payment states that hold the buyer's money (or are about to).
 HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding")
 HOLDING_STOCK = ("reserved", "sold")
+# Ledger transactions that take an order's money in: a loan paying the sellers, a prepaid
+# charge, what a marketplace platform collected (services.payments.domain.ledger).
+MONEY_IN = ("loan_disbursed", "prepaid_charged", "platform_collected")
+LOAN_RECEIVABLE = "loan_receivable"
 
 
 class KafkaRecord(Protocol):
@@ -88,6 +92,24 @@ class Sms:
     purpose: str
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    txn_id: str
+    kind: str
+    account: str
+    amount_fen: int
+    order_id: str | None
+    loan_id: str | None
+
+
+@dataclass(frozen=True)
+class Payable:
+    order_id: str
+    seller_id: str
+    amount_fen: int
+    status: str
+
+
 @dataclass
 class DatabaseState:
     """What the services' tables say at the end of a run."""
@@ -96,9 +118,12 @@ class DatabaseState:
     lots: list[Lot] = field(default_factory=list)
     holds: dict[str, str] = field(default_factory=dict)  # order_id -> reservation status
     payments: dict[str, str] = field(default_factory=dict)  # order_id -> payment status
+    paid_fen: dict[str, int] = field(default_factory=dict)  # order_id -> the payment's amount
     loans: list[Loan] = field(default_factory=list)
     credit_limits: dict[str, int] = field(default_factory=dict)  # buyer_id -> limit
     sms: list[Sms] = field(default_factory=list)
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    payables: list[Payable] = field(default_factory=list)
 
 
 async def read_database(engine: AsyncEngine) -> DatabaseState:
@@ -108,6 +133,7 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
         async def rows(query: str) -> list[Any]:
             return list((await conn.execute(text(query))).all())
 
+        payments = await rows("select order_id, status, amount_fen from payments.payments")
         return DatabaseState(
             orders={r[0]: r[1] for r in await rows("select order_id, status from orders.orders")},
             lots=[
@@ -121,9 +147,8 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
                 r[0]: r[1]
                 for r in await rows("select order_id, status from inventory.reservations")
             },
-            payments={
-                r[0]: r[1] for r in await rows("select order_id, status from payments.payments")
-            },
+            payments={r[0]: r[1] for r in payments},
+            paid_fen={r[0]: int(r[2] or 0) for r in payments},
             loans=[
                 Loan(*r)
                 for r in await rows(
@@ -138,6 +163,19 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
             sms=[
                 Sms(*r)
                 for r in await rows('select sms_id, order_id, "to", purpose from notifications.sms')
+            ],
+            ledger=[
+                LedgerEntry(*r)
+                for r in await rows(
+                    "select txn_id, kind, account, amount_fen, order_id, loan_id"
+                    " from payments.ledger_entries"
+                )
+            ],
+            payables=[
+                Payable(*r)
+                for r in await rows(
+                    "select order_id, seller_id, amount_fen, status from payments.payables"
+                )
             ],
         )
 
@@ -170,6 +208,70 @@ class History:
 def check(history: History) -> list[Violation]:
     """Every check over ``history``; an empty list when it keeps every promise."""
     return _Checker(history).run()
+
+
+def check_money(db: DatabaseState) -> list[Violation]:
+    """The money checks over the whole database (part of :func:`check`): every ledger
+    transaction, and every loan's entries, sum to zero; each loan's receivable is its
+    outstanding principal; each authorised payment is owed to the sellers in full; no order's
+    money was taken in twice (loan disbursed, prepaid charge, platform collection), and each
+    authorised payment of more than 0 fen was taken in once; a confirmed order has an
+    authorised payment, a cancelled one none."""
+    violations: list[Violation] = []
+
+    def fail(check: str, subject: str, evidence: str) -> None:
+        violations.append(Violation(check, subject, evidence))
+
+    by_txn: dict[str, int] = defaultdict(int)
+    by_loan: dict[str, int] = defaultdict(int)
+    receivable: dict[str, int] = defaultdict(int)
+    money_in: dict[str, set[str]] = defaultdict(set)
+    for e in db.ledger:
+        by_txn[e.txn_id] += e.amount_fen
+        if e.loan_id is not None:
+            by_loan[e.loan_id] += e.amount_fen
+            if e.account == LOAN_RECEIVABLE:
+                receivable[e.loan_id] += e.amount_fen
+        if e.kind in MONEY_IN and e.order_id is not None:
+            money_in[e.order_id].add(e.txn_id)
+    for txn_id, total in by_txn.items():
+        if total != 0:
+            fail("ledger_balanced", txn_id, f"its entries sum to {total} fen")
+    for loan_id, total in by_loan.items():
+        if total != 0:
+            fail("ledger_balanced", f"loan {loan_id}", f"its entries sum to {total} fen")
+    for loan in db.loans:
+        if receivable[loan.loan_id] != loan.outstanding_fen:
+            fail(
+                "receivable_is_outstanding",
+                loan.loan_id,
+                f"{LOAN_RECEIVABLE} {receivable[loan.loan_id]} fen,"
+                f" outstanding {loan.outstanding_fen} fen",
+            )
+    owed: dict[str, int] = defaultdict(int)
+    for payable in db.payables:
+        if payable.status == "owed":
+            owed[payable.order_id] += payable.amount_fen
+    for order_id, status in db.payments.items():
+        if status == "authorized" and owed[order_id] != db.paid_fen.get(order_id, 0):
+            fail(
+                "sellers_owed_the_payment",
+                order_id,
+                f"authorised {db.paid_fen.get(order_id, 0)} fen, owed {owed[order_id]} fen",
+            )
+    for order_id, txns in money_in.items():
+        if len(txns) > 1:
+            fail("money_taken_once", order_id, f"{len(txns)} transactions: {sorted(txns)}")
+    for order_id, status in db.payments.items():
+        if status == "authorized" and db.paid_fen.get(order_id, 0) > 0 and not money_in[order_id]:
+            fail("money_taken_once", order_id, "authorised, and no money taken in the ledger")
+    for order_id, status in db.orders.items():
+        payment = db.payments.get(order_id)
+        if status == "confirmed" and payment != "authorized":
+            fail("confirmed_has_payment", order_id, f"its payment is {payment!r}")
+        if status == "cancelled" and payment == "authorized":
+            fail("cancelled_has_no_payment", order_id, "its payment is 'authorized'")
+    return violations
 
 
 class _Checker:
@@ -212,6 +314,7 @@ class _Checker:
         self.cancelled_holds_nothing()
         self.one_sms()
         self.dead_letters_are_the_poison()
+        self.violations.extend(check_money(self.db))
         return self.violations
 
     def _in_scope(self, event: _Event) -> bool:

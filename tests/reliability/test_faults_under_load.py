@@ -7,8 +7,9 @@ is scaled 1 -> 3 -> 1, and already delivered events are delivered again out of o
 Then every consumer group replays its topics from where the run began (the session's
 broker holds every earlier test's records too; ``bench/soak.py`` and
 ``tests/e2e/test_ops.py`` replay from the earliest offset), and the history checker reads
-every record of every topic and the database: zero violations. The same, with fewer faults,
-for the services in two processes (``caravan up --processes 2``): each process killed.
+every record of every topic and the database, the payments ledger included: zero violations.
+The same, with fewer faults, for the services in two processes (``caravan up --processes
+2``): each process killed.
 
 (A Kafka node killed with SIGKILL is in ``bench/soak.py``, on a cluster of its own: the
 session's single broker is shared by every other test.)

@@ -11,8 +11,10 @@ from caravan.reliability.history import (
     DatabaseState,
     History,
     Injected,
+    LedgerEntry,
     Loan,
     Lot,
+    Payable,
     Sms,
     Violation,
     check,
@@ -68,6 +70,15 @@ class Log:
         return record
 
 
+def _disbursed(order_id: str, loan_id: str, txn_id: str | None = None) -> list[LedgerEntry]:
+    """A loan of 2000 fen paying the seller for the order, as payments posts it."""
+    txn_id = txn_id or f"disburse:{loan_id}"
+    return [
+        LedgerEntry(txn_id, "loan_disbursed", "loan_receivable", 2000, order_id, loan_id),
+        LedgerEntry(txn_id, "loan_disbursed", "seller_payable:seller", -2000, order_id, loan_id),
+    ]
+
+
 def _order(log: Log, db: DatabaseState, n: int, confirmed: bool) -> str:
     order_id, ref = f"order-{n}", f"REF-{n}"
     lines = [OrderLine(sku="SKU", quantity=2)]
@@ -98,6 +109,9 @@ def _order(log: Log, db: DatabaseState, n: int, confirmed: bool) -> str:
             )
         )
         db.loans.append(Loan(f"loan-{n}", order_id, "buyer", 2000, "active"))
+        db.ledger.extend(_disbursed(order_id, f"loan-{n}"))
+        db.payables.append(Payable(order_id, "seller", 2000, "owed"))
+        db.paid_fen[order_id] = 2000
     else:
         log.add(OrderCancelled(order_id=order_id, order_ref=ref, reason="out_of_stock"))
     db.orders[order_id] = "confirmed" if confirmed else "cancelled"
@@ -271,6 +285,34 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     "cancelled keeps a charge": (
         _db(lambda db: db.payments.update({"order-3": "authorized"})),
         "cancelled_holds_no_charge",
+    ),
+    "a ledger transaction unbalanced": (
+        _db(lambda db: db.ledger.__setitem__(0, replace(db.ledger[0], amount_fen=2001))),
+        "ledger_balanced",
+    ),
+    "a receivable that is not the outstanding principal": (
+        _db(lambda db: db.loans.__setitem__(0, replace(db.loans[0], outstanding_fen=1500))),
+        "receivable_is_outstanding",
+    ),
+    "sellers owed less than the payment": (
+        _db(lambda db: db.payables.__setitem__(0, replace(db.payables[0], amount_fen=1500))),
+        "sellers_owed_the_payment",
+    ),
+    "a loan disbursed twice": (
+        _db(lambda db: db.ledger.extend(_disbursed("order-1", "loan-1", "disburse:loan-1:again"))),
+        "money_taken_once",
+    ),
+    "authorised, never posted": (
+        _db(lambda db: db.ledger.__delitem__(slice(2, 4))),
+        "money_taken_once",
+    ),
+    "confirmed without a payment": (
+        _db(lambda db: db.payments.update({"order-1": "declined"})),
+        "confirmed_has_payment",
+    ),
+    "cancelled, still paid": (
+        _db(lambda db: db.payments.update({"order-3": "authorized"})),
+        "cancelled_has_no_payment",
     ),
     "two SMS for one purpose": (_second_sms, "one_sms"),
     "buyer never told": (

@@ -237,7 +237,7 @@ def _up(
         console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
             topics = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
-        _say_kept(topics, settings)
+        _say_kept(topics, settings, infra.kafka_bootstrap)
         token, new = tokens_cli.dev_token(infra.database_url)
         if new:
             console.print(
@@ -352,15 +352,16 @@ def prepare() -> None:
     environment names (for deployments; ``caravan up`` does this itself)."""
     settings = Settings()
     topics = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
-    _say_kept(topics, settings)
+    _say_kept(topics, settings, settings.kafka_bootstrap_servers)
     rf = topics.replication_factor
     console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
 
 
-def _say_kept(topics: Topics, settings: Settings) -> None:
+def _say_kept(topics: Topics, settings: Settings, bootstrap: str) -> None:
     """A warning for each topic that was there with a partition count other than the
     settings' (CARAVAN_TOPIC_PARTITIONS), and for each dead-letter topic that keeps letters
-    another time than they say (CARAVAN_DLQ_RETENTION_HOURS): prepare leaves them as they are."""
+    another time than they say (CARAVAN_DLQ_RETENTION_HOURS), with the command that sets it
+    on the cluster at ``bootstrap``: prepare leaves them as they are."""
     for topic, count in topics.other_partitions.items():
         console.print(
             f"{topic} keeps its {count} partition(s), not the {settings.topic_partitions} of "
@@ -373,8 +374,8 @@ def _say_kept(topics: Topics, settings: Settings) -> None:
         console.print(
             f"{topic} keeps dead letters {_kept(ms)}, not {_kept(wanted)} as "
             "CARAVAN_DLQ_RETENTION_HOURS says: prepare leaves a topic's retention as it is "
-            f"(kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
-            f"--add-config retention.ms={wanted})",
+            f"(kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+            f"--entity-name {topic} --add-config retention.ms={wanted})",
             style="yellow",
         )
 

@@ -232,8 +232,8 @@ def test_a_dead_letter_topic_kept_with_another_retention_than_the_settings_is_sa
     assert lines[0] == (
         f"{DEAD_LETTER_TOPICS[0]} keeps dead letters 168 h, not 720 h as "
         "CARAVAN_DLQ_RETENTION_HOURS says: prepare leaves a topic's retention as it is "
-        f"(kafka-configs.sh --alter --entity-type topics --entity-name {DEAD_LETTER_TOPICS[0]} "
-        "--add-config retention.ms=2592000000)"
+        f"(kafka-configs.sh --bootstrap-server {BROKER} --alter --entity-type topics "
+        f"--entity-name {DEAD_LETTER_TOPICS[0]} --add-config retention.ms=2592000000)"
     )
     monkeypatch.setenv("CARAVAN_DLQ_RETENTION_HOURS", "168")
     assert _warned(caravan, command, "dead letters") == [] and kept.created == []

@@ -210,8 +210,10 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
     )
     error = str(outcome)[:1000]
     now = datetime.now(UTC)
-    queued = (now - row.created_at).total_seconds()
-    if outcome.transient and not policy.retry.exhausted(row.attempts, queued):
+    # Counted from when the text was first allowed to go: reminders held through quiet hours
+    # go out in a burst at their end, which must get the whole grace.
+    age = (now - (row.not_before or row.created_at)).total_seconds()
+    if outcome.transient and not policy.retry.exhausted(row.attempts, age):
         at = now + timedelta(seconds=policy.retry.delay(row.attempts, outcome.retry_after))
         if row.purpose in REMINDER_PURPOSES:
             at = policy.quiet.next_allowed(at, zone_of(row.to))

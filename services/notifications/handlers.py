@@ -264,6 +264,7 @@ async def queue_sms(
         "order_id": order_id,
         "status": status,
         "next_attempt_at": not_before,
+        "not_before": not_before,
         "last_error": problem,
         "caused_by": caused_by,
         "trace_headers": current_trace_headers() or None,

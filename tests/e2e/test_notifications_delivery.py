@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -293,6 +294,35 @@ async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.A
     assert not _sms(caravan, "sms.sent", order_id=placed[1], to=flaky)
 
 
+async def test_a_reminder_held_through_quiet_hours_gets_the_whole_grace_from_their_end(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A reminder queued in the night waits for the morning; when it may go at last, a
+    gateway failing for a while must not make it given up at once because it was queued
+    long before (the morning's burst of reminders, a gateway answering 429 to it). Here one
+    queued an hour ago (GIVE_UP_AFTER is 5 s) whose quiet hours end now, to a buyer in
+    London (not in quiet hours, so its retries wait for nothing else)."""
+    london = _phone("+447700", 13)
+    await _script(sms, london, *["fail"] * (MAX_ATTEMPTS + 2))
+    sms_id = str(uuid.uuid4())
+    await caravan.execute(
+        'insert into notifications.sms (sms_id, dedup_key, purpose, "to", locale, text,'
+        " encoding, segments, status, created_at, not_before, next_attempt_at)"
+        " values (:s, :k, 'instalment_today', :to, 'en', 'Instalment 1 is due today.',"
+        " 'GSM-7', 1, 'pending', now() - interval '1 hour', now(), now())",
+        s=sms_id,
+        k=f"test:{sms_id}",
+        to=london,
+    )
+    done = await caravan.wait_for(
+        lambda: (
+            _sms(caravan, "sms.sent", sms_id=sms_id) + _sms(caravan, "sms.failed", sms_id=sms_id)
+        )
+    )
+    assert [(e.type, e.data.get("reason")) for e in done] == [("sms.sent", None)]
+    assert done[0].data["attempts"] == MAX_ATTEMPTS + 3
+
+
 async def test_opted_out_and_invalid_numbers_get_nothing(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:
@@ -366,7 +396,7 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
         p="instalment_today",
     )
     rows = await caravan.sql(
-        "select purpose, status, next_attempt_at, text from notifications.sms"
+        "select purpose, status, next_attempt_at, not_before, text from notifications.sms"
         " where order_id = :o and purpose like 'instalment%' order by purpose",
         o=in_china,
     )
@@ -375,6 +405,7 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
         ("instalment_upcoming", "pending"),
     ]
     assert all(r.next_attempt_at > datetime.now(UTC) + timedelta(minutes=55) for r in rows)
+    assert all(r.not_before == r.next_attempt_at for r in rows)  # the give-up clock's start
     assert "ئەسكەرتىش" in rows[1].text
     assert not _sms(caravan, "sms.sent", order_id=in_china, purpose="instalment_upcoming")
     assert (await _requests(sms, shanghai))[-1]["action"] == "accept"

@@ -76,6 +76,10 @@ sms = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When the text was first allowed to go (a reminder queued in quiet hours: their end);
+    # its retries are given up counting from then. Null on rows queued before it was kept:
+    # their created_at.
+    Column("not_before", DateTime(timezone=True), nullable=True),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     # When a pending row may be sent; for a row being sent, when its claim lapses.
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

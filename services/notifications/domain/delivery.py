@@ -56,9 +56,10 @@ def parse_clock(value: str) -> time:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter. A text is given up only once it has been tried
-    ``max_attempts`` times *and* ``give_up_after_seconds`` have passed since it was queued:
-    a gateway down for a while, or refusing a burst with 429s, must not lose texts (six
-    quick attempts span half a minute)."""
+    ``max_attempts`` times *and* ``give_up_after_seconds`` have passed since it was first
+    allowed to go (queued; a reminder queued in quiet hours: their end): a gateway down for a
+    while, or refusing a burst with 429s, must not lose texts (six quick attempts span half
+    a minute), nor the morning's burst of reminders held through the night."""
 
     max_attempts: int = 6
     base_seconds: float = 1.0
@@ -82,5 +83,5 @@ class RetryPolicy:
         asked = retry_after if retry_after is not None and math.isfinite(retry_after) else 0.0
         return max(wait, min(asked, self.cap_seconds))
 
-    def exhausted(self, attempts: int, queued_seconds_ago: float) -> bool:
-        return attempts >= self.max_attempts and queued_seconds_ago >= self.give_up_after_seconds
+    def exhausted(self, attempts: int, due_seconds_ago: float) -> bool:
+        return attempts >= self.max_attempts and due_seconds_ago >= self.give_up_after_seconds

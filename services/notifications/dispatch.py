@@ -61,6 +61,7 @@ from services.notifications.adapters.tables import opt_outs, sms
 from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours, RetryPolicy
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
+from shared import days
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.messaging.uow import Tx, UnitOfWork
@@ -216,7 +217,7 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
     if outcome.transient and not policy.retry.exhausted(row.attempts, age):
         at = now + timedelta(seconds=policy.retry.delay(row.attempts, outcome.retry_after))
         if row.purpose in REMINDER_PURPOSES:
-            at = policy.quiet.next_allowed(at, zone_of(row.to))
+            at = policy.quiet.next_allowed(at, zone_of(row.to, days.market_zone()))
         done = await tx.conn.execute(
             fence.values(status="pending", next_attempt_at=at, last_error=error).returning(
                 sms.c.sms_id

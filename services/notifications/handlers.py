@@ -51,6 +51,7 @@ from services.notifications.domain.templates import (
     render_order_cancelled,
     render_order_confirmed,
 )
+from shared import days
 from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.notifications import SmsFailed
@@ -250,7 +251,7 @@ async def queue_sms(
     elif await _opted_out(tx, to):
         status = "suppressed"
     elif quiet is not None and purpose in REMINDER_PURPOSES:
-        not_before = quiet.next_allowed(now, zone_of(to))
+        not_before = quiet.next_allowed(now, zone_of(to, days.market_zone()))
     sms_id = new_id()
     row: dict[str, object] = {
         "sms_id": sms_id,

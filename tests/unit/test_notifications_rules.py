@@ -43,8 +43,12 @@ def test_invalid_numbers(phone: str, why: str) -> None:
 
 
 def test_zones() -> None:
-    assert zone_of("+8613912345678") == SHANGHAI
-    assert zone_of("+14155550100") == ZoneInfo("UTC")
+    """By calling code where a country keeps one time; else the market's zone (not UTC)."""
+    new_york = ZoneInfo("America/New_York")
+    assert zone_of("+8613912345678", new_york) == SHANGHAI
+    assert zone_of("+447700900123", new_york) == ZoneInfo("Europe/London")
+    assert zone_of("+14155550100", new_york) == new_york
+    assert zone_of("+14155550100", SHANGHAI) == SHANGHAI
 
 
 def _at(hour: int, minute: int = 0, day: int = 10) -> datetime:

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CN_MOBILE: Final = re.compile(r"^\+861[3-9][0-9]{9}$")
 
-_ZONES: Final[dict[str, str]] = {"+86": "Asia/Shanghai"}
-"""Time zone by country calling code; China keeps one official time (Beijing time)."""
+_ZONES: Final[dict[str, str]] = {"+86": "Asia/Shanghai", "+44": "Europe/London"}
+"""Time zone by country calling code, for countries that keep one time: China (Beijing time)
+and the United Kingdom."""
 
 
 def phone_problem(phone: str) -> str | None:
@@ -24,9 +25,11 @@ def phone_problem(phone: str) -> str | None:
     return None
 
 
-def zone_of(phone: str) -> ZoneInfo:
-    """The recipient's local time zone, guessed from the calling code (UTC when unknown)."""
+def zone_of(phone: str, market: ZoneInfo) -> ZoneInfo:
+    """The recipient's local time zone, guessed from the calling code; the ``market``'s
+    (``CARAVAN_MARKET_TIMEZONE``) when the code is not known: the marketplace's buyers mostly
+    live where it sells, and UTC would text them at night elsewhere."""
     for prefix, zone in _ZONES.items():
         if phone.startswith(prefix):
             return ZoneInfo(zone)
-    return ZoneInfo("UTC")
+    return market

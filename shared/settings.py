@@ -1,6 +1,7 @@
 """Settings, read from the environment (and a ``.env`` file) with pydantic-settings."""
 
 import os
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -73,6 +74,15 @@ class PlatformApp(BaseModel):
 
 # Where ``caravan up`` keeps the development token it issues on a machine's first run.
 DEV_TOKEN_FILE = Path(__file__).resolve().parents[1] / ".cache" / "dev-token"
+
+
+def _clock(value: str) -> str:
+    """``HH:MM``, a time of day: ``24:00`` or ``07:60`` would stop the service at its start."""
+    try:
+        time.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a time of day (00:00 to 23:59)") from exc
+    return value
 
 
 def _zone_name(name: str) -> str:
@@ -150,8 +160,12 @@ class Settings(CalendarSettings):
     # this long after it was queued: an outage or a burst of 429s loses nothing shorter.
     notifications_give_up_after_seconds: float = Field(6 * 3600.0, ge=0)
     notifications_lease_seconds: float = 30.0
-    notifications_quiet_start: str = Field("21:00", pattern=r"^\d{2}:\d{2}$")
-    notifications_quiet_end: str = Field("08:00", pattern=r"^\d{2}:\d{2}$")
+    notifications_quiet_start: Annotated[str, AfterValidator(_clock)] = Field(
+        "21:00", pattern=r"^\d{2}:\d{2}$"
+    )
+    notifications_quiet_end: Annotated[str, AfterValidator(_clock)] = Field(
+        "08:00", pattern=r"^\d{2}:\d{2}$"
+    )
     # Inventory: a hold not settled within this time is reported ``stock.expired`` (once);
     # longer than the saga deadline, so it is the safety net behind it.
     inventory_hold_seconds: float = 1200.0

@@ -7,10 +7,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.notifications.adapters.http_gateway import retry_after_seconds
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.domain.phones import phone_problem, zone_of
+from shared.settings import Settings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NIGHT = QuietHours(time(21, 0), time(8, 0))
@@ -49,6 +51,14 @@ def test_zones() -> None:
     assert zone_of("+447700900123", new_york) == ZoneInfo("Europe/London")
     assert zone_of("+14155550100", new_york) == new_york
     assert zone_of("+14155550100", SHANGHAI) == SHANGHAI
+
+
+@pytest.mark.parametrize("clock", ["24:00", "07:60", "99:99"])
+def test_quiet_hours_that_are_no_time_of_day_are_refused_in_the_settings(clock: str) -> None:
+    with pytest.raises(ValidationError, match="is not a time of day") as refused:
+        Settings(notifications_quiet_end=clock)
+    assert refused.value.errors()[0]["loc"] == ("notifications_quiet_end",)
+    assert Settings(notifications_quiet_start="23:59").notifications_quiet_start == "23:59"
 
 
 def _at(hour: int, minute: int = 0, day: int = 10) -> datetime:

@@ -40,7 +40,7 @@ from services.notifications.adapters.tables import (
     sellers,
     sms,
 )
-from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
+from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours, stage_passed
 from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
@@ -493,10 +493,14 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
 
 async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     """Remind the buyer of an instalment: once per (loan, instalment, stage), even if payments
-    announces the same stage again in another event, and never in quiet hours."""
+    announces the same stage again in another event, and never in quiet hours; not at all
+    once its stage has passed (an instalment "due today" handled the day after)."""
     d = parsed.data
     assert isinstance(d, InstalmentDue)
     purpose = f"instalment_{d.stage}"
+    if stage_passed(d.stage, d.due, days.today()):
+        log.info("reminder %s of order %s not sent: due %s, passed", purpose, d.order_id, d.due)
+        return
     row = await _recipient(tx, d.order_id, purpose)
     if row is None:
         return

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -467,9 +467,37 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
     await caravan.until(lambda: reminders(later), "its reminder dropped", ready=dropped.__eq__)
 
 
-def _due(order_id: str, number: int, stage: str) -> CloudEvent:
-    """``payment.instalment_due`` of the loan ``loan-<order_id>``."""
-    due = days.today() + timedelta(days=0 if stage == "today" else 3)
+async def test_a_reminder_handled_after_its_stage_has_passed_is_not_sent(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """Reminders redriven (or handled after notifications was away) two days late: "due in
+    3 days" and "due today" are no longer true and are not sent; "overdue" is. The overdue
+    one is published last, on the order's partition: once it is queued, the others were
+    handled."""
+    london = _phone("+447700", 13)  # not in quiet hours: what is queued is sent
+    order_id = await _order(caravan, london)
+    two_days_ago = days.today() - timedelta(days=2)
+    await _publish(caravan, _due(order_id, 1, "upcoming", two_days_ago + timedelta(days=1)))
+    await _publish(caravan, _due(order_id, 1, "today", two_days_ago))
+    await _publish(caravan, _due(order_id, 2, "upcoming", days.today()))  # due now: passed
+    await _publish(caravan, _due(order_id, 3, "upcoming", days.today() + timedelta(days=1)))
+    await _publish(caravan, _due(order_id, 1, "overdue", two_days_ago))
+    sent = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.sent", order_id=order_id, purpose="instalment_overdue")
+    )
+    assert "is overdue" in sent[0].data["text"]
+    rows = await caravan.sql(
+        "select purpose, text from notifications.sms where order_id = :o"
+        " and purpose like 'instalment%' order by purpose",
+        o=order_id,
+    )
+    assert [r.purpose for r in rows] == ["instalment_overdue", "instalment_upcoming"]
+    assert "instalment 3" in rows[1].text
+
+
+def _due(order_id: str, number: int, stage: str, due: date | None = None) -> CloudEvent:
+    """``payment.instalment_due`` of the loan ``loan-<order_id>`` (due today, or in 3 days)."""
+    due = due or days.today() + timedelta(days=0 if stage == "today" else 3)
     data = InstalmentDue.model_validate(
         {
             "order_id": order_id,

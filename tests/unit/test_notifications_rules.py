@@ -1,6 +1,6 @@
 """Pure delivery rules of notifications: phone validation, quiet hours, retry backoff."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.notifications.adapters.http_gateway import retry_after_seconds
-from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
+from services.notifications.domain.delivery import (
+    QuietHours,
+    RetryPolicy,
+    parse_clock,
+    stage_passed,
+)
 from services.notifications.domain.phones import phone_problem, zone_of
 from shared.settings import Settings
 
@@ -59,6 +64,14 @@ def test_quiet_hours_that_are_no_time_of_day_are_refused_in_the_settings(clock: 
         Settings(notifications_quiet_end=clock)
     assert refused.value.errors()[0]["loc"] == ("notifications_quiet_end",)
     assert Settings(notifications_quiet_start="23:59").notifications_quiet_start == "23:59"
+
+
+def test_a_reminder_stage_passes_once_the_instalment_reaches_the_next() -> None:
+    today, day = date(2026, 12, 10), timedelta(days=1)
+    dues = (today + day, today, today - day)
+    assert [stage_passed("upcoming", due, today) for due in dues] == [False, True, True]
+    assert [stage_passed("today", due, today) for due in dues] == [False, False, True]
+    assert not stage_passed("overdue", today - 30 * day, today)
 
 
 def _at(hour: int, minute: int = 0, day: int = 10) -> datetime:

@@ -8,7 +8,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -17,6 +17,18 @@ from shared.backoff import exponential_step
 REMINDER_PURPOSES: Final = frozenset(
     {"instalment_upcoming", "instalment_today", "instalment_overdue"}
 )
+
+
+def stage_passed(stage: str, due: date, today: date) -> bool:
+    """Whether a reminder announced at ``stage`` no longer says the truth ``today`` (the
+    market's day): an ``upcoming`` one once the instalment is due, a ``today`` one once it is
+    overdue. Handled that late (a redrive, notifications away for days), it is not sent;
+    payments announces the stage of the day, which is. An ``overdue`` one never passes."""
+    if stage == "upcoming":
+        return due <= today
+    if stage == "today":
+        return due < today
+    return False
 
 
 @dataclass(frozen=True)

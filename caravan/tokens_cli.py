@@ -3,6 +3,7 @@ can reach the database as its owner is the root of trust). Each issue and revoke
 
 import asyncio
 import os
+import re
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,14 @@ async def issue_token(database_url: str, name: str, scopes: list[str]) -> str:
     return await _in_tx(database_url, work)
 
 
+def _host_for_name(host: str) -> str:
+    """``host`` as a piece of a token name: each run of characters a name may not hold (a
+    Chinese host name, a space) made one ``-``, at most 40 characters, ``host`` if nothing is
+    left."""
+    kept = re.sub(f"[^{tokens.NAME_CHARS}]+", "-", host)[:40].strip("-")
+    return kept or "host"
+
+
 def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool]:
     """The development token of this machine: the one in ``path`` if the database knows it,
     else a new one with every scope, written there (mode 0600). True when it is new."""
@@ -59,7 +68,7 @@ def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool
 
         if asyncio.run(_in_tx(database_url, known)):
             return token, False
-    name = f"dev-{socket.gethostname()[:40]}-{uuid.uuid4().hex[:6]}"
+    name = f"dev-{_host_for_name(socket.gethostname())}-{uuid.uuid4().hex[:6]}"
     token = asyncio.run(issue_token(database_url, name, list(tokens.SCOPES)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

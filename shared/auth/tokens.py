@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth.tables import tokens
 
 PREFIX = "cvn_"
-NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+NAME_CHARS = "A-Za-z0-9._:-"  # a regular-expression class's contents
+NAME_PATTERN = rf"^[{NAME_CHARS}]{{1,64}}$"
 
 # Every scope a token may carry, and what it allows (docs/security.md has the full table).
 SCOPES: dict[str, str] = {
@@ -83,7 +84,7 @@ def check_scopes(scopes: list[str]) -> list[str]:
 async def issue(conn: AsyncConnection, name: str, scopes: list[str]) -> str:
     """Store a new token's hash under ``name`` (unique) and return the token (shown once)."""
     if not re.fullmatch(NAME_PATTERN, name):
-        raise BadToken(f"a token name is 1-64 characters of [A-Za-z0-9._:-], got {name!r}")
+        raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {name!r}")
     taken = await conn.scalar(select(tokens.c.name).where(tokens.c.name == name))
     if taken is not None:
         raise BadToken(f"a token named {name!r} exists (revoked ones keep their name)")

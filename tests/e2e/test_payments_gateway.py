@@ -165,6 +165,26 @@ async def test_a_declined_charge_cancels_the_order(
     )
 
 
+async def test_a_charge_id_longer_than_ours_is_kept_and_the_order_confirmed_at_once(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    # A gateway's charge ids are its own: one of 99 characters is stored whole, on the
+    # first answer (gateway_ref was 64 characters: the update failed, the charge was asked
+    # again after every lease until the order expired and was voided).
+    who = buyer("gw-long-id")
+    assert (await gateway.put(f"/behaviour/{who}", json={"mode": "long_id"})).is_success
+    done = await run(caravan, order(who, {"PAY-BOX": 1}, method="prepaid"))
+    assert done.type == "order.confirmed"
+    order_id = done.data["order_id"]
+    seen = await charges(gateway, order_id)
+    [charge] = seen["charges"]
+    assert len(charge["charge_id"]) == 99 and seen["requests"][order_id] == 1
+    stored = await caravan.scalar(
+        "select gateway_ref from payments.payments where order_id = :o", o=order_id
+    )
+    assert stored == charge["charge_id"]
+
+
 async def test_a_charge_the_gateway_refuses_cancels_the_order_and_a_garbled_answer_is_asked_again(
     caravan: System, gateway: httpx.AsyncClient
 ) -> None:

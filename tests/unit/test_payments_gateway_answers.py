@@ -63,3 +63,23 @@ async def test_a_void_is_never_given_up(status: int) -> None:
         await gateway(status, b"no").void("o-1")
     await gateway(200, b"{}").void("o-1")  # done
     await gateway(204, b"").void("o-1")
+
+
+@pytest.mark.parametrize(
+    "charge_id",
+    [b"12345", b'"ch_\\u0000x"', b'"ch_\\ud800"', b'{"id": "ch_1"}', b"true"],
+    ids=["a number", "NUL", "a lone surrogate", "an object", "a boolean"],
+)
+@pytest.mark.parametrize("status", ["approved", "declined"])
+async def test_a_charge_id_the_database_cannot_keep_is_asked_again(
+    status: str, charge_id: bytes
+) -> None:
+    body = b'{"status": "%s", "charge_id": %s, "reason": null}' % (status.encode(), charge_id)
+    with pytest.raises(GatewayUnavailable, match="charge_id"):
+        await gateway(200, body).charge("o-1", 100, "b")
+
+
+async def test_a_long_charge_id_is_kept_whole() -> None:
+    long_id = "ch_" + "7" * 200
+    approved = gateway(200, b'{"status": "approved", "charge_id": "%s"}' % long_id.encode())
+    assert await approved.charge("o-1", 100, "b") == ChargeResult("approved", charge_id=long_id)

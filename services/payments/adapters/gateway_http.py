@@ -9,8 +9,9 @@ What an answer means:
 
 - a timeout, a refused connection, a 5xx, or an answer asking to come back (408, 409: the
   key's first request is still being processed, 425, 429), or one this client cannot read
-  (not the JSON above): the outcome is unknown, ``GatewayUnavailable``, and the call is
-  made again with the same key;
+  (not the JSON above, or a ``charge_id`` that is neither null nor a string PostgreSQL can
+  keep: a number, NUL, a lone surrogate): the outcome is unknown, ``GatewayUnavailable``,
+  and the call is made again with the same key;
 - 401 and 403 (the gateway refused *us*: a key or a certificate to put right), 404 and 405
   (no such route: a wrong base URL, which no charge of this API answers with) and 407 (a
   proxy wanting credentials) likewise: nothing was done, and a buyer's payment must not fail
@@ -62,7 +63,13 @@ class HttpGateway:
             raise GatewayUnavailable(
                 f"/charges: HTTP {response.status_code}, charge status {status!r}"
             )
-        return ChargeResult(status, charge_id=body.get("charge_id"), reason=body.get("reason"))
+        charge_id = body.get("charge_id")
+        if charge_id is not None and not _storable(charge_id):
+            raise GatewayUnavailable(
+                f"/charges: HTTP {response.status_code}, charge status {status!r}"
+                f" with an unusable charge_id {str(charge_id)[:80]!r}"
+            )
+        return ChargeResult(status, charge_id=charge_id, reason=body.get("reason"))
 
     async def void(self, key: str) -> None:
         response = await self._post(f"/charges/{key}/void")
@@ -84,6 +91,18 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
             f" (HTTP {response.status_code}, {response.headers.get('content-type')!r})"
         )
     return body
+
+
+def _storable(value: object) -> bool:
+    """A string PostgreSQL's text can hold: no NUL, and UTF-8 (JSON may carry a lone
+    surrogate, ``"\\ud800"``, which is not)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refusal(response: httpx.Response) -> str:

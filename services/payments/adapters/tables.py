@@ -15,6 +15,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     and_,
     func,
@@ -54,10 +55,10 @@ payments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # Prepaid through the gateway: calls made so far, when the next may be made (a lease
-    # while one is in flight), and the gateway's charge id.
+    # while one is in flight), and the gateway's charge id (opaque, as long as it is).
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
-    Column("gateway_ref", String(64), nullable=True),
+    Column("gateway_ref", Text, nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),

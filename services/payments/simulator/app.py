@@ -11,12 +11,13 @@ Gateway side (what the payments service calls):
 Control side (what tests and people use to make it misbehave):
 
 - ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout" | "refuse" |
-  "garble", "times": n, "delay_seconds": s}``: the next ``n`` charge requests of that buyer
-  are declined; or (``timeout``) *processed* and then answered only after
+  "garble" | "long_id", "times": n, "delay_seconds": s}``: the next ``n`` charge requests of
+  that buyer are declined; or (``timeout``) *processed* and then answered only after
   ``delay_seconds``, later than the client waits, so the client sees a timeout although the
   charge was made; or (``refuse``) answered 400 with a problem body, nothing decided; or
-  (``garble``) processed and answered with a page that is not JSON, as a proxy might. Then
-  the buyer is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
+  (``garble``) processed and answered with a page that is not JSON, as a proxy might; or
+  (``long_id``) approved with a charge id of 99 characters (a gateway's ids are its own).
+  Then the buyer is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
 - ``GET /charges?key=...``: the charges made (``voided`` marked) and how many requests each
   key received, for assertions. ``GET /healthz``.
 """
@@ -38,7 +39,7 @@ class ChargeRequest(BaseModel):
 
 
 class Behaviour(BaseModel):
-    mode: Literal["approve", "decline", "timeout", "refuse", "garble"]
+    mode: Literal["approve", "decline", "timeout", "refuse", "garble", "long_id"]
     times: int = Field(1, ge=1)
     delay_seconds: float = Field(5.0, ge=0)
 
@@ -95,7 +96,9 @@ def create_app() -> FastAPI:
         elif rule is not None and rule.mode == "decline":
             outcome = {"status": "declined", "charge_id": None, "reason": "card"}
         else:
-            made = Charge(f"ch_{uuid.uuid4().hex[:16]}", body.key, body.amount_fen, body.buyer_id)
+            long_id = rule is not None and rule.mode == "long_id"
+            charge_id = f"ch_{'0' * 80 if long_id else ''}{uuid.uuid4().hex[:16]}"
+            made = Charge(charge_id, body.key, body.amount_fen, body.buyer_id)
             state.charges.append(made)
             outcome = {"status": "approved", "charge_id": made.charge_id, "reason": None}
         state.outcomes.setdefault(body.key, outcome)

@@ -1,5 +1,6 @@
 """The reference-data file that ``caravan seed`` loads (CONTRACT.md, Reference data)."""
 
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Self
@@ -67,7 +68,7 @@ class SeedFile(Frozen):
             ("lot", [lot.lot_id for lot in self.lots]),
             ("buyer", [b.id for b in self.buyers]),
         ):
-            twice = sorted({i for i in ids if ids.count(i) > 1})
+            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
             if twice:
                 said.append(f"{kind}s listed more than once: {', '.join(map(repr, twice))}")
         if said:

@@ -23,6 +23,7 @@ from services.inventory.domain.ledger import (
 from services.inventory.domain.stock import Rejected, allocate
 from shared import days
 from shared.auth import audit
+from shared.db import driver
 from shared.events.inventory import (
     LotTake,
     ReservedLine,
@@ -169,10 +170,12 @@ class DanglingSeed(LookupError):
 
 
 async def _unknown(tx: Tx, column: Column[str], wanted: set[str]) -> set[str]:
-    """Those of ``wanted`` that ``column`` does not hold."""
+    """Those of ``wanted`` that ``column`` does not hold (asked as one array, as ``_rows``)."""
     if not wanted:
         return set()
-    found = await tx.conn.execute(select(column).where(column.in_(sorted(wanted))))
+    found = await tx.conn.execute(
+        select(column).where(driver.any_of(column)), {"keys": sorted(wanted)}
+    )
     return wanted - set(found.scalars())
 
 
@@ -252,8 +255,9 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
 
 async def _rows(tx: Tx, key: Column[str], wanted: list[str]) -> dict[str, dict[str, object]]:
     """The rows of ``key``'s table whose key is one of ``wanted``, by key, without it (what a
-    seed file sets: the audit trail's "before")."""
-    found = await tx.conn.execute(select(key.table).where(key.in_(wanted)))
+    seed file sets: the audit trail's "before"). The keys go as one array (``= ANY``): an
+    ``IN`` list takes a parameter each, and asyncpg refuses more than 32,767."""
+    found = await tx.conn.execute(select(key.table).where(driver.any_of(key)), {"keys": wanted})
     return {
         row[key.name]: {k: v for k, v in row.items() if k != key.name} for row in found.mappings()
     }

@@ -187,3 +187,41 @@ async def test_a_file_naming_sellers_or_skus_nobody_has_loads_nothing(
     assert f"nothing seeded: product P-{tag}: no seller NOBODY-{tag}" in said, said
     assert f"lot L-{tag}: no product NO-SKU-{tag}" in said, said
     assert await counts(caravan, tag) == (0, 0, 0)  # not even the seller that was fine
+
+
+async def test_a_file_of_more_products_than_a_statement_may_have_parameters_loads(
+    caravan: System, tmp_path: Path
+) -> None:
+    """33,000 products, each of a seller loaded before, were refused as "cannot reach
+    PostgreSQL": the statements that look the file's keys up had one parameter per key, and
+    asyncpg takes at most 32,767. The products and sellers are written here first, as the
+    file has them but for one price, so that the load itself has little to write."""
+    tag = uuid.uuid4().hex[:8]
+    n = 33_000
+    named = "from generate_series(1, :n) i"
+    await caravan.execute(
+        f"insert into inventory.sellers select 'S' || i || '-{tag}', 'Co-op', 'Shawan',"
+        f" '+8613000000001' {named}",
+        n=n,
+    )
+    await caravan.execute(
+        f"insert into inventory.products select 'P' || i || '-{tag}', 'S' || i || '-{tag}',"
+        f" 3500, jsonb_build_object('en', 'P' || i || '-{tag}') {named}",
+        n=n,
+    )
+    await caravan.execute(
+        f"insert into notifications.products select 'P' || i || '-{tag}',"
+        f" jsonb_build_object('en', 'P' || i || '-{tag}') {named}",
+        n=n,
+    )
+    products = [product(f"P{i}-{tag}", f"S{i}-{tag}") for i in range(1, n + 1)]
+    products[-1] = {**products[-1], "unit_price_fen": 9900}
+    done = await cli(caravan, "seed", write(tmp_path, {"products": products}))
+    assert done.returncode == 0, done.stderr[:300]  # the statement follows, 33,000 $n long
+    assert f"seeded 0 sellers, {n} products, 0 new lots, 0 buyers" in done.stdout
+    rows = await caravan.sql(
+        "select target, before, after from auth.audit where target like :t", t=f"%-{tag}"
+    )
+    assert [(r.target, r.before["unit_price_fen"], r.after["unit_price_fen"]) for r in rows] == [
+        (f"P{n}-{tag}", 3500, 9900)
+    ]

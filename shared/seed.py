@@ -7,8 +7,8 @@ from typing import Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from shared.events.envelope import Fen, Frozen
-from shared.events.orders import E164_PATTERN, Locale, NoNul
+from shared.events.envelope import Fen, Frozen, NoNul
+from shared.events.orders import E164_PATTERN, Locale
 
 
 class Seller(NoNul):

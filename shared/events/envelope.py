@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.ids import new_id
 from shared.topics import EventType, Topic
@@ -16,6 +16,38 @@ class Frozen(BaseModel):
     that producers may add optional fields within a version."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def has_nul(value: object) -> bool:
+    """True if a string anywhere in ``value`` (JSON: dicts, lists, strings; or models, as a
+    model is given another) holds NUL, which PostgreSQL cannot store. Without recursion: a
+    body nested hundreds deep is answered, not a ``RecursionError``."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, BaseModel):
+            todo.extend(dict(item).values())
+    return False
+
+
+class NoNul(Frozen):
+    """A model whose text may not hold NUL (U+0000), which PostgreSQL cannot store: refused
+    when read, not when a database refuses it half way through."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if has_nul(data):
+            raise ValueError("text may not contain NUL characters")
+        return data
 
 
 MAX_FEN = 2**63 - 1  # what PostgreSQL's bigint holds: more is refused here, not there
@@ -52,6 +84,16 @@ class CloudEvent(BaseModel):
     data: dict[str, Any]
     correlationid: str | None = None
     causationid: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        """NUL in the envelope (an ``id`` or ``source``, the inbox's key; an extension) is no
+        CloudEvent here. ``data`` is its type's to refuse (``invalid_data``: an order.requested
+        gets its answer)."""
+        if isinstance(value, dict) and has_nul({k: v for k, v in value.items() if k != "data"}):
+            raise ValueError("the envelope's text may not contain NUL characters")
+        return value
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

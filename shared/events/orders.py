@@ -1,11 +1,11 @@
 """Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
 
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import Annotated, ClassVar, Literal, Self, get_args
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from shared.events.envelope import EventData, Fen, Frozen
+from shared.events.envelope import EventData, Fen, Frozen, NoNul
 from shared.topics import EventType, Topic
 
 OrderRef = str
@@ -33,38 +33,6 @@ CancelReason = Literal[
     "expired",
     "cancelled_by_buyer",
 ]
-
-
-def has_nul(value: object) -> bool:
-    """True if a string anywhere in ``value`` (JSON: dicts, lists, strings; or models, as a
-    model is given another) holds NUL, which PostgreSQL cannot store. Without recursion: a
-    body nested hundreds deep is answered, not a ``RecursionError``."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            todo.extend(item)
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-        elif isinstance(item, BaseModel):
-            todo.extend(dict(item).values())
-    return False
-
-
-class NoNul(Frozen):
-    """A model whose text may not hold NUL (U+0000), which PostgreSQL cannot store: refused
-    when read, not when a database refuses it half way through."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        if has_nul(data):
-            raise ValueError("text may not contain NUL characters")
-        return data
 
 
 class Buyer(Frozen):

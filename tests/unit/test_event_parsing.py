@@ -371,6 +371,20 @@ def test_a_nul_character_anywhere_is_invalid_data() -> None:
     assert invalid_data(data).code == "invalid_data"
 
 
+@pytest.mark.parametrize(
+    "field", ["id", "source", "type", "datacontenttype", "correlationid", "causationid", "trace"]
+)
+def test_a_nul_character_in_the_envelope_is_not_a_cloudevent(field: str) -> None:
+    """PostgreSQL cannot keep NUL: an id or source holding it failed the inbox's claim at
+    each attempt (``handler_error`` after three), and an order.requested so made was never
+    answered. Refused at once, with the envelope's other strings and its extensions."""
+    record = example()
+    record[field] = "a\x00b"
+    error = poison(orjson.dumps(record))
+    assert (error.code, error.envelope) == ("not_cloudevent", None)
+    assert "NUL" in str(error)
+
+
 async def _never(tx: Tx, parsed: Parsed) -> None:
     raise AssertionError("not called by parsing")
 

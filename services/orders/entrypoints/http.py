@@ -23,7 +23,8 @@ from services.orders.entrypoints.schemas import (
     Status,
     problems,
 )
-from shared.events.orders import ORDER_REF_PATTERN, OrderRequested, has_nul
+from shared.events.envelope import has_nul
+from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
 from shared.http import create_app as create_base_app
 from shared.http import problem, require
 from shared.ids import as_stored

@@ -11,12 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.events.envelope import NoNul
 from shared.events.orders import (
     E164_PATTERN,
     Buyer,
     Delivery,
     Locale,
-    NoNul,
     OrderLine,
     PaymentRequest,
 )

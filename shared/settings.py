@@ -182,7 +182,10 @@ class Settings(CalendarSettings):
     # sign_method, api_url}}), how old a push's timestamp may be, the platform API's timeout
     # and the retries of status callbacks (exponential backoff, ``retry_base`` to ``cap``).
     platform_http_port: int = 8084
-    platform_apps: dict[str, PlatformApp] = Field(default_factory=dict)
+    # An app's name is stored with its pushes and callbacks (64 characters at most).
+    platform_apps: dict[Annotated[str, Field(min_length=1, max_length=64)], PlatformApp] = Field(
+        default_factory=dict
+    )
     platform_timestamp_window_seconds: float = Field(300.0, gt=0)
     platform_api_timeout_seconds: float = 5.0
     platform_callback_max_attempts: int = Field(30, ge=1)

@@ -274,3 +274,17 @@ def test_a_platform_app_s_secret_is_refused_when_short_without_being_shown(
         "CARAVAN_PLATFORM_APPS", '{"mall": {"secret": "a-long-real-secret", "api_url": "x"}}'
     )
     assert Settings().platform_apps["mall"].secret.get_secret_value() == "a-long-real-secret"
+
+
+def test_a_platform_app_s_name_longer_than_its_columns_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The settings took a name of any length, and every push of an app named in more than
+    64 characters was then refused 422 (the pushes' app column holds 64)."""
+    app = '{"secret": "a-long-real-secret", "api_url": "http://mall.test"}'
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"{"m" * 65}": {app}}}')
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "at most 64 characters" in str(refused.value)
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"{"m" * 64}": {app}}}')
+    assert list(Settings().platform_apps) == ["m" * 64]

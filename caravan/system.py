@@ -113,12 +113,15 @@ UP_ENV = CACHE / "up.env.json"
 cluster, the admin's login; the admin's database URL), for the other commands."""
 
 
-def write_up_env(infra: "Infrastructure") -> None:
-    """Say how to reach what ``caravan up`` started (mode 0600: it holds the admin's login)."""
+def write_up_env(infra: "Infrastructure", http_port: int) -> None:
+    """Say how to reach what ``caravan up`` started (mode 0600: it holds the admin's login),
+    its services' HTTP ports included (``http_port`` and the four after it, as
+    :func:`service_env` gives them)."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "DATABASE_URL": infra.database_url,
         **infra.kafka_env,
+        **http_port_env(http_port),
     }
     UP_ENV.parent.mkdir(parents=True, exist_ok=True)
     temporary = UP_ENV.with_name(UP_ENV.name + ".tmp")
@@ -590,11 +593,16 @@ def service_env(infra: Infrastructure, http_port: int, **extra: str) -> dict[str
         "DATABASE_URL": infra.database_url,
         "PYTHONUNBUFFERED": "1",
     }
-    env.update({var: str(http_port + i) for i, var in enumerate(HTTP_PORT_VARS)})
+    env.update(http_port_env(http_port))
     # One secret for every notifications instance: the gateway may call back any of them.
     env.setdefault("CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET", secrets.token_urlsafe(24))
     env.update(extra)
     return env
+
+
+def http_port_env(http_port: int) -> dict[str, str]:
+    """The five services' HTTP ports, from ``http_port`` (orders) on."""
+    return {var: str(http_port + i) for i, var in enumerate(HTTP_PORT_VARS)}
 
 
 def http_ports(env: dict[str, str]) -> dict[str, int]:

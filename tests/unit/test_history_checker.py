@@ -227,6 +227,21 @@ def _second_sms(log: Log, h: History) -> History:
     return h
 
 
+def _confirmed_unpaid(log: Log, h: History) -> History:
+    """order-1 confirmed, its payment.authorized never published."""
+    log.records = [
+        r
+        for r in log.records
+        if not (b"payment.authorized" in (r.value or b"") and b"order-1" in (r.value or b""))
+    ]
+    return _rebuild(log, h)
+
+
+def _dead_letter_without_its_headers(log: Log, h: History) -> History:
+    log.raw(Topic.ORDER_EVENTS.dlq, b"{}", {"dlq.error": "handler_error"})
+    return _rebuild(log, h)
+
+
 def _unexpected_dead_letter(log: Log, h: History) -> History:
     log.raw(
         Topic.ORDER_EVENTS.dlq,
@@ -318,6 +333,11 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     "buyer never told": (
         _db(lambda db: db.sms.__setitem__(0, Sms("sms-1", "order-1", PHONE, "new_order"))),
         "buyer_told_once",
+    ),
+    "confirmed, no payment.authorized": (_confirmed_unpaid, "confirmed_is_paid"),
+    "a dead letter that does not say where it came from": (
+        _dead_letter_without_its_headers,
+        "dlq_headers",
     ),
     "a dead letter nobody injected": (_unexpected_dead_letter, "dlq_only_the_poison"),
     "a poison record not dead-lettered": (_missing_dead_letter, "dlq_has_the_poison"),

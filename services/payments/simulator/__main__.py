@@ -10,7 +10,7 @@ from services.payments.simulator.app import create_app
 def main() -> None:
     parser = argparse.ArgumentParser(description="Caravan payment-gateway simulator")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=9098)  # beside the SMS one (9099)
     args = parser.parse_args()
     uvicorn.run(
         create_app(),

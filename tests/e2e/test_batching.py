@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import text
 
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
@@ -135,12 +134,9 @@ async def test_a_claim_left_at_a_poison_records_coordinates_does_not_swallow_it(
         earlier = dead_letter_key(
             "caravan-orders", at.topic, at.partition, at.offset, b"another record"
         )
-        assert caravan.engine is not None
-        async with caravan.engine.begin() as conn:
-            await conn.execute(
-                text("insert into orders.inbox (key, topic) values (:k, :t)"),
-                {"k": earlier, "t": at.topic},
-            )
+        await caravan.execute(
+            "insert into orders.inbox (key, topic) values (:k, :t)", k=earlier, t=at.topic
+        )
 
     await with_orders_stopped(caravan, publish)
     dead = await caravan.wait_for(

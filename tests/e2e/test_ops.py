@@ -446,15 +446,11 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     assert [tuple(row) for row in audited] == [([], sorted(refs))]
     # A redrive older than a letter was of another letter with its id (a dead-letter topic
     # made again since): not this one's.
-    assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "update auth.audit set at = at - interval '1 day'"
-                " where action = 'redrive' and detail->'letters' ? :l"
-            ),
-            {"l": refs[0]},
-        )
+    await caravan.execute(
+        "update auth.audit set at = at - interval '1 day'"
+        " where action = 'redrive' and detail->'letters' ? :l",
+        l=refs[0],
+    )
     dry = await cli(caravan, "dlq", "redrive", "--dry-run", *refs)
     assert dry.stdout.count("would redrive: ") == len(groups), dry.stdout
 

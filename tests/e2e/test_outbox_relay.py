@@ -111,5 +111,4 @@ async def test_a_row_kafka_refuses_is_set_aside_and_the_rows_after_it_go_out(
             ready=lambda r: 'caravan_outbox_refused_rows{service="orders"} 3.0' in r.text,
         )
     finally:
-        async with caravan.engine.begin() as conn:
-            await conn.execute(text("delete from orders.outbox where id = any(:ids)"), {"ids": ids})
+        await caravan.execute("delete from orders.outbox where id = any(:ids)", ids=ids)

@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
@@ -535,12 +534,9 @@ async def test_failed_callbacks_are_sent_again_on_request(
         return tuple((await caravan.sql(query, e=outcome.id))[0])
 
     await until(status, "the callback delivered", ready=lambda s: s[0] == "delivered")
-    assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:  # as if the status API had answered 400
-        await conn.execute(
-            text("update platform.callbacks set status = 'failed' where event_id = :e"),
-            {"e": outcome.id},
-        )
+    await caravan.execute(  # as if the status API had answered 400
+        "update platform.callbacks set status = 'failed' where event_id = :e", e=outcome.id
+    )
     retry = {"event_ids": [outcome.id]}
     answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
     assert answer.json() == {"requeued": 1, "event_ids": [outcome.id]}, answer.text
@@ -565,15 +561,13 @@ async def _unplaced(
 ) -> None:
     """A platform order the adapter asked to place, not placed yet (its row, as a push
     leaves it with the request it published)."""
-    assert caravan.engine is not None
-    async with caravan.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "insert into platform.platform_orders (app, platform_order_id, request_event_id)"
-                " values (:app, :ref, :event)"
-            ),
-            {"app": app, "ref": order_ref, "event": request_event_id or str(uuid.uuid4())},
-        )
+    await caravan.execute(
+        "insert into platform.platform_orders (app, platform_order_id, request_event_id)"
+        " values (:app, :ref, :event)",
+        app=app,
+        ref=order_ref,
+        event=request_event_id or str(uuid.uuid4()),
+    )
 
 
 async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once_it_comes(

@@ -6,7 +6,6 @@ whole database after their faults."""
 import uuid
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from caravan.reliability.history import check_money, read_database
@@ -25,17 +24,13 @@ async def test_the_database_refuses_unbalanced_or_changed_entries(caravan: Syste
     assert caravan.engine is not None
     txn = f"test-unbalanced-{uuid.uuid4()}"
     with pytest.raises(DBAPIError, match="does not balance"):
-        async with caravan.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "insert into payments.ledger_entries (txn_id, kind, account, amount_fen)"
-                    " values (:t, 'test', 'a', 5), (:t, 'test', 'b', -4)"
-                ),
-                {"t": txn},
-            )
+        await caravan.execute(
+            "insert into payments.ledger_entries (txn_id, kind, account, amount_fen)"
+            " values (:t, 'test', 'a', 5), (:t, 'test', 'b', -4)",
+            t=txn,
+        )
     with pytest.raises(DBAPIError, match="append-only"):
-        async with caravan.engine.begin() as conn:
-            await conn.execute(text("update payments.ledger_entries set amount_fen = amount_fen"))
+        await caravan.execute("update payments.ledger_entries set amount_fen = amount_fen")
     assert (
         await caravan.scalar(
             "select count(*) from payments.ledger_entries where txn_id = :t", t=txn

@@ -125,6 +125,9 @@ class Settings(CalendarSettings):
     payments_http_port: int = 8082
     notifications_http_port: int = 8083
     topic_partitions: int = Field(3, ge=1)
+    # Who acts from the command line, in the audit trail (auth.audit.actor holds 128
+    # characters); the login name when unset or empty (shared.auth.audit.os_actor).
+    actor: str | None = Field(None, max_length=128)
     # How long each dead-letter topic (<topic>.dlq) that `caravan prepare` creates keeps a
     # letter (its retention.ms; 0: for ever): long enough for someone to look into them after
     # a holiday, not for ever (a letter may carry a buyer's phone number, and the services keep

@@ -2,18 +2,19 @@
 something, written in the same transaction as the change itself where there is one."""
 
 import getpass
-import os
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth.tables import audit
+from shared.settings import Settings
 
 
 def os_actor() -> str:
-    """Who acts from the command line: ``CARAVAN_ACTOR`` if set, else the login name."""
-    return os.environ.get("CARAVAN_ACTOR") or getpass.getuser()
+    """Who acts from the command line: ``CARAVAN_ACTOR`` if set (the settings refuse one
+    longer than the audit trail holds), else the login name."""
+    return Settings().actor or getpass.getuser()
 
 
 async def record(

@@ -445,6 +445,11 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
             "read: No such file or directory",
         ),
         (
+            "tokens list",
+            {"CARAVAN_ACTOR": "a" * 129},
+            "CARAVAN_ACTOR: String should have at most 128 characters",
+        ),
+        (
             "stuck",
             {"CARAVAN_PLATFORM_APPS": '{"m": '},
             'error parsing value for field "platform_apps" from source "EnvSettingsSource"',

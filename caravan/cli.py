@@ -223,7 +223,7 @@ def _up(
     rf = min(kafka_nodes, 3) if infra.local_kafka else None
     os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
     get_settings.cache_clear()
-    system.write_up_env(infra, settings.http_port)
+    system.write_up_env(infra, settings.http_host, settings.http_port)
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), system.CACHE / "logs", processes
     )

@@ -113,14 +113,15 @@ UP_ENV = CACHE / "up.env.json"
 cluster, the admin's login; the admin's database URL), for the other commands."""
 
 
-def write_up_env(infra: "Infrastructure", http_port: int) -> None:
+def write_up_env(infra: "Infrastructure", http_host: str, http_port: int) -> None:
     """Say how to reach what ``caravan up`` started (mode 0600: it holds the admin's login),
-    its services' HTTP ports included (``http_port`` and the four after it, as
-    :func:`service_env` gives them)."""
+    its services' HTTP address included (``http_host``, and ``http_port`` and the four after
+    it, as :func:`service_env` gives them)."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "DATABASE_URL": infra.database_url,
         **infra.kafka_env,
+        "CARAVAN_HTTP_HOST": http_host,
         **http_port_env(http_port),
     }
     UP_ENV.parent.mkdir(parents=True, exist_ok=True)

@@ -95,9 +95,9 @@ def test_the_other_commands_reach_the_system_up_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``caravan up --kafka-nodes 3`` (port 19092) or ``--kafka-sasl``: the other commands
-    looked for one node on 9092 with no login; and with CARAVAN_HTTP_PORT moved, the
-    services' admin commands called 8081-8084. ``up`` says where (mode 0600), the commands
-    read it, and what their environment names wins."""
+    looked for one node on 9092 with no login; and with CARAVAN_HTTP_PORT or CARAVAN_HTTP_HOST
+    moved, the services' admin commands called 127.0.0.1:8081-8084. ``up`` says where (mode
+    0600), the commands read it, and what their environment names wins."""
     monkeypatch.setattr(system, "UP_ENV", tmp_path / "up.env.json")
     infra = system.Infrastructure(
         kafka_bootstrap="127.0.0.1:19092",
@@ -106,7 +106,7 @@ def test_the_other_commands_reach_the_system_up_runs(
         postgres_path="local",
         kafka_env={"CARAVAN_KAFKA_USERNAME": "admin"},
     )
-    system.write_up_env(infra, 9000)
+    system.write_up_env(infra, "192.0.2.7", 9000)
     assert system.UP_ENV.stat().st_mode & 0o777 == 0o600
     env = {"DATABASE_URL": "postgresql://elsewhere/db", "CARAVAN_PLATFORM_HTTP_PORT": "7000"}
     system.use_running_system(env)
@@ -115,6 +115,7 @@ def test_the_other_commands_reach_the_system_up_runs(
         "CARAVAN_PLATFORM_HTTP_PORT": "7000",
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
         "CARAVAN_KAFKA_USERNAME": "admin",
+        "CARAVAN_HTTP_HOST": "192.0.2.7",
         "CARAVAN_HTTP_PORT": "9000",
         "CARAVAN_INVENTORY_HTTP_PORT": "9001",
         "CARAVAN_PAYMENTS_HTTP_PORT": "9002",

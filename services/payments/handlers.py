@@ -516,6 +516,7 @@ def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     """Set each seeded buyer's credit limit (loading twice changes nothing). A limit the file
     creates or changes is written to the audit trail, as a change through the API is."""
+    who = audit.os_actor()  # once: it reads the settings
     for buyer in seed.buyers:
         before = await tx.conn.scalar(
             select(credit_lines.c.credit_limit_fen)
@@ -534,7 +535,7 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
         )
         await audit.record(
             tx.conn,
-            audit.os_actor(),
+            who,
             "credit.set",
             buyer.id,
             before=None if before is None else {"credit_limit_fen": before},

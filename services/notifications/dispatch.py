@@ -213,15 +213,18 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
     now = datetime.now(UTC)
     # Counted from when the text was first allowed to go: reminders held through quiet hours
     # go out in a burst at their end, which must get the whole grace.
-    age = (now - (row.not_before or row.created_at)).total_seconds()
+    since = row.not_before or row.created_at
+    age = (now - since).total_seconds()
     if outcome.transient and not policy.retry.exhausted(row.attempts, age):
         at = now + timedelta(seconds=policy.retry.delay(row.attempts, outcome.retry_after))
         if row.purpose in REMINDER_PURPOSES:
-            at = policy.quiet.next_allowed(at, zone_of(row.to, days.market_zone()))
+            held = policy.quiet.next_allowed(at, zone_of(row.to, days.market_zone()))
+            # A retry put off until quiet hours end: the hours held are not counted either.
+            since, at = since + (held - at), held
         done = await tx.conn.execute(
-            fence.values(status="pending", next_attempt_at=at, last_error=error).returning(
-                sms.c.sms_id
-            )
+            fence.values(
+                status="pending", next_attempt_at=at, not_before=since, last_error=error
+            ).returning(sms.c.sms_id)
         )
         log.info("sms %s attempt %d failed (%s); next at %s", row.sms_id, row.attempts, error, at)
         return "retry" if done.first() is not None else "stale"

@@ -323,6 +323,41 @@ async def test_a_reminder_held_through_quiet_hours_gets_the_whole_grace_from_the
     assert done[0].data["attempts"] == MAX_ATTEMPTS + 3
 
 
+async def test_a_reminder_retried_into_quiet_hours_is_not_charged_the_hours_held(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A reminder that fails in the evening is retried when quiet hours end; the night it was
+    held must not count against its grace, or the morning's 429s to the burst give it up
+    after six quick attempts (GIVE_UP_AFTER counts from ``not_before``). Here a reminder to a
+    Shanghai number (quiet now), allowed an hour ago, fails once: its retry waits for the
+    quiet hours' end, and ``not_before`` moves on by as long as they hold it."""
+    shanghai = _phone()
+    await _script(sms, shanghai, "fail")
+    sms_id = str(uuid.uuid4())
+    await caravan.execute(
+        'insert into notifications.sms (sms_id, dedup_key, purpose, "to", locale, text,'
+        " encoding, segments, status, created_at, not_before, next_attempt_at)"
+        " values (:s, :k, 'instalment_today', :to, 'en', 'Instalment 1 is due today.',"
+        " 'GSM-7', 1, 'pending', now() - interval '1 hour', now() - interval '1 hour', now())",
+        s=sms_id,
+        k=f"test:{sms_id}",
+        to=shanghai,
+    )
+    row = await until(
+        lambda: caravan.sql(
+            "select status, attempts, next_attempt_at, not_before from notifications.sms"
+            " where sms_id = :s",
+            s=sms_id,
+        ),
+        "the reminder's first attempt recorded",
+        ready=lambda rows: bool(rows) and rows[0].attempts == 1 and rows[0].status == "pending",
+    )
+    assert row[0].next_attempt_at > datetime.now(UTC) + timedelta(minutes=55)  # quiet hours
+    # Allowed for an hour before its first attempt, plus the retry's delay (a few seconds).
+    allowed = row[0].next_attempt_at - row[0].not_before
+    assert timedelta(hours=1) <= allowed < timedelta(hours=1, seconds=30)
+
+
 async def test_opted_out_and_invalid_numbers_get_nothing(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:

@@ -69,7 +69,8 @@ def parse_clock(value: str) -> time:
 class RetryPolicy:
     """Exponential backoff with jitter. A text is given up only once it has been tried
     ``max_attempts`` times *and* ``give_up_after_seconds`` have passed since it was first
-    allowed to go (queued; a reminder queued in quiet hours: their end): a gateway down for a
+    allowed to go (queued; a reminder queued in quiet hours: their end; the quiet hours a
+    reminder's retry waits out are not counted): a gateway down for a
     while, or refusing a burst with 429s, must not lose texts (six quick attempts span half
     a minute), nor the morning's burst of reminders held through the night."""
 

@@ -29,7 +29,7 @@ from caravan.output import OperatorError, console, err_console
 from caravan.seeding import load
 from services.inventory.handlers import DanglingSeed
 from shared import days
-from shared.db.engine import missing_relation
+from shared.db.engine import lost_connection, missing_relation
 from shared.http import field_errors
 from shared.messaging import kafka_admin
 from shared.messaging.admin import Topics, dlq_retention_ms
@@ -59,7 +59,9 @@ def main() -> None:
     (its exit code), settings the environment gives that :class:`Settings` refuses, a
     database whose tables were never made, and a part of the system that the command cannot
     reach (Kafka, PostgreSQL, a service's HTTP API, at the addresses the environment names);
-    exit 2 for the last three."""
+    exit 2 for the last three. Not every ``InterfaceError`` is an unreachable PostgreSQL:
+    asyncpg's client raises it for work it will not send too (more parameters than a
+    statement may have), said as that, exit 1."""
     if sys.argv[1:2] != ["up"]:  # up starts its own (a stale file must not steer it)
         system.use_running_system()
     try:
@@ -81,12 +83,17 @@ def main() -> None:
         _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
     except httpx.TransportError as exc:
         _unreachable("a service's HTTP API", exc)
-    except (ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+    except sa_exc.InterfaceError as exc:
+        if not lost_connection(exc):
+            _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
+        _unreachable("PostgreSQL", exc)
+    except (ConnectionError, sa_exc.OperationalError) as exc:
         _unreachable("PostgreSQL", exc)
 
 
 def _unreachable(what: str, exc: Exception) -> NoReturn:
-    _fail(f"cannot reach {what}: {exc}. Is the system up (`caravan up`)?", 2)
+    said = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement: lines
+    _fail(f"cannot reach {what}: {said}. Is the system up (`caravan up`)?", 2)
 
 
 def _fail(said: str, exit_code: int) -> NoReturn:

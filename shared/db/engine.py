@@ -92,6 +92,13 @@ def bad_value(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
 
 
+def lost_connection(exc: sa_exc.DBAPIError) -> bool:
+    """True if ``exc`` is a connection that failed or was lost (SQLAlchemy's dialect says so
+    as ``connection_invalidated``), not an error of the work on a connection that is fine:
+    asyncpg raises ``InterfaceError`` for both."""
+    return exc.connection_invalidated or isinstance(exc.orig, ConnectionError)
+
+
 def missing_relation(exc: BaseException) -> BaseException | None:
     """The error of a table that does not exist, if that is what ``exc`` is (or wraps): in a
     database whose schemas were never migrated."""

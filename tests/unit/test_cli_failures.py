@@ -388,6 +388,44 @@ def test_a_command_on_a_database_never_migrated_says_to_prepare_it_first(
     assert f'relation "{relation}" does not exist' in said
 
 
+@pytest.mark.parametrize(
+    ("error", "exit_code", "said"),
+    [
+        (
+            asyncpg.InterfaceError("the number of query arguments cannot exceed 32767"),
+            1,
+            "PostgreSQL's client refused the command's work: the number of query arguments "
+            "cannot exceed 32767",
+        ),
+        (asyncpg.InterfaceError("connection is closed"), 2, "cannot reach PostgreSQL: "),
+    ],
+)
+def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connection(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    error: asyncpg.InterfaceError,
+    exit_code: int,
+    said: str,
+) -> None:
+    """asyncpg raises ``InterfaceError`` for work it will not send as well as for a
+    connection that is gone: only the second is "cannot reach PostgreSQL ... Is the system
+    up?" (the first was said so too, sending the operator to a system that was up)."""
+
+    async def refused(*args: object) -> list[str]:
+        lost = str(error) == "connection is closed"  # as SQLAlchemy's dialect tells them apart
+        raise sa_exc.InterfaceError("SELECT ...", None, error, connection_invalidated=lost)
+
+    monkeypatch.setattr(cli, "load", refused)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
+    seed = tmp_path / "seed.json"
+    seed.write_text("{}")
+    code, _, err = caravan("seed", str(seed))
+    line = " ".join(one_line(err).split())
+    assert (code, said in line) == (exit_code, True), line
+    assert ("Is the system up" in line) == (exit_code == 2), line
+
+
 def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

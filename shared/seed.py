@@ -1,14 +1,53 @@
-"""The reference-data file that ``caravan seed`` loads (CONTRACT.md, Reference data)."""
+"""The reference-data file that ``caravan seed`` loads (CONTRACT.md, Reference data), and
+the bounds of the money it sets (prices, credit limits), which the admin APIs keep too."""
 
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from shared.events.envelope import Fen, Frozen, NoNul
-from shared.events.orders import E164_PATTERN, Locale
+from shared.events.envelope import Frozen, NoNul
+from shared.events.orders import E164_PATTERN, MAX_LINES, MAX_QUANTITY, Locale
+
+MAX_UNIT_PRICE_FEN = 10**10
+"""The most a unit may cost: 100,000,000 CNY. An order (at most 50 lines of at most 10,000
+units) then totals at most 5 * 10^15 fen and its loan, at the most interest the settings take
+(``shared.settings.MAX_MONTHLY_INTEREST_BP``, 100 % a month, for 12 months), 13 times that:
+every total, instalment and ledger entry is far within PostgreSQL's bigint (about 9.2 *
+10^18), which a price near 10^15 fen was not (the order's total did not fit, and its
+``stock.reserved`` was dead-lettered)."""
+
+MAX_CREDIT_LIMIT_FEN = 10**16
+"""The most a buyer's credit limit may be: 100,000,000,000,000 CNY, two orders of the largest
+total. A limit and the most an adjustment may add to it then still fit PostgreSQL's bigint,
+where an adjustment beyond it failed in the database (a 500)."""
+
+
+def _unit_price(fen: int) -> int:
+    if fen > MAX_UNIT_PRICE_FEN:
+        raise ValueError(
+            f"a unit price is at most {MAX_UNIT_PRICE_FEN} fen (100,000,000 CNY), so that an "
+            f"order of {MAX_LINES} lines of {MAX_QUANTITY} units and its loan fit PostgreSQL's "
+            "bigint"
+        )
+    return fen
+
+
+def _credit_limit(fen: int) -> int:
+    if fen > MAX_CREDIT_LIMIT_FEN:
+        raise ValueError(
+            f"a credit limit is at most {MAX_CREDIT_LIMIT_FEN} fen (10^14 CNY), so that it and "
+            "any adjustment of it fit PostgreSQL's bigint"
+        )
+    return fen
+
+
+UnitPrice = Annotated[int, Field(strict=True, ge=0), AfterValidator(_unit_price)]
+"""A product's price in fen, 0 to :data:`MAX_UNIT_PRICE_FEN`."""
+CreditLimit = Annotated[int, Field(strict=True, ge=0), AfterValidator(_credit_limit)]
+"""A buyer's credit limit in fen, 0 to :data:`MAX_CREDIT_LIMIT_FEN`."""
 
 
 class Seller(NoNul):
@@ -21,7 +60,7 @@ class Seller(NoNul):
 class Product(NoNul):
     sku: str = Field(min_length=1, max_length=64)
     seller_id: str = Field(min_length=1, max_length=64)
-    unit_price_fen: Fen
+    unit_price_fen: UnitPrice
     name: dict[str, str]
 
 
@@ -43,7 +82,7 @@ class BuyerSeed(NoNul):
     id: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
     locale: Locale = "zh-CN"
-    credit_limit_fen: Fen
+    credit_limit_fen: CreditLimit
 
 
 class SeedFile(Frozen):

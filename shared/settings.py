@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topics import principal
 
+MAX_MONTHLY_INTEREST_BP = 10_000
+
 # Secrets that a field may also take from a file: the variable's name with ``_FILE`` appended
 # names the file (Docker and Kubernetes secrets). Keys are as the settings sources give them.
 FILE_SECRETS: dict[str, str] = {
@@ -178,7 +180,8 @@ class Settings(CalendarSettings):
     payments_gateway_timeout_seconds: float = 2.0
     payments_gateway_retry_seconds: float = 0.5
     payments_gateway_lease_seconds: float = 10.0
-    payments_monthly_interest_bp: int = Field(0, ge=0)
+    # At most 100 % a month: the bound on prices (shared.seed) counts on it.
+    payments_monthly_interest_bp: int = Field(0, ge=0, le=MAX_MONTHLY_INTEREST_BP)
     payments_reminder_upcoming_days: int = Field(3, ge=0)
     payments_reminder_interval_seconds: float = 5.0
     # Platform adapter: the marketplace apps (CARAVAN_PLATFORM_APPS, JSON: {app: {secret,

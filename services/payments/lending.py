@@ -26,6 +26,7 @@ from services.payments.domain.credit import available_credit
 from services.payments.domain.repayment import Due, allocate, overdue, remaining
 from shared.events.payments import PaymentRepaid
 from shared.messaging.uow import Tx
+from shared.seed import MAX_CREDIT_LIMIT_FEN
 
 
 class NotFound(LookupError):
@@ -93,7 +94,8 @@ async def lock_loan(tx: Tx, loan_id: str) -> None:
 async def adjust_credit_limit(
     tx: Tx, buyer_id: str, delta_fen: int, key: str | None = None
 ) -> tuple[CreditLine, bool]:
-    """Raise or lower the limit by ``delta_fen``; never below zero. With ``key`` (an
+    """Raise or lower the limit by ``delta_fen``; never below zero nor above
+    :data:`~shared.seed.MAX_CREDIT_LIMIT_FEN`. With ``key`` (an
     idempotency key) an adjustment is applied once: the same key again changes nothing (and
     says so), the same key with another delta is a :class:`Conflict`. The line and whether
     this call applied it."""
@@ -117,6 +119,11 @@ async def adjust_credit_limit(
             return await credit_line(tx.conn, buyer_id), False
     if limit + delta_fen < 0:
         raise Conflict(f"the limit of {limit} fen cannot be lowered by {-delta_fen} fen")
+    if delta_fen > 0 and limit + delta_fen > MAX_CREDIT_LIMIT_FEN:  # lowering one set before: fine
+        raise Conflict(
+            f"the limit of {limit} fen cannot be raised by {delta_fen} fen: a credit limit is "
+            f"at most {MAX_CREDIT_LIMIT_FEN} fen"
+        )
     await tx.conn.execute(
         update(credit_lines)
         .where(credit_lines.c.buyer_id == buyer_id)

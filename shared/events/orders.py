@@ -41,14 +41,19 @@ class Buyer(Frozen):
     locale: Locale = "zh-CN"
 
 
+MAX_LINES = 50
+MAX_QUANTITY = 10_000
+MAX_TERM_MONTHS = 12
+
+
 class OrderLine(Frozen):
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=10_000, strict=True)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
 
 
 class PaymentRequest(Frozen):
     method: PaymentMethod
-    term_months: int | None = Field(None, ge=1, le=12, strict=True)
+    term_months: int | None = Field(None, ge=1, le=MAX_TERM_MONTHS, strict=True)
 
     @model_validator(mode="after")
     def _term_for_microloans(self) -> Self:
@@ -68,7 +73,7 @@ class OrderRequested(EventData, NoNul):
 
     order_ref: OrderRef = Field(pattern=ORDER_REF_PATTERN)
     buyer: Buyer
-    lines: list[OrderLine] = Field(min_length=1, max_length=50)
+    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     payment: PaymentRequest
     delivery: Delivery | None = None
 

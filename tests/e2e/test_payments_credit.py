@@ -124,6 +124,22 @@ async def test_exactly_the_available_credit_succeeds_and_one_fen_more_is_decline
     assert bad.status_code == 422
 
 
+async def test_a_credit_limit_beyond_its_bound_is_refused_set_or_adjusted(
+    admin: httpx.AsyncClient,
+) -> None:
+    """A limit is at most 10^16 fen (shared.seed.MAX_CREDIT_LIMIT_FEN): one up to bigint's
+    was taken, and an adjustment past bigint failed in the database, a 500."""
+    who = buyer("bound")
+    beyond = await admin.put(f"/credit-lines/{who}", json={"credit_limit_fen": 10**16 + 1})
+    assert beyond.status_code == 422 and "at most 10000000000000000 fen" in beyond.text
+    await set_limit(admin, who, 10**16)
+    over = await admin.post(f"/credit-lines/{who}/adjustments", json={"delta_fen": 1})
+    assert over.status_code == 409, over.text
+    assert "cannot be raised by 1 fen: a credit limit is at most" in over.json()["detail"]
+    lowered = await admin.post(f"/credit-lines/{who}/adjustments", json={"delta_fen": -1})
+    assert lowered.status_code == 200 and lowered.json()["credit_limit_fen"] == 10**16 - 1
+
+
 async def settle(caravan: System, req: OrderRequested) -> CloudEvent:
     return await caravan.outcome(await caravan.placed(req.order_ref), timeout=60)
 

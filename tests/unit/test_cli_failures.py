@@ -483,6 +483,11 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
             "read: No such file or directory",
         ),
         (
+            "stuck",
+            {"CARAVAN_PAYMENTS_MONTHLY_INTEREST_BP": "10001"},
+            "CARAVAN_PAYMENTS_MONTHLY_INTEREST_BP: Input should be less than or equal to 10000",
+        ),
+        (
             "tokens list",
             {"CARAVAN_ACTOR": "a" * 129},
             "CARAVAN_ACTOR: String should have at most 128 characters",

@@ -16,6 +16,11 @@ from services.payments.domain.credit import (
     flat_interest,
     schedule,
 )
+from shared.events.envelope import MAX_FEN
+from shared.events.orders import MAX_LINES, MAX_QUANTITY, MAX_TERM_MONTHS, ScheduledInstalment
+from shared.events.payments import PaymentAuthorized
+from shared.seed import MAX_UNIT_PRICE_FEN
+from shared.settings import MAX_MONTHLY_INTEREST_BP
 
 # --- credit --------------------------------------------------------------------------------
 
@@ -168,3 +173,20 @@ def test_schedule_with_interest_adds_up(principal: int, term: int, rate: int) ->
     assert all(i.principal_fen >= 0 and i.interest_fen >= 0 for i in plan)
     assert max(amounts) - min(amounts) <= 1
     assert amounts == sorted(amounts, reverse=True)  # the remainder goes first
+
+
+def test_the_largest_order_at_the_highest_rate_fits_bigint_with_room_for_sums() -> None:
+    """The bounds on prices and on the interest rate are what keep every amount of an order
+    and its loan within PostgreSQL's bigint (``MAX_FEN``), a hundred times over."""
+    total = MAX_LINES * MAX_QUANTITY * MAX_UNIT_PRICE_FEN
+    plan = schedule(total, MAX_TERM_MONTHS, date(2026, 9, 1), MAX_MONTHLY_INTEREST_BP)
+    interest = sum(i.interest_fen for i in plan)
+    assert total + interest <= MAX_FEN // 100
+    PaymentAuthorized(  # every Fen of it within MAX_FEN
+        order_id="o",
+        buyer_id="b",
+        method="microloan",
+        amount_fen=total,
+        interest_fen=interest,
+        schedule=[ScheduledInstalment(**vars(i)) for i in plan],
+    )

@@ -101,3 +101,33 @@ def test_a_section_a_seed_file_does_not_have_is_refused_naming_it(tmp_path: Path
     assert "buyer: Extra inputs are not permitted" in " ".join(done.stderr.split())
     product = {**DEMO["products"][0], "origin": "Shawan"}
     assert seed(products=[product]).products[0] == seed().products[0]
+
+
+def test_a_price_or_credit_limit_beyond_its_bound_is_refused_naming_it_and_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A price near 10^15 fen loaded, and the first order of 50 lines of 10,000 of it totalled
+    beyond PostgreSQL's bigint: dead-lettered as a handler error, never answered. Refused by
+    ``caravan seed`` now (before the database: nothing is loaded), naming item and field."""
+    product = DEMO["products"][0]
+    buyer = DEMO["buyers"][0]
+    at_most = {**DEMO, "products": [{**product, "unit_price_fen": 10**10}]}
+    at_most["buyers"] = [{**buyer, "credit_limit_fen": 10**16}]
+    assert SeedFile.model_validate(at_most).products[0].unit_price_fen == 10**10
+    beyond = {**DEMO, "products": [{**product, "unit_price_fen": 10**15}]}
+    beyond["buyers"] = [{**buyer, "credit_limit_fen": 10**16 + 1}]
+    path = tmp_path / "beyond.json"
+    path.write_text(json.dumps(beyond))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.replace("│", " ").split())
+    assert "(2 error(s))" in said, said
+    assert (
+        "products.0.unit_price_fen: Value error, a unit price is at most 10000000000 fen "
+        "(100,000,000 CNY), so that an order of 50 lines of 10000 units and its loan fit "
+        "PostgreSQL's bigint" in said
+    ), said
+    assert (
+        "buyers.0.credit_limit_fen: Value error, a credit limit is at most 10000000000000000 "
+        "fen (10^14 CNY)" in said
+    ), said

@@ -3,8 +3,10 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
 ``credit:read`` (or ``credit:write``).
 
 - ``GET /credit-lines/{buyer_id}``: limit, outstanding principal, available credit.
-- ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit.
-- ``POST /credit-lines/{buyer_id}/adjustments`` ``{"delta_fen"}``: raise or lower it; with
+- ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit (at most
+  ``shared.seed.MAX_CREDIT_LIMIT_FEN``, as in a seed file).
+- ``POST /credit-lines/{buyer_id}/adjustments`` ``{"delta_fen"}``: raise or lower it (409 for
+  a limit that would go below 0 or above that bound); with
   an ``Idempotency-Key`` header applied once (``"applied": false`` for the same key again,
   409 for the same key with another delta). Without one, every call is applied.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
@@ -31,10 +33,11 @@ from services.payments.domain.repayment import Overpayment
 from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
-from shared.events.envelope import MAX_FEN, Fen
+from shared.events.envelope import MAX_FEN
 from shared.http import problem, require
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
+from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
@@ -45,11 +48,11 @@ UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
 
 
 class SetLimit(BaseModel):
-    credit_limit_fen: Fen
+    credit_limit_fen: CreditLimit
 
 
 class Adjust(BaseModel):
-    delta_fen: int = Field(strict=True, ge=-MAX_FEN, le=MAX_FEN)
+    delta_fen: int = Field(strict=True, ge=-MAX_CREDIT_LIMIT_FEN, le=MAX_CREDIT_LIMIT_FEN)
 
 
 class Repay(BaseModel):

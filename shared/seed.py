@@ -26,6 +26,11 @@ where an adjustment beyond it failed in the database (a 500)."""
 
 
 def _unit_price(fen: int) -> int:
+    if fen < 1:
+        raise ValueError(
+            "a unit price is at least 1 fen: goods priced 0 make orders of 0 fen, which no "
+            "payment is made for"
+        )
     if fen > MAX_UNIT_PRICE_FEN:
         raise ValueError(
             f"a unit price is at most {MAX_UNIT_PRICE_FEN} fen (100,000,000 CNY), so that an "
@@ -44,8 +49,12 @@ def _credit_limit(fen: int) -> int:
     return fen
 
 
-UnitPrice = Annotated[int, Field(strict=True, ge=0), AfterValidator(_unit_price)]
-"""A product's price in fen, 0 to :data:`MAX_UNIT_PRICE_FEN`."""
+UnitPrice = Annotated[int, Field(strict=True), AfterValidator(_unit_price)]
+"""A product's price in fen, 1 to :data:`MAX_UNIT_PRICE_FEN`. A price of 0 on a farm
+marketplace is a data error, refused: its orders of 0 fen were confirmed with nothing lent
+and nothing charged but a prepaid charge of 0 sent to the gateway, and the refund of that
+never recorded. A product a seed loaded at 0 before keeps its price (the database allows 0)
+until a seed names it with another; orders of it are still handled as they were."""
 CreditLimit = Annotated[int, Field(strict=True, ge=0), AfterValidator(_credit_limit)]
 """A buyer's credit limit in fen, 0 to :data:`MAX_CREDIT_LIMIT_FEN`."""
 

@@ -209,7 +209,8 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
     if data.total_fen == 0:
-        # Nothing to lend (goods priced 0): authorised without a loan or a credit check.
+        # Nothing to lend (goods priced 0, as a seed could load them before shared.seed
+        # refused it): authorised without a loan or a credit check.
         _record_payables(tx, data.order_id, owed, "owed")
         _set_status(tx, data.order_id, "authorized")
         await tx.emit(

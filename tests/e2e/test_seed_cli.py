@@ -161,15 +161,20 @@ async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(
     assert done.returncode == 2 and "buyers.0.credit_limit_fen: " in done.stderr, done.stderr
     assert await counts(caravan, tag) == (0, 0, 0)
     # So is a price an order's total could not hold (50 lines of 10,000 units beyond bigint):
-    # one near 10^15 fen loaded, and every order of it was dead-lettered, never answered.
+    # one near 10^15 fen loaded, and every order of it was dead-lettered, never answered; and
+    # a price of 0, whose orders of 0 fen no payment was made for.
     dear = {
         "sellers": [seller(f"S-{tag}")],
-        "products": [{**product(f"P-{tag}", f"S-{tag}"), "unit_price_fen": 10**15}],
+        "products": [
+            {**product(f"P-{tag}", f"S-{tag}"), "unit_price_fen": 10**15},
+            {**product(f"F-{tag}", f"S-{tag}"), "unit_price_fen": 0},
+        ],
     }
     done = await cli(caravan, "seed", write(tmp_path, dear))
     said = " ".join(done.stderr.split())
     assert done.returncode == 2, said
     assert "products.0.unit_price_fen: Value error, a unit price is at most 10000000000 fen" in said
+    assert "products.1.unit_price_fen: Value error, a unit price is at least 1 fen" in said
     assert await counts(caravan, tag) == (0, 0, 0)
     # So is a NUL in a text (PostgreSQL refused it in payments' part, a traceback after
     # inventory's part was written): the seller below was loaded.

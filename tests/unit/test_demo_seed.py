@@ -131,3 +131,18 @@ def test_a_price_or_credit_limit_beyond_its_bound_is_refused_naming_it_and_the_b
         "buyers.0.credit_limit_fen: Value error, a credit limit is at most 10000000000000000 "
         "fen (10^14 CNY)" in said
     ), said
+
+
+@pytest.mark.parametrize("price", [0, -1])
+def test_a_price_below_1_fen_is_refused_naming_it(tmp_path: Path, price: int) -> None:
+    """A product priced 0 loaded, and its orders of 0 fen went through with no credit line
+    needed, a prepaid charge of 0 sent to the gateway, and its refund never recorded."""
+    free = {**DEMO, "products": [*DEMO["products"], {**DEMO["products"][0], "sku": "FREE"}]}
+    free["products"][-1]["unit_price_fen"] = price
+    path = tmp_path / "free.json"
+    path.write_text(json.dumps(free))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.replace("│", " ").split())
+    at = f"products.{len(DEMO['products'])}.unit_price_fen"
+    assert f"(1 error(s)): {at}: Value error, a unit price is at least 1 fen: goods" in said, said

@@ -5,7 +5,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,12 +15,21 @@ from caravan.tokens_cli import issue_token
 from shared import days
 from shared.auth.tokens import SCOPES
 from shared.seed import SeedFile
-from tests.harness import EventLog, System
+from tests.harness import EventLog, System, market_zone_far_from_midnight
 
 # Ports of the test session (overridable, so that sessions can run side by side).
 KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092"))
 POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433"))
 HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080"))
+# The market's calendar of the session, far from its midnight for the whole run.
+MARKET_ZONE = market_zone_far_from_midnight(datetime.now(UTC))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's market zone (CARAVAN_MARKET_TIMEZONE), for this process and for every
+    one it starts (the services take this environment): "today" is the same day for both."""
+    os.environ["CARAVAN_MARKET_TIMEZONE"] = MARKET_ZONE
+    days.market_zone.cache_clear()
 
 
 def test_seed() -> SeedFile:
@@ -117,6 +126,7 @@ _PATHS: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"market zone of this session: {MARKET_ZONE}")
     for line in _PATHS:
         terminalreporter.write_line(f"infrastructure used by this session: {line}")
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -560,6 +561,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def market_zone_far_from_midnight(now: datetime) -> str:
+    """The market zone of a test session started at ``now``: of the whole-hour offsets within
+    two hours of Beijing time (UTC+6 to UTC+10), the one whose clock is nearest noon, so at
+    least two hours from midnight. The tests compute "today" in their own process and the
+    services when they handle a record: in Beijing time a run crossing 16:00 UTC could see
+    the two disagree (an instalment "due today" handled the day after). Within two hours of
+    Beijing time, what the tests say of Shanghai still holds of the market (a +1 number is
+    in the quiet hours around Shanghai's present moment; 23:00 UTC is the next morning's)."""
+
+    def from_noon(hours: int) -> int:
+        local = now.astimezone(timezone(timedelta(hours=hours)))
+        return abs(local.hour * 60 + local.minute - 12 * 60)
+
+    hours = min((8, 7, 9, 6, 10), key=from_noon)
+    return f"Etc/GMT-{hours}"  # the POSIX sign: Etc/GMT-8 is UTC+8
 
 
 @contextlib.contextmanager

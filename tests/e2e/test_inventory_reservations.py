@@ -193,7 +193,9 @@ async def test_an_order_is_on_the_marketplace_s_day_not_utc_s(caravan: System) -
     """An order placed in Shawan at 07:00 on 1 September (23:00 UTC on 31 August) is served
     from a lot on sale from 1 September; and at 04:00 on the day after a lot's best_before
     (20:00 UTC, still its last day in UTC) it is not. (Judged by UTC's day, the first was
-    cancelled out_of_season and the second served from the lot past its best_before.)"""
+    cancelled out_of_season and the second served from the lot past its best_before.) The
+    session's market zone is within two hours of Beijing time (tests/conftest.py): the same
+    days."""
     sku = f"INV-DAY-{uuid.uuid4().hex[:8]}"
     await _seed_dated(caravan, sku, {"SEP": (5, "2026-09-01", "2026-09-30")})
     outcomes = {}

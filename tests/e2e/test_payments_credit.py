@@ -1,5 +1,5 @@
 """Microloans end to end on real Kafka and PostgreSQL: the credit boundary, concurrent
-orders on two payments instances, voids under duplicated cancellations, repayments."""
+reservations on two payments instances, voids under duplicated cancellations, repayments."""
 
 import asyncio
 import uuid
@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocol
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
@@ -145,39 +147,82 @@ async def settle(caravan: System, req: OrderRequested) -> CloudEvent:
     return await caravan.outcome(await caravan.placed(req.order_ref), timeout=60)
 
 
-async def _group_members(bootstrap: str, group: str) -> tuple[str, int]:
+async def _group(bootstrap: str, group: str, topic: Topic) -> tuple[str, list[list[int]]]:
+    """The consumer group's state, and each member's partitions of ``topic`` (sorted)."""
     client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await client.start()
     try:
         described = await client.describe_consumer_groups([group])
         state, members = described[0].groups[0][2], described[0].groups[0][5]
-        return str(state), len(members)
+        # A member's assignment is empty (no bytes) until the group is stable.
+        assigned = [
+            ConsumerProtocol.ASSIGNMENT.decode(m[4]).assignment if m[4] else [] for m in members
+        ]
+        return str(state), sorted(
+            sorted(p for t, partitions in a if t == topic.value for p in partitions)
+            for a in assigned
+        )
     finally:
         await client.close()
 
 
-async def test_concurrent_orders_on_two_payments_instances_never_exceed_the_limit(
+def _partition(key: str, of: int) -> int:
+    """The partition the producer's partitioner gives ``key`` in a topic of ``of``."""
+    every = list(range(of))
+    return int(DefaultPartitioner()(key.encode(), every, every))
+
+
+def _order_ids_on(partitions: list[int], of: int, count: int) -> list[str]:
+    """``count`` new order ids (the key) on ``partitions`` of a topic of ``of``."""
+    found: list[str] = []
+    while len(found) < count:
+        order_id = str(uuid.uuid4())
+        if _partition(order_id, of) in partitions:
+            found.append(order_id)
+    return found
+
+
+async def test_concurrent_reservations_on_two_payments_instances_never_exceed_the_limit(
     caravan: System, admin: httpx.AsyncClient
 ) -> None:
+    """Nine reservations of 3,500 fen for a buyer whose limit is 17,500, handled at once by
+    two payments instances: five authorised, four declined. Their order ids are chosen so
+    that each instance's partitions hold some (the group's assignment, the same after), so
+    both take part in the race (orders' own ids put all nine on one instance in about 2.6 %
+    of runs, when the test proved nothing)."""
     who = buyer("race")
     await set_limit(admin, who, 5 * 3500)
+    topic = Topic.INVENTORY_EVENTS
     caravan.procs.start(("payments",), instance=2)
     try:
         # Each instance has one consumer for all its topics: two members when both run.
-        await caravan.until(
-            lambda: _group_members(caravan.infra.kafka_bootstrap, "caravan-payments"),
+        _, assigned = await caravan.until(
+            lambda: _group(caravan.infra.kafka_bootstrap, "caravan-payments", topic),
             "instance 2 to join: the group stable with two members",
             60,
             every=0.2,
-            ready=lambda seen: seen == ("Stable", 2),
+            ready=lambda seen: seen[0] == "Stable" and len(seen[1]) == 2,
         )
-        reqs = [order(who, {"PAY-BOX": 1}, term=1) for _ in range(9)]
-        await asyncio.gather(*(caravan.request(r) for r in reqs))
-        outcomes = await asyncio.gather(*(settle(caravan, r) for r in reqs))
+        assert all(assigned), assigned  # each instance reads some of inventory's partitions
+        assert caravan.producer is not None
+        of = len(await caravan.producer.partitions_for(topic.value))
+        first, second = (_order_ids_on(partitions, of, 5) for partitions in assigned)
+        order_ids = [*first, *second[:4]]
+        landed = {_partition(o, of) for o in order_ids}
+        assert all(landed & set(p) for p in assigned), (landed, assigned)  # both take part
+        reservations = (event(reserved(o, who, 35)) for o in order_ids)  # 3,500 fen each
+        await asyncio.gather(
+            *(_publish(caravan, e, topic, o) for e, o in zip(reservations, order_ids, strict=True))
+        )
+        answers = await asyncio.gather(*(_payment_answer(caravan, o) for o in order_ids))
+        still = await _group(caravan.infra.kafka_bootstrap, "caravan-payments", topic)
+        assert still == ("Stable", assigned)  # no rebalance: each instance handled its own
     finally:
         await asyncio.to_thread(caravan.procs.stop, ["payments-2"])
-    kinds = sorted((o.type, o.data.get("reason")) for o in outcomes)
-    assert kinds == [("order.cancelled", "credit_declined")] * 4 + [("order.confirmed", None)] * 5
+    kinds = sorted((a.type, a.data.get("reason")) for a in answers)
+    assert (
+        kinds == [("payment.authorized", None)] * 5 + [("payment.declined", "credit_declined")] * 4
+    )
     assert await credit(admin, who) == {
         "buyer_id": who,
         "credit_limit_fen": 17_500,
@@ -190,6 +235,19 @@ async def test_concurrent_orders_on_two_payments_instances_never_exceed_the_limi
         )
         == 5
     )
+
+
+async def _payment_answer(caravan: System, order_id: str) -> CloudEvent:
+    """Payments' answer to the order's reservation: authorised or declined."""
+    found = await caravan.wait_for(
+        lambda: [
+            e
+            for e in caravan.log.events(Topic.PAYMENT_EVENTS, order_id=order_id)
+            if e.type in ("payment.authorized", "payment.declined")
+        ],
+        timeout=60,
+    )
+    return found[0]
 
 
 async def _publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:

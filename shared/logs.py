@@ -3,7 +3,8 @@
 A log line never holds a buyer's phone number (docs/security.md): every number written in
 E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path) is masked by the
 formatter, whichever code logged it; a number known to be a phone but malformed is masked
-where it is logged, with :func:`masked`."""
+where it is logged, with :func:`masked`. Nor does it hold a URL's credentials: the HTTP
+clients' own request lines (httpx, with each URL in full) are turned down."""
 
 import contextvars
 import json
@@ -67,7 +68,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "faststream", "uvicorn.access"):
+    # httpx logs every request's URL at INFO, with any credentials in it (a gateway URL may
+    # carry its key: https://merchant:KEY@gw/...).
+    for noisy in ("aiokafka", "faststream", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel("WARNING")
 
 

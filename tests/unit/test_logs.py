@@ -1,16 +1,19 @@
 """Log lines (shared/logs.py): JSON with the service's name, and no buyer's phone number in
 them, whichever code logged it."""
 
+import io
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.notifications.adapters.gateway import OutgoingSms, SinkGateway
-from shared.logs import JsonFormatter, masked, phones_masked
+from shared.logs import JsonFormatter, configure_logging, masked, phones_masked
 
 
 @pytest.mark.parametrize(
@@ -83,3 +86,30 @@ async def test_the_sink_logs_the_text_but_not_the_number(caplog: pytest.LogCaptu
     [record] = caplog.records
     entry = formatted(record)
     assert entry["message"] == "sms s-1 to +86*******5678: Order A1 ok"
+
+
+@pytest.fixture
+def service_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The lines a service writes once configure_logging has run as it runs it; the root
+    logger and the loggers it turns down are put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    lines = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", lines)
+    configure_logging("payments")
+    yield lines
+    root.handlers[:], root.level = handlers, level
+    for name, was in loggers.items():
+        logging.getLogger(name).setLevel(was)
+
+
+async def test_an_outgoing_call_logs_no_credentials_of_its_url(service_lines: io.StringIO) -> None:
+    # A gateway URL may carry its key (https://merchant:KEY@gw/...): httpx logs every request's
+    # URL at INFO, which a service's lines would then show with every charge.
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.post("https://merchant:s3cret-gw-key@gw.example/charges")
+    logging.getLogger("services.payments").info("charged")  # the service's own lines are kept
+    assert '"message": "charged"' in service_lines.getvalue()
+    assert "s3cret-gw-key" not in service_lines.getvalue()

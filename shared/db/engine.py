@@ -32,6 +32,10 @@ class Database:
             # older connections, and every caller retries transient faults (consumers and
             # loops with backoff, HTTP with 503 and Retry-After).
             pool_pre_ping=False,
+            # A failing statement's error says the statement, not its values ("[parameters:
+            # ...]": buyers' addresses, phone numbers, texts), in the tracebacks consumers and
+            # HTTP 500s log.
+            hide_parameters=True,
             connect_args={"server_settings": {"application_name": f"caravan-{schema}"}},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

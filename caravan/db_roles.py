@@ -10,9 +10,21 @@
 - Default privileges of the owner give the same grants on tables created by later
   migrations; :func:`grant_services` re-applies everything at each ``prepare`` anyway.
 
+A service role's password is never sent to the server: ``prepare`` sends its SCRAM-SHA-256
+verifier (:func:`scram_verifier`), as psql's ``\\password`` does, so the password is in no
+statement that PostgreSQL may log (``log_statement=ddl``, or a failing statement at
+``log_min_error_statement``) and in no error SQLAlchemy raises.
+
 Everything here is idempotent and runs with the admin URL (a superuser, or a role with
 CREATEROLE that may grant the owner role to itself).
 """
+
+import base64
+import hashlib
+import hmac
+import os
+import stringprep
+import unicodedata
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -132,9 +144,61 @@ async def _ensure_login(conn: AsyncConnection, role: str, password: str) -> None
         "ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
         " PASSWORD %L",
         role,
-        password,
+        scram_verifier(password),
     )
     await _execute(conn, "GRANT CONNECT ON DATABASE %I TO %I", await _database(conn), role)
+
+
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
+
+
+def scram_verifier(
+    password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802 and 7677, as
+    libpq's ``PQencryptPasswordConn`` makes it): given as a role's ``PASSWORD``, the server
+    keeps it as it is, and the password itself never leaves this process. A fresh random
+    salt each time unless ``salt`` is given."""
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", _saslprep(password).encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = [base64.b64encode(part).decode() for part in (salt, stored_key, server_key)]
+    return f"SCRAM-SHA-256${iterations}:{b64[0]}${b64[1]}:{b64[2]}"
+
+
+_PROHIBITED = (
+    stringprep.in_table_a1,  # unassigned code points
+    stringprep.in_table_c12,
+    stringprep.in_table_c21_c22,
+    stringprep.in_table_c3,
+    stringprep.in_table_c4,
+    stringprep.in_table_c5,
+    stringprep.in_table_c6,
+    stringprep.in_table_c7,
+    stringprep.in_table_c8,
+    stringprep.in_table_c9,
+)
+
+
+def _saslprep(password: str) -> str:
+    """``password`` as PostgreSQL hashes it (RFC 4013 SASLprep, as its ``pg_saslprep``):
+    non-ASCII spaces as spaces, characters mapped to nothing dropped, then NFKC. PostgreSQL
+    checks the prohibited characters and the bidirectional rule on the mapped string, before
+    normalising; a password they refuse (or that maps to nothing) is hashed as it is."""
+    if password.isascii():
+        return password
+    mapped = "".join(
+        " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
+    )
+    rtl = [stringprep.in_table_d1(c) for c in mapped]
+    if (
+        not mapped
+        or any(check(c) for c in mapped for check in _PROHIBITED)
+        or (any(rtl) and (not (rtl[0] and rtl[-1]) or any(map(stringprep.in_table_d2, mapped))))
+    ):
+        return password
+    return unicodedata.normalize("NFKC", mapped)
 
 
 async def _grant_schema(
@@ -177,6 +241,7 @@ __all__ = [
     "asyncpg_url",
     "ensure_owner",
     "grant_services",
+    "scram_verifier",
     "service_database_url",
     "service_role",
 ]

@@ -2,6 +2,7 @@
 migrations ran as the owner role; the running system works with those roles."""
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -188,6 +189,48 @@ async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
         cfg = alembic_config(folder, db_roles.asyncpg_url(url))
         cfg.set_main_option("caravan_role", db_roles.OWNER)
         await asyncio.to_thread(command.downgrade, cfg, "base")
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "p",
+        "caravan-dev-orders",
+        "it's%20a \\ pass",
+        # SASLprep: a full-width p, a no-break space, a soft hyphen (mapped to nothing)
+        "\uff50\u00e4ss\u00a0w\u00f6rd\u00ad",
+        # right-to-left, then a Latin letter: SASLprep refuses it, so it is hashed as it is
+        "\u0627\u0644a",
+    ],
+)
+async def test_the_verifier_prepare_sends_is_the_one_postgresql_makes_of_the_password(
+    infrastructure: system.Infrastructure, password: str
+) -> None:
+    """``prepare`` sends a service role's SCRAM-SHA-256 verifier, not its password: it must be
+    the one the server makes of that password (with the same salt and iterations), or the
+    service could not log in."""
+    engine = create_async_engine(db_roles.asyncpg_url(infrastructure.database_url))
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("set local password_encryption = 'scram-sha-256'")
+            create = await conn.scalar(
+                text(
+                    "select format('create role caravan_scram_probe password %L', cast(:p as text))"
+                ),
+                {"p": password},
+            )
+            await conn.exec_driver_sql(str(create))
+            stored = str(
+                await conn.scalar(
+                    text("select rolpassword from pg_authid where rolname = 'caravan_scram_probe'")
+                )
+            )
+            await conn.rollback()
+    finally:
+        await engine.dispose()
+    iterations, salt = stored.removeprefix("SCRAM-SHA-256$").split("$")[0].split(":")
+    made = db_roles.scram_verifier(password, base64.b64decode(salt), int(iterations))
+    assert made == stored
 
 
 async def _admin_sql(url: str, statements: str) -> None:

@@ -157,8 +157,8 @@ def _load(database_url: str, data: SeedFile) -> list[str]:
 
 def _database_url() -> str:
     url = Settings().database_url
-    if url:
-        return url
+    if url and url.get_secret_value():
+        return url.get_secret_value()
     from caravan.infra.postgres import LocalPostgres
 
     pg = LocalPostgres(system.CACHE / "postgres-15432", port=15432)

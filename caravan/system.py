@@ -291,7 +291,8 @@ def named_servers(settings: Settings) -> tuple[str | None, str | None]:
     command and service reads them: the environment, else ``.env``."""
     named = settings.model_fields_set
     kafka = settings.kafka_bootstrap_servers if "kafka_bootstrap_servers" in named else ""
-    return kafka or None, settings.database_url or None
+    database = settings.database_url.get_secret_value() if settings.database_url else None
+    return kafka or None, database or None
 
 
 def _start_kafka(kafka: LocalKafka, attempts: int = 3) -> str:

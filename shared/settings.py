@@ -1,5 +1,6 @@
 """Settings, read from the environment (and a ``.env`` file) with pydantic-settings."""
 
+import json
 import os
 from datetime import time
 from functools import lru_cache
@@ -25,10 +26,14 @@ MAX_MONTHLY_INTEREST_BP = 10_000
 
 # Secrets that a field may also take from a file: the variable's name with ``_FILE`` appended
 # names the file (Docker and Kubernetes secrets). Keys are as the settings sources give them.
+# (The CLI's token has its own: CARAVAN_TOKEN_FILE, ``token_file``.)
 FILE_SECRETS: dict[str, str] = {
     "DATABASE_URL": "DATABASE_URL_FILE",
     "kafka_password": "CARAVAN_KAFKA_PASSWORD_FILE",
     "kafka_ssl_key_password": "CARAVAN_KAFKA_SSL_KEY_PASSWORD_FILE",
+    "notifications_gateway_api_key": "CARAVAN_NOTIFICATIONS_GATEWAY_API_KEY_FILE",
+    "notifications_receipts_secret": "CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET_FILE",
+    "platform_apps": "CARAVAN_PLATFORM_APPS_FILE",  # JSON, as CARAVAN_PLATFORM_APPS
 }
 DEV_SECRET_PREFIX = "caravan-dev-"
 
@@ -119,7 +124,7 @@ class Settings(CalendarSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
     )
-    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
+    database_url: SecretStr | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
     http_port: int = Field(8080, validation_alias=AliasChoices("CARAVAN_HTTP_PORT"))
     http_host: str = "127.0.0.1"
     # Admin APIs of the other services (0 picks a free port, for extra instances).
@@ -154,7 +159,7 @@ class Settings(CalendarSettings):
     # go to (default: this service's /sms/receipts), delivery retries and quiet hours.
     notifications_gateway: Literal["auto", "sink", "simulator", "infobip"] = "auto"
     notifications_gateway_url: str | None = None
-    notifications_gateway_api_key: str | None = None
+    notifications_gateway_api_key: SecretStr | None = None
     notifications_gateway_sender: str = "Caravan"
     notifications_gateway_timeout_seconds: float = 5.0
     notifications_receipts_url: str | None = None
@@ -218,6 +223,8 @@ class Settings(CalendarSettings):
             for key, variable in FILE_SECRETS.items():
                 if data.get(key) is None and os.environ.get(variable):
                     data[key] = read_secret_file(variable, os.environ[variable])
+                    if key == "platform_apps":  # JSON, which the environment's source parses
+                        data[key] = _json_object(variable, data[key])
         return data
 
     @model_validator(mode="after")
@@ -233,7 +240,7 @@ class Settings(CalendarSettings):
             defaults = [
                 name
                 for name, value in (
-                    ("DATABASE_URL", urlsplit(self.database_url or "").password),
+                    ("DATABASE_URL", urlsplit(_plain(self.database_url) or "").password),
                     ("CARAVAN_KAFKA_PASSWORD", _plain(self.kafka_password)),
                     ("CARAVAN_KAFKA_SSL_KEY_PASSWORD", _plain(self.kafka_ssl_key_password)),
                 )
@@ -256,14 +263,14 @@ class Settings(CalendarSettings):
     auth_max_failures: int = Field(10, ge=1)
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    notifications_receipts_secret: str | None = Field(None, min_length=16)
-    token: str | None = None
+    notifications_receipts_secret: SecretStr | None = Field(None, min_length=16)
+    token: SecretStr | None = None
     token_file: Path | None = None
 
     def api_token(self) -> str | None:
         """The token the CLI and the operations page call the APIs with (None: none found)."""
-        if self.token:
-            return self.token.strip()
+        if token := _plain(self.token):
+            return token.strip()
         path = self.token_file or DEV_TOKEN_FILE
         if path.is_file():
             return path.read_text().strip() or None
@@ -289,7 +296,7 @@ class Settings(CalendarSettings):
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:
             raise RuntimeError("DATABASE_URL is not set and no local cluster was started")
-        return asyncpg_url(self.database_url)
+        return asyncpg_url(self.database_url.get_secret_value())
 
 
 def asyncpg_url(url: str) -> str:
@@ -299,6 +306,13 @@ def asyncpg_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}")
+
+
+def _json_object(variable: str, content: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise ValueError(f"{variable} names a file that is not JSON: {exc}") from None
 
 
 def _plain(secret: SecretStr | None) -> str | None:

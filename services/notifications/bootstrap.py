@@ -6,6 +6,8 @@ import secrets
 from functools import partial
 from urllib.parse import quote
 
+from pydantic import SecretStr
+
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
 from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
 from services.notifications.adapters.tables import metadata
@@ -42,7 +44,7 @@ def make_gateway(settings: Settings) -> SmsGateway:
         raise ValueError("CARAVAN_NOTIFICATIONS_GATEWAY_API_KEY is required for infobip")
     return InfobipGateway(
         url,
-        settings.notifications_gateway_api_key,
+        settings.notifications_gateway_api_key.get_secret_value(),
         settings.notifications_gateway_sender,
         receipts,
         timeout,
@@ -52,14 +54,13 @@ def make_gateway(settings: Settings) -> SmsGateway:
 def receipts_secret(settings: Settings) -> str:
     """The secret the gateway's receipts must carry. Outside development it must be set (all
     instances share it); in development a process without one makes up its own."""
-    secret = settings.notifications_receipts_secret
-    if secret:
-        return secret
+    if settings.notifications_receipts_secret is not None:
+        return settings.notifications_receipts_secret.get_secret_value()
     if settings.environment == "production":
         raise ValueError("CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET is required in production")
     logging.getLogger(__name__).warning("no receipts secret set: this process made one up")
     secret = secrets.token_urlsafe(24)
-    settings.notifications_receipts_secret = secret
+    settings.notifications_receipts_secret = SecretStr(secret)
     return secret
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from caravan import cli, system
 from caravan.ops.dashboard import Dashboard, Snapshot
@@ -154,7 +155,7 @@ async def test_a_service_that_refuses_the_token_is_not_asked_again_with_it(
     assert "<td>down</td>" not in text
     assert "unavailable: token refused (HTTP 401)" in text
 
-    settings.token = "cvn_" + "n" * 43  # a new token is tried at once
+    settings.token = SecretStr("cvn_" + "n" * 43)  # a new token is tried at once
     await page.sample()
     assert asked.count("orders /metrics") == 2 and asked.count("inventory /metrics") == 2
 

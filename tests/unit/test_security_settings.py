@@ -55,10 +55,41 @@ def test_production_starts_with_real_secrets_read_from_files(
     monkeypatch.setenv("CARAVAN_KAFKA_USERNAME", "caravan-orders")
     monkeypatch.setenv("CARAVAN_KAFKA_PASSWORD_FILE", str(tmp_path / "kafka"))
     settings = Settings()
-    assert settings.database_url == REAL_DB
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == REAL_DB
     assert settings.kafka_password is not None
     assert settings.kafka_password.get_secret_value() == "k4fka-real-secret"
     assert "k4fka-real-secret" not in repr(settings) and "k4fka-real-secret" not in str(settings)
+
+
+def test_no_secret_is_shown_by_the_settings_and_each_may_come_from_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The settings a service logs or shows (repr, str) hold none of its secrets, and each
+    secret is read from the file its ``_FILE`` variable names (Docker and Kubernetes
+    secrets): the database URL, the Infobip key, the receipts secret, the platform apps
+    (JSON, their secrets inside), the CLI's token."""
+    secrets = {
+        "DATABASE_URL": REAL_DB,
+        "CARAVAN_NOTIFICATIONS_GATEWAY_API_KEY": "inf0bip-real-api-key",
+        "CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET": "r3ceipts-real-secret",
+        "CARAVAN_PLATFORM_APPS": '{"mall": {"secret": "pl4tform-real-secret", "api_url": "x"}}',
+        "CARAVAN_TOKEN": "cvn_" + "t0ken" * 8,
+    }
+    shown = ("Xy7-long-real-secret", "inf0bip", "r3ceipts", "pl4tform", "t0ken")
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.api_token() == secrets["CARAVAN_TOKEN"]
+    assert not [s for s in shown if s in repr(settings) or s in str(settings)]
+    for name, value in secrets.items():
+        if name != "CARAVAN_TOKEN":  # the token's file is CARAVAN_TOKEN_FILE, read when used
+            monkeypatch.delenv(name)
+            (tmp_path / name).write_text(value + "\n")
+            monkeypatch.setenv(f"{name}_FILE", str(tmp_path / name))
+    from_files = Settings()
+    assert from_files.model_dump() == settings.model_dump()
+    assert from_files.platform_apps["mall"].secret.get_secret_value() == "pl4tform-real-secret"
 
 
 def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,11 +213,14 @@ def test_a_process_hosting_several_services_gets_theirs_and_nobody_elses(
     for key, value in host.items():
         monkeypatch.setenv(key, value)
     payments, notifications = service_settings("payments"), service_settings("notifications")
-    assert payments.database_url == "postgresql://pay:pay-real-1@db:5432/caravan"
+    assert payments.async_database_url() == "postgresql+asyncpg://pay:pay-real-1@db:5432/caravan"
     assert payments.kafka_username == "caravan-payments"
     assert payments.kafka_password is not None
     assert payments.kafka_password.get_secret_value() == "kafka-pay-real-1"
-    assert notifications.database_url == host["CARAVAN_DATABASE_URL_NOTIFICATIONS"]
+    assert notifications.database_url is not None
+    assert (
+        notifications.database_url.get_secret_value() == host["CARAVAN_DATABASE_URL_NOTIFICATIONS"]
+    )
     assert notifications.kafka_username == "caravan-notifications"
     with pytest.raises(ValidationError, match="needs CARAVAN_KAFKA_USERNAME"):
         Settings()  # the process itself logs in as nobody

@@ -291,8 +291,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Any:
-        """What the service reaches: 503 naming what is down (``down``) and why (``detail``)
-        when PostgreSQL is away, for nothing is done without it. Kafka not heard from lately
+        """What the service reaches (``GET`` or ``HEAD``, as load balancers check): 503
+        naming what is down (``down``) and why (``detail``) when PostgreSQL is away, for
+        nothing is done without it. Kafka not heard from lately
         is said (``"status": "degraded"``) with a 200: what the service takes meanwhile (an
         order, a lot) waits in its outbox and is lost to nobody, so a load balancer must not
         take it away for that. So is a topic the service reads that Kafka says it has not
@@ -317,6 +318,10 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         if down:
             return {"status": "degraded", "down": down, "detail": detail, "checks": checks}
         return {"status": "ok", "checks": checks}
+
+    # HEAD apart, out of the OpenAPI document: one operation with two methods is two
+    # operations of the same id there.
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get(
         "/metrics",

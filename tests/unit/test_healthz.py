@@ -48,12 +48,14 @@ class FakeDatabase:
         self.engine = FakeEngine(down)
 
 
-async def health(contact: KafkaContact, database_down: bool = False) -> httpx.Response:
+async def health(
+    contact: KafkaContact, database_down: bool = False, method: str = "GET"
+) -> httpx.Response:
     app = create_app("orders", cast(Database, FakeDatabase(database_down)), Settings())
     app.state.kafka_contact = contact  # as Service.serve hands it over
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
-        return await client.get("/healthz")
+        return await client.request(method, "/healthz")
 
 
 def test_kafka_is_silent_only_past_the_limit_and_until_it_answers_again() -> None:
@@ -101,3 +103,11 @@ async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
     both = (await health(contact, database_down=True)).json()
     assert both["down"] == ["database", "kafka"]
     assert both["detail"] == "database: ConnectionRefusedError; kafka: no answer for 42 s"
+
+
+async def test_a_load_balancer_may_check_with_head() -> None:
+    """HEAD /healthz was 405 Method Not Allowed: a load balancer checking with HEAD took
+    every service away. It answers as GET does, without a body."""
+    contact = KafkaContact(silent_after=30, clock=Clock())
+    assert (await health(contact, method="HEAD")).status_code == 200
+    assert (await health(contact, database_down=True, method="HEAD")).status_code == 503

@@ -1,6 +1,7 @@
 """What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``,
 bearer-token authentication (:func:`require`) and a limit on request bodies."""
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.telemetry import TelemetryConfig
+from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -25,6 +27,8 @@ from shared.logs import phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
 from shared.telemetry import serving
+
+log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 _TITLES = {
@@ -172,7 +176,8 @@ def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = 
 
 async def _database_error(_: Request, exc: Exception) -> Response:
     """A database error: 422 for a value PostgreSQL cannot take that the request held (its
-    checks let it through), 503 for the database away (retry); anything else is raised."""
+    checks let it through), 503 for the database away (retry); anything else is raised on
+    (a service's answer is then a 500 problem: :func:`_unexpected`)."""
     refused = bad_value(exc)
     if refused is not None:
         detail = f"a value cannot be stored: {str(refused).splitlines()[0][:300]}"
@@ -182,6 +187,16 @@ async def _database_error(_: Request, exc: Exception) -> Response:
     response = problem(503, "Service Unavailable", "the database is not reachable; retry")
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _unexpected(method: str, path: str, exc: Exception, span: Span) -> Response:
+    """A 500 problem for an error nothing else answers (a bug, a database error that is
+    neither the request's value nor an outage): its traceback is logged once, in the
+    request's trace, and the client is told nothing of it (it may quote the input)."""
+    log.error("%s %s failed", method, path, exc_info=exc)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, exc.__class__.__name__))
+    return problem(500, "Internal Server Error", "the request failed unexpectedly; it is logged")
 
 
 class BodyLimit:
@@ -273,8 +288,12 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     ) -> Response:
         # The path with any phone number masked; the span is named after the route (its
         # template: one name for every order, and no phone number) once routing found it.
-        with serving(request.method, phones_masked(request.url.path), request.headers) as span:
-            response = await call_next(request)
+        path = phones_masked(request.url.path)
+        with serving(request.method, path, request.headers) as span:
+            try:
+                response = await call_next(request)
+            except Exception as exc:
+                response = _unexpected(request.method, path, exc, span)
             route = getattr(request.scope.get("route"), "path", None)
             if route is not None:
                 span.update_name(f"{request.method} {route}")

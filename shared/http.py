@@ -4,6 +4,7 @@ bearer-token authentication (:func:`require`) and a limit on request bodies."""
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import asyncpg
@@ -116,14 +117,17 @@ async def refusal_first(request: Request) -> JSONResponse | None:
     return None
 
 
-def http_problem(exc: StarletteHTTPException) -> JSONResponse:
-    """An HTTP exception as a problem body, with its headers."""
-    title = _TITLES.get(exc.status_code)
-    response = (
-        problem(exc.status_code, title, str(exc.detail))
-        if title
-        else problem(exc.status_code, str(exc.detail))
-    )
+def http_problem(exc: StarletteHTTPException, request: Request | None = None) -> JSONResponse:
+    """An HTTP exception as a problem body, with its headers. One whose detail is only its
+    status's phrase (Starlette's unknown route or method) says the request's method and path
+    instead, and for a 405 the methods the path takes."""
+    phrase = HTTPStatus(exc.status_code).phrase
+    detail = str(exc.detail)
+    if detail == phrase and request is not None:
+        asked = f"{request.method} {request.url.path[:200]}"
+        allowed = (exc.headers or {}).get("Allow")
+        detail = f"no route {asked}" if allowed is None else f"{asked}: it takes {allowed}"
+    response = problem(exc.status_code, _TITLES.get(exc.status_code, phrase), detail)
     response.headers.update(exc.headers or {})
     return response
 
@@ -184,7 +188,13 @@ async def _database_error(_: Request, exc: Exception) -> Response:
         return problem(422, "Invalid request", detail)
     if not is_transient(exc):
         raise exc
-    response = problem(503, "Service Unavailable", "the database is not reachable; retry")
+    return unavailable("Service Unavailable", "the database is not reachable; retry")
+
+
+def unavailable(title: str, detail: str) -> JSONResponse:
+    """A 503 problem, to be asked again (``Retry-After: 1``): something the answer needs is
+    away for now."""
+    response = problem(503, title, detail)
     response.headers["Retry-After"] = "1"
     return response
 
@@ -305,8 +315,8 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         return await refusal_first(request) or invalid(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return http_problem(exc)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return http_problem(exc, request)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Any:

@@ -34,8 +34,8 @@ from shared.http import (
     NO_NATIVE_TELEMETRY,
     authorize_token,
     bearer_headers,
+    http_problem,
     install_auth,
-    problem,
     require,
 )
 from shared.messaging import kafka_admin
@@ -372,9 +372,7 @@ class Dashboard:
         async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
             if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
                 return RedirectResponse("/login", status_code=303)
-            response = problem(exc.status_code, str(exc.detail))
-            response.headers.update(exc.headers or {})
-            return response
+            return http_problem(exc, request)
 
         @app.get("/login", response_class=HTMLResponse)
         async def login_form() -> str:

@@ -219,6 +219,10 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     # An exact replay of one of them is refused.
     replay = await platform.adapter.post(f"/platform/{APP}/push", json=reports[0]["params"])
     assert replay.status_code == 409
+    assert (
+        replay.json()["detail"]
+        == "a push of this push_id (else nonce, else sign) was taken already"
+    )
     await placed_once(caravan, order_ref)
     rows = await caravan.scalar(
         "select count(*) from platform.platform_orders where platform_order_id = :r", r=order_ref
@@ -498,6 +502,7 @@ async def test_an_order_api_refusing_our_signature_is_a_503_to_push_again(
     )
     assert answer.status_code == 503, answer.text
     assert answer.json()["title"] == "Platform order API unavailable"
+    assert answer.headers["retry-after"] == "1"  # as the services' other 503s
 
 
 async def test_caravan_demo_drives_orders_through_the_simulator(

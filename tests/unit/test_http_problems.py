@@ -2,6 +2,7 @@
 went wrong (shared/http.py), whatever FastAPI or an unforeseen error would have said."""
 
 import logging
+from types import SimpleNamespace
 from typing import cast
 
 import asyncpg
@@ -9,9 +10,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.platform.adapters.platform_api import PlatformApi
+from services.platform.domain.signing import sign
+from services.platform.entrypoints.http import push_router
 from shared.db import Database
 from shared.http import PROBLEM, create_app
-from shared.settings import Settings
+from shared.messaging.uow import UnitOfWork
+from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
 
 
@@ -53,3 +58,46 @@ async def test_an_unexpected_error_is_a_500_problem_and_one_error_log_line(
     [logged] = [r for r in caplog.records if r.exc_info]
     assert logged.levelno == logging.ERROR and "GET /broken/here" in logged.getMessage()
     assert logged.exc_info is not None and logged.exc_info[1] is error
+
+
+async def test_fastapis_own_refusals_say_what_was_asked() -> None:
+    """An unknown route or method, and a body FastAPI could not read, were problems with an
+    empty detail (the 400's words were its title)."""
+    app = service()
+    unknown = await call(app, "GET", "/nothing/here")
+    assert (unknown.status_code, unknown.headers["content-type"]) == (404, PROBLEM)
+    assert unknown.json()["title"] == "Not Found"
+    assert unknown.json()["detail"] == "no route GET /nothing/here"
+    method = await call(app, "DELETE", "/metrics")
+    assert (method.status_code, method.headers["allow"]) == (405, "GET")
+    assert method.json()["detail"] == "DELETE /metrics: it takes GET"
+
+    @app.post("/things")
+    async def things(body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    unreadable = await call(
+        app, "POST", "/things", content=b"\xff", headers={"content-type": "application/json"}
+    )
+    assert unreadable.status_code == 400
+    assert unreadable.json()["title"] == "Bad Request"
+    assert unreadable.json()["detail"] == "There was an error parsing the body"
+
+
+async def test_a_refused_platform_push_says_why() -> None:
+    """The push's 401s had an empty detail: the platform's developer could not tell a wrong
+    secret from a clock out of the window."""
+    secret = "s" * 16
+    api = SimpleNamespace(apps={"shop": PlatformApp(secret=secret, api_url="http://shop")})
+    app = FastAPI()
+    no_database = cast(UnitOfWork, None)  # refused before any is needed
+    app.include_router(push_router(no_database, cast(PlatformApi, api), 300))
+    params = {"timestamp": "1764489600", "order_id": "P-1"}
+    signed = {**params, "sign": sign(params, secret, "hmac-sha256")}
+    wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "AB"})
+    stale = await call(app, "POST", "/platform/shop/push", data=signed)
+    said = [(r.status_code, r.json()["title"], r.json()["detail"]) for r in (wrong, stale)]
+    assert said == [
+        (401, "Bad signature", "sign is not this push's signature with the secret of app 'shop'"),
+        (401, "Stale or missing timestamp", "timestamp is missing or more than 300 s from now"),
+    ]

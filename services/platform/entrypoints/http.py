@@ -57,7 +57,7 @@ from services.platform.metrics import PUSHES
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
-from shared.http import invalid, problem, require
+from shared.http import invalid, problem, require, unavailable
 from shared.messaging.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,19 @@ def parse_params(body: bytes, content_type: str) -> dict[str, str]:
     return params
 
 
+REPLAYED = "a push of this push_id (else nonce, else sign) was taken already"
+
+
 def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> APIRouter:
     router = APIRouter(tags=["platform pushes"])
 
-    def refuse(app: str, outcome: str, status: int, title: str, request: Request) -> Response:
+    def refuse(
+        app: str, outcome: str, status: int, title: str, detail: str, request: Request
+    ) -> Response:
         client = request.client.host if request.client else "?"
         log.warning("push for app %r from %s refused: %s", app, client, outcome)
         PUSHES.labels(app if app in api.apps else "unknown", outcome).inc()
-        return problem(status, title)
+        return problem(status, title, detail)
 
     @router.post("/platform/{app}/push")
     async def push(app: str, request: Request) -> Any:
@@ -126,9 +131,12 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             params, config.secret.get_secret_value(), config.sign_method
         ):
             outcome = "unknown_app" if config is None else "bad_signature"
-            return refuse(app, outcome, 401, "Bad signature", request)
+            # One answer for an unknown app and a wrong secret: which apps exist is not said.
+            detail = f"sign is not this push's signature with the secret of app {app!r}"
+            return refuse(app, outcome, 401, "Bad signature", detail[:300], request)
         if not fresh(params.get("timestamp"), datetime.now(UTC), window_seconds):
-            return refuse(app, "stale", 401, "Stale or missing timestamp", request)
+            detail = f"timestamp is missing or more than {window_seconds:.0f} s from now"
+            return refuse(app, "stale", 401, "Stale or missing timestamp", detail, request)
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")
         if not ORDER_REF.fullmatch(order_id) or len(push_id) > 128:
@@ -139,13 +147,13 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         async with uow.begin() as tx:
             replayed = await handlers.seen(tx, app, push_id)
         if replayed:
-            return refuse(app, "replayed", 409, "Push already received", request)
+            return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         try:
             order = await api.fetch_order(app, order_id)
         except PlatformUnavailable as exc:
             log.warning("platform %s order %s not fetched: %s", app, order_id, exc)
             PUSHES.labels(app, "fetch_failed").inc()
-            return problem(503, "Platform order API unavailable", "push again later")
+            return unavailable("Platform order API unavailable", "push again later")
         except PlatformRefused as exc:
             PUSHES.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])
@@ -157,11 +165,12 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             return problem(422, "Order not readable from the platform", str(exc)[:500])
         if order.order_id != order_id:
             PUSHES.labels(app, "fetch_refused").inc()
-            return problem(502, "The platform answered another order")
+            detail = f"asked for order {order_id}, the platform answered {order.order_id}"
+            return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
             outcome = await handlers.accept_push(tx, app, push_id, order)
         if outcome == "replayed":
-            return refuse(app, "replayed", 409, "Push already received", request)
+            return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         PUSHES.labels(app, outcome).inc()
         return {"status": outcome, "order_ref": order.order_id}
 

@@ -70,6 +70,18 @@ def invalid(
     return problem(422, title, "the request does not match its schema", errors=field_errors(exc))
 
 
+def not_json(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """415 for a JSON route's body that was not sent as JSON (a browser's fetch with a string
+    body says text/plain, ``curl -d`` a form type): FastAPI leaves such a body unread, as
+    bytes, and the answer was 422 "Input should be a valid dictionary" whatever it held.
+    None for any other error (422: bad input)."""
+    if not isinstance(exc.body, bytes) or all(e["loc"] != ("body",) for e in exc.errors()):
+        return None
+    given = request.headers.get("content-type")
+    said = "the body has no Content-Type" if given is None else f"the body is {given[:100]}"
+    return problem(415, "Unsupported Media Type", f"{said}: send Content-Type: application/json")
+
+
 BEARER = {"WWW-Authenticate": 'Bearer realm="caravan"'}
 COOKIE = "caravan_token"
 _SCHEME = HTTPBearer(auto_error=False, description="a Caravan API token (`caravan tokens issue`)")
@@ -312,7 +324,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return await refusal_first(request) or invalid(exc)
+        return await refusal_first(request) or not_json(request, exc) or invalid(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

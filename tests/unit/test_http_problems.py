@@ -101,3 +101,35 @@ async def test_a_refused_platform_push_says_why() -> None:
         (401, "Bad signature", "sign is not this push's signature with the secret of app 'shop'"),
         (401, "Stale or missing timestamp", "timestamp is missing or more than 300 s from now"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "said"),
+    [
+        ("text/plain;charset=UTF-8", "the body is text/plain;charset=UTF-8"),  # fetch's default
+        ("application/x-www-form-urlencoded", "the body is application/x-www-form-urlencoded"),
+        (None, "the body has no Content-Type"),
+    ],
+)
+async def test_a_json_body_sent_as_another_type_is_a_415_naming_the_type_to_send(
+    content_type: str | None, said: str
+) -> None:
+    """A browser's fetch with a string body sends text/plain, curl -d a form type: FastAPI
+    does not read either as JSON, and the answer was 422 "Input should be a valid dictionary
+    or object to extract fields from", whatever the body held."""
+    app = service()
+
+    @app.post("/things")
+    async def things(body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    headers = {} if content_type is None else {"content-type": content_type}
+    answer = await call(app, "POST", "/things", content=b'{"x": 1}', headers=headers)
+    assert (answer.status_code, answer.headers["content-type"]) == (415, PROBLEM), answer.text
+    body = answer.json()
+    assert body["title"] == "Unsupported Media Type"
+    assert body["detail"] == f"{said}: send Content-Type: application/json"
+    # Bad input sent as JSON is still the contract's 422, and so is no body at all.
+    bad = await call(app, "POST", "/things", json={"x": "one"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "x"
+    assert (await call(app, "POST", "/things")).status_code == 422

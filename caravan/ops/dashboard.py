@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import httpx
 from fastapi import FastAPI, Request
@@ -32,11 +32,14 @@ from shared.db import Database
 from shared.http import (
     COOKIE,
     NO_NATIVE_TELEMETRY,
+    PROBLEM,
     authorize_token,
     bearer_headers,
     http_problem,
     install_auth,
+    problem,
     require,
+    unavailable,
 )
 from shared.messaging import kafka_admin
 from shared.settings import Settings
@@ -249,6 +252,33 @@ class Dashboard:
                 self.failure = repr(exc)[:300]
             await asyncio.sleep(self.interval)
 
+    async def order(self, order_id: str) -> Response:
+        """The orders API's answer about one order, passed on (its 404 problem as a 404); a
+        502 problem when it refuses the page's token, which it is then not asked again with
+        for a while (:class:`Refusals`), or answers no JSON; 503 when it cannot be reached."""
+        token = self.settings.api_token()
+        held = self.refusals.holding("orders", token) or self.refusals.holding("order", token)
+        if held is None:
+            url = f"http://{self.settings.http_host}:{self.settings.http_port}/orders/"
+            headers = bearer_headers(token)
+            try:
+                async with httpx.AsyncClient(
+                    timeout=2.0, headers=headers, transport=self.transport
+                ) as client:
+                    answer = await client.get(url + quote(order_id, safe=""))
+            except httpx.HTTPError as exc:
+                why = f"the orders API is not reachable ({exc.__class__.__name__}); retry"
+                return unavailable("Orders API unavailable", why)
+            if answer.status_code not in REFUSED_STATUSES:
+                media = answer.headers.get("content-type", "").split(";")[0].strip()
+                if media in ("application/json", PROBLEM):
+                    return Response(answer.content, answer.status_code, media_type=media)
+                why = f"the orders API answered HTTP {answer.status_code}, not JSON"
+                return problem(502, "Bad Gateway", why)
+            held = self.refusals.refuse("order", token, answer.status_code)
+        why = f"the orders API refused the page's token ({held}); not asked again with it"
+        return problem(502, "Bad Gateway", f"{why} for {self.refusals.backoff:.0f} s")
+
     def freshness(self, snap: Snapshot, now: float) -> str:
         """When ``snap`` was taken; a warning when it is older than two samples."""
         age = now - snap.at
@@ -411,11 +441,8 @@ class Dashboard:
             return {**snap.__dict__, "throughput": self.throughput()}
 
         @app.get("/orders/{order_id}", dependencies=ops)
-        async def timeline(order_id: str) -> Any:
-            headers = bearer_headers(self.settings.api_token())
-            async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
-                base = f"http://{self.settings.http_host}:{self.settings.http_port}"
-                return (await client.get(f"{base}/orders/{order_id}")).json()
+        async def timeline(order_id: str) -> Response:
+            return await self.order(order_id)
 
         return app
 

@@ -6,14 +6,18 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caravan import cli, system
 from caravan.ops.dashboard import Dashboard, Snapshot
+from shared.auth.tokens import Lookup, Principal, digest
+from shared.http import PROBLEM
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 
@@ -201,3 +205,106 @@ async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: 
     assert "<th title='Outbox rows Kafka refused for good" in text
     assert "<td>1</td><td>0.0</td><td class='stale'><b>2</b></td></tr>" in text  # payments
     assert text.count("<td>1</td><td>0.0</td><td>0</td></tr>") == 4
+
+
+OPERATOR = "cvn_" + "o" * 43
+
+
+@pytest.fixture
+def no_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database URL the page never connects to: OPERATOR's token is known (signed_in)."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+
+
+def signed_in(page: Dashboard) -> FastAPI:
+    """The page's app with OPERATOR's token known (scope ops) without a database."""
+    app = page.create_app()
+    guard = app.state.guard
+    guard.cache.ttl = 3600.0
+    guard.cache.put(digest(OPERATOR), Lookup(Principal("operator", frozenset({"ops"})), None))
+    return app
+
+
+async def look_up(app: FastAPI, order_id: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
+        return await client.get(
+            f"/orders/{quote(order_id, safe='')}", headers={"Authorization": f"Bearer {OPERATOR}"}
+        )
+
+
+async def test_an_order_lookup_passes_on_what_the_orders_api_said(no_database: None) -> None:
+    """It answered 200 whatever the orders API said (its 404 problem as a 200), and put the
+    order id into the URL as it came: "?x" asked for the list of orders."""
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url.raw_path, "ascii"))
+        if request.url.path.endswith("/o-1"):
+            return httpx.Response(200, json={"order_id": "o-1", "status": "confirmed"})
+        gone = {"type": "about:blank", "title": "Order not found", "status": 404, "detail": "x"}
+        return httpx.Response(404, json=gone, headers={"content-type": PROBLEM})
+
+    app = signed_in(
+        Dashboard(Settings(token="cvn_" + "p" * 43), transport=httpx.MockTransport(answer))
+    )
+    found = await look_up(app, "o-1")
+    assert (found.status_code, found.json()["status"]) == (200, "confirmed")
+    missing = await look_up(app, "?x")
+    assert (missing.status_code, missing.headers["content-type"]) == (404, PROBLEM)
+    assert missing.json()["title"] == "Order not found"
+    assert asked == ["/orders/o-1", "/orders/%3Fx"]
+
+
+async def test_an_order_lookup_says_when_the_orders_api_cannot_answer_it(no_database: None) -> None:
+    """The orders API away, or answering something that is not JSON, was a plain-text 500
+    "Internal Server Error"."""
+
+    def away(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    app = signed_in(
+        Dashboard(Settings(token="cvn_" + "p" * 43), transport=httpx.MockTransport(away))
+    )
+    down = await look_up(app, "o-1")
+    assert (down.status_code, down.headers["content-type"]) == (503, PROBLEM), down.text
+    assert down.json()["detail"] == "the orders API is not reachable (ConnectError); retry"
+    assert down.headers["retry-after"] == "1"
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="<html>Bad Gateway</html>")
+
+    app = signed_in(
+        Dashboard(Settings(token="cvn_" + "p" * 43), transport=httpx.MockTransport(proxy))
+    )
+    garbled = await look_up(app, "o-1")
+    assert (garbled.status_code, garbled.headers["content-type"]) == (502, PROBLEM)
+    assert garbled.json()["detail"] == "the orders API answered HTTP 502, not JSON"
+
+
+async def test_an_order_lookup_the_orders_api_refused_is_not_asked_again_for_a_minute(
+    no_database: None,
+) -> None:
+    """Each click asked the orders API again with a token it had refused, each refusal
+    counting towards the address's failed-attempt limit (docs/security.md says a minute)."""
+    settings = Settings(token="cvn_" + "q" * 43)
+    asked: list[str] = []
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(403, json={"title": "Forbidden"})
+
+    page = Dashboard(settings, transport=httpx.MockTransport(refusing))
+    app = signed_in(page)
+    answers = [await look_up(app, "o-1") for _ in range(3)]
+    assert asked == ["/orders/o-1"]
+    assert {(a.status_code, a.json()["detail"]) for a in answers} == {
+        (
+            502,
+            "the orders API refused the page's token (HTTP 403); not asked again with it for 60 s",
+        )
+    }
+    later = time.monotonic() + 61
+    page.refusals.clock = lambda: later
+    await look_up(app, "o-1")
+    assert asked == ["/orders/o-1"] * 2

@@ -15,7 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
+from pydantic_core import PydanticCustomError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,6 +69,28 @@ def invalid(
     exc: ValidationError | RequestValidationError, title: str = "Invalid request"
 ) -> JSONResponse:
     return problem(422, title, "the request does not match its schema", errors=field_errors(exc))
+
+
+def _without_nul(given: str) -> str:
+    if "\x00" in given:
+        raise PydanticCustomError("nul", "must not contain NUL")
+    return given
+
+
+NO_NUL = AfterValidator(_without_nul)
+"""Of every path id (``Annotated[str, Path(...), NO_NUL]``): an id holding NUL, which
+PostgreSQL cannot store, names nothing there is, so a call on it is 404, as the orders API
+answers (a ``PUT``, which stores the id, 422); it reached PostgreSQL, whose refusal (22021)
+made a read 422 "a value cannot be stored" (:func:`nul_in_path`)."""
+
+
+def nul_in_path(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """404 for a path id holding NUL (:data:`NO_NUL`) but on a ``PUT``; None for any other
+    error."""
+    nul = [e["loc"][-1] for e in exc.errors() if e["type"] == "nul" and e["loc"][0] == "path"]
+    if not nul or request.method == "PUT":
+        return None
+    return problem(404, "Not Found", f"no {nul[0]} holds NUL (PostgreSQL cannot store one)")
 
 
 def not_json(request: Request, exc: RequestValidationError) -> JSONResponse | None:
@@ -324,7 +347,12 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return await refusal_first(request) or not_json(request, exc) or invalid(exc)
+        return (
+            await refusal_first(request)
+            or nul_in_path(request, exc)
+            or not_json(request, exc)
+            or invalid(exc)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

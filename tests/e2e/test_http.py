@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from caravan.system import SERVICES
 from services.orders.entrypoints.subscribers import subscriptions
+from shared.http import PROBLEM
 from shared.topics import Topic
 from tests.harness import System, ref
 
@@ -240,10 +241,8 @@ async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: S
     }
     deep = {**BODY, "buyer": json.loads("[" * 450 + "]" * 450)}
     calls = [
-        ("inventory", "GET", "/stock/a%00b", None),
-        ("inventory", "GET", "/lots/a%00b", None),
         ("inventory", "POST", "/lots", lot),
-        ("payments", "GET", "/credit-lines/a%00b", None),
+        ("payments", "PUT", "/credit-lines/a%00b", {"credit_limit_fen": 1}),
         ("payments", "PUT", "/credit-lines/t-big", {"credit_limit_fen": 2**63}),
         ("orders", "GET", f"/orders?buyer_id=t-rich&cursor={cursor}", None),
         ("orders", "POST", "/orders", deep),
@@ -256,3 +255,27 @@ async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: S
         answers.append((service, method, path, answer.status_code, answer.headers["content-type"]))
     bad = [a for a in answers if not (400 <= a[3] < 500 and "problem+json" in a[4])]
     assert bad == [], bad
+
+
+async def test_a_path_id_holding_nul_names_nothing(caravan: System) -> None:
+    """Such an id reached PostgreSQL, which cannot store NUL (22021), and a read of the
+    inventory, payments or platform API was answered 422 "a value cannot be stored"; the
+    orders API answered 404. Every one answers 404 now (shared.http.NO_NUL)."""
+    reads = [
+        ("orders", "GET", "/orders/a%00b"),
+        ("inventory", "GET", "/stock/a%00b"),
+        ("inventory", "GET", "/lots/a%00b"),
+        ("inventory", "POST", "/lots/a%00b/adjustments"),
+        ("payments", "GET", "/credit-lines/a%00b"),
+        ("payments", "GET", "/loans/a%00b"),
+        ("payments", "GET", "/orders/a%00b/payment"),
+        ("platform", "GET", "/platform/a%00b/mappings"),
+        ("platform", "GET", "/platform/shop/mappings/sku/a%00b"),
+        ("platform", "DELETE", "/platform/shop/mappings/sku/a%00b"),
+    ]
+    answers = []
+    for service, method, path in reads:
+        async with caravan.api(service) as http:
+            answer = await http.request(method, path, headers={"Idempotency-Key": ref("NUL")})
+        answers.append((service, method, path, answer.status_code, answer.headers["content-type"]))
+    assert [a for a in answers if a[3:] != (404, PROBLEM)] == [], answers

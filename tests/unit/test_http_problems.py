@@ -3,18 +3,18 @@ went wrong (shared/http.py), whatever FastAPI or an unforeseen error would have 
 
 import logging
 from types import SimpleNamespace
-from typing import cast
+from typing import Annotated, cast
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
 from shared.db import Database
-from shared.http import PROBLEM, create_app
+from shared.http import NO_NUL, PROBLEM, create_app
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
@@ -133,3 +133,22 @@ async def test_a_json_body_sent_as_another_type_is_a_415_naming_the_type_to_send
     bad = await call(app, "POST", "/things", json={"x": "one"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "x"
     assert (await call(app, "POST", "/things")).status_code == 422
+
+
+async def test_a_path_id_holding_nul_is_404_but_where_a_put_would_store_it() -> None:
+    """NO_NUL, in one app with no database (the services' own routes: e2e test_http.py)."""
+    app = service()
+
+    @app.api_route("/things/{thing_id}", methods=["GET", "PUT", "DELETE"])
+    async def thing(thing_id: Annotated[str, Path(max_length=64), NO_NUL]) -> str:
+        return thing_id
+
+    said = [(await call(app, m, "/things/a%00b")) for m in ("GET", "DELETE", "PUT")]
+    assert [(a.status_code, a.json()["detail"]) for a in said[:2]] == [
+        (404, "no thing_id holds NUL (PostgreSQL cannot store one)")
+    ] * 2
+    assert said[2].status_code == 422
+    assert said[2].json()["errors"] == [
+        {"field": "path.thing_id", "message": "must not contain NUL"}
+    ]
+    assert (await call(app, "GET", "/things/ab")).json() == "ab"

@@ -26,7 +26,7 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen
-from shared.http import problem, require
+from shared.http import NO_NUL, problem, require
 from shared.ids import new_id
 from shared.messaging.uow import UnitOfWork
 from shared.seed import LotSeed
@@ -49,7 +49,7 @@ class StockList(Frozen):
 
 Writer = Annotated[Principal, require("inventory:write")]
 READ = [require("inventory:read", "inventory:write")]
-Key = Annotated[str, Path(min_length=1, max_length=64)]
+Key = Annotated[str, Path(min_length=1, max_length=64), NO_NUL]
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:

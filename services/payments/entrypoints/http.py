@@ -34,7 +34,7 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import MAX_FEN
-from shared.http import problem, require
+from shared.http import NO_NUL, problem, require
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
@@ -42,7 +42,7 @@ from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
-Id = Annotated[str, Path(min_length=1, max_length=64)]
+Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
 UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
 

@@ -57,7 +57,7 @@ from services.platform.metrics import PUSHES
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
-from shared.http import invalid, problem, require, unavailable
+from shared.http import NO_NUL, invalid, problem, require, unavailable
 from shared.messaging.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
 
 Writer = Annotated[Principal, require("platform:write")]
 READ = [require("platform:read", "platform:write")]
+AppName = Annotated[str, NO_NUL]  # lengths checked where they are stored (put_mapping)
+ExternalId = Annotated[str, NO_NUL]
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -186,7 +188,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
 
     @router.put("/{app}/mappings/{kind}/{external_id:path}")
     async def put_mapping(
-        app: str, kind: MappingKind, external_id: str, request: Request, who: Writer
+        app: AppName, kind: MappingKind, external_id: ExternalId, request: Request, who: Writer
     ) -> Any:
         """Map a platform SKU (``{"sku"}``) or buyer (``{"buyer_id", "phone", "locale"}``)."""
         try:
@@ -223,7 +225,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         )
 
     @router.get("/{app}/mappings/{kind}/{external_id:path}", dependencies=READ)
-    async def get_mapping(app: str, kind: MappingKind, external_id: str) -> Any:
+    async def get_mapping(app: AppName, kind: MappingKind, external_id: ExternalId) -> Any:
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
         if value is None:
@@ -232,7 +234,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
 
     @router.delete("/{app}/mappings/{kind}/{external_id:path}", status_code=204)
     async def delete_mapping(
-        app: str, kind: MappingKind, external_id: str, who: Writer
+        app: AppName, kind: MappingKind, external_id: ExternalId, who: Writer
     ) -> Response:
         async with uow.begin() as tx:
             before = await tx.conn.scalar(
@@ -246,7 +248,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         return Response(status_code=204)
 
     @router.get("/{app}/mappings", dependencies=READ)
-    async def list_mappings(app: str) -> Any:
+    async def list_mappings(app: AppName) -> Any:
         async with uow.db.engine.connect() as conn:
             rows = await conn.execute(
                 select(mappings.c.kind, mappings.c.external_id, mappings.c.value)

@@ -18,7 +18,9 @@ with the rows after it; it is logged once, as an error, and counted
 (``caravan_outbox_refused_total``; ``caravan_outbox_refused_rows`` while it stays). Any other
 failure (the broker away, a leader moving, too few replicas, a timeout, an authorization not
 granted yet) leaves the row and those after it unsent, and is retried with backoff; the rows
-before it that Kafka acknowledged are marked sent.
+before it that Kafka acknowledged are marked sent. Kafka away or busy (:func:`kafka_away`)
+is a one-line warning, as PostgreSQL restarting is; anything else an error with its
+traceback.
 """
 
 import asyncio
@@ -32,6 +34,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
@@ -69,6 +73,14 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 def refused_for_good(exc: BaseException) -> bool:
     """Whether Kafka refuses the record ``exc`` came from whatever the retries."""
     return isinstance(exc, REFUSALS)
+
+
+def kafka_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is Kafka away or busy, which passes by itself: one of aiokafka's
+    ``retriable`` errors (a broker unreachable, a leader moving, too few replicas, a request
+    timed out) or its :class:`KafkaTimeoutError` (a record not sent in time, its partition's
+    leader unreachable). Not a refusal for good, nor an authorization not granted."""
+    return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
 def check_topic(topic: str) -> None:
@@ -150,7 +162,10 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log_retry(log, "outbox relay failed", exc)
+                if kafka_away(exc):  # not a fault of the database's: log_retry knows none
+                    log.warning("outbox relay failed; Kafka away, retrying: %r", exc)
+                else:
+                    log_retry(log, "outbox relay failed", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -312,4 +327,4 @@ def _id(row: Any) -> int:
     return int(row["id"])
 
 
-__all__ = ["OutboxRelay", "check_topic", "make_producer", "refused_for_good"]
+__all__ = ["OutboxRelay", "check_topic", "kafka_away", "make_producer", "refused_for_good"]

@@ -1,10 +1,19 @@
 """Which failures the outbox relay takes for Kafka refusing a row for good (the row is set
-aside, the relay goes on) and which may pass (retried, the rows after it wait)."""
+aside, the relay goes on) and which may pass (retried, the rows after it wait); and which
+of these are Kafka away or busy, logged as a one-line warning, not an error."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
-from aiokafka import errors
+from aiokafka import AIOKafkaProducer, errors
+from sqlalchemy import Column, Integer, MetaData, Table
 
-from shared.messaging.relay import check_topic, refused_for_good
+from shared.db import Database
+from shared.messaging.relay import OutboxRelay, check_topic, refused_for_good
 
 
 @pytest.mark.parametrize(
@@ -52,3 +61,38 @@ def test_a_topic_name_kafka_rejects_is_an_invalid_topic(name: str) -> None:
     with pytest.raises(errors.InvalidTopicError) as raised:
         check_topic(name)
     assert refused_for_good(raised.value)
+
+
+async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[Exception] = [
+        errors.KafkaTimeoutError(),  # a record not sent in time: its leader away
+        errors.KafkaConnectionError("Unable to bootstrap"),
+        errors.NotLeaderForPartitionError(),
+        errors.RequestTimedOutError(),
+        errors.TopicAuthorizationFailedError(),  # not granted: operations must act
+    ]
+    tried_all = asyncio.Event()
+
+    async def publish_batch() -> int:
+        if not failures:
+            tried_all.set()
+            await asyncio.Event().wait()
+        raise failures.pop(0)
+
+    outbox = Table("outbox", MetaData(schema="orders"), Column("id", Integer))
+    db = cast(Database, SimpleNamespace(schema="orders"))
+    relay = OutboxRelay(db, outbox, cast(Callable[[], AIOKafkaProducer], object), service="orders")
+    monkeypatch.setattr(relay, "publish_batch", publish_batch)
+    with caplog.at_level(logging.INFO, logger="shared.messaging.relay"):
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(tried_all.wait(), 10)
+        finally:
+            task.cancel()
+    said = [(r.levelname, r.exc_info is not None, r.getMessage()) for r in caplog.records]
+    assert [(level, traced) for level, traced, _ in said] == [("WARNING", False)] * 4 + [
+        ("ERROR", True)
+    ], said
+    assert "KafkaTimeoutError" in said[0][2]

@@ -1,7 +1,13 @@
 """Running one service process: database, outbox relay, Kafka subscribers, background loops
-and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM or SIGINT."""
+and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM or SIGINT.
+
+A service started while Kafka cannot be reached (not up yet, restarting) waits for it, as
+its loops wait for PostgreSQL: a one-line warning a try, tried again with backoff, until
+Kafka answers or the service is stopped. It exited before, and its supervisor, restarting
+it, gave up after five exits a minute (``caravan up`` then stopped everything)."""
 
 import asyncio
+import itertools
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -11,12 +17,13 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from sqlalchemy import MetaData
 
+from shared.backoff import exponential_step
 from shared.db import Database
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
-from shared.messaging.relay import OutboxRelay, make_producer
+from shared.messaging.relay import OutboxRelay, kafka_away, make_producer
 from shared.messaging.retention import Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
@@ -25,6 +32,9 @@ from shared.topics import consumer_group
 log = logging.getLogger(__name__)
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
+
+KAFKA_WAIT_BASE_SECONDS = 0.5
+KAFKA_WAIT_CAP_SECONDS = 10.0
 
 
 @dataclass
@@ -53,12 +63,11 @@ class Service:
         from shared.observe import observe_loop  # it reads the Service it runs
 
         stop = stop or signal_event()
-        await self.relay.producer.start()
-        tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
+        tasks: list[asyncio.Task[None]] = []
         server = None
         try:
-            self.consumer.attach(self.broker)
-            await self.broker.start()
+            if not await _unless_stopped(self._start_kafka(tasks), stop):
+                return
             self.kafka_contact.heard()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
             tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
@@ -94,6 +103,51 @@ class Service:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.relay.stop()
             await self.db.dispose()
+
+    async def _start_kafka(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Start the relay's producer (and the relay, in ``tasks``), then the subscribers,
+        each waiting for Kafka while it cannot be reached. A client that fails to start is
+        stopped by ``serve``'s end whatever happens: cancelled here, or failing for good."""
+        await _waiting_for_kafka(f"{self.name}: outbox relay", self.relay.producer.start)
+        tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        self.consumer.attach(self.broker)
+        await _waiting_for_kafka(f"{self.name}: consumer", self.broker.start, self.broker.stop)
+
+
+async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -> None:
+    """``start()`` a Kafka client, tried again with backoff while Kafka is away
+    (:func:`kafka_away`), each failed try a one-line warning; ``undo()`` between tries
+    stops what it started of the client. A failure that will not pass (a login refused) is
+    raised: the service exits, as it did."""
+    for attempt in itertools.count(1):
+        try:
+            await start()
+            return
+        except Exception as exc:
+            if not kafka_away(exc):
+                raise
+            if undo is not None:
+                await undo()
+            delay = exponential_step(attempt, KAFKA_WAIT_BASE_SECONDS, KAFKA_WAIT_CAP_SECONDS)
+            log.warning("%s waiting for Kafka, trying again in %.1f s: %r", what, delay, exc)
+            await asyncio.sleep(delay)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it is done (True) or ``stop`` is set (False: it is cancelled)."""
+    task = asyncio.create_task(work)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # its failure, raised
+    return True
 
 
 def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:

@@ -1,0 +1,85 @@
+"""A service started while Kafka cannot be reached goes on once Kafka answers: its relay's
+producer and its consumer start, and it says it started (``tests/unit/
+test_service_waits_for_kafka.py``: it waits, and stops when asked to meanwhile).
+
+Kafka "comes up" as a forwarder to the session's broker opening on the address the service
+was given: the clients bootstrap through it, then reach the broker at the address it
+advertises."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from caravan import system
+from services.inventory.bootstrap import bootstrap
+from shared.settings import Settings
+from tests.harness import free_port
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+def forwarder(
+    to_host: str, to_port: int
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    return forward
+
+
+class Heard(logging.Handler):
+    """Sets ``said`` once a record saying ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.said = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.said.set()
+
+
+async def test_a_service_waiting_for_kafka_goes_on_once_it_answers(
+    infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
+) -> None:
+    waiting, started = Heard("waiting for Kafka"), Heard("inventory started")
+    runtime = logging.getLogger("shared.runtime")
+    infra = infrastructure
+    await system.prepare(infra.kafka_bootstrap, infra.database_url)
+    port = free_port()
+    settings = Settings(
+        kafka_bootstrap_servers=f"127.0.0.1:{port}", database_url=infra.database_url
+    )
+    service = bootstrap(settings)
+    service.http_port = None  # no HTTP API: not what is tested, and no port to share
+    stop = asyncio.Event()
+    kafka_host, kafka_port = infra.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    with caplog.at_level(logging.INFO, logger="shared.runtime"):
+        runtime.addHandler(waiting)
+        runtime.addHandler(started)
+        serving = asyncio.create_task(service.serve(stop))
+        try:
+            await asyncio.wait_for(waiting.said.wait(), 10)
+            server = await asyncio.start_server(
+                forwarder(kafka_host, int(kafka_port)), "127.0.0.1", port
+            )
+            async with server:
+                await asyncio.wait_for(started.said.wait(), 60)
+                assert service.broker.running
+                assert not serving.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+            runtime.removeHandler(waiting)
+            runtime.removeHandler(started)

@@ -1,0 +1,35 @@
+"""A service started while Kafka cannot be reached waits for it, a one-line warning a try,
+and stops cleanly when asked to meanwhile (``tests/e2e/test_kafka_wait.py``: and goes on once
+Kafka answers). It exited with aiokafka's KafkaConnectionError,
+and ``caravan up``, restarting it, stopped everything after five exits within a minute."""
+
+import asyncio
+import logging
+
+import pytest
+
+from services.inventory.bootstrap import bootstrap
+from shared.settings import Settings
+from tests.harness import free_port
+
+
+async def test_a_service_waits_for_kafka_and_stops_when_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        database_url="postgresql://caravan:secret@127.0.0.1:1/caravan",
+    )
+    service = bootstrap(settings)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="shared.runtime"):
+        serving = asyncio.create_task(service.serve(stop))
+        await asyncio.sleep(3)  # tries at 0, 0.5, 1.5 s: three warnings, and still serving
+        assert not serving.done(), serving.exception()
+        stop.set()
+        await asyncio.wait_for(serving, 10)
+    waits = [r for r in caplog.records if "waiting for Kafka" in r.getMessage()]
+    assert len(waits) >= 3, [r.getMessage() for r in caplog.records]
+    assert {(r.levelname, r.exc_info) for r in waits} == {("WARNING", None)}
+    assert "KafkaConnectionError" in waits[0].getMessage()
+    assert service.relay.producer._closed

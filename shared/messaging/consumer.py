@@ -196,6 +196,7 @@ class HandledOffsets:
     """
 
     interval: float = 1.0
+    last_commit_seconds: float = 5.0  # how long :meth:`close` waits for Kafka's answer
     pending: dict[TopicPartition, int] = field(default_factory=dict)
     handled: asyncio.Event = field(default_factory=asyncio.Event)
     consumer: Any = None  # the subscriber's AIOKafkaConsumer, from its messages
@@ -270,14 +271,28 @@ class HandledOffsets:
         return True
 
     async def close(self) -> None:
-        """Commit what was handled, and stop committing (before the consumer stops)."""
+        """Commit what was handled, and stop committing (before the consumer stops).
+
+        That last commit is given ``last_commit_seconds``: with Kafka away, aiokafka's commit
+        waits for the group's coordinator without end, and a service asked to stop did not,
+        until its supervisor killed it (``caravan pause`` and ``caravan up``'s stop, after
+        15 s). The records whose offsets it leaves uncommitted are delivered again, and found
+        in the inbox."""
         self.closed = True
         if self.task is not None:
             self.task.cancel()
             with suppress(asyncio.CancelledError):
                 await self.task
         with suppress(Exception):
-            await self.commit()
+            try:
+                await asyncio.wait_for(self.commit(), self.last_commit_seconds)
+            except TimeoutError:
+                log.warning(
+                    "the last commit of offsets had no answer from Kafka within %.0f s: the"
+                    " records handled since the one before are delivered again (and found in"
+                    " the inbox)",
+                    self.last_commit_seconds,
+                )
 
 
 class _OnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

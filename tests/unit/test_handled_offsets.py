@@ -1,10 +1,13 @@
 """The background offset committer: one commit an interval after records are handled, none
-while idle, a failed commit tried again an interval later even if nothing else comes, and
-at a rebalance what was handled committed at once and nothing from before it after it."""
+while idle, a failed commit tried again an interval later even if nothing else comes, at
+a rebalance what was handled committed at once and nothing from before it after it, and
+its last commit, Kafka away, not waited for without end (the service could not stop)."""
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.messaging.consumer import HandledOffsets
@@ -78,3 +81,26 @@ async def test_a_rebalance_commits_what_was_handled_and_nothing_from_before_it_a
         assert offsets.pending == {OTHER: 11, TP: 6}
     finally:
         await offsets.close()
+
+
+class SilentConsumer(FlakyConsumer):
+    """A commit that never returns, as aiokafka's does while the group's coordinator is
+    away (it waits for one to answer)."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.attempts.append(dict(offsets))
+        await asyncio.Event().wait()
+
+
+async def test_the_last_commit_with_kafka_away_gives_up_in_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = SilentConsumer(fails=0)
+    offsets = HandledOffsets(interval=60, last_commit_seconds=0.2)  # only close() commits
+    async with offsets.handling(consumer, [record(3)]):
+        pass
+    with caplog.at_level(logging.WARNING, logger="shared.messaging.consumer"):
+        await asyncio.wait_for(offsets.close(), 5)
+    assert consumer.attempts == [{TP: 4}]
+    (said,) = caplog.records
+    assert "delivered again" in said.getMessage() and said.exc_info is None

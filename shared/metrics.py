@@ -1,6 +1,7 @@
 """Prometheus metrics shared by every service, and what each service's ``/metrics`` shows."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import product
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -57,6 +58,15 @@ OBSERVED_AT = Gauge(
 DEAD_LETTERS = Counter(
     "caravan_dead_letters_total", "Records dead-lettered", ["service", "topic", "error"]
 )
+
+
+def start_at_zero(counter: Counter, *values: Iterable[str]) -> None:
+    """Show ``counter`` at 0 for each combination of ``values`` (one iterable per label, in
+    the counter's order). A series Prometheus first sees at 1 has no increase: ``increase()``
+    and ``rate()`` missed the first event of each label set (the first dead letter of a topic,
+    say), so the label sets a service knows at start are shown before anything happens."""
+    for labels in product(*values):
+        counter.labels(*labels)
 
 
 class _ServiceView:

@@ -2,6 +2,7 @@
 
 import asyncio
 from functools import partial
+from typing import get_args
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import metadata
@@ -9,7 +10,8 @@ from services.platform.callbacks import CallbackPolicy, callbacks_by_status
 from services.platform.domain.delivery import Backoff
 from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, prune_loop, subscriptions
-from services.platform.handlers import CALLBACKS_DUE, sample_problems
+from services.platform.handlers import CALLBACKS_DUE, Accepted, sample_problems
+from services.platform.metrics import start_at_zero_for
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -32,6 +34,7 @@ def bootstrap(settings: Settings) -> Service:
     service = build_service("platform", settings, metadata)
     api = PlatformApi(settings.platform_apps, settings.platform_api_timeout_seconds)
     window = settings.platform_timestamp_window_seconds
+    start_at_zero_for(api.apps, get_args(Accepted))
     for sub in subscriptions():
         service.subscribe(sub)
     wake = asyncio.Event()

@@ -1,6 +1,21 @@
 """The platform adapter's figures for ``/metrics`` (besides the shared ones)."""
 
+from collections.abc import Iterable
+from typing import Literal, get_args
+
 from prometheus_client import Counter, Gauge
+
+from services.platform.domain.delivery import Verdict
+from services.platform.domain.orders import ProblemKind
+from shared.metrics import start_at_zero
+
+PushRefused = Literal[
+    "invalid", "unknown_app", "bad_signature", "stale", "replayed", "fetch_failed", "fetch_refused"
+]
+"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``)."""
+
+UNKNOWN_APP = "unknown"
+"""The ``app`` label of a push naming no configured app."""
 
 PUSHES = Counter(
     "caravan_platform_pushes_total", "Order pushes received, by outcome", ["app", "outcome"]
@@ -21,3 +36,13 @@ CALLBACK_CALLS = Counter(
 CALLBACKS = Gauge(
     "caravan_platform_callbacks", "Status callbacks by status (pending, failed, ...)", ["status"]
 )
+
+
+def start_at_zero_for(apps: Iterable[str], accepted: Iterable[str]) -> None:
+    """The counters of ``apps`` (those configured) at 0, by every outcome, kind and result
+    (:func:`shared.metrics.start_at_zero`); ``accepted``: the outcomes of a push taken."""
+    apps = list(apps)
+    start_at_zero(PUSHES, apps, [*accepted, *get_args(PushRefused)])
+    start_at_zero(PUSHES, [UNKNOWN_APP], ["invalid", "unknown_app"])
+    start_at_zero(PROBLEMS, apps, get_args(ProblemKind))
+    start_at_zero(CALLBACK_CALLS, apps, get_args(Verdict))

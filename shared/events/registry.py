@@ -1,7 +1,7 @@
 """Which event types each topic carries, and parsing a raw record at the edge."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -33,10 +33,24 @@ for _model in _models():
     REGISTRY.setdefault(_model.topic, {})[_model.event_type.value] = _model
 
 
+PoisonCode = Literal[
+    "empty",
+    "not_json",
+    "too_deep",
+    "not_cloudevent",
+    "unknown_type",
+    "invalid_data",
+    "parse_error",
+    "handler_error",
+]
+"""Why a record was dead-lettered: its ``dlq.error`` header, and the ``error`` label of
+``caravan_dead_letters_total``."""
+
+
 class PoisonRecord(Exception):
     """A record that can never be handled as it is. ``code`` is a stable machine reason."""
 
-    def __init__(self, code: str, message: str, envelope: CloudEvent | None = None) -> None:
+    def __init__(self, code: PoisonCode, message: str, envelope: CloudEvent | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

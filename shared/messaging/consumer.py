@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
@@ -45,10 +45,17 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
 from shared.db import is_transient
-from shared.events.registry import REGISTRY, Parsed, PoisonRecord, load_record, validate_record
+from shared.events.registry import (
+    REGISTRY,
+    Parsed,
+    PoisonCode,
+    PoisonRecord,
+    load_record,
+    validate_record,
+)
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS
+from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, start_at_zero
 from shared.telemetry import consuming
 from shared.topics import EventType, Topic
 
@@ -71,6 +78,9 @@ DEAD_LETTER_LIMIT = 1_000_000
 MiB: the copy of one close to that, with the dead-letter headers added, was refused by the
 producer, and the outbox relay stopped at it for ever (no event of the service after it was
 published)."""
+
+Outcome = Literal["handled", "duplicate", "skipped", "dead_lettered"]
+"""What became of a consumed record: the ``outcome`` label of ``caravan_records_consumed_total``."""
 
 Handler = Callable[[Tx, Parsed], Awaitable[None]]
 PoisonHook = Callable[[Tx, PoisonRecord], Awaitable[None]]
@@ -353,10 +363,14 @@ class Consumer:
     offsets: HandledOffsets = field(default_factory=HandledOffsets)
 
     def register(self, subscription: Subscription) -> None:
-        """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all."""
+        """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all. Its
+        topic's counters start at 0 (:func:`~shared.metrics.start_at_zero`)."""
         assert not self.attached, "subscriptions are registered before the broker starts"
         assert all(s.topic != subscription.topic for s in self.subscriptions)
         self.subscriptions.append(subscription)
+        topic = [subscription.topic.value]
+        start_at_zero(CONSUMED, [self.service], topic, get_args(Outcome))
+        start_at_zero(DEAD_LETTERS, [self.service], topic, get_args(PoisonCode))
 
     def attach(self, broker: KafkaBroker) -> None:
         """Subscribe ``broker`` to the registered subscriptions' topics, in one subscriber."""
@@ -469,11 +483,11 @@ class Consumer:
         subs: list[Subscription],
         records: Sequence[ConsumerRecord],
         maybe_parsed: list[Parsed | None],
-    ) -> list[str]:
+    ) -> list[Outcome]:
         handlers = [sub.handler_for(p) for sub, p in zip(subs, maybe_parsed, strict=True)]
         todo = [i for i, handler in enumerate(handlers) if handler is not None]
         parsed = {i: p for i in todo if (p := maybe_parsed[i]) is not None}
-        outcomes = ["skipped"] * len(records)
+        outcomes: list[Outcome] = ["skipped"] * len(records)
         if not todo:
             return outcomes
         async with self.uow.begin() as tx:
@@ -522,7 +536,7 @@ class Consumer:
 
     async def _handle(
         self, sub: Subscription, record: ConsumerRecord, parsed: Parsed, handler: Handler
-    ) -> str:
+    ) -> Outcome:
         key = f"{parsed.envelope.source}|{parsed.envelope.id}"
         attempt = 0
         delay = 0.05

@@ -45,7 +45,7 @@ from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
 from shared.messaging.tables import UNSENT
-from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED
+from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED, start_at_zero
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class OutboxRelay:
         self._retiring: asyncio.Task[None] | None = None  # the replaced producer's stop
         self._alone = False  # the next batch's rows sent one at a time
         self.service = service
+        start_at_zero(OUTBOX_PUBLISHED, [service])
+        start_at_zero(OUTBOX_REFUSED, [service], [refusal.__name__ for refusal in REFUSALS])
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
         self.busy_retry_seconds = busy_retry_seconds

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import Table
 
 from shared.db import Database, driver, log_retry
-from shared.metrics import MESSAGING_PRUNED
+from shared.metrics import MESSAGING_PRUNED, start_at_zero
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class Retention:
         self._inbox_sql = _prune_sql(inbox, "handled_at")
         self.parked = parked
         self._parked_sql = _prune_sql(parked, "parked_at") if parked is not None else ""
+        pruned = [t.name for t in (outbox, inbox, parked) if t is not None]
+        start_at_zero(MESSAGING_PRUNED, [service], pruned)
 
     async def run(self) -> None:
         while True:

@@ -53,7 +53,7 @@ from services.platform.adapters.platform_api import (
 from services.platform.adapters.tables import callbacks, mappings, problems
 from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
 from services.platform.domain.signing import SIGN, fresh, verify
-from services.platform.metrics import PUSHES
+from services.platform.metrics import PUSHES, UNKNOWN_APP, PushRefused
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
@@ -111,11 +111,11 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
     router = APIRouter(tags=["platform pushes"])
 
     def refuse(
-        app: str, outcome: str, status: int, title: str, detail: str, request: Request
+        app: str, outcome: PushRefused, status: int, title: str, detail: str, request: Request
     ) -> Response:
         client = request.client.host if request.client else "?"
         log.warning("push for app %r from %s refused: %s", app, client, outcome)
-        PUSHES.labels(app if app in api.apps else "unknown", outcome).inc()
+        PUSHES.labels(app if app in api.apps else UNKNOWN_APP, outcome).inc()
         return problem(status, title, detail)
 
     @router.post("/platform/{app}/push")
@@ -124,16 +124,16 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         try:
             params = parse_params(await request.body(), request.headers.get("content-type", ""))
         except (ValueError, UnicodeDecodeError) as exc:
-            PUSHES.labels(app if app in api.apps else "unknown", "invalid").inc()
+            PUSHES.labels(app if app in api.apps else UNKNOWN_APP, "invalid").inc()
             return problem(422, "Not a platform push", str(exc)[:500])
         config = api.apps.get(app)
         if config is None or not verify(
             params, config.secret.get_secret_value(), config.sign_method
         ):
-            outcome = "unknown_app" if config is None else "bad_signature"
+            refused: PushRefused = "unknown_app" if config is None else "bad_signature"
             # One answer for an unknown app and a wrong secret: which apps exist is not said.
             detail = f"sign is not this push's signature with the secret of app {app!r}"
-            return refuse(app, outcome, 401, "Bad signature", detail[:300], request)
+            return refuse(app, refused, 401, "Bad signature", detail[:300], request)
         if not fresh(params.get("timestamp"), datetime.now(UTC), window_seconds):
             detail = f"timestamp is missing or more than {window_seconds:.0f} s from now"
             return refuse(app, "stale", 401, "Stale or missing timestamp", detail, request)

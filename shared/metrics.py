@@ -24,7 +24,8 @@ MESSAGING_PRUNED = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "caravan_handler_seconds",
-    "Time to handle one record, database commit included",
+    "Time to handle one record, database commit included (a record handled in a batch: the"
+    " batch's, which commits them together)",
     ["service", "topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

@@ -111,7 +111,7 @@ async def record(
     )
     if done.first() is None:
         return "stale"
-    CALLBACK_CALLS.labels(row.app, result).inc()
+    tx.after_commit(CALLBACK_CALLS.labels(row.app, result).inc)
     if result == "failed":
         log.warning(
             "status callback of %s/%s failed after %d attempts: %s",

@@ -195,7 +195,7 @@ async def record_problems(tx: Tx, app: str, platform_order_id: str, found: list[
     """Open (or count again) each of ``found`` for operations."""
     for problem in found:
         log.warning("platform order %s/%s: %s", app, platform_order_id, problem.detail)
-        PROBLEMS.labels(app, problem.kind).inc()
+        tx.after_commit(PROBLEMS.labels(app, problem.kind).inc)
         stmt = pg_insert(problems).values(
             app=app, platform_order_id=platform_order_id, kind=problem.kind, detail=problem.detail
         )

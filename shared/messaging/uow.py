@@ -16,6 +16,7 @@ of the batch's records touch it.
 A transaction that added outbox rows wakes the relay once it commits; one that queued other
 work for a loop of the service says so with :meth:`Tx.signal`, and that loop is woken. A
 commit that queued nothing wakes nothing (no empty relay transaction after every commit).
+What a transaction did is counted once it commits (:meth:`Tx.after_commit`).
 """
 
 from collections import defaultdict
@@ -53,6 +54,7 @@ class Tx:
     emitted: list[CloudEvent] = field(default_factory=list)
     # Shared by the copies that :meth:`caused_by` makes: one transaction, one of each.
     signals: set[str] = field(default_factory=set)
+    committed: list[Callable[[], None]] = field(default_factory=list)
     unwritten: dict[tuple[Table, bool], list[dict[str, object]]] = field(default_factory=dict)
     unupdated: dict[tuple[Table, str, Any], dict[str, object]] = field(default_factory=dict)
     identity: dict[tuple[str, Any], Any] = field(default_factory=dict)
@@ -74,6 +76,12 @@ class Tx:
         """Wake the loops registered for ``name`` (:meth:`UnitOfWork.on_commit`) once this
         transaction commits."""
         self.signals.add(name)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction commits, and not if it rolls back: a count
+        of what it did (a batch rolled back and handled again one record at a time would
+        count it twice)."""
+        self.committed.append(callback)
 
     async def claim(self, key: str, topic: str) -> bool:
         """Record ``key`` as handled; False if it already was (a duplicate delivery)."""
@@ -232,6 +240,8 @@ class UnitOfWork:
             )
             yield tx
             await tx.flush()
+        for done in tx.committed:
+            done()
         for signal in tx.signals:
             for callback in self._after_commit.get(signal, ()):
                 callback()

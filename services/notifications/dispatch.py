@@ -32,8 +32,8 @@ receipt for a message not recorded yet is refused so that the gateway tries it a
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -64,6 +64,7 @@ from services.notifications.domain.templates import pick_locale
 from shared import days
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
+from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.telemetry import continuing
 
@@ -152,10 +153,13 @@ async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError
             return GatewayError(repr(exc)[:500], transient=True)
 
 
-def traced(row: Any, name: str) -> AbstractContextManager[object]:
+@contextmanager
+def traced(row: Any, name: str) -> Iterator[None]:
     """A span in the trace of the event that asked for the text ``row`` (the events about it
-    carry that trace on; they were emitted outside any)."""
-    return continuing(row.trace_headers or {}, name, row.order_id)
+    carry that trace on; they were emitted outside any), its log lines tagged with the
+    text's order id."""
+    with continuing(row.trace_headers or {}, name, row.order_id), bind_order(row.order_id):
+        yield
 
 
 Recorded = Literal["sent", "retry", "failed", "stale"]
@@ -273,7 +277,10 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
                 results += await record(tx, [(row, outcome)], policy)
     for (row, _), result in zip(done, results, strict=True):
         if result == "stale":
-            log.warning("sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts)
+            with bind_order(row.order_id):
+                log.warning(
+                    "sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts
+                )
     return len(rows)
 
 

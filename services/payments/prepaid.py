@@ -40,6 +40,7 @@ from services.payments.domain import ledger
 from services.payments.handlers import post_charge, reverse_charge, set_payables
 from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
+from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.telemetry import continuing
 
@@ -168,8 +169,9 @@ async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
 
 async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
     """Make one claimed call (no transaction open) and record its outcome, in the trace of
-    the event that asked for it."""
-    with continuing(work.trace_headers or {}, f"payments gateway {work.status}", work.order_id):
+    the event that asked for it (its log lines tagged with the order id)."""
+    name = f"payments gateway {work.status}"
+    with continuing(work.trace_headers or {}, name, work.order_id), bind_order(work.order_id):
         await _perform(uow, gateway, work, retry)
 
 

@@ -28,6 +28,7 @@ from services.platform.adapters.platform_api import PlatformApi, PlatformUnavail
 from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
+from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
 
@@ -81,7 +82,8 @@ async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
     except PlatformUnavailable as exc:
         return "retry", str(exc)[:1000]
     except Exception as exc:  # a bug or an unexpected answer: retry, bounded
-        log.exception("status callback failed unexpectedly")
+        with bind_order(row.order_id):
+            log.exception("status callback failed unexpectedly")
         return "retry", repr(exc)[:1000]
     result = verdict(status)
     return result, None if result == "delivered" else f"status API answered {status}"
@@ -133,8 +135,9 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
         return 0
     results = await asyncio.gather(*(call(api, row) for row in rows))
     for row, (result, error) in zip(rows, results, strict=True):
-        async with uow.begin() as tx:
-            await record(tx, row, result, error, policy)
+        with bind_order(row.order_id):
+            async with uow.begin() as tx:
+                await record(tx, row, result, error, policy)
     return len(rows)
 
 

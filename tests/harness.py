@@ -22,6 +22,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -211,6 +212,17 @@ class System:
             transport=transport,
             timeout=10,
         )
+
+    async def gauge(self, service: str, name: str, **labels: str) -> float:
+        """The sample of gauge ``name`` with ``labels`` that ``service``'s ``/metrics`` shows
+        (0 if none)."""
+        async with self.api(service) as client:
+            page = (await client.get("/metrics")).text
+        for family in text_string_to_metric_families(page):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     @contextlib.asynccontextmanager
     async def operations_page(self, port: int, *args: str) -> AsyncIterator[str]:

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
 from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
 from services.notifications.adapters.tables import metadata
-from services.notifications.dispatch import DeliveryPolicy
+from services.notifications.dispatch import DeliveryPolicy, sms_by_status
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
@@ -111,4 +111,5 @@ def bootstrap(settings: Settings) -> Service:
     service.uow.on_commit(wake.set, SMS_QUEUED)
     service.loops.append(partial(dispatch_loop, service.uow, gateway, policy, wake))
     add_routes(service.asgi_app, service.uow, gateway, receipts_secret(settings))
+    service.probes.append(sms_by_status(service.db.engine).sample)
     return service

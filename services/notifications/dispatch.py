@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from prometheus_client import Gauge
 from sqlalchemy import (
     ARRAY,
     Integer,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifications.adapters.gateway import (
     Accepted,
@@ -66,6 +68,7 @@ from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.status_gauge import StatusGauge
 from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
@@ -330,3 +333,15 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
             correlation_id=row.order_id,
             causation_id=row.caused_by,
         )
+
+
+SMS = Gauge("caravan_sms", "Texts by status (pending, sending, sent, ...)", ["status"])
+STATUSES = ("pending", "sending", "sent", "delivered", "failed", "suppressed")
+
+
+def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
+    """Texts by status, for ``/metrics``: those waiting to go or being sent at every sample
+    (through ``sms_due``), the others up to ``whole_every`` behind (the table keeps every text
+    ever queued). A gateway refusing every text (its key expired, say) shows here as texts
+    pending while everything else looks normal."""
+    return StatusGauge(engine, SMS, sms.c.status, STATUSES, STATUSES[:2], whole_every)

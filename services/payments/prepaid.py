@@ -32,7 +32,9 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from prometheus_client import Gauge
 from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, PaymentGateway
 from services.payments.adapters.tables import payments
@@ -42,6 +44,7 @@ from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.status_gauge import StatusGauge
 from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
@@ -60,12 +63,16 @@ class Work:
     caused_by: str | None = None  # the event that asked for the call: its outcome's cause
 
 
+IN_FLIGHT = ("charging", "voiding")
+"""The statuses of a payment whose gateway call is due or in flight (``payments_gateway_due``)."""
+
+
 def due_calls(limit: int) -> Select[tuple[str]]:
     """The payments whose gateway call is due (the index ``payments_gateway_due`` finds them)."""
     return (
         select(payments.c.order_id)
         .where(
-            payments.c.status.in_(("charging", "voiding")),
+            payments.c.status.in_(IN_FLIGHT),
             payments.c.next_attempt_at <= func.now(),
         )
         .order_by(payments.c.next_attempt_at)
@@ -192,3 +199,28 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
             await record_charge(tx, work, result)
         else:
             await record_voided(tx, work)
+
+
+PAYMENTS = Gauge(
+    "caravan_payments",
+    "Payments by status (charging and voiding: a prepaid gateway call due or in flight)",
+    ["status"],
+)
+STATUSES = (
+    "pending",
+    "charging",
+    "authorized",
+    "declined",
+    "voiding",
+    "voided",
+    "awaiting",
+    "cancelled",
+)
+
+
+def payments_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
+    """Payments by status, for ``/metrics``: those whose gateway call is due or in flight
+    (``charging``, ``voiding``) at every sample, through ``payments_gateway_due``; the others
+    up to ``whole_every`` behind (the table keeps every payment). A gateway that does not
+    answer shows here as charges that stay in flight."""
+    return StatusGauge(engine, PAYMENTS, payments.c.status, STATUSES, IN_FLIGHT, whole_every)

@@ -268,6 +268,24 @@ async def test_a_lost_answer_is_resent_with_the_same_dedup_key_and_sent_once(
     assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
 
 
+async def test_a_text_the_gateway_keeps_refusing_shows_in_metrics_as_pending(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A gateway refusing texts (an expired key retried for hours) left nothing on
+    ``/metrics``: ``caravan_sms`` counts the texts waiting to go."""
+    phone = _phone()
+    await _script(sms, phone, "fail", "429:30")  # refused, then held off for 30 s
+    await _order(caravan, phone)
+    await caravan.until(
+        lambda: _requests(sms, phone), "the text refused twice", ready=lambda seen: len(seen) == 2
+    )
+    await caravan.until(
+        lambda: caravan.gauge("notifications", "caravan_sms", status="pending"),
+        "caravan_sms{status=pending} above 0",
+        timeout=20,
+    )
+
+
 async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.AsyncClient) -> None:
     # More failures in a row than MAX_ATTEMPTS, but within GIVE_UP_AFTER: still sent.
     outage, flaky, refused = _phone(), _phone(), _phone()

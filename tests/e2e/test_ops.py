@@ -7,20 +7,24 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
 from caravan.ops.replay import replay
+from services.notifications.dispatch import sms_by_status
 from services.orders.entrypoints.ops import orders_by_status
+from services.payments.prepaid import payments_by_status
 from services.platform.callbacks import callbacks_by_status
 from shared.messaging import kafka_admin
 from shared.settings import Settings
@@ -567,6 +571,28 @@ async def test_orders_by_status_counts_pending_orders_each_time_and_all_now_and_
         by_status = orders_by_status(engine, whole_every=3600)
         await _counts_live_each_time_and_all_now_and_then(
             caravan, by_status, "orders.orders", "orders_pending_deadline"
+        )
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("by_status", "table", "index"),
+    [
+        (sms_by_status, "notifications.sms", "sms_due"),
+        (payments_by_status, "payments.payments", "payments_gateway_due"),
+    ],
+)
+async def test_texts_and_payments_by_status_count_those_in_flight_each_time_and_all_now_and_then(
+    caravan: System, by_status: Callable[[AsyncEngine, float], StatusGauge], table: str, index: str
+) -> None:
+    """The ``caravan_sms`` and ``caravan_payments`` gauges: texts waiting or being sent, and
+    prepaid gateway calls due or in flight, at every sample through their index; the tables
+    (every text, every payment) by status once in ``whole_every``."""
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        await _counts_live_each_time_and_all_now_and_then(
+            caravan, by_status(engine, 3600), table, index
         )
     finally:
         await engine.dispose()

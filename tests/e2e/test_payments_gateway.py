@@ -234,6 +234,12 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
         await caravan.scalar("select status from payments.payments where order_id = :o", o=order_id)
         == "charging"
     )
+    # /metrics shows the charge stuck in flight (an order waiting on the gateway).
+    await caravan.until(
+        lambda: caravan.gauge("payments", "caravan_payments", status="charging"),
+        "caravan_payments{status=charging} above 0",
+        timeout=20,
+    )
     cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
     await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
     voided = await caravan.wait_for(

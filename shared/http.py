@@ -17,6 +17,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, ValidationError
 from pydantic_core import PydanticCustomError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -208,8 +209,16 @@ def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = 
     app.state.token_cookie = cookie
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     # The token check reads the database too: with it away, every app answers 503 (the
-    # operations page answered 500 "Internal Server Error").
-    for kind in (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+    # operations page answered 500 "Internal Server Error"). Away is also a host not
+    # reachable or not resolved (OSError: a container restarting), a connect timed out
+    # (TimeoutError, an OSError) and the pool exhausted (SQLAlchemy's TimeoutError).
+    for kind in (
+        DBAPIError,
+        sa_exc.TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+    ):
         app.add_exception_handler(kind, _database_error)
 
 

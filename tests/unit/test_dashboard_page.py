@@ -101,15 +101,18 @@ def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
     assert "<td>platform</td><td>down</td>" in text
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "db.invalid"])
 async def test_the_page_says_503_when_it_cannot_check_a_token(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, host: str
 ) -> None:
     """With PostgreSQL away the token cannot be checked: 503 "retry", as the services answer,
-    where the page answered 500 "Internal Server Error"."""
+    where the page answered 500 "Internal Server Error"; so with its host's name not
+    resolved (a container restarting: ``.invalid`` never resolves), where the services and
+    the page answered 500 too."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://caravan:caravan@127.0.0.1:{port}/caravan")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://caravan:caravan@{host}:{port}/caravan")
     app = Dashboard(Settings()).create_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:

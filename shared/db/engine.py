@@ -4,6 +4,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import TypeGuard
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -101,6 +102,19 @@ def lost_connection(exc: sa_exc.DBAPIError) -> bool:
     as ``connection_invalidated``), not an error of the work on a connection that is fine:
     asyncpg raises ``InterfaceError`` for both."""
     return exc.connection_invalidated or isinstance(exc.orig, ConnectionError)
+
+
+def storable_text(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string PostgreSQL's text can hold: no NUL, and UTF-8 (JSON may
+    carry a lone surrogate, ``"\\ud800"``, which is not). What an adapter checks an id a
+    remote API gave before it is recorded: one that is not would fail the statement."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def missing_relation(exc: BaseException) -> BaseException | None:

@@ -286,6 +286,27 @@ async def test_a_text_the_gateway_keeps_refusing_shows_in_metrics_as_pending(
     )
 
 
+async def test_an_id_longer_than_ours_is_kept_and_the_text_sent_once(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    # A gateway's ids are its own: one of 200 characters is stored whole, on the first
+    # answer (provider_id was 128 characters: recording the batch failed, the rows stayed
+    # sending and were sent again after every lease, without end).
+    phone = _phone()
+    await _script(sms, phone, "long_id")
+    order_id = await _order(caravan, phone)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    assert sent[0].data["attempts"] == 1
+    [message] = await _messages(sms, phone)
+    assert len(message["id"]) == 200 and message["requests"] == 1
+    sms_id = sent[0].data["sms_id"]
+    stored = await caravan.scalar(
+        "select provider_id from notifications.sms where sms_id = :s", s=sms_id
+    )
+    assert stored == message["id"]
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sms_id))
+
+
 async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.AsyncClient) -> None:
     # More failures in a row than MAX_ATTEMPTS, but within GIVE_UP_AFTER: still sent.
     outage, flaky, refused = _phone(), _phone(), _phone()

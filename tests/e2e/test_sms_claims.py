@@ -7,6 +7,7 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 (the lease is 0) when it restarts.
 """
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
@@ -35,9 +36,8 @@ async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
         yield uow
 
 
-async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
-    uow: UnitOfWork,
-) -> None:
+async def queued(uow: UnitOfWork, due: datetime) -> str:
+    """A text waiting to be sent since ``due``; its id."""
     sms_id = str(uuid.uuid4())
     async with uow.begin() as tx:
         await tx.conn.execute(
@@ -51,9 +51,16 @@ async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
                 encoding="GSM-7",
                 segments=1,
                 status="pending",
-                next_attempt_at=datetime.now(UTC) - timedelta(hours=1),
+                next_attempt_at=due,
             )
         )
+    return sms_id
+
+
+async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
+    uow: UnitOfWork,
+) -> None:
+    sms_id = await queued(uow, datetime.now(UTC) - timedelta(hours=1))
 
     async def claim() -> Any:
         async with uow.begin() as tx:
@@ -84,3 +91,16 @@ async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
     assert (row.status, row.attempts, row.provider_id) == ("sent", 2, "provider-id")
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1 and sent[0]["data"]["attempts"] == 2
+
+
+async def test_a_gateway_id_of_any_length_is_kept_whole(uow: UnitOfWork) -> None:
+    # provider_id was 128 characters; as text, its B-tree index still held 2704 bytes.
+    sms_id = await queued(uow, datetime.now(UTC) - timedelta(hours=1))
+    async with uow.begin() as tx:
+        [row] = [r for r in await claim_due(tx, POLICY) if r.sms_id == sms_id]
+    long_id = "sim-" + secrets.token_urlsafe(3000)  # 4000 characters that do not compress
+    async with uow.begin() as tx:
+        assert await record(tx, [(row, Accepted(long_id))], POLICY) == ["sent"]
+    async with uow.db.engine.connect() as conn:
+        stored = await conn.scalar(select(sms.c.provider_id).where(sms.c.sms_id == sms_id))
+    assert stored == long_id

@@ -97,3 +97,40 @@ async def test_an_account_refusal_is_logged_once_not_per_text(
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert [level for level, _ in lines] == ["WARNING", "WARNING", "INFO", "WARNING"]
     assert "HTTP 401" in lines[0][1] and "HTTP 403" in lines[1][1] and "HTTP 401" in lines[3][1]
+
+
+def answering_raw(kind: str, provider_id: bytes) -> Gateway:
+    """A gateway accepting the message under ``provider_id`` (raw JSON: it may be any
+    value, or a string orjson would not write, a lone surrogate)."""
+    if kind == "simulator":
+        body = b'{"id": %s}' % provider_id
+    else:
+        accepted = b'{"groupName": "PENDING", "name": "PENDING_ACCEPTED"}'
+        body = b'{"messages": [{"messageId": %s, "status": %s}]}' % (provider_id, accepted)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    transport = httpx.MockTransport(answer)
+    if kind == "simulator":
+        return SimulatorGateway("http://sms.test", None, 1, transport=transport)
+    return InfobipGateway("http://sms.test", "key", "Caravan", None, 1, transport=transport)
+
+
+@pytest.mark.parametrize(
+    "provider_id",
+    [b"12345", b'"sim-\\u0000x"', b'"sim-\\ud800"', b'{"id": "sim-1"}', b"true", b"null"],
+    ids=["a number", "NUL", "a lone surrogate", "an object", "a boolean", "null"],
+)
+@pytest.mark.parametrize("kind", ["simulator", "infobip"])
+async def test_an_id_the_database_cannot_keep_is_asked_again(kind: str, provider_id: bytes) -> None:
+    # Recorded, it would fail the batch's update, over and over (the text sent each time).
+    error = await refusal(answering_raw(kind, provider_id))
+    assert error.transient and "id" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["simulator", "infobip"])
+async def test_a_long_id_is_kept_whole(kind: str) -> None:
+    long_id = "sim-" + "7" * 300
+    accepted = await answering_raw(kind, b'"%s"' % long_id.encode()).send(MESSAGE)
+    assert accepted.provider_id == long_id

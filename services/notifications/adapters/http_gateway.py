@@ -3,7 +3,10 @@
 Both map HTTP outcomes the same way: 2xx accepted; 408, 429 and 5xx, timeouts and
 connection errors are transient (``Retry-After`` honoured); so are the 4xx about our account
 or configuration (``ACCOUNT_STATUSES``), logged once; any other 4xx (a bad destination or
-content) is a permanent refusal of that message.
+content) is a permanent refusal of that message. An answer accepting the message under an id
+that is not a string PostgreSQL can keep (a number, null, NUL, a lone surrogate) is
+transient too: recorded, it would fail the batch's update; asked again under its dedup key,
+the message is not sent twice. An id is kept whole, however long.
 """
 
 import contextlib
@@ -18,6 +21,7 @@ import httpx
 import orjson
 
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
+from shared.db import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,15 @@ async def _post(
     return response
 
 
+def _accepted(provider_id: object, answer: str) -> Accepted:
+    """The message accepted under ``provider_id``, if the database can keep it."""
+    if not storable_text(provider_id):
+        raise GatewayError(
+            f"{answer}: accepted with an unusable id {str(provider_id)[:80]!r}", transient=True
+        )
+    return Accepted(provider_id)
+
+
 class SimulatorGateway:
     """The local SMS gateway simulator (``python -m services.notifications.simulator``).
 
@@ -132,7 +145,7 @@ class SimulatorGateway:
         }
         response = await _post(self.client, f"{self.url}/sms", body, self.account)
         self.account.accepted()
-        return Accepted(str(response.json()["id"]))
+        return _accepted(response.json()["id"], f"HTTP {response.status_code}")
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:
         raw = orjson.loads(body)
@@ -197,7 +210,7 @@ class InfobipGateway:
                 raise self.account.refused(status["name"], f"rejected: {status}")
             raise GatewayError(f"rejected: {status}", transient=False)
         self.account.accepted()
-        return Accepted(str(result.get("messageId", message.sms_id)))
+        return _accepted(result.get("messageId", message.sms_id), f"HTTP {response.status_code}")
 
     def parse_receipts(self, body: bytes) -> list[Receipt]:
         try:

@@ -83,7 +83,7 @@ sms = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     # When a pending row may be sent; for a row being sent, when its claim lapses.
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("provider_id", String(128), nullable=True),
+    Column("provider_id", Text, nullable=True),  # the gateway's id: opaque, as long as it is
     Column("last_error", Text, nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     # The id of the event that asked for the text: the cause of the events about it
@@ -93,7 +93,9 @@ sms = Table(
     # and the sms.* events about it continue the order's trace.
     Column("trace_headers", JSONB, nullable=True),
     Index("sms_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
-    Index("sms_provider", "provider_id"),
+    # A hash index: receipts look an id up by equality, and it holds an id of any length
+    # (a B-tree entry, 2704 bytes at most).
+    Index("sms_provider", "provider_id", postgresql_using="hash"),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

@@ -9,7 +9,8 @@ A message whose ``dedup_key`` was accepted before is not sent again: the answer 
 Control, per recipient: ``POST /script {"to", "actions": [...], "receipt"}`` queues what the
 next requests for ``to`` get, one action each: ``fail`` (500), ``reject`` (400), ``429`` or
 ``429:SECONDS`` (429 with ``Retry-After``), ``timeout`` or ``timeout:SECONDS`` (the message is
-accepted but the answer comes that late, as when a response is lost). ``receipt`` is
+accepted but the answer comes that late, as when a response is lost), ``long_id`` (accepted
+with an id of 200 characters: a gateway's ids are its own). ``receipt`` is
 ``delivered`` (default), ``failed`` or ``none``. ``POST /config {"rate_per_second",
 "receipt_delay"}`` sets a global rate limit (429 beyond it) and the receipt delay.
 
@@ -102,13 +103,13 @@ def create_app() -> FastAPI:
                 state.receipts.append({**entry, "answer": repr(exc)})
             await asyncio.sleep(min(5.0, 0.25 * 2**attempt))
 
-    def _accept(body: SmsIn) -> tuple[dict[str, Any], bool]:
+    def _accept(body: SmsIn, long_id: bool) -> tuple[dict[str, Any], bool]:
         known = state.messages.get(body.dedup_key)
         if known is not None:
             known["requests"] += 1
             return known, True
         message = {
-            "id": f"sim-{uuid.uuid4()}",
+            "id": f"sim-{'0' * 160 if long_id else ''}{uuid.uuid4()}",
             "dedup_key": body.dedup_key,
             "to": body.to,
             "text": body.text,
@@ -143,7 +144,7 @@ def create_app() -> FastAPI:
                 status_code=429,
                 headers={"Retry-After": arg or "1"},
             )
-        message, duplicate = _accept(body)
+        message, duplicate = _accept(body, long_id=name == "long_id")
         if name == "timeout":
             await asyncio.sleep(float(arg or "3"))
         return JSONResponse(

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
+from shared.db import storable_text
 
 RETRY_STATUSES = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
 """4xx answers that do not decide a charge: asked again later, with the same key."""
@@ -64,7 +65,7 @@ class HttpGateway:
                 f"/charges: HTTP {response.status_code}, charge status {status!r}"
             )
         charge_id = body.get("charge_id")
-        if charge_id is not None and not _storable(charge_id):
+        if charge_id is not None and not storable_text(charge_id):
             raise GatewayUnavailable(
                 f"/charges: HTTP {response.status_code}, charge status {status!r}"
                 f" with an unusable charge_id {str(charge_id)[:80]!r}"
@@ -91,18 +92,6 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
             f" (HTTP {response.status_code}, {response.headers.get('content-type')!r})"
         )
     return body
-
-
-def _storable(value: object) -> bool:
-    """A string PostgreSQL's text can hold: no NUL, and UTF-8 (JSON may carry a lone
-    surrogate, ``"\\ud800"``, which is not)."""
-    if not isinstance(value, str) or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _refusal(response: httpx.Response) -> str:

@@ -7,7 +7,8 @@ across a gateway call.
    concurrent dispatchers (other instances) never claim the same row at once. Recipients
    who opted out meanwhile are ``suppressed`` here instead.
 2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
-3. **Record** (one short transaction for the batch; should it fail, one per row), each row
+3. **Record** (one short transaction for the batch; should it fail, one per row, so that a
+   row the database refuses keeps none of the others from being recorded), each row
    fenced on ``status = 'sending' AND attempts = <the claimed attempt>``: ``sent`` with
    ``sms.sent`` in the outbox (all the batch's accepted messages in one statement); or back
    to ``pending``
@@ -64,6 +65,7 @@ from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
 from shared import days
+from shared.db import is_transient
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order
@@ -265,6 +267,7 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
         return 0
     outcomes = await asyncio.gather(*(call_gateway(gateway, row) for row in rows))
     done = list(zip(rows, outcomes, strict=True))
+    results: Sequence[Recorded | None]
     try:
         async with uow.begin() as tx:
             results = await record(tx, done, policy)
@@ -274,10 +277,7 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
         log.warning(
             "recording %d sms at once failed (%r); recording them one by one", len(done), exc
         )
-        results = []
-        for row, outcome in done:
-            async with uow.begin() as tx:
-                results += await record(tx, [(row, outcome)], policy)
+        results = [await _record_alone(uow, row, outcome, policy) for row, outcome in done]
     for (row, _), result in zip(done, results, strict=True):
         if result == "stale":
             with bind_order(row.order_id):
@@ -285,6 +285,26 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
                     "sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts
                 )
     return len(rows)
+
+
+async def _record_alone(
+    uow: UnitOfWork, row: Any, outcome: Accepted | GatewayError, policy: DeliveryPolicy
+) -> Recorded | None:
+    """Record one row in a transaction of its own; None if even that fails for the row
+    itself (a value the database refuses): it is logged and the row stays ``sending``,
+    claimed again once its lease lapses, while the batch's other rows are recorded. A
+    transient fault (the database away) is raised: the loop retries with its backoff."""
+    try:
+        async with uow.begin() as tx:
+            [result] = await record(tx, [(row, outcome)], policy)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.error("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
+        return None
+    return result
 
 
 async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplicate", "unknown"]:

@@ -9,17 +9,17 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
-from services.notifications.adapters.gateway import Accepted
+from services.notifications.adapters.gateway import Accepted, OutgoingSms, Receipt
 from services.notifications.adapters.tables import outbox, sms
-from services.notifications.dispatch import DeliveryPolicy, claim_due, record
+from services.notifications.dispatch import DeliveryPolicy, claim_due, dispatch_once, record
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
@@ -104,3 +104,46 @@ async def test_a_gateway_id_of_any_length_is_kept_whole(uow: UnitOfWork) -> None
     async with uow.db.engine.connect() as conn:
         stored = await conn.scalar(select(sms.c.provider_id).where(sms.c.sms_id == sms_id))
     assert stored == long_id
+
+
+class Answering:
+    """A gateway accepting each text under the id ``ids`` give its sms_id."""
+
+    def __init__(self, ids: Mapping[str, str]) -> None:
+        self.ids = ids
+
+    async def send(self, message: OutgoingSms) -> Accepted:
+        return Accepted(self.ids[message.sms_id])
+
+    def parse_receipts(self, body: bytes) -> list[Receipt]:
+        raise ValueError("no receipts")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_text_that_cannot_be_recorded_does_not_keep_the_rest_of_its_batch_from_it(
+    uow: UnitOfWork,
+) -> None:
+    # Due before anything the other tests left, so that a batch of two claims these two,
+    # the bad one first: recording the batch fails, and then recording that one alone.
+    bad = await queued(uow, datetime(1999, 1, 1, tzinfo=UTC))
+    good = await queued(uow, datetime(2000, 1, 1, tzinfo=UTC))
+    gateway = Answering({bad: "sim-\x00", good: "sim-good"})  # NUL: no text column holds it
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=60, batch=2)
+    try:
+        assert await dispatch_once(uow, gateway, policy) == 2
+        async with uow.db.engine.connect() as conn:
+            found = await conn.execute(
+                select(sms.c.sms_id, sms.c.status, sms.c.provider_id).where(
+                    sms.c.sms_id.in_([bad, good])
+                )
+            )
+            rows = {r.sms_id: (r.status, r.provider_id) for r in found}
+        # The good one is sent; the bad one waits out its lease, to be sent again.
+        assert rows == {good: ("sent", "sim-good"), bad: ("sending", None)}
+    finally:
+        async with uow.begin() as tx:  # the service, started again, is not to send it
+            await tx.conn.execute(
+                update(sms).where(sms.c.sms_id == bad).values(status="failed", last_error="test")
+            )

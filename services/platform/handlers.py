@@ -173,13 +173,16 @@ async def resolve_problems(
 async def _mappings(
     tx: Tx, app: str, order: PlatformOrder
 ) -> tuple[dict[str, SkuMapping], dict[str, BuyerMapping]]:
-    wanted = [item.sku for item in order.items]
+    """The mappings of the order's SKUs and buyer. The SKUs go once each, as one array
+    (``= ANY``): an ``IN`` list takes a parameter each, and asyncpg refuses more than 32,767
+    (an order's items are not bounded: the platform's own may merge into few lines)."""
     rows = await tx.conn.execute(
         select(mappings.c.kind, mappings.c.external_id, mappings.c.value).where(
             mappings.c.app == app,
-            ((mappings.c.kind == "sku") & mappings.c.external_id.in_(wanted))
+            ((mappings.c.kind == "sku") & driver.any_of(mappings.c.external_id))
             | ((mappings.c.kind == "buyer") & (mappings.c.external_id == order.buyer.id)),
-        )
+        ),
+        {"keys": sorted({item.sku for item in order.items})},
     )
     skus: dict[str, SkuMapping] = {}
     buyers: dict[str, BuyerMapping] = {}

@@ -435,6 +435,28 @@ async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     assert requested(caravan, order_ref) == []
 
 
+async def test_an_order_of_more_items_than_a_statement_may_have_parameters_is_a_problem(
+    caravan: System, platform: Platform
+) -> None:
+    """33,000 items of one SKU: its mappings are looked up (one SKU, asked as one array:
+    an IN list of a parameter per item went over asyncpg's 32,767, and every push got a
+    503, "the database is not reachable", with no problem recorded); merged, its quantity
+    is more than a line may have, which is an ``invalid_order`` problem saying so."""
+    order_ref = f"P-{uuid.uuid4().hex[:12]}"
+    body = {
+        "order_id": order_ref,
+        "status": "paid",
+        "buyer": {"id": BUYER, "phone": "+8613900000001"},
+        "items": [{"sku": "ALI-PEPPER", "quantity": 1}] * 33_000,
+    }
+    assert (await platform.sim.post("/orders", json=body)).status_code == 200
+    report = await push(platform.sim, order_ref, kind="notice")  # the order is fetched
+    assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "invalid_order" and "quantity" in detail and "10000" in detail, detail
+    assert requested(caravan, order_ref) == []
+
+
 async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_problem_until_resolved(
     caravan: System, platform: Platform
 ) -> None:

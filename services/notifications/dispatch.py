@@ -214,11 +214,18 @@ async def _sent(tx: Tx, row: Any) -> Recorded:
     return "sent"
 
 
+def _said(text: str) -> str:
+    """What a gateway said (its error, a receipt's detail), as a row's ``last_error`` and an
+    ``sms.failed``'s detail keep it: at most 1000 characters, NUL (which neither holds: the
+    row would never be recorded) shown as U+FFFD, as undecodable bytes are."""
+    return text[:1000].replace("\x00", "\ufffd")
+
+
 async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPolicy) -> Recorded:
     fence = update(sms).where(
         sms.c.sms_id == row.sms_id, sms.c.status == "sending", sms.c.attempts == row.attempts
     )
-    error = str(outcome)[:1000]
+    error = _said(str(outcome))
     now = datetime.now(UTC)
     # Counted from when the text was first allowed to go: reminders held through quiet hours
     # go out in a burst at their end, which must get the whole grace.
@@ -317,7 +324,7 @@ async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplica
             .values(
                 status=status,
                 delivered_at=func.now() if receipt.delivered else None,
-                last_error=None if receipt.delivered else receipt.detail[:1000],
+                last_error=None if receipt.delivered else _said(receipt.detail),
             )
             .returning(*sms.c)
         )
@@ -345,7 +352,7 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
                 sms_id=row.sms_id,
                 to=row.to,
                 reason="undelivered",
-                detail=receipt.detail[:1000],
+                detail=_said(receipt.detail),
                 attempts=row.attempts,
                 order_id=row.order_id,
                 purpose=row.purpose,

@@ -17,9 +17,15 @@ import orjson
 import pytest
 from sqlalchemy import insert, select, update
 
-from services.notifications.adapters.gateway import Accepted, OutgoingSms, Receipt
+from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
 from services.notifications.adapters.tables import outbox, sms
-from services.notifications.dispatch import DeliveryPolicy, claim_due, dispatch_once, record
+from services.notifications.dispatch import (
+    DeliveryPolicy,
+    apply_receipt,
+    claim_due,
+    dispatch_once,
+    record,
+)
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
@@ -147,3 +153,36 @@ async def test_a_text_that_cannot_be_recorded_does_not_keep_the_rest_of_its_batc
             await tx.conn.execute(
                 update(sms).where(sms.c.sms_id == bad).values(status="failed", last_error="test")
             )
+
+
+async def test_a_gateway_saying_nul_is_recorded_with_what_it_said(uow: UnitOfWork) -> None:
+    # A gateway's error page, or a receipt's detail, holding NUL: the row's last_error and
+    # sms.failed's detail were it, which PostgreSQL does not hold, so the row was never
+    # recorded (sent again after every lease, its attempts never given up).
+    retried, refused, sent = [
+        await queued(uow, datetime.now(UTC) - timedelta(hours=1)) for _ in range(3)
+    ]
+    async with uow.begin() as tx:
+        rows = {r.sms_id: r for r in await claim_due(tx, POLICY)}
+    provider_id = f"sim-{sent}"
+    done: list[tuple[Any, Accepted | GatewayError]] = [
+        (rows[retried], GatewayError("HTTP 503: \x00down", transient=True)),
+        (rows[refused], GatewayError("HTTP 400: \x00bad", transient=False)),
+        (rows[sent], Accepted(provider_id)),
+    ]
+    async with uow.begin() as tx:
+        assert await record(tx, done, POLICY) == ["retry", "failed", "sent"]
+    async with uow.begin() as tx:
+        assert await apply_receipt(tx, Receipt(provider_id, False, "\x00lost")) == "applied"
+    async with uow.db.engine.connect() as conn:
+        found = await conn.execute(
+            select(sms.c.sms_id, sms.c.status, sms.c.last_error).where(
+                sms.c.sms_id.in_([retried, refused, sent])
+            )
+        )
+        said = {r.sms_id: (r.status, r.last_error) for r in found}
+    assert said == {
+        retried: ("pending", "HTTP 503: \ufffddown"),
+        refused: ("failed", "HTTP 400: \ufffdbad"),
+        sent: ("failed", "\ufffdlost"),
+    }

@@ -4,7 +4,7 @@ Every answer other than a success is ``application/problem+json``; the OpenAPI d
 (``/openapi.json``, ``/docs``) lists each status code an operation may answer.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse
 from services.orders import handlers
 from services.orders.domain.order import OrderAlreadyConfirmed
 from services.orders.entrypoints import queries
-from services.orders.entrypoints.pagination import BadCursor, decode_cursor, encode_cursor
 from services.orders.entrypoints.schemas import (
     Accepted,
     OrderBody,
@@ -29,12 +28,12 @@ from shared.http import create_app as create_base_app
 from shared.http import problem, require
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
+from shared.pagination import Limit, Position, cursor_after
 from shared.settings import Settings
-
-MAX_PAGE = 100
 
 BAD_INPUT = "the request does not match its schema"
 NOT_FOUND = "no order with this id"
+ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
 
 
 def _not_found(order_id: str) -> Any:
@@ -101,24 +100,15 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
     async def list_orders(
         buyer_id: Annotated[str, Query(min_length=1, max_length=64)],
         status: Status | None = None,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+        start: Position | None = ORDERS_CURSOR,
+        limit: Limit = 20,
     ) -> Any:
         """A buyer's orders, newest first, optionally of one status; follow ``next_cursor``."""
         if has_nul(buyer_id):
             return problem(422, "Invalid request", "buyer_id must not contain NUL")
-        try:
-            after = None if cursor is None else decode_cursor(cursor)
-        except BadCursor:
-            return problem(
-                422,
-                "Invalid cursor",
-                "the cursor is not one this API gave",
-                errors=[{"field": "cursor", "message": "unknown cursor"}],
-            )
         async with uow.db.engine.connect() as conn:
-            items, last = await queries.buyer_orders(conn, buyer_id, status, after, limit)
-        return OrderPage(items=items, next_cursor=None if last is None else encode_cursor(last))
+            items, next_cursor = await queries.buyer_orders(conn, buyer_id, status, start, limit)
+        return OrderPage(items=items, next_cursor=next_cursor)
 
     @app.get(
         "/orders/{order_id}",

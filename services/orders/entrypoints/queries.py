@@ -1,12 +1,12 @@
 """Queries behind the HTTP API (read only, no locks): one order with its timeline, and
 pages of a buyer's orders."""
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
-from services.orders.entrypoints.pagination import Position
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Status, Step
+from shared.pagination import Position, after, page
 
 
 async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
@@ -40,25 +40,20 @@ async def buyer_orders(
     conn: AsyncConnection,
     buyer_id: str,
     status: Status | None,
-    after: Position | None,
+    start: Position | None,
     limit: int,
-) -> tuple[list[OrderSummary], Position | None]:
-    """Up to ``limit`` orders of a buyer, newest first, strictly after ``after``; and the
-    position to continue from if there may be more."""
+) -> tuple[list[OrderSummary], str | None]:
+    """Up to ``limit`` orders of a buyer, newest first, strictly after ``start``; and the
+    cursor to continue from if there are more."""
     query = select(orders).where(orders.c.buyer_id == buyer_id)
     if status is not None:
         query = query.where(orders.c.status == status)
-    if after is not None:
-        query = query.where(
-            or_(
-                orders.c.placed_at < after.placed_at,
-                and_(orders.c.placed_at == after.placed_at, orders.c.order_id < after.order_id),
-            )
-        )
-    query = query.order_by(orders.c.placed_at.desc(), orders.c.order_id.desc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    key = (orders.c.placed_at, orders.c.order_id)
+    if start is not None:
+        query = query.where(after(key, start, descending=True))
+    query = query.order_by(*(c.desc() for c in key)).limit(limit + 1)
+    found = (await conn.execute(query)).all()
+    rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))
     items = [
         OrderSummary(
             order_id=r.order_id,
@@ -71,5 +66,4 @@ async def buyer_orders(
         )
         for r in rows
     ]
-    last = rows[-1] if more else None
-    return items, None if last is None else Position(last.placed_at, last.order_id)
+    return items, next_cursor

@@ -23,12 +23,16 @@ records; ``platform:read`` or ``platform:write`` to read):
   ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
   ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
 - ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
-  unless ``all``), e.g. an unmapped SKU, or that the platform cancelled after we placed them;
+  unless ``all``), e.g. an unmapped SKU, or that the platform cancelled after we placed them,
+  the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand.
-- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts;
-  ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both optional, ``platform:write``,
-  audited): the ``failed`` ones sent again from a first attempt.
+- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts,
+  the newest first; ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both
+  optional, ``platform:write``, audited): the ``failed`` ones sent again from a first attempt.
+
+The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
+default), the list beside ``next_cursor``, null on the last page.
 """
 
 import json
@@ -40,7 +44,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.platform import handlers
@@ -59,6 +63,7 @@ from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
 from shared.http import NO_NUL, invalid, problem, require, unavailable
 from shared.messaging.uow import UnitOfWork
+from shared.pagination import Limit, Position, after, cursor_after, page
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +186,11 @@ Writer = Annotated[Principal, require("platform:write")]
 READ = [require("platform:read", "platform:write")]
 AppName = Annotated[str, NO_NUL]  # lengths checked where they are stored (put_mapping)
 ExternalId = Annotated[str, NO_NUL]
+# Where a page starts: after a mapping's (kind, external_id), a problem's (first_seen_at, app,
+# platform_order_id, kind), a callback's (created_at, event_id).
+MAPPINGS_CURSOR = cursor_after(str, str)
+PROBLEMS_CURSOR = cursor_after(datetime, str, str, str)
+CALLBACKS_CURSOR = cursor_after(datetime, str)
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -248,26 +258,38 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         return Response(status_code=204)
 
     @router.get("/{app}/mappings", dependencies=READ)
-    async def list_mappings(app: AppName) -> Any:
+    async def list_mappings(
+        app: AppName, start: Position | None = MAPPINGS_CURSOR, limit: Limit = 100
+    ) -> Any:
+        """An app's mappings by kind and platform id, a page at a time (``next_cursor``)."""
+        key = (mappings.c.kind, mappings.c.external_id)
+        query = select(mappings.c.kind, mappings.c.external_id, mappings.c.value)
+        query = query.where(mappings.c.app == app)
+        if start is not None:
+            query = query.where(after(key, start))
         async with uow.db.engine.connect() as conn:
-            rows = await conn.execute(
-                select(mappings.c.kind, mappings.c.external_id, mappings.c.value)
-                .where(mappings.c.app == app)
-                .order_by(mappings.c.kind, mappings.c.external_id)
-            )
-            found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
-        return {"app": app, "mappings": found}
+            rows = (await conn.execute(query.order_by(*key).limit(limit + 1))).all()
+        rows, next_cursor = page(rows, limit, lambda r: (r.kind, r.external_id))
+        found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
+        return {"app": app, "mappings": found, "next_cursor": next_cursor}
 
     @router.get("/problems", dependencies=READ)
-    async def list_problems(app: str | None = None, all: bool = False) -> Any:
-        query = select(problems).order_by(problems.c.last_seen_at.desc()).limit(500)
+    async def list_problems(
+        app: str | None = None,
+        all: bool = False,
+        start: Position | None = PROBLEMS_CURSOR,
+        limit: Limit = 100,
+    ) -> Any:
+        """Problems of pushed orders (open only, unless ``all``), the newest first (by when
+        first seen), a page at a time (``next_cursor``)."""
+        p = problems.c
+        key = (p.first_seen_at, p.app, p.platform_order_id, p.kind)
+        query = select(problems)
         if app is not None:
-            query = query.where(problems.c.app == app)
+            query = query.where(p.app == app)
         if not all:
-            query = query.where(problems.c.resolved_at.is_(None))
-        async with uow.db.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return {"problems": [_jsonable(r) for r in rows]}
+            query = query.where(p.resolved_at.is_(None))
+        return await _page(query, key, start, limit, "problems")
 
     @router.post("/problems/resolve")
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
@@ -286,18 +308,37 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
 
     @router.get("/callbacks", dependencies=READ)
     async def list_callbacks(
-        app: str | None = None, status: str | None = None, order_id: str | None = None
+        app: str | None = None,
+        status: str | None = None,
+        order_id: str | None = None,
+        start: Position | None = CALLBACKS_CURSOR,
+        limit: Limit = 100,
     ) -> Any:
-        query = select(callbacks).order_by(callbacks.c.created_at.desc()).limit(500)
+        """Status callbacks and their attempts, the newest first, a page at a time
+        (``next_cursor``)."""
+        query = select(callbacks)
         if app is not None:
             query = query.where(callbacks.c.app == app)
         if status is not None:
             query = query.where(callbacks.c.status == status)
         if order_id is not None:
             query = query.where(callbacks.c.order_id == order_id)
+        key = (callbacks.c.created_at, callbacks.c.event_id)
+        return await _page(query, key, start, limit, "callbacks")
+
+    async def _page(
+        query: Select[Any], key: tuple[Any, ...], start: Position | None, limit: int, name: str
+    ) -> dict[str, Any]:
+        """A page of ``query``'s rows, newest first in the order of ``key``, as ``{name: [...],
+        "next_cursor"}``."""
+        if start is not None:
+            query = query.where(after(key, start, descending=True))
+        query = query.order_by(*(c.desc() for c in key)).limit(limit + 1)
         async with uow.db.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return {"callbacks": [_jsonable(r) for r in rows]}
+        names = [c.name for c in key]
+        rows, next_cursor = page(rows, limit, lambda r: tuple(r[n] for n in names))
+        return {name: [_jsonable(r) for r in rows], "next_cursor": next_cursor}
 
     @router.post("/callbacks/retry")
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:

@@ -71,6 +71,28 @@ async def test_more_than_500_failed_callbacks_are_all_reached(caravan: System) -
         ]
 
 
+async def test_a_retry_of_every_failed_callback_names_the_first_100(caravan: System) -> None:
+    """``POST /platform/callbacks/retry`` without ``event_ids`` answered every requeued id
+    and wrote them all into one audit row; every one is still requeued."""
+    async with many_failed_callbacks(caravan) as app:
+        async with caravan.api("platform") as api:
+            retried = await api.post("/platform/callbacks/retry", json={"app": app})
+        assert retried.status_code == 200, retried.text
+        first_100 = [f"{app}-{i:03}" for i in range(1, 101)]
+        assert retried.json() == {"requeued": 501, "event_ids": first_100}
+        detail = await caravan.scalar(
+            "select detail from auth.audit where action = 'platform.callbacks.retry'"
+            " and target = :app",
+            app=app,
+        )
+        assert detail == {"requeued": 501, "event_ids": first_100}
+        pending = await caravan.scalar(
+            "select count(*) from platform.callbacks where app = :app and status = 'pending'",
+            app=app,
+        )
+        assert pending == 501
+
+
 async def test_more_than_500_problems_are_all_reached(caravan: System) -> None:
     """``GET /platform/problems`` stopped at the latest 500 the same way."""
     problems = an_apps_rows(

@@ -29,7 +29,8 @@ records; ``platform:read`` or ``platform:write`` to read):
   audited): an order's problems settled by hand.
 - ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts,
   the newest first; ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both
-  optional, ``platform:write``, audited): the ``failed`` ones sent again from a first attempt.
+  optional, ``platform:write``, audited): the ``failed`` ones sent again from a first attempt
+  (the answer and the audit row: how many, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page.
@@ -191,6 +192,7 @@ ExternalId = Annotated[str, NO_NUL]
 MAPPINGS_CURSOR = cursor_after(str, str)
 PROBLEMS_CURSOR = cursor_after(datetime, str, str, str)
 CALLBACKS_CURSOR = cursor_after(datetime, str)
+LISTED = 100  # event ids a retry's answer and audit row name (the first, in order)
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -343,7 +345,9 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     @router.post("/callbacks/retry")
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
         """Send ``failed`` callbacks again (of one app, or the ones named), from a first
-        attempt: once the platform's status API works again, or its secret is put right."""
+        attempt: once the platform's status API works again, or its secret is put right. Every
+        one is requeued; the answer and the audit row carry how many, and the first
+        ``LISTED`` of their event ids (``GET /platform/callbacks`` lists them all)."""
         query = update(callbacks).where(callbacks.c.status == "failed")
         if body.app is not None:
             query = query.where(callbacks.c.app == body.app)
@@ -356,14 +360,14 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                 )
             )
             ids = sorted(r.event_id for r in requeued)
+            told = {"requeued": len(ids), "event_ids": ids[:LISTED]}
             if ids:
                 target = body.app or "*"
-                detail = {"event_ids": ids}
                 await audit.record(
-                    tx.conn, who.name, "platform.callbacks.retry", target, detail=detail
+                    tx.conn, who.name, "platform.callbacks.retry", target, detail=told
                 )
                 tx.signal(handlers.CALLBACKS_DUE)
-        return {"requeued": len(ids), "event_ids": ids}
+        return told
 
     return router
 

@@ -2,6 +2,7 @@
 as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the development
 token of ``caravan up``)."""
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +46,20 @@ def call(
             said += _key_to_retry(headers)
         raise OperatorError(said)
     return body
+
+
+def pages(
+    base: str, service: str, path: str, params: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each page of a paged listing (``GET path``), following ``next_cursor`` to the last."""
+    cursor = None
+    while True:
+        after: dict[str, str] = {"cursor": cursor} if cursor else {}
+        body = call(base, service, "GET", path, params={**(params or {}), **after})
+        yield body
+        cursor = body.get("next_cursor")
+        if cursor is None:
+            return
 
 
 def _key_to_retry(headers: dict[str, str]) -> str:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import call
+from caravan.admin_api import call, pages
 from caravan.output import console
 from shared.settings import Settings
 
@@ -62,11 +62,14 @@ def _lots_table(lots: list[dict[str, Any]]) -> Table:
 @app.command()
 def stock(
     sku: Annotated[str | None, typer.Argument(help="one SKU (with its lots)")] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="also the lots that are empty and past best_before")
+    ] = False,
     url: Url = None,
 ) -> None:
     """Stock per SKU (available, reserved, sold, spoiled; sellable = available in season)."""
     if sku is not None:
-        body = _call(url, "GET", "/stock/{}", sku)
+        body = _call(url, "GET", "/stock/{}", sku, params={"all": "true"} if every else None)
         console.print(
             f"{body['sku']}: "
             + ", ".join(f"{c} {body[c]}" for c in (*COUNTERS, "sellable", "expired_unsold"))
@@ -74,7 +77,7 @@ def stock(
         output.show(_lots_table(body["lots"]))
         return
     table = output.table("sku", *COUNTERS, "sellable", "expired_unsold", whole=("sku",))
-    for item in _call(url, "GET", "/stock")["skus"]:
+    for item in (s for page in pages(_base(url), "inventory", "/stock") for s in page["skus"]):
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
@@ -137,7 +140,7 @@ def spoiled(
     sku: Annotated[str | None, typer.Option(help="only this SKU")] = None, url: Url = None
 ) -> None:
     """Spoiled quantities per lot: returned after expiry, and left unsold past best_before."""
-    body = _call(url, "GET", "/reports/spoiled", params={"sku": sku} if sku else None)
+    report = list(pages(_base(url), "inventory", "/reports/spoiled", {"sku": sku} if sku else {}))
     table = output.table(
         "lot",
         "sku",
@@ -146,7 +149,7 @@ def spoiled(
         "expired_unsold",
         whole=("lot", "sku", "best_before"),
     )
-    for item in body["lots"]:
+    for item in (x for page in report for x in page["lots"]):
         table.add_row(
             item["lot_id"],
             item["sku"],
@@ -155,6 +158,7 @@ def spoiled(
             str(item["expired_unsold"]),
         )
     output.show(table)
+    body = report[0]  # the totals are the whole report's, on every page
     console.print(
         f"as of {body['day']}: spoiled {body['spoiled']}, expired unsold {body['expired_unsold']}"
     )

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from caravan.inventory_cli import app as inventory_cli
 from shared import days
 from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.test_listing_pages import every_page
 from tests.e2e.test_ops import cli
 from tests.harness import System
 
@@ -111,7 +112,7 @@ async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
         assert [x["lot_id"] for x in stock["lots"]] == [old, fresh]  # serving order
         assert (await api.get("/stock/INV-NO-SUCH-SKU")).status_code == 404
         assert (await api.get(f"/lots/{sku}-NONE")).status_code == 404
-        listed = (await api.get("/stock")).json()["skus"]
+        listed = [x for page in await every_page(api, "/stock", "skus") for x in page]
         assert any(x["sku"] == sku and x["available"] == 42 for x in listed)
 
         report = (await api.get("/reports/spoiled", params={"sku": sku})).json()
@@ -207,3 +208,74 @@ async def test_each_audited_lot_adjustment_starts_from_the_count_it_changed(
     )
     steps = sorted((r.before["available"], r.after["available"]) for r in rows)
     assert steps == [(89 + n, 88 + n) for n in range(12)]
+
+
+async def _finished_lots(caravan: System) -> str:
+    """A product with a lot in season (A, 10), one expired unsold (OLD, 5), one sold out
+    before it expired (DONE, 4) and one spoiled whole (SP, 6)."""
+    sku = f"INV-PAGE-{uuid.uuid4().hex[:6]}"
+    lots = {"A": (10, -1, 30), "OLD": (5, -20, -2), "DONE": (4, -40, -10), "SP": (6, -30, -5)}
+    await caravan.seed(one_sku_seed(sku, 100, lots))
+    for lot, moved in (("DONE", "sold"), ("SP", "spoiled")):
+        await caravan.execute(
+            f"update inventory.lots set {moved} = available, available = 0 where lot_id = :l",
+            l=f"{sku}-{lot}",
+        )
+    return sku
+
+
+async def test_stock_is_paged_by_sku_and_leaves_out_finished_lots_unless_asked(
+    caravan: System,
+) -> None:
+    """``GET /stock`` answered every product with every lot it ever received (lots are never
+    deleted): after a few seasons the answer grew without bound."""
+    sku = await _finished_lots(caravan)
+    async with caravan.api("inventory") as api:
+        one = (await api.get(f"/stock/{sku}")).json()
+        counters = ("received", "available", "sold", "spoiled", "sellable", "expired_unsold")
+        assert [one[c] for c in counters] == [25, 15, 4, 6, 10, 5]  # over every lot
+        assert [x["lot_id"] for x in one["lots"]] == [f"{sku}-OLD", f"{sku}-A"]
+        every = (await api.get(f"/stock/{sku}", params={"all": "true"})).json()
+        assert [x["lot_id"][len(sku) + 1 :] for x in every["lots"]] == ["DONE", "SP", "OLD", "A"]
+        assert [every[c] for c in counters] == [one[c] for c in counters]
+
+        pages = await every_page(api, "/stock", "skus", limit=2)
+        assert len(pages) >= 2 and all(len(p) <= 2 for p in pages)
+        listed = [s["sku"] for p in pages for s in p]
+        products = await caravan.sql("select sku from inventory.products order by sku")
+        assert listed == [r.sku for r in products]
+        assert [s for p in pages for s in p if s["sku"] == sku] == [one]
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    for flags, shown_lots in (([], ["OLD", "A"]), (["--all"], ["DONE", "SP", "OLD", "A"])):
+        shown = runner.invoke(inventory_cli, ["stock", sku, *flags, "--url", _api(caravan)])
+        assert shown.exit_code == 0, shown.output
+        assert [x for x in ("DONE", "SP", "OLD", "A") if f"{sku}-{x} " in shown.output] == (
+            shown_lots
+        ), shown.output
+
+
+async def test_the_spoilage_report_is_paged_by_lot_with_the_whole_reports_totals(
+    caravan: System,
+) -> None:
+    """``GET /reports/spoiled`` answered every spoiled lot ever received at once;
+    ``caravan inventory spoiled`` follows its pages to the end."""
+    sku = await _finished_lots(caravan)
+    await caravan.execute(  # 100 more spoiled lots, for the command's second page
+        "insert into inventory.lots (lot_id, sku, received, available, spoiled, available_from,"
+        " best_before) select :sku || '-X' || lpad(i::text, 3, '0'), :sku, 1, 0, 1,"
+        " current_date - 9, current_date - 8 from generate_series(1, 100) as i",
+        sku=sku,
+    )
+    async with caravan.api("inventory") as api:
+        pages = await every_page(api, "/reports/spoiled", "lots", sku=sku, limit=1)
+        assert len(pages) == 102 and all(len(p) == 1 for p in pages)
+        assert [(x["lot_id"], x["spoiled"], x["expired_unsold"]) for x in pages[0]] == [
+            (f"{sku}-OLD", 0, 5)
+        ]
+        report = (await api.get("/reports/spoiled", params={"sku": sku, "limit": 1})).json()
+        assert (report["spoiled"], report["expired_unsold"]) == (106, 5)  # the whole report's
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    shown = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, "--url", _api(caravan)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{sku}-X100" in shown.output and f"{sku}-SP" in shown.output, shown.output
+    assert "spoiled 106, expired unsold 5" in shown.output

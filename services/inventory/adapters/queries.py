@@ -4,15 +4,15 @@
 ``best_before`` can never be sold and is reported as ``expired_unsold``.
 """
 
-from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.adapters.tables import lots, products
 from shared.events.envelope import Frozen
+from shared.pagination import Position, after
 
 
 class LotStock(Frozen):
@@ -30,7 +30,9 @@ class LotStock(Frozen):
 
 
 class SkuStock(Frozen):
-    """A SKU's counters summed over its lots; ``sellable`` is what is available in season."""
+    """A SKU's counters summed over all its lots; ``sellable`` is what is available in
+    season. ``lots`` leaves out the finished ones (empty and past ``best_before``) unless
+    asked for them all."""
 
     sku: str
     received: int
@@ -52,12 +54,14 @@ class SpoiledLot(Frozen):
 
 
 class SpoiledReport(Frozen):
-    """Lots with spoiled stock: ``spoiled`` (returned after expiry) + ``expired_unsold``."""
+    """Lots with spoiled stock: ``spoiled`` (returned after expiry) + ``expired_unsold``,
+    the totals over every such lot, ``lots`` a page of them (``next_cursor``: the rest)."""
 
     day: date
     spoiled: int
     expired_unsold: int
     lots: list[SpoiledLot]
+    next_cursor: str | None = None
 
 
 def _lot(row: Any, day: date) -> LotStock:
@@ -76,18 +80,25 @@ def _lot(row: Any, day: date) -> LotStock:
     )
 
 
-def _sku(sku: str, lot_rows: Sequence[LotStock]) -> SkuStock:
-    return SkuStock(
-        sku=sku,
-        received=sum(x.received for x in lot_rows),
-        available=sum(x.available for x in lot_rows),
-        reserved=sum(x.reserved for x in lot_rows),
-        sold=sum(x.sold for x in lot_rows),
-        spoiled=sum(x.spoiled for x in lot_rows),
-        sellable=sum(x.available for x in lot_rows if x.in_season),
-        expired_unsold=sum(x.available for x in lot_rows if x.expired),
-        lots=list(lot_rows),
-    )
+def _finished(day: date) -> ColumnElement[bool]:
+    """Lots that hold nothing any more and never will: empty and past ``best_before``."""
+    return (lots.c.best_before < day) & (lots.c.available == 0) & (lots.c.reserved == 0)
+
+
+def _sums(day: date) -> list[Any]:
+    """A SKU's counters over every lot it ever had (``sellable``: available in season)."""
+
+    def total(column: Any, where: ColumnElement[bool] | None = None) -> Any:
+        summed = func.sum(column) if where is None else func.sum(column).filter(where)
+        return func.coalesce(summed, 0)
+
+    in_season = (lots.c.available_from <= day) & (lots.c.best_before >= day)
+    return [
+        *(total(lots.c[c]).label(c) for c in ("received", "available", "reserved", "sold")),
+        total(lots.c.spoiled).label("spoiled"),
+        total(lots.c.available, in_season).label("sellable"),
+        total(lots.c.available, lots.c.best_before < day).label("expired_unsold"),
+    ]
 
 
 async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock | None:
@@ -95,37 +106,67 @@ async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock |
     return None if row is None else _lot(row, day)
 
 
-async def stock(conn: AsyncConnection, day: date, sku: str | None = None) -> list[SkuStock]:
-    """Every product's stock (or one product's), lots in serving order."""
-    query = select(products.c.sku).order_by(products.c.sku)
-    lot_query = select(lots).order_by(lots.c.sku, lots.c.best_before, lots.c.lot_id)
+async def stock(
+    conn: AsyncConnection,
+    day: date,
+    sku: str | None = None,
+    *,
+    start: Position | None = None,
+    limit: int | None = None,
+    finished: bool = False,
+) -> list[SkuStock]:
+    """One product's stock, or up to ``limit`` products' by SKU after ``start``: counters
+    summed over every lot, and the lots in serving order, leaving out the finished ones
+    (empty and past ``best_before``: lots are never deleted) unless ``finished``."""
+    query = (
+        select(products.c.sku, *_sums(day))
+        .select_from(products.outerjoin(lots, lots.c.sku == products.c.sku))
+        .group_by(products.c.sku)
+        .order_by(products.c.sku)
+        .limit(limit)
+    )
     if sku is not None:
         query = query.where(products.c.sku == sku)
-        lot_query = lot_query.where(lots.c.sku == sku)
-    skus = list((await conn.execute(query)).scalars())
-    by_sku: dict[str, list[LotStock]] = {s: [] for s in skus}
-    for row in await conn.execute(lot_query):
-        if row.sku in by_sku:
-            by_sku[row.sku].append(_lot(row, day))
-    return [_sku(s, by_sku[s]) for s in skus]
+    if start is not None:
+        query = query.where(after([products.c.sku], start))
+    totals = (await conn.execute(query)).all()
+    lot_query = select(lots).where(lots.c.sku.in_([t.sku for t in totals]))
+    if not finished:
+        lot_query = lot_query.where(~_finished(day))
+    by_sku: dict[str, list[LotStock]] = {t.sku: [] for t in totals}
+    for row in await conn.execute(
+        lot_query.order_by(lots.c.sku, lots.c.best_before, lots.c.lot_id)
+    ):
+        by_sku[row.sku].append(_lot(row, day))
+    return [SkuStock.model_validate({**t._mapping, "lots": by_sku[t.sku]}) for t in totals]
 
 
-async def spoiled_report(conn: AsyncConnection, day: date, sku: str | None = None) -> SpoiledReport:
-    found = [
-        SpoiledLot(
-            lot_id=x.lot_id,
-            sku=x.sku,
-            best_before=x.best_before,
-            spoiled=x.spoiled,
-            expired_unsold=x.available if x.expired else 0,
-        )
-        for s in await stock(conn, day, sku)
-        for x in s.lots
-        if x.spoiled or (x.expired and x.available)
-    ]
+async def spoiled_report(
+    conn: AsyncConnection,
+    day: date,
+    sku: str | None = None,
+    *,
+    start: Position | None = None,
+    limit: int | None = None,
+) -> SpoiledReport:
+    """Lots with spoiled stock by SKU and lot id, up to ``limit`` after ``start``; the
+    report's totals are over every such lot."""
+    expired = lots.c.best_before < day
+    unsold = case((expired, lots.c.available), else_=0)
+    where = (lots.c.spoiled > 0) | (expired & (lots.c.available > 0))
+    if sku is not None:
+        where = where & (lots.c.sku == sku)
+    key = (lots.c.sku, lots.c.lot_id)
+    query = select(*key, lots.c.best_before, lots.c.spoiled, unsold.label("expired_unsold"))
+    query = query.where(where if start is None else where & after(key, start))
+    rows = (await conn.execute(query.order_by(*key).limit(limit))).all()
+    sums = select(
+        func.coalesce(func.sum(lots.c.spoiled), 0), func.coalesce(func.sum(unsold), 0)
+    ).where(where)
+    spoiled, expired_unsold = (await conn.execute(sums)).one()
     return SpoiledReport(
         day=day,
-        spoiled=sum(x.spoiled for x in found),
-        expired_unsold=sum(x.expired_unsold for x in found),
-        lots=found,
+        spoiled=spoiled,
+        expired_unsold=expired_unsold,
+        lots=[SpoiledLot.model_validate(r._mapping) for r in rows],
     )

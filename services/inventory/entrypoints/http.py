@@ -1,14 +1,17 @@
 """The inventory admin API: receive and adjust lots, read stock per SKU and per lot, and the
 spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``, problems).
 
-- ``GET /stock``, ``GET /stock/{sku}``: counters per SKU with its lots (404 unknown SKU).
+- ``GET /stock?cursor=&limit=&all=``, ``GET /stock/{sku}?all=``: counters per SKU over all
+  its lots, with its lots but the finished ones (empty and past ``best_before``) unless
+  ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``).
 - ``GET /lots/{lot_id}``: one lot's counters.
 - ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again, 409 the
   id holds another lot, 422 unknown SKU or invalid body.
 - ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason"}`` with an optional
   ``Idempotency-Key`` header: 201 applied, 200 the same key again (applied once), 409 more
   removed than available or the key reused for another adjustment.
-- ``GET /reports/spoiled[?sku=]``: spoiled and expired-unsold quantities per lot.
+- ``GET /reports/spoiled[?sku=&cursor=&limit=]``: spoiled and expired-unsold quantities per
+  lot, a page of lots at a time (``next_cursor``), with the whole report's totals.
 
 Writes need the scope ``inventory:write`` and are written to the audit trail; reads need
 ``inventory:read`` (or ``inventory:write``).
@@ -29,6 +32,7 @@ from shared.events.envelope import Frozen
 from shared.http import NO_NUL, problem, require
 from shared.ids import new_id
 from shared.messaging.uow import UnitOfWork
+from shared.pagination import Limit, Position, cursor_after, page
 from shared.seed import LotSeed
 
 
@@ -44,12 +48,20 @@ class Adjusted(Frozen):
 
 
 class StockList(Frozen):
+    """A page of products' stock by SKU; ``next_cursor`` fetches the next (null on the last)."""
+
     skus: list[queries.SkuStock]
+    next_cursor: str | None
 
 
 Writer = Annotated[Principal, require("inventory:write")]
 READ = [require("inventory:read", "inventory:write")]
 Key = Annotated[str, Path(min_length=1, max_length=64), NO_NUL]
+Finished = Annotated[
+    bool, Query(alias="all", description="also the lots that are empty and past best_before")
+]
+STOCK_CURSOR = cursor_after(str)  # after a product's sku
+SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -57,14 +69,21 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     engine = uow.db.engine
 
     @router.get("/stock", response_model=StockList, dependencies=READ)
-    async def all_stock() -> Any:
+    async def all_stock(
+        start: Position | None = STOCK_CURSOR, limit: Limit = 100, finished: Finished = False
+    ) -> Any:
+        """Products' stock by SKU, a page at a time (``next_cursor``)."""
         async with engine.connect() as conn:
-            return StockList(skus=await queries.stock(conn, days.today()))
+            found = await queries.stock(
+                conn, days.today(), start=start, limit=limit + 1, finished=finished
+            )
+        skus, next_cursor = page(found, limit, lambda s: (s.sku,))
+        return StockList(skus=skus, next_cursor=next_cursor)
 
     @router.get("/stock/{sku:path}", response_model=queries.SkuStock, dependencies=READ)
-    async def sku_stock(sku: Key) -> Any:
+    async def sku_stock(sku: Key, finished: Finished = False) -> Any:
         async with engine.connect() as conn:
-            found = await queries.stock(conn, days.today(), sku)
+            found = await queries.stock(conn, days.today(), sku, finished=finished)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
 
     @router.get("/lots/{lot_id:path}", response_model=queries.LotStock, dependencies=READ)
@@ -128,8 +147,18 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         return Adjusted(adjustment_id=key, applied=applied, lot=view)
 
     @router.get("/reports/spoiled", response_model=queries.SpoiledReport, dependencies=READ)
-    async def spoiled(sku: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+    async def spoiled(
+        sku: Annotated[str | None, Query(max_length=64)] = None,
+        start: Position | None = SPOILED_CURSOR,
+        limit: Limit = 100,
+    ) -> Any:
+        """Spoiled lots by SKU and lot id, a page at a time (``next_cursor``); the totals
+        are the whole report's."""
         async with engine.connect() as conn:
-            return await queries.spoiled_report(conn, days.today(), sku)
+            report = await queries.spoiled_report(
+                conn, days.today(), sku, start=start, limit=limit + 1
+            )
+        lots, next_cursor = page(report.lots, limit, lambda x: (x.sku, x.lot_id))
+        return report.model_copy(update={"lots": lots, "next_cursor": next_cursor})
 
     return router

@@ -1,12 +1,13 @@
 """Each service's migrations build exactly the schema its tables declare, and undo cleanly."""
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, MetaData, text
+from sqlalchemy import CheckConstraint, MetaData, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import ClauseElement
@@ -20,7 +21,9 @@ from services.payments.adapters.tables import metadata as payments
 from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
+from services.platform.adapters.tables import callbacks, problems
 from services.platform.adapters.tables import metadata as platform
+from services.platform.entrypoints.http import CALLBACKS_ORDER, PROBLEMS_ORDER, newest_first
 from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCELLED
 from shared import days
 from shared.auth.tables import metadata as auth
@@ -238,3 +241,45 @@ async def test_an_order_s_lots_are_found_through_the_index_of_sku_and_best_befor
     assert any("best_before >= $2" in line for line in conditions), plan  # not a filter
     plan = await _generic_plan(caravan, _SEASONS, SEASONS, keys="'{PLAN-1}'", day=day)
     assert "ix_inventory_lots_sku_best_before" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_the_platform_listings_read_a_page_through_an_index_not_a_sort(
+    caravan: System,
+) -> None:
+    """``GET /platform/callbacks`` and ``/platform/problems?all=true`` read each page from
+    its cursor on in the order of an index (migration 0005): by a sort, every page read every
+    callback or problem ever kept (neither table is pruned), and a walk through the pages all
+    of them once a page."""
+    now = datetime.now(UTC)
+    listings = (
+        (select(callbacks).where(callbacks.c.status == "failed"), CALLBACKS_ORDER, (now, "e")),
+        (select(problems), PROBLEMS_ORDER, (now, *"apk")),  # ?all=true (open: problems_open)
+    )
+    engine = create_async_engine(caravan.infra.database_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()  # rolled back: the rows are there for the planner to weigh
+            for statement in _MANY_CALLBACKS_AND_PROBLEMS.split(";")[:-1]:
+                await conn.execute(text(statement))
+            for query, key, start in listings:
+                paged = newest_first(query, key, start, 100)
+                sql = paged.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
+                assert "_newest" in plan and "Sort" not in plan, plan
+            await conn.rollback()
+    finally:
+        await engine.dispose()
+
+
+_MANY_CALLBACKS_AND_PROBLEMS = """
+INSERT INTO platform.callbacks (event_id, app, platform_order_id, order_id, outcome, status,
+    created_at)
+SELECT 'plan-' || i, 'plan', 'P' || i, 'o' || i, 'confirmed', 'failed',
+    now() - i * interval '1 second'
+FROM generate_series(1, 20000) i;
+INSERT INTO platform.problems (app, platform_order_id, kind, detail, first_seen_at, resolved_at)
+SELECT 'plan', 'P' || i, 'unmapped_sku', 'x', now() - i * interval '1 second', now()
+FROM generate_series(1, 20000) i;
+ANALYZE platform.callbacks;
+ANALYZE platform.problems;
+"""

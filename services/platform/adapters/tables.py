@@ -75,6 +75,7 @@ problems = Table(
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("app", "platform_order_id", "kind"),
     Index("problems_open", "kind", postgresql_where=text("resolved_at IS NULL")),
+    Index("problems_newest", "first_seen_at", "app", "platform_order_id", "kind"),  # listed
 )
 
 # One status callback per terminal event; its id is the idempotency key sent to the platform.
@@ -101,6 +102,7 @@ callbacks = Table(
         postgresql_where=text("status IN ('pending', 'sending')"),
     ),
     Index("callbacks_platform_order", "app", "platform_order_id"),
+    Index("callbacks_newest", "created_at", "event_id"),  # listed, newest first
 )
 
 outbox, inbox = add_messaging_tables(metadata)

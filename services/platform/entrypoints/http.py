@@ -187,8 +187,16 @@ Writer = Annotated[Principal, require("platform:write")]
 READ = [require("platform:read", "platform:write")]
 AppName = Annotated[str, NO_NUL]  # lengths checked where they are stored (put_mapping)
 ExternalId = Annotated[str, NO_NUL]
-# Where a page starts: after a mapping's (kind, external_id), a problem's (first_seen_at, app,
-# platform_order_id, kind), a callback's (created_at, event_id).
+# Where a page starts: after a mapping's (kind, external_id), a problem's or a callback's key
+# in the order they are listed, newest first (the order of an index of each).
+Key = tuple[Any, ...]
+PROBLEMS_ORDER: Key = (
+    problems.c.first_seen_at,
+    problems.c.app,
+    problems.c.platform_order_id,
+    problems.c.kind,
+)
+CALLBACKS_ORDER: Key = (callbacks.c.created_at, callbacks.c.event_id)
 MAPPINGS_CURSOR = cursor_after(str, str)
 PROBLEMS_CURSOR = cursor_after(datetime, str, str, str)
 CALLBACKS_CURSOR = cursor_after(datetime, str)
@@ -284,14 +292,12 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         """Problems of pushed orders (open only, unless ``all``), the newest first (by when
         first seen), a page at a time (``next_cursor``)."""
-        p = problems.c
-        key = (p.first_seen_at, p.app, p.platform_order_id, p.kind)
         query = select(problems)
         if app is not None:
-            query = query.where(p.app == app)
+            query = query.where(problems.c.app == app)
         if not all:
-            query = query.where(p.resolved_at.is_(None))
-        return await _page(query, key, start, limit, "problems")
+            query = query.where(problems.c.resolved_at.is_(None))
+        return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
 
     @router.post("/problems/resolve")
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
@@ -325,19 +331,14 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             query = query.where(callbacks.c.status == status)
         if order_id is not None:
             query = query.where(callbacks.c.order_id == order_id)
-        key = (callbacks.c.created_at, callbacks.c.event_id)
-        return await _page(query, key, start, limit, "callbacks")
+        return await _page(query, CALLBACKS_ORDER, start, limit, "callbacks")
 
     async def _page(
-        query: Select[Any], key: tuple[Any, ...], start: Position | None, limit: int, name: str
+        query: Select[Any], key: Key, start: Position | None, limit: int, name: str
     ) -> dict[str, Any]:
-        """A page of ``query``'s rows, newest first in the order of ``key``, as ``{name: [...],
-        "next_cursor"}``."""
-        if start is not None:
-            query = query.where(after(key, start, descending=True))
-        query = query.order_by(*(c.desc() for c in key)).limit(limit + 1)
+        """A page of ``query``'s rows as ``{name: [...], "next_cursor"}``."""
         async with uow.db.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = (await conn.execute(newest_first(query, key, start, limit))).mappings().all()
         names = [c.name for c in key]
         rows, next_cursor = page(rows, limit, lambda r: tuple(r[n] for n in names))
         return {name: [_jsonable(r) for r in rows], "next_cursor": next_cursor}
@@ -386,6 +387,14 @@ class Requeue(BaseModel):
     event_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         None, min_length=1, max_length=1000
     )
+
+
+def newest_first(query: Select[Any], key: Key, start: Position | None, limit: int) -> Select[Any]:
+    """``query``'s rows newest first in the order of ``key``, from after ``start``: ``limit``
+    of them and one more, to tell whether there are more."""
+    if start is not None:
+        query = query.where(after(key, start, descending=True))
+    return query.order_by(*(c.desc() for c in key)).limit(limit + 1)
 
 
 def _jsonable(row: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@ and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM o
 A service started while Kafka cannot be reached (not up yet, restarting) waits for it, as
 its loops wait for PostgreSQL: a one-line warning a try, tried again with backoff, until
 Kafka answers or the service is stopped. It exited before, and its supervisor, restarting
-it, gave up after five exits a minute (``caravan up`` then stopped everything)."""
+it, gave up after five exits a minute (``caravan up`` then stopped everything). Meanwhile
+its HTTP API and its loops run: orders are taken into the outbox, ``/healthz`` answers
+(degraded once Kafka has been silent a while), texts and gateway calls go on."""
 
 import asyncio
 import itertools
@@ -65,10 +67,11 @@ class Service:
         stop = stop or signal_event()
         tasks: list[asyncio.Task[None]] = []
         server = None
+        # Kafka is waited for beside the rest: the HTTP API takes orders into the outbox and
+        # /healthz answers (degraded once Kafka is silent), and the loops that need only
+        # PostgreSQL (texts, gateway calls, callbacks, sweeps) work, while it is away.
+        kafka = asyncio.create_task(self._start_kafka(tasks), name=f"{self.name}-kafka")
         try:
-            if not await _unless_stopped(self._start_kafka(tasks), stop):
-                return
-            self.kafka_contact.heard()
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
             tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
             if self.asgi_app is not None and self.http_port is not None:
@@ -85,14 +88,21 @@ class Service:
                 )
                 server = uvicorn.Server(config)
                 tasks.append(asyncio.create_task(server.serve(), name=f"{self.name}-http"))
-            log.info("%s started", self.name)
             waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waiter, kafka, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if kafka.done() and not waiter.done():
+                kafka.result()  # a failure that will not pass (a login refused): raised
+                self.kafka_contact.heard()
+                log.info("%s started", self.name)
+                await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
             log.info("%s stopping", self.name)
+            if not kafka.done():
+                kafka.cancel()
+                await asyncio.gather(kafka, return_exceptions=True)
             if server is not None:
                 server.should_exit = True
             await self.consumer.offsets.close()
@@ -131,23 +141,6 @@ async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -
             delay = exponential_step(attempt, KAFKA_WAIT_BASE_SECONDS, KAFKA_WAIT_CAP_SECONDS)
             log.warning("%s waiting for Kafka, trying again in %.1f s: %r", what, delay, exc)
             await asyncio.sleep(delay)
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run ``work`` until it is done (True) or ``stop`` is set (False: it is cancelled)."""
-    task = asyncio.create_task(work)
-    waiter = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled():
-        return False
-    task.result()  # its failure, raised
-    return True
 
 
 def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:

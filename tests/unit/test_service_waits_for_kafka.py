@@ -1,11 +1,12 @@
 """A service started while Kafka cannot be reached waits for it, a one-line warning a try,
-and stops cleanly when asked to meanwhile (``tests/e2e/test_kafka_wait.py``: and goes on once
-Kafka answers). It exited with aiokafka's KafkaConnectionError,
-and ``caravan up``, restarting it, stopped everything after five exits within a minute."""
+serves its HTTP API meanwhile, and stops cleanly when asked to (``tests/e2e/test_kafka_wait.py``:
+and goes on once Kafka answers). It exited with aiokafka's KafkaConnectionError, and
+``caravan up``, restarting it, stopped everything after five exits within a minute."""
 
 import asyncio
 import logging
 
+import httpx
 import pytest
 
 from services.inventory.bootstrap import bootstrap
@@ -21,11 +22,17 @@ async def test_a_service_waits_for_kafka_and_stops_when_asked(
         database_url="postgresql://caravan:secret@127.0.0.1:1/caravan",
     )
     service = bootstrap(settings)
+    service.http_port = free_port()
     stop = asyncio.Event()
     with caplog.at_level(logging.INFO, logger="shared.runtime"):
         serving = asyncio.create_task(service.serve(stop))
         await asyncio.sleep(3)  # tries at 0, 0.5, 1.5 s: three warnings, and still serving
         assert not serving.done(), serving.exception()
+        # Its HTTP API answers meanwhile (here 503: no PostgreSQL either); it was not started
+        # until Kafka answered, so a storefront's orders were refused a connection.
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{service.http_port}/healthz")
+        assert health.json()["down"] == ["database"], health.text
         stop.set()
         await asyncio.wait_for(serving, 10)
     waits = [r for r in caplog.records if "waiting for Kafka" in r.getMessage()]

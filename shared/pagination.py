@@ -19,6 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, tuple_
 
 MAX_PAGE = 100
+MAX_CURSOR = 2048
+"""The longest cursor taken back: the longest key listed (a mapping's kind and platform id of
+128 characters, a lot's SKU and id of 64 each) is at most about 1,100 characters encoded,
+each character JSON escapes as six (``\u0001``) taking eight of base64."""
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="at most this many items")]
 
 Value = datetime | str
@@ -65,7 +69,8 @@ def cursor_after(*shape: type[datetime] | type[str]) -> Any:
 
     def read(
         cursor: Annotated[
-            str | None, Query(max_length=512, description="the next_cursor of the page before")
+            str | None,
+            Query(max_length=MAX_CURSOR, description="the next_cursor of the page before"),
         ] = None,
     ) -> Position | None:
         if cursor is None:

@@ -222,7 +222,7 @@ def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = 
         app.add_exception_handler(kind, _database_error)
 
 
-async def _database_error(_: Request, exc: Exception) -> Response:
+async def _database_error(request: Request, exc: Exception) -> Response:
     """A database error: 422 for a value PostgreSQL cannot take that the request held (its
     checks let it through), 503 for the database away (retry); anything else is raised on
     (a service's answer is then a 500 problem: :func:`_unexpected`)."""
@@ -232,6 +232,11 @@ async def _database_error(_: Request, exc: Exception) -> Response:
         return problem(422, "Invalid request", detail)
     if not is_transient(exc):
         raise exc
+    # One line, no traceback (it passes by itself), naming what failed: an OSError that is
+    # not the database's would otherwise be answered so without a word.
+    log.warning(
+        "%s %s: 503, the database is not reachable: %r", request.method, request.url.path[:200], exc
+    )
     return unavailable("Service Unavailable", "the database is not reachable; retry")
 
 

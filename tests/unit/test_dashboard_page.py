@@ -103,7 +103,7 @@ def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "db.invalid"])
 async def test_the_page_says_503_when_it_cannot_check_a_token(
-    monkeypatch: pytest.MonkeyPatch, host: str
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, host: str
 ) -> None:
     """With PostgreSQL away the token cannot be checked: 503 "retry", as the services answer,
     where the page answered 500 "Internal Server Error"; so with its host's name not
@@ -119,6 +119,8 @@ async def test_the_page_says_503_when_it_cannot_check_a_token(
         answer = await client.get("/", headers={"Authorization": "Bearer cvn_" + "x" * 43})
     assert answer.status_code == 503, answer.text
     assert answer.json()["detail"] == "the database is not reachable; retry"
+    said = [r for r in caplog.records if "the database is not reachable" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)]  # what failed
 
 
 @pytest.fixture

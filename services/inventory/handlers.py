@@ -35,8 +35,10 @@ from shared.events.inventory import (
 )
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced, PaymentRequest
 from shared.events.registry import Parsed
+from shared.logs import bind_order
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed, SeedFile
+from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +154,21 @@ async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int
 
     Inventory keeps the stock held: orders cancels the order (``expired``) if it is still
     pending, and that cancellation releases the stock. Safe with several instances: each
-    hold is locked (others skipped) and marked in the same transaction as its event.
+    hold is locked (others skipped) and marked in the same transaction as its event. Each
+    report continues the trace of the event that made the hold (the order's), its log lines
+    tagged with the order id.
     """
     repo = StockRepository(tx)
     due = await repo.overdue_holds(hold, limit)
     if not due:
         return 0
-    await repo.mark_expiry_notified(due)
-    for order_id in due:
-        await tx.emit(StockExpired(order_id=order_id))
+    await repo.mark_expiry_notified([order_id for order_id, _ in due])
+    for order_id, trace_headers in due:
+        with (
+            continuing(trace_headers or {}, "inventory hold expiry", order_id),
+            bind_order(order_id),
+        ):
+            await tx.emit(StockExpired(order_id=order_id))
     return len(due)
 
 

@@ -17,7 +17,9 @@ from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import new_id
+from shared.logs import bind_order
 from shared.messaging.uow import Tx
+from shared.telemetry import continuing
 from shared.topics import EventType
 
 log = logging.getLogger(__name__)
@@ -189,15 +191,18 @@ async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
 
 
 async def expire_due(tx: Tx, now: datetime) -> int:
-    """Cancel (``expired``) pending orders whose deadline has passed; returns how many."""
+    """Cancel (``expired``) pending orders whose deadline has passed; returns how many. Each
+    cancellation continues the trace of the request that placed the order (expired orders
+    are those operators look into), its log lines tagged with the order id."""
     repo = OrderRepository(tx)
-    ids = await repo.due_for_expiry(now)
-    for order_id in ids:
-        order = await repo.get(order_id)
-        assert order is not None
-        order.expire(now)
-        await repo.save(order)
-    return len(ids)
+    due = await repo.due_for_expiry(now)
+    for order_id, trace_headers in due:
+        with continuing(trace_headers or {}, "orders expiry", order_id), bind_order(order_id):
+            order = await repo.get(order_id)
+            assert order is not None
+            order.expire(now)
+            await repo.save(order)
+    return len(due)
 
 
 async def cancel_by_buyer(tx: Tx, order_id: str) -> Order | None:

@@ -2,7 +2,10 @@
 
 import asyncio
 import json
+from functools import partial
 from pathlib import Path
+
+from aiokafka import ConsumerRecord
 
 from caravan import system
 from shared.topics import Topic
@@ -103,3 +106,62 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
     finally:
         await caravan.restart(system.SERVICES)
         await asyncio.sleep(0)
+
+
+def trace_ids(caravan: System, topic: str, event_type: str, key: str) -> list[str | None]:
+    """The trace id in the ``traceparent`` header (None: no header) of each record of ``topic``
+    that says ``event_type`` and ``key`` (an order id or ref)."""
+    return [
+        trace_id(r)
+        for r in caravan.log.raw(topic)
+        if f'"{event_type}"'.encode() in r.value and key.encode() in r.value
+    ]
+
+
+def trace_id(record: ConsumerRecord) -> str | None:
+    traceparent = dict(record.headers).get("traceparent")
+    return traceparent.decode().split("-")[1] if traceparent else None
+
+
+async def test_the_expiry_sweeps_tell_an_orders_end_in_its_trace(caravan: System) -> None:
+    """An order past its deadline is cancelled (``expired``) by the orders' sweep, an overdue
+    hold reported (``stock.expired``) by inventory's: each in the order's trace, that of the
+    request placing it (they were emitted in no span, each the root of a trace of its own).
+    Payments is stopped: nothing settles the orders first."""
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        late, held = order(), order()
+        ids = []
+        for req in (late, held):
+            await caravan.request(req)
+            order_id = await caravan.placed(req.order_ref)
+            reserved = partial(caravan.log.events, Topic.INVENTORY_EVENTS, order_id=order_id)
+            await caravan.wait_for(partial(reserved, type="stock.reserved"))
+            ids.append(order_id)
+        late_id, held_id = ids
+        await caravan.execute(
+            "update orders.orders set deadline_at = now() - interval '1 hour' where order_id = :o",
+            o=late_id,
+        )
+        await caravan.execute(
+            "update inventory.reservations set created_at = created_at - interval '30 days'"
+            " where order_id = :o",
+            o=held_id,
+        )
+        for order_id in ids:
+            outcome = await caravan.outcome(order_id)
+            assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
+        orders = Topic.ORDER_EVENTS.value
+        for order_id in ids:
+            [placed] = trace_ids(caravan, orders, "order.placed", order_id)
+            assert placed is not None
+            cancelled = await caravan.wait_for(
+                partial(trace_ids, caravan, orders, "order.cancelled", order_id)
+            )
+            assert cancelled == [placed], order_id
+        [placed] = trace_ids(caravan, orders, "order.placed", held_id)
+        inventory = Topic.INVENTORY_EVENTS.value
+        assert trace_ids(caravan, inventory, "stock.expired", held_id) == [placed]
+    finally:
+        caravan.procs.start(("payments",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)

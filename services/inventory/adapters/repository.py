@@ -33,6 +33,7 @@ from services.inventory.domain.stock import Lot, Season, Take
 from shared.db import driver
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed
+from shared.telemetry import current_trace_headers
 
 # Kinds of rows in the transaction's identity map.
 PRODUCT, LOT, LOTS_OF, HOLD, HELD = (
@@ -226,7 +227,10 @@ class StockRepository:
         if await self.reservation_status(order_id) is not None:
             return False
         self.tx.identity[HOLD, order_id] = status
-        self.tx.insert_later(reservations, {"order_id": order_id, "status": status})
+        # The trace of the order event making it: the report of the hold continues it.
+        trace = current_trace_headers() or None
+        row: dict[str, object] = {"order_id": order_id, "status": status, "trace_headers": trace}
+        self.tx.insert_later(reservations, row)
         held = []
         for t in takes:
             self.tx.insert_later(
@@ -280,11 +284,14 @@ class StockRepository:
         row = {"order_id": order_id, "status": status, "updated_at": datetime.now(UTC)}
         self.tx.update_later(reservations, "order_id", row)
 
-    async def overdue_holds(self, hold: timedelta, limit: int) -> list[str]:
+    async def overdue_holds(
+        self, hold: timedelta, limit: int
+    ) -> list[tuple[str, dict[str, str] | None]]:
         """Orders still holding stock after ``hold`` (by the database's clock) and not yet
-        reported, oldest first, row-locked; rows another instance has locked are skipped."""
+        reported, oldest first, row-locked; rows another instance has locked are skipped.
+        Each with the trace context of the event that made its hold (None before 2026-12-04)."""
         rows = await self.conn.execute(
-            select(reservations.c.order_id)
+            select(reservations.c.order_id, reservations.c.trace_headers)
             .where(
                 reservations.c.status == "reserved",
                 reservations.c.expiry_notified_at.is_(None),
@@ -294,7 +301,7 @@ class StockRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return list(rows.scalars())
+        return [(r.order_id, r.trace_headers) for r in rows]
 
     async def mark_expiry_notified(self, order_ids: list[str]) -> None:
         await self.conn.execute(

@@ -73,6 +73,9 @@ reservations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # When the hold was reported expired (``stock.expired``); reported once.
     Column("expiry_notified_at", DateTime(timezone=True), nullable=True),
+    # W3C trace context of the order event that made the hold, so that its report
+    # (``stock.expired``) continues the order's trace (none on holds before 2026-12-04).
+    Column("trace_headers", JSONB(none_as_null=True), nullable=True),
     Index(
         "ix_inventory_reservations_held",
         "created_at",

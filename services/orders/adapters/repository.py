@@ -16,6 +16,7 @@ from services.orders.domain.order import Order
 from shared.db import driver
 from shared.events.orders import OrderLine, ScheduledInstalment
 from shared.messaging.uow import Tx
+from shared.telemetry import current_trace_headers
 
 ORDER = "orders.order"
 REF = "orders.ref"
@@ -64,6 +65,8 @@ class OrderRepository:
                 "payment": order.payment,
                 "placed_at": order.placed_at,
                 "deadline_at": order.deadline_at,
+                # The trace of the request placing it: the expiry sweep continues it.
+                "trace_headers": current_trace_headers() or None,
             },
         )
         self.tx.identity[REF, (order.source, order.order_ref)] = (
@@ -104,15 +107,19 @@ class OrderRepository:
         found = {(r.source, r.order_ref): (r.order_id, r.status, r.request_hash) for r in rows}
         self.tx.remember(REF, todo, found)
 
-    async def due_for_expiry(self, now: datetime, limit: int = 100) -> list[str]:
+    async def due_for_expiry(
+        self, now: datetime, limit: int = 100
+    ) -> list[tuple[str, dict[str, str] | None]]:
+        """Pending orders past their deadline, row-locked (others' locked rows skipped): each
+        with the trace context of the request that placed it (None before 2026-12-04)."""
         rows = await self.tx.conn.execute(
-            select(orders.c.order_id)
+            select(orders.c.order_id, orders.c.trace_headers)
             .where(orders.c.status == "pending", orders.c.deadline_at <= now)
             .order_by(orders.c.deadline_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [r.order_id for r in rows]
+        return [(r.order_id, r.trace_headers) for r in rows]
 
     async def save(self, order: Order) -> None:
         """Write ``order`` (loaded by :meth:`get`) when the transaction commits."""

@@ -42,6 +42,9 @@ orders = Table(
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # W3C trace context of the request that placed the order, so that the expiry sweep's
+    # cancellation continues the order's trace (none on orders placed before 2026-12-04).
+    Column("trace_headers", JSONB(none_as_null=True), nullable=True),
     UniqueConstraint("source", "order_ref", name="orders_idempotency_key"),
     Index("orders_pending_deadline", "deadline_at", postgresql_where=text("status = 'pending'")),
     Index("orders_buyer", "buyer_id", "placed_at"),

@@ -45,6 +45,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
 from shared.db import is_transient
+from shared.events.envelope import CloudEvent
 from shared.events.registry import (
     REGISTRY,
     Parsed,
@@ -431,14 +432,15 @@ class Consumer:
         try:
             parsed = sub.parse(record.value)
         except PoisonRecord as poison:
-            written = await self._until_done(partial(self._dead_letter, sub, record, poison))
+            with self._context(sub, record, poison.envelope):
+                written = await self._until_done(partial(self._dead_letter, sub, record, poison))
             CONSUMED.labels(self.service, topic, "dead_lettered" if written else "duplicate").inc()
             return
         handler = sub.handler_for(parsed)
         if parsed is None or handler is None:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
-        with self._context(sub, record, parsed):
+        with self._context(sub, record, parsed.envelope):
             outcome = await self._handle(sub, record, parsed, handler)
         CONSUMED.labels(self.service, topic, outcome).inc()
         HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
@@ -513,25 +515,29 @@ class Consumer:
                     # A subscription's handlers may read what another's wrote at commit.
                     await tx.flush()
                 previous = subs[i]
-                with self._context(subs[i], records[i], parsed[i]):
+                with self._context(subs[i], records[i], parsed[i].envelope):
                     await handler(tx.caused_by(parsed[i].envelope), parsed[i])
                 outcomes[i] = "handled"
         return outcomes
 
     @contextmanager
-    def _context(self, sub: Subscription, record: ConsumerRecord, parsed: Parsed) -> Iterator[None]:
-        """The span and log context of handling one record."""
+    def _context(
+        self, sub: Subscription, record: ConsumerRecord, envelope: CloudEvent | None
+    ) -> Iterator[None]:
+        """The span and log context of handling one record, or dead-lettering it (its
+        ``envelope`` None if it is no CloudEvent): in the trace its headers carry."""
+        order_id, event_type = (envelope.correlationid, envelope.type) if envelope else (None, None)
         attributes = {
             "messaging.system": "kafka",
             "messaging.destination.name": sub.topic.value,
             "messaging.consumer.group.name": self.group_id,
             "messaging.kafka.message.offset": record.offset,
-            "caravan.event_type": parsed.envelope.type,
-            "caravan.order_id": parsed.envelope.correlationid or "",
+            "caravan.event_type": event_type or "",
+            "caravan.order_id": order_id or "",
         }
         with (
             consuming(sub.topic.value, record.headers, attributes),
-            bind_order(parsed.envelope.correlationid, parsed.envelope.type),
+            bind_order(order_id, event_type),
         ):
             yield
 

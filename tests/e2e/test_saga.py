@@ -260,9 +260,9 @@ async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(
         assert outcome.type == "order.confirmed", req.order_ref
 
 
-async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> None:
-    order_ref = ref("BAD")
-    value = orjson.dumps(
+def invalid_request(order_ref: str) -> bytes:
+    """An ``order.requested`` whose phone number and line quantity are invalid."""
+    return orjson.dumps(
         raw_event(
             "order.requested",
             {
@@ -273,6 +273,11 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
             },
         )
     )
+
+
+async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> None:
+    order_ref = ref("BAD")
+    value = invalid_request(order_ref)
     await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=order_ref.encode())
     rejected = await caravan.wait_for(
         lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=order_ref)

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import secrets
 from functools import partial
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from aiokafka import ConsumerRecord
 
 from caravan import system
 from shared.topics import Topic
-from tests.e2e.test_saga import order
-from tests.harness import System
+from tests.e2e.test_saga import invalid_request, order
+from tests.harness import System, ref
 
 
 def spans(trace_dir: Path, service: str = "*") -> list[dict[str, object]]:
@@ -165,3 +166,27 @@ async def test_the_expiry_sweeps_tell_an_orders_end_in_its_trace(caravan: System
     finally:
         caravan.procs.start(("payments",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)
+
+
+async def publish_in_a_trace(caravan: System, order_ref: str, value: bytes) -> str:
+    """Publish ``value`` on the requests' topic, keyed by ``order_ref``, with a trace context
+    of its own: its trace id."""
+    trace = secrets.token_hex(16)
+    headers: list[tuple[str, bytes | None]] = [
+        ("traceparent", f"00-{trace}-{secrets.token_hex(8)}-01".encode())
+    ]
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, value, key=order_ref.encode(), headers=headers
+    )
+    return trace
+
+
+async def test_an_invalid_request_is_answered_in_its_trace(caravan: System) -> None:
+    """The ``order.rejected`` answering an invalid ``order.requested`` continues the trace the
+    request's headers carry (it was emitted in no span: a trace of its own)."""
+    order_ref = ref("BAD")
+    trace = await publish_in_a_trace(caravan, order_ref, invalid_request(order_ref))
+    rejected = await caravan.wait_for(
+        lambda: trace_ids(caravan, Topic.ORDER_EVENTS.value, "order.rejected", order_ref)
+    )
+    assert rejected == [trace]

@@ -99,6 +99,14 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
+def trace_headers_of(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context that ``headers`` carry (say a dead letter's), as record headers
+    of their own (empty if they carry none)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=propagate.extract(dict(headers)))
+    return carrier
+
+
 @contextmanager
 def consuming(
     topic: str, headers: Sequence[tuple[str, bytes | None]], attributes: Mapping[str, Any]

@@ -1,9 +1,10 @@
 """Dead letters: reading them from the ``<topic>.dlq`` topics, and sending chosen ones back.
 
 A redriven record goes to its original topic with its original key and value (or a fixed
-value), a header naming the dead letter it came from and one naming the consumer group that
-dead-lettered it (the only group to handle it again); each redrive is recorded, with the
-letters it sent, and a letter sent once is not sent again unless asked.
+value), a header naming the dead letter it came from, one naming the consumer group that
+dead-lettered it (the only group to handle it again) and the letter's trace context (the
+record's trace goes on); each redrive is recorded, with the letters it sent, and a letter
+sent once is not sent again unless asked.
 """
 
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
 from shared.settings import asyncpg_url
+from shared.telemetry import trace_headers_of
 from shared.topics import Topic
 
 
@@ -169,6 +171,8 @@ async def redrive(
                     headers = [("caravan.redriven-from", d.ref.encode())]
                     if "dlq.group" in d.headers:
                         headers.append((REDRIVE_GROUP, d.headers["dlq.group"].encode()))
+                    trace = trace_headers_of(d.headers)  # the record's trace, continued
+                    headers += [(name, value.encode()) for name, value in trace.items()]
                     await producer.send_and_wait(
                         d.origin,
                         value if value is not None else d.value,

@@ -57,7 +57,7 @@ from shared.events.registry import (
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, start_at_zero
-from shared.telemetry import consuming
+from shared.telemetry import consuming, current_trace_headers
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
@@ -592,6 +592,8 @@ class Consumer:
                 "dlq.partition": str(record.partition),
                 "dlq.offset": str(record.offset),
                 "dlq.time": datetime.now(UTC).isoformat(),
+                # The trace of the record (this is in its span): a redrive continues it.
+                **current_trace_headers(),
             }
             value = record.value if record.value is not None else b""
             if len(value) + len(record.key or b"") > DEAD_LETTER_LIMIT:

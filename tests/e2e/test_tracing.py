@@ -9,6 +9,7 @@ from pathlib import Path
 from aiokafka import ConsumerRecord
 
 from caravan import system
+from caravan.ops import dlq as ops_dlq
 from shared.topics import Topic
 from tests.e2e.test_saga import invalid_request, order
 from tests.harness import System, ref
@@ -190,3 +191,32 @@ async def test_an_invalid_request_is_answered_in_its_trace(caravan: System) -> N
         lambda: trace_ids(caravan, Topic.ORDER_EVENTS.value, "order.rejected", order_ref)
     )
     assert rejected == [trace]
+
+
+async def test_a_dead_letter_carries_its_records_trace_on_through_a_redrive(
+    caravan: System,
+) -> None:
+    """A dead letter carries the trace context of its record (a record that is no JSON, an
+    invalid request), and a redrive sends the letter on in that trace: both had none."""
+    dlq = Topic.ORDER_REQUESTS.dlq
+    not_json, invalid = ref("POISON"), ref("BAD")
+    keys = {
+        order_ref.encode(): await publish_in_a_trace(caravan, order_ref, value)
+        for order_ref, value in ((not_json, b"\xff{not json"), (invalid, invalid_request(invalid)))
+    }
+    letters = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(dlq) if r.key in keys], count=2
+    )
+    assert {r.key: trace_id(r) for r in letters} == keys
+    bootstrap = caravan.infra.kafka_bootstrap
+    chosen = [d for d in await ops_dlq.read(bootstrap, [dlq]) if d.key in keys]
+    await ops_dlq.redrive(bootstrap, caravan.infra.database_url, chosen)
+    redriven = await caravan.wait_for(
+        lambda: [
+            r
+            for r in caravan.log.raw(Topic.ORDER_REQUESTS.value)
+            if r.key in keys and "caravan.redriven-from" in dict(r.headers)
+        ],
+        count=2,
+    )
+    assert {r.key: trace_id(r) for r in redriven} == keys

@@ -12,11 +12,14 @@ open across a call (the pattern of :mod:`services.notifications.dispatch`).
 A crash between the call and the record leaves the row ``sending``; when its lease lapses it
 is called again with the same key, which the platform applies once. The rows are durable, so
 callbacks survive restarts and platform outages; ``failed`` ones stay listed for operations.
+The call and its record are spans in the order's trace: that of the terminal event told,
+stored with the row (:func:`traced`).
 """
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +34,7 @@ from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
 from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
+from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +81,24 @@ async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
     """One status API call (of an app ``api`` has: :func:`claim_due`): its verdict, and what
     went wrong if anything."""
     update_ = StatusUpdate(row.event_id, row.platform_order_id, row.outcome, row.reason)
-    try:
-        status = await api.push_status(row.app, update_)
-    except PlatformUnavailable as exc:
-        return "retry", str(exc)[:1000]
-    except Exception as exc:  # a bug or an unexpected answer: retry, bounded
-        with bind_order(row.order_id):
+    with traced(row, "platform status callback"):
+        try:
+            status = await api.push_status(row.app, update_)
+        except PlatformUnavailable as exc:
+            return "retry", str(exc)[:1000]
+        except Exception as exc:  # a bug or an unexpected answer: retry, bounded
             log.exception("status callback failed unexpectedly")
-        return "retry", repr(exc)[:1000]
+            return "retry", repr(exc)[:1000]
     result = verdict(status)
     return result, None if result == "delivered" else f"status API answered {status}"
+
+
+@contextmanager
+def traced(row: Any, name: str) -> Iterator[None]:
+    """A span in the trace of the terminal event that the callback ``row`` tells (stored
+    with it), its log lines tagged with the order id."""
+    with continuing(row.trace_headers or {}, name, row.order_id), bind_order(row.order_id):
+        yield
 
 
 async def record(
@@ -135,7 +147,7 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
         return 0
     results = await asyncio.gather(*(call(api, row) for row in rows))
     for row, (result, error) in zip(rows, results, strict=True):
-        with bind_order(row.order_id):
+        with traced(row, "platform status callback recorded"):
             async with uow.begin() as tx:
                 await record(tx, row, result, error, policy)
     return len(rows)

@@ -54,6 +54,7 @@ from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.messaging.parking import OrderLocks, Parking
 from shared.messaging.uow import Tx
+from shared.telemetry import current_trace_headers
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -351,6 +352,7 @@ async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
             order_id=data.order_id,
             outcome="cancelled" if cancelled else "confirmed",
             reason=data.reason if isinstance(data, OrderCancelled) else None,
+            trace_headers=current_trace_headers() or None,
         )
         .on_conflict_do_nothing()
     )

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,13 +17,14 @@ import httpx
 import pytest
 
 from caravan.demo import run_platform_demo
-from caravan.system import simulator
+from caravan.system import SERVICES, simulator
 from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
+from tests.e2e.test_tracing import spans, trace_id
 from tests.harness import System, order_events, raw_event, until
 
 APP, SECRET = "t-market", "t-market-secret-0001"
@@ -581,6 +583,39 @@ async def test_failed_callbacks_are_sent_again_on_request(
     assert audited == 1
     received = await callbacks(platform.sim, order_ref)
     assert len(received["requests"]) >= 2, received  # told twice, applied once (its key)
+
+
+async def test_a_status_callback_is_made_in_the_orders_trace(
+    caravan: System, platform: Platform, tmp_path: Path
+) -> None:
+    """The call telling the platform an order's outcome is a span in the order's trace, that
+    of the outcome told (it was made in none, and its log lines had no trace). Every service
+    writes its spans: a span continuing one not recorded is not recorded either."""
+    trace_dir = tmp_path / "traces"
+    await caravan.restart(SERVICES, **platform.env, CARAVAN_TRACE_DIR=str(trace_dir))
+    try:
+        order_ref = await new_order(platform.sim)
+        assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+        order_id = await placed_once(caravan, order_ref)
+        outcome = await caravan.outcome(order_id)
+        await until(lambda: _applied(platform.sim, order_ref), "the callback", every=0.2)
+        [told] = [
+            r for r in caravan.log.raw(Topic.ORDER_EVENTS.value) if outcome.id.encode() in r.value
+        ]
+
+        def calls() -> list[dict[str, Any]]:
+            return [
+                s
+                for s in spans(trace_dir, "platform")
+                if s["name"] == "platform status callback"
+                and s["attributes"].get("caravan.order_id") == order_id  # type: ignore[attr-defined]
+            ]
+
+        assert [s["trace_id"] for s in await caravan.wait_for(calls)] == [trace_id(told)]
+    finally:
+        others = tuple(service for service in SERVICES if service != "platform")
+        await caravan.restart(others)
+        await caravan.restart(("platform",), **platform.env)
 
 
 async def _unplaced(

@@ -120,6 +120,7 @@ async def test_a_status_callback_that_failed_names_its_order(
         outcome="confirmed",
         reason=None,
         attempts=1,
+        trace_headers=None,
     )
 
     async def claim_due(*_: Any) -> list[Any]:

@@ -96,6 +96,9 @@ callbacks = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # W3C trace context of the terminal event told, so that the call continues the order's
+    # trace (none on callbacks queued before 2026-12-04).
+    Column("trace_headers", JSONB(none_as_null=True), nullable=True),
     Index(
         "callbacks_due",
         "next_attempt_at",

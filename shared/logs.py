@@ -11,11 +11,11 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from shared.telemetry import SERVICE, current_ids
+from shared.telemetry import SERVICE, continuing, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
@@ -84,3 +84,14 @@ def bind_order(order_id: str | None, event_type: str | None = None) -> Iterator[
     finally:
         _order_id.reset(t1)
         _event_type.reset(t2)
+
+
+@contextmanager
+def working_for(
+    headers: Mapping[str, str] | None, name: str, order_id: str | None
+) -> Iterator[None]:
+    """A loop's work for an order, done after the event that asked for it (a prepaid charge, a
+    text, a status callback, an expiry sweep): a span continuing the trace stored with it
+    (:func:`shared.telemetry.continuing`), every log line tagged with the order id."""
+    with continuing(headers or {}, name, order_id), bind_order(order_id):
+        yield

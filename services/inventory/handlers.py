@@ -35,10 +35,9 @@ from shared.events.inventory import (
 )
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced, PaymentRequest
 from shared.events.registry import Parsed
-from shared.logs import bind_order
+from shared.logs import working_for
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed, SeedFile
-from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +163,7 @@ async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int
         return 0
     await repo.mark_expiry_notified([order_id for order_id, _ in due])
     for order_id, trace_headers in due:
-        with (
-            continuing(trace_headers or {}, "inventory hold expiry", order_id),
-            bind_order(order_id),
-        ):
+        with working_for(trace_headers, "inventory hold expiry", order_id):
             await tx.emit(StockExpired(order_id=order_id))
     return len(due)
 

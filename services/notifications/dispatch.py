@@ -68,10 +68,9 @@ from shared import days
 from shared.db import is_transient
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
-from shared.logs import bind_order
+from shared.logs import bind_order, working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
-from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def traced(row: Any, name: str) -> Iterator[None]:
     """A span in the trace of the event that asked for the text ``row`` (the events about it
     carry that trace on; they were emitted outside any), its log lines tagged with the
     text's order id."""
-    with continuing(row.trace_headers or {}, name, row.order_id), bind_order(row.order_id):
+    with working_for(row.trace_headers, name, row.order_id):
         yield
 
 

@@ -17,9 +17,8 @@ from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import new_id
-from shared.logs import bind_order
+from shared.logs import working_for
 from shared.messaging.uow import Tx
-from shared.telemetry import continuing
 from shared.topics import EventType
 
 log = logging.getLogger(__name__)
@@ -197,7 +196,7 @@ async def expire_due(tx: Tx, now: datetime) -> int:
     repo = OrderRepository(tx)
     due = await repo.due_for_expiry(now)
     for order_id, trace_headers in due:
-        with continuing(trace_headers or {}, "orders expiry", order_id), bind_order(order_id):
+        with working_for(trace_headers, "orders expiry", order_id):
             order = await repo.get(order_id)
             assert order is not None
             order.expire(now)

@@ -42,10 +42,9 @@ from services.payments.domain import ledger
 from services.payments.handlers import post_charge, reverse_charge, set_payables
 from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
-from shared.logs import bind_order
+from shared.logs import working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
-from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: f
     """Make one claimed call (no transaction open) and record its outcome, in the trace of
     the event that asked for it (its log lines tagged with the order id)."""
     name = f"payments gateway {work.status}"
-    with continuing(work.trace_headers or {}, name, work.order_id), bind_order(work.order_id):
+    with working_for(work.trace_headers, name, work.order_id):
         await _perform(uow, gateway, work, retry)
 
 

@@ -31,10 +31,9 @@ from services.platform.adapters.platform_api import PlatformApi, PlatformUnavail
 from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
-from shared.logs import bind_order
+from shared.logs import working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
-from shared.telemetry import continuing
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
 def traced(row: Any, name: str) -> Iterator[None]:
     """A span in the trace of the terminal event that the callback ``row`` tells (stored
     with it), its log lines tagged with the order id."""
-    with continuing(row.trace_headers or {}, name, row.order_id), bind_order(row.order_id):
+    with working_for(row.trace_headers, name, row.order_id):
         yield
 
 

@@ -1,5 +1,6 @@
-"""What every service's HTTP API shares: problem+json errors, ``/healthz`` and ``/metrics``,
-bearer-token authentication (:func:`require`) and a limit on request bodies."""
+"""What every service's HTTP API shares: problem+json errors (and their OpenAPI
+documentation, :func:`problem_responses`), ``/healthz`` and ``/metrics``, bearer-token
+authentication (:func:`require`) and a limit on request bodies."""
 
 import logging
 import time
@@ -15,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -46,6 +47,61 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResp
     """An RFC 9457 problem response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``), as :func:`problem` answers it."""
+
+    model_config = ConfigDict(extra="allow")  # some say more: an order_id, what is down
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] = Field(
+        default_factory=list, description="for invalid input: each {field, message}"
+    )
+
+
+TOKEN_PROBLEMS = {
+    401: "no bearer token, or one unknown or revoked",
+    403: "the token lacks the operation's scope",
+    429: "too many failed attempts from this address (see Retry-After)",
+}
+"""What :func:`require` may answer, before the route does anything."""
+ANY_PROBLEMS = {
+    413: "the body is larger than the limit",
+    503: "the database is not reachable (see Retry-After)",
+}
+"""What any route may answer: :class:`BodyLimit`, and the database away (the token check
+reads it too)."""
+BAD_INPUT = "the request does not match its schema"
+LINE_BREAK = "an id in the path holds a line break: no route takes it"
+"""A 404 of a route whose path id may hold ``/`` (``{id:path}``), whose pattern stops at a
+line break: say it on one that answers no 404 of its own (a ``PUT``)."""
+JSON_BODY = {
+    400: "the body cannot be decoded (it is not UTF-8)",
+    415: "the body is not sent as application/json",
+}
+"""What a route taking a JSON body (a pydantic model) answers for one it cannot read
+(:func:`not_json`)."""
+
+
+def problem_responses(
+    described: dict[int, str] | None = None, token: bool = True, model: type[Problem] = Problem
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem answers, e.g.
+    ``problem_responses({404: "no such order"})``, with those every route may give
+    (:data:`ANY_PROBLEMS`) and, unless ``token`` is false, those of the token check
+    (:data:`TOKEN_PROBLEMS`). Given as a router's ``responses``, they are each of its
+    routes'; a route's own add to them or say one more precisely. A route with parameters
+    documents 422 (else FastAPI documents its own validation error, a list of ``{loc, msg,
+    type}`` as application/json, which is not what :func:`invalid` answers)."""
+    schema = model.model_json_schema()
+    common = (TOKEN_PROBLEMS if token else {}) | ANY_PROBLEMS
+    return {
+        code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
+        for code, text in (common | (described or {})).items()
+    }
 
 
 def field_errors(
@@ -372,7 +428,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return http_problem(exc, request)
 
-    @app.get("/healthz", tags=["operations"])
+    down = {503: "PostgreSQL is not reachable: what is down (down) and why (checks)"}
+
+    @app.get("/healthz", tags=["operations"], responses=problem_responses(down, token=False))
     async def healthz(request: Request) -> Any:
         """What the service reaches (``GET`` or ``HEAD``, as load balancers check): 503
         naming what is down (``down``) and why (``detail``) when PostgreSQL is away, for
@@ -411,6 +469,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         tags=["operations"],
         response_class=PlainTextResponse,
         dependencies=[require("metrics", "ops")],
+        responses=problem_responses(),
     )
     async def metrics() -> Response:
         return Response(exposition(service), media_type=CONTENT_TYPE_LATEST)

@@ -29,7 +29,7 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen
-from shared.http import NO_NUL, problem, require
+from shared.http import BAD_INPUT, JSON_BODY, NO_NUL, problem, problem_responses, require
 from shared.ids import new_id
 from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after, page
@@ -60,12 +60,14 @@ Key = Annotated[str, Path(min_length=1, max_length=64), NO_NUL]
 Finished = Annotated[
     bool, Query(alias="all", description="also the lots that are empty and past best_before")
 ]
+UNKNOWN_SKU = "no product with this SKU"
+UNKNOWN_LOT = "no lot with this id"
 STOCK_CURSOR = cursor_after(str)  # after a product's sku
 SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
-    router = APIRouter(tags=["inventory"])
+    router = APIRouter(tags=["inventory"], responses=problem_responses({422: BAD_INPUT}))
     engine = uow.db.engine
 
     @router.get("/stock", response_model=StockList, dependencies=READ)
@@ -80,19 +82,43 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         skus, next_cursor = page(found, limit, lambda s: (s.sku,))
         return StockList(skus=skus, next_cursor=next_cursor)
 
-    @router.get("/stock/{sku:path}", response_model=queries.SkuStock, dependencies=READ)
+    @router.get(
+        "/stock/{sku:path}",
+        response_model=queries.SkuStock,
+        dependencies=READ,
+        responses=problem_responses({404: UNKNOWN_SKU}),
+    )
     async def sku_stock(sku: Key, finished: Finished = False) -> Any:
         async with engine.connect() as conn:
             found = await queries.stock(conn, days.today(), sku, finished=finished)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
 
-    @router.get("/lots/{lot_id:path}", response_model=queries.LotStock, dependencies=READ)
+    @router.get(
+        "/lots/{lot_id:path}",
+        response_model=queries.LotStock,
+        dependencies=READ,
+        responses=problem_responses({404: UNKNOWN_LOT}),
+    )
     async def lot(lot_id: Key) -> Any:
         async with engine.connect() as conn:
             found = await queries.lot_stock(conn, lot_id, days.today())
         return found or problem(404, "Unknown lot", f"no lot {lot_id}")
 
-    @router.post("/lots", status_code=201, response_model=queries.LotStock)
+    @router.post(
+        "/lots",
+        status_code=201,
+        response_model=queries.LotStock,
+        responses={
+            200: {"description": "the same lot again: nothing changed", "model": queries.LotStock},
+            **problem_responses(
+                {
+                    **JSON_BODY,
+                    409: "the lot id holds another lot",
+                    422: f"{BAD_INPUT}, or no product has the lot's SKU",
+                }
+            ),
+        },
+    )
     async def add_lot(body: LotSeed, response: Response, who: Writer) -> Any:
         try:
             async with uow.begin() as tx:
@@ -109,7 +135,23 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             response.status_code = 200
         return view
 
-    @router.post("/lots/{lot_id:path}/adjustments", status_code=201, response_model=Adjusted)
+    @router.post(
+        "/lots/{lot_id:path}/adjustments",
+        status_code=201,
+        response_model=Adjusted,
+        responses={
+            200: {"description": "the same Idempotency-Key again: applied once", "model": Adjusted},
+            **problem_responses(
+                {
+                    **JSON_BODY,
+                    404: UNKNOWN_LOT,
+                    409: "more removed than the lot holds, or the key was used for another"
+                    " adjustment",
+                    422: f"{BAD_INPUT}, or delta is 0",
+                }
+            ),
+        },
+    )
     async def adjust(
         lot_id: Key,
         body: Adjustment,

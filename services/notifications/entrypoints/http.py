@@ -19,15 +19,35 @@ from services.notifications.dispatch import apply_receipt
 from services.notifications.domain.phones import E164
 from shared.auth import audit
 from shared.auth.tokens import Principal
-from shared.http import BEARER, problem, require
+from shared.http import BAD_INPUT, BEARER, problem, problem_responses, require
 from shared.messaging.uow import UnitOfWork
 
 Writer = Annotated[Principal, require("notifications:write")]
 Phone = Annotated[str, Path(max_length=16)]
+OPT_OUT_PROBLEMS = problem_responses({422: f"{BAD_INPUT}, or the phone is not an E.164 number"})
+RECEIPTS = {
+    "description": "the gateway's delivery receipts, in its format: the simulator's"
+    ' {"id", "status", "detail"} or a list of them, Infobip\'s {"results": [...]}',
+    "required": True,
+    "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+}
+"""The body of ``POST /sms/receipts``, which the gateway adapter reads itself."""
 
 
 def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secret: str) -> None:
-    @app.post("/sms/receipts", tags=["sms"])
+    @app.post(
+        "/sms/receipts",
+        tags=["sms"],
+        openapi_extra={"requestBody": RECEIPTS},
+        responses=problem_responses(
+            {
+                401: "the receipts URL's key is missing or wrong",
+                404: "a receipt names a message not recorded yet (the gateway retries it)",
+                422: f"{BAD_INPUT}, or the body is not the gateway's receipts",
+            },
+            token=False,
+        ),
+    )
     async def receipts(request: Request, key: Annotated[str, Query(max_length=256)] = "") -> Any:
         """Apply the gateway's delivery receipts. 401 without the receipts secret, 404 when one
         names a message not recorded yet (the gateway retries it), 422 when the body is not
@@ -56,7 +76,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
             return problem(422, "Invalid phone", f"{phone!r} is not an E.164 number")
         return None
 
-    @app.put("/opt-outs/{phone}", status_code=204, tags=["sms"])
+    @app.put("/opt-outs/{phone}", status_code=204, tags=["sms"], responses=OPT_OUT_PROBLEMS)
     async def opt_out(phone: Phone, who: Writer) -> Response:
         """Stop every SMS to ``phone``, including those already queued."""
         if (bad := _check(phone)) is not None:
@@ -76,7 +96,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
                 )
         return Response(status_code=204)
 
-    @app.delete("/opt-outs/{phone}", status_code=204, tags=["sms"])
+    @app.delete("/opt-outs/{phone}", status_code=204, tags=["sms"], responses=OPT_OUT_PROBLEMS)
     async def opt_in(phone: Phone, who: Writer) -> Response:
         if (bad := _check(phone)) is not None:
             return bad
@@ -97,6 +117,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
         "/opt-outs/{phone}",
         tags=["sms"],
         dependencies=[require("notifications:read", "notifications:write")],
+        responses=OPT_OUT_PROBLEMS,
     )
     async def is_opted_out(phone: Phone) -> Any:
         if (bad := _check(phone)) is not None:

@@ -19,19 +19,18 @@ from services.orders.entrypoints.schemas import (
     OrderBody,
     OrderPage,
     OrderView,
+    Problem,
     Status,
-    problems,
 )
 from shared.events.envelope import has_nul
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
+from shared.http import BAD_INPUT, JSON_BODY, problem, problem_responses, require
 from shared.http import create_app as create_base_app
-from shared.http import problem, require
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after
 from shared.settings import Settings
 
-BAD_INPUT = "the request does not match its schema"
 NOT_FOUND = "no order with this id"
 ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
 
@@ -51,13 +50,14 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         response_model=Accepted,
         tags=["orders"],
         dependencies=[require("orders:write")],
-        responses=problems(
+        responses=problem_responses(
             {
-                400: "the body cannot be decoded (it is not UTF-8)",
+                **JSON_BODY,
                 409: "this Idempotency-Key was used for a different body",
                 422: f"{BAD_INPUT} (or is not JSON), or the body's order_ref differs from the"
                 " Idempotency-Key",
-            }
+            },
+            model=Problem,
         ),
     )
     async def place(
@@ -95,7 +95,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         response_model=OrderPage,
         tags=["orders"],
         dependencies=[require("orders:read")],
-        responses=problems({422: f"{BAD_INPUT}, or the cursor is not one this API gave"}),
+        responses=problem_responses(
+            {422: f"{BAD_INPUT}, or the cursor is not one this API gave"}, model=Problem
+        ),
     )
     async def list_orders(
         buyer_id: Annotated[str, Query(min_length=1, max_length=64)],
@@ -115,7 +117,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         response_model=OrderView,
         tags=["orders"],
         dependencies=[require("orders:read")],
-        responses=problems({404: NOT_FOUND, 422: BAD_INPUT}),
+        responses=problem_responses({404: NOT_FOUND, 422: BAD_INPUT}, model=Problem),
     )
     async def get_order(order_id: str) -> Any:
         """An order's status, total, reason and timeline."""
@@ -131,7 +133,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         response_model=OrderView,
         tags=["orders"],
         dependencies=[require("orders:write")],
-        responses=problems({404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT}),
+        responses=problem_responses(
+            {404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT}, model=Problem
+        ),
     )
     async def cancel(order_id: str) -> Any:
         """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.orders.adapters.tables import orders
 from services.orders.domain.order import Status
 from shared.db import Database
-from shared.http import require
+from shared.http import BAD_INPUT, problem_responses, require
 from shared.status_gauge import StatusGauge
 
 ORDERS = Gauge("caravan_orders", "Orders by status", ["status"])
@@ -41,7 +41,11 @@ class StuckOrders(BaseModel):
 
 
 def ops_router(db: Database) -> APIRouter:
-    router = APIRouter(tags=["operations"], dependencies=[require("ops")])
+    router = APIRouter(
+        tags=["operations"],
+        dependencies=[require("ops")],
+        responses=problem_responses({422: BAD_INPUT}),
+    )
 
     @router.get("/ops/stuck-orders", response_model=StuckOrders)
     async def stuck_orders(

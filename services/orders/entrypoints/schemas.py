@@ -1,11 +1,11 @@
 """What the orders HTTP API accepts and answers, as documented in its OpenAPI document."""
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from shared import http as shared_http
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
-from shared.http import PROBLEM
 
 Status = Literal["pending", "confirmed", "cancelled"]
 
@@ -56,32 +56,7 @@ class OrderPage(BaseModel):
     next_cursor: str | None
 
 
-class Problem(BaseModel):
-    """An RFC 9457 problem (``application/problem+json``)."""
+class Problem(shared_http.Problem):
+    """An RFC 9457 problem (``application/problem+json``) of the orders API."""
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[dict[str, str]] = Field(
-        default_factory=list, description="for invalid input: each {field, message}"
-    )
     order_id: str | None = Field(None, description="the order the problem is about")
-
-
-def problems(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for problem answers, e.g. ``problems({404: "no such order"})``,
-    with those every authenticated operation may give."""
-    schema = Problem.model_json_schema()
-    return {
-        code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
-        for code, text in (AUTH_PROBLEMS | described).items()
-    }
-
-
-AUTH_PROBLEMS = {
-    401: "no bearer token, or one unknown or revoked",
-    403: "the token lacks the operation's scope",
-    413: "the body is larger than the limit",
-    429: "too many failed attempts from this address (see Retry-After)",
-}

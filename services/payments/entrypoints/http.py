@@ -34,7 +34,15 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import MAX_FEN
-from shared.http import NO_NUL, problem, require
+from shared.http import (
+    BAD_INPUT,
+    JSON_BODY,
+    LINE_BREAK,
+    NO_NUL,
+    problem,
+    problem_responses,
+    require,
+)
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
@@ -78,9 +86,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def credit_router(uow: UnitOfWork) -> APIRouter:
-    router = APIRouter(prefix="/credit-lines", tags=["credit"])
+    router = APIRouter(
+        prefix="/credit-lines", tags=["credit"], responses=problem_responses({422: BAD_INPUT})
+    )
+    no_line = "no credit line for this buyer"
 
-    @router.get("/{buyer_id:path}", responses={404: {}}, dependencies=READ)
+    @router.get("/{buyer_id:path}", responses=problem_responses({404: no_line}), dependencies=READ)
     async def get_line(buyer_id: Id) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
@@ -88,7 +99,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             except lending.NotFound as exc:
                 return problem(404, "Credit line not found", str(exc))
 
-    @router.put("/{buyer_id:path}", responses={422: {}})
+    @router.put("/{buyer_id:path}", responses=problem_responses({**JSON_BODY, 404: LINE_BREAK}))
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
             await lending.lock_credit_line(tx, buyer_id)
@@ -99,7 +110,16 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             )
             return _json(line)
 
-    @router.post("/{buyer_id:path}/adjustments", responses={404: {}, 409: {}})
+    @router.post(
+        "/{buyer_id:path}/adjustments",
+        responses=problem_responses(
+            {
+                **JSON_BODY,
+                404: no_line,
+                409: "the limit would leave its bounds, or the key was used for another delta",
+            }
+        ),
+    )
     async def adjust(
         buyer_id: Id,
         body: Adjust,
@@ -140,9 +160,10 @@ async def _line_or_none(conn: AsyncConnection, buyer_id: str) -> Any:
 
 
 def loans_router(uow: UnitOfWork) -> APIRouter:
-    router = APIRouter(tags=["loans"])
+    router = APIRouter(tags=["loans"], responses=problem_responses({422: BAD_INPUT}))
+    no_loan = "no loan with this id"
 
-    @router.get("/loans/{loan_id}", responses={404: {}}, dependencies=READ)
+    @router.get("/loans/{loan_id}", responses=problem_responses({404: no_loan}), dependencies=READ)
     async def get_loan(loan_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
             try:
@@ -150,7 +171,11 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             except lending.NotFound as exc:
                 return problem(404, "Loan not found", str(exc))
 
-    @router.get("/orders/{order_id}/payment", responses={404: {}}, dependencies=READ)
+    @router.get(
+        "/orders/{order_id}/payment",
+        responses=problem_responses({404: "no payment for this order"}),
+        dependencies=READ,
+    )
     async def get_payment(order_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
             row = (
@@ -170,7 +195,24 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
         return dict(row._mapping)
 
-    @router.post("/loans/{loan_id}/repayments", responses={404: {}, 409: {}, 422: {}})
+    @router.post(
+        "/loans/{loan_id}/repayments",
+        status_code=201,
+        responses={
+            200: {
+                "description": "the same Idempotency-Key again: the same repayment",
+                "content": {"application/json": {}},
+            },
+            **problem_responses(
+                {
+                    **JSON_BODY,
+                    404: no_loan,
+                    409: "the loan is not active, or the key was used for another repayment",
+                    422: f"{BAD_INPUT}, or more than the loan owes",
+                }
+            ),
+        },
+    )
     async def repay(
         loan_id: UuidId,
         body: Repay,

@@ -62,7 +62,17 @@ from services.platform.metrics import PUSHES, UNKNOWN_APP, PushRefused
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
-from shared.http import NO_NUL, invalid, problem, require, unavailable
+from shared.http import (
+    BAD_INPUT,
+    JSON_BODY,
+    LINE_BREAK,
+    NO_NUL,
+    invalid,
+    problem,
+    problem_responses,
+    require,
+    unavailable,
+)
 from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, after, cursor_after, page
 
@@ -111,10 +121,49 @@ def parse_params(body: bytes, content_type: str) -> dict[str, str]:
 
 
 REPLAYED = "a push of this push_id (else nonce, else sign) was taken already"
+_PARAMS = {
+    "type": "object",
+    "description": "flat parameters, signed (see the module docstring)",
+    "required": [SIGN, "timestamp", "order_id"],
+    "properties": {
+        SIGN: {"type": "string"},
+        "timestamp": {
+            "type": ["string", "number"],
+            "description": "Unix seconds or milliseconds, or ISO 8601",
+        },
+        "order_id": {"type": "string", "pattern": ORDER_REF_PATTERN},
+        "push_id": {"type": "string", "maxLength": 128},
+        "nonce": {"type": "string", "maxLength": 128},
+    },
+}
+PUSH_BODY = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {**_PARAMS, "additionalProperties": {"type": "string"}}
+        },
+        "application/json": {
+            "schema": {**_PARAMS, "additionalProperties": {"type": ["string", "number"]}}
+        },
+    },
+}
+"""The body of a push, which :func:`parse_params` reads itself (a form or JSON)."""
+PUSH_PROBLEMS = problem_responses(
+    {
+        401: "a bad signature, an unknown app, or a timestamp missing or out of the window",
+        404: "the platform does not know the order",
+        409: REPLAYED,
+        422: "not flat parameters, an order_id that cannot be an order_ref, or an order the"
+        " platform answers that cannot be read",
+        502: "the platform answered another order",
+        503: "the platform's order API or the database is not reachable: push again later",
+    },
+    token=False,
+)
 
 
 def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> APIRouter:
-    router = APIRouter(tags=["platform pushes"])
+    router = APIRouter(tags=["platform pushes"], responses=PUSH_PROBLEMS)
 
     def refuse(
         app: str, outcome: PushRefused, status: int, title: str, detail: str, request: Request
@@ -124,7 +173,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         PUSHES.labels(app if app in api.apps else UNKNOWN_APP, outcome).inc()
         return problem(status, title, detail)
 
-    @router.post("/platform/{app}/push")
+    @router.post("/platform/{app}/push", openapi_extra={"requestBody": PUSH_BODY})
     async def push(app: str, request: Request) -> Any:
         """Take a platform's order push (see the module docstring)."""
         try:
@@ -185,6 +234,17 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
 
 Writer = Annotated[Principal, require("platform:write")]
 READ = [require("platform:read", "platform:write")]
+MAPPING_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [m.model_json_schema() for m in MAPPING_MODELS.values()]}
+        }
+    },
+}
+"""The body of ``PUT`` a mapping, which :func:`put_mapping` reads itself: the model of its
+kind."""
+HOLDS_NUL = "the app or the id holds NUL (no mapping can)"
 AppName = Annotated[str, NO_NUL]  # lengths checked where they are stored (put_mapping)
 ExternalId = Annotated[str, NO_NUL]
 # Where a page starts: after a mapping's (kind, external_id), a problem's or a callback's key
@@ -204,9 +264,19 @@ LISTED = 100  # event ids a retry's answer and audit row name (the first, in ord
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
-    router = APIRouter(prefix="/platform", tags=["platform operations"])
+    router = APIRouter(
+        prefix="/platform",
+        tags=["platform operations"],
+        responses=problem_responses({422: BAD_INPUT}),
+    )
 
-    @router.put("/{app}/mappings/{kind}/{external_id:path}")
+    @router.put(
+        "/{app}/mappings/{kind}/{external_id:path}",
+        openapi_extra={"requestBody": MAPPING_BODY},
+        responses=problem_responses(
+            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}
+        ),
+    )
     async def put_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, request: Request, who: Writer
     ) -> Any:
@@ -244,7 +314,11 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             & (mappings.c.external_id == external_id)
         )
 
-    @router.get("/{app}/mappings/{kind}/{external_id:path}", dependencies=READ)
+    @router.get(
+        "/{app}/mappings/{kind}/{external_id:path}",
+        dependencies=READ,
+        responses=problem_responses({404: "no such mapping"}),
+    )
     async def get_mapping(app: AppName, kind: MappingKind, external_id: ExternalId) -> Any:
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
@@ -252,7 +326,11 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             return problem(404, "No such mapping")
         return {"app": app, "kind": kind, "external_id": external_id, **value}
 
-    @router.delete("/{app}/mappings/{kind}/{external_id:path}", status_code=204)
+    @router.delete(
+        "/{app}/mappings/{kind}/{external_id:path}",
+        status_code=204,
+        responses=problem_responses({404: HOLDS_NUL}),
+    )
     async def delete_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, who: Writer
     ) -> Response:
@@ -267,7 +345,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                 )
         return Response(status_code=204)
 
-    @router.get("/{app}/mappings", dependencies=READ)
+    @router.get("/{app}/mappings", dependencies=READ, responses=problem_responses({404: HOLDS_NUL}))
     async def list_mappings(
         app: AppName, start: Position | None = MAPPINGS_CURSOR, limit: Limit = 100
     ) -> Any:
@@ -299,7 +377,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             query = query.where(problems.c.resolved_at.is_(None))
         return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
 
-    @router.post("/problems/resolve")
+    @router.post("/problems/resolve", responses=problem_responses(JSON_BODY))
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
@@ -343,7 +421,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         rows, next_cursor = page(rows, limit, lambda r: tuple(r[n] for n in names))
         return {name: [_jsonable(r) for r in rows], "next_cursor": next_cursor}
 
-    @router.post("/callbacks/retry")
+    @router.post("/callbacks/retry", responses=problem_responses(JSON_BODY))
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
         """Send ``failed`` callbacks again (of one app, or the ones named), from a first
         attempt: once the platform's status API works again, or its secret is put right. Every

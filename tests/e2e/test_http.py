@@ -245,6 +245,7 @@ async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: S
         ("payments", "PUT", "/credit-lines/a%00b", {"credit_limit_fen": 1}),
         ("payments", "PUT", "/credit-lines/t-big", {"credit_limit_fen": 2**63}),
         ("orders", "GET", f"/orders?buyer_id=t-rich&cursor={cursor}", None),
+        ("orders", "GET", "/orders?buyer_id=a%00b", None),
         ("orders", "POST", "/orders", deep),
     ]
     answers = []

@@ -8,7 +8,7 @@ from typing import Annotated, cast
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.signing import sign
@@ -152,3 +152,18 @@ async def test_a_path_id_holding_nul_is_404_but_where_a_put_would_store_it() -> 
         {"field": "path.thing_id", "message": "must not contain NUL"}
     ]
     assert (await call(app, "GET", "/things/ab")).json() == "ab"
+
+
+async def test_a_query_parameter_holding_nul_is_422_naming_it() -> None:
+    """NO_NUL on a query parameter (GET /orders?buyer_id=): 422 naming the field, as any
+    invalid parameter (orders checked its buyer_id by hand before)."""
+    app = service()
+
+    @app.get("/things")
+    async def things(owner: Annotated[str, Query(max_length=64), NO_NUL]) -> str:
+        return owner
+
+    said = await call(app, "GET", "/things?owner=a%00b")
+    assert said.status_code == 422
+    assert said.json()["errors"] == [{"field": "query.owner", "message": "must not contain NUL"}]
+    assert (await call(app, "GET", "/things?owner=ab")).json() == "ab"

@@ -22,9 +22,8 @@ from services.orders.entrypoints.schemas import (
     Problem,
     Status,
 )
-from shared.events.envelope import has_nul
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
-from shared.http import BAD_INPUT, JSON_BODY, problem, problem_responses, require
+from shared.http import BAD_INPUT, JSON_BODY, NO_NUL, problem, problem_responses, require
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
@@ -100,14 +99,12 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         ),
     )
     async def list_orders(
-        buyer_id: Annotated[str, Query(min_length=1, max_length=64)],
+        buyer_id: Annotated[str, Query(min_length=1, max_length=64), NO_NUL],
         status: Status | None = None,
         start: Position | None = ORDERS_CURSOR,
         limit: Limit = 20,
     ) -> Any:
         """A buyer's orders, newest first, optionally of one status; follow ``next_cursor``."""
-        if has_nul(buyer_id):
-            return problem(422, "Invalid request", "buyer_id must not contain NUL")
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await queries.buyer_orders(conn, buyer_id, status, start, limit)
         return OrderPage(items=items, next_cursor=next_cursor)

@@ -57,7 +57,6 @@ _TRANSIENT_PG = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
-    asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
@@ -97,11 +96,26 @@ def bad_value(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
 
 
-def lost_connection(exc: sa_exc.DBAPIError) -> bool:
-    """True if ``exc`` is a connection that failed or was lost (SQLAlchemy's dialect says so
-    as ``connection_invalidated``), not an error of the work on a connection that is fine:
-    asyncpg raises ``InterfaceError`` for both."""
-    return exc.connection_invalidated or isinstance(exc.orig, ConnectionError)
+def lost_connection(exc: BaseException) -> bool:
+    """True if ``exc`` is (or wraps) a connection that failed or was lost, not an error of
+    the work on a connection that is fine: asyncpg raises ``InterfaceError`` for both ("the
+    number of query arguments cannot exceed 32767" as well as "connection is closed").
+
+    A lost one is what SQLAlchemy's dialect says is (``connection_invalidated``: its
+    connection is closed, or its error says "connection is closed"), an OS error of the
+    socket, or asyncpg's own error saying so where no SQLAlchemy error wraps it (statements
+    sent on the driver, :mod:`shared.db.driver`: "connection is closed", "cannot perform
+    operation: connection is closed", "cannot call ...: the underlying connection is
+    closed"). A connection the server ended is also PostgreSQL's class 08 ("connection was
+    closed in the middle of operation"), which :func:`is_transient` takes by its SQLSTATE."""
+    for error in _chain(exc):
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, ConnectionError):
+            return True
+        if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
+            return True
+    return False
 
 
 def storable_text(value: object) -> TypeGuard[str]:
@@ -136,13 +150,17 @@ def is_transient(exc: BaseException) -> bool:
     a server short of disk or memory, a statement past its timeout, a failover).
 
     Such faults are retried with backoff and never dead-lettered. A value that PostgreSQL
-    cannot take (:func:`bad_value`) is not one of them.
+    cannot take (:func:`bad_value`) is not one of them, nor is any other ``InterfaceError``
+    but a lost connection (:func:`lost_connection`): asyncpg refusing the work itself (more
+    than 32,767 parameters, a feature it lacks, a transaction misused) refuses it again at
+    every try, and a consumer retrying it as transient would stall its partition for good.
+    Taken as a bug, it is tried a few times and then dead-lettered with its reason.
     """
     if bad_value(exc) is not None:
         return False
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+    if lost_connection(exc):
         return True
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError):
         return True
     if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, *_TRANSIENT_PG)):
         return True
@@ -167,4 +185,12 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
         logger.error("%s", what, exc_info=exc)
 
 
-__all__ = ["AsyncSession", "Database", "bad_value", "is_transient", "log_retry", "missing_relation"]
+__all__ = [
+    "AsyncSession",
+    "Database",
+    "bad_value",
+    "is_transient",
+    "log_retry",
+    "lost_connection",
+    "missing_relation",
+]

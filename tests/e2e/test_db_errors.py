@@ -1,18 +1,32 @@
 """What a failing statement of a service's engine (shared/db/engine.py) says: the statement,
 never its values. Consumers log the traceback of a record they give up on, HTTP 500s log
-theirs, and a statement's values are buyers' addresses, phone numbers and texts."""
+theirs, and a statement's values are buyers' addresses, phone numbers and texts. And which
+of asyncpg's refusals pass by themselves: a connection lost does, a statement asyncpg will
+not send does not (a record whose handler sends one is dead-lettered)."""
 
+import asyncio
 import traceback
 
 import pytest
+from aiokafka import ConsumerRecord
+from sqlalchemy import MetaData, bindparam, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 
 from caravan import system
-from shared.db import Database
+from shared.db import Database, is_transient
+from shared.events.envelope import new_event
+from shared.events.inventory import StockSold
+from shared.events.registry import Parsed
+from shared.messaging.consumer import Consumer, Subscription
+from shared.messaging.tables import add_messaging_tables
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.settings import Settings
+from shared.topics import EventType, Topic
+from tests.harness import scratch_database
 
 ADDRESS = "Shawan County, 3 Jujube Lane, +8613912345678"
+# An IN list takes a parameter each (the services write ``= ANY(array)``: shared/db/driver.py).
+TOO_MANY_PARAMETERS = text("SELECT 1 WHERE 1 IN :xs").bindparams(bindparam("xs", expanding=True))
 
 
 async def test_a_failing_statement_says_none_of_its_values(
@@ -31,3 +45,69 @@ async def test_a_failing_statement_says_none_of_its_values(
     said = "".join(traceback.format_exception(failed.value))
     assert "division by zero" in said
     assert "Jujube Lane" not in said
+
+
+async def test_a_statement_asyncpg_refuses_is_not_transient_and_a_lost_connection_is(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """What asyncpg raises on real PostgreSQL: more than 32,767 parameters is refused at
+    every try (an ``InterfaceError``, as a closed connection is); a connection the server
+    ended is retried."""
+    db = Database(Settings(DATABASE_URL=infrastructure.database_url), "orders")
+    try:
+        with pytest.raises(sa_exc.InterfaceError) as refused:
+            async with db.transaction() as conn:
+                await conn.execute(TOO_MANY_PARAMETERS, {"xs": list(range(33_000))})
+        assert "cannot exceed 32767" in str(refused.value)
+        assert not is_transient(refused.value)
+        with pytest.raises(sa_exc.DBAPIError) as lost:
+            async with db.transaction() as conn:
+                pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+                async with db.transaction() as other:
+                    await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                await conn.execute(text("SELECT 1"))
+        assert is_transient(lost.value), repr(lost.value)
+    finally:
+        await db.dispose()
+
+
+async def test_a_record_whose_statement_asyncpg_refuses_is_dead_lettered_not_retried(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A consumer on real PostgreSQL whose handler sends a statement of 33,000 parameters:
+    the record is dead-lettered with asyncpg's reason after its tries (it was retried as a
+    transient fault for ever, its partition stalled behind it)."""
+    async with scratch_database(infrastructure.database_url, "caravan_refused") as url:
+        metadata = MetaData(schema="refused")
+        outbox, inbox = add_messaging_tables(metadata)
+        db = Database(Settings(DATABASE_URL=url), "refused")
+        try:
+            async with db.transaction() as conn:
+                await conn.execute(text("CREATE SCHEMA refused"))
+                await conn.run_sync(metadata.create_all)
+            tried = 0
+
+            async def too_many_parameters(tx: Tx, parsed: Parsed) -> None:
+                nonlocal tried
+                tried += 1
+                await tx.conn.execute(TOO_MANY_PARAMETERS, {"xs": list(range(33_000))})
+
+            uow = UnitOfWork(db, "caravan/refused", outbox, inbox)
+            consumer = Consumer("t-refused-e2e", "caravan-t-refused-e2e", uow, 3, 1, 1, 1, 1)
+            consumer.register(
+                Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_SOLD: too_many_parameters})
+            )
+            value = new_event(StockSold(order_id="o-33000"), source="caravan/inventory").to_json()
+            record = ConsumerRecord(
+                Topic.INVENTORY_EVENTS.value, 0, 5, 0, 0, b"k", value, None, 1, len(value), []
+            )
+            await asyncio.wait_for(consumer.dispatch(record), 30)
+            async with db.transaction() as conn:
+                letters = (await conn.execute(select(outbox.c.topic, outbox.c.headers))).all()
+        finally:
+            await db.dispose()
+    assert tried == 3
+    [(topic, headers)] = letters
+    assert topic == Topic.INVENTORY_EVENTS.dlq
+    assert headers["dlq.error"] == "handler_error"
+    assert "cannot exceed 32767" in headers["dlq.error.message"]

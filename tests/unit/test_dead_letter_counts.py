@@ -1,26 +1,35 @@
 """Dead letters are counted once they are committed, and a record dead-lettered before (a
-replay) is a duplicate, not a second dead letter (the consumer, with a unit of work that
+replay) is a duplicate, not a second dead letter; a record whose handler asyncpg refuses
+for good is dead-lettered, not retried for ever (the consumer, with a unit of work that
 fakes the database's answers)."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
+from shared.events.envelope import new_event
+from shared.events.inventory import StockSold
+from shared.events.registry import Parsed
 from shared.messaging.consumer import Consumer, Subscription
 from shared.topics import EventType, Topic
+from tests.unit.test_transient_faults import as_the_dialect_raises
 
 
 class FakeTx:
-    def __init__(self, claimed: bool) -> None:
+    def __init__(self, claimed: bool, emitted: list[dict[str, str]]) -> None:
         self.claimed = claimed
+        self.emitted = emitted
 
     async def claim(self, key: str, topic: str) -> bool:
         return self.claimed
 
-    async def emit_raw(self, *_: Any) -> None: ...
+    async def emit_raw(self, topic: Any, key: Any, value: Any, headers: dict[str, str]) -> None:
+        self.emitted.append(headers)
 
 
 class FakeUow:
@@ -29,10 +38,11 @@ class FakeUow:
     def __init__(self, claimed: bool, failed_commits: int = 0) -> None:
         self.claimed = claimed
         self.failed_commits = failed_commits
+        self.emitted: list[dict[str, str]] = []
 
     @asynccontextmanager
     async def begin(self, cause: Any = None) -> AsyncIterator[FakeTx]:
-        yield FakeTx(self.claimed)
+        yield FakeTx(self.claimed, self.emitted)
         if self.failed_commits:
             self.failed_commits -= 1
             raise ConnectionResetError("the commit's connection was lost")
@@ -72,3 +82,32 @@ async def test_a_dead_letter_is_counted_once_though_its_commit_was_tried_twice()
 async def test_a_record_dead_lettered_before_is_a_duplicate() -> None:
     await consumer(FakeUow(claimed=False), "t-dlq-replayed").dispatch(record())
     assert counted("t-dlq-replayed") == (0, 1, 0)
+
+
+async def test_a_record_whose_statement_asyncpg_refuses_is_dead_lettered_with_its_reason() -> None:
+    """asyncpg refuses a statement of more than 32,767 parameters as an ``InterfaceError``,
+    as it says a connection is closed; it was retried as transient, without end, and the
+    partition stalled behind the record."""
+    tried = 0
+
+    async def too_many_parameters(tx: Any, parsed: Parsed) -> None:
+        nonlocal tried
+        tried += 1
+        refused = asyncpg.InterfaceError("the number of query arguments cannot exceed 32767")
+        raise as_the_dialect_raises(refused)
+
+    uow = FakeUow(claimed=True)
+    found = Consumer("t-refused", "caravan-t-refused", uow, 3, 1, 1, 1, 1)  # type: ignore[arg-type]
+    found.register(
+        Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_SOLD: too_many_parameters})
+    )
+    value = new_event(StockSold(order_id="o-refused"), source="caravan/inventory").to_json()
+    topic = Topic.INVENTORY_EVENTS.value
+    await asyncio.wait_for(
+        found.dispatch(ConsumerRecord(topic, 0, 9, 0, 0, b"k", value, None, 1, len(value), [])),
+        10,
+    )
+    assert tried == 3
+    [headers] = uow.emitted
+    assert headers["dlq.error"] == "handler_error"
+    assert "cannot exceed 32767" in headers["dlq.error.message"]

@@ -12,11 +12,17 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncAdapt_asyncpg_connection,
+    AsyncAdapt_asyncpg_dbapi,
+    PGDialect_asyncpg,
+)
 
 from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
 from shared.db import bad_value, is_transient, log_retry
+from shared.db.engine import lost_connection
 from shared.settings import Settings
 
 
@@ -91,7 +97,68 @@ def test_a_value_postgresql_cannot_take_is_not_transient() -> None:
         assert not is_transient(exc)
         assert bad_value(exc) is cause
     assert bad_value(asyncpg.AdminShutdownError("terminating")) is None
-    assert is_transient(sa_exc.InterfaceError("SELECT 1", {}, asyncpg.InterfaceError("closed")))
+    assert is_transient(as_the_dialect_raises(asyncpg.InterfaceError("connection is closed")))
+
+
+_DBAPI = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
+_DIALECT = PGDialect_asyncpg(dbapi=_DBAPI)  # type: ignore[no-untyped-call]
+
+
+def as_the_dialect_raises(error: Exception) -> sa_exc.DBAPIError:
+    """asyncpg's ``error`` as SQLAlchemy's asyncpg dialect raises it from a statement: its
+    adapted DBAPI error (of asyncpg's class), wrapped in SQLAlchemy's, invalidating the
+    connection as the dialect decides (``is_disconnect``)."""
+    try:
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(_DBAPI, error)
+    except Exception as adapted:
+        lost = _DIALECT.is_disconnect(adapted, None, None)  # type: ignore[no-untyped-call]
+        wrapped = sa_exc.DBAPIError.instance(
+            "SELECT ...", {}, adapted, _DBAPI.Error, connection_invalidated=lost, dialect=_DIALECT
+        )
+        assert isinstance(wrapped, sa_exc.DBAPIError)
+        return wrapped
+    raise AssertionError("the dialect raised nothing")
+
+
+# What asyncpg raises itself (not PostgreSQL) for work it will not do: each is raised again
+# at every try of the same work.
+_REFUSED_WORK = [
+    asyncpg.InterfaceError("the number of query arguments cannot exceed 32767"),
+    asyncpg.InterfaceError("cannot use Connection.transaction() in a manually started transaction"),
+    asyncpg.exceptions.UnsupportedServerFeatureError("TLS is not supported by the server"),
+    asyncpg.exceptions.ClientConfigurationError("invalid connection parameter"),
+]
+# A connection gone: asyncpg's words for it (its connection, its protocol, a prepared
+# statement or cursor of it), and PostgreSQL's class 08 for one ended mid-statement.
+_LOST = [
+    asyncpg.InterfaceError("connection is closed"),
+    asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+    asyncpg.InterfaceError(
+        "cannot call PreparedStatement.fetch(): the underlying connection is closed"
+    ),
+    asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+]
+
+
+@pytest.mark.parametrize("error", _REFUSED_WORK, ids=str)
+def test_asyncpg_refusing_the_work_itself_is_not_transient(error: Exception) -> None:
+    """asyncpg raises ``InterfaceError`` for a connection gone and for work it will not
+    send alike; all were retried as transient, so a consumer retried a record whose handler
+    sends more than 32,767 parameters for ever and its partition stalled, where it is to be
+    dead-lettered with its reason after its tries (and an API answered 503 "retry")."""
+    for exc in (error, as_the_dialect_raises(error)):
+        assert not is_transient(exc), repr(exc)
+        assert not lost_connection(exc), repr(exc)
+
+
+@pytest.mark.parametrize("error", _LOST, ids=str)
+def test_a_lost_connection_stays_transient(error: Exception) -> None:
+    """Raised by asyncpg itself (a statement sent on the driver, shared/db/driver.py) or
+    wrapped by SQLAlchemy's dialect, as each caller meets it."""
+    for exc in (error, as_the_dialect_raises(error)):
+        assert is_transient(exc), repr(exc)
+        if isinstance(error, asyncpg.InterfaceError):
+            assert lost_connection(exc), repr(exc)
 
 
 def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback(

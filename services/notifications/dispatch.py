@@ -16,11 +16,23 @@ across a gateway call.
    ``Retry-After``; reminders also wait out quiet hours); or ``failed`` with ``sms.failed``
    once the attempts are spent or the gateway refused for good.
 
+A row the database will not record even alone (a value it refuses): if the gateway took the
+text, the row ends ``failed`` there and then, its reason in ``last_error``, rather than being
+sent again after each lease (a gateway that does not deduplicate, as Infobip's by default,
+would text the buyer every lease, for ever). Attempts are counted at the claim, whatever the
+gateway said, so a row whose claims keep lapsing unrecorded (the gateway said no and even that
+was not recorded, or the dispatcher died mid-call every time) is given up once it has been
+claimed ``max_attempts`` times, whatever its age (a lapsed claim is not a gateway outage, which
+is recorded as a retry): ``failed`` with ``sms.failed`` (``retries_exhausted``), logged once as
+an error, counted in ``caravan_sms{status="failed"}``.
+
 The guarantee. A crash (or a lost database) after the gateway took a message but before
 step 3 committed leaves the row ``sending``; when its lease lapses it is claimed again and
 resent with the same ``dedup_key``, which the gateway deduplicates (answering with the first
-message's id). A dispatcher that outlives its lease cannot record over a newer claim: the
-fence no longer matches and its result is dropped. So the phone gets the message at most
+message's id; the simulator does, Infobip only once idempotency by message id is enabled for
+the account, and within its grace period). A dispatcher that outlives its lease cannot
+record over a newer claim: the fence no longer matches and its result is dropped. So the
+phone gets the message at most
 once (given the gateway's dedup) and at least once (while attempts last), and exactly one
 ``sms.sent`` is emitted per row. Rows themselves are unique per (event, recipient, purpose)
 (see :mod:`services.notifications.handlers`), so redelivery and replay add nothing. The lease
@@ -51,7 +63,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Update
 
 from services.notifications.adapters.gateway import (
     Accepted,
@@ -102,6 +116,27 @@ _SUPPRESS = (
     .values(status="suppressed")
     .returning(sms.c.sms_id)
 )
+# A row whose last claim lapsed unrecorded (still ``sending``) and that was claimed as often
+# as a text may be tried: given up rather than sent again.
+_GIVE_UP = (
+    update(sms)
+    .where(
+        sms.c.sms_id.in_(_DUE),
+        sms.c.status == literal_column("'sending'"),
+        sms.c.attempts >= bindparam("max_attempts", type_=Integer),
+    )
+    .values(
+        status="failed",
+        last_error=func.left(
+            literal_column("'claimed '")
+            .op("||")(sql_cast(sms.c.attempts, String))
+            .op("||")(literal_column("' times, the last never recorded; last said: '"))
+            .op("||")(func.coalesce(sms.c.last_error, literal_column("'nothing'"))),
+            1000,
+        ),
+    )
+    .returning(*sms.c)
+)
 _CLAIM = (
     update(sms)
     .where(sms.c.sms_id.in_(_DUE))
@@ -140,6 +175,13 @@ async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
     suppressed = await fetch(tx.conn, _SUPPRESS, batch=policy.batch)
     if suppressed:
         log.info("%d sms suppressed: recipients opted out", len(suppressed))
+    given_up = await fetch(
+        tx.conn, _GIVE_UP, batch=policy.batch, max_attempts=policy.retry.max_attempts
+    )
+    for row in given_up:
+        with traced(row, "notifications sms given up"):
+            log.error("sms %s given up: %s", row.sms_id, row.last_error)
+            await _failed(tx, row, "retries_exhausted", row.last_error)
     lease = timedelta(seconds=policy.lease_seconds)
     return list(await fetch(tx.conn, _CLAIM, batch=policy.batch, lease=lease))
 
@@ -220,10 +262,15 @@ def _said(text: str) -> str:
     return text[:1000].replace("\x00", "\ufffd")
 
 
-async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPolicy) -> Recorded:
-    fence = update(sms).where(
+def _fenced(row: Any) -> Update:
+    """An update of ``row`` that holds only while its claim does (no newer one took it)."""
+    return update(sms).where(
         sms.c.sms_id == row.sms_id, sms.c.status == "sending", sms.c.attempts == row.attempts
     )
+
+
+async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPolicy) -> Recorded:
+    fence = _fenced(row)
     error = _said(str(outcome))
     now = datetime.now(UTC)
     # Counted from when the text was first allowed to go: reminders held through quiet hours
@@ -249,12 +296,20 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
     if done.first() is None:
         return "stale"
     log.warning("sms %s failed after %d attempts: %s", row.sms_id, row.attempts, error)
+    await _failed(tx, row, "retries_exhausted" if outcome.transient else "rejected", error)
+    return "failed"
+
+
+async def _failed(
+    tx: Tx, row: Any, reason: Literal["retries_exhausted", "rejected"], detail: str
+) -> None:
+    """``sms.failed`` for ``row``, set ``failed`` in ``tx``."""
     await tx.emit(
         SmsFailed(
             sms_id=row.sms_id,
             to=row.to,
-            reason="retries_exhausted" if outcome.transient else "rejected",
-            detail=error,
+            reason=reason,
+            detail=detail,
             attempts=row.attempts,
             order_id=row.order_id,
             purpose=row.purpose,
@@ -262,7 +317,6 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
         correlation_id=row.order_id,
         causation_id=row.caused_by,
     )
-    return "failed"
 
 
 async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPolicy) -> int:
@@ -296,10 +350,12 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
 async def _record_alone(
     uow: UnitOfWork, row: Any, outcome: Accepted | GatewayError, policy: DeliveryPolicy
 ) -> Recorded | None:
-    """Record one row in a transaction of its own; None if even that fails for the row
-    itself (a value the database refuses): it is logged and the row stays ``sending``,
-    claimed again once its lease lapses, while the batch's other rows are recorded. A
-    transient fault (the database away) is raised: the loop retries with its backoff."""
+    """Record one row in a transaction of its own, so that a row the database refuses (a
+    value it will not take) keeps none of the batch's others from being recorded. Such a row
+    the gateway took is given up there and then (:func:`_given_up_unrecorded`); one it did
+    not take stays ``sending`` (None), claimed again once its lease lapses, until its
+    attempts are spent (``_GIVE_UP``). A transient fault (the database away) is raised: the
+    loop retries with its backoff."""
     try:
         async with uow.begin() as tx:
             [result] = await record(tx, [(row, outcome)], policy)
@@ -308,9 +364,40 @@ async def _record_alone(
     except Exception as exc:
         if is_transient(exc):
             raise
-        log.error("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
+        log.warning("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
+        if isinstance(outcome, Accepted):
+            return await _given_up_unrecorded(uow, row, exc)
         return None
     return result
+
+
+async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Recorded | None:
+    """``row`` set ``failed``, with ``sms.failed`` (``retries_exhausted``) and why: the
+    gateway took the text but the database refuses to record it. Claimed again, it would be
+    sent again after every lease, and a gateway that does not deduplicate by our key texts
+    the buyer each time. None if even this is refused (the row is left to its attempts)."""
+    refused = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement
+    said = (str(refused).splitlines() or [repr(refused)])[0]
+    error = _said(f"the gateway took it; recording that failed: {said}")
+    try:
+        async with uow.begin() as tx:
+            done = await tx.conn.execute(
+                _fenced(row).values(status="failed", last_error=error).returning(sms.c.sms_id)
+            )
+            if done.first() is None:
+                return "stale"
+            await _failed(tx, row, "retries_exhausted", error)
+    except asyncio.CancelledError:
+        raise
+    except Exception as again:
+        if is_transient(again):
+            raise
+        log.warning("sms %s: giving it up failed too (%r)", row.sms_id, again)
+        return None
+    log.error(
+        "sms %s given up after %d attempts, not sent again: %s", row.sms_id, row.attempts, error
+    )
+    return "failed"
 
 
 async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplicate", "unknown"]:

@@ -307,6 +307,52 @@ async def test_an_id_longer_than_ours_is_kept_and_the_text_sent_once(
     await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sms_id))
 
 
+async def test_a_text_the_database_will_not_record_as_sent_is_given_up_not_sent_again(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """The gateway takes the text, and the database refuses to record it (here a trigger
+    refusing this number's row as sent; for real, a value it cannot hold). The row stayed
+    ``sending`` and was sent again after every lease (3 s here), for ever: the simulator
+    deduplicates by our key, a gateway that does not (Infobip unless asked) texted the buyer
+    each time. It now ends ``failed`` with why, once, sent once."""
+    phone = _phone()
+    trigger = f"refuse_sent_{uuid.uuid4().hex[:8]}"
+    await caravan.execute(
+        f"""create function notifications.{trigger}() returns trigger language plpgsql as $$
+        begin
+            if new.status = 'sent' and new."to" = '{phone}' then
+                raise exception 'refused for the test: %', new.sms_id;
+            end if;
+            return new;
+        end $$"""
+    )
+    await caravan.execute(
+        f"create trigger {trigger} before update on notifications.sms"
+        f" for each row execute function notifications.{trigger}()"
+    )
+    try:
+        order_id = await _order(caravan, phone)
+        failed = await caravan.wait_for(
+            lambda: _sms(caravan, "sms.failed", order_id=order_id, to=phone), timeout=30
+        )
+        status, error = (
+            await caravan.sql(
+                "select status, last_error from notifications.sms where sms_id = :s",
+                s=failed[0].data["sms_id"],
+            )
+        )[0]
+    finally:
+        await caravan.execute(f"drop trigger {trigger} on notifications.sms")
+        await caravan.execute(f"drop function notifications.{trigger}()")
+    assert (failed[0].data["reason"], failed[0].data["attempts"]) == ("retries_exhausted", 1)
+    assert status == "failed" and error == failed[0].data["detail"]
+    assert "the gateway took it; recording that failed" in error and "refused for the test" in error
+    # Failed is final: the text is not claimed again, so this one request is all it gets.
+    [request] = await _requests(sms, phone)
+    assert request["action"] == "accept"
+    assert not _sms(caravan, "sms.sent", order_id=order_id, to=phone)
+
+
 async def test_retries_are_bounded_then_sms_failed(caravan: System, sms: httpx.AsyncClient) -> None:
     # More failures in a row than MAX_ATTEMPTS, but within GIVE_UP_AFTER: still sent.
     outage, flaky, refused = _phone(), _phone(), _phone()

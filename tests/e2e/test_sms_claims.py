@@ -7,6 +7,7 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 (the lease is 0) when it restarts.
 """
 
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -65,6 +66,21 @@ async def queued(uow: UnitOfWork, due: datetime) -> str:
     return sms_id
 
 
+async def row_and_events(uow: UnitOfWork, sms_id: str) -> tuple[Any, list[Any]]:
+    """The text's row, and every event the service put in its outbox for notifications."""
+    async with uow.db.engine.connect() as conn:
+        row = (await conn.execute(select(sms).where(sms.c.sms_id == sms_id))).one()
+        emitted = [
+            orjson.loads(value)
+            for value in (
+                await conn.execute(
+                    select(outbox.c.value).where(outbox.c.topic == Topic.NOTIFICATION_EVENTS.value)
+                )
+            ).scalars()
+        ]
+    return row, emitted
+
+
 async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
     uow: UnitOfWork,
 ) -> None:
@@ -86,16 +102,7 @@ async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
         current = await record(tx, [(second, Accepted("provider-id"))], POLICY)
     assert (late, current) == (["stale"], ["sent"])
 
-    async with uow.db.engine.connect() as conn:
-        row = (await conn.execute(select(sms).where(sms.c.sms_id == sms_id))).one()
-        emitted = [
-            orjson.loads(value)
-            for value in (
-                await conn.execute(
-                    select(outbox.c.value).where(outbox.c.topic == Topic.NOTIFICATION_EVENTS.value)
-                )
-            ).scalars()
-        ]
+    row, emitted = await row_and_events(uow, sms_id)
     assert (row.status, row.attempts, row.provider_id) == ("sent", 2, "provider-id")
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1 and sent[0]["data"]["attempts"] == 2
@@ -148,8 +155,9 @@ async def test_a_text_that_cannot_be_recorded_does_not_keep_the_rest_of_its_batc
                 )
             )
             rows = {r.sms_id: (r.status, r.provider_id) for r in found}
-        # The good one is sent; the bad one waits out its lease, to be sent again.
-        assert rows == {good: ("sent", "sim-good"), bad: ("sending", None)}
+        # The good one is sent; the bad one, which the gateway took, is given up rather than
+        # sent again after every lease (it was left sending, and was).
+        assert rows == {good: ("sent", "sim-good"), bad: ("failed", None)}
     finally:
         async with uow.begin() as tx:  # the service, started again, is not to send it
             await tx.conn.execute(
@@ -188,3 +196,35 @@ async def test_a_gateway_saying_nul_is_recorded_with_what_it_said(uow: UnitOfWor
         refused: ("failed", "HTTP 400: \ufffdbad"),
         sent: ("failed", "\ufffdlost"),
     }
+
+
+async def test_a_text_claimed_as_often_as_it_may_be_tried_and_never_recorded_is_given_up(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its claims lapsed unrecorded (the gateway's refusal not recorded either, or the
+    dispatcher dying mid-call each time): it was claimed and sent again after every lease,
+    its attempts never checked (they were only on a gateway error being recorded)."""
+    sms_id = await queued(uow, datetime(1999, 1, 1, tzinfo=UTC))  # before any other due
+    tries = POLICY.retry.max_attempts
+    async with uow.begin() as tx:
+        await tx.conn.execute(
+            update(sms)
+            .where(sms.c.sms_id == sms_id)
+            .values(status="sending", attempts=tries, last_error="HTTP 500: down")
+        )
+    policy = DeliveryPolicy(retry=POLICY.retry, quiet=POLICY.quiet, lease_seconds=60, batch=1)
+    with caplog.at_level(logging.INFO, logger="services.notifications"):
+        async with uow.begin() as tx:
+            claimed = await claim_due(tx, policy)
+    assert sms_id not in [r.sms_id for r in claimed]
+    row, emitted = await row_and_events(uow, sms_id)
+    said = f"claimed {tries} times, the last never recorded; last said: HTTP 500: down"
+    assert (row.status, row.attempts, row.last_error) == ("failed", tries, said)
+    [failed] = [e["data"] for e in emitted if e["data"].get("sms_id") == sms_id]
+    assert (failed["reason"], failed["detail"], failed["attempts"]) == (
+        "retries_exhausted",
+        said,
+        tries,
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"sms {sms_id} given up: {said}"]

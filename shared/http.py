@@ -30,6 +30,7 @@ from shared.db import Database, bad_value, is_transient
 from shared.logs import phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
+from shared.stall import Stalls, consumer_said, relay_said
 from shared.telemetry import serving
 
 log = logging.getLogger(__name__)
@@ -432,26 +433,50 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"], responses=problem_responses(down, token=False))
     async def healthz(request: Request) -> Any:
-        """What the service reaches (``GET`` or ``HEAD``, as load balancers check): 503
-        naming what is down (``down``) and why (``detail``) when PostgreSQL is away, for
-        nothing is done without it. Kafka not heard from lately
+        """What the service reaches and whether its work moves (``GET`` or ``HEAD``, as load
+        balancers check): 503 naming what is down (``down``) and why (``detail``) when
+        PostgreSQL is away, for nothing is done without it. Kafka not heard from lately
         is said (``"status": "degraded"``) with a 200: what the service takes meanwhile (an
         order, a lot) waits in its outbox and is lost to nobody, so a load balancer must not
         take it away for that. So is a topic the service reads that Kafka says it has not
-        (``"kafka": "topic orders.events.v1 missing"``)."""
-        checks = {"database": "ok", "kafka": "ok"}
+        (``"kafka": "topic orders.events.v1 missing"``).
+
+        So are, while both answer, a consumer whose partitions have had records waiting
+        with none handled for ``CARAVAN_CONSUMER_STALL_SECONDS`` (``"consumer": "3 records
+        waiting on orders.events.v1[0], none handled for 75 s"``: a handler blocked on a
+        lock, a member that stopped fetching, a transient fault retried for ever) and an
+        outbox whose oldest unpublished row has stayed so, none published, for
+        ``CARAVAN_OUTBOX_STALL_SECONDS`` (``"relay": "12 outbox rows unsent, none
+        published for 75 s"``: the relay stuck, or Kafka refusing a row again and again).
+        Neither is a 503: the HTTP API works and what it takes waits, lost to nobody, and
+        taking the service away (or restarting it on a failed check) would not help what
+        usually stalls them, a lock held elsewhere or a record or row that fails again
+        after a restart, where it would stop the orders still taken. It is for an operator
+        to look (README, HTTP APIs). Both are the group's and the outbox's, not this
+        instance's alone: every instance of the service names them."""
+        checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         try:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             checks["database"] = exc.__class__.__name__
-        contact: KafkaContact | None = getattr(request.app.state, "kafka_contact", None)
+        state = request.app.state
+        contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None
         if silence is not None:
             checks["kafka"] = f"no answer for {silence:.0f} s"
         elif contact is not None and contact.missing:
             topics = "topic" if len(contact.missing) == 1 else "topics"
             checks["kafka"] = f"{topics} {', '.join(contact.missing)} missing"
+        # With PostgreSQL or Kafka away, nothing moves and the samples are not live: that
+        # one is said alone.
+        if checks["database"] == "ok" and silence is None:
+            consumer: Stalls | None = getattr(state, "consumer_stalls", None)
+            outbox: Stalls | None = getattr(state, "outbox_stalls", None)
+            if consumer is not None:
+                checks["consumer"] = consumer_said(consumer, settings.consumer_stall_seconds)
+            if outbox is not None:
+                checks["relay"] = relay_said(outbox, settings.outbox_stall_seconds)
         down = [name for name, said in checks.items() if said != "ok"]
         detail = "; ".join(f"{name}: {checks[name]}" for name in down)
         if "database" in down:

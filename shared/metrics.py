@@ -50,6 +50,20 @@ CONSUMER_LAG = Gauge(
     " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS)",
     ["service", "topic", "partition"],
 )
+CONSUMER_STALLED_SECONDS = Gauge(
+    "caravan_consumer_stalled_seconds",
+    "How long the partition has had records waiting past what the service's group has handled"
+    " with none handled (0: none waiting, or they move); /healthz names one past"
+    " CARAVAN_CONSUMER_STALL_SECONDS",
+    ["service", "topic", "partition"],
+)
+OUTBOX_STALLED_SECONDS = Gauge(
+    "caravan_outbox_stalled_seconds",
+    "How long the oldest unpublished outbox row (but those set aside) has been the oldest, no"
+    " row published meanwhile (0: none waiting, or they move); /healthz names one past"
+    " CARAVAN_OUTBOX_STALL_SECONDS",
+    ["service"],
+)
 OBSERVED_AT = Gauge(
     "caravan_observed_at_seconds",
     "When the service last sampled its figures (outbox, consumer lag and its own) without a"

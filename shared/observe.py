@@ -1,5 +1,6 @@
 """Figures a service samples every few seconds for its ``/metrics``: outbox backlog and
-age, and its consumer group's lag per partition."""
+age, and its consumer group's lag per partition; and, from them, how long each has waited
+without moving (:mod:`shared.stall`), which ``/healthz`` also reads."""
 
 import asyncio
 import logging
@@ -8,19 +9,22 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select, text
 
 from shared.messaging import kafka_admin
 from shared.messaging.tables import UNSENT
 from shared.metrics import (
     CONSUMER_LAG,
+    CONSUMER_STALLED_SECONDS,
     OBSERVED_AT,
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_SECONDS,
     OUTBOX_REFUSED_ROWS,
+    OUTBOX_STALLED_SECONDS,
 )
 from shared.runtime import Service
+from shared.stall import OUTBOX
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +33,24 @@ Probe = Callable[[], Awaitable[None]]
 
 async def sample_outbox(service: Service) -> None:
     """The backlog, its oldest row's age and the rows set aside, Kafka refusing them for good
-    (unsent too, but waiting for operations, not for the relay)."""
+    (unsent too, but waiting for operations, not for the relay); and whether the relay has
+    moved past the oldest row since the last sample (it publishes in the rows' order)."""
     outbox = service.relay.outbox
     # Each through its partial index (outbox_unsent, outbox_refused).
     unsent = select(
         func.count(),
         func.coalesce(func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0),
+        func.min(outbox.c.id),
     ).where(text(UNSENT))
     refused = select(func.count()).where(outbox.c.refused_at.is_not(None))
     async with service.db.engine.connect() as conn:
-        waiting, oldest = (await conn.execute(unsent.select_from(outbox))).one()
+        waiting, oldest, first = (await conn.execute(unsent.select_from(outbox))).one()
         aside = await conn.scalar(refused.select_from(outbox))
     OUTBOX_BACKLOG.labels(service.name).set(waiting)
     OUTBOX_OLDEST_SECONDS.labels(service.name).set(float(oldest))
     OUTBOX_REFUSED_ROWS.labels(service.name).set(aside or 0)
+    service.outbox_stalls.sampled({OUTBOX: (first or 0, waiting)})
+    OUTBOX_STALLED_SECONDS.labels(service.name).set(service.outbox_stalls.seconds(OUTBOX))
 
 
 @dataclass
@@ -65,6 +73,12 @@ class LagSampler:
                 )
             )
         missing = []
+        # Per partition, where the service stands: the group's committed offset, or past it
+        # what this instance has handled and not committed yet (records the topic no longer
+        # keeps wait for nobody); and how many records wait past that.
+        handled = self.service.consumer.offsets.position
+        queues: dict[str, tuple[int, int]] = {}
+        labels: dict[str, tuple[str, str]] = {}
         try:
             for sub in self.service.consumer.subscriptions:
                 topic = sub.topic.value
@@ -75,10 +89,19 @@ class LagSampler:
                     continue
                 for p in partitions:
                     CONSUMER_LAG.labels(self.service.name, topic, str(p.partition)).set(p.lag)
+                    mine = handled.get(TopicPartition(topic, p.partition), 0)
+                    at = max(p.beginning, p.committed or 0, mine)
+                    queue = f"{topic}[{p.partition}]"
+                    queues[queue], labels[queue] = (at, p.end - at), (topic, str(p.partition))
         except BaseException:
             await self.close()
             raise
         self.service.kafka_contact.heard(missing)  # for /healthz
+        stalls = self.service.consumer_stalls
+        stalls.sampled(queues)
+        for queue, (topic, partition) in labels.items():
+            stalled = stalls.seconds(queue)
+            CONSUMER_STALLED_SECONDS.labels(self.service.name, topic, partition).set(stalled)
         if missing:
             raise kafka_admin.NoSuchTopic(f"no topic {', '.join(map(repr, missing))}")
 

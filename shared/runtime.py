@@ -29,6 +29,7 @@ from shared.messaging.relay import OutboxRelay, kafka_away, make_producer
 from shared.messaging.retention import Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
+from shared.stall import Stalls
 from shared.topics import consumer_group
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class Service:
     probes: list[Loop] = field(default_factory=list)  # extra figures for /metrics
     http_port: int | None = None
     kafka_contact: KafkaContact = field(default_factory=KafkaContact)  # read by /healthz
+    # Sampled with the figures (shared.observe), read by /healthz.
+    consumer_stalls: Stalls = field(default_factory=Stalls)
+    outbox_stalls: Stalls = field(default_factory=Stalls)
 
     def subscribe(self, subscription: Subscription) -> None:
         self.consumer.register(subscription)
@@ -78,6 +82,8 @@ class Service:
                 import uvicorn
 
                 self.asgi_app.state.kafka_contact = self.kafka_contact
+                self.asgi_app.state.consumer_stalls = self.consumer_stalls
+                self.asgi_app.state.outbox_stalls = self.outbox_stalls
 
                 config = uvicorn.Config(
                     self.asgi_app,

@@ -292,6 +292,13 @@ class Settings(CalendarSettings):
     # then): a crash delivers up to this much again, which the inbox drops.
     consumer_commit_interval_ms: int = Field(1000, ge=10, le=60_000)
 
+    # Operations: how long records may wait on a partition with none handled, and the oldest
+    # outbox row stay unpublished with none published, before /healthz names the consumer or
+    # the relay stalled (shared/stall.py; sampled every 5 s, so a stall is seen up to 5 s
+    # late). A backlog that moves is not stalled, however long it is.
+    consumer_stall_seconds: float = Field(60.0, gt=0)
+    outbox_stall_seconds: float = Field(60.0, gt=0)
+
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:

@@ -213,9 +213,9 @@ class System:
             timeout=10,
         )
 
-    async def gauge(self, service: str, name: str, **labels: str) -> float:
-        """The sample of gauge ``name`` with ``labels`` that ``service``'s ``/metrics`` shows
-        (0 if none)."""
+    async def gauge(self, service: str, name: str, /, **labels: str) -> float:
+        """The sample of gauge ``name`` with ``labels`` (a ``service`` label among them, for
+        one that has it) that ``service``'s ``/metrics`` shows (0 if none)."""
         async with self.api(service) as client:
             page = (await client.get("/metrics")).text
         for family in text_string_to_metric_families(page):

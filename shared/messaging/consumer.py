@@ -209,6 +209,9 @@ class HandledOffsets:
     interval: float = 1.0
     last_commit_seconds: float = 5.0  # how long :meth:`close` waits for Kafka's answer
     pending: dict[TopicPartition, int] = field(default_factory=dict)
+    # Per partition still assigned, the offset after the last record handled, committed or
+    # not: where the consumer stands (shared.observe, for a stalled consumer).
+    position: dict[TopicPartition, int] = field(default_factory=dict)
     handled: asyncio.Event = field(default_factory=asyncio.Event)
     consumer: Any = None  # the subscriber's AIOKafkaConsumer, from its messages
     task: asyncio.Task[None] | None = None
@@ -222,6 +225,9 @@ class HandledOffsets:
     async def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Commit what was handled of ``partitions`` before they go to another member."""
         self.rebalances += 1
+        partitions = list(partitions)
+        for tp in partitions:
+            self.position.pop(tp, None)
         offsets = {tp: self.pending.pop(tp) for tp in partitions if tp in self.pending}
         if offsets and self.consumer is not None:
             await self._send(offsets)  # if it fails, their next owner handles them again
@@ -246,6 +252,7 @@ class HandledOffsets:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             self.pending[tp] = max(self.pending.get(tp, 0), record.offset + 1)
+            self.position[tp] = max(self.position.get(tp, 0), record.offset + 1)
         self.handled.set()
         if self.task is None and not self.closed:
             self.task = asyncio.create_task(self._loop(), name="commit-offsets")

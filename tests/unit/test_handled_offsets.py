@@ -104,3 +104,30 @@ async def test_the_last_commit_with_kafka_away_gives_up_in_time(
     assert consumer.attempts == [{TP: 4}]
     (said,) = caplog.records
     assert "delivered again" in said.getMessage() and said.exc_info is None
+
+
+async def test_where_the_consumer_stands_stays_past_commits_and_goes_with_its_partitions() -> None:
+    """``position`` (read by the stall sample) is the offset after the last record handled,
+    committed or not, of each partition the consumer still has; a batch that failed moves
+    nothing."""
+    consumer = FlakyConsumer(fails=0)
+    offsets = HandledOffsets(interval=60)
+    try:
+        async with offsets.handling(consumer, [record(4), record(10, OTHER)]):
+            pass
+        with pytest.raises(RuntimeError):
+            async with offsets.handling(_Seeks(), [record(5), record(6)]):
+                raise RuntimeError("a handler failed")
+        await offsets.commit()
+        assert (offsets.pending, offsets.position) == ({}, {TP: 5, OTHER: 11})
+        await offsets.listener().on_partitions_revoked({TP})
+        assert offsets.position == {OTHER: 11}
+    finally:
+        await offsets.close()
+
+
+class _Seeks:
+    """A consumer whose partitions are rewound after a failed batch."""
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass

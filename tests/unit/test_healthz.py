@@ -1,15 +1,20 @@
 """``/healthz`` (shared/http.py) says PostgreSQL and Kafka: a service whose Kafka has not
 answered for a while says so (degraded, still 200: what it takes waits in its outbox), where
-it said nothing of Kafka; PostgreSQL away is a 503."""
+it said nothing of Kafka; PostgreSQL away is a 503. It says a consumer or an outbox relay
+stalled (shared/stall.py) as degraded too, where it said "ok" whatever waited."""
 
 from types import TracebackType
 from typing import Any, cast
 
 import httpx
+import pytest
 
 from shared.db import Database
 from shared.http import PROBLEM, KafkaContact, create_app
 from shared.settings import Settings
+from shared.stall import OUTBOX, Stalls
+
+ALL_OK = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
 
 
 class Clock:
@@ -49,10 +54,17 @@ class FakeDatabase:
 
 
 async def health(
-    contact: KafkaContact, database_down: bool = False, method: str = "GET"
+    contact: KafkaContact,
+    database_down: bool = False,
+    method: str = "GET",
+    consumer: Stalls | None = None,
+    outbox: Stalls | None = None,
 ) -> httpx.Response:
     app = create_app("orders", cast(Database, FakeDatabase(database_down)), Settings())
-    app.state.kafka_contact = contact  # as Service.serve hands it over
+    # As Service.serve hands them over.
+    app.state.kafka_contact = contact
+    app.state.consumer_stalls = consumer or Stalls(contact.clock)
+    app.state.outbox_stalls = outbox or Stalls(contact.clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
         return await client.request(method, "/healthz")
@@ -75,7 +87,7 @@ async def test_a_service_that_heard_from_kafka_lately_is_healthy() -> None:
     clock.now += 29  # a quiet service: no order, but its lag samples answered
     answer = await health(contact)
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "checks": {"database": "ok", "kafka": "ok"}}
+    assert answer.json() == {"status": "ok", "checks": ALL_OK}
 
 
 async def test_a_service_kafka_has_not_answered_for_a_while_says_it_is_degraded() -> None:
@@ -88,7 +100,7 @@ async def test_a_service_kafka_has_not_answered_for_a_while_says_it_is_degraded(
         "status": "degraded",
         "down": ["kafka"],
         "detail": "kafka: no answer for 42 s",
-        "checks": {"database": "ok", "kafka": "no answer for 42 s"},
+        "checks": ALL_OK | {"kafka": "no answer for 42 s"},
     }
 
 
@@ -111,3 +123,86 @@ async def test_a_load_balancer_may_check_with_head() -> None:
     contact = KafkaContact(silent_after=30, clock=Clock())
     assert (await health(contact, method="HEAD")).status_code == 200
     assert (await health(contact, database_down=True, method="HEAD")).status_code == 503
+
+
+def stalled(clock: Clock, queue: str, position: int, waiting: int, seconds: float) -> Stalls:
+    """Stalls whose ``queue`` has had ``waiting`` at ``position`` for ``seconds``, sampled
+    every 5 s meanwhile."""
+    stalls = Stalls(clock)
+    start = clock.now
+    clock.now -= seconds
+    while clock.now < start:
+        stalls.sampled({queue: (position, waiting)})
+        clock.now += 5
+    clock.now = start
+    return stalls
+
+
+async def test_a_consumer_with_records_waiting_and_none_handled_is_named_degraded() -> None:
+    """A handler blocked on a lock, a member that stopped fetching: the records wait in
+    Kafka, lost to nobody, and the HTTP API works (200)."""
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    consumer = stalled(clock, "orders.events.v1[1]", 40, 3, 75)
+    answer = await health(contact, consumer=consumer)
+    assert answer.status_code == 200
+    said = "3 records waiting on orders.events.v1[1], none handled for 75 s"
+    assert answer.json() == {
+        "status": "degraded",
+        "down": ["consumer"],
+        "detail": f"consumer: {said}",
+        "checks": ALL_OK | {"consumer": said},
+    }
+    consumer.sampled({"orders.events.v1[1]": (41, 2)})  # one handled
+    assert (await health(contact, consumer=consumer)).json()["status"] == "ok"
+
+
+async def test_an_outbox_whose_oldest_row_waits_with_none_published_is_named_degraded() -> None:
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    outbox = stalled(clock, OUTBOX, 1001, 12, 61)
+    answer = await health(contact, outbox=outbox)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["status"], body["down"]) == ("degraded", ["relay"])
+    assert body["checks"]["relay"] == "12 outbox rows unsent, none published for 61 s"
+
+
+async def test_a_backlog_younger_than_the_setting_or_moving_is_healthy() -> None:
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    young = stalled(clock, "orders.events.v1[1]", 40, 3, 55)  # the default is 60 s
+    assert (await health(contact, consumer=young)).json()["status"] == "ok"
+    moving = Stalls(clock)
+    for position in range(1000, 2000, 50):  # 100 s of a backlog the relay works through
+        moving.sampled({OUTBOX: (position, 5000)})
+        clock.now += 5
+    contact.heard()
+    assert (await health(contact, outbox=moving)).json()["status"] == "ok"
+
+
+async def test_stalls_are_not_said_while_kafka_or_postgresql_is_away() -> None:
+    """Nothing moves without them, and what was sampled before is not live: only what is
+    away is named."""
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    consumer = stalled(clock, "orders.events.v1[1]", 40, 3, 75)
+    outbox = stalled(clock, OUTBOX, 1001, 12, 75)
+    clock.now += 42
+    silent = (await health(contact, consumer=consumer, outbox=outbox)).json()
+    assert silent["down"] == ["kafka"]
+    contact.heard()
+    away = (await health(contact, database_down=True, consumer=consumer, outbox=outbox)).json()
+    assert away["down"] == ["database"]
+    both = (await health(contact, consumer=consumer, outbox=outbox)).json()
+    assert both["down"] == ["consumer", "relay"]
+
+
+async def test_the_thresholds_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARAVAN_CONSUMER_STALL_SECONDS", "2")
+    monkeypatch.setenv("CARAVAN_OUTBOX_STALL_SECONDS", "100")
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    consumer = stalled(clock, "orders.events.v1[1]", 40, 3, 75)
+    outbox = stalled(clock, OUTBOX, 1001, 12, 75)
+    assert (await health(contact, consumer=consumer, outbox=outbox)).json()["down"] == ["consumer"]

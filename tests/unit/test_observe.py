@@ -1,7 +1,8 @@
 """The samples behind ``/metrics`` and ``/healthz`` (shared/observe.py): the consumer-lag
 sample, which tells ``/healthz`` that Kafka answers, goes on while a PostgreSQL round hangs
-(it ran after the outbox's, so a pool wait in a failover made Kafka look silent), and a topic
-the service reads that is missing is said as such, not as Kafka not answering."""
+(it ran after the outbox's, so a pool wait in a failover made Kafka look silent), a topic
+the service reads that is missing is said as such, not as Kafka not answering, and a
+partition whose records wait with none handled is said stalled."""
 
 import asyncio
 import contextlib
@@ -10,13 +11,16 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from shared import observe
 from shared.http import KafkaContact
 from shared.messaging import kafka_admin
+from shared.messaging.consumer import HandledOffsets
 from shared.runtime import Service
 from shared.settings import Settings
+from shared.stall import Stalled, Stalls
 from shared.topics import Topic
 from tests.unit.test_healthz import Clock, health
 
@@ -43,13 +47,18 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozen
 
 def fake_service(contact: KafkaContact, name: str = "observe-test") -> Service:
     subscriptions = [SimpleNamespace(topic=Topic.ORDER_REQUESTS)]
+    consumer = SimpleNamespace(
+        group_id="caravan-test", subscriptions=subscriptions, offsets=HandledOffsets()
+    )
     return cast(
         Service,
         SimpleNamespace(
             name=name,
             settings=Settings(),
-            consumer=SimpleNamespace(group_id="caravan-test", subscriptions=subscriptions),
+            consumer=consumer,
             kafka_contact=contact,
+            consumer_stalls=Stalls(contact.clock),
+            outbox_stalls=Stalls(contact.clock),
             probes=[],
         ),
     )
@@ -110,3 +119,49 @@ async def test_a_missing_topic_is_said_kafka_having_answered(
     answer = await health(contact)
     assert answer.status_code == 200
     assert answer.json()["detail"] == "kafka: topic orders.requests.v1 missing"
+
+
+async def test_a_partition_whose_records_wait_unhandled_is_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per partition, the records past where the service stands: the group's committed
+    offset, or what this instance has handled past it, and never records the topic no
+    longer keeps. Partition 0's stay; 1's are handled (not committed yet); 2's committed
+    offset is older than the topic's first record, which is its last (nothing waits)."""
+    found = {
+        0: kafka_admin.PartitionOffsets(0, 0, 9, 6),
+        1: kafka_admin.PartitionOffsets(1, 0, 20, 10),
+        2: kafka_admin.PartitionOffsets(2, 50, 50, 30),
+    }
+
+    @contextlib.asynccontextmanager
+    async def group_client(*_: Any) -> AsyncIterator[Any]:
+        yield object()
+
+    async def offsets(_client: Any, topic: str) -> list[kafka_admin.PartitionOffsets]:
+        return list(found.values())
+
+    monkeypatch.setattr(kafka_admin, "group_client", group_client)
+    monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    clock = Clock()
+    service = fake_service(KafkaContact(silent_after=30, clock=clock), "observe-stalled")
+    handled = service.consumer.offsets.position
+    sampler = observe.LagSampler(service)
+    topic = Topic.ORDER_REQUESTS.value
+    for handled_to in range(12, 20, 2):  # 20 s, handling two records of partition 1 every 5 s
+        handled[TopicPartition(topic, 1)] = handled_to
+        await sampler.sample()
+        clock.now += 5
+    handled[TopicPartition(topic, 1)] = 19
+    await sampler.sample()
+    stalls = service.consumer_stalls
+    assert [stalls.seconds(f"{topic}[{p}]") for p in (0, 1, 2)] == [20, 0, 0]
+    assert stalls.stalled(15) == [Stalled(f"{topic}[0]", 3, 20)]  # 1's record is moving
+    seconds = {
+        p: REGISTRY.get_sample_value(
+            "caravan_consumer_stalled_seconds",
+            {"service": "observe-stalled", "topic": topic, "partition": str(p)},
+        )
+        for p in (0, 1, 2)
+    }
+    assert seconds == {0: 20, 1: 0, 2: 0}

@@ -1,0 +1,98 @@
+"""``/healthz`` names a stalled consumer and a stalled outbox relay (shared/stall.py), on
+the running system: inventory, with both thresholds at 2 s, its handler blocked on a row
+lock (the inbox key it claims, held by the test's transaction) and then its relay on its
+outbox lock (held likewise). Each is named, degraded with a 200, while it lasts (and its
+gauge says how long), and no longer once it moves; a quiet inventory is healthy."""
+
+import asyncio
+import random
+import re
+import zlib
+from typing import Any
+
+from sqlalchemy import text
+
+from shared.events.envelope import new_event
+from shared.topics import Topic
+from tests.harness import System, order_events, ref
+
+ENV = {"CARAVAN_CONSUMER_STALL_SECONDS": "2", "CARAVAN_OUTBOX_STALL_SECONDS": "2"}
+RELAY_LOCK = zlib.crc32(b"outbox:inventory")  # shared.messaging.relay's, of the schema
+OK = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
+
+
+async def health(caravan: System) -> dict[str, Any]:
+    async with caravan.api("inventory", token=None) as client:
+        answer = await client.get("/healthz")
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def stalled_seconds(caravan: System, gauge: str, **labels: str) -> None:
+    """Wait until inventory's ``gauge`` says 5 s or so: the sample after the first that saw
+    the stall (that one said 0)."""
+    await caravan.until(
+        lambda: caravan.gauge("inventory", gauge, service="inventory", **labels),
+        f"{gauge} to count the stall's seconds",
+        timeout=15,
+        ready=lambda seconds: seconds >= 4,
+    )
+
+
+async def test_healthz_names_a_stalled_consumer_then_a_stalled_relay_while_each_lasts(
+    caravan: System,
+) -> None:
+    assert caravan.engine is not None
+    await caravan.restart(("inventory",), **ENV)
+    try:
+        # Quiet: samples (every 5 s) find nothing waiting, past the threshold.
+        await asyncio.sleep(7)
+        assert (await health(caravan))["status"] == "ok"
+        phone = "+86136" + "".join(random.choices("0123456789", k=8))
+        order = order_events(ref("HEALTH"), phone)
+        event = new_event(order.placed, source="caravan/orders")
+        async with caravan.engine.connect() as inbox, caravan.engine.connect() as relay:
+            blocking = await inbox.begin()
+            await inbox.execute(
+                text("insert into inventory.inbox (key, topic) values (:k, :t)"),
+                {"k": f"{event.source}|{event.id}", "t": Topic.ORDER_EVENTS.value},
+            )
+            holding = await relay.begin()
+            await relay.execute(text("select pg_advisory_xact_lock(:k)"), {"k": RELAY_LOCK})
+            await caravan.publish_event(event, order.placed)
+            stalled = await caravan.until(
+                lambda: health(caravan),
+                "inventory's consumer named stalled",
+                ready=lambda h: h["checks"].get("consumer", "ok") != "ok",
+            )
+            said = stalled["checks"]["consumer"]
+            found = re.fullmatch(
+                r"1 record waiting on orders\.events\.v1\[(\d+)\], none handled for \d+ s", said
+            )
+            assert found, said
+            assert (stalled["status"], stalled["down"]) == ("degraded", ["consumer"])
+            partition = {"topic": Topic.ORDER_EVENTS.value, "partition": found.group(1)}
+            await stalled_seconds(caravan, "caravan_consumer_stalled_seconds", **partition)
+            await blocking.rollback()  # the handler's claim goes through: it is handled
+            stalled = await caravan.until(
+                lambda: health(caravan),
+                "inventory's relay named stalled, its consumer no longer",
+                ready=lambda h: h["checks"]["consumer"] == "ok" and h["checks"]["relay"] != "ok",
+            )
+            said = stalled["checks"]["relay"]
+            assert re.fullmatch(r"\d+ outbox rows? unsent, none published for \d+ s", said), said
+            assert (stalled["status"], stalled["down"]) == ("degraded", ["relay"])
+            await stalled_seconds(caravan, "caravan_outbox_stalled_seconds")
+            assert not caravan.log.events(Topic.INVENTORY_EVENTS, order_id=order.placed.order_id)
+            await holding.rollback()
+        await caravan.wait_for(
+            lambda: caravan.log.events(
+                Topic.INVENTORY_EVENTS, type="stock.rejected", order_id=order.placed.order_id
+            )
+        )
+        assert await caravan.until(
+            lambda: health(caravan), "inventory healthy again", ready=lambda h: h["status"] == "ok"
+        ) == {"status": "ok", "checks": OK}
+    finally:
+        await caravan.restart(("inventory",))

@@ -1,15 +1,13 @@
 """Phone numbers: who may be texted, and in which time zone they live. Pure module.
 
-Numbers are E.164 (``+`` country code and subscriber number, at most 15 digits). For
-mainland China (``+86``) only mobile numbers can receive SMS: 11 digits starting ``1[3-9]``.
+Numbers are E.164 (:mod:`shared.phones`). For mainland China (``+86``) only mobile numbers
+can receive SMS: 11 digits starting ``1[3-9]``.
 """
 
-import re
 from typing import Final
 from zoneinfo import ZoneInfo
 
-E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
-CN_MOBILE: Final = re.compile(r"^\+861[3-9][0-9]{9}$")
+from shared.phones import CN_MOBILE, E164
 
 _ZONES: Final[dict[str, str]] = {"+86": "Asia/Shanghai", "+44": "Europe/London"}
 """Time zone by country calling code, for countries that keep one time: China (Beijing time)

@@ -16,11 +16,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.adapters.tables import opt_outs
 from services.notifications.dispatch import apply_receipt
-from services.notifications.domain.phones import E164
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.http import BAD_INPUT, BEARER, problem, problem_responses, require
 from shared.messaging.uow import UnitOfWork
+from shared.phones import E164
 
 Writer = Annotated[Principal, require("notifications:write")]
 Phone = Annotated[str, Path(max_length=16)]

@@ -105,13 +105,14 @@ async def new_order(
     items: dict[str, int] | None = None,
     status: str = "paid",
     order_id: str | None = None,
+    phone: str = "+8613900000001",
 ) -> str:
     """Create (or, given ``order_id``, replace) an order on the simulated platform."""
     order_id = order_id or f"P-{uuid.uuid4().hex[:12]}"
     body = {
         "order_id": order_id,
         "status": status,
-        "buyer": {"id": BUYER, "phone": "+8613900000001"},
+        "buyer": {"id": BUYER, "phone": phone},
         "items": [{"sku": s, "quantity": q} for s, q in (items or {"ALI-PEPPER": 1}).items()],
         "delivery": {"county": "Shawan", "address": "Village 3"},
     }
@@ -490,6 +491,29 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
         t=f"{APP}/{order_ref}",
     )
     assert audited == 1
+
+
+async def test_a_buyer_phone_in_national_format_is_placed_and_texted_in_e164(
+    caravan: System, platform: Platform
+) -> None:
+    """A Chinese marketplace writes its buyers' numbers nationally ("139 1234-5678"); with
+    no phone in the buyer's mapping, the paid order was an ``invalid_order`` problem
+    ("phone: String should match pattern"), answered 200 ``problem``, waiting for
+    operations. Now it is placed, and the buyer texted at +86 and the number."""
+    number = f"139{uuid.uuid4().int % 10**8:08d}"  # this test's alone: SMS are counted
+    written = f"{number[:3]} {number[3:7]}-{number[7:]}"
+    order_ref = await new_order(platform.sim, phone=written)
+    report = await push(platform.sim, order_ref)
+    assert report["body"]["status"] == "accepted", report
+    order_id = await placed_once(caravan, order_ref)
+    [request] = requested(caravan, order_ref)
+    assert request.data["buyer"]["phone"] == f"+86{number}"
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=f"+86{number}"
+        )
+    )
+    assert await open_problems(platform, order_ref) == []
 
 
 async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(

@@ -16,6 +16,7 @@ from services.platform.adapters.platform_api import (
 from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
     BuyerMapping,
+    PlatformItem,
     PlatformOrder,
     Problem,
     SkuMapping,
@@ -145,11 +146,58 @@ def test_unmapped_skus_and_buyers_are_problems_not_guesses() -> None:
     assert one == [Problem("unmapped_sku", "platform SKU 'ALI-RSN' has no mapping")]
 
 
+def with_phone(phone: str | None) -> PlatformOrder:
+    """``ORDER`` with the platform giving its buyer's phone so."""
+    return ORDER.model_copy(update={"buyer": ORDER.buyer.model_copy(update={"phone": phone})})
+
+
 def test_an_order_we_cannot_accept_is_an_invalid_order_problem() -> None:
-    no_phone = ORDER.model_copy(update={"buyer": ORDER.buyer.model_copy(update={"phone": None})})
-    found = to_request(no_phone, SKUS, BUYERS)
+    found = to_request(with_phone(None), SKUS, BUYERS)
     assert isinstance(found, list) and [p.kind for p in found] == ["invalid_order"]
-    assert isinstance(found[0], Problem) and "phone" in found[0].detail
+    said = "buyer.phone: the platform gives none, and the buyer's mapping has none"
+    assert found[0].detail == said
+
+
+@pytest.mark.parametrize(
+    "phone",
+    ["13912345678", "139 1234-5678", "+86 139-1234-5678", "008613912345678", "86 13912345678"],
+)
+def test_a_platform_phone_in_national_format_is_placed_in_e164(phone: str) -> None:
+    """A Chinese marketplace writes its buyers' numbers nationally: each was an
+    ``invalid_order`` problem ("buyer.phone: String should match pattern") for operations
+    to mend by hand, the buyer's paid order waiting."""
+    request = to_request(with_phone(phone), SKUS, BUYERS)
+    assert isinstance(request, OrderRequested), request
+    assert request.buyer.phone == "+8613912345678"
+
+
+def test_a_platform_phone_not_read_is_a_problem_naming_the_field_not_the_number() -> None:
+    """The problem's detail is logged: it never holds the number."""
+    found = to_request(with_phone("0991 123 4567"), SKUS, BUYERS)
+    assert isinstance(found, list) and [p.kind for p in found] == ["invalid_order"]
+    assert found[0].detail == (
+        "buyer.phone: the platform gives one that is neither E.164 nor a mainland China mobile"
+        " number written nationally, and the buyer's mapping has none"
+    )
+    assert "0991" not in found[0].detail and "4567" not in found[0].detail
+    # With other faults, each is named.
+    many = ORDER.model_copy(update={"items": [PlatformItem(sku="ALI-RSN", quantity=20_000)]})
+    found = to_request(many.model_copy(update={"buyer": with_phone("x").buyer}), SKUS, BUYERS)
+    assert isinstance(found, list) and [p.kind for p in found] == ["invalid_order"]
+    assert [f.split(":")[0] for f in found[0].detail.split("; ")] == [
+        "buyer.phone",
+        "lines.0.quantity",
+    ]
+    # A mapping's phone is the buyer's, whatever the platform gives.
+    mapped = {"nick-1": BuyerMapping(buyer_id="t-rich", phone="+8613900000001")}
+    request = to_request(with_phone("0991 123 4567"), SKUS, mapped)
+    assert isinstance(request, OrderRequested) and request.buyer.phone == "+8613900000001"
+
+
+def test_a_platform_phone_given_as_a_json_number_is_read() -> None:
+    body = ORDER.model_dump_json().replace('"+8613900000009"', "13912345678")
+    request = to_request(PlatformOrder.model_validate_json(body), SKUS, BUYERS)
+    assert isinstance(request, OrderRequested) and request.buyer.phone == "+8613912345678"
 
 
 def test_text_with_nul_in_a_mapped_order_is_an_invalid_order_problem() -> None:

@@ -14,13 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.events.envelope import NoNul
 from shared.events.orders import (
     E164_PATTERN,
-    Buyer,
     Delivery,
     Locale,
-    OrderLine,
-    PaymentRequest,
 )
 from shared.events.platform import PlatformOrderRequested
+from shared.phones import as_e164
 
 ProblemKind = Literal[
     "unmapped_sku", "unmapped_buyer", "invalid_order", "rejected", "cancelled_on_platform"
@@ -38,7 +36,9 @@ class _Model(BaseModel):
 
 class PlatformBuyer(_Model):
     id: str = Field(min_length=1, max_length=128)
-    phone: str | None = None
+    # As the platform writes it (national format, spaces...: read by ``to_request``), or as
+    # a JSON number.
+    phone: str | None = Field(None, coerce_numbers_to_str=True)
 
 
 class PlatformItem(_Model):
@@ -83,6 +83,8 @@ def to_request(
 
     The platform order id is the ``order_ref``; platform SKUs mapped to the same SKU of ours
     are merged into one line; the platform has taken the money, so payment is ``prepaid``.
+    The buyer's phone is the mapping's, else the platform's read as E.164
+    (:func:`shared.phones.as_e164`).
     """
     problems = []
     unmapped = sorted({item.sku for item in order.items if item.sku not in skus})
@@ -102,20 +104,28 @@ def to_request(
     for item in order.items:
         sku = skus[item.sku].sku
         quantities[sku] = quantities.get(sku, 0) + item.quantity
+    phone = buyer.phone or as_e164(order.buyer.phone or "")
     try:
-        return PlatformOrderRequested(
-            order_ref=order.order_id,
-            buyer=Buyer(
-                id=buyer.buyer_id, phone=buyer.phone or order.buyer.phone or "", locale=buyer.locale
-            ),
-            lines=[OrderLine(sku=sku, quantity=q) for sku, q in quantities.items()],
-            payment=PaymentRequest(method="prepaid"),
-            delivery=order.delivery,
+        return PlatformOrderRequested.model_validate(  # as one: a fault names its whole path
+            {
+                "order_ref": order.order_id,
+                "buyer": {"id": buyer.buyer_id, "phone": phone or "", "locale": buyer.locale},
+                "lines": [{"sku": sku, "quantity": q} for sku, q in quantities.items()],
+                "payment": {"method": "prepaid"},
+                "delivery": order.delivery,
+            }
         )
     except ValidationError as exc:
-        return [Problem("invalid_order", describe(exc)[:1000])]
+        # Why the phone is refused, in place of the pattern; never the number (it is logged).
+        gives = "none" if order.buyer.phone is None else f"one that is neither {PHONES_READ}"
+        why = f"the platform gives {gives}, and the buyer's mapping has none"
+        return [Problem("invalid_order", describe(exc, {"buyer.phone": why})[:1000])]
 
 
-def describe(exc: ValidationError) -> str:
-    """Each field at fault and why, on one line."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+PHONES_READ = "E.164 nor a mainland China mobile number written nationally"
+
+
+def describe(exc: ValidationError, said: Mapping[str, str] | None = None) -> str:
+    """Each field at fault and why, on one line; ``said`` gives the why of some fields."""
+    fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+    return "; ".join(f"{field}: {(said or {}).get(field, msg)}" for field, msg in fields)

@@ -8,7 +8,7 @@ system shared with other tests checks its own orders; the stock, credit and mone
 (:func:`check_money`, the payments ledger) are always over the whole database.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,11 +16,23 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.notifications.domain.delivery import REMINDER_PURPOSES
 from shared.events.registry import PoisonRecord, parse_record
 from shared.topics import EventType, Topic
 
 TERMINAL = (EventType.ORDER_CONFIRMED.value, EventType.ORDER_CANCELLED.value)
-BUYER_SMS_PURPOSES = ("order_confirmed", "order_cancelled")
+# The text telling the buyer how an order ended, by its terminal event
+# (services.notifications.handlers).
+OUTCOME_SMS = {
+    EventType.ORDER_CONFIRMED.value: "order_confirmed",
+    EventType.ORDER_CANCELLED.value: "order_cancelled",
+}
+BUYER_SMS_PURPOSES = tuple(OUTCOME_SMS.values())
+SELLER_SMS_PURPOSE = "new_order"
+# A text's states once the gateway took it; "suppressed": its recipient opted out (or a
+# reminder's instalment was paid first), never to be sent.
+SENT_SMS = ("sent", "delivered")
+SUPPRESSED_SMS = "suppressed"
 # Payment states that hold the buyer's money (or are about to).
 HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding")
 HOLDING_STOCK = ("reserved", "sold")
@@ -90,6 +102,9 @@ class Sms:
     order_id: str | None
     to: str
     purpose: str
+    status: str
+    dedup_key: str
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,7 @@ class DatabaseState:
     loans: list[Loan] = field(default_factory=list)
     credit_limits: dict[str, int] = field(default_factory=dict)  # buyer_id -> limit
     sms: list[Sms] = field(default_factory=list)
+    seller_phones: dict[str, str] = field(default_factory=dict)  # seller_id -> phone
     ledger: list[LedgerEntry] = field(default_factory=list)
     payables: list[Payable] = field(default_factory=list)
 
@@ -162,8 +178,14 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
             },
             sms=[
                 Sms(*r)
-                for r in await rows('select sms_id, order_id, "to", purpose from notifications.sms')
+                for r in await rows(
+                    'select sms_id, order_id, "to", purpose, status, dedup_key, last_error'
+                    " from notifications.sms"
+                )
             ],
+            seller_phones={
+                r[0]: r[1] for r in await rows("select seller_id, phone from notifications.sellers")
+            },
             ledger=[
                 LedgerEntry(*r)
                 for r in await rows(
@@ -302,6 +324,11 @@ class _Checker:
         for event in placed:
             self.placed.setdefault(str(event.data["order_id"]), event)
         self.terminal: dict[str, _Event] = {}
+        self.sellers: dict[str, set[str]] = defaultdict(set)  # order_id -> its sellers
+        for e in self.events[Topic.INVENTORY_EVENTS.value]:
+            if e.type == EventType.STOCK_RESERVED.value and e.data.get("order_id") in self.placed:
+                for line in e.data.get("lines", []):
+                    self.sellers[str(e.data["order_id"])].add(str(line["seller_id"]))
 
     def fail(self, check: str, subject: str, evidence: str) -> None:
         self.violations.append(Violation(check, subject, evidence))
@@ -312,7 +339,7 @@ class _Checker:
         self.stock()
         self.payments()
         self.cancelled_holds_nothing()
-        self.one_sms()
+        self.texts()
         self.dead_letters_are_the_poison()
         self.violations.extend(check_money(self.db))
         return self.violations
@@ -462,32 +489,137 @@ class _Checker:
             if payment in HOLDING_PAYMENT:
                 self.fail("cancelled_holds_no_charge", order_id, f"payment is {payment!r}")
 
-    def one_sms(self) -> None:
-        purpose = {s.sms_id: s.purpose for s in self.db.sms}
-        rows: dict[tuple[str | None, str, str], set[str]] = defaultdict(set)
-        for s in self.db.sms:
-            if s.order_id is None or s.order_id in self.placed:
-                rows[(s.order_id, s.to, s.purpose)].add(s.sms_id)
-        for e in self.events[Topic.NOTIFICATION_EVENTS.value]:
-            order_id = e.data.get("order_id")
-            if e.type != EventType.SMS_SENT.value or order_id not in self.placed:
+    def texts(self) -> None:
+        """The texts of the orders in scope (``notifications.sms``, with the ``sms.sent`` and
+        ``sms.failed`` events): the buyer told once, of the outcome, at the phone of
+        ``order.placed``; each seller of a confirmed order told once; each instalment's
+        reminder of a stage sent once; every text sent (or its failure reported, or its
+        recipient opted out); no text sent twice."""
+        mine = [s for s in self.db.sms if s.order_id in self.placed]
+        by_order: dict[str, list[Sms]] = defaultdict(list)
+        for s in mine:
+            by_order[str(s.order_id)].append(s)
+        self._sent_once()
+        self._texts_sent(mine)
+        for order_id, placed in self.placed.items():
+            texts = by_order[order_id]
+            buyer = placed.data.get("buyer") or {}
+            phone = buyer.get("phone")
+            for s in texts:
+                if phone is not None and s.purpose != SELLER_SMS_PURPOSE and s.to != phone:
+                    self.fail(
+                        "sms_to_the_buyer",
+                        s.sms_id,
+                        f"{s.purpose} of order {order_id} to {s.to}, its buyer's phone {phone}",
+                    )
+            terminal = self.terminal.get(order_id)
+            if terminal is not None and phone is not None:
+                self._buyer_told(order_id, terminal, texts)
+            self._sellers_told(order_id, terminal, texts)
+            self._reminded_once(order_id, texts)
+
+    def _buyer_told(self, order_id: str, terminal: _Event, texts: list[Sms]) -> None:
+        """Exactly one outcome text, and it tells the outcome the terminal event is."""
+        told = [s for s in texts if s.purpose in BUYER_SMS_PURPOSES]
+        if len(told) != 1:
+            self.fail(
+                "buyer_told_once",
+                order_id,
+                f"{len(told)} SMS to the buyer for its outcome: {[s.purpose for s in told]}",
+            )
+        expected = OUTCOME_SMS[terminal.type]
+        wrong = [s.sms_id for s in told if s.purpose != expected]
+        if wrong:
+            self.fail(
+                "buyer_told_the_outcome",
+                order_id,
+                f"{terminal.type} at {_where(terminal.record)}, but told {wrong}"
+                f" {[s.purpose for s in told if s.purpose != expected]}, not {expected}",
+            )
+
+    def _sellers_told(self, order_id: str, terminal: _Event | None, texts: list[Sms]) -> None:
+        """One new_order text per seller of a confirmed order (sellers sharing a phone get one
+        each: a text does not name its seller, so each phone gets as many as the order has
+        sellers on it), and none for an order not confirmed."""
+        sent = Counter(s.to for s in texts if s.purpose == SELLER_SMS_PURPOSE)
+        expected: Counter[str] = Counter()
+        if terminal is not None and terminal.type == EventType.ORDER_CONFIRMED.value:
+            for seller in sorted(self.sellers[order_id]):
+                phone = self.db.seller_phones.get(seller)
+                if phone is not None:
+                    expected[phone] += 1
+        if sent != expected:
+            ended = terminal.type if terminal is not None else "not ended"
+            self.fail(
+                "sellers_told_once",
+                order_id,
+                f"{ended}, sellers {sorted(self.sellers[order_id])}: {SELLER_SMS_PURPOSE} texts"
+                f" per phone {dict(sent)}, sellers per phone {dict(expected)}",
+            )
+
+    def _reminded_once(self, order_id: str, texts: list[Sms]) -> None:
+        """One reminder per (instalment, stage), the instalment as the text's dedup key
+        names it (``instalment:<loan>:<number>:<due>|...``, the only place a text says
+        which it is; one that does not say is flagged): several instalments, several
+        reminders."""
+        reminders: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for s in texts:
+            if s.purpose not in REMINDER_PURPOSES:
                 continue
-            sms_id = str(e.data.get("sms_id"))
-            why = e.data.get("purpose") or purpose.get(sms_id, "?")
-            rows[(order_id, str(e.data.get("to")), str(why))].add(sms_id)
-        for (order_id, to, why), ids in rows.items():
-            if len(ids) > 1:
-                self.fail("one_sms", f"{order_id}|{to}|{why}", f"{len(ids)} SMS: {sorted(ids)}")
-        for order_id in self.terminal:
-            buyer = [
-                s for s in self.db.sms if s.order_id == order_id and s.purpose in BUYER_SMS_PURPOSES
-            ]
-            if len(buyer) != 1:
+            instalment = _instalment(s.dedup_key)
+            if instalment is None:
                 self.fail(
-                    "buyer_told_once",
-                    order_id,
-                    f"{len(buyer)} SMS to the buyer for its outcome: {[s.purpose for s in buyer]}",
+                    "reminded_once",
+                    s.sms_id,
+                    f"{s.purpose} of order {order_id}: its key {s.dedup_key!r} names no instalment",
                 )
+                continue
+            reminders[instalment, s.purpose].append(s.sms_id)
+        for (instalment, purpose), ids in reminders.items():
+            if len(ids) > 1:
+                self.fail(
+                    "reminded_once",
+                    f"{order_id}|{instalment}|{purpose}",
+                    f"{len(ids)} SMS: {sorted(ids)}",
+                )
+
+    def _texts_sent(self, texts: list[Sms]) -> None:
+        """Every text reached the gateway (``sent``/``delivered``, or an ``sms.sent``), or
+        was refused with ``sms.failed`` saying so (an invalid number, the gateway's refusal,
+        the attempts spent, an undelivered receipt), or was ``suppressed``; never left
+        ``pending`` or ``sending``, nor failed without a word."""
+        sent, failed = set(), set()
+        for e in self.events[Topic.NOTIFICATION_EVENTS.value]:
+            if e.type == EventType.SMS_SENT.value:
+                sent.add(str(e.data.get("sms_id")))
+            elif e.type == EventType.SMS_FAILED.value:
+                failed.add(str(e.data.get("sms_id")))
+        for s in texts:
+            if s.status in SENT_SMS or s.status == SUPPRESSED_SMS or s.sms_id in sent:
+                continue
+            if s.status == "failed" and s.sms_id in failed:
+                continue
+            self.fail(
+                "sms_sent",
+                s.sms_id,
+                f"{s.purpose} of order {s.order_id} to {s.to} is {s.status!r}"
+                + (" with no sms.failed" if s.status == "failed" else "")
+                + (f" ({s.last_error})" if s.last_error else ""),
+            )
+
+    def _sent_once(self) -> None:
+        """One ``sms.sent`` per text (a relay's republished event has the same id), and none
+        for a text of an order in scope that the database does not hold."""
+        known = {s.sms_id for s in self.db.sms}
+        events: dict[str, set[str]] = defaultdict(set)
+        for e in self.events[Topic.NOTIFICATION_EVENTS.value]:
+            if e.type == EventType.SMS_SENT.value and e.data.get("order_id") in self.placed:
+                events[str(e.data.get("sms_id"))].add(e.id)
+        for sms_id, ids in events.items():
+            if len(ids) > 1:
+                self.fail("one_sms", sms_id, f"sent {len(ids)} times: sms.sent {sorted(ids)}")
+            if sms_id not in known:
+                self.fail("one_sms", sms_id, "sms.sent for a text notifications.sms never held")
 
     def dead_letters_are_the_poison(self) -> None:
         expected = {
@@ -523,6 +655,16 @@ class _Checker:
                 f"dead-lettered at {_where(record)} but not injected:"
                 f" {headers.get('dlq.error', '?')} {headers.get('dlq.error.message', '')[:200]}",
             )
+
+
+def _instalment(dedup_key: str) -> str | None:
+    """``<loan>:<number>`` of a reminder's dedup key (``instalment:<loan>:<number>:<due>|``,
+    services.notifications.handlers.on_instalment_due); None if it is not one."""
+    head = dedup_key.split("|", 1)[0]
+    if not head.startswith("instalment:"):
+        return None
+    parts = head.removeprefix("instalment:").rsplit(":", 2)
+    return f"{parts[0]}:{parts[1]}" if len(parts) == 3 and all(parts) else None
 
 
 def _where(record: KafkaRecord) -> str:

@@ -310,3 +310,30 @@ async def settle(
             return True
         await asyncio.sleep(quiet)
     return False
+
+
+_TEXTS_TO_SEND = text(
+    "select count(*) from notifications.sms s join orders.orders o on o.order_id = s.order_id"
+    " where o.source = :source and s.status in ('pending', 'sending')"
+)
+
+
+async def texts_settled(
+    engine: AsyncEngine, source: str, timeout: float, quiet: float = 1.0
+) -> tuple[int, int]:
+    """Wait until no text of ``source``'s orders is waiting to be sent or being sent (one
+    claimed by a dispatcher stopped by a kill or a replay is sent again when its lease lapses,
+    30 s later): (how many were when the wait began, how many still are at the end)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    first: int | None = None
+    while True:
+        try:
+            async with engine.connect() as conn:
+                left = int(await conn.scalar(_TEXTS_TO_SEND, {"source": source}) or 0)
+        except Exception:
+            left = -1  # the database is not answering yet
+        first = left if first is None else first
+        if left == 0 or loop.time() >= deadline:
+            return first, left
+        await asyncio.sleep(quiet)

@@ -44,9 +44,7 @@ async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
 
 
 async def queued(uow: UnitOfWork, due: datetime) -> str:
-    """A text waiting to be sent since ``due``; its id. To a number of its own: texts of no
-    order to one number for one purpose are one text too many to the reliability runs'
-    history checker (one_sms), which reads every text of the session."""
+    """A text of no order waiting to be sent since ``due``, to a number of its own; its id."""
     sms_id = str(uuid.uuid4())
     async with uow.begin() as tx:
         await tx.conn.execute(

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from caravan import system
 from caravan.ops.replay import replay
 from caravan.reliability.history import History, Injected, Violation, check, read_database
-from caravan.reliability.load import Load
+from caravan.reliability.load import Load, texts_settled
 from shared.events.registry import PoisonRecord, parse_record
 from shared.faults import FAILPOINT_AFTER_VAR, FAILPOINT_VAR, KILLED_EXIT_CODE, RELAY_AFTER_PUBLISH
 from shared.messaging import kafka_admin
@@ -284,9 +284,13 @@ async def check_history(
     since: dict[str, dict[int, int]],
     injected: list[Injected],
 ) -> tuple[int, list[Violation]]:
-    """Every record of every topic and the database, checked: (records read, violations)."""
+    """Every record of every topic and the database, checked: (records read, violations).
+    First the run's texts are sent (the checker flags one left to send), and what the
+    last relays published is read."""
     assert caravan.engine is not None
-    await asyncio.sleep(1.0)  # the event log reads what the last relays published
+    waiting, left = await texts_settled(caravan.engine, load.source, timeout=60)
+    print(f"texts of the run waiting to be sent: {waiting} at first, {left} at the end")
+    await asyncio.sleep(1.0)  # the event log reads what the last relays (sms.sent) published
     records = list(caravan.log.records)
     history = History(
         records=records,

@@ -4,6 +4,7 @@ history is caught by its check, with evidence."""
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ from caravan.reliability.history import (
     check,
 )
 from shared.events.envelope import EventData, new_event
-from shared.events.notifications import SmsSent
+from shared.events.inventory import LotTake, ReservedLine, StockReserved
+from shared.events.notifications import SmsFailed, SmsFailReason, SmsSent
 from shared.events.orders import (
     Buyer,
     ConfirmedPayment,
@@ -36,6 +38,8 @@ from shared.topics import Topic
 
 SOURCE = "storefront/checker"
 PHONE = "+8613900000101"
+SELLER_PHONE = "+8613000000101"
+OTHER_PHONE = "+8613900000999"
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,17 @@ def _order(log: Log, db: DatabaseState, n: int, confirmed: bool) -> str:
         source=SOURCE,
     )
     log.add(
-        OrderPlaced(order_id=order_id, order_ref=ref, source=SOURCE, buyer_id="buyer", lines=lines)
+        OrderPlaced(
+            order_id=order_id,
+            order_ref=ref,
+            source=SOURCE,
+            buyer_id="buyer",
+            lines=lines,
+            buyer=Buyer(id="buyer", phone=PHONE, locale="en"),
+        )
     )
     if confirmed:
+        _reserved(log, order_id, ["seller"])
         log.add(
             PaymentAuthorized(
                 order_id=order_id, buyer_id="buyer", method="microloan", amount_fen=2000
@@ -118,25 +130,75 @@ def _order(log: Log, db: DatabaseState, n: int, confirmed: bool) -> str:
     db.holds[order_id] = "sold" if confirmed else "rejected"
     db.payments[order_id] = "authorized" if confirmed else "cancelled"
     purpose = "order_confirmed" if confirmed else "order_cancelled"
-    db.sms.append(Sms(f"sms-{n}", order_id, PHONE, purpose))
+    _text(log, db, f"sms-{n}", order_id, PHONE, purpose)
+    if confirmed:  # and its seller is told
+        _text(log, db, f"sms-{n}-seller", order_id, SELLER_PHONE, "new_order")
+    return order_id
+
+
+def _reserved(log: Log, order_id: str, sellers: list[str]) -> None:
+    """stock.reserved of ``order_id``: a line from each of ``sellers``."""
     log.add(
-        SmsSent(
-            sms_id=f"sms-{n}",
-            to=PHONE,
-            locale="en",
-            text="hi",
-            encoding="GSM-7",
-            segments=1,
+        StockReserved(
             order_id=order_id,
-            purpose=purpose,
+            buyer_id="buyer",
+            payment=PaymentRequest(method="microloan", term_months=3),
+            lines=[
+                ReservedLine(
+                    sku="SKU",
+                    quantity=1,
+                    unit_price_fen=1000,
+                    seller_id=seller,
+                    lots=[LotTake(lot_id="LOT-1", quantity=1)],
+                )
+                for seller in sellers
+            ],
+            total_fen=1000 * len(sellers),
         )
     )
-    return order_id
+
+
+def _text(
+    log: Log,
+    db: DatabaseState,
+    sms_id: str,
+    order_id: str,
+    to: str,
+    purpose: str,
+    status: str = "delivered",
+    *,
+    key: str | None = None,
+    sent: bool | None = None,
+    failed: SmsFailReason | None = None,
+) -> None:
+    """A text as notifications.sms holds it, with its sms.sent if the gateway took it
+    (``sent``; by default when its status says so) and its sms.failed if ``failed``."""
+    key = key or f"event-{sms_id}|{to}|{purpose}"
+    db.sms.append(Sms(sms_id, order_id, to, purpose, status, key))
+    if sent if sent is not None else status in ("sent", "delivered"):
+        log.add(
+            SmsSent(
+                sms_id=sms_id,
+                to=to,
+                locale="en",
+                text="hi",
+                encoding="GSM-7",
+                segments=1,
+                order_id=order_id,
+                purpose=purpose,
+            )
+        )
+    if failed is not None:
+        log.add(SmsFailed(sms_id=sms_id, to=to, reason=failed, order_id=order_id, purpose=purpose))
 
 
 def correct() -> tuple[Log, History]:
     log = Log()
-    db = DatabaseState(lots=[Lot("LOT-1", "SKU", 10, 6, 0, 4, 0)], credit_limits={"buyer": 5000})
+    db = DatabaseState(
+        lots=[Lot("LOT-1", "SKU", 10, 6, 0, 4, 0)],
+        credit_limits={"buyer": 5000},
+        seller_phones={"seller": SELLER_PHONE},
+    )
     _order(log, db, 1, confirmed=True)
     _order(log, db, 2, confirmed=True)
     _order(log, db, 3, confirmed=False)
@@ -222,9 +284,56 @@ def _double_charge(log: Log, h: History) -> History:
     return _rebuild(log, h)
 
 
-def _second_sms(log: Log, h: History) -> History:
-    h = _db(lambda db: db.sms.append(Sms("sms-1b", "order-1", PHONE, "order_confirmed")))(log, h)
-    return h
+def _texts(*texts: tuple[str, str, str, str, dict[str, Any]]) -> Callable[[Log, History], History]:
+    """More texts: (sms_id, order_id, to, purpose, the rest of _text's arguments)."""
+
+    def broken(log: Log, h: History) -> History:
+        db = copy.deepcopy(h.db)
+        for sms_id, order_id, to, purpose, rest in texts:
+            _text(log, db, sms_id, order_id, to, purpose, **rest)
+        return replace(h, records=list(log.records), db=db)
+
+    return broken
+
+
+def _about(record: Record, sms_id: str) -> bool:
+    return record.topic == Topic.NOTIFICATION_EVENTS.value and (
+        f'"sms_id":"{sms_id}"'.encode() in (record.value or b"")
+    )
+
+
+def _retext(sms_id: str, **changes: Any) -> Callable[[Log, History], History]:
+    """The text ``sms_id`` (its row and its events) as it would be with ``changes`` to
+    _text's arguments (``dropped=True``: no such text)."""
+
+    def broken(log: Log, h: History) -> History:
+        db = copy.deepcopy(h.db)
+        [old] = [s for s in db.sms if s.sms_id == sms_id]
+        db.sms.remove(old)
+        log.records = [r for r in log.records if not _about(r, sms_id)]
+        if not changes.pop("dropped", False):
+            again = {"to": old.to, "purpose": old.purpose, "status": old.status} | changes
+            _text(log, db, sms_id, str(old.order_id), **again)
+        return replace(h, records=list(log.records), db=db)
+
+    return broken
+
+
+def _sent_again(log: Log, h: History) -> History:
+    """sms-1 sent a second time: another sms.sent (an event of its own) for the same text."""
+    sent = {"locale": "en", "text": "hi", "encoding": "GSM-7", "segments": 1}
+    log.add(SmsSent(sms_id="sms-1", to=PHONE, order_id="order-1", **sent))
+    return _rebuild(log, h)
+
+
+def _reminder(
+    sms_id: str, number: int, stage: str = "upcoming", due: str = "", **rest: Any
+) -> tuple[str, str, str, str, dict[str, Any]]:
+    """A reminder of instalment ``number`` of order-1's loan (due ``due``), keyed as
+    notifications keys it: the rest are _text's arguments."""
+    purpose = f"instalment_{stage}"
+    key = f"instalment:loan-1:{number}:{due or f'2027-0{number}-01'}|{PHONE}|{purpose}"
+    return (sms_id, "order-1", rest.pop("to", PHONE), purpose, {"key": key, **rest})
 
 
 def _confirmed_unpaid(log: Log, h: History) -> History:
@@ -329,11 +438,52 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
         _db(lambda db: db.payments.update({"order-3": "authorized"})),
         "cancelled_has_no_payment",
     ),
-    "two SMS for one purpose": (_second_sms, "one_sms"),
-    "buyer never told": (
-        _db(lambda db: db.sms.__setitem__(0, Sms("sms-1", "order-1", PHONE, "new_order"))),
+    "two SMS for one purpose": (
+        _texts(("sms-1b", "order-1", PHONE, "order_confirmed", {})),
         "buyer_told_once",
     ),
+    "buyer never told": (_retext("sms-1", purpose="new_order"), "buyer_told_once"),
+    "a confirmed order texted 'cancelled'": (
+        _retext("sms-1", purpose="order_cancelled"),
+        "buyer_told_the_outcome",
+    ),
+    "a cancelled order texted 'confirmed'": (
+        _retext("sms-3", purpose="order_confirmed"),
+        "buyer_told_the_outcome",
+    ),
+    "the outcome texted to another phone": (
+        _retext("sms-2", to=OTHER_PHONE),
+        "sms_to_the_buyer",
+    ),
+    "a reminder texted to another phone": (
+        _texts(_reminder("sms-r1", 1, to=OTHER_PHONE)),
+        "sms_to_the_buyer",
+    ),
+    "an outcome text stuck in sending": (_retext("sms-1", status="sending"), "sms_sent"),
+    "an outcome text never sent": (_retext("sms-3", status="pending"), "sms_sent"),
+    "a text failed without sms.failed": (_retext("sms-2", status="failed"), "sms_sent"),
+    "a seller's text stuck in sending": (
+        _retext("sms-2-seller", status="sending"),
+        "sms_sent",
+    ),
+    "a seller never told": (_retext("sms-1-seller", dropped=True), "sellers_told_once"),
+    "a seller told twice": (
+        _texts(("sms-1-seller-b", "order-1", SELLER_PHONE, "new_order", {})),
+        "sellers_told_once",
+    ),
+    "a seller told of a cancelled order": (
+        _texts(("sms-3-seller", "order-3", SELLER_PHONE, "new_order", {})),
+        "sellers_told_once",
+    ),
+    "an instalment reminded twice at one stage": (
+        _texts(_reminder("sms-r1", 1), _reminder("sms-r1b", 1, due="2027-01-02")),
+        "reminded_once",
+    ),
+    "a reminder naming no instalment": (
+        _texts(("sms-r1", "order-1", PHONE, "instalment_today", {"key": "event-1|r"})),
+        "reminded_once",
+    ),
+    "a text sent twice": (_sent_again, "one_sms"),
     "confirmed, no payment.authorized": (_confirmed_unpaid, "confirmed_is_paid"),
     "a dead letter that does not say where it came from": (
         _dead_letter_without_its_headers,
@@ -368,3 +518,39 @@ def test_other_sources_and_earlier_dead_letters_are_out_of_scope() -> None:
     assert {v.check for v in check(broken)} == {"dlq_only_the_poison"}
     scoped = replace(broken, dlq_since={Topic.ORDER_EVENTS.value: {0: 2}})
     assert check(scoped) == []
+
+
+def test_sellers_sharing_a_phone_get_a_text_each() -> None:
+    """Two sellers of one order on one phone (a cooperative's manager): two texts to it."""
+    log, history = correct()
+    log.records = [
+        r
+        for r in log.records
+        if not (b"stock.reserved" in (r.value or b"") and b'"order-1"' in (r.value or b""))
+    ]
+    _reserved(log, "order-1", ["seller", "seller-b"])
+    db = history.db
+    db.seller_phones["seller-b"] = SELLER_PHONE
+    key = f"event-sms-1-seller|{SELLER_PHONE}|new_order|seller-b"
+    _text(log, db, "sms-1-seller-b", "order-1", SELLER_PHONE, "new_order", key=key)
+    assert check(_rebuild(log, history)) == []
+
+
+def test_a_reminder_for_each_instalment_and_stage() -> None:
+    """Reminders 1..3 of one loan, and instalment 1 at each of its stages: one text each."""
+    log, history = correct()
+    reminders = [_reminder(f"sms-r{n}", n) for n in (1, 2, 3)] + [
+        _reminder(f"sms-r1-{stage}", 1, stage) for stage in ("today", "overdue")
+    ]
+    assert check(_texts(*reminders)(log, history)) == []
+
+
+def test_texts_refused_by_the_gateway_or_not_to_be_sent() -> None:
+    """Texts the gateway refused, or sent and then undelivered (each with its sms.failed),
+    and texts suppressed (the recipient opted out, the instalment paid first) were not lost."""
+    log, history = correct()
+    history = _retext("sms-3", status="failed", failed="rejected")(log, history)
+    history = _retext("sms-2", status="failed", sent=True, failed="undelivered")(log, history)
+    history = _retext("sms-1-seller", status="suppressed")(log, history)
+    history = _texts(_reminder("sms-r1", 1, status="suppressed"))(log, history)
+    assert check(history) == []

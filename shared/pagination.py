@@ -4,7 +4,8 @@ A listing has a stable order, a key of columns whose last one (or all together) 
 read in that order (or its reverse). A cursor names the key of a page's last row, so the
 next page starts strictly after it whatever is added meanwhile; ``next_cursor`` is null on
 the last page. Cursors are opaque (base64 of the key's values), so a client never builds
-one; one this API did not hand out (or one that was tampered with) is a 422.
+one; one this API did not hand out (or one that was tampered with) is a 422. A listing read
+newest first (:func:`newest_first`) pages down the reverse of its key.
 """
 
 import base64
@@ -16,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from fastapi import Depends, Query
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import ColumnElement, tuple_
+from sqlalchemy import ColumnElement, Select, tuple_
 
 MAX_PAGE = 100
 MAX_CURSOR = 2048
@@ -92,6 +93,16 @@ def after(key: Sequence[Any], position: Position, descending: bool = False) -> C
     """Rows strictly after ``position`` in the order of ``key`` (or of its reverse)."""
     left, right = tuple_(*key), tuple_(*position)
     return left < right if descending else left > right
+
+
+def newest_first(
+    query: Select[Any], key: Sequence[Any], start: Position | None, limit: int
+) -> Select[Any]:
+    """``query``'s rows newest first in the order of ``key``, from after ``start``: ``limit``
+    of them and one more, for :func:`page` to tell whether there are more."""
+    if start is not None:
+        query = query.where(after(key, start, descending=True))
+    return query.order_by(*(c.desc() for c in key)).limit(limit + 1)
 
 
 def page(

@@ -23,13 +23,14 @@ from services.payments.prepaid import due_calls
 from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import callbacks, problems
 from services.platform.adapters.tables import metadata as platform
-from services.platform.entrypoints.http import CALLBACKS_ORDER, PROBLEMS_ORDER, newest_first
+from services.platform.entrypoints.http import CALLBACKS_ORDER, PROBLEMS_ORDER
 from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCELLED
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
 from shared.db.migrate import alembic_config
 from shared.messaging.tables import UNSENT
+from shared.pagination import newest_first
 from tests.harness import System, scratch_database
 
 METADATA = {

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Status, Step
-from shared.pagination import Position, after, page
+from shared.pagination import Position, newest_first, page
 
 
 async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
@@ -49,10 +49,7 @@ async def buyer_orders(
     if status is not None:
         query = query.where(orders.c.status == status)
     key = (orders.c.placed_at, orders.c.order_id)
-    if start is not None:
-        query = query.where(after(key, start, descending=True))
-    query = query.order_by(*(c.desc() for c in key)).limit(limit + 1)
-    found = (await conn.execute(query)).all()
+    found = (await conn.execute(newest_first(query, key, start, limit))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))
     items = [
         OrderSummary(

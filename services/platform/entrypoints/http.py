@@ -74,7 +74,7 @@ from shared.http import (
     unavailable,
 )
 from shared.messaging.uow import UnitOfWork
-from shared.pagination import Limit, Position, after, cursor_after, page
+from shared.pagination import Limit, Position, after, cursor_after, newest_first, page
 
 log = logging.getLogger(__name__)
 
@@ -465,14 +465,6 @@ class Requeue(BaseModel):
     event_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         None, min_length=1, max_length=1000
     )
-
-
-def newest_first(query: Select[Any], key: Key, start: Position | None, limit: int) -> Select[Any]:
-    """``query``'s rows newest first in the order of ``key``, from after ``start``: ``limit``
-    of them and one more, to tell whether there are more."""
-    if start is not None:
-        query = query.where(after(key, start, descending=True))
-    return query.order_by(*(c.desc() for c in key)).limit(limit + 1)
 
 
 def _jsonable(row: Any) -> dict[str, Any]:

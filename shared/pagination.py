@@ -19,6 +19,8 @@ from fastapi import Depends, Query
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, Select, tuple_
 
+from shared.db import storable_text
+
 MAX_PAGE = 100
 MAX_CURSOR = 2048
 """The longest cursor taken back: the longest key listed (a mapping's kind and platform id of
@@ -42,7 +44,7 @@ def encode_cursor(position: Position) -> str:
 
 
 def _value(kind: type[datetime] | type[str], raw: object) -> Value:
-    if not isinstance(raw, str) or "\x00" in raw:
+    if not storable_text(raw):
         raise ValueError(raw)
     if kind is str:
         return raw

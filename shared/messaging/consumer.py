@@ -612,8 +612,8 @@ class Consumer:
             await tx.emit_raw(sub.topic.dlq, record.key, value, headers)
             if sub.on_poison is not None:
                 await sub.on_poison(tx, poison)
-        # Counted once committed: a commit that failed is tried again, and counted once.
-        DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc()
+            # A commit that failed is tried again, and counted once.
+            tx.after_commit(DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc)
         return True
 
     async def _until_done(self, work: Callable[[], Awaitable[T]]) -> T:

@@ -4,7 +4,7 @@ for good is dead-lettered, not retried for ever (the consumer, with a unit of wo
 fakes the database's answers)."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ class FakeTx:
     def __init__(self, claimed: bool, emitted: list[dict[str, str]]) -> None:
         self.claimed = claimed
         self.emitted = emitted
+        self.committed: list[Callable[[], None]] = []
 
     async def claim(self, key: str, topic: str) -> bool:
         return self.claimed
@@ -31,9 +32,13 @@ class FakeTx:
     async def emit_raw(self, topic: Any, key: Any, value: Any, headers: dict[str, str]) -> None:
         self.emitted.append(headers)
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed.append(callback)
+
 
 class FakeUow:
-    """Claims as told; the first ``failed_commits`` commits fail (a connection lost)."""
+    """Claims as told; the first ``failed_commits`` commits fail (a connection lost). What a
+    transaction counts is counted once it commits, as by ``UnitOfWork``."""
 
     def __init__(self, claimed: bool, failed_commits: int = 0) -> None:
         self.claimed = claimed
@@ -42,10 +47,13 @@ class FakeUow:
 
     @asynccontextmanager
     async def begin(self, cause: Any = None) -> AsyncIterator[FakeTx]:
-        yield FakeTx(self.claimed, self.emitted)
+        tx = FakeTx(self.claimed, self.emitted)
+        yield tx
         if self.failed_commits:
             self.failed_commits -= 1
             raise ConnectionResetError("the commit's connection was lost")
+        for done in tx.committed:
+            done()
 
 
 async def _never(*_: Any) -> None:

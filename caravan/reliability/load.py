@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caravan.reliability.history import Injected, KafkaRecord
 from caravan.system import SERVICES
 from shared import days
+from shared.backoff import exponential_step
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.events.registry import PoisonRecord, parse_record
@@ -42,15 +43,15 @@ async def publish(
     producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None
 ) -> RecordMetadata:
     """Publish until the broker has the record (a broker outage stalls, never drops it)."""
-    delay = 0.1
+    failures = 0
     while True:
         try:
             return await producer.send_and_wait(topic, value, key=key)
         except asyncio.CancelledError:
             raise
         except Exception:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            failures += 1
+            await asyncio.sleep(exponential_step(failures, 0.1, 2.0))
 
 
 @dataclass

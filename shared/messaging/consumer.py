@@ -44,6 +44,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
+from shared.backoff import exponential_step
 from shared.db import is_transient
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
@@ -552,8 +553,8 @@ class Consumer:
         self, sub: Subscription, record: ConsumerRecord, parsed: Parsed, handler: Handler
     ) -> Outcome:
         key = f"{parsed.envelope.source}|{parsed.envelope.id}"
-        attempt = 0
-        delay = 0.05
+        attempt = 0  # failures that were not transient
+        failures = 0
         while True:
             try:
                 async with self.uow.begin(cause=parsed.envelope) as tx:
@@ -575,8 +576,8 @@ class Consumer:
                         poison = PoisonRecord("handler_error", repr(exc)[:500], parsed.envelope)
                         work = partial(self._dead_letter, sub, record, poison)
                         return "dead_lettered" if await self._until_done(work) else "duplicate"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
+                await asyncio.sleep(exponential_step(failures, 0.05, 5.0))
 
     async def _dead_letter(
         self, sub: Subscription, record: ConsumerRecord, poison: PoisonRecord
@@ -618,7 +619,7 @@ class Consumer:
 
     async def _until_done(self, work: Callable[[], Awaitable[T]]) -> T:
         """Retry ``work`` through transient faults (dead-lettering itself must not be lost)."""
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 return await work()
@@ -626,5 +627,5 @@ class Consumer:
                 raise
             except Exception as exc:
                 log.warning("retrying after %r", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
+                await asyncio.sleep(exponential_step(failures, 0.05, 5.0))

@@ -41,6 +41,7 @@ from aiokafka.errors import (
 )
 from sqlalchemy import Table, func, select
 
+from shared.backoff import exponential_step
 from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
@@ -156,11 +157,11 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = 0.1
+        failures = 0  # in a row
         while True:
             try:
                 published = await self.publish_batch()
-                backoff = 0.1
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -168,8 +169,8 @@ class OutboxRelay:
                     log.warning("outbox relay failed; Kafka away, retrying: %r", exc)
                 else:
                     log_retry(log, "outbox relay failed", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                await asyncio.sleep(exponential_step(failures, 0.1, 5.0))
                 continue
             if published == LOCKED:
                 await asyncio.sleep(self.busy_retry_seconds)

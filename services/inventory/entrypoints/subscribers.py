@@ -1,11 +1,10 @@
 """What the inventory service consumes, and the loop that reports overdue holds."""
 
-import asyncio
 import logging
 from datetime import timedelta
 
 from services.inventory import handlers
-from shared.db import log_retry
+from shared.loops import sweeping
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -27,15 +26,9 @@ SUBSCRIPTIONS = [
 
 async def hold_expiry_loop(uow: UnitOfWork, hold: timedelta, interval: float) -> None:
     """Every ``interval`` seconds, report the holds older than ``hold`` (``stock.expired``)."""
-    while True:
-        try:
-            async with uow.begin() as tx:
-                n = await handlers.report_overdue_holds(tx, hold)
-            if n:
-                log.info("reported %d expired holds", n)
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log_retry(log, "hold expiry sweep failed", exc)
-        await asyncio.sleep(interval)
+
+    async def sweep() -> int:
+        async with uow.begin() as tx:
+            return await handlers.report_overdue_holds(tx, hold)
+
+    await sweeping(sweep, interval, log, "reported %d expired holds", "hold expiry sweep failed")

@@ -1,12 +1,11 @@
 """What the orders service consumes, and the loop that expires overdue sagas."""
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.orders import handlers
-from shared.db import log_retry
+from shared.loops import sweeping
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -54,15 +53,9 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
 
 async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
     """Every ``interval`` seconds, cancel the pending orders whose deadline has passed."""
-    while True:
-        try:
-            async with uow.begin() as tx:
-                n = await handlers.expire_due(tx, datetime.now(UTC))
-            if n:
-                log.info("expired %d orders", n)
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log_retry(log, "expiry sweep failed", exc)
-        await asyncio.sleep(interval)
+
+    async def sweep() -> int:
+        async with uow.begin() as tx:
+            return await handlers.expire_due(tx, datetime.now(UTC))
+
+    await sweeping(sweep, interval, log, "expired %d orders", "expiry sweep failed")

@@ -10,6 +10,7 @@ from services.payments import prepaid, reminders
 from services.payments.adapters.gateway import PaymentGateway
 from shared import days
 from shared.db import log_retry
+from shared.loops import sweeping
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -59,17 +60,12 @@ async def gateway_loop(
 
 async def reminder_loop(uow: UnitOfWork, settings: Settings) -> None:
     """Every ``CARAVAN_PAYMENTS_REMINDER_INTERVAL_SECONDS``, announce instalments due."""
-    while True:
-        try:
-            async with uow.begin() as tx:
-                n = await reminders.announce_due(
-                    tx, days.today(), settings.payments_reminder_upcoming_days
-                )
-            if n:
-                log.info("announced %d instalments due", n)
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log_retry(log, "reminder sweep failed", exc)
-        await asyncio.sleep(settings.payments_reminder_interval_seconds)
+
+    async def sweep() -> int:
+        async with uow.begin() as tx:
+            return await reminders.announce_due(
+                tx, days.today(), settings.payments_reminder_upcoming_days
+            )
+
+    interval = settings.payments_reminder_interval_seconds
+    await sweeping(sweep, interval, log, "announced %d instalments due", "reminder sweep failed")

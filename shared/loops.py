@@ -1,9 +1,10 @@
-"""A service's background loops, one way each: a sweep every so often, and work that the
-commits queuing it wake. A failed round is logged on the service's logger
-(:func:`shared.db.log_retry`: a transient fault, such as the database restarting, a one-line
-warning) and tried again; a loop ends only when it is cancelled."""
+"""A service's background loops, one way each: a sweep every so often (:func:`sweeping`),
+and work that the commits queuing it wake (:func:`woken`). A failed round is logged on the
+service's logger (:func:`shared.db.log_retry`: a transient fault, such as the database
+restarting, a one-line warning) and tried again; a loop ends only when it is cancelled."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -30,3 +31,31 @@ async def sweeping(
         except Exception as exc:
             log_retry(log, failed, exc)
         await asyncio.sleep(interval)
+
+
+async def woken(
+    work: Callable[[], Awaitable[object]],
+    wake: asyncio.Event,
+    interval: float,
+    log: logging.Logger,
+    failed: str,
+    gather: float = 0.0,
+) -> None:
+    """``work()``, again at once while its answer is true (it found work: more may wait);
+    else once ``wake`` is set (by a commit that queued some) and ``gather`` seconds more for
+    others to come with it, or after ``interval`` seconds (work come due meanwhile). A failed
+    round waits a second more."""
+    while True:
+        wake.clear()  # before looking, so that a commit while we look is not missed
+        try:
+            if await work():
+                continue
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log_retry(log, failed, exc)
+            await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
+            if gather:
+                await asyncio.sleep(gather)

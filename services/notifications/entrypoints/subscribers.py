@@ -1,7 +1,6 @@
 """What the notifications service consumes, and its dispatcher loop."""
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 
@@ -9,7 +8,7 @@ from services.notifications import handlers
 from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.dispatch import DeliveryPolicy, dispatch_once
 from services.notifications.domain.delivery import QuietHours
-from shared.db import log_retry
+from shared.loops import woken
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -60,19 +59,11 @@ async def dispatch_loop(
     A batch that was not full left nothing due behind it, so it waits then instead of
     claiming again (texts committed meanwhile have set ``wake``).
     """
+
+    async def full_batch() -> bool:
+        return await dispatch_once(uow, gateway, policy) >= policy.batch
+
     try:
-        while True:
-            wake.clear()
-            try:
-                if await dispatch_once(uow, gateway, policy) >= policy.batch:
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log_retry(log, "sms dispatch failed", exc)
-                await asyncio.sleep(1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
-                await asyncio.sleep(gather)
+        await woken(full_batch, wake, interval, log, "sms dispatch failed", gather)
     finally:
         await gateway.close()

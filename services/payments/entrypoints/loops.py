@@ -3,14 +3,13 @@ recovers calls interrupted by a crash, see :mod:`services.payments.prepaid`) and
 instalment reminders (see :mod:`services.payments.reminders`)."""
 
 import asyncio
-import contextlib
 import logging
 
 from services.payments import prepaid, reminders
 from services.payments.adapters.gateway import PaymentGateway
 from shared import days
 from shared.db import log_retry
-from shared.loops import sweeping
+from shared.loops import sweeping, woken
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -26,34 +25,27 @@ async def gateway_loop(
 ) -> None:
     """Claim due gateway work, make the calls concurrently, record their outcomes; sleep
     until woken (a commit that left work: ``GATEWAY_WORK``) or ``idle_seconds`` when idle."""
+
+    async def calls() -> bool:
+        async with uow.begin() as tx:
+            work = await prepaid.claim_due(tx, settings.payments_gateway_lease_seconds)
+        if not work:
+            return False
+        results = await asyncio.gather(
+            *(
+                prepaid.perform(uow, gateway, w, settings.payments_gateway_retry_seconds)
+                for w in work
+            ),
+            return_exceptions=True,
+        )
+        for w, result in zip(work, results, strict=True):
+            if isinstance(result, Exception):
+                # The row keeps its lease and is claimed again when it runs out.
+                log_retry(log, f"gateway call for order {w.order_id} failed", result)
+        return True
+
     try:
-        while True:
-            wake.clear()
-            try:
-                async with uow.begin() as tx:
-                    work = await prepaid.claim_due(tx, settings.payments_gateway_lease_seconds)
-                if work:
-                    results = await asyncio.gather(
-                        *(
-                            prepaid.perform(
-                                uow, gateway, w, settings.payments_gateway_retry_seconds
-                            )
-                            for w in work
-                        ),
-                        return_exceptions=True,
-                    )
-                    for w, result in zip(work, results, strict=True):
-                        if isinstance(result, Exception):
-                            # The row keeps its lease and is claimed again when it runs out.
-                            log_retry(log, f"gateway call for order {w.order_id} failed", result)
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log_retry(log, "gateway sweep failed", exc)
-                await asyncio.sleep(1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), idle_seconds)
+        await woken(calls, wake, idle_seconds, log, "gateway sweep failed")
     finally:
         await gateway.close()
 

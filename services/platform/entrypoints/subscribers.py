@@ -2,9 +2,9 @@
 its background loops: status callbacks, and forgetting push ids older than any fresh push."""
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import delete, func
 
@@ -12,7 +12,7 @@ from services.platform import handlers
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import pushes
 from services.platform.callbacks import CallbackPolicy, deliver_once
-from shared.db import log_retry
+from shared.loops import woken
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
@@ -44,19 +44,9 @@ async def callback_loop(
     interval: float = 0.5,
 ) -> None:
     """Deliver due callbacks as soon as they are committed (or every ``interval``)."""
+    deliver = partial(deliver_once, uow, api, policy)  # again at once if it claimed any
     try:
-        while True:
-            wake.clear()  # before looking, so that a commit while we look is not missed
-            try:
-                if await deliver_once(uow, api, policy):
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log_retry(log, "status callbacks failed", exc)
-                await asyncio.sleep(1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+        await woken(deliver, wake, interval, log, "status callbacks failed")
     finally:
         await api.close()
 

@@ -11,7 +11,7 @@ from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.repository import StockRepository
-from services.inventory.adapters.tables import lots, products, sellers
+from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
     adjust_move,
     on_cancel,
@@ -235,21 +235,9 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
             tx.conn, who, "product.set", product.sku, before=before, after=pvalues, detail=by
         )
     kept = []
+    repo = StockRepository(tx)
     for lot in seed.lots:
-        added = await tx.conn.execute(
-            pg_insert(lots)
-            .values(
-                lot_id=lot.lot_id,
-                sku=lot.sku,
-                received=lot.quantity,
-                available=lot.quantity,
-                available_from=lot.available_from,
-                best_before=lot.best_before,
-            )
-            .on_conflict_do_nothing()
-            .returning(lots.c.lot_id)
-        )
-        if added.first() is None:
+        if not await repo.add_lot(lot):
             kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
         else:
             after = lot.model_dump(mode="json")

@@ -4,8 +4,9 @@ receive and adjust lots. Each runs inside one transaction; the lot counters chan
 the moves of ``domain.ledger``."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -202,38 +203,15 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     if dangling:
         raise DanglingSeed("; ".join(dangling))
     who, by = audit.os_actor(), {"by": "caravan seed"}
-    known = await _rows(tx, sellers.c.seller_id, [s.id for s in seed.sellers])
-    for seller in seed.sellers:
-        values = {"name": seller.name, "county": seller.county, "phone": seller.phone}
-        before = known.get(seller.id)
-        if before == values:
-            continue
-        await tx.conn.execute(
-            pg_insert(sellers)
-            .values(seller_id=seller.id, **values)
-            .on_conflict_do_update(index_elements=["seller_id"], set_=values)
-        )
-        await audit.record(
-            tx.conn, who, "seller.set", seller.id, before=before, after=values, detail=by
-        )
-    known = await _rows(tx, products.c.sku, [p.sku for p in seed.products])
-    for product in seed.products:
-        pvalues = {
-            "seller_id": product.seller_id,
-            "unit_price_fen": product.unit_price_fen,
-            "name": product.name,
-        }
-        before = known.get(product.sku)
-        if before == pvalues:
-            continue
-        await tx.conn.execute(
-            pg_insert(products)
-            .values(sku=product.sku, **pvalues)
-            .on_conflict_do_update(index_elements=["sku"], set_=pvalues)
-        )
-        await audit.record(
-            tx.conn, who, "product.set", product.sku, before=before, after=pvalues, detail=by
-        )
+    set_sellers = {
+        s.id: {"name": s.name, "county": s.county, "phone": s.phone} for s in seed.sellers
+    }
+    await _set(tx, sellers.c.seller_id, set_sellers, "seller.set", who, by)
+    set_products = {
+        p.sku: {"seller_id": p.seller_id, "unit_price_fen": p.unit_price_fen, "name": p.name}
+        for p in seed.products
+    }
+    await _set(tx, products.c.sku, set_products, "product.set", who, by)
     kept = []
     repo = StockRepository(tx)
     for lot in seed.lots:
@@ -243,6 +221,29 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
             after = lot.model_dump(mode="json")
             await audit.record(tx.conn, who, "lot.add", lot.lot_id, after=after, detail=by)
     return kept
+
+
+async def _set(
+    tx: Tx,
+    key: Column[str],
+    wanted: Mapping[str, Mapping[str, object]],
+    action: str,
+    who: str,
+    detail: dict[str, Any],
+) -> None:
+    """Upsert ``wanted`` (each row's values by its key) into ``key``'s table, each row that
+    it adds or changes written to the audit trail as ``action``."""
+    known = await _rows(tx, key, list(wanted))
+    for id_, values in wanted.items():
+        before = known.get(id_)
+        if before == values:
+            continue
+        await tx.conn.execute(
+            pg_insert(key.table)
+            .values({key.name: id_, **values})
+            .on_conflict_do_update(index_elements=[key.name], set_=values)
+        )
+        await audit.record(tx.conn, who, action, id_, before=before, after=values, detail=detail)
 
 
 async def _rows(tx: Tx, key: Column[str], wanted: list[str]) -> dict[str, dict[str, object]]:

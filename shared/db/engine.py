@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import TypeGuard
@@ -94,6 +95,44 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def bad_value(exc: BaseException) -> BaseException | None:
     """The error of a value PostgreSQL cannot take, if that is what ``exc`` is (or wraps)."""
     return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, for a dead letter's ``dlq.error.message``: the error's kind and
+    message, and nothing that quotes a row's values (a buyer's phone, address or text).
+
+    A server error says its message, SQLSTATE and constraint, table or column, and not its
+    ``DETAIL`` ("Key (phone)=(...) already exists", "Failing row contains (...)"), which
+    asyncpg's text appends, nor SQLAlchemy's ``[SQL: ...]`` and ``[parameters: ...]``; a
+    data exception (SQLSTATE class 22) quotes the value in its message, which is left out.
+    A value asyncpg could not encode says which argument and why, not the value. Anything
+    else says its first line."""
+    for error in _chain(exc):
+        if isinstance(error, asyncpg.PostgresError):
+            state = error.sqlstate or "?"
+            message = str(error.message or "")
+            if state.startswith("22"):
+                message = _QUOTED.sub('"..."', message)
+            named = [
+                f"{what} {name}"
+                for what, name in (
+                    ("constraint", getattr(error, "constraint_name", None)),
+                    ("table", getattr(error, "table_name", None)),
+                    ("column", getattr(error, "column_name", None)),
+                )
+                if name
+            ]
+            return f"{type(error).__name__}: {message} ({', '.join([f'SQLSTATE {state}', *named])})"
+        if isinstance(error, asyncpg.exceptions._base.DataError):
+            argument = _ARGUMENT.match(str(error))
+            if argument is not None:
+                return f"{type(error).__name__}: {argument[0]} ({error.__cause__!r})"
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+_ARGUMENT = re.compile(r"invalid input for query argument \$\d+( in element #\d+)?")
 
 
 def lost_connection(exc: BaseException) -> bool:
@@ -193,4 +232,5 @@ __all__ = [
     "log_retry",
     "lost_connection",
     "missing_relation",
+    "reason",
 ]

@@ -45,7 +45,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
-from shared.db import is_transient
+from shared.db import is_transient, reason
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
     REGISTRY,
@@ -136,7 +136,7 @@ class Subscription:
             raise
         except Exception as exc:
             log.exception("parsing a record of %s raised", self.topic.value)
-            raise PoisonRecord("parse_error", repr(exc)[:500]) from exc
+            raise PoisonRecord("parse_error", reason(exc)[:500]) from exc
 
 
 def dead_letter_key(
@@ -573,7 +573,7 @@ class Consumer:
                     attempt += 1
                     log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
                     if attempt >= self.max_attempts:
-                        poison = PoisonRecord("handler_error", repr(exc)[:500], parsed.envelope)
+                        poison = PoisonRecord("handler_error", reason(exc)[:500], parsed.envelope)
                         work = partial(self._dead_letter, sub, record, poison)
                         return "dead_lettered" if await self._until_done(work) else "duplicate"
                 failures += 1

@@ -1,11 +1,14 @@
 """What a failing statement of a service's engine (shared/db/engine.py) says: the statement,
 never its values. Consumers log the traceback of a record they give up on, HTTP 500s log
-theirs, and a statement's values are buyers' addresses, phone numbers and texts. And which
-of asyncpg's refusals pass by themselves: a connection lost does, a statement asyncpg will
-not send does not (a record whose handler sends one is dead-lettered)."""
+theirs, and a statement's values are buyers' addresses, phone numbers and texts. A dead
+letter's reason says the error's kind, message, SQLSTATE and constraint, not the row. And
+which of asyncpg's refusals pass by themselves: a connection lost does, a statement asyncpg
+will not send does not (a record whose handler sends one is dead-lettered)."""
 
 import asyncio
+import random
 import traceback
+import uuid
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -22,7 +25,7 @@ from shared.messaging.tables import add_messaging_tables
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.settings import Settings
 from shared.topics import EventType, Topic
-from tests.harness import scratch_database
+from tests.harness import System, order_events, ref, scratch_database
 
 ADDRESS = "Shawan County, 3 Jujube Lane, +8613912345678"
 # An IN list takes a parameter each (the services write ``= ANY(array)``: shared/db/driver.py).
@@ -111,3 +114,40 @@ async def test_a_record_whose_statement_asyncpg_refuses_is_dead_lettered_not_ret
     assert topic == Topic.INVENTORY_EVENTS.dlq
     assert headers["dlq.error"] == "handler_error"
     assert "cannot exceed 32767" in headers["dlq.error.message"]
+
+
+async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row(
+    caravan: System,
+) -> None:
+    """A constraint refuses the text notifications records for an order (a check that this
+    one phone number fails, for this test alone; a number that is no mainland mobile, whose
+    text is recorded failed through SQLAlchemy, whose error quotes asyncpg's whole text): the
+    event is dead-lettered after its tries, and its ``dlq.error.message`` names the
+    constraint and SQLSTATE 23514, not PostgreSQL's DETAIL ("Failing row contains (<sms id>,
+    <dedup key>, <purpose>, <phone>, ...)")."""
+    phone = "+86120" + "".join(random.choices("0123456789", k=8))
+    events = order_events(ref("REFUSED"), phone)
+    order_id = events.placed.order_id
+    constraint = f"test_refuses_{uuid.uuid4().hex[:8]}"
+    await caravan.execute(
+        f"alter table notifications.sms add constraint {constraint}"
+        f""" check ("to" <> '{phone}') not valid"""
+    )
+    try:
+        await caravan.publish(events.placed)
+        await caravan.publish(events.confirmed)
+        letters = await caravan.wait_for(
+            lambda: [
+                r
+                for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
+                if r.key == order_id.encode()
+                and dict(r.headers).get("dlq.group") == b"caravan-notifications"
+            ]
+        )
+    finally:
+        await caravan.execute(f"alter table notifications.sms drop constraint {constraint}")
+    headers = {k: (v or b"").decode() for k, v in letters[0].headers}
+    reason = headers["dlq.error.message"]
+    assert headers["dlq.error"] == "handler_error"
+    assert phone not in reason and order_id not in reason and "DETAIL" not in reason, reason
+    assert constraint in reason and "SQLSTATE 23514" in reason, reason

@@ -9,6 +9,7 @@ import asyncio
 import random
 import traceback
 import uuid
+from datetime import timedelta
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -16,9 +17,11 @@ from sqlalchemy import MetaData, bindparam, select, text
 from sqlalchemy import exc as sa_exc
 
 from caravan import system
+from shared import days
 from shared.db import Database, is_transient
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
+from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
 from shared.messaging.consumer import Consumer, Subscription
 from shared.messaging.tables import add_messaging_tables
@@ -121,25 +124,36 @@ async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row
 ) -> None:
     """A constraint refuses the text notifications records for an order (a check that this
     one phone number fails, for this test alone; a number that is no mainland mobile, whose
-    text is recorded failed through SQLAlchemy, whose error quotes asyncpg's whole text): the
-    event is dead-lettered after its tries, and its ``dlq.error.message`` names the
-    constraint and SQLSTATE 23514, not PostgreSQL's DETAIL ("Failing row contains (<sms id>,
-    <dedup key>, <purpose>, <phone>, ...)")."""
+    text is recorded failed through SQLAlchemy): the reminder asking for it is dead-lettered
+    after its tries, and its ``dlq.error.message`` names the constraint and SQLSTATE 23514,
+    not PostgreSQL's DETAIL ("Failing row contains (<sms id>, <dedup key>, <purpose>,
+    <phone>, ...)"). A reminder, not an ``order.confirmed``: a replay of the order events
+    (test_notifications_delivery.py) would handle the letter's event again, the check gone,
+    and record a text."""
     phone = "+86120" + "".join(random.choices("0123456789", k=8))
     events = order_events(ref("REFUSED"), phone)
     order_id = events.placed.order_id
+    await caravan.handled("notifications", await caravan.publish(events.placed))
+    due = InstalmentDue(
+        order_id=order_id,
+        loan_id=f"loan-{order_id}",
+        buyer_id="t-rich",
+        number=1,
+        due=days.today() - timedelta(days=1),
+        amount_fen=4000,
+        stage="overdue",
+    )
     constraint = f"test_refuses_{uuid.uuid4().hex[:8]}"
     await caravan.execute(
         f"alter table notifications.sms add constraint {constraint}"
         f""" check ("to" <> '{phone}') not valid"""
     )
     try:
-        await caravan.publish(events.placed)
-        await caravan.publish(events.confirmed)
+        await caravan.publish(due, source="caravan/payments")
         letters = await caravan.wait_for(
             lambda: [
                 r
-                for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
+                for r in caravan.log.raw(Topic.PAYMENT_EVENTS.dlq)
                 if r.key == order_id.encode()
                 and dict(r.headers).get("dlq.group") == b"caravan-notifications"
             ]

@@ -19,7 +19,7 @@ OUTBOX_REFUSED = Counter(
 )
 MESSAGING_PRUNED = Counter(
     "caravan_messaging_rows_pruned_total",
-    "Outbox and inbox rows deleted past their retention",
+    "Rows deleted past their retention (outbox, inbox, parked events, finished texts)",
     ["service", "table"],
 )
 HANDLER_SECONDS = Histogram(

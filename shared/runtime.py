@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from shared.kafka_security import broker_security
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
 from shared.messaging.relay import OutboxRelay, kafka_away, make_producer
-from shared.messaging.retention import Retention
+from shared.messaging.retention import Expiring, Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 from shared.stall import Stalls
@@ -149,8 +149,11 @@ async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -
             await asyncio.sleep(delay)
 
 
-def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
-    """The common plumbing of a service whose tables are declared in ``metadata``."""
+def build_service(
+    name: str, settings: Settings, metadata: MetaData, expiring: Sequence[Expiring] = ()
+) -> Service:
+    """The common plumbing of a service whose tables are declared in ``metadata``; its
+    retention also deletes the ``expiring`` rows (:mod:`shared.messaging.retention`)."""
     assert metadata.schema == name
     outbox, inbox = metadata.tables[f"{name}.outbox"], metadata.tables[f"{name}.inbox"]
     db = Database(settings, schema=name)
@@ -207,6 +210,7 @@ def build_service(name: str, settings: Settings, metadata: MetaData) -> Service:
         inbox_hours=settings.inbox_retention_hours,
         kafka_hours=kafka_hours,
         parked=metadata.tables.get(f"{name}.parked"),  # shared.messaging.parking
+        expiring=expiring,
         interval_seconds=settings.messaging_prune_interval_seconds,
     )
     service.loops.append(retention.run)

@@ -1,6 +1,7 @@
 """Settings, read from the environment (and a ``.env`` file) with pydantic-settings."""
 
 import json
+import math
 import os
 from datetime import time
 from functools import lru_cache
@@ -170,6 +171,11 @@ class Settings(CalendarSettings):
     # this long after it was queued: an outage or a burst of 429s loses nothing shorter.
     notifications_give_up_after_seconds: float = Field(6 * 3600.0, ge=0)
     notifications_lease_seconds: float = 30.0
+    # How long a text that will not change any more (sent, delivered, failed, suppressed) is
+    # kept, its number and words with it, from when it was queued (0: for ever): long enough
+    # for a centre to answer a buyer's dispute, and no longer (PIPL: personal information
+    # kept no longer than needed). Never shorter than the inbox rows (_check_retention).
+    notifications_sms_retention_days: float = Field(180.0, ge=0)
     notifications_quiet_start: Annotated[str, AfterValidator(_clock)] = Field(
         "21:00", pattern=r"^\d{2}:\d{2}$"
     )
@@ -226,6 +232,21 @@ class Settings(CalendarSettings):
                     if key == "platform_apps":  # JSON, which the environment's source parses
                         data[key] = _json_object(variable, data[key])
         return data
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Self:
+        sms_hours = self.notifications_sms_retention_days * 24
+        if 0 < sms_hours < self.inbox_retention_hours:
+            raise ValueError(
+                "CARAVAN_NOTIFICATIONS_SMS_RETENTION_DAYS="
+                f"{self.notifications_sms_retention_days:g} is shorter than"
+                f" CARAVAN_INBOX_RETENTION_HOURS={self.inbox_retention_hours:g}"
+                f" ({self.inbox_retention_hours / 24:g} days): a text must outlast every record"
+                " Kafka may still deliver that asks for it (its dedup key stops the second),"
+                " or the buyer is texted again; keep texts at least"
+                f" {math.ceil(self.inbox_retention_hours / 24)} days (0: for ever)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:

@@ -10,12 +10,13 @@ from pydantic import SecretStr
 
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
 from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
-from services.notifications.adapters.tables import metadata
-from services.notifications.dispatch import DeliveryPolicy, sms_by_status
+from services.notifications.adapters.tables import metadata, sms
+from services.notifications.dispatch import LIVE, DeliveryPolicy, sms_by_status
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
 from services.notifications.handlers import SMS_QUEUED
+from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -101,8 +102,18 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
+def finished_texts(settings: Settings) -> Expiring:
+    """Finished texts (not pending or being sent: a sent one's receipt, if any, comes within
+    minutes), deleted with their number and words ``notifications_sms_retention_days`` after
+    they were queued."""
+    live = ", ".join(f"'{status}'" for status in LIVE)
+    return Expiring(
+        sms, "created_at", f"status NOT IN ({live})", settings.notifications_sms_retention_days * 24
+    )
+
+
 def bootstrap(settings: Settings) -> Service:
-    service = build_service("notifications", settings, metadata)
+    service = build_service("notifications", settings, metadata, [finished_texts(settings)])
     policy = delivery_policy(settings)
     gateway = make_gateway(settings)
     for sub in subscriptions(policy.quiet):

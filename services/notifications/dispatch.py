@@ -450,11 +450,13 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
 
 SMS = Gauge("caravan_sms", "Texts by status (pending, sending, sent, ...)", ["status"])
 STATUSES = ("pending", "sending", "sent", "delivered", "failed", "suppressed")
+LIVE = STATUSES[:2]  # still to be sent (sms_due); the others are finished (bar a receipt)
 
 
 def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
     """Texts by status, for ``/metrics``: those waiting to go or being sent at every sample
-    (through ``sms_due``), the others up to ``whole_every`` behind (the table keeps every text
-    ever queued). A gateway refusing every text (its key expired, say) shows here as texts
-    pending while everything else looks normal."""
-    return StatusGauge(engine, SMS, sms.c.status, STATUSES, STATUSES[:2], whole_every)
+    (through ``sms_due``), the others up to ``whole_every`` behind (the table keeps every
+    text still to be sent, and the finished ones ``notifications_sms_retention_days``). A
+    gateway refusing every text (its key expired, say) shows here as texts pending while
+    everything else looks normal."""
+    return StatusGauge(engine, SMS, sms.c.status, STATUSES, LIVE, whole_every)

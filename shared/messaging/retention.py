@@ -27,6 +27,17 @@ inbox rows per order), until a county centre's database fills its disk.
   for can come as long as Kafka keeps it (a redrive, a replay); one whose ``order.placed``
   never comes does not stay longer.
 
+- **Rows holding personal data** (:class:`Expiring`): rows a service is done with (a text
+  sent, delivered, failed or suppressed: the buyer's number and the words) are deleted
+  their setting after they were made (``notifications_sms_retention_days``, 180 days).
+  Never before the inbox rows of their age: the inbox stops an event handled again, but a
+  text's dedup key is what stops a second event asking for the same text (a seller's text,
+  which either of two events queues; a reminder announced twice), and a record that could
+  ask for it stays in Kafka no longer than inbox rows are kept. So the setting may not be
+  shorter than ``inbox_retention_hours`` (:class:`~shared.settings.Settings` refuses it),
+  and when Kafka keeps records longer the rows are kept as long as the inbox rows. With the
+  inbox kept for ever (0) they go after their own setting.
+
 ``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
 the first time at start) a service deletes its own schema's old rows in chunks, each chunk
 one short statement that skips rows locked by anyone else (another instance pruning, a relay
@@ -37,7 +48,8 @@ insert, on the hottest tables there are, to save a scan an hour.
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import Table
 
@@ -50,12 +62,25 @@ HOUR = 3600.0
 MARGIN_HOURS = 24.0  # beyond what Kafka may keep, as in the default
 
 
+@dataclass(frozen=True)
+class Expiring:
+    """Rows of ``table`` that are deleted ``hours`` after their ``column`` (0: never) once
+    ``done`` (an SQL condition on a row) holds, and never before the inbox rows of their
+    age: rows a replay would otherwise act on again."""
+
+    table: Table
+    column: str
+    done: str
+    hours: float
+
+
 class Retention:
     """Deletes one service's outbox rows published more than ``outbox_hours`` ago and its
     inbox rows older than ``inbox_hours`` (0: never), or than ``kafka_hours()`` (how long
     Kafka may keep the records of the topics the service consumes, and of their dead-letter
     twins) and a day if longer;
-    and its ``parked`` events (if it has the table) as old as those inbox rows."""
+    and its ``parked`` events (if it has the table) as old as those inbox rows; and its
+    ``expiring`` rows past their own hours, or those inbox rows' if longer."""
 
     def __init__(
         self,
@@ -68,6 +93,7 @@ class Retention:
         inbox_hours: float,
         kafka_hours: Callable[[], Awaitable[float]] | None,
         parked: Table | None = None,
+        expiring: Sequence[Expiring] = (),
         interval_seconds: float = HOUR,
         chunk: int = 5000,
     ) -> None:
@@ -83,7 +109,11 @@ class Retention:
         self._inbox_sql = _prune_sql(inbox, "handled_at")
         self.parked = parked
         self._parked_sql = _prune_sql(parked, "parked_at") if parked is not None else ""
+        self.expiring = [
+            (rows, _prune_sql(rows.table, rows.column, rows.done)) for rows in expiring
+        ]
         pruned = [t.name for t in (outbox, inbox, parked) if t is not None]
+        pruned += [rows.table.name for rows in expiring]
         start_at_zero(MESSAGING_PRUNED, [service], pruned)
 
     async def run(self) -> None:
@@ -107,6 +137,9 @@ class Retention:
             deleted[self.parked.name] = await self._delete(
                 self.parked, self._parked_sql, inbox_hours
             )
+        for rows, sql in self.expiring:
+            hours = max(rows.hours, inbox_hours) if rows.hours > 0 else 0.0
+            deleted[rows.table.name] = await self._delete(rows.table, sql, hours)
         if any(deleted.values()):
             log.info("pruned %s", ", ".join(f"{n} {name} rows" for name, n in deleted.items()))
         return deleted
@@ -151,14 +184,16 @@ class Retention:
                 return deleted
 
 
-def _prune_sql(table: Table, column: str) -> str:
-    """Delete up to ``$2`` rows whose ``column`` is more than ``$1`` seconds old."""
+def _prune_sql(table: Table, column: str, where: str = "") -> str:
+    """Delete up to ``$2`` rows whose ``column`` is more than ``$1`` seconds old (and of
+    which ``where`` holds)."""
     name = driver.qualified(table)
+    also = f" AND ({where})" if where else ""
     return (
         f"DELETE FROM {name} WHERE ctid = ANY(ARRAY("
-        f"SELECT ctid FROM {name} WHERE {column} < now() - make_interval(secs => $1)"
+        f"SELECT ctid FROM {name} WHERE {column} < now() - make_interval(secs => $1){also}"
         " LIMIT $2 FOR UPDATE SKIP LOCKED))"
     )
 
 
-__all__ = ["Retention"]
+__all__ = ["Expiring", "Retention"]

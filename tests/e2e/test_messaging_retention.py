@@ -6,28 +6,43 @@ when it starts."""
 
 import asyncio
 import math
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from string import digits
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
 from services.notifications.adapters import tables as notifications
+from services.notifications.bootstrap import finished_texts
+from services.notifications.dispatch import STATUSES
 from services.orders.adapters.tables import inbox, outbox
 from shared.db import Database
 from shared.db.migrate import upgrade
+from shared.events.envelope import CloudEvent
 from shared.messaging.admin import ensure_topics
 from shared.messaging.kafka_admin import longest_kept_hours
 from shared.messaging.retention import Retention
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS, Topic
 from tests.e2e.test_saga import order
-from tests.harness import System, scratch_database, until
+from tests.harness import (
+    System,
+    committed_offsets,
+    order_events,
+    ref,
+    scratch_database,
+    until,
+)
 
 HOUR = timedelta(hours=1)
 
@@ -137,6 +152,65 @@ async def test_events_parked_for_an_order_never_placed_go_with_the_inbox_rows(
             assert list((await conn.execute(select(parked.c.key))).scalars()) == ["new"]
 
 
+async def test_finished_texts_go_after_their_retention_and_not_before_the_inbox_rows(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Texts that will not change any more (sent, delivered, failed, suppressed) are deleted,
+    number and words with them, once older than ``notifications_sms_retention_days``; one
+    still to be sent stays however old, and a finished one stays as long as the inbox rows
+    of its age (here Kafka keeps records longer than the inbox setting says)."""
+    texts = notifications.sms
+    now = datetime.now(UTC)
+    ages = [(status, 200) for status in STATUSES] + [("delivered", 100), ("delivered", 10)]
+    async with orders_tables(infrastructure, "notifications") as db:
+        async with db.transaction() as conn:
+            for status, days in ages:
+                sms_id = f"{status}-{days}"
+                row = {
+                    "sms_id": sms_id,
+                    "dedup_key": f"{sms_id}|+8613900009999|order_confirmed",
+                    "purpose": "order_confirmed",
+                    "to": "+8613900009999",
+                    "locale": "en",
+                    "text": "Caravan: order T-1 confirmed",
+                    "encoding": "GSM-7",
+                    "segments": 1,
+                    "status": status,
+                    "created_at": now - days * 24 * HOUR,
+                }
+                await conn.execute(insert(texts).values(row))
+
+        def sweep(days: float, inbox_hours: float, kafka_hours: float | None = None) -> Retention:
+            async def kept() -> float:
+                assert kafka_hours is not None
+                return kafka_hours
+
+            settings = Settings(notifications_sms_retention_days=days, inbox_retention_hours=24)
+            return Retention(
+                db,
+                notifications.outbox,
+                notifications.inbox,
+                service="notifications",
+                outbox_hours=24,
+                inbox_hours=inbox_hours,
+                kafka_hours=kept if kafka_hours is not None else None,
+                expiring=[finished_texts(settings)],
+                chunk=2,
+            )
+
+        async def left() -> list[str]:
+            async with db.transaction() as conn:
+                found = await conn.execute(select(texts.c.sms_id).order_by(texts.c.sms_id))
+                return list(found.scalars())
+
+        assert await sweep(180, 912).prune() == {"outbox": 0, "inbox": 0, "sms": 4}
+        assert await left() == ["delivered-10", "delivered-100", "pending-200", "sending-200"]
+        # A day's setting, but Kafka keeps records 2,000 hours: texts 2,024 hours (84 days).
+        assert await sweep(1, 24, kafka_hours=2000).prune() == {"outbox": 0, "inbox": 0, "sms": 1}
+        assert await left() == ["delivered-10", "pending-200", "sending-200"]
+        assert await sweep(0, 24).prune() == {"outbox": 0, "inbox": 0, "sms": 0}
+
+
 async def test_zero_keeps_a_table_for_ever_and_a_shorter_retention_takes_more(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -232,6 +306,66 @@ async def test_a_service_prunes_its_own_tables_when_it_starts(caravan: System) -
     )
     outbox_kept, inbox_kept = await rows(1)
     assert kept[0] <= outbox_kept and kept[1] <= inbox_kept
+
+
+async def test_notifications_prunes_its_old_texts_and_their_event_again_texts_no_one(
+    caravan: System,
+) -> None:
+    """Notifications, restarted, deletes a text sent more than 180 days ago (made so here)
+    and leaves a newer one; the event that asked for the deleted text, delivered again while
+    its inbox row is there (it is for as long as Kafka may deliver the event), texts no one."""
+    phones = ["+86136" + "".join(random.choices(digits, k=8)) for _ in range(2)]
+    orders = [order_events(ref("TEXTED"), phone) for phone in phones]
+    confirmed = []
+    for events in orders:
+        await caravan.publish(events.placed)
+        confirmed.append(await caravan.publish(events.confirmed))
+
+    def sent(phone: str) -> list[CloudEvent]:
+        return caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", to=phone)
+
+    for phone in phones:
+        await caravan.wait_for(partial(sent, phone))
+    ids = [events.placed.order_id for events in orders]
+
+    async def texts(order_id: str) -> int:
+        query = "select count(*) from notifications.sms where order_id = :o"
+        return int(await caravan.scalar(query, o=order_id))
+
+    assert [await texts(order_id) for order_id in ids] == [1, 1]
+    await caravan.execute(
+        "update notifications.sms set created_at = created_at - interval '181 days'"
+        " where order_id = :o",
+        o=ids[0],
+    )
+    await caravan.restart(("notifications",))
+    await until(
+        lambda: texts(ids[0]), "the aged text to be pruned", every=0.2, ready=lambda n: n == 0
+    )
+    assert await texts(ids[1]) == 1
+    async with caravan.api("notifications") as client:
+        page = (await client.get("/metrics")).text
+    pruned = [
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "caravan_messaging_rows_pruned_total"
+        and sample.labels == {"service": "notifications", "table": "sms"}
+    ]
+    assert pruned and pruned[0] >= 1, pruned
+
+    again = await caravan.publish_raw(
+        Topic.ORDER_EVENTS.value, confirmed[0].to_json(), ids[0].encode()
+    )
+    where = TopicPartition(again.topic, again.partition)
+    await until(
+        lambda: committed_offsets(caravan.infra.kafka_bootstrap, "caravan-notifications"),
+        "notifications to commit past the event delivered again",
+        every=0.2,
+        ready=lambda offsets: offsets.get(where, 0) > again.offset,
+    )
+    assert await texts(ids[0]) == 0
+    assert len(sent(phones[0])) == 1
 
 
 DAY_MS = 24 * 3_600_000

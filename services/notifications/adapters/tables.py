@@ -1,6 +1,7 @@
 """The notifications schema: who to reach for an order, sellers and their goods (from the seed),
-which sellers an order concerns, the opt-out list, every SMS (one per dedup key), and the
-events waiting for their order's ``order.placed``."""
+which sellers an order concerns, the opt-out list, the SMS (one per dedup key; a finished one
+kept ``notifications_sms_retention_days``), and the events waiting for their order's
+``order.placed``."""
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB

@@ -50,6 +50,7 @@ from services.notifications.domain.templates import (
     render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
+    signed,
 )
 from shared import days
 from shared.db import driver
@@ -230,18 +231,21 @@ async def queue_sms(
     purpose: str,
     to: str,
     locale: Locale,
-    text: str,
+    body: str,
     order_id: str | None,
     caused_by: str,
     quiet: QuietHours | None = None,
 ) -> None:
-    """Queue one SMS unless its ``dedup_key`` already exists (written at commit).
-    ``caused_by``: the id of the event that asked for it, the cause of every event about it.
+    """Queue one SMS unless its ``dedup_key`` already exists (written at commit): ``body``
+    (rendered in ``locale``) signed for ``to`` (:func:`signed`: 【Caravan】 to any mainland
+    number, as Chinese carriers require). ``caused_by``: the id of the event that asked for
+    it, the cause of every event about it.
 
     An invalid number is recorded ``failed`` at once, and only if this call recorded it is
     ``sms.failed`` emitted; an opted-out one is recorded ``suppressed``. Reminders wait for
     the end of the recipient's quiet hours.
     """
+    text = signed(locale, to, body)
     info = encode_info(text)
     problem = phone_problem(to)
     now = datetime.now(UTC)
@@ -391,7 +395,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
         locale = pick_locale(row.locale)
         items = await _names(tx, locale, row.lines or [])
         schedule = d.payment.schedule
-        text = render_order_confirmed(
+        body = render_order_confirmed(
             locale,
             row.order_ref,
             d.total_fen,
@@ -406,7 +410,7 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             purpose="order_confirmed",
             to=row.phone,
             locale=locale,
-            text=text,
+            body=body,
             order_id=d.order_id,
             caused_by=parsed.envelope.id,
         )
@@ -453,7 +457,7 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
             continue
         locale = pick_locale(row.locale)
         amount = sum(int(line["quantity"]) * int(line["unit_price_fen"]) for line in row.lines)
-        text = render_new_order_for_seller(
+        body = render_new_order_for_seller(
             locale, confirmed.order_ref, await _names(tx, locale, row.lines), amount
         )
         key = f"{confirmed.event_id}|{row.phone}|new_order"
@@ -466,7 +470,7 @@ async def _queue_seller_texts(tx: Tx, order_id: str) -> None:
             purpose="new_order",
             to=row.phone,
             locale=locale,
-            text=text,
+            body=body,
             order_id=order_id,
             caused_by=confirmed.event_id,
         )
@@ -485,7 +489,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         purpose="order_cancelled",
         to=row.phone,
         locale=locale,
-        text=render_order_cancelled(locale, row.order_ref, d.reason),
+        body=render_order_cancelled(locale, row.order_ref, d.reason),
         order_id=d.order_id,
         caused_by=parsed.envelope.id,
     )
@@ -511,7 +515,7 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
         purpose=purpose,
         to=row.phone,
         locale=locale,
-        text=render_instalment(locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due),
+        body=render_instalment(locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due),
         order_id=d.order_id,
         caused_by=parsed.envelope.id,
         quiet=quiet,

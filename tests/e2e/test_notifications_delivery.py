@@ -201,7 +201,7 @@ async def test_failures_then_success_send_one_sms_and_the_receipt_is_delivered(
     order_id = await _order(caravan, phone)
     sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
     assert sent[0].data["attempts"] == 3 and sent[0].data["purpose"] == "order_confirmed"
-    assert "Walnuts x2" in sent[0].data["text"] and sent[0].data["encoding"] == "GSM-7"
+    assert "Walnuts x2" in sent[0].data["text"] and sent[0].data["encoding"] == "UCS-2"  # +86
     assert [r["action"] for r in (await _requests(sms, phone))] == [
         "fail",
         "fail",
@@ -222,6 +222,27 @@ async def test_failures_then_success_send_one_sms_and_the_receipt_is_delivered(
     assert seller[0].data["purpose"] == "new_order" and seller[0].data["locale"] == "zh-CN"
     assert "核桃 x2" in seller[0].data["text"] and "¥40.00" in seller[0].data["text"]
     assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def test_a_text_to_a_mainland_number_is_signed_for_chinese_carriers_whatever_its_language(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """Chinese carriers require the 【Caravan】 signature at the start of every text to a
+    mainland China number (+86), whatever its language: an English buyer's text to one began
+    "Caravan: " and risked being refused. Then it is UCS-2, in parts of 67 characters; an
+    English text to a number elsewhere keeps "Caravan: " and GSM-7."""
+    mainland, london = _phone(), _phone("+447700", 13)
+    in_china, in_uk = await asyncio.gather(_order(caravan, mainland), _order(caravan, london))
+    cn = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=in_china, to=mainland))
+    text = cn[0].data["text"]
+    assert text.startswith("【Caravan】Your order "), text
+    assert "Caravan:" not in text and "Walnuts x2" in text
+    assert cn[0].data["encoding"] == "UCS-2"
+    assert cn[0].data["segments"] == (1 if len(text) <= 70 else -(-len(text) // 67))
+    assert [m["text"] for m in await _messages(sms, mainland)] == [text]  # as the gateway got it
+    uk = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=in_uk, to=london))
+    assert uk[0].data["text"].startswith("Caravan: Your order "), uk[0].data["text"]
+    assert (uk[0].data["encoding"], uk[0].data["segments"]) == ("GSM-7", 1)
 
 
 async def test_two_sellers_on_one_phone_get_a_text_each(

@@ -66,7 +66,9 @@ async def test_prepaid_order_is_confirmed_and_the_buyer_gets_one_sms(caravan: Sy
     assert outcome.correlationid == order_id
     sms = await one_text(caravan, order_id, RICH)
     assert sms.data["to"] == RICH.phone
-    assert sms.data["locale"] == "en" and sms.data["encoding"] == "GSM-7"
+    # English, to a mainland number: signed 【Caravan】 as Chinese carriers require, so UCS-2.
+    assert sms.data["locale"] == "en" and sms.data["encoding"] == "UCS-2"
+    assert sms.data["text"].startswith("【Caravan】Your order ")
     # Inventory marks the reservation sold when it reads order.confirmed, in its own time.
     await caravan.wait_for(
         lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.sold", order_id=order_id)

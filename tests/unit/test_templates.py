@@ -25,10 +25,13 @@ from services.notifications.domain.templates import (
     render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
+    signed,
 )
 from shared.events.orders import Locale
 
 REF = "CRV-20240501-0007"
+MAINLAND = "+8613900000001"  # a mainland China mobile: every text is signed 【Caravan】
+ABROAD = "+447700900123"  # elsewhere: the locale's signature
 ARABIC = re.compile("[\u0600-\u06ff]")
 HAN = re.compile("[\u4e00-\u9fff]")
 REASONS = (*CANCEL_REASONS, "something_new")
@@ -102,7 +105,6 @@ def test_confirmed_renders_for_every_locale_and_method(locale: Locale, method: s
     text = render_order_confirmed(locale, REF, 3500, method)
     assert REF in text
     assert format_money(locale, 3500) in text
-    assert "Caravan" in text
     assert "{" not in text
 
 
@@ -111,7 +113,6 @@ def test_confirmed_renders_for_every_locale_and_method(locale: Locale, method: s
 def test_cancelled_renders_for_every_locale_and_reason(locale: Locale, reason: str) -> None:
     text = render_order_cancelled(locale, REF, reason)
     assert REF in text
-    assert "Caravan" in text
     assert "{" not in text
 
 
@@ -126,11 +127,22 @@ def test_unknown_reason_uses_generic_wording(locale: Locale) -> None:
     assert render_order_cancelled(locale, REF, "x") == render_order_cancelled(locale, REF, "y")
 
 
-def test_signatures() -> None:
-    assert render_order_confirmed("zh-CN", REF, 1, "microloan").startswith("【Caravan】")
-    assert render_order_confirmed("ug-CN", REF, 1, "microloan").startswith("【Caravan】")
-    assert render_order_confirmed("en", REF, 1, "microloan").startswith("Caravan: ")
-    assert render_order_cancelled("en", REF, "expired").startswith("Caravan: ")
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_every_text_to_a_mainland_number_is_signed_in_brackets(locale: Locale) -> None:
+    """Chinese carriers require 【Caravan】 first in every text to a +86 number, whatever its
+    language; the bodies are unsigned."""
+    body = render_order_cancelled(locale, REF, "expired")
+    assert "Caravan" not in body
+    assert signed(locale, MAINLAND, body) == f"【Caravan】{body}"
+
+
+def test_elsewhere_the_signature_is_the_locales() -> None:
+    body = render_order_confirmed("en", REF, 1, "microloan")
+    assert signed("en", ABROAD, body) == f"Caravan: {body}"
+    assert signed("en", "+85291234567", body) == f"Caravan: {body}"  # Hong Kong: not +86
+    for locale in ("zh-CN", "ug-CN"):
+        body = render_order_confirmed(locale, REF, 1, "microloan")
+        assert signed(locale, ABROAD, body) == f"【Caravan】{body}"
 
 
 @pytest.mark.parametrize("reason", REASONS)
@@ -195,27 +207,39 @@ def test_unknown_method_is_not_shown_raw() -> None:
         assert "bank_transfer_v2" not in render_order_confirmed(locale, REF, 1, "bank_transfer_v2")
 
 
-def test_english_texts_fit_one_gsm7_sms() -> None:
+def _english() -> list[str]:
     texts = [render_order_confirmed("en", REF, 123456, m, 12) for m in METHODS]
-    texts += [render_order_cancelled("en", REF, r) for r in REASONS]
-    for text in texts:
+    return texts + [render_order_cancelled("en", REF, r) for r in REASONS]
+
+
+def test_english_texts_abroad_fit_one_gsm7_sms() -> None:
+    for text in (signed("en", ABROAD, body) for body in _english()):
         info = encode_info(text)
         assert info.encoding == "GSM-7", text
         assert info.segments == 1, text
+
+
+def test_english_texts_to_a_mainland_number_are_ucs2_and_stay_short() -> None:
+    """【Caravan】 is not GSM-7: the whole text is UCS-2, 70 characters or parts of 67."""
+    for text in (signed("en", MAINLAND, body) for body in _english()):
+        info = encode_info(text)
+        assert info.encoding == "UCS-2", text
+        assert info.segments == (1 if len(text) <= 70 else -(-len(text) // 67)), text
+        assert info.segments <= 3, text
 
 
 def test_chinese_texts_fit_one_sms() -> None:
     texts = [render_order_confirmed("zh-CN", REF, 123456, m, 12) for m in METHODS]
     texts += [render_order_cancelled("zh-CN", REF, r) for r in REASONS]
     for text in texts:
-        assert encode_info(text).segments == 1, text
+        assert encode_info(signed("zh-CN", MAINLAND, text)).segments == 1, text
 
 
 def test_uyghur_texts_stay_short() -> None:
     texts = [render_order_confirmed("ug-CN", REF, 123456, m, 12) for m in METHODS]
     texts += [render_order_cancelled("ug-CN", REF, r) for r in REASONS]
     for text in texts:
-        assert encode_info(text).segments <= 3, text
+        assert encode_info(signed("ug-CN", MAINLAND, text)).segments <= 3, text
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
@@ -236,7 +260,7 @@ def test_confirmed_lists_items(locale: Locale) -> None:
 def test_seller_new_order(locale: Locale) -> None:
     text = render_new_order_for_seller(locale, REF, [("Pepper", 3)], 10500)
     assert REF in text and "Pepper x3" in text and "105.00" in text
-    assert encode_info(text).segments <= 2
+    assert encode_info(signed(locale, MAINLAND, text)).segments <= 2
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
@@ -249,8 +273,8 @@ def test_instalment_reminders(locale: Locale, stage: InstalmentStage) -> None:
     if locale == "ug-CN":
         assert ARABIC.search(text) and not HAN.search(text)
     if locale == "en":
-        assert encode_info(text).encoding == "GSM-7"
-    assert encode_info(text).segments <= 3
+        assert encode_info(signed(locale, ABROAD, text)).encoding == "GSM-7"
+    assert encode_info(signed(locale, MAINLAND, text)).segments <= 3
 
 
 def test_reminder_stages_are_worded_differently() -> None:

@@ -1,10 +1,12 @@
 """Buyer-facing SMS texts for order events, in the buyer's locale.
 
 Supported locales: ``zh-CN`` (default), ``ug-CN`` (Uyghur in Arabic script) and
-``en``. Messages are kept short (one SMS where practical) and signed with the
-``【Caravan】`` prefix (Chinese and Uyghur, as Chinese SMS gateways require) or
-``Caravan:`` (English, which keeps English texts within GSM-7). Money is
-rendered from integer fen without floating point. Pure module: no I/O.
+``en``. Messages are kept short (one SMS where practical). The ``render_*`` functions give a
+text's body; :func:`signed` puts the signature before it, by destination: ``【Caravan】`` on
+every text to a mainland China number (``+86``), whatever its language, as Chinese carriers
+require (a text without it risks being refused), and elsewhere the locale's, ``【Caravan】``
+(Chinese and Uyghur) or ``Caravan: `` (English, which keeps English texts within GSM-7).
+Money is rendered from integer fen without floating point. Pure module: no I/O.
 """
 
 from __future__ import annotations
@@ -27,11 +29,24 @@ CANCEL_REASONS: Final[tuple[str, ...]] = get_args(CancelReason)
 PAYMENT_METHODS: Final[tuple[str, ...]] = get_args(PaymentMethod)
 """Payment method codes that are named in confirmations; others are left unnamed."""
 
+MAINLAND_SIGNATURE: Final[str] = "【Caravan】"
+"""The signature Chinese carriers require at the start of every text to a ``+86`` number."""
+
 _SIGNATURE: Final[dict[Locale, str]] = {
-    "zh-CN": "【Caravan】",
-    "ug-CN": "【Caravan】",
+    "zh-CN": MAINLAND_SIGNATURE,
+    "ug-CN": MAINLAND_SIGNATURE,
     "en": "Caravan: ",
 }
+
+
+def signed(locale: Locale, to: str, body: str) -> str:
+    """The text of ``body`` (rendered in ``locale``) sent to ``to``: the signature first,
+    :data:`MAINLAND_SIGNATURE` for a mainland China number (``+86``) whatever the locale,
+    the locale's elsewhere. An English text to China is then UCS-2 (70-character SMS,
+    67-character parts), where ``Caravan: `` kept it GSM-7."""
+    sign = MAINLAND_SIGNATURE if to.startswith("+86") else _SIGNATURE[locale]
+    return f"{sign}{body}"
+
 
 _METHOD_NAMES: Final[dict[Locale, dict[str, str]]] = {
     "zh-CN": {
@@ -173,7 +188,7 @@ def render_order_confirmed(
     items: Sequence[tuple[str, int]] = (),
     first_instalment: tuple[int, date] | None = None,
 ) -> str:
-    """Render the "order confirmed" SMS.
+    """Render the body of the "order confirmed" SMS (:func:`signed` signs it).
 
     Args:
         locale: buyer's locale (see :func:`pick_locale`).
@@ -200,26 +215,24 @@ def render_order_confirmed(
         separator = "، " if locale == "ug-CN" else ("，" if locale == "zh-CN" else ", ")
         payment = f"{method_name}{separator}{_instalments(locale, term_months, first_instalment)}"
 
-    sign = _SIGNATURE[locale]
     listed = format_items(locale, items)
     if locale == "ug-CN":
         paid = f" تۆلەش ئۇسۇلى: {payment}." if payment else ""
         what = f": {listed}." if listed else "."
         return (
-            f"{sign}{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى{what} جەمئىي: {money}.{paid}"
-            " رەھمەت!"
+            f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى{what} جەمئىي: {money}.{paid} رەھمەت!"
         )
     if locale == "en":
         paid = f" Payment: {payment}." if payment else ""
         what = f": {listed}." if listed else "."
-        return f"{sign}Your order {order_ref} is confirmed{what} Total: {money}.{paid} Thank you!"
+        return f"Your order {order_ref} is confirmed{what} Total: {money}.{paid} Thank you!"
     paid = f"，支付方式：{payment}" if payment else ""
     what = f"（{listed}）" if listed else ""
-    return f"{sign}您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
+    return f"您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
 
 
 def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
-    """Render the "order cancelled" SMS.
+    """Render the body of the "order cancelled" SMS (:func:`signed` signs it).
 
     Args:
         locale: buyer's locale (see :func:`pick_locale`).
@@ -239,7 +252,7 @@ def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
         sentence = sentences[""].format(ref=order_ref)
     apology = "" if reason == "cancelled_by_buyer" else _APOLOGY[locale]
     separator = "" if locale == "zh-CN" or not apology else " "
-    return f"{_SIGNATURE[locale]}{sentence}{separator}{apology}"
+    return f"{sentence}{separator}{apology}"
 
 
 def format_items(locale: Locale, items: Sequence[tuple[str, int]]) -> str:
@@ -256,15 +269,15 @@ def product_name(locale: Locale, names: Mapping[str, str], sku: str) -> str:
 def render_new_order_for_seller(
     locale: Locale, order_ref: str, items: Sequence[tuple[str, int]], amount_fen: int
 ) -> str:
-    """Render the "new order" SMS to a seller: what to prepare, and what it is worth."""
-    sign = _SIGNATURE[locale]
+    """Render the body of the "new order" SMS to a seller: what to prepare, and what it is
+    worth (:func:`signed` signs it)."""
     what = format_items(locale, items)
     money = format_money(locale, amount_fen)
     if locale == "ug-CN":
-        return f"{sign}يېڭى بۇيرۇتما {order_ref}: {what}، جەمئىي {money}. مالنى ۋاقتىدا تەييارلاڭ."
+        return f"يېڭى بۇيرۇتما {order_ref}: {what}، جەمئىي {money}. مالنى ۋاقتىدا تەييارلاڭ."
     if locale == "en":
-        return f"{sign}New order {order_ref}: {what}, worth {money}. Please prepare the goods."
-    return f"{sign}新订单{order_ref}：{what}，货款{money}。请及时备货。"
+        return f"New order {order_ref}: {what}, worth {money}. Please prepare the goods."
+    return f"新订单{order_ref}：{what}，货款{money}。请及时备货。"
 
 
 InstalmentStage = Literal["upcoming", "today", "overdue"]
@@ -283,8 +296,8 @@ def render_instalment(
     due: date,
 ) -> str:
     """Render a microloan reminder: instalment ``number`` of ``order_ref`` is coming due,
-    due today, or overdue. Overdue texts stay polite and offer help."""
-    sign = _SIGNATURE[locale]
+    due today, or overdue (the body: :func:`signed` signs it). Overdue texts stay polite and
+    offer help."""
     money = format_money(locale, amount_fen)
     day = _date(locale, due)
     if locale == "ug-CN":
@@ -292,26 +305,26 @@ def render_instalment(
             f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىزنىڭ {number}-قېتىملىق قەرز قايتۇرۇش پۇلى {money}"
         )
         if stage == "upcoming":
-            return f"{sign}ئەسكەرتىش: {subject}، {day} كۈنى توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
+            return f"ئەسكەرتىش: {subject}، {day} كۈنى توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
         if stage == "today":
-            return f"{sign}{subject} بۈگۈن توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
+            return f"{subject} بۈگۈن توشىدۇ. ۋاقتىدا قايتۇرۇڭ."
         return (
-            f"{sign}{subject} {day} كۈنى توشتى. تېزراق قايتۇرۇڭ، قىيىنچىلىقىڭىز بولسا"
+            f"{subject} {day} كۈنى توشتى. تېزراق قايتۇرۇڭ، قىيىنچىلىقىڭىز بولسا"
             " بىز بىلەن ئالاقىلىشىڭ."
         )
     if locale == "en":
         subject = f"instalment {number} of order {order_ref}, {money},"
         if stage == "upcoming":
-            return f"{sign}Reminder: {subject} is due on {day}."
+            return f"Reminder: {subject} is due on {day}."
         if stage == "today":
-            return f"{sign}Reminder: {subject} is due today."
+            return f"Reminder: {subject} is due today."
         return (
-            f"{sign}{subject[0].upper()}{subject[1:]} was due on {day} and is overdue."
+            f"{subject[0].upper()}{subject[1:]} was due on {day} and is overdue."
             " Please repay soon, or contact us if you need help."
         )
     subject = f"您的订单{order_ref}第{number}期还款{money}"
     if stage == "upcoming":
-        return f"{sign}温馨提示：{subject}将于{day}到期，请按时还款。"
+        return f"温馨提示：{subject}将于{day}到期，请按时还款。"
     if stage == "today":
-        return f"{sign}温馨提示：{subject}今天到期，请按时还款。"
-    return f"{sign}{subject}已于{day}逾期，请尽快还款，如有困难请联系我们。"
+        return f"温馨提示：{subject}今天到期，请按时还款。"
+    return f"{subject}已于{day}逾期，请尽快还款，如有困难请联系我们。"

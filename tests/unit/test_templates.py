@@ -277,6 +277,15 @@ def test_instalment_reminders(locale: Locale, stage: InstalmentStage) -> None:
     assert encode_info(signed(locale, MAINLAND, text)).segments <= 3
 
 
+def test_the_chinese_overdue_text_says_the_instalment_was_due_that_day_and_is_overdue() -> None:
+    """An instalment is overdue from the day after its due date: the text said it went overdue
+    on that date ("已于12月31日逾期"), where the English and Uyghur say it was due on it."""
+    text = render_instalment("zh-CN", "overdue", REF, 2, 9000, date(2026, 12, 31))
+    assert text == (
+        f"您的订单{REF}第2期还款¥90.00已于12月31日到期，现已逾期，请尽快还款，如有困难请联系我们。"
+    )
+
+
 def test_reminder_stages_are_worded_differently() -> None:
     for locale in SUPPORTED_LOCALES:
         texts = {

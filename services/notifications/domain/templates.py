@@ -327,4 +327,4 @@ def render_instalment(
         return f"温馨提示：{subject}将于{day}到期，请按时还款。"
     if stage == "today":
         return f"温馨提示：{subject}今天到期，请按时还款。"
-    return f"{subject}已于{day}逾期，请尽快还款，如有困难请联系我们。"
+    return f"{subject}已于{day}到期，现已逾期，请尽快还款，如有困难请联系我们。"

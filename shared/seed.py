@@ -64,6 +64,10 @@ class Seller(NoNul):
     name: str = Field(min_length=1, max_length=256)
     county: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
+    locale: Locale | None = None
+    """The language of the seller's texts (a new order); None: not said, so left as it is
+    (``zh-CN`` for a seller new to the database), as a file written before sellers had one
+    must not undo it."""
 
 
 class Product(NoNul):

@@ -554,14 +554,18 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
-    """Sellers' phones and product names (loading twice changes nothing)."""
+    """Sellers' phones and locales (one not said is left as it is, ``zh-CN`` when new), and
+    product names (loading twice changes nothing)."""
     for seller in seed.sellers:
-        stmt = pg_insert(sellers).values(seller_id=seller.id, phone=seller.phone)
+        given = {"phone": seller.phone}
+        if seller.locale is not None:
+            given["locale"] = seller.locale
+        stmt = pg_insert(sellers).values(seller_id=seller.id, **given)
         await tx.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["seller_id"],
-                set_={"phone": stmt.excluded.phone},
-                where=sellers.c.phone != stmt.excluded.phone,
+                set_={column: stmt.excluded[column] for column in given},
+                where=or_(*(sellers.c[column] != stmt.excluded[column] for column in given)),
             )
         )
     for product in seed.products:

@@ -3,11 +3,14 @@ says which lots it left as they were), and a file that is not a seed file, or na
 or SKUs nobody has, is refused whole, every error named, nothing written."""
 
 import json
+import random
 import uuid
 from pathlib import Path
 
+from shared.events.orders import OrderRequested
+from shared.topics import Topic
 from tests.e2e.test_ops import cli
-from tests.harness import System
+from tests.harness import System, ref
 
 
 def write(tmp_path: Path, body: object) -> str:
@@ -138,6 +141,54 @@ async def test_what_a_seed_adds_or_changes_in_inventory_is_in_the_audit_trail(
     assert rows[2].after["quantity"] == 50
     assert (rows[3].before["unit_price_fen"], rows[3].after["unit_price_fen"]) == (3500, 9900)
     assert {(r.detail["by"], r.actor) for r in rows} == {("caravan seed", "test-operator")}
+
+
+async def test_a_seller_seeded_with_a_locale_gets_its_new_order_texts_in_it(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A seller's locale could not be set (the seed wrote its phone only): a Uyghur
+    cooperative got its new-order texts in Chinese. A seller may say ``locale``; a later file
+    that does not say it leaves it as it is, and a locale not supported is refused."""
+    tag = uuid.uuid4().hex[:8]
+    phone = f"+86136{random.randrange(10**8):08d}"
+    names = {"zh-CN": "葡萄干", "ug-CN": "ئۈزۈم قېقى", "en": "Raisins"}
+    coop = {**seller(f"S-{tag}"), "phone": phone}
+    body = {
+        "sellers": [{**coop, "locale": "ug-CN"}],
+        "products": [{**product(f"P-{tag}", f"S-{tag}"), "name": names}],
+        "lots": [lot(f"L-{tag}", f"P-{tag}")],
+    }
+    for seed in (body, {"sellers": [coop]}):  # the second, saying no locale, keeps it
+        done = await cli(caravan, "seed", write(tmp_path, seed))
+        assert done.returncode == 0, done.stderr
+    req = OrderRequested.model_validate(
+        {
+            "order_ref": ref("UG"),
+            "buyer": {"id": "t-rich", "phone": f"+86137{random.randrange(10**8):08d}"},
+            "lines": [{"sku": f"P-{tag}", "quantity": 2}],
+            "payment": {"method": "prepaid"},
+        }
+    )
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    sent = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=phone
+        )
+    )
+    text = sent[0].data["text"]
+    assert (sent[0].data["purpose"], sent[0].data["locale"]) == ("new_order", "ug-CN"), text
+    assert text.startswith("【Caravan】يېڭى بۇيرۇتما ") and "ئۈزۈم قېقى x2" in text, text
+    bad = {"sellers": [{**coop, "locale": "ug"}]}
+    done = await cli(caravan, "seed", write(tmp_path, bad))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "sellers.0.locale: " in said, said
+    assert (
+        await caravan.scalar(
+            "select locale from notifications.sellers where seller_id = :s", s=f"S-{tag}"
+        )
+        == "ug-CN"
+    )
 
 
 async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(

@@ -32,12 +32,14 @@ from services.platform.adapters.tables import (
     pushes,
 )
 from services.platform.domain.orders import (
+    KNOWN_STATUSES,
     BuyerMapping,
     PlatformOrder,
     Problem,
     ProblemKind,
     SkuMapping,
     to_request,
+    unknown_status,
 )
 from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
 from shared.db import driver
@@ -103,14 +105,15 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         )
         await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
         return "problem"
+    if order.status not in KNOWN_STATUSES:
+        return await _moved_on(tx, app, order, placed is not None)
     if order.status != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
         if order.status == "cancelled":  # nothing left to place: its problems are moot
             await resolve_problems(tx, app, order.order_id)
         return "ignored"
     if placed is not None:  # what kept it from being placed, or from being read, is moot
-        keep = {"cancelled_on_platform", "rejected"}
-        await resolve_problems(tx, app, order.order_id, keep=keep)
+        await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
         return "duplicate"
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
@@ -134,6 +137,23 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
     return "accepted"
+
+
+STILL_OPEN_ONCE_PLACED = {"cancelled_on_platform", "rejected"}
+"""The problems of an order placed with us that a push does not make moot."""
+
+
+async def _moved_on(tx: Tx, app: str, order: PlatformOrder, placed: bool) -> Accepted:
+    """A status the adapter does not know: one a platform moves a paid order on to, and
+    pushes (shipped, finished, refunding...). An order placed already is past anything the
+    adapter does (and what kept it from being read is moot); one never placed is a problem
+    for operations, as whether it was paid cannot be told."""
+    if placed:
+        log.info("platform order %s/%s is %r; placed already", app, order.order_id, order.status)
+        await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
+        return "ignored"
+    await record_problems(tx, app, order.order_id, [unknown_status(order)])
+    return "problem"
 
 
 SAID_CANCELLED = select(func.count()).where(

@@ -513,6 +513,57 @@ async def test_a_buyer_phone_in_national_format_is_placed_and_texted_in_e164(
             Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=f"+86{number}"
         )
     )
+
+
+async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem(
+    caravan: System, platform: Platform
+) -> None:
+    """A platform moves a paid order on (shipped, finished...) and pushes the change: the
+    order it served was unreadable to the adapter, and each such push a 422 and an
+    ``invalid_order`` problem for an order placed and fine. It is ``ignored``, counted."""
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
+    ignored = {"app": APP, "outcome": "ignored"}
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
+    emitted = "select count(*) from platform.outbox where convert_from(key, 'UTF8') = :k"
+    assert await caravan.scalar(emitted, k=order_ref) == 2  # requested, and paid
+    for status in ("shipped", "WAIT_BUYER_CONFIRM_GOODS"):  # the platform's later statuses
+        await new_order(platform.sim, status=status, order_id=order_ref)
+        report = await push(platform.sim, order_ref, kind="notice")
+        assert (report["status_code"], report["body"]) == (
+            200,
+            {"status": "ignored", "order_ref": order_ref},
+        ), report
+    after = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
+    assert after == before + 2
+    listed = await platform.adapter.get("/platform/problems", params={"app": APP, "all": True})
+    assert [p for p in listed.json()["problems"] if p["platform_order_id"] == order_ref] == []
+    assert await caravan.scalar(emitted, k=order_ref) == 2  # committed before the answers
+
+
+async def test_an_order_never_placed_in_a_status_we_do_not_know_is_a_problem_naming_it(
+    caravan: System, platform: Platform
+) -> None:
+    """Whether a status the adapter does not know means paid cannot be told: an order never
+    placed is a problem naming it (once, however often pushed), not a 422; a push finding
+    it paid later places it and closes the problem."""
+    order_ref = await new_order(platform.sim, status="TRADE_FINISHED")
+    for kind in ("full", "notice"):
+        report = await push(platform.sim, order_ref, kind=kind)
+        assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "unknown_status" and "'TRADE_FINISHED'" in detail, detail
+    occurrences = await caravan.scalar(
+        "select occurrences from platform.problems where platform_order_id = :r", r=order_ref
+    )
+    assert occurrences == 2
+    assert requested(caravan, order_ref) == []
+    await new_order(platform.sim, status="paid", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
     assert await open_problems(platform, order_ref) == []
 
 

@@ -15,12 +15,14 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
+    KNOWN_STATUSES,
     BuyerMapping,
     PlatformItem,
     PlatformOrder,
     Problem,
     SkuMapping,
     to_request,
+    unknown_status,
 )
 from services.platform.domain.signing import (
     SignMethod,
@@ -209,6 +211,22 @@ def test_text_with_nul_in_a_mapped_order_is_an_invalid_order_problem() -> None:
     assert "NUL" in found[0].detail
 
 
+def test_a_status_the_adapter_does_not_know_is_read_and_named_in_its_problem() -> None:
+    """A platform moves a paid order on (shipped, finished, refunding...) and pushes each
+    change: the order was unreadable (a 422, and an invalid_order problem opened for an
+    order placed and fine). It is read; never placed, it is a problem naming the status."""
+    for status in ("shipped", "WAIT_BUYER_CONFIRM_GOODS", "TRADE_FINISHED", "refunding"):
+        order = PlatformOrder.model_validate({**ORDER.model_dump(), "status": status})
+        assert order.status == status and status not in KNOWN_STATUSES
+    shipped = ORDER.model_copy(update={"status": "shipped"})
+    problem = unknown_status(shipped)
+    assert problem.kind == "unknown_status" and "'shipped'" in problem.detail, problem
+    assert sorted(KNOWN_STATUSES) == ["cancelled", "paid", "wait_pay"]
+    for unreadable in ("", "x" * 65, 3, None):  # no status at all is no order
+        with pytest.raises(ValueError, match="status"):
+            PlatformOrder.model_validate({**ORDER.model_dump(), "status": unreadable})
+
+
 def test_status_api_answers() -> None:
     assert verdict(200) == verdict(204) == "delivered"
     assert verdict(None) == verdict(503) == verdict(500) == verdict(429) == "retry"
@@ -266,6 +284,8 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         if order_id == "locked":
             return httpx.Response(401)
         if order_id == "odd":
+            return httpx.Response(200, json={**ORDER.model_dump(), "items": []})
+        if order_id == "moved-on":  # a status we do not know: read all the same
             return httpx.Response(200, json={**ORDER.model_dump(), "status": "refunding"})
         if order_id == "nul":  # PostgreSQL cannot store it: our order.requested was refused
             delivery = {"county": "Shawan", "address": "Village 3\u0000"}
@@ -279,8 +299,9 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         await api.fetch_order("m", "gone")
     with pytest.raises(PlatformUnavailable, match="401: check the app's secret"):
         await api.fetch_order("m", "locked")
-    with pytest.raises(UnreadableOrder, match="status: Input should be"):
+    with pytest.raises(UnreadableOrder, match="items: List should have at least 1 item"):
         await api.fetch_order("m", "odd")
+    assert (await api.fetch_order("m", "moved-on")).status == "refunding"
     with pytest.raises(UnreadableOrder, match="NUL"):
         await api.fetch_order("m", "nul")
     assert (await api.fetch_order("m", "../status")).order_id == "../status"

@@ -7,7 +7,7 @@ a SKU or buyer without a mapping makes a :class:`Problem` for operations instead
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,13 +21,21 @@ from shared.events.platform import PlatformOrderRequested
 from shared.phones import as_e164
 
 ProblemKind = Literal[
-    "unmapped_sku", "unmapped_buyer", "invalid_order", "rejected", "cancelled_on_platform"
+    "unmapped_sku",
+    "unmapped_buyer",
+    "invalid_order",
+    "unknown_status",
+    "rejected",
+    "cancelled_on_platform",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
-the orders service refused what the adapter published (``rejected``: a push again does not
-mend it), or the platform cancelled it after we placed it (a sale to undo by hand)."""
-# The platform statuses: only a paid order is placed with us.
+it was never placed and the platform now says a status the adapter does not know (paid or
+not, operations find out), the orders service refused what the adapter published
+(``rejected``: a push again does not mend it), or the platform cancelled it after we placed
+it (a sale to undo by hand)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled"]
+"""The statuses the adapter acts on: only a paid order is placed with us."""
+KNOWN_STATUSES: frozenset[str] = frozenset(get_args(PlatformStatus))
 
 
 class _Model(BaseModel):
@@ -51,7 +59,9 @@ class PlatformOrder(_Model, NoNul):
     ``order.requested`` may not carry)."""
 
     order_id: str = Field(min_length=1, max_length=64)
-    status: PlatformStatus
+    status: str = Field(min_length=1, max_length=64)
+    """One of :data:`PlatformStatus`, or another the platform moves an order on to (shipped,
+    finished, refunding...), which is read all the same: see :func:`unknown_status`."""
     buyer: PlatformBuyer
     items: list[PlatformItem] = Field(min_length=1)
     delivery: Delivery | None = None
@@ -71,6 +81,18 @@ class BuyerMapping(_Model):
 class Problem:
     kind: ProblemKind
     detail: str
+
+
+def unknown_status(order: PlatformOrder) -> Problem:
+    """Why an order never placed with us, whose status is none of :data:`KNOWN_STATUSES`,
+    needs operations: whether the platform took the buyer's money is not the adapter's to
+    guess."""
+    known = ", ".join(get_args(PlatformStatus))
+    said = (
+        f"the platform says status {order.status!r}, which the adapter does not know ({known}),"
+        " for an order never placed with us: find out whether it was paid"
+    )
+    return Problem("unknown_status", said)
 
 
 def to_request(

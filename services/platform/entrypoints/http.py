@@ -9,10 +9,12 @@ Pushes (authenticated by the app's signature, not by a token):
   ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a push
   carries (a full order, or only "order changed") is not trusted: the order is fetched from
   the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
-  "ignored"}``; 401 bad signature, unknown app or stale timestamp (nothing stored or
-  published); 409 a replayed push; 422 a body that is not flat parameters, or an
-  ``order_id`` that cannot be an ``order_ref``, or an order the order API answers that we
-  cannot read (an ``invalid_order`` problem for operations too); 404 an order the platform
+  "ignored"}`` (a status the adapter does not know, such as ``shipped``, is ``ignored`` for
+  an order placed already, an ``unknown_status`` ``problem`` for one never placed); 401 bad
+  signature, unknown app or stale timestamp (nothing stored or published); 409 a replayed
+  push; 422 a body that is not flat parameters, or an ``order_id`` that cannot be an
+  ``order_ref``, or an order the order API answers that we cannot read (a field we cannot
+  take: an ``invalid_order`` problem for operations too); 404 an order the platform
   does not know; 502/503 the order API failed, or refused our signature (the platform
   should push again).
 

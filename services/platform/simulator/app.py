@@ -11,7 +11,8 @@ and carry a fresh ``timestamp``, else 401):
 Control side (for tests and ``caravan demo``):
 
 - ``POST /orders`` ``{order_id, status, buyer: {id, phone}, items: [{sku, quantity}],
-  delivery}``: creates or replaces an order (``status`` ``paid`` by default).
+  delivery}``: creates or replaces an order; ``status`` is ``wait_pay``, ``paid``,
+  ``cancelled`` or any other a platform moves an order on to (``shipped``, ``finished``...).
 - ``POST /orders/{order_id}/push`` ``{kind: "full" | "notice", form, timestamp_offset_seconds,
   bad_signature, push_id}``: signs a push and sends it to the adapter (a JSON body, or a
   form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only

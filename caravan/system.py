@@ -35,12 +35,11 @@ from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES as SERVICES  # re-exported: the launcher's list
-from shared.db.migrate import upgrade
+from shared.db.migrate import migrations_folder, upgrade
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AUTH_MIGRATIONS = REPO_ROOT / "shared" / "auth" / "migrations"
 CACHE = REPO_ROOT / ".cache"
 HTTP_PORT_VARS = (
     "CARAVAN_HTTP_PORT",
@@ -378,11 +377,9 @@ async def prepare(
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)
     # auth before ops: ops' second migration moves its records into auth.audit.
-    for folder in [REPO_ROOT / "services" / name / "migrations" for name in SERVICES] + [
-        AUTH_MIGRATIONS,
-        REPO_ROOT / "caravan" / "ops" / "migrations",
-    ]:
-        await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(database_url), db_roles.OWNER)
+    for schema in (*SERVICES, "auth", "ops"):
+        url = db_roles.asyncpg_url(database_url)
+        await asyncio.to_thread(upgrade, migrations_folder(schema), url, db_roles.OWNER)
     await db_roles.grant_services(database_url, urls)
     return topics
 

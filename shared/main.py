@@ -3,16 +3,20 @@
 
 import asyncio
 import gc
+import logging
 from collections.abc import Callable, Mapping
 
 import uvloop
 
+from shared.db.migrate import SchemaBehind
 from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
 from shared.settings import Settings, service_settings
 from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
 
 Bootstrap = Callable[[Settings], Service]
+
+log = logging.getLogger(__name__)
 
 
 def run(bootstraps: Mapping[str, Bootstrap]) -> None:
@@ -21,7 +25,10 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
 
     Several in one process wake less often than each in its own, so that each record costs
     less CPU (``bench/HISTORY.md``, "Fewer processes"); the price is a process holding each
-    hosted service's credentials."""
+    hosted service's credentials.
+
+    A service whose schema is behind its code (:class:`shared.db.migrate.SchemaBehind`) stops
+    them all: each such refusal one error line, and the process exits 2."""
     configure_logging("+".join(bootstraps))
     for name in bootstraps:
         configure_tracing(name)
@@ -39,6 +46,11 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
         outcomes = await asyncio.gather(
             *(_serve(service, stop) for service in services), return_exceptions=True
         )
+        behind = [str(o) for o in outcomes if isinstance(o, SchemaBehind)]
+        for refusal in behind:  # one line each, no traceback: for the operator, not a bug
+            log.error("%s", refusal)
+        if behind:
+            raise SystemExit(2)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -6,7 +6,14 @@ its loops wait for PostgreSQL: a one-line warning a try, tried again with backof
 Kafka answers or the service is stopped. It exited before, and its supervisor, restarting
 it, gave up after five exits a minute (``caravan up`` then stopped everything). Meanwhile
 its HTTP API and its loops run: orders are taken into the outbox, ``/healthz`` answers
-(degraded once Kafka has been silent a while), texts and gateway calls go on."""
+(degraded once Kafka has been silent a while), texts and gateway calls go on.
+
+A service refuses to start on a schema older than its code (``caravan prepare`` not run, or
+failed part way): one line saying where the schema is and what the code needs, and it exits
+2, rather than failing every record it handles and every request (a column it writes not
+there yet). It reads the revision first, before serving or consuming; while PostgreSQL cannot
+be reached it starts as it did and reads it once PostgreSQL answers, before its outbox relay
+and subscribers start."""
 
 import asyncio
 import itertools
@@ -16,11 +23,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from faststream.kafka import KafkaBroker
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 from shared.backoff import exponential_step
 from shared.db import Database
+from shared.db.engine import is_transient, missing_relation
+from shared.db.migrate import migrations_folder, schema_warning
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
 from shared.messaging import kafka_admin
@@ -36,8 +46,9 @@ log = logging.getLogger(__name__)
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
-KAFKA_WAIT_BASE_SECONDS = 0.5
-KAFKA_WAIT_CAP_SECONDS = 10.0
+# The backoff of a start waiting for Kafka, or for PostgreSQL to read the schema's revision.
+WAIT_BASE_SECONDS = 0.5
+WAIT_CAP_SECONDS = 10.0
 
 
 @dataclass
@@ -69,12 +80,17 @@ class Service:
         from shared.observe import observe_loop  # it reads the Service it runs
 
         stop = stop or signal_event()
+        try:
+            checked = await self._check_schema()  # a schema behind the code: raised here
+        except BaseException:
+            await self.db.dispose()
+            raise
         tasks: list[asyncio.Task[None]] = []
         server = None
         # Kafka is waited for beside the rest: the HTTP API takes orders into the outbox and
         # /healthz answers (degraded once Kafka is silent), and the loops that need only
         # PostgreSQL (texts, gateway calls, callbacks, sweeps) work, while it is away.
-        kafka = asyncio.create_task(self._start_kafka(tasks), name=f"{self.name}-kafka")
+        kafka = asyncio.create_task(self._start_kafka(tasks, checked), name=f"{self.name}-kafka")
         try:
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
             tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
@@ -120,14 +136,50 @@ class Service:
             await self.relay.stop()
             await self.db.dispose()
 
-    async def _start_kafka(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _start_kafka(self, tasks: list[asyncio.Task[None]], schema_checked: bool) -> None:
         """Start the relay's producer (and the relay, in ``tasks``), then the subscribers,
-        each waiting for Kafka while it cannot be reached. A client that fails to start is
-        stopped by ``serve``'s end whatever happens: cancelled here, or failing for good."""
-        await _waiting_for_kafka(f"{self.name}: outbox relay", self.relay.producer.start)
+        each waiting for Kafka while it cannot be reached; unless ``schema_checked``, the
+        schema's revision is read meanwhile, waiting for PostgreSQL, and neither the relay
+        nor the subscribers start before it is (a schema behind the code raises then). A
+        client that fails to start is stopped by ``serve``'s end whatever happens: cancelled
+        here, or failing for good."""
+        what = f"{self.name}: outbox relay"
+        producer = asyncio.create_task(_waiting_for_kafka(what, self.relay.producer.start))
+        try:
+            for attempt in itertools.count(1):
+                if schema_checked:
+                    break
+                await asyncio.sleep(exponential_step(attempt, WAIT_BASE_SECONDS, WAIT_CAP_SECONDS))
+                schema_checked = await self._check_schema()
+            await producer
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
         tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         self.consumer.attach(self.broker)
         await _waiting_for_kafka(f"{self.name}: consumer", self.broker.start, self.broker.stop)
+
+    async def _check_schema(self) -> bool:
+        """Read the revision of the service's schema (one query) and compare it with the head
+        of its migrations (:func:`shared.db.migrate.schema_warning`): behind, or never
+        migrated, raises :class:`shared.db.migrate.SchemaBehind`; ahead, a warning. False,
+        with a one-line warning, while PostgreSQL cannot be reached."""
+        query = text(f'SELECT version_num FROM "{self.name}".alembic_version')
+        try:
+            async with self.db.engine.connect() as conn:
+                at = list(await conn.scalars(query))
+        except Exception as exc:
+            if missing_relation(exc) is not None:
+                at = []
+            elif is_transient(exc):
+                log.warning("%s: PostgreSQL away, its schema's revision unread: %r", self.name, exc)
+                return False
+            else:
+                raise
+        scripts = ScriptDirectory(str(migrations_folder(self.name)))
+        if warning := schema_warning(scripts, self.name, at):
+            log.warning("%s", warning)
+        return True
 
 
 async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -> None:
@@ -144,7 +196,7 @@ async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -
                 raise
             if undo is not None:
                 await undo()
-            delay = exponential_step(attempt, KAFKA_WAIT_BASE_SECONDS, KAFKA_WAIT_CAP_SECONDS)
+            delay = exponential_step(attempt, WAIT_BASE_SECONDS, WAIT_CAP_SECONDS)
             log.warning("%s waiting for Kafka, trying again in %.1f s: %r", what, delay, exc)
             await asyncio.sleep(delay)
 

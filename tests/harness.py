@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import shutil
 import socket
 import subprocess
@@ -566,6 +567,40 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, 
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in found.items()}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+def forwarder(
+    to_host: str, to_port: int
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A server's connection handler passing each connection on to ``to_host:to_port``: a
+    broker or database that "comes up" when ``asyncio.start_server`` opens it."""
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    return forward
+
+
+class Heard(logging.Handler):
+    """Sets ``said`` once a record saying ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.said = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.said.set()
 
 
 def free_port() -> int:

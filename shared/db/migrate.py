@@ -1,9 +1,25 @@
-"""Run a service's Alembic migrations (each service owns one schema and its own history)."""
+"""Run a service's Alembic migrations (each service owns one schema and its own history), and
+tell whether a schema is at the revision the code needs."""
 
+from collections.abc import Collection
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrations_folder(schema: str) -> Path:
+    """Where the Alembic history of ``schema`` lives: ``services/<name>/migrations`` for a
+    service's, ``shared/auth/migrations`` and ``caravan/ops/migrations`` for auth and ops.
+    What ``caravan prepare`` migrates and what a service checks at start, one way."""
+    if schema == "auth":
+        return _ROOT / "shared" / "auth" / "migrations"
+    if schema == "ops":
+        return _ROOT / "caravan" / "ops" / "migrations"
+    return _ROOT / "services" / schema / "migrations"
 
 
 def alembic_config(migrations_dir: Path, url: str) -> Config:
@@ -20,3 +36,31 @@ def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> None:
     if role is not None:
         cfg.set_main_option("caravan_role", role)
     command.upgrade(cfg, "head")
+
+
+class SchemaBehind(Exception):
+    """A schema older than the code that would run on it, or never migrated: the message
+    says where it is, what the code needs, and to run ``caravan prepare``."""
+
+
+def schema_warning(scripts: ScriptDirectory, schema: str, at: Collection[str]) -> str | None:
+    """Whether code whose migrations are ``scripts`` may run on ``schema``, whose
+    ``alembic_version`` holds ``at`` (empty: no revision, or no such table). At the head:
+    nothing to say. At a revision the code does not know (a newer version migrated it first,
+    and this process is an older one still running during an upgrade): a warning, and it runs
+    on, as it would have before the newer migrations. Behind (a revision of ``scripts`` short
+    of the head) or never migrated: :class:`SchemaBehind`, since every statement the code
+    makes of a column or table added since would fail, and its records be dead-lettered."""
+    heads = sorted(scripts.get_heads())
+    if sorted(at) == heads:
+        return None
+    needs = ", ".join(heads)
+    known = {script.revision for script in scripts.walk_revisions()}
+    if at and not set(at) <= known:
+        return (
+            f"schema {schema} is at {', '.join(sorted(at))}, which this version does not know"
+            f" (it needs {needs}: a newer version migrated it): running on, as the older"
+            " version this process is; upgrade it"
+        )
+    where = f"is at {', '.join(sorted(at))}" if at else "was never migrated"
+    raise SchemaBehind(f"schema {schema} {where}, this version needs {needs}: run caravan prepare")

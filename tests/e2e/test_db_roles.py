@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import db_roles, system
-from shared.db.migrate import alembic_config, upgrade
+from shared.db.migrate import alembic_config, migrations_folder, upgrade
 from tests.e2e.test_saga import RICH, order
 from tests.harness import System, scratch_database
 
@@ -168,7 +168,7 @@ async def test_prepare_hands_schemas_made_by_the_admin_to_the_owner(
 ) -> None:
     """Databases migrated before the owner role existed: their schemas, tables, sequences
     and functions pass to the owner, which can then migrate them (here: all the way down)."""
-    folder = system.REPO_ROOT / "services" / "payments" / "migrations"
+    folder = migrations_folder("payments")
     async with scratch_database(infrastructure.database_url, "caravan_adopt") as url:
         await asyncio.to_thread(upgrade, folder, db_roles.asyncpg_url(url))  # as the admin
         await db_roles.ensure_owner(url)

@@ -7,47 +7,14 @@ was given: the clients bootstrap through it, then reach the broker at the addres
 advertises."""
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import pytest
 
 from caravan import system
 from services.inventory.bootstrap import bootstrap
 from shared.settings import Settings
-from tests.harness import free_port
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
-def forwarder(
-    to_host: str, to_port: int
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-    return forward
-
-
-class Heard(logging.Handler):
-    """Sets ``said`` once a record saying ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.said = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.said.set()
+from tests.harness import Heard, forwarder, free_port
 
 
 async def test_a_service_waiting_for_kafka_goes_on_once_it_answers(

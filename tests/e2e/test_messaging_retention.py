@@ -27,7 +27,7 @@ from services.notifications.bootstrap import finished_texts
 from services.notifications.dispatch import STATUSES
 from services.orders.adapters.tables import inbox, outbox
 from shared.db import Database
-from shared.db.migrate import upgrade
+from shared.db.migrate import migrations_folder, upgrade
 from shared.events.envelope import CloudEvent
 from shared.messaging.admin import ensure_topics
 from shared.messaging.kafka_admin import longest_kept_hours
@@ -55,9 +55,7 @@ async def orders_tables(
     their own."""
     async with scratch_database(infrastructure.database_url, "caravan_retention") as scratch:
         url = db_roles.asyncpg_url(scratch)
-        await asyncio.to_thread(
-            upgrade, system.REPO_ROOT / "services" / service / "migrations", url
-        )
+        await asyncio.to_thread(upgrade, migrations_folder(service), url)
         db = Database(Settings(database_url=url), schema=service)
         try:
             yield db

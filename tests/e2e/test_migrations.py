@@ -1,13 +1,17 @@
-"""Each service's migrations build exactly the schema its tables declare, and undo cleanly."""
+"""Each service's migrations build exactly the schema its tables declare, and undo cleanly;
+a service refuses to start on a schema behind its code."""
 
 import asyncio
+import logging
+import os
+import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, MetaData, select, text
+from sqlalchemy import CheckConstraint, MetaData, make_url, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import ClauseElement
@@ -15,6 +19,7 @@ from sqlalchemy.sql import ClauseElement
 from caravan import system
 from services.inventory.adapters.repository import _LOTS, _SEASONS
 from services.inventory.adapters.tables import metadata as inventory
+from services.inventory.bootstrap import bootstrap as bootstrap_inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
@@ -28,10 +33,11 @@ from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCE
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
-from shared.db.migrate import alembic_config
+from shared.db.migrate import SchemaBehind, alembic_config, migrations_folder
 from shared.messaging.tables import UNSENT
 from shared.pagination import newest_first
-from tests.harness import System, scratch_database
+from shared.settings import Settings
+from tests.harness import Heard, System, forwarder, free_port, scratch_database
 
 METADATA = {
     "orders": orders,
@@ -41,12 +47,6 @@ METADATA = {
     "platform": platform,
     "auth": auth,
 }
-
-
-def _folder(name: str) -> Path:
-    if name == "auth":
-        return system.AUTH_MIGRATIONS
-    return system.REPO_ROOT / "services" / name / "migrations"
 
 
 def _diff(conn: Connection, metadata: MetaData) -> list[object]:
@@ -82,7 +82,7 @@ async def test_migrations_match_the_tables_and_downgrade(
 ) -> None:
     async with scratch_database(infrastructure.database_url, "caravan_migrations") as url:
         for name, metadata in METADATA.items():
-            cfg = alembic_config(_folder(name), url)
+            cfg = alembic_config(migrations_folder(name), url)
             await asyncio.to_thread(command.upgrade, cfg, "head")
             engine = create_async_engine(url)
             async with engine.connect() as conn:
@@ -110,6 +110,116 @@ async def test_migrations_match_the_tables_and_downgrade(
                 )
             await engine.dispose()
             assert left == 0, name
+
+
+async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
+    """``python -m services.<service>`` on the database ``url`` (as the admin), its HTTP API on
+    a port of its own, and a Kafka that nobody answers: it never joins the session's consumer
+    group, and without a schema check it would wait for Kafka, never exiting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARAVAN_DATABASE_URL_")}
+    env |= {
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        system.HTTP_PORT_VARS[system.SERVICES.index(service)]: str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        f"services.{service}",
+        env=env,
+        cwd=system.REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _refused(service: str, url: str) -> str:
+    """What the service logged, once it exited non-zero (within a minute)."""
+    proc = await _start_service(service, url)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 2, out.decode()
+    return out.decode()
+
+
+async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """``caravan prepare`` failed part way, or a supervisor started the new version before it:
+    inventory at 0005 while its code writes ``trace_headers`` (0006) failed every
+    ``order.placed`` with UndefinedColumn, dead-lettered it after 3 tries, and every order
+    expired. It now exits 2 at once, one line naming ``caravan prepare``; on a schema a newer
+    version migrated (an old process during an upgrade) it runs on, with a warning."""
+    async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
+        never = await _refused("inventory", url)  # no alembic_version table at all
+        assert "schema inventory was never migrated, this version needs 0006" in never, never
+        assert "run caravan prepare" in never and "Traceback" not in never, never
+
+        cfg = alembic_config(migrations_folder("inventory"), url)
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.downgrade, cfg, "-1")
+        behind = await _refused("inventory", url)
+        said = "schema inventory is at 0005, this version needs 0006: run caravan prepare"
+        assert said in behind and "Traceback" not in behind, behind
+
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("update inventory.alembic_version set version_num = '0007'"))
+        await engine.dispose()
+        proc = await _start_service("inventory", url)
+        try:
+            assert proc.stdout is not None
+            line = b""
+            while b"does not know" not in line:
+                line = await asyncio.wait_for(proc.stdout.readline(), 60)
+                assert line, "the service exited"
+            assert b"schema inventory is at 0007" in line, line
+            await asyncio.sleep(1)
+            assert proc.returncode is None  # running on, waiting for Kafka
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+async def test_a_service_started_while_postgresql_is_away_checks_its_schema_once_it_answers(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """It starts as it did (its HTTP API answering 503, ``tests/unit/
+    test_service_waits_for_kafka.py``), and its schema behind refuses once PostgreSQL answers,
+    while Kafka is still away: checked beside the wait for Kafka, not after it. PostgreSQL
+    "comes up" as a forwarder to the session's opening on the address the service was given."""
+    async with scratch_database(infrastructure.database_url, "caravan_away") as url:
+        cfg = alembic_config(migrations_folder("inventory"), url)
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.downgrade, cfg, "-1")
+        target, port = make_url(url), free_port()
+        via = target.set(host="127.0.0.1", port=port, query={})
+        settings = Settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+            database_url=via.render_as_string(hide_password=False),
+        )
+        service = bootstrap_inventory(settings)
+        service.http_port = None  # not what is tested, and no port to share
+        unread, runtime = Heard("revision unread"), logging.getLogger("shared.runtime")
+        runtime.addHandler(unread)
+        serving = asyncio.create_task(service.serve(asyncio.Event()))
+        try:
+            await asyncio.wait_for(unread.said.wait(), 10)
+            assert not serving.done()
+            pg = forwarder(target.host or "127.0.0.1", target.port or 5432)
+            async with await asyncio.start_server(pg, "127.0.0.1", port):
+                with pytest.raises(SchemaBehind, match="inventory is at 0005, this version needs"):
+                    await asyncio.wait_for(serving, 30)
+        finally:
+            runtime.removeHandler(unread)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
 
 
 async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_index(

@@ -25,7 +25,7 @@ from services.payments.adapters.tables import (
 from services.payments.handlers import void_loan
 from services.payments.lending import loan_view, repay
 from services.payments.reminders import announce_due, due_instalments
-from shared.db.migrate import alembic_config
+from shared.db.migrate import alembic_config, migrations_folder
 from shared.messaging.uow import Tx
 from tests.harness import scratch_database
 
@@ -51,7 +51,7 @@ async def add_loan(conn: AsyncConnection, loan_id: str, due: date) -> None:
 
 
 INDEX = {"instalments_to_remind"}
-MIGRATIONS = system.REPO_ROOT / "services" / "payments" / "migrations"
+MIGRATIONS = migrations_folder("payments")
 
 
 async def add_loans_due_later(conn: AsyncConnection, count: int = 200) -> None:

@@ -6,6 +6,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from shared.db.migrate import refuse_losing
+
 
 def create_messaging_tables(schema: str) -> None:
     op.create_table(
@@ -81,6 +83,13 @@ def create_parked_table(schema: str) -> None:
 
 
 def drop_parked_table(schema: str) -> None:
+    """Refused while events are parked: each would never be handled."""
+    refuse_losing(
+        f"{schema}.parked",
+        None,
+        "the events parked until their order's order.placed comes, never to be handled",
+        f"DELETE FROM {schema}.parked (or wait: each leaves once its order.placed comes)",
+    )
     op.drop_index("parked_order", table_name="parked", schema=schema)
     op.drop_table("parked", schema=schema)
 
@@ -103,6 +112,15 @@ def add_outbox_refusals(schema: str) -> None:
 
 
 def drop_outbox_refusals(schema: str) -> None:
+    """Refused while rows are set aside: unsent again, the older relay would stall on each."""
+    refuse_losing(
+        f"{schema}.outbox",
+        "refused_at IS NOT NULL",
+        "the outbox rows Kafka refused, set aside (unsent again, the older relay would stall"
+        " on them)",
+        f"DELETE FROM {schema}.outbox WHERE refused_at IS NOT NULL (or publish them again"
+        " first: README, Transactional outbox)",
+    )
     op.drop_index("outbox_refused", table_name="outbox", schema=schema)
     _index_unsent(schema, "sent_at IS NULL")
     op.drop_column("outbox", "refusal", schema=schema)

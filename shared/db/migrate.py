@@ -1,10 +1,12 @@
-"""Run a service's Alembic migrations (each service owns one schema and its own history), and
-tell whether a schema is at the revision the code needs."""
+"""Run a service's Alembic migrations (each service owns one schema and its own history),
+tell whether a schema is at the revision the code needs, and refuse a downgrade that would
+lose data."""
 
 from collections.abc import Collection
 from pathlib import Path
 
-from alembic import command
+import sqlalchemy as sa
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -64,3 +66,24 @@ def schema_warning(scripts: ScriptDirectory, schema: str, at: Collection[str]) -
         )
     where = f"is at {', '.join(sorted(at))}" if at else "was never migrated"
     raise SchemaBehind(f"schema {schema} {where}, this version needs {needs}: run caravan prepare")
+
+
+class DowngradeRefused(Exception):
+    """A downgrade that would lose data: the message says what, and what to do."""
+
+
+def refuse_losing(table: str, where: str | None, loses: str, clear: str) -> None:
+    """In a migration's ``downgrade``, before what drops data: refuse it when rows of ``table``
+    (those matching ``where``, SQL) hold what it would lose (``loses``), saying to stay on
+    this version or to keep what is needed and first run ``clear`` (SQL); without such rows
+    it goes on as before. The whole downgrade is one transaction: refused, nothing of it is
+    done. (Where PostgreSQL itself refuses, as payments' 0013 narrowing a column that holds
+    longer values, no count is needed.)"""
+    condition = f" WHERE {where}" if where else ""
+    rows = op.get_bind().scalar(sa.text(f"SELECT count(*) FROM {table}{condition}"))
+    if rows:
+        raise DowngradeRefused(
+            f"downgrade refused: it would lose {loses}: {rows} in {table}"
+            f"{' where ' + where if where else ''}. Stay on this version, or keep what you"
+            f" need and first run: {clear}"
+        )

@@ -1,5 +1,5 @@
 """Each service's migrations build exactly the schema its tables declare, and undo cleanly;
-a service refuses to start on a schema behind its code."""
+a service refuses to start on a schema behind its code, and a downgrade to lose data."""
 
 import asyncio
 import logging
@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, MetaData, make_url, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -33,7 +35,7 @@ from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCE
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
-from shared.db.migrate import SchemaBehind, alembic_config, migrations_folder
+from shared.db.migrate import DowngradeRefused, SchemaBehind, alembic_config, migrations_folder
 from shared.messaging.tables import UNSENT
 from shared.pagination import newest_first
 from shared.settings import Settings
@@ -110,6 +112,73 @@ async def test_migrations_match_the_tables_and_downgrade(
                 )
             await engine.dispose()
             assert left == 0, name
+
+
+async def _version(url: str, schema: str) -> str | None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            query = text(f"select version_num from {schema}.alembic_version")
+            version: str | None = await conn.scalar(query)
+            return version
+    finally:
+        await engine.dispose()
+
+
+async def _execute(url: str, sql: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_runs(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Down past orders' outbox refusals (0005), an outbox row set aside would be unsent
+    again, for the older relay to stall on it; down past notifications' 0005, the events
+    parked until their order.placed would be dropped. Each refuses, saying what it would lose
+    and what to do, and the schema stays where it was (one transaction); once those rows are
+    gone, both downgrade to base (an empty database: the round trip above)."""
+    async with scratch_database(infrastructure.database_url, "caravan_losing") as url:
+        orders_cfg, said = await _downgrade_refused(
+            url,
+            "orders",
+            "insert into orders.outbox (topic, value, refused_at, refusal)"
+            " values ('orders.events.v1', 'x', now(), 'MessageSizeTooLargeError')",
+            "0004",
+        )
+        assert "1 in orders.outbox where refused_at IS NOT NULL" in said, said
+        assert "DELETE FROM orders.outbox WHERE refused_at IS NOT NULL" in said, said
+        notifications_cfg, said = await _downgrade_refused(
+            url,
+            "notifications",
+            "insert into notifications.parked (key, order_id, topic, envelope)"
+            " values ('k', 'o-1', 'orders.events.v1', '{}')",
+            "base",
+        )
+        assert "1 in notifications.parked" in said, said
+
+        await _execute(url, "delete from orders.outbox")
+        await _execute(url, "delete from notifications.parked")
+        for cfg in (orders_cfg, notifications_cfg):
+            await asyncio.to_thread(command.downgrade, cfg, "base")
+        assert await _version(url, "orders") is None
+        assert await _version(url, "notifications") is None
+
+
+async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:
+    """With ``schema`` at its head and ``row`` (an insert) added, a downgrade ``to`` refuses
+    and leaves it at its head: its Alembic config, and what the refusal said."""
+    cfg = alembic_config(migrations_folder(schema), url)
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+    await _execute(url, row)
+    with pytest.raises(DowngradeRefused) as refused:
+        await asyncio.to_thread(command.downgrade, cfg, to)
+    assert await _version(url, schema) == ScriptDirectory.from_config(cfg).get_current_head()
+    return cfg, str(refused.value)
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -22,4 +24,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_losing(
+        "orders.orders",
+        "delivery IS NOT NULL",
+        "where to send the goods of orders (their delivery addresses)",
+        "UPDATE orders.orders SET delivery = NULL",
+    )
     op.drop_column("orders", "delivery", schema="orders")

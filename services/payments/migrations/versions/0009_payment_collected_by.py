@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -42,6 +44,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_losing(
+        f"{S}.platform_paid",
+        None,
+        "the orders the platform adapter said a platform was paid for",
+        f"DELETE FROM {S}.platform_paid",
+    )
+    refuse_losing(
+        f"{S}.payments",
+        "collected_by IS NOT NULL OR order_ref IS NOT NULL",
+        "which platform placed a prepaid payment's order, and its ref",
+        f"UPDATE {S}.payments SET collected_by = NULL, order_ref = NULL",
+    )
     op.drop_table("platform_paid", schema=S)
     op.drop_index("payments_awaiting_platform", table_name="payments", schema=S)
     op.drop_column("payments", "order_ref", schema=S)

@@ -1,7 +1,6 @@
 """Settings, read from the environment (and a ``.env`` file) with pydantic-settings."""
 
 import json
-import math
 import os
 from datetime import time
 from functools import lru_cache
@@ -232,21 +231,6 @@ class Settings(CalendarSettings):
                     if key == "platform_apps":  # JSON, which the environment's source parses
                         data[key] = _json_object(variable, data[key])
         return data
-
-    @model_validator(mode="after")
-    def _check_retention(self) -> Self:
-        sms_hours = self.notifications_sms_retention_days * 24
-        if 0 < sms_hours < self.inbox_retention_hours:
-            raise ValueError(
-                "CARAVAN_NOTIFICATIONS_SMS_RETENTION_DAYS="
-                f"{self.notifications_sms_retention_days:g} is shorter than"
-                f" CARAVAN_INBOX_RETENTION_HOURS={self.inbox_retention_hours:g}"
-                f" ({self.inbox_retention_hours / 24:g} days): a text must outlast every record"
-                " Kafka may still deliver that asks for it (its dedup key stops the second),"
-                " or the buyer is texted again; keep texts at least"
-                f" {math.ceil(self.inbox_retention_hours / 24)} days (0: for ever)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:

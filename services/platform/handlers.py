@@ -32,6 +32,7 @@ from services.platform.adapters.tables import (
     pushes,
 )
 from services.platform.domain.orders import (
+    FULFILMENT_STATUSES,
     KNOWN_STATUSES,
     BuyerMapping,
     PlatformOrder,
@@ -106,7 +107,8 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
         return "problem"
     if order.status not in KNOWN_STATUSES:
-        return await _moved_on(tx, app, order, placed is not None)
+        ours = None if placed is None else placed.order_id or "not numbered yet"
+        return await _moved_on(tx, app, order, ours)
     if order.status != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
         if order.status == "cancelled":  # nothing left to place: its problems are moot
@@ -139,20 +141,23 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     return "accepted"
 
 
-STILL_OPEN_ONCE_PLACED = {"cancelled_on_platform", "rejected"}
-"""The problems of an order placed with us that a push does not make moot."""
+STILL_OPEN_ONCE_PLACED = {"cancelled_on_platform", "rejected", "unknown_status"}
+"""The problems of an order placed with us that a push does not make moot (an unknown status
+of a placed order is for operations to close, once they know what it meant)."""
 
 
-async def _moved_on(tx: Tx, app: str, order: PlatformOrder, placed: bool) -> Accepted:
-    """A status the adapter does not know: one a platform moves a paid order on to, and
-    pushes (shipped, finished, refunding...). An order placed already is past anything the
-    adapter does (and what kept it from being read is moot); one never placed is a problem
-    for operations, as whether it was paid cannot be told."""
-    if placed:
+async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Accepted:
+    """A status the adapter does not know, for an order placed with us (``ours``, our order
+    id, or "not numbered yet") or never placed (None). One a platform moves a paid order on
+    to as it is fulfilled (shipped, finished: :data:`FULFILMENT_STATUSES`) is past anything
+    the adapter does for an order placed already (and what kept it from being read is moot);
+    any other, or any for an order never placed, is a problem for operations: a refund or a
+    closure of a sale that goes on here, or an order whose payment cannot be told."""
+    if ours is not None and order.status in FULFILMENT_STATUSES:
         log.info("platform order %s/%s is %r; placed already", app, order.order_id, order.status)
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
         return "ignored"
-    await record_problems(tx, app, order.order_id, [unknown_status(order)])
+    await record_problems(tx, app, order.order_id, [unknown_status(order, ours)])
     return "problem"
 
 

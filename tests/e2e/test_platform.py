@@ -520,7 +520,9 @@ async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem
 ) -> None:
     """A platform moves a paid order on (shipped, finished...) and pushes the change: the
     order it served was unreadable to the adapter, and each such push a 422 and an
-    ``invalid_order`` problem for an order placed and fine. It is ``ignored``, counted."""
+    ``invalid_order`` problem for an order placed and fine. It is ``ignored``, counted; a
+    status that is no step of fulfilment (refunding) is a problem naming our order, which a
+    later push does not close."""
     order_ref = await new_order(platform.sim)
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
     order_id = await placed_once(caravan, order_ref)
@@ -542,6 +544,15 @@ async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem
     listed = await platform.adapter.get("/platform/problems", params={"app": APP, "all": True})
     assert [p for p in listed.json()["problems"] if p["platform_order_id"] == order_ref] == []
     assert await caravan.scalar(emitted, k=order_ref) == 2  # committed before the answers
+    # Refunding is no step of fulfilment: perhaps the buyer's money given back, for a sale
+    # that goes on here. It was "ignored" as shipped is, and nobody told.
+    await new_order(platform.sim, status="refunding", order_id=order_ref)
+    report = await push(platform.sim, order_ref, kind="notice")
+    assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    await new_order(platform.sim, status="finished", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
+    [(kind, detail)] = await open_problems(platform, order_ref)  # still open: for operations
+    assert kind == "unknown_status" and f"our order {order_id}" in detail, detail
 
 
 async def test_an_order_never_placed_in_a_status_we_do_not_know_is_a_problem_naming_it(

@@ -15,6 +15,7 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
+    FULFILMENT_STATUSES,
     KNOWN_STATUSES,
     BuyerMapping,
     PlatformItem,
@@ -221,6 +222,19 @@ def test_a_status_the_adapter_does_not_know_is_read_and_named_in_its_problem() -
     shipped = ORDER.model_copy(update={"status": "shipped"})
     problem = unknown_status(shipped)
     assert problem.kind == "unknown_status" and "'shipped'" in problem.detail, problem
+    assert "never placed" in problem.detail
+    assert {"shipped", "finished", "TRADE_FINISHED"} <= FULFILMENT_STATUSES
+    assert not {"refunding", "closed", "TRADE_CLOSED"} & FULFILMENT_STATUSES
+
+
+def test_an_unknown_status_of_an_order_placed_names_our_order_and_what_to_undo() -> None:
+    """A placed order the platform says is refunding or closed may be a sale to undo: the
+    problem names our order (it was "ignored", as a shipped one is, and nobody was told)."""
+    refunding = ORDER.model_copy(update={"status": "refunding"})
+    problem = unknown_status(refunding, "N-123")
+    assert problem.kind == "unknown_status"
+    assert "'refunding'" in problem.detail and "our order N-123" in problem.detail
+    assert "refunded or closed" in problem.detail, problem
     assert sorted(KNOWN_STATUSES) == ["cancelled", "paid", "wait_pay"]
     for unreadable in ("", "x" * 65, 3, None):  # no status at all is no order
         with pytest.raises(ValueError, match="status"):

@@ -36,6 +36,21 @@ it (a sale to undo by hand)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled"]
 """The statuses the adapter acts on: only a paid order is placed with us."""
 KNOWN_STATUSES: frozenset[str] = frozenset(get_args(PlatformStatus))
+FULFILMENT_STATUSES: frozenset[str] = frozenset(
+    {
+        "shipped",
+        "delivered",
+        "finished",
+        # Taobao's names for the same
+        "WAIT_BUYER_CONFIRM_GOODS",
+        "TRADE_BUYER_SIGNED",
+        "TRADE_FINISHED",
+    }
+)
+"""Statuses a platform moves a paid order on to as it is fulfilled: for an order placed with
+us there is nothing to do. Any other status the adapter does not know (refunding, closed,
+Taobao's ``TRADE_CLOSED``: perhaps the buyer's money given back) is a problem even for an
+order placed, since it may be a sale to undo by hand."""
 
 
 class _Model(BaseModel):
@@ -83,16 +98,24 @@ class Problem:
     detail: str
 
 
-def unknown_status(order: PlatformOrder) -> Problem:
-    """Why an order never placed with us, whose status is none of :data:`KNOWN_STATUSES`,
-    needs operations: whether the platform took the buyer's money is not the adapter's to
-    guess."""
+def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
+    """Why an order whose status is none of :data:`KNOWN_STATUSES` needs operations: never
+    placed with us (``ours`` None), whether the platform took the buyer's money is not the
+    adapter's to guess; placed (``ours``, our order id) and not moving on as it is fulfilled
+    (:data:`FULFILMENT_STATUSES`), it may have been refunded or closed on the platform."""
     known = ", ".join(get_args(PlatformStatus))
-    said = (
-        f"the platform says status {order.status!r}, which the adapter does not know ({known}),"
-        " for an order never placed with us: find out whether it was paid"
+    said = f"the platform says status {order.status!r}, which the adapter does not know ({known})"
+    if ours is None:
+        return Problem(
+            "unknown_status",
+            f"{said}, for an order never placed with us: find out whether it was paid",
+        )
+    return Problem(
+        "unknown_status",
+        f"{said}, for an order placed with us (our order {ours}): if the platform refunded or"
+        " closed it, the sale goes on here; cancel it, or settle the refund and the goods, by"
+        " hand, then resolve this",
     )
-    return Problem("unknown_status", said)
 
 
 def to_request(

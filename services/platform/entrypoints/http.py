@@ -10,7 +10,8 @@ Pushes (authenticated by the app's signature, not by a token):
   carries (a full order, or only "order changed") is not trusted: the order is fetched from
   the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
   "ignored"}`` (a status the adapter does not know, such as ``shipped``, is ``ignored`` for
-  an order placed already, an ``unknown_status`` ``problem`` for one never placed); 401 bad
+  an order placed already when it is a step of fulfilment, else an ``unknown_status``
+  ``problem``, as for one never placed); 401 bad
   signature, unknown app or stale timestamp (nothing stored or published); 409 a replayed
   push; 422 a body that is not flat parameters, or an ``order_id`` that cannot be an
   ``order_ref``, or an order the order API answers that we cannot read (a field we cannot

@@ -2,10 +2,11 @@
 across a gateway call.
 
 1. **Claim** (one short transaction): due rows (``pending`` and due, or ``sending`` whose
-   claim lapsed) become ``sending``; ``attempts`` goes up by one and ``next_attempt_at``
-   becomes the end of the claim (the lease). Rows are picked ``FOR UPDATE SKIP LOCKED``, so
-   concurrent dispatchers (other instances) never claim the same row at once. Recipients
-   who opted out meanwhile are ``suppressed`` here instead.
+   claim lapsed) become ``sending``; ``attempts`` goes up by one (``lapses`` too for a row
+   still ``sending``) and ``next_attempt_at`` becomes the end of the claim (the lease). Rows
+   are picked ``FOR UPDATE SKIP LOCKED``, so concurrent dispatchers (other instances) never
+   claim the same row at once. Recipients who opted out meanwhile are ``suppressed`` here
+   instead.
 2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
 3. **Record** (one short transaction for the batch; should it fail, one per row, so that a
    row the database refuses keeps none of the others from being recorded), each row
@@ -19,12 +20,13 @@ across a gateway call.
 A row the database will not record even alone (a value it refuses): if the gateway took the
 text, the row ends ``failed`` there and then, its reason in ``last_error``, rather than being
 sent again after each lease (a gateway that does not deduplicate, as Infobip's by default,
-would text the buyer every lease, for ever). Attempts are counted at the claim, whatever the
-gateway said, so a row whose claims keep lapsing unrecorded (the gateway said no and even that
-was not recorded, or the dispatcher died mid-call every time) is given up once it has been
-claimed ``max_attempts`` times, whatever its age (a lapsed claim is not a gateway outage, which
-is recorded as a retry): ``failed`` with ``sms.failed`` (``retries_exhausted``), logged once as
-an error, counted in ``caravan_sms{status="failed"}``.
+would text the buyer every lease, for ever). A claim that lapsed unrecorded is counted in
+``lapses`` by the claim that takes the row over, whatever the gateway said, so a row whose
+claims keep lapsing (the gateway said no and even that was not recorded, or the dispatcher
+died mid-call every time) is given up once ``max_attempts`` of its claims lapsed, whatever its
+age (a lapsed claim is not a gateway outage, which is recorded as a retry, counted in
+``attempts`` only, and given up by the window in time too): ``failed`` with ``sms.failed``
+(``retries_exhausted``), logged once as an error, counted in ``caravan_sms{status="failed"}``.
 
 The guarantee. A crash (or a lost database) after the gateway took a message but before
 step 3 committed leaves the row ``sending``; when its lease lapses it is claimed again and
@@ -58,6 +60,7 @@ from sqlalchemy import (
     Interval,
     String,
     bindparam,
+    case,
     func,
     literal_column,
     select,
@@ -116,21 +119,26 @@ _SUPPRESS = (
     .values(status="suppressed")
     .returning(sms.c.sms_id)
 )
-# A row whose last claim lapsed unrecorded (still ``sending``) and that was claimed as often
-# as a text may be tried: given up rather than sent again.
+# A row whose last claim lapsed unrecorded (still ``sending``), that lapse making as many as
+# a text may be tried: given up rather than sent again. Its lapses, not its attempts, which
+# also count the gateway's failures recorded as retries (an outage the give-up window covers).
+_lapsed = sms.c.lapses + 1  # this lapse included: the next claim would count it
 _GIVE_UP = (
     update(sms)
     .where(
         sms.c.sms_id.in_(_DUE),
         sms.c.status == literal_column("'sending'"),
-        sms.c.attempts >= bindparam("max_attempts", type_=Integer),
+        _lapsed >= bindparam("max_attempts", type_=Integer),
     )
     .values(
         status="failed",
+        lapses=_lapsed,
         last_error=func.left(
             literal_column("'claimed '")
             .op("||")(sql_cast(sms.c.attempts, String))
-            .op("||")(literal_column("' times, the last never recorded; last said: '"))
+            .op("||")(literal_column("' times, '"))
+            .op("||")(sql_cast(_lapsed, String))
+            .op("||")(literal_column("' never recorded; last said: '"))
             .op("||")(func.coalesce(sms.c.last_error, literal_column("'nothing'"))),
             1000,
         ),
@@ -143,6 +151,8 @@ _CLAIM = (
     .values(
         status="sending",
         attempts=sms.c.attempts + 1,
+        # Still sending (not pending): its last claim lapsed unrecorded.
+        lapses=sms.c.lapses + case((sms.c.status == literal_column("'sending'"), 1), else_=0),
         next_attempt_at=func.now() + bindparam("lease", type_=Interval),
     )
     .returning(*sms.c)
@@ -353,9 +363,9 @@ async def _record_alone(
     """Record one row in a transaction of its own, so that a row the database refuses (a
     value it will not take) keeps none of the batch's others from being recorded. Such a row
     the gateway took is given up there and then (:func:`_given_up_unrecorded`); one it did
-    not take stays ``sending`` (None), claimed again once its lease lapses, until its
-    attempts are spent (``_GIVE_UP``). A transient fault (the database away) is raised: the
-    loop retries with its backoff."""
+    not take stays ``sending`` (None), claimed again once its lease lapses, until
+    ``max_attempts`` of its claims lapsed (``_GIVE_UP``). A transient fault (the database
+    away) is raised: the loop retries with its backoff."""
     try:
         async with uow.begin() as tx:
             [result] = await record(tx, [(row, outcome)], policy)
@@ -375,7 +385,7 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
     """``row`` set ``failed``, with ``sms.failed`` (``retries_exhausted``) and why: the
     gateway took the text but the database refuses to record it. Claimed again, it would be
     sent again after every lease, and a gateway that does not deduplicate by our key texts
-    the buyer each time. None if even this is refused (the row is left to its attempts)."""
+    the buyer each time. None if even this is refused (the row is left to ``_GIVE_UP``)."""
     refused = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement
     said = (str(refused).splitlines() or [repr(refused)])[0]
     error = _said(f"the gateway took it; recording that failed: {said}")

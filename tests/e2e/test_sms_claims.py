@@ -196,33 +196,80 @@ async def test_a_gateway_saying_nul_is_recorded_with_what_it_said(uow: UnitOfWor
     }
 
 
-async def test_a_text_claimed_as_often_as_it_may_be_tried_and_never_recorded_is_given_up(
+async def test_a_text_whose_claims_lapsed_as_often_as_it_may_be_tried_is_given_up(
     uow: UnitOfWork, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its claims lapsed unrecorded (the gateway's refusal not recorded either, or the
     dispatcher dying mid-call each time): it was claimed and sent again after every lease,
-    its attempts never checked (they were only on a gateway error being recorded)."""
+    its attempts never checked (they were only on a gateway error being recorded). Given up
+    once ``max_attempts`` claims lapsed, counted apart from the gateway's failures recorded
+    before as retries (3 here)."""
     sms_id = await queued(uow, datetime(1999, 1, 1, tzinfo=UTC))  # before any other due
     tries = POLICY.retry.max_attempts
     async with uow.begin() as tx:
         await tx.conn.execute(
-            update(sms)
-            .where(sms.c.sms_id == sms_id)
-            .values(status="sending", attempts=tries, last_error="HTTP 500: down")
+            update(sms).where(sms.c.sms_id == sms_id).values(attempts=3, last_error="HTTP 500")
         )
     policy = DeliveryPolicy(retry=POLICY.retry, quiet=POLICY.quiet, lease_seconds=60, batch=1)
+    for _ in range(tries):  # each claim lapses unrecorded
+        async with uow.begin() as tx:
+            claimed = await claim_due(tx, policy)
+            assert sms_id in [r.sms_id for r in claimed]
+            await tx.conn.execute(
+                update(sms)
+                .where(sms.c.sms_id == sms_id)
+                .values(next_attempt_at=datetime(1999, 1, 1, tzinfo=UTC))
+            )
     with caplog.at_level(logging.INFO, logger="services.notifications"):
         async with uow.begin() as tx:
             claimed = await claim_due(tx, policy)
     assert sms_id not in [r.sms_id for r in claimed]
     row, emitted = await row_and_events(uow, sms_id)
-    said = f"claimed {tries} times, the last never recorded; last said: HTTP 500: down"
-    assert (row.status, row.attempts, row.last_error) == ("failed", tries, said)
+    attempts = 3 + tries
+    said = f"claimed {attempts} times, {tries} never recorded; last said: HTTP 500"
+    assert (row.status, row.attempts, row.lapses, row.last_error) == (
+        "failed",
+        attempts,
+        tries,
+        said,
+    )
     [failed] = [e["data"] for e in emitted if e["data"].get("sms_id") == sms_id]
     assert (failed["reason"], failed["detail"], failed["attempts"]) == (
         "retries_exhausted",
         said,
-        tries,
+        attempts,
     )
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"sms {sms_id} given up: {said}"]
+
+
+async def test_a_text_retried_through_a_gateway_outage_is_not_given_up_for_one_lapsed_claim(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its gateway was down half a minute (5 of its attempts recorded as retries, well inside
+    the give-up window), then its 6th claim lapsed once (the dispatcher restarted mid-call):
+    claimed again, and retried while the window lasts. It was given up at once, as if every
+    attempt had lapsed, and the buyer never got the text."""
+    sms_id = await queued(uow, datetime(1999, 1, 1, tzinfo=UTC))  # queued now, due before any
+    tries = POLICY.retry.max_attempts
+    async with uow.begin() as tx:
+        await tx.conn.execute(
+            update(sms)
+            .where(sms.c.sms_id == sms_id)
+            .values(status="sending", attempts=tries, lapses=0, last_error="HTTP 503")
+        )
+    policy = DeliveryPolicy(retry=POLICY.retry, quiet=POLICY.quiet, lease_seconds=60, batch=1)
+    with caplog.at_level(logging.INFO, logger="services.notifications"):
+        async with uow.begin() as tx:
+            claimed = await claim_due(tx, policy)
+    assert [(r.sms_id, r.status, r.attempts, r.lapses) for r in claimed] == [
+        (sms_id, "sending", tries + 1, 1)
+    ]
+    async with uow.begin() as tx:  # the gateway still down: a retry, the window not spent
+        [recorded] = await record(
+            tx, [(claimed[0], GatewayError("HTTP 503", transient=True))], policy
+        )
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (recorded, row.status, row.attempts) == ("retry", "pending", tries + 1)
+    assert [e for e in emitted if e["data"].get("sms_id") == sms_id] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -76,6 +76,9 @@ sms = Table(
     # instalment repaid, or a loan voided, before it was sent)
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # How many of its claims lapsed unrecorded (counted when the next claim takes it over):
+    # unlike attempts, not the gateway's failures recorded as retries.
+    Column("lapses", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # When the text was first allowed to go (a reminder queued in quiet hours: their end);
     # its retries are given up counting from then. Null on rows queued before it was kept:

@@ -28,6 +28,7 @@ from shared.messaging.tables import add_messaging_tables
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.settings import Settings
 from shared.topics import EventType, Topic
+from tests.e2e.test_ops import cli
 from tests.harness import System, order_events, ref, scratch_database
 
 ADDRESS = "Shawan County, 3 Jujube Lane, +8613912345678"
@@ -127,9 +128,9 @@ async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row
     text is recorded failed through SQLAlchemy): the reminder asking for it is dead-lettered
     after its tries, and its ``dlq.error.message`` names the constraint and SQLSTATE 23514,
     not PostgreSQL's DETAIL ("Failing row contains (<sms id>, <dedup key>, <purpose>,
-    <phone>, ...)"). A reminder, not an ``order.confirmed``: a replay of the order events
-    (test_notifications_delivery.py) would handle the letter's event again, the check gone,
-    and record a text."""
+    <phone>, ...)"). Then the letter is redriven, so that no replay of the session's topics
+    handles its event again and records a text (a record dead-lettered is not in the inbox:
+    test_ops.py's replay from the earliest offset saw one text more)."""
     phone = "+86120" + "".join(random.choices("0123456789", k=8))
     events = order_events(ref("REFUSED"), phone)
     order_id = events.placed.order_id
@@ -165,3 +166,14 @@ async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row
     assert headers["dlq.error"] == "handler_error"
     assert phone not in reason and order_id not in reason and "DETAIL" not in reason, reason
     assert constraint in reason and "SQLSTATE 23514" in reason, reason
+    # Mended (the check gone), the letter is redriven as operations would: the reminder's
+    # text is recorded (failed: the number is no mainland mobile), and its event is in the
+    # inbox, so that a replay of every topic from its start (test_ops.py) does not text again.
+    letter = f"{letters[0].topic}:{letters[0].partition}:{letters[0].offset}"
+    done = await cli(caravan, "dlq", "redrive", letter)
+    assert done.returncode == 0 and f"redriven: {letter}" in done.stdout, done.stderr
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.NOTIFICATION_EVENTS, type="sms.failed", order_id=order_id, to=phone
+        )
+    )

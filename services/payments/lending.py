@@ -24,7 +24,7 @@ from services.payments.adapters.tables import (
 from services.payments.domain import ledger
 from services.payments.domain.credit import available_credit
 from services.payments.domain.repayment import Due, allocate, overdue, remaining
-from shared.events.payments import PaymentRepaid
+from shared.events.payments import InstalmentLeft, PaymentRepaid
 from shared.messaging.uow import Tx
 from shared.seed import MAX_CREDIT_LIMIT_FEN
 
@@ -313,6 +313,12 @@ async def repay(tx: Tx, loan_id: str, key: str, amount_fen: int | None, today: d
             remaining_fen=view.remaining_fen,
             fully_repaid=left == 0,
             settled_instalments=settled,
+            instalments_left=[
+                InstalmentLeft(
+                    number=part.number, remaining_fen=owed[part.number] - part.amount_fen
+                )
+                for part in applied
+            ],
         )
     )
     return Repayment(

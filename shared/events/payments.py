@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from shared.events.envelope import EventData, Fen
+from shared.events.envelope import EventData, Fen, Frozen
 from shared.events.orders import PaymentMethod, ScheduledInstalment
 from shared.topics import EventType, Topic
 
@@ -51,6 +51,13 @@ class PaymentVoided(EventData):
     )
 
 
+class InstalmentLeft(Frozen):
+    """What is still owed on an instalment a repayment paid into (0: paid off)."""
+
+    number: int
+    remaining_fen: Fen
+
+
 class PaymentRepaid(EventData):
     """A repayment was recorded on a microloan: how it was split, and what is left."""
 
@@ -70,6 +77,10 @@ class PaymentRepaid(EventData):
     # The instalments (numbers) this repayment paid off: a reminder of one of them that is
     # still waiting to be sent (out of quiet hours) is not sent.
     settled_instalments: list[int] = Field(default_factory=list)
+    # Every instalment this repayment paid into, and what is still owed on it (an optional
+    # field added in v1): a reminder of one partly repaid that is still waiting to be sent
+    # says what is left, not what was owed when it was announced.
+    instalments_left: list[InstalmentLeft] = Field(default_factory=list)
 
 
 class InstalmentDue(EventData):

@@ -553,6 +553,10 @@ async def test_repayments_allocate_to_instalments_and_restore_credit(
     ]
     # Which instalments each paid off (their reminders still waiting are then not sent).
     assert [e.data["settled_instalments"] for e in repaid] == [[], [1], [2, 3]]
+    # And what each left on the instalments it paid into (a reminder waiting says that).
+    assert [
+        [(i["number"], i["remaining_fen"]) for i in e.data["instalments_left"]] for e in repaid
+    ] == [[(1, 2_334)], [(1, 0), (2, 667)], [(2, 0), (3, 0)]]
     assert all(e.correlationid == done.data["order_id"] for e in repaid)
     assert (
         await caravan.scalar(

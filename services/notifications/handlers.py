@@ -24,8 +24,8 @@ replay or partitions added can make happen) has no one to text yet: it is parked
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -44,6 +44,7 @@ from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
 from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
+    InstalmentStage,
     pick_locale,
     product_name,
     render_instalment,
@@ -525,12 +526,16 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
 async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     """A repayment paid instalments off (``payment.repaid``), or the loan was voided
     (``payment.voided``): their reminders still waiting to be sent, out of quiet hours (one
-    announced at midnight waits until the morning), are not sent. One being sent is left."""
+    announced at midnight waits until the morning), are not sent; those of instalments it
+    paid into without paying them off say what is left (:func:`_restate_reminders`). One
+    being sent is left."""
     d = parsed.data
     assert isinstance(d, PaymentRepaid | PaymentVoided)
     if d.loan_id is None:
         return  # a prepaid payment voided: no loan, no reminders
     await tx.flush()  # the reminders queued earlier in the batch (written at commit)
+    if isinstance(d, PaymentRepaid) and not d.fully_repaid:
+        await _restate_reminders(tx, d)
     if isinstance(d, PaymentVoided) or d.fully_repaid:
         keys = [f"instalment:{d.loan_id}:"]
     else:
@@ -551,6 +556,56 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     )
     for row in dropped:
         log.info("reminder %s of order %s not sent: %s", row.purpose, d.order_id, said)
+
+
+async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
+    """The reminders still waiting of the instalments ``d`` paid into without paying off say
+    what is left on them, not what was owed when they were announced: their text is rendered
+    again in place (same row, same dedup key: the announcement redelivered stays a no-op).
+    Locked as the dispatcher claims (it skips them meanwhile); one being sent is left."""
+    left = {part.number: part.remaining_fen for part in d.instalments_left if part.remaining_fen}
+    if not left:
+        return
+    prefixes = {number: f"instalment:{d.loan_id}:{number}:" for number in left}
+    rows = (
+        await tx.conn.execute(
+            select(sms.c.sms_id, sms.c.dedup_key, sms.c.purpose, sms.c.to, sms.c.locale)
+            .where(
+                sms.c.status == "pending",
+                sms.c.order_id == d.order_id,
+                sms.c.purpose.in_(sorted(REMINDER_PURPOSES)),
+                or_(
+                    *(sms.c.dedup_key.startswith(key, autoescape=True) for key in prefixes.values())
+                ),
+            )
+            .with_for_update()
+        )
+    ).all()
+    if not rows:
+        return
+    recipient = await _recipient(tx, d.order_id, "restated reminder")
+    if recipient is None:
+        return
+    for row in rows:
+        number = next(n for n, key in prefixes.items() if row.dedup_key.startswith(key))
+        due = date.fromisoformat(row.dedup_key.removeprefix(prefixes[number]).split("|")[0])
+        stage = cast(InstalmentStage, row.purpose.removeprefix("instalment_"))
+        locale = pick_locale(row.locale)
+        body = render_instalment(locale, stage, recipient.order_ref, number, left[number], due)
+        text = signed(locale, row.to, body)
+        info = encode_info(text)
+        await tx.conn.execute(
+            update(sms)
+            .where(sms.c.sms_id == row.sms_id)
+            .values(text=text, encoding=info.encoding, segments=info.segments)
+        )
+        log.info(
+            "reminder %s of order %s restated: %s fen left on instalment %s",
+            row.purpose,
+            d.order_id,
+            left[number],
+            number,
+        )
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:

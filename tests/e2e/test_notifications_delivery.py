@@ -27,7 +27,12 @@ from caravan import system
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
-from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
+from shared.events.payments import (
+    InstalmentDue,
+    InstalmentLeft,
+    PaymentRepaid,
+    PaymentVoided,
+)
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
 from tests.harness import System, committed_offsets, free_port, order_events, ref, until
@@ -610,6 +615,51 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
     await caravan.until(lambda: reminders(later), "its reminder dropped", ready=dropped.__eq__)
 
 
+async def test_a_reminder_waiting_out_quiet_hours_says_what_is_left_after_a_partial_repayment(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A "due today" reminder of ¥40 announced at midnight waits for the morning; the buyer
+    repays ¥16 of it meanwhile: at 8 the text says the ¥24 left, not ¥40. The reminder of
+    instalment 2 is then paid off: once it is dropped, the partial repayment was handled."""
+    shanghai = _phone()
+    order_id = await _order(caravan, shanghai, "zh-CN")
+    for number, stage in ((1, "today"), (2, "upcoming")):
+        await _publish(caravan, _due(order_id, number, stage))
+
+    async def reminders() -> list[tuple[str, str, str]]:
+        rows = await caravan.sql(
+            "select purpose, status, text from notifications.sms where order_id = :o"
+            " and purpose like 'instalment%' order by purpose",
+            o=order_id,
+        )
+        return [(r.purpose, r.status, r.text) for r in rows]
+
+    found = await caravan.until(reminders, "both queued", ready=lambda r: len(r) == 2)
+    assert [(p, s) for p, s, _ in found] == [
+        ("instalment_today", "pending"),
+        ("instalment_upcoming", "pending"),
+    ]
+    assert "¥40.00" in found[0][2]
+    await _publish(caravan, _repaid(order_id, [], left={1: 2400}))
+    await _publish(caravan, _repaid(order_id, [2], left={2: 0}))
+    dropped = await caravan.until(
+        reminders, "instalment 2's reminder dropped", ready=lambda r: r[1][1] == "suppressed"
+    )
+    assert dropped[0][:2] == ("instalment_today", "pending")
+    assert "¥24.00" in dropped[0][2] and "¥40.00" not in dropped[0][2]
+    # Quiet hours over (brought forward): what goes out says what is left.
+    await caravan.execute(
+        "update notifications.sms set next_attempt_at = now(), not_before = now()"
+        " where order_id = :o and purpose = 'instalment_today'",
+        o=order_id,
+    )
+    sent = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.sent", order_id=order_id, purpose="instalment_today")
+    )
+    assert "¥24.00" in sent[0].data["text"]
+    assert len(await _messages(sms, shanghai)) == 2  # the confirmation, and this
+
+
 async def test_a_reminder_handled_after_its_stage_has_passed_is_not_sent(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:
@@ -655,13 +705,14 @@ def _due(order_id: str, number: int, stage: str, due: date | None = None) -> Clo
     return new_event(data, source="caravan/payments")
 
 
-def _repaid(order_id: str, settled: list[int]) -> CloudEvent:
-    """``payment.repaid`` of the loan ``loan-<order_id>``, paying off ``settled``."""
+def _repaid(order_id: str, settled: list[int], left: dict[int, int] | None = None) -> CloudEvent:
+    """``payment.repaid`` of the loan ``loan-<order_id>``, paying off ``settled``, and
+    leaving ``left`` (number: fen) on the instalments it paid into."""
     data = PaymentRepaid(
         order_id=order_id,
         loan_id=f"loan-{order_id}",
         buyer_id="t-rich",
-        repayment_id=f"r-{settled}",
+        repayment_id=f"r-{settled}-{left}",
         amount_fen=4000,
         principal_fen=4000,
         interest_fen=0,
@@ -669,6 +720,9 @@ def _repaid(order_id: str, settled: list[int]) -> CloudEvent:
         remaining_fen=4000,
         fully_repaid=False,
         settled_instalments=settled,
+        instalments_left=[
+            InstalmentLeft(number=n, remaining_fen=fen) for n, fen in (left or {}).items()
+        ],
     )
     return new_event(data, source="caravan/payments")
 

@@ -173,7 +173,8 @@ class Settings(CalendarSettings):
     # How long a text that will not change any more (sent, delivered, failed, suppressed) is
     # kept, its number and words with it, from when it was queued (0: for ever): long enough
     # for a centre to answer a buyer's dispute, and no longer (PIPL: personal information
-    # kept no longer than needed). Never shorter than the inbox rows (_check_retention).
+    # kept no longer than needed). Kept at least as long as the inbox rows whatever this says
+    # (shared.messaging.retention).
     notifications_sms_retention_days: float = Field(180.0, ge=0)
     notifications_quiet_start: Annotated[str, AfterValidator(_clock)] = Field(
         "21:00", pattern=r"^\d{2}:\d{2}$"

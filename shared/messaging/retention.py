@@ -33,10 +33,10 @@ inbox rows per order), until a county centre's database fills its disk.
   Never before the inbox rows of their age: the inbox stops an event handled again, but a
   text's dedup key is what stops a second event asking for the same text (a seller's text,
   which either of two events queues; a reminder announced twice), and a record that could
-  ask for it stays in Kafka no longer than inbox rows are kept. So the setting may not be
-  shorter than ``inbox_retention_hours`` (:class:`~shared.settings.Settings` refuses it),
-  and when Kafka keeps records longer the rows are kept as long as the inbox rows. With the
-  inbox kept for ever (0) they go after their own setting.
+  ask for it stays in Kafka no longer than inbox rows are kept. So they are kept at least
+  as long as the inbox rows this round (``inbox_retention_hours``, or longer when Kafka
+  keeps records longer), whatever their setting says. With the inbox kept for ever (0) they
+  go after their own setting.
 
 ``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
 the first time at start) a service deletes its own schema's old rows in chunks, each chunk

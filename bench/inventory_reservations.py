@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caravan import system
-from caravan.seeding import bench_seed, load
+from caravan.seeding import bench_seed, load_again
 from shared.events.envelope import new_event
 from shared.events.orders import OrderLine, OrderPlaced
 from shared.seed import SeedFile
@@ -120,7 +120,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     partitions = 0
     try:
         await system.prepare(infra.kafka_bootstrap, infra.database_url)
-        await load(infra.database_url, seed())
+        await load_again(infra.database_url, seed())
         await producer.start()
         # What the broker has (a kept cluster keeps its topics' count), not a setting.
         partitions = len(await producer.partitions_for(Topic.ORDER_EVENTS.value))

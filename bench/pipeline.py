@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
-from caravan.seeding import bench_seed, load
+from caravan.seeding import bench_seed, load_again
 from caravan.tokens_cli import issue_token
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
@@ -947,7 +947,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         # loaded, the library costs every figure a little; it counts with --statements only
         report["pg_stat_statements_loaded"] = await counted_statements(infra, args.statements)
         await system.prepare(infra.kafka_bootstrap, infra.database_url)
-        await load(infra.database_url, seed())
+        await load_again(infra.database_url, seed())
         relaxed = "off" if args.relax_synchronous_commit else None
         report["durability"] = {
             "producer_acks": "all",  # make_producer: the services' and the bench's

@@ -27,7 +27,7 @@ from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
 from caravan.output import OperatorError, console, err_console
 from caravan.seeding import load
-from services.inventory.handlers import DanglingSeed
+from services.inventory.handlers import DanglingSeed, LotTaken
 from shared import days
 from shared.db.engine import lost_connection, missing_relation
 from shared.http import field_errors
@@ -151,7 +151,7 @@ def _load(database_url: str, data: SeedFile) -> list[str]:
     """Load ``data``; what it held that was left as it was (lots loaded before)."""
     try:
         return asyncio.run(load(database_url, data))
-    except DanglingSeed as exc:
+    except (DanglingSeed, LotTaken) as exc:
         raise typer.BadParameter(f"nothing seeded: {exc}") from exc
 
 

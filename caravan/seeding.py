@@ -3,19 +3,22 @@
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from services.inventory import handlers as inventory
+from services.inventory.adapters.tables import lots
 from services.inventory.adapters.tables import metadata as inventory_metadata
 from services.notifications import handlers as notifications
 from services.notifications.adapters.tables import metadata as notifications_metadata
 from services.payments import handlers as payments
 from services.payments.adapters.tables import metadata as payments_metadata
 from shared import days
-from shared.db import Database
+from shared.db import Database, driver
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import SeedFile
-from shared.settings import Settings
+from shared.settings import Settings, asyncpg_url
 
 Loader = Callable[[Tx, SeedFile], Awaitable[list[str]]]
 """Loads its service's part of a seed file; returns what in it was left as it was, said."""
@@ -46,6 +49,25 @@ async def load(database_url: str, seed: SeedFile) -> list[str]:
         finally:
             await db.dispose()
     return kept
+
+
+async def load_again(database_url: str, seed: SeedFile) -> list[str]:
+    """Load ``seed``, made relative to today (the test session's, the benchmarks'), into a
+    database that may hold what it made on another day: the lots whose ids were received
+    before are left out, kept as they were, where :func:`load` refuses a lot id that holds
+    other terms (another day's dates)."""
+    engine = create_async_engine(asyncpg_url(database_url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                select(lots.c.lot_id).where(driver.any_of(lots.c.lot_id)),
+                {"keys": [lot.lot_id for lot in seed.lots]},
+            )
+            received = set(found.scalars())
+    finally:
+        await engine.dispose()
+    new = [lot for lot in seed.lots if lot.lot_id not in received]
+    return await load(database_url, seed.model_copy(update={"lots": new}))
 
 
 def bench_seed(

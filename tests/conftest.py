@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from caravan import system
-from caravan.seeding import load
+from caravan.seeding import load_again
 from caravan.tokens_cli import issue_token
 from shared import days
 from shared.auth.tokens import SCOPES
@@ -150,7 +150,7 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     """The whole system, with the test seed loaded and every topic recorded from the start."""
     infra = infrastructure
     await system.prepare(infra.kafka_bootstrap, infra.database_url)
-    await load(infra.database_url, test_seed())
+    await load_again(infra.database_url, test_seed())
     token = await issue_token(
         infra.database_url, f"test-session-{uuid.uuid4().hex[:6]}", list(SCOPES)
     )

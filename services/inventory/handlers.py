@@ -174,6 +174,24 @@ class DanglingSeed(LookupError):
     database has."""
 
 
+class LotTaken(ValueError):
+    """A seed file's lots reuse ids of lots received with other terms."""
+
+
+def other_terms(stored: LotSeed | None, lot: LotSeed) -> str:
+    """What of ``lot`` differs from the lot ``stored`` under its id, each "field <stored>
+    stored, <lot's> given" ("" if nothing does, or nothing is stored): a lot is received
+    once, on its terms."""
+    if stored is None:
+        return ""
+    given = lot.model_dump(mode="json")
+    return ", ".join(
+        f"{field} {value} stored, {given[field]} given"
+        for field, value in stored.model_dump(mode="json").items()
+        if value != given[field]
+    )
+
+
 async def _unknown(tx: Tx, column: Column[str], wanted: set[str]) -> set[str]:
     """Those of ``wanted`` that ``column`` does not hold (asked as one array, as ``_rows``)."""
     if not wanted:
@@ -188,7 +206,10 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     """Upsert sellers and products; add lots that are new, and say which were not (a lot's
     counts change by adjustments, not by loading it again). Loading twice changes nothing.
     A product whose seller, or a lot whose SKU, is neither in the file nor already loaded
-    fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written.
+    fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written,
+    as does a lot whose id holds a lot with other terms (:class:`LotTaken`, naming each and
+    what differs): a new harvest left out under an old lot's id would be booked, by the
+    adjustment advised, under the old lot's dates.
     What the file adds or changes is written to the audit trail, as a change through the API
     is (``seller.set``, ``product.set``, ``lot.add``)."""
     sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
@@ -202,6 +223,15 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     ] + [f"lot {lot.lot_id}: no product {lot.sku}" for lot in seed.lots if lot.sku in no_sku]
     if dangling:
         raise DanglingSeed("; ".join(dangling))
+    repo = StockRepository(tx)
+    stored = await repo.lot_terms([lot.lot_id for lot in seed.lots])
+    taken = [
+        f"lot {lot.lot_id} exists with other terms: {differs}"
+        for lot in seed.lots
+        if (differs := other_terms(stored.get(lot.lot_id), lot))
+    ]
+    if taken:
+        raise LotTaken("; ".join(taken))
     who, by = audit.os_actor(), {"by": "caravan seed"}
     set_sellers = {
         s.id: {"name": s.name, "county": s.county, "phone": s.phone} for s in seed.sellers
@@ -213,7 +243,6 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     }
     await _set(tx, products.c.sku, set_products, "product.set", who, by)
     kept = []
-    repo = StockRepository(tx)
     for lot in seed.lots:
         if not await repo.add_lot(lot):
             kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
@@ -275,8 +304,8 @@ async def add_lot(tx: Tx, lot: LotSeed) -> bool:
         raise UnknownSku(lot.sku)
     if await repo.add_lot(lot):
         return True
-    if await repo.lot_terms(lot.lot_id) != lot:
-        raise Conflict(f"lot {lot.lot_id} exists with other terms")
+    if differs := other_terms((await repo.lot_terms([lot.lot_id])).get(lot.lot_id), lot):
+        raise Conflict(f"lot {lot.lot_id} exists with other terms: {differs}")
     return False
 
 

@@ -292,3 +292,41 @@ async def test_a_file_of_more_products_than_a_statement_may_have_parameters_load
     assert [(r.target, r.before["unit_price_fen"], r.after["unit_price_fen"]) for r in rows] == [
         (f"P{n}-{tag}", 3500, 9900)
     ]
+
+
+async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A new season's file reusing a lot id with another best_before was loaded with that lot
+    left out, "loaded before: left as it is", exit 0, and the advice to adjust its count:
+    the new harvest booked under the old lot's dates. It is refused, naming the lot and what
+    differs, and nothing of the file is written; a lot the very same as stored is still
+    "loaded before"."""
+    tag = uuid.uuid4().hex[:8]
+    first = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"S-{tag}")],
+        "lots": [lot(f"L1-{tag}", f"P-{tag}")],
+    }
+    assert (await cli(caravan, "seed", write(tmp_path, first))).returncode == 0
+    stored = "select sku, received, available_from, best_before from inventory.lots"
+    before = await caravan.sql(f"{stored} where lot_id = :l", l=f"L1-{tag}")
+    second = {
+        "sellers": [seller(f"S2-{tag}")],
+        "products": [product(f"P2-{tag}", f"S-{tag}")],
+        "lots": [
+            {**lot(f"L1-{tag}", f"P-{tag}"), "best_before": "2027-09-30"},
+            lot(f"L2-{tag}", f"P-{tag}"),
+        ],
+    }
+    done = await cli(caravan, "seed", write(tmp_path, second))
+    said = " ".join(done.stderr.split())
+    assert done.returncode != 0, done.stdout
+    differs = "best_before 2027-08-31 stored, 2027-09-30 given"
+    assert f"nothing seeded: lot L1-{tag} exists with other terms: {differs}" in said, said
+    assert await caravan.sql(f"{stored} where lot_id = :l", l=f"L1-{tag}") == before
+    assert await counts(caravan, tag) == (1, 1, 1)  # no S2, P2 or L2
+    done = await cli(caravan, "seed", write(tmp_path, {**second, "lots": first["lots"]}))
+    assert done.returncode == 0, done.stderr
+    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
+    assert await counts(caravan, tag) == (2, 2, 1)

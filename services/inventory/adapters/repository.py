@@ -13,7 +13,7 @@ empty or expired, and locking a row writes it. Whatever writes a lot locks that 
 by id, empty or not (a release, a sale, an adjustment).
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
@@ -334,29 +334,30 @@ class StockRepository:
         ).first()
         return inserted is not None
 
-    async def lot_terms(self, lot_id: str) -> LotSeed | None:
-        """A lot as it was first received (before any adjustment)."""
+    async def lot_terms(self, lot_ids: Sequence[str]) -> dict[str, LotSeed]:
+        """The lots of ``lot_ids`` that exist, by id, as each was first received (before any
+        adjustment). The ids go as one array (``= ANY``), as a seed file's may be many."""
         adjusted = (
             select(func.coalesce(func.sum(lot_adjustments.c.delta), 0))
             .where(lot_adjustments.c.lot_id == lots.c.lot_id)
             .scalar_subquery()
         )
-        row = (
-            await self.conn.execute(
-                select(lots, (lots.c.received - adjusted).label("first_received")).where(
-                    lots.c.lot_id == lot_id
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return LotSeed(
-            lot_id=row.lot_id,
-            sku=row.sku,
-            quantity=row.first_received,
-            available_from=row.available_from,
-            best_before=row.best_before,
+        found = await self.conn.execute(
+            select(lots, (lots.c.received - adjusted).label("first_received")).where(
+                driver.any_of(lots.c.lot_id)
+            ),
+            {"keys": list(lot_ids)},
         )
+        return {
+            row.lot_id: LotSeed(
+                lot_id=row.lot_id,
+                sku=row.sku,
+                quantity=row.first_received,
+                available_from=row.available_from,
+                best_before=row.best_before,
+            )
+            for row in found
+        }
 
     async def record_adjustment(
         self, adjustment_id: str, lot_id: str, delta: int, reason: str

@@ -20,10 +20,18 @@ def auth_headers() -> dict[str, str]:
 def call(
     base: str, service: str, method: str, path: str, *ids: str, **kwargs: Any
 ) -> dict[str, Any]:
-    """``method path`` on ``base``, each ``{}`` of ``path`` replaced by the next of ``ids``
-    percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not ``b-1``); an unreachable
-    API or a header that cannot be sent is an :class:`OperatorError` of exit 2, a problem
-    answer one of exit 1 (with the fields at fault, if any, on the lines after it)."""
+    """The body of :func:`answer`."""
+    return answer(base, service, method, path, *ids, **kwargs)[1]
+
+
+def answer(
+    base: str, service: str, method: str, path: str, *ids: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
+    by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
+    ``b-1``); an unreachable API or a header that cannot be sent is an :class:`OperatorError`
+    of exit 2, a problem answer one of exit 1 (with the fields at fault, if any, on the lines
+    after it)."""
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
     for name, value in headers.items():
         if not value.isascii():  # httpx would raise UnicodeEncodeError
@@ -45,7 +53,7 @@ def call(
         if response.status_code >= 500:
             said += _key_to_retry(headers)
         raise OperatorError(said)
-    return body
+    return response.status_code, body
 
 
 def pages(

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import call, pages
+from caravan.admin_api import answer, call, pages
 from caravan.output import console
 from shared.settings import Settings
 
@@ -99,7 +99,7 @@ def add_lot(
     best_before: Annotated[str, typer.Option("--best-before", help="last day (YYYY-MM-DD)")],
     url: Url = None,
 ) -> None:
-    """Receive a harvest lot (receiving the same lot again changes nothing)."""
+    """Receive a harvest lot (receiving the same lot again changes nothing, and says so)."""
     body = {
         "lot_id": lot_id,
         "sku": sku,
@@ -107,7 +107,10 @@ def add_lot(
         "available_from": available_from,
         "best_before": best_before,
     }
-    console.print(_lot_line(_call(url, "POST", "/lots", json=body)))
+    status, lot = answer(_base(url), "inventory", "POST", "/lots", json=body)
+    if status == 200:  # 201 for a new lot
+        console.print(f"lot {lot_id} received before, nothing changed")
+    console.print(_lot_line(lot))
 
 
 @app.command()

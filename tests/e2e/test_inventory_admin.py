@@ -134,21 +134,24 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     url = ["--url", _api(caravan)]
     runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token})
     today = days.today()
-    added = runner.invoke(
-        inventory_cli,
-        [
-            "add-lot",
-            f"{sku}-1",
-            sku,
-            "12",
-            "--from",
-            str(today),
-            "--best-before",
-            str(today + timedelta(days=9)),
-            *url,
-        ],
-    )
+    lot = [
+        "add-lot",
+        f"{sku}-1",
+        sku,
+        "12",
+        "--from",
+        str(today),
+        "--best-before",
+        str(today + timedelta(days=9)),
+        *url,
+    ]
+    added = runner.invoke(inventory_cli, lot)
     assert added.exit_code == 0, added.output
+    assert "received before" not in added.output, added.output
+    # Again: the same line, said to be the lot received before (200, not 201).
+    again = runner.invoke(inventory_cli, lot)
+    assert again.exit_code == 0, again.output
+    assert again.output.startswith(f"lot {sku}-1 received before, nothing changed"), again.output
     adjusted = runner.invoke(
         inventory_cli,
         ["adjust", f"{sku}-1", "--delta", "-2", "--reason", "mould", "--key", sku, *url],

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from services.platform.adapters.platform_api import (
     PlatformApi,
@@ -321,3 +322,17 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
     assert (await api.fetch_order("m", "../status")).order_id == "../status"
     assert seen[-1] == "/api/orders/..%2Fstatus"
     await api.close()
+
+
+def test_a_buyer_mapping_takes_a_phone_as_operations_type_it() -> None:
+    """The mapping's phone is read as the platform's is: written nationally it was a 422 at
+    the PUT (only E.164 was taken), where the same number from the platform was placed."""
+    mapping = BuyerMapping.model_validate({"buyer_id": "b-1", "phone": "139 1234-5678"})
+    assert mapping.phone == "+8613912345678"
+    assert BuyerMapping.model_validate({"buyer_id": "b-1", "phone": "+447700900123"}).phone == (
+        "+447700900123"
+    )
+    assert BuyerMapping.model_validate({"buyer_id": "b-1"}).phone is None
+    for unreadable in ("12345", "call me"):
+        with pytest.raises(ValidationError, match="phone"):
+            BuyerMapping.model_validate({"buyer_id": "b-1", "phone": unreadable})

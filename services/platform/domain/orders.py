@@ -7,9 +7,9 @@ a SKU or buyer without a mapping makes a :class:`Problem` for operations instead
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from shared.events.envelope import NoNul
 from shared.events.orders import (
@@ -86,9 +86,16 @@ class SkuMapping(_Model):
     sku: str = Field(min_length=1, max_length=64)
 
 
+def _as_written(phone: object) -> object:
+    """A phone as operations type it (``139 1234-5678``, ``0086...``) read as E.164, as a
+    platform's own (:func:`shared.phones.as_e164`); one that cannot be is left to the pattern
+    to refuse."""
+    return (as_e164(phone) or phone) if isinstance(phone, str) else phone
+
+
 class BuyerMapping(_Model):
     buyer_id: str = Field(min_length=1, max_length=64)
-    phone: str | None = Field(None, pattern=E164_PATTERN)
+    phone: Annotated[str | None, BeforeValidator(_as_written)] = Field(None, pattern=E164_PATTERN)
     locale: Locale = "zh-CN"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifications.domain.delivery import REMINDER_PURPOSES
+from services.notifications.domain.delivery import REMINDER_PURPOSES, reminder_of
 from shared.events.registry import PoisonRecord, parse_record
 from shared.topics import EventType, Topic
 
@@ -658,13 +658,10 @@ class _Checker:
 
 
 def _instalment(dedup_key: str) -> str | None:
-    """``<loan>:<number>`` of a reminder's dedup key (``instalment:<loan>:<number>:<due>|``,
-    services.notifications.handlers.on_instalment_due); None if it is not one."""
-    head = dedup_key.split("|", 1)[0]
-    if not head.startswith("instalment:"):
-        return None
-    parts = head.removeprefix("instalment:").rsplit(":", 2)
-    return f"{parts[0]}:{parts[1]}" if len(parts) == 3 and all(parts) else None
+    """``<loan>:<number>`` of a reminder's dedup key (:func:`reminder_of`); None if it is
+    not one."""
+    named = reminder_of(dedup_key)
+    return None if named is None else f"{named[0]}:{named[1]}"
 
 
 def _where(record: KafkaRecord) -> str:

@@ -24,10 +24,10 @@ replay or partitions added can make happen) has no one to text yet: it is parked
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
@@ -40,7 +40,14 @@ from services.notifications.adapters.tables import (
     sellers,
     sms,
 )
-from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours, stage_passed
+from services.notifications.domain.delivery import (
+    REMINDER_PURPOSES,
+    QuietHours,
+    reminder_key,
+    reminder_of,
+    reminder_prefix,
+    stage_passed,
+)
 from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
@@ -512,7 +519,7 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     locale = pick_locale(row.locale)
     await queue_sms(
         tx,
-        dedup_key=f"instalment:{d.loan_id}:{d.number}:{d.due}|{row.phone}|{purpose}",
+        dedup_key=reminder_key(d.loan_id, d.number, d.due, row.phone, purpose),
         purpose=purpose,
         to=row.phone,
         locale=locale,
@@ -537,25 +544,31 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     if isinstance(d, PaymentRepaid) and not d.fully_repaid:
         await _restate_reminders(tx, d)
     if isinstance(d, PaymentVoided) or d.fully_repaid:
-        keys = [f"instalment:{d.loan_id}:"]
+        keys = [reminder_prefix(d.loan_id)]
     else:
-        keys = [f"instalment:{d.loan_id}:{n}:" for n in d.settled_instalments]
+        keys = [reminder_prefix(d.loan_id, n) for n in d.settled_instalments]
     if not keys:
         return
     said = "repaid before it was sent" if isinstance(d, PaymentRepaid) else "loan voided"
     dropped = await tx.conn.execute(
         update(sms)
-        .where(
-            sms.c.status == "pending",
-            sms.c.order_id == d.order_id,
-            sms.c.purpose.in_(sorted(REMINDER_PURPOSES)),
-            or_(*(sms.c.dedup_key.startswith(key, autoescape=True) for key in keys)),
-        )
+        .where(*_waiting_reminders(d.order_id, keys))
         .values(status="suppressed", last_error=said)
         .returning(sms.c.purpose)
     )
     for row in dropped:
         log.info("reminder %s of order %s not sent: %s", row.purpose, d.order_id, said)
+
+
+def _waiting_reminders(order_id: str, prefixes: Sequence[str]) -> list[ColumnElement[bool]]:
+    """The conditions of ``order_id``'s reminders still waiting to be sent (pending: one being
+    sent is left) whose dedup key starts with one of ``prefixes`` (:func:`reminder_prefix`)."""
+    return [
+        sms.c.status == "pending",
+        sms.c.order_id == order_id,
+        sms.c.purpose.in_(sorted(REMINDER_PURPOSES)),
+        or_(*(sms.c.dedup_key.startswith(key, autoescape=True) for key in prefixes)),
+    ]
 
 
 async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
@@ -566,18 +579,11 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
     left = {part.number: part.remaining_fen for part in d.instalments_left if part.remaining_fen}
     if not left:
         return
-    prefixes = {number: f"instalment:{d.loan_id}:{number}:" for number in left}
+    keys = [reminder_prefix(d.loan_id, number) for number in left]
     rows = (
         await tx.conn.execute(
             select(sms.c.sms_id, sms.c.dedup_key, sms.c.purpose, sms.c.to, sms.c.locale)
-            .where(
-                sms.c.status == "pending",
-                sms.c.order_id == d.order_id,
-                sms.c.purpose.in_(sorted(REMINDER_PURPOSES)),
-                or_(
-                    *(sms.c.dedup_key.startswith(key, autoescape=True) for key in prefixes.values())
-                ),
-            )
+            .where(*_waiting_reminders(d.order_id, keys))
             .with_for_update()
         )
     ).all()
@@ -587,8 +593,9 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
     if recipient is None:
         return
     for row in rows:
-        number = next(n for n, key in prefixes.items() if row.dedup_key.startswith(key))
-        due = date.fromisoformat(row.dedup_key.removeprefix(prefixes[number]).split("|")[0])
+        named = reminder_of(row.dedup_key)
+        assert named is not None  # found by its prefix
+        _, number, due = named
         stage = cast(InstalmentStage, row.purpose.removeprefix("instalment_"))
         locale = pick_locale(row.locale)
         body = render_instalment(locale, stage, recipient.order_ref, number, left[number], due)

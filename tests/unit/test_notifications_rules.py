@@ -14,6 +14,9 @@ from services.notifications.domain.delivery import (
     QuietHours,
     RetryPolicy,
     parse_clock,
+    reminder_key,
+    reminder_of,
+    reminder_prefix,
     stage_passed,
 )
 from services.notifications.domain.phones import phone_problem, zone_of
@@ -179,3 +182,17 @@ def test_retry_after_as_a_date_to_come() -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     waited = retry_after_seconds({"retry-after": later})
     assert waited is not None and 110 <= waited <= 120
+
+
+def test_a_reminder_key_names_its_loan_instalment_and_day_and_starts_with_their_prefixes() -> None:
+    """The one format of a reminder's dedup key: what notifications queues, a repayment finds
+    by its prefix, and the history checker reads back (a loan id may hold ``:``)."""
+    key = reminder_key("loan:7", 2, date(2027, 1, 31), "+8613900000001", "instalment_today")
+    assert key == "instalment:loan:7:2:2027-01-31|+8613900000001|instalment_today"
+    assert key.startswith(reminder_prefix("loan:7", 2)) and key.startswith(
+        reminder_prefix("loan:7")
+    )
+    assert not key.startswith(reminder_prefix("loan:7", 20))
+    assert reminder_of(key) == ("loan:7", 2, date(2027, 1, 31))
+    for other in ("order.confirmed|+86139|order_confirmed", "instalment:loan-1:x:2027-01-31|p"):
+        assert reminder_of(other) is None

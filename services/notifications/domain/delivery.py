@@ -19,6 +19,33 @@ REMINDER_PURPOSES: Final = frozenset(
 )
 
 
+def reminder_prefix(loan_id: str, number: int | None = None) -> str:
+    """The start of the dedup keys of a loan's reminders, or of one instalment's
+    (:func:`reminder_key`): what a repayment or a void finds them by."""
+    return f"instalment:{loan_id}:" if number is None else f"instalment:{loan_id}:{number}:"
+
+
+def reminder_key(loan_id: str, number: int, due: date, phone: str, purpose: str) -> str:
+    """A reminder's dedup key, ``instalment:<loan>:<number>:<due>|<phone>|<purpose>``: one
+    text per (instalment, stage) and number, however often payments announces it."""
+    return f"{reminder_prefix(loan_id, number)}{due.isoformat()}|{phone}|{purpose}"
+
+
+def reminder_of(dedup_key: str) -> tuple[str, int, date] | None:
+    """The loan, instalment number and due day that a reminder's dedup key names
+    (:func:`reminder_key`); None for a key that is not a reminder's."""
+    head = dedup_key.split("|", 1)[0]
+    if not head.startswith("instalment:"):
+        return None
+    parts = head.removeprefix("instalment:").rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    try:
+        return parts[0], int(parts[1]), date.fromisoformat(parts[2])
+    except ValueError:
+        return None
+
+
 def stage_passed(stage: str, due: date, today: date) -> bool:
     """Whether a reminder announced at ``stage`` no longer says the truth ``today`` (the
     market's day): an ``upcoming`` one once the instalment is due, a ``today`` one once it is

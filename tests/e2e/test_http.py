@@ -100,9 +100,38 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
     assert not_json.json()["errors"] == [
         {"field": "body", "message": "not JSON: Expecting value at character 10"}
     ]
+    # JSON sent as another type (a browser's fetch with a string body) says what to send.
+    as_text = await http.post(
+        "/orders",
+        content=json.dumps(BODY).encode(),
+        headers={"Idempotency-Key": key, "Content-Type": "text/plain;charset=UTF-8"},
+    )
+    assert (as_text.status_code, as_text.json()["errors"]) == (
+        422,
+        [
+            {
+                "field": "body",
+                "message": "the body is text/plain;charset=UTF-8:"
+                " send Content-Type: application/json",
+            }
+        ],
+    )
     assert (
         await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=key) == 0
     )
+
+
+async def test_a_body_sent_with_no_content_type_is_read_as_json(caravan: System) -> None:
+    """Python's requests with ``data=`` sends no Content-Type: the order was refused
+    (FastAPI's strict default left the body unread)."""
+    sent = json.dumps(BODY).encode()
+    answer = await caravan.client.post(
+        "/orders", content=sent, headers={"Idempotency-Key": ref("HTTP")}
+    )
+    assert (answer.status_code, "content-type" in answer.request.headers) == (202, False), (
+        answer.text
+    )
+    assert (await caravan.outcome(answer.json()["order_id"])).type == "order.confirmed"
 
 
 async def test_unknown_order_is_404_and_health_and_metrics_answer(caravan: System) -> None:

@@ -30,7 +30,12 @@ from services.payments.entrypoints.subscribers import subscriptions as payments_
 from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from shared.events.envelope import CloudEvent, EventData
 from shared.events.registry import REGISTRY
-from shared.messaging.consumer import Subscription
+from shared.messaging.consumer import (
+    DEAD_LETTER_HEADERS,
+    DEAD_LETTER_LIMIT,
+    VALUE_DROPPED,
+    Subscription,
+)
 from shared.settings import Settings
 from shared.topics import Topic, consumer_group
 
@@ -47,16 +52,6 @@ PRODUCERS: Mapping[Topic, tuple[str, ...]] = {
 }
 """Who writes each topic (every service through its outbox; storefronts from outside; the
 platform adapter places marketplace platforms' orders on its own topic)."""
-
-DLQ_HEADERS = (
-    "dlq.error",
-    "dlq.error.message",
-    "dlq.group",
-    "dlq.topic",
-    "dlq.partition",
-    "dlq.offset",
-    "dlq.time",
-)
 
 
 def consumers(settings: Settings) -> dict[str, Sequence[Subscription]]:
@@ -133,7 +128,10 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
             title=f"dead-letters:{topic.dlq}",
             description=(
                 f"Dead letters of `{topic.value}`, written by {written_by}: the original "
-                f"record's key and value unchanged, with headers {', '.join(DLQ_HEADERS)}."
+                f"record's key and value unchanged (but a value emptied where key and value "
+                f"hold more than {DEAD_LETTER_LIMIT:,} bytes, header {VALUE_DROPPED} saying "
+                f"so and where the record is), with headers {', '.join(DEAD_LETTER_HEADERS)} "
+                "and, when tracing, the record's trace context."
             ),
             schema=bytes,
         )

@@ -71,6 +71,18 @@ group whose dead letter it was. Only that group handles it; the others skip it, 
 read the record the first time (a record every group dead-lettered, not JSON say, is not
 multiplied by every group again)."""
 
+DEAD_LETTER_HEADERS = (
+    "dlq.error",
+    "dlq.error.message",
+    "dlq.group",
+    "dlq.topic",
+    "dlq.partition",
+    "dlq.offset",
+    "dlq.time",
+)
+"""The headers of every dead letter: the contract's error code, then why, whose and where
+from, and when; the record's trace headers come with them."""
+
 VALUE_DROPPED = "dlq.value.dropped"
 """Header of a dead letter whose record was too big to copy whole (:data:`DEAD_LETTER_LIMIT`):
 its size, and where the original is. The letter's value is empty."""
@@ -592,14 +604,17 @@ class Consumer:
             )
             if not await tx.claim(key, sub.topic.value):
                 return False
+            said = (
+                poison.code,
+                poison.message[:1000],
+                self.group_id,
+                record.topic,
+                str(record.partition),
+                str(record.offset),
+                datetime.now(UTC).isoformat(),
+            )
             headers = {
-                "dlq.error": poison.code,
-                "dlq.error.message": poison.message[:1000],
-                "dlq.group": self.group_id,
-                "dlq.topic": record.topic,
-                "dlq.partition": str(record.partition),
-                "dlq.offset": str(record.offset),
-                "dlq.time": datetime.now(UTC).isoformat(),
+                **dict(zip(DEAD_LETTER_HEADERS, said, strict=True)),
                 # The trace of the record (this is in its span): a redrive continues it.
                 **current_trace_headers(),
             }

@@ -4,6 +4,7 @@ import json
 
 from caravan.system import REPO_ROOT
 from services.orders.asyncapi import asyncapi_json, consumers
+from shared.messaging.consumer import DEAD_LETTER_HEADERS, VALUE_DROPPED
 from shared.settings import Settings
 
 
@@ -22,3 +23,13 @@ def test_each_subscription_of_each_service_is_a_receive_operation_naming_its_typ
             assert document["operations"][name]["action"] == "receive"
             description = document["channels"][name]["description"]
             assert all(t.value in description for t in sub.handlers), description
+
+
+def test_each_dead_letter_channel_names_the_headers_the_consumer_writes() -> None:
+    """The document said every dead letter holds its record's value unchanged, where one too
+    big to copy is emptied and says so in ``dlq.value.dropped``."""
+    channels = asyncapi_json()["channels"]
+    dead = [c["description"] for name, c in channels.items() if name.endswith(".dlq")]
+    assert dead
+    for description in dead:
+        assert all(h in description for h in (*DEAD_LETTER_HEADERS, VALUE_DROPPED)), description

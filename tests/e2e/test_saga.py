@@ -1,8 +1,10 @@
 """The saga end to end, on real Kafka and real PostgreSQL, with the four services running."""
 
+import contextlib
 import uuid
 from datetime import date
 from functools import partial
+from typing import Any
 
 import orjson
 
@@ -39,6 +41,18 @@ async def one_text(caravan: System, order_id: str, buyer: Buyer) -> CloudEvent:
     return sms[0]
 
 
+def records_of(caravan: System, topic: Topic, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The key and data of each record on ``topic`` about the order (records not JSON,
+    which some tests write, are none of its)."""
+    found = []
+    for record in caravan.log.raw(topic.value):
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
+            data = orjson.loads(record.value)["data"]
+            if data.get("order_id") == order_id:
+                found.append((record.key.decode(), data))
+    return found
+
+
 def order(
     buyer: Buyer = RICH,
     lines: dict[str, int] | None = None,
@@ -69,6 +83,11 @@ async def test_prepaid_order_is_confirmed_and_the_buyer_gets_one_sms(caravan: Sy
     # English, to a mainland number: signed 【Caravan】 as Chinese carriers require, so UCS-2.
     assert sms.data["locale"] == "en" and sms.data["encoding"] == "UCS-2"
     assert sms.data["text"].startswith("【Caravan】Your order ")
+    # Keyed as the contract says: the order's events by its id, texts by the number texted.
+    events = records_of(caravan, Topic.ORDER_EVENTS, order_id)
+    assert len(events) >= 2 and {key for key, _ in events} == {order_id}, events
+    texts = records_of(caravan, Topic.NOTIFICATION_EVENTS, order_id)
+    assert texts and all(key == data["to"] for key, data in texts), texts
     # Inventory marks the reservation sold when it reads order.confirmed, in its own time.
     await caravan.wait_for(
         lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.sold", order_id=order_id)

@@ -76,6 +76,15 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     assert "seeded 1 sellers, 1 products, 0 new lots, 0 buyers" in done.stdout
     assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
     assert await counts(caravan, tag) == (1, 1, 1)
+    # Its stock written down since: the same file is still the lot loaded before (its
+    # quantity is what the lot received, not what is left), not a lot with other terms.
+    url = f"http://127.0.0.1:{caravan.port('inventory')}"
+    down = ("adjust", f"L1-{tag}", "--delta", "-5", "--reason", "mould", "--url", url)
+    adjusted = await cli(caravan, "inventory", *down)
+    assert adjusted.returncode == 0, adjusted.stderr
+    done = await cli(caravan, "seed", first)
+    assert done.returncode == 0, done.stderr
+    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
     # A later file with only a lot, of the product loaded before.
     later = write(tmp_path, {"lots": [lot(f"L2-{tag}", f"P-{tag}")]})
     done = await cli(caravan, "seed", later)

@@ -151,6 +151,9 @@ async def test_unknown_order_is_404_and_health_and_metrics_answer(caravan: Syste
         )
     metrics = await http.get("/metrics")
     assert "caravan_records_consumed_total" in metrics.text
+    # The Prometheus text format, as the contract says (what a scraper parses).
+    assert metrics.headers["content-type"].startswith("text/plain; version=")
+    assert "# TYPE caravan_records_consumed_total counter" in metrics.text
 
 
 async def test_metrics_report_the_consumer_lag_of_every_topic_sample_after_sample(

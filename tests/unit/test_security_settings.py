@@ -26,6 +26,23 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"CARAVAN_KAFKA_{name}", raising=False)
 
 
+def test_the_contracts_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTRACT.md's local defaults: Kafka at 127.0.0.1:9092, the orders API at
+    http://127.0.0.1:8080, each under its contract name."""
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "CARAVAN_HTTP_PORT", "CARAVAN_HTTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    local = Settings()
+    assert (local.kafka_bootstrap_servers, local.http_host, local.http_port) == (
+        "127.0.0.1:9092",
+        "127.0.0.1",
+        8080,
+    )
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", "9090")
+    named = Settings()
+    assert (named.kafka_bootstrap_servers, named.http_port) == ("kafka-1:9092,kafka-2:9092", 9090)
+
+
 def test_production_refuses_development_secrets_and_names_them_without_their_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

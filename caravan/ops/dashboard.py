@@ -65,6 +65,8 @@ class Snapshot:
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
+    health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
+    checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
@@ -79,6 +81,41 @@ REFUSED_NOTE = (
 def _refused(rows: float) -> str:
     """The cell of a service's outbox rows set aside: marked when there are any."""
     return f"<td class='stale'><b>{rows:.0f}</b></td>" if rows else "<td>0</td>"
+
+
+HEALTH_NOTE = (
+    "Each service's /healthz as it answers it: degraded (a 200) is Kafka silent or work that"
+    " stopped moving (a consumer or outbox relay stalled), which waits and is lost to nobody;"
+    " unhealthy (a 503) is its database away"
+)
+
+
+def _health_rows(snap: Snapshot) -> str:
+    """A row per service: its ``/healthz`` status and each check it names (every check any
+    service names has a column), marked ok, degraded or down (unhealthy, or no answer)."""
+    names = list(dict.fromkeys(name for checks in snap.checks.values() for name in checks))
+    rows = ""
+    for service in SERVICES:
+        status = snap.health.get(service, "not asked")
+        kind = status if status in ("ok", "degraded") else "down"
+        checks = snap.checks.get(service, {})
+        cells = "".join(_check(checks.get(name), kind) for name in names)
+        rows += f"<tr><td>{service}</td>{_marked(kind, status)}{cells}</tr>"
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    note = html.escape(HEALTH_NOTE)
+    return f"<tr><th>service</th><th title='{note}'>health</th>{head}</tr>{rows}"
+
+
+def _check(said: str | None, kind: str) -> str:
+    """A check's cell: ok, or what it says marked as its service's answer is (degraded, down);
+    empty for a check the service does not name."""
+    if said is None:
+        return "<td></td>"
+    return _marked("ok" if said == "ok" else "down" if kind == "down" else "degraded", said)
+
+
+def _marked(kind: str, said: str) -> str:
+    return f"<td class='{kind}'>{html.escape(said)}</td>"
 
 
 FIGURES_STALE_AFTER = 20.0
@@ -158,6 +195,7 @@ async def collect(
     headers = bearer_headers(token)
     async with httpx.AsyncClient(timeout=2.0, headers=headers, transport=transport) as client:
         for service, port in ports(settings).items():
+            await _ask_health(client, f"http://{settings.http_host}:{port}/healthz", snap, service)
             held = refusals.holding(service, token)
             if held is not None:
                 snap.refused[service] = held
@@ -189,6 +227,23 @@ async def collect(
         snap.dead_letters.clear()
         snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
     return snap
+
+
+async def _ask_health(client: httpx.AsyncClient, url: str, snap: Snapshot, service: str) -> None:
+    """A service's ``/healthz`` (it takes no token): its status (``ok``, ``degraded``; a 503
+    is ``unhealthy``) and every check it names, as it names them; or why it said none."""
+    try:
+        response = await client.get(url)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        snap.health[service] = f"no answer ({exc.__class__.__name__})"
+        return
+    checks = body.get("checks") if isinstance(body, dict) else None
+    if response.status_code not in (200, 503) or not isinstance(checks, dict):
+        snap.health[service] = f"HTTP {response.status_code}, no checks"
+        return
+    snap.checks[service] = {str(name): str(said) for name, said in checks.items()}
+    snap.health[service] = str(body.get("status")) if response.status_code == 200 else "unhealthy"
 
 
 async def _stuck(
@@ -366,6 +421,7 @@ class Dashboard:
             f"<th title='{html.escape(LAG_NOTE)}'>consumer lag</th>"
             f"<th>outbox backlog</th><th>oldest unsent (s)</th>"
             f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th></tr>{rows}</table>"
+            f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
             f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"
@@ -480,6 +536,8 @@ def _html(body: str, refresh: bool = True) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"{REFRESH if refresh else ''}"
         "<title>Caravan operations</title><style>body{font-family:sans-serif;margin:2em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        ".ok{color:#176}.degraded{background:#fd6;font-weight:bold}"
+        ".down{background:#f99;font-weight:bold}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
     )

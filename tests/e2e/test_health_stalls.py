@@ -40,6 +40,27 @@ async def stalled_seconds(caravan: System, gauge: str, **labels: str) -> None:
     )
 
 
+async def operations_page_names_it(caravan: System, waiting: str) -> None:
+    """The operations page shows inventory degraded, its consumer check as /healthz says it
+    (``waiting``: the words before its seconds), marked degraded."""
+    async with caravan.operations_page(caravan.port("orders") + 5) as board:
+
+        async def snapshot() -> dict[str, Any]:
+            got = await caravan.client.get(f"{board}/api/snapshot")
+            return dict(got.json()) if got.status_code == 200 else {}
+
+        snap = await caravan.until(
+            snapshot,
+            "the operations page to sample inventory's health",
+            ready=lambda snap: snap.get("health", {}).get("inventory") == "degraded",
+        )
+        assert snap["checks"]["inventory"]["consumer"].startswith(waiting), snap["checks"]
+        page = (await caravan.client.get(f"{board}/")).text
+    row = re.search(r"<tr><td>inventory</td><td class='degraded'>degraded</td>.*?</tr>", page)
+    assert row is not None, page
+    assert f"<td class='degraded'>{waiting}, none handled for " in row[0], row[0]
+
+
 async def test_healthz_names_a_stalled_consumer_then_a_stalled_relay_while_each_lasts(
     caravan: System,
 ) -> None:
@@ -72,6 +93,7 @@ async def test_healthz_names_a_stalled_consumer_then_a_stalled_relay_while_each_
             )
             assert found, said
             assert (stalled["status"], stalled["down"]) == ("degraded", ["consumer"])
+            await operations_page_names_it(caravan, said.split(", none handled")[0])
             partition = {"topic": Topic.ORDER_EVENTS.value, "partition": found.group(1)}
             await stalled_seconds(caravan, "caravan_consumer_stalled_seconds", **partition)
             await blocking.rollback()  # the handler's claim goes through: it is handled

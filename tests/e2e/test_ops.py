@@ -527,6 +527,9 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "orders.requests.v1.dlq" in snap["dead_letters"]
         page = await caravan.client.get(f"http://127.0.0.1:{port}/")
         assert "Orders by status" in page.text and "Dead letters" in page.text
+        assert set(snap["health"]) == set(system.SERVICES), snap["health"]
+        assert {"database", "kafka", "consumer", "relay"} <= set(snap["checks"]["orders"])
+        assert "<h2>Health</h2>" in page.text and "<td>orders</td><td class=" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
 

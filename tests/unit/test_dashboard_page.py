@@ -1,6 +1,7 @@
 """The operations page says how old its figures are and which it could not get, rather
 than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
 
+import html
 import socket
 import sys
 import time
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caravan import cli, system
-from caravan.ops.dashboard import Dashboard, Snapshot
+from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
 from shared.messaging import kafka_admin
@@ -313,3 +314,59 @@ async def test_an_order_lookup_the_orders_api_refused_is_not_asked_again_for_a_m
     page.refusals.clock = lambda: later
     await look_up(app, "o-1")
     assert asked == ["/orders/o-1"] * 2
+
+
+async def test_each_service_health_checks_are_shown_as_its_healthz_names_them(
+    no_kafka: None,
+) -> None:
+    """/healthz names a stalled consumer or relay "degraded" with a 200: the page showed
+    "up" and lag beside it, an operator saw green while a partition was stuck. Every check
+    a service names is shown (one only some name too), degraded marked apart from ok and
+    from down (a 503, or no answer)."""
+    settings = Settings(token="cvn_" + "h" * 43)
+    ok = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
+    stalled = "3 records waiting on orders.events.v1[0], none handled for 75 s"
+    health = {
+        settings.http_port: (200, {"status": "ok", "checks": ok}),
+        settings.inventory_http_port: (
+            200,
+            {"status": "degraded", "down": ["consumer"], "checks": ok | {"consumer": stalled}},
+        ),
+        settings.payments_http_port: (
+            503,
+            {"title": "Unhealthy", "checks": ok | {"database": "ConnectionRefusedError"}},
+        ),
+        settings.notifications_http_port: (200, {"status": "ok", "checks": ok | {"disk": "ok"}}),
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        port = request.url.port or 0
+        if port == settings.platform_http_port:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/healthz":
+            status, body = health[port]
+            return httpx.Response(status, json=body)
+        return httpx.Response(200, text="" if request.url.path == "/metrics" else "{}")
+
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    await page.sample()
+    text = page.page()
+    assert (
+        "<th>health</th><th>database</th><th>kafka</th><th>consumer</th><th>relay</th>"
+        "<th>disk</th></tr>"
+    ) in text.replace(f" title='{html.escape(HEALTH_NOTE)}'", "")
+    oks = "<td class='ok'>ok</td>" * 4
+    assert f"<tr><td>orders</td>{oks}<td class='ok'>ok</td><td></td></tr>" in text
+    assert (
+        "<tr><td>inventory</td><td class='degraded'>degraded</td>"
+        + "<td class='ok'>ok</td>" * 2
+        + f"<td class='degraded'>{stalled}</td><td class='ok'>ok</td><td></td></tr>"
+    ) in text
+    assert (
+        "<tr><td>payments</td><td class='down'>unhealthy</td>"
+        "<td class='down'>ConnectionRefusedError</td>" + "<td class='ok'>ok</td>" * 3 + "<td></td>"
+    ) in text
+    assert f"<tr><td>notifications</td>{oks}<td class='ok'>ok</td><td class='ok'>ok</td>" in text
+    assert "<tr><td>platform</td><td class='down'>no answer (ConnectError)</td><td></td>" in text
+    style = text.split("<style>")[1].split("</style>")[0]
+    assert ".degraded{" in style and ".down{" in style and ".ok{" in style

@@ -82,7 +82,7 @@ from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
 from shared import days
-from shared.db import is_transient
+from shared.db import is_transient, reason
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order, working_for
@@ -383,12 +383,12 @@ async def _record_alone(
 
 async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Recorded | None:
     """``row`` set ``failed``, with ``sms.failed`` (``retries_exhausted``) and why: the
-    gateway took the text but the database refuses to record it. Claimed again, it would be
-    sent again after every lease, and a gateway that does not deduplicate by our key texts
-    the buyer each time. None if even this is refused (the row is left to ``_GIVE_UP``)."""
-    refused = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement
-    said = (str(refused).splitlines() or [repr(refused)])[0]
-    error = _said(f"the gateway took it; recording that failed: {said}")
+    gateway took the text but the database refuses to record it (said as a dead letter says
+    it, :func:`shared.db.reason`: its kind, message and SQLSTATE, no value of the row).
+    Claimed again, it would be sent again after every lease, and a gateway that does not
+    deduplicate by our key texts the buyer each time. None if even this is refused (the row
+    is left to ``_GIVE_UP``)."""
+    error = _said(f"the gateway took it; recording that failed: {reason(exc)}")
     try:
         async with uow.begin() as tx:
             done = await tx.conn.execute(

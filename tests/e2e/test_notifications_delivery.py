@@ -372,7 +372,12 @@ async def test_a_text_the_database_will_not_record_as_sent_is_given_up_not_sent_
         await caravan.execute(f"drop function notifications.{trigger}()")
     assert (failed[0].data["reason"], failed[0].data["attempts"]) == ("retries_exhausted", 1)
     assert status == "failed" and error == failed[0].data["detail"]
-    assert "the gateway took it; recording that failed" in error and "refused for the test" in error
+    # Said as shared.db.reason says a database's refusal: its kind, message and SQLSTATE.
+    sms_id = failed[0].data["sms_id"]
+    assert error == (
+        "the gateway took it; recording that failed:"
+        f" RaiseError: refused for the test: {sms_id} (SQLSTATE P0001)"
+    ), error
     # Failed is final: the text is not claimed again, so this one request is all it gets.
     [request] = await _requests(sms, phone)
     assert request["action"] == "accept"

@@ -60,6 +60,8 @@ class Snapshot:
     outbox: dict[str, float] = field(default_factory=dict)
     outbox_age: dict[str, float] = field(default_factory=dict)
     outbox_refused: dict[str, float] = field(default_factory=dict)  # rows set aside, unsent
+    platform_problems: dict[str, float] = field(default_factory=dict)  # open, by kind
+    callbacks_failed: float | None = None  # platform status callbacks failed
     orders: dict[str, float] = field(default_factory=dict)  # by status
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
@@ -78,9 +80,26 @@ REFUSED_NOTE = (
 )
 
 
-def _refused(rows: float) -> str:
-    """The cell of a service's outbox rows set aside: marked when there are any."""
-    return f"<td class='stale'><b>{rows:.0f}</b></td>" if rows else "<td>0</td>"
+def _to_act_on(count: float) -> str:
+    """The cell of what waits for operations (outbox rows set aside, platform problems):
+    marked when there are any."""
+    return f"<td class='stale'><b>{count:.0f}</b></td>" if count else "<td>0</td>"
+
+
+def _waiting(snap: Snapshot) -> str:
+    """The rows of what waits for an operator, with where it is settled: the platform
+    adapter's open problems by kind, and its status callbacks failed."""
+    rows = "".join(
+        f"<tr><td>platform orders: {html.escape(kind)}</td>{_to_act_on(count)}"
+        "<td><code>GET /platform/problems</code></td></tr>"
+        for kind, count in sorted(snap.platform_problems.items())
+    )
+    if snap.callbacks_failed is not None:
+        rows += (
+            f"<tr><td>platform status callbacks failed</td>{_to_act_on(snap.callbacks_failed)}"
+            "<td><code>POST /platform/callbacks/retry</code></td></tr>"
+        )
+    return rows or "<tr><td>no figures</td></tr>"
 
 
 HEALTH_NOTE = (
@@ -182,6 +201,10 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
                 snap.observed[service] = value
             elif name == "caravan_orders" and "status" in labels:
                 snap.orders[labels["status"]] = value
+            elif name == "caravan_platform_problems_open" and "kind" in labels:
+                snap.platform_problems[labels["kind"]] = value
+            elif name == "caravan_platform_callbacks" and labels.get("status") == "failed":
+                snap.callbacks_failed = value
 
 
 async def collect(
@@ -387,7 +410,7 @@ class Dashboard:
             f"<tr><td>{s}</td><td>{self.state(snap, s)}</td>"
             f"<td>{snap.lag.get(s, 0):.0f}</td><td>{snap.outbox.get(s, 0):.0f}</td>"
             f"<td>{snap.outbox_age.get(s, 0):.1f}</td>"
-            f"{_refused(snap.outbox_refused.get(s, 0))}</tr>"
+            f"{_to_act_on(snap.outbox_refused.get(s, 0))}</tr>"
             for s in SERVICES
         )
         statuses = "".join(
@@ -422,6 +445,7 @@ class Dashboard:
             f"<th>outbox backlog</th><th>oldest unsent (s)</th>"
             f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th></tr>{rows}</table>"
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
+            f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
             f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ from services.notifications.dispatch import sms_by_status
 from services.orders.entrypoints.ops import orders_by_status
 from services.payments.prepaid import payments_by_status
 from services.platform.callbacks import callbacks_by_status
+from services.platform.domain.orders import ProblemKind
 from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
@@ -519,6 +520,7 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
                 len(seen.get("consumed", {})) == len(system.SERVICES)
                 and seen.get("orders")
                 and seen.get("dead_letters")
+                and seen.get("platform_problems")
             ),
         )
         assert set(snap["consumed"]) == set(system.SERVICES), snap
@@ -529,6 +531,8 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "Orders by status" in page.text and "Dead letters" in page.text
         assert set(snap["health"]) == set(system.SERVICES), snap["health"]
         assert {"database", "kafka", "consumer", "relay"} <= set(snap["checks"]["orders"])
+        assert set(snap["platform_problems"]) == set(get_args(ProblemKind)), snap
+        assert "<td><code>GET /platform/problems</code></td>" in page.text
         assert "<h2>Health</h2>" in page.text and "<td>orders</td><td class=" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)

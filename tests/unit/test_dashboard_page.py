@@ -5,6 +5,7 @@ import html
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -192,6 +193,15 @@ def test_the_page_does_not_start_without_a_token(
     assert said.startswith("no API token: set CARAVAN_TOKEN") and said.count("\n") == 1
 
 
+async def sampled(
+    settings: Settings, answer: Callable[[httpx.Request], httpx.Response]
+) -> tuple[Dashboard, str]:
+    """A page that sampled once the services answering as ``answer`` does, and its HTML."""
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    await page.sample()
+    return page, page.page()
+
+
 async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: None) -> None:
     """Rows the relay set aside (Kafka refusing them for good) are not in the backlog any
     more: the page shows them apart, marked, for operations to act on."""
@@ -205,9 +215,7 @@ async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: 
         )
         return httpx.Response(200, text=metrics if request.url.path == "/metrics" else "{}")
 
-    page = Dashboard(settings, transport=httpx.MockTransport(answer))
-    await page.sample()
-    text = page.page()
+    _, text = await sampled(settings, answer)
     assert "<th title='Outbox rows Kafka refused for good" in text
     assert "<td>1</td><td>0.0</td><td class='stale'><b>2</b></td></tr>" in text  # payments
     assert text.count("<td>1</td><td>0.0</td><td>0</td></tr>") == 4
@@ -348,9 +356,7 @@ async def test_each_service_health_checks_are_shown_as_its_healthz_names_them(
             return httpx.Response(status, json=body)
         return httpx.Response(200, text="" if request.url.path == "/metrics" else "{}")
 
-    page = Dashboard(settings, transport=httpx.MockTransport(answer))
-    await page.sample()
-    text = page.page()
+    _, text = await sampled(settings, answer)
     assert (
         "<th>health</th><th>database</th><th>kafka</th><th>consumer</th><th>relay</th>"
         "<th>disk</th></tr>"
@@ -370,3 +376,43 @@ async def test_each_service_health_checks_are_shown_as_its_healthz_names_them(
     assert "<tr><td>platform</td><td class='down'>no answer (ConnectError)</td><td></td>" in text
     style = text.split("<style>")[1].split("</style>")[0]
     assert ".degraded{" in style and ".down{" in style and ".ok{" in style
+
+
+async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
+    no_kafka: None,
+) -> None:
+    """The platform adapter's open problems (orders it could not place: an unmapped SKU,
+    a refusal) and its failed status callbacks wait for an operator, and /metrics counts
+    them: the page did not show them."""
+    settings = Settings(token="cvn_" + "w" * 43)
+    platform = (
+        'caravan_platform_problems_open{kind="unmapped_sku"} 2.0\n'
+        'caravan_platform_problems_open{kind="rejected"} 0.0\n'
+        'caravan_platform_callbacks{status="pending"} 4.0\n'
+        'caravan_platform_callbacks{status="failed"} 3.0\n'
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/metrics":
+            return httpx.Response(200, text="{}")
+        return httpx.Response(
+            200, text=platform if request.url.port == settings.platform_http_port else ""
+        )
+
+    page, text = await sampled(settings, answer)
+    assert (
+        "<h2>Waiting for operations</h2><table>"
+        "<tr><td>platform orders: rejected</td><td>0</td>"
+        "<td><code>GET /platform/problems</code></td></tr>"
+        "<tr><td>platform orders: unmapped_sku</td><td class='stale'><b>2</b></td>"
+        "<td><code>GET /platform/problems</code></td></tr>"
+        "<tr><td>platform status callbacks failed</td><td class='stale'><b>3</b></td>"
+        "<td><code>POST /platform/callbacks/retry</code></td></tr></table>"
+    ) in text
+    assert page.history[-1].callbacks_failed == 3.0
+
+
+def test_what_waits_for_operations_is_not_shown_as_none_without_figures() -> None:
+    page = board()
+    page.history.append(Snapshot(at=time.time()))
+    assert "<h2>Waiting for operations</h2><table><tr><td>no figures</td></tr>" in page.page()

@@ -351,7 +351,13 @@ class BodyLimit:
 
 KAFKA_SILENT_AFTER = 30.0
 """Seconds without a word from Kafka after which ``/healthz`` says it is down: six of the
-consumer-lag samples a service takes every 5 s, whatever its traffic."""
+consumer-lag samples a service takes every 5 s, whatever its traffic. Not a setting, as the
+stall thresholds are (``CARAVAN_CONSUMER_STALL_SECONDS``): what they wait out depends on the
+deployment's work (how long a handler or a publish may take), what this one does not (Kafka
+answering a sample at all), and it follows the sample interval, not a setting either. A
+shorter silence would name one slow sample (the client opened again after a failure) as
+Kafka away; a monitor that wants more patience waits on the degraded answer (a 200, which
+no load balancer acts on) for as long as it likes."""
 
 
 class KafkaContact:

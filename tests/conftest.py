@@ -174,3 +174,15 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     finally:
         procs.stop()
         await log.stop()
+
+
+@pytest.fixture(scope="module")
+async def no_payments(caravan: System) -> AsyncIterator[System]:
+    """The system with the payments service stopped: no hold is ever paid for (an order's
+    stock stays held), for the tests of a module."""
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        yield caravan
+    finally:
+        caravan.procs.start(("payments",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)

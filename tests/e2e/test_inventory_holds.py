@@ -4,10 +4,7 @@ held, and stock released into a lot that expired meanwhile is recorded as spoile
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-
-import pytest
 
 import caravan.system as system
 from shared import days
@@ -18,17 +15,6 @@ from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System, ref
 
 BUYER = {"id": "inv-hold-buyer", "phone": "+8613900007011", "locale": "en"}
-
-
-@pytest.fixture(scope="module")
-async def no_payments(caravan: System) -> AsyncIterator[System]:
-    """The system with the payments service stopped: no hold is ever paid for."""
-    await asyncio.to_thread(caravan.procs.stop, ["payments"])
-    try:
-        yield caravan
-    finally:
-        caravan.procs.start(("payments",))
-        await asyncio.to_thread(system.wait_ready, caravan.procs)
 
 
 async def _seed(caravan: System, lots: dict[str, int]) -> str:
@@ -44,17 +30,22 @@ async def _seed(caravan: System, lots: dict[str, int]) -> str:
     return sku
 
 
-async def _hold(caravan: System, sku: str, quantity: int) -> str:
+async def place(caravan: System, sku: str, quantity: int, buyer: dict[str, str] = BUYER) -> str:
+    """Request a prepaid order of ``quantity`` of ``sku``; its id once it is placed."""
     req = OrderRequested.model_validate(
         {
             "order_ref": ref("INV"),
-            "buyer": BUYER,
+            "buyer": buyer,
             "lines": [{"sku": sku, "quantity": quantity}],
             "payment": {"method": "prepaid"},
         }
     )
     await caravan.request(req)
-    order_id = await caravan.placed(req.order_ref)
+    return await caravan.placed(req.order_ref)
+
+
+async def _hold(caravan: System, sku: str, quantity: int) -> str:
+    order_id = await place(caravan, sku, quantity)
     await caravan.wait_for(
         lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id)
     )

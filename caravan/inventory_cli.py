@@ -1,9 +1,10 @@
-"""``caravan inventory ...``: stock per SKU and per lot, receiving and adjusting lots, and the
-spoilage report, through the inventory service's admin API (``CARAVAN_INVENTORY_HTTP_PORT``,
-or ``--url``)."""
+"""``caravan inventory ...``: stock per SKU and per lot (with its history), receiving,
+adjusting and correcting lots, and the spoilage report, through the inventory service's
+admin API (``CARAVAN_INVENTORY_HTTP_PORT``, or ``--url``)."""
 
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -84,10 +85,27 @@ def stock(
     output.show(table)
 
 
+def _change(entry: dict[str, Any]) -> str:
+    """What one entry of a lot's history changed: its count, or its terms."""
+    if entry["kind"] == "adjustment":
+        return f"{entry['delta']:+d}"
+    return ", ".join(f"{k} {v} -> {entry['after'][k]}" for k, v in entry["before"].items())
+
+
 @app.command()
 def lot(lot_id: str, url: Url = None) -> None:
-    """One lot's counters."""
-    console.print(_lot_line(_call(url, "GET", "/lots/{}", lot_id)))
+    """One lot's counters, and its adjustments and corrections (who, when, why)."""
+    path = f"/lots/{quote(lot_id, safe='')}/adjustments"
+    history = list(pages(_base(url), "inventory", path))
+    console.print(_lot_line(history[0]["lot"]))
+    entries = [e for page in history for e in page["entries"]]
+    if not entries:
+        console.print("no adjustments or corrections")
+        return
+    table = output.table("at", "kind", "change", "reason", "by", whole=("at",))
+    for e in entries:
+        table.add_row(e["at"][:19], e["kind"], _change(e), e["reason"], e["actor"] or "-")
+    output.show(table)
 
 
 @app.command("add-lot")
@@ -111,6 +129,36 @@ def add_lot(
     if status == 200:  # 201 for a new lot
         console.print(f"lot {lot_id} received before, nothing changed")
     console.print(_lot_line(lot))
+
+
+@app.command("correct-lot")
+def correct_lot(
+    lot_id: str,
+    reason: Annotated[str, typer.Option(help="why: what was mistyped")],
+    sku: Annotated[str | None, typer.Option(help="the lot's right SKU")] = None,
+    available_from: Annotated[
+        str | None, typer.Option("--from", help="its right first day on sale (YYYY-MM-DD)")
+    ] = None,
+    best_before: Annotated[
+        str | None, typer.Option("--best-before", help="its right last day (YYYY-MM-DD)")
+    ] = None,
+    url: Url = None,
+) -> None:
+    """Set right a lot's SKU or dates mistyped when it was received (refused while orders
+    hold any of it; its SKU, once any was sold). Shown in its history (``lot``)."""
+    terms = {"sku": sku, "available_from": available_from, "best_before": best_before}
+    body = _call(
+        url,
+        "PATCH",
+        "/lots/{}",
+        lot_id,
+        json={"reason": reason, **{k: v for k, v in terms.items() if v is not None}},
+    )
+    if not body["corrected"]:
+        console.print(f"lot {lot_id} has these terms already, nothing changed")
+    for name, was in body["before"].items():
+        console.print(f"{name}: {was} -> {body['after'][name]}")
+    console.print(_lot_line(body["lot"]))
 
 
 @app.command()

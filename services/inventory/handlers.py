@@ -5,6 +5,7 @@ the moves of ``domain.ledger``."""
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from services.inventory.adapters.repository import StockRepository
 from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
     adjust_move,
+    correction_refused,
     on_cancel,
     on_confirm,
     release_moves,
@@ -36,6 +38,7 @@ from shared.events.inventory import (
 )
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderPlaced, PaymentRequest
 from shared.events.registry import Parsed
+from shared.ids import new_id
 from shared.logs import working_for
 from shared.messaging.uow import Tx
 from shared.seed import LotSeed, SeedFile
@@ -297,6 +300,14 @@ class Conflict(ValueError):
     """The id is taken by something else (another lot, another adjustment)."""
 
 
+class Refused(ValueError):
+    """The lot cannot take this change now (its stock is held by orders, or sold)."""
+
+
+class DatesOutOfOrder(ValueError):
+    """A lot's ``best_before`` would be before its ``available_from``."""
+
+
 async def add_lot(tx: Tx, lot: LotSeed) -> bool:
     """Receive a harvest lot; True if new, False if the very same lot was received before."""
     repo = StockRepository(tx)
@@ -316,7 +327,9 @@ async def lock_lot(tx: Tx, lot_id: str) -> None:
     await StockRepository(tx).lock_lot(lot_id)
 
 
-async def adjust_lot(tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id: str) -> bool:
+async def adjust_lot(
+    tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id: str, actor: str
+) -> bool:
     """Correct a lot's count by ``delta`` units (received and available move together);
     True if applied, False if ``adjustment_id`` was applied before (a retried request).
     Raises ``StockError`` when removing more than is available."""
@@ -324,9 +337,58 @@ async def adjust_lot(tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id
     counters = await repo.lock_lot(lot_id)
     if counters is None:
         raise UnknownLot(lot_id)
-    if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason):
+    if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason, actor):
         if await repo.adjustment(adjustment_id) != (lot_id, delta, reason):
             raise Conflict(f"adjustment {adjustment_id} was made with other values")
         return False
     await repo.apply([adjust_move(lot_id, counters, delta)])
     return True
+
+
+LotTerms = dict[str, tuple[object, object]]
+"""A lot's terms changed by a correction: field by name, (before, after)."""
+
+
+async def correct_lot(
+    tx: Tx,
+    lot_id: str,
+    reason: str,
+    actor: str,
+    *,
+    sku: str | None = None,
+    available_from: date | None = None,
+    best_before: date | None = None,
+) -> LotTerms:
+    """Set right a lot's terms mistyped when it was received (those given, None: left as
+    they are); returns the terms it changed (none: the lot has them already, nothing is
+    recorded). Under the lot's lock, as a reservation takes it: an order being served waits
+    for it, then finds the lot by its new terms (another SKU's, out of season: not at all);
+    a correction waits for an order, then sees what it holds.
+    Raises UnknownLot, UnknownSku, DatesOutOfOrder, or Refused (:func:`correction_refused`)."""
+    repo = StockRepository(tx)
+    state = await repo.locked_lot(lot_id)
+    if state is None:
+        raise UnknownLot(lot_id)
+    lot = state.lot
+    sku = sku or lot.sku
+    first, last = available_from or lot.available_from, best_before or lot.best_before
+    changed: LotTerms = {
+        name: (old, new)
+        for name, old, new in (
+            ("sku", lot.sku, sku),
+            ("available_from", lot.available_from, first),
+            ("best_before", lot.best_before, last),
+        )
+        if old != new
+    }
+    if not changed:
+        return {}
+    if last < first:
+        raise DatesOutOfOrder(f"best_before {last} is before available_from {first}")
+    if sku != lot.sku and not await repo.products([sku]):
+        raise UnknownSku(sku)
+    if refused := correction_refused(lot_id, state.counters, sku != lot.sku):
+        raise Refused(refused)
+    corrected = replace(lot, sku=sku, available_from=first, best_before=last)
+    await repo.correct_lot(new_id(), corrected, changed, reason, actor)
+    return changed

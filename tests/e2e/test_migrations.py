@@ -220,26 +220,26 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
     infrastructure: system.Infrastructure,
 ) -> None:
     """``caravan prepare`` failed part way, or a supervisor started the new version before it:
-    inventory at 0005 while its code writes ``trace_headers`` (0006) failed every
+    inventory at 0005 while its code wrote ``trace_headers`` (0006) failed every
     ``order.placed`` with UndefinedColumn, dead-lettered it after 3 tries, and every order
     expired. It now exits 2 at once, one line naming ``caravan prepare``; on a schema a newer
     version migrated (an old process during an upgrade) it runs on, with a warning."""
     async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
         never = await _refused("inventory", url)  # no alembic_version table at all
-        assert "schema inventory was never migrated, this version needs 0006" in never, never
+        assert "schema inventory was never migrated, this version needs 0007" in never, never
         assert "run caravan prepare" in never and "Traceback" not in never, never
 
         cfg = alembic_config(migrations_folder("inventory"), url)
         await asyncio.to_thread(command.upgrade, cfg, "head")
         await asyncio.to_thread(command.downgrade, cfg, "-1")
         behind = await _refused("inventory", url)
-        said = "schema inventory is at 0005, this version needs 0006: run caravan prepare"
+        said = "schema inventory is at 0006, this version needs 0007: run caravan prepare"
         assert said in behind and "Traceback" not in behind, behind
 
         await asyncio.to_thread(command.upgrade, cfg, "head")
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("update inventory.alembic_version set version_num = '0007'"))
+            await conn.execute(text("update inventory.alembic_version set version_num = '0008'"))
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
@@ -248,7 +248,7 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
             while b"does not know" not in line:
                 line = await asyncio.wait_for(proc.stdout.readline(), 60)
                 assert line, "the service exited"
-            assert b"schema inventory is at 0007" in line, line
+            assert b"schema inventory is at 0008" in line, line
             await asyncio.sleep(1)
             assert proc.returncode is None  # running on, waiting for Kafka
         finally:
@@ -283,7 +283,7 @@ async def test_a_service_started_while_postgresql_is_away_checks_its_schema_once
             assert not serving.done()
             pg = forwarder(target.host or "127.0.0.1", target.port or 5432)
             async with await asyncio.start_server(pg, "127.0.0.1", port):
-                with pytest.raises(SchemaBehind, match="inventory is at 0005, this version needs"):
+                with pytest.raises(SchemaBehind, match="inventory is at 0006, this version needs"):
                     await asyncio.wait_for(serving, 30)
         finally:
             runtime.removeHandler(unread)

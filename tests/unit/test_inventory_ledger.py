@@ -15,6 +15,7 @@ from services.inventory.domain.ledger import (
     StockBook,
     StockError,
     adjust_move,
+    correction_refused,
     hold_overdue,
     on_cancel,
     on_confirm,
@@ -52,6 +53,16 @@ def test_adjustments_move_received_and_available_together() -> None:
         adjust_move("L", Counters(5, 2, 3), -3)  # the 3 reserved are not there to remove
     with pytest.raises(StockError):
         adjust_move("L", Counters(5, 2, 3), 0)
+
+
+def test_a_lot_is_corrected_while_nothing_is_held_its_sku_while_nothing_went_to_orders() -> None:
+    """Counters (received, available, reserved, sold, spoiled); the flag: the SKU changes."""
+    assert correction_refused("L", Counters(5, 5), sku_changes=True) is None
+    assert correction_refused("L", Counters(5, 3, 0, 2), sku_changes=False) is None
+    held = correction_refused("L", Counters(5, 3, 2), sku_changes=False)
+    assert held is not None and held.startswith("lot L: 2 held by orders")
+    sold = correction_refused("L", Counters(5, 3, 0, 1, 1), sku_changes=True)
+    assert sold is not None and sold.startswith("lot L: 1 sold and 1 spoiled under its SKU")
 
 
 @pytest.mark.parametrize(

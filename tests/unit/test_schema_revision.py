@@ -13,17 +13,17 @@ INVENTORY = ScriptDirectory(str(migrations_folder("inventory")))
 
 
 def test_a_schema_at_the_head_of_its_migrations_says_nothing() -> None:
-    assert INVENTORY.get_heads() == ["0006"]
-    assert schema_warning(INVENTORY, "inventory", ["0006"]) is None
+    assert INVENTORY.get_heads() == ["0007"]
+    assert schema_warning(INVENTORY, "inventory", ["0007"]) is None
 
 
 def test_a_schema_behind_the_code_refuses_naming_where_it_is_and_what_to_run() -> None:
     with pytest.raises(SchemaBehind) as refused:
-        schema_warning(INVENTORY, "inventory", ["0005"])
+        schema_warning(INVENTORY, "inventory", ["0006"])
     assert str(refused.value) == (
-        "schema inventory is at 0005, this version needs 0006: run caravan prepare"
+        "schema inventory is at 0006, this version needs 0007: run caravan prepare"
     )
-    with pytest.raises(SchemaBehind, match="inventory is at 0001, this version needs 0006"):
+    with pytest.raises(SchemaBehind, match="inventory is at 0001, this version needs 0007"):
         schema_warning(INVENTORY, "inventory", ["0001"])
 
 
@@ -32,16 +32,16 @@ def test_a_schema_never_migrated_refuses_likewise() -> None:
     with pytest.raises(SchemaBehind) as refused:
         schema_warning(INVENTORY, "inventory", [])
     assert str(refused.value) == (
-        "schema inventory was never migrated, this version needs 0006: run caravan prepare"
+        "schema inventory was never migrated, this version needs 0007: run caravan prepare"
     )
 
 
 def test_a_schema_ahead_of_the_code_runs_on_with_a_warning() -> None:
     """An older process still running after a newer version's ``caravan prepare``."""
-    warning = schema_warning(INVENTORY, "inventory", ["0007"])
+    warning = schema_warning(INVENTORY, "inventory", ["0008"])
     assert warning is not None
-    assert warning.startswith("schema inventory is at 0007, which this version does not know")
-    assert "needs 0006" in warning
+    assert warning.startswith("schema inventory is at 0008, which this version does not know")
+    assert "needs 0007" in warning
 
 
 @pytest.mark.parametrize("schema", [*SERVICES, "auth", "ops"])

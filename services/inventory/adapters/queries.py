@@ -4,13 +4,14 @@
 ``best_before`` can never be sold and is reported as ``expired_unsold``.
 """
 
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, literal, null, select, union_all
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.inventory.adapters.tables import lots, products
+from services.inventory.adapters.tables import lot_adjustments, lot_corrections, lots, products
 from shared.events.envelope import Frozen
 from shared.pagination import Position, after
 
@@ -64,6 +65,31 @@ class SpoiledReport(Frozen):
     next_cursor: str | None = None
 
 
+class LotEntry(Frozen):
+    """One change of a lot after it was received: an adjustment of its count (``delta``
+    units found or written off), or a correction of its terms (``before`` and ``after``:
+    the fields it changed). ``actor`` is who made it (null on adjustments made before
+    2026-12-04, whose author is in the audit trail)."""
+
+    kind: Literal["adjustment", "correction"]
+    id: str
+    at: datetime
+    actor: str | None
+    reason: str
+    delta: int | None = None
+    before: dict[str, str] | None = None
+    after: dict[str, str] | None = None
+
+
+class LotHistory(Frozen):
+    """A lot's counters, and a page of its adjustments and corrections, oldest first
+    (``next_cursor``: the rest)."""
+
+    lot: LotStock
+    entries: list[LotEntry]
+    next_cursor: str | None = None
+
+
 def _lot(row: Any, day: date) -> LotStock:
     return LotStock(
         lot_id=row.lot_id,
@@ -104,6 +130,45 @@ def _sums(day: date) -> list[Any]:
 async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock | None:
     row = (await conn.execute(select(lots).where(lots.c.lot_id == lot_id))).first()
     return None if row is None else _lot(row, day)
+
+
+_ENTRIES = union_all(
+    select(
+        literal("adjustment").label("kind"),
+        lot_adjustments.c.adjustment_id.label("id"),
+        lot_adjustments.c.lot_id,
+        lot_adjustments.c.created_at.label("at"),
+        lot_adjustments.c.actor,
+        lot_adjustments.c.reason,
+        lot_adjustments.c.delta,
+        null().cast(JSONB).label("before"),
+        null().cast(JSONB).label("after"),
+    ),
+    select(
+        literal("correction").label("kind"),
+        lot_corrections.c.correction_id.label("id"),
+        lot_corrections.c.lot_id,
+        lot_corrections.c.created_at.label("at"),
+        lot_corrections.c.actor,
+        lot_corrections.c.reason,
+        null().label("delta"),
+        lot_corrections.c.before,
+        lot_corrections.c.after,
+    ),
+).subquery("entries")
+
+
+async def lot_entries(
+    conn: AsyncConnection, lot_id: str, *, start: Position | None = None, limit: int
+) -> list[LotEntry]:
+    """Up to ``limit`` of a lot's adjustments and corrections after ``start``, oldest first
+    (by time, kind and id)."""
+    key = (_ENTRIES.c.at, _ENTRIES.c.kind, _ENTRIES.c.id)
+    query = select(_ENTRIES).where(_ENTRIES.c.lot_id == lot_id)
+    if start is not None:
+        query = query.where(after(key, start))
+    rows = await conn.execute(query.order_by(*key).limit(limit))
+    return [LotEntry.model_validate(r._mapping) for r in rows]
 
 
 async def stock(

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.tables import (
     lot_adjustments,
+    lot_corrections,
     lots,
     products,
     reservation_lines,
@@ -315,6 +316,40 @@ class StockRepository:
         state: LotState | None = self.tx.identity.get((LOT, lot_id))
         return None if state is None else state.counters
 
+    async def locked_lot(self, lot_id: str) -> LotState | None:
+        """The lot, locked (as :meth:`lock_lot`), with its terms and counters."""
+        await self._load_lots(lot_ids=[lot_id])
+        return cast(LotState | None, self.tx.identity.get((LOT, lot_id)))
+
+    async def correct_lot(
+        self,
+        correction_id: str,
+        lot: Lot,
+        changed: Mapping[str, tuple[object, object]],
+        reason: str,
+        actor: str,
+    ) -> None:
+        """Give a locked lot the terms of ``lot`` (its SKU and dates), and record the
+        correction with the terms it ``changed`` (field by name, (before, after)). The lot
+        in this transaction's map takes them too."""
+        await self.conn.execute(
+            update(lots)
+            .where(lots.c.lot_id == lot.lot_id)
+            .values(sku=lot.sku, available_from=lot.available_from, best_before=lot.best_before)
+        )
+        state: LotState = self.tx.identity[LOT, lot.lot_id]
+        state.lot = lot
+        await self.conn.execute(
+            lot_corrections.insert().values(
+                correction_id=correction_id,
+                lot_id=lot.lot_id,
+                actor=actor[:128],
+                reason=reason,
+                before={name: str(old) for name, (old, _) in changed.items()},
+                after={name: str(new) for name, (_, new) in changed.items()},
+            )
+        )
+
     async def add_lot(self, lot: LotSeed) -> bool:
         """Receive a new lot; False if ``lot_id`` exists already (it is left as it is)."""
         inserted = (
@@ -360,13 +395,19 @@ class StockRepository:
         }
 
     async def record_adjustment(
-        self, adjustment_id: str, lot_id: str, delta: int, reason: str
+        self, adjustment_id: str, lot_id: str, delta: int, reason: str, actor: str
     ) -> bool:
         """False if ``adjustment_id`` was recorded before (a retried request)."""
         inserted = (
             await self.conn.execute(
                 pg_insert(lot_adjustments)
-                .values(adjustment_id=adjustment_id, lot_id=lot_id, delta=delta, reason=reason)
+                .values(
+                    adjustment_id=adjustment_id,
+                    lot_id=lot_id,
+                    delta=delta,
+                    reason=reason,
+                    actor=actor[:128],
+                )
                 .on_conflict_do_nothing()
                 .returning(lot_adjustments.c.adjustment_id)
             )

@@ -100,6 +100,23 @@ lot_adjustments = Table(
     Column("delta", Integer, CheckConstraint("delta <> 0"), nullable=False),
     Column("reason", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Who made it (a token's name, or the OS user of the CLI); null on those made before
+    # migration 0007, whose author is in the audit trail (``lot.adjust``).
+    Column("actor", String(128), nullable=True),
+)
+
+# A lot's SKU or dates set right (mistyped when it was received): ``before`` and ``after``
+# hold the fields changed, as JSON (``{"best_before": "2027-08-31"}``).
+lot_corrections = Table(
+    "lot_corrections",
+    metadata,
+    Column("correction_id", String(64), primary_key=True),
+    Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("before", JSONB, nullable=False),
+    Column("after", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

@@ -105,6 +105,27 @@ def adjust_move(lot_id: str, counters: Counters, delta: int) -> Move:
     return Move(lot_id, received=delta, available=delta)
 
 
+def correction_refused(lot_id: str, counters: Counters, sku_changes: bool) -> str | None:
+    """Why a lot's terms (SKU, dates) cannot be set right now; None if they can.
+
+    Not while orders hold any of it: what they hold goes back to the lot (spoiled if past its
+    ``best_before`` by then), under its SKU, so another SKU or date would change a hold taken
+    on the terms it was taken on. Nor its SKU once any of it went to orders (sold, or spoiled
+    coming back): those were sold as the SKU they were, which the SKU's totals still count.
+    """
+    if counters.reserved:
+        return (
+            f"lot {lot_id}: {counters.reserved} held by orders; correct it once they are"
+            " sold or released"
+        )
+    if sku_changes and (counters.sold or counters.spoiled):
+        return (
+            f"lot {lot_id}: {counters.sold} sold and {counters.spoiled} spoiled under its SKU;"
+            " write off what is left (an adjustment) and receive it as a new lot"
+        )
+    return None
+
+
 def on_cancel(status: HoldStatus | None) -> CancelAction:
     """What ``order.cancelled`` does to an order's hold."""
     if status is None:

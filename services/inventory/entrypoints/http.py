@@ -5,6 +5,13 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
   its lots, with its lots but the finished ones (empty and past ``best_before``) unless
   ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``).
 - ``GET /lots/{lot_id}``: one lot's counters.
+- ``GET /lots/{lot_id}/adjustments?cursor=&limit=``: the lot's counters and a page of its
+  history, oldest first: adjustments (delta) and corrections (the terms before and after),
+  each with its reason, time and author.
+- ``PATCH /lots/{lot_id}`` ``{"sku", "available_from", "best_before", "reason"}`` (the terms
+  to set right, at least one): 200 (``corrected`` false: it had them), 404 unknown lot, 409
+  while orders hold any of it or (of its SKU) once any of it was sold, 422 unknown SKU or
+  dates out of order.
 - ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again, 409 the
   id holds another lot, 422 unknown SKU or invalid body.
 - ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason"}`` with an optional
@@ -17,10 +24,11 @@ Writes need the scope ``inventory:write`` and are written to the audit trail; re
 ``inventory:read`` (or ``inventory:write``).
 """
 
-from typing import Annotated, Any
+from datetime import date, datetime
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Header, Path, Query, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from services.inventory import handlers
 from services.inventory.adapters import queries
@@ -28,10 +36,10 @@ from services.inventory.domain.ledger import StockError
 from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
-from shared.events.envelope import Frozen
+from shared.events.envelope import Frozen, NoNul
 from shared.http import BAD_INPUT, JSON_BODY, NO_NUL, problem, problem_responses, require
 from shared.ids import new_id
-from shared.messaging.uow import UnitOfWork
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Limit, Position, cursor_after, page
 from shared.seed import LotSeed
 
@@ -44,6 +52,32 @@ class Adjustment(Frozen):
 class Adjusted(Frozen):
     adjustment_id: str
     applied: bool
+    lot: queries.LotStock
+
+
+class Correction(NoNul):
+    """A lot's terms mistyped when it was received, set right: those given (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")  # a term misspelt would be left as it is
+
+    sku: str | None = Field(None, min_length=1, max_length=64)
+    available_from: date | None = None
+    best_before: date | None = None
+    reason: str = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.sku is None and self.available_from is None and self.best_before is None:
+            raise ValueError("give sku, available_from or best_before")
+        return self
+
+
+class Corrected(Frozen):
+    """``corrected``: whether it changed anything; ``before``/``after``: the terms it did."""
+
+    corrected: bool
+    before: dict[str, str]
+    after: dict[str, str]
     lot: queries.LotStock
 
 
@@ -64,6 +98,21 @@ UNKNOWN_SKU = "no product with this SKU"
 UNKNOWN_LOT = "no lot with this id"
 STOCK_CURSOR = cursor_after(str)  # after a product's sku
 SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
+ENTRY_CURSOR = cursor_after(datetime, str, str)  # after a lot's entry (at, kind, id)
+
+
+async def _audit(
+    tx: Tx,
+    who: Principal,
+    action: str,
+    before: queries.LotStock | None,
+    after: queries.LotStock | None,
+    detail: dict[str, Any],
+) -> None:
+    """Write a change of a lot to the audit trail: the lot as it was and as it is now."""
+    if before is not None and after is not None:
+        dump = {"before": before.model_dump(mode="json"), "after": after.model_dump(mode="json")}
+        await audit.record(tx.conn, who.name, action, after.lot_id, **dump, detail=detail)
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -92,6 +141,25 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         async with engine.connect() as conn:
             found = await queries.stock(conn, days.today(), sku, finished=finished)
         return found[0] if found else problem(404, "Unknown SKU", f"no product {sku}")
+
+    @router.get(  # before /lots/{lot_id:path}, which would take "L/adjustments" as an id
+        "/lots/{lot_id:path}/adjustments",
+        response_model=queries.LotHistory,
+        dependencies=READ,
+        responses=problem_responses({404: UNKNOWN_LOT}),
+    )
+    async def lot_history(
+        lot_id: Key, start: Position | None = ENTRY_CURSOR, limit: Limit = 100
+    ) -> Any:
+        """The lot's counters and its adjustments and corrections, oldest first, a page at
+        a time (``next_cursor``)."""
+        async with engine.connect() as conn:
+            found = await queries.lot_stock(conn, lot_id, days.today())
+            if found is None:
+                return problem(404, "Unknown lot", f"no lot {lot_id}")
+            entries = await queries.lot_entries(conn, lot_id, start=start, limit=limit + 1)
+        listed, next_cursor = page(entries, limit, lambda e: (e.at, e.kind, e.id))
+        return queries.LotHistory(lot=found, entries=listed, next_cursor=next_cursor)
 
     @router.get(
         "/lots/{lot_id:path}",
@@ -135,6 +203,52 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             response.status_code = 200
         return view
 
+    @router.patch(
+        "/lots/{lot_id:path}",
+        response_model=Corrected,
+        responses=problem_responses(
+            {
+                **JSON_BODY,
+                404: UNKNOWN_LOT,
+                409: "orders hold some of the lot, or (a new SKU) some of it was sold",
+                422: f"{BAD_INPUT}, no product has the SKU, or the dates are out of order",
+            }
+        ),
+    )
+    async def correct_lot(lot_id: Key, body: Correction, who: Writer) -> Any:
+        """Set right a lot's SKU or dates, mistyped when it was received."""
+        try:
+            async with uow.begin() as tx:
+                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
+                before = await queries.lot_stock(tx.conn, lot_id, days.today())
+                changed = await handlers.correct_lot(
+                    tx,
+                    lot_id,
+                    body.reason,
+                    who.name,
+                    sku=body.sku,
+                    available_from=body.available_from,
+                    best_before=body.best_before,
+                )
+                view = await queries.lot_stock(tx.conn, lot_id, days.today())
+                terms = {
+                    side: {name: str(pair[i]) for name, pair in changed.items()}
+                    for i, side in enumerate(("before", "after"))
+                }
+                if changed:
+                    detail = {"reason": body.reason, **terms}
+                    await _audit(tx, who, "lot.correct", before, view, detail)
+        except handlers.UnknownLot:
+            return problem(404, "Unknown lot", f"no lot {lot_id}")
+        except handlers.UnknownSku:
+            return problem(422, "Unknown SKU", f"no product {body.sku}")
+        except handlers.DatesOutOfOrder as exc:
+            return problem(422, "Invalid request", str(exc))
+        except handlers.Refused as exc:
+            return problem(409, "Correction refused", str(exc))
+        assert view is not None
+        return Corrected(corrected=bool(changed), lot=view, **terms)
+
     @router.post(
         "/lots/{lot_id:path}/adjustments",
         status_code=201,
@@ -166,19 +280,14 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             async with uow.begin() as tx:
                 await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
                 before = await queries.lot_stock(tx.conn, lot_id, days.today())
-                applied = await handlers.adjust_lot(tx, lot_id, body.delta, body.reason, key)
+                applied = await handlers.adjust_lot(
+                    tx, lot_id, body.delta, body.reason, key, who.name
+                )
                 await tx.flush()  # the lot's new counters, read back just below
                 view = await queries.lot_stock(tx.conn, lot_id, days.today())
-                if applied and before is not None and view is not None:
-                    await audit.record(
-                        tx.conn,
-                        who.name,
-                        "lot.adjust",
-                        lot_id,
-                        before=before.model_dump(mode="json"),
-                        after=view.model_dump(mode="json"),
-                        detail={"delta": body.delta, "reason": body.reason, "key": key},
-                    )
+                if applied:
+                    detail = {"delta": body.delta, "reason": body.reason, "key": key}
+                    await _audit(tx, who, "lot.adjust", before, view, detail)
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")
         except (handlers.Conflict, StockError) as exc:

@@ -160,13 +160,27 @@ async def test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_ru
             "base",
         )
         assert "1 in notifications.parked" in said, said
+        # Down past inventory's 0007, the record of lots corrected would be dropped.
+        inventory_cfg, said = await _downgrade_refused(
+            url,
+            "inventory",
+            "with s as (insert into inventory.sellers values ('s', 'S', 'Shawan', '+8613000')),"
+            " p as (insert into inventory.products values ('p', 's', 100, '{}')),"
+            " l as (insert into inventory.lots (lot_id, sku, received, available,"
+            " available_from, best_before) values ('l', 'p', 1, 1, '2026-09-01', '2027-08-31'))"
+            " insert into inventory.lot_corrections (correction_id, lot_id, actor, reason,"
+            " before, after) values ('c', 'l', 'clerk', 'typo', '{}', '{}')",
+            "0006",
+        )
+        assert "1 in inventory.lot_corrections" in said, said
 
         await _execute(url, "delete from orders.outbox")
         await _execute(url, "delete from notifications.parked")
-        for cfg in (orders_cfg, notifications_cfg):
+        await _execute(url, "delete from inventory.lot_corrections")
+        for cfg in (orders_cfg, notifications_cfg, inventory_cfg):
             await asyncio.to_thread(command.downgrade, cfg, "base")
-        assert await _version(url, "orders") is None
-        assert await _version(url, "notifications") is None
+        for schema in ("orders", "notifications", "inventory"):
+            assert await _version(url, schema) is None
 
 
 async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:

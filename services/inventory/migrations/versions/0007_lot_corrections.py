@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -53,6 +55,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_losing(
+        "inventory.lot_corrections",
+        None,
+        "the record of lots corrected (who set right which terms, when and why)",
+        "DELETE FROM inventory.lot_corrections",
+    )
     op.drop_index(
         op.f("ix_inventory_lot_corrections_lot_id"),
         table_name="lot_corrections",

@@ -142,6 +142,10 @@ class Settings(CalendarSettings):
     dlq_retention_hours: float = Field(720.0, ge=0)
     saga_deadline_seconds: float = 900.0
     expiry_sweep_seconds: float = 1.0
+    # How long an order that ended (confirmed or cancelled) keeps its delivery address, from
+    # its last change (0: for ever): long enough for the goods to be sent and a dispute
+    # answered, and no longer (PIPL). Kept at least as long as the inbox rows.
+    orders_delivery_retention_days: float = Field(180.0, ge=0)
     outbox_batch_size: int = 500
     outbox_idle_poll_seconds: float = 0.5
     # How long published outbox rows and inbox rows are kept (shared/messaging/retention.py:

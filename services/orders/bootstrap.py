@@ -3,16 +3,30 @@
 from datetime import timedelta
 from functools import partial
 
-from services.orders.adapters.tables import metadata
+from services.orders.adapters.tables import metadata, orders
 from services.orders.entrypoints.http import create_app
 from services.orders.entrypoints.ops import ops_router, orders_by_status
 from services.orders.entrypoints.subscribers import expiry_loop, subscriptions
+from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
 
+def ended_deliveries(settings: Settings) -> Expiring:
+    """The delivery addresses of orders that ended (confirmed or cancelled: a pending one is
+    never touched), erased ``orders_delivery_retention_days`` after the order last changed
+    (its end, or a fact that came later); the order stays, saying when it lost its address."""
+    return Expiring(
+        orders,
+        "updated_at",
+        "status IN ('confirmed', 'cancelled') AND jsonb_typeof(delivery) = 'object'",
+        settings.orders_delivery_retention_days * 24,
+        erase="delivery = NULL, delivery_erased_at = now()",
+    )
+
+
 def bootstrap(settings: Settings) -> Service:
-    service = build_service("orders", settings, metadata)
+    service = build_service("orders", settings, metadata, [ended_deliveries(settings)])
     deadline = timedelta(seconds=settings.saga_deadline_seconds)
     for sub in subscriptions(deadline):
         service.subscribe(sub)

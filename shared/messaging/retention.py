@@ -37,6 +37,10 @@ inbox rows per order), until a county centre's database fills its disk.
   as long as the inbox rows this round (``inbox_retention_hours``, or longer when Kafka
   keeps records longer), whatever their setting says. With the inbox kept for ever (0) they
   go after their own setting.
+- **Personal data in rows kept** (an :class:`Expiring` with ``erase``): a row that must stay
+  (an order) loses its personal columns instead (``orders_delivery_retention_days``, 180
+  days after the order ended: its delivery address), by the same rule and in the same
+  chunks.
 
 ``0`` keeps a table's rows for ever. Every ``messaging_prune_interval_seconds`` (an hour;
 the first time at start) a service deletes its own schema's old rows in chunks, each chunk
@@ -66,12 +70,15 @@ MARGIN_HOURS = 24.0  # beyond what Kafka may keep, as in the default
 class Expiring:
     """Rows of ``table`` that are deleted ``hours`` after their ``column`` (0: never) once
     ``done`` (an SQL condition on a row) holds, and never before the inbox rows of their
-    age: rows a replay would otherwise act on again."""
+    age: rows a replay would otherwise act on again. With ``erase`` (an SQL ``SET`` list)
+    the rows are kept and updated so instead; ``done`` must then no longer hold of a row
+    erased, or it would be erased again every round."""
 
     table: Table
     column: str
     done: str
     hours: float
+    erase: str = ""
 
 
 class Retention:
@@ -110,7 +117,7 @@ class Retention:
         self.parked = parked
         self._parked_sql = _prune_sql(parked, "parked_at") if parked is not None else ""
         self.expiring = [
-            (rows, _prune_sql(rows.table, rows.column, rows.done)) for rows in expiring
+            (rows, _prune_sql(rows.table, rows.column, rows.done, rows.erase)) for rows in expiring
         ]
         pruned = [t.name for t in (outbox, inbox, parked) if t is not None]
         pruned += [rows.table.name for rows in expiring]
@@ -177,20 +184,21 @@ class Retention:
         while True:
             async with driver.transaction(self.db.engine) as conn:
                 status = await conn.execute(sql, hours * HOUR, self.chunk)
-            n = int(status.split()[-1])  # "DELETE <n>"
+            n = int(status.split()[-1])  # "DELETE <n>" or "UPDATE <n>"
             deleted += n
             MESSAGING_PRUNED.labels(self.service, table.name).inc(n)
             if n < self.chunk:
                 return deleted
 
 
-def _prune_sql(table: Table, column: str, where: str = "") -> str:
+def _prune_sql(table: Table, column: str, where: str = "", erase: str = "") -> str:
     """Delete up to ``$2`` rows whose ``column`` is more than ``$1`` seconds old (and of
-    which ``where`` holds)."""
+    which ``where`` holds), or with ``erase`` update them so."""
     name = driver.qualified(table)
     also = f" AND ({where})" if where else ""
+    verb = f"UPDATE {name} SET {erase}" if erase else f"DELETE FROM {name}"
     return (
-        f"DELETE FROM {name} WHERE ctid = ANY(ARRAY("
+        f"{verb} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM {name} WHERE {column} < now() - make_interval(secs => $1){also}"
         " LIMIT $2 FOR UPDATE SKIP LOCKED))"
     )

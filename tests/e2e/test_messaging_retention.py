@@ -26,9 +26,13 @@ from services.notifications.adapters import tables as notifications
 from services.notifications.bootstrap import finished_texts
 from services.notifications.dispatch import STATUSES
 from services.orders.adapters.tables import inbox, outbox
+from services.orders.adapters.tables import orders as orders_table
+from services.orders.bootstrap import ended_deliveries
+from services.orders.entrypoints.queries import order_view
 from shared.db import Database
 from shared.db.migrate import migrations_folder, upgrade
 from shared.events.envelope import CloudEvent
+from shared.events.orders import Delivery
 from shared.messaging.admin import ensure_topics
 from shared.messaging.kafka_admin import longest_kept_hours
 from shared.messaging.retention import Retention
@@ -209,6 +213,81 @@ async def test_finished_texts_go_after_their_retention_and_not_before_the_inbox_
         assert await sweep(0, 24).prune() == {"outbox": 0, "inbox": 0, "sms": 0}
 
 
+async def test_delivery_addresses_of_ended_orders_are_erased_after_their_retention(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """An order confirmed or cancelled more than ``orders_delivery_retention_days`` ago
+    loses its delivery address, and the API says when; a pending order keeps its own however
+    old, and so does an order that ended more recently; an order placed without one is not
+    said to have lost one."""
+    now = datetime.now(UTC)
+    address = {"county": "Shawan", "address": "Village 3"}
+    ages = [
+        ("confirmed-200", "confirmed", 200, address),
+        ("cancelled-200", "cancelled", 200, address),
+        ("pending-200", "pending", 200, address),
+        ("confirmed-100", "confirmed", 100, address),
+        ("confirmed-10", "confirmed", 10, address),
+        ("none-200", "confirmed", 200, None),  # JSON null, as an order without one is stored
+    ]
+    async with orders_tables(infrastructure) as db:
+        async with db.transaction() as conn:
+            for order_id, status, days, delivery in ages:
+                at = now - days * 24 * HOUR
+                row = {
+                    "order_id": order_id,
+                    "source": "storefront/test",
+                    "order_ref": order_id,
+                    "request_hash": "h",
+                    "buyer_id": "b",
+                    "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+                    "payment_method": "prepaid",
+                    "status": status,
+                    "stock": "done",
+                    "payment": "done",
+                    "delivery": delivery,
+                    "placed_at": at,
+                    "deadline_at": at,
+                    "updated_at": at,
+                }
+                await conn.execute(insert(orders_table).values(row))
+
+        def sweep(days: float) -> Retention:
+            return Retention(
+                db,
+                outbox,
+                inbox,
+                service="orders",
+                outbox_hours=24,
+                inbox_hours=912,
+                kafka_hours=None,
+                expiring=[ended_deliveries(Settings(orders_delivery_retention_days=days))],
+                chunk=1,
+            )
+
+        async def views() -> dict[str, tuple[object, bool]]:
+            async with db.engine.connect() as conn:
+                found = [await order_view(conn, order_id) for order_id, *_ in ages]
+            return {v.order_id: (v.delivery, v.delivery_erased_at is not None) for v in found if v}
+
+        assert await sweep(180).prune() == {"outbox": 0, "inbox": 0, "orders": 2}
+        kept = Delivery.model_validate(address)
+        assert await views() == {
+            "confirmed-200": (None, True),
+            "cancelled-200": (None, True),
+            "pending-200": (kept, False),
+            "confirmed-100": (kept, False),
+            "confirmed-10": (kept, False),
+            "none-200": (None, False),
+        }
+        assert await sweep(180).prune() == {"outbox": 0, "inbox": 0, "orders": 0}
+        assert await sweep(0).prune() == {"outbox": 0, "inbox": 0, "orders": 0}
+        # Never before the inbox rows of their age (912 hours, 38 days), however short.
+        assert await sweep(1).prune() == {"outbox": 0, "inbox": 0, "orders": 1}
+        erased = await views()
+        assert erased["confirmed-100"] == (None, True) and erased["confirmed-10"] == (kept, False)
+
+
 async def test_zero_keeps_a_table_for_ever_and_a_shorter_retention_takes_more(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -364,6 +443,50 @@ async def test_notifications_prunes_its_old_texts_and_their_event_again_texts_no
     )
     assert await texts(ids[0]) == 0
     assert len(sent(phones[0])) == 1
+
+
+async def test_orders_erases_an_old_delivery_address_and_the_api_says_so(caravan: System) -> None:
+    """The orders service, restarted, erases the delivery address of an order confirmed more
+    than 180 days ago (made so here) and not another's; GET /orders/{id} says when, and the
+    same request again (a client's retry, a replay) finds the order and brings nothing back."""
+    http = caravan.client
+    body = {
+        "buyer": {"id": "t-rich", "phone": "+8613900000001", "locale": "en"},
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+        "payment": {"method": "prepaid"},
+        "delivery": {"county": "Shawan", "address": "Village 3"},
+    }
+    keys, ids = [ref("ERASED"), ref("KEPT")], []
+    for key in keys:
+        placed = await http.post("/orders", json=body, headers={"Idempotency-Key": key})
+        assert placed.status_code == 202, placed.text
+        ids.append(placed.json()["order_id"])
+    for order_id in ids:
+        assert (await caravan.outcome(order_id)).type == "order.confirmed"
+
+    async def view(order_id: str) -> dict[str, object]:
+        answer: dict[str, object] = (await http.get(f"/orders/{order_id}")).json()
+        return answer
+
+    assert (await view(ids[0]))["delivery"] == body["delivery"]
+    await caravan.execute(
+        "update orders.orders set updated_at = updated_at - interval '181 days'"
+        " where order_id = :o",
+        o=ids[0],
+    )
+    await caravan.restart(("orders",))
+    erased = await until(
+        lambda: view(ids[0]),
+        "the aged order's delivery address to be erased",
+        every=0.2,
+        ready=lambda seen: seen["delivery"] is None,
+    )
+    assert erased["delivery_erased_at"] is not None and erased["status"] == "confirmed"
+    kept = await view(ids[1])
+    assert kept["delivery"] == body["delivery"] and kept["delivery_erased_at"] is None
+    again = await http.post("/orders", json=body, headers={"Idempotency-Key": keys[0]})
+    assert again.status_code == 202 and again.json()["order_id"] == ids[0]
+    assert await view(ids[0]) == erased
 
 
 DAY_MS = 24 * 3_600_000

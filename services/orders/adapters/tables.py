@@ -38,6 +38,8 @@ orders = Table(
     Column("loan_id", String(64), nullable=True),
     Column("schedule", JSONB, nullable=True),
     Column("delivery", JSONB, nullable=True),  # where to send it, as the request said
+    # When ``delivery`` was erased, its retention past (orders_delivery_retention_days).
+    Column("delivery_erased_at", DateTime(timezone=True), nullable=True),
     Column("reason", String(32), nullable=True),
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),

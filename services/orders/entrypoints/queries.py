@@ -30,6 +30,7 @@ async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
         total_fen=row.total_fen,
         reason=row.reason,
         delivery=row.delivery,
+        delivery_erased_at=erased.isoformat() if (erased := row.delivery_erased_at) else None,
         timeline=[
             Step(type=s.step, time=s.step_time.isoformat()) for s in rows if s.step is not None
         ],

@@ -36,6 +36,11 @@ class OrderView(BaseModel):
     total_fen: int | None
     reason: CancelReason | None
     delivery: Delivery | None = None  # where to send the goods, as the request said
+    delivery_erased_at: str | None = Field(
+        None,
+        description="when the delivery address was erased, its retention past (delivery is"
+        " null then); null while it is kept, or when the order never had one",
+    )
     timeline: list[Step]
 
 

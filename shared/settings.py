@@ -180,6 +180,10 @@ class Settings(CalendarSettings):
     # kept no longer than needed). Kept at least as long as the inbox rows whatever this says
     # (shared.messaging.retention).
     notifications_sms_retention_days: float = Field(180.0, ge=0)
+    # How long the buyer of an order (number, locale) is kept once nothing can text them about
+    # it any more (the order ended with no loan, or its loan was repaid or voided, and no text
+    # of it still to be sent), 0: for ever. Kept at least as long as the inbox rows.
+    notifications_recipient_retention_days: float = Field(180.0, ge=0)
     notifications_quiet_start: Annotated[str, AfterValidator(_clock)] = Field(
         "21:00", pattern=r"^\d{2}:\d{2}$"
     )

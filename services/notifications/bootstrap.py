@@ -10,12 +10,13 @@ from pydantic import SecretStr
 
 from services.notifications.adapters.gateway import SinkGateway, SmsGateway
 from services.notifications.adapters.http_gateway import InfobipGateway, SimulatorGateway
-from services.notifications.adapters.tables import metadata, sms
+from services.notifications.adapters.tables import metadata, recipients, sms
 from services.notifications.dispatch import LIVE, DeliveryPolicy, sms_by_status
 from services.notifications.domain.delivery import QuietHours, RetryPolicy, parse_clock
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
 from services.notifications.handlers import SMS_QUEUED
+from shared.db import driver
 from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
 from shared.settings import Settings
@@ -102,18 +103,37 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
+_LIVE = ", ".join(f"'{status}'" for status in LIVE)  # texts still to be sent, as SQL
+
+
 def finished_texts(settings: Settings) -> Expiring:
     """Finished texts (not pending or being sent: a sent one's receipt, if any, comes within
     minutes), deleted with their number and words ``notifications_sms_retention_days`` after
     they were queued."""
-    live = ", ".join(f"'{status}'" for status in LIVE)
     return Expiring(
-        sms, "created_at", f"status NOT IN ({live})", settings.notifications_sms_retention_days * 24
+        sms,
+        "created_at",
+        f"status NOT IN ({_LIVE})",
+        settings.notifications_sms_retention_days * 24,
+    )
+
+
+def done_recipients(settings: Settings) -> Expiring:
+    """Buyers of orders that nothing can text any more (``done_at``: the order ended with no
+    loan, or its loan was repaid or voided) and that have no text still to be sent, deleted
+    with their number ``notifications_recipient_retention_days`` after that."""
+    waiting = f"SELECT FROM {driver.qualified(sms)} AS s WHERE s.order_id = recipients.order_id"
+    return Expiring(
+        recipients,
+        "done_at",
+        f"NOT EXISTS ({waiting} AND s.status IN ({_LIVE}))",
+        settings.notifications_recipient_retention_days * 24,
     )
 
 
 def bootstrap(settings: Settings) -> Service:
-    service = build_service("notifications", settings, metadata, [finished_texts(settings)])
+    expiring = [finished_texts(settings), done_recipients(settings)]
+    service = build_service("notifications", settings, metadata, expiring)
     policy = delivery_policy(settings)
     gateway = make_gateway(settings)
     for sub in subscriptions(policy.quiet):

@@ -367,6 +367,16 @@ def _remember_buyer(tx: Tx, found: Recipient) -> None:
     tx.identity[RECIPIENT, found.order_id] = found
 
 
+def nothing_to_text(tx: Tx, order_id: str) -> None:
+    """Nothing will text the buyer of ``order_id`` any more: its order ended with no loan (a
+    cancelled order's loan is voided), or its loan was repaid or voided, so no reminder comes.
+    Their recipient row is deleted ``notifications_recipient_retention_days`` from now, once
+    no text of the order is still to be sent (services.notifications.bootstrap). Written at
+    commit, after the row if this transaction adds it; no row (``order.placed`` not come yet):
+    nothing is written, and the row comes without a date, kept."""
+    tx.update_later(recipients, "order_id", {"order_id": order_id, "done_at": datetime.now(UTC)})
+
+
 async def _buyer_or_park(tx: Tx, parsed: Parsed, order_id: str) -> Recipient | None:
     """The buyer of an order that ended; None if ``order.placed`` has not come yet, and then
     the event is parked until it comes (under the order's lock, which its handler takes)."""
@@ -422,6 +432,8 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             order_id=d.order_id,
             caused_by=parsed.envelope.id,
         )
+        if d.payment.method != "microloan" and d.payment.loan_id is None:
+            nothing_to_text(tx, d.order_id)  # no loan: no reminder
     await _queue_seller_texts(tx, d.order_id)
 
 
@@ -501,6 +513,7 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
         order_id=d.order_id,
         caused_by=parsed.envelope.id,
     )
+    nothing_to_text(tx, d.order_id)
 
 
 async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
@@ -545,6 +558,7 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
         await _restate_reminders(tx, d)
     if isinstance(d, PaymentVoided) or d.fully_repaid:
         keys = [reminder_prefix(d.loan_id)]
+        nothing_to_text(tx, d.order_id)
     else:
         keys = [reminder_prefix(d.loan_id, n) for n in d.settled_instalments]
     if not keys:

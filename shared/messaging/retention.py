@@ -29,7 +29,9 @@ inbox rows per order), until a county centre's database fills its disk.
 
 - **Rows holding personal data** (:class:`Expiring`): rows a service is done with (a text
   sent, delivered, failed or suppressed: the buyer's number and the words) are deleted
-  their setting after they were made (``notifications_sms_retention_days``, 180 days).
+  their setting after they were made (``notifications_sms_retention_days``, 180 days), or
+  after they were done with (a buyer nothing can text about an order any more:
+  ``notifications_recipient_retention_days``, 180 days).
   Never before the inbox rows of their age: the inbox stops an event handled again, but a
   text's dedup key is what stops a second event asking for the same text (a seller's text,
   which either of two events queues; a reminder announced twice), and a record that could

@@ -23,19 +23,21 @@ from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
 from services.notifications.adapters import tables as notifications
-from services.notifications.bootstrap import finished_texts
+from services.notifications.bootstrap import done_recipients, finished_texts
 from services.notifications.dispatch import STATUSES
 from services.orders.adapters.tables import inbox, outbox
 from services.orders.adapters.tables import orders as orders_table
 from services.orders.bootstrap import ended_deliveries
 from services.orders.entrypoints.queries import order_view
+from shared import days
 from shared.db import Database
 from shared.db.migrate import migrations_folder, upgrade
 from shared.events.envelope import CloudEvent
-from shared.events.orders import Delivery
+from shared.events.orders import ConfirmedPayment, Delivery, OrderCancelled, OrderConfirmed
+from shared.events.payments import InstalmentDue, PaymentRepaid
 from shared.messaging.admin import ensure_topics
 from shared.messaging.kafka_admin import longest_kept_hours
-from shared.messaging.retention import Retention
+from shared.messaging.retention import Expiring, Retention
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS, Topic
 from tests.e2e.test_saga import order
@@ -82,6 +84,29 @@ def retention(
         inbox_hours=inbox_hours,
         kafka_hours=kafka_hours,
         chunk=2,  # so that a sweep takes several chunks
+    )
+
+
+def expiring_rows(
+    db: Database,
+    rows: Expiring,
+    inbox_hours: float = 912,
+    kafka_hours: Callable[[], Awaitable[float]] | None = None,
+) -> Retention:
+    """The retention of the service whose schema holds ``rows``, on ``db``: its outbox (24
+    hours), its inbox (``inbox_hours``) and ``rows``, a row a chunk."""
+    schema = str(rows.table.schema)
+    tables = rows.table.metadata.tables
+    return Retention(
+        db,
+        tables[f"{schema}.outbox"],
+        tables[f"{schema}.inbox"],
+        service=schema,
+        outbox_hours=24,
+        inbox_hours=inbox_hours,
+        kafka_hours=kafka_hours,
+        expiring=[rows],
+        chunk=1,
     )
 
 
@@ -188,17 +213,8 @@ async def test_finished_texts_go_after_their_retention_and_not_before_the_inbox_
                 return kafka_hours
 
             settings = Settings(notifications_sms_retention_days=days, inbox_retention_hours=24)
-            return Retention(
-                db,
-                notifications.outbox,
-                notifications.inbox,
-                service="notifications",
-                outbox_hours=24,
-                inbox_hours=inbox_hours,
-                kafka_hours=kept if kafka_hours is not None else None,
-                expiring=[finished_texts(settings)],
-                chunk=2,
-            )
+            kafka = kept if kafka_hours is not None else None
+            return expiring_rows(db, finished_texts(settings), inbox_hours, kafka)
 
         async def left() -> list[str]:
             async with db.transaction() as conn:
@@ -253,17 +269,8 @@ async def test_delivery_addresses_of_ended_orders_are_erased_after_their_retenti
                 await conn.execute(insert(orders_table).values(row))
 
         def sweep(days: float) -> Retention:
-            return Retention(
-                db,
-                outbox,
-                inbox,
-                service="orders",
-                outbox_hours=24,
-                inbox_hours=912,
-                kafka_hours=None,
-                expiring=[ended_deliveries(Settings(orders_delivery_retention_days=days))],
-                chunk=1,
-            )
+            settings = Settings(orders_delivery_retention_days=days)
+            return expiring_rows(db, ended_deliveries(settings))
 
         async def views() -> dict[str, tuple[object, bool]]:
             async with db.engine.connect() as conn:
@@ -286,6 +293,59 @@ async def test_delivery_addresses_of_ended_orders_are_erased_after_their_retenti
         assert await sweep(1).prune() == {"outbox": 0, "inbox": 0, "orders": 1}
         erased = await views()
         assert erased["confirmed-100"] == (None, True) and erased["confirmed-10"] == (kept, False)
+
+
+async def test_recipients_nothing_can_text_go_after_their_retention(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A buyer whom nothing can text about their order any more (``done_at``) is deleted,
+    number with them, ``notifications_recipient_retention_days`` after that; one of an order
+    in flight or with a loan to repay (no ``done_at``) stays however old, and so does one
+    with a text of the order still to be sent."""
+    now = datetime.now(UTC)
+    ages = [("done-200", 200), ("done-100", 100), ("loan", None), ("texting-200", 200)]
+    async with orders_tables(infrastructure, "notifications") as db:
+        async with db.transaction() as conn:
+            for order_id, days in ages:
+                done = None if days is None else now - days * 24 * HOUR
+                row = {
+                    "order_id": order_id,
+                    "order_ref": order_id,
+                    "phone": "+8613900009999",
+                    "locale": "en",
+                    "done_at": done,
+                }
+                await conn.execute(insert(notifications.recipients).values(row))
+            text_row = {
+                "sms_id": "s-1",
+                "dedup_key": "s-1|+8613900009999|instalment_today",
+                "purpose": "instalment_today",
+                "to": "+8613900009999",
+                "locale": "en",
+                "text": "Caravan: instalment 1 of order T-1 is due today",
+                "encoding": "GSM-7",
+                "segments": 1,
+                "order_id": "texting-200",
+                "status": "sending",
+            }
+            await conn.execute(insert(notifications.sms).values(text_row))
+
+        def sweep(days: float) -> Retention:
+            settings = Settings(notifications_recipient_retention_days=days)
+            return expiring_rows(db, done_recipients(settings))
+
+        async def left() -> list[str]:
+            async with db.transaction() as conn:
+                query = select(notifications.recipients.c.order_id).order_by("order_id")
+                return list((await conn.execute(query)).scalars())
+
+        assert await sweep(180).prune() == {"outbox": 0, "inbox": 0, "recipients": 1}
+        assert await left() == ["done-100", "loan", "texting-200"]
+        assert await sweep(0).prune() == {"outbox": 0, "inbox": 0, "recipients": 0}
+        async with db.transaction() as conn:
+            await conn.execute(notifications.sms.update().values(status="delivered", sent_at=now))
+        assert await sweep(30).prune() == {"outbox": 0, "inbox": 0, "recipients": 2}
+        assert await left() == ["loan"]
 
 
 async def test_zero_keeps_a_table_for_ever_and_a_shorter_retention_takes_more(
@@ -487,6 +547,85 @@ async def test_orders_erases_an_old_delivery_address_and_the_api_says_so(caravan
     again = await http.post("/orders", json=body, headers={"Idempotency-Key": keys[0]})
     assert again.status_code == 202 and again.json()["order_id"] == ids[0]
     assert await view(ids[0]) == erased
+
+
+async def test_notifications_forgets_buyers_it_cannot_text_any_more_and_texts_no_one_after(
+    caravan: System,
+) -> None:
+    """Notifications, restarted, deletes the buyer of an order confirmed without a loan, of
+    one whose loan was repaid, and of one cancelled, once 180 days have passed since (made so
+    here); the buyer
+    of an order whose loan is still being repaid stays, however old. A reminder of an order
+    whose buyer is gone (which payments no longer sends: its loan was repaid) texts no one,
+    and nothing fails."""
+    phones = ["+86137" + "".join(random.choices(digits, k=8)) for _ in range(4)]
+    orders = [order_events(ref("FORGOT"), phone) for phone in phones]
+    ids = [events.placed.order_id for events in orders]
+    loans = {ids[1]: f"loan-{ids[1]}", ids[2]: f"loan-{ids[2]}"}
+    for events in orders:
+        order_id = events.placed.order_id
+        await caravan.publish(events.placed)
+        ended: OrderConfirmed | OrderCancelled = events.confirmed
+        if order_id in loans:
+            payment = ConfirmedPayment(method="microloan", loan_id=loans[order_id])
+            ended = events.confirmed.model_copy(update={"payment": payment})
+        elif order_id == ids[3]:
+            ended = events.cancelled
+        await caravan.publish(ended)
+
+    def sent(phone: str) -> list[CloudEvent]:
+        return caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", to=phone)
+
+    for phone in phones:
+        await caravan.wait_for(partial(sent, phone))
+    # Its buyer known (the confirmation sent), the loan of the second order is repaid.
+    repaid = PaymentRepaid(
+        order_id=ids[1],
+        loan_id=loans[ids[1]],
+        buyer_id="t-rich",
+        repayment_id="r-1",
+        amount_fen=3500,
+        principal_fen=3500,
+        interest_fen=0,
+        outstanding_fen=0,
+        remaining_fen=0,
+        fully_repaid=True,
+    )
+    await caravan.handled("notifications", await caravan.publish(repaid, "caravan/payments"))
+
+    async def buyers() -> list[str]:
+        rows = await caravan.sql(
+            "select order_id from notifications.recipients where order_id = any(:o)", o=ids
+        )
+        return sorted(r.order_id for r in rows)
+
+    assert await buyers() == sorted(ids)
+    await caravan.execute(
+        "update notifications.recipients set done_at = done_at - interval '181 days'"
+        " where order_id = any(:o)",
+        o=ids,
+    )
+    await caravan.restart(("notifications",))
+    await until(buyers, "three buyers to be forgotten", every=0.2, ready=[ids[2]].__eq__)
+
+    due = InstalmentDue(
+        order_id=ids[1],
+        loan_id=loans[ids[1]],
+        buyer_id="t-rich",
+        number=1,
+        due=days.today() + timedelta(days=3),
+        amount_fen=3500,
+        stage="upcoming",
+    )
+    late = await caravan.publish(due, "caravan/payments")
+    await caravan.handled("notifications", late)
+    texts = await caravan.scalar(
+        "select count(*) from notifications.sms where order_id = :o and purpose like 'inst%'",
+        o=ids[1],
+    )
+    assert texts == 0
+    assert not caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.failed", order_id=ids[1])
+    assert len(sent(phones[1])) == 1
 
 
 DAY_MS = 24 * 3_600_000

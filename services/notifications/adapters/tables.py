@@ -1,4 +1,5 @@
-"""The notifications schema: who to reach for an order, sellers and their goods (from the seed),
+"""The notifications schema: who to reach for an order (until it can text them no more,
+and ``notifications_recipient_retention_days``), sellers and their goods (from the seed),
 which sellers an order concerns, the opt-out list, the SMS (one per dedup key; a finished one
 kept ``notifications_sms_retention_days``), and the events waiting for their order's
 ``order.placed``."""
@@ -20,6 +21,9 @@ recipients = Table(
     Column("phone", String(20), nullable=False),
     Column("locale", String(8), nullable=False),
     Column("lines", JSONB, nullable=True),  # [{sku, quantity}] from order.placed
+    # When nothing could text this buyer about the order any more (handlers.nothing_to_text):
+    # the row goes notifications_recipient_retention_days later.
+    Column("done_at", DateTime(timezone=True), nullable=True),
 )
 
 sellers = Table(

@@ -183,6 +183,37 @@ async def test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_ru
             assert await _version(url, schema) is None
 
 
+async def test_orders_without_an_address_or_with_it_erased_do_not_hold_a_downgrade_back(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Down past orders' 0004 (the delivery column), an order holding an address refuses the
+    downgrade; one placed without one (JSON null, as the orders service writes it) or whose
+    address was erased (SQL null, orders_delivery_retention_days) loses nothing: once the
+    address is erased too, it runs."""
+    orders = ", ".join(
+        f"('{order_id}', 's', '{order_id}', 'h', 'b', '[]', 'prepaid', 'confirmed', 'done',"
+        f" 'done', now(), now(), {delivery})"
+        for order_id, delivery in (
+            ("held", """'{"county": "Shawan", "address": "Village 3"}'"""),
+            ("never", "'null'"),
+            ("erased", "NULL"),
+        )
+    )
+    async with scratch_database(infrastructure.database_url, "caravan_erased") as url:
+        cfg, said = await _downgrade_refused(
+            url,
+            "orders",
+            "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id,"
+            " lines, payment_method, status, stock, payment, placed_at, deadline_at, delivery)"
+            f" values {orders}",
+            "0003",
+        )
+        assert "1 in orders.orders where jsonb_typeof(delivery) = 'object'" in said, said
+        await _execute(url, "update orders.orders set delivery = null where order_id = 'held'")
+        await asyncio.to_thread(command.downgrade, cfg, "0003")
+        assert await _version(url, "orders") == "0003"
+
+
 async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:
     """With ``schema`` at its head and ``row`` (an insert) added, a downgrade ``to`` refuses
     and leaves it at its head: its Alembic config, and what the refusal said."""

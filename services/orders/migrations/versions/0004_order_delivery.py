@@ -26,7 +26,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     refuse_losing(
         "orders.orders",
-        "delivery IS NOT NULL",
+        # an address (an order placed without one holds JSON null; one erased, NULL)
+        "jsonb_typeof(delivery) = 'object'",
         "where to send the goods of orders (their delivery addresses)",
         "UPDATE orders.orders SET delivery = NULL",
     )

@@ -161,9 +161,11 @@ FUZZED = {
     ],
     "inventory": [
         "GET /lots/{lot_id}",
+        "GET /lots/{lot_id}/adjustments",
         "GET /reports/spoiled",
         "GET /stock",
         "GET /stock/{sku}",
+        "PATCH /lots/{lot_id}",
         "POST /lots",
         "POST /lots/{lot_id}/adjustments",
     ],

@@ -2,10 +2,11 @@
 
 A push is answered only after the order was fetched from the platform (outside any
 transaction, see :mod:`services.platform.entrypoints.http`); :func:`accept_push` then
-decides in one transaction: the push id is recorded (an exact replay is refused), and a paid
-order whose SKUs and buyer are mapped is placed by publishing ``platform.order_requested``
-(on ``platform.events.v1``, which only the adapter may write) through the outbox, at most once
-per (app, platform order id): the ``platform_orders`` row and the outbox row commit together.
+decides in one transaction, one push of a platform order at a time (its advisory lock): the
+push id is recorded (an exact replay is refused), and a paid order whose SKUs and buyer are
+mapped is placed by publishing ``platform.order_requested`` (on ``platform.events.v1``, which
+only the adapter may write) through the outbox, at most once per (app, platform order id):
+the ``platform_orders`` row and the outbox row commit together.
 The orders service's (source, order_ref) idempotency is the second guard.
 
 An outcome (``order.confirmed``, ``order.cancelled``) of a platform order whose
@@ -68,6 +69,7 @@ CALLBACKS_DUE = "platform.callbacks"
 Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
 
 _LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
+_PLATFORM_ORDER_LOCKS = OrderLocks(0x9A8)  # and of each platform order, "<app>/<its id>"
 _PARKING = Parking(parked)
 
 
@@ -83,8 +85,18 @@ async def seen(tx: Tx, app: str, push_id: str) -> bool:
     return found is not None
 
 
+async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
+    """Hold the platform order's advisory lock for the rest of the transaction: the pushes
+    of one order are decided one after the other, each seeing what the one before committed.
+    Decided at once, a push finding a status that means nothing for an order placed (shipped)
+    read the order as never placed while another was placing it, and opened a problem that
+    outlived the placing (a cancellation, or a problem's closing, was missed the same way)."""
+    await _PLATFORM_ORDER_LOCKS.lock(tx, [f"{app}/{platform_order_id}"])
+
+
 async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> Accepted:
-    """Act on a verified push, given the order as the platform has it now."""
+    """Act on a verified push, given the order as the platform has it now (holding the
+    platform order's lock: :func:`lock_platform_order`)."""
     fresh = await tx.conn.execute(
         pg_insert(pushes)
         .values(app=app, push_id=push_id)
@@ -93,6 +105,7 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     )
     if fresh.first() is None:
         return "replayed"
+    await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
     if order.status == "cancelled" and placed is not None:
@@ -130,7 +143,7 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         .on_conflict_do_nothing()
         .returning(platform_orders.c.platform_order_id)
     )
-    if event_id is None:  # a concurrent push placed it first
+    if event_id is None:  # placed meanwhile (pushes hold the order's lock: not by a push)
         return "duplicate"
     event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
     paid = PlatformOrderPaid(order_ref=request.order_ref, source=source_of(app))

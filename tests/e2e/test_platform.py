@@ -233,6 +233,36 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     assert rows == 1
 
 
+async def test_a_paid_and_a_shipped_push_of_one_order_at_once_leave_no_problem(
+    caravan: System, platform: Platform
+) -> None:
+    """Two pushes of one order at once, the platform moving it on between their fetches (the
+    first read paid, the second shipped): the shipped one, deciding while the paid one was
+    placing it, read it as never placed and opened an ``unknown_status`` problem ("never
+    placed with us") that outlived the placing, for an order placed and fine. The pushes of
+    one platform order are decided one after the other: the second finds it placed. The
+    second starts 0 to 10 ms after the first, across pairs, to cross the first's
+    transaction."""
+    refs = [await new_order(platform.sim, status="shipped") for _ in range(PAIRS)]
+    for i, order_ref in enumerate(refs):
+        answers = {"statuses": ["paid"]}  # to the first fetch, then its own: shipped
+        assert (await platform.sim.post(f"/orders/{order_ref}/answers", json=answers)).is_success
+
+        async def shipped(order_ref: str = order_ref, delay: float = i / 2000) -> dict[str, Any]:
+            await asyncio.sleep(delay)
+            return await push(platform.sim, order_ref, kind="notice")
+
+        reports = await asyncio.gather(push(platform.sim, order_ref, kind="notice"), shipped())
+        assert [r["status_code"] for r in reports] == [200, 200], reports
+    # Each push was answered once its transaction committed: nothing more is coming.
+    stale = {ref: found for ref in refs if (found := await open_problems(platform, ref))}
+    assert stale == {}, f"{len(stale)} of {PAIRS}: {next(iter(stale.values()), None)}"
+    await asyncio.gather(*(placed_once(caravan, ref) for ref in refs))
+
+
+PAIRS = 21
+
+
 async def test_a_push_ends_with_the_platform_receiving_the_outcome(
     caravan: System, platform: Platform
 ) -> None:

@@ -218,6 +218,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         except UnreadableOrder as exc:
             PUSHES.labels(app, "fetch_refused").inc()
             async with uow.begin() as tx:  # for operations to see, until a push mends it
+                await handlers.lock_platform_order(tx, app, order_id)
                 found = [Problem("invalid_order", str(exc)[:1000])]
                 await handlers.record_problems(tx, app, order_id, found)
             return problem(422, "Order not readable from the platform", str(exc)[:500])

@@ -13,6 +13,9 @@ Control side (for tests and ``caravan demo``):
 - ``POST /orders`` ``{order_id, status, buyer: {id, phone}, items: [{sku, quantity}],
   delivery}``: creates or replaces an order; ``status`` is ``wait_pay``, ``paid``,
   ``cancelled`` or any other a platform moves an order on to (``shipped``, ``finished``...).
+- ``POST /orders/{order_id}/answers`` ``{statuses}``: the order API answers the order's next
+  fetches with these statuses, one a fetch, then with its own again (a platform whose order
+  moves on between two pushes' fetches).
 - ``POST /orders/{order_id}/push`` ``{kind: "full" | "notice", form, timestamp_offset_seconds,
   bad_signature, push_id}``: signs a push and sends it to the adapter (a JSON body, or a
   form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
@@ -50,6 +53,10 @@ class PushRequest(BaseModel):
     push_id: str | None = None
 
 
+class Answers(BaseModel):
+    statuses: list[str] = Field(min_length=1)
+
+
 Api = Literal["orders", "status"]
 
 
@@ -61,6 +68,7 @@ class Down(BaseModel):
 @dataclass
 class State:
     orders: dict[str, PlatformOrder] = field(default_factory=dict)
+    answers: dict[str, list[str]] = field(default_factory=dict)  # statuses of next fetches
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> first update
     requests: list[dict[str, Any]] = field(default_factory=list)
     down_until: dict[str, float] = field(default_factory=dict)
@@ -97,6 +105,8 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         order = state.orders.get(order_id)
         if order is None:
             return JSONResponse({"title": "no such order"}, status_code=404)
+        if state.answers.get(order_id):
+            order = order.model_copy(update={"status": state.answers[order_id].pop(0)})
         return order.model_dump(mode="json", exclude_none=True)
 
     @app.post("/status")
@@ -127,6 +137,13 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
     async def put_order(order: PlatformOrder) -> Any:
         state.orders[order.order_id] = order
         return order.model_dump(mode="json", exclude_none=True)
+
+    @app.post("/orders/{order_id}/answers")
+    async def answers(order_id: str, body: Answers) -> Any:
+        if order_id not in state.orders:
+            return JSONResponse({"title": "no such order"}, status_code=404)
+        state.answers[order_id] = list(body.statuses)
+        return body.model_dump()
 
     @app.post("/orders/{order_id}/push")
     async def push(order_id: str, body: PushRequest) -> Any:

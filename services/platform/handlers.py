@@ -33,13 +33,12 @@ from services.platform.adapters.tables import (
     pushes,
 )
 from services.platform.domain.orders import (
-    FULFILMENT_STATUSES,
-    KNOWN_STATUSES,
     BuyerMapping,
     PlatformOrder,
     Problem,
     ProblemKind,
     SkuMapping,
+    meaning,
     to_request,
     unknown_status,
 )
@@ -108,7 +107,8 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
-    if order.status == "cancelled" and placed is not None:
+    means = meaning(order.status)
+    if means == "cancelled" and placed is not None:
         if await _we_cancelled(tx, app, order):
             await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
             return "ignored"
@@ -119,12 +119,12 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
         )
         await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
         return "problem"
-    if order.status not in KNOWN_STATUSES:
+    if means is None or means == "fulfilment":
         ours = None if placed is None else placed.order_id or "not numbered yet"
         return await _moved_on(tx, app, order, ours)
-    if order.status != "paid":
+    if means != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
-        if order.status == "cancelled":  # nothing left to place: its problems are moot
+        if means == "cancelled":  # nothing left to place: its problems are moot
             await resolve_problems(tx, app, order.order_id)
         return "ignored"
     if placed is not None:  # what kept it from being placed, or from being read, is moot
@@ -160,13 +160,14 @@ of a placed order is for operations to close, once they know what it meant)."""
 
 
 async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Accepted:
-    """A status the adapter does not know, for an order placed with us (``ours``, our order
-    id, or "not numbered yet") or never placed (None). One a platform moves a paid order on
-    to as it is fulfilled (shipped, finished: :data:`FULFILMENT_STATUSES`) is past anything
+    """A status the adapter does not know or a step of fulfilment, for an order placed with
+    us (``ours``, our order id, or "not numbered yet") or never placed (None). One a platform
+    moves a paid order on to as it is fulfilled (shipped, finished: ``fulfilment`` in
+    :data:`~services.platform.domain.orders.STATUSES`) is past anything
     the adapter does for an order placed already (and what kept it from being read is moot);
     any other, or any for an order never placed, is a problem for operations: a refund or a
     closure of a sale that goes on here, or an order whose payment cannot be told."""
-    if ours is not None and order.status in FULFILMENT_STATUSES:
+    if ours is not None and meaning(order.status) == "fulfilment":
         log.info("platform order %s/%s is %r; placed already", app, order.order_id, order.status)
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
         return "ignored"

@@ -608,6 +608,19 @@ async def test_an_order_never_placed_in_a_status_we_do_not_know_is_a_problem_nam
     assert await open_problems(platform, order_ref) == []
 
 
+async def test_a_paid_taobao_order_is_placed_and_confirmed(
+    caravan: System, platform: Platform
+) -> None:
+    """Taobao names a paid order WAIT_SELLER_SEND_GOODS: it was an unknown_status problem
+    ("find out whether it was paid"), never placed. It is placed and confirmed as ``paid``."""
+    order_ref = await new_order(platform.sim, status="WAIT_SELLER_SEND_GOODS")
+    report = await push(platform.sim, order_ref, kind="notice")
+    assert (report["status_code"], report["body"]["status"]) == (200, "accepted"), report
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    assert await open_problems(platform, order_ref) == []
+
+
 async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     platform: Platform,
 ) -> None:

@@ -33,24 +33,38 @@ it was never placed and the platform now says a status the adapter does not know
 not, operations find out), the orders service refused what the adapter published
 (``rejected``: a push again does not mend it), or the platform cancelled it after we placed
 it (a sale to undo by hand)."""
-PlatformStatus = Literal["wait_pay", "paid", "cancelled"]
-"""The statuses the adapter acts on: only a paid order is placed with us."""
-KNOWN_STATUSES: frozenset[str] = frozenset(get_args(PlatformStatus))
-FULFILMENT_STATUSES: frozenset[str] = frozenset(
-    {
-        "shipped",
-        "delivered",
-        "finished",
-        # Taobao's names for the same
-        "WAIT_BUYER_CONFIRM_GOODS",
-        "TRADE_BUYER_SIGNED",
-        "TRADE_FINISHED",
-    }
-)
-"""Statuses a platform moves a paid order on to as it is fulfilled: for an order placed with
-us there is nothing to do. Any other status the adapter does not know (refunding, closed,
-Taobao's ``TRADE_CLOSED``: perhaps the buyer's money given back) is a problem even for an
-order placed, since it may be a sale to undo by hand."""
+PlatformStatus = Literal["wait_pay", "paid", "cancelled", "fulfilment"]
+"""What a platform's status means to the adapter: only a paid order is placed with us; a
+step of fulfilment (shipped, finished) is one a platform moves a paid order on to, nothing
+to do for an order placed with us."""
+STATUSES: Mapping[str, PlatformStatus] = {
+    "wait_pay": "wait_pay",
+    "paid": "paid",
+    "cancelled": "cancelled",
+    "shipped": "fulfilment",
+    "delivered": "fulfilment",
+    "finished": "fulfilment",
+    # The Taobao / Tmall open platform's trade statuses
+    "TRADE_NO_CREATE_PAY": "wait_pay",  # no Alipay trade created yet
+    "WAIT_BUYER_PAY": "wait_pay",
+    "PAY_PENDING": "wait_pay",  # a card payment being confirmed
+    "WAIT_SELLER_SEND_GOODS": "paid",
+    "TRADE_CLOSED_BY_TAOBAO": "cancelled",  # closed before payment
+    "SELLER_CONSIGNED_PART": "fulfilment",
+    "WAIT_BUYER_CONFIRM_GOODS": "fulfilment",
+    "TRADE_BUYER_SIGNED": "fulfilment",
+    "TRADE_FINISHED": "fulfilment",
+}
+"""The one place saying what each status a platform names means. Any other status (refunding,
+closed, Taobao's ``TRADE_CLOSED``: perhaps the buyer's money given back after payment) the
+adapter does not know: a problem even for an order placed, since it may be a sale to undo by
+hand (:func:`unknown_status`)."""
+
+
+def meaning(status: str) -> PlatformStatus | None:
+    """What the platform's ``status`` means to the adapter (:data:`STATUSES`), None if it
+    does not know."""
+    return STATUSES.get(status)
 
 
 class _Model(BaseModel):
@@ -75,8 +89,8 @@ class PlatformOrder(_Model, NoNul):
 
     order_id: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=64)
-    """One of :data:`PlatformStatus`, or another the platform moves an order on to (shipped,
-    finished, refunding...), which is read all the same: see :func:`unknown_status`."""
+    """One of :data:`STATUSES`, or another the platform moves an order on to (refunding...),
+    which is read all the same: see :func:`unknown_status`."""
     buyer: PlatformBuyer
     items: list[PlatformItem] = Field(min_length=1)
     delivery: Delivery | None = None
@@ -106,11 +120,11 @@ class Problem:
 
 
 def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
-    """Why an order whose status is none of :data:`KNOWN_STATUSES` needs operations: never
-    placed with us (``ours`` None), whether the platform took the buyer's money is not the
-    adapter's to guess; placed (``ours``, our order id) and not moving on as it is fulfilled
-    (:data:`FULFILMENT_STATUSES`), it may have been refunded or closed on the platform."""
-    known = ", ".join(get_args(PlatformStatus))
+    """Why an order whose status is none of :data:`STATUSES` (or a step of fulfilment, of an
+    order never placed) needs operations: never placed with us (``ours`` None), whether the
+    platform took the buyer's money is not the adapter's to guess; placed (``ours``, our order
+    id), it may have been refunded or closed on the platform."""
+    known = ", ".join(get_args(PlatformStatus)) + ", or Taobao's names for them"
     said = f"the platform says status {order.status!r}, which the adapter does not know ({known})"
     if ours is None:
         return Problem(

@@ -49,39 +49,42 @@ class DeadLetter:
 
 
 async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLetter]:
-    """Every dead letter now in the given dead-letter topics (all of them by default)."""
+    """Every dead letter now in the given dead-letter topics (all of them by default).
+
+    Every topic's offsets are asked for before any partition is assigned, and the topics
+    holding letters are read together: an offset request made while the consumer fetches
+    waits for the fetch's long poll, so reading the topics one after another took 1.5 s
+    more for each topic after the first to hold letters."""
     names = topics or [t.dlq for t in Topic]
     letters: list[DeadLetter] = []
     async with kafka_admin.group_client(bootstrap, "caravan-ops-dlq-reader") as consumer:
-        for name in names:
-            tps = await kafka_admin.topic_partitions(consumer, name)
-            end = await consumer.end_offsets(tps)
-            begin = await consumer.beginning_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > begin[tp]}
-            if not pending:
-                continue
+        tps = [tp for name in names for tp in await kafka_admin.topic_partitions(consumer, name)]
+        end = await consumer.end_offsets(tps)
+        begin = await consumer.beginning_offsets(tps)
+        pending = {tp for tp in tps if end[tp] > begin[tp]}
+        if pending:
             consumer.assign(list(pending))
             await consumer.seek_to_beginning(*pending)
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500)
-                for records in batch.values():
-                    for r in records:
-                        letters.append(
-                            DeadLetter(
-                                r.topic,
-                                r.partition,
-                                r.offset,
-                                datetime.fromtimestamp(r.timestamp / 1000, UTC),
-                                r.key,
-                                r.value or b"",
-                                {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers},
-                            )
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    letters.append(
+                        DeadLetter(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            datetime.fromtimestamp(r.timestamp / 1000, UTC),
+                            r.key,
+                            r.value or b"",
+                            {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers},
                         )
-                # Every partition, not only those that returned records: one whose first
-                # letters retention deleted meanwhile may be at its end with none.
-                for tp in list(pending):
-                    if await consumer.position(tp) >= end[tp]:
-                        pending.discard(tp)
+                    )
+            # Every partition, not only those that returned records: one whose first
+            # letters retention deleted meanwhile may be at its end with none.
+            for tp in list(pending):
+                if await consumer.position(tp) >= end[tp]:
+                    pending.discard(tp)
     return sorted(letters, key=lambda d: (d.time, d.ref))
 
 

@@ -6,6 +6,7 @@ import functools
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
+from caravan.ops import dlq as ops_dlq
 from caravan.ops.replay import replay
 from services.notifications.dispatch import sms_by_status
 from services.orders.entrypoints.ops import orders_by_status
@@ -394,6 +396,26 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         )
         == 2
     )
+
+
+async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(
+    caravan: System,
+) -> None:
+    """``caravan dlq`` reads the six dead-letter topics: once one holding letters was read,
+    each next topic's offset requests waited out the consumer's fetch long polls (1.5 s a
+    topic: a dlq command took 10 s), where asking every topic's offsets before reading any
+    partition takes a fraction of a second."""
+    key = ref("DLQ-READ").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", key)
+    await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    assert next(iter(Topic)) is Topic.ORDER_REQUESTS  # the first topic read
+    began = time.monotonic()
+    letters = await ops_dlq.read(caravan.infra.kafka_bootstrap)
+    took = time.monotonic() - began
+    assert [d.error for d in letters if d.key == key] == ["not_json"]
+    assert took < 3.0, f"every dead-letter topic read in {took:.1f} s"
 
 
 async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(

@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from caravan.system import SERVICES
@@ -165,7 +166,16 @@ async def test_metrics_report_the_consumer_lag_of_every_topic_sample_after_sampl
     http = caravan.client
     placed = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("HTTP")})
     assert (await caravan.outcome(placed.json()["order_id"])).type == "order.confirmed"
-    await asyncio.sleep(11)  # two samples at least
+    # Two samples at least: the gauge saying when both loops (the lag's, the database's)
+    # last ended a round with no failure passes a moment, then the moment it did so.
+
+    def observed_at() -> Awaitable[float]:
+        return caravan.gauge("orders", "caravan_observed_at_seconds", service="orders")
+
+    first = time.time()
+    await caravan.until(observed_at, "a sample", 15, 0.2, ready=lambda at: at > first)
+    second = time.time()
+    await caravan.until(observed_at, "a second sample", 15, 0.2, ready=lambda at: at > second)
     lag: dict[str, float] = {}
     for line in (await http.get("/metrics")).text.splitlines():
         found = re.match(r"caravan_consumer_lag\{(.*)\} (\S+)$", line)

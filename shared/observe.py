@@ -125,11 +125,12 @@ async def sample(probes: list[Probe]) -> bool:
     return not failed
 
 
-async def observe_loop(service: Service, interval: float = 5.0) -> None:
-    """Sample the figures until cancelled; a failed sample is logged and tried again. The
-    consumer lag, which tells ``/healthz`` that Kafka answers, is sampled in a loop of its
-    own: a slow PostgreSQL round (a pool wait, a failover) made Kafka look silent. When both
-    loops have had a round with no failure, the older of those says when
+async def observe_loop(service: Service, interval: float) -> None:
+    """Sample the figures every ``interval`` seconds (``CARAVAN_METRICS_SAMPLE_SECONDS``)
+    until cancelled; a failed sample is logged and tried again. The consumer lag, which
+    tells ``/healthz`` that Kafka answers, is sampled in a loop of its own: a slow
+    PostgreSQL round (a pool wait, a failover) made Kafka look silent. When both loops have
+    had a round with no failure, the older of those says when
     (``caravan_observed_at_seconds``): a gauge keeps its last value while Kafka or PostgreSQL
     is away, and looked live (a lag of 0)."""
     lag = LagSampler(service)

@@ -93,7 +93,8 @@ class Service:
         kafka = asyncio.create_task(self._start_kafka(tasks, checked), name=f"{self.name}-kafka")
         try:
             tasks += [asyncio.create_task(loop(), name=f"{self.name}-loop") for loop in self.loops]
-            tasks.append(asyncio.create_task(observe_loop(self), name=f"{self.name}-observe"))
+            observing = observe_loop(self, self.settings.metrics_sample_seconds)
+            tasks.append(asyncio.create_task(observing, name=f"{self.name}-observe"))
             if self.asgi_app is not None and self.http_port is not None:
                 import uvicorn
 

@@ -308,10 +308,13 @@ class Settings(CalendarSettings):
 
     # Operations: how long records may wait on a partition with none handled, and the oldest
     # outbox row stay unpublished with none published, before /healthz names the consumer or
-    # the relay stalled (shared/stall.py; sampled every 5 s, so a stall is seen up to 5 s
-    # late). A backlog that moves is not stalled, however long it is.
+    # the relay stalled (shared/stall.py; sampled every metrics_sample_seconds, so a stall is
+    # seen up to that late). A backlog that moves is not stalled, however long it is.
     consumer_stall_seconds: float = Field(60.0, gt=0)
     outbox_stall_seconds: float = Field(60.0, gt=0)
+    # How often a service samples its figures (shared/observe.py): the consumer lag, which
+    # tells /healthz that Kafka answers (silent after 30 s), and the outbox, stalls and tables.
+    metrics_sample_seconds: float = Field(5.0, gt=0, le=10)
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

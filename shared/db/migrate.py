@@ -77,8 +77,8 @@ def refuse_losing(table: str, where: str | None, loses: str, clear: str) -> None
     (those matching ``where``, SQL) hold what it would lose (``loses``), saying to stay on
     this version or to keep what is needed and first run ``clear`` (SQL); without such rows
     it goes on as before. The whole downgrade is one transaction: refused, nothing of it is
-    done. (Where PostgreSQL itself refuses, as payments' 0013 narrowing a column that holds
-    longer values, no count is needed.)"""
+    done. Also before narrowing a column (``length(c) > n``): PostgreSQL would refuse it
+    too, but saying only "value too long", neither where nor what to do."""
     condition = f" WHERE {where}" if where else ""
     rows = op.get_bind().scalar(sa.text(f"SELECT count(*) FROM {table}{condition}"))
     if rows:

@@ -226,6 +226,60 @@ async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[
     return cfg, str(refused.value)
 
 
+def _texts(*rows: tuple[str, str, str, str, str]) -> str:
+    """An insert of texts: (sms_id, status, created_at, not_before, provider_id), in SQL."""
+    values = ", ".join(
+        f"('{i}', '{i}', 'instalment_due', '+8613000000000', 'zh-CN', 't', 'GSM-7', 1, '{status}',"
+        f" {created_at}, {not_before}, {provider})"
+        for i, status, created_at, not_before, provider in rows
+    )
+    return (
+        'insert into notifications.sms (sms_id, dedup_key, purpose, "to", locale, text, encoding,'
+        f" segments, status, created_at, not_before, provider_id) values {values}"
+    )
+
+
+# (schema, rows, the revision a downgrade stops at, the rows it names, what it says to run)
+LOSING = {
+    # The gateway's id of a text, which its receipts name, longer than the older column.
+    "notifications 0008 provider_id": (
+        "notifications",
+        _texts(
+            ("long", "sent", "now()", "now()", "repeat('g', 129)"),
+            ("short", "sent", "now()", "now()", "repeat('g', 128)"),
+        ),
+        "0007",
+        "1 in notifications.sms where length(provider_id) > 128",
+        "UPDATE notifications.sms SET provider_id = NULL WHERE length(provider_id) > 128",
+    ),
+    # The gateway's charge id of a payment, longer than the older column.
+    "payments 0013 gateway_ref": (
+        "payments",
+        "insert into payments.payments (order_id, status, gateway_ref) values"
+        " ('long', 'authorized', repeat('r', 65)), ('short', 'authorized', repeat('r', 64))",
+        "0012",
+        "1 in payments.payments where length(gateway_ref) > 64",
+        "UPDATE payments.payments SET gateway_ref = NULL WHERE length(gateway_ref) > 64",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LOSING)
+async def test_a_downgrade_refuses_to_drop_or_cut_what_the_older_version_would_lose(
+    infrastructure: system.Infrastructure, case: str
+) -> None:
+    """Each refuses through :func:`shared.db.migrate.refuse_losing`, naming the rows it would
+    lose and what to run (not PostgreSQL's "value too long", nor nothing at all); rows that
+    lose nothing do not hold it back, and once the named statement has run it goes on."""
+    schema, rows, to, refused, clear = LOSING[case]
+    async with scratch_database(infrastructure.database_url, "caravan_losing") as url:
+        cfg, said = await _downgrade_refused(url, schema, rows, to)
+        assert refused in said and clear in said, said
+        await _execute(url, clear)
+        await asyncio.to_thread(command.downgrade, cfg, to)
+        assert await _version(url, schema) == to
+
+
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
     """``python -m services.<service>`` on the database ``url`` (as the admin), its HTTP API on
     a port of its own, and a Kafka that nobody answers: it never joins the session's consumer

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -38,8 +40,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while a text holds a longer id, which its delivery receipts name and the
+    narrowed column cannot hold (PostgreSQL refuses too, but says only "value too long")."""
+    refuse_losing(
+        f"{S}.sms",
+        "length(provider_id) > 128",
+        "the gateway's message ids longer than 128 characters (which its delivery receipts name)",
+        f"UPDATE {S}.sms SET provider_id = NULL WHERE length(provider_id) > 128",
+    )
     op.drop_index("sms_provider", table_name="sms", schema=S)
-    # Refused if a longer id was stored since (as a downgrade that would lose it should be).
     op.alter_column(
         "sms",
         "provider_id",

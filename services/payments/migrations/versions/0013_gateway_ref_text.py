@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
@@ -32,7 +34,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Refused if a longer ref was stored since (as a downgrade that would lose it should be).
+    """Refused while a payment holds a longer ref, what the gateway knows its charge by, which
+    the narrowed column cannot hold (PostgreSQL refuses too, but says only "value too long")."""
+    refuse_losing(
+        f"{S}.payments",
+        "length(gateway_ref) > 64",
+        "the gateway's charge ids longer than 64 characters (what the gateway knows a charge by)",
+        f"UPDATE {S}.payments SET gateway_ref = NULL WHERE length(gateway_ref) > 64",
+    )
     op.alter_column(
         "payments",
         "gateway_ref",

@@ -239,6 +239,8 @@ def _texts(*rows: tuple[str, str, str, str, str]) -> str:
     )
 
 
+ALLOCATED = """'[{"number": 1, "amount_fen": 300, "interest_fen": 0, "principal_fen": 300}]'"""
+
 # (schema, rows, the revision a downgrade stops at, the rows it names, what it says to run)
 LOSING = {
     # The gateway's id of a text, which its receipts name, longer than the older column.
@@ -251,6 +253,18 @@ LOSING = {
         "0007",
         "1 in notifications.sms where length(provider_id) > 128",
         "UPDATE notifications.sms SET provider_id = NULL WHERE length(provider_id) > 128",
+    ),
+    # How a repayment was split over the instalments (none kept before 0008: not refused).
+    "payments 0008 allocations": (
+        "payments",
+        "with l as (insert into payments.loans (loan_id, order_id, buyer_id, principal_fen,"
+        " outstanding_fen, term_months, status) values ('l', 'o', 'b', 300, 0, 3, 'repaid'))"
+        " insert into payments.repayments (loan_id, idempotency_key, amount_fen, principal_fen,"
+        f" interest_fen, allocations) values ('l', 'k', 300, 300, 0, {ALLOCATED}),"
+        " ('l', 'before-0008', 1, 1, 0, NULL)",
+        "0007",
+        "1 in payments.repayments where allocations IS NOT NULL",
+        "UPDATE payments.repayments SET allocations = NULL",
     ),
     # The gateway's charge id of a payment, longer than the older column.
     "payments 0013 gateway_ref": (

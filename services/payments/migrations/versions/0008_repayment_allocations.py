@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -22,4 +24,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while repayments keep their allocation, which a retry of the key answers: how
+    each was split over the loan's instalments is kept nowhere else as such (the instalments
+    hold the sums paid; the audit trail, the loan's schedule before and after)."""
+    refuse_losing(
+        "payments.repayments",
+        "allocations IS NOT NULL",
+        "how each repayment was allocated to the loan's instalments",
+        "UPDATE payments.repayments SET allocations = NULL",
+    )
     op.drop_column("repayments", "allocations", schema="payments")

@@ -243,6 +243,19 @@ ALLOCATED = """'[{"number": 1, "amount_fen": 300, "interest_fen": 0, "principal_
 
 # (schema, rows, the revision a downgrade stops at, the rows it names, what it says to run)
 LOSING = {
+    # A text held through quiet hours counts its give-up clock from their end; dropped, the
+    # older version counts it from when it was queued. Queued and due at once, or sent: none.
+    "notifications 0007 not_before": (
+        "notifications",
+        _texts(
+            ("held", "pending", "now()", "now() + interval '9 hours'", "NULL"),
+            ("due", "pending", "now()", "now()", "NULL"),
+            ("sent", "sent", "now() - interval '9 hours'", "now()", "'g-1'"),
+        ),
+        "0006",
+        "1 in notifications.sms where status IN ('pending', 'sending')",
+        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')",
+    ),
     # The gateway's id of a text, which its receipts name, longer than the older column.
     "notifications 0008 provider_id": (
         "notifications",

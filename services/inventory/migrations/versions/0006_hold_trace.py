@@ -25,4 +25,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each hold's trace context without refusing: it is only diagnostic, and the older
+    version reads none. A hold made before and expired after has its stock.expired start a
+    trace of its own rather than continue the order's."""
     op.drop_column("reservations", "trace_headers", schema="inventory")

@@ -23,4 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the id of the event that asked for each text without refusing: it is only
+    diagnostic (the cause named on the sms.* events about it, which nothing acts on), and the
+    older version names none. The text itself, its order and purpose are kept."""
     op.drop_column("sms", "caused_by", schema="notifications")

@@ -22,4 +22,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each text's trace context without refusing: it is only diagnostic, and the older
+    version reads none. A text queued before and sent after has the gateway's call and the
+    sms.* events about it start a trace of their own rather than continue the order's."""
     op.drop_column("sms", "trace_headers", schema="notifications")

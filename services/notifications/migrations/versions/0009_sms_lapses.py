@@ -29,4 +29,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops how many of each text's claims lapsed unrecorded without refusing: the older
+    version gives a text up by its attempts, which count its lapses too, and a text given up
+    for its lapses says how many in its last_error. Upgraded again, a text still sending counts
+    its lapses from there, as the upgrade says."""
     op.drop_column("sms", "lapses", schema="notifications")

@@ -23,4 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each order's trace context without refusing: it is only diagnostic, and the older
+    version reads none. An order placed before and expired after has its cancellation start a
+    trace of its own rather than continue the order's."""
     op.drop_column("orders", "trace_headers", schema="orders")

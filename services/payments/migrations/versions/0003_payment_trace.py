@@ -26,4 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each charge's trace context without refusing: it is only diagnostic, and the older
+    version reads none. A gateway call asked for before and made after starts a trace of its
+    own rather than continue the order's."""
     op.drop_column("payments", "trace_headers", schema="payments")

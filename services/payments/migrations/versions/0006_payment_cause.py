@@ -23,4 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the id of the event that asked for each gateway call without refusing: it is only
+    diagnostic (the cause named on the event of the call's outcome, which nothing acts on),
+    and the older version names none."""
     op.drop_column("payments", "caused_by", schema="payments")

@@ -31,4 +31,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the adjustments made with an idempotency key without refusing: each is in the audit
+    trail too (auth.audit, action credit.adjust: when, and its buyer, delta and key), and the
+    older version applies every call, key or not. Upgraded again, a retry of a key used before
+    would be applied again."""
     op.drop_table("credit_adjustments", schema="payments")

@@ -38,6 +38,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the mark without refusing: it is derived from what is kept, an instalment of a
+    voided loan (loans.status) or announced overdue (instalment_reminders), and the upgrade
+    marks them so again."""
     _sweep_index("instalments_to_remind", "instalments_unpaid_due", "paid_fen < amount_fen")
     op.drop_column("instalments", "reminders_done", schema=S)
 

@@ -23,4 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each callback's trace context without refusing: it is only diagnostic, and the older
+    version reads none. A callback queued before and made after starts a trace of its own
+    rather than continue the order's."""
     op.drop_column("callbacks", "trace_headers", schema="platform")

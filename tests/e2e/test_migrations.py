@@ -279,6 +279,37 @@ LOSING = {
         "1 in payments.repayments where allocations IS NOT NULL",
         "UPDATE payments.repayments SET allocations = NULL",
     ),
+    # Who opted out of texts (the older version has no opt-outs: it would text them).
+    "notifications 0002 opt_outs": (
+        "notifications",
+        "insert into notifications.opt_outs (phone) values ('+8613000000009')",
+        "0001",
+        "1 in notifications.opt_outs.",
+        "DELETE FROM notifications.opt_outs",
+    ),
+    # The ledger, append-only: every charge, loan, repayment and payable posted.
+    "payments 0002 ledger": (
+        "payments",
+        "insert into payments.ledger_entries (txn_id, kind, account, amount_fen) values"
+        " ('t', 'charge', 'buyer', 100), ('t', 'charge', 'seller', -100)",
+        "0001",
+        "2 in payments.ledger_entries.",
+        "TRUNCATE payments.ledger_entries",
+    ),
+    # Why a lot's count changed (counted again, written off).
+    "inventory 0002 lot_adjustments": (
+        "inventory",
+        "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
+        " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
+        " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')), l as (insert into"
+        " inventory.lots (lot_id, sku, received, available, available_from, best_before)"
+        " values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31')) insert into"
+        " inventory.lot_adjustments (adjustment_id, lot_id, delta, reason) values"
+        " ('a', 'l', -1, 'counted again')",
+        "0001",
+        "1 in inventory.lot_adjustments.",
+        "DELETE FROM inventory.lot_adjustments",
+    ),
     # The gateway's charge id of a payment, longer than the older column.
     "payments 0013 gateway_ref": (
         "payments",

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -57,6 +59,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while a lot was adjusted: why its count changed (counted again, written off)
+    is kept nowhere else (the lot keeps only the count). Holds' expiry mark is dropped."""
+    refuse_losing(
+        "inventory.lot_adjustments",
+        None,
+        "why lots' counts were changed (adjustments: counted again, written off)",
+        "DELETE FROM inventory.lot_adjustments",
+    )
     op.drop_index(
         op.f("ix_inventory_lot_adjustments_lot_id"),
         table_name="lot_adjustments",

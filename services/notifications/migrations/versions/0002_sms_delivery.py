@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -86,6 +88,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while anyone has opted out of texts: the older version has no opt-outs, and
+    upgraded again would text them. What else goes is derived again or diagnostic: sellers,
+    products and orders' sellers come again with the next seed and the orders' events; the
+    texts' delivery columns record what the gateway said."""
+    refuse_losing(
+        f"{S}.opt_outs",
+        None,
+        "who opted out of texts (the older version, and this one upgraded again, would text them)",
+        f"DELETE FROM {S}.opt_outs",
+    )
     for table in ("opt_outs", "confirmed_orders", "order_sellers", "products", "sellers"):
         op.drop_table(table, schema=S)
     op.drop_index("sms_provider", table_name="sms", schema=S)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -163,6 +165,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while the ledger holds an entry: the record of every charge, loan, repayment
+    and payable goes with it (the older version keeps none). The entries are append-only:
+    keep a copy (``pg_dump --table payments.ledger_entries``) before emptying it."""
+    refuse_losing(
+        f"{S}.ledger_entries",
+        None,
+        "the ledger: every charge, loan, repayment and payable posted",
+        f"TRUNCATE {S}.ledger_entries",
+    )
     op.execute("DROP TRIGGER ledger_append_only ON payments.ledger_entries")
     op.execute("DROP FUNCTION payments.ledger_append_only()")
     op.execute("DROP TRIGGER ledger_txn_balanced ON payments.ledger_entries")

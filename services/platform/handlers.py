@@ -114,8 +114,9 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
             return "ignored"
         ours = placed.order_id or "not numbered yet"
         said = (
-            f"cancelled on the platform after it was placed with us (our order {ours}): the "
-            "sale goes on here; cancel it, or settle the refund and the goods, by hand"
+            f"cancelled on the platform ({order.status!r}) after it was placed with us (our"
+            f" order {ours}): the sale goes on here; cancel it, or settle the refund and the"
+            " goods, by hand"
         )
         await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
         return "problem"

@@ -462,7 +462,15 @@ async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
     one = f"platform SKU {y!r} has no mapping"
     assert await open_problems(platform, order_ref) == [("unmapped_sku", one)]
-    await new_order(platform.sim, {x: 1, y: 2}, status="cancelled", order_id=order_ref)
+    await closed_unplaced(caravan, platform, order_ref, {x: 1, y: 2}, "cancelled")
+
+
+async def closed_unplaced(
+    caravan: System, platform: Platform, order_ref: str, items: dict[str, int], status: str
+) -> None:
+    """The platform closes an order never placed (``status``): the push is ``ignored``, the
+    order's problems are closed (nothing left to place) and nothing is placed."""
+    await new_order(platform.sim, items, status=status, order_id=order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
     assert await open_problems(platform, order_ref) == []
     assert requested(caravan, order_ref) == []
@@ -521,6 +529,51 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
         t=f"{APP}/{order_ref}",
     )
     assert audited == 1
+
+
+async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_no_problem(
+    caravan: System, platform: Platform
+) -> None:
+    """Taobao closes a paid trade (TRADE_CLOSED, the buyer's money given back) once told that
+    our order was cancelled (out of season here): that push was an ``unknown_status`` problem
+    for an order the platform had only followed us on, one operations learn to ignore. It is
+    ``ignored``, counted, as the platform's cancellation of an order we cancelled first is;
+    and for an order never placed (an unmapped SKU) there is nothing left to place either."""
+    order_ref = await new_order(platform.sim, {"ALI-FIG": 1}, status="WAIT_SELLER_SEND_GOODS")
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.cancelled"
+    await until(lambda: _applied(platform.sim, order_ref), "the cancellation's callback", every=0.2)
+    ignored = {"app": APP, "outcome": "ignored"}
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
+    await new_order(platform.sim, {"ALI-FIG": 1}, status="TRADE_CLOSED", order_id=order_ref)
+    report = await push(platform.sim, order_ref, kind="notice")
+    assert (report["status_code"], report["body"]["status"]) == (200, "ignored"), report
+    assert await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored) == before + 1
+    listed = await platform.adapter.get("/platform/problems", params={"app": APP, "all": True})
+    assert [p for p in listed.json()["problems"] if p["platform_order_id"] == order_ref] == []
+    unmapped = f"ALI-UNMAPPED-{uuid.uuid4().hex[:6]}"
+    never = await new_order(platform.sim, {unmapped: 1}, status="WAIT_SELLER_SEND_GOODS")
+    assert (await push(platform.sim, never))["body"]["status"] == "problem"
+    await closed_unplaced(caravan, platform, never, {unmapped: 1}, "TRADE_CLOSED")
+
+
+async def test_a_trade_closed_after_we_confirmed_the_order_is_a_problem_naming_it(
+    caravan: System, platform: Platform
+) -> None:
+    """Closed on the platform after payment (TRADE_CLOSED) although confirmed here: the buyer's
+    money may have gone back after we shipped, a sale for operations to settle by hand."""
+    order_ref = await new_order(platform.sim, status="WAIT_SELLER_SEND_GOODS")
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
+    await new_order(platform.sim, status="TRADE_CLOSED", order_id=order_ref)
+    report = await push(platform.sim, order_ref, kind="notice")
+    assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "cancelled_on_platform", (kind, detail)
+    assert f"our order {order_id}" in detail and "'TRADE_CLOSED'" in detail, detail
 
 
 async def test_a_buyer_phone_in_national_format_is_placed_and_texted_in_e164(

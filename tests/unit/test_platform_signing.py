@@ -225,7 +225,7 @@ def test_a_status_the_adapter_does_not_know_is_read_and_named_in_its_problem() -
     assert problem.kind == "unknown_status" and "'shipped'" in problem.detail, problem
     assert "never placed" in problem.detail
     assert {meaning(s) for s in ("shipped", "finished", "TRADE_FINISHED")} == {"fulfilment"}
-    assert {meaning(s) for s in ("refunding", "closed", "TRADE_CLOSED")} == {None}
+    assert {meaning(s) for s in ("refunding", "closed")} == {None}
 
 
 def test_an_unknown_status_of_an_order_placed_names_our_order_and_what_to_undo() -> None:
@@ -245,13 +245,16 @@ def test_an_unknown_status_of_an_order_placed_names_our_order_and_what_to_undo()
 def test_taobao_trade_statuses_are_read_as_the_adapters_own() -> None:
     """A paid Taobao order (WAIT_SELLER_SEND_GOODS) was an unknown_status problem, never
     placed; its unpaid and closed-before-payment names were not read either. TRADE_CLOSED
-    (refunded after payment) stays unknown: a sale to undo by hand."""
+    (closed after payment, the buyer's money given back) is a cancellation: nothing to do for
+    an order we cancelled first, a sale to undo by hand for one placed (it was unknown, a
+    problem even for an order we had cancelled)."""
     read = {
         "TRADE_NO_CREATE_PAY": "wait_pay",
         "WAIT_BUYER_PAY": "wait_pay",
         "PAY_PENDING": "wait_pay",
         "WAIT_SELLER_SEND_GOODS": "paid",
         "TRADE_CLOSED_BY_TAOBAO": "cancelled",
+        "TRADE_CLOSED": "cancelled",
         "SELLER_CONSIGNED_PART": "fulfilment",
         "WAIT_BUYER_CONFIRM_GOODS": "fulfilment",
         "TRADE_BUYER_SIGNED": "fulfilment",
@@ -261,7 +264,7 @@ def test_taobao_trade_statuses_are_read_as_the_adapters_own() -> None:
         "cancelled": "cancelled",
     }
     assert {status: meaning(status) for status in read} == read
-    assert meaning("TRADE_CLOSED") is None and meaning("trade_finished") is None
+    assert meaning("trade_closed") is None and meaning("trade_finished") is None
 
 
 def test_status_api_answers() -> None:

@@ -35,8 +35,10 @@ not, operations find out), the orders service refused what the adapter published
 it (a sale to undo by hand)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
-step of fulfilment (shipped, finished) is one a platform moves a paid order on to, nothing
-to do for an order placed with us."""
+cancelled one (before payment, or closed after it with the buyer's money given back) is
+nothing to place, and for an order placed with us a sale to undo by hand unless we cancelled
+it first; a step of fulfilment (shipped, finished) is one a platform moves a paid order on
+to, nothing to do for an order placed with us."""
 STATUSES: Mapping[str, PlatformStatus] = {
     "wait_pay": "wait_pay",
     "paid": "paid",
@@ -50,15 +52,16 @@ STATUSES: Mapping[str, PlatformStatus] = {
     "PAY_PENDING": "wait_pay",  # a card payment being confirmed
     "WAIT_SELLER_SEND_GOODS": "paid",
     "TRADE_CLOSED_BY_TAOBAO": "cancelled",  # closed before payment
+    "TRADE_CLOSED": "cancelled",  # closed after payment: the buyer's money given back
     "SELLER_CONSIGNED_PART": "fulfilment",
     "WAIT_BUYER_CONFIRM_GOODS": "fulfilment",
     "TRADE_BUYER_SIGNED": "fulfilment",
     "TRADE_FINISHED": "fulfilment",
 }
 """The one place saying what each status a platform names means. Any other status (refunding,
-closed, Taobao's ``TRADE_CLOSED``: perhaps the buyer's money given back after payment) the
-adapter does not know: a problem even for an order placed, since it may be a sale to undo by
-hand (:func:`unknown_status`)."""
+closed: perhaps the buyer's money given back after payment) the adapter does not know: a
+problem even for an order placed, since it may be a sale to undo by hand
+(:func:`unknown_status`)."""
 
 
 def meaning(status: str) -> PlatformStatus | None:

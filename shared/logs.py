@@ -1,10 +1,12 @@
 """JSON logs with the service name, and the order id and event type of the work in hand.
 
 A log line never holds a buyer's phone number (docs/security.md): every number written in
-E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path) is masked by the
-formatter, whichever code logged it; a number known to be a phone but malformed is masked
-where it is logged, with :func:`masked`. Nor does it hold a URL's credentials: the HTTP
-clients' own request lines (httpx, with each URL in full) are turned down."""
+E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path), and a mainland China
+mobile number as platforms and operators write it, wherever it can be told from an id
+(:data:`_CN_MOBILE`, :data:`_KEYED`), is masked by the formatter, whichever code logged it;
+a number known to be a phone but malformed is masked where it is logged, with
+:func:`masked`. Nor does it hold a URL's credentials: the HTTP clients' own request lines
+(httpx, with each URL in full) are turned down."""
 
 import contextvars
 import json
@@ -21,7 +23,32 @@ _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
 
 
-_PHONE = re.compile(r"(?:\+|%2[Bb])[1-9][0-9]{6,14}")
+_E164 = r"(?:\+|%2[Bb])[1-9][0-9]{6,14}"
+_MOBILE = r"1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}"  # 11 digits, perhaps grouped 3-4-4
+_CN_MOBILE = (
+    r"(?<![0-9A-Za-z_.-])(?:"
+    rf"(?:(?:\+|%2[Bb]|00)86[ -]?|86[ -]){_MOBILE}"  # +86, 0086, or 86 and a space or dash
+    r"|1[3-9][0-9][ -][0-9]{4}[ -][0-9]{4}"  # grouped: 138 0013 8000, 139 1234-5678
+    r")(?![0-9A-Za-z_-])"
+)
+"""A mainland China mobile number, nationally or after 86, as it is told from the ids a line
+holds (order refs and platform order ids or SKUs are digit runs too, such as a Taobao item's
+11-digit id; UUIDs, timestamps, amounts in fen): by its calling code (``+86``, ``0086``, or
+a bare ``86`` set apart by a space or dash) or its grouping (``138 0013 8000``), and not
+within a longer run of digits, letters or dashes (``LOT-138-0013-8000``). A bare 11-digit
+run is read as one only after a word naming a phone (:data:`_KEYED`): without one it cannot
+be told from an id."""
+_KEYED = (
+    r"(?P<key>(?i:phone|mobile|tel|手机|电话)[^0-9A-Za-z\n]{0,4})"
+    r"(?P<number>(?:86)?1[3-9][0-9]{9})(?![0-9A-Za-z_-])"
+)
+"""A bare mobile number (``13800138000``, ``8613800138000``) that a word names as a phone
+(``"phone": "13800138000"``, ``receiver_mobile=...``, ``手机：...``): the word is kept."""
+_PHONE = re.compile(f"{_E164}|{_CN_MOBILE}|{_KEYED}")
+_E164_ALONE, _MOBILE_DIGITS = re.compile(_E164), re.compile(rf"{_MOBILE}(?![0-9A-Za-z_-])")
+"""E.164 alone, for a text holding no mobile number's digits: :data:`_PHONE` is tried only on
+one that does (it took ten times as long as E.164 alone, some 15 µs more on every log line,
+a timestamp's or an id's digits or none)."""
 
 
 def masked(phone: str) -> str:
@@ -34,8 +61,17 @@ def masked(phone: str) -> str:
 
 
 def phones_masked(text: str) -> str:
-    """``text`` with every E.164 number in it :func:`masked`."""
-    return _PHONE.sub(lambda found: masked(found.group()), text)
+    """``text`` with every phone number in it :func:`masked`: E.164, and a mainland China
+    mobile number as :data:`_CN_MOBILE` and :data:`_KEYED` tell one."""
+    if _MOBILE_DIGITS.search(text) is None:
+        return _E164_ALONE.sub(_masked, text)
+    return _PHONE.sub(_masked, text)
+
+
+def _masked(found: re.Match[str]) -> str:
+    if found.re is _E164_ALONE or found.group("number") is None:
+        return masked(found.group())
+    return found.group("key") + masked(found.group("number"))
 
 
 class JsonFormatter(logging.Formatter):

@@ -44,6 +44,17 @@ OUTBOX_REFUSED_ROWS = Gauge(
     " for operations to act on",
     ["service"],
 )
+PARKED_EVENTS = Gauge(
+    "caravan_parked_events",
+    "Events parked until their order's order.placed comes (shared.messaging.parking), in a"
+    " service that parks them (notifications, the platform adapter)",
+    ["service"],
+)
+PARKED_OLDEST_SECONDS = Gauge(
+    "caravan_parked_oldest_seconds",
+    "How long the oldest parked event has waited for its order's order.placed (0: none)",
+    ["service"],
+)
 CONSUMER_LAG = Gauge(
     "caravan_consumer_lag",
     "Records past the service's group's committed offset (commits trail handling by up to"

@@ -1,5 +1,6 @@
 """Figures a service samples every few seconds for its ``/metrics``: outbox backlog and
-age, and its consumer group's lag per partition; and, from them, how long each has waited
+age, its events parked until their ``order.placed`` (count and age), and its consumer
+group's lag per partition; and, from them, how long each has waited
 without moving (:mod:`shared.stall`), which ``/healthz`` also reads."""
 
 import asyncio
@@ -10,7 +11,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, func, select, text
 
 from shared.messaging import kafka_admin
 from shared.messaging.tables import UNSENT
@@ -22,6 +23,8 @@ from shared.metrics import (
     OUTBOX_OLDEST_SECONDS,
     OUTBOX_REFUSED_ROWS,
     OUTBOX_STALLED_SECONDS,
+    PARKED_EVENTS,
+    PARKED_OLDEST_SECONDS,
 )
 from shared.runtime import Service
 from shared.stall import OUTBOX
@@ -51,6 +54,20 @@ async def sample_outbox(service: Service) -> None:
     OUTBOX_REFUSED_ROWS.labels(service.name).set(aside or 0)
     service.outbox_stalls.sampled({OUTBOX: (first or 0, waiting)})
     OUTBOX_STALLED_SECONDS.labels(service.name).set(service.outbox_stalls.seconds(OUTBOX))
+
+
+async def sample_parked(service: Service, parked: Table) -> None:
+    """How many events wait in the service's ``parked`` table for their order's
+    ``order.placed`` (:mod:`shared.messaging.parking`), and the oldest one's age. The table
+    holds only events that came before their order's: a scan of it is small."""
+    query = select(
+        func.count(),
+        func.coalesce(func.extract("epoch", func.now() - func.min(parked.c.parked_at)), 0),
+    ).select_from(parked)
+    async with service.db.engine.connect() as conn:
+        waiting, oldest = (await conn.execute(query)).one()
+    PARKED_EVENTS.labels(service.name).set(waiting)
+    PARKED_OLDEST_SECONDS.labels(service.name).set(float(oldest))
 
 
 @dataclass
@@ -135,6 +152,9 @@ async def observe_loop(service: Service, interval: float) -> None:
     is away, and looked live (a lag of 0)."""
     lag = LagSampler(service)
     database: list[Probe] = [lambda: sample_outbox(service), *service.probes]
+    parked = service.metadata.tables.get(f"{service.name}.parked")
+    if parked is not None:  # a service that parks events (shared.messaging.parking)
+        database.append(lambda: sample_parked(service, parked))
     clean: dict[str, float] = {}  # per loop, when its last round with no failure ended
 
     async def rounds(name: str, probes: list[Probe]) -> None:

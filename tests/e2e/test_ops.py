@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -33,7 +33,7 @@ from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
-from tests.harness import System, raw_event, ref, until
+from tests.harness import System, order_events, raw_event, ref, until
 
 
 def consumed(caravan: System) -> dict[str, list[Topic]]:
@@ -558,6 +558,48 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "<h2>Health</h2>" in page.text and "<td>orders</td><td class=" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)
+
+
+async def test_events_parked_until_their_order_placed_are_counted_in_metrics(
+    caravan: System,
+) -> None:
+    """An ``order.confirmed`` that came before its ``order.placed`` waits in notifications'
+    ``parked`` table: ``caravan_parked_events`` counts it and
+    ``caravan_parked_oldest_seconds`` says how long the oldest has waited (the operations
+    page shows both), until the ``order.placed`` comes and the event is acted on."""
+    order = order_events(ref("P"), "+86137" + str(uuid.uuid4().int)[:8])
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("notifications", confirmed)
+    key = f"{confirmed.source}|{confirmed.id}"
+    mine = "select extract(epoch from now() - parked_at) from notifications.parked where key = :k"
+    assert await caravan.scalar(mine, k=key) is not None, "order.confirmed not parked"
+    # Other tests' events may wait too (a database kept across sessions): the table's count.
+    waiting = int(await caravan.scalar("select count(*) from notifications.parked"))
+
+    def gauge(name: str) -> Awaitable[float]:
+        return caravan.gauge("notifications", name, service="notifications")
+
+    await caravan.until(
+        lambda: gauge("caravan_parked_events"),
+        f"caravan_parked_events to count the {waiting} parked events",
+        ready=lambda count: count == waiting,
+    )
+    waited = float(await caravan.scalar(mine, k=key))  # a later sample's oldest is older
+    oldest = await caravan.until(
+        lambda: gauge("caravan_parked_oldest_seconds"),
+        f"caravan_parked_oldest_seconds to say {waited:.1f} s or more",
+        ready=lambda seconds: seconds >= waited,
+    )
+    first = "select extract(epoch from now() - min(parked_at)) from notifications.parked"
+    assert oldest <= float(await caravan.scalar(first)), oldest
+
+    await caravan.handled("notifications", await caravan.publish(order.placed))
+    assert await caravan.scalar(mine, k=key) is None, "the parked event still there"
+    await caravan.until(
+        lambda: gauge("caravan_parked_events"),
+        f"caravan_parked_events back to {waiting - 1}",
+        ready=lambda count: count == waiting - 1,
+    )
 
 
 async def _counts_live_each_time_and_all_now_and_then(

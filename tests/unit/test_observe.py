@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
+from sqlalchemy import MetaData
 
 from shared import observe
 from shared.http import KafkaContact
@@ -55,6 +56,7 @@ def fake_service(contact: KafkaContact, name: str = "observe-test") -> Service:
         SimpleNamespace(
             name=name,
             settings=Settings(),
+            metadata=MetaData(),  # no parked table
             consumer=consumer,
             kafka_contact=contact,
             consumer_stalls=Stalls(contact.clock),

@@ -286,8 +286,18 @@ async def _stuck(
         snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
         return
     if response.status_code == 200:
-        snap.stuck = list(response.json().get("orders", []))
-        snap.stuck_total = int(response.json().get("total", len(snap.stuck)))
+        try:
+            body = response.json()
+        except ValueError:  # a proxy's HTML page: this part unavailable, not the sample
+            snap.unavailable["stuck"] = "the orders API answered HTTP 200, not JSON"
+            return
+        orders = body.get("orders") if isinstance(body, dict) else None
+        if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
+            snap.unavailable["stuck"] = "the orders API answered HTTP 200, no list of orders"
+            return
+        total = body.get("total")
+        snap.stuck = orders
+        snap.stuck_total = total if isinstance(total, int) else len(orders)
     elif response.status_code in REFUSED_STATUSES:  # a token without the scope ops: 403
         why = refusals.refuse("stuck", token, response.status_code)
         snap.unavailable["stuck"] = f"token refused ({why})"

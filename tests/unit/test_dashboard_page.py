@@ -416,3 +416,42 @@ def test_what_waits_for_operations_is_not_shown_as_none_without_figures() -> Non
     page = board()
     page.history.append(Snapshot(at=time.time()))
     assert "<h2>Waiting for operations</h2><table><tr><td>no figures</td></tr>" in page.page()
+
+
+async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
+    no_kafka: None,
+) -> None:
+    """A proxy's HTML page answered 200 in place of the stuck orders failed the whole
+    sample: the page kept its old figures and said them stale."""
+    settings = Settings(token="cvn_" + "j" * 43)
+    proxy = "<!doctype html><html><body>Please sign in to the proxy</body></html>"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ops/stuck-orders":
+            return httpx.Response(200, text=proxy, headers={"content-type": "text/html"})
+        if request.url.path != "/metrics":
+            return httpx.Response(200, text="{}")
+        return httpx.Response(200, text=ORDERS_METRICS)
+
+    page, text = await sampled(settings, answer)
+    assert page.history[-1].orders == {"confirmed": 5.0}
+    assert "<tr><td>confirmed</td><td>5</td></tr>" in text
+    assert "<tr><td colspan=3>unavailable: the orders API answered HTTP 200, not JSON</td>" in text
+    assert (
+        "<tr><td>orders</td><td>up <span class='stale'>(no figures sampled yet)</span></td>"
+        "<td>3</td>" in text
+    )
+
+    def listless(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ops/stuck-orders":
+            return httpx.Response(200, json={"orders": ["o-1"], "total": 1})
+        return answer(request)
+
+    _, text = await sampled(settings, listless)
+    assert "unavailable: the orders API answered HTTP 200, no list of orders" in text
+
+
+ORDERS_METRICS = (
+    'caravan_orders{status="confirmed"} 5.0\n'
+    'caravan_consumer_lag{service="x",topic="t",partition="0"} 3.0\n'
+)

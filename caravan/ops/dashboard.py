@@ -60,6 +60,8 @@ class Snapshot:
     outbox: dict[str, float] = field(default_factory=dict)
     outbox_age: dict[str, float] = field(default_factory=dict)
     outbox_refused: dict[str, float] = field(default_factory=dict)  # rows set aside, unsent
+    parked: dict[str, float] = field(default_factory=dict)  # events waiting for order.placed
+    parked_age: dict[str, float] = field(default_factory=dict)  # the oldest one's, seconds
     platform_problems: dict[str, float] = field(default_factory=dict)  # open, by kind
     callbacks_failed: float | None = None  # platform status callbacks failed
     orders: dict[str, float] = field(default_factory=dict)  # by status
@@ -71,7 +73,8 @@ class Snapshot:
     checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
-    unavailable: dict[str, str] = field(default_factory=dict)  # figure → why it is missing
+    # figure (stuck, dead_letters; a service: its /metrics) → why it is missing
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 REFUSED_NOTE = (
@@ -80,10 +83,27 @@ REFUSED_NOTE = (
 )
 
 
-def _to_act_on(count: float) -> str:
+PARKED_NOTE = (
+    "Events that came before their order's order.placed (a redriven or replayed order.placed,"
+    " partitions added), held back in the service's parked table until it comes; an old one is"
+    " an order.placed that may never come (dead-lettered, not redriven)"
+)
+
+
+def _cell(said: str, *kinds: str) -> str:
+    """A table cell marked as each of ``kinds`` (``stale``, ``act``…; empty ones left out)."""
+    marks = " ".join(kind for kind in kinds if kind)
+    return f"<td class='{marks}'>{said}</td>" if marks else f"<td>{said}</td>"
+
+
+def _to_act_on(count: float, stale: str = "") -> str:
     """The cell of what waits for operations (outbox rows set aside, platform problems):
     marked when there are any."""
-    return f"<td class='stale'><b>{count:.0f}</b></td>" if count else "<td>0</td>"
+    return _cell(f"<b>{count:.0f}</b>", "act", stale) if count else _cell("0", stale)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _waiting(snap: Snapshot) -> str:
@@ -140,6 +160,8 @@ def _marked(kind: str, said: str) -> str:
 FIGURES_STALE_AFTER = 20.0
 """Seconds after which a service's sampled figures are shown as old (it samples every 5)."""
 
+NO_FIGURES = "<td></td>" * 6  # a service whose /metrics was not read: no figures, not 0
+
 
 REFUSED_STATUSES = frozenset({401, 403})
 
@@ -184,7 +206,14 @@ def ports(settings: Settings) -> dict[str, int]:
 
 
 def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
-    for family in text_string_to_metric_families(text):
+    """``service``'s figures from its ``/metrics``; none of them, and why, where the page is
+    not Prometheus text (a proxy's HTML page, answered 200)."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        snap.unavailable[service] = "its /metrics answered something not Prometheus text"
+        return
+    for family in families:
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
             if name == "caravan_records_consumed_total":
@@ -197,6 +226,10 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
                 snap.outbox_age[service] = value
             elif name == "caravan_outbox_refused_rows":
                 snap.outbox_refused[service] = value
+            elif name == "caravan_parked_events":
+                snap.parked[service] = value
+            elif name == "caravan_parked_oldest_seconds":
+                snap.parked_age[service] = value
             elif name == "caravan_observed_at_seconds" and labels.get("service") == service:
                 snap.observed[service] = value
             elif name == "caravan_orders" and "status" in labels:
@@ -367,35 +400,69 @@ class Dashboard:
         why = f"the orders API refused the page's token ({held}); not asked again with it"
         return problem(502, "Bad Gateway", f"{why} for {self.refusals.backoff:.0f} s")
 
+    def stale(self, snap: Snapshot, now: float) -> bool:
+        """Whether ``snap`` is older than two samples: sampling has failed since."""
+        return now - snap.at > 2 * self.interval
+
     def freshness(self, snap: Snapshot, now: float) -> str:
-        """When ``snap`` was taken; a warning when it is older than two samples."""
-        age = now - snap.at
-        taken = time.strftime("%H:%M:%S", time.localtime(snap.at))
-        said = f"<p>figures as of {taken} ({age:.0f} s ago)</p>"
-        if age > 2 * self.interval:
+        """When ``snap`` was taken; a warning, saying since when, when it is stale."""
+        said = f"<p>figures as of {_clock(snap.at)} ({now - snap.at:.0f} s ago)</p>"
+        if self.stale(snap, now):
             why = f": {html.escape(self.failure)}" if self.failure else ""
-            said += f"<p class='stale'><b>stale</b>: sampling has not succeeded since{why}</p>"
+            said += (
+                "<p class='warning'><b>stale</b>: sampling has not succeeded since"
+                f" {_clock(snap.at)}{why}; the figures below are as they were then</p>"
+            )
         return said
 
-    def state(self, snap: Snapshot, service: str) -> str:
-        """Up, down, or refusing the page's token; and, up, whether its figures (lag, outbox)
-        are older than a few of its samples (its Kafka or its database away: they stay as
-        they last were)."""
+    def service_row(self, snap: Snapshot, service: str) -> str:
+        """A service's row of the Services table: its state (up, or degraded or unhealthy as
+        its ``/healthz`` says, down, refusing the page's token) and its figures: none where
+        its ``/metrics`` was not read, marked stale, with since when, where the service has
+        not sampled them for a few of its rounds (its Kafka or its database away: the
+        gauges stay as they last were)."""
+        name = f"<td>{service}</td>"
         if service in snap.refused:
-            return (
-                f"token refused ({snap.refused[service]})"
-                f" <span class='stale'>(left alone for {self.refusals.backoff:.0f} s,"
+            said = (
+                f"token refused ({html.escape(snap.refused[service])})"
+                f" <span class='note'>(left alone for {self.refusals.backoff:.0f} s,"
                 " or until CARAVAN_TOKEN changes)</span>"
             )
+            return f"<tr>{name}<td>{said}</td>{NO_FIGURES}</tr>"
         if service in snap.down:
-            return "down"
+            return f"<tr>{name}<td class='down'>down</td>{NO_FIGURES}</tr>"
+        health = snap.health.get(service, "")
+        kind = {"degraded": "degraded", "unhealthy": "down"}.get(health, "")
+        said = health if kind else "up"
         observed = snap.observed.get(service)
-        if observed is None:
-            return "up <span class='stale'>(no figures sampled yet)</span>"
-        age = snap.at - observed
-        if age > FIGURES_STALE_AFTER:
-            return f"up <span class='stale'>(figures {age:.0f} s old)</span>"
-        return "up"
+        stale, cells = "stale", NO_FIGURES
+        if service in snap.unavailable:
+            note = f"no figures: {html.escape(snap.unavailable[service])}"
+        elif observed is None:
+            note = "no figures sampled yet"
+        elif snap.at - observed > FIGURES_STALE_AFTER:
+            note = f"figures as of {_clock(observed)}, {snap.at - observed:.0f} s old"
+        else:
+            note, stale = "", ""
+        if service not in snap.unavailable:
+            cells = "".join(
+                _cell(figure, stale)
+                for figure in (
+                    f"{snap.lag.get(service, 0):.0f}",
+                    f"{snap.outbox.get(service, 0):.0f}",
+                    f"{snap.outbox_age.get(service, 0):.1f}",
+                )
+            )
+            cells += _to_act_on(snap.outbox_refused.get(service, 0), stale)
+            parked = snap.parked.get(service)
+            if parked is None:  # a service that parks nothing
+                cells += "<td></td><td></td>"
+            else:
+                age = snap.parked_age.get(service, 0)
+                cells += _cell(f"{parked:.0f}", stale) + _cell(f"{age:.1f}", stale)
+        if note:
+            said += f" <span class='note'>({note})</span>"
+        return f"<tr>{name}{_cell(said, kind)}{cells}</tr>"
 
     def throughput(self) -> list[tuple[float, float]]:
         """(time, records consumed per second by all services) between samples. Counted
@@ -416,13 +483,8 @@ class Dashboard:
         if not self.history:
             return _html("<p>collecting the first figures…</p>")
         snap = self.history[-1]
-        rows = "".join(
-            f"<tr><td>{s}</td><td>{self.state(snap, s)}</td>"
-            f"<td>{snap.lag.get(s, 0):.0f}</td><td>{snap.outbox.get(s, 0):.0f}</td>"
-            f"<td>{snap.outbox_age.get(s, 0):.1f}</td>"
-            f"{_to_act_on(snap.outbox_refused.get(s, 0))}</tr>"
-            for s in SERVICES
-        )
+        now = time.time()
+        rows = "".join(self.service_row(snap, s) for s in SERVICES)
         statuses = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
             for k, v in sorted(snap.orders.items())
@@ -446,14 +508,15 @@ class Dashboard:
             )
         if "dead_letters" in snap.unavailable:
             dlq = f"<tr><td>unavailable: {html.escape(snap.unavailable['dead_letters'])}</td></tr>"
-        return _html(
-            self.freshness(snap, time.time())
-            + "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
+        figures = (
+            "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
             f"{_sparkline(self.throughput())}"
             "<h2>Services</h2><table><tr><th>service</th><th>state</th>"
             f"<th title='{html.escape(LAG_NOTE)}'>consumer lag</th>"
             f"<th>outbox backlog</th><th>oldest unsent (s)</th>"
-            f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th></tr>{rows}</table>"
+            f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th>"
+            f"<th title='{html.escape(PARKED_NOTE)}'>parked</th><th>oldest parked (s)</th>"
+            f"</tr>{rows}</table>"
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
             f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
@@ -467,6 +530,9 @@ class Dashboard:
             )
             + f"<table><tr><th>order</th><th>ref</th><th>placed</th></tr>{stuck}</table>"
         )
+        if self.stale(snap, now):  # every figure as it was when sampling last succeeded
+            figures = f"<div class='stale'>{figures}</div>"
+        return _html(self.freshness(snap, now) + figures)
 
     def create_app(self) -> FastAPI:
         db = Database(self.settings, schema="auth")
@@ -572,6 +638,7 @@ def _html(body: str, refresh: bool = True) -> str:
         "<title>Caravan operations</title><style>body{font-family:sans-serif;margin:2em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
         ".ok{color:#176}.degraded{background:#fd6;font-weight:bold}"
-        ".down{background:#f99;font-weight:bold}</style>"
+        ".down{background:#f99;font-weight:bold}.act,.warning{background:#fd6}"
+        ".stale{opacity:.5}.note{color:#666}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
     )

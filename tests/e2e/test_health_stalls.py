@@ -46,8 +46,9 @@ async def stalled_seconds(caravan: System, gauge: str, **labels: str) -> None:
 
 
 async def operations_page_names_it(caravan: System, waiting: str) -> None:
-    """The operations page shows inventory degraded, its consumer check as /healthz says it
-    (``waiting``: the words before its seconds), marked degraded."""
+    """The operations page shows inventory degraded, in its Services table too (where it
+    said "up"), its consumer check as /healthz says it (``waiting``: the words before its
+    seconds), marked degraded."""
     async with caravan.operations_page(caravan.port("orders") + 5) as board:
 
         async def snapshot() -> dict[str, Any]:
@@ -61,7 +62,9 @@ async def operations_page_names_it(caravan: System, waiting: str) -> None:
         )
         assert snap["checks"]["inventory"]["consumer"].startswith(waiting), snap["checks"]
         page = (await caravan.client.get(f"{board}/")).text
-    row = re.search(r"<tr><td>inventory</td><td class='degraded'>degraded</td>.*?</tr>", page)
+    services, health = page.split("<h2>Services</h2>")[1].split("<h2>Health</h2>")
+    assert "<tr><td>inventory</td><td class='degraded'>degraded" in services, services
+    row = re.search(r"<tr><td>inventory</td><td class='degraded'>degraded</td>.*?</tr>", health)
     assert row is not None, page
     assert f"<td class='degraded'>{waiting}, none handled for " in row[0], row[0]
 

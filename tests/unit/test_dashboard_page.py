@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caravan import cli, system
-from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot
+from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot, ports
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
 from shared.messaging import kafka_admin
@@ -37,12 +37,22 @@ def test_fresh_figures_say_when_they_were_taken() -> None:
 
 
 def test_figures_older_than_two_samples_are_marked_stale_with_the_reason() -> None:
+    """The warning said "sampling has not succeeded since: <why>", since no time, and the
+    figures under it looked live: the class ``stale`` they were to carry had no style."""
     page = board()
-    page.history.append(Snapshot(at=time.time() - 60))
+    at = time.time() - 60
+    page.history.append(Snapshot(at=at))
     page.failure = "KafkaConnectionError('Unable to bootstrap <here>')"
     text = page.page()
     assert "(60 s ago)" in text and "<b>stale</b>" in text
+    taken = time.strftime("%H:%M:%S", time.localtime(at))
+    assert f"sampling has not succeeded since {taken}: KafkaConnectionError(" in text
     assert "Unable to bootstrap &lt;here&gt;" in text
+    figures = text.split("<div class='stale'><h2>Throughput", 1)
+    assert len(figures) == 2 and "<h2>Stuck orders" in figures[1], text
+    assert ".stale{opacity:" in text.split("<style>")[1].split("</style>")[0]
+    page.history.append(Snapshot(at=time.time()))
+    assert "<div class='stale'>" not in page.page()
 
 
 def test_figures_it_could_not_get_are_not_shown_as_none() -> None:
@@ -85,22 +95,35 @@ def test_throughput_is_counted_service_by_service_through_a_missed_sample_and_a_
 
 def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
     """A service's lag and outbox gauges keep their last values while its Kafka or database
-    is away: the page showed "up, lag 0" while nothing was consumed."""
+    is away: the page showed "up, lag 0" while nothing was consumed; then "figures 45 s
+    old" beside figures that looked as live as the others (``stale`` had no style)."""
     page = board()
     now = time.time()
     page.history.append(
         Snapshot(
             at=now,
-            lag={"orders": 0, "payments": 0},
+            lag={"orders": 0, "payments": 7},
+            outbox_refused={"payments": 2},
             observed={"orders": now - 3, "payments": now - 45},
             down=["platform"],
         )
     )
     text = page.page()
-    assert "<td>orders</td><td>up</td>" in text
-    assert "<td>payments</td><td>up <span class='stale'>(figures 45 s old)</span></td>" in text
-    assert "<td>inventory</td><td>up <span class='stale'>(no figures sampled yet)" in text
-    assert "<td>platform</td><td>down</td>" in text
+    assert "<td>orders</td><td>up</td><td>0</td><td>0</td><td>0.0</td><td>0</td>" in text
+    since = time.strftime("%H:%M:%S", time.localtime(now - 45))
+    assert (
+        f"<td>payments</td><td>up <span class='note'>(figures as of {since}, 45 s old)</span>"
+        "</td><td class='stale'>7</td><td class='stale'>0</td><td class='stale'>0.0</td>"
+        "<td class='act stale'><b>2</b></td><td></td><td></td></tr>"
+    ) in text
+    assert (
+        "<td>inventory</td><td>up <span class='note'>(no figures sampled yet)</span></td>"
+        "<td class='stale'>0</td>"
+    ) in text
+    # No figures rather than zeros.
+    assert "<td>platform</td><td class='down'>down</td>" + "<td></td>" * 6 + "</tr>" in text
+    style = text.split("<style>")[1].split("</style>")[0]
+    assert ".stale{opacity:" in style and ".act," in style
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "db.invalid"])
@@ -163,7 +186,7 @@ async def test_a_service_that_refuses_the_token_is_not_asked_again_with_it(
     text = page.page()
     assert "<td>orders</td><td>token refused (HTTP 401)" in text
     assert "<td>inventory</td><td>token refused (HTTP 403)" in text
-    assert "<td>down</td>" not in text
+    assert ">down</td>" not in text
     assert "unavailable: token refused (HTTP 401)" in text
 
     settings.token = SecretStr("cvn_" + "n" * 43)  # a new token is tried at once
@@ -193,6 +216,17 @@ def test_the_page_does_not_start_without_a_token(
     assert said.startswith("no API token: set CARAVAN_TOKEN") and said.count("\n") == 1
 
 
+def service_of(settings: Settings, request: httpx.Request) -> str:
+    """The service whose port ``request`` asked."""
+    return next(name for name, port in ports(settings).items() if port == request.url.port)
+
+
+def observed(settings: Settings, request: httpx.Request) -> str:
+    """The ``/metrics`` line of a service that sampled its figures a moment ago."""
+    service = service_of(settings, request)
+    return f'caravan_observed_at_seconds{{service="{service}"}} {time.time() - 1}\n'
+
+
 async def sampled(
     settings: Settings, answer: Callable[[httpx.Request], httpx.Response]
 ) -> tuple[Dashboard, str]:
@@ -209,7 +243,7 @@ async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: 
 
     def answer(request: httpx.Request) -> httpx.Response:
         refused = 2 if request.url.port == settings.payments_http_port else 0
-        metrics = (
+        metrics = observed(settings, request) + (
             'caravan_outbox_backlog{service="x"} 1.0\n'
             f'caravan_outbox_refused_rows{{service="x"}} {refused}.0\n'
         )
@@ -217,8 +251,8 @@ async def test_outbox_rows_kafka_refused_are_shown_beside_the_backlog(no_kafka: 
 
     _, text = await sampled(settings, answer)
     assert "<th title='Outbox rows Kafka refused for good" in text
-    assert "<td>1</td><td>0.0</td><td class='stale'><b>2</b></td></tr>" in text  # payments
-    assert text.count("<td>1</td><td>0.0</td><td>0</td></tr>") == 4
+    assert "<td>1</td><td>0.0</td><td class='act'><b>2</b></td><td></td>" in text  # payments
+    assert text.count("<td>1</td><td>0.0</td><td>0</td><td></td>") == 4
 
 
 OPERATOR = "cvn_" + "o" * 43
@@ -404,9 +438,9 @@ async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
         "<h2>Waiting for operations</h2><table>"
         "<tr><td>platform orders: rejected</td><td>0</td>"
         "<td><code>GET /platform/problems</code></td></tr>"
-        "<tr><td>platform orders: unmapped_sku</td><td class='stale'><b>2</b></td>"
+        "<tr><td>platform orders: unmapped_sku</td><td class='act'><b>2</b></td>"
         "<td><code>GET /platform/problems</code></td></tr>"
-        "<tr><td>platform status callbacks failed</td><td class='stale'><b>3</b></td>"
+        "<tr><td>platform status callbacks failed</td><td class='act'><b>3</b></td>"
         "<td><code>POST /platform/callbacks/retry</code></td></tr></table>"
     ) in text
     assert page.history[-1].callbacks_failed == 3.0
@@ -418,11 +452,36 @@ def test_what_waits_for_operations_is_not_shown_as_none_without_figures() -> Non
     assert "<h2>Waiting for operations</h2><table><tr><td>no figures</td></tr>" in page.page()
 
 
+async def test_the_services_table_says_what_healthz_says_not_up(no_kafka: None) -> None:
+    """A service whose /healthz said degraded (a consumer stalled) or unhealthy (its
+    database away) was "up" in the Services table, the Health table under it saying
+    otherwise."""
+    settings = Settings(token="cvn_" + "d" * 43)
+    ok = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
+    health = {
+        "inventory": (200, {"status": "degraded", "checks": ok | {"consumer": "stalled"}}),
+        "payments": (503, {"title": "Unhealthy", "checks": ok | {"database": "away"}}),
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        service = service_of(settings, request)
+        if request.url.path == "/healthz":
+            status, body = health.get(service, (200, {"status": "ok", "checks": ok}))
+            return httpx.Response(status, json=body)
+        return httpx.Response(200, text=observed(settings, request))
+
+    _, text = await sampled(settings, answer)
+    assert "<tr><td>orders</td><td>up</td><td>0</td>" in text
+    assert "<tr><td>inventory</td><td class='degraded'>degraded</td><td>0</td>" in text
+    assert "<tr><td>payments</td><td class='down'>unhealthy</td><td>0</td>" in text
+    assert "<tr><td>notifications</td><td>up</td><td>0</td>" in text
+
+
 async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
     no_kafka: None,
 ) -> None:
-    """A proxy's HTML page answered 200 in place of the stuck orders failed the whole
-    sample: the page kept its old figures and said them stale."""
+    """A proxy's HTML page answered 200 in place of the stuck orders (or of a service's
+    /metrics) failed the whole sample: the page kept its old figures and said them stale."""
     settings = Settings(token="cvn_" + "j" * 43)
     proxy = "<!doctype html><html><body>Please sign in to the proxy</body></html>"
 
@@ -431,16 +490,19 @@ async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
             return httpx.Response(200, text=proxy, headers={"content-type": "text/html"})
         if request.url.path != "/metrics":
             return httpx.Response(200, text="{}")
-        return httpx.Response(200, text=ORDERS_METRICS)
+        if request.url.port == settings.payments_http_port:
+            return httpx.Response(200, text=proxy, headers={"content-type": "text/html"})
+        return httpx.Response(200, text=observed(settings, request) + ORDERS_METRICS)
 
     page, text = await sampled(settings, answer)
     assert page.history[-1].orders == {"confirmed": 5.0}
     assert "<tr><td>confirmed</td><td>5</td></tr>" in text
     assert "<tr><td colspan=3>unavailable: the orders API answered HTTP 200, not JSON</td>" in text
     assert (
-        "<tr><td>orders</td><td>up <span class='stale'>(no figures sampled yet)</span></td>"
-        "<td>3</td>" in text
-    )
+        "<tr><td>payments</td><td>up <span class='note'>(no figures: its /metrics answered"
+        " something not Prometheus text)</span></td>" + "<td></td>" * 6 + "</tr>"
+    ) in text
+    assert "<tr><td>orders</td><td>up</td><td>3</td>" in text
 
     def listless(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/ops/stuck-orders":
@@ -455,3 +517,36 @@ ORDERS_METRICS = (
     'caravan_orders{status="confirmed"} 5.0\n'
     'caravan_consumer_lag{service="x",topic="t",partition="0"} 3.0\n'
 )
+
+
+async def test_events_parked_until_their_order_placed_are_shown_per_service(
+    no_kafka: None,
+) -> None:
+    """A service that parks events (notifications, the platform adapter) says how many and
+    how long the oldest has waited; the others have no such figure, not a 0."""
+    settings = Settings(token="cvn_" + "k" * 43)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/metrics":
+            return httpx.Response(200, text="{}")
+        metrics = observed(settings, request)
+        if request.url.port == settings.notifications_http_port:
+            metrics += (
+                'caravan_parked_events{service="notifications"} 2.0\n'
+                'caravan_parked_oldest_seconds{service="notifications"} 42.25\n'
+            )
+        elif request.url.port == settings.platform_http_port:
+            metrics += 'caravan_parked_events{service="platform"} 0.0\n'
+        return httpx.Response(200, text=metrics)
+
+    page, text = await sampled(settings, answer)
+    assert "<th title='Events that came before their order&#x27;s order.placed" in text
+    assert "</th><th>oldest parked (s)</th></tr>" in text
+    assert (
+        "<tr><td>notifications</td><td>up</td><td>0</td><td>0</td><td>0.0</td><td>0</td>"
+        "<td>2</td><td>42.2</td></tr>"
+    ) in text
+    assert "<tr><td>platform</td><td>up</td><td>0</td><td>0</td><td>0.0</td><td>0</td>" in text
+    assert "<td>0</td><td>0.0</td></tr>" in text.split("<tr><td>platform</td>")[1]
+    assert "<td>0</td><td></td><td></td></tr>" in text.split("<tr><td>orders</td>")[1]
+    assert page.history[-1].parked == {"notifications": 2.0, "platform": 0.0}

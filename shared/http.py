@@ -79,9 +79,6 @@ BAD_INPUT = "the request does not match its schema"
 LINE_BREAK = "an id in the path holds a line break: no route takes it"
 """A 404 of a route whose path id may hold ``/`` (``{id:path}``), whose pattern stops at a
 line break: say it on one that answers no 404 of its own (a ``PUT``)."""
-JSON_BODY = {400: "the body cannot be decoded (it is not UTF-8)"}
-"""What a route taking a JSON body (a pydantic model) answers, beside its 422, for one it
-cannot read."""
 
 
 def problem_responses(
@@ -160,6 +157,23 @@ def not_json(request: Request, exc: RequestValidationError) -> JSONResponse | No
     said = "the body has no Content-Type" if given is None else f"the body is {given[:100]}"
     send = f"{said}: send Content-Type: application/json"
     return problem(422, "Invalid request", send, errors=[{"field": "body", "message": send}])
+
+
+def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
+    """The contract's 422 for a JSON body FastAPI could not decode, which it answered 400
+    "There was an error parsing the body": bytes that are not UTF-8 (GBK text, which a
+    county storefront may well send, or ``b"\\xff{...}"``) or JSON nested too deep for the
+    parser (thousands of ``[``). None for any other HTTP exception."""
+    cause = exc.__cause__
+    if exc.status_code != 400:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        said = f"not UTF-8: {cause.reason} at byte {cause.start}; send JSON encoded as UTF-8"
+    elif isinstance(cause, RecursionError):
+        said = "not JSON this API reads: nested too deep"
+    else:
+        return None
+    return problem(422, "Invalid request", said, errors=[{"field": "body", "message": said}])
 
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="caravan"'}
@@ -442,6 +456,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = unreadable_body(exc)
+        if unreadable is not None:
+            return await refusal_first(request) or unreadable
         return http_problem(exc, request)
 
     down = {503: "PostgreSQL is not reachable: what is down (down) and why (checks)"}

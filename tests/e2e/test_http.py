@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
 
@@ -120,6 +121,43 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
     assert (
         await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=key) == 0
     )
+
+
+async def test_a_body_not_in_utf8_or_nested_past_reading_is_422_and_creates_nothing(
+    caravan: System,
+) -> None:
+    """An order in GBK (Chinese text as a county storefront may well send it) and a body
+    nested 10,000 deep were FastAPI's 400 "There was an error parsing the body", with no
+    errors, where the contract says 422 with a problem body (shared.http.unreadable_body)."""
+    key = ref("HTTP-GBK")
+    phone = f"+86139{uuid.uuid4().int % 10**8:08d}"
+    buyer = {"id": ref("t-gbk"), "phone": phone, "locale": "zh-CN"}
+    order = {**BODY, "buyer": buyer, "delivery": {"county": "沙湾", "address": "三道河子镇三村"}}
+    sent = json.dumps(order, ensure_ascii=False)
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    gbk = await caravan.client.post("/orders", content=sent.encode("gbk"), headers=headers)
+    assert (gbk.status_code, gbk.headers["content-type"]) == (422, PROBLEM), gbk.text
+    [error] = gbk.json()["errors"]
+    assert error["field"] == "body" and error["message"].startswith("not UTF-8: "), error
+    stored = "select count(*) from orders.orders where order_ref = :r"
+    assert await caravan.scalar(stored, r=key) == 0
+    deep = b"[" * 10_000 + b"]" * 10_000
+    for service, path in [("orders", "/orders"), ("inventory", "/lots")]:
+        async with caravan.api(service) as http:
+            answer = await http.post(path, content=deep, headers=headers)
+        assert (service, answer.status_code, answer.headers["content-type"]) == (
+            service,
+            422,
+            PROBLEM,
+        ), answer.text
+        assert answer.json()["errors"] == [
+            {"field": "body", "message": "not JSON this API reads: nested too deep"}
+        ]
+    # The same order in UTF-8 is taken, its Chinese address as sent.
+    utf8 = await caravan.client.post("/orders", content=sent.encode(), headers=headers)
+    assert utf8.status_code == 202, utf8.text
+    placed = await caravan.client.get(f"/orders/{utf8.json()['order_id']}")
+    assert placed.json()["delivery"] == order["delivery"]
 
 
 async def test_a_body_sent_with_no_content_type_is_read_as_json(caravan: System) -> None:

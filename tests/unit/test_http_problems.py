@@ -9,12 +9,13 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Path, Query
+from pydantic import BaseModel, Field
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
 from shared.db import Database
-from shared.http import NO_NUL, PROBLEM, create_app
+from shared.http import NO_NUL, PROBLEM, create_app, require
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
@@ -61,8 +62,8 @@ async def test_an_unexpected_error_is_a_500_problem_and_one_error_log_line(
 
 
 async def test_fastapis_own_refusals_say_what_was_asked() -> None:
-    """An unknown route or method, and a body FastAPI could not read, were problems with an
-    empty detail (the 400's words were its title)."""
+    """An unknown route or method were problems with an empty detail (the 404's and 405's
+    words were their title)."""
     app = service()
     unknown = await call(app, "GET", "/nothing/here")
     assert (unknown.status_code, unknown.headers["content-type"]) == (404, PROBLEM)
@@ -71,17 +72,6 @@ async def test_fastapis_own_refusals_say_what_was_asked() -> None:
     method = await call(app, "DELETE", "/metrics")
     assert (method.status_code, method.headers["allow"]) == (405, "GET")
     assert method.json()["detail"] == "DELETE /metrics: it takes GET"
-
-    @app.post("/things")
-    async def things(body: dict[str, int]) -> dict[str, int]:
-        return body
-
-    unreadable = await call(
-        app, "POST", "/things", content=b"\xff", headers={"content-type": "application/json"}
-    )
-    assert unreadable.status_code == 400
-    assert unreadable.json()["title"] == "Bad Request"
-    assert unreadable.json()["detail"] == "There was an error parsing the body"
 
 
 async def test_a_refused_platform_push_says_why() -> None:
@@ -136,6 +126,95 @@ async def test_a_json_body_sent_as_another_type_is_a_422_naming_the_type_to_send
     bad = await call(app, "POST", "/things", json={"x": "one"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "x"
     assert (await call(app, "POST", "/things")).status_code == 422
+
+
+class Line(BaseModel):
+    """A body as the services take one: text bounded, a count bounded and strict."""
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(strict=True, ge=1, le=10_000)
+
+
+NOT_UTF8 = "not UTF-8: invalid start byte at byte 0; send JSON encoded as UTF-8"
+GBK = '{"sku": "沙湾辣椒", "quantity": 1}'.encode("gbk")  # 湾 is 0xCD 0xE5 (沙 is UTF-8's ɳ)
+NOT_GBK = "not UTF-8: invalid continuation byte at byte 11; send JSON encoded as UTF-8"
+DEEP = "not JSON this API reads: nested too deep"
+NOT_TEXT = "Input should be a valid string, unable to parse raw data as a unicode string"
+NOT_INT = "Input should be a valid integer"
+NOT_OBJECT = "Input should be a valid dictionary or object to extract fields from"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        pytest.param(b'\xff{"sku": "A", "quantity": 1}', "body", NOT_UTF8, id="not-utf-8"),
+        pytest.param(GBK, "body", NOT_GBK, id="gbk"),
+        pytest.param(b"[" * 10_000 + b"]" * 10_000, "body", DEEP, id="nested-10000"),
+        pytest.param(
+            b'{"sku": "A", "quantity": 1, "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+            "body",
+            DEEP,
+            id="nested-10000-in-a-field",
+        ),
+        pytest.param(b'{"sku": "\\ud800", "quantity": 1}', "sku", NOT_TEXT, id="lone-surrogate"),
+        pytest.param(b'{"sku": "A", "quantity": NaN}', "quantity", NOT_INT, id="nan"),
+        pytest.param(b'{"sku": "A", "quantity": -Infinity}', "quantity", NOT_INT, id="infinity"),
+        pytest.param(b'[{"sku": "A", "quantity": 1}]', "body", NOT_OBJECT, id="array"),
+        pytest.param(b'"sku A"', "body", NOT_OBJECT, id="string"),
+        pytest.param(b"", "body", "Field required", id="empty"),
+        pytest.param(
+            b'{"sku": "A", "quantity": 1' + b"0" * 30 + b"}",
+            "quantity",
+            "Input should be less than or equal to 10000",
+            id="10**30",
+        ),
+        pytest.param(
+            b'{"sku": "' + b"A" * 500_000 + b'", "quantity": 1}',
+            "sku",
+            "String should have at most 64 characters",
+            id="long-string",
+        ),
+    ],
+)
+async def test_every_malformed_json_body_is_the_contracts_422(
+    body: bytes, field: str, message: str
+) -> None:
+    """Each a 422 problem naming the field at fault, as CONTRACT.md says of bad input, and the
+    route never runs. A body that is not UTF-8 (GBK text, which a county storefront may well
+    send) and one nested 10,000 deep (past Python's recursion limit) were FastAPI's 400
+    "There was an error parsing the body", with no errors."""
+    app = service()
+    ran = []
+
+    @app.post("/lines")
+    async def lines(line: Line) -> str:
+        ran.append(line)
+        return "taken"
+
+    answer = await call(
+        app, "POST", "/lines", content=body, headers={"content-type": "application/json"}
+    )
+    assert (answer.status_code, answer.headers["content-type"]) == (422, PROBLEM), answer.text
+    said = answer.json()
+    assert {"type", "title", "status", "detail"} <= said.keys() and said["status"] == 422
+    assert [(e["field"], e["message"]) for e in said["errors"]] == [(field, message)]
+    assert ran == []
+    assert (await call(app, "POST", "/lines", json={"sku": "A", "quantity": 1})).json() == "taken"
+
+
+async def test_an_unreadable_body_without_a_token_is_401_first() -> None:
+    """The token check answers before the body is judged (refusal_first), for a body FastAPI
+    could not decode as for any other: the 400 came before it."""
+    app = service()
+
+    @app.post("/lines", dependencies=[require("orders:write")])
+    async def lines(line: Line) -> str:
+        return "taken"
+
+    json_type = {"content-type": "application/json"}
+    for body in (b"\xff{}", b"[" * 10_000):
+        answer = await call(app, "POST", "/lines", content=body, headers=json_type)
+        assert (answer.status_code, answer.json()["title"]) == (401, "Unauthorized"), answer.text
 
 
 async def test_a_body_with_no_content_type_is_read_as_json() -> None:

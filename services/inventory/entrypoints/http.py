@@ -37,7 +37,7 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen, NoNul
-from shared.http import BAD_INPUT, JSON_BODY, NO_NUL, problem, problem_responses, require
+from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, require
 from shared.ids import new_id
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Limit, Position, cursor_after, page
@@ -180,7 +180,6 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             200: {"description": "the same lot again: nothing changed", "model": queries.LotStock},
             **problem_responses(
                 {
-                    **JSON_BODY,
                     409: "the lot id holds another lot",
                     422: f"{BAD_INPUT}, or no product has the lot's SKU",
                 }
@@ -208,7 +207,6 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         response_model=Corrected,
         responses=problem_responses(
             {
-                **JSON_BODY,
                 404: UNKNOWN_LOT,
                 409: "orders hold some of the lot, or (a new SKU) some of it was sold",
                 422: f"{BAD_INPUT}, no product has the SKU, or the dates are out of order",
@@ -257,7 +255,6 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             200: {"description": "the same Idempotency-Key again: applied once", "model": Adjusted},
             **problem_responses(
                 {
-                    **JSON_BODY,
                     404: UNKNOWN_LOT,
                     409: "more removed than the lot holds, or the key was used for another"
                     " adjustment",

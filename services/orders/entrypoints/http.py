@@ -23,7 +23,7 @@ from services.orders.entrypoints.schemas import (
     Status,
 )
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
-from shared.http import BAD_INPUT, JSON_BODY, NO_NUL, problem, problem_responses, require
+from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, require
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
@@ -51,10 +51,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         dependencies=[require("orders:write")],
         responses=problem_responses(
             {
-                **JSON_BODY,
                 409: "this Idempotency-Key was used for a different body",
-                422: f"{BAD_INPUT} (or is not JSON), or the body's order_ref differs from the"
-                " Idempotency-Key",
+                422: f"{BAD_INPUT} (or is not JSON in UTF-8), or the body's order_ref differs"
+                " from the Idempotency-Key",
             },
             model=Problem,
         ),

@@ -36,7 +36,6 @@ from shared.auth.tokens import Principal
 from shared.events.envelope import MAX_FEN
 from shared.http import (
     BAD_INPUT,
-    JSON_BODY,
     LINE_BREAK,
     NO_NUL,
     problem,
@@ -99,7 +98,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             except lending.NotFound as exc:
                 return problem(404, "Credit line not found", str(exc))
 
-    @router.put("/{buyer_id:path}", responses=problem_responses({**JSON_BODY, 404: LINE_BREAK}))
+    @router.put("/{buyer_id:path}", responses=problem_responses({404: LINE_BREAK}))
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
             await lending.lock_credit_line(tx, buyer_id)
@@ -114,7 +113,6 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
         "/{buyer_id:path}/adjustments",
         responses=problem_responses(
             {
-                **JSON_BODY,
                 404: no_line,
                 409: "the limit would leave its bounds, or the key was used for another delta",
             }
@@ -205,7 +203,6 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             },
             **problem_responses(
                 {
-                    **JSON_BODY,
                     404: no_loan,
                     409: "the loan is not active, or the key was used for another repayment",
                     422: f"{BAD_INPUT}, or more than the loan owes",

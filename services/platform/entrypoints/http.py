@@ -67,7 +67,6 @@ from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
 from shared.http import (
     BAD_INPUT,
-    JSON_BODY,
     LINE_BREAK,
     NO_NUL,
     invalid,
@@ -381,7 +380,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             query = query.where(problems.c.resolved_at.is_(None))
         return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
 
-    @router.post("/problems/resolve", responses=problem_responses(JSON_BODY))
+    @router.post("/problems/resolve")
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
@@ -425,7 +424,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         rows, next_cursor = page(rows, limit, lambda r: tuple(r[n] for n in names))
         return {name: [_jsonable(r) for r in rows], "next_cursor": next_cursor}
 
-    @router.post("/callbacks/retry", responses=problem_responses(JSON_BODY))
+    @router.post("/callbacks/retry")
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
         """Send ``failed`` callbacks again (of one app, or the ones named), from a first
         attempt: once the platform's status API works again, or its secret is put right. Every

@@ -123,6 +123,13 @@ def invalid(
     return problem(422, title, "the request does not match its schema", errors=field_errors(exc))
 
 
+def refused_body(said: str, title: str = "Invalid request", field: str = "body") -> JSONResponse:
+    """The contract's 422 for a body refused whole (or the one ``field`` of it that a route
+    reading its own body refuses), saying why in its detail and in its one error, as
+    :func:`invalid` names each field at fault."""
+    return problem(422, title, said, errors=[{"field": field, "message": said}])
+
+
 def _without_nul(given: str) -> str:
     if "\x00" in given:
         raise PydanticCustomError("nul", "must not contain NUL")
@@ -155,8 +162,12 @@ def not_json(request: Request, exc: RequestValidationError) -> JSONResponse | No
         return None
     given = request.headers.get("content-type")
     said = "the body has no Content-Type" if given is None else f"the body is {given[:100]}"
-    send = f"{said}: send Content-Type: application/json"
-    return problem(422, "Invalid request", send, errors=[{"field": "body", "message": send}])
+    return refused_body(f"{said}: send Content-Type: application/json")
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """What a 422 says of a body that is not UTF-8: where, and why."""
+    return f"not UTF-8: {error.reason} at byte {error.start}"
 
 
 def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
@@ -168,12 +179,12 @@ def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
     if exc.status_code != 400:
         return None
     if isinstance(cause, UnicodeDecodeError):
-        said = f"not UTF-8: {cause.reason} at byte {cause.start}; send JSON encoded as UTF-8"
+        said = not_utf8(cause)
     elif isinstance(cause, RecursionError):
         said = "not JSON this API reads: nested too deep"
     else:
         return None
-    return problem(422, "Invalid request", said, errors=[{"field": "body", "message": said}])
+    return refused_body(said)
 
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="caravan"'}

@@ -2,8 +2,9 @@
 went wrong (shared/http.py), whatever FastAPI or an unforeseen error would have said."""
 
 import logging
+import time
 from types import SimpleNamespace
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import asyncpg
 import httpx
@@ -11,6 +12,8 @@ import pytest
 from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel, Field
 
+from services.notifications.adapters.http_gateway import SimulatorGateway
+from services.notifications.entrypoints.http import add_routes
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
@@ -78,10 +81,7 @@ async def test_a_refused_platform_push_says_why() -> None:
     """The push's 401s had an empty detail: the platform's developer could not tell a wrong
     secret from a clock out of the window."""
     secret = "s" * 16
-    api = SimpleNamespace(apps={"shop": PlatformApp(secret=secret, api_url="http://shop")})
-    app = FastAPI()
-    no_database = cast(UnitOfWork, None)  # refused before any is needed
-    app.include_router(push_router(no_database, cast(PlatformApi, api), 300))
+    app = pushes(secret)
     params = {"timestamp": "1764489600", "order_id": "P-1"}
     signed = {**params, "sign": sign(params, secret, "hmac-sha256")}
     wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "AB"})
@@ -91,6 +91,57 @@ async def test_a_refused_platform_push_says_why() -> None:
         (401, "Bad signature", "sign is not this push's signature with the secret of app 'shop'"),
         (401, "Stale or missing timestamp", "timestamp is missing or more than 300 s from now"),
     ]
+
+
+def pushes(secret: str) -> FastAPI:
+    """The push route of an app ``shop``, in an app with no database (refused before any is
+    needed)."""
+    api = SimpleNamespace(apps={"shop": PlatformApp(secret=secret, api_url="http://shop")})
+    app = FastAPI()
+    app.include_router(push_router(cast(UnitOfWork, None), cast(PlatformApi, api), 300))
+    return app
+
+
+async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None:
+    """Its 422s said why in the detail alone, without the errors every other 422 carries. A
+    body that cannot be read is refused before its signature is checked (there are no
+    parameters to check it on); an order_id or push_id that cannot be, after (a 401 first
+    for a push not signed)."""
+    secret = "s" * 16
+    app = pushes(secret)
+    json_type = {"content-type": "application/json"}
+    gbk = '{"order_id": "沙湾-1"}'.encode("gbk")
+    now = str(int(time.time()))
+    order = {"timestamp": now, "order_id": "P 1"}
+    long_id = {"timestamp": now, "order_id": "P-1", "push_id": "p" * 129}
+    sent: list[tuple[dict[str, Any], str, str]] = [
+        ({"content": b"\xff=1"}, "body", "not UTF-8: invalid start byte at byte 0"),
+        ({"content": gbk, "headers": json_type}, "body", "not UTF-8: invalid continuation byte at"),
+        ({"content": b'{"timestamp": NaN}', "headers": json_type}, "body", "NaN is not a number"),
+        ({"content": b"[" * 10_000, "headers": json_type}, "body", "a JSON push must be a flat"),
+        ({"content": b"[]", "headers": json_type}, "body", "a JSON push must be an object"),
+        ({"data": {**order, "sign": sign(order, secret)}}, "order_id", "order_id needed: 1-64"),
+        ({"data": {**long_id, "sign": sign(long_id, secret)}}, "push_id", "push_id of at most"),
+    ]
+    for how, field, said in sent:
+        answer = await call(app, "POST", "/platform/shop/push", **how)
+        assert (answer.status_code, answer.json()["title"]) == (422, "Not a platform push")
+        [error] = answer.json()["errors"]
+        assert (error["field"], error["message"][: len(said)]) == (field, said), answer.text
+        assert error["message"] == answer.json()["detail"]
+    unsigned = await call(app, "POST", "/platform/shop/push", data={**order, "sign": "AB"})
+    assert unsigned.status_code == 401
+
+
+async def test_a_body_that_is_no_delivery_receipt_is_a_422_saying_why() -> None:
+    """Its 422 said why in the detail alone, without the errors every other 422 carries."""
+    app = service()
+    add_routes(app, cast(UnitOfWork, None), SimulatorGateway("http://sim", None, 1.0), "k")
+    for body in (b"\xff", b"[" * 10_000, b'[{"id": "1"}]', b'"a"'):
+        answer = await call(app, "POST", "/sms/receipts?key=k", content=body)
+        assert (answer.status_code, answer.json()["title"]) == (422, "Not a delivery receipt")
+        [error] = answer.json()["errors"]
+        assert error == {"field": "body", "message": answer.json()["detail"]}, answer.text
 
 
 @pytest.mark.parametrize(
@@ -135,9 +186,9 @@ class Line(BaseModel):
     quantity: int = Field(strict=True, ge=1, le=10_000)
 
 
-NOT_UTF8 = "not UTF-8: invalid start byte at byte 0; send JSON encoded as UTF-8"
+NOT_UTF8 = "not UTF-8: invalid start byte at byte 0"
 GBK = '{"sku": "沙湾辣椒", "quantity": 1}'.encode("gbk")  # 湾 is 0xCD 0xE5 (沙 is UTF-8's ɳ)
-NOT_GBK = "not UTF-8: invalid continuation byte at byte 11; send JSON encoded as UTF-8"
+NOT_GBK = "not UTF-8: invalid continuation byte at byte 11"
 DEEP = "not JSON this API reads: nested too deep"
 NOT_TEXT = "Input should be a valid string, unable to parse raw data as a unicode string"
 NOT_INT = "Input should be a valid integer"

@@ -18,7 +18,7 @@ from services.notifications.adapters.tables import opt_outs
 from services.notifications.dispatch import apply_receipt
 from shared.auth import audit
 from shared.auth.tokens import Principal
-from shared.http import BAD_INPUT, BEARER, problem, problem_responses, require
+from shared.http import BAD_INPUT, BEARER, problem, problem_responses, refused_body, require
 from shared.messaging.uow import UnitOfWork
 from shared.phones import E164
 
@@ -62,7 +62,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
         try:
             parsed = gateway.parse_receipts(await request.body())
         except ValueError as exc:
-            return problem(422, "Not a delivery receipt", str(exc))
+            return refused_body(str(exc), "Not a delivery receipt")
         outcomes = []
         for receipt in parsed:
             async with uow.begin() as tx:

@@ -70,8 +70,10 @@ from shared.http import (
     LINE_BREAK,
     NO_NUL,
     invalid,
+    not_utf8,
     problem,
     problem_responses,
+    refused_body,
     require,
     unavailable,
 )
@@ -180,9 +182,10 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         """Take a platform's order push (see the module docstring)."""
         try:
             params = parse_params(await request.body(), request.headers.get("content-type", ""))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # a UnicodeDecodeError among them
             PUSHES.labels(app if app in api.apps else UNKNOWN_APP, "invalid").inc()
-            return problem(422, "Not a platform push", str(exc)[:500])
+            said = not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else str(exc)[:500]
+            return refused_body(said, "Not a platform push")
         config = api.apps.get(app)
         if config is None or not verify(
             params, config.secret.get_secret_value(), config.sign_method
@@ -196,11 +199,15 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             return refuse(app, "stale", 401, "Stale or missing timestamp", detail, request)
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")
-        if not ORDER_REF.fullmatch(order_id) or len(push_id) > 128:
+        # The platform's order id is our order_ref: one that cannot be is refused here.
+        field = "order_id" if not ORDER_REF.fullmatch(order_id) else None
+        detail = "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
+        if field is None and len(push_id) > 128:
+            field = "push_id" if params.get("push_id") else "nonce"
+            detail = f"{field} of at most 128 characters needed"
+        if field is not None:
             PUSHES.labels(app, "invalid").inc()
-            # The platform's order id is our order_ref: one that cannot be is refused here.
-            detail = "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
-            return problem(422, "Not a platform push", detail)
+            return refused_body(detail, "Not a platform push", field)
         async with uow.begin() as tx:
             replayed = await handlers.seen(tx, app, push_id)
         if replayed:

@@ -147,8 +147,8 @@ def _demo_seed(path: Path | None) -> SeedFile:
     return seed
 
 
-def _load(database_url: str, data: SeedFile) -> list[str]:
-    """Load ``data``; what it held that was left as it was (lots loaded before)."""
+def _load(database_url: str, data: SeedFile) -> dict[str, list[str]]:
+    """Load ``data``; what it held that was left as it was, by schema (:func:`load`)."""
     try:
         return asyncio.run(load(database_url, data))
     except (DanglingSeed, LotTaken) as exc:
@@ -396,14 +396,17 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
     data = _seed_file(file)
     kept = _load(_database_url(), data)
+    lots, lines = kept.get("inventory", []), kept.get("payments", [])
     console.print(
         f"seeded {len(data.sellers)} sellers, {len(data.products)} products, "
-        f"{len(data.lots) - len(kept)} new lots, {len(data.buyers)} buyers"
+        f"{len(data.lots) - len(lots)} new lots, {len(data.buyers)} buyers"
     )
-    for said in kept:
+    for said in lots + lines:
         console.print(said, style="yellow")
-    if kept:
+    if lots:
         console.print("(a lot's counts change with `caravan inventory adjust`, not by seeding)")
+    if lines:
+        console.print("(a credit limit changes with `caravan payments credit-set`, not by seeding)")
 
 
 @app.command()

@@ -29,11 +29,12 @@ LOADERS: list[tuple[MetaData, Loader]] = [
 ]
 
 
-async def load(database_url: str, seed: SeedFile) -> list[str]:
+async def load(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
     """Each owner loads its part in its own transaction; loading twice changes nothing.
-    Returns what the file holds that was left as it was (lots loaded before)."""
+    Returns what the file holds that was left as it was, said, by the schema that left it
+    (inventory: lots loaded before; payments: credit lines opened before)."""
     settings = Settings(DATABASE_URL=database_url)
-    kept: list[str] = []
+    kept: dict[str, list[str]] = {}
     for metadata, loader in LOADERS:
         schema = str(metadata.schema)
         db = Database(settings, schema)
@@ -45,13 +46,13 @@ async def load(database_url: str, seed: SeedFile) -> list[str]:
         )
         try:
             async with uow.begin() as tx:
-                kept += await loader(tx, seed)
+                kept[schema] = await loader(tx, seed)
         finally:
             await db.dispose()
     return kept
 
 
-async def load_again(database_url: str, seed: SeedFile) -> list[str]:
+async def load_again(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
     """Load ``seed``, made relative to today (the test session's, the benchmarks'), into a
     database that may hold what it made on another day: the lots whose ids were received
     before are left out, kept as they were, where :func:`load` refuses a lot id that holds

@@ -515,32 +515,40 @@ def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
-    """Set each seeded buyer's credit limit (loading twice changes nothing). A limit the file
-    creates or changes is written to the audit trail, as a change through the API is."""
+    """Open a credit line for each seeded buyer that has none (loading twice changes nothing),
+    written to the audit trail as one opened through the API is. A buyer's line opened before
+    is left as it is, and named where the file says another limit: an operator's later
+    ``caravan payments credit-set`` (a risky buyer's limit lowered) is not undone by the next
+    seed (``caravan up --demo`` seeds every time), as a lot loaded before keeps its counts."""
     who = audit.os_actor()  # once: it reads the settings
+    kept = []
     for buyer in seed.buyers:
         before = await tx.conn.scalar(
             select(credit_lines.c.credit_limit_fen)
             .where(credit_lines.c.buyer_id == buyer.id)
             .with_for_update()
         )
-        if before == buyer.credit_limit_fen:
+        if before is not None:
+            if before != buyer.credit_limit_fen:
+                kept.append(
+                    f"credit line of {buyer.id} was opened before: left as it is, limit"
+                    f" {before} fen (the file says {buyer.credit_limit_fen})"
+                )
             continue
-        await tx.conn.execute(
+        opened = await tx.conn.execute(
             pg_insert(credit_lines)
             .values(buyer_id=buyer.id, credit_limit_fen=buyer.credit_limit_fen)
-            .on_conflict_do_update(
-                index_elements=["buyer_id"],
-                set_={"credit_limit_fen": buyer.credit_limit_fen, "updated_at": func.now()},
-            )
+            .on_conflict_do_nothing(index_elements=["buyer_id"])
         )
+        if not opened.rowcount:  # opened meanwhile, through the API: that one stands
+            continue
         await audit.record(
             tx.conn,
             who,
             "credit.set",
             buyer.id,
-            before=None if before is None else {"credit_limit_fen": before},
+            before=None,
             after={"credit_limit_fen": buyer.credit_limit_fen},
             detail={"by": "caravan seed"},
         )
-    return []  # upserts: nothing in the file is left as it was
+    return kept

@@ -92,32 +92,44 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     assert await counts(caravan, tag) == (1, 1, 2)
 
 
-async def test_a_credit_limit_a_seed_changes_is_in_the_audit_trail(
+async def test_a_seed_opens_a_credit_line_once_and_leaves_an_operators_limit(
     caravan: System, tmp_path: Path
 ) -> None:
-    """An operator lowers a buyer's limit (audited); a seed of the old figure raises it again:
-    that change has its audit row too, and a seed that changes nothing writes none."""
+    """A seed opens a buyer's credit line (audited); an operator lowers its limit (a risky
+    buyer); the next seed (``caravan up --demo`` seeds every time) leaves the operator's limit
+    and says so, where it raised it back to the file's silently."""
     who = f"B-{uuid.uuid4().hex[:8]}"
     buyers = {"buyers": [{"id": who, "phone": "+8613900000009", "credit_limit_fen": 20000}]}
     path = write(tmp_path, buyers)
     for _ in range(2):
-        assert (await cli(caravan, "seed", path)).returncode == 0
+        done = await cli(caravan, "seed", path)
+        assert done.returncode == 0 and "left as it is" not in done.stdout, done.stdout
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
     lowered = await cli(caravan, "payments", "credit-set", "--url", url, who, "0")
     assert lowered.returncode == 0, lowered.stdout + lowered.stderr
-    assert (await cli(caravan, "seed", path)).returncode == 0
+    done = await cli(caravan, "seed", path)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())  # as Rich wrapped it
+    assert (
+        f"credit line of {who} was opened before: left as it is, limit 0 fen (the file says"
+        " 20000)" in said
+    ), said
+    assert "changes with `caravan payments credit-set`" in said, said
+    limit = await caravan.sql(
+        "select credit_limit_fen from payments.credit_lines where buyer_id = :b", b=who
+    )
+    assert [r.credit_limit_fen for r in limit] == [0]
     rows = await caravan.sql(
         "select actor, before, after, detail from auth.audit"
         " where action = 'credit.set' and target = :b order by id",
         b=who,
     )
-    seeded = [(r.before, r.after) for r in rows if r.detail.get("by") == "caravan seed"]
-    assert seeded == [
-        (None, {"credit_limit_fen": 20000}),
-        ({"credit_limit_fen": 0}, {"credit_limit_fen": 20000}),
+    limits = [
+        (r.before and r.before["credit_limit_fen"], r.after["credit_limit_fen"], r.detail.get("by"))
+        for r in rows
     ]
-    assert len(rows) == 3  # and the operator's, between them
-    assert rows[0].actor == rows[2].actor == "test-operator"
+    assert limits == [(None, 20000, "caravan seed"), (20000, 0, None)]  # the operator's last
+    assert rows[0].actor == "test-operator"  # the seed's: the CLI's operator
 
 
 async def test_what_a_seed_adds_or_changes_in_inventory_is_in_the_audit_trail(

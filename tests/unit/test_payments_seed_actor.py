@@ -3,6 +3,7 @@ once per run, not once per buyer: ``audit.os_actor`` reads the settings (about 1
 the seed's transaction holds the buyers' rows locked meanwhile."""
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -24,8 +25,9 @@ class _Connection:
     async def scalar(self, statement: Any) -> None:
         return None
 
-    async def execute(self, statement: Any) -> None:
+    async def execute(self, statement: Any) -> SimpleNamespace:
         self.statements += 1
+        return SimpleNamespace(rowcount=1)  # each insert opens its line
 
 
 def test_the_actor_is_read_once_for_a_whole_file(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,6 +67,16 @@ class Parsed:
 
 
 MAX_DEPTH = 32
+TOO_DEEP = f"the value is nested deeper than {MAX_DEPTH} levels"
+
+_JSON_KINDS = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _depth(value: object, level: int = 0) -> int:
@@ -92,16 +102,37 @@ def load_record(value: bytes | None) -> dict[str, Any]:
     try:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc):
-            raise PoisonRecord("too_deep", str(exc)) from exc
-        raise PoisonRecord("not_json", str(exc)) from exc
+        if "depth limit" in exc.msg:
+            raise PoisonRecord("too_deep", TOO_DEEP) from exc
+        raise PoisonRecord("not_json", not_json(value, exc)) from exc
     if not isinstance(raw, dict):
-        raise PoisonRecord("not_cloudevent", "the value is not a JSON object")
+        kind = _JSON_KINDS.get(type(raw), "value")
+        raise PoisonRecord("not_cloudevent", f"the value is a JSON {kind}, not an object")
     # Nesting needs an opening bracket per level: most records are checked by counting.
     brackets = value.count(b"{") + value.count(b"[")
     if brackets > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
-        raise PoisonRecord("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+        raise PoisonRecord("too_deep", TOO_DEEP)
     return raw
+
+
+def not_json(value: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why ``value`` is not JSON, in an operator's words (a dead letter's
+    ``dlq.error.message``): orjson says "str is not valid UTF-8: surrogates not allowed" of
+    any bytes that are not UTF-8, and "invalid literal, expected 'null'" of text that starts
+    with an n. Says where, never what the value holds (a buyer's phone, address or text)."""
+    if not value.strip():
+        return f"the value is empty ({len(value)} bytes{' of white space' if value else ''})"
+    if "valid UTF-8" in exc.msg:
+        try:
+            value.decode()
+        except UnicodeDecodeError as bad:
+            byte = value[bad.start]
+            return f"the value is not UTF-8 text (byte 0x{byte:02x} at offset {bad.start})"
+    where = f"at line {exc.lineno} column {exc.colno}"
+    if exc.msg.startswith("invalid literal"):
+        words = "JSON leaves only true, false and null unquoted"
+        return f"the value is not JSON: unquoted text {where} ({words})"
+    return f"the value is not JSON: {exc.msg} {where}"
 
 
 def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:

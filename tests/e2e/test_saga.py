@@ -227,6 +227,7 @@ async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_com
     headers = {k: v.decode() for k, v in dead[0].headers}
     assert dead[0].value == b"\xff{not json"
     assert headers["dlq.error"] == "not_json"
+    assert headers["dlq.error.message"] == "the value is not UTF-8 text (byte 0xff at offset 0)"
     assert headers["dlq.group"] == "caravan-orders"
     assert headers["dlq.topic"] == Topic.ORDER_REQUESTS.value
     assert int(headers["dlq.offset"]) >= 0 and "dlq.partition" in headers

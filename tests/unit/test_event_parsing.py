@@ -127,6 +127,50 @@ def test_not_json(value: bytes) -> None:
     assert poison(value).code == "not_json"
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (b"", "the value is empty (0 bytes)"),
+        (b" \n", "the value is empty (2 bytes of white space)"),
+        (b"\xff{not json", "the value is not UTF-8 text (byte 0xff at offset 0)"),
+        (b'{"phone": "+86 \xe9"}', "the value is not UTF-8 text (byte 0xe9 at offset 15)"),
+        (
+            b"not json",
+            "the value is not JSON: unquoted text at line 1 column 1"
+            " (JSON leaves only true, false and null unquoted)",
+        ),
+        (
+            b'{"specversion": "1.0"',
+            "the value is not JSON: unexpected end of data at line 1 column 22",
+        ),
+        (
+            b'{"a": 1}\n\n x',
+            "the value is not JSON: unexpected content after document at line 3 column 2",
+        ),
+    ],
+    ids=["zero-bytes", "white-space", "invalid-utf8", "invalid-utf8-later", "text", "cut", "more"],
+)
+def test_a_value_that_is_not_json_says_why_in_words(value: bytes, said: str) -> None:
+    """``dlq.error.message`` as ``caravan dlq list`` shows it: orjson's own words were "str is
+    not valid UTF-8: surrogates not allowed" of any bytes that are not UTF-8 and "invalid
+    literal, expected 'null'" of text starting with an n. Where, never what (no value)."""
+    error = poison(value)
+    assert (error.code, error.message) == ("not_json", said)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(b"[]", "array"), (b'"order"', "string"), (b"4.2", "number"), (b"null", "null")],
+)
+def test_json_that_is_not_an_object_says_what_it_is(value: bytes, kind: str) -> None:
+    assert poison(value).message == f"the value is a JSON {kind}, not an object"
+
+
+def test_too_deep_says_how_deep_it_may_be() -> None:
+    for value in (with_padding(2000), with_padding(MAX_DEPTH)):  # orjson's limit, then ours
+        assert poison(value).message == f"the value is nested deeper than {MAX_DEPTH} levels"
+
+
 @pytest.mark.parametrize("value", [b"[]", b"[1, 2]", b'"order"', b"42", b"null"])
 def test_json_that_is_not_an_object_is_not_a_cloudevent(value: bytes) -> None:
     assert poison(value).code == "not_cloudevent"

@@ -622,7 +622,8 @@ SinceOpt = Annotated[
 
 @dlq_app.command("list")
 def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
-    """List dead letters (id, time, original coordinates, error, consumer group)."""
+    """List dead letters (id, time, original coordinates, error, consumer group, reason: its
+    first 80 characters, cut at a word; `caravan dlq show` prints it whole)."""
     letters = _letters(topic, error, since)
     table = output.table(
         "id",
@@ -636,7 +637,7 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     )
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
-        message = d.headers.get("dlq.error.message", "")[:60]
+        message = output.shortened(d.headers.get("dlq.error.message", ""), 80)
         table.add_row(
             d.ref,
             d.time.isoformat(timespec="seconds"),

@@ -81,3 +81,16 @@ def show(table: Table, on: Console = console) -> None:
         on.print(table)
     finally:
         on.width = narrow
+
+
+def shortened(text: str, chars: int) -> str:
+    """``text`` in at most ``chars`` characters: whole if it fits, else cut at the last space
+    that leaves it at least half its room, with "…" after (``caravan dlq list`` cut a dead
+    letter's reason at 60 characters, mid-word: "... at line 1 colum")."""
+    if len(text) <= chars:
+        return text
+    cut = text[: chars - 1]
+    space = cut.rfind(" ")
+    if space >= chars // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"

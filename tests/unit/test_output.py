@@ -2,11 +2,15 @@
 table whose ids leave the others too little room is printed wider than the terminal."""
 
 import io
+from datetime import UTC, datetime
 
 import pytest
 from rich.console import Console
 
 from caravan import output
+from caravan.ops import dlq as ops_dlq
+from caravan.ops.dlq import DeadLetter
+from tests.unit.conftest import Caravan
 
 SKUS = ["SWN-PEPPER-CAYENNE-1KG", "SWN-PEPPER-POWDER-250G"]
 COUNTERS = ["received", "available", "reserved", "sold", "spoiled", "sellable", "expired_unsold"]
@@ -63,3 +67,57 @@ def test_what_the_commands_print_is_never_read_as_markup() -> None:
     text = captured.get()
     assert "'order.[/]' is not an event; [parameters: ('x',)]" in text
     assert "[bold]1[/] dead letter(s)" in text and "[red]refused:[/red] [/]" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "chars", "said"),
+    [
+        ("the value is empty (0 bytes)", 80, "the value is empty (0 bytes)"),
+        (
+            "the value is not JSON: trailing comma at line 1 column 8",
+            40,
+            "the value is not JSON: trailing comma…",
+        ),
+        ("not JSON: unexpected end of data at line 1 column 22", 26, "not JSON: unexpected end…"),
+        ("sellers.phone_e164_check violated", 20, "sellers.phone_e164_…"),  # no space: cut
+    ],
+)
+def test_a_text_is_shortened_at_a_word(text: str, chars: int, said: str) -> None:
+    assert output.shortened(text, chars) == said
+    assert len(said) <= chars
+
+
+def test_dlq_list_cuts_a_reason_at_a_word_with_an_ellipsis(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It cut ``dlq.error.message`` at 60 characters, mid-word ("... at line 1 colum")."""
+    reason = (
+        "the value is not JSON: unquoted text at line 1 column 1"
+        " (JSON leaves only true, false and null unquoted)"
+    )
+    letter = DeadLetter(
+        "orders.requests.v1.dlq",
+        0,
+        7,
+        datetime(2026, 12, 4, 12, 0, tzinfo=UTC),
+        b"SWN-1",
+        b"not json",
+        {
+            "dlq.error": "not_json",
+            "dlq.error.message": reason,
+            "dlq.group": "caravan-orders",
+            "dlq.partition": "0",
+            "dlq.offset": "41",
+        },
+    )
+
+    async def letters(bootstrap: str) -> list[DeadLetter]:
+        return [letter]
+
+    monkeypatch.setattr(ops_dlq, "read", letters)
+    monkeypatch.setenv("COLUMNS", "300")  # the row on one line
+    code, out, err = caravan("dlq", "list")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if letter.ref in line)
+    shown = row[row.index("caravan-orders") + len("caravan-orders") :].strip(" │")
+    assert shown == reason[: reason.index(" true")] + "…", row

@@ -269,7 +269,8 @@ def _up(
             Text.assemble(
                 ("ready", "green"),
                 f" in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
-                f"operations page on http://{settings.http_host}:{dashboard_port}, "
+                f"operations page on http://{settings.http_host}:{dashboard_port} (sign in "
+                f"with the token in {DEV_TOKEN_FILE}), "
                 f"service logs in {procs.log_dir}",
             )
         )

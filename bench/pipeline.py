@@ -61,9 +61,9 @@ from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
 from caravan.seeding import bench_seed, load_again
 from caravan.tokens_cli import issue_token
+from shared.api import bearer_headers
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
-from shared.http import bearer_headers
 from shared.messaging import kafka_admin
 from shared.messaging.relay import make_producer
 from shared.seed import SeedFile

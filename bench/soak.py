@@ -41,7 +41,7 @@ from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
 from caravan.reliability.load import Load, consumer_groups, inject_poison, redeliver, settle
 from caravan.tokens_cli import issue_token
-from shared.auth.tokens import SCOPES
+from shared.auth.scopes import SCOPES
 from shared.settings import Settings
 from shared.topics import Topic
 from tests.harness import EventLog, System

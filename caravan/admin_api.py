@@ -6,10 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from caravan.output import OperatorError
-from shared.http import bearer_headers
+from shared.api import bearer_headers
 from shared.settings import Settings
 
 
@@ -32,6 +30,8 @@ def answer(
     ``b-1``); an unreachable API or a header that cannot be sent is an :class:`OperatorError`
     of exit 2, a problem answer one of exit 1 (with the fields at fault, if any, on the lines
     after it)."""
+    import httpx  # here: every command imports this module, not every command calls
+
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
     for name, value in headers.items():
         if not value.isascii():  # httpx would raise UnicodeEncodeError

@@ -8,31 +8,19 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import unquote
 
-import httpx
 import typer
-from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.text import Text
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
-from caravan import inventory_cli, output, payments_cli, system, tokens_cli
-from caravan.admin_api import call
-from caravan.demo import cannot_drive, run_demo, run_platform_demo
-from caravan.ops import dlq as ops_dlq
-from caravan.ops import replay as ops_replay
+from caravan import checkout, inventory_cli, output, payments_cli, tokens_cli
 from caravan.output import OperatorError, console, err_console
-from caravan.seeding import load
-from services.inventory.handlers import DanglingSeed, LotTaken
+from services import SERVICES
 from shared import days
-from shared.db.engine import lost_connection, missing_relation
-from shared.http import field_errors
-from shared.messaging import kafka_admin
-from shared.messaging.admin import Topics, dlq_retention_ms
+from shared.api import field_errors
 from shared.seed import SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
@@ -42,13 +30,18 @@ from shared.settings import (
     get_settings,
 )
 
+if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, PostgreSQL
+    # and HTTP, the services' modules): not on every run, each command pays for its own
+    from caravan.ops.dlq import DeadLetter
+    from shared.messaging.admin import Topics
+
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 app = typer.Typer(
     help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True
 )
-DEMO_SEED = system.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
+DEMO_SEED = checkout.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
 PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
 """What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
 
@@ -59,11 +52,9 @@ def main() -> None:
     (its exit code), settings the environment gives that :class:`Settings` refuses, a
     database whose tables were never made, and a part of the system that the command cannot
     reach (Kafka, PostgreSQL, a service's HTTP API, at the addresses the environment names);
-    exit 2 for the last three. Not every ``InterfaceError`` is an unreachable PostgreSQL:
-    asyncpg's client raises it for work it will not send too (more parameters than a
-    statement may have), said as that, exit 1."""
+    exit 2 for the last three (:func:`_fail_outside`)."""
     if sys.argv[1:2] != ["up"]:  # up starts its own (a stale file must not steer it)
-        system.use_running_system()
+        checkout.use_running_system()
     try:
         app()
     except OperatorError as exc:
@@ -74,20 +65,46 @@ def main() -> None:
         _fail(_refused(exc), 2)
     except (UnreadableSecret, SettingsError) as exc:  # a service's own secret file; bad JSON
         _fail(f"settings refused: {exc} (from the environment or .env)", 2)
-    except sa_exc.ProgrammingError as exc:
-        missing = missing_relation(exc)
-        if missing is None:
-            raise
-        _fail(f"the database is not migrated ({missing}): {PREPARE_FIRST}", 2)
-    except KafkaConnectionError as exc:
-        _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
-    except httpx.TransportError as exc:
-        _unreachable("a service's HTTP API", exc)
-    except sa_exc.InterfaceError as exc:
-        if not lost_connection(exc):
-            _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
-        _unreachable("PostgreSQL", exc)
-    except (ConnectionError, sa_exc.OperationalError) as exc:
+    except Exception as exc:
+        _fail_outside(exc)
+        raise
+
+
+def _fail_outside(exc: Exception) -> None:
+    """Fail saying so if ``exc`` is a database never migrated, or a part of the system the
+    command cannot reach; else return. Not every ``InterfaceError`` is an unreachable
+    PostgreSQL: asyncpg's client raises it for work it will not send too (more parameters
+    than a statement may have), said as that, exit 1.
+
+    A client library's exceptions are looked for only if the command imported it (none of
+    them can have been raised otherwise): importing SQLAlchemy, aiokafka and httpx to catch
+    theirs would cost every command, ``caravan --help`` included, over half a second."""
+    if "sqlalchemy.exc" in sys.modules:
+        from sqlalchemy import exc as sa_exc
+
+        from shared.db.engine import lost_connection, missing_relation
+
+        if isinstance(exc, sa_exc.ProgrammingError):
+            missing = missing_relation(exc)
+            if missing is not None:
+                _fail(f"the database is not migrated ({missing}): {PREPARE_FIRST}", 2)
+        elif isinstance(exc, sa_exc.InterfaceError):
+            if not lost_connection(exc):
+                _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
+            _unreachable("PostgreSQL", exc)
+        elif isinstance(exc, sa_exc.OperationalError):
+            _unreachable("PostgreSQL", exc)
+    if "aiokafka.errors" in sys.modules:
+        from aiokafka.errors import KafkaConnectionError
+
+        if isinstance(exc, KafkaConnectionError):
+            _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
+    if "httpx" in sys.modules:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            _unreachable("a service's HTTP API", exc)
+    if isinstance(exc, ConnectionError):
         _unreachable("PostgreSQL", exc)
 
 
@@ -140,6 +157,8 @@ def _seed_file(path: Path | None) -> SeedFile:
 def _demo_seed(path: Path | None) -> SeedFile:
     """The seed file demo orders are made from, refused before anything starts if it cannot
     make them (no buyers, nothing in season)."""
+    from caravan.demo import cannot_drive
+
     seed = _seed_file(path)
     refused = cannot_drive(seed, days.today())
     if refused is not None:
@@ -148,7 +167,11 @@ def _demo_seed(path: Path | None) -> SeedFile:
 
 
 def _load(database_url: str, data: SeedFile) -> dict[str, list[str]]:
-    """Load ``data``; what it held that was left as it was, by schema (:func:`load`)."""
+    """Load ``data``; what it held that was left as it was, by schema
+    (:func:`caravan.seeding.load`)."""
+    from caravan.seeding import load
+    from services.inventory.handlers import DanglingSeed, LotTaken
+
     try:
         return asyncio.run(load(database_url, data))
     except (DanglingSeed, LotTaken) as exc:
@@ -159,6 +182,7 @@ def _database_url() -> str:
     url = Settings().database_url
     if url and url.get_secret_value():
         return url.get_secret_value()
+    from caravan import system
     from caravan.infra.postgres import LocalPostgres
 
     pg = LocalPostgres(system.CACHE / "postgres-15432", port=15432)
@@ -183,13 +207,15 @@ def up(
         int,
         typer.Option(
             min=1,
-            max=len(system.SERVICES),
+            max=len(SERVICES),
             help="processes the five services run in (fewer: less CPU per order, each "
             "holding several services' credentials; README, Processes)",
         ),
-    ] = len(system.SERVICES),
+    ] = len(SERVICES),
 ) -> None:
     """Start Kafka, PostgreSQL, the five services and the HTTP API; Ctrl-C stops all of it."""
+    from caravan import system
+
     system.stop_on_signals()
     # A second run would stop this one's brokers when it ends.
     with system.run_alone(system.CACHE / "up", "another `caravan up` runs from this checkout"):
@@ -205,6 +231,11 @@ def _up(
     kafka_sasl: bool,
     processes: int,
 ) -> None:
+    from sqlalchemy.engine import make_url
+
+    from caravan import system
+    from caravan.demo import run_demo
+
     seed = _demo_seed(seed_file) if demo else None
     pid_file = system.UP_PIDS
     left = system.stop_leftovers(pid_file)
@@ -297,17 +328,19 @@ def _up(
                 board.kill()
         procs.stop()
         pid_file.unlink(missing_ok=True)
-        system.UP_ENV.unlink(missing_ok=True)
+        checkout.UP_ENV.unlink(missing_ok=True)
         infra.stop()
         console.print("stopped")
 
 
-ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(system.SERVICES)}")]
+ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")]
 
 
 def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str]:
     """Wait until the running ``caravan up`` has (``running``) or has not started ``service``;
     the keys of the processes hosting it then."""
+    from caravan import system
+
     deadline = time.monotonic() + timeout
     while True:
         keys = system.recorded_processes(system.UP_PIDS)
@@ -323,8 +356,10 @@ def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str
 
 
 def _service(name: str) -> str:
-    if name not in system.SERVICES:
-        raise typer.BadParameter(f"{name!r} is none of {', '.join(system.SERVICES)}")
+    from caravan import system
+
+    if name not in SERVICES:
+        raise typer.BadParameter(f"{name!r} is none of {', '.join(SERVICES)}")
     if not system.running_up():
         raise OperatorError("no `caravan up` runs from this checkout")
     return name
@@ -336,6 +371,8 @@ def pause(service: ServiceArg) -> None:
     consumer group, which is refused while it has members); the others go on, and what it
     would have handled waits in Kafka. A service sharing a process (--processes) stops with
     the others there."""
+    from caravan import system
+
     system.PAUSED.mkdir(parents=True, exist_ok=True)
     (system.PAUSED / _service(service)).touch()
     hosting = [k for k in system.recorded_processes(system.UP_PIDS) if service in k.split("+")]
@@ -349,6 +386,8 @@ def pause(service: ServiceArg) -> None:
 def resume(service: ServiceArg) -> None:
     """Start again a service that `caravan pause` stopped; it goes on from its group's
     committed offsets (where `caravan replay` may have moved them)."""
+    from caravan import system
+
     (system.PAUSED / _service(service)).unlink(missing_ok=True)
     hosting = _wait_for_up(service, running=True)
     console.print(f"resumed {service} ({', '.join(hosting)})")
@@ -358,6 +397,8 @@ def resume(service: ServiceArg) -> None:
 def prepare() -> None:
     """Create the topics and migrate every schema on the Kafka and PostgreSQL that the
     environment names (for deployments; ``caravan up`` does this itself)."""
+    from caravan import system
+
     settings = Settings()
     topics = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
     _say_kept(topics, settings, settings.kafka_bootstrap_servers)
@@ -365,11 +406,13 @@ def prepare() -> None:
     console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
 
 
-def _say_kept(topics: Topics, settings: Settings, bootstrap: str) -> None:
+def _say_kept(topics: "Topics", settings: Settings, bootstrap: str) -> None:
     """A warning for each topic that was there with a partition count other than the
     settings' (CARAVAN_TOPIC_PARTITIONS), and for each dead-letter topic that keeps letters
     another time than they say (CARAVAN_DLQ_RETENTION_HOURS), with the command that sets it
     on the cluster at ``bootstrap``: prepare leaves them as they are."""
+    from shared.messaging.admin import dlq_retention_ms
+
     for topic, count in topics.other_partitions.items():
         console.print(
             f"{topic} keeps its {count} partition(s), not the {settings.topic_partitions} of "
@@ -389,6 +432,8 @@ def _say_kept(topics: Topics, settings: Settings, bootstrap: str) -> None:
 
 
 def _kept(retention_ms: int) -> str:
+    from shared.messaging import kafka_admin
+
     return "for ever" if retention_ms < 0 else f"{retention_ms / kafka_admin.HOUR_MS:g} h"
 
 
@@ -423,6 +468,8 @@ def demo(
 ) -> None:
     """Seed demo data and drive storefront orders (and, with ``--platform-orders``,
     marketplace-platform orders) through the running system."""
+    from caravan.demo import run_demo, run_platform_demo
+
     data = _demo_seed(seed_file)
     settings = Settings()
     app_name = platform_app or next(iter(settings.platform_apps), None)
@@ -487,6 +534,8 @@ def replay(
     ] = False,
 ) -> None:
     """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
+    from caravan.ops import replay as ops_replay
+
     try:
         result = asyncio.run(
             ops_replay.replay(
@@ -548,6 +597,8 @@ def stuck(
     limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
+    from caravan.admin_api import call
+
     settings = Settings()
     found = call(
         f"http://{settings.http_host}:{settings.http_port}",
@@ -605,7 +656,10 @@ app.add_typer(dlq_app, name="dlq")
 
 def _letters(
     topic: str | None, error: str | None, since: datetime | None, refs: list[str] | None = None
-) -> list[ops_dlq.DeadLetter]:
+) -> list["DeadLetter"]:
+    from caravan.ops import dlq as ops_dlq
+    from shared.messaging import kafka_admin
+
     try:
         letters = asyncio.run(ops_dlq.read(_bootstrap()))
     except kafka_admin.NoSuchTopic as exc:  # a dead-letter topic: Kafka was never prepared
@@ -691,6 +745,8 @@ def dlq_redrive(
         raise typer.BadParameter(
             f"no dead letter {', '.join(missing)}" if missing else "no dead letter matches"
         )
+    from caravan.ops import dlq as ops_dlq
+
     verb = "would redrive" if dry_run else "redriven"
     try:
         done = asyncio.run(

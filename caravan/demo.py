@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from caravan import output
 from caravan.system import simulator
 from shared import days
+from shared.api import bearer_headers
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
     Buyer,
@@ -25,7 +26,6 @@ from shared.events.orders import (
     PaymentRequest,
 )
 from shared.events.registry import parse_record
-from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
 from shared.seed import SeedFile
 from shared.settings import Settings

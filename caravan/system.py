@@ -29,7 +29,9 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
-from caravan import db_roles, kafka_acls
+from caravan import checkout, db_roles, kafka_acls
+from caravan.checkout import CACHE as CACHE  # re-exported: where the system keeps its files
+from caravan.checkout import REPO_ROOT as REPO_ROOT
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
@@ -39,8 +41,6 @@ from shared.db.migrate import migrations_folder, upgrade
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CACHE = REPO_ROOT / ".cache"
 HTTP_PORT_VARS = (
     "CARAVAN_HTTP_PORT",
     "CARAVAN_INVENTORY_HTTP_PORT",
@@ -107,11 +107,6 @@ def ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-UP_ENV = CACHE / "up.env.json"
-"""Where ``caravan up`` says how to reach the system it runs (Kafka's address and, on a SASL
-cluster, the admin's login; the admin's database URL), for the other commands."""
-
-
 def write_up_env(infra: "Infrastructure", http_host: str, http_port: int) -> None:
     """Say how to reach what ``caravan up`` started (mode 0600: it holds the admin's login),
     its services' HTTP address included (``http_host``, and ``http_port`` and the four after
@@ -123,23 +118,11 @@ def write_up_env(infra: "Infrastructure", http_host: str, http_port: int) -> Non
         "CARAVAN_HTTP_HOST": http_host,
         **http_port_env(http_port),
     }
-    UP_ENV.parent.mkdir(parents=True, exist_ok=True)
-    temporary = UP_ENV.with_name(UP_ENV.name + ".tmp")
+    checkout.UP_ENV.parent.mkdir(parents=True, exist_ok=True)
+    temporary = checkout.UP_ENV.with_name(checkout.UP_ENV.name + ".tmp")
     temporary.touch(mode=0o600)
     temporary.write_text(json.dumps(env))
-    temporary.replace(UP_ENV)
-
-
-def use_running_system(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
-    """Let a command reach the system ``caravan up`` runs from this checkout, with three
-    Kafka nodes (port 19092) or SASL as well: the commands looked for one node on 9092 with
-    no login. What the environment names already wins."""
-    try:
-        env = json.loads(UP_ENV.read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    for name, value in env.items():
-        environ.setdefault(name, value)
+    temporary.replace(checkout.UP_ENV)
 
 
 def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:

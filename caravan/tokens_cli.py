@@ -8,15 +8,19 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from caravan import output
 from caravan.output import console, err_console
-from shared.auth import audit, tokens
+from shared.auth.scopes import SCOPES
 from shared.settings import DEV_TOKEN_FILE, asyncpg_url
+
+if TYPE_CHECKING:  # imported by the commands that reach the database, not by every command
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from shared.auth.tokens import TokenInfo
 
 app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
 T = TypeVar("T")
@@ -28,7 +32,9 @@ def _database_url() -> str:
     return url()
 
 
-async def _in_tx(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+async def _in_tx(database_url: str, work: Callable[["AsyncConnection"], Awaitable[T]]) -> T:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(asyncpg_url(database_url))
     try:
         async with engine.begin() as conn:
@@ -39,8 +45,9 @@ async def _in_tx(database_url: str, work: Callable[[AsyncConnection], Awaitable[
 
 async def issue_token(database_url: str, name: str, scopes: list[str]) -> str:
     """Issue a token (audited as the OS user) and return it."""
+    from shared.auth import audit, tokens
 
-    async def work(conn: AsyncConnection) -> str:
+    async def work(conn: "AsyncConnection") -> str:
         token = await tokens.issue(conn, name, scopes)
         after = {"name": name, "scopes": sorted(set(scopes))}
         await audit.record(conn, audit.os_actor(), "token.issue", name, after=after)
@@ -53,23 +60,27 @@ def _host_for_name(host: str) -> str:
     """``host`` as a piece of a token name: each run of characters a name may not hold (a
     Chinese host name, a space) made one ``-``, at most 40 characters, ``host`` if nothing is
     left."""
-    kept = re.sub(f"[^{tokens.NAME_CHARS}]+", "-", host)[:40].strip("-")
+    from shared.auth.tokens import NAME_CHARS
+
+    kept = re.sub(f"[^{NAME_CHARS}]+", "-", host)[:40].strip("-")
     return kept or "host"
 
 
 def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool]:
     """The development token of this machine: the one in ``path`` if the database knows it,
     else a new one with every scope, written there (mode 0600). True when it is new."""
+    from shared.auth import tokens
+
     if path.is_file():
         token = path.read_text().strip()
 
-        async def known(conn: AsyncConnection) -> bool:
+        async def known(conn: "AsyncConnection") -> bool:
             return (await tokens.lookup(conn, token)).principal is not None
 
         if asyncio.run(_in_tx(database_url, known)):
             return token, False
     name = f"dev-{_host_for_name(socket.gethostname())}-{uuid.uuid4().hex[:6]}"
-    token = asyncio.run(issue_token(database_url, name, list(tokens.SCOPES)))
+    token = asyncio.run(issue_token(database_url, name, list(SCOPES)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -80,15 +91,17 @@ def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool
 
 @app.command("issue")
 def issue(
-    scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(tokens.SCOPES)}")],
+    scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(SCOPES)}")],
     name: Annotated[str | None, typer.Option(help="unique name (default: a new one)")] = None,
 ) -> None:
     """Issue a token and print it: it is shown this once, only its hash is kept. The token
     alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr."""
+    from shared.auth.tokens import BadToken
+
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
     try:
         token = asyncio.run(issue_token(_database_url(), chosen, scope))
-    except tokens.BadToken as exc:
+    except BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
     said = f"token {chosen} ({', '.join(sorted(set(scope)))}), shown once:"
     err_console.print(said, style="dim")
@@ -98,8 +111,9 @@ def issue(
 @app.command("revoke")
 def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
     """Revoke a token: refused by every service within a few seconds (the cache)."""
+    from shared.auth import audit, tokens
 
-    async def work(conn: AsyncConnection) -> tokens.TokenInfo | None:
+    async def work(conn: "AsyncConnection") -> "TokenInfo | None":
         before = await tokens.info(conn, name)
         done = await tokens.revoke(conn, name)
         if before is not None and done is not None and before.revoked_at is None:
@@ -122,8 +136,9 @@ def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> Non
 @app.command("list")
 def list_tokens() -> None:
     """Every token's name, scopes and dates (never a secret: none is kept)."""
+    from shared.auth import tokens
 
-    async def work(conn: AsyncConnection) -> list[tokens.TokenInfo]:
+    async def work(conn: "AsyncConnection") -> list["TokenInfo"]:
         return await tokens.listing(conn)
 
     found = asyncio.run(_in_tx(_database_url(), work))

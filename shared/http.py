@@ -24,8 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api import field_errors
 from shared.auth.guard import FailureLimiter, Guard
-from shared.auth.tokens import SCOPES, Principal
+from shared.auth.scopes import SCOPES
+from shared.auth.tokens import Principal
 from shared.db import Database, bad_value, is_transient
 from shared.logs import phones_masked
 from shared.metrics import exposition
@@ -97,24 +99,6 @@ def problem_responses(
         code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
         for code, text in (common | (described or {})).items()
     }
-
-
-def field_errors(
-    exc: ValidationError | RequestValidationError, whole: str = "body"
-) -> list[dict[str, str]]:
-    """Validation errors as ``[{field, message}]``, fields as dotted paths; a document that
-    is not JSON is the field ``whole`` (a request's body, a file), with where the parser
-    stopped."""
-    found = []
-    for e in exc.errors():
-        path = [str(p) for p in e["loc"] if p != "body"]
-        if e["type"] == "json_invalid":
-            at = f" at character {path[-1]}" if path else ""  # a body's loc ends with it
-            why = e.get("ctx", {}).get("error", "")
-            found.append({"field": whole, "message": f"not JSON: {why}{at}"})
-        else:
-            found.append({"field": ".".join(path) or whole, "message": e["msg"]})
-    return found
 
 
 def invalid(
@@ -247,11 +231,6 @@ def http_problem(exc: StarletteHTTPException, request: Request | None = None) ->
     response = problem(exc.status_code, _TITLES.get(exc.status_code, phrase), detail)
     response.headers.update(exc.headers or {})
     return response
-
-
-def bearer_headers(token: str | None) -> dict[str, str]:
-    """The headers a client calls a Caravan API with (none without a token)."""
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 async def authorize_token(

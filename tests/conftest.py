@@ -13,7 +13,7 @@ from caravan import system
 from caravan.seeding import load_again
 from caravan.tokens_cli import issue_token
 from shared import days
-from shared.auth.tokens import SCOPES
+from shared.auth.scopes import SCOPES
 from shared.seed import SeedFile
 from tests.harness import EventLog, System, market_zone_far_from_midnight
 

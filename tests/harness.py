@@ -33,6 +33,7 @@ from caravan import system
 from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
+from shared.api import bearer_headers
 from shared.auth import tokens
 from shared.db import Database
 from shared.events.envelope import CloudEvent, EventData, new_event
@@ -46,7 +47,6 @@ from shared.events.orders import (
     OrderRequested,
 )
 from shared.events.registry import parse_record
-from shared.http import bearer_headers
 from shared.kafka_security import client_kwargs
 from shared.messaging.uow import UnitOfWork
 from shared.seed import SeedFile

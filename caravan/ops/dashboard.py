@@ -28,13 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services import SERVICES
+from shared.api import bearer_headers
 from shared.db import Database
 from shared.http import (
     COOKIE,
     NO_NATIVE_TELEMETRY,
     PROBLEM,
     authorize_token,
-    bearer_headers,
     http_problem,
     install_auth,
     problem,

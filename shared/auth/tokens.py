@@ -15,27 +15,12 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.auth.scopes import SCOPES
 from shared.auth.tables import tokens
 
 PREFIX = "cvn_"
 NAME_CHARS = "A-Za-z0-9._:-"  # a regular-expression class's contents
 NAME_PATTERN = rf"^[{NAME_CHARS}]{{1,64}}$"
-
-# Every scope a token may carry, and what it allows (docs/security.md has the full table).
-SCOPES: dict[str, str] = {
-    "orders:write": "place and cancel orders",
-    "orders:read": "read orders and their timelines",
-    "inventory:write": "receive harvest lots and adjust them",
-    "inventory:read": "read stock, lots and the spoilage report",
-    "credit:write": "set and adjust credit lines, record repayments",
-    "credit:read": "read credit lines, loans and payments",
-    "notifications:write": "opt phone numbers out of (and back into) SMS",
-    "notifications:read": "read whether a phone number is opted out",
-    "platform:write": "map marketplace platforms' SKUs and buyers to ours",
-    "platform:read": "read platform mappings, problems and status callbacks",
-    "metrics": "scrape /metrics (Prometheus)",
-    "ops": "stuck orders, the operations page",
-}
 
 
 class BadToken(ValueError):

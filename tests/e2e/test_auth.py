@@ -26,7 +26,7 @@ from services.orders.bootstrap import bootstrap as orders
 from services.payments.bootstrap import bootstrap as payments
 from services.platform.bootstrap import bootstrap as platform
 from shared import days
-from shared.auth.tokens import SCOPES
+from shared.auth.scopes import SCOPES
 from shared.events.orders import Buyer
 from shared.seed import SeedFile
 from shared.settings import Settings

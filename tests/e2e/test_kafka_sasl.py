@@ -17,7 +17,7 @@ from caravan import db_roles, kafka_acls, system
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
-from shared.auth.tokens import SCOPES
+from shared.auth.scopes import SCOPES
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
 from shared.messaging.relay import make_producer

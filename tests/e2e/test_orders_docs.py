@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from caravan.system import REPO_ROOT
+from caravan.checkout import REPO_ROOT
 from shared.topics import ALL_TOPICS, EventType
 from tests.harness import System
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan import cli, system
+from caravan import checkout, cli, system
 
 Caravan = Callable[..., tuple[int, str, str]]
 
@@ -19,10 +19,10 @@ def caravan(
     up`` keeps in the checkout's ``.cache`` (its lock, pids, pauses) is under ``tmp_path``, and
     it leaves this process's signal handlers alone; no port of the machine counts as taken
     (other programs may hold 8080-8084 and 8090) unless a test says so."""
-    monkeypatch.setattr(system, "use_running_system", lambda: None)
+    monkeypatch.setattr(checkout, "use_running_system", lambda: None)
     monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
-    monkeypatch.setattr(system, "UP_ENV", tmp_path / "cache" / "up.env.json")
+    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "cache" / "up.env.json")
     monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
     monkeypatch.setattr(system, "stop_on_signals", lambda: None)
     monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)

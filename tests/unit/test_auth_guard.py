@@ -4,9 +4,9 @@ and the token cache (with a fake clock)."""
 import pytest
 
 from shared.auth.guard import FailureLimiter, TokenCache
+from shared.auth.scopes import SCOPES
 from shared.auth.tokens import (
     PREFIX,
-    SCOPES,
     BadToken,
     Lookup,
     Principal,

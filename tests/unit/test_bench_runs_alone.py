@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from caravan import system
-from caravan.system import REPO_ROOT
+from caravan.checkout import REPO_ROOT
 
 PORT = 29993  # no test or default run uses it
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from caravan import cli, system, tokens_cli
+from caravan import seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
 from shared.messaging import admin, kafka_admin
@@ -377,7 +377,7 @@ def test_a_command_on_a_database_never_migrated_says_to_prepare_it_first(
         missing = asyncpg.exceptions.UndefinedTableError(f'relation "{relation}" does not exist')
         raise sa_exc.ProgrammingError(f"SELECT ... FROM {relation}", None, missing)
 
-    monkeypatch.setattr(cli, "load", never_migrated)
+    monkeypatch.setattr(seeding, "load", never_migrated)
     monkeypatch.setattr(tokens_cli, "issue_token", never_migrated)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     seed = tmp_path / "seed.json"
@@ -416,7 +416,7 @@ def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connect
         lost = str(error) == "connection is closed"  # as SQLAlchemy's dialect tells them apart
         raise sa_exc.InterfaceError("SELECT ...", None, error, connection_invalidated=lost)
 
-    monkeypatch.setattr(cli, "load", refused)
+    monkeypatch.setattr(seeding, "load", refused)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     seed = tmp_path / "seed.json"
     seed.write_text("{}")

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from caravan import cli, system
+from caravan import checkout, cli
 from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot, ports
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
@@ -207,7 +207,7 @@ def test_the_page_does_not_start_without_a_token(
     monkeypatch.delenv("CARAVAN_TOKEN", raising=False)
     monkeypatch.setenv("CARAVAN_TOKEN_FILE", str(tmp_path / "no-token"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")  # not used
-    monkeypatch.setattr(system, "use_running_system", lambda: None)
+    monkeypatch.setattr(checkout, "use_running_system", lambda: None)
     monkeypatch.setattr(sys, "argv", ["caravan", "dashboard"])
     with pytest.raises(SystemExit) as done:
         cli.main()

@@ -2,7 +2,7 @@
 
 import json
 
-from caravan.system import REPO_ROOT
+from caravan.checkout import REPO_ROOT
 from services.orders.asyncapi import asyncapi_json, consumers
 from shared.messaging.consumer import DEAD_LETTER_HEADERS, VALUE_DROPPED
 from shared.settings import Settings

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from caravan import system
-from caravan.system import REPO_ROOT
+from caravan import checkout, system
+from caravan.checkout import REPO_ROOT
 
 SCRIPT = """
 import asyncio, sys
@@ -98,7 +98,7 @@ def test_the_other_commands_reach_the_system_up_runs(
     looked for one node on 9092 with no login; and with CARAVAN_HTTP_PORT or CARAVAN_HTTP_HOST
     moved, the services' admin commands called 127.0.0.1:8081-8084. ``up`` says where (mode
     0600), the commands read it, and what their environment names wins."""
-    monkeypatch.setattr(system, "UP_ENV", tmp_path / "up.env.json")
+    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "up.env.json")
     infra = system.Infrastructure(
         kafka_bootstrap="127.0.0.1:19092",
         database_url="postgresql+asyncpg://caravan:pw@:15432/caravan",
@@ -107,9 +107,9 @@ def test_the_other_commands_reach_the_system_up_runs(
         kafka_env={"CARAVAN_KAFKA_USERNAME": "admin"},
     )
     system.write_up_env(infra, "192.0.2.7", 9000)
-    assert system.UP_ENV.stat().st_mode & 0o777 == 0o600
+    assert checkout.UP_ENV.stat().st_mode & 0o777 == 0o600
     env = {"DATABASE_URL": "postgresql://elsewhere/db", "CARAVAN_PLATFORM_HTTP_PORT": "7000"}
-    system.use_running_system(env)
+    checkout.use_running_system(env)
     assert env == {
         "DATABASE_URL": "postgresql://elsewhere/db",  # the environment's own
         "CARAVAN_PLATFORM_HTTP_PORT": "7000",
@@ -121,7 +121,7 @@ def test_the_other_commands_reach_the_system_up_runs(
         "CARAVAN_PAYMENTS_HTTP_PORT": "9002",
         "CARAVAN_NOTIFICATIONS_HTTP_PORT": "9003",
     }
-    system.UP_ENV.unlink()
+    checkout.UP_ENV.unlink()
     untouched: dict[str, str] = {}
-    system.use_running_system(untouched)  # no system up: nothing
+    checkout.use_running_system(untouched)  # no system up: nothing
     assert untouched == {}

@@ -1,0 +1,34 @@
+"""What Caravan's HTTP APIs and their clients (the ``caravan`` command, the operations page,
+the tests) share, without the servers' imports (FastAPI, SQLAlchemy: a command must not pay
+for them): the headers a call carries its token in, and validation errors said field by
+field."""
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from fastapi.exceptions import RequestValidationError
+
+
+def bearer_headers(token: str | None) -> dict[str, str]:
+    """The headers a client calls a Caravan API with (none without a token)."""
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+def field_errors(
+    exc: "ValidationError | RequestValidationError", whole: str = "body"
+) -> list[dict[str, str]]:
+    """Validation errors as ``[{field, message}]``, fields as dotted paths; a document that
+    is not JSON is the field ``whole`` (a request's body, a file), with where the parser
+    stopped."""
+    found = []
+    for e in exc.errors():
+        path = [str(p) for p in e["loc"] if p != "body"]
+        if e["type"] == "json_invalid":
+            at = f" at character {path[-1]}" if path else ""  # a body's loc ends with it
+            why = e.get("ctx", {}).get("error", "")
+            found.append({"field": whole, "message": f"not JSON: {why}{at}"})
+        else:
+            found.append({"field": ".".join(path) or whole, "message": e["msg"]})
+    return found

@@ -9,12 +9,14 @@ when one is configured.
 """
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.helpers import create_ssl_context
-from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 
 from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # FastStream is the services' (it costs an operator's command 0.4 s)
+    from faststream.security import BaseSecurity
 
 
 def client_kwargs(settings: Settings | None = None) -> dict[str, Any]:
@@ -38,8 +40,10 @@ def client_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     return kwargs
 
 
-def broker_security(settings: Settings) -> BaseSecurity | None:
+def broker_security(settings: Settings) -> "BaseSecurity | None":
     """The same security as :func:`client_kwargs`, as FastStream's ``KafkaBroker`` takes it."""
+    from faststream.security import BaseSecurity, SASLScram256, SASLScram512
+
     protocol = settings.kafka_security_protocol
     context = _ssl_context(settings)
     if protocol == "PLAINTEXT":

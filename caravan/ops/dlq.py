@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import select as sa_select
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from caravan.ops.record import record
-from shared.auth.tables import audit
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
-from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
 from shared.settings import asyncpg_url
-from shared.telemetry import trace_headers_of
 from shared.topics import Topic
 
 
@@ -118,6 +112,11 @@ async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[
     """The ``letters`` that a redrive sent before, each with when and by whom (from the
     audit trail; a redrive older than a letter was of another letter with its id, on a
     dead-letter topic made again since)."""
+    from sqlalchemy import select as sa_select  # here: `caravan dlq list` does not read it
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from shared.auth.tables import audit
+
     engine = create_async_engine(asyncpg_url(database_url))
     sent = audit.c.detail["letters"]
     try:
@@ -157,6 +156,10 @@ async def redrive(
     left out unless ``again``; one whose value was too big to keep, unless ``value``.
     ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
     sent, even when a send fails part of the way."""
+    from caravan.ops.record import record  # here: `caravan dlq list` needs none of these
+    from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
+    from shared.telemetry import trace_headers_of
+
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
     before = {} if again else await redriven_before(database_url, letters)

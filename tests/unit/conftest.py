@@ -1,5 +1,6 @@
 """Fixtures of the unit tests."""
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,3 +40,9 @@ def caravan(
         return code if isinstance(code, int) else 1, said.out, said.err
 
     return run
+
+
+def uncoloured(text: str) -> str:
+    """What a command printed through Typer's own console (usage errors, ``--help``) without
+    the colours it gives them where GITHUB_ACTIONS, FORCE_COLOR or PY_COLORS is set."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

@@ -373,8 +373,11 @@ def pause(service: ServiceArg) -> None:
     the others there."""
     from caravan import system
 
+    if _service(service) in system.paused():
+        console.print(f"{service} is paused already; `caravan resume {service}` starts it again")
+        return
     system.PAUSED.mkdir(parents=True, exist_ok=True)
-    (system.PAUSED / _service(service)).touch()
+    (system.PAUSED / service).touch()
     hosting = [k for k in system.recorded_processes(system.UP_PIDS) if service in k.split("+")]
     _wait_for_up(service, running=False)
     also = sorted({n for key in hosting for n in key.split("+")} - {service})
@@ -388,7 +391,10 @@ def resume(service: ServiceArg) -> None:
     committed offsets (where `caravan replay` may have moved them)."""
     from caravan import system
 
-    (system.PAUSED / _service(service)).unlink(missing_ok=True)
+    if _service(service) not in system.paused():
+        console.print(f"{service} is not paused, nothing changed")
+        return
+    (system.PAUSED / service).unlink(missing_ok=True)  # a resume at the same time
     hosting = _wait_for_up(service, running=True)
     console.print(f"resumed {service} ({', '.join(hosting)})")
 

@@ -129,6 +129,23 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
     assert system.paused() == set()
 
 
+def test_resume_of_a_service_not_paused_and_pause_of_a_paused_one_say_nothing_changed(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both said "resumed orders (orders)" and "paused orders", exit 0, changing nothing."""
+    monkeypatch.setattr(system, "running_up", lambda: True)
+    system.UP_PIDS.parent.mkdir(parents=True)
+    system.UP_PIDS.write_text('{"orders": {}}')  # it runs
+    code, out, err = caravan("resume", "orders")
+    assert (code, out + err) == (0, "orders is not paused, nothing changed\n")
+    system.PAUSED.mkdir()
+    (system.PAUSED / "inventory").touch()  # paused: caravan up stopped it
+    code, out, err = caravan("pause", "inventory")
+    said = "inventory is paused already; `caravan resume inventory` starts it again\n"
+    assert (code, out + err) == (0, said)
+    assert system.paused() == {"inventory"}
+
+
 def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

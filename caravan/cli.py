@@ -38,8 +38,12 @@ if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
+# Help texts are the commands' docstrings, read as Markdown (the groups under this one too):
+# ``caravan up`` shows as code, not with its backticks, and a paragraph's lines are joined.
 app = typer.Typer(
-    help="Caravan: order processing for rural produce marketplaces.", no_args_is_help=True
+    help="Caravan: order processing for rural produce marketplaces.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 DEMO_SEED = checkout.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
 PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"

@@ -153,6 +153,6 @@ def list_tokens() -> None:
     for t in found:
         revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else ""
         table.add_row(
-            t.name, " ".join(t.scopes), t.created_at.isoformat(timespec="seconds"), revoked
+            t.name, ", ".join(t.scopes), t.created_at.isoformat(timespec="seconds"), revoked
         )
     output.show(table)

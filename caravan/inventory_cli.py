@@ -20,6 +20,17 @@ Url = Annotated[
     str | None, typer.Option("--url", help="inventory admin API (default: from the settings)")
 ]
 COUNTERS = ("received", "available", "reserved", "sold", "spoiled")
+HEADS = {
+    "received": "recv",
+    "available": "avail",
+    "reserved": "resv",
+    "sold": "sold",
+    "spoiled": "spoil",
+    "sellable": "sell",
+    "expired_unsold": "exp",
+}
+"""The stock tables' headers: a SKU's whole row fits 80 columns (the full names left the
+figures so little room that Rich broke them, "expi red_ unso ld"); ``stock --help`` says them."""
 
 
 def _base(url: str | None) -> str:
@@ -48,7 +59,10 @@ def _lot_line(lot: dict[str, Any]) -> str:
 
 def _lots_table(lots: list[dict[str, Any]]) -> Table:
     """A SKU's lots (the SKU is said on the line above)."""
-    table = output.table("lot", *COUNTERS, "available_from", "best_before", "state", whole=("lot",))
+    heads = [HEADS[c] for c in COUNTERS]
+    table = output.table(
+        "lot", *heads, "available_from", "best_before", "state", whole=("lot",), right=heads
+    )
     for lot in lots:
         table.add_row(
             lot["lot_id"],
@@ -68,7 +82,9 @@ def stock(
     ] = False,
     url: Url = None,
 ) -> None:
-    """Stock per SKU (available, reserved, sold, spoiled; sellable = available in season)."""
+    """Stock per SKU: received (recv), available (avail), reserved (resv), sold, spoiled
+    (spoil); sellable (sell): available in season; expired unsold (exp): left unsold past
+    best_before."""
     if sku is not None:
         body = _call(url, "GET", "/stock/{}", sku, params={"all": "true"} if every else None)
         console.print(
@@ -77,7 +93,8 @@ def stock(
         )
         output.show(_lots_table(body["lots"]))
         return
-    table = output.table("sku", *COUNTERS, "sellable", "expired_unsold", whole=("sku",))
+    heads = [HEADS[c] for c in (*COUNTERS, "sellable", "expired_unsold")]
+    table = output.table("sku", *heads, whole=("sku", *heads), right=heads)
     for item in (s for page in pages(_base(url), "inventory", "/stock") for s in page["skus"]):
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))

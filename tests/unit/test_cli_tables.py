@@ -1,13 +1,19 @@
-"""What ``caravan tokens list`` prints, read at 80 columns: each token's scopes apart. The
-database is faked."""
+"""What ``caravan tokens list`` and ``caravan inventory stock`` print, read at 80 columns:
+each token's scopes apart, each SKU's figures under headers that are not broken up. The
+database and the admin API are faked."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from caravan import cli, output, tokens_cli
+from caravan import cli, inventory_cli, output, tokens_cli
 from shared.auth.tokens import TokenInfo
+
+SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
+FIGURES = ("received", "available", "reserved", "sold", "spoiled", "sellable", "expired_unsold")
 
 
 def shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
@@ -27,3 +33,17 @@ def test_a_tokens_scopes_are_listed_apart(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(tokens_cli, "_in_tx", in_tx)
     monkeypatch.setattr(tokens_cli, "_database_url", lambda: "postgresql://caravan@db/caravan")
     assert "ops, orders:read" in shown(monkeypatch, "tokens", "list")
+
+
+def test_the_stock_of_every_sku_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    def pages(base: str, service: str, path: str) -> Iterator[dict[str, Any]]:
+        yield {"skus": [{"sku": sku, **dict.fromkeys(FIGURES, 1234)} for sku in SKUS]}
+
+    monkeypatch.setattr(inventory_cli, "pages", pages)
+    text = shown(monkeypatch, "inventory", "stock", "--url", "http://api")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    heads = [[cell.strip() for cell in line.split("┃")[1:-1]] for line in lines if "sku" in line]
+    assert heads == [["sku", "recv", "avail", "resv", "sold", "spoil", "sell", "exp"]], text
+    for sku in SKUS:  # one line each, every figure whole on it
+        assert [line.count("1234") for line in lines if sku in line] == [len(FIGURES)], text

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from caravan import cli, inventory_cli, output, tokens_cli
+from caravan import cli, inventory_cli, tokens_cli
 from shared.auth.tokens import TokenInfo
 
 SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
@@ -17,7 +17,8 @@ FIGURES = ("received", "available", "reserved", "sold", "spoiled", "sellable", "
 
 
 def shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
-    monkeypatch.setattr(output.console, "width", 80)
+    monkeypatch.setenv("COLUMNS", "80")  # read by Rich each time; not console.width, whose
+    # undo would pin the width it read then on the console for every later test
     done = CliRunner().invoke(cli.app, list(args))
     assert done.exit_code == 0, done.output
     return done.output

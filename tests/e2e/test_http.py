@@ -35,6 +35,8 @@ async def test_post_then_get_follows_the_order_to_its_outcome(caravan: System) -
     assert outcome.type == "order.confirmed"
     body = (await http.get(f"/orders/{order_id}")).json()
     assert body["order_ref"] == key and body["status"] == "confirmed"
+    # Whose order, and from where: a platform order's buyer was found through no API.
+    assert (body["buyer_id"], body["source"]) == (BODY["buyer"]["id"], "http")  # type: ignore[index]
     # Where to send the goods is kept and told (it was taken, then dropped unseen).
     assert body["delivery"] == BODY["delivery"]
     placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)

@@ -26,6 +26,8 @@ async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
     return OrderView(
         order_id=row.order_id,
         order_ref=row.order_ref,
+        buyer_id=row.buyer_id,
+        source=row.source,
         status=row.status,
         total_fen=row.total_fen,
         reason=row.reason,

@@ -32,6 +32,11 @@ class Step(BaseModel):
 class OrderView(BaseModel):
     order_id: str
     order_ref: str
+    buyer_id: str = Field(
+        description="whose order it is: the key of the buyer's credit line and orders"
+        " (GET /orders?buyer_id=)"
+    )
+    source: str = Field(description="who placed it: http (a storefront) or platform/<app>")
     status: Status
     total_fen: int | None
     reason: CancelReason | None

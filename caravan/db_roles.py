@@ -38,9 +38,11 @@ TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 SEQUENCE_PRIVILEGES = "USAGE, SELECT, UPDATE"
 # Schemas every service may reach, with the table privileges it gets there (sequences: USAGE).
 SHARED_SCHEMAS: dict[str, str] = {"auth": "SELECT, INSERT"}
-# Tables of those schemas that services may only read: a service that could insert a token
-# could give itself (or anyone) every scope.
-READ_ONLY_TABLES: tuple[str, ...] = ("auth.tokens",)
+# What services may not do to some tables of those schemas: insert a token (a service that
+# could would give itself, or anyone, every scope), or read the audit trail, which they only
+# append to and which holds what every service's admins did (buyers' phones opted out,
+# sellers' phones seeded, credit limits): no service reads it, the CLI does as the admin.
+REVOKED: dict[str, str] = {"auth.tokens": "INSERT, UPDATE, DELETE", "auth.audit": "SELECT"}
 
 _ENSURE_OWNER = (
     f"DO $$ BEGIN CREATE ROLE {OWNER} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
@@ -124,11 +126,9 @@ async def grant_services(admin_url: str, service_urls: dict[str, str]) -> None:
                 for shared, privileges in SHARED_SCHEMAS.items():
                     if shared in schemas:
                         await _grant_schema(conn, role, shared, privileges, sequences="USAGE")
-                for table in READ_ONLY_TABLES:
+                for table, revoked in REVOKED.items():
                     if await conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}):
-                        await _execute(
-                            conn, f"REVOKE INSERT, UPDATE, DELETE ON {table} FROM %I", role
-                        )
+                        await _execute(conn, f"REVOKE {revoked} ON {table} FROM %I", role)
     finally:
         await engine.dispose()
 
@@ -236,7 +236,7 @@ async def _database(conn: AsyncConnection) -> str:
 
 __all__ = [
     "OWNER",
-    "READ_ONLY_TABLES",
+    "REVOKED",
     "SHARED_SCHEMAS",
     "asyncpg_url",
     "ensure_owner",

@@ -37,4 +37,7 @@ audit = Table(
     Column("after", JSONB(none_as_null=True), nullable=True),
     Column("detail", JSONB, nullable=False, server_default="{}"),
     Index("ix_audit_action_at", "action", "at"),
+    # Services append to it without the right to read it (caravan.db_roles.REVOKED): no
+    # RETURNING of the new id, which PostgreSQL would refuse them as a read.
+    implicit_returning=False,
 )

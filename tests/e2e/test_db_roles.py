@@ -73,6 +73,9 @@ async def test_a_service_role_reaches_only_its_own_schema(caravan: System, servi
             text("insert into auth.audit (actor, action, target) values ('t', 'role-test', 'x')")
         )
         await conn.rollback()
+        # ... and never read: it holds what every service's admins did (phones among it)
+        error = await refused(conn, "select count(*) from auth.audit")
+        assert "permission denied for table audit" in error, error
 
 
 async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(

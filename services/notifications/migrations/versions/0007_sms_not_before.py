@@ -38,8 +38,8 @@ def downgrade() -> None:
     refuse_losing(
         "notifications.sms",
         "status IN ('pending', 'sending') AND not_before > created_at + interval '1 minute'",
-        "when each text held back was first allowed to go, from which its retries are given up",
-        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')"
+        "when each text held back was first allowed to go, from which its retries are given up"
         " (or wait until they are sent)",
+        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')",
     )
     op.drop_column("sms", "not_before", schema="notifications")

@@ -165,9 +165,24 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Refused while the ledger holds an entry: the record of every charge, loan, repayment
-    and payable goes with it (the older version keeps none). The entries are append-only:
-    keep a copy (``pg_dump --table payments.ledger_entries``) before emptying it."""
+    """Refused while the ledger holds an entry, a seller is still owed for an order, or a
+    repayment was made: the older version keeps none of them (the record of every charge,
+    loan, repayment and payable posted; what each seller is owed; the repayments and their
+    keys). Keep a copy first (``pg_dump --table 'payments.(ledger_entries|payables|repayments)'``);
+    the entries are append-only, hence the TRUNCATE. Payables cancelled, reminders sent and the
+    interest columns go without refusing (the loans keep their principal and schedule)."""
+    refuse_losing(
+        f"{S}.payables",
+        "status IN ('pending', 'owed')",
+        "what each seller is owed for its orders (payables)",
+        f"DELETE FROM {S}.payables",
+    )
+    refuse_losing(
+        f"{S}.repayments",
+        None,
+        "the repayments made on loans, and their idempotency keys",
+        f"DELETE FROM {S}.repayments",
+    )
     refuse_losing(
         f"{S}.ledger_entries",
         None,

@@ -58,9 +58,11 @@ type (an int) or by :func:`_no_option` (text)."""
 
 
 def _no_option(value: str) -> str:
-    """A text argument that begins with ``-`` is an option the command does not have (under
-    :data:`NEGATIVE_NUMBERS` it would be taken as, say, a buyer's id)."""
-    if value.startswith("-"):
+    """A text argument that begins with ``--`` is an option the command does not have (under
+    :data:`NEGATIVE_NUMBERS` it would be taken as, say, a buyer's id). One ``-`` is let through:
+    a buyer's id may begin with it (``-- -abc``, as before); a short option mistyped there is
+    taken as a buyer's id."""
+    if value.startswith("--"):
         raise typer.BadParameter(f"no such option: {value}")
     return value
 

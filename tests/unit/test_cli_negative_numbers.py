@@ -64,3 +64,21 @@ def test_an_option_the_command_does_not_have_is_still_refused(
     code, said = caravan("payments", "credit-adjust", *args)
     assert code == 2 and ("--kye" in said or "valid integer" in said), said
     assert sent == []
+
+
+def test_a_buyer_id_beginning_with_a_dash_is_given_after_double_dash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A buyer's id may be any text (``-abc`` too): after ``--`` it is the buyer, as before
+    negative numbers were read (the check for mistyped options refused it)."""
+    called: list[tuple[str, ...]] = []
+
+    def call(base: str, service: str, method: str, path: str, *ids: str, **kw: Any) -> Any:
+        called.append(ids)
+        return {**LINE, "buyer_id": ids[0], "available_fen": 5000, "applied": True}
+
+    monkeypatch.setattr(payments_cli, "call", call)
+    args = ["payments", "credit-adjust", "--url", "http://api", "--", "-abc", "-5"]
+    done = CliRunner().invoke(cli.app, args, env={"COLUMNS": "200"})
+    assert done.exit_code == 0, uncoloured(done.output)
+    assert called == [("-abc",)]

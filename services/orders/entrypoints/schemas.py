@@ -36,7 +36,11 @@ class OrderView(BaseModel):
         description="whose order it is: the key of the buyer's credit line and orders"
         " (GET /orders?buyer_id=)"
     )
-    source: str = Field(description="who placed it: http (a storefront) or platform/<app>")
+    source: str = Field(
+        description="who placed it: http for POST /orders, platform/<app> for a marketplace"
+        " platform's order, else the storefront's own source on orders.requests.v1"
+        " (storefront/shawan-center)"
+    )
     status: Status
     total_fen: int | None
     reason: CancelReason | None

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caravan import system
+from caravan.checkout import CACHE
 from caravan.seeding import bench_seed, load_again
 from shared.events.envelope import new_event
 from shared.events.orders import OrderLine, OrderPlaced
@@ -201,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    args.base = system.CACHE / f"bench-{args.kafka_port}"
+    args.base = CACHE / f"bench-{args.kafka_port}"
     with system.run_alone(args.base):
         report = asyncio.run(bench(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
+from caravan.checkout import CACHE
 from caravan.seeding import bench_seed, load_again
 from caravan.tokens_cli import issue_token
 from shared.api import bearer_headers
@@ -1198,7 +1199,7 @@ def main() -> None:
         return
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections at start
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    args.base = system.CACHE / f"bench-{args.kafka_port}"
+    args.base = CACHE / f"bench-{args.kafka_port}"
     with system.run_alone(args.base):
         report = asyncio.run(bench(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import add_processes, mark_windows, processes_suffix
 from caravan import system
+from caravan.checkout import CACHE
 from caravan.reliability.load import Load, consumer_groups, inject_poison, redeliver, settle
 from caravan.tokens_cli import issue_token
 from shared.auth.scopes import SCOPES
@@ -334,7 +335,7 @@ def main() -> None:
     console = Console()
     started = time.monotonic()
     system.stop_on_signals()  # a SIGTERM still stops what the run started
-    args.base = system.CACHE / f"soak-{args.kafka_port}"
+    args.base = CACHE / f"soak-{args.kafka_port}"
     with system.run_alone(args.base):
         report = asyncio.run(soak(args, console))
     report["wall_seconds"] = round(time.monotonic() - started, 1)

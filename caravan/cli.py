@@ -186,10 +186,9 @@ def _database_url() -> str:
     url = Settings().database_url
     if url and url.get_secret_value():
         return url.get_secret_value()
-    from caravan import system
     from caravan.infra.postgres import LocalPostgres
 
-    pg = LocalPostgres(system.CACHE / "postgres-15432", port=15432)
+    pg = LocalPostgres(checkout.CACHE / "postgres-15432", port=15432)
     if not pg.is_running():
         raise typer.BadParameter("no DATABASE_URL and no local cluster: run `caravan up` first")
     return pg.url
@@ -222,7 +221,7 @@ def up(
 
     system.stop_on_signals()
     # A second run would stop this one's brokers when it ends.
-    with system.run_alone(system.CACHE / "up", "another `caravan up` runs from this checkout"):
+    with system.run_alone(checkout.CACHE / "up", "another `caravan up` runs from this checkout"):
         _up(demo, seed_file, orders, kafka_nodes, dashboard_port, kafka_sasl, processes)
 
 
@@ -267,7 +266,7 @@ def _up(
     get_settings.cache_clear()
     system.write_up_env(infra, settings.http_host, settings.http_port)
     procs = system.ServiceProcesses(
-        system.service_env(infra, settings.http_port), system.CACHE / "logs", processes
+        system.service_env(infra, settings.http_port), checkout.CACHE / "logs", processes
     )
     board: subprocess.Popen[bytes] | None = None
     try:
@@ -354,7 +353,7 @@ def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str
         if time.monotonic() > deadline:
             raise OperatorError(
                 f"caravan up did not {'start' if running else 'stop'} {service} within "
-                f"{timeout:.0f}s; see {system.CACHE / 'logs'}"
+                f"{timeout:.0f}s; see {checkout.CACHE / 'logs'}"
             )
         time.sleep(0.2)
 

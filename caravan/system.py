@@ -30,8 +30,6 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from caravan import checkout, db_roles, kafka_acls
-from caravan.checkout import CACHE as CACHE  # re-exported: where the system keeps its files
-from caravan.checkout import REPO_ROOT as REPO_ROOT
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
@@ -210,7 +208,7 @@ def run_alone(
 
 
 def start_infrastructure(
-    base_dir: Path = CACHE,
+    base_dir: Path = checkout.CACHE,
     kafka_port: int = 9092,
     postgres_port: int = 15432,
     kafka_nodes: int = 1,
@@ -387,10 +385,10 @@ def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ..
 MAX_EXITS = 5
 """Exits within a minute after which ``caravan up`` stops restarting a service and stops."""
 
-UP_PIDS = CACHE / "up.pids"
+UP_PIDS = checkout.CACHE / "up.pids"
 """The processes the running ``caravan up`` started (:func:`record_processes`)."""
 
-PAUSED = CACHE / "up-paused"
+PAUSED = checkout.CACHE / "up-paused"
 """One empty file per service that ``caravan pause`` stopped under ``caravan up``."""
 
 
@@ -399,7 +397,7 @@ def paused(folder: Path | None = None) -> set[str]:
     return {p.name for p in (folder or PAUSED).glob("*") if p.name in SERVICES}
 
 
-def running_up(base: Path = CACHE / "up") -> bool:
+def running_up(base: Path = checkout.CACHE / "up") -> bool:
     """Whether a ``caravan up`` runs from this checkout (it holds :func:`run_alone`'s lock)."""
     lock = base.with_name(f"{base.name}.lock")
     if not lock.exists():
@@ -442,7 +440,7 @@ class ServiceProcesses:
             self.procs[key] = subprocess.Popen(
                 [sys.executable, "-m", *module],
                 env=env,
-                cwd=REPO_ROOT,
+                cwd=checkout.REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -637,7 +635,7 @@ async def simulator(module: str, port: int, *args: str) -> AsyncIterator[httpx.A
         "--port",
         str(port),
         *args,
-        cwd=REPO_ROOT,
+        cwd=checkout.REPO_ROOT,
         stdout=subprocess.DEVNULL,
     )
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from caravan import system
+from caravan.checkout import CACHE
 from caravan.seeding import load_again
 from caravan.tokens_cli import issue_token
 from shared import days
@@ -134,7 +135,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[system.Infrastructure]:
     infra = system.start_infrastructure(
-        base_dir=system.CACHE / f"test-{KAFKA_PORT}",
+        base_dir=CACHE / f"test-{KAFKA_PORT}",
         kafka_port=KAFKA_PORT,
         postgres_port=POSTGRES_PORT,
     )
@@ -157,7 +158,7 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     procs = system.ServiceProcesses(
         # CARAVAN_TOKEN: for what runs with the services' environment (CLI, operations page).
         system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test", CARAVAN_TOKEN=token),
-        system.CACHE / f"test-{KAFKA_PORT}" / f"logs-{uuid.uuid4().hex[:6]}",
+        CACHE / f"test-{KAFKA_PORT}" / f"logs-{uuid.uuid4().hex[:6]}",
     )
     log = EventLog(infra.kafka_bootstrap)
     await log.start()

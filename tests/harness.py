@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import system
+from caravan.checkout import REPO_ROOT
 from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
@@ -238,7 +239,7 @@ class System:
             str(port),
             *args,
             env=self.procs.env,
-            cwd=system.REPO_ROOT,
+            cwd=REPO_ROOT,
             stdout=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"

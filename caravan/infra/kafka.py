@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from caravan.checkout import REPO_ROOT
 from caravan.infra.logs import error_line, size, written_since
 from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
 from shared.kafka_security import client_kwargs
 from shared.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_PORT_OFFSET = 1000
 
 _T = TypeVar("_T")

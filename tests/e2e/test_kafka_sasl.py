@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from caravan import db_roles, kafka_acls, system
+from caravan.checkout import CACHE
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
@@ -35,7 +36,7 @@ SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
 @pytest.fixture(scope="module")
 async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[System, Scram]]:
     """A SASL broker with the project's principals and ACLs, and the four services on it."""
-    base = system.CACHE / f"test-{KAFKA_PORT}" / f"kafka-sasl-{SASL_PORT}"
+    base = CACHE / f"test-{KAFKA_PORT}" / f"kafka-sasl-{SASL_PORT}"
     shutil.rmtree(base, ignore_errors=True)
     scram = system.local_scram()
     kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram, controller_offset=5)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import ClauseElement
 
 from caravan import system
+from caravan.checkout import REPO_ROOT
 from services.inventory.adapters.repository import _LOTS, _SEASONS
 from services.inventory.adapters.tables import metadata as inventory
 from services.inventory.bootstrap import bootstrap as bootstrap_inventory
@@ -364,7 +365,7 @@ async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
         "-m",
         f"services.{service}",
         env=env,
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

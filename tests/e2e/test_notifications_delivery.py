@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from caravan import system
+from caravan.checkout import REPO_ROOT
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
@@ -53,7 +53,7 @@ def simulator(caravan: System) -> Iterator[str]:
     log = (caravan.procs.log_dir / "sms-simulator.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.notifications.simulator", "--port", str(port)],
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

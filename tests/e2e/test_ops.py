@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
+from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.replay import replay
 from services.notifications.dispatch import sms_by_status
@@ -71,7 +72,7 @@ async def cli(caravan: System, *args: str, **env: str) -> subprocess.CompletedPr
         env=env,
         capture_output=True,
         text=True,
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
         timeout=120,
     )
 

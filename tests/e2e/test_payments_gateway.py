@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from caravan import system
+from caravan.checkout import REPO_ROOT
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
@@ -46,7 +46,7 @@ async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
         "services.payments.simulator",
         "--port",
         str(port),
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
     )
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan import system
+from caravan.checkout import CACHE
 from caravan.reliability.history import Injected
 from caravan.reliability.load import (
     Load,
@@ -56,7 +56,7 @@ pytestmark = pytest.mark.timeout(420)
 
 RATE = 8.0  # orders per second
 POISONED = (Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS)
-RESULT = system.CACHE / "reliability" / "last-run.json"
+RESULT = CACHE / "reliability" / "last-run.json"
 
 
 @dataclass

@@ -21,7 +21,7 @@ def caravan(
     it leaves this process's signal handlers alone; no port of the machine counts as taken
     (other programs may hold 8080-8084 and 8090) unless a test says so."""
     monkeypatch.setattr(checkout, "use_running_system", lambda: None)
-    monkeypatch.setattr(system, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(checkout, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
     monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "cache" / "up.env.json")
     monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")

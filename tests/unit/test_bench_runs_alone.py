@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from caravan import system
-from caravan.checkout import REPO_ROOT
+from caravan.checkout import CACHE, REPO_ROOT
 
 PORT = 29993  # no test or default run uses it
 
@@ -40,13 +40,13 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> N
 def held() -> Iterator[Path]:
     """The folders the bench scripts would use on ``PORT``, held by this test, each with a
     file that a second run must leave where it is."""
-    bases = [system.CACHE / f"{kind}-{PORT}" for kind in ("bench", "soak")]
+    bases = [CACHE / f"{kind}-{PORT}" for kind in ("bench", "soak")]
     try:
         with system.run_alone(bases[0]), system.run_alone(bases[1]):
             for base in bases:
                 base.mkdir(parents=True)
                 (base / "kept").write_text("the first run's data")
-            yield system.CACHE
+            yield CACHE
     finally:
         for base in bases:
             shutil.rmtree(base, ignore_errors=True)

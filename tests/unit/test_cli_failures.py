@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from caravan import seeding, system, tokens_cli
+from caravan import checkout, seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
 from shared.messaging import admin, kafka_admin
@@ -183,7 +183,7 @@ def local_infrastructure(
     given), from a checkout there whose Kafka jars were fetched (unless not ``jars``)."""
     repo = base / "repo"
     (repo / "infra" / "kafka").mkdir(parents=True)
-    pom = system.REPO_ROOT / "infra" / "kafka" / "pom.xml"
+    pom = checkout.REPO_ROOT / "infra" / "kafka" / "pom.xml"
     (repo / "infra" / "kafka" / "pom.xml").write_text(pom.read_text())
     if jars:
         libs = repo / ".cache" / "kafka" / "libs"
@@ -291,7 +291,7 @@ def test_services_that_never_answer_end_caravan_up_in_one_line_naming_their_logs
     said = one_line(err)
     names = ", ".join(system.SERVICES)
     assert code == 1 and said.startswith(f"{names} did not answer /healthz within 1s; see "), said
-    assert str(system.CACHE / "logs" / "orders.log") in said
+    assert str(checkout.CACHE / "logs" / "orders.log") in said  # the fixture moved CACHE
     assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
 
 

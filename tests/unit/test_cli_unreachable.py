@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from caravan import system
+from caravan.checkout import REPO_ROOT
 
 
 def closed_port() -> int:
@@ -25,7 +25,7 @@ def caravan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "CARAVAN_TOKEN": "cvn_" + "x" * 43, **env},
         capture_output=True,
         text=True,
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
         timeout=60,
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from caravan import system
+from caravan.checkout import REPO_ROOT
 from caravan.cli import DEMO_SEED
 from caravan.demo import cannot_drive, demo_orders
 from shared.seed import SeedFile
@@ -33,7 +33,7 @@ def caravan(*args: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
         capture_output=True,
         text=True,
-        cwd=system.REPO_ROOT,
+        cwd=REPO_ROOT,
         timeout=60,
     )
 

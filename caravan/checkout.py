@@ -1,10 +1,15 @@
 """Where this checkout keeps what ``caravan up`` runs, and how the other commands find the
-system it runs: kept apart from caravan/system.py (which starts it, and imports the clients
-of Kafka and PostgreSQL) so that every command may read it at no cost."""
+system it runs (``caravan pause``/``resume`` among them): kept apart from caravan/system.py
+(which starts it, and imports the clients of Kafka and PostgreSQL) so that every command may
+read it at no cost."""
 
+import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+from services import SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
@@ -24,3 +29,40 @@ def use_running_system(environ: dict[str, str] | os._Environ[str] = os.environ) 
         return
     for name, value in env.items():
         environ.setdefault(name, value)
+
+
+UP_PIDS = CACHE / "up.pids"
+"""The processes the running ``caravan up`` started (caravan.system's ``record_processes``)."""
+
+PAUSED = CACHE / "up-paused"
+"""One empty file per service that ``caravan pause`` stopped under ``caravan up``."""
+
+
+def recorded_processes(pid_file: Path) -> dict[str, dict[str, Any]]:
+    """What caravan.system's ``record_processes`` wrote to ``pid_file`` (nothing if it did
+    not)."""
+    try:
+        found: dict[str, dict[str, Any]] = json.loads(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return found
+
+
+def paused(folder: Path | None = None) -> set[str]:
+    """The services paused in ``folder`` (:data:`PAUSED`)."""
+    return {p.name for p in (folder or PAUSED).glob("*") if p.name in SERVICES}
+
+
+def running_up(base: Path = CACHE / "up") -> bool:
+    """Whether a ``caravan up`` runs from this checkout (it holds caravan.system's
+    ``run_alone`` lock)."""
+    lock = base.with_name(f"{base.name}.lock")
+    if not lock.exists():
+        return False
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

@@ -240,7 +240,7 @@ def _up(
     from caravan.demo import run_demo
 
     seed = _demo_seed(seed_file) if demo else None
-    pid_file = system.UP_PIDS
+    pid_file = checkout.UP_PIDS
     left = system.stop_leftovers(pid_file)
     if left:
         console.print(
@@ -248,8 +248,8 @@ def _up(
             f"killed before it could stop them): {', '.join(left)}",
             style="yellow",
         )
-    for name in system.paused():  # an earlier run's pauses: this one starts everything
-        (system.PAUSED / name).unlink()
+    for name in checkout.paused():  # an earlier run's pauses: this one starts everything
+        (checkout.PAUSED / name).unlink()
     settings = Settings()
     started = time.monotonic()
     with console.status("starting Kafka and PostgreSQL"):
@@ -313,7 +313,7 @@ def _up(
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
         while True:
-            said = procs.supervise(system.paused())
+            said = procs.supervise(checkout.paused())
             for line in said:
                 console.print(line)
             if said:
@@ -342,11 +342,9 @@ ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")
 def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str]:
     """Wait until the running ``caravan up`` has (``running``) or has not started ``service``;
     the keys of the processes hosting it then."""
-    from caravan import system
-
     deadline = time.monotonic() + timeout
     while True:
-        keys = system.recorded_processes(system.UP_PIDS)
+        keys = checkout.recorded_processes(checkout.UP_PIDS)
         hosting = [key for key in keys if service in key.split("+")]
         if bool(hosting) == running:
             return hosting
@@ -359,11 +357,9 @@ def _wait_for_up(service: str, running: bool, timeout: float = 30.0) -> list[str
 
 
 def _service(name: str) -> str:
-    from caravan import system
-
     if name not in SERVICES:
         raise typer.BadParameter(f"{name!r} is none of {', '.join(SERVICES)}")
-    if not system.running_up():
+    if not checkout.running_up():
         raise OperatorError("no `caravan up` runs from this checkout")
     return name
 
@@ -374,14 +370,12 @@ def pause(service: ServiceArg) -> None:
     consumer group, which is refused while it has members); the others go on, and what it
     would have handled waits in Kafka. A service sharing a process (--processes) stops with
     the others there."""
-    from caravan import system
-
-    if _service(service) in system.paused():
+    if _service(service) in checkout.paused():
         console.print(f"{service} is paused already; `caravan resume {service}` starts it again")
         return
-    system.PAUSED.mkdir(parents=True, exist_ok=True)
-    (system.PAUSED / service).touch()
-    hosting = [k for k in system.recorded_processes(system.UP_PIDS) if service in k.split("+")]
+    checkout.PAUSED.mkdir(parents=True, exist_ok=True)
+    (checkout.PAUSED / service).touch()
+    hosting = [k for k in checkout.recorded_processes(checkout.UP_PIDS) if service in k.split("+")]
     _wait_for_up(service, running=False)
     also = sorted({n for key in hosting for n in key.split("+")} - {service})
     shared = f" (and {', '.join(also)}, in its process)" if also else ""
@@ -392,12 +386,10 @@ def pause(service: ServiceArg) -> None:
 def resume(service: ServiceArg) -> None:
     """Start again a service that `caravan pause` stopped; it goes on from its group's
     committed offsets (where `caravan replay` may have moved them)."""
-    from caravan import system
-
-    if _service(service) not in system.paused():
+    if _service(service) not in checkout.paused():
         console.print(f"{service} is not paused, nothing changed")
         return
-    (system.PAUSED / service).unlink(missing_ok=True)  # a resume at the same time
+    (checkout.PAUSED / service).unlink(missing_ok=True)  # a resume at the same time
     hosting = _wait_for_up(service, running=True)
     console.print(f"resumed {service} ({', '.join(hosting)})")
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -132,21 +131,12 @@ def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) 
     temporary.replace(pid_file)
 
 
-def recorded_processes(pid_file: Path) -> dict[str, dict[str, Any]]:
-    """What :func:`record_processes` wrote to ``pid_file`` (nothing if it did not)."""
-    try:
-        found: dict[str, dict[str, Any]] = json.loads(pid_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return found
-
-
 def stop_leftovers(pid_file: Path, timeout: float = 15.0) -> list[str]:
     """Stop what an earlier run recorded in ``pid_file`` and left running (it was killed, so
     its ``finally`` never ran): those processes hold the services' ports, and a new run's
     services would die binding them. A pid is only signalled while it still runs the command
     line recorded for it (pids are reused). The keys of the processes stopped."""
-    recorded = recorded_processes(pid_file)
+    recorded = checkout.recorded_processes(pid_file)
     alive = {
         key: int(entry["pid"])
         for key, entry in recorded.items()
@@ -384,31 +374,6 @@ def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ..
 
 MAX_EXITS = 5
 """Exits within a minute after which ``caravan up`` stops restarting a service and stops."""
-
-UP_PIDS = checkout.CACHE / "up.pids"
-"""The processes the running ``caravan up`` started (:func:`record_processes`)."""
-
-PAUSED = checkout.CACHE / "up-paused"
-"""One empty file per service that ``caravan pause`` stopped under ``caravan up``."""
-
-
-def paused(folder: Path | None = None) -> set[str]:
-    """The services paused in ``folder`` (:data:`PAUSED`)."""
-    return {p.name for p in (folder or PAUSED).glob("*") if p.name in SERVICES}
-
-
-def running_up(base: Path = checkout.CACHE / "up") -> bool:
-    """Whether a ``caravan up`` runs from this checkout (it holds :func:`run_alone`'s lock)."""
-    lock = base.with_name(f"{base.name}.lock")
-    if not lock.exists():
-        return False
-    with lock.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 @dataclass

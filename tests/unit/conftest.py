@@ -22,9 +22,9 @@ def caravan(
     (other programs may hold 8080-8084 and 8090) unless a test says so."""
     monkeypatch.setattr(checkout, "use_running_system", lambda: None)
     monkeypatch.setattr(checkout, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "cache" / "up.pids")
+    monkeypatch.setattr(checkout, "UP_PIDS", tmp_path / "cache" / "up.pids")
     monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "cache" / "up.env.json")
-    monkeypatch.setattr(system, "PAUSED", tmp_path / "cache" / "up-paused")
+    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "cache" / "up-paused")
     monkeypatch.setattr(system, "stop_on_signals", lambda: None)
     monkeypatch.setattr(system, "ignore_stop_signals", lambda: None)
     monkeypatch.setattr(system, "port_open", lambda port: False)

@@ -28,16 +28,21 @@ HEAVY = (
 )
 
 
-def test_the_command_line_imports_no_client_nor_service_before_a_command_runs() -> None:
-    script = f"import caravan.cli, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
+def heavy_imported(script: str) -> subprocess.CompletedProcess[str]:
+    """Python running ``script``, which prints what it imported of :data:`HEAVY` last."""
+    printed = f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    return subprocess.run(
+        [sys.executable, "-c", script.format(heavy=printed)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
         timeout=60,
         check=True,
     )
+
+
+def test_the_command_line_imports_no_client_nor_service_before_a_command_runs() -> None:
+    done = heavy_imported("import caravan.cli, sys; {heavy}")
     assert done.stdout.strip() == "[]", done.stdout
 
 
@@ -60,3 +65,18 @@ def test_listing_dead_letters_imports_kafka_s_client_alone() -> None:
     assert "aiokafka" in timed  # what it reads Kafka with: the list below is no empty read
     heavy = ("sqlalchemy", "asyncpg", "faststream", "opentelemetry", "fastapi", "httpx")
     assert sorted({m.split(".")[0] for m in timed} & set(heavy)) == [], said
+
+
+def test_resume_imports_no_client() -> None:
+    """``caravan resume`` (and ``pause``, through the same helpers) reads and writes files in
+    the checkout's ``.cache`` (caravan.checkout): it loaded caravan.system, and with it
+    SQLAlchemy, Alembic and httpx, for a few of them. Here no ``caravan up`` runs, and
+    ``resume`` says so."""
+    done = heavy_imported(
+        "import sys; from caravan import checkout, cli; "
+        "checkout.running_up = lambda: False; sys.argv = ['caravan', 'resume', 'orders']\n"
+        "try: cli.main()\n"
+        "except SystemExit as e: print(e.code, end=' '); {heavy}"
+    )
+    assert "no `caravan up` runs" in done.stderr, done.stderr
+    assert done.stdout.strip() == "1 []", done.stdout

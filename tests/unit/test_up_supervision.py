@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from caravan import cli, system
+from caravan import checkout, cli, system
 from caravan.output import OperatorError
 from tests.unit.conftest import Caravan
 
@@ -99,18 +99,18 @@ def test_ctrl_c_while_a_paused_service_stops_leaves_it_to_caravan_up_to_end(
 def test_pause_and_resume_wait_for_caravan_up_to_do_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(system, "PAUSED", tmp_path / "paused")
-    monkeypatch.setattr(system, "UP_PIDS", tmp_path / "up.pids")
-    monkeypatch.setattr(system, "running_up", lambda: True)
+    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "paused")
+    monkeypatch.setattr(checkout, "UP_PIDS", tmp_path / "up.pids")
+    monkeypatch.setattr(checkout, "running_up", lambda: True)
     keys: dict[str, dict[str, object]] = {"orders": {}, "payments+notifications+platform": {}}
-    system.UP_PIDS.write_text(json.dumps(keys))
+    checkout.UP_PIDS.write_text(json.dumps(keys))
 
     def up_watch() -> None:  # what caravan up's loop does with the markers, a little later
         time.sleep(0.3)
-        if "notifications" in system.paused():
-            system.UP_PIDS.write_text('{"orders": {}}')
+        if "notifications" in checkout.paused():
+            checkout.UP_PIDS.write_text('{"orders": {}}')
         else:
-            system.UP_PIDS.write_text(json.dumps(keys))
+            checkout.UP_PIDS.write_text(json.dumps(keys))
 
     def run(*args: str) -> str:
         """``caravan ARGS`` while caravan up's loop acts on it; what it printed."""
@@ -123,27 +123,27 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
 
     said = run("pause", "notifications")
     assert "paused notifications (and payments, platform, in its process)" in said
-    assert system.paused() == {"notifications"}
+    assert checkout.paused() == {"notifications"}
     said = run("resume", "notifications")
     assert "resumed notifications (payments+notifications+platform)" in said
-    assert system.paused() == set()
+    assert checkout.paused() == set()
 
 
 def test_resume_of_a_service_not_paused_and_pause_of_a_paused_one_say_nothing_changed(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both said "resumed orders (orders)" and "paused orders", exit 0, changing nothing."""
-    monkeypatch.setattr(system, "running_up", lambda: True)
-    system.UP_PIDS.parent.mkdir(parents=True)
-    system.UP_PIDS.write_text('{"orders": {}}')  # it runs
+    monkeypatch.setattr(checkout, "running_up", lambda: True)
+    checkout.UP_PIDS.parent.mkdir(parents=True)
+    checkout.UP_PIDS.write_text('{"orders": {}}')  # it runs
     code, out, err = caravan("resume", "orders")
     assert (code, out + err) == (0, "orders is not paused, nothing changed\n")
-    system.PAUSED.mkdir()
-    (system.PAUSED / "inventory").touch()  # paused: caravan up stopped it
+    checkout.PAUSED.mkdir()
+    (checkout.PAUSED / "inventory").touch()  # paused: caravan up stopped it
     code, out, err = caravan("pause", "inventory")
     said = "inventory is paused already; `caravan resume inventory` starts it again\n"
     assert (code, out + err) == (0, said)
-    assert system.paused() == {"inventory"}
+    assert checkout.paused() == {"inventory"}
 
 
 def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
@@ -151,25 +151,25 @@ def test_pause_refuses_an_unknown_service_and_no_running_caravan_up(
 ) -> None:
     code, out, err = caravan("pause", "shipping")
     assert code == 2 and "none of orders" in out + err
-    monkeypatch.setattr(system, "running_up", lambda: False)
+    monkeypatch.setattr(checkout, "running_up", lambda: False)
     code, out, err = caravan("pause", "orders")
     assert code == 1 and "no `caravan up` runs" in out + err
-    assert system.paused() == set()
+    assert checkout.paused() == set()
 
 
 def test_running_up_is_whether_the_lock_of_caravan_up_is_held(tmp_path: Path) -> None:
     base = tmp_path / "up"
-    assert not system.running_up(base)
+    assert not checkout.running_up(base)
     with system.run_alone(base):
         assert running_elsewhere(base)
-    assert not system.running_up(base)
+    assert not checkout.running_up(base)
 
 
 def running_elsewhere(base: Path) -> bool:
     """``running_up`` asked from another process (a lock is the holder's own to take again)."""
     code = (
-        "from pathlib import Path; from caravan import system; "
-        f"print(system.running_up(Path({str(base)!r})))"
+        "from pathlib import Path; from caravan import checkout; "
+        f"print(checkout.running_up(Path({str(base)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip() == "True"

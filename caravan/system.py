@@ -33,7 +33,7 @@ from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
-from services import SERVICES as SERVICES  # re-exported: the launcher's list
+from services import SERVICES
 from shared.db.migrate import migrations_folder, upgrade
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret

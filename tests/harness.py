@@ -34,6 +34,7 @@ from caravan.checkout import REPO_ROOT
 from caravan.infra.postgres import LocalPostgres
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
+from services import SERVICES
 from shared.api import bearer_headers
 from shared.auth import tokens
 from shared.db import Database
@@ -197,7 +198,7 @@ class System:
 
     def port(self, service: str) -> int:
         """The HTTP port of a service's first instance."""
-        var = system.HTTP_PORT_VARS[system.SERVICES.index(service)]
+        var = system.HTTP_PORT_VARS[SERVICES.index(service)]
         return int(self.procs.env[var])
 
     def api(
@@ -328,7 +329,7 @@ class System:
             yield
         finally:
             await asyncio.to_thread(self.procs.stop)
-            self.procs.processes, self.procs.env = len(system.SERVICES), base
+            self.procs.processes, self.procs.env = len(SERVICES), base
             self.procs.start()
             await asyncio.to_thread(system.wait_ready, self.procs)
 

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caravan.reliability.history import Injected, KafkaRecord
-from caravan.system import SERVICES
+from services import SERVICES
 from shared import days
 from shared.backoff import exponential_step
 from shared.events.envelope import CloudEvent, new_event

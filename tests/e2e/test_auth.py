@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from caravan import system
 from caravan.inventory_cli import app as inventory_cli
 from caravan.ops.dashboard import Dashboard
 from caravan.tokens_cli import dev_token
+from services import SERVICES
 from services.inventory.bootstrap import bootstrap as inventory
 from services.notifications.bootstrap import bootstrap as notifications
 from services.orders.bootstrap import bootstrap as orders
@@ -117,7 +117,7 @@ class World:
                 None,
             ),
             ("orders", "GET", "/ops/stuck-orders"): ("/ops/stuck-orders", None),
-            **{(s, "GET", "/metrics"): ("/metrics", None) for s in system.SERVICES},
+            **{(s, "GET", "/metrics"): ("/metrics", None) for s in SERVICES},
             ("inventory", "GET", "/stock"): ("/stock", None),
             ("inventory", "GET", "/stock/{sku}"): ("/stock/T-PEPPER", None),
             ("inventory", "GET", "/lots/{lot_id}"): (f"/lots/{self.lot}", None),

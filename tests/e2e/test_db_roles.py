@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import db_roles, system
+from services import SERVICES
 from shared.db.migrate import alembic_config, migrations_folder, upgrade
 from tests.e2e.test_saga import RICH, order
 from tests.harness import System, scratch_database
@@ -39,7 +40,7 @@ async def refused(conn: AsyncConnection, statement: str) -> str:
     return str(caught.value.orig)
 
 
-@pytest.mark.parametrize("service", system.SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 async def test_a_service_role_reaches_only_its_own_schema(caravan: System, service: str) -> None:
     async with connected_as(caravan, service) as conn:
         assert await conn.scalar(text("select current_user")) == db_roles.service_role(service)
@@ -50,7 +51,7 @@ async def test_a_service_role_reaches_only_its_own_schema(caravan: System, servi
         )
         await conn.rollback()
         # everyone else's tables, and the operations schema: permission denied
-        for other in [s for s in system.SERVICES if s != service] + ["ops"]:
+        for other in [s for s in SERVICES if s != service] + ["ops"]:
             table = "ops.actions" if other == "ops" else f"{other}.outbox"
             error = await refused(conn, f"select * from {table} limit 1")
             assert f"permission denied for schema {other}" in error, error
@@ -83,10 +84,10 @@ async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(
 ) -> None:
     owners = await caravan.sql(
         "select distinct schemaname, tableowner from pg_tables where schemaname = any(:s)",
-        s=[*system.SERVICES, "ops"],
+        s=[*SERVICES, "ops"],
     )
     assert {owner for _schema, owner in owners} == {db_roles.OWNER}
-    assert {schema for schema, _owner in owners} == {*system.SERVICES, "ops"}
+    assert {schema for schema, _owner in owners} == {*SERVICES, "ops"}
     # The running service processes are connected, each as its own role only.
     req = order(RICH, {"T-PEPPER": 1})
     await caravan.request(req)
@@ -99,7 +100,7 @@ async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(
     users: dict[str, set[str]] = {}
     for app, user in sessions:
         users.setdefault(app.removeprefix("caravan-"), set()).add(user)
-    for service in system.SERVICES:
+    for service in SERVICES:
         assert users.get(service) == {db_roles.service_role(service)}, sessions
 
 
@@ -114,7 +115,7 @@ async def test_the_local_cluster_is_reached_over_its_socket_and_trusts_nobody(
         "select application_name, client_addr::text from pg_stat_activity"
         " where application_name like 'caravan-%'"
     )
-    assert {app.removeprefix("caravan-") for app, _ in sessions} >= set(system.SERVICES)
+    assert {app.removeprefix("caravan-") for app, _ in sessions} >= set(SERVICES)
     assert all(addr is None for _, addr in sessions), sessions  # None: a unix socket
     rules = await caravan.sql(
         "select type, user_name, auth_method from pg_hba_file_rules order by line_number"
@@ -146,7 +147,7 @@ async def test_shared_schemas_are_granted_as_listed_including_later_tables(
     schema = "auth_probe"
     monkeypatch.setattr(db_roles, "SHARED_SCHEMAS", {schema: "SELECT, INSERT"})
     admin = caravan.infra.database_url
-    urls = {s: db_roles.service_database_url(admin, s) for s in system.SERVICES}
+    urls = {s: db_roles.service_database_url(admin, s) for s in SERVICES}
     owner_ddl = f"set local role {db_roles.OWNER}; create schema {schema}; "
     await _admin_sql(admin, owner_ddl + f"create table {schema}.early (id serial, v int)")
     try:

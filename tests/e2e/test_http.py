@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
 
-from caravan.system import SERVICES
+from services import SERVICES
 from services.orders.entrypoints.subscribers import subscriptions
 from shared.http import PROBLEM
 from shared.topics import Topic

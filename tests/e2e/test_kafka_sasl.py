@@ -18,6 +18,7 @@ from caravan.checkout import CACHE
 from caravan.infra.kafka import LocalKafka, Scram
 from caravan.seeding import load
 from caravan.tokens_cli import issue_token
+from services import SERVICES
 from shared.auth.scopes import SCOPES
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
@@ -182,7 +183,7 @@ async def test_the_services_run_an_order_to_confirmation_each_as_its_own_princip
     )
     assert sms[0].data["to"] in {RICH.phone, "+8613000009001"}
     # Each service process runs with its own principal and database role, and nobody else's.
-    for name in system.SERVICES:
+    for name in SERVICES:
         env = process_env(caravan.procs.procs[name].pid)
         assert env["CARAVAN_KAFKA_USERNAME"] == kafka_acls.principal(name)
         assert env["CARAVAN_KAFKA_PASSWORD"] == scram.users[kafka_acls.principal(name)]

@@ -20,6 +20,7 @@ from sqlalchemy.sql import ClauseElement
 
 from caravan import system
 from caravan.checkout import REPO_ROOT
+from services import SERVICES
 from services.inventory.adapters.repository import _LOTS, _SEASONS
 from services.inventory.adapters.tables import metadata as inventory
 from services.inventory.bootstrap import bootstrap as bootstrap_inventory
@@ -357,7 +358,7 @@ async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
     env |= {
         "DATABASE_URL": url,
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        system.HTTP_PORT_VARS[system.SERVICES.index(service)]: str(free_port()),
+        system.HTTP_PORT_VARS[SERVICES.index(service)]: str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     return await asyncio.create_subprocess_exec(

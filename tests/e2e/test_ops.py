@@ -25,6 +25,7 @@ from caravan import system
 from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.replay import replay
+from services import SERVICES
 from services.notifications.dispatch import sms_by_status
 from services.orders.entrypoints.ops import orders_by_status
 from services.payments.prepaid import payments_by_status
@@ -118,7 +119,7 @@ async def settled(
     to publish, none of their texts left to send, and the same snapshot a second apart."""
     unfinished = " + ".join(
         f"(select count(*) from {schema}.outbox where sent_at is null and key = any(:keys))"
-        for schema in system.SERVICES  # each service's tables are in a schema of its name
+        for schema in SERVICES  # each service's tables are in a schema of its name
     )
     unfinished += (
         " + (select count(*) from notifications.sms"
@@ -271,7 +272,7 @@ async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) 
         await caravan.outcome(order_ids[-1])
     # The last stock.sold and sms.sent come after order.confirmed, each in its own time.
     before = await settled(caravan, order_ids)
-    await asyncio.to_thread(caravan.procs.stop, list(system.SERVICES))
+    await asyncio.to_thread(caravan.procs.stop, list(SERVICES))
     try:
         for group, topics in consumed(caravan).items():
             for topic in topics:
@@ -540,19 +541,19 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
             90,
             every=1,
             ready=lambda seen: (
-                len(seen.get("consumed", {})) == len(system.SERVICES)
+                len(seen.get("consumed", {})) == len(SERVICES)
                 and seen.get("orders")
                 and seen.get("dead_letters")
                 and seen.get("platform_problems")
             ),
         )
-        assert set(snap["consumed"]) == set(system.SERVICES), snap
+        assert set(snap["consumed"]) == set(SERVICES), snap
         assert snap["down"] == []
         assert snap["orders"]["confirmed"] >= 1
         assert "orders.requests.v1.dlq" in snap["dead_letters"]
         page = await caravan.client.get(f"http://127.0.0.1:{port}/")
         assert "Orders by status" in page.text and "Dead letters" in page.text
-        assert set(snap["health"]) == set(system.SERVICES), snap["health"]
+        assert set(snap["health"]) == set(SERVICES), snap["health"]
         assert {"database", "kafka", "consumer", "relay"} <= set(snap["checks"]["orders"])
         assert set(snap["platform_problems"]) == set(get_args(ProblemKind)), snap
         assert "<td><code>GET /platform/problems</code></td>" in page.text

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from caravan.demo import run_platform_demo
-from caravan.system import SERVICES, simulator
+from caravan.system import simulator
+from services import SERVICES
 from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from caravan import system
+from services import SERVICES
 from shared.topics import Topic
 from tests.e2e.test_saga import order
 from tests.e2e.test_tracing import spans
@@ -43,7 +43,7 @@ def consumption(page: str) -> dict[str, float]:
 async def pages(caravan: System) -> dict[str, dict[str, float]]:
     """What each service's port shows of consumption, per service."""
     shown = {}
-    for service in system.SERVICES:
+    for service in SERVICES:
         async with caravan.api(service) as client:
             shown[service] = consumption((await client.get("/metrics")).text)
     return shown
@@ -53,14 +53,14 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
     caravan: System, in_two_processes: Path
 ) -> None:
     assert list(caravan.procs.procs) == list(HOSTS)
-    assert caravan.procs.services() == list(system.SERVICES)
+    assert caravan.procs.services() == list(SERVICES)
 
     # Each process holds its services' database URLs and nobody else's, and no admin login.
     for key, hosted in HOSTS.items():
         env = process_env(caravan.procs.procs[key].pid)
         assert "DATABASE_URL" not in env
         urls = {k.removeprefix("CARAVAN_DATABASE_URL_").lower() for k in env}
-        assert urls & set(system.SERVICES) == set(hosted)
+        assert urls & set(SERVICES) == set(hosted)
 
     req = order()
     await caravan.request(req)
@@ -75,7 +75,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         ready=lambda shown: all(shown.values()),
     )
     assert {name: set(seen) for name, seen in shown.items()} == {
-        service: {service} for service in system.SERVICES
+        service: {service} for service in SERVICES
     }
 
     # So the operations page, which reads one port per service, counts each service's
@@ -96,7 +96,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
     assert snap["down"] == []
 
     # Each service's spans name it, in a file of its own; the order's trace spans all five.
-    expected = {f"caravan-{service}" for service in system.SERVICES}
+    expected = {f"caravan-{service}" for service in SERVICES}
 
     def order_traced() -> set[object]:
         found = spans(in_two_processes)
@@ -104,7 +104,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         return {s["service"] for s in found if s["trace_id"] in ours}
 
     await caravan.until(order_traced, "spans of all five", ready=lambda named: named == expected)
-    for service in system.SERVICES:  # HTTP spans too: wait_ready asked each for /healthz
+    for service in SERVICES:  # HTTP spans too: wait_ready asked each for /healthz
         own = spans(in_two_processes, service)
         assert {s["service"] for s in own} == {f"caravan-{service}"}
         assert "GET /healthz" in {s["name"] for s in own}

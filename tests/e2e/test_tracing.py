@@ -10,6 +10,7 @@ from aiokafka import ConsumerRecord
 
 from caravan import system
 from caravan.ops import dlq as ops_dlq
+from services import SERVICES
 from shared.topics import Topic
 from tests.e2e.test_saga import invalid_request, order
 from tests.harness import System, ref
@@ -25,7 +26,7 @@ def spans(trace_dir: Path, service: str = "*") -> list[dict[str, object]]:
 
 async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path: Path) -> None:
     trace_dir = tmp_path / "traces"
-    await caravan.restart(system.SERVICES, CARAVAN_TRACE_DIR=str(trace_dir))
+    await caravan.restart(SERVICES, CARAVAN_TRACE_DIR=str(trace_dir))
     try:
         # Prepaid: the charge is made later by the gateway loop, which continues the trace.
         req = order()
@@ -106,7 +107,7 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
         written = "".join(p.read_text() for p in trace_dir.glob("*.jsonl"))
         assert phone not in written and order_id not in {str(s["name"]) for s in spans(trace_dir)}
     finally:
-        await caravan.restart(system.SERVICES)
+        await caravan.restart(SERVICES)
         await asyncio.sleep(0)
 
 

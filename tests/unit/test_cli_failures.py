@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from caravan import checkout, seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
+from services import SERVICES
 from shared.messaging import admin, kafka_admin
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
@@ -243,7 +244,7 @@ def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[st
         return admin.Topics(1, {}, {})
 
     def start(
-        procs: system.ServiceProcesses, names: tuple[str, ...] = system.SERVICES, instance: int = 1
+        procs: system.ServiceProcesses, names: tuple[str, ...] = SERVICES, instance: int = 1
     ) -> None:
         procs.procs.update({name: process() for name in names})  # type: ignore[misc]
 
@@ -278,7 +279,7 @@ def test_a_service_that_exits_under_caravan_up_ends_it_in_one_line_after_stoppin
         "for good": "service orders exited 5 times within a minute (the last with 1); see ",
     }[when]
     assert code == 1 and one_line(err).startswith(said), err
-    assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
+    assert stopped == [*SERVICES, "brokers"] and out.endswith("stopped\n"), out
 
 
 def test_services_that_never_answer_end_caravan_up_in_one_line_naming_their_logs(
@@ -289,10 +290,10 @@ def test_services_that_never_answer_end_caravan_up_in_one_line_naming_their_logs
 
     code, out, err = caravan("up")
     said = one_line(err)
-    names = ", ".join(system.SERVICES)
+    names = ", ".join(SERVICES)
     assert code == 1 and said.startswith(f"{names} did not answer /healthz within 1s; see "), said
     assert str(checkout.CACHE / "logs" / "orders.log") in said  # the fixture moved CACHE
-    assert stopped == [*system.SERVICES, "brokers"] and out.endswith("stopped\n"), out
+    assert stopped == [*SERVICES, "brokers"] and out.endswith("stopped\n"), out
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from caravan import db_roles, kafka_acls, system
 from caravan.kafka_acls import Operation, Resource
 from caravan.output import OperatorError
+from services import SERVICES
 from shared.kafka_security import broker_security, client_kwargs
 from shared.settings import Settings, service_settings
 
@@ -167,7 +168,7 @@ def test_each_service_principal_gets_exactly_its_documented_acls() -> None:
     writes = {a.name for a in kafka_acls.acls("platform") if a.operation == Operation.WRITE}
     assert writes == {"platform.events.v1", "orders.events.v1.dlq"}
     assert {a.principal for a in kafka_acls.acls("orders")} == {"User:caravan-orders"}
-    assert set(kafka_acls.access()) == set(system.SERVICES)
+    assert set(kafka_acls.access()) == set(SERVICES)
     assert kafka_acls.acls("no-such-service") == []
 
 
@@ -244,17 +245,17 @@ def test_a_process_hosting_several_services_gets_theirs_and_nobody_elses(
 
 
 def test_process_groups_split_the_services_in_saga_order() -> None:
-    assert system.process_groups(system.SERVICES, 5) == [(s,) for s in system.SERVICES]
-    assert system.process_groups(system.SERVICES, 2) == [
+    assert system.process_groups(SERVICES, 5) == [(s,) for s in SERVICES]
+    assert system.process_groups(SERVICES, 2) == [
         ("orders", "inventory"),
         ("payments", "notifications", "platform"),
     ]
-    assert system.process_groups(system.SERVICES, 3) == [
+    assert system.process_groups(SERVICES, 3) == [
         ("orders",),
         ("inventory", "payments"),
         ("notifications", "platform"),
     ]
-    assert system.process_groups(system.SERVICES, 1) == [system.SERVICES]
+    assert system.process_groups(SERVICES, 1) == [SERVICES]
     assert system.process_groups(("inventory",), 2) == [("inventory",)]
 
 
@@ -264,7 +265,7 @@ async def test_prepare_refuses_development_role_passwords_in_production(
     settings = Settings(environment="production", DATABASE_URL=REAL_DB)
     with pytest.raises(OperatorError, match="orders, inventory, payments, notifications"):
         await system.prepare("127.0.0.1:1", REAL_DB, settings=settings)  # before connecting
-    for name in system.SERVICES:
+    for name in SERVICES:
         url = f"postgresql://caravan_{name}:{name}-real-secret@db.internal:5432/caravan"
         monkeypatch.setenv(f"CARAVAN_DATABASE_URL_{name.upper()}", url)
     monkeypatch.setenv("CARAVAN_DATABASE_URL_PAYMENTS", REAL_DB.replace("Xy7", "caravan-dev-x"))

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from caravan import checkout, cli, system
 from caravan.output import OperatorError
+from services import SERVICES
 from tests.unit.conftest import Caravan
 
 
@@ -33,13 +34,13 @@ def test_a_service_that_keeps_exiting_stops_caravan_up_instead_of_starting_for_e
     procs = system.ServiceProcesses({}, tmp_path)
     started: list[tuple[str, ...]] = []
 
-    def start(names: tuple[str, ...] = system.SERVICES, instance: int = 1) -> None:
+    def start(names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         started.append(names)
         for name in names:
             procs.procs[name] = Exited(1)  # type: ignore[assignment]
 
     monkeypatch.setattr(procs, "start", start)
-    for name in system.SERVICES:
+    for name in SERVICES:
         procs.procs[name] = Exited(0) if name == "orders" else _Running()  # type: ignore[assignment]
     for second in range(system.MAX_EXITS - 1):
         said = procs.supervise(set(), now=100.0 + second)

@@ -5,6 +5,8 @@ the whole of it."""
 import re
 from pathlib import Path
 
+from caravan.output import shortened
+
 _ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\bFATAL:|^Caused by:")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -16,7 +18,7 @@ def error_line(output: str, first: bool = False, chars: int = 200, otherwise: st
     found = [line for line in lines if _ERROR.search(line)]
     last = [line.strip() for line in otherwise.splitlines() if line.strip()][-1:]
     said = (found[0] if first else found[-1]) if found else (last or [NOTHING])[0]
-    return said if len(said) <= chars else said[: chars - 1] + "…"
+    return shortened(said, chars)
 
 
 NOTHING = "its output says nothing of why"

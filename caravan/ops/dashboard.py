@@ -157,6 +157,14 @@ def _marked(kind: str, said: str) -> str:
     return f"<td class='{kind}'>{html.escape(said)}</td>"
 
 
+# The Services table's state and its mark, by what /healthz said; any other answer (none in
+# time, not its JSON) is "health unknown", marked degraded, not "up".
+_STATES = {
+    "ok": ("up", ""),
+    "degraded": ("degraded", "degraded"),
+    "unhealthy": ("unhealthy", "down"),
+}
+
 FIGURES_STALE_AFTER = 20.0
 """Seconds after which a service's sampled figures are shown as old (it samples every 5)."""
 
@@ -417,10 +425,10 @@ class Dashboard:
 
     def service_row(self, snap: Snapshot, service: str) -> str:
         """A service's row of the Services table: its state (up, or degraded or unhealthy as
-        its ``/healthz`` says, down, refusing the page's token) and its figures: none where
-        its ``/metrics`` was not read, marked stale, with since when, where the service has
-        not sampled them for a few of its rounds (its Kafka or its database away: the
-        gauges stay as they last were)."""
+        its ``/healthz`` says, health unknown where it gave no answer, down, refusing the
+        page's token) and its figures: none where its ``/metrics`` was not read, marked
+        stale, with since when, where the service has not sampled them for a few of its
+        rounds (its Kafka or its database away: the gauges stay as they last were)."""
         name = f"<td>{service}</td>"
         if service in snap.refused:
             said = (
@@ -431,9 +439,7 @@ class Dashboard:
             return f"<tr>{name}<td>{said}</td>{NO_FIGURES}</tr>"
         if service in snap.down:
             return f"<tr>{name}<td class='down'>down</td>{NO_FIGURES}</tr>"
-        health = snap.health.get(service, "")
-        kind = {"degraded": "degraded", "unhealthy": "down"}.get(health, "")
-        said = health if kind else "up"
+        said, kind = _STATES.get(snap.health.get(service, "ok"), ("health unknown", "degraded"))
         observed = snap.observed.get(service)
         stale, cells = "stale", NO_FIGURES
         if service in snap.unavailable:

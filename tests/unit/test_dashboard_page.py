@@ -427,8 +427,8 @@ async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
     )
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/metrics":
-            return httpx.Response(200, text="{}")
+        if request.url.path != "/metrics":  # its /healthz
+            return httpx.Response(200, json=HEALTHY)
         return httpx.Response(
             200, text=platform if request.url.port == settings.platform_http_port else ""
         )
@@ -477,6 +477,34 @@ async def test_the_services_table_says_what_healthz_says_not_up(no_kafka: None) 
     assert "<tr><td>notifications</td><td>up</td><td>0</td>" in text
 
 
+async def test_a_service_whose_healthz_gives_no_answer_is_not_up(no_kafka: None) -> None:
+    """A service whose /healthz gave no answer (a timeout, a page that is not its JSON)
+    while its /metrics did was "up" in the Services table, the Health table under it
+    saying "no answer": its health is unknown, and the table says so, marked."""
+    settings = Settings(token="cvn_" + "u" * 43)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        service = service_of(settings, request)
+        if request.url.path == "/healthz" and service == "inventory":
+            raise httpx.ReadTimeout("no answer in time", request=request)
+        if request.url.path == "/healthz" and service == "payments":
+            return httpx.Response(502, text="<html>Bad Gateway</html>")
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json=HEALTHY)
+        return httpx.Response(200, text=observed(settings, request))
+
+    _, text = await sampled(settings, answer)
+    assert "<tr><td>orders</td><td>up</td><td>0</td>" in text
+    for service in ("inventory", "payments"):
+        row = f"<tr><td>{service}</td><td class='degraded'>health unknown</td><td>0</td>"
+        assert row in text, text
+    assert "<tr><td>inventory</td><td class='down'>no answer (ReadTimeout)</td>" in text
+
+
+HEALTHY = {"status": "ok", "checks": {"database": "ok", "kafka": "ok"}}
+"""A /healthz that says all is well: without it a service's health is unknown."""
+
+
 async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
     no_kafka: None,
 ) -> None:
@@ -488,8 +516,8 @@ async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/ops/stuck-orders":
             return httpx.Response(200, text=proxy, headers={"content-type": "text/html"})
-        if request.url.path != "/metrics":
-            return httpx.Response(200, text="{}")
+        if request.url.path != "/metrics":  # its /healthz
+            return httpx.Response(200, json=HEALTHY)
         if request.url.port == settings.payments_http_port:
             return httpx.Response(200, text=proxy, headers={"content-type": "text/html"})
         return httpx.Response(200, text=observed(settings, request) + ORDERS_METRICS)
@@ -527,8 +555,8 @@ async def test_events_parked_until_their_order_placed_are_shown_per_service(
     settings = Settings(token="cvn_" + "k" * 43)
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/metrics":
-            return httpx.Response(200, text="{}")
+        if request.url.path != "/metrics":  # its /healthz
+            return httpx.Response(200, json=HEALTHY)
         metrics = observed(settings, request)
         if request.url.port == settings.notifications_http_port:
             metrics += (

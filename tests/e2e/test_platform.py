@@ -307,6 +307,17 @@ async def _applied(sim: httpx.AsyncClient, order_ref: str) -> list[dict[str, Any
     return found
 
 
+async def placed_and_told(caravan: System, platform: Platform, order_ref: str, outcome: str) -> str:
+    """Push the platform order ``order_ref`` (accepted), see it placed once and come to
+    ``outcome`` (its event type), and the status callback telling the platform applied
+    there: the order's id, for a test of what the platform pushes next."""
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    assert (await caravan.outcome(order_id)).type == outcome
+    await until(lambda: _applied(platform.sim, order_ref), f"{outcome}'s callback", every=0.2)
+    return order_id
+
+
 async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     caravan: System, platform: Platform
 ) -> None:
@@ -541,10 +552,7 @@ async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_
     ``ignored``, counted, as the platform's cancellation of an order we cancelled first is;
     and for an order never placed (an unmapped SKU) there is nothing left to place either."""
     order_ref = await new_order(platform.sim, {"ALI-FIG": 1}, status="WAIT_SELLER_SEND_GOODS")
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
-    order_id = await placed_once(caravan, order_ref)
-    assert (await caravan.outcome(order_id)).type == "order.cancelled"
-    await until(lambda: _applied(platform.sim, order_ref), "the cancellation's callback", every=0.2)
+    await placed_and_told(caravan, platform, order_ref, "order.cancelled")
     ignored = {"app": APP, "outcome": "ignored"}
     before = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
     await new_order(platform.sim, {"ALI-FIG": 1}, status="TRADE_CLOSED", order_id=order_ref)
@@ -565,10 +573,7 @@ async def test_a_trade_closed_after_we_confirmed_the_order_is_a_problem_naming_i
     """Closed on the platform after payment (TRADE_CLOSED) although confirmed here: the buyer's
     money may have gone back after we shipped, a sale for operations to settle by hand."""
     order_ref = await new_order(platform.sim, status="WAIT_SELLER_SEND_GOODS")
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
-    order_id = await placed_once(caravan, order_ref)
-    assert (await caravan.outcome(order_id)).type == "order.confirmed"
-    await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
+    order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
     await new_order(platform.sim, status="TRADE_CLOSED", order_id=order_ref)
     report = await push(platform.sim, order_ref, kind="notice")
     assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
@@ -608,10 +613,7 @@ async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem
     status that is no step of fulfilment (refunding) is a problem naming our order, which a
     later push does not close."""
     order_ref = await new_order(platform.sim)
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
-    order_id = await placed_once(caravan, order_ref)
-    assert (await caravan.outcome(order_id)).type == "order.confirmed"
-    await until(lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2)
+    order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
     ignored = {"app": APP, "outcome": "ignored"}
     before = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
     emitted = "select count(*) from platform.outbox where convert_from(key, 'UTF8') = :k"

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
+from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
 
@@ -20,6 +21,9 @@ AUTH_FAILURES = Counter(
     "Refused HTTP calls: missing, malformed, unknown or revoked token, wrong scope, throttled",
     ["reason"],
 )
+REFUSALS = ("missing", "malformed", "unknown", "revoked", "scope", "throttled")
+"""The ``reason`` of every refusal :func:`shared.http.authorize_token` makes (notifications'
+receipts add ``receipts_secret``)."""
 
 MAX_TRACKED = 10_000  # client addresses / cached tokens kept before the oldest are dropped
 
@@ -90,6 +94,7 @@ class Guard:
         self.engine = engine
         self.cache = TokenCache(cache_seconds)
         self.limiter = limiter
+        start_at_zero(AUTH_FAILURES, REFUSALS)  # the first refusal of each is an increase
 
     async def lookup(self, token: str) -> Lookup:
         key = tokens.digest(token)

@@ -2,8 +2,10 @@
 and the token cache (with a fake clock)."""
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.auth.guard import FailureLimiter, TokenCache
+from shared.auth.guard import REFUSALS, FailureLimiter, Guard, TokenCache
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import (
     PREFIX,
@@ -74,3 +76,15 @@ def test_the_cache_keeps_verdicts_for_ttl_but_never_guesses() -> None:
     clock.now += 2.0
     assert cache.get("k") is None
     assert TokenCache(0, clock).get("k") is None
+
+
+def test_every_refusal_is_counted_from_zero() -> None:
+    """``caravan_auth_failures_total`` shows each reason at 0 once a service checks tokens, so
+    that ``increase()`` (infra/prometheus/alerts.yml's CaravanAuthFailures) sees the first
+    refusal of each: a series first seen at 1 has no increase."""
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # not used
+    Guard(engine, 1.0, FailureLimiter(10, 60.0))
+    counted = {
+        r: REGISTRY.get_sample_value("caravan_auth_failures_total", {"reason": r}) for r in REFUSALS
+    }
+    assert None not in counted.values(), counted

@@ -17,9 +17,11 @@ from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.adapters.tables import opt_outs
 from services.notifications.dispatch import apply_receipt
 from shared.auth import audit
+from shared.auth.guard import AUTH_FAILURES
 from shared.auth.tokens import Principal
 from shared.http import BAD_INPUT, BEARER, problem, problem_responses, refused_body, require
 from shared.messaging.uow import UnitOfWork
+from shared.metrics import start_at_zero
 from shared.phones import E164
 
 Writer = Annotated[Principal, require("notifications:write")]
@@ -35,6 +37,8 @@ RECEIPTS = {
 
 
 def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secret: str) -> None:
+    start_at_zero(AUTH_FAILURES, ["receipts_secret"])
+
     @app.post(
         "/sms/receipts",
         tags=["sms"],

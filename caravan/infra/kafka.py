@@ -63,7 +63,7 @@ def ensure_jars(repo_root: Path) -> Path:
     if jar.exists():
         return libs
     libs.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(libs.parent / ".lock"):
+    with file_lock(libs.parent / ".lock"):
         if jar.exists():  # another process fetched them while we waited
             return libs
         mvn = shutil.which("mvn")
@@ -242,7 +242,7 @@ class LocalKafka:
         """Start every node that is not already running; return the bootstrap servers."""
         libs = ensure_jars(self.repo_root)
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.base_dir / ".lock"):
+        with file_lock(self.base_dir / ".lock"):
             layout = self._layout()
             for node in self._nodes:
                 self._write_config(node)
@@ -565,7 +565,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (serialises concurrent launchers)."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

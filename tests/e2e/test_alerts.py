@@ -1,0 +1,159 @@
+"""The alerting rules of ``infra/prometheus/`` against the running services: every series
+they read is served, and a real Prometheus, scraping the services as the example
+configuration does, fires an alert when what it watches happens."""
+
+import asyncio
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from caravan.checkout import REPO_ROOT
+from caravan.infra.prometheus import ensure_prometheus
+from services import SERVICES
+from shared.topics import Topic
+from tests.harness import System, free_port, until
+
+RULES = REPO_ROOT / "infra" / "prometheus"
+EXPRESSIONS = re.findall(r"^\s+expr: (.+)$", (RULES / "alerts.yml").read_text(), re.M)
+
+
+async def served(caravan: System) -> dict[str, list[dict[str, str]]]:
+    """Every sample's labels, by sample name, of every service's ``/metrics``."""
+    samples: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for service in SERVICES:
+        async with caravan.api(service) as client:
+            page = (await client.get("/metrics")).text
+        for family in text_string_to_metric_families(page):
+            for sample in family.samples:
+                samples[sample.name].append(sample.labels)
+    return samples
+
+
+async def test_every_series_an_alert_reads_is_served_with_its_labels(caravan: System) -> None:
+    """A metric renamed, or a label or status an alert matches on dropped, would leave its
+    alert silent for ever: each name, each label it groups by and each value it matches is
+    in some service's ``/metrics``."""
+    samples = await served(caravan)
+    checked = 0
+    for expr in EXPRESSIONS:
+        names = re.findall(r"\b(caravan_\w+)", expr)
+        grouped = [
+            label.strip()
+            for group in re.findall(r"by \(([^)]*)\)", expr)
+            for label in group.split(",")
+        ]
+        for name in names:
+            assert samples.get(name), f"{name} ({expr}) is served by no service"
+            for label in grouped:
+                assert all(label in s for s in samples[name]), f"{name} has no label {label}"
+            matched = re.search(rf"{name}\{{([^}}]*)\}}", expr)
+            for label, value in re.findall(r'(\w+)="([^"]*)"', matched.group(1) if matched else ""):
+                assert any(s.get(label) == value for s in samples[name]), (name, label, value)
+            checked += 1
+    assert checked >= len(EXPRESSIONS) - 1  # all but `up`, Prometheus's own
+
+
+@asynccontextmanager
+async def prometheus(caravan: System, folder: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A Prometheus loading alerts.yml and scraping the services every second, with a token of
+    the scope ``metrics`` (as infra/prometheus/prometheus.yml does); a client of its API."""
+    token = await caravan.issue_token(f"prometheus-{uuid.uuid4().hex[:8]}", "metrics")
+    (folder / "prometheus.token").write_text(token + "\n")
+    targets = ", ".join(f'"127.0.0.1:{caravan.port(s)}"' for s in SERVICES)
+    config = (RULES / "prometheus.yml").read_text()
+    config = config.replace("scrape_interval: 15s", "scrape_interval: 1s")
+    config = config.replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+    config = config.replace("  - alerts.yml", f"  - {RULES / 'alerts.yml'}")
+    config = re.sub(
+        r"      - targets:\n(          - .*\n)+", f"      - targets: [{targets}]\n", config
+    )
+    (folder / "prometheus.yml").write_text(config)
+    port = free_port()
+    binary = ensure_prometheus(REPO_ROOT) / "prometheus"
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=(folder / "prometheus.log").open("w"),
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as api:
+            yield api
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def ask(api: httpx.AsyncClient, path: str, **params: str) -> Any:
+    try:
+        answer = await api.get(path, params=params)
+    except httpx.TransportError:
+        return None  # not listening yet
+    return answer.json()["data"] if answer.status_code == 200 else None
+
+
+async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered(
+    caravan: System, tmp_path: Path
+) -> None:
+    """Prometheus scrapes every service with the example configuration's token (each target
+    up), sees the counter of dead letters of ``orders.requests.v1`` at its value, and once a
+    record that is not JSON is dead-lettered, fires ``CaravanDeadLetters`` naming the
+    service, the topic and the error."""
+    letters = 'caravan_dead_letters_total{topic="orders.requests.v1", error="not_json"}'
+
+    def firing(alerts: Any) -> list[dict[str, str]]:
+        return [
+            a["labels"]
+            for a in (alerts or {}).get("alerts", [])
+            if a["labels"]["alertname"] == "CaravanDeadLetters"
+            and a["labels"].get("error") == "not_json"
+            and a["state"] == "firing"
+        ]
+
+    async with prometheus(caravan, tmp_path) as api:
+        targets = await until(
+            lambda: ask(api, "/api/v1/targets"),
+            "every service scraped",
+            timeout=30,
+            every=0.5,
+            ready=lambda t: (
+                t
+                and len(t["activeTargets"]) == len(SERVICES)
+                and all(target["health"] == "up" for target in t["activeTargets"])
+            ),
+        )
+        assert {t["labels"]["job"] for t in targets["activeTargets"]} == {"caravan"}
+        await until(
+            lambda: ask(api, "/api/v1/query", query=f"count_over_time({letters}[1m]) >= 2"),
+            "two scrapes of the dead letters' counter",
+            timeout=30,
+            every=0.5,
+            ready=lambda data: data and data["result"],
+        )
+        assert firing(await ask(api, "/api/v1/alerts")) == []
+
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", uuid.uuid4().bytes)
+        alerts = await until(
+            lambda: ask(api, "/api/v1/alerts"),
+            "CaravanDeadLetters firing",
+            timeout=30,
+            every=0.5,
+            ready=firing,
+        )
+    (alert,) = firing(alerts)
+    assert alert == {
+        "alertname": "CaravanDeadLetters",
+        "severity": "warning",
+        "service": "orders",
+        "topic": "orders.requests.v1",
+        "error": "not_json",
+    }

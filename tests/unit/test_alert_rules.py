@@ -1,0 +1,56 @@
+"""The alerting rules of ``infra/prometheus/``, checked and unit-tested by promtool itself
+(Debian's Prometheus, fetched once: ``caravan.infra.prometheus``)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from caravan.checkout import REPO_ROOT
+from caravan.infra.prometheus import ensure_prometheus
+
+RULES = REPO_ROOT / "infra" / "prometheus"
+ALERTS = re.findall(r"^\s+- alert: (\w+)$", (RULES / "alerts.yml").read_text(), re.M)
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    return ensure_prometheus(REPO_ROOT) / "promtool"
+
+
+def run(*command: str | Path) -> str:
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_the_rules_are_valid_promql(promtool: Path) -> None:
+    said = run(promtool, "check", "rules", RULES / "alerts.yml")
+    assert f"SUCCESS: {len(ALERTS)} rules found" in said, said
+
+
+def test_each_alert_fires_when_and_only_when_its_tests_say(promtool: Path) -> None:
+    assert "SUCCESS" in run(promtool, "test", "rules", RULES / "alerts_test.yml")
+
+
+def test_every_alert_is_tested_firing() -> None:
+    """Each rule of alerts.yml is expected to fire somewhere in alerts_test.yml (a rule
+    without a test could never be seen to fire, its template never rendered)."""
+    alerts = set(ALERTS)
+    tests = (RULES / "alerts_test.yml").read_text()
+    fired = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:\n\s+- exp_labels", tests))
+    assert alerts and fired == alerts, sorted(alerts ^ fired)
+
+
+def test_the_example_configuration_loads(promtool: Path, tmp_path: Path) -> None:
+    """infra/prometheus/prometheus.yml, beside the token file it names, as Prometheus would
+    load it (scrape targets, the token, the rules)."""
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(RULES / name, tmp_path / name)
+    (tmp_path / "prometheus.token").write_text("a-token\n")
+    said = run(promtool, "check", "config", tmp_path / "prometheus.yml")
+    assert (
+        "SUCCESS: 1 rule files found" in said and f"SUCCESS: {len(ALERTS)} rules found" in said
+    ), said

@@ -729,6 +729,12 @@ def dlq_redrive(
     topic: TopicOpt = None,
     error: ErrorOpt = None,
     since: SinceOpt = None,
+    all_letters: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="every dead letter, when no id, --topic, --error or --since chooses"
+        ),
+    ] = False,
     value_file: Annotated[
         Path | None, typer.Option(help="a fixed value to send instead (one dead letter only)")
     ] = None,
@@ -738,8 +744,16 @@ def dlq_redrive(
     ] = False,
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the
-    consumer group that dead-lettered it. A letter redriven before is left out (--again)."""
+    consumer group that dead-lettered it. A letter redriven before is left out (--again).
+    With nothing chosen (no id, --topic, --error or --since) it takes --all, or --dry-run to
+    see them."""
     value = _read(value_file) if value_file else None
+    chose = bool(ref) or topic is not None or error is not None or since is not None
+    if not (chose or all_letters or dry_run):
+        raise typer.BadParameter(
+            "choose the dead letters to send back (ids from `caravan dlq list`, --topic,"
+            " --error or --since), or say --all for every one (--dry-run shows them)"
+        )
     letters = _letters(topic, error, since, ref or None)
     missing = sorted(set(ref or ()) - {d.ref for d in letters})
     if not letters or missing:

@@ -350,6 +350,29 @@ def test_caravan_up_on_a_port_another_program_holds_names_the_port(
         assert f"{held_port} (inventory)" in said and stopped == ["brokers"], said
 
 
+def test_a_redrive_that_chooses_nothing_sends_nothing_without_all(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare ``caravan dlq redrive`` sent every dead letter back: an operator who meant to
+    look first, or forgot the id, redrove them all. It now says how to choose, and reads
+    nothing; ``--all`` (and a dry run) still take every one."""
+    read: list[str] = []
+
+    async def letters(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        read.append(bootstrap)
+        return []
+
+    monkeypatch.setattr(ops_dlq, "read", letters)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("COLUMNS", "300")
+    code, _, err = caravan("dlq", "redrive")
+    assert code == 2 and "or say --all for every one" in err and read == [], err
+    for chosen in (["--all"], ["--dry-run"], ["--topic", "orders.requests.v1"]):
+        code, _, err = caravan("dlq", "redrive", *chosen)
+        assert code == 2 and "no dead letter matches" in err, (chosen, err)
+    assert len(read) == 3
+
+
 def test_a_value_file_that_cannot_be_read_is_a_usage_error_before_anything_is_read(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -435,7 +458,7 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
 
     monkeypatch.setattr(ops_dlq, "read", read)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-    for command in (["list"], ["show", "orders.requests.v1.dlq:0:0"], ["redrive"]):
+    for command in (["list"], ["show", "orders.requests.v1.dlq:0:0"], ["redrive", "--all"]):
         code, _, err = caravan("dlq", *command)
         said = one_line(err)
         assert code == 2 and said == (

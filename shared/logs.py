@@ -2,11 +2,11 @@
 
 A log line never holds a buyer's phone number (docs/security.md): every number written in
 E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path), and a mainland China
-mobile number as platforms and operators write it, wherever it can be told from an id
-(:data:`_CN_MOBILE`, :data:`_KEYED`), is masked by the formatter, whichever code logged it;
-a number known to be a phone but malformed is masked where it is logged, with
-:func:`masked`. Nor does it hold a URL's credentials: the HTTP clients' own request lines
-(httpx, with each URL in full) are turned down."""
+mobile number as platforms and operators write it, bare or grouped, unless a word names it
+a platform's id (:data:`_CN_MOBILE`, :data:`_BARE`, :data:`_ID`), is masked by the
+formatter, whichever code logged it; a number known to be a phone but malformed is masked
+where it is logged, with :func:`masked`. Nor does it hold a URL's credentials: the HTTP
+clients' own request lines (httpx, with each URL in full) are turned down."""
 
 import contextvars
 import json
@@ -35,16 +35,29 @@ _CN_MOBILE = (
 holds (order refs and platform order ids or SKUs are digit runs too, such as a Taobao item's
 11-digit id; UUIDs, timestamps, amounts in fen): by its calling code (``+86``, ``0086``, or
 a bare ``86`` set apart by a space or dash) or its grouping (``138 0013 8000``), and not
-within a longer run of digits, letters or dashes (``LOT-138-0013-8000``). A bare 11-digit
-run is read as one only after a word naming a phone (:data:`_KEYED`): without one it cannot
-be told from an id."""
+within a longer run of digits, letters or dashes (``LOT-138-0013-8000``). A bare run of
+11 digits (or 86 and 11) is one too (:data:`_BARE`), unless a word names it an id
+(:data:`_ID`)."""
 _KEYED = (
     r"(?P<key>(?i:phone|mobile|tel|手机|电话)[^0-9A-Za-z\n]{0,4})"
     r"(?P<number>(?:86)?1[3-9][0-9]{9})(?![0-9A-Za-z_-])"
 )
 """A bare mobile number (``13800138000``, ``8613800138000``) that a word names as a phone
 (``"phone": "13800138000"``, ``receiver_mobile=...``, ``手机：...``): the word is kept."""
-_PHONE = re.compile(f"{_E164}|{_CN_MOBILE}|{_KEYED}")
+_BARE = r"(?P<bare>(?<![0-9A-Za-z_.-])(?:86)?1[3-9][0-9]{9}(?![0-9A-Za-z_-]))"
+"""Any other bare mobile number (``input_value='13800138000'`` in a pydantic error, a gateway
+echoing ``"to": "8613800138000"``, a path ``/opt-outs/13800138000``), not within a longer run
+of digits, letters or dashes, unless a word names it an id (:data:`_ID`); an id that is not
+so named is masked with it."""
+_ID = re.compile(
+    r"(?<![0-9A-Za-z])(?i:n?iid|num_iid|tid|oid|skus?|(?:sku|item|order)_(?:id|ref)|order|item)"
+    r"[^0-9A-Za-z\n]{0,4}\Z"
+)
+"""The end of a text before a bare number that names it a platform's id (Taobao's
+``num_iid=``, ``tid=``, ``oid=``, ``sku_id``, ``platform SKU '...'``, ``order ...``), which is
+kept as it is: a Taobao item's id may be 11 digits starting ``1[3-9]``. Looked for only
+before a number found (:func:`_masked`), not at every place of every line."""
+_PHONE = re.compile(f"{_E164}|{_CN_MOBILE}|{_KEYED}|{_BARE}")
 _E164_ALONE, _MOBILE_DIGITS = re.compile(_E164), re.compile(rf"{_MOBILE}(?![0-9A-Za-z_-])")
 """E.164 alone, for a text holding no mobile number's digits: :data:`_PHONE` is tried only on
 one that does (it took ten times as long as E.164 alone, some 15 µs more on every log line,
@@ -62,15 +75,19 @@ def masked(phone: str) -> str:
 
 def phones_masked(text: str) -> str:
     """``text`` with every phone number in it :func:`masked`: E.164, and a mainland China
-    mobile number as :data:`_CN_MOBILE` and :data:`_KEYED` tell one."""
+    mobile number as :data:`_CN_MOBILE`, :data:`_KEYED` and :data:`_BARE` tell one (not an
+    id, :data:`_ID`)."""
     if _MOBILE_DIGITS.search(text) is None:
         return _E164_ALONE.sub(_masked, text)
     return _PHONE.sub(_masked, text)
 
 
 def _masked(found: re.Match[str]) -> str:
-    if found.re is _E164_ALONE or found.group("number") is None:
+    if found.re is _E164_ALONE or found.group("number", "bare") == (None, None):
         return masked(found.group())
+    if found.group("bare") is not None:
+        named = _ID.search(found.string, max(0, found.start() - 16), found.start())
+        return found.group() if named else masked(found.group())
     return found.group("key") + masked(found.group("number"))
 
 

@@ -4,15 +4,20 @@ them, whichever code logged it."""
 import io
 import json
 import logging
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import TracebackType
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifications.adapters.gateway import OutgoingSms, SinkGateway
+from services.notifications.adapters.gateway import GatewayError, OutgoingSms, SinkGateway
+from services.notifications.adapters.http_gateway import InfobipGateway
+from services.platform.domain.orders import PlatformOrder
+from shared.events.orders import Buyer
 from shared.logs import JsonFormatter, configure_logging, masked, phones_masked
 
 
@@ -79,6 +84,18 @@ def test_phones_masked_masks_every_e164_number_and_nothing_else(
             "receiver_mobile=138****8000&tel=861******8001",
         ),
         ("手机：13800138000", "手机：138****8000"),
+        # bare, a word naming it or not: pydantic's errors, a path, a gateway's echo
+        ("input_value='13800138000', input_type=str", "input_value='138****8000', input_type=str"),
+        (
+            "refused PUT /opt-outs/13800138000 from ::1",
+            "refused PUT /opt-outs/138****8000 from ::1",
+        ),
+        (
+            '{"to":"8613800138000"}; telemetry 13800138000',
+            '{"to":"861******8000"}; telemetry 138****8000',
+        ),
+        ("buyer_id=13800138000", "buyer_id=138****8000"),
+        ("tid=86 138 0013 8000", "tid=86 *********8000"),  # an id word keeps no grouped number
     ],
 )
 def test_phones_masked_masks_a_china_mobile_number_as_platforms_and_operators_write_it(
@@ -94,21 +111,43 @@ def test_phones_masked_masks_a_china_mobile_number_as_platforms_and_operators_wr
 @pytest.mark.parametrize(
     "text",
     [
-        # Order refs and platform ids are digit runs too (a Taobao item's id is 11 digits):
-        # a bare run is not told from a number unless a word names it a phone.
-        "platform order t-market/13800138000 placed (event 0193e5c2-1f3a-7b2c-8d4e-138001380001)",
+        # Order refs and platform ids are digit runs too (a Taobao item's id may be 11 digits
+        # starting 1[3-9]): one that a word names an id is kept, as is any other length.
+        "order t-market/3712345678901234567 placed (event 0193e5c2-1f3a-7b2c-8d4e-138001380001)",
         "platform SKU '18437586291' has no mapping; tid 1876543210987654321, sku 8613800138000",
+        "num_iid=13800138000&tid=13912345678&oid=8613800138000&sku_id=15012345678",
+        "order_ref=13800138000, item 13912345678, order 13800138000, 51234567890",
         "lot LOT-138-0013-8000 of SWN-PEPPER-CAYENNE-1KG, SWN-000123, buyer-0001, seller-001",
-        "at 1764688000000 (1764688000) for 13800138000 fen, 2026-12-04 14:28:00.138",
-        "the phone of order 13800138000; telemetry 13800138000; A-138-0013-8000",
+        "at 1764688000000 (1764688000) for 1380013800 fen, 2026-12-04 14:28:00.138",
+        "the phone of order 13800138000; A-138-0013-8000",
     ],
 )
 def test_phones_masked_leaves_ids_amounts_and_times_that_are_digit_runs(text: str) -> None:
     assert phones_masked(text) == text
 
 
-@given(st.integers(min_value=0), st.uuids())
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+@given(
+    st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+    st.sampled_from(["", "86"]),
+    st.sampled_from(["input_value='", "/opt-outs/", '"to":"', "联系人：", "buyer ", "(", "=", ""]),
+    st.sampled_from(["num_iid=", "tid=", "oid=", "sku_id: ", "SKU '", "order ", "item_id="]),
+)
+def test_a_bare_mobile_number_is_masked_unless_a_word_names_it_an_id(
+    number: str, code: str, before: str, id_word: str
+) -> None:
+    assert phones_masked(f"{before}{code}{number}'") == f"{before}{masked(code + number)}'"
+    assert phones_masked(f"{id_word}{code}{number}'") == f"{id_word}{code}{number}'"
+
+
+MOBILE_DIGITS = re.compile(r"(86)?1[3-9][0-9]{9}")
+
+
+@given(st.integers(min_value=0).filter(lambda n: not MOBILE_DIGITS.fullmatch(str(n))), st.uuids())
 def test_a_number_or_a_uuid_alone_is_never_masked(number: int, uuid: object) -> None:
+    """Unless it is a mobile number's digits (masked, :data:`MOBILE_DIGITS`)."""
     for text in (str(number), f"order {number}: ok", f"order {uuid}", f"/orders/{uuid}/"):
         assert phones_masked(text) == text
 
@@ -140,6 +179,64 @@ def test_the_formatter_masks_numbers_in_the_message_and_the_exception(
     assert entry["message"] == f"texting {message} failed"
     assert in_exception in entry["exception"]
     assert "1234" not in json.dumps(entry)
+
+
+def raised(work: Callable[[], object]) -> ExcInfo:
+    try:
+        work()
+    except Exception as exc:
+        return type(exc), exc, exc.__traceback__
+    raise AssertionError("nothing raised")
+
+
+def line(message: str, args: tuple[object, ...], exc_info: ExcInfo | None = None) -> str:
+    """The whole JSON line a service writes of this record."""
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, message, args, exc_info)
+    return JsonFormatter("test").format(record)
+
+
+def test_a_handlers_traceback_of_a_bad_buyer_phone_masks_pydantics_input_value() -> None:
+    # A handler or a route that validates a buyer's national number as E.164 fails; the
+    # consumer logs "handler failed" with its traceback, which quotes what was refused.
+    bad = {"id": "buyer-0001", "phone": "13800138000"}
+    written = line("handler failed (attempt %d/%d)", (1, 6), raised(lambda: Buyer(**bad)))
+    assert "input_value='138****8000'" in written and "0013" not in written
+
+
+def test_a_platform_orders_unreadable_buyer_masks_a_number_in_any_field() -> None:
+    # A platform's buyer without its id but with its number in a field the adapter does not
+    # read: pydantic quotes the buyer whole (the 500 path logs such a traceback).
+    answer = {"order_id": "3712345678901234567", "status": "paid", "items": []}
+    buyer = {"nick": "tb_hami", "联系": "13800138000"}
+    exc_info = raised(lambda: PlatformOrder.model_validate({**answer, "buyer": buyer}))
+    written = line("%s %s failed", ("POST", "/platform/t-market/push"), exc_info)
+    assert "'联系': '138****8000'" in written and "0013" not in written
+
+
+def test_a_refused_opt_out_path_masks_a_national_number() -> None:
+    # An operator's PUT /opt-outs/13800138000 without the token's scope, as the guard logs it.
+    written = line("refused %s %s from %s: %s", ("PUT", "/opt-outs/13800138000", "::1", "scope"))
+    assert "/opt-outs/138****8000" in written and "0013" not in written
+
+
+async def test_an_sms_gateway_echoing_the_destination_is_masked() -> None:
+    # Infobip is sent the number without its "+" and may quote it when it refuses the text.
+    said = "Invalid destination address: 8613912345678"
+    body = {"requestError": {"serviceException": {"messageId": "BAD_REQUEST", "text": said}}}
+    gateway = InfobipGateway(
+        "http://sms.test",
+        "key",
+        "Caravan",
+        None,
+        1,
+        transport=httpx.MockTransport(lambda request: httpx.Response(400, json=body)),
+    )
+    with pytest.raises(GatewayError) as refused:
+        await gateway.send(
+            OutgoingSms(sms_id="s-1", dedup_key="k-1", to="+8613912345678", text="x")
+        )
+    written = line("sms %s failed after %d attempts: %s", ("s-1", 1, refused.value))
+    assert "address: 861******5678" in written and "1234" not in written
 
 
 async def test_the_sink_logs_the_text_but_not_the_number(caplog: pytest.LogCaptureFixture) -> None:

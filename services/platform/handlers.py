@@ -40,6 +40,7 @@ from services.platform.domain.orders import (
     SkuMapping,
     meaning,
     to_request,
+    undone_on_platform,
     unknown_status,
 )
 from services.platform.metrics import OPEN_PROBLEMS, PROBLEMS
@@ -108,17 +109,12 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
     means = meaning(order.status)
-    if means == "cancelled" and placed is not None:
+    if means in ("cancelled", "refunding") and placed is not None:
         if await _we_cancelled(tx, app, order):
             await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
             return "ignored"
         ours = placed.order_id or "not numbered yet"
-        said = (
-            f"cancelled on the platform ({order.status!r}) after it was placed with us (our"
-            f" order {ours}): the sale goes on here; cancel it, or settle the refund and the"
-            " goods, by hand"
-        )
-        await record_problems(tx, app, order.order_id, [Problem("cancelled_on_platform", said)])
+        await record_problems(tx, app, order.order_id, [undone_on_platform(order, ours)])
         return "problem"
     if means is None or means == "fulfilment":
         ours = None if placed is None else placed.order_id or "not numbered yet"
@@ -155,7 +151,12 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     return "accepted"
 
 
-STILL_OPEN_ONCE_PLACED = {"cancelled_on_platform", "rejected", "unknown_status"}
+STILL_OPEN_ONCE_PLACED = {
+    "cancelled_on_platform",
+    "refund_requested",
+    "rejected",
+    "unknown_status",
+}
 """The problems of an order placed with us that a push does not make moot (an unknown status
 of a placed order is for operations to close, once they know what it meant)."""
 

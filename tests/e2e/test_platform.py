@@ -567,19 +567,63 @@ async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_
     await closed_unplaced(caravan, platform, never, {unmapped: 1}, "TRADE_CLOSED")
 
 
-async def test_a_trade_closed_after_we_confirmed_the_order_is_a_problem_naming_it(
+async def test_a_refund_after_we_cancelled_the_order_is_ignored_and_opens_no_problem(
     caravan: System, platform: Platform
 ) -> None:
+    """Told that our order was cancelled (out of season here), the platform gives the buyer's
+    money back, and says so on the way (Taobao's refund statuses, or refunding): each push
+    was an ``unknown_status`` problem for an order the platform only followed us on. They are
+    ``ignored``, counted; a status the adapter does not know is still a problem. For an order
+    never placed (an unmapped SKU) a refund is nothing to place yet: ignored, its problem
+    kept (should the refund be refused, the order is still to place)."""
+    order_ref = await new_order(platform.sim, {"ALI-FIG": 1}, status="WAIT_SELLER_SEND_GOODS")
+    await placed_and_told(caravan, platform, order_ref, "order.cancelled")
+    ignored = {"app": APP, "outcome": "ignored"}
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored)
+    refunding = ("WAIT_SELLER_AGREE", "WAIT_BUYER_RETURN_GOODS", "refunding")
+    for status in refunding:
+        await new_order(platform.sim, {"ALI-FIG": 1}, status=status, order_id=order_ref)
+        report = await push(platform.sim, order_ref, kind="notice")
+        assert (report["status_code"], report["body"]["status"]) == (200, "ignored"), report
+    assert await caravan.gauge("platform", "caravan_platform_pushes_total", **ignored) == before + 3
+    assert await open_problems(platform, order_ref) == []
+    await new_order(platform.sim, {"ALI-FIG": 1}, status="on_hold", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "unknown_status" and "'on_hold'" in detail, detail
+    unmapped = f"ALI-UNMAPPED-{uuid.uuid4().hex[:6]}"
+    never = await new_order(platform.sim, {unmapped: 1}, status="WAIT_SELLER_SEND_GOODS")
+    assert (await push(platform.sim, never))["body"]["status"] == "problem"
+    await new_order(platform.sim, {unmapped: 1}, status="WAIT_SELLER_AGREE", order_id=never)
+    assert (await push(platform.sim, never, kind="notice"))["body"]["status"] == "ignored"
+    assert [kind for kind, _ in await open_problems(platform, never)] == ["unmapped_sku"]
+    assert requested(caravan, never) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "problem"),
+    [("TRADE_CLOSED", "cancelled_on_platform"), ("WAIT_SELLER_AGREE", "refund_requested")],
+)
+async def test_a_trade_closed_or_a_refund_asked_after_we_confirmed_the_order_is_a_problem(
+    caravan: System, platform: Platform, status: str, problem: str
+) -> None:
     """Closed on the platform after payment (TRADE_CLOSED) although confirmed here: the buyer's
-    money may have gone back after we shipped, a sale for operations to settle by hand."""
+    money may have gone back after we shipped, a sale for operations to settle by hand. The
+    buyer asking for a refund (WAIT_SELLER_AGREE) was an ``unknown_status`` problem, "the
+    adapter does not know" a status Taobao documents: it is a ``refund_requested`` problem
+    saying what to do (the goods may be on their way). Each names our order and the status,
+    and the platform's later pushes do not close it."""
     order_ref = await new_order(platform.sim, status="WAIT_SELLER_SEND_GOODS")
     order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
-    await new_order(platform.sim, status="TRADE_CLOSED", order_id=order_ref)
+    await new_order(platform.sim, status=status, order_id=order_ref)
     report = await push(platform.sim, order_ref, kind="notice")
     assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
     [(kind, detail)] = await open_problems(platform, order_ref)
-    assert kind == "cancelled_on_platform", (kind, detail)
-    assert f"our order {order_id}" in detail and "'TRADE_CLOSED'" in detail, detail
+    assert kind == problem, (kind, detail)
+    assert f"our order {order_id}" in detail and repr(status) in detail, detail
+    await new_order(platform.sim, status="WAIT_BUYER_CONFIRM_GOODS", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
+    assert [kind for kind, _ in await open_problems(platform, order_ref)] == [problem]
 
 
 async def test_a_buyer_phone_in_national_format_is_placed_and_texted_in_e164(
@@ -610,8 +654,8 @@ async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem
     """A platform moves a paid order on (shipped, finished...) and pushes the change: the
     order it served was unreadable to the adapter, and each such push a 422 and an
     ``invalid_order`` problem for an order placed and fine. It is ``ignored``, counted; a
-    status that is no step of fulfilment (refunding) is a problem naming our order, which a
-    later push does not close."""
+    status the adapter does not know (closed) is a problem naming our order, which a later
+    push does not close."""
     order_ref = await new_order(platform.sim)
     order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
     ignored = {"app": APP, "outcome": "ignored"}
@@ -630,9 +674,9 @@ async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem
     listed = await platform.adapter.get("/platform/problems", params={"app": APP, "all": True})
     assert [p for p in listed.json()["problems"] if p["platform_order_id"] == order_ref] == []
     assert await caravan.scalar(emitted, k=order_ref) == 2  # committed before the answers
-    # Refunding is no step of fulfilment: perhaps the buyer's money given back, for a sale
-    # that goes on here. It was "ignored" as shipped is, and nobody told.
-    await new_order(platform.sim, status="refunding", order_id=order_ref)
+    # Closed is no step of fulfilment: perhaps the buyer's money given back, for a sale that
+    # goes on here. It was "ignored" as shipped is, and nobody told.
+    await new_order(platform.sim, status="closed", order_id=order_ref)
     report = await push(platform.sim, order_ref, kind="notice")
     assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
     await new_order(platform.sim, status="finished", order_id=order_ref)

@@ -24,6 +24,7 @@ from services.platform.domain.orders import (
     SkuMapping,
     meaning,
     to_request,
+    undone_on_platform,
     unknown_status,
 )
 from services.platform.domain.signing import (
@@ -225,18 +226,19 @@ def test_a_status_the_adapter_does_not_know_is_read_and_named_in_its_problem() -
     assert problem.kind == "unknown_status" and "'shipped'" in problem.detail, problem
     assert "never placed" in problem.detail
     assert {meaning(s) for s in ("shipped", "finished", "TRADE_FINISHED")} == {"fulfilment"}
-    assert {meaning(s) for s in ("refunding", "closed")} == {None}
+    assert {meaning(s) for s in ("closed", "on_hold")} == {None}
 
 
 def test_an_unknown_status_of_an_order_placed_names_our_order_and_what_to_undo() -> None:
-    """A placed order the platform says is refunding or closed may be a sale to undo: the
-    problem names our order (it was "ignored", as a shipped one is, and nobody was told)."""
-    refunding = ORDER.model_copy(update={"status": "refunding"})
-    problem = unknown_status(refunding, "N-123")
+    """A placed order the platform says is closed may be a sale to undo: the problem names
+    our order (it was "ignored", as a shipped one is, and nobody was told)."""
+    closed = ORDER.model_copy(update={"status": "closed"})
+    problem = unknown_status(closed, "N-123")
     assert problem.kind == "unknown_status"
-    assert "'refunding'" in problem.detail and "our order N-123" in problem.detail
+    assert "'closed'" in problem.detail and "our order N-123" in problem.detail
     assert "refunded or closed" in problem.detail, problem
-    assert sorted(set(STATUSES.values())) == ["cancelled", "fulfilment", "paid", "wait_pay"]
+    meanings = ["cancelled", "fulfilment", "paid", "refunding", "wait_pay"]
+    assert sorted(set(STATUSES.values())) == meanings
     for unreadable in ("", "x" * 65, 3, None):  # no status at all is no order
         with pytest.raises(ValueError, match="status"):
             PlatformOrder.model_validate({**ORDER.model_dump(), "status": unreadable})
@@ -247,14 +249,21 @@ def test_taobao_trade_statuses_are_read_as_the_adapters_own() -> None:
     placed; its unpaid and closed-before-payment names were not read either. TRADE_CLOSED
     (closed after payment, the buyer's money given back) is a cancellation: nothing to do for
     an order we cancelled first, a sale to undo by hand for one placed (it was unknown, a
-    problem even for an order we had cancelled)."""
+    problem even for an order we had cancelled). So is a refund under way (its refund
+    statuses), and a "0 yuan" purchase or a paid order not to be shipped yet waits as unpaid
+    (both were unknown_status problems, "find out whether it was paid")."""
     read = {
         "TRADE_NO_CREATE_PAY": "wait_pay",
         "WAIT_BUYER_PAY": "wait_pay",
         "PAY_PENDING": "wait_pay",
+        "WAIT_PRE_AUTH_CONFIRM": "wait_pay",
+        "PAID_FORBID_CONSIGN": "wait_pay",
         "WAIT_SELLER_SEND_GOODS": "paid",
         "TRADE_CLOSED_BY_TAOBAO": "cancelled",
         "TRADE_CLOSED": "cancelled",
+        "WAIT_SELLER_AGREE": "refunding",
+        "WAIT_BUYER_RETURN_GOODS": "refunding",
+        "WAIT_SELLER_CONFIRM_GOODS": "refunding",
         "SELLER_CONSIGNED_PART": "fulfilment",
         "WAIT_BUYER_CONFIRM_GOODS": "fulfilment",
         "TRADE_BUYER_SIGNED": "fulfilment",
@@ -262,9 +271,22 @@ def test_taobao_trade_statuses_are_read_as_the_adapters_own() -> None:
         "paid": "paid",
         "wait_pay": "wait_pay",
         "cancelled": "cancelled",
+        "refunding": "refunding",
     }
     assert {status: meaning(status) for status in read} == read
     assert meaning("trade_closed") is None and meaning("trade_finished") is None
+
+
+def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() -> None:
+    """A refund asked for after we placed the order was an unknown_status problem ("the
+    adapter does not know"): it is one saying the buyer asked for a refund, of which order,
+    and what operations do; a cancellation stays cancelled_on_platform."""
+    refund = undone_on_platform(ORDER.model_copy(update={"status": "WAIT_SELLER_AGREE"}), "N-1")
+    assert refund.kind == "refund_requested", refund
+    assert "'WAIT_SELLER_AGREE'" in refund.detail and "our order N-1" in refund.detail
+    assert "stop the goods" in refund.detail and "refuse it" in refund.detail, refund
+    closed = undone_on_platform(ORDER.model_copy(update={"status": "TRADE_CLOSED"}), "N-1")
+    assert closed.kind == "cancelled_on_platform" and "'TRADE_CLOSED'" in closed.detail
 
 
 def test_status_api_answers() -> None:
@@ -326,7 +348,7 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         if order_id == "odd":
             return httpx.Response(200, json={**ORDER.model_dump(), "items": []})
         if order_id == "moved-on":  # a status we do not know: read all the same
-            return httpx.Response(200, json={**ORDER.model_dump(), "status": "refunding"})
+            return httpx.Response(200, json={**ORDER.model_dump(), "status": "on_hold"})
         if order_id == "nul":  # PostgreSQL cannot store it: our order.requested was refused
             delivery = {"county": "Shawan", "address": "Village 3\u0000"}
             return httpx.Response(200, json={**ORDER.model_dump(), "delivery": delivery})
@@ -341,7 +363,7 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         await api.fetch_order("m", "locked")
     with pytest.raises(UnreadableOrder, match="items: List should have at least 1 item"):
         await api.fetch_order("m", "odd")
-    assert (await api.fetch_order("m", "moved-on")).status == "refunding"
+    assert (await api.fetch_order("m", "moved-on")).status == "on_hold"
     with pytest.raises(UnreadableOrder, match="NUL"):
         await api.fetch_order("m", "nul")
     assert (await api.fetch_order("m", "../status")).order_id == "../status"

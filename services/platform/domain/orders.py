@@ -27,22 +27,28 @@ ProblemKind = Literal[
     "unknown_status",
     "rejected",
     "cancelled_on_platform",
+    "refund_requested",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
 it was never placed and the platform now says a status the adapter does not know (paid or
 not, operations find out), the orders service refused what the adapter published
-(``rejected``: a push again does not mend it), or the platform cancelled it after we placed
-it (a sale to undo by hand)."""
-PlatformStatus = Literal["wait_pay", "paid", "cancelled", "fulfilment"]
+(``rejected``: a push again does not mend it), the platform cancelled it after we placed
+it (a sale to undo by hand), or its buyer asked the platform for a refund after we placed it
+(a refund to agree to or refuse there, and perhaps goods to stop)."""
+PlatformStatus = Literal["wait_pay", "paid", "cancelled", "refunding", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
 cancelled one (before payment, or closed after it with the buyer's money given back) is
 nothing to place, and for an order placed with us a sale to undo by hand unless we cancelled
-it first; a step of fulfilment (shipped, finished) is one a platform moves a paid order on
-to, nothing to do for an order placed with us."""
+it first; a refunding one (the buyer asked for the money back, the platform waits on the
+seller or on goods returned) is nothing to place yet, and for an order placed with us a
+refund to settle by hand unless we cancelled it first (the platform giving the money back
+that our cancellation owes); a step of fulfilment (shipped, finished) is one a platform moves
+a paid order on to, nothing to do for an order placed with us."""
 STATUSES: Mapping[str, PlatformStatus] = {
     "wait_pay": "wait_pay",
     "paid": "paid",
     "cancelled": "cancelled",
+    "refunding": "refunding",
     "shipped": "fulfilment",
     "delivered": "fulfilment",
     "finished": "fulfilment",
@@ -50,16 +56,22 @@ STATUSES: Mapping[str, PlatformStatus] = {
     "TRADE_NO_CREATE_PAY": "wait_pay",  # no Alipay trade created yet
     "WAIT_BUYER_PAY": "wait_pay",
     "PAY_PENDING": "wait_pay",  # a card payment being confirmed
+    "WAIT_PRE_AUTH_CONFIRM": "wait_pay",  # a "0 yuan" (Yu'e Bao) purchase contract pending
+    "PAID_FORBID_CONSIGN": "wait_pay",  # paid, not to be shipped yet (a group buy forming)
     "WAIT_SELLER_SEND_GOODS": "paid",
     "TRADE_CLOSED_BY_TAOBAO": "cancelled",  # closed before payment
     "TRADE_CLOSED": "cancelled",  # closed after payment: the buyer's money given back
+    # and its refund statuses (an order's ``refund_status`` there) of a refund under way
+    "WAIT_SELLER_AGREE": "refunding",  # asked for, the seller to agree or refuse
+    "WAIT_BUYER_RETURN_GOODS": "refunding",  # agreed, the goods to come back
+    "WAIT_SELLER_CONFIRM_GOODS": "refunding",  # sent back, the seller to confirm them
     "SELLER_CONSIGNED_PART": "fulfilment",
     "WAIT_BUYER_CONFIRM_GOODS": "fulfilment",
     "TRADE_BUYER_SIGNED": "fulfilment",
     "TRADE_FINISHED": "fulfilment",
 }
-"""The one place saying what each status a platform names means. Any other status (refunding,
-closed: perhaps the buyer's money given back after payment) the adapter does not know: a
+"""The one place saying what each status a platform names means. Any other status (closed,
+on hold: perhaps the buyer's money given back after payment) the adapter does not know: a
 problem even for an order placed, since it may be a sale to undo by hand
 (:func:`unknown_status`)."""
 
@@ -92,7 +104,7 @@ class PlatformOrder(_Model, NoNul):
 
     order_id: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=64)
-    """One of :data:`STATUSES`, or another the platform moves an order on to (refunding...),
+    """One of :data:`STATUSES`, or another the platform moves an order on to (on hold...),
     which is read all the same: see :func:`unknown_status`."""
     buyer: PlatformBuyer
     items: list[PlatformItem] = Field(min_length=1)
@@ -139,6 +151,26 @@ def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
         f"{said}, for an order placed with us (our order {ours}): if the platform refunded or"
         " closed it, the sale goes on here; cancel it, or settle the refund and the goods, by"
         " hand, then resolve this",
+    )
+
+
+def undone_on_platform(order: PlatformOrder, ours: str) -> Problem:
+    """Why an order placed with us (``ours``, our order id) that the platform cancelled or is
+    refunding (:data:`STATUSES`), and that we did not cancel first, needs operations: the
+    sale goes on here, and the adapter cannot undo it or answer the buyer's request."""
+    if meaning(order.status) == "refunding":
+        return Problem(
+            "refund_requested",
+            f"the buyer asked the platform for a refund ({order.status!r}) of an order placed"
+            f" with us (our order {ours}): stop the goods if they have not left, agree to the"
+            " refund on the platform and cancel our order, or refuse it there; then resolve"
+            " this",
+        )
+    return Problem(
+        "cancelled_on_platform",
+        f"cancelled on the platform ({order.status!r}) after it was placed with us (our order"
+        f" {ours}): the sale goes on here; cancel it, or settle the refund and the goods, by"
+        " hand",
     )
 
 

@@ -26,8 +26,8 @@ records; ``platform:read`` or ``platform:write`` to read):
   ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
   ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
 - ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
-  unless ``all``), e.g. an unmapped SKU, or that the platform cancelled after we placed them,
-  the newest (first seen) first;
+  unless ``all``), e.g. an unmapped SKU, or that the platform cancelled (or whose buyer asked
+  it for a refund) after we placed them, the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand.
 - ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts,

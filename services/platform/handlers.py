@@ -110,11 +110,13 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
     means = meaning(order.status)
     if means in ("cancelled", "refunding") and placed is not None:
-        if await _we_cancelled(tx, app, order):
+        outcome = await _our_outcome(tx, app, order)
+        if outcome == "cancelled":
             await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
             return "ignored"
         ours = placed.order_id or "not numbered yet"
-        await record_problems(tx, app, order.order_id, [undone_on_platform(order, ours)])
+        problem = undone_on_platform(order, ours, confirmed=outcome == "confirmed")
+        await record_problems(tx, app, order.order_id, [problem])
         return "problem"
     if means is None or means == "fulfilment":
         ours = None if placed is None else placed.order_id or "not numbered yet"
@@ -177,20 +179,22 @@ async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) ->
     return "problem"
 
 
-SAID_CANCELLED = select(func.count()).where(
-    callbacks.c.app == bindparam("app"),
-    callbacks.c.platform_order_id == bindparam("platform_order_id"),
-    callbacks.c.outcome == "cancelled",
+OUR_OUTCOME = (
+    select(callbacks.c.outcome)
+    .where(
+        callbacks.c.app == bindparam("app"),
+        callbacks.c.platform_order_id == bindparam("platform_order_id"),
+    )
+    .limit(1)
 )
-"""The callbacks telling ``:app`` that our order for its ``:platform_order_id`` ended
-cancelled (through ``callbacks_platform_order``)."""
+"""How our order for ``:app``'s ``:platform_order_id`` ended (confirmed or cancelled), as its
+callback tells the platform (through ``callbacks_platform_order``); no row while it has not."""
 
 
-async def _we_cancelled(tx: Tx, app: str, order: PlatformOrder) -> bool:
-    """Whether our order ended cancelled (its callback says so): a platform cancels its
-    order when told, and pushes that change."""
-    said = await tx.conn.scalar(SAID_CANCELLED, {"app": app, "platform_order_id": order.order_id})
-    return bool(said)
+async def _our_outcome(tx: Tx, app: str, order: PlatformOrder) -> str | None:
+    """How our order ended (its callback says so; a platform cancels its order when told,
+    and pushes that change), or None while it has not."""
+    return await tx.conn.scalar(OUR_OUTCOME, {"app": app, "platform_order_id": order.order_id})
 
 
 async def resolve_problems(

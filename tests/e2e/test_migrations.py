@@ -33,7 +33,7 @@ from services.payments.reminders import due_instalments
 from services.platform.adapters.tables import callbacks, problems
 from services.platform.adapters.tables import metadata as platform
 from services.platform.entrypoints.http import CALLBACKS_ORDER, PROBLEMS_ORDER
-from services.platform.handlers import OPEN_BY_KIND, PLATFORM_ORDERS, SAID_CANCELLED
+from services.platform.handlers import OPEN_BY_KIND, OUR_OUTCOME, PLATFORM_ORDERS
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
@@ -534,7 +534,7 @@ async def test_the_platform_adapter_reads_its_callbacks_and_open_problems_throug
     push's request), and the problems gauge counts the open problems every 5 s: both tables
     keep a row for every platform order ever pushed or told (migration 0004)."""
     cancelled = await _generic_plan(
-        caravan, SAID_CANCELLED, app="'t-market'", platform_order_id="'P-1'"
+        caravan, OUR_OUTCOME, app="'t-market'", platform_order_id="'P-1'"
     )
     assert "callbacks_platform_order" in cancelled, cancelled
     open_by_kind = await _generic_plan(caravan, OPEN_BY_KIND)

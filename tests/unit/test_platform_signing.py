@@ -280,13 +280,25 @@ def test_taobao_trade_statuses_are_read_as_the_adapters_own() -> None:
 def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() -> None:
     """A refund asked for after we placed the order was an unknown_status problem ("the
     adapter does not know"): it is one saying the buyer asked for a refund, of which order,
-    and what operations do; a cancellation stays cancelled_on_platform."""
-    refund = undone_on_platform(ORDER.model_copy(update={"status": "WAIT_SELLER_AGREE"}), "N-1")
-    assert refund.kind == "refund_requested", refund
-    assert "'WAIT_SELLER_AGREE'" in refund.detail and "our order N-1" in refund.detail
-    assert "stop the goods" in refund.detail and "refuse it" in refund.detail, refund
-    closed = undone_on_platform(ORDER.model_copy(update={"status": "TRADE_CLOSED"}), "N-1")
-    assert closed.kind == "cancelled_on_platform" and "'TRADE_CLOSED'" in closed.detail
+    and what operations do; a cancellation stays cancelled_on_platform. What they can do
+    depends on our order: one confirmed here cannot be cancelled (the route answers 409, as
+    an operator following "cancel it" found), so only one not confirmed yet is to cancel."""
+    refunding = ORDER.model_copy(update={"status": "WAIT_SELLER_AGREE"})
+    closed = ORDER.model_copy(update={"status": "TRADE_CLOSED"})
+    for confirmed in (True, False):
+        refund = undone_on_platform(refunding, "N-1", confirmed)
+        assert refund.kind == "refund_requested", refund
+        assert "'WAIT_SELLER_AGREE'" in refund.detail and "our order N-1" in refund.detail
+        assert "refuse it" in refund.detail or "refuse the refund" in refund.detail, refund
+        cancelled = undone_on_platform(closed, "N-1", confirmed)
+        assert cancelled.kind == "cancelled_on_platform" and "'TRADE_CLOSED'" in cancelled.detail
+        for problem in (refund, cancelled):
+            said = problem.detail
+            if confirmed:
+                assert "confirmed here, which Caravan cannot undo" in said, said
+                assert "stop the goods" in said and "/cancel" not in said, said
+            else:
+                assert "cancel it (`POST /orders/N-1/cancel`)" in said, said
 
 
 def test_status_api_answers() -> None:

@@ -154,24 +154,41 @@ def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
     )
 
 
-def undone_on_platform(order: PlatformOrder, ours: str) -> Problem:
+def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Problem:
     """Why an order placed with us (``ours``, our order id) that the platform cancelled or is
-    refunding (:data:`STATUSES`), and that we did not cancel first, needs operations: the
-    sale goes on here, and the adapter cannot undo it or answer the buyer's request."""
-    if meaning(order.status) == "refunding":
-        return Problem(
-            "refund_requested",
-            f"the buyer asked the platform for a refund ({order.status!r}) of an order placed"
-            f" with us (our order {ours}): stop the goods if they have not left, agree to the"
-            " refund on the platform and cancel our order, or refuse it there; then resolve"
-            " this",
+    refunding (:data:`STATUSES`), and that we did not cancel first, needs operations, and what
+    they can do: an order not ``confirmed`` yet they can still cancel here; a confirmed one
+    Caravan cannot undo (its stock is sold, the platform's payment booked: the cancel route
+    answers 409), so the goods and the money are settled by hand."""
+    refund = meaning(order.status) == "refunding"
+    if refund:
+        said = f"the buyer asked the platform for a refund ({order.status!r}) of our order {ours}"
+    else:
+        said = (
+            f"cancelled on the platform ({order.status!r}) after it was placed as our order {ours}"
         )
-    return Problem(
-        "cancelled_on_platform",
-        f"cancelled on the platform ({order.status!r}) after it was placed with us (our order"
-        f" {ours}): the sale goes on here; cancel it, or settle the refund and the goods, by"
-        " hand",
-    )
+    if confirmed:
+        what = (
+            ": it is confirmed here, which Caravan cannot undo (its stock sold, the platform's"
+            " payment booked); stop the goods if they have not left, "
+            + (
+                "then agree to the refund on the platform or refuse it there, settling"
+                if refund
+                else "settle the refund and"
+            )
+            + " any goods sent back by hand (`caravan inventory adjust` puts them back in a"
+            " lot); then resolve this"
+        )
+    else:
+        what = (
+            ": it is not confirmed here yet; "
+            + ("to agree, " if refund else "")
+            + f"cancel it (`POST /orders/{ours}/cancel`)"
+            + (", or refuse the refund on the platform" if refund else "")
+            + "; then resolve this (if it was confirmed meanwhile, the cancel answers 409:"
+            " settle the goods and the money by hand)"
+        )
+    return Problem("refund_requested" if refund else "cancelled_on_platform", said + what)
 
 
 def to_request(

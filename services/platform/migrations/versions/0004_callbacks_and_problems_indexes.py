@@ -19,7 +19,7 @@ SCHEMA = "platform"
 
 
 def upgrade() -> None:
-    # A push of an order cancelled on the platform: did we cancel it (handlers.SAID_CANCELLED).
+    # A push of an order cancelled on the platform: how did our order end (handlers.OUR_OUTCOME).
     op.create_index(
         "callbacks_platform_order", "callbacks", ["app", "platform_order_id"], schema=SCHEMA
     )

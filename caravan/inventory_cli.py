@@ -11,6 +11,7 @@ from rich.table import Table
 
 from caravan import output
 from caravan.admin_api import answer, call, pages
+from caravan.arguments import NegativeNumbers
 from caravan.output import console
 from shared.settings import Settings
 
@@ -125,11 +126,11 @@ def lot(lot_id: str, url: Url = None) -> None:
     output.show(table)
 
 
-@app.command("add-lot")
+@app.command("add-lot", cls=NegativeNumbers)
 def add_lot(
     lot_id: str,
     sku: str,
-    quantity: int,
+    quantity: Annotated[int, typer.Argument(min=0)],
     available_from: Annotated[str, typer.Option("--from", help="first day on sale (YYYY-MM-DD)")],
     best_before: Annotated[str, typer.Option("--best-before", help="last day (YYYY-MM-DD)")],
     url: Url = None,

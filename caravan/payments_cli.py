@@ -8,6 +8,7 @@ import typer
 
 from caravan import output
 from caravan.admin_api import call
+from caravan.arguments import NegativeNumbers
 from caravan.output import console
 from shared.settings import Settings
 
@@ -42,34 +43,18 @@ def credit_show(buyer_id: str, url: Url = None) -> None:
     _show_line(_call(url, "GET", "/credit-lines/{}", buyer_id))
 
 
-@app.command("credit-set")
-def credit_set(buyer_id: str, limit_fen: int, url: Url = None) -> None:
+@app.command("credit-set", cls=NegativeNumbers)
+def credit_set(
+    buyer_id: str, limit_fen: Annotated[int, typer.Argument(min=0)], url: Url = None
+) -> None:
     """Create a buyer's credit line or set its limit (fen)."""
     limit = {"credit_limit_fen": limit_fen}
     _show_line(_call(url, "PUT", "/credit-lines/{}", buyer_id, json=limit))
 
 
-NEGATIVE_NUMBERS = {"ignore_unknown_options": True}
-"""The context settings of a command whose arguments may be negative numbers: Click reads
-``-5000`` as the options ``-5``, ``-0``, ... and refuses it (No such option: -5) unless it
-follows ``--``. With these, what is no option of the command is left among the arguments:
-``-5000`` becomes the number it is, and a mistyped option there is refused by the argument's
-type (an int) or by :func:`_no_option` (text)."""
-
-
-def _no_option(value: str) -> str:
-    """A text argument that begins with ``--`` is an option the command does not have (under
-    :data:`NEGATIVE_NUMBERS` it would be taken as, say, a buyer's id). One ``-`` is let through:
-    a buyer's id may begin with it (``-- -abc``, as before); a short option mistyped there is
-    taken as a buyer's id."""
-    if value.startswith("--"):
-        raise typer.BadParameter(f"no such option: {value}")
-    return value
-
-
-@app.command("credit-adjust", context_settings=NEGATIVE_NUMBERS)
+@app.command("credit-adjust", cls=NegativeNumbers)
 def credit_adjust(
-    buyer_id: Annotated[str, typer.Argument(callback=_no_option)],
+    buyer_id: str,
     delta_fen: Annotated[int, typer.Argument(help="fen to add (negative to lower)")],
     key: Annotated[
         str | None, typer.Option(help="idempotency key (repeat it to retry safely)")

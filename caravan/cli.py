@@ -200,9 +200,13 @@ def up(
         bool, typer.Option(help="seed demo data and drive demo orders once ready")
     ] = False,
     seed_file: Annotated[Path | None, typer.Option("--seed", help="seed file for --demo")] = None,
-    orders: Annotated[int, typer.Option(help="demo orders to drive")] = 20,
-    kafka_nodes: Annotated[int, typer.Option(help="local Kafka nodes: 1, or 3 for a cluster")] = 1,
-    dashboard_port: Annotated[int, typer.Option(help="port of the operations page")] = 8090,
+    orders: Annotated[int, typer.Option(min=0, help="demo orders to drive")] = 20,
+    kafka_nodes: Annotated[
+        int, typer.Option(min=1, help="local Kafka nodes: 1, or 3 for a cluster")
+    ] = 1,
+    dashboard_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="port of the operations page")
+    ] = 8090,
     kafka_sasl: Annotated[
         bool, typer.Option(help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)")
     ] = False,
@@ -459,9 +463,9 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
 @app.command()
 def demo(
     seed_file: Annotated[Path | None, typer.Option("--seed")] = None,
-    orders: Annotated[int, typer.Option()] = 20,
+    orders: Annotated[int, typer.Option(min=0)] = 20,
     platform_orders: Annotated[
-        int, typer.Option(help="also push this many orders from the platform simulator")
+        int, typer.Option(min=0, help="also push this many orders from the platform simulator")
     ] = 0,
     platform_app: Annotated[
         str | None, typer.Option(help="the app of CARAVAN_PLATFORM_APPS to simulate")
@@ -517,7 +521,7 @@ def replay(
         typer.Option(parser=_time, help="first record time to re-read (ISO 8601, UTC if no zone)"),
     ] = None,
     from_offset: Annotated[
-        int | None, typer.Option(help="offset to restart from, per partition")
+        int | None, typer.Option(min=0, help="offset to restart from, per partition")
     ] = None,
     earliest: Annotated[bool, typer.Option(help="restart from the earliest offset")] = False,
     dry_run: Annotated[
@@ -594,7 +598,7 @@ def replay(
 
 @app.command()
 def stuck(
-    older_than: Annotated[float, typer.Option(help="seconds pending")] = 300.0,
+    older_than: Annotated[float, typer.Option(min=0, help="seconds pending")] = 300.0,
     limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
@@ -629,8 +633,8 @@ def stuck(
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(help="where to serve the page")] = 8090,
-    stuck_after: Annotated[float, typer.Option(help="seconds pending before stuck")] = 300.0,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="where to serve the page")] = 8090,
+    stuck_after: Annotated[float, typer.Option(min=0, help="seconds pending before stuck")] = 300.0,
 ) -> None:
     """Serve the operations page: live figures of the running system."""
     import uvicorn

@@ -147,3 +147,31 @@ def test_a_buyer_id_beginning_with_a_dash_is_given_after_double_dash(
     done = CliRunner().invoke(cli.app, args, env={"COLUMNS": "200"})
     assert done.exit_code == 0, uncoloured(done.output)
     assert called == [("-abc",)]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("up", "--orders", "-5"), "--orders"),
+        (("up", "--kafka-nodes", "-1"), "--kafka-nodes"),  # was a traceback (ValueError)
+        (("up", "--dashboard-port", "-1"), "--dashboard-port"),
+        (("demo", "--orders", "-5"), "--orders"),
+        (("demo", "--platform-orders", "-5"), "--platform-orders"),
+        (("replay", "--topic", "t", "--group", "g", "--from-offset", "-5"), "--from-offset"),
+        (("stuck", "--older-than", "-5"), "--older-than"),
+        (("dashboard", "--port", "-1"), "--port"),
+        (("dashboard", "--stuck-after", "-5"), "--stuck-after"),
+    ],
+)
+def test_a_negative_count_port_or_time_given_to_an_option_is_refused_before_anything_runs(
+    args: tuple[str, ...], option: str
+) -> None:
+    """Options take ``-5`` as their value (never "No such option"), which went on: ``up
+    --orders -5`` started the whole system. Only parsed here (``make_context`` never runs
+    the command), so that the test cannot start one either."""
+    command = typer.main.get_command(cli.app).commands[args[0]]  # type: ignore[attr-defined]
+    with pytest.raises(typer.BadParameter) as refused:
+        command.make_context(args[0], list(args[1:]))
+    assert refused.value.exit_code == 2
+    said = refused.value.format_message()
+    assert said.startswith(f"Invalid value for '{option}': Input should be greater than"), said

@@ -587,7 +587,13 @@ def replay(
         + (f", {result.skipped} to skip" if result.skipped else "")
     )
     if result.refused:
-        console.print(Text.assemble(("refused:", "red"), f" {result.refused}"))
+        said = "a run would be refused" if dry_run else "refused"
+        if len(result.refused) == 1:
+            console.print(Text.assemble((f"{said}:", "red"), f" {result.refused[0]}"))
+        else:
+            console.print(Text(f"{said}, for {len(result.refused)} reasons:", "red"))
+            for reason in result.refused:
+                console.print(Text(f"- {reason}"))
         if not dry_run:
             raise typer.Exit(2)
     console.print("applied" if result.applied else "nothing changed (dry run)")

@@ -13,7 +13,9 @@ sets the offsets anyway: a group whose offsets Kafka expired after it stayed emp
 ``offsets.retention.minutes``, seven days by default); and where it would move a partition
 *forward*, past records the group has not read yet (an offset or a time after where the
 group is; where it never committed, its service would start at the partition's beginning),
-which would skip them unhandled, unless ``allow_skip``.
+which would skip them unhandled, unless ``allow_skip``. A refusal names every reason that
+stands in the way, each with what lifts it (a dry run, what a run would be refused for):
+``force`` lifting one, the operator went on to meet the next.
 """
 
 from dataclasses import asdict, dataclass
@@ -22,7 +24,9 @@ from datetime import datetime
 from aiokafka.errors import KafkaError
 
 from caravan.ops.record import record
+from services import SERVICES
 from shared.messaging import kafka_admin
+from shared.topics import consumer_group
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class ReplayResult:
     members: int
     plan: list[PartitionPlan]
     applied: bool
-    refused: str | None = None
+    refused: tuple[str, ...] = ()  # every reason it was (or, a dry run, would be) refused
     unrecorded: str | None = None  # why the audit trail could not record it (it was done)
 
     @property
@@ -103,36 +107,38 @@ async def replay(
             else:
                 new = at[p.partition]
             plan.append(PartitionPlan(p.partition, p.beginning, p.committed, new, p.end))
-        refused = None
+        refused = []  # every reason that stands in the way, each with what to do
         # A topic that has never held a record (its group never had one to commit) has
         # nothing to re-read; setting its offsets to its beginning is no harm.
         held = any(p.end > p.beginning or p.beginning > 0 for p in current)
         if not force and held and all(p.committed is None for p in current):
             readers = await kafka_admin.groups_reading(bootstrap, topic)
-            refused = (
+            refused.append(
                 f"group {group} has no committed offset on {topic}: it has not read it, "
                 "or Kafka has expired its offsets (a group empty for longer than the "
                 f"broker's offsets.retention.minutes) (groups that have: "
                 f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
             )
-        elif state.members:
-            refused = (
+        if state.members:
+            refused.append(
                 f"group {group} has {len(state.members)} active member(s) ({state.state}): "
-                "stop its service first (under `caravan up`: `caravan pause SERVICE`)"
+                f"stop its service first ({_pause(group)}); --force does not lift this"
             )
-        elif any(p.skipped for p in plan) and not allow_skip:
+        if any(p.skipped for p in plan) and not allow_skip:
             ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
-            refused = (
+            refused.append(
                 f"this moves {group} forward past records it has not read yet, which it "
                 f"would never handle: partition (records) {ahead}; pass --allow-skip to skip them"
             )
         applied = False
-        if not dry_run and refused is None:
+        if not dry_run and not refused:
             try:
                 await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
                 applied = True
             except KafkaError as exc:  # a member joined meanwhile: Kafka refuses the commit
-                refused = f"Kafka refused the new offsets: {exc!r}; is {group}'s service running?"
+                refused.append(
+                    f"Kafka refused the new offsets: {exc!r}; is {group}'s service running?"
+                )
     mode = (
         "earliest"
         if earliest
@@ -150,7 +156,7 @@ async def replay(
                 "group": group,
                 "mode": mode,
                 "applied": applied,
-                "refused": refused,
+                "refused": refused or None,
                 "plan": [asdict(p) for p in plan],
             },
         )
@@ -159,5 +165,11 @@ async def replay(
             raise
         unrecorded = repr(exc)
     return ReplayResult(
-        topic, group, state.state, len(state.members), plan, applied, refused, unrecorded
+        topic, group, state.state, len(state.members), plan, applied, tuple(refused), unrecorded
     )
+
+
+def _pause(group: str) -> str:
+    """How to stop the members of ``group``: under ``caravan up``, pausing its service."""
+    service = next((s for s in SERVICES if consumer_group(s) == group), "SERVICE")
+    return f"under `caravan up`: `caravan pause {service}`"

@@ -206,17 +206,30 @@ async def test_replay_for_a_group_that_never_read_the_topic_is_refused_naming_th
     caravan: System,
 ) -> None:
     """A mistyped group (``orders`` for ``caravan-orders``), or the group of a service that
-    does not read the topic, would be "rewound" and nothing would be read again."""
+    does not read the topic, would be "rewound" and nothing would be read again. The group
+    of a running service is refused for that too: both reasons are named, each with what
+    lifts it (a dry run said only "pass --force", which does not lift the second)."""
     topic = Topic.ORDER_REQUESTS.value
     readers = await read_by(caravan, Topic.ORDER_REQUESTS)
     assert "caravan-orders" in readers and "caravan-inventory" not in readers
     typo = f"orders-{uuid.uuid4().hex[:8]}"
-    for group in (typo, "caravan-inventory"):
-        done = await cli(caravan, "replay", "--topic", topic, "--group", group, "--earliest")
-        assert done.returncode == 2, done.stdout + done.stderr
+    running = "caravan-inventory"
+    for group, how in ((typo, ()), (running, ()), (running, ("--dry-run",))):
+        args = ("replay", "--topic", topic, "--group", group, "--earliest", *how)
+        done = await cli(caravan, *args)
+        assert done.returncode == (0 if how else 2), done.stdout + done.stderr
         out = " ".join(done.stdout.split())
-        assert f"refused: group {group} has no committed offset on {topic}" in out, out
-        assert f"(groups that have: {', '.join(readers)})" in out, out
+        never = f"group {group} has no committed offset on {topic}"
+        if group == typo:
+            assert f"refused: {never}" in out, out
+        else:
+            said = "a run would be refused" if how else "refused"
+            assert f"{said}, for 2 reasons: - {never}" in out, out
+            assert (
+                f"- group {group} has 1 active member(s) (Stable): stop its service first"
+                " (under `caravan up`: `caravan pause inventory`); --force does not lift this"
+            ) in out, out
+        assert f"(groups that have: {', '.join(readers)}); check --group, or pass --force" in out
         assert set(await committed(caravan, group, topic)) == {None}
     # --force lifts the refusal (a dry run, to leave no group behind).
     done = await cli(

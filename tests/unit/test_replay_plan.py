@@ -1,14 +1,18 @@
 """A replay counts, and refuses without ``allow_skip``, what a partition the group never
 committed on would skip: the services read such a partition from its beginning
 (auto_offset_reset earliest), so moving it to a later offset leaves the records before it
-unread, as moving a committed offset forward does. Kafka and PostgreSQL are faked."""
+unread, as moving a committed offset forward does; a refusal names every reason that stands
+in the way. Kafka and PostgreSQL are faked."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from caravan import cli
 from caravan.ops import replay as ops_replay
 from shared.messaging import kafka_admin
 from shared.messaging.kafka_admin import GroupState, PartitionOffsets
@@ -55,7 +59,7 @@ async def test_moving_a_partition_never_committed_on_past_its_beginning_is_a_ski
 ) -> None:
     result = await replay(from_offset=5)
     assert [(p.reread, p.skipped) for p in result.plan] == [(2, 0), (0, 2)]
-    assert result.refused is not None and "partition (records) 1 (2)" in result.refused
+    assert [r for r in result.refused if "partition (records) 1 (2)" in r] == list(result.refused)
     assert not result.applied and committed == {}
     allowed = await replay(from_offset=5, allow_skip=True)
     assert allowed.applied and allowed.skipped == 2 and committed == {0: 5, 1: 5}
@@ -66,4 +70,45 @@ async def test_earliest_skips_nothing_of_a_partition_never_committed_on(
 ) -> None:
     result = await replay(earliest=True)
     assert [(p.new, p.reread, p.skipped) for p in result.plan] == [(0, 7, 0), (3, 0, 0)]
-    assert result.applied and result.refused is None
+    assert result.applied and result.refused == ()
+
+
+def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
+    committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caravan replay --group caravan-orders --topic orders.events.v1`` said only "no
+    committed offset ... pass --force" of a group that was running too, which --force does
+    not lift: an operator passing it met a second refusal."""
+
+    async def describe_group(bootstrap: str, group: str) -> GroupState:
+        return GroupState(group, "Stable", ["member-1"])
+
+    async def offsets(consumer: Any, topic: str) -> list[PartitionOffsets]:
+        return [PartitionOffsets(0, 0, 10, None), PartitionOffsets(1, 3, 10, None)]
+
+    async def groups_reading(bootstrap: str, topic: str) -> list[str]:
+        return ["caravan-inventory"]
+
+    monkeypatch.setattr(kafka_admin, "describe_group", describe_group)
+    monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    monkeypatch.setattr(kafka_admin, "groups_reading", groups_reading)
+    monkeypatch.setattr(cli, "_database_url", lambda: "postgresql://db")
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["replay", "--topic", "orders.events.v1", "--group", "caravan-orders", "--earliest"]
+    for dry_run, said, code in (([], "refused", 2), (["--dry-run"], "a run would be refused", 0)):
+        done = CliRunner().invoke(cli.app, [*args, *dry_run])
+        assert done.exit_code == code, done.output
+        lines = done.output.splitlines()
+        at = lines.index(f"{said}, for 2 reasons:")
+        assert lines[at + 1].startswith("- group caravan-orders has no committed offset on")
+        assert lines[at + 1].endswith("check --group, or pass --force to set them")
+        assert lines[at + 2] == (
+            "- group caravan-orders has 1 active member(s) (Stable): stop its service first"
+            " (under `caravan up`: `caravan pause orders`); --force does not lift this"
+        )
+    assert "nothing changed (dry run)" in done.output and committed == {}
+    forced = asyncio.run(replay(earliest=True, force=True))
+    assert [reason.split(":")[0] for reason in forced.refused] == [
+        "group g has 1 active member(s) (Stable)"
+    ]
+    assert not forced.applied and committed == {}

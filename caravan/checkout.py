@@ -23,12 +23,17 @@ def use_running_system(environ: dict[str, str] | os._Environ[str] = os.environ) 
     """Let a command reach the system ``caravan up`` runs from this checkout, with three
     Kafka nodes (port 19092) or SASL as well: the commands looked for one node on 9092 with
     no login. What the environment names already wins."""
-    try:
-        env = json.loads(UP_ENV.read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    for name, value in env.items():
+    for name, value in _up_env().items():
         environ.setdefault(name, value)
+
+
+def _up_env() -> dict[str, str]:
+    """What the running ``caravan up`` wrote to :data:`UP_ENV` (nothing if it did not)."""
+    try:
+        env: dict[str, str] = json.loads(UP_ENV.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return env
 
 
 UP_PIDS = CACHE / "up.pids"
@@ -51,6 +56,16 @@ def recorded_processes(pid_file: Path) -> dict[str, dict[str, Any]]:
 def paused(folder: Path | None = None) -> set[str]:
     """The services paused in ``folder`` (:data:`PAUSED`)."""
     return {p.name for p in (folder or PAUSED).glob("*") if p.name in SERVICES}
+
+
+def paused_beside(kafka_bootstrap: str) -> set[str]:
+    """The services ``caravan pause`` stopped under the ``caravan up`` that runs from this
+    checkout, if it runs the Kafka at ``kafka_bootstrap`` (the operations page watching the
+    system it runs); none otherwise: pauses an earlier run left, a page watching another
+    system."""
+    if _up_env().get("KAFKA_BOOTSTRAP_SERVERS") != kafka_bootstrap or not running_up():
+        return set()
+    return paused()
 
 
 def running_up(base: Path = CACHE / "up") -> bool:

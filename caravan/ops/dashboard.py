@@ -2,7 +2,9 @@
 ``/metrics``, the orders API and Kafka, sampled every few seconds.
 
 It reads no service's tables: what it shows is what the services publish about
-themselves, so it works the same against a deployment as against ``caravan up``. It calls
+themselves, so it works the same against a deployment as against ``caravan up``; of a
+service that does not answer (down, or paused by ``caravan pause`` under the ``caravan up``
+whose Kafka it watches), the consumer lag its group has in Kafka. It calls
 them with ``CARAVAN_TOKEN`` (or the development token), and leaves a service that refused
 it alone for a while (:class:`Refusals`); people need a token with the scope ``ops``: a
 bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
@@ -27,6 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caravan import checkout
 from services import SERVICES
 from shared.api import bearer_headers
 from shared.db import Database
@@ -43,7 +46,7 @@ from shared.http import (
 )
 from shared.messaging import kafka_admin
 from shared.settings import Settings
-from shared.topics import Topic
+from shared.topics import Topic, consumer_group
 
 LAG_NOTE = (
     "Records past each group's committed offsets. A group commits what it has handled up to"
@@ -72,6 +75,7 @@ class Snapshot:
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
     checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # those down that `caravan pause` stopped
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     # figure (stuck, dead_letters; a service: its /metrics) → why it is missing
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -131,12 +135,15 @@ HEALTH_NOTE = (
 
 def _health_rows(snap: Snapshot) -> str:
     """A row per service: its ``/healthz`` status and each check it names (every check any
-    service names has a column), marked ok, degraded or down (unhealthy, or no answer)."""
+    service names has a column), marked ok, degraded or down (unhealthy, or no answer), or
+    paused (no answer from a service `caravan pause` stopped)."""
     names = list(dict.fromkeys(name for checks in snap.checks.values() for name in checks))
     rows = ""
     for service in SERVICES:
         status = snap.health.get(service, "not asked")
         kind = status if status in ("ok", "degraded") else "down"
+        if service in snap.paused and service not in snap.checks:  # stopped, not failing
+            status = kind = "paused"
         checks = snap.checks.get(service, {})
         cells = "".join(_check(checks.get(name), kind) for name in names)
         rows += f"<tr><td>{service}</td>{_marked(kind, status)}{cells}</tr>"
@@ -275,6 +282,8 @@ async def collect(
                 snap.refused[service] = refusals.refuse(service, token, response.status_code)
                 continue
             _read_metrics(snap, service, response.text)
+        paused = checkout.paused_beside(settings.kafka_bootstrap_servers)
+        snap.paused = [service for service in snap.down if service in paused]
         held = snap.refused.get("orders") or refusals.holding("stuck", token)
         if held is not None:
             snap.unavailable["stuck"] = f"token refused ({held})"
@@ -290,7 +299,32 @@ async def collect(
     except Exception as exc:  # Kafka away: the services' own figures still count
         snap.dead_letters.clear()
         snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
+    else:
+        await _lag_of_those_down(settings, snap)
     return snap
+
+
+async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
+    """The consumer lag of each service whose ``/metrics`` could not be read (down, paused),
+    read as it reads its own (shared.observe): its group's committed offsets on each topic it
+    reads, from Kafka. The records waiting for a service away were shown nowhere."""
+    if not snap.down:
+        return
+    from services.orders.asyncapi import consumers  # the one table of who reads what
+
+    reads = consumers(settings)
+    for service in snap.down:
+        group = consumer_group(service)
+        try:
+            async with kafka_admin.group_client(
+                settings.kafka_bootstrap_servers, group, settings
+            ) as consumer:
+                lag = 0
+                for sub in reads[service]:
+                    lag += sum(p.lag for p in await kafka_admin.offsets(consumer, sub.topic.value))
+        except Exception:  # Kafka went away meanwhile: no figure, not 0
+            continue
+        snap.lag[service] = lag
 
 
 async def _ask_health(client: httpx.AsyncClient, url: str, snap: Snapshot, service: str) -> None:
@@ -425,10 +459,11 @@ class Dashboard:
 
     def service_row(self, snap: Snapshot, service: str) -> str:
         """A service's row of the Services table: its state (up, or degraded or unhealthy as
-        its ``/healthz`` says, health unknown where it gave no answer, down, refusing the
-        page's token) and its figures: none where its ``/metrics`` was not read, marked
-        stale, with since when, where the service has not sampled them for a few of its
-        rounds (its Kafka or its database away: the gauges stay as they last were)."""
+        its ``/healthz`` says, health unknown where it gave no answer, down or paused:
+        :meth:`away`, refusing the page's token) and its figures: none where its
+        ``/metrics`` was not read, marked stale, with since when, where the service has not
+        sampled them for a few of its rounds (its Kafka or its database away: the gauges stay
+        as they last were)."""
         name = f"<td>{service}</td>"
         if service in snap.refused:
             said = (
@@ -438,7 +473,7 @@ class Dashboard:
             )
             return f"<tr>{name}<td>{said}</td>{NO_FIGURES}</tr>"
         if service in snap.down:
-            return f"<tr>{name}<td class='down'>down</td>{NO_FIGURES}</tr>"
+            return f"<tr>{name}{self.away(snap, service)}</tr>"
         said, kind = _STATES.get(snap.health.get(service, "ok"), ("health unknown", "degraded"))
         observed = snap.observed.get(service)
         stale, cells = "stale", NO_FIGURES
@@ -469,6 +504,21 @@ class Dashboard:
         if note:
             said += f" <span class='note'>({note})</span>"
         return f"<tr>{name}{_cell(said, kind)}{cells}</tr>"
+
+    def away(self, snap: Snapshot, service: str) -> str:
+        """The state and figures of a service whose ``/metrics`` gave no answer: paused (by
+        ``caravan pause``, under the ``caravan up`` this page watches) or down, and the
+        consumer lag its group has in Kafka (read there: the records waiting for it)."""
+        state = "paused" if service in snap.paused else "down"
+        notes = []
+        if state == "paused":
+            notes.append(f"by caravan pause; caravan resume {service} starts it again")
+        lag = snap.lag.get(service)
+        if lag is not None:
+            notes.append("consumer lag read from Kafka")
+        said = state + (f" <span class='note'>({'; '.join(notes)})</span>" if notes else "")
+        lag_cell = "<td></td>" if lag is None else _cell(f"{lag:.0f}")
+        return _cell(said, state) + lag_cell + "<td></td>" * 5
 
     def throughput(self) -> list[tuple[float, float]]:
         """(time, records consumed per second by all services) between samples. Counted
@@ -644,7 +694,8 @@ def _html(body: str, refresh: bool = True) -> str:
         "<title>Caravan operations</title><style>body{font-family:sans-serif;margin:2em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
         ".ok{color:#176}.degraded{background:#fd6;font-weight:bold}"
-        ".down{background:#f99;font-weight:bold}.act,.warning{background:#fd6}"
+        ".down{background:#f99;font-weight:bold}.paused{background:#ddd;font-weight:bold}"
+        ".act,.warning{background:#fd6}"
         ".stale{opacity:.5}.note{color:#666}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
     )

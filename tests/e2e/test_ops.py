@@ -21,9 +21,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from caravan import system
+from caravan import checkout, system
 from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
+from caravan.ops.dashboard import Dashboard
 from caravan.ops.replay import replay
 from services import SERVICES
 from services.notifications.dispatch import sms_by_status
@@ -362,6 +363,47 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
     await caravan.wait_for(
         lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
     )
+
+
+async def test_the_operations_page_shows_a_paused_service_and_the_records_waiting_for_it(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """During ``caravan pause inventory`` the page said "inventory down", no sign it was
+    paused, and the records waiting for it were shown nowhere: the page read each service's
+    lag from its /metrics, which a stopped service does not answer."""
+    from tests.e2e.test_saga import order
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    settings = Settings(token=caravan.token)
+    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "up.env.json")  # as caravan up says
+    checkout.UP_ENV.write_text(
+        orjson.dumps({"KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap}).decode()
+    )
+    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "up-paused")
+    monkeypatch.setattr(checkout, "running_up", lambda: True)
+    checkout.PAUSED.mkdir()
+    (checkout.PAUSED / "inventory").touch()
+    await asyncio.to_thread(caravan.procs.supervise, {"inventory"})
+    try:
+        req = order()  # its order.placed waits for inventory
+        await caravan.request(req)
+        await caravan.placed(req.order_ref)
+        topics = consumed(caravan)["caravan-inventory"]
+        waiting = await lag(caravan, "caravan-inventory", topics)
+        assert waiting > 0
+        page = Dashboard(settings)
+        snap = await page.sample()
+        assert await lag(caravan, "caravan-inventory", topics) == waiting  # none came meanwhile
+    finally:
+        await asyncio.to_thread(caravan.procs.supervise, set())
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    assert snap.down == snap.paused == ["inventory"], snap.unavailable
+    assert (
+        "<tr><td>inventory</td><td class='paused'>paused <span class='note'>(by caravan pause;"
+        " caravan resume inventory starts it again; consumer lag read from Kafka)</span></td>"
+        f"<td>{waiting}</td>"
+    ) in page.page()
 
 
 async def test_a_dead_letter_fixed_and_redriven_completes_its_order(

@@ -1,11 +1,13 @@
 """The operations page says how old its figures are and which it could not get, rather
 than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
 
+import contextlib
 import html
+import json
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +20,7 @@ from pydantic import SecretStr
 
 from caravan import checkout, cli
 from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot, ports
+from services.orders.asyncapi import consumers
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
 from shared.messaging import kafka_admin
@@ -578,3 +581,90 @@ async def test_events_parked_until_their_order_placed_are_shown_per_service(
     assert "<td>0</td><td>0.0</td></tr>" in text.split("<tr><td>platform</td>")[1]
     assert "<td>0</td><td></td><td></td></tr>" in text.split("<tr><td>orders</td>")[1]
     assert page.history[-1].parked == {"notifications": 2.0, "platform": 0.0}
+
+
+@pytest.fixture
+def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """A Kafka where each group has 4 records waiting on each partition of each topic (two
+    partitions, committed at 6 of 10); what the page reads of it: the groups' lag."""
+    read: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def group_client(bootstrap: str, group: str, settings: Any) -> AsyncIterator[str]:
+        yield group
+
+    async def offsets(group: str, topic: str) -> list[kafka_admin.PartitionOffsets]:
+        read[group] = read.get(group, 0) + 1
+        return [kafka_admin.PartitionOffsets(p, 0, 10, 6) for p in (0, 1)]
+
+    monkeypatch.setattr(kafka_admin, "group_client", group_client)
+    monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    return read
+
+
+def paused_under_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kafka: str, *services: str
+) -> None:
+    """A ``caravan up`` running from the checkout on the Kafka at ``kafka``, ``services``
+    paused under it (``caravan pause``)."""
+    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "up.env.json")
+    checkout.UP_ENV.write_text(json.dumps({"KAFKA_BOOTSTRAP_SERVERS": kafka}))
+    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "up-paused")
+    checkout.PAUSED.mkdir()
+    for service in services:
+        (checkout.PAUSED / service).touch()
+    monkeypatch.setattr(checkout, "running_up", lambda: True)
+
+
+def stopped(settings: Settings, *services: str) -> Callable[[httpx.Request], httpx.Response]:
+    """Services answering as healthy ones do, but ``services``, which do not answer."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if service_of(settings, request) in services:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json=HEALTHY)
+        return httpx.Response(200, text=observed(settings, request))
+
+    return answer
+
+
+async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: dict[str, int]
+) -> None:
+    """During ``caravan pause inventory`` the page said "inventory down" (its Health row
+    "no answer (ConnectError)"), with no sign it was paused, and the records waiting for it
+    were shown nowhere: the figures of a service are read from its /metrics."""
+    settings = Settings(token="cvn_" + "p" * 43)
+    paused_under_up(monkeypatch, tmp_path, settings.kafka_bootstrap_servers, "inventory")
+    _, text = await sampled(settings, stopped(settings, "inventory", "payments"))
+    lag = {s: 8 * len(subs) for s, subs in consumers(settings).items()}  # 4 x 2 partitions
+    assert (
+        "<tr><td>inventory</td><td class='paused'>paused <span class='note'>(by caravan pause;"
+        " caravan resume inventory starts it again; consumer lag read from Kafka)</span></td>"
+        f"<td>{lag['inventory']}</td>" + "<td></td>" * 5 + "</tr>"
+    ) in text, text
+    assert (  # not paused: down, the lag its group has all the same
+        "<tr><td>payments</td><td class='down'>down <span class='note'>(consumer lag read from"
+        f" Kafka)</span></td><td>{lag['payments']}</td>" + "<td></td>" * 5 + "</tr>"
+    ) in text, text
+    assert "<tr><td>inventory</td><td class='paused'>paused</td>" in text  # Health
+    assert "<tr><td>payments</td><td class='down'>no answer (ConnectError)</td>" in text
+    assert "<tr><td>orders</td><td>up</td><td>0</td>" in text  # its own figures, as before
+    assert set(waiting) == {"caravan-ops-dashboard", "caravan-inventory", "caravan-payments"}
+    assert ".paused{" in text.split("<style>")[1].split("</style>")[0]
+
+
+async def test_pauses_of_a_caravan_up_on_another_kafka_are_not_this_system_s(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: dict[str, int]
+) -> None:
+    settings = Settings(token="cvn_" + "q" * 43)
+    paused_under_up(monkeypatch, tmp_path, "kafka.elsewhere:9092", "inventory")
+    _, text = await sampled(settings, stopped(settings, "inventory"))
+    assert "<tr><td>inventory</td><td class='down'>down <span class='note'>" in text, text
+    monkeypatch.setattr(checkout, "running_up", lambda: False)  # left by an earlier run
+    checkout.UP_ENV.write_text(
+        json.dumps({"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers})
+    )
+    _, text = await sampled(settings, stopped(settings, "inventory"))
+    assert "<tr><td>inventory</td><td class='down'>down <span class='note'>" in text, text

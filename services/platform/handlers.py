@@ -38,6 +38,7 @@ from services.platform.domain.orders import (
     Problem,
     ProblemKind,
     SkuMapping,
+    fulfilled_after_cancelled,
     meaning,
     to_request,
     undone_on_platform,
@@ -155,6 +156,7 @@ async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> A
 
 STILL_OPEN_ONCE_PLACED = {
     "cancelled_on_platform",
+    "fulfilled_after_cancelled",
     "refund_requested",
     "rejected",
     "unknown_status",
@@ -170,8 +172,13 @@ async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) ->
     :data:`~services.platform.domain.orders.STATUSES`) is past anything
     the adapter does for an order placed already (and what kept it from being read is moot);
     any other, or any for an order never placed, is a problem for operations: a refund or a
-    closure of a sale that goes on here, or an order whose payment cannot be told."""
+    closure of a sale that goes on here, or an order whose payment cannot be told; and so is a
+    step of fulfilment of an order we cancelled (goods going out that we hold nothing for)."""
     if ours is not None and meaning(order.status) == "fulfilment":
+        if await _our_outcome(tx, app, order) == "cancelled":
+            problem = fulfilled_after_cancelled(order, ours)
+            await record_problems(tx, app, order.order_id, [problem])
+            return "problem"
         log.info("platform order %s/%s is %r; placed already", app, order.order_id, order.status)
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
         return "ignored"

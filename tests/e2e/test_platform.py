@@ -600,6 +600,25 @@ async def test_a_refund_after_we_cancelled_the_order_is_ignored_and_opens_no_pro
     assert requested(caravan, never) == []
 
 
+async def test_goods_shipped_for_an_order_we_cancelled_are_a_problem(
+    caravan: System, platform: Platform
+) -> None:
+    """Told that our order was cancelled (out of season here), the platform says it shipped
+    it after all (WAIT_BUYER_CONFIRM_GOODS): goods went out that Caravan holds no stock or
+    payment for, or the buyer waits for goods nobody sends. Such a push was ``ignored``, as
+    the fulfilment of an order placed and confirmed is; it is a ``fulfilled_after_cancelled``
+    problem naming our order, which later pushes do not close."""
+    order_ref = await new_order(platform.sim, {"ALI-FIG": 1}, status="WAIT_SELLER_SEND_GOODS")
+    order_id = await placed_and_told(caravan, platform, order_ref, "order.cancelled")
+    for status in ("WAIT_BUYER_CONFIRM_GOODS", "TRADE_FINISHED"):
+        await new_order(platform.sim, {"ALI-FIG": 1}, status=status, order_id=order_ref)
+        report = await push(platform.sim, order_ref, kind="notice")
+        assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "fulfilled_after_cancelled", (kind, detail)
+    assert f"our order {order_id}" in detail and "'TRADE_FINISHED'" in detail, detail  # the last
+
+
 @pytest.mark.parametrize(
     ("status", "problem"),
     [("TRADE_CLOSED", "cancelled_on_platform"), ("WAIT_SELLER_AGREE", "refund_requested")],

@@ -28,13 +28,15 @@ ProblemKind = Literal[
     "rejected",
     "cancelled_on_platform",
     "refund_requested",
+    "fulfilled_after_cancelled",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
 it was never placed and the platform now says a status the adapter does not know (paid or
 not, operations find out), the orders service refused what the adapter published
 (``rejected``: a push again does not mend it), the platform cancelled it after we placed
 it (a sale to undo by hand), or its buyer asked the platform for a refund after we placed it
-(a refund to agree to or refuse there, and perhaps goods to stop)."""
+(a refund to agree to or refuse there, and perhaps goods to stop), or it says an order we
+cancelled is being fulfilled (goods shipped that Caravan holds no stock or payment for)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled", "refunding", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
 cancelled one (before payment, or closed after it with the buyer's money given back) is
@@ -189,6 +191,20 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
             " settle the goods and the money by hand)"
         )
     return Problem("refund_requested" if refund else "cancelled_on_platform", said + what)
+
+
+def fulfilled_after_cancelled(order: PlatformOrder, ours: str) -> Problem:
+    """Why an order we cancelled (``ours``, our order id; the platform was told) that the
+    platform then says is being fulfilled (shipped, finished) needs operations: goods went out
+    that Caravan holds no stock, loan or charge for, or the platform never took in our
+    cancellation and the buyer waits for goods."""
+    return Problem(
+        "fulfilled_after_cancelled",
+        f"the platform says {order.status!r} (a step of fulfilment) of an order we cancelled"
+        f" (our order {ours}; the platform was told): Caravan holds no stock or payment for it;"
+        " ask the seller whether goods left, and settle the sale or the refund on the platform"
+        " by hand; then resolve this",
+    )
 
 
 def to_request(

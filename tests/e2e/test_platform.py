@@ -318,6 +318,25 @@ async def placed_and_told(caravan: System, platform: Platform, order_ref: str, o
     return order_id
 
 
+async def test_an_order_s_callback_is_listed_by_our_order_id_or_by_the_platform_s(
+    caravan: System, platform: Platform
+) -> None:
+    """``order_id`` is our order id (the platform's finds nothing there); the platform's is
+    ``platform_order_id``: the filter was not there, so the whole list came back."""
+    order_ref = await new_order(platform.sim)
+    order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
+
+    async def listed(**query: str) -> list[tuple[str, str]]:
+        answer = await platform.adapter.get("/platform/callbacks", params=query)
+        return [(r["order_id"], r["platform_order_id"]) for r in answer.json()["callbacks"]]
+
+    ours = [(order_id, order_ref)]
+    assert await listed(app=APP, platform_order_id=order_ref) == ours
+    assert await listed(platform_order_id=order_ref) == ours
+    assert await listed(order_id=order_id) == ours
+    assert await listed(order_id=order_ref) == []
+
+
 async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     caravan: System, platform: Platform
 ) -> None:

@@ -30,8 +30,9 @@ records; ``platform:read`` or ``platform:write`` to read):
   it for a refund) after we placed them, the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand.
-- ``GET /platform/callbacks?app=&status=&order_id=``: status callbacks and their attempts,
-  the newest first; ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both
+- ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
+  and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
+  platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both
   optional, ``platform:write``, audited): the ``failed`` ones sent again from a first attempt
   (the answer and the audit row: how many, and the first ``LISTED`` event ids).
 
@@ -407,11 +408,13 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         app: str | None = None,
         status: str | None = None,
         order_id: str | None = None,
+        platform_order_id: str | None = None,
         start: Position | None = CALLBACKS_CURSOR,
         limit: Limit = 100,
     ) -> Any:
         """Status callbacks and their attempts, the newest first, a page at a time
-        (``next_cursor``)."""
+        (``next_cursor``); of one order by our ``order_id`` or the platform's
+        ``platform_order_id``."""
         query = select(callbacks)
         if app is not None:
             query = query.where(callbacks.c.app == app)
@@ -419,6 +422,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             query = query.where(callbacks.c.status == status)
         if order_id is not None:
             query = query.where(callbacks.c.order_id == order_id)
+        if platform_order_id is not None:
+            query = query.where(callbacks.c.platform_order_id == platform_order_id)
         return await _page(query, CALLBACKS_ORDER, start, limit, "callbacks")
 
     async def _page(

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -192,11 +193,42 @@ async def test_a_stale_timestamp_is_refused(caravan: System, platform: Platform)
     for offset in (-360, 3600):
         refused = await push(platform.sim, order_ref, timestamp_offset_seconds=offset)
         assert refused["status_code"] == 401, refused
-        assert refused["body"]["title"] == "Stale or missing timestamp"
+        assert refused["body"]["title"] == "Stale timestamp"
     await asyncio.sleep(1.0)
     assert requested(caravan, order_ref) == []
     # The order itself is fine: a fresh push of it is taken.
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+
+
+async def test_taobaos_timestamp_is_read_as_beijing_time_and_an_unread_one_says_so(
+    caravan: System, platform: Platform
+) -> None:
+    """Taobao's ``2026-12-05 01:04:00`` (GMT+8) and a zoneless ISO time were both refused
+    401 "Stale or missing timestamp", as if late: Taobao's is read as Beijing time, and one
+    read in no format (or none) is a 422 naming the formats that are read."""
+    order_ref = await new_order(platform.sim)
+
+    async def pushed(timestamp: str | None) -> httpx.Response:
+        params = {"app_key": APP, "order_id": order_ref, "push_id": uuid.uuid4().hex}
+        if timestamp is not None:
+            params["timestamp"] = timestamp
+        return await platform.adapter.post(f"/platform/{APP}/push", data=signed(params, SECRET))
+
+    now = datetime.now(UTC)
+    for unread in (now.strftime("%Y-%m-%dT%H:%M:%S"), None):
+        answer = await pushed(unread)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == "timestamp"
+        assert "yyyy-MM-dd HH:mm:ss in Beijing time" in answer.json()["detail"]
+    # UTC written as Taobao writes Beijing time is eight hours behind, and said to be.
+    behind = await pushed(now.strftime("%Y-%m-%d %H:%M:%S"))
+    assert behind.status_code == 401, behind.text
+    assert behind.json()["title"] == "Stale timestamp"
+    assert "+08:00" in behind.json()["detail"]
+    beijing = now.astimezone(timezone(timedelta(hours=8)))
+    taken = await pushed(beijing.strftime("%Y-%m-%d %H:%M:%S"))
+    assert (taken.status_code, taken.json()["status"]) == (200, "accepted"), taken.text
     await placed_once(caravan, order_ref)
 
 

@@ -28,6 +28,7 @@ from services.platform.domain.orders import (
     unknown_status,
 )
 from services.platform.domain.signing import (
+    TIMESTAMP_FORMATS,
     SignMethod,
     fresh,
     parse_timestamp,
@@ -85,6 +86,18 @@ def test_timestamps_in_seconds_milliseconds_and_iso() -> None:
     assert parse_timestamp("2026-11-30t08:00:00z") == at  # RFC 3339 allows lower case
     for bad in ["", "soon", "2026-11-30T08:00:00", "99999999999999999999999"]:
         assert parse_timestamp(bad) is None
+
+
+def test_taobaos_timestamp_is_read_as_beijing_time_and_no_other_zoneless_one() -> None:
+    """Taobao's TOP API writes ``yyyy-MM-dd HH:mm:ss`` in GMT+8; any other time without a
+    zone names no instant, so is not read (the push is told which formats are)."""
+    at = datetime(2026, 12, 4, 17, 4, tzinfo=UTC)
+    assert parse_timestamp("2026-12-05 01:04:00") == at
+    assert parse_timestamp(" 2026-12-05 01:04:00 ") == at
+    for zoneless in ["2026-12-04T17:04:00", "2026-12-05 01:04", "2026-12-05 01:04:00.5"]:
+        assert parse_timestamp(zoneless) is None, zoneless
+    assert parse_timestamp("2026-12-05 1:04:00") is None
+    assert "yyyy-MM-dd HH:mm:ss in Beijing time" in TIMESTAMP_FORMATS
 
 
 def test_a_timestamp_is_fresh_within_the_window_either_way() -> None:

@@ -15,8 +15,9 @@ each written as upper-case hex. Verification compares in constant time.
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
 
 SignMethod = Literal["hmac-sha256", "md5"]
@@ -53,21 +54,40 @@ def verify(params: Mapping[str, str], secret: str, method: SignMethod = "hmac-sh
     return hmac.compare_digest(given.upper().encode(), expected.encode())
 
 
+BEIJING = timezone(timedelta(hours=8), "UTC+08:00")  # China keeps no summer time
+TOP_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+TIMESTAMP_FORMATS = (
+    "Unix seconds or milliseconds, ISO 8601 with a zone (2026-12-04T17:04:00Z), or"
+    " yyyy-MM-dd HH:mm:ss in Beijing time (UTC+8, as Taobao's TOP API sends it)"
+)
+"""What :func:`parse_timestamp` reads, as a refusal names it."""
+
+
 def parse_timestamp(value: str) -> datetime | None:
-    """A push's ``timestamp``: Unix seconds, Unix milliseconds, or ISO 8601 with a zone."""
+    """A push's ``timestamp`` (:data:`TIMESTAMP_FORMATS`), else None. Taobao's TOP API writes
+    ``yyyy-MM-dd HH:mm:ss`` in GMT+8 and says so: that is read as Beijing time. Any other
+    time without a zone (``2026-12-04T17:04:00``) is not read: it names no instant, and
+    taken as UTC or as Beijing time it would be eight hours off for half the platforms."""
     value = value.strip()
     try:
         if value.isdigit():
             number = int(value)
             seconds = number / 1000 if number >= 10**11 else number
             return datetime.fromtimestamp(seconds, UTC)
+        if TOP_TIMESTAMP.fullmatch(value):
+            return datetime.fromisoformat(value).replace(tzinfo=BEIJING)
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
     return parsed if parsed.tzinfo is not None else None
 
 
+def within(at: datetime, now: datetime, window_seconds: float) -> bool:
+    """True when ``at`` is within ``window_seconds`` of ``now`` (either way)."""
+    return abs((now - at).total_seconds()) <= window_seconds
+
+
 def fresh(value: str | None, now: datetime, window_seconds: float) -> bool:
     """True when ``value`` is a timestamp within ``window_seconds`` of ``now`` (either way)."""
     at = parse_timestamp(value) if value is not None else None
-    return at is not None and abs((now - at).total_seconds()) <= window_seconds
+    return at is not None and within(at, now, window_seconds)

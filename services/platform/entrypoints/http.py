@@ -5,7 +5,8 @@ Pushes (authenticated by the app's signature, not by a token):
 - ``POST /platform/{app}/push``: a form (``application/x-www-form-urlencoded``) or JSON
   object of string (or number) parameters, signed as
   :mod:`services.platform.domain.signing` says, with ``timestamp`` (Unix seconds or
-  milliseconds, or ISO 8601) within the window, ``order_id`` (the platform's), and
+  milliseconds, ISO 8601 with a zone, or Taobao's ``yyyy-MM-dd HH:mm:ss`` in Beijing time)
+  within the window, ``order_id`` (the platform's), and
   ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a push
   carries (a full order, or only "order changed") is not trusted: the order is fetched from
   the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
@@ -13,9 +14,10 @@ Pushes (authenticated by the app's signature, not by a token):
   an order placed already when it is a step of fulfilment, else an ``unknown_status``
   ``problem``, as for one never placed); 401 bad
   signature, unknown app or stale timestamp (nothing stored or published); 409 a replayed
-  push; 422 a body that is not flat parameters, or an ``order_id`` that cannot be an
-  ``order_ref``, or an order the order API answers that we cannot read (a field we cannot
-  take: an ``invalid_order`` problem for operations too); 404 an order the platform
+  push; 422 a body that is not flat parameters, a ``timestamp`` missing or in no format
+  read, or an ``order_id`` that cannot be an ``order_ref``, or an order the order API
+  answers that we cannot read (a field we cannot take: an ``invalid_order`` problem for
+  operations too); 404 an order the platform
   does not know; 502/503 the order API failed, or refused our signature (the platform
   should push again).
 
@@ -61,7 +63,13 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
 from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
-from services.platform.domain.signing import SIGN, fresh, verify
+from services.platform.domain.signing import (
+    SIGN,
+    TIMESTAMP_FORMATS,
+    parse_timestamp,
+    verify,
+    within,
+)
 from services.platform.metrics import PUSHES, UNKNOWN_APP, PushRefused
 from shared.auth import audit
 from shared.auth.tokens import Principal
@@ -134,7 +142,7 @@ _PARAMS = {
         SIGN: {"type": "string"},
         "timestamp": {
             "type": ["string", "number"],
-            "description": "Unix seconds or milliseconds, or ISO 8601",
+            "description": TIMESTAMP_FORMATS,
         },
         "order_id": {"type": "string", "pattern": ORDER_REF_PATTERN},
         "push_id": {"type": "string", "maxLength": 128},
@@ -155,11 +163,11 @@ PUSH_BODY = {
 """The body of a push, which :func:`parse_params` reads itself (a form or JSON)."""
 PUSH_PROBLEMS = problem_responses(
     {
-        401: "a bad signature, an unknown app, or a timestamp missing or out of the window",
+        401: "a bad signature, an unknown app, or a timestamp out of the window",
         404: "the platform does not know the order",
         409: REPLAYED,
-        422: "not flat parameters, an order_id that cannot be an order_ref, or an order the"
-        " platform answers that cannot be read",
+        422: "not flat parameters, a timestamp missing or in no format read, an order_id that"
+        " cannot be an order_ref, or an order the platform answers that cannot be read",
         502: "the platform answered another order",
         503: "the platform's order API or the database is not reachable: push again later",
     },
@@ -195,20 +203,27 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             # One answer for an unknown app and a wrong secret: which apps exist is not said.
             detail = f"sign is not this push's signature with the secret of app {app!r}"
             return refuse(app, refused, 401, "Bad signature", detail[:300], request)
-        if not fresh(params.get("timestamp"), datetime.now(UTC), window_seconds):
-            detail = f"timestamp is missing or more than {window_seconds:.0f} s from now"
-            return refuse(app, "stale", 401, "Stale or missing timestamp", detail, request)
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")
+        at = parse_timestamp(params.get("timestamp", ""))
         # The platform's order id is our order_ref: one that cannot be is refused here.
         field = "order_id" if not ORDER_REF.fullmatch(order_id) else None
         detail = "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
-        if field is None and len(push_id) > 128:
+        if at is None:
+            field, detail = "timestamp", f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
+        elif field is None and len(push_id) > 128:
             field = "push_id" if params.get("push_id") else "nonce"
             detail = f"{field} of at most 128 characters needed"
-        if field is not None:
+        if field is not None or at is None:  # at is None only with field "timestamp"
             PUSHES.labels(app, "invalid").inc()
-            return refused_body(detail, "Not a platform push", field)
+            return refused_body(detail, "Not a platform push", field or "timestamp")
+        now = datetime.now(UTC)
+        if not within(at, now, window_seconds):
+            detail = (
+                f"timestamp {params['timestamp']!r}, read as {at.isoformat()}, is more than"
+                f" {window_seconds:.0f} s from now ({now.isoformat(timespec='seconds')})"
+            )
+            return refuse(app, "stale", 401, "Stale timestamp", detail[:500], request)
         async with uow.begin() as tx:
             replayed = await handlers.seen(tx, app, push_id)
         if replayed:

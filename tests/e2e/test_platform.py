@@ -169,6 +169,9 @@ async def test_a_bad_signature_gets_401_and_publishes_nothing(
     assert answer.headers["content-type"].startswith("application/problem+json")
     other = await platform.adapter.post("/platform/no-such-app/push", json=good["params"])
     assert other.status_code == 401
+    # One answer for both, which names both things to check (it named only the secret).
+    for refusal, named in ((answer, APP), (other, "no-such-app")):
+        assert refusal.json()["detail"] == f"no app {named!r} with a secret that signs this push"
     # The good push is published; the refused ones never are, and left nothing behind.
     await caravan.wait_for(lambda: requested(caravan, good_ref))
     await asyncio.sleep(1.0)

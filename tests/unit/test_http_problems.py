@@ -91,7 +91,7 @@ async def test_a_refused_platform_push_says_why() -> None:
     assert said[0] == (
         401,
         "Bad signature",
-        "sign is not this push's signature with the secret of app 'shop'",
+        "no app 'shop' with a secret that signs this push",
     )
     assert said[1][:2] == (401, "Stale timestamp")
     assert said[1][2].startswith(f"{read} from now (20"), said[1]

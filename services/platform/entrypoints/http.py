@@ -201,7 +201,8 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         ):
             refused: PushRefused = "unknown_app" if config is None else "bad_signature"
             # One answer for an unknown app and a wrong secret: which apps exist is not said.
-            detail = f"sign is not this push's signature with the secret of app {app!r}"
+            # So the detail names both things to check: the app's name and its secret.
+            detail = f"no app {app!r} with a secret that signs this push"
             return refuse(app, refused, 401, "Bad signature", detail[:300], request)
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")

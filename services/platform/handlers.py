@@ -1,13 +1,13 @@
 """Use cases of the platform adapter, each inside one :class:`~shared.messaging.uow.Tx`.
 
-A push is answered only after the order was fetched from the platform (outside any
-transaction, see :mod:`services.platform.entrypoints.http`); :func:`accept_push` then
-decides in one transaction, one push of a platform order at a time (its advisory lock): the
-push id is recorded (an exact replay is refused), and a paid order whose SKUs and buyer are
-mapped is placed by publishing ``platform.order_requested`` (on ``platform.events.v1``, which
-only the adapter may write) through the outbox, at most once per (app, platform order id):
-the ``platform_orders`` row and the outbox row commit together.
-The orders service's (source, order_ref) idempotency is the second guard.
+A push is answered only after the order was fetched from the platform (outside any transaction,
+see :mod:`services.platform.entrypoints.http`); :func:`accept_push` then decides in one
+transaction, one push of a platform order at a time (its advisory lock): the push id is
+recorded (the same push again is a duplicate, another of that id refused), and a paid order
+whose SKUs and buyer are mapped is placed by publishing ``platform.order_requested`` (on
+``platform.events.v1``, which only the adapter may write) through the outbox, at most once per
+(app, platform order id): the ``platform_orders`` row and the outbox row commit together. The
+orders service's (source, order_ref) idempotency is the second guard.
 
 An outcome (``order.confirmed``, ``order.cancelled``) of a platform order whose
 ``order.placed`` has not come yet (a redrive, a replay or partitions added can make that
@@ -68,6 +68,7 @@ CALLBACKS_DUE = "platform.callbacks"
 """Signal of a transaction that queued a status callback (it wakes the callback loop)."""
 
 Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
+Seen = Literal["duplicate", "replayed"]
 
 _LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
 _PLATFORM_ORDER_LOCKS = OrderLocks(0x9A8)  # and of each platform order, "<app>/<its id>"
@@ -78,12 +79,17 @@ def source_of(app: str) -> str:
     return f"{PLATFORM_SOURCE_PREFIX}{app}"
 
 
-async def seen(tx: Tx, app: str, push_id: str) -> bool:
-    """True when this push id was accepted before."""
-    found = await tx.conn.scalar(
-        select(pushes.c.push_id).where(pushes.c.app == app, pushes.c.push_id == push_id)
+async def seen(tx: Tx, app: str, push_id: str, fingerprint: str) -> Seen | None:
+    """None for a push id not accepted before; ``duplicate`` when it was, for this very push
+    (its :func:`~services.platform.domain.signing.fingerprint`: a platform that did not see
+    our answer sends it again), else ``replayed`` (another push under that id)."""
+    found = await tx.conn.execute(
+        select(pushes.c.fingerprint).where(pushes.c.app == app, pushes.c.push_id == push_id)
     )
-    return found is not None
+    row = found.first()
+    if row is None:
+        return None
+    return "duplicate" if row.fingerprint == fingerprint else "replayed"
 
 
 async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
@@ -95,17 +101,19 @@ async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
     await _PLATFORM_ORDER_LOCKS.lock(tx, [f"{app}/{platform_order_id}"])
 
 
-async def accept_push(tx: Tx, app: str, push_id: str, order: PlatformOrder) -> Accepted:
+async def accept_push(
+    tx: Tx, app: str, push_id: str, fingerprint: str, order: PlatformOrder
+) -> Accepted:
     """Act on a verified push, given the order as the platform has it now (holding the
     platform order's lock: :func:`lock_platform_order`)."""
     fresh = await tx.conn.execute(
         pg_insert(pushes)
-        .values(app=app, push_id=push_id)
+        .values(app=app, push_id=push_id, fingerprint=fingerprint)
         .on_conflict_do_nothing()
         .returning(pushes.c.push_id)
     )
-    if fresh.first() is None:
-        return "replayed"
+    if fresh.first() is None:  # taken meanwhile: the same push sent twice at once, or not
+        return await seen(tx, app, push_id, fingerprint) or "replayed"
     await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()

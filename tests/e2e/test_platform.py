@@ -255,13 +255,18 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     assert [r["status_code"] for r in reports] == [200] * 5, reports
     statuses = sorted(r["body"]["status"] for r in reports)
     assert statuses == ["accepted"] + ["duplicate"] * 4
-    # An exact replay of one of them is refused.
-    replay = await platform.adapter.post(f"/platform/{APP}/push", json=reports[0]["params"])
-    assert replay.status_code == 409
-    assert (
-        replay.json()["detail"]
-        == "a push of this push_id (else nonce, else sign) was taken already"
-    )
+    # One sent again, as it was or signed anew (a platform that lost our 200 resends until
+    # it sees a 2xx), is a duplicate: it was a 409 "Push already received".
+    first = reports[0]["params"]
+    again = await platform.adapter.post(f"/platform/{APP}/push", json=first)
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
+    anew = await push(platform.sim, order_ref, kind="notice", push_id=first["push_id"])
+    assert (anew["status_code"], anew["body"]["status"]) == (200, "duplicate"), anew
+    # Another push under a push id taken is refused.
+    other = await push(platform.sim, order_ref, kind="full", push_id=first["push_id"])
+    assert other["status_code"] == 409, other
+    said = "another push (other parameters) of this push_id or nonce was taken already"
+    assert other["body"]["detail"] == said
     await placed_once(caravan, order_ref)
     rows = await caravan.scalar(
         "select count(*) from platform.platform_orders where platform_order_id = :r", r=order_ref

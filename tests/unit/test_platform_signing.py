@@ -30,10 +30,12 @@ from services.platform.domain.orders import (
 from services.platform.domain.signing import (
     TIMESTAMP_FORMATS,
     SignMethod,
+    fingerprint,
     fresh,
     parse_timestamp,
     payload,
     sign,
+    signed,
     verify,
 )
 from services.platform.entrypoints.http import parse_params
@@ -98,6 +100,17 @@ def test_taobaos_timestamp_is_read_as_beijing_time_and_no_other_zoneless_one() -
         assert parse_timestamp(zoneless) is None, zoneless
     assert parse_timestamp("2026-12-05 1:04:00") is None
     assert "yyyy-MM-dd HH:mm:ss in Beijing time" in TIMESTAMP_FORMATS
+
+
+def test_a_push_signed_anew_has_its_fingerprint_and_another_push_not() -> None:
+    push = {"app_key": "ali", "push_id": "p-1", "order_id": "P-1", "timestamp": "1764489600"}
+    same = fingerprint(signed(push, "s3cret"))
+    anew = {**push, "timestamp": "2026-12-05 01:04:00"}
+    assert fingerprint(signed(anew, "s3cret", "md5")) == same
+    assert fingerprint({**push, "order_id": "P-2"}) != same
+    assert fingerprint({**push, "event": "order_changed"}) != same
+    # "a"+"bc" and "ab"+"c" are the same signed bytes, but not the same push.
+    assert fingerprint({"a": "bc"}) != fingerprint({"ab": "c"})
 
 
 def test_a_timestamp_is_fresh_within_the_window_either_way() -> None:

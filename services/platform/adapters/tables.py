@@ -23,13 +23,16 @@ from shared.messaging.tables import add_messaging_tables
 SCHEMA = "platform"
 metadata = MetaData(schema=SCHEMA)
 
-# Each accepted push's id (its ``push_id`` or ``nonce``, else its signature): an exact
-# replay is refused. Rows older than the timestamp window can go: such a push is stale anyway.
+# Each accepted push's id (its ``push_id`` or ``nonce``, else its signature) and fingerprint
+# (``signing.fingerprint``): the same push sent again is a duplicate, another push of that id
+# refused (none on rows from before 2026-12-04). Rows older than the timestamp window can go:
+# such a push is stale anyway.
 pushes = Table(
     "pushes",
     metadata,
     Column("app", String(64), nullable=False),
     Column("push_id", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("app", "push_id"),
 )

@@ -15,6 +15,7 @@ each written as upper-case hex. Verification compares in constant time.
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -52,6 +53,13 @@ def verify(params: Mapping[str, str], secret: str, method: SignMethod = "hmac-sh
         return False
     expected = sign(params, secret, method)
     return hmac.compare_digest(given.upper().encode(), expected.encode())
+
+
+def fingerprint(params: Mapping[str, str]) -> str:
+    """What makes a push the same push sent again, as SHA-256 hex: its parameters but ``sign``
+    and ``timestamp``, which a platform resending a push may sign anew."""
+    kept = sorted((k, v) for k, v in params.items() if k not in (SIGN, "timestamp"))
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()
 
 
 BEIJING = timezone(timedelta(hours=8), "UTC+08:00")  # China keeps no summer time

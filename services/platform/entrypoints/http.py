@@ -3,23 +3,23 @@
 Pushes (authenticated by the app's signature, not by a token):
 
 - ``POST /platform/{app}/push``: a form (``application/x-www-form-urlencoded``) or JSON
-  object of string (or number) parameters, signed as
-  :mod:`services.platform.domain.signing` says, with ``timestamp`` (Unix seconds or
-  milliseconds, ISO 8601 with a zone, or Taobao's ``yyyy-MM-dd HH:mm:ss`` in Beijing time)
-  within the window, ``order_id`` (the platform's), and
-  ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a push
-  carries (a full order, or only "order changed") is not trusted: the order is fetched from
-  the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" | "problem" |
-  "ignored"}`` (a status the adapter does not know, such as ``shipped``, is ``ignored`` for
-  an order placed already when it is a step of fulfilment, else an ``unknown_status``
-  ``problem``, as for one never placed); 401 bad
-  signature, unknown app or stale timestamp (nothing stored or published); 409 a replayed
-  push; 422 a body that is not flat parameters, a ``timestamp`` missing or in no format
-  read, or an ``order_id`` that cannot be an ``order_ref``, or an order the order API
-  answers that we cannot read (a field we cannot take: an ``invalid_order`` problem for
-  operations too); 404 an order the platform
-  does not know; 502/503 the order API failed, or refused our signature (the platform
-  should push again).
+  object of string (or number) parameters, signed as :mod:`services.platform.domain.signing`
+  says, with ``timestamp`` (Unix seconds or milliseconds, ISO 8601 with a zone, or Taobao's
+  ``yyyy-MM-dd HH:mm:ss`` in Beijing time) within the window, ``order_id`` (the platform's),
+  and ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a
+  push carries (a full order, or only "order changed") is not trusted: the order is fetched
+  from the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" |
+  "problem" | "ignored"}`` (the same push sent again, under a push id taken, but perhaps
+  signed anew with another ``timestamp``, is a ``duplicate`` not acted on again; a status
+  the adapter does not know, such as ``shipped``, is ``ignored`` for an order placed already
+  when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as for one never
+  placed); 401 bad signature, unknown app or stale timestamp (nothing stored or published);
+  409 another push under a push id taken; 422 a body that is not flat parameters, a
+  ``timestamp`` missing or in no format read, or an ``order_id`` that cannot be an
+  ``order_ref``, or an order the order API answers that we cannot read (a field we cannot
+  take: an ``invalid_order`` problem for operations too); 404 an order the platform does not
+  know; 502/503 the order API failed, or refused our signature (the platform should push
+  again).
 
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
 records; ``platform:read`` or ``platform:write`` to read):
@@ -66,6 +66,7 @@ from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
 from services.platform.domain.signing import (
     SIGN,
     TIMESTAMP_FORMATS,
+    fingerprint,
     parse_timestamp,
     verify,
     within,
@@ -133,7 +134,7 @@ def parse_params(body: bytes, content_type: str) -> dict[str, str]:
     return params
 
 
-REPLAYED = "a push of this push_id (else nonce, else sign) was taken already"
+REPLAYED = "another push (other parameters) of this push_id or nonce was taken already"
 _PARAMS = {
     "type": "object",
     "description": "flat parameters, signed (see the module docstring)",
@@ -225,10 +226,14 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
                 f" {window_seconds:.0f} s from now ({now.isoformat(timespec='seconds')})"
             )
             return refuse(app, "stale", 401, "Stale timestamp", detail[:500], request)
+        same = fingerprint(params)
         async with uow.begin() as tx:
-            replayed = await handlers.seen(tx, app, push_id)
-        if replayed:
+            before = await handlers.seen(tx, app, push_id, same)
+        if before == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
+        if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
+            PUSHES.labels(app, before).inc()
+            return {"status": before, "order_ref": order_id}
         try:
             order = await api.fetch_order(app, order_id)
         except PlatformUnavailable as exc:
@@ -250,7 +255,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"
             return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
-            outcome = await handlers.accept_push(tx, app, push_id, order)
+            outcome = await handlers.accept_push(tx, app, push_id, same, order)
         if outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         PUSHES.labels(app, outcome).inc()

@@ -1,0 +1,247 @@
+"""``caravan up --demo`` run as a user runs it (``make up``): the command in a process of its
+own, its ready line and the demo's summary (as the database has it), ``caravan demo`` against
+it, and a Ctrl-C that stops every process it started.
+
+It runs from a copy of the checkout: what ``caravan up`` keeps in the checkout's ``.cache/``
+(its lock, pids, development token, service logs) stays the copy's, so a developer's own
+``caravan up`` beside the tests is left alone. Its Kafka is a broker of its own, not the
+session's: the services' consumer groups have fixed names, and beside the session's services
+they would split the topics' partitions with them. Its PostgreSQL is a database of its own on
+the session's server."""
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from caravan import checkout, system
+from caravan.checkout import REPO_ROOT
+from services import SERVICES
+from tests.conftest import HTTP_PORT, KAFKA_PORT
+from tests.harness import TERMINAL, scratch_database, until
+
+UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the session's
+UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
+DASHBOARD_PORT = UP_HTTP_PORT + 5
+ORDERS = 4
+STOP_SECONDS = 15.0  # README: in a few seconds (a service is killed 15 s after it was asked)
+
+
+@pytest.fixture
+async def servers(
+    infrastructure: system.Infrastructure, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """A Kafka broker of the test's own and a new database on the session's PostgreSQL, as
+    the environment names them to ``caravan up``."""
+    async with scratch_database(infrastructure.database_url, "caravan_up") as url:
+        kafka = await asyncio.to_thread(
+            system.start_infrastructure,
+            base_dir=tmp_path,
+            kafka_port=UP_KAFKA_PORT,
+            named=(None, url),
+        )
+        try:
+            yield {"KAFKA_BOOTSTRAP_SERVERS": kafka.kafka_bootstrap, "DATABASE_URL": url}
+        finally:
+            await asyncio.to_thread(kafka.stop)
+
+
+def checkout_copy(tmp_path: Path) -> Path:
+    """The checkout's packages copied under ``tmp_path``, with the reference data beside it
+    (``../shared/``) as beside the checkout; run from it, ``python -m caravan`` and the
+    services it starts are the copy's, and keep their ``.cache/`` there."""
+    root = tmp_path / "checkout"
+    for package in ("caravan", "services", "shared"):
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO_ROOT / package, root / package, ignore=ignore)
+    (tmp_path / "shared").symlink_to(REPO_ROOT.parent / "shared")
+    return root
+
+
+def summary(lines: list[str]) -> Counter[tuple[str, str]]:
+    """The orders of the demo's summary table, by status and reason."""
+    rows = lines[titled(lines) :]
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        words = re.findall(r"[a-z_]+|\d+", row)
+        if words and words[0] in ("confirmed", "cancelled", "rejected", "pending"):
+            counts[(words[0], words[1] if len(words) == 3 else "")] = int(words[-1])
+    return counts
+
+
+def titled(lines: list[str]) -> int:
+    """Where the demo's summary table begins."""
+    return next(i for i, line in enumerate(lines) if "Demo orders by outcome" in line)
+
+
+async def orders_held(database_url: str, but: set[str]) -> dict[str, tuple[str, str, int]]:
+    """The orders the database holds whose refs are not in ``but``: by ref, their status,
+    reason and how many terminal events their timeline records."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "select o.order_ref, o.status, coalesce(o.reason, ''), count(t.type)"
+                    " from orders.orders o left join orders.timeline t"
+                    " on t.order_id = o.order_id and t.type = any(:terminal)"
+                    " group by 1, 2, 3"
+                ),
+                {"terminal": list(TERMINAL)},
+            )
+            return {r[0]: (r[1], r[2], r[3]) for r in rows if r[0] not in but}
+    finally:
+        await engine.dispose()
+
+
+def agree(shown: Counter[tuple[str, str]], held: dict[str, tuple[str, str, int]]) -> None:
+    """The summary ``shown`` counts what the database ``held``: each order confirmed or
+    cancelled, with one terminal event."""
+    assert Counter((status, reason) for status, reason, _ in held.values()) == shown
+    assert {status for status, _, _ in held.values()} <= {"confirmed", "cancelled"}, held
+    assert {terminal for _, _, terminal in held.values()} == {1}, held
+
+
+def started_at(pid: int) -> str | None:
+    """When process ``pid`` started (its ``/proc`` stat's field 22), None once it is gone or
+    a zombie: with it, a pid taken again by another process is not that process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def descendants(pid: int) -> dict[int, str | None]:
+    """The processes descending from ``pid`` now, with when each started."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = started_at(child)
+            todo.append(child)
+    return found
+
+
+@contextlib.contextmanager
+def caravan_up(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m caravan up ARGS`` in a process group of its own, as a terminal's foreground
+    job, saying what it says in ``cwd/said.txt`` (a file: a pipe would stay open as long as
+    any process it started lives). A run the test left running is stopped with Ctrl-C (killed
+    if that fails), and what a run killed or failed left is stopped as the next ``caravan up``
+    would stop it."""
+    with (cwd / "said.txt").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "caravan", "up", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        system.stop_leftovers(cwd / ".cache" / "up.pids")
+
+
+def said(cwd: Path) -> list[str]:
+    """What :func:`caravan_up` in ``cwd`` has said so far, line by line."""
+    return (cwd / "said.txt").read_text().splitlines()
+
+
+async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
+    servers: dict[str, str], tmp_path: Path
+) -> None:
+    root = checkout_copy(tmp_path)
+    env = {
+        **os.environ,
+        **servers,
+        "CARAVAN_HTTP_PORT": str(UP_HTTP_PORT),
+        "PYTHONUNBUFFERED": "1",  # lines as a terminal shows them
+        "COLUMNS": "1000",
+    }
+    args = ["--demo", "--orders", str(ORDERS), "--dashboard-port", str(DASHBOARD_PORT)]
+    with caravan_up(args, root, env) as up:
+        await until(
+            lambda: said(root),
+            lambda seen: "caravan up to drive the demo:\n" + "\n".join(seen),
+            timeout=120,
+            every=0.2,
+            ready=lambda seen: "Press Ctrl-C to stop." in seen or up.poll() is not None,
+        )
+        shown = said(root)
+        assert shown[-1] == "Press Ctrl-C to stop.", shown
+        # It started no broker and no database of its own, and was ready before the demo.
+        assert f"Kafka: {servers['KAFKA_BOOTSTRAP_SERVERS']} (external)" in shown
+        ready = next(line for line in shown if line.startswith("ready in "))
+        assert f"HTTP API on http://127.0.0.1:{UP_HTTP_PORT}" in ready, ready
+        assert shown.index(ready) < titled(shown)
+        held = await orders_held(servers["DATABASE_URL"], but=set())
+        assert len(held) == ORDERS
+        agree(summary(shown), held)
+
+        # `caravan demo` beside it, finding it as README says (.cache/up.env.json).
+        demo_env = {k: v for k, v in env.items() if k not in (*servers, "CARAVAN_HTTP_PORT")}
+        demo = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "caravan", "demo", "--orders", "2"],
+            cwd=root,
+            env=demo_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        more = await orders_held(servers["DATABASE_URL"], but=set(held))
+        assert len(more) == 2
+        agree(summary(demo.stdout.splitlines()), more)
+
+        assert up.poll() is None, said(root)  # still up, after the demo and beside it
+        recorded = checkout.recorded_processes(root / ".cache" / "up.pids")
+        assert sorted(recorded) == sorted([*SERVICES, "dashboard"])
+        started = descendants(up.pid)
+        assert {int(entry["pid"]) for entry in recorded.values()} <= set(started)
+
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C sends the terminal's foreground job
+        asked = time.monotonic()
+        code = await asyncio.to_thread(up.wait, 60)
+        took = time.monotonic() - asked
+    assert code == 0, said(root)
+    assert said(root)[-2:] == ["stopping", "stopped"], said(root)
+    assert took < STOP_SECONDS, f"stopped in {took:.1f}s"
+    left = {pid for pid, when in started.items() if when is not None and started_at(pid) == when}
+    for pid in left:  # not to outlive the test
+        os.kill(pid, signal.SIGKILL)
+    names = {int(entry["pid"]): key for key, entry in recorded.items()}
+    assert not left, f"still running: {[names.get(pid, pid) for pid in sorted(left)]}"
+    assert not (root / ".cache" / "up.pids").exists()
+    assert not (root / ".cache" / "up.env.json").exists()

@@ -266,14 +266,14 @@ def _up(
     # Its own broker's nodes; on a cluster the settings name, what `caravan prepare` asks for:
     # three copies of each record, or every broker of a smaller cluster.
     rf = min(kafka_nodes, 3) if infra.local_kafka else None
-    os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
-    get_settings.cache_clear()
-    system.write_up_env(infra, settings.http_host, settings.http_port)
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), checkout.CACHE / "logs", processes
     )
     board: subprocess.Popen[bytes] | None = None
-    try:
+    try:  # from here on, whatever ends it stops what it started (the brokers at least)
+        os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
+        get_settings.cache_clear()
+        system.write_up_env(infra, settings.http_host, settings.http_port)
         system.check_ports_free({**system.http_ports(procs.env), "operations page": dashboard_port})
         kafka_path = (f"({infra.kafka_path})", "dim")
         console.print(Text.assemble(f"Kafka: {infra.kafka_bootstrap} ", kafka_path))

@@ -296,6 +296,27 @@ def test_services_that_never_answer_end_caravan_up_in_one_line_naming_their_logs
     assert stopped == [*SERVICES, "brokers"] and out.endswith("stopped\n"), out
 
 
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_caravan_up_stopped_right_after_starting_kafka_and_postgresql_stops_them(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """A Ctrl-C, or a failure writing .cache/up.env.json, once the brokers have started and
+    before the services: the brokers are stopped (they were left running)."""
+    stopped = faked_up(monkeypatch, _Exited)
+
+    def write_up_env(*args: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(system, "write_up_env", write_up_env)
+    if isinstance(failure, KeyboardInterrupt):
+        code, out, _ = caravan("up")
+        assert code == 0 and out.endswith("stopping\nstopped\n"), out
+    else:
+        with pytest.raises(OSError, match="No space left"):  # not the operator's: a traceback
+            caravan("up")
+    assert stopped == ["brokers"]
+
+
 @pytest.fixture
 def held_port() -> Iterator[int]:
     """A port another program listens on."""

@@ -5,6 +5,7 @@ installation: the package is unpacked, its two binaries kept) into ``.cache/prom
 Only the tests use them; a deployment brings its own Prometheus.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def ensure_prometheus(repo_root: Path) -> Path:
         print(f"caravan: fetching {PACKAGE} into {bin_dir} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=bin_dir.parent) as scratch:
-            _run(["apt-get", "download", PACKAGE], cwd=scratch)
+            download(scratch)
             (deb,) = Path(scratch).glob(f"{PACKAGE}_*.deb")
             _run(["dpkg-deb", "-x", str(deb), "unpacked"], cwd=scratch)
             partial = bin_dir.with_name("bin.partial")
@@ -49,6 +50,18 @@ def ensure_prometheus(repo_root: Path) -> Path:
         elapsed = time.monotonic() - started
         print(f"caravan: {version} ready ({elapsed:.0f}s)", file=sys.stderr, flush=True)
     return bin_dir
+
+
+def download(folder: str) -> None:
+    """Debian's package into ``folder``. A machine whose package lists were never fetched (a
+    bare image) knows no package: as root, it fetches them once and asks again."""
+    try:
+        _run(["apt-get", "download", PACKAGE], cwd=folder)
+    except OperatorError:
+        if os.geteuid() != 0:
+            raise
+        _run(["apt-get", "update", "-q"])
+        _run(["apt-get", "download", PACKAGE], cwd=folder)
 
 
 def _run(command: list[str], cwd: str | None = None) -> str:

@@ -1,6 +1,7 @@
 """The alerting rules of ``infra/prometheus/``, checked and unit-tested by promtool itself
 (Debian's Prometheus, fetched once: ``caravan.infra.prometheus``)."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from caravan.checkout import REPO_ROOT
+from caravan.infra import prometheus
 from caravan.infra.prometheus import ensure_prometheus
+from caravan.output import OperatorError
 
 RULES = REPO_ROOT / "infra" / "prometheus"
 ALERTS = re.findall(r"^\s+- alert: (\w+)$", (RULES / "alerts.yml").read_text(), re.M)
@@ -54,3 +57,32 @@ def test_the_example_configuration_loads(promtool: Path, tmp_path: Path) -> None
     assert (
         "SUCCESS: 1 rule files found" in said and f"SUCCESS: {len(ALERTS)} rules found" in said
     ), said
+
+
+def test_a_machine_that_never_fetched_its_package_lists_fetches_them_as_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``apt-get download`` on a bare image knows no package ("Unable to locate package"):
+    as root the fetch runs ``apt-get update`` once and asks again; as anyone else it says
+    why it failed."""
+    ran: list[list[str]] = []
+    lists: list[bool] = []
+
+    def run(command: list[str], cwd: str | None = None) -> str:
+        ran.append(command)
+        if command[1] == "update":
+            lists.append(True)
+        elif not lists:
+            raise OperatorError("apt-get download prometheus failed (E: Unable to locate package)")
+        return ""
+
+    monkeypatch.setattr(prometheus, "_run", run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    prometheus.download("/tmp")
+    assert [c[1] for c in ran] == ["download", "update", "download"]
+    ran.clear()
+    lists.clear()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(OperatorError, match="Unable to locate package"):
+        prometheus.download("/tmp")
+    assert [c[1] for c in ran] == ["download"]

@@ -262,10 +262,13 @@ async def authorize_token(
     return found.principal
 
 
-def install_auth(app: FastAPI, db: Database, settings: Settings, cookie: bool = False) -> None:
-    """Give ``app`` the token checks of :func:`require` and the body limit."""
+def install_auth(
+    app: FastAPI, service: str, db: Database, settings: Settings, cookie: bool = False
+) -> None:
+    """Give ``app`` (``service``'s, for its counters) the token checks of :func:`require` and
+    the body limit."""
     limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_seconds)
-    app.state.guard = Guard(db.engine, settings.auth_cache_seconds, limiter)
+    app.state.guard = Guard(service, db.engine, settings.auth_cache_seconds, limiter)
     app.state.token_cookie = cookie
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     # The token check reads the database too: with it away, every app answers 503 (the
@@ -415,7 +418,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         telemetry=NO_NATIVE_TELEMETRY,
         strict_content_type=False,
     )
-    install_auth(app, db, settings)
+    install_auth(app, service, db, settings)
 
     @app.middleware("http")
     async def _trace(

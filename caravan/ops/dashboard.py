@@ -607,7 +607,7 @@ class Dashboard:
             redoc_url=None,
             telemetry=NO_NATIVE_TELEMETRY,
         )
-        install_auth(app, db, self.settings, cookie=True)
+        install_auth(app, "dashboard", db, self.settings, cookie=True)
         ops = [require("ops")]
 
         @app.exception_handler(StarletteHTTPException)

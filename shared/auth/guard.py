@@ -19,7 +19,7 @@ log = logging.getLogger("caravan.auth")
 AUTH_FAILURES = Counter(
     "caravan_auth_failures_total",
     "Refused HTTP calls: missing, malformed, unknown or revoked token, wrong scope, throttled",
-    ["reason"],
+    ["service", "reason"],
 )
 REFUSALS = ("missing", "malformed", "unknown", "revoked", "scope", "throttled")
 """The ``reason`` of every refusal :func:`shared.http.authorize_token` makes (notifications'
@@ -90,11 +90,14 @@ class TokenCache:
 class Guard:
     """Verifies tokens against ``auth.tokens`` for one process."""
 
-    def __init__(self, engine: AsyncEngine, cache_seconds: float, limiter: FailureLimiter):
+    def __init__(
+        self, service: str, engine: AsyncEngine, cache_seconds: float, limiter: FailureLimiter
+    ):
+        self.service = service  # the ``service`` label of its refusals
         self.engine = engine
         self.cache = TokenCache(cache_seconds)
         self.limiter = limiter
-        start_at_zero(AUTH_FAILURES, REFUSALS)  # the first refusal of each is an increase
+        start_at_zero(AUTH_FAILURES, [service], REFUSALS)  # the first refusal of each counts
 
     async def lookup(self, token: str) -> Lookup:
         key = tokens.digest(token)
@@ -108,7 +111,7 @@ class Guard:
     def refused(self, reason: str, client: str, method: str, path: str) -> None:
         """Count and log a refusal (never the token); failures of authentication count
         towards the client's limit, a wrong scope does not."""
-        AUTH_FAILURES.labels(reason).inc()
+        AUTH_FAILURES.labels(self.service, reason).inc()
         log.warning("refused %s %s from %s: %s", method, path, client, reason)
         if reason not in ("scope", "throttled"):
             self.limiter.failed(client)

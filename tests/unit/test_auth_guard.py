@@ -83,8 +83,11 @@ def test_every_refusal_is_counted_from_zero() -> None:
     that ``increase()`` (infra/prometheus/alerts.yml's CaravanAuthFailures) sees the first
     refusal of each: a series first seen at 1 has no increase."""
     engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # not used
-    Guard(engine, 1.0, FailureLimiter(10, 60.0))
+    Guard("orders", engine, 1.0, FailureLimiter(10, 60.0))
     counted = {
-        r: REGISTRY.get_sample_value("caravan_auth_failures_total", {"reason": r}) for r in REFUSALS
+        r: REGISTRY.get_sample_value(
+            "caravan_auth_failures_total", {"service": "orders", "reason": r}
+        )
+        for r in REFUSALS
     }
     assert None not in counted.values(), counted

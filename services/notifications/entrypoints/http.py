@@ -37,7 +37,7 @@ RECEIPTS = {
 
 
 def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secret: str) -> None:
-    start_at_zero(AUTH_FAILURES, ["receipts_secret"])
+    start_at_zero(AUTH_FAILURES, ["notifications"], ["receipts_secret"])
 
     @app.post(
         "/sms/receipts",

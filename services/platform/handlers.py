@@ -33,6 +33,7 @@ from services.platform.adapters.tables import (
     pushes,
 )
 from services.platform.domain.orders import (
+    NOT_NUMBERED,
     BuyerMapping,
     PlatformOrder,
     Problem,
@@ -123,12 +124,12 @@ async def accept_push(
         if outcome == "cancelled":
             await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
             return "ignored"
-        ours = placed.order_id or "not numbered yet"
+        ours = placed.order_id or NOT_NUMBERED
         problem = undone_on_platform(order, ours, confirmed=outcome == "confirmed")
         await record_problems(tx, app, order.order_id, [problem])
         return "problem"
     if means is None or means == "fulfilment":
-        ours = None if placed is None else placed.order_id or "not numbered yet"
+        ours = None if placed is None else placed.order_id or NOT_NUMBERED
         return await _moved_on(tx, app, order, ours)
     if means != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)

@@ -16,6 +16,7 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
+    NOT_NUMBERED,
     STATUSES,
     BuyerMapping,
     PlatformItem,
@@ -325,6 +326,10 @@ def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() 
                 assert "stop the goods" in said and "/cancel" not in said, said
             else:
                 assert "cancel it (`POST /orders/N-1/cancel`)" in said, said
+    # Placed, its order.placed not read yet: no route to a made-up id (a review found
+    # `POST /orders/not numbered yet/cancel`).
+    early = undone_on_platform(closed, NOT_NUMBERED, False).detail
+    assert "/orders/not numbered" not in early and "/orders/{order_id}/cancel" in early, early
 
 
 def test_status_api_answers() -> None:

@@ -156,6 +156,10 @@ def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
     )
 
 
+NOT_NUMBERED = "not numbered yet"
+"""Our order id of a platform order placed whose ``order.placed`` the adapter has not read."""
+
+
 def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Problem:
     """Why an order placed with us (``ours``, our order id) that the platform cancelled or is
     refunding (:data:`STATUSES`), and that we did not cancel first, needs operations, and what
@@ -185,7 +189,12 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
         what = (
             ": it is not confirmed here yet; "
             + ("to agree, " if refund else "")
-            + f"cancel it (`POST /orders/{ours}/cancel`)"
+            + (
+                f"cancel it (`POST /orders/{ours}/cancel`)"
+                if ours != NOT_NUMBERED
+                else "cancel it once the orders service has numbered it (`POST"
+                " /orders/{order_id}/cancel`: a push of it then names the id)"
+            )
             + (", or refuse the refund on the platform" if refund else "")
             + "; then resolve this (if it was confirmed meanwhile, the cancel answers 409:"
             " settle the goods and the money by hand)"

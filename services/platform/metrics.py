@@ -14,6 +14,11 @@ PushRefused = Literal[
 ]
 """The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``)."""
 
+RESENT = "resent"
+"""The ``outcome`` of a push sent again under its push id (answered 200 ``duplicate``, not
+acted on again): a platform that lost our answer, or a replay inside the window, told apart
+from a new push of an order placed before (``duplicate``)."""
+
 UNKNOWN_APP = "unknown"
 """The ``app`` label of a push naming no configured app."""
 
@@ -42,7 +47,7 @@ def start_at_zero_for(apps: Iterable[str], accepted: Iterable[str]) -> None:
     """The counters of ``apps`` (those configured) at 0, by every outcome, kind and result
     (:func:`shared.metrics.start_at_zero`); ``accepted``: the outcomes of a push taken."""
     apps = list(apps)
-    start_at_zero(PUSHES, apps, [*accepted, *get_args(PushRefused)])
+    start_at_zero(PUSHES, apps, [*accepted, RESENT, *get_args(PushRefused)])
     start_at_zero(PUSHES, [UNKNOWN_APP], ["invalid", "unknown_app"])
     start_at_zero(PROBLEMS, apps, get_args(ProblemKind))
     start_at_zero(CALLBACK_CALLS, apps, get_args(Verdict))

@@ -258,10 +258,13 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     # One sent again, as it was or signed anew (a platform that lost our 200 resends until
     # it sees a 2xx), is a duplicate: it was a 409 "Push already received".
     first = reports[0]["params"]
+    resent = {"app": APP, "outcome": "resent"}  # told apart from a new push's duplicate
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **resent)
     again = await platform.adapter.post(f"/platform/{APP}/push", json=first)
     assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
     anew = await push(platform.sim, order_ref, kind="notice", push_id=first["push_id"])
     assert (anew["status_code"], anew["body"]["status"]) == (200, "duplicate"), anew
+    assert await caravan.gauge("platform", "caravan_platform_pushes_total", **resent) == before + 2
     # Another push under a push id taken is refused.
     other = await push(platform.sim, order_ref, kind="full", push_id=first["push_id"])
     assert other["status_code"] == 409, other

@@ -71,7 +71,7 @@ from services.platform.domain.signing import (
     verify,
     within,
 )
-from services.platform.metrics import PUSHES, UNKNOWN_APP, PushRefused
+from services.platform.metrics import PUSHES, RESENT, UNKNOWN_APP, PushRefused
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
@@ -232,7 +232,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         if before == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
-            PUSHES.labels(app, before).inc()
+            PUSHES.labels(app, RESENT).inc()
             return {"status": before, "order_ref": order_id}
         try:
             order = await api.fetch_order(app, order_id)

@@ -57,9 +57,9 @@ def download(folder: str) -> None:
     bare image) knows no package: as root, it fetches them once and asks again."""
     try:
         _run(["apt-get", "download", PACKAGE], cwd=folder)
-    except OperatorError:
-        if os.geteuid() != 0:
-            raise
+    except OperatorError as exc:
+        if os.geteuid() != 0 or "Unable to locate package" not in str(exc):
+            raise  # not a machine without lists (a network down, say): said as it is
         _run(["apt-get", "update", "-q"])
         _run(["apt-get", "download", PACKAGE], cwd=folder)
 

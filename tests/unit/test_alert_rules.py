@@ -86,3 +86,20 @@ def test_a_machine_that_never_fetched_its_package_lists_fetches_them_as_root(
     with pytest.raises(OperatorError, match="Unable to locate package"):
         prometheus.download("/tmp")
     assert [c[1] for c in ran] == ["download"]
+
+
+def test_a_download_that_fails_otherwise_is_not_retried_after_an_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A network down is said as it is: no ``apt-get update`` of the machine's lists."""
+    ran: list[list[str]] = []
+
+    def run(command: list[str], cwd: str | None = None) -> str:
+        ran.append(command)
+        raise OperatorError("apt-get download prometheus failed (E: Failed to fetch ...)")
+
+    monkeypatch.setattr(prometheus, "_run", run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(OperatorError, match="Failed to fetch"):
+        prometheus.download("/tmp")
+    assert [c[1] for c in ran] == ["download"]

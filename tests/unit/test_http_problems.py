@@ -143,6 +143,14 @@ async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None
         assert error["message"] == answer.json()["detail"]
     unsigned = await call(app, "POST", "/platform/shop/push", data={**order, "sign": "AB"})
     assert unsigned.status_code == 401
+    # Every parameter at fault is named: it named one, and the integrator mended one a time.
+    both = {"order_id": "P 1", "push_id": "p" * 129}
+    answer = await call(
+        app, "POST", "/platform/shop/push", data={**both, "sign": sign(both, secret)}
+    )
+    assert answer.status_code == 422, answer.text
+    named = [error["field"] for error in answer.json()["errors"]]
+    assert named == ["order_id", "timestamp", "push_id"], answer.text
 
 
 async def test_a_body_that_is_no_delivery_receipt_is_a_422_saying_why() -> None:

@@ -208,17 +208,22 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
         order_id = params.get("order_id", "")
         at = parse_timestamp(params.get("timestamp", ""))
-        # The platform's order id is our order_ref: one that cannot be is refused here.
-        field = "order_id" if not ORDER_REF.fullmatch(order_id) else None
-        detail = "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
+        # Every parameter at fault, each named (one round trip mends them all). The
+        # platform's order id is our order_ref: one that cannot be is refused here.
+        faults: dict[str, str] = {}
+        if not ORDER_REF.fullmatch(order_id):
+            faults["order_id"] = (
+                "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
+            )
         if at is None:
-            field, detail = "timestamp", f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
-        elif field is None and len(push_id) > 128:
-            field = "push_id" if params.get("push_id") else "nonce"
-            detail = f"{field} of at most 128 characters needed"
-        if field is not None or at is None:  # at is None only with field "timestamp"
+            faults["timestamp"] = f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
+        if len(push_id) > 128:
+            named = "push_id" if params.get("push_id") else "nonce"
+            faults[named] = f"{named} of at most 128 characters needed"
+        if faults or at is None:
             PUSHES.labels(app, "invalid").inc()
-            return refused_body(detail, "Not a platform push", field or "timestamp")
+            errors = [{"field": field, "message": said} for field, said in faults.items()]
+            return problem(422, "Not a platform push", "; ".join(faults.values()), errors=errors)
         now = datetime.now(UTC)
         if not within(at, now, window_seconds):
             detail = (

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.text import Text
 
-from caravan import checkout, inventory_cli, output, payments_cli, tokens_cli
+from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
 from caravan.output import OperatorError, console, err_console
 from services import SERVICES
 from shared import days
@@ -659,6 +659,9 @@ def dashboard(
 
 app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")
 app.add_typer(inventory_cli.app, name="inventory", help="Stock, harvest lots and spoilage.")
+app.add_typer(
+    platform_cli.app, name="platform", help="Marketplace platforms: problems, status callbacks."
+)
 app.add_typer(tokens_cli.app, name="tokens", help="API tokens: issue, revoke, list.")
 
 dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")

@@ -572,6 +572,16 @@ async def test_an_order_of_more_items_than_a_statement_may_have_parameters_is_a_
     assert requested(caravan, order_ref) == []
 
 
+async def resolutions_audited(caravan: System, order_ref: str) -> int:
+    """How many times the audit trail says ``order_ref``'s problems were resolved."""
+    audited: int = await caravan.scalar(
+        "select count(*) from auth.audit where action = 'platform.problems.resolve'"
+        " and target = :t",
+        t=f"{APP}/{order_ref}",
+    )
+    return audited
+
+
 async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_problem_until_resolved(
     caravan: System, platform: Platform
 ) -> None:
@@ -597,12 +607,7 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
     assert await open_problems(platform, order_ref) == []
     again = await platform.adapter.post("/platform/problems/resolve", json=body)
     assert again.json() == {"resolved": []}
-    audited = await caravan.scalar(
-        "select count(*) from auth.audit where action = 'platform.problems.resolve'"
-        " and target = :t",
-        t=f"{APP}/{order_ref}",
-    )
-    assert audited == 1
+    assert await resolutions_audited(caravan, order_ref) == 1
 
 
 async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_no_problem(

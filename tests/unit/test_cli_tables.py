@@ -2,14 +2,16 @@
 each token's scopes apart, each SKU's figures under headers that are not broken up. The
 database and the admin API are faked."""
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from caravan import cli, inventory_cli, tokens_cli
+from caravan import cli, inventory_cli, output, platform_cli, tokens_cli
 from shared.auth.tokens import TokenInfo
 
 SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
@@ -48,3 +50,22 @@ def test_the_stock_of_every_sku_fits_80_columns(monkeypatch: pytest.MonkeyPatch)
     assert heads == [["sku", "recv", "avail", "resv", "sold", "spoil", "sell", "exp"]], text
     for sku in SKUS:  # one line each, every figure whole on it
         assert [line.count("1234") for line in lines if sku in line] == [len(FIGURES)], text
+
+
+def test_a_platform_problem_s_long_detail_is_cut_at_a_word() -> None:
+    detail = "unmapped SKU " + ", ".join(f"ALI-SKU-{n:03d}" for n in range(20))
+    listed = {
+        "app": "t-market",
+        "platform_order_id": "P-1",
+        "kind": "unmapped_sku",
+        "detail": detail,
+        "occurrences": 2,
+        "first_seen_at": "2026-12-04T09:12:28.123456+00:00",
+        "resolved_at": None,
+    }
+    wide = Console(width=200, file=io.StringIO())
+    output.show(platform_cli.problems_table([listed]), on=wide)
+    [row] = [line for line in wide.file.getvalue().splitlines() if "P-1" in line]  # type: ignore[attr-defined]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    shortened = "unmapped SKU ALI-SKU-000, ALI-SKU-001, ALI-SKU-002, ALI-SKU-003, ALI-SKU-004…"
+    assert cells == ["t-market", "P-1", "unmapped_sku", "2026-12-04 09:12", "2", shortened]

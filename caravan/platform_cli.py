@@ -1,0 +1,159 @@
+"""``caravan platform ...``: pushed orders the platform adapter could not place (problems),
+resolving them, and its status callbacks to the platforms, sent again once failed, through
+the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from caravan import output
+from caravan.admin_api import call, pages
+from caravan.output import console
+from shared.settings import Settings
+
+app = typer.Typer(
+    help="Marketplace platforms: problems of pushed orders, status callbacks.",
+    no_args_is_help=True,
+)
+
+Url = Annotated[
+    str | None, typer.Option("--url", help="platform adapter API (default: from the settings)")
+]
+App = Annotated[str | None, typer.Option("--app", help="only this platform app")]
+
+
+def _base(url: str | None) -> str:
+    if url:
+        return url
+    settings = Settings()
+    return f"http://{settings.http_host}:{settings.platform_http_port}"
+
+
+def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:
+    return call(_base(url), "platform", method, path, *ids, **kwargs)
+
+
+def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[dict[str, Any]]:
+    """Every row of a paged listing, the filters given (``None``: not given)."""
+    params = {k: v for k, v in query.items() if v is not None}
+    return [row for page in pages(_base(url), "platform", path, params) for row in page[name]]
+
+
+def problems_table(problems: list[dict[str, Any]]) -> Table:
+    """Problems (first seen to the minute, UTC), their detail cut at a word (as ``caravan dlq
+    list`` cuts a reason); a resolved one's kind says so."""
+    table = output.table(
+        "app",
+        "platform order",
+        "kind",
+        "first seen",
+        "seen",
+        "detail",
+        whole=("platform order", "first seen"),
+        right=("seen",),
+    )
+    for p in problems:
+        table.add_row(
+            p["app"],
+            p["platform_order_id"],
+            p["kind"] + (" (resolved)" if p["resolved_at"] else ""),
+            p["first_seen_at"][:16].replace("T", " "),
+            str(p["occurrences"]),
+            output.shortened(p["detail"], 80),
+        )
+    return table
+
+
+@app.command()
+def problems(
+    app_name: App = None,
+    every: Annotated[bool, typer.Option("--all", help="also the resolved ones")] = False,
+    url: Url = None,
+) -> None:
+    """Pushed orders that could not be placed, or that the platform cancelled after we placed
+    them: open ones (``--all``: also resolved), the newest first; ``seen``: how many pushes
+    found it."""
+    found = _listed(
+        url, "/platform/problems", "problems", app=app_name, all="true" if every else None
+    )
+    output.show(problems_table(found))
+
+
+@app.command()
+def resolve(
+    app_name: Annotated[str, typer.Argument(metavar="APP")], platform_order_id: str, url: Url = None
+) -> None:
+    """Close a pushed order's open problems, once settled by hand (audited)."""
+    body = {"app": app_name, "platform_order_id": platform_order_id}
+    kinds = _call(url, "POST", "/platform/problems/resolve", json=body)["resolved"]
+    target = f"{app_name}/{platform_order_id}"
+    if not kinds:
+        console.print(f"{target}: no open problem, nothing changed")
+        return
+    console.print(f"{target}: resolved {', '.join(kinds)}")
+
+
+@app.command()
+def callbacks(
+    app_name: App = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, sending, delivered or failed")
+    ] = None,
+    order_id: Annotated[str | None, typer.Option(help="our order id")] = None,
+    platform_order_id: Annotated[str | None, typer.Option(help="the platform's order id")] = None,
+    url: Url = None,
+) -> None:
+    """Status callbacks to the platforms and their attempts, the newest first."""
+    found = _listed(
+        url,
+        "/platform/callbacks",
+        "callbacks",
+        app=app_name,
+        status=status,
+        order_id=order_id,
+        platform_order_id=platform_order_id,
+    )
+    table = output.table(
+        "event",
+        "app",
+        "platform order",
+        "order",
+        "outcome",
+        "status",
+        "tries",
+        "created",
+        "last error",
+        whole=("event", "app", "platform order", "order", "status", "created"),
+        right=("tries",),
+    )
+    for c in found:
+        table.add_row(
+            c["event_id"],
+            c["app"],
+            c["platform_order_id"],
+            c["order_id"],
+            c["outcome"],
+            c["status"],
+            str(c["attempts"]),
+            c["created_at"][:19],
+            output.shortened(c["last_error"] or "", 80),
+        )
+    output.show(table)
+
+
+@app.command()
+def retry(
+    event_ids: Annotated[
+        list[str] | None, typer.Argument(help="failed callbacks' event ids", show_default=False)
+    ] = None,
+    app_name: App = None,
+    url: Url = None,
+) -> None:
+    """Send failed callbacks again from a first attempt: an app's (``--app``), or the ones
+    named (audited)."""
+    if (app_name is None) == (not event_ids):
+        raise typer.BadParameter("name either --app or event ids (not both)")
+    body = {"app": app_name} if app_name is not None else {"event_ids": event_ids}
+    told = _call(url, "POST", "/platform/callbacks/retry", json=body)
+    console.print(f"{told['requeued']} failed callback(s) sent again")

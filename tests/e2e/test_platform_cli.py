@@ -1,0 +1,64 @@
+"""``caravan platform`` subcommands against the running platform adapter's admin API."""
+
+import uuid
+
+from tests.e2e.test_ops import cli as caravan_cli
+from tests.e2e.test_platform import (
+    APP,
+    Platform,
+    new_order,
+    placed_and_told,
+    platform,
+    push,
+    resolutions_audited,
+)
+from tests.harness import System
+
+__all__ = ["platform"]  # the adapter restarted with the test apps, for these tests too
+
+
+async def cli(caravan: System, *args: str) -> tuple[int, str]:
+    """``caravan platform ARGS``: its exit code, and what it said (a failure on stderr)."""
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
+    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:])
+    return done.returncode, done.stdout + done.stderr
+
+
+async def test_problems_are_listed_and_resolved_from_the_command_line(
+    caravan: System, platform: Platform
+) -> None:
+    unknown = f"ALI-CLI-{uuid.uuid4().hex[:6]}"
+    order_ref = await new_order(platform.sim, {unknown: 1})
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
+    code, out = await cli(caravan, "problems", "--app", APP)
+    assert code == 0, out
+    [line] = [x for x in out.splitlines() if order_ref in x]
+    assert APP in line and "unmapped_sku" in line and unknown in line, out
+    code, out = await cli(caravan, "resolve", APP, order_ref)
+    assert (code, out) == (0, f"{APP}/{order_ref}: resolved unmapped_sku\n")
+    code, out = await cli(caravan, "problems", "--app", APP)
+    assert code == 0 and order_ref not in out, out
+    code, out = await cli(caravan, "problems", "--app", APP, "--all")
+    assert code == 0 and order_ref in out, out
+    code, out = await cli(caravan, "resolve", APP, order_ref)
+    assert (code, out) == (0, f"{APP}/{order_ref}: no open problem, nothing changed\n")
+    assert await resolutions_audited(caravan, order_ref) == 1
+
+
+async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_line(
+    caravan: System, platform: Platform
+) -> None:
+    order_ref = await new_order(platform.sim)
+    order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
+    code, out = await cli(caravan, "callbacks", "--platform-order-id", order_ref)
+    assert code == 0, out
+    [line] = [x for x in out.splitlines() if order_ref in x]
+    assert order_id in line and "confirmed" in line, out
+    code, out = await cli(caravan, "callbacks", "--order-id", order_ref)  # not our order id
+    assert code == 0 and order_ref not in out, out
+    code, out = await cli(caravan, "retry", "--app", APP)
+    assert code == 0 and "failed callback(s) sent again" in out, out
+    code, out = await cli(caravan, "retry", "no-such-event")
+    assert (code, out) == (0, "0 failed callback(s) sent again\n")
+    code, out = await cli(caravan, "retry")
+    assert code == 2 and "name either --app or event ids" in out, out

@@ -11,6 +11,15 @@ from shared.api import bearer_headers
 from shared.settings import Settings
 
 
+def base_url(url: str | None, service: str) -> str:
+    """``url`` (a command's ``--url``), else ``service``'s API as the settings place it
+    (``CARAVAN_HTTP_HOST`` and ``CARAVAN_<SERVICE>_HTTP_PORT``)."""
+    if url:
+        return url
+    settings = Settings()
+    return f"http://{settings.http_host}:{getattr(settings, f'{service}_http_port')}"
+
+
 def auth_headers() -> dict[str, str]:
     return bearer_headers(Settings().api_token())
 

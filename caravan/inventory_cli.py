@@ -10,10 +10,9 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import answer, call, pages
+from caravan.admin_api import answer, base_url, call, pages
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
-from shared.settings import Settings
 
 app = typer.Typer(help="Inventory: harvest lots, stock and spoilage.", no_args_is_help=True)
 
@@ -35,10 +34,7 @@ figures so little room that Rich broke them, "expi red_ unso ld"); ``stock --hel
 
 
 def _base(url: str | None) -> str:
-    if url:
-        return url
-    settings = Settings()
-    return f"http://{settings.http_host}:{settings.inventory_http_port}"
+    return base_url(url, "inventory")
 
 
 def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:

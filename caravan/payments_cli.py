@@ -7,10 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from caravan import output
-from caravan.admin_api import call
+from caravan.admin_api import base_url, call
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
-from shared.settings import Settings
 
 app = typer.Typer(help="Payments: credit lines, microloans and repayments.", no_args_is_help=True)
 
@@ -20,10 +19,7 @@ Url = Annotated[
 
 
 def _base(url: str | None) -> str:
-    if url:
-        return url
-    settings = Settings()
-    return f"http://{settings.http_host}:{settings.payments_http_port}"
+    return base_url(url, "payments")
 
 
 def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:

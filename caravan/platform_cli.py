@@ -8,9 +8,8 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import call, pages
+from caravan.admin_api import base_url, call, pages
 from caravan.output import console
-from shared.settings import Settings
 
 app = typer.Typer(
     help="Marketplace platforms: problems of pushed orders, status callbacks.",
@@ -24,10 +23,7 @@ App = Annotated[str | None, typer.Option("--app", help="only this platform app")
 
 
 def _base(url: str | None) -> str:
-    if url:
-        return url
-    settings = Settings()
-    return f"http://{settings.http_host}:{settings.platform_http_port}"
+    return base_url(url, "platform")
 
 
 def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:

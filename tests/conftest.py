@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import make_url
 
 from caravan import system
 from caravan.checkout import CACHE
@@ -139,7 +140,11 @@ def infrastructure() -> Iterator[system.Infrastructure]:
         kafka_port=KAFKA_PORT,
         postgres_port=POSTGRES_PORT,
     )
-    _PATHS.append(f"Kafka: {infra.kafka_path}, PostgreSQL: {infra.postgres_path}")
+    database = make_url(infra.database_url).render_as_string(hide_password=True)
+    _PATHS.append(
+        f"Kafka: {infra.kafka_path} at {infra.kafka_bootstrap},"
+        f" PostgreSQL: {infra.postgres_path} at {database}, services' HTTP from {HTTP_PORT}"
+    )
     try:
         yield infra
     finally:

@@ -6,13 +6,15 @@ from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_platform import (
     APP,
     Platform,
+    callbacks,
     new_order,
     placed_and_told,
+    placed_once,
     platform,
     push,
     resolutions_audited,
 )
-from tests.harness import System
+from tests.harness import System, until
 
 __all__ = ["platform"]  # the adapter restarted with the test apps, for these tests too
 
@@ -62,3 +64,40 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
     assert (code, out) == (0, "0 failed callback(s) sent again\n")
     code, out = await cli(caravan, "retry")
     assert code == 2 and "name either --app or event ids" in out, out
+
+
+async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_line(
+    caravan: System, platform: Platform
+) -> None:
+    """The platform's status API answers 503 and the adapter may call it once: the callback
+    fails, ``callbacks --status failed`` lists it, and ``retry`` sends it again once the
+    platform answers, after which it is listed delivered (``retry`` had been run only where
+    there was nothing to send)."""
+    await caravan.restart(("platform",), **platform.env, CARAVAN_PLATFORM_CALLBACK_MAX_ATTEMPTS="1")
+    try:
+        down = await platform.sim.put("/down", json={"seconds": 120, "apis": ["status"]})
+        assert down.status_code == 200
+        order_ref = await new_order(platform.sim)
+        assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+        outcome = await caravan.outcome(await placed_once(caravan, order_ref))
+
+        async def listed(status: str) -> str:
+            code, out = await cli(
+                caravan, "callbacks", "--status", status, "--platform-order-id", order_ref
+            )
+            assert code == 0, out
+            return out if outcome.id in out else ""
+
+        out = await until(lambda: listed("failed"), "the callback failed", every=0.5)
+        assert "503" in out, out  # its last error
+        assert (await platform.sim.put("/down", json={"seconds": 0})).status_code == 200
+        code, out = await cli(caravan, "retry", outcome.id)
+        assert (code, out) == (0, "1 failed callback(s) sent again\n")
+        await until(lambda: listed("delivered"), "the callback delivered", every=0.5)
+        applied = (await callbacks(platform.sim, order_ref))["callbacks"]
+        assert [(c["status"], c["idempotency_key"]) for c in applied] == [("confirmed", outcome.id)]
+        code, out = await cli(caravan, "retry", outcome.id)  # delivered: nothing to send
+        assert (code, out) == (0, "0 failed callback(s) sent again\n")
+    finally:
+        await platform.sim.put("/down", json={"seconds": 0})
+        await caravan.restart(("platform",), **platform.env)

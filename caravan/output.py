@@ -19,8 +19,10 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 from collections.abc import Collection
 
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Column, Table
+from rich.text import Text
 
 console = Console(soft_wrap=True, markup=False)
 err_console = Console(stderr=True, soft_wrap=True, markup=False)
@@ -69,7 +71,7 @@ def show(table: Table, on: Console = console) -> None:
     for column in table.columns:
         if column.no_wrap:
             texts = [str(column.header), *(str(cell) for cell in column.cells)]
-            need += max(cell_len(t) for t in texts) + 3
+            need += max(cell_len(line) for t in texts for line in t.split("\n")) + 3
         else:
             need += FOLDED_WIDTH + 3
     if need <= on.width:
@@ -94,3 +96,23 @@ def shortened(text: str, chars: int) -> str:
     if space >= chars // 2:
         cut = cut[:space]
     return cut.rstrip(" ,;:(") + "…"
+
+
+class Clipped:
+    """A table cell of ``text`` in at most ``lines`` lines of whatever width its column is
+    given, cut at a word with "…" (:func:`shortened`) where it runs on: a long text (a
+    problem's detail) beside ids that never wrap folded onto ten lines of eight characters
+    at 80 columns. Its column gives way first, as a folding column does."""
+
+    def __init__(self, text: str, lines: int = 2) -> None:
+        self.text, self.lines = text, lines
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(min(FOLDED_WIDTH, cell_len(self.text)), cell_len(self.text))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width, cut, room = options.max_width, self.text, len(self.text)
+        while len(Text(cut).wrap(console, width, overflow="fold")) > self.lines:
+            room = min(room, width * self.lines) - 1
+            cut = shortened(self.text, room)
+        yield Text(cut, overflow="fold")

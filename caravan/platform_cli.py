@@ -36,27 +36,24 @@ def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[
     return [row for page in pages(_base(url), "platform", path, params) for row in page[name]]
 
 
-def problems_table(problems: list[dict[str, Any]]) -> Table:
-    """Problems (first seen to the minute, UTC), their detail cut at a word (as ``caravan dlq
-    list`` cuts a reason); a resolved one's kind says so."""
-    table = output.table(
-        "app",
-        "platform order",
-        "kind",
-        "first seen",
-        "seen",
-        "detail",
-        whole=("platform order", "first seen"),
-        right=("seen",),
-    )
+ORDER, KIND = "app\nplatform order", "kind\nfirst seen"
+"""Two lines each: the problems table fits 80 columns with room for the detail."""
+
+
+def problems_table(problems: list[dict[str, Any]], full: bool = False) -> Table:
+    """Problems, each two lines: app above platform order, kind above first seen (to the
+    minute, UTC), the detail in what room is left, cut at a word (``full``: whole, on as
+    many lines as it needs); a resolved one's kind says so."""
+    table = output.table(ORDER, KIND, "seen", "detail", whole=(ORDER, KIND), right=("seen",))
     for p in problems:
         table.add_row(
-            p["app"],
-            p["platform_order_id"],
-            p["kind"] + (" (resolved)" if p["resolved_at"] else ""),
-            p["first_seen_at"][:16].replace("T", " "),
+            f"{p['app']}\n{p['platform_order_id']}",
+            p["kind"]
+            + (" (resolved)" if p["resolved_at"] else "")
+            + "\n"
+            + p["first_seen_at"][:16].replace("T", " "),
             str(p["occurrences"]),
-            output.shortened(p["detail"], 80),
+            p["detail"] if full else output.Clipped(p["detail"]),
         )
     return table
 
@@ -65,15 +62,16 @@ def problems_table(problems: list[dict[str, Any]]) -> Table:
 def problems(
     app_name: App = None,
     every: Annotated[bool, typer.Option("--all", help="also the resolved ones")] = False,
+    full: Annotated[bool, typer.Option("--full", help="each detail whole")] = False,
     url: Url = None,
 ) -> None:
     """Pushed orders that could not be placed, or that the platform cancelled after we placed
-    them: open ones (``--all``: also resolved), the newest first; ``seen``: how many pushes
-    found it."""
+    them: open ones (``--all``: also resolved), the newest first, two lines each, the detail
+    cut to fit (``--full``: whole); ``seen``: how many pushes found it."""
     found = _listed(
         url, "/platform/problems", "problems", app=app_name, all="true" if every else None
     )
-    output.show(problems_table(found))
+    output.show(problems_table(found, full))
 
 
 @app.command()

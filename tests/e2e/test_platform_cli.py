@@ -34,8 +34,10 @@ async def test_problems_are_listed_and_resolved_from_the_command_line(
     assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
     code, out = await cli(caravan, "problems", "--app", APP)
     assert code == 0, out
-    [line] = [x for x in out.splitlines() if order_ref in x]
-    assert APP in line and "unmapped_sku" in line and unknown in line, out
+    lines = out.splitlines()
+    [at] = [i for i, x in enumerate(lines) if order_ref in x]  # below its app and kind
+    row = lines[at - 1] + lines[at]
+    assert APP in row and "unmapped_sku" in row and unknown in row, out
     code, out = await cli(caravan, "resolve", APP, order_ref)
     assert (code, out) == (0, f"{APP}/{order_ref}: resolved unmapped_sku\n")
     code, out = await cli(caravan, "problems", "--app", APP)

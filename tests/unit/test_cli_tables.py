@@ -1,17 +1,15 @@
-"""What ``caravan tokens list`` and ``caravan inventory stock`` print, read at 80 columns:
-each token's scopes apart, each SKU's figures under headers that are not broken up. The
-database and the admin API are faked."""
+"""What ``caravan tokens list``, ``caravan inventory stock`` and ``caravan platform problems``
+print, read at 80 columns: each token's scopes apart, each SKU's figures under headers that
+are not broken up, each problem two lines. The database and the admin API are faked."""
 
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from caravan import cli, inventory_cli, output, platform_cli, tokens_cli
+from caravan import cli, inventory_cli, platform_cli, tokens_cli
 from shared.auth.tokens import TokenInfo
 
 SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
@@ -52,20 +50,63 @@ def test_the_stock_of_every_sku_fits_80_columns(monkeypatch: pytest.MonkeyPatch)
         assert [line.count("1234") for line in lines if sku in line] == [len(FIGURES)], text
 
 
-def test_a_platform_problem_s_long_detail_is_cut_at_a_word() -> None:
-    detail = "unmapped SKU " + ", ".join(f"ALI-SKU-{n:03d}" for n in range(20))
-    listed = {
-        "app": "t-market",
-        "platform_order_id": "P-1",
-        "kind": "unmapped_sku",
-        "detail": detail,
-        "occurrences": 2,
-        "first_seen_at": "2026-12-04T09:12:28.123456+00:00",
-        "resolved_at": None,
-    }
-    wide = Console(width=200, file=io.StringIO())
-    output.show(platform_cli.problems_table([listed]), on=wide)
-    [row] = [line for line in wide.file.getvalue().splitlines() if "P-1" in line]  # type: ignore[attr-defined]
-    cells = [cell.strip() for cell in row.split("│")[1:-1]]
-    shortened = "unmapped SKU ALI-SKU-000, ALI-SKU-001, ALI-SKU-002, ALI-SKU-003, ALI-SKU-004…"
-    assert cells == ["t-market", "P-1", "unmapped_sku", "2026-12-04 09:12", "2", shortened]
+KINDS = ("unmapped_sku", "cancelled_on_platform", "fulfilled_after_cancelled", "rejected")
+
+
+def problems_shown(monkeypatch: pytest.MonkeyPatch, *options: str) -> list[list[list[str]]]:
+    """``caravan platform problems OPTIONS`` at 80 columns, of ten problems with long details
+    (the longest kind among them): each problem's lines, each line's cells."""
+    listed = [
+        {
+            "app": "demo-market",
+            "platform_order_id": f"MKT-20261204-{n:04d}",
+            "kind": KINDS[n % len(KINDS)],
+            "detail": f"problem {n}: platform SKUs "
+            + ", ".join(f"'ALI-SKU-{k:03d}'" for k in range(12))
+            + " have no mapping",
+            "occurrences": n + 1,
+            "first_seen_at": f"2026-12-04T09:{n:02d}:28.123456+00:00",
+            "resolved_at": None,
+        }
+        for n in range(10)
+    ]
+
+    def pages(base: str, service: str, path: str, params: dict[str, str]) -> Iterator[Any]:
+        yield {"problems": listed, "next": None}
+
+    monkeypatch.setattr(platform_cli, "pages", pages)
+    text = shown(monkeypatch, "platform", "problems", "--url", "http://api", *options)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == "demo-market":
+            rows.append([])
+        if cells and rows:
+            rows[-1].append(cells)
+    assert len(rows) == len(listed), text
+    for n, row in enumerate(rows):
+        assert row[0][:3] == ["demo-market", KINDS[n % len(KINDS)], str(n + 1)], text
+        assert row[1][:2] == [f"MKT-20261204-{n:04d}", f"2026-12-04 09:{n:02d}"], text
+    return rows
+
+
+def test_ten_platform_problems_fit_80_columns_two_lines_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The detail folded onto ten lines of eight characters beside the ids; now each problem
+    is two lines, the detail cut at a word to the room left."""
+    for n, row in enumerate(problems_shown(monkeypatch)):
+        assert len(row) == 2, row
+        detail = " ".join(cells[3] for cells in row)
+        assert detail.startswith(f"problem {n}: platform SKUs") and detail.endswith("…"), row
+        assert len(detail) > 30, row  # room left for it
+
+
+def test_platform_problems_full_shows_each_detail_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    for n, row in enumerate(problems_shown(monkeypatch, "--full")):
+        detail = " ".join(cells[3] for cells in row)
+        assert detail.startswith(f"problem {n}: ") and detail.endswith(
+            "'ALI-SKU-011' have no mapping"
+        )

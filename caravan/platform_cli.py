@@ -2,6 +2,7 @@
 resolving them, and its status callbacks to the platforms, sent again once failed, through
 the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -40,9 +41,15 @@ ORDER, KIND = "app\nplatform order", "kind\nfirst seen"
 """Two lines each: the problems table fits 80 columns with room for the detail."""
 
 
+def _at(iso: str) -> str:
+    """A time the API gives as ``caravan dlq list`` and ``tokens list`` show theirs: to the
+    second, its zone said (``+00:00``)."""
+    return datetime.fromisoformat(iso).isoformat(timespec="seconds")
+
+
 def problems_table(problems: list[dict[str, Any]], full: bool = False) -> Table:
-    """Problems, each two lines: app above platform order, kind above first seen (to the
-    minute, UTC), the detail in what room is left, cut at a word (``full``: whole, on as
+    """Problems, each two lines: app above platform order, kind above first seen (UTC,
+    its zone said), the detail in what room is left, cut at a word (``full``: whole, on as
     many lines as it needs); a resolved one's kind says so."""
     table = output.table(ORDER, KIND, "seen", "detail", whole=(ORDER, KIND), right=("seen",))
     for p in problems:
@@ -51,7 +58,7 @@ def problems_table(problems: list[dict[str, Any]], full: bool = False) -> Table:
             p["kind"]
             + (" (resolved)" if p["resolved_at"] else "")
             + "\n"
-            + p["first_seen_at"][:16].replace("T", " "),
+            + _at(p["first_seen_at"]),
             str(p["occurrences"]),
             p["detail"] if full else output.Clipped(p["detail"]),
         )
@@ -130,7 +137,7 @@ def callbacks(
             c["outcome"],
             c["status"],
             str(c["attempts"]),
-            c["created_at"][:19],
+            _at(c["created_at"]),
             output.shortened(c["last_error"] or "", 80),
         )
     output.show(table)

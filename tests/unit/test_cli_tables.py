@@ -16,9 +16,10 @@ SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longe
 FIGURES = ("received", "available", "reserved", "sold", "spoiled", "sellable", "expired_unsold")
 
 
-def shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
-    monkeypatch.setenv("COLUMNS", "80")  # read by Rich each time; not console.width, whose
-    # undo would pin the width it read then on the console for every later test
+def shown(monkeypatch: pytest.MonkeyPatch, *args: str, columns: int = 80) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))  # read by Rich each time; not console.width,
+    # whose undo would pin the width it read then on the console for every later test (as
+    # output.show does when a table is printed wider than the terminal: keep them narrower)
     done = CliRunner().invoke(cli.app, list(args))
     assert done.exit_code == 0, done.output
     return done.output
@@ -88,7 +89,7 @@ def problems_shown(monkeypatch: pytest.MonkeyPatch, *options: str) -> list[list[
     assert len(rows) == len(listed), text
     for n, row in enumerate(rows):
         assert row[0][:3] == ["demo-market", KINDS[n % len(KINDS)], str(n + 1)], text
-        assert row[1][:2] == [f"MKT-20261204-{n:04d}", f"2026-12-04 09:{n:02d}"], text
+        assert row[1][:2] == [f"MKT-20261204-{n:04d}", f"2026-12-04T09:{n:02d}:28+00:00"], text
     return rows
 
 
@@ -110,3 +111,27 @@ def test_platform_problems_full_shows_each_detail_whole(monkeypatch: pytest.Monk
         assert detail.startswith(f"problem {n}: ") and detail.endswith(
             "'ALI-SKU-011' have no mapping"
         )
+
+
+def test_platform_callbacks_say_the_zone_of_their_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``caravan dlq list`` and ``tokens list`` show theirs (UTC, no zone said before)."""
+    event = "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b"
+    listed = {
+        "event_id": event,
+        "app": "demo-market",
+        "platform_order_id": "MKT-20261204-0001",
+        "order_id": "0193a1b2-0000-7e4f-8a9b-0c1d2e3f4a5b",
+        "outcome": "confirmed",
+        "status": "failed",
+        "attempts": 30,
+        "created_at": "2026-12-04T09:12:28.123456+00:00",
+        "last_error": "503",
+    }
+
+    def pages(base: str, service: str, path: str, params: dict[str, str]) -> Iterator[Any]:
+        yield {"callbacks": [listed], "next": None}
+
+    monkeypatch.setattr(platform_cli, "pages", pages)
+    text = shown(monkeypatch, "platform", "callbacks", "--url", "http://api", columns=200)
+    [row] = [line for line in text.splitlines() if event in line]
+    assert row.split("│")[8].strip() == "2026-12-04T09:12:28+00:00", text

@@ -132,7 +132,20 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 @given(
     st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
     st.sampled_from(["", "86"]),
-    st.sampled_from(["input_value='", "/opt-outs/", '"to":"', "联系人：", "buyer ", "(", "=", ""]),
+    st.sampled_from(
+        [
+            "input_value='",
+            "/opt-outs/",
+            '"to":"',
+            "联系人：",
+            "buyer ",
+            "buyer_",
+            "tel-",
+            "(",
+            "=",
+            "",
+        ]
+    ),
     st.sampled_from(["num_iid=", "tid=", "oid=", "sku_id: ", "SKU '", "order ", "item_id="]),
 )
 def test_a_bare_mobile_number_is_masked_unless_a_word_names_it_an_id(
@@ -217,6 +230,48 @@ def test_a_refused_opt_out_path_masks_a_national_number() -> None:
     # An operator's PUT /opt-outs/13800138000 without the token's scope, as the guard logs it.
     written = line("refused %s %s from %s: %s", ("PUT", "/opt-outs/13800138000", "::1", "scope"))
     assert "/opt-outs/138****8000" in written and "0013" not in written
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        ("call +86 (138) 0013 8000 at noon", "call +86************8000 at noon"),
+        ("call (+86) 138 0013 8000 at noon", "call (+86***********8000 at noon"),
+        ("call 138.0013.8000 at noon", "call 138******8000 at noon"),
+        ("call 138-0013-8000 at noon", "call 138******8000 at noon"),
+        # full-width digits, as a Chinese storefront's form may send them
+        ("联系人：１３８００１３８０００", "联系人：１３８****８０００"),
+        ("call +86 １３８ ００１３ ８０００", "call +86**********８０００"),
+        ("call ＋８６１３８００１３８０００", "call ＋８６*******８０００"),
+        # glued to "_", "." or "-"
+        ("no reply from buyer_13800138000", "no reply from buyer_138****8000"),
+        ("texted 13800138000.", "texted 138****8000."),
+        ("texted tel-13800138000, buyer-13800138000", "texted tel-138****8000, buyer-138****8000"),
+        ("key 13800138000_reminder", "key 138****8000_reminder"),
+    ],
+)
+def test_the_formatter_masks_a_mobile_number_written_in_other_ways(said: str, shown: str) -> None:
+    """A buyer's number as forms, platforms and people write it besides E.164: these were
+    logged whole, but for the dashed one, the one at a sentence's end and tel- (masked
+    already), and ``(+86) 138 0013 8000``, masked as a grouped number with ``(+86)`` shown
+    apart (now as the number after ``+86`` is)."""
+    written = line("%s", (said,))
+    assert json.loads(written)["message"] == shown
+    assert not any(digits in written for digits in ("0013", "００１３", "13800138000"))
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "num_iid=13800138000, num_iid_13800138000, sku_13800138000, item-13800138000",
+        "tid=2385912345678 (a platform order), sku 1380013800012, SKU-1380013800012",
+        "at 20261204123456, ts-20261204123456, 1764688000000, ２０２６１２０４１２３４５６",
+        "for 12500 fen (¥125.00, 1380013800 fen), rate 0.13800138000, 13800138000.25 yuan",
+        "lot LOT-138-0013-8000, v1.138.0013.8000, 3.138.0013.8000",
+    ],
+)
+def test_the_formatter_leaves_platform_ids_times_and_amounts(said: str) -> None:
+    assert json.loads(line("%s", (said,)))["message"] == said
 
 
 async def test_an_sms_gateway_echoing_the_destination_is_masked() -> None:

@@ -71,14 +71,13 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
 async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_line(
     caravan: System, platform: Platform
 ) -> None:
-    """The platform's status API answers 503 and the adapter may call it once: the callback
-    fails, ``callbacks --status failed`` lists it, and ``retry`` sends it again once the
-    platform answers, after which it is listed delivered (``retry`` had been run only where
-    there was nothing to send)."""
-    await caravan.restart(("platform",), **platform.env, CARAVAN_PLATFORM_CALLBACK_MAX_ATTEMPTS="1")
+    """The platform's status API refuses the callback for good (409, not retried): it fails,
+    ``callbacks --status failed`` lists it, and ``retry`` sends it again once the platform
+    answers, after which it is listed delivered (``retry`` had been run only where there was
+    nothing to send)."""
+    refusing = {"seconds": 120, "apis": ["status"], "answer": 409}
+    assert (await platform.sim.put("/down", json=refusing)).status_code == 200
     try:
-        down = await platform.sim.put("/down", json={"seconds": 120, "apis": ["status"]})
-        assert down.status_code == 200
         order_ref = await new_order(platform.sim)
         assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
         outcome = await caravan.outcome(await placed_once(caravan, order_ref))
@@ -91,7 +90,7 @@ async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_
             return out if outcome.id in out else ""
 
         out = await until(lambda: listed("failed"), "the callback failed", every=0.5)
-        assert "503" in out, out  # its last error
+        assert "409" in out, out  # its last error
         assert (await platform.sim.put("/down", json={"seconds": 0})).status_code == 200
         code, out = await cli(caravan, "retry", outcome.id)
         assert (code, out) == (0, "1 failed callback(s) sent again\n")
@@ -102,4 +101,3 @@ async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_
         assert (code, out) == (0, "0 failed callback(s) sent again\n")
     finally:
         await platform.sim.put("/down", json={"seconds": 0})
-        await caravan.restart(("platform",), **platform.env)

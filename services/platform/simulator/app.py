@@ -21,8 +21,9 @@ Control side (for tests and ``caravan demo``):
   form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
   says the order changed. Answers ``{status_code, body, params}`` (the adapter's answer and
   exactly what was sent, so that a test can replay it).
-- ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"]}``: those APIs answer 503 for
-  ``s`` seconds (0: up again).
+- ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"], "answer": 503}``: those APIs
+  answer ``answer`` (503 unless said: a 4xx is a refusal for good) for ``s`` seconds (0: up
+  again).
 - ``GET /callbacks?order_id=``: the outcomes applied (one per idempotency key, with how
   many requests carried it) and every request. ``GET /healthz`` (never down).
 """
@@ -63,6 +64,7 @@ Api = Literal["orders", "status"]
 class Down(BaseModel):
     seconds: float = Field(ge=0)
     apis: list[Api] = ["orders", "status"]
+    answer: int = Field(503, ge=400, le=599)
 
 
 @dataclass
@@ -72,13 +74,13 @@ class State:
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> first update
     requests: list[dict[str, Any]] = field(default_factory=list)
     down_until: dict[str, float] = field(default_factory=dict)
+    answers_down: dict[str, int] = field(default_factory=dict)  # api -> its answer meanwhile
 
     def down(self, api: Api) -> bool:
         return time.monotonic() < self.down_until.get(api, 0.0)
 
-
-def _unavailable() -> JSONResponse:
-    return JSONResponse({"title": "platform down"}, status_code=503)
+    def unavailable(self, api: Api) -> JSONResponse:
+        return JSONResponse({"title": "platform down"}, status_code=self.answers_down[api])
 
 
 def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> FastAPI:
@@ -99,7 +101,7 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str, request: Request) -> Any:
         if state.down("orders"):
-            return _unavailable()
+            return state.unavailable("orders")
         if not authentic(dict(request.query_params)):
             return JSONResponse({"title": "bad signature"}, status_code=401)
         order = state.orders.get(order_id)
@@ -112,8 +114,8 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
     @app.post("/status")
     async def status(request: Request) -> Any:
         if state.down("status"):
-            state.requests.append({"at": time.time(), "answer": 503})
-            return _unavailable()
+            state.requests.append({"at": time.time(), "answer": state.answers_down["status"]})
+            return state.unavailable("status")
         try:
             params = {k: str(v) for k, v in dict(await request.json()).items()}
         except (ValueError, TypeError):
@@ -178,6 +180,7 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
     async def down(body: Down) -> dict[str, Any]:
         for api in body.apis:
             state.down_until[api] = time.monotonic() + body.seconds
+            state.answers_down[api] = body.answer
         return body.model_dump()
 
     @app.get("/callbacks")

@@ -16,6 +16,11 @@ group is; where it never committed, its service would start at the partition's b
 which would skip them unhandled, unless ``allow_skip``. A refusal names every reason that
 stands in the way, each with what lifts it (a dry run, what a run would be refused for):
 ``force`` lifting one, the operator went on to meet the next.
+
+A rewind is recorded in the audit trail (PostgreSQL), and refused while the trail cannot
+record it, before any offset moves: an unrecorded rewind is what the trail is there to
+prevent. A dry run reads only Kafka: in a PostgreSQL outage it still shows the plan, and
+that it was not recorded, and why.
 """
 
 from dataclasses import asdict, dataclass
@@ -23,7 +28,7 @@ from datetime import datetime
 
 from aiokafka.errors import KafkaError
 
-from caravan.ops.record import record
+from caravan.ops.record import record, refusal, unrecordable
 from services import SERVICES
 from shared.messaging import kafka_admin
 from shared.topics import consumer_group
@@ -64,7 +69,7 @@ class ReplayResult:
     plan: list[PartitionPlan]
     applied: bool
     refused: tuple[str, ...] = ()  # every reason it was (or, a dry run, would be) refused
-    unrecorded: str | None = None  # why the audit trail could not record it (it was done)
+    unrecorded: str | None = None  # why the audit trail did not record it (done or not)
 
     @property
     def total(self) -> int:
@@ -91,6 +96,7 @@ async def replay(
     """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
         raise ValueError("choose exactly one of earliest, from_offset, from_timestamp")
+    unrecorded = await unrecordable(database_url)
     state = await kafka_admin.describe_group(bootstrap, group)
     async with kafka_admin.group_client(bootstrap, group) as consumer:
         current = await kafka_admin.offsets(consumer, topic)
@@ -130,6 +136,8 @@ async def replay(
                 f"this moves {group} forward past records it has not read yet, which it "
                 f"would never handle: partition (records) {ahead}; pass --allow-skip to skip them"
             )
+        if unrecorded is not None:
+            refused.append(refusal("replay", unrecorded))
         applied = False
         if not dry_run and not refused:
             try:
@@ -144,26 +152,26 @@ async def replay(
         if earliest
         else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}")
     )
-    unrecorded = None
-    try:
-        await record(
-            database_url,
-            "replay",
-            dry_run,
-            f"{group} on {topic}",
-            {
-                "topic": topic,
-                "group": group,
-                "mode": mode,
-                "applied": applied,
-                "refused": refused or None,
-                "plan": [asdict(p) for p in plan],
-            },
-        )
-    except Exception as exc:  # the offsets are set: say so, and that it is not on record
-        if not applied:
-            raise
-        unrecorded = repr(exc)
+    if unrecorded is None:  # else said as a refusal, and nothing changed
+        try:
+            await record(
+                database_url,
+                "replay",
+                dry_run,
+                f"{group} on {topic}",
+                {
+                    "topic": topic,
+                    "group": group,
+                    "mode": mode,
+                    "applied": applied,
+                    "refused": refused or None,
+                    "plan": [asdict(p) for p in plan],
+                },
+            )
+        except Exception as exc:  # the offsets are set: say so, and that it is not on record
+            if not applied:
+                raise
+            unrecorded = repr(exc)
     return ReplayResult(
         topic, group, state.state, len(state.members), plan, applied, tuple(refused), unrecorded
     )

@@ -36,7 +36,7 @@ from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
-from tests.harness import System, order_events, raw_event, ref, until
+from tests.harness import System, free_port, order_events, raw_event, ref, until
 
 
 def consumed(caravan: System) -> dict[str, list[Topic]]:
@@ -537,6 +537,41 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     )
     dry = await cli(caravan, "dlq", "redrive", "--dry-run", *refs)
     assert dry.stdout.count("would redrive: ") == len(groups), dry.stdout
+
+
+def database_down() -> dict[str, str]:
+    """The environment of a command whose PostgreSQL is down: a port nothing listens on."""
+    return {"DATABASE_URL": f"postgresql://caravan:x@127.0.0.1:{free_port()}/caravan"}
+
+
+async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_not_its_dry_run(
+    caravan: System,
+) -> None:
+    """A replay moved the offsets and then said it was "not in the audit trail" (exit 1): an
+    unrecorded rewind, which the audit trail is there to prevent. It is now refused before
+    any offset moves; a dry run, which reads only Kafka, goes on and says it is not on record
+    (it failed "cannot reach PostgreSQL")."""
+    topic = Topic.ORDER_EVENTS.value
+    await read_by(caravan, Topic.ORDER_EVENTS)  # some records on it
+    group = f"ops-outage-{uuid.uuid4().hex[:8]}"  # no members; --force: never committed
+    args = ("replay", "--topic", topic, "--group", group, "--earliest", "--force")
+    refused = await cli(caravan, *args, **database_down())
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    said = " ".join(refused.stdout.split())
+    assert "refused: the audit trail cannot record it (cannot reach PostgreSQL: " in said, said
+    assert "a replay is not made unrecorded; run it once PostgreSQL is back" in said, said
+    assert set(await committed(caravan, group, topic)) == {None}
+    dry = await cli(caravan, *args, "--dry-run", **database_down())
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    said = " ".join(dry.stdout.split())
+    assert f"dry run: replay of {topic} for {group}" in said and "nothing changed" in said, said
+    assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
+    assert set(await committed(caravan, group, topic)) == {None}
+    audited = "select count(*) from auth.audit where action = 'replay' and target like :g"
+    assert await caravan.scalar(audited, g=f"{group} %") == 0
+    up = await cli(caravan, *args)  # the trail was all that stood in the way
+    assert up.returncode == 0 and "applied" in up.stdout, up.stdout + up.stderr
+    assert set(await committed(caravan, group, topic)) == {0}
 
 
 async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(

@@ -13,9 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import cli
+from caravan.ops import record as ops_record
 from caravan.ops import replay as ops_replay
 from shared.messaging import kafka_admin
 from shared.messaging.kafka_admin import GroupState, PartitionOffsets
+from tests.unit.test_cli_unreachable import closed_port
 
 # Partition 0 committed at 7; partition 1 never committed on, its first 3 records deleted.
 OFFSETS = [PartitionOffsets(0, 0, 10, 7), PartitionOffsets(1, 3, 10, None)]
@@ -42,11 +44,15 @@ def committed(monkeypatch: pytest.MonkeyPatch) -> dict[int, int]:
     async def record(*args: Any) -> None:
         pass
 
+    async def unrecordable(database_url: str) -> str | None:
+        return None  # the audit trail is there
+
     monkeypatch.setattr(kafka_admin, "describe_group", describe_group)
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
     monkeypatch.setattr(kafka_admin, "commit", commit)
     monkeypatch.setattr(ops_replay, "record", record)
+    monkeypatch.setattr(ops_replay, "unrecordable", unrecordable)
     return done
 
 
@@ -112,3 +118,36 @@ def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
         "group g has 1 active member(s) (Stable)"
     ]
     assert not forced.applied and committed == {}
+
+
+def test_without_the_audit_trail_a_replay_is_refused_before_any_offset_moves_a_dry_run_is_not(
+    committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a PostgreSQL outage a replay moved the offsets, then said "not in the audit trail"
+    (exit 1): an unrecorded rewind, which the trail is there to prevent; and a dry run, which
+    needs only Kafka, failed with "cannot reach PostgreSQL". Here the trail's PostgreSQL is a
+    port nothing listens on."""
+    port = closed_port()
+    monkeypatch.setattr(ops_replay, "unrecordable", ops_record.unrecordable)
+    monkeypatch.setattr(cli, "_database_url", lambda: f"postgresql://u:x@127.0.0.1:{port}/db")
+    monkeypatch.setenv("COLUMNS", "400")
+    args = ["replay", "--topic", "t", "--group", "g", "--earliest"]
+    why = f"cannot reach PostgreSQL: [Errno 111] Connect call failed ('127.0.0.1', {port})"
+    refused = (
+        f"refused: the audit trail cannot record it ({why}): a replay is not made unrecorded;"
+        " run it once PostgreSQL is back (--dry-run needs only Kafka)"
+    )
+    done = CliRunner().invoke(cli.app, args)
+    assert done.exit_code == 2, done.output
+    assert refused in done.output.splitlines(), done.output
+    assert committed == {} and "applied" not in done.output
+    dry = CliRunner().invoke(cli.app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.splitlines()
+    assert "dry run: replay of t for g" in lines[0] and "7 record(s) to re-read" in dry.output
+    assert lines[-3:] == [
+        f"a run would be {refused}",
+        "nothing changed (dry run)",
+        f"not in the audit trail (a dry run goes on without it): {why}",
+    ], dry.output
+    assert committed == {}

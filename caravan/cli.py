@@ -782,6 +782,7 @@ def dlq_redrive(
             f"no dead letter {', '.join(missing)}" if missing else "no dead letter matches"
         )
     from caravan.ops import dlq as ops_dlq
+    from caravan.ops.record import Unrecordable, refusal
 
     verb = "would redrive" if dry_run else "redriven"
     try:
@@ -798,6 +799,8 @@ def dlq_redrive(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    except Unrecordable as exc:
+        raise OperatorError(f"nothing redriven: {refusal('redrive', str(exc))}", 2) from exc
     if dry_run:
         for item in done.sent:
             console.print(f"{verb}: {item}")
@@ -807,4 +810,9 @@ def dlq_redrive(
         console.print(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
             " send a value with --value-file"
+        )
+    if done.unrecorded:
+        _unrecorded_dry_run(
+            done.unrecorded,
+            "which letters were redriven before is not known, none is left out for it",
         )

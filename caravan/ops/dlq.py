@@ -106,6 +106,7 @@ class Redrive:
     sent: list[str]  # the letters sent (or, in a dry run, that would be)
     before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
     dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
+    unrecorded: str | None = None  # a dry run: why the audit trail did not record it
 
 
 async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, str]:
@@ -155,14 +156,21 @@ async def redrive(
     dead-lettered it; ``value`` replaces the value (one letter). A letter redriven before is
     left out unless ``again``; one whose value was too big to keep, unless ``value``.
     ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
-    sent, even when a send fails part of the way."""
-    from caravan.ops.record import record  # here: `caravan dlq list` needs none of these
+    sent, even when a send fails part of the way, and a redrive it cannot record is refused
+    (:class:`Unrecordable`) before anything is sent. A dry run reads only Kafka: without the
+    trail (a PostgreSQL outage) it goes on, unrecorded, and leaves out no letter for having
+    been redriven before (the trail says which were)."""
+    # here: `caravan dlq list` needs none of these
+    from caravan.ops.record import Unrecordable, record, unrecordable
     from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    before = {} if again else await redriven_before(database_url, letters)
+    unrecorded = await unrecordable(database_url)
+    if unrecorded is not None and not dry_run:
+        raise Unrecordable(unrecorded)
+    before = {} if again or unrecorded else await redriven_before(database_url, letters)
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
     todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
     sent = [d.ref for d in todo] if dry_run else []
@@ -190,7 +198,7 @@ async def redrive(
             finally:
                 await producer.stop()
     finally:
-        if sent or not todo or dry_run:
+        if (sent or not todo or dry_run) and unrecorded is None:
             await record(
                 database_url,
                 "redrive",
@@ -202,7 +210,7 @@ async def redrive(
                     "replaced_value": value is not None,
                 },
             )
-    return Redrive(sent, before, dropped)
+    return Redrive(sent, before, dropped, unrecorded)
 
 
 __all__ = ["DeadLetter", "Redrive", "read", "redrive", "redriven_before", "select"]

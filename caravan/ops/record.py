@@ -13,6 +13,10 @@ from shared.db.engine import missing_relation
 from shared.settings import asyncpg_url
 
 
+class Unrecordable(Exception):
+    """A change refused before it was made: the audit trail cannot record it (why)."""
+
+
 def refusal(action: str, why: str) -> str:
     """Why a change (``action``, e.g. "replay") is refused while the audit trail cannot record
     it (``why``: :func:`unrecordable`), and what lifts it."""

@@ -574,6 +574,41 @@ async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_
     assert set(await committed(caravan, group, topic)) == {0}
 
 
+async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its_dry_run(
+    caravan: System,
+) -> None:
+    """A redrive --again sent the letters and then failed "cannot reach PostgreSQL": sent
+    unrecorded. It is now refused before it sends anything; a dry run, which reads only
+    Kafka, goes on and says it is not on record (it failed "cannot reach PostgreSQL"), as
+    ``dlq list`` did."""
+    key = ref("OUTAGE").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", key)
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    letter = f"{dead[0].topic}:{dead[0].partition}:{dead[0].offset}"
+    listed = await cli(caravan, "dlq", "list", **database_down())
+    assert listed.returncode == 0 and letter in listed.stdout, listed.stdout + listed.stderr
+    dry = await cli(caravan, "dlq", "redrive", letter, "--dry-run", **database_down())
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    said = " ".join(dry.stdout.split())
+    assert f"would redrive: {letter}" in said, said
+    assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
+    assert "which letters were redriven before is not known, none is left out for it" in said
+    for again in ((), ("--again",)):
+        done = await cli(caravan, "dlq", "redrive", letter, *again, **database_down())
+        assert "redriven:" not in done.stdout, done.stdout + done.stderr  # nothing sent
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.startswith(
+            "nothing redriven: the audit trail cannot record it (cannot reach PostgreSQL: "
+        ), done.stderr
+        assert "Traceback" not in done.stderr
+    await asyncio.sleep(1.0)  # a record sent would now be in
+    assert len([r for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key == key]) == 1
+    redrives = "select count(*) from auth.audit where action = 'redrive' and detail::text like :l"
+    assert await caravan.scalar(redrives, l=f"%{letter}%") == 0
+
+
 async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
     caravan: System,
 ) -> None:

@@ -11,6 +11,7 @@ import orjson
 
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
+from shared.events.envelope import CloudEvent
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
 from shared.events.orders import FieldError, OrderRejected, OrderRequested, platform_app
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
@@ -83,7 +84,9 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     assert isinstance(request, OrderRequested)
     from_adapter = isinstance(request, PlatformOrderRequested)
     if from_adapter == (platform_app(source) is not None):
-        await place_order(tx, request, source, deadline)
+        placed = await place_order(tx, request, source, deadline)
+        if not placed.same_request:
+            raise _reused(parsed.envelope, request.order_ref, placed.order_id)
         return
     if not from_adapter and await OrderRepository(tx).find_by_ref(source, request.order_ref):
         log.info("order %s/%s already exists; not placed again", source, request.order_ref)
@@ -102,6 +105,20 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     await tx.emit(rejected, correlation_id=request.order_ref)
 
 
+def _reused(envelope: CloudEvent, ref: str, order_id: str) -> PoisonRecord:
+    """The poison of a request whose (source, order_ref) names ``order_id``, an order of
+    other content: dead-lettered and answered ``order.rejected`` (:func:`on_invalid_request`)
+    as invalid data is, the order left as it was. (A plain duplicate or a replay of the
+    request that placed it is the same content, and changes nothing silently.)"""
+    said = (
+        f"{envelope.source}/{ref} already names order {order_id} with other content;"
+        " that order stands and this request was not applied"
+    )
+    poison = PoisonRecord("order_ref_reused", said, envelope)
+    poison.errors = [{"field": "order_ref", "message": said}]
+    return poison
+
+
 async def prefetch_requests(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Look up the idempotency keys of a batch of requests in one statement."""
     keys = [
@@ -117,10 +134,12 @@ async def prefetch_orders(tx: Tx, batch: Sequence[Parsed]) -> None:
 
 
 async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
-    """An ``order.requested`` whose data is invalid is answered with ``order.rejected``."""
+    """An ``order.requested`` whose data is invalid, or whose order_ref names an order of
+    other content, is answered with ``order.rejected``."""
     envelope = poison.envelope
     requests = (EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED)
-    if envelope is None or envelope.type not in requests or poison.code != "invalid_data":
+    answered = ("invalid_data", "order_ref_reused")
+    if envelope is None or envelope.type not in requests or poison.code not in answered:
         return
     # What it says its order_ref is, cut to an order_ref's length: it may be anything up to
     # the broker's limit, and the answer, named after it, must stay one Kafka takes (else

@@ -42,13 +42,20 @@ PoisonCode = Literal[
     "invalid_data",
     "parse_error",
     "handler_error",
+    "order_ref_reused",
 ]
 """Why a record was dead-lettered: its ``dlq.error`` header, and the ``error`` label of
-``caravan_dead_letters_total``."""
+``caravan_dead_letters_total``. ``order_ref_reused``: an ``order.requested`` whose
+(source, order_ref) already names an order of other content (its handler refused it)."""
 
 
 class PoisonRecord(Exception):
-    """A record that can never be handled as it is. ``code`` is a stable machine reason."""
+    """A record that can never be handled as it is. ``code`` is a stable machine reason;
+    ``errors`` the fields at fault ({``field``, ``message``}), where they are known.
+
+    Parsing raises it, and so may a handler that finds the record contradicts what it
+    handled before (``order_ref_reused``): the consumer then dead-letters the record at once,
+    without retries, as it does poison that parsing found."""
 
     def __init__(self, code: PoisonCode, message: str, envelope: CloudEvent | None = None) -> None:
         super().__init__(f"{code}: {message}")

@@ -3,8 +3,9 @@
 Each record is handled in one database transaction that also records it in the inbox, so
 a redelivered or replayed record is a no-op. Its offset is committed only after that
 transaction commits (:class:`HandledOffsets`, every 100 ms). A record that cannot be
-parsed, or whose handler fails every bounded attempt, is copied to ``<topic>.dlq`` through
-the outbox with headers saying why; database and network faults are retried without bound.
+parsed, that its handler refuses (raising :class:`PoisonRecord`), or whose handler fails
+every bounded attempt, is copied to ``<topic>.dlq`` through the outbox with headers saying
+why; database and network faults are retried without bound.
 
 A service reads all its topics with ONE Kafka consumer (one group member and one fetch per
 poll, however many topics). With ``batch_size`` above 1 it takes up to that many records
@@ -578,6 +579,9 @@ class Consumer:
                 return "handled"
             except asyncio.CancelledError:
                 raise
+            except PoisonRecord as refused:  # by the handler (its transaction undone)
+                work = partial(self._dead_letter, sub, record, refused)
+                return "dead_lettered" if await self._until_done(work) else "duplicate"
             except Exception as exc:
                 if is_transient(exc):
                     log.warning("transient fault, retrying: %r", exc)

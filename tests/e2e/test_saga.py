@@ -10,7 +10,7 @@ import orjson
 
 from caravan.ops import dlq as ops_dlq
 from shared.events.envelope import CloudEvent, new_event
-from shared.events.orders import Buyer, OrderRequested
+from shared.events.orders import Buyer, OrderLine, OrderRequested
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref
 
@@ -211,6 +211,76 @@ async def test_the_same_request_three_times_makes_one_order(caravan: System) -> 
     assert await caravan.one_terminal(order_id) == "order.confirmed"
     # The text is sent on notifications' own time, not before the marker's outcome.
     await one_text(caravan, order_id, RICH)
+
+
+async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lettered(
+    caravan: System,
+) -> None:
+    """The (source, order_ref) of a placed order with another body (9 peppers, not 2)
+    changes nothing, and is answered as invalid data is: an ``order.rejected`` naming the
+    order, and a dead letter ``order_ref_reused``, once per record (it was ignored with a
+    line in the log). The first body again, under a new event id, stays silent; a redrive of
+    the letter places nothing and comes back as one letter more, not round and round."""
+    req = order(RICH, {"T-PEPPER": 2})
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    other = req.model_copy(update={"lines": [OrderLine(sku="T-PEPPER", quantity=9)]})
+    conflicting = new_event(other, source="storefront/test")
+    key = req.order_ref.encode()
+    counted = partial(
+        caravan.gauge,
+        "orders",
+        "caravan_dead_letters_total",
+        error="order_ref_reused",
+        service="orders",
+        topic=Topic.ORDER_REQUESTS.value,
+    )
+    counted_before = await counted()
+    for _ in range(2):  # the same record twice (a producer's retry): two records
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, conflicting.to_json(), key)
+    await caravan.request(req)  # the first body again: a plain duplicate
+
+    def rejected() -> list[CloudEvent]:
+        return caravan.log.events(
+            Topic.ORDER_EVENTS, type="order.rejected", order_ref=req.order_ref
+        )
+
+    def letters() -> list[Any]:
+        return [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+
+    async def quiet() -> None:
+        marker = order(RICH, {"T-PEPPER": 1})  # handled after all that came before it
+        await caravan.request(marker)
+        await caravan.outcome(await caravan.placed(marker.order_ref))
+
+    said = (
+        f"storefront/test/{req.order_ref} already names order {order_id} with other content;"
+        " that order stands and this request was not applied"
+    )
+    for answer in await caravan.wait_for(rejected, count=2):
+        assert answer.data["errors"] == [{"field": "order_ref", "message": said}]
+        assert (answer.data["source"], answer.causationid) == ("storefront/test", conflicting.id)
+    for letter in await caravan.wait_for(letters, count=2):
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert (headers["dlq.error"], headers["dlq.error.message"]) == ("order_ref_reused", said)
+        assert letter.value == conflicting.to_json()
+    await quiet()
+    assert (len(rejected()), len(letters()), await counted()) == (2, 2, counted_before + 2)
+
+    bootstrap = caravan.infra.kafka_bootstrap
+    letter = next(d for d in await ops_dlq.read(bootstrap) if d.key == key)
+    done = await ops_dlq.redrive(bootstrap, caravan.infra.database_url, [letter])
+    assert done.sent == [letter.ref]
+    await caravan.wait_for(letters, count=3)
+    await quiet()
+    assert (len(rejected()), len(letters()), await counted()) == (3, 3, counted_before + 3)
+    rows = await caravan.sql(
+        "select order_id, lines from orders.orders where order_ref = :r", r=req.order_ref
+    )
+    assert [tuple(r) for r in rows] == [(order_id, [{"sku": "T-PEPPER", "quantity": 2}])]
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=req.order_ref)
+    assert len(placed) == 1
+    assert await caravan.one_terminal(order_id) == "order.confirmed"
 
 
 async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_completes(

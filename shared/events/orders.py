@@ -119,6 +119,17 @@ class ConfirmedPayment(Frozen):
     schedule: list[ScheduledInstalment] | None = None
 
 
+SOURCE_FIELD = Field(
+    None,
+    description=(
+        "the source of the request that placed the order (as order.placed says): an order_ref"
+        " is unique only per source, so match an outcome by order_id or by (source,"
+        " order_ref); none in events of before 2026-12-04"
+    ),
+)
+"""``source`` of a terminal event (an optional field added in v1)."""
+
+
 class OrderConfirmed(EventData):
     topic: ClassVar[Topic] = Topic.ORDER_EVENTS
     event_type: ClassVar[EventType] = EventType.ORDER_CONFIRMED
@@ -128,6 +139,7 @@ class OrderConfirmed(EventData):
     total_fen: Fen
     payment: ConfirmedPayment
     term_months: int | None = None
+    source: str | None = SOURCE_FIELD
 
 
 ReasonCode = Annotated[
@@ -150,6 +162,7 @@ class OrderCancelled(EventData):
     order_id: str
     order_ref: OrderRef
     reason: ReasonCode
+    source: str | None = SOURCE_FIELD
 
 
 class FieldError(Frozen):

@@ -87,6 +87,9 @@ async def test_asyncapi_names_every_topic_and_event_type_of_the_contract(caravan
     assert topics["orders.requests.v1"] == {"order.requested"}
     assert {"order.placed", "order.rejected"} <= topics["orders.events.v1"]
     assert "stock.expired" in topics["inventory.events.v1"]
+    # A terminal event names its order's source: an order_ref is unique only per source.
+    schemas = document["components"]["schemas"]
+    assert all("source" in schemas[t]["properties"] for t in ("OrderConfirmed", "OrderCancelled"))
     receivers = {name for name, op in document["operations"].items() if op["action"] == "receive"}
     assert "orders:inventory.events.v1" in receivers and "payments:orders.events.v1" in receivers
     page = await caravan.client.get("/asyncapi")

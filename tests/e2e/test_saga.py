@@ -77,6 +77,7 @@ async def test_prepaid_order_is_confirmed_and_the_buyer_gets_one_sms(caravan: Sy
     assert outcome.type == "order.confirmed"
     assert outcome.data["total_fen"] == 2 * 3500 + 2800
     assert outcome.data["payment"] == {"method": "prepaid"}
+    assert outcome.data["source"] == "storefront/test"  # order_ref is unique per source only
     assert outcome.correlationid == order_id
     sms = await one_text(caravan, order_id, RICH)
     assert sms.data["to"] == RICH.phone
@@ -139,7 +140,7 @@ async def test_out_of_stock_cancels_with_no_loan_and_no_charge(caravan: System) 
     order_id = await caravan.placed(req.order_ref)
     outcome = await caravan.outcome(order_id)
     assert outcome.type == "order.cancelled"
-    assert outcome.data["reason"] == "out_of_stock"
+    assert (outcome.data["reason"], outcome.data["source"]) == ("out_of_stock", "storefront/test")
     assert (
         await caravan.scalar("select count(*) from payments.loans where order_id = :o", o=order_id)
         == 0

@@ -95,6 +95,7 @@ def test_stock_then_payment_confirms() -> None:
             total_fen=7000,
             payment=ConfirmedPayment(method="microloan", loan_id="loan-9", schedule=schedule),
             term_months=3,
+            source="storefront/x",
         )
     ]
 
@@ -130,6 +131,7 @@ def test_prepaid_confirmation_has_no_loan() -> None:
         total_fen=3500,
         payment=ConfirmedPayment(method="prepaid", loan_id=None),
         term_months=None,
+        source="storefront/x",
     )
 
 
@@ -169,7 +171,12 @@ def test_stock_rejected_cancels_with_its_reason() -> None:
     order.stock_rejected("out_of_season")
     assert (order.status, order.stock, order.reason) == ("cancelled", "failed", "out_of_season")
     assert terminal_events(order) == [
-        OrderCancelled(order_id="order-1", order_ref="SWN-000123", reason="out_of_season")
+        OrderCancelled(
+            order_id="order-1",
+            order_ref="SWN-000123",
+            reason="out_of_season",
+            source="storefront/x",
+        )
     ]
 
 
@@ -190,7 +197,12 @@ def test_buyer_cancels_a_pending_order() -> None:
     assert (order.status, order.reason) == ("cancelled", "cancelled_by_buyer")
     order.cancel_by_buyer()  # twice is harmless
     assert terminal_events(order) == [
-        OrderCancelled(order_id="order-1", order_ref="SWN-000123", reason="cancelled_by_buyer")
+        OrderCancelled(
+            order_id="order-1",
+            order_ref="SWN-000123",
+            reason="cancelled_by_buyer",
+            source="storefront/x",
+        )
     ]
 
 

@@ -156,6 +156,7 @@ class Order:
                     ),
                     # No instalments when nothing was lent (a microloan order of 0 fen).
                     term_months=self.term_months if self.loan_id is not None else None,
+                    source=self.source,
                 )
             )
 
@@ -163,5 +164,7 @@ class Order:
         self.status = "cancelled"
         self.reason = reason
         self.events.append(
-            OrderCancelled(order_id=self.order_id, order_ref=self.order_ref, reason=reason)
+            OrderCancelled(
+                order_id=self.order_id, order_ref=self.order_ref, reason=reason, source=self.source
+            )
         )

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from services import SERVICES
 from services.orders.entrypoints.subscribers import subscriptions
+from shared.events.orders import OrderRequested
 from shared.http import PROBLEM
 from shared.topics import Topic
 from tests.harness import System, ref
@@ -310,6 +311,41 @@ async def test_a_buyers_orders_page_by_cursor_newest_first(caravan: System) -> N
         response = await http.get("/orders", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_buyers_orders_are_found_by_source_and_order_ref(caravan: System) -> None:
+    """A storefront that published its order on Kafka finds it by its own reference, and
+    tells it from another source's order of the same order_ref (the filters were ignored:
+    every order of the buyer came back)."""
+    http = caravan.client
+    buyer = {**BODY["buyer"], "id": ref("ord-find")}  # type: ignore[dict-item]
+    key = ref("FIND")
+    over_http = await http.post(
+        "/orders", json={**BODY, "buyer": buyer}, headers={"Idempotency-Key": key}
+    )
+    other = await http.post(
+        "/orders", json={**BODY, "buyer": buyer}, headers={"Idempotency-Key": ref("FIND")}
+    )
+    await caravan.request(OrderRequested.model_validate({**BODY, "buyer": buyer, "order_ref": key}))
+    on_kafka = await caravan.placed(key)
+
+    async def found(**only: str) -> set[str]:
+        response = await http.get("/orders", params={"buyer_id": buyer["id"], **only})
+        assert response.status_code == 200, response.text
+        return {o["order_id"] for o in response.json()["items"]}
+
+    http_id, other_id = over_http.json()["order_id"], other.json()["order_id"]
+    assert await found() == {http_id, other_id, on_kafka}
+    assert await found(order_ref=key) == {http_id, on_kafka}
+    assert await found(order_ref=key, source="storefront/test") == {on_kafka}
+    assert await found(source="http") == {http_id, other_id}
+    assert await found(order_ref=key, source="storefront/else") == set()
+    # A parameter it does not know narrows nothing, as on every list route (FastAPI's way).
+    assert await found(sourse="http") == {http_id, other_id, on_kafka}
+    for bad in ({"order_ref": "not a ref"}, {"source": ""}, {"order_ref": "x" * 65}):
+        response = await http.get("/orders", params={"buyer_id": buyer["id"], **bad})
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"].startswith(PROBLEM)
 
 
 async def test_values_postgresql_cannot_store_get_a_problem_not_a_500(caravan: System) -> None:

@@ -100,12 +100,32 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
     async def list_orders(
         buyer_id: Annotated[str, Query(min_length=1, max_length=64), NO_NUL],
         status: Status | None = None,
+        source: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=256,
+                description="only orders of this source (`http`, a storefront's); none: any",
+            ),
+            NO_NUL,
+        ] = None,
+        order_ref: Annotated[
+            str | None,
+            Query(
+                pattern=ORDER_REF_PATTERN,
+                description="only the orders of this order_ref (one per source)",
+            ),
+        ] = None,
         start: Position | None = ORDERS_CURSOR,
         limit: Limit = 20,
     ) -> Any:
-        """A buyer's orders, newest first, optionally of one status; follow ``next_cursor``."""
+        """A buyer's orders, newest first, optionally of one status, one source and one
+        order_ref (a storefront finds the order it published by its own reference); follow
+        ``next_cursor``."""
         async with uow.db.engine.connect() as conn:
-            items, next_cursor = await queries.buyer_orders(conn, buyer_id, status, start, limit)
+            items, next_cursor = await queries.buyer_orders(
+                conn, buyer_id, start, limit, status=status, source=source, order_ref=order_ref
+            )
         return OrderPage(items=items, next_cursor=next_cursor)
 
     @app.get(

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
-from services.orders.entrypoints.schemas import OrderSummary, OrderView, Status, Step
+from services.orders.entrypoints.schemas import OrderSummary, OrderView, Step
 from shared.pagination import Position, newest_first, page
 
 
@@ -42,15 +42,17 @@ async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
 async def buyer_orders(
     conn: AsyncConnection,
     buyer_id: str,
-    status: Status | None,
     start: Position | None,
     limit: int,
+    **only: str | None,
 ) -> tuple[list[OrderSummary], str | None]:
     """Up to ``limit`` orders of a buyer, newest first, strictly after ``start``; and the
-    cursor to continue from if there are more."""
+    cursor to continue from if there are more. ``only`` narrows them to those whose columns
+    (``status``, ``source``, ``order_ref``) have the values given (None: any)."""
     query = select(orders).where(orders.c.buyer_id == buyer_id)
-    if status is not None:
-        query = query.where(orders.c.status == status)
+    for name, value in only.items():
+        if value is not None:
+            query = query.where(orders.c[name] == value)
     key = (orders.c.placed_at, orders.c.order_id)
     found = (await conn.execute(newest_first(query, key, start, limit))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))

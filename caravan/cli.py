@@ -21,7 +21,7 @@ from caravan.output import OperatorError, console, err_console
 from services import SERVICES
 from shared import days
 from shared.api import field_errors
-from shared.seed import SeedFile
+from shared.seed import Loaded, SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
     CalendarSettings,
@@ -170,9 +170,8 @@ def _demo_seed(path: Path | None) -> SeedFile:
     return seed
 
 
-def _load(database_url: str, data: SeedFile) -> dict[str, list[str]]:
-    """Load ``data``; what it held that was left as it was, by schema
-    (:func:`caravan.seeding.load`)."""
+def _load(database_url: str, data: SeedFile) -> Loaded:
+    """Load ``data``; what that did (:func:`caravan.seeding.load`)."""
     from caravan.seeding import load
     from services.inventory.handlers import DanglingSeed, LotTaken
 
@@ -445,13 +444,12 @@ def _kept(retention_ms: int) -> str:
 @app.command()
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
+    from caravan.seeding import summary
+
     data = _seed_file(file)
-    kept = _load(_database_url(), data)
-    lots, lines = kept.get("inventory", []), kept.get("payments", [])
-    console.print(
-        f"seeded {len(data.sellers)} sellers, {len(data.products)} products, "
-        f"{len(data.lots) - len(lots)} new lots, {len(data.buyers)} buyers"
-    )
+    loaded = _load(_database_url(), data)
+    console.print(f"seeded {file}:", *summary(data, loaded), sep="\n")
+    lots, lines = loaded.kept.get("lots", []), loaded.kept.get("buyers", [])
     for said in lots + lines:
         console.print(said, style="yellow")
     if lots:

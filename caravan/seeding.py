@@ -17,11 +17,11 @@ from services.payments.adapters.tables import metadata as payments_metadata
 from shared import days
 from shared.db import Database, driver
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.seed import SeedFile
+from shared.seed import Loaded, SeedFile
 from shared.settings import Settings, asyncpg_url
 
-Loader = Callable[[Tx, SeedFile], Awaitable[list[str]]]
-"""Loads its service's part of a seed file; returns what in it was left as it was, said."""
+Loader = Callable[[Tx, SeedFile], Awaitable[Loaded]]
+"""Loads its service's part of a seed file; returns what it did."""
 LOADERS: list[tuple[MetaData, Loader]] = [
     (inventory_metadata, inventory.load_seed),
     (payments_metadata, payments.load_seed),
@@ -29,12 +29,12 @@ LOADERS: list[tuple[MetaData, Loader]] = [
 ]
 
 
-async def load(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
+async def load(database_url: str, seed: SeedFile) -> Loaded:
     """Each owner loads its part in its own transaction; loading twice changes nothing.
-    Returns what the file holds that was left as it was, said, by the schema that left it
-    (inventory: lots loaded before; payments: credit lines opened before)."""
+    Returns what all of them did (what they left as it was, said: lots loaded before, credit
+    lines opened before)."""
     settings = Settings(DATABASE_URL=database_url)
-    kept: dict[str, list[str]] = {}
+    loaded = Loaded()
     for metadata, loader in LOADERS:
         schema = str(metadata.schema)
         db = Database(settings, schema)
@@ -46,13 +46,13 @@ async def load(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
         )
         try:
             async with uow.begin() as tx:
-                kept[schema] = await loader(tx, seed)
+                loaded |= await loader(tx, seed)
         finally:
             await db.dispose()
-    return kept
+    return loaded
 
 
-async def load_again(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
+async def load_again(database_url: str, seed: SeedFile) -> Loaded:
     """Load ``seed``, made relative to today (the test session's, the benchmarks'), into a
     database that may hold what it made on another day: the lots whose ids were received
     before are left out, kept as they were, where :func:`load` refuses a lot id that holds
@@ -69,6 +69,25 @@ async def load_again(database_url: str, seed: SeedFile) -> dict[str, list[str]]:
         await engine.dispose()
     new = [lot for lot in seed.lots if lot.lot_id not in received]
     return await load(database_url, seed.model_copy(update={"lots": new}))
+
+
+UPDATED = ("sellers", "products")
+"""The sections whose rows a seed file updates; lots and credit lines it adds only."""
+
+
+def summary(seed: SeedFile, loaded: Loaded) -> list[str]:
+    """What loading ``seed`` did, a line per section, as ``caravan seed`` prints it: how many
+    of its rows were new, updated (sellers and products only) and unchanged."""
+    lines = []
+    for section, ids in seed.ids().items():
+        new = len(loaded.added.get(section, set()))
+        updated = len(loaded.changed.get(section, set()))
+        told = [f"{new} new"]
+        if section in UPDATED:
+            told.append(f"{updated} updated")
+        told.append(f"{len(ids) - new - updated} unchanged")
+        lines.append(f"  {section}: {', '.join(told)}")
+    return lines
 
 
 def bench_seed(

@@ -2,6 +2,7 @@
 the bounds of the money it sets (prices, credit limits), which the admin APIs keep too."""
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Self
@@ -114,19 +115,49 @@ class SeedFile(Frozen):
         a lot's second entry was reported "loaded before", a product's or buyer's second
         entry silently replaced the first."""
         said = []
-        for kind, ids in (
-            ("seller", [s.id for s in self.sellers]),
-            ("product", [p.sku for p in self.products]),
-            ("lot", [lot.lot_id for lot in self.lots]),
-            ("buyer", [b.id for b in self.buyers]),
-        ):
+        for section, ids in self.ids().items():
             twice = sorted(i for i, n in Counter(ids).items() if n > 1)
             if twice:
-                said.append(f"{kind}s listed more than once: {', '.join(map(repr, twice))}")
+                said.append(f"{section} listed more than once: {', '.join(map(repr, twice))}")
         if said:
             raise ValueError("; ".join(said))
         return self
 
+    def ids(self) -> dict[str, list[str]]:
+        """The ids the file lists, by section (a product's is its SKU), in its order."""
+        return {
+            "sellers": [s.id for s in self.sellers],
+            "products": [p.sku for p in self.products],
+            "lots": [lot.lot_id for lot in self.lots],
+            "buyers": [b.id for b in self.buyers],
+        }
+
     @classmethod
     def load(cls, path: Path) -> "SeedFile":
         return cls.model_validate_json(path.read_bytes())
+
+
+@dataclass
+class Loaded:
+    """What loading a seed file, or one owner's part of it, did: the ids it added and the ids
+    of rows it changed, by section (``sellers``, ``products``, ``lots``, ``buyers``; a section
+    it left alone is absent), and, by section, what of the file it left as it was that the
+    operator should hear of, said. Whatever else the file lists was there already, as it says."""
+
+    added: dict[str, set[str]] = field(default_factory=dict)
+    changed: dict[str, set[str]] = field(default_factory=dict)
+    kept: dict[str, list[str]] = field(default_factory=dict)
+
+    def __or__(self, other: "Loaded") -> "Loaded":
+        """Both owners' parts: an id one added is added (another's row of it, written as well,
+        does not make it changed)."""
+        added = _union(self.added, other.added)
+        changed = {
+            s: ids - added.get(s, set()) for s, ids in _union(self.changed, other.changed).items()
+        }
+        kept = {s: self.kept.get(s, []) + other.kept.get(s, []) for s in {*self.kept, *other.kept}}
+        return Loaded(added, changed, kept)
+
+
+def _union(a: dict[str, set[str]], b: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {s: a.get(s, set()) | b.get(s, set()) for s in {*a, *b}}

@@ -41,7 +41,7 @@ from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import working_for
 from shared.messaging.uow import Tx
-from shared.seed import LotSeed, SeedFile
+from shared.seed import Loaded, LotSeed, SeedFile
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ async def _unknown(tx: Tx, column: Column[str], wanted: set[str]) -> set[str]:
     return wanted - set(found.scalars())
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
+async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     """Upsert sellers and products; add lots that are new, and say which were not (a lot's
     counts change by adjustments, not by loading it again). Loading twice changes nothing.
     A product whose seller, or a lot whose SKU, is neither in the file nor already loaded
@@ -214,7 +214,7 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     what differs): a new harvest left out under an old lot's id would be booked, by the
     adjustment advised, under the old lot's dates.
     What the file adds or changes is written to the audit trail, as a change through the API
-    is (``seller.set``, ``product.set``, ``lot.add``)."""
+    is (``seller.set``, ``product.set``, ``lot.add``), and told (:class:`Loaded`)."""
     sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
     skus_named = {lot.sku for lot in seed.lots} - {p.sku for p in seed.products}
     no_seller = await _unknown(tx, sellers.c.seller_id, sellers_named)
@@ -239,20 +239,29 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
     set_sellers = {
         s.id: {"name": s.name, "county": s.county, "phone": s.phone} for s in seed.sellers
     }
-    await _set(tx, sellers.c.seller_id, set_sellers, "seller.set", who, by)
+    new_sellers, changed_sellers = await _set(
+        tx, sellers.c.seller_id, set_sellers, "seller.set", who, by
+    )
     set_products = {
         p.sku: {"seller_id": p.seller_id, "unit_price_fen": p.unit_price_fen, "name": p.name}
         for p in seed.products
     }
-    await _set(tx, products.c.sku, set_products, "product.set", who, by)
-    kept = []
+    new_products, changed_products = await _set(
+        tx, products.c.sku, set_products, "product.set", who, by
+    )
+    new_lots, kept = set(), []
     for lot in seed.lots:
         if not await repo.add_lot(lot):
             kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
         else:
+            new_lots.add(lot.lot_id)
             after = lot.model_dump(mode="json")
             await audit.record(tx.conn, who, "lot.add", lot.lot_id, after=after, detail=by)
-    return kept
+    return Loaded(
+        added={"sellers": new_sellers, "products": new_products, "lots": new_lots},
+        changed={"sellers": changed_sellers, "products": changed_products},
+        kept={"lots": kept},
+    )
 
 
 async def _set(
@@ -262,20 +271,25 @@ async def _set(
     action: str,
     who: str,
     detail: dict[str, Any],
-) -> None:
+) -> tuple[set[str], set[str]]:
     """Upsert ``wanted`` (each row's values by its key) into ``key``'s table, each row that
-    it adds or changes written to the audit trail as ``action``."""
+    it adds or changes written to the audit trail as ``action``; the keys it added, and the
+    keys whose rows it changed."""
     known = await _rows(tx, key, list(wanted))
+    added: set[str] = set()
+    changed: set[str] = set()
     for id_, values in wanted.items():
         before = known.get(id_)
         if before == values:
             continue
+        (changed if id_ in known else added).add(id_)
         await tx.conn.execute(
             pg_insert(key.table)
             .values({key.name: id_, **values})
             .on_conflict_do_update(index_elements=[key.name], set_=values)
         )
         await audit.record(tx.conn, who, action, id_, before=before, after=values, detail=detail)
+    return added, changed
 
 
 async def _rows(tx: Tx, key: Column[str], wanted: list[str]) -> dict[str, dict[str, object]]:

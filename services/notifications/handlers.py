@@ -71,7 +71,7 @@ from shared.ids import new_id
 from shared.logs import masked
 from shared.messaging.parking import OrderLocks, Parking
 from shared.messaging.uow import Tx
-from shared.seed import SeedFile
+from shared.seed import Loaded, SeedFile
 from shared.telemetry import current_trace_headers
 from shared.topics import Topic
 
@@ -629,28 +629,35 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
         )
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
+async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     """Sellers' phones and locales (one not said is left as it is, ``zh-CN`` when new), and
-    product names (loading twice changes nothing)."""
+    product names (loading twice changes nothing). Told as :class:`Loaded`, every row it
+    wrote as changed: which of the file's sellers and products are new is inventory's to say
+    (it has them all), a seller's locale changed is this part's alone."""
+    wrote: dict[str, set[str]] = {"sellers": set(), "products": set()}
     for seller in seed.sellers:
         given = {"phone": seller.phone}
         if seller.locale is not None:
             given["locale"] = seller.locale
         stmt = pg_insert(sellers).values(seller_id=seller.id, **given)
-        await tx.conn.execute(
+        done = await tx.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["seller_id"],
                 set_={column: stmt.excluded[column] for column in given},
                 where=or_(*(sellers.c[column] != stmt.excluded[column] for column in given)),
             )
         )
+        if done.rowcount:
+            wrote["sellers"].add(seller.id)
     for product in seed.products:
         stmt = pg_insert(products).values(sku=product.sku, names=product.name)
-        await tx.conn.execute(
+        done = await tx.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["sku"],
                 set_={"names": stmt.excluded.names},
                 where=products.c.names != stmt.excluded.names,
             )
         )
-    return []  # upserts: nothing in the file is left as it was
+        if done.rowcount:
+            wrote["products"].add(product.sku)
+    return Loaded(changed=wrote)  # upserts: nothing in the file is left as it was

@@ -47,7 +47,7 @@ from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.messaging.uow import Tx
-from shared.seed import SeedFile
+from shared.seed import Loaded, SeedFile
 from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
@@ -514,13 +514,15 @@ def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:
     tx.update_later(payments, "order_id", row)
 
 
-async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
+async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     """Open a credit line for each seeded buyer that has none (loading twice changes nothing),
     written to the audit trail as one opened through the API is. A buyer's line opened before
     is left as it is, and named where the file says another limit: an operator's later
     ``caravan payments credit-set`` (a risky buyer's limit lowered) is not undone by the next
-    seed (``caravan up --demo`` seeds every time), as a lot loaded before keeps its counts."""
+    seed (``caravan up --demo`` seeds every time), as a lot loaded before keeps its counts.
+    Told as :class:`Loaded` (buyers: the lines opened)."""
     who = audit.os_actor()  # once: it reads the settings
+    opened_now: set[str] = set()
     kept = []
     for buyer in seed.buyers:
         before = await tx.conn.scalar(
@@ -542,6 +544,7 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
         )
         if not opened.rowcount:  # opened meanwhile, through the API: that one stands
             continue
+        opened_now.add(buyer.id)
         await audit.record(
             tx.conn,
             who,
@@ -551,4 +554,4 @@ async def load_seed(tx: Tx, seed: SeedFile) -> list[str]:
             after={"credit_limit_fen": buyer.credit_limit_fen},
             detail={"by": "caravan seed"},
         )
-    return kept
+    return Loaded(added={"buyers": opened_now}, kept={"buyers": kept})

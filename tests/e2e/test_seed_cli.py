@@ -4,6 +4,7 @@ or SKUs nobody has, is refused whole, every error named, nothing written."""
 
 import json
 import random
+import re
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def lot(lot_id: str, sku: str) -> dict[str, object]:
     }
 
 
+def told(stdout: str) -> list[tuple[int, int | None, int]]:
+    """The summary ``caravan seed`` printed: (new, updated, unchanged) per section, in the
+    contract's order (updated None where a section's rows are never updated)."""
+    found = re.findall(
+        r"^  (sellers|products|lots|buyers): (\d+) new, (?:(\d+) updated, )?(\d+) unchanged",
+        stdout,
+        re.MULTILINE,
+    )
+    assert [f[0] for f in found] == ["sellers", "products", "lots", "buyers"], stdout
+    return [(int(new), None if up == "" else int(up), int(same)) for _, new, up, same in found]
+
+
 async def counts(caravan: System, tag: str) -> tuple[int, int, int]:
     like = f"%{tag}%"
     return (
@@ -67,13 +80,13 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     )
     done = await cli(caravan, "seed", first)
     assert done.returncode == 0, done.stderr
-    assert "seeded 1 sellers, 1 products, 1 new lots, 0 buyers" in done.stdout
+    assert told(done.stdout) == [(1, 0, 0), (1, 0, 0), (1, None, 0), (0, None, 0)], done.stdout
     assert "left as it is" not in done.stdout
     assert await counts(caravan, tag) == (1, 1, 1)
-    # Again: nothing changes, and the lot it held already is named.
+    # Again: nothing changes, the summary says so, and the lot it held already is named.
     done = await cli(caravan, "seed", first)
     assert done.returncode == 0, done.stderr
-    assert "seeded 1 sellers, 1 products, 0 new lots, 0 buyers" in done.stdout
+    assert told(done.stdout) == [(0, 0, 1), (0, 0, 1), (0, None, 1), (0, None, 0)], done.stdout
     assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
     assert await counts(caravan, tag) == (1, 1, 1)
     # Its stock written down since: the same file is still the lot loaded before (its
@@ -90,6 +103,50 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     done = await cli(caravan, "seed", later)
     assert done.returncode == 0, done.stderr
     assert await counts(caravan, tag) == (1, 1, 2)
+
+
+async def test_a_seed_run_again_says_what_it_added_updated_and_left_unchanged(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A file loaded again said "seeded 2 sellers, 1 products, 0 new lots, 1 buyers" whether
+    it changed anything or not: the summary tells new, updated and unchanged apart, a seller
+    whose locale alone changed (notifications' part) updated too, and a credit line whose
+    limit the file changes unchanged (a seed opens lines only), and named."""
+    tag = uuid.uuid4().hex[:8]
+    buyer = {"id": f"B-{tag}", "phone": "+8613900000009", "credit_limit_fen": 20000}
+    body = {
+        "sellers": [seller(f"S1-{tag}"), seller(f"S2-{tag}")],
+        "products": [product(f"P-{tag}", f"S1-{tag}")],
+        "lots": [lot(f"L1-{tag}", f"P-{tag}")],
+        "buyers": [buyer],
+    }
+    path = write(tmp_path, body)
+    done = await cli(caravan, "seed", path)
+    assert done.returncode == 0, done.stderr
+    assert told(done.stdout) == [(2, 0, 0), (1, 0, 0), (1, None, 0), (1, None, 0)], done.stdout
+    done = await cli(caravan, "seed", path)
+    assert done.returncode == 0, done.stderr
+    assert told(done.stdout) == [(0, 0, 2), (0, 0, 1), (0, None, 1), (0, None, 1)], done.stdout
+    changed = {
+        "sellers": [
+            {**seller(f"S1-{tag}"), "name": "Renamed"},
+            {**seller(f"S2-{tag}"), "locale": "en"},
+        ],
+        "products": [{**product(f"P-{tag}", f"S1-{tag}"), "unit_price_fen": 9900}],
+        "lots": [lot(f"L1-{tag}", f"P-{tag}"), lot(f"L2-{tag}", f"P-{tag}")],
+        "buyers": [{**buyer, "credit_limit_fen": 30000}],
+    }
+    done = await cli(caravan, "seed", write(tmp_path, changed))
+    assert done.returncode == 0, done.stderr
+    assert told(done.stdout) == [(0, 2, 0), (0, 1, 0), (1, None, 1), (0, None, 1)], done.stdout
+    said = " ".join(done.stdout.split())
+    assert f"credit line of B-{tag} was opened before: left as it is, limit 20000 fen" in said
+    assert (
+        await caravan.scalar(
+            "select unit_price_fen from inventory.products where sku = :s", s=f"P-{tag}"
+        )
+        == 9900
+    )
 
 
 async def test_a_seed_opens_a_credit_line_once_and_leaves_an_operators_limit(
@@ -306,7 +363,7 @@ async def test_a_file_of_more_products_than_a_statement_may_have_parameters_load
     products[-1] = {**products[-1], "unit_price_fen": 9900}
     done = await cli(caravan, "seed", write(tmp_path, {"products": products}))
     assert done.returncode == 0, done.stderr[:300]  # the statement follows, 33,000 $n long
-    assert f"seeded 0 sellers, {n} products, 0 new lots, 0 buyers" in done.stdout
+    assert told(done.stdout)[1] == (0, 1, n - 1), done.stdout[:300]
     rows = await caravan.sql(
         "select target, before, after from auth.audit where target like :t", t=f"%-{tag}"
     )

@@ -1,0 +1,61 @@
+"""What ``caravan seed`` says it did (caravan/seeding.summary): new, updated and unchanged
+per section, from what the owners' parts did (shared.seed.Loaded)."""
+
+from caravan.seeding import summary
+from shared.seed import Loaded, SeedFile
+
+
+def seed_file(best_befores: list[str]) -> SeedFile:
+    return SeedFile.model_validate(
+        {
+            "sellers": [
+                {"id": s, "name": "Co-op", "county": "Shawan", "phone": "+8613000000001"}
+                for s in ("s1", "s2", "s3")
+            ],
+            "products": [
+                {"sku": p, "seller_id": "s1", "unit_price_fen": 100, "name": {"en": p}}
+                for p in ("p1", "p2")
+            ],
+            "lots": [
+                {
+                    "lot_id": f"l{i}",
+                    "sku": "p1",
+                    "quantity": 5,
+                    "available_from": "2020-01-01",
+                    "best_before": best_before,
+                }
+                for i, best_before in enumerate(best_befores, 1)
+            ],
+            "buyers": [{"id": "b1", "phone": "+8613900000009", "credit_limit_fen": 1}],
+        }
+    )
+
+
+def test_a_file_loaded_again_is_all_unchanged() -> None:
+    seed = seed_file(["2027-01-01", "2027-02-01"])
+    assert summary(seed, Loaded()) == [
+        "  sellers: 0 new, 0 updated, 3 unchanged",
+        "  products: 0 new, 0 updated, 2 unchanged",
+        "  lots: 0 new, 2 unchanged",
+        "  buyers: 0 new, 1 unchanged",
+    ]
+
+
+def test_the_owners_parts_are_told_together_an_id_one_added_is_new_only() -> None:
+    """Inventory adds a seller that notifications writes as well (its phone): new, not new
+    and updated; a seller whose locale alone changed is notifications' to tell: updated."""
+    inventory = Loaded(
+        added={"sellers": {"s1"}, "products": set(), "lots": {"l1"}},
+        changed={"sellers": set(), "products": {"p2"}},
+        kept={"lots": ["lot l2 was loaded before: left as it is"]},
+    )
+    payments = Loaded(added={"buyers": {"b1"}}, kept={"buyers": []})
+    notifications = Loaded(changed={"sellers": {"s1", "s3"}, "products": set()})
+    loaded = Loaded() | inventory | payments | notifications
+    assert loaded.kept == {"lots": ["lot l2 was loaded before: left as it is"], "buyers": []}
+    assert summary(seed_file(["2027-01-01", "2027-02-01"]), loaded) == [
+        "  sellers: 1 new, 1 updated, 1 unchanged",
+        "  products: 0 new, 1 updated, 1 unchanged",
+        "  lots: 1 new, 1 unchanged",
+        "  buyers: 1 new, 0 unchanged",
+    ]

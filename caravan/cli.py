@@ -444,11 +444,14 @@ def _kept(retention_ms: int) -> str:
 @app.command()
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
-    from caravan.seeding import summary
+    from caravan.seeding import summary, will_not_sell
 
     data = _seed_file(file)
     loaded = _load(_database_url(), data)
-    console.print(f"seeded {file}:", *summary(data, loaded), sep="\n")
+    today = days.today()
+    console.print(f"seeded {file}:", *summary(data, loaded, today), sep="\n")
+    for said in will_not_sell(data, today):
+        console.print(f"warning: {said}", style="yellow")
     lots, lines = loaded.kept.get("lots", []), loaded.kept.get("buyers", [])
     for said in lots + lines:
         console.print(said, style="yellow")

@@ -1,7 +1,7 @@
 """Loading reference data into the services that own it (inventory, payments, notifications)."""
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -75,9 +75,10 @@ UPDATED = ("sellers", "products")
 """The sections whose rows a seed file updates; lots and credit lines it adds only."""
 
 
-def summary(seed: SeedFile, loaded: Loaded) -> list[str]:
+def summary(seed: SeedFile, loaded: Loaded, today: date) -> list[str]:
     """What loading ``seed`` did, a line per section, as ``caravan seed`` prints it: how many
-    of its rows were new, updated (sellers and products only) and unchanged."""
+    of its rows were new, updated (sellers and products only) and unchanged, and how many
+    of its lots will not sell (:func:`will_not_sell`)."""
     lines = []
     for section, ids in seed.ids().items():
         new = len(loaded.added.get(section, set()))
@@ -86,8 +87,21 @@ def summary(seed: SeedFile, loaded: Loaded) -> list[str]:
         if section in UPDATED:
             told.append(f"{updated} updated")
         told.append(f"{len(ids) - new - updated} unchanged")
+        if section == "lots" and (unsold := len(will_not_sell(seed, today))):
+            told.append(f"{unsold} will not sell")
         lines.append(f"  {section}: {', '.join(told)}")
     return lines
+
+
+def will_not_sell(seed: SeedFile, today: date) -> list[str]:
+    """The lots of ``seed`` that no order can take from ``today`` on, each said with why:
+    their ``best_before`` is past (a lot's ``available_from`` is never after it). A seed
+    loads them all the same: a county centre may book an expired lot."""
+    return [
+        f"lot {lot.lot_id} will not sell: expired, its best_before {lot.best_before} is past"
+        for lot in seed.lots
+        if lot.best_before < today
+    ]
 
 
 def bench_seed(

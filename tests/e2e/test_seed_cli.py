@@ -149,6 +149,40 @@ async def test_a_seed_run_again_says_what_it_added_updated_and_left_unchanged(
     )
 
 
+async def test_a_lot_past_its_best_before_loads_with_a_warning_and_is_counted(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A lot whose best_before had passed loaded without a word, though no order can take
+    it: it still loads (a county centre may book an expired lot), each run warns, naming it
+    and why, and the summary counts it."""
+    tag = uuid.uuid4().hex[:8]
+    body = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"S-{tag}")],
+        "lots": [
+            {
+                **lot(f"OLD-{tag}", f"P-{tag}"),
+                "available_from": "2020-01-01",
+                "best_before": "2020-01-31",
+            },
+            lot(f"L-{tag}", f"P-{tag}"),
+        ],
+    }
+    path = write(tmp_path, body)
+    for run in (1, 2):
+        done = await cli(caravan, "seed", path)
+        assert done.returncode == 0, done.stderr
+        said = " ".join(done.stdout.split())
+        assert (
+            f"warning: lot OLD-{tag} will not sell: expired, its best_before 2020-01-31 is past"
+            in said
+        ), said
+        assert f"lot L-{tag} will not sell" not in said, said
+        new = 2 if run == 1 else 0
+        assert f"lots: {new} new, {2 - new} unchanged, 1 will not sell" in said, said
+    assert await counts(caravan, tag) == (1, 1, 2)
+
+
 async def test_a_seed_opens_a_credit_line_once_and_leaves_an_operators_limit(
     caravan: System, tmp_path: Path
 ) -> None:

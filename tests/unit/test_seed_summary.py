@@ -1,8 +1,13 @@
 """What ``caravan seed`` says it did (caravan/seeding.summary): new, updated and unchanged
-per section, from what the owners' parts did (shared.seed.Loaded)."""
+per section, from what the owners' parts did (shared.seed.Loaded), and the lots that will
+not sell (caravan/seeding.will_not_sell)."""
 
-from caravan.seeding import summary
+from datetime import date
+
+from caravan.seeding import summary, will_not_sell
 from shared.seed import Loaded, SeedFile
+
+TODAY = date(2026, 12, 4)
 
 
 def seed_file(best_befores: list[str]) -> SeedFile:
@@ -33,7 +38,7 @@ def seed_file(best_befores: list[str]) -> SeedFile:
 
 def test_a_file_loaded_again_is_all_unchanged() -> None:
     seed = seed_file(["2027-01-01", "2027-02-01"])
-    assert summary(seed, Loaded()) == [
+    assert summary(seed, Loaded(), TODAY) == [
         "  sellers: 0 new, 0 updated, 3 unchanged",
         "  products: 0 new, 0 updated, 2 unchanged",
         "  lots: 0 new, 2 unchanged",
@@ -53,9 +58,19 @@ def test_the_owners_parts_are_told_together_an_id_one_added_is_new_only() -> Non
     notifications = Loaded(changed={"sellers": {"s1", "s3"}, "products": set()})
     loaded = Loaded() | inventory | payments | notifications
     assert loaded.kept == {"lots": ["lot l2 was loaded before: left as it is"], "buyers": []}
-    assert summary(seed_file(["2027-01-01", "2027-02-01"]), loaded) == [
+    assert summary(seed_file(["2027-01-01", "2027-02-01"]), loaded, TODAY) == [
         "  sellers: 1 new, 1 updated, 1 unchanged",
         "  products: 0 new, 1 updated, 1 unchanged",
         "  lots: 1 new, 1 unchanged",
         "  buyers: 1 new, 0 unchanged",
     ]
+
+
+def test_a_lot_past_its_best_before_is_named_and_counted_one_ending_today_sells() -> None:
+    seed = seed_file(["2026-12-03", "2026-12-04", "2025-06-30"])
+    assert will_not_sell(seed, TODAY) == [
+        "lot l1 will not sell: expired, its best_before 2026-12-03 is past",
+        "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
+    ]
+    lots = summary(seed, Loaded(added={"lots": {"l1", "l2", "l3"}}), TODAY)[2]
+    assert lots == "  lots: 3 new, 0 unchanged, 2 will not sell"

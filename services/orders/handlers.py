@@ -147,11 +147,16 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
     given = envelope.data.get("order_ref")
     ref = str(given)[:64] if given is not None else ""
     errors = [FieldError(field=e["field"], message=e["message"]) for e in poison.errors]
+    standing = None  # the order a reused order_ref names, which stands: said, so that a
+    if poison.code == "order_ref_reused":  # reader does not take this for its rejection
+        found = await OrderRepository(tx).find_by_ref(envelope.source, ref)
+        standing = found[0] if found is not None else None  # (order_id, status, hash)
     await tx.emit(
         OrderRejected(
             order_ref=ref,
             source=envelope.source,
             errors=errors or [FieldError(field="data", message=poison.message)],
+            order_id=standing,
         ),
         correlation_id=ref or envelope.id,
     )

@@ -177,6 +177,13 @@ class OrderRejected(EventData):
     order_ref: str
     source: str
     errors: list[FieldError]
+    order_id: str | None = Field(
+        None,
+        description=(
+            "set only when the request reused the (source, order_ref) of this order with other"
+            " content: that order stands, and this rejection answers the request, not it"
+        ),
+    )
 
     def partition_key(self) -> str:
         return self.order_ref

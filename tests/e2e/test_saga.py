@@ -250,8 +250,9 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
         return [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
 
     async def quiet() -> None:
-        marker = order(RICH, {"T-PEPPER": 1})  # handled after all that came before it
-        await caravan.request(marker)
+        marker = order(RICH, {"T-PEPPER": 1})  # on their partition: handled after them
+        sent = new_event(marker, source="storefront/test")
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, sent.to_json(), key)
         await caravan.outcome(await caravan.placed(marker.order_ref))
 
     said = (
@@ -261,6 +262,7 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
     for answer in await caravan.wait_for(rejected, count=2):
         assert answer.data["errors"] == [{"field": "order_ref", "message": said}]
         assert (answer.data["source"], answer.causationid) == ("storefront/test", conflicting.id)
+        assert answer.data["order_id"] == order_id  # the order that stands
     for letter in await caravan.wait_for(letters, count=2):
         headers = {k: v.decode() for k, v in letter.headers}
         assert (headers["dlq.error"], headers["dlq.error.message"]) == ("order_ref_reused", said)

@@ -131,7 +131,7 @@ def _refused(exc: ValidationError) -> str:
         if name and not name.isupper():  # a field, not an alias such as DATABASE_URL
             name = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
         where = f"{name} ({inner}): " if inner else f"{name}: " if name else ""
-        faults.append(where + error["message"].removeprefix("Value error, "))
+        faults.append(where + error["message"])
     return f"settings refused: {'; '.join(faults)} (from the environment or .env)"
 
 

@@ -16,12 +16,17 @@ def bearer_headers(token: str | None) -> dict[str, str]:
     return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
+_PYDANTIC_WORDING = {"value_error": "Value error, ", "assertion_error": "Assertion failed, "}
+"""What pydantic puts before the message of a validator's ``ValueError`` (or failed
+``assert``): its wording, not ours, kept out of what users read."""
+
+
 def field_errors(
     exc: "ValidationError | RequestValidationError", whole: str = "body"
 ) -> list[dict[str, str]]:
     """Validation errors as ``[{field, message}]``, fields as dotted paths; a document that
     is not JSON is the field ``whole`` (a request's body, a file), with where the parser
-    stopped."""
+    stopped. A validator's message is its own, without pydantic's "Value error, "."""
     found = []
     for e in exc.errors():
         path = [str(p) for p in e["loc"] if p != "body"]
@@ -30,5 +35,6 @@ def field_errors(
             why = e.get("ctx", {}).get("error", "")
             found.append({"field": whole, "message": f"not JSON: {why}{at}"})
         else:
-            found.append({"field": ".".join(path) or whole, "message": e["msg"]})
+            said = e["msg"].removeprefix(_PYDANTIC_WORDING.get(e["type"], ""))
+            found.append({"field": ".".join(path) or whole, "message": said})
     return found

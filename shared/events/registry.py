@@ -6,6 +6,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
+from shared.api import field_errors
 from shared.events import inventory, notifications, orders, payments, platform
 from shared.events.envelope import CloudEvent, EventData
 from shared.topics import Topic
@@ -173,16 +174,9 @@ def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:
 def _invalid_data(exc: ValidationError, envelope: CloudEvent) -> PoisonRecord:
     """``invalid_data`` poison listing every field the validation refused."""
     poison = PoisonRecord("invalid_data", _summary(exc), envelope)
-    poison.errors = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "data", "message": err["msg"]}
-        for err in exc.errors()
-    ]
+    poison.errors = field_errors(exc, whole="data")
     return poison
 
 
 def _summary(exc: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    ]
-    return "; ".join(parts)
+    return "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc, "<root>")[:5])

@@ -390,6 +390,37 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
     )
 
 
+async def test_a_validators_refusal_is_said_in_its_own_words(caravan: System) -> None:
+    """A request naming one sku twice is refused in the validator's words, on Kafka (its
+    order.rejected and its dead letter's reason) and over HTTP (the 422 problem), without
+    pydantic's "Value error, " before them."""
+    order_ref = ref("TWICE")
+    data = {
+        "order_ref": order_ref,
+        "buyer": RICH.model_dump(),
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}, {"sku": "T-PEPPER", "quantity": 2}],
+        "payment": {"method": "prepaid"},
+    }
+    said = "each sku may appear in at most one line"
+    value = orjson.dumps(raw_event("order.requested", data))
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=order_ref.encode())
+    [rejected] = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=order_ref)
+    )
+    assert rejected.data["errors"] == [{"field": "data", "message": said}]
+    [letter] = await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
+        ]
+    )
+    assert dict(letter.headers)["dlq.error.message"] == f"<root>: {said}".encode()
+    answer = await caravan.client.post("/orders", json=data, headers={"Idempotency-Key": ref()})
+    assert (answer.status_code, answer.json()["errors"]) == (
+        422,
+        [{"field": "body", "message": said}],
+    )
+
+
 async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System) -> None:
     """A storefront whose client library sends ``data`` as a JSON string (encoded twice),
     or none at all, is told so by an ``order.rejected`` caused by its request: it was only

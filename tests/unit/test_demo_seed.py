@@ -123,12 +123,12 @@ def test_a_price_or_credit_limit_beyond_its_bound_is_refused_naming_it_and_the_b
     said = " ".join(done.stderr.replace("│", " ").split())
     assert "(2 error(s))" in said, said
     assert (
-        "products.0.unit_price_fen: Value error, a unit price is at most 10000000000 fen "
+        "products.0.unit_price_fen: a unit price is at most 10000000000 fen "
         "(100,000,000 CNY), so that an order of 50 lines of 10000 units and its loan fit "
         "PostgreSQL's bigint" in said
     ), said
     assert (
-        "buyers.0.credit_limit_fen: Value error, a credit limit is at most 10000000000000000 "
+        "buyers.0.credit_limit_fen: a credit limit is at most 10000000000000000 "
         "fen (10^14 CNY)" in said
     ), said
 
@@ -145,4 +145,4 @@ def test_a_price_below_1_fen_is_refused_naming_it(tmp_path: Path, price: int) ->
     assert done.returncode == 2, (done.stdout, done.stderr)
     said = " ".join(done.stderr.replace("│", " ").split())
     at = f"products.{len(DEMO['products'])}.unit_price_fen"
-    assert f"(1 error(s)): {at}: Value error, a unit price is at least 1 fen: goods" in said, said
+    assert f"(1 error(s)): {at}: a unit price is at least 1 fen: goods" in said, said

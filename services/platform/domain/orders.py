@@ -11,6 +11,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from shared.api import field_errors
 from shared.events.envelope import NoNul
 from shared.events.orders import (
     E164_PATTERN,
@@ -270,5 +271,5 @@ PHONES_READ = "E.164 nor a mainland China mobile number written nationally"
 
 def describe(exc: ValidationError, said: Mapping[str, str] | None = None) -> str:
     """Each field at fault and why, on one line; ``said`` gives the why of some fields."""
-    fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-    return "; ".join(f"{field}: {(said or {}).get(field, msg)}" for field, msg in fields)
+    fields = field_errors(exc, whole="")
+    return "; ".join(f"{e['field']}: {(said or {}).get(e['field'], e['message'])}" for e in fields)

@@ -1,0 +1,69 @@
+"""Validation errors said field by field (shared/api.py ``field_errors``), in the words of
+the validator that refused them."""
+
+from typing import Self
+
+import pytest
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
+
+from shared.api import field_errors
+from shared.events.registry import PoisonRecord, validate_record
+from shared.topics import Topic
+from tests.harness import raw_event
+
+
+class Box(BaseModel):
+    size: int
+    label: str = ""
+
+    @field_validator("size")
+    @classmethod
+    def _small(cls, size: int) -> int:
+        if size > 9:
+            raise ValueError("a box holds at most 9")
+        return size
+
+    @model_validator(mode="after")
+    def _labelled(self) -> Self:
+        if self.size and not self.label:  # not `assert`: pytest rewrites its message
+            raise AssertionError("a box that holds something has a label")
+        return self
+
+
+def refusal(given: dict[str, object]) -> ValidationError:
+    with pytest.raises(ValidationError) as refused:
+        Box.model_validate(given)
+    return refused.value
+
+
+def test_a_validators_message_is_its_own_without_pydantics_prefix() -> None:
+    assert field_errors(refusal({"size": 10, "label": "x"})) == [
+        {"field": "size", "message": "a box holds at most 9"}
+    ]
+    assert field_errors(refusal({"size": 1}), whole="data") == [
+        {"field": "data", "message": "a box that holds something has a label"}
+    ]
+
+
+def test_pydantics_own_messages_are_kept() -> None:
+    assert field_errors(refusal({"size": "many"})) == [
+        {
+            "field": "size",
+            "message": "Input should be a valid integer, unable to parse string as an integer",
+        }
+    ]
+
+
+def test_a_refused_event_and_its_dead_letter_reason_say_the_validators_words() -> None:
+    line = {"sku": "T-PEPPER", "quantity": 1}
+    data = {
+        "order_ref": "SWN-1",
+        "buyer": {"id": "b-1", "phone": "+8613912345678", "locale": "en"},
+        "lines": [line, line],
+        "payment": {"method": "prepaid"},
+    }
+    with pytest.raises(PoisonRecord) as refused:
+        validate_record(Topic.ORDER_REQUESTS, raw_event("order.requested", data))
+    said = "each sku may appear in at most one line"
+    assert refused.value.errors == [{"field": "data", "message": said}]
+    assert refused.value.message == f"<root>: {said}"

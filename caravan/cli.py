@@ -698,31 +698,25 @@ SinceOpt = Annotated[
 ]
 
 
+LETTER, ERROR = "id\nfrom\ntime", "error\ngroup"
+"""Three and two lines: ``caravan dlq list`` fits 80 columns with room for the reason."""
+
+
 @dlq_app.command("list")
 def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
-    """List dead letters (id, time, original coordinates, error, consumer group, reason: its
-    first 80 characters, cut at a word; `caravan dlq show` prints it whole)."""
+    """List dead letters, three lines each: id above original coordinates above time, error
+    above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
+    prints it whole)."""
     letters = _letters(topic, error, since)
     table = output.table(
-        "id",
-        "time",
-        "from",
-        "error",
-        "group",
-        "message",
-        title=f"{len(letters)} dead letter(s)",
-        whole=("id",),
+        LETTER, ERROR, "message", title=f"{len(letters)} dead letter(s)", whole=(LETTER, ERROR)
     )
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
-        message = output.shortened(d.headers.get("dlq.error.message", ""), 80)
         table.add_row(
-            d.ref,
-            d.time.isoformat(timespec="seconds"),
-            origin,
-            d.error,
-            d.headers.get("dlq.group", ""),
-            message,
+            f"{d.ref}\n{origin}\n{d.time.isoformat(timespec='seconds')}",
+            f"{d.error}\n{d.headers.get('dlq.group', '')}",
+            output.Clipped(d.headers.get("dlq.error.message", ""), lines=3),
         )
     output.show(table)
 

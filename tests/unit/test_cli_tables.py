@@ -1,6 +1,7 @@
-"""What ``caravan tokens list``, ``caravan inventory stock`` and ``caravan platform problems``
-print, read at 80 columns: each token's scopes apart, each SKU's figures under headers that
-are not broken up, each problem two lines. The database and the admin API are faked."""
+"""What ``caravan tokens list``, ``caravan inventory stock``, ``caravan platform problems`` and
+``caravan dlq list`` print, read at 80 columns: each token's scopes apart, each SKU's figures
+under headers that are not broken up, each problem two lines, each dead letter three. The
+database, the admin API and Kafka are faked."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import cli, inventory_cli, platform_cli, tokens_cli
+from caravan.ops import dlq as ops_dlq
+from caravan.ops.dlq import DeadLetter
 from shared.auth.tokens import TokenInfo
 
 SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
@@ -135,3 +138,68 @@ def test_platform_callbacks_say_the_zone_of_their_times(monkeypatch: pytest.Monk
     text = shown(monkeypatch, "platform", "callbacks", "--url", "http://api", columns=200)
     [row] = [line for line in text.splitlines() if event in line]
     assert row.split("│")[8].strip() == "2026-12-04T09:12:28+00:00", text
+
+
+REASONS = {  # a reason of each length, and the longest topic and consumer group
+    ("orders.requests.v1", "caravan-orders"): "the value is not JSON: unquoted text at line 1"
+    " column 1 (JSON leaves only true, false and null unquoted)",
+    ("notifications.events.v1", "caravan-notifications"): "data.to: String should match"
+    " pattern '^\\+[1-9][0-9]{6,14}$'; data.segments: Input should be greater than 0",
+    ("orders.events.v1", "caravan-inventory"): "the value is empty (0 bytes)",
+}
+
+
+def letters_shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> list[list[list[str]]]:
+    """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`:
+    each letter's lines, each line's cells."""
+    letters = [
+        DeadLetter(
+            f"{topic}.dlq",
+            0,
+            12345 + n,
+            datetime(2026, 12, 4, 12, n, 5, 123456, tzinfo=UTC),
+            b"SWN-1",
+            b"{}",
+            {
+                "dlq.error": "invalid_data",
+                "dlq.error.message": reason,
+                "dlq.group": group,
+                "dlq.partition": "2",
+                "dlq.offset": str(67890 + n),
+            },
+        )
+        for n, ((topic, group), reason) in enumerate(REASONS.items())
+    ]
+
+    async def read(bootstrap: str) -> list[DeadLetter]:
+        return letters
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    text = shown(monkeypatch, "dlq", *args)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    rows: list[list[list[str]]] = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0].endswith(".dlq:0:" + cells[0].rpartition(":")[2]):
+            rows.append([])
+        if cells and rows:
+            rows[-1].append(cells)
+    assert [row[0][0] for row in rows] == [d.ref for d in letters], text
+    return rows
+
+
+def test_dead_letters_fit_80_columns_three_lines_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They wrapped into a table no one could read: six columns, the reason folded beside
+    the ids; now each letter is three lines, the reason cut at a word to the room left."""
+    rows = letters_shown(monkeypatch, "list")
+    for n, (row, ((topic, group), reason)) in enumerate(zip(rows, REASONS.items(), strict=True)):
+        assert len(row) == 3, row
+        assert [cells[:2] for cells in row] == [
+            [f"{topic}.dlq:0:{12345 + n}", "invalid_data"],
+            [f"{topic}:2:{67890 + n}", group],
+            [f"2026-12-04T12:0{n}:05+00:00", ""],
+        ], row
+        said = " ".join(cells[2] for cells in row).strip()
+        assert said == reason or (said.endswith("…") and reason.startswith(said[:-1])), row
+        assert len(said) >= len("the value is empty (0 bytes)"), row  # room left for it
+    assert [" ".join(c[2] for c in row).strip()[-1] for row in rows] == ["…", "…", ")"], rows

@@ -61,12 +61,13 @@ digits or letters, nor a decimal number's (``0.13800138000``), unless a word nam
 (:data:`_ID`); an id that is not so named is masked with it."""
 _ID = re.compile(
     r"(?<![0-9A-Za-z])(?i:n?iid|num_iid|tid|oid|skus?|(?:sku|item|order)_(?:id|ref)|order|item)"
-    r"[^0-9A-Za-z\n]{0,4}\Z"
+    r"[^0-9A-Za-z\n]{0,4}(?:[A-Za-z]{1,8}[-_])?\Z"
 )
 """The end of a text before a bare number that names it a platform's id (Taobao's
-``num_iid=``, ``tid=``, ``oid=``, ``sku_id``, ``platform SKU '...'``, ``order ...``), which is
-kept as it is: a Taobao item's id may be 11 digits starting ``1[3-9]``. Looked for only
-before a number found (:func:`_masked`), not at every place of every line."""
+``num_iid=``, ``tid=``, ``oid=``, ``sku_id``, ``platform SKU '...'``, ``order ...``, also with
+a storefront's prefix to the digits, ``order SWN-...``), which is kept as it is: a Taobao
+item's id may be 11 digits starting ``1[3-9]``. Looked for only before a number found
+(:func:`_masked`), not at every place of every line."""
 _PHONE = re.compile(f"{_E164}|{_CN_MOBILE}|{_KEYED}|{_BARE}")
 _E164_ALONE = re.compile(_E164)
 _MOBILE_DIGITS = re.compile(r"1[3-9][0-9]\)?[ .-]?[0-9]{4}[ .-]?[0-9]{4}(?![0-9A-Za-z])")

@@ -268,6 +268,7 @@ def test_the_formatter_masks_a_mobile_number_written_in_other_ways(said: str, sh
         "at 20261204123456, ts-20261204123456, 1764688000000, ２０２６１２０４１２３４５６",
         "for 12500 fen (¥125.00, 1380013800 fen), rate 0.13800138000, 13800138000.25 yuan",
         "lot LOT-138-0013-8000, v1.138.0013.8000, 3.138.0013.8000",
+        "order SWN-13800138000 placed, order_ref=TB-13912345678",
     ],
 )
 def test_the_formatter_leaves_platform_ids_times_and_amounts(said: str) -> None:

@@ -77,12 +77,14 @@ def show(table: Table, on: Console = console) -> None:
     if need <= on.width:
         on.print(table)
         return
-    narrow = on.width
-    on.width = need  # Console.print's own width may only narrow it
+    # Console.print's own width may only narrow it. Rich keeps a width set as fixed: put
+    # back what was set (None: read from the terminal again), not the width read now.
+    was_set = on._width
+    on.width = need
     try:
         on.print(table)
     finally:
-        on.width = narrow
+        on._width = was_set
 
 
 def shortened(text: str, chars: int) -> str:

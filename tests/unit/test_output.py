@@ -52,6 +52,22 @@ def test_ids_that_leave_the_other_columns_no_room_make_the_table_wider() -> None
     assert "not_" in text and "sour" in text  # the other columns still show
 
 
+def test_a_table_made_wider_leaves_the_console_reading_the_terminal_s_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rich keeps a width once set: setting back the width read then fixed it for every
+    later print of the process (a narrower table after it, a test after it)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = Console(file=io.StringIO())  # its width read from COLUMNS at each print
+    monkeypatch.setenv("COLUMNS", "40")
+    letter = "orders.requests.v1.dlq:2:4711"
+    table = output.table("id", "origin", whole=("id", "origin"))
+    table.add_row(letter, letter)
+    output.show(table, console)
+    monkeypatch.setenv("COLUMNS", "120")
+    assert console.width == 120
+
+
 def test_a_whole_or_right_column_must_be_one_of_the_headers() -> None:
     with pytest.raises(ValueError, match="no column 'id'"):
         output.table("sku", "sold", whole=("id",))

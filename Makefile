@@ -14,7 +14,7 @@ lint: setup
 	.venv/bin/mypy .
 
 test: lint
-	.venv/bin/python -m pytest -p no:cacheprovider
+	.venv/bin/python -m pytest -p no:cacheprovider --durations=30  # the slowest named: keep the suite short
 
 unit: setup
 	.venv/bin/python -m pytest -p no:cacheprovider tests/unit

@@ -88,7 +88,10 @@ class LotSeed(NoNul):
     @model_validator(mode="after")
     def _dates_in_order(self) -> Self:
         if self.best_before < self.available_from:
-            raise ValueError("best_before is before available_from")
+            raise ValueError(
+                f"lot {self.lot_id}: best_before {self.best_before} is before available_from"
+                f" {self.available_from}"
+            )
         return self
 
 

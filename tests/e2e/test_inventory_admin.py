@@ -184,7 +184,8 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
         *url,
     )
     assert backwards.returncode == 1, backwards.stderr
-    assert "body: best_before is before available_from" in backwards.stderr
+    said = f"body: lot {sku}-2: best_before 2000-01-01 is before available_from {today}"
+    assert said in backwards.stderr, backwards.stderr
     missing = await cli(caravan, "inventory", "stock", "INV-NO-SUCH-SKU", *url)
     assert missing.returncode == 1 and "Unknown SKU" in missing.stderr
 

@@ -133,6 +133,23 @@ def test_a_price_or_credit_limit_beyond_its_bound_is_refused_naming_it_and_the_b
     ), said
 
 
+def test_a_lot_whose_dates_are_backwards_is_refused_naming_it_and_its_dates(
+    tmp_path: Path,
+) -> None:
+    """A lot whose best_before came before its available_from was refused as "lots.0:
+    best_before is before available_from": which lot, and what dates, the operator had to find
+    in the file."""
+    lot = {**DEMO["lots"][0], "lot_id": "LOT-BACKWARDS"}
+    lot |= {"available_from": "2026-09-01", "best_before": "2026-08-01"}
+    path = tmp_path / "backwards.json"
+    path.write_text(json.dumps({**DEMO, "lots": [*DEMO["lots"], lot]}))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.replace("│", " ").split())
+    at = f"lots.{len(DEMO['lots'])}: lot {lot['lot_id']}"
+    assert f"{at}: best_before 2026-08-01 is before available_from 2026-09-01" in said, said
+
+
 @pytest.mark.parametrize("price", [0, -1])
 def test_a_price_below_1_fen_is_refused_naming_it(tmp_path: Path, price: int) -> None:
     """A product priced 0 loaded, and its orders of 0 fen went through with no credit line

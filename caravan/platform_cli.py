@@ -95,6 +95,26 @@ def resolve(
     console.print(f"{target}: resolved {', '.join(kinds)}")
 
 
+CALLBACK, SENT = "event\norder\ncreated", "app\nplatform order\noutcome\nstatus, tries"
+"""Stacked: the callbacks table fits 80 columns with its two UUIDs whole and room for the
+last error."""
+
+
+def callbacks_table(found: list[dict[str, Any]]) -> Table:
+    """Callbacks, each four lines: the event id (what ``retry`` takes) above our order id
+    and its creation time (UTC, its zone said), the app above the platform's order, the
+    outcome told and the callback's status and attempts, the last error in what room is
+    left, cut at a word."""
+    table = output.table(CALLBACK, SENT, "last error", whole=(CALLBACK, SENT))
+    for c in found:
+        table.add_row(
+            f"{c['event_id']}\n{c['order_id']}\n{_at(c['created_at'])}",
+            f"{c['app']}\n{c['platform_order_id']}\n{c['outcome']}\n{c['status']}, {c['attempts']}",
+            output.Clipped(c["last_error"] or "", lines=4),
+        )
+    return table
+
+
 @app.command()
 def callbacks(
     app_name: App = None,
@@ -115,32 +135,7 @@ def callbacks(
         order_id=order_id,
         platform_order_id=platform_order_id,
     )
-    table = output.table(
-        "event",
-        "app",
-        "platform order",
-        "order",
-        "outcome",
-        "status",
-        "tries",
-        "created",
-        "last error",
-        whole=("event", "app", "platform order", "order", "status", "created"),
-        right=("tries",),
-    )
-    for c in found:
-        table.add_row(
-            c["event_id"],
-            c["app"],
-            c["platform_order_id"],
-            c["order_id"],
-            c["outcome"],
-            c["status"],
-            str(c["attempts"]),
-            _at(c["created_at"]),
-            output.shortened(c["last_error"] or "", 80),
-        )
-    output.show(table)
+    output.show(callbacks_table(found))
 
 
 @app.command()

@@ -56,8 +56,9 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
     order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
     code, out = await cli(caravan, "callbacks", "--platform-order-id", order_ref)
     assert code == 0, out
-    [line] = [x for x in out.splitlines() if order_ref in x]
-    assert order_id in line and "confirmed" in line, out
+    lines = out.splitlines()
+    [at] = [i for i, x in enumerate(lines) if order_ref in x]  # beside our order id
+    assert order_id in lines[at] and "confirmed" in lines[at + 1], out  # its outcome below
     code, out = await cli(caravan, "callbacks", "--order-id", order_ref)  # not our order id
     assert code == 0 and order_ref not in out, out
     code, out = await cli(caravan, "retry", "--app", APP)

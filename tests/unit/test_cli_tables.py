@@ -1,7 +1,7 @@
 """What ``caravan tokens list``, ``caravan inventory stock``, ``caravan platform problems`` and
-``caravan dlq list`` print, read at 80 columns: each token's scopes apart, each SKU's figures
-under headers that are not broken up, each problem two lines, each dead letter three. The
-database, the admin API and Kafka are faked."""
+``callbacks`` and ``caravan dlq list`` print, read at 80 columns: each token's scopes apart,
+each SKU's figures under headers that are not broken up, each problem two lines, each callback
+four, each dead letter three. The database, the admin API and Kafka are faked."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -116,28 +116,62 @@ def test_platform_problems_full_shows_each_detail_whole(monkeypatch: pytest.Monk
         )
 
 
-def test_platform_callbacks_say_the_zone_of_their_times(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As ``caravan dlq list`` and ``tokens list`` show theirs (UTC, no zone said before)."""
-    event = "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b"
-    listed = {
-        "event_id": event,
-        "app": "demo-market",
-        "platform_order_id": "MKT-20261204-0001",
-        "order_id": "0193a1b2-0000-7e4f-8a9b-0c1d2e3f4a5b",
-        "outcome": "confirmed",
-        "status": "failed",
-        "attempts": 30,
-        "created_at": "2026-12-04T09:12:28.123456+00:00",
-        "last_error": "503",
-    }
+ERRORS = {  # a last error of each length: none yet, short, and one that runs on
+    "delivered": None,
+    "sending": "503",
+    "failed": "409 Conflict: the order MKT-20261204-0002 is already closed on the platform"
+    " (status 'cancelled' since 2026-12-04T09:40:00Z), no further status is taken",
+}
+
+
+def test_platform_callbacks_fit_80_columns_four_lines_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With two UUIDs in nine columns the table was printed wider than 80 and the outcome
+    folded to "conf"/"irmed"; now each callback is four lines, its event id (what ``retry``
+    takes) and order id whole, times to the second with their zone (``dlq list``'s), the
+    last error cut at a word to the room left."""
+    listed: list[dict[str, Any]] = [
+        {
+            "event_id": f"0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5{n}",
+            "app": "demo-market",
+            "platform_order_id": f"MKT-20261204-000{n}",
+            "order_id": f"0193a1b2-0000-7e4f-8a9b-0c1d2e3f4a5{n}",
+            "outcome": "confirmed",
+            "status": status,
+            "attempts": 30,
+            "created_at": f"2026-12-04T09:1{n}:28.123456+00:00",
+            "last_error": error,
+        }
+        for n, (status, error) in enumerate(ERRORS.items())
+    ]
 
     def pages(base: str, service: str, path: str, params: dict[str, str]) -> Iterator[Any]:
-        yield {"callbacks": [listed], "next": None}
+        yield {"callbacks": listed, "next": None}
 
     monkeypatch.setattr(platform_cli, "pages", pages)
-    text = shown(monkeypatch, "platform", "callbacks", "--url", "http://api", columns=200)
-    [row] = [line for line in text.splitlines() if event in line]
-    assert row.split("│")[8].strip() == "2026-12-04T09:12:28+00:00", text
+    text = shown(monkeypatch, "platform", "callbacks", "--url", "http://api")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0].startswith("0193a1b2-7c3d-"):
+            rows.append([])
+        if cells and rows:
+            rows[-1].append(cells)
+    assert len(rows) == len(listed), text
+    for n, (row, c) in enumerate(zip(rows, listed, strict=True)):
+        assert [cells[:2] for cells in row] == [
+            [c["event_id"], "demo-market"],
+            [c["order_id"], c["platform_order_id"]],
+            [f"2026-12-04T09:1{n}:28+00:00", "confirmed"],
+            ["", f"{c['status']}, 30"],
+        ], row
+        said, error = " ".join(cells[2] for cells in row).strip(), c["last_error"] or ""
+        assert said == error or (said.endswith("…") and error.startswith(said[:-1])), row
+        assert said == error or len(said) >= 40, row  # room left for it
+    assert [" ".join(cells[2] for cells in row).strip()[-1:] for row in rows] == ["", "3", "…"]
 
 
 REASONS = {  # a reason of each length, and the longest topic and consumer group

@@ -89,8 +89,8 @@ def show(table: Table, on: Console = console) -> None:
 
 def shortened(text: str, chars: int) -> str:
     """``text`` in at most ``chars`` characters: whole if it fits, else cut at the last space
-    that leaves it at least half its room, with "…" after (``caravan dlq list`` cut a dead
-    letter's reason at 60 characters, mid-word: "... at line 1 colum")."""
+    that leaves it at least half its room, with "…" after, not mid-word ("... at line 1
+    colum"): what :class:`Clipped` cuts a table cell with, and a tool's error line."""
     if len(text) <= chars:
         return text
     cut = text[: chars - 1]

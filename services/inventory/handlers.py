@@ -249,10 +249,10 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     new_products, changed_products = await _set(
         tx, products.c.sku, set_products, "product.set", who, by
     )
-    new_lots, kept = set(), []
+    new_lots, before = set(), []
     for lot in seed.lots:
         if not await repo.add_lot(lot):
-            kept.append(f"lot {lot.lot_id} was loaded before: left as it is")
+            before.append(lot.lot_id)
         else:
             new_lots.add(lot.lot_id)
             after = lot.model_dump(mode="json")
@@ -260,8 +260,21 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     return Loaded(
         added={"sellers": new_sellers, "products": new_products, "lots": new_lots},
         changed={"sellers": changed_sellers, "products": changed_products},
-        kept={"lots": kept},
+        kept={"lots": [loaded_before(before)] if before else []},
     )
+
+
+NAMED = 10
+"""How many lots loaded before a seed names (the summary counts them all)."""
+
+
+def loaded_before(lot_ids: list[str]) -> str:
+    """The lots of a seed file loaded before, left as they are, in one line: the first
+    :data:`NAMED` by id, and how many more (a centre's file of a season's hundreds of lots,
+    loaded again, printed a line for each)."""
+    named = ", ".join(lot_ids[:NAMED])
+    more = f" and {len(lot_ids) - NAMED} more" if len(lot_ids) > NAMED else ""
+    return f"lots loaded before, left as they are: {named}{more}"
 
 
 async def _set(

@@ -87,7 +87,7 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     done = await cli(caravan, "seed", first)
     assert done.returncode == 0, done.stderr
     assert told(done.stdout) == [(0, 0, 1), (0, 0, 1), (0, None, 1), (0, None, 0)], done.stdout
-    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
+    assert f"lots loaded before, left as they are: L1-{tag}\n" in done.stdout
     assert await counts(caravan, tag) == (1, 1, 1)
     # Its stock written down since: the same file is still the lot loaded before (its
     # quantity is what the lot received, not what is left), not a lot with other terms.
@@ -97,7 +97,7 @@ async def test_a_seed_file_loads_once_and_a_second_file_may_name_what_the_first_
     assert adjusted.returncode == 0, adjusted.stderr
     done = await cli(caravan, "seed", first)
     assert done.returncode == 0, done.stderr
-    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
+    assert f"lots loaded before, left as they are: L1-{tag}\n" in done.stdout
     # A later file with only a lot, of the product loaded before.
     later = write(tmp_path, {"lots": [lot(f"L2-{tag}", f"P-{tag}")]})
     done = await cli(caravan, "seed", later)
@@ -440,5 +440,5 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     assert await counts(caravan, tag) == (1, 1, 1)  # no S2, P2 or L2
     done = await cli(caravan, "seed", write(tmp_path, {**second, "lots": first["lots"]}))
     assert done.returncode == 0, done.stderr
-    assert f"lot L1-{tag} was loaded before: left as it is" in done.stdout
+    assert f"lots loaded before, left as they are: L1-{tag}\n" in done.stdout
     assert await counts(caravan, tag) == (2, 2, 1)

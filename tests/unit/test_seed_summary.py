@@ -5,6 +5,7 @@ not sell (caravan/seeding.will_not_sell)."""
 from datetime import date
 
 from caravan.seeding import summary, will_not_sell
+from services.inventory.handlers import loaded_before
 from shared.seed import Loaded, SeedFile
 
 TODAY = date(2026, 12, 4)
@@ -52,12 +53,12 @@ def test_the_owners_parts_are_told_together_an_id_one_added_is_new_only() -> Non
     inventory = Loaded(
         added={"sellers": {"s1"}, "products": set(), "lots": {"l1"}},
         changed={"sellers": set(), "products": {"p2"}},
-        kept={"lots": ["lot l2 was loaded before: left as it is"]},
+        kept={"lots": ["lots loaded before, left as they are: l2"]},
     )
     payments = Loaded(added={"buyers": {"b1"}}, kept={"buyers": []})
     notifications = Loaded(changed={"sellers": {"s1", "s3"}, "products": set()})
     loaded = Loaded() | inventory | payments | notifications
-    assert loaded.kept == {"lots": ["lot l2 was loaded before: left as it is"], "buyers": []}
+    assert loaded.kept == {"lots": ["lots loaded before, left as they are: l2"], "buyers": []}
     assert summary(seed_file(["2027-01-01", "2027-02-01"]), loaded, TODAY) == [
         "  sellers: 1 new, 1 updated, 1 unchanged",
         "  products: 0 new, 1 updated, 1 unchanged",
@@ -74,3 +75,11 @@ def test_a_lot_past_its_best_before_is_named_and_counted_one_ending_today_sells(
     ]
     lots = summary(seed, Loaded(added={"lots": {"l1", "l2", "l3"}}), TODAY)[2]
     assert lots == "  lots: 3 new, 0 unchanged, 2 will not sell"
+
+
+def test_the_lots_loaded_before_are_one_line_naming_the_first_ten() -> None:
+    """A file of a season's lots loaded again printed a line for each lot."""
+    assert loaded_before(["L1"]) == "lots loaded before, left as they are: L1"
+    ids = [f"L{i}" for i in range(1, 231)]
+    said = loaded_before(ids)
+    assert said == f"lots loaded before, left as they are: {', '.join(ids[:10])} and 220 more"

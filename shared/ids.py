@@ -1,5 +1,6 @@
 """The ids Caravan mints for what it keeps: events, orders, loans, texts, stock adjustments."""
 
+import hashlib
 import uuid
 
 import uuid_utils
@@ -15,6 +16,19 @@ def new_id() -> str:
     PostgreSQL's buffers, so each insert reads a page of its own from outside them.
     """
     return str(uuid_utils.uuid7())
+
+
+_ANSWERS = uuid.UUID("5b0c6f4e-2d1a-5e8b-9c3f-7a4d2e1b0c99")
+
+
+def answer_id(kind: str, source: str, cause_id: str, content: bytes) -> str:
+    """The id of the ``kind`` of answer to the event ``source``/``cause_id`` of ``content``: a
+    UUID of version 5, the same whenever that very event is answered again (a producer's
+    retry of it at another offset, a redrive of its dead letter), so that readers deduplicate
+    the answers by (source, id) as they do every event; another content under the same id (a
+    letter mended before its redrive) is answered anew."""
+    digest = hashlib.sha256(content).hexdigest()
+    return str(uuid.uuid5(_ANSWERS, f"{kind}|{source}|{cause_id}|{digest}"))
 
 
 def as_stored(given: str) -> str | None:

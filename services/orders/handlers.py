@@ -17,7 +17,7 @@ from shared.events.orders import FieldError, OrderRejected, OrderRequested, plat
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
-from shared.ids import new_id
+from shared.ids import answer_id, new_id
 from shared.logs import working_for
 from shared.messaging.uow import Tx
 from shared.topics import EventType
@@ -102,7 +102,9 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
         source=source,
         errors=[FieldError(field="source", message=said)],
     )
-    await tx.emit(rejected, correlation_id=request.order_ref)
+    await tx.emit(
+        rejected, correlation_id=request.order_ref, event_id=_rejection_id(parsed.envelope)
+    )
 
 
 def _reused(envelope: CloudEvent, ref: str, order_id: str) -> PoisonRecord:
@@ -159,7 +161,15 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
             order_id=standing,
         ),
         correlation_id=ref or envelope.id,
+        event_id=_rejection_id(envelope),
     )
+
+
+def _rejection_id(request: CloudEvent) -> str:
+    """The ``order.rejected`` of a request, the same event each time that request is answered
+    (delivered twice, redriven): readers deduplicate it by (source, id)."""
+    content = orjson.dumps(request.data, option=orjson.OPT_SORT_KEYS)
+    return answer_id(EventType.ORDER_REJECTED.value, request.source, request.id, content)
 
 
 async def _apply(tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None]) -> None:

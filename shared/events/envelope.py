@@ -106,11 +106,12 @@ def new_event(
     correlation_id: str | None = None,
     causation_id: str | None = None,
     time: datetime | None = None,
+    event_id: str | None = None,
 ) -> CloudEvent:
-    """Wrap ``data`` in a fresh envelope with a new id."""
+    """Wrap ``data`` in a fresh envelope with a new id (or ``event_id``)."""
     return CloudEvent(
         specversion="1.0",
-        id=new_id(),
+        id=event_id or new_id(),
         source=source,
         type=data.event_type.value,
         time=time or datetime.now(UTC),

@@ -113,6 +113,7 @@ class Tx:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         source: str | None = None,
+        event_id: str | None = None,
     ) -> CloudEvent:
         """Add ``data`` as a CloudEvent to the outbox, caused by the event being handled.
 
@@ -120,7 +121,9 @@ class Tx:
         after the handler's transaction (a gateway call, a text sent) keeps the id of the
         event that asked for it, and names it here. ``source`` replaces the service's own
         where the event speaks for someone else (the platform adapter places orders as
-        ``platform/<app>``)."""
+        ``platform/<app>``). ``event_id`` is an id of the caller's making
+        (:func:`shared.ids.answer_id`), where each repeat of the cause must make the same event.
+        """
         order_id = getattr(data, "order_id", None)
         corr = correlation_id or order_id or (self.cause.correlationid if self.cause else None)
         event = new_event(
@@ -128,6 +131,7 @@ class Tx:
             source=source or self.source,
             correlation_id=corr,
             causation_id=causation_id or (self.cause.id if self.cause else None),
+            event_id=event_id,
         )
         await self.emit_raw(
             data.topic.value,

@@ -714,7 +714,7 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
         table.add_row(
-            f"{d.ref}\n{origin}\n{d.time.isoformat(timespec='seconds')}",
+            f"{d.ref}\n{origin}\n{output.at(d.time)}",
             f"{d.error}\n{d.headers.get('dlq.group', '')}",
             output.Clipped(d.headers.get("dlq.error.message", ""), lines=3),
         )

@@ -17,6 +17,7 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 """
 
 from collections.abc import Collection
+from datetime import datetime
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -118,3 +119,12 @@ class Clipped:
             room = min(room, width * self.lines) - 1
             cut = shortened(self.text, room)
         yield Text(cut, overflow="fold")
+
+
+def at(when: datetime | str) -> str:
+    """A time as the command line's tables show it (``dlq list``, ``tokens list``, ``platform
+    problems`` and ``callbacks``): to the second, its zone said (``2026-12-04T09:12:28+00:00``);
+    ``when`` as read, or in ISO 8601 as an API gives it."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.isoformat(timespec="seconds")

@@ -2,7 +2,6 @@
 resolving them, and its status callbacks to the platforms, sent again once failed, through
 the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -41,12 +40,6 @@ ORDER, KIND = "app\nplatform order", "kind\nfirst seen"
 """Two lines each: the problems table fits 80 columns with room for the detail."""
 
 
-def _at(iso: str) -> str:
-    """A time the API gives as ``caravan dlq list`` and ``tokens list`` show theirs: to the
-    second, its zone said (``+00:00``)."""
-    return datetime.fromisoformat(iso).isoformat(timespec="seconds")
-
-
 def problems_table(problems: list[dict[str, Any]], full: bool = False) -> Table:
     """Problems, each two lines: app above platform order, kind above first seen (UTC,
     its zone said), the detail in what room is left, cut at a word (``full``: whole, on as
@@ -58,7 +51,7 @@ def problems_table(problems: list[dict[str, Any]], full: bool = False) -> Table:
             p["kind"]
             + (" (resolved)" if p["resolved_at"] else "")
             + "\n"
-            + _at(p["first_seen_at"]),
+            + output.at(p["first_seen_at"]),
             str(p["occurrences"]),
             p["detail"] if full else output.Clipped(p["detail"]),
         )
@@ -108,7 +101,7 @@ def callbacks_table(found: list[dict[str, Any]]) -> Table:
     table = output.table(CALLBACK, SENT, "last error", whole=(CALLBACK, SENT))
     for c in found:
         table.add_row(
-            f"{c['event_id']}\n{c['order_id']}\n{_at(c['created_at'])}",
+            f"{c['event_id']}\n{c['order_id']}\n{output.at(c['created_at'])}",
             f"{c['app']}\n{c['platform_order_id']}\n{c['outcome']}\n{c['status']}, {c['attempts']}",
             output.Clipped(c["last_error"] or "", lines=4),
         )

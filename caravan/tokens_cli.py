@@ -151,8 +151,6 @@ def list_tokens() -> None:
         whole=("name", "created", "revoked"),
     )
     for t in found:
-        revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else ""
-        table.add_row(
-            t.name, ", ".join(t.scopes), t.created_at.isoformat(timespec="seconds"), revoked
-        )
+        revoked = output.at(t.revoked_at) if t.revoked_at else ""
+        table.add_row(t.name, ", ".join(t.scopes), output.at(t.created_at), revoked)
     output.show(table)

@@ -102,7 +102,9 @@ def callbacks_table(found: list[dict[str, Any]]) -> Table:
     for c in found:
         table.add_row(
             f"{c['event_id']}\n{c['order_id']}\n{output.at(c['created_at'])}",
-            f"{c['app']}\n{c['platform_order_id']}\n{c['outcome']}\n{c['status']}, {c['attempts']}",
+            "\n".join(
+                (c["app"], c["platform_order_id"], c["outcome"], f"{c['status']}, {c['attempts']}")
+            ),
             output.Clipped(c["last_error"] or "", lines=4),
         )
     return table

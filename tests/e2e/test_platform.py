@@ -131,6 +131,15 @@ async def push(sim: httpx.AsyncClient, order_id: str, **options: Any) -> dict[st
     return report
 
 
+async def unmapped_order(sim: httpx.AsyncClient, prefix: str) -> tuple[str, str]:
+    """An order of one platform SKU nobody mapped, pushed: a problem for operations. Its
+    SKU and order id."""
+    unknown = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    order_ref = await new_order(sim, {unknown: 1})
+    assert (await push(sim, order_ref))["body"]["status"] == "problem"
+    return unknown, order_ref
+
+
 def requested(caravan: System, order_ref: str) -> list[CloudEvent]:
     """The adapter's requests to place ``order_ref`` (on its own topic)."""
     return caravan.log.events(
@@ -429,9 +438,7 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
 async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     caravan: System, platform: Platform
 ) -> None:
-    unknown = f"ALI-NEW-{uuid.uuid4().hex[:6]}"
-    order_ref = await new_order(platform.sim, {unknown: 1})
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
+    unknown, order_ref = await unmapped_order(platform.sim, "ALI-NEW")
     listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
     mine = [p for p in listed["problems"] if p["platform_order_id"] == order_ref]
     assert [(p["kind"], unknown in p["detail"]) for p in mine] == [("unmapped_sku", True)]

@@ -1,7 +1,5 @@
 """``caravan platform`` subcommands against the running platform adapter's admin API."""
 
-import uuid
-
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_platform import (
     APP,
@@ -13,6 +11,7 @@ from tests.e2e.test_platform import (
     platform,
     push,
     resolutions_audited,
+    unmapped_order,
 )
 from tests.harness import System, until
 
@@ -29,9 +28,7 @@ async def cli(caravan: System, *args: str) -> tuple[int, str]:
 async def test_problems_are_listed_and_resolved_from_the_command_line(
     caravan: System, platform: Platform
 ) -> None:
-    unknown = f"ALI-CLI-{uuid.uuid4().hex[:6]}"
-    order_ref = await new_order(platform.sim, {unknown: 1})
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "problem"
+    unknown, order_ref = await unmapped_order(platform.sim, "ALI-CLI")
     code, out = await cli(caravan, "problems", "--app", APP)
     assert code == 0, out
     lines = out.splitlines()

@@ -215,7 +215,7 @@ def up(
             min=1,
             max=len(SERVICES),
             help="processes the five services run in (fewer: less CPU per order, each "
-            "holding several services' credentials; README, Processes)",
+            "holding several services' credentials; docs/running.md, Processes)",
         ),
     ] = len(SERVICES),
 ) -> None:
@@ -481,8 +481,8 @@ def demo(
     app_name = platform_app or next(iter(settings.platform_apps), None)
     if platform_orders and app_name not in settings.platform_apps:
         raise typer.BadParameter(
-            "--platform-orders needs an app in CARAVAN_PLATFORM_APPS (see the README), "
-            "the same the running services were started with"
+            "--platform-orders needs an app in CARAVAN_PLATFORM_APPS (see "
+            "docs/platform-adapter.md), the same the running services were started with"
         )
     _load(_database_url(), data)
     bootstrap = settings.kafka_bootstrap_servers

@@ -477,7 +477,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         taking the service away (or restarting it on a failed check) would not help what
         usually stalls them, a lock held elsewhere or a record or row that fails again
         after a restart, where it would stop the orders still taken. It is for an operator
-        to look (README, HTTP APIs). Both are the group's and the outbox's, not this
+        to look (docs/http.md). Both are the group's and the outbox's, not this
         instance's alone: every instance of the service names them."""
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         try:

@@ -299,7 +299,7 @@ class Settings(CalendarSettings):
     # the broker may hold the fetch for it. Kafka's own defaults (1 byte: answer as soon as a
     # record is there; hold an empty fetch 500 ms). Fuller fetches (8 KiB and 10 ms) make no
     # fuller batches under load, where a consumer's fetches follow its batches, and the
-    # services then fetch 100 times a second each when idle (README, Benchmark).
+    # services then fetch 100 times a second each when idle (bench/README.md).
     consumer_fetch_min_bytes: int = Field(1, ge=1)
     consumer_fetch_max_wait_ms: int = Field(500, ge=0, le=500)
     # How long after handling a record a subscriber commits its offsets (with all handled by

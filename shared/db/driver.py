@@ -1,8 +1,8 @@
 """The asyncpg connection under SQLAlchemy's, for the few statements that every step runs.
 
 Repositories build their statements with SQLAlchemy Core. On this project's 2-core machine
-SQLAlchemy adds 150-250 µs of CPU to each statement on top of asyncpg's 100 (``bench/``
-README section). The generic statements that every consumer step and every relay batch
+SQLAlchemy adds 150-250 µs of CPU to each statement on top of asyncpg's 100
+(``bench/README.md``). The generic statements that every consumer step and every relay batch
 runs (the inbox claim, the unit of work's writes at commit, the relay's read and mark) go to
 the driver directly through these helpers, inside SQLAlchemy's transaction, with the SQL
 made once per table and column set. A repository's own hot statements can go the same way

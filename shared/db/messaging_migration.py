@@ -119,7 +119,7 @@ def drop_outbox_refusals(schema: str) -> None:
         "the outbox rows Kafka refused, set aside (unsent again, the older relay would stall"
         " on them)",
         f"DELETE FROM {schema}.outbox WHERE refused_at IS NOT NULL (or publish them again"
-        " first: README, Transactional outbox)",
+        " first: docs/guarantees.md, Transactional outbox)",
     )
     op.drop_index("outbox_refused", table_name="outbox", schema=schema)
     _index_unsent(schema, "sent_at IS NULL")

@@ -37,7 +37,8 @@ UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the sess
 UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
 DASHBOARD_PORT = UP_HTTP_PORT + 5
 ORDERS = 4
-STOP_SECONDS = 15.0  # README: in a few seconds (a service is killed 15 s after it was asked)
+# docs/running.md: in a few seconds (a service is killed 15 s after it was asked)
+STOP_SECONDS = 15.0
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
         assert len(held) == ORDERS
         agree(summary(shown), held)
 
-        # `caravan demo` beside it, finding it as README says (.cache/up.env.json).
+        # `caravan demo` beside it, finding it as docs/running.md says (.cache/up.env.json).
         demo_env = {k: v for k, v in env.items() if k not in (*servers, "CARAVAN_HTTP_PORT")}
         demo = await asyncio.to_thread(
             subprocess.run,

@@ -450,7 +450,7 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
     loaded = _load(_database_url(), data)
     today = days.today()
     console.print(f"seeded {file}:", *summary(data, loaded, today), sep="\n")
-    for said in will_not_sell(data, today):
+    for said in will_not_sell(data, loaded, today):
         console.print(f"warning: {said}", style="yellow")
     lots, lines = loaded.kept.get("lots", []), loaded.kept.get("buyers", [])
     for said in lots + lines:

@@ -17,7 +17,7 @@ from services.payments.adapters.tables import metadata as payments_metadata
 from shared import days
 from shared.db import Database, driver
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.seed import Loaded, SeedFile
+from shared.seed import Loaded, LotSeed, SeedFile
 from shared.settings import Settings, asyncpg_url
 
 Loader = Callable[[Tx, SeedFile], Awaitable[Loaded]]
@@ -87,21 +87,32 @@ def summary(seed: SeedFile, loaded: Loaded, today: date) -> list[str]:
         if section in UPDATED:
             told.append(f"{updated} updated")
         told.append(f"{len(ids) - new - updated} unchanged")
-        if section == "lots" and (unsold := len(will_not_sell(seed, today))):
+        if section == "lots" and (unsold := len(will_not_sell(seed, loaded, today))):
             told.append(f"{unsold} will not sell")
         lines.append(f"  {section}: {', '.join(told)}")
     return lines
 
 
-def will_not_sell(seed: SeedFile, today: date) -> list[str]:
+def will_not_sell(seed: SeedFile, loaded: Loaded, today: date) -> list[str]:
     """The lots of ``seed`` that no order can take from ``today`` on, each said with why:
-    their ``best_before`` is past (a lot's ``available_from`` is never after it). A seed
-    loads them all the same: a county centre may book an expired lot."""
+    their ``best_before`` is past (a lot's ``available_from`` is never after it), or, new in
+    this load (``loaded``), they hold no units (one loaded before may have been given units
+    since: a seed leaves a lot as it is). A seed loads them all the same: a county centre
+    may book an expired lot, or one whose harvest is not counted yet."""
+    new = loaded.added.get("lots", set())
     return [
-        f"lot {lot.lot_id} will not sell: expired, its best_before {lot.best_before} is past"
+        f"lot {lot.lot_id} will not sell: {why}"
         for lot in seed.lots
-        if lot.best_before < today
+        if (why := _unsellable(lot, lot.lot_id in new, today)) is not None
     ]
+
+
+def _unsellable(lot: LotSeed, new: bool, today: date) -> str | None:
+    if lot.best_before < today:
+        return f"expired, its best_before {lot.best_before} is past"
+    if new and lot.quantity == 0:
+        return "its quantity is 0 (`caravan inventory adjust` gives it units)"
+    return None
 
 
 def bench_seed(

@@ -69,7 +69,7 @@ def test_the_owners_parts_are_told_together_an_id_one_added_is_new_only() -> Non
 
 def test_a_lot_past_its_best_before_is_named_and_counted_one_ending_today_sells() -> None:
     seed = seed_file(["2026-12-03", "2026-12-04", "2025-06-30"])
-    assert will_not_sell(seed, TODAY) == [
+    assert will_not_sell(seed, Loaded(), TODAY) == [
         "lot l1 will not sell: expired, its best_before 2026-12-03 is past",
         "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
     ]
@@ -83,3 +83,18 @@ def test_the_lots_loaded_before_are_one_line_naming_the_first_ten() -> None:
     ids = [f"L{i}" for i in range(1, 231)]
     said = loaded_before(ids)
     assert said == f"lots loaded before, left as they are: {', '.join(ids[:10])} and 220 more"
+
+
+def test_a_new_lot_of_no_units_is_named_and_counted_as_one_that_will_not_sell() -> None:
+    """A lot loaded with quantity 0 (a typo for 50, or booked before the harvest is counted)
+    sells nothing until `caravan inventory adjust` gives it units: said as an expired one is,
+    when it is new (one loaded before may have been given units since)."""
+    seed = seed_file(["2027-01-01", "2027-01-01", "2025-06-30", "2027-01-01"])
+    for i in (1, 2, 3):
+        seed.lots[i] = seed.lots[i].model_copy(update={"quantity": 0})
+    loaded = Loaded(added={"lots": {"l1", "l2", "l3"}}, kept={"lots": ["... l4"]})
+    assert will_not_sell(seed, loaded, TODAY) == [
+        "lot l2 will not sell: its quantity is 0 (`caravan inventory adjust` gives it units)",
+        "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
+    ]
+    assert summary(seed, loaded, TODAY)[2] == "  lots: 3 new, 1 unchanged, 2 will not sell"

@@ -28,9 +28,10 @@ import unicodedata
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
+from shared.db.engine import async_engine
 from shared.settings import DEV_SECRET_PREFIX, asyncpg_url, secret_from_env
 
 OWNER = "caravan_owner"
@@ -100,7 +101,7 @@ def service_database_url(
 
 async def ensure_owner(admin_url: str) -> None:
     """Create the owner role and hand it the schemas that migrations made before it."""
-    engine = create_async_engine(asyncpg_url(admin_url), poolclass=NullPool)
+    engine = async_engine(admin_url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
             for statement in (*_ENSURE_OWNER, _ADOPT_SCHEMAS):
@@ -111,7 +112,7 @@ async def ensure_owner(admin_url: str) -> None:
 
 async def grant_services(admin_url: str, service_urls: dict[str, str]) -> None:
     """Create (or update) each service's login role from its URL and grant it its schema."""
-    engine = create_async_engine(asyncpg_url(admin_url), poolclass=NullPool)
+    engine = async_engine(admin_url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
             schemas = set((await conn.scalars(text("SELECT nspname FROM pg_namespace"))).all())

@@ -4,7 +4,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, timedelta
 
 from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from services.inventory import handlers as inventory
@@ -16,9 +15,10 @@ from services.payments import handlers as payments
 from services.payments.adapters.tables import metadata as payments_metadata
 from shared import days
 from shared.db import Database, driver
+from shared.db.engine import async_engine
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import Loaded, LotSeed, SeedFile
-from shared.settings import Settings, asyncpg_url
+from shared.settings import Settings
 
 Loader = Callable[[Tx, SeedFile], Awaitable[Loaded]]
 """Loads its service's part of a seed file; returns what it did."""
@@ -57,7 +57,7 @@ async def load_again(database_url: str, seed: SeedFile) -> Loaded:
     database that may hold what it made on another day: the lots whose ids were received
     before are left out, kept as they were, where :func:`load` refuses a lot id that holds
     other terms (another day's dates)."""
-    engine = create_async_engine(asyncpg_url(database_url), poolclass=NullPool)
+    engine = async_engine(database_url, poolclass=NullPool)
     try:
         async with engine.connect() as conn:
             found = await conn.execute(

@@ -15,7 +15,7 @@ import typer
 from caravan import output
 from caravan.output import console, err_console
 from shared.auth.scopes import SCOPES
-from shared.settings import DEV_TOKEN_FILE, asyncpg_url
+from shared.settings import DEV_TOKEN_FILE
 
 if TYPE_CHECKING:  # imported by the commands that reach the database, not by every command
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,9 +33,9 @@ def _database_url() -> str:
 
 
 async def _in_tx(database_url: str, work: Callable[["AsyncConnection"], Awaitable[T]]) -> T:
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from shared.db.engine import async_engine
 
-    engine = create_async_engine(asyncpg_url(database_url))
+    engine = async_engine(database_url)
     try:
         async with engine.begin() as conn:
             return await work(conn)

@@ -156,6 +156,10 @@ class Settings(CalendarSettings):
     inbox_retention_hours: float = Field(912.0, ge=0)
     messaging_prune_interval_seconds: float = Field(3600.0, gt=0)
     db_pool_size: int = 10
+    # How long a connection to PostgreSQL may wait for the server's answer before it fails as
+    # "cannot reach PostgreSQL" (asyncpg's own wait is a minute): a hung server, a half-open
+    # firewall, a load balancer whose backend is gone (shared.db.engine.async_engine).
+    db_connect_timeout_seconds: float = Field(10.0, gt=0)
     handler_max_attempts: int = 3
     instance_id: str = "1"
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a

@@ -34,12 +34,12 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan.infra.logs import error_line, size, written_since
 from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
+from shared.db.engine import async_engine
 
 ROLE = "caravan"
 PASSWORD = "caravan"
@@ -348,7 +348,7 @@ class LocalPostgres:
 
 
 async def _select_one(url: str, time_limit: float) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = async_engine(url, poolclass=NullPool)
     try:
         async with asyncio.timeout(time_limit), engine.connect() as conn:
             await conn.execute(text("select 1"))

@@ -15,7 +15,6 @@ from aiokafka import AIOKafkaProducer
 
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
-from shared.settings import asyncpg_url
 from shared.topics import Topic
 
 
@@ -114,11 +113,11 @@ async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[
     audit trail; a redrive older than a letter was of another letter with its id, on a
     dead-letter topic made again since)."""
     from sqlalchemy import select as sa_select  # here: `caravan dlq list` does not read it
-    from sqlalchemy.ext.asyncio import create_async_engine
 
     from shared.auth.tables import audit
+    from shared.db.engine import async_engine
 
-    engine = create_async_engine(asyncpg_url(database_url))
+    engine = async_engine(database_url)
     sent = audit.c.detail["letters"]
     try:
         async with engine.connect() as conn:

@@ -5,12 +5,10 @@ from typing import Any
 import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
-from shared.db.engine import missing_relation
-from shared.settings import asyncpg_url
+from shared.db.engine import async_engine, missing_relation
 
 
 class Unrecordable(Exception):
@@ -34,7 +32,7 @@ def actor() -> str:
 async def record(
     database_url: str, action: str, dry_run: bool, target: str, detail: dict[str, Any]
 ) -> None:
-    engine = create_async_engine(asyncpg_url(database_url))
+    engine = async_engine(database_url)
     try:
         async with engine.begin() as conn:
             await audit.record(conn, actor(), action, target, detail={**detail, "dry_run": dry_run})
@@ -46,7 +44,7 @@ async def unrecordable(database_url: str) -> str | None:
     """Why the audit trail cannot record an action now (PostgreSQL down or refusing the
     login, its tables never made), or None: asked before a change that must not be made
     unrecorded, and by a dry run, which reads only Kafka and goes on without the trail."""
-    engine = create_async_engine(asyncpg_url(database_url))
+    engine = async_engine(database_url)
     try:
         async with engine.connect() as conn:
             await conn.execute(select(audit_table.c.id).limit(0))

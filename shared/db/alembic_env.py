@@ -5,7 +5,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.db.engine import async_engine
 
 MIGRATION_LOCK = 0x0CA2A7A9
 
@@ -34,7 +35,7 @@ def run(metadata: MetaData) -> None:
             context.run_migrations()
 
     async def main() -> None:
-        engine = create_async_engine(url)
+        engine = async_engine(url)
         async with engine.begin() as conn:
             await conn.run_sync(do_run)
         await engine.dispose()

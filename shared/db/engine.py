@@ -3,12 +3,14 @@
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -17,7 +19,41 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from shared.settings import Settings
+from shared.settings import Settings, asyncpg_url, get_settings
+
+
+def async_engine(url: str, settings: Settings | None = None, **options: Any) -> AsyncEngine:
+    """The one way an engine on PostgreSQL is made: ``url`` in any scheme
+    :func:`~shared.settings.asyncpg_url` takes, with SQLAlchemy's ``options``.
+
+    A connection that PostgreSQL does not answer within ``db_connect_timeout_seconds`` (of
+    ``settings``, else of the environment) fails with a :class:`ConnectionError` that says
+    so, as a refused one does, where asyncpg waited a minute and raised a bare
+    ``TimeoutError`` (a hung server, a half-open firewall, a load balancer whose backend is
+    gone); a host that cannot be resolved fails with one too. The CLI says either as "cannot
+    reach PostgreSQL", the services take it as transient (:func:`is_transient`)."""
+    made = create_async_engine(asyncpg_url(url), **options)
+    seconds = (settings or get_settings()).db_connect_timeout_seconds
+    event.listen(made.sync_engine, "do_connect", _connect_within(seconds))
+    return made
+
+
+def _connect_within(seconds: float) -> Callable[..., Any]:
+    def connect(dialect: Dialect, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+        timeout = cparams.setdefault("timeout", seconds)  # a timeout the URL gives is kept
+        where = f"{cparams.get('host') or 'localhost'}:{cparams.get('port') or 5432}"
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except TimeoutError as exc:
+            raise ConnectionError(
+                f"PostgreSQL at {where} did not answer within {float(timeout):g} s"
+            ) from exc
+        except ConnectionError:
+            raise  # refused, reset: says where already
+        except OSError as exc:  # a name that does not resolve: a socket.gaierror
+            raise ConnectionError(f"PostgreSQL at {where}: {exc}") from exc
+
+    return connect
 
 
 class Database:
@@ -25,8 +61,9 @@ class Database:
 
     def __init__(self, settings: Settings, schema: str) -> None:
         self.schema = schema
-        self.engine: AsyncEngine = create_async_engine(
+        self.engine: AsyncEngine = async_engine(
             settings.async_database_url(),
+            settings,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
             # No ping before each use (a round trip per transaction): a connection that died
@@ -227,6 +264,7 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
 __all__ = [
     "AsyncSession",
     "Database",
+    "async_engine",
     "bad_value",
     "is_transient",
     "log_retry",

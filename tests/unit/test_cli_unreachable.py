@@ -1,12 +1,16 @@
 """A ``caravan`` command that cannot reach Kafka, PostgreSQL or a service's HTTP API says so
-in one line and exits 2, instead of printing a traceback (here: a port nothing listens on)."""
+in one line and exits 2, instead of printing a traceback (here: a port nothing listens on, or
+one that never answers)."""
 
+import contextlib
 import http.server
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +21,17 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # free once closed: nothing listens there
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port that takes connections and never answers a word: a hung or stopped server, a
+    half-open firewall, a load balancer whose backend is gone. (The kernel completes the
+    handshakes into the listening socket's backlog; nobody reads them.)"""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield int(server.getsockname()[1])
 
 
 def caravan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +66,44 @@ def test_an_unreachable_part_is_one_line_and_exit_2(
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
     assert said.format(port=port) in out, out
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_a_postgresql_that_never_answers_is_one_line_and_exit_2_after_the_connect_timeout() -> None:
+    """It waited asyncpg's own connect timeout, a minute, and then printed a 200-line traceback
+    ending in a bare ``TimeoutError``."""
+    with silent_port() as port:
+        started = time.monotonic()
+        done = caravan(
+            "tokens",
+            "list",
+            DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/x",
+            CARAVAN_DB_CONNECT_TIMEOUT_SECONDS="1",
+        )
+        took = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert done.stderr.startswith(
+        f"cannot reach PostgreSQL: PostgreSQL at 127.0.0.1:{port} did not answer within 1 s. "
+    ), out
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+    assert took < 10, took
+
+
+def test_a_postgresql_host_that_does_not_resolve_is_one_line_and_exit_2() -> None:
+    """It printed a traceback ending in ``socket.gaierror``. (A resolver slower than the
+    connect timeout says "did not answer" instead: either way, which host.)"""
+    done = caravan(
+        "tokens",
+        "list",
+        DATABASE_URL="postgresql://u:p@nowhere.invalid/x",
+        CARAVAN_DB_CONNECT_TIMEOUT_SECONDS="2",
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert done.stderr.startswith("cannot reach PostgreSQL: PostgreSQL at nowhere.invalid:5432"), (
+        out
+    )
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
 
 

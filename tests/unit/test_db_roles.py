@@ -57,7 +57,7 @@ async def test_prepare_sends_a_roles_verifier_never_its_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = RecordingEngine()
-    monkeypatch.setattr(db_roles, "create_async_engine", lambda *args, **kwargs: engine)
+    monkeypatch.setattr(db_roles, "async_engine", lambda *args, **kwargs: engine)
     url = f"postgresql://caravan_payments:{PASSWORD}@db:5432/caravan"
     await db_roles.grant_services(ADMIN, {"payments": url})
     [alter] = [s for s in engine.conn.sent if s.startswith('ALTER ROLE "caravan_payments"')]

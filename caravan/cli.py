@@ -17,7 +17,7 @@ from pydantic_settings import SettingsError
 from rich.text import Text
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
-from caravan.output import OperatorError, console, err_console
+from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from shared import days
 from shared.api import field_errors
@@ -46,8 +46,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 DEMO_SEED = checkout.REPO_ROOT.parent / "shared" / "data" / "shawan-demo.json"
-PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
-"""What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
 
 
 def main() -> None:
@@ -83,21 +81,6 @@ def _fail_outside(exc: Exception) -> None:
     A client library's exceptions are looked for only if the command imported it (none of
     them can have been raised otherwise): importing SQLAlchemy, aiokafka and httpx to catch
     theirs would cost every command, ``caravan --help`` included, over half a second."""
-    if "sqlalchemy.exc" in sys.modules:
-        from sqlalchemy import exc as sa_exc
-
-        from shared.db.engine import lost_connection, missing_relation
-
-        if isinstance(exc, sa_exc.ProgrammingError):
-            missing = missing_relation(exc)
-            if missing is not None:
-                _fail(f"the database is not migrated ({missing}): {PREPARE_FIRST}", 2)
-        elif isinstance(exc, sa_exc.InterfaceError):
-            if not lost_connection(exc):
-                _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
-            _unreachable("PostgreSQL", exc)
-        elif isinstance(exc, sa_exc.OperationalError):
-            _unreachable("PostgreSQL", exc)
     if "aiokafka.errors" in sys.modules:
         from aiokafka.errors import KafkaConnectionError
 
@@ -108,11 +91,23 @@ def _fail_outside(exc: Exception) -> None:
 
         if isinstance(exc, httpx.TransportError):
             _unreachable("a service's HTTP API", exc)
+    if "sqlalchemy.exc" in sys.modules:  # Kafka's and HTTP's first: theirs may wrap an OSError
+        from sqlalchemy import exc as sa_exc
+
+        from shared.db.engine import unusable
+
+        why = unusable(exc)
+        if why is not None and why.kind == "not migrated":
+            _fail(f"{why}: {PREPARE_FIRST}", 2)
+        if why is not None:
+            _unreachable("PostgreSQL", why.error)
+        if isinstance(exc, sa_exc.InterfaceError):
+            _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
     if isinstance(exc, ConnectionError):
         _unreachable("PostgreSQL", exc)
 
 
-def _unreachable(what: str, exc: Exception) -> NoReturn:
+def _unreachable(what: str, exc: BaseException) -> NoReturn:
     said = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement: lines
     _fail(f"cannot reach {what}: {said}. Is the system up (`caravan up`)?", 2)
 
@@ -795,7 +790,7 @@ def dlq_redrive(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except Unrecordable as exc:
-        raise OperatorError(f"nothing redriven: {refusal('redrive', str(exc))}", 2) from exc
+        raise OperatorError(f"nothing redriven: {refusal('redrive', exc.why)}", 2) from exc
     if dry_run:
         for item in done.sent:
             console.print(f"{verb}: {item}")

@@ -32,6 +32,10 @@ output itself, to be captured whole (``TOKEN=$(caravan tokens issue ...)``), and
 ``main()`` says (:class:`OperatorError`, a part of the system it cannot reach)."""
 
 
+PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
+"""What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
+
+
 class OperatorError(Exception):
     """A failure whose cause is known and is the operator's to see to (a tool not installed,
     a service that keeps exiting, a database never migrated, a refusal): ``caravan``'s

@@ -209,7 +209,7 @@ async def redrive(
                     "replaced_value": value is not None,
                 },
             )
-    return Redrive(sent, before, dropped, unrecorded)
+    return Redrive(sent, before, dropped, None if unrecorded is None else str(unrecorded))
 
 
 __all__ = ["DeadLetter", "Redrive", "read", "redrive", "redriven_before", "select"]

@@ -2,25 +2,30 @@
 
 from typing import Any
 
-import asyncpg
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from caravan.output import PREPARE_FIRST
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
-from shared.db.engine import async_engine, missing_relation
+from shared.db.engine import Unusable, async_engine, unusable
 
 
 class Unrecordable(Exception):
-    """A change refused before it was made: the audit trail cannot record it (why)."""
+    """A change refused before it was made: the audit trail cannot record it (``why``)."""
+
+    def __init__(self, why: Unusable) -> None:
+        super().__init__(str(why))
+        self.why = why
 
 
-def refusal(action: str, why: str) -> str:
+def refusal(action: str, why: Unusable) -> str:
     """Why a change (``action``, e.g. "replay") is refused while the audit trail cannot record
-    it (``why``: :func:`unrecordable`), and what lifts it."""
+    it (``why``: :func:`unrecordable`), and what lifts it: PostgreSQL back, or a database
+    never migrated prepared."""
+    then = PREPARE_FIRST if why.kind == "not migrated" else "run it once PostgreSQL is back"
     return (
         f"the audit trail cannot record it ({why}): a {action} is not made unrecorded; "
-        "run it once PostgreSQL is back (--dry-run needs only Kafka)"
+        f"{then} (--dry-run needs only Kafka)"
     )
 
 
@@ -40,7 +45,7 @@ async def record(
         await engine.dispose()
 
 
-async def unrecordable(database_url: str) -> str | None:
+async def unrecordable(database_url: str) -> Unusable | None:
     """Why the audit trail cannot record an action now (PostgreSQL down or refusing the
     login, its tables never made), or None: asked before a change that must not be made
     unrecorded, and by a dry run, which reads only Kafka and goes on without the trail."""
@@ -48,13 +53,11 @@ async def unrecordable(database_url: str) -> str | None:
     try:
         async with engine.connect() as conn:
             await conn.execute(select(audit_table.c.id).limit(0))
-    except sa_exc.ProgrammingError as exc:
-        missing = missing_relation(exc)
-        if missing is None:
+    except Exception as exc:
+        why = unusable(exc)
+        if why is None:
             raise
-        return f"the database is not migrated ({missing})"
-    except (sa_exc.DBAPIError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        return f"cannot reach PostgreSQL: {getattr(exc, 'orig', None) or exc}"
+        return why
     finally:
         await engine.dispose()
     return None

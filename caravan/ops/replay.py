@@ -96,7 +96,8 @@ async def replay(
     """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
         raise ValueError("choose exactly one of earliest, from_offset, from_timestamp")
-    unrecorded = await unrecordable(database_url)
+    unusable = await unrecordable(database_url)
+    unrecorded = None if unusable is None else str(unusable)
     state = await kafka_admin.describe_group(bootstrap, group)
     async with kafka_admin.group_client(bootstrap, group) as consumer:
         current = await kafka_admin.offsets(consumer, topic)
@@ -136,8 +137,8 @@ async def replay(
                 f"this moves {group} forward past records it has not read yet, which it "
                 f"would never handle: partition (records) {ahead}; pass --allow-skip to skip them"
             )
-        if unrecorded is not None:
-            refused.append(refusal("replay", unrecorded))
+        if unusable is not None:
+            refused.append(refusal("replay", unusable))
         applied = False
         if not dry_run and not refused:
             try:

@@ -5,7 +5,8 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeGuard
+from dataclasses import dataclass
+from typing import Any, Literal, TypeGuard
 
 import asyncpg
 from sqlalchemy import event
@@ -31,7 +32,8 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
     so, as a refused one does, where asyncpg waited a minute and raised a bare
     ``TimeoutError`` (a hung server, a half-open firewall, a load balancer whose backend is
     gone); a host that cannot be resolved fails with one too. The CLI says either as "cannot
-    reach PostgreSQL", the services take it as transient (:func:`is_transient`)."""
+    reach PostgreSQL" (:func:`unusable`), the services take it as transient
+    (:func:`is_transient`)."""
     made = create_async_engine(asyncpg_url(url), **options)
     seconds = (settings or get_settings()).db_connect_timeout_seconds
     event.listen(made.sync_engine, "do_connect", _connect_within(seconds))
@@ -213,6 +215,44 @@ def missing_relation(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if isinstance(e, asyncpg.UndefinedTableError)), None)
 
 
+# What the server says when it will not take a login at all: the role or its password refused
+# (SQLSTATE class 28), no such database (3D000).
+_LOGIN_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """Why PostgreSQL cannot serve a command at all (:func:`unusable`): its tables were never
+    made (``"not migrated"``), or it cannot be reached or refuses the login
+    (``"unreachable"``); ``error`` is what said so (the driver's error, not SQLAlchemy's wrapper,
+    which adds the statement)."""
+
+    kind: Literal["not migrated", "unreachable"]
+    error: BaseException
+
+    def __str__(self) -> str:
+        if self.kind == "not migrated":
+            return f"the database is not migrated ({self.error})"
+        return f"cannot reach PostgreSQL: {self.error}"
+
+
+def unusable(exc: BaseException) -> Unusable | None:
+    """Whether ``exc`` says that PostgreSQL cannot serve a command at all, and which way
+    (:class:`Unusable`), or is an error of the work itself (None): what the CLI says in one
+    line instead of a traceback, and what keeps an action the audit trail cannot record from
+    being made. Not every ``InterfaceError`` is one: asyncpg refuses work it will not send
+    too (more parameters than a statement may have)."""
+    missing = missing_relation(exc)
+    if missing is not None:
+        return Unusable("not migrated", missing)
+    refused = next((e for e in _chain(exc) if isinstance(e, _LOGIN_REFUSED)), None)
+    if refused is not None:
+        return Unusable("unreachable", refused)
+    if lost_connection(exc) or isinstance(exc, sa_exc.OperationalError):
+        return Unusable("unreachable", getattr(exc, "orig", None) or exc)
+    return None
+
+
 def _transient_sqlstate(exc: BaseException) -> bool:
     for error in _chain(exc):
         state = getattr(error, "sqlstate", None)
@@ -264,6 +304,7 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
 __all__ = [
     "AsyncSession",
     "Database",
+    "Unusable",
     "async_engine",
     "bad_value",
     "is_transient",
@@ -271,4 +312,5 @@ __all__ = [
     "lost_connection",
     "missing_relation",
     "reason",
+    "unusable",
 ]

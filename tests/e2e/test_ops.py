@@ -19,6 +19,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import checkout, system
@@ -36,7 +37,15 @@ from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
-from tests.harness import System, free_port, order_events, raw_event, ref, until
+from tests.harness import (
+    System,
+    free_port,
+    order_events,
+    raw_event,
+    ref,
+    scratch_database,
+    until,
+)
 
 
 def consumed(caravan: System) -> dict[str, list[Topic]]:
@@ -607,6 +616,50 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
     assert len([r for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key == key]) == 1
     redrives = "select count(*) from auth.audit where action = 'redrive' and detail::text like :l"
     assert await caravan.scalar(redrives, l=f"%{letter}%") == 0
+
+
+async def test_on_a_database_never_migrated_a_replay_and_a_redrive_say_to_prepare_it_first(
+    caravan: System,
+) -> None:
+    """The refusal said "run it once PostgreSQL is back" of a PostgreSQL that was up and
+    answering, its tables never made: what lifts it is ``caravan prepare``. And a login
+    PostgreSQL refuses is "cannot reach PostgreSQL" in one line (it was a traceback)."""
+    topic = Topic.ORDER_EVENTS.value
+    await read_by(caravan, Topic.ORDER_EVENTS)  # some records on it
+    key = ref("UNMIGRATED").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", key)
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    letter = f"{dead[0].topic}:{dead[0].partition}:{dead[0].offset}"
+    group = f"ops-unmigrated-{uuid.uuid4().hex[:8]}"
+    prepare = "run `caravan prepare` (or `caravan up`) first (--dry-run needs only Kafka)"
+    async with scratch_database(caravan.infra.database_url, "unmigrated") as empty:
+        replayed = await cli(
+            caravan, "replay", "--topic", topic, "--group", group, "--earliest", "--force",
+            DATABASE_URL=empty,
+        )  # fmt: skip
+        assert replayed.returncode == 2, replayed.stdout + replayed.stderr
+        said = " ".join(replayed.stdout.split())
+        assert (
+            "refused: the audit trail cannot record it (the database is not migrated (relation"
+            ' "auth.audit" does not exist)): a replay is not made unrecorded; ' + prepare
+        ) in said, said
+        redriven = await cli(caravan, "dlq", "redrive", letter, DATABASE_URL=empty)
+        assert redriven.returncode == 2, redriven.stdout + redriven.stderr
+        assert redriven.stderr.startswith(
+            "nothing redriven: the audit trail cannot record it (the database is not migrated"
+        ), redriven.stderr
+        assert " ".join(redriven.stderr.split()).endswith(prepare), redriven.stderr
+    assert set(await committed(caravan, group, topic)) == {None}
+    assert len([r for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key == key]) == 1
+    wrong = make_url(caravan.infra.database_url).set(password="not-the-password")
+    listed = await cli(
+        caravan, "tokens", "list", DATABASE_URL=wrong.render_as_string(hide_password=False)
+    )
+    assert listed.returncode == 2, listed.stdout + listed.stderr
+    assert listed.stderr.startswith("cannot reach PostgreSQL: password authentication failed")
+    assert "Traceback" not in listed.stderr
 
 
 async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(

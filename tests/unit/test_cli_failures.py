@@ -25,6 +25,7 @@ from services import SERVICES
 from shared.messaging import admin, kafka_admin
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
+from tests.unit.test_transient_faults import as_the_dialect_raises
 
 
 def one_line(err: str) -> str:
@@ -469,6 +470,30 @@ def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connect
     line = " ".join(one_line(err).split())
     assert (code, said in line) == (exit_code, True), line
     assert ("Is the system up" in line) == (exit_code == 2), line
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
+        asyncpg.InvalidCatalogNameError('database "caravan" does not exist'),
+    ],
+    ids=str,
+)
+def test_a_login_postgresql_refuses_is_one_line_and_exit_2(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, error: asyncpg.PostgresError
+) -> None:
+    """A password refused, a database that is not there: a traceback ending in SQLAlchemy's
+    DBAPIError, where a replay or a redrive said "cannot reach PostgreSQL" of them."""
+
+    async def refused(*args: object) -> str:
+        raise as_the_dialect_raises(error)
+
+    monkeypatch.setattr(tokens_cli, "issue_token", refused)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
+    code, _, err = caravan("tokens", "issue", "--scope", "ops")
+    said = one_line(err)
+    assert code == 2 and said.startswith(f"cannot reach PostgreSQL: {error}. "), said
 
 
 def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(

@@ -29,6 +29,7 @@ from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
 from shared.db import Database, bad_value, is_transient
+from shared.db.engine import address, described
 from shared.logs import phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
@@ -297,8 +298,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         raise exc
     # One line, no traceback (it passes by itself), naming what failed: an OSError that is
     # not the database's would otherwise be answered so without a word.
+    guard: Guard = request.app.state.guard  # its engine is the app's database
+    said = described(exc, address(guard.engine))
+    path = request.url.path[:200]
     log.warning(
-        "%s %s: 503, the database is not reachable: %r", request.method, request.url.path[:200], exc
+        "%s %s: 503, the database is not reachable: %s; %r", request.method, path, said, exc
     )
     return unavailable("Service Unavailable", "the database is not reachable; retry")
 
@@ -484,7 +488,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            checks["database"] = exc.__class__.__name__
+            checks["database"] = described(exc, address(db.engine))
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

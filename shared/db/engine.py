@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -296,7 +297,7 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
     one-line warning, since it passes by itself; anything else as an error with its
     traceback, since it will not."""
     if is_transient(exc):
-        logger.warning("%s; transient fault, retrying: %r", what, exc)
+        logger.warning("%s; transient fault, retrying: %s", what, described(exc))
     else:
         logger.error("%s", what, exc_info=exc)
 
@@ -314,3 +315,57 @@ __all__ = [
     "reason",
     "unusable",
 ]
+
+
+def address(engine: AsyncEngine) -> str:
+    """Where ``engine`` connects, as an operator would look for it: the Unix socket
+    (``?host=/dir``: ``/dir/.s.PGSQL.<port>``, the local cluster's) or ``host:port``."""
+    parsed = engine.url
+    host = parsed.query.get("host") or parsed.host or "localhost"
+    if isinstance(host, tuple):  # ?host=a&host=b: several tried in turn
+        host = ",".join(host)
+    port = parsed.port or 5432
+    return f"{host.rstrip('/')}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
+
+
+# The server turned the connection away: starting up or shutting down (57P03), out of
+# connections (53300), the role or its password refused (class 28), no such database (3D000).
+_TURNED_AWAY = ("57P03", "53300", "3D000")
+# The server ended a connection it had: shut down (57P01-57P02), or a connection failure
+# (class 08: "connection was closed in the middle of operation").
+_ENDED = ("57P01", "57P02")
+
+
+def described(exc: BaseException, where: str | None = None) -> str:
+    """What went wrong with PostgreSQL (at ``where``, :func:`address`), in words an
+    operator can act on: what ``/healthz`` says and a retried fault's warning logs, where
+    they said the exception's class (``FileNotFoundError``: the local cluster's socket gone).
+
+    ``cannot reach PostgreSQL at /x/.s.PGSQL.15432 (No such file or directory)`` (stopped,
+    its socket gone; ``Connection refused`` on TCP; a name not resolved), ``PostgreSQL at
+    ... refused the connection: the database system is starting up`` (or out of
+    connections, a login refused), ``PostgreSQL at ... ended the connection: terminating
+    connection due to administrator command``, ``lost the connection to PostgreSQL at ...``,
+    ``no free connection to PostgreSQL at ... within the pool's timeout``; anything else its
+    :func:`reason` (never a row's values)."""
+    at = f" at {where}" if where else ""
+    for error in _chain(exc):
+        if isinstance(error, sa_exc.TimeoutError):  # the pool's: every connection in use
+            return f"no free connection to PostgreSQL{at} within the pool's timeout"
+        if isinstance(error, asyncpg.PostgresError):
+            state = error.sqlstate or ""
+            message = str(error.message or error)
+            if state in _TURNED_AWAY or state.startswith("28"):
+                return f"PostgreSQL{at} refused the connection: {message}"
+            if state in _ENDED or state.startswith("08"):
+                return f"PostgreSQL{at} ended the connection: {message}"
+            return f"PostgreSQL{at}: {reason(error)}"
+        if isinstance(error, TimeoutError) and not error.args:
+            return f"cannot reach PostgreSQL{at} (no answer in time)"
+        if isinstance(error, OSError):
+            number = error.errno
+            why = os.strerror(number) if isinstance(number, int) and number > 0 else None
+            return f"cannot reach PostgreSQL{at} ({why or error.strerror or error})"
+    if lost_connection(exc):
+        return f"lost the connection to PostgreSQL{at}"
+    return f"PostgreSQL{at}: {reason(exc)}"

@@ -47,6 +47,7 @@ from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
 from shared.db import is_transient, reason
+from shared.db.engine import address, described
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
     REGISTRY,
@@ -584,7 +585,8 @@ class Consumer:
                 return "dead_lettered" if await self._until_done(work) else "duplicate"
             except Exception as exc:
                 if is_transient(exc):
-                    log.warning("transient fault, retrying: %r", exc)
+                    said = described(exc, address(self.uow.db.engine))
+                    log.warning("transient fault, retrying: %s", said)
                 else:
                     attempt += 1
                     log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)

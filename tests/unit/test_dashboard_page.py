@@ -149,6 +149,7 @@ async def test_the_page_says_503_when_it_cannot_check_a_token(
     assert answer.json()["detail"] == "the database is not reachable; retry"
     said = [r for r in caplog.records if "the database is not reachable" in r.getMessage()]
     assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)]  # what failed
+    assert f"cannot reach PostgreSQL at {host}:{port} (" in said[0].getMessage()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 
 from shared.db import Database
 from shared.http import PROBLEM, KafkaContact, create_app
@@ -27,6 +28,8 @@ class Clock:
 
 class FakeEngine:
     """A database that answers ``SELECT 1``, or refuses connections when ``down``."""
+
+    url = make_url("postgresql+asyncpg://caravan@db.example:5433/caravan")
 
     def __init__(self, down: bool = False) -> None:
         self.down = down
@@ -114,7 +117,10 @@ async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
     clock.now += 42
     both = (await health(contact, database_down=True)).json()
     assert both["down"] == ["database", "kafka"]
-    assert both["detail"] == "database: ConnectionRefusedError; kafka: no answer for 42 s"
+    # It said "database: ConnectionRefusedError", naming neither PostgreSQL nor where.
+    away = "cannot reach PostgreSQL at db.example:5433 (Connection refused)"
+    assert both["detail"] == f"database: {away}; kafka: no answer for 42 s"
+    assert both["checks"]["database"] == away
 
 
 async def test_a_load_balancer_may_check_with_head() -> None:

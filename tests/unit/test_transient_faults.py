@@ -7,23 +7,31 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import ConsumerRecord
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import (
     AsyncAdapt_asyncpg_connection,
     AsyncAdapt_asyncpg_dbapi,
     PGDialect_asyncpg,
 )
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
 from shared.db import bad_value, is_transient, log_retry
-from shared.db.engine import lost_connection
+from shared.db.engine import address, described, lost_connection
+from shared.events.envelope import new_event
+from shared.events.inventory import StockSold
+from shared.events.registry import Parsed
+from shared.messaging.consumer import Consumer, Subscription
 from shared.settings import Settings
+from shared.topics import EventType, Topic
 
 
 @pytest.mark.parametrize(
@@ -173,9 +181,69 @@ def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback
             log_retry(log, "sweep failed", exc)
     transient, bug = caplog.records
     assert (transient.levelno, transient.exc_info) == (logging.WARNING, None)
-    assert "transient fault" in transient.getMessage()
+    said = "sweep failed; transient fault, retrying: cannot reach PostgreSQL (Connection refused)"
+    assert transient.getMessage() == said
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
     assert bug.exc_info[0] is ValueError
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # The local cluster stopped: its Unix socket gone (the walkthrough's
+        # "FileNotFoundError(2, 'No such file or directory')", nothing naming PostgreSQL).
+        (FileNotFoundError(2, "No such file or directory"), "cannot reach PostgreSQL at {w} ({s})"),
+        (
+            ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+            "{c} (Connection refused)",
+        ),
+        (
+            OSError("Multiple exceptions: [Errno 111] ..."),
+            "{c} (Multiple exceptions: [Errno 111] ...)",
+        ),
+        (TimeoutError(), "{c} (no answer in time)"),
+        (
+            asyncpg.CannotConnectNowError("the database system is starting up"),
+            "PostgreSQL at {w} refused the connection: the database system is starting up",
+        ),
+        (
+            asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+            "PostgreSQL at {w} refused the connection: sorry, too many clients already",
+        ),
+        (
+            asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+            "PostgreSQL at {w} ended the connection: terminating connection due to"
+            " administrator command",
+        ),
+        (
+            asyncpg.InterfaceError("connection is closed"),
+            "lost the connection to PostgreSQL at {w}",
+        ),
+        (
+            sa_exc.TimeoutError("QueuePool limit of size 5 overflow 5 reached"),
+            "no free connection to PostgreSQL at {w} within the pool's timeout",
+        ),
+    ],
+)
+def test_a_database_fault_is_said_naming_postgresql_where_and_why(
+    error: BaseException, said: str
+) -> None:
+    """What /healthz says of PostgreSQL and what a retried fault's warning logs: the
+    walkthrough saw ``"database": "FileNotFoundError"`` and ``transient fault, retrying:
+    FileNotFoundError(2, 'No such file or directory')``, nothing naming PostgreSQL."""
+    where = "/srv/pg/socket/.s.PGSQL.15432"
+    expected = said.format(
+        w=where, s="No such file or directory", c=f"cannot reach PostgreSQL at {where}"
+    )
+    assert described(error, where) == expected
+    assert described(_as_sqlalchemy_raises(error), where) == expected
+
+
+def test_where_postgresql_is_said_is_its_socket_or_its_host_and_port() -> None:
+    local = "postgresql+asyncpg://caravan:x@:15432/caravan?host=/srv/pg/socket"
+    assert address(create_async_engine(local)) == "/srv/pg/socket/.s.PGSQL.15432"
+    remote = "postgresql+asyncpg://caravan:x@db.example/caravan"
+    assert address(create_async_engine(remote)) == "db.example:5432"
 
 
 class _DatabaseGone:
@@ -220,3 +288,47 @@ async def test_a_sweep_waits_out_a_restarting_database_with_warnings_not_errors(
             await task
     levels = {r.levelname for r in caplog.records}
     assert levels == {"WARNING"}, [(r.levelname, r.getMessage()) for r in caplog.records]
+
+
+class _Restarting:
+    """A unit of work on the local cluster whose first transaction fails as a stopped
+    PostgreSQL's does (its Unix socket gone), and the next one works."""
+
+    def __init__(self) -> None:
+        url = "postgresql+asyncpg://caravan:x@:15432/caravan?host=/srv/pg/socket"
+        self.db = SimpleNamespace(engine=create_async_engine(url))
+        self.failed = False
+
+    @contextlib.asynccontextmanager
+    async def begin(self, cause: Any = None) -> AsyncIterator["_Restarting"]:
+        if not self.failed:
+            self.failed = True
+            raise FileNotFoundError(2, "No such file or directory")
+        yield self
+
+    async def claim(self, key: str, topic: str) -> bool:
+        return True
+
+
+async def test_a_consumer_retrying_a_transient_fault_says_what_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It logged "transient fault, retrying: FileNotFoundError(2, 'No such file or
+    directory')" for a stopped local PostgreSQL, naming neither PostgreSQL nor where."""
+    handled: list[str] = []
+
+    async def handle(tx: Any, parsed: Parsed) -> None:
+        handled.append(parsed.envelope.id)
+
+    consumer = Consumer("t-said", "caravan-t-said", _Restarting(), 3, 10, 1, 1, 1)  # type: ignore[arg-type]
+    consumer.register(Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_SOLD: handle}))
+    value = new_event(StockSold(order_id="o-1"), source="caravan/inventory").to_json()
+    topic = Topic.INVENTORY_EVENTS.value
+    with caplog.at_level(logging.WARNING, logger="shared.messaging.consumer"):
+        await consumer.dispatch(ConsumerRecord(topic, 0, 1, 0, 0, b"k", value, None, 1, 1, []))
+    assert len(handled) == 1
+    said = [r.getMessage() for r in caplog.records if "transient" in r.getMessage()]
+    assert said == [
+        "transient fault, retrying: cannot reach PostgreSQL at /srv/pg/socket/.s.PGSQL.15432"
+        " (No such file or directory)"
+    ]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
+from shared.db.engine import address, described, is_transient, lost_connection
 from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
@@ -65,26 +66,51 @@ class FailureLimiter:
             times.clear()
 
 
+KEPT_IN_OUTAGE = 3600.0
+"""Seconds since a token's verdict was last read from ``auth.tokens`` for which it still
+stands while the database cannot be reached (:meth:`Guard.lookup`). A revocation is written
+there (``caravan tokens revoke``, an UPDATE of ``auth.tokens``, the only change a token ever
+has), so none can have been made while PostgreSQL itself is down; but a fault of this
+process's alone (its network path to the server, its pool full, the server refusing its
+role more connections) leaves ``caravan tokens revoke`` working elsewhere, unseen here until
+the database answers this process again. The bound caps that: an hour outlasts a restart or
+a failover (seconds to minutes), so the operations page and the scrapes see such an outage
+through (CaravanFiguresStale fires after a minute of it), and a token revoked during a fault
+of this process's alone is refused here within the hour whatever the fault."""
+
+
 class TokenCache:
-    """Lookups kept for ``ttl`` seconds: a revoked token keeps working at most that long."""
+    """Verdicts read from the database, trusted for ``ttl`` seconds (a revoked token keeps
+    working at most that long) and kept for :data:`KEPT_IN_OUTAGE` while the database cannot
+    be reached (:meth:`kept`)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
-        self._entries: dict[str, tuple[float, Lookup]] = {}
+        self._entries: dict[str, tuple[float, Lookup]] = {}  # when read, the verdict
 
     def get(self, key: str) -> Lookup | None:
+        """The verdict read less than ``ttl`` seconds ago, if any."""
+        return self._read_within(key, self.ttl)
+
+    def kept(self, key: str) -> tuple[Lookup, float] | None:
+        """The verdict read less than :data:`KEPT_IN_OUTAGE` seconds ago and how many seconds
+        ago, for when the database cannot be asked."""
+        found = self._read_within(key, KEPT_IN_OUTAGE)
+        return None if found is None else (found, self.clock() - self._entries[key][0])
+
+    def _read_within(self, key: str, seconds: float) -> Lookup | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] <= self.clock():
+        if entry is None or entry[0] + seconds <= self.clock():
             return None
         return entry[1]
 
     def put(self, key: str, found: Lookup) -> None:
-        if self.ttl <= 0 or found.refused in ("unknown", "malformed"):
-            return  # guesses are not cached: they would only fill the memory
+        if found.refused in ("unknown", "malformed"):
+            return  # guesses are not kept: they would only fill the memory
         if len(self._entries) >= MAX_TRACKED:
             self._entries.clear()
-        self._entries[key] = (self.clock() + self.ttl, found)
+        self._entries[key] = (self.clock(), found)
 
 
 class Guard:
@@ -100,13 +126,40 @@ class Guard:
         start_at_zero(AUTH_FAILURES, [service], REFUSALS)  # the first refusal of each counts
 
     async def lookup(self, token: str) -> Lookup:
+        """The token's verdict: cached, else read from ``auth.tokens``. With the database
+        away (a transient fault), one read before (within :data:`KEPT_IN_OUTAGE`) stands
+        (stale-if-error), so the operations page and ``/metrics`` answer through an outage;
+        a token never seen is not refused (it may be valid): the fault is raised (503)."""
         key = tokens.digest(token)
         found = self.cache.get(key)
-        if found is None:
-            async with self.engine.connect() as conn:
-                found = await tokens.lookup(conn, token)
-            self.cache.put(key, found)
+        if found is not None:
+            return found
+        try:
+            found = await self._read(token)
+        except Exception as exc:
+            kept = self.cache.kept(key) if is_transient(exc) else None
+            if kept is None:
+                raise
+            found, age = kept
+            who = f"token {found.principal.name!r}" if found.principal else "a revoked token"
+            where = address(self.engine)
+            log.warning("%s; %s taken as read %.0f s ago", described(exc, where), who, age)
+            return found
+        self.cache.put(key, found)
         return found
+
+    async def _read(self, token: str) -> Lookup:
+        try:
+            async with self.engine.connect() as conn:
+                return await tokens.lookup(conn, token)
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise
+        # A pooled connection that died with a restart of PostgreSQL (the pool has dropped
+        # the others with it): a new one is asked, so that a token revoked since is refused
+        # rather than taken as read before.
+        async with self.engine.connect() as conn:
+            return await tokens.lookup(conn, token)
 
     def refused(self, reason: str, client: str, method: str, path: str) -> None:
         """Count and log a refusal (never the token); failures of authentication count

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
@@ -27,6 +28,7 @@ from services.payments.bootstrap import bootstrap as payments
 from services.platform.bootstrap import bootstrap as platform
 from shared import days
 from shared.auth.scopes import SCOPES
+from shared.db.engine import address
 from shared.events.orders import Buyer
 from shared.seed import SeedFile
 from shared.settings import Settings
@@ -544,3 +546,53 @@ async def test_the_first_up_on_a_machine_issues_a_development_token(
     await caravan.revoke_token(name)
     replaced, new_after_revoke = await asyncio.to_thread(dev_token, url, path)
     assert new_after_revoke and replaced != token
+
+
+async def test_in_a_postgresql_outage_a_token_read_before_still_opens_the_page_and_metrics(
+    caravan: System, dashboard: int
+) -> None:
+    """With PostgreSQL stopped (``pg_ctl -m fast stop``), the operations page and every
+    service's ``/metrics`` answered 503 "the database is not reachable" (each call's token
+    is checked against ``auth.tokens``): the page README says is greyed in an outage was
+    gone, and every scrape with it (CaravanServiceDown for all five services). A token read
+    before keeps its verdict; one never seen gets 503 (it may be valid), never 401; /healthz
+    names PostgreSQL and where (it said "FileNotFoundError"). Once PostgreSQL is back, a
+    token revoked is refused within the cache's 2 s, as before."""
+    tag = uuid.uuid4().hex[:6]
+    seen = await caravan.issue_token(f"outage-seen-{tag}", "ops")
+    never = await caravan.issue_token(f"outage-never-{tag}", "ops")
+    apps = [*SERVICES, "dashboard"]
+
+    async def answers(token: str) -> dict[str, int]:
+        said = {}
+        for app in apps:
+            async with _client(caravan, app, dashboard, "127.0.7.1", token) as client:
+                path = "/" if app == "dashboard" else "/metrics"
+                said[app] = (await client.get(path)).status_code
+        return said
+
+    assert await answers(seen) == dict.fromkeys(apps, 200)
+    pg = caravan.infra.local_postgres
+    assert pg is not None and caravan.engine is not None, "this needs the project's PostgreSQL"
+    where = address(create_async_engine(caravan.infra.database_url))
+    why = "No such file or directory" if where.startswith("/") else "Connection refused"
+    await asyncio.to_thread(pg.stop, "fast")
+    try:
+        await asyncio.sleep(2.5)  # past the cache's 2 s: every check asks the database
+        assert await answers(seen) == dict.fromkeys(apps, 200)
+        assert await answers(never) == dict.fromkeys(apps, 503)
+        for service in SERVICES:
+            async with caravan.api(service, token=None) as api:
+                health = await api.get("/healthz")
+            assert health.status_code == 503, health.text
+            said = health.json()["checks"]["database"]
+            assert said == f"cannot reach PostgreSQL at {where} ({why})", (service, said)
+    finally:
+        await asyncio.to_thread(pg.start)
+        await caravan.engine.dispose()  # the test's own pooled connections died with it
+    assert await answers(never) == dict.fromkeys(apps, 200)
+    await caravan.revoke_token(f"outage-seen-{tag}")
+    revoked = time.monotonic()
+    while (said := await answers(seen)) != dict.fromkeys(apps, 401):
+        assert time.monotonic() - revoked < 2.5, said
+        await asyncio.sleep(0.2)

@@ -362,9 +362,9 @@ def described(exc: BaseException, where: str | None = None) -> str:
             return f"PostgreSQL{at}: {reason(error)}"
         if isinstance(error, TimeoutError) and not error.args:
             return f"cannot reach PostgreSQL{at} (no answer in time)"
-        if isinstance(error, OSError):
-            number = error.errno
-            why = os.strerror(number) if isinstance(number, int) and number > 0 else None
+        if isinstance(error, OSError):  # said by its errno, its own or one it wraps
+            numbers = [e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno]
+            why = os.strerror(numbers[0]) if numbers and numbers[0] > 0 else None
             return f"cannot reach PostgreSQL{at} ({why or error.strerror or error})"
     if lost_connection(exc):
         return f"lost the connection to PostgreSQL{at}"

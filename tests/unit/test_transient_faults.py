@@ -187,6 +187,15 @@ def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback
     assert bug.exc_info[0] is ValueError
 
 
+def _socket_gone_said_with_where() -> ConnectionError:
+    """A connect error that names where and wraps the OS's own (its errno is what is said)."""
+    said = ConnectionError(
+        "PostgreSQL at /srv/pg/socket:15432: [Errno 2] No such file or directory"
+    )
+    said.__cause__ = FileNotFoundError(2, "No such file or directory")
+    return said
+
+
 @pytest.mark.parametrize(
     ("error", "said"),
     [
@@ -201,6 +210,7 @@ def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback
             OSError("Multiple exceptions: [Errno 111] ..."),
             "{c} (Multiple exceptions: [Errno 111] ...)",
         ),
+        (_socket_gone_said_with_where(), "{c} (No such file or directory)"),
         (TimeoutError(), "{c} (no answer in time)"),
         (
             asyncpg.CannotConnectNowError("the database system is starting up"),

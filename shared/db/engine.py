@@ -41,6 +41,14 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
     return made
 
 
+class NoAnswer(ConnectionError):
+    """A connection PostgreSQL did not answer within ``seconds`` (at ``where``)."""
+
+    def __init__(self, where: str, seconds: float) -> None:
+        super().__init__(f"PostgreSQL at {where} did not answer within {seconds:g} s")
+        self.seconds = seconds
+
+
 def _connect_within(seconds: float) -> Callable[..., Any]:
     def connect(dialect: Dialect, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
         timeout = cparams.setdefault("timeout", seconds)  # a timeout the URL gives is kept
@@ -48,9 +56,7 @@ def _connect_within(seconds: float) -> Callable[..., Any]:
         try:
             return dialect.connect(*cargs, **cparams)
         except TimeoutError as exc:
-            raise ConnectionError(
-                f"PostgreSQL at {where} did not answer within {float(timeout):g} s"
-            ) from exc
+            raise NoAnswer(where, float(timeout)) from exc
         except ConnectionError:
             raise  # refused, reset: says where already
         except OSError as exc:  # a name that does not resolve: a socket.gaierror
@@ -305,6 +311,7 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
 __all__ = [
     "AsyncSession",
     "Database",
+    "NoAnswer",
     "Unusable",
     "async_engine",
     "bad_value",
@@ -362,10 +369,15 @@ def described(exc: BaseException, where: str | None = None) -> str:
             return f"PostgreSQL{at}: {reason(error)}"
         if isinstance(error, TimeoutError) and not error.args:
             return f"cannot reach PostgreSQL{at} (no answer in time)"
+        if isinstance(error, NoAnswer):  # async_engine's: it says where itself
+            return f"cannot reach PostgreSQL{at} (no answer within {error.seconds:g} s)"
         if isinstance(error, OSError):  # said by its errno, its own or one it wraps
-            numbers = [e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno]
+            oses = [e for e in _chain(error) if isinstance(e, OSError)]
+            numbers = [e.errno for e in oses if e.errno]
             why = os.strerror(numbers[0]) if numbers and numbers[0] > 0 else None
-            return f"cannot reach PostgreSQL{at} ({why or error.strerror or error})"
+            # else the wrapped error's own words (a name not resolved: a socket.gaierror's)
+            why = why or next((e.strerror for e in oses if e.strerror), None)
+            return f"cannot reach PostgreSQL{at} ({why or error})"
     if lost_connection(exc):
         return f"lost the connection to PostgreSQL{at}"
     return f"PostgreSQL{at}: {reason(exc)}"

@@ -5,6 +5,7 @@ log the first kind as a warning and the second as an error with its traceback.""
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
 from types import SimpleNamespace
@@ -25,7 +26,7 @@ from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
 from shared.db import bad_value, is_transient, log_retry
-from shared.db.engine import address, described, lost_connection
+from shared.db.engine import NoAnswer, address, described, lost_connection
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.registry import Parsed
@@ -196,6 +197,11 @@ def _socket_gone_said_with_where() -> ConnectionError:
     return said
 
 
+def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "said"),
     [
@@ -212,6 +218,17 @@ def _socket_gone_said_with_where() -> ConnectionError:
         ),
         (_socket_gone_said_with_where(), "{c} (No such file or directory)"),
         (TimeoutError(), "{c} (no answer in time)"),
+        # async_engine's own, which say where themselves: not said twice.
+        (_wrapping(NoAnswer("127.0.0.1:1", 10), TimeoutError()), "{c} (no answer within 10 s)"),
+        (
+            _wrapping(
+                ConnectionError(
+                    "PostgreSQL at db.invalid:5432: [Errno -2] Name or service not known"
+                ),
+                socket.gaierror(-2, "Name or service not known"),
+            ),
+            "{c} (Name or service not known)",
+        ),
         (
             asyncpg.CannotConnectNowError("the database system is starting up"),
             "PostgreSQL at {w} refused the connection: the database system is starting up",

@@ -421,6 +421,9 @@ async def on_order_confirmed(tx: Tx, parsed: Parsed) -> None:
             d.term_months,
             items,
             (schedule[0].amount_fen, schedule[0].due) if schedule else None,
+            (sum(i.amount_fen for i in schedule), sum(i.interest_fen for i in schedule))
+            if schedule
+            else None,
         )
         await queue_sms(
             tx,

@@ -22,7 +22,15 @@ from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
 from shared.events.platform import PlatformOrderPaid, PlatformOrderRequested
 from shared.topics import Topic
-from tests.e2e.test_payments_credit import buyer, credit, order, payments_seed, run, set_limit
+from tests.e2e.test_payments_credit import (
+    PHONE,
+    buyer,
+    credit,
+    order,
+    payments_seed,
+    run,
+    set_limit,
+)
 from tests.harness import System, free_port, ref
 
 ENV = {
@@ -439,6 +447,17 @@ async def test_interest_by_the_configured_rate_and_a_reminder_once_per_stage(
     ]
     loan = (await admin.get(f"/loans/{loan_id}")).json()
     assert (loan["outstanding_fen"], loan["remaining_fen"]) == (10_000, 10_450)
+    # The buyer is told what they repay in all, and the interest in it.
+    texts = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=PHONE
+        )
+    )
+    first = authorized.data["schedule"][0]["due"]
+    assert (
+        "Payment: microloan, CNY 104.50 to repay (CNY 4.50 interest) in 3 monthly instalments,"
+        f" the first of CNY 34.84 due on {first}." in texts[0].data["text"]
+    )
     assert (await credit(admin, who))["available_fen"] == 0  # only principal uses credit
 
     # The first instalment is due in about a month: inside the 40-day window.

@@ -27,6 +27,7 @@ from services.notifications.domain.templates import (
     render_order_confirmed,
     signed,
 )
+from services.payments.domain.credit import schedule
 from shared.events.orders import Locale
 
 REF = "CRV-20240501-0007"
@@ -185,6 +186,47 @@ def test_microloan_tells_the_first_instalment_when_known() -> None:
     assert "23.34 يۈەن" in ug and "2026-12-30" in ug
     prepaid = render_order_confirmed("en", REF, 7000, "prepaid", first_instalment=first)
     assert "23.34" not in prepaid
+    # Without what is repaid in all (an event of before it), the text says what it knows.
+    assert "repay" not in en and "还款¥" not in zh and "ئۆسۈم" not in ug
+    prepaid = render_order_confirmed("en", REF, 7000, "prepaid", to_repay=(9100, 2100))
+    assert "91.00" not in prepaid and "21.00" not in prepaid
+
+
+def _confirmed_loans(monthly_rate_bp: int) -> dict[Locale, str]:
+    """The confirmation of order SWN-1 of 100 CNY on a 3-month microloan at this rate, in
+    each locale, told the loan as the handler tells it: from payments' own schedule."""
+    plan = schedule(10_000, 3, date(2026, 12, 4), monthly_rate_bp)
+    first = (plan[0].amount_fen, plan[0].due)
+    to_repay = (sum(i.amount_fen for i in plan), sum(i.interest_fen for i in plan))
+    return {
+        locale: render_order_confirmed(
+            locale, "SWN-1", 10_000, "microloan", 3, first_instalment=first, to_repay=to_repay
+        )
+        for locale in SUPPORTED_LOCALES
+    }
+
+
+def test_a_microloan_with_interest_says_what_the_buyer_repays_and_the_interest() -> None:
+    """A 100 CNY loan over 3 months at 10 % a month: 130 CNY to repay. The text said only the
+    order's total (100 CNY) and the first instalment: never the interest nor the sum."""
+    texts = _confirmed_loans(1000)
+    assert (
+        "Payment: microloan, CNY 130.00 to repay (CNY 30.00 interest) in 3 monthly instalments,"
+        " the first of CNY 43.34 due on 2027-01-04." in texts["en"]
+    )
+    zh = "小额贷款，共需还款¥130.00（含利息¥30.00），分3期按月还款，首期¥43.34于1月4日到期"
+    assert zh in texts["zh-CN"]
+    assert (
+        "ئۇششاق قەرز، قايتۇرىدىغان پۇل 130.00 يۈەن (ئۆسۈمى 30.00 يۈەن)، 3 ئايغا بۆلۈپ"
+        " قايتۇرىسىز، بىرىنچى قېتىملىقى 43.34 يۈەن، 2027-01-04 كۈنى توشىدۇ" in texts["ug-CN"]
+    )
+
+
+def test_a_microloan_without_interest_says_so() -> None:
+    texts = _confirmed_loans(0)
+    assert "CNY 100.00 to repay (no interest) in 3 monthly instalments" in texts["en"]
+    assert "共需还款¥100.00（免息），分3期" in texts["zh-CN"]
+    assert "قايتۇرىدىغان پۇل 100.00 يۈەن (ئۆسۈمسىز)، 3 ئايغا" in texts["ug-CN"]
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)

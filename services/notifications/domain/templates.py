@@ -164,18 +164,39 @@ def format_money(locale: Locale, fen: int) -> str:
     return f"¥{amount}"
 
 
-def _instalments(locale: Locale, term_months: int, first: tuple[int, date] | None) -> str:
-    """Phrase for repaying a microloan in ``term_months`` monthly instalments, and what the
-    first one is (amount in fen, due date) when known."""
+def _instalments(
+    locale: Locale,
+    term_months: int,
+    first: tuple[int, date] | None,
+    to_repay: tuple[int, int] | None,
+) -> str:
+    """Phrase for repaying a microloan in ``term_months`` monthly instalments: what the
+    buyer repays in all and the interest in it (fen, fen) when known, and what the first
+    instalment is (amount in fen, due date) when known."""
     money, day = (format_money(locale, first[0]), _date(locale, first[1])) if first else ("", "")
+    owed, interest = (
+        (format_money(locale, to_repay[0]), format_money(locale, to_repay[1]))
+        if to_repay
+        else ("", "")
+    )
+    free = to_repay is not None and to_repay[1] == 0
     if locale == "ug-CN":
         phrase = f"{term_months} ئايغا بۆلۈپ قايتۇرىسىز"
+        if to_repay:
+            cost = "ئۆسۈمسىز" if free else f"ئۆسۈمى {interest}"
+            phrase = f"قايتۇرىدىغان پۇل {owed} ({cost})، {phrase}"
         return f"{phrase}، بىرىنچى قېتىملىقى {money}، {day} كۈنى توشىدۇ" if first else phrase
     if locale == "en":
         plural = "" if term_months == 1 else "s"
         phrase = f"{term_months} monthly instalment{plural}"
+        if to_repay:
+            cost = "no interest" if free else f"{interest} interest"
+            phrase = f"{owed} to repay ({cost}) in {phrase}"
         return f"{phrase}, the first of {money} due on {day}" if first else phrase
     phrase = f"分{term_months}期按月还款"
+    if to_repay:
+        cost = "免息" if free else f"含利息{interest}"
+        phrase = f"共需还款{owed}（{cost}），{phrase}"
     return f"{phrase}，首期{money}于{day}到期" if first else phrase
 
 
@@ -187,6 +208,7 @@ def render_order_confirmed(
     term_months: int | None = None,
     items: Sequence[tuple[str, int]] = (),
     first_instalment: tuple[int, date] | None = None,
+    to_repay: tuple[int, int] | None = None,
 ) -> str:
     """Render the body of the "order confirmed" SMS (:func:`signed` signs it).
 
@@ -201,6 +223,9 @@ def render_order_confirmed(
         items: ``(product name, quantity)`` pairs to list, when known.
         first_instalment: for microloans, the first instalment's amount in fen and due
             date, when known.
+        to_repay: for microloans, what the buyer repays in all (principal and interest)
+            and the interest in it, in fen, when known (the loan's schedule): the one figure
+            a lender must state. Unknown (an event of before the schedule): not said.
 
     Raises:
         ValueError: if ``term_months`` is given and is less than 1.
@@ -213,7 +238,8 @@ def render_order_confirmed(
     payment = method_name
     if method_name is not None and method == "microloan" and term_months is not None:
         separator = "، " if locale == "ug-CN" else ("，" if locale == "zh-CN" else ", ")
-        payment = f"{method_name}{separator}{_instalments(locale, term_months, first_instalment)}"
+        terms = _instalments(locale, term_months, first_instalment, to_repay)
+        payment = f"{method_name}{separator}{terms}"
 
     listed = format_items(locale, items)
     if locale == "ug-CN":

@@ -13,6 +13,7 @@ from services.notifications.domain.sms import (
     GSM7_BASIC_CHARS,
     GSM7_EXTENSION_CHARS,
     SmsEncoding,
+    clipped,
     encode_info,
 )
 
@@ -158,3 +159,41 @@ def test_a_pair_is_never_split_across_two_parts() -> None:
 def test_extension_chars_at_the_160_boundary() -> None:
     assert encode_info("a" * 158 + "{") == SmsEncoding("GSM-7", 1, 160)
     assert encode_info("a" * 159 + "{") == SmsEncoding("GSM-7", 2, 161)
+
+
+def test_clipped_keeps_a_text_that_fits_and_cuts_one_that_does_not() -> None:
+    assert clipped("Honey", 5) == "Honey"
+    assert clipped("Honey jar", 5) == "Hone…"
+    assert clipped("Honey jar", 6, "...") == "Hon..."
+    assert clipped("Honey jar", 7) == "Honey…"  # no space left before the mark
+
+
+def test_clipped_counts_ucs2_units_and_never_splits_a_surrogate_pair() -> None:
+    """An emoji is two UCS-2 units: cut whole, the text kept within its units."""
+    assert clipped("ab😀cd", 5) == "ab😀…"
+    assert clipped("ab😀cd", 4) == "ab…"  # the emoji would straddle the room: dropped whole
+    assert encode_info(clipped("😀" * 30, 9)).units <= 9
+
+
+@pytest.mark.parametrize(
+    ("text", "units", "cut"),
+    [
+        ("cafe\u0301s!", 6, "cafe\u0301…"),  # e and its acute accent kept together
+        ("cafe\u0301s!", 5, "caf…"),  # or dropped together, not the accent left out
+        ("\u0626\u0627\u0644\u0645\u0627", 3, "\u0626\u0627…"),  # Uyghur letters: plain cut
+        ("\u064a\u0654\u0627\u0644", 2, "…"),  # a letter and its hamza above stay together
+        ("👍🏽ok", 3, "…"),  # an emoji and its skin tone
+        ("a👨\u200d👩\u200d👧b", 6, "a…"),  # a family joined by zero-width joiners
+        ("a\ufe0fb", 2, "…"),  # a variation selector stays with its character
+    ],
+)
+def test_clipped_never_cuts_inside_a_character_as_read(text: str, units: int, cut: str) -> None:
+    assert clipped(text, units) == cut
+
+
+@given(st.text(min_size=1, max_size=80), st.integers(min_value=1, max_value=60))
+def test_clipped_is_the_text_or_a_start_of_it_within_its_units(text: str, units: int) -> None:
+    cut = clipped(text, units)
+    if cut != text:
+        assert len(cut.encode("utf-16-le")) // 2 <= units
+        assert cut.endswith("…") and text.startswith(cut.removesuffix("…"))

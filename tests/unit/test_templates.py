@@ -14,6 +14,7 @@ from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
     CANCEL_REASONS,
     DEFAULT_LOCALE,
+    MAX_SEGMENTS,
     PAYMENT_METHODS,
     SUPPORTED_LOCALES,
     InstalmentStage,
@@ -28,7 +29,9 @@ from services.notifications.domain.templates import (
     signed,
 )
 from services.payments.domain.credit import schedule
-from shared.events.orders import Locale
+from shared.events.orders import MAX_LINES, MAX_QUANTITY, MAX_TERM_MONTHS, Locale
+from shared.seed import MAX_UNIT_PRICE_FEN
+from shared.settings import MAX_MONTHLY_INTEREST_BP
 
 REF = "CRV-20240501-0007"
 MAINLAND = "+8613900000001"  # a mainland China mobile: every text is signed 【Caravan】
@@ -342,3 +345,67 @@ def test_product_name_falls_back() -> None:
     assert product_name("en", names, "SKU") == "Honey"
     assert product_name("ug-CN", names, "SKU") == "蜂蜜"
     assert product_name("ug-CN", {}, "SKU") == "SKU"
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_an_order_of_more_lines_lists_three_and_counts_them_all(locale: Locale) -> None:
+    items = [(f"P{n}", n) for n in range(1, 17)]
+    text = render_order_confirmed(locale, REF, 9800, "prepaid", items=items)
+    assert "P1 x1" in text and "P3 x3" in text and "P4" not in text
+    said = {"zh-CN": "等16种商品", "ug-CN": "قاتارلىق 16 خىل مەھسۇلات", "en": "and 13 more"}
+    assert said[locale] in text
+    seller = render_new_order_for_seller(locale, REF, items, 9800)
+    assert "P3 x3" in seller and "P4" not in seller and said[locale] in seller
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_the_demos_names_are_listed_whole(locale: Locale) -> None:
+    """The demo's longest name (35 characters) and a 3-line order: nothing to cut."""
+    longest = "غۇلجا قارا ھەسەل ھەرە بېلى 500 گرام"
+    items = [(longest, 3), ("Shawan cayenne pepper 1 kg", 2), ("沙湾辣椒 1公斤", 1)]
+    for text in (
+        render_order_confirmed(locale, REF, 9800, "microloan", 3, items, (3300, date(2027, 1, 4))),
+        render_new_order_for_seller(locale, REF, items, 9800),
+    ):
+        assert f"{longest} x3" in text and "沙湾辣椒 1公斤 x1" in text
+
+
+LONG_NAMES = {
+    "Han": "沙湾辣椒" * 100,
+    "Arabic": "ساۋەن لازىسى" * 100,
+    "emoji": "🍯" * 200,
+    "accents": "e\u0301" * 300,
+    "GSM-7": "Shawan [cayenne] pepper" * 20,
+}
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("name", LONG_NAMES.values(), ids=LONG_NAMES.keys())
+@pytest.mark.parametrize("lines", [1, 3, 16, MAX_LINES])
+def test_every_text_of_any_order_stays_within_its_bound(
+    locale: Locale, name: str, lines: int
+) -> None:
+    """The longest of each text: a 64-character reference, ``lines`` lines of the longest
+    quantity and of names of any length and script, the largest total a seed allows on a
+    12-month loan at the highest interest. A 16-line order in Uyghur was 11 UCS-2 parts, 50
+    lines 29, a 5,000-character name 76: every part billed, and carriers join only a few."""
+    ref = "R" * 64
+    total = MAX_UNIT_PRICE_FEN * MAX_QUANTITY * MAX_LINES
+    plan = schedule(total, MAX_TERM_MONTHS, date(2027, 12, 4), MAX_MONTHLY_INTEREST_BP)
+    owed = (sum(i.amount_fen for i in plan), sum(i.interest_fen for i in plan))
+    items = [(f"{n}{name}", MAX_QUANTITY) for n in range(lines)]
+    texts = [
+        render_order_confirmed(
+            locale, ref, total, m, MAX_TERM_MONTHS, items, (plan[0].amount_fen, plan[0].due), owed
+        )
+        for m in METHODS
+    ]
+    texts.append(render_new_order_for_seller(locale, ref, items, total))
+    texts += [render_order_cancelled(locale, ref, r) for r in REASONS]
+    texts += [
+        render_instalment(locale, s, ref, MAX_TERM_MONTHS, plan[0].amount_fen, plan[0].due)
+        for s in get_args(InstalmentStage)
+    ]
+    for body in texts:
+        for to in (MAINLAND, ABROAD):
+            assert encode_info(signed(locale, to, body)).segments <= MAX_SEGMENTS, body

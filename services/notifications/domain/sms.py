@@ -7,6 +7,7 @@ UCS-2 (UTF-16). Pure module: no I/O, no framework imports.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -105,9 +106,47 @@ def encode_info(text: str) -> SmsEncoding:
             units=sum(septets),
         )
 
-    code_units = [2 if ord(char) > 0xFFFF else 1 for char in text]
+    code_units = [_utf16(char) for char in text]
     return SmsEncoding(
         encoding="UCS-2",
         segments=_segments(code_units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT),
         units=sum(code_units),
     )
+
+
+def _utf16(char: str) -> int:
+    """UTF-16 code units of a character: 2 outside the Basic Multilingual Plane."""
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+_ZWJ: Final[str] = "\u200d"
+
+
+def _attached(char: str) -> bool:
+    """Whether ``char`` belongs to the character before it, as a reader sees them: a
+    combining mark (an accent, a hamza above), a variation selector, an emoji's skin tone, a
+    zero-width joiner."""
+    return (
+        unicodedata.category(char) in ("Mn", "Mc", "Me")
+        or char == _ZWJ
+        or "\U0001f3fb" <= char <= "\U0001f3ff"
+    )
+
+
+def clipped(text: str, units: int, mark: str = "…") -> str:
+    """``text`` in at most ``units`` UCS-2 units (UTF-16 code units, as :func:`encode_info`
+    counts them): whole if it fits, else cut with ``mark`` after. The cut falls between
+    characters as a reader sees them: never inside a surrogate pair (an emoji is kept or
+    dropped whole), nor before a combining mark or after a zero-width joiner, which would
+    leave a letter without its accent or hamza, or half an emoji sequence."""
+    if sum(map(_utf16, text)) <= units:
+        return text
+    room, cut = units - sum(map(_utf16, mark)), 0
+    for char in text:
+        room -= _utf16(char)
+        if room < 0:
+            break
+        cut += 1
+    while cut > 0 and (_attached(text[cut]) or text[cut - 1] == _ZWJ):
+        cut -= 1
+    return text[:cut].rstrip() + mark

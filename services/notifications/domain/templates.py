@@ -1,7 +1,8 @@
 """Buyer-facing SMS texts for order events, in the buyer's locale.
 
 Supported locales: ``zh-CN`` (default), ``ug-CN`` (Uyghur in Arabic script) and
-``en``. Messages are kept short (one SMS where practical). The ``render_*`` functions give a
+``en``. Messages are kept short (one SMS where practical), and none takes more than
+:data:`MAX_SEGMENTS` parts, however long its order. The ``render_*`` functions give a
 text's body; :func:`signed` puts the signature before it, by destination: ``【Caravan】`` on
 every text to a mainland China number (``+86``), whatever its language, as Chinese carriers
 require (a text without it risks being refused), and elsewhere the locale's, ``【Caravan】``
@@ -11,10 +12,11 @@ Money is rendered from integer fen without floating point. Pure module: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Final, Literal, get_args
 
+from services.notifications.domain.sms import clipped, encode_info
 from shared.events.orders import CancelReason, Locale, PaymentMethod
 
 DEFAULT_LOCALE: Final[Locale] = "zh-CN"
@@ -241,20 +243,21 @@ def render_order_confirmed(
         terms = _instalments(locale, term_months, first_instalment, to_repay)
         payment = f"{method_name}{separator}{terms}"
 
-    listed = format_items(locale, items)
-    if locale == "ug-CN":
-        paid = f" تۆلەش ئۇسۇلى: {payment}." if payment else ""
-        what = f": {listed}." if listed else "."
-        return (
-            f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى{what} جەمئىي: {money}.{paid} رەھمەت!"
-        )
-    if locale == "en":
-        paid = f" Payment: {payment}." if payment else ""
-        what = f": {listed}." if listed else "."
-        return f"Your order {order_ref} is confirmed{what} Total: {money}.{paid} Thank you!"
-    paid = f"，支付方式：{payment}" if payment else ""
-    what = f"（{listed}）" if listed else ""
-    return f"您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
+    def text(listed: str) -> str:
+        if locale == "ug-CN":
+            paid = f" تۆلەش ئۇسۇلى: {payment}." if payment else ""
+            what = f": {listed}." if listed else "."
+            done = f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىز جەزملەشتۈرۈلدى{what}"
+            return f"{done} جەمئىي: {money}.{paid} رەھمەت!"
+        if locale == "en":
+            paid = f" Payment: {payment}." if payment else ""
+            what = f": {listed}." if listed else "."
+            return f"Your order {order_ref} is confirmed{what} Total: {money}.{paid} Thank you!"
+        paid = f"，支付方式：{payment}" if payment else ""
+        what = f"（{listed}）" if listed else ""
+        return f"您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
+
+    return _listing(locale, items, text)
 
 
 def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
@@ -281,10 +284,54 @@ def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
     return f"{sentence}{separator}{apology}"
 
 
-def format_items(locale: Locale, items: Sequence[tuple[str, int]]) -> str:
-    """``[("Honey", 2), ("Pepper", 1)]`` as ``Honey x2, Pepper x1`` (``、``/``، `` joined)."""
+MAX_SEGMENTS: Final[int] = 6
+"""The most SMS parts a text takes, signed, whatever its order: any ``order_ref`` (up to 64
+characters), any number of lines, any product names, the largest amounts a seed allows
+(``shared.seed.MAX_UNIT_PRICE_FEN``) at the highest interest. 6 UCS-2 parts are 402
+characters (GSM-7 parts hold more), within what carriers and handsets join into one message
+(about 4 to 10 parts), each part billed. Its longest text, a microloan's confirmation in
+Uyghur with a 64-character reference and the largest amounts, is 345 characters before it
+lists a line; :func:`_listing` lists what fits in the rest."""
+
+_LISTINGS: Final[tuple[tuple[int, int], ...]] = ((3, 40), (3, 16), (1, 16))
+"""How much of an order a text lists, the most first, as ``(lines, name units)``: the first
+lines, each product's name cut past so many UCS-2 units (the demo's longest is 35), the
+others counted, not listed."""
+
+_MORE: Final[dict[Locale, str]] = {
+    "zh-CN": "{listed}等{count}种商品",
+    "ug-CN": "{listed} قاتارلىق {count} خىل مەھسۇلات",
+    "en": "{listed} and {more} more",
+}
+
+
+def format_items(
+    locale: Locale, items: Sequence[tuple[str, int]], lines: int, name_units: int
+) -> str:
+    """``[("Honey", 2), ("Pepper", 1)]`` as ``Honey x2, Pepper x1`` (``、``/``، `` joined):
+    the first ``lines`` lines, each name cut past ``name_units`` UCS-2 units
+    (:func:`~services.notifications.domain.sms.clipped`), and how many there are in all
+    when there are more (``... and 47 more``, ``...等50种商品``)."""
     joiner = {"zh-CN": "、", "ug-CN": "، ", "en": ", "}[locale]
-    return joiner.join(f"{name} x{quantity}" for name, quantity in items)
+    mark = "..." if locale == "en" else "…"  # "…" is not GSM-7
+    listed = joiner.join(
+        f"{clipped(name, name_units, mark)} x{quantity}" for name, quantity in items[:lines]
+    )
+    if len(items) <= lines:
+        return listed
+    return _MORE[locale].format(listed=listed, count=len(items), more=len(items) - lines)
+
+
+def _listing(locale: Locale, items: Sequence[tuple[str, int]], text: Callable[[str], str]) -> str:
+    """``text`` of the order's ``items`` listed as fully as keeps it, signed, within
+    :data:`MAX_SEGMENTS` (:data:`_LISTINGS`, the most first). Measured with the mainland
+    signature, as UCS-2: a text abroad signed ``Caravan: `` (as long) in GSM-7 takes no
+    more parts (its parts hold 153 septets, an escaped character 2)."""
+    for lines, name_units in _LISTINGS:
+        body = text(format_items(locale, items, lines, name_units))
+        if encode_info(MAINLAND_SIGNATURE + body).segments <= MAX_SEGMENTS:
+            break
+    return body
 
 
 def product_name(locale: Locale, names: Mapping[str, str], sku: str) -> str:
@@ -297,13 +344,16 @@ def render_new_order_for_seller(
 ) -> str:
     """Render the body of the "new order" SMS to a seller: what to prepare, and what it is
     worth (:func:`signed` signs it)."""
-    what = format_items(locale, items)
     money = format_money(locale, amount_fen)
-    if locale == "ug-CN":
-        return f"يېڭى بۇيرۇتما {order_ref}: {what}، جەمئىي {money}. مالنى ۋاقتىدا تەييارلاڭ."
-    if locale == "en":
-        return f"New order {order_ref}: {what}, worth {money}. Please prepare the goods."
-    return f"新订单{order_ref}：{what}，货款{money}。请及时备货。"
+
+    def text(what: str) -> str:
+        if locale == "ug-CN":
+            return f"يېڭى بۇيرۇتما {order_ref}: {what}، جەمئىي {money}. مالنى ۋاقتىدا تەييارلاڭ."
+        if locale == "en":
+            return f"New order {order_ref}: {what}, worth {money}. Please prepare the goods."
+        return f"新订单{order_ref}：{what}，货款{money}。请及时备货。"
+
+    return _listing(locale, items, text)
 
 
 InstalmentStage = Literal["upcoming", "today", "overdue"]

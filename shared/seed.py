@@ -1,5 +1,6 @@
 """The reference-data file that ``caravan seed`` loads (CONTRACT.md, Reference data), and
-the bounds of the money it sets (prices, credit limits), which the admin APIs keep too."""
+the bounds of the money it sets (prices, credit limits), which the admin APIs keep too, and
+of a product's name (its texts list it)."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,22 @@ def _credit_limit(fen: int) -> int:
     return fen
 
 
+MAX_NAME_CHARS = 64
+"""The most characters a product's name may have, in each language: an order's texts list
+its lines by name, and a name of thousands of characters made a text of dozens of SMS parts
+(services.notifications.domain.templates cuts one longer than it still, as a name loaded
+before this bound may be)."""
+
+
+def _product_name(name: str) -> str:
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"a product's name is at most {MAX_NAME_CHARS} characters, this one has"
+            f" {len(name)}: an order's texts name its products"
+        )
+    return name
+
+
 UnitPrice = Annotated[int, Field(strict=True), AfterValidator(_unit_price)]
 """A product's price in fen, 1 to :data:`MAX_UNIT_PRICE_FEN`. A price of 0 on a farm
 marketplace is a data error, refused: its orders of 0 fen were confirmed with nothing lent
@@ -58,6 +75,8 @@ never recorded. A product a seed loaded at 0 before keeps its price (the databas
 until a seed names it with another; orders of it are still handled as they were."""
 CreditLimit = Annotated[int, Field(strict=True, ge=0), AfterValidator(_credit_limit)]
 """A buyer's credit limit in fen, 0 to :data:`MAX_CREDIT_LIMIT_FEN`."""
+ProductName = Annotated[str, AfterValidator(_product_name)]
+"""A product's name in one language, at most :data:`MAX_NAME_CHARS` characters."""
 
 
 class Seller(NoNul):
@@ -75,7 +94,7 @@ class Product(NoNul):
     sku: str = Field(min_length=1, max_length=64)
     seller_id: str = Field(min_length=1, max_length=64)
     unit_price_fen: UnitPrice
-    name: dict[str, str]
+    name: dict[str, ProductName]
 
 
 class LotSeed(NoNul):

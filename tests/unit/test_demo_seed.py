@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from caravan.checkout import REPO_ROOT
 from caravan.cli import DEMO_SEED
 from caravan.demo import cannot_drive, demo_orders
-from shared.seed import SeedFile
+from shared.seed import MAX_NAME_CHARS, SeedFile
 
 DEMO: dict[str, Any] = json.loads(DEMO_SEED.read_text())
 
@@ -130,6 +130,26 @@ def test_a_price_or_credit_limit_beyond_its_bound_is_refused_naming_it_and_the_b
     assert (
         "buyers.0.credit_limit_fen: a credit limit is at most 10000000000000000 "
         "fen (10^14 CNY)" in said
+    ), said
+
+
+def test_a_product_name_past_its_bound_is_refused_naming_it_and_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A name of 5,000 characters loaded, and an order's text naming it took 76 SMS parts.
+    Refused by ``caravan seed`` now, naming the product, the language and the bound."""
+    product = DEMO["products"][0]
+    at_most = {**product, "name": {**product["name"], "en": "n" * MAX_NAME_CHARS}}
+    assert seed(products=[at_most]).products[0].name["en"] == "n" * MAX_NAME_CHARS
+    beyond = {**product, "name": {**product["name"], "ug-CN": "ن" * 5000}}
+    path = tmp_path / "beyond.json"
+    path.write_text(json.dumps({**DEMO, "products": [beyond, *DEMO["products"][1:]]}))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.replace("│", " ").split())
+    assert (
+        "products.0.name.ug-CN: a product's name is at most 64 characters, this one has 5000:"
+        " an order's texts name its products" in said
     ), said
 
 

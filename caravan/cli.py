@@ -311,10 +311,10 @@ def _up(
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
         while True:
-            said = procs.supervise(checkout.paused())
-            for line in said:
+            before = dict(procs.procs)
+            for line in procs.supervise(checkout.paused()):
                 console.print(line)
-            if said:
+            if procs.procs != before:  # stopped, started again (after a while), resumed
                 system.record_processes(pid_file, {**procs.procs, "dashboard": board})
             time.sleep(0.5)
     except KeyboardInterrupt:

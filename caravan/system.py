@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from caravan import checkout, db_roles, kafka_acls
@@ -34,6 +35,7 @@ from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES
+from shared.backoff import exponential_step
 from shared.db.migrate import migrations_folder, upgrade
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
@@ -373,7 +375,63 @@ def process_groups(names: tuple[str, ...], processes: int) -> list[tuple[str, ..
 
 
 MAX_EXITS = 5
-"""Exits within a minute after which ``caravan up`` stops restarting a service and stops."""
+"""Exits within a minute after which ``caravan up`` says that a process keeps exiting, and
+starts it again only at the longest backoff."""
+RAN_LONG = 60.0
+"""Seconds a process runs after which its next exit starts the backoff afresh."""
+# A hidden setting, for the tests of `caravan up`:
+RESTART_BACKOFF_VAR = "CARAVAN_UP_RESTART_BACKOFF"  # "FIRST,LONGEST" seconds: "1,30"
+
+
+def restart_backoff() -> tuple[float, float]:
+    """The first and the longest wait before ``caravan up`` starts again what exited."""
+    first, longest = os.environ.get(RESTART_BACKOFF_VAR, "1,30").split(",")
+    return float(first), float(longest)
+
+
+@dataclass
+class Restarts:
+    """When ``caravan up`` starts again a process that exited by itself: ``first`` seconds
+    after its first exit, twice as long after each exit that follows, at most ``longest``;
+    afresh once it has run a minute (:data:`RAN_LONG`). Past :data:`MAX_EXITS` exits within a
+    minute it is started again every ``longest`` seconds, said once in red: it never stops the
+    rest of the system."""
+
+    first: float
+    longest: float
+    exits: list[float] = field(default_factory=list)  # since it last ran a minute
+    started: float = -RAN_LONG  # when it was last started
+    due: float | None = None  # when to start it again (None: it runs)
+    warned: bool = False
+
+    def exited(self, name: str, pid: int | None, what: str, log: Path, now: float) -> Text:
+        """Note that the process ``name`` (``pid``) exited at ``now`` (``what`` says how:
+        ``exited with 1``); the line that says so, and when it starts again."""
+        if now - self.started >= RAN_LONG:
+            self.exits, self.warned = [], False
+        self.exits.append(now)
+        within = sum(now - t < 60.0 for t in self.exits)
+        if within >= MAX_EXITS:
+            wait = self.longest
+        else:
+            wait = exponential_step(len(self.exits), self.first, self.longest)
+        self.due = now + wait
+        if within < MAX_EXITS or self.warned:
+            who = name if pid is None else f"{name} (pid {pid})"
+            return Text(f"{who} {what}: see {log}; starting it again in {wait:g} s")
+        self.warned = True
+        return Text(
+            f"{name} keeps exiting ({within} times within a minute): see {log}; "
+            f"retrying every {wait:g} s",
+            "red",
+        )
+
+    def start_due(self, now: float) -> bool:
+        """Whether it is time to start it again (then noted as started at ``now``)."""
+        if self.due is None or now < self.due:
+            return False
+        self.due, self.started = None, now
+        return True
 
 
 @dataclass
@@ -385,7 +443,8 @@ class ServiceProcesses:
     log_dir: Path
     processes: int = len(SERVICES)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    exits: dict[str, list[float]] = field(default_factory=dict)  # when each exited by itself
+    restarts: dict[str, Restarts] = field(default_factory=dict)  # of those that exited
+    backoff: tuple[float, float] = field(default_factory=restart_backoff)
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
@@ -429,36 +488,36 @@ class ServiceProcesses:
                     f"service {name} exited with {proc.returncode}; see {self.log_dir / name}.log"
                 )
 
-    def supervise(self, paused: set[str], now: float | None = None) -> list[str]:
+    def supervise(self, paused: set[str], now: float | None = None) -> list[Text]:
         """One round of ``caravan up``'s watch over the services' processes: stop those hosting
         a service that ``caravan pause`` paused (a consumer group is rewound only while none
         of its members runs), start again those no longer paused, and start again a process
-        that exited by itself, unless it exited :data:`MAX_EXITS` times within a minute
-        (then :class:`OperatorError`: it would only exit again). What it did, a line each."""
+        that exited by itself, after a backoff (:class:`Restarts`). What it did, a line each."""
         now = time.monotonic() if now is None else now
         said = []
         for key, proc in list(self.procs.items()):
             names = key.split("+")
             if set(names) & paused:
                 self.stop([key])
-                said.append(f"paused {', '.join(names)}")
+                said.append(Text(f"paused {', '.join(names)}"))
             elif proc.poll() is not None:
-                exits = [t for t in self.exits.get(key, []) if now - t < 60.0] + [now]
-                self.exits[key] = exits
-                log = self.log_dir / f"{key}.log"
-                if len(exits) >= MAX_EXITS:
-                    raise OperatorError(
-                        f"service {key} exited {len(exits)} times within a minute (the last "
-                        f"with {proc.returncode}); see {log}"
-                    )
                 del self.procs[key]
-                self.start(tuple(names))
-                said.append(f"service {key} exited with {proc.returncode}; started again ({log})")
+                restarts = self.restarts.setdefault(key, Restarts(*self.backoff))
+                what, log = f"exited with {proc.returncode}", self.log_dir / f"{key}.log"
+                said.append(restarts.exited(f"service {key}", proc.pid, what, log, now))
+        waiting = set()
+        for key, restarts in self.restarts.items():
+            if set(key.split("+")) & paused:
+                restarts.due = None  # paused meanwhile: `caravan resume` starts it
+            elif restarts.start_due(now):
+                self.start(tuple(key.split("+")))
+            elif restarts.due is not None:
+                waiting.update(key.split("+"))
         running = set(self.services())
         for group in process_groups(SERVICES, self.processes):
-            if not set(group) & (paused | running):
+            if not set(group) & (paused | running | waiting):
                 self.start(group)
-                said.append(f"resumed {', '.join(group)}")
+                said.append(Text(f"resumed {', '.join(group)}"))
         return said
 
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:

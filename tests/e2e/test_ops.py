@@ -333,7 +333,9 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
 
     hosts = caravan.procs.hosts(("notifications",))
     paused = await asyncio.to_thread(caravan.procs.supervise, {"notifications"})
-    assert paused == [f"paused {', '.join(key.split('+'))}" for key in hosts]
+    assert [line.plain for line in paused] == [
+        f"paused {', '.join(key.split('+'))}" for key in hosts
+    ]
     assert caravan.procs.hosts(("notifications",)) == []
     try:
         result = await replay(
@@ -352,7 +354,9 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
     finally:
         resumed = await asyncio.to_thread(caravan.procs.supervise, set())
         await asyncio.to_thread(system.wait_ready, caravan.procs)
-    assert resumed == [f"resumed {', '.join(key.split('+'))}" for key in hosts]
+    assert [line.plain for line in resumed] == [
+        f"resumed {', '.join(key.split('+'))}" for key in hosts
+    ]
     sent = await caravan.wait_for(
         lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
     )
@@ -361,10 +365,17 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
     assert len({(e.data["to"], e.data["text"]) for e in sent}) == len(sent)  # once each
 
     [key] = caravan.procs.hosts(("notifications",))
-    caravan.procs.procs[key].kill()
-    await asyncio.to_thread(caravan.procs.procs[key].wait)
-    restarted = await asyncio.to_thread(caravan.procs.supervise, set())
-    assert [line.split(";")[0] for line in restarted] == [f"service {key} exited with -9"]
+    dead = caravan.procs.procs[key]
+    dead.kill()
+    await asyncio.to_thread(dead.wait)
+    exited = await asyncio.to_thread(caravan.procs.supervise, set())
+    said = f"service {key} (pid {dead.pid}) exited with -9: see "
+    assert [line.plain[: len(said)] for line in exited] == [said]
+    await until(  # a second later (a backoff: README)
+        lambda: asyncio.to_thread(caravan.procs.supervise, set()),
+        f"{key} started again",
+        ready=lambda said: key in caravan.procs.procs,
+    )
     await asyncio.to_thread(system.wait_ready, caravan.procs)
     req = order()
     await caravan.request(req)

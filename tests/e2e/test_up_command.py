@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -37,8 +38,8 @@ UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the sess
 UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
 DASHBOARD_PORT = UP_HTTP_PORT + 5
 ORDERS = 4
-# docs/running.md: in a few seconds (a service is killed 15 s after it was asked)
-STOP_SECONDS = 15.0
+NAMED = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")  # what names servers to caravan up
+STOP_SECONDS = 15.0  # docs/running.md: in a few seconds (killed 15 s after it was asked)
 
 
 @pytest.fixture
@@ -174,6 +175,26 @@ def caravan_up(
         system.stop_leftovers(cwd / ".cache" / "up.pids")
 
 
+async def demo_beside(root: Path, env: dict[str, str], database_url: str, but: set[str]) -> None:
+    """``caravan demo --orders 2`` beside the ``caravan up`` run from ``root``, finding it as
+    docs/running.md says (``.cache/up.env.json``): both orders to their outcome, as its
+    summary says (``but``: the refs of the orders held before)."""
+    demo_env = {k: v for k, v in env.items() if k not in (*NAMED, "CARAVAN_HTTP_PORT")}
+    demo = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "caravan", "demo", "--orders", "2"],
+        cwd=root,
+        env=demo_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    more = await orders_held(database_url, but)
+    assert len(more) == 2
+    agree(summary(demo.stdout.splitlines()), more)
+
+
 def said(cwd: Path) -> list[str]:
     """What :func:`caravan_up` in ``cwd`` has said so far, line by line."""
     return (cwd / "said.txt").read_text().splitlines()
@@ -210,21 +231,7 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
         assert len(held) == ORDERS
         agree(summary(shown), held)
 
-        # `caravan demo` beside it, finding it as docs/running.md says (.cache/up.env.json).
-        demo_env = {k: v for k, v in env.items() if k not in (*servers, "CARAVAN_HTTP_PORT")}
-        demo = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "caravan", "demo", "--orders", "2"],
-            cwd=root,
-            env=demo_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert demo.returncode == 0, demo.stdout + demo.stderr
-        more = await orders_held(servers["DATABASE_URL"], but=set(held))
-        assert len(more) == 2
-        agree(summary(demo.stdout.splitlines()), more)
+        await demo_beside(root, env, servers["DATABASE_URL"], but=set(held))
 
         assert up.poll() is None, said(root)  # still up, after the demo and beside it
         recorded = checkout.recorded_processes(root / ".cache" / "up.pids")
@@ -246,3 +253,85 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
     assert not left, f"still running: {[names.get(pid, pid) for pid in sorted(left)]}"
     assert not (root / ".cache" / "up.pids").exists()
     assert not (root / ".cache" / "up.env.json").exists()
+
+
+def up_env(**named: str) -> dict[str, str]:
+    """The environment of a ``caravan up`` on the servers ``named`` (none: its own) that
+    starts again what exits after 0.2 s, doubling up to 1 s (a hidden setting; 1 s up to 30 s
+    otherwise)."""
+    return {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+        },
+        **named,
+        "CARAVAN_HTTP_PORT": str(UP_HTTP_PORT),
+        system.RESTART_BACKOFF_VAR: "0.2,1",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "1000",
+    }
+
+
+async def ready(up: subprocess.Popen[bytes], root: Path) -> list[str]:
+    """What ``caravan up`` said until it was ready (it ran on)."""
+    shown = await until(
+        lambda: said(root),
+        lambda seen: "caravan up to be ready:\n" + "\n".join(seen),
+        timeout=120,
+        every=0.2,
+        ready=lambda seen: "Press Ctrl-C to stop." in seen or up.poll() is not None,
+    )
+    assert shown[-1] == "Press Ctrl-C to stop.", shown
+    return shown
+
+
+async def test_a_service_that_keeps_exiting_is_started_again_with_backoff_and_the_rest_goes_on(
+    servers: dict[str, str], tmp_path: Path
+) -> None:
+    """``kill -9`` of payments five times: each time started again, after 0.2, 0.4, 0.8 and
+    1 s; the fifth said once, in red, and still started again. It used to stop ``caravan up``
+    and every other service with it (``service payments exited 5 times within a minute``)."""
+    root = checkout_copy(tmp_path)
+    pids = root / ".cache" / "up.pids"
+    log = root / ".cache" / "logs" / "payments.log"
+    with caravan_up(["--dashboard-port", str(DASHBOARD_PORT)], root, up_env(**servers)) as up:
+        await ready(up, root)
+        killed: list[int] = []
+        for _ in range(system.MAX_EXITS):
+            pid = await until(
+                lambda: int(checkout.recorded_processes(pids).get("payments", {}).get("pid", 0)),
+                lambda seen: f"payments started again (pid {seen}, killed {killed}): {said(root)}",
+                ready=lambda pid: pid not in (0, *killed) and started_at(pid) is not None,
+            )
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        again = await until(  # started again all the same, and it serves
+            lambda: int(checkout.recorded_processes(pids).get("payments", {}).get("pid", 0)),
+            lambda seen: f"payments started again after {killed}: {said(root)}",
+            ready=lambda pid: pid not in (0, *killed),
+        )
+        await until(
+            lambda: asyncio.to_thread(answers, UP_HTTP_PORT + SERVICES.index("payments")),
+            f"payments (pid {again}) to answer /healthz",
+            timeout=60,
+        )
+        assert up.poll() is None, said(root)
+        assert answers(UP_HTTP_PORT), "orders went on"
+        lines = [line for line in said(root) if "payments" in line]
+    waits = ["0.2", "0.4", "0.8", "1"]
+    assert lines == [
+        *(
+            f"service payments (pid {pid}) exited with -9: see {log}; starting it again in {s} s"
+            for pid, s in zip(killed, waits, strict=False)
+        ),
+        f"service payments keeps exiting (5 times within a minute): see {log}; retrying every 1 s",
+    ]
+
+
+def answers(port: int) -> bool:
+    """Whether the service on ``port`` answers ``/healthz`` with 200."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -13,13 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import checkout, cli, system
-from caravan.output import OperatorError
 from services import SERVICES
 from tests.unit.conftest import Caravan
 
 
 class Exited:
     """A process that has exited with ``code``."""
+
+    pid = 1
 
     def __init__(self, code: int) -> None:
         self.returncode = code
@@ -28,28 +29,53 @@ class Exited:
         return self.returncode
 
 
-def test_a_service_that_keeps_exiting_stops_caravan_up_instead_of_starting_for_ever(
+def test_a_service_that_keeps_exiting_is_started_again_ever_later_and_said_once_in_red(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    procs = system.ServiceProcesses({}, tmp_path)
-    started: list[tuple[str, ...]] = []
+    """After 1 s, then 2, 4, 8; past five exits within a minute every 30 s, said once in red;
+    the others go on. It stopped ``caravan up``, and every service, at the fifth."""
+    procs = system.ServiceProcesses({}, tmp_path, backoff=(1.0, 30.0))
+    now, started = 100.0, []
 
     def start(names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
-        started.append(names)
-        for name in names:
-            procs.procs[name] = Exited(1)  # type: ignore[assignment]
+        assert names == ("orders",)  # only it, and not "resumed" while it waits
+        started.append(now)
+        procs.procs["orders"] = Exited(1)  # type: ignore[assignment]
 
     monkeypatch.setattr(procs, "start", start)
     for name in SERVICES:
-        procs.procs[name] = Exited(0) if name == "orders" else _Running()  # type: ignore[assignment]
-    for second in range(system.MAX_EXITS - 1):
-        said = procs.supervise(set(), now=100.0 + second)
-        assert len(said) == 1 and said[0].startswith("service orders exited with")
-    with pytest.raises(OperatorError, match="orders exited 5 times within a minute"):
-        procs.supervise(set(), now=104.0)
-    assert started == [("orders",)] * (system.MAX_EXITS - 1)
-    procs.exits["orders"] = [0.0] * 10  # long ago: counted no more
-    assert procs.supervise(set(), now=1000.0)[0].startswith("service orders exited with 1")
+        procs.procs[name] = Exited(1) if name == "orders" else _Running()  # type: ignore[assignment]
+    said = []
+    while now < 200.0:  # a round each half second, as caravan up's
+        said += procs.supervise(set(), now=now)
+        now += 0.5
+    assert started == [101.0, 103.5, 108.0, 116.5, 147.0, 177.5]
+    log = tmp_path / "orders.log"
+    exited = f"service orders (pid 1) exited with 1: see {log}; starting it again in"
+    assert [line.plain for line in said] == [
+        *(f"{exited} {wait} s" for wait in (1, 2, 4, 8)),
+        f"service orders keeps exiting (5 times within a minute): see {log}; retrying every 30 s",
+        f"{exited} 30 s",
+        f"{exited} 30 s",
+    ]
+    assert [line.style for line in said] == ["", "", "", "", "red", "", ""]
+    assert procs.supervise(set(), now=208.0) == []  # started again; it runs a minute
+    assert [line.plain for line in procs.supervise(set(), now=270.0)] == [f"{exited} 1 s"]
+
+
+def test_a_service_paused_while_it_waits_to_start_again_is_started_by_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    procs = system.ServiceProcesses({}, tmp_path, processes=1, backoff=(1.0, 30.0))
+    started = []
+    monkeypatch.setattr(procs, "start", lambda names=SERVICES: started.append(names))
+    procs.procs["+".join(SERVICES)] = Exited(-9)  # type: ignore[assignment]
+    procs.supervise(set(), now=100.0)
+    assert procs.supervise({"orders"}, now=101.0) == [] and started == []
+    assert [line.plain for line in procs.supervise(set(), now=102.0)] == [
+        f"resumed {', '.join(SERVICES)}"
+    ]
+    assert started == [SERVICES]
 
 
 class _Running:

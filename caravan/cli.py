@@ -250,10 +250,12 @@ def _up(
         (checkout.PAUSED / name).unlink()
     settings = Settings()
     started = time.monotonic()
+    kafka_port, postgres_port = system.local_ports(kafka_nodes)
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
             kafka_nodes=kafka_nodes,
-            kafka_port=9092 if kafka_nodes == 1 else 19092,
+            kafka_port=kafka_port,
+            postgres_port=postgres_port,
             kafka_sasl=kafka_sasl,
             named=system.named_servers(settings),
         )
@@ -310,9 +312,11 @@ def _up(
             _load(infra.database_url, seed)
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
+        watched = infra.watched(procs.backoff)
         while True:
-            before = dict(procs.procs)
-            for line in procs.supervise(checkout.paused()):
+            now, before = time.monotonic(), dict(procs.procs)
+            said = [line for process in watched for line in process.supervise(now)]
+            for line in [*said, *procs.supervise(checkout.paused(), now)]:
                 console.print(line)
             if procs.procs != before:  # stopped, started again (after a while), resumed
                 system.record_processes(pid_file, {**procs.procs, "dashboard": board})

@@ -13,6 +13,7 @@ caravan/db_roles.py) and, on a SASL broker, its own Kafka principal (caravan/kaf
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -75,6 +76,22 @@ class Infrastructure:
         self.stoppers.clear()
         if failed is not None:
             raise failed
+
+    def watched(self, backoff: tuple[float, float]) -> list["Watched"]:
+        """The processes of the Kafka and the PostgreSQL it runs itself (not those named in
+        the settings, nor containers), to watch as ``caravan up`` watches its services."""
+        found = []
+        if self.local_postgres is not None:
+            pg = self.local_postgres
+            found.append(Watched("PostgreSQL", pg.logfile, pg.pid, pg.start, Restarts(*backoff)))
+        if self.local_kafka is not None:
+            kafka = self.local_kafka
+            for index in range(kafka.nodes):
+                name = "Kafka" if kafka.nodes == 1 else f"Kafka node {index}"
+                pid = functools.partial(kafka.pid, index)
+                start = functools.partial(kafka.restart, index)
+                found.append(Watched(name, kafka.logfile(index), pid, start, Restarts(*backoff)))
+        return found
 
 
 def docker_available() -> bool:
@@ -379,14 +396,21 @@ MAX_EXITS = 5
 starts it again only at the longest backoff."""
 RAN_LONG = 60.0
 """Seconds a process runs after which its next exit starts the backoff afresh."""
-# A hidden setting, for the tests of `caravan up`:
+# Hidden settings, for the tests of `caravan up` (README: its own brokers' ports are fixed):
 RESTART_BACKOFF_VAR = "CARAVAN_UP_RESTART_BACKOFF"  # "FIRST,LONGEST" seconds: "1,30"
+LOCAL_PORTS_VAR = "CARAVAN_UP_LOCAL_PORTS"  # "KAFKA,POSTGRES": its own broker's, cluster's
 
 
 def restart_backoff() -> tuple[float, float]:
     """The first and the longest wait before ``caravan up`` starts again what exited."""
     first, longest = os.environ.get(RESTART_BACKOFF_VAR, "1,30").split(",")
     return float(first), float(longest)
+
+
+def local_ports(kafka_nodes: int) -> tuple[int, int]:
+    """The ports of the Kafka (its first node) and the PostgreSQL ``caravan up`` runs itself."""
+    kafka, _, postgres = os.environ.get(LOCAL_PORTS_VAR, "").partition(",")
+    return int(kafka or (9092 if kafka_nodes == 1 else 19092)), int(postgres or 15432)
 
 
 @dataclass
@@ -432,6 +456,35 @@ class Restarts:
             return False
         self.due, self.started = None, now
         return True
+
+
+@dataclass
+class Watched:
+    """A process that ``caravan up`` started itself beside the services (its PostgreSQL, a
+    node of its Kafka): its name, log, pid (None once it has exited) and how to start it."""
+
+    name: str
+    log: Path
+    pid: Callable[[], int | None]
+    start: Callable[[], object]
+    restarts: Restarts
+    last_pid: int | None = None
+
+    def supervise(self, now: float) -> list[Text]:
+        """Start it again when due; say so if it exited (or did not start again)."""
+        if self.restarts.start_due(now):
+            try:
+                self.start()
+            except Exception as exc:  # a port taken meanwhile, a disk full: try again later
+                what = f"did not start again ({exc})"
+                return [self.restarts.exited(self.name, None, what, self.log, now)]
+        if self.restarts.due is not None:
+            return []
+        pid = self.pid()
+        if pid is not None:
+            self.last_pid = pid
+            return []
+        return [self.restarts.exited(self.name, self.last_pid, "exited", self.log, now)]
 
 
 @dataclass

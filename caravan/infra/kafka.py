@@ -312,6 +312,14 @@ class LocalKafka:
             node.pidfile.unlink(missing_ok=True)
             self._procs.pop(node.index, None)
 
+    def pid(self, node: int) -> int | None:
+        """The pid of node ``node``'s JVM if it runs, else None."""
+        return self._pid(self._nodes[node])
+
+    def logfile(self, node: int) -> Path:
+        """Node ``node``'s log."""
+        return self._nodes[node].logfile
+
     def kill(self, node: int) -> None:
         """SIGKILL one node (for fault tests)."""
         target = self._nodes[node]

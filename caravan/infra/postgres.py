@@ -200,6 +200,11 @@ class LocalPostgres:
             return False
         return self._pg_ctl("status", check=False).returncode == 0
 
+    def pid(self) -> int | None:
+        """The postmaster's pid (its ``postmaster.pid``) while it runs, else None."""
+        pid, command = self._recorded_pid()
+        return pid if b"postgres" in command else None
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the ``caravan`` database accepts a connection and answers ``select 1``.
 
@@ -281,14 +286,18 @@ class LocalPostgres:
         take that program for a running server (no start, then no connection), and the
         postmaster refuses to start beside a lock file of a live pid. A dead pid is left to
         them: they handle it."""
-        pid_file = self.data_dir / "postmaster.pid"
+        pid, command = self._recorded_pid()
+        if pid is not None and b"postgres" not in command:
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+
+    def _recorded_pid(self) -> tuple[int | None, bytes]:
+        """The pid ``postmaster.pid`` records and that process's command line (None and
+        nothing: no file, or no such process)."""
         try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            return pid, Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
-            return
-        if b"postgres" not in command:
-            pid_file.unlink(missing_ok=True)
+            return None, b""
 
     def _configure(self) -> None:
         """Write our settings and ``pg_hba.conf`` (the cluster is stopped): also brings a

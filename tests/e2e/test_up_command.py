@@ -11,6 +11,7 @@ the session's server."""
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,14 +31,17 @@ from sqlalchemy.pool import NullPool
 
 from caravan import checkout, system
 from caravan.checkout import REPO_ROOT
+from caravan.infra.kafka import LocalKafka
+from caravan.infra.postgres import LocalPostgres
 from services import SERVICES
-from tests.conftest import HTTP_PORT, KAFKA_PORT
+from tests.conftest import HTTP_PORT, KAFKA_PORT, POSTGRES_PORT
 from tests.harness import TERMINAL, scratch_database, until
 
 UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the session's
 UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
 DASHBOARD_PORT = UP_HTTP_PORT + 5
 ORDERS = 4
+UP_POSTGRES_PORT = POSTGRES_PORT + 1  # where it runs its own (system.LOCAL_PORTS_VAR)
 NAMED = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")  # what names servers to caravan up
 STOP_SECONDS = 15.0  # docs/running.md: in a few seconds (killed 15 s after it was asked)
 
@@ -335,3 +339,51 @@ def answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def test_caravan_up_starts_its_own_postgresql_and_kafka_again_when_they_exit(
+    tmp_path: Path,
+) -> None:
+    """Its PostgreSQL stopped by hand, then its Kafka broker killed: ``caravan up`` names each
+    at once, with its log, and starts it again; demo orders then go through. It watched only
+    its services: it said nothing, and nothing started them again."""
+    root = checkout_copy(tmp_path)
+    (root / "infra").symlink_to(REPO_ROOT / "infra")  # to run Kafka: its pom and logging,
+    (root / ".cache").mkdir()
+    (root / ".cache" / "kafka").symlink_to(REPO_ROOT / ".cache" / "kafka")  # the jars fetched
+    env = {**up_env(), system.LOCAL_PORTS_VAR: f"{UP_KAFKA_PORT},{UP_POSTGRES_PORT}"}
+    pg = LocalPostgres(root / ".cache" / f"postgres-{UP_POSTGRES_PORT}", port=UP_POSTGRES_PORT)
+    kafka = LocalKafka(root / ".cache" / f"kafka-{UP_KAFKA_PORT}", first_port=UP_KAFKA_PORT)
+    args = ["--demo", "--orders", "0", "--dashboard-port", str(DASHBOARD_PORT)]
+    try:
+        with caravan_up(args, root, env) as up:
+            shown = await ready(up, root)
+            assert f"Kafka: 127.0.0.1:{UP_KAFKA_PORT} (local (1 node))" in shown
+            await started_again(
+                root, "PostgreSQL", pg.pid, pg.logfile, lambda: pg.stop("immediate")
+            )
+            kafka_pid, kill = (functools.partial(f, 0) for f in (kafka.pid, kafka.kill))
+            await started_again(root, "Kafka", kafka_pid, kafka.logfile(0), kill)
+            await asyncio.to_thread(kafka.wait_ready)
+            await demo_beside(root, env, pg.url, but=set())
+            assert up.poll() is None, said(root)
+    finally:
+        if not pg.root.is_relative_to(tmp_path):  # its /var/tmp fallback (a long path)
+            shutil.rmtree(pg.root, ignore_errors=True)
+
+
+async def started_again(
+    root: Path, name: str, pid: Callable[[], int | None], log: Path, stop: Callable[[], object]
+) -> None:
+    """``stop()`` the process ``name`` of the ``caravan up`` run from ``root``: it says so at
+    once, naming its log, and starts it again (``pid()`` then another)."""
+    was = pid()
+    assert was is not None, name
+    stop()
+    line = f"{name} (pid {was}) exited: see {log}; starting it again in 0.2 s"
+    await until(
+        lambda: said(root),
+        lambda seen: f"{line!r} among:\n" + "\n".join(seen),
+        ready=lambda seen: line in seen,
+    )
+    await until(pid, f"{name} started again", timeout=60, ready=lambda now: now not in (None, was))

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import checkout, cli, system
+from caravan.output import OperatorError
 from services import SERVICES
 from tests.unit.conftest import Caravan
 
@@ -76,6 +77,30 @@ def test_a_service_paused_while_it_waits_to_start_again_is_started_by_resume(
         f"resumed {', '.join(SERVICES)}"
     ]
     assert started == [SERVICES]
+
+
+def test_postgresql_or_kafka_that_does_not_start_again_is_tried_again_later(
+    tmp_path: Path,
+) -> None:
+    tries: list[int] = []
+
+    def start() -> None:
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise OperatorError("port 15432 is in use by a program other than PostgreSQL")
+
+    log = tmp_path / "postgres.log"
+    pg = system.Watched("PostgreSQL", log, lambda: None, start, system.Restarts(1.0, 30.0))
+    pg.last_pid = 7
+    assert [line.plain for line in pg.supervise(100.0)] == [
+        f"PostgreSQL (pid 7) exited: see {log}; starting it again in 1 s"
+    ]
+    assert [line.plain for line in pg.supervise(101.0)] == [
+        f"PostgreSQL did not start again (port 15432 is in use by a program other than "
+        f"PostgreSQL): see {log}; starting it again in 2 s"
+    ]
+    pg.pid = lambda: 8
+    assert pg.supervise(103.0) == [] and tries == [0, 1] and pg.last_pid == 8
 
 
 class _Running:

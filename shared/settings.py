@@ -327,6 +327,23 @@ class Settings(CalendarSettings):
         return asyncpg_url(self.database_url.get_secret_value())
 
 
+def claim_lease(settings: Settings, lease: str, timeout: str) -> float:
+    """The setting ``lease`` (how long an instance holds a row it claimed to make a call to
+    another system), refused unless longer than the setting ``timeout`` (how long that call
+    may wait): a row whose lease ran out during its call would be claimed by another instance
+    and the call made a second time while the first still ran. A service's bootstrap asks
+    for its lease so, and so refuses to start (the others and the CLI are not stopped)."""
+    seconds, call = float(getattr(settings, lease)), float(getattr(settings, timeout))
+    if seconds <= call:
+        prefix = Settings.model_config.get("env_prefix", "")
+        raise ValueError(
+            f"{prefix}{lease.upper()} ({seconds:g} s) must be longer than"
+            f" {prefix}{timeout.upper()} ({call:g} s): a call still in flight when its lease"
+            " runs out is made again by another instance"
+        )
+    return seconds
+
+
 def asyncpg_url(url: str) -> str:
     """A PostgreSQL URL with the asyncpg driver, whatever scheme it was given in; the one
     place that knows the schemes DATABASE_URL may have (whoever connects by a URL)."""

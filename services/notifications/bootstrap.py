@@ -19,7 +19,7 @@ from services.notifications.handlers import SMS_QUEUED
 from shared.db import driver
 from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
-from shared.settings import Settings
+from shared.settings import Settings, claim_lease
 
 
 def make_gateway(settings: Settings) -> SmsGateway:
@@ -85,9 +85,9 @@ def receipts_url(settings: Settings) -> str:
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
-    lease = settings.notifications_lease_seconds
-    if lease <= settings.notifications_gateway_timeout_seconds:
-        raise ValueError("the dispatch lease must be longer than the gateway timeout")
+    lease = claim_lease(
+        settings, "notifications_lease_seconds", "notifications_gateway_timeout_seconds"
+    )
     return DeliveryPolicy(
         retry=RetryPolicy(
             max_attempts=settings.notifications_max_attempts,

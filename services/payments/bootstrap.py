@@ -11,10 +11,11 @@ from services.payments.entrypoints.subscribers import subscriptions
 from services.payments.handlers import GATEWAY_WORK
 from services.payments.prepaid import payments_by_status
 from shared.runtime import Service, build_service
-from shared.settings import Settings
+from shared.settings import Settings, claim_lease
 
 
 def bootstrap(settings: Settings) -> Service:
+    claim_lease(settings, "payments_gateway_lease_seconds", "payments_gateway_timeout_seconds")
     service = build_service("payments", settings, metadata)
     for sub in subscriptions(settings.payments_monthly_interest_bp):
         service.subscribe(sub)

@@ -13,13 +13,11 @@ from services.platform.entrypoints.subscribers import callback_loop, prune_loop,
 from services.platform.handlers import CALLBACKS_DUE, Accepted, sample_problems
 from services.platform.metrics import start_at_zero_for
 from shared.runtime import Service, build_service
-from shared.settings import Settings
+from shared.settings import Settings, claim_lease
 
 
 def callback_policy(settings: Settings) -> CallbackPolicy:
-    lease = settings.platform_callback_lease_seconds
-    if lease <= settings.platform_api_timeout_seconds:
-        raise ValueError("the callback lease must be longer than the platform API timeout")
+    lease = claim_lease(settings, "platform_callback_lease_seconds", "platform_api_timeout_seconds")
     return CallbackPolicy(
         Backoff(
             max_attempts=settings.platform_callback_max_attempts,

@@ -1,0 +1,45 @@
+"""A claim's lease must outlast the call it covers: a row whose lease runs out while its call
+is in flight is claimed by another instance and the call made again (a prepaid charge sent a
+second time under its key, a text sent twice). Each service whose loop claims rows for a call
+refuses to start with a lease no longer than that call's timeout (``claim_lease``)."""
+
+import pytest
+
+from services.notifications.bootstrap import delivery_policy
+from services.payments.bootstrap import bootstrap as payments_bootstrap
+from services.platform.bootstrap import callback_policy
+from shared.settings import Settings, claim_lease
+
+ANY_DB = "postgresql://caravan@127.0.0.1:1/caravan"  # never connected to: nothing is started
+
+
+def test_a_lease_longer_than_the_timeout_is_taken() -> None:
+    settings = Settings(payments_gateway_timeout_seconds=30, payments_gateway_lease_seconds=31)
+    lease = claim_lease(
+        settings, "payments_gateway_lease_seconds", "payments_gateway_timeout_seconds"
+    )
+    assert lease == 31
+
+
+@pytest.mark.parametrize("timeout", [10, 30])
+async def test_payments_refuses_a_lease_no_longer_than_the_gateway_timeout(timeout: int) -> None:
+    """The default lease (10 s) with a 30 s gateway timeout: a second instance would claim a
+    charge still in flight after 10 s and send it again under the same key. (In a loop: the
+    service is composed in one, as it is when run; nothing connects until it is served.)"""
+    settings = Settings(database_url=ANY_DB, payments_gateway_timeout_seconds=timeout)
+    with pytest.raises(ValueError) as refused:
+        payments_bootstrap(settings)
+    assert str(refused.value) == (
+        f"CARAVAN_PAYMENTS_GATEWAY_LEASE_SECONDS (10 s) must be longer than"
+        f" CARAVAN_PAYMENTS_GATEWAY_TIMEOUT_SECONDS ({timeout} s): a call still in flight when"
+        " its lease runs out is made again by another instance"
+    )
+
+
+def test_notifications_and_platform_refuse_theirs_the_same_way() -> None:
+    with pytest.raises(ValueError, match=r"^CARAVAN_NOTIFICATIONS_LEASE_SECONDS .* longer than"):
+        delivery_policy(Settings(notifications_gateway_timeout_seconds=30))
+    with pytest.raises(ValueError, match=r"^CARAVAN_PLATFORM_CALLBACK_LEASE_SECONDS .* longer"):
+        callback_policy(Settings(platform_api_timeout_seconds=30))
+    assert delivery_policy(Settings()).lease_seconds == 30
+    assert callback_policy(Settings()).lease_seconds == 30

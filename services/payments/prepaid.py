@@ -26,20 +26,37 @@ order cancelled meanwhile (``order.cancelled`` turns ``charging`` or a prepaid
 ``authorized`` into ``voiding``) is voided at the gateway by key, which also refuses a
 charge still in flight; then it is ``voided``, and the charge, if it was posted, reversed.
 An outcome arriving after that finds the row no longer ``charging`` and changes nothing.
+A void the gateway refuses for good (:class:`VoidRefused`: a charge settled already) is not
+asked again: the payment is ``void_refused``, the charge standing, what the buyer paid owed
+back to them (``refund_owed_fen``, ``buyer_refund_payable`` in the ledger), the gateway's
+answer kept (``gateway_refusal``), counted (``caravan_payments_void_refused_total``) and
+alerted on, for operations to refund by hand.
 """
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, PaymentGateway
+from services.payments.adapters import ledger as ledger_store
+from services.payments.adapters.gateway import (
+    ChargeResult,
+    GatewayUnavailable,
+    PaymentGateway,
+    VoidRefused,
+)
 from services.payments.adapters.tables import payments
 from services.payments.domain import ledger
-from services.payments.handlers import post_charge, reverse_charge, set_payables
+from services.payments.handlers import (
+    charge_txn,
+    post_charge,
+    reverse_charge,
+    set_payables,
+    void_txn,
+)
 from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
 from shared.logs import working_for
@@ -165,6 +182,44 @@ async def record_voided(tx: Tx, work: Work) -> bool:
     return True
 
 
+async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
+    """The gateway refused for good to void the order's key: the charge stands, and what the
+    buyer paid is owed back to them (the sellers' payables cancelled: the order is)."""
+    row = (
+        await tx.conn.execute(
+            update(payments)
+            .where(payments.c.order_id == work.order_id, payments.c.status == "voiding")
+            .values(
+                status="void_refused",
+                refund_owed_fen=work.amount_fen,
+                gateway_refusal=refusal,
+                next_attempt_at=None,
+                updated_at=func.now(),
+            )
+            .returning(payments.c.order_id)
+        )
+    ).first()
+    if row is None:
+        return False
+    charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
+    ledger_store.post(
+        tx,
+        void_txn(work.order_id),
+        "prepaid_void_refused",
+        ledger.prepaid_void_refused(charged, work.amount_fen),
+        order_id=work.order_id,
+    )
+    await set_payables(tx, work.order_id, "cancelled")
+    log.error(
+        "gateway refused for good to void the charge of cancelled order %s (%s): %d fen owed"
+        " back to the buyer, to refund by hand",
+        work.order_id,
+        refusal,
+        work.amount_fen,
+    )
+    return True
+
+
 async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
     await tx.conn.execute(
         update(payments)
@@ -193,6 +248,12 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
         async with uow.begin() as tx:
             await retry_later(tx, work, delay)
         return
+    except VoidRefused as exc:
+        async with uow.begin() as tx:
+            refused = await record_void_refused(tx, work, str(exc))
+        if refused:
+            VOID_REFUSED.inc()
+        return
     async with uow.begin() as tx:
         if work.status == "charging":
             await record_charge(tx, work, result)
@@ -205,6 +266,11 @@ PAYMENTS = Gauge(
     "Payments by status (charging and voiding: a prepaid gateway call due or in flight)",
     ["status"],
 )
+VOID_REFUSED = Counter(
+    "caravan_payments_void_refused",
+    "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
+    " to its buyer, by hand (payments.payments: status void_refused, refund_owed_fen)",
+)
 STATUSES = (
     "pending",
     "charging",
@@ -212,6 +278,7 @@ STATUSES = (
     "declined",
     "voiding",
     "voided",
+    "void_refused",
     "awaiting",
     "cancelled",
 )

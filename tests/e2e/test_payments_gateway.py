@@ -265,6 +265,54 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
     )
 
 
+async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not_asked_again(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    """A charge made (the payment authorised), the order then cancelled, and the gateway
+    refuses the void for good (422: the charge settled). The void is not asked again: the
+    payment is ``void_refused``, what the buyer paid owed back to them (in the ledger and on
+    ``GET /orders/{id}/payment``, with the gateway's answer), the sellers owed nothing, and
+    it is counted for the alert. (It was asked again every 30 s for ever, nothing recorded.)"""
+    who = buyer("gw-settled")
+    rule = {"mode": "settled", "times": 1000}  # a settled charge is never voided
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).is_success
+    order_id = str(uuid.uuid4())
+    reserved = _reserved(order_id, who)
+    await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+        )
+    )
+    counted = await caravan.gauge("payments", "caravan_payments_void_refused_total")
+    cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+    await _until_status(caravan, order_id, "void_refused")
+    await asyncio.sleep(1.0)  # five retries' room (0.2 s), were it retried
+    seen = await charges(gateway, order_id)
+    assert seen["void_requests"] == {order_id: 1}
+    assert [c["voided"] for c in seen["charges"]] == [False]
+    async with caravan.api("payments") as payments:
+        payment = (await payments.get(f"/orders/{order_id}/payment")).json()
+    assert (payment["status"], payment["refund_owed_fen"]) == ("void_refused", 3500)
+    assert payment["gateway_refusal"] == (
+        f'HTTP 422: {{"title":"void refused","detail":"the charge of {order_id} is settled"}}'
+    )
+    balances = await caravan.sql(
+        "select account, sum(amount_fen) from payments.ledger_entries where order_id = :o"
+        " group by account having sum(amount_fen) <> 0 order by account",
+        o=order_id,
+    )
+    assert [tuple(r) for r in balances] == [
+        ("buyer_refund_payable", -3500),
+        ("gateway_clearing", 3500),
+    ]
+    owed = "select count(*) from payments.payables where order_id = :o and status <> 'cancelled'"
+    assert await caravan.scalar(owed, o=order_id) == 0
+    assert await caravan.gauge("payments", "caravan_payments_void_refused_total") == counted + 1
+    assert not caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+
+
 async def test_an_order_a_platform_collected_is_not_charged_again(
     caravan: System, gateway: httpx.AsyncClient
 ) -> None:

@@ -1,10 +1,11 @@
 """What the HTTP gateway client makes of each kind of answer (services.payments.adapters.
-gateway_http): a refusal declines a charge, anything it cannot be sure of is asked again."""
+gateway_http): a refusal declines a charge or ends a void, anything it cannot be sure of is
+asked again."""
 
 import httpx
 import pytest
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
+from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, VoidRefused
 from services.payments.adapters.gateway_http import HttpGateway
 
 
@@ -57,12 +58,25 @@ async def test_an_answer_that_does_not_decide_the_charge_is_asked_again(
         await gateway(status, body, content_type).charge("o-1", 100, "b")
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 429, 500, 302])
-async def test_a_void_is_never_given_up(status: int) -> None:
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 407, 408, 409, 425, 429, 500, 503, 302])
+async def test_a_void_not_refused_for_good_is_made_again(status: int) -> None:
+    """No answer to be sure of (a 5xx, asked to come back, the key's charge still running:
+    409), or a refusal of *us* (a key, a wrong base URL): the void is made again."""
     with pytest.raises(GatewayUnavailable, match=f"HTTP {status}"):
         await gateway(status, b"no").void("o-1")
     await gateway(200, b"{}").void("o-1")  # done
     await gateway(204, b"").void("o-1")
+
+
+@pytest.mark.parametrize("status", [400, 410, 422])
+async def test_a_void_refused_for_good_says_the_gateways_answer(status: int) -> None:
+    """A 4xx that decides the void (a charge settled already) is not asked again."""
+    refused = gateway(status, b'{"title": "void refused",\n "detail": "settled"}')
+    with pytest.raises(VoidRefused) as said:
+        await refused.void("o-1")
+    assert str(said.value) == f'HTTP {status}: {{"title": "void refused", "detail": "settled"}}'
+    with pytest.raises(VoidRefused, match=r"^HTTP 422: settled \ufffd\ufffd$"):  # kept in text
+        await gateway(422, b"settled \x00\xff").void("o-1")
 
 
 @pytest.mark.parametrize(

@@ -52,3 +52,13 @@ def test_a_voided_charge_is_reversed() -> None:
     charged = ledger.prepaid_charged({"s-1": 500})
     assert sum(e.amount_fen for e in charged + ledger.reversal(charged)) == 0
     assert balance(charged, ledger.GATEWAY_CLEARING) == 500
+
+
+@pytest.mark.parametrize("posted", [True, False], ids=["charge posted", "its answer never came"])
+def test_a_charge_the_gateway_refused_to_void_is_owed_back_to_the_buyer(posted: bool) -> None:
+    """The gateway holds the buyer's money, owed back to them; the sellers are owed nothing."""
+    charged = ledger.prepaid_charged({"s-1": 300, "s-2": 200}) if posted else []
+    after = charged + ledger.prepaid_void_refused(charged, 500)
+    assert balance(after, ledger.GATEWAY_CLEARING) == 500
+    assert balance(after, ledger.BUYER_REFUND_PAYABLE) == -500
+    assert balance(after, ledger.seller_payable("s-1")) == 0 == balance(after, "seller_payable:s-2")

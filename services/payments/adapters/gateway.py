@@ -5,7 +5,8 @@ Contract of a gateway (what :class:`PaymentGateway` promises):
 - ``charge(key, ...)`` is idempotent by ``key`` (the order id): the same key always names
   the same single charge; asking again returns the first answer and never charges twice.
 - ``void(key)`` cancels (refunds) the charge of ``key`` if there is one, and refuses any
-  later charge with that key; voiding twice is harmless.
+  later charge with that key; voiding twice is harmless. It raises :class:`VoidRefused` when
+  the gateway refuses it for good (a charge settled already): the charge stands.
 - Either call may raise :class:`GatewayUnavailable` (no answer in time, connection refused,
   a server error): the outcome is then unknown, and the caller retries with the same key.
 
@@ -32,6 +33,11 @@ class ChargeResult:
 
 class GatewayUnavailable(Exception):
     """The gateway did not answer (in time): the outcome is unknown; retry with the same key."""
+
+
+class VoidRefused(Exception):
+    """The gateway refused to void the key's charge, for good (its answer, as it said it, is
+    the exception's text): asking again would be refused again, and the charge stands."""
 
 
 class PaymentGateway(Protocol):

@@ -17,15 +17,17 @@ What an answer means:
   proxy wanting credentials) likewise: nothing was done, and a buyer's payment must not fail
   for our configuration (every prepaid order was declined while a base URL was wrong);
 - any other 4xx to a charge is the gateway's refusal of that charge: nothing was charged,
-  and the charge is ``declined`` with the answer as its reason. A void is never given up
-  (its money may have been taken): every answer but a 2xx leaves it to be made again.
+  and the charge is ``declined`` with the answer as its reason; to a void (400, 410, 422: a
+  charge settled already), the gateway's refusal of that void, for good: ``VoidRefused``
+  with the answer, and the charge stands. Any other answer to a void but a 2xx leaves it to
+  be made again.
 """
 
 from typing import Any
 
 import httpx
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
+from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, VoidRefused
 from shared.db import storable_text
 
 RETRY_STATUSES = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
@@ -74,6 +76,8 @@ class HttpGateway:
 
     async def void(self, key: str) -> None:
         response = await self._post(f"/charges/{key}/void")
+        if response.is_client_error:
+            raise VoidRefused(_refusal(response))
         if not response.is_success:
             raise GatewayUnavailable(f"/charges/{key}/void: {_refusal(response)}")
 
@@ -95,6 +99,8 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 
 def _refusal(response: httpx.Response) -> str:
-    """The answer in one short line: its status and the start of its body."""
-    text = " ".join(response.content[:200].decode("utf-8", "replace").split())
+    """The answer in one short line: its status and the start of its body (a NUL shown as
+    U+FFFD, as undecodable bytes are: a void's refusal is kept in a text column)."""
+    body = response.content[:200].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    text = " ".join(body.split())
     return f"HTTP {response.status_code}" + (f": {text}" if text else "")

@@ -49,7 +49,8 @@ payments = Table(
     # pending | charging (prepaid: the gateway is being asked) | authorized | declined |
     # voiding (prepaid: the gateway is being told to void) | voided |
     # awaiting (a platform's prepaid order: until the adapter says the platform was paid) |
-    # cancelled (cancelled before any payment was asked)
+    # cancelled (cancelled before any payment was asked) |
+    # void_refused (prepaid: the gateway refused the void for good; the buyer is owed a refund)
     Column("status", String(16), nullable=False),
     Column("loan_id", String(36), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -59,6 +60,10 @@ payments = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("gateway_ref", Text, nullable=True),
+    # A void the gateway refused for good (``void_refused``): the charge stands, and what the
+    # buyer paid is owed back to them, by hand; the gateway's answer, as it gave it.
+    Column("refund_owed_fen", BigInteger, nullable=True),
+    Column("gateway_refusal", Text, nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),

@@ -11,7 +11,8 @@ Accounts (a name, and for per-party accounts ``name:party``):
   order it placed with us, which it holds for us;
 - ``seller_payable:<seller_id>``: what each seller is owed for an order (the disbursement);
 - ``repayments_cash``: money the buyers repaid;
-- ``buyer_refund_payable``: repaid money owed back to a buyer whose loan was voided.
+- ``buyer_refund_payable``: money owed back to a buyer: repaid on a loan since voided, or
+  charged for an order cancelled whose charge the gateway refused to void.
 """
 
 from collections.abc import Mapping
@@ -106,5 +107,18 @@ def loan_voided(
             Entry(LOAN_RECEIVABLE, repaid_principal_fen),
             Entry(INTEREST_RECEIVABLE, repaid_interest_fen),
             Entry(BUYER_REFUND_PAYABLE, -refund),
+        ]
+    )
+
+
+def prepaid_void_refused(charged: list[Entry], amount_fen: int) -> list[Entry]:
+    """The gateway refused for good to void the charge of a cancelled order: it holds the
+    buyer's ``amount_fen``, owed back to them, and the sellers are owed nothing. ``charged``:
+    the charge's entries if it was posted (undone here), none if its answer never came."""
+    return balanced(
+        [
+            *reversal(charged),
+            Entry(GATEWAY_CLEARING, amount_fen),
+            Entry(BUYER_REFUND_PAYABLE, -amount_fen),
         ]
     )

@@ -11,7 +11,8 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
   409 for the same key with another delta). Without one, every call is applied.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
-- ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id).
+- ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id; a
+  ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``).
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -186,6 +187,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                         payments.c.loan_id,
                         payments.c.attempts,
                         payments.c.collected_by,  # the platform app that took the money
+                        payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
+                        payments.c.gateway_refusal,  # ... and the gateway's refusal
                     ).where(payments.c.order_id == order_id)
                 )
             ).first()

@@ -7,19 +7,22 @@ Gateway side (what the payments service calls):
   every later request for the key returns that same outcome and never makes another charge.
   A key that was voided is ``declined`` (``voided``).
 - ``POST /charges/{key}/void``: voids the key's charge if any; later charges are refused.
+  Answered 422 if its buyer's behaviour is ``settled`` (below): nothing voided.
 
 Control side (what tests and people use to make it misbehave):
 
 - ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout" | "refuse" |
-  "garble" | "long_id", "times": n, "delay_seconds": s}``: the next ``n`` charge requests of
-  that buyer are declined; or (``timeout``) *processed* and then answered only after
-  ``delay_seconds``, later than the client waits, so the client sees a timeout although the
-  charge was made; or (``refuse``) answered 400 with a problem body, nothing decided; or
+  "garble" | "long_id" | "settled", "times": n, "delay_seconds": s}``: the next ``n`` charge
+  requests of that buyer are declined; or (``timeout``) *processed* and then answered only
+  after ``delay_seconds``, later than the client waits, so the client sees a timeout although
+  the charge was made; or (``refuse``) answered 400 with a problem body, nothing decided; or
   (``garble``) processed and answered with a page that is not JSON, as a proxy might; or
-  (``long_id``) approved with a charge id of 99 characters (a gateway's ids are its own).
+  (``long_id``) approved with a charge id of 99 characters (a gateway's ids are its own); or
+  (``settled``: void requests, not charges) the next ``n`` voids of that buyer's keys are
+  refused 422 with a problem body (the charge settled already), nothing voided.
   Then the buyer is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
-- ``GET /charges?key=...``: the charges made (``voided`` marked) and how many requests each
-  key received, for assertions. ``GET /healthz``.
+- ``GET /charges?key=...``: the charges made (``voided`` marked) and how many charge and void
+  requests each key received, for assertions. ``GET /healthz``.
 """
 
 import asyncio
@@ -38,8 +41,12 @@ class ChargeRequest(BaseModel):
     buyer_id: str = ""
 
 
+VOID_MODES = frozenset({"settled"})
+"""Behaviours of a buyer's voids; the others are of their charges."""
+
+
 class Behaviour(BaseModel):
-    mode: Literal["approve", "decline", "timeout", "refuse", "garble", "long_id"]
+    mode: Literal["approve", "decline", "timeout", "refuse", "garble", "long_id", "settled"]
     times: int = Field(1, ge=1)
     delay_seconds: float = Field(5.0, ge=0)
 
@@ -58,12 +65,15 @@ class State:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key → first answer
     charges: list[Charge] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
+    void_requests: dict[str, int] = field(default_factory=dict)
+    buyers: dict[str, str] = field(default_factory=dict)  # key → the buyer it was charged for
     voided: set[str] = field(default_factory=set)
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
 
-    def next_mode(self, buyer_id: str) -> Behaviour | None:
+    def next_mode(self, buyer_id: str, void: bool = False) -> Behaviour | None:
+        """The buyer's behaviour for this request (a void's, or a charge's), counted down."""
         rule = self.behaviours.get(buyer_id)
-        if rule is None or rule.mode == "approve":
+        if rule is None or rule.mode == "approve" or (rule.mode in VOID_MODES) != void:
             return None
         if rule.times <= 1:
             del self.behaviours[buyer_id]
@@ -84,6 +94,7 @@ def create_app() -> FastAPI:
     async def charge(body: ChargeRequest) -> dict[str, Any] | Response:
         # No await before the outcome is stored: one key is decided exactly once.
         state.requests[body.key] = state.requests.get(body.key, 0) + 1
+        state.buyers.setdefault(body.key, body.buyer_id)
         rule = state.next_mode(body.buyer_id)
         if rule is not None and rule.mode == "refuse":
             refusal = {"title": "charge refused", "detail": f"buyer {body.buyer_id} is barred"}
@@ -108,8 +119,13 @@ def create_app() -> FastAPI:
             return HTMLResponse("<html><body>502 upstream hiccup</body></html>")
         return outcome
 
-    @app.post("/charges/{key}/void")
-    async def void(key: str) -> dict[str, Any]:
+    @app.post("/charges/{key}/void", response_model=None)
+    async def void(key: str) -> dict[str, Any] | Response:
+        state.void_requests[key] = state.void_requests.get(key, 0) + 1
+        buyer_id = state.buyers.get(key)
+        if buyer_id is not None and state.next_mode(buyer_id, void=True) is not None:
+            refusal = {"title": "void refused", "detail": f"the charge of {key} is settled"}
+            return JSONResponse(refusal, status_code=422, media_type="application/problem+json")
         state.voided.add(key)
         for made in state.charges:
             if made.key == key:
@@ -121,6 +137,9 @@ def create_app() -> FastAPI:
         return {
             "charges": [vars(c) for c in state.charges if key is None or c.key == key],
             "requests": {k: n for k, n in state.requests.items() if key is None or k == key},
+            "void_requests": {
+                k: n for k, n in state.void_requests.items() if key is None or k == key
+            },
         }
 
     @app.put("/behaviour/{buyer_id}")

@@ -410,6 +410,10 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
         _db(lambda db: db.payments.update({"order-3": "authorized"})),
         "cancelled_holds_no_charge",
     ),
+    "cancelled, its charge's void refused": (
+        _db(lambda db: db.payments.update({"order-3": "void_refused"})),
+        "cancelled_holds_no_charge",
+    ),
     "a ledger transaction unbalanced": (
         _db(lambda db: db.ledger.__setitem__(0, replace(db.ledger[0], amount_fen=2001))),
         "ledger_balanced",

@@ -7,8 +7,8 @@ and a token's creation time into ``2026-12-03T09:12:28+00:…``. Here a table's 
 columns (the ids an operator copies) never wrap, so the others give way first, and a cell
 that must give way folds onto more lines instead of losing its end. A table whose whole
 columns leave too little room for the others is printed wider than the terminal (its lines
-wrap there; piped, nothing changes). The console does not wrap printed lines itself
-(``soft_wrap``): a long URL or path stays one line to copy.
+wrap there); piped, a table is as wide as its cells whole (:func:`show`). The console does
+not wrap printed lines itself (``soft_wrap``): a long URL or path stays one line to copy.
 
 Nothing printed is read as Rich markup (``markup=False``): what the commands print is data
 from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` or
@@ -16,6 +16,7 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 :class:`rich.text.Text`.
 """
 
+import os
 from collections.abc import Collection
 from datetime import datetime
 
@@ -50,6 +51,8 @@ class OperatorError(Exception):
 
 FOLDED_WIDTH = 4
 """The least a column that may fold is given before a table is printed wider instead."""
+UNBOUNDED = 1_000_000
+"""The room a table is measured in for a pipe: its widest cell of each column, whole."""
 
 
 def table(
@@ -71,14 +74,20 @@ def table(
 
 
 def show(table: Table, on: Console = console) -> None:
-    """Print ``table`` as wide as the terminal, or wider where its whole columns need it."""
-    need = 1  # the left edge; each column adds its padding and a rule
-    for column in table.columns:
-        if column.no_wrap:
-            texts = [str(column.header), *(str(cell) for cell in column.cells)]
-            need += max(cell_len(line) for t in texts for line in t.split("\n")) + 3
-        else:
-            need += FOLDED_WIDTH + 3
+    """Print ``table`` as wide as the terminal, or wider where its whole columns need it.
+    Printed to a pipe or a file (no terminal, no width asked for by ``COLUMNS`` or given to
+    the console), every cell is whole on its lines, however wide: what ``grep`` wants (a
+    pipe was given 80 columns, and ``storefront/walk`` came out as ``stor/efro/nt/w/alk``)."""
+    if not on.is_terminal and on._width is None and "COLUMNS" not in os.environ:
+        need = Measurement.get(on, on.options.update_width(UNBOUNDED), table).maximum
+    else:
+        need = 1  # the left edge; each column adds its padding and a rule
+        for column in table.columns:
+            if column.no_wrap:
+                texts = [str(column.header), *(str(cell) for cell in column.cells)]
+                need += max(cell_len(line) for t in texts for line in t.split("\n")) + 3
+            else:
+                need += FOLDED_WIDTH + 3
     if need <= on.width:
         on.print(table)
         return

@@ -237,3 +237,33 @@ def test_dead_letters_fit_80_columns_three_lines_each(monkeypatch: pytest.Monkey
         assert said == reason or (said.endswith("…") and reason.startswith(said[:-1])), row
         assert len(said) >= len("the value is empty (0 bytes)"), row  # room left for it
     assert [" ".join(c[2] for c in row).strip()[-1] for row in rows] == ["…", "…", ")"], rows
+
+
+def test_stuck_piped_prints_each_value_whole_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``caravan stuck | cat`` (no terminal, no ``COLUMNS``) squeezed the table to 80 columns:
+    the source ``storefront/walk`` came out as ``stor/efro/nt/w/alk`` on five lines."""
+    from caravan import admin_api
+
+    orders = [
+        {
+            "order_id": f"0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5{n}",
+            "order_ref": f"SHAWAN-20261204-000{n}",
+            "source": "storefront/walk",
+            "placed_at": f"2026-12-04T09:1{n}:28.123456+00:00",
+            "stock": "waiting for inventory",
+            "payment": "waiting for payments",
+        }
+        for n in range(3)
+    ]
+
+    def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return {"orders": orders, "total": len(orders)}
+
+    monkeypatch.setattr(admin_api, "call", call)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    done = CliRunner().invoke(cli.app, ["stuck"])
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    for o in orders:  # each order on one line, every value of it whole
+        (line,) = [line for line in lines if o["order_id"] in line]
+        assert all(value in line for value in o.values()), done.output

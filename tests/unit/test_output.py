@@ -138,3 +138,27 @@ def test_dlq_list_shows_a_reason_whole_where_there_is_room(
     assert code == 0, err
     row = next(line for line in out.splitlines() if letter.ref in line)
     assert row.split("│")[3].strip() == reason, row
+
+
+def test_a_table_piped_keeps_every_cell_whole_on_its_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan stuck | cat`` squeezed its table to 80 columns, the source folded to
+    ``stor/efro/nt/w/alk``: a pipe (no terminal, no ``COLUMNS``) wants wider lines instead."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = Console(file=io.StringIO(), record=True)
+    assert not piped.is_terminal
+    table = output.table("order", "ref", "source", "placed", "why", whole=("order", "placed"))
+    order, placed = "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a51", "2026-12-04T12:00:05+00:00"
+    table.add_row(order, "SHAWAN-20261204-0001", "storefront/walk", placed, "")
+    table.add_row(order, "SHAWAN-2", "storefront/walk", placed, output.Clipped("a reason " * 20))
+    output.show(table, piped)
+    text = piped.export_text()
+    lines = text.splitlines()
+    assert sum("storefront/walk" in line for line in lines) == 2, text
+    assert any(("a reason " * 20).strip() in line for line in lines), text  # not clipped
+    assert max(len(line) for line in lines) > 80, text
+    monkeypatch.setenv("COLUMNS", "100")  # a width asked for is kept to
+    asked = Console(file=io.StringIO(), record=True)
+    output.show(table, asked)
+    assert max(len(line) for line in asked.export_text().splitlines()) <= 100

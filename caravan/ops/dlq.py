@@ -7,10 +7,14 @@ record's trace goes on); each redrive is recorded, with the letters it sent, and
 sent once is not sent again unless asked.
 """
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from shared.kafka_security import client_kwargs
@@ -207,9 +211,78 @@ async def redrive(
                     "letters": sent,
                     "redriven_before": sorted(before),
                     "replaced_value": value is not None,
+                    **(
+                        {"value": value_change(letters[0].value, value)}
+                        if value is not None
+                        else {}
+                    ),
                 },
             )
     return Redrive(sent, before, dropped, None if unrecorded is None else str(unrecorded))
 
 
-__all__ = ["DeadLetter", "Redrive", "read", "redrive", "redriven_before", "select"]
+WHOLE_VALUE = "whole value replaced"
+"""What a replacement changed of a value that is not JSON (or by one that is not)."""
+
+
+def value_change(original: bytes, sent: bytes) -> dict[str, Any]:
+    """What a redrive's replacement value changed, for the audit trail, without what either
+    value holds (a buyer's phone, address): the SHA-256 of each, and the JSON paths whose
+    values differ (:func:`differing_paths`), or :data:`WHOLE_VALUE` where either is not JSON."""
+    try:
+        changed: list[str] | str = differing_paths(orjson.loads(original), orjson.loads(sent))
+    except orjson.JSONDecodeError:
+        changed = WHOLE_VALUE
+    return {
+        "before_sha256": hashlib.sha256(original).hexdigest(),
+        "after_sha256": hashlib.sha256(sent).hexdigest(),
+        "changed": changed,
+    }
+
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A member name a JSONPath writes after a dot; any other is written quoted in brackets."""
+
+
+def differing_paths(before: Any, after: Any, path: str = "$") -> list[str]:
+    """The JSONPaths (``$.data.buyer.phone``, ``$.data.lines[0]``) where two JSON values
+    differ: a member or item added, removed or holding another value (``1`` and ``1.0``, or
+    ``1`` and ``true``, are other values); none if they are the same."""
+    pairs: list[tuple[str, Any, Any]]
+    if isinstance(before, dict) and isinstance(after, dict):
+        pairs = [
+            (
+                f"{path}.{key}" if NAME.fullmatch(key) else f"{path}[{orjson.dumps(key).decode()}]",
+                before.get(key, MISSING),
+                after.get(key, MISSING),
+            )
+            for key in sorted(before.keys() | after.keys())
+        ]
+    elif isinstance(before, list) and isinstance(after, list):
+        pairs = [
+            (
+                f"{path}[{i}]",
+                before[i] if i < len(before) else MISSING,
+                after[i] if i < len(after) else MISSING,
+            )
+            for i in range(max(len(before), len(after)))
+        ]
+    else:
+        return [] if type(before) is type(after) and before == after else [path]
+    return [found for at, was, now in pairs for found in differing_paths(was, now, at)]
+
+
+MISSING = object()
+"""A member or item one of two JSON values has not (no JSON value is it)."""
+
+
+__all__ = [
+    "DeadLetter",
+    "Redrive",
+    "differing_paths",
+    "read",
+    "redrive",
+    "redriven_before",
+    "select",
+    "value_change",
+]

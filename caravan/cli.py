@@ -798,6 +798,10 @@ def dlq_redrive(
     if dry_run:
         for item in done.sent:
             console.print(f"{verb}: {item}")
+    again_unless = "dead-lettered again unless its consumer now takes it (--value-file mends it)"
+    for item, code in done.unmended.items():  # a warning: a consumer may take it now
+        said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
+        console.print(f"{said}: {again_unless}", style="yellow")
     for item, when in sorted(done.before.items()):
         console.print(f"left out: {item}, redriven {when} (--again to send it again)")
     for item in done.dropped:

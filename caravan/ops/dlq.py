@@ -110,6 +110,8 @@ class Redrive:
     before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
     dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
     unrecorded: str | None = None  # a dry run: why the audit trail did not record it
+    # sent (or would be) as they were, dead-lettered for their value: ref → its error
+    unmended: dict[str, str] = field(default_factory=dict)
 
 
 async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, str]:
@@ -165,6 +167,7 @@ async def redrive(
     been redriven before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
     from caravan.ops.record import Unrecordable, record, unrecordable
+    from shared.events.registry import IN_THE_VALUE
     from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
@@ -177,6 +180,9 @@ async def redrive(
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
     todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
     sent = [d.ref for d in todo] if dry_run else []
+    unmended: dict[str, str] = {
+        d.ref: d.error for d in todo if value is None and d.error in IN_THE_VALUE
+    }
     try:
         if not dry_run and todo:
             producer = AIOKafkaProducer(
@@ -218,7 +224,7 @@ async def redrive(
                     ),
                 },
             )
-    return Redrive(sent, before, dropped, None if unrecorded is None else str(unrecorded))
+    return Redrive(sent, before, dropped, None if unrecorded is None else str(unrecorded), unmended)
 
 
 WHOLE_VALUE = "whole value replaced"

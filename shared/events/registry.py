@@ -1,7 +1,7 @@
 """Which event types each topic carries, and parsing a raw record at the edge."""
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import ValidationError
@@ -48,6 +48,14 @@ PoisonCode = Literal[
 """Why a record was dead-lettered: its ``dlq.error`` header, and the ``error`` label of
 ``caravan_dead_letters_total``. ``order_ref_reused``: an ``order.requested`` whose
 (source, order_ref) already names an order of other content (its handler refused it)."""
+
+IN_THE_VALUE: frozenset[PoisonCode] = frozenset(get_args(PoisonCode)) - {
+    "parse_error",
+    "handler_error",
+}
+"""The codes of records refused for what their value holds: sent back as they are (a
+redrive without ``--value-file``) they are dead-lettered again, unless their consumer has
+changed since (a deploy adding an event type a letter has: ``unknown_type``)."""
 
 
 class PoisonRecord(Exception):

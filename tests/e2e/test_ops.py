@@ -523,11 +523,21 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     assert listed.returncode == 0, listed.stderr  # a Rich MarkupError before
     assert "'order.[/]'" in listed.stdout
     refs = [f"{r.topic}:{r.partition}:{r.offset}" for r in first]
+    dry = await cli(caravan, "dlq", "redrive", "--dry-run", *refs)
     done = await cli(caravan, "dlq", "redrive", *refs)
     assert done.returncode == 0, done.stderr
-    assert sorted(line.removeprefix("redriven: ") for line in done.stdout.splitlines()) == sorted(
-        refs
-    )
+    for said, verb in ((dry, "would redrive: "), (done, "redriven: ")):
+        lines = said.stdout.splitlines()
+        assert sorted(line.removeprefix(verb) for line in lines if line.startswith(verb)) == sorted(
+            refs
+        ), said.stdout
+        # unknown_type: a deploy adding the type takes it, so a warning, not a refusal
+        assert sorted(line.split()[1] for line in lines if line.startswith("warning: ")) == sorted(
+            refs
+        ), said.stdout
+        assert (
+            "was dead-lettered for its value (unknown_type) and goes back unmended" in said.stdout
+        )
     # Each group dead-letters its own copy again, and skips the others'.
     await caravan.wait_for(letters, 2 * len(groups))
     for group in groups:
@@ -622,6 +632,7 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
     assert f"would redrive: {letter}" in said, said
     assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
     assert "which letters were redriven before is not known, none is left out for it" in said
+    assert f"warning: {letter} was dead-lettered for its value (not_json)" in said, said
     for again in ((), ("--again",)):
         done = await cli(caravan, "dlq", "redrive", letter, *again, **database_down())
         assert "redriven:" not in done.stdout, done.stdout + done.stderr  # nothing sent

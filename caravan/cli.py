@@ -699,25 +699,42 @@ SinceOpt = Annotated[
 
 LETTER, ERROR = "id\nfrom\ntime", "error\ngroup"
 """Three and two lines: ``caravan dlq list`` fits 80 columns with room for the reason."""
+REDRIVEN_UNKNOWN = "which letters were redriven before is not known"
+"""What ``dlq list`` and a ``dlq redrive --dry-run`` say while the audit trail cannot tell."""
 
 
 @dlq_app.command("list")
 def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
     """List dead letters, three lines each: id above original coordinates above time, error
     above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
-    prints it whole)."""
+    prints it whole); a letter redriven before has a fourth: when, and by whom (from the
+    audit trail)."""
+    from caravan.ops import dlq as ops_dlq
+
     letters = _letters(topic, error, since)
+    before: dict[str, ops_dlq.Redriven] = {}
+    unknown = None
+    if letters:
+        try:
+            before, why = asyncio.run(ops_dlq.redriven(_database_url(), letters))
+            unknown = None if why is None else str(why)
+        except typer.BadParameter as exc:  # no DATABASE_URL and no local cluster
+            unknown = exc.message
     table = output.table(
         LETTER, ERROR, "message", title=f"{len(letters)} dead letter(s)", whole=(LETTER, ERROR)
     )
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
+        sent = before.get(d.ref)
         table.add_row(
-            f"{d.ref}\n{origin}\n{output.at(d.time)}",
-            f"{d.error}\n{d.headers.get('dlq.group', '')}",
-            output.Clipped(d.headers.get("dlq.error.message", ""), lines=3),
+            f"{d.ref}\n{origin}\n{output.at(d.time)}"
+            + (f"\nredriven {output.at(sent.at)}" if sent else ""),
+            f"{d.error}\n{d.headers.get('dlq.group', '')}" + (f"\n\nby {sent.by}" if sent else ""),
+            output.Clipped(d.headers.get("dlq.error.message", ""), lines=4 if sent else 3),
         )
     output.show(table)
+    if unknown is not None:
+        console.print(f"{REDRIVEN_UNKNOWN}: {unknown}", style="yellow")
 
 
 @dlq_app.command("show")
@@ -802,15 +819,15 @@ def dlq_redrive(
     for item, code in done.unmended.items():  # a warning: a consumer may take it now
         said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
         console.print(f"{said}: {again_unless}", style="yellow")
-    for item, when in sorted(done.before.items()):
-        console.print(f"left out: {item}, redriven {when} (--again to send it again)")
+    for item, sent in sorted(done.before.items()):
+        console.print(
+            f"left out: {item}, redriven {output.at(sent.at)} by {sent.by}"
+            " (--again to send it again)"
+        )
     for item in done.dropped:
         console.print(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
             " send a value with --value-file"
         )
     if done.unrecorded:
-        _unrecorded_dry_run(
-            done.unrecorded,
-            "which letters were redriven before is not known, none is left out for it",
-        )
+        _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -20,6 +20,9 @@ from aiokafka import AIOKafkaProducer
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
 from shared.topics import Topic
+
+if TYPE_CHECKING:
+    from shared.db.engine import Unusable
 
 
 @dataclass(frozen=True)
@@ -105,20 +108,42 @@ def select(
 
 
 @dataclass(frozen=True)
+class Redriven:
+    """A redrive that sent a letter, as the audit trail has it: when, and who ran it."""
+
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True)
 class Redrive:
     sent: list[str]  # the letters sent (or, in a dry run, that would be)
-    before: dict[str, str]  # letters left out: redriven before (ref → when and by whom)
+    before: dict[str, Redriven]  # letters left out: redriven before
     dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
     unrecorded: str | None = None  # a dry run: why the audit trail did not record it
     # sent (or would be) as they were, dead-lettered for their value: ref → its error
     unmended: dict[str, str] = field(default_factory=dict)
 
 
-async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, str]:
+async def redriven(
+    database_url: str, letters: list[DeadLetter]
+) -> tuple[dict[str, Redriven], "Unusable | None"]:
+    """Which of ``letters`` a redrive sent before (:func:`redriven_before`), or none and why
+    the audit trail cannot tell now (PostgreSQL down, never migrated): what ``dlq list``
+    shows and what ``dlq redrive`` leaves out."""
+    from caravan.ops.record import unrecordable  # here: `caravan dlq list` with no letter
+
+    why = await unrecordable(database_url)
+    if why is not None:
+        return {}, why
+    return await redriven_before(database_url, letters), None
+
+
+async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, Redriven]:
     """The ``letters`` that a redrive sent before, each with when and by whom (from the
     audit trail; a redrive older than a letter was of another letter with its id, on a
-    dead-letter topic made again since)."""
-    from sqlalchemy import select as sa_select  # here: `caravan dlq list` does not read it
+    dead-letter topic made again since; of several redrives, the last)."""
+    from sqlalchemy import select as sa_select  # here: not for `caravan dlq list` of none
 
     from shared.auth.tables import audit
     from shared.db.engine import async_engine
@@ -138,7 +163,7 @@ async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[
             )
             wanted = {d.ref: d.time for d in letters}
             return {
-                ref: f"{at.isoformat(timespec='seconds')} by {actor}"
+                ref: Redriven(at, actor)
                 for at, actor, sent_refs in rows
                 for ref in sent_refs or ()
                 if ref in wanted and at >= wanted[ref]
@@ -166,17 +191,18 @@ async def redrive(
     trail (a PostgreSQL outage) it goes on, unrecorded, and leaves out no letter for having
     been redriven before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
-    from caravan.ops.record import Unrecordable, record, unrecordable
+    from caravan.ops.record import Unrecordable, record
     from shared.events.registry import IN_THE_VALUE
     from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    unrecorded = await unrecordable(database_url)
+    before, unrecorded = await redriven(database_url, letters)
     if unrecorded is not None and not dry_run:
         raise Unrecordable(unrecorded)
-    before = {} if again or unrecorded else await redriven_before(database_url, letters)
+    if again:
+        before = {}
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
     todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
     sent = [d.ref for d in todo] if dry_run else []
@@ -285,9 +311,11 @@ MISSING = object()
 __all__ = [
     "DeadLetter",
     "Redrive",
+    "Redriven",
     "differing_paths",
     "read",
     "redrive",
+    "redriven",
     "redriven_before",
     "select",
     "value_change",

@@ -461,6 +461,7 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     fixed.write_bytes(orjson.dumps(event))
     dry = await cli(caravan, "dlq", "redrive", letter, "--value-file", str(fixed), "--dry-run")
     assert f"would redrive: {letter}" in dry.stdout
+    assert "warning" not in dry.stdout, dry.stdout  # mended
     assert not caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref)
     done = await cli(caravan, "dlq", "redrive", letter, "--value-file", str(fixed))
     assert done.returncode == 0, done.stderr
@@ -480,6 +481,9 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
             "changed": ["$.data.buyer.phone"],
         }
     ]
+    listed = await cli(caravan, "dlq", "list", "--topic", "orders.requests.v1")
+    row = listed.stdout.split(letter)[1].split(".dlq:")[0]  # the letter's lines, cells apart
+    assert "redriven 20" in row and "by test-operator" in row, listed.stdout
 
 
 async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(
@@ -538,6 +542,10 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
         assert (
             "was dead-lettered for its value (unknown_type) and goes back unmended" in said.stdout
         )
+    listed = await cli(caravan, "dlq", "list", "--topic", topic.value, "--error", "unknown_type")
+    for letter in refs:
+        row = listed.stdout.split(letter)[1].split(".dlq:")[0]
+        assert "redriven 20" in row and "by test-operator" in row, listed.stdout
     # Each group dead-letters its own copy again, and skips the others'.
     await caravan.wait_for(letters, 2 * len(groups))
     for group in groups:
@@ -626,6 +634,9 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
     letter = f"{dead[0].topic}:{dead[0].partition}:{dead[0].offset}"
     listed = await cli(caravan, "dlq", "list", **database_down())
     assert listed.returncode == 0 and letter in listed.stdout, listed.stdout + listed.stderr
+    said = " ".join(listed.stdout.split())
+    assert said.count("which letters were redriven before is not known") == 1, said
+    assert "is not known: cannot reach PostgreSQL: " in said, said
     dry = await cli(caravan, "dlq", "redrive", letter, "--dry-run", **database_down())
     assert dry.returncode == 0, dry.stdout + dry.stderr
     said = " ".join(dry.stdout.split())

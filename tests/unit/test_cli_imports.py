@@ -48,9 +48,9 @@ def test_the_command_line_imports_no_client_nor_service_before_a_command_runs() 
 
 def test_listing_dead_letters_imports_kafka_s_client_alone() -> None:
     """``caravan dlq list`` (and ``show``) read Kafka: not the audit trail (SQLAlchemy,
-    asyncpg), the services' consumer (FastStream), tracing (OpenTelemetry) or HTTP, which
-    redrive alone uses, or nothing does. Run to its end on a Kafka that is not there (port 1),
-    its one-line failure included."""
+    asyncpg) before there are letters to look up in it, the services' consumer (FastStream),
+    tracing (OpenTelemetry) or HTTP, which redrive alone uses, or nothing does. Run to its
+    end on a Kafka that is not there (port 1), its one-line failure included."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "caravan", "dlq", "list"],
         capture_output=True,

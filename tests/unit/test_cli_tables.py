@@ -183,9 +183,15 @@ REASONS = {  # a reason of each length, and the longest topic and consumer group
 }
 
 
-def letters_shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> list[list[list[str]]]:
-    """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`:
-    each letter's lines, each line's cells."""
+def letters_shown(
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+    redriven: dict[int, ops_dlq.Redriven] | None = None,
+    said: list[str] | None = None,
+) -> list[list[list[str]]]:
+    """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`
+    (the audit trail saying the letters of ``redriven`` were redriven, or cannot tell, if
+    None): each letter's lines, each line's cells; what it printed apart in ``said``."""
     letters = [
         DeadLetter(
             f"{topic}.dlq",
@@ -208,9 +214,21 @@ def letters_shown(monkeypatch: pytest.MonkeyPatch, *args: str) -> list[list[list
     async def read(bootstrap: str) -> list[DeadLetter]:
         return letters
 
+    async def audited(
+        database_url: str, letters: list[DeadLetter]
+    ) -> tuple[dict[str, ops_dlq.Redriven], str | None]:
+        if redriven is None:
+            return {}, "cannot reach PostgreSQL: [Errno 111] Connection refused"
+        return {letters[n].ref: sent for n, sent in redriven.items()}, None
+
     monkeypatch.setattr(ops_dlq, "read", read)
+    monkeypatch.setattr(ops_dlq, "redriven", audited)
+    monkeypatch.setattr(cli, "_database_url", lambda: "postgresql://caravan@db/caravan")
     text = shown(monkeypatch, "dlq", *args)
-    assert max(len(line) for line in text.splitlines()) <= 80, text
+    apart = [line for line in text.splitlines() if not line.startswith(("┏", "┃", "┡", "│", "└"))]
+    if said is not None:
+        said += apart
+    assert max(len(line) for line in text.splitlines() if line not in apart) <= 80, text
     rows: list[list[list[str]]] = []
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.split("│")[1:-1]]
@@ -267,3 +285,31 @@ def test_stuck_piped_prints_each_value_whole_on_one_line(monkeypatch: pytest.Mon
     for o in orders:  # each order on one line, every value of it whole
         (line,) = [line for line in lines if o["order_id"] in line]
         assert all(value in line for value in o.values()), done.output
+
+
+def test_a_letter_redriven_before_says_when_and_by_whom_on_a_fourth_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dlq list`` did not say which letters were redriven already (``dlq redrive`` leaves
+    them out); the audit trail says when and by whom, under the letter's time and group."""
+    at = datetime(2026, 12, 4, 13, 0, 7, 654321, tzinfo=UTC)
+    said: list[str] = []
+    rows = letters_shown(
+        monkeypatch, "list", redriven={1: ops_dlq.Redriven(at, "test-operator")}, said=said
+    )
+    assert [len(row) for row in rows] == [3, 4, 3], rows
+    assert rows[1][3][:2] == ["redriven 2026-12-04T13:00:07+00:00", "by test-operator"], rows
+    assert not any("redriven" in cells[0] for row in (rows[0], rows[2]) for cells in row), rows
+    assert not any("not known" in line for line in said), said
+
+
+def test_dead_letters_are_listed_as_ever_when_the_audit_trail_cannot_tell_saying_so_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    said: list[str] = []
+    rows = letters_shown(monkeypatch, "list", said=said)
+    assert [len(row) for row in rows] == [3, 3, 3], rows
+    assert said[1:] == [
+        "which letters were redriven before is not known: cannot reach PostgreSQL: [Errno 111]"
+        " Connection refused"
+    ], said

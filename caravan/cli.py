@@ -707,8 +707,8 @@ REDRIVEN_UNKNOWN = "which letters were redriven before is not known"
 def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
     """List dead letters, three lines each: id above original coordinates above time, error
     above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
-    prints it whole); a letter redriven before has a fourth: when, and by whom (from the
-    audit trail)."""
+    prints it whole); below, for a letter of a redriven record, the letter it was sent back
+    from, and for a letter redriven before, when and by whom (from the audit trail)."""
     from caravan.ops import dlq as ops_dlq
 
     letters = _letters(topic, error, since)
@@ -725,12 +725,14 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     )
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
-        sent = before.get(d.ref)
+        more = [(d.redrive_of, "sent back as this")] if d.redrive_of else []
+        if (sent := before.get(d.ref)) is not None:
+            more.append((f"redriven {output.at(sent.at)}", f"by {sent.by}"))
         table.add_row(
-            f"{d.ref}\n{origin}\n{output.at(d.time)}"
-            + (f"\nredriven {output.at(sent.at)}" if sent else ""),
-            f"{d.error}\n{d.headers.get('dlq.group', '')}" + (f"\n\nby {sent.by}" if sent else ""),
-            output.Clipped(d.headers.get("dlq.error.message", ""), lines=4 if sent else 3),
+            "\n".join([d.ref, origin, output.at(d.time), *(left for left, _ in more)]),
+            "\n".join([d.error, d.headers.get("dlq.group", ""), *([""] if more else [])])
+            + "".join(f"\n{right}" for _, right in more),
+            output.Clipped(d.headers.get("dlq.error.message", ""), lines=3 + len(more)),
         )
     output.show(table)
     if unknown is not None:

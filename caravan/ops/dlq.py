@@ -47,6 +47,11 @@ class DeadLetter:
     def origin(self) -> str:
         return self.headers.get("dlq.topic", self.dlq_topic.removesuffix(".dlq"))
 
+    @property
+    def redrive_of(self) -> str | None:
+        """The dead letter this one's record was redriven from, if it was a redrive."""
+        return self.headers.get("dlq.redriven-from")  # consumer.LETTER_REDRIVEN_FROM
+
 
 async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLetter]:
     """Every dead letter now in the given dead-letter topics (all of them by default).
@@ -193,7 +198,7 @@ async def redrive(
     # here: `caravan dlq list` needs none of these
     from caravan.ops.record import Unrecordable, record
     from shared.events.registry import IN_THE_VALUE
-    from shared.messaging.consumer import REDRIVE_GROUP, VALUE_DROPPED
+    from shared.messaging.consumer import REDRIVE_GROUP, REDRIVEN_FROM, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
     if value is not None and len(letters) != 1:
@@ -217,7 +222,7 @@ async def redrive(
             await producer.start()
             try:
                 for d in todo:
-                    headers = [("caravan.redriven-from", d.ref.encode())]
+                    headers = [(REDRIVEN_FROM, d.ref.encode())]
                     if "dlq.group" in d.headers:
                         headers.append((REDRIVE_GROUP, d.headers["dlq.group"].encode()))
                     trace = trace_headers_of(d.headers)  # the record's trace, continued

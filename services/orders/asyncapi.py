@@ -33,6 +33,7 @@ from shared.events.registry import REGISTRY
 from shared.messaging.consumer import (
     DEAD_LETTER_HEADERS,
     DEAD_LETTER_LIMIT,
+    LETTER_REDRIVEN_FROM,
     VALUE_DROPPED,
     Subscription,
 )
@@ -130,8 +131,9 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
                 f"Dead letters of `{topic.value}`, written by {written_by}: the original "
                 f"record's key and value unchanged (but a value emptied where key and value "
                 f"hold more than {DEAD_LETTER_LIMIT:,} bytes, header {VALUE_DROPPED} saying "
-                f"so and where the record is), with headers {', '.join(DEAD_LETTER_HEADERS)} "
-                "and, when tracing, the record's trace context."
+                f"so and where the record is), with headers {', '.join(DEAD_LETTER_HEADERS)}, "
+                f"{LETTER_REDRIVEN_FROM} on the letter of a redriven record (the letter it was "
+                "sent back from) and, when tracing, the record's trace context."
             ),
             schema=bytes,
         )

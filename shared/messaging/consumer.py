@@ -73,6 +73,14 @@ group whose dead letter it was. Only that group handles it; the others skip it, 
 read the record the first time (a record every group dead-lettered, not JSON say, is not
 multiplied by every group again)."""
 
+REDRIVEN_FROM = "caravan.redriven-from"
+"""Header of a record redriven from a dead letter: the letter's id (``<topic>.dlq:<partition>:
+<offset>``)."""
+
+LETTER_REDRIVEN_FROM = "dlq.redriven-from"
+"""Header of a dead letter of a redriven record: the dead letter it was sent back from (its
+:data:`REDRIVEN_FROM`), which ``caravan dlq list`` links it to."""
+
 DEAD_LETTER_HEADERS = (
     "dlq.error",
     "dlq.error.message",
@@ -624,6 +632,9 @@ class Consumer:
                 # The trace of the record (this is in its span): a redrive continues it.
                 **current_trace_headers(),
             }
+            redriven_from = dict(record.headers).get(REDRIVEN_FROM)
+            if redriven_from is not None:
+                headers[LETTER_REDRIVEN_FROM] = redriven_from.decode("utf-8", "replace")
             value = record.value if record.value is not None else b""
             if len(value) + len(record.key or b"") > DEAD_LETTER_LIMIT:
                 headers[VALUE_DROPPED] = (

@@ -427,6 +427,14 @@ async def test_the_operations_page_shows_a_paused_service_and_the_records_waitin
     ) in page.page()
 
 
+def listed_lines(stdout: str, letter: str) -> list[list[str]]:
+    """The lines ``caravan dlq list`` printed from ``letter``'s first on, each line's cells
+    (its fourth and fifth, if it has them, say what it was redriven from and when)."""
+    lines = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stdout.splitlines()]
+    first = next(n for n, cells in enumerate(lines) if cells and cells[0] == letter)
+    return lines[first : first + 5]
+
+
 async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     caravan: System, tmp_path: Path
 ) -> None:
@@ -482,8 +490,8 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         }
     ]
     listed = await cli(caravan, "dlq", "list", "--topic", "orders.requests.v1")
-    row = listed.stdout.split(letter)[1].split(".dlq:")[0]  # the letter's lines, cells apart
-    assert "redriven 20" in row and "by test-operator" in row, listed.stdout
+    redriven, by = listed_lines(listed.stdout, letter)[3][:2]
+    assert redriven.startswith("redriven 20") and by == "by test-operator", listed.stdout
 
 
 async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(
@@ -544,8 +552,8 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
         )
     listed = await cli(caravan, "dlq", "list", "--topic", topic.value, "--error", "unknown_type")
     for letter in refs:
-        row = listed.stdout.split(letter)[1].split(".dlq:")[0]
-        assert "redriven 20" in row and "by test-operator" in row, listed.stdout
+        redriven, by = listed_lines(listed.stdout, letter)[3][:2]
+        assert redriven.startswith("redriven 20") and by == "by test-operator", listed.stdout
     # Each group dead-letters its own copy again, and skips the others'.
     await caravan.wait_for(letters, 2 * len(groups))
     for group in groups:
@@ -559,6 +567,20 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     await asyncio.sleep(2.0)  # a dead letter more than one per group would now be out
     again = letters()[len(groups) :]
     assert sorted(dict(r.headers)["dlq.group"].decode() for r in again) == sorted(groups)
+    # Each new letter names the one it was sent back from, of its own group; so does dlq list.
+    group_of = {dict(r.headers)["dlq.group"]: ref for r, ref in zip(first, refs, strict=True)}
+    came_from = {
+        f"{r.topic}:{r.partition}:{r.offset}": dict(r.headers)["dlq.redriven-from"].decode()
+        for r in again
+    }
+    assert sorted(came_from.values()) == sorted(refs)
+    assert all(
+        came_from[f"{r.topic}:{r.partition}:{r.offset}"] == group_of[dict(r.headers)["dlq.group"]]
+        for r in again
+    )
+    listed = await cli(caravan, "dlq", "list", "--topic", topic.value, "--error", "unknown_type")
+    for letter, original in came_from.items():
+        assert listed_lines(listed.stdout, letter)[3][:2] == [original, "sent back as this"]
 
     # Sent once: a second redrive of the same letters leaves them out.
     twice = await cli(caravan, "dlq", "redrive", *refs)

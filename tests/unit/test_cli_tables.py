@@ -188,6 +188,7 @@ def letters_shown(
     *args: str,
     redriven: dict[int, ops_dlq.Redriven] | None = None,
     said: list[str] | None = None,
+    redrive_of: dict[int, str] | None = None,
 ) -> list[list[list[str]]]:
     """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`
     (the audit trail saying the letters of ``redriven`` were redriven, or cannot tell, if
@@ -206,6 +207,7 @@ def letters_shown(
                 "dlq.group": group,
                 "dlq.partition": "2",
                 "dlq.offset": str(67890 + n),
+                **({"dlq.redriven-from": (redrive_of or {})[n]} if n in (redrive_of or {}) else {}),
             },
         )
         for n, ((topic, group), reason) in enumerate(REASONS.items())
@@ -232,7 +234,7 @@ def letters_shown(
     rows: list[list[list[str]]] = []
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.split("│")[1:-1]]
-        if cells and cells[0].endswith(".dlq:0:" + cells[0].rpartition(":")[2]):
+        if cells and cells[1] == "invalid_data":  # a letter's first line
             rows.append([])
         if cells and rows:
             rows[-1].append(cells)
@@ -313,3 +315,22 @@ def test_dead_letters_are_listed_as_ever_when_the_audit_trail_cannot_tell_saying
         "which letters were redriven before is not known: cannot reach PostgreSQL: [Errno 111]"
         " Connection refused"
     ], said
+
+
+def test_a_letter_of_a_redriven_record_names_the_letter_it_was_sent_back_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A letter dead-lettered again after a redrive was not linked to the one it came from."""
+    at = datetime(2026, 12, 4, 13, 0, 7, tzinfo=UTC)
+    first = "orders.events.v1.dlq:0:12000"
+    rows = letters_shown(
+        monkeypatch,
+        "list",
+        redriven={2: ops_dlq.Redriven(at, "test-operator")},
+        redrive_of={2: first},
+    )
+    assert [len(row) for row in rows] == [3, 3, 5], rows
+    assert [cells[:2] for cells in rows[2][3:]] == [
+        [first, "sent back as this"],
+        ["redriven 2026-12-04T13:00:07+00:00", "by test-operator"],
+    ], rows

@@ -4,7 +4,7 @@ import json
 
 from caravan.checkout import REPO_ROOT
 from services.orders.asyncapi import asyncapi_json, consumers
-from shared.messaging.consumer import DEAD_LETTER_HEADERS, VALUE_DROPPED
+from shared.messaging.consumer import DEAD_LETTER_HEADERS, LETTER_REDRIVEN_FROM, VALUE_DROPPED
 from shared.settings import Settings
 
 
@@ -32,4 +32,6 @@ def test_each_dead_letter_channel_names_the_headers_the_consumer_writes() -> Non
     dead = [c["description"] for name, c in channels.items() if name.endswith(".dlq")]
     assert dead
     for description in dead:
-        assert all(h in description for h in (*DEAD_LETTER_HEADERS, VALUE_DROPPED)), description
+        assert all(
+            h in description for h in (*DEAD_LETTER_HEADERS, VALUE_DROPPED, LETTER_REDRIVEN_FROM)
+        ), description

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from caravan.cli import DEMO_SEED
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
     CANCEL_REASONS,
@@ -30,7 +31,7 @@ from services.notifications.domain.templates import (
 )
 from services.payments.domain.credit import schedule
 from shared.events.orders import MAX_LINES, MAX_QUANTITY, MAX_TERM_MONTHS, Locale
-from shared.seed import MAX_UNIT_PRICE_FEN
+from shared.seed import MAX_UNIT_PRICE_FEN, SeedFile
 from shared.settings import MAX_MONTHLY_INTEREST_BP
 
 REF = "CRV-20240501-0007"
@@ -348,14 +349,56 @@ def test_product_name_falls_back() -> None:
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
-def test_an_order_of_more_lines_lists_three_and_counts_them_all(locale: Locale) -> None:
+def test_a_buyers_text_of_more_lines_lists_three_and_counts_them_all(locale: Locale) -> None:
+    """The buyer knows what they ordered; the seller is to prepare it: its text lists all."""
     items = [(f"P{n}", n) for n in range(1, 17)]
     text = render_order_confirmed(locale, REF, 9800, "prepaid", items=items)
     assert "P1 x1" in text and "P3 x3" in text and "P4" not in text
     said = {"zh-CN": "等16种商品", "ug-CN": "قاتارلىق 16 خىل مەھسۇلات", "en": "and 13 more"}
     assert said[locale] in text
     seller = render_new_order_for_seller(locale, REF, items, 9800)
-    assert "P3 x3" in seller and "P4" not in seller and said[locale] in seller
+    assert all(f"P{n} x{n}" in seller for n in range(1, 17)) and said[locale] not in seller
+
+
+DEMO_PRODUCTS = SeedFile.load(DEMO_SEED).products
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("quantity", [1, 10, 99])
+def test_a_sellers_text_lists_every_line_of_a_ten_line_order(locale: Locale, quantity: int) -> None:
+    """The demo's 10 products, each line listed for the seller to prepare (it listed 3 and
+    "and 7 more", saying nowhere what they were), its name whole; a name cut only where the
+    whole ones would not fit (99 of each in Uyghur: 403 units), not a line left out."""
+    items = [(product_name(locale, p.name, p.sku), quantity) for p in DEMO_PRODUCTS]
+    assert len(items) == 10
+    amount = sum(quantity * p.unit_price_fen for p in DEMO_PRODUCTS)
+    text = render_new_order_for_seller(locale, REF, items, amount)
+    assert text.count(f" x{quantity}") == 10, text
+    if (locale, quantity) == ("ug-CN", 99):
+        assert "…" in text
+    else:
+        assert all(f"{name} x{quantity}" in text for name, _ in items), text
+    for to in (MAINLAND, ABROAD):
+        assert encode_info(signed(locale, to, text)).segments <= MAX_SEGMENTS
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_a_sellers_text_of_fifty_lines_lists_what_fits_and_counts_the_rest(locale: Locale) -> None:
+    """50 lines of the demo's names: as many as fit within the bound, names cut to let more
+    fit, and how many there are in all."""
+    names = [product_name(locale, p.name, p.sku) for p in DEMO_PRODUCTS]
+    items = [(f"{names[n % len(names)]} {n}", 10) for n in range(MAX_LINES)]
+    text = render_new_order_for_seller(locale, REF, items, 123_400)
+    listed = text.count(" x10")
+    assert 3 < listed < MAX_LINES, text
+    more = {
+        "zh-CN": f"x10等{MAX_LINES}种商品",
+        "ug-CN": f"x10 قاتارلىق {MAX_LINES} خىل مەھسۇلات",
+        "en": f"x10 and {MAX_LINES - listed} more",
+    }
+    assert more[locale] in text, text
+    for to in (MAINLAND, ABROAD):
+        assert encode_info(signed(locale, to, text)).segments <= MAX_SEGMENTS
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)

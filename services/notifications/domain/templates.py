@@ -257,7 +257,7 @@ def render_order_confirmed(
         what = f"（{listed}）" if listed else ""
         return f"您的订单{order_ref}{what}已确认，金额{money}{paid}。感谢惠顾！"
 
-    return _listing(locale, items, text)
+    return _listing(locale, items, text, _BUYER_LINES)
 
 
 def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
@@ -293,10 +293,13 @@ characters (GSM-7 parts hold more), within what carriers and handsets join into 
 Uyghur with a 64-character reference and the largest amounts, is 345 characters before it
 lists a line; :func:`_listing` lists what fits in the rest."""
 
-_LISTINGS: Final[tuple[tuple[int, int], ...]] = ((3, 40), (3, 16), (1, 16))
-"""How much of an order a text lists, the most first, as ``(lines, name units)``: the first
-lines, each product's name cut past so many UCS-2 units (the demo's longest is 35), the
-others counted, not listed."""
+_BUYER_LINES: Final[int] = 3
+"""How many of an order's lines a buyer's text lists, the others counted, not listed: the
+buyer knows what they ordered. A seller's text lists all that fit, what it is to prepare."""
+
+_NAME_UNITS: Final[tuple[int, int]] = (40, 16)
+"""A product's name is listed whole up to the first so many UCS-2 units (the demo's longest is
+35) and cut past it, or past fewer, down to the second, where that lets more lines fit."""
 
 _MORE: Final[dict[Locale, str]] = {
     "zh-CN": "{listed}等{count}种商品",
@@ -322,16 +325,27 @@ def format_items(
     return _MORE[locale].format(listed=listed, count=len(items), more=len(items) - lines)
 
 
-def _listing(locale: Locale, items: Sequence[tuple[str, int]], text: Callable[[str], str]) -> str:
+def _listing(
+    locale: Locale, items: Sequence[tuple[str, int]], text: Callable[[str], str], lines: int
+) -> str:
     """``text`` of the order's ``items`` listed as fully as keeps it, signed, within
-    :data:`MAX_SEGMENTS` (:data:`_LISTINGS`, the most first). Measured with the mainland
-    signature, as UCS-2: a text abroad signed ``Caravan: `` (as long) in GSM-7 takes no
-    more parts (its parts hold 153 septets, an escaped character 2)."""
-    for lines, name_units in _LISTINGS:
-        body = text(format_items(locale, items, lines, name_units))
-        if encode_info(MAINLAND_SIGNATURE + body).segments <= MAX_SEGMENTS:
-            break
-    return body
+    :data:`MAX_SEGMENTS`: as many of its first ``lines`` lines as fit, the others counted,
+    each name cut (:data:`_NAME_UNITS`) only as far as lets that many fit; else 1 line.
+    Measured with the mainland signature, as UCS-2: a text abroad signed ``Caravan: `` (as
+    long) in GSM-7 takes no more parts (its parts hold 153 septets, an escaped character 2)."""
+
+    def listing(listed: int, name_units: int) -> str:
+        return text(format_items(locale, items, listed, name_units))
+
+    def fits(body: str) -> bool:
+        return encode_info(MAINLAND_SIGNATURE + body).segments <= MAX_SEGMENTS
+
+    whole, least = _NAME_UNITS
+    for listed in range(min(lines, len(items)), 0, -1):
+        if fits(listing(listed, least)):
+            name_units = next(n for n in range(whole, least - 1, -1) if fits(listing(listed, n)))
+            return listing(listed, name_units)
+    return listing(1, least)
 
 
 def product_name(locale: Locale, names: Mapping[str, str], sku: str) -> str:
@@ -342,8 +356,9 @@ def product_name(locale: Locale, names: Mapping[str, str], sku: str) -> str:
 def render_new_order_for_seller(
     locale: Locale, order_ref: str, items: Sequence[tuple[str, int]], amount_fen: int
 ) -> str:
-    """Render the body of the "new order" SMS to a seller: what to prepare, and what it is
-    worth (:func:`signed` signs it)."""
+    """Render the body of the "new order" SMS to a seller: what to prepare, every line that
+    fits within :data:`MAX_SEGMENTS` (the others counted), and what it is worth
+    (:func:`signed` signs it)."""
     money = format_money(locale, amount_fen)
 
     def text(what: str) -> str:
@@ -353,7 +368,7 @@ def render_new_order_for_seller(
             return f"New order {order_ref}: {what}, worth {money}. Please prepare the goods."
         return f"新订单{order_ref}：{what}，货款{money}。请及时备货。"
 
-    return _listing(locale, items, text)
+    return _listing(locale, items, text, len(items))
 
 
 InstalmentStage = Literal["upcoming", "today", "overdue"]

@@ -1,6 +1,7 @@
 """Checking a presented token: a short cache in front of the database, and a limit on failed
 attempts per client address (in-process; each service instance counts its own)."""
 
+import asyncio
 import logging
 import math
 import time
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
-from shared.db.engine import address, described, is_transient, lost_connection
+from shared.db.engine import NoAnswer, address, described, lost_connection, unreachable
 from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
@@ -67,22 +68,27 @@ class FailureLimiter:
 
 
 KEPT_IN_OUTAGE = 3600.0
-"""Seconds since a token's verdict was last read from ``auth.tokens`` for which it still
-stands while the database cannot be reached (:meth:`Guard.lookup`). A revocation is written
-there (``caravan tokens revoke``, an UPDATE of ``auth.tokens``, the only change a token ever
-has), so none can have been made while PostgreSQL itself is down; but a fault of this
-process's alone (its network path to the server, its pool full, the server refusing its
-role more connections) leaves ``caravan tokens revoke`` working elsewhere, unseen here until
-the database answers this process again. The bound caps that: an hour outlasts a restart or
-a failover (seconds to minutes), so the operations page and the scrapes see such an outage
-through (CaravanFiguresStale fires after a minute of it), and a token revoked during a fault
-of this process's alone is refused here within the hour whatever the fault."""
+"""Seconds since a token's verdict was last read from ``auth.tokens`` for which it may still
+stand while PostgreSQL cannot be reached (:meth:`Guard.lookup`): an hour outlasts a restart
+or a failover (seconds to minutes), so the operations page and the scrapes see such an
+outage through (CaravanFiguresStale fires after a minute of it)."""
+
+SILENCE_BEFORE_OUTAGE = 60.0
+"""Seconds between this process's last read of ``auth.tokens`` and the first failure to reach
+it within which a verdict read before may stand: a revocation made in between is unseen here
+(Prometheus reads every process's ``/metrics`` each 15 s, so one that is scraped has read
+the table well within it)."""
+
+READ_WITHIN = 4.0
+"""Seconds a token's read may take before PostgreSQL is taken as unreachable: against a hung
+server the connect waits ``CARAVAN_DB_CONNECT_TIMEOUT_SECONDS`` (10 s), past Prometheus's
+10 s scrape timeout, so a scrape in such an outage would never be answered."""
 
 
 class TokenCache:
     """Verdicts read from the database, trusted for ``ttl`` seconds (a revoked token keeps
-    working at most that long) and kept for :data:`KEPT_IN_OUTAGE` while the database cannot
-    be reached (:meth:`kept`)."""
+    working at most that long) and, with a ``ttl`` above 0, kept for :data:`KEPT_IN_OUTAGE`
+    for when the database cannot be reached (:meth:`kept`)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
@@ -95,8 +101,8 @@ class TokenCache:
 
     def kept(self, key: str) -> tuple[Lookup, float] | None:
         """The verdict read less than :data:`KEPT_IN_OUTAGE` seconds ago and how many seconds
-        ago, for when the database cannot be asked."""
-        found = self._read_within(key, KEPT_IN_OUTAGE)
+        ago, for when the database cannot be asked; never with a ``ttl`` of 0 (no keeping)."""
+        found = self._read_within(key, KEPT_IN_OUTAGE if self.ttl > 0 else 0)
         return None if found is None else (found, self.clock() - self._entries[key][0])
 
     def _read_within(self, key: str, seconds: float) -> Lookup | None:
@@ -123,13 +129,21 @@ class Guard:
         self.engine = engine
         self.cache = TokenCache(cache_seconds)
         self.limiter = limiter
+        self.read_within = READ_WITHIN
+        self.revoked = -1  # the most tokens seen revoked, at the last read of auth.tokens
+        self.contact: float | None = None  # when (the cache's clock) that read was
+        self.failing_since: float | None = None  # the first failure to reach it since
         start_at_zero(AUTH_FAILURES, [service], REFUSALS)  # the first refusal of each counts
 
     async def lookup(self, token: str) -> Lookup:
-        """The token's verdict: cached, else read from ``auth.tokens``. With the database
-        away (a transient fault), one read before (within :data:`KEPT_IN_OUTAGE`) stands
-        (stale-if-error), so the operations page and ``/metrics`` answer through an outage;
-        a token never seen is not refused (it may be valid): the fault is raised (503)."""
+        """The token's verdict: cached, else read from ``auth.tokens``. With PostgreSQL not
+        reachable (:func:`~shared.db.engine.unreachable`), a verdict read before stands
+        (stale-if-error), so the operations page and ``/metrics`` answer through an outage,
+        if no revocation can have been missed since it was read: as many tokens were revoked
+        then as at this process's last read of the table, that read came less than
+        :data:`SILENCE_BEFORE_OUTAGE` before the failures began, and it is at most
+        :data:`KEPT_IN_OUTAGE` old. Else, and for a token never seen (it may be valid), the
+        fault is raised (503), never a 401."""
         key = tokens.digest(token)
         found = self.cache.get(key)
         if found is not None:
@@ -137,7 +151,7 @@ class Guard:
         try:
             found = await self._read(token)
         except Exception as exc:
-            kept = self.cache.kept(key) if is_transient(exc) else None
+            kept = self._kept(key, exc)
             if kept is None:
                 raise
             found, age = kept
@@ -145,21 +159,42 @@ class Guard:
             where = address(self.engine)
             log.warning("%s; %s taken as read %.0f s ago", described(exc, where), who, age)
             return found
+        if found.revoked is not None:
+            self.revoked = max(self.revoked, found.revoked)  # reads may end out of order
+            self.contact, self.failing_since = self.cache.clock(), None
         self.cache.put(key, found)
         return found
 
+    def _kept(self, key: str, exc: Exception) -> tuple[Lookup, float] | None:
+        if not unreachable(exc):
+            return None  # the server answers others: a revocation may be written meanwhile
+        now = self.cache.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+        kept = self.cache.kept(key)
+        if kept is None or kept[0].revoked != self.revoked or self.contact is None:
+            return None
+        return kept if self.failing_since - self.contact <= SILENCE_BEFORE_OUTAGE else None
+
     async def _read(self, token: str) -> Lookup:
+        """``token`` read, within :attr:`read_within` seconds (else :class:`NoAnswer`). A
+        pooled connection that died at use (PostgreSQL restarted; the pool drops the others
+        with it) is retried once on a new one, so that a token revoked since is refused
+        rather than taken as read before; a connection that could not be made is not."""
         try:
-            async with self.engine.connect() as conn:
-                return await tokens.lookup(conn, token)
-        except Exception as exc:
-            if not lost_connection(exc):
-                raise
-        # A pooled connection that died with a restart of PostgreSQL (the pool has dropped
-        # the others with it): a new one is asked, so that a token revoked since is refused
-        # rather than taken as read before.
-        async with self.engine.connect() as conn:
-            return await tokens.lookup(conn, token)
+            async with asyncio.timeout(self.read_within):
+                connected = False
+                try:
+                    async with self.engine.connect() as conn:
+                        connected = True
+                        return await tokens.lookup(conn, token)
+                except Exception as exc:
+                    if not (connected and lost_connection(exc)):
+                        raise
+                async with self.engine.connect() as conn:
+                    return await tokens.lookup(conn, token)
+        except TimeoutError as exc:
+            raise NoAnswer(address(self.engine), self.read_within) from exc
 
     def refused(self, reason: str, client: str, method: str, path: str) -> None:
         """Count and log a refusal (never the token); failures of authentication count

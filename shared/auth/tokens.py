@@ -8,11 +8,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth.scopes import SCOPES
@@ -49,6 +49,11 @@ class Lookup:
 
     principal: Principal | None
     refused: str | None  # "unknown" | "revoked" | "malformed"
+    revoked: int | None = field(default=None, compare=False)
+    """How many tokens ``auth.tokens`` held revoked when this was read, in the same statement
+    (one snapshot); None if it was not read. Tokens are never deleted and a revocation is
+    never undone, so a higher number read later means a revocation since
+    (:meth:`shared.auth.guard.Guard.lookup`)."""
 
 
 def digest(token: str) -> str:
@@ -105,20 +110,27 @@ def _info(row: Any) -> TokenInfo:
 
 
 async def lookup(conn: AsyncConnection, token: str) -> Lookup:
-    """The principal of ``token``, or why it is refused. The stored hash is compared to the
+    """The principal of ``token``, or why it is refused, and how many tokens are revoked
+    (:attr:`Lookup.revoked`, in one statement: the table holds one row per token an operator
+    issued, tens, so counting them is a page or two). The stored hash is compared to the
     presented one in constant time, so timing tells nothing about how much of it matched."""
     if not token.startswith(PREFIX) or len(token) > 128:
         return Lookup(None, "malformed")
     presented = digest(token)
+    counted = select(func.count(tokens.c.revoked_at).label("revoked")).subquery()
     row = (
         await conn.execute(
-            select(tokens.c.name, tokens.c.hash, tokens.c.scopes, tokens.c.revoked_at).where(
-                tokens.c.hash == presented
-            )
+            select(
+                counted.c.revoked,
+                tokens.c.name,
+                tokens.c.hash,
+                tokens.c.scopes,
+                tokens.c.revoked_at,
+            ).select_from(counted.outerjoin(tokens, tokens.c.hash == presented))
         )
-    ).first()
-    if row is None or not hmac.compare_digest(row.hash, presented):
-        return Lookup(None, "unknown")
+    ).one()
+    if row.hash is None or not hmac.compare_digest(row.hash, presented):
+        return Lookup(None, "unknown", row.revoked)
     if row.revoked_at is not None:
-        return Lookup(None, "revoked")
-    return Lookup(Principal(row.name, frozenset(row.scopes)), None)
+        return Lookup(None, "revoked", row.revoked)
+    return Lookup(Principal(row.name, frozenset(row.scopes)), None, row.revoked)

@@ -260,6 +260,28 @@ def unusable(exc: BaseException) -> Unusable | None:
     return None
 
 
+# The server is going away or not yet there: shutting down (57P01), crashed (57P02), starting
+# up (57P03); with class 08 (a connection failure), the SQLSTATEs of a server not reached.
+_GOING_OR_COMING = ("57P01", "57P02", "57P03")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True if ``exc`` says that PostgreSQL cannot be reached from here at all: a connection
+    that could not be made (an OS error, :class:`NoAnswer`), or was lost (:func:`lost_connection`,
+    SQLSTATE class 08), a server shutting down or starting up. Not a server that answers
+    and refuses the work: no free connection in the pool (SQLAlchemy's ``TimeoutError``), too
+    many connections (53300), a conflict (class 40), a lock not granted (55P03), a login
+    refused (class 28), though :func:`is_transient` takes most of them and :func:`unusable`
+    says "unreachable" of some: meanwhile the server works for others."""
+    for error in _chain(exc):
+        if isinstance(error, sa_exc.TimeoutError):
+            return False
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state.startswith("08") or state in _GOING_OR_COMING
+    return lost_connection(exc) or any(isinstance(e, OSError) for e in _chain(exc))
+
+
 def _transient_sqlstate(exc: BaseException) -> bool:
     for error in _chain(exc):
         state = getattr(error, "sqlstate", None)
@@ -320,6 +342,7 @@ __all__ = [
     "lost_connection",
     "missing_relation",
     "reason",
+    "unreachable",
     "unusable",
 ]
 

@@ -487,8 +487,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         try:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            checks["database"] = described(exc, address(db.engine))
+        except Exception as exc:  # said to anyone (no token): where and the server's words logged
+            checks["database"] = described(exc, public=True)
+            log.warning("/healthz: %s", described(exc, address(db.engine)))
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

@@ -57,12 +57,36 @@ def _connect_within(seconds: float) -> Callable[..., Any]:
             return dialect.connect(*cargs, **cparams)
         except TimeoutError as exc:
             raise NoAnswer(where, float(timeout)) from exc
-        except ConnectionError:
-            raise  # refused, reset: says where already
+        except ConnectionError as exc:  # refused, reset: says where already
+            connecting(exc, where)
+            raise
         except OSError as exc:  # a name that does not resolve: a socket.gaierror
-            raise ConnectionError(f"PostgreSQL at {where}: {exc}") from exc
+            raise connecting(ConnectionError(f"PostgreSQL at {where}: {exc}"), where) from exc
 
     return connect
+
+
+_CONNECTING = "connecting to PostgreSQL"
+
+
+def connecting(exc: OSError, where: str) -> OSError:
+    """``exc``, failed connecting to PostgreSQL at ``where``, so marked (a note, which its
+    traceback shows): an OS error says nothing of whose it is (:func:`described`)."""
+    exc.add_note(f"{_CONNECTING} at {where}")
+    return exc
+
+
+_OF_POSTGRESQL = (sa_exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, NoAnswer)
+
+
+def _of_postgresql(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's: SQLAlchemy's or asyncpg's, or (wrapping) an error of
+    connecting to it (:func:`connecting`, :class:`NoAnswer`)."""
+    return any(
+        isinstance(e, _OF_POSTGRESQL)
+        or any(str(n).startswith(_CONNECTING) for n in getattr(e, "__notes__", ()))
+        for e in _chain(exc)
+    )
 
 
 class Database:
@@ -337,6 +361,7 @@ __all__ = [
     "Unusable",
     "async_engine",
     "bad_value",
+    "connecting",
     "is_transient",
     "log_retry",
     "lost_connection",
@@ -366,10 +391,12 @@ _TURNED_AWAY = ("57P03", "53300", "3D000")
 _ENDED = ("57P01", "57P02")
 
 
-def described(exc: BaseException, where: str | None = None) -> str:
+def described(exc: BaseException, where: str | None = None, *, public: bool = False) -> str:
     """What went wrong with PostgreSQL (at ``where``, :func:`address`), in words an
-    operator can act on: what ``/healthz`` says and a retried fault's warning logs, where
+    operator can act on: what a retried fault's warning logs and ``/healthz`` says, where
     they said the exception's class (``FileNotFoundError``: the local cluster's socket gone).
+    ``public``, for anyone who asks (``/healthz`` takes no token): neither where nor the
+    server's own words (a login refused names the role), which the logs keep.
 
     ``cannot reach PostgreSQL at /x/.s.PGSQL.15432 (No such file or directory)`` (stopped,
     its socket gone; ``Connection refused`` on TCP; a name not resolved), ``PostgreSQL at
@@ -377,30 +404,44 @@ def described(exc: BaseException, where: str | None = None) -> str:
     connections, a login refused), ``PostgreSQL at ... ended the connection: terminating
     connection due to administrator command``, ``lost the connection to PostgreSQL at ...``,
     ``no free connection to PostgreSQL at ... within the pool's timeout``; anything else its
-    :func:`reason` (never a row's values)."""
-    at = f" at {where}" if where else ""
+    :func:`reason` (never a row's values). An error that is not PostgreSQL's
+    (:func:`_of_postgresql`: an OS error of something else the work used) is said as it is,
+    not named PostgreSQL's."""
+    at = f" at {where}" if where and not public else ""
+    if not _of_postgresql(exc):
+        return (_os_reason(exc) or type(exc).__name__) if public else reason(exc)
     for error in _chain(exc):
         if isinstance(error, sa_exc.TimeoutError):  # the pool's: every connection in use
             return f"no free connection to PostgreSQL{at} within the pool's timeout"
         if isinstance(error, asyncpg.PostgresError):
             state = error.sqlstate or ""
-            message = str(error.message or error)
+            words = "" if public else f": {error.message or error}"
             if state in _TURNED_AWAY or state.startswith("28"):
-                return f"PostgreSQL{at} refused the connection: {message}"
+                return f"PostgreSQL{at} refused the connection{words}"
             if state in _ENDED or state.startswith("08"):
-                return f"PostgreSQL{at} ended the connection: {message}"
+                return f"PostgreSQL{at} ended the connection{words}"
+            if public:
+                return f"PostgreSQL failed the statement (SQLSTATE {state or '?'})"
             return f"PostgreSQL{at}: {reason(error)}"
         if isinstance(error, TimeoutError) and not error.args:
             return f"cannot reach PostgreSQL{at} (no answer in time)"
         if isinstance(error, NoAnswer):  # async_engine's: it says where itself
             return f"cannot reach PostgreSQL{at} (no answer within {error.seconds:g} s)"
-        if isinstance(error, OSError):  # said by its errno, its own or one it wraps
-            oses = [e for e in _chain(error) if isinstance(e, OSError)]
-            numbers = [e.errno for e in oses if e.errno]
-            why = os.strerror(numbers[0]) if numbers and numbers[0] > 0 else None
-            # else the wrapped error's own words (a name not resolved: a socket.gaierror's)
-            why = why or next((e.strerror for e in oses if e.strerror), None)
-            return f"cannot reach PostgreSQL{at} ({why or error})"
+        if isinstance(error, OSError):
+            why = _os_reason(error) or (None if public else error)
+            return f"cannot reach PostgreSQL{at}" + (f" ({why})" if why else "")
     if lost_connection(exc):
         return f"lost the connection to PostgreSQL{at}"
-    return f"PostgreSQL{at}: {reason(exc)}"
+    return (
+        f"PostgreSQL failed ({type(exc).__name__})" if public else f"PostgreSQL{at}: {reason(exc)}"
+    )
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """The OS's words for an OS error ``exc`` is or wraps: by its errno, its own or one it
+    wraps, else the wrapped error's own words (a name not resolved: a socket.gaierror's)."""
+    oses = [e for e in _chain(exc) if isinstance(e, OSError)]
+    numbers = [e.errno for e in oses if e.errno]
+    if numbers and numbers[0] > 0:
+        return os.strerror(numbers[0])
+    return next((e.strerror for e in oses if e.strerror), None)

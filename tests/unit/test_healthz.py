@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import make_url
 
 from shared.db import Database
+from shared.db.engine import connecting
 from shared.http import PROBLEM, KafkaContact, create_app
 from shared.settings import Settings
 from shared.stall import OUTBOX, Stalls
@@ -39,7 +40,7 @@ class FakeEngine:
 
     async def __aenter__(self) -> "FakeEngine":
         if self.down:
-            raise ConnectionRefusedError(111, "Connect call failed")
+            raise connecting(ConnectionRefusedError(111, "Connect call failed"), "db.example:5433")
         return self
 
     async def __aexit__(
@@ -107,7 +108,9 @@ async def test_a_service_kafka_has_not_answered_for_a_while_says_it_is_degraded(
     }
 
 
-async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down() -> None:
+async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = Clock()
     contact = KafkaContact(silent_after=30, clock=clock)
     answer = await health(contact, database_down=True)
@@ -117,10 +120,13 @@ async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
     clock.now += 42
     both = (await health(contact, database_down=True)).json()
     assert both["down"] == ["database", "kafka"]
-    # It said "database: ConnectionRefusedError", naming neither PostgreSQL nor where.
-    away = "cannot reach PostgreSQL at db.example:5433 (Connection refused)"
+    # It said "database: ConnectionRefusedError", naming neither PostgreSQL nor why; where
+    # is for the logs, not for anyone who asks.
+    away = "cannot reach PostgreSQL (Connection refused)"
     assert both["detail"] == f"database: {away}; kafka: no answer for 42 s"
     assert both["checks"]["database"] == away
+    logged = [r.getMessage() for r in caplog.records if r.name == "shared.http"]
+    assert "/healthz: cannot reach PostgreSQL at db.example:5433 (Connection refused)" in logged
 
 
 async def test_a_load_balancer_may_check_with_head() -> None:

@@ -26,7 +26,7 @@ from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
 from shared.db import bad_value, is_transient, log_retry
-from shared.db.engine import NoAnswer, address, described, lost_connection
+from shared.db.engine import NoAnswer, address, async_engine, connecting, described, lost_connection
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.registry import Parsed
@@ -175,7 +175,8 @@ def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback
 ) -> None:
     log = logging.getLogger("tests.loop")
     with caplog.at_level(logging.INFO, logger="tests.loop"):
-        log_retry(log, "sweep failed", ConnectionRefusedError(111, "Connect call failed"))
+        refused = connecting(ConnectionRefusedError(111, "Connect call failed"), "127.0.0.1:1")
+        log_retry(log, "sweep failed", refused)
         try:
             raise ValueError("bad")
         except ValueError as exc:
@@ -197,6 +198,11 @@ def _socket_gone_said_with_where() -> ConnectionError:
     return said
 
 
+def _connect(error: OSError) -> OSError:
+    """``error`` as it leaves async_engine's connect: marked as connecting to PostgreSQL."""
+    return connecting(error, "/srv/pg/socket/.s.PGSQL.15432")
+
+
 def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
     error.__cause__ = cause
     return error
@@ -207,17 +213,20 @@ def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
     [
         # The local cluster stopped: its Unix socket gone (the walkthrough's
         # "FileNotFoundError(2, 'No such file or directory')", nothing naming PostgreSQL).
-        (FileNotFoundError(2, "No such file or directory"), "cannot reach PostgreSQL at {w} ({s})"),
         (
-            ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+            _connect(FileNotFoundError(2, "No such file or directory")),
+            "cannot reach PostgreSQL at {w} ({s})",
+        ),
+        (
+            _connect(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")),
             "{c} (Connection refused)",
         ),
         (
-            OSError("Multiple exceptions: [Errno 111] ..."),
+            _connect(OSError("Multiple exceptions: [Errno 111] ...")),
             "{c} (Multiple exceptions: [Errno 111] ...)",
         ),
-        (_socket_gone_said_with_where(), "{c} (No such file or directory)"),
-        (TimeoutError(), "{c} (no answer in time)"),
+        (_connect(_socket_gone_said_with_where()), "{c} (No such file or directory)"),
+        (_connect(TimeoutError()), "{c} (no answer in time)"),
         # async_engine's own, which say where themselves: not said twice.
         (_wrapping(NoAnswer("127.0.0.1:1", 10), TimeoutError()), "{c} (no answer within 10 s)"),
         (
@@ -225,7 +234,7 @@ def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
                 ConnectionError(
                     "PostgreSQL at db.invalid:5432: [Errno -2] Name or service not known"
                 ),
-                socket.gaierror(-2, "Name or service not known"),
+                _connect(socket.gaierror(-2, "Name or service not known")),
             ),
             "{c} (Name or service not known)",
         ),
@@ -264,6 +273,65 @@ def test_a_database_fault_is_said_naming_postgresql_where_and_why(
     )
     assert described(error, where) == expected
     assert described(_as_sqlalchemy_raises(error), where) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (ConnectionRefusedError(111, "Connect call failed"), "Connection refused"),
+        (FileNotFoundError(2, "No such file or directory"), "No such file or directory"),
+        (TimeoutError(), "TimeoutError"),
+    ],
+)
+def test_an_error_not_postgresqls_is_not_said_to_be(error: OSError, said: str) -> None:
+    """A handler's fault of something else it used (a file, another server) was said as
+    "cannot reach PostgreSQL at ..." for any OSError: the 503 handler's and the consumer's
+    warnings sent the operator to a database that was fine."""
+    where = "/srv/pg/socket/.s.PGSQL.15432"
+    assert described(error, where) == f"{type(error).__name__}: {error!s}".rstrip(": ")
+    assert described(error, public=True) == said
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (
+            _connect(FileNotFoundError(2, "No such file or directory")),
+            "cannot reach PostgreSQL (No such file or directory)",
+        ),
+        (
+            asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
+            "PostgreSQL refused the connection",
+        ),
+        (
+            asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+            "PostgreSQL ended the connection",
+        ),
+        (
+            asyncpg.UndefinedTableError('relation "orders.x" does not exist'),
+            "PostgreSQL failed the statement (SQLSTATE 42P01)",
+        ),
+        (NoAnswer("db.example:5432", 10), "cannot reach PostgreSQL (no answer within 10 s)"),
+    ],
+)
+def test_what_anyone_is_told_names_neither_where_nor_the_servers_words(
+    error: BaseException, said: str
+) -> None:
+    """/healthz (no token) said the server's address and, for a login refused, its message
+    (the role's name) to anyone."""
+    where = "db.example:5432"
+    assert described(error, where, public=True) == said
+    assert described(_as_sqlalchemy_raises(error), where, public=True) == said
+    assert where in described(error, where)
+
+
+async def test_a_connection_async_engine_could_not_make_is_said_as_postgresqls() -> None:
+    engine = async_engine("postgresql+asyncpg://caravan:x@127.0.0.1:1/caravan")
+    with pytest.raises(OSError) as refused:
+        async with engine.connect():
+            pass
+    assert described(refused.value) == "cannot reach PostgreSQL (Connection refused)"
+    await engine.dispose()
 
 
 def test_where_postgresql_is_said_is_its_socket_or_its_host_and_port() -> None:
@@ -330,7 +398,7 @@ class _Restarting:
     async def begin(self, cause: Any = None) -> AsyncIterator["_Restarting"]:
         if not self.failed:
             self.failed = True
-            raise FileNotFoundError(2, "No such file or directory")
+            raise connecting(FileNotFoundError(2, "No such file or directory"), "/srv/pg/socket")
         yield self
 
     async def claim(self, key: str, topic: str) -> bool:

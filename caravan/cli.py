@@ -640,7 +640,12 @@ def stuck(
     )
     for o in found["orders"]:
         table.add_row(
-            o["order_id"], o["order_ref"], o["source"], o["placed_at"], o["stock"], o["payment"]
+            o["order_id"],
+            o["order_ref"],
+            o["source"],
+            output.at(o["placed_at"]),
+            o["stock"],
+            o["payment"],
         )
     output.show(table)
 

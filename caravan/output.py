@@ -135,9 +135,9 @@ class Clipped:
 
 
 def at(when: datetime | str) -> str:
-    """A time as the command line's tables show it (``dlq list``, ``tokens list``, ``platform
-    problems`` and ``callbacks``): to the second, its zone said (``2026-12-04T09:12:28+00:00``);
-    ``when`` as read, or in ISO 8601 as an API gives it."""
+    """A time as the command line's tables show it (``dlq list``, ``tokens list``, ``stuck``,
+    ``platform problems`` and ``callbacks``): to the second, its zone said
+    (``2026-12-04T09:12:28+00:00``); ``when`` as read, or in ISO 8601 as an API gives it."""
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     return when.isoformat(timespec="seconds")

@@ -3,8 +3,9 @@ and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM o
 
 A service started while Kafka cannot be reached (not up yet, restarting) waits for it, as
 its loops wait for PostgreSQL: a one-line warning a try, tried again with backoff, until
-Kafka answers or the service is stopped. It exited before, and its supervisor, restarting
-it, gave up after five exits a minute (``caravan up`` then stopped everything). Meanwhile
+Kafka answers or the service is stopped. It exited before, and its supervisor restarted it
+again and again (``caravan up`` then stopped everything after five exits a minute; it now
+goes on restarting with backoff, caravan/system.py). Meanwhile
 its HTTP API and its loops run: orders are taken into the outbox, ``/healthz`` answers
 (degraded once Kafka has been silent a while), texts and gateway calls go on.
 

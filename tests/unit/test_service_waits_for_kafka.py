@@ -1,7 +1,8 @@
 """A service started while Kafka cannot be reached waits for it, a one-line warning a try,
 serves its HTTP API meanwhile, and stops cleanly when asked to (``tests/e2e/test_kafka_wait.py``:
 and goes on once Kafka answers). It exited with aiokafka's KafkaConnectionError, and
-``caravan up``, restarting it, stopped everything after five exits within a minute."""
+``caravan up``, restarting it, stopped everything after five exits within a minute (it now
+restarts with backoff and stops nothing, caravan/system.py)."""
 
 import asyncio
 import logging

@@ -266,11 +266,7 @@ def up_env(**named: str) -> dict[str, str]:
     starts again what exits after 0.2 s, doubling up to 1 s (a hidden setting; 1 s up to 30 s
     otherwise)."""
     return {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
-        },
+        **{k: v for k, v in os.environ.items() if k not in NAMED},
         **named,
         "CARAVAN_HTTP_PORT": str(UP_HTTP_PORT),
         system.RESTART_BACKOFF_VAR: "0.2,1",

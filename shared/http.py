@@ -30,7 +30,7 @@ from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
 from shared.db import Database, bad_value, is_transient
 from shared.db.engine import address, described
-from shared.logs import phones_masked
+from shared.logs import Repeats, phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
 from shared.stall import Stalls, consumer_said, relay_said
@@ -459,6 +459,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         return http_problem(exc, request)
 
     down = {503: "PostgreSQL is not reachable: what is down (down) and why (checks)"}
+    database_fault = Repeats()  # a load balancer polls: a line a minute, not one a poll
 
     @app.get("/healthz", tags=["operations"], responses=problem_responses(down, token=False))
     async def healthz(request: Request) -> Any:
@@ -489,7 +490,11 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
             checks["database"] = described(exc, public=True)
-            log.warning("/healthz: %s", described(exc, address(db.engine)))
+            said = described(exc, address(db.engine))
+            if database_fault.new(said):
+                log.warning("/healthz: %s", said)
+        else:
+            database_fault.clear()
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

@@ -14,7 +14,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -127,6 +128,30 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = phones_masked(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+class Repeats:
+    """Tells whether a line is worth logging: when its words differ from the last one's, or
+    ``every`` seconds have passed since that was logged. A fault found by a check polled
+    every few seconds (a load balancer's ``/healthz`` in a PostgreSQL outage) is then a line
+    a minute, not a line a poll; :meth:`clear` once it is gone, so its return is said at
+    once."""
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._last: str | None = None
+        self._at = 0.0
+
+    def new(self, line: str) -> bool:
+        now = self.clock()
+        if line == self._last and now - self._at < self.every:
+            return False
+        self._last, self._at = line, now
+        return True
+
+    def clear(self) -> None:
+        self._last = None
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -8,11 +8,13 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import make_url
 
 from shared.db import Database
 from shared.db.engine import connecting
 from shared.http import PROBLEM, KafkaContact, create_app
+from shared.logs import Repeats
 from shared.settings import Settings
 from shared.stall import OUTBOX, Stalls
 
@@ -64,11 +66,25 @@ async def health(
     consumer: Stalls | None = None,
     outbox: Stalls | None = None,
 ) -> httpx.Response:
-    app = create_app("orders", cast(Database, FakeDatabase(database_down)), Settings())
+    app = serving(contact, FakeDatabase(database_down), consumer, outbox)
+    return await ask(app, method)
+
+
+def serving(
+    contact: KafkaContact,
+    database: FakeDatabase,
+    consumer: Stalls | None = None,
+    outbox: Stalls | None = None,
+) -> FastAPI:
+    app = create_app("orders", cast(Database, database), Settings())
     # As Service.serve hands them over.
     app.state.kafka_contact = contact
     app.state.consumer_stalls = consumer or Stalls(contact.clock)
     app.state.outbox_stalls = outbox or Stalls(contact.clock)
+    return app
+
+
+async def ask(app: FastAPI, method: str = "GET") -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
         return await client.request(method, "/healthz")
@@ -127,6 +143,43 @@ async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
     assert both["checks"]["database"] == away
     logged = [r.getMessage() for r in caplog.records if r.name == "shared.http"]
     assert "/healthz: cannot reach PostgreSQL at db.example:5433 (Connection refused)" in logged
+
+
+async def test_a_load_balancer_polling_in_an_outage_gets_a_line_a_minute_not_one_a_poll(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each failing check logged its warning: a load balancer polling every few seconds
+    through an outage wrote a line a poll, in every service. The same fault is said again
+    after a minute, and at once after PostgreSQL answered in between."""
+    database = FakeDatabase(down=True)
+    app = serving(KafkaContact(silent_after=30, clock=Clock()), database)
+    for _ in range(5):
+        assert (await ask(app)).status_code == 503
+    database.engine.down = False
+    assert (await ask(app)).status_code == 200
+    database.engine.down = True
+    assert (await ask(app)).status_code == 503
+    logged = [r.getMessage() for r in caplog.records if r.name == "shared.http"]
+    assert (
+        logged == ["/healthz: cannot reach PostgreSQL at db.example:5433 (Connection refused)"] * 2
+    )
+
+
+def test_a_line_is_said_again_when_its_words_change_or_a_minute_passed() -> None:
+    clock = Clock()
+    repeats = Repeats(every=60, clock=clock)
+    assert [repeats.new("a"), repeats.new("a"), repeats.new("b"), repeats.new("b")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    clock.now += 59
+    assert not repeats.new("b")
+    clock.now += 1
+    assert repeats.new("b")
+    repeats.clear()
+    assert repeats.new("b")
 
 
 async def test_a_load_balancer_may_check_with_head() -> None:

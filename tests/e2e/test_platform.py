@@ -340,6 +340,24 @@ async def test_a_push_ends_with_the_platform_receiving_the_outcome(
             "requests": 1,
         }
     ]
+    # The platform follows its order by its own id, not knowing our buyer id (it was 422
+    # "query.buyer_id: Field required"); the order_ref alone is no one order.
+    found = await caravan.client.get(
+        "/orders", params={"source": f"platform/{APP}", "order_ref": order_ref}
+    )
+    assert [(o["order_id"], o["status"]) for o in found.json()["items"]] == [
+        (order_id, "confirmed")
+    ]
+    alone = await caravan.client.get("/orders", params={"order_ref": order_ref})
+    assert (alone.status_code, alone.json()["errors"]) == (
+        422,
+        [
+            {
+                "field": "query.buyer_id",
+                "message": "buyer_id is needed, unless source and order_ref are both given",
+            }
+        ],
+    )
     # The MD5 app, with an out-of-season product: cancelled, and told why.
     legacy_ref = await new_order(platform.legacy, {"ALI-FIG": 1})
     assert (await push(platform.legacy, legacy_ref, form=True))["body"]["status"] == "accepted"

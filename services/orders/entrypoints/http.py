@@ -23,7 +23,7 @@ from services.orders.entrypoints.schemas import (
     Status,
 )
 from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
-from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, require
+from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, refused_body, require
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
@@ -94,11 +94,25 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         tags=["orders"],
         dependencies=[require("orders:read")],
         responses=problem_responses(
-            {422: f"{BAD_INPUT}, or the cursor is not one this API gave"}, model=Problem
+            {
+                422: f"{BAD_INPUT}, the cursor is not one this API gave, or neither buyer_id"
+                " nor both source and order_ref are given"
+            },
+            model=Problem,
         ),
     )
     async def list_orders(
-        buyer_id: Annotated[str, Query(min_length=1, max_length=64), NO_NUL],
+        buyer_id: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                description="the buyer's orders; may be left out when source and order_ref"
+                " are both given (a platform knows its own order's reference, not our buyer"
+                " id)",
+            ),
+            NO_NUL,
+        ] = None,
         status: Status | None = None,
         source: Annotated[
             str | None,
@@ -121,7 +135,13 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
     ) -> Any:
         """A buyer's orders, newest first, optionally of one status, one source and one
         order_ref (a storefront finds the order it published by its own reference); follow
-        ``next_cursor``."""
+        ``next_cursor``. Without a buyer, the order of one source and order_ref (at most
+        one: a platform's order, ``source`` ``platform/APP``, found by the platform's id)."""
+        if buyer_id is None and (source is None or order_ref is None):
+            return refused_body(
+                "buyer_id is needed, unless source and order_ref are both given",
+                field="query.buyer_id",
+            )
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await queries.buyer_orders(
                 conn, buyer_id, start, limit, status=status, source=source, order_ref=order_ref

@@ -41,16 +41,17 @@ async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
 
 async def buyer_orders(
     conn: AsyncConnection,
-    buyer_id: str,
+    buyer_id: str | None,
     start: Position | None,
     limit: int,
     **only: str | None,
 ) -> tuple[list[OrderSummary], str | None]:
-    """Up to ``limit`` orders of a buyer, newest first, strictly after ``start``; and the
-    cursor to continue from if there are more. ``only`` narrows them to those whose columns
-    (``status``, ``source``, ``order_ref``) have the values given (None: any)."""
-    query = select(orders).where(orders.c.buyer_id == buyer_id)
-    for name, value in only.items():
+    """Up to ``limit`` orders of a buyer (None: any buyer's), newest first, strictly after
+    ``start``; and the cursor to continue from if there are more. ``only`` narrows them to
+    those whose columns (``status``, ``source``, ``order_ref``) have the values given (None:
+    any)."""
+    query = select(orders)
+    for name, value in {"buyer_id": buyer_id, **only}.items():
         if value is not None:
             query = query.where(orders.c[name] == value)
     key = (orders.c.placed_at, orders.c.order_id)

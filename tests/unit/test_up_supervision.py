@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -157,18 +156,23 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
     keys: dict[str, dict[str, object]] = {"orders": {}, "payments+notifications+platform": {}}
     checkout.UP_PIDS.write_text(json.dumps(keys))
 
-    def up_watch() -> None:  # what caravan up's loop does with the markers, a little later
-        time.sleep(0.3)
-        if "notifications" in checkout.paused():
-            checkout.UP_PIDS.write_text('{"orders": {}}')
-        else:
-            checkout.UP_PIDS.write_text(json.dumps(keys))
+    def up_watch(done: threading.Event) -> None:
+        """What caravan up's loop does with the markers, a round every 0.1 s until the command
+        is done. It looked once, 0.3 s on: a command slower to write its marker (under load)
+        then waited its 30 s for a change that never came."""
+        while not done.wait(0.1):
+            if "notifications" in checkout.paused():
+                checkout.UP_PIDS.write_text('{"orders": {}}')
+            else:
+                checkout.UP_PIDS.write_text(json.dumps(keys))
 
     def run(*args: str) -> str:
         """``caravan ARGS`` while caravan up's loop acts on it; what it printed."""
-        watch = threading.Thread(target=up_watch)
+        finished = threading.Event()
+        watch = threading.Thread(target=up_watch, args=(finished,))
         watch.start()
         done = CliRunner().invoke(cli.app, list(args))
+        finished.set()
         watch.join()
         assert done.exit_code == 0, done.output
         return done.output

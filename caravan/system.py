@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from caravan import checkout, db_roles, kafka_acls
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
+from caravan.infra.logs import service_error, size, written_since
 from caravan.infra.ports import port_open
 from caravan.infra.postgres import LocalPostgres
 from caravan.output import OperatorError
@@ -498,6 +499,7 @@ class ServiceProcesses:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, Restarts] = field(default_factory=dict)  # of those that exited
     backoff: tuple[float, float] = field(default_factory=restart_backoff)
+    logged: dict[str, int] = field(default_factory=dict)  # each log's size at its last start
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
@@ -513,6 +515,7 @@ class ServiceProcesses:
             if instance != 1:
                 env.update(dict.fromkeys(HTTP_PORT_VARS, "0"))
             module = ["services", *group] if len(group) > 1 else [f"services.{group[0]}"]
+            self.logged[key] = size(self.log_dir / f"{key}.log")
             log = (self.log_dir / f"{key}.log").open("ab")
             self.procs[key] = subprocess.Popen(
                 [sys.executable, "-m", *module],
@@ -535,10 +538,14 @@ class ServiceProcesses:
         return [key for key in self.procs if "-" not in key and set(key.split("+")) & set(names)]
 
     def check_alive(self) -> None:
+        """Raise :class:`OperatorError` if a process has exited: naming it, its log and the
+        last error that log says since it started (what the operator needs, in a line)."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
+                log = self.log_dir / f"{name}.log"
+                said = service_error(written_since(log, self.logged.get(name, 0)))
                 raise OperatorError(
-                    f"service {name} exited with {proc.returncode}; see {self.log_dir / name}.log"
+                    f"service {name} exited with {proc.returncode} ({said}); see {log}"
                 )
 
     def supervise(self, paused: set[str], now: float | None = None) -> list[Text]:

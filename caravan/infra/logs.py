@@ -1,7 +1,8 @@
 """What a tool's output says went wrong, in a line: what an operator is shown when Maven,
-Kafka or PostgreSQL fails (:class:`caravan.output.OperatorError`), beside the log that keeps
-the whole of it."""
+Kafka, PostgreSQL or a service fails (:class:`caravan.output.OperatorError`), beside the log
+that keeps the whole of it."""
 
+import json
 import re
 from pathlib import Path
 
@@ -22,6 +23,26 @@ def error_line(output: str, first: bool = False, chars: int = 200, otherwise: st
 
 
 NOTHING = "its output says nothing of why"
+
+
+def service_error(output: str, chars: int = 200) -> str:
+    """The last error of a service's log (``shared/logs.py`` writes a JSON object a line:
+    the message of one at level error or critical; or a line :func:`error_line` takes for an
+    error, such as a traceback's last), cut short; with none, the log's last line."""
+    found = []
+    for line in output.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            if entry.get("level") in ("error", "critical"):
+                found.append(str(entry.get("message", "")))
+        elif _ERROR.search(plain := _ANSI.sub("", line).strip()):
+            found.append(plain)
+    if not found:
+        return error_line("", chars=chars, otherwise=output)
+    return shortened(found[-1], chars)
 
 
 def written_since(log: Path, offset: int) -> str:

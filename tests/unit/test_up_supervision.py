@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from typer.testing import CliRunner
@@ -100,6 +101,29 @@ def test_postgresql_or_kafka_that_does_not_start_again_is_tried_again_later(
     ]
     pg.pid = lambda: 8
     assert pg.supervise(103.0) == [] and tries == [0, 1] and pg.last_pid == 8
+
+
+def test_a_service_that_exits_while_caravan_up_starts_is_said_with_its_last_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line quotes the last error this start wrote to the service's log (not an earlier
+    run's, above it), beside the log's name: it named only the log."""
+    log = tmp_path / "inventory.log"
+    log.write_text("Traceback (most recent call last):\nRuntimeError: an earlier run's\n")
+    behind = "schema inventory is at 0005, this version needs 0006: run caravan prepare"
+    lines = [{"level": "info", "message": "starting"}, {"level": "error", "message": behind}]
+
+    def popen(command: list[str], stdout: BinaryIO, **kwargs: object) -> Exited:
+        stdout.write("".join(json.dumps(line) + "\n" for line in lines).encode())
+        stdout.flush()
+        return Exited(2)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    procs = system.ServiceProcesses(system.http_port_env(8080), tmp_path)
+    procs.start(("inventory",))
+    with pytest.raises(OperatorError) as failed:
+        system.wait_ready(procs)
+    assert str(failed.value) == f"service inventory exited with 2 ({behind}); see {log}"
 
 
 class _Running:

@@ -21,8 +21,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -459,6 +461,20 @@ class Restarts:
         return True
 
 
+def in_background(work: Callable[[], object]) -> Future[object]:
+    """Run ``work`` in a daemon thread (which a Ctrl-C does not wait for); its outcome."""
+    outcome: Future[object] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(work())
+        except Exception as exc:
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name="caravan-up-restart", daemon=True).start()
+    return outcome
+
+
 @dataclass
 class Watched:
     """A process that ``caravan up`` started itself beside the services (its PostgreSQL, a
@@ -470,14 +486,21 @@ class Watched:
     start: Callable[[], object]
     restarts: Restarts
     last_pid: int | None = None
+    starting: Future[object] | None = None  # a start under way
 
     def supervise(self, now: float) -> list[Text]:
-        """Start it again when due; say so if it exited (or did not start again)."""
+        """Start it again when due, in a thread of its own (``pg_ctl start`` waits up to a
+        minute while PostgreSQL recovers from a crash, and meanwhile ``caravan up`` goes on
+        watching the rest); say so if it exited, or did not start again."""
         if self.restarts.start_due(now):
-            try:
-                self.start()
-            except Exception as exc:  # a port taken meanwhile, a disk full: try again later
-                what = f"did not start again ({exc})"
+            self.starting = in_background(self.start)
+            return []
+        if self.starting is not None:
+            if not self.starting.done():
+                return []
+            failed, self.starting = self.starting.exception(), None
+            if failed is not None:  # a port taken meanwhile, a disk full: try again later
+                what = f"did not start again ({failed})"
                 return [self.restarts.exited(self.name, None, what, self.log, now)]
         if self.restarts.due is not None:
             return []

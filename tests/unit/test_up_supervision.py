@@ -2,10 +2,13 @@
 ``caravan pause``/``resume`` commands that ask it to stop or start one, without processes:
 the e2e test in ``tests/e2e/test_ops.py`` runs it on the real services."""
 
+import functools
 import json
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import wait
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,12 +98,39 @@ def test_postgresql_or_kafka_that_does_not_start_again_is_tried_again_later(
     assert [line.plain for line in pg.supervise(100.0)] == [
         f"PostgreSQL (pid 7) exited: see {log}; starting it again in 1 s"
     ]
-    assert [line.plain for line in pg.supervise(101.0)] == [
+    assert pg.supervise(101.0) == [] and started(pg)
+    assert [line.plain for line in pg.supervise(101.5)] == [
         f"PostgreSQL did not start again (port 15432 is in use by a program other than "
         f"PostgreSQL): see {log}; starting it again in 2 s"
     ]
     pg.pid = lambda: 8
-    assert pg.supervise(103.0) == [] and tries == [0, 1] and pg.last_pid == 8
+    assert pg.supervise(103.5) == [] and started(pg)
+    assert pg.supervise(104.0) == [] and tries == [0, 1] and pg.last_pid == 8
+
+
+def started(watched: system.Watched) -> bool:
+    """Whether the start under way of ``watched`` ended within 5 s."""
+    return watched.starting is not None and bool(wait([watched.starting], timeout=5).done)
+
+
+def test_a_restart_of_postgresql_that_takes_its_time_holds_up_nothing(tmp_path: Path) -> None:
+    """``pg_ctl start`` waits up to a minute while PostgreSQL recovers from a crash: each round
+    of caravan up's watch goes on meanwhile (services started again, Ctrl-C, pauses), and the
+    round after the start says nothing of an exit. The round waited for the start."""
+    recovered = threading.Event()
+    pid: int | None = None
+    recovery = functools.partial(recovered.wait, 5.0)
+    pg = system.Watched(
+        "PostgreSQL", tmp_path / "postgres.log", lambda: pid, recovery, system.Restarts(1, 30)
+    )
+    pg.last_pid = 7
+    pg.supervise(100.0)
+    began = time.monotonic()
+    assert pg.supervise(101.0) == [] and pg.supervise(101.5) == []
+    assert time.monotonic() - began < 1.0
+    pid = 8
+    recovered.set()
+    assert started(pg) and pg.supervise(102.0) == [] and pg.last_pid == 8
 
 
 def test_a_service_that_exits_while_caravan_up_starts_is_said_with_its_last_error(

@@ -36,7 +36,7 @@ from caravan import checkout, db_roles, kafka_acls
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.logs import service_error, size, written_since
 from caravan.infra.ports import port_open
-from caravan.infra.postgres import LocalPostgres
+from caravan.infra.postgres import DataFolderGone, LocalPostgres
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.backoff import exponential_step
@@ -86,7 +86,8 @@ class Infrastructure:
         found = []
         if self.local_postgres is not None:
             pg = self.local_postgres
-            found.append(Watched("PostgreSQL", pg.logfile, pg.pid, pg.start, Restarts(*backoff)))
+            again = functools.partial(pg.start, make=False)  # no new, empty cluster
+            found.append(Watched("PostgreSQL", pg.logfile, pg.pid, again, Restarts(*backoff)))
         if self.local_kafka is not None:
             kafka = self.local_kafka
             for index in range(kafka.nodes):
@@ -487,6 +488,7 @@ class Watched:
     restarts: Restarts
     last_pid: int | None = None
     starting: Future[object] | None = None  # a start under way
+    gone: bool = False  # its data folder is gone, said
 
     def supervise(self, now: float) -> list[Text]:
         """Start it again when due, in a thread of its own (``pg_ctl start`` waits up to a
@@ -501,12 +503,16 @@ class Watched:
             failed, self.starting = self.starting.exception(), None
             if failed is not None:  # a port taken meanwhile, a disk full: try again later
                 what = f"did not start again ({failed})"
-                return [self.restarts.exited(self.name, None, what, self.log, now)]
+                said = self.restarts.exited(self.name, None, what, self.log, now)
+                if not isinstance(failed, DataFolderGone):
+                    return [said]
+                quiet, self.gone = self.gone, True  # said once, in red; tried again quietly
+                return [] if quiet else [Text(str(failed), "red")]
         if self.restarts.due is not None:
             return []
         pid = self.pid()
         if pid is not None:
-            self.last_pid = pid
+            self.last_pid, self.gone = pid, False
             return []
         return [self.restarts.exited(self.name, self.last_pid, "exited", self.log, now)]
 

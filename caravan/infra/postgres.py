@@ -102,6 +102,20 @@ def _bin_dir() -> Path:
     return versions[-1].parent
 
 
+class DataFolderGone(OperatorError):
+    """The cluster's data folder is gone (deleted under a running ``caravan up``): starting it
+    again would make an empty cluster, every order lost, the services failing on schemas that
+    are not there."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(
+            f"PostgreSQL's data folder {data_dir} is gone: not made again, empty, while "
+            "caravan up runs (every order would be lost). Put it back and it is started again; "
+            "or stop caravan up, and its next start makes a new, empty cluster"
+        )
+        self.data_dir = data_dir
+
+
 class LocalPostgres:
     """A local PostgreSQL cluster kept in ``base_dir`` (or its /var/tmp fallback).
 
@@ -165,12 +179,15 @@ class LocalPostgres:
             where = f"@{HOST}:{self.port}/{DATABASE}"
         return f"postgresql+asyncpg://{ROLE}:{PASSWORD}{where}"
 
-    def start(self) -> str:
-        """Init (first use) and start the cluster unless it runs already; return ``url``."""
+    def start(self, make: bool = True) -> str:
+        """Init (first use) and start the cluster unless it runs already; return ``url``.
+        Not ``make``: a data folder with no cluster is refused (:class:`DataFolderGone`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("a") as lock:  # serialise concurrent launchers
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (self.data_dir / "PG_VERSION").exists():
+                if not make:
+                    raise DataFolderGone(self.data_dir)
                 self._initdb()
             self._forget_stale_pid()
             if not self.is_running():

@@ -361,6 +361,7 @@ async def test_caravan_up_starts_its_own_postgresql_and_kafka_again_when_they_ex
             await started_again(root, "Kafka", kafka_pid, kafka.logfile(0), kill)
             await asyncio.to_thread(kafka.wait_ready)
             await demo_beside(root, env, pg.url, but=set())
+            await data_folder_gone(root, pg)
             assert up.poll() is None, said(root)
     finally:
         if not pg.root.is_relative_to(tmp_path):  # its /var/tmp fallback (a long path)
@@ -382,3 +383,27 @@ async def started_again(
         ready=lambda seen: line in seen,
     )
     await until(pid, f"{name} started again", timeout=60, ready=lambda now: now not in (None, was))
+
+
+async def data_folder_gone(root: Path, pg: LocalPostgres) -> None:
+    """PostgreSQL's data folder taken away under the ``caravan up`` run from ``root`` (and its
+    server killed): it says so once, in red, naming the folder, and makes no new cluster
+    there; put back, the cluster is started again. It made a new, empty one at once (every
+    order gone, the services failing on schemas that were not there)."""
+    was, moved = pg.pid(), pg.root / "data.moved"
+    assert was is not None
+    pg.data_dir.rename(moved)
+    os.kill(was, signal.SIGKILL)
+    line = f"PostgreSQL's data folder {pg.data_dir} is gone: not made again, empty, while"
+    await until(
+        lambda: said(root),
+        lambda seen: f"{line!r} among:\n" + "\n".join(seen),
+        ready=lambda seen: any(shown.startswith(line) for shown in seen),
+    )
+    await asyncio.sleep(2)  # tried again meanwhile (after 0.2, 0.4 and 0.8 s)
+    assert not pg.data_dir.exists() and not pg.data_dir.with_name("data.initdb").exists()
+    moved.rename(pg.data_dir)
+    await until(
+        pg.pid, "PostgreSQL started again", timeout=60, ready=lambda now: now not in (None, was)
+    )
+    assert sum(shown.startswith(line) for shown in said(root)) == 1, said(root)

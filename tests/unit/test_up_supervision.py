@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import checkout, cli, system
+from caravan.infra.postgres import DataFolderGone
 from caravan.output import OperatorError
 from services import SERVICES
 from tests.unit.conftest import Caravan
@@ -106,6 +107,25 @@ def test_postgresql_or_kafka_that_does_not_start_again_is_tried_again_later(
     pg.pid = lambda: 8
     assert pg.supervise(103.5) == [] and started(pg)
     assert pg.supervise(104.0) == [] and tries == [0, 1] and pg.last_pid == 8
+
+
+def test_postgresql_whose_data_folder_is_gone_is_said_once_in_red_and_tried_quietly(
+    tmp_path: Path,
+) -> None:
+    """tests/e2e/test_up_command.py takes the folder away from a real cluster, and puts it
+    back."""
+    gone = DataFolderGone(tmp_path / "data")
+
+    def start() -> None:
+        raise gone
+
+    pg = system.Watched("PostgreSQL", tmp_path / "log", lambda: None, start, system.Restarts(1, 30))
+    pg.last_pid = 7
+    pg.supervise(100.0)
+    assert pg.supervise(101.0) == [] and started(pg)
+    assert [(line.plain, line.style) for line in pg.supervise(101.5)] == [(str(gone), "red")]
+    assert str(tmp_path / "data") in str(gone)
+    assert pg.supervise(103.5) == [] and started(pg) and pg.supervise(104.0) == []
 
 
 def started(watched: system.Watched) -> bool:

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -265,7 +264,8 @@ def _up(
     procs = system.ServiceProcesses(
         system.service_env(infra, settings.http_port), checkout.CACHE / "logs", processes
     )
-    board: subprocess.Popen[bytes] | None = None
+    page = system.OperationsPage(procs.env, dashboard_port, procs.log_dir / "dashboard.log")
+    watched: list[system.Watched] = []
     try:  # from here on, whatever ends it stops what it started (the brokers at least)
         os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
         get_settings.cache_clear()
@@ -292,13 +292,9 @@ def _up(
             system.record_processes(pid_file, procs.procs)
             base = f"http://{settings.http_host}:{settings.http_port}"
             system.wait_ready(procs)
-        board = subprocess.Popen(
-            [sys.executable, "-m", "caravan", "dashboard", "--port", str(dashboard_port)],
-            env=procs.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-        )
-        system.record_processes(pid_file, {**procs.procs, "dashboard": board})
+        page.start()
+        recorded = {**procs.procs, **page.procs()}
+        system.record_processes(pid_file, recorded)
         console.print(
             Text.assemble(
                 ("ready", "green"),
@@ -312,25 +308,25 @@ def _up(
             _load(infra.database_url, seed)
             asyncio.run(run_demo(infra.kafka_bootstrap, seed, count=orders, console=console))
         console.print("Press Ctrl-C to stop.")
-        watched = infra.watched(procs.backoff)
+        watched = [*infra.watched(procs.backoff), page.watched(procs.backoff)]
         while True:
-            now, before = time.monotonic(), dict(procs.procs)
+            now = time.monotonic()
             said = [line for process in watched for line in process.supervise(now)]
             for line in [*said, *procs.supervise(checkout.paused(), now)]:
                 console.print(line)
-            if procs.procs != before:  # stopped, started again (after a while), resumed
-                system.record_processes(pid_file, {**procs.procs, "dashboard": board})
+            running = {**procs.procs, **page.procs()}
+            if running != recorded:  # stopped, started again (after a while), resumed
+                system.record_processes(pid_file, running)
+                recorded = running
             time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
         system.ignore_stop_signals()
-        if board is not None:
-            board.terminate()
-            try:
-                board.wait(10)
-            except subprocess.TimeoutExpired:
-                board.kill()
+        settled = time.monotonic() + 5.0  # a start under way, to stop what it starts
+        for process in watched:
+            process.settle(settled)
+        page.stop()
         procs.stop()
         pid_file.unlink(missing_ok=True)
         checkout.UP_ENV.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -462,9 +462,9 @@ class Restarts:
         return True
 
 
-def in_background(work: Callable[[], object]) -> Future[object]:
+def in_background(work: Callable[[], object]) -> futures.Future[object]:
     """Run ``work`` in a daemon thread (which a Ctrl-C does not wait for); its outcome."""
-    outcome: Future[object] = Future()
+    outcome: futures.Future[object] = futures.Future()
 
     def run() -> None:
         try:
@@ -487,7 +487,7 @@ class Watched:
     start: Callable[[], object]
     restarts: Restarts
     last_pid: int | None = None
-    starting: Future[object] | None = None  # a start under way
+    starting: futures.Future[object] | None = None  # a start under way
     gone: bool = False  # its data folder is gone, said
 
     def supervise(self, now: float) -> list[Text]:
@@ -515,6 +515,12 @@ class Watched:
             self.last_pid, self.gone = pid, False
             return []
         return [self.restarts.exited(self.name, self.last_pid, "exited", self.log, now)]
+
+    def settle(self, deadline: float) -> None:
+        """Wait for a start under way to end, until ``deadline`` (``time.monotonic()``), so
+        that what it starts is stopped with the rest, not left running."""
+        if self.starting is not None:
+            futures.wait([self.starting], max(0.0, deadline - time.monotonic()))
 
 
 @dataclass
@@ -629,6 +635,50 @@ class ServiceProcesses:
                 proc.kill()
                 proc.wait()
             del self.procs[name]
+
+
+@dataclass
+class OperationsPage:
+    """The operations page that ``caravan up`` serves (``caravan dashboard``), a process of
+    its own, its output in ``log``; watched as its Kafka and PostgreSQL are (:meth:`watched`)."""
+
+    env: dict[str, str]
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "caravan", "dashboard", "--port", str(self.port)],
+                env=self.env,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def pid(self) -> int | None:
+        """Its pid while it runs, else None."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Its process, keyed as :func:`record_processes` records it (none before its start)."""
+        return {} if self.proc is None else {"dashboard": self.proc}
+
+    def watched(self, backoff: tuple[float, float]) -> Watched:
+        return Watched("operations page", self.log, self.pid, self.start, Restarts(*backoff))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # The launcher's own logins, which no service process is given.

@@ -238,6 +238,7 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
 
         await demo_beside(root, env, servers["DATABASE_URL"], but=set(held))
         await keeps_exiting(up, root)
+        await page_started_again(root)
 
         assert up.poll() is None, said(root)  # still up, after the demo and beside it
         recorded = checkout.recorded_processes(root / ".cache" / "up.pids")
@@ -328,10 +329,36 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
     ]
 
 
-def answers(port: int) -> bool:
-    """Whether the service on ``port`` answers ``/healthz`` with 200."""
+async def page_started_again(root: Path) -> None:
+    """``kill -9`` of the operations page of the ``caravan up`` run from ``root``: it says so,
+    naming the page's log, starts it again (its new pid recorded) and the page answers.
+    Nothing watched it: it stayed down as long as caravan up ran."""
+    pids = root / ".cache" / "up.pids"
+    was = int(checkout.recorded_processes(pids)["dashboard"]["pid"])
+    os.kill(was, signal.SIGKILL)
+    log = root / ".cache" / "logs" / "dashboard.log"
+    line = f"operations page (pid {was}) exited: see {log}; starting it again in 0.2 s"
+    await until(
+        lambda: said(root),
+        lambda seen: f"{line!r} among:\n" + "\n".join(seen),
+        ready=lambda seen: line in seen,
+    )
+    await until(
+        lambda: int(checkout.recorded_processes(pids).get("dashboard", {}).get("pid", 0)),
+        f"the operations page started again after {was}",
+        ready=lambda pid: pid not in (0, was),
+    )
+    await until(
+        lambda: asyncio.to_thread(answers, DASHBOARD_PORT, "/login"),
+        "the operations page to answer",
+        timeout=60,
+    )
+
+
+def answers(port: int, path: str = "/healthz") -> bool:
+    """Whether what listens on ``port`` answers ``path`` (a service's ``/healthz``) with 200."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

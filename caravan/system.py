@@ -479,7 +479,8 @@ def in_background(work: Callable[[], object]) -> futures.Future[object]:
 @dataclass
 class Watched:
     """A process that ``caravan up`` started itself beside the services (its PostgreSQL, a
-    node of its Kafka): its name, log, pid (None once it has exited) and how to start it."""
+    node of its Kafka, its operations page): its name, log, pid (None once it has exited)
+    and how to start it."""
 
     name: str
     log: Path

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
 
 async def driver(conn: AsyncConnection) -> asyncpg.Connection:
@@ -91,9 +92,9 @@ async def fetch(conn: AsyncConnection, statement: ClauseElement, **params: Any) 
 
 
 def any_of(column: ColumnElement[Any], name: str = "keys") -> ColumnElement[bool]:
-    """``column = ANY(:name)``, an array of the column's type: how a statement for
-    :func:`fetch` looks up the rows of a batch's keys."""
-    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    """``column = ANY(:name)``, an array of the column's type (text without its length,
+    :func:`_bound`): how a statement for :func:`fetch` looks up the rows of a batch's keys."""
+    return column == any_(bindparam(name, type_=ARRAY(_bound(column.type))))
 
 
 def locked_by_key(statement: Select[Any], column: ColumnElement[Any]) -> Select[Any]:
@@ -209,16 +210,22 @@ def _unnest(table: Table, columns: tuple[str, ...]) -> str:
     return f"unnest({arrays}) WITH ORDINALITY AS u({names})"
 
 
+def _bound(sql_type: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The type a column's values are bound as: text without its length. An explicit cast
+    to ``varchar(16)`` cuts a longer text to 16 characters: written into the column, it is
+    refused (``value too long``) as any other insert's; looked up, it finds no row, where the
+    cut one would find (and lock) the row of another key."""
+    if isinstance(sql_type, String) and sql_type.length is not None:
+        return String()
+    return sql_type
+
+
 def _array_type(table: Table, column: str) -> str:
-    """The array type a column's values are bound as. Text without its length: an explicit
-    cast to ``varchar(16)`` cuts a longer text to 16 characters, where writing it into the
-    column refuses it (``value too long``), as any other insert does."""
+    """The array type a column's values are bound as (:func:`_bound`)."""
     sql_type = table.c[column].type
     if isinstance(sql_type, ARRAY):  # unnest would flatten an array of arrays
         raise TypeError(f"{table.name}.{column}: array columns are not written in bulk")
-    if isinstance(sql_type, String) and sql_type.length is not None:
-        return "varchar[]"
-    return f"{sql_type.compile(dialect=_POSTGRESQL)}[]"
+    return f"{_bound(sql_type).compile(dialect=_POSTGRESQL)}[]"
 
 
 def column_arrays(

@@ -2,8 +2,10 @@
 PostgreSQL: the rows held for the commit go in one statement per run of distinct tables,
 a row may reference a row inserted in the same statement, a table written twice is written
 in two statements (the second sees the first), serial ids follow the order given, and a
-violated constraint fails the commit and writes nothing. The inbox claim, sent on the driver
-as a transaction's first statement, is part of SQLAlchemy's transaction."""
+violated constraint fails the commit and writes nothing. A key longer than its column is
+neither cut on the way in nor, looked up, taken for the key it begins with. The inbox
+claim, sent on the driver as a transaction's first statement, is part of SQLAlchemy's
+transaction."""
 
 from collections.abc import AsyncIterator
 
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
 from shared.db import is_transient
-from shared.db.driver import driver
+from shared.db.driver import driver, fetch, locked_by_key
 from shared.messaging.uow import Tx
 from tests.harness import scratch_database
 
@@ -140,6 +142,23 @@ async def test_text_too_long_for_its_column_is_refused_not_cut(engine: AsyncEngi
             await tx.flush()
     async with engine.connect() as conn:
         assert (await conn.execute(select(parents.c.parent_id))).scalars().all() == ["old"]
+
+
+async def test_a_key_longer_than_its_column_finds_and_locks_no_row(engine: AsyncEngine) -> None:
+    """A look-up (``locked_by_key``) bound its keys as the column's type, ``varchar(16)[]``,
+    and the cast cut a 17-character key to 16: it found, and locked, the row of the key it
+    begins with (an order.cancelled whose order_id was an order's and one character more
+    locked that order's hold, then failed). Bound as text, it finds no row and locks none."""
+    held = "h" * 16
+    async with engine.begin() as conn:
+        await conn.execute(parents.insert().values(parent_id=held, n=1))
+    statement = locked_by_key(select(parents), parents.c.parent_id)
+    lock = select(parents).where(parents.c.parent_id == held).with_for_update(nowait=True)
+    async with engine.begin() as conn:
+        assert await fetch(conn, statement, keys=[held + "x"]) == []
+        async with engine.connect() as other:
+            assert len((await other.execute(lock)).all()) == 1
+        assert [r.parent_id for r in await fetch(conn, statement, keys=[held])] == [held]
 
 
 async def test_the_claim_on_the_driver_is_part_of_sqlalchemys_transaction(

@@ -53,7 +53,7 @@ from shared.kafka_security import client_kwargs
 from shared.messaging.uow import UnitOfWork
 from shared.seed import SeedFile
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS, Topic
+from shared.topics import ALL_TOPICS, Topic, consumer_group
 
 T = TypeVar("T")
 TERMINAL = ("order.confirmed", "order.cancelled")
@@ -375,6 +375,20 @@ class System:
         key = f"{event.source}|{event.id}"
         query = f"select key from {schema}.inbox where key = :k"
         await self.until(lambda: self.scalar(query, k=key), f"{event.type} handled by {schema}")
+
+    async def consumed(self, service: str, *sent: RecordMetadata) -> None:
+        """Wait until the group of ``service`` has committed past each of ``sent`` (records of
+        topics it reads): it has handled each, or dropped it (a duplicate, a type it does not
+        handle, a dead letter)."""
+        group = consumer_group(service)
+        await self.until(
+            lambda: committed_offsets(self.infra.kafka_bootstrap, group),
+            f"{service} to commit past {len(sent)} records",
+            every=0.2,
+            ready=lambda done: all(
+                done.get(TopicPartition(r.topic, r.partition), 0) > r.offset for r in sent
+            ),
+        )
 
     async def transactions(self, schema: str, *events: CloudEvent) -> int:
         """In how many transactions the service of ``schema`` handled ``events`` (1: they

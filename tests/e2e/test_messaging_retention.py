@@ -15,7 +15,6 @@ from functools import partial
 from string import digits
 
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,7 +42,6 @@ from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS, Topic
 from tests.e2e.test_saga import order
 from tests.harness import (
     System,
-    committed_offsets,
     order_events,
     ref,
     scratch_database,
@@ -494,13 +492,7 @@ async def test_notifications_prunes_its_old_texts_and_their_event_again_texts_no
     again = await caravan.publish_raw(
         Topic.ORDER_EVENTS.value, confirmed[0].to_json(), ids[0].encode()
     )
-    where = TopicPartition(again.topic, again.partition)
-    await until(
-        lambda: committed_offsets(caravan.infra.kafka_bootstrap, "caravan-notifications"),
-        "notifications to commit past the event delivered again",
-        every=0.2,
-        ready=lambda offsets: offsets.get(where, 0) > again.offset,
-    )
+    await caravan.consumed("notifications", again)
     assert await texts(ids[0]) == 0
     assert len(sent(phones[0])) == 1
 

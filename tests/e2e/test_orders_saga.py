@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from aiokafka.structs import RecordMetadata
 
 from caravan import system
 from shared import days
@@ -72,8 +73,8 @@ def body(buyer: dict[str, str] = RICH, method: str = "microloan") -> dict[str, o
     return order(buyer, method).model_dump(mode="json", exclude={"order_ref"})
 
 
-async def publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> None:
-    await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
+async def publish(caravan: System, event: CloudEvent, topic: Topic, key: str) -> RecordMetadata:
+    return await caravan.publish_raw(topic.value, event.to_json(), key=key.encode())
 
 
 async def emit_as(caravan: System, data: EventData, service: str) -> CloudEvent:
@@ -82,6 +83,16 @@ async def emit_as(caravan: System, data: EventData, service: str) -> CloudEvent:
     event = new_event(data, source=f"caravan/{service}", correlation_id=order_id)
     await publish(caravan, event, data.topic, order_id)
     return event
+
+
+async def dead_letters(caravan: System, schema: str, order_id: str) -> int:
+    """How many records keyed ``order_id`` the service of ``schema`` dead-lettered."""
+    return int(
+        await caravan.scalar(
+            f"select count(*) from {schema}.outbox where topic like '%.dlq' and key = :k",
+            k=order_id.encode(),
+        )
+    )
 
 
 async def reservation(caravan: System, order_id: str) -> str | None:
@@ -174,16 +185,15 @@ async def test_every_saga_event_twice_still_ends_the_order_once(
     events = [(t, e) for t in SAGA_TOPICS for e in caravan.log.events(t, order_id=order_id)]
     # The same events again (each service's inbox drops them) ...
     await publish(caravan, requested, Topic.ORDER_REQUESTS, req.order_ref)
-    for topic, event in events:
-        await publish(caravan, event, topic, order_id)
-    # ... and the same facts under new event ids, which reach the orders handlers.
+    copies = [await publish(caravan, event, topic, order_id) for topic, event in events]
+    # ... and the same facts under new event ids, which reach the orders handlers (and
+    # payments', stock.reserved).
     again = requested.model_copy(update={"id": str(uuid.uuid4())})
     await publish(caravan, again, Topic.ORDER_REQUESTS, req.order_ref)
     for topic, event in events:
         if event.type in inputs:
-            await publish(
-                caravan, event.model_copy(update={"id": str(uuid.uuid4())}), topic, order_id
-            )
+            copy = event.model_copy(update={"id": str(uuid.uuid4())})
+            copies.append(await publish(caravan, copy, topic, order_id))
 
     async def copies_recorded() -> bool:
         steps = await caravan.timeline(order_id)
@@ -195,6 +205,20 @@ async def test_every_saga_event_twice_still_ends_the_order_once(
     # The new-id copies were published last on their partitions: once they are recorded,
     # every copy before them has been consumed as well.
     await caravan.until(copies_recorded, "the copies to be handled")
+    # Inventory and payments have consumed the copies of the topics they read, and ignored
+    # them: none dead-lettered, each step of theirs emitted once.
+    for service, topics in (
+        ("inventory", {Topic.ORDER_EVENTS}),
+        ("payments", {Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS}),
+    ):
+        await caravan.consumed(service, *(c for c in copies if Topic(c.topic) in topics))
+        assert await dead_letters(caravan, service, order_id) == 0
+    for service, topic, step in (
+        ("inventory", Topic.INVENTORY_EVENTS, "stock.reserved"),
+        ("inventory", Topic.INVENTORY_EVENTS, settled),
+        ("payments", Topic.PAYMENT_EVENTS, inputs[1]),
+    ):
+        assert await caravan.outbox_count(service, topic, step, order_id=order_id) == 1, step
     assert await caravan.one_terminal(order_id) == outcome[0]
     steps = await caravan.timeline(order_id)
     assert steps.count("order.placed") == 1

@@ -196,18 +196,20 @@ async def redrive(
     trail (a PostgreSQL outage) it goes on, unrecorded, and leaves out no letter for having
     been redriven before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
-    from caravan.ops.record import Unrecordable, record
+    from caravan.ops.record import Unrecordable, record, unrecordable
     from shared.events.registry import IN_THE_VALUE
     from shared.messaging.consumer import REDRIVE_GROUP, REDRIVEN_FROM, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    before, unrecorded = await redriven(database_url, letters)
+    before: dict[str, Redriven] = {}
+    if again:  # which were redriven before matters not: only whether it can be recorded
+        unrecorded = await unrecordable(database_url)
+    else:
+        before, unrecorded = await redriven(database_url, letters)
     if unrecorded is not None and not dry_run:
         raise Unrecordable(unrecorded)
-    if again:
-        before = {}
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
     todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
     sent = [d.ref for d in todo] if dry_run else []

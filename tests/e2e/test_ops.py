@@ -515,11 +515,11 @@ async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_t
 
 
 async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
-    caravan: System,
+    caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not an event of any type (its ``type`` also holds Rich markup): each group reading the
     topic dead-letters it. Redriven, each copy is for its own group only; redriven again,
-    nothing is sent."""
+    nothing is sent; with ``--again`` the redrives before are not asked for."""
     topic = Topic.ORDER_EVENTS
     groups = {g for g, topics in consumed(caravan).items() if topic in topics}
     key = ref("POISON").encode()
@@ -595,6 +595,17 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
         l=refs[0],
     )
     assert [tuple(row) for row in audited] == [([], sorted(refs))]
+
+    async def not_asked(*_: object) -> dict[str, ops_dlq.Redriven]:
+        raise AssertionError("--again asked the audit trail which letters were redriven")
+
+    monkeypatch.setattr(ops_dlq, "redriven_before", not_asked)
+    chosen = ops_dlq.select(await ops_dlq.read(caravan.infra.kafka_bootstrap), refs=refs)
+    bootstrap, database = caravan.infra.kafka_bootstrap, caravan.infra.database_url
+    dry_again = await ops_dlq.redrive(bootstrap, database, chosen, dry_run=True, again=True)
+    assert (sorted(dry_again.sent), dry_again.before) == (sorted(refs), {})
+    assert dry_again.unrecorded is None
+    monkeypatch.undo()
     # A redrive older than a letter was of another letter with its id (a dead-letter topic
     # made again since): not this one's.
     await caravan.execute(

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caravan import checkout
+from caravan.ops import dlq
 from services import SERVICES
 from shared.api import bearer_headers
 from shared.db import Database
@@ -69,7 +70,8 @@ class Snapshot:
     callbacks_failed: float | None = None  # platform status callbacks failed
     orders: dict[str, float] = field(default_factory=dict)  # by status
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
-    dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic
+    dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic: all kept
+    redriven: dict[str, int] = field(default_factory=dict)  # per dlq topic: of those, sent back
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
@@ -104,6 +106,35 @@ def _to_act_on(count: float, stale: str = "") -> str:
     """The cell of what waits for operations (outbox rows set aside, platform problems):
     marked when there are any."""
     return _cell(f"<b>{count:.0f}</b>", "act", stale) if count else _cell("0", stale)
+
+
+REDRIVEN_NOTE = (
+    "Letters sent back to their topic by caravan dlq redrive, as the audit trail says (caravan"
+    " dlq list shows when and by whom); a record dead-lettered again after it is a new letter,"
+    " waiting"
+)
+
+
+def _dead_letter_rows(snap: Snapshot) -> str:
+    """Each dead-letter topic's letters waiting (marked when there are any) and those sent
+    back since (:data:`REDRIVEN_NOTE`); where the audit trail cannot tell which were, every
+    letter is counted waiting, and why it cannot is said."""
+    if "dead_letters" in snap.unavailable:
+        return f"<tr><td>unavailable: {html.escape(snap.unavailable['dead_letters'])}</td></tr>"
+    unknown = snap.unavailable.get("redriven")
+    rows = "".join(
+        f"<tr><td>{html.escape(topic)}</td>{_to_act_on(kept - snap.redriven.get(topic, 0))}"
+        f"<td>{'?' if unknown else snap.redriven.get(topic, 0)}</td></tr>"
+        for topic, kept in sorted(snap.dead_letters.items())
+    )
+    note = html.escape(REDRIVEN_NOTE)
+    head = f"<tr><th>topic</th><th>waiting</th><th title='{note}'>redriven</th></tr>"
+    if unknown:
+        rows += (
+            "<tr><td colspan=3>which were redriven is not known (all are counted waiting):"
+            f" {html.escape(unknown)}</td></tr>"
+        )
+    return head + rows
 
 
 def _clock(at: float) -> str:
@@ -290,18 +321,36 @@ async def collect(
         else:
             await _stuck(client, settings, snap, stuck_after_seconds, refusals, token)
     try:
-        async with kafka_admin.group_client(
-            settings.kafka_bootstrap_servers, "caravan-ops-dashboard", settings
-        ) as consumer:
-            for topic in Topic:
-                parts = await kafka_admin.offsets(consumer, topic.dlq)
-                snap.dead_letters[topic.dlq] = sum(p.end - p.beginning for p in parts)
+        letters = await dlq.read(settings.kafka_bootstrap_servers)
     except Exception as exc:  # Kafka away: the services' own figures still count
-        snap.dead_letters.clear()
         snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
     else:
+        await _dead_letters(settings, snap, letters)
         await _lag_of_those_down(settings, snap)
     return snap
+
+
+async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.DeadLetter]) -> None:
+    """The letters kept in each dead-letter topic, and how many of them a redrive sent back,
+    as ``caravan dlq list`` tells them (:func:`caravan.ops.dlq.redriven`, from the audit
+    trail): the count of letters kept said "12" after all 12 were mended and sent back. Where
+    the audit trail cannot tell, why."""
+    snap.dead_letters = {topic.dlq: 0 for topic in Topic}
+    for letter in letters:
+        snap.dead_letters[letter.dlq_topic] += 1
+    snap.redriven = dict.fromkeys(snap.dead_letters, 0)
+    if not letters:
+        return
+    if settings.database_url is None:
+        snap.unavailable["redriven"] = "no DATABASE_URL"
+        return
+    before, why = await dlq.redriven(settings.database_url.get_secret_value(), letters)
+    if why is not None:  # PostgreSQL away, never migrated
+        snap.redriven.clear()
+        snap.unavailable["redriven"] = str(why)
+    for letter in letters:
+        if letter.ref in before:
+            snap.redriven[letter.dlq_topic] += 1
 
 
 async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
@@ -545,10 +594,7 @@ class Dashboard:
             f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
             for k, v in sorted(snap.orders.items())
         )
-        dlq = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
-            for k, v in sorted(snap.dead_letters.items())
-        )
+        dead_letters = _dead_letter_rows(snap)
         stuck = (
             "".join(
                 f"<tr><td><a href='/orders/{html.escape(str(o.get('order_id')))}'>"
@@ -562,8 +608,6 @@ class Dashboard:
             stuck = (
                 f"<tr><td colspan=3>unavailable: {html.escape(snap.unavailable['stuck'])}</td></tr>"
             )
-        if "dead_letters" in snap.unavailable:
-            dlq = f"<tr><td>unavailable: {html.escape(snap.unavailable['dead_letters'])}</td></tr>"
         figures = (
             "<h2>Throughput (records consumed per second, last 10 minutes)</h2>"
             f"{_sparkline(self.throughput())}"
@@ -576,8 +620,7 @@ class Dashboard:
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
             f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
-            "<h2>Dead letters</h2><p>records kept in each dead-letter topic (those redriven"
-            f" since included: <code>caravan dlq list</code>)</p><table>{dlq}</table>"
+            f"<h2>Dead letters</h2><table>{dead_letters}</table>"
             f"<h2>Stuck orders (pending over {self.stuck_after:.0f} s)</h2>"
             + (
                 f"<p>the oldest {len(snap.stuck)} of {snap.stuck_total}</p>"

@@ -436,7 +436,7 @@ def listed_lines(stdout: str, letter: str) -> list[list[str]]:
 
 
 async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
-    caravan: System, tmp_path: Path
+    caravan: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order_ref = ref("FIXME")
     event = raw_event(
@@ -492,6 +492,22 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     listed = await cli(caravan, "dlq", "list", "--topic", "orders.requests.v1")
     redriven, by = listed_lines(listed.stdout, letter)[3][:2]
     assert redriven.startswith("redriven 20") and by == "by test-operator", listed.stdout
+    # The operations page tells the letters sent back from those waiting, as dlq list does.
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    page = Dashboard(Settings(token=caravan.token))
+    snap = await page.sample()
+    letters = await ops_dlq.read(caravan.infra.kafka_bootstrap, [dead.topic])
+    sent, _ = await ops_dlq.redriven(caravan.infra.database_url, letters)
+    assert letter in sent and "redriven" not in snap.unavailable, snap.unavailable
+    kept, redriven_count = snap.dead_letters[dead.topic], snap.redriven[dead.topic]
+    assert (kept, redriven_count) == (len(letters), len(sent)), letters
+    row = page.page().split(f"<tr><td>{dead.topic}</td>")[1].split("</tr>")[0]
+    cells = row.replace("<b>", "").replace("</b>", "").removesuffix("</td>").split("</td>")
+    assert [cell.rsplit(">", 1)[1] for cell in cells] == [
+        str(kept - redriven_count),  # waiting
+        str(redriven_count),
+    ], row
 
 
 async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(

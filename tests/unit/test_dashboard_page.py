@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from caravan import checkout, cli
+from caravan.ops import dlq
 from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot, ports
 from services.orders.asyncapi import consumers
 from shared.auth.tokens import Lookup, Principal, digest
@@ -69,6 +70,28 @@ def test_figures_it_could_not_get_are_not_shown_as_none() -> None:
     text = page.page()
     assert "unavailable: HTTP 403" in text and ">none<" not in text
     assert "unavailable: Kafka unreachable (Timeout)" in text
+
+
+def test_dead_letters_waiting_are_told_from_those_redriven() -> None:
+    """The page counted every letter kept in a topic: "12" after all 12 were mended and sent
+    back, while ``caravan dlq list`` said each was redriven."""
+    page = board()
+    kept = {"orders.requests.v1.dlq": 12, "orders.events.v1.dlq": 3}
+    page.history.append(
+        Snapshot(at=time.time(), dead_letters=kept, redriven={"orders.requests.v1.dlq": 12})
+    )
+    text = page.page()
+    assert "<th>waiting</th><th title='Letters sent back" in text
+    assert "<tr><td>orders.requests.v1.dlq</td><td>0</td><td>12</td></tr>" in text
+    assert "<tr><td>orders.events.v1.dlq</td><td class='act'><b>3</b></td><td>0</td></tr>" in text
+    unknown = {"redriven": "cannot reach PostgreSQL: connection refused"}
+    page.history.append(Snapshot(at=time.time(), dead_letters=kept, unavailable=unknown))
+    text = page.page()
+    waiting = "<td class='act'><b>12</b></td><td>?</td>"
+    assert f"<tr><td>orders.requests.v1.dlq</td>{waiting}</tr>" in text
+    assert (
+        "which were redriven is not known (all are counted waiting): cannot reach PostgreSQL"
+    ) in text
 
 
 def test_stuck_orders_beyond_those_listed_are_counted() -> None:
@@ -587,7 +610,8 @@ async def test_events_parked_until_their_order_placed_are_shown_per_service(
 @pytest.fixture
 def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """A Kafka where each group has 4 records waiting on each partition of each topic (two
-    partitions, committed at 6 of 10); what the page reads of it: the groups' lag."""
+    partitions, committed at 6 of 10), and no dead letter; what the page reads of it: the
+    groups' lag, and the dead letters."""
     read: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
@@ -598,8 +622,13 @@ def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         read[group] = read.get(group, 0) + 1
         return [kafka_admin.PartitionOffsets(p, 0, 10, 6) for p in (0, 1)]
 
+    async def letters(bootstrap: str) -> list[dlq.DeadLetter]:
+        read["dead letters"] = read.get("dead letters", 0) + 1
+        return []
+
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    monkeypatch.setattr(dlq, "read", letters)
     return read
 
 
@@ -652,7 +681,7 @@ async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_fo
     assert "<tr><td>inventory</td><td class='paused'>paused</td>" in text  # Health
     assert "<tr><td>payments</td><td class='down'>no answer (ConnectError)</td>" in text
     assert "<tr><td>orders</td><td>up</td><td>0</td>" in text  # its own figures, as before
-    assert set(waiting) == {"caravan-ops-dashboard", "caravan-inventory", "caravan-payments"}
+    assert set(waiting) == {"dead letters", "caravan-inventory", "caravan-payments"}
     assert ".paused{" in text.split("<style>")[1].split("</style>")[0]
 
 

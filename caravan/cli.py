@@ -176,15 +176,22 @@ def _load(database_url: str, data: SeedFile) -> Loaded:
 
 
 def _database_url() -> str:
+    url = _named_database_url()
+    if url is None:
+        raise typer.BadParameter(f"{output.NO_DATABASE}: run `caravan up` first")
+    return url
+
+
+def _named_database_url() -> str | None:
+    """DATABASE_URL, else the local cluster's while it runs; None where neither is: what a
+    dry run and ``dlq list``, which go on without the audit trail, are given."""
     url = Settings().database_url
     if url and url.get_secret_value():
         return url.get_secret_value()
     from caravan.infra.postgres import LocalPostgres
 
     pg = LocalPostgres(checkout.CACHE / "postgres-15432", port=15432)
-    if not pg.is_running():
-        raise typer.BadParameter("no DATABASE_URL and no local cluster: run `caravan up` first")
-    return pg.url
+    return pg.url if pg.is_running() else None
 
 
 @app.command()
@@ -541,7 +548,7 @@ def replay(
         result = asyncio.run(
             ops_replay.replay(
                 _bootstrap(),
-                _database_url(),
+                _named_database_url(),
                 topic,
                 group,
                 earliest=earliest,
@@ -716,11 +723,8 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     before: dict[str, ops_dlq.Redriven] = {}
     unknown = None
     if letters:
-        try:
-            before, why = asyncio.run(ops_dlq.redriven(_database_url(), letters))
-            unknown = None if why is None else str(why)
-        except typer.BadParameter as exc:  # no DATABASE_URL and no local cluster
-            unknown = exc.message
+        before, why = asyncio.run(ops_dlq.redriven(_named_database_url(), letters))
+        unknown = None if why is None else str(why)
     table = output.table(
         LETTER, ERROR, "message", title=f"{len(letters)} dead letter(s)", whole=(LETTER, ERROR)
     )
@@ -803,7 +807,7 @@ def dlq_redrive(
         done = asyncio.run(
             ops_dlq.redrive(
                 _bootstrap(),
-                _database_url(),
+                _named_database_url(),
                 letters,
                 value=value,
                 dry_run=dry_run,

@@ -35,6 +35,8 @@ output itself, to be captured whole (``TOKEN=$(caravan tokens issue ...)``), and
 
 PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
 """What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
+NO_DATABASE = "no DATABASE_URL and no local cluster"
+"""A command that needs PostgreSQL where none is named and ``caravan up``'s is not running."""
 
 
 class OperatorError(Exception):

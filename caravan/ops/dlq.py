@@ -131,15 +131,15 @@ class Redrive:
 
 
 async def redriven(
-    database_url: str, letters: list[DeadLetter]
+    database_url: str | None, letters: list[DeadLetter]
 ) -> tuple[dict[str, Redriven], "Unusable | None"]:
     """Which of ``letters`` a redrive sent before (:func:`redriven_before`), or none and why
-    the audit trail cannot tell now (PostgreSQL down, never migrated): what ``dlq list``
-    shows and what ``dlq redrive`` leaves out."""
+    the audit trail cannot tell now (PostgreSQL down, never migrated, none named): what
+    ``dlq list`` shows and what ``dlq redrive`` leaves out."""
     from caravan.ops.record import unrecordable  # here: `caravan dlq list` with no letter
 
     why = await unrecordable(database_url)
-    if why is not None:
+    if why is not None or database_url is None:
         return {}, why
     return await redriven_before(database_url, letters), None
 
@@ -179,7 +179,7 @@ async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[
 
 async def redrive(
     bootstrap: str,
-    database_url: str,
+    database_url: str | None,
     letters: list[DeadLetter],
     *,
     value: bytes | None = None,
@@ -193,8 +193,8 @@ async def redrive(
     ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
     sent, even when a send fails part of the way, and a redrive it cannot record is refused
     (:class:`Unrecordable`) before anything is sent. A dry run reads only Kafka: without the
-    trail (a PostgreSQL outage) it goes on, unrecorded, and leaves out no letter for having
-    been redriven before (the trail says which were)."""
+    trail (a PostgreSQL outage, no database named) it goes on, unrecorded, and leaves out no
+    letter for having been redriven before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
     from caravan.ops.record import Unrecordable, record, unrecordable
     from shared.events.registry import IN_THE_VALUE
@@ -240,7 +240,7 @@ async def redrive(
             finally:
                 await producer.stop()
     finally:
-        if (sent or not todo or dry_run) and unrecorded is None:
+        if (sent or not todo or dry_run) and database_url is not None and unrecorded is None:
             await record(
                 database_url,
                 "redrive",

@@ -4,7 +4,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from caravan.output import PREPARE_FIRST
+from caravan.output import NO_DATABASE, PREPARE_FIRST
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
 from shared.db.engine import Unusable, async_engine, unusable
@@ -22,7 +22,10 @@ def refusal(action: str, why: Unusable) -> str:
     """Why a change (``action``, e.g. "replay") is refused while the audit trail cannot record
     it (``why``: :func:`unrecordable`), and what lifts it: PostgreSQL back, or a database
     never migrated prepared."""
-    then = PREPARE_FIRST if why.kind == "not migrated" else "run it once PostgreSQL is back"
+    then = {
+        "not migrated": PREPARE_FIRST,
+        "not named": "name its database in DATABASE_URL, or run `caravan up` first",
+    }.get(why.kind, "run it once PostgreSQL is back")
     return (
         f"the audit trail cannot record it ({why}): a {action} is not made unrecorded; "
         f"{then} (--dry-run needs only Kafka)"
@@ -45,10 +48,13 @@ async def record(
         await engine.dispose()
 
 
-async def unrecordable(database_url: str) -> Unusable | None:
+async def unrecordable(database_url: str | None) -> Unusable | None:
     """Why the audit trail cannot record an action now (PostgreSQL down or refusing the
-    login, its tables never made), or None: asked before a change that must not be made
-    unrecorded, and by a dry run, which reads only Kafka and goes on without the trail."""
+    login, its tables never made, no database named: ``database_url`` None), or None: asked
+    before a change that must not be made unrecorded, and by a dry run, which reads only
+    Kafka and goes on without the trail."""
+    if database_url is None:
+        return Unusable("not named", LookupError(NO_DATABASE))
     engine = async_engine(database_url)
     try:
         async with engine.connect() as conn:

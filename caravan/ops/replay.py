@@ -82,7 +82,7 @@ class ReplayResult:
 
 async def replay(
     bootstrap: str,
-    database_url: str,
+    database_url: str | None,
     topic: str,
     group: str,
     *,
@@ -93,7 +93,9 @@ async def replay(
     force: bool = False,
     allow_skip: bool = False,
 ) -> ReplayResult:
-    """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded."""
+    """Plan (and unless ``dry_run``, apply) a rewind of ``group`` on ``topic``; recorded (a
+    dry run goes on unrecorded without the audit trail: PostgreSQL away, or ``database_url``
+    None, no database named)."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
         raise ValueError("choose exactly one of earliest, from_offset, from_timestamp")
     unusable = await unrecordable(database_url)
@@ -153,7 +155,7 @@ async def replay(
         if earliest
         else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}")
     )
-    if unrecorded is None:  # else said as a refusal, and nothing changed
+    if database_url is not None and unrecorded is None:  # else said as a refusal, unchanged
         try:
             await record(
                 database_url,

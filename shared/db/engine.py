@@ -255,15 +255,18 @@ _LOGIN_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.Invali
 class Unusable:
     """Why PostgreSQL cannot serve a command at all (:func:`unusable`): its tables were never
     made (``"not migrated"``), or it cannot be reached or refuses the login
-    (``"unreachable"``); ``error`` is what said so (the driver's error, not SQLAlchemy's wrapper,
-    which adds the statement)."""
+    (``"unreachable"``), or no database is named at all (``"not named"``: no DATABASE_URL);
+    ``error`` is what said so (the driver's error, not SQLAlchemy's wrapper, which adds the
+    statement)."""
 
-    kind: Literal["not migrated", "unreachable"]
+    kind: Literal["not migrated", "unreachable", "not named"]
     error: BaseException
 
     def __str__(self) -> str:
         if self.kind == "not migrated":
             return f"the database is not migrated ({self.error})"
+        if self.kind == "not named":
+            return str(self.error)
         return f"cannot reach PostgreSQL: {self.error}"
 
 

@@ -28,6 +28,7 @@ from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.dashboard import Dashboard
 from caravan.ops.replay import replay
+from caravan.output import NO_DATABASE
 from services import SERVICES
 from services.notifications.dispatch import sms_by_status
 from services.orders.entrypoints.ops import orders_by_status
@@ -638,6 +639,10 @@ def database_down() -> dict[str, str]:
     return {"DATABASE_URL": f"postgresql://caravan:x@127.0.0.1:{free_port()}/caravan"}
 
 
+NONE_NAMED = {"DATABASE_URL": ""}
+"""The environment of a command given no database (and no ``caravan up`` in this checkout)."""
+
+
 async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_not_its_dry_run(
     caravan: System,
 ) -> None:
@@ -655,11 +660,12 @@ async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_
     assert "refused: the audit trail cannot record it (cannot reach PostgreSQL: " in said, said
     assert "a replay is not made unrecorded; run it once PostgreSQL is back" in said, said
     assert set(await committed(caravan, group, topic)) == {None}
-    dry = await cli(caravan, *args, "--dry-run", **database_down())
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    said = " ".join(dry.stdout.split())
-    assert f"dry run: replay of {topic} for {group}" in said and "nothing changed" in said, said
-    assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
+    for why, env in (("cannot reach", database_down()), (NO_DATABASE, NONE_NAMED)):
+        dry = await cli(caravan, *args, "--dry-run", **env)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        said = " ".join(dry.stdout.split())
+        assert f"dry run: replay of {topic} for {group}" in said and "nothing changed" in said
+        assert f"not in the audit trail (a dry run goes on without it): {why}" in said, said
     assert set(await committed(caravan, group, topic)) == {None}
     audited = "select count(*) from auth.audit where action = 'replay' and target like :g"
     assert await caravan.scalar(audited, g=f"{group} %") == 0
@@ -686,13 +692,21 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
     said = " ".join(listed.stdout.split())
     assert said.count("which letters were redriven before is not known") == 1, said
     assert "is not known: cannot reach PostgreSQL: " in said, said
-    dry = await cli(caravan, "dlq", "redrive", letter, "--dry-run", **database_down())
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    said = " ".join(dry.stdout.split())
-    assert f"would redrive: {letter}" in said, said
-    assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
-    assert "which letters were redriven before is not known, none is left out for it" in said
-    assert f"warning: {letter} was dead-lettered for its value (not_json)" in said, said
+    for why, env in (("cannot reach", database_down()), (NO_DATABASE, NONE_NAMED)):
+        dry = await cli(caravan, "dlq", "redrive", letter, "--dry-run", **env)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        said = " ".join(dry.stdout.split())
+        assert f"would redrive: {letter}" in said, said
+        assert f"not in the audit trail (a dry run goes on without it): {why}" in said, said
+        assert "which letters were redriven before is not known, none is left out for it" in said
+        assert f"warning: {letter} was dead-lettered for its value (not_json)" in said, said
+    done = await cli(caravan, "dlq", "redrive", letter, **NONE_NAMED)
+    assert done.returncode == 2 and "redriven:" not in done.stdout, done.stdout + done.stderr
+    assert " ".join(done.stderr.split()) == (
+        f"nothing redriven: the audit trail cannot record it ({NO_DATABASE}): a redrive is not"
+        " made unrecorded; name its database in DATABASE_URL, or run `caravan up` first"
+        " (--dry-run needs only Kafka)"
+    )
     for again in ((), ("--again",)):
         done = await cli(caravan, "dlq", "redrive", letter, *again, **database_down())
         assert "redriven:" not in done.stdout, done.stdout + done.stderr  # nothing sent

@@ -225,7 +225,7 @@ def letters_shown(
 
     monkeypatch.setattr(ops_dlq, "read", read)
     monkeypatch.setattr(ops_dlq, "redriven", audited)
-    monkeypatch.setattr(cli, "_database_url", lambda: "postgresql://caravan@db/caravan")
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://caravan@db/caravan")
     text = shown(monkeypatch, "dlq", *args)
     apart = [line for line in text.splitlines() if not line.startswith(("┏", "┃", "┡", "│", "└"))]
     if said is not None:

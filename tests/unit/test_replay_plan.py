@@ -98,7 +98,7 @@ def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
     monkeypatch.setattr(kafka_admin, "describe_group", describe_group)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
     monkeypatch.setattr(kafka_admin, "groups_reading", groups_reading)
-    monkeypatch.setattr(cli, "_database_url", lambda: "postgresql://db")
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://db")
     monkeypatch.setenv("COLUMNS", "300")
     args = ["replay", "--topic", "orders.events.v1", "--group", "caravan-orders", "--earliest"]
     for dry_run, said, code in (([], "refused", 2), (["--dry-run"], "a run would be refused", 0)):
@@ -129,7 +129,7 @@ def test_without_the_audit_trail_a_replay_is_refused_before_any_offset_moves_a_d
     port nothing listens on."""
     port = closed_port()
     monkeypatch.setattr(ops_replay, "unrecordable", ops_record.unrecordable)
-    monkeypatch.setattr(cli, "_database_url", lambda: f"postgresql://u:x@127.0.0.1:{port}/db")
+    monkeypatch.setattr(cli, "_named_database_url", lambda: f"postgresql://u:x@127.0.0.1:{port}/db")
     monkeypatch.setenv("COLUMNS", "400")
     args = ["replay", "--topic", "t", "--group", "g", "--earliest"]
     why = f"cannot reach PostgreSQL: [Errno 111] Connect call failed ('127.0.0.1', {port})"

@@ -826,6 +826,13 @@ def dlq_redrive(
     for item, code in done.unmended.items():  # a warning: a consumer may take it now
         said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
         console.print(f"{said}: {again_unless}", style="yellow")
+    for item, request in done.rejected.items():  # allowed: a rejected request made no order
+        console.print(
+            f"warning: {item}, the request {request}, was answered order.rejected: if it is"
+            " placed now, its source sees order.placed and then the order's outcome for that"
+            " order_ref after the rejection",
+            style="yellow",
+        )
     for item, sent in sorted(done.before.items()):
         console.print(
             f"left out: {item}, redriven {output.at(sent.at)} by {sent.by}"

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
-from shared.topics import Topic
+from shared.topics import Topic, consumer_group
 
 if TYPE_CHECKING:
     from shared.db.engine import Unusable
@@ -128,6 +128,29 @@ class Redrive:
     unrecorded: str | None = None  # a dry run: why the audit trail did not record it
     # sent (or would be) as they were, dead-lettered for their value: ref → its error
     unmended: dict[str, str] = field(default_factory=dict)
+    # sent (or would be), requests answered order.rejected: ref → its source/order_ref
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def rejected_request(letter: DeadLetter) -> str | None:
+    """The request (``source/order_ref``) of ``letter`` that the orders service answered
+    ``order.rejected`` when it dead-lettered it (``services.orders.handlers.answered_rejected``),
+    or None. A redrive that places its order has its source see ``order.placed`` and the
+    order's outcome after that rejection (CONTRACT.md: a rejected request created no order)."""
+    from services.orders.handlers import answered_rejected  # here: not for `caravan dlq list`
+
+    by_orders = letter.headers.get("dlq.group") == consumer_group("orders")
+    if letter.origin != Topic.ORDER_REQUESTS or not by_orders:
+        return None
+    try:
+        event = orjson.loads(letter.value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or not answered_rejected(str(event.get("type")), letter.error):
+        return None
+    data = event.get("data")
+    ref = data.get("order_ref") if isinstance(data, dict) else None
+    return f"{event.get('source')}/{ref}"
 
 
 async def redriven(
@@ -216,6 +239,7 @@ async def redrive(
     unmended: dict[str, str] = {
         d.ref: d.error for d in todo if value is None and d.error in IN_THE_VALUE
     }
+    rejected = {d.ref: request for d in todo if (request := rejected_request(d)) is not None}
     try:
         if not dry_run and todo:
             producer = AIOKafkaProducer(
@@ -257,7 +281,8 @@ async def redrive(
                     ),
                 },
             )
-    return Redrive(sent, before, dropped, None if unrecorded is None else str(unrecorded), unmended)
+    why = None if unrecorded is None else str(unrecorded)
+    return Redrive(sent, before, dropped, why, unmended, rejected)
 
 
 WHOLE_VALUE = "whole value replaced"
@@ -324,6 +349,7 @@ __all__ = [
     "redrive",
     "redriven",
     "redriven_before",
+    "rejected_request",
     "select",
     "value_change",
 ]

@@ -139,9 +139,7 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
     """An ``order.requested`` whose data is invalid, or whose order_ref names an order of
     other content, is answered with ``order.rejected``."""
     envelope = poison.envelope
-    requests = (EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED)
-    answered = ("invalid_data", "order_ref_reused")
-    if envelope is None or envelope.type not in requests or poison.code not in answered:
+    if envelope is None or not answered_rejected(envelope.type, poison.code):
         return
     # What it says its order_ref is, cut to an order_ref's length: it may be anything up to
     # the broker's limit, and the answer, named after it, must stay one Kafka takes (else
@@ -163,6 +161,14 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
         correlation_id=ref or envelope.id,
         event_id=_rejection_id(envelope),
     )
+
+
+def answered_rejected(event_type: str, code: str) -> bool:
+    """Whether a record of ``event_type`` dead-lettered for ``code`` by the orders service is
+    answered ``order.rejected`` (:func:`on_invalid_request`): a request with invalid data, or
+    whose order_ref names an order of other content."""
+    requests = (EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED)
+    return event_type in requests and code in ("invalid_data", "order_ref_reused")
 
 
 def _rejection_id(request: CloudEvent) -> str:

@@ -3,12 +3,13 @@ letter's: the audit trail said only ``"replaced_value": true``; it now says whic
 differ and the SHA-256 of each value, never what either holds (a buyer's phone)."""
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
-from caravan.ops.dlq import WHOLE_VALUE, differing_paths, value_change
+from caravan.ops.dlq import WHOLE_VALUE, DeadLetter, differing_paths, rejected_request, value_change
 
 REQUEST = {
     "type": "order.requested",
@@ -83,3 +84,29 @@ def test_a_value_change_names_paths_and_digests_never_what_the_values_hold() -> 
 )
 def test_a_value_that_is_not_json_is_replaced_whole(before: bytes, after: bytes) -> None:
     assert value_change(before, after)["changed"] == WHOLE_VALUE
+
+
+def letter(topic: str, group: str, error: str, value: bytes) -> DeadLetter:
+    at = datetime(2026, 12, 5, tzinfo=UTC)
+    headers = {"dlq.group": group, "dlq.error": error}
+    return DeadLetter(f"{topic}.dlq", 0, 1, at, b"SWN-1", value, headers)
+
+
+@pytest.mark.parametrize(
+    ("topic", "group", "error", "event_type", "said"),
+    [
+        ("orders.requests.v1", "caravan-orders", "invalid_data", "order.requested", "s/SWN-1"),
+        ("orders.requests.v1", "caravan-orders", "order_ref_reused", "order.requested", "s/SWN-1"),
+        ("orders.requests.v1", "caravan-orders", "unknown_type", "order.requested.v9", None),
+        ("orders.requests.v1", "caravan-orders", "handler_error", "order.requested", None),
+        ("orders.events.v1", "caravan-notifications", "invalid_data", "order.requested", None),
+    ],
+)
+def test_a_redrive_knows_the_requests_the_orders_service_answered_order_rejected(
+    topic: str, group: str, error: str, event_type: str, said: str | None
+) -> None:
+    """A redrive that places a rejected request's order has its source see order.placed after
+    the order.rejected it had (the dry run and the run said nothing of it)."""
+    value = orjson.dumps({**REQUEST, "type": event_type, "source": "s"})
+    assert rejected_request(letter(topic, group, error, value)) == said
+    assert rejected_request(letter(topic, group, "not_json", b"not json")) is None

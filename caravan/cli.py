@@ -72,10 +72,12 @@ def main() -> None:
 
 
 def _fail_outside(exc: Exception) -> None:
-    """Fail saying so if ``exc`` is a database never migrated, or a part of the system the
-    command cannot reach; else return. Not every ``InterfaceError`` is an unreachable
-    PostgreSQL: asyncpg's client raises it for work it will not send too (more parameters
-    than a statement may have), said as that, exit 1.
+    """Fail saying so if ``exc`` is a part of the system the command cannot reach, or
+    PostgreSQL unusable (:attr:`~shared.db.engine.Kind.unusable`: not reached, the login
+    refused, never migrated), each with what lifts it, exit 2; or
+    asyncpg's client refusing the work, or a value PostgreSQL cannot take, exit 1; else
+    return. Not every ``InterfaceError`` is an unreachable PostgreSQL: asyncpg's client
+    raises it for work it will not send too (more parameters than a statement may have).
 
     A client library's exceptions are looked for only if the command imported it (none of
     them can have been raised otherwise): importing SQLAlchemy, aiokafka and httpx to catch
@@ -91,24 +93,26 @@ def _fail_outside(exc: Exception) -> None:
         if isinstance(exc, httpx.TransportError):
             _unreachable("a service's HTTP API", exc)
     if "sqlalchemy.exc" in sys.modules:  # Kafka's and HTTP's first: theirs may wrap an OSError
-        from sqlalchemy import exc as sa_exc
+        from shared.db.engine import Kind, fault
 
-        from shared.db.engine import unusable
-
-        why = unusable(exc)
-        if why is not None and why.kind == "not migrated":
-            _fail(f"{why}: {PREPARE_FIRST}", 2)
-        if why is not None:
-            _unreachable("PostgreSQL", why.error)
-        if isinstance(exc, sa_exc.InterfaceError):
-            _fail(f"PostgreSQL's client refused the command's work: {exc.orig or exc}", 1)
+        why = fault(exc)
+        then = {Kind.NOT_MIGRATED: f": {PREPARE_FIRST}"}
+        if why.kind.unusable:
+            _fail(f"{why}{then.get(why.kind, '. ' + _IS_IT_UP)}", 2)
+        if why.kind is Kind.CLIENT_REFUSED:
+            _fail(f"PostgreSQL's client refused the command's work: {why.error}", 1)
+        if why.kind is Kind.BAD_VALUE:
+            _fail(f"PostgreSQL cannot take a value the command gave: {why.error}", 1)
     if isinstance(exc, ConnectionError):
         _unreachable("PostgreSQL", exc)
 
 
+_IS_IT_UP = "Is the system up (`caravan up`)?"
+
+
 def _unreachable(what: str, exc: BaseException) -> NoReturn:
     said = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement: lines
-    _fail(f"cannot reach {what}: {said}. Is the system up (`caravan up`)?", 2)
+    _fail(f"cannot reach {what}: {said}. {_IS_IT_UP}", 2)
 
 
 def _fail(said: str, exit_code: int) -> NoReturn:

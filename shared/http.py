@@ -28,8 +28,8 @@ from shared.api import field_errors
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
-from shared.db import Database, bad_value, is_transient
-from shared.db.engine import address, described
+from shared.db import Database, fault
+from shared.db.engine import Kind, address, described
 from shared.logs import Repeats, phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
@@ -290,11 +290,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     """A database error: 422 for a value PostgreSQL cannot take that the request held (its
     checks let it through), 503 for the database away (retry); anything else is raised on
     (a service's answer is then a 500 problem: :func:`_unexpected`)."""
-    refused = bad_value(exc)
-    if refused is not None:
-        detail = f"a value cannot be stored: {str(refused).splitlines()[0][:300]}"
+    found = fault(exc)
+    if found.kind is Kind.BAD_VALUE:
+        detail = f"a value cannot be stored: {str(found.error).splitlines()[0][:300]}"
         return problem(422, "Invalid request", detail)
-    if not is_transient(exc):
+    if not found.kind.transient:
         raise exc
     # One line, no traceback (it passes by itself), naming what failed: an OSError that is
     # not the database's would otherwise be answered so without a word.

@@ -30,7 +30,7 @@ from sqlalchemy import MetaData, text
 
 from shared.backoff import exponential_step
 from shared.db import Database
-from shared.db.engine import is_transient, missing_relation
+from shared.db.engine import Kind, fault
 from shared.db.migrate import migrations_folder, schema_warning
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
@@ -171,9 +171,10 @@ class Service:
             async with self.db.engine.connect() as conn:
                 at = list(await conn.scalars(query))
         except Exception as exc:
-            if missing_relation(exc) is not None:
+            kind = fault(exc).kind
+            if kind is Kind.NOT_MIGRATED:
                 at = []
-            elif is_transient(exc):
+            elif kind.transient:
                 log.warning("%s: PostgreSQL away, its schema's revision unread: %r", self.name, exc)
                 return False
             else:

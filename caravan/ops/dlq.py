@@ -22,7 +22,7 @@ from shared.messaging import kafka_admin
 from shared.topics import Topic, consumer_group
 
 if TYPE_CHECKING:
-    from shared.db.engine import Unusable
+    from shared.db.engine import Fault
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def rejected_request(letter: DeadLetter) -> str | None:
 
 async def redriven(
     database_url: str | None, letters: list[DeadLetter]
-) -> tuple[dict[str, Redriven], "Unusable | None"]:
+) -> tuple[dict[str, Redriven], "Fault | None"]:
     """Which of ``letters`` a redrive sent before (:func:`redriven_before`), or none and why
     the audit trail cannot tell now (PostgreSQL down, never migrated, none named): what
     ``dlq list`` shows and what ``dlq redrive`` leaves out."""

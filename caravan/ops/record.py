@@ -7,24 +7,24 @@ from sqlalchemy import select
 from caravan.output import NO_DATABASE, PREPARE_FIRST
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
-from shared.db.engine import Unusable, async_engine, unusable
+from shared.db.engine import Fault, Kind, async_engine, fault
 
 
 class Unrecordable(Exception):
     """A change refused before it was made: the audit trail cannot record it (``why``)."""
 
-    def __init__(self, why: Unusable) -> None:
+    def __init__(self, why: Fault) -> None:
         super().__init__(str(why))
         self.why = why
 
 
-def refusal(action: str, why: Unusable) -> str:
+def refusal(action: str, why: Fault) -> str:
     """Why a change (``action``, e.g. "replay") is refused while the audit trail cannot record
     it (``why``: :func:`unrecordable`), and what lifts it: PostgreSQL back, or a database
     never migrated prepared."""
     then = {
-        "not migrated": PREPARE_FIRST,
-        "not named": "name its database in DATABASE_URL, or run `caravan up` first",
+        Kind.NOT_MIGRATED: PREPARE_FIRST,
+        Kind.NOT_NAMED: "name its database in DATABASE_URL, or run `caravan up` first",
     }.get(why.kind, "run it once PostgreSQL is back")
     return (
         f"the audit trail cannot record it ({why}): a {action} is not made unrecorded; "
@@ -48,20 +48,20 @@ async def record(
         await engine.dispose()
 
 
-async def unrecordable(database_url: str | None) -> Unusable | None:
+async def unrecordable(database_url: str | None) -> Fault | None:
     """Why the audit trail cannot record an action now (PostgreSQL down or refusing the
     login, its tables never made, no database named: ``database_url`` None), or None: asked
     before a change that must not be made unrecorded, and by a dry run, which reads only
     Kafka and goes on without the trail."""
     if database_url is None:
-        return Unusable("not named", LookupError(NO_DATABASE))
+        return Fault(Kind.NOT_NAMED, LookupError(NO_DATABASE))
     engine = async_engine(database_url)
     try:
         async with engine.connect() as conn:
             await conn.execute(select(audit_table.c.id).limit(0))
     except Exception as exc:
-        why = unusable(exc)
-        if why is None:
+        why = fault(exc)
+        if not why.kind.unusable:
             raise
         return why
     finally:

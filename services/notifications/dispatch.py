@@ -82,7 +82,7 @@ from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
 from shared import days
-from shared.db import is_transient, reason
+from shared.db import fault, reason
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order, working_for
@@ -372,7 +372,7 @@ async def _record_alone(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        if is_transient(exc):
+        if fault(exc).kind.transient:
             raise
         log.warning("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
         if isinstance(outcome, Accepted):
@@ -400,7 +400,7 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
     except asyncio.CancelledError:
         raise
     except Exception as again:
-        if is_transient(again):
+        if fault(again).kind.transient:
             raise
         log.warning("sms %s: giving it up failed too (%r)", row.sms_id, again)
         return None

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
-from shared.db.engine import NoAnswer, address, described, lost_connection, unreachable
+from shared.db.engine import NoAnswer, address, described, fault
 from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
@@ -137,7 +137,7 @@ class Guard:
 
     async def lookup(self, token: str) -> Lookup:
         """The token's verdict: cached, else read from ``auth.tokens``. With PostgreSQL not
-        reachable (:func:`~shared.db.engine.unreachable`), a verdict read before stands
+        reachable (:attr:`~shared.db.engine.Kind.away`), a verdict read before stands
         (stale-if-error), so the operations page and ``/metrics`` answer through an outage,
         if no revocation can have been missed since it was read: as many tokens were revoked
         then as at this process's last read of the table, that read came less than
@@ -166,7 +166,7 @@ class Guard:
         return found
 
     def _kept(self, key: str, exc: Exception) -> tuple[Lookup, float] | None:
-        if not unreachable(exc):
+        if not fault(exc).kind.away:
             return None  # the server answers others: a revocation may be written meanwhile
         now = self.cache.clock()
         if self.failing_since is None:
@@ -189,7 +189,7 @@ class Guard:
                         connected = True
                         return await tokens.lookup(conn, token)
                 except Exception as exc:
-                    if not (connected and lost_connection(exc)):
+                    if not (connected and fault(exc).kind.lost):
                         raise
                 async with self.engine.connect() as conn:
                     return await tokens.lookup(conn, token)

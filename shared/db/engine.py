@@ -1,13 +1,13 @@
 """The async engine and session factory of one service, bound to its own schema."""
 
-import asyncio
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from enum import Enum
+from typing import Any, TypeGuard
 
 import asyncpg
 from sqlalchemy import event
@@ -32,9 +32,9 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
     ``settings``, else of the environment) fails with a :class:`ConnectionError` that says
     so, as a refused one does, where asyncpg waited a minute and raised a bare
     ``TimeoutError`` (a hung server, a half-open firewall, a load balancer whose backend is
-    gone); a host that cannot be resolved fails with one too. The CLI says either as "cannot
-    reach PostgreSQL" (:func:`unusable`), the services take it as transient
-    (:func:`is_transient`)."""
+    gone); a host that cannot be resolved fails with one too. Each is marked as PostgreSQL's
+    (:func:`connecting`): :func:`fault` sorts it as :attr:`Kind.NOT_REACHED`, which the CLI
+    says as "cannot reach PostgreSQL" and the services take as transient."""
     made = create_async_engine(asyncpg_url(url), **options)
     seconds = (settings or get_settings()).db_connect_timeout_seconds
     event.listen(made.sync_engine, "do_connect", _connect_within(seconds))
@@ -71,22 +71,16 @@ _CONNECTING = "connecting to PostgreSQL"
 
 def connecting(exc: OSError, where: str) -> OSError:
     """``exc``, failed connecting to PostgreSQL at ``where``, so marked (a note, which its
-    traceback shows): an OS error says nothing of whose it is (:func:`described`)."""
+    traceback shows): an OS error says nothing of whose it is (:func:`fault`). The note is
+    the plainest mark that keeps the error what it was: its class and words are what the
+    CLI says, which a wrapping error of our own would change."""
     exc.add_note(f"{_CONNECTING} at {where}")
     return exc
 
 
-_OF_POSTGRESQL = (sa_exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, NoAnswer)
-
-
-def _of_postgresql(exc: BaseException) -> bool:
-    """Whether ``exc`` is PostgreSQL's: SQLAlchemy's or asyncpg's, or (wrapping) an error of
-    connecting to it (:func:`connecting`, :class:`NoAnswer`)."""
-    return any(
-        isinstance(e, _OF_POSTGRESQL)
-        or any(str(n).startswith(_CONNECTING) for n in getattr(e, "__notes__", ()))
-        for e in _chain(exc)
-    )
+def _marked(exc: BaseException) -> bool:
+    """Whether ``exc`` is marked as failed connecting to PostgreSQL (:func:`connecting`)."""
+    return any(str(n).startswith(_CONNECTING) for n in getattr(exc, "__notes__", ()))
 
 
 class Database:
@@ -122,33 +116,11 @@ class Database:
         await self.engine.dispose()
 
 
-_TRANSIENT_PG = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
-
-
 # A value PostgreSQL cannot take: refused by the server (SQLSTATE class 22, "data exception":
 # text with NUL, a number beyond its column) or by asyncpg while encoding it (an int beyond
 # int4 or int8, a date beyond PostgreSQL's). asyncpg's own is an InterfaceError, as a dropped
 # connection is, but it never passes by itself.
 _BAD_VALUE = (asyncpg.DataError, asyncpg.exceptions._base.DataError)
-
-
-# Server errors that pass by themselves, by SQLSTATE class or code: a connection lost (08),
-# a transaction rolled back for a conflict (40), the server short of disk, memory or
-# connections (53), shutting down or restarting (57P01-57P03), an I/O error (58030), a lock
-# not granted in time (55P03), and a write refused by a server that became a standby in a
-# failover (25006). Not a statement cancelled past its statement_timeout (57014): one that
-# always takes too long would stall its partition for good; it is dead-lettered after its
-# tries, as a bug is.
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53")
-_TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "58030", "55P03", "25006")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -162,9 +134,184 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen = orig or seen.__cause__
 
 
-def bad_value(exc: BaseException) -> BaseException | None:
-    """The error of a value PostgreSQL cannot take, if that is what ``exc`` is (or wraps)."""
-    return next((e for e in _chain(exc) if isinstance(e, _BAD_VALUE)), None)
+class Kind(Enum):
+    """What a fault met on PostgreSQL is (:func:`fault`). Each caller asks its own question
+    of it: :attr:`transient` (retried, never dead-lettered; an HTTP 503), :attr:`away` (the
+    token guard's stale-if-error), :attr:`lost` (the guard's one retry on a new connection),
+    :attr:`unusable` (what the CLI says in one line, and what keeps an action the audit trail
+    cannot record from being made); :func:`described` says each in words."""
+
+    NOT_REACHED = "not reached"
+    """No connection made: refused, the local cluster's socket gone, a name not resolved, no
+    answer in time (an OS error of :func:`async_engine`'s connect, :class:`NoAnswer`)."""
+    NOT_READY = "not ready"
+    """The server turned the connection away while starting up or shutting down (57P03)."""
+    CONNECTION_LOST = "connection lost"
+    """A connection made and lost: closed (SQLAlchemy's dialect invalidated it; asyncpg's
+    "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02)."""
+    CONNECTION_FAILED = "connection failed"
+    """A ``ConnectionError`` that :func:`async_engine`'s connect did not mark: a socket of
+    PostgreSQL's reset in use, or of another server the work used."""
+    OS_ERROR = "OS error"
+    """Any other OS error not marked as PostgreSQL's (a timeout, a file the work used)."""
+    LOGIN_REFUSED = "login refused"
+    """The server refused the login: the role or its password (class 28), no such database
+    (3D000)."""
+    TOO_MANY_CONNECTIONS = "too many connections"
+    """The server has no connection to spare (53300): its ``max_connections`` all in use."""
+    POOL_EXHAUSTED = "pool exhausted"
+    """No free connection in the engine's pool within its timeout (SQLAlchemy's)."""
+    REFUSED_FOR_NOW = "refused for now"
+    """The server answers and refuses this work for now: a conflict (class 40), a lock not
+    granted in time (55P03), short of disk, memory (class 53), an I/O error (58030), a write
+    refused by a server that became a standby in a failover (25006)."""
+    NOT_MIGRATED = "not migrated"
+    """A table that does not exist (42P01): a database whose schemas were never migrated."""
+    BAD_VALUE = "bad value"
+    """A value PostgreSQL cannot take (class 22, or asyncpg's while encoding it)."""
+    CLIENT_REFUSED = "client refused"
+    """asyncpg refused the work itself (more than 32,767 parameters, a feature it lacks, a
+    transaction misused): it refuses it again at every try."""
+    FAILED = "failed"
+    """Any other error of PostgreSQL's or its client's: a bug, a constraint, a statement past
+    its ``statement_timeout`` (57014: one that always takes too long would stall its
+    partition for good; it is dead-lettered after its tries, as a bug is)."""
+    NOT_NAMED = "not named"
+    """No database to ask at all: no ``DATABASE_URL``, and ``caravan up``'s own cluster not
+    running (a command's, never a service's, which refuses to start without one)."""
+    OTHER = "other"
+    """Not PostgreSQL's at all."""
+
+    @property
+    def transient(self) -> bool:
+        """Whether it passes by itself: retried with backoff, never dead-lettered."""
+        return self in _TRANSIENT
+
+    @property
+    def away(self) -> bool:
+        """Whether PostgreSQL cannot be reached from here at all, so that nobody can write
+        to it meanwhile: not a server that answers others and refuses this (a conflict, too
+        many connections, a login refused, the pool's own limit)."""
+        return self in _AWAY
+
+    @property
+    def lost(self) -> bool:
+        """Whether a connection that was made failed in use (one made again may work)."""
+        return self in (Kind.CONNECTION_LOST, Kind.CONNECTION_FAILED)
+
+    @property
+    def unusable(self) -> bool:
+        """Whether PostgreSQL cannot serve a command at all: not reached or not ready, the
+        login refused, its tables never made, none named."""
+        return self in _UNUSABLE
+
+    @property
+    def ours(self) -> bool:
+        """Whether it is known to be PostgreSQL's (an OS error is, marked by
+        :func:`async_engine`'s connect): else said as it is, not named PostgreSQL's."""
+        return self not in (Kind.CONNECTION_FAILED, Kind.OS_ERROR, Kind.OTHER)
+
+
+_AWAY = (
+    Kind.NOT_REACHED,
+    Kind.NOT_READY,
+    Kind.CONNECTION_LOST,
+    Kind.CONNECTION_FAILED,
+    Kind.OS_ERROR,
+)
+_TRANSIENT = (*_AWAY, Kind.TOO_MANY_CONNECTIONS, Kind.POOL_EXHAUSTED, Kind.REFUSED_FOR_NOW)
+_UNUSABLE = (
+    *(k for k in _AWAY if k is not Kind.OS_ERROR),
+    Kind.LOGIN_REFUSED,
+    Kind.NOT_MIGRATED,
+    Kind.NOT_NAMED,
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault's :class:`Kind` and ``error``, the one that said so (the driver's error, not
+    SQLAlchemy's wrapper, which adds the statement)."""
+
+    kind: Kind
+    error: BaseException
+
+    def __str__(self) -> str:
+        """What it is in one line, as the CLI and the audit trail's refusals say it."""
+        match self.kind:
+            case Kind.NOT_MIGRATED:
+                return f"the database is not migrated ({self.error})"
+            case Kind.NOT_NAMED:
+                return str(self.error)
+            case kind if kind.unusable:
+                return f"cannot reach PostgreSQL: {self.error}"
+        return reason(self.error)
+
+
+# By SQLSTATE (whole, else its class): what the server says of a fault.
+_BY_SQLSTATE = {
+    "08": Kind.CONNECTION_LOST,
+    "57P01": Kind.CONNECTION_LOST,
+    "57P02": Kind.CONNECTION_LOST,
+    "57P03": Kind.NOT_READY,
+    "28": Kind.LOGIN_REFUSED,
+    "3D000": Kind.LOGIN_REFUSED,
+    "53300": Kind.TOO_MANY_CONNECTIONS,
+    "40": Kind.REFUSED_FOR_NOW,
+    "53": Kind.REFUSED_FOR_NOW,
+    "55P03": Kind.REFUSED_FOR_NOW,
+    "58030": Kind.REFUSED_FOR_NOW,
+    "25006": Kind.REFUSED_FOR_NOW,
+    "42P01": Kind.NOT_MIGRATED,
+    "22": Kind.BAD_VALUE,
+}
+
+
+def fault(exc: BaseException) -> Fault:
+    """What ``exc`` is (:class:`Kind`), by it and what it wraps: the one way a fault met on
+    PostgreSQL is sorted. A value that cannot be stored and a table that does not exist are
+    said by whatever wraps them; else the first error that says more than its class does:
+    SQLAlchemy's dialect invalidating the connection, its pool's timeout, an OS error
+    :func:`async_engine`'s connect marked (:func:`connecting`, :class:`NoAnswer`), the
+    server's SQLSTATE, asyncpg's own refusal ("connection is closed", or of the work). An OS
+    error not so marked is said as such: it may be another server's, or a file's."""
+    chain = list(_chain(exc))
+    for error in chain:
+        if isinstance(error, _BAD_VALUE):
+            return Fault(Kind.BAD_VALUE, error)
+        if isinstance(error, asyncpg.UndefinedTableError):
+            return Fault(Kind.NOT_MIGRATED, error)
+    for at, error in enumerate(chain):
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return Fault(Kind.CONNECTION_LOST, _driver(chain[at + 1 :]) or error)
+        if isinstance(error, sa_exc.TimeoutError):
+            return Fault(Kind.POOL_EXHAUSTED, error)
+        if isinstance(error, NoAnswer) or _marked(error):
+            return Fault(Kind.NOT_REACHED, error)
+        if isinstance(error, asyncpg.PostgresError):
+            state = error.sqlstate or ""
+            kind = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2]) or Kind.FAILED
+            return Fault(kind, error)
+        if isinstance(error, asyncpg.InterfaceError):
+            closed = "connection is closed" in str(error)
+            return Fault(Kind.CONNECTION_LOST if closed else Kind.CLIENT_REFUSED, error)
+    for kind, cls in ((Kind.CONNECTION_FAILED, ConnectionError), (Kind.OS_ERROR, OSError)):
+        found = next((e for e in chain if isinstance(e, cls)), None)
+        if found is not None:
+            return Fault(kind, found)
+    if isinstance(exc, sa_exc.OperationalError):
+        return Fault(Kind.REFUSED_FOR_NOW, exc.orig or exc)
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return Fault(Kind.FAILED, getattr(exc, "orig", None) or exc)
+    return Fault(Kind.OTHER, exc)
+
+
+def _driver(chain: list[BaseException]) -> BaseException | None:
+    """The driver's error in ``chain`` (below SQLAlchemy's): asyncpg's, else the adapted."""
+    found = [e for e in chain if not isinstance(e, sa_exc.SQLAlchemyError)]
+    return next((e for e in found if isinstance(e, asyncpg.PostgresError)), None) or next(
+        iter(found), None
+    )
 
 
 def reason(exc: BaseException) -> str:
@@ -205,28 +352,6 @@ _QUOTED = re.compile(r'"[^"]*"')
 _ARGUMENT = re.compile(r"invalid input for query argument \$\d+( in element #\d+)?")
 
 
-def lost_connection(exc: BaseException) -> bool:
-    """True if ``exc`` is (or wraps) a connection that failed or was lost, not an error of
-    the work on a connection that is fine: asyncpg raises ``InterfaceError`` for both ("the
-    number of query arguments cannot exceed 32767" as well as "connection is closed").
-
-    A lost one is what SQLAlchemy's dialect says is (``connection_invalidated``: its
-    connection is closed, or its error says "connection is closed"), an OS error of the
-    socket, or asyncpg's own error saying so where no SQLAlchemy error wraps it (statements
-    sent on the driver, :mod:`shared.db.driver`: "connection is closed", "cannot perform
-    operation: connection is closed", "cannot call ...: the underlying connection is
-    closed"). A connection the server ended is also PostgreSQL's class 08 ("connection was
-    closed in the middle of operation"), which :func:`is_transient` takes by its SQLSTATE."""
-    for error in _chain(exc):
-        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-            return True
-        if isinstance(error, ConnectionError):
-            return True
-        if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
-            return True
-    return False
-
-
 def storable_text(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a string PostgreSQL's text can hold: no NUL, and UTF-8 (JSON may
     carry a lone surrogate, ``"\\ud800"``, which is not). What an adapter checks an id a
@@ -240,118 +365,12 @@ def storable_text(value: object) -> TypeGuard[str]:
     return True
 
 
-def missing_relation(exc: BaseException) -> BaseException | None:
-    """The error of a table that does not exist, if that is what ``exc`` is (or wraps): in a
-    database whose schemas were never migrated."""
-    return next((e for e in _chain(exc) if isinstance(e, asyncpg.UndefinedTableError)), None)
-
-
-# What the server says when it will not take a login at all: the role or its password refused
-# (SQLSTATE class 28), no such database (3D000).
-_LOGIN_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
-
-
-@dataclass(frozen=True)
-class Unusable:
-    """Why PostgreSQL cannot serve a command at all (:func:`unusable`): its tables were never
-    made (``"not migrated"``), or it cannot be reached or refuses the login
-    (``"unreachable"``), or no database is named at all (``"not named"``: no DATABASE_URL);
-    ``error`` is what said so (the driver's error, not SQLAlchemy's wrapper, which adds the
-    statement)."""
-
-    kind: Literal["not migrated", "unreachable", "not named"]
-    error: BaseException
-
-    def __str__(self) -> str:
-        if self.kind == "not migrated":
-            return f"the database is not migrated ({self.error})"
-        if self.kind == "not named":
-            return str(self.error)
-        return f"cannot reach PostgreSQL: {self.error}"
-
-
-def unusable(exc: BaseException) -> Unusable | None:
-    """Whether ``exc`` says that PostgreSQL cannot serve a command at all, and which way
-    (:class:`Unusable`), or is an error of the work itself (None): what the CLI says in one
-    line instead of a traceback, and what keeps an action the audit trail cannot record from
-    being made. Not every ``InterfaceError`` is one: asyncpg refuses work it will not send
-    too (more parameters than a statement may have)."""
-    missing = missing_relation(exc)
-    if missing is not None:
-        return Unusable("not migrated", missing)
-    refused = next((e for e in _chain(exc) if isinstance(e, _LOGIN_REFUSED)), None)
-    if refused is not None:
-        return Unusable("unreachable", refused)
-    if lost_connection(exc) or isinstance(exc, sa_exc.OperationalError):
-        return Unusable("unreachable", getattr(exc, "orig", None) or exc)
-    return None
-
-
-# The server is going away or not yet there: shutting down (57P01), crashed (57P02), starting
-# up (57P03); with class 08 (a connection failure), the SQLSTATEs of a server not reached.
-_GOING_OR_COMING = ("57P01", "57P02", "57P03")
-
-
-def unreachable(exc: BaseException) -> bool:
-    """True if ``exc`` says that PostgreSQL cannot be reached from here at all: a connection
-    that could not be made (an OS error, :class:`NoAnswer`), or was lost (:func:`lost_connection`,
-    SQLSTATE class 08), a server shutting down or starting up. Not a server that answers
-    and refuses the work: no free connection in the pool (SQLAlchemy's ``TimeoutError``), too
-    many connections (53300), a conflict (class 40), a lock not granted (55P03), a login
-    refused (class 28), though :func:`is_transient` takes most of them and :func:`unusable`
-    says "unreachable" of some: meanwhile the server works for others."""
-    for error in _chain(exc):
-        if isinstance(error, sa_exc.TimeoutError):
-            return False
-        state = getattr(error, "sqlstate", None)
-        if isinstance(state, str):
-            return state.startswith("08") or state in _GOING_OR_COMING
-    return lost_connection(exc) or any(isinstance(e, OSError) for e in _chain(exc))
-
-
-def _transient_sqlstate(exc: BaseException) -> bool:
-    for error in _chain(exc):
-        state = getattr(error, "sqlstate", None)
-        if isinstance(state, str):
-            return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
-    return False
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for faults that pass by themselves (database or network down, lock conflicts,
-    a server short of disk or memory, a statement past its timeout, a failover).
-
-    Such faults are retried with backoff and never dead-lettered. A value that PostgreSQL
-    cannot take (:func:`bad_value`) is not one of them, nor is any other ``InterfaceError``
-    but a lost connection (:func:`lost_connection`): asyncpg refusing the work itself (more
-    than 32,767 parameters, a feature it lacks, a transaction misused) refuses it again at
-    every try, and a consumer retrying it as transient would stall its partition for good.
-    Taken as a bug, it is tried a few times and then dead-lettered with its reason.
-    """
-    if bad_value(exc) is not None:
-        return False
-    if lost_connection(exc):
-        return True
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError):
-        return True
-    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, *_TRANSIENT_PG)):
-        return True
-    if _transient_sqlstate(exc):
-        return True
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, sa_exc.DBAPIError) and cause is not None:
-        orig = getattr(exc, "orig", None)
-        inner = getattr(orig, "__cause__", None)
-        return isinstance(inner, _TRANSIENT_PG) or isinstance(cause, _TRANSIENT_PG)
-    return False
-
-
 def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """Log a background loop's failed round that it will try again (a sweep, a dispatcher,
     the relay, retention): a transient fault, such as the database restarting, as a
     one-line warning, since it passes by itself; anything else as an error with its
     traceback, since it will not."""
-    if is_transient(exc):
+    if fault(exc).kind.transient:
         logger.warning("%s; transient fault, retrying: %s", what, described(exc))
     else:
         logger.error("%s", what, exc_info=exc)
@@ -360,18 +379,14 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
 __all__ = [
     "AsyncSession",
     "Database",
+    "Fault",
+    "Kind",
     "NoAnswer",
-    "Unusable",
     "async_engine",
-    "bad_value",
     "connecting",
-    "is_transient",
+    "fault",
     "log_retry",
-    "lost_connection",
-    "missing_relation",
     "reason",
-    "unreachable",
-    "unusable",
 ]
 
 
@@ -386,20 +401,13 @@ def address(engine: AsyncEngine) -> str:
     return f"{host.rstrip('/')}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
 
 
-# The server turned the connection away: starting up or shutting down (57P03), out of
-# connections (53300), the role or its password refused (class 28), no such database (3D000).
-_TURNED_AWAY = ("57P03", "53300", "3D000")
-# The server ended a connection it had: shut down (57P01-57P02), or a connection failure
-# (class 08: "connection was closed in the middle of operation").
-_ENDED = ("57P01", "57P02")
-
-
 def described(exc: BaseException, where: str | None = None, *, public: bool = False) -> str:
     """What went wrong with PostgreSQL (at ``where``, :func:`address`), in words an
-    operator can act on: what a retried fault's warning logs and ``/healthz`` says, where
-    they said the exception's class (``FileNotFoundError``: the local cluster's socket gone).
-    ``public``, for anyone who asks (``/healthz`` takes no token): neither where nor the
-    server's own words (a login refused names the role), which the logs keep.
+    operator can act on (by its :func:`fault`): what a retried fault's warning logs and
+    ``/healthz`` says, where they said the exception's class (``FileNotFoundError``: the
+    local cluster's socket gone). ``public``, for anyone who asks (``/healthz`` takes no
+    token): neither where nor the server's own words (a login refused names the role), which
+    the logs keep.
 
     ``cannot reach PostgreSQL at /x/.s.PGSQL.15432 (No such file or directory)`` (stopped,
     its socket gone; ``Connection refused`` on TCP; a name not resolved), ``PostgreSQL at
@@ -408,36 +416,38 @@ def described(exc: BaseException, where: str | None = None, *, public: bool = Fa
     connection due to administrator command``, ``lost the connection to PostgreSQL at ...``,
     ``no free connection to PostgreSQL at ... within the pool's timeout``; anything else its
     :func:`reason` (never a row's values). An error that is not PostgreSQL's
-    (:func:`_of_postgresql`: an OS error of something else the work used) is said as it is,
-    not named PostgreSQL's."""
+    (:attr:`Kind.ours`: an OS error of something else the work used) is said as it is, not
+    named PostgreSQL's."""
     at = f" at {where}" if where and not public else ""
-    if not _of_postgresql(exc):
+    found = fault(exc)
+    kind, error = found.kind, found.error
+    if not kind.ours:
         return (_os_reason(exc) or type(exc).__name__) if public else reason(exc)
-    for error in _chain(exc):
-        if isinstance(error, sa_exc.TimeoutError):  # the pool's: every connection in use
-            return f"no free connection to PostgreSQL{at} within the pool's timeout"
-        if isinstance(error, asyncpg.PostgresError):
-            state = error.sqlstate or ""
-            words = "" if public else f": {error.message or error}"
-            if state in _TURNED_AWAY or state.startswith("28"):
-                return f"PostgreSQL{at} refused the connection{words}"
-            if state in _ENDED or state.startswith("08"):
-                return f"PostgreSQL{at} ended the connection{words}"
-            if public:
-                return f"PostgreSQL failed the statement (SQLSTATE {state or '?'})"
-            return f"PostgreSQL{at}: {reason(error)}"
-        if isinstance(error, TimeoutError) and not error.args:
-            return f"cannot reach PostgreSQL{at} (no answer in time)"
+    server = error if isinstance(error, asyncpg.PostgresError) else None  # its own words
+    words = f": {server.message or server}" if server and not public else ""
+    if kind is Kind.POOL_EXHAUSTED:
+        return f"no free connection to PostgreSQL{at} within the pool's timeout"
+    if kind in (Kind.NOT_READY, Kind.TOO_MANY_CONNECTIONS, Kind.LOGIN_REFUSED):
+        return f"PostgreSQL{at} refused the connection{words}"
+    if kind is Kind.CONNECTION_LOST:
+        return (
+            f"PostgreSQL{at} ended the connection{words}"
+            if server
+            else f"lost the connection to PostgreSQL{at}"
+        )
+    if kind is Kind.NOT_REACHED:
         if isinstance(error, NoAnswer):  # async_engine's: it says where itself
-            return f"cannot reach PostgreSQL{at} (no answer within {error.seconds:g} s)"
-        if isinstance(error, OSError):
+            why: object = f"no answer within {error.seconds:g} s"
+        elif isinstance(error, TimeoutError) and not error.args:
+            why = "no answer in time"
+        else:
             why = _os_reason(error) or (None if public else error)
-            return f"cannot reach PostgreSQL{at}" + (f" ({why})" if why else "")
-    if lost_connection(exc):
-        return f"lost the connection to PostgreSQL{at}"
-    return (
-        f"PostgreSQL failed ({type(exc).__name__})" if public else f"PostgreSQL{at}: {reason(exc)}"
-    )
+        return f"cannot reach PostgreSQL{at}" + (f" ({why})" if why else "")
+    if public:
+        if server:
+            return f"PostgreSQL failed the statement (SQLSTATE {server.sqlstate or '?'})"
+        return f"PostgreSQL failed ({type(exc).__name__})"
+    return f"PostgreSQL{at}: {reason(server or exc)}"
 
 
 def _os_reason(exc: BaseException) -> str | None:

@@ -46,7 +46,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
-from shared.db import is_transient, reason
+from shared.db import fault, reason
 from shared.db.engine import address, described
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
@@ -592,7 +592,7 @@ class Consumer:
                 work = partial(self._dead_letter, sub, record, refused)
                 return "dead_lettered" if await self._until_done(work) else "duplicate"
             except Exception as exc:
-                if is_transient(exc):
+                if fault(exc).kind.transient:
                     said = described(exc, address(self.uow.db.engine))
                     log.warning("transient fault, retrying: %s", said)
                 else:

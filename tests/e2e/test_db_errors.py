@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from caravan import system
 from shared import days
-from shared.db import Database, is_transient
+from shared.db import Database, fault
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
@@ -66,14 +66,14 @@ async def test_a_statement_asyncpg_refuses_is_not_transient_and_a_lost_connectio
             async with db.transaction() as conn:
                 await conn.execute(TOO_MANY_PARAMETERS, {"xs": list(range(33_000))})
         assert "cannot exceed 32767" in str(refused.value)
-        assert not is_transient(refused.value)
+        assert not fault(refused.value).kind.transient
         with pytest.raises(sa_exc.DBAPIError) as lost:
             async with db.transaction() as conn:
                 pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
                 async with db.transaction() as other:
                     await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
                 await conn.execute(text("SELECT 1"))
-        assert is_transient(lost.value), repr(lost.value)
+        assert fault(lost.value).kind.transient, repr(lost.value)
     finally:
         await db.dispose()
 

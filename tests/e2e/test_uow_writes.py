@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
-from shared.db import is_transient
+from shared.db import fault
 from shared.db.driver import driver, fetch, locked_by_key
 from shared.messaging.uow import Tx
 from tests.harness import scratch_database
@@ -213,7 +213,7 @@ async def test_a_connection_that_died_fails_its_claim_as_transient_and_leaves_th
         with pytest.raises(Exception) as failed:  # whichever, so it is transient
             async with single.begin() as conn:
                 await new_tx(conn).claim_all(["x"], ["t"])
-        assert is_transient(failed.value), repr(failed.value)
+        assert fault(failed.value).kind.transient, repr(failed.value)
         async with single.begin() as conn:
             assert await new_tx(conn).claim_all(["x"], ["t"]) == [True]
             raw = await driver(conn)

@@ -435,21 +435,40 @@ def test_a_command_on_a_database_never_migrated_says_to_prepare_it_first(
             "cannot exceed 32767",
         ),
         (asyncpg.InterfaceError("connection is closed"), 2, "cannot reach PostgreSQL: "),
+        (
+            asyncpg.exceptions._base.DataError(
+                "invalid input for query argument $1: 3000000000 (value out of int32 range)"
+            ),
+            1,
+            "PostgreSQL cannot take a value the command gave: invalid input for query argument"
+            " $1: 3000000000 (value out of int32 range)",
+        ),
+        (
+            asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8"'),
+            1,
+            "PostgreSQL cannot take a value the command gave: invalid byte sequence",
+        ),
     ],
+    ids=lambda e: type(e).__name__ if isinstance(e, Exception) else None,
 )
 def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connection(
     caravan: Caravan,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    error: asyncpg.InterfaceError,
+    error: Exception,
     exit_code: int,
     said: str,
 ) -> None:
     """asyncpg raises ``InterfaceError`` for work it will not send as well as for a
     connection that is gone: only the second is "cannot reach PostgreSQL ... Is the system
-    up?" (the first was said so too, sending the operator to a system that was up)."""
+    up?" (the first was said so too, sending the operator to a system that was up). A value
+    PostgreSQL cannot take, which asyncpg refuses as an ``InterfaceError`` too, says so (it
+    said "PostgreSQL's client refused the command's work"; the server's own refusal was a
+    traceback)."""
 
     async def refused(*args: object) -> list[str]:
+        if isinstance(error, asyncpg.PostgresError):
+            raise as_the_dialect_raises(error)
         lost = str(error) == "connection is closed"  # as SQLAlchemy's dialect tells them apart
         raise sa_exc.InterfaceError("SELECT ...", None, error, connection_invalidated=lost)
 
@@ -464,18 +483,34 @@ def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connect
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "said"),
     [
-        asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
-        asyncpg.InvalidCatalogNameError('database "caravan" does not exist'),
+        (
+            asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
+            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+        ),
+        (
+            asyncpg.InvalidCatalogNameError('database "caravan" does not exist'),
+            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+        ),
+        (
+            asyncpg.CannotConnectNowError("the database system is starting up"),
+            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+        ),
+        (
+            asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+        ),
     ],
-    ids=str,
+    ids=lambda e: type(e).__name__ if isinstance(e, Exception) else "",
 )
-def test_a_login_postgresql_refuses_is_one_line_and_exit_2(
-    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, error: asyncpg.PostgresError
+def test_a_login_or_connection_postgresql_refuses_is_one_line_that_fits_it_and_exit_2(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, error: asyncpg.PostgresError, said: str
 ) -> None:
     """A password refused, a database that is not there: a traceback ending in SQLAlchemy's
-    DBAPIError, where a replay or a redrive said "cannot reach PostgreSQL" of them."""
+    DBAPIError, where a replay or a redrive said "cannot reach PostgreSQL" of them. A server
+    starting up (57P03) or ending the connection (57P01) was a traceback too: it is not
+    reached."""
 
     async def refused(*args: object) -> str:
         raise as_the_dialect_raises(error)
@@ -483,8 +518,8 @@ def test_a_login_postgresql_refuses_is_one_line_and_exit_2(
     monkeypatch.setattr(tokens_cli, "issue_token", refused)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     code, _, err = caravan("tokens", "issue", "--scope", "ops")
-    said = one_line(err)
-    assert code == 2 and said.startswith(f"cannot reach PostgreSQL: {error}. "), said
+    line = " ".join(one_line(err).split())
+    assert (code, line) == (2, said.format(e=error)), line
 
 
 def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(

@@ -1,8 +1,8 @@
 """Which errors say that PostgreSQL cannot serve a command at all, sorted one way for the
 command line (one line, exit 2) and for an action the audit trail must record (refused
 before it is made): a database never migrated, or a PostgreSQL that cannot be reached or
-refuses the login; and an engine's connection that the server never answers fails within
-the connect timeout, as one refused does."""
+refuses the login (Kind.unusable); and an engine's connection that the server never answers
+fails within the connect timeout, as one refused does."""
 
 import asyncio
 import time
@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from shared.db import Database, is_transient
-from shared.db.engine import Unusable, unusable
+from shared.db import Database, fault
+from shared.db.engine import Fault, Kind
 from shared.settings import Settings
 from tests.unit.test_cli_unreachable import silent_port
 from tests.unit.test_transient_faults import as_the_dialect_raises
@@ -24,37 +24,41 @@ LOGIN = asyncpg.InvalidPasswordError('password authentication failed for user "c
 NO_DATABASE = asyncpg.InvalidCatalogNameError('database "x" does not exist')
 SILENT = ConnectionError("PostgreSQL at 127.0.0.1:1 did not answer within 10 s")
 CLOSED = asyncpg.InterfaceError("connection is closed")
+STARTING = asyncpg.CannotConnectNowError("the database system is starting up")
+ENDED = asyncpg.AdminShutdownError("terminating connection due to administrator command")
 
 
 @pytest.mark.parametrize(
     ("exc", "kind", "error"),
     [
-        (as_the_dialect_raises(MISSING), "not migrated", MISSING),
-        (MISSING, "not migrated", MISSING),  # a statement sent on the driver
-        (REFUSED, "unreachable", REFUSED),
-        (SILENT, "unreachable", SILENT),
-        (as_the_dialect_raises(LOGIN), "unreachable", LOGIN),
-        (as_the_dialect_raises(NO_DATABASE), "unreachable", NO_DATABASE),
-        (as_the_dialect_raises(CLOSED), "unreachable", CLOSED),
+        (as_the_dialect_raises(MISSING), Kind.NOT_MIGRATED, MISSING),
+        (MISSING, Kind.NOT_MIGRATED, MISSING),  # a statement sent on the driver
+        (REFUSED, Kind.CONNECTION_FAILED, REFUSED),
+        (SILENT, Kind.CONNECTION_FAILED, SILENT),
+        (as_the_dialect_raises(LOGIN), Kind.LOGIN_REFUSED, LOGIN),
+        (as_the_dialect_raises(NO_DATABASE), Kind.LOGIN_REFUSED, NO_DATABASE),
+        (as_the_dialect_raises(CLOSED), Kind.CONNECTION_LOST, CLOSED),
+        (as_the_dialect_raises(STARTING), Kind.NOT_READY, STARTING),
+        (as_the_dialect_raises(ENDED), Kind.CONNECTION_LOST, ENDED),
     ],
     ids=repr,
 )
 def test_a_database_never_migrated_or_out_of_reach_is_unusable_and_says_which(
-    exc: BaseException, kind: str, error: BaseException
+    exc: BaseException, kind: Kind, error: BaseException
 ) -> None:
-    found = unusable(exc)
-    assert found is not None and (found.kind, str(found.error)) == (kind, str(error))
+    found = fault(exc)
+    assert found.kind.unusable and (found.kind, str(found.error)) == (kind, str(error))
 
 
 def test_what_is_unusable_is_said_as_the_cli_and_the_audit_trail_said_it() -> None:
-    assert str(Unusable("not migrated", MISSING)) == (
+    assert str(Fault(Kind.NOT_MIGRATED, MISSING)) == (
         'the database is not migrated (relation "auth.audit" does not exist)'
     )
-    assert str(Unusable("unreachable", REFUSED)) == (
+    assert str(Fault(Kind.NOT_REACHED, REFUSED)) == (
         "cannot reach PostgreSQL: [Errno 111] Connect call failed ('127.0.0.1', 1)"
     )
     operational = sa_exc.OperationalError("SELECT ...", {}, REFUSED)
-    assert str(unusable(operational)) == str(Unusable("unreachable", REFUSED))
+    assert str(fault(operational)) == str(Fault(Kind.NOT_REACHED, REFUSED))
 
 
 @pytest.mark.parametrize(
@@ -71,7 +75,7 @@ def test_what_is_unusable_is_said_as_the_cli_and_the_audit_trail_said_it() -> No
     ids=repr,
 )
 def test_an_error_of_the_work_itself_is_not_an_unusable_postgresql(exc: BaseException) -> None:
-    assert unusable(exc) is None
+    assert not fault(exc).kind.unusable
 
 
 async def test_a_connection_never_answered_fails_within_the_timeout_as_transient() -> None:
@@ -92,5 +96,5 @@ async def test_a_connection_never_answered_fails_within_the_timeout_as_transient
             await db.dispose()
     assert time.monotonic() - started < 5
     assert str(raised.value) == f"PostgreSQL at 127.0.0.1:{port} did not answer within 0.5 s"
-    assert is_transient(raised.value)
-    assert unusable(raised.value) == Unusable("unreachable", raised.value)
+    assert fault(raised.value) == Fault(Kind.NOT_REACHED, raised.value)
+    assert fault(raised.value).kind.transient

@@ -25,8 +25,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.inventory.entrypoints.subscribers import hold_expiry_loop
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
-from shared.db import bad_value, is_transient, log_retry
-from shared.db.engine import NoAnswer, address, async_engine, connecting, described, lost_connection
+from shared.db import fault, log_retry
+from shared.db.engine import (
+    Fault,
+    Kind,
+    NoAnswer,
+    address,
+    async_engine,
+    connecting,
+    described,
+)
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.registry import Parsed
@@ -45,7 +53,7 @@ from shared.topics import EventType, Topic
     ],
 )
 def test_database_and_network_faults_are_transient(exc: BaseException) -> None:
-    assert is_transient(exc)
+    assert fault(exc).kind.transient
 
 
 def _as_sqlalchemy_raises(error: BaseException) -> BaseException:
@@ -72,8 +80,8 @@ def test_a_server_short_of_resources_a_timeout_or_a_failover_is_transient(
     tries (``handler_error``), a disk filling up dead-lettered whatever came meanwhile. (A
     statement past its statement_timeout is not among them: always too slow, it would stall
     its partition for good.)"""
-    assert is_transient(error)
-    assert is_transient(_as_sqlalchemy_raises(error))
+    assert fault(error).kind.transient
+    assert fault(_as_sqlalchemy_raises(error)).kind.transient
 
 
 @pytest.mark.parametrize(
@@ -88,7 +96,7 @@ def test_a_server_short_of_resources_a_timeout_or_a_failover_is_transient(
     ],
 )
 def test_bugs_are_not_transient(exc: BaseException) -> None:
-    assert not is_transient(exc)
+    assert not fault(exc).kind.transient
 
 
 def test_a_value_postgresql_cannot_take_is_not_transient() -> None:
@@ -103,10 +111,12 @@ def test_a_value_postgresql_cannot_take_is_not_transient() -> None:
     wrapped = sa_exc.InterfaceError("INSERT INTO lots ...", {}, adapted)
     server = asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8"')
     for exc, cause in ((wrapped, client), (server, server)):
-        assert not is_transient(exc)
-        assert bad_value(exc) is cause
-    assert bad_value(asyncpg.AdminShutdownError("terminating")) is None
-    assert is_transient(as_the_dialect_raises(asyncpg.InterfaceError("connection is closed")))
+        assert not fault(exc).kind.transient
+        assert fault(exc) == Fault(Kind.BAD_VALUE, cause)
+    assert fault(asyncpg.AdminShutdownError("terminating")).kind is not Kind.BAD_VALUE
+    assert fault(
+        as_the_dialect_raises(asyncpg.InterfaceError("connection is closed"))
+    ).kind.transient
 
 
 _DBAPI = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
@@ -156,8 +166,8 @@ def test_asyncpg_refusing_the_work_itself_is_not_transient(error: Exception) -> 
     sends more than 32,767 parameters for ever and its partition stalled, where it is to be
     dead-lettered with its reason after its tries (and an API answered 503 "retry")."""
     for exc in (error, as_the_dialect_raises(error)):
-        assert not is_transient(exc), repr(exc)
-        assert not lost_connection(exc), repr(exc)
+        assert not fault(exc).kind.transient, repr(exc)
+        assert not fault(exc).kind.lost, repr(exc)
 
 
 @pytest.mark.parametrize("error", _LOST, ids=str)
@@ -165,9 +175,9 @@ def test_a_lost_connection_stays_transient(error: Exception) -> None:
     """Raised by asyncpg itself (a statement sent on the driver, shared/db/driver.py) or
     wrapped by SQLAlchemy's dialect, as each caller meets it."""
     for exc in (error, as_the_dialect_raises(error)):
-        assert is_transient(exc), repr(exc)
+        assert fault(exc).kind.transient, repr(exc)
         if isinstance(error, asyncpg.InterfaceError):
-            assert lost_connection(exc), repr(exc)
+            assert fault(exc).kind.lost, repr(exc)
 
 
 def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback(

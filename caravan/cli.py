@@ -16,7 +16,7 @@ from pydantic_settings import SettingsError
 from rich.text import Text
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
-from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
+from caravan.output import CHECK_THE_LOGIN, PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from shared import days
 from shared.api import field_errors
@@ -74,7 +74,7 @@ def main() -> None:
 def _fail_outside(exc: Exception) -> None:
     """Fail saying so if ``exc`` is a part of the system the command cannot reach, or
     PostgreSQL unusable (:attr:`~shared.db.engine.Kind.unusable`: not reached, the login
-    refused, never migrated), each with what lifts it, exit 2; or
+    refused, no connection to spare, never migrated), each with what lifts it, exit 2; or
     asyncpg's client refusing the work, or a value PostgreSQL cannot take, exit 1; else
     return. Not every ``InterfaceError`` is an unreachable PostgreSQL: asyncpg's client
     raises it for work it will not send too (more parameters than a statement may have).
@@ -96,7 +96,12 @@ def _fail_outside(exc: Exception) -> None:
         from shared.db.engine import Kind, fault
 
         why = fault(exc)
-        then = {Kind.NOT_MIGRATED: f": {PREPARE_FIRST}"}
+        then = {
+            Kind.NOT_MIGRATED: f": {PREPARE_FIRST}",
+            Kind.LOGIN_REFUSED: f"; {CHECK_THE_LOGIN}",
+            Kind.TOO_MANY_CONNECTIONS: ". Its max_connections are all in use: try again once "
+            "some are closed",
+        }
         if why.kind.unusable:
             _fail(f"{why}{then.get(why.kind, '. ' + _IS_IT_UP)}", 2)
         if why.kind is Kind.CLIENT_REFUSED:

@@ -38,6 +38,12 @@ PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
 NO_DATABASE = "no DATABASE_URL and no local cluster"
 """A command that needs PostgreSQL where none is named and ``caravan up``'s is not running."""
 
+CHECK_THE_LOGIN = (
+    "check the role, its password and the database in DATABASE_URL (or in the file "
+    "DATABASE_URL_FILE names)"
+)
+"""What to do about a login PostgreSQL refuses: the settings that hold it."""
+
 
 class OperatorError(Exception):
     """A failure whose cause is known and is the operator's to see to (a tool not installed,

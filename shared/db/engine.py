@@ -202,7 +202,7 @@ class Kind(Enum):
     @property
     def unusable(self) -> bool:
         """Whether PostgreSQL cannot serve a command at all: not reached or not ready, the
-        login refused, its tables never made, none named."""
+        login refused, no connection to spare, its tables never made, none named."""
         return self in _UNUSABLE
 
     @property
@@ -223,6 +223,7 @@ _TRANSIENT = (*_AWAY, Kind.TOO_MANY_CONNECTIONS, Kind.POOL_EXHAUSTED, Kind.REFUS
 _UNUSABLE = (
     *(k for k in _AWAY if k is not Kind.OS_ERROR),
     Kind.LOGIN_REFUSED,
+    Kind.TOO_MANY_CONNECTIONS,
     Kind.NOT_MIGRATED,
     Kind.NOT_NAMED,
 )
@@ -243,6 +244,10 @@ class Fault:
                 return f"the database is not migrated ({self.error})"
             case Kind.NOT_NAMED:
                 return str(self.error)
+            case Kind.LOGIN_REFUSED:
+                return f"PostgreSQL refused the login: {self.error}"
+            case Kind.TOO_MANY_CONNECTIONS:
+                return f"PostgreSQL refused the connection, too many connections: {self.error}"
             case kind if kind.unusable:
                 return f"cannot reach PostgreSQL: {self.error}"
         return reason(self.error)

@@ -739,7 +739,9 @@ async def test_on_a_database_never_migrated_a_replay_and_a_redrive_say_to_prepar
 ) -> None:
     """The refusal said "run it once PostgreSQL is back" of a PostgreSQL that was up and
     answering, its tables never made: what lifts it is ``caravan prepare``. And a login
-    PostgreSQL refuses is "cannot reach PostgreSQL" in one line (it was a traceback)."""
+    PostgreSQL refuses is said so in one line (it was a traceback, then "cannot reach
+    PostgreSQL ... Is the system up (`caravan up`)?", which does not fit a wrong password),
+    with where the login is set."""
     topic = Topic.ORDER_EVENTS.value
     await read_by(caravan, Topic.ORDER_EVENTS)  # some records on it
     key = ref("UNMIGRATED").encode()
@@ -774,8 +776,12 @@ async def test_on_a_database_never_migrated_a_replay_and_a_redrive_say_to_prepar
         caravan, "tokens", "list", DATABASE_URL=wrong.render_as_string(hide_password=False)
     )
     assert listed.returncode == 2, listed.stdout + listed.stderr
-    assert listed.stderr.startswith("cannot reach PostgreSQL: password authentication failed")
-    assert "Traceback" not in listed.stderr
+    said = " ".join(listed.stderr.split())
+    assert said.startswith("PostgreSQL refused the login: password authentication failed"), said
+    assert said.endswith(
+        "password and the database in DATABASE_URL (or in the file DATABASE_URL_FILE names)"
+    ), said
+    assert "Traceback" not in said and "caravan up" not in said, said
 
 
 async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(

@@ -482,16 +482,27 @@ def test_an_interface_error_is_an_unreachable_postgresql_only_for_a_lost_connect
     assert ("Is the system up" in line) == (exit_code == 2), line
 
 
+CHECK_THE_LOGIN = (
+    "; check the role, its password and the database in DATABASE_URL (or in the file"
+    " DATABASE_URL_FILE names)"
+)
+
+
 @pytest.mark.parametrize(
     ("error", "said"),
     [
         (
             asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
-            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+            "PostgreSQL refused the login: {e}" + CHECK_THE_LOGIN,
         ),
         (
             asyncpg.InvalidCatalogNameError('database "caravan" does not exist'),
-            "cannot reach PostgreSQL: {e}. Is the system up (`caravan up`)?",
+            "PostgreSQL refused the login: {e}" + CHECK_THE_LOGIN,
+        ),
+        (
+            asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+            "PostgreSQL refused the connection, too many connections: {e}. Its max_connections"
+            " are all in use: try again once some are closed",
         ),
         (
             asyncpg.CannotConnectNowError("the database system is starting up"),
@@ -508,9 +519,10 @@ def test_a_login_or_connection_postgresql_refuses_is_one_line_that_fits_it_and_e
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, error: asyncpg.PostgresError, said: str
 ) -> None:
     """A password refused, a database that is not there: a traceback ending in SQLAlchemy's
-    DBAPIError, where a replay or a redrive said "cannot reach PostgreSQL" of them. A server
-    starting up (57P03) or ending the connection (57P01) was a traceback too: it is not
-    reached."""
+    DBAPIError, then "cannot reach PostgreSQL ... Is the system up (`caravan up`)?", which
+    does not fit a wrong password: it says the login was refused and where it is set. Too
+    many connections says so; a server starting up or shutting down, which was a traceback,
+    is not reached."""
 
     async def refused(*args: object) -> str:
         raise as_the_dialect_raises(error)

@@ -1,8 +1,8 @@
 """Which errors say that PostgreSQL cannot serve a command at all, sorted one way for the
 command line (one line, exit 2) and for an action the audit trail must record (refused
-before it is made): a database never migrated, or a PostgreSQL that cannot be reached or
-refuses the login (Kind.unusable); and an engine's connection that the server never answers
-fails within the connect timeout, as one refused does."""
+before it is made): a database never migrated, a PostgreSQL that cannot be reached, refuses
+the login or has no connection to spare (Kind.unusable); and an engine's connection that
+the server never answers fails within the connect timeout, as one refused does."""
 
 import asyncio
 import time
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
+from caravan.ops.record import refusal
 from shared.db import Database, fault
 from shared.db.engine import Fault, Kind
 from shared.settings import Settings
@@ -24,6 +25,7 @@ LOGIN = asyncpg.InvalidPasswordError('password authentication failed for user "c
 NO_DATABASE = asyncpg.InvalidCatalogNameError('database "x" does not exist')
 SILENT = ConnectionError("PostgreSQL at 127.0.0.1:1 did not answer within 10 s")
 CLOSED = asyncpg.InterfaceError("connection is closed")
+TOO_MANY = asyncpg.TooManyConnectionsError("sorry, too many clients already")
 STARTING = asyncpg.CannotConnectNowError("the database system is starting up")
 ENDED = asyncpg.AdminShutdownError("terminating connection due to administrator command")
 
@@ -38,6 +40,7 @@ ENDED = asyncpg.AdminShutdownError("terminating connection due to administrator 
         (as_the_dialect_raises(LOGIN), Kind.LOGIN_REFUSED, LOGIN),
         (as_the_dialect_raises(NO_DATABASE), Kind.LOGIN_REFUSED, NO_DATABASE),
         (as_the_dialect_raises(CLOSED), Kind.CONNECTION_LOST, CLOSED),
+        (as_the_dialect_raises(TOO_MANY), Kind.TOO_MANY_CONNECTIONS, TOO_MANY),
         (as_the_dialect_raises(STARTING), Kind.NOT_READY, STARTING),
         (as_the_dialect_raises(ENDED), Kind.CONNECTION_LOST, ENDED),
     ],
@@ -59,6 +62,24 @@ def test_what_is_unusable_is_said_as_the_cli_and_the_audit_trail_said_it() -> No
     )
     operational = sa_exc.OperationalError("SELECT ...", {}, REFUSED)
     assert str(fault(operational)) == str(Fault(Kind.NOT_REACHED, REFUSED))
+    assert str(Fault(Kind.LOGIN_REFUSED, LOGIN)) == (
+        'PostgreSQL refused the login: password authentication failed for user "caravan"'
+    )
+    assert str(Fault(Kind.TOO_MANY_CONNECTIONS, TOO_MANY)) == (
+        "PostgreSQL refused the connection, too many connections: sorry, too many clients already"
+    )
+
+
+def test_a_refusal_for_a_login_postgresql_refuses_says_where_the_login_is_set() -> None:
+    """It said "run it once PostgreSQL is back" of a PostgreSQL that was up and refused a
+    wrong password: no waiting lifts that."""
+    said = refusal("replay", Fault(Kind.LOGIN_REFUSED, LOGIN))
+    assert said == (
+        "the audit trail cannot record it (PostgreSQL refused the login: password"
+        ' authentication failed for user "caravan"): a replay is not made unrecorded; check'
+        " the role, its password and the database in DATABASE_URL (or in the file"
+        " DATABASE_URL_FILE names) (--dry-run needs only Kafka)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -397,9 +398,7 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
             return httpx.Response(200, json={**ORDER.model_dump(), "delivery": delivery})
         return httpx.Response(200, json={**ORDER.model_dump(), "order_id": order_id})
 
-    app = PlatformApp.model_validate({"secret": "s" * 16, "api_url": "http://platform.test/api/"})
-    api = PlatformApi({"m": app}, timeout=1)
-    api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    api = _api(answer)
     with pytest.raises(PlatformRefused):
         await api.fetch_order("m", "gone")
     with pytest.raises(PlatformUnavailable, match="401: check the app's secret"):
@@ -411,6 +410,26 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         await api.fetch_order("m", "nul")
     assert (await api.fetch_order("m", "../status")).order_id == "../status"
     assert seen[-1] == "/api/orders/..%2Fstatus"
+    await api.close()
+
+
+def _api(answer: Callable[[httpx.Request], httpx.Response]) -> PlatformApi:
+    """A client of app ``m``, whose order API answers as ``answer`` does."""
+    app = PlatformApp.model_validate({"secret": "s" * 16, "api_url": "http://platform.test/api/"})
+    api = PlatformApi({"m": app}, timeout=1)
+    api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    return api
+
+
+async def test_an_order_api_answer_not_an_object_says_why_without_an_empty_field() -> None:
+    """Not JSON, or not an object, was said with an empty field name: "not an order we can
+    read: : not JSON: ..."."""
+    answers = {"html": b"<html>busy</html>", "list": b"[]"}
+    api = _api(lambda request: httpx.Response(200, content=answers[request.url.params["order_id"]]))
+    for order_id, said in [("html", "not JSON: "), ("list", "Input should be an object")]:
+        with pytest.raises(UnreadableOrder) as refused:
+            await api.fetch_order("m", order_id)
+        assert str(refused.value).startswith(f"not an order we can read: {said}"), refused.value
     await api.close()
 
 

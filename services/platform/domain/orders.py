@@ -270,6 +270,10 @@ PHONES_READ = "E.164 nor a mainland China mobile number written nationally"
 
 
 def describe(exc: ValidationError, said: Mapping[str, str] | None = None) -> str:
-    """Each field at fault and why, on one line; ``said`` gives the why of some fields."""
-    fields = field_errors(exc, whole="")
-    return "; ".join(f"{e['field']}: {(said or {}).get(e['field'], e['message'])}" for e in fields)
+    """Each field at fault and why, on one line; ``said`` gives the why of some fields. A
+    fault of the whole (not JSON, not an object) is its why alone."""
+    faults = []
+    for e in field_errors(exc, whole=""):
+        why = (said or {}).get(e["field"], e["message"])
+        faults.append(f"{e['field']}: {why}" if e["field"] else why)
+    return "; ".join(faults)

@@ -218,7 +218,8 @@ async def test_taobaos_timestamp_is_read_as_beijing_time_and_an_unread_one_says_
 ) -> None:
     """Taobao's ``2026-12-05 01:04:00`` (GMT+8) and a zoneless ISO time were both refused
     401 "Stale or missing timestamp", as if late: Taobao's is read as Beijing time, and one
-    read in no format (or none) is a 422 naming the formats that are read."""
+    read in no format (or none) is a 422 naming the formats that are read, quoting one given
+    (it was told "timestamp needed", as if there were none)."""
     order_ref = await new_order(platform.sim)
 
     async def pushed(timestamp: str | None) -> httpx.Response:
@@ -228,11 +229,13 @@ async def test_taobaos_timestamp_is_read_as_beijing_time_and_an_unread_one_says_
         return await platform.adapter.post(f"/platform/{APP}/push", data=signed(params, SECRET))
 
     now = datetime.now(UTC)
-    for unread in (now.strftime("%Y-%m-%dT%H:%M:%S"), None):
+    for unread in (now.strftime("%Y-%m-%dT%H:%M:%S"), f"{now.timestamp():.1f}", None):
         answer = await pushed(unread)
         assert answer.status_code == 422, answer.text
         assert answer.json()["errors"][0]["field"] == "timestamp"
         assert "yyyy-MM-dd HH:mm:ss in Beijing time" in answer.json()["detail"]
+        if unread is not None:
+            assert f"timestamp {unread!r} is in no format read" in answer.json()["detail"]
     # UTC written as Taobao writes Beijing time is eight hours behind, and said to be.
     behind = await pushed(now.strftime("%Y-%m-%d %H:%M:%S"))
     assert behind.status_code == 401, behind.text

@@ -38,6 +38,7 @@ from services.platform.domain.signing import (
     payload,
     sign,
     signed,
+    unread_timestamp,
     verify,
 )
 from services.platform.entrypoints.http import parse_params
@@ -102,6 +103,13 @@ def test_taobaos_timestamp_is_read_as_beijing_time_and_no_other_zoneless_one() -
         assert parse_timestamp(zoneless) is None, zoneless
     assert parse_timestamp("2026-12-05 1:04:00") is None
     assert "yyyy-MM-dd HH:mm:ss in Beijing time" in TIMESTAMP_FORMATS
+
+
+def test_a_timestamp_not_read_is_quoted_up_to_40_characters() -> None:
+    assert unread_timestamp("") == f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
+    assert unread_timestamp("1796433915.5").startswith("timestamp '1796433915.5' is in no format")
+    said = unread_timestamp("9" * 1000)
+    assert f"'{'9' * 40}...'" in said and "9" * 41 not in said
 
 
 def test_a_push_signed_anew_has_its_fingerprint_and_another_push_not() -> None:

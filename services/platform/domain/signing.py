@@ -90,6 +90,15 @@ def parse_timestamp(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def unread_timestamp(value: str) -> str:
+    """Why a push's ``timestamp`` (``value``, empty if none) that :func:`parse_timestamp`
+    does not read is refused: missing, or the value quoted (its first 40 characters)."""
+    if not value:
+        return f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
+    given = value if len(value) <= 40 else f"{value[:40]}..."
+    return f"timestamp {given!r} is in no format read: send one of: {TIMESTAMP_FORMATS}"
+
+
 def within(at: datetime, now: datetime, window_seconds: float) -> bool:
     """True when ``at`` is within ``window_seconds`` of ``now`` (either way)."""
     return abs((now - at).total_seconds()) <= window_seconds

@@ -68,6 +68,7 @@ from services.platform.domain.signing import (
     TIMESTAMP_FORMATS,
     fingerprint,
     parse_timestamp,
+    unread_timestamp,
     verify,
     within,
 )
@@ -216,7 +217,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
                 "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
             )
         if at is None:
-            faults["timestamp"] = f"timestamp needed, one of: {TIMESTAMP_FORMATS}"
+            faults["timestamp"] = unread_timestamp(params.get("timestamp", ""))
         if len(push_id) > 128:
             named = "push_id" if params.get("push_id") else "nonce"
             faults[named] = f"{named} of at most 128 characters needed"

@@ -145,9 +145,13 @@ def not_json(request: Request, exc: RequestValidationError) -> JSONResponse | No
     :func:`create_app`.) None for any other error."""
     if not isinstance(exc.body, bytes) or all(e["loc"] != ("body",) for e in exc.errors()):
         return None
-    given = request.headers.get("content-type")
+    return refused_body(send_json(request.headers.get("content-type")))
+
+
+def send_json(given: str | None) -> str:
+    """What a 422 says of a JSON body sent with the ``Content-Type`` ``given``, or none."""
     said = "the body has no Content-Type" if given is None else f"the body is {given[:100]}"
-    return refused_body(f"{said}: send Content-Type: application/json")
+    return f"{said}: send Content-Type: application/json"
 
 
 def not_utf8(error: UnicodeDecodeError) -> str:

@@ -843,7 +843,8 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     platform: Platform,
 ) -> None:
     """Each was a 500 with a traceback: a JSON string with no UTF-8 (a lone surrogate), a
-    body nested past Python's recursion, an order id that cannot be an order_ref."""
+    body nested past Python's recursion, an order id that cannot be an order_ref. A JSON
+    body with no Content-Type was read as a form, refused quoting it, its sign too."""
     url = f"/platform/{APP}/push"
     json_body = {"content-type": "application/json"}
     lone = b'{"order_id": "\\ud800", "sign": "x"}'
@@ -855,10 +856,13 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
         await platform.adapter.post(url, content=lone, headers=json_body),
         await platform.adapter.post(url, content=deep, headers=json_body),
         await platform.adapter.post(url, data=slash),
+        await platform.adapter.post(url, content=json.dumps(slash)),  # no Content-Type
     ]
-    assert [a.status_code for a in answers] == [422, 422, 422], [a.text for a in answers]
+    assert [a.status_code for a in answers] == [422, 422, 422, 422], [a.text for a in answers]
     assert all(a.headers["content-type"].startswith("application/problem+json") for a in answers)
     assert "order_ref" in answers[2].json()["detail"]
+    untyped = answers[3].json()["detail"]
+    assert untyped == "the body has no Content-Type: send Content-Type: application/json"
 
 
 async def test_an_order_api_refusing_our_signature_is_a_503_to_push_again(

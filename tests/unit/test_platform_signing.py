@@ -384,6 +384,21 @@ def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
     assert parse_params(b'{"a": "1"}', "Application/JSON; charset=UTF-8") == {"a": "1"}
 
 
+def test_a_json_push_sent_as_another_type_or_none_is_told_to_send_json_unquoted() -> None:
+    """It was read as a form, and refused "bad query field: '{\"app_key\": ...'", quoting
+    the body and its sign; so was any body not a form."""
+    json_body = b' {"app_key": "alimarket", "order_id": "P-1", "sign": "ABCDEF0123"}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        with pytest.raises(ValueError) as refused:
+            parse_params(json_body, kind)
+        assert "send Content-Type: application/json" in str(refused.value), refused.value
+        assert "ABCDEF0123" not in str(refused.value)
+    with pytest.raises(ValueError) as refused:
+        parse_params(b"order_id=P-1&sign=ABCDEF0123&x", "application/x-www-form-urlencoded")
+    assert str(refused.value) == "not a form: name=value pairs joined by &"
+    assert parse_params(b"a=1", None) == {"a": "1"}  # a form needs no Content-Type
+
+
 async def test_the_order_api_s_answers_are_told_apart() -> None:
     """404: the platform does not know the order; 401/403: our signature refused (push again
     once mended, so not "unknown"); an answer that is not an order: unreadable. The order id

@@ -86,6 +86,7 @@ from shared.http import (
     problem_responses,
     refused_body,
     require,
+    send_json,
     unavailable,
 )
 from shared.messaging.uow import UnitOfWork
@@ -105,11 +106,13 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number a push may carry")
 
 
-def parse_params(body: bytes, content_type: str) -> dict[str, str]:
-    """A push's parameters, from a form or a flat JSON object; ValueError otherwise. A JSON
+def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
+    """A push's parameters, from a flat JSON object (a ``Content-Type`` naming json) or a form
+    (any other, or none); ValueError otherwise, which never quotes the body (it holds the
+    ``sign``). A JSON body sent as another type, or none, is told to send its type. A JSON
     number is taken as written (``12.50``, ``1E3``): the platform signed that text, and
     ``str(float)`` would sign another (``12.5``, ``1000.0``)."""
-    if "json" in content_type.lower():
+    if "json" in (content_type or "").lower():
         try:
             data = json.loads(
                 body or b"null", parse_float=str, parse_int=str, parse_constant=_no_constant
@@ -123,8 +126,14 @@ def parse_params(body: bytes, content_type: str) -> dict[str, str]:
             if not isinstance(value, str):  # numbers are their text by now
                 raise ValueError(f"parameter {key!r} must be a string or a number")
             params[key] = value
+    elif body.lstrip()[:1] in (b"{", b"["):  # no form's first name starts so
+        raise ValueError(send_json(content_type))
     else:
-        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+        text = body.decode()
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+        except ValueError:  # parse_qsl's says "bad query field: '...'", quoting the body
+            raise ValueError("not a form: name=value pairs joined by &") from None
         if len({k for k, _ in pairs}) != len(pairs):
             raise ValueError("a parameter appears more than once")
         params = dict(pairs)
@@ -192,7 +201,7 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
     async def push(app: str, request: Request) -> Any:
         """Take a platform's order push (see the module docstring)."""
         try:
-            params = parse_params(await request.body(), request.headers.get("content-type", ""))
+            params = parse_params(await request.body(), request.headers.get("content-type"))
         except ValueError as exc:  # a UnicodeDecodeError among them
             PUSHES.labels(app if app in api.apps else UNKNOWN_APP, "invalid").inc()
             said = not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else str(exc)[:500]

@@ -865,19 +865,30 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     assert untyped == "the body has no Content-Type: send Content-Type: application/json"
 
 
-async def test_an_order_api_refusing_our_signature_is_a_503_to_push_again(
+async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     platform: Platform,
 ) -> None:
     """An app whose secret is not the platform's: the order API answers 401, and the push is
-    answered 503 (push again once mended), not 404 "the platform does not know it"."""
+    answered 502 saying so and what to check (it was a 503 "push again later", Retry-After 1,
+    which no push again mends), not 404 "the platform does not know it". An order API
+    answering 500 is a 503 that says so."""
     order_ref = await new_order(platform.sim)
     params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
     answer = await platform.adapter.post(
         f"/platform/{WRONG}/push", data=signed(params, WRONG_SECRET)
     )
-    assert answer.status_code == 503, answer.text
-    assert answer.json()["title"] == "Platform order API unavailable"
-    assert answer.headers["retry-after"] == "1"  # as the services' other 503s
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["title"] == "Platform order API refused Caravan's request"
+    assert "answered 401" in answer.json()["detail"] and "secret" in answer.json()["detail"]
+    assert "retry-after" not in answer.headers
+    down = {"seconds": 30, "apis": ["orders"], "answer": 500}
+    assert (await platform.sim.put("/down", json=down)).status_code == 200
+    try:
+        report = await push(platform.sim, order_ref)
+    finally:
+        await platform.sim.put("/down", json={"seconds": 0, "apis": ["orders"]})
+    assert report["status_code"] == 503, report
+    assert report["body"]["detail"] == "the order API answered 500: push again later"
 
 
 async def test_caravan_demo_drives_orders_through_the_simulator(

@@ -13,6 +13,7 @@ from services.platform.adapters.platform_api import (
     PlatformApi,
     PlatformRefused,
     PlatformUnavailable,
+    SignatureRefused,
     UnreadableOrder,
 )
 from services.platform.domain.delivery import Backoff, verdict
@@ -401,7 +402,8 @@ def test_a_json_push_sent_as_another_type_or_none_is_told_to_send_json_unquoted(
 
 async def test_the_order_api_s_answers_are_told_apart() -> None:
     """404: the platform does not know the order; 401/403: our signature refused (push again
-    once mended, so not "unknown"); an answer that is not an order: unreadable. The order id
+    once mended, so not "unknown", nor "unavailable"); another status or none: said so; an
+    answer that is not an order: unreadable. The order id
     is one path segment, whatever it holds."""
     seen: list[str] = []
 
@@ -412,6 +414,10 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
             return httpx.Response(404)
         if order_id == "locked":
             return httpx.Response(401)
+        if order_id == "broken":
+            return httpx.Response(500)
+        if order_id == "slow":
+            raise httpx.ReadTimeout("timed out", request=request)
         if order_id == "odd":
             return httpx.Response(200, json={**ORDER.model_dump(), "items": []})
         if order_id == "moved-on":  # a status we do not know: read all the same
@@ -424,8 +430,12 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
     api = _api(answer)
     with pytest.raises(PlatformRefused):
         await api.fetch_order("m", "gone")
-    with pytest.raises(PlatformUnavailable, match="401: check the app's secret"):
+    with pytest.raises(SignatureRefused, match="answered 401 to Caravan's signed request"):
         await api.fetch_order("m", "locked")
+    with pytest.raises(PlatformUnavailable, match=r"^the order API answered 500$"):
+        await api.fetch_order("m", "broken")
+    with pytest.raises(PlatformUnavailable, match=r"^the order API did not answer within 1 s$"):
+        await api.fetch_order("m", "slow")
     with pytest.raises(UnreadableOrder, match="items: List should have at least 1 item"):
         await api.fetch_order("m", "odd")
     assert (await api.fetch_order("m", "moved-on")).status == "on_hold"

@@ -24,7 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class PlatformUnavailable(Exception):
-    """No usable answer (refused, timed out, 5xx): worth trying again later."""
+    """No usable answer (refused, timed out, 5xx): worth trying again later. The order API's
+    say what happened as a push's answer may (what was answered, not where the API is)."""
+
+
+class SignatureRefused(Exception):
+    """The order API refused our signed request (401, 403): the app's secret or a clock to
+    put right by hand, which pushing again does not mend by itself."""
 
 
 class PlatformRefused(Exception):
@@ -49,6 +55,7 @@ class StatusUpdate:
 class PlatformApi:
     def __init__(self, apps: dict[str, PlatformApp], timeout: float) -> None:
         self.apps = apps
+        self.timeout = timeout
         self.client = httpx.AsyncClient(timeout=timeout)
 
     def _params(self, app: str, **params: str) -> dict[str, str]:
@@ -65,17 +72,22 @@ class PlatformApi:
         url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
         try:
             answer = await self.client.get(url, params=self._params(app, order_id=order_id))
+        except httpx.TimeoutException as exc:
+            said = f"the order API did not answer within {self.timeout:g} s"
+            raise PlatformUnavailable(said) from exc
         except httpx.HTTPError as exc:
-            raise PlatformUnavailable(f"order API: {exc!r}") from exc
+            said = f"the order API could not be reached ({type(exc).__name__})"
+            raise PlatformUnavailable(said) from exc
         status = answer.status_code
         if status == 404:
             raise PlatformRefused(f"order API answered 404 for {order_id!r}")
-        if status in (401, 403):  # our signature refused: a secret or a clock to put right
-            raise PlatformUnavailable(
-                f"order API answered {status}: check the app's secret and this host's clock"
+        if status in (401, 403):
+            raise SignatureRefused(
+                f"the order API answered {status} to Caravan's signed request: check that the"
+                " app's secret is the same on both sides, and both clocks"
             )
         if status != 200:
-            raise PlatformUnavailable(f"order API answered {status}")
+            raise PlatformUnavailable(f"the order API answered {status}")
         try:
             return PlatformOrder.model_validate_json(answer.content)
         except ValidationError as exc:

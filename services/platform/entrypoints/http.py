@@ -18,8 +18,9 @@ Pushes (authenticated by the app's signature, not by a token):
   ``timestamp`` missing or in no format read, or an ``order_id`` that cannot be an
   ``order_ref``, or an order the order API answers that we cannot read (a field we cannot
   take: an ``invalid_order`` problem for operations too); 404 an order the platform does not
-  know; 502/503 the order API failed, or refused our signature (the platform should push
-  again).
+  know; 502 the order API answered another order, or refused our signature (401, 403: the
+  app's secret or a clock to mend, then push again); 503 the order API failed (push again
+  later).
 
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
 records; ``platform:read`` or ``platform:write`` to read):
@@ -59,6 +60,7 @@ from services.platform.adapters.platform_api import (
     PlatformApi,
     PlatformRefused,
     PlatformUnavailable,
+    SignatureRefused,
     UnreadableOrder,
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
@@ -179,7 +181,8 @@ PUSH_PROBLEMS = problem_responses(
         409: REPLAYED,
         422: "not flat parameters, a timestamp missing or in no format read, an order_id that"
         " cannot be an order_ref, or an order the platform answers that cannot be read",
-        502: "the platform answered another order",
+        502: "the platform answered another order, or its order API refused our signed request"
+        " (401, 403: the app's secret or a clock to mend)",
         503: "the platform's order API or the database is not reachable: push again later",
     },
     token=False,
@@ -251,10 +254,15 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
             return {"status": before, "order_ref": order_id}
         try:
             order = await api.fetch_order(app, order_id)
-        except PlatformUnavailable as exc:
-            log.warning("platform %s order %s not fetched: %s", app, order_id, exc)
+        except (PlatformUnavailable, SignatureRefused) as exc:
+            log.warning(
+                "platform %s order %s not fetched: %s (%r)", app, order_id, exc, exc.__cause__
+            )
             PUSHES.labels(app, "fetch_failed").inc()
-            return unavailable("Platform order API unavailable", "push again later")
+            if isinstance(exc, SignatureRefused):  # a secret or a clock to mend, by hand
+                title = "Platform order API refused Caravan's request"
+                return problem(502, title, f"{exc}; then push again")
+            return unavailable("Platform order API unavailable", f"{exc}: push again later")
         except PlatformRefused as exc:
             PUSHES.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])

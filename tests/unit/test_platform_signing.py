@@ -2,7 +2,7 @@
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -463,6 +463,36 @@ async def test_an_order_api_answer_not_an_object_says_why_without_an_empty_field
         with pytest.raises(UnreadableOrder) as refused:
             await api.fetch_order("m", order_id)
         assert str(refused.value).startswith(f"not an order we can read: {said}"), refused.value
+    await api.close()
+
+
+async def test_an_order_api_answer_is_read_no_further_than_its_limit() -> None:
+    """A 40 MB answer was read whole (and the order in it placed): the adapter's memory grew
+    by as much. Past 4 MiB it is not an order we read, said before it all comes when its
+    Content-Length says so."""
+    sent: list[int] = []
+    order = ORDER.model_dump_json().encode()
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield order[:-1] + b', "padding": "'
+        for _ in range(40):
+            sent.append(1)
+            yield b"x" * 2**20
+        yield b'"}'
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params["order_id"] == "declared":
+            return httpx.Response(200, headers={"content-length": str(40 * 2**20)})
+        if request.url.params["order_id"] == "padded":  # under the limit: read
+            return httpx.Response(200, content=order[:-1] + b', "x": "' + b"x" * 2**21 + b'"}')
+        return httpx.Response(200, content=endless())
+
+    api = _api(answer)
+    for order_id in ("P-100", "declared"):
+        with pytest.raises(UnreadableOrder, match=r"answered over 4194304 bytes \(4 MiB\)"):
+            await api.fetch_order("m", order_id)
+    assert len(sent) <= 5, len(sent)
+    assert (await api.fetch_order("m", "padded")).order_id == "P-100"
     await api.close()
 
 

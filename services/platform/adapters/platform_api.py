@@ -42,6 +42,29 @@ class UnreadableOrder(Exception):
     take): a problem for operations, not something a second push mends by itself."""
 
 
+ORDER_ANSWER_MAX_BYTES = 4 * 2**20
+"""The most of an order API's answer read, decoded (4 MiB; an order of 1,000 items is some
+40 KB): a platform broken or compromised may answer without end, which was held whole."""
+
+
+async def _capped(answer: httpx.Response) -> bytes:
+    """``answer``'s body, decoded; an :class:`UnreadableOrder` past
+    :data:`ORDER_ANSWER_MAX_BYTES`, read no further."""
+    too_big = UnreadableOrder(
+        f"not an order we can read: the order API answered over {ORDER_ANSWER_MAX_BYTES} bytes"
+        " (4 MiB), the most read"
+    )
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ORDER_ANSWER_MAX_BYTES:
+        raise too_big
+    body = bytearray()
+    async for chunk in answer.aiter_bytes():
+        body += chunk
+        if len(body) > ORDER_ANSWER_MAX_BYTES:
+            raise too_big
+    return bytes(body)
+
+
 @dataclass(frozen=True)
 class StatusUpdate:
     """One order outcome for a platform; ``key`` is the idempotency key."""
@@ -68,17 +91,20 @@ class PlatformApi:
         )
 
     async def fetch_order(self, app: str, order_id: str) -> PlatformOrder:
-        """The order as the platform has it now."""
+        """The order as the platform has it now (its answer read no further than
+        :data:`ORDER_ANSWER_MAX_BYTES`)."""
         url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
+        params = self._params(app, order_id=order_id)
         try:
-            answer = await self.client.get(url, params=self._params(app, order_id=order_id))
+            async with self.client.stream("GET", url, params=params) as answer:
+                status = answer.status_code
+                content = await _capped(answer) if status == 200 else b""
         except httpx.TimeoutException as exc:
             said = f"the order API did not answer within {self.timeout:g} s"
             raise PlatformUnavailable(said) from exc
         except httpx.HTTPError as exc:
             said = f"the order API could not be reached ({type(exc).__name__})"
             raise PlatformUnavailable(said) from exc
-        status = answer.status_code
         if status == 404:
             raise PlatformRefused(f"order API answered 404 for {order_id!r}")
         if status in (401, 403):
@@ -89,7 +115,7 @@ class PlatformApi:
         if status != 200:
             raise PlatformUnavailable(f"the order API answered {status}")
         try:
-            return PlatformOrder.model_validate_json(answer.content)
+            return PlatformOrder.model_validate_json(content)
         except ValidationError as exc:
             raise UnreadableOrder(f"not an order we can read: {describe(exc)}") from exc
 

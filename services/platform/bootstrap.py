@@ -40,7 +40,7 @@ def bootstrap(settings: Settings) -> Service:
     service.loops.append(partial(callback_loop, service.uow, api, callback_policy(settings), wake))
     service.loops.append(partial(prune_loop, service.uow, window))
     service.asgi_app.include_router(push_router(service.uow, api, window))
-    service.asgi_app.include_router(admin_router(service.uow))
+    service.asgi_app.include_router(admin_router(service.uow, api.apps))
 
     async def problems() -> None:
         async with service.uow.begin() as tx:

@@ -935,7 +935,9 @@ async def test_failed_callbacks_are_sent_again_on_request(
         "delivered",
         1,  # from a first attempt
     )
-    again = await platform.adapter.post("/platform/callbacks/retry", json=retry)
+    again = await platform.adapter.post(
+        "/platform/callbacks/retry", json={"event_ids": [outcome.id.upper()]}
+    )
     assert again.json() == {"requeued": 0, "event_ids": []}  # only failed ones
     audited = await caravan.scalar(
         "select count(*) from auth.audit where action = 'platform.callbacks.retry'"
@@ -945,6 +947,21 @@ async def test_failed_callbacks_are_sent_again_on_request(
     assert audited == 1
     received = await callbacks(platform.sim, order_ref)
     assert len(received["requests"]) >= 2, received  # told twice, applied once (its key)
+
+
+async def test_a_retry_naming_nothing_an_unknown_app_or_no_event_id_is_refused(
+    platform: Platform,
+) -> None:
+    """Each was a 200 ``{"requeued": 0, "event_ids": []}``, as if nothing had failed."""
+    refused = {
+        "name an app, or event ids": {},
+        "no app 'nosuch' in CARAVAN_PLATFORM_APPS": {"app": "nosuch"},
+        "not an event id: a UUID": {"event_ids": ["not-a-uuid"]},
+    }
+    for said, body in refused.items():
+        answer = await platform.adapter.post("/platform/callbacks/retry", json=body)
+        assert answer.status_code == 422, answer.text
+        assert said in answer.text, answer.text
 
 
 async def test_a_status_callback_is_made_in_the_orders_trace(

@@ -35,9 +35,10 @@ records; ``platform:read`` or ``platform:write`` to read):
   audited): an order's problems settled by hand.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
-  platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (both
-  optional, ``platform:write``, audited): the ``failed`` ones sent again from a first attempt
-  (the answer and the audit row: how many, and the first ``LISTED`` event ids).
+  platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
+  an app configured, event ids that are UUIDs; ``platform:write``, audited): the ``failed``
+  ones sent again from a first attempt (the answer and the audit row: how many, and the
+  first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page.
@@ -46,12 +47,13 @@ default), the list beside ``next_cursor``, null on the last page.
 import json
 import logging
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -91,6 +93,7 @@ from shared.http import (
     send_json,
     unavailable,
 )
+from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, after, cursor_after, newest_first, page
 
@@ -318,7 +321,8 @@ CALLBACKS_CURSOR = cursor_after(datetime, str)
 LISTED = 100  # event ids a retry's answer and audit row name (the first, in order)
 
 
-def admin_router(uow: UnitOfWork) -> APIRouter:
+def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
+    """The operations routes; ``apps``: those configured (``CARAVAN_PLATFORM_APPS``)."""
     router = APIRouter(
         prefix="/platform",
         tags=["platform operations"],
@@ -480,12 +484,20 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         rows, next_cursor = page(rows, limit, lambda r: tuple(r[n] for n in names))
         return {name: [_jsonable(r) for r in rows], "next_cursor": next_cursor}
 
-    @router.post("/callbacks/retry")
+    @router.post(
+        "/callbacks/retry",
+        responses=problem_responses(
+            {422: f"{BAD_INPUT}, or no app or event ids, or an app not configured"}
+        ),
+    )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
-        """Send ``failed`` callbacks again (of one app, or the ones named), from a first
-        attempt: once the platform's status API works again, or its secret is put right. Every
-        one is requeued; the answer and the audit row carry how many, and the first
-        ``LISTED`` of their event ids (``GET /platform/callbacks`` lists them all)."""
+        """Send ``failed`` callbacks again (of one app, or the ones named, or those of them of
+        the app), from a first attempt: once the platform's status API works again, or its
+        secret is put right. Every one is requeued; the answer and the audit row carry how
+        many, and the first ``LISTED`` of their event ids (``GET /platform/callbacks`` lists
+        them all)."""
+        if body.app is not None and body.app not in apps:  # its callbacks would wait for ever
+            return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
         query = update(callbacks).where(callbacks.c.status == "failed")
         if body.app is not None:
             query = query.where(callbacks.c.app == body.app)
@@ -517,13 +529,30 @@ class Resolve(BaseModel):
     platform_order_id: str = Field(min_length=1, max_length=64)
 
 
+def _event_id(given: str) -> str:
+    stored = as_stored(given)
+    if stored is None:
+        raise ValueError("not an event id: a UUID, as GET /platform/callbacks lists them")
+    return stored
+
+
+EventId = Annotated[str, AfterValidator(_event_id)]
+"""A callback's event id, taken in upper case too (kept in lower case)."""
+
+
 class Requeue(BaseModel):
-    """Which failed callbacks to send again: all, an app's, or those of these events."""
+    """Which failed callbacks to send again: an app's, those of these events, or those of
+    these events of the app; one or the other at least (``{}`` is refused, not read as every
+    app's)."""
 
     app: str | None = Field(None, min_length=1, max_length=64)
-    event_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        None, min_length=1, max_length=1000
-    )
+    event_ids: list[EventId] | None = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _names_some(self) -> "Requeue":
+        if self.app is None and self.event_ids is None:
+            raise ValueError("name an app, or event ids, of the failed callbacks to send again")
+        return self
 
 
 def _jsonable(row: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 class PlatformUnavailable(Exception):
     """No usable answer (refused, timed out, 5xx): worth trying again later. The order API's
-    say what happened as a push's answer may (what was answered, not where the API is)."""
+    say what happened in words a push's answer may carry (not where the API is)."""
 
 
 class SignatureRefused(Exception):

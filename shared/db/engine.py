@@ -300,10 +300,16 @@ def fault(exc: BaseException) -> Fault:
         if isinstance(error, asyncpg.InterfaceError):
             closed = "connection is closed" in str(error)
             return Fault(Kind.CONNECTION_LOST if closed else Kind.CLIENT_REFUSED, error)
-    for kind, cls in ((Kind.CONNECTION_FAILED, ConnectionError), (Kind.OS_ERROR, OSError)):
-        found = next((e for e in chain if isinstance(e, cls)), None)
-        if found is not None:
-            return Fault(kind, found)
+    failed = next((e for e in chain if isinstance(e, ConnectionError)), None)
+    if failed is not None:
+        return Fault(Kind.CONNECTION_FAILED, failed)
+    # An OS error is one only as the error itself (below SQLAlchemy's wrappers), not as the
+    # cause of another: a ValueError raised from a gaierror, a KeyError from a
+    # PermissionError are a handler's own, and retried for ever they would stall its
+    # partition.
+    top = next((e for e in chain if not isinstance(e, sa_exc.SQLAlchemyError)), None)
+    if isinstance(top, OSError):
+        return Fault(Kind.OS_ERROR, top)
     if isinstance(exc, sa_exc.OperationalError):
         return Fault(Kind.REFUSED_FOR_NOW, exc.orig or exc)
     if isinstance(exc, sa_exc.SQLAlchemyError):

@@ -99,6 +99,25 @@ def test_bugs_are_not_transient(exc: BaseException) -> None:
     assert not fault(exc).kind.transient
 
 
+def _raised_from(error: Exception, cause: BaseException) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _raised_from(ValueError("no such zone"), socket.gaierror(-2, "Name or service not known")),
+        _raised_from(KeyError("config"), PermissionError(13, "Permission denied")),
+    ],
+)
+def test_a_handlers_own_error_caused_by_an_os_error_is_not_transient(exc: Exception) -> None:
+    """An OS error anywhere below a handler's own error made it transient: retried for ever,
+    its partition stalled, where it was dead-lettered after its tries (a review of the one
+    classification)."""
+    assert fault(exc).kind is Kind.OTHER
+
+
 def test_a_value_postgresql_cannot_take_is_not_transient() -> None:
     """asyncpg refuses an int beyond its column as an InterfaceError (as it does a dropped
     connection), which SQLAlchemy wraps as one too: retried, it would stall a partition for

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
@@ -20,7 +21,8 @@ from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
 from shared.logs import working_for
 from shared.messaging.uow import Tx
-from shared.topics import EventType
+from shared.metrics import start_at_zero
+from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +208,66 @@ async def on_stock_rejected(tx: Tx, parsed: Parsed) -> None:
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.stock_rejected(data.reason))
 
 
+ENDS_HELD = Counter(
+    "caravan_orders_ends_held",
+    "stock.expired of orders that had ended (inventory held their stock: it never applied"
+    " the end, its handler dead-lettered it, say), by what orders did: republished (the end"
+    " published again, the same event), unsent (the end not published yet: it is on its way),"
+    " missing (the end no longer in the outbox: the stock stays held until an operator"
+    " redrives inventory's dead letter of it)",
+    ["outcome"],
+)
+start_at_zero(ENDS_HELD, ("republished", "unsent", "missing"))
+
+
 async def on_stock_expired(tx: Tx, parsed: Parsed) -> None:
+    """A pending order whose hold ran out is cancelled (``expired``); an order that had ended
+    has its end published again (:func:`_publish_end_again`)."""
     data = parsed.data
     assert isinstance(data, StockExpired)
+    order = await OrderRepository(tx).get(data.order_id)
+    ended = order is not None and order.terminal
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.hold_expired())
+    if ended:
+        assert order is not None
+        await _publish_end_again(tx, order)
+
+
+async def _publish_end_again(tx: Tx, order: Order) -> None:
+    """Inventory still held the stock of ``order``, which had ended: it never applied the end
+    (its handler failed on it three times and dead-lettered it, or it lags behind). The end's
+    record is published again from the outbox as it was, the same event with the same ``id``:
+    every consumer that handled it drops it by its inbox (a dead letter claims another key),
+    and inventory, which did not, releases or sells the stock now. Storefronts read it as any
+    repeat (docs/topics.md). An end not sent yet is on its way; one pruned from the outbox
+    is logged as an error for an operator, who redrives inventory's dead letter of it."""
+    ended = EventType.ORDER_CONFIRMED if order.status == "confirmed" else EventType.ORDER_CANCELLED
+    await tx.flush()  # an end recorded earlier in this transaction (its batch) is read back
+    emitted = await OrderRepository(tx).emitted(order.order_id, ended)
+    if emitted is None:
+        outcome = "missing"
+        log.error(
+            "inventory holds stock of order %s, %s, and its %s is no longer in the outbox to"
+            " publish again: the stock stays held until inventory's dead letter of it is"
+            " redriven (caravan dlq list --topic %s)",
+            order.order_id,
+            order.status,
+            ended.value,
+            Topic.ORDER_EVENTS.value,
+        )
+    elif not emitted.sent:
+        outcome = "unsent"
+        log.info("%s of order %s is not published yet; not again", ended.value, order.order_id)
+    else:
+        outcome = "republished"
+        log.warning(
+            "inventory holds stock of order %s, %s: its %s published again",
+            order.order_id,
+            order.status,
+            ended.value,
+        )
+        await tx.emit_raw(Topic.ORDER_EVENTS.value, emitted.key, emitted.value, emitted.headers)
+    tx.after_commit(ENDS_HELD.labels(outcome).inc)
 
 
 async def on_payment_authorized(tx: Tx, parsed: Parsed) -> None:

@@ -12,6 +12,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.test_ops import cli
 from tests.harness import System, ref
 
 BUYER = {"id": "inv-hold-buyer", "phone": "+8613900007011", "locale": "en"}
@@ -161,3 +162,87 @@ async def test_an_overdue_hold_is_reported_once_across_sweeps_and_a_restart(
     for held in (order_id, later_id):
         outcome = await caravan.outcome(held)
         assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
+
+
+async def test_the_hold_of_an_order_whose_end_inventory_dead_lettered_is_released_when_due(
+    no_payments: System,
+) -> None:
+    """Inventory fails three times on two orders' ``order.cancelled`` (a check on its holds
+    that their release breaks, for this test alone) and dead-letters them: their stock stays
+    held. When the holds are due (made overdue, as if the hold time had passed), orders reads
+    ``stock.expired`` of orders that ended and publishes the first one's ``order.cancelled``
+    again, the same event (one id): inventory releases its stock, and orders counts it. The
+    second one's end is no longer in orders' outbox (pruned, as after a day): its stock stays
+    held, and orders counts it ``missing`` for an operator, who redrives the dead letter (so
+    that no replay of the session's topics finds an event inventory never handled).
+    (Without: every such hold stayed ``reserved``, its stock held for ever, and nothing said.)"""
+    caravan = no_payments
+    sku = await _seed(caravan, {"A": 5})
+    order_id, pruned_id = await _hold(caravan, sku, 2), await _hold(caravan, sku, 2)
+    check = f"test_holds_{uuid.uuid4().hex[:8]}"
+    await caravan.execute(
+        f"alter table inventory.reservations add constraint {check} check"
+        f" (order_id not in ('{order_id}', '{pruned_id}') or status = 'reserved') not valid"
+    )
+    try:
+        for held in (order_id, pruned_id):
+            cancelled = await caravan.client.post(f"/orders/{held}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+        letters = await caravan.wait_for(
+            lambda: [
+                r
+                for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
+                if r.key in (order_id.encode(), pruned_id.encode())
+                and dict(r.headers).get("dlq.group") == b"caravan-inventory"
+            ],
+            count=2,
+        )
+    finally:
+        await caravan.execute(f"alter table inventory.reservations drop constraint {check}")
+    assert {dict(r.headers)["dlq.error"] for r in letters} == {b"handler_error"}
+    assert await _counters(caravan, sku) == {"A": (1, 4, 0, 0)}
+    await caravan.execute("delete from orders.outbox where key = :k", k=pruned_id.encode())
+    before = {
+        outcome: await caravan.gauge("orders", HELD_ENDS, outcome=outcome)
+        for outcome in ("republished", "missing")
+    }
+    for held in (order_id, pruned_id):
+        await _overdue(caravan, held)
+    released = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=order_id)
+    )
+    assert (released[0].data["returned"], released[0].data["spoiled"]) == (2, 0)
+    ends = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.cancelled", order_id=order_id),
+        count=2,
+    )
+    assert len(ends) == 2 and ends[0].id == ends[1].id, ends
+    assert await caravan.one_terminal(order_id) == "order.cancelled"
+    assert await caravan.gauge("orders", HELD_ENDS, outcome="republished") == (
+        before["republished"] + 1
+    )
+    await caravan.until(
+        lambda: caravan.gauge("orders", HELD_ENDS, outcome="missing"),
+        "the pruned end counted missing",
+        ready=lambda missing: missing == before["missing"] + 1,
+    )
+    assert await _counters(caravan, sku) == {"A": (3, 2, 0, 0)}
+    assert _expired(caravan, pruned_id)
+    status = await caravan.scalar(
+        "select status from inventory.reservations where order_id = :o", o=pruned_id
+    )
+    assert status == "reserved"
+    [letter] = [r for r in letters if r.key == pruned_id.encode()]
+    redriven = await cli(
+        caravan, "dlq", "redrive", f"{letter.topic}:{letter.partition}:{letter.offset}"
+    )
+    assert redriven.returncode == 0, redriven.stderr
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.INVENTORY_EVENTS, type="stock.released", order_id=pruned_id
+        )
+    )
+    assert await _counters(caravan, sku) == {"A": (5, 0, 0, 0)}
+
+
+HELD_ENDS = "caravan_orders_ends_held_total"

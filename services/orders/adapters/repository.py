@@ -7,16 +7,19 @@ commit, one statement for all the orders of the transaction.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from sqlalchemy import ARRAY, String, and_, bindparam, func, select
 
-from services.orders.adapters.tables import orders, timeline
+from services.orders.adapters.tables import orders, outbox, timeline
 from services.orders.domain.order import Order
 from shared.db import driver
 from shared.events.orders import OrderLine, ScheduledInstalment
 from shared.messaging.uow import Tx
 from shared.telemetry import current_trace_headers
+from shared.topics import EventType, Topic
 
 ORDER = "orders.order"
 REF = "orders.ref"
@@ -35,6 +38,17 @@ _refs = (
 _REFS = select(
     orders.c.order_id, orders.c.status, orders.c.request_hash, orders.c.source, orders.c.order_ref
 ).join(_refs, and_(orders.c.source == _refs.c.source, orders.c.order_ref == _refs.c.order_ref))
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An order's event as its outbox row holds it: the very record that went, or goes, to
+    Kafka (``sent``: the relay has published it)."""
+
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+    sent: bool
 
 
 class OrderRepository:
@@ -139,6 +153,20 @@ class OrderRepository:
             },
         )
         await self._flush_events(order)
+
+    async def emitted(self, order_id: str, event_type: EventType) -> Emitted | None:
+        """The latest ``event_type`` event of the order in the outbox (None: none, or it was
+        pruned past ``outbox_retention_hours``). Read by the order's key, without an index:
+        for the rare order whose end a consumer never applied, not for every order."""
+        rows = await self.tx.conn.execute(
+            select(outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.sent_at)
+            .where(outbox.c.topic == Topic.ORDER_EVENTS.value, outbox.c.key == order_id.encode())
+            .order_by(outbox.c.id.desc())
+        )
+        for row in rows:
+            if orjson.loads(row.value).get("type") == event_type.value:
+                return Emitted(row.key, row.value, row.headers, row.sent_at is not None)
+        return None
 
     async def record(self, order_id: str, event_type: str) -> None:
         """Add a step (an event that reached this order) to its timeline."""

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.inventory.adapters.repository import StockRepository
+from services.inventory.adapters.repository import Correction, StockRepository
 from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
     adjust_move,
@@ -212,7 +212,8 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     fails the whole file (:class:`DanglingSeed`, naming every one) before anything is written,
     as does a lot whose id holds a lot with other terms (:class:`LotTaken`, naming each and
     what differs): a new harvest left out under an old lot's id would be booked, by the
-    adjustment advised, under the old lot's dates.
+    adjustment advised, under the old lot's dates. A lot corrected since is the same lot on
+    the terms it had before a correction (:func:`corrected_since`): left as corrected, said.
     What the file adds or changes is written to the audit trail, as a change through the API
     is (``seller.set``, ``product.set``, ``lot.add``), and told (:class:`Loaded`)."""
     sellers_named = {p.seller_id for p in seed.products} - {s.id for s in seed.sellers}
@@ -228,11 +229,26 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
         raise DanglingSeed("; ".join(dangling))
     repo = StockRepository(tx)
     stored = await repo.lot_terms([lot.lot_id for lot in seed.lots])
-    taken = [
-        f"lot {lot.lot_id} exists with other terms: {differs}"
-        for lot in seed.lots
-        if (differs := other_terms(stored.get(lot.lot_id), lot))
-    ]
+    differ = {lot.lot_id: d for lot in seed.lots if (d := other_terms(stored.get(lot.lot_id), lot))}
+    history = await repo.corrections(list(differ)) if differ else {}
+    taken, corrected = [], []
+    for lot in seed.lots:
+        if lot.lot_id not in differ:
+            continue
+        corrections = history.get(lot.lot_id, [])
+        since = corrected_since(stored[lot.lot_id], corrections, lot)
+        if since is not None:
+            corrected.append(
+                f"lot {lot.lot_id} is as the file says before {said(since)}: left as corrected"
+            )
+        elif corrections:
+            taken.append(
+                f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]} (corrected"
+                f" since it was received, {said(corrections)}: the file must say its terms"
+                " as corrected)"
+            )
+        else:
+            taken.append(f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}")
     if taken:
         raise LotTaken("; ".join(taken))
     who, by = audit.os_actor(), {"by": "caravan seed"}
@@ -260,7 +276,33 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     return Loaded(
         added={"sellers": new_sellers, "products": new_products, "lots": new_lots},
         changed={"sellers": changed_sellers, "products": changed_products},
-        kept={"lots": [loaded_before(before)] if before else []},
+        kept={"lots": ([loaded_before(before)] if before else []) + corrected},
+    )
+
+
+def corrected_since(
+    stored: LotSeed, corrections: Sequence[Correction], lot: LotSeed
+) -> list[Correction] | None:
+    """The corrections made since the lot ``stored`` (as it is now, its ``corrections``
+    oldest first) had the terms of ``lot``, if it had them before one (a seed file written
+    before a correction, loaded again); None if it never had them."""
+    terms = stored
+    for i in reversed(range(len(corrections))):
+        earlier = {**terms.model_dump(mode="json"), **corrections[i].before}
+        terms = LotSeed.model_validate(earlier)
+        if not other_terms(terms, lot):
+            return list(corrections[i:])
+    return None
+
+
+def said(corrections: Sequence[Correction]) -> str:
+    """Corrections in words: each one's time (to the second, its zone said), actor, and the
+    terms it changed, from what to what."""
+    return "; ".join(
+        f"its correction of {c.at.isoformat(timespec='seconds')} by {c.actor} ("
+        + ", ".join(f"{name} {old} -> {c.after.get(name)}" for name, old in c.before.items())
+        + ")"
+        for c in corrections
     )
 
 

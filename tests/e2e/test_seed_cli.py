@@ -413,7 +413,10 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     left out, "loaded before: left as it is", exit 0, and the advice to adjust its count:
     the new harvest booked under the old lot's dates. It is refused, naming the lot and what
     differs, and nothing of the file is written; a lot the very same as stored is still
-    "loaded before"."""
+    "loaded before". Once the lot is corrected (``PATCH /lots``), the file as it was loads
+    again (it refused the whole file, the lot's terms no longer the stored ones), the lot
+    left as corrected and the correction named; a file of terms the lot never had is refused,
+    saying it was corrected and how."""
     tag = uuid.uuid4().hex[:8]
     first = {
         "sellers": [seller(f"S-{tag}")],
@@ -442,3 +445,28 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     assert done.returncode == 0, done.stderr
     assert f"lots loaded before, left as they are: L1-{tag}\n" in done.stdout
     assert await counts(caravan, tag) == (2, 2, 1)
+
+    fix = {"best_before": "2027-09-30", "reason": "best_before mistyped"}
+    async with caravan.api("inventory") as api:
+        corrected = await api.patch(f"/lots/L1-{tag}", json=fix)
+    assert corrected.status_code == 200, corrected.text
+    third = {**first, "sellers": [seller(f"S-{tag}"), seller(f"S3-{tag}")]}
+    done = await cli(caravan, "seed", write(tmp_path, third))
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert f"lot L1-{tag} is as the file says before its correction of " in said, said
+    assert "(best_before 2027-08-31 -> 2027-09-30): left as corrected" in said, said
+    assert await counts(caravan, tag) == (3, 2, 1)
+    assert (await caravan.sql(f"{stored} where lot_id = :l", l=f"L1-{tag}"))[
+        0
+    ].best_before.isoformat() == "2027-09-30"
+    never = {**first, "lots": [{**lot(f"L1-{tag}", f"P-{tag}"), "best_before": "2027-10-31"}]}
+    done = await cli(caravan, "seed", write(tmp_path, never))
+    said = " ".join(done.stderr.split())
+    assert done.returncode != 0, done.stdout
+    assert (
+        "best_before 2027-09-30 stored, 2027-10-31 given (corrected since it was received" in said
+    ), said
+    assert (
+        "(best_before 2027-08-31 -> 2027-09-30): the file must say its terms as corrected" in said
+    ), said

@@ -2,11 +2,12 @@
 per section, from what the owners' parts did (shared.seed.Loaded), and the lots that will
 not sell (caravan/seeding.will_not_sell)."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from caravan.seeding import summary, will_not_sell
-from services.inventory.handlers import loaded_before
-from shared.seed import Loaded, SeedFile
+from services.inventory.adapters.repository import Correction
+from services.inventory.handlers import corrected_since, loaded_before
+from shared.seed import Loaded, LotSeed, SeedFile
 
 TODAY = date(2026, 12, 4)
 
@@ -98,3 +99,29 @@ def test_a_new_lot_of_no_units_is_named_and_counted_as_one_that_will_not_sell() 
         "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
     ]
     assert summary(seed, loaded, TODAY)[2] == "  lots: 3 new, 1 unchanged, 2 will not sell"
+
+
+def test_a_lot_is_the_same_on_any_terms_it_had_before_a_correction_and_on_no_other() -> None:
+    """A lot received with a mistyped SKU, its best_before corrected, then its SKU: a file
+    of its terms as received, or as after the first correction, is the same lot, with the
+    corrections made since; a file mixing the two (terms it never had) is not."""
+
+    def terms(sku: str, best_before: str) -> LotSeed:
+        return LotSeed.model_validate(
+            {
+                "lot_id": "l1",
+                "sku": sku,
+                "quantity": 5,
+                "available_from": "2026-09-01",
+                "best_before": best_before,
+            }
+        )
+
+    at = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    dates = Correction(at, "alice", {"best_before": "2207-08-31"}, {"best_before": "2027-08-31"})
+    skus = Correction(at, "bob", {"sku": "p9"}, {"sku": "p1"})
+    now = terms("p1", "2027-08-31")
+    assert corrected_since(now, [dates, skus], terms("p9", "2207-08-31")) == [dates, skus]
+    assert corrected_since(now, [dates, skus], terms("p9", "2027-08-31")) == [skus]
+    assert corrected_since(now, [dates, skus], terms("p1", "2207-08-31")) is None
+    assert corrected_since(now, [], terms("p9", "2027-08-31")) is None

@@ -113,6 +113,17 @@ _HELD = (
 )
 
 
+@dataclass(frozen=True)
+class Correction:
+    """A correction of a lot's terms: when, by whom, and the terms it changed, each field's
+    value before and after it (as text)."""
+
+    at: datetime
+    actor: str
+    before: dict[str, str]
+    after: dict[str, str]
+
+
 class StockRepository:
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
@@ -393,6 +404,20 @@ class StockRepository:
             )
             for row in found
         }
+
+    async def corrections(self, lot_ids: Sequence[str]) -> dict[str, list[Correction]]:
+        """The corrections of the lots of ``lot_ids`` that have any, by lot, oldest first."""
+        found = await self.conn.execute(
+            select(lot_corrections)
+            .where(driver.any_of(lot_corrections.c.lot_id))
+            .order_by(lot_corrections.c.created_at, lot_corrections.c.correction_id),
+            {"keys": list(lot_ids)},
+        )
+        by_lot: dict[str, list[Correction]] = {}
+        for row in found:
+            made = Correction(row.created_at, row.actor, row.before, row.after)
+            by_lot.setdefault(row.lot_id, []).append(made)
+        return by_lot
 
     async def record_adjustment(
         self, adjustment_id: str, lot_id: str, delta: int, reason: str, actor: str

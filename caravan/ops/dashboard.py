@@ -33,7 +33,7 @@ from caravan import checkout
 from caravan.ops import dlq
 from services import SERVICES
 from shared.api import bearer_headers
-from shared.db import Database
+from shared.db import Database, fault
 from shared.http import (
     COOKIE,
     NO_NATIVE_TELEMETRY,
@@ -72,6 +72,7 @@ class Snapshot:
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic: all kept
     redriven: dict[str, int] = field(default_factory=dict)  # per dlq topic: of those, sent back
+    letters_at: float = 0.0  # when the dead letters were read (every DEAD_LETTERS_EVERY)
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
@@ -291,7 +292,10 @@ async def collect(
     stuck_after_seconds: float,
     refusals: Refusals,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+    letters_from: "Snapshot | None" = None,
 ) -> Snapshot:
+    """One snapshot; its dead letters as ``letters_from`` counted them, if given (they are
+    read whole, values and all, so not at every sample: :data:`DEAD_LETTERS_EVERY`)."""
     snap = Snapshot(at=time.time())
     token = settings.api_token()
     headers = bearer_headers(token)
@@ -320,14 +324,28 @@ async def collect(
             snap.unavailable["stuck"] = f"token refused ({held})"
         else:
             await _stuck(client, settings, snap, stuck_after_seconds, refusals, token)
+    if letters_from is not None:
+        snap.dead_letters, snap.redriven = letters_from.dead_letters, letters_from.redriven
+        snap.letters_at = letters_from.letters_at
+        for figure in ("dead_letters", "redriven"):
+            if figure in letters_from.unavailable:
+                snap.unavailable[figure] = letters_from.unavailable[figure]
+        await _lag_of_those_down(settings, snap)
+        return snap
     try:
         letters = await dlq.read(settings.kafka_bootstrap_servers)
     except Exception as exc:  # Kafka away: the services' own figures still count
         snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
     else:
         await _dead_letters(settings, snap, letters)
+        snap.letters_at = snap.at
         await _lag_of_those_down(settings, snap)
     return snap
+
+
+DEAD_LETTERS_EVERY = 30.0
+"""Seconds between two reads of the dead letters (every letter kept, up to 30 days of them,
+and the audit trail's redrives): the rest of the page is sampled every few seconds."""
 
 
 async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.DeadLetter]) -> None:
@@ -344,8 +362,11 @@ async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.De
     if settings.database_url is None:
         snap.unavailable["redriven"] = "no DATABASE_URL"
         return
-    before, why = await dlq.redriven(settings.database_url.get_secret_value(), letters)
-    if why is not None:  # PostgreSQL away, never migrated
+    try:
+        before, why = await dlq.redriven(settings.database_url.get_secret_value(), letters)
+    except Exception as exc:  # a login that may not read the audit trail, a pool, a fault
+        before, why = {}, fault(exc)
+    if why is not None:  # PostgreSQL away, never migrated, refusing the page's login
         snap.redriven.clear()
         snap.unavailable["redriven"] = str(why)
     for letter in letters:
@@ -449,7 +470,15 @@ class Dashboard:
 
     async def sample(self) -> Snapshot:
         """Take one snapshot and keep it."""
-        snap = await collect(self.settings, self.stuck_after, self.refusals, self.transport)
+        last = self.history[-1] if self.history else None
+        fresh = last is None or time.time() - last.letters_at >= DEAD_LETTERS_EVERY
+        snap = await collect(
+            self.settings,
+            self.stuck_after,
+            self.refusals,
+            self.transport,
+            letters_from=None if fresh else last,
+        )
         self.history.append(snap)
         return snap
 

@@ -8,10 +8,12 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -20,7 +22,7 @@ from pydantic import SecretStr
 
 from caravan import checkout, cli
 from caravan.ops import dlq
-from caravan.ops.dashboard import HEALTH_NOTE, Dashboard, Snapshot, ports
+from caravan.ops.dashboard import DEAD_LETTERS_EVERY, HEALTH_NOTE, Dashboard, Snapshot, ports
 from services.orders.asyncapi import consumers
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
@@ -698,3 +700,35 @@ async def test_pauses_of_a_caravan_up_on_another_kafka_are_not_this_system_s(
     )
     _, text = await sampled(settings, stopped(settings, "inventory"))
     assert "<tr><td>inventory</td><td class='down'>down <span class='note'>" in text, text
+
+
+async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusing_is_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: dict[str, int]
+) -> None:
+    """The page read every dead letter kept, values and all, and the audit trail's redrives
+    at each sample (every 3 s); and an audit trail refusing the page's login (a service's
+    role may not read it) failed the whole sample, every figure shown as old."""
+    settings = Settings(token="cvn_" + "d" * 43, database_url="postgresql://svc@db/caravan")
+    kept = dlq.DeadLetter("orders.requests.v1.dlq", 0, 7, datetime.now(UTC), b"k", b"{}", {})
+
+    async def one_letter(bootstrap: str) -> list[dlq.DeadLetter]:
+        waiting["dead letters"] = waiting.get("dead letters", 0) + 1
+        return [kept]
+
+    async def refused(database_url: str | None, letters: list[dlq.DeadLetter]) -> Any:
+        raise asyncpg.InsufficientPrivilegeError("permission denied for table audit")
+
+    monkeypatch.setattr(dlq, "read", one_letter)
+    monkeypatch.setattr(dlq, "redriven", refused)
+    paused_under_up(monkeypatch, tmp_path, "kafka.elsewhere:9092")
+    page = Dashboard(settings, transport=httpx.MockTransport(stopped(settings)))
+    for _ in range(3):
+        await page.sample()
+    assert waiting["dead letters"] == 1
+    snap = page.history[-1]
+    assert snap.dead_letters["orders.requests.v1.dlq"] == 1
+    assert "InsufficientPrivilegeError" in snap.unavailable["redriven"]
+    assert "which were redriven is not known" in page.page()
+    page.history[-1].letters_at -= DEAD_LETTERS_EVERY
+    await page.sample()
+    assert waiting["dead letters"] == 2

@@ -16,7 +16,14 @@ from pydantic_settings import SettingsError
 from rich.text import Text
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
-from caravan.output import CHECK_THE_LOGIN, PREPARE_FIRST, OperatorError, console, err_console
+from caravan.output import (
+    CHECK_THE_LOGIN,
+    CONNECTIONS_FULL,
+    PREPARE_FIRST,
+    OperatorError,
+    console,
+    err_console,
+)
 from services import SERVICES
 from shared import days
 from shared.api import field_errors
@@ -99,8 +106,7 @@ def _fail_outside(exc: Exception) -> None:
         then = {
             Kind.NOT_MIGRATED: f": {PREPARE_FIRST}",
             Kind.LOGIN_REFUSED: f"; {CHECK_THE_LOGIN}",
-            Kind.TOO_MANY_CONNECTIONS: ". Its max_connections are all in use: try again once "
-            "some are closed",
+            Kind.TOO_MANY_CONNECTIONS: f"; {CONNECTIONS_FULL}",
         }
         if why.kind.unusable:
             _fail(f"{why}{then.get(why.kind, '. ' + _IS_IT_UP)}", 2)

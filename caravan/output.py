@@ -43,6 +43,8 @@ CHECK_THE_LOGIN = (
     "DATABASE_URL_FILE names)"
 )
 """What to do about a login PostgreSQL refuses: the settings that hold it."""
+CONNECTIONS_FULL = "its max_connections are all in use: try again once some are closed"
+"""What to do about a server with no connection to spare (53300)."""
 
 
 class OperatorError(Exception):

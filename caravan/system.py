@@ -469,8 +469,8 @@ def in_background(work: Callable[[], object]) -> futures.Future[object]:
     def run() -> None:
         try:
             outcome.set_result(work())
-        except Exception as exc:
-            outcome.set_exception(exc)
+        except BaseException as exc:  # whatever ends it (a SystemExit too) is its outcome:
+            outcome.set_exception(exc)  # a future left pending would be watched no more
 
     threading.Thread(target=run, name="caravan-up-restart", daemon=True).start()
     return outcome

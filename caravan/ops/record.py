@@ -4,7 +4,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from caravan.output import CHECK_THE_LOGIN, NO_DATABASE, PREPARE_FIRST
+from caravan.output import CHECK_THE_LOGIN, CONNECTIONS_FULL, NO_DATABASE, PREPARE_FIRST
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
 from shared.db.engine import Fault, Kind, async_engine, fault
@@ -25,6 +25,7 @@ def refusal(action: str, why: Fault) -> str:
     then = {
         Kind.NOT_MIGRATED: PREPARE_FIRST,
         Kind.LOGIN_REFUSED: CHECK_THE_LOGIN,
+        Kind.TOO_MANY_CONNECTIONS: CONNECTIONS_FULL,
         Kind.NOT_NAMED: "name its database in DATABASE_URL, or run `caravan up` first",
     }.get(why.kind, "run it once PostgreSQL is back")
     return (

@@ -501,7 +501,7 @@ CHECK_THE_LOGIN = (
         ),
         (
             asyncpg.TooManyConnectionsError("sorry, too many clients already"),
-            "PostgreSQL refused the connection, too many connections: {e}. Its max_connections"
+            "PostgreSQL refused the connection, too many connections: {e}; its max_connections"
             " are all in use: try again once some are closed",
         ),
         (

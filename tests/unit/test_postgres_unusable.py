@@ -119,3 +119,13 @@ async def test_a_connection_never_answered_fails_within_the_timeout_as_transient
     assert str(raised.value) == f"PostgreSQL at 127.0.0.1:{port} did not answer within 0.5 s"
     assert fault(raised.value) == Fault(Kind.NOT_REACHED, raised.value)
     assert fault(raised.value).kind.transient
+
+
+def test_a_refusal_for_too_many_connections_says_what_the_cli_says() -> None:
+    """It said "run it once PostgreSQL is back" of a server that was up with no connection
+    to spare, where the CLI says to try once some are closed (R6's review)."""
+    said = refusal("redrive", Fault(Kind.TOO_MANY_CONNECTIONS, TOO_MANY))
+    assert said.endswith(
+        "a redrive is not made unrecorded; its max_connections are all in use: try again once"
+        " some are closed (--dry-run needs only Kafka)"
+    ), said

@@ -303,3 +303,15 @@ def running_elsewhere(base: Path) -> bool:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip() == "True"
+
+
+def test_a_start_in_the_background_ended_by_a_systemexit_is_its_outcome() -> None:
+    """A start ended by what is not an Exception (a SystemExit from a library) left its
+    future pending for ever, and what it started was watched no more (R6's review)."""
+
+    def exits() -> None:
+        raise SystemExit(3)
+
+    outcome = system.in_background(exits)
+    wait([outcome], timeout=5)
+    assert outcome.done() and isinstance(outcome.exception(), SystemExit)

@@ -49,7 +49,8 @@ ORDER_ANSWER_MAX_BYTES = 4 * 2**20
 
 async def _capped(answer: httpx.Response) -> bytes:
     """``answer``'s body, decoded; an :class:`UnreadableOrder` past
-    :data:`ORDER_ANSWER_MAX_BYTES`, read no further."""
+    :data:`ORDER_ANSWER_MAX_BYTES`, read no further than the chunk that passed it (a
+    compressed chunk is decoded whole first: some 64 KiB received may decode to more)."""
     too_big = UnreadableOrder(
         f"not an order we can read: the order API answered over {ORDER_ANSWER_MAX_BYTES} bytes"
         " (4 MiB), the most read"

@@ -13,8 +13,12 @@ lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy .
 
+# Test sessions side by side (pytest-xdist workers, each its own Kafka and PostgreSQL:
+# docs/developing.md); CARAVAN_TEST_WORKERS=0 runs them all in one process.
+CARAVAN_TEST_WORKERS ?= 2
+
 test: lint
-	.venv/bin/python -m pytest -p no:cacheprovider --durations=30  # the slowest named: keep the suite short
+	.venv/bin/python -m pytest -p no:cacheprovider -n $(CARAVAN_TEST_WORKERS) --durations=30  # the slowest named: keep the suite short
 
 unit: setup
 	.venv/bin/python -m pytest -p no:cacheprovider tests/unit

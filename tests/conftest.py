@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import make_url
+from xdist.remote import Producer
+from xdist.scheduler.protocol import Scheduling
+from xdist.workermanage import WorkerController
 
 from caravan import system
 from caravan.checkout import CACHE
@@ -18,20 +21,51 @@ from shared import days
 from shared.auth.scopes import SCOPES
 from shared.seed import SeedFile
 from tests.harness import EventLog, System, market_zone_far_from_midnight
+from tests.workers import LoadFileOnEveryWorker
 
-# Ports of the test session (overridable, so that sessions can run side by side).
-KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092"))
-POSTGRES_PORT = int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433"))
-HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080"))
-# The market's calendar of the session, far from its midnight for the whole run.
+# Ports of the test session (overridable, so that sessions can run side by side). Each
+# pytest-xdist worker is a session of its own: worker gwN moves all three by N * 1500 (gw0
+# and a run without workers keep them), clear of a Kafka port's controller one thousand above.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+WORKER_PORT_STEP = 1500
+KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092")) + WORKER * WORKER_PORT_STEP
+POSTGRES_PORT = (
+    int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433")) + WORKER * WORKER_PORT_STEP
+)
+HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080")) + WORKER * WORKER_PORT_STEP
+# The market's calendar of the session, far from its midnight for the whole run; a worker
+# takes the one of the run that started it (pytest_configure).
 MARKET_ZONE = market_zone_far_from_midnight(datetime.now(UTC))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """The session's market zone (CARAVAN_MARKET_TIMEZONE), for this process and for every
-    one it starts (the services take this environment): "today" is the same day for both."""
+    one it starts (the services take this environment): "today" is the same day for both,
+    and for every worker of the run."""
+    global MARKET_ZONE
+    # Importing readline (done by now) exported COLUMNS=80 and LINES=24 to every process
+    # started after, pytest-xdist's workers too, though not to os.environ: their tables would
+    # be cut to 80 columns where this process's are not (tests/unit/test_output.py).
+    for name in ("COLUMNS", "LINES"):
+        if name not in os.environ:
+            os.unsetenv(name)
+    MARKET_ZONE = getattr(config, "workerinput", {}).get("market_zone", MARKET_ZONE)
     os.environ["CARAVAN_MARKET_TIMEZONE"] = MARKET_ZONE
     days.market_zone.cache_clear()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: WorkerController) -> None:
+    """Each pytest-xdist worker's market zone: this run's."""
+    node.workerinput["market_zone"] = MARKET_ZONE
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """Whole files to each worker (tests/workers.py); the money checks on every one."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    return LoadFileOnEveryWorker(config, log, ["tests/e2e/test_zz_payments_ledger.py"])
 
 
 def test_seed() -> SeedFile:
@@ -125,6 +159,18 @@ def test_seed() -> SeedFile:
 
 
 _PATHS: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker's infrastructure, for the summary of the run that started it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["infrastructure"] = _PATHS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: WorkerController) -> None:
+    _PATHS.extend(getattr(node, "workeroutput", {}).get("infrastructure", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -244,15 +244,27 @@ class System:
             stdout=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
+
+        def running() -> None:
+            assert board.returncode is None, "the operations page exited"
+
         try:
             async with httpx.AsyncClient(base_url=base) as client:
-                for _ in range(300):
-                    assert board.returncode is None, "the operations page exited"
+
+                async def login_page() -> int | str:
                     try:
-                        if (await client.get("/login")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.1)
+                        return (await client.get("/login")).status_code
+                    except httpx.HTTPError as e:
+                        return repr(e)
+
+                # A deadline, not a count of tries: a process started on a busy machine.
+                await until(
+                    login_page,
+                    "the operations page to answer",
+                    timeout=60,
+                    ready=lambda answer: answer == 200,
+                    between=running,
+                )
             yield base
         finally:
             board.terminate()

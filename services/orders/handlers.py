@@ -247,9 +247,9 @@ async def _publish_end_again(tx: Tx, order: Order) -> None:
     if emitted is None:
         outcome = "missing"
         log.error(
-            "inventory holds stock of order %s, %s, and its %s is no longer in the outbox to"
-            " publish again: the stock stays held until inventory's dead letter of it is"
-            " redriven (caravan dlq list --topic %s)",
+            "inventory holds stock of order %s, %s, and its %s is not in the outbox to publish"
+            " again (pruned, or set aside: Kafka refused it): the stock stays held until"
+            " inventory's dead letter of it is redriven (caravan dlq list --topic %s)",
             order.order_id,
             order.status,
             ended.value,

@@ -201,7 +201,16 @@ async def test_the_hold_of_an_order_whose_end_inventory_dead_lettered_is_release
         await caravan.execute(f"alter table inventory.reservations drop constraint {check}")
     assert {dict(r.headers)["dlq.error"] for r in letters} == {b"handler_error"}
     assert await _counters(caravan, sku) == {"A": (1, 4, 0, 0)}
-    await caravan.execute("delete from orders.outbox where key = :k", k=pruned_id.encode())
+    # Its order.cancelled set aside, as the relay does with a record Kafka refuses for good
+    # (it was counted "unsent", on its way, though it never goes), its order.placed pruned.
+    await caravan.execute(
+        "update orders.outbox set sent_at = null, refused_at = now(), refusal = 'test'"
+        " where key = :k and convert_from(value, 'UTF8') like '%order.cancelled%'",
+        k=pruned_id.encode(),
+    )
+    await caravan.execute(
+        "delete from orders.outbox where key = :k and refused_at is null", k=pruned_id.encode()
+    )
     before = {
         outcome: await caravan.gauge("orders", HELD_ENDS, outcome=outcome)
         for outcome in ("republished", "missing")

@@ -155,12 +155,17 @@ class OrderRepository:
         await self._flush_events(order)
 
     async def emitted(self, order_id: str, event_type: EventType) -> Emitted | None:
-        """The latest ``event_type`` event of the order in the outbox (None: none, or it was
-        pruned past ``outbox_retention_hours``). Read by the order's key, without an index:
-        for the rare order whose end a consumer never applied, not for every order."""
+        """The latest ``event_type`` event of the order in the outbox (None: none, it was
+        pruned past ``outbox_retention_hours``, or set aside, Kafka refusing it for good).
+        Read by the order's key, without an index: for the rare order whose end a consumer
+        never applied, not for every order."""
         rows = await self.tx.conn.execute(
             select(outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.sent_at)
-            .where(outbox.c.topic == Topic.ORDER_EVENTS.value, outbox.c.key == order_id.encode())
+            .where(
+                outbox.c.topic == Topic.ORDER_EVENTS.value,
+                outbox.c.key == order_id.encode(),
+                outbox.c.refused_at.is_(None),  # set aside: Kafka refused it, it never goes
+            )
             .order_by(outbox.c.id.desc())
         )
         for row in rows:

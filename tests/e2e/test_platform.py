@@ -955,7 +955,7 @@ async def test_a_retry_naming_nothing_an_unknown_app_or_no_event_id_is_refused(
     """Each was a 200 ``{"requeued": 0, "event_ids": []}``, as if nothing had failed."""
     refused = {
         "name an app, or event ids": {},
-        "no app 'nosuch' in CARAVAN_PLATFORM_APPS": {"app": "nosuch"},
+        "no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no callback of it": {"app": "nosuch"},
         "not an event id: a UUID": {"event_ids": ["not-a-uuid"]},
     }
     for said, body in refused.items():

@@ -446,6 +446,34 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
     await api.close()
 
 
+async def test_an_order_fetched_on_a_kept_connection_the_server_closed_is_asked_again() -> None:
+    """A push got 503 "the order API could not be reached (RemoteProtocolError)" when the
+    pooled connection the GET went on had just been closed by the platform's server (its
+    keep-alive ran out as the request left: a fresh-clone CI run); a GET is asked once more."""
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["order_id"])
+        if len(asked) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={**ORDER.model_dump(), "order_id": "P-1"})
+
+    api = _api(answer)
+    assert (await api.fetch_order("m", "P-1")).order_id == "P-1"
+    assert asked == ["P-1", "P-1"]
+    asked.clear()
+
+    def never(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["order_id"])
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    api.client = httpx.AsyncClient(transport=httpx.MockTransport(never))
+    with pytest.raises(PlatformUnavailable, match="could not be reached"):
+        await api.fetch_order("m", "P-2")
+    assert asked == ["P-2", "P-2"]  # once more only
+    await api.close()
+
+
 def _api(answer: Callable[[httpx.Request], httpx.Response]) -> PlatformApi:
     """A client of app ``m``, whose order API answers as ``answer`` does."""
     app = PlatformApp.model_validate({"secret": "s" * 16, "api_url": "http://platform.test/api/"})

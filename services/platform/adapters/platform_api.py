@@ -97,9 +97,10 @@ class PlatformApi:
         url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
         params = self._params(app, order_id=order_id)
         try:
-            async with self.client.stream("GET", url, params=params) as answer:
-                status = answer.status_code
-                content = await _capped(answer) if status == 200 else b""
+            try:
+                status, content = await self._get(url, params)
+            except httpx.RemoteProtocolError:  # a kept connection the server had just closed
+                status, content = await self._get(url, params)  # a GET: asked once more
         except httpx.TimeoutException as exc:
             said = f"the order API did not answer within {self.timeout:g} s"
             raise PlatformUnavailable(said) from exc
@@ -119,6 +120,11 @@ class PlatformApi:
             return PlatformOrder.model_validate_json(content)
         except ValidationError as exc:
             raise UnreadableOrder(f"not an order we can read: {describe(exc)}") from exc
+
+    async def _get(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:
+        """The status of a GET of ``url`` and its body (if 200, :func:`_capped`)."""
+        async with self.client.stream("GET", url, params=params) as answer:
+            return answer.status_code, await _capped(answer) if answer.status_code == 200 else b""
 
     async def push_status(self, app: str, update: StatusUpdate) -> int:
         """Tell the platform an order's outcome; the HTTP status it answered."""

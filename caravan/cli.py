@@ -16,14 +16,7 @@ from pydantic_settings import SettingsError
 from rich.text import Text
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
-from caravan.output import (
-    CHECK_THE_LOGIN,
-    CONNECTIONS_FULL,
-    PREPARE_FIRST,
-    OperatorError,
-    console,
-    err_console,
-)
+from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from shared import days
 from shared.api import field_errors
@@ -103,13 +96,11 @@ def _fail_outside(exc: Exception) -> None:
         from shared.db.engine import Kind, fault
 
         why = fault(exc)
-        then = {
-            Kind.NOT_MIGRATED: f": {PREPARE_FIRST}",
-            Kind.LOGIN_REFUSED: f"; {CHECK_THE_LOGIN}",
-            Kind.TOO_MANY_CONNECTIONS: f"; {CONNECTIONS_FULL}",
-        }
         if why.kind.unusable:
-            _fail(f"{why}{then.get(why.kind, '. ' + _IS_IT_UP)}", 2)
+            lift = output.what_lifts(why.kind)
+            joined = ": " if why.kind is Kind.NOT_MIGRATED else "; "
+            then = f". {_IS_IT_UP}" if lift is None else f"{joined}{lift}"
+            _fail(f"{why}{then}", 2)
         if why.kind is Kind.CLIENT_REFUSED:
             _fail(f"PostgreSQL's client refused the command's work: {why.error}", 1)
         if why.kind is Kind.BAD_VALUE:

@@ -19,12 +19,16 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 import os
 from collections.abc import Collection
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from shared.db.engine import Kind
 
 console = Console(soft_wrap=True, markup=False)
 err_console = Console(stderr=True, soft_wrap=True, markup=False)
@@ -45,6 +49,21 @@ CHECK_THE_LOGIN = (
 """What to do about a login PostgreSQL refuses: the settings that hold it."""
 CONNECTIONS_FULL = "its max_connections are all in use: try again once some are closed"
 """What to do about a server with no connection to spare (53300)."""
+NAME_A_DATABASE = "name its database in DATABASE_URL, or run `caravan up` first"
+"""What to do where no database is named (:data:`NO_DATABASE`)."""
+
+
+def what_lifts(kind: "Kind") -> str | None:
+    """What an operator does about PostgreSQL unusable in this way, as the CLI's one line
+    and a refused replay or redrive say it; None where only waiting for it helps."""
+    from shared.db.engine import Kind  # here: not for every command
+
+    return {
+        Kind.NOT_MIGRATED: PREPARE_FIRST,
+        Kind.LOGIN_REFUSED: CHECK_THE_LOGIN,
+        Kind.TOO_MANY_CONNECTIONS: CONNECTIONS_FULL,
+        Kind.NOT_NAMED: NAME_A_DATABASE,
+    }.get(kind)
 
 
 class OperatorError(Exception):

@@ -4,7 +4,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from caravan.output import CHECK_THE_LOGIN, CONNECTIONS_FULL, NO_DATABASE, PREPARE_FIRST
+from caravan.output import NO_DATABASE, what_lifts
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
 from shared.db.engine import Fault, Kind, async_engine, fault
@@ -22,12 +22,7 @@ def refusal(action: str, why: Fault) -> str:
     """Why a change (``action``, e.g. "replay") is refused while the audit trail cannot record
     it (``why``: :func:`unrecordable`), and what lifts it: PostgreSQL back, a database never
     migrated prepared, a login it refuses mended, or a database named."""
-    then = {
-        Kind.NOT_MIGRATED: PREPARE_FIRST,
-        Kind.LOGIN_REFUSED: CHECK_THE_LOGIN,
-        Kind.TOO_MANY_CONNECTIONS: CONNECTIONS_FULL,
-        Kind.NOT_NAMED: "name its database in DATABASE_URL, or run `caravan up` first",
-    }.get(why.kind, "run it once PostgreSQL is back")
+    then = what_lifts(why.kind) or "run it once PostgreSQL is back"
     return (
         f"the audit trail cannot record it ({why}): a {action} is not made unrecorded; "
         f"{then} (--dry-run needs only Kafka)"

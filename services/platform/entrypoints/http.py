@@ -36,9 +36,9 @@ records; ``platform:read`` or ``platform:write`` to read):
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
   platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
-  an app configured, event ids that are UUIDs; ``platform:write``, audited): the ``failed``
-  ones sent again from a first attempt (the answer and the audit row: how many, and the
-  first ``LISTED`` event ids).
+  an app configured or with callbacks, event ids that are UUIDs; ``platform:write``,
+  audited): the ``failed`` ones sent again from a first attempt (the answer and the audit
+  row: how many, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page.
@@ -487,7 +487,10 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     @router.post(
         "/callbacks/retry",
         responses=problem_responses(
-            {422: f"{BAD_INPUT}, or no app or event ids, or an app not configured"}
+            {
+                422: f"{BAD_INPUT}, or no app or event ids, or an app unknown (not"
+                " configured, no callback)"
+            }
         ),
     )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:

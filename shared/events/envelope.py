@@ -54,6 +54,12 @@ MAX_FEN = 2**63 - 1  # what PostgreSQL's bigint holds: more is refused here, not
 Fen = Annotated[int, Field(strict=True, ge=0, le=MAX_FEN)]
 """An amount of money: a whole number of fen, never a float (1 CNY = 100 fen)."""
 
+MAX_ORDER_ID = 36
+OrderId = Annotated[str, Field(max_length=MAX_ORDER_ID)]
+"""An order's id in an event: the orders service makes UUIDs, and every service keeps them
+in a ``varchar(36)``; a longer one is refused when read (``invalid_data``, naming the field
+and the limit), not by a database after a handler's retries (``handler_error``)."""
+
 
 class EventData(Frozen):
     """The ``data`` of one event type. Subclasses name their topic and type once."""

@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData, Fen, Frozen
+from shared.events.envelope import EventData, Fen, Frozen, OrderId
 from shared.events.orders import PaymentRequest
 from shared.topics import EventType, Topic
 
@@ -28,7 +28,7 @@ class StockReserved(EventData):
     topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
     event_type: ClassVar[EventType] = EventType.STOCK_RESERVED
 
-    order_id: str
+    order_id: OrderId
     buyer_id: str
     payment: PaymentRequest
     lines: list[ReservedLine]
@@ -44,7 +44,7 @@ class StockRejected(EventData):
     topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
     event_type: ClassVar[EventType] = EventType.STOCK_REJECTED
 
-    order_id: str
+    order_id: OrderId
     reason: StockRejectReason
     skus: list[str]
 
@@ -53,7 +53,7 @@ class StockReleased(EventData):
     topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
     event_type: ClassVar[EventType] = EventType.STOCK_RELEASED
 
-    order_id: str
+    order_id: OrderId
     returned: int
     spoiled: int
 
@@ -62,7 +62,7 @@ class StockSold(EventData):
     topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
     event_type: ClassVar[EventType] = EventType.STOCK_SOLD
 
-    order_id: str
+    order_id: OrderId
 
 
 class StockExpired(EventData):
@@ -72,4 +72,4 @@ class StockExpired(EventData):
     topic: ClassVar[Topic] = Topic.INVENTORY_EVENTS
     event_type: ClassVar[EventType] = EventType.STOCK_EXPIRED
 
-    order_id: str
+    order_id: OrderId

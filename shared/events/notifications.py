@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from shared.events.envelope import EventData
+from shared.events.envelope import EventData, OrderId
 from shared.events.orders import Locale
 from shared.topics import EventType, Topic
 
@@ -19,7 +19,7 @@ class SmsSent(EventData):
     text: str
     encoding: Literal["GSM-7", "UCS-2"]
     segments: int
-    order_id: str | None = None
+    order_id: OrderId | None = None
     purpose: str | None = None
     attempts: int | None = None
 
@@ -35,7 +35,7 @@ class SmsDelivered(EventData):
 
     sms_id: str
     to: str
-    order_id: str | None = None
+    order_id: OrderId | None = None
     purpose: str | None = None
 
     def partition_key(self) -> str:
@@ -57,7 +57,7 @@ class SmsFailed(EventData):
     reason: SmsFailReason
     detail: str = ""
     attempts: int = 0
-    order_id: str | None = None
+    order_id: OrderId | None = None
     purpose: str | None = None
 
     def partition_key(self) -> str:

@@ -5,7 +5,7 @@ from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
-from shared.events.envelope import EventData, Fen, Frozen, NoNul
+from shared.events.envelope import EventData, Fen, Frozen, NoNul, OrderId
 from shared.topics import EventType, Topic
 
 OrderRef = str
@@ -92,7 +92,7 @@ class OrderPlaced(EventData):
     topic: ClassVar[Topic] = Topic.ORDER_EVENTS
     event_type: ClassVar[EventType] = EventType.ORDER_PLACED
 
-    order_id: str
+    order_id: OrderId
     order_ref: OrderRef
     source: str
     buyer_id: str
@@ -134,7 +134,7 @@ class OrderConfirmed(EventData):
     topic: ClassVar[Topic] = Topic.ORDER_EVENTS
     event_type: ClassVar[EventType] = EventType.ORDER_CONFIRMED
 
-    order_id: str
+    order_id: OrderId
     order_ref: OrderRef
     total_fen: Fen
     payment: ConfirmedPayment
@@ -159,7 +159,7 @@ class OrderCancelled(EventData):
     topic: ClassVar[Topic] = Topic.ORDER_EVENTS
     event_type: ClassVar[EventType] = EventType.ORDER_CANCELLED
 
-    order_id: str
+    order_id: OrderId
     order_ref: OrderRef
     reason: ReasonCode
     source: str | None = SOURCE_FIELD
@@ -177,7 +177,7 @@ class OrderRejected(EventData):
     order_ref: str
     source: str
     errors: list[FieldError]
-    order_id: str | None = Field(
+    order_id: OrderId | None = Field(
         None,
         description=(
             "set only when the request reused the (source, order_ref) of this order with other"

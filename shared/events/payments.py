@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from shared.events.envelope import EventData, Fen, Frozen
+from shared.events.envelope import EventData, Fen, Frozen, OrderId
 from shared.events.orders import PaymentMethod, ScheduledInstalment
 from shared.topics import EventType, Topic
 
@@ -14,7 +14,7 @@ class PaymentAuthorized(EventData):
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_AUTHORIZED
 
-    order_id: str
+    order_id: OrderId
     buyer_id: str
     method: PaymentMethod
     amount_fen: Fen
@@ -28,7 +28,7 @@ class PaymentDeclined(EventData):
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_DECLINED
 
-    order_id: str
+    order_id: OrderId
     reason: Literal["credit_declined", "payment_failed"]
 
 
@@ -38,7 +38,7 @@ class PaymentVoided(EventData):
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED
 
-    order_id: str
+    order_id: OrderId
     loan_id: str | None = None
     amount_fen: Fen
     refund_owed_fen: Fen | None = Field(
@@ -64,7 +64,7 @@ class PaymentRepaid(EventData):
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_REPAID
 
-    order_id: str
+    order_id: OrderId
     loan_id: str
     buyer_id: str
     repayment_id: str
@@ -89,7 +89,7 @@ class InstalmentDue(EventData):
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.INSTALMENT_DUE
 
-    order_id: str
+    order_id: OrderId
     loan_id: str
     buyer_id: str
     number: int

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from caravan.ops import dlq as ops_dlq
-from shared.events.envelope import CloudEvent, new_event
+from shared.events.envelope import MAX_ORDER_ID, CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref
@@ -391,6 +391,39 @@ async def test_invalid_data_is_rejected_and_dead_lettered(caravan: System) -> No
             r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
         ]
     )
+
+
+async def test_an_order_id_too_long_to_keep_is_dead_lettered_at_once_as_invalid(
+    caravan: System,
+) -> None:
+    """An order.placed whose order_id is longer than the varchar(36) every service keeps it
+    in: each service reading it dead-letters it as invalid data, the reason naming the field
+    and the limit, where it was ``handler_error`` ("value too long") after three tries."""
+    order_id = f"{uuid.uuid4()}-x"  # 38 characters
+    data = {
+        "order_id": order_id,
+        "order_ref": ref("LONG"),
+        "source": "storefront/test",
+        "buyer_id": RICH.id,
+        "buyer": RICH.model_dump(),
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+    }
+    value = orjson.dumps(raw_event("order.placed", data, source="caravan/orders"))
+    await caravan.publish_raw(Topic.ORDER_EVENTS.value, value, key=order_id.encode())
+    groups = {b"caravan-inventory", b"caravan-notifications"}
+    letters = await caravan.wait_for(
+        lambda: [
+            dict(r.headers)
+            for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
+            if r.key == order_id.encode() and dict(r.headers).get("dlq.group") in groups
+        ],
+        count=2,
+    )
+    said = f"order_id: String should have at most {MAX_ORDER_ID} characters".encode()
+    assert {h["dlq.group"] for h in letters} == groups, letters
+    assert {(h["dlq.error"], h["dlq.error.message"]) for h in letters} == {
+        (b"invalid_data", said)
+    }, letters
 
 
 async def test_a_validators_refusal_is_said_in_its_own_words(caravan: System) -> None:

@@ -9,9 +9,16 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import String
 
+from services.inventory.adapters import tables as inventory_tables
+from services.notifications.adapters import tables as notifications_tables
+from services.orders.adapters import tables as orders_tables
+from services.payments.adapters import tables as payments_tables
+from services.platform.adapters import tables as platform_tables
 from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from services.platform.handlers import on_order_ended, on_order_placed
+from shared.events.envelope import MAX_ORDER_ID
 from shared.events.orders import (
     Buyer,
     Delivery,
@@ -20,7 +27,7 @@ from shared.events.orders import (
     OrderRequested,
     PaymentRequest,
 )
-from shared.events.registry import MAX_DEPTH, Parsed, PoisonRecord, parse_record
+from shared.events.registry import MAX_DEPTH, REGISTRY, Parsed, PoisonRecord, parse_record
 from shared.messaging import consumer
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import Tx
@@ -407,6 +414,36 @@ def test_a_reason_code_added_later_is_read_and_one_that_is_not_a_code_is_not() -
         with pytest.raises(PoisonRecord) as refused:
             parse_record(Topic.ORDER_EVENTS, order_event("order.cancelled", reason=bad))
         assert fields(refused.value) == ["reason"]
+
+
+def test_an_order_id_longer_than_the_columns_keeping_it_is_invalid_data() -> None:
+    """Every service keeps an order's id in a varchar(36): an event of any type with a
+    longer one was dead-lettered as ``handler_error`` ("value too long") after three tries.
+    Refused when read, the reason naming the field and the limit."""
+    services = (orders_tables, inventory_tables, payments_tables, notifications_tables)
+    lengths = [
+        column.type.length
+        for tables in (*services, platform_tables)
+        for table in tables.metadata.tables.values()
+        for column in table.columns
+        if column.name == "order_id" and isinstance(column.type, String)
+    ]
+    assert len(lengths) >= 12 and min(length or 0 for length in lengths) == MAX_ORDER_ID
+    said = f"String should have at most {MAX_ORDER_ID} characters"
+    with_ids = [
+        (topic, kind)
+        for topic, models in REGISTRY.items()
+        for kind, model in models.items()
+        if "order_id" in model.model_fields
+    ]
+    assert len(with_ids) >= 15
+    for topic, kind in with_ids:
+        record = example()
+        record["type"] = kind
+        record["data"] = {"order_id": "o" * (MAX_ORDER_ID + 1)}
+        error = poison(orjson.dumps(record), topic)
+        assert error.code == "invalid_data", kind
+        assert {"field": "order_id", "message": said} in error.errors, (kind, error.errors)
 
 
 def test_a_nul_character_anywhere_is_invalid_data() -> None:

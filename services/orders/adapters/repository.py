@@ -6,12 +6,12 @@ and locked in one statement (:meth:`OrderRepository.load`). Adding and saving ar
 commit, one statement for all the orders of the transaction.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import ARRAY, String, and_, bindparam, func, select
+from sqlalchemy import ARRAY, BigInteger, String, and_, bindparam, func, select, true
 
 from services.orders.adapters.tables import orders, outbox, timeline
 from services.orders.domain.order import Order
@@ -38,6 +38,37 @@ _refs = (
 _REFS = select(
     orders.c.order_id, orders.c.status, orders.c.request_hash, orders.c.source, orders.c.order_ref
 ).join(_refs, and_(orders.c.source == _refs.c.source, orders.c.order_ref == _refs.c.order_ref))
+
+
+PROBES = 32
+_ats = func.unnest(bindparam("ats", type_=ARRAY(BigInteger))).table_valued("at").render_derived()
+_first = (
+    select(outbox.c.id, outbox.c.created_at, outbox.c.sent_at)
+    .where(outbox.c.id >= _ats.c.at)
+    .order_by(outbox.c.id)
+    .limit(1)
+    .lateral()
+)
+_PROBE = (
+    select(_ats.c.at, _first.c.id, _first.c.created_at, _first.c.sent_at)
+    .select_from(_ats.outerjoin(_first, true()))
+    .order_by(_ats.c.at)
+)
+"""The first outbox row at or after each of the ids ``ats``, if any."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The times of an outbox row that :meth:`OrderRepository._bisect` found."""
+
+    created_at: datetime
+    sent_at: datetime | None
+
+
+SAME_STATEMENT = timedelta(seconds=30)
+"""More than lies between two rows of one statement of a transaction's commit (an outbox
+row and its timeline step), or between the start of the relay's transaction and the rows
+it sees."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +188,10 @@ class OrderRepository:
     async def emitted(self, order_id: str, event_type: EventType) -> Emitted | None:
         """The latest ``event_type`` event of the order in the outbox (None: none, it was
         pruned past ``outbox_retention_hours``, or set aside, Kafka refusing it for good).
-        Read by the order's key, without an index: for the rare order whose end a consumer
-        never applied, not for every order."""
-        rows = await self.tx.conn.execute(
+        For the rare order whose end a consumer never applied, not for every order: read by
+        the order's key in the few ids around when its timeline says the event was written
+        (:meth:`_ids_around`), without an index of its own, which every insert would pay."""
+        query = (
             select(outbox.c.key, outbox.c.value, outbox.c.headers, outbox.c.sent_at)
             .where(
                 outbox.c.topic == Topic.ORDER_EVENTS.value,
@@ -168,10 +200,57 @@ class OrderRepository:
             )
             .order_by(outbox.c.id.desc())
         )
-        for row in rows:
+        written = await self.tx.conn.scalar(
+            select(func.max(timeline.c.time)).where(
+                timeline.c.order_id == order_id, timeline.c.type == event_type.value
+            )
+        )
+        if written is not None:  # else a scan of the whole outbox, as good as any bound
+            low, high = await self._ids_around(written)
+            query = query.where(outbox.c.id > low)
+            if high is not None:
+                query = query.where(outbox.c.id < high)
+        for row in await self.tx.conn.execute(query):
             if orjson.loads(row.value).get("type") == event_type.value:
                 return Emitted(row.key, row.value, row.headers, row.sent_at is not None)
         return None
+
+    async def _ids_around(self, written: datetime) -> tuple[int, int | None]:
+        """Ids between which lies that of every outbox row inserted by the statement that
+        wrote a timeline step at ``written``, found by bisecting the primary key (the times
+        have no index). Below: a row the relay marked sent (``sent_at``, the start of its
+        transaction) before ``written`` less :data:`SAME_STATEMENT`, so committed before
+        that statement and numbered before its rows. Above (None: no such row yet): a row
+        whose transaction began (``created_at``) after ``written`` and the margin, so
+        numbered after them. Times ascend with ids only roughly (rows are unsent, or dated
+        when their transaction began), which makes the range wider, never wrong."""
+        low, _ = await self._bisect(
+            lambda row: row.sent_at is None or row.sent_at >= written - SAME_STATEMENT
+        )
+        _, high = await self._bisect(
+            lambda row: row.created_at > written + SAME_STATEMENT, start=low
+        )
+        return low, high
+
+    async def _bisect(
+        self, beyond: Callable[[Probe], bool], start: int = 0
+    ) -> tuple[int, int | None]:
+        """The id of the last outbox row after ``start`` found not ``beyond`` (``start``:
+        none) and of the first found ``beyond`` (None: none): index lookups of the primary
+        key, :data:`PROBES` a statement, each statement narrowing the ids between them
+        that many times."""
+        conn = self.tx.conn
+        low, high = start, None
+        lo, hi = start + 1, (await conn.scalar(select(func.max(outbox.c.id))) or 0) + 1
+        while lo < hi:
+            step = -(-(hi - lo) // PROBES)
+            probed = await conn.execute(_PROBE, {"ats": list(range(lo, hi, step))})
+            for at, row_id, created_at, sent_at in probed:
+                if row_id is None or beyond(Probe(created_at, sent_at)):
+                    hi, high = at, high if row_id is None else row_id
+                    break
+                lo, low = row_id + 1, row_id
+        return low, high
 
     async def record(self, order_id: str, event_type: str) -> None:
         """Add a step (an event that reached this order) to its timeline."""

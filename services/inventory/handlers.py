@@ -228,27 +228,7 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     if dangling:
         raise DanglingSeed("; ".join(dangling))
     repo = StockRepository(tx)
-    stored = await repo.lot_terms([lot.lot_id for lot in seed.lots])
-    differ = {lot.lot_id: d for lot in seed.lots if (d := other_terms(stored.get(lot.lot_id), lot))}
-    history = await repo.corrections(list(differ)) if differ else {}
-    taken, corrected = [], []
-    for lot in seed.lots:
-        if lot.lot_id not in differ:
-            continue
-        corrections = history.get(lot.lot_id, [])
-        since = corrected_since(stored[lot.lot_id], corrections, lot)
-        if since is not None:
-            corrected.append(
-                f"lot {lot.lot_id} is as the file says before {said(since)}: left as corrected"
-            )
-        elif corrections:
-            taken.append(
-                f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]} (corrected"
-                f" since it was received, {said(corrections)}: the file must say its terms"
-                " as corrected)"
-            )
-        else:
-            taken.append(f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}")
+    taken, corrected = await reused_lot_ids(repo, seed.lots)
     if taken:
         raise LotTaken("; ".join(taken))
     who, by = audit.os_actor(), {"by": "caravan seed"}
@@ -278,6 +258,37 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
         changed={"sellers": changed_sellers, "products": changed_products},
         kept={"lots": ([loaded_before(before)] if before else []) + corrected},
     )
+
+
+async def reused_lot_ids(
+    repo: StockRepository, lots: Sequence[LotSeed]
+) -> tuple[list[str], list[str]]:
+    """The lots of ``lots`` whose ids hold a lot of other terms, in words: those refused
+    (terms it never had, each saying what differs, and how the lot was corrected since it
+    was received, if it was) and those that are the same lot all the same, on terms it had
+    before a correction (:func:`corrected_since`), left as corrected. The one rule of
+    ``caravan seed`` and ``POST /lots``."""
+    stored = await repo.lot_terms([lot.lot_id for lot in lots])
+    differ = {lot.lot_id: d for lot in lots if (d := other_terms(stored.get(lot.lot_id), lot))}
+    history = await repo.corrections(list(differ)) if differ else {}
+    taken, corrected = [], []
+    for lot in lots:
+        if lot.lot_id not in differ:
+            continue
+        corrections = history.get(lot.lot_id, [])
+        since = corrected_since(stored[lot.lot_id], corrections, lot)
+        if since is not None:
+            corrected.append(
+                f"lot {lot.lot_id} is as the file says before {said(since)}: left as corrected"
+            )
+        elif corrections:
+            taken.append(
+                f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]} (corrected"
+                f" since it was received, {said(corrections)}: give its terms as corrected)"
+            )
+        else:
+            taken.append(f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}")
+    return taken, corrected
 
 
 def corrected_since(
@@ -378,14 +389,17 @@ class DatesOutOfOrder(ValueError):
 
 
 async def add_lot(tx: Tx, lot: LotSeed) -> bool:
-    """Receive a harvest lot; True if new, False if the very same lot was received before."""
+    """Receive a harvest lot; True if new, False if the very same lot was received before
+    (or a lot corrected since, on terms it had before a correction: left as corrected, as
+    ``caravan seed`` leaves it). A lot id holding a lot of other terms is a :class:`Conflict`."""
     repo = StockRepository(tx)
     if not await repo.products([lot.sku]):
         raise UnknownSku(lot.sku)
     if await repo.add_lot(lot):
         return True
-    if differs := other_terms((await repo.lot_terms([lot.lot_id])).get(lot.lot_id), lot):
-        raise Conflict(f"lot {lot.lot_id} exists with other terms: {differs}")
+    taken, _ = await reused_lot_ids(repo, [lot])
+    if taken:
+        raise Conflict(taken[0])
     return False
 
 

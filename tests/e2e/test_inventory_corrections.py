@@ -89,10 +89,19 @@ async def test_a_mistyped_lot_is_corrected_and_its_history_lists_it(caravan: Sys
         "select actor from auth.audit where action = 'lot.correct' and target = :l", l=lot
     )
     assert actor and [e["actor"] for e in entries] == [actor, actor]
-    # The lot is the right SKU's, on its terms: received again so, it is the same lot.
+    # The lot is the right SKU's, on its terms: received again so, it is the same lot. So it
+    # is on the terms it was received on, as `caravan seed` has it (b6e5d78), left as
+    # corrected, where the API answered 409; on terms it never had it is refused, saying how
+    # it was corrected.
     async with caravan.api("inventory") as api:
         same = {**_lot(lot, right, 10, -1, 20)}
         assert (await api.post("/lots", json=same)).status_code == 200
+        before = await api.post("/lots", json=_lot(lot, wrong, 10, -1, 30))
+        assert before.status_code == 200, before.text
+        assert (before.json()["sku"], before.json()["best_before"]) == (right, _day(20))
+        never = await api.post("/lots", json=_lot(lot, wrong, 10, -1, 20))
+        assert never.status_code == 409, never.text
+        assert "corrected since it was received, its correction of " in never.json()["detail"]
 
 
 async def test_the_cli_corrects_a_lot_and_lists_its_history(caravan: System) -> None:

@@ -467,6 +467,4 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     assert (
         "best_before 2027-09-30 stored, 2027-10-31 given (corrected since it was received" in said
     ), said
-    assert (
-        "(best_before 2027-08-31 -> 2027-09-30): the file must say its terms as corrected" in said
-    ), said
+    assert "(best_before 2027-08-31 -> 2027-09-30): give its terms as corrected" in said, said

@@ -12,7 +12,8 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
   to set right, at least one): 200 (``corrected`` false: it had them), 404 unknown lot, 409
   while orders hold any of it or (of its SKU) once any of it was sold, 422 unknown SKU or
   dates out of order.
-- ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again, 409 the
+- ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again (or on
+  terms it had before a correction: left as corrected, as ``caravan seed`` does), 409 the
   id holds another lot, 422 unknown SKU or invalid body.
 - ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason"}`` with an optional
   ``Idempotency-Key`` header: 201 applied, 200 the same key again (applied once), 409 more
@@ -177,7 +178,11 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         status_code=201,
         response_model=queries.LotStock,
         responses={
-            200: {"description": "the same lot again: nothing changed", "model": queries.LotStock},
+            200: {
+                "description": "the same lot again, or on terms it had before a correction"
+                " (left as corrected): nothing changed",
+                "model": queries.LotStock,
+            },
             **problem_responses(
                 {
                     409: "the lot id holds another lot",

@@ -36,6 +36,18 @@ def _up_env() -> dict[str, str]:
     return env
 
 
+LOCAL_PORTS_VAR = "CARAVAN_UP_LOCAL_PORTS"
+"""A hidden setting, for the tests of ``caravan up`` (docs/running.md): "KAFKA,POSTGRES",
+the ports of the broker and the cluster it runs itself."""
+
+
+def local_ports(kafka_nodes: int = 1) -> tuple[int, int]:
+    """The ports of the Kafka (its first node) and the PostgreSQL ``caravan up`` runs itself,
+    where the other commands look for them too."""
+    kafka, _, postgres = os.environ.get(LOCAL_PORTS_VAR, "").partition(",")
+    return int(kafka or (9092 if kafka_nodes == 1 else 19092)), int(postgres or 15432)
+
+
 UP_PIDS = CACHE / "up.pids"
 """The processes the running ``caravan up`` started (caravan.system's ``record_processes``)."""
 

@@ -194,9 +194,10 @@ def _named_database_url() -> str | None:
     url = Settings().database_url
     if url and url.get_secret_value():
         return url.get_secret_value()
-    from caravan.infra.postgres import LocalPostgres
+    from caravan.infra.postgres import local_postgres
 
-    pg = LocalPostgres(checkout.CACHE / "postgres-15432", port=15432)
+    _, port = checkout.local_ports()
+    pg = local_postgres(checkout.CACHE, port)
     return pg.url if pg.is_running() else None
 
 
@@ -262,7 +263,7 @@ def _up(
         (checkout.PAUSED / name).unlink()
     settings = Settings()
     started = time.monotonic()
-    kafka_port, postgres_port = system.local_ports(kafka_nodes)
+    kafka_port, postgres_port = checkout.local_ports(kafka_nodes)
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
             kafka_nodes=kafka_nodes,

@@ -36,7 +36,7 @@ from caravan import checkout, db_roles, kafka_acls
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.logs import service_error, size, written_since
 from caravan.infra.ports import port_open
-from caravan.infra.postgres import DataFolderGone, LocalPostgres
+from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.backoff import exponential_step
@@ -268,7 +268,7 @@ def start_infrastructure(
             infra.database_url = _postgres_container(infra)
             infra.postgres_path = "testcontainers"
         else:
-            pg = LocalPostgres(base_dir / f"postgres-{postgres_port}", port=postgres_port)
+            pg = local_postgres(base_dir, postgres_port)
             infra.stoppers.append(pg.stop)
             infra.database_url = pg.start()
             infra.local_postgres = pg
@@ -402,19 +402,12 @@ RAN_LONG = 60.0
 """Seconds a process runs after which its next exit starts the backoff afresh."""
 # Hidden settings, for the tests of `caravan up` (README: its own brokers' ports are fixed):
 RESTART_BACKOFF_VAR = "CARAVAN_UP_RESTART_BACKOFF"  # "FIRST,LONGEST" seconds: "1,30"
-LOCAL_PORTS_VAR = "CARAVAN_UP_LOCAL_PORTS"  # "KAFKA,POSTGRES": its own broker's, cluster's
 
 
 def restart_backoff() -> tuple[float, float]:
     """The first and the longest wait before ``caravan up`` starts again what exited."""
     first, longest = os.environ.get(RESTART_BACKOFF_VAR, "1,30").split(",")
     return float(first), float(longest)
-
-
-def local_ports(kafka_nodes: int) -> tuple[int, int]:
-    """The ports of the Kafka (its first node) and the PostgreSQL ``caravan up`` runs itself."""
-    kafka, _, postgres = os.environ.get(LOCAL_PORTS_VAR, "").partition(",")
-    return int(kafka or (9092 if kafka_nodes == 1 else 19092)), int(postgres or 15432)
 
 
 @dataclass

@@ -407,3 +407,9 @@ def _directory_list(*dirs: Path) -> str:
 
 def _current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def local_postgres(base_dir: Path, port: int) -> LocalPostgres:
+    """The cluster on ``port`` kept under ``base_dir``: ``caravan up``'s under the checkout's
+    ``.cache`` (caravan.checkout), the test session's under its own."""
+    return LocalPostgres(base_dir / f"postgres-{port}", port=port)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import checkout, system
+from caravan import cli as caravan_cli
 from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.dashboard import Dashboard
@@ -654,6 +655,21 @@ def database_down() -> dict[str, str]:
 
 NONE_NAMED = {"DATABASE_URL": ""}
 """The environment of a command given no database (and no ``caravan up`` in this checkout)."""
+
+
+async def test_given_no_database_a_replay_or_redrive_looks_on_the_port_caravan_up_was_given(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``CARAVAN_UP_LOCAL_PORTS=K,P`` ``caravan up`` runs its PostgreSQL on P; once it
+    stopped (killed, leaving that cluster running), a replay or a redrive given no
+    ``DATABASE_URL`` looked for the cluster on 15432 alone and went on without the audit
+    trail. Here the session's cluster stands for it."""
+    pg = caravan.infra.local_postgres
+    assert pg is not None and pg.is_running()
+    monkeypatch.setattr(checkout, "CACHE", pg.base_dir.parent)
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{free_port()},{pg.port}")
+    assert caravan_cli._named_database_url() == pg.url
 
 
 async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_not_its_dry_run(

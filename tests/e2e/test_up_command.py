@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from caravan import checkout, system
 from caravan.checkout import REPO_ROOT
 from caravan.infra.kafka import LocalKafka
-from caravan.infra.postgres import LocalPostgres
+from caravan.infra.postgres import LocalPostgres, local_postgres
 from services import SERVICES
 from tests.conftest import HTTP_PORT, KAFKA_PORT, POSTGRES_PORT
 from tests.harness import TERMINAL, scratch_database, until
@@ -41,7 +41,7 @@ UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the sess
 UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
 DASHBOARD_PORT = UP_HTTP_PORT + 5
 ORDERS = 4
-UP_POSTGRES_PORT = POSTGRES_PORT + 1  # where it runs its own (system.LOCAL_PORTS_VAR)
+UP_POSTGRES_PORT = POSTGRES_PORT + 1  # where it runs its own (checkout.LOCAL_PORTS_VAR)
 NAMED = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")  # what names servers to caravan up
 STOP_SECONDS = 15.0  # docs/running.md: in a few seconds (killed 15 s after it was asked)
 
@@ -373,8 +373,8 @@ async def test_caravan_up_starts_its_own_postgresql_and_kafka_again_when_they_ex
     (root / "infra").symlink_to(REPO_ROOT / "infra")  # to run Kafka: its pom and logging,
     (root / ".cache").mkdir()
     (root / ".cache" / "kafka").symlink_to(REPO_ROOT / ".cache" / "kafka")  # the jars fetched
-    env = {**up_env(), system.LOCAL_PORTS_VAR: f"{UP_KAFKA_PORT},{UP_POSTGRES_PORT}"}
-    pg = LocalPostgres(root / ".cache" / f"postgres-{UP_POSTGRES_PORT}", port=UP_POSTGRES_PORT)
+    env = {**up_env(), checkout.LOCAL_PORTS_VAR: f"{UP_KAFKA_PORT},{UP_POSTGRES_PORT}"}
+    pg = local_postgres(root / ".cache", UP_POSTGRES_PORT)
     kafka = LocalKafka(root / ".cache" / f"kafka-{UP_KAFKA_PORT}", first_port=UP_KAFKA_PORT)
     args = ["--demo", "--orders", "0", "--dashboard-port", str(DASHBOARD_PORT)]
     try:

@@ -190,7 +190,7 @@ def local_infrastructure(
         libs.mkdir(parents=True)
         (libs / f"kafka_2.13-{kafka._kafka_version(repo)}.jar").touch()
     monkeypatch.setattr(system, "LocalKafka", functools.partial(kafka.LocalKafka, repo_root=repo))
-    monkeypatch.setattr(system, "LocalPostgres", _NoServiceUser)
+    monkeypatch.setattr(postgres, "LocalPostgres", _NoServiceUser)  # local_postgres makes it
     start = system.start_infrastructure
     ports = {"kafka_port": port, "postgres_port": port} if port else {}
 

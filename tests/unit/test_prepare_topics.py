@@ -57,7 +57,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     monkeypatch.setattr(admin, "AIOKafkaAdminClient", found)
     monkeypatch.setattr(system, "docker_available", lambda: False)
     monkeypatch.setattr(system, "LocalKafka", _not_started)
-    monkeypatch.setattr(system, "LocalPostgres", _not_started)
+    monkeypatch.setattr(system, "local_postgres", _not_started)
     return found
 
 

@@ -293,9 +293,11 @@ async def collect(
     refusals: Refusals,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
     letters_from: "Snapshot | None" = None,
+    kept: dlq.Kept | None = None,
 ) -> Snapshot:
-    """One snapshot; its dead letters as ``letters_from`` counted them, if given (they are
-    read whole, values and all, so not at every sample: :data:`DEAD_LETTERS_EVERY`)."""
+    """One snapshot; its dead letters as ``letters_from`` counted them, if given (with the
+    audit trail's redrives, not read at every sample: :data:`DEAD_LETTERS_EVERY`), else as
+    ``kept`` reads them (those come since its last read)."""
     snap = Snapshot(at=time.time())
     token = settings.api_token()
     headers = bearer_headers(token)
@@ -333,7 +335,7 @@ async def collect(
         await _lag_of_those_down(settings, snap)
         return snap
     try:
-        letters = await dlq.read(settings.kafka_bootstrap_servers)
+        letters = await (kept or dlq.Kept()).read(settings.kafka_bootstrap_servers)
     except Exception as exc:  # Kafka away: the services' own figures still count
         snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
     else:
@@ -344,11 +346,11 @@ async def collect(
 
 
 DEAD_LETTERS_EVERY = 30.0
-"""Seconds between two reads of the dead letters (every letter kept, up to 30 days of them,
-and the audit trail's redrives): the rest of the page is sampled every few seconds."""
+"""Seconds between two reads of the dead letters (those come since the last read, and the
+audit trail's redrives): the rest of the page is sampled every few seconds."""
 
 
-async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.DeadLetter]) -> None:
+async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.Letter]) -> None:
     """The letters kept in each dead-letter topic, and how many of them a redrive sent back,
     as ``caravan dlq list`` tells them (:func:`caravan.ops.dlq.redriven`, from the audit
     trail): the count of letters kept said "12" after all 12 were mended and sent back. Where
@@ -465,6 +467,7 @@ class Dashboard:
         self.stuck_after = stuck_after
         self.transport = transport
         self.refusals = Refusals()
+        self.kept = dlq.Kept()  # the dead letters read so far
         self.history: deque[Snapshot] = deque(maxlen=int(600 / interval))
         self.failure: str | None = None  # why the last sampling failed, if it did
 
@@ -478,6 +481,7 @@ class Dashboard:
             self.refusals,
             self.transport,
             letters_from=None if fresh else last,
+            kept=self.kept,
         )
         self.history.append(snap)
         return snap

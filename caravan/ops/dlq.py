@@ -9,13 +9,13 @@ sent once is not sent again unless asked.
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
@@ -26,18 +26,24 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class Letter:
+    """What identifies a dead letter: where it is kept, and when it came."""
+
     dlq_topic: str
     partition: int
     offset: int
     time: datetime
-    key: bytes | None
-    value: bytes
-    headers: dict[str, str]
 
     @property
     def ref(self) -> str:
         return f"{self.dlq_topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True)
+class DeadLetter(Letter):
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
 
     @property
     def error(self) -> str:
@@ -53,44 +59,109 @@ class DeadLetter:
         return self.headers.get("dlq.redriven-from")  # consumer.LETTER_REDRIVEN_FROM
 
 
+def _dead_letter(r: ConsumerRecord[bytes, bytes]) -> DeadLetter:
+    return DeadLetter(
+        r.topic,
+        r.partition,
+        r.offset,
+        datetime.fromtimestamp(r.timestamp / 1000, UTC),
+        r.key,
+        r.value or b"",
+        {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers},
+    )
+
+
+def _letter(r: ConsumerRecord[bytes, bytes]) -> Letter:
+    return Letter(r.topic, r.partition, r.offset, datetime.fromtimestamp(r.timestamp / 1000, UTC))
+
+
 async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLetter]:
-    """Every dead letter now in the given dead-letter topics (all of them by default).
+    """Every dead letter now in the given dead-letter topics (all of them by default)."""
+    letters, _ = await _scan(bootstrap, topics or [t.dlq for t in Topic], _dead_letter, {})
+    return sorted(letters, key=lambda d: (d.time, d.ref))
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What :func:`_scan` read of a partition: from ``first`` up to ``stop``, the partition
+    beginning at ``begin`` (retention deleted what was before)."""
+
+    begin: int
+    first: int
+    stop: int
+
+
+L = TypeVar("L", bound=Letter)
+
+
+async def _scan(
+    bootstrap: str,
+    names: list[str],
+    make: Callable[[ConsumerRecord[bytes, bytes]], L],
+    start: Mapping[TopicPartition, int],
+) -> tuple[list[L], dict[TopicPartition, _Span]]:
+    """The letters of the partitions of the topics ``names`` as ``make`` makes them, each
+    partition read from its offset in ``start`` to its end: from its beginning where
+    ``start`` has none, or one it no longer holds (its topic made again); and what was read
+    of each partition.
 
     Every topic's offsets are asked for before any partition is assigned, and the topics
     holding letters are read together: an offset request made while the consumer fetches
     waits for the fetch's long poll, so reading the topics one after another took 1.5 s
     more for each topic after the first to hold letters."""
-    names = topics or [t.dlq for t in Topic]
-    letters: list[DeadLetter] = []
+    letters: list[L] = []
     async with kafka_admin.group_client(bootstrap, "caravan-ops-dlq-reader") as consumer:
         tps = [tp for name in names for tp in await kafka_admin.topic_partitions(consumer, name)]
         end = await consumer.end_offsets(tps)
         begin = await consumer.beginning_offsets(tps)
-        pending = {tp for tp in tps if end[tp] > begin[tp]}
+        first = {
+            tp: start[tp] if begin[tp] <= start.get(tp, -1) <= end[tp] else begin[tp] for tp in tps
+        }
+        pending = {tp for tp in tps if end[tp] > first[tp]}
         if pending:
             consumer.assign(list(pending))
-            await consumer.seek_to_beginning(*pending)
+            for tp in pending:  # from its beginning as it is when read: retention moves it
+                if first[tp] > begin[tp]:
+                    consumer.seek(tp, first[tp])
+                else:
+                    await consumer.seek_to_beginning(tp)
+        stop = {tp: end[tp] for tp in tps}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500)
             for records in batch.values():
-                for r in records:
-                    letters.append(
-                        DeadLetter(
-                            r.topic,
-                            r.partition,
-                            r.offset,
-                            datetime.fromtimestamp(r.timestamp / 1000, UTC),
-                            r.key,
-                            r.value or b"",
-                            {k: (v or b"").decode("utf-8", "replace") for k, v in r.headers},
-                        )
-                    )
+                letters += [make(r) for r in records]
             # Every partition, not only those that returned records: one whose first
             # letters retention deleted meanwhile may be at its end with none.
             for tp in list(pending):
-                if await consumer.position(tp) >= end[tp]:
+                stop[tp] = await consumer.position(tp)
+                if stop[tp] >= end[tp]:
                     pending.discard(tp)
-    return sorted(letters, key=lambda d: (d.time, d.ref))
+    return letters, {tp: _Span(begin[tp], first[tp], stop[tp]) for tp in tps}
+
+
+class Kept:
+    """The dead letters kept in every dead-letter topic, by what identifies them (no key,
+    value or headers), for the operations page to count every ``DEAD_LETTERS_EVERY``: each
+    :meth:`read` reads only the letters come since the one before, and forgets those that
+    retention deleted. The page read every letter kept, values and all, each time: a storm's
+    100,000 letters twice a minute."""
+
+    def __init__(self) -> None:
+        self._letters: dict[TopicPartition, list[Letter]] = {}
+        self._read_to: dict[TopicPartition, int] = {}
+
+    async def read(self, bootstrap: str) -> list[Letter]:
+        """Every dead letter now kept, as :func:`read` would find them."""
+        new, spans = await _scan(bootstrap, [t.dlq for t in Topic], _letter, self._read_to)
+        self._letters = {
+            tp: [d for d in self._letters.get(tp, ()) if span.begin <= d.offset < span.first]
+            for tp, span in spans.items()
+        }
+        self._read_to = {tp: span.stop for tp, span in spans.items()}
+        for letter in new:
+            self._letters[TopicPartition(letter.dlq_topic, letter.partition)].append(letter)
+        letters = [d for kept in self._letters.values() for d in kept]
+        return sorted(letters, key=lambda d: (d.time, d.ref))
 
 
 def select(
@@ -154,7 +225,7 @@ def rejected_request(letter: DeadLetter) -> str | None:
 
 
 async def redriven(
-    database_url: str | None, letters: list[DeadLetter]
+    database_url: str | None, letters: Sequence[Letter]
 ) -> tuple[dict[str, Redriven], "Fault | None"]:
     """Which of ``letters`` a redrive sent before (:func:`redriven_before`), or none and why
     the audit trail cannot tell now (PostgreSQL down, never migrated, none named): what
@@ -167,7 +238,7 @@ async def redriven(
     return await redriven_before(database_url, letters), None
 
 
-async def redriven_before(database_url: str, letters: list[DeadLetter]) -> dict[str, Redriven]:
+async def redriven_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Redriven]:
     """The ``letters`` that a redrive sent before, each with when and by whom (from the
     audit trail; a redrive older than a letter was of another letter with its id, on a
     dead-letter topic made again since; of several redrives, the last)."""
@@ -342,6 +413,8 @@ MISSING = object()
 
 __all__ = [
     "DeadLetter",
+    "Kept",
+    "Letter",
     "Redrive",
     "Redriven",
     "differing_paths",

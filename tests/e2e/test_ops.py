@@ -2,6 +2,7 @@
 real ``caravan`` command line."""
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -27,7 +28,7 @@ from caravan import checkout, system
 from caravan import cli as caravan_cli
 from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
-from caravan.ops.dashboard import Dashboard
+from caravan.ops.dashboard import DEAD_LETTERS_EVERY, Dashboard
 from caravan.ops.replay import replay
 from caravan.output import NO_DATABASE
 from services import SERVICES
@@ -523,6 +524,61 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         str(kept - redriven_count),  # waiting
         str(redriven_count),
     ], row
+
+
+async def test_the_operations_page_reads_only_the_dead_letters_come_since_its_last_read(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every half minute the page read every dead letter kept, values and all, to count them
+    (a storm's 100,000 letters twice a minute); it now reads those come since its last read,
+    and still counts what ``caravan dlq list`` lists."""
+    fetched: list[str] = []
+    group_client = kafka_admin.group_client
+
+    @contextlib.asynccontextmanager
+    async def counting(bootstrap: str, group: str, *args: Any) -> AsyncIterator[Any]:
+        async with group_client(bootstrap, group, *args) as consumer:
+            if group == "caravan-ops-dlq-reader":
+                getmany = consumer.getmany
+
+                async def counted(*partitions: Any, **kwargs: Any) -> Any:
+                    batch = await getmany(*partitions, **kwargs)
+                    fetched.extend(
+                        f"{r.topic}:{r.partition}:{r.offset}" for rs in batch.values() for r in rs
+                    )
+                    return batch
+
+                consumer.getmany = counted
+            yield consumer
+
+    async def dead_lettered(name: str) -> str:
+        key = ref(name).encode()
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", key)
+        (dead,) = await caravan.wait_for(
+            lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+        )
+        return f"{dead.topic}:{dead.partition}:{dead.offset}"
+
+    async def read_again() -> dict[str, int]:
+        fetched.clear()
+        page.history[-1].letters_at -= DEAD_LETTERS_EVERY
+        return (await page.sample()).dead_letters
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(kafka_admin, "group_client", counting)
+    await dead_lettered("PAGE-READ")
+    page = Dashboard(Settings(token=caravan.token))
+    kept = (await page.sample()).dead_letters
+    assert len(fetched) == sum(kept.values()) > 0, kept
+    assert await read_again() == kept and fetched == []
+    letter = await dead_lettered("PAGE-READ-AGAIN")
+    counted = await read_again()
+    assert fetched == [letter], fetched
+    listed = dict.fromkeys(counted, 0)
+    for d in await ops_dlq.read(caravan.infra.kafka_bootstrap):  # what `caravan dlq list` reads
+        listed[d.dlq_topic] += 1
+    assert counted == listed and sum(listed.values()) == sum(kept.values()) + 1, counted
 
 
 async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(

@@ -624,13 +624,13 @@ def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         read[group] = read.get(group, 0) + 1
         return [kafka_admin.PartitionOffsets(p, 0, 10, 6) for p in (0, 1)]
 
-    async def letters(bootstrap: str) -> list[dlq.DeadLetter]:
+    async def letters(kept: dlq.Kept, bootstrap: str) -> list[dlq.Letter]:
         read["dead letters"] = read.get("dead letters", 0) + 1
         return []
 
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
-    monkeypatch.setattr(dlq, "read", letters)
+    monkeypatch.setattr(dlq.Kept, "read", letters)
     return read
 
 
@@ -709,16 +709,16 @@ async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusi
     at each sample (every 3 s); and an audit trail refusing the page's login (a service's
     role may not read it) failed the whole sample, every figure shown as old."""
     settings = Settings(token="cvn_" + "d" * 43, database_url="postgresql://svc@db/caravan")
-    kept = dlq.DeadLetter("orders.requests.v1.dlq", 0, 7, datetime.now(UTC), b"k", b"{}", {})
+    kept = dlq.Letter("orders.requests.v1.dlq", 0, 7, datetime.now(UTC))
 
-    async def one_letter(bootstrap: str) -> list[dlq.DeadLetter]:
+    async def one_letter(letters: dlq.Kept, bootstrap: str) -> list[dlq.Letter]:
         waiting["dead letters"] = waiting.get("dead letters", 0) + 1
         return [kept]
 
-    async def refused(database_url: str | None, letters: list[dlq.DeadLetter]) -> Any:
+    async def refused(database_url: str | None, letters: list[dlq.Letter]) -> Any:
         raise asyncpg.InsufficientPrivilegeError("permission denied for table audit")
 
-    monkeypatch.setattr(dlq, "read", one_letter)
+    monkeypatch.setattr(dlq.Kept, "read", one_letter)
     monkeypatch.setattr(dlq, "redriven", refused)
     paused_under_up(monkeypatch, tmp_path, "kafka.elsewhere:9092")
     page = Dashboard(settings, transport=httpx.MockTransport(stopped(settings)))

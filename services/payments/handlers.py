@@ -219,7 +219,6 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             )
         )
         return
-    term = data.payment.term_months or 1
     await _load_credit(tx, [data.buyer_id])
     credit: Credit = tx.identity[CREDIT, data.buyer_id]
     if credit.limit_fen is None or not fits(
@@ -229,7 +228,8 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         await tx.emit(PaymentDeclined(order_id=data.order_id, reason="credit_declined"))
         return
     loan_id = new_id()
-    plan = schedule(data.total_fen, term, days.today(), monthly_rate_bp)
+    plan = schedule(data.total_fen, data.payment.term_months or 1, days.today(), monthly_rate_bp)
+    term = len(plan)  # fewer months than asked for a loan of fewer fen (credit.schedule)
     interest = sum(i.interest_fen for i in plan)
     credit.outstanding_fen += data.total_fen
     tx.insert_later(

@@ -127,6 +127,42 @@ async def test_exactly_the_available_credit_succeeds_and_one_fen_more_is_decline
     assert bad.status_code == 422
 
 
+async def confirmation_text(caravan: System, order_id: str) -> str:
+    """The text telling the buyer (:data:`PHONE`) that the order is confirmed."""
+    [told] = await caravan.wait_for(
+        lambda: [
+            e.data["text"]
+            for e in caravan.log.events(
+                Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=PHONE
+            )
+            if "is confirmed" in e.data["text"]
+        ]
+    )
+    return str(told)
+
+
+async def test_a_loan_of_fewer_fen_than_months_is_lent_over_as_many_months(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """2 fen asked over 3 months was lent in instalments of 1, 1 and 0 fen: one owed nothing,
+    never reminded, the text saying 3 instalments. It is lent over 2 months, one fen each,
+    and the confirmation and the buyer's text say so."""
+    who = buyer("tiny")
+    await set_limit(admin, who, 100)
+    done = await run(caravan, order(who, {"PAY-FEN": 2}, term=3))
+    order_id = done.data["order_id"]
+    assert (done.type, done.data["term_months"]) == ("order.confirmed", 2), done.data
+    assert [i["amount_fen"] for i in done.data["payment"]["schedule"]] == [1, 1]
+    lent = await caravan.sql(
+        "select l.term_months, i.number, i.amount_fen from payments.loans l"
+        " join payments.instalments i using (loan_id) where l.order_id = :o order by i.number",
+        o=order_id,
+    )
+    assert [tuple(row) for row in lent] == [(2, 1, 1), (2, 2, 1)]
+    told = await confirmation_text(caravan, order_id)
+    assert "in 2 monthly instalments, the first of CNY 0.01 due on" in told, told
+
+
 async def test_a_credit_limit_beyond_its_bound_is_refused_set_or_adjusted(
     admin: httpx.AsyncClient,
 ) -> None:

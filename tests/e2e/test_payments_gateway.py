@@ -23,8 +23,8 @@ from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
 from shared.events.platform import PlatformOrderPaid, PlatformOrderRequested
 from shared.topics import Topic
 from tests.e2e.test_payments_credit import (
-    PHONE,
     buyer,
+    confirmation_text,
     credit,
     order,
     payments_seed,
@@ -497,15 +497,7 @@ async def test_interest_by_the_configured_rate_and_a_reminder_once_per_stage(
     assert (loan["outstanding_fen"], loan["remaining_fen"]) == (10_000, 10_450)
     # The buyer is told what they repay in all, and the interest in it (in the confirmation:
     # the first instalment's reminder, below, may be texted before it).
-    [told] = await caravan.wait_for(
-        lambda: [
-            e.data["text"]
-            for e in caravan.log.events(
-                Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=PHONE
-            )
-            if "is confirmed" in e.data["text"]
-        ]
-    )
+    told = await confirmation_text(caravan, order_id)
     first = authorized.data["schedule"][0]["due"]
     assert (
         "Payment: microloan, CNY 104.50 to repay (CNY 4.50 interest) in 3 monthly instalments,"

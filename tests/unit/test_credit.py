@@ -111,14 +111,29 @@ def test_schedule_rejects_a_term_below_one(term: int) -> None:
         schedule(1000, term, date(2026, 1, 1))
 
 
+def test_a_loan_of_fewer_fen_than_months_has_one_instalment_a_fen() -> None:
+    """``schedule(1, 3)`` was 1, 0 and 0 fen: instalments of nothing, never reminded."""
+    start = date(2026, 11, 30)
+    assert schedule(1, 3, start) == [Instalment(1, date(2026, 12, 30), 1)]
+    assert [i.amount_fen for i in schedule(2, 12, start)] == [1, 1]
+    assert [i.amount_fen for i in schedule(3, 3, start)] == [1, 1, 1]
+    # Interest on the shorter term: 2 fen at 100 % a month over 2 months, 4 fen.
+    plan = schedule(2, 3, start, monthly_rate_bp=10_000)
+    assert [(i.amount_fen, i.interest_fen) for i in plan] == [(3, 2), (3, 2)]
+    with pytest.raises(ValueError, match="principal_fen"):
+        schedule(0, 3, start)
+
+
 @given(
-    principal=st.integers(0, 10**12),
+    principal=st.integers(1, 10**12),
     term=st.integers(1, 60),
     start=st.dates(date(1900, 1, 1), date(2400, 12, 31)),
 )
 def test_schedule_properties(principal: int, term: int, start: date) -> None:
     instalments = schedule(principal, term, start)
     amounts = [i.amount_fen for i in instalments]
+    term = min(term, principal)
+    assert min(amounts) >= 1
 
     assert [i.number for i in instalments] == list(range(1, term + 1))
     assert sum(amounts) == principal
@@ -159,13 +174,13 @@ def test_schedule_with_interest_example() -> None:
 
 
 @given(
-    principal=st.integers(0, 10**12),
+    principal=st.integers(1, 10**12),
     term=st.integers(1, 12),
     rate=st.integers(0, 2_000),
 )
 def test_schedule_with_interest_adds_up(principal: int, term: int, rate: int) -> None:
     plan = schedule(principal, term, date(2026, 1, 31), monthly_rate_bp=rate)
-    interest = flat_interest(principal, term, rate)
+    interest = flat_interest(principal, min(term, principal), rate)
     amounts = [i.amount_fen for i in plan]
     assert sum(amounts) == principal + interest
     assert sum(i.interest_fen for i in plan) == interest

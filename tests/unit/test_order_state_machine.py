@@ -100,6 +100,20 @@ def test_stock_then_payment_confirms() -> None:
     ]
 
 
+def test_a_loan_of_fewer_instalments_than_months_asked_confirms_with_its_own_term() -> None:
+    """A loan of 2 fen asked over 3 months is lent over 2 (payments' credit.schedule): the
+    confirmation (and so the buyer's text) said 3 instalments, in either order of facts."""
+    schedule = [ScheduledInstalment(number=n, due=date(2027, n, 1), amount_fen=1) for n in (1, 2)]
+    first, second = placed("microloan", 3), placed("microloan", 3)
+    first.stock_reserved(2)
+    first.payment_authorized(2, "loan-2", schedule)
+    second.payment_authorized(2, "loan-2", schedule)
+    second.stock_reserved(2)
+    for order in (first, second):
+        [event] = terminal_events(order)
+        assert isinstance(event, OrderConfirmed) and event.term_months == 2, event
+
+
 def test_payment_then_stock_confirms_with_the_same_event() -> None:
     first, second = placed(), placed()
     first.stock_reserved(7000)

@@ -142,6 +142,15 @@ class Order:
         if not self.terminal:
             self._cancel("cancelled_by_buyer")
 
+    @property
+    def loan_term(self) -> int | None:
+        """The months of the order's loan: as many as its instalments, fewer than asked for
+        a loan of fewer fen than months (payments' credit.schedule); None when nothing was
+        lent (a microloan order of 0 fen, a prepaid one)."""
+        if self.loan_id is None:
+            return None
+        return len(self.schedule) if self.schedule else self.term_months
+
     def _maybe_confirm(self) -> None:
         if self.stock == "done" and self.payment == "done":
             assert self.total_fen is not None
@@ -154,8 +163,7 @@ class Order:
                     payment=ConfirmedPayment(
                         method=self.payment_method, loan_id=self.loan_id, schedule=self.schedule
                     ),
-                    # No instalments when nothing was lent (a microloan order of 0 fen).
-                    term_months=self.term_months if self.loan_id is not None else None,
+                    term_months=self.loan_term,
                     source=self.source,
                 )
             )

@@ -11,6 +11,10 @@ instalments; the remainder of the division is spread one fen at a time over the 
 instalments, so the amounts always add up exactly. Each instalment's interest part is the
 interest split the same way (remainder first); its principal part is the rest, so the
 principal parts add up exactly to the principal as well.
+
+A loan of fewer fen than the months asked is lent over as many months as it has fen (the
+interest on that shorter term): split over the months asked, some instalments were of 0 fen,
+owed on no day that mattered, never reminded, and closing the loan oddly.
 """
 
 from dataclasses import dataclass
@@ -75,9 +79,13 @@ def schedule(
     principal_fen: int, term_months: int, start: date, monthly_rate_bp: int = 0
 ) -> list[Instalment]:
     """Monthly instalments, due one month apart from ``start``, summing to the principal
-    plus the flat interest."""
+    plus the flat interest: ``term_months`` of them, or one a fen where the principal is
+    fewer fen (none of 0 fen)."""
     if term_months < 1:
         raise ValueError("term_months must be at least 1")
+    if principal_fen < 1:
+        raise ValueError("principal_fen must be at least 1")
+    term_months = min(term_months, principal_fen)
     interest = flat_interest(principal_fen, term_months, monthly_rate_bp)
     amounts = split(principal_fen + interest, term_months)
     interests = split(interest, term_months)

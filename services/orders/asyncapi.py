@@ -33,6 +33,7 @@ from shared.events.registry import REGISTRY
 from shared.messaging.consumer import (
     DEAD_LETTER_HEADERS,
     DEAD_LETTER_LIMIT,
+    HEADERS_DROPPED,
     LETTER_REDRIVEN_FROM,
     VALUE_DROPPED,
     Subscription,
@@ -129,11 +130,13 @@ def build_broker(servers: str = DEFAULT_SERVERS) -> KafkaBroker:
             title=f"dead-letters:{topic.dlq}",
             description=(
                 f"Dead letters of `{topic.value}`, written by {written_by}: the original "
-                f"record's key and value unchanged (but a value emptied where key and value "
-                f"hold more than {DEAD_LETTER_LIMIT:,} bytes, header {VALUE_DROPPED} saying "
-                f"so and where the record is), with headers {', '.join(DEAD_LETTER_HEADERS)}, "
-                f"{LETTER_REDRIVEN_FROM} on the letter of a redriven record (the letter it was "
-                "sent back from) and, when tracing, the record's trace context."
+                f"record's key and value unchanged (but a value emptied where key, value and "
+                f"headers hold more than {DEAD_LETTER_LIMIT:,} bytes, header {VALUE_DROPPED} "
+                f"saying so and where the record is), with headers "
+                f"{', '.join(DEAD_LETTER_HEADERS)}, {LETTER_REDRIVEN_FROM} on the letter of a "
+                "redriven record (the letter it was sent back from) and, when tracing, the "
+                f"record's trace context; {HEADERS_DROPPED} says which of these were left out "
+                "and why."
             ),
             schema=bytes,
         )

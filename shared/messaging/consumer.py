@@ -23,6 +23,7 @@ subscription's may: those rows are written before the batch moves on to the next
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import (
     AsyncIterator,
@@ -37,7 +38,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
@@ -46,7 +47,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
-from shared.db import fault, reason
+from shared.db import fault, reason, storable_text
 from shared.db.engine import address, described
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
@@ -64,8 +65,6 @@ from shared.telemetry import consuming, current_trace_headers
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 REDRIVE_GROUP = "caravan.redrive-group"
 """Header of a record redriven from a dead letter (``caravan dlq redrive``): the consumer
@@ -97,11 +96,20 @@ VALUE_DROPPED = "dlq.value.dropped"
 """Header of a dead letter whose record was too big to copy whole (:data:`DEAD_LETTER_LIMIT`):
 its size, and where the original is. The letter's value is empty."""
 
+HEADERS_DROPPED = "dlq.headers.dropped"
+"""Header of a dead letter that left out what it would have copied of the record's headers:
+which, and why (a :data:`REDRIVEN_FROM` that names no dead letter; a letter that could not be
+written as first made, written then with only the fixed ``dlq.*`` headers)."""
+
 DEAD_LETTER_LIMIT = 1_000_000
-"""The most bytes of key and value a dead letter copies. Kafka takes records of up to about a
-MiB: the copy of one close to that, with the dead-letter headers added, was refused by the
-producer, and the outbox relay stopped at it for ever (no event of the service after it was
-published)."""
+"""The most bytes of key, value and headers a dead letter copies. Kafka takes records of up to
+about a MiB: the copy of one close to that, with the dead-letter headers added, was refused by
+the producer, and the outbox relay stopped at it for ever (no event of the service after it
+was published)."""
+
+_LETTER_ID = re.compile(rb"[A-Za-z0-9._-]{1,245}\.dlq:[0-9]{1,10}:[0-9]{1,19}")
+"""What a :data:`REDRIVEN_FROM` copied into a dead letter must be: a letter's id, no more
+(anyone who writes a topic may set the header, to any bytes of any length)."""
 
 Outcome = Literal["handled", "duplicate", "skipped", "dead_lettered"]
 """What became of a consumed record: the ``outcome`` label of ``caravan_records_consumed_total``."""
@@ -463,7 +471,7 @@ class Consumer:
             parsed = sub.parse(record.value)
         except PoisonRecord as poison:
             with self._context(sub, record, poison.envelope):
-                written = await self._until_done(partial(self._dead_letter, sub, record, poison))
+                written = await self._dead_letter(sub, record, poison)
             CONSUMED.labels(self.service, topic, "dead_lettered" if written else "duplicate").inc()
             return
         handler = sub.handler_for(parsed)
@@ -589,8 +597,8 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except PoisonRecord as refused:  # by the handler (its transaction undone)
-                work = partial(self._dead_letter, sub, record, refused)
-                return "dead_lettered" if await self._until_done(work) else "duplicate"
+                written = await self._dead_letter(sub, record, refused)
+                return "dead_lettered" if written else "duplicate"
             except Exception as exc:
                 if fault(exc).kind.transient:
                     said = described(exc, address(self.uow.db.engine))
@@ -600,15 +608,46 @@ class Consumer:
                     log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
                     if attempt >= self.max_attempts:
                         poison = PoisonRecord("handler_error", reason(exc)[:500], parsed.envelope)
-                        work = partial(self._dead_letter, sub, record, poison)
-                        return "dead_lettered" if await self._until_done(work) else "duplicate"
+                        written = await self._dead_letter(sub, record, poison)
+                        return "dead_lettered" if written else "duplicate"
                 failures += 1
                 await asyncio.sleep(exponential_step(failures, 0.05, 5.0))
 
     async def _dead_letter(
         self, sub: Subscription, record: ConsumerRecord, poison: PoisonRecord
     ) -> bool:
-        """Copy ``record`` to its dead-letter topic, once (False: it was before, a replay)."""
+        """Copy ``record`` to its dead-letter topic, once (False: it was before, a replay),
+        through transient faults. A letter that fails otherwise (a value PostgreSQL cannot
+        store, a bug of ``on_poison``) would fail at every try and stall the partition, and
+        every topic of the service behind it: it is written again with only the fixed
+        ``dlq.*`` headers, which nothing the record holds can keep from being stored, and
+        without ``on_poison``. Only a database fault can stop that one: it is retried."""
+        failures = 0
+        dropped: str | None = None
+        while True:
+            try:
+                return await self._write_letter(sub, record, poison, dropped)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if fault(exc).kind.transient:
+                    log.warning("transient fault dead-lettering, retrying: %s", described(exc))
+                elif dropped is None:
+                    log.exception("the dead letter could not be written; writing it bare")
+                    dropped = _storable(
+                        "every header of the record (and any answer of the service to it): the"
+                        f" letter could not be written with them ({reason(exc)})"
+                    )
+                    continue
+                else:
+                    log.exception("the bare dead letter could not be written; retrying")
+                failures += 1
+                await asyncio.sleep(exponential_step(failures, 0.05, 5.0))
+
+    async def _write_letter(
+        self, sub: Subscription, record: ConsumerRecord, poison: PoisonRecord, bare: str | None
+    ) -> bool:
+        """One try of :meth:`_dead_letter`; ``bare``: why only the fixed headers go."""
         log.warning(
             "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, poison
         )
@@ -620,44 +659,47 @@ class Consumer:
                 return False
             said = (
                 poison.code,
-                poison.message[:1000],
+                _storable(poison.message[:1000]),
                 self.group_id,
                 record.topic,
                 str(record.partition),
                 str(record.offset),
                 datetime.now(UTC).isoformat(),
             )
-            headers = {
-                **dict(zip(DEAD_LETTER_HEADERS, said, strict=True)),
+            headers = dict(zip(DEAD_LETTER_HEADERS, said, strict=True))
+            if bare is not None:
+                headers[HEADERS_DROPPED] = bare
+            else:
                 # The trace of the record (this is in its span): a redrive continues it.
-                **current_trace_headers(),
-            }
-            redriven_from = dict(record.headers).get(REDRIVEN_FROM)
-            if redriven_from is not None:
-                headers[LETTER_REDRIVEN_FROM] = redriven_from.decode("utf-8", "replace")
+                headers.update(current_trace_headers())
+                redriven_from = dict(record.headers).get(REDRIVEN_FROM)
+                if redriven_from is not None and _LETTER_ID.fullmatch(redriven_from):
+                    headers[LETTER_REDRIVEN_FROM] = redriven_from.decode()
+                elif redriven_from is not None:
+                    headers[HEADERS_DROPPED] = (
+                        f"{REDRIVEN_FROM}: not <topic>.dlq:<partition>:<offset>"
+                    )
             value = record.value if record.value is not None else b""
-            if len(value) + len(record.key or b"") > DEAD_LETTER_LIMIT:
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+            if len(value) + len(record.key or b"") + size > DEAD_LETTER_LIMIT:
                 headers[VALUE_DROPPED] = (
                     f"{len(value)} bytes, more than a dead letter keeps; the record is at "
                     f"{record.topic}[{record.partition}]@{record.offset} while the topic keeps it"
                 )
                 value = b""
             await tx.emit_raw(sub.topic.dlq, record.key, value, headers)
-            if sub.on_poison is not None:
+            if sub.on_poison is not None and bare is None:
                 await sub.on_poison(tx, poison)
             # A commit that failed is tried again, and counted once.
             tx.after_commit(DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc)
         return True
 
-    async def _until_done(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Retry ``work`` through transient faults (dead-lettering itself must not be lost)."""
-        failures = 0
-        while True:
-            try:
-                return await work()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("retrying after %r", exc)
-                failures += 1
-                await asyncio.sleep(exponential_step(failures, 0.05, 5.0))
+
+def _storable(text: str) -> str:
+    """``text`` as PostgreSQL's text can hold it: NUL and what is not UTF-8 (a lone
+    surrogate) shown as U+FFFD."""
+    if storable_text(text):
+        return text
+    return (
+        text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+    )

@@ -11,6 +11,7 @@ import orjson
 from caravan.ops import dlq as ops_dlq
 from shared.events.envelope import MAX_ORDER_ID, CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested
+from shared.messaging.consumer import HEADERS_DROPPED, LETTER_REDRIVEN_FROM, REDRIVEN_FROM
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref
 
@@ -332,6 +333,37 @@ async def test_a_record_too_big_to_copy_whole_is_dead_lettered_without_its_value
     letters = [d for d in await ops_dlq.read(bootstrap) if d.key == key]
     done = await ops_dlq.redrive(bootstrap, caravan.infra.database_url, letters)
     assert (done.sent, done.dropped) == ([], [letters[0].ref])
+
+
+async def test_a_poison_record_whose_redriven_from_is_no_letter_id_is_dead_lettered_without_it(
+    caravan: System,
+) -> None:
+    # Anyone who writes orders.requests.v1 may set the header, to any bytes: copied as it
+    # was, NUL made PostgreSQL refuse the letter at every try, and orders handled nothing
+    # more on any topic.
+    cases = {
+        ref("NUL-FROM").encode(): b"orders.requests.v1.dlq:0:\x001",
+        ref("LONG-FROM").encode(): b"orders.requests.v1.dlq:0:" + b"1" * 100_000,
+    }
+    for key, header in cases.items():
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value, b"not json", key=key, headers=[(REDRIVEN_FROM, header)]
+        )
+    req = order(RICH, {"T-PEPPER": 1})
+    await caravan.request(req)
+    outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+    assert outcome.type == "order.confirmed"
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key in cases], 2
+    )
+    assert len(dead) == 2
+    for letter in dead:
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert (letter.value, headers["dlq.error"]) == (b"not json", "not_json")
+        assert LETTER_REDRIVEN_FROM not in headers
+        assert headers[HEADERS_DROPPED] == (
+            f"{REDRIVEN_FROM}: not <topic>.dlq:<partition>:<offset>"
+        )
 
 
 async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(

@@ -15,7 +15,15 @@ from prometheus_client import REGISTRY
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.registry import Parsed
-from shared.messaging.consumer import Consumer, Subscription
+from shared.messaging.consumer import (
+    DEAD_LETTER_LIMIT,
+    HEADERS_DROPPED,
+    LETTER_REDRIVEN_FROM,
+    REDRIVEN_FROM,
+    VALUE_DROPPED,
+    Consumer,
+    Subscription,
+)
 from shared.topics import EventType, Topic
 from tests.unit.test_transient_faults import as_the_dialect_raises
 
@@ -71,6 +79,9 @@ def record() -> ConsumerRecord:
     return ConsumerRecord(topic, 0, 7, 0, 0, b"k", b"not json", None, 1, 8, [])
 
 
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 def counted(service: str) -> tuple[float, float, float]:
     labels = {"service": service, "topic": Topic.ORDER_REQUESTS.value}
     consumed = "caravan_records_consumed_total"
@@ -119,3 +130,41 @@ async def test_a_record_whose_statement_asyncpg_refuses_is_dead_lettered_with_it
     [headers] = uow.emitted
     assert headers["dlq.error"] == "handler_error"
     assert "cannot exceed 32767" in headers["dlq.error.message"]
+
+
+async def test_a_letter_that_fails_for_good_is_written_bare_and_the_consumer_moves_on() -> None:
+    """Every failure of dead-lettering was retried, whatever it was: one that comes back at
+    every try (a value PostgreSQL cannot store, a bug of ``on_poison``) stalled the consumer
+    on every topic of its service. Such a letter is written with the fixed headers alone."""
+    answered = 0
+
+    async def broken_answer(tx: Any, poison: Any) -> None:
+        nonlocal answered
+        answered += 1
+        raise ValueError("a bug of the answer")
+
+    uow = FakeUow(claimed=True)
+    found = Consumer("t-bare", "caravan-t-bare", uow, 3, 1, 1, 1, 1)  # type: ignore[arg-type]
+    topic = Topic.ORDER_REQUESTS
+    found.register(Subscription(topic, {EventType.ORDER_REQUESTED: _never}, broken_answer))
+    headers = [(REDRIVEN_FROM, b"orders.requests.v1.dlq:0:1"), ("traceparent", TRACEPARENT)]
+    record = ConsumerRecord(topic.value, 0, 7, 0, 0, b"k", b"not json", None, 1, 8, headers)
+    await asyncio.wait_for(found.dispatch(record), 5)
+    assert answered == 1
+    *_, letter = uow.emitted
+    assert [h for h in letter if not h.startswith("dlq.")] == []
+    assert LETTER_REDRIVEN_FROM not in letter
+    assert letter["dlq.error"] == "not_json"
+    assert letter[HEADERS_DROPPED].startswith("every header of the record")
+    assert "ValueError: a bug of the answer" in letter[HEADERS_DROPPED]
+
+
+async def test_a_dead_letters_headers_count_against_its_limit() -> None:
+    uow = FakeUow(claimed=True)
+    value = b"\xff" * (DEAD_LETTER_LIMIT - 10)
+    topic = Topic.ORDER_REQUESTS.value
+    await consumer(uow, "t-dlq-limit").dispatch(
+        ConsumerRecord(topic, 0, 7, 0, 0, b"k", value, None, 1, len(value), [])
+    )
+    [letter] = uow.emitted
+    assert letter[VALUE_DROPPED].startswith(f"{len(value)} bytes")

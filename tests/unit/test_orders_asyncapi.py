@@ -4,7 +4,12 @@ import json
 
 from caravan.checkout import REPO_ROOT
 from services.orders.asyncapi import asyncapi_json, consumers
-from shared.messaging.consumer import DEAD_LETTER_HEADERS, LETTER_REDRIVEN_FROM, VALUE_DROPPED
+from shared.messaging.consumer import (
+    DEAD_LETTER_HEADERS,
+    HEADERS_DROPPED,
+    LETTER_REDRIVEN_FROM,
+    VALUE_DROPPED,
+)
 from shared.settings import Settings
 
 
@@ -33,5 +38,6 @@ def test_each_dead_letter_channel_names_the_headers_the_consumer_writes() -> Non
     assert dead
     for description in dead:
         assert all(
-            h in description for h in (*DEAD_LETTER_HEADERS, VALUE_DROPPED, LETTER_REDRIVEN_FROM)
+            h in description
+            for h in (*DEAD_LETTER_HEADERS, VALUE_DROPPED, LETTER_REDRIVEN_FROM, HEADERS_DROPPED)
         ), description

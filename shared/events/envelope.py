@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.ids import new_id
 from shared.topics import EventType, Topic
@@ -100,6 +100,16 @@ class CloudEvent(BaseModel):
         if isinstance(value, dict) and has_nul({k: v for k, v in value.items() if k != "data"}):
             raise ValueError("the envelope's text may not contain NUL characters")
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _no_bar(cls, source: str) -> str:
+        """``|`` separates the source from the id in the inbox's key (``<source>|<id>``):
+        source ``a|b`` with id ``c`` would be source ``a`` with id ``b|c``. A URI-reference,
+        as the contract's source is, has none (it would be ``%7C``)."""
+        if "|" in source:
+            raise ValueError("a source may not contain '|' (a URI-reference has none)")
+        return source
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

@@ -466,6 +466,19 @@ def test_a_nul_character_in_the_envelope_is_not_a_cloudevent(field: str) -> None
     assert "NUL" in str(error)
 
 
+def test_a_source_holding_a_bar_is_not_a_cloudevent() -> None:
+    """The inbox keys an event ``<source>|<id>``: source ``a|b`` with id ``c`` claimed the key
+    of source ``a`` with id ``b|c``, and one of the two was dropped as a duplicate."""
+    record = example()
+    record["source"] = "storefront/a|b"
+    error = poison(orjson.dumps(record))
+    assert (error.code, error.envelope) == ("not_cloudevent", None)
+    assert "a source may not contain '|'" in str(error)
+    record["id"] = "b|c"  # an id may hold it: the source's end says where the id begins
+    record["source"] = "storefront/a"
+    assert parse_record(Topic.ORDER_REQUESTS, orjson.dumps(record)).envelope.id == "b|c"
+
+
 async def _never(tx: Tx, parsed: Parsed) -> None:
     raise AssertionError("not called by parsing")
 

@@ -1,3 +1,5 @@
 """The services, in the order the saga reaches them (the platform adapter last)."""
 
-SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
+from shared.topics import SERVICES
+
+__all__ = ["SERVICES"]

@@ -20,6 +20,10 @@ class Topic(StrEnum):
         return f"{self.value}.dlq"
 
 
+SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
+"""The services, in the order the saga reaches them (the platform adapter last)."""
+
+
 def consumer_group(service: str) -> str:
     """The Kafka consumer group of ``service``: one per service, its instances all in it."""
     return f"caravan-{service}"

@@ -44,14 +44,18 @@ PoisonCode = Literal[
     "parse_error",
     "handler_error",
     "order_ref_reused",
+    "unknown_group",
 ]
 """Why a record was dead-lettered: its ``dlq.error`` header, and the ``error`` label of
 ``caravan_dead_letters_total``. ``order_ref_reused``: an ``order.requested`` whose
-(source, order_ref) already names an order of other content (its handler refused it)."""
+(source, order_ref) already names an order of other content (its handler refused it).
+``unknown_group``: a redriven record whose ``caravan.redrive-group`` names no group of
+Caravan's (every group would have skipped it)."""
 
 IN_THE_VALUE: frozenset[PoisonCode] = frozenset(get_args(PoisonCode)) - {
     "parse_error",
     "handler_error",
+    "unknown_group",
 }
 """The codes of records refused for what their value holds: sent back as they are (a
 redrive without ``--value-file``) they are dead-lettered again, unless their consumer has

@@ -62,7 +62,7 @@ from shared.logs import bind_order
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, start_at_zero
 from shared.telemetry import consuming, current_trace_headers
-from shared.topics import EventType, Topic
+from shared.topics import SERVICES, EventType, Topic, consumer_group
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ REDRIVE_GROUP = "caravan.redrive-group"
 """Header of a record redriven from a dead letter (``caravan dlq redrive``): the consumer
 group whose dead letter it was. Only that group handles it; the others skip it, since they
 read the record the first time (a record every group dead-lettered, not JSON say, is not
-multiplied by every group again)."""
+multiplied by every group again). A record naming no group of Caravan's, which every group
+would skip, is dead-lettered (``unknown_group``); one whose header has no value is read as
+if it had none."""
 
 REDRIVEN_FROM = "caravan.redriven-from"
 """Header of a record redriven from a dead letter: the letter's id (``<topic>.dlq:<partition>:
@@ -453,21 +455,17 @@ class Consumer:
     def _subscription(self, record: ConsumerRecord) -> Subscription:
         return next(s for s in self.subscriptions if s.topic.value == record.topic)
 
-    def _for_another_group(self, record: ConsumerRecord) -> bool:
-        """A redriven record meant for another consumer group (:data:`REDRIVE_GROUP`)."""
-        for name, value in record.headers:
-            if name == REDRIVE_GROUP:
-                return bool(value != self.group_id.encode())
-        return False
-
     async def dispatch(self, record: ConsumerRecord) -> None:
         started = time.perf_counter()
         sub = self._subscription(record)
         topic = sub.topic.value
-        if self._for_another_group(record):
+        group = _redrive_group(record)
+        if group is not None and group != self.group_id.encode() and group in _GROUPS:
             CONSUMED.labels(self.service, topic, "skipped").inc()
             return
         try:
+            if group is not None and group not in _GROUPS:  # every group would skip it
+                raise PoisonRecord("unknown_group", f"{REDRIVE_GROUP} names no consumer group")
             parsed = sub.parse(record.value)
         except PoisonRecord as poison:
             with self._context(sub, record, poison.envelope):
@@ -489,7 +487,7 @@ class Consumer:
         if len(records) == 1:
             await self.dispatch(records[0])
             return
-        if any(self._for_another_group(record) for record in records):
+        if any(_redrive_group(record) is not None for record in records):
             for record in records:
                 await self.dispatch(record)  # a redrive: rare, handled one by one
             return
@@ -693,6 +691,18 @@ class Consumer:
             # A commit that failed is tried again, and counted once.
             tx.after_commit(DEAD_LETTERS.labels(self.service, record.topic, poison.code).inc)
         return True
+
+
+_GROUPS = frozenset(consumer_group(service).encode() for service in SERVICES)
+
+
+def _redrive_group(record: ConsumerRecord) -> bytes | None:
+    """The consumer group a redriven record is for (:data:`REDRIVE_GROUP`); None if it
+    names none (no such header, or one without a value: as if it had none)."""
+    for name, value in record.headers:
+        if name == REDRIVE_GROUP:
+            return value or None
+    return None
 
 
 def _storable(text: str) -> str:

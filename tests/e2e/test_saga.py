@@ -11,10 +11,16 @@ import orjson
 from caravan.ops import dlq as ops_dlq
 from shared.events.envelope import MAX_ORDER_ID, CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested
-from shared.messaging.consumer import HEADERS_DROPPED, LETTER_REDRIVEN_FROM, REDRIVEN_FROM
+from shared.messaging.consumer import (
+    HEADERS_DROPPED,
+    LETTER_REDRIVEN_FROM,
+    REDRIVE_GROUP,
+    REDRIVEN_FROM,
+)
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref
 
+GROUP = "dlq.group"
 RICH = Buyer(id="t-rich", phone="+8613900000001", locale="en")
 POOR = Buyer(id="t-poor", phone="+8613900000002", locale="ug-CN")
 ZH = Buyer(id="t-zh", phone="+8613900000003", locale="zh-CN")
@@ -364,6 +370,38 @@ async def test_a_poison_record_whose_redriven_from_is_no_letter_id_is_dead_lette
         assert headers[HEADERS_DROPPED] == (
             f"{REDRIVEN_FROM}: not <topic>.dlq:<partition>:<offset>"
         )
+
+
+async def test_a_valueless_redrive_group_is_none_and_one_naming_no_group_is_dead_lettered(
+    caravan: System,
+) -> None:
+    # Every group skipped both: no group's name is None, and caravan-nobody is no group's.
+    valueless, unknown = order(RICH, {"T-PEPPER": 1}), order(RICH, {"T-PEPPER": 1})
+    sent = {}
+    for req, group in ((valueless, None), (unknown, b"caravan-nobody")):
+        sent[req.order_ref] = event = new_event(req, source="storefront/test")
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value,
+            event.to_json(),
+            req.order_ref.encode(),
+            headers=[(REDRIVE_GROUP, group)],
+        )
+    outcome = await caravan.outcome(await caravan.placed(valueless.order_ref))
+    assert outcome.type == "order.confirmed"
+    key = unknown.order_ref.encode()
+    [letter] = await caravan.wait_for(
+        lambda: [
+            r
+            for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq)
+            if r.key == key and (GROUP, b"caravan-orders") in r.headers
+        ]
+    )
+    headers = {k: (v or b"").decode() for k, v in letter.headers}
+    assert letter.value == sent[unknown.order_ref].to_json()
+    assert (headers["dlq.error"], headers["dlq.error.message"]) == (
+        "unknown_group",
+        f"{REDRIVE_GROUP} names no consumer group",
+    )
 
 
 async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(

@@ -39,6 +39,9 @@ from services.platform.domain.orders import (
     Problem,
     ProblemKind,
     SkuMapping,
+    as_placed,
+    changed_after_placed,
+    changes_since,
     fulfilled_after_cancelled,
     meaning,
     to_request,
@@ -117,7 +120,8 @@ async def accept_push(
         return await seen(tx, app, push_id, fingerprint) or "replayed"
     await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
-    placed = (await tx.conn.execute(select(platform_orders.c.order_id).where(key))).first()
+    found = select(platform_orders.c.order_id, platform_orders.c.placed).where(key)
+    placed = (await tx.conn.execute(found)).first()
     means = meaning(order.status)
     if means in ("cancelled", "refunding") and placed is not None:
         outcome = await _our_outcome(tx, app, order)
@@ -138,6 +142,13 @@ async def accept_push(
         return "ignored"
     if placed is not None:  # what kept it from being placed, or from being read, is moot
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
+        changes = [] if placed.placed is None else changes_since(placed.placed, order)
+        if changes:  # placed once: a change is not applied, and not to be lost unsaid
+            ours = placed.order_id or NOT_NUMBERED
+            await record_problems(
+                tx, app, order.order_id, [changed_after_placed(order, ours, changes)]
+            )
+            return "problem"
         return "duplicate"
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
@@ -148,7 +159,12 @@ async def accept_push(
         return "problem"
     event_id = await tx.conn.scalar(
         pg_insert(platform_orders)
-        .values(app=app, platform_order_id=order.order_id, request_event_id="")
+        .values(
+            app=app,
+            platform_order_id=order.order_id,
+            request_event_id="",
+            placed=as_placed(order),
+        )
         .on_conflict_do_nothing()
         .returning(platform_orders.c.platform_order_id)
     )
@@ -169,9 +185,11 @@ STILL_OPEN_ONCE_PLACED = {
     "refund_requested",
     "rejected",
     "unknown_status",
+    "changed_after_placed",
 }
 """The problems of an order placed with us that a push does not make moot (an unknown status
-of a placed order is for operations to close, once they know what it meant)."""
+of a placed order is for operations to close, once they know what it meant; a change not
+applied, once they settled it, even if the platform changes the order back)."""
 
 
 async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Accepted:

@@ -108,6 +108,7 @@ async def new_order(
     status: str = "paid",
     order_id: str | None = None,
     phone: str = "+8613900000001",
+    address: str = "Village 3",
 ) -> str:
     """Create (or, given ``order_id``, replace) an order on the simulated platform."""
     order_id = order_id or f"P-{uuid.uuid4().hex[:12]}"
@@ -116,7 +117,7 @@ async def new_order(
         "status": status,
         "buyer": {"id": BUYER, "phone": phone},
         "items": [{"sku": s, "quantity": q} for s, q in (items or {"ALI-PEPPER": 1}).items()],
-        "delivery": {"county": "Shawan", "address": "Village 3"},
+        "delivery": {"county": "Shawan", "address": address},
     }
     created = await sim.post("/orders", json=body)
     assert created.status_code == 200, created.text
@@ -636,6 +637,39 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
     again = await platform.adapter.post("/platform/problems/resolve", json=body)
     assert again.json() == {"resolved": []}
     assert await resolutions_audited(caravan, order_ref) == 1
+
+
+async def test_an_order_changed_on_the_platform_after_we_placed_it_is_a_problem_not_a_duplicate(
+    caravan: System, platform: Platform
+) -> None:
+    """A paid order the platform changes after we placed it (other items, another address)
+    was answered ``duplicate`` with nothing recorded: the platform could not tell "had it
+    already" from "your change was dropped", nor could operations. It is a 200 ``problem``
+    and a ``changed_after_placed`` problem saying what differed (never the address or the
+    phone), which stays open until resolved; a phone changed alone is no change placed."""
+    order_ref = await new_order(platform.sim, {"ALI-PEPPER": 1, "ALI-FIG": 2})
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    await new_order(
+        platform.sim, {"ALI-PEPPER": 1, "ALI-FIG": 2}, "paid", order_ref, "+8613900000777"
+    )
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "duplicate"
+    assert await open_problems(platform, order_ref) == []
+    changed = {"ALI-PEPPER": 3, "ALI-PEPPER-GIFT": 1}
+    await new_order(platform.sim, changed, "paid", order_ref, address="Village 9, Lane 4")
+    answer = await push(platform.sim, order_ref, kind="notice")
+    assert (answer["status_code"], answer["body"]["status"]) == (200, "problem"), answer
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "changed_after_placed", detail
+    assert order_id in detail and "not applied" in detail, detail
+    said = "items: 'ALI-FIG' 2 removed, 'ALI-PEPPER' 1 -> 3, 'ALI-PEPPER-GIFT' 1 added"
+    assert f"({said}; the delivery address)" in detail, detail
+    assert "Village" not in detail and "777" not in detail, detail
+    # Changed back, it stays open for operations to settle (the platform may have acted on it).
+    await new_order(platform.sim, {"ALI-PEPPER": 1, "ALI-FIG": 2}, "paid", order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "duplicate"
+    assert [k for k, _ in await open_problems(platform, order_ref)] == ["changed_after_placed"]
+    assert len(requested(caravan, order_ref)) == 1
 
 
 async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_no_problem(

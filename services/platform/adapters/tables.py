@@ -49,8 +49,9 @@ mappings = Table(
     PrimaryKeyConstraint("app", "kind", "external_id"),
 )
 
-# A platform order for which ``order.requested`` was published (once), and its order id
-# once ``order.placed`` names it.
+# A platform order for which ``order.requested`` was published (once), its order id once
+# ``order.placed`` names it, and what of it was placed (``orders.as_placed``: a later change
+# of it is told; none on rows from before 2026-12-05).
 platform_orders = Table(
     "platform_orders",
     metadata,
@@ -58,6 +59,7 @@ platform_orders = Table(
     Column("platform_order_id", String(64), nullable=False),
     Column("request_event_id", String(256), nullable=False),
     Column("order_id", String(36), nullable=True),
+    Column("placed", JSONB(none_as_null=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("app", "platform_order_id"),
     Index("platform_orders_order_id", "order_id"),

@@ -5,6 +5,8 @@ the platform's; the app's mapping table says which of ours they are. Nothing is 
 a SKU or buyer without a mapping makes a :class:`Problem` for operations instead.
 """
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
@@ -30,6 +32,7 @@ ProblemKind = Literal[
     "cancelled_on_platform",
     "refund_requested",
     "fulfilled_after_cancelled",
+    "changed_after_placed",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
 it was never placed and the platform now says a status the adapter does not know (paid or
@@ -37,7 +40,9 @@ not, operations find out), the orders service refused what the adapter published
 (``rejected``: a push again does not mend it), the platform cancelled it after we placed
 it (a sale to undo by hand), or its buyer asked the platform for a refund after we placed it
 (a refund to agree to or refuse there, and perhaps goods to stop), or it says an order we
-cancelled is being fulfilled (goods shipped that Caravan holds no stock or payment for)."""
+cancelled is being fulfilled (goods shipped that Caravan holds no stock or payment for), or
+the platform changed its items, delivery or buyer after we placed it (the change not
+applied: :func:`changed_after_placed`)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled", "refunding", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
 cancelled one (before payment, or closed after it with the buyer's money given back) is
@@ -201,6 +206,58 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
             " settle the goods and the money by hand)"
         )
     return Problem("refund_requested" if refund else "cancelled_on_platform", said + what)
+
+
+def as_placed(order: PlatformOrder) -> dict[str, object]:
+    """What of ``order`` was placed with us, to tell a later change of it by
+    (:func:`changes_since`): each platform SKU's quantity, and digests of the delivery and of
+    the buyer (the address itself is not kept twice)."""
+    items: dict[str, int] = {}
+    for item in order.items:
+        items[item.sku] = items.get(item.sku, 0) + item.quantity
+    delivery = None if order.delivery is None else order.delivery.model_dump(mode="json")
+    return {"items": items, "delivery": _digest(delivery), "buyer": _digest(order.buyer.id)}
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def changes_since(placed: Mapping[str, object], order: PlatformOrder) -> list[str]:
+    """How ``order`` differs from what was placed (:func:`as_placed`), in words that name
+    the platform's SKUs and quantities but never the buyer or the address; empty if not."""
+    now = as_placed(order)
+    said = []
+    before, after = placed.get("items"), now["items"]
+    if before != after and isinstance(before, dict) and isinstance(after, dict):
+        lines = []
+        for sku in sorted(before.keys() | after.keys()):
+            was, now_is = before.get(sku), after.get(sku)
+            if was is None:
+                lines.append(f"{sku!r} {now_is} added")
+            elif now_is is None:
+                lines.append(f"{sku!r} {was} removed")
+            elif was != now_is:
+                lines.append(f"{sku!r} {was} -> {now_is}")
+        said.append("items: " + ", ".join(lines))
+    if placed.get("delivery") != now["delivery"]:
+        said.append("the delivery address")
+    if placed.get("buyer") != now["buyer"]:
+        said.append("the buyer")
+    return said
+
+
+def changed_after_placed(order: PlatformOrder, ours: str, changes: list[str]) -> Problem:
+    """Why a paid order the platform changed after we placed it (``ours``, our order id)
+    needs operations: an order is placed once, so the change (``changes``,
+    :func:`changes_since`) is not applied here."""
+    return Problem(
+        "changed_after_placed",
+        f"the platform changed the order after it was placed as our order {ours}, and the"
+        f" change was not applied ({'; '.join(changes)}): our order goes on as placed; if the"
+        " change must be made, cancel our order if it is not confirmed yet and have the"
+        " platform place a new one, or settle the difference by hand; then resolve this"[:1000],
+    )
 
 
 def fulfilled_after_cancelled(order: PlatformOrder, ours: str) -> Problem:

@@ -2,25 +2,24 @@
 
 Pushes (authenticated by the app's signature, not by a token):
 
-- ``POST /platform/{app}/push``: a form (``application/x-www-form-urlencoded``) or JSON
-  object of string (or number) parameters, signed as :mod:`services.platform.domain.signing`
-  says, with ``timestamp`` (Unix seconds or milliseconds, ISO 8601 with a zone, or Taobao's
-  ``yyyy-MM-dd HH:mm:ss`` in Beijing time) within the window, ``order_id`` (the platform's),
-  and ``push_id`` or ``nonce`` (else the signature identifies the push). Whatever else a
-  push carries (a full order, or only "order changed") is not trusted: the order is fetched
-  from the platform's order API. Answers: 200 ``{"status": "accepted" | "duplicate" |
-  "problem" | "ignored"}`` (the same push sent again, under a push id taken, but perhaps
-  signed anew with another ``timestamp``, is a ``duplicate`` not acted on again; a status
-  the adapter does not know, such as ``shipped``, is ``ignored`` for an order placed already
-  when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as for one never
-  placed); 401 bad signature, unknown app or stale timestamp (nothing stored or published);
-  409 another push under a push id taken; 422 a body that is not flat parameters, a
-  ``timestamp`` missing or in no format read, or an ``order_id`` that cannot be an
-  ``order_ref``, or an order the order API answers that we cannot read (a field we cannot
-  take: an ``invalid_order`` problem for operations too); 404 an order the platform does not
-  know; 502 the order API answered another order, or refused our signature (401, 403: the
-  app's secret or a clock to mend, then push again); 503 the order API failed (push again
-  later).
+- ``POST /platform/{app}/push``: a form (``application/x-www-form-urlencoded``) or JSON object of
+  string (or number) parameters, signed as :mod:`services.platform.domain.signing` says, with
+  ``timestamp`` (Unix seconds or milliseconds, ISO 8601 with a zone, or Taobao's ``yyyy-MM-dd
+  HH:mm:ss`` in Beijing time) within the window, ``order_id`` (the platform's), and ``push_id`` or
+  ``nonce`` (else the signature identifies the push). Whatever else a push carries (a full order, or
+  only "order changed") is not trusted: the order is fetched from the platform's order API. Answers:
+  200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored"}`` (the same push sent again,
+  under a push id taken, but perhaps signed anew with another ``timestamp``, is a ``duplicate`` not
+  acted on again; a status the adapter does not know, such as ``shipped``, is ``ignored`` for an
+  order placed already when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as
+  for one never placed; a paid order placed already that the platform changed since, whose change is
+  not applied, a ``changed_after_placed`` ``problem``); 401 bad signature, unknown app or stale
+  timestamp (nothing stored or published); 409 another push under a push id taken; 422 a body that
+  is not flat parameters, a ``timestamp`` missing or in no format read, or an ``order_id`` that
+  cannot be an ``order_ref``, or an order the order API answers that we cannot read (a field we
+  cannot take: an ``invalid_order`` problem for operations too); 404 an order the platform does not
+  know; 502 the order API answered another order, or refused our signature (401, 403: the app's
+  secret or a clock to mend, then push again); 503 the order API failed (push again later).
 
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
 records; ``platform:read`` or ``platform:write`` to read):

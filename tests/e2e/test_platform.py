@@ -998,6 +998,32 @@ async def test_a_retry_naming_nothing_an_unknown_app_or_no_event_id_is_refused(
         assert said in answer.text, answer.text
 
 
+async def test_the_lists_of_an_unknown_app_are_refused_as_its_retry_is(
+    caravan: System, platform: Platform
+) -> None:
+    """``GET /platform/callbacks?app=nosuch`` and ``/platform/problems?app=nosuch`` answered
+    empty lists, as if all were well with a name mistyped; they are refused as the retry of
+    such an app is. An app configured with none, or no longer configured but with rows, is
+    listed."""
+    for path, rows in (("/platform/callbacks", "callback"), ("/platform/problems", "problem")):
+        answer = await platform.adapter.get(path, params={"app": "nosuch"})
+        assert answer.status_code == 422, answer.text
+        said = f"no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
+        assert (answer.json()["title"], answer.json()["detail"]) == ("Unknown app", said)
+        configured = await platform.adapter.get(path, params={"app": WRONG})
+        assert configured.status_code == 200, configured.text
+    gone = f"t-gone-{uuid.uuid4().hex[:6]}"
+    await caravan.execute(
+        "insert into platform.problems (app, platform_order_id, kind, detail)"
+        " values (:a, 'P-GONE', 'unmapped_sku', 'x')",
+        a=gone,
+    )
+    listed = await platform.adapter.get("/platform/problems", params={"app": gone})
+    assert [p["platform_order_id"] for p in listed.json()["problems"]] == ["P-GONE"], listed.text
+    unknown = await platform.adapter.get("/platform/callbacks", params={"app": gone})
+    assert unknown.status_code == 422, unknown.text
+
+
 async def test_a_status_callback_is_made_in_the_orders_trace(
     caravan: System, platform: Platform, tmp_path: Path
 ) -> None:

@@ -64,6 +64,10 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
     assert code == 1 and "event_ids.0: not an event id: a UUID" in out, out
     code, out = await cli(caravan, "retry")
     assert code == 2 and "name either --app or event ids" in out, out
+    for listing, rows in (("callbacks", "callback"), ("problems", "problem")):  # not "none"
+        code, out = await cli(caravan, listing, "--app", "nosuch")
+        said = f"Unknown app: no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
+        assert (code, out.strip()) == (1, said), out
 
 
 async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_line(

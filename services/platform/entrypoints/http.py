@@ -40,7 +40,8 @@ records; ``platform:read`` or ``platform:write`` to read):
   row: how many, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
-default), the list beside ``next_cursor``, null on the last page.
+default), the list beside ``next_cursor``, null on the last page. Problems and callbacks of an
+``app`` neither configured nor with one listed are refused 422, as a retry of it is.
 """
 
 import json
@@ -53,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.platform import handlers
@@ -419,7 +420,13 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
         return {"app": app, "mappings": found, "next_cursor": next_cursor}
 
-    @router.get("/problems", dependencies=READ)
+    def _of_known_app(rows: str) -> dict[int | str, dict[str, Any]]:
+        """The answers of a route refusing an app unknown (:func:`_unknown_app`)."""
+        return problem_responses(
+            {422: f"{BAD_INPUT}, or an app unknown (not configured, no {rows} of it)"}
+        )
+
+    @router.get("/problems", dependencies=READ, responses=_of_known_app("problem"))
     async def list_problems(
         app: str | None = None,
         all: bool = False,
@@ -430,6 +437,8 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         first seen), a page at a time (``next_cursor``)."""
         query = select(problems)
         if app is not None:
+            if refused := await _unknown_app(app, problems, "problem"):
+                return refused
             query = query.where(problems.c.app == app)
         if not all:
             query = query.where(problems.c.resolved_at.is_(None))
@@ -450,7 +459,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
                 )
         return {"resolved": kinds}
 
-    @router.get("/callbacks", dependencies=READ)
+    @router.get("/callbacks", dependencies=READ, responses=_of_known_app("callback"))
     async def list_callbacks(
         app: str | None = None,
         status: str | None = None,
@@ -464,6 +473,8 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         ``platform_order_id``."""
         query = select(callbacks)
         if app is not None:
+            if refused := await _unknown_app(app, callbacks, "callback"):
+                return refused
             query = query.where(callbacks.c.app == app)
         if status is not None:
             query = query.where(callbacks.c.status == status)
@@ -488,7 +499,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         responses=problem_responses(
             {
                 422: f"{BAD_INPUT}, or no app or event ids, or an app unknown (not"
-                " configured, no callback)"
+                " configured, no callback of it)"
             }
         ),
     )
@@ -498,11 +509,10 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         secret is put right. Every one is requeued; the answer and the audit row carry how
         many, and the first ``LISTED`` of their event ids (``GET /platform/callbacks`` lists
         them all)."""
-        if body.app is not None and body.app not in apps and not await _has_callbacks(body.app):
-            # a name mistyped; an app this instance lacks but whose callbacks there are may
-            # be another instance's, newer settings (callbacks.claim_due: they wait for it)
-            why = f"no app {body.app!r}: not in CARAVAN_PLATFORM_APPS, and no callback of it"
-            return problem(422, "Unknown app", why)
+        if body.app is not None and (
+            refused := await _unknown_app(body.app, callbacks, "callback")
+        ):
+            return refused
         query = update(callbacks).where(callbacks.c.status == "failed")
         if body.app is not None:
             query = query.where(callbacks.c.app == body.app)
@@ -524,11 +534,19 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
                 tx.signal(handlers.CALLBACKS_DUE)
         return told
 
-    async def _has_callbacks(app: str) -> bool:
+    async def _unknown_app(app: str, table: Table, rows: str) -> Response | None:
+        """A 422 for an ``app`` neither configured nor with any row in ``table`` (of ``rows``),
+        where a list of it was empty, as if all were well: a name mistyped. An app this
+        instance lacks but whose rows there are may be another instance's, newer settings
+        (callbacks.claim_due: its callbacks wait for it), or one configured no longer."""
+        if app in apps:
+            return None
         async with uow.db.engine.connect() as conn:
-            of_app = select(callbacks.c.event_id).where(callbacks.c.app == app).limit(1)
-            found = await conn.execute(of_app)
-            return found.first() is not None
+            found = await conn.execute(select(table.c.app).where(table.c.app == app).limit(1))
+            if found.first() is not None:
+                return None
+        why = f"no app {app!r}: not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
+        return problem(422, "Unknown app", why)
 
     return router
 

@@ -209,6 +209,7 @@ class Settings(CalendarSettings):
     payments_reminder_interval_seconds: float = 5.0
     # Platform adapter: the marketplace apps (CARAVAN_PLATFORM_APPS, JSON: {app: {secret,
     # sign_method, api_url}}), how old a push's timestamp may be, the platform API's timeout
+    # (of each read, and of a whole fetch of an order)
     # and the retries of status callbacks (exponential backoff, ``retry_base`` to ``cap``).
     platform_http_port: int = 8084
     # An app's name is stored with its pushes and callbacks (64 characters at most).
@@ -217,6 +218,9 @@ class Settings(CalendarSettings):
     )
     platform_timestamp_window_seconds: float = Field(300.0, gt=0)
     platform_api_timeout_seconds: float = 5.0
+    # The most a push waits for the order it names, in all (httpx's timeout is per read: a
+    # platform trickling its answer held the push for ever).
+    platform_api_deadline_seconds: float = Field(10.0, gt=0)
     platform_callback_max_attempts: int = Field(30, ge=1)
     platform_callback_retry_base_seconds: float = 1.0
     platform_callback_retry_cap_seconds: float = 300.0

@@ -30,7 +30,11 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
 
 def bootstrap(settings: Settings) -> Service:
     service = build_service("platform", settings, metadata)
-    api = PlatformApi(settings.platform_apps, settings.platform_api_timeout_seconds)
+    api = PlatformApi(
+        settings.platform_apps,
+        settings.platform_api_timeout_seconds,
+        settings.platform_api_deadline_seconds,
+    )
     window = settings.platform_timestamp_window_seconds
     start_at_zero_for(api.apps, get_args(Accepted))
     for sub in subscriptions():

@@ -37,6 +37,7 @@ RETRIES = {
     "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
     "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
     "CARAVAN_PLATFORM_API_TIMEOUT_SECONDS": "2",
+    "CARAVAN_PLATFORM_API_DEADLINE_SECONDS": "3",
     "CARAVAN_PLATFORM_CALLBACK_LEASE_SECONDS": "5",
 }
 SKUS = {"ALI-PEPPER": "T-PEPPER", "ALI-PEPPER-GIFT": "T-PEPPER", "ALI-FIG": "T-FIG"}
@@ -923,6 +924,29 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
         await platform.sim.put("/down", json={"seconds": 0, "apis": ["orders"]})
     assert report["status_code"] == 503, report
     assert report["body"]["detail"] == "the order API answered 500: push again later"
+
+
+async def test_an_order_api_trickling_its_answer_is_a_503_within_the_deadline(
+    caravan: System, platform: Platform
+) -> None:
+    """httpx's timeout is of each read: an order API sending a byte every half second held
+    the push for as long as it liked (the simulator's push gave up at 10 s). The fetch has a
+    deadline in all (3 s here), answered 503 as the order API's other failures are; a push
+    once it answers again places the order."""
+    order_ref = await new_order(platform.sim)
+    assert (await platform.sim.put("/trickle", json={"seconds": 60, "every": 0.5})).is_success
+    try:
+        started = time.monotonic()
+        report = await push(platform.sim, order_ref)
+        took = time.monotonic() - started
+    finally:
+        await platform.sim.put("/trickle", json={"seconds": 0})
+    assert report["status_code"] == 503, report
+    said = "the order API did not send the whole order within 3 s: push again later"
+    assert report["body"]["detail"] == said, report
+    assert took < 6, took
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
 
 
 async def test_caravan_demo_drives_orders_through_the_simulator(

@@ -8,6 +8,7 @@
   confirmed order) and the header ``Idempotency-Key``: the platform applies one key once.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,9 +78,14 @@ class StatusUpdate:
 
 
 class PlatformApi:
-    def __init__(self, apps: dict[str, PlatformApp], timeout: float) -> None:
+    def __init__(
+        self, apps: dict[str, PlatformApp], timeout: float, deadline: float | None = None
+    ) -> None:
+        """``timeout``: of each connect, read or write; ``deadline``: of a whole fetch of an
+        order (:meth:`fetch_order`), none if None."""
         self.apps = apps
         self.timeout = timeout
+        self.deadline = deadline
         self.client = httpx.AsyncClient(timeout=timeout)
 
     def _params(self, app: str, **params: str) -> dict[str, str]:
@@ -93,14 +99,18 @@ class PlatformApi:
 
     async def fetch_order(self, app: str, order_id: str) -> PlatformOrder:
         """The order as the platform has it now (its answer read no further than
-        :data:`ORDER_ANSWER_MAX_BYTES`)."""
+        :data:`ORDER_ANSWER_MAX_BYTES`, and within ``deadline``, all told)."""
         url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
         params = self._params(app, order_id=order_id)
         try:
-            try:
-                status, content = await self._get(url, params)
-            except httpx.RemoteProtocolError:  # a kept connection the server had just closed
-                status, content = await self._get(url, params)  # a GET: asked once more
+            async with asyncio.timeout(self.deadline):
+                try:
+                    status, content = await self._get(url, params)
+                except httpx.RemoteProtocolError:  # a kept connection the server had just closed
+                    status, content = await self._get(url, params)  # a GET: asked once more
+        except TimeoutError as exc:  # a whole answer too slow, however quick each read
+            said = f"the order API did not send the whole order within {self.deadline:g} s"
+            raise PlatformUnavailable(said) from exc
         except httpx.TimeoutException as exc:
             said = f"the order API did not answer within {self.timeout:g} s"
             raise PlatformUnavailable(said) from exc

@@ -24,10 +24,14 @@ Control side (for tests and ``caravan demo``):
 - ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"], "answer": 503}``: those APIs
   answer ``answer`` (503 unless said: a 4xx is a refusal for good) for ``s`` seconds (0: up
   again).
+- ``PUT /trickle`` ``{"seconds": s, "every": e}``: for ``s`` seconds, the order API sends
+  its answers a byte every ``e`` seconds (a platform holding a push: each read quick, the
+  whole answer never done).
 - ``GET /callbacks?order_id=``: the outcomes applied (one per idempotency key, with how
   many requests carried it) and every request. ``GET /healthz`` (never down).
 """
 
+import asyncio
 import json
 import time
 import uuid
@@ -37,7 +41,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.platform.domain.orders import PlatformOrder
@@ -61,6 +65,11 @@ class Answers(BaseModel):
 Api = Literal["orders", "status"]
 
 
+class Trickle(BaseModel):
+    seconds: float = Field(ge=0)
+    every: float = Field(0.5, gt=0)
+
+
 class Down(BaseModel):
     seconds: float = Field(ge=0)
     apis: list[Api] = ["orders", "status"]
@@ -75,6 +84,8 @@ class State:
     requests: list[dict[str, Any]] = field(default_factory=list)
     down_until: dict[str, float] = field(default_factory=dict)
     answers_down: dict[str, int] = field(default_factory=dict)  # api -> its answer meanwhile
+    trickle_until: float = 0.0
+    trickle_every: float = 0.5
 
     def down(self, api: Api) -> bool:
         return time.monotonic() < self.down_until.get(api, 0.0)
@@ -109,6 +120,15 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
             return JSONResponse({"title": "no such order"}, status_code=404)
         if state.answers.get(order_id):
             order = order.model_copy(update={"status": state.answers[order_id].pop(0)})
+        if time.monotonic() < state.trickle_until:
+            body, every = order.model_dump_json(exclude_none=True).encode(), state.trickle_every
+
+            async def trickled() -> Any:
+                for byte in body:
+                    yield bytes([byte])
+                    await asyncio.sleep(every)
+
+            return StreamingResponse(trickled(), media_type="application/json")
         return order.model_dump(mode="json", exclude_none=True)
 
     @app.post("/status")
@@ -181,6 +201,12 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         for api in body.apis:
             state.down_until[api] = time.monotonic() + body.seconds
             state.answers_down[api] = body.answer
+        return body.model_dump()
+
+    @app.put("/trickle")
+    async def trickle(body: Trickle) -> dict[str, Any]:
+        state.trickle_until = time.monotonic() + body.seconds
+        state.trickle_every = body.every
         return body.model_dump()
 
     @app.get("/callbacks")

@@ -10,9 +10,19 @@ from services.platform.domain.orders import ProblemKind
 from shared.metrics import start_at_zero
 
 PushRefused = Literal[
-    "invalid", "unknown_app", "bad_signature", "stale", "replayed", "fetch_failed", "fetch_refused"
+    "invalid",
+    "unknown_app",
+    "bad_signature",
+    "stale",
+    "replayed",
+    "fetch_failed",
+    "fetch_refused",
+    "fetch_signature_refused",
 ]
-"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``)."""
+"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``):
+``fetch_failed`` the order API down, too slow or answering another status (push again later),
+``fetch_signature_refused`` its 401 or 403 to our signed request (a secret or a clock to mend
+by hand), ``fetch_refused`` an order it does not know or that cannot be read."""
 
 RESENT = "resent"
 """The ``outcome`` of a push sent again under its push id (answered 200 ``duplicate``, not

@@ -901,7 +901,7 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
 
 
 async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
-    platform: Platform,
+    caravan: System, platform: Platform
 ) -> None:
     """An app whose secret is not the platform's: the order API answers 401, and the push is
     answered 502 saying so and what to check (it was a 503 "push again later", Retry-After 1,
@@ -909,6 +909,8 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     answering 500 is a 503 that says so."""
     order_ref = await new_order(platform.sim)
     params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
+    counted = {"app": WRONG, "outcome": "fetch_signature_refused"}  # not "fetch_failed"
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **counted)
     answer = await platform.adapter.post(
         f"/platform/{WRONG}/push", data=signed(params, WRONG_SECRET)
     )
@@ -916,6 +918,12 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     assert answer.json()["title"] == "Platform order API refused Caravan's request"
     assert "answered 401" in answer.json()["detail"] and "secret" in answer.json()["detail"]
     assert "retry-after" not in answer.headers
+    after = await caravan.gauge("platform", "caravan_platform_pushes_total", **counted)
+    assert after == before + 1
+    # Its log line says what happened, where it ended "(None)" (the cause it has not).
+    logged = (caravan.procs.log_dir / "platform.log").read_text().splitlines()
+    [line] = [x for x in logged if f"order {order_ref} not fetched" in x]
+    assert "the order API answered 401" in line and "(None)" not in line, line
     down = {"seconds": 30, "apis": ["orders"], "answer": 500}
     assert (await platform.sim.put("/down", json=down)).status_code == 200
     try:

@@ -258,13 +258,13 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
         try:
             order = await api.fetch_order(app, order_id)
         except (PlatformUnavailable, SignatureRefused) as exc:
-            log.warning(
-                "platform %s order %s not fetched: %s (%r)", app, order_id, exc, exc.__cause__
-            )
-            PUSHES.labels(app, "fetch_failed").inc()
+            cause = f" ({exc.__cause__!r})" if exc.__cause__ is not None else ""
+            log.warning("platform %s order %s not fetched: %s%s", app, order_id, exc, cause)
             if isinstance(exc, SignatureRefused):  # a secret or a clock to mend, by hand
+                PUSHES.labels(app, "fetch_signature_refused").inc()
                 title = "Platform order API refused Caravan's request"
                 return problem(502, title, f"{exc}; then push again")
+            PUSHES.labels(app, "fetch_failed").inc()
             return unavailable("Platform order API unavailable", f"{exc}: push again later")
         except PlatformRefused as exc:
             PUSHES.labels(app, "fetch_refused").inc()

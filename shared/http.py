@@ -311,11 +311,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return unavailable("Service Unavailable", "the database is not reachable; retry")
 
 
-def unavailable(title: str, detail: str) -> JSONResponse:
-    """A 503 problem, to be asked again (``Retry-After: 1``): something the answer needs is
-    away for now."""
+def unavailable(title: str, detail: str, retry_after: int = 1) -> JSONResponse:
+    """A 503 problem, to be asked again (``Retry-After``, 1 s unless said): something the
+    answer needs is away for now."""
     response = problem(503, title, detail)
-    response.headers["Retry-After"] = "1"
+    response.headers["Retry-After"] = str(retry_after)
     return response
 
 

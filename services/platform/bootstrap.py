@@ -41,9 +41,10 @@ def bootstrap(settings: Settings) -> Service:
         service.subscribe(sub)
     wake = asyncio.Event()
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
-    service.loops.append(partial(callback_loop, service.uow, api, callback_policy(settings), wake))
+    policy = callback_policy(settings)
+    service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
     service.loops.append(partial(prune_loop, service.uow, window))
-    service.asgi_app.include_router(push_router(service.uow, api, window))
+    service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff))
     service.asgi_app.include_router(admin_router(service.uow, api.apps))
 
     async def problems() -> None:

@@ -924,14 +924,24 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     logged = (caravan.procs.log_dir / "platform.log").read_text().splitlines()
     [line] = [x for x in logged if f"order {order_ref} not fetched" in x]
     assert "the order API answered 401" in line and "(None)" not in line, line
+    waiting = await new_order(platform.sim, status="wait_pay")  # the order API answers
+    assert (await push(platform.sim, waiting))["body"]["status"] == "ignored"
     down = {"seconds": 30, "apis": ["orders"], "answer": 500}
     assert (await platform.sim.put("/down", json=down)).status_code == 200
     try:
         report = await push(platform.sim, order_ref)
+        # Retry-After was 1 however long it failed: as long as it has, from the callbacks'
+        # base (0.3 s here) to their cap (1.5 s here), in whole seconds.
+        url = f"/platform/{APP}/push"
+        first = await platform.adapter.post(url, json=report["params"])  # a 503 takes no id
+        await asyncio.sleep(1.7)
+        later = await platform.adapter.post(url, json=report["params"])
     finally:
         await platform.sim.put("/down", json={"seconds": 0, "apis": ["orders"]})
     assert report["status_code"] == 503, report
     assert report["body"]["detail"] == "the order API answered 500: push again later"
+    waits = [(a.status_code, a.headers.get("retry-after")) for a in (first, later)]
+    assert waits == [(503, "1"), (503, "2")], waits
 
 
 async def test_an_order_api_trickling_its_answer_is_a_503_within_the_deadline(

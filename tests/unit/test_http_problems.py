@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from services.notifications.adapters.http_gateway import SimulatorGateway
 from services.notifications.entrypoints.http import add_routes
 from services.platform.adapters.platform_api import PlatformApi
+from services.platform.domain.delivery import Backoff
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
 from shared.db import Database
@@ -102,7 +103,7 @@ def pushes(secret: str) -> FastAPI:
     needed)."""
     api = SimpleNamespace(apps={"shop": PlatformApp(secret=secret, api_url="http://shop")})
     app = FastAPI()
-    app.include_router(push_router(cast(UnitOfWork, None), cast(PlatformApi, api), 300))
+    app.include_router(push_router(cast(UnitOfWork, None), cast(PlatformApi, api), 300, Backoff()))
     return app
 
 

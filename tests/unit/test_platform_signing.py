@@ -358,6 +358,13 @@ def test_backoff_grows_to_its_cap_with_equal_jitter() -> None:
     assert not policy.exhausted(4) and policy.exhausted(5)
 
 
+def test_a_push_waits_as_long_as_the_order_api_has_failed_within_the_backoff() -> None:
+    """Retry-After of an order API failing: whole seconds, base to cap (it was 1 always)."""
+    policy = Backoff(base_seconds=1.0, cap_seconds=300.0)
+    waits = [policy.retry_after(s) for s in (0.0, 0.2, 1.5, 42.0, 299.1, 3600.0)]
+    assert waits == [1, 1, 2, 42, 300, 300]
+
+
 def test_push_bodies_are_flat_parameters_from_a_form_or_json() -> None:
     assert parse_params(b"a=1&b=x+y&sign=AB", "application/x-www-form-urlencoded") == {
         "a": "1",

@@ -10,6 +10,7 @@
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -26,7 +27,11 @@ log = logging.getLogger(__name__)
 
 class PlatformUnavailable(Exception):
     """No usable answer (refused, timed out, 5xx): worth trying again later. The order API's
-    say what happened in words a push's answer may carry (not where the API is)."""
+    say what happened in words a push's answer may carry (not where the API is), and
+    ``failing_for``: how long it has failed, every fetch of the app's orders since its first
+    failure (0 for that one)."""
+
+    failing_for = 0.0
 
 
 class SignatureRefused(Exception):
@@ -86,6 +91,7 @@ class PlatformApi:
         self.apps = apps
         self.timeout = timeout
         self.deadline = deadline
+        self.failing_since: dict[str, float] = {}  # by app: its order API's first failure
         self.client = httpx.AsyncClient(timeout=timeout)
 
     def _params(self, app: str, **params: str) -> dict[str, str]:
@@ -99,7 +105,21 @@ class PlatformApi:
 
     async def fetch_order(self, app: str, order_id: str) -> PlatformOrder:
         """The order as the platform has it now (its answer read no further than
-        :data:`ORDER_ANSWER_MAX_BYTES`, and within ``deadline``, all told)."""
+        :data:`ORDER_ANSWER_MAX_BYTES`, and within ``deadline``, all told); a
+        :class:`PlatformUnavailable` says how long the app's order API has failed."""
+        try:
+            order = await self._fetch_order(app, order_id)
+        except PlatformUnavailable as exc:
+            now = time.monotonic()
+            exc.failing_for = now - self.failing_since.setdefault(app, now)
+            raise
+        except (SignatureRefused, PlatformRefused, UnreadableOrder):
+            self.failing_since.pop(app, None)  # it answered
+            raise
+        self.failing_since.pop(app, None)
+        return order
+
+    async def _fetch_order(self, app: str, order_id: str) -> PlatformOrder:
         url = f"{self.apps[app].api_url.rstrip('/')}/orders/{quote(order_id, safe='')}"
         params = self._params(app, order_id=order_id)
         try:

@@ -1,5 +1,6 @@
 """Status callbacks to a platform: what an answer means, and when to try again. Pure."""
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,3 +39,9 @@ class Backoff:
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts
+
+    def retry_after(self, failing_for: float) -> int:
+        """Whole seconds a platform is asked to wait before pushing again (``Retry-After``),
+        its order API failing for ``failing_for`` seconds: as long again, from
+        ``base_seconds`` to ``cap_seconds`` (the waits of its status API's)."""
+        return math.ceil(min(self.cap_seconds, max(self.base_seconds, failing_for)))

@@ -66,6 +66,7 @@ from services.platform.adapters.platform_api import (
     UnreadableOrder,
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
+from services.platform.domain.delivery import Backoff
 from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
 from services.platform.domain.signing import (
     SIGN,
@@ -192,7 +193,11 @@ PUSH_PROBLEMS = problem_responses(
 )
 
 
-def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> APIRouter:
+def push_router(
+    uow: UnitOfWork, api: PlatformApi, window_seconds: float, retry: Backoff
+) -> APIRouter:
+    """The push route; ``retry``: the waits a push is answered to take while the order API
+    fails (:meth:`~services.platform.domain.delivery.Backoff.retry_after`)."""
     router = APIRouter(tags=["platform pushes"], responses=PUSH_PROBLEMS)
 
     def refuse(
@@ -265,7 +270,8 @@ def push_router(uow: UnitOfWork, api: PlatformApi, window_seconds: float) -> API
                 title = "Platform order API refused Caravan's request"
                 return problem(502, title, f"{exc}; then push again")
             PUSHES.labels(app, "fetch_failed").inc()
-            return unavailable("Platform order API unavailable", f"{exc}: push again later")
+            wait = retry.retry_after(exc.failing_for)
+            return unavailable("Platform order API unavailable", f"{exc}: push again later", wait)
         except PlatformRefused as exc:
             PUSHES.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])

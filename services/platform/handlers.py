@@ -19,13 +19,14 @@ happen) is parked (:mod:`shared.messaging.parking`) and its callback queued when
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.platform.adapters.tables import (
     callbacks,
+    closed_unplaced,
     mappings,
     parked,
     platform_orders,
@@ -44,6 +45,7 @@ from services.platform.domain.orders import (
     changes_since,
     fulfilled_after_cancelled,
     meaning,
+    paid_after_cancelled,
     to_request,
     undone_on_platform,
     unknown_status,
@@ -137,6 +139,12 @@ async def accept_push(
         return await _moved_on(tx, app, order, ours)
     if means != "paid":
         log.info("platform order %s/%s is %s; nothing to do", app, order.order_id, order.status)
+        if means == "cancelled":  # final: a paid read decided after this one is older
+            stmt = pg_insert(closed_unplaced).values(
+                app=app, platform_order_id=order.order_id, status=order.status
+            )
+            update_ = {"status": stmt.excluded.status, "seen_at": func.now()}
+            await tx.conn.execute(stmt.on_conflict_do_update(index_elements=KEY, set_=update_))
         if means == "cancelled":  # nothing left to place: its problems are moot
             await resolve_problems(tx, app, order.order_id)
         return "ignored"
@@ -150,6 +158,12 @@ async def accept_push(
             )
             return "problem"
         return "duplicate"
+    closed = await tx.conn.scalar(
+        select(closed_unplaced.c.status).where(_closed(app, order.order_id))
+    )
+    if closed is not None:
+        await record_problems(tx, app, order.order_id, [paid_after_cancelled(order, closed)])
+        return "problem"
     skus, buyers = await _mappings(tx, app, order)
     request = to_request(order, skus, buyers)
     if isinstance(request, list):
@@ -177,6 +191,20 @@ async def accept_push(
     await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
     return "accepted"
+
+
+KEY = [closed_unplaced.c.app, closed_unplaced.c.platform_order_id]
+
+
+def _closed(app: str, platform_order_id: str) -> Any:
+    c = closed_unplaced.c
+    return (c.app == app) & (c.platform_order_id == platform_order_id)
+
+
+async def forget_closed(tx: Tx, app: str, platform_order_id: str) -> None:
+    """Forget that an order was found cancelled before it was placed (its problems resolved
+    by hand: operations found it paid all the same), so that a push may place it."""
+    await tx.conn.execute(delete(closed_unplaced).where(_closed(app, platform_order_id)))
 
 
 STILL_OPEN_ONCE_PLACED = {

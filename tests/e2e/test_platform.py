@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
@@ -1152,3 +1153,51 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once
         (confirmed.id, "confirmed", None, 1),
         (cancelled.id, "cancelled", "out_of_stock", 1),
     ]
+
+
+async def test_a_paid_read_decided_after_a_cancelled_one_does_not_place_the_order(
+    caravan: System, platform: Platform
+) -> None:
+    """Push A reads the order paid, push B then reads it cancelled (final on the platform), and
+    B is decided first (A held between its fetch and its decision, as by a slow order API
+    answer: here by a row of A's push id not committed yet). A found nothing placed and placed
+    it, closing every problem; now it opens a ``paid_after_cancelled`` problem. Resolved by
+    hand (the platform having it paid all the same), the order is placed by a push again."""
+    order_ref = await new_order(platform.sim, status="cancelled")
+    answers = {"statuses": ["paid"]}  # A's fetch, the first; the later ones read cancelled
+    assert (await platform.sim.post(f"/orders/{order_ref}/answers", json=answers)).is_success
+    held = f"A-{uuid.uuid4().hex}"
+    assert caravan.engine is not None
+    async with caravan.engine.connect() as conn:
+        tx = await conn.begin()
+        row = {"a": APP, "p": held}
+        await conn.execute(
+            text("insert into platform.pushes (app, push_id, fingerprint) values (:a, :p, 'x')"),
+            row,
+        )
+        a = asyncio.create_task(push(platform.sim, order_ref, kind="notice", push_id=held))
+        await until(lambda: _waiting_on(caravan), what="push A held")
+        b = await push(platform.sim, order_ref, kind="notice")
+        assert (b["status_code"], b["body"]["status"]) == (200, "ignored"), b
+        await tx.rollback()
+    report = await a
+    assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    [(kind, detail)] = await open_problems(platform, order_ref)
+    assert kind == "paid_after_cancelled" and "'cancelled'" in detail, detail
+    await asyncio.sleep(0.5)
+    assert requested(caravan, order_ref) == []
+    body = {"app": APP, "platform_order_id": order_ref}
+    resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert resolved.json() == {"resolved": ["paid_after_cancelled"]}, resolved.text
+    await new_order(platform.sim, order_id=order_ref)  # paid all the same
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+
+
+async def _waiting_on(caravan: System) -> bool:
+    """Whether a push's row of ``platform.pushes`` waits on a lock (one not committed yet)."""
+    waiting: int = await caravan.scalar(
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        " and query like '%platform.pushes%'"
+    )
+    return waiting > 0

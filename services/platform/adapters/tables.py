@@ -1,6 +1,6 @@
 """The platform schema: pushes seen (replay guard), the mapping table, platform orders placed
-with us (one per app and platform order), problems for operations, status callbacks, and
-the outcomes waiting for their order's ``order.placed``."""
+with us (one per app and platform order), those closed before they were placed, problems for
+operations, status callbacks, and the outcomes waiting for their order's ``order.placed``."""
 
 from sqlalchemy import (
     Column,
@@ -63,6 +63,20 @@ platform_orders = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("app", "platform_order_id"),
     Index("platform_orders_order_id", "order_id"),
+)
+
+# A platform order a push found cancelled (``status``, as the platform said it) before it was
+# placed with us. Cancelled is final on the platform: a push that read the order
+# paid earlier but decides after this (a slow order API answer) opens a ``paid_after_cancelled``
+# problem instead of placing it. Resolving the order's problems by hand forgets it.
+closed_unplaced = Table(
+    "closed_unplaced",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("platform_order_id", String(64), nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("app", "platform_order_id"),
 )
 
 # Why a pushed order could not be placed (unmapped SKU or buyer, invalid order): one row per

@@ -33,6 +33,7 @@ ProblemKind = Literal[
     "refund_requested",
     "fulfilled_after_cancelled",
     "changed_after_placed",
+    "paid_after_cancelled",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
 it was never placed and the platform now says a status the adapter does not know (paid or
@@ -42,7 +43,8 @@ it (a sale to undo by hand), or its buyer asked the platform for a refund after 
 (a refund to agree to or refuse there, and perhaps goods to stop), or it says an order we
 cancelled is being fulfilled (goods shipped that Caravan holds no stock or payment for), or
 the platform changed its items, delivery or buyer after we placed it (the change not
-applied: :func:`changed_after_placed`)."""
+applied: :func:`changed_after_placed`), or it was read paid after a read of it cancelled,
+before it was placed (an older answer decided later, as cancelled is final: not placed)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled", "refunding", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
 cancelled one (before payment, or closed after it with the buyer's money given back) is
@@ -257,6 +259,19 @@ def changed_after_placed(order: PlatformOrder, ours: str, changes: list[str]) ->
         f" change was not applied ({'; '.join(changes)}): our order goes on as placed; if the"
         " change must be made, cancel our order if it is not confirmed yet and have the"
         " platform place a new one, or settle the difference by hand; then resolve this"[:1000],
+    )
+
+
+def paid_after_cancelled(order: PlatformOrder, cancelled: str) -> Problem:
+    """Why an order read ``paid`` is not placed: a push before found it ``cancelled`` (a
+    status meaning so) when it was not placed yet. Cancelled is final on the platform, so the
+    paid read is an older answer decided later (a slow order API, a push held up)."""
+    return Problem(
+        "paid_after_cancelled",
+        f"the platform says {order.status!r} of an order an earlier push found {cancelled!r}"
+        " before it was placed with us: not placed, as a cancelled order stays cancelled (this"
+        " read is older than that one). Should the platform have it paid all the same, resolve"
+        " this, which forgets the cancellation, then have it pushed again; else resolve it",
     )
 
 

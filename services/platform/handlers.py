@@ -85,17 +85,24 @@ def source_of(app: str) -> str:
     return f"{PLATFORM_SOURCE_PREFIX}{app}"
 
 
-async def seen(tx: Tx, app: str, push_id: str, fingerprint: str) -> Seen | None:
-    """None for a push id not accepted before; ``duplicate`` when it was, for this very push
-    (its :func:`~services.platform.domain.signing.fingerprint`: a platform that did not see
-    our answer sends it again), else ``replayed`` (another push under that id)."""
+async def seen(tx: Tx, app: str, push_id: str, fingerprint: str, sign: str) -> Seen | None:
+    """None for a push id and a signature (upper-case) not accepted before; ``duplicate``
+    when the push id was, for this very push (its
+    :func:`~services.platform.domain.signing.fingerprint`: a platform that did not see our
+    answer sends it again), else ``replayed`` (another push under that id); ``duplicate`` too
+    for a signature taken under another push id: the same signed string, re-split."""
     found = await tx.conn.execute(
-        select(pushes.c.fingerprint).where(pushes.c.app == app, pushes.c.push_id == push_id)
+        select(pushes.c.push_id, pushes.c.fingerprint).where(
+            pushes.c.app == app, or_(pushes.c.push_id == push_id, pushes.c.sign == sign)
+        )
     )
-    row = found.first()
-    if row is None:
+    rows = found.all()
+    if not rows:
         return None
-    return "duplicate" if row.fingerprint == fingerprint else "replayed"
+    same_id = [row for row in rows if row.push_id == push_id]
+    if same_id and same_id[0].fingerprint != fingerprint:
+        return "replayed"
+    return "duplicate"
 
 
 async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
@@ -108,18 +115,18 @@ async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
 
 
 async def accept_push(
-    tx: Tx, app: str, push_id: str, fingerprint: str, order: PlatformOrder
+    tx: Tx, app: str, push_id: str, fingerprint: str, sign: str, order: PlatformOrder
 ) -> Accepted:
-    """Act on a verified push, given the order as the platform has it now (holding the
-    platform order's lock: :func:`lock_platform_order`)."""
+    """Act on a verified push (``sign``: its signature, upper-case), given the order as the
+    platform has it now (holding the platform order's lock: :func:`lock_platform_order`)."""
     fresh = await tx.conn.execute(
         pg_insert(pushes)
-        .values(app=app, push_id=push_id, fingerprint=fingerprint)
+        .values(app=app, push_id=push_id, fingerprint=fingerprint, sign=sign)
         .on_conflict_do_nothing()
         .returning(pushes.c.push_id)
     )
     if fresh.first() is None:  # taken meanwhile: the same push sent twice at once, or not
-        return await seen(tx, app, push_id, fingerprint) or "replayed"
+        return await seen(tx, app, push_id, fingerprint, sign) or "replayed"
     await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     found = select(platform_orders.c.order_id, platform_orders.c.placed).where(key)

@@ -250,6 +250,25 @@ async def test_taobaos_timestamp_is_read_as_beijing_time_and_an_unread_one_says_
     await placed_once(caravan, order_ref)
 
 
+async def test_a_captured_push_re_split_is_a_duplicate_not_acted_on_again(
+    caravan: System, platform: Platform
+) -> None:
+    """The signed string joins names and values with nothing between them, so a captured
+    push whose ``push_id=X`` is sent as ``p=ush_idX`` verifies; its push id then fell back to
+    its ``sign``, not taken, and it was acted on again (its problem seen twice). A ``sign``
+    taken makes it a duplicate, as a push without a push id whose ``sign`` is taken was."""
+    sku = f"ALI-RESPLIT-{uuid.uuid4().hex[:6]}"
+    order_ref = await new_order(platform.sim, {sku: 1})
+    first = await push(platform.sim, order_ref, kind="notice", push_id=f"r-{uuid.uuid4().hex}")
+    assert first["body"]["status"] == "problem", first
+    params = dict(first["params"])
+    params["p"] = "ush_id" + params.pop("push_id")  # the same bytes signed
+    again = await platform.adapter.post(f"/platform/{APP}/push", json=params)
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
+    seen = "select occurrences from platform.problems where platform_order_id = :r"
+    assert await caravan.scalar(seen, r=order_ref) == 1
+
+
 async def test_duplicated_and_out_of_order_pushes_make_one_order(
     caravan: System, platform: Platform
 ) -> None:

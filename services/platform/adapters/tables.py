@@ -23,10 +23,13 @@ from shared.messaging.tables import add_messaging_tables
 SCHEMA = "platform"
 metadata = MetaData(schema=SCHEMA)
 
-# Each accepted push's id (its ``push_id`` or ``nonce``, else its signature) and fingerprint
-# (``signing.fingerprint``): the same push sent again is a duplicate, another push of that id
-# refused (none on rows from before 2026-12-04). Rows older than the timestamp window can go:
-# such a push is stale anyway.
+# Each accepted push's id (its ``push_id`` or ``nonce``, else its signature), fingerprint
+# (``signing.fingerprint``) and signature (upper-case): the same push sent again is a
+# duplicate, another push of that id refused (no fingerprint on rows from before 2026-12-04);
+# a push of a signature taken is a duplicate too, whatever its parameters (the signed string
+# has no separators: a captured push re-split, ``push_id=X`` sent as ``p=ush_idX``, still
+# verifies; no signature on rows from before 2026-12-05). Rows older than the timestamp
+# window can go: such a push is stale anyway.
 pushes = Table(
     "pushes",
     metadata,
@@ -34,7 +37,9 @@ pushes = Table(
     Column("push_id", String(128), nullable=False),
     Column("fingerprint", String(64), nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sign", String(64), nullable=True),
     PrimaryKeyConstraint("app", "push_id"),
+    Index("pushes_sign", "app", "sign", unique=True),
 )
 
 # kind 'sku': value {"sku"}; kind 'buyer': value {"buyer_id", "phone", "locale"}.

@@ -10,7 +10,8 @@ Pushes (authenticated by the app's signature, not by a token):
   only "order changed") is not trusted: the order is fetched from the platform's order API. Answers:
   200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored"}`` (the same push sent again,
   under a push id taken, but perhaps signed anew with another ``timestamp``, is a ``duplicate`` not
-  acted on again; a status the adapter does not know, such as ``shipped``, is ``ignored`` for an
+  acted on again, as is a push of a ``sign`` taken, its parameters cut elsewhere or not; a
+  status the adapter does not know, such as ``shipped``, is ``ignored`` for an
   order placed already when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as
   for one never placed; a paid order placed already that the platform changed since, whose change is
   not applied, a ``changed_after_placed`` ``problem``); 401 bad signature, unknown app or stale
@@ -226,7 +227,8 @@ def push_router(
             # So the detail names both things to check: the app's name and its secret.
             detail = f"no app {app!r} with a secret that signs this push"
             return refuse(app, refused, 401, "Bad signature", detail[:300], request)
-        push_id = params.get("push_id") or params.get("nonce") or params[SIGN].upper()
+        signature = params[SIGN].upper()
+        push_id = params.get("push_id") or params.get("nonce") or signature
         order_id = params.get("order_id", "")
         at = parse_timestamp(params.get("timestamp", ""))
         # Every parameter at fault, each named (one round trip mends them all). The
@@ -254,7 +256,7 @@ def push_router(
             return refuse(app, "stale", 401, "Stale timestamp", detail[:500], request)
         same = fingerprint(params)
         async with uow.begin() as tx:
-            before = await handlers.seen(tx, app, push_id, same)
+            before = await handlers.seen(tx, app, push_id, same, signature)
         if before == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
@@ -287,7 +289,7 @@ def push_router(
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"
             return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
-            outcome = await handlers.accept_push(tx, app, push_id, same, order)
+            outcome = await handlers.accept_push(tx, app, push_id, same, signature, order)
         if outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         PUSHES.labels(app, outcome).inc()

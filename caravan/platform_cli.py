@@ -1,6 +1,6 @@
 """``caravan platform ...``: pushed orders the platform adapter could not place (problems),
-resolving them, and its status callbacks to the platforms, sent again once failed, through
-the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
+resolving them or fetching them again, and its status callbacks to the platforms, sent again
+once failed, through the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
 
 from typing import Annotated, Any
 
@@ -86,6 +86,18 @@ def resolve(
         console.print(f"{target}: no open problem, nothing changed")
         return
     console.print(f"{target}: resolved {', '.join(kinds)}")
+
+
+@app.command()
+def refetch(
+    app_name: Annotated[str, typer.Argument(metavar="APP")], platform_order_id: str, url: Url = None
+) -> None:
+    """Fetch a platform order from its order API and decide on it again, as a push would
+    (audited): once a problem is mended (a mapping added), the push that found it being
+    answered ``duplicate`` if sent again."""
+    body = {"app": app_name, "platform_order_id": platform_order_id}
+    told = _call(url, "POST", "/platform/refetch", json=body)
+    console.print(f"{app_name}/{platform_order_id}: {told['status']}")
 
 
 CALLBACK, SENT = "event\norder\ncreated", "app\nplatform order\noutcome\nstatus, tries"

@@ -127,6 +127,12 @@ async def accept_push(
     )
     if fresh.first() is None:  # taken meanwhile: the same push sent twice at once, or not
         return await seen(tx, app, push_id, fingerprint, sign) or "replayed"
+    return await decide(tx, app, order)
+
+
+async def decide(tx: Tx, app: str, order: PlatformOrder) -> Accepted:
+    """Act on the order as the platform has it now, whether a push or operations asked
+    (``caravan platform refetch``), holding the platform order's lock."""
     await lock_platform_order(tx, app, order.order_id)
     key = (platform_orders.c.app == app) & (platform_orders.c.platform_order_id == order.order_id)
     found = select(platform_orders.c.order_id, platform_orders.c.placed).where(key)

@@ -184,6 +184,10 @@ class World:
                 "/platform/problems/resolve",
                 {"app": self.app, "platform_order_id": "P-NONE"},
             ),
+            ("platform", "POST", "/platform/refetch"): (
+                "/platform/refetch",
+                {"app": self.app, "platform_order_id": "P-NONE"},
+            ),
             ("dashboard", "GET", "/"): ("/", None),
             ("dashboard", "GET", "/api/snapshot"): ("/api/snapshot", None),
             ("dashboard", "GET", "/orders/{order_id}"): (f"/orders/{self.order_id}", None),

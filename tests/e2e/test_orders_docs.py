@@ -193,6 +193,7 @@ FUZZED = {
         "GET /platform/{app}/mappings",
         "GET /platform/{app}/mappings/{kind}/{external_id}",
         "POST /platform/problems/resolve",
+        "POST /platform/refetch",
         "POST /platform/{app}/push",
         "PUT /platform/{app}/mappings/{kind}/{external_id}",
     ],

@@ -1,11 +1,14 @@
 """``caravan platform`` subcommands against the running platform adapter's admin API."""
 
+import uuid
+
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_platform import (
     APP,
     Platform,
     callbacks,
     new_order,
+    open_problems,
     placed_and_told,
     placed_once,
     platform,
@@ -44,6 +47,37 @@ async def test_problems_are_listed_and_resolved_from_the_command_line(
     code, out = await cli(caravan, "resolve", APP, order_ref)
     assert (code, out) == (0, f"{APP}/{order_ref}: no open problem, nothing changed\n")
     assert await resolutions_audited(caravan, order_ref) == 1
+
+
+async def test_a_mended_problem_is_placed_by_a_refetch_from_the_command_line(
+    caravan: System, platform: Platform
+) -> None:
+    """A push answered ``problem`` keeps its push id: sent again once its SKU is mapped, it is
+    a ``duplicate`` and nothing is done, and the platform pushes only when the order changes.
+    ``refetch`` fetches the order and decides on it as a push would (audited)."""
+    unknown, order_ref = await unmapped_order(platform.sim, "ALI-REFETCH")
+    first = await push(platform.sim, order_ref, kind="notice", push_id=f"r-{uuid.uuid4().hex}")
+    assert first["body"]["status"] == "problem", first
+    mapped = await platform.adapter.put(
+        f"/platform/{APP}/mappings/sku/{unknown}", json={"sku": "T-PEPPER"}
+    )
+    assert mapped.status_code == 200, mapped.text
+    again = await platform.adapter.post(f"/platform/{APP}/push", json=first["params"])
+    assert again.json()["status"] == "duplicate", again.text
+    code, out = await cli(caravan, "refetch", APP, order_ref)
+    assert (code, out) == (0, f"{APP}/{order_ref}: accepted\n")
+    await placed_once(caravan, order_ref)
+    assert await open_problems(platform, order_ref) == []
+    code, out = await cli(caravan, "refetch", APP, order_ref)
+    assert (code, out) == (0, f"{APP}/{order_ref}: duplicate\n")
+    audited = await caravan.sql(
+        "select detail ->> 'status' from auth.audit where action = 'platform.refetch'"
+        " and target = :t order by id",
+        t=f"{APP}/{order_ref}",
+    )
+    assert [row[0] for row in audited] == ["accepted", "duplicate"]
+    code, out = await cli(caravan, "refetch", "t-nosuch", order_ref)
+    assert code == 1 and "no app 't-nosuch'" in out, out
 
 
 async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_line(

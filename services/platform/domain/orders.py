@@ -271,7 +271,8 @@ def paid_after_cancelled(order: PlatformOrder, cancelled: str) -> Problem:
         f"the platform says {order.status!r} of an order an earlier push found {cancelled!r}"
         " before it was placed with us: not placed, as a cancelled order stays cancelled (this"
         " read is older than that one). Should the platform have it paid all the same, resolve"
-        " this, which forgets the cancellation, then have it pushed again; else resolve it",
+        " this, which forgets the cancellation, then refetch it (`caravan platform refetch APP"
+        " PLATFORM_ORDER_ID`); else resolve it",
     )
 
 

@@ -32,7 +32,9 @@ records; ``platform:read`` or ``platform:write`` to read):
   unless ``all``), e.g. an unmapped SKU, or that the platform cancelled (or whose buyer asked
   it for a refund) after we placed them, the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
-  audited): an order's problems settled by hand.
+  audited): an order's problems settled by hand; ``POST /platform/refetch`` the same body
+  (``platform:write``, audited): the order fetched and decided on as a push is (a problem
+  mended), answered as a push.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
   platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
@@ -48,7 +50,7 @@ default), the list beside ``next_cursor``, null on the last page. Problems and c
 import json
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -68,7 +70,7 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
 from services.platform.domain.delivery import Backoff
-from services.platform.domain.orders import BuyerMapping, Problem, SkuMapping
+from services.platform.domain.orders import BuyerMapping, PlatformOrder, Problem, SkuMapping
 from services.platform.domain.signing import (
     SIGN,
     TIMESTAMP_FORMATS,
@@ -96,7 +98,7 @@ from shared.http import (
     unavailable,
 )
 from shared.ids import as_stored
-from shared.messaging.uow import UnitOfWork
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Limit, Position, after, cursor_after, newest_first, page
 
 log = logging.getLogger(__name__)
@@ -262,6 +264,41 @@ def push_router(
         if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
             PUSHES.labels(app, RESENT).inc()
             return {"status": before, "order_ref": order_id}
+
+        async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
+            return await handlers.accept_push(tx, app, push_id, same, signature, order)
+
+        return await fetch_and_decide(app, order_id, accepted, request)
+
+    @router.post(
+        "/platform/refetch",
+        tags=["platform operations"],
+        responses=problem_responses({422: f"{BAD_INPUT}, or an app not configured"}),
+    )
+    async def refetch(body: Refetch, who: Writer, request: Request) -> Any:
+        """Fetch an order from the platform's order API and decide on it as on a push (the
+        module docstring), for operations (audited): a push answered ``problem`` keeps its
+        push id, so the same push sent again after the cause is mended (a mapping added) is a
+        ``duplicate``, and platforms push only when an order changes."""
+        if body.app not in api.apps:
+            return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
+
+        async def decided(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
+            outcome = await handlers.decide(tx, body.app, order)
+            told = {"status": outcome, "platform_status": order.status}
+            target = f"{body.app}/{order.order_id}"
+            await audit.record(tx.conn, who.name, "platform.refetch", target, detail=told)
+            return outcome
+
+        return await fetch_and_decide(body.app, body.platform_order_id, decided, request)
+
+    async def fetch_and_decide(
+        app: str,
+        order_id: str,
+        decide: Callable[[Tx, PlatformOrder], Awaitable[handlers.Accepted]],
+        request: Request,
+    ) -> Any:
+        """Fetch the order, then ``decide`` on it in one transaction; the answer of a push."""
         try:
             order = await api.fetch_order(app, order_id)
         except (PlatformUnavailable, SignatureRefused) as exc:
@@ -289,7 +326,7 @@ def push_router(
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"
             return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
-            outcome = await handlers.accept_push(tx, app, push_id, same, signature, order)
+            outcome = await decide(tx, order)
         if outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         PUSHES.labels(app, outcome).inc()
@@ -566,6 +603,13 @@ class Resolve(BaseModel):
 
     app: str = Field(min_length=1, max_length=64)
     platform_order_id: str = Field(min_length=1, max_length=64)
+
+
+class Refetch(BaseModel):
+    """The platform order operations have fetched and decided on again."""
+
+    app: str = Field(min_length=1, max_length=64)
+    platform_order_id: str = Field(pattern=ORDER_REF_PATTERN)
 
 
 def _event_id(given: str) -> str:

@@ -79,6 +79,21 @@ class PlatformApp(BaseModel):
     api_url: str
 
 
+def _one_app_per_platform(apps: dict[str, PlatformApp]) -> dict[str, PlatformApp]:
+    """Two apps of one ``api_url`` are one platform under two names: each of its orders would
+    be placed twice (once per app, its ``source`` naming the app)."""
+    named: dict[str, str] = {}
+    for name, app in apps.items():
+        url = app.api_url.strip().rstrip("/")
+        if url in named:
+            raise ValueError(
+                f"apps {named[url]!r} and {name!r} have the same api_url {url!r}: one platform"
+                " is one app (under two names each of its orders would be placed twice)"
+            )
+        named[url] = name
+    return apps
+
+
 # Where ``caravan up`` keeps the development token it issues on a machine's first run.
 DEV_TOKEN_FILE = Path(__file__).resolve().parents[1] / ".cache" / "dev-token"
 
@@ -213,9 +228,11 @@ class Settings(CalendarSettings):
     # and the retries of status callbacks (exponential backoff, ``retry_base`` to ``cap``).
     platform_http_port: int = 8084
     # An app's name is stored with its pushes and callbacks (64 characters at most).
-    platform_apps: dict[Annotated[str, Field(min_length=1, max_length=64)], PlatformApp] = Field(
-        default_factory=dict
-    )
+    # One app per api_url (:func:`_one_app_per_platform`).
+    platform_apps: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=64)], PlatformApp],
+        AfterValidator(_one_app_per_platform),
+    ] = Field(default_factory=dict)
     platform_timestamp_window_seconds: float = Field(300.0, gt=0)
     platform_api_timeout_seconds: float = 5.0
     # The most a push waits for the order it names, in all (httpx's timeout is per read: a

@@ -33,7 +33,8 @@ from tests.harness import System, order_events, raw_event, until
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
 DEMO = "t-demo"  # driven by caravan demo, which starts its own simulator
-WRONG, WRONG_SECRET = "t-wrong", "not-the-platforms-secret"  # the t-market platform's, misset
+WRONG, WRONG_SECRET = "t-wrong", "not-the-platforms-secret"  # its platform's, misset
+WRONG_PLATFORM_SECRET = "t-wrong-platforms-secret"  # what that platform signs with
 RETRIES = {
     "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
     "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
@@ -49,13 +50,14 @@ BUYER = "nick-rich"
 class Platform:
     sim: httpx.AsyncClient  # the HMAC-SHA256 app's simulator
     legacy: httpx.AsyncClient  # the MD5 app's simulator
+    wrong: httpx.AsyncClient  # the simulator of the app whose secret is misset here
     adapter: httpx.AsyncClient
     env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 async def platform(caravan: System) -> AsyncIterator[Platform]:
-    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13, 14, 15
+    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13 to 16
     adapter_url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
     apps = {
         APP: {"secret": SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
@@ -65,7 +67,9 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "api_url": f"http://127.0.0.1:{base + 14}",
         },
         DEMO: {"secret": "t-demo-secret-0003", "api_url": f"http://127.0.0.1:{base + 15}"},
-        WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
+        # A platform of its own: two apps of one api_url are refused (one platform's orders
+        # would be placed twice).
+        WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 16}"},
     }
     env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}
     module = "services.platform.simulator"
@@ -86,6 +90,16 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
             "--callback",
             push.format(LEGACY),
         ) as legacy,
+        simulator(
+            module,
+            base + 16,
+            "--app",
+            WRONG,
+            "--secret",
+            WRONG_PLATFORM_SECRET,
+            "--callback",
+            push.format(WRONG),
+        ) as wrong,
         caravan.api("platform") as adapter,
     ):
         await caravan.restart(("platform",), **env)
@@ -99,7 +113,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
                 buyer = {"buyer_id": "t-rich", "locale": "en"}
                 put = await adapter.put(f"/platform/{app}/mappings/buyer/{BUYER}", json=buyer)
                 assert put.status_code == 200, put.text
-            yield Platform(sim, legacy, adapter, env)
+            yield Platform(sim, legacy, wrong, adapter, env)
         finally:
             await caravan.restart(("platform",))
 
@@ -927,7 +941,7 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     answered 502 saying so and what to check (it was a 503 "push again later", Retry-After 1,
     which no push again mends), not 404 "the platform does not know it". An order API
     answering 500 is a 503 that says so."""
-    order_ref = await new_order(platform.sim)
+    order_ref = await new_order(platform.wrong)
     params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
     counted = {"app": WRONG, "outcome": "fetch_signature_refused"}  # not "fetch_failed"
     before = await caravan.gauge("platform", "caravan_platform_pushes_total", **counted)
@@ -949,7 +963,7 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     down = {"seconds": 30, "apis": ["orders"], "answer": 500}
     assert (await platform.sim.put("/down", json=down)).status_code == 200
     try:
-        report = await push(platform.sim, order_ref)
+        report = await push(platform.sim, await new_order(platform.sim))
         # Retry-After was 1 however long it failed: as long as it has, from the callbacks'
         # base (0.3 s here) to their cap (1.5 s here), in whole seconds.
         url = f"/platform/{APP}/push"

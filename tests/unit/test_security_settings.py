@@ -328,6 +328,23 @@ def test_a_platform_app_s_secret_is_refused_when_short_without_being_shown(
     assert Settings().platform_apps["mall"].secret.get_secret_value() == "a-long-real-secret"
 
 
+def test_two_platform_apps_of_one_api_url_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One platform under two app names had each of its orders placed twice (an order's
+    source names its app): the settings refuse it, saying which apps, a "/" at the end or
+    not, without their secrets."""
+    app = '{"secret": "a-long-real-secret", "api_url": "http://mall.test/api"}'
+    again = '{"secret": "another-real-secret", "api_url": "http://mall.test/api/"}'
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall": {app}, "mall-2": {again}}}')
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    assert "apps 'mall' and 'mall-2' have the same api_url 'http://mall.test/api'" in message
+    assert "real-secret" not in message
+    other = again.replace("/api/", "/other-api")
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall": {app}, "mall-2": {other}}}')
+    assert list(Settings().platform_apps) == ["mall", "mall-2"]
+
+
 def test_a_platform_app_s_name_longer_than_its_columns_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

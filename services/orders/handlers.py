@@ -14,7 +14,13 @@ from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
 from shared.events.envelope import CloudEvent
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
-from shared.events.orders import FieldError, OrderRejected, OrderRequested, platform_app
+from shared.events.orders import (
+    HTTP_SOURCE,
+    FieldError,
+    OrderRejected,
+    OrderRequested,
+    platform_app,
+)
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
@@ -81,23 +87,27 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     from the adapter's topic: anyone may publish the other, and an order of a platform's
     source is one the platform was paid for (see :mod:`shared.events.platform`). Such a
     request elsewhere is answered ``order.rejected``, unless its order exists (a replay of
-    what the adapter published there before 2026-12-03 changes nothing)."""
+    what the adapter published there before 2026-12-03 changes nothing), and so is one of
+    source ``http``, the orders of ``POST /orders`` (their keys are its clients')."""
     request, source = parsed.data, parsed.envelope.source
     assert isinstance(request, OrderRequested)
     from_adapter = isinstance(request, PlatformOrderRequested)
-    if from_adapter == (platform_app(source) is not None):
+    of_platform = platform_app(source) is not None
+    if from_adapter == of_platform and source != HTTP_SOURCE:
         placed = await place_order(tx, request, source, deadline)
         if not placed.same_request:
             raise _reused(parsed.envelope, request.order_ref, placed.order_id)
         return
-    if not from_adapter and await OrderRepository(tx).find_by_ref(source, request.order_ref):
+    repo = OrderRepository(tx)
+    if of_platform and not from_adapter and await repo.find_by_ref(source, request.order_ref):
         log.info("order %s/%s already exists; not placed again", source, request.order_ref)
         return
-    said = (
-        "a marketplace platform's orders are placed by its adapter only"
-        if not from_adapter
-        else "the platform adapter names a platform's source"
-    )
+    if source == HTTP_SOURCE:
+        said = "the orders of source http are placed by POST /orders only"
+    elif not from_adapter:
+        said = "a marketplace platform's orders are placed by its adapter only"
+    else:
+        said = "the platform adapter names a platform's source"
     log.warning("order.requested of source %r refused: %s", source, said)
     rejected = OrderRejected(
         order_ref=request.order_ref,

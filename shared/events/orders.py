@@ -13,6 +13,8 @@ ORDER_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 Locale = Literal["zh-CN", "ug-CN", "en"]
 PaymentMethod = Literal["microloan", "prepaid"]
+HTTP_SOURCE = "http"
+"""The ``source`` of the orders ``POST /orders`` places: never a storefront's on the topic."""
 PLATFORM_SOURCE_PREFIX = "platform/"
 """The ``source`` of the orders a marketplace platform adapter places: ``platform/<app>``."""
 

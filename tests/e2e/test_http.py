@@ -70,6 +70,27 @@ async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
     assert refused.headers["content-type"].startswith("application/problem+json")
 
 
+async def test_a_request_of_source_http_on_the_topic_is_refused_and_takes_no_key(
+    caravan: System,
+) -> None:
+    """``http`` is the source of ``POST /orders``. A publisher of ``orders.requests.v1``
+    that named it had its order placed under an HTTP client's Idempotency-Key: the
+    client's POST was then a 409 naming that order, or given it back. Now the request is
+    refused as a platform's source is, and the key is still the client's."""
+    key = ref("HTTP-FORGED")
+    forged = OrderRequested.model_validate({**BODY, "order_ref": key})
+    await caravan.request(forged, source="http")
+    rejected = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=key)
+    )
+    assert [e["field"] for e in rejected[0].data["errors"]] == ["source"]
+    stored = "select count(*) from orders.orders where order_ref = :r"
+    assert await caravan.scalar(stored, r=key) == 0
+    other = {**BODY, "buyer": {**BODY["buyer"], "id": "t-other"}}  # type: ignore[dict-item]
+    mine = await caravan.client.post("/orders", json=other, headers={"Idempotency-Key": key})
+    assert mine.status_code == 202, mine.text
+
+
 async def test_concurrent_posts_with_one_key_place_one_order(caravan: System) -> None:
     http = caravan.client
     key = ref("HTTP-RACE")

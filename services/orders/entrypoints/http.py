@@ -22,7 +22,7 @@ from services.orders.entrypoints.schemas import (
     Problem,
     Status,
 )
-from shared.events.orders import ORDER_REF_PATTERN, OrderRequested
+from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, OrderRequested
 from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, refused_body, require
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
@@ -73,12 +73,12 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
         try:
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, "http", deadline)
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline)
         except asyncpg.UniqueViolationError:
             # A concurrent request with this key committed its order first (the insert is
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, "http", deadline)
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline)
         if not placed.same_request:
             return problem(
                 409,

@@ -710,3 +710,21 @@ async def test_each_audited_adjustment_starts_from_the_limit_it_changed(
     )
     steps = sorted((r.before["credit_limit_fen"], r.after["credit_limit_fen"]) for r in rows)
     assert steps == [(10_000 + 100 * n, 10_100 + 100 * n) for n in range(12)]
+
+
+async def test_a_buyer_id_with_an_empty_segment_is_refused_not_a_second_line(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """``PUT /credit-lines/b1/`` made a line ``b1/`` beside ``b1`` (200, audited), and
+    ``POST /credit-lines/b1//adjustments`` adjusted it: the buyer's own line unchanged."""
+    who = buyer("slash")
+    await set_limit(admin, who, 1_000)
+    for path in (f"/{who}/", f"//{who}", f"/a//{who}"):
+        put = await admin.put(f"/credit-lines{path}", json={"credit_limit_fen": 5})
+        assert put.status_code == 422, (path, put.text)
+        assert put.json()["errors"][0]["field"] == "path.buyer_id"
+    adjust = await admin.post(f"/credit-lines/{who}//adjustments", json={"delta_fen": 5})
+    assert adjust.status_code == 422, adjust.text
+    assert (await credit(admin, who))["credit_limit_fen"] == 1_000
+    lines = "select count(*) from payments.credit_lines where buyer_id like :b"
+    assert await caravan.scalar(lines, b=f"%{who}%") == 1

@@ -39,6 +39,7 @@ from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
     NO_NUL,
+    WHOLE_SEGMENTS,
     problem,
     problem_responses,
     require,
@@ -50,7 +51,7 @@ from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
-Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL]
+Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
 UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
 

@@ -64,17 +64,30 @@ async def credit_line(conn: AsyncConnection, buyer_id: str) -> CreditLine:
     return CreditLine(buyer_id, limit, outstanding, available_credit(limit, outstanding))
 
 
-async def set_credit_limit(tx: Tx, buyer_id: str, limit_fen: int) -> CreditLine:
-    """Create the buyer's credit line or set its limit."""
-    await tx.conn.execute(
+async def set_credit_limit(
+    tx: Tx, buyer_id: str, limit_fen: int
+) -> tuple[CreditLine | None, CreditLine]:
+    """Create the buyer's credit line or set its limit: the line before (None: there was
+    none) and after. The line is created, or else locked, before it is read: of concurrent
+    calls, each finds the line the one before it left (the audit trail's *before*; a lock
+    on a row that does not exist yet locks nothing)."""
+    created = await tx.conn.scalar(
         pg_insert(credit_lines)
         .values(buyer_id=buyer_id, credit_limit_fen=limit_fen)
-        .on_conflict_do_update(
-            index_elements=["buyer_id"],
-            set_={"credit_limit_fen": limit_fen, "updated_at": func.now()},
-        )
+        .on_conflict_do_nothing(index_elements=["buyer_id"])
+        .returning(credit_lines.c.buyer_id)
     )
-    return await credit_line(tx.conn, buyer_id)
+    if created is not None:
+        return None, await credit_line(tx.conn, buyer_id)
+    await lock_credit_line(tx, buyer_id)
+    before = await credit_line(tx.conn, buyer_id)
+    if before.credit_limit_fen != limit_fen:
+        await tx.conn.execute(
+            update(credit_lines)
+            .where(credit_lines.c.buyer_id == buyer_id)
+            .values(credit_limit_fen=limit_fen, updated_at=func.now())
+        )
+    return before, await credit_line(tx.conn, buyer_id)
 
 
 async def lock_credit_line(tx: Tx, buyer_id: str) -> None:

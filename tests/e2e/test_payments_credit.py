@@ -728,3 +728,30 @@ async def test_a_buyer_id_with_an_empty_segment_is_refused_not_a_second_line(
     assert (await credit(admin, who))["credit_limit_fen"] == 1_000
     lines = "select count(*) from payments.credit_lines where buyer_id like :b"
     assert await caravan.scalar(lines, b=f"%{who}%") == 1
+
+
+async def test_concurrent_first_limits_audit_the_line_each_found_and_a_repeat_none(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """Six PUTs at once on a buyer with no line: each audit row said ``before: null`` (a
+    lock on a row not there yet locks nothing); one created the line, five changed it. The
+    same limit again wrote a row whose before was its after."""
+    who = buyer("first")
+    limits = [5, 6, 7, 8, 9, 10]
+    answers = await asyncio.gather(
+        *(admin.put(f"/credit-lines/{who}", json={"credit_limit_fen": n}) for n in limits)
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    rows = await caravan.sql(
+        "select before, after from auth.audit where action = 'credit.set' and target = :b"
+        " order by id",
+        b=who,
+    )
+    chain = [(r.before and r.before["credit_limit_fen"], r.after["credit_limit_fen"]) for r in rows]
+    assert [b for b, _ in chain].count(None) == 1, chain
+    assert [b for b, _ in chain[1:]] == [a for _, a in chain[:-1]], chain
+    last = (await credit(admin, who))["credit_limit_fen"]
+    assert chain[-1][1] == last
+    await set_limit(admin, who, last)
+    count = "select count(*) from auth.audit where action = 'credit.set' and target = :b"
+    assert await caravan.scalar(count, b=who) == 6

@@ -103,12 +103,12 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
     @router.put("/{buyer_id:path}", responses=problem_responses({404: LINE_BREAK}))
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
-            await lending.lock_credit_line(tx, buyer_id)
-            before = await _line_or_none(tx.conn, buyer_id)
-            line = await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen)
-            await audit.record(
-                tx.conn, who.name, "credit.set", buyer_id, before=before, after=_view(line)
-            )
+            before, line = await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen)
+            if before != line:  # the same limit again changed nothing: no audit row
+                was = None if before is None else _view(before)
+                await audit.record(
+                    tx.conn, who.name, "credit.set", buyer_id, before=was, after=_view(line)
+                )
             return _json(line)
 
     @router.post(

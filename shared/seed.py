@@ -97,10 +97,14 @@ class Product(NoNul):
     name: dict[str, ProductName]
 
 
+MAX_LOT_QUANTITY = 2**31 - 1
+"""The most units a lot holds (received, and so each counter): PostgreSQL's integer."""
+
+
 class LotSeed(NoNul):
     lot_id: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=0, le=2**31 - 1, strict=True)  # PostgreSQL's integer
+    quantity: int = Field(ge=0, le=MAX_LOT_QUANTITY, strict=True)
     available_from: date
     best_before: date
 

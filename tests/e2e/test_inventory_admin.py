@@ -54,6 +54,24 @@ async def test_a_lot_id_holding_a_slash_can_be_read_and_adjusted(caravan: System
     assert shown.exit_code == 0 and lot in shown.output, shown.output
 
 
+async def test_an_adjustment_past_what_a_lot_holds_is_a_409_not_a_database_error(
+    caravan: System,
+) -> None:
+    """A lot of 2147483647 units raised by 10^9: a 422 "a value cannot be stored: invalid
+    input for query argument $2 ... (value out of int32 range)", now refused as a removal
+    of more than is there is."""
+    sku = await _product(caravan)
+    full = f"{sku}-FULL"
+    async with caravan.api("inventory") as api:
+        made = await api.post("/lots", json=_lot(full, sku, 2**31 - 1, -1, 30))
+        assert made.status_code == 201, made.text
+        more = {"delta": 1_000_000_000, "reason": "recount"}
+        refused = await api.post(f"/lots/{full}/adjustments", json=more)
+        assert refused.status_code == 409, refused.text
+        assert "a lot holds at most 2147483647 units" in refused.json()["detail"]
+        assert (await api.get(f"/lots/{full}")).json()["received"] == 2**31 - 1
+
+
 async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
     sku = await _product(caravan)
     fresh, old = f"{sku}-A", f"{sku}-OLD"

@@ -55,6 +55,16 @@ def test_adjustments_move_received_and_available_together() -> None:
         adjust_move("L", Counters(5, 2, 3), 0)
 
 
+def test_an_adjustment_past_what_a_lot_holds_is_refused_as_a_stock_error() -> None:
+    """Past PostgreSQL's integer: the API's 409, where the database's refusal was a 422
+    naming its query argument ("value out of int32 range")."""
+    full = Counters(2**31 - 1, 2**31 - 1)
+    with pytest.raises(StockError, match="cannot add 1: a lot holds at most 2147483647 units"):
+        adjust_move("L", full, 1)
+    almost = Counters(2**31 - 2, 2**31 - 3, 1)
+    assert almost.apply(adjust_move("L", almost, 1)) == Counters(2**31 - 1, 2**31 - 2, 1)
+
+
 def test_a_lot_is_corrected_while_nothing_is_held_its_sku_while_nothing_went_to_orders() -> None:
     """Counters (received, available, reserved, sold, spoiled); the flag: the SKU changes."""
     assert correction_refused("L", Counters(5, 5), sku_changes=True) is None

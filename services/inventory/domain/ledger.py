@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from services.inventory.domain.stock import Lot, Rejected, Reserved, Take, allocate, release_split
+from shared.seed import MAX_LOT_QUANTITY
 
 HoldStatus = Literal["reserved", "released", "sold", "rejected"]
 CancelAction = Literal["release", "tombstone", "ignore"]
@@ -101,6 +102,11 @@ def adjust_move(lot_id: str, counters: Counters, delta: int) -> Move:
     if counters.available + delta < 0:
         raise StockError(
             f"lot {lot_id}: only {counters.available} available, cannot remove {-delta}"
+        )
+    if counters.received + delta > MAX_LOT_QUANTITY:
+        raise StockError(
+            f"lot {lot_id}: received {counters.received}, cannot add {delta}:"
+            f" a lot holds at most {MAX_LOT_QUANTITY} units"
         )
     return Move(lot_id, received=delta, available=delta)
 

@@ -261,8 +261,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             **problem_responses(
                 {
                     404: UNKNOWN_LOT,
-                    409: "more removed than the lot holds, or the key was used for another"
-                    " adjustment",
+                    409: "more removed than the lot holds, more added than a lot can hold"
+                    " (2147483647 units), or the key was used for another adjustment",
                     422: f"{BAD_INPUT}, or delta is 0",
                 }
             ),

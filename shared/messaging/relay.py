@@ -52,6 +52,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 LOCKED = -1
+STOP_SECONDS = 5.0  # what stop() gives the producer to deliver what it holds (docs/running.md)
 
 REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
 """Kafka's refusals of a record itself, which no retry can change. Not the same as not
@@ -279,13 +280,25 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop the producer, and finish stopping the one it replaced if the relay was
-        cancelled during that: called by the service once the relay's task is done."""
+        cancelled during that: called by the service once the relay's task is done. Kafka
+        away, a producer would wait for it without end to deliver what it holds: after
+        ``STOP_SECONDS`` that is given up, with a warning. Those rows were never marked sent
+        (that waits for Kafka's answer): the next start sends them, and inboxes dedupe."""
         retiring, self._retiring = self._retiring, None
         try:
-            if retiring is not None:
-                await retiring
-        finally:
-            await self.producer.stop()
+            async with asyncio.timeout(STOP_SECONDS):
+                try:
+                    if retiring is not None:
+                        await retiring
+                finally:
+                    await self.producer.stop()
+        except TimeoutError:
+            log.warning(
+                "%s: outbox relay stopped without delivering what its producer held after"
+                " %.0f s (Kafka unreachable?); those rows stay unsent, sent at the next start",
+                self.service,
+                STOP_SECONDS,
+            )
 
     def _said_refused(self, row: Any, exc: BaseException) -> None:
         OUTBOX_REFUSED.labels(self.service, exc.__class__.__name__).inc()

@@ -162,8 +162,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level)
     # httpx logs every request's URL at INFO, with any credentials in it (a gateway URL may
     # carry its key: https://merchant:KEY@gw/...).
+    quieter = max(logging.getLevelName(level), logging.WARNING)
     for noisy in ("aiokafka", "faststream", "uvicorn.access", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel("WARNING")
+        logging.getLogger(noisy).setLevel(quieter)
 
 
 @contextmanager

@@ -29,14 +29,15 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
 
     A service whose schema is behind its code (:class:`shared.db.migrate.SchemaBehind`) stops
     them all: each such refusal one error line, and the process exits 2."""
-    configure_logging("+".join(bootstraps))
+    settings = {name: service_settings(name) for name in bootstraps}
+    configure_logging("+".join(bootstraps), next(iter(settings.values())).log_level)
     for name in bootstraps:
         configure_tracing(name)
 
     async def main() -> None:
         stop = signal_event()
         # Kafka clients bind to the running loop, so the services are composed inside it.
-        services = [bootstrap(service_settings(name)) for name, bootstrap in bootstraps.items()]
+        services = [bootstrap(settings[name]) for name, bootstrap in bootstraps.items()]
         # The cyclic garbage collector took 10-17 % of each service's CPU under load, 40 % of
         # that in full collections re-scanning what startup made (modules, models, tables).
         # Frozen, startup's objects are never scanned again; young collections run every

@@ -142,6 +142,8 @@ class Settings(CalendarSettings):
     database_url: SecretStr | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
     http_port: int = Field(8080, validation_alias=AliasChoices("CARAVAN_HTTP_PORT"))
     http_host: str = "127.0.0.1"
+    # The least severe of a service's own log lines written (Kafka's, HTTP's: WARNING at least).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Admin APIs of the other services (0 picks a free port, for extra instances).
     inventory_http_port: int = 8081
     payments_http_port: int = 8082

@@ -1,6 +1,8 @@
 """Log lines (shared/logs.py): JSON with the service's name, and no buyer's phone number in
 them, whichever code logged it."""
 
+import asyncio
+import gc
 import io
 import json
 import logging
@@ -8,6 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import cast
 
 import httpx
 import pytest
@@ -17,8 +20,10 @@ from hypothesis import strategies as st
 from services.notifications.adapters.gateway import GatewayError, OutgoingSms, SinkGateway
 from services.notifications.adapters.http_gateway import InfobipGateway
 from services.platform.domain.orders import PlatformOrder
+from shared import main
 from shared.events.orders import Buyer
 from shared.logs import JsonFormatter, configure_logging, masked, phones_masked
+from shared.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -329,3 +334,33 @@ async def test_an_outgoing_call_logs_no_credentials_of_its_url(service_lines: io
     logging.getLogger("services.payments").info("charged")  # the service's own lines are kept
     assert '"message": "charged"' in service_lines.getvalue()
     assert "s3cret-gw-key" not in service_lines.getvalue()
+
+
+class _Quiet:
+    """A service that logs one line of each level and stops."""
+
+    name = "payments"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        logging.getLogger("services.payments").info("an info line")
+        logging.getLogger("services.payments").warning("a warning line")
+        logging.getLogger("aiokafka").warning("a warning of Kafka's")
+
+
+def test_a_service_logs_at_the_level_its_settings_name(
+    service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CARAVAN_LOG_LEVEL=ERROR: a service writes neither its own warnings nor Kafka's."""
+    monkeypatch.setattr(sys, "stderr", service_lines)  # pytest's capture took it meanwhile
+    monkeypatch.setenv("CARAVAN_LOG_LEVEL", "ERROR")
+    monkeypatch.setattr(gc, "freeze", lambda: None)
+    monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
+    main.run({"payments": cast(main.Bootstrap, _Quiet)})
+    assert "line" not in service_lines.getvalue() and "Kafka" not in service_lines.getvalue()
+    monkeypatch.setenv("CARAVAN_LOG_LEVEL", "INFO")
+    main.run({"payments": cast(main.Bootstrap, _Quiet)})
+    said = service_lines.getvalue()
+    assert "an info line" in said and "a warning of Kafka's" in said, said

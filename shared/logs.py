@@ -154,9 +154,48 @@ class Repeats:
         self._last = None
 
 
+# aiokafka's lines (0.14's words) that say no more than that a broker cannot be reached: it
+# logs most at the error level, and again at each retry, a hundred a second in an outage.
+KAFKA_UNREACHABLE = frozenset(
+    {
+        'Unable connect to "%s:%s": %s',
+        'Unable to request metadata from "%s:%s": %s',
+        "Unable to request metadata from node with id %s: %r",
+        "Unable to update metadata from %s",
+        "Unable connect to node with id %s: %s",
+        "Error sending %s to node %s [%s] -- marking coordinator dead",
+        "Marking the coordinator dead (node %s)for group %s.",
+        "Group Coordinator Request failed: %s",
+        "Heartbeat send request failed: %s. Will retry.",
+        "Heartbeat session expired - marking coordinator dead",
+        "Failed fetch messages from %s: %s",
+        "Failed fetch offsets from %s: %s",
+    }
+)
+
+
+class KafkaOutage(logging.Filter):
+    """Makes aiokafka's lines that a broker cannot be reached a warning, said once and then
+    at most once a minute while they go on (docs/operations.md: a fault is a warning, an
+    error a bug); aiokafka's other lines pass as they are."""
+
+    def __init__(self, repeats: Repeats | None = None) -> None:
+        super().__init__()
+        self.repeats = repeats or Repeats()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka") or record.msg not in KAFKA_UNREACHABLE:
+            return True
+        if not self.repeats.new("Kafka unreachable"):
+            return False
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(KafkaOutage())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -14,6 +14,8 @@ from typing import cast
 
 import httpx
 import pytest
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ from shared import main
 from shared.events.orders import Buyer
 from shared.logs import JsonFormatter, configure_logging, masked, phones_masked
 from shared.settings import Settings
+from tests.harness import free_port
 
 
 @pytest.mark.parametrize(
@@ -364,3 +367,21 @@ def test_a_service_logs_at_the_level_its_settings_name(
     main.run({"payments": cast(main.Bootstrap, _Quiet)})
     said = service_lines.getvalue()
     assert "an info line" in said and "a warning of Kafka's" in said, said
+
+
+async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(
+    service_lines: io.StringIO,
+) -> None:
+    """aiokafka's own lines, a broker nobody answers tried five times (an ERROR line each),
+    are one warning; an error of aiokafka's not about reaching a broker stays an error."""
+    for _ in range(5):
+        client = AIOKafkaClient(bootstrap_servers=f"127.0.0.1:{free_port()}")
+        with pytest.raises(KafkaConnectionError):
+            await client.bootstrap()
+        await client.close()
+    logging.getLogger("aiokafka.cluster").error("Topic %s not found in cluster metadata", "x")
+    said = [json.loads(line) for line in service_lines.getvalue().splitlines()]
+    assert [(s["level"], s["message"].split(" ")[0]) for s in said] == [
+        ("warning", "Unable"),
+        ("error", "Topic"),
+    ], said

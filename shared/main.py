@@ -7,11 +7,12 @@ import logging
 from collections.abc import Callable, Mapping
 
 import uvloop
+from pydantic import ValidationError
 
 from shared.db.migrate import SchemaBehind
 from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
-from shared.settings import Settings, service_settings
+from shared.settings import Settings, SettingsRefused, service_settings
 from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
 
 Bootstrap = Callable[[Settings], Service]
@@ -28,8 +29,15 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
     hosted service's credentials.
 
     A service whose schema is behind its code (:class:`shared.db.migrate.SchemaBehind`) stops
-    them all: each such refusal one error line, and the process exits 2."""
-    settings = {name: service_settings(name) for name in bootstraps}
+    them all: each such refusal one error line, and the process exits 2; so do settings a
+    service refuses (:class:`shared.settings.SettingsRefused`), all named in one line, before
+    anything is started."""
+    try:
+        settings = {name: service_settings(name) for name in bootstraps}
+    except ValidationError as refused:  # one line, as a schema behind
+        configure_logging("+".join(bootstraps))
+        log.error("refusing to start, settings to put right: %s", refused)
+        raise SystemExit(2) from None
     configure_logging("+".join(bootstraps), next(iter(settings.values())).log_level)
     for name in bootstraps:
         configure_tracing(name)
@@ -37,7 +45,11 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
     async def main() -> None:
         stop = signal_event()
         # Kafka clients bind to the running loop, so the services are composed inside it.
-        services = [bootstrap(settings[name]) for name, bootstrap in bootstraps.items()]
+        try:
+            services = [bootstrap(settings[name]) for name, bootstrap in bootstraps.items()]
+        except SettingsRefused as refused:  # one line, as a schema behind
+            log.error("refusing to start, settings to put right: %s", refused)
+            raise SystemExit(2) from None
         # The cyclic garbage collector took 10-17 % of each service's CPU under load, 40 % of
         # that in full collections re-scanning what startup made (modules, models, tables).
         # Frozen, startup's objects are never scanned again; young collections run every

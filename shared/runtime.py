@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
 from shared.messaging.relay import OutboxRelay, kafka_away, make_producer
 from shared.messaging.retention import Expiring, Retention
 from shared.messaging.uow import UnitOfWork
-from shared.settings import Settings
+from shared.settings import Settings, check_settings
 from shared.stall import Stalls
 from shared.topics import consumer_group
 
@@ -205,10 +205,17 @@ async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -
 
 
 def build_service(
-    name: str, settings: Settings, metadata: MetaData, expiring: Sequence[Expiring] = ()
+    name: str,
+    settings: Settings,
+    metadata: MetaData,
+    expiring: Sequence[Expiring] = (),
+    checks: Iterable[Callable[[], object]] = (),
 ) -> Service:
     """The common plumbing of a service whose tables are declared in ``metadata``; its
-    retention also deletes the ``expiring`` rows (:mod:`shared.messaging.retention`)."""
+    retention also deletes the ``expiring`` rows (:mod:`shared.messaging.retention`). First,
+    before anything is made, its settings and its own ``checks`` of them
+    (:func:`shared.settings.check_settings`)."""
+    check_settings(settings, checks)
     assert metadata.schema == name
     outbox, inbox = metadata.tables[f"{name}.outbox"], metadata.tables[f"{name}.inbox"]
     db = Database(settings, schema=name)

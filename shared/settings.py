@@ -2,6 +2,7 @@
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
@@ -346,8 +347,47 @@ class Settings(CalendarSettings):
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""
         if self.database_url is None:
-            raise RuntimeError("DATABASE_URL is not set and no local cluster was started")
+            raise RuntimeError(NO_DATABASE_URL)
         return asyncpg_url(self.database_url.get_secret_value())
+
+    def service_refusals(self) -> list[str]:
+        """What a service cannot run with, whatever the service: no database, and in
+        production no brokers named (the default is ``caravan up``'s development broker, which
+        a service would wait for for ever)."""
+        refusals = [] if self.database_url is not None else [NO_DATABASE_URL]
+        if self.environment == "production" and "kafka_bootstrap_servers" not in (
+            self.model_fields_set
+        ):
+            refusals.append(
+                "KAFKA_BOOTSTRAP_SERVERS is required in production: set it to your brokers"
+                " (unset, 127.0.0.1:9092 is caravan up's development broker)"
+            )
+        return refusals
+
+
+NO_DATABASE_URL = "DATABASE_URL is not set: set it (or DATABASE_URL_FILE) to the PostgreSQL to use"
+
+
+class SettingsRefused(ValueError):
+    """Settings a service refuses to start with, every one of them at once (each says what to
+    set), found before anything is started: its process logs them in one line and exits 2."""
+
+    def __init__(self, refusals: Sequence[str]) -> None:
+        super().__init__("; ".join(refusals))
+
+
+def check_settings(settings: Settings, checks: Iterable[Callable[[], object]] = ()) -> None:
+    """Raise :class:`SettingsRefused` naming everything :meth:`Settings.service_refusals` and
+    the service's own ``checks`` refuse (each a call raising ValueError on a bad setting)."""
+    refusals = settings.service_refusals()
+    for check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            if str(exc) not in refusals:  # two checks may find the same
+                refusals.append(str(exc))
+    if refusals:
+        raise SettingsRefused(refusals)
 
 
 def claim_lease(settings: Settings, lease: str, timeout: str) -> float:

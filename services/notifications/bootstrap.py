@@ -24,14 +24,9 @@ from shared.settings import Settings, claim_lease
 
 def make_gateway(settings: Settings) -> SmsGateway:
     """The gateway the settings name (see ``notifications_gateway``)."""
+    require_gateway(settings)
     kind = settings.notifications_gateway
     url = settings.notifications_gateway_url
-    if kind == "auto" and not url and settings.environment == "production":
-        # The sink sends nothing, and sms.sent would still say every text went out.
-        raise ValueError(
-            "no SMS gateway in production: set CARAVAN_NOTIFICATIONS_GATEWAY=infobip with its "
-            "_URL and _API_KEY (or =sink to send nothing, on purpose)"
-        )
     if kind == "auto":
         kind = "simulator" if url else "sink"
     receipts = receipts_url(settings)
@@ -51,6 +46,17 @@ def make_gateway(settings: Settings) -> SmsGateway:
         receipts,
         timeout,
     )
+
+
+def require_gateway(settings: Settings) -> None:
+    """Refuse production with no gateway chosen: the sink sends nothing, and sms.sent would
+    still say every text went out."""
+    kind, url = settings.notifications_gateway, settings.notifications_gateway_url
+    if kind == "auto" and not url and settings.environment == "production":
+        raise ValueError(
+            "no SMS gateway in production: set CARAVAN_NOTIFICATIONS_GATEWAY=infobip with its "
+            "_URL and _API_KEY (or =sink to send nothing, on purpose)"
+        )
 
 
 def receipts_secret(settings: Settings) -> str:
@@ -133,7 +139,9 @@ def done_recipients(settings: Settings) -> Expiring:
 
 def bootstrap(settings: Settings) -> Service:
     expiring = [finished_texts(settings), done_recipients(settings)]
-    service = build_service("notifications", settings, metadata, expiring)
+    checks = [partial(f, settings) for f in (delivery_policy, require_gateway, receipts_secret)]
+    checks.append(partial(receipts_url, settings))
+    service = build_service("notifications", settings, metadata, expiring, checks)
     policy = delivery_policy(settings)
     gateway = make_gateway(settings)
     for sub in subscriptions(policy.quiet):

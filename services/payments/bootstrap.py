@@ -1,9 +1,10 @@
 """The composition root of the payments service."""
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 
-from services.payments.adapters.gateway import build_gateway
+from services.payments.adapters.gateway import build_gateway, require_gateway
 from services.payments.adapters.tables import metadata
 from services.payments.entrypoints.http import credit_router, loans_router
 from services.payments.entrypoints.loops import gateway_loop, reminder_loop
@@ -15,8 +16,11 @@ from shared.settings import Settings, claim_lease
 
 
 def bootstrap(settings: Settings) -> Service:
-    claim_lease(settings, "payments_gateway_lease_seconds", "payments_gateway_timeout_seconds")
-    service = build_service("payments", settings, metadata)
+    lease = partial(
+        claim_lease, settings, "payments_gateway_lease_seconds", "payments_gateway_timeout_seconds"
+    )
+    checks: list[Callable[[], object]] = [lease, partial(require_gateway, settings)]
+    service = build_service("payments", settings, metadata, checks=checks)
     for sub in subscriptions(settings.payments_monthly_interest_bp):
         service.subscribe(sub)
     wake = asyncio.Event()

@@ -63,13 +63,18 @@ class AlwaysApprove:
         return None
 
 
+def require_gateway(settings: Settings) -> None:
+    """Refuse production without a gateway: nothing would be charged."""
+    if not settings.payments_gateway_url and settings.environment == "production":
+        raise ValueError(
+            "CARAVAN_PAYMENTS_GATEWAY_URL is required in production: without it every "
+            "prepaid order is approved and nothing is charged"
+        )
+
+
 def build_gateway(settings: Settings) -> PaymentGateway:
+    require_gateway(settings)
     if not settings.payments_gateway_url:
-        if settings.environment == "production":  # nothing would be charged
-            raise ValueError(
-                "CARAVAN_PAYMENTS_GATEWAY_URL is required in production: without it every "
-                "prepaid order is approved and nothing is charged"
-            )
         return AlwaysApprove()
     from services.payments.adapters.gateway_http import HttpGateway
 

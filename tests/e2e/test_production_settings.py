@@ -1,0 +1,57 @@
+"""A service process deployed as production with settings it cannot run with: it names every
+one of them in one log line and exits 2, before it starts anything (no broker, no database
+needed to find out)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from caravan.checkout import REPO_ROOT
+
+
+def _run(service: str, tmp_path: Path, **given: str) -> tuple[int, list[str]]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CARAVAN_") and k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
+    env |= {"CARAVAN_ENVIRONMENT": "production", "PYTHONPATH": str(REPO_ROOT), **given}
+    # in a folder of its own: no .env of the checkout's read
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def test_a_service_names_every_refused_setting_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    """Notifications with no brokers, no database, no SMS gateway and no receipts secret:
+    it used to wait for ever on 127.0.0.1:9092 (``caravan up``'s broker), or stop with a
+    traceback naming one setting at a time."""
+    code, lines = _run("notifications", tmp_path)
+    assert code == 2, lines
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    said = json.loads(lines[0])
+    assert said["level"] == "error", said
+    for setting in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL_FILE",
+        "no SMS gateway in production",
+        "CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET",
+    ):
+        assert setting in said["message"], said
+
+
+def test_payments_names_its_gateway_and_the_brokers(tmp_path: Path) -> None:
+    code, lines = _run("payments", tmp_path, DATABASE_URL="postgresql://p:real-1@db/caravan")
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    message = json.loads(lines[0])["message"]
+    assert "KAFKA_BOOTSTRAP_SERVERS" in message and "CARAVAN_PAYMENTS_GATEWAY_URL" in message
+    assert "DATABASE_URL" not in message.replace("CARAVAN_", ""), message

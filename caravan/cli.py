@@ -291,8 +291,8 @@ def _up(
         shown = unquote(make_url(infra.database_url).render_as_string(hide_password=True))
         console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
-            topics = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
-        _say_kept(topics, settings, infra.kafka_bootstrap)
+            prepared = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
+        _say_kept(prepared.topics, settings, infra.kafka_bootstrap)
         token, new = tokens_cli.dev_token(infra.database_url)
         if new:
             console.print(
@@ -413,10 +413,12 @@ def prepare() -> None:
     from caravan import system
 
     settings = Settings()
-    topics = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
-    _say_kept(topics, settings, settings.kafka_bootstrap_servers)
-    rf = topics.replication_factor
-    console.print(f"topics ready (new ones kept on {rf} broker(s)) and schemas migrated")
+    prepared = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
+    _say_kept(prepared.topics, settings, settings.kafka_bootstrap_servers)
+    rf = prepared.topics.replication_factor
+    console.print(f"topics ready (new ones kept on {rf} broker(s)); schemas migrated:")
+    for schema, did in prepared.migrated.items():
+        console.print(f"  {schema} {did}")
 
 
 def _say_kept(topics: "Topics", settings: Settings, bootstrap: str) -> None:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 from rich.text import Text
@@ -340,18 +341,27 @@ def scram_env(scram: Scram) -> dict[str, str]:
     }
 
 
+class Prepared(NamedTuple):
+    """What :func:`prepare` did: the topics (:class:`shared.messaging.admin.Topics`) and, per
+    schema, what its migration did (:func:`shared.db.migrate.upgrade`)."""
+
+    topics: Topics
+    migrated: dict[str, str]
+
+
 async def prepare(
     bootstrap: str,
     database_url: str,
     rf: int | None = None,
     settings: Settings | None = None,
-) -> Topics:
+) -> Prepared:
     """Create the topics (and on a SASL broker the services' ACLs), the database roles, and
     migrate every schema as the owner role (idempotent). ``database_url`` is the admin's;
     ``settings`` (default: the environment's) say how to log in to Kafka and how many
     partitions a new topic gets (a topic that exists keeps its own); ``rf``, the topics'
     replication factor (default: three, or the cluster's brokers if fewer). The replication
-    factor of the topics it created, and those kept with other partition counts."""
+    factor of the topics it created, those kept with other partition counts, and what each
+    schema's migration did."""
     settings = settings or Settings()
     urls = {name: db_roles.service_database_url(database_url, name) for name in SERVICES}
     if settings.environment == "production":
@@ -371,11 +381,13 @@ async def prepare(
         await kafka_acls.ensure_acls(bootstrap, SERVICES, settings)
     await db_roles.ensure_owner(database_url)
     # auth before ops: ops' second migration moves its records into auth.audit.
+    migrated = {}
     for schema in (*SERVICES, "auth", "ops"):
         url = db_roles.asyncpg_url(database_url)
-        await asyncio.to_thread(upgrade, migrations_folder(schema), url, db_roles.OWNER)
+        folder = migrations_folder(schema)
+        migrated[schema] = await asyncio.to_thread(upgrade, folder, url, db_roles.OWNER)
     await db_roles.grant_services(database_url, urls)
-    return topics
+    return Prepared(topics, migrated)
 
 
 def _password(url: str) -> str | None:

@@ -1,8 +1,11 @@
 """The body of every service's ``migrations/env.py``: online, async, one schema per service."""
 
 import asyncio
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
@@ -30,9 +33,20 @@ def run(metadata: MetaData) -> None:
             version_table_schema=schema,
             include_schemas=True,
             include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
+            on_version_apply=_applied,
         )
         with context.begin_transaction():
             context.run_migrations()
+
+    def _applied(
+        ctx: MigrationContext,
+        step: MigrationInfo,
+        heads: Collection[Any],
+        run_args: Mapping[str, Any],
+    ) -> None:
+        # what shared.db.migrate.upgrade tells the operator it did
+        if (applied := context.config.attributes.get("applied")) is not None:
+            applied.append((", ".join(step.down_revision_ids), step.up_revision_id))
 
     async def main() -> None:
         engine = async_engine(url)

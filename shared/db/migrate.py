@@ -31,13 +31,21 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return cfg
 
 
-def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> None:
+def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> str:
     """Bring a service's schema to the newest revision (blocking; run it off the event loop);
-    with ``role``, as that role (``SET ROLE``), which then owns what the migrations create."""
+    with ``role``, as that role (``SET ROLE``), which then owns what the migrations create.
+    What it did, for the operator: ``0013 -> 0014`` (``none -> 0007`` on a schema never
+    migrated), or ``at 0014, nothing new``."""
     cfg = alembic_config(migrations_dir, url)
     if role is not None:
         cfg.set_main_option("caravan_role", role)
+    applied: list[tuple[str, str]] = []  # (from, to) of each step, as the migrations ran
+    cfg.attributes["applied"] = applied
     command.upgrade(cfg, "head")
+    heads = ", ".join(sorted(ScriptDirectory.from_config(cfg).get_heads()))
+    if not applied:
+        return f"at {heads}, nothing new"
+    return f"{applied[0][0] or 'none'} -> {heads}"
 
 
 class SchemaBehind(Exception):

@@ -37,7 +37,13 @@ from services.platform.handlers import OPEN_BY_KIND, OUR_OUTCOME, PLATFORM_ORDER
 from shared import days
 from shared.auth.tables import metadata as auth
 from shared.db.driver import _compiled, driver
-from shared.db.migrate import DowngradeRefused, SchemaBehind, alembic_config, migrations_folder
+from shared.db.migrate import (
+    DowngradeRefused,
+    SchemaBehind,
+    alembic_config,
+    migrations_folder,
+    upgrade,
+)
 from shared.messaging.tables import UNSENT
 from shared.pagination import newest_first
 from shared.settings import Settings
@@ -348,6 +354,17 @@ async def test_a_downgrade_refuses_to_drop_or_cut_what_the_older_version_would_l
         await _execute(url, clear)
         await asyncio.to_thread(command.downgrade, cfg, to)
         assert await _version(url, schema) == to
+
+
+async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastructure) -> None:
+    """What ``caravan prepare`` prints per schema: the same line whether it migrated or not
+    left an operator guessing whether an upgrade's migrations ran."""
+    async with scratch_database(infrastructure.database_url, "caravan_said") as url:
+        folder = migrations_folder("inventory")
+        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0007"
+        await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
+        assert await asyncio.to_thread(upgrade, folder, url) == "0005 -> 0007"
+        assert await asyncio.to_thread(upgrade, folder, url) == "at 0007, nothing new"
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:

@@ -67,16 +67,32 @@ def configure_tracing(service: str) -> None:
     and log lines, marked not sampled (so a process downstream that does export records no
     span of such a trace either)."""
     resource = Resource.create({"service.name": f"caravan-{service}"})
-    trace_dir = os.environ.get("CARAVAN_TRACE_DIR")
-    provider = TracerProvider(resource=resource, sampler=None if trace_dir else ALWAYS_OFF)
-    if trace_dir:
+    exporters: list[SpanExporter] = []
+    if trace_dir := os.environ.get("CARAVAN_TRACE_DIR"):
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
-        exporter = JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl")
+        exporters.append(JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl"))
+    if _otlp_wanted(os.environ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter())  # its endpoint, headers, timeout: the OTEL_* ones
+    provider = TracerProvider(resource=resource, sampler=None if exporters else ALWAYS_OFF)
+    for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
     if not _providers:
         trace.set_tracer_provider(provider)  # the process's, for code outside any service
     _providers[service] = provider
     _tracers[service] = provider.get_tracer("caravan")
+
+
+def _otlp_wanted(env: Mapping[str, str]) -> bool:
+    """Whether the standard variables ask for spans sent to a collector over OTLP (HTTP,
+    protobuf): ``OTEL_TRACES_EXPORTER=otlp``, or unset with an OTLP endpoint given (``none``
+    sends nothing, as the specification says)."""
+    exporters = {name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "").split(",")} - {""}
+    if exporters:
+        return "otlp" in exporters
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return any(env.get(name) for name in endpoints)
 
 
 def shutdown_tracing() -> None:

@@ -3,17 +3,20 @@
 import asyncio
 import json
 import secrets
+import threading
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from aiokafka import ConsumerRecord
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from caravan import system
 from caravan.ops import dlq as ops_dlq
 from services import SERVICES
 from shared.topics import Topic
 from tests.e2e.test_saga import invalid_request, order
-from tests.harness import System, ref
+from tests.harness import System, free_port, ref
 
 
 def spans(trace_dir: Path, service: str = "*") -> list[dict[str, object]]:
@@ -221,3 +224,59 @@ async def test_a_dead_letter_carries_its_records_trace_on_through_a_redrive(
         count=2,
     )
     assert {r.key: trace_id(r) for r in redriven} == keys
+
+
+class _Collector(ThreadingHTTPServer):
+    """Stands for an OpenTelemetry collector: keeps each OTLP request's path and body."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        super().__init__(("127.0.0.1", free_port()), _CollectorHandler)
+
+
+class _CollectorHandler(BaseHTTPRequestHandler):
+    server: _Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+async def test_spans_go_to_a_collector_that_the_standard_variables_name(caravan: System) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT (with OTEL_TRACES_EXPORTER=otlp) sends a placed order's
+    spans over OTLP (HTTP, protobuf) to a collector: both were ignored, spans only written to
+    CARAVAN_TRACE_DIR's files."""
+    collector = _Collector()
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    try:
+        await caravan.restart(
+            ("orders",), OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_TRACES_EXPORTER="otlp"
+        )
+        req = order()
+        await caravan.request(req)
+        await caravan.placed(req.order_ref)
+
+        def received() -> set[tuple[str, str]]:
+            """(service.name, span name) of each span the collector was sent."""
+            spans = set()
+            for path, body in list(collector.received):
+                assert path == "/v1/traces", path
+                for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+                    named = {a.key: a.value.string_value for a in resource.resource.attributes}
+                    for scope in resource.scope_spans:
+                        spans |= {(named["service.name"], span.name) for span in scope.spans}
+            return spans
+
+        placing = ("caravan-orders", "orders.requests.v1 process")
+        await caravan.wait_for(lambda: [s for s in received() if s == placing])
+    finally:
+        await caravan.restart(("orders",))
+        collector.shutdown()
+        collector.server_close()

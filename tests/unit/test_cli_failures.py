@@ -239,8 +239,8 @@ def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[st
         infra.stoppers.append(lambda: stopped.append("brokers"))
         return infra
 
-    async def prepare(*args: object, **kwargs: object) -> admin.Topics:
-        return admin.Topics(1, {}, {})
+    async def prepare(*args: object, **kwargs: object) -> system.Prepared:
+        return system.Prepared(admin.Topics(1, {}, {}), {})
 
     def start(
         procs: system.ServiceProcesses, names: tuple[str, ...] = SERVICES, instance: int = 1

@@ -30,10 +30,13 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
 
 def bootstrap(settings: Settings) -> Service:
     service = build_service("platform", settings, metadata)
+    policy = callback_policy(settings)
     api = PlatformApi(
         settings.platform_apps,
         settings.platform_api_timeout_seconds,
         settings.platform_api_deadline_seconds,
+        # a pusher asked to wait up to the cap has pushed again well within twice it
+        forget_after=2 * policy.backoff.cap_seconds,
     )
     window = settings.platform_timestamp_window_seconds
     start_at_zero_for(api.apps, get_args(Accepted))
@@ -41,7 +44,6 @@ def bootstrap(settings: Settings) -> Service:
         service.subscribe(sub)
     wake = asyncio.Event()
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
-    policy = callback_policy(settings)
     service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
     service.loops.append(partial(prune_loop, service.uow, window))
     service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff))

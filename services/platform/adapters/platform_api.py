@@ -10,6 +10,7 @@
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ class PlatformUnavailable(Exception):
     """No usable answer (refused, timed out, 5xx): worth trying again later. The order API's
     say what happened in words a push's answer may carry (not where the API is), and
     ``failing_for``: how long it has failed, every fetch of the app's orders since its first
-    failure (0 for that one)."""
+    failure (0 for that one; a failure after none for ``forget_after`` seconds is a first)."""
 
     failing_for = 0.0
 
@@ -84,14 +85,22 @@ class StatusUpdate:
 
 class PlatformApi:
     def __init__(
-        self, apps: dict[str, PlatformApp], timeout: float, deadline: float | None = None
+        self,
+        apps: dict[str, PlatformApp],
+        timeout: float,
+        deadline: float | None = None,
+        forget_after: float = math.inf,
     ) -> None:
         """``timeout``: of each connect, read or write; ``deadline``: of a whole fetch of an
-        order (:meth:`fetch_order`), none if None."""
+        order (:meth:`fetch_order`), none if None; ``forget_after``: seconds without a failed
+        fetch after which an app's order API is no longer counted as failing."""
         self.apps = apps
         self.timeout = timeout
         self.deadline = deadline
-        self.failing_since: dict[str, float] = {}  # by app: its order API's first failure
+        self.forget_after = forget_after
+        self.clock = time.monotonic
+        # by app: its order API's first failure and its last
+        self.failing: dict[str, tuple[float, float]] = {}
         self.client = httpx.AsyncClient(timeout=timeout)
 
     def _params(self, app: str, **params: str) -> dict[str, str]:
@@ -110,13 +119,17 @@ class PlatformApi:
         try:
             order = await self._fetch_order(app, order_id)
         except PlatformUnavailable as exc:
-            now = time.monotonic()
-            exc.failing_for = now - self.failing_since.setdefault(app, now)
+            now = self.clock()
+            first, last = self.failing.get(app, (now, now))
+            if now - last > self.forget_after:
+                first = now
+            self.failing[app] = (first, now)
+            exc.failing_for = now - first
             raise
         except (SignatureRefused, PlatformRefused, UnreadableOrder):
-            self.failing_since.pop(app, None)  # it answered
+            self.failing.pop(app, None)  # it answered
             raise
-        self.failing_since.pop(app, None)
+        self.failing.pop(app, None)
         return order
 
     async def _fetch_order(self, app: str, order_id: str) -> PlatformOrder:

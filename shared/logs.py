@@ -12,6 +12,7 @@ turned down."""
 import contextvars
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -177,15 +178,29 @@ KAFKA_UNREACHABLE = frozenset(
 class KafkaOutage(logging.Filter):
     """Makes aiokafka's lines that a broker cannot be reached a warning, said once and then
     at most once a minute while they go on (docs/operations.md: a fault is a warning, an
-    error a bug); aiokafka's other lines pass as they are."""
+    error a bug), none when ``level`` is above warnings; aiokafka's other lines pass as they
+    are. An outage whose lines stopped for ``quiet`` seconds is over (aiokafka tries a broker
+    again within a second, and says nothing above debug once it connects): the next one is
+    said at once."""
 
-    def __init__(self, repeats: Repeats | None = None) -> None:
+    def __init__(
+        self, repeats: Repeats | None = None, level: int = logging.NOTSET, quiet: float = 10.0
+    ) -> None:
         super().__init__()
         self.repeats = repeats or Repeats()
+        self.level = level
+        self.quiet = quiet
+        self._seen = -math.inf  # the last line of an outage, said or not
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("aiokafka") or record.msg not in KAFKA_UNREACHABLE:
             return True
+        if self.level > logging.WARNING:
+            return False
+        now = self.repeats.clock()
+        if now - self._seen >= self.quiet:
+            self.repeats.clear()
+        self._seen = now
         if not self.repeats.new("Kafka unreachable"):
             return False
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
@@ -195,7 +210,7 @@ class KafkaOutage(logging.Filter):
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
-    handler.addFilter(KafkaOutage())
+    handler.addFilter(KafkaOutage(level=logging.getLevelName(level)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -24,7 +24,14 @@ from services.notifications.adapters.http_gateway import InfobipGateway
 from services.platform.domain.orders import PlatformOrder
 from shared import main
 from shared.events.orders import Buyer
-from shared.logs import JsonFormatter, configure_logging, masked, phones_masked
+from shared.logs import (
+    JsonFormatter,
+    KafkaOutage,
+    Repeats,
+    configure_logging,
+    masked,
+    phones_masked,
+)
 from shared.settings import Settings
 from tests.harness import free_port
 
@@ -351,22 +358,31 @@ class _Quiet:
         logging.getLogger("services.payments").info("an info line")
         logging.getLogger("services.payments").warning("a warning line")
         logging.getLogger("aiokafka").warning("a warning of Kafka's")
+        logging.getLogger("aiokafka.conn").error(UNREACHABLE, "kafka", 9092, "refused")
+
+
+UNREACHABLE = 'Unable connect to "%s:%s": %s'  # aiokafka's error, written as a warning
 
 
 def test_a_service_logs_at_the_level_its_settings_name(
     service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """CARAVAN_LOG_LEVEL=ERROR: a service writes neither its own warnings nor Kafka's."""
+    """CARAVAN_LOG_LEVEL=ERROR: a service writes neither its own warnings nor Kafka's, nor
+    aiokafka's errors that a broker cannot be reached, which are warnings."""
     monkeypatch.setattr(sys, "stderr", service_lines)  # pytest's capture took it meanwhile
     monkeypatch.setenv("CARAVAN_LOG_LEVEL", "ERROR")
     monkeypatch.setattr(gc, "freeze", lambda: None)
     monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
     main.run({"payments": cast(main.Bootstrap, _Quiet)})
-    assert "line" not in service_lines.getvalue() and "Kafka" not in service_lines.getvalue()
+    assert service_lines.getvalue() == ""
     monkeypatch.setenv("CARAVAN_LOG_LEVEL", "INFO")
     main.run({"payments": cast(main.Bootstrap, _Quiet)})
     said = service_lines.getvalue()
     assert "an info line" in said and "a warning of Kafka's" in said, said
+    [unreachable] = [
+        entry for line in said.splitlines() if "Unable" in (entry := json.loads(line))["message"]
+    ]
+    assert unreachable["level"] == "warning", unreachable
 
 
 async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(
@@ -385,3 +401,22 @@ async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(
         ("warning", "Unable"),
         ("error", "Topic"),
     ], said
+
+
+def test_a_kafka_outage_after_a_quiet_spell_is_said_at_once() -> None:
+    """An outage's lines are said once a minute; one ten seconds after the last line of an
+    earlier outage (said or not) starts another, said at once, not held back until a
+    minute has passed since the earlier one was said."""
+    now = [0.0]
+    outage = KafkaOutage(Repeats(clock=lambda: now[0]))
+
+    def said_at(at: float) -> bool:
+        now[0] = at
+        args = ("kafka", 9092, "refused")
+        record = logging.LogRecord("aiokafka.conn", logging.ERROR, "", 0, UNREACHABLE, args, None)
+        return outage.filter(record)
+
+    assert [said_at(at) for at in range(0, 60, 5)] == [True] + [False] * 11  # one outage
+    assert said_at(60) is True  # a minute since it was said, still going
+    assert said_at(75) is True  # the next outage, after 15 s without a line
+    assert [said_at(at) for at in (76, 80, 85)] == [False, False, False]

@@ -1227,6 +1227,28 @@ async def test_a_paid_read_decided_after_a_cancelled_one_does_not_place_the_orde
     await placed_once(caravan, order_ref)
 
 
+async def test_resolving_no_problem_keeps_a_cancellation_seen_before_the_order_was_placed(
+    caravan: System, platform: Platform
+) -> None:
+    """An order read cancelled before it was placed, whose problems an operator resolves when
+    none is open (nothing to resolve, nothing audited), is still remembered cancelled: a
+    later push reading it paid opens a ``paid_after_cancelled`` problem instead of placing
+    an order the platform cancelled (resolving used to forget the cancellation all the same)."""
+    order_ref = await new_order(platform.sim, status="cancelled")
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
+    body = {"app": APP, "platform_order_id": order_ref}
+    resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert resolved.json() == {"resolved": []}, resolved.text
+    assert await resolutions_audited(caravan, order_ref) == 0
+    await new_order(platform.sim, order_id=order_ref)  # a late read of it paid
+    report = await push(platform.sim, order_ref, kind="notice")
+    assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
+    assert [kind for kind, _ in await open_problems(platform, order_ref)] == [
+        "paid_after_cancelled"
+    ]
+    assert requested(caravan, order_ref) == []
+
+
 async def _waiting_on(caravan: System) -> bool:
     """Whether a push's row of ``platform.pushes`` waits on a lock (one not committed yet)."""
     waiting: int = await caravan.scalar(

@@ -493,11 +493,13 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
-        finds them mended. A cancellation of the order seen before it was placed is forgotten
-        (a push finding it paid then places it)."""
+        finds them mended. Resolving a ``paid_after_cancelled`` problem forgets the
+        cancellation of the order seen before it was placed (a push finding it paid then
+        places it); resolving nothing forgets nothing."""
         async with uow.begin() as tx:
             kinds = await handlers.resolve_problems(tx, body.app, body.platform_order_id)
-            await handlers.forget_closed(tx, body.app, body.platform_order_id)
+            if "paid_after_cancelled" in kinds:
+                await handlers.forget_closed(tx, body.app, body.platform_order_id)
             if kinds:
                 target = f"{body.app}/{body.platform_order_id}"
                 detail = {"kinds": kinds}

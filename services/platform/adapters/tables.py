@@ -73,7 +73,7 @@ platform_orders = Table(
 # A platform order a push found cancelled (``status``, as the platform said it) before it was
 # placed with us. Cancelled is final on the platform: a push that read the order
 # paid earlier but decides after this (a slow order API answer) opens a ``paid_after_cancelled``
-# problem instead of placing it. Resolving the order's problems by hand forgets it.
+# problem instead of placing it. Resolving that problem by hand (and only that) forgets it.
 closed_unplaced = Table(
     "closed_unplaced",
     metadata,

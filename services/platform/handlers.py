@@ -158,8 +158,7 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Accepted:
             )
             update_ = {"status": stmt.excluded.status, "seen_at": func.now()}
             await tx.conn.execute(stmt.on_conflict_do_update(index_elements=KEY, set_=update_))
-        if means == "cancelled":  # nothing left to place: its problems are moot
-            await resolve_problems(tx, app, order.order_id)
+            await resolve_problems(tx, app, order.order_id)  # nothing left to place: moot
         return "ignored"
     if placed is not None:  # what kept it from being placed, or from being read, is moot
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)

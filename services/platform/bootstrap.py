@@ -45,7 +45,8 @@ def bootstrap(settings: Settings) -> Service:
     wake = asyncio.Event()
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
     service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
-    service.loops.append(partial(prune_loop, service.uow, window))
+    deadline = settings.platform_api_deadline_seconds
+    service.loops.append(partial(prune_loop, service.uow, window, deadline))
     service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff))
     service.asgi_app.include_router(admin_router(service.uow, api.apps))
 

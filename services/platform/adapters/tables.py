@@ -73,7 +73,9 @@ platform_orders = Table(
 # A platform order a push found cancelled (``status``, as the platform said it) before it was
 # placed with us. Cancelled is final on the platform: a push that read the order
 # paid earlier but decides after this (a slow order API answer) opens a ``paid_after_cancelled``
-# problem instead of placing it. Resolving that problem by hand (and only that) forgets it.
+# problem instead of placing it. Resolving that problem by hand (and only that) forgets it;
+# so does the prune loop, once no read of it paid can still be decided (``seen_at`` older than
+# ``subscribers.closed_kept_seconds``, 15 minutes and the order API's deadline by default).
 closed_unplaced = Table(
     "closed_unplaced",
     metadata,
@@ -82,6 +84,7 @@ closed_unplaced = Table(
     Column("status", String(64), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("app", "platform_order_id"),
+    Index("closed_unplaced_seen", "seen_at"),  # pruned
 )
 
 # Why a pushed order could not be placed (unmapped SKU or buyer, invalid order): one row per

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.events.envelope import check_source
+from shared.events.orders import PLATFORM_SOURCE_PREFIX
 from shared.topics import principal
 
 MAX_MONTHLY_INTEREST_BP = 10_000
@@ -78,6 +80,21 @@ class PlatformApp(BaseModel):
     secret: SecretStr = Field(min_length=16)
     sign_method: Literal["hmac-sha256", "md5"] = "hmac-sha256"
     api_url: str
+
+
+def _app_name(name: str) -> str:
+    """An app's name is in the ``source`` of every event of its orders (``platform/<app>``),
+    which consumers refuse unless :func:`~shared.events.envelope.check_source` takes it:
+    each of its orders would be dead-lettered."""
+    try:
+        check_source(f"{PLATFORM_SOURCE_PREFIX}{name}")
+    except ValueError as exc:
+        raise ValueError(
+            f"platform app name {name!r} cannot be used: the events of its orders have the"
+            f" source {PLATFORM_SOURCE_PREFIX}<app>, and {exc}; every order of it would be"
+            " dead-lettered"
+        ) from None
+    return name
 
 
 def _one_app_per_platform(apps: dict[str, PlatformApp]) -> dict[str, PlatformApp]:
@@ -230,10 +247,14 @@ class Settings(CalendarSettings):
     # (of each read, and of a whole fetch of an order)
     # and the retries of status callbacks (exponential backoff, ``retry_base`` to ``cap``).
     platform_http_port: int = 8084
-    # An app's name is stored with its pushes and callbacks (64 characters at most).
+    # An app's name is stored with its pushes and callbacks (64 characters at most), and is
+    # in its orders' source (no '|' nor NUL: :func:`_app_name`).
     # One app per api_url (:func:`_one_app_per_platform`).
     platform_apps: Annotated[
-        dict[Annotated[str, Field(min_length=1, max_length=64)], PlatformApp],
+        dict[
+            Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_app_name)],
+            PlatformApp,
+        ],
         AfterValidator(_one_app_per_platform),
     ] = Field(default_factory=dict)
     platform_timestamp_window_seconds: float = Field(300.0, gt=0)

@@ -72,6 +72,20 @@ class EventData(Frozen):
         return str(getattr(self, "order_id"))  # noqa: B009 - subclasses without it override
 
 
+def check_source(source: str) -> str:
+    """``source``, if an event may have it as its ``source``; else a ValueError saying why.
+    ``|`` separates the source from the id in the inbox's key (``<source>|<id>``): source
+    ``a|b`` with id ``c`` would be source ``a`` with id ``b|c``. A URI-reference, as the
+    contract's source is, has none (it would be ``%7C``). NUL no PostgreSQL text holds (the
+    envelope refuses it anywhere, ``has_nul``). Whoever names a source in its settings (a
+    platform app, ``platform/<app>``) is refused by this at start."""
+    if "|" in source:
+        raise ValueError("a source may not contain '|' (a URI-reference has none)")
+    if "\x00" in source:
+        raise ValueError("a source may not contain NUL (PostgreSQL cannot store it)")
+    return source
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 event with the project's ``correlationid``/``causationid`` extensions.
 
@@ -103,13 +117,8 @@ class CloudEvent(BaseModel):
 
     @field_validator("source")
     @classmethod
-    def _no_bar(cls, source: str) -> str:
-        """``|`` separates the source from the id in the inbox's key (``<source>|<id>``):
-        source ``a|b`` with id ``c`` would be source ``a`` with id ``b|c``. A URI-reference,
-        as the contract's source is, has none (it would be ``%7C``)."""
-        if "|" in source:
-            raise ValueError("a source may not contain '|' (a URI-reference has none)")
-        return source
+    def _source(cls, source: str) -> str:
+        return check_source(source)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

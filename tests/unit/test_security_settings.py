@@ -357,3 +357,21 @@ def test_a_platform_app_s_name_longer_than_its_columns_is_refused(
     assert "at most 64 characters" in str(refused.value)
     monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"{"m" * 64}": {app}}}')
     assert list(Settings().platform_apps) == ["m" * 64]
+
+
+def test_a_platform_app_s_name_that_no_event_source_may_hold_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app named with '|' had every order's events (source platform/<app>) refused by the
+    consumers as not_cloudevent, so dead-lettered; one with NUL (JSON's \\u0000) the same:
+    the settings refuse both, by the envelope's own rule."""
+    app = '{"secret": "a-long-real-secret", "api_url": "http://mall.test"}'
+    for name, said in (("mall|2", "'|'"), ("mall\\u00002", "NUL")):
+        monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"{name}": {app}}}')
+        with pytest.raises(ValidationError) as refused:
+            Settings()
+        message = str(refused.value)
+        assert "cannot be used: the events of its orders have the source platform/" in message
+        assert f"a source may not contain {said}" in message and "dead-lettered" in message
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall-2.cn_x:y": {app}}}')
+    assert list(Settings().platform_apps) == ["mall-2.cn_x:y"]

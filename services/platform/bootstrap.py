@@ -10,7 +10,7 @@ from services.platform.callbacks import CallbackPolicy, callbacks_by_status
 from services.platform.domain.delivery import Backoff
 from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, prune_loop, subscriptions
-from services.platform.handlers import CALLBACKS_DUE, Accepted, sample_problems
+from services.platform.handlers import CALLBACKS_DUE, Accepted, Decided, sample_problems
 from services.platform.metrics import start_at_zero_for
 from shared.runtime import Service, build_service
 from shared.settings import Settings, claim_lease
@@ -39,7 +39,7 @@ def bootstrap(settings: Settings) -> Service:
         forget_after=2 * policy.backoff.cap_seconds,
     )
     window = settings.platform_timestamp_window_seconds
-    start_at_zero_for(api.apps, get_args(Accepted))
+    start_at_zero_for(api.apps, get_args(Accepted), get_args(Decided))
     for sub in subscriptions():
         service.subscribe(sub)
     wake = asyncio.Event()

@@ -73,7 +73,9 @@ log = logging.getLogger(__name__)
 CALLBACKS_DUE = "platform.callbacks"
 """Signal of a transaction that queued a status callback (it wakes the callback loop)."""
 
-Accepted = Literal["accepted", "duplicate", "problem", "ignored", "replayed"]
+Decided = Literal["accepted", "duplicate", "problem", "ignored"]
+"""What :func:`decide` made of an order as the platform has it (a push's, or a refetch's)."""
+Accepted = Literal[Decided, "replayed"]
 Seen = Literal["duplicate", "replayed"]
 
 _LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
@@ -130,7 +132,7 @@ async def accept_push(
     return await decide(tx, app, order)
 
 
-async def decide(tx: Tx, app: str, order: PlatformOrder) -> Accepted:
+async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
     """Act on the order as the platform has it now, whether a push or operations asked
     (``caravan platform refetch``), holding the platform order's lock."""
     await lock_platform_order(tx, app, order.order_id)
@@ -232,7 +234,7 @@ of a placed order is for operations to close, once they know what it meant; a ch
 applied, once they settled it, even if the platform changes the order back)."""
 
 
-async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Accepted:
+async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Decided:
     """A status the adapter does not know or a step of fulfilment, for an order placed with
     us (``ours``, our order id, or "not numbered yet") or never placed (None). One a platform
     moves a paid order on to as it is fulfilled (shipped, finished: ``fulfilment`` in

@@ -9,20 +9,13 @@ from services.platform.domain.delivery import Verdict
 from services.platform.domain.orders import ProblemKind
 from shared.metrics import start_at_zero
 
-PushRefused = Literal[
-    "invalid",
-    "unknown_app",
-    "bad_signature",
-    "stale",
-    "replayed",
-    "fetch_failed",
-    "fetch_refused",
-    "fetch_signature_refused",
-]
-"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``):
-``fetch_failed`` the order API down, too slow or answering another status (push again later),
+FetchRefused = Literal["fetch_failed", "fetch_refused", "fetch_signature_refused"]
+"""The ``outcome`` of a push or a refetch whose order was not fetched: ``fetch_failed`` the
+order API down, too slow or answering another status (push again later),
 ``fetch_signature_refused`` its 401 or 403 to our signed request (a secret or a clock to mend
 by hand), ``fetch_refused`` an order it does not know or that cannot be read."""
+PushRefused = Literal["invalid", "unknown_app", "bad_signature", "stale", "replayed", FetchRefused]
+"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``)."""
 
 RESENT = "resent"
 """The ``outcome`` of a push sent again under its push id (answered 200 ``duplicate``, not
@@ -35,6 +28,13 @@ UNKNOWN_APP = "unknown"
 PUSHES = Counter(
     "caravan_platform_pushes_total", "Order pushes received, by outcome", ["app", "outcome"]
 )
+REFETCHES = Counter(
+    "caravan_platform_refetches_total",
+    "Orders fetched again by operations (POST /platform/refetch), by outcome",
+    ["app", "outcome"],
+)
+"""Apart from the pushes: a refetch is no push a platform sent (its outcomes: those of
+``handlers.Decided`` and :data:`FetchRefused`)."""
 PROBLEMS = Counter(
     "caravan_platform_problems_total",
     "Pushed orders that could not be placed (unmapped SKU or buyer, invalid)",
@@ -53,11 +53,13 @@ CALLBACKS = Gauge(
 )
 
 
-def start_at_zero_for(apps: Iterable[str], accepted: Iterable[str]) -> None:
+def start_at_zero_for(apps: Iterable[str], accepted: Iterable[str], decided: Iterable[str]) -> None:
     """The counters of ``apps`` (those configured) at 0, by every outcome, kind and result
-    (:func:`shared.metrics.start_at_zero`); ``accepted``: the outcomes of a push taken."""
+    (:func:`shared.metrics.start_at_zero`); ``accepted``: the outcomes of a push taken,
+    ``decided``: those of a refetch."""
     apps = list(apps)
     start_at_zero(PUSHES, apps, [*accepted, RESENT, *get_args(PushRefused)])
+    start_at_zero(REFETCHES, apps, [*decided, *get_args(FetchRefused)])
     start_at_zero(PUSHES, [UNKNOWN_APP], ["invalid", "unknown_app"])
     start_at_zero(PROBLEMS, apps, get_args(ProblemKind))
     start_at_zero(CALLBACK_CALLS, apps, get_args(Verdict))

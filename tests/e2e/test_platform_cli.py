@@ -54,7 +54,8 @@ async def test_a_mended_problem_is_placed_by_a_refetch_from_the_command_line(
 ) -> None:
     """A push answered ``problem`` keeps its push id: sent again once its SKU is mapped, it is
     a ``duplicate`` and nothing is done, and the platform pushes only when the order changes.
-    ``refetch`` fetches the order and decides on it as a push would (audited)."""
+    ``refetch`` fetches the order and decides on it as a push would (audited), counted apart
+    from the pushes."""
     unknown, order_ref = await unmapped_order(platform.sim, "ALI-REFETCH")
     first = await push(platform.sim, order_ref, kind="notice", push_id=f"r-{uuid.uuid4().hex}")
     assert first["body"]["status"] == "problem", first
@@ -64,8 +65,15 @@ async def test_a_mended_problem_is_placed_by_a_refetch_from_the_command_line(
     assert mapped.status_code == 200, mapped.text
     again = await platform.adapter.post(f"/platform/{APP}/push", json=first["params"])
     assert again.json()["status"] == "duplicate", again.text
+    accepted = {"app": APP, "outcome": "accepted"}
+    pushed = await caravan.gauge("platform", "caravan_platform_pushes_total", **accepted)
+    refetched = await caravan.gauge("platform", "caravan_platform_refetches_total", **accepted)
     code, out = await cli(caravan, "refetch", APP, order_ref)
     assert (code, out) == (0, f"{APP}/{order_ref}: accepted\n")
+    # counted as a refetch, not as a push the platform sent
+    assert await caravan.gauge("platform", "caravan_platform_pushes_total", **accepted) == pushed
+    after = await caravan.gauge("platform", "caravan_platform_refetches_total", **accepted)
+    assert after == refetched + 1
     await placed_once(caravan, order_ref)
     assert await open_problems(platform, order_ref) == []
     code, out = await cli(caravan, "refetch", APP, order_ref)

@@ -47,6 +47,8 @@ def settings() -> Settings:
                 'caravan_platform_pushes_total{app="shop-a",outcome="bad_signature"} 0.0',
                 'caravan_platform_pushes_total{app="shop-a",outcome="accepted"} 0.0',
                 'caravan_platform_pushes_total{app="unknown",outcome="unknown_app"} 0.0',
+                'caravan_platform_refetches_total{app="shop-a",outcome="accepted"} 0.0',
+                'caravan_platform_refetches_total{app="shop-a",outcome="fetch_failed"} 0.0',
                 'caravan_platform_problems_total{app="shop-a",kind="rejected"} 0.0',
                 'caravan_platform_callback_calls_total{app="shop-a",result="failed"} 0.0',
                 'caravan_dead_letters_total{error="not_json",service="platform",'

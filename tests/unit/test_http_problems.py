@@ -107,6 +107,19 @@ def pushes(secret: str) -> FastAPI:
     return app
 
 
+async def test_a_refetch_documents_only_what_it_can_answer() -> None:
+    """A refetch listed the push's 401 (a bad signature, a stale timestamp) and 409 (a push id
+    taken), which it never answers, and not the 401 and 403 of its token."""
+    document = (await call(pushes("s" * 16), "GET", "/openapi.json")).json()
+    refetch = document["paths"]["/platform/refetch"]["post"]["responses"]
+    push = document["paths"]["/platform/{app}/push"]["post"]["responses"]
+    assert sorted(refetch) == ["200", "401", "403", "404", "413", "422", "429", "502", "503"]
+    assert refetch["401"]["description"] == "no bearer token, or one unknown or revoked"
+    assert "signature" not in refetch["401"]["description"]
+    assert sorted(push) == ["200", "401", "404", "409", "413", "422", "502", "503"]
+    assert "an app not configured" in refetch["422"]["description"]
+
+
 async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None:
     """Its 422s said why in the detail alone, without the errors every other 422 carries. A
     body that cannot be read is refused before its signature is checked (there are no

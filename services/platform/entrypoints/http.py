@@ -56,6 +56,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from prometheus_client import Counter
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import Select, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -80,7 +81,7 @@ from services.platform.domain.signing import (
     verify,
     within,
 )
-from services.platform.metrics import PUSHES, RESENT, UNKNOWN_APP, PushRefused
+from services.platform.metrics import PUSHES, REFETCHES, RESENT, UNKNOWN_APP, PushRefused
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
@@ -181,19 +182,28 @@ PUSH_BODY = {
     },
 }
 """The body of a push, which :func:`parse_params` reads itself (a form or JSON)."""
+FETCH_PROBLEMS = {
+    404: "the platform does not know the order",
+    502: "the platform answered another order, or its order API refused our signed request"
+    " (401, 403: the app's secret or a clock to mend)",
+    503: "the platform's order API or the database is not reachable: ask again later",
+}
+"""What a push and a refetch answer when the order is not fetched (:func:`fetch_and_decide`)."""
+UNREADABLE = "an order the platform answers that cannot be read"
 PUSH_PROBLEMS = problem_responses(
     {
+        **FETCH_PROBLEMS,
         401: "a bad signature, an unknown app, or a timestamp out of the window",
-        404: "the platform does not know the order",
         409: REPLAYED,
         422: "not flat parameters, a timestamp missing or in no format read, an order_id that"
-        " cannot be an order_ref, or an order the platform answers that cannot be read",
-        502: "the platform answered another order, or its order API refused our signed request"
-        " (401, 403: the app's secret or a clock to mend)",
-        503: "the platform's order API or the database is not reachable: push again later",
+        f" cannot be an order_ref, or {UNREADABLE}",
     },
     token=False,
 )
+REFETCH_PROBLEMS = problem_responses(
+    {**FETCH_PROBLEMS, 422: f"{BAD_INPUT}, an app not configured, or {UNREADABLE}"}
+)
+"""A refetch's: those of its token, not a push's signature (401) nor push id (409)."""
 
 
 def push_router(
@@ -201,7 +211,7 @@ def push_router(
 ) -> APIRouter:
     """The push route; ``retry``: the waits a push is answered to take while the order API
     fails (:meth:`~services.platform.domain.delivery.Backoff.retry_after`)."""
-    router = APIRouter(tags=["platform pushes"], responses=PUSH_PROBLEMS)
+    router = APIRouter(tags=["platform pushes"])
 
     def refuse(
         app: str, outcome: PushRefused, status: int, title: str, detail: str, request: Request
@@ -211,7 +221,9 @@ def push_router(
         PUSHES.labels(app if app in api.apps else UNKNOWN_APP, outcome).inc()
         return problem(status, title, detail)
 
-    @router.post("/platform/{app}/push", openapi_extra={"requestBody": PUSH_BODY})
+    @router.post(
+        "/platform/{app}/push", openapi_extra={"requestBody": PUSH_BODY}, responses=PUSH_PROBLEMS
+    )
     async def push(app: str, request: Request) -> Any:
         """Take a platform's order push (see the module docstring)."""
         try:
@@ -268,12 +280,12 @@ def push_router(
         async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
             return await handlers.accept_push(tx, app, push_id, same, signature, order)
 
-        return await fetch_and_decide(app, order_id, accepted, request)
+        return await fetch_and_decide(app, order_id, accepted, PUSHES, request)
 
     @router.post(
         "/platform/refetch",
         tags=["platform operations"],
-        responses=problem_responses({422: f"{BAD_INPUT}, or an app not configured"}),
+        responses=REFETCH_PROBLEMS,
     )
     async def refetch(body: Refetch, who: Writer, request: Request) -> Any:
         """Fetch an order from the platform's order API and decide on it as on a push (the
@@ -283,53 +295,56 @@ def push_router(
         if body.app not in api.apps:
             return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
 
-        async def decided(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
+        async def decided(tx: Tx, order: PlatformOrder) -> handlers.Decided:
             outcome = await handlers.decide(tx, body.app, order)
             told = {"status": outcome, "platform_status": order.status}
             target = f"{body.app}/{order.order_id}"
             await audit.record(tx.conn, who.name, "platform.refetch", target, detail=told)
             return outcome
 
-        return await fetch_and_decide(body.app, body.platform_order_id, decided, request)
+        platform_order_id = body.platform_order_id
+        return await fetch_and_decide(body.app, platform_order_id, decided, REFETCHES, request)
 
     async def fetch_and_decide(
         app: str,
         order_id: str,
         decide: Callable[[Tx, PlatformOrder], Awaitable[handlers.Accepted]],
+        counted: Counter,
         request: Request,
     ) -> Any:
-        """Fetch the order, then ``decide`` on it in one transaction; the answer of a push."""
+        """Fetch the order, then ``decide`` on it in one transaction; the answer of a push.
+        ``counted``: by app and outcome (:data:`PUSHES`, or :data:`REFETCHES`)."""
         try:
             order = await api.fetch_order(app, order_id)
         except (PlatformUnavailable, SignatureRefused) as exc:
             cause = f" ({exc.__cause__!r})" if exc.__cause__ is not None else ""
             log.warning("platform %s order %s not fetched: %s%s", app, order_id, exc, cause)
             if isinstance(exc, SignatureRefused):  # a secret or a clock to mend, by hand
-                PUSHES.labels(app, "fetch_signature_refused").inc()
+                counted.labels(app, "fetch_signature_refused").inc()
                 title = "Platform order API refused Caravan's request"
                 return problem(502, title, f"{exc}; then push again")
-            PUSHES.labels(app, "fetch_failed").inc()
+            counted.labels(app, "fetch_failed").inc()
             wait = retry.retry_after(exc.failing_for)
             return unavailable("Platform order API unavailable", f"{exc}: push again later", wait)
         except PlatformRefused as exc:
-            PUSHES.labels(app, "fetch_refused").inc()
+            counted.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])
         except UnreadableOrder as exc:
-            PUSHES.labels(app, "fetch_refused").inc()
+            counted.labels(app, "fetch_refused").inc()
             async with uow.begin() as tx:  # for operations to see, until a push mends it
                 await handlers.lock_platform_order(tx, app, order_id)
                 found = [Problem("invalid_order", str(exc)[:1000])]
                 await handlers.record_problems(tx, app, order_id, found)
             return problem(422, "Order not readable from the platform", str(exc)[:500])
         if order.order_id != order_id:
-            PUSHES.labels(app, "fetch_refused").inc()
+            counted.labels(app, "fetch_refused").inc()
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"
             return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
             outcome = await decide(tx, order)
         if outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
-        PUSHES.labels(app, outcome).inc()
+        counted.labels(app, outcome).inc()
         return {"status": outcome, "order_ref": order.order_id}
 
     return router

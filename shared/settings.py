@@ -7,7 +7,7 @@ from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -97,12 +97,32 @@ def _app_name(name: str) -> str:
     return name
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def platform_url(api_url: str) -> str:
+    """``api_url`` as two apps' are compared: the scheme and the host in lower case, the
+    scheme's default port dropped, no ``/`` at the end (``http://HOST:80/x/`` is
+    ``http://host/x``). Two names of one server (``localhost``, ``127.0.0.1``) stay two."""
+    parts = urlsplit(api_url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: compared as written
+        netloc = parts.netloc.lower()
+    else:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        netloc = host if port in (None, DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
 def _one_app_per_platform(apps: dict[str, PlatformApp]) -> dict[str, PlatformApp]:
-    """Two apps of one ``api_url`` are one platform under two names: each of its orders would
-    be placed twice (once per app, its ``source`` naming the app)."""
+    """Two apps of one ``api_url`` (:func:`platform_url`) are one platform under two names:
+    each of its orders would be placed twice (once per app, its ``source`` naming the app)."""
     named: dict[str, str] = {}
     for name, app in apps.items():
-        url = app.api_url.strip().rstrip("/")
+        url = platform_url(app.api_url)
         if url in named:
             raise ValueError(
                 f"apps {named[url]!r} and {name!r} have the same api_url {url!r}: one platform"

@@ -2,6 +2,7 @@
 defaults refused in production; Kafka client security from one helper; the ACL table;
 each service's credentials (pure logic, no broker, no database)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -343,6 +344,36 @@ def test_two_platform_apps_of_one_api_url_are_refused(monkeypatch: pytest.Monkey
     other = again.replace("/api/", "/other-api")
     monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall": {app}, "mall-2": {other}}}')
     assert list(Settings().platform_apps) == ["mall", "mall-2"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("http://HOST:80/x/", "http://host/x", "http://host/x"),
+        ("HTTPS://Mall.test:443/", "https://mall.test", "https://mall.test"),
+        ("http://[::1]:80/api", "http://[::1]/api/", "http://[::1]/api"),
+        ("http://mall.test:8080/x", "http://mall.test/x", None),  # another port
+        ("https://mall.test/x", "http://mall.test/x", None),  # another scheme
+        ("http://mall.test/X", "http://mall.test/x", None),  # a path's case is the server's
+        ("http://localhost:8094", "http://127.0.0.1:8094", None),  # two names: not caught
+    ],
+)
+def test_two_platform_apps_are_one_platform_by_their_normalised_api_url(
+    monkeypatch: pytest.MonkeyPatch, first: str, second: str, same: str | None
+) -> None:
+    """The api_urls were compared as text: http://HOST:80/x/ and http://host/x passed as two
+    platforms, and each of that platform's orders would be placed twice."""
+    apps = {
+        "mall": {"secret": "a-long-real-secret", "api_url": first},
+        "mall-2": {"secret": "another-real-secret", "api_url": second},
+    }
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", json.dumps(apps))
+    if same is None:
+        assert list(Settings().platform_apps) == ["mall", "mall-2"]
+        return
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert f"apps 'mall' and 'mall-2' have the same api_url {same!r}" in str(refused.value)
 
 
 def test_a_platform_app_s_name_longer_than_its_columns_is_refused(

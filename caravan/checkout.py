@@ -48,6 +48,15 @@ def local_ports(kafka_nodes: int = 1) -> tuple[int, int]:
     return int(kafka or (9092 if kafka_nodes == 1 else 19092)), int(postgres or 15432)
 
 
+def local_kafka() -> str:
+    """The bootstrap server of the Kafka ``caravan up`` runs itself (one node), on the port
+    :func:`local_ports` gives it: where a command given no ``KAFKA_BOOTSTRAP_SERVERS`` looks."""
+    from caravan.infra.ports import HOST
+
+    kafka, _ = local_ports()
+    return f"{HOST}:{kafka}"
+
+
 UP_PIDS = CACHE / "up.pids"
 """The processes the running ``caravan up`` started (caravan.system's ``record_processes``)."""
 

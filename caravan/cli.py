@@ -86,7 +86,7 @@ def _fail_outside(exc: Exception) -> None:
         from aiokafka.errors import KafkaConnectionError
 
         if isinstance(exc, KafkaConnectionError):
-            _unreachable(f"Kafka at {Settings().kafka_bootstrap_servers}", exc)
+            _unreachable(f"Kafka at {_named_kafka(Settings())}", exc)
     if "httpx" in sys.modules:
         import httpx
 
@@ -413,8 +413,9 @@ def prepare() -> None:
     from caravan import system
 
     settings = Settings()
-    prepared = asyncio.run(system.prepare(settings.kafka_bootstrap_servers, _database_url()))
-    _say_kept(prepared.topics, settings, settings.kafka_bootstrap_servers)
+    bootstrap = _bootstrap(settings)
+    prepared = asyncio.run(system.prepare(bootstrap, _database_url()))
+    _say_kept(prepared.topics, settings, bootstrap)
     rf = prepared.topics.replication_factor
     console.print(f"topics ready (new ones kept on {rf} broker(s)); schemas migrated:")
     for schema, did in prepared.migrated.items():
@@ -495,8 +496,8 @@ def demo(
             "--platform-orders needs an app in CARAVAN_PLATFORM_APPS (see "
             "docs/platform-adapter.md), the same the running services were started with"
         )
+    bootstrap = _bootstrap(settings)
     _load(_database_url(), data)
-    bootstrap = settings.kafka_bootstrap_servers
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
     if platform_orders and app_name is not None:
         outcomes += asyncio.run(
@@ -506,8 +507,21 @@ def demo(
         raise typer.Exit(1)
 
 
-def _bootstrap() -> str:
-    return Settings().kafka_bootstrap_servers
+def _bootstrap(settings: Settings | None = None) -> str:
+    """The Kafka a command reaches (:func:`_named_kafka`), refused as a service refuses it
+    (:meth:`Settings.kafka_refusal`: in production, none named): one line, exit 2."""
+    settings = settings or Settings()
+    if (refused := settings.kafka_refusal()) is not None:
+        raise OperatorError(f"settings refused: {refused}", exit_code=2)
+    return _named_kafka(settings)
+
+
+def _named_kafka(settings: Settings) -> str:
+    """The brokers KAFKA_BOOTSTRAP_SERVERS names (or the running ``caravan up`` does, through
+    :func:`checkout.use_running_system`), else ``caravan up``'s own on the port
+    CARAVAN_UP_LOCAL_PORTS gives it (:func:`checkout.local_kafka`): it may have been killed,
+    leaving its broker running, as a replay or a redrive looks for its PostgreSQL."""
+    return settings.named_kafka() or checkout.local_kafka()
 
 
 def _time(value: str) -> datetime:
@@ -678,7 +692,8 @@ def dashboard(
             "no API token: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
         )
         raise OperatorError(said, exit_code=2)
-    board = Dashboard(settings, stuck_after=stuck_after)
+    kafka = {"kafka_bootstrap_servers": _bootstrap(settings)}
+    board = Dashboard(settings.model_copy(update=kafka), stuck_after=stuck_after)
     uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_level="warning")
 
 
@@ -699,10 +714,11 @@ def _letters(
     from caravan.ops import dlq as ops_dlq
     from shared.messaging import kafka_admin
 
+    bootstrap = _bootstrap()
     try:
-        letters = asyncio.run(ops_dlq.read(_bootstrap()))
+        letters = asyncio.run(ops_dlq.read(bootstrap))
     except kafka_admin.NoSuchTopic as exc:  # a dead-letter topic: Kafka was never prepared
-        raise OperatorError(f"{exc} on Kafka at {_bootstrap()}: {PREPARE_FIRST}", 2) from exc
+        raise OperatorError(f"{exc} on Kafka at {bootstrap}: {PREPARE_FIRST}", 2) from exc
     return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
 
 

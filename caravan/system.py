@@ -283,10 +283,8 @@ def start_infrastructure(
 def named_servers(settings: Settings) -> tuple[str | None, str | None]:
     """The Kafka and the PostgreSQL that the settings name (None: not named), read as every
     command and service reads them: the environment, else ``.env``."""
-    named = settings.model_fields_set
-    kafka = settings.kafka_bootstrap_servers if "kafka_bootstrap_servers" in named else ""
     database = settings.database_url.get_secret_value() if settings.database_url else None
-    return kafka or None, database or None
+    return settings.named_kafka(), database or None
 
 
 def _start_kafka(kafka: LocalKafka, attempts: int = 3) -> str:

@@ -396,14 +396,28 @@ class Settings(CalendarSettings):
         production no brokers named (the default is ``caravan up``'s development broker, which
         a service would wait for for ever)."""
         refusals = [] if self.database_url is not None else [NO_DATABASE_URL]
-        if self.environment == "production" and "kafka_bootstrap_servers" not in (
-            self.model_fields_set
-        ):
-            refusals.append(
+        if (kafka := self.kafka_refusal()) is not None:
+            refusals.append(kafka)
+        return refusals
+
+    def named_kafka(self) -> str | None:
+        """The brokers KAFKA_BOOTSTRAP_SERVERS names (the environment, else ``.env``); None
+        where it names none, unset or empty (the default is ``caravan up``'s development
+        broker)."""
+        named = "kafka_bootstrap_servers" in self.model_fields_set
+        return (self.kafka_bootstrap_servers or None) if named else None
+
+    def kafka_refusal(self) -> str | None:
+        """Why these settings may not reach Kafka, or None: in production, no brokers named
+        (the default is ``caravan up``'s development broker, which a service would wait for
+        for ever and a command would reach in the production brokers' stead). A service
+        refuses it so (:meth:`service_refusals`), and so does every command reaching Kafka."""
+        if self.environment == "production" and self.named_kafka() is None:
+            return (
                 "KAFKA_BOOTSTRAP_SERVERS is required in production: set it to your brokers"
                 " (unset, 127.0.0.1:9092 is caravan up's development broker)"
             )
-        return refusals
+        return None
 
 
 NO_DATABASE_URL = "DATABASE_URL is not set: set it (or DATABASE_URL_FILE) to the PostgreSQL to use"

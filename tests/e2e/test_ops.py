@@ -730,6 +730,25 @@ async def test_given_no_database_a_replay_or_redrive_looks_on_the_port_caravan_u
     assert caravan_cli._named_database_url() == pg.url
 
 
+async def test_given_no_brokers_a_replay_or_redrive_looks_on_the_kafka_port_caravan_up_was_given(
+    caravan: System,
+) -> None:
+    """With ``CARAVAN_UP_LOCAL_PORTS=K,P`` ``caravan up`` runs its broker on K; once it stopped
+    (killed, leaving that broker running), a replay or a redrive (its dead letters read as
+    ``dlq list`` reads them) given no ``KAFKA_BOOTSTRAP_SERVERS`` looked for it on 9092
+    alone, while it looked for the PostgreSQL on P. Here the session's broker stands for it."""
+    _, _, port = caravan.infra.kafka_bootstrap.rpartition(":")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "", checkout.LOCAL_PORTS_VAR: f"{port},{free_port()}"}
+    topic, group = Topic.ORDER_EVENTS.value, f"ops-local-{uuid.uuid4().hex[:8]}"
+    args = ("replay", "--topic", topic, "--group", group, "--earliest", "--force", "--dry-run")
+    dry = await cli(caravan, *args, **env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"dry run: replay of {topic} for {group}" in dry.stdout, dry.stdout
+    listed = await cli(caravan, "dlq", "list", **env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "dead letter(s)" in listed.stdout, listed.stdout
+
+
 async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_not_its_dry_run(
     caravan: System,
 ) -> None:

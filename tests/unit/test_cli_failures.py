@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from caravan import checkout, seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
+from caravan.output import OperatorError
 from services import SERVICES
 from shared.messaging import admin, kafka_admin
 from tests.unit.conftest import Caravan
@@ -623,9 +624,54 @@ def test_prepare_refusing_development_passwords_in_production_is_one_line(
 ) -> None:
     monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:Xy7-real-secret@127.0.0.1:1/caravan")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     code, _, err = caravan("prepare")  # refused before connecting to anything
     said = one_line(err)
     assert code == 2 and said.startswith("refusing development database passwords"), said
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "prepare",
+        "replay --topic orders.events.v1 --group caravan-inventory --earliest --dry-run",
+        "dlq list",
+        "dlq redrive --all",
+        "demo --orders 1",
+        "dashboard",
+    ],
+)
+def test_a_command_reaching_kafka_in_production_refuses_no_brokers_named_as_a_service_does(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """A service refuses an unset KAFKA_BOOTSTRAP_SERVERS in production; the commands went to
+    127.0.0.1:9092 (``caravan up``'s development broker), whatever listened there or nothing,
+    on a production host. Refused before anything is reached."""
+    import uvicorn
+
+    from caravan import demo
+    from caravan.ops import replay
+
+    async def reached(bootstrap: str, *args: object, **kwargs: object) -> None:
+        raise OperatorError(f"reached Kafka at {bootstrap}")
+
+    def served(*args: object, **kwargs: object) -> None:
+        raise OperatorError("served the operations page")
+
+    for module, name in ((system, "prepare"), (replay, "replay"), (ops_dlq, "read")):
+        monkeypatch.setattr(module, name, reached)
+    monkeypatch.setattr(demo, "run_demo", reached)
+    monkeypatch.setattr(seeding, "load", reached)
+    monkeypatch.setattr(uvicorn, "run", served)
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:Xy7-real-secret@127.0.0.1:1/caravan")
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, _, err = caravan(*command.split())
+    assert (code, one_line(err)) == (
+        2,
+        "settings refused: KAFKA_BOOTSTRAP_SERVERS is required in production: set it to your"
+        " brokers (unset, 127.0.0.1:9092 is caravan up's development broker)",
+    )
 
 
 def test_a_service_api_refusing_a_call_is_said_on_stderr(

@@ -128,18 +128,6 @@ answers (a ``PUT``, which stores the id, 422); it reached PostgreSQL, whose refu
 made a read 422 "a value cannot be stored" (:func:`nul_in_path`)."""
 
 
-def _whole_segments(given: str) -> str:
-    if given.startswith("/") or given.endswith("/") or "//" in given:
-        raise PydanticCustomError("segment", "must not begin or end with / nor hold //")
-    return given
-
-
-WHOLE_SEGMENTS = AfterValidator(_whole_segments)
-"""Of a path id that a route stores (``PUT /credit-lines/{buyer_id}``): ``b1/`` or
-``b1//adjustments`` is a 422, not a second id beside ``b1`` (a ``{...:path}`` id may hold
-``/`` between segments, never an empty one)."""
-
-
 def nul_in_path(request: Request, exc: RequestValidationError) -> JSONResponse | None:
     """404 for a path id holding NUL (:data:`NO_NUL`) but on a ``PUT``; None for any other
     error."""

@@ -10,7 +10,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from shared.events.envelope import Frozen, NoNul
+from shared.events.envelope import WHOLE_SEGMENTS, Frozen, NoNul
 from shared.events.orders import E164_PATTERN, MAX_LINES, MAX_QUANTITY, Locale
 
 MAX_UNIT_PRICE_FEN = 10**10
@@ -119,7 +119,8 @@ class LotSeed(NoNul):
 
 
 class BuyerSeed(NoNul):
-    id: str = Field(min_length=1, max_length=64)
+    # As PUT /credit-lines/{buyer_id} takes it: "b1/" would be a credit line the API cannot name.
+    id: Annotated[str, Field(min_length=1, max_length=64), WHOLE_SEGMENTS]
     phone: str = Field(pattern=E164_PATTERN)
     locale: Locale = "zh-CN"
     credit_limit_fen: CreditLimit

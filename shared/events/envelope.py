@@ -3,7 +3,16 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.ids import new_id
 from shared.topics import EventType, Topic
@@ -59,6 +68,19 @@ OrderId = Annotated[str, Field(max_length=MAX_ORDER_ID)]
 """An order's id in an event: the orders service makes UUIDs, and every service keeps them
 in a ``varchar(36)``; a longer one is refused when read (``invalid_data``, naming the field
 and the limit), not by a database after a handler's retries (``handler_error``)."""
+
+
+def _whole_segments(given: str) -> str:
+    if given.startswith("/") or given.endswith("/") or "//" in given:
+        raise PydanticCustomError("segment", "must not begin or end with / nor hold //")
+    return given
+
+
+WHOLE_SEGMENTS = AfterValidator(_whole_segments)
+"""Of a buyer's id, wherever one is stored (``PUT /credit-lines/{buyer_id}``, a seed file's
+``buyers``): ``b1/`` or ``b1//adjustments`` is refused, not a second id beside ``b1`` that
+the HTTP API could not name (a ``{...:path}`` id may hold ``/`` between segments, never an
+empty one)."""
 
 
 class EventData(Frozen):

@@ -183,3 +183,20 @@ def test_a_price_below_1_fen_is_refused_naming_it(tmp_path: Path, price: int) ->
     said = " ".join(done.stderr.replace("│", " ").split())
     at = f"products.{len(DEMO['products'])}.unit_price_fen"
     assert f"(1 error(s)): {at}: a unit price is at least 1 fen: goods" in said, said
+
+
+@pytest.mark.parametrize("buyer_id", ["b1/", "/b1", "a//b"])
+def test_a_buyer_id_with_an_empty_segment_is_refused_as_the_http_api_refuses_it(
+    tmp_path: Path, buyer_id: str
+) -> None:
+    """``caravan seed`` opened a credit line ``b1/``, which PUT /credit-lines/{buyer_id}
+    refuses (422) and so no call of the API could name; ``a/b`` is still a buyer's id."""
+    assert seed(buyers=[{**DEMO["buyers"][0], "id": "a/b"}]).buyers[0].id == "a/b"
+    buyers = [*DEMO["buyers"], {**DEMO["buyers"][0], "id": buyer_id}]
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps({**DEMO, "buyers": buyers}))
+    done = caravan("seed", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    said = " ".join(done.stderr.replace("│", " ").split())
+    at = f"buyers.{len(DEMO['buyers'])}.id"
+    assert f"(1 error(s)): {at}: must not begin or end with / nor hold //" in said, said

@@ -34,12 +34,11 @@ from services.payments.domain.repayment import Overpayment
 from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
-from shared.events.envelope import MAX_FEN
+from shared.events.envelope import MAX_FEN, WHOLE_SEGMENTS
 from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
     NO_NUL,
-    WHOLE_SEGMENTS,
     problem,
     problem_responses,
     require,

@@ -64,10 +64,16 @@ Fen = Annotated[int, Field(strict=True, ge=0, le=MAX_FEN)]
 """An amount of money: a whole number of fen, never a float (1 CNY = 100 fen)."""
 
 MAX_ORDER_ID = 36
-OrderId = Annotated[str, Field(max_length=MAX_ORDER_ID)]
+OrderId = Annotated[str, Field(min_length=1, max_length=MAX_ORDER_ID)]
 """An order's id in an event: the orders service makes UUIDs, and every service keeps them
-in a ``varchar(36)``; a longer one is refused when read (``invalid_data``, naming the field
-and the limit), not by a database after a handler's retries (``handler_error``)."""
+in a ``varchar(36)``; a longer one, or an empty one, is refused when read (``invalid_data``,
+naming the field and the limit), not by a database after a handler's retries
+(``handler_error``) nor kept as an order of no id."""
+MAX_LOAN_ID = 36
+LoanId = Annotated[str, Field(min_length=1, max_length=MAX_LOAN_ID)]
+"""A loan's id in an event: the payments service makes UUIDs and keeps them in a
+``varchar(36)``; refused when read as :data:`OrderId` is, where an empty one or one of 10 kB
+reached the orders' and notifications' tables."""
 
 
 def _whole_segments(given: str) -> str:

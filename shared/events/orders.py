@@ -5,7 +5,7 @@ from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
-from shared.events.envelope import EventData, Fen, Frozen, NoNul, OrderId
+from shared.events.envelope import EventData, Fen, Frozen, LoanId, NoNul, OrderId
 from shared.topics import EventType, Topic
 
 OrderRef = str
@@ -116,7 +116,7 @@ class ScheduledInstalment(Frozen):
 
 class ConfirmedPayment(Frozen):
     method: PaymentMethod
-    loan_id: str | None = None
+    loan_id: LoanId | None = None
     # Microloans: the instalments the buyer repays (an optional field added in v1).
     schedule: list[ScheduledInstalment] | None = None
 

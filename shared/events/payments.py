@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from shared.events.envelope import EventData, Fen, Frozen, OrderId
+from shared.events.envelope import EventData, Fen, Frozen, LoanId, OrderId
 from shared.events.orders import PaymentMethod, ScheduledInstalment
 from shared.topics import EventType, Topic
 
@@ -18,7 +18,7 @@ class PaymentAuthorized(EventData):
     buyer_id: str
     method: PaymentMethod
     amount_fen: Fen
-    loan_id: str | None = None
+    loan_id: LoanId | None = None
     term_months: int | None = None
     interest_fen: Fen | None = None
     schedule: list[ScheduledInstalment] | None = None
@@ -39,7 +39,7 @@ class PaymentVoided(EventData):
     event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED
 
     order_id: OrderId
-    loan_id: str | None = None
+    loan_id: LoanId | None = None
     amount_fen: Fen
     refund_owed_fen: Fen | None = Field(
         None,
@@ -65,7 +65,7 @@ class PaymentRepaid(EventData):
     event_type: ClassVar[EventType] = EventType.PAYMENT_REPAID
 
     order_id: OrderId
-    loan_id: str
+    loan_id: LoanId
     buyer_id: str
     repayment_id: str
     amount_fen: Fen
@@ -90,7 +90,7 @@ class InstalmentDue(EventData):
     event_type: ClassVar[EventType] = EventType.INSTALMENT_DUE
 
     order_id: OrderId
-    loan_id: str
+    loan_id: LoanId
     buyer_id: str
     number: int
     due: date

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from caravan.ops import dlq as ops_dlq
-from shared.events.envelope import MAX_ORDER_ID, CloudEvent, new_event
+from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID, CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested
 from shared.messaging.consumer import (
     HEADERS_DROPPED,
@@ -478,22 +478,67 @@ async def test_an_order_id_too_long_to_keep_is_dead_lettered_at_once_as_invalid(
         "buyer": RICH.model_dump(),
         "lines": [{"sku": "T-PEPPER", "quantity": 1}],
     }
-    value = orjson.dumps(raw_event("order.placed", data, source="caravan/orders"))
-    await caravan.publish_raw(Topic.ORDER_EVENTS.value, value, key=order_id.encode())
-    groups = {b"caravan-inventory", b"caravan-notifications"}
+    said = f"order_id: String should have at most {MAX_ORDER_ID} characters"
+    await invalid_at_once(caravan, Topic.ORDER_EVENTS, order_id, data, said, *PLACED_READERS)
+
+
+PLACED_READERS = ("caravan-inventory", "caravan-notifications")
+"""The consumer groups that read order.placed."""
+
+
+async def invalid_at_once(
+    caravan: System, topic: Topic, key: str, data: dict[str, Any], said: str, *groups: str
+) -> None:
+    """Publish an event of ``data`` (an ``order.placed`` on the orders' topic, a
+    ``payment.authorized`` on payments') keyed ``key``, and see each of ``groups`` dead-letter
+    it as invalid data at once, the reason ``said`` (not ``handler_error`` after tries)."""
+    kind, source = {
+        Topic.ORDER_EVENTS: ("order.placed", "caravan/orders"),
+        Topic.PAYMENT_EVENTS: ("payment.authorized", "caravan/payments"),
+    }[topic]
+    value = orjson.dumps(raw_event(kind, data, source=source))
+    await caravan.publish_raw(topic.value, value, key=key.encode())
+    wanted = {group.encode() for group in groups}
     letters = await caravan.wait_for(
         lambda: [
             dict(r.headers)
-            for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
-            if r.key == order_id.encode() and dict(r.headers).get("dlq.group") in groups
+            for r in caravan.log.raw(topic.dlq)
+            if r.key == key.encode() and dict(r.headers).get("dlq.group") in wanted
         ],
-        count=2,
+        count=len(wanted),
     )
-    said = f"order_id: String should have at most {MAX_ORDER_ID} characters".encode()
-    assert {h["dlq.group"] for h in letters} == groups, letters
+    assert {h["dlq.group"] for h in letters} == wanted, letters
     assert {(h["dlq.error"], h["dlq.error.message"]) for h in letters} == {
-        (b"invalid_data", said)
+        (b"invalid_data", said.encode())
     }, letters
+
+
+async def test_an_empty_order_id_or_a_loan_id_too_long_to_keep_is_dead_lettered_at_once(
+    caravan: System,
+) -> None:
+    """An order.placed whose order_id is empty was kept as an order of no id; a
+    payment.authorized whose loan_id is 10 kB reached orders' varchar(64) (``handler_error``
+    after three tries). Each is dead-lettered as invalid data at once, naming the field."""
+    key = str(uuid.uuid4())  # the records' key: an empty order id cannot be one
+    placed = {
+        "order_id": "",
+        "order_ref": ref("EMPTY"),
+        "source": "storefront/test",
+        "buyer_id": RICH.id,
+        "buyer": RICH.model_dump(),
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+    }
+    said = "order_id: String should have at least 1 character"
+    await invalid_at_once(caravan, Topic.ORDER_EVENTS, key, placed, said, *PLACED_READERS)
+    authorized = {
+        "order_id": key,
+        "buyer_id": RICH.id,
+        "method": "microloan",
+        "amount_fen": 100,
+        "loan_id": "l" * 10_000,
+    }
+    said = f"loan_id: String should have at most {MAX_LOAN_ID} characters"
+    await invalid_at_once(caravan, Topic.PAYMENT_EVENTS, key, authorized, said, "caravan-orders")
 
 
 async def test_a_validators_refusal_is_said_in_its_own_words(caravan: System) -> None:

@@ -18,7 +18,7 @@ from services.payments.adapters import tables as payments_tables
 from services.platform.adapters import tables as platform_tables
 from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from services.platform.handlers import on_order_ended, on_order_placed
-from shared.events.envelope import MAX_ORDER_ID
+from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID
 from shared.events.orders import (
     Buyer,
     Delivery,
@@ -444,6 +444,47 @@ def test_an_order_id_longer_than_the_columns_keeping_it_is_invalid_data() -> Non
         error = poison(orjson.dumps(record), topic)
         assert error.code == "invalid_data", kind
         assert {"field": "order_id", "message": said} in error.errors, (kind, error.errors)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("", "String should have at least 1 character"),
+        ("l" * 10_000, f"String should have at most {MAX_LOAN_ID} characters"),
+    ],
+)
+def test_an_empty_order_id_or_an_empty_or_huge_loan_id_is_invalid_data(
+    given: str, said: str
+) -> None:
+    """An event's empty order_id (any type) or an empty or 10 kB loan_id (the payments
+    events, an order's confirmation) reached the services' tables: refused when read, the
+    reason naming the field and the limit. Payments keeps a loan's id in a varchar(36)."""
+    lengths = [
+        column.type.length
+        for tables in (orders_tables, payments_tables)
+        for table in tables.metadata.tables.values()
+        for column in table.columns
+        if column.name == "loan_id" and isinstance(column.type, String)
+    ]
+    assert len(lengths) >= 6 and min(length or 0 for length in lengths) == MAX_LOAN_ID
+    ids = ["loan_id"] if given else ["order_id", "loan_id"]
+    with_ids: list[tuple[Topic, str, str, dict[str, Any]]] = [
+        (topic, kind, name, {name: given})
+        for topic, models in REGISTRY.items()
+        for kind, model in models.items()
+        for name in ids
+        if name in model.model_fields
+    ]
+    confirmed = {"payment": {"method": "microloan", "loan_id": given}}
+    with_ids.append((Topic.ORDER_EVENTS, "order.confirmed", "payment.loan_id", confirmed))
+    assert len([k for _, k, name, _ in with_ids if name.endswith("loan_id")]) == 5
+    for topic, kind, name, data in with_ids:
+        record = example()
+        record["type"] = kind
+        record["data"] = data
+        error = poison(orjson.dumps(record), topic)
+        assert error.code == "invalid_data", kind
+        assert {"field": name, "message": said} in error.errors, (kind, error.errors)
 
 
 def test_a_nul_character_anywhere_is_invalid_data() -> None:

@@ -18,4 +18,4 @@ parser.add_argument(
 args = parser.parse_args()
 if len(set(args.names)) != len(args.names):
     parser.error("each service once")
-run({name: importlib.import_module(f"services.{name}.bootstrap").bootstrap for name in args.names})
+run({name: importlib.import_module(f"services.{name}.bootstrap") for name in args.names})

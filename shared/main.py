@@ -5,6 +5,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import uvloop
 from pydantic import ValidationError
@@ -12,44 +13,52 @@ from pydantic import ValidationError
 from shared.db.migrate import SchemaBehind
 from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
-from shared.settings import Settings, SettingsRefused, service_settings
+from shared.settings import Settings, SettingsRefused, check_settings, service_settings
 from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
 
-Bootstrap = Callable[[Settings], Service]
+
+class Composition(Protocol):
+    """A service's composition root, the module ``services/<name>/bootstrap.py``."""
+
+    def checks(self, settings: Settings) -> list[Callable[[], object]]:
+        """What the service refuses of ``settings`` beyond what every service refuses, each
+        a call raising ValueError (:func:`shared.settings.check_settings`)."""
+        ...
+
+    def bootstrap(self, settings: Settings) -> Service:
+        """The service composed (nothing connected yet)."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
 
-def run(bootstraps: Mapping[str, Bootstrap]) -> None:
-    """Run the services ``bootstraps`` compose, each with its own settings (its own database
-    role and Kafka login), consumer group, pool, outbox relay and HTTP port, in one event loop.
+def run(compositions: Mapping[str, Composition]) -> None:
+    """Run the services ``compositions`` compose, each with its own settings (its own
+    database role and Kafka login), consumer group, pool, outbox relay and HTTP port, in one
+    event loop.
 
     Several in one process wake less often than each in its own, so that each record costs
     less CPU (``bench/HISTORY.md``, "Fewer processes"); the price is a process holding each
     hosted service's credentials.
 
     A service whose schema is behind its code (:class:`shared.db.migrate.SchemaBehind`) stops
-    them all: each such refusal one error line, and the process exits 2; so do settings a
-    service refuses (:class:`shared.settings.SettingsRefused`), all named in one line, before
-    anything is started."""
-    try:
-        settings = {name: service_settings(name) for name in bootstraps}
-    except ValidationError as refused:  # one line, as a schema behind
-        configure_logging("+".join(bootstraps))
+    them all: each such refusal one error line, and the process exits 2; so do settings any
+    hosted service refuses (:func:`refused_settings`), all of every service named in one
+    line, before any service is composed."""
+    settings, refused = refused_settings(compositions)
+    if refused:  # one line, as a schema behind
+        configure_logging("+".join(compositions))
         log.error("refusing to start, settings to put right: %s", refused)
-        raise SystemExit(2) from None
-    configure_logging("+".join(bootstraps), next(iter(settings.values())).log_level)
-    for name in bootstraps:
+        raise SystemExit(2)
+    configure_logging("+".join(compositions), next(iter(settings.values())).log_level)
+    for name in compositions:
         configure_tracing(name)
 
     async def main() -> None:
         stop = signal_event()
         # Kafka clients bind to the running loop, so the services are composed inside it.
-        try:
-            services = [bootstrap(settings[name]) for name, bootstrap in bootstraps.items()]
-        except SettingsRefused as refused:  # one line, as a schema behind
-            log.error("refusing to start, settings to put right: %s", refused)
-            raise SystemExit(2) from None
+        services = [c.bootstrap(settings[name]) for name, c in compositions.items()]
         # The cyclic garbage collector took 10-17 % of each service's CPU under load, 40 % of
         # that in full collections re-scanning what startup made (modules, models, tables).
         # Frozen, startup's objects are never scanned again; young collections run every
@@ -72,6 +81,26 @@ def run(bootstraps: Mapping[str, Bootstrap]) -> None:
         uvloop.run(main())
     finally:
         shutdown_tracing()
+
+
+def refused_settings(compositions: Mapping[str, Composition]) -> tuple[dict[str, Settings], str]:
+    """Each hosted service's settings, and what any of them refuses (its settings, its
+    ``checks``), every refusal once, in one line ("" if none); each names the services
+    refusing it where the process hosts several. All are asked before any is composed: one
+    refusing after another was made left the other's engine and producer unclosed."""
+    settings: dict[str, Settings] = {}
+    refusing: dict[str, list[str]] = {}  # each refusal, and the services that refuse it
+    for name, composition in compositions.items():
+        try:
+            settings[name] = service_settings(name)
+            check_settings(settings[name], composition.checks(settings[name]))
+        except (ValidationError, SettingsRefused) as exc:
+            for said in exc.refusals if isinstance(exc, SettingsRefused) else [str(exc)]:
+                refusing.setdefault(said, []).append(name)
+    several = len(compositions) > 1
+    return settings, "; ".join(
+        f"{said} ({', '.join(names)})" if several else said for said, names in refusing.items()
+    )
 
 
 async def _serve(service: Service, stop: asyncio.Event) -> None:

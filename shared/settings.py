@@ -429,6 +429,7 @@ class SettingsRefused(ValueError):
 
     def __init__(self, refusals: Sequence[str]) -> None:
         super().__init__("; ".join(refusals))
+        self.refusals = list(refusals)
 
 
 def check_settings(settings: Settings, checks: Iterable[Callable[[], object]] = ()) -> None:

@@ -1,6 +1,6 @@
 """Run the inventory service: ``python -m services.inventory``."""
 
-from services.inventory.bootstrap import bootstrap
+from services.inventory import bootstrap
 from shared.main import run
 
 run({"inventory": bootstrap})

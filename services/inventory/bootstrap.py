@@ -1,5 +1,6 @@
 """The composition root of the inventory service."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -8,6 +9,11 @@ from services.inventory.entrypoints.http import admin_router
 from services.inventory.entrypoints.subscribers import SUBSCRIPTIONS, hold_expiry_loop
 from shared.runtime import Service, build_service
 from shared.settings import Settings
+
+
+def checks(settings: Settings) -> list[Callable[[], object]]:
+    """None beyond what every service refuses (:func:`shared.main.Composition.checks`)."""
+    return []
 
 
 def bootstrap(settings: Settings) -> Service:

@@ -1,6 +1,6 @@
 """Run the notifications service: ``python -m services.notifications``."""
 
-from services.notifications.bootstrap import bootstrap
+from services.notifications import bootstrap
 from shared.main import run
 
 run({"notifications": bootstrap})

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from functools import partial
 from urllib.parse import quote
 
@@ -137,11 +138,15 @@ def done_recipients(settings: Settings) -> Expiring:
     )
 
 
+def checks(settings: Settings) -> list[Callable[[], object]]:
+    """Its delivery policy, gateway and receipts (:func:`shared.main.Composition.checks`)."""
+    made = (delivery_policy, require_gateway, receipts_secret, receipts_url)
+    return [partial(f, settings) for f in made]
+
+
 def bootstrap(settings: Settings) -> Service:
     expiring = [finished_texts(settings), done_recipients(settings)]
-    checks = [partial(f, settings) for f in (delivery_policy, require_gateway, receipts_secret)]
-    checks.append(partial(receipts_url, settings))
-    service = build_service("notifications", settings, metadata, expiring, checks)
+    service = build_service("notifications", settings, metadata, expiring, checks(settings))
     policy = delivery_policy(settings)
     gateway = make_gateway(settings)
     for sub in subscriptions(policy.quiet):

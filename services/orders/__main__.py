@@ -1,6 +1,6 @@
 """Run the orders service: ``python -m services.orders``."""
 
-from services.orders.bootstrap import bootstrap
+from services.orders import bootstrap
 from shared.main import run
 
 run({"orders": bootstrap})

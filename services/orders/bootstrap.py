@@ -1,5 +1,6 @@
 """The composition root of the orders service."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -23,6 +24,11 @@ def ended_deliveries(settings: Settings) -> Expiring:
         settings.orders_delivery_retention_days * 24,
         erase="delivery = NULL, delivery_erased_at = now()",
     )
+
+
+def checks(settings: Settings) -> list[Callable[[], object]]:
+    """None beyond what every service refuses (:func:`shared.main.Composition.checks`)."""
+    return []
 
 
 def bootstrap(settings: Settings) -> Service:

@@ -1,6 +1,6 @@
 """Run the payments service: ``python -m services.payments``."""
 
-from services.payments.bootstrap import bootstrap
+from services.payments import bootstrap
 from shared.main import run
 
 run({"payments": bootstrap})

@@ -15,12 +15,16 @@ from shared.runtime import Service, build_service
 from shared.settings import Settings, claim_lease
 
 
-def bootstrap(settings: Settings) -> Service:
+def checks(settings: Settings) -> list[Callable[[], object]]:
+    """Its gateway's lease, and a gateway in production (:func:`shared.main.Composition.checks`)."""
     lease = partial(
         claim_lease, settings, "payments_gateway_lease_seconds", "payments_gateway_timeout_seconds"
     )
-    checks: list[Callable[[], object]] = [lease, partial(require_gateway, settings)]
-    service = build_service("payments", settings, metadata, checks=checks)
+    return [lease, partial(require_gateway, settings)]
+
+
+def bootstrap(settings: Settings) -> Service:
+    service = build_service("payments", settings, metadata, checks=checks(settings))
     for sub in subscriptions(settings.payments_monthly_interest_bp):
         service.subscribe(sub)
     wake = asyncio.Event()

@@ -1,6 +1,6 @@
 """Run the platform adapter: ``python -m services.platform``."""
 
-from services.platform.bootstrap import bootstrap
+from services.platform import bootstrap
 from shared.main import run
 
 run({"platform": bootstrap})

@@ -1,6 +1,7 @@
 """The composition root of the platform adapter."""
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from typing import get_args
 
@@ -28,8 +29,13 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
     )
 
 
+def checks(settings: Settings) -> list[Callable[[], object]]:
+    """Its callbacks' lease (:func:`shared.main.Composition.checks`)."""
+    return [partial(callback_policy, settings)]
+
+
 def bootstrap(settings: Settings) -> Service:
-    service = build_service("platform", settings, metadata)
+    service = build_service("platform", settings, metadata, checks=checks(settings))
     policy = callback_policy(settings)
     api = PlatformApi(
         settings.platform_apps,

@@ -11,17 +11,21 @@ from pathlib import Path
 from caravan.checkout import REPO_ROOT
 
 
-def _run(service: str, tmp_path: Path, **given: str) -> tuple[int, list[str]]:
+def _environment(given: dict[str, str]) -> dict[str, str]:
+    """Production's, with none of this process's settings but ``given``."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("CARAVAN_") and k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
     }
-    env |= {"CARAVAN_ENVIRONMENT": "production", "PYTHONPATH": str(REPO_ROOT), **given}
+    return env | {"CARAVAN_ENVIRONMENT": "production", "PYTHONPATH": str(REPO_ROOT), **given}
+
+
+def _run(service: str, tmp_path: Path, **given: str) -> tuple[int, list[str]]:
     # in a folder of its own: no .env of the checkout's read
     done = subprocess.run(
         [sys.executable, "-m", f"services.{service}"],
-        env=env,
+        env=_environment(given),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -55,3 +59,40 @@ def test_payments_names_its_gateway_and_the_brokers(tmp_path: Path) -> None:
     message = json.loads(lines[0])["message"]
     assert "KAFKA_BOOTSTRAP_SERVERS" in message and "CARAVAN_PAYMENTS_GATEWAY_URL" in message
     assert "DATABASE_URL" not in message.replace("CARAVAN_", ""), message
+
+
+def test_a_process_hosting_several_services_names_every_refusal_of_each_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """``python -m services orders payments notifications platform`` (``caravan up
+    --processes``) named the first refusing service's settings alone, after composing those
+    before it (their engines and producers never closed), and the platform's callback lease
+    in a traceback after composing it: each refusal is said once, naming the services that
+    refuse it, before any service is composed."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "CARAVAN_PLATFORM_CALLBACK_LEASE_SECONDS": "1"}
+    env |= {f"CARAVAN_DATABASE_URL_{s.upper()}": "postgresql://p:real-1@db/c" for s in HOSTED}
+    done = subprocess.run(
+        [sys.executable, "-m", "services", *HOSTED],
+        env=_environment(env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 2, lines
+    assert len(lines) == 1, lines
+    message = json.loads(lines[0])["message"]
+    for said in (
+        "CARAVAN_PAYMENTS_GATEWAY_URL is required in production",
+        "no SMS gateway in production",
+        "CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET",
+        "CARAVAN_PLATFORM_CALLBACK_LEASE_SECONDS (1 s) must be longer",
+    ):
+        assert message.count(said) == 1, message
+    assert "(payments);" in message and "(notifications);" in message, message
+    assert message.endswith("(platform)"), message
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in message and "DATABASE_URL" not in message, message
+
+
+HOSTED = ("orders", "payments", "notifications", "platform")

@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import cast
 
 import httpx
@@ -361,6 +361,7 @@ class _Quiet:
         logging.getLogger("aiokafka.conn").error(UNREACHABLE, "kafka", 9092, "refused")
 
 
+QUIET = cast(main.Composition, SimpleNamespace(bootstrap=_Quiet, checks=lambda settings: []))
 UNREACHABLE = 'Unable connect to "%s:%s": %s'  # aiokafka's error, written as a warning
 
 
@@ -373,10 +374,11 @@ def test_a_service_logs_at_the_level_its_settings_name(
     monkeypatch.setenv("CARAVAN_LOG_LEVEL", "ERROR")
     monkeypatch.setattr(gc, "freeze", lambda: None)
     monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
-    main.run({"payments": cast(main.Bootstrap, _Quiet)})
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")  # not reached
+    main.run({"payments": QUIET})
     assert service_lines.getvalue() == ""
     monkeypatch.setenv("CARAVAN_LOG_LEVEL", "INFO")
-    main.run({"payments": cast(main.Bootstrap, _Quiet)})
+    main.run({"payments": QUIET})
     said = service_lines.getvalue()
     assert "an info line" in said and "a warning of Kafka's" in said, said
     [unreachable] = [

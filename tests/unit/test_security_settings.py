@@ -5,6 +5,8 @@ each service's credentials (pure logic, no broker, no database)."""
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from faststream.security import SASLScram256
@@ -406,3 +408,31 @@ def test_a_platform_app_s_name_that_no_event_source_may_hold_is_refused(
         assert f"a source may not contain {said}" in message and "dead-lettered" in message
     monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall-2.cn_x:y": {app}}}')
     assert list(Settings().platform_apps) == ["mall-2.cn_x:y"]
+
+
+def test_a_process_hosting_several_services_composes_none_when_one_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Orders' settings accepted, payments' refused (no gateway in production): orders was
+    composed first, its engine and producer made and never closed, then the process stopped
+    on payments' refusal. Every service's settings are checked before any is composed."""
+    from services.orders import bootstrap as orders
+    from services.payments import bootstrap as payments
+    from shared import main
+
+    composed: list[Settings] = []
+
+    def spied(composition: main.Composition) -> main.Composition:
+        spy = SimpleNamespace(checks=composition.checks, bootstrap=composed.append)
+        return cast(main.Composition, spy)
+
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://p:real-1@127.0.0.1:1/caravan")
+    with pytest.raises(SystemExit) as exited:
+        main.run({"orders": spied(orders), "payments": spied(payments)})
+    assert exited.value.code == 2 and composed == []
+    settings, refused = main.refused_settings({"orders": orders, "payments": payments})
+    assert set(settings) == {"orders", "payments"}
+    assert refused.startswith("CARAVAN_PAYMENTS_GATEWAY_URL is required in production"), refused
+    assert refused.endswith("(payments)"), refused

@@ -5,6 +5,7 @@ authentication (:func:`require`) and a limit on request bodies."""
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -16,7 +17,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -126,6 +134,19 @@ NO_NUL = AfterValidator(_without_nul)
 PostgreSQL cannot store, names nothing there is, so a call on it is 404, as the orders API
 answers (a ``PUT``, which stores the id, 422); it reached PostgreSQL, whose refusal (22021)
 made a read 422 "a value cannot be stored" (:func:`nul_in_path`)."""
+
+
+def _in_utc(given: datetime) -> datetime:
+    try:
+        return given.astimezone(UTC)
+    except OverflowError:  # year 1 at +01:00, 9999-12-31T23:00 at -01:00: none in UTC
+        raise PydanticCustomError("time", "must fall between the years 1 and 9999 in UTC") from None
+
+
+Time = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A time a query takes (``?since=``): ISO 8601 with its zone (one without is a 422: whose
+day it names is not known), in UTC; one that has no UTC time is a 422, not the 500 of the
+driver's OverflowError."""
 
 
 def nul_in_path(request: Request, exc: RequestValidationError) -> JSONResponse | None:

@@ -326,12 +326,131 @@ async def test_a_buyers_orders_page_by_cursor_newest_first(caravan: System) -> N
         {"buyer_id": buyer_id, "limit": "101"},
         {"buyer_id": buyer_id, "limit": "0"},
         {"buyer_id": buyer_id, "status": "lost"},
-        {},
     ]
     for params in bad:
         response = await http.get("/orders", params=params)
         assert response.status_code == 422, params
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+NEEDS_A_BUYER = [
+    {
+        "field": "query.buyer_id",
+        "message": "buyer_id is needed, unless source and order_ref are both given"
+        " (every buyer's orders need a token with the scope ops)",
+    }
+]
+"""The 422's one error, for a token without the scope ops listing orders of no one buyer."""
+
+
+async def ended_order(caravan: System, buyer_id: str, sku: str, quantity: int = 1) -> str:
+    """The id of an order of ``buyer_id`` placed over HTTP, once it has ended."""
+    body = {
+        **BODY,
+        "buyer": {**BODY["buyer"], "id": buyer_id},  # type: ignore[dict-item]
+        "lines": [{"sku": sku, "quantity": quantity}],
+    }
+    placed = await caravan.client.post(
+        "/orders", json=body, headers={"Idempotency-Key": ref("OPS")}
+    )
+    assert placed.status_code == 202, placed.text
+    order_id: str = placed.json()["order_id"]
+    await caravan.outcome(order_id)
+    return order_id
+
+
+async def test_an_operator_lists_every_buyers_orders_by_status_reason_and_time(
+    caravan: System,
+) -> None:
+    """With the scope ops, GET /orders without buyer_id is every buyer's orders, narrowed by
+    status, reason and time placed, paged newest first (it was 422 "buyer_id is needed"); a
+    storefront's orders:read still needs a buyer."""
+    tag = uuid.uuid4().hex[:6]
+    ops = await caravan.issue_token(f"ops-{tag}", "ops")
+    storefront = await caravan.issue_token(f"storefront-{tag}", "orders:read")
+    since = (await caravan.scalar("select now()")).isoformat()
+    one, two = f"ops-list-a-{tag}", f"ops-list-b-{tag}"
+    ids = [
+        await ended_order(caravan, one, "T-PEPPER"),
+        await ended_order(caravan, two, "ORD-NO-SUCH-SKU"),
+        await ended_order(caravan, one, "T-SCARCE", 6),
+        await ended_order(caravan, two, "T-PEPPER"),
+        await ended_order(caravan, one, "ORD-NO-SUCH-SKU"),
+    ]
+    newest_first = list(reversed(ids))
+
+    async with caravan.api("orders", token=ops) as api:
+
+        async def listed(**only: str) -> list[dict[str, str]]:
+            seen, cursor, pages = [], None, 0
+            while True:
+                params = {"since": since, **only, **({"cursor": cursor} if cursor else {})}
+                response = await api.get("/orders", params=params)
+                assert response.status_code == 200, (only, response.text)
+                seen += response.json()["items"]
+                pages += 1
+                cursor = response.json()["next_cursor"]
+                if cursor is None:
+                    return seen
+
+        every = await listed(limit="2")
+        assert [o["order_id"] for o in every] == newest_first
+        assert [o["buyer_id"] for o in every] == [one, two, one, two, one]
+        assert [(o["status"], o["reason"]) for o in every] == [
+            ("cancelled", "unknown_sku"),
+            ("confirmed", None),
+            ("cancelled", "out_of_stock"),
+            ("cancelled", "unknown_sku"),
+            ("confirmed", None),
+        ]
+
+        async def found(**only: str) -> list[str]:
+            return [o["order_id"] for o in await listed(**only)]
+
+        assert await found(status="cancelled") == [ids[4], ids[2], ids[1]]
+        assert await found(status="confirmed") == [ids[3], ids[0]]
+        assert await found(reason="out_of_stock") == [ids[2]]
+        assert await found(status="cancelled", reason="unknown_sku") == [ids[4], ids[1]]
+        assert await found(status="pending") == []
+        third = every[2]["placed_at"]  # ids[2]: since takes it, until leaves it out
+        assert await found(since=third) == [ids[4], ids[3], ids[2]]
+        assert await found(until=third) == [ids[1], ids[0]]
+        assert await found(since=third, until=every[1]["placed_at"], status="cancelled") == [ids[2]]
+        assert await found(buyer_id=two) == [ids[3], ids[1]]  # a buyer's, with ops alone too
+
+        bad = {
+            "query.status": {"status": "lost"},
+            "query.reason": {"reason": "lost"},
+            "query.since": {"since": "2026-12-05T08:00:00"},  # no zone: whose day?
+            "query.until": {"until": "yesterday"},
+        }
+        for field, params in bad.items():
+            response = await api.get("/orders", params=params)
+            assert (response.status_code, response.headers["content-type"]) == (422, PROBLEM)
+            assert [e["field"] for e in response.json()["errors"]] == [field], response.text
+        refused = {
+            ("query.since", "must fall between the years 1 and 9999 in UTC"): {
+                "since": "0001-01-01T00:00:00+01:00"
+            },
+            ("query.reason", "only cancelled orders have a reason, not confirmed ones"): {
+                "status": "confirmed",
+                "reason": "out_of_stock",
+            },
+            ("query.until", "until must be after since"): {"since": third, "until": third},
+        }
+        for (field, said), params in refused.items():
+            response = await api.get("/orders", params=params)
+            assert response.status_code == 422, response.text
+            assert [(e["field"], e["message"]) for e in response.json()["errors"]] == [
+                (field, said)
+            ]
+
+    async with caravan.api("orders", token=storefront) as api:
+        # A storefront serves one buyer: every buyer's orders (totals, reasons) are not its.
+        response = await api.get("/orders", params={"since": since})
+        assert (response.status_code, response.json()["errors"]) == (422, NEEDS_A_BUYER)
+        response = await api.get("/orders", params={"since": since, "buyer_id": one})
+        assert [o["order_id"] for o in response.json()["items"]] == [ids[4], ids[2], ids[0]]
 
 
 async def test_a_buyers_orders_are_found_by_source_and_order_ref(caravan: System) -> None:

@@ -50,6 +50,8 @@ orders = Table(
     UniqueConstraint("source", "order_ref", name="orders_idempotency_key"),
     Index("orders_pending_deadline", "deadline_at", postgresql_where=text("status = 'pending'")),
     Index("orders_buyer", "buyer_id", "placed_at"),
+    # An operator's list of every buyer's orders of one status, newest first (GET /orders).
+    Index("orders_status_placed", "status", "placed_at", "order_id"),
 )
 
 timeline = Table(

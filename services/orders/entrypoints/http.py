@@ -22,8 +22,17 @@ from services.orders.entrypoints.schemas import (
     Problem,
     Status,
 )
-from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, OrderRequested
-from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, refused_body, require
+from shared.auth.tokens import Principal
+from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, CancelReason, OrderRequested
+from shared.http import (
+    BAD_INPUT,
+    NO_NUL,
+    Time,
+    problem,
+    problem_responses,
+    refused_body,
+    require,
+)
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
@@ -92,16 +101,17 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         "/orders",
         response_model=OrderPage,
         tags=["orders"],
-        dependencies=[require("orders:read")],
         responses=problem_responses(
             {
-                422: f"{BAD_INPUT}, the cursor is not one this API gave, or neither buyer_id"
-                " nor both source and order_ref are given"
+                422: f"{BAD_INPUT}, the cursor is not one this API gave, a reason is asked of"
+                " orders not cancelled, until is not after since, or neither buyer_id nor both"
+                " source and order_ref are given to a token without the scope ops"
             },
             model=Problem,
         ),
     )
     async def list_orders(
+        who: Annotated[Principal, require("orders:read", "ops")],
         buyer_id: Annotated[
             str | None,
             Query(
@@ -109,11 +119,15 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 max_length=64,
                 description="the buyer's orders; may be left out when source and order_ref"
                 " are both given (a platform knows its own order's reference, not our buyer"
-                " id)",
+                " id), or by a token with the scope ops (every buyer's orders)",
             ),
             NO_NUL,
         ] = None,
         status: Status | None = None,
+        reason: Annotated[
+            CancelReason | None,
+            Query(description="only orders cancelled for this reason (status cancelled)"),
+        ] = None,
         source: Annotated[
             str | None,
             Query(
@@ -130,21 +144,43 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 description="only the orders of this order_ref (one per source)",
             ),
         ] = None,
+        since: Annotated[
+            Time | None, Query(description="only orders placed at or after this time")
+        ] = None,
+        until: Annotated[Time | None, Query(description="only orders placed before this time")] = (
+            None
+        ),
         start: Position | None = ORDERS_CURSOR,
         limit: Limit = 20,
     ) -> Any:
-        """A buyer's orders, newest first, optionally of one status, one source and one
-        order_ref (a storefront finds the order it published by its own reference); follow
-        ``next_cursor``. Without a buyer, the order of one source and order_ref (at most
-        one: a platform's order, ``source`` ``platform/APP``, found by the platform's id)."""
-        if buyer_id is None and (source is None or order_ref is None):
+        """A buyer's orders, newest first, optionally of one status (and reason), one source,
+        one order_ref (a storefront finds the order it published by its own reference) and a
+        time placed; follow ``next_cursor``. Without a buyer, the order of one source and
+        order_ref (at most one: a platform's order, ``source`` ``platform/APP``, found by the
+        platform's id); or, for a token with the scope ops, every buyer's orders so narrowed
+        (an operator's "today's out_of_stock cancellations")."""
+        if buyer_id is None and (source is None or order_ref is None) and "ops" not in who.scopes:
             return refused_body(
-                "buyer_id is needed, unless source and order_ref are both given",
+                "buyer_id is needed, unless source and order_ref are both given (every buyer's"
+                " orders need a token with the scope ops)",
                 field="query.buyer_id",
             )
+        if reason is not None and status not in (None, "cancelled"):
+            said = f"only cancelled orders have a reason, not {status} ones"
+            return refused_body(said, field="query.reason")
+        if since is not None and until is not None and until <= since:
+            return refused_body("until must be after since", field="query.until")
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await queries.buyer_orders(
-                conn, buyer_id, start, limit, status=status, source=source, order_ref=order_ref
+                conn,
+                buyer_id,
+                start,
+                limit,
+                (since, until),
+                status="cancelled" if reason is not None else status,
+                reason=reason,
+                source=source,
+                order_ref=order_ref,
             )
         return OrderPage(items=items, next_cursor=next_cursor)
 

@@ -1,12 +1,17 @@
 """Queries behind the HTTP API (read only, no locks): one order with its timeline, and
-pages of a buyer's orders."""
+pages of a buyer's orders (or, for an operator, of every buyer's)."""
 
-from sqlalchemy import select
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Step
 from shared.pagination import Position, newest_first, page
+
+KEY = (orders.c.placed_at, orders.c.order_id)  # the listing's order, read newest first
 
 
 async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
@@ -39,28 +44,46 @@ async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
     )
 
 
+def listed(
+    buyer_id: str | None,
+    start: Position | None,
+    limit: int,
+    placed: tuple[datetime | None, datetime | None] = (None, None),
+    **only: str | None,
+) -> Select[Any]:
+    """The statement of :func:`buyer_orders`: ``limit`` and one more orders, newest first."""
+    query = select(orders)
+    for name, value in {"buyer_id": buyer_id, **only}.items():
+        if value is not None:
+            query = query.where(orders.c[name] == value)
+    since, until = placed
+    if since is not None:
+        query = query.where(orders.c.placed_at >= since)
+    if until is not None:
+        query = query.where(orders.c.placed_at < until)
+    return newest_first(query, KEY, start, limit)
+
+
 async def buyer_orders(
     conn: AsyncConnection,
     buyer_id: str | None,
     start: Position | None,
     limit: int,
+    placed: tuple[datetime | None, datetime | None] = (None, None),
     **only: str | None,
 ) -> tuple[list[OrderSummary], str | None]:
     """Up to ``limit`` orders of a buyer (None: any buyer's), newest first, strictly after
-    ``start``; and the cursor to continue from if there are more. ``only`` narrows them to
-    those whose columns (``status``, ``source``, ``order_ref``) have the values given (None:
-    any)."""
-    query = select(orders)
-    for name, value in {"buyer_id": buyer_id, **only}.items():
-        if value is not None:
-            query = query.where(orders.c[name] == value)
-    key = (orders.c.placed_at, orders.c.order_id)
-    found = (await conn.execute(newest_first(query, key, start, limit))).all()
+    ``start``; and the cursor to continue from if there are more. ``placed`` narrows them to
+    those placed at or after its first time and before its second (None: no bound); ``only``
+    to those whose columns (``status``, ``reason``, ``source``, ``order_ref``) have the values
+    given (None: any)."""
+    found = (await conn.execute(listed(buyer_id, start, limit, placed, **only))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))
     items = [
         OrderSummary(
             order_id=r.order_id,
             order_ref=r.order_ref,
+            buyer_id=r.buyer_id,
             source=r.source,
             status=r.status,
             total_fen=r.total_fen,

@@ -56,6 +56,7 @@ class OrderView(BaseModel):
 class OrderSummary(BaseModel):
     order_id: str
     order_ref: str
+    buyer_id: str = Field(description="whose order it is (an operator's list is every buyer's)")
     source: str
     status: Status
     total_fen: int | None

@@ -13,11 +13,13 @@ from shared.settings import Settings
 
 def base_url(url: str | None, service: str) -> str:
     """``url`` (a command's ``--url``), else ``service``'s API as the settings place it
-    (``CARAVAN_HTTP_HOST`` and ``CARAVAN_<SERVICE>_HTTP_PORT``)."""
+    (``CARAVAN_HTTP_HOST`` and ``CARAVAN_<SERVICE>_HTTP_PORT``; the orders API's
+    ``CARAVAN_HTTP_PORT``)."""
     if url:
         return url
     settings = Settings()
-    return f"http://{settings.http_host}:{getattr(settings, f'{service}_http_port')}"
+    port = settings.http_port if service == "orders" else getattr(settings, f"{service}_http_port")
+    return f"http://{settings.http_host}:{port}"
 
 
 def auth_headers() -> dict[str, str]:

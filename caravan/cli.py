@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import unquote
 
 import typer
@@ -642,11 +642,10 @@ def stuck(
     limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
-    from caravan.admin_api import call
+    from caravan.admin_api import base_url, call
 
-    settings = Settings()
     found = call(
-        f"http://{settings.http_host}:{settings.http_port}",
+        base_url(None, "orders"),
         "orders",
         "GET",
         "/ops/stuck-orders",
@@ -672,6 +671,71 @@ def stuck(
             output.at(o["placed_at"]),
             o["stock"],
             o["payment"],
+        )
+    output.show(table)
+
+
+orders_app = typer.Typer(help="Every buyer's orders, as operations read them.")
+app.add_typer(orders_app, name="orders")
+
+ORDER, STATUS, BUYER = "order\nplaced", "status\nreason", "buyer\nref\nsource"
+"""Three lines each: an order's row fits 80 columns with its id and status whole."""
+
+
+@orders_app.command("list")
+def orders_list(
+    status: Annotated[str | None, typer.Option(help="pending, confirmed or cancelled")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="cancelled for this reason, e.g. out_of_stock")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(parser=_time, help="placed at or after (ISO 8601, UTC if no zone)"),
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(parser=_time, help="placed before (ISO 8601, UTC if no zone)")
+    ] = None,
+    buyer: Annotated[str | None, typer.Option(help="only this buyer's")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+) -> None:
+    """List every buyer's orders, newest first: of a status, a cancellation reason, placed
+    since or until a time (the orders API's `GET /orders`, with a token with the scope ops);
+    order id above when it was placed, status above reason, buyer above ref above source,
+    total in fen."""
+    from caravan.admin_api import base_url, pages
+    from shared.pagination import MAX_PAGE
+
+    asked = {"status": status, "reason": reason, "buyer_id": buyer}
+    times = {"since": since, "until": until}
+    params = {k: v for k, v in asked.items() if v is not None} | {
+        k: v.isoformat() for k, v in times.items() if v is not None
+    }
+    params["limit"] = str(min(limit, MAX_PAGE))
+    found: list[dict[str, Any]] = []
+    more = False
+    for page in pages(base_url(None, "orders"), "orders", "/orders", params):
+        found += page["items"]
+        if len(found) >= limit:
+            more = len(found) > limit or page["next_cursor"] is not None
+            break
+    found = found[:limit]
+    table = output.table(
+        ORDER,
+        STATUS,
+        BUYER,
+        "fen",
+        title=f"the newest {len(found)} order(s): more with a higher --limit"
+        if more
+        else f"{len(found)} order(s)",
+        whole=(ORDER, STATUS),
+        right=("fen",),
+    )
+    for o in found:
+        table.add_row(
+            f"{o['order_id']}\n{output.at(o['placed_at'])}",
+            f"{o['status']}\n{o['reason'] or ''}",
+            f"{o['buyer_id']}\n{o['order_ref']}\n{o['source']}",
+            "" if o["total_fen"] is None else str(o["total_fen"]),
         )
     output.show(table)
 

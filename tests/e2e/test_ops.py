@@ -902,6 +902,63 @@ async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
         assert (await caravan.outcome(order_id, timeout=60)).type == "order.confirmed"
 
 
+async def test_orders_list_shows_every_buyers_orders_by_status_reason_and_time(
+    caravan: System,
+) -> None:
+    """``caravan orders list`` (there was no such command: psql was the only way to "today's
+    out_of_stock cancellations") lists every buyer's orders through the orders API, newest
+    first, two lines each, narrowed as asked; a token without the scope ops is told why."""
+    from tests.e2e.test_http import ended_order
+
+    tag = uuid.uuid4().hex[:6]
+    since = (await caravan.scalar("select now()")).isoformat()
+    one, two = f"cli-list-a-{tag}", f"cli-list-b-{tag}"
+    ids = [
+        await ended_order(caravan, one, "T-PEPPER"),
+        await ended_order(caravan, two, "T-SCARCE", 6),
+        await ended_order(caravan, one, "ORD-NO-SUCH-SKU"),
+    ]
+
+    async def listed(*args: str) -> tuple[str, list[list[str]]]:
+        """The title, and each order's cells, their three lines joined."""
+        done = await cli(caravan, "orders", "list", "--since", since, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        rows = []
+        for n, line in enumerate(lines):
+            if any(i in line for i in ids):
+                three = [[c.strip() for c in lines[n + k].split("│")[1:-1]] for k in range(3)]
+                rows.append(["\n".join(cell).strip() for cell in zip(*three, strict=True)])
+        return lines[0].strip(), rows
+
+    def first(rows: list[list[str]]) -> list[str]:
+        return [r[0].split()[0] for r in rows]
+
+    title, rows = await listed()
+    assert title == "3 order(s)", title
+    assert first(rows) == list(reversed(ids))
+    assert [r[1].split() for r in rows] == [
+        ["cancelled", "unknown_sku"],
+        ["cancelled", "out_of_stock"],
+        ["confirmed"],
+    ]
+    assert [r[2].split()[::2] for r in rows] == [[one, "http"], [two, "http"], [one, "http"]]
+    assert rows[2][3].isdigit(), rows  # the confirmed order's total, in fen
+    assert first((await listed("--status", "cancelled"))[1]) == [ids[2], ids[1]]
+    assert first((await listed("--reason", "out_of_stock"))[1]) == [ids[1]]
+    assert first((await listed("--buyer", one, "--status", "confirmed"))[1]) == [ids[0]]
+    title, rows = await listed("--limit", "1")
+    assert (title, first(rows)) == ("the newest 1 order(s): more with a higher --limit", [ids[2]])
+
+    storefront = await caravan.issue_token(f"cli-storefront-{tag}", "orders:read")
+    refused = await cli(caravan, "orders", "list", "--since", since, CARAVAN_TOKEN=storefront)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "query.buyer_id: buyer_id is needed" in refused.stderr, refused.stderr
+    assert "need a token with the scope ops" in refused.stderr, refused.stderr
+    bad = await cli(caravan, "orders", "list", "--reason", "lost")
+    assert bad.returncode == 1 and "query.reason:" in bad.stderr, bad.stderr
+
+
 async def test_prepare_on_the_running_system_says_how_many_copies_topics_keep(
     caravan: System,
 ) -> None:

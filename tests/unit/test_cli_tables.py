@@ -335,3 +335,43 @@ def test_a_letter_of_a_redriven_record_names_the_letter_it_was_sent_back_from(
         [first, "sent back as this"],
         ["redriven 2026-12-04T13:00:07+00:00", "by test-operator"],
     ], rows
+
+
+def test_every_buyers_orders_fit_80_columns_ids_and_statuses_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan orders list``: each order's id, time placed, status and reason whole on their
+    lines at 80 columns; the newest ``--limit`` of more, the title saying there are more."""
+    from caravan import admin_api
+
+    orders: list[dict[str, Any]] = [
+        {
+            "order_id": f"0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5{n}",
+            "order_ref": f"SHAWAN-20261204-000{n}",
+            "buyer_id": f"buyer-000{n}",
+            "source": "storefront/shawan-center",
+            "status": "cancelled",
+            "reason": "cancelled_by_buyer",
+            "total_fen": 35000,
+            "placed_at": f"2026-12-04T09:1{n}:28.123456+00:00",
+        }
+        for n in range(3)
+    ]
+    asked: list[dict[str, str]] = []
+
+    def pages(
+        base: str, service: str, path: str, params: dict[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        asked.append(params)
+        yield {"items": orders[:2], "next_cursor": "c"}
+        yield {"items": orders[2:], "next_cursor": None}
+
+    monkeypatch.setattr(admin_api, "pages", pages)
+    text = shown(monkeypatch, "orders", "list", "--reason", "cancelled_by_buyer", "--limit", "2")
+    assert asked == [{"reason": "cancelled_by_buyer", "limit": "2"}]
+    assert text.splitlines()[0] == "the newest 2 order(s): more with a higher --limit"
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for o in orders[:2]:
+        for value in (o["order_id"], o["placed_at"][:19], "cancelled_by_buyer"):
+            assert value in text, (value, text)
+    assert orders[2]["order_id"] not in text

@@ -102,7 +102,7 @@ def stock(
 def _change(entry: dict[str, Any]) -> str:
     """What one entry of a lot's history changed: its count, or its terms."""
     if entry["kind"] == "adjustment":
-        return f"{entry['delta']:+d}"
+        return f"{entry['delta']:+d}" + (" spoiled" if entry["spoiled"] else "")
     return ", ".join(f"{k} {v} -> {entry['after'][k]}" for k, v in entry["before"].items())
 
 
@@ -183,16 +183,21 @@ def adjust(
     key: Annotated[
         str | None, typer.Option(help="idempotency key: the same key is applied once")
     ] = None,
+    spoiled: Annotated[
+        bool, typer.Option("--spoiled", help="the units lost spoiled: written off as spoiled")
+    ] = False,
     url: Url = None,
 ) -> None:
-    """Correct a lot's count (received and available move together)."""
+    """Correct a lot's count (received and available move together), or with --spoiled
+    write off spoiled units (available to spoiled, received unchanged: the spoilage report
+    lists them)."""
     headers = {"Idempotency-Key": key or str(uuid.uuid4())}
     body = _call(
         url,
         "POST",
         "/lots/{}/adjustments",
         lot_id,
-        json={"delta": delta, "reason": reason},
+        json={"delta": delta, "reason": reason, "spoiled": spoiled},
         headers=headers,
     )
     if not body["applied"]:

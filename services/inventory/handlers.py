@@ -411,20 +411,27 @@ async def lock_lot(tx: Tx, lot_id: str) -> None:
 
 
 async def adjust_lot(
-    tx: Tx, lot_id: str, delta: int, reason: str, adjustment_id: str, actor: str
+    tx: Tx,
+    lot_id: str,
+    delta: int,
+    reason: str,
+    adjustment_id: str,
+    actor: str,
+    spoiled: bool = False,
 ) -> bool:
-    """Correct a lot's count by ``delta`` units (received and available move together);
+    """Correct a lot's count by ``delta`` units (received and available move together), or
+    write off ``-delta`` units ``spoiled`` (from available to spoiled, received unchanged);
     True if applied, False if ``adjustment_id`` was applied before (a retried request).
     Raises ``StockError`` when removing more than is available."""
     repo = StockRepository(tx)
     counters = await repo.lock_lot(lot_id)
     if counters is None:
         raise UnknownLot(lot_id)
-    if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason, actor):
-        if await repo.adjustment(adjustment_id) != (lot_id, delta, reason):
+    if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason, actor, spoiled):
+        if await repo.adjustment(adjustment_id) != (lot_id, delta, reason, spoiled):
             raise Conflict(f"adjustment {adjustment_id} was made with other values")
         return False
-    await repo.apply([adjust_move(lot_id, counters, delta)])
+    await repo.apply([adjust_move(lot_id, counters, delta, spoiled)])
     return True
 
 

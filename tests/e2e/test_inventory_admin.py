@@ -301,3 +301,60 @@ async def test_the_spoilage_report_is_paged_by_lot_with_the_whole_reports_totals
     assert shown.exit_code == 0, shown.output
     assert f"{sku}-X100" in shown.output and f"{sku}-SP" in shown.output, shown.output
     assert "spoiled 106, expired unsold 5" in shown.output
+
+
+async def test_spoiled_units_written_off_are_spoiled_and_reported(caravan: System) -> None:
+    """``adjust --delta -20 --spoiled``: the units go from available to spoiled, received
+    unchanged, and the spoilage report lists the lot. An adjustment could only lower what
+    the lot received ("received 302 ... spoiled 0"), and the report never listed it."""
+    sku = await _product(caravan)
+    lot = f"{sku}-MOULD"
+    counters = ("received", "available", "reserved", "sold", "spoiled")
+    async with caravan.api("inventory") as api:
+        assert (await api.post("/lots", json=_lot(lot, sku, 322, -1, 30))).status_code == 201
+        change = {"delta": -20, "reason": "mould found in 20 sacks", "spoiled": True}
+        key = {"Idempotency-Key": f"mould-{sku}"}
+        written = await api.post(f"/lots/{lot}/adjustments", json=change, headers=key)
+        assert written.status_code == 201, written.text
+        after = written.json()["lot"]
+        assert [after[c] for c in counters] == [322, 302, 0, 0, 20]
+        assert after["received"] == sum(after[c] for c in counters[1:])
+        again = await api.post(f"/lots/{lot}/adjustments", json=change, headers=key)
+        assert (again.status_code, again.json()["applied"]) == (200, False), again.text
+        plain = {"delta": -20, "reason": "mould found in 20 sacks"}
+        reused = await api.post(f"/lots/{lot}/adjustments", json=plain, headers=key)
+        assert reused.status_code == 409, reused.text  # the key of another adjustment
+        refusals = {
+            "spoiled units found": ({**change, "delta": 5}, 422),
+            "more than available": ({**change, "delta": -303}, 409),
+        }
+        for what, (body, status) in refusals.items():
+            answer = await api.post(f"/lots/{lot}/adjustments", json=body)
+            assert answer.status_code == status, (what, answer.text)
+
+        report = (await api.get("/reports/spoiled", params={"sku": sku})).json()
+        assert [(x["lot_id"], x["spoiled"]) for x in report["lots"]] == [(lot, 20)]
+        assert report["spoiled"] == 20
+        stock = (await api.get(f"/stock/{sku}")).json()
+        assert [stock[c] for c in counters] == [322, 302, 0, 0, 20]
+        (entry,) = (await api.get(f"/lots/{lot}/adjustments")).json()["entries"]
+        assert (entry["delta"], entry["spoiled"], entry["reason"]) == (-20, True, change["reason"])
+        # Received again as it was received, it is the same lot (the write-off left that).
+        assert (await api.post("/lots", json=_lot(lot, sku, 322, -1, 30))).status_code == 200
+    audited = await caravan.sql(
+        "select detail from auth.audit where action = 'lot.adjust' and target = :l", l=lot
+    )
+    assert [r.detail["spoiled"] for r in audited] == [True]
+
+    url = ["--url", _api(caravan)]
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    write_off = ["adjust", lot, "--delta", "-2", "--reason", "rot", "--spoiled", *url]
+    written_off = runner.invoke(inventory_cli, write_off)
+    assert written_off.exit_code == 0, written_off.output
+    assert "received 322, available 300, reserved 0, sold 0, spoiled 22" in written_off.output
+    shown = runner.invoke(inventory_cli, ["lot", lot, *url])
+    assert shown.exit_code == 0, shown.output
+    assert "-2 spoiled" in shown.output and "-20 spoiled" in shown.output, shown.output
+    report_shown = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
+    assert report_shown.exit_code == 0 and lot in report_shown.output, report_shown.output
+    assert "spoiled 22, expired unsold 0" in report_shown.output, report_shown.output

@@ -327,6 +327,21 @@ LOSING = {
         "1 in inventory.lot_adjustments.",
         "DELETE FROM inventory.lot_adjustments",
     ),
+    # Which adjustments wrote off spoiled units (received unchanged): the older version
+    # reads every adjustment as a change of what the lot received. A count's: not refused.
+    "inventory 0008 spoiled": (
+        "inventory",
+        "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
+        " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
+        " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')), l as (insert into"
+        " inventory.lots (lot_id, sku, received, available, available_from, best_before)"
+        " values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31')) insert into"
+        " inventory.lot_adjustments (adjustment_id, lot_id, delta, reason, spoiled) values"
+        " ('a', 'l', -1, 'mould', true), ('b', 'l', -1, 'counted again', false)",
+        "0007",
+        "1 in inventory.lot_adjustments where spoiled",
+        "UPDATE inventory.lot_adjustments SET spoiled = false",
+    ),
     # The gateway's charge id of a payment, longer than the older column.
     "payments 0013 gateway_ref": (
         "payments",
@@ -361,10 +376,10 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
     left an operator guessing whether an upgrade's migrations ran."""
     async with scratch_database(infrastructure.database_url, "caravan_said") as url:
         folder = migrations_folder("inventory")
-        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0007"
+        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0008"
         await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
-        assert await asyncio.to_thread(upgrade, folder, url) == "0005 -> 0007"
-        assert await asyncio.to_thread(upgrade, folder, url) == "at 0007, nothing new"
+        assert await asyncio.to_thread(upgrade, folder, url) == "0006 -> 0008"
+        assert await asyncio.to_thread(upgrade, folder, url) == "at 0008, nothing new"
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
@@ -412,20 +427,20 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
     version migrated (an old process during an upgrade) it runs on, with a warning."""
     async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
         never = await _refused("inventory", url)  # no alembic_version table at all
-        assert "schema inventory was never migrated, this version needs 0007" in never, never
+        assert "schema inventory was never migrated, this version needs 0008" in never, never
         assert "run caravan prepare" in never and "Traceback" not in never, never
 
         cfg = alembic_config(migrations_folder("inventory"), url)
         await asyncio.to_thread(command.upgrade, cfg, "head")
         await asyncio.to_thread(command.downgrade, cfg, "-1")
         behind = await _refused("inventory", url)
-        said = "schema inventory is at 0006, this version needs 0007: run caravan prepare"
+        said = "schema inventory is at 0007, this version needs 0008: run caravan prepare"
         assert said in behind and "Traceback" not in behind, behind
 
         await asyncio.to_thread(command.upgrade, cfg, "head")
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("update inventory.alembic_version set version_num = '0008'"))
+            await conn.execute(text("update inventory.alembic_version set version_num = '0009'"))
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
@@ -434,7 +449,7 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
             while b"does not know" not in line:
                 line = await asyncio.wait_for(proc.stdout.readline(), 60)
                 assert line, "the service exited"
-            assert b"schema inventory is at 0008" in line, line
+            assert b"schema inventory is at 0009" in line, line
             await asyncio.sleep(1)
             assert proc.returncode is None  # running on, waiting for Kafka
         finally:
@@ -469,7 +484,7 @@ async def test_a_service_started_while_postgresql_is_away_checks_its_schema_once
             assert not serving.done()
             pg = forwarder(target.host or "127.0.0.1", target.port or 5432)
             async with await asyncio.start_server(pg, "127.0.0.1", port):
-                with pytest.raises(SchemaBehind, match="inventory is at 0006, this version needs"):
+                with pytest.raises(SchemaBehind, match="inventory is at 0007, this version needs"):
                     await asyncio.wait_for(serving, 30)
         finally:
             runtime.removeHandler(unread)

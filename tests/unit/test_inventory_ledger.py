@@ -55,6 +55,16 @@ def test_adjustments_move_received_and_available_together() -> None:
         adjust_move("L", Counters(5, 2, 3), 0)
 
 
+def test_spoiled_units_written_off_move_from_available_to_spoiled() -> None:
+    """Counters (received, available, reserved, sold, spoiled): received stays what came in."""
+    before = Counters(10, 6, 3, 1, 0)
+    assert before.apply(adjust_move("L", before, -4, spoiled=True)) == Counters(10, 2, 3, 1, 4)
+    with pytest.raises(StockError, match="only 6 available, cannot remove 7"):
+        adjust_move("L", before, -7, spoiled=True)
+    with pytest.raises(StockError, match="delta must be negative"):
+        adjust_move("L", before, 2, spoiled=True)
+
+
 def test_an_adjustment_past_what_a_lot_holds_is_refused_as_a_stock_error() -> None:
     """Past PostgreSQL's integer: the API's 409, where the database's refusal was a 422
     naming its query argument ("value out of int32 range")."""
@@ -205,18 +215,19 @@ class StockMachine(RuleBasedStateMachine):
     def time_passes(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
 
-    @rule(data=st.data(), delta=st.integers(-20, 20))
-    def adjust(self, data: st.DataObject, delta: int) -> None:
+    @rule(data=st.data(), delta=st.integers(-20, 20), spoiled=st.booleans())
+    def adjust(self, data: st.DataObject, delta: int, spoiled: bool) -> None:
         if not self.book.lots:
             return
         lot_id = data.draw(st.sampled_from(sorted(self.book.lots)))
         available = self.book.lots[lot_id].counters.available
         try:
-            self.book.adjust(lot_id, delta)
+            self.book.adjust(lot_id, delta, spoiled)
         except StockError:
-            assert delta == 0 or available + delta < 0
+            assert delta == 0 or available + delta < 0 or (spoiled and delta > 0)
             return
-        self.received[lot_id] += delta
+        if not spoiled:  # a write-off of spoiled units leaves what the lot received
+            self.received[lot_id] += delta
 
     @invariant()
     def every_lot_is_conserved_and_never_negative(self) -> None:

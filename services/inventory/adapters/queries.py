@@ -7,7 +7,7 @@
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, func, literal, null, select, union_all
+from sqlalchemy import Boolean, ColumnElement, case, func, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,9 +67,9 @@ class SpoiledReport(Frozen):
 
 class LotEntry(Frozen):
     """One change of a lot after it was received: an adjustment of its count (``delta``
-    units found or written off), or a correction of its terms (``before`` and ``after``:
-    the fields it changed). ``actor`` is who made it (null on adjustments made before
-    2026-12-04, whose author is in the audit trail)."""
+    units found or written off; ``spoiled``: written off as spoiled), or a correction of its
+    terms (``before`` and ``after``: the fields it changed). ``actor`` is who made it (null
+    on adjustments made before 2026-12-04, whose author is in the audit trail)."""
 
     kind: Literal["adjustment", "correction"]
     id: str
@@ -77,6 +77,7 @@ class LotEntry(Frozen):
     actor: str | None
     reason: str
     delta: int | None = None
+    spoiled: bool | None = None
     before: dict[str, str] | None = None
     after: dict[str, str] | None = None
 
@@ -141,6 +142,7 @@ _ENTRIES = union_all(
         lot_adjustments.c.actor,
         lot_adjustments.c.reason,
         lot_adjustments.c.delta,
+        lot_adjustments.c.spoiled,
         null().cast(JSONB).label("before"),
         null().cast(JSONB).label("after"),
     ),
@@ -152,6 +154,7 @@ _ENTRIES = union_all(
         lot_corrections.c.actor,
         lot_corrections.c.reason,
         null().label("delta"),
+        null().cast(Boolean).label("spoiled"),
         lot_corrections.c.before,
         lot_corrections.c.after,
     ),

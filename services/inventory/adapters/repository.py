@@ -383,9 +383,9 @@ class StockRepository:
     async def lot_terms(self, lot_ids: Sequence[str]) -> dict[str, LotSeed]:
         """The lots of ``lot_ids`` that exist, by id, as each was first received (before any
         adjustment). The ids go as one array (``= ANY``), as a seed file's may be many."""
-        adjusted = (
+        adjusted = (  # the count's adjustments: a write-off of spoiled units left it
             select(func.coalesce(func.sum(lot_adjustments.c.delta), 0))
-            .where(lot_adjustments.c.lot_id == lots.c.lot_id)
+            .where(lot_adjustments.c.lot_id == lots.c.lot_id, ~lot_adjustments.c.spoiled)
             .scalar_subquery()
         )
         found = await self.conn.execute(
@@ -420,7 +420,7 @@ class StockRepository:
         return by_lot
 
     async def record_adjustment(
-        self, adjustment_id: str, lot_id: str, delta: int, reason: str, actor: str
+        self, adjustment_id: str, lot_id: str, delta: int, reason: str, actor: str, spoiled: bool
     ) -> bool:
         """False if ``adjustment_id`` was recorded before (a retried request)."""
         inserted = (
@@ -432,6 +432,7 @@ class StockRepository:
                     delta=delta,
                     reason=reason,
                     actor=actor[:128],
+                    spoiled=spoiled,
                 )
                 .on_conflict_do_nothing()
                 .returning(lot_adjustments.c.adjustment_id)
@@ -439,13 +440,16 @@ class StockRepository:
         ).first()
         return inserted is not None
 
-    async def adjustment(self, adjustment_id: str) -> tuple[str, int, str] | None:
-        """(lot_id, delta, reason) of a recorded adjustment."""
+    async def adjustment(self, adjustment_id: str) -> tuple[str, int, str, bool] | None:
+        """(lot_id, delta, reason, spoiled) of a recorded adjustment."""
         row = (
             await self.conn.execute(
                 select(
-                    lot_adjustments.c.lot_id, lot_adjustments.c.delta, lot_adjustments.c.reason
+                    lot_adjustments.c.lot_id,
+                    lot_adjustments.c.delta,
+                    lot_adjustments.c.reason,
+                    lot_adjustments.c.spoiled,
                 ).where(lot_adjustments.c.adjustment_id == adjustment_id)
             )
         ).first()
-        return None if row is None else (row.lot_id, row.delta, row.reason)
+        return None if row is None else (row.lot_id, row.delta, row.reason, row.spoiled)

@@ -3,6 +3,7 @@ and never go negative; the database enforces both."""
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    false,
     func,
     text,
 )
@@ -103,6 +105,8 @@ lot_adjustments = Table(
     # Who made it (a token's name, or the OS user of the CLI); null on those made before
     # migration 0007, whose author is in the audit trail (``lot.adjust``).
     Column("actor", String(128), nullable=True),
+    # Units lost to spoilage (delta < 0), written off as spoiled: ``received`` unchanged.
+    Column("spoiled", Boolean, nullable=False, server_default=false()),
 )
 
 # A lot's SKU or dates set right (mistyped when it was received): ``before`` and ``after``

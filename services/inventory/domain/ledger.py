@@ -1,8 +1,9 @@
 """How stock moves between a lot's counters, and the life of one order's hold: pure rules.
 
 A lot's counters always obey ``received = available + reserved + sold + spoiled`` with none
-negative. Every change is a :class:`Move` that keeps that sum (only an adjustment changes
-``received``, and ``available`` with it). The handlers compute their moves with the
+negative. Every change is a :class:`Move` that keeps that sum (only an adjustment of the
+count changes ``received``, and ``available`` with it; a write-off of spoiled units moves
+them from ``available`` to ``spoiled``). The handlers compute their moves with the
 functions here and apply them to the database (whose CHECK constraints are the second line
 of defence); :class:`StockBook` applies the same moves in memory, for property tests.
 
@@ -95,14 +96,19 @@ def sell_moves(held: Sequence[Held]) -> list[Move]:
     return [Move(h.lot_id, reserved=-h.quantity, sold=h.quantity) for h in held]
 
 
-def adjust_move(lot_id: str, counters: Counters, delta: int) -> Move:
-    """A stock count correction: ``delta`` units found (+) or lost (-) from what is available."""
+def adjust_move(lot_id: str, counters: Counters, delta: int, spoiled: bool = False) -> Move:
+    """A stock count correction: ``delta`` units found (+) or lost (-) from what is available.
+    Lost to spoilage (``spoiled``), they are written off as spoiled: ``received`` unchanged."""
     if delta == 0:
         raise StockError("an adjustment changes something")
+    if spoiled and delta > 0:
+        raise StockError(f"lot {lot_id}: spoiled units are written off, delta must be negative")
     if counters.available + delta < 0:
         raise StockError(
             f"lot {lot_id}: only {counters.available} available, cannot remove {-delta}"
         )
+    if spoiled:
+        return Move(lot_id, available=delta, spoiled=-delta)
     if counters.received + delta > MAX_LOT_QUANTITY:
         raise StockError(
             f"lot {lot_id}: received {counters.received}, cannot add {delta}:"
@@ -233,5 +239,5 @@ class StockBook:
             self.holds[oid].notified = True
         return due
 
-    def adjust(self, lot_id: str, delta: int) -> None:
-        self._apply([adjust_move(lot_id, self.lots[lot_id].counters, delta)])
+    def adjust(self, lot_id: str, delta: int, spoiled: bool = False) -> None:
+        self._apply([adjust_move(lot_id, self.lots[lot_id].counters, delta, spoiled)])

@@ -15,9 +15,10 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
 - ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again (or on
   terms it had before a correction: left as corrected, as ``caravan seed`` does), 409 the
   id holds another lot, 422 unknown SKU or invalid body.
-- ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason"}`` with an optional
+- ``POST /lots/{lot_id}/adjustments`` ``{"delta", "reason", "spoiled"}`` with an optional
   ``Idempotency-Key`` header: 201 applied, 200 the same key again (applied once), 409 more
-  removed than available or the key reused for another adjustment.
+  removed than available or the key reused for another adjustment. ``spoiled`` (a negative
+  ``delta``): the units are written off as spoiled, ``received`` unchanged.
 - ``GET /reports/spoiled[?sku=&cursor=&limit=]``: spoiled and expired-unsold quantities per
   lot, a page of lots at a time (``next_cursor``), with the whole report's totals.
 
@@ -46,8 +47,12 @@ from shared.seed import LotSeed
 
 
 class Adjustment(Frozen):
+    """``delta`` units found (+) or lost (-); ``spoiled``: lost to spoilage, written off as
+    spoiled (from available to spoiled, ``received`` unchanged; ``delta`` negative)."""
+
     delta: int = Field(strict=True, ge=-1_000_000_000, le=1_000_000_000)
     reason: str = Field(min_length=1, max_length=256)
+    spoiled: bool = Field(False, strict=True)
 
 
 class Adjusted(Frozen):
@@ -263,7 +268,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                     404: UNKNOWN_LOT,
                     409: "more removed than the lot holds, more added than a lot can hold"
                     " (2147483647 units), or the key was used for another adjustment",
-                    422: f"{BAD_INPUT}, or delta is 0",
+                    422: f"{BAD_INPUT}, delta is 0, or positive with spoiled",
                 }
             ),
         },
@@ -277,18 +282,20 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     ) -> Any:
         if body.delta == 0:
             return problem(422, "Invalid request", "delta must not be 0")
+        if body.spoiled and body.delta > 0:
+            return problem(422, "Invalid request", "spoiled units are written off: delta < 0")
         key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:
                 await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
                 before = await queries.lot_stock(tx.conn, lot_id, days.today())
                 applied = await handlers.adjust_lot(
-                    tx, lot_id, body.delta, body.reason, key, who.name
+                    tx, lot_id, body.delta, body.reason, key, who.name, body.spoiled
                 )
                 await tx.flush()  # the lot's new counters, read back just below
                 view = await queries.lot_stock(tx.conn, lot_id, days.today())
                 if applied:
-                    detail = {"delta": body.delta, "reason": body.reason, "key": key}
+                    detail = {**body.model_dump(), "key": key}
                     await _audit(tx, who, "lot.adjust", before, view, detail)
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")

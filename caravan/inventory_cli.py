@@ -1,6 +1,7 @@
 """``caravan inventory ...``: stock per SKU and per lot (with its history), receiving,
-adjusting and correcting lots, and the spoilage report, through the inventory service's
-admin API (``CARAVAN_INVENTORY_HTTP_PORT``, or ``--url``)."""
+adjusting and correcting lots, stopping and restarting their selling, and the spoilage
+report, through the inventory service's admin API (``CARAVAN_INVENTORY_HTTP_PORT``, or
+``--url``)."""
 
 import uuid
 from typing import Annotated, Any
@@ -42,7 +43,8 @@ def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> 
 
 
 def _state(lot: dict[str, Any]) -> str:
-    return "expired" if lot["expired"] else "in season" if lot["in_season"] else "not yet"
+    state = "expired" if lot["expired"] else "in season" if lot["in_season"] else "not yet"
+    return state if lot["on_sale"] else f"{state}, stopped selling"
 
 
 def _lot_line(lot: dict[str, Any]) -> str:
@@ -103,6 +105,8 @@ def _change(entry: dict[str, Any]) -> str:
     """What one entry of a lot's history changed: its count, or its terms."""
     if entry["kind"] == "adjustment":
         return f"{entry['delta']:+d}" + (" spoiled" if entry["spoiled"] else "")
+    if entry["kind"] == "selling":
+        return "selling restarted" if entry["on_sale"] else "selling stopped"
     return ", ".join(f"{k} {v} -> {entry['after'][k]}" for k, v in entry["before"].items())
 
 
@@ -173,6 +177,32 @@ def correct_lot(
     for name, was in body["before"].items():
         console.print(f"{name}: {was} -> {body['after'][name]}")
     console.print(_lot_line(body["lot"]))
+
+
+def _set_selling(lot_id: str, on_sale: bool, reason: str, url: str | None) -> None:
+    body = _call(
+        url, "PUT", "/lots/{}/selling", lot_id, json={"on_sale": on_sale, "reason": reason}
+    )
+    if not body["changed"]:
+        console.print(f"lot {lot_id} was so already, nothing changed")
+    console.print(_lot_line(body["lot"]))
+
+
+@app.command("stop-selling")
+def stop_selling(
+    lot_id: str, reason: Annotated[str, typer.Option(help="why")], url: Url = None
+) -> None:
+    """Stop a lot selling: no new order holds any of it; those that do are sold or released
+    as before, so they drain (then `correct-lot` goes through). Shown in its history."""
+    _set_selling(lot_id, False, reason, url)
+
+
+@app.command("restart-selling")
+def restart_selling(
+    lot_id: str, reason: Annotated[str, typer.Option(help="why")], url: Url = None
+) -> None:
+    """Restart a lot stopped selling: orders take from it again. Shown in its history."""
+    _set_selling(lot_id, True, reason, url)
 
 
 @app.command()

@@ -435,6 +435,22 @@ async def adjust_lot(
     return True
 
 
+async def set_selling(tx: Tx, lot_id: str, on_sale: bool, reason: str, actor: str) -> bool:
+    """Stop a lot selling (``on_sale`` false: orders take none of it, its holds are sold or
+    released as before, so they drain) or restart it; True if that changed it. Under the
+    lot's lock, as a reservation takes it: an order waiting for it then passes the lot by
+    (:data:`~services.inventory.adapters.repository._LOTS` rechecks ``on_sale``), and a hold
+    committed before is counted as held. Raises UnknownLot."""
+    repo = StockRepository(tx)
+    state = await repo.locked_lot(lot_id)
+    if state is None:
+        raise UnknownLot(lot_id)
+    if state.lot.on_sale == on_sale:
+        return False
+    await repo.set_selling(new_id(), lot_id, on_sale, reason, actor)
+    return True
+
+
 LotTerms = dict[str, tuple[object, object]]
 """A lot's terms changed by a correction: field by name, (before, after)."""
 
@@ -477,7 +493,7 @@ async def correct_lot(
         raise DatesOutOfOrder(f"best_before {last} is before available_from {first}")
     if sku != lot.sku and not await repo.products([sku]):
         raise UnknownSku(sku)
-    if refused := correction_refused(lot_id, state.counters, sku != lot.sku):
+    if refused := correction_refused(lot_id, state.counters, sku != lot.sku, lot.on_sale):
         raise Refused(refused)
     corrected = replace(lot, sku=sku, available_from=first, best_before=last)
     await repo.correct_lot(new_id(), corrected, changed, reason, actor)

@@ -136,6 +136,10 @@ class World:
                 f"/lots/{self.lot}/adjustments",
                 None,
             ),
+            ("inventory", "PUT", "/lots/{lot_id}/selling"): (
+                f"/lots/{self.lot}/selling",
+                {"on_sale": False, "reason": "probe"},
+            ),
             ("inventory", "GET", "/reports/spoiled"): ("/reports/spoiled", None),
             ("payments", "GET", "/credit-lines/{buyer_id}"): (
                 f"/credit-lines/{self.buyer}",
@@ -198,10 +202,11 @@ class World:
         queries = [
             "select count(*) from orders.orders where order_ref = :ref",
             "select status, reason from orders.orders where order_id = :order_id",
-            "select lot_id, sku, received, available, available_from, best_before"
+            "select lot_id, sku, received, available, available_from, best_before, on_sale"
             " from inventory.lots where lot_id in (:lot, :new_lot) order by lot_id",
             "select count(*) from inventory.lot_adjustments where lot_id = :lot",
             "select count(*) from inventory.lot_corrections where lot_id = :lot",
+            "select count(*) from inventory.lot_selling where lot_id = :lot",
             "select credit_limit_fen from payments.credit_lines where buyer_id = :buyer",
             "select status from payments.loans where loan_id = :loan_id",
             "select count(*) from payments.repayments where loan_id = :loan_id",

@@ -249,6 +249,15 @@ def _texts(*rows: tuple[str, str, str, str, str]) -> str:
 
 ALLOCATED = """'[{"number": 1, "amount_fen": 300, "interest_fen": 0, "principal_fen": 300}]'"""
 
+# Inventory's lot 'l' of SKU 'k', in SQL: what an insert of a lot's history starts with.
+A_LOT = (
+    "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
+    " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
+    " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')), l as (insert into"
+    " inventory.lots (lot_id, sku, received, available, available_from, best_before)"
+    " values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31'))"
+)
+
 # (schema, rows, the revision a downgrade stops at, the rows it names, what it says to run)
 LOSING = {
     # A text held through quiet hours counts its give-up clock from their end; dropped, the
@@ -316,11 +325,7 @@ LOSING = {
     # Why a lot's count changed (counted again, written off).
     "inventory 0002 lot_adjustments": (
         "inventory",
-        "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
-        " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
-        " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')), l as (insert into"
-        " inventory.lots (lot_id, sku, received, available, available_from, best_before)"
-        " values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31')) insert into"
+        f"{A_LOT} insert into"
         " inventory.lot_adjustments (adjustment_id, lot_id, delta, reason) values"
         " ('a', 'l', -1, 'counted again')",
         "0001",
@@ -331,16 +336,35 @@ LOSING = {
     # reads every adjustment as a change of what the lot received. A count's: not refused.
     "inventory 0008 spoiled": (
         "inventory",
-        "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
-        " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
-        " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')), l as (insert into"
-        " inventory.lots (lot_id, sku, received, available, available_from, best_before)"
-        " values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31')) insert into"
+        f"{A_LOT} insert into"
         " inventory.lot_adjustments (adjustment_id, lot_id, delta, reason, spoiled) values"
         " ('a', 'l', -1, 'mould', true), ('b', 'l', -1, 'counted again', false)",
         "0007",
         "1 in inventory.lot_adjustments where spoiled",
         "UPDATE inventory.lot_adjustments SET spoiled = false",
+    ),
+    # Which lots are stopped selling: the older version would sell them (one on sale: not
+    # refused), and the record of each stop and restart.
+    "inventory 0009 on_sale": (
+        "inventory",
+        "with s as (insert into inventory.sellers (seller_id, name, county, phone) values"
+        " ('s', 'n', 'c', '+8613000000001')), p as (insert into inventory.products (sku,"
+        " seller_id, unit_price_fen, name) values ('k', 's', 1, '{}')) insert into"
+        " inventory.lots (lot_id, sku, received, available, available_from, best_before,"
+        " on_sale) values ('l', 'k', 4, 4, '2026-01-01', '2026-12-31', false),"
+        " ('m', 'k', 4, 4, '2026-01-01', '2026-12-31', true)",
+        "0008",
+        "1 in inventory.lots where NOT on_sale",
+        "UPDATE inventory.lots SET on_sale = true",
+    ),
+    "inventory 0009 lot_selling": (
+        "inventory",
+        f"{A_LOT} insert into"
+        " inventory.lot_selling (change_id, lot_id, on_sale, actor, reason) values"
+        " ('c', 'l', true, 'clerk', 'restarted')",
+        "0008",
+        "1 in inventory.lot_selling.",
+        "DELETE FROM inventory.lot_selling",
     ),
     # The gateway's charge id of a payment, longer than the older column.
     "payments 0013 gateway_ref": (
@@ -376,10 +400,10 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
     left an operator guessing whether an upgrade's migrations ran."""
     async with scratch_database(infrastructure.database_url, "caravan_said") as url:
         folder = migrations_folder("inventory")
-        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0008"
+        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0009"
         await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
-        assert await asyncio.to_thread(upgrade, folder, url) == "0006 -> 0008"
-        assert await asyncio.to_thread(upgrade, folder, url) == "at 0008, nothing new"
+        assert await asyncio.to_thread(upgrade, folder, url) == "0007 -> 0009"
+        assert await asyncio.to_thread(upgrade, folder, url) == "at 0009, nothing new"
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
@@ -427,20 +451,20 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
     version migrated (an old process during an upgrade) it runs on, with a warning."""
     async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
         never = await _refused("inventory", url)  # no alembic_version table at all
-        assert "schema inventory was never migrated, this version needs 0008" in never, never
+        assert "schema inventory was never migrated, this version needs 0009" in never, never
         assert "run caravan prepare" in never and "Traceback" not in never, never
 
         cfg = alembic_config(migrations_folder("inventory"), url)
         await asyncio.to_thread(command.upgrade, cfg, "head")
         await asyncio.to_thread(command.downgrade, cfg, "-1")
         behind = await _refused("inventory", url)
-        said = "schema inventory is at 0007, this version needs 0008: run caravan prepare"
+        said = "schema inventory is at 0008, this version needs 0009: run caravan prepare"
         assert said in behind and "Traceback" not in behind, behind
 
         await asyncio.to_thread(command.upgrade, cfg, "head")
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("update inventory.alembic_version set version_num = '0009'"))
+            await conn.execute(text("update inventory.alembic_version set version_num = '0010'"))
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
@@ -449,7 +473,7 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
             while b"does not know" not in line:
                 line = await asyncio.wait_for(proc.stdout.readline(), 60)
                 assert line, "the service exited"
-            assert b"schema inventory is at 0009" in line, line
+            assert b"schema inventory is at 0010" in line, line
             await asyncio.sleep(1)
             assert proc.returncode is None  # running on, waiting for Kafka
         finally:
@@ -484,7 +508,7 @@ async def test_a_service_started_while_postgresql_is_away_checks_its_schema_once
             assert not serving.done()
             pg = forwarder(target.host or "127.0.0.1", target.port or 5432)
             async with await asyncio.start_server(pg, "127.0.0.1", port):
-                with pytest.raises(SchemaBehind, match="inventory is at 0007, this version needs"):
+                with pytest.raises(SchemaBehind, match="inventory is at 0008, this version needs"):
                     await asyncio.wait_for(serving, 30)
         finally:
             runtime.removeHandler(unread)

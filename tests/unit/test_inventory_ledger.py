@@ -81,6 +81,13 @@ def test_a_lot_is_corrected_while_nothing_is_held_its_sku_while_nothing_went_to_
     assert correction_refused("L", Counters(5, 3, 0, 2), sku_changes=False) is None
     held = correction_refused("L", Counters(5, 3, 2), sku_changes=False)
     assert held is not None and held.startswith("lot L: 2 held by orders")
+    # A lot selling is held again as fast as holds end: the refusal says how to stop it.
+    assert "stop it selling (caravan inventory stop-selling L, or PUT /lots/L/selling)" in held
+    stopped = correction_refused("L", Counters(5, 3, 2), sku_changes=False, on_sale=False)
+    assert stopped == (
+        "lot L: 2 held by orders; it is stopped selling: correct it once they are sold or"
+        " released (a hold lasts until the order is paid or cancelled)"
+    )
     sold = correction_refused("L", Counters(5, 3, 0, 1, 1), sku_changes=True)
     assert sold is not None and sold.startswith("lot L: 1 sold and 1 spoiled under its SKU")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -39,6 +40,17 @@ def lot(
 
 
 # --- happy paths ---------------------------------------------------------------------------
+
+
+def test_a_lot_stopped_selling_is_passed_by_and_alone_it_is_out_of_stock() -> None:
+    """Stopped selling, a lot in season serves no order: the SKU's other lots do, and
+    with none left the order is ``out_of_stock`` (the lot is in season, its stock not to
+    be had), not ``out_of_season``."""
+    stopped = replace(lot("A", best_before=DAY + timedelta(days=1)), on_sale=False)
+    assert allocate([(PEPPER, 3)], KNOWN, [stopped, lot("B")], DAY) == Reserved(
+        [Take("B", PEPPER, 3)]
+    )
+    assert allocate([(PEPPER, 3)], KNOWN, [stopped], DAY) == Rejected("out_of_stock", [PEPPER])
 
 
 def test_earliest_best_before_is_served_first() -> None:

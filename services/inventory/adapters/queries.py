@@ -11,7 +11,13 @@ from sqlalchemy import Boolean, ColumnElement, case, func, literal, null, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.inventory.adapters.tables import lot_adjustments, lot_corrections, lots, products
+from services.inventory.adapters.tables import (
+    lot_adjustments,
+    lot_corrections,
+    lot_selling,
+    lots,
+    products,
+)
 from shared.events.envelope import Frozen
 from shared.pagination import Position, after
 
@@ -28,12 +34,13 @@ class LotStock(Frozen):
     best_before: date
     in_season: bool
     expired: bool
+    on_sale: bool
 
 
 class SkuStock(Frozen):
     """A SKU's counters summed over all its lots; ``sellable`` is what is available in
-    season. ``lots`` leaves out the finished ones (empty and past ``best_before``) unless
-    asked for them all."""
+    season, in lots on sale (not stopped selling). ``lots`` leaves out the finished ones
+    (empty and past ``best_before``) unless asked for them all."""
 
     sku: str
     received: int
@@ -67,11 +74,12 @@ class SpoiledReport(Frozen):
 
 class LotEntry(Frozen):
     """One change of a lot after it was received: an adjustment of its count (``delta``
-    units found or written off; ``spoiled``: written off as spoiled), or a correction of its
-    terms (``before`` and ``after``: the fields it changed). ``actor`` is who made it (null
+    units found or written off; ``spoiled``: written off as spoiled), a correction of its
+    terms (``before`` and ``after``: the fields it changed), or its selling stopped or
+    restarted (``on_sale``: false, true). ``actor`` is who made it (null
     on adjustments made before 2026-12-04, whose author is in the audit trail)."""
 
-    kind: Literal["adjustment", "correction"]
+    kind: Literal["adjustment", "correction", "selling"]
     id: str
     at: datetime
     actor: str | None
@@ -80,10 +88,12 @@ class LotEntry(Frozen):
     spoiled: bool | None = None
     before: dict[str, str] | None = None
     after: dict[str, str] | None = None
+    on_sale: bool | None = None
 
 
 class LotHistory(Frozen):
-    """A lot's counters, and a page of its adjustments and corrections, oldest first
+    """A lot's counters, and a page of its adjustments, corrections and selling stopped or
+    restarted, oldest first
     (``next_cursor``: the rest)."""
 
     lot: LotStock
@@ -104,6 +114,7 @@ def _lot(row: Any, day: date) -> LotStock:
         best_before=row.best_before,
         in_season=row.available_from <= day <= row.best_before,
         expired=day > row.best_before,
+        on_sale=row.on_sale,
     )
 
 
@@ -113,13 +124,14 @@ def _finished(day: date) -> ColumnElement[bool]:
 
 
 def _sums(day: date) -> list[Any]:
-    """A SKU's counters over every lot it ever had (``sellable``: available in season)."""
+    """A SKU's counters over every lot it ever had (``sellable``: available in season, on
+    sale)."""
 
     def total(column: Any, where: ColumnElement[bool] | None = None) -> Any:
         summed = func.sum(column) if where is None else func.sum(column).filter(where)
         return func.coalesce(summed, 0)
 
-    in_season = (lots.c.available_from <= day) & (lots.c.best_before >= day)
+    in_season = (lots.c.available_from <= day) & (lots.c.best_before >= day) & lots.c.on_sale
     return [
         *(total(lots.c[c]).label(c) for c in ("received", "available", "reserved", "sold")),
         total(lots.c.spoiled).label("spoiled"),
@@ -145,6 +157,7 @@ _ENTRIES = union_all(
         lot_adjustments.c.spoiled,
         null().cast(JSONB).label("before"),
         null().cast(JSONB).label("after"),
+        null().cast(Boolean).label("on_sale"),
     ),
     select(
         literal("correction").label("kind"),
@@ -157,6 +170,20 @@ _ENTRIES = union_all(
         null().cast(Boolean).label("spoiled"),
         lot_corrections.c.before,
         lot_corrections.c.after,
+        null().cast(Boolean).label("on_sale"),
+    ),
+    select(
+        literal("selling").label("kind"),
+        lot_selling.c.change_id.label("id"),
+        lot_selling.c.lot_id,
+        lot_selling.c.created_at.label("at"),
+        lot_selling.c.actor,
+        lot_selling.c.reason,
+        null().label("delta"),
+        null().cast(Boolean).label("spoiled"),
+        null().cast(JSONB).label("before"),
+        null().cast(JSONB).label("after"),
+        lot_selling.c.on_sale,
     ),
 ).subquery("entries")
 
@@ -164,7 +191,8 @@ _ENTRIES = union_all(
 async def lot_entries(
     conn: AsyncConnection, lot_id: str, *, start: Position | None = None, limit: int
 ) -> list[LotEntry]:
-    """Up to ``limit`` of a lot's adjustments and corrections after ``start``, oldest first
+    """Up to ``limit`` of a lot's history (adjustments, corrections, selling stopped or
+    restarted) after ``start``, oldest first
     (by time, kind and id)."""
     key = (_ENTRIES.c.at, _ENTRIES.c.kind, _ENTRIES.c.id)
     query = select(_ENTRIES).where(_ENTRIES.c.lot_id == lot_id)

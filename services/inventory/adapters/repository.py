@@ -7,8 +7,8 @@ lots locked at once in ``lot_id`` order; each handler then decides from the map,
 change the counters in memory (checked by ``Counters.apply``). The lots' new counters and
 the holds' new statuses are written when the transaction commits, once per row.
 
-An order locks only the lots of its SKUs that can serve it: in season on its day, with
-something available. A SKU restocked daily has hundreds of lots after a season, nearly all
+An order locks only the lots of its SKUs that can serve it: in season on its day, on sale,
+with something available. A SKU restocked daily has hundreds of lots after a season, nearly all
 empty or expired, and locking a row writes it. Whatever writes a lot locks that lot itself,
 by id, empty or not (a release, a sale, an adjustment).
 """
@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.inventory.adapters.tables import (
     lot_adjustments,
     lot_corrections,
+    lot_selling,
     lots,
     products,
     reservation_lines,
@@ -78,6 +79,9 @@ _LOTS = (
                 lots.c.best_before >= _FIRST_DAY,
                 lots.c.available_from <= _LAST_DAY,
                 lots.c.available > 0,
+                # Rechecked once a lock waited for is granted: a lot stopped selling meanwhile
+                # is left out, so a hold committed after a stop never takes from it.
+                lots.c.on_sale,
             ),
             driver.any_of(lots.c.lot_id, "lot_ids"),
         )
@@ -190,7 +194,7 @@ class StockRepository:
         )
         for r in rows:
             if (LOT, r.lot_id) not in known:
-                lot = Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before)
+                lot = Lot(r.lot_id, r.sku, r.available, r.available_from, r.best_before, r.on_sale)
                 counters = Counters(r.received, r.available, r.reserved, r.sold, r.spoiled)
                 known[LOT, r.lot_id] = LotState(lot, counters)
             if (LOTS_OF, r.sku) in known:
@@ -358,6 +362,24 @@ class StockRepository:
                 reason=reason,
                 before={name: str(old) for name, (old, _) in changed.items()},
                 after={name: str(new) for name, (_, new) in changed.items()},
+            )
+        )
+
+    async def set_selling(
+        self, change_id: str, lot_id: str, on_sale: bool, reason: str, actor: str
+    ) -> None:
+        """Stop (``on_sale`` false) or restart a locked lot's selling, and record it; the lot
+        in this transaction's map takes it too."""
+        await self.conn.execute(update(lots).where(lots.c.lot_id == lot_id).values(on_sale=on_sale))
+        state: LotState = self.tx.identity[LOT, lot_id]
+        state.lot = replace(state.lot, on_sale=on_sale)
+        await self.conn.execute(
+            lot_selling.insert().values(
+                change_id=change_id,
+                lot_id=lot_id,
+                on_sale=on_sale,
+                actor=actor[:128],
+                reason=reason,
             )
         )
 

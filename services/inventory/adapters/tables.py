@@ -18,6 +18,7 @@ from sqlalchemy import (
     false,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -56,6 +57,8 @@ lots = Table(
     Column("spoiled", Integer, nullable=False, server_default="0"),
     Column("available_from", Date, nullable=False),
     Column("best_before", Date, nullable=False),
+    # False: stopped selling (no new holds; those it has are sold or released as before).
+    Column("on_sale", Boolean, nullable=False, server_default=true()),
     CheckConstraint(
         "available >= 0 AND reserved >= 0 AND sold >= 0 AND spoiled >= 0", name="lots_nonnegative"
     ),
@@ -120,6 +123,18 @@ lot_corrections = Table(
     Column("reason", String(256), nullable=False),
     Column("before", JSONB, nullable=False),
     Column("after", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A lot stopped selling (``on_sale`` false) or restarted: by whom, when and why.
+lot_selling = Table(
+    "lot_selling",
+    metadata,
+    Column("change_id", String(64), primary_key=True),
+    Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False, index=True),
+    Column("on_sale", Boolean, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -117,18 +117,28 @@ def adjust_move(lot_id: str, counters: Counters, delta: int, spoiled: bool = Fal
     return Move(lot_id, received=delta, available=delta)
 
 
-def correction_refused(lot_id: str, counters: Counters, sku_changes: bool) -> str | None:
+def correction_refused(
+    lot_id: str, counters: Counters, sku_changes: bool, on_sale: bool = True
+) -> str | None:
     """Why a lot's terms (SKU, dates) cannot be set right now; None if they can.
 
     Not while orders hold any of it: what they hold goes back to the lot (spoiled if past its
     ``best_before`` by then), under its SKU, so another SKU or date would change a hold taken
     on the terms it was taken on. Nor its SKU once any of it went to orders (sold, or spoiled
     coming back): those were sold as the SKU they were, which the SKU's totals still count.
+    A lot selling (``on_sale``) is held again as fast as holds end: the refusal says to stop
+    it selling first.
     """
     if counters.reserved:
+        stop = (
+            f"stop it selling (caravan inventory stop-selling {lot_id}, or PUT"
+            f" /lots/{lot_id}/selling) so that no new order holds it, and"
+            if on_sale
+            else "it is stopped selling:"
+        )
         return (
-            f"lot {lot_id}: {counters.reserved} held by orders; correct it once they are"
-            " sold or released"
+            f"lot {lot_id}: {counters.reserved} held by orders; {stop} correct it once they"
+            " are sold or released (a hold lasts until the order is paid or cancelled)"
         )
     if sku_changes and (counters.sold or counters.spoiled):
         return (

@@ -1,9 +1,11 @@
 """Reserving order lines from harvest lots: pure rules, no storage.
 
 A line is served from the in-season lots of its SKU (``available_from <= day <=
-best_before``), earliest ``best_before`` first, and may span lots. An order is reserved
+best_before``) that are on sale (not stopped selling), earliest ``best_before`` first, and
+may span lots. An order is reserved
 whole or not at all. Reasons are told apart: ``unknown_sku`` (no such product),
-``out_of_season`` (lots exist, none in season), ``out_of_stock`` (too little in season).
+``out_of_season`` (lots exist, none in season), ``out_of_stock`` (too little in season on
+sale: a lot stopped selling is in season, its stock not to be had).
 
 The lots that cannot serve (empty, expired, not on sale yet) are most of a SKU's after a
 season: they need not be given, if what tells the reasons apart is (:class:`Season`).
@@ -25,9 +27,14 @@ class Lot:
     available: int
     available_from: date
     best_before: date
+    on_sale: bool = True
 
     def in_season(self, day: date) -> bool:
         return self.available_from <= day <= self.best_before
+
+    def serves(self, day: date) -> bool:
+        """Whether an order on ``day`` may take from it."""
+        return self.on_sale and self.in_season(day) and self.available > 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ def allocate(
 ) -> Reserved | Rejected:
     """Decide which lots serve each (sku, quantity) line, or why the order cannot be served.
 
-    ``lots`` holds every lot that can serve (in season on ``day``, something available), and
+    ``lots`` holds every lot that can serve (in season on ``day``, on sale, something
+    available), and
     may leave out the others of a SKU that ``seasons`` describes: the reason is then told
     from what ``seasons`` says of them. Each SKU appears in at most one line (two lines of
     one SKU would each see the whole lot).
@@ -87,7 +95,7 @@ def allocate(
             continue
         sku_lots = by_sku.get(sku, [])
         usable = sorted(
-            (lot for lot in sku_lots if lot.in_season(day) and lot.available > 0),
+            (lot for lot in sku_lots if lot.serves(day)),
             key=lambda lot: (lot.best_before, lot.lot_id),
         )
         season = (seasons or {}).get(sku, Season(False, False))

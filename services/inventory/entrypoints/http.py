@@ -6,12 +6,15 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
   ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``).
 - ``GET /lots/{lot_id}``: one lot's counters.
 - ``GET /lots/{lot_id}/adjustments?cursor=&limit=``: the lot's counters and a page of its
-  history, oldest first: adjustments (delta) and corrections (the terms before and after),
-  each with its reason, time and author.
+  history, oldest first: adjustments (delta), corrections (the terms before and after) and
+  its selling stopped or restarted (on_sale), each with its reason, time and author.
+- ``PUT /lots/{lot_id}/selling`` ``{"on_sale", "reason"}``: stop a lot selling (false: no
+  new order holds any of it, those that do are sold or released as before) or restart it;
+  200 (``changed`` false: it was so already), 404 unknown lot.
 - ``PATCH /lots/{lot_id}`` ``{"sku", "available_from", "best_before", "reason"}`` (the terms
   to set right, at least one): 200 (``corrected`` false: it had them), 404 unknown lot, 409
-  while orders hold any of it or (of its SKU) once any of it was sold, 422 unknown SKU or
-  dates out of order.
+  while orders hold any of it (stop it selling first, and they drain) or (of its SKU) once
+  any of it was sold, 422 unknown SKU or dates out of order.
 - ``POST /lots`` (a lot as in the seed file): 201 received, 200 the same lot again (or on
   terms it had before a correction: left as corrected, as ``caravan seed`` does), 409 the
   id holds another lot, 422 unknown SKU or invalid body.
@@ -84,6 +87,20 @@ class Corrected(Frozen):
     corrected: bool
     before: dict[str, str]
     after: dict[str, str]
+    lot: queries.LotStock
+
+
+class Selling(Frozen):
+    """Whether the lot is to sell: false stops it (no new holds), true restarts it."""
+
+    on_sale: bool = Field(strict=True)
+    reason: str = Field(min_length=1, max_length=256)
+
+
+class SellingSet(Frozen):
+    """``changed``: false if the lot was so already."""
+
+    changed: bool
     lot: queries.LotStock
 
 
@@ -212,13 +229,37 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             response.status_code = 200
         return view
 
+    @router.put(  # before PATCH /lots/{lot_id:path}, which would take "L/selling" as an id
+        "/lots/{lot_id:path}/selling",
+        response_model=SellingSet,
+        responses=problem_responses({404: UNKNOWN_LOT}),
+    )
+    async def set_selling(lot_id: Key, body: Selling, who: Writer) -> Any:
+        """Stop a lot selling (its holds drain: sold or released as before) or restart it."""
+        try:
+            async with uow.begin() as tx:
+                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
+                before = await queries.lot_stock(tx.conn, lot_id, days.today())
+                changed = await handlers.set_selling(
+                    tx, lot_id, body.on_sale, body.reason, who.name
+                )
+                view = await queries.lot_stock(tx.conn, lot_id, days.today())
+                if changed:
+                    action = "lot.restart_selling" if body.on_sale else "lot.stop_selling"
+                    await _audit(tx, who, action, before, view, {"reason": body.reason})
+        except handlers.UnknownLot:
+            return problem(404, "Unknown lot", f"no lot {lot_id}")
+        assert view is not None
+        return SellingSet(changed=changed, lot=view)
+
     @router.patch(
         "/lots/{lot_id:path}",
         response_model=Corrected,
         responses=problem_responses(
             {
                 404: UNKNOWN_LOT,
-                409: "orders hold some of the lot, or (a new SKU) some of it was sold",
+                409: "orders hold some of the lot (stop it selling, PUT"
+                " /lots/{lot_id}/selling, and they drain), or (a new SKU) some of it was sold",
                 422: f"{BAD_INPUT}, no product has the SKU, or the dates are out of order",
             }
         ),

@@ -1061,11 +1061,11 @@ async def test_events_parked_until_their_order_placed_are_counted_in_metrics(
 
 
 async def _counts_live_each_time_and_all_now_and_then(
-    caravan: System, by_status: StatusGauge, table: str, index: str
+    caravan: System, by_status: StatusGauge, table: str, indexes: tuple[str, ...]
 ) -> None:
     """``by_status`` (its ``whole_every`` an hour) counts ``table`` by status at its first
-    sample; at its second, its live statuses alone, through ``index``: the gauge of another
-    status, preset to -1, is left so."""
+    sample; at its second, its live statuses alone, through one of ``indexes`` (the planner
+    picks among those that serve): the gauge of another status, preset to -1, is left so."""
 
     def gauge(status: str) -> float | None:
         (family,) = by_status.gauge.collect()
@@ -1075,7 +1075,7 @@ async def _counts_live_each_time_and_all_now_and_then(
         await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
         sql = by_status.count_live().compile(dialect=conn.dialect)  # no parameter in it
         plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-        assert index in plan, plan
+        assert any(index in plan for index in indexes), plan
     await by_status.sample()
     counts = {
         status: await caravan.scalar(f"select count(*) from {table} where status = :s", s=status)
@@ -1099,7 +1099,10 @@ async def test_orders_by_status_counts_pending_orders_each_time_and_all_now_and_
     try:
         by_status = orders_by_status(engine, whole_every=3600)
         await _counts_live_each_time_and_all_now_and_then(
-            caravan, by_status, "orders.orders", "orders_pending_deadline"
+            caravan,
+            by_status,
+            "orders.orders",
+            ("orders_pending_deadline", "orders_status_placed"),  # the latter is the operators'
         )
     finally:
         await engine.dispose()
@@ -1121,7 +1124,7 @@ async def test_texts_and_payments_by_status_count_those_in_flight_each_time_and_
     engine = create_async_engine(caravan.infra.database_url)
     try:
         await _counts_live_each_time_and_all_now_and_then(
-            caravan, by_status(engine, 3600), table, index
+            caravan, by_status(engine, 3600), table, (index,)
         )
     finally:
         await engine.dispose()
@@ -1147,7 +1150,7 @@ async def test_platform_callbacks_by_status_counts_those_in_flight_each_time_and
             )
         by_status = callbacks_by_status(engine, whole_every=3600)
         await _counts_live_each_time_and_all_now_and_then(
-            caravan, by_status, "platform.callbacks", "callbacks_due"
+            caravan, by_status, "platform.callbacks", ("callbacks_due",)
         )
     finally:
         async with engine.begin() as conn:

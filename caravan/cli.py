@@ -264,6 +264,9 @@ def _up(
     settings = Settings()
     started = time.monotonic()
     kafka_port, postgres_port = checkout.local_ports(kafka_nodes)
+    # Asked before anything starts (start_infrastructure asks its brokers' ports).
+    services = system.http_ports(system.http_port_env(settings.http_port))
+    system.check_ports_free({**services, "operations page": dashboard_port})
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
             kafka_nodes=kafka_nodes,
@@ -284,7 +287,6 @@ def _up(
         os.environ.update(infra.kafka_env)  # this process (prepare, demo) acts as the admin
         get_settings.cache_clear()
         system.write_up_env(infra, settings.http_host, settings.http_port)
-        system.check_ports_free({**system.http_ports(procs.env), "operations page": dashboard_port})
         kafka_path = (f"({infra.kafka_path})", "dim")
         console.print(Text.assemble(f"Kafka: {infra.kafka_bootstrap} ", kafka_path))
         # Unquoted for reading: the local cluster's URL holds its socket folder in the query.

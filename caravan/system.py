@@ -241,22 +241,32 @@ def start_infrastructure(
         os.environ.get("DATABASE_URL") or None,
     )
     docker = (env_kafka is None or env_db is None) and docker_available()
+    if kafka_sasl and (env_kafka or docker):
+        raise ValueError("kafka_sasl applies to the local broker only")
+    scram = local_scram() if kafka_sasl else None
+    kafka = (
+        None
+        if env_kafka or docker
+        else LocalKafka(
+            base_dir / f"kafka{'-sasl' if scram else ''}-{kafka_port}",
+            nodes=kafka_nodes,
+            first_port=kafka_port,
+            scram=scram,
+        )
+    )
+    pg = None if env_db or docker else local_postgres(base_dir, postgres_port)
+    # Every port asked before anything starts: not a new cluster made, then refused.
+    if kafka is not None:
+        kafka.refuse_held_ports()
+    if pg is not None:
+        pg.refuse_held_port()
     try:
-        if kafka_sasl and (env_kafka or docker):
-            raise ValueError("kafka_sasl applies to the local broker only")
         if env_kafka:
             infra.kafka_bootstrap = env_kafka
-        elif docker:
+        elif kafka is None:
             infra.kafka_bootstrap = _kafka_container(infra)
             infra.kafka_path = "testcontainers"
         else:
-            scram = local_scram() if kafka_sasl else None
-            kafka = LocalKafka(
-                base_dir / f"kafka{'-sasl' if scram else ''}-{kafka_port}",
-                nodes=kafka_nodes,
-                first_port=kafka_port,
-                scram=scram,
-            )
             if scram is not None:
                 infra.kafka_env = scram_env(scram)
             infra.stoppers.append(kafka.stop)
@@ -265,11 +275,10 @@ def start_infrastructure(
             infra.kafka_path = f"local ({kafka_nodes} node{'s' if kafka_nodes > 1 else ''})"
         if env_db:
             infra.database_url = env_db
-        elif docker:
+        elif pg is None:
             infra.database_url = _postgres_container(infra)
             infra.postgres_path = "testcontainers"
         else:
-            pg = local_postgres(base_dir, postgres_port)
             infra.stoppers.append(pg.stop)
             infra.database_url = pg.start()
             infra.local_postgres = pg

@@ -450,13 +450,23 @@ class LocalKafka:
             f"{libs}/*",
         ]
 
-    def _launch(self, node: _Node, libs: Path) -> None:
+    def refuse_held_ports(self) -> None:
+        """Refuse (:class:`OperatorError`) a node that is not running whose port (client or
+        controller) another program holds: asked before anything starts, fetched or formats."""
+        for node in self._nodes:
+            if self._pid(node) is None:
+                self._refuse_held(node)
+
+    def _refuse_held(self, node: _Node) -> None:
         busy = [port for port in (node.port, node.controller_port) if port_open(port)]
         if busy:
             raise OperatorError(
                 f"port {busy[0]} is in use by a program other than Kafka node {node.index} of "
                 f"{self.base_dir}: stop it, or name a running Kafka in KAFKA_BOOTSTRAP_SERVERS"
             )
+
+    def _launch(self, node: _Node, libs: Path) -> None:
+        self._refuse_held(node)
         heap = ("512m", "256m") if self.nodes == 1 else ("384m", "128m")
         self._log_starts[node.index] = size(node.logfile)
         with node.logfile.open("ab") as log:

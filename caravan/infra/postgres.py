@@ -191,11 +191,7 @@ class LocalPostgres:
                 self._initdb()
             self._forget_stale_pid()
             if not self.is_running():
-                if port_open(self.port):
-                    raise OperatorError(
-                        f"port {self.port} is in use by a program other than the PostgreSQL of "
-                        f"{self.data_dir}: stop it, or name a running PostgreSQL in DATABASE_URL"
-                    )
+                self.refuse_held_port()
                 self._configure()
                 logged = size(self.logfile)
                 args = ("-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}")
@@ -210,6 +206,15 @@ class LocalPostgres:
                     )
             self._psql(_BOOTSTRAP_SQL)  # idempotent: role + database
         return self.url
+
+    def refuse_held_port(self) -> None:
+        """Refuse (:class:`OperatorError`) to start on a port another program holds (this
+        cluster's own, running, is not refused)."""
+        if port_open(self.port) and not self.is_running():
+            raise OperatorError(
+                f"port {self.port} is in use by a program other than the PostgreSQL of "
+                f"{self.data_dir}: stop it, or name a running PostgreSQL in DATABASE_URL"
+            )
 
     def is_running(self) -> bool:
         """Whether the postmaster of this data folder is running (``pg_ctl status``)."""

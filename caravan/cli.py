@@ -201,6 +201,11 @@ def _named_database_url() -> str | None:
     return pg.url if pg.is_running() else None
 
 
+DASHBOARD_PORT_VAR = "CARAVAN_DASHBOARD_PORT"
+"""The operations page's port where no ``--dashboard-port`` (``dashboard --port``) is given:
+``make up`` moves it with this."""
+
+
 @app.command()
 def up(
     demo: Annotated[
@@ -212,7 +217,10 @@ def up(
         int, typer.Option(min=1, help="local Kafka nodes: 1, or 3 for a cluster")
     ] = 1,
     dashboard_port: Annotated[
-        int, typer.Option(min=1, max=65535, help="port of the operations page")
+        int,
+        typer.Option(
+            min=1, max=65535, envvar=DASHBOARD_PORT_VAR, help="port of the operations page"
+        ),
     ] = 8090,
     kafka_sasl: Annotated[
         bool, typer.Option(help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)")
@@ -744,7 +752,10 @@ def orders_list(
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="where to serve the page")] = 8090,
+    port: Annotated[
+        int,
+        typer.Option(min=1, max=65535, envvar=DASHBOARD_PORT_VAR, help="where to serve the page"),
+    ] = 8090,
     stuck_after: Annotated[float, typer.Option(min=0, help="seconds pending before stuck")] = 300.0,
 ) -> None:
     """Serve the operations page: live figures of the running system."""

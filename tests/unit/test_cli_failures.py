@@ -364,6 +364,21 @@ def test_caravan_up_on_a_port_another_program_holds_names_the_port(
     assert made == [], made
 
 
+def test_caravan_dashboard_port_moves_the_operations_page_of_caravan_up(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, held_port: int
+) -> None:
+    """``make up`` runs ``caravan up --demo``: only an environment variable moves its
+    operations page off a port another program holds (8090)."""
+    stopped = faked_up(monkeypatch, _Exited)
+    monkeypatch.setattr(system, "port_open", ports.port_open)
+    monkeypatch.setenv("CARAVAN_DASHBOARD_PORT", str(held_port))
+
+    code, _, err = caravan("up")
+    said = one_line(err)
+    assert code == 1 and f"port {held_port} (operations page): stop it" in said, said
+    assert stopped == [], said
+
+
 def test_a_redrive_that_chooses_nothing_sends_nothing_without_all(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

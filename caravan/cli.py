@@ -239,8 +239,13 @@ def up(
     from caravan import system
 
     system.stop_on_signals()
-    # A second run would stop this one's brokers when it ends.
-    with system.run_alone(checkout.CACHE / "up", "another `caravan up` runs from this checkout"):
+    # A second run would stop this one's brokers when it ends, and share its .cache.
+    with system.run_alone(
+        checkout.CACHE / "up",
+        "one runs per checkout, whatever its ports: stop it, or start this one from another "
+        "clone (docs/running.md)",
+        held="another `caravan up` runs from this checkout",
+    ):
         _up(demo, seed_file, orders, kafka_nodes, dashboard_port, kafka_sasl, processes)
 
 

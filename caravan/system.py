@@ -191,10 +191,12 @@ def _cmdline(pid: int) -> list[str] | None:
 
 @contextlib.contextmanager
 def run_alone(
-    base: Path, advice: str = "wait for it to end, or give this run other ports"
+    base: Path,
+    advice: str = "wait for it to end, or give this run other ports",
+    held: str | None = None,
 ) -> Iterator[None]:
     """Hold ``base`` for this command-line run alone; exit at once, saying why, if another
-    run holds it.
+    run holds it (``held``, else that ``base`` is in use by a run on the same ports).
 
     A bench run starts (or reuses) the Kafka and PostgreSQL under ``base`` and stops them
     when it ends, so two runs on the same ports would share one cluster, and the first to end
@@ -209,9 +211,8 @@ def run_alone(
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
-            raise SystemExit(
-                f"{base} is in use by another run on the same ports (process {holder}): {advice}"
-            ) from None
+            said = held or f"{base} is in use by another run on the same ports"
+            raise SystemExit(f"{said} (process {holder}): {advice}") from None
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()

@@ -8,6 +8,7 @@ import functools
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from caravan import checkout, seeding, system, tokens_cli
+from caravan import checkout, cli, seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
 from caravan.output import OperatorError
@@ -377,6 +378,24 @@ def test_caravan_dashboard_port_moves_the_operations_page_of_caravan_up(
     said = one_line(err)
     assert code == 1 and f"port {held_port} (operations page): stop it" in said, said
     assert stopped == [], said
+
+
+def test_a_second_caravan_up_from_one_checkout_says_one_runs_per_checkout(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said the checkout's .cache/up was in use by a run "on the same ports" (the bench's
+    words) to a second run given other ports: no ports let two run from one checkout."""
+    stopped = faked_up(monkeypatch, _Exited)
+    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{closed_port()},{closed_port()}")
+    monkeypatch.setattr(sys, "argv", ["caravan", "up", "--dashboard-port", str(closed_port())])
+    with system.run_alone(checkout.CACHE / "up"), pytest.raises(SystemExit) as refused:
+        cli.main()  # not caravan(): it keeps the exit code, not the message Python prints
+    said = str(refused.value)
+    assert said.startswith(
+        f"another `caravan up` runs from this checkout (process {os.getpid()}): one runs per "
+        "checkout, whatever its ports: stop it, or start this one from another clone"
+    ), said
+    assert stopped == []
 
 
 def test_a_redrive_that_chooses_nothing_sends_nothing_without_all(

@@ -214,7 +214,8 @@ def up(
     seed_file: Annotated[Path | None, typer.Option("--seed", help="seed file for --demo")] = None,
     orders: Annotated[int, typer.Option(min=0, help="demo orders to drive")] = 20,
     kafka_nodes: Annotated[
-        int, typer.Option(min=1, help="local Kafka nodes: 1, or 3 for a cluster")
+        int,
+        typer.Option(min=1, help="local Kafka nodes: 1, or 3 for a cluster (any number from 1)"),
     ] = 1,
     dashboard_port: Annotated[
         int,

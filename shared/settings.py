@@ -14,12 +14,13 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.events.envelope import check_source
 from shared.events.orders import PLATFORM_SOURCE_PREFIX
@@ -70,6 +71,20 @@ def read_secret_file(variable: str, path: str) -> str:
         raise UnreadableSecret(said) from exc
 
 
+MIN_SECRET_LENGTH = 16
+
+
+def _long_enough(secret: SecretStr) -> SecretStr:
+    """A secret of :data:`MIN_SECRET_LENGTH` characters or more (said in characters, where
+    pydantic's own ``min_length`` on a SecretStr speaks of "items")."""
+    if len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise ValueError(f"shorter than {MIN_SECRET_LENGTH} characters, the least a secret has")
+    return secret
+
+
+LongSecret = Annotated[SecretStr, AfterValidator(_long_enough)]
+
+
 class PlatformApp(BaseModel):
     """One marketplace app the platform adapter accepts pushes from and calls back. Its
     secret is at least 16 characters: an empty one (a template's unset variable) let anyone
@@ -77,7 +92,7 @@ class PlatformApp(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    secret: SecretStr = Field(min_length=16)
+    secret: LongSecret
     sign_method: Literal["hmac-sha256", "md5"] = "hmac-sha256"
     api_url: str
 
@@ -141,15 +156,26 @@ def _clock(value: str) -> str:
     try:
         time.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(f"{value!r} is not a time of day (00:00 to 23:59)") from exc
+        raise ValueError("not a time of day (HH:MM, 00:00 to 23:59)") from exc
     return value
+
+
+def _json_text(value: Any) -> Any:
+    """The text of a JSON setting parsed here (pydantic-settings' own parse says only that
+    it failed, naming the field and its source): refused in words, quoting nothing of it."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
 
 
 def _zone_name(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+        raise ValueError("not an IANA time zone (such as Asia/Shanghai)") from exc
     return name
 
 
@@ -275,6 +301,8 @@ class Settings(CalendarSettings):
             Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_app_name)],
             PlatformApp,
         ],
+        NoDecode,
+        BeforeValidator(_json_text),
         AfterValidator(_one_app_per_platform),
     ] = Field(default_factory=dict)
     platform_timestamp_window_seconds: float = Field(300.0, gt=0)
@@ -346,7 +374,7 @@ class Settings(CalendarSettings):
     auth_max_failures: int = Field(10, ge=1)
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    notifications_receipts_secret: SecretStr | None = Field(None, min_length=16)
+    notifications_receipts_secret: LongSecret | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
 

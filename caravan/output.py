@@ -80,8 +80,6 @@ class OperatorError(Exception):
 
 FOLDED_WIDTH = 4
 """The least a column that may fold is given before a table is printed wider instead."""
-UNBOUNDED = 1_000_000
-"""The room a table is measured in for a pipe: its widest cell of each column, whole."""
 
 
 def table(
@@ -107,27 +105,33 @@ def show(table: Table, on: Console = console) -> None:
     Printed to a pipe or a file (no terminal, no width asked for by ``COLUMNS`` or given to
     the console), every cell is whole on its lines, however wide: what ``grep`` wants (a
     pipe was given 80 columns, and ``storefront/walk`` came out as ``stor/efro/nt/w/alk``)."""
-    if not on.is_terminal and on._width is None and "COLUMNS" not in os.environ:
-        need = Measurement.get(on, on.options.update_width(UNBOUNDED), table).maximum
-    else:
-        need = 1  # the left edge; each column adds its padding and a rule
-        for column in table.columns:
-            if column.no_wrap:
-                texts = [str(column.header), *(str(cell) for cell in column.cells)]
-                need += max(cell_len(line) for t in texts for line in t.split("\n")) + 3
-            else:
-                need += FOLDED_WIDTH + 3
-    if need <= on.width:
-        on.print(table)
-        return
+    piped = not on.is_terminal and on._width is None and "COLUMNS" not in os.environ
+    set_widths = [column.width for column in table.columns]
+    need = 1  # the left edge; each column adds its padding and a rule
+    for column in table.columns:
+        if piped:  # as wide as its widest cell: Rich lays it out without measuring it
+            column.width = _widest(column)
+        need += (column.width or (_widest(column) if column.no_wrap else FOLDED_WIDTH)) + 3
     # Console.print's own width may only narrow it. Rich keeps a width set as fixed: put
     # back what was set (None: read from the terminal again), not the width read now.
     was_set = on._width
-    on.width = need
+    if need > on.width:
+        on.width = need
     try:
         on.print(table)
     finally:
         on._width = was_set
+        for column, width in zip(table.columns, set_widths, strict=True):
+            column.width = width
+
+
+def _widest(column: Column) -> int:
+    """The width of ``column``'s widest line, its header's or a cell's, whole (a
+    :class:`Clipped` cell's text whole), from the text: a pipe's table was measured by Rich
+    (every cell rendered), then laid out again by its print."""
+    cells = [column.header, *column.cells]
+    texts = [cell.text if isinstance(cell, Clipped) else str(cell) for cell in cells]
+    return max(cell_len(line) for text in texts for line in text.split("\n"))
 
 
 def shortened(text: str, chars: int) -> str:

@@ -805,7 +805,22 @@ def _letters(
     return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
 
 
-TopicOpt = Annotated[str | None, typer.Option(help="original topic, e.g. orders.requests.v1")]
+def _origin_topic(name: str | None) -> str | None:
+    from caravan.ops import dlq as ops_dlq
+
+    try:
+        return None if name is None else ops_dlq.origin_topic(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+TopicOpt = Annotated[
+    str | None,
+    typer.Option(
+        callback=_origin_topic,
+        help="original topic or its dead-letter topic, e.g. orders.requests.v1(.dlq)",
+    ),
+]
 ErrorOpt = Annotated[str | None, typer.Option(help="error code, e.g. not_json")]
 SinceOpt = Annotated[
     datetime | None,

@@ -164,6 +164,20 @@ class Kept:
         return sorted(letters, key=lambda d: (d.time, d.ref))
 
 
+def origin_topic(name: str) -> str:
+    """The original topic that ``name`` chooses dead letters of: a Caravan topic, or its
+    dead-letter topic (``orders.requests.v1.dlq``, as ``dlq list``'s ids and the operations
+    page name it, chooses those of ``orders.requests.v1``). Any other name is a
+    ``ValueError`` naming the topics that are: it chose none, which read as "0 dead
+    letter(s)" with hundreds waiting."""
+    for topic in Topic:
+        if name in (topic.value, topic.dlq):
+            return topic.value
+    raise ValueError(
+        f"no topic {name!r} has dead letters: name one of {', '.join(Topic)} (or its .dlq)"
+    )
+
+
 def select(
     letters: list[DeadLetter],
     *,
@@ -172,7 +186,8 @@ def select(
     since: datetime | None = None,
     refs: list[str] | None = None,
 ) -> list[DeadLetter]:
-    """The dead letters matching every filter given (``topic`` is the original topic)."""
+    """The dead letters matching every filter given (``topic`` is the original topic:
+    :func:`origin_topic`)."""
     return [
         d
         for d in letters

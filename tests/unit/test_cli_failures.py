@@ -10,7 +10,9 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -23,6 +25,7 @@ from caravan.ops import dlq as ops_dlq
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.messaging import admin, kafka_admin
+from shared.topics import Topic
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
 from tests.unit.test_transient_faults import as_the_dialect_raises
@@ -584,6 +587,52 @@ def test_dead_letters_on_a_kafka_never_prepared_say_to_prepare_it_first(
             "no topic 'orders.requests.v1.dlq' on Kafka at 127.0.0.1:1: "
             "run `caravan prepare` (or `caravan up`) first"
         ), said
+
+
+def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dlq list --topic orders.requests.v1.dlq``, the name ``dlq list``'s ids and the
+    operations page give, said "0 dead letter(s)" with 300 waiting, and a redrive of it "no
+    dead letter matches": it wanted the original topic. Either name chooses them now; a name
+    that is neither is refused, naming those that are, where it chose none in silence."""
+    at = datetime(2026, 12, 4, 12, 0, 5, tzinfo=UTC)
+    letters = [
+        ops_dlq.DeadLetter(f"{topic}.dlq", 0, n, at, b"k", b"{}", {"dlq.error": "not_json"})
+        for n, topic in enumerate([Topic.ORDER_REQUESTS, Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS])
+    ]
+    sent: list[list[str]] = []
+
+    async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        return letters
+
+    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Redriven], None]:
+        return {}, None
+
+    async def redrive(*args: object, **kwargs: Any) -> ops_dlq.Redrive:
+        chosen = cast(list[ops_dlq.DeadLetter], args[2])
+        sent.append([d.ref for d in chosen])
+        return ops_dlq.Redrive(sent=[d.ref for d in chosen], before={})
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    monkeypatch.setattr(ops_dlq, "redrive", redrive)
+    monkeypatch.setattr(ops_dlq, "redriven", none_redriven)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    for name in ("orders.requests.v1", "orders.requests.v1.dlq"):
+        code, out, err = caravan("dlq", "list", "--topic", name)
+        assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s)"), out + err
+        code, out, err = caravan("dlq", "redrive", "--topic", name, "--dry-run")
+        assert code == 0, out + err
+        assert sent.pop() == ["orders.requests.v1.dlq:0:0", "orders.requests.v1.dlq:0:1"]
+    for command in ("list", "redrive"):
+        code, out, err = caravan("dlq", command, "--topic", "orders.requests")
+        said = " ".join(err.replace("│", " ").split())
+        assert code == 2 and not sent, out + err
+        assert (
+            "no topic 'orders.requests' has dead letters: name one of orders.requests.v1,"
+            " orders.events.v1, inventory.events.v1, payments.events.v1,"
+            " notifications.events.v1, platform.events.v1 (or its .dlq)"
+        ) in said, said
 
 
 @pytest.mark.parametrize(

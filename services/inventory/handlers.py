@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.inventory.adapters.repository import Correction, StockRepository
 from services.inventory.adapters.tables import products, sellers
@@ -245,14 +244,12 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     new_products, changed_products = await _set(
         tx, products.c.sku, set_products, "product.set", who, by
     )
-    new_lots, before = set(), []
+    new_lots = await repo.add_lots(seed.lots)
+    before = [lot.lot_id for lot in seed.lots if lot.lot_id not in new_lots]
     for lot in seed.lots:
-        if not await repo.add_lot(lot):
-            before.append(lot.lot_id)
-        else:
-            new_lots.add(lot.lot_id)
+        if lot.lot_id in new_lots:
             after = lot.model_dump(mode="json")
-            await audit.record(tx.conn, who, "lot.add", lot.lot_id, after=after, detail=by)
+            audit.record_later(tx, who, "lot.add", lot.lot_id, after=after, detail=by)
     return Loaded(
         added={"sellers": new_sellers, "products": new_products, "lots": new_lots},
         changed={"sellers": changed_sellers, "products": changed_products},
@@ -342,20 +339,13 @@ async def _set(
     it adds or changes written to the audit trail as ``action``; the keys it added, and the
     keys whose rows it changed."""
     known = await _rows(tx, key, list(wanted))
-    added: set[str] = set()
-    changed: set[str] = set()
-    for id_, values in wanted.items():
+    written = {id_: values for id_, values in wanted.items() if known.get(id_) != values}
+    rows = [{key.name: id_, **values} for id_, values in written.items()]
+    await driver.upsert(tx.conn, key.table, key.name, rows)
+    for id_, values in written.items():
         before = known.get(id_)
-        if before == values:
-            continue
-        (changed if id_ in known else added).add(id_)
-        await tx.conn.execute(
-            pg_insert(key.table)
-            .values({key.name: id_, **values})
-            .on_conflict_do_update(index_elements=[key.name], set_=values)
-        )
-        await audit.record(tx.conn, who, action, id_, before=before, after=values, detail=detail)
-    return added, changed
+        audit.record_later(tx, who, action, id_, before=before, after=values, detail=detail)
+    return set(written) - set(known), set(written) & set(known)
 
 
 async def _rows(tx: Tx, key: Column[str], wanted: list[str]) -> dict[str, dict[str, object]]:

@@ -637,30 +637,15 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     product names (loading twice changes nothing). Told as :class:`Loaded`, every row it
     wrote as changed: which of the file's sellers and products are new is inventory's to say
     (it has them all), a seller's locale changed is this part's alone."""
+    said = [{"seller_id": s.id, "phone": s.phone, "locale": s.locale} for s in seed.sellers]
     wrote: dict[str, set[str]] = {"sellers": set(), "products": set()}
-    for seller in seed.sellers:
-        given = {"phone": seller.phone}
-        if seller.locale is not None:
-            given["locale"] = seller.locale
-        stmt = pg_insert(sellers).values(seller_id=seller.id, **given)
-        done = await tx.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["seller_id"],
-                set_={column: stmt.excluded[column] for column in given},
-                where=or_(*(sellers.c[column] != stmt.excluded[column] for column in given)),
-            )
-        )
-        if done.rowcount:
-            wrote["sellers"].add(seller.id)
-    for product in seed.products:
-        stmt = pg_insert(products).values(sku=product.sku, names=product.name)
-        done = await tx.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["sku"],
-                set_={"names": stmt.excluded.names},
-                where=products.c.names != stmt.excluded.names,
-            )
-        )
-        if done.rowcount:
-            wrote["products"].add(product.sku)
+    for with_locale in (True, False):  # a locale not said is left as it is
+        rows = [
+            row if with_locale else {"seller_id": row["seller_id"], "phone": row["phone"]}
+            for row in said
+            if (row["locale"] is not None) == with_locale
+        ]
+        wrote["sellers"] |= await driver.upsert(tx.conn, sellers, "seller_id", rows)
+    names = [{"sku": p.sku, "names": p.name} for p in seed.products]
+    wrote["products"] = await driver.upsert(tx.conn, products, "sku", names)
     return Loaded(changed=wrote)  # upserts: nothing in the file is left as it was

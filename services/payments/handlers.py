@@ -522,36 +522,35 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
     seed (``caravan up --demo`` seeds every time), as a lot loaded before keeps its counts.
     Told as :class:`Loaded` (buyers: the lines opened)."""
     who = audit.os_actor()  # once: it reads the settings
-    opened_now: set[str] = set()
-    kept = []
-    for buyer in seed.buyers:
-        before = await tx.conn.scalar(
-            select(credit_lines.c.credit_limit_fen)
-            .where(credit_lines.c.buyer_id == buyer.id)
-            .with_for_update()
-        )
-        if before is not None:
-            if before != buyer.credit_limit_fen:
-                kept.append(
-                    f"credit line of {buyer.id} was opened before: left as it is, limit"
-                    f" {before} fen (the file says {buyer.credit_limit_fen})"
-                )
-            continue
-        opened = await tx.conn.execute(
-            pg_insert(credit_lines)
-            .values(buyer_id=buyer.id, credit_limit_fen=buyer.credit_limit_fen)
-            .on_conflict_do_nothing(index_elements=["buyer_id"])
-        )
-        if not opened.rowcount:  # opened meanwhile, through the API: that one stands
-            continue
-        opened_now.add(buyer.id)
-        await audit.record(
-            tx.conn,
-            who,
-            "credit.set",
-            buyer.id,
-            before=None,
-            after={"credit_limit_fen": buyer.credit_limit_fen},
-            detail={"by": "caravan seed"},
-        )
+    limits = {buyer.id: buyer.credit_limit_fen for buyer in seed.buyers}
+    found = await tx.conn.execute(
+        driver.locked_by_key(
+            select(credit_lines.c.buyer_id, credit_lines.c.credit_limit_fen),
+            credit_lines.c.buyer_id,
+        ),
+        {"keys": list(limits)},
+    )
+    opened_before = {row.buyer_id: row.credit_limit_fen for row in found}
+    kept = [
+        f"credit line of {buyer} was opened before: left as it is, limit"
+        f" {before} fen (the file says {limits[buyer]})"
+        for buyer in limits
+        if (before := opened_before.get(buyer)) is not None and before != limits[buyer]
+    ]
+    rows = [
+        {"buyer_id": b, "credit_limit_fen": n} for b, n in limits.items() if b not in opened_before
+    ]
+    # A line opened meanwhile, through the API, is not opened here: that one stands.
+    opened_now = await driver.insert_new(tx.conn, credit_lines, "buyer_id", rows)
+    for buyer in limits:
+        if buyer in opened_now:
+            audit.record_later(
+                tx,
+                who,
+                "credit.set",
+                buyer,
+                before=None,
+                after={"credit_limit_fen": limits[buyer]},
+                detail={"by": "caravan seed"},
+            )
     return Loaded(added={"buyers": opened_now}, kept={"buyers": kept})

@@ -2,13 +2,16 @@
 something, written in the same transaction as the change itself where there is one."""
 
 import getpass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth.tables import audit
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.messaging.uow import Tx
 
 
 def os_actor() -> str:
@@ -18,7 +21,19 @@ def os_actor() -> str:
 
 
 async def record(
-    conn: AsyncConnection,
+    conn: AsyncConnection, actor: str, action: str, target: str, **values: Any
+) -> None:
+    """Append one entry (:func:`entry`)."""
+    await conn.execute(insert(audit).values(entry(actor, action, target, **values)))
+
+
+def record_later(tx: "Tx", actor: str, action: str, target: str, **values: Any) -> None:
+    """:func:`record` at ``tx``'s commit, with its other entries in one statement
+    (:meth:`Tx.insert_later`): a seed file's thousands of entries were a statement each."""
+    tx.insert_later(audit, entry(actor, action, target, **values))
+
+
+def entry(
     actor: str,
     action: str,
     target: str,
@@ -26,15 +41,13 @@ async def record(
     before: Any = None,
     after: Any = None,
     detail: dict[str, Any] | None = None,
-) -> None:
-    """Append one entry; ``before``/``after`` are JSON-able views of what was changed."""
-    await conn.execute(
-        insert(audit).values(
-            actor=actor[:128],
-            action=action,
-            target=target[:256],
-            before=before,
-            after=after,
-            detail=detail or {},
-        )
-    )
+) -> dict[str, Any]:
+    """One entry's row; ``before``/``after`` are JSON-able views of what was changed."""
+    return {
+        "actor": actor[:128],
+        "action": action,
+        "target": target[:256],
+        "before": before,
+        "after": after,
+        "detail": detail or {},
+    }

@@ -160,6 +160,54 @@ def insert_sql(table: Table, columns: tuple[str, ...], skip_existing: bool = Fal
     )
 
 
+Values = Mapping[str, Any]
+"""A row to write: its values by column."""
+
+
+async def insert_new(
+    conn: AsyncConnection, table: Table, key: str, rows: Sequence[Values]
+) -> set[Any]:
+    """Insert ``rows`` (each of the same columns, ``key`` among them) into ``table`` in one
+    statement, inside ``conn``'s transaction, a row whose key is taken left out (``ON
+    CONFLICT DO NOTHING``); the keys of the rows inserted."""
+    if not rows:
+        return set()
+    columns = tuple(rows[0])
+    sql = f"{insert_sql(table, columns, skip_existing=True)} RETURNING {_quoted(key)}"
+    raw = await driver(conn)
+    return {row[0] for row in await raw.fetch(sql, *column_arrays(table, columns, rows))}
+
+
+async def upsert(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Values]) -> set[Any]:
+    """Write ``rows`` (each of the same columns, ``key`` first) into ``table`` in one
+    statement, inside ``conn``'s transaction (:func:`upsert_sql`); the keys of the rows
+    inserted or changed."""
+    if not rows:
+        return set()
+    columns = tuple(c for c in rows[0] if c != key)
+    sql = upsert_sql(table, key, columns)
+    raw = await driver(conn)
+    return {row[0] for row in await raw.fetch(sql, *column_arrays(table, (key, *columns), rows))}
+
+
+@cache
+def upsert_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
+    """:func:`insert_sql` of rows given as one array per column, the key's first
+    (:func:`column_arrays`); a row whose ``key`` is taken sets ``columns`` on it instead,
+    where any of them differs, and is otherwise left as it is. Returns the keys of the rows
+    written (inserted or changed): one statement for any number of rows, each key at most
+    once, where a seed file ran one per row."""
+    target = qualified(table)
+    sets = ", ".join(f"{_quoted(c)} = EXCLUDED.{_quoted(c)}" for c in columns)
+    differs = " OR ".join(
+        f"{target}.{_quoted(c)} IS DISTINCT FROM EXCLUDED.{_quoted(c)}" for c in columns
+    )
+    return (
+        f"{insert_sql(table, (key, *columns))} ON CONFLICT ({_quoted(key)})"
+        f" DO UPDATE SET {sets} WHERE {differs} RETURNING {_quoted(key)}"
+    )
+
+
 @cache
 def update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
     """``UPDATE table SET columns`` of the rows whose ``key`` column matches, given as one
@@ -270,9 +318,12 @@ __all__ = [
     "combined_sql",
     "driver",
     "fetch",
+    "insert_new",
     "insert_sql",
     "locked_by_key",
     "qualified",
     "transaction",
     "update_sql",
+    "upsert",
+    "upsert_sql",
 ]

@@ -3,7 +3,6 @@ once per run, not once per buyer: ``audit.os_actor`` reads the settings (about 1
 the seed's transaction holds the buyers' rows locked meanwhile."""
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments import handlers
 from shared.auth import audit
+from shared.db import driver
 from shared.messaging.uow import Tx
 from shared.seed import SeedFile
 
@@ -22,12 +22,9 @@ class _Connection:
     def __init__(self) -> None:
         self.statements = 0
 
-    async def scalar(self, statement: Any) -> None:
-        return None
-
-    async def execute(self, statement: Any) -> SimpleNamespace:
+    async def execute(self, statement: Any, params: Any = None) -> list[Any]:
         self.statements += 1
-        return SimpleNamespace(rowcount=1)  # each insert opens its line
+        return []  # no line found
 
 
 def test_the_actor_is_read_once_for_a_whole_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +34,14 @@ def test_the_actor_is_read_once_for_a_whole_file(monkeypatch: pytest.MonkeyPatch
         asked.append("asked")
         return "operator"
 
+    inserted: list[int] = []
+
+    async def insert_new(conn: Any, table: Table, key: str, rows: list[dict[str, Any]]) -> set[str]:
+        inserted.append(len(rows))
+        return {row[key] for row in rows}  # each opens its line
+
     monkeypatch.setattr(audit, "os_actor", os_actor)
+    monkeypatch.setattr(driver, "insert_new", insert_new)
     buyers = [
         {"id": f"b-{i}", "phone": f"+861391234567{i}", "locale": "en", "credit_limit_fen": 100}
         for i in range(3)
@@ -51,5 +55,7 @@ def test_the_actor_is_read_once_for_a_whole_file(monkeypatch: pytest.MonkeyPatch
         inbox=cast(Table, None),
     )
     asyncio.run(handlers.load_seed(tx, seed))
-    assert conn.statements == 6  # each buyer's credit line and its audit row
+    # The lines looked up and opened in one statement each, the audit rows at the commit.
+    assert (conn.statements, inserted) == (1, [3])
+    assert [len(rows) for rows in tx.unwritten.values()] == [3]
     assert asked == ["asked"]

@@ -385,22 +385,23 @@ class StockRepository:
 
     async def add_lot(self, lot: LotSeed) -> bool:
         """Receive a new lot; False if ``lot_id`` exists already (it is left as it is)."""
-        inserted = (
-            await self.conn.execute(
-                pg_insert(lots)
-                .values(
-                    lot_id=lot.lot_id,
-                    sku=lot.sku,
-                    received=lot.quantity,
-                    available=lot.quantity,
-                    available_from=lot.available_from,
-                    best_before=lot.best_before,
-                )
-                .on_conflict_do_nothing()
-                .returning(lots.c.lot_id)
-            )
-        ).first()
-        return inserted is not None
+        return bool(await self.add_lots([lot]))
+
+    async def add_lots(self, new: Sequence[LotSeed]) -> set[str]:
+        """Receive ``new`` lots in one statement, those whose ids exist already left as they
+        are; the ids of the lots received."""
+        rows = [
+            {
+                "lot_id": lot.lot_id,
+                "sku": lot.sku,
+                "received": lot.quantity,
+                "available": lot.quantity,
+                "available_from": lot.available_from,
+                "best_before": lot.best_before,
+            }
+            for lot in new
+        ]
+        return await driver.insert_new(self.conn, lots, "lot_id", rows)
 
     async def lot_terms(self, lot_ids: Sequence[str]) -> dict[str, LotSeed]:
         """The lots of ``lot_ids`` that exist, by id, as each was first received (before any

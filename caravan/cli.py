@@ -151,11 +151,9 @@ def _seed_file(path: Path | None) -> SeedFile:
         return SeedFile.model_validate_json(_read(chosen))
     except ValidationError as exc:
         errors = field_errors(exc, whole="file")
-        said = "\n".join(f"  {e['field']}: {e['message']}" for e in errors)
-        raise typer.BadParameter(
-            f"{chosen} is not a seed file as CONTRACT.md describes ({len(errors)} error(s)):\n"
-            + said
-        ) from exc
+        said = [f"{e['field']}: {e['message']}" for e in errors]
+        head = f"{chosen} is not a seed file as CONTRACT.md describes ({len(errors)} error(s))"
+        raise OperatorError(_listed(head, said), 2) from exc
 
 
 def _demo_seed(path: Path | None) -> SeedFile:
@@ -173,12 +171,18 @@ def _demo_seed(path: Path | None) -> SeedFile:
 def _load(database_url: str, data: SeedFile) -> Loaded:
     """Load ``data``; what that did (:func:`caravan.seeding.load`)."""
     from caravan.seeding import load
-    from services.inventory.handlers import DanglingSeed, LotTaken
+    from services.inventory.handlers import SeedRefused
 
     try:
         return asyncio.run(load(database_url, data))
-    except (DanglingSeed, LotTaken) as exc:
-        raise typer.BadParameter(f"nothing seeded: {exc}") from exc
+    except SeedRefused as exc:
+        raise OperatorError(_listed("nothing seeded", exc.reasons), 2) from exc
+
+
+def _listed(refusal: str, reasons: list[str]) -> str:
+    """A refusal of several reasons, one a line below it: a file refused whole was one
+    paragraph wrapped in a usage box."""
+    return f"{refusal}:" + "".join(f"\n  {reason}" for reason in reasons)
 
 
 def _database_url() -> str:
@@ -473,13 +477,14 @@ def _kept(retention_ms: int) -> str:
 def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.md")]) -> None:
     """Load sellers, products, harvest lots and credit lines; loading twice changes nothing."""
     from caravan.seeding import summary, will_not_sell
+    from shared.seed import named
 
     data = _seed_file(file)
     loaded = _load(_database_url(), data)
     today = days.today()
     console.print(f"seeded {file}:", *summary(data, loaded, today), sep="\n")
-    for said in will_not_sell(data, loaded, today):
-        console.print(f"warning: {said}", style="yellow")
+    for why, lots in will_not_sell(data, loaded, today).items():
+        console.print(f"warning: {named(why, lots)}", style="yellow")
     lots, lines = loaded.kept.get("lots", []), loaded.kept.get("buyers", [])
     for said in lots + lines:
         console.print(said, style="yellow")

@@ -17,7 +17,7 @@ from shared import days
 from shared.db import Database, driver
 from shared.db.engine import async_engine
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.seed import Loaded, LotSeed, SeedFile
+from shared.seed import Loaded, SeedFile
 from shared.settings import Settings
 
 Loader = Callable[[Tx, SeedFile], Awaitable[Loaded]]
@@ -87,32 +87,33 @@ def summary(seed: SeedFile, loaded: Loaded, today: date) -> list[str]:
         if section in UPDATED:
             told.append(f"{updated} updated")
         told.append(f"{len(ids) - new - updated} unchanged")
-        if section == "lots" and (unsold := len(will_not_sell(seed, loaded, today))):
+        unsold = sum(map(len, will_not_sell(seed, loaded, today).values()))
+        if section == "lots" and unsold:
             told.append(f"{unsold} will not sell")
         lines.append(f"  {section}: {', '.join(told)}")
     return lines
 
 
-def will_not_sell(seed: SeedFile, loaded: Loaded, today: date) -> list[str]:
-    """The lots of ``seed`` that no order can take from ``today`` on, each said with why:
-    their ``best_before`` is past (a lot's ``available_from`` is never after it), or, new in
-    this load (``loaded``), they hold no units (one loaded before may have been given units
-    since: a seed leaves a lot as it is). A seed loads them all the same: a county centre
-    may book an expired lot, or one whose harvest is not counted yet."""
+def will_not_sell(seed: SeedFile, loaded: Loaded, today: date) -> dict[str, list[str]]:
+    """The lots of ``seed`` that no order can take from ``today`` on, by why: their
+    ``best_before`` is past (a lot's ``available_from`` is never after it), or, new in this
+    load (``loaded``), they hold no units (one loaded before may have been given units
+    since: a seed leaves a lot as it is). A seed loads them all the same: a county centre may
+    book an expired lot, or one whose harvest is not counted yet. Each reason is a line of
+    ``caravan seed`` naming the first of its lots (:func:`shared.seed.named`): a line per lot
+    was 426 lines of a harvest-peak file's expired lots on every run."""
     new = loaded.added.get("lots", set())
-    return [
-        f"lot {lot.lot_id} will not sell: {why}"
-        for lot in seed.lots
-        if (why := _unsellable(lot, lot.lot_id in new, today)) is not None
-    ]
+    why: dict[str, list[str]] = {}
+    for lot in seed.lots:
+        if lot.best_before < today:
+            why.setdefault(EXPIRED, []).append(lot.lot_id)
+        elif lot.lot_id in new and lot.quantity == 0:
+            why.setdefault(EMPTY, []).append(lot.lot_id)
+    return why
 
 
-def _unsellable(lot: LotSeed, new: bool, today: date) -> str | None:
-    if lot.best_before < today:
-        return f"expired, its best_before {lot.best_before} is past"
-    if new and lot.quantity == 0:
-        return "its quantity is 0 (`caravan inventory adjust` gives it units)"
-    return None
+EXPIRED = "lots that will not sell, their best_before past"
+EMPTY = "new lots that will not sell, of quantity 0 (`caravan inventory adjust` gives units)"
 
 
 def bench_seed(

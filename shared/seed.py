@@ -3,6 +3,7 @@ the bounds of the money it sets (prices, credit limits), which the admin APIs ke
 of a product's name (its texts list it)."""
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -188,3 +189,14 @@ class Loaded:
 
 def _union(a: dict[str, set[str]], b: dict[str, set[str]]) -> dict[str, set[str]]:
     return {s: a.get(s, set()) | b.get(s, set()) for s in {*a, *b}}
+
+
+NAMED = 10
+"""How many ids a line of ``caravan seed`` names (its summary counts them all)."""
+
+
+def named(what: str, ids: Sequence[str]) -> str:
+    """``what``, then the first :data:`NAMED` of ``ids`` and how many more, in one line: a
+    centre's file of a season's hundreds of lots printed a line for each."""
+    more = f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
+    return f"{what}: {', '.join(ids[:NAMED])}{more}"

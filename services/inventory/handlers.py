@@ -40,7 +40,7 @@ from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import working_for
 from shared.messaging.uow import Tx
-from shared.seed import Loaded, LotSeed, SeedFile
+from shared.seed import Loaded, LotSeed, SeedFile, named
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +171,20 @@ async def report_overdue_holds(tx: Tx, hold: timedelta, limit: int = 200) -> int
     return len(due)
 
 
-class DanglingSeed(LookupError):
+class SeedRefused(Exception):
+    """A seed file refused whole, for ``reasons`` (each a line)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+class DanglingSeed(SeedRefused, LookupError):
     """A seed file's products name sellers, or its lots SKUs, that neither the file nor the
     database has."""
 
 
-class LotTaken(ValueError):
+class LotTaken(SeedRefused, ValueError):
     """A seed file's lots reuse ids of lots received with other terms."""
 
 
@@ -225,11 +233,11 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
         if p.seller_id in no_seller
     ] + [f"lot {lot.lot_id}: no product {lot.sku}" for lot in seed.lots if lot.sku in no_sku]
     if dangling:
-        raise DanglingSeed("; ".join(dangling))
+        raise DanglingSeed(dangling)
     repo = StockRepository(tx)
     taken, corrected = await reused_lot_ids(repo, seed.lots)
     if taken:
-        raise LotTaken("; ".join(taken))
+        raise LotTaken(taken)
     who, by = audit.os_actor(), {"by": "caravan seed"}
     set_sellers = {
         s.id: {"name": s.name, "county": s.county, "phone": s.phone} for s in seed.sellers
@@ -314,17 +322,10 @@ def said(corrections: Sequence[Correction]) -> str:
     )
 
 
-NAMED = 10
-"""How many lots loaded before a seed names (the summary counts them all)."""
-
-
 def loaded_before(lot_ids: list[str]) -> str:
-    """The lots of a seed file loaded before, left as they are, in one line: the first
-    :data:`NAMED` by id, and how many more (a centre's file of a season's hundreds of lots,
-    loaded again, printed a line for each)."""
-    named = ", ".join(lot_ids[:NAMED])
-    more = f" and {len(lot_ids) - NAMED} more" if len(lot_ids) > NAMED else ""
-    return f"lots loaded before, left as they are: {named}{more}"
+    """The lots of a seed file loaded before, left as they are, in one line (:func:`named`:
+    a centre's file of a season's hundreds of lots, loaded again, printed a line for each)."""
+    return named("lots loaded before, left as they are", lot_ids)
 
 
 async def _set(

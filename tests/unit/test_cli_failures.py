@@ -5,6 +5,7 @@ PostgreSQL does (test_cli_unreachable.py), instead of printing a traceback. Run 
 ``main()``, with the parts that would start or reach anything faked."""
 
 import functools
+import json
 import os
 import shutil
 import socket
@@ -24,7 +25,9 @@ from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
 from caravan.output import OperatorError
 from services import SERVICES
+from services.inventory.handlers import LotTaken
 from shared.messaging import admin, kafka_admin
+from shared.seed import Loaded
 from shared.topics import Topic
 from tests.unit.conftest import Caravan
 from tests.unit.test_cli_unreachable import closed_port
@@ -439,6 +442,69 @@ def test_a_value_file_that_cannot_be_read_is_a_usage_error_before_anything_is_re
         code, _, err = caravan("dlq", "redrive", "--value-file", str(value_file))
         assert code == 2 and str(value_file) in err and "Traceback" not in err, err
     assert read == []
+
+
+def test_a_seed_file_refused_whole_lists_its_reasons_one_a_line_without_the_usage(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A file refused whole was one paragraph, its reasons joined by "; " and wrapped in a
+    "Usage: caravan seed ..." error box: each reason is a line now, exit 2 as before."""
+    taken = [
+        "lot L1 exists with other terms: best_before 2027-08-31 stored, 2027-09-30 given",
+        "lot L2 exists with other terms: sku P-1 stored, P-2 given",
+    ]
+
+    async def refused(*args: object) -> Loaded:
+        raise LotTaken(taken)
+
+    monkeypatch.setattr(seeding, "load", refused)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
+    seed = tmp_path / "seed.json"
+    seed.write_text("{}")
+    code, _, err = caravan("seed", str(seed))
+    assert (code, err.splitlines()) == (2, ["nothing seeded:", *(f"  {t}" for t in taken)])
+    seed.write_text('{"sellers": [{"id": "S-1"}], "buyer": []}')
+    code, _, err = caravan("seed", str(seed))
+    assert (code, err.splitlines()) == (
+        2,
+        [
+            f"{seed} is not a seed file as CONTRACT.md describes (4 error(s)):",
+            "  sellers.0.name: Field required",
+            "  sellers.0.county: Field required",
+            "  sellers.0.phone: Field required",
+            "  buyer: Extra inputs are not permitted",
+        ],
+    ), err
+
+
+def test_a_seed_of_many_lots_that_will_not_sell_names_the_first_ten_in_a_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every run of a harvest-peak file printed a "will not sell: expired" line per lot, 426
+    of them, where the lots loaded before were one line naming ten."""
+    lots = [
+        {"lot_id": f"L{i}", "sku": "P", "quantity": 0 if i >= 30 else 5}
+        | {"available_from": "2020-01-01", "best_before": "2020-01-31" if i < 30 else "2999-01-01"}
+        for i in range(33)
+    ]
+
+    async def loaded(database_url: str, seed: object) -> Loaded:
+        return Loaded(added={"lots": {f"L{i}" for i in range(33)}})
+
+    monkeypatch.setattr(seeding, "load", loaded)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"lots": lots}))
+    code, out, err = caravan("seed", str(seed))
+    warned = [line for line in out.splitlines() if line.startswith("warning")]
+    assert (code, warned) == (
+        0,
+        [
+            f"warning: {seeding.EXPIRED}: {', '.join(f'L{i}' for i in range(10))} and 20 more",
+            f"warning: {seeding.EMPTY}: L30, L31, L32",
+        ],
+    ), out + err
+    assert "  lots: 33 new, 0 unchanged, 33 will not sell" in out.splitlines(), out
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ not sell (caravan/seeding.will_not_sell)."""
 
 from datetime import UTC, date, datetime
 
-from caravan.seeding import summary, will_not_sell
+from caravan.seeding import EMPTY, EXPIRED, summary, will_not_sell
 from services.inventory.adapters.repository import Correction
 from services.inventory.handlers import corrected_since, loaded_before
 from shared.seed import Loaded, LotSeed, SeedFile
@@ -70,10 +70,7 @@ def test_the_owners_parts_are_told_together_an_id_one_added_is_new_only() -> Non
 
 def test_a_lot_past_its_best_before_is_named_and_counted_one_ending_today_sells() -> None:
     seed = seed_file(["2026-12-03", "2026-12-04", "2025-06-30"])
-    assert will_not_sell(seed, Loaded(), TODAY) == [
-        "lot l1 will not sell: expired, its best_before 2026-12-03 is past",
-        "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
-    ]
+    assert will_not_sell(seed, Loaded(), TODAY) == {EXPIRED: ["l1", "l3"]}
     lots = summary(seed, Loaded(added={"lots": {"l1", "l2", "l3"}}), TODAY)[2]
     assert lots == "  lots: 3 new, 0 unchanged, 2 will not sell"
 
@@ -94,10 +91,7 @@ def test_a_new_lot_of_no_units_is_named_and_counted_as_one_that_will_not_sell() 
     for i in (1, 2, 3):
         seed.lots[i] = seed.lots[i].model_copy(update={"quantity": 0})
     loaded = Loaded(added={"lots": {"l1", "l2", "l3"}}, kept={"lots": ["... l4"]})
-    assert will_not_sell(seed, loaded, TODAY) == [
-        "lot l2 will not sell: its quantity is 0 (`caravan inventory adjust` gives it units)",
-        "lot l3 will not sell: expired, its best_before 2025-06-30 is past",
-    ]
+    assert will_not_sell(seed, loaded, TODAY) == {EMPTY: ["l2"], EXPIRED: ["l3"]}
     assert summary(seed, loaded, TODAY)[2] == "  lots: 3 new, 1 unchanged, 2 will not sell"
 
 

@@ -265,6 +265,58 @@ async def test_a_cancellation_while_charging_voids_the_charge_at_the_gateway(
     )
 
 
+async def test_an_approval_that_comes_after_the_cancellation_is_ignored_and_the_charge_voided(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    """The gateway approves the charge 3 s after it was asked (in the client's time), and the
+    order is cancelled meanwhile: the payment, ``voiding`` then, is voided after it. The late
+    approval is not recorded: no ``payment.authorized`` for a cancelled order, no charge in
+    the ledger, the charge voided at the gateway."""
+    slower = {
+        "CARAVAN_PAYMENTS_GATEWAY_TIMEOUT_SECONDS": "5",
+        "CARAVAN_PAYMENTS_GATEWAY_LEASE_SECONDS": "7",
+    }
+    await caravan.restart(("payments",), **{**ENV, **slower})
+    try:
+        who = buyer("gw-late")
+        rule = {"mode": "timeout", "times": 1, "delay_seconds": 3}  # answered inside 5 s
+        assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+        order_id = str(uuid.uuid4())
+        reserved = _reserved(order_id, who)
+        await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
+        log = caravan.procs.log_dir / "payments.log"
+        logged_before = log.stat().st_size
+        await _until_requested(caravan, gateway, order_id)
+        cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+        await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+        await _until_status(caravan, order_id, "voiding")  # while the charge is in flight
+
+        def authorized() -> list[CloudEvent]:
+            return caravan.log.events(
+                Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+            )
+
+        ignored = f"order {order_id} is no longer charging; gateway answer"
+        # The gateway's answer handled: ignored (logged), or recorded (authorised).
+        await caravan.until(
+            lambda: authorized() or ignored.encode() in log.read_bytes()[logged_before:],
+            "the gateway's late approval handled",
+        )
+        assert authorized() == []
+        await _until_status(caravan, order_id, "voided")  # then the void
+        voided = await caravan.wait_for(
+            lambda: caravan.log.events(
+                Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id
+            )
+        )
+        assert [v.data["amount_fen"] for v in voided] == [0]  # never posted as charged
+        ledger = "select count(*) from payments.ledger_entries where order_id = :o"
+        assert await caravan.scalar(ledger, o=order_id) == 0
+        assert [c["voided"] for c in (await charges(gateway, order_id))["charges"]] == [True]
+    finally:
+        await caravan.restart(("payments",), **ENV)
+
+
 async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not_asked_again(
     caravan: System, gateway: httpx.AsyncClient
 ) -> None:

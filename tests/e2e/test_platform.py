@@ -326,6 +326,32 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     assert rows == 1
 
 
+async def test_one_push_id_sent_twice_at_once_is_acted_on_once(
+    caravan: System, platform: Platform
+) -> None:
+    """Two pushes under one push id, both past the first look at the pushes table before
+    either is recorded: the second to record it is not acted on. The same push twice: one
+    ``accepted``, one ``duplicate``; another push (another order) under a push id taken: one
+    ``accepted``, the other refused (409), and only the first order requested."""
+    order_ref = await new_order(platform.sim)
+    twice = {"kind": "notice", "push_id": f"twice-{uuid.uuid4().hex}"}
+    reports = await asyncio.gather(
+        push(platform.sim, order_ref, **twice), push(platform.sim, order_ref, **twice)
+    )
+    assert [r["status_code"] for r in reports] == [200, 200], reports
+    assert sorted(r["body"]["status"] for r in reports) == ["accepted", "duplicate"]
+    await placed_once(caravan, order_ref)
+    refs = [await new_order(platform.sim), await new_order(platform.sim)]
+    shared = {"kind": "notice", "push_id": f"shared-{uuid.uuid4().hex}"}
+    answers = await asyncio.gather(*(push(platform.sim, r, **shared) for r in refs))
+    said = sorted((a["status_code"], a["body"].get("title", a["body"]["status"])) for a in answers)
+    assert said == [(200, "accepted"), (409, "Push already received")], answers
+    [taken] = [r for r, answer in zip(refs, answers, strict=True) if answer["status_code"] == 200]
+    [refused] = [r for r in refs if r != taken]
+    await placed_once(caravan, taken)
+    assert requested(caravan, refused) == []
+
+
 async def test_a_paid_and_a_shipped_push_of_one_order_at_once_leave_no_problem(
     caravan: System, platform: Platform
 ) -> None:

@@ -7,10 +7,12 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 (the lease is 0) when it restarts.
 """
 
+import asyncio
 import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -30,7 +32,7 @@ from services.notifications.dispatch import (
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
-from tests.harness import System
+from tests.harness import System, until
 
 POLICY = DeliveryPolicy(
     retry=RetryPolicy(), quiet=QuietHours(time(0), time(0)), lease_seconds=0, batch=1000
@@ -273,3 +275,42 @@ async def test_a_text_retried_through_a_gateway_outage_is_not_given_up_for_one_l
     assert (recorded, row.status, row.attempts) == ("retry", "pending", tries + 1)
     assert [e for e in emitted if e["data"].get("sms_id") == sms_id] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+class Held(Answering):
+    """A gateway holding its first answer for ``held`` until ``answer`` is set, accepting
+    the rest at once; the sms_ids it was asked to send, in order."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__({})
+        self.held = held
+        self.answer = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def send(self, message: OutgoingSms) -> Accepted:
+        self.asked.append(message.sms_id)
+        if self.asked.count(self.held) == 1 and message.sms_id == self.held:
+            await self.answer.wait()
+        return Accepted(f"sim-{message.sms_id}")
+
+
+async def test_a_text_in_flight_is_not_claimed_by_the_next_cycle_and_is_sent_once(
+    uow: UnitOfWork,
+) -> None:
+    # Claimed, its lease running (60 s): another dispatcher's cycle (a second instance of
+    # notifications) while the gateway has not answered finds it not due: asked once.
+    sms_id = await queued(uow, datetime(1998, 1, 1, tzinfo=UTC))  # first in the next batch
+    gateway = Held(sms_id)
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=60, batch=1)
+    in_flight = asyncio.create_task(dispatch_once(uow, gateway, policy))
+    try:
+        await until(lambda: gateway.asked, "the gateway asked to send the text")
+        await dispatch_once(uow, gateway, replace(policy, batch=1000))
+    finally:
+        gateway.answer.set()
+        assert await in_flight == 1
+    assert gateway.asked.count(sms_id) == 1
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (row.status, row.attempts) == ("sent", 1)
+    sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
+    assert len(sent) == 1

@@ -602,7 +602,7 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
     await caravan.until(
         lambda: reminders(order_id), "instalment 1's reminder dropped", ready=settled.__eq__
     )
-    voided = PaymentVoided(order_id=order_id, loan_id=f"loan-{order_id}", amount_fen=4000)
+    voided = PaymentVoided(order_id=order_id, loan_id=f"loan-{order_id}"[:36], amount_fen=4000)
     await _publish(caravan, new_event(voided, source="caravan/payments"))
     gone = [("instalment_today", "suppressed"), ("instalment_upcoming", "suppressed")]
     await caravan.until(lambda: reminders(order_id), "both dropped", ready=gone.__eq__)
@@ -694,12 +694,13 @@ async def test_a_reminder_handled_after_its_stage_has_passed_is_not_sent(
 
 
 def _due(order_id: str, number: int, stage: str, due: date | None = None) -> CloudEvent:
-    """``payment.instalment_due`` of the loan ``loan-<order_id>`` (due today, or in 3 days)."""
+    """``payment.instalment_due`` of the loan ``loan-<order_id>`` (cut to a loan id's 36
+    characters), due today, or in 3 days."""
     due = due or days.today() + timedelta(days=0 if stage == "today" else 3)
     data = InstalmentDue.model_validate(
         {
             "order_id": order_id,
-            "loan_id": f"loan-{order_id}",
+            "loan_id": f"loan-{order_id}"[:36],
             "buyer_id": "t-rich",
             "number": number,
             "due": str(due),
@@ -711,11 +712,11 @@ def _due(order_id: str, number: int, stage: str, due: date | None = None) -> Clo
 
 
 def _repaid(order_id: str, settled: list[int], left: dict[int, int] | None = None) -> CloudEvent:
-    """``payment.repaid`` of the loan ``loan-<order_id>``, paying off ``settled``, and
-    leaving ``left`` (number: fen) on the instalments it paid into."""
+    """``payment.repaid`` of the loan ``loan-<order_id>`` (cut to a loan id's 36 characters),
+    paying off ``settled``, and leaving ``left`` (number: fen) on the instalments it paid into."""
     data = PaymentRepaid(
         order_id=order_id,
-        loan_id=f"loan-{order_id}",
+        loan_id=f"loan-{order_id}"[:36],
         buyer_id="t-rich",
         repayment_id=f"r-{settled}-{left}",
         amount_fen=4000,

@@ -171,6 +171,7 @@ FUZZED = {
         "PATCH /lots/{lot_id}",
         "POST /lots",
         "POST /lots/{lot_id}/adjustments",
+        "PUT /lots/{lot_id}/selling",
     ],
     "payments": [
         "GET /credit-lines/{buyer_id}",

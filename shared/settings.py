@@ -100,7 +100,14 @@ class PlatformApp(BaseModel):
 def _app_name(name: str) -> str:
     """An app's name is in the ``source`` of every event of its orders (``platform/<app>``),
     which consumers refuse unless :func:`~shared.events.envelope.check_source` takes it:
-    each of its orders would be dead-lettered."""
+    each of its orders would be dead-lettered. It is also one segment of the push's path
+    (``/platform/<app>/push``), which a ``/`` would split (``%2F`` too: the path is matched
+    decoded): no push could reach the app."""
+    if "/" in name:
+        raise ValueError(
+            f"platform app name {name!r} cannot be used: it is one segment of the push's path"
+            " /platform/<app>/push, which '/' would split: no push could reach it"
+        )
     try:
         check_source(f"{PLATFORM_SOURCE_PREFIX}{name}")
     except ValueError as exc:

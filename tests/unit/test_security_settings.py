@@ -410,6 +410,18 @@ def test_a_platform_app_s_name_that_no_event_source_may_hold_is_refused(
     assert list(Settings().platform_apps) == ["mall-2.cn_x:y"]
 
 
+def test_a_platform_app_s_name_no_push_could_reach_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app named with '/' was taken, and every push to /platform/<app>/push answered 404
+    (its path has a segment more than the route's): the settings refuse it."""
+    app = '{"secret": "a-long-real-secret", "api_url": "http://mall.test"}'
+    monkeypatch.setenv("CARAVAN_PLATFORM_APPS", f'{{"mall/2": {app}}}')
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "one segment of the push's path /platform/<app>/push" in str(refused.value)
+
+
 def test_a_process_hosting_several_services_composes_none_when_one_refuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

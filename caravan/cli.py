@@ -27,6 +27,7 @@ from shared.settings import (
     Settings,
     UnreadableSecret,
     get_settings,
+    named_faults,
 )
 
 if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, PostgreSQL
@@ -123,16 +124,8 @@ def _fail(said: str, exit_code: int) -> NoReturn:
 
 
 def _refused(exc: ValidationError) -> str:
-    """Why the settings were refused, each fault named by the variable that sets it (never
-    its value: it may be a secret)."""
-    faults = []
-    for error in field_errors(exc, whole=""):
-        name, _, inner = error["field"].partition(".")
-        if name and not name.isupper():  # a field, not an alias such as DATABASE_URL
-            name = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
-        where = f"{name} ({inner}): " if inner else f"{name}: " if name else ""
-        faults.append(where + error["message"])
-    return f"settings refused: {'; '.join(faults)} (from the environment or .env)"
+    """Why the settings were refused, one line (:func:`shared.settings.named_faults`)."""
+    return f"settings refused: {'; '.join(named_faults(exc))} (from the environment or .env)"
 
 
 def _read(path: Path) -> bytes:

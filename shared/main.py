@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from shared.db.migrate import SchemaBehind
 from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
-from shared.settings import Settings, SettingsRefused, check_settings, service_settings
+from shared.settings import (
+    Settings,
+    SettingsRefused,
+    check_settings,
+    named_faults,
+    service_settings,
+)
 from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
 
 
@@ -49,7 +55,7 @@ def run(compositions: Mapping[str, Composition]) -> None:
     settings, refused = refused_settings(compositions)
     if refused:  # one line, as a schema behind
         configure_logging("+".join(compositions))
-        log.error("refusing to start, settings to put right: %s", refused)
+        log.error("settings refused: %s", refused)
         raise SystemExit(2)
     configure_logging("+".join(compositions), next(iter(settings.values())).log_level)
     for name in compositions:
@@ -95,7 +101,7 @@ def refused_settings(compositions: Mapping[str, Composition]) -> tuple[dict[str,
             settings[name] = service_settings(name)
             check_settings(settings[name], composition.checks(settings[name]))
         except (ValidationError, SettingsRefused) as exc:
-            for said in exc.refusals if isinstance(exc, SettingsRefused) else [str(exc)]:
+            for said in exc.refusals if isinstance(exc, SettingsRefused) else named_faults(exc):
                 refusing.setdefault(said, []).append(name)
     several = len(compositions) > 1
     return settings, "; ".join(

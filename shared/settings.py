@@ -18,10 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.api import field_errors
 from shared.events.envelope import check_source
 from shared.events.orders import PLATFORM_SOURCE_PREFIX
 from shared.topics import principal
@@ -465,6 +467,20 @@ class SettingsRefused(ValueError):
     def __init__(self, refusals: Sequence[str]) -> None:
         super().__init__("; ".join(refusals))
         self.refusals = list(refusals)
+
+
+def named_faults(exc: ValidationError) -> list[str]:
+    """Why :class:`Settings` (or :class:`CalendarSettings`) refused what it was given, each
+    fault named by the variable that sets it (never its value: it may be a secret); what the
+    ``caravan`` command and a service starting say alike."""
+    faults = []
+    for error in field_errors(exc, whole=""):
+        name, _, inner = error["field"].partition(".")
+        if name and not name.isupper():  # a field, not an alias such as DATABASE_URL
+            name = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
+        where = f"{name} ({inner}): " if inner else f"{name}: " if name else ""
+        faults.append(where + error["message"])
+    return faults
 
 
 def check_settings(settings: Settings, checks: Iterable[Callable[[], object]] = ()) -> None:

@@ -96,3 +96,28 @@ def test_a_process_hosting_several_services_names_every_refusal_of_each_in_one_l
 
 
 HOSTED = ("orders", "payments", "notifications", "platform")
+
+
+def test_a_setting_a_service_refuses_is_named_by_its_variable_and_its_value_is_not_said(
+    tmp_path: Path,
+) -> None:
+    """A service started alone logged pydantic's own words (``notifications_quiet_start``,
+    "Value error, ...", a link to pydantic's pages, lines of them in one message) where the
+    ``caravan`` command names the variable: both say it as
+    :func:`shared.settings.named_faults` does."""
+    code, lines = _run(
+        "notifications",
+        tmp_path,
+        DATABASE_URL="postgresql://p:real-1@db/caravan",
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        CARAVAN_NOTIFICATIONS_QUIET_START="25:00",
+        CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET="Xy7-short-one",
+    )
+    assert code == 2, lines
+    message = json.loads(lines[0])["message"]
+    assert message == (
+        "settings refused: CARAVAN_NOTIFICATIONS_QUIET_START: not a time of day (HH:MM, 00:00"
+        " to 23:59); CARAVAN_NOTIFICATIONS_RECEIPTS_SECRET: shorter than 16 characters, the"
+        " least a secret has"
+    ), message
+    assert "25:00" not in message and "Xy7-short-one" not in message, message

@@ -14,10 +14,12 @@ from shared.db.migrate import SchemaBehind
 from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
 from shared.settings import (
+    NO_DATABASE_URL,
     Settings,
     SettingsRefused,
     check_settings,
     named_faults,
+    no_database_url,
     service_settings,
 )
 from shared.telemetry import SERVICE, configure_tracing, shutdown_tracing
@@ -96,14 +98,16 @@ def refused_settings(compositions: Mapping[str, Composition]) -> tuple[dict[str,
     refusing after another was made left the other's engine and producer unclosed."""
     settings: dict[str, Settings] = {}
     refusing: dict[str, list[str]] = {}  # each refusal, and the services that refuse it
+    several = len(compositions) > 1
     for name, composition in compositions.items():
         try:
             settings[name] = service_settings(name)
             check_settings(settings[name], composition.checks(settings[name]))
         except (ValidationError, SettingsRefused) as exc:
             for said in exc.refusals if isinstance(exc, SettingsRefused) else named_faults(exc):
+                if said == NO_DATABASE_URL and several:  # each its own variable
+                    said = no_database_url(name)
                 refusing.setdefault(said, []).append(name)
-    several = len(compositions) > 1
     return settings, "; ".join(
         f"{said} ({', '.join(names)})" if several else said for said, names in refusing.items()
     )

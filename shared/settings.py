@@ -460,6 +460,16 @@ class Settings(CalendarSettings):
 NO_DATABASE_URL = "DATABASE_URL is not set: set it (or DATABASE_URL_FILE) to the PostgreSQL to use"
 
 
+def no_database_url(service: str) -> str:
+    """:data:`NO_DATABASE_URL` as a process hosting several services says it of ``service``:
+    each reads its own variable (:func:`service_settings`), DATABASE_URL only in its stead."""
+    own = f"CARAVAN_DATABASE_URL_{service.upper()}"
+    return (
+        f"{own} is not set (nor DATABASE_URL): set it (or {own}_FILE) to the PostgreSQL"
+        f" {service} uses"
+    )
+
+
 class SettingsRefused(ValueError):
     """Settings a service refuses to start with, every one of them at once (each says what to
     set), found before anything is started: its process logs them in one line and exits 2."""

@@ -17,7 +17,7 @@ from caravan.kafka_acls import Operation, Resource
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.kafka_security import broker_security, client_kwargs
-from shared.settings import Settings, service_settings
+from shared.settings import NO_DATABASE_URL, Settings, service_settings
 
 REAL_DB = "postgresql://caravan:Xy7-long-real-secret@db.internal:5432/caravan"
 
@@ -448,3 +448,30 @@ def test_a_process_hosting_several_services_composes_none_when_one_refuses(
     assert set(settings) == {"orders", "payments"}
     assert refused.startswith("CARAVAN_PAYMENTS_GATEWAY_URL is required in production"), refused
     assert refused.endswith("(payments)"), refused
+
+
+def test_a_process_hosting_several_services_names_each_one_s_database_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``python -m services orders inventory`` with no database: it said "DATABASE_URL is not
+    set (orders, inventory)", while each hosted service reads CARAVAN_DATABASE_URL_<SERVICE>
+    (DATABASE_URL only in its stead). Alone, a service names DATABASE_URL as before."""
+    from services.inventory import bootstrap as inventory
+    from services.orders import bootstrap as orders
+    from shared import main
+
+    for name in ("DATABASE_URL", "CARAVAN_DATABASE_URL_ORDERS", "CARAVAN_DATABASE_URL_INVENTORY"):
+        monkeypatch.delenv(name, raising=False)
+    _, refused = main.refused_settings({"orders": orders, "inventory": inventory})
+    assert refused == (
+        "CARAVAN_DATABASE_URL_ORDERS is not set (nor DATABASE_URL): set it (or"
+        " CARAVAN_DATABASE_URL_ORDERS_FILE) to the PostgreSQL orders uses (orders); "
+        "CARAVAN_DATABASE_URL_INVENTORY is not set (nor DATABASE_URL): set it (or"
+        " CARAVAN_DATABASE_URL_INVENTORY_FILE) to the PostgreSQL inventory uses (inventory)"
+    ), refused
+    monkeypatch.setenv("CARAVAN_DATABASE_URL_ORDERS", "postgresql://o:real-1@db/caravan")
+    _, refused = main.refused_settings({"orders": orders, "inventory": inventory})
+    assert refused.startswith("CARAVAN_DATABASE_URL_INVENTORY is not set"), refused
+    assert refused.endswith("(inventory)") and "ORDERS" not in refused, refused
+    _, refused = main.refused_settings({"inventory": inventory})
+    assert refused == NO_DATABASE_URL, refused

@@ -108,18 +108,24 @@ def _masked(found: re.Match[str]) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    """A log record as a JSON line; ``instance`` (``CARAVAN_INSTANCE_ID``), where given, tells
+    apart the lines of two instances of one service."""
+
+    def __init__(self, service: str, instance: str | None = None) -> None:
         super().__init__()
         self.service = service
+        self.instance = instance
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "service": SERVICE.get() or self.service,
-            "logger": record.name,
-            "message": phones_masked(record.getMessage()),
         }
+        if self.instance is not None:
+            entry["instance"] = self.instance
+        entry["logger"] = record.name
+        entry["message"] = phones_masked(record.getMessage())
         if (order_id := _order_id.get()) is not None:
             entry["order_id"] = order_id
         if (event := _event_type.get()) is not None:
@@ -207,9 +213,9 @@ class KafkaOutage(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service, instance))
     handler.addFilter(KafkaOutage(level=logging.getLevelName(level)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -59,7 +59,8 @@ def run(compositions: Mapping[str, Composition]) -> None:
         configure_logging("+".join(compositions))
         log.error("settings refused: %s", refused)
         raise SystemExit(2)
-    configure_logging("+".join(compositions), next(iter(settings.values())).log_level)
+    first = next(iter(settings.values()))  # the process's own settings alike in each
+    configure_logging("+".join(compositions), first.log_level, first.instance_id)
     for name in compositions:
         configure_tracing(name)
 

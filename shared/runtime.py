@@ -224,7 +224,9 @@ def build_service(
         db,
         outbox,
         lambda: make_producer(
-            settings.kafka_bootstrap_servers, client_id=f"caravan-{name}", settings=settings
+            settings.kafka_bootstrap_servers,
+            client_id=f"caravan-{name}-{settings.instance_id}",
+            settings=settings,
         ),
         service=name,
         batch_size=settings.outbox_batch_size,
@@ -234,7 +236,7 @@ def build_service(
     broker = KafkaBroker(
         # a list: FastStream takes a comma-separated string for a single host
         settings.kafka_bootstrap_servers.split(","),
-        client_id=f"caravan-{name}-consumer",
+        client_id=f"caravan-{name}-{settings.instance_id}-consumer",
         security=broker_security(settings),
         logger=logging.getLogger(f"faststream.{name}"),
         # No dependency injection per message (it costs a thread-pool round trip for each):

@@ -3,6 +3,7 @@ lots, 300 concurrent single-unit orders. Exactly 100 are confirmed, 200 cancelle
 ``out_of_stock``; nothing is left available and every lot's counters add up."""
 
 import asyncio
+import json
 import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +39,35 @@ async def _both_instances_in_the_group(caravan: System, timeout: float = 60.0) -
         every=0.5,
         ready=lambda seen: seen == ("Stable", 2),
     )
+
+
+async def _client_ids(bootstrap: str, group: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        return sorted(member[1] for member in response.groups[0][5])
+    finally:
+        await admin.close()
+
+
+async def test_two_instances_are_told_apart_by_their_kafka_clients_and_log_lines(
+    caravan: System,
+) -> None:
+    """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts, which nothing read:
+    both inventories were the Kafka client ``caravan-inventory-consumer``, and their log
+    lines said the same service and nothing else."""
+    caravan.procs.start(("inventory",), instance=2)
+    try:
+        await _both_instances_in_the_group(caravan)
+        clients = await _client_ids(caravan.infra.kafka_bootstrap, "caravan-inventory")
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+    assert clients == ["caravan-inventory-1-consumer", "caravan-inventory-2-consumer"], clients
+    started = caravan.procs.logged["inventory-2"]  # the log's size when it started
+    logged = (caravan.procs.log_dir / "inventory-2.log").read_bytes()[started:].decode()
+    entries = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    assert entries and {e.get("instance") for e in entries} == {"2"}, entries[:3]
 
 
 class Outcomes:

@@ -387,6 +387,21 @@ def test_a_service_logs_at_the_level_its_settings_name(
     assert unreachable["level"] == "warning", unreachable
 
 
+def test_a_service_s_lines_name_its_instance(
+    service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts (a second inventory
+    is 2), which nothing read: two instances' lines could not be told apart."""
+    monkeypatch.setattr(sys, "stderr", service_lines)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
+    monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")  # not reached
+    monkeypatch.setenv("CARAVAN_INSTANCE_ID", "2")
+    main.run({"payments": QUIET})
+    entries = [json.loads(line) for line in service_lines.getvalue().splitlines()]
+    assert entries and all(e["instance"] == "2" for e in entries), entries
+
+
 async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(
     service_lines: io.StringIO,
 ) -> None:

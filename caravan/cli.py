@@ -247,6 +247,19 @@ def up(
         _up(demo, seed_file, orders, kafka_nodes, dashboard_port, kafka_sasl, processes)
 
 
+def _refuse_development_servers_in_production(settings: Settings) -> None:
+    """In production, ``caravan up`` starts no development broker or database in place of
+    those the settings do not name: the services would refuse them (as each refuses to start
+    without them, :meth:`Settings.service_refusals`) or run on them. Refused before anything
+    starts, naming what to set."""
+    if settings.environment == "production" and (refused := settings.service_refusals()):
+        raise OperatorError(
+            f"settings refused: {'; '.join(refused)} (caravan up starts its own broker and"
+            " database only outside production)",
+            exit_code=2,
+        )
+
+
 def _up(
     demo: bool,
     seed_file: Path | None,
@@ -261,6 +274,8 @@ def _up(
     from caravan import system
     from caravan.demo import run_demo
 
+    settings = Settings()
+    _refuse_development_servers_in_production(settings)
     seed = _demo_seed(seed_file) if demo else None
     pid_file = checkout.UP_PIDS
     left = system.stop_leftovers(pid_file)
@@ -272,7 +287,6 @@ def _up(
         )
     for name in checkout.paused():  # an earlier run's pauses: this one starts everything
         (checkout.PAUSED / name).unlink()
-    settings = Settings()
     started = time.monotonic()
     kafka_port, postgres_port = checkout.local_ports(kafka_nodes)
     # Asked before anything starts (start_infrastructure asks its brokers' ports).

@@ -386,6 +386,25 @@ def test_caravan_dashboard_port_moves_the_operations_page_of_caravan_up(
     assert stopped == [], said
 
 
+@pytest.mark.parametrize("named", [{}, {"DATABASE_URL": "postgresql://p:Xy7-real@db:1/c"}])
+def test_caravan_up_in_production_refuses_brokers_or_a_database_not_named_before_starting(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, named: dict[str, str]
+) -> None:
+    """CARAVAN_ENVIRONMENT=production and no KAFKA_BOOTSTRAP_SERVERS: ``caravan up`` started
+    its development broker (and database), which the services then refused or ran on."""
+    local_infrastructure(monkeypatch, tmp_path)
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    for name, value in named.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = caravan("up")
+    said = one_line(err)
+    assert code == 2 and said.startswith("settings refused: "), said
+    assert "KAFKA_BOOTSTRAP_SERVERS is required in production" in said, said
+    assert ("DATABASE_URL is not set" in said) == (not named), said
+    assert said.endswith("(caravan up starts its own broker and database only outside production)")
+    assert list(tmp_path.glob("kafka-*")) == list(tmp_path.glob("postgres-*")) == [], said
+
+
 def test_a_second_caravan_up_from_one_checkout_says_one_runs_per_checkout(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

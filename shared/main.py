@@ -17,6 +17,7 @@ from shared.settings import (
     NO_DATABASE_URL,
     Settings,
     SettingsRefused,
+    UnreadableSecret,
     check_settings,
     named_faults,
     no_database_url,
@@ -104,14 +105,20 @@ def refused_settings(compositions: Mapping[str, Composition]) -> tuple[dict[str,
         try:
             settings[name] = service_settings(name)
             check_settings(settings[name], composition.checks(settings[name]))
-        except (ValidationError, SettingsRefused) as exc:
-            for said in exc.refusals if isinstance(exc, SettingsRefused) else named_faults(exc):
+        except (ValidationError, SettingsRefused, UnreadableSecret) as exc:
+            for said in _refusals(exc):
                 if said == NO_DATABASE_URL and several:  # each its own variable
                     said = no_database_url(name)
                 refusing.setdefault(said, []).append(name)
     return settings, "; ".join(
         f"{said} ({', '.join(names)})" if several else said for said, names in refusing.items()
     )
+
+
+def _refusals(exc: ValidationError | SettingsRefused | UnreadableSecret) -> list[str]:
+    if isinstance(exc, SettingsRefused):
+        return exc.refusals
+    return named_faults(exc) if isinstance(exc, ValidationError) else [str(exc)]
 
 
 async def _serve(service: Service, stop: asyncio.Event) -> None:

@@ -121,3 +121,19 @@ def test_a_setting_a_service_refuses_is_named_by_its_variable_and_its_value_is_n
         " least a secret has"
     ), message
     assert "25:00" not in message and "Xy7-short-one" not in message, message
+
+
+def test_a_service_s_own_database_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    """CARAVAN_DATABASE_URL_<SERVICE>_FILE naming a file that cannot be read stopped the
+    service with a traceback, where DATABASE_URL_FILE's is one line."""
+    code, lines = _run(
+        "orders",
+        tmp_path,
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        CARAVAN_DATABASE_URL_ORDERS_FILE=str(tmp_path / "missing"),
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert json.loads(lines[0])["message"] == (
+        f"settings refused: CARAVAN_DATABASE_URL_ORDERS_FILE names {tmp_path / 'missing'}, which"
+        " cannot be read: No such file or directory"
+    ), lines

@@ -39,6 +39,12 @@ inbox rows per order), until a county centre's database fills its disk.
   as long as the inbox rows this round (``inbox_retention_hours``, or longer when Kafka
   keeps records longer), whatever their setting says. With the inbox kept for ever (0) they
   go after their own setting.
+- **Rows no record acts on** (an :class:`Expiring` with ``outlive_inbox=False``): the
+  platform adapter's push ids and the orders a push found cancelled before they were placed,
+  kept minutes. What reads them comes over HTTP (a push, a refetch), never from Kafka: a
+  replay or a redrive finds nothing in them, so they go after their own hours alone, however
+  long the inbox rows are kept (for ever too). Pruned with the rest, so kept up to one
+  prune interval past their hours.
 - **Personal data in rows kept** (an :class:`Expiring` with ``erase``): a row that must stay
   (an order) loses its personal columns instead (``orders_delivery_retention_days``, 180
   days after the order ended: its delivery address), by the same rule and in the same
@@ -74,13 +80,15 @@ class Expiring:
     ``done`` (an SQL condition on a row) holds, and never before the inbox rows of their
     age: rows a replay would otherwise act on again. With ``erase`` (an SQL ``SET`` list)
     the rows are kept and updated so instead; ``done`` must then no longer hold of a row
-    erased, or it would be erased again every round."""
+    erased, or it would be erased again every round. Without ``outlive_inbox`` they go after
+    their ``hours`` alone: rows no Kafka record acts on (what reads them comes over HTTP)."""
 
     table: Table
     column: str
     done: str
     hours: float
     erase: str = ""
+    outlive_inbox: bool = True
 
 
 class Retention:
@@ -89,7 +97,8 @@ class Retention:
     Kafka may keep the records of the topics the service consumes, and of their dead-letter
     twins) and a day if longer;
     and its ``parked`` events (if it has the table) as old as those inbox rows; and its
-    ``expiring`` rows past their own hours, or those inbox rows' if longer."""
+    ``expiring`` rows past their own hours, or those inbox rows' if longer (unless they need
+    not outlive them)."""
 
     def __init__(
         self,
@@ -147,7 +156,9 @@ class Retention:
                 self.parked, self._parked_sql, inbox_hours
             )
         for rows, sql in self.expiring:
-            hours = max(rows.hours, inbox_hours) if rows.hours > 0 else 0.0
+            hours = rows.hours
+            if rows.outlive_inbox and hours > 0:
+                hours = max(hours, inbox_hours)
             deleted[rows.table.name] = await self._delete(rows.table, sql, hours)
         if any(deleted.values()):
             log.info("pruned %s", ", ".join(f"{n} {name} rows" for name, n in deleted.items()))

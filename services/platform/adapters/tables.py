@@ -74,8 +74,9 @@ platform_orders = Table(
 # placed with us. Cancelled is final on the platform: a push that read the order
 # paid earlier but decides after this (a slow order API answer) opens a ``paid_after_cancelled``
 # problem instead of placing it. Resolving that problem by hand (and only that) forgets it;
-# so does the prune loop, once no read of it paid can still be decided (``seen_at`` older than
-# ``subscribers.closed_kept_seconds``, 15 minutes and the order API's deadline by default).
+# so does the service's retention, once no read of it paid can still be decided (``seen_at``
+# older than ``bootstrap.closed_kept_seconds``, 15 minutes and the order API's deadline by
+# default).
 closed_unplaced = Table(
     "closed_unplaced",
     metadata,

@@ -29,7 +29,11 @@ metadata = MetaData(schema=SCHEMA)
 # a push of a signature taken is a duplicate too, whatever its parameters (the signed string
 # has no separators: a captured push re-split, ``push_id=X`` sent as ``p=ush_idX``, still
 # verifies; no signature on rows from before 2026-12-05). Rows older than the timestamp
-# window can go: such a push is stale anyway.
+# window can go: such a push is stale anyway. No index on ``received_at``: the retention
+# prunes them hourly with the outbox (``bootstrap.forgotten``), when some 60 of the 75
+# minutes of rows held are past their 15, and PostgreSQL reads them by a scan that stops at
+# each chunk's 5,000 even with such an index (measured 2026-12-05, 300,000 rows: 240,000
+# pruned in 49 chunks in about a second, index or not); it would only cost every push.
 pushes = Table(
     "pushes",
     metadata,

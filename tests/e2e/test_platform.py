@@ -999,6 +999,34 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     assert waits == [(503, "1"), (503, "2")], waits
 
 
+async def test_a_refetch_the_order_api_fails_is_told_to_refetch_not_to_push(
+    caravan: System, platform: Platform
+) -> None:
+    """A refetch's 502 (our signature refused) and 503 (the order API failing) said "push
+    again", which its caller cannot do: it is an operator's call, not the platform's push.
+    They say to refetch it, once the secret or clocks are mended, or later."""
+    url = "/platform/refetch"
+    order_ref = await new_order(platform.wrong)
+    refused = await platform.adapter.post(url, json={"app": WRONG, "platform_order_id": order_ref})
+    assert refused.status_code == 502, refused.text
+    assert refused.json()["detail"] == (
+        "the order API answered 401 to Caravan's signed request: check that the app's secret"
+        " is the same on both sides, and both clocks; then refetch it"
+    )
+    order_ref = await new_order(platform.sim)
+    down = {"seconds": 30, "apis": ["orders"], "answer": 500}
+    assert (await platform.sim.put("/down", json=down)).status_code == 200
+    try:
+        failed = await platform.adapter.post(url, json={"app": APP, "platform_order_id": order_ref})
+    finally:
+        await platform.sim.put("/down", json={"seconds": 0, "apis": ["orders"]})
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["detail"] == (
+        "the order API answered 500: refetch it later, once the platform's order API answers"
+        " (is it up?)"
+    )
+
+
 async def test_an_order_api_trickling_its_answer_is_a_503_within_the_deadline(
     caravan: System, platform: Platform
 ) -> None:

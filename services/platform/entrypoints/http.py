@@ -34,7 +34,7 @@ records; ``platform:read`` or ``platform:write`` to read):
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand; ``POST /platform/refetch`` the same body
   (``platform:write``, audited): the order fetched and decided on as a push is (a problem
-  mended), answered as a push.
+  mended), answered as a push, its 502 and 503 saying to refetch again, not to push.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
   platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
@@ -51,6 +51,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -206,6 +207,22 @@ REFETCH_PROBLEMS = problem_responses(
 """A refetch's: those of its token, not a push's signature (401) nor push id (409)."""
 
 
+@dataclass(frozen=True)
+class Again:
+    """What a push's or a refetch's caller is told to do when the order was not fetched:
+    once the order API refused our signature (502), and while it fails (503)."""
+
+    refused: str
+    unavailable: str
+
+
+PUSH_AGAIN = Again("then push again", "push again later")
+REFETCH_AGAIN = Again(
+    "then refetch it", "refetch it later, once the platform's order API answers (is it up?)"
+)
+"""A refetch is the operator's, not the platform's: the platform cannot push it again."""
+
+
 def push_router(
     uow: UnitOfWork, api: PlatformApi, window_seconds: float, retry: Backoff
 ) -> APIRouter:
@@ -280,7 +297,7 @@ def push_router(
         async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
             return await handlers.accept_push(tx, app, push_id, same, signature, order)
 
-        return await fetch_and_decide(app, order_id, accepted, PUSHES, request)
+        return await fetch_and_decide(app, order_id, accepted, PUSHES, PUSH_AGAIN, request)
 
     @router.post(
         "/platform/refetch",
@@ -303,17 +320,21 @@ def push_router(
             return outcome
 
         platform_order_id = body.platform_order_id
-        return await fetch_and_decide(body.app, platform_order_id, decided, REFETCHES, request)
+        return await fetch_and_decide(
+            body.app, platform_order_id, decided, REFETCHES, REFETCH_AGAIN, request
+        )
 
     async def fetch_and_decide(
         app: str,
         order_id: str,
         decide: Callable[[Tx, PlatformOrder], Awaitable[handlers.Accepted]],
         counted: Counter,
+        again: Again,
         request: Request,
     ) -> Any:
         """Fetch the order, then ``decide`` on it in one transaction; the answer of a push.
-        ``counted``: by app and outcome (:data:`PUSHES`, or :data:`REFETCHES`)."""
+        ``counted``: by app and outcome (:data:`PUSHES`, or :data:`REFETCHES`); ``again``:
+        what the caller is told to do when the order was not fetched."""
         try:
             order = await api.fetch_order(app, order_id)
         except (PlatformUnavailable, SignatureRefused) as exc:
@@ -322,10 +343,11 @@ def push_router(
             if isinstance(exc, SignatureRefused):  # a secret or a clock to mend, by hand
                 counted.labels(app, "fetch_signature_refused").inc()
                 title = "Platform order API refused Caravan's request"
-                return problem(502, title, f"{exc}; then push again")
+                return problem(502, title, f"{exc}; {again.refused}")
             counted.labels(app, "fetch_failed").inc()
             wait = retry.retry_after(exc.failing_for)
-            return unavailable("Platform order API unavailable", f"{exc}: push again later", wait)
+            detail = f"{exc}: {again.unavailable}"
+            return unavailable("Platform order API unavailable", detail, wait)
         except PlatformRefused as exc:
             counted.labels(app, "fetch_refused").inc()
             return problem(404, "Order not available from the platform", str(exc)[:500])

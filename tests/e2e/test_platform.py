@@ -22,11 +22,12 @@ from caravan.demo import run_platform_demo
 from caravan.system import simulator
 from services import SERVICES
 from services.platform.domain.signing import signed
-from shared.events.envelope import CloudEvent
+from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
+from tests.e2e.absence import caught_up
 from tests.e2e.test_http import NEEDS_A_BUYER
 from tests.e2e.test_tracing import spans, trace_id
 from tests.harness import System, order_events, raw_event, until
@@ -159,19 +160,37 @@ async def unmapped_order(sim: httpx.AsyncClient, prefix: str) -> tuple[str, str]
 
 
 def requested(caravan: System, order_ref: str) -> list[CloudEvent]:
-    """The adapter's requests to place ``order_ref`` (on its own topic)."""
-    return caravan.log.events(
+    """The adapter's requests to place ``order_ref`` (on its own topic), each once however
+    often it was delivered."""
+    found = caravan.log.events(
         Topic.PLATFORM_EVENTS, type="platform.order_requested", order_ref=order_ref
+    )
+    return list({e.id: e for e in found}.values())
+
+
+async def requests_written(caravan: System, order_ref: str) -> int:
+    """How many requests to place ``order_ref`` the adapter wrote to its outbox: written in
+    a push's transaction, committed before the push is answered, so once every push of it
+    has been answered, this is all there will ever be."""
+    return await caravan.outbox_count(
+        "platform", Topic.PLATFORM_EVENTS, "platform.order_requested", order_ref=order_ref
     )
 
 
 async def placed_once(caravan: System, order_ref: str, app: str = APP) -> str:
-    """The order id of a platform order, checking it was requested and placed exactly once."""
+    """The order id of a platform order, checking it was requested and placed exactly once.
+    Call it once every push of the order has been answered."""
     order_id = await caravan.placed(order_ref, source=f"platform/{app}")
-    await asyncio.sleep(1.0)  # room for a second request or order, were there one
-    assert [e.source for e in requested(caravan, order_ref)] == [f"platform/{app}"]
-    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=order_ref)
-    assert len(placed) == 1
+    assert await requests_written(caravan, order_ref) == 1
+    [request] = await caravan.wait_for(lambda: requested(caravan, order_ref))
+    assert request.source == f"platform/{app}"
+    # The orders service has handled every delivery of that request (one partition, its
+    # key): a second order.placed would be in its outbox by then.
+    sent = caravan.log.raw(Topic.PLATFORM_EVENTS.value)
+    record = next(r for r in sent if request.id.encode() in r.value)
+    await caught_up(caravan, "orders", record)
+    placings = ("orders", Topic.ORDER_EVENTS, "order.placed")
+    assert await caravan.outbox_count(*placings, order_ref=order_ref) == 1
     return order_id
 
 
@@ -199,10 +218,10 @@ async def test_a_bad_signature_gets_401_and_publishes_nothing(
     # One answer for both, which names both things to check (it named only the secret).
     for refusal, named in ((answer, APP), (other, "no-such-app")):
         assert refusal.json()["detail"] == f"no app {named!r} with a secret that signs this push"
-    # The good push is published; the refused ones never are, and left nothing behind.
+    # The good push is published; the refused ones never are (answered, they would have
+    # written their requests by now), and left nothing behind.
     await caravan.wait_for(lambda: requested(caravan, good_ref))
-    await asyncio.sleep(1.0)
-    assert requested(caravan, bad_ref) == []
+    assert await requests_written(caravan, bad_ref) == 0
     for table in ("platform_orders", "problems"):
         stored = await caravan.scalar(
             f"select count(*) from platform.{table} where platform_order_id = :r", r=bad_ref
@@ -224,8 +243,7 @@ async def test_a_stale_timestamp_is_refused(caravan: System, platform: Platform)
         refused = await push(platform.sim, order_ref, timestamp_offset_seconds=offset)
         assert refused["status_code"] == 401, refused
         assert refused["body"]["title"] == "Stale timestamp"
-    await asyncio.sleep(1.0)
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
     # The order itself is fine: a fresh push of it is taken.
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
     await placed_once(caravan, order_ref)
@@ -349,7 +367,7 @@ async def test_one_push_id_sent_twice_at_once_is_acted_on_once(
     [taken] = [r for r, answer in zip(refs, answers, strict=True) if answer["status_code"] == 200]
     [refused] = [r for r in refs if r != taken]
     await placed_once(caravan, taken)
-    assert requested(caravan, refused) == []
+    assert await requests_written(caravan, refused) == 0
 
 
 async def test_a_paid_and_a_shipped_push_of_one_order_at_once_leave_no_problem(
@@ -486,10 +504,17 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     assert row["status"] in ("pending", "sending") and row["event_id"] == outcome.id
     metrics = (await platform.adapter.get("/metrics")).text
     assert f'caravan_platform_callback_calls_total{{app="{APP}",result="retry"}}' in metrics
-    # The adapter restarts meanwhile: the pending callback is kept.
+    # The adapter restarts meanwhile: the pending callback is kept, and tried again by the
+    # new process (the platform, down, applies none of them meanwhile).
     await caravan.restart(("platform",), **platform.env)
-    await asyncio.sleep(2.0)
-    assert await _applied(platform.sim, order_ref) == []
+    attempts = "select attempts from platform.callbacks where event_id = :e"
+    restarted = await caravan.scalar(attempts, e=outcome.id)
+    await until(
+        lambda: caravan.scalar(attempts, e=outcome.id),
+        "the callback tried again after the restart",
+        every=0.2,
+        ready=lambda tried: tried > restarted,
+    )
     assert (await platform.sim.put("/down", json={"seconds": 0})).status_code == 200
     got = await until(
         lambda: _applied(platform.sim, order_ref),
@@ -520,8 +545,7 @@ async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
     mine = [p for p in listed["problems"] if p["platform_order_id"] == order_ref]
     assert [(p["kind"], unknown in p["detail"]) for p in mine] == [("unmapped_sku", True)]
-    await asyncio.sleep(0.5)
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
     put = await platform.adapter.put(
         f"/platform/{APP}/mappings/sku/{unknown}", json={"sku": "T-PEPPER"}
     )
@@ -596,11 +620,13 @@ async def test_a_request_naming_a_platform_elsewhere_is_refused_and_cannot_take_
     assert await open_problems(platform, order_ref) == []
     # The same request again, now that the platform's order exists: nothing (a replay of
     # what adapters published there before is no rejection either).
-    await caravan.request(forged, source=f"platform/{APP}")
-    await asyncio.sleep(1.0)
-    assert (
-        len(caravan.log.events(Topic.ORDER_EVENTS, order_ref=order_ref, type="order.rejected")) == 1
+    again = new_event(forged, source=f"platform/{APP}")
+    sent = await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, again.to_json(), order_ref.encode()
     )
+    await caravan.consumed("orders", sent)  # handled: a rejection of it is written by now
+    rejections = ("orders", Topic.ORDER_EVENTS, "order.rejected")
+    assert await caravan.outbox_count(*rejections, order_ref=order_ref) == 1
 
 
 async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
@@ -632,7 +658,7 @@ async def closed_unplaced(
     await new_order(platform.sim, items, status=status, order_id=order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
     assert await open_problems(platform, order_ref) == []
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
 
 
 async def test_an_order_of_more_items_than_a_statement_may_have_parameters_is_a_problem(
@@ -654,7 +680,7 @@ async def test_an_order_of_more_items_than_a_statement_may_have_parameters_is_a_
     assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
     [(kind, detail)] = await open_problems(platform, order_ref)
     assert kind == "invalid_order" and "quantity" in detail and "10000" in detail, detail
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
 
 
 async def resolutions_audited(caravan: System, order_ref: str) -> int:
@@ -725,7 +751,7 @@ async def test_an_order_changed_on_the_platform_after_we_placed_it_is_a_problem_
     await new_order(platform.sim, {"ALI-PEPPER": 1, "ALI-FIG": 2}, "paid", order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "duplicate"
     assert [k for k, _ in await open_problems(platform, order_ref)] == ["changed_after_placed"]
-    assert len(requested(caravan, order_ref)) == 1
+    assert await requests_written(caravan, order_ref) == 1
 
 
 async def test_a_trade_closed_after_we_cancelled_the_order_is_ignored_and_opens_no_problem(
@@ -782,7 +808,7 @@ async def test_a_refund_after_we_cancelled_the_order_is_ignored_and_opens_no_pro
     await new_order(platform.sim, {unmapped: 1}, status="WAIT_SELLER_AGREE", order_id=never)
     assert (await push(platform.sim, never, kind="notice"))["body"]["status"] == "ignored"
     assert [kind for kind, _ in await open_problems(platform, never)] == ["unmapped_sku"]
-    assert requested(caravan, never) == []
+    assert await requests_written(caravan, never) == 0
 
 
 async def test_goods_shipped_for_an_order_we_cancelled_are_a_problem(
@@ -909,7 +935,7 @@ async def test_an_order_never_placed_in_a_status_we_do_not_know_is_a_problem_nam
         "select occurrences from platform.problems where platform_order_id = :r", r=order_ref
     )
     assert occurrences == 2
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
     await new_order(platform.sim, status="paid", order_id=order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "accepted"
     await placed_once(caravan, order_ref)
@@ -1225,7 +1251,16 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_called_back_once
         await caravan.restart(("platform",), **platform.env)
     await until(lambda: _applied(platform.sim, late_ref), "the cancellation's callback", every=0.2)
     assert await caravan.transactions("platform", cancelled, late_placed) == 1  # the batch path
-    await asyncio.sleep(1.0)  # room for a second callback, were there one
+    # Every event of both orders handled (above), their callbacks are all written; each once
+    # delivered (marked after the platform's answer) is never sent again.
+    rows = "select status from platform.callbacks where platform_order_id in (:a, :b)"
+    delivered = await until(
+        lambda: caravan.sql(rows, a=order_ref, b=late_ref),
+        "the callbacks marked delivered",
+        every=0.2,
+        ready=lambda found: {r.status for r in found} == {"delivered"},
+    )
+    assert len(delivered) == 2, delivered
     told = [
         (c["idempotency_key"], c["status"], c["reason"], c["requests"])
         for ref in (order_ref, late_ref)
@@ -1266,8 +1301,7 @@ async def test_a_paid_read_decided_after_a_cancelled_one_does_not_place_the_orde
     assert (report["status_code"], report["body"]["status"]) == (200, "problem"), report
     [(kind, detail)] = await open_problems(platform, order_ref)
     assert kind == "paid_after_cancelled" and "'cancelled'" in detail, detail
-    await asyncio.sleep(0.5)
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
     body = {"app": APP, "platform_order_id": order_ref}
     resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
     assert resolved.json() == {"resolved": ["paid_after_cancelled"]}, resolved.text
@@ -1295,7 +1329,7 @@ async def test_resolving_no_problem_keeps_a_cancellation_seen_before_the_order_w
     assert [kind for kind, _ in await open_problems(platform, order_ref)] == [
         "paid_after_cancelled"
     ]
-    assert requested(caravan, order_ref) == []
+    assert await requests_written(caravan, order_ref) == 0
 
 
 async def _waiting_on(caravan: System) -> bool:

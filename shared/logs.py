@@ -181,13 +181,28 @@ KAFKA_UNREACHABLE = frozenset(
 )
 
 
-class KafkaOutage(logging.Filter):
-    """Makes aiokafka's lines that a broker cannot be reached a warning, said once and then
-    at most once a minute while they go on (docs/operations.md: a fault is a warning, an
-    error a bug), none when ``level`` is above warnings; aiokafka's other lines pass as they
-    are. An outage whose lines stopped for ``quiet`` seconds is over (aiokafka tries a broker
-    again within a second, and says nothing above debug once it connects): the next one is
+# The OTLP exporter's lines (opentelemetry-exporter-otlp-proto-http 1.45's words) that say no
+# more than that the collector does not answer: a warning at each retry and an error at each
+# batch given up on (one every ten seconds while spans are made), then a stop's.
+COLLECTOR_UNREACHABLE = frozenset(
+    {
+        "Transient error %s encountered while exporting %s batch, retrying in %.2fs.",
+        "Failed to export %s batch due to timeout, max retries or shutdown.",
+        "Shutdown in progress, aborting retry.",
+    }
+)
+
+
+class Outage(logging.Filter):
+    """Makes a client's lines that a server cannot be reached (``lines``, logged by loggers
+    under ``source``) a warning, said once and then at most once per ``repeats`` while they
+    go on (docs/operations.md: a fault is a warning, an error a bug), none when ``level`` is
+    above warnings; the client's other lines pass as they are. An outage whose lines stopped
+    for ``quiet`` seconds is over, and so is one that :meth:`over` is told of: the next one is
     said at once."""
+
+    source = ""
+    lines: frozenset[str] = frozenset()
 
     def __init__(
         self, repeats: Repeats | None = None, level: int = logging.NOTSET, quiet: float = 10.0
@@ -199,7 +214,7 @@ class KafkaOutage(logging.Filter):
         self._seen = -math.inf  # the last line of an outage, said or not
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("aiokafka") or record.msg not in KAFKA_UNREACHABLE:
+        if not record.name.startswith(self.source) or record.msg not in self.lines:
             return True
         if self.level > logging.WARNING:
             return False
@@ -207,16 +222,50 @@ class KafkaOutage(logging.Filter):
         if now - self._seen >= self.quiet:
             self.repeats.clear()
         self._seen = now
-        if not self.repeats.new("Kafka unreachable"):
+        if not self.repeats.new(self.source):
             return False
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
+
+    def over(self) -> bool:
+        """The server answers again (told by its client's user): whether an outage had been
+        seen."""
+        seen, self._seen = self._seen, -math.inf
+        self.repeats.clear()
+        return seen > -math.inf
+
+
+class KafkaOutage(Outage):
+    """aiokafka's lines that a broker cannot be reached: aiokafka tries a broker again within
+    a second, and says nothing above debug once it connects, so ten seconds without a line
+    end an outage."""
+
+    source = "aiokafka"
+    lines = KAFKA_UNREACHABLE
+
+
+class CollectorOutage(Outage):
+    """The OTLP exporter's lines that the collector does not answer: said once an outage,
+    which ends when the exporter next delivers (:class:`shared.collector.CollectorExporter`
+    tells :meth:`over`), not after a quiet spell (a service making no spans tries nothing)."""
+
+    source = "opentelemetry.exporter.otlp"
+    lines = COLLECTOR_UNREACHABLE
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(Repeats(every=math.inf), level, quiet=math.inf)
+
+
+# The process's, one for its exporters and its log handler both.
+COLLECTOR_OUTAGE = CollectorOutage()
 
 
 def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, instance))
     handler.addFilter(KafkaOutage(level=logging.getLevelName(level)))
+    COLLECTOR_OUTAGE.level = logging.getLevelName(level)
+    handler.addFilter(COLLECTOR_OUTAGE)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

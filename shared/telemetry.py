@@ -9,6 +9,7 @@ tests read), or nowhere by default. An OTLP exporter can be added the same way.
 import contextvars
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,9 @@ SERVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("service", 
 # their ``service.name`` even when another service shares the process).
 _providers: dict[str, TracerProvider] = {}
 _tracers: dict[str | None, trace.Tracer] = {}
+_exporters: list[SpanExporter] = []
+
+STOP_SECONDS = 2.0  # what a stop waits for the exporters to deliver the last spans
 
 
 class JsonLinesExporter(SpanExporter):
@@ -72,10 +76,11 @@ def configure_tracing(service: str) -> None:
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
         exporters.append(JsonLinesExporter(Path(trace_dir) / f"{service}.jsonl"))
     if _otlp_wanted(os.environ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from shared.collector import CollectorExporter
 
-        exporters.append(OTLPSpanExporter())  # its endpoint, headers, timeout: the OTEL_* ones
+        exporters.append(CollectorExporter())  # its endpoint, headers, timeout: the OTEL_* ones
     provider = TracerProvider(resource=resource, sampler=None if exporters else ALWAYS_OFF)
+    _exporters.extend(exporters)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
     if not _providers:
@@ -96,8 +101,21 @@ def _otlp_wanted(env: Mapping[str, str]) -> bool:
 
 
 def shutdown_tracing() -> None:
-    for provider in _providers.values():
-        provider.shutdown()
+    """Export the spans not exported yet, and stop. Exporters still at it after
+    ``STOP_SECONDS`` (a collector that does not answer, whose exporter retries a batch for
+    ten seconds) are shut, which ends their retries: those spans are lost."""
+
+    def shut_exporters() -> None:
+        for exporter in _exporters:
+            exporter.shutdown()
+
+    give_up = threading.Timer(STOP_SECONDS, shut_exporters)
+    give_up.start()
+    try:
+        for provider in _providers.values():
+            provider.shutdown()
+    finally:
+        give_up.cancel()
 
 
 _process_tracer = trace.get_tracer("caravan")

@@ -1,0 +1,78 @@
+"""A collector that does not answer (shared/collector.py, shared/logs.py): the OTLP exporter
+logged a warning at each retry and an error at each batch it gave up on, one every ten
+seconds for as long as spans were made, which drowned real errors and tripped alerts on the
+error count; and a service's stop waited for its retries (13 s seen). Now an outage is one
+warning, its end one line, and a stop waits ``STOP_SECONDS`` at most.
+
+The service is a process of its own, as it runs (its log handler, its stop), its collector a
+port of the test's: nothing listening, then a server answering, then nothing again."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from shared.telemetry import STOP_SECONDS
+from tests.harness import free_port
+
+SERVICE = """
+import http.server, sys, threading, time
+from shared.logs import configure_logging
+from shared.telemetry import SERVICE, configure_tracing, continuing, shutdown_tracing
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+def spans_for(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with continuing({}, "work", None):
+            pass
+        time.sleep(0.05)
+
+configure_logging("orders")
+configure_tracing("orders")
+SERVICE.set("orders")
+spans_for(5)  # a batch given up on after 4 s (OTEL_EXPORTER_OTLP_TIMEOUT)
+collector = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Collector)
+threading.Thread(target=collector.serve_forever, daemon=True).start()
+spans_for(5)  # the collector back: the batch retried (after at most 2 s) and the next ones
+collector.shutdown()
+collector.server_close()
+spans_for(1)
+began = time.monotonic()
+shutdown_tracing()
+print(time.monotonic() - began)
+"""
+
+
+def test_a_collector_that_does_not_answer_is_one_warning_and_a_stop_waits_little() -> None:
+    port = free_port()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "4"  # a batch given up on sooner than after 10 s
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE, str(port)],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    said = [(line["level"], line["message"]) for line in lines]
+    errors = [message for level, message in said if level == "error"]
+    assert errors == [], errors
+    warnings = [message for level, message in said if level == "warning"]
+    assert len(warnings) == 2 and all("exporting spans" in w for w in warnings), said  # 2 outages
+    back = [message for _, message in said if "answers again" in message]
+    assert len(back) == 1, said
+    stop = float(done.stdout)
+    assert stop < STOP_SECONDS + 1, (stop, time.monotonic() - began)

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LOCKED = -1
 STOP_SECONDS = 5.0  # what stop() gives the producer to deliver what it holds (docs/running.md)
+CLOSE_SECONDS = 1.0  # and then to close one given up on
 
 REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
 """Kafka's refusals of a record itself, which no retry can change. Not the same as not
@@ -109,6 +110,19 @@ def make_producer(
     )
 
 
+async def force_close(producer: AIOKafkaProducer) -> None:
+    """Close a producer whose stop was given up on (cancelled while it waited for Kafka to
+    take what it held): its sender's task, which would go on trying the brokers, and its
+    connections. Its own stop, once begun, returns at once when called again. Within
+    ``CLOSE_SECONDS``: the sender waits for its requests in flight, which the closed
+    connections end."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await asyncio.gather(
+                producer._sender.close(), producer.client.close(), return_exceptions=True
+            )
+
+
 class OutboxRelay:
     """Moves rows from one service's outbox to Kafka until stopped."""
 
@@ -128,7 +142,8 @@ class OutboxRelay:
         self._new_producer = new_producer
         self.producer = new_producer()  # started by its service, stopped by stop()
         self._producer_stale = False
-        self._retiring: asyncio.Task[None] | None = None  # the replaced producer's stop
+        # The replaced producer, and its stop.
+        self._retiring: tuple[AIOKafkaProducer, asyncio.Task[None]] | None = None
         self._alone = False  # the next batch's rows sent one at a time
         self.service = service
         start_at_zero(OUTBOX_PUBLISHED, [service])
@@ -269,7 +284,8 @@ class OutboxRelay:
         # cancelled meanwhile (its service stopping) leaves both to stop(). The old one's
         # own stop returns at once once begun, its connections still open.
         old, self.producer = self.producer, self._new_producer()
-        self._retiring = retiring = asyncio.create_task(old.stop())
+        retiring = asyncio.create_task(old.stop())
+        self._retiring = (old, retiring)
         try:
             await asyncio.shield(retiring)
         finally:
@@ -282,23 +298,28 @@ class OutboxRelay:
         """Stop the producer, and finish stopping the one it replaced if the relay was
         cancelled during that: called by the service once the relay's task is done. Kafka
         away, a producer would wait for it without end to deliver what it holds: after
-        ``STOP_SECONDS`` that is given up, with a warning. Those rows were never marked sent
-        (that waits for Kafka's answer): the next start sends them, and inboxes dedupe."""
-        retiring, self._retiring = self._retiring, None
-        try:
-            async with asyncio.timeout(STOP_SECONDS):
-                try:
-                    if retiring is not None:
-                        await retiring
-                finally:
-                    await self.producer.stop()
-        except TimeoutError:
+        ``STOP_SECONDS`` that is given up, with a warning, and the producers still stopping
+        are closed (:func:`force_close`). Those rows were never marked sent (that waits for
+        Kafka's answer): the next start sends them, and inboxes dedupe."""
+        stopping = {asyncio.create_task(self.producer.stop()): self.producer}
+        if self._retiring is not None:
+            old, retiring = self._retiring
+            stopping[retiring] = old
+            self._retiring = None
+        done, pending = await asyncio.wait(stopping, timeout=STOP_SECONDS)
+        if pending:
             log.warning(
                 "%s: outbox relay stopped without delivering what its producer held after"
                 " %.0f s (Kafka unreachable?); those rows stay unsent, sent at the next start",
                 self.service,
                 STOP_SECONDS,
             )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+            await asyncio.gather(*(force_close(stopping[task]) for task in pending))
+        for task in done:
+            task.result()  # a stop that failed: raised, as it was
 
     def _said_refused(self, row: Any, exc: BaseException) -> None:
         OUTBOX_REFUSED.labels(self.service, exc.__class__.__name__).inc()

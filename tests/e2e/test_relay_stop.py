@@ -1,6 +1,9 @@
 """The outbox relay's stop while Kafka is away (shared/messaging/relay.py): a service asked to
 stop then hung until Kafka came back, its producer waiting without end to deliver what it
-held; a supervisor would have killed it. It now stops within ``STOP_SECONDS``."""
+held; a supervisor would have killed it. It now stops within ``STOP_SECONDS``, and closes the
+producers it gave up on: they went on trying the stopped broker in the background (a
+service's process exits after its stop; the test session's went on, and their retries' log
+lines reached later tests), the one it was replacing too."""
 
 import asyncio
 import functools
@@ -8,9 +11,10 @@ import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import Column, Integer, MetaData, Table
 
 from caravan.infra.kafka import LocalKafka
@@ -24,11 +28,9 @@ OWN_KAFKA_PORT = KAFKA_PORT + 2  # a broker of the test's own, to stop (test_up_
 TOPIC = Topic.ORDER_EVENTS.value
 
 
-async def test_the_relay_stops_in_bounded_time_while_kafka_is_away(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A producer started on a broker, the broker stopped, a record sent (held, undelivered):
-    the relay's stop returns within ``STOP_SECONDS`` and a little, with one warning."""
+async def relay_holding_a_record(tmp_path: Path) -> tuple[OutboxRelay, asyncio.Future[Any]]:
+    """A relay whose producer was started on a broker, the broker then stopped, and a record
+    sent (held, undelivered)."""
     kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
     bootstrap = await asyncio.to_thread(kafka.start)
     try:
@@ -42,19 +44,55 @@ async def test_the_relay_stops_in_bounded_time_while_kafka_is_away(
         await relay.producer.send_and_wait(TOPIC, b"before")
     finally:
         await asyncio.to_thread(kafka.stop)
-    held = await relay.producer.send(TOPIC, b"held")
+    return relay, await relay.producer.send(TOPIC, b"held")
+
+
+def is_closed(producer: AIOKafkaProducer) -> bool:
+    """Whether ``producer`` tries Kafka no more: its sender's task ended, its connections
+    closed."""
+    sender = producer._sender.sender_task
+    connected = [conn for conn in producer.client._conns.values() if conn.connected()]
+    return (sender is None or sender.done()) and not connected
+
+
+async def stopped(relay: OutboxRelay, caplog: pytest.LogCaptureFixture) -> float:
+    """The relay's stop, in seconds; it says once that it gave up."""
     began = time.monotonic()
-    try:
-        with caplog.at_level(logging.WARNING, logger="shared.messaging.relay"):
-            await asyncio.wait_for(relay.stop(), 60)
-        took = time.monotonic() - began
-    finally:
-        # The producer given up on keeps trying the stopped broker in the background (a
-        # service's process exits after its stop; this one, the test session's, goes on, and
-        # its retries' log lines reached later tests): closed here by aiokafka's own parts.
-        await relay.producer._sender.close()
-        await relay.producer.client.close()
-    assert took < STOP_SECONDS + 2, took
-    assert not held.done() or held.exception() is not None
+    with caplog.at_level(logging.WARNING, logger="shared.messaging.relay"):
+        await asyncio.wait_for(relay.stop(), 60)
+    took = time.monotonic() - began
     said = [r.getMessage() for r in caplog.records if r.name == "shared.messaging.relay"]
     assert len(said) == 1 and "those rows stay unsent" in said[0], said
+    return took
+
+
+async def test_the_relay_stops_in_bounded_time_while_kafka_is_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay's stop returns within ``STOP_SECONDS`` and a little, with one warning, its
+    producer closed."""
+    relay, held = await relay_holding_a_record(tmp_path)
+    took = await stopped(relay, caplog)
+    assert took < STOP_SECONDS + 2, took
+    assert not held.done() or held.exception() is not None
+    assert is_closed(relay.producer)
+
+
+async def test_a_producer_being_replaced_while_kafka_is_away_is_closed_by_the_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay replacing its producer (after a refused batch) when its service stops: the
+    old producer's stop, waiting for Kafka, is given up on after ``STOP_SECONDS``, and both
+    producers are closed."""
+    relay, _ = await relay_holding_a_record(tmp_path)
+    old = relay.producer
+    renewal = asyncio.create_task(relay._renew_producer())
+    await asyncio.sleep(0.5)  # the old producer's stop begun, waiting for Kafka
+    assert not renewal.done()
+    renewal.cancel()  # the service stopping: its relay's task cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await renewal
+    took = await stopped(relay, caplog)
+    assert took < STOP_SECONDS + 2, took
+    assert relay.producer is not old
+    assert is_closed(old) and is_closed(relay.producer)

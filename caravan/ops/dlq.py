@@ -83,12 +83,11 @@ async def read(bootstrap: str, topics: list[str] | None = None) -> list[DeadLett
 
 @dataclass(frozen=True)
 class _Span:
-    """What :func:`_scan` read of a partition: from ``first`` up to ``stop``, the partition
+    """What :func:`_scan` read of a partition: from ``first`` to its end, the partition
     beginning at ``begin`` (retention deleted what was before)."""
 
     begin: int
     first: int
-    stop: int
 
 
 L = TypeVar("L", bound=Letter)
@@ -98,12 +97,13 @@ async def _scan(
     bootstrap: str,
     names: list[str],
     make: Callable[[ConsumerRecord[bytes, bytes]], L],
-    start: Mapping[TopicPartition, int],
+    after: Mapping[TopicPartition, L],
 ) -> tuple[list[L], dict[TopicPartition, _Span]]:
     """The letters of the partitions of the topics ``names`` as ``make`` makes them, each
-    partition read from its offset in ``start`` to its end: from its beginning where
-    ``start`` has none, or one it no longer holds (its topic made again); and what was read
-    of each partition.
+    partition read from after the letter ``after`` has of it to its end: from its beginning
+    where ``after`` has none, or the partition no longer holds its offset, or holds a letter
+    newer than it there or before (its topic deleted and made again, as long since or
+    longer: its offsets alone do not tell); and what was read of each partition.
 
     Every topic's offsets are asked for before any partition is assigned, and the topics
     holding letters are read together: an offset request made while the consumer fetches
@@ -114,9 +114,15 @@ async def _scan(
         tps = [tp for name in names for tp in await kafka_admin.topic_partitions(consumer, name)]
         end = await consumer.end_offsets(tps)
         begin = await consumer.beginning_offsets(tps)
-        first = {
-            tp: start[tp] if begin[tp] <= start.get(tp, -1) <= end[tp] else begin[tp] for tp in tps
-        }
+        held = {tp: d for tp, d in after.items() if tp in end and begin[tp] <= d.offset < end[tp]}
+        first = {tp: held[tp].offset + 1 if tp in held else begin[tp] for tp in tps}
+        if held:
+            # A letter there newer than the one read, at its offset or before: the topic was
+            # made again (its letters come one after another in time).
+            later = {tp: round(d.time.timestamp() * 1000) + 1 for tp, d in held.items()}
+            for tp, found in (await consumer.offsets_for_times(later)).items():
+                if found is not None and found.offset <= held[tp].offset:
+                    first[tp] = begin[tp]
         pending = {tp for tp in tps if end[tp] > first[tp]}
         if pending:
             consumer.assign(list(pending))
@@ -125,7 +131,6 @@ async def _scan(
                     consumer.seek(tp, first[tp])
                 else:
                     await consumer.seek_to_beginning(tp)
-        stop = {tp: end[tp] for tp in tps}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500)
             for records in batch.values():
@@ -133,31 +138,31 @@ async def _scan(
             # Every partition, not only those that returned records: one whose first
             # letters retention deleted meanwhile may be at its end with none.
             for tp in list(pending):
-                stop[tp] = await consumer.position(tp)
-                if stop[tp] >= end[tp]:
+                if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
-    return letters, {tp: _Span(begin[tp], first[tp], stop[tp]) for tp in tps}
+    return letters, {tp: _Span(begin[tp], first[tp]) for tp in tps}
 
 
 class Kept:
-    """The dead letters kept in every dead-letter topic, by what identifies them (no key,
-    value or headers), for the operations page to count every ``DEAD_LETTERS_EVERY``: each
-    :meth:`read` reads only the letters come since the one before, and forgets those that
-    retention deleted. The page read every letter kept, values and all, each time: a storm's
-    100,000 letters twice a minute."""
+    """The dead letters kept in the given dead-letter topics (every one by default), by what
+    identifies them (no key, value or headers), for the operations page to count every
+    ``DEAD_LETTERS_EVERY``: each :meth:`read` reads only the letters come since the one
+    before, forgets those that retention deleted, and counts afresh a topic deleted and made
+    again. The page read every letter kept, values and all, each time: a storm's 100,000
+    letters twice a minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: list[str] | None = None) -> None:
+        self.topics = topics or [t.dlq for t in Topic]
         self._letters: dict[TopicPartition, list[Letter]] = {}
-        self._read_to: dict[TopicPartition, int] = {}
 
     async def read(self, bootstrap: str) -> list[Letter]:
         """Every dead letter now kept, as :func:`read` would find them."""
-        new, spans = await _scan(bootstrap, [t.dlq for t in Topic], _letter, self._read_to)
+        last = {tp: kept[-1] for tp, kept in self._letters.items() if kept}
+        new, spans = await _scan(bootstrap, self.topics, _letter, last)
         self._letters = {
             tp: [d for d in self._letters.get(tp, ()) if span.begin <= d.offset < span.first]
             for tp, span in spans.items()
         }
-        self._read_to = {tp: span.stop for tp, span in spans.items()}
         for letter in new:
             self._letters[TopicPartition(letter.dlq_topic, letter.partition)].append(letter)
         letters = [d for kept in self._letters.values() for d in kept]

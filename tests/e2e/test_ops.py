@@ -18,7 +18,9 @@ from typing import Any, get_args
 import httpx
 import orjson
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -581,6 +583,52 @@ async def test_the_operations_page_reads_only_the_dead_letters_come_since_its_la
     for d in await ops_dlq.read(caravan.infra.kafka_bootstrap):  # what `caravan dlq list` reads
         listed[d.dlq_topic] += 1
     assert counted == listed and sum(listed.values()) == sum(kept.values()) + 1, counted
+
+
+async def test_the_operations_page_counts_a_dead_letter_topic_made_again_afresh(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A dead-letter topic deleted and made again, already longer than where the page last
+    read it: its offsets alone looked as if it had grown, and the page counted the old topic's
+    letters with the new one's (their times, and which were redriven, theirs) until it
+    restarted. It now counts what ``caravan dlq list`` lists."""
+    bootstrap = infrastructure.kafka_bootstrap
+    name = f"made-again-{uuid.uuid4().hex[:8]}.dlq"  # of its own: deleted, not the services'
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await producer.start()
+    try:
+
+        async def made_with(letters: int) -> None:
+            deadline = time.monotonic() + 30
+            while True:  # a topic deleted is gone a moment later
+                try:
+                    await admin.create_topics([NewTopic(name, 1, 1)])
+                    break
+                except TopicAlreadyExistsError:
+                    assert time.monotonic() < deadline, f"{name} still there"
+                    await asyncio.sleep(0.2)
+            for n in range(letters):
+                await producer.send_and_wait(name, b"{}", key=f"letter-{n}".encode())
+
+        page = ops_dlq.Kept([name])
+        await made_with(2)
+        before = await page.read(bootstrap)
+        assert [d.offset for d in before] == [0, 1]
+        await admin.delete_topics([name])
+        await made_with(3)
+        listed = [
+            ops_dlq.Letter(d.dlq_topic, d.partition, d.offset, d.time)
+            for d in await ops_dlq.read(bootstrap, [name])
+        ]
+        assert len(listed) == 3 and not set(listed) & set(before)
+        assert await page.read(bootstrap) == listed
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([name])
+        await producer.stop()
+        await admin.close()
 
 
 async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_topic(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndTimestamp
 
 from caravan.ops import dlq
 from shared.messaging import kafka_admin
@@ -22,6 +23,7 @@ class FakeTopic:
     def __init__(self) -> None:
         self.begin = 0
         self.end = 0
+        self.made = 0  # how many times it was made again (its letters' times tell them apart)
         self.position_ = 0
         self.fetched: list[int] = []  # the offsets read, over every read
 
@@ -33,6 +35,24 @@ class FakeTopic:
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, self.begin)
+
+    def time(self, offset: int) -> int:
+        return 1_700_000_000_000 + 1_000_000 * self.made + offset
+
+    async def offsets_for_times(
+        self, times: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        return {
+            tp: next(
+                (
+                    OffsetAndTimestamp(n, self.time(n))
+                    for n in range(self.begin, self.end)
+                    if self.time(n) >= at
+                ),
+                None,
+            )
+            for tp, at in times.items()
+        }
 
     def assign(self, tps: list[TopicPartition]) -> None:
         self.position_ = self.begin
@@ -51,7 +71,7 @@ class FakeTopic:
         self.fetched += offsets
         self.position_ = self.end
         records = [
-            ConsumerRecord(TP.topic, 0, n, 1_700_000_000_000 + n, 0, None, b"{}", None, 2, 0, [])
+            ConsumerRecord(TP.topic, 0, n, self.time(n), 0, None, b"{}", None, 2, 0, [])
             for n in offsets
         ]
         return {TP: records}
@@ -97,3 +117,20 @@ async def test_letters_retention_deleted_are_forgotten_and_a_topic_made_again_re
     topic.fetched.clear()
     assert [d.offset for d in await kept.read("kafka")] == [0]
     assert topic.fetched == [0]
+
+
+async def test_a_topic_made_again_longer_than_what_was_read_is_read_afresh(
+    topic: FakeTopic,
+) -> None:
+    """Its offsets alone look as if it had grown: the page kept its old letters counted."""
+    kept = dlq.Kept()
+    topic.letter(2)
+    first = await kept.read("kafka")
+    topic.made, topic.begin, topic.end = 1, 0, 3  # deleted, made again, three letters
+    topic.fetched.clear()
+    again = await kept.read("kafka")
+    assert [d.offset for d in again] == [0, 1, 2] and not set(first) & set(again), again
+    assert topic.fetched == [0, 1, 2]
+    topic.letter()
+    assert [d.offset for d in await kept.read("kafka")] == [0, 1, 2, 3]
+    assert topic.fetched == [0, 1, 2, 3]  # then read on from where it was

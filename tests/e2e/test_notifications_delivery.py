@@ -35,6 +35,7 @@ from shared.events.payments import (
 )
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
+from tests.e2e.markers import TEXTED_ON, consumed_again, order_handled
 from tests.harness import System, committed_offsets, free_port, order_events, ref, until
 
 SELLER_PHONE = "+8613000007001"
@@ -250,16 +251,26 @@ async def test_a_text_to_a_mainland_number_is_signed_for_chinese_carriers_whatev
     assert (uk[0].data["encoding"], uk[0].data["segments"]) == ("GSM-7", 1)
 
 
+async def _queued(caravan: System, order_id: str) -> list[tuple[str, str]]:
+    """The order's texts queued (each sent at most once), by recipient and purpose."""
+    query = 'select "to", purpose from notifications.sms where order_id = :o order by 2, 1'
+    return [tuple(r) for r in await caravan.sql(query, o=order_id)]
+
+
 async def test_two_sellers_on_one_phone_get_a_text_each(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:
-    order_id = await _order(caravan, _phone(), qty=1, more={"N-ALMOND": 3})
+    buyer = _phone()
+    order_id = await _order(caravan, buyer, qty=1, more={"N-ALMOND": 3})
 
     def texts() -> list[CloudEvent]:
         return _sms(caravan, "sms.sent", order_id=order_id, to=SELLER_PHONE)
 
     await caravan.wait_for(texts, 2)
-    await asyncio.sleep(0.5)  # a third would have been sent with them
+    await order_handled(caravan, "notifications", order_id, *TEXTED_ON)
+    assert await _queued(caravan, order_id) == [(SELLER_PHONE, "new_order")] * 2 + [
+        (buyer, "order_confirmed")
+    ]
     said = [e.data["text"] for e in texts()]
     assert len(said) == 2, said
     walnuts, almonds = (next(t for t in said if name in t) for name in ("核桃", "巴旦木"))
@@ -824,7 +835,7 @@ async def test_sellers_are_texted_once_when_confirmations_are_handled_before_res
             every=0.2,
             ready=lambda rows: len(rows) >= 2,
         )
-        await asyncio.sleep(0.5)  # a second text would have been queued with the first
+        await order_handled(caravan, "notifications", order_id, *TEXTED_ON)
         rows = await caravan.sql(texts, o=order_id)
         assert [r.purpose for r in rows] == ["new_order", "order_confirmed"]
         assert rows[0].to == SELLER_PHONE
@@ -931,7 +942,9 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_texted_once_it_c
         await caravan.restart(("notifications",), **ENV)
     await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=late.placed.order_id))
     assert await caravan.transactions("notifications", *both) == 1  # the batch path
-    await asyncio.sleep(1.0)  # room for a second text, were there one
+    await consumed_again(caravan, "notifications", *both)  # a second text: queued by then
+    queued = [await _queued(caravan, o) for o in (order.placed.order_id, late.placed.order_id)]
+    assert queued == [[(phone, "order_confirmed")], [(cancelled_phone, "order_cancelled")]]
     sent = [
         (e.data["to"], e.data["purpose"])
         for order_id in (order.placed.order_id, late.placed.order_id)

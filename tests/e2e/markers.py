@@ -1,0 +1,167 @@
+"""Proving that something did NOT happen: wait for a marker that must come after it, were it
+going to happen, then look. (A test that slept a while and then looked proved nothing on a
+loaded machine, where the unwanted thing could come after the look, and cost the sleep.)
+
+The orders that make a marker: Kafka keeps order per partition; a consumer handles one
+partition in order, commits its state and outbox in the handling transaction and its offset
+after; a relay publishes its outbox rows in order. So:
+
+- :func:`consumed_again`: a service has handled whatever came before a record on its
+  partition once it has committed past a copy of that record sent again after it;
+- :func:`read_to_the_end`: the event log has every record that was in the topics at the time
+  it was asked;
+- :func:`drained`: nothing is left in flight anywhere (every group has read every topic it
+  reads to the end, every outbox is published, and that brought no new record).
+"""
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Mapping, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.structs import RecordMetadata
+
+from services import SERVICES
+from shared.events.envelope import CloudEvent
+from shared.events.registry import parse_record
+from shared.messaging import kafka_admin
+from shared.topics import ALL_TOPICS, Topic
+from tests.harness import System, committed_offsets
+
+TEXTED_ON = (Topic.ORDER_EVENTS, Topic.INVENTORY_EVENTS)
+"""The topics whose events make notifications text about an order (:func:`order_handled`)."""
+
+
+def _record(caravan: System, event: CloudEvent) -> list[ConsumerRecord]:
+    """The records of ``event`` (one, or copies of it) the event log has read so far."""
+    topics = {t.value: t for t in Topic}
+    return [
+        r
+        for r in list(caravan.log.records)
+        if r.topic in topics
+        and event.id.encode() in r.value
+        and parse_record(topics[r.topic], r.value).envelope.id == event.id
+    ]
+
+
+async def consumed_again(caravan: System, service: str, *events: CloudEvent) -> None:
+    """Send ``events`` again (on their topic, with their key: on their partition), as a
+    redelivery the inbox drops, and wait until ``service``'s group has committed past the
+    copies: what it did on handling any record before them on those partitions is committed
+    by then."""
+    sent: list[RecordMetadata] = []
+    for event in events:
+        found = await caravan.wait_for(functools.partial(_record, caravan, event))
+        sent.append(await caravan.publish_raw(found[0].topic, found[0].value, found[0].key))
+    await caravan.consumed(service, *sent)
+
+
+async def order_handled(caravan: System, service: str, order_id: str, *topics: Topic) -> None:
+    """Wait until ``service`` has handled every event of ``order_id`` on ``topics`` there is
+    (:func:`consumed_again`, with the last of each, which is on the order's partition)."""
+    last = [
+        (await caravan.wait_for(functools.partial(caravan.log.events, t, order_id=order_id)))[-1]
+        for t in topics
+    ]
+    await consumed_again(caravan, service, *last)
+
+
+async def _ends(caravan: System, topics: Sequence[str]) -> dict[TopicPartition, tuple[int, int]]:
+    """The beginning and end offsets of every partition of ``topics``, now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=caravan.infra.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = []
+        for topic in topics:
+            with contextlib.suppress(kafka_admin.NoSuchTopic):  # a dead-letter topic unused
+                tps += await kafka_admin.topic_partitions(consumer, topic)
+        begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        return {tp: (begin[tp], end[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def _unread(caravan: System, ends: Mapping[TopicPartition, tuple[int, int]]) -> list[str]:
+    last: dict[TopicPartition, int] = {}
+    for r in list(caravan.log.records):
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, -1), r.offset)
+    return [
+        f"{tp.topic}:{tp.partition} (read to {last.get(tp, -1)} of {end})"
+        for tp, (begin, end) in ends.items()
+        if end > begin and last.get(tp, -1) < end - 1
+    ]
+
+
+async def read_to_the_end(caravan: System, *topics: str) -> None:
+    """Wait until the event log has read every record ``topics`` hold now: one sent before
+    this was called (by a command that has exited, say) is in ``caravan.log`` by then."""
+    ends = await _ends(caravan, topics)
+    await caravan.until(
+        lambda: _unread(caravan, ends),
+        lambda left: f"the event log to read {', '.join(left)}",
+        ready=lambda left: not left,
+    )
+
+
+async def _unsent(caravan: System) -> int:
+    """Outbox rows no relay has published yet, in every service's schema."""
+    return int(
+        await caravan.scalar(
+            "select "
+            + " + ".join(
+                f"(select count(*) from {schema}.outbox where sent_at is null)"
+                for schema in SERVICES  # each service's tables are in a schema of its name
+            )
+        )
+    )
+
+
+async def _behind(
+    caravan: System,
+    reads: Mapping[str, Sequence[Topic]],
+    ends: Mapping[TopicPartition, tuple[int, int]],
+) -> list[str]:
+    """The partitions whose end (of ``ends``) a group of ``reads`` has not committed yet."""
+    left = []
+    for group, topics in reads.items():
+        done = await committed_offsets(caravan.infra.kafka_bootstrap, group)
+        names = {t.value for t in topics}
+        left += [
+            f"{tp.topic}:{tp.partition} ({group} at {done.get(tp, begin)} of {end})"
+            for tp, (begin, end) in ends.items()
+            if tp.topic in names and done.get(tp, begin) < end
+        ]
+    return left
+
+
+async def drained(
+    caravan: System, reads: Mapping[str, Sequence[Topic]], timeout: float = 120.0
+) -> None:
+    """Wait until nothing is in flight: each consumer group of ``reads`` (the topics it
+    reads) has committed the end of its topics as they were, every outbox is published, and
+    the topics' ends did not move meanwhile (so no record was added that some group has
+    not handled); then until the event log has read it all. Whatever handling any record
+    emitted is in ``caravan.log`` by then (a timer's doing, a retry say, is not)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        ends = await _ends(caravan, ALL_TOPICS)
+        await caravan.until(
+            functools.partial(_behind, caravan, reads, ends),
+            lambda left: f"the groups to read {', '.join(left)} to the end",
+            timeout,
+            every=0.2,
+            ready=lambda left: not left,
+        )
+        await caravan.until(
+            lambda: _unsent(caravan),
+            "every outbox published",
+            timeout,
+            0.2,
+            ready=lambda left: left == 0,
+        )
+        if await _ends(caravan, ALL_TOPICS) == ends:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "records kept coming"
+    await read_to_the_end(caravan, *ALL_TOPICS)

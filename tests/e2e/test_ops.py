@@ -45,6 +45,7 @@ from shared.messaging import kafka_admin
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
+from tests.e2e.markers import TEXTED_ON, drained, order_handled, read_to_the_end
 from tests.harness import (
     System,
     free_port,
@@ -327,7 +328,7 @@ async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) 
             every=0.5,
             ready=lambda left: left <= 0,
         )
-    await asyncio.sleep(2.0)  # anything a replay wrongly emitted would now be out
+    await drained(caravan, consumed(caravan))  # what a replay wrongly emitted is out by then
     assert await settled(caravan, order_ids) == before
 
 
@@ -365,12 +366,14 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
     assert [line.plain for line in resumed] == [
         f"resumed {', '.join(key.split('+'))}" for key in hosts
     ]
-    sent = await caravan.wait_for(
+    await caravan.wait_for(
         lambda: caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
     )
-    await asyncio.sleep(1.0)  # room for a second text, were there one
-    sent = caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
-    assert len({(e.data["to"], e.data["text"]) for e in sent}) == len(sent)  # once each
+    # A second text of the replay is queued once notifications has handled the order's events.
+    await order_handled(caravan, "notifications", order_id, *TEXTED_ON)
+    texts = 'select "to", purpose from notifications.sms where order_id = :o'
+    queued = [tuple(row) for row in await caravan.sql(texts, o=order_id)]
+    assert len(set(queued)) == len(queued), queued  # once each (each row sent at most once)
 
     [key] = caravan.procs.hosts(("notifications",))
     dead = caravan.procs.procs[key]
@@ -693,15 +696,7 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
         assert redriven.startswith("redriven 20") and by == "by test-operator", listed.stdout
     # Each group dead-letters its own copy again, and skips the others'.
     await caravan.wait_for(letters, 2 * len(groups))
-    for group in groups:
-        await until(
-            functools.partial(lag, caravan, group, [topic]),
-            f"the lag of {group} to fall to 0",
-            60,
-            every=0.5,
-            ready=lambda left: left <= 0,
-        )
-    await asyncio.sleep(2.0)  # a dead letter more than one per group would now be out
+    await drained(caravan, consumed(caravan))  # a dead letter more than one per group: out
     again = letters()[len(groups) :]
     assert sorted(dict(r.headers)["dlq.group"].decode() for r in again) == sorted(groups)
     # Each new letter names the one it was sent back from, of its own group; so does dlq list.
@@ -724,7 +719,7 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     assert twice.returncode == 0, twice.stderr
     assert "redriven:" not in twice.stdout
     assert twice.stdout.count("left out: ") == len(groups)
-    await asyncio.sleep(1.0)
+    await read_to_the_end(caravan, topic.value)  # what the command sent: in the log
     assert len([r for r in caravan.log.raw(topic.value) if r.key == key]) == 1 + len(groups)
     audited = await caravan.sql(
         "select detail->'letters', detail->'redriven_before' from auth.audit"
@@ -869,7 +864,7 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
             "nothing redriven: the audit trail cannot record it (cannot reach PostgreSQL: "
         ), done.stderr
         assert "Traceback" not in done.stderr
-    await asyncio.sleep(1.0)  # a record sent would now be in
+    await read_to_the_end(caravan, Topic.ORDER_REQUESTS.value)  # what they sent: in the log
     assert len([r for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key == key]) == 1
     redrives = "select count(*) from auth.audit where action = 'redrive' and detail::text like :l"
     assert await caravan.scalar(redrives, l=f"%{letter}%") == 0

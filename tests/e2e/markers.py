@@ -9,7 +9,8 @@ after; a relay publishes its outbox rows in order. So:
 - :func:`consumed_again`: a service has handled whatever came before a record on its
   partition once it has committed past a copy of that record sent again after it;
 - :func:`read_to_the_end`: the event log has every record that was in the topics at the time
-  it was asked;
+  it was asked; :func:`published`: and every record a service's committed transactions
+  emitted for a key;
 - :func:`drained`: nothing is left in flight anywhere (every group has read every topic it
   reads to the end, every outbox is published, and that brought no new record).
 """
@@ -69,6 +70,7 @@ async def order_handled(caravan: System, service: str, order_id: str, *topics: T
 
 async def _ends(caravan: System, topics: Sequence[str]) -> dict[TopicPartition, tuple[int, int]]:
     """The beginning and end offsets of every partition of ``topics``, now."""
+    assert topics, "no topic named"
     consumer = AIOKafkaConsumer(bootstrap_servers=caravan.infra.kafka_bootstrap)
     await consumer.start()
     try:
@@ -103,6 +105,20 @@ async def read_to_the_end(caravan: System, *topics: str) -> None:
         lambda left: f"the event log to read {', '.join(left)}",
         ready=lambda left: not left,
     )
+
+
+async def published(caravan: System, service: str, key: str, topic: Topic) -> None:
+    """Wait until ``service``'s relay has published every row of its outbox keyed ``key`` (an
+    order id, say) that is there now, and the event log has read ``topic`` to the end: what a
+    transaction of ``service`` that has committed emitted on ``topic`` for ``key`` is in
+    ``caravan.log`` by then."""
+    unsent = f"select count(*) from {service}.outbox where key = :k and sent_at is null"
+    await caravan.until(
+        lambda: caravan.scalar(unsent, k=key.encode()),
+        f"{service}'s outbox rows of {key} published",
+        ready=lambda left: left == 0,
+    )
+    await read_to_the_end(caravan, topic.value)
 
 
 async def _unsent(caravan: System) -> int:

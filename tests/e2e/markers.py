@@ -54,7 +54,9 @@ async def consumed_again(caravan: System, service: str, *events: CloudEvent) -> 
     sent: list[RecordMetadata] = []
     for event in events:
         found = await caravan.wait_for(functools.partial(_record, caravan, event))
-        sent.append(await caravan.publish_raw(found[0].topic, found[0].value, found[0].key))
+        record = found[0]
+        headers = list(record.headers)  # a trace's parent, as the relay sent it
+        sent.append(await caravan.publish_raw(record.topic, record.value, record.key, headers))
     await caravan.consumed(service, *sent)
 
 

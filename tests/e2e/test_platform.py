@@ -27,7 +27,7 @@ from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentReques
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
-from tests.e2e.absence import caught_up
+from tests.e2e.markers import consumed_again
 from tests.e2e.test_http import NEEDS_A_BUYER
 from tests.e2e.test_tracing import spans, trace_id
 from tests.harness import System, order_events, raw_event, until
@@ -186,9 +186,7 @@ async def placed_once(caravan: System, order_ref: str, app: str = APP) -> str:
     assert request.source == f"platform/{app}"
     # The orders service has handled every delivery of that request (one partition, its
     # key): a second order.placed would be in its outbox by then.
-    sent = caravan.log.raw(Topic.PLATFORM_EVENTS.value)
-    record = next(r for r in sent if request.id.encode() in r.value)
-    await caught_up(caravan, "orders", record)
+    await consumed_again(caravan, "orders", request)
     placings = ("orders", Topic.ORDER_EVENTS, "order.placed")
     assert await caravan.outbox_count(*placings, order_ref=order_ref) == 1
     return order_id

@@ -4,13 +4,14 @@ receive and adjust lots. Each runs inside one transaction; the lot counters chan
 the moves of ``domain.ledger``."""
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, select
 
+from services.inventory.adapters import queries
 from services.inventory.adapters.repository import Correction, StockRepository
 from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
@@ -399,6 +400,35 @@ async def lock_lot(tx: Tx, lot_id: str) -> None:
     audit trail's *before*) is what the change starts from, not what a reservation committed
     in between changed."""
     await StockRepository(tx).lock_lot(lot_id)
+
+
+Done = TypeVar("Done")
+
+
+async def change_lot(
+    tx: Tx,
+    lot_id: str,
+    actor: str,
+    action: str,
+    change: Callable[[], Awaitable[Done]],
+    detail: Callable[[Done], dict[str, Any]],
+) -> tuple[Done, queries.LotStock]:
+    """Run ``change`` (a use case below, on the lot ``lot_id``) under the lot's lock
+    (:func:`lock_lot`); if what it returns is true (it changed something), write it to the
+    audit trail as ``action`` with ``detail(...)`` of that and the lot as it was and as it
+    is now. Returns what ``change`` returned and the lot as it is now."""
+    await lock_lot(tx, lot_id)
+    before = await queries.lot_stock(tx.conn, lot_id, days.today())
+    done = await change()
+    await tx.flush()  # the lot's new counters (held for the commit), read back just below
+    after = await queries.lot_stock(tx.conn, lot_id, days.today())
+    assert after is not None  # the change raised UnknownLot otherwise
+    if done and before is not None:
+        was, now = before.model_dump(mode="json"), after.model_dump(mode="json")
+        await audit.record(
+            tx.conn, actor, action, lot_id, before=was, after=now, detail=detail(done)
+        )
+    return done, after
 
 
 async def adjust_lot(

@@ -44,7 +44,7 @@ from shared.auth.tokens import Principal
 from shared.events.envelope import Frozen, NoNul
 from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, require
 from shared.ids import new_id
-from shared.messaging.uow import Tx, UnitOfWork
+from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after, page
 from shared.seed import LotSeed
 
@@ -124,18 +124,12 @@ SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
 ENTRY_CURSOR = cursor_after(datetime, str, str)  # after a lot's entry (at, kind, id)
 
 
-async def _audit(
-    tx: Tx,
-    who: Principal,
-    action: str,
-    before: queries.LotStock | None,
-    after: queries.LotStock | None,
-    detail: dict[str, Any],
-) -> None:
-    """Write a change of a lot to the audit trail: the lot as it was and as it is now."""
-    if before is not None and after is not None:
-        dump = {"before": before.model_dump(mode="json"), "after": after.model_dump(mode="json")}
-        await audit.record(tx.conn, who.name, action, after.lot_id, **dump, detail=detail)
+def _terms(changed: handlers.LotTerms) -> dict[str, dict[str, str]]:
+    """A correction's terms it changed, as they were (``before``) and are (``after``)."""
+    return {
+        side: {name: str(pair[i]) for name, pair in changed.items()}
+        for i, side in enumerate(("before", "after"))
+    }
 
 
 def admin_router(uow: UnitOfWork) -> APIRouter:
@@ -236,20 +230,19 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     )
     async def set_selling(lot_id: Key, body: Selling, who: Writer) -> Any:
         """Stop a lot selling (its holds drain: sold or released as before) or restart it."""
+        action = "lot.restart_selling" if body.on_sale else "lot.stop_selling"
         try:
             async with uow.begin() as tx:
-                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
-                before = await queries.lot_stock(tx.conn, lot_id, days.today())
-                changed = await handlers.set_selling(
-                    tx, lot_id, body.on_sale, body.reason, who.name
+                changed, view = await handlers.change_lot(
+                    tx,
+                    lot_id,
+                    who.name,
+                    action,
+                    lambda: handlers.set_selling(tx, lot_id, body.on_sale, body.reason, who.name),
+                    lambda _: {"reason": body.reason},
                 )
-                view = await queries.lot_stock(tx.conn, lot_id, days.today())
-                if changed:
-                    action = "lot.restart_selling" if body.on_sale else "lot.stop_selling"
-                    await _audit(tx, who, action, before, view, {"reason": body.reason})
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")
-        assert view is not None
         return SellingSet(changed=changed, lot=view)
 
     @router.patch(
@@ -268,25 +261,22 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         """Set right a lot's SKU or dates, mistyped when it was received."""
         try:
             async with uow.begin() as tx:
-                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
-                before = await queries.lot_stock(tx.conn, lot_id, days.today())
-                changed = await handlers.correct_lot(
+                changed, view = await handlers.change_lot(
                     tx,
                     lot_id,
-                    body.reason,
                     who.name,
-                    sku=body.sku,
-                    available_from=body.available_from,
-                    best_before=body.best_before,
+                    "lot.correct",
+                    lambda: handlers.correct_lot(
+                        tx,
+                        lot_id,
+                        body.reason,
+                        who.name,
+                        sku=body.sku,
+                        available_from=body.available_from,
+                        best_before=body.best_before,
+                    ),
+                    lambda changed: {"reason": body.reason, **_terms(changed)},
                 )
-                view = await queries.lot_stock(tx.conn, lot_id, days.today())
-                terms = {
-                    side: {name: str(pair[i]) for name, pair in changed.items()}
-                    for i, side in enumerate(("before", "after"))
-                }
-                if changed:
-                    detail = {"reason": body.reason, **terms}
-                    await _audit(tx, who, "lot.correct", before, view, detail)
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")
         except handlers.UnknownSku:
@@ -295,8 +285,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             return problem(422, "Invalid request", str(exc))
         except handlers.Refused as exc:
             return problem(409, "Correction refused", str(exc))
-        assert view is not None
-        return Corrected(corrected=bool(changed), lot=view, **terms)
+        return Corrected(corrected=bool(changed), lot=view, **_terms(changed))
 
     @router.post(
         "/lots/{lot_id:path}/adjustments",
@@ -328,21 +317,20 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:
-                await handlers.lock_lot(tx, lot_id)  # before, as the change finds it
-                before = await queries.lot_stock(tx.conn, lot_id, days.today())
-                applied = await handlers.adjust_lot(
-                    tx, lot_id, body.delta, body.reason, key, who.name, body.spoiled
+                applied, view = await handlers.change_lot(
+                    tx,
+                    lot_id,
+                    who.name,
+                    "lot.adjust",
+                    lambda: handlers.adjust_lot(
+                        tx, lot_id, body.delta, body.reason, key, who.name, body.spoiled
+                    ),
+                    lambda _: {**body.model_dump(), "key": key},
                 )
-                await tx.flush()  # the lot's new counters, read back just below
-                view = await queries.lot_stock(tx.conn, lot_id, days.today())
-                if applied:
-                    detail = {**body.model_dump(), "key": key}
-                    await _audit(tx, who, "lot.adjust", before, view, detail)
         except handlers.UnknownLot:
             return problem(404, "Unknown lot", f"no lot {lot_id}")
         except (handlers.Conflict, StockError) as exc:
             return problem(409, "Adjustment refused", str(exc))
-        assert view is not None
         if not applied:
             response.status_code = 200
         return Adjusted(adjustment_id=key, applied=applied, lot=view)

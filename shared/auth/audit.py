@@ -2,7 +2,7 @@
 something, written in the same transaction as the change itself where there is one."""
 
 import getpass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,17 +20,25 @@ def os_actor() -> str:
     return Settings().actor or getpass.getuser()
 
 
+class Change(TypedDict, total=False):
+    """The keywords of :func:`entry` after its target, named so that mypy checks them."""
+
+    before: Any
+    after: Any
+    detail: dict[str, Any] | None
+
+
 async def record(
-    conn: AsyncConnection, actor: str, action: str, target: str, **values: Any
+    conn: AsyncConnection, actor: str, action: str, target: str, **change: Unpack[Change]
 ) -> None:
     """Append one entry (:func:`entry`)."""
-    await conn.execute(insert(audit).values(entry(actor, action, target, **values)))
+    await conn.execute(insert(audit).values(entry(actor, action, target, **change)))
 
 
-def record_later(tx: "Tx", actor: str, action: str, target: str, **values: Any) -> None:
+def record_later(tx: "Tx", actor: str, action: str, target: str, **change: Unpack[Change]) -> None:
     """:func:`record` at ``tx``'s commit, with its other entries in one statement
     (:meth:`Tx.insert_later`): a seed file's thousands of entries were a statement each."""
-    tx.insert_later(audit, entry(actor, action, target, **values))
+    tx.insert_later(audit, entry(actor, action, target, **change))
 
 
 def entry(

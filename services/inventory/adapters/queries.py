@@ -7,7 +7,18 @@
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, ColumnElement, case, func, literal, null, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    Select,
+    case,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -145,46 +156,37 @@ async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock |
     return None if row is None else _lot(row, day)
 
 
+_NOT_OF_EVERY_KIND = {
+    "delta": null(),
+    "spoiled": null().cast(Boolean),
+    "before": null().cast(JSONB),
+    "after": null().cast(JSONB),
+    "on_sale": null().cast(Boolean),
+}
+
+
+def _entries(kind: str, id_: Column[str], *own: str) -> Select[Any]:
+    """A lot's history entries (:class:`LotEntry`) of one ``kind``, from ``id_``'s table:
+    the columns every kind has, its ``own`` and null for the other kinds'."""
+    table = id_.table
+    return select(
+        literal(kind).label("kind"),
+        id_.label("id"),
+        table.c.lot_id,
+        table.c.created_at.label("at"),
+        table.c.actor,
+        table.c.reason,
+        *(
+            table.c[name] if name in own else absent.label(name)
+            for name, absent in _NOT_OF_EVERY_KIND.items()
+        ),
+    )
+
+
 _ENTRIES = union_all(
-    select(
-        literal("adjustment").label("kind"),
-        lot_adjustments.c.adjustment_id.label("id"),
-        lot_adjustments.c.lot_id,
-        lot_adjustments.c.created_at.label("at"),
-        lot_adjustments.c.actor,
-        lot_adjustments.c.reason,
-        lot_adjustments.c.delta,
-        lot_adjustments.c.spoiled,
-        null().cast(JSONB).label("before"),
-        null().cast(JSONB).label("after"),
-        null().cast(Boolean).label("on_sale"),
-    ),
-    select(
-        literal("correction").label("kind"),
-        lot_corrections.c.correction_id.label("id"),
-        lot_corrections.c.lot_id,
-        lot_corrections.c.created_at.label("at"),
-        lot_corrections.c.actor,
-        lot_corrections.c.reason,
-        null().label("delta"),
-        null().cast(Boolean).label("spoiled"),
-        lot_corrections.c.before,
-        lot_corrections.c.after,
-        null().cast(Boolean).label("on_sale"),
-    ),
-    select(
-        literal("selling").label("kind"),
-        lot_selling.c.change_id.label("id"),
-        lot_selling.c.lot_id,
-        lot_selling.c.created_at.label("at"),
-        lot_selling.c.actor,
-        lot_selling.c.reason,
-        null().label("delta"),
-        null().cast(Boolean).label("spoiled"),
-        null().cast(JSONB).label("before"),
-        null().cast(JSONB).label("after"),
-        lot_selling.c.on_sale,
-    ),
+    _entries("adjustment", lot_adjustments.c.adjustment_id, "delta", "spoiled"),
+    _entries("correction", lot_corrections.c.correction_id, "before", "after"),
+    _entries("selling", lot_selling.c.change_id, "on_sale"),
 ).subquery("entries")
 
 

@@ -3,7 +3,8 @@
 Each emitted event carries the W3C trace context of the span that emitted it in its record
 headers (through the outbox); each consumer continues that trace in a span of its own. Spans
 are exported where ``CARAVAN_TRACE_DIR`` points (one JSON-lines file per service, which the
-tests read), or nowhere by default. An OTLP exporter can be added the same way.
+tests read), to an OpenTelemetry collector over OTLP when the standard ``OTEL_*`` variables ask
+(:mod:`shared.collector`), or nowhere by default.
 """
 
 import contextvars

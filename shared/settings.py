@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from datetime import time
 from functools import lru_cache
@@ -251,7 +252,11 @@ class Settings(CalendarSettings):
     # firewall, a load balancer whose backend is gone (shared.db.engine.async_engine).
     db_connect_timeout_seconds: float = Field(10.0, gt=0)
     handler_max_attempts: int = 3
-    instance_id: str = "1"
+    # Which instance of a service this is (log lines' "instance", Kafka client ids): the
+    # host's name unless given (a pod's name in Kubernetes, a container's id in compose), so
+    # that replicas deployed without an id of their own are told apart; `caravan up` gives each
+    # instance it starts its number.
+    instance_id: str = Field(default_factory=socket.gethostname)
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
     # go to (default: this service's /sms/receipts), delivery retries and quiet hours.

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace, TracebackType
@@ -387,19 +388,28 @@ def test_a_service_logs_at_the_level_its_settings_name(
     assert unreachable["level"] == "warning", unreachable
 
 
+@pytest.mark.parametrize(
+    ("given", "instance"), [("2", "2"), (None, socket.gethostname())], ids=["given", "host"]
+)
 def test_a_service_s_lines_name_its_instance(
-    service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+    service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch, given: str | None, instance: str
 ) -> None:
     """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts (a second inventory
-    is 2), which nothing read: two instances' lines could not be told apart."""
+    is 2), which nothing read: two instances' lines could not be told apart. Replicas
+    deployed outside ``caravan up`` (compose, Kubernetes) given none were all instance "1",
+    their lines and Kafka clients alike: unset, it is the host's name (a pod's, a
+    container's)."""
     monkeypatch.setattr(sys, "stderr", service_lines)
     monkeypatch.setattr(gc, "freeze", lambda: None)
     monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")  # not reached
-    monkeypatch.setenv("CARAVAN_INSTANCE_ID", "2")
+    if given is None:
+        monkeypatch.delenv("CARAVAN_INSTANCE_ID", raising=False)
+    else:
+        monkeypatch.setenv("CARAVAN_INSTANCE_ID", given)
     main.run({"payments": QUIET})
     entries = [json.loads(line) for line in service_lines.getvalue().splitlines()]
-    assert entries and all(e["instance"] == "2" for e in entries), entries
+    assert entries and all(e["instance"] == instance for e in entries), entries
 
 
 async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(

@@ -148,7 +148,9 @@ class Kind(Enum):
     """The server turned the connection away while starting up or shutting down (57P03)."""
     CONNECTION_LOST = "connection lost"
     """A connection made and lost: closed (SQLAlchemy's dialect invalidated it; asyncpg's
-    "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02)."""
+    "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02),
+    or met while its end was being read (asyncpg's ``InternalClientError``: a pooled
+    connection the server ended while it sat idle, taken before asyncpg saw it close)."""
     CONNECTION_FAILED = "connection failed"
     """A ``ConnectionError`` that :func:`async_engine`'s connect did not mark: a socket of
     PostgreSQL's reset in use, or of another server the work used."""
@@ -297,6 +299,12 @@ def fault(exc: BaseException) -> Fault:
             state = error.sqlstate or ""
             kind = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2]) or Kind.FAILED
             return Fault(kind, error)
+        if isinstance(error, asyncpg.InternalClientError):
+            # "cannot switch to state 15; another operation (2) is in progress": the server's
+            # FATAL (57P01 at a shutdown) reached an idle connection, which asyncpg took for
+            # a protocol error and waits on for good; it closes a moment later, and SQLAlchemy
+            # does not pool it again. Another try is on a new connection.
+            return Fault(Kind.CONNECTION_LOST, error)
         if isinstance(error, asyncpg.InterfaceError):
             closed = "connection is closed" in str(error)
             return Fault(Kind.CONNECTION_LOST if closed else Kind.CLIENT_REFUSED, error)

@@ -7,10 +7,12 @@ will not send does not (a record whose handler sends one is dead-lettered)."""
 
 import asyncio
 import random
+import threading
 import traceback
 import uuid
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from aiokafka import ConsumerRecord
 from sqlalchemy import MetaData, bindparam, select, text
@@ -19,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from caravan import system
 from shared import days
 from shared.db import Database, fault
+from shared.db.driver import transaction
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
@@ -74,6 +77,52 @@ async def test_a_statement_asyncpg_refuses_is_not_transient_and_a_lost_connectio
                     await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
                 await conn.execute(text("SELECT 1"))
         assert fault(lost.value).kind.transient, repr(lost.value)
+    finally:
+        await db.dispose()
+
+
+def _ended_while_nobody_looks(url: str, pid: int) -> None:
+    """Make the server end backend ``pid`` (a FATAL 57P01, as at a shutdown) and wait until
+    it has, with this thread's event loop blocked: the FATAL and the connection's end wait
+    unread on its socket."""
+
+    async def terminate() -> None:
+        db = Database(Settings(DATABASE_URL=url), "orders")
+        try:
+            async with db.transaction() as conn:
+                await conn.execute(text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+        finally:
+            await db.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(terminate(),))
+    thread.start()
+    thread.join()
+
+
+async def test_a_pooled_connection_the_server_ended_while_idle_is_a_lost_connection(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A connection the server ends while it sits idle in the pool (a database outage
+    test's shutdown) gets the FATAL unasked: asyncpg takes it for a protocol error and waits
+    for the server's next "ready", which never comes, until it reads the connection's end.
+    Taken from the pool in between, as the relay's next round did in CI, its first statement
+    fails "cannot switch to state 15; another operation (2) is in progress" (asyncpg's
+    InternalClientError): a connection lost, retried on a new one, not an error that will
+    not pass (the relay logged it as an ERROR with its traceback)."""
+    db = Database(Settings(DATABASE_URL=infrastructure.database_url), "orders")
+    try:
+        async with transaction(db.engine) as raw:
+            pid = await raw.fetchval("SELECT pg_backend_pid()")
+        _ended_while_nobody_looks(infrastructure.database_url, pid)
+        await asyncio.sleep(0)  # the loop sees the socket readable: the FATAL is read
+        await asyncio.sleep(0)  # its end not yet
+        with pytest.raises(asyncpg.InternalClientError) as met:
+            async with transaction(db.engine) as raw:
+                await raw.fetchval("SELECT 1")
+        assert "another operation (2) is in progress" in str(met.value)
+        assert fault(met.value).kind.lost, repr(met.value)  # transient: retried, a warning
+        async with transaction(db.engine) as raw:  # not handed out again
+            assert await raw.fetchval("SELECT pg_backend_pid()") != pid
     finally:
         await db.dispose()
 

@@ -1,5 +1,5 @@
-"""``caravan payments ...``: credit lines, loans and repayments, through the payments
-service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
+"""``caravan payments ...``: credit lines, loans and repayments, refunds made by hand,
+through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
 
 import uuid
 from typing import Annotated, Any
@@ -11,7 +11,10 @@ from caravan.admin_api import base_url, call
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
 
-app = typer.Typer(help="Payments: credit lines, microloans and repayments.", no_args_is_help=True)
+app = typer.Typer(
+    help="Payments: credit lines, microloans and repayments; refunds made by hand.",
+    no_args_is_help=True,
+)
 
 Url = Annotated[
     str | None, typer.Option("--url", help="payments admin API (default: from the settings)")
@@ -127,3 +130,20 @@ def repay(
         + ("" if body["created"] else "; already recorded under this key, nothing changed")
     )
     _show_loan(body["loan"])
+
+
+@app.command("refunded")
+def refunded(
+    order_id: str,
+    reference: Annotated[str, typer.Option(help="the bank's or gateway's transfer reference")],
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")],
+    url: Url = None,
+) -> None:
+    """Record that the buyer of a void_refused payment was refunded by hand (audited; the
+    same reference again changes nothing)."""
+    body = {"reference": reference, "reason": reason}
+    done = _call(url, "POST", "/orders/{}/payment/refund", order_id, json=body)
+    console.print(
+        f"order {order_id}: {done['refund_owed_fen']} fen refunded to the buyer under reference "
+        f"{done['refund_reference']} (recorded {done['refunded_at']})"
+    )

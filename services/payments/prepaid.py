@@ -30,16 +30,19 @@ A void the gateway refuses for good (:class:`VoidRefused`: a charge settled alre
 asked again: the payment is ``void_refused``, the charge standing, what the buyer paid owed
 back to them (``refund_owed_fen``, ``buyer_refund_payable`` in the ledger), the gateway's
 answer kept (``gateway_refusal``), counted (``caravan_payments_void_refused_total``) and
-alerted on, for operations to refund by hand.
+alerted on, for operations to refund by hand; once they have, they record it
+(:func:`record_refund`: ``POST /orders/{id}/payment/refund``): the payment is ``refunded``,
+with the transfer's reference, and the ledger owes the buyer nothing more.
 """
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import (
@@ -220,6 +223,91 @@ async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
     return True
 
 
+SHOWN = (
+    payments.c.order_id,
+    payments.c.status,
+    payments.c.method,
+    payments.c.amount_fen,
+    payments.c.loan_id,
+    payments.c.attempts,
+    payments.c.collected_by,  # the platform app that took the money
+    payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
+    payments.c.gateway_refusal,  # ... and the gateway's refusal
+    payments.c.refund_reference,  # refunded: the transfer's reference
+    payments.c.refunded_at,  # ... and when it was recorded
+)
+"""What ``GET /orders/{id}/payment`` shows of a payment."""
+
+
+async def payment_view(
+    conn: AsyncConnection, order_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    """The payment of ``order_id`` as :data:`SHOWN` (None: there is none), locked if ``lock``."""
+    query = select(*SHOWN).where(payments.c.order_id == order_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else dict(row._mapping)
+
+
+class NotRefundable(Exception):
+    """A refund recorded for a payment that is not ``void_refused`` (or was refunded under
+    another reference)."""
+
+
+@dataclass(frozen=True)
+class Refund:
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def recorded(self) -> bool:
+        """False: the same refund again, nothing changed."""
+        return self.before != self.after
+
+
+def refund_txn(order_id: str) -> str:
+    return f"refund:{order_id}"
+
+
+async def record_refund(tx: Tx, order_id: str, reference: str) -> Refund | None:
+    """Operations refunded by hand the buyer of a ``void_refused`` payment (the transfer's
+    ``reference``): it is ``refunded``, and the ledger pays what was owed out of what the
+    gateway took. The same reference again changes nothing; None: no payment for the order;
+    :class:`NotRefundable` for any other status."""
+    before = await payment_view(tx.conn, order_id, lock=True)
+    if before is None:
+        return None
+    status = before["status"]
+    if status == "refunded" and before["refund_reference"] == reference:
+        return Refund(before, before)
+    if status != "void_refused":
+        was = f" under reference {before['refund_reference']!r}" if status == "refunded" else ""
+        raise NotRefundable(
+            f"the payment of order {order_id} is {status}{was}: only a void_refused one is"
+            " refunded by hand"
+        )
+    await tx.conn.execute(
+        update(payments)
+        .where(payments.c.order_id == order_id)
+        .values(
+            status="refunded",
+            refund_reference=reference,
+            refunded_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    owed = before["refund_owed_fen"] or 0
+    ledger_store.post(
+        tx,
+        refund_txn(order_id),
+        "prepaid_refunded",
+        ledger.prepaid_refunded(owed),
+        order_id=order_id,
+    )
+    after = await payment_view(tx.conn, order_id)
+    assert after is not None  # locked above
+    return Refund(before, after)
+
+
 async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
     await tx.conn.execute(
         update(payments)
@@ -279,6 +367,7 @@ STATUSES = (
     "voiding",
     "voided",
     "void_refused",
+    "refunded",
     "awaiting",
     "cancelled",
 )

@@ -14,5 +14,5 @@ SCOPES: dict[str, str] = {
     "platform:write": "map marketplace platforms' SKUs and buyers to ours",
     "platform:read": "read platform mappings, problems and status callbacks",
     "metrics": "scrape /metrics (Prometheus)",
-    "ops": "stuck orders, the operations page",
+    "ops": "stuck orders, the operations page, refunds made by hand",
 }

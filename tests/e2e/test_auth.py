@@ -158,6 +158,10 @@ class World:
                 f"/orders/{self.order_id}/payment",
                 None,
             ),
+            ("payments", "POST", "/orders/{order_id}/payment/refund"): (
+                f"/orders/{self.order_id}/payment/refund",
+                {"reference": "PROBE-1", "reason": "probe"},
+            ),
             ("payments", "POST", "/loans/{loan_id}/repayments"): (
                 f"/loans/{self.loan_id}/repayments",
                 {},
@@ -210,6 +214,7 @@ class World:
             "select credit_limit_fen from payments.credit_lines where buyer_id = :buyer",
             "select status from payments.loans where loan_id = :loan_id",
             "select count(*) from payments.repayments where loan_id = :loan_id",
+            "select status, refund_reference from payments.payments where order_id = :order_id",
             "select count(*) from notifications.opt_outs where phone = :phone",
             "select kind, external_id, value from platform.mappings where app = :app",
             "select count(*) from auth.audit",

@@ -375,6 +375,18 @@ LOSING = {
         "1 in payments.payments where length(gateway_ref) > 64",
         "UPDATE payments.payments SET gateway_ref = NULL WHERE length(gateway_ref) > 64",
     ),
+    # A refund made by hand, recorded: the older version knows no such status (a payment
+    # still owed back to its buyer, void_refused: not refused).
+    "payments 0015 refunded": (
+        "payments",
+        "insert into payments.payments (order_id, status, refund_owed_fen, refund_reference,"
+        " refunded_at) values ('r', 'refunded', 100, 'BANK-1', now()),"
+        " ('v', 'void_refused', 100, NULL, NULL)",
+        "0014",
+        "1 in payments.payments where refund_reference IS NOT NULL OR status = 'refunded'",
+        "UPDATE payments.payments SET status = 'void_refused', refund_reference = NULL,"
+        " refunded_at = NULL WHERE status = 'refunded'",
+    ),
 }
 
 

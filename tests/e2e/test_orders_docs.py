@@ -179,6 +179,7 @@ FUZZED = {
         "GET /orders/{order_id}/payment",
         "POST /credit-lines/{buyer_id}/adjustments",
         "POST /loans/{loan_id}/repayments",
+        "POST /orders/{order_id}/payment/refund",
         "PUT /credit-lines/{buyer_id}",
     ],
     "notifications": [

@@ -23,6 +23,7 @@ from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
 from shared.events.platform import PlatformOrderPaid, PlatformOrderRequested
 from shared.topics import Topic
 from tests.e2e.markers import published
+from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
     buyer,
     confirmation_text,
@@ -326,21 +327,8 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     payment is ``void_refused``, what the buyer paid owed back to them (in the ledger and on
     ``GET /orders/{id}/payment``, with the gateway's answer), the sellers owed nothing, and
     it is counted for the alert. (It was asked again every 30 s for ever, nothing recorded.)"""
-    who = buyer("gw-settled")
-    rule = {"mode": "settled", "times": 1000}  # a settled charge is never voided
-    assert (await gateway.put(f"/behaviour/{who}", json=rule)).is_success
-    order_id = str(uuid.uuid4())
-    reserved = _reserved(order_id, who)
-    await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
-    await caravan.wait_for(
-        lambda: caravan.log.events(
-            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
-        )
-    )
     counted = await caravan.gauge("payments", "caravan_payments_void_refused_total")
-    cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
-    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
-    await _until_status(caravan, order_id, "void_refused")
+    order_id = await _void_refused(caravan, gateway, "gw-settled")
     # Five retries' room (0.2 s), were it retried. A sleep: a retry is a timer's doing, and
     # nothing the test can wait for would come after it.
     await asyncio.sleep(1.0)
@@ -366,6 +354,123 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     assert await caravan.scalar(owed, o=order_id) == 0
     assert await caravan.gauge("payments", "caravan_payments_void_refused_total") == counted + 1
     assert not caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+
+
+async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing_more(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Operations refunded by hand the buyer of a ``void_refused`` payment and record it (the
+    route, then the command): the payment is ``refunded`` with the transfer's reference and
+    time, the ledger owes the buyer nothing and holds nothing of the order, the audit trail
+    says who and why, the same reference again changes nothing, any other status is 409,
+    and the gauge the alert watches counts it no longer. (There was no way to record it: the
+    payment stayed ``void_refused``, owed, for ever.)"""
+    order_id = await _void_refused(caravan, gateway, "gw-refund")
+    route = f"/orders/{order_id}/payment/refund"
+    made = {"reference": "BANK-20261205-0001", "reason": "refunded by bank transfer"}
+    narrow = await caravan.issue_token(f"credit-only-{uuid.uuid4().hex[:6]}", "credit:write")
+    async with caravan.api("payments", token=narrow) as credit_only:
+        assert (await credit_only.post(route, json=made)).status_code == 403
+    first = await admin.post(route, json=made)
+    assert first.status_code == 200, first.text
+    done = first.json()
+    assert (done["status"], done["refund_owed_fen"], done["refund_reference"]) == (
+        "refunded",
+        3500,
+        "BANK-20261205-0001",
+    )
+    assert done["refunded_at"]
+    again = await admin.post(route, json={**made, "reason": "the answer was lost"})
+    assert (again.status_code, again.json()) == (200, done)
+    assert (await admin.get(f"/orders/{order_id}/payment")).json() == done
+    other = await admin.post(route, json={**made, "reference": "BANK-20261205-0002"})
+    assert other.status_code == 409
+    assert other.json()["detail"] == (
+        f"the payment of order {order_id} is refunded under reference 'BANK-20261205-0001':"
+        " only a void_refused one is refunded by hand"
+    )
+    unknown = await admin.post(f"/orders/{uuid.uuid4()}/payment/refund", json=made)
+    assert unknown.status_code == 404
+    left = await caravan.sql(
+        "select account, sum(amount_fen) from payments.ledger_entries where order_id = :o"
+        " group by account having sum(amount_fen) <> 0",
+        o=order_id,
+    )
+    assert list(left) == []
+    refund = await caravan.sql(
+        "select account, amount_fen from payments.ledger_entries"
+        " where txn_id = :t and kind = 'prepaid_refunded' order by account",
+        t=f"refund:{order_id}",
+    )
+    assert [tuple(r) for r in refund] == [
+        ("buyer_refund_payable", 3500),
+        ("gateway_clearing", -3500),
+    ]
+    audited = await caravan.sql(
+        "select before->>'status', after->>'status', after->>'refund_reference', detail"
+        " from auth.audit where action = 'payment.refund' and target = :o",
+        o=order_id,
+    )
+    assert [tuple(r) for r in audited] == [
+        ("void_refused", "refunded", "BANK-20261205-0001", made),
+    ]
+
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+
+    async def cli(*args: str) -> tuple[int, str]:
+        """``caravan payments refunded ARGS``: its exit code, and what it said."""
+        done = await caravan_cli(caravan, "payments", "refunded", "--url", url, *args)
+        return done.returncode, done.stdout + done.stderr
+
+    by_cli = await _void_refused(caravan, gateway, "gw-refund-cli")
+    said = f"order {by_cli}: 3500 fen refunded to the buyer under reference BANK-0003 (recorded "
+    code, out = await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer")
+    assert code == 0 and out.startswith(said), out
+    assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "again") == (code, out)
+    paid = await _charged(caravan, buyer("gw-refund-paid"))
+    code, out = await cli(paid, "--reference", "BANK-0004", "--reason", "by mistake")
+    assert code == 1
+    assert out == (
+        f"Refund not recorded: the payment of order {paid} is authorized: only a void_refused"
+        " one is refunded by hand\n"
+    )
+    # The gauge the alert watches (its statuses other than in flight up to a minute behind).
+    counts = await caravan.sql(
+        "select status, count(*) from payments.payments"
+        " where status in ('void_refused', 'refunded') group by status"
+    )
+    expected = {"void_refused": 0.0, "refunded": 0.0} | {s: float(n) for s, n in counts}
+
+    async def gauged() -> dict[str, float]:
+        return {s: await caravan.gauge("payments", "caravan_payments", status=s) for s in expected}
+
+    await caravan.until(gauged, f"caravan_payments at {expected}", 75, 1, expected.__eq__)
+
+
+async def _charged(caravan: System, who: str) -> str:
+    """An order of ``who`` whose prepaid charge the gateway approved (authorised): its id."""
+    order_id = str(uuid.uuid4())
+    reserved = _reserved(order_id, who)
+    await _publish(caravan, new_event(reserved, source="test/payments"), Topic.INVENTORY_EVENTS)
+    await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=order_id
+        )
+    )
+    return order_id
+
+
+async def _void_refused(caravan: System, gateway: httpx.AsyncClient, tag: str) -> str:
+    """An order charged, then cancelled, whose void the gateway refuses for good (its charge
+    settled): its payment ``void_refused``. Its id."""
+    who = buyer(tag)
+    rule = {"mode": "settled", "times": 1000}  # a settled charge is never voided
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).is_success
+    order_id = await _charged(caravan, who)
+    cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+    await _until_status(caravan, order_id, "void_refused")
+    return order_id
 
 
 async def test_an_order_a_platform_collected_is_not_charged_again(

@@ -62,3 +62,15 @@ def test_a_charge_the_gateway_refused_to_void_is_owed_back_to_the_buyer(posted: 
     assert balance(after, ledger.GATEWAY_CLEARING) == 500
     assert balance(after, ledger.BUYER_REFUND_PAYABLE) == -500
     assert balance(after, ledger.seller_payable("s-1")) == 0 == balance(after, "seller_payable:s-2")
+
+
+@pytest.mark.parametrize("posted", [True, False], ids=["charge posted", "its answer never came"])
+def test_a_refund_made_by_hand_leaves_nothing_owed_nor_held(posted: bool) -> None:
+    """Operations refunded the buyer: nothing owed back, the gateway holds nothing of it."""
+    charged = ledger.prepaid_charged({"s-1": 300, "s-2": 200}) if posted else []
+    refused = ledger.prepaid_void_refused(charged, 500)
+    refunded = ledger.prepaid_refunded(500)
+    assert sum(e.amount_fen for e in refunded) == 0
+    after = charged + refused + refunded
+    assert {e.account for e in refunded} == {ledger.BUYER_REFUND_PAYABLE, ledger.GATEWAY_CLEARING}
+    assert all(balance(after, e.account) == 0 for e in after)

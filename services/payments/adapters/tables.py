@@ -50,7 +50,8 @@ payments = Table(
     # voiding (prepaid: the gateway is being told to void) | voided |
     # awaiting (a platform's prepaid order: until the adapter says the platform was paid) |
     # cancelled (cancelled before any payment was asked) |
-    # void_refused (prepaid: the gateway refused the void for good; the buyer is owed a refund)
+    # void_refused (prepaid: the gateway refused the void for good; the buyer is owed a refund) |
+    # refunded (a void_refused one whose refund operations made by hand, and recorded)
     Column("status", String(16), nullable=False),
     Column("loan_id", String(36), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -64,6 +65,10 @@ payments = Table(
     # buyer paid is owed back to them, by hand; the gateway's answer, as it gave it.
     Column("refund_owed_fen", BigInteger, nullable=True),
     Column("gateway_refusal", Text, nullable=True),
+    # Its refund made by hand (``refunded``): the bank's or gateway's transfer reference
+    # operations gave, and when they recorded it.
+    Column("refund_reference", String(128), nullable=True),
+    Column("refunded_at", DateTime(timezone=True), nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),

@@ -12,7 +12,8 @@ Accounts (a name, and for per-party accounts ``name:party``):
 - ``seller_payable:<seller_id>``: what each seller is owed for an order (the disbursement);
 - ``repayments_cash``: money the buyers repaid;
 - ``buyer_refund_payable``: money owed back to a buyer: repaid on a loan since voided, or
-  charged for an order cancelled whose charge the gateway refused to void.
+  charged for an order cancelled whose charge the gateway refused to void (until operations
+  refund it by hand, out of what the gateway took: :func:`prepaid_refunded`).
 """
 
 from collections.abc import Mapping
@@ -122,3 +123,10 @@ def prepaid_void_refused(charged: list[Entry], amount_fen: int) -> list[Entry]:
             Entry(BUYER_REFUND_PAYABLE, -amount_fen),
         ]
     )
+
+
+def prepaid_refunded(amount_fen: int) -> list[Entry]:
+    """Operations refunded by hand a charge the gateway refused to void: the ``amount_fen``
+    owed back to the buyer is paid, out of what the gateway took for the order, which no
+    longer holds anything of it."""
+    return balanced([Entry(BUYER_REFUND_PAYABLE, amount_fen), Entry(GATEWAY_CLEARING, -amount_fen)])

@@ -1,6 +1,6 @@
 """The payments admin API: one router per surface (credit lines; loans and repayments).
-Writes need the scope ``credit:write`` and are written to the audit trail; reads need
-``credit:read`` (or ``credit:write``).
+Writes need the scope ``credit:write`` (a refund recorded by hand: ``ops``) and are written
+to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 
 - ``GET /credit-lines/{buyer_id}``: limit, outstanding principal, available credit.
 - ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit (at most
@@ -12,7 +12,11 @@ Writes need the scope ``credit:write`` and are written to the audit trail; reads
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id; a
-  ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``).
+  ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a ``refunded`` one's
+  ``refund_reference`` and ``refunded_at`` too).
+- ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
+  operations refunded by hand the buyer of a ``void_refused`` payment: it is ``refunded``
+  (audited); the same reference again answers the same; 409 for another status.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -25,11 +29,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.payments import lending
-from services.payments.adapters.tables import payments
+from services.payments import lending, prepaid
 from services.payments.domain.repayment import Overpayment
 from shared import days
 from shared.auth import audit
@@ -50,6 +52,7 @@ from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
+Operator = Annotated[Principal, require("ops")]
 Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
 UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
@@ -61,6 +64,11 @@ class SetLimit(BaseModel):
 
 class Adjust(BaseModel):
     delta_fen: int = Field(strict=True, ge=-MAX_CREDIT_LIMIT_FEN, le=MAX_CREDIT_LIMIT_FEN)
+
+
+class RefundMade(BaseModel):
+    reference: str = Field(min_length=1, max_length=128)  # the bank's or gateway's transfer
+    reason: str = Field(min_length=1, max_length=256)
 
 
 class Repay(BaseModel):
@@ -177,24 +185,43 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     )
     async def get_payment(order_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        payments.c.order_id,
-                        payments.c.status,
-                        payments.c.method,
-                        payments.c.amount_fen,
-                        payments.c.loan_id,
-                        payments.c.attempts,
-                        payments.c.collected_by,  # the platform app that took the money
-                        payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
-                        payments.c.gateway_refusal,  # ... and the gateway's refusal
-                    ).where(payments.c.order_id == order_id)
-                )
-            ).first()
-        if row is None:
+            found = await prepaid.payment_view(conn, order_id)
+        if found is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return dict(row._mapping)
+        return _jsonable(found)
+
+    @router.post(
+        "/orders/{order_id}/payment/refund",
+        responses=problem_responses(
+            {
+                404: "no payment for this order",
+                409: "the payment is not void_refused (or was refunded under another reference)",
+            }
+        ),
+    )
+    async def refund(order_id: UuidId, body: RefundMade, who: Operator) -> Any:
+        """Record that operations refunded by hand the buyer of a ``void_refused`` payment
+        (``reference``: the bank's or gateway's transfer): it is ``refunded``, the ledger owes
+        the buyer nothing more, the audit trail says who and why. The same reference again
+        answers the same, changing nothing."""
+        try:
+            async with uow.begin() as tx:
+                done = await prepaid.record_refund(tx, order_id, body.reference)
+                if done is not None and done.recorded:
+                    await audit.record(
+                        tx.conn,
+                        who.name,
+                        "payment.refund",
+                        order_id,
+                        before=_jsonable(done.before),
+                        after=_jsonable(done.after),
+                        detail={"reference": body.reference, "reason": body.reason},
+                    )
+        except prepaid.NotRefundable as exc:
+            return problem(409, "Refund not recorded", str(exc))
+        if done is None:
+            return problem(404, "Payment not found", f"no payment for order {order_id}")
+        return _jsonable(done.after)
 
     @router.post(
         "/loans/{loan_id}/repayments",

@@ -34,7 +34,8 @@ SELLER_SMS_PURPOSE = "new_order"
 SENT_SMS = ("sent", "delivered")
 SUPPRESSED_SMS = "suppressed"
 # Payment states that hold the buyer's money (or are about to).
-# A void the gateway refused for good (void_refused) holds it too, owed back to the buyer.
+# A void the gateway refused for good (void_refused) holds it too, owed back to the buyer,
+# until operations record its refund made by hand (refunded: held no longer).
 HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding", "void_refused")
 HOLDING_STOCK = ("reserved", "sold")
 # Ledger transactions that take an order's money in: a loan paying the sellers, a prepaid

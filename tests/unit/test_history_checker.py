@@ -228,6 +228,13 @@ def test_a_correct_history_has_no_violation() -> None:
     assert check(correct()[1]) == []
 
 
+def test_a_cancelled_order_whose_refused_void_was_refunded_holds_no_charge() -> None:
+    """``refunded``: operations paid the buyer back by hand what the gateway would not void."""
+    log, history = correct()
+    refunded = _db(lambda db: db.payments.update({"order-3": "refunded"}))(log, history)
+    assert check(refunded) == []
+
+
 def _rebuild(log: Log, history: History) -> History:
     return replace(history, records=list(log.records))
 

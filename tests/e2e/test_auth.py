@@ -90,6 +90,7 @@ class World:
         self.loan_id = ""
         self.app = f"auth-app-{tag}"
         self.mapped = f"MKT-{tag}"  # a platform SKU mapped by the fixture
+        self.problem = f"P-{tag}"  # a platform order with an open problem, and a failed callback
 
     def seed(self) -> SeedFile:
         today = days.today()
@@ -187,10 +188,13 @@ class World:
             ),
             ("platform", "GET", "/platform/problems"): ("/platform/problems", None),
             ("platform", "GET", "/platform/callbacks"): ("/platform/callbacks", None),
-            ("platform", "POST", "/platform/callbacks/retry"): ("/platform/callbacks/retry", {}),
+            ("platform", "POST", "/platform/callbacks/retry"): (
+                "/platform/callbacks/retry",
+                {"app": self.app},
+            ),
             ("platform", "POST", "/platform/problems/resolve"): (
                 "/platform/problems/resolve",
-                {"app": self.app, "platform_order_id": "P-NONE"},
+                {"app": self.app, "platform_order_id": self.problem},
             ),
             ("platform", "POST", "/platform/refetch"): (
                 "/platform/refetch",
@@ -217,6 +221,8 @@ class World:
             "select status, refund_reference from payments.payments where order_id = :order_id",
             "select count(*) from notifications.opt_outs where phone = :phone",
             "select kind, external_id, value from platform.mappings where app = :app",
+            "select kind, resolved_at from platform.problems where app = :app",
+            "select event_id, status, attempts from platform.callbacks where app = :app",
             "select count(*) from auth.audit",
         ]
         params = {
@@ -254,7 +260,7 @@ def _order_body(world: World) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-async def world(caravan: System) -> World:
+async def world(caravan: System) -> AsyncIterator[World]:
     """The targets, with a confirmed microloan order (and its loan) of a buyer of its own."""
     w = World(uuid.uuid4().hex[:8])
     await caravan.seed(w.seed())
@@ -267,7 +273,25 @@ async def world(caravan: System) -> World:
     async with caravan.api("platform") as api:
         put = await api.put(f"/platform/{w.app}/mappings/sku/{w.mapped}", json={"sku": "T-PEPPER"})
         assert put.status_code == 200, put.text
-    return w
+    # What POST /platform/problems/resolve and /platform/callbacks/retry would change.
+    await caravan.execute(
+        "insert into platform.problems (app, platform_order_id, kind, detail)"
+        " values (:app, :p, 'unmapped_sku', 'probe')",
+        app=w.app,
+        p=w.problem,
+    )
+    await caravan.execute(
+        "insert into platform.callbacks"
+        " (event_id, app, platform_order_id, order_id, outcome, status, attempts)"
+        " values (:e, :app, :p, :o, 'confirmed', 'failed', 5)",
+        e=f"auth-{w.tag}",
+        app=w.app,
+        p=w.problem,
+        o=w.order_id,
+    )
+    yield w
+    for table in ("problems", "callbacks"):
+        await caravan.execute(f"delete from platform.{table} where app = :app", app=w.app)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from shared.messaging.consumer import (
     REDRIVEN_FROM,
 )
 from shared.topics import Topic
+from tests.e2e.markers import consumed_again, published, read_to_the_end
 from tests.harness import System, raw_event, ref
 
 GROUP = "dlq.group"
@@ -245,7 +246,7 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
     counted_before = await counted()
     for _ in range(2):  # the same record twice (a producer's retry): two records
         await caravan.publish_raw(Topic.ORDER_REQUESTS.value, conflicting.to_json(), key)
-    await caravan.request(req)  # the first body again: a plain duplicate
+    duplicate = await caravan.request(req)  # the first body again: a plain duplicate
 
     def rejected() -> list[CloudEvent]:
         return caravan.log.events(
@@ -256,10 +257,12 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
         return [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
 
     async def quiet() -> None:
-        marker = order(RICH, {"T-PEPPER": 1})  # on their partition: handled after them
-        sent = new_event(marker, source="storefront/test")
-        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, sent.to_json(), key)
-        await caravan.outcome(await caravan.placed(marker.order_ref))
+        """Orders has handled every request before now on their partition (a copy of the
+        duplicate sent after them, which its inbox drops), its answers are published and the
+        letters it sent are read."""
+        await consumed_again(caravan, "orders", duplicate)
+        await published(caravan, "orders", req.order_ref, Topic.ORDER_EVENTS)
+        await read_to_the_end(caravan, Topic.ORDER_REQUESTS.dlq)
 
     said = (
         f"storefront/test/{req.order_ref} already names order {order_id} with other content;"

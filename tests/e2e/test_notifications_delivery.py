@@ -35,8 +35,8 @@ from shared.events.payments import (
 )
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
-from tests.e2e.markers import TEXTED_ON, consumed_again, order_handled
-from tests.harness import System, committed_offsets, free_port, order_events, ref, until
+from tests.e2e.markers import TEXTED_ON, consumed_again, drained, order_handled
+from tests.harness import System, free_port, order_events, ref, until
 
 SELLER_PHONE = "+8613000007001"
 MAX_ATTEMPTS = 4
@@ -799,11 +799,6 @@ async def _rewind(
         await consumer.stop()
 
 
-async def _caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
-    done = await committed_offsets(bootstrap, group)
-    return all(done.get(tp, -1) >= end for tp, end in ends.items())
-
-
 async def _consumed(caravan: System, topic: str) -> dict[str, float]:
     async with caravan.api("notifications") as http:
         text = (await http.get("/metrics")).text
@@ -900,13 +895,9 @@ async def test_replaying_order_events_from_the_earliest_offset_sends_nothing_new
     earliest, ends = await _rewind(caravan.infra.kafka_bootstrap, "caravan-notifications", topic)
     await caravan.restart(("notifications",), **ENV)
 
-    # The replay is over when the group has committed the end of every partition again...
-    await until(
-        lambda: _caught_up(caravan.infra.kafka_bootstrap, consumer_group("notifications"), ends),
-        "the replay to finish",
-        60,
-        every=0.2,
-    )
+    # The replay is over when the group has committed the end of every partition again
+    # (and what it emitted is out)...
+    await drained(caravan, {consumer_group("notifications"): [Topic.ORDER_EVENTS]}, 60)
     # ... and every record was read again, and found handled already.
     consumed = await _consumed(caravan, topic)
     assert consumed.get("duplicate", 0) > 0

@@ -12,6 +12,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.markers import published
 from tests.e2e.test_ops import cli
 from tests.harness import System, ref
 
@@ -138,15 +139,20 @@ async def test_an_overdue_hold_is_reported_once_across_sweeps_and_a_restart(
 ) -> None:
     """With orders stopped too, nothing cancels the order: its hold stays ``reserved``, overdue,
     through the sweeps (each second) and a restart of inventory, and is reported once. The
-    report of another hold made overdue after the restart shows that sweeps ran by then."""
+    reports of other holds made overdue after it, before the restart and after, show that
+    sweeps ran by then."""
     caravan = no_payments
     sku = await _seed(caravan, {"A": 10})
-    order_id, later_id = await _hold(caravan, sku, 1), await _hold(caravan, sku, 1)
+    order_id, next_id, later_id = [await _hold(caravan, sku, 1) for _ in range(3)]
     await asyncio.to_thread(caravan.procs.stop, ["orders"])
     try:
         await _overdue(caravan, order_id)
         await caravan.wait_for(lambda: _expired(caravan, order_id))
-        await asyncio.sleep(3)  # sweeps
+        # A sweep after the one that reported it: a sweep reports the overdue holds oldest
+        # first, in one transaction, so one reporting a hold made overdue after this one
+        # would report this one again with it.
+        await _overdue(caravan, next_id)
+        await caravan.wait_for(lambda: _expired(caravan, next_id))
         await caravan.restart(("inventory",))
         await _overdue(caravan, later_id)
         await caravan.wait_for(lambda: _expired(caravan, later_id))
@@ -154,12 +160,13 @@ async def test_an_overdue_hold_is_reported_once_across_sweeps_and_a_restart(
             "select status from inventory.reservations where order_id = :o", o=order_id
         )
         assert status == "reserved"
+        await published(caravan, "inventory", order_id, Topic.INVENTORY_EVENTS)
         assert len(_expired(caravan, order_id)) == 1
     finally:
         caravan.procs.start(("orders",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)
-    # Orders, started again, reads the reports and cancels both orders.
-    for held in (order_id, later_id):
+    # Orders, started again, reads the reports and cancels the orders.
+    for held in (order_id, next_id, later_id):
         outcome = await caravan.outcome(held)
         assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
 

@@ -134,3 +134,16 @@ async def test_a_topic_made_again_longer_than_what_was_read_is_read_afresh(
     topic.letter()
     assert [d.offset for d in await kept.read("kafka")] == [0, 1, 2, 3]
     assert topic.fetched == [0, 1, 2, 3]  # then read on from where it was
+
+
+async def test_a_topic_of_one_letter_made_again_is_read_from_its_first(topic: FakeTopic) -> None:
+    """The page had read offset 0 alone: the new topic's letter at that same offset is newer,
+    so the topic was made again (found at the offset read, not only before it)."""
+    kept = dlq.Kept()
+    topic.letter()
+    first = await kept.read("kafka")
+    topic.made, topic.begin, topic.end = 1, 0, 2  # deleted, made again, two letters
+    topic.fetched.clear()
+    again = await kept.read("kafka")
+    assert [d.offset for d in again] == [0, 1] and not set(first) & set(again), again
+    assert topic.fetched == [0, 1]

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from caravan.checkout import REPO_ROOT
 from shared.events.envelope import CloudEvent, new_event
@@ -458,6 +459,52 @@ async def _charged(caravan: System, who: str) -> str:
         )
     )
     return order_id
+
+
+_WAITING_ON_PAYMENTS = (
+    "select count(*) from pg_stat_activity where datname = current_database()"
+    " and wait_event_type = 'Lock' and query ilike '%payments.payments%'"
+)
+
+
+async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Two operators record one payment's refund at the same moment under two references:
+    one is recorded, the other answered 409 (never a 500, never the second reference written
+    over the first), one ledger posting, one audit row. The race is made certain: the test
+    holds the payment's row lock while both requests come to wait for it, then lets them go."""
+    order_id = await _void_refused(caravan, gateway, "gw-refund-race")
+    route = f"/orders/{order_id}/payment/refund"
+    assert caravan.engine is not None
+    async with caravan.engine.connect() as conn:
+        blocker = await conn.begin()
+        await conn.execute(
+            text("select 1 from payments.payments where order_id = :o for update"), {"o": order_id}
+        )
+        racing = [
+            asyncio.create_task(admin.post(route, json={"reference": r, "reason": "race"}))
+            for r in ("BANK-RACE-A", "BANK-RACE-B")
+        ]
+        await caravan.until(
+            lambda: caravan.scalar(_WAITING_ON_PAYMENTS),
+            "both refunds to wait for the payment's lock",
+            30,
+            ready=lambda n: n >= 2,
+        )
+        await blocker.rollback()
+    answers = [await task for task in racing]
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    [won] = [a.json() for a in answers if a.status_code == 200]
+    assert (await admin.get(f"/orders/{order_id}/payment")).json() == won
+    postings = await caravan.sql(
+        "select count(*) from payments.ledger_entries where txn_id = :t", t=f"refund:{order_id}"
+    )
+    audited = await caravan.sql(
+        "select count(*) from auth.audit where action = 'payment.refund' and target = :o",
+        o=order_id,
+    )
+    assert (postings[0][0], audited[0][0]) == (2, 1)
 
 
 async def _void_refused(caravan: System, gateway: httpx.AsyncClient, tag: str) -> str:

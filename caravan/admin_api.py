@@ -81,6 +81,21 @@ def pages(
             return
 
 
+def newest(
+    base: str, service: str, path: str, params: dict[str, str], limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first ``limit`` items of a listing read newest first (``GET path``), over as
+    many pages as that takes; and whether there are more."""
+    from shared.pagination import MAX_PAGE
+
+    found: list[dict[str, Any]] = []
+    for page in pages(base, service, path, {**params, "limit": str(min(limit, MAX_PAGE))}):
+        found += page["items"]
+        if len(found) >= limit:
+            return found[:limit], len(found) > limit or page["next_cursor"] is not None
+    return found, False
+
+
 def _key_to_retry(headers: dict[str, str]) -> str:
     """After a call whose outcome is unknown (no answer, a 5xx): the line naming the key to
     retry it with, so that a change made before the answer was lost is not made twice."""

@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import unquote
 
 import typer
@@ -730,23 +730,14 @@ def orders_list(
     since or until a time (the orders API's `GET /orders`, with a token with the scope ops);
     order id above when it was placed, status above reason, buyer above ref above source,
     total in fen."""
-    from caravan.admin_api import base_url, pages
-    from shared.pagination import MAX_PAGE
+    from caravan.admin_api import base_url, newest
 
     asked = {"status": status, "reason": reason, "buyer_id": buyer}
     times = {"since": since, "until": until}
     params = {k: v for k, v in asked.items() if v is not None} | {
         k: v.isoformat() for k, v in times.items() if v is not None
     }
-    params["limit"] = str(min(limit, MAX_PAGE))
-    found: list[dict[str, Any]] = []
-    more = False
-    for page in pages(base_url(None, "orders"), "orders", "/orders", params):
-        found += page["items"]
-        if len(found) >= limit:
-            more = len(found) > limit or page["next_cursor"] is not None
-            break
-    found = found[:limit]
+    found, more = newest(base_url(None, "orders"), "orders", "/orders", params, limit)
     table = output.table(
         ORDER,
         STATUS,

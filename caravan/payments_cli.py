@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from caravan import output
-from caravan.admin_api import base_url, call
+from caravan.admin_api import base_url, call, newest
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
 
@@ -147,3 +147,41 @@ def refunded(
         f"order {order_id}: {done['refund_owed_fen']} fen refunded to the buyer under reference "
         f"{done['refund_reference']} (recorded {done['refunded_at']})"
     )
+
+
+PAYMENT, OWED = "order\nbuyer", "owed_fen\nrefunded"
+
+
+@app.command("list")
+def list_payments(
+    status: Annotated[
+        str, typer.Option(help="void_refused (owed a refund by hand), refunded, authorized, ...")
+    ],
+    limit: Annotated[int, typer.Option(min=1, help="the last changed this many")] = 100,
+    url: Url = None,
+) -> None:
+    """List the payments of a status, the last changed first (`GET /payments`, with a token
+    with the scope ops): order id above buyer, method, fen, what is owed back above the
+    refund's reference, and when the payment last changed."""
+    found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
+    table = output.table(
+        PAYMENT,
+        "method",
+        "fen",
+        OWED,
+        "changed",
+        title=f"the last changed {len(found)} {status} payment(s): more with a higher --limit"
+        if more
+        else f"{len(found)} {status} payment(s)",
+        whole=(PAYMENT,),
+        right=("fen",),
+    )
+    for p in found:
+        table.add_row(
+            f"{p['order_id']}\n{p['buyer_id'] or ''}",
+            p["method"] or "",
+            "" if p["amount_fen"] is None else str(p["amount_fen"]),
+            f"{p['refund_owed_fen'] or ''}\n{p['refund_reference'] or ''}",
+            output.at(p["updated_at"]),
+        )
+    output.show(table)

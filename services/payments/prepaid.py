@@ -38,7 +38,7 @@ with the transfer's reference, and the ledger owes the buyer nothing more.
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Select, func, select, update
@@ -64,6 +64,7 @@ from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
 from shared.logs import working_for
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.pagination import Position, newest_first, page
 from shared.status_gauge import StatusGauge
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,26 @@ async def payment_view(
     return None if row is None else dict(row._mapping)
 
 
+LISTED = (*SHOWN, payments.c.buyer_id, payments.c.updated_at)
+"""What ``GET /payments`` shows of each payment."""
+LISTED_KEY = (payments.c.updated_at, payments.c.order_id)  # read newest first
+
+
+async def payments_of(
+    conn: AsyncConnection, status: str, start: Position | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` payments of ``status`` as :data:`LISTED`, the last changed first,
+    strictly after ``start``; and the cursor to continue from if there are more. (No index:
+    a scan of the payments, read by an operator now and then; the statuses asked for,
+    ``void_refused`` above all, are rare.)"""
+    query = newest_first(
+        select(*LISTED).where(payments.c.status == status), LISTED_KEY, start, limit
+    )
+    found = (await conn.execute(query)).all()
+    rows, next_cursor = page(found, limit, lambda r: (r.updated_at, r.order_id))
+    return [dict(r._mapping) for r in rows], next_cursor
+
+
 class NotRefundable(Exception):
     """A refund recorded for a payment that is not ``void_refused`` (or was refunded under
     another reference)."""
@@ -359,7 +380,7 @@ VOID_REFUSED = Counter(
     "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
     " to its buyer, by hand (payments.payments: status void_refused, refund_owed_fen)",
 )
-STATUSES = (
+Status = Literal[
     "pending",
     "charging",
     "authorized",
@@ -370,7 +391,8 @@ STATUSES = (
     "refunded",
     "awaiting",
     "cancelled",
-)
+]
+STATUSES: tuple[str, ...] = get_args(Status)
 
 
 def payments_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

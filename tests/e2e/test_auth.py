@@ -159,6 +159,7 @@ class World:
                 f"/orders/{self.order_id}/payment",
                 None,
             ),
+            ("payments", "GET", "/payments"): ("/payments?status=void_refused", None),
             ("payments", "POST", "/orders/{order_id}/payment/refund"): (
                 f"/orders/{self.order_id}/payment/refund",
                 {"reference": "PROBE-1", "reason": "probe"},

@@ -177,6 +177,7 @@ FUZZED = {
         "GET /credit-lines/{buyer_id}",
         "GET /loans/{loan_id}",
         "GET /orders/{order_id}/payment",
+        "GET /payments",
         "POST /credit-lines/{buyer_id}/adjustments",
         "POST /loans/{loan_id}/repayments",
         "POST /orders/{order_id}/payment/refund",

@@ -448,6 +448,65 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     await caravan.until(gauged, f"caravan_payments at {expected}", 75, 1, expected.__eq__)
 
 
+async def test_operators_list_the_payments_owed_back_and_read_one(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """``GET /payments?status=void_refused`` (scope ops) lists the payments whose buyer is
+    owed a refund by hand, the last changed first, paged; recorded refunded, one is listed
+    under ``refunded`` instead; an ops token reads ``GET /orders/{id}/payment`` too; and
+    ``caravan payments list --status void_refused`` shows them. (Operators had to run SQL in
+    psql to find them, and an ops token could not read a payment.)"""
+    first = await _void_refused(caravan, gateway, "gw-list-1")
+    second = await _void_refused(caravan, gateway, "gw-list-2")
+    ops = await caravan.issue_token(f"ops-only-{uuid.uuid4().hex[:6]}", "ops")
+    async with caravan.api("payments", token=ops) as operator:
+
+        async def listed(status: str, limit: int = 100) -> list[dict[str, Any]]:
+            """Every page of ``GET /payments?status=``, ``limit`` a page."""
+            items: list[dict[str, Any]] = []
+            params: dict[str, Any] = {"status": status, "limit": limit}
+            while True:
+                got = await operator.get("/payments", params=params)
+                assert got.status_code == 200, got.text
+                assert len(got.json()["items"]) <= limit
+                items += got.json()["items"]
+                if got.json()["next_cursor"] is None:
+                    return items
+                params["cursor"] = got.json()["next_cursor"]
+
+        owed = await listed("void_refused")
+        assert [p["order_id"] for p in owed][:2] == [second, first]
+        assert await listed("void_refused", limit=1) == owed  # paged one by one, the same
+        times = [p["updated_at"] for p in owed]
+        assert times == sorted(times, reverse=True)
+        shown = (await operator.get(f"/orders/{first}/payment")).json()
+        assert owed[1]["buyer_id"].startswith("pay-gw-list-1-")
+        assert owed[1] == {**shown, "buyer_id": owed[1]["buyer_id"], "updated_at": times[1]}
+        assert (shown["status"], shown["refund_owed_fen"]) == ("void_refused", 3500)
+
+        made = {"reference": "BANK-LIST-1", "reason": "refunded by bank transfer"}
+        assert (await operator.post(f"/orders/{first}/payment/refund", json=made)).is_success
+        assert first not in [p["order_id"] for p in await listed("void_refused")]
+        assert first in [p["order_id"] for p in await listed("refunded")]
+
+        bad = await operator.get("/payments", params={"status": "owed"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert (await operator.get("/payments")).status_code == 422
+    narrow = await caravan.issue_token(f"orders-only-{uuid.uuid4().hex[:6]}", "orders:read")
+    async with caravan.api("payments", token=narrow) as orders_only:
+        assert (await orders_only.get("/payments?status=void_refused")).status_code == 403
+
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+    done = await caravan_cli(
+        caravan, "payments", "list", "--status", "void_refused", "--limit", "1", "--url", url
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the last changed 1 void_refused payment(s): more with a higher --limit" in done.stdout
+    assert second in done.stdout and "pay-gw-list-2-" in done.stdout
+    assert first not in done.stdout
+
+
 async def _charged(caravan: System, who: str) -> str:
     """An order of ``who`` whose prepaid charge the gateway approved (authorised): its id."""
     order_id = str(uuid.uuid4())

@@ -14,6 +14,9 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id; a
   ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a ``refunded`` one's
   ``refund_reference`` and ``refunded_at`` too).
+- ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``
+  too): the payments of a status, the last changed first, paged (``cursor``, ``limit``):
+  ``void_refused``: those whose buyer is owed a refund by hand.
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
   operations refunded by hand the buyer of a ``void_refused`` payment: it is ``refunded``
   (audited); the same reference again answers the same; 409 for another status.
@@ -23,10 +26,10 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 """
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,11 +50,14 @@ from shared.http import (
 )
 from shared.ids import as_stored
 from shared.messaging.uow import UnitOfWork
+from shared.pagination import Limit, Position, cursor_after
 from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
+PAYMENT_READ = [require("ops", "credit:read", "credit:write")]  # operations find refunds owed
+PAYMENTS_CURSOR = cursor_after(datetime, str)  # after a payment's (updated_at, order_id)
 Operator = Annotated[Principal, require("ops")]
 Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
@@ -181,7 +187,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
     @router.get(
         "/orders/{order_id}/payment",
         responses=problem_responses({404: "no payment for this order"}),
-        dependencies=READ,
+        dependencies=PAYMENT_READ,
     )
     async def get_payment(order_id: UuidId) -> Any:
         async with uow.db.engine.connect() as conn:
@@ -189,6 +195,19 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         if found is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
         return _jsonable(found)
+
+    @router.get("/payments", tags=["payments"], dependencies=PAYMENT_READ)
+    async def list_payments(
+        status: Annotated[prepaid.Status, Query(description="only the payments of this status")],
+        start: Position | None = PAYMENTS_CURSOR,
+        limit: Limit = 20,
+    ) -> Any:
+        """The payments of a status, the last changed first (``void_refused``: those whose
+        buyer is owed a refund by hand), each as ``GET /orders/{id}/payment`` shows it with
+        its ``buyer_id`` and ``updated_at``; follow ``next_cursor``."""
+        async with uow.db.engine.connect() as conn:
+            items, next_cursor = await prepaid.payments_of(conn, status, start, limit)
+        return {"items": _jsonable(items), "next_cursor": next_cursor}
 
     @router.post(
         "/orders/{order_id}/payment/refund",

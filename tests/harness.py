@@ -228,6 +228,32 @@ class System:
         return 0.0
 
     @contextlib.asynccontextmanager
+    async def row_locked(self, table: str, column: str, value: str) -> AsyncIterator[None]:
+        """Hold the row of ``table`` whose ``column`` is ``value`` locked (``FOR UPDATE``)
+        while the block runs: what the block starts that takes that row's lock waits for it
+        (:meth:`lock_waiters`) and goes on once the block ends. Makes a race certain."""
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            held = await conn.begin()
+            await conn.execute(
+                text(f"select 1 from {table} where {column} = :v for update"), {"v": value}
+            )
+            try:
+                yield
+            finally:
+                await held.rollback()
+
+    async def lock_waiters(self, table: str, what: str, count: int = 1) -> None:
+        """Until ``count`` statements on ``table`` wait for a lock (:meth:`row_locked`)."""
+        waiting = (
+            "select count(*) from pg_stat_activity where datname = current_database()"
+            " and wait_event_type = 'Lock' and query ilike :t"
+        )
+        await self.until(
+            lambda: self.scalar(waiting, t=f"%{table}%"), what, 30, ready=lambda n: n >= count
+        )
+
+    @contextlib.asynccontextmanager
     async def operations_page(self, port: int, *args: str) -> AsyncIterator[str]:
         """``caravan dashboard`` on ``port`` with the services' environment (and the session's
         token), once it answers; yields its base URL."""

@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
@@ -177,12 +176,6 @@ async def test_a_lot_orders_hold_is_corrected_once_released_and_then_serves_its_
         assert (lot_now["sku"], lot_now["available"], lot_now["reserved"]) == (right, 1, 4)
 
 
-_WAITING = (
-    "select count(*) from pg_stat_activity where datname = current_database()"
-    " and wait_event_type = 'Lock' and query ilike '%inventory.lots%'"
-)
-
-
 async def test_a_correction_racing_an_order_for_the_lot_waits_and_sees_its_hold(
     no_payments: System,
 ) -> None:
@@ -196,24 +189,13 @@ async def test_a_correction_racing_an_order_for_the_lot_waits_and_sees_its_hold(
     lot = f"{wrong}-L4"
     async with caravan.api("inventory") as api:
         assert (await api.post("/lots", json=_lot(lot, wrong, 5, -1, 30))).status_code == 201
-        assert caravan.engine is not None
-        async with caravan.engine.connect() as conn:
-            blocker = await conn.begin()
-            await conn.execute(
-                text("select 1 from inventory.lots where lot_id = :l for update"), {"l": lot}
-            )
+        async with caravan.row_locked("inventory.lots", "lot_id", lot):
             order_id = await place(caravan, wrong, 2, BUYER)
-            await caravan.until(lambda: caravan.scalar(_WAITING), "the order to wait", 30)
+            await caravan.lock_waiters("inventory.lots", "the order to wait")
             fix = asyncio.create_task(
                 api.patch(f"/lots/{lot}", json={"sku": right, "reason": "typo"})
             )
-            await caravan.until(
-                lambda: caravan.scalar(_WAITING),
-                "the correction to wait too",
-                30,
-                ready=lambda n: n >= 2,
-            )
-            await blocker.rollback()
+            await caravan.lock_waiters("inventory.lots", "the correction to wait too", 2)
         answer = await fix
     assert await _reserved(caravan, order_id) == [(lot, 2)]
     assert answer.status_code == 409, answer.text

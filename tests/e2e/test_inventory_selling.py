@@ -5,12 +5,10 @@ milliseconds was refused a correction ("N held by orders") nearly every time, an
 stopped new holds on it."""
 
 import asyncio
-import functools
 import uuid
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
@@ -18,7 +16,7 @@ from shared import days
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.test_inventory_admin import _api
-from tests.e2e.test_inventory_corrections import _WAITING, BUYER, _reserved
+from tests.e2e.test_inventory_corrections import BUYER, _reserved
 from tests.e2e.test_inventory_holds import place
 from tests.harness import System
 
@@ -149,25 +147,19 @@ async def _race(caravan: System, lot: str, first: str) -> str:
     order's id once both went through (the stop answered 200)."""
     sku = lot.removesuffix("-A")
     body = {"on_sale": False, "reason": "correct it"}
-    locked = functools.partial(caravan.scalar, _WAITING)  # how many wait for a lot's lock
-    assert caravan.engine is not None
-    async with caravan.api("inventory") as api, caravan.engine.connect() as conn:
+    async with caravan.api("inventory") as api:
 
         async def stop_waits(waiting: int) -> asyncio.Task[httpx.Response]:
             stop = asyncio.create_task(api.put(f"/lots/{lot}/selling", json=body))
-            await caravan.until(locked, "the stop to wait", 30, ready=lambda n: n > waiting)
+            await caravan.lock_waiters("inventory.lots", "the stop to wait", waiting + 1)
             return stop
 
-        blocker = await conn.begin()
-        await conn.execute(
-            text("select 1 from inventory.lots where lot_id = :l for update"), {"l": lot}
-        )
-        stop = await stop_waits(0) if first == "stop" else None
-        order_id = await place(caravan, sku, 2)
-        waiting = 0 if stop is None else 1
-        await caravan.until(locked, "the order to wait", 30, ready=lambda n: n > waiting)
-        stop = stop or await stop_waits(1)
-        await blocker.rollback()
+        async with caravan.row_locked("inventory.lots", "lot_id", lot):
+            stop = await stop_waits(0) if first == "stop" else None
+            order_id = await place(caravan, sku, 2)
+            waiting = 0 if stop is None else 1
+            await caravan.lock_waiters("inventory.lots", "the order to wait", waiting + 1)
+            stop = stop or await stop_waits(1)
         answer = await stop
     assert answer.status_code == 200, answer.text
     return order_id

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from caravan.checkout import REPO_ROOT
 from shared.events.envelope import CloudEvent, new_event
@@ -520,12 +519,6 @@ async def _charged(caravan: System, who: str) -> str:
     return order_id
 
 
-_WAITING_ON_PAYMENTS = (
-    "select count(*) from pg_stat_activity where datname = current_database()"
-    " and wait_event_type = 'Lock' and query ilike '%payments.payments%'"
-)
-
-
 async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
     caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
@@ -535,23 +528,14 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
     holds the payment's row lock while both requests come to wait for it, then lets them go."""
     order_id = await _void_refused(caravan, gateway, "gw-refund-race")
     route = f"/orders/{order_id}/payment/refund"
-    assert caravan.engine is not None
-    async with caravan.engine.connect() as conn:
-        blocker = await conn.begin()
-        await conn.execute(
-            text("select 1 from payments.payments where order_id = :o for update"), {"o": order_id}
-        )
+    async with caravan.row_locked("payments.payments", "order_id", order_id):
         racing = [
             asyncio.create_task(admin.post(route, json={"reference": r, "reason": "race"}))
             for r in ("BANK-RACE-A", "BANK-RACE-B")
         ]
-        await caravan.until(
-            lambda: caravan.scalar(_WAITING_ON_PAYMENTS),
-            "both refunds to wait for the payment's lock",
-            30,
-            ready=lambda n: n >= 2,
+        await caravan.lock_waiters(
+            "payments.payments", "both refunds to wait for the payment's lock", 2
         )
-        await blocker.rollback()
     answers = [await task for task in racing]
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     [won] = [a.json() for a in answers if a.status_code == 200]

@@ -65,7 +65,7 @@ from shared.events.payments import PaymentDeclined
 from shared.logs import working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Position, newest_first, page
-from shared.status_gauge import StatusGauge
+from shared.status_gauge import StatusGauge, in_statuses
 
 log = logging.getLogger(__name__)
 
@@ -254,17 +254,22 @@ LISTED = (*SHOWN, payments.c.buyer_id, payments.c.updated_at)
 LISTED_KEY = (payments.c.updated_at, payments.c.order_id)  # read newest first
 
 
+def listed(status: str, start: Position | None, limit: int) -> Select[Any]:
+    """The statement of :func:`payments_of`: ``limit`` and one more payments, newest first.
+    The status is written into the SQL, so that a partial index holding it serves:
+    ``payments_refunds_by_hand`` (``void_refused``, ``refunded``) reads a page in order from
+    the index; ``payments_gateway_due`` (:data:`IN_FLIGHT`) and ``payments_awaiting_platform``
+    read the few rows of their status, sorted; any other status is a scan of every payment."""
+    where = in_statuses(payments.c.status, [status])
+    return newest_first(select(*LISTED).where(where), LISTED_KEY, start, limit)
+
+
 async def payments_of(
     conn: AsyncConnection, status: str, start: Position | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``limit`` payments of ``status`` as :data:`LISTED`, the last changed first,
-    strictly after ``start``; and the cursor to continue from if there are more. (No index:
-    a scan of the payments, read by an operator now and then; the statuses asked for,
-    ``void_refused`` above all, are rare.)"""
-    query = newest_first(
-        select(*LISTED).where(payments.c.status == status), LISTED_KEY, start, limit
-    )
-    found = (await conn.execute(query)).all()
+    strictly after ``start``; and the cursor to continue from if there are more."""
+    found = (await conn.execute(listed(status, start, limit))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.updated_at, r.order_id))
     return [dict(r._mapping) for r in rows], next_cursor
 
@@ -395,9 +400,16 @@ Status = Literal[
 STATUSES: tuple[str, ...] = get_args(Status)
 
 
+LIVE = (*IN_FLIGHT, "void_refused")
+"""The statuses counted at every sample: a gateway call due or in flight (a gateway that does
+not answer shows as charges that stay in flight), and a buyer owed a refund by hand (the
+alert ``CaravanPaymentVoidRefused``, which clears at the sample after the refund is
+recorded)."""
+
+
 def payments_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
-    """Payments by status, for ``/metrics``: those whose gateway call is due or in flight
-    (``charging``, ``voiding``) at every sample, through ``payments_gateway_due``; the others
-    up to ``whole_every`` behind (the table keeps every payment). A gateway that does not
-    answer shows here as charges that stay in flight."""
-    return StatusGauge(engine, PAYMENTS, payments.c.status, STATUSES, IN_FLIGHT, whole_every)
+    """Payments by status, for ``/metrics``: :data:`LIVE` at every sample, through
+    ``payments_gateway_due`` and ``payments_refunds_by_hand``; the others up to
+    ``whole_every`` behind (the table keeps every payment; ``refunded`` too, which only
+    grows)."""
+    return StatusGauge(engine, PAYMENTS, payments.c.status, STATUSES, LIVE, whole_every)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, TextClause, select, text
+from sqlalchemy import Row, Select, TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caravan import system
@@ -77,19 +77,21 @@ def _nodes(node: dict[str, Any]) -> list[str]:
     return [name, *(n for child in node.get("Plans", []) for n in _nodes(child))]
 
 
-async def _plan(
-    conn: AsyncConnection,
-    buyer_id: str | None = None,
-    start: Position | None = None,
-    **asked: Any,
-) -> tuple[list[str], int]:
-    """The nodes of the plan of ``queries.listed(**asked)`` as run, and the buffers it read."""
-    compiled = queries.listed(buyer_id, start, 20, **asked).compile(dialect=conn.dialect)
+async def plan_of(conn: AsyncConnection, statement: Select[Any]) -> tuple[list[str], int]:
+    """The nodes of the plan of ``statement`` as run, and the buffers it read."""
+    compiled = statement.compile(dialect=conn.dialect)
     params = tuple(compiled.params[name] for name in compiled.positiontup or ())
     explain = "explain (analyze, buffers, format json) " + str(compiled)
     [[plan]] = (await conn.exec_driver_sql(explain, params)).all()
     top = plan[0]["Plan"]
     return _nodes(top), top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+
+
+def _listed(
+    buyer_id: str | None = None, start: Position | None = None, **asked: Any
+) -> Select[Any]:
+    """``queries.listed``'s statement of a first page of 20, or of a later one (``start``)."""
+    return queries.listed(buyer_id, start, 20, **asked)
 
 
 async def test_every_buyers_orders_of_a_status_or_any_are_read_by_an_index(
@@ -118,7 +120,7 @@ async def test_every_buyers_orders_of_a_status_or_any_are_read_by_an_index(
                 {"buyer_id": "buyer-7"},  # a buyer's (orders_buyer) and a platform's order
                 {"source": "http", "order_ref": f"REF-{ORDERS // 2}"},
             ]
-            plans = [await _plan(conn, **a) for a in asked]
+            plans = [await plan_of(conn, _listed(**a)) for a in asked]
     for a, (nodes, blocks) in zip(asked, plans, strict=True):
         assert not any(n.startswith("Seq Scan") for n in nodes), (a, nodes)
         assert blocks < 100, (a, nodes, blocks)

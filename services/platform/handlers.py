@@ -44,6 +44,7 @@ from services.platform.domain.orders import (
     changed_after_placed,
     changes_since,
     fulfilled_after_cancelled,
+    mapped_to_unknown_sku,
     meaning,
     paid_after_cancelled,
     to_request,
@@ -142,8 +143,8 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
     means = meaning(order.status)
     if means in ("cancelled", "refunding") and placed is not None:
         outcome = await _our_outcome(tx, app, order)
-        if outcome == "cancelled":
-            await resolve_problems(tx, app, order.order_id)  # the platform followed our outcome
+        if outcome == "cancelled":  # the platform followed our outcome; a mapping stays wrong
+            await resolve_problems(tx, app, order.order_id, keep={"mapped_to_unknown_sku"})
             return "ignored"
         ours = placed.order_id or NOT_NUMBERED
         problem = undone_on_platform(order, ours, confirmed=outcome == "confirmed")
@@ -178,7 +179,7 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
     if closed is not None:
         await record_problems(tx, app, order.order_id, [paid_after_cancelled(order, closed)])
         return "problem"
-    skus, buyers = await _mappings(tx, app, order)
+    skus, buyers = await _mappings(tx, app, {item.sku for item in order.items}, order.buyer.id)
     request = to_request(order, skus, buyers)
     if isinstance(request, list):
         await record_problems(tx, app, order.order_id, request)
@@ -222,6 +223,7 @@ async def forget_closed(tx: Tx, app: str, platform_order_id: str) -> None:
 
 
 STILL_OPEN_ONCE_PLACED = {
+    "mapped_to_unknown_sku",
     "cancelled_on_platform",
     "fulfilled_after_cancelled",
     "refund_requested",
@@ -231,7 +233,8 @@ STILL_OPEN_ONCE_PLACED = {
 }
 """The problems of an order placed with us that a push does not make moot (an unknown status
 of a placed order is for operations to close, once they know what it meant; a change not
-applied, once they settled it, even if the platform changes the order back)."""
+applied, once they settled it, even if the platform changes the order back; a mapping to a
+SKU inventory does not have, once they mended it)."""
 
 
 async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Decided:
@@ -293,18 +296,19 @@ async def resolve_problems(
 
 
 async def _mappings(
-    tx: Tx, app: str, order: PlatformOrder
+    tx: Tx, app: str, platform_skus: Iterable[str], buyer: str | None = None
 ) -> tuple[dict[str, SkuMapping], dict[str, BuyerMapping]]:
-    """The mappings of the order's SKUs and buyer. The SKUs go once each, as one array
-    (``= ANY``): an ``IN`` list takes a parameter each, and asyncpg refuses more than 32,767
-    (an order's items are not bounded: the platform's own may merge into few lines)."""
+    """The mappings of platform SKUs and of a buyer (none if None). The SKUs go once each, as
+    one array (``= ANY``): an ``IN`` list takes a parameter each, and asyncpg refuses more
+    than 32,767 (an order's items are not bounded: the platform's own may merge into few
+    lines)."""
     rows = await tx.conn.execute(
         select(mappings.c.kind, mappings.c.external_id, mappings.c.value).where(
             mappings.c.app == app,
             ((mappings.c.kind == "sku") & driver.any_of(mappings.c.external_id))
-            | ((mappings.c.kind == "buyer") & (mappings.c.external_id == order.buyer.id)),
+            | ((mappings.c.kind == "buyer") & (mappings.c.external_id == buyer)),
         ),
-        {"keys": sorted({item.sku for item in order.items})},
+        {"keys": sorted(set(platform_skus))},
     )
     skus: dict[str, SkuMapping] = {}
     buyers: dict[str, BuyerMapping] = {}
@@ -464,6 +468,8 @@ async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
         return
     app, platform_order_id = found
     cancelled = isinstance(data, OrderCancelled)
+    if isinstance(data, OrderCancelled) and data.reason == "unknown_sku":
+        await _mapped_to_unknown_sku(tx, app, platform_order_id, data.order_id)
     await tx.conn.execute(
         pg_insert(callbacks)
         .values(
@@ -478,6 +484,26 @@ async def on_order_ended(tx: Tx, parsed: Parsed) -> None:
         .on_conflict_do_nothing()
     )
     tx.signal(CALLBACKS_DUE)
+
+
+async def _mapped_to_unknown_sku(tx: Tx, app: str, platform_order_id: str, order_id: str) -> None:
+    """A problem for a platform order we cancelled ``unknown_sku``: the adapter published only
+    SKUs the app's mappings name, so one of those is no product of inventory's, which nothing
+    checked when it was mapped; told only ``cancelled``, operations would not know that the
+    mapping is wrong (:func:`~services.platform.domain.orders.mapped_to_unknown_sku`). Its
+    platform SKUs are those placed (``as_placed``), named with their mappings now."""
+    placed = await tx.conn.scalar(
+        select(platform_orders.c.placed).where(
+            platform_orders.c.app == app, platform_orders.c.platform_order_id == platform_order_id
+        )
+    )
+    items = None if placed is None else list(placed["items"])
+    mapped = None
+    if items is not None:
+        skus, _ = await _mappings(tx, app, items)
+        mapped = {sku: skus[sku].sku if sku in skus else None for sku in items}
+    problem = mapped_to_unknown_sku(app, order_id, mapped)
+    await record_problems(tx, app, platform_order_id, [problem])
 
 
 OPEN_BY_KIND = (

@@ -558,6 +558,61 @@ async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     assert gone.status_code == 404
 
 
+async def test_a_sku_mapped_to_one_inventory_does_not_have_is_a_problem_naming_the_mapping(
+    caravan: System, platform: Platform
+) -> None:
+    """Operations mend an unmapped SKU with a typo (a mapping is not checked against the
+    catalogue, which only inventory knows) and refetch: the order is placed, cancelled
+    ``unknown_sku`` and the platform told so, and nothing told operations that the mapping
+    was wrong, the unmapped_sku problem closed. Our cancellation ``unknown_sku`` of a platform
+    order opens a ``mapped_to_unknown_sku`` problem naming its platform SKUs and their
+    mappings, which the platform following our cancellation does not close, a replay of the
+    cancellation does not count again (nor open again once resolved), and resolving closes."""
+    typo, order_ref = await unmapped_order(platform.sim, "ALI-TYPO")
+    put = await platform.adapter.put(
+        f"/platform/{APP}/mappings/sku/{typo}", json={"sku": "NO-SUCH-CARAVAN-SKU"}
+    )
+    assert put.status_code == 200, put.text
+    body = {"app": APP, "platform_order_id": order_ref}
+    refetched = await platform.adapter.post("/platform/refetch", json=body)
+    assert refetched.json()["status"] == "accepted", refetched.text
+    order_id = await placed_once(caravan, order_ref)
+    cancelled = await caravan.outcome(order_id)
+    assert (cancelled.type, cancelled.data["reason"]) == ("order.cancelled", "unknown_sku")
+    [told] = await until(lambda: _applied(platform.sim, order_ref), "the callback", every=0.2)
+    assert (told["status"], told["reason"]) == ("cancelled", "unknown_sku"), told
+    found = await open_problems(platform, order_ref)
+    kind = "mapped_to_unknown_sku"
+    assert [k for k, _ in found] == [kind], found
+    [(_, detail)] = found
+    assert f"our order {order_id}" in detail, detail
+    assert f"{typo!r} -> 'NO-SUCH-CARAVAN-SKU'" in detail, detail
+    assert f"/platform/{APP}/mappings/sku/" in detail, detail
+    is_open = {"kind": kind}
+    await until(
+        lambda: caravan.gauge("platform", "caravan_platform_problems_open", **is_open),
+        "the problem counted open",
+    )
+    # Refetched again (still paid there), and the platform cancelling its order as told:
+    # neither places it again nor closes the problem, the mapping still to mend.
+    again = await platform.adapter.post("/platform/refetch", json=body)
+    assert again.json()["status"] == "duplicate", again.text
+    assert [k for k, _ in await open_problems(platform, order_ref)] == [kind]
+    await new_order(platform.sim, {typo: 1}, status="cancelled", order_id=order_ref)
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
+    assert [k for k, _ in await open_problems(platform, order_ref)] == [kind]
+    seen = (
+        "select occurrences, resolved_at is null from platform.problems"
+        " where platform_order_id = :r and kind = :k"
+    )
+    await consumed_again(caravan, "platform", cancelled)
+    assert [tuple(r) for r in await caravan.sql(seen, r=order_ref, k=kind)] == [(1, True)]
+    resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert resolved.json() == {"resolved": [kind]}, resolved.text
+    await consumed_again(caravan, "platform", cancelled)
+    assert [tuple(r) for r in await caravan.sql(seen, r=order_ref, k=kind)] == [(1, False)]
+
+
 async def open_problems(platform: Platform, order_ref: str) -> list[tuple[str, str]]:
     listed = (await platform.adapter.get("/platform/problems", params={"app": APP})).json()
     mine = [p for p in listed["problems"] if p["platform_order_id"] == order_ref]

@@ -25,6 +25,7 @@ from services.platform.domain.orders import (
     PlatformOrder,
     Problem,
     SkuMapping,
+    mapped_to_unknown_sku,
     meaning,
     to_request,
     undone_on_platform,
@@ -186,6 +187,22 @@ def test_unmapped_skus_and_buyers_are_problems_not_guesses() -> None:
     assert found[0].detail == "platform SKUs 'ALI-PEP-GIFT', 'ALI-RSN' have no mapping"
     one = to_request(ORDER, {k: v for k, v in SKUS.items() if k != "ALI-RSN"}, BUYERS)
     assert one == [Problem("unmapped_sku", "platform SKU 'ALI-RSN' has no mapping")]
+
+
+def test_a_mapping_to_a_sku_inventory_does_not_have_names_each_platform_sku_as_mapped_now() -> None:
+    """Every platform SKU of the order cancelled ``unknown_sku``, sorted, with the SKU of ours
+    it is mapped to now (or none: unmapped since); an order placed before its platform SKUs
+    were kept says so. Each says what to mend, for which app, and that nothing is placed again."""
+    mapped = {"ALI-RSN": "NO-SUCH-SKU", "ALI-PEP": "T-PEPPER", "ALI-GONE": None}
+    problem = mapped_to_unknown_sku("t-market", "o-1", mapped)
+    assert problem.kind == "mapped_to_unknown_sku"
+    said = "'ALI-GONE' -> no mapping, 'ALI-PEP' -> 'T-PEPPER', 'ALI-RSN' -> 'NO-SUCH-SKU'"
+    assert problem.detail.endswith(f"mapped now: {said}"), problem.detail
+    old = mapped_to_unknown_sku("t-market", "o-1", None).detail
+    assert old.endswith("mapped now: not kept for an order placed before 2026-12-05"), old
+    for detail in (problem.detail, old):
+        assert detail.startswith("our order o-1 was cancelled unknown_sku: "), detail
+        assert "/platform/t-market/mappings/sku/" in detail and "cannot be placed again" in detail
 
 
 def with_phone(phone: str | None) -> PlatformOrder:

@@ -34,6 +34,7 @@ ProblemKind = Literal[
     "fulfilled_after_cancelled",
     "changed_after_placed",
     "paid_after_cancelled",
+    "mapped_to_unknown_sku",
 ]
 """Why a pushed order needs operations: its SKUs or buyer have no mapping, it cannot be read,
 it was never placed and the platform now says a status the adapter does not know (paid or
@@ -44,7 +45,9 @@ it (a sale to undo by hand), or its buyer asked the platform for a refund after 
 cancelled is being fulfilled (goods shipped that Caravan holds no stock or payment for), or
 the platform changed its items, delivery or buyer after we placed it (the change not
 applied: :func:`changed_after_placed`), or it was read paid after a read of it cancelled,
-before it was placed (an older answer decided later, as cancelled is final: not placed)."""
+before it was placed (an older answer decided later, as cancelled is final: not placed), or
+we cancelled it ``unknown_sku``, a mapping of its SKUs naming one inventory does not have
+(:func:`mapped_to_unknown_sku`)."""
 PlatformStatus = Literal["wait_pay", "paid", "cancelled", "refunding", "fulfilment"]
 """What a platform's status means to the adapter: only a paid order is placed with us; a
 cancelled one (before payment, or closed after it with the buyer's money given back) is
@@ -287,6 +290,32 @@ def fulfilled_after_cancelled(order: PlatformOrder, ours: str) -> Problem:
         f" (our order {ours}; the platform was told): Caravan holds no stock or payment for it;"
         " ask the seller whether goods left, and settle the sale or the refund on the platform"
         " by hand; then resolve this",
+    )
+
+
+def mapped_to_unknown_sku(app: str, ours: str, mapped: Mapping[str, str | None] | None) -> Problem:
+    """Why a platform order we placed (``ours``, our order id) that the saga cancelled
+    ``unknown_sku`` needs operations: inventory has no product of a SKU its platform SKUs are
+    mapped to, as a mapping is not checked against the catalogue when it is made (only
+    inventory knows it). ``mapped``: each of its platform SKUs and the SKU of ours it is
+    mapped to now (None if no longer mapped); None for an order placed before 2026-12-05,
+    whose platform SKUs were not kept. The platform is told ``cancelled`` (its buyer refunded
+    there), as the order is; it cannot be placed again: the mapping is what to mend."""
+    if mapped is None:
+        named = "not kept for an order placed before 2026-12-05"
+    else:
+        named = ", ".join(
+            f"{platform!r} -> {'no mapping' if sku is None else repr(sku)}"
+            for platform, sku in sorted(mapped.items())
+        )
+    return Problem(
+        "mapped_to_unknown_sku",
+        f"our order {ours} was cancelled unknown_sku: a SKU its platform SKUs are mapped to is"
+        " no product inventory has (a mapping is not checked against the catalogue when it is"
+        " made: a typo?). The platform was told it is cancelled (its buyer is refunded there)"
+        " and it cannot be placed again; mend the mapping (`PUT"
+        f" /platform/{app}/mappings/sku/PLATFORM_SKU`) so that the next orders are placed, then"
+        f" resolve this. Its platform SKUs, mapped now: {named}"[:1000],
     )
 
 

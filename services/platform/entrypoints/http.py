@@ -25,12 +25,15 @@ Pushes (authenticated by the app's signature, not by a token):
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
 records; ``platform:read`` or ``platform:write`` to read):
 
-- ``PUT /platform/{app}/mappings/sku/{platform_sku}`` ``{"sku"}``;
+- ``PUT /platform/{app}/mappings/sku/{platform_sku}`` ``{"sku"}`` (not checked against the
+  catalogue, which only inventory knows: an order placed through a SKU inventory does not
+  have is cancelled ``unknown_sku``, a ``mapped_to_unknown_sku`` problem);
   ``PUT /platform/{app}/mappings/buyer/{platform_buyer}`` ``{"buyer_id", "phone", "locale"}``;
   ``GET`` / ``DELETE`` the same paths; ``GET /platform/{app}/mappings``: the app's mappings.
 - ``GET /platform/problems?app=&all=``: pushed orders that could not be placed (open only,
   unless ``all``), e.g. an unmapped SKU, or that the platform cancelled (or whose buyer asked
-  it for a refund) after we placed them, the newest (first seen) first;
+  it for a refund) after we placed them, or that we cancelled ``unknown_sku`` (a mapping to
+  mend), the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand; ``POST /platform/refetch`` the same body
   (``platform:write``, audited): the order fetched and decided on as a push is (a problem

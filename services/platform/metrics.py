@@ -37,7 +37,7 @@ REFETCHES = Counter(
 ``handlers.Decided`` and :data:`FetchRefused`)."""
 PROBLEMS = Counter(
     "caravan_platform_problems_total",
-    "Pushed orders that could not be placed (unmapped SKU or buyer, invalid)",
+    "Platform orders that needed operations (a problem recorded), by kind",
     ["app", "kind"],
 )
 OPEN_PROBLEMS = Gauge(

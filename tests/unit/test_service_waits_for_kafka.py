@@ -12,7 +12,17 @@ import pytest
 
 from services.inventory.bootstrap import bootstrap
 from shared.settings import Settings
-from tests.harness import free_port
+from tests.harness import free_port, until
+
+
+async def _down(port: int) -> list[str] | None:
+    """What the service's /healthz says is down, or None while nothing listens on its port."""
+    try:
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+    except httpx.ConnectError:
+        return None
+    return list(health.json()["down"])
 
 
 async def test_a_service_waits_for_kafka_and_stops_when_asked(
@@ -23,21 +33,25 @@ async def test_a_service_waits_for_kafka_and_stops_when_asked(
         database_url="postgresql://caravan:secret@127.0.0.1:1/caravan",
     )
     service = bootstrap(settings)
-    service.http_port = free_port()
+    service.http_port = port = free_port()
     stop = asyncio.Event()
+
+    def waits() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "waiting for Kafka" in r.getMessage()]
+
     with caplog.at_level(logging.INFO, logger="shared.runtime"):
         serving = asyncio.create_task(service.serve(stop))
-        await asyncio.sleep(3)  # tries at 0, 0.5, 1.5 s: three warnings, and still serving
+        # Tries at 0, 0.5 and 1.5 s (later on a loaded machine): three warnings, still serving.
+        await until(lambda: serving.done() or len(waits()) >= 3, "three tries", timeout=60)
         assert not serving.done(), serving.exception()
         # Its HTTP API answers meanwhile (here 503: no PostgreSQL either); it was not started
         # until Kafka answered, so a storefront's orders were refused a connection.
-        async with httpx.AsyncClient() as client:
-            health = await client.get(f"http://127.0.0.1:{service.http_port}/healthz")
-        assert health.json()["down"] == ["database"], health.text
+        down = await until(lambda: _down(port), "its HTTP API", 60, ready=lambda d: d is not None)
+        assert down == ["database"], down
+        assert not serving.done(), serving.exception()
         stop.set()
-        await asyncio.wait_for(serving, 10)
-    waits = [r for r in caplog.records if "waiting for Kafka" in r.getMessage()]
-    assert len(waits) >= 3, [r.getMessage() for r in caplog.records]
-    assert {(r.levelname, r.exc_info) for r in waits} == {("WARNING", None)}
-    assert "KafkaConnectionError" in waits[0].getMessage()
+        await asyncio.wait_for(serving, 60)
+    assert len(waits()) >= 3, [r.getMessage() for r in caplog.records]
+    assert {(r.levelname, r.exc_info) for r in waits()} == {("WARNING", None)}
+    assert "KafkaConnectionError" in waits()[0].getMessage()
     assert service.relay.producer._closed

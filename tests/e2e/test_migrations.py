@@ -440,6 +440,17 @@ async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
     )
 
 
+async def _logged(proc: asyncio.subprocess.Process, said: bytes) -> bytes:
+    """The next line of the service's output that has ``said`` in it (within a minute); it
+    fails if the service exits first."""
+    assert proc.stdout is not None
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, f"the service exited before it logged {said!r}"
+        if said in line:
+            return line
+
+
 async def _refused(service: str, url: str) -> str:
     """What the service logged, once it exited non-zero (within a minute)."""
     proc = await _start_service(service, url)
@@ -480,14 +491,10 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
-            assert proc.stdout is not None
-            line = b""
-            while b"does not know" not in line:
-                line = await asyncio.wait_for(proc.stdout.readline(), 60)
-                assert line, "the service exited"
+            line = await _logged(proc, b"does not know")
             assert b"schema inventory is at 0010" in line, line
-            await asyncio.sleep(1)
-            assert proc.returncode is None  # running on, waiting for Kafka
+            await _logged(proc, b"waiting for Kafka")  # running on, past its schema check
+            assert proc.returncode is None
         finally:
             proc.terminate()
             await proc.wait()

@@ -136,21 +136,43 @@ async def _unsent(caravan: System) -> int:
     )
 
 
+MEMBERLESS_SECONDS = 30.0
+"""How long :func:`drained` waits on a group that is behind with no member before it fails:
+well past the seconds a service started again (ready, its /healthz answering) takes to join."""
+
+
 async def _behind(
     caravan: System,
     reads: Mapping[str, Sequence[Topic]],
     ends: Mapping[TopicPartition, tuple[int, int]],
+    memberless: dict[str, float],
 ) -> list[str]:
-    """The partitions whose end (of ``ends``) a group of ``reads`` has not committed yet."""
-    left = []
+    """The partitions whose end (of ``ends``) a group of ``reads`` has not committed yet.
+
+    A group behind with no member (its service not running, or no service's group at all)
+    would never catch up: this fails naming it once it has had none for
+    ``MEMBERLESS_SECONDS`` (``memberless``: since when each has had none, kept between
+    calls). One merely behind has its service's consumers as members."""
+    left, bootstrap = [], caravan.infra.kafka_bootstrap
     for group, topics in reads.items():
-        done = await committed_offsets(caravan.infra.kafka_bootstrap, group)
+        done = await committed_offsets(bootstrap, group)
         names = {t.value for t in topics}
-        left += [
+        behind = [
             f"{tp.topic}:{tp.partition} ({group} at {done.get(tp, begin)} of {end})"
             for tp, (begin, end) in ends.items()
             if tp.topic in names and done.get(tp, begin) < end
         ]
+        left += behind
+        state = await kafka_admin.describe_group(bootstrap, group) if behind else None
+        if state is None or state.members:
+            memberless.pop(group, None)
+            continue
+        now = asyncio.get_running_loop().time()
+        since = memberless.setdefault(group, now)
+        assert now - since < MEMBERLESS_SECONDS, (
+            f"group {group} is behind with no member for {now - since:.0f}s ({state.state}:"
+            f" no service reading as it runs): {', '.join(behind)}"
+        )
     return left
 
 
@@ -161,12 +183,14 @@ async def drained(
     reads) has committed the end of its topics as they were, every outbox is published, and
     the topics' ends did not move meanwhile (so no record was added that some group has
     not handled); then until the event log has read it all. Whatever handling any record
-    emitted is in ``caravan.log`` by then (a timer's doing, a retry say, is not)."""
+    emitted is in ``caravan.log`` by then (a timer's doing, a retry say, is not). A group
+    behind with no member for ``MEMBERLESS_SECONDS`` fails then, named, not at ``timeout``."""
     deadline = asyncio.get_running_loop().time() + timeout
+    memberless: dict[str, float] = {}
     while True:
         ends = await _ends(caravan, ALL_TOPICS)
         await caravan.until(
-            functools.partial(_behind, caravan, reads, ends),
+            functools.partial(_behind, caravan, reads, ends, memberless),
             lambda left: f"the groups to read {', '.join(left)} to the end",
             timeout,
             every=0.2,

@@ -155,6 +155,20 @@ async def reserved(caravan: System, order_id: str) -> CloudEvent:
     return found[0]
 
 
+async def pending(caravan: System, key: str) -> PaymentAuthorized:
+    """Place an order of RICH's with payments stopped (it stays pending, its stock held) and
+    return the authorisation that would confirm it."""
+    placed = await caravan.client.post(
+        "/orders", json=body(), headers={"Idempotency-Key": ref(key)}
+    )
+    order_id = placed.json()["order_id"]
+    total = int((await reserved(caravan, order_id)).data["total_fen"])
+    return PaymentAuthorized(
+        order_id=order_id, buyer_id=RICH["id"], method="microloan", amount_fen=total,
+        term_months=3,
+    )  # fmt: skip
+
+
 # --- every event twice -----------------------------------------------------------------------
 
 
@@ -358,6 +372,29 @@ async def test_cancel_racing_confirmation_ends_each_order_once_and_compensates(
                 "the stock of a confirmed order to be sold",
             )
     assert 200 in statuses and 409 in statuses, statuses
+
+
+async def test_a_cancel_and_a_confirmation_waiting_for_one_order_end_it_once(
+    caravan: System,
+) -> None:
+    """The buyer's cancel and the authorisation that confirms the order both wait for the
+    order's row (held locked here), then go on at once: the one that takes the row second
+    sees the order ended by the first, and the order has one end, where two readers of the
+    row before either wrote it would each end it their way (the race above, made certain)."""
+    async with payments_stopped(caravan):
+        authorized = await pending(caravan, "ORD-LOCKED")
+        order_id = authorized.order_id
+        async with caravan.row_locked("orders.orders", "order_id", order_id):
+            await emit_as(caravan, authorized, "payments")
+            cancel = asyncio.create_task(caravan.client.post(f"/orders/{order_id}/cancel"))
+            await caravan.lock_waiters("orders", "the authorisation and the cancel", 2)
+        status = (await cancel).status_code
+        await caravan.until(
+            lambda: recorded(caravan, order_id, "payment.authorized"),
+            "the authorisation handled",
+        )
+        ended = await caravan.one_terminal(order_id)
+    assert (status, ended) in ((200, "order.cancelled"), (409, "order.confirmed")), status
 
 
 # --- the saga deadline -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.seed import SeedFile
 from shared.topics import Topic
+from tests.e2e.markers import order_handled
 from tests.harness import System, ref
 
 RICH = {"id": "ord-rich", "phone": "+8613900009101", "locale": "en"}
@@ -395,6 +396,29 @@ async def test_a_cancel_and_a_confirmation_waiting_for_one_order_end_it_once(
         )
         ended = await caravan.one_terminal(order_id)
     assert (status, ended) in ((200, "order.cancelled"), (409, "order.confirmed")), status
+
+
+async def test_an_event_twice_in_one_batch_is_handled_once(caravan: System) -> None:
+    """An event published twice, the copies next to each other (a producer's retry), is
+    handled once even when both come in one batch: the batch's claim of the inbox takes the
+    first copy and counts the second a duplicate, so the order's timeline has it once."""
+    async with payments_stopped(caravan):
+        authorized = await pending(caravan, "ORD-TWICE")
+        order_id = authorized.order_id
+        event = new_event(authorized, source="caravan/payments", correlation_id=order_id)
+        # Orders down: on its start the two copies are one backlog, taken as one batch.
+        await asyncio.to_thread(caravan.procs.stop, ["orders"])
+        try:
+            for _ in range(2):
+                await publish(caravan, event, Topic.PAYMENT_EVENTS, order_id)
+        finally:
+            await caravan.restart(("orders",))
+        assert (await caravan.outcome(order_id)).type == "order.confirmed"
+        await order_handled(caravan, "orders", order_id, Topic.PAYMENT_EVENTS)
+        # Read before payments starts again: it then authorises the order itself (an event
+        # of its own, recorded too).
+        steps = await caravan.timeline(order_id)
+    assert steps.count("payment.authorized") == 1, steps
 
 
 # --- the saga deadline -----------------------------------------------------------------------

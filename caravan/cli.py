@@ -656,6 +656,8 @@ def replay(
     elif result.unrecorded:
         console.print(f"not in the audit trail (PostgreSQL): {result.unrecorded}", style="yellow")
         raise typer.Exit(1)
+    if result.refused:  # a dry run's: it exits as the run would, so that a script can check
+        raise typer.Exit(2)
 
 
 def _unrecorded_dry_run(why: str, *more: str) -> None:

@@ -187,7 +187,7 @@ async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
         "--earliest",
         "--dry-run",
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 2, done.stderr  # as the run, refused: a dry run is a check
     out = done.stdout
     assert "dry run: replay of orders.events.v1 for caravan-inventory" in out
     rows = [line.split("│")[1:-1] for line in out.splitlines() if line.count("│") == 7]
@@ -236,7 +236,7 @@ async def test_replay_for_a_group_that_never_read_the_topic_is_refused_naming_th
     for group, how in ((typo, ()), (running, ()), (running, ("--dry-run",))):
         args = ("replay", "--topic", topic, "--group", group, "--earliest", *how)
         done = await cli(caravan, *args)
-        assert done.returncode == (0 if how else 2), done.stdout + done.stderr
+        assert done.returncode == 2, done.stdout + done.stderr  # a dry run's too: a check
         out = " ".join(done.stdout.split())
         never = f"group {group} has no committed offset on {topic}"
         if group == typo:
@@ -804,7 +804,7 @@ async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_
     assert set(await committed(caravan, group, topic)) == {None}
     for why, env in (("cannot reach", database_down()), (NO_DATABASE, NONE_NAMED)):
         dry = await cli(caravan, *args, "--dry-run", **env)
-        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert dry.returncode == 2, dry.stdout + dry.stderr  # as the run, refused meanwhile
         said = " ".join(dry.stdout.split())
         assert f"dry run: replay of {topic} for {group}" in said and "nothing changed" in said
         assert f"not in the audit trail (a dry run goes on without it): {why}" in said, said

@@ -61,6 +61,14 @@ def answer(
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
         for error in body.get("errors", []):  # a 422's fields at fault
             said += f"\n  {error['field']}: {error['message']}"
+        wait = response.headers.get("Retry-After")
+        if response.status_code == 429:
+            said += (
+                f"\ntry again in {wait} s: the {service} API refuses this address that long after"
+                " too many failed token attempts from it (each service counts its own)"
+            )
+        elif wait:
+            said += f"\ntry again in {wait} s"
         if response.status_code >= 500:
             said += _key_to_retry(headers)
         raise OperatorError(said)

@@ -894,3 +894,27 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "clé", *url)
     refused = "not sent: Idempotency-Key must be ASCII, not 'clé'"
     assert (code, out, one_line(err)) == (2, "", refused)
+
+
+def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After 10 failed token attempts from the address, a command said only "Too many failed
+    attempts: too many failed attempts from this address", dropping the server's Retry-After:
+    not how long to wait, nor that it was that one service's count."""
+    problem = {
+        "title": "Too many failed attempts",
+        "detail": "too many failed attempts from this address",
+    }
+    answered = httpx.Response(429, json=problem, headers={"Retry-After": "52"})
+    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, out, err = caravan(
+        "payments", "list", "--status", "pending", "--url", "http://127.0.0.1:1"
+    )
+    assert (code, out) == (1, ""), err
+    assert err.splitlines() == [
+        "Too many failed attempts: too many failed attempts from this address",
+        "try again in 52 s: the payments API refuses this address that long after too many"
+        " failed token attempts from it (each service counts its own)",
+    ]

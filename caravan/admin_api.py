@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from caravan.output import OperatorError
 from shared.api import bearer_headers
-from shared.settings import Settings
+from shared.settings import DEV_TOKEN_FILE, Settings
 
 
 def base_url(url: str | None, service: str) -> str:
@@ -61,6 +61,8 @@ def answer(
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
         for error in body.get("errors", []):  # a 422's fields at fault
             said += f"\n  {error['field']}: {error['message']}"
+        if response.status_code == 401:
+            said += "\n" + _token_refused(Settings())
         wait = response.headers.get("Retry-After")
         if response.status_code == 429:
             said += (
@@ -102,6 +104,31 @@ def newest(
         if len(found) >= limit:
             return found[:limit], len(found) > limit or page["next_cursor"] is not None
     return found, False
+
+
+def _token_refused(settings: Settings) -> str:
+    """After a 401: where the token sent came from (or that none was found), and how to send
+    one that is valid."""
+    issue = "`caravan tokens issue --scope SCOPE`"
+    if settings.token is not None:
+        return (
+            "the token sent is CARAVAN_TOKEN's (set, it overrides CARAVAN_TOKEN_FILE and"
+            f" {DEV_TOKEN_FILE}): set it to a valid one ({issue}), or unset it"
+        )
+    if settings.token_file is not None:
+        return (
+            f"the token sent is the one in CARAVAN_TOKEN_FILE ({settings.token_file}): put a"
+            f" valid one there ({issue}), or unset it"
+        )
+    if DEV_TOKEN_FILE.is_file():
+        return (
+            f"the token sent is caravan up's development token ({DEV_TOKEN_FILE}): `caravan up`"
+            f" issues it anew, or set CARAVAN_TOKEN to a valid one ({issue})"
+        )
+    return (
+        f"no token found: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to one ({issue}),"
+        " or run `caravan up`, which issues a development token"
+    )
 
 
 def _key_to_retry(headers: dict[str, str]) -> str:

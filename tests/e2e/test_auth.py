@@ -31,7 +31,7 @@ from shared.auth.scopes import SCOPES
 from shared.db.engine import address
 from shared.events.orders import Buyer
 from shared.seed import SeedFile
-from shared.settings import Settings
+from shared.settings import DEV_TOKEN_FILE, Settings
 from tests.e2e.test_ops import cli
 from tests.e2e.test_saga import order
 from tests.harness import System
@@ -482,7 +482,14 @@ async def test_the_cli_sends_its_token_and_shows_a_refusal(caravan: System) -> N
     refused = await cli(
         caravan, "inventory", "stock", "T-PEPPER", *url, CARAVAN_TOKEN="cvn_" + "x" * 43
     )
-    assert refused.returncode == 1 and "Unauthorized" in refused.stderr, refused.stdout
+    assert refused.returncode == 1, refused.stdout
+    # Said with where the token came from (it overrides the development token) and what to do.
+    assert refused.stderr.splitlines()[:2] == [
+        "Unauthorized: the token is not valid",
+        "the token sent is CARAVAN_TOKEN's (set, it overrides CARAVAN_TOKEN_FILE and"
+        f" {DEV_TOKEN_FILE}): set it to a valid one (`caravan tokens issue --scope SCOPE`),"
+        " or unset it",
+    ], refused.stderr
 
 
 def _failures(text: str) -> Callable[[str], float]:

@@ -20,12 +20,13 @@ import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from caravan import checkout, cli, seeding, system, tokens_cli
+from caravan import admin_api, checkout, cli, seeding, system, tokens_cli
 from caravan.infra import kafka, ports, postgres
 from caravan.ops import dlq as ops_dlq
 from caravan.output import OperatorError
 from services import SERVICES
 from services.inventory.handlers import LotTaken
+from shared import settings
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -918,3 +919,41 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
         "try again in 52 s: the payments API refuses this address that long after too many"
         " failed token attempts from it (each service counts its own)",
     ]
+
+
+@pytest.mark.parametrize("origin", ["CARAVAN_TOKEN", "CARAVAN_TOKEN_FILE", "dev-token", "none"])
+def test_a_refused_token_is_said_with_where_it_came_from_and_what_to_do(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, origin: str
+) -> None:
+    """With CARAVAN_TOKEN set to a revoked token a command said only "Unauthorized: the token
+    is not valid": not that the token was CARAVAN_TOKEN's, which overrides the development
+    token a user believed was sent, nor what to do."""
+    problem = {"title": "Unauthorized", "detail": "the token is not valid"}
+    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: httpx.Response(401, json=problem))
+    dev, file = tmp_path / "dev-token", tmp_path / "token"
+    monkeypatch.setattr(admin_api, "DEV_TOKEN_FILE", dev)
+    monkeypatch.setattr(settings, "DEV_TOKEN_FILE", dev)
+    monkeypatch.delenv("CARAVAN_TOKEN", raising=False)
+    monkeypatch.delenv("CARAVAN_TOKEN_FILE", raising=False)
+    issue = "`caravan tokens issue --scope SCOPE`"
+    said = {
+        "CARAVAN_TOKEN": "the token sent is CARAVAN_TOKEN's (set, it overrides CARAVAN_TOKEN_FILE"
+        f" and {dev}): set it to a valid one ({issue}), or unset it",
+        "CARAVAN_TOKEN_FILE": f"the token sent is the one in CARAVAN_TOKEN_FILE ({file}): put a"
+        f" valid one there ({issue}), or unset it",
+        "dev-token": f"the token sent is caravan up's development token ({dev}): `caravan up`"
+        f" issues it anew, or set CARAVAN_TOKEN to a valid one ({issue})",
+        "none": f"no token found: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to one ({issue}),"
+        " or run `caravan up`, which issues a development token",
+    }
+    if origin == "CARAVAN_TOKEN":
+        dev.write_text("cvn_" + "d" * 43)
+        monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    elif origin == "CARAVAN_TOKEN_FILE":
+        file.write_text("cvn_" + "f" * 43)
+        monkeypatch.setenv("CARAVAN_TOKEN_FILE", str(file))
+    elif origin == "dev-token":
+        dev.write_text("cvn_" + "d" * 43)
+    code, out, err = caravan("inventory", "stock", "--url", "http://127.0.0.1:1")
+    assert (code, out) == (1, ""), err
+    assert err.splitlines() == ["Unauthorized: the token is not valid", said[origin]]

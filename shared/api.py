@@ -21,6 +21,18 @@ _PYDANTIC_WORDING = {"value_error": "Value error, ", "assertion_error": "Asserti
 ``assert``): its wording, not ours, kept out of what users read."""
 
 
+PATTERN_WORDS: dict[str, str] = {}
+"""What a value of each pattern :func:`worded` is, in words."""
+
+
+def worded(pattern: str, words: str) -> str:
+    """``pattern``, whose mismatch :func:`field_errors` says as "should be ``words``", not
+    as pydantic's "String should match pattern '^\\+[1-9][0-9]{6,14}$'": a 422's errors, a
+    dead letter's reason and an ``order.rejected``'s errors alike."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
+
 def field_errors(
     exc: "ValidationError | RequestValidationError", whole: str = "body"
 ) -> list[dict[str, str]]:
@@ -36,5 +48,7 @@ def field_errors(
             found.append({"field": whole, "message": f"not JSON: {why}{at}"})
         else:
             said = e["msg"].removeprefix(_PYDANTIC_WORDING.get(e["type"], ""))
+            if e["type"] == "string_pattern_mismatch" and e["ctx"]["pattern"] in PATTERN_WORDS:
+                said = f"should be {PATTERN_WORDS[e['ctx']['pattern']]}"
             found.append({"field": ".".join(path) or whole, "message": said})
     return found

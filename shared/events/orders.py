@@ -5,12 +5,17 @@ from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
+from shared.api import worded
 from shared.events.envelope import EventData, Fen, Frozen, LoanId, NoNul, OrderId
 from shared.topics import EventType, Topic
 
 OrderRef = str
-ORDER_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+ORDER_REF_PATTERN = worded(
+    r"^[A-Za-z0-9._:-]{1,64}$", "1-64 characters, each a letter, a digit or one of . _ : -"
+)
+E164_PATTERN = worded(
+    r"^\+[1-9][0-9]{6,14}$", "an E.164 phone number, + and 7 to 15 digits: e.g. +8613912345678"
+)
 Locale = Literal["zh-CN", "ug-CN", "en"]
 PaymentMethod = Literal["microloan", "prepaid"]
 HTTP_SOURCE = "http"

@@ -13,6 +13,7 @@ from shared.events.orders import OrderRequested
 from shared.messaging.consumer import dead_letter_key
 from shared.topics import Topic
 from tests.harness import System, raw_event, ref
+from tests.unit.test_field_errors import PHONE
 
 SOURCE = "storefront/batch"
 
@@ -105,11 +106,14 @@ async def test_poison_invalid_and_duplicate_records_in_a_batch(caravan: System) 
         lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=invalid_ref)
     )
     assert len(rejected) == 1
+    assert rejected[0].data["errors"] == [{"field": "buyer.phone", "message": PHONE}]  # no regex
     dead = await caravan.wait_for(
         lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key], count=2
     )
     errors = sorted(dict(r.headers)["dlq.error"].decode() for r in dead)
     assert errors == ["invalid_data", "not_json"]
+    reasons = {dict(r.headers)["dlq.error.message"].decode() for r in dead if r.value == invalid}
+    assert reasons == {f"buyer.phone: {PHONE}"}
     assert sorted(r.value for r in dead) == sorted([poison, invalid])
     # Everything of the batch is handled, nothing twice: the inbox has each event once.
     keys = [f"{SOURCE}|{e.id}" for e in (first, second, third)]

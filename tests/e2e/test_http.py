@@ -15,6 +15,7 @@ from shared.events.orders import OrderRequested
 from shared.http import PROBLEM
 from shared.topics import Topic
 from tests.harness import System, ref
+from tests.unit.test_field_errors import ORDER_REF, PHONE
 
 BODY = {
     "buyer": {"id": "t-rich", "phone": "+8613900000001", "locale": "en"},
@@ -141,6 +142,19 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
                 " send Content-Type: application/json",
             }
         ],
+    )
+    # A pattern of the contract is said in words, not as its regex (the same words as in an
+    # order.rejected: tests/unit/test_field_errors.py).
+    bad_phone = {**BODY, "buyer": {"id": "t-rich", "phone": "13900000001", "locale": "en"}}
+    worded = await http.post("/orders", json=bad_phone, headers={"Idempotency-Key": key})
+    assert (worded.status_code, worded.json()["errors"]) == (
+        422,
+        [{"field": "buyer.phone", "message": PHONE}],
+    )
+    bad_key = await http.post("/orders", json=BODY, headers={"Idempotency-Key": "SWN 1"})
+    assert (bad_key.status_code, bad_key.json()["errors"]) == (
+        422,
+        [{"field": "header.idempotency-key", "message": ORDER_REF}],
     )
     assert (
         await caravan.scalar("select count(*) from orders.orders where order_ref = :r", r=key) == 0

@@ -67,3 +67,27 @@ def test_a_refused_event_and_its_dead_letter_reason_say_the_validators_words() -
     said = "each sku may appear in at most one line"
     assert refused.value.errors == [{"field": "data", "message": said}]
     assert refused.value.message == f"<root>: {said}"
+
+
+PHONE = "should be an E.164 phone number, + and 7 to 15 digits: e.g. +8613912345678"
+ORDER_REF = "should be 1-64 characters, each a letter, a digit or one of . _ : -"
+
+
+def test_a_pattern_of_the_contract_is_said_in_words_not_as_its_regex() -> None:
+    """A bad phone was refused "String should match pattern '^\\+[1-9][0-9]{6,14}$'", a bad
+    order_ref with the pattern of its characters: a storefront developer had to read the
+    regex. The words are the same in a dead letter's reason and an order.rejected's errors
+    (here) as on HTTP (tests/e2e/test_http.py), all said by field_errors."""
+    data = {
+        "order_ref": "SWN 1",
+        "buyer": {"id": "b-1", "phone": "13912345678", "locale": "en"},
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+        "payment": {"method": "prepaid"},
+    }
+    with pytest.raises(PoisonRecord) as refused:
+        validate_record(Topic.ORDER_REQUESTS, raw_event("order.requested", data))
+    assert refused.value.errors == [
+        {"field": "order_ref", "message": ORDER_REF},
+        {"field": "buyer.phone", "message": PHONE},
+    ]
+    assert refused.value.message == f"order_ref: {ORDER_REF}; buyer.phone: {PHONE}"

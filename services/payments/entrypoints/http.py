@@ -40,6 +40,7 @@ from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.envelope import MAX_FEN, WHOLE_SEGMENTS
+from shared.events.orders import ORDER_REF_PATTERN
 from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
@@ -53,7 +54,7 @@ from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after
 from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 
-KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+KEY_PATTERN = ORDER_REF_PATTERN  # an Idempotency-Key as POST /orders takes it
 Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
 PAYMENT_READ = [require("ops", "credit:read", "credit:write")]  # operations find refunds owed

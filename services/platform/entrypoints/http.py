@@ -86,6 +86,7 @@ from services.platform.domain.signing import (
     within,
 )
 from services.platform.metrics import PUSHES, REFETCHES, RESENT, UNKNOWN_APP, PushRefused
+from shared.api import PATTERN_WORDS
 from shared.auth import audit
 from shared.auth.tokens import Principal
 from shared.events.orders import ORDER_REF_PATTERN
@@ -269,9 +270,8 @@ def push_router(
         # platform's order id is our order_ref: one that cannot be is refused here.
         faults: dict[str, str] = {}
         if not ORDER_REF.fullmatch(order_id):
-            faults["order_id"] = (
-                "order_id needed: 1-64 characters of [A-Za-z0-9._:-] (it is the order_ref)"
-            )
+            words = PATTERN_WORDS[ORDER_REF_PATTERN]
+            faults["order_id"] = f"order_id needed: {words} (it is the order_ref)"
         if at is None:
             faults["timestamp"] = unread_timestamp(params.get("timestamp", ""))
         if len(push_id) > 128:

@@ -2,9 +2,8 @@
 
 import argparse
 
-import uvicorn
-
 from services.payments.simulator.app import create_app
+from shared.simulators import serve
 
 
 def main() -> None:
@@ -12,13 +11,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9098)  # beside the SMS one (9099)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-    )
+    serve(create_app(), "payment gateway", args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,8 @@
 
 import argparse
 
-import uvicorn
-
 from services.platform.simulator.app import create_app
+from shared.simulators import serve
 
 
 def main() -> None:
@@ -18,12 +17,12 @@ def main() -> None:
     parser.add_argument("--sign-method", choices=("hmac-sha256", "md5"), default="hmac-sha256")
     parser.add_argument("--callback", required=True, help="the adapter's push URL")
     args = parser.parse_args()
-    uvicorn.run(
+    serve(
         create_app(args.app, args.secret, args.callback, args.sign_method),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
+        "platform",
+        args.host,
+        args.port,
+        f" (app {args.app}, pushing to {args.callback})",
     )
 
 

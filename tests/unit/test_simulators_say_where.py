@@ -1,0 +1,59 @@
+"""The simulators of outside systems (``python -m services.<service>.simulator``) said nothing
+when they started: whoever ran one by hand (docs/platform-adapter.md) could not tell that it
+was up, nor where."""
+
+import select
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from caravan.checkout import REPO_ROOT
+from tests.unit.test_cli_unreachable import closed_port
+
+CALLBACK = "http://127.0.0.1:8084/platform/shop/push"
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "said"),
+    [
+        (
+            "services.platform.simulator",
+            ("--app", "shop", "--secret", "s3cret", "--callback", CALLBACK),
+            "platform simulator: listening on http://127.0.0.1:{port}"
+            f" (app shop, pushing to {CALLBACK})",
+        ),
+        (
+            "services.payments.simulator",
+            (),
+            "payment gateway simulator: listening on http://127.0.0.1:{port}",
+        ),
+        (
+            "services.notifications.simulator",
+            (),
+            "SMS gateway simulator: listening on http://127.0.0.1:{port}",
+        ),
+    ],
+)
+def test_a_simulator_says_where_it_listens_once_it_does(
+    module: str, args: tuple[str, ...], said: str
+) -> None:
+    port = closed_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", str(port), *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        # The first line it writes, once it listens (within a minute: 2 busy cores).
+        assert select.select([proc.stdout], [], [], 60)[0], "nothing said within 60 s"
+        line = proc.stdout.readline()
+        assert line.rstrip("\n") == said.format(port=port), proc.stderr
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -18,8 +18,10 @@ from rich.text import Text
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
+from services.orders.domain.order import Status as OrderStatus
 from shared import days
 from shared.api import field_errors
+from shared.events.orders import CancelReason
 from shared.seed import Loaded, SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
@@ -714,9 +716,11 @@ ORDER, STATUS, BUYER = "order\nplaced", "status\nreason", "buyer\nref\nsource"
 
 @orders_app.command("list")
 def orders_list(
-    status: Annotated[str | None, typer.Option(help="pending, confirmed or cancelled")] = None,
+    status: Annotated[
+        OrderStatus | None, typer.Option(help="only the orders of this status")
+    ] = None,
     reason: Annotated[
-        str | None, typer.Option(help="cancelled for this reason, e.g. out_of_stock")
+        CancelReason | None, typer.Option(help="only the orders cancelled for this reason")
     ] = None,
     since: Annotated[
         datetime | None,

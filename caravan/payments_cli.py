@@ -10,6 +10,7 @@ from caravan import output
 from caravan.admin_api import base_url, call, newest
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
+from services.payments.domain.status import Status
 
 app = typer.Typer(
     help="Payments: credit lines, microloans and repayments; refunds made by hand.",
@@ -155,7 +156,7 @@ PAYMENT, OWED = "order\nbuyer", "owed_fen\nrefunded"
 @app.command("list")
 def list_payments(
     status: Annotated[
-        str, typer.Option(help="void_refused (owed a refund by hand), refunded, authorized, ...")
+        Status, typer.Option(help="void_refused: owed a refund by hand; refunded; authorized; ...")
     ],
     limit: Annotated[int, typer.Option(min=1, help="the last changed this many")] = 100,
     url: Url = None,

@@ -38,7 +38,7 @@ with the transfer's reference, and the ledger owes the buyer nothing more.
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, get_args
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Select, func, select, update
@@ -53,6 +53,7 @@ from services.payments.adapters.gateway import (
 )
 from services.payments.adapters.tables import payments
 from services.payments.domain import ledger
+from services.payments.domain.status import STATUSES
 from services.payments.handlers import (
     charge_txn,
     post_charge,
@@ -385,19 +386,6 @@ VOID_REFUSED = Counter(
     "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
     " to its buyer, by hand (payments.payments: status void_refused, refund_owed_fen)",
 )
-Status = Literal[
-    "pending",
-    "charging",
-    "authorized",
-    "declined",
-    "voiding",
-    "voided",
-    "void_refused",
-    "refunded",
-    "awaiting",
-    "cancelled",
-]
-STATUSES: tuple[str, ...] = get_args(Status)
 
 
 LIVE = (*IN_FLIGHT, "void_refused")

@@ -991,8 +991,10 @@ async def test_orders_list_shows_every_buyers_orders_by_status_reason_and_time(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "query.buyer_id: buyer_id is needed" in refused.stderr, refused.stderr
     assert "need a token with the scope ops" in refused.stderr, refused.stderr
-    bad = await cli(caravan, "orders", "list", "--reason", "lost")
-    assert bad.returncode == 1 and "query.reason:" in bad.stderr, bad.stderr
+    bad = await cli(caravan, "orders", "list", "--reason", "lost")  # refused by the command
+    assert bad.returncode == 2 and "'lost' is not one of" in bad.stderr, bad.stderr
+    bad = await cli(caravan, "orders", "list", "--status", "confirmed", "--reason", "expired")
+    assert bad.returncode == 1 and "query.reason: only cancelled orders" in bad.stderr, bad.stderr
 
 
 async def test_prepare_on_the_running_system_says_how_many_copies_topics_keep(

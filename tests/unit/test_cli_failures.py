@@ -957,3 +957,40 @@ def test_a_refused_token_is_said_with_where_it_came_from_and_what_to_do(
     code, out, err = caravan("inventory", "stock", "--url", "http://127.0.0.1:1")
     assert (code, out) == (1, ""), err
     assert err.splitlines() == ["Unauthorized: the token is not valid", said[origin]]
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            "payments list --status bogus --url http://127.0.0.1:1",
+            "'bogus' is not one of 'pending', 'charging', 'authorized', 'declined', 'voiding',"
+            " 'voided', 'void_refused', 'refunded', 'awaiting', 'cancelled'",
+        ),
+        (
+            "orders list --status done",
+            "'done' is not one of 'pending', 'confirmed', 'cancelled'",
+        ),
+        (
+            "orders list --reason sold_out",
+            "'sold_out' is not one of 'unknown_sku', 'out_of_stock', 'out_of_season',"
+            " 'credit_declined', 'payment_failed', 'expired', 'cancelled_by_buyer'",
+        ),
+    ],
+)
+def test_a_status_or_reason_none_of_its_choices_is_refused_before_any_call(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, command: str, said: str
+) -> None:
+    """``caravan payments list --status bogus`` and ``caravan orders list --status done`` were
+    sent, and refused by the API's 422 (exit 1), where a missing --status is refused by the
+    command itself (exit 2): now any value but one of the choices is, with the choices."""
+
+    def request(*args: object, **kwargs: object) -> httpx.Response:
+        raise AssertionError("called the API")
+
+    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, out, err = caravan(*command.split())
+    assert (code, out) == (2, ""), err
+    flat = " ".join(err.replace("│", " ").split())  # what the error box wrapped
+    assert f"Invalid value for '{command.split()[2]}':" in flat and said in flat, flat

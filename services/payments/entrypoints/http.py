@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments import lending, prepaid
 from services.payments.domain.repayment import Overpayment
+from services.payments.domain.status import Status
 from shared import days
 from shared.auth import audit
 from shared.auth.tokens import Principal
@@ -199,7 +200,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
 
     @router.get("/payments", tags=["payments"], dependencies=PAYMENT_READ)
     async def list_payments(
-        status: Annotated[prepaid.Status, Query(description="only the payments of this status")],
+        status: Annotated[Status, Query(description="only the payments of this status")],
         start: Position | None = PAYMENTS_CURSOR,
         limit: Limit = 20,
     ) -> Any:

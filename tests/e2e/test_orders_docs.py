@@ -3,7 +3,11 @@ type of the contract), and each service's OpenAPI (fuzzed with schemathesis agai
 running service)."""
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -22,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from caravan.checkout import REPO_ROOT
-from shared.topics import ALL_TOPICS, EventType
+from shared.topics import ALL_TOPICS, EventType, Topic
 from tests.harness import System
 
 CONTRACT = REPO_ROOT.parent / "shared" / "CONTRACT.md"
@@ -95,6 +99,36 @@ async def test_asyncapi_names_every_topic_and_event_type_of_the_contract(caravan
     page = await caravan.client.get("/asyncapi")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "orders.events.v1" in page.text
+
+
+TOPICS_DOC = REPO_ROOT / "docs" / "topics.md"
+
+
+async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
+    caravan: System,
+) -> None:
+    """A storefront developer found the CloudEvent envelope in the docs but no way to publish
+    one, and wrote an aiokafka script of their own: docs/topics.md gives one, run here as
+    written (its order_ref made unique, its broker the session's) with the checkout's Python."""
+    text = TOPICS_DOC.read_text()
+    script = text.split(".venv/bin/python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    order_ref = f"DOC-{uuid.uuid4().hex[:12]}"
+    assert script.count('"SWN-000124"') == 1
+    script = script.replace('"SWN-000124"', f'"{order_ref}"')
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-"],
+        input=script,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    order_id = await caravan.placed(order_ref, source="storefront/shawan-center")
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
+    assert placed[0].data["delivery"] == {"county": "Shawan", "address": "Village 3, Sandaohezi"}
+    assert (await caravan.outcome(order_id)).type in {"order.confirmed", "order.cancelled"}
 
 
 CHECKS = [

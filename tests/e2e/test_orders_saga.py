@@ -394,6 +394,7 @@ async def test_a_cancel_and_a_confirmation_waiting_for_one_order_end_it_once(
             lambda: recorded(caravan, order_id, "payment.authorized"),
             "the authorisation handled",
         )
+        await caravan.outcome(order_id)  # in the event log too, which one_terminal reads
         ended = await caravan.one_terminal(order_id)
     assert (status, ended) in ((200, "order.cancelled"), (409, "order.confirmed")), status
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Header, Query
 from fastapi.responses import HTMLResponse
 
 from services.orders import handlers
-from services.orders.domain.order import OrderAlreadyConfirmed
+from services.orders.domain.order import OrderAlreadyConfirmed, Status
 from services.orders.entrypoints import queries
 from services.orders.entrypoints.schemas import (
     Accepted,
@@ -20,7 +20,6 @@ from services.orders.entrypoints.schemas import (
     OrderPage,
     OrderView,
     Problem,
-    Status,
 )
 from shared.auth.tokens import Principal
 from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, CancelReason, OrderRequested

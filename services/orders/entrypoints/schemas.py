@@ -1,13 +1,10 @@
 """What the orders HTTP API accepts and answers, as documented in its OpenAPI document."""
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
+from services.orders.domain.order import Status
 from shared import http as shared_http
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
-
-Status = Literal["pending", "confirmed", "cancelled"]
 
 
 class OrderBody(OrderRequested):

@@ -10,6 +10,7 @@ from rich.table import Table
 from caravan import output
 from caravan.admin_api import base_url, call, pages
 from caravan.output import console
+from services.platform.domain.delivery import CallbackStatus
 
 app = typer.Typer(
     help="Marketplace platforms: problems of pushed orders, status callbacks.",
@@ -126,7 +127,7 @@ def callbacks_table(found: list[dict[str, Any]]) -> Table:
 def callbacks(
     app_name: App = None,
     status: Annotated[
-        str | None, typer.Option(help="pending, sending, delivered or failed")
+        CallbackStatus | None, typer.Option(help="only the callbacks of this status")
     ] = None,
     order_id: Annotated[str | None, typer.Option(help="our order id")] = None,
     platform_order_id: Annotated[str | None, typer.Option(help="the platform's order id")] = None,

@@ -22,14 +22,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
 from services.platform.adapters.tables import callbacks
-from services.platform.domain.delivery import Backoff, Verdict, verdict
+from services.platform.domain.delivery import Backoff, CallbackStatus, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
 from shared.logs import working_for
 from shared.messaging.uow import Tx, UnitOfWork
@@ -152,7 +152,7 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
     return len(rows)
 
 
-STATUSES = ("pending", "sending", "delivered", "failed")
+STATUSES: tuple[str, ...] = get_args(CallbackStatus)
 
 
 def callbacks_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

@@ -69,6 +69,10 @@ async def test_more_than_500_failed_callbacks_are_all_reached(caravan: System) -
         assert bad.json()["errors"] == [
             {"field": "query.cursor", "message": "unknown cursor: not one this API gave"}
         ]
+        # A status none of the callbacks can have is refused, not listed as none.
+        sent = await api.get("/platform/callbacks", params={"status": "sent"})
+        assert sent.status_code == 422, sent.text
+        assert [e["field"] for e in sent.json()["errors"]] == ["query.status"]
 
 
 async def test_a_retry_of_every_failed_callback_names_the_first_100(caravan: System) -> None:

@@ -972,6 +972,10 @@ def test_a_refused_token_is_said_with_where_it_came_from_and_what_to_do(
             "'done' is not one of 'pending', 'confirmed', 'cancelled'",
         ),
         (
+            "platform callbacks --status sent --url http://127.0.0.1:1",
+            "'sent' is not one of 'pending', 'sending', 'delivered', 'failed'",
+        ),
+        (
             "orders list --reason sold_out",
             "'sold_out' is not one of 'unknown_sku', 'out_of_stock', 'out_of_season',"
             " 'credit_declined', 'payment_failed', 'expired', 'cancelled_by_buyer'",

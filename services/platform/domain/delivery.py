@@ -9,6 +9,8 @@ from typing import Literal
 from shared.backoff import exponential_step
 
 Verdict = Literal["delivered", "retry", "failed"]
+CallbackStatus = Literal["pending", "sending", "delivered", "failed"]
+"""A status callback's state (``platform.callbacks.status``): due, being sent, or its end."""
 
 
 def verdict(status_code: int | None) -> Verdict:

@@ -74,7 +74,7 @@ from services.platform.adapters.platform_api import (
     UnreadableOrder,
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
-from services.platform.domain.delivery import Backoff
+from services.platform.domain.delivery import Backoff, CallbackStatus
 from services.platform.domain.orders import BuyerMapping, PlatformOrder, Problem, SkuMapping
 from services.platform.domain.signing import (
     SIGN,
@@ -551,7 +551,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     @router.get("/callbacks", dependencies=READ, responses=_of_known_app("callback"))
     async def list_callbacks(
         app: str | None = None,
-        status: str | None = None,
+        status: CallbackStatus | None = None,
         order_id: str | None = None,
         platform_order_id: str | None = None,
         start: Position | None = CALLBACKS_CURSOR,

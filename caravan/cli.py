@@ -977,3 +977,4 @@ def dlq_redrive(
         )
     if done.unrecorded:
         _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
+        raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run

@@ -11,6 +11,15 @@ from shared.api import bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
 
+class ProblemAnswer(OperatorError):
+    """A service's problem answer (a status of 400 or more) to an admin call: exit 1, unless
+    the command makes something else of its ``status`` (a 404 of what it checks for)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def base_url(url: str | None, service: str) -> str:
     """``url`` (a command's ``--url``), else ``service``'s API as the settings place it
     (``CARAVAN_HTTP_HOST`` and ``CARAVAN_<SERVICE>_HTTP_PORT``; the orders API's
@@ -39,8 +48,8 @@ def answer(
     """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
     by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
     ``b-1``); an unreachable API or a header that cannot be sent is an :class:`OperatorError`
-    of exit 2, a problem answer one of exit 1 (with the fields at fault, if any, on the lines
-    after it)."""
+    of exit 2, a problem answer a :class:`ProblemAnswer` (exit 1, with the fields at fault, if
+    any, on the lines after it)."""
     import httpx  # here: every command imports this module, not every command calls
 
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
@@ -73,8 +82,19 @@ def answer(
             said += f"\ntry again in {wait} s"
         if response.status_code >= 500:
             said += _key_to_retry(headers)
-        raise OperatorError(said)
+        raise ProblemAnswer(said, response.status_code)
     return response.status_code, body
+
+
+def found(base: str, service: str, path: str, *ids: str) -> dict[str, Any] | None:
+    """The body of ``GET path`` (as :func:`call`), or None where the service answers 404: it
+    has no such thing."""
+    try:
+        return call(base, service, "GET", path, *ids)
+    except ProblemAnswer as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def pages(

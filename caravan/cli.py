@@ -792,7 +792,9 @@ def dashboard(
 app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")
 app.add_typer(inventory_cli.app, name="inventory", help="Stock, harvest lots and spoilage.")
 app.add_typer(
-    platform_cli.app, name="platform", help="Marketplace platforms: problems, status callbacks."
+    platform_cli.app,
+    name="platform",
+    help="Marketplace platforms: mappings, problems, status callbacks.",
 )
 app.add_typer(tokens_cli.app, name="tokens", help="API tokens: issue, revoke, list.")
 

@@ -1,26 +1,30 @@
-"""``caravan platform ...``: pushed orders the platform adapter could not place (problems),
-resolving them or fetching them again, and its status callbacks to the platforms, sent again
-once failed, through the adapter's admin API (``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
+"""``caravan platform ...``: the mappings of platform SKUs and buyers to ours (a SKU checked
+against inventory's catalogue first), pushed orders the platform adapter could not place
+(problems), resolving them or fetching them again, and its status callbacks to the
+platforms, sent again once failed, through the adapter's admin API
+(``CARAVAN_PLATFORM_HTTP_PORT``, or ``--url``)."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import base_url, call, pages
-from caravan.output import console
+from caravan.admin_api import base_url, call, found, pages
+from caravan.output import OperatorError, console
 from services.platform.domain.delivery import CallbackStatus
+from shared.events.orders import Locale
 
 app = typer.Typer(
-    help="Marketplace platforms: problems of pushed orders, status callbacks.",
-    no_args_is_help=True,
+    help="Marketplace platforms: mappings, problems, status callbacks.", no_args_is_help=True
 )
 
 Url = Annotated[
     str | None, typer.Option("--url", help="platform adapter API (default: from the settings)")
 ]
 App = Annotated[str | None, typer.Option("--app", help="only this platform app")]
+AppName = Annotated[str, typer.Argument(metavar="APP")]
 
 
 def _base(url: str | None) -> str:
@@ -35,6 +39,116 @@ def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[
     """Every row of a paged listing, the filters given (``None``: not given)."""
     params = {k: v for k, v in query.items() if v is not None}
     return [row for page in pages(_base(url), "platform", path, params) for row in page[name]]
+
+
+Kind = Literal["sku", "buyer"]
+MAPPING = "/platform/{}/mappings/{}/{}"
+
+
+def put_mapping(
+    base: str, app_name: str, kind: Kind, external_id: str, value: dict[str, Any], **kwargs: Any
+) -> dict[str, Any]:
+    """Map the platform's SKU or buyer ``external_id`` of ``app_name`` to ``value`` (``{"sku"}``,
+    or ``{"buyer_id", "phone", "locale"}``), on the adapter at ``base``: the mapping as the
+    adapter stored it (a phone as E.164)."""
+    return call(base, "platform", "PUT", MAPPING, app_name, kind, external_id, json=value, **kwargs)
+
+
+def _mapped(kind: str, mapping: dict[str, Any]) -> str:
+    """What a mapping maps to: our SKU, or our buyer with the phone and the locale of the
+    texts (no phone: each order's from the platform)."""
+    if kind == "sku":
+        return str(mapping["sku"])
+    phone = mapping["phone"] or "the platform's"
+    return f"{mapping['buyer_id']} (phone {phone}, {mapping['locale']})"
+
+
+def _map(
+    url: str | None, app_name: str, kind: Kind, external_id: str, value: dict[str, Any]
+) -> str:
+    """Map ``external_id`` to ``value``; what was mapped, said."""
+    mapped = put_mapping(_base(url), app_name, kind, external_id, value)
+    return f"{app_name}/{kind}/{external_id}: mapped to {_mapped(kind, mapped)}"
+
+
+@app.command("map-sku")
+def map_sku(
+    app_name: AppName,
+    platform_sku: str,
+    sku: Annotated[str, typer.Argument(help="our SKU, which inventory must have")],
+    unchecked: Annotated[
+        bool, typer.Option("--unchecked", help="map a SKU inventory does not have yet")
+    ] = False,
+    url: Url = None,
+    inventory_url: Annotated[
+        str | None,
+        typer.Option("--inventory-url", help="inventory admin API (default: from the settings)"),
+    ] = None,
+) -> None:
+    """Map a platform SKU to ours (audited), once inventory's catalogue has ours: a SKU it
+    does not have (a typo) is refused, as each order through it would be cancelled
+    unknown_sku; ``--unchecked`` maps one all the same (a product being added)."""
+    inventory = base_url(inventory_url, "inventory")
+    if not unchecked and found(inventory, "inventory", "/stock/{}", sku) is None:
+        raise OperatorError(
+            f"not mapped: inventory has no SKU {sku!r}, so each order through it would be"
+            " cancelled unknown_sku (a typo? `caravan inventory stock` lists its SKUs);"
+            " --unchecked maps it all the same, for a product being added",
+            exit_code=2,
+        )
+    said = _map(url, app_name, "sku", platform_sku, {"sku": sku})
+    console.print(said + (", not checked against inventory" if unchecked else ""))
+
+
+@app.command("map-buyer")
+def map_buyer(
+    app_name: AppName,
+    platform_buyer: str,
+    buyer_id: Annotated[str, typer.Argument(help="our buyer id")],
+    phone: Annotated[
+        str | None,
+        typer.Option(help="the buyer's number, E.164 or as written (139 1234-5678)"),
+    ] = None,
+    locale: Annotated[Locale, typer.Option(help="the language of those texts")] = "zh-CN",
+    url: Url = None,
+) -> None:
+    """Map a platform buyer to ours, whole (audited): without ``--phone``, each order's
+    texts go to the phone the platform gives with it."""
+    body = {"buyer_id": buyer_id, "phone": phone, "locale": locale}
+    console.print(_map(url, app_name, "buyer", platform_buyer, body))
+
+
+@app.command()
+def mappings(
+    app_name: AppName,
+    kind: Annotated[Kind | None, typer.Option(help="only the mappings of this kind")] = None,
+    url: Url = None,
+) -> None:
+    """An app's mappings, by kind and platform id: the SKU or buyer of ours each maps to."""
+    path = f"/platform/{quote(app_name, safe='')}/mappings"
+    found = [m for m in _listed(url, path, "mappings") if kind in (None, m["kind"])]
+    table = output.table("kind", "platform id", "ours", whole=("kind",))
+    for m in found:
+        table.add_row(m["kind"], m["external_id"], _mapped(m["kind"], m))
+    output.show(table)
+
+
+@app.command()
+def unmap(
+    app_name: AppName,
+    kind: Annotated[Kind, typer.Argument(metavar="sku|buyer")],
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="the platform's SKU or buyer")],
+    url: Url = None,
+) -> None:
+    """Remove a mapping (audited): the next orders through it are problems until mapped
+    again."""
+    target = f"{app_name}/{kind}/{external_id}"
+    was = found(_base(url), "platform", MAPPING, app_name, kind, external_id)
+    if was is None:
+        console.print(f"{target}: no such mapping, nothing changed")
+        return
+    _call(url, "DELETE", MAPPING, app_name, kind, external_id)
+    console.print(f"{target}: unmapped (it mapped to {_mapped(kind, was)})")
 
 
 ORDER, KIND = "app\nplatform order", "kind\nfirst seen"
@@ -76,9 +190,7 @@ def problems(
 
 
 @app.command()
-def resolve(
-    app_name: Annotated[str, typer.Argument(metavar="APP")], platform_order_id: str, url: Url = None
-) -> None:
+def resolve(app_name: AppName, platform_order_id: str, url: Url = None) -> None:
     """Close a pushed order's open problems, once settled by hand (audited)."""
     body = {"app": app_name, "platform_order_id": platform_order_id}
     kinds = _call(url, "POST", "/platform/problems/resolve", json=body)["resolved"]
@@ -90,9 +202,7 @@ def resolve(
 
 
 @app.command()
-def refetch(
-    app_name: Annotated[str, typer.Argument(metavar="APP")], platform_order_id: str, url: Url = None
-) -> None:
+def refetch(app_name: AppName, platform_order_id: str, url: Url = None) -> None:
     """Fetch a platform order from its order API and decide on it again, as a push would
     (audited): once a problem is mended (a mapping added), the push that found it being
     answered ``duplicate`` if sent again."""

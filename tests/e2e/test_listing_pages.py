@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.test_ops import cli
 from tests.harness import System
 
 
@@ -125,6 +126,12 @@ async def test_an_apps_mappings_are_paged(caravan: System) -> None:
     )
     async with mappings as app, caravan.api("platform") as api:
         pages = await every_page(api, f"/platform/{app}/mappings", "mappings")
+        url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
+        done = await cli(caravan, "platform", "mappings", app, "--kind", "sku", "--url", url)
     assert [len(p) for p in pages] == [100, 50]
     listed = [m["external_id"] for page in pages for m in page]
     assert listed == [f"S{i:03}" for i in range(1, 151)]
+    # caravan platform mappings follows the pages to the last
+    assert done.returncode == 0, done.stderr
+    rows = [line.replace("│", " ").split() for line in done.stdout.splitlines()]
+    assert [r[1] for r in rows if r[:1] == ["sku"]] == listed, done.stdout

@@ -127,13 +127,14 @@ async def new_order(
     order_id: str | None = None,
     phone: str = "+8613900000001",
     address: str = "Village 3",
+    buyer: str = BUYER,
 ) -> str:
     """Create (or, given ``order_id``, replace) an order on the simulated platform."""
     order_id = order_id or f"P-{uuid.uuid4().hex[:12]}"
     body = {
         "order_id": order_id,
         "status": status,
-        "buyer": {"id": BUYER, "phone": phone},
+        "buyer": {"id": buyer, "phone": phone},
         "items": [{"sku": s, "quantity": q} for s, q in (items or {"ALI-PEPPER": 1}).items()],
         "delivery": {"county": "Shawan", "address": address},
     }

@@ -13,6 +13,7 @@ from tests.e2e.test_platform import (
     placed_once,
     platform,
     push,
+    requested,
     resolutions_audited,
     unmapped_order,
 )
@@ -22,10 +23,87 @@ __all__ = ["platform"]  # the adapter restarted with the test apps, for these te
 
 
 async def cli(caravan: System, *args: str) -> tuple[int, str]:
-    """``caravan platform ARGS``: its exit code, and what it said (a failure on stderr)."""
+    """``caravan platform ARGS``: its exit code, and what it said (a failure on stderr); the
+    inventory API (which ``map-sku`` asks) where the settings put it."""
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
-    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:])
+    inventory = {"CARAVAN_INVENTORY_HTTP_PORT": caravan.procs.env["CARAVAN_INVENTORY_HTTP_PORT"]}
+    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:], **inventory)
     return done.returncode, done.stdout + done.stderr
+
+
+async def mapping_audits(caravan: System, kind: str, external_id: str) -> list[tuple[str, str]]:
+    """The audit trail's actions and actors on a mapping of the test app, oldest first."""
+    rows = await caravan.sql(
+        "select action, actor from auth.audit where target = :t order by id",
+        t=f"{APP}/{kind}/{external_id}",
+    )
+    return [(action, actor) for action, actor in rows]
+
+
+async def test_skus_and_buyers_are_mapped_listed_and_unmapped_from_the_command_line(
+    caravan: System, platform: Platform
+) -> None:
+    """Operations mapped a platform SKU or buyer only with curl, and a SKU as written: a typo
+    was found when an order through it was cancelled unknown_sku. ``map-sku`` asks inventory
+    first and refuses (exit 2, nothing written) a SKU it does not have, unless
+    ``--unchecked``; the next push of an order through a mapping made so is placed with it."""
+    unknown, order_ref = await unmapped_order(platform.sim, "ALI-CMD")
+    code, out = await cli(caravan, "map-sku", APP, unknown, "T-PEPER")
+    assert code == 2, out
+    assert out.startswith("not mapped: inventory has no SKU 'T-PEPER'"), out
+    assert "--unchecked" in out, out
+    mapping = f"/platform/{APP}/mappings/sku/{unknown}"
+    assert (await platform.adapter.get(mapping)).status_code == 404
+    assert await mapping_audits(caravan, "sku", unknown) == []
+    code, out = await cli(caravan, "map-sku", APP, unknown, "T-PEPPER")
+    assert (code, out) == (0, f"{APP}/sku/{unknown}: mapped to T-PEPPER\n")
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+    [request] = requested(caravan, order_ref)
+    assert request.data["lines"] == [{"sku": "T-PEPPER", "quantity": 1}]
+
+    nick = f"nick-cmd-{uuid.uuid4().hex[:6]}"
+    code, out = await cli(
+        caravan, "map-buyer", APP, nick, "t-cmd", "--phone", "139 1234 5678", "--locale", "ug-CN"
+    )
+    said = f"{APP}/buyer/{nick}: mapped to t-cmd (phone +8613912345678, ug-CN)\n"
+    assert (code, out) == (0, said)
+    buyers_order = await new_order(platform.sim, buyer=nick)
+    assert (await push(platform.sim, buyers_order))["body"]["status"] == "accepted"
+    await placed_once(caravan, buyers_order)
+    [request] = requested(caravan, buyers_order)
+    assert request.data["buyer"] == {"id": "t-cmd", "phone": "+8613912345678", "locale": "ug-CN"}
+
+    coming = f"ALI-COMING-{uuid.uuid4().hex[:6]}"
+    code, out = await cli(caravan, "map-sku", APP, coming, "T-NOT-YET", "--unchecked")
+    said = f"{APP}/sku/{coming}: mapped to T-NOT-YET, not checked against inventory\n"
+    assert (code, out) == (0, said)
+    got = await platform.adapter.get(f"/platform/{APP}/mappings/sku/{coming}")
+    assert got.json()["sku"] == "T-NOT-YET", got.text
+
+    code, out = await cli(caravan, "mappings", APP)
+    assert code == 0, out
+    rows = {tuple(line.replace("│", " ").split()[:3]) for line in out.splitlines()}
+    for row in (
+        ("sku", unknown, "T-PEPPER"),
+        ("sku", coming, "T-NOT-YET"),
+        ("buyer", nick, "t-cmd"),
+    ):
+        assert row in rows, out
+    code, out = await cli(caravan, "mappings", APP, "--kind", "buyer")
+    assert code == 0 and nick in out and unknown not in out and " sku " not in out, out
+
+    code, out = await cli(caravan, "unmap", APP, "sku", unknown)
+    assert (code, out) == (0, f"{APP}/sku/{unknown}: unmapped (it mapped to T-PEPPER)\n")
+    assert (await platform.adapter.get(mapping)).status_code == 404
+    code, out = await cli(caravan, "unmap", APP, "sku", unknown)
+    assert (code, out) == (0, f"{APP}/sku/{unknown}: no such mapping, nothing changed\n")
+    code, out = await cli(caravan, "unmap", APP, "buyer", nick)
+    said = f"{APP}/buyer/{nick}: unmapped (it mapped to t-cmd (phone +8613912345678, ug-CN))\n"
+    assert (code, out) == (0, said)
+    audited = await mapping_audits(caravan, "sku", unknown)  # as the CLI's token's name
+    assert [a for a, _ in audited] == ["platform.mapping.put", "platform.mapping.delete"]
+    assert all(actor.startswith("test-session-") for _, actor in audited), audited
 
 
 async def test_problems_are_listed_and_resolved_from_the_command_line(

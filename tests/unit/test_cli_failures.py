@@ -998,3 +998,52 @@ def test_a_status_or_reason_none_of_its_choices_is_refused_before_any_call(
     assert (code, out) == (2, ""), err
     flat = " ".join(err.replace("│", " ").split())  # what the error box wrapped
     assert f"Invalid value for '{command.split()[2]}':" in flat and said in flat, flat
+
+
+@pytest.mark.parametrize(
+    ("inventory", "code", "said"),
+    [
+        (
+            httpx.Response(404, json={"title": "Unknown SKU", "detail": "no product T-PEPER"}),
+            2,
+            "not mapped: inventory has no SKU 'T-PEPER', so each order through it would be"
+            " cancelled unknown_sku (a typo? `caravan inventory stock` lists its SKUs);"
+            " --unchecked maps it all the same, for a product being added",
+        ),
+        (
+            httpx.ConnectError("connection refused"),
+            2,
+            "inventory API unreachable: connection refused",
+        ),
+        (
+            httpx.Response(403, json={"title": "Forbidden", "detail": "lacks inventory:read"}),
+            1,
+            "Forbidden: lacks inventory:read",
+        ),
+    ],
+)
+def test_a_platform_sku_is_mapped_only_to_a_sku_inventory_has(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    inventory: httpx.Response | httpx.ConnectError,
+    code: int,
+    said: str,
+) -> None:
+    """A SKU mapping was taken as written: a typo was found when an order through it was
+    cancelled unknown_sku. ``caravan platform map-sku`` asks inventory first; a SKU it does
+    not have is refused (exit 2), and so is a mapping it cannot check (inventory unreachable,
+    exit 2; refusing the call, exit 1): nothing is sent to the adapter."""
+    asked: list[str] = []
+
+    def request(method: str, url: str, **kwargs: object) -> httpx.Response:
+        asked.append(f"{method} {httpx.URL(url).path}")
+        if isinstance(inventory, Exception):
+            raise inventory
+        return inventory
+
+    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    urls = ("--url", "http://127.0.0.1:1", "--inventory-url", "http://127.0.0.1:2")
+    done = caravan("platform", "map-sku", "market", "ALI-1", "T-PEPER", *urls)
+    assert (done[0], done[1], one_line(done[2])) == (code, "", said)
+    assert asked == ["GET /stock/T-PEPER"]

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from caravan import output
+from caravan.platform_cli import put_mapping
 from caravan.system import simulator
 from shared import days
 from shared.api import bearer_headers
@@ -187,19 +188,20 @@ async def run_platform_demo(
     args += ["--sign-method", config.sign_method, "--callback", f"{adapter}/platform/{app}/push"]
     refs = {o.order_ref.replace("DEMO-", "MKT-") for o in orders}
     outcomes: dict[str, Outcome] = {}
-    async with (
-        simulator("services.platform.simulator", port, *args) as sim,
-        httpx.AsyncClient(
-            base_url=adapter, timeout=15, headers=bearer_headers(settings.api_token())
-        ) as admin,
-    ):
+    auth = bearer_headers(settings.api_token())
+    async with simulator("services.platform.simulator", port, *args) as sim:
+        # As `caravan platform map-sku --unchecked` and `map-buyer` map them: the seed's
+        # products were just loaded.
         for product in seed.products:
-            put = f"/platform/{app}/mappings/sku/MKT-{product.sku}"
-            (await admin.put(put, json={"sku": product.sku})).raise_for_status()
+            sku = {"sku": product.sku}
+            await asyncio.to_thread(
+                put_mapping, adapter, app, "sku", f"MKT-{product.sku}", sku, headers=auth
+            )
         for buyer in seed.buyers:
-            mapped = {"buyer_id": buyer.id, "phone": buyer.phone, "locale": buyer.locale}
-            put = f"/platform/{app}/mappings/buyer/nick-{buyer.id}"
-            (await admin.put(put, json=mapped)).raise_for_status()
+            given = {"buyer_id": buyer.id, "phone": buyer.phone, "locale": buyer.locale}
+            await asyncio.to_thread(
+                put_mapping, adapter, app, "buyer", f"nick-{buyer.id}", given, headers=auth
+            )
         for i, order in enumerate(orders):
             platform_order = {
                 "order_id": order.order_ref.replace("DEMO-", "MKT-"),

@@ -126,9 +126,9 @@ def mappings(
 ) -> None:
     """An app's mappings, by kind and platform id: the SKU or buyer of ours each maps to."""
     path = f"/platform/{quote(app_name, safe='')}/mappings"
-    found = [m for m in _listed(url, path, "mappings") if kind in (None, m["kind"])]
+    listed = [m for m in _listed(url, path, "mappings") if kind in (None, m["kind"])]
     table = output.table("kind", "platform id", "ours", whole=("kind",))
-    for m in found:
+    for m in listed:
         table.add_row(m["kind"], m["external_id"], _mapped(m["kind"], m))
     output.show(table)
 

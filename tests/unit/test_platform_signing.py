@@ -203,6 +203,7 @@ def test_a_mapping_to_a_sku_inventory_does_not_have_names_each_platform_sku_as_m
     for detail in (problem.detail, old):
         assert detail.startswith("our order o-1 was cancelled unknown_sku: "), detail
         assert "/platform/t-market/mappings/sku/" in detail and "cannot be placed again" in detail
+        assert "`caravan platform map-sku t-market PLATFORM_SKU SKU` checks it" in detail, detail
 
 
 def with_phone(phone: str | None) -> PlatformOrder:

@@ -311,11 +311,12 @@ def mapped_to_unknown_sku(app: str, ours: str, mapped: Mapping[str, str | None] 
     return Problem(
         "mapped_to_unknown_sku",
         f"our order {ours} was cancelled unknown_sku: a SKU its platform SKUs are mapped to is"
-        " no product inventory has (a mapping is not checked against the catalogue when it is"
-        " made: a typo?). The platform was told it is cancelled (its buyer is refunded there)"
-        " and it cannot be placed again; mend the mapping (`PUT"
-        f" /platform/{app}/mappings/sku/PLATFORM_SKU`) so that the next orders are placed, then"
-        f" resolve this. Its platform SKUs, mapped now: {named}"[:1000],
+        " no product inventory has (a mapping PUT over HTTP is not checked against the"
+        " catalogue: a typo?). The platform was told it is cancelled (its buyer is refunded"
+        " there) and it cannot be placed again; mend the mapping (`caravan platform map-sku"
+        f" {app} PLATFORM_SKU SKU` checks it; or `PUT /platform/{app}/mappings/sku/PLATFORM_SKU`)"
+        f" so that the next orders are placed, then resolve this. Its platform SKUs, mapped now:"
+        f" {named}"[:1000],
     )
 
 

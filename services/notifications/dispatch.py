@@ -87,7 +87,7 @@ from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order, working_for
 from shared.messaging.uow import Tx, UnitOfWork
-from shared.status_gauge import StatusGauge
+from shared.status_gauge import StatusGauge, in_statuses
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,17 @@ class DeliveryPolicy:
     batch: int = 50
 
 
+STATUSES = ("pending", "sending", "sent", "delivered", "failed", "suppressed")
+LIVE = STATUSES[:2]  # still to be sent (sms_due); the others are finished (bar a receipt)
+_SENDING = in_statuses(sms.c.status, ["sending"])  # claimed: a call under way, or lapsed
+
 # The statements of steps 1 and 3, made once and run on the driver (``shared/db/driver.py``:
 # every text queued is claimed and recorded, so they run as often as the handlers' own).
 _DUE = (
     select(sms.c.sms_id)
     .where(
         # Literals, as in the ``sms_due`` index's predicate: a parameter would not prove it.
-        sms.c.status.in_([literal_column("'pending'"), literal_column("'sending'")]),
+        in_statuses(sms.c.status, LIVE),
         sms.c.next_attempt_at <= func.now(),
     )
     .order_by(sms.c.next_attempt_at)
@@ -127,7 +131,7 @@ _GIVE_UP = (
     update(sms)
     .where(
         sms.c.sms_id.in_(_DUE),
-        sms.c.status == literal_column("'sending'"),
+        _SENDING,
         _lapsed >= bindparam("max_attempts", type_=Integer),
     )
     .values(
@@ -152,7 +156,7 @@ _CLAIM = (
         status="sending",
         attempts=sms.c.attempts + 1,
         # Still sending (not pending): its last claim lapsed unrecorded.
-        lapses=sms.c.lapses + case((sms.c.status == literal_column("'sending'"), 1), else_=0),
+        lapses=sms.c.lapses + case((_SENDING, 1), else_=0),
         next_attempt_at=func.now() + bindparam("lease", type_=Interval),
     )
     .returning(*sms.c)
@@ -459,8 +463,6 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
 
 
 SMS = Gauge("caravan_sms", "Texts by status (pending, sending, sent, ...)", ["status"])
-STATUSES = ("pending", "sending", "sent", "delivered", "failed", "suppressed")
-LIVE = STATUSES[:2]  # still to be sent (sms_due); the others are finished (bar a receipt)
 
 
 def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

@@ -25,6 +25,7 @@ from services.inventory.adapters.repository import _LOTS, _SEASONS
 from services.inventory.adapters.tables import metadata as inventory
 from services.inventory.bootstrap import bootstrap as bootstrap_inventory
 from services.notifications.adapters.tables import metadata as notifications
+from services.notifications.dispatch import _DUE
 from services.orders.adapters.tables import metadata as orders
 from services.payments.adapters.tables import metadata as payments
 from services.payments.handlers import OWED
@@ -590,6 +591,17 @@ async def test_the_credit_check_sums_the_active_loans_through_their_index(carava
     could not if the status were a bound parameter (migration 0005)."""
     plan = await _generic_plan(caravan, OWED, keys="'{bench-buyer-0001}'")
     assert "loans_active_by_buyer" in plan, plan
+
+
+async def test_the_texts_due_are_claimed_through_their_index_in_the_order_due(
+    caravan: System,
+) -> None:
+    """Every dispatch claims the texts due (``pending``, or ``sending`` whose claim lapsed;
+    run prepared on the driver): through ``sms_due``, whose predicate the statuses written
+    into the statement prove, in the order of their due time (no sort of them all), not
+    through every text kept."""
+    plan = await _generic_plan(caravan, _DUE, batch="50")
+    assert "sms_due" in plan and "Seq Scan" not in plan and "Sort" not in plan, plan
 
 
 async def test_the_platform_adapter_finds_which_outcomes_are_its_orders_through_an_index(

@@ -19,12 +19,12 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     func,
-    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.messaging.tables import add_messaging_tables
+from shared.status_gauge import in_statuses
 
 SCHEMA = "payments"
 metadata = MetaData(schema=SCHEMA)
@@ -140,7 +140,7 @@ loans = Table(
     ),
 )
 
-LOAN_ACTIVE = loans.c.status == literal_column("'active'")
+LOAN_ACTIVE = in_statuses(loans.c.status, ["active"])
 """A loan that counts against its buyer's credit line. The status is written into the SQL,
 not bound: a prepared statement's generic plan can use ``loans_active_by_buyer`` only so."""
 

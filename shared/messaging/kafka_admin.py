@@ -8,12 +8,13 @@ and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
 import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.protocol import ConsumerProtocol
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v0,
@@ -45,7 +46,10 @@ class _DescribeGroups(Request[_Describe]):  # type: ignore[misc]
 class GroupState:
     group: str
     state: str  # Stable, Empty, Dead (unknown), PreparingRebalance, ...
-    members: list[str]
+    members: list[str]  # their member ids
+    clients: list[str] = field(default_factory=list)  # each member's client id, in order
+    # Each member's partitions by topic, in order (none until the group is stable).
+    assignments: list[dict[str, list[int]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,23 @@ async def describe_group(
         node = await admin.find_coordinator(group)
         response = await admin._client.send(node, _DescribeGroups([group]))
         _error, group_id, state, *_rest, members = response.groups[0]
-        return GroupState(group_id, state, [m[0] for m in members])
+        return GroupState(
+            group_id,
+            state,
+            [m[0] for m in members],
+            [m[1] for m in members],
+            [_assignment(m[4]) for m in members],
+        )
     finally:
         await admin.close()
+
+
+def _assignment(given: bytes) -> dict[str, list[int]]:
+    """A member's partitions by topic, from its assignment as the group describes it."""
+    if not given:
+        return {}
+    decoded = ConsumerProtocol.ASSIGNMENT.decode(given)
+    return {topic: sorted(partitions) for topic, partitions in decoded.assignment}
 
 
 async def groups_reading(bootstrap: str, topic: str, settings: Settings | None = None) -> list[str]:

@@ -6,11 +6,10 @@ import asyncio
 import json
 import uuid
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.events.registry import PoisonRecord, parse_record
+from shared.messaging import kafka_admin
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.harness import System
@@ -20,35 +19,14 @@ LOTS = {"A": 30, "B": 33, "C": 37}
 BUYER = {"id": "inv-race-buyer", "phone": "+8613900007021", "locale": "en"}
 
 
-async def _group_members(bootstrap: str, group: str) -> tuple[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-        _error, _id, state, _ptype, _protocol, members, *_ = response.groups[0]
-        return str(state), len(members)
-    finally:
-        await admin.close()
-
-
 async def _both_instances_in_the_group(caravan: System, timeout: float = 60.0) -> None:
     await caravan.until(
-        lambda: _group_members(caravan.infra.kafka_bootstrap, "caravan-inventory"),
+        lambda: kafka_admin.describe_group(caravan.infra.kafka_bootstrap, "caravan-inventory"),
         "the inventory group to have two stable members",
         timeout,
         every=0.5,
-        ready=lambda seen: seen == ("Stable", 2),
+        ready=lambda group: group.state == "Stable" and len(group.members) == 2,
     )
-
-
-async def _client_ids(bootstrap: str, group: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-        return sorted(member[1] for member in response.groups[0][5])
-    finally:
-        await admin.close()
 
 
 async def test_two_instances_are_told_apart_by_their_kafka_clients_and_log_lines(
@@ -60,9 +38,10 @@ async def test_two_instances_are_told_apart_by_their_kafka_clients_and_log_lines
     caravan.procs.start(("inventory",), instance=2)
     try:
         await _both_instances_in_the_group(caravan)
-        clients = await _client_ids(caravan.infra.kafka_bootstrap, "caravan-inventory")
+        group = await kafka_admin.describe_group(caravan.infra.kafka_bootstrap, "caravan-inventory")
     finally:
         await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+    clients = sorted(group.clients)
     assert clients == ["caravan-inventory-1-consumer", "caravan-inventory-2-consumer"], clients
     started = caravan.procs.logged["inventory-2"]  # the log's size when it started
     logged = (caravan.procs.log_dir / "inventory-2.log").read_bytes()[started:].decode()

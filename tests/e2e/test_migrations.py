@@ -441,22 +441,28 @@ async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
     )
 
 
+# How long a service started here may take to say something or exit: it imports, reads its
+# settings and asks PostgreSQL for its schema in a second or two alone, but a minute ran out
+# once on a machine shared with other test runs (as test_ops gives a command two minutes).
+SAYS_WITHIN = 120.0
+
+
 async def _logged(proc: asyncio.subprocess.Process, said: bytes) -> bytes:
-    """The next line of the service's output that has ``said`` in it (within a minute); it
-    fails if the service exits first."""
+    """The next line of the service's output that has ``said`` in it (within
+    :data:`SAYS_WITHIN`); it fails if the service exits first."""
     assert proc.stdout is not None
     while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        line = await asyncio.wait_for(proc.stdout.readline(), SAYS_WITHIN)
         assert line, f"the service exited before it logged {said!r}"
         if said in line:
             return line
 
 
 async def _refused(service: str, url: str) -> str:
-    """What the service logged, once it exited non-zero (within a minute)."""
+    """What the service logged, once it exited non-zero (within :data:`SAYS_WITHIN`)."""
     proc = await _start_service(service, url)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        out, _ = await asyncio.wait_for(proc.communicate(), SAYS_WITHIN)
     finally:
         if proc.returncode is None:
             proc.kill()

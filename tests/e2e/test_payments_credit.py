@@ -9,14 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocol
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
+from shared.messaging import kafka_admin
 from shared.seed import SeedFile
 from shared.topics import Topic
 from tests.harness import System, ref
@@ -185,21 +184,8 @@ async def settle(caravan: System, req: OrderRequested) -> CloudEvent:
 
 async def _group(bootstrap: str, group: str, topic: Topic) -> tuple[str, list[list[int]]]:
     """The consumer group's state, and each member's partitions of ``topic`` (sorted)."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await client.start()
-    try:
-        described = await client.describe_consumer_groups([group])
-        state, members = described[0].groups[0][2], described[0].groups[0][5]
-        # A member's assignment is empty (no bytes) until the group is stable.
-        assigned = [
-            ConsumerProtocol.ASSIGNMENT.decode(m[4]).assignment if m[4] else [] for m in members
-        ]
-        return str(state), sorted(
-            sorted(p for t, partitions in a if t == topic.value for p in partitions)
-            for a in assigned
-        )
-    finally:
-        await client.close()
+    described = await kafka_admin.describe_group(bootstrap, group)
+    return described.state, sorted(a.get(topic.value, []) for a in described.assignments)
 
 
 def _partition(key: str, of: int) -> int:

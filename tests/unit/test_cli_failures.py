@@ -30,8 +30,8 @@ from shared import settings
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
+from tests.harness import free_port
 from tests.unit.conftest import Caravan
-from tests.unit.test_cli_unreachable import closed_port
 from tests.unit.test_transient_faults import as_the_dialect_raises
 
 
@@ -114,7 +114,7 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
     java.parent.mkdir(parents=True)
     script(java, f"cat <<'EOF'\n{KAFKA_REFUSING}EOF\nexit 1")
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
-    port = closed_port()
+    port = free_port()
     local_infrastructure(monkeypatch, tmp_path, port=port)
     node = tmp_path / f"kafka-{port}" / "node-0"
     (node / "data").mkdir(parents=True)
@@ -164,7 +164,7 @@ def test_caravan_up_whose_postgresql_does_not_start_says_why_in_one_line(
     )
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
-    port = closed_port()
+    port = free_port()
     local_infrastructure(monkeypatch, base, port=port)
     data = base / f"postgres-{port}" / "data"  # a cluster made before, not running
     data.mkdir(parents=True)
@@ -267,7 +267,7 @@ def faked_up(monkeypatch: pytest.MonkeyPatch, process: type[_Exited]) -> list[st
     monkeypatch.setattr(tokens_cli, "dev_token", lambda url: ("cvn_" + "x" * 43, False))
     monkeypatch.setattr(system.ServiceProcesses, "start", start)
     monkeypatch.setattr(system.ServiceProcesses, "stop", stop)
-    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(closed_port()))  # not a real service's /healthz
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(free_port()))  # not a real service's /healthz
     return stopped
 
 
@@ -342,13 +342,13 @@ def test_caravan_up_on_a_port_another_program_holds_names_the_port(
     base = tmp_path_factory.mktemp("i")  # short: a longer socket path moves PostgreSQL away
     local_infrastructure(monkeypatch, base, port=None if holder_of == "postgres" else held_port)
     if holder_of == "postgres":  # Kafka on a port of its own, not started
-        monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{closed_port()},{held_port}")
+        monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{free_port()},{held_port}")
     if holder_of == "http":
         stopped = faked_up(monkeypatch, _Exited)  # as a service that cannot bind its port
         monkeypatch.setenv("CARAVAN_HTTP_PORT", str(held_port - 1))
         monkeypatch.setattr(system, "port_open", ports.port_open)
 
-    code, _, err = caravan("up", "--dashboard-port", str(closed_port()))
+    code, _, err = caravan("up", "--dashboard-port", str(free_port()))
     said = one_line(err)
     assert code == 1, said
     assert said.startswith(
@@ -414,8 +414,8 @@ def test_a_second_caravan_up_from_one_checkout_says_one_runs_per_checkout(
     """It said the checkout's .cache/up was in use by a run "on the same ports" (the bench's
     words) to a second run given other ports: no ports let two run from one checkout."""
     stopped = faked_up(monkeypatch, _Exited)
-    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{closed_port()},{closed_port()}")
-    monkeypatch.setattr(sys, "argv", ["caravan", "up", "--dashboard-port", str(closed_port())])
+    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{free_port()},{free_port()}")
+    monkeypatch.setattr(sys, "argv", ["caravan", "up", "--dashboard-port", str(free_port())])
     with system.run_alone(checkout.CACHE / "up"), pytest.raises(SystemExit) as refused:
         cli.main()  # not caravan(): it keeps the exit code, not the message Python prints
     said = str(refused.value)

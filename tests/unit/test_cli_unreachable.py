@@ -15,12 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from caravan.checkout import REPO_ROOT
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # free once closed: nothing listens there
+from tests.harness import free_port
 
 
 @contextlib.contextmanager
@@ -88,7 +83,7 @@ def caravan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_an_unreachable_part_is_one_line_and_exit_2(
     args: tuple[str, ...], env: str, said: str
 ) -> None:
-    port = closed_port()
+    port = free_port()
     value = {
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
         "DATABASE_URL": f"postgresql+asyncpg://caravan:x@127.0.0.1:{port}/caravan",
@@ -170,7 +165,7 @@ def test_a_change_whose_answer_was_lost_names_the_key_to_retry_it_with() -> None
     """Without --key, the commands make one up: after no answer (a timeout, a dropped
     connection), the repayment may have been recorded, and a retry with a new key would
     record it again."""
-    port = closed_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     done = caravan("payments", "repay", "L-1", "--amount", "500", "--url", url)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -11,7 +11,7 @@ import pytest
 from caravan import tokens_cli
 from caravan.ops import dlq, record
 from shared.settings import asyncpg_url
-from tests.unit.test_cli_unreachable import closed_port
+from tests.harness import free_port
 
 SCHEMES = ["postgresql+asyncpg", "postgresql", "postgres"]
 
@@ -38,4 +38,4 @@ CONNECTS: dict[str, Callable[[str], Awaitable[object]]] = {
 @pytest.mark.parametrize("command", CONNECTS)
 async def test_the_commands_connect_whatever_the_scheme(command: str, scheme: str) -> None:
     with pytest.raises(ConnectionRefusedError):
-        await CONNECTS[command](f"{scheme}://caravan:x@127.0.0.1:{closed_port()}/caravan")
+        await CONNECTS[command](f"{scheme}://caravan:x@127.0.0.1:{free_port()}/caravan")

@@ -5,7 +5,6 @@ the login or has no connection to spare (Kind.unusable); and an engine's connect
 the server never answers fails within the connect timeout, as one refused does."""
 
 import asyncio
-import time
 
 import asyncpg
 import pytest
@@ -101,21 +100,21 @@ def test_an_error_of_the_work_itself_is_not_an_unusable_postgresql(exc: BaseExce
 
 async def test_a_connection_never_answered_fails_within_the_timeout_as_transient() -> None:
     """A service's engine waited asyncpg's minute for each connection, then raised a bare
-    ``TimeoutError``."""
+    ``TimeoutError``. (Its wait is the setting's, as the error says: asyncpg's minute would
+    run past the test's bound, which is that long only so that a loaded machine never
+    fails it.)"""
     with silent_port() as port:
         settings = Settings(
             DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/x", db_connect_timeout_seconds=0.5
         )
         db = Database(settings, "orders")
-        started = time.monotonic()
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 with pytest.raises(ConnectionError) as raised:
                     async with db.transaction() as conn:
                         await conn.execute(text("select 1"))
         finally:
             await db.dispose()
-    assert time.monotonic() - started < 5
     assert str(raised.value) == f"PostgreSQL at 127.0.0.1:{port} did not answer within 0.5 s"
     assert fault(raised.value) == Fault(Kind.NOT_REACHED, raised.value)
     assert fault(raised.value).kind.transient

@@ -17,8 +17,8 @@ from caravan.output import OperatorError
 from shared.messaging import admin
 from shared.messaging.kafka_admin import HOUR_MS
 from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS
+from tests.harness import free_port
 from tests.unit.conftest import Caravan
-from tests.unit.test_cli_unreachable import closed_port
 from tests.unit.test_topic_creation import FakeAdmin
 
 BROKER = "broker.example:9092"
@@ -75,7 +75,7 @@ def test_new_topics_get_the_partitions_the_settings_say(
     caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
-    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "6")
     _run(caravan, command)
     assert len(cluster.created) == len(ALL_TOPICS)
@@ -86,7 +86,7 @@ def test_caravan_up_on_a_cluster_the_settings_name_asks_for_three_copies(
     caravan: Caravan, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
-    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     _run(caravan, "up")
     assert {t.replication_factor for t in cluster.created} == {3}
 
@@ -99,7 +99,7 @@ def test_the_servers_named_in_dotenv_are_the_ones_used(
     tmp_path: Path,
     command: str,
 ) -> None:
-    database = DATABASE.format(port=closed_port())
+    database = DATABASE.format(port=free_port())
     (tmp_path / ".env").write_text(f"KAFKA_BOOTSTRAP_SERVERS={BROKER}\nDATABASE_URL={database}\n")
     monkeypatch.chdir(tmp_path)
     _run(caravan, command)
@@ -113,11 +113,11 @@ def test_the_test_session_and_the_benches_never_use_the_servers_a_dotenv_names(
     servers must not have the suite migrate them, issue tokens there and join their groups."""
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    database = DATABASE.format(port=closed_port())
+    database = DATABASE.format(port=free_port())
     (tmp_path / ".env").write_text(f"KAFKA_BOOTSTRAP_SERVERS={BROKER}\nDATABASE_URL={database}\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OperatorError, match="started a Kafka or PostgreSQL of its own"):
-        system.start_infrastructure(base_dir=tmp_path / "cache", kafka_port=closed_port())
+        system.start_infrastructure(base_dir=tmp_path / "cache", kafka_port=free_port())
 
 
 def test_topics_the_cluster_refuses_are_said_on_stderr(
@@ -126,7 +126,7 @@ def test_topics_the_cluster_refuses_are_said_on_stderr(
     """`caravan prepare` said them on stdout (and `caravan up` in a traceback)."""
     cluster.errors = [(ALL_TOPICS[0], TopicAuthorizationFailedError.errno, "no ACL")]
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
-    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     for command in ("prepare", "up"):
         cluster.asked = 0
         code, out, err = caravan(command)
@@ -143,7 +143,7 @@ def test_new_dead_letter_topics_keep_letters_as_long_as_the_settings_say(
     segment), while caravan_dead_letters_total still counted it. 30 days unless set; 0 keeps
     them for ever (-1); the other topics keep the broker's default."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
-    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     for hours, kept in ((None, str(30 * 24 * HOUR_MS)), ("0", "-1"), ("1.5", "5400000")):
         if hours is not None:
             monkeypatch.setenv("CARAVAN_DLQ_RETENTION_HOURS", hours)
@@ -188,7 +188,7 @@ def kept(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Kept:
         monkeypatch.setattr(db_roles, name, done)
     monkeypatch.setattr(system, "upgrade", lambda *args: None)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
-    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=closed_port()))
+    monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     return found
 
 

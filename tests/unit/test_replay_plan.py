@@ -17,7 +17,7 @@ from caravan.ops import record as ops_record
 from caravan.ops import replay as ops_replay
 from shared.messaging import kafka_admin
 from shared.messaging.kafka_admin import GroupState, PartitionOffsets
-from tests.unit.test_cli_unreachable import closed_port
+from tests.harness import free_port
 
 # Partition 0 committed at 7; partition 1 never committed on, its first 3 records deleted.
 OFFSETS = [PartitionOffsets(0, 0, 10, 7), PartitionOffsets(1, 3, 10, None)]
@@ -127,7 +127,7 @@ def test_without_the_audit_trail_a_replay_is_refused_before_any_offset_moves_a_d
     (exit 1): an unrecorded rewind, which the trail is there to prevent; and a dry run, which
     needs only Kafka, failed with "cannot reach PostgreSQL". Here the trail's PostgreSQL is a
     port nothing listens on."""
-    port = closed_port()
+    port = free_port()
     monkeypatch.setattr(ops_replay, "unrecordable", ops_record.unrecordable)
     monkeypatch.setattr(cli, "_named_database_url", lambda: f"postgresql://u:x@127.0.0.1:{port}/db")
     monkeypatch.setenv("COLUMNS", "400")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from caravan.checkout import REPO_ROOT
-from tests.unit.test_cli_unreachable import closed_port
+from tests.harness import free_port
 
 CALLBACK = "http://127.0.0.1:8084/platform/shop/push"
 
@@ -39,7 +39,7 @@ CALLBACK = "http://127.0.0.1:8084/platform/shop/push"
 def test_a_simulator_says_where_it_listens_once_it_does(
     module: str, args: tuple[str, ...], said: str
 ) -> None:
-    port = closed_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), *args],
         cwd=REPO_ROOT,

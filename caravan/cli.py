@@ -7,13 +7,15 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import unquote
 
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.text import Text
+from typer._click.core import Context
+from typer.core import TyperGroup
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
@@ -40,9 +42,25 @@ if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
+
+class _Caravan(TyperGroup):
+    """The ``caravan`` group. A value Typer refuses through pydantic (a status none of its
+    choices: "'done' is not one of ...") is said as the API's 422 says a validator's refusal
+    (:func:`shared.api.field_errors`), without pydantic's "Value error, " before it."""
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)  # the commands' values are read in here
+        except typer.BadParameter as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                exc.message = field_errors(exc.__cause__)[0]["message"]
+            raise
+
+
 # Help texts are the commands' docstrings, read as Markdown (the groups under this one too):
 # ``caravan up`` shows as code, not with its backticks, and a paragraph's lines are joined.
 app = typer.Typer(
+    cls=_Caravan,
     help="Caravan: order processing for rural produce marketplaces.",
     no_args_is_help=True,
     rich_markup_mode="markdown",

@@ -15,6 +15,7 @@ from shared.logs import configure_logging
 from shared.runtime import Service, signal_event
 from shared.settings import (
     NO_DATABASE_URL,
+    InstanceSettings,
     Settings,
     SettingsRefused,
     UnreadableSecret,
@@ -57,7 +58,7 @@ def run(compositions: Mapping[str, Composition]) -> None:
     line, before any service is composed."""
     settings, refused = refused_settings(compositions)
     if refused:  # one line, as a schema behind
-        configure_logging("+".join(compositions))
+        configure_logging("+".join(compositions), instance=InstanceSettings().instance_id)
         log.error("settings refused: %s", refused)
         raise SystemExit(2)
     first = next(iter(settings.values()))  # the process's own settings alike in each

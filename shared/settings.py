@@ -189,6 +189,21 @@ def _zone_name(name: str) -> str:
     return name
 
 
+class InstanceSettings(BaseSettings):
+    """Which instance of a service a process is, alone: what its log lines say even when the
+    rest of its settings are refused (:func:`shared.main.run`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CARAVAN_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+    # Which instance of a service this is (log lines' "instance", Kafka client ids): the
+    # host's name unless given (a pod's name in Kubernetes, a container's id in compose), so
+    # that replicas deployed without an id of their own are told apart; `caravan up` gives each
+    # instance it starts its number.
+    instance_id: str = Field(default_factory=socket.gethostname)
+
+
 class CalendarSettings(BaseSettings):
     """The marketplace's calendar alone (``shared/days.py`` reads it in any process: one
     hosting several services has no plain credentials, which :class:`Settings` checks)."""
@@ -202,7 +217,7 @@ class CalendarSettings(BaseSettings):
     market_timezone: Annotated[str, AfterValidator(_zone_name)] = "Asia/Shanghai"
 
 
-class Settings(CalendarSettings):
+class Settings(CalendarSettings, InstanceSettings):
     """Everything a service or the CLI may be configured with.
 
     The contract's names (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``, ``CARAVAN_HTTP_PORT``)
@@ -252,11 +267,6 @@ class Settings(CalendarSettings):
     # firewall, a load balancer whose backend is gone (shared.db.engine.async_engine).
     db_connect_timeout_seconds: float = Field(10.0, gt=0)
     handler_max_attempts: int = 3
-    # Which instance of a service this is (log lines' "instance", Kafka client ids): the
-    # host's name unless given (a pod's name in Kubernetes, a container's id in compose), so
-    # that replicas deployed without an id of their own are told apart; `caravan up` gives each
-    # instance it starts its number.
-    instance_id: str = Field(default_factory=socket.gethostname)
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
     # go to (default: this service's /sms/receipts), delivery retries and quiet hours.

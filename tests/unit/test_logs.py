@@ -391,14 +391,19 @@ def test_a_service_logs_at_the_level_its_settings_name(
 @pytest.mark.parametrize(
     ("given", "instance"), [("2", "2"), (None, socket.gethostname())], ids=["given", "host"]
 )
+@pytest.mark.parametrize("refused", [False, True], ids=["running", "settings refused"])
 def test_a_service_s_lines_name_its_instance(
-    service_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch, given: str | None, instance: str
+    service_lines: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+    given: str | None,
+    instance: str,
+    refused: bool,
 ) -> None:
     """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts (a second inventory
     is 2), which nothing read: two instances' lines could not be told apart. Replicas
     deployed outside ``caravan up`` (compose, Kubernetes) given none were all instance "1",
     their lines and Kafka clients alike: unset, it is the host's name (a pod's, a
-    container's)."""
+    container's). The one line that its settings are refused named no instance at all."""
     monkeypatch.setattr(sys, "stderr", service_lines)
     monkeypatch.setattr(gc, "freeze", lambda: None)
     monkeypatch.setattr(gc, "set_threshold", lambda *_: None)
@@ -407,9 +412,16 @@ def test_a_service_s_lines_name_its_instance(
         monkeypatch.delenv("CARAVAN_INSTANCE_ID", raising=False)
     else:
         monkeypatch.setenv("CARAVAN_INSTANCE_ID", given)
-    main.run({"payments": QUIET})
+    if refused:
+        monkeypatch.setenv("CARAVAN_TOPIC_PARTITIONS", "0")
+        with pytest.raises(SystemExit, match="2"):
+            main.run({"payments": QUIET})
+    else:
+        main.run({"payments": QUIET})
     entries = [json.loads(line) for line in service_lines.getvalue().splitlines()]
     assert entries and all(e["instance"] == instance for e in entries), entries
+    said = [e["message"] for e in entries if e["message"].startswith("settings refused")]
+    assert len(said) == refused, entries
 
 
 async def test_kafka_unreachable_is_one_warning_and_other_kafka_errors_stay(

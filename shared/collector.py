@@ -1,9 +1,9 @@
 """Spans sent to an OpenTelemetry collector over OTLP (HTTP, protobuf), configured by the
 standard ``OTEL_EXPORTER_OTLP_*`` variables. Imported only when they ask for it.
 
-A collector that does not answer is said once, as a warning (:data:`shared.logs.COLLECTOR_OUTAGE`
-turns the exporter's line per retry and error per batch into that), and once when it answers
-again; the spans meanwhile are lost. A stop gives it
+A collector that does not answer, or refuses the spans (an HTTP 4xx), is said once, as a
+warning (:data:`shared.logs.COLLECTOR_OUTAGE` turns the exporter's line per retry and error per
+batch into that), and once when it takes them again; the spans meanwhile are lost. A stop gives it
 :data:`shared.telemetry.STOP_SECONDS`."""
 
 import logging

@@ -183,12 +183,16 @@ KAFKA_UNREACHABLE = frozenset(
 
 # The OTLP exporter's lines (opentelemetry-exporter-otlp-proto-http 1.45's words) that say no
 # more than that the collector does not answer: a warning at each retry and an error at each
-# batch given up on (one every ten seconds while spans are made), then a stop's.
-COLLECTOR_UNREACHABLE = frozenset(
+# batch given up on (one every ten seconds while spans are made), then a stop's; or that it
+# refused a batch (an HTTP 4xx: a 400, a 401 for headers it does not take, a 413 over its
+# limit), an error at each batch (five a second while spans are made). Neither is a fault of
+# the service's, nor stops its work: the spans alone are lost, until the collector is mended.
+COLLECTOR_FAILING = frozenset(
     {
         "Transient error %s encountered while exporting %s batch, retrying in %.2fs.",
         "Failed to export %s batch due to timeout, max retries or shutdown.",
         "Shutdown in progress, aborting retry.",
+        "Failed to export %s batch code: %s, reason: %s",
     }
 )
 
@@ -245,12 +249,13 @@ class KafkaOutage(Outage):
 
 
 class CollectorOutage(Outage):
-    """The OTLP exporter's lines that the collector does not answer: said once an outage,
-    which ends when the exporter next delivers (:class:`shared.collector.CollectorExporter`
-    tells :meth:`over`), not after a quiet spell (a service making no spans tries nothing)."""
+    """The OTLP exporter's lines that the collector does not answer or refuses the spans:
+    said once an outage, which ends when the exporter next delivers
+    (:class:`shared.collector.CollectorExporter` tells :meth:`over`), not after a quiet spell
+    (a service making no spans tries nothing)."""
 
     source = "opentelemetry.exporter.otlp"
-    lines = COLLECTOR_UNREACHABLE
+    lines = COLLECTOR_FAILING
 
     def __init__(self, level: int = logging.NOTSET) -> None:
         super().__init__(Repeats(every=math.inf), level, quiet=math.inf)

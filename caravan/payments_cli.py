@@ -141,7 +141,7 @@ def refunded(
     url: Url = None,
 ) -> None:
     """Record that the buyer of a void_refused payment was refunded by hand (audited; the
-    same reference again changes nothing)."""
+    same reference and reason again change nothing, another reason is refused)."""
     body = {"reference": reference, "reason": reason}
     done = _call(url, "POST", "/orders/{}/payment/refund", order_id, json=body)
     console.print(

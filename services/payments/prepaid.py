@@ -277,7 +277,7 @@ async def payments_of(
 
 class NotRefundable(Exception):
     """A refund recorded for a payment that is not ``void_refused`` (or was refunded under
-    another reference)."""
+    another reference, or under this one for another reason)."""
 
 
 @dataclass(frozen=True)
@@ -295,16 +295,25 @@ def refund_txn(order_id: str) -> str:
     return f"refund:{order_id}"
 
 
-async def record_refund(tx: Tx, order_id: str, reference: str) -> Refund | None:
+async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> Refund | None:
     """Operations refunded by hand the buyer of a ``void_refused`` payment (the transfer's
-    ``reference``): it is ``refunded``, and the ledger pays what was owed out of what the
-    gateway took. The same reference again changes nothing; None: no payment for the order;
-    :class:`NotRefundable` for any other status."""
+    ``reference``, and why): it is ``refunded``, and the ledger pays what was owed out of what
+    the gateway took. The same reference and reason again change nothing (a refund recorded
+    before migration 0017 kept no reason: any); None: no payment for the order;
+    :class:`NotRefundable` for any other status, or the same reference with another reason
+    (another refund, or a mistake: not the one recorded)."""
     before = await payment_view(tx.conn, order_id, lock=True)
     if before is None:
         return None
     status = before["status"]
     if status == "refunded" and before["refund_reference"] == reference:
+        given = select(payments.c.refund_reason).where(payments.c.order_id == order_id)
+        recorded = await tx.conn.scalar(given)
+        if recorded not in (None, reason):
+            raise NotRefundable(
+                f"the payment of order {order_id} was refunded under reference {reference!r}"
+                f" for another reason: {recorded!r}"
+            )
         return Refund(before, before)
     if status != "void_refused":
         was = f" under reference {before['refund_reference']!r}" if status == "refunded" else ""
@@ -318,6 +327,7 @@ async def record_refund(tx: Tx, order_id: str, reference: str) -> Refund | None:
         .values(
             status="refunded",
             refund_reference=reference,
+            refund_reason=reason,
             refunded_at=func.now(),
             updated_at=func.now(),
         )

@@ -362,9 +362,11 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     """Operations refunded by hand the buyer of a ``void_refused`` payment and record it (the
     route, then the command): the payment is ``refunded`` with the transfer's reference and
     time, the ledger owes the buyer nothing and holds nothing of the order, the audit trail
-    says who and why, the same reference again changes nothing, any other status is 409,
-    and the gauge the alert watches counts it no longer. (There was no way to record it: the
-    payment stayed ``void_refused``, owed, for ever.)"""
+    says who and why, the same reference and reason again change nothing, any other status
+    is 409, and the gauge the alert watches counts it no longer. (There was no way to record
+    it: the payment stayed ``void_refused``, owed, for ever.) The same reference with another
+    reason is a 409 naming the reason recorded: it was answered as the refund recorded, the
+    reason given dropped unsaid."""
     order_id = await _void_refused(caravan, gateway, "gw-refund")
     route = f"/orders/{order_id}/payment/refund"
     made = {"reference": "BANK-20261205-0001", "reason": "refunded by bank transfer"}
@@ -380,8 +382,14 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
         "BANK-20261205-0001",
     )
     assert done["refunded_at"]
-    again = await admin.post(route, json={**made, "reason": "the answer was lost"})
+    again = await admin.post(route, json=made)  # the answer lost
     assert (again.status_code, again.json()) == (200, done)
+    otherwise = await admin.post(route, json={**made, "reason": "refunded at the gateway"})
+    assert otherwise.status_code == 409, otherwise.text
+    assert otherwise.json()["detail"] == (
+        f"the payment of order {order_id} was refunded under reference 'BANK-20261205-0001'"
+        " for another reason: 'refunded by bank transfer'"
+    )
     assert (await admin.get(f"/orders/{order_id}/payment")).json() == done
     other = await admin.post(route, json={**made, "reference": "BANK-20261205-0002"})
     assert other.status_code == 409
@@ -427,7 +435,12 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     said = f"order {by_cli}: 3500 fen refunded to the buyer under reference BANK-0003 (recorded "
     code, out = await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer")
     assert code == 0 and out.startswith(said), out
-    assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "again") == (code, out)
+    assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer") == (code, out)
+    assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "again") == (
+        1,
+        f"Refund not recorded: the payment of order {by_cli} was refunded under reference"
+        " 'BANK-0003' for another reason: 'bank transfer'\n",
+    )
     paid = await _charged(caravan, buyer("gw-refund-paid"))
     code, out = await cli(paid, "--reference", "BANK-0004", "--reason", "by mistake")
     assert code == 1

@@ -66,8 +66,10 @@ payments = Table(
     Column("refund_owed_fen", BigInteger, nullable=True),
     Column("gateway_refusal", Text, nullable=True),
     # Its refund made by hand (``refunded``): the bank's or gateway's transfer reference
-    # operations gave, and when they recorded it.
+    # operations gave, why (NULL for those recorded before migration 0017), and when they
+    # recorded it.
     Column("refund_reference", String(128), nullable=True),
+    Column("refund_reason", String(256), nullable=True),
     Column("refunded_at", DateTime(timezone=True), nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.

@@ -19,7 +19,8 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   ``void_refused``: those whose buyer is owed a refund by hand.
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
   operations refunded by hand the buyer of a ``void_refused`` payment: it is ``refunded``
-  (audited); the same reference again answers the same; 409 for another status.
+  (audited); the same reference and reason again answer the same; 409 for another status,
+  or the same reference with another reason.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -216,18 +217,20 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         responses=problem_responses(
             {
                 404: "no payment for this order",
-                409: "the payment is not void_refused (or was refunded under another reference)",
+                409: "the payment is not void_refused (or was refunded under another"
+                " reference, or under this one for another reason)",
             }
         ),
     )
     async def refund(order_id: UuidId, body: RefundMade, who: Operator) -> Any:
         """Record that operations refunded by hand the buyer of a ``void_refused`` payment
         (``reference``: the bank's or gateway's transfer): it is ``refunded``, the ledger owes
-        the buyer nothing more, the audit trail says who and why. The same reference again
-        answers the same, changing nothing."""
+        the buyer nothing more, the audit trail says who and why. The same reference and
+        reason again answer the same, changing nothing; the same reference with another
+        reason is a 409 naming the reason recorded."""
         try:
             async with uow.begin() as tx:
-                done = await prepaid.record_refund(tx, order_id, body.reference)
+                done = await prepaid.record_refund(tx, order_id, body.reference, body.reason)
                 if done is not None and done.recorded:
                     await audit.record(
                         tx.conn,

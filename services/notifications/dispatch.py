@@ -9,7 +9,9 @@ across a gateway call.
    instead.
 2. **Call** the gateway, outside any transaction, with the row's ``dedup_key``.
 3. **Record** (one short transaction for the batch; should it fail, one per row, so that a
-   row the database refuses keeps none of the others from being recorded), each row
+   row the database refuses keeps none of the others from being recorded; a transient fault,
+   the database away, is waited out with the loops' backoff, what the gateway said kept
+   meanwhile, until it is recorded or the process stops), each row
    fenced on ``status = 'sending' AND attempts = <the claimed attempt>``: ``sent`` with
    ``sms.sent`` in the outbox (all the batch's accepted messages in one statement); or back
    to ``pending``
@@ -21,20 +23,26 @@ A row the database will not record even alone (a value it refuses): if the gatew
 text, the row ends ``failed`` there and then, its reason in ``last_error``, rather than being
 sent again after each lease (a gateway that does not deduplicate, as Infobip's by default,
 would text the buyer every lease, for ever). A claim that lapsed unrecorded is counted in
-``lapses`` by the claim that takes the row over, whatever the gateway said, so a row whose
+``lapses`` by the claim that takes the row over, whatever the gateway said, and in
+``caravan_sms_lapsed_claims_total`` (alert ``CaravanTextsClaimLapsed``) with a warning naming
+the text, as one the buyer may get twice (it is sent again); so a row whose
 claims keep lapsing (the gateway said no and even that was not recorded, or the dispatcher
 died mid-call every time) is given up once ``max_attempts`` of its claims lapsed, whatever its
 age (a lapsed claim is not a gateway outage, which is recorded as a retry, counted in
 ``attempts`` only, and given up by the window in time too): ``failed`` with ``sms.failed``
 (``retries_exhausted``), logged once as an error, counted in ``caravan_sms{status="failed"}``.
 
-The guarantee. A crash (or a lost database) after the gateway took a message but before
-step 3 committed leaves the row ``sending``; when its lease lapses it is claimed again and
-resent with the same ``dedup_key``, which the gateway deduplicates (answering with the first
-message's id; the simulator does, Infobip only once idempotency by message id is enabled for
-the account, and within its grace period). A dispatcher that outlives its lease cannot
-record over a newer claim: the fence no longer matches and its result is dropped. So the
-phone gets the message at most
+The guarantee. A database outage while step 3 records only delays it: the dispatcher holds
+what the gateway said and records it once PostgreSQL is back, however long that takes (a
+recording later than the lease is still right if no other claim took the row meanwhile). A
+crash or a stop of the process after the gateway took a message but before step 3 committed
+leaves the row ``sending``; when its lease lapses it is claimed again and resent with the
+same ``dedup_key``, which the gateway deduplicates (answering with the first message's id;
+the simulator does, Infobip only once idempotency by message id is enabled for the account,
+and within its grace period). A dispatcher that outlives its lease (a call slower than it,
+an outage longer than it while another instance could still claim) cannot record over a
+newer claim: the fence no longer matches and its result is dropped. So the phone gets the
+message at most
 once (given the gateway's dedup) and at least once (while attempts last), and exactly one
 ``sms.sent`` is emitted per row. Rows themselves are unique per (event, recipient, purpose)
 (see :mod:`services.notifications.handlers`), so redelivery and replay add nothing. The lease
@@ -47,13 +55,13 @@ receipt for a message not recorded yet is refused so that the gateway tries it a
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     ARRAY,
     Integer,
@@ -82,7 +90,8 @@ from services.notifications.domain.delivery import REMINDER_PURPOSES, QuietHours
 from services.notifications.domain.phones import zone_of
 from services.notifications.domain.templates import pick_locale
 from shared import days
-from shared.db import fault, reason
+from shared.backoff import exponential_step
+from shared.db import fault, log_retry, reason
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import bind_order, working_for
@@ -90,6 +99,7 @@ from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge, in_statuses
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -149,17 +159,19 @@ _GIVE_UP = (
     )
     .returning(*sms.c)
 )
+# The due rows with the status they had: RETURNING sees only the new one.
+_WAS = _DUE.add_columns(sms.c.status.label("was")).subquery("due")
 _CLAIM = (
     update(sms)
-    .where(sms.c.sms_id.in_(_DUE))
+    .where(sms.c.sms_id == _WAS.c.sms_id)
     .values(
         status="sending",
         attempts=sms.c.attempts + 1,
         # Still sending (not pending): its last claim lapsed unrecorded.
-        lapses=sms.c.lapses + case((_SENDING, 1), else_=0),
+        lapses=sms.c.lapses + case((in_statuses(_WAS.c.was, ["sending"]), 1), else_=0),
         next_attempt_at=func.now() + bindparam("lease", type_=Interval),
     )
-    .returning(*sms.c)
+    .returning(*sms.c, _WAS.c.was)
 )
 # The accepted claims of step 3, as arrays bound to unnest (not a VALUES list): one
 # statement text for any batch.
@@ -197,7 +209,18 @@ async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
             log.error("sms %s given up: %s", row.sms_id, row.last_error)
             await _failed(tx, row, "retries_exhausted", row.last_error)
     lease = timedelta(seconds=policy.lease_seconds)
-    return list(await fetch(tx.conn, _CLAIM, batch=policy.batch, lease=lease))
+    claimed = list(await fetch(tx.conn, _CLAIM, batch=policy.batch, lease=lease))
+    for row in claimed:
+        if row.was == "sending":
+            with traced(row, "notifications sms claim lapsed"):
+                log.warning(
+                    "sms %s: claim %d lapsed unrecorded; sending it again (claim %d)",
+                    row.sms_id,
+                    row.attempts - 1,
+                    row.attempts,
+                )
+            LAPSED.inc()
+    return claimed
 
 
 async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError:
@@ -343,8 +366,7 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
     done = list(zip(rows, outcomes, strict=True))
     results: Sequence[Recorded | None]
     try:
-        async with uow.begin() as tx:
-            results = await record(tx, done, policy)
+        results = await _through_faults(lambda: _record_batch(uow, done, policy), len(done))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -361,6 +383,35 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
     return len(rows)
 
 
+async def _through_faults(attempt: Callable[[], Awaitable[T]], texts: int) -> T:
+    """``attempt()`` (recording what the gateway said of ``texts`` texts), tried again after
+    each transient fault (the database away) with the loops' backoff, for as long as it takes:
+    the gateway's answers are kept meanwhile. Dropped, their rows would stay ``sending`` and
+    be sent again once their lease lapsed (a buyer texted twice after a database blip, by a
+    gateway that does not deduplicate by our key). Late is safe: the fence records nothing
+    over a newer claim. Any other failure is raised; so is cancellation (the process
+    stopping: its rows lapse)."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not fault(exc).kind.transient:
+                raise
+            failures += 1
+            log_retry(log, f"recording {texts} sms failed (the gateway's answers kept)", exc)
+            await asyncio.sleep(exponential_step(failures, 0.1, 5.0))
+
+
+async def _record_batch(
+    uow: UnitOfWork, done: Sequence[tuple[Any, Accepted | GatewayError]], policy: DeliveryPolicy
+) -> list[Recorded]:
+    async with uow.begin() as tx:
+        return await record(tx, done, policy)
+
+
 async def _record_alone(
     uow: UnitOfWork, row: Any, outcome: Accepted | GatewayError, policy: DeliveryPolicy
 ) -> Recorded | None:
@@ -369,15 +420,12 @@ async def _record_alone(
     the gateway took is given up there and then (:func:`_given_up_unrecorded`); one it did
     not take stays ``sending`` (None), claimed again once its lease lapses, until
     ``max_attempts`` of its claims lapsed (``_GIVE_UP``). A transient fault (the database
-    away) is raised: the loop retries with its backoff."""
+    away) is waited out (:func:`_through_faults`)."""
     try:
-        async with uow.begin() as tx:
-            [result] = await record(tx, [(row, outcome)], policy)
+        [result] = await _through_faults(lambda: _record_batch(uow, [(row, outcome)], policy), 1)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        if fault(exc).kind.transient:
-            raise
         log.warning("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
         if isinstance(outcome, Accepted):
             return await _given_up_unrecorded(uow, row, exc)
@@ -391,9 +439,10 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
     it, :func:`shared.db.reason`: its kind, message and SQLSTATE, no value of the row).
     Claimed again, it would be sent again after every lease, and a gateway that does not
     deduplicate by our key texts the buyer each time. None if even this is refused (the row
-    is left to ``_GIVE_UP``)."""
+    is left to ``_GIVE_UP``); a transient fault is waited out (:func:`_through_faults`)."""
     error = _said(f"the gateway took it; recording that failed: {reason(exc)}")
-    try:
+
+    async def give_up() -> Recorded:
         async with uow.begin() as tx:
             done = await tx.conn.execute(
                 _fenced(row).values(status="failed", last_error=error).returning(sms.c.sms_id)
@@ -401,17 +450,20 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
             if done.first() is None:
                 return "stale"
             await _failed(tx, row, "retries_exhausted", error)
+        return "failed"
+
+    try:
+        result = await _through_faults(give_up, 1)
     except asyncio.CancelledError:
         raise
     except Exception as again:
-        if fault(again).kind.transient:
-            raise
         log.warning("sms %s: giving it up failed too (%r)", row.sms_id, again)
         return None
-    log.error(
-        "sms %s given up after %d attempts, not sent again: %s", row.sms_id, row.attempts, error
-    )
-    return "failed"
+    if result == "failed":
+        log.error(
+            "sms %s given up after %d attempts, not sent again: %s", row.sms_id, row.attempts, error
+        )
+    return result
 
 
 async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplicate", "unknown"]:
@@ -463,6 +515,13 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
 
 
 SMS = Gauge("caravan_sms", "Texts by status (pending, sending, sent, ...)", ["status"])
+LAPSED = Counter(
+    "caravan_sms_lapsed_claims",
+    "Texts claimed again after a claim lapsed unrecorded (the dispatcher crashed, was killed or"
+    " stopped between claiming and recording, or outlived its lease) and so sent again: each"
+    " one the buyer may get twice, if the gateway took it the first time and does not"
+    " deduplicate by our key",
+)
 
 
 def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

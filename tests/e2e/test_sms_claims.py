@@ -8,6 +8,7 @@ nothing; texts left due by other tests may be claimed here too, and are due agai
 """
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, update
 
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
@@ -30,6 +32,7 @@ from services.notifications.dispatch import (
     record,
 )
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
+from services.notifications.entrypoints.subscribers import dispatch_loop
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
 from tests.harness import System, until
@@ -81,20 +84,33 @@ async def row_and_events(uow: UnitOfWork, sms_id: str) -> tuple[Any, list[Any]]:
     return row, emitted
 
 
+def lapsed_claims() -> float:
+    return REGISTRY.get_sample_value("caravan_sms_lapsed_claims_total") or 0.0
+
+
 async def test_a_lapsed_claim_records_nothing_and_the_newer_claim_sends_once(
-    uow: UnitOfWork,
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
 ) -> None:
     sms_id = await queued(uow, datetime.now(UTC) - timedelta(hours=1))
+    claims: list[list[Any]] = []
 
     async def claim() -> Any:
         async with uow.begin() as tx:
             rows = await claim_due(tx, POLICY)
+        claims.append(rows)
         [row] = [r for r in rows if r.sms_id == sms_id]
         return row
 
     first = await claim()  # its lease (0 s) lapses at once ...
-    second = await claim()  # ... and another dispatcher takes the text over
+    before = lapsed_claims()
+    with caplog.at_level(logging.WARNING, logger="services.notifications"):
+        second = await claim()  # ... and another dispatcher takes the text over
     assert (first.attempts, second.attempts) == (1, 2)
+    # Every text the second claim took, the first had (its lease lapsed too): each counted
+    # for operators, as a text that may reach its phone twice.
+    assert lapsed_claims() - before == len(claims[1])
+    lapsed = f"sms {sms_id}: claim 1 lapsed unrecorded; sending it again (claim 2)"
+    assert lapsed in [r.getMessage() for r in caplog.records]
 
     async with uow.begin() as tx:
         late = await record(tx, [(first, Accepted("late-provider-id"))], POLICY)
@@ -312,5 +328,52 @@ async def test_a_text_in_flight_is_not_claimed_by_the_next_cycle_and_is_sent_onc
     assert gateway.asked.count(sms_id) == 1
     row, emitted = await row_and_events(uow, sms_id)
     assert (row.status, row.attempts) == ("sent", 1)
+    sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
+    assert len(sent) == 1
+
+
+async def test_a_text_the_gateway_took_as_postgresql_went_away_is_recorded_once_it_is_back(
+    caravan: System, uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stopped while the gateway had the text: recording it failed, and the
+    dispatcher dropped what the gateway said (the fault raised to its loop). The row stayed
+    ``sending``; once its lease lapsed it was claimed and sent again, and a gateway that does
+    not deduplicate by our key texted the buyer twice. The answer is kept and recorded once
+    PostgreSQL is back. The gateway holds its answer until PostgreSQL is stopped, and
+    PostgreSQL starts again only once the recording has failed: nothing is left to timing."""
+    pg = caravan.infra.local_postgres
+    assert pg is not None and caravan.engine is not None, "this needs the project's PostgreSQL"
+    sms_id = await queued(uow, datetime(1997, 1, 1, tzinfo=UTC))  # first in the next batch
+    gateway = Held(sms_id)
+    # A lease of 5 s: longer than the gateway is held, and over well before the test ends.
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=5, batch=1)
+    loop = asyncio.create_task(dispatch_loop(uow, gateway, policy, asyncio.Event(), 0.2))
+
+    async def status() -> Any:
+        async with uow.db.engine.connect() as conn:
+            found = select(sms.c.status, sms.c.attempts).where(sms.c.sms_id == sms_id)
+            return (await conn.execute(found)).one()
+
+    try:
+        await until(lambda: sms_id in gateway.asked, "the gateway asked to send the text")
+        with caplog.at_level(logging.WARNING, logger="services.notifications"):
+            await asyncio.to_thread(pg.stop, "fast")
+            try:
+                gateway.answer.set()  # the gateway took it; the database is away
+                await until(
+                    lambda: [r for r in caplog.records if "recording 1 sms" in r.getMessage()],
+                    "recording the text to fail",
+                )
+            finally:
+                await asyncio.to_thread(pg.start)
+                await caravan.engine.dispose()  # the test's own pooled connections died
+        row = await until(status, "the text recorded", ready=lambda r: r.status == "sent")
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert gateway.asked.count(sms_id) == 1
+    assert tuple(row) == ("sent", 1)
+    _, emitted = await row_and_events(uow, sms_id)
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1

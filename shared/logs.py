@@ -177,6 +177,7 @@ KAFKA_UNREACHABLE = frozenset(
         "Heartbeat session expired - marking coordinator dead",
         "Failed fetch messages from %s: %s",
         "Failed fetch offsets from %s: %s",
+        "Got error produce response: %s",  # a warning: NodeNotReadyError, ten a second
     }
 )
 

@@ -3,6 +3,7 @@ them, whichever code logged it."""
 
 import asyncio
 import gc
+import inspect
 import io
 import json
 import logging
@@ -16,7 +17,8 @@ from typing import cast
 import httpx
 import pytest
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from aiokafka.producer import sender
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -459,3 +461,19 @@ def test_a_kafka_outage_after_a_quiet_spell_is_said_at_once() -> None:
     assert said_at(60) is True  # a minute since it was said, still going
     assert said_at(75) is True  # the next outage, after 15 s without a line
     assert [said_at(at) for at in (76, 80, 85)] == [False, False, False]
+
+
+def test_a_producer_s_send_failing_in_a_kafka_outage_is_one_warning(
+    service_lines: io.StringIO,
+) -> None:
+    """Kafka stopped for 54 s, notifications logged aiokafka's "Got error produce response:
+    NodeNotReadyError" 527 times (ten a second): it is one of the lines that a broker cannot
+    be reached, said once, then at most once a minute. The words are aiokafka's own."""
+    said = "Got error produce response: %s"
+    assert f'log.warning("{said}", err)' in inspect.getsource(sender)
+    for _ in range(20):
+        logging.getLogger(sender.__name__).warning(said, NodeNotReadyError("node 1 not ready"))
+    lines = [json.loads(line) for line in service_lines.getvalue().splitlines()]
+    assert [(s["level"], s["message"]) for s in lines] == [
+        ("warning", "Got error produce response: NodeNotReadyError: node 1 not ready")
+    ], lines

@@ -37,7 +37,7 @@ from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
 from shared.db import Database, fault
-from shared.db.engine import Kind, address, described
+from shared.db.engine import Kind, address, described, retried_fault
 from shared.logs import Repeats, phones_masked
 from shared.metrics import exposition
 from shared.settings import Settings
@@ -327,7 +327,12 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     said = described(exc, address(guard.engine))
     path = request.url.path[:200]
     log.warning(
-        "%s %s: 503, the database is not reachable: %s; %r", request.method, path, said, exc
+        "%s %s: 503, the database is not reachable: %s; %r",
+        request.method,
+        path,
+        said,
+        exc,
+        extra=retried_fault(exc),
     )
     return unavailable("Service Unavailable", "the database is not reachable; retry")
 

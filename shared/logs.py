@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.telemetry import SERVICE, continuing, current_ids
@@ -198,46 +199,77 @@ COLLECTOR_FAILING = frozenset(
 )
 
 
+@dataclass
+class Spell:
+    """An outage (or a retried fault) as :class:`Outage` has seen it so far: when its first
+    line came (``began``), its last line said (``said``) and its last line, said or not
+    (``seen``), and how many lines were not said since the last said (``held``)."""
+
+    began: float
+    said: float
+    seen: float
+    held: int = 0
+
+
 class Outage(logging.Filter):
-    """Makes a client's lines that a server cannot be reached (``lines``, logged by loggers
-    under ``source``) a warning, said once and then at most once per ``repeats`` while they
-    go on (docs/operations.md: a fault is a warning, an error a bug), none when ``level`` is
-    above warnings; the client's other lines pass as they are. An outage whose lines stopped
-    for ``quiet`` seconds is over, and so is one that :meth:`over` is told of: the next one is
-    said at once."""
+    """Makes the lines that tell of a fault retried meanwhile (a server that cannot be
+    reached: a client's ``lines``, logged by loggers under ``source``; :meth:`key` tells
+    which fault) a warning, said once and then at most once every ``every`` seconds while
+    they go on, saying how many were not said since and how long ago the first came
+    (docs/operations.md: a fault is a warning, an error a bug), none when ``level`` is above
+    warnings; other lines pass as they are. A fault whose lines stopped for ``quiet``
+    seconds is over, and so is one that :meth:`over` is told of: the next one is said at
+    once."""
 
     source = ""
     lines: frozenset[str] = frozenset()
 
     def __init__(
-        self, repeats: Repeats | None = None, level: int = logging.NOTSET, quiet: float = 10.0
+        self,
+        level: int = logging.NOTSET,
+        every: float = 60.0,
+        quiet: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self.repeats = repeats or Repeats()
         self.level = level
+        self.every = every
         self.quiet = quiet
-        self._seen = -math.inf  # the last line of an outage, said or not
+        self.clock = clock
+        self._spells: dict[str, Spell] = {}
+
+    def key(self, record: logging.LogRecord) -> str | None:
+        """The fault ``record`` tells of, if it is one of its lines."""
+        if record.name.startswith(self.source) and record.msg in self.lines:
+            return self.source
+        return None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self.source) or record.msg not in self.lines:
+        key = self.key(record)
+        if key is None:
             return True
         if self.level > logging.WARNING:
             return False
-        now = self.repeats.clock()
-        if now - self._seen >= self.quiet:
-            self.repeats.clear()
-        self._seen = now
-        if not self.repeats.new(self.source):
+        now = self.clock()
+        spell = self._spells.get(key)
+        if spell is None or now - spell.seen >= self.quiet:
+            self._spells[key] = Spell(began=now, said=now, seen=now)
+        elif now - spell.said < self.every:
+            spell.seen, spell.held = now, spell.held + 1
             return False
+        else:
+            held, since = spell.held, now - spell.began
+            spell.seen, spell.said, spell.held = now, now, 0
+            record.msg = (
+                f"{record.msg} ({held} more like it not logged; the first {since:.0f} s ago)"
+            )
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
-    def over(self) -> bool:
-        """The server answers again (told by its client's user): whether an outage had been
-        seen."""
-        seen, self._seen = self._seen, -math.inf
-        self.repeats.clear()
-        return seen > -math.inf
+    def over(self, key: str | None = None) -> Spell | None:
+        """The server answers again (told by its client's user): the outage of ``key``
+        (:attr:`source` unless said) that had been seen, if any, now ended."""
+        return self._spells.pop(self.source if key is None else key, None)
 
 
 class KafkaOutage(Outage):
@@ -259,11 +291,40 @@ class CollectorOutage(Outage):
     lines = COLLECTOR_FAILING
 
     def __init__(self, level: int = logging.NOTSET) -> None:
-        super().__init__(Repeats(every=math.inf), level, quiet=math.inf)
+        super().__init__(level, every=math.inf, quiet=math.inf)
 
 
 # The process's, one for its exporters and its log handler both.
 COLLECTOR_OUTAGE = CollectorOutage()
+
+
+class Faults(Outage):
+    """A retried fault's warnings, logged with ``extra=``:func:`retried` (PostgreSQL away,
+    met by every loop and request of the process at each retry: hundreds a minute in an
+    outage): each fault said once, then at most once a minute while it lasts. A fault that
+    has not been met for a minute is over, and so is one that :meth:`over` is told of (a
+    connection to PostgreSQL made again: :func:`shared.db.engine.async_engine`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(quiet=60.0, clock=clock)
+
+    def key(self, record: logging.LogRecord) -> str | None:
+        fault = getattr(record, FAULT, None)
+        return fault if isinstance(fault, str) else None
+
+
+FAULT = "fault"
+"""A record's attribute naming the retried fault it tells of (:func:`retried`)."""
+
+
+def retried(fault: str) -> dict[str, str]:
+    """``extra`` for a warning of ``fault`` (its words, the same for each line of it), that
+    will be tried again: said as :class:`Faults` says."""
+    return {FAULT: fault}
+
+
+# The process's, one for its log handler and for what tells that a fault is over.
+FAULTS = Faults()
 
 
 def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:
@@ -272,6 +333,7 @@ def configure_logging(service: str, level: str = "INFO", instance: str | None = 
     handler.addFilter(KafkaOutage(level=logging.getLevelName(level)))
     COLLECTOR_OUTAGE.level = logging.getLevelName(level)
     handler.addFilter(COLLECTOR_OUTAGE)
+    handler.addFilter(FAULTS)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

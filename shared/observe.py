@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Table, func, select, text
 
+from shared.db.engine import retried_fault
 from shared.messaging import kafka_admin
 from shared.messaging.tables import UNSENT
 from shared.metrics import (
@@ -138,7 +139,7 @@ async def sample(probes: list[Probe]) -> bool:
             raise
         except Exception as exc:
             failed = True
-            log.warning("metrics sample failed: %r", exc)
+            log.warning("metrics sample failed: %r", exc, extra=retried_fault(exc))
     return not failed
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import MetaData, text
 
 from shared.backoff import exponential_step
 from shared.db import Database
-from shared.db.engine import Kind, fault
+from shared.db.engine import Kind, fault, retried_fault
 from shared.db.migrate import migrations_folder, schema_warning
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
@@ -175,7 +175,8 @@ class Service:
             if kind is Kind.NOT_MIGRATED:
                 at = []
             elif kind.transient:
-                log.warning("%s: PostgreSQL away, its schema's revision unread: %r", self.name, exc)
+                said = "%s: PostgreSQL away, its schema's revision unread: %r"
+                log.warning(said, self.name, exc, extra=retried_fault(exc))
                 return False
             else:
                 raise

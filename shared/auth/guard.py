@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
-from shared.db.engine import NoAnswer, address, described, fault
+from shared.db.engine import NoAnswer, address, described, fault, retried_fault
 from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
@@ -157,7 +157,8 @@ class Guard:
             found, age = kept
             who = f"token {found.principal.name!r}" if found.principal else "a revoked token"
             where = address(self.engine)
-            log.warning("%s; %s taken as read %.0f s ago", described(exc, where), who, age)
+            said = described(exc, where)
+            log.warning("%s; %s taken as read %.0f s ago", said, who, age, extra=retried_fault(exc))
             return found
         if found.revoked is not None:
             self.revoked = max(self.revoked, found.revoked)  # reads may end out of order

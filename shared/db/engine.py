@@ -21,7 +21,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.logs import FAULTS, retried
 from shared.settings import Settings, asyncpg_url, get_settings
+
+log = logging.getLogger(__name__)
 
 
 def async_engine(url: str, settings: Settings | None = None, **options: Any) -> AsyncEngine:
@@ -34,11 +37,30 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
     ``TimeoutError`` (a hung server, a half-open firewall, a load balancer whose backend is
     gone); a host that cannot be resolved fails with one too. Each is marked as PostgreSQL's
     (:func:`connecting`): :func:`fault` sorts it as :attr:`Kind.NOT_REACHED`, which the CLI
-    says as "cannot reach PostgreSQL" and the services take as transient."""
+    says as "cannot reach PostgreSQL" and the services take as transient.
+
+    A connection made ends PostgreSQL's being away (:data:`AWAY`), which is then said in
+    one line, with how long it lasted: its warnings were said once a minute at most."""
     made = create_async_engine(asyncpg_url(url), **options)
     seconds = (settings or get_settings()).db_connect_timeout_seconds
     event.listen(made.sync_engine, "do_connect", _connect_within(seconds))
+    event.listen(made.sync_engine, "connect", _answers(made))
     return made
+
+
+def _answers(engine: AsyncEngine) -> Callable[..., None]:
+    def connected(connection: Any, record: Any) -> None:
+        spell = FAULTS.over(AWAY)
+        if spell is not None:
+            log.info(
+                "PostgreSQL at %s answers again, %.0f s after it was first found away"
+                " (%d warnings of it not logged since the last that was)",
+                address(engine),
+                FAULTS.clock() - spell.began,
+                spell.held,
+            )
+
+    return connected
 
 
 class NoAnswer(ConnectionError):
@@ -390,7 +412,9 @@ def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
     one-line warning, since it passes by itself; anything else as an error with its
     traceback, since it will not."""
     if fault(exc).kind.transient:
-        logger.warning("%s; transient fault, retrying: %s", what, described(exc))
+        logger.warning(
+            "%s; transient fault, retrying: %s", what, described(exc), extra=retried_fault(exc)
+        )
     else:
         logger.error("%s", what, exc_info=exc)
 
@@ -406,7 +430,25 @@ __all__ = [
     "fault",
     "log_retry",
     "reason",
+    "retried_fault",
 ]
+
+
+AWAY = "PostgreSQL away"
+"""The one fault that PostgreSQL not reached, not ready, or a connection to it lost are, as
+:func:`retried_fault` keys them: one outage, whose words change as it goes on (ended, not
+reached, starting up)."""
+
+
+def retried_fault(exc: BaseException) -> dict[str, str]:
+    """``extra`` for the warning of ``exc``, a fault that will be tried again: each fault is
+    said once, then at most once a minute while it lasts (:class:`shared.logs.Faults`);
+    PostgreSQL away (:data:`AWAY`) is one, any other transient fault is its words. Nothing
+    for a fault that is not transient: its line is said each time."""
+    found = fault(exc)
+    if not found.kind.transient:
+        return {}
+    return retried(AWAY if found.kind.away and found.kind.ours else described(exc))
 
 
 def address(engine: AsyncEngine) -> str:

@@ -48,7 +48,7 @@ from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
 from shared.db import fault, reason, storable_text
-from shared.db.engine import address, described
+from shared.db.engine import address, described, retried_fault
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
     REGISTRY,
@@ -600,7 +600,7 @@ class Consumer:
             except Exception as exc:
                 if fault(exc).kind.transient:
                     said = described(exc, address(self.uow.db.engine))
-                    log.warning("transient fault, retrying: %s", said)
+                    log.warning("transient fault, retrying: %s", said, extra=retried_fault(exc))
                 else:
                     attempt += 1
                     log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
@@ -629,7 +629,11 @@ class Consumer:
                 raise
             except Exception as exc:
                 if fault(exc).kind.transient:
-                    log.warning("transient fault dead-lettering, retrying: %s", described(exc))
+                    log.warning(
+                        "transient fault dead-lettering, retrying: %s",
+                        described(exc),
+                        extra=retried_fault(exc),
+                    )
                 elif dropped is None:
                     log.exception("the dead letter could not be written; writing it bare")
                     dropped = _storable(

@@ -45,6 +45,7 @@ from shared.backoff import exponential_step
 from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
+from shared.logs import FAULTS, retried
 from shared.messaging.tables import UNSENT
 from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED, start_at_zero
 from shared.settings import Settings
@@ -76,6 +77,10 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 def refused_for_good(exc: BaseException) -> bool:
     """Whether Kafka refuses the record ``exc`` came from whatever the retries."""
     return isinstance(exc, REFUSALS)
+
+
+KAFKA_AWAY = "Kafka away"
+"""The relay's retried fault (:func:`kafka_away`), said once a minute at most while it lasts."""
 
 
 def kafka_away(exc: BaseException) -> bool:
@@ -178,11 +183,13 @@ class OutboxRelay:
             try:
                 published = await self.publish_batch()
                 failures = 0
+                FAULTS.over(KAFKA_AWAY)  # its next outage is said at once
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if kafka_away(exc):  # not a fault of the database's: log_retry knows none
-                    log.warning("outbox relay failed; Kafka away, retrying: %r", exc)
+                    said = "outbox relay failed; Kafka away, retrying: %r"
+                    log.warning(said, exc, extra=retried(KAFKA_AWAY))
                 else:
                     log_retry(log, "outbox relay failed", exc)
                 failures += 1

@@ -28,9 +28,9 @@ from services.platform.domain.orders import PlatformOrder
 from shared import main
 from shared.events.orders import Buyer
 from shared.logs import (
+    Faults,
     JsonFormatter,
     KafkaOutage,
-    Repeats,
     configure_logging,
     masked,
     phones_masked,
@@ -449,7 +449,7 @@ def test_a_kafka_outage_after_a_quiet_spell_is_said_at_once() -> None:
     earlier outage (said or not) starts another, said at once, not held back until a
     minute has passed since the earlier one was said."""
     now = [0.0]
-    outage = KafkaOutage(Repeats(clock=lambda: now[0]))
+    outage = KafkaOutage(clock=lambda: now[0])
 
     def said_at(at: float) -> bool:
         now[0] = at
@@ -477,3 +477,45 @@ def test_a_producer_s_send_failing_in_a_kafka_outage_is_one_warning(
     assert [(s["level"], s["message"]) for s in lines] == [
         ("warning", "Got error produce response: NodeNotReadyError: node 1 not ready")
     ], lines
+
+
+def _fault_line(faults: Faults, at: float, now: list[float], fault: str = "PostgreSQL away") -> str:
+    """What ``faults`` makes of a retried fault's warning logged at ``at``: its message, or ""
+    when it is not said."""
+    now[0] = at
+    record = logging.LogRecord("shared.loops", logging.WARNING, "", 0, "%s failed", ("a",), None)
+    record.fault = fault
+    return record.getMessage() if faults.filter(record) else ""
+
+
+def test_a_retried_fault_is_said_once_then_once_a_minute_saying_what_was_not() -> None:
+    """PostgreSQL stopped for 52 s, the five services logged 534 warnings: each loop and
+    request at each retry. A fault (its key) is said once, then once a minute while it goes
+    on, saying how many were not said and since when; another fault is said meanwhile."""
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    said = [_fault_line(faults, at / 2, now) for at in range(0, 120)]  # two a second
+    assert said[0] == "a failed"
+    assert said[1:] == [""] * 119
+    assert (
+        _fault_line(faults, 60, now) == "a failed (119 more like it not logged; the first 60 s ago)"
+    )
+    assert _fault_line(faults, 61, now, "no free connection") == "a failed"  # another fault
+    assert [_fault_line(faults, at, now) for at in (70, 100, 119)] == ["", "", ""]
+    assert _fault_line(faults, 120, now).endswith(
+        "(3 more like it not logged; the first 120 s ago)"
+    )
+
+
+def test_a_retried_fault_ends_when_told_or_after_a_minute_unmet() -> None:
+    """Told that PostgreSQL answers again (a connection made), the fault is over, with when
+    it began and what was not said since the last line said; the next is said at once, as
+    is one met a minute after the last line of an earlier one (said or not)."""
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    assert [_fault_line(faults, at, now) for at in (0, 5, 10)] == ["a failed", "", ""]
+    spell = faults.over("PostgreSQL away")
+    assert spell is not None and (spell.began, spell.held) == (0, 2)
+    assert faults.over("PostgreSQL away") is None  # said once
+    assert [_fault_line(faults, at, now) for at in (11, 12, 70)] == ["a failed", "", ""]
+    assert _fault_line(faults, 130, now) == "a failed"  # a minute after 70: another outage

@@ -27,6 +27,7 @@ from services.orders.entrypoints.subscribers import expiry_loop
 from services.payments.entrypoints.loops import reminder_loop
 from shared.db import fault, log_retry
 from shared.db.engine import (
+    AWAY,
     Fault,
     Kind,
     NoAnswer,
@@ -34,6 +35,7 @@ from shared.db.engine import (
     async_engine,
     connecting,
     described,
+    retried_fault,
 )
 from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
@@ -216,6 +218,22 @@ def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback
     assert transient.getMessage() == said
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
     assert bug.exc_info[0] is ValueError
+
+
+def test_postgresql_away_is_one_retried_fault_whatever_its_words() -> None:
+    """A stop ends the connections, then refuses them, then turns them away while starting
+    up: one fault, said once a minute at most (shared.logs.Faults), where each of its three
+    words was a fault of its own. Another transient fault is its words; a bug is none."""
+    away = [
+        connecting(ConnectionRefusedError(111, "Connect call failed"), "127.0.0.1:1"),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    ]
+    assert [retried_fault(exc) for exc in away] == [{"fault": AWAY}] * 3
+    crowded = asyncpg.TooManyConnectionsError("sorry, too many clients already")
+    said = "PostgreSQL refused the connection: sorry, too many clients already"
+    assert retried_fault(crowded) == {"fault": said}
+    assert retried_fault(ValueError("a bug")) == {}
 
 
 def _socket_gone_said_with_where() -> ConnectionError:

@@ -2,7 +2,9 @@
 
 A dispatcher whose claim lapsed (its gateway call outlived the lease) and was taken over must
 record nothing: only the newer claim marks the text sent and puts ``sms.sent`` in the outbox,
-once. The notifications service is stopped meanwhile, so that its own dispatcher claims
+once. Two dispatchers claiming at once never both claim a text; one whose recipient opted out
+meanwhile is suppressed, not claimed; a receipt decides a sent text once. The notifications
+service is stopped meanwhile, so that its own dispatcher claims
 nothing; texts left due by other tests may be claimed here too, and are due again at once
 (the lease is 0) when it restarts.
 """
@@ -23,7 +25,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, update
 
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
-from services.notifications.adapters.tables import outbox, sms
+from services.notifications.adapters.tables import opt_outs, outbox, sms
 from services.notifications.dispatch import (
     DeliveryPolicy,
     apply_receipt,
@@ -377,3 +379,76 @@ async def test_a_text_the_gateway_took_as_postgresql_went_away_is_recorded_once_
     _, emitted = await row_and_events(uow, sms_id)
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1
+
+
+async def test_a_text_one_dispatcher_is_claiming_is_passed_over_by_another_at_once(
+    caravan: System, uow: UnitOfWork
+) -> None:
+    """Two instances' dispatchers claiming at once: the text the first is claiming (its
+    claim not yet committed) is skipped by the second, not claimed by it too once the first
+    commits: claimed twice, it would be sent under two claims (twice, by a gateway that does
+    not deduplicate) and its first claim's result dropped as stale."""
+    # Due before any other, so that a batch of one claims it first: what else is due, left
+    # by other tests, is leased a minute by the other claim at most (one text).
+    sms_id = await queued(uow, datetime.now(UTC) - timedelta(days=3650))
+    leased = replace(POLICY, lease_seconds=60, batch=1)  # not due again once claimed
+
+    async def other_claim() -> list[str]:
+        async with uow.begin() as tx:
+            return [r.sms_id for r in await claim_due(tx, leased)]
+
+    async with uow.begin() as tx:
+        first = [r.sms_id for r in await claim_due(tx, leased)]
+        second = asyncio.create_task(other_claim())
+        waiting = asyncio.create_task(caravan.lock_waiters("sms", "the other claim waiting"))
+        await asyncio.wait({second, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+    assert sms_id in first
+    assert sms_id not in await second
+    row, _ = await row_and_events(uow, sms_id)
+    assert (row.status, row.attempts) == ("sending", 1)
+
+
+async def test_a_receipt_told_again_or_contradicted_changes_the_text_once(
+    uow: UnitOfWork,
+) -> None:
+    """A gateway resends a receipt it is not sure we took, and may send a contradicting one
+    late: the first receipt of a sent text decides it; another changes nothing and emits
+    nothing (the buyer's text is not said delivered twice, nor failed after it was
+    delivered)."""
+    sms_id = await queued(uow, datetime.now(UTC) - timedelta(hours=1))
+    async with uow.begin() as tx:
+        [row] = [r for r in await claim_due(tx, POLICY) if r.sms_id == sms_id]
+    provider_id = f"receipt-{sms_id}"
+    async with uow.begin() as tx:
+        assert await record(tx, [(row, Accepted(provider_id))], POLICY) == ["sent"]
+    told = []
+    for receipt in (
+        Receipt(provider_id, True),
+        Receipt(provider_id, True),
+        Receipt(provider_id, False, "expired"),
+    ):
+        async with uow.begin() as tx:
+            told.append(await apply_receipt(tx, receipt))
+    assert told == ["applied", "duplicate", "duplicate"]
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (row.status, row.last_error) == ("delivered", None)
+    said = [e["type"] for e in emitted if e["data"].get("sms_id") == sms_id]
+    assert said == ["sms.sent", "sms.delivered"]
+
+
+async def test_a_text_queued_before_its_recipient_opted_out_is_suppressed_not_claimed(
+    uow: UnitOfWork,
+) -> None:
+    """A buyer who opts out while a text waits (a retry's backoff, a reminder held through
+    quiet hours) is not texted: the claim sets it ``suppressed`` instead of ``sending``."""
+    sms_id = await queued(uow, datetime.now(UTC) - timedelta(hours=1))
+    async with uow.begin() as tx:
+        to = await tx.conn.scalar(select(sms.c.to).where(sms.c.sms_id == sms_id))
+        await tx.conn.execute(insert(opt_outs).values(phone=to))
+    async with uow.begin() as tx:
+        claimed = [r.sms_id for r in await claim_due(tx, POLICY)]
+    assert sms_id not in claimed
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (row.status, row.attempts) == ("suppressed", 0)
+    assert [e for e in emitted if e["data"].get("sms_id") == sms_id] == []

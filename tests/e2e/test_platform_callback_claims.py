@@ -1,14 +1,17 @@
 """Which platform adapter instance calls a platform back, against the real platform schema:
-one without the app in its settings leaves the callback to one that has it."""
+one without the app in its settings leaves the callback to one that has it; a claim that
+lapsed unrecorded is claimed again; the last attempt refused fails the callback."""
 
 import uuid
+from datetime import timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import callbacks
 from services.platform.callbacks import CallbackPolicy, deliver_once
 from services.platform.domain.delivery import Backoff
+from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
 from tests.harness import System
 
@@ -25,17 +28,7 @@ async def test_an_instance_without_the_app_leaves_its_callback_to_one_that_has_i
     settings) claimed the app's callbacks and failed them for good at the first attempt
     ("app ... is not configured"): the platform was never told, until operations asked."""
     async with caravan.alone("platform") as uow:
-        event_id = str(uuid.uuid4())
-        async with uow.begin() as tx:
-            await tx.conn.execute(
-                insert(callbacks).values(
-                    event_id=event_id,
-                    app=APP,
-                    platform_order_id=f"P-{event_id[:8]}",
-                    order_id=str(uuid.uuid4()),
-                    outcome="confirmed",
-                )
-            )
+        event_id = await callback_of(uow, APP)
         query = select(callbacks.c.status, callbacks.c.attempts, callbacks.c.last_error)
 
         async def row() -> tuple[str, int, str | None]:
@@ -50,3 +43,54 @@ async def test_an_instance_without_the_app_leaves_its_callback_to_one_that_has_i
         assert await deliver_once(uow, with_it, POLICY) == 1
         status, attempts, error = await row()
         assert (status, attempts) == ("pending", 1), error  # called, refused, to be retried
+
+
+async def callback_of(uow: UnitOfWork, app: str, **values: object) -> str:
+    """A callback of ``app``, its row as ``values`` say (else as queued, due now); its id."""
+    event_id = str(uuid.uuid4())
+    async with uow.begin() as tx:
+        await tx.conn.execute(
+            insert(callbacks).values(
+                event_id=event_id,
+                app=app,
+                platform_order_id=f"P-{event_id[:8]}",
+                order_id=str(uuid.uuid4()),
+                outcome="confirmed",
+                **values,
+            )
+        )
+    return event_id
+
+
+async def status_of(uow: UnitOfWork, event_id: str) -> tuple[str, int]:
+    """The callback's status and attempts."""
+    async with uow.begin() as tx:
+        query = select(callbacks.c.status, callbacks.c.attempts)
+        found = (await tx.conn.execute(query.where(callbacks.c.event_id == event_id))).one()
+    return found.status, found.attempts
+
+
+async def test_a_callback_whose_claim_lapsed_unrecorded_is_claimed_again(caravan: System) -> None:
+    """An instance that died between calling the platform and recording the answer left its
+    callback ``sending``: once the lease lapsed it is claimed again (called with the same
+    event id, which the platform applies once), not left ``sending`` for ever and the
+    platform never told."""
+    app = f"{APP}-lapsed"
+    async with caravan.alone("platform") as uow:
+        lapsed = func.now() - timedelta(seconds=1)
+        event_id = await callback_of(uow, app, status="sending", attempts=1, next_attempt_at=lapsed)
+        assert await deliver_once(uow, PlatformApi({app: THE_APP}, timeout=2), POLICY) == 1
+        assert await status_of(uow, event_id) == ("pending", 2)  # called again, refused
+
+
+async def test_a_callback_refused_at_its_last_attempt_is_failed_for_operations(
+    caravan: System,
+) -> None:
+    """A platform whose status API stays down: the callback's last attempt refused too, it
+    is ``failed`` (listed for operations, sent again on their request), not put back
+    ``pending`` and called on for ever."""
+    app = f"{APP}-spent"
+    async with caravan.alone("platform") as uow:
+        event_id = await callback_of(uow, app, attempts=POLICY.backoff.max_attempts - 1)
+        assert await deliver_once(uow, PlatformApi({app: THE_APP}, timeout=2), POLICY) == 1
+        assert await status_of(uow, event_id) == ("failed", POLICY.backoff.max_attempts)

@@ -747,18 +747,25 @@ async def resolutions_audited(caravan: System, order_ref: str) -> int:
     return audited
 
 
-async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_problem_until_resolved(
-    caravan: System, platform: Platform
-) -> None:
-    """The adapter cannot undo a sale (a refund is the platform's, the goods may be on their
-    way): operations are told, where the push used to be ignored and the platform was then
-    told "confirmed" with nobody the wiser; they close it once settled, and that is audited."""
+async def cancelled_after_placed(caravan: System, platform: Platform) -> tuple[str, str]:
+    """A platform order placed and confirmed, then cancelled on the platform and pushed: a
+    ``cancelled_on_platform`` problem. Its order ref and our order id."""
     order_ref = await new_order(platform.sim)
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
     order_id = await placed_once(caravan, order_ref)
     assert (await caravan.outcome(order_id)).type == "order.confirmed"
     await new_order(platform.sim, status="cancelled", order_id=order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    return order_ref, order_id
+
+
+async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_problem_until_resolved(
+    caravan: System, platform: Platform
+) -> None:
+    """The adapter cannot undo a sale (a refund is the platform's, the goods may be on their
+    way): operations are told, where the push used to be ignored and the platform was then
+    told "confirmed" with nobody the wiser; they close it once settled, and that is audited."""
+    order_ref, order_id = await cancelled_after_placed(caravan, platform)
     found = await open_problems(platform, order_ref)
     assert [kind for kind, _ in found] == ["cancelled_on_platform"]
     assert order_id in found[0][1]
@@ -773,6 +780,22 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
     again = await platform.adapter.post("/platform/problems/resolve", json=body)
     assert again.json() == {"resolved": []}
     assert await resolutions_audited(caravan, order_ref) == 1
+
+
+async def test_a_problem_resolved_and_then_seen_again_is_open_again(
+    caravan: System, platform: Platform
+) -> None:
+    """Operations resolved a problem, and the platform pushes the order in that state again
+    (cancelled anew after a dispute, say): the problem is open again for them to see, not
+    counted on a row that stays resolved, where nobody would look."""
+    order_ref, _ = await cancelled_after_placed(caravan, platform)
+    body = {"app": APP, "platform_order_id": order_ref}
+    resolved = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert resolved.json() == {"resolved": ["cancelled_on_platform"]}
+    assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "problem"
+    assert [kind for kind, _ in await open_problems(platform, order_ref)] == [
+        "cancelled_on_platform"
+    ]
 
 
 async def test_an_order_changed_on_the_platform_after_we_placed_it_is_a_problem_not_a_duplicate(

@@ -9,7 +9,7 @@ from datetime import timedelta
 import caravan.system as system
 from shared import days
 from shared.events.envelope import CloudEvent
-from shared.events.orders import OrderRequested
+from shared.events.orders import OrderCancelled, OrderRequested
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.markers import published
@@ -169,6 +169,29 @@ async def test_an_overdue_hold_is_reported_once_across_sweeps_and_a_restart(
     for held in (order_id, next_id, later_id):
         outcome = await caravan.outcome(held)
         assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
+
+
+async def test_a_hold_ended_before_it_was_due_is_not_reported_when_it_is(
+    no_payments: System,
+) -> None:
+    """A hold released (its order cancelled) before the hold time passed is not reported as
+    overdue once it has: a ``stock.expired`` of an order that ended has orders publish its
+    end again, so every order would be ended twice over. A hold made overdue after it, and
+    reported, shows that a sweep ran by then (a sweep reports the oldest first)."""
+    caravan = no_payments
+    sku = await _seed(caravan, {"A": 10})
+    ended, other = [await _hold(caravan, sku, 1) for _ in range(2)]
+    await caravan.publish(
+        OrderCancelled(order_id=ended, order_ref=ref("INV"), reason="cancelled_by_buyer")
+    )
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=ended)
+    )
+    await _overdue(caravan, ended)
+    await _overdue(caravan, other)
+    await caravan.wait_for(lambda: _expired(caravan, other))
+    await published(caravan, "inventory", ended, Topic.INVENTORY_EVENTS)
+    assert _expired(caravan, ended) == []
 
 
 async def test_the_hold_of_an_order_whose_end_inventory_dead_lettered_is_released_when_due(

@@ -114,6 +114,16 @@ def test_window_within_a_day_and_empty_window() -> None:
     assert parse_clock("21:30") == time(21, 30)
 
 
+def test_a_window_holds_its_start_and_not_its_end() -> None:
+    """``start`` inclusive, ``end`` exclusive, in a window within a day as in one that wraps
+    midnight: a reminder due at 12:00 sharp waits out lunch, one at 14:00 goes."""
+    lunch = QuietHours(time(12), time(14))
+    assert lunch.next_allowed(_at(12), SHANGHAI) == _at(14)
+    assert lunch.next_allowed(_at(14), SHANGHAI) == _at(14)
+    assert NIGHT.next_allowed(_at(21), SHANGHAI) == _at(8, day=11)
+    assert NIGHT.next_allowed(_at(8), SHANGHAI) == _at(8)
+
+
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_next_allowed_is_never_earlier_nor_quiet(now: datetime) -> None:
     allowed = NIGHT.next_allowed(now, SHANGHAI)

@@ -94,9 +94,15 @@ class Infrastructure:
             for index in range(kafka.nodes):
                 name = "Kafka" if kafka.nodes == 1 else f"Kafka node {index}"
                 pid = functools.partial(kafka.pid, index)
-                start = functools.partial(kafka.restart, index)
+                start = functools.partial(_restart_kafka, kafka, index)
                 found.append(Watched(name, kafka.logfile(index), pid, start, Restarts(*backoff)))
         return found
+
+
+def _restart_kafka(kafka: LocalKafka, node: int) -> None:
+    """Start node ``node`` again and wait until it serves, as ``caravan up`` waits at start."""
+    kafka.restart(node)
+    kafka.wait_ready()
 
 
 def docker_available() -> bool:
@@ -498,7 +504,7 @@ class Watched:
     name: str
     log: Path
     pid: Callable[[], int | None]
-    start: Callable[[], object]
+    start: Callable[[], object]  # returns once it is ready, as caravan up waits for it at start
     restarts: Restarts
     last_pid: int | None = None
     starting: futures.Future[object] | None = None  # a start under way
@@ -507,10 +513,11 @@ class Watched:
     def supervise(self, now: float) -> list[Text]:
         """Start it again when due, in a thread of its own (``pg_ctl start`` waits up to a
         minute while PostgreSQL recovers from a crash, and meanwhile ``caravan up`` goes on
-        watching the rest); say so if it exited, or did not start again."""
+        watching the rest); say so if it exited, did not start again, or is up again."""
         if self.restarts.start_due(now):
-            self.starting = in_background(self.start)
+            self.starting = in_background(self._start)
             return []
+        back: list[Text] = []
         if self.starting is not None:
             if not self.starting.done():
                 return []
@@ -522,13 +529,20 @@ class Watched:
                     return [said]
                 quiet, self.gone = self.gone, True  # said once, in red; tried again quietly
                 return [] if quiet else [Text(str(failed), "red")]
+            back = [Text(f"{self.name} (pid {self.last_pid}) is up again", "green")]
         if self.restarts.due is not None:
             return []
         pid = self.pid()
         if pid is not None:
             self.last_pid, self.gone = pid, False
-            return []
+            return back
         return [self.restarts.exited(self.name, self.last_pid, "exited", self.log, now)]
+
+    def _start(self) -> None:
+        """Start it, noting the pid it started: one that exits before the next round sees it
+        running is named by its own pid, not the one before it."""
+        self.start()
+        self.last_pid = self.pid() or self.last_pid
 
     def settle(self, deadline: float) -> None:
         """Wait for a start under way to end, until ``deadline`` (``time.monotonic()``), so
@@ -549,6 +563,7 @@ class ServiceProcesses:
     restarts: dict[str, Restarts] = field(default_factory=dict)  # of those that exited
     backoff: tuple[float, float] = field(default_factory=restart_backoff)
     logged: dict[str, int] = field(default_factory=dict)  # each log's size at its last start
+    returning: set[str] = field(default_factory=set)  # started again, not yet said up again
 
     def start(self, names: tuple[str, ...] = SERVICES, instance: int = 1) -> None:
         """Start ``names``; their processes are keyed ``orders``, ``inventory-2`` (instance 2),
@@ -620,13 +635,28 @@ class ServiceProcesses:
                 restarts.due = None  # paused meanwhile: `caravan resume` starts it
             elif restarts.start_due(now):
                 self.start(tuple(key.split("+")))
+                self.returning.add(key)
             elif restarts.due is not None:
                 waiting.update(key.split("+"))
+        said += self._up_again()
         running = set(self.services())
         for group in process_groups(SERVICES, self.processes):
             if not set(group) & (paused | running | waiting):
                 self.start(group)
                 said.append(Text(f"resumed {', '.join(group)}"))
+        return said
+
+    def _up_again(self) -> list[Text]:
+        """A line for each process started again that now serves: its services answer
+        ``/healthz``, as :func:`wait_ready` waits for them at start."""
+        said = []
+        for key in sorted(self.returning):
+            proc = self.procs.get(key)
+            if proc is None or proc.poll() is not None:  # exited again (said), or paused
+                self.returning.discard(key)
+            elif all(answers_healthz(http_ports(self.env)[name]) for name in key.split("+")):
+                self.returning.discard(key)
+                said.append(Text(f"service {key} (pid {proc.pid}) is up again", "green"))
         return said
 
     def stop(self, names: list[str] | None = None, timeout: float = 15.0) -> None:
@@ -779,6 +809,14 @@ def check_ports_free(ports: dict[str, int]) -> None:
         )
 
 
+def answers_healthz(port: int) -> bool:
+    """Whether the service listening on ``port`` answers ``/healthz`` with a 200."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
     """Wait until every started service answers ``/healthz`` (failing early if one died);
     :class:`OperatorError` naming those that did not in ``timeout`` seconds, and their logs."""
@@ -788,11 +826,8 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
     while ports and time.monotonic() < deadline:
         procs.check_alive()
         for name, port in list(ports.items()):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
-                    del ports[name]
-            except httpx.HTTPError:
-                pass
+            if answers_healthz(port):
+                del ports[name]
         time.sleep(0.1)
     if ports:
         logs = ", ".join(str(procs.log_dir / f"{key}.log") for key in procs.hosts(tuple(ports)))

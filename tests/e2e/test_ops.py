@@ -380,7 +380,13 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
         f"{key} started again",
         ready=lambda said: key in caravan.procs.procs,
     )
-    await asyncio.to_thread(system.wait_ready, caravan.procs)
+    back = f"service {key} (pid {caravan.procs.procs[key].pid}) is up again"
+    await until(  # said once it answers /healthz: nothing said the outage ended
+        lambda: asyncio.to_thread(caravan.procs.supervise, set()),
+        f"{back!r}",
+        timeout=60,
+        ready=lambda said: [line.plain for line in said] == [back],
+    )
     req = order()
     await caravan.request(req)
     order_id = await caravan.placed(req.order_ref)

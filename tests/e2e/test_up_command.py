@@ -292,9 +292,9 @@ async def ready(up: subprocess.Popen[bytes], root: Path) -> list[str]:
 async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
     """``kill -9`` of payments five times under the ``caravan up`` run from ``root`` (with a
     backoff of 0.2 s up to 1 s): each time started again, after 0.2, 0.4, 0.8 and 1 s; the
-    fifth said once, in red, and still started again, the rest going on. It used to stop
-    ``caravan up`` and every other service with it (``service payments exited 5 times within a
-    minute``)."""
+    fifth said once, in red, and still started again, the rest going on, then said up again.
+    It used to stop ``caravan up`` and every other service with it (``service payments exited
+    5 times within a minute``)."""
     pids = root / ".cache" / "up.pids"
     log = root / ".cache" / "logs" / "payments.log"
     killed: list[int] = []
@@ -316,6 +316,12 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
         f"payments (pid {again}) to answer /healthz",
         timeout=60,
     )
+    back = f"service payments (pid {again}) is up again"
+    await until(
+        lambda: said(root),
+        lambda seen: f"{back!r} among:\n" + "\n".join(seen),
+        ready=lambda seen: back in seen,
+    )
     assert up.poll() is None, said(root)
     assert answers(UP_HTTP_PORT), "orders went on"
     lines = [line for line in said(root) if "service payments" in line]
@@ -326,6 +332,7 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
             for pid, s in zip(killed, waits, strict=False)
         ),
         f"service payments keeps exiting (5 times within a minute): see {log}; retrying every 1 s",
+        back,  # once it answers /healthz
     ]
 
 
@@ -399,7 +406,8 @@ async def started_again(
     root: Path, name: str, pid: Callable[[], int | None], log: Path, stop: Callable[[], object]
 ) -> None:
     """``stop()`` the process ``name`` of the ``caravan up`` run from ``root``: it says so at
-    once, naming its log, and starts it again (``pid()`` then another)."""
+    once, naming its log, starts it again (``pid()`` then another) and says it is up again
+    once it serves."""
     was = pid()
     assert was is not None, name
     stop()
@@ -409,7 +417,16 @@ async def started_again(
         lambda seen: f"{line!r} among:\n" + "\n".join(seen),
         ready=lambda seen: line in seen,
     )
-    await until(pid, f"{name} started again", timeout=60, ready=lambda now: now not in (None, was))
+    now = await until(
+        pid, f"{name} started again", timeout=60, ready=lambda now: now not in (None, was)
+    )
+    back = f"{name} (pid {now}) is up again"  # once it serves: nothing said the outage ended
+    await until(
+        lambda: said(root),
+        lambda seen: f"{back!r} among:\n" + "\n".join(seen),
+        timeout=60,
+        ready=lambda seen: back in seen,
+    )
 
 
 async def data_folder_gone(root: Path, pg: LocalPostgres) -> None:

@@ -103,13 +103,13 @@ async def run_demo(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs()
     )
-    await consumer.start()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
     )
-    await producer.start()
     outcomes: dict[str, Outcome] = {}
-    try:
+    try:  # both closed, started or not (one that failed to start is still open)
+        await consumer.start()
+        await producer.start()
         partitions = await consumer._client.fetch_all_metadata()
         tps = [
             TopicPartition(Topic.ORDER_EVENTS.value, p)

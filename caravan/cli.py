@@ -680,6 +680,30 @@ def replay(
         raise typer.Exit(2)
 
 
+PLACED_AFTER = (
+    "if it is placed now, its source sees order.placed and then the order's outcome for that"
+    " order_ref after the rejection"
+)
+"""What a redrive of a request rejected for its data brings its source, if placed now."""
+
+
+def _reused_request(mended: bool) -> str:
+    """What a redrive of a request whose order_ref names another order brings: that order
+    stands, so the request is never placed under its order_ref."""
+    said = "its order_ref names another order, which stands: it is never placed under it"
+    if mended:
+        return (
+            f"{said}; the value sent is placed only if it names another order_ref (its source"
+            " then sees order.placed and the order's outcome for that one), else it is"
+            " dead-lettered again and answered order.rejected again"
+        )
+    return (
+        f"{said}: sent as it is, it is dead-lettered again (order_ref_reused) and the same"
+        " order.rejected published again (--value-file with another order_ref places it"
+        " under that one)"
+    )
+
+
 def _unrecorded_dry_run(why: str, *more: str) -> None:
     """Say that a dry run went on without the audit trail, why, and what else it lacked."""
     said = "; ".join((why, *more))
@@ -975,14 +999,16 @@ def dlq_redrive(
         for item in done.sent:
             console.print(f"{verb}: {item}")
     again_unless = "dead-lettered again unless its consumer now takes it (--value-file mends it)"
+    reused = {d.ref for d in letters if d.error == "order_ref_reused"}  # said with its rejection
     for item, code in done.unmended.items():  # a warning: a consumer may take it now
+        if item in reused:
+            continue
         said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
         console.print(f"{said}: {again_unless}", style="yellow")
     for item, request in done.rejected.items():  # allowed: a rejected request made no order
         console.print(
-            f"warning: {item}, the request {request}, was answered order.rejected: if it is"
-            " placed now, its source sees order.placed and then the order's outcome for that"
-            " order_ref after the rejection",
+            f"warning: {item}, the request {request}, was answered order.rejected: "
+            + (_reused_request(value is not None) if item in reused else PLACED_AFTER),
             style="yellow",
         )
     for item, sent in sorted(done.before.items()):

@@ -4,6 +4,7 @@ import contextlib
 import uuid
 from datetime import date
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from shared.messaging.consumer import (
 )
 from shared.topics import Topic
 from tests.e2e.markers import consumed_again, published, read_to_the_end
+from tests.e2e.test_ops import cli
 from tests.harness import System, raw_event, ref
 
 GROUP = "dlq.group"
@@ -222,7 +224,7 @@ async def test_the_same_request_three_times_makes_one_order(caravan: System) -> 
 
 
 async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lettered(
-    caravan: System,
+    caravan: System, tmp_path: Path
 ) -> None:
     """The (source, order_ref) of a placed order with another body (9 peppers, not 2)
     changes nothing, and is answered as invalid data is: an ``order.rejected`` naming the
@@ -282,10 +284,28 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
     await quiet()
     assert (len(rejected()), len(letters()), await counted()) == (2, 2, counted_before + 2)
 
-    bootstrap = caravan.infra.kafka_bootstrap
-    letter = next(d for d in await ops_dlq.read(bootstrap) if d.key == key)
-    done = await ops_dlq.redrive(bootstrap, caravan.infra.database_url, [letter])
-    assert done.sent == [letter.ref]
+    letter = next(d for d in await ops_dlq.read(caravan.infra.kafka_bootstrap) if d.key == key)
+    mended = tmp_path / "mended.json"  # another order_ref: only so is it placed
+    renamed = other.model_copy(update={"order_ref": ref("NEW")})
+    mended.write_bytes(new_event(renamed, source="storefront/test").to_json())
+    dry = await cli(caravan, "dlq", "redrive", letter.ref, "--value-file", str(mended), "--dry-run")
+    assert [line for line in dry.stdout.splitlines() if "warning" in line] == [
+        f"warning: {letter.ref}, the request storefront/test/{req.order_ref}, was answered"
+        " order.rejected: its order_ref names another order, which stands: it is never placed"
+        " under it; the value sent is placed only if it names another order_ref (its source"
+        " then sees order.placed and the order's outcome for that one), else it is"
+        " dead-lettered again and answered order.rejected again"
+    ], dry.stdout
+    done = await cli(caravan, "dlq", "redrive", letter.ref)
+    assert done.returncode == 0 and f"redriven: {letter.ref}" in done.stdout, done.stderr
+    # What the run says comes of it: it said that the request could be placed now.
+    assert [line for line in done.stdout.splitlines() if "warning" in line] == [
+        f"warning: {letter.ref}, the request storefront/test/{req.order_ref}, was answered"
+        " order.rejected: its order_ref names another order, which stands: it is never placed"
+        " under it: sent as it is, it is dead-lettered again (order_ref_reused) and the same"
+        " order.rejected published again (--value-file with another order_ref places it under"
+        " that one)"
+    ], done.stdout
     await caravan.wait_for(letters, count=3)
     await quiet()
     assert (len(rejected()), len(letters()), await counted()) == (3, 3, counted_before + 3)

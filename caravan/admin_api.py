@@ -7,16 +7,17 @@ from typing import Any
 from urllib.parse import quote
 
 from caravan.output import OperatorError
-from shared.api import bearer_headers
+from shared.api import DATABASE_AWAY, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
 
 class ProblemAnswer(OperatorError):
-    """A service's problem answer (a status of 400 or more) to an admin call: exit 1, unless
-    the command makes something else of its ``status`` (a 404 of what it checks for)."""
+    """A service's problem answer (a status of 400 or more) to an admin call: exit 1 (a 503,
+    what the service needs being away, exit 2: a retry may help), unless the command makes
+    something else of its ``status`` (a 404 of what it checks for)."""
 
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+        super().__init__(message, exit_code=2 if status == 503 else 1)
         self.status = status
 
 
@@ -47,9 +48,11 @@ def answer(
 ) -> tuple[int, dict[str, Any]]:
     """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
     by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
-    ``b-1``); an unreachable API or a header that cannot be sent is an :class:`OperatorError`
-    of exit 2, a problem answer a :class:`ProblemAnswer` (exit 1, with the fields at fault, if
-    any, on the lines after it)."""
+    ``b-1``); an unreachable API, a 503 (what it needs is away: its database, for which it
+    says to run the command again once PostgreSQL is back, not its ``Retry-After`` of 1 s) or
+    a header that cannot be sent is an :class:`OperatorError` of exit 2, another problem
+    answer a :class:`ProblemAnswer` (exit 1, with the fields at fault, if any, on the lines
+    after it)."""
     import httpx  # here: every command imports this module, not every command calls
 
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
@@ -66,6 +69,12 @@ def answer(
         body: dict[str, Any] = response.json()
     except ValueError:  # not a problem body: a proxy's page, or a server error
         body = {"title": f"HTTP {response.status_code}", "detail": response.text[:300]}
+    if response.status_code == 503 and body.get("detail") == DATABASE_AWAY:
+        said = (
+            f"the {service} service cannot reach its database (it answered 503): run this"
+            " again once PostgreSQL is back"
+        )
+        raise OperatorError(said + _key_to_retry(headers), exit_code=2)
     if response.status_code >= 400:
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
         for error in body.get("errors", []):  # a 422's fields at fault

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from fastapi.exceptions import RequestValidationError
 
 
+DATABASE_AWAY = "the database is not reachable; retry"
+"""The detail of the 503 a service answers while its database is away (``caravan``'s admin
+commands tell it from other 503s by it)."""
+
+
 def bearer_headers(token: str | None) -> dict[str, str]:
     """The headers a client calls a Caravan API with (none without a token)."""
     return {} if token is None else {"Authorization": f"Bearer {token}"}

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api import field_errors
+from shared.api import DATABASE_AWAY, field_errors
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
@@ -334,7 +334,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         exc,
         extra=retried_fault(exc),
     )
-    return unavailable("Service Unavailable", "the database is not reachable; retry")
+    return unavailable("Service Unavailable", DATABASE_AWAY)
 
 
 def unavailable(title: str, detail: str, retry_after: int = 1) -> JSONResponse:

@@ -603,7 +603,8 @@ async def test_in_a_postgresql_outage_a_token_read_before_still_opens_the_page_a
     is checked against ``auth.tokens``): the page README says is greyed in an outage was
     gone, and every scrape with it (CaravanServiceDown for all five services). A token read
     before keeps its verdict; one never seen gets 503 (it may be valid), never 401; /healthz
-    names PostgreSQL and why (it said "FileNotFoundError"), not where (that is logged). Once
+    names PostgreSQL and why (it said "FileNotFoundError"), not where (that is logged); an
+    admin command says the service cannot reach its database, exit 2. Once
     PostgreSQL is back, a token revoked is refused within the cache's 2 s, as before."""
     tag = uuid.uuid4().hex[:6]
     seen = await caravan.issue_token(f"outage-seen-{tag}", "ops")
@@ -634,6 +635,16 @@ async def test_in_a_postgresql_outage_a_token_read_before_still_opens_the_page_a
             assert health.status_code == 503, health.text
             said = health.json()["checks"]["database"]
             assert said == f"cannot reach PostgreSQL ({why})", (service, said)  # not where
+        # An admin command through a service's API: a part of the system away, exit 2, to be
+        # run again once PostgreSQL is back (it said "try again in 1 s" and exited 1).
+        stuck = await cli(caravan, "stuck", CARAVAN_TOKEN=seen)
+        assert (stuck.returncode, stuck.stderr.splitlines()) == (
+            2,
+            [
+                "the orders service cannot reach its database (it answered 503): run this"
+                " again once PostgreSQL is back"
+            ],
+        ), stuck.stdout
     finally:
         await asyncio.to_thread(pg.start)
         await caravan.engine.dispose()  # the test's own pooled connections died with it

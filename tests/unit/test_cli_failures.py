@@ -27,6 +27,7 @@ from caravan.output import OperatorError
 from services import SERVICES
 from services.inventory.handlers import LotTaken
 from shared import settings
+from shared.api import DATABASE_AWAY
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -919,6 +920,44 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
         "try again in 52 s: the payments API refuses this address that long after too many"
         " failed token attempts from it (each service counts its own)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("detail", "said"),
+    [
+        (
+            DATABASE_AWAY,  # what a service answers while its database is away
+            [
+                "the payments service cannot reach its database (it answered 503): run this"
+                " again once PostgreSQL is back",
+                "it may have been applied: retry with --key k-1 (applied once)",
+            ],
+        ),
+        (
+            "the order API answered 500: push again later",
+            [
+                "Service Unavailable: the order API answered 500: push again later",
+                "try again in 30 s",
+                "it may have been applied: retry with --key k-1 (applied once)",
+            ],
+        ),
+    ],
+)
+def test_a_503_is_a_part_of_the_system_away_exit_2(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, detail: str, said: list[str]
+) -> None:
+    """A service's database away (its 503) was said "Service Unavailable: the database is not
+    reachable; retry" and "try again in 1 s" (its Retry-After, for programs), exit 1, a
+    refusal's: docs/commands.md gives exit 2 to a part of the system a command cannot
+    reach, which a retry may mend."""
+    problem = {"title": "Service Unavailable", "detail": detail}
+    wait = "1" if detail == DATABASE_AWAY else "30"
+    answered = httpx.Response(503, json=problem, headers={"Retry-After": wait})
+    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    url = ("--url", "http://127.0.0.1:1")
+    code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "k-1", *url)
+    assert (code, out, err.splitlines()) == (2, "", said)
 
 
 @pytest.mark.parametrize("origin", ["CARAVAN_TOKEN", "CARAVAN_TOKEN_FILE", "dev-token", "none"])

@@ -10,12 +10,12 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from caravan.demo import run_demo
-from tests.unit.test_cli_unreachable import closed_port
+from tests.harness import free_port
 from tests.unit.test_demo_seed import seed
 
 
 def test_the_demo_that_cannot_reach_kafka_closes_the_clients_it_made() -> None:
-    bootstrap = f"127.0.0.1:{closed_port()}"
+    bootstrap = f"127.0.0.1:{free_port()}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(KafkaConnectionError):

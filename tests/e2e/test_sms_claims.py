@@ -72,17 +72,16 @@ async def queued(uow: UnitOfWork, due: datetime) -> str:
 
 
 async def row_and_events(uow: UnitOfWork, sms_id: str) -> tuple[Any, list[Any]]:
-    """The text's row, and every event the service put in its outbox for notifications."""
+    """The text's row, and every event the service put in its outbox for notifications, in
+    the order they were put there (a table read without ORDER BY has none)."""
     async with uow.db.engine.connect() as conn:
         row = (await conn.execute(select(sms).where(sms.c.sms_id == sms_id))).one()
-        emitted = [
-            orjson.loads(value)
-            for value in (
-                await conn.execute(
-                    select(outbox.c.value).where(outbox.c.topic == Topic.NOTIFICATION_EVENTS.value)
-                )
-            ).scalars()
-        ]
+        written = (
+            select(outbox.c.value)
+            .where(outbox.c.topic == Topic.NOTIFICATION_EVENTS.value)
+            .order_by(outbox.c.id)
+        )
+        emitted = [orjson.loads(value) for value in (await conn.execute(written)).scalars()]
     return row, emitted
 
 

@@ -336,8 +336,8 @@ async def redrive(
             producer = AIOKafkaProducer(
                 bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
             )
-            await producer.start()
-            try:
+            try:  # closed, started or not (one that failed to start is still open)
+                await producer.start()
                 for d in todo:
                     headers = [(REDRIVEN_FROM, d.ref.encode())]
                     if "dlq.group" in d.headers:

@@ -11,6 +11,7 @@ while it is being stopped: its own stop, once begun, returns at once."""
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -19,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Column, Integer, MetaData, Table
 
+from caravan.ops import record
+from caravan.ops.dlq import DeadLetter, redrive
 from shared.db import Database
 from shared.messaging import kafka_admin
 from shared.messaging.relay import OutboxRelay
@@ -111,3 +114,20 @@ async def test_a_producer_being_replaced_when_the_service_stops_is_closed() -> N
     flushed.set()
     await relay.stop()  # as the service does once the relay's task is done
     assert [p.connected for p in made] == [False] * len(made)
+
+
+async def test_a_redrive_stopped_while_its_producer_starts_closes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan dlq redrive`` started its producer outside the ``try`` that stops it: one
+    whose start failed (Kafka away) or was cancelled (Ctrl-C) was left open."""
+
+    async def recordable(database_url: str | None) -> None:
+        return None  # the audit trail would take it: the redrive goes on to send
+
+    monkeypatch.setattr(record, "unrecordable", recordable)
+    letter = DeadLetter("orders.requests.v1.dlq", 0, 7, datetime.now(UTC), None, b"{}", {})
+    client = await cancelled_while_starting(
+        monkeypatch, AIOKafkaProducer, lambda: redrive(NOWHERE, None, [letter], again=True)
+    )
+    assert client._closed

@@ -327,6 +327,21 @@ def retried(fault: str) -> dict[str, str]:
 FAULTS = Faults()
 
 
+def answers_again(logger: logging.Logger, fault: str, what: str) -> None:
+    """``what`` (PostgreSQL at its address, the payment gateway) answered: its ``fault``, if
+    it had been met, is over (:meth:`Faults.over`: the next is said at once), and that is said
+    in one info line, with how long it lasted and how many of its warnings were not logged."""
+    spell = FAULTS.over(fault)
+    if spell is not None:
+        logger.info(
+            "%s answers again, %.0f s after it was first found away"
+            " (%d warnings of it not logged since the last that was)",
+            what,
+            FAULTS.clock() - spell.began,
+            spell.held,
+        )
+
+
 def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, instance))

@@ -63,7 +63,7 @@ from services.payments.handlers import (
 )
 from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
-from shared.logs import working_for
+from shared.logs import answers_again, retried, working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Position, newest_first, page
 from shared.status_gauge import StatusGauge, in_statuses
@@ -361,6 +361,13 @@ async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: f
         await _perform(uow, gateway, work, retry)
 
 
+GATEWAY_AWAY = "payment gateway away"
+"""The prepaid loop's retried fault (:class:`GatewayUnavailable`, whatever its words): one
+outage for every order that meets it, said once, then at most once a minute while it lasts
+(the first line names its order; each row keeps its attempts), over when the gateway answers
+a call again."""
+
+
 async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
     try:
         if work.status == "charging":
@@ -369,16 +376,19 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
             await gateway.void(work.order_id)
     except GatewayUnavailable as exc:
         delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
-        log.warning("gateway: %s for order %s; retrying in %.1fs", exc, work.order_id, delay)
+        said = "gateway: %s for order %s; retrying in %.1fs"
+        log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
         async with uow.begin() as tx:
             await retry_later(tx, work, delay)
         return
     except VoidRefused as exc:
+        answers_again(log, GATEWAY_AWAY, "the payment gateway")
         async with uow.begin() as tx:
             refused = await record_void_refused(tx, work, str(exc))
         if refused:
             VOID_REFUSED.inc()
         return
+    answers_again(log, GATEWAY_AWAY, "the payment gateway")
     async with uow.begin() as tx:
         if work.status == "charging":
             await record_charge(tx, work, result)

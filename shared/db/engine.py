@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from shared.logs import FAULTS, retried
+from shared.logs import answers_again, retried
 from shared.settings import Settings, asyncpg_url, get_settings
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,7 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
 
 def _answers(engine: AsyncEngine) -> Callable[..., None]:
     def connected(connection: Any, record: Any) -> None:
-        spell = FAULTS.over(AWAY)
-        if spell is not None:
-            log.info(
-                "PostgreSQL at %s answers again, %.0f s after it was first found away"
-                " (%d warnings of it not logged since the last that was)",
-                address(engine),
-                FAULTS.clock() - spell.began,
-                spell.held,
-            )
+        answers_again(log, AWAY, f"PostgreSQL at {address(engine)}")
 
     return connected
 

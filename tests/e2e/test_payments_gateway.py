@@ -97,9 +97,17 @@ async def test_a_gateway_timeout_is_retried_with_the_same_key_and_charges_once(
     # The first request is charged, but answered after the client gave up (1 s).
     rule = {"mode": "timeout", "times": 1, "delay_seconds": 3}
     assert (await gateway.put(f"/behaviour/{who}", json=rule)).status_code == 200
+    log = caravan.procs.log_dir / "payments.log"
+    logged_before = log.stat().st_size
     done = await run(caravan, order(who, {"PAY-BOX": 2}, method="prepaid"))
     assert done.type == "order.confirmed" and done.data["total_fen"] == 7_000
     order_id = done.data["order_id"]
+    # The gateway away is one warning naming the order, ended in one line once it answers.
+    written = log.read_bytes()[logged_before:].splitlines()
+    said = [json.loads(line)["message"] for line in written if line.startswith(b"{")]
+    retried = [i for i, line in enumerate(said) if f"for order {order_id}; retrying" in line]
+    again = [i for i, line in enumerate(said) if line.startswith("the payment gateway answers")]
+    assert retried and again and retried[0] < again[0], said
     seen = await charges(gateway, order_id)
     assert len(seen["charges"]) == 1 and seen["charges"][0]["amount_fen"] == 7_000
     assert seen["requests"][order_id] >= 2  # the timeout was retried

@@ -18,11 +18,11 @@ from services.notifications import dispatch
 from services.notifications.adapters.gateway import GatewayError
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from services.payments import prepaid
-from services.payments.adapters.gateway import GatewayUnavailable
+from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 from services.platform import callbacks
 from services.platform.adapters.platform_api import PlatformUnavailable
 from services.platform.domain.delivery import Backoff
-from shared.logs import JsonFormatter
+from shared.logs import FAULTS, JsonFormatter
 
 
 class Lines(logging.Handler):
@@ -90,6 +90,73 @@ async def test_the_prepaid_gateways_retry_names_the_order(lines: Lines) -> None:
     work = prepaid.Work("o-prepaid", "charging", "b-1", 12_500, attempts=1)
     await prepaid.perform(FakeUow(), Down(), work, retry=1.0)  # type: ignore[arg-type]
     assert about(lines, "retrying in") == ["o-prepaid"]
+
+
+class Gone:
+    """A fenced update's answer: no row was updated (the payment moved on)."""
+
+    def first(self) -> None:
+        return None
+
+
+class GoneUow:
+    """A unit of work whose updates find no row: an answer recorded as ignored."""
+
+    @asynccontextmanager
+    async def begin(self, cause: Any = None) -> AsyncIterator[Any]:
+        class Connection:
+            async def execute(self, statement: Any, *args: Any) -> Gone:
+                return Gone()
+
+        yield SimpleNamespace(conn=Connection())
+
+
+async def test_a_payment_gateway_outage_is_one_warning_then_a_line_when_it_answers(
+    lines: Lines,
+) -> None:
+    """The gateway away, each order's call retried logged a warning (hundreds a minute in an
+    outage, where docs/operations.md says a retried fault is one warning, then one a minute):
+    now the first, naming its order, then none until a minute passes; a call answered ends
+    the outage in one line, and the next outage is said at once."""
+    up = False
+
+    class Gateway:
+        async def charge(self, key: str, amount_fen: int, buyer_id: str) -> Any:
+            if not up:
+                raise GatewayUnavailable(f"HTTP 503 for {key}")
+            return ChargeResult("approved", charge_id=f"c-{key}")
+
+    async def charge(order_id: str) -> None:
+        work = prepaid.Work(order_id, "charging", "b-1", 100, attempts=1)
+        uow = GoneUow() if up else FakeUow()
+        await prepaid.perform(uow, Gateway(), work, retry=1.0)  # type: ignore[arg-type]
+
+    lines.addFilter(FAULTS)  # as the service's handler has it (configure_logging)
+    try:
+        for n in range(20):
+            await charge(f"o-{n}")
+        up = True
+        await charge("o-up")
+        up = False
+        await charge("o-again")
+    finally:
+        lines.removeFilter(FAULTS)
+        FAULTS.over(prepaid.GATEWAY_AWAY)
+    said = [(entry["level"], entry["message"]) for entry in lines.entries]
+    assert said == [
+        ("warning", "gateway: HTTP 503 for o-0 for order o-0; retrying in 1.0s"),
+        (
+            "info",
+            "the payment gateway answers again, 0 s after it was first found away"
+            " (19 warnings of it not logged since the last that was)",
+        ),
+        (
+            "info",
+            "order o-up is no longer charging; gateway answer"
+            " ChargeResult(status='approved', charge_id='c-o-up', reason=None) ignored",
+        ),
+        ("warning", "gateway: HTTP 503 for o-again for order o-again; retrying in 1.0s"),
+    ], said
 
 
 async def test_a_text_that_failed_names_its_order(lines: Lines) -> None:

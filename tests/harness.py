@@ -253,6 +253,16 @@ class System:
             lambda: self.scalar(waiting, t=f"%{table}%"), what, 30, ready=lambda n: n >= count
         )
 
+    async def beside(self, table: str, other: Awaitable[T]) -> tuple[asyncio.Task[T], bool]:
+        """Start ``other`` (a claim) while the caller holds its own claim's transaction open:
+        its task, and whether it finished without waiting for a lock on ``table``
+        (:meth:`lock_waiters`), which tells the two apart by the lock, not by timing."""
+        task = asyncio.ensure_future(other)
+        waiting = asyncio.create_task(self.lock_waiters(table, f"a claim waiting on {table}"))
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        return task, task.done()
+
     @contextlib.asynccontextmanager
     async def operations_page(self, port: int, *args: str) -> AsyncIterator[str]:
         """``caravan dashboard`` on ``port`` with the services' environment (and the session's

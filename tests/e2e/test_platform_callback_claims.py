@@ -1,15 +1,17 @@
 """Which platform adapter instance calls a platform back, against the real platform schema:
 one without the app in its settings leaves the callback to one that has it; a claim that
-lapsed unrecorded is claimed again; the last attempt refused fails the callback."""
+lapsed unrecorded is claimed again; two instances claiming at once never both claim one;
+the last attempt refused fails the callback."""
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, insert, select
 
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import callbacks
-from services.platform.callbacks import CallbackPolicy, deliver_once
+from services.platform.callbacks import CallbackPolicy, claim_due, deliver_once
 from services.platform.domain.delivery import Backoff
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
@@ -94,3 +96,29 @@ async def test_a_callback_refused_at_its_last_attempt_is_failed_for_operations(
         event_id = await callback_of(uow, app, attempts=POLICY.backoff.max_attempts - 1)
         assert await deliver_once(uow, PlatformApi({app: THE_APP}, timeout=2), POLICY) == 1
         assert await status_of(uow, event_id) == ("failed", POLICY.backoff.max_attempts)
+
+
+async def test_a_callback_one_instance_is_claiming_is_passed_over_by_another_at_once(
+    caravan: System,
+) -> None:
+    """Two adapter instances claiming at once: the callback the first is claiming (its claim
+    not yet committed) is skipped by the second, not claimed by it too once the first
+    commits: claimed twice, the platform would be called twice for it and the first
+    claim's answer dropped as stale. Nor does it wait for the first to commit (which, the
+    row no longer due then, hands it fewer callbacks than are due, none here)."""
+    app = f"{APP}-at-once"
+    leased = replace(POLICY, lease_seconds=60, batch=1)  # not due again once claimed
+    async with caravan.alone("platform") as uow:
+        event_id = await callback_of(uow, app)
+
+        async def other_claim() -> list[str]:
+            async with uow.begin() as tx:
+                return [r.event_id for r in await claim_due(tx, leased, [app])]
+
+        async with uow.begin() as tx:
+            first = [r.event_id for r in await claim_due(tx, leased, [app])]
+            second, without_waiting = await caravan.beside("callbacks", other_claim())
+        assert first == [event_id]
+        assert await second == []
+        assert without_waiting, "the other claim waited for the first's lock"
+        assert await status_of(uow, event_id) == ("sending", 1)

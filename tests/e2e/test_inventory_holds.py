@@ -1,12 +1,18 @@
 """Holds that are never paid for: with payments stopped, a hold expires (``stock.expired``,
 the order ends ``expired``, the stock comes back) and is reported once however long it stays
-held, and stock released into a lot that expired meanwhile is recorded as spoiled."""
+held (by two instances sweeping at once too), and stock released into a lot that expired
+meanwhile is recorded as spoiled."""
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import insert, select
 
 import caravan.system as system
+from services.inventory.adapters.tables import outbox, reservations
+from services.inventory.handlers import report_overdue_holds
 from shared import days
 from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderCancelled, OrderRequested
@@ -290,3 +296,36 @@ async def test_the_hold_of_an_order_whose_end_inventory_dead_lettered_is_release
 
 
 HELD_ENDS = "caravan_orders_ends_held_total"
+
+
+async def test_a_hold_one_instance_is_reporting_is_passed_over_by_another_at_once(
+    caravan: System,
+) -> None:
+    """Two inventory instances sweeping at once: the overdue hold the first is reporting (its
+    sweep not yet committed) is skipped by the second, not reported by it too once the first
+    commits (a second ``stock.expired``: orders would end the order's saga over again). Nor
+    does the second wait for the first to commit."""
+    order_id = str(uuid.uuid4())
+    hold = timedelta(minutes=15)
+    async with caravan.alone("inventory") as uow:
+        async with uow.begin() as tx:
+            # Older than any other hold, so that a sweep of one reports it first.
+            old = datetime.now(UTC) - timedelta(days=3650)
+            await tx.conn.execute(
+                insert(reservations).values(order_id=order_id, status="reserved", created_at=old)
+            )
+
+        async def other_sweep() -> int:
+            async with uow.begin() as tx:
+                return await report_overdue_holds(tx, hold, limit=1)
+
+        async with uow.begin() as tx:
+            assert await report_overdue_holds(tx, hold, limit=1) == 1
+            second, without_waiting = await caravan.beside("reservations", other_sweep())
+        await second
+        async with uow.db.engine.connect() as conn:
+            written = select(outbox.c.value).where(outbox.c.topic == Topic.INVENTORY_EVENTS.value)
+            values = (await conn.execute(written)).scalars()
+    told = [e["type"] for e in map(orjson.loads, values) if e["data"].get("order_id") == order_id]
+    assert told == ["stock.expired"]
+    assert without_waiting, "the other sweep waited for the first's lock"

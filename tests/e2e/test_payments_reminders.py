@@ -179,7 +179,10 @@ async def test_the_sweep_passes_over_an_instalment_a_repayment_is_paying(
         await repaying.execute(  # as lending.repay does, not committed yet
             update(instalments).where(instalments.c.loan_id == "being-repaid").values(paid_fen=100)
         )
-        page = (await sweep.execute(due_instalments(TODAY, 3, limit=10))).all()
+        # Bounded: a sweep that waited for the lock (SKIP LOCKED lost) would wait for ever on
+        # a transaction this test holds open: a timeout fails it rather than hanging the run.
+        async with asyncio.timeout(30):
+            page = (await sweep.execute(due_instalments(TODAY, 3, limit=10))).all()
         assert [row.loan_id for row in page] == ["other"]
         await sweep.rollback()
         await repaying.commit()
@@ -201,7 +204,10 @@ async def test_the_sweep_passes_over_the_instalments_of_a_loan_being_voided(
     async with engine.connect() as voiding, engine.connect() as sweep:
         tx = Tx(conn=voiding, source="caravan/payments", outbox=outbox, inbox=inbox)
         await void_loan(tx, "order-being-voided", "being-voided")  # not committed yet
-        page = (await sweep.execute(due_instalments(TODAY, 3, limit=10))).all()
+        # Bounded: a sweep that waited for the lock (SKIP LOCKED lost) would wait for ever on
+        # a transaction this test holds open: a timeout fails it rather than hanging the run.
+        async with asyncio.timeout(30):
+            page = (await sweep.execute(due_instalments(TODAY, 3, limit=10))).all()
         assert [row.loan_id for row in page] == ["other"]
         await sweep.rollback()
         await tx.flush()

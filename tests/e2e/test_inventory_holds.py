@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import insert, select
 
 import caravan.system as system
+from services.inventory.adapters.repository import StockRepository
 from services.inventory.adapters.tables import outbox, reservations
 from services.inventory.handlers import report_overdue_holds
 from shared import days
@@ -329,3 +330,27 @@ async def test_a_hold_one_instance_is_reporting_is_passed_over_by_another_at_onc
     told = [e["type"] for e in map(orjson.loads, values) if e["data"].get("order_id") == order_id]
     assert told == ["stock.expired"]
     assert without_waiting, "the other sweep waited for the first's lock"
+
+
+async def test_a_hold_marked_reported_again_keeps_the_time_of_its_first_report(
+    caravan: System,
+) -> None:
+    """Marking a hold reported leaves one already reported as it was: the time its report
+    went is kept. (The sweep marks only the holds it has just found unreported and locked, so
+    it never marks one twice; a second mark overwrote the time of the report with its own.)"""
+    order_id = str(uuid.uuid4())
+    first = datetime.now(UTC) - timedelta(days=2)
+    async with caravan.alone("inventory") as uow:
+        async with uow.begin() as tx:
+            await tx.conn.execute(
+                insert(reservations).values(
+                    order_id=order_id, status="reserved", expiry_notified_at=first
+                )
+            )
+        async with uow.begin() as tx:
+            await StockRepository(tx).mark_expiry_notified([order_id])
+        async with uow.db.engine.connect() as conn:
+            noticed = select(reservations.c.expiry_notified_at).where(
+                reservations.c.order_id == order_id
+            )
+            assert await conn.scalar(noticed) == first

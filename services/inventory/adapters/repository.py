@@ -320,9 +320,13 @@ class StockRepository:
         return [(r.order_id, r.trace_headers) for r in rows]
 
     async def mark_expiry_notified(self, order_ids: list[str]) -> None:
+        """Mark these holds reported now; one reported already keeps the time it was."""
         await self.conn.execute(
             update(reservations)
-            .where(reservations.c.order_id.in_(order_ids))
+            .where(
+                reservations.c.order_id.in_(order_ids),
+                reservations.c.expiry_notified_at.is_(None),
+            )
             .values(expiry_notified_at=func.now())
         )
 

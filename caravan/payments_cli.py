@@ -163,7 +163,8 @@ def list_payments(
 ) -> None:
     """List the payments of a status, the last changed first (`GET /payments`, with a token
     with the scope ops): order id above buyer, method, fen, what is owed back above the
-    refund's reference, and when the payment last changed."""
+    refund's reference, when the payment last changed, and the last error its gateway
+    calls met (kept once the gateway answers: the orders an outage held up)."""
     found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
     table = output.table(
         PAYMENT,
@@ -171,6 +172,7 @@ def list_payments(
         "fen",
         OWED,
         "changed",
+        "last error",
         title=f"the last changed {len(found)} {status} payment(s): more with a higher --limit"
         if more
         else f"{len(found)} {status} payment(s)",
@@ -184,5 +186,6 @@ def list_payments(
             "" if p["amount_fen"] is None else str(p["amount_fen"]),
             f"{p['refund_owed_fen'] or ''}\n{p['refund_reference'] or ''}",
             output.at(p["updated_at"]),
+            output.Clipped(p["last_error"] or ""),
         )
     output.show(table)

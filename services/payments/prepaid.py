@@ -16,8 +16,9 @@ Each step is its own short transaction; the gateway call happens between two of 
    ledger, the payables ``owed``, ``payment.authorized``; declined (or the charge refused
    with a 4xx) → ``declined``, ``payment.declined`` (``payment_failed``). No answer, or
    none to be sure of (timeout, refused connection, 5xx, 429, an answer that is not the
-   gateway's JSON: :mod:`.adapters.gateway_http`) → the row stays as it is and
-   ``next_attempt_at`` moves a backoff ahead: the call is retried with the same key.
+   gateway's JSON: :mod:`.adapters.gateway_http`) → the row keeps its status, the error
+   is kept (``last_error``, left once the gateway answers: which orders an outage held up)
+   and ``next_attempt_at`` moves a backoff ahead: the call is retried with the same key.
 
 A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
 runs out any instance claims it again and repeats the call with the same key, which the
@@ -232,6 +233,7 @@ SHOWN = (
     payments.c.amount_fen,
     payments.c.loan_id,
     payments.c.attempts,
+    payments.c.last_error,  # the last its gateway calls met, kept once answered
     payments.c.collected_by,  # the platform app that took the money
     payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
     payments.c.gateway_refusal,  # ... and the gateway's refusal
@@ -345,11 +347,12 @@ async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> R
     return Refund(before, after)
 
 
-async def retry_later(tx: Tx, work: Work, delay_seconds: float) -> None:
+async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: str) -> None:
+    """The call met ``error`` (no answer to be sure of): kept, and asked again in a while."""
     await tx.conn.execute(
         update(payments)
         .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
-        .values(next_attempt_at=func.now() + timedelta(seconds=delay_seconds))
+        .values(next_attempt_at=func.now() + timedelta(seconds=delay_seconds), last_error=error)
     )
 
 
@@ -364,8 +367,8 @@ async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: f
 GATEWAY_AWAY = "payment gateway away"
 """The prepaid loop's retried fault (:class:`GatewayUnavailable`, whatever its words): one
 outage for every order that meets it, said once, then at most once a minute while it lasts
-(the first line names its order; each row keeps its attempts), over when the gateway answers
-a call again."""
+(the first line names its order; each row keeps its attempts and ``last_error``), over when
+the gateway answers a call again."""
 
 
 async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
@@ -379,7 +382,7 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
         said = "gateway: %s for order %s; retrying in %.1fs"
         log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
         async with uow.begin() as tx:
-            await retry_later(tx, work, delay)
+            await retry_later(tx, work, delay, str(exc))
         return
     except VoidRefused as exc:
         answers_again(log, GATEWAY_AWAY, "the payment gateway")

@@ -117,6 +117,17 @@ async def test_a_gateway_timeout_is_retried_with_the_same_key_and_charges_once(
         )
         >= 2
     )
+    # The error it met is kept once the gateway answered, and shown to operators: which
+    # orders an outage held up, beyond the one its first warning named.
+    async with caravan.api("payments") as admin:
+        shown = (await admin.get(f"/orders/{order_id}/payment")).json()
+    assert (shown["status"], shown["last_error"]) == ("authorized", "/charges: ReadTimeout")
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+    listed = await caravan_cli(
+        caravan, "payments", "list", "--status", "authorized", "--limit", "1", "--url", url
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert order_id in listed.stdout and "/charges: ReadTimeout" in listed.stdout, listed.stdout
     ledger = await caravan.sql(
         "select account, amount_fen from payments.ledger_entries where order_id = :o"
         " order by account",

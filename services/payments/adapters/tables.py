@@ -61,6 +61,10 @@ payments = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("gateway_ref", Text, nullable=True),
+    # The last error its gateway calls met (a timeout, a refused connection, a 5xx, an answer
+    # not the gateway's: each retried), kept once the gateway answers: which orders an
+    # outage held up (migration 0018; NULL for those that met none, or before it).
+    Column("last_error", Text, nullable=True),
     # A void the gateway refused for good (``void_refused``): the charge stands, and what the
     # buyer paid is owed back to them, by hand; the gateway's answer, as it gave it.
     Column("refund_owed_fen", BigInteger, nullable=True),

@@ -11,7 +11,8 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   409 for the same key with another delta). Without one, every call is applied.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
-- ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id; a
+- ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id, the
+  gateway calls' attempts and the last error they met, kept once answered; a
   ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a ``refunded`` one's
   ``refund_reference`` and ``refunded_at`` too).
 - ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``

@@ -260,9 +260,10 @@ LISTED_KEY = (payments.c.updated_at, payments.c.order_id)  # read newest first
 def listed(status: str, start: Position | None, limit: int) -> Select[Any]:
     """The statement of :func:`payments_of`: ``limit`` and one more payments, newest first.
     The status is written into the SQL, so that a partial index holding it serves:
-    ``payments_refunds_by_hand`` (``void_refused``, ``refunded``) reads a page in order from
-    the index; ``payments_gateway_due`` (:data:`IN_FLIGHT`) and ``payments_awaiting_platform``
-    read the few rows of their status, sorted; any other status is a scan of every payment."""
+    ``payments_refunds_by_hand`` (``void_refused``, ``refunded``) and
+    ``payments_status_changed`` (every other status but these) read a page in order from the
+    index; ``payments_gateway_due`` (:data:`IN_FLIGHT`) and ``payments_awaiting_platform``
+    read the few rows of their status, sorted."""
     where = in_statuses(payments.c.status, [status])
     return newest_first(select(*LISTED).where(where), LISTED_KEY, start, limit)
 

@@ -1,10 +1,10 @@
 """The payments owed back to their buyers (``void_refused``) and those refunded by hand are
-counted for the alert's gauge, and listed for operators (``GET /payments?status=``), through
-an index on a database of many payments, not by a scan of every payment: the table keeps
-every payment ever made."""
+counted for the alert's gauge, and the payments of any status listed for operators (``GET
+/payments?status=``, ``caravan payments list``), through an index on a database of many
+payments, not by a scan of every payment: the table keeps every payment ever made."""
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -45,7 +45,7 @@ FILL = text(
 )
 
 
-async def test_payments_refunded_by_hand_are_counted_and_listed_through_an_index(
+async def test_payments_refunded_by_hand_are_counted_and_any_status_listed_through_an_index(
     infrastructure: system.Infrastructure,
 ) -> None:
     async with orders_tables(infrastructure, "payments") as db:
@@ -60,16 +60,29 @@ async def test_payments_refunded_by_hand_are_counted_and_listed_through_an_index
                 "refunded": listed("refunded", None, 5),
                 "refunded after a page": listed("refunded", after, 5),
             }
+            # The statuses most payments end in (and those before any charge): a page read in
+            # order from payments_status_changed, not every payment of the status sorted.
+            by_status: dict[str, Any] = {
+                status: listed(status, None, 20)
+                for status in ("authorized", "declined", "voided", "pending", "cancelled")
+            }
+            later = (datetime.now(UTC) - timedelta(days=5), "8")
+            by_status["declined after a page"] = listed("declined", later, 20)
             other: dict[str, Any] = {
                 "charging": listed("charging", None, 20),
                 "awaiting": listed("awaiting", None, 20),
                 "the gauge": payments_by_status(db.engine).count_live(),
             }
-            plans = {what: await plan_of(conn, q) for what, q in (by_hand | other).items()}
+            asked = by_hand | by_status | other
+            plans = {what: await plan_of(conn, q) for what, q in asked.items()}
     for what, (nodes, blocks) in plans.items():
         assert not any(n.startswith("Seq Scan") for n in nodes), (what, nodes)
         assert blocks < 50, (what, nodes, blocks)
-    for what in by_hand:  # a page read in order from the index: nothing sorted
-        nodes, _ = plans[what]
-        assert any("payments_refunds_by_hand" in n for n in nodes), (what, nodes)
-        assert not any(n.startswith("Sort") for n in nodes), (what, nodes)
+    for lists, index in (
+        (by_hand, "payments_refunds_by_hand"),
+        (by_status, "payments_status_changed"),
+    ):
+        for what in lists:  # a page read in order from the index: nothing sorted
+            nodes, _ = plans[what]
+            assert any(index in n for n in nodes), (what, nodes)
+            assert not any(n.startswith("Sort") for n in nodes), (what, nodes)

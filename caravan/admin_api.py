@@ -10,14 +10,20 @@ from caravan.output import OperatorError
 from shared.api import DATABASE_AWAY, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
+AWAY = frozenset({502, 503, 504})
+"""The answers of a part of the system away, which a retry may mend: the service's 503 (what
+it needs is away), a gateway's 502 (the service behind it is) or 504 (it did not answer in
+time), as docs/commands.md gives exit 2 to a part of the system a command cannot reach."""
+
 
 class ProblemAnswer(OperatorError):
-    """A service's problem answer (a status of 400 or more) to an admin call: exit 1 (a 503,
-    what the service needs being away, exit 2: a retry may help), unless the command makes
-    something else of its ``status`` (a 404 of what it checks for)."""
+    """A service's problem answer (a status of 400 or more) to an admin call: exit 1, its
+    refusal (a 4xx) or its failure (a 500), or exit 2 where a part of the system is away
+    (:data:`AWAY`: a retry may help); unless the command makes something else of its
+    ``status`` (a 404 of what it checks for)."""
 
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message, exit_code=2 if status == 503 else 1)
+        super().__init__(message, exit_code=2 if status in AWAY else 1)
         self.status = status
 
 
@@ -48,11 +54,10 @@ def answer(
 ) -> tuple[int, dict[str, Any]]:
     """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
     by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
-    ``b-1``); an unreachable API, a 503 (what it needs is away: its database, for which it
-    says to run the command again once PostgreSQL is back, not its ``Retry-After`` of 1 s) or
-    a header that cannot be sent is an :class:`OperatorError` of exit 2, another problem
-    answer a :class:`ProblemAnswer` (exit 1, with the fields at fault, if any, on the lines
-    after it)."""
+    ``b-1``); an unreachable API, a 503 of its database away (for which it says to run the
+    command again once PostgreSQL is back, not its ``Retry-After`` of 1 s) or a header that
+    cannot be sent is an :class:`OperatorError` of exit 2, another problem answer a
+    :class:`ProblemAnswer` (with the fields at fault, if any, on the lines after it)."""
     import httpx  # here: every command imports this module, not every command calls
 
     headers = {**auth_headers(), **kwargs.pop("headers", {})}

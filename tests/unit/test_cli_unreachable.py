@@ -134,16 +134,23 @@ def test_a_postgresql_host_that_does_not_resolve_is_one_line_and_exit_2() -> Non
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
 
 
-def test_an_answer_that_is_not_json_is_one_line_and_exit_1() -> None:
+@pytest.mark.parametrize(("status", "exit_code"), [(502, 2), (504, 2), (500, 1)])
+def test_an_answer_that_is_not_json_is_one_line_exit_2_from_a_gateway_saying_away(
+    status: int, exit_code: int
+) -> None:
     """A proxy's error page or a bare 500 (not a problem body) is shown as what it is; it was
-    a JSONDecodeError traceback."""
+    a JSONDecodeError traceback. A gateway's 502 (the service behind it away) or 504 (it did
+    not answer in time) is exit 2, as no answer at all and the service's own 503 are (a part
+    of the system away: docs/commands.md); it was exit 1, a refusal's. A 500, the service's
+    own failure, is exit 1."""
+    page = f"<html>{http.HTTPStatus(status).phrase}</html>".encode()
 
     class Plain(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(502)
+            self.send_response(status)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
-            self.wfile.write(b"<html>Bad Gateway</html>")
+            self.wfile.write(page)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -156,8 +163,8 @@ def test_an_answer_that_is_not_json_is_one_line_and_exit_1() -> None:
         done = caravan("payments", "credit-show", "b-1", "--url", url)
     finally:
         server.shutdown()
-    assert done.returncode == 1, done.stderr
-    assert "HTTP 502: <html>Bad Gateway</html>" in done.stderr
+    assert done.returncode == exit_code, done.stderr
+    assert f"HTTP {status}: {page.decode()}" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
 

@@ -654,7 +654,7 @@ class ServiceProcesses:
             proc = self.procs.get(key)
             if proc is None or proc.poll() is not None:  # exited again (said), or paused
                 self.returning.discard(key)
-            elif all(answers_healthz(http_ports(self.env)[name]) for name in key.split("+")):
+            elif all(answers(http_ports(self.env)[name]) for name in key.split("+")):
                 self.returning.discard(key)
                 said.append(Text(f"service {key} (pid {proc.pid}) is up again", "green"))
         return said
@@ -692,6 +692,7 @@ class OperationsPage:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start it (returning at once: :meth:`start_serving` waits until it serves)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -703,6 +704,23 @@ class OperationsPage:
                 stderr=subprocess.STDOUT,
             )
 
+    def start_serving(self, timeout: float = 60.0) -> None:
+        """Start it and wait until it serves (answers its sign-in page, which takes no token),
+        as a service started again is said up again once it answers ``/healthz``: an
+        :class:`OperatorError` if it exits first (with the last error its log says since) or
+        does not answer within ``timeout`` seconds (then stopped)."""
+        logged = size(self.log)
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not answers(self.port, "/login"):
+            if self.proc is not None and self.proc.poll() is not None:
+                said = service_error(written_since(self.log, logged))
+                raise OperatorError(f"exited with {self.proc.returncode} ({said})")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise OperatorError(f"did not answer /login within {timeout:.0f}s")
+            time.sleep(0.1)
+
     def pid(self) -> int | None:
         """Its pid while it runs, else None."""
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
@@ -712,7 +730,8 @@ class OperationsPage:
         return {} if self.proc is None else {"dashboard": self.proc}
 
     def watched(self, backoff: tuple[float, float]) -> Watched:
-        return Watched("operations page", self.log, self.pid, self.start, Restarts(*backoff))
+        start = self.start_serving
+        return Watched("operations page", self.log, self.pid, start, Restarts(*backoff))
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
@@ -809,10 +828,11 @@ def check_ports_free(ports: dict[str, int]) -> None:
         )
 
 
-def answers_healthz(port: int) -> bool:
-    """Whether the service listening on ``port`` answers ``/healthz`` with a 200."""
+def answers(port: int, path: str = "/healthz", timeout: float = 1.0) -> bool:
+    """Whether what listens on ``port`` answers ``path`` (a service's ``/healthz``) with a 200
+    within ``timeout`` seconds."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -826,7 +846,7 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
     while ports and time.monotonic() < deadline:
         procs.check_alive()
         for name, port in list(ports.items()):
-            if answers_healthz(port):
+            if answers(port):
                 del ports[name]
         time.sleep(0.1)
     if ports:

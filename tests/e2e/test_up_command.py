@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -312,7 +311,9 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
         ready=lambda pid: pid not in (0, *killed),
     )
     await until(
-        lambda: asyncio.to_thread(answers, UP_HTTP_PORT + SERVICES.index("payments")),
+        lambda: asyncio.to_thread(
+            system.answers, UP_HTTP_PORT + SERVICES.index("payments"), timeout=2
+        ),
         f"payments (pid {again}) to answer /healthz",
         timeout=60,
     )
@@ -323,7 +324,7 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
         ready=lambda seen: back in seen,
     )
     assert up.poll() is None, said(root)
-    assert answers(UP_HTTP_PORT), "orders went on"
+    assert system.answers(UP_HTTP_PORT, timeout=2), "orders went on"
     lines = [line for line in said(root) if "service payments" in line]
     waits = ["0.2", "0.4", "0.8", "1"]
     assert lines == [
@@ -338,8 +339,9 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
 
 async def page_started_again(root: Path) -> None:
     """``kill -9`` of the operations page of the ``caravan up`` run from ``root``: it says so,
-    naming the page's log, starts it again (its new pid recorded) and the page answers.
-    Nothing watched it: it stayed down as long as caravan up ran."""
+    naming the page's log, starts it again (its new pid recorded) and says it is up again
+    once the page answers. Nothing watched it: it stayed down as long as caravan up ran;
+    then it was said up again once its process started, before it served."""
     pids = root / ".cache" / "up.pids"
     was = int(checkout.recorded_processes(pids)["dashboard"]["pid"])
     os.kill(was, signal.SIGKILL)
@@ -350,24 +352,19 @@ async def page_started_again(root: Path) -> None:
         lambda seen: f"{line!r} among:\n" + "\n".join(seen),
         ready=lambda seen: line in seen,
     )
-    await until(
+    now = await until(
         lambda: int(checkout.recorded_processes(pids).get("dashboard", {}).get("pid", 0)),
         f"the operations page started again after {was}",
         ready=lambda pid: pid not in (0, was),
     )
+    back = f"operations page (pid {now}) is up again"
     await until(
-        lambda: asyncio.to_thread(answers, DASHBOARD_PORT, "/login"),
-        "the operations page to answer",
+        lambda: said(root),
+        lambda seen: f"{back!r} among:\n" + "\n".join(seen),
         timeout=60,
+        ready=lambda seen: back in seen,
     )
-
-
-def answers(port: int, path: str = "/healthz") -> bool:
-    """Whether what listens on ``port`` answers ``path`` (a service's ``/healthz``) with 200."""
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    assert system.answers(DASHBOARD_PORT, "/login", timeout=2), f"{back!r}, and no page"
 
 
 async def test_caravan_up_starts_its_own_postgresql_and_kafka_again_when_they_exit(

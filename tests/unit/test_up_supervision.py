@@ -1,9 +1,11 @@
 """``caravan up``'s watch over its services (``ServiceProcesses.supervise``) and the
-``caravan pause``/``resume`` commands that ask it to stop or start one, without processes:
-the e2e test in ``tests/e2e/test_ops.py`` runs it on the real services."""
+``caravan pause``/``resume`` commands that ask it to stop or start one, without processes
+(but the operations page's, a real ``caravan dashboard`` on no Kafka or PostgreSQL): the e2e
+test in ``tests/e2e/test_ops.py`` runs it on the real services."""
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from caravan import checkout, cli, system
 from caravan.infra.postgres import DataFolderGone
 from caravan.output import OperatorError
 from services import SERVICES
+from tests.harness import free_port
 from tests.unit.conftest import Caravan
 
 
@@ -160,9 +163,61 @@ def test_postgresql_whose_data_folder_is_gone_is_said_once_in_red_and_tried_quie
     assert pg.supervise(103.5) == [] and started(pg) and pg.supervise(104.0) == []
 
 
-def started(watched: system.Watched) -> bool:
-    """Whether the start under way of ``watched`` ended within 5 s."""
-    return watched.starting is not None and bool(wait([watched.starting], timeout=5).done)
+def started(watched: system.Watched, timeout: float = 5.0) -> bool:
+    """Whether the start under way of ``watched`` ended within ``timeout`` seconds."""
+    return watched.starting is not None and bool(wait([watched.starting], timeout).done)
+
+
+def page_env(tmp_path: Path, token: str) -> dict[str, str]:
+    """The environment of an operations page calling the APIs with ``token`` ("": none), on
+    a Kafka and a PostgreSQL that are not there (it serves all the same, saying so)."""
+    file = tmp_path / "token"
+    file.write_text(token)
+    env = {k: v for k, v in os.environ.items() if k != "CARAVAN_TOKEN"}
+    return {
+        **env,
+        "CARAVAN_TOKEN_FILE": str(file),
+        "CARAVAN_HTTP_HOST": "127.0.0.1",
+        "DATABASE_URL": f"postgresql+asyncpg://caravan:caravan@127.0.0.1:{free_port()}/caravan",
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+    }
+
+
+def test_the_operations_page_started_again_is_said_up_again_once_it_serves(
+    tmp_path: Path,
+) -> None:
+    """A real ``caravan dashboard``: said up again once it answers its sign-in page, as a
+    service is once it answers ``/healthz``. It was said up again once its process started,
+    before it listened (a Python start of a second or more)."""
+    port = free_port()
+    page = system.OperationsPage(page_env(tmp_path, "cvn_" + "x" * 43), port, tmp_path / "log")
+    watched = page.watched((1.0, 30.0))
+    watched.last_pid = 7
+    watched.supervise(100.0)
+    try:
+        assert watched.supervise(101.0) == [] and started(watched, timeout=60)
+        said = [line.plain for line in watched.supervise(101.5)]
+        serving = system.answers(port, "/login")
+        assert (said, serving) == ([f"operations page (pid {page.pid()}) is up again"], True)
+    finally:
+        page.stop()
+
+
+def test_an_operations_page_that_exits_as_it_starts_again_is_said_with_its_error(
+    tmp_path: Path,
+) -> None:
+    """Without a token the page refuses to start (exit 2): said as not started again, with
+    the error its log says, and tried again later. It was said up again."""
+    log = tmp_path / "dashboard.log"
+    page = system.OperationsPage(page_env(tmp_path, ""), free_port(), log)
+    watched = page.watched((1.0, 30.0))
+    watched.last_pid = 7
+    watched.supervise(100.0)
+    assert watched.supervise(101.0) == [] and started(watched, timeout=60)
+    [line] = [line.plain for line in watched.supervise(101.5)]
+    refused = "no API token: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope"
+    assert line.startswith(f"operations page did not start again (exited with 2 ({refused}"), line
+    assert line.endswith(f": see {log}; starting it again in 2 s"), line
 
 
 def test_a_restart_of_postgresql_that_takes_its_time_holds_up_nothing(tmp_path: Path) -> None:

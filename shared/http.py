@@ -38,7 +38,7 @@ from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
 from shared.db import Database, fault
 from shared.db.engine import Kind, address, described, retried_fault
-from shared.logs import Repeats, phones_masked
+from shared.logs import FAULT, answers_again, phones_masked, retried
 from shared.metrics import exposition
 from shared.settings import Settings
 from shared.stall import Stalls, consumer_said, relay_said
@@ -489,7 +489,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         return http_problem(exc, request)
 
     down = {503: "PostgreSQL is not reachable: what is down (down) and why (checks)"}
-    database_fault = Repeats()  # a load balancer polls: a line a minute, not one a poll
+    # A load balancer polls: its fault is a retried one, a line a minute, not one a poll;
+    # its end one line (PostgreSQL away's ends with a connection made, whoever makes it).
+    met: str | None = None
 
     @app.get("/healthz", tags=["operations"], responses=problem_responses(down, token=False))
     async def healthz(request: Request) -> Any:
@@ -514,6 +516,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         after a restart, where it would stop the orders still taken. It is for an operator
         to look (docs/http.md). Both are the group's and the outbox's, not this
         instance's alone: every instance of the service names them."""
+        nonlocal met
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         try:
             async with db.engine.connect() as conn:
@@ -521,10 +524,13 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
             checks["database"] = described(exc, public=True)
             said = described(exc, address(db.engine))
-            if database_fault.new(said):
-                log.warning("/healthz: %s", said)
+            retrying = retried_fault(exc) or retried(said)  # polled again, whatever it is
+            met = retrying[FAULT]
+            log.warning("/healthz: %s", said, extra=retrying)
         else:
-            database_fault.clear()
+            if met is not None:
+                answers_again(log, met, f"PostgreSQL at {address(db.engine)}")
+                met = None
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

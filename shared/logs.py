@@ -138,30 +138,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class Repeats:
-    """Tells whether a line is worth logging: when its words differ from the last one's, or
-    ``every`` seconds have passed since that was logged. A fault found by a check polled
-    every few seconds (a load balancer's ``/healthz`` in a PostgreSQL outage) is then a line
-    a minute, not a line a poll; :meth:`clear` once it is gone, so its return is said at
-    once."""
-
-    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self._last: str | None = None
-        self._at = 0.0
-
-    def new(self, line: str) -> bool:
-        now = self.clock()
-        if line == self._last and now - self._at < self.every:
-            return False
-        self._last, self._at = line, now
-        return True
-
-    def clear(self) -> None:
-        self._last = None
-
-
 # aiokafka's lines (0.14's words) that say no more than that a broker cannot be reached: it
 # logs most at the error level, and again at each retry, a hundred a second in an outage.
 KAFKA_UNREACHABLE = frozenset(

@@ -1,13 +1,15 @@
 """Fixtures of the unit tests."""
 
+import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from caravan import checkout, cli, system
+from shared import logs
 
 Caravan = Callable[..., tuple[int, str, str]]
 
@@ -46,3 +48,33 @@ def uncoloured(text: str) -> str:
     """What a command printed through Typer's own console (usage errors, ``--help``) without
     the colours it gives them where GITHUB_ACTIONS, FORCE_COLOR or PY_COLORS is set."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class Clock:
+    """A clock that moves when a test moves it (``now``, in seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def faults(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    """The process's retried faults (:data:`shared.logs.FAULTS`), none met yet (as they were
+    after the test), on a clock the test moves (the one returned), saying the lines
+    ``caplog`` holds, info and up, as a service's log handler does
+    (:func:`shared.logs.configure_logging`)."""
+    clock = Clock()
+    monkeypatch.setattr(logs.FAULTS, "clock", clock)
+    monkeypatch.setattr(logs.FAULTS, "_spells", {})
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(logs.FAULTS)
+    yield clock
+    caplog.handler.removeFilter(logs.FAULTS)
+
+
+def said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
+    """The level and words of each line ``logger`` logged that ``caplog`` holds."""
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == logger]

@@ -23,7 +23,8 @@ from shared.runtime import Service
 from shared.settings import Settings
 from shared.stall import Stalled, Stalls
 from shared.topics import Topic
-from tests.unit.test_healthz import Clock, health
+from tests.unit.conftest import Clock
+from tests.unit.test_healthz import health
 
 
 def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozenset()) -> list[str]:

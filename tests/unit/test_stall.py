@@ -3,7 +3,7 @@ the next. A quiet queue is never stalled, nor a long backlog that moves; one tha
 moving is stalled from the first sample that saw it so, and no longer once it moves."""
 
 from shared.stall import OUTBOX, Stalled, Stalls, consumer_said, relay_said
-from tests.unit.test_healthz import Clock
+from tests.unit.conftest import Clock
 
 PARTITION = "orders.events.v1[0]"
 

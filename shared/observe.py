@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Table, func, select, text
 
 from shared.db.engine import retried_fault
+from shared.logs import retried
 from shared.messaging import kafka_admin
+from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
 from shared.messaging.tables import UNSENT
 from shared.metrics import (
     CONSUMER_LAG,
@@ -115,6 +117,7 @@ class LagSampler:
             await self.close()
             raise
         self.service.kafka_contact.heard(missing)  # for /healthz
+        kafka_answers(log)
         stalls = self.service.consumer_stalls
         stalls.sampled(queues)
         for queue, (topic, partition) in labels.items():
@@ -139,7 +142,8 @@ async def sample(probes: list[Probe]) -> bool:
             raise
         except Exception as exc:
             failed = True
-            log.warning("metrics sample failed: %r", exc, extra=retried_fault(exc))
+            retrying = retried(KAFKA_AWAY) if kafka_away(exc) else retried_fault(exc)
+            log.warning("metrics sample failed: %r", exc, extra=retrying)
     return not failed
 
 

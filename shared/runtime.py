@@ -2,8 +2,9 @@
 and (for orders) the HTTP API, started together and stopped cleanly on SIGTERM or SIGINT.
 
 A service started while Kafka cannot be reached (not up yet, restarting) waits for it, as
-its loops wait for PostgreSQL: a one-line warning a try, tried again with backoff, until
-Kafka answers or the service is stopped. It exited before, and its supervisor restarted it
+its loops wait for PostgreSQL: a one-line warning (Kafka away, a retried fault: once, then
+once a minute), tried again with backoff, until Kafka answers (one line saying so) or the
+service is stopped. It exited before, and its supervisor restarted it
 again and again (``caravan up`` then stopped everything after five exits a minute; it now
 goes on restarting with backoff, caravan/system.py). Meanwhile
 its HTTP API and its loops run: orders are taken into the outbox, ``/healthz`` answers
@@ -34,9 +35,10 @@ from shared.db.engine import Kind, fault, retried_fault
 from shared.db.migrate import migrations_folder, schema_warning
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
+from shared.logs import retried
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
-from shared.messaging.relay import OutboxRelay, kafka_away, make_producer
+from shared.messaging.relay import KAFKA_AWAY, OutboxRelay, kafka_answers, kafka_away, make_producer
 from shared.messaging.retention import Expiring, Retention
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings, check_settings
@@ -188,21 +190,25 @@ class Service:
 
 async def _waiting_for_kafka(what: str, start: Loop, undo: Loop | None = None) -> None:
     """``start()`` a Kafka client, tried again with backoff while Kafka is away
-    (:func:`kafka_away`), each failed try a one-line warning; ``undo()`` between tries
+    (:func:`kafka_away`), each failed try a one-line warning (said as the retried fault
+    :data:`KAFKA_AWAY` is, its end one line once the client starts); ``undo()`` between tries
     stops what it started of the client. A failure that will not pass (a login refused) is
     raised: the service exits, as it did."""
     for attempt in itertools.count(1):
         try:
             await start()
-            return
         except Exception as exc:
             if not kafka_away(exc):
                 raise
             if undo is not None:
                 await undo()
             delay = exponential_step(attempt, WAIT_BASE_SECONDS, WAIT_CAP_SECONDS)
-            log.warning("%s waiting for Kafka, trying again in %.1f s: %r", what, delay, exc)
+            said = "%s waiting for Kafka, trying again in %.1f s: %r"
+            log.warning(said, what, delay, exc, extra=retried(KAFKA_AWAY))
             await asyncio.sleep(delay)
+        else:
+            kafka_answers(log)
+            return
 
 
 def build_service(

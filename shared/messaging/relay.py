@@ -45,7 +45,7 @@ from shared.backoff import exponential_step
 from shared.db import Database, driver, log_retry
 from shared.faults import RELAY_AFTER_PUBLISH, failpoint
 from shared.kafka_security import client_kwargs
-from shared.logs import FAULTS, retried
+from shared.logs import answers_again, retried
 from shared.messaging.tables import UNSENT
 from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED, start_at_zero
 from shared.settings import Settings
@@ -80,7 +80,16 @@ def refused_for_good(exc: BaseException) -> bool:
 
 
 KAFKA_AWAY = "Kafka away"
-"""The relay's retried fault (:func:`kafka_away`), said once a minute at most while it lasts."""
+"""The retried fault of a process's Kafka clients (:func:`kafka_away`): the relay's, a client
+waiting for Kafka to start, the consumer-lag samples; said once a minute at most while it
+lasts, and its end in one line (:func:`kafka_answers`)."""
+
+
+def kafka_answers(logger: logging.Logger) -> None:
+    """Kafka answered one of the process's clients (the relay's batch, a client started, a
+    consumer-lag sample): its outage (:data:`KAFKA_AWAY`), if one was met, is over, said in
+    one line (:func:`shared.logs.answers_again`); the next is said at once."""
+    answers_again(logger, KAFKA_AWAY, "Kafka")
 
 
 def kafka_away(exc: BaseException) -> bool:
@@ -183,7 +192,8 @@ class OutboxRelay:
             try:
                 published = await self.publish_batch()
                 failures = 0
-                FAULTS.over(KAFKA_AWAY)  # its next outage is said at once
+                if published > 0:  # Kafka answered (none: it was not asked)
+                    kafka_answers(log)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -371,4 +381,11 @@ def _id(row: Any) -> int:
     return int(row["id"])
 
 
-__all__ = ["OutboxRelay", "check_topic", "kafka_away", "make_producer", "refused_for_good"]
+__all__ = [
+    "OutboxRelay",
+    "check_topic",
+    "kafka_answers",
+    "kafka_away",
+    "make_producer",
+    "refused_for_good",
+]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import TopicPartition, errors
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData
 
@@ -23,7 +23,7 @@ from shared.runtime import Service
 from shared.settings import Settings
 from shared.stall import Stalled, Stalls
 from shared.topics import Topic
-from tests.unit.conftest import Clock
+from tests.unit.conftest import Clock, said
 from tests.unit.test_healthz import health
 
 
@@ -168,3 +168,40 @@ async def test_a_partition_whose_records_wait_unhandled_is_stalled(
         for p in (0, 1, 2)
     }
     assert seconds == {0: 20, 1: 0, 2: 0}
+
+
+async def test_kafka_away_for_the_lag_samples_is_one_warning_then_a_line_when_it_answers(
+    caplog: pytest.LogCaptureFixture, faults: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka away, each service's consumer-lag sample (every 5 s) logged "metrics sample
+    failed" each time: aiokafka's errors are no fault of PostgreSQL's, which alone were said
+    once a minute. Now the relay's one fault, Kafka away, and the sample Kafka answers ends
+    it in one line, as the relay's first batch published does."""
+    asked = fake_kafka(monkeypatch)
+    away = errors.KafkaConnectionError("Unable to bootstrap")
+    up = False
+
+    @contextlib.asynccontextmanager
+    async def group_client(*_: Any) -> AsyncIterator[Any]:
+        if not up:
+            raise away
+        yield object()
+
+    monkeypatch.setattr(kafka_admin, "group_client", group_client)
+    lag = observe.LagSampler(fake_service(KafkaContact(clock=faults), "observe-away"))
+    for _ in range(13):  # a minute, every 5 s
+        assert not await observe.sample([lag.sample])
+        faults.now += 5
+    up = True
+    assert await observe.sample([lag.sample])
+    assert asked and lag.client is not None
+    warned = f"metrics sample failed: {away!r}"
+    assert said(caplog, "shared.observe") == [
+        ("WARNING", warned),
+        ("WARNING", f"{warned} (11 more like it not logged; the first 60 s ago)"),
+        (
+            "INFO",
+            "Kafka answers again, 65 s after it was first found away"
+            " (0 warnings of it not logged since the last that was)",
+        ),
+    ]

@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaProducer, errors
 from sqlalchemy import Column, Integer, MetaData, Table
 
 from shared.db import Database
+from shared.messaging import relay as relay_module
 from shared.messaging.relay import OutboxRelay, check_topic, refused_for_good
+from tests.unit.conftest import Clock, said
 
 
 @pytest.mark.parametrize(
@@ -96,3 +98,50 @@ async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
         ("ERROR", True)
     ], said
     assert "KafkaTimeoutError" in said[0][2]
+
+
+async def test_a_kafka_outage_is_one_warning_then_a_line_when_the_relay_publishes_again(
+    caplog: pytest.LogCaptureFixture, faults: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka away, the relay's warning is one (then one a minute), as PostgreSQL's is; but
+    its end said nothing (PostgreSQL's and the payment gateway's are a line): now the first
+    batch Kafka answers says it, a round with nothing to publish (Kafka not asked) does not,
+    and the next outage is said at once."""
+    away = errors.KafkaConnectionError("Unable to bootstrap")
+    answers: list[int | Exception] = [away] * 20 + [0, away, 3, away]
+    tried_all = asyncio.Event()
+
+    async def publish_batch() -> int:
+        if not answers:
+            tried_all.set()
+            await asyncio.Event().wait()
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            faults.now += 1
+            raise answer
+        return answer
+
+    relay = OutboxRelay(
+        cast(Database, SimpleNamespace(schema="orders")),
+        Table("outbox", MetaData(schema="orders"), Column("id", Integer)),
+        cast(Callable[[], AIOKafkaProducer], object),
+        service="orders",
+        idle_poll_seconds=0.01,
+    )
+    monkeypatch.setattr(relay, "publish_batch", publish_batch)
+    monkeypatch.setattr(relay_module, "exponential_step", lambda *_, **__: 0.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(tried_all.wait(), 10)
+    finally:
+        task.cancel()
+    warned = f"outbox relay failed; Kafka away, retrying: {away!r}"
+    assert said(caplog, "shared.messaging.relay") == [
+        ("WARNING", warned),
+        (
+            "INFO",
+            "Kafka answers again, 20 s after it was first found away"
+            " (20 warnings of it not logged since the last that was)",
+        ),
+        ("WARNING", warned),
+    ]

@@ -9,10 +9,13 @@ import logging
 
 import httpx
 import pytest
+from aiokafka import errors
 
 from services.inventory.bootstrap import bootstrap
+from shared import runtime
 from shared.settings import Settings
 from tests.harness import free_port, until
+from tests.unit.conftest import Clock, said
 
 
 async def _down(port: int) -> list[str] | None:
@@ -55,3 +58,36 @@ async def test_a_service_waits_for_kafka_and_stops_when_asked(
     assert {(r.levelname, r.exc_info) for r in waits()} == {("WARNING", None)}
     assert "KafkaConnectionError" in waits()[0].getMessage()
     assert service.relay.producer._closed
+
+
+async def test_waiting_for_kafka_is_one_warning_then_a_line_when_it_answers(
+    caplog: pytest.LogCaptureFixture, faults: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try's warning was said (the relay's producer's and the consumer's, every 10 s at
+    most once the backoff grew: twelve a minute, for as long as Kafka stayed away): now the
+    relay's one fault, Kafka away, said once (then once a minute), and a client that starts
+    ends it in one line."""
+    tries = 0
+
+    async def start() -> None:
+        nonlocal tries
+        tries += 1
+        faults.now += 10
+        if tries <= 5:
+            raise errors.KafkaConnectionError("Unable to bootstrap")
+
+    monkeypatch.setattr(runtime, "exponential_step", lambda *_, **__: 0.0)
+    await runtime._waiting_for_kafka("inventory: consumer", start)
+    assert tries == 6
+    assert said(caplog, "shared.runtime") == [
+        (
+            "WARNING",
+            "inventory: consumer waiting for Kafka, trying again in 0.0 s:"
+            " KafkaConnectionError('Unable to bootstrap')",
+        ),
+        (
+            "INFO",
+            "Kafka answers again, 50 s after it was first found away"
+            " (4 warnings of it not logged since the last that was)",
+        ),
+    ]

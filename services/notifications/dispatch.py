@@ -94,7 +94,7 @@ from shared.backoff import exponential_step
 from shared.db import fault, log_retry, reason
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
-from shared.logs import bind_order, working_for
+from shared.logs import answers_again, bind_order, retried, working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge, in_statuses
 
@@ -223,17 +223,29 @@ async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
     return claimed
 
 
+GATEWAY_AWAY = "SMS gateway away"
+"""The dispatcher's retried fault (a transient :class:`GatewayError`, whatever its words: the
+gateway down, timing out, busy, refusing our account): one outage for every text that meets
+it, said once, then at most once a minute while it lasts (the first line names its text and
+order; each row keeps its attempts and last error), over when the gateway answers a text
+again (takes it, or refuses it for good)."""
+
+
 async def call_gateway(gateway: SmsGateway, row: Any) -> Accepted | GatewayError:
     """Step 2: one gateway call; every failure is turned into a :class:`GatewayError`."""
     message = OutgoingSms(sms_id=row.sms_id, dedup_key=row.dedup_key, to=row.to, text=row.text)
     with traced(row, "notifications sms send"):
         try:
-            return await gateway.send(message)
+            accepted = await gateway.send(message)
         except GatewayError as exc:
+            if not exc.transient:  # an answer: this text refused
+                answers_again(log, GATEWAY_AWAY, "the SMS gateway")
             return exc
         except Exception as exc:  # a bug or an unexpected answer: retry, bounded
             log.exception("gateway call failed unexpectedly")
             return GatewayError(repr(exc)[:500], transient=True)
+        answers_again(log, GATEWAY_AWAY, "the SMS gateway")
+        return accepted
 
 
 @contextmanager
@@ -325,7 +337,8 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
                 status="pending", next_attempt_at=at, not_before=since, last_error=error
             ).returning(sms.c.sms_id)
         )
-        log.info("sms %s attempt %d failed (%s); next at %s", row.sms_id, row.attempts, error, at)
+        said = "sms %s attempt %d failed (%s); next at %s"
+        log.warning(said, row.sms_id, row.attempts, error, at, extra=retried(GATEWAY_AWAY))
         return "retry" if done.first() is not None else "stale"
     done = await tx.conn.execute(
         fence.values(status="failed", last_error=error).returning(sms.c.sms_id)

@@ -31,7 +31,7 @@ from services.platform.adapters.platform_api import PlatformApi, PlatformUnavail
 from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, CallbackStatus, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
-from shared.logs import working_for
+from shared.logs import answers_again, retried, working_for
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
 
@@ -76,6 +76,15 @@ async def claim_due(tx: Tx, policy: CallbackPolicy, apps: Iterable[str]) -> list
     )
 
 
+def api_away(app: str) -> str:
+    """The retried fault of ``app``'s status API (a call to retry, whatever its words: no
+    answer, a 5xx, 429, our signature refused): one outage for every callback to that app
+    that meets it, said once, then at most once a minute while it lasts (the first line
+    names its order; each row keeps its attempts and last error), over when the API answers
+    a call again (takes it, or refuses it for good)."""
+    return f"status API of {app} away"
+
+
 async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
     """One status API call (of an app ``api`` has: :func:`claim_due`): its verdict, and what
     went wrong if anything."""
@@ -88,7 +97,9 @@ async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
         except Exception as exc:  # a bug or an unexpected answer: retry, bounded
             log.exception("status callback failed unexpectedly")
             return "retry", repr(exc)[:1000]
-    result = verdict(status)
+        result = verdict(status)
+        if result != "retry":
+            answers_again(log, api_away(row.app), f"the status API of {row.app}")
     return result, None if result == "delivered" else f"status API answered {status}"
 
 
@@ -134,7 +145,8 @@ async def record(
             error,
         )
     elif result == "retry":
-        log.info("status callback of %s/%s: %s; retrying", row.app, row.platform_order_id, error)
+        said = "status callback of %s/%s: %s; retrying"
+        log.warning(said, row.app, row.platform_order_id, error, extra=retried(api_away(row.app)))
     return result
 
 

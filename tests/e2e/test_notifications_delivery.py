@@ -8,6 +8,7 @@ not in UTC or London), and restores it.
 
 import asyncio
 import functools
+import json
 import random
 import subprocess
 import sys
@@ -281,8 +282,15 @@ async def test_two_sellers_on_one_phone_get_a_text_each(
 async def test_429_is_retried_after_retry_after(caravan: System, sms: httpx.AsyncClient) -> None:
     phone = _phone()
     await _script(sms, phone, "429:2")
+    log = caravan.procs.log_dir / "notifications.log"
+    logged_before = log.stat().st_size
     order_id = await _order(caravan, phone)
     await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    # The gateway's 429 is a retried fault (one warning, then one a minute, for every text
+    # that meets it: another test's may have said it), ended in one line once it takes one.
+    written = log.read_bytes()[logged_before:].splitlines()
+    said = [json.loads(line)["message"] for line in written if line.startswith(b"{")]
+    assert any(line.startswith("the SMS gateway answers again") for line in said), said
     requests = await _requests(sms, phone)
     assert [r["action"] for r in requests] == ["429:2", "accept"]
     assert requests[1]["at"] - requests[0]["at"] >= 1.95  # base backoff is 0.05 s

@@ -487,6 +487,8 @@ async def test_an_order_s_callback_is_listed_by_our_order_id_or_by_the_platform_
 async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     caravan: System, platform: Platform
 ) -> None:
+    log = caravan.procs.log_dir / "platform.log"
+    logged_before = log.stat().st_size
     down = await platform.sim.put("/down", json={"seconds": 120, "apis": ["status"]})
     assert down.status_code == 200
     order_ref = await new_order(platform.sim)
@@ -533,6 +535,11 @@ async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
         return bool(status == "delivered")
 
     await until(delivered, "the callback marked delivered", every=0.2)
+    # The status API away is a retried fault (one warning, then one a minute, for every
+    # callback to the app that meets it), ended in one line once it answers a call again.
+    written = log.read_bytes()[logged_before:].splitlines()
+    said = [json.loads(line)["message"] for line in written if line.startswith(b"{")]
+    assert any(line.startswith(f"the status API of {APP} answers again") for line in said), said
     failures = await platform.sim.get("/callbacks")
     assert sum(1 for r in failures.json()["requests"] if r["answer"] == 503) >= 2
 

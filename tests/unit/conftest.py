@@ -60,19 +60,25 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def faults(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-    """The process's retried faults (:data:`shared.logs.FAULTS`), none met yet (as they were
-    after the test), on a clock the test moves (the one returned), saying the lines
-    ``caplog`` holds, info and up, as a service's log handler does
-    (:func:`shared.logs.configure_logging`)."""
+def saying_retried_faults(handler: logging.Handler, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """``handler`` saying a retried fault's lines as a service's log handler does
+    (:func:`shared.logs.configure_logging`): through the process's faults
+    (:data:`shared.logs.FAULTS`), none met yet (as they were after the test), on a clock the
+    test moves (the one returned). One handler a test: each counts the lines it is shown."""
     clock = Clock()
     monkeypatch.setattr(logs.FAULTS, "clock", clock)
     monkeypatch.setattr(logs.FAULTS, "_spells", {})
+    handler.addFilter(logs.FAULTS)
+    return clock
+
+
+@pytest.fixture
+def faults(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    """The lines ``caplog`` holds, info and up, as a service's log handler says them
+    (:func:`saying_retried_faults`); the faults' clock, which the test moves."""
     caplog.set_level(logging.INFO)
-    caplog.handler.addFilter(logs.FAULTS)
-    yield clock
-    caplog.handler.removeFilter(logs.FAULTS)
+    yield saying_retried_faults(caplog.handler, monkeypatch)
+    caplog.handler.removeFilter(logs.FAULTS)  # the session's one handler, every test's
 
 
 def said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 
 from services.notifications import dispatch
-from services.notifications.adapters.gateway import GatewayError
+from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from services.payments import prepaid
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 from services.platform import callbacks
 from services.platform.adapters.platform_api import PlatformUnavailable
 from services.platform.domain.delivery import Backoff
-from shared.logs import FAULTS, JsonFormatter
+from shared.logs import JsonFormatter
+from tests.unit.conftest import saying_retried_faults
 
 
 class Lines(logging.Handler):
@@ -37,8 +38,11 @@ class Lines(logging.Handler):
 
 
 @pytest.fixture
-def lines() -> Iterator[Lines]:
+def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lines]:
+    """The lines logged, as a service's log handler writes them (configure_logging): a
+    retried fault's said as it says them (:func:`saying_retried_faults`)."""
     handler = Lines()
+    saying_retried_faults(handler, monkeypatch)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
@@ -131,17 +135,12 @@ async def test_a_payment_gateway_outage_is_one_warning_then_a_line_when_it_answe
         uow = GoneUow() if up else FakeUow()
         await prepaid.perform(uow, Gateway(), work, retry=1.0)  # type: ignore[arg-type]
 
-    lines.addFilter(FAULTS)  # as the service's handler has it (configure_logging)
-    try:
-        for n in range(20):
-            await charge(f"o-{n}")
-        up = True
-        await charge("o-up")
-        up = False
-        await charge("o-again")
-    finally:
-        lines.removeFilter(FAULTS)
-        FAULTS.over(prepaid.GATEWAY_AWAY)
+    for n in range(20):
+        await charge(f"o-{n}")
+    up = True
+    await charge("o-up")
+    up = False
+    await charge("o-again")
     said = [(entry["level"], entry["message"]) for entry in lines.entries]
     assert said == [
         ("warning", "gateway: HTTP 503 for o-0 for order o-0; retrying in 1.0s"),
@@ -203,3 +202,127 @@ async def test_a_status_callback_that_failed_names_its_order(
     policy = callbacks.CallbackPolicy(Backoff(max_attempts=1))
     assert await callbacks.deliver_once(FakeUow(), Down(), policy) == 1  # type: ignore[arg-type]
     assert about(lines, "failed after 1 attempts") == ["o-platform"]
+
+
+def a_text(sms_id: str) -> SimpleNamespace:
+    """A claimed text (its first attempt) of the order ``o-<sms_id>``."""
+    return SimpleNamespace(
+        sms_id=sms_id,
+        dedup_key=f"k-{sms_id}",
+        order_id=f"o-{sms_id}",
+        attempts=1,
+        purpose="order_confirmed",
+        to="+8613912345678",
+        text="hi",
+        trace_headers=None,
+        not_before=None,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_an_sms_gateway_outage_is_one_warning_then_a_line_when_it_answers(
+    lines: Lines,
+) -> None:
+    """The SMS gateway away, each text's failed attempt was an info line (hundreds a minute
+    in an outage, where docs/operations.md says a retried fault is one warning, then one a
+    minute): now the first, naming its text and order, then none until a minute passes; a
+    text the gateway answers (takes, or refuses for good) ends the outage in one line, and
+    the next outage is said at once."""
+    answer: str = "away"
+
+    class Gateway:
+        async def send(self, message: OutgoingSms) -> Accepted:
+            if answer == "away":
+                raise GatewayError(f"HTTP 503 for {message.sms_id}", transient=True)
+            if answer == "refused":
+                raise GatewayError("HTTP 400: not a mobile number", transient=False)
+            return Accepted(provider_id=f"p-{message.sms_id}")
+
+    policy = dispatch.DeliveryPolicy(RetryPolicy(), QuietHours(time(0), time(0)))
+
+    async def send(sms_id: str) -> None:
+        row = a_text(sms_id)
+        outcome = await dispatch.call_gateway(Gateway(), row)  # type: ignore[arg-type]
+        if isinstance(outcome, GatewayError) and outcome.transient:  # recorded as a retry
+            await dispatch.record(FakeTx(), [(row, outcome)], policy)  # type: ignore[arg-type]
+
+    for n in range(20):
+        await send(f"s-{n}")
+    answer = "taken"
+    await send("s-up")
+    for answer in ("away", "refused", "away"):
+        await send(f"s-{answer}")
+    said = [
+        (entry["level"], entry["message"].split("; next at")[0], entry.get("order_id"))
+        for entry in lines.entries
+    ]
+    back = (
+        "info",
+        "the SMS gateway answers again, 0 s after it was first found away"
+        " (%d warnings of it not logged since the last that was)",
+        None,
+    )
+    assert said == [
+        ("warning", "sms s-0 attempt 1 failed (HTTP 503 for s-0)", "o-s-0"),
+        (back[0], back[1] % 19, "o-s-up"),
+        ("warning", "sms s-away attempt 1 failed (HTTP 503 for s-away)", "o-s-away"),
+        (back[0], back[1] % 0, "o-s-refused"),
+        ("warning", "sms s-away attempt 1 failed (HTTP 503 for s-away)", "o-s-away"),
+    ], said
+
+
+async def test_a_platform_outage_is_one_warning_an_app_then_a_line_when_it_answers(
+    lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform's status API away, each callback's failed call was an info line: now the
+    first of each app's outage, naming its order, then none until a minute passes; a call the
+    app's API answers ends its outage in one line. Another app's outage is its own."""
+    due: list[Any] = []
+    down = {"shop-a", "shop-b"}
+
+    def callback(order_id: str, app: str = "shop-a") -> SimpleNamespace:
+        return SimpleNamespace(
+            event_id=f"e-{order_id}",
+            app=app,
+            platform_order_id=f"p-{order_id}",
+            order_id=order_id,
+            outcome="confirmed",
+            reason=None,
+            attempts=1,
+            trace_headers=None,
+        )
+
+    async def claim_due(*_: Any) -> list[Any]:
+        return [due.pop(0)]
+
+    class Api:
+        apps = ("shop-a", "shop-b")
+
+        async def push_status(self, app: str, update: Any) -> int:
+            if app in down:
+                raise PlatformUnavailable("connection refused")
+            return 200
+
+    async def deliver(row: SimpleNamespace) -> None:
+        due.append(row)
+        await callbacks.deliver_once(FakeUow(), Api(), policy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(callbacks, "claim_due", claim_due)
+    policy = callbacks.CallbackPolicy(Backoff(max_attempts=30))
+    for n in range(20):
+        await deliver(callback(f"o-{n}"))
+    await deliver(callback("o-b", app="shop-b"))
+    down.discard("shop-a")
+    await deliver(callback("o-up"))
+    await deliver(callback("o-b2", app="shop-b"))
+    said = [(entry["level"], entry["message"], entry.get("order_id")) for entry in lines.entries]
+    assert said == [
+        ("warning", "status callback of shop-a/p-o-0: connection refused; retrying", "o-0"),
+        ("warning", "status callback of shop-b/p-o-b: connection refused; retrying", "o-b"),
+        (
+            "info",
+            "the status API of shop-a answers again, 0 s after it was first found away"
+            " (19 warnings of it not logged since the last that was)",
+            "o-up",
+        ),
+    ], said

@@ -23,8 +23,9 @@ A row the database will not record even alone (a value it refuses): if the gatew
 text, the row ends ``failed`` there and then, its reason in ``last_error``, rather than being
 sent again after each lease (a gateway that does not deduplicate, as Infobip's by default,
 would text the buyer every lease, for ever). A claim that lapsed unrecorded is counted in
-``lapses`` by the claim that takes the row over, whatever the gateway said, and in
-``caravan_sms_lapsed_claims_total`` (alert ``CaravanTextsClaimLapsed``) with a warning naming
+``lapses`` by the claim that takes the row over, whatever the gateway said, and (once that
+claim commits) in ``caravan_sms_lapsed_claims_total`` (alert ``CaravanTextsClaimLapsed``) with
+a warning naming
 the text, as one the buyer may get twice (it is sent again); so a row whose
 claims keep lapsing (the gateway said no and even that was not recorded, or the dispatcher
 died mid-call every time) is given up once ``max_attempts`` of its claims lapsed, whatever its
@@ -34,7 +35,9 @@ age (a lapsed claim is not a gateway outage, which is recorded as a retry, count
 
 The guarantee. A database outage while step 3 records only delays it: the dispatcher holds
 what the gateway said and records it once PostgreSQL is back, however long that takes (a
-recording later than the lease is still right if no other claim took the row meanwhile). A
+recording later than the lease is still right if no other claim took the row meanwhile;
+one tried again after its connection was lost may find its first try committed, which is
+no lapse: :func:`_recorded_before`). A
 crash or a stop of the process after the gateway took a message but before step 3 committed
 leaves the row ``sending``; when its lease lapses it is claimed again and resent with the
 same ``dedup_key``, which the gateway deduplicates (answering with the first message's id;
@@ -219,7 +222,7 @@ async def claim_due(tx: Tx, policy: DeliveryPolicy) -> list[Any]:
                     row.attempts - 1,
                     row.attempts,
                 )
-            LAPSED.inc()
+            tx.after_commit(LAPSED.inc)  # a claim rolled back took nothing over
     return claimed
 
 
@@ -282,7 +285,29 @@ async def record(
         if isinstance(outcome, GatewayError):
             with traced(row, "notifications sms not sent"):
                 results[i] = await _not_sent(tx, row, outcome, policy)
+    for i, (row, outcome) in enumerate(done):
+        if results[i] == "stale":
+            results[i] = await _recorded_before(tx, row, outcome) or "stale"
     return [results[i] for i in range(len(done))]
+
+
+async def _recorded_before(tx: Tx, row: Any, outcome: Accepted | GatewayError) -> Recorded | None:
+    """What this very claim of ``row`` recorded already, that the fence kept from recording
+    it again: a recording retried after a transient fault (:func:`_through_faults`) whose
+    first try the server committed, the connection lost before its answer came. None if the
+    row holds no recording of this claim (a newer claim took it, or ``_GIVE_UP`` or
+    ``_SUPPRESS`` ended it): the claim lapsed. Its events went out with that first try."""
+    mine = select(sms.c.status, sms.c.provider_id, sms.c.last_error).where(
+        sms.c.sms_id == row.sms_id, sms.c.attempts == row.attempts
+    )
+    found = (await tx.conn.execute(mine)).first()
+    if found is None:
+        return None
+    if isinstance(outcome, Accepted):  # its id is written by this claim's _SENT alone
+        return "sent" if found.provider_id == outcome.provider_id else None
+    if found.status in ("pending", "failed") and found.last_error == _said(str(outcome)):
+        return "retry" if found.status == "pending" else "failed"
+    return None
 
 
 async def _sent(tx: Tx, row: Any) -> Recorded:

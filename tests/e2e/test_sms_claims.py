@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from prometheus_client import REGISTRY
@@ -451,3 +452,87 @@ async def test_a_text_queued_before_its_recipient_opted_out_is_suppressed_not_cl
     row, emitted = await row_and_events(uow, sms_id)
     assert (row.status, row.attempts) == ("suppressed", 0)
     assert [e for e in emitted if e["data"].get("sms_id") == sms_id] == []
+
+
+class AnswerLost:
+    """notifications' unit of work, whose ``lose``-th transaction commits on the server but
+    whose answer is lost with its connection: the client is told the connection closed."""
+
+    def __init__(self, uow: UnitOfWork, lose: int) -> None:
+        self.uow, self.db, self.lose = uow, uow.db, lose
+        self.begun = 0
+
+    @contextlib.asynccontextmanager
+    async def begin(self, cause: Any = None) -> AsyncIterator[Any]:
+        self.begun += 1
+        async with self.uow.begin(cause) as tx:
+            yield tx
+        if self.begun == self.lose:
+            raise asyncpg.InterfaceError("cannot call Transaction.commit(): connection is closed")
+
+
+class Busy(Answering):
+    """A gateway asking for each text to be tried again later."""
+
+    async def send(self, message: OutgoingSms) -> Accepted:
+        raise GatewayError("HTTP 503: busy", transient=True)
+
+
+@pytest.mark.parametrize(
+    ("gateway", "recorded"),
+    [
+        (Answering({}), ("sent", 1, "p-lost", None)),
+        (Busy({}), ("pending", 1, None, "HTTP 503: busy")),
+    ],
+    ids=["taken", "to-retry"],
+)
+async def test_a_recording_committed_as_its_connection_was_lost_is_no_lapsed_claim(
+    uow: UnitOfWork,
+    caplog: pytest.LogCaptureFixture,
+    gateway: Answering,
+    recorded: tuple[str, int, str | None, str | None],
+) -> None:
+    """The server committed the text's recording but the connection dropped before its answer
+    came: the retry found the row recorded by that very claim, fenced out, and said "claim 1
+    lapsed before it was recorded", a text operators would look for twice at the buyer's.
+    It is recorded: nothing said, and its one sms.sent (the first try's) stands."""
+    sms_id = await queued(uow, datetime(1997, 1, 1, tzinfo=UTC))  # first in the next batch
+    gateway.ids = {sms_id: "p-lost"}
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=30, batch=1)
+    lost = AnswerLost(uow, lose=2)  # the claim's is heard, the recording's is not
+    with caplog.at_level(logging.WARNING, logger="services.notifications"):
+        claimed = await dispatch_once(lost, gateway, policy)  # type: ignore[arg-type]
+    assert (claimed, lost.begun) == (1, 3)  # recorded again, after the fault
+    said = [r.getMessage() for r in caplog.records]
+    assert any("recording 1 sms failed" in line for line in said), said  # the fault retried
+    assert not [line for line in said if "lapsed" in line], said
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (row.status, row.attempts, row.provider_id, row.last_error) == recorded
+    sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
+    assert len(sent) == (recorded[0] == "sent")
+
+
+async def test_a_claim_rolled_back_counts_no_lapsed_claim(uow: UnitOfWork) -> None:
+    """``caravan_sms_lapsed_claims_total`` went up inside the claim's transaction: a claim
+    that then rolled back (the connection lost before its commit) took nothing over, yet
+    counted a lapse, and the claim that then took the text counted it again."""
+    sms_id = await queued(uow, datetime(1997, 1, 1, tzinfo=UTC))
+    async with uow.begin() as tx:
+        [first] = [r for r in await claim_due(tx, POLICY) if r.sms_id == sms_id]
+    before = lapsed_claims()  # its lease (0 s) lapsed at once
+
+    class RolledBack(Exception):
+        pass
+
+    with contextlib.suppress(RolledBack):
+        async with uow.begin() as tx:
+            took = await claim_due(tx, POLICY)
+            assert sms_id in [r.sms_id for r in took]
+            raise RolledBack
+    assert lapsed_claims() == before
+    async with uow.begin() as tx:
+        took = await claim_due(tx, POLICY)
+    [second] = [r for r in took if r.sms_id == sms_id]
+    assert (first.attempts, second.attempts) == (1, 2)
+    # Every text it took, the first claim had (its lease lapsed too): each counted once.
+    assert lapsed_claims() - before == len(took)

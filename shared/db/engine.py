@@ -92,9 +92,22 @@ def connecting(exc: OSError, where: str) -> OSError:
     return exc
 
 
-def _marked(exc: BaseException) -> bool:
-    """Whether ``exc`` is marked as failed connecting to PostgreSQL (:func:`connecting`)."""
-    return any(str(n).startswith(_CONNECTING) for n in getattr(exc, "__notes__", ()))
+def _marked(exc: BaseException, mark: str = _CONNECTING) -> bool:
+    """Whether ``exc`` is marked so: as failed connecting to PostgreSQL (:func:`connecting`),
+    or as met writing the rows held for a commit (:func:`at_commit`)."""
+    return any(str(n).startswith(mark) for n in getattr(exc, "__notes__", ()))
+
+
+_AT_COMMIT = "met writing the rows held for the commit"
+
+
+def at_commit(exc: BaseException) -> BaseException:
+    """``exc``, met writing the rows a transaction held for its commit (the unit of work's
+    ``Tx.insert_later``), so marked (a note, as :func:`connecting`'s): a key taken then is
+    one another transaction committed after this one looked for it (:attr:`Kind.RACE_LOST`),
+    which the error's class does not say."""
+    exc.add_note(_AT_COMMIT)
+    return exc
 
 
 class Database:
@@ -153,7 +166,8 @@ class Kind(Enum):
     of it: :attr:`transient` (retried, never dead-lettered; an HTTP 503), :attr:`away` (the
     token guard's stale-if-error), :attr:`lost` (the guard's one retry on a new connection),
     :attr:`unusable` (what the CLI says in one line, and what keeps an action the audit trail
-    cannot record from being made); :func:`described` says each in words."""
+    cannot record from being made), :attr:`RACE_LOST` (a consumer's try that lost a race: a
+    warning); :func:`described` says each in words."""
 
     NOT_REACHED = "not reached"
     """No connection made: refused, the local cluster's socket gone, a name not resolved, no
@@ -188,6 +202,13 @@ class Kind(Enum):
     CLIENT_REFUSED = "client refused"
     """asyncpg refused the work itself (more than 32,767 parameters, a feature it lacks, a
     transaction misused): it refuses it again at every try."""
+    RACE_LOST = "race lost"
+    """A row held for the commit (:func:`at_commit`) whose key another transaction committed
+    first (23505, a unique violation): two instances handling one order's events at once
+    (each reading one of the topics that carry them, or during a rebalance). Tried again, the
+    work finds that row. Not transient: a consumer counts it among a record's tries, so that
+    work violating a key at every try (a bug) is still dead-lettered; it says a try lost so
+    as a warning, not an error."""
     FAILED = "failed"
     """Any other error of PostgreSQL's or its client's: a bug, a constraint, a statement past
     its ``statement_timeout`` (57014: one that always takes too long would stall its
@@ -294,8 +315,9 @@ def fault(exc: BaseException) -> Fault:
     said by whatever wraps them; else the first error that says more than its class does:
     SQLAlchemy's dialect invalidating the connection, its pool's timeout, an OS error
     :func:`async_engine`'s connect marked (:func:`connecting`, :class:`NoAnswer`), the
-    server's SQLSTATE, asyncpg's own refusal ("connection is closed", or of the work). An OS
-    error not so marked is said as such: it may be another server's, or a file's."""
+    server's SQLSTATE (and whether a unique violation was met at commit: :func:`at_commit`),
+    asyncpg's own refusal ("connection is closed", or of the work). An OS error not so
+    marked is said as such: it may be another server's, or a file's."""
     chain = list(_chain(exc))
     for error in chain:
         if isinstance(error, _BAD_VALUE):
@@ -311,6 +333,8 @@ def fault(exc: BaseException) -> Fault:
             return Fault(Kind.NOT_REACHED, error)
         if isinstance(error, asyncpg.PostgresError):
             state = error.sqlstate or ""
+            if state == "23505" and any(_marked(e, _AT_COMMIT) for e in chain):
+                return Fault(Kind.RACE_LOST, error)
             kind = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2]) or Kind.FAILED
             return Fault(kind, error)
         if isinstance(error, asyncpg.InternalClientError):
@@ -418,6 +442,7 @@ __all__ = [
     "Kind",
     "NoAnswer",
     "async_engine",
+    "at_commit",
     "connecting",
     "fault",
     "log_retry",

@@ -48,7 +48,7 @@ from faststream.message import StreamMessage
 
 from shared.backoff import exponential_step
 from shared.db import fault, reason, storable_text
-from shared.db.engine import address, described, retried_fault
+from shared.db.engine import Kind, address, described, retried_fault
 from shared.events.envelope import CloudEvent
 from shared.events.registry import (
     REGISTRY,
@@ -598,12 +598,24 @@ class Consumer:
                 written = await self._dead_letter(sub, record, refused)
                 return "dead_lettered" if written else "duplicate"
             except Exception as exc:
-                if fault(exc).kind.transient:
+                kind = fault(exc).kind
+                if kind.transient:
                     said = described(exc, address(self.uow.db.engine))
                     log.warning("transient fault, retrying: %s", said, extra=retried_fault(exc))
                 else:
                     attempt += 1
-                    log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
+                    if kind is Kind.RACE_LOST and attempt < self.max_attempts:
+                        # Another instance wrote the row first (handling the order's event of
+                        # another topic, or during a rebalance): the next try finds it. One
+                        # that loses at every try is a bug, said below.
+                        log.warning(
+                            "lost a race at commit (attempt %d/%d), retrying: %s",
+                            attempt,
+                            self.max_attempts,
+                            reason(exc),
+                        )
+                    else:
+                        log.exception("handler failed (attempt %d/%d)", attempt, self.max_attempts)
                     if attempt >= self.max_attempts:
                         poison = PoisonRecord("handler_error", reason(exc)[:500], parsed.envelope)
                         written = await self._dead_letter(sub, record, poison)

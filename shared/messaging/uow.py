@@ -38,6 +38,7 @@ from shared.db.driver import (
     insert_sql,
     update_sql,
 )
+from shared.db.engine import at_commit
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
 from shared.telemetry import current_trace_headers
 
@@ -160,7 +161,9 @@ class Tx:
 
         ``skip_existing``: a row whose key (or another unique column) is taken, by then or by
         an earlier row of the same statement, is not written (``ON CONFLICT DO NOTHING``);
-        else the commit fails."""
+        else the commit fails, with a unique violation that :func:`~shared.db.fault` sorts
+        as a race lost (``Kind.RACE_LOST``): a consumer tries the record again, and says so
+        in a warning."""
         self.unwritten.setdefault((table, skip_existing), []).append(row)
 
     def update_later(self, table: Table, key: str, row: dict[str, object]) -> None:
@@ -191,9 +194,13 @@ class Tx:
             writes.append((table, sql, column_arrays(table, (key, *columns), rows)))
         self.unupdated.clear()
         raw = await driver(self.conn)
-        for part in _distinct_tables(writes):
-            args = [array for _, _, arrays in part for array in arrays]
-            await raw.execute(combined_sql(tuple(sql for _, sql, _ in part)), *args)
+        try:
+            for part in _distinct_tables(writes):
+                args = [array for _, _, arrays in part for array in arrays]
+                await raw.execute(combined_sql(tuple(sql for _, sql, _ in part)), *args)
+        except Exception as exc:
+            at_commit(exc)  # a key taken by now is another transaction's: a race it lost
+            raise
 
 
 def _columns(row: Mapping[str, object]) -> tuple[str, ...]:

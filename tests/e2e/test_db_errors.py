@@ -3,21 +3,26 @@ never its values. Consumers log the traceback of a record they give up on, HTTP 
 theirs, and a statement's values are buyers' addresses, phone numbers and texts. A dead
 letter's reason says the error's kind, message, SQLSTATE and constraint, not the row. And
 which of asyncpg's refusals pass by themselves: a connection lost does, a statement asyncpg
-will not send does not (a record whose handler sends one is dead-lettered)."""
+will not send does not (a record whose handler sends one is dead-lettered). A key taken at
+commit is a race lost to another instance: a warning, and the record is tried again."""
 
 import asyncio
 import json
+import logging
 import random
 import threading
 import traceback
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import ConsumerRecord
-from sqlalchemy import MetaData, bindparam, select, text
+from sqlalchemy import Column, MetaData, String, Table, bindparam, select, text
 from sqlalchemy import exc as sa_exc
 
 from caravan import system
@@ -29,7 +34,7 @@ from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
-from shared.messaging.consumer import Consumer, Subscription
+from shared.messaging.consumer import Consumer, Handler, Subscription
 from shared.messaging.tables import add_messaging_tables
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.settings import Settings
@@ -130,46 +135,167 @@ async def test_a_pooled_connection_the_server_ended_while_idle_is_a_lost_connect
         await db.dispose()
 
 
+@dataclass
+class Scratch:
+    """A service of the test's own on a scratch database: its messaging tables, and
+    ``paid``, a row per order written at commit (as payments' payment rows are)."""
+
+    db: Database
+    outbox: Table
+    inbox: Table
+    paid: Table
+
+    def consumer(self, handler: Handler, batch_size: int = 1) -> Consumer:
+        """A consumer of inventory events (three tries), ``handler`` handling stock.sold."""
+        uow = UnitOfWork(self.db, "caravan/scratch", self.outbox, self.inbox)
+        consumer = Consumer("t-scratch-e2e", "caravan-t-scratch-e2e", uow, 3, batch_size, 1, 1, 1)
+        consumer.register(Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_SOLD: handler}))
+        return consumer
+
+    async def rows(self, table: Table) -> list[Any]:
+        async with self.db.transaction() as conn:
+            return list((await conn.execute(select(table))).all())
+
+
+@asynccontextmanager
+async def scratch(infrastructure: system.Infrastructure) -> AsyncIterator[Scratch]:
+    async with scratch_database(infrastructure.database_url, "caravan_scratch") as url:
+        metadata = MetaData(schema="scratch")
+        outbox, inbox = add_messaging_tables(metadata)
+        paid = Table(
+            "paid", metadata, Column("order_id", String, primary_key=True), Column("by", String)
+        )
+        db = Database(Settings(DATABASE_URL=url), "scratch")
+        try:
+            async with db.transaction() as conn:
+                await conn.execute(text("CREATE SCHEMA scratch"))
+                await conn.run_sync(metadata.create_all)
+            yield Scratch(db, outbox, inbox, paid)
+        finally:
+            await db.dispose()
+
+
+def sold(order_id: str, offset: int = 5) -> ConsumerRecord:
+    value = new_event(StockSold(order_id=order_id), source="caravan/inventory").to_json()
+    return ConsumerRecord(
+        Topic.INVENTORY_EVENTS.value, 0, offset, 0, 0, b"k", value, None, 1, len(value), []
+    )
+
+
 async def test_a_record_whose_statement_asyncpg_refuses_is_dead_lettered_not_retried(
     infrastructure: system.Infrastructure,
 ) -> None:
     """A consumer on real PostgreSQL whose handler sends a statement of 33,000 parameters:
     the record is dead-lettered with asyncpg's reason after its tries (it was retried as a
     transient fault for ever, its partition stalled behind it)."""
-    async with scratch_database(infrastructure.database_url, "caravan_refused") as url:
-        metadata = MetaData(schema="refused")
-        outbox, inbox = add_messaging_tables(metadata)
-        db = Database(Settings(DATABASE_URL=url), "refused")
-        try:
-            async with db.transaction() as conn:
-                await conn.execute(text("CREATE SCHEMA refused"))
-                await conn.run_sync(metadata.create_all)
-            tried = 0
+    async with scratch(infrastructure) as service:
+        tried = 0
 
-            async def too_many_parameters(tx: Tx, parsed: Parsed) -> None:
-                nonlocal tried
-                tried += 1
-                await tx.conn.execute(TOO_MANY_PARAMETERS, {"xs": list(range(33_000))})
+        async def too_many_parameters(tx: Tx, parsed: Parsed) -> None:
+            nonlocal tried
+            tried += 1
+            await tx.conn.execute(TOO_MANY_PARAMETERS, {"xs": list(range(33_000))})
 
-            uow = UnitOfWork(db, "caravan/refused", outbox, inbox)
-            consumer = Consumer("t-refused-e2e", "caravan-t-refused-e2e", uow, 3, 1, 1, 1, 1)
-            consumer.register(
-                Subscription(Topic.INVENTORY_EVENTS, {EventType.STOCK_SOLD: too_many_parameters})
-            )
-            value = new_event(StockSold(order_id="o-33000"), source="caravan/inventory").to_json()
-            record = ConsumerRecord(
-                Topic.INVENTORY_EVENTS.value, 0, 5, 0, 0, b"k", value, None, 1, len(value), []
-            )
-            await asyncio.wait_for(consumer.dispatch(record), 30)
-            async with db.transaction() as conn:
-                letters = (await conn.execute(select(outbox.c.topic, outbox.c.headers))).all()
-        finally:
-            await db.dispose()
+        consumer = service.consumer(too_many_parameters)
+        await asyncio.wait_for(consumer.dispatch(sold("o-33000")), 30)
+        letters = [(r.topic, r.headers) for r in await service.rows(service.outbox)]
     assert tried == 3
     [(topic, headers)] = letters
     assert topic == Topic.INVENTORY_EVENTS.dlq
     assert headers["dlq.error"] == "handler_error"
     assert "cannot exceed 32767" in headers["dlq.error.message"]
+
+
+def paying(service: Scratch, raced: set[str]) -> Handler:
+    """A handler that writes the order's ``paid`` row at commit unless it finds one, as
+    payments' ``_claim_payment`` does. At its first try for an order in ``raced``, another
+    instance's transaction writes that row meanwhile, between the read and the commit (it
+    handled the order's event of the other topic, during a rebalance)."""
+
+    async def pay(tx: Tx, parsed: Parsed) -> None:
+        assert isinstance(parsed.data, StockSold)
+        order_id = parsed.data.order_id
+        query = select(service.paid.c.order_id).where(service.paid.c.order_id == order_id)
+        if (await tx.conn.execute(query.with_for_update())).first() is not None:
+            return
+        if order_id in raced:
+            raced.discard(order_id)
+            async with service.db.transaction() as other:
+                await other.execute(service.paid.insert().values(order_id=order_id, by="other"))
+        tx.insert_later(service.paid, {"order_id": order_id, "by": "this"})
+
+    return pay
+
+
+def consumer_said(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, bool]]:
+    """The consumer's lines: level, message, and whether a traceback came with it."""
+    return [
+        (r.levelno, r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name == "shared.messaging.consumer"
+    ]
+
+
+RACE_LOST = (
+    'UniqueViolationError: duplicate key value violates unique constraint "paid_pkey"'
+    " (SQLSTATE 23505, constraint paid_pkey, table paid)"
+)
+
+
+async def test_a_row_another_instance_wrote_first_at_commit_is_a_warning_then_found(
+    infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two payments instances, each reading one of the two topics that carry one order's
+    events during a rebalance, both found no payment row and wrote one at commit; one commit
+    failed on payments_pkey. Tried again, the record finds the row, as designed: that try
+    was logged as an ERROR with its traceback ("handler failed (attempt 1/3)"), which pages
+    an operator for a race the design expects. It is a warning naming the constraint (never
+    the row's values), and the record is handled once."""
+    async with scratch(infrastructure) as service:
+        consumer = service.consumer(paying(service, raced={"o-raced"}))
+        with caplog.at_level(logging.WARNING, logger="shared.messaging.consumer"):
+            await asyncio.wait_for(consumer.dispatch(sold("o-raced")), 30)
+        paid = await service.rows(service.paid)
+        handled = await service.rows(service.inbox)
+    assert [tuple(row) for row in paid] == [("o-raced", "other")]
+    assert len(handled) == 1  # recorded handled, by the second try
+    assert consumer_said(caplog) == [
+        (logging.WARNING, f"lost a race at commit (attempt 1/3), retrying: {RACE_LOST}", False)
+    ]
+
+
+async def test_a_handler_that_violates_a_key_at_every_try_is_dead_lettered_with_an_error(
+    infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A race lost at commit is still a failed try: a handler that writes a key taken at
+    every try (a bug) is dead-lettered after its three, its last try an error with its
+    traceback, as any failed handler's."""
+    async with scratch(infrastructure) as service:
+        async with service.db.transaction() as conn:
+            await conn.execute(service.paid.insert().values(order_id="o-taken", by="before"))
+        tried = 0
+
+        async def pay_blindly(tx: Tx, parsed: Parsed) -> None:
+            nonlocal tried
+            tried += 1
+            tx.insert_later(service.paid, {"order_id": "o-taken", "by": "this"})
+
+        consumer = service.consumer(pay_blindly)
+        with caplog.at_level(logging.WARNING, logger="shared.messaging.consumer"):
+            await asyncio.wait_for(consumer.dispatch(sold("o-taken")), 30)
+        letters = await service.rows(service.outbox)
+    assert tried == 3
+    [letter] = letters
+    assert letter.headers["dlq.error"] == "handler_error"
+    assert letter.headers["dlq.error.message"] == RACE_LOST
+    lost = "lost a race at commit (attempt {}/3), retrying: " + RACE_LOST
+    letter_said = f"dead-lettering {Topic.INVENTORY_EVENTS.value}[0]@5: handler_error: {RACE_LOST}"
+    assert consumer_said(caplog) == [
+        (logging.WARNING, lost.format(1), False),
+        (logging.WARNING, lost.format(2), False),
+        (logging.ERROR, "handler failed (attempt 3/3)", True),
+        (logging.WARNING, letter_said, False),
+    ]
 
 
 async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row(

@@ -33,6 +33,7 @@ from shared.db.engine import (
     NoAnswer,
     address,
     async_engine,
+    at_commit,
     connecting,
     described,
     retried_fault,
@@ -99,6 +100,20 @@ def test_a_server_short_of_resources_a_timeout_or_a_failover_is_transient(
 )
 def test_bugs_are_not_transient(exc: BaseException) -> None:
     assert not fault(exc).kind.transient
+
+
+def test_only_a_key_taken_at_commit_is_a_race_lost_and_still_a_failed_try() -> None:
+    """A unique violation met writing the rows held for the commit (``Tx.flush`` marks it) is
+    a race lost to another transaction: a consumer says it as a warning, and still counts
+    the try (not transient: a key taken at every try is a bug, dead-lettered). One met by a
+    statement of the handler's own, or another constraint at commit, is what it was."""
+    taken = 'duplicate key value violates unique constraint "payments_pkey"'
+    raced = at_commit(asyncpg.UniqueViolationError(taken))
+    assert fault(raced).kind is Kind.RACE_LOST
+    assert not fault(raced).kind.transient
+    assert fault(asyncpg.UniqueViolationError(taken)).kind is Kind.FAILED
+    refused = at_commit(asyncpg.CheckViolationError('violates check constraint "x"'))
+    assert fault(refused).kind is Kind.FAILED
 
 
 def _raised_from(error: Exception, cause: BaseException) -> Exception:

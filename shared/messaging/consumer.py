@@ -504,7 +504,10 @@ class Consumer:
         except PoisonRecord:
             outcomes = None
         except Exception as exc:
-            log.warning("a batch of %d failed (%r); handling it one by one", len(records), exc)
+            # Its reason, as a dead letter's (a race lost at commit: its constraint), not its
+            # repr, which may quote values (a pydantic ValidationError's: the input's).
+            said = reason(exc)
+            log.warning("a batch of %d failed (%s); handling it one by one", len(records), said)
             outcomes = None
         if outcomes is None:
             for record in records:

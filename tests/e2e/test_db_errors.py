@@ -264,6 +264,26 @@ async def test_a_row_another_instance_wrote_first_at_commit_is_a_warning_then_fo
     ]
 
 
+async def test_a_batch_whose_commit_loses_a_race_is_handled_again_one_by_one_without_an_error(
+    infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same race met by a batch's commit: the batch is handled again a record at a time,
+    and its warning says why as a dead letter's reason does, naming the constraint (it said
+    the error's repr, which may quote values: a pydantic ValidationError's quotes the
+    input's)."""
+    async with scratch(infrastructure) as service:
+        consumer = service.consumer(paying(service, raced={"o-raced"}), batch_size=2)
+        with caplog.at_level(logging.WARNING, logger="shared.messaging.consumer"):
+            await consumer.dispatch_batch([sold("o-raced", 5), sold("o-alone", 6)])
+        paid = await service.rows(service.paid)
+        handled = await service.rows(service.inbox)
+    assert sorted(tuple(row) for row in paid) == [("o-alone", "this"), ("o-raced", "other")]
+    assert len(handled) == 2
+    assert consumer_said(caplog) == [
+        (logging.WARNING, f"a batch of 2 failed ({RACE_LOST}); handling it one by one", False)
+    ]
+
+
 async def test_a_handler_that_violates_a_key_at_every_try_is_dead_lettered_with_an_error(
     infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Table, func, select, text
 
-from shared.db.engine import retried_fault
+from shared.db.engine import described, retried_fault
 from shared.logs import retried
 from shared.messaging import kafka_admin
 from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
@@ -142,8 +142,10 @@ async def sample(probes: list[Probe]) -> bool:
             raise
         except Exception as exc:
             failed = True
-            retrying = retried(KAFKA_AWAY) if kafka_away(exc) else retried_fault(exc)
-            log.warning("metrics sample failed: %r", exc, extra=retrying)
+            if kafka_away(exc):
+                log.warning("metrics sample failed: %r", exc, extra=retried(KAFKA_AWAY))
+            else:  # in words, PostgreSQL's named: an outage's one warning may be this one
+                log.warning("metrics sample failed: %s", described(exc), extra=retried_fault(exc))
     return not failed
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
+import asyncpg
 import pytest
 from aiokafka import TopicPartition, errors
 from prometheus_client import REGISTRY
@@ -204,4 +205,20 @@ async def test_kafka_away_for_the_lag_samples_is_one_warning_then_a_line_when_it
             "Kafka answers again, 65 s after it was first found away"
             " (0 warnings of it not logged since the last that was)",
         ),
+    ]
+
+
+async def test_a_sample_meeting_postgresql_away_says_so_in_words(
+    caplog: pytest.LogCaptureFixture, faults: Clock
+) -> None:
+    """A metrics sample may be the first of a service to meet a PostgreSQL outage, and so say
+    its one warning: it said the error's repr (``InternalError('cannot switch to state 15;
+    ...')``), naming no PostgreSQL; now in the words the loops' warnings use."""
+
+    async def probe() -> None:
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2)")
+
+    assert not await observe.sample([probe])
+    assert said(caplog, "shared.observe") == [
+        ("WARNING", "metrics sample failed: lost the connection to PostgreSQL"),
     ]

@@ -6,7 +6,7 @@ from functools import partial
 
 from services.inventory.adapters.tables import metadata
 from services.inventory.entrypoints.http import admin_router
-from services.inventory.entrypoints.subscribers import SUBSCRIPTIONS, hold_expiry_loop
+from services.inventory.entrypoints.subscribers import hold_expiry_loop, subscriptions
 from shared.runtime import Service, build_service
 from shared.settings import Settings
 
@@ -18,9 +18,9 @@ def checks(settings: Settings) -> list[Callable[[], object]]:
 
 def bootstrap(settings: Settings) -> Service:
     service = build_service("inventory", settings, metadata)
-    for sub in SUBSCRIPTIONS:
-        service.subscribe(sub)
     hold = timedelta(seconds=settings.inventory_hold_seconds)
+    for sub in subscriptions(hold):
+        service.subscribe(sub)
     service.loops.append(
         partial(hold_expiry_loop, service.uow, hold, settings.expiry_sweep_seconds)
     )

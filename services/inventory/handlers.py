@@ -6,7 +6,7 @@ the moves of ``domain.ledger``."""
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, select
@@ -17,6 +17,7 @@ from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
     adjust_move,
     correction_refused,
+    held_until,
     on_cancel,
     on_confirm,
     release_moves,
@@ -62,7 +63,9 @@ async def prefetch_order_events(tx: Tx, batch: Sequence[Parsed]) -> None:
     await StockRepository(tx).prepare(placed, ended)
 
 
-async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
+async def on_order_placed(tx: Tx, parsed: Parsed, hold: timedelta) -> None:
+    """Hold the order's lines (``stock.reserved``, saying until when: ``held_until``) or say
+    why it cannot be served (``stock.rejected``)."""
     order = parsed.data
     assert isinstance(order, OrderPlaced)
     repo = StockRepository(tx)
@@ -112,6 +115,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
             total_fen=sum(line.unit_price_fen * line.quantity for line in reserved),
             source=order.source,
             order_ref=order.order_ref,
+            held_until=held_until(datetime.now(UTC), hold, order.deadline_at),
         )
     )
 

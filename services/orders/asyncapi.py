@@ -20,7 +20,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from pydantic import create_model
 
-from services.inventory.entrypoints.subscribers import SUBSCRIPTIONS as INVENTORY
+from services.inventory.entrypoints.subscribers import subscriptions as inventory_subscriptions
 from services.notifications.bootstrap import delivery_policy
 from services.notifications.entrypoints.subscribers import (
     subscriptions as notifications_subscriptions,
@@ -62,7 +62,7 @@ def consumers(settings: Settings) -> dict[str, Sequence[Subscription]]:
     take, so the document does not depend on the settings."""
     return {
         "orders": orders_subscriptions(timedelta(seconds=settings.saga_deadline_seconds)),
-        "inventory": INVENTORY,
+        "inventory": inventory_subscriptions(timedelta(seconds=settings.inventory_hold_seconds)),
         "payments": payments_subscriptions(settings.payments_monthly_interest_bp),
         "notifications": notifications_subscriptions(delivery_policy(settings).quiet),
         "platform": platform_subscriptions(),

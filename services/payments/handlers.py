@@ -12,15 +12,18 @@ transaction by :mod:`services.payments.prepaid`. A prepaid order a marketplace p
 placed (``source`` ``platform/<app>``) was paid on the platform: it is authorised here,
 without the gateway (which would charge its buyer a second time), once the platform adapter
 has said so on its own topic (``platform.order_paid``), since any publisher of orders could
-name a platform's source.
+name a platform's source. A ``stock.reserved`` read after its hold lapsed (``held_until``:
+payments lagged behind the order's deadline) is neither charged nor lent for: the order
+cannot be confirmed any more, and a charge would only be voided after it.
 """
 
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
+from prometheus_client import Counter
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -37,16 +40,18 @@ from services.payments.adapters.tables import (
 )
 from services.payments.domain import ledger
 from services.payments.domain.credit import fits, schedule
+from services.payments.domain.hold import hold_lapsed
 from shared import days
 from shared.auth import audit
 from shared.db import driver
 from shared.events.inventory import StockReserved
-from shared.events.orders import OrderCancelled, ScheduledInstalment, platform_app
+from shared.events.orders import OrderCancelled, PaymentMethod, ScheduledInstalment, platform_app
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.messaging.uow import Tx
+from shared.metrics import start_at_zero
 from shared.seed import Loaded, SeedFile
 from shared.telemetry import current_trace_headers
 
@@ -172,7 +177,38 @@ async def set_payables(tx: Tx, order_id: str, status: str) -> dict[str, int]:
     return {r.seller_id: r.amount_fen for r in rows}
 
 
+LAPSED_HOLDS = Counter(
+    "caravan_payments_lapsed_holds",
+    "stock.reserved read after its hold had lapsed (held_until: the order's deadline, or the"
+    " hold's time, passed while payments lagged behind), by payment method: nothing charged or"
+    " lent, answered payment.declined (expired)",
+    ["method"],
+)
+start_at_zero(LAPSED_HOLDS, get_args(PaymentMethod))
+
+
+async def _refuse_lapsed(tx: Tx, data: StockReserved, base: dict[str, Any]) -> None:
+    """The order's hold had lapsed (:func:`hold_lapsed`): its payment is ``declined`` with
+    nothing charged or lent, and said so (``payment.declined``, ``expired``), as a payment
+    that did not happen is; orders ends the order ``expired`` if its deadline has not already,
+    and its cancellation then voids nothing."""
+    if not await _claim_payment(tx, data.order_id, status="declined", **base):
+        log.info("order %s already has a payment; nothing to do", data.order_id)
+        return
+    log.info(
+        "order %s: its hold lapsed at %s, before its stock.reserved was read; nothing charged"
+        " or lent (payment.declined, expired)",
+        data.order_id,
+        data.held_until,
+    )
+    await tx.emit(PaymentDeclined(order_id=data.order_id, reason="expired"))
+    tx.after_commit(LAPSED_HOLDS.labels(data.payment.method).inc)
+
+
 async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) -> None:
+    """Authorise the order's payment: a loan decided here, a prepaid charge left for the
+    gateway loop, a platform's order once the platform was paid; nothing for a hold that had
+    lapsed (:func:`_refuse_lapsed`)."""
     data = parsed.data
     assert isinstance(data, StockReserved)
     method = data.payment.method
@@ -188,6 +224,9 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
     app = platform_app(data.source)
     if method == "prepaid" and app is not None and len(app) <= 64 and data.order_ref is not None:
         await _collected_by_platform(tx, data, app, data.order_ref, owed, base)
+        return
+    if hold_lapsed(data.held_until, datetime.now(UTC)):
+        await _refuse_lapsed(tx, data, base)
         return
     if method == "prepaid":
         # The gateway is called after this commits (services.payments.prepaid).

@@ -2,6 +2,8 @@
 
 from typing import ClassVar, Literal
 
+from pydantic import AwareDatetime, Field
+
 from shared.events.envelope import EventData, Fen, Frozen, OrderId
 from shared.events.orders import PaymentRequest
 from shared.topics import EventType, Topic
@@ -38,6 +40,15 @@ class StockReserved(EventData):
     prepaid order, once the adapter vouches that the platform was paid for it
     (``platform.order_paid``), is not charged again."""
     order_ref: str | None = None
+    held_until: AwareDatetime | None = Field(
+        None,
+        description=(
+            "when the hold lapses: the order's deadline (order.placed's deadline_at), or the"
+            " hold's own time (CARAVAN_INVENTORY_HOLD_SECONDS) if that is sooner. Payments,"
+            " reading the reservation at or after it, charges and lends nothing: the order can"
+            " no longer be confirmed. None in events of before 2026-12-05"
+        ),
+    )
 
 
 class StockRejected(EventData):

@@ -3,7 +3,7 @@
 from datetime import date, datetime
 from typing import Annotated, ClassVar, Literal, Self, get_args
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from shared.api import worded
 from shared.events.envelope import EventData, Fen, Frozen, LoanId, NoNul, OrderId
@@ -108,6 +108,13 @@ class OrderPlaced(EventData):
     payment: PaymentRequest | None = None
     placed_at: datetime | None = None
     delivery: Delivery | None = None  # where to send the goods, as the request said
+    deadline_at: AwareDatetime | None = Field(
+        None,
+        description=(
+            "when the order is cancelled `expired` if it is still pending (placed_at plus the"
+            " saga deadline); none in events of before 2026-12-05"
+        ),
+    )
 
 
 class ScheduledInstalment(Frozen):

@@ -29,7 +29,9 @@ class PaymentDeclined(EventData):
     event_type: ClassVar[EventType] = EventType.PAYMENT_DECLINED
 
     order_id: OrderId
-    reason: Literal["credit_declined", "payment_failed"]
+    # expired: the order's hold had lapsed when payments read its stock.reserved (held_until),
+    # so nothing was charged or lent: the order ends expired, as its deadline ended it.
+    reason: Literal["credit_declined", "payment_failed", "expired"]
 
 
 class PaymentVoided(EventData):

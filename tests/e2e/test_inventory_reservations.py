@@ -4,6 +4,7 @@ locks only the lots that can serve it."""
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -284,7 +285,7 @@ async def test_reasons_are_told_from_the_lots_no_order_locked(
             await handlers.prefetch_order_events(tx, batch)
             for parsed in batch:
                 handling = tx.caused_by(parsed.envelope)
-                await handlers.on_order_placed(handling, parsed)
+                await handlers.on_order_placed(handling, parsed, hold=timedelta(minutes=20))
                 (answer,) = handling.emitted
                 answers[answer.data["order_id"]] = (answer.type, answer.data.get("reason"))
             raise _RolledBack

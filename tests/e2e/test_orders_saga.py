@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from aiokafka.structs import RecordMetadata
@@ -113,11 +113,12 @@ async def active_loans(caravan: System, order_id: str) -> int:
 
 
 async def payment_settled(caravan: System, order_id: str) -> bool:
-    """Payments has seen the order's cancellation (nothing lent, or the loan voided)."""
+    """Payments has seen the order's cancellation (nothing lent, or the loan voided), or its
+    reservation only after its hold had lapsed (declined: nothing lent, nothing to void)."""
     status = await caravan.scalar(
         "select status from payments.payments where order_id = :o", o=order_id
     )
-    return status in ("cancelled", "voided")
+    return status in ("cancelled", "voided", "declined")
 
 
 async def compensated(caravan: System, order_id: str) -> None:
@@ -434,7 +435,16 @@ async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_rec
             req = order()
             await caravan.request(req)
             order_id = await caravan.placed(req.order_ref)
-            await reserved(caravan, order_id)
+            held = await reserved(caravan, order_id)
+            # Held until the order's deadline (2 s here), not the hold's time (20 minutes):
+            # payments, started again, finds it lapsed and lends nothing for it.
+            (placed,) = caravan.log.events(
+                Topic.ORDER_EVENTS, type="order.placed", order_id=order_id
+            )
+            assert held.data["held_until"] is not None
+            assert datetime.fromisoformat(held.data["held_until"]) == datetime.fromisoformat(
+                placed.data["deadline_at"]
+            )
             expired = await caravan.outcome(order_id)
             assert (expired.type, expired.data["reason"]) == ("order.cancelled", "expired")
             body_ = (await caravan.client.get(f"/orders/{order_id}")).json()

@@ -236,7 +236,7 @@ async def test_concurrent_reservations_on_two_payments_instances_never_exceed_th
         await asyncio.gather(
             *(_publish(caravan, e, topic, o) for e, o in zip(reservations, order_ids, strict=True))
         )
-        answers = await asyncio.gather(*(_payment_answer(caravan, o) for o in order_ids))
+        answers = await asyncio.gather(*(payment_answer(caravan, o) for o in order_ids))
         still = await _group(caravan.infra.kafka_bootstrap, "caravan-payments", topic)
         assert still == ("Stable", assigned)  # no rebalance: each instance handled its own
     finally:
@@ -259,7 +259,7 @@ async def test_concurrent_reservations_on_two_payments_instances_never_exceed_th
     )
 
 
-async def _payment_answer(caravan: System, order_id: str) -> CloudEvent:
+async def payment_answer(caravan: System, order_id: str) -> CloudEvent:
     """Payments' answer to the order's reservation: authorised or declined."""
     found = await caravan.wait_for(
         lambda: [

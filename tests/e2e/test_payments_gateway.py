@@ -11,24 +11,27 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+import caravan.system as system
 from caravan.checkout import REPO_ROOT
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
 from shared.events.platform import PlatformOrderPaid, PlatformOrderRequested
 from shared.topics import Topic
-from tests.e2e.markers import published
+from tests.e2e.markers import order_handled, published
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
     buyer,
     confirmation_text,
     credit,
     order,
+    payment_answer,
     payments_seed,
     run,
     set_limit,
@@ -192,6 +195,93 @@ async def test_a_declined_charge_cancels_the_order(
         await caravan.scalar("select status from payments.payables where order_id = :o", o=order_id)
         == "cancelled"
     )
+
+
+async def _until_lapsed(caravan: System, order_id: str) -> None:
+    """Until the order's hold has lapsed by this machine's clock, the one payments reads: the
+    ``held_until`` its ``stock.reserved`` says has passed."""
+    reserved = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id)
+    )
+    held_until = datetime.fromisoformat(reserved[0].data["held_until"])
+    await caravan.until(
+        lambda: datetime.now(UTC) >= held_until, f"the hold of {order_id} to lapse", timeout=10
+    )
+
+
+async def _until_released(caravan: System, order_id: str) -> None:
+    await caravan.until(
+        lambda: caravan.scalar(
+            "select status from inventory.reservations where order_id = :o", o=order_id
+        ),
+        f"the stock of {order_id} released",
+        ready=lambda status: status == "released",
+    )
+
+
+async def test_a_reservation_read_after_its_hold_lapsed_is_neither_charged_nor_lent(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Payments read a prepaid order's and a microloan order's ``stock.reserved`` only after
+    their holds lapsed (as when it was paused past the saga deadline): it charges nothing, lends
+    nothing, and declines them ``expired``; each order ends ``expired``, once, holding no stock,
+    and its cancellation voids nothing. Made certain, not raced: orders is stopped once the
+    orders are placed, so nothing cancels them before payments has read their reservations,
+    and the hold time is a second, so their holds have lapsed when payments starts."""
+    prepaid, borrower = buyer("gw-lapsed"), buyer("gw-lapsed-loan")
+    await set_limit(admin, borrower, 100_000)
+    reqs = [order(prepaid, {"PAY-BOX": 1}, method="prepaid"), order(borrower, {"PAY-BOX": 1})]
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        await caravan.restart(("inventory",), CARAVAN_INVENTORY_HOLD_SECONDS="1")
+        for req in reqs:
+            await caravan.request(req)
+        order_ids = [await caravan.placed(req.order_ref) for req in reqs]
+        await asyncio.to_thread(caravan.procs.stop, ["orders"])
+        for order_id in order_ids:
+            await _until_lapsed(caravan, order_id)
+        log = caravan.procs.log_dir / "payments.log"
+        logged_before = log.stat().st_size if log.exists() else 0
+        await caravan.restart(("payments",), **ENV)
+        answers = [await payment_answer(caravan, order_id) for order_id in order_ids]
+        assert [(a.type, a.data.get("reason")) for a in answers] == [
+            ("payment.declined", "expired")
+        ] * 2
+    finally:
+        await caravan.restart(("inventory",))
+        if not caravan.procs.hosts(("payments",)):  # stopped still: the test failed before
+            await caravan.restart(("payments",), **ENV)
+        caravan.procs.start(("orders",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    for order_id in order_ids:
+        outcome = await caravan.outcome(order_id)
+        assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
+        await _until_released(caravan, order_id)
+        # Payments has handled the cancellation, and published what it emitted for it.
+        await order_handled(caravan, "payments", order_id, Topic.ORDER_EVENTS)
+        await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
+        assert await caravan.one_terminal(order_id) == "order.cancelled"
+        assert [e.type for e in caravan.log.events(Topic.PAYMENT_EVENTS, order_id=order_id)] == [
+            "payment.declined"
+        ]
+        seen = await charges(gateway, order_id)
+        assert (seen["charges"], seen["requests"]) == ([], {})
+        payment = await caravan.sql(
+            "select status, loan_id from payments.payments where order_id = :o", o=order_id
+        )
+        assert [tuple(row) for row in payment] == [("declined", None)]
+        for table in ("loans", "ledger_entries", "payables"):
+            query = f"select count(*) from payments.{table} where order_id = :o"
+            assert await caravan.scalar(query, o=order_id) == 0, table
+    assert (await credit(admin, borrower))["available_fen"] == 100_000
+    written = log.read_bytes()[logged_before:].splitlines()
+    said = [json.loads(line) for line in written if line.startswith(b"{")]
+    for order_id in order_ids:
+        told = [line for line in said if f"order {order_id}: its hold lapsed" in line["message"]]
+        assert [line["level"] for line in told] == ["info"], told
+    for method in ("prepaid", "microloan"):
+        counted = "caravan_payments_lapsed_holds_total"
+        assert await caravan.gauge("payments", counted, method=method) == 1
 
 
 async def test_a_charge_id_longer_than_ours_is_kept_and_the_order_confirmed_at_once(

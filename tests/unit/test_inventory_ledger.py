@@ -16,6 +16,7 @@ from services.inventory.domain.ledger import (
     StockError,
     adjust_move,
     correction_refused,
+    held_until,
     hold_overdue,
     on_cancel,
     on_confirm,
@@ -113,6 +114,17 @@ def test_hold_overdue_once_and_only_while_reserved() -> None:
     assert not hold_overdue("reserved", t0, False, t0 + HOLD - timedelta(seconds=1), HOLD)
     assert not hold_overdue("reserved", t0, True, t0 + 2 * HOLD, HOLD)
     assert not hold_overdue("sold", t0, False, t0 + 2 * HOLD, HOLD)
+
+
+def test_a_hold_lasts_until_the_orders_deadline_or_its_own_time_whichever_is_sooner() -> None:
+    """The saga's deadline (15 minutes by default) comes before the hold's time (20): orders
+    cancels the order ``expired`` then, and the cancellation releases the hold. An order
+    placed with no deadline said (an event of before 2026-12-05) is held the hold's time."""
+    t0 = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    deadline_at = t0 + timedelta(minutes=15)
+    assert held_until(t0, HOLD, deadline_at) == deadline_at
+    assert held_until(t0, HOLD, t0 + HOLD + timedelta(seconds=1)) == t0 + HOLD
+    assert held_until(t0, HOLD, None) == t0 + HOLD
 
 
 # --- property: random sequences against the in-memory book ---------------------------------

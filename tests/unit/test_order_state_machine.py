@@ -73,6 +73,7 @@ def test_place_starts_pending_with_one_order_placed() -> None:
         "buyer-0001",
     )
     assert event.placed_at == NOW
+    assert event.deadline_at == DEADLINE_AT  # inventory's stock.reserved says it as held_until
 
 
 # --- confirmation --------------------------------------------------------------------------
@@ -257,6 +258,22 @@ def test_expire_from_the_deadline_on_cancels(late: timedelta) -> None:
     order.expire(DEADLINE_AT + late)
     assert (order.status, order.reason) == ("cancelled", "expired")
     assert len(terminal_events(order)) == 1
+
+
+def test_a_lapsed_holds_decline_ends_a_pending_order_expired_and_an_ended_one_not_again() -> None:
+    """Payments reading a reservation after its hold lapsed declines it ``expired``: an order
+    its deadline has not ended yet (orders' sweep behind) ends ``expired``, as the sweep would
+    have ended it; one the sweep ended already records it, and says nothing more."""
+    pending = placed(method="prepaid", term_months=None)
+    pending.stock_reserved(7000)
+    pending.payment_declined("expired")
+    assert (pending.status, pending.reason) == ("cancelled", "expired")
+    ended = placed()
+    ended.expire(DEADLINE_AT)
+    ended.payment_declined("expired")
+    ended.payment_declined("credit_declined")
+    assert (ended.status, ended.reason) == ("cancelled", "expired")
+    assert [len(terminal_events(o)) for o in (pending, ended)] == [1, 1]
 
 
 def test_expire_does_not_touch_a_confirmed_order() -> None:

@@ -167,6 +167,14 @@ def hold_overdue(
     return status == "reserved" and not notified and now - held_at >= hold
 
 
+def held_until(held_at: datetime, hold: timedelta, deadline_at: datetime | None) -> datetime:
+    """When a hold made at ``held_at`` lapses: the order's deadline (after it, orders cancels
+    the order ``expired``, whose cancellation releases the hold), or the hold time, if that is
+    sooner (or the order's event said no deadline: one of before 2026-12-05)."""
+    own = held_at + hold
+    return own if deadline_at is None else min(own, deadline_at)
+
+
 @dataclass
 class LotState:
     lot: Lot

@@ -2,6 +2,7 @@
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from services.inventory import handlers
 from shared.loops import sweeping
@@ -11,17 +12,20 @@ from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = [
-    Subscription(
-        Topic.ORDER_EVENTS,
-        {
-            EventType.ORDER_PLACED: handlers.on_order_placed,
-            EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
-            EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
-        },
-        prefetch=handlers.prefetch_order_events,
-    )
-]
+
+def subscriptions(hold: timedelta) -> list[Subscription]:
+    """``hold``: how long a hold lasts at most (``stock.reserved`` says until when)."""
+    return [
+        Subscription(
+            Topic.ORDER_EVENTS,
+            {
+                EventType.ORDER_PLACED: partial(handlers.on_order_placed, hold=hold),
+                EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
+                EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
+            },
+            prefetch=handlers.prefetch_order_events,
+        )
+    ]
 
 
 async def hold_expiry_loop(uow: UnitOfWork, hold: timedelta, interval: float) -> None:

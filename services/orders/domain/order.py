@@ -85,6 +85,7 @@ class Order:
                 payment=request.payment,
                 placed_at=now,
                 delivery=request.delivery,
+                deadline_at=order.deadline_at,
             )
         )
         return order

@@ -61,6 +61,12 @@ CONSUMER_LAG = Gauge(
     " CARAVAN_CONSUMER_COMMIT_INTERVAL_MS)",
     ["service", "topic", "partition"],
 )
+CONSUMER_GROUP_MEMBERS = Gauge(
+    "caravan_consumer_group_members",
+    "Members of the service's consumer group, as its Kafka coordinator lists them: one per"
+    " instance of the service running (every instance says its group's)",
+    ["service"],
+)
 CONSUMER_STALLED_SECONDS = Gauge(
     "caravan_consumer_stalled_seconds",
     "How long the partition has had records waiting past what the service's group has handled"

@@ -1,6 +1,6 @@
 """Figures a service samples every few seconds for its ``/metrics``: outbox backlog and
 age, its events parked until their ``order.placed`` (count and age), and its consumer
-group's lag per partition; and, from them, how long each has waited
+group's lag per partition and members; and, from them, how long each has waited
 without moving (:mod:`shared.stall`), which ``/healthz`` also reads."""
 
 import asyncio
@@ -19,6 +19,7 @@ from shared.messaging import kafka_admin
 from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
 from shared.messaging.tables import UNSENT
 from shared.metrics import (
+    CONSUMER_GROUP_MEMBERS,
     CONSUMER_LAG,
     CONSUMER_STALLED_SECONDS,
     OBSERVED_AT,
@@ -113,6 +114,8 @@ class LagSampler:
                     at = max(p.beginning, p.committed or 0, mine)
                     queue = f"{topic}[{p.partition}]"
                     queues[queue], labels[queue] = (at, p.end - at), (topic, str(p.partition))
+            state = await kafka_admin.group_of(self.client, self.service.consumer.group_id)
+            CONSUMER_GROUP_MEMBERS.labels(self.service.name).set(len(state.members))
         except BaseException:
             await self.close()
             raise

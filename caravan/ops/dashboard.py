@@ -4,7 +4,8 @@
 It reads no service's tables: what it shows is what the services publish about
 themselves, so it works the same against a deployment as against ``caravan up``; of a
 service that does not answer (down, or paused by ``caravan pause`` under the ``caravan up``
-whose Kafka it watches), the consumer lag its group has in Kafka. It calls
+whose Kafka it watches), the consumer lag its group has in Kafka; from Kafka too, each
+service's consumer group members (every instance running, wherever it runs) and those gone. It calls
 them with ``CARAVAN_TOKEN`` (or the development token), and leaves a service that refused
 it alone for a while (:class:`Refusals`); people need a token with the scope ``ops``: a
 bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
@@ -75,6 +76,8 @@ class Snapshot:
     letters_at: float = 0.0  # when the dead letters were read (every DEAD_LETTERS_EVERY)
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
+    groups: dict[str, str] = field(default_factory=dict)  # per service: its group's state
+    members: dict[str, list[str]] = field(default_factory=dict)  # per service: its group's
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
     checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
@@ -94,6 +97,14 @@ PARKED_NOTE = (
     "Events that came before their order's order.placed (a redriven or replayed order.placed,"
     " partitions added), held back in the service's parked table until it comes; an old one is"
     " an order.placed that may never come (dead-lettered, not redriven)"
+)
+
+
+MEMBERS_NOTE = (
+    "Each instance of a service running is a member of its consumer group, as Kafka lists them:"
+    " its client id (caravan-<service>-<CARAVAN_INSTANCE_ID>-consumer) and the host it connects"
+    " from. The figures above and the throughput are read from the one port per service the page"
+    " knows (CARAVAN_<SERVICE>_HTTP_PORT): another instance's are on its own port's /metrics"
 )
 
 
@@ -326,6 +337,7 @@ async def collect(
             snap.unavailable["stuck"] = f"token refused ({held})"
         else:
             await _stuck(client, settings, snap, stuck_after_seconds, refusals, token)
+    await _group_members(settings, snap)
     if letters_from is not None:
         snap.dead_letters, snap.redriven = letters_from.dead_letters, letters_from.redriven
         snap.letters_at = letters_from.letters_at
@@ -397,6 +409,23 @@ async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
         except Exception:  # Kafka went away meanwhile: no figure, not 0
             continue
         snap.lag[service] = lag
+
+
+async def _group_members(settings: Settings, snap: Snapshot) -> None:
+    """Each service's consumer group as Kafka lists it: its state and its members (every
+    instance running, wherever it runs: the page reads one port per service, and saw none
+    but the first)."""
+    services = {consumer_group(service): service for service in SERVICES}
+    try:
+        groups = await kafka_admin.describe_groups(
+            settings.kafka_bootstrap_servers, services, settings
+        )
+    except Exception as exc:  # Kafka away: the services' own figures still count
+        snap.unavailable["members"] = f"Kafka unreachable ({exc.__class__.__name__})"
+        return
+    for group, state in groups.items():
+        snap.groups[services[group]] = state.state
+        snap.members[services[group]] = state.named()
 
 
 async def _ask_health(client: httpx.AsyncClient, url: str, snap: Snapshot, service: str) -> None:
@@ -602,6 +631,44 @@ class Dashboard:
         lag_cell = "<td></td>" if lag is None else _cell(f"{lag:.0f}")
         return _cell(said, state) + lag_cell + "<td></td>" * 5
 
+    def gone(self) -> dict[str, dict[str, float]]:
+        """Per service, the members its group had in the last ten minutes (the snapshots kept)
+        that it no longer has, each with when it was last seen: an instance stopped, or
+        killed, and not back (one started again under the same client id and host is back)."""
+        if not self.history or "members" in self.history[-1].unavailable:
+            return {}
+        now = self.history[-1].members
+        gone: dict[str, dict[str, float]] = {}
+        for snap in self.history:
+            for service, members in snap.members.items():
+                for member in set(members) - set(now.get(service, [])):
+                    gone.setdefault(service, {})[member] = snap.at
+        return gone
+
+    def members_rows(self, snap: Snapshot) -> str:
+        """A row per service: its consumer group's state, its members (how many, and each
+        one's client id and host) and those gone in the last ten minutes, marked."""
+        if "members" in snap.unavailable:
+            return f"<tr><td>unavailable: {html.escape(snap.unavailable['members'])}</td></tr>"
+        gone = self.gone()
+        rows = ""
+        for service in SERVICES:
+            members = snap.members.get(service, [])
+            left = sorted(gone.get(service, {}).items())
+            said = ", ".join(f"{html.escape(m)} (last seen {_clock(at)})" for m, at in left)
+            rows += (
+                f"<tr><td>{service}</td><td>{consumer_group(service)}</td>"
+                f"<td>{html.escape(snap.groups.get(service, ''))}</td><td>{len(members)}</td>"
+                f"<td>{html.escape(', '.join(members))}</td>{_cell(said, 'down' if left else '')}"
+                "</tr>"
+            )
+        note = html.escape(MEMBERS_NOTE)
+        return (
+            "<tr><th>service</th><th>group</th><th>state</th>"
+            f"<th title='{note}'>members</th><th>instances (client id, host)</th>"
+            f"<th>gone (last 10 minutes)</th></tr>{rows}"
+        )
+
     def throughput(self) -> list[tuple[float, float]]:
         """(time, records consumed per second by all services) between samples. Counted
         service by service, over the services both samples have (one missed a sample: its
@@ -650,6 +717,7 @@ class Dashboard:
             f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th>"
             f"<th title='{html.escape(PARKED_NOTE)}'>parked</th><th>oldest parked (s)</th>"
             f"</tr>{rows}</table>"
+            f"<h2>Consumer groups</h2><table>{self.members_rows(snap)}</table>"
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
             f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
@@ -726,7 +794,7 @@ class Dashboard:
         @app.get("/api/snapshot", dependencies=ops)
         async def snapshot() -> dict[str, Any]:
             snap = self.history[-1] if self.history else Snapshot(at=time.time())
-            return {**snap.__dict__, "throughput": self.throughput()}
+            return {**snap.__dict__, "throughput": self.throughput(), "gone": self.gone()}
 
         @app.get("/orders/{order_id}", dependencies=ops)
         async def timeline(order_id: str) -> Response:

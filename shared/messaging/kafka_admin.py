@@ -1,5 +1,5 @@
-"""The Kafka look-ups operations need: group membership, which groups read a topic, offsets,
-lag and resets, and how long topics keep their records.
+"""The Kafka look-ups operations need: group membership (each member's client id and host),
+which groups read a topic, offsets, lag and resets, and how long topics keep their records.
 
 aiokafka's ``describe_consumer_groups`` decodes version-3 answers with the version-2 schema
 and fails against Kafka 4; :class:`_DescribeGroups` asks for versions 0-2 only.
@@ -9,11 +9,13 @@ import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.client import AIOKafkaClient
 from aiokafka.coordinator.protocol import ConsumerProtocol
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import (
@@ -50,6 +52,17 @@ class GroupState:
     clients: list[str] = field(default_factory=list)  # each member's client id, in order
     # Each member's partitions by topic, in order (none until the group is stable).
     assignments: list[dict[str, list[int]]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # each member's address, as Kafka saw it
+
+    def named(self) -> list[str]:
+        """Each member as an operator finds it: its client id (a service's instance is
+        ``caravan-<service>-<CARAVAN_INSTANCE_ID>-consumer``) and the host it connects from,
+        ``caravan-inventory-2-consumer (10.0.0.7)``; its member id where Kafka gave no client
+        id."""
+        return [
+            f"{client or member} ({host})" if host else client or member
+            for member, client, host in zip_longest(self.members, self.clients, self.hosts)
+        ]
 
 
 @dataclass(frozen=True)
@@ -67,21 +80,49 @@ class PartitionOffsets:
 async def describe_group(
     bootstrap: str, group: str, settings: Settings | None = None
 ) -> GroupState:
+    return (await describe_groups(bootstrap, [group], settings))[group]
+
+
+async def describe_groups(
+    bootstrap: str, groups: Iterable[str], settings: Settings | None = None
+) -> dict[str, GroupState]:
+    """Each of ``groups`` as its coordinator describes it, through one admin client."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs(settings))
     try:
         await admin.start()
-        node = await admin.find_coordinator(group)
-        response = await admin._client.send(node, _DescribeGroups([group]))
-        _error, group_id, state, *_rest, members = response.groups[0]
-        return GroupState(
-            group_id,
-            state,
-            [m[0] for m in members],
-            [m[1] for m in members],
-            [_assignment(m[4]) for m in members],
-        )
+        return await described(admin._client, groups)
     finally:
         await admin.close()
+
+
+async def group_of(consumer: AIOKafkaConsumer, group: str) -> GroupState:
+    """``group`` as its coordinator describes it, asked through ``consumer``'s connections (a
+    :func:`group_client` kept open)."""
+    return (await described(consumer._client, [group]))[group]
+
+
+async def described(client: AIOKafkaClient, groups: Iterable[str]) -> dict[str, GroupState]:
+    """Each of ``groups`` as its coordinator describes it, asked through ``client``."""
+    by_coordinator: dict[int, list[str]] = {}
+    for group in groups:
+        node = await client.coordinator_lookup(GROUP_COORDINATOR, group)
+        by_coordinator.setdefault(node, []).append(group)
+    found = {}
+    for node, asked in by_coordinator.items():
+        response = await client.send(node, _DescribeGroups(asked))
+        for _error, group_id, state, *_rest, members in response.groups:
+            found[group_id] = GroupState(
+                group_id,
+                state,
+                [m[0] for m in members],
+                [m[1] for m in members],
+                [_assignment(m[4]) for m in members],
+                [m[2].lstrip("/") for m in members],
+            )
+    return found
+
+
+GROUP_COORDINATOR = 0  # FindCoordinator's key type for a consumer group
 
 
 def _assignment(given: bytes) -> dict[str, list[int]]:

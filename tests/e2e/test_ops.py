@@ -436,6 +436,55 @@ async def test_the_operations_page_shows_a_paused_service_and_the_records_waitin
     ) in page.page()
 
 
+async def test_the_operations_page_names_each_instance_of_a_service_and_those_gone(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drill ran payments as two instances and kill -9'd the second: the page, reading one
+    port per service, said every service up and healthy, and nothing of the instance lost.
+    Kafka lists each consumer group's members: the page names them, and those gone in the
+    last ten minutes; each instance's /metrics says how many its group has."""
+    from tests.e2e.test_inventory_race import _both_instances_in_the_group
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    page = Dashboard(Settings(token=caravan.token))
+    members = "caravan_consumer_group_members"
+    caravan.procs.start(("inventory",), instance=2)
+    try:
+        await _both_instances_in_the_group(caravan)
+        both = await page.sample()
+        await until(
+            lambda: caravan.gauge("inventory", members, service="inventory"),
+            "instance 1's /metrics to say its group has 2 members",
+            ready=lambda said: said == 2,
+        )
+        second = caravan.procs.procs["inventory-2"]
+        second.kill()
+        await asyncio.to_thread(second.wait)
+        await until(
+            lambda: kafka_admin.describe_group(caravan.infra.kafka_bootstrap, "caravan-inventory"),
+            "the inventory group to have one stable member",
+            timeout=60,
+            ready=lambda group: group.state == "Stable" and len(group.members) == 1,
+        )
+        left = await page.sample()
+        await until(
+            lambda: caravan.gauge("inventory", members, service="inventory"),
+            "instance 1's /metrics to say its group has 1 member",
+            ready=lambda said: said == 1,
+        )
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+    first, gone = (f"caravan-inventory-{n}-consumer (127.0.0.1)" for n in (1, 2))
+    assert sorted(both.members["inventory"]) == [first, gone], both.members
+    assert left.members["inventory"] == [first], left.members
+    assert page.gone()["inventory"] == {gone: both.at}
+    assert (
+        "<tr><td>inventory</td><td>caravan-inventory</td><td>Stable</td><td>1</td>"
+        f"<td>{first}</td><td class='down'>{gone} (last seen "
+    ) in page.page()
+
+
 def listed_lines(stdout: str, letter: str) -> list[list[str]]:
     """The lines ``caravan dlq list`` printed from ``letter``'s first on, each line's cells
     (its fourth and fifth, if it has them, say what it was redriven from and when)."""

@@ -96,6 +96,40 @@ def test_dead_letters_waiting_are_told_from_those_redriven() -> None:
     ) in text
 
 
+async def test_each_group_s_members_are_named_and_those_gone_marked(no_database: None) -> None:
+    """A drill ran payments as two instances and kill -9'd the second: the page, reading one
+    port per service, said every service up and nothing of the instance lost. Each group's
+    members are named, with those seen in the last ten minutes that are gone (not while
+    Kafka cannot say, nor once one is back under its client id and host), on the page and in
+    its JSON."""
+    page = board()
+    first, second = (f"caravan-payments-{n}-consumer (10.0.0.{n})" for n in (1, 2))
+    both = {"payments": [first, second]}
+    away = {"members": "Kafka unreachable (KafkaConnectionError)"}
+    page.history.append(Snapshot(at=100.0, groups={"payments": "Stable"}, members=both))
+    page.history.append(Snapshot(at=103.0, unavailable=away))
+    one = {"payments": [first]}
+    page.history.append(Snapshot(at=time.time(), groups={"payments": "Stable"}, members=one))
+    assert page.gone() == {"payments": {second: 100.0}}
+    seen = time.strftime("%H:%M:%S", time.localtime(100.0))
+    assert (
+        "<tr><td>payments</td><td>caravan-payments</td><td>Stable</td><td>1</td>"
+        f"<td>{first}</td><td class='down'>{second} (last seen {seen})</td></tr>"
+    ) in page.page()
+    no_group = "<tr><td>orders</td><td>caravan-orders</td><td></td><td>0</td><td></td><td></td>"
+    assert no_group in page.page()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=signed_in(page)), base_url="http://page"
+    ) as client:
+        got = await client.get("/api/snapshot", headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert got.json()["members"] == one and got.json()["gone"] == {"payments": {second: 100.0}}
+    page.history.append(Snapshot(at=time.time(), unavailable=away))
+    assert page.gone() == {}
+    assert f"unavailable: {away['members']}" in page.page()
+    page.history.append(Snapshot(at=time.time(), members=both))  # back
+    assert page.gone() == {}
+
+
 def test_stuck_orders_beyond_those_listed_are_counted() -> None:
     page = board()
     listed = [{"order_id": f"o-{i}", "order_ref": f"r-{i}", "placed_at": "t"} for i in range(2)]
@@ -183,6 +217,7 @@ def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("no Kafka in unit tests")
 
     monkeypatch.setattr(kafka_admin, "group_client", away)
+    monkeypatch.setattr(kafka_admin, "describe_groups", away)
 
 
 async def test_a_service_that_refuses_the_token_is_not_asked_again_with_it(
@@ -628,8 +663,14 @@ def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         read["dead letters"] = read.get("dead letters", 0) + 1
         return []
 
+    async def describe_groups(
+        bootstrap: str, groups: list[str], settings: Any
+    ) -> dict[str, kafka_admin.GroupState]:
+        return {g: kafka_admin.GroupState(g, "Stable", [f"{g}-1"]) for g in groups}
+
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    monkeypatch.setattr(kafka_admin, "describe_groups", describe_groups)
     monkeypatch.setattr(dlq.Kept, "read", letters)
     return read
 

@@ -30,7 +30,7 @@ from tests.unit.test_healthz import health
 
 def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozenset()) -> list[str]:
     """A cluster that answers each offsets request (a lag of 2) but for the ``missing``
-    topics; returns the topics asked about, in order."""
+    topics, and describes the group with one member; returns the topics asked about, in order."""
     asked: list[str] = []
 
     @contextlib.asynccontextmanager
@@ -43,8 +43,12 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozen
             raise kafka_admin.NoSuchTopic(f"no topic {topic!r}")
         return [kafka_admin.PartitionOffsets(0, 0, 5, 3)]
 
+    async def group_of(_client: Any, group: str) -> kafka_admin.GroupState:
+        return kafka_admin.GroupState(group, "Stable", ["member-1"])
+
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
+    monkeypatch.setattr(kafka_admin, "group_of", group_of)
     return asked
 
 
@@ -138,14 +142,10 @@ async def test_a_partition_whose_records_wait_unhandled_is_stalled(
         2: kafka_admin.PartitionOffsets(2, 50, 50, 30),
     }
 
-    @contextlib.asynccontextmanager
-    async def group_client(*_: Any) -> AsyncIterator[Any]:
-        yield object()
-
     async def offsets(_client: Any, topic: str) -> list[kafka_admin.PartitionOffsets]:
         return list(found.values())
 
-    monkeypatch.setattr(kafka_admin, "group_client", group_client)
+    fake_kafka(monkeypatch)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
     clock = Clock()
     service = fake_service(KafkaContact(silent_after=30, clock=clock), "observe-stalled")

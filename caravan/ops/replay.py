@@ -6,16 +6,17 @@ re-reads and changes nothing that was already done; it is how operations make a 
 catch up on records it skipped or dead-lettered before a fix.
 
 A rewind is refused while the group has active members (Kafka would refuse the commit, and
-the service would overwrite it); for a group that has never committed an offset on the
-topic: a mistyped group, or one whose service does not read the topic, would otherwise be
-"rewound" and nothing would happen (the refusal names the groups that do read it; ``force``
-sets the offsets anyway: a group whose offsets Kafka expired after it stayed empty for
-``offsets.retention.minutes``, seven days by default); and where it would move a partition
-*forward*, past records the group has not read yet (an offset or a time after where the
-group is; where it never committed, its service would start at the partition's beginning),
-which would skip them unhandled, unless ``allow_skip``. A refusal names every reason that
-stands in the way, each with what lifts it (a dry run, what a run would be refused for):
-``force`` lifting one, the operator went on to meet the next.
+the service would overwrite it), each named by its client id and host; for a group that
+has never committed an offset on the topic: a mistyped group, or one whose service does
+not read the topic, would otherwise be "rewound" and nothing would happen (the refusal
+names the groups that do read it; ``force`` sets the offsets anyway: a group whose offsets
+Kafka expired after it stayed empty for ``offsets.retention.minutes``, seven days by
+default); and where it would move a partition *forward*, past records the group has not
+read yet (an offset or a time after where the group is; where it never committed, its
+service would start at the partition's beginning), which would skip them unhandled, unless
+``allow_skip``. A refusal names every reason that stands in the way, each with what lifts
+it (a dry run, what a run would be refused for): ``force`` lifting one, the operator went
+on to meet the next.
 
 A rewind is recorded in the audit trail (PostgreSQL), and refused while the trail cannot
 record it, before any offset moves: an unrecorded rewind is what the trail is there to
@@ -28,6 +29,7 @@ from datetime import datetime
 
 from aiokafka.errors import KafkaError
 
+from caravan import checkout
 from caravan.ops.record import record, refusal, unrecordable
 from services import SERVICES
 from shared.messaging import kafka_admin
@@ -129,10 +131,7 @@ async def replay(
                 f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
             )
         if state.members:
-            refused.append(
-                f"group {group} has {len(state.members)} active member(s) ({state.state}): "
-                f"stop its service first ({_pause(group)}); --force does not lift this"
-            )
+            refused.append(_active(state, bootstrap))
         if any(p.skipped for p in plan) and not allow_skip:
             ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
             refused.append(
@@ -180,7 +179,20 @@ async def replay(
     )
 
 
-def _pause(group: str) -> str:
-    """How to stop the members of ``group``: under ``caravan up``, pausing its service."""
-    service = next((s for s in SERVICES if consumer_group(s) == group), "SERVICE")
-    return f"under `caravan up`: `caravan pause {service}`"
+def _active(state: kafka_admin.GroupState, bootstrap: str) -> str:
+    """The refusal of a group with members: each named (client id, host), and how to stop
+    them: pausing its service under ``caravan up``; where ``caravan pause`` has already
+    stopped it (under the ``caravan up`` running Kafka at ``bootstrap``), those left are
+    instances it does not run, stopped where they run."""
+    service = next((s for s in SERVICES if consumer_group(s) == state.group), "SERVICE")
+    if service in checkout.paused_beside(bootstrap):
+        how = (
+            f"{service} is paused under `caravan up`, so these are instances it does not run:"
+            " stop them where they run"
+        )
+    else:
+        how = f"stop its service first (under `caravan up`: `caravan pause {service}`)"
+    return (
+        f"group {state.group} has {len(state.members)} active member(s) ({state.state}),"
+        f" {', '.join(state.named())}: {how}; --force does not lift this"
+    )

@@ -245,8 +245,9 @@ async def test_replay_for_a_group_that_never_read_the_topic_is_refused_naming_th
             said = "a run would be refused" if how else "refused"
             assert f"{said}, for 2 reasons: - {never}" in out, out
             assert (
-                f"- group {group} has 1 active member(s) (Stable): stop its service first"
-                " (under `caravan up`: `caravan pause inventory`); --force does not lift this"
+                f"- group {group} has 1 active member(s) (Stable), caravan-inventory-1-consumer"
+                " (127.0.0.1): stop its service first (under `caravan up`: `caravan pause"
+                " inventory`); --force does not lift this"
             ) in out, out
         assert f"(groups that have: {', '.join(readers)}); check --group, or pass --force" in out
         assert set(await committed(caravan, group, topic)) == {None}
@@ -395,6 +396,58 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
     )
 
 
+def under_caravan_up(caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As if a ``caravan up`` ran the session's system from this checkout: what ``caravan
+    pause`` writes (under ``tmp_path``) is its pauses."""
+    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "up.env.json")  # as caravan up says
+    checkout.UP_ENV.write_text(
+        orjson.dumps({"KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap}).decode()
+    )
+    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "up-paused")
+    monkeypatch.setattr(checkout, "running_up", lambda: True)
+    checkout.PAUSED.mkdir()
+
+
+async def test_a_replay_refused_for_instances_caravan_up_does_not_run_names_them(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A drill ran a second inventory by hand; ``caravan pause inventory`` stopped the first,
+    and the replay was refused for "1 active member(s): stop its service first (under
+    `caravan up`: `caravan pause inventory`)", which the operator had just done. The refusal
+    names each member, and says those left are instances ``caravan up`` does not run."""
+    from tests.e2e.test_inventory_race import _both_instances_in_the_group
+
+    under_caravan_up(caravan, monkeypatch, tmp_path)
+    group = "caravan-inventory"
+    caravan.procs.start(("inventory",), instance=2)
+    try:
+        await _both_instances_in_the_group(caravan)
+        (checkout.PAUSED / "inventory").touch()
+        await asyncio.to_thread(caravan.procs.supervise, {"inventory"})
+        await until(
+            lambda: kafka_admin.describe_group(caravan.infra.kafka_bootstrap, group),
+            "the inventory group to have one stable member",
+            ready=lambda state: state.state == "Stable" and len(state.members) == 1,
+        )
+        result = await replay(
+            caravan.infra.kafka_bootstrap,
+            caravan.infra.database_url,
+            Topic.ORDER_EVENTS.value,
+            group,
+            earliest=True,
+            dry_run=True,
+        )
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+        await asyncio.to_thread(caravan.procs.supervise, set())
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    assert (
+        f"group {group} has 1 active member(s) (Stable), caravan-inventory-2-consumer"
+        " (127.0.0.1): inventory is paused under `caravan up`, so these are instances it does"
+        " not run: stop them where they run; --force does not lift this"
+    ) in result.refused, result.refused
+
+
 async def test_the_operations_page_shows_a_paused_service_and_the_records_waiting_for_it(
     caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -406,13 +459,7 @@ async def test_the_operations_page_shows_a_paused_service_and_the_records_waitin
     for name, value in caravan.procs.env.items():  # the page beside the services
         monkeypatch.setenv(name, value)
     settings = Settings(token=caravan.token)
-    monkeypatch.setattr(checkout, "UP_ENV", tmp_path / "up.env.json")  # as caravan up says
-    checkout.UP_ENV.write_text(
-        orjson.dumps({"KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap}).decode()
-    )
-    monkeypatch.setattr(checkout, "PAUSED", tmp_path / "up-paused")
-    monkeypatch.setattr(checkout, "running_up", lambda: True)
-    checkout.PAUSED.mkdir()
+    under_caravan_up(caravan, monkeypatch, tmp_path)
     (checkout.PAUSED / "inventory").touch()
     await asyncio.to_thread(caravan.procs.supervise, {"inventory"})
     try:

@@ -87,7 +87,7 @@ def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
     not lift: an operator passing it met a second refusal."""
 
     async def describe_group(bootstrap: str, group: str) -> GroupState:
-        return GroupState(group, "Stable", ["member-1"])
+        return GroupState(group, "Stable", ["member-1"], ["caravan-orders-1-consumer"], [], ["h"])
 
     async def offsets(consumer: Any, topic: str) -> list[PartitionOffsets]:
         return [PartitionOffsets(0, 0, 10, None), PartitionOffsets(1, 3, 10, None)]
@@ -109,13 +109,14 @@ def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
         assert lines[at + 1].startswith("- group caravan-orders has no committed offset on")
         assert lines[at + 1].endswith("check --group, or pass --force to set them")
         assert lines[at + 2] == (
-            "- group caravan-orders has 1 active member(s) (Stable): stop its service first"
-            " (under `caravan up`: `caravan pause orders`); --force does not lift this"
+            "- group caravan-orders has 1 active member(s) (Stable), caravan-orders-1-consumer"
+            " (h): stop its service first (under `caravan up`: `caravan pause orders`);"
+            " --force does not lift this"
         )
     assert "nothing changed (dry run)" in done.output and committed == {}
     forced = asyncio.run(replay(earliest=True, force=True))
     assert [reason.split(":")[0] for reason in forced.refused] == [
-        "group g has 1 active member(s) (Stable)"
+        "group g has 1 active member(s) (Stable), caravan-orders-1-consumer (h)"
     ]
     assert not forced.applied and committed == {}
 

@@ -199,8 +199,8 @@ class InstanceSettings(BaseSettings):
 
     # Which instance of a service this is (log lines' "instance", Kafka client ids): the
     # host's name unless given (a pod's name in Kubernetes, a container's id in compose), so
-    # that replicas deployed without an id of their own are told apart; `caravan up` gives each
-    # instance it starts its number.
+    # that replicas deployed without an id of their own are told apart; `caravan up` gives the
+    # one instance of each service it starts 1, the tests' second instances 2.
     instance_id: str = Field(default_factory=socket.gethostname)
 
 

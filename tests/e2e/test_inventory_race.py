@@ -32,7 +32,7 @@ async def _both_instances_in_the_group(caravan: System, timeout: float = 60.0) -
 async def test_two_instances_are_told_apart_by_their_kafka_clients_and_log_lines(
     caravan: System,
 ) -> None:
-    """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts, which nothing read:
+    """The harness sets CARAVAN_INSTANCE_ID on each instance it starts, which nothing read:
     both inventories were the Kafka client ``caravan-inventory-consumer``, and their log
     lines said the same service and nothing else."""
     caravan.procs.start(("inventory",), instance=2)

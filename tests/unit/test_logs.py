@@ -401,11 +401,12 @@ def test_a_service_s_lines_name_its_instance(
     instance: str,
     refused: bool,
 ) -> None:
-    """``caravan up`` sets CARAVAN_INSTANCE_ID on each instance it starts (a second inventory
-    is 2), which nothing read: two instances' lines could not be told apart. Replicas
-    deployed outside ``caravan up`` (compose, Kubernetes) given none were all instance "1",
-    their lines and Kafka clients alike: unset, it is the host's name (a pod's, a
-    container's). The one line that its settings are refused named no instance at all."""
+    """``caravan up`` (and the tests' second instances) set CARAVAN_INSTANCE_ID on each
+    instance started (a second inventory is 2), which nothing read: two instances' lines
+    could not be told apart. Replicas deployed outside ``caravan up`` (compose, Kubernetes)
+    given none were all instance "1", their lines and Kafka clients alike: unset, it is the
+    host's name (a pod's, a container's). The one line that its settings are refused named
+    no instance at all."""
     monkeypatch.setattr(sys, "stderr", service_lines)
     monkeypatch.setattr(gc, "freeze", lambda: None)
     monkeypatch.setattr(gc, "set_threshold", lambda *_: None)

@@ -655,9 +655,11 @@ def replay(
         console.print(
             "current offset -: none committed, its service would start at the first record"
         )
+    known = result.members is not None
     console.print(
-        f"group {group}: {result.group_state}, {result.members} member(s); "
-        f"{result.total} record(s) to re-read"
+        f"group {group}: "
+        + (f"{result.group_state}, {result.members} member(s)" if known else "members unknown")
+        + f"; {result.total} record(s) to re-read"
         + (f", {result.skipped} to skip" if result.skipped else "")
     )
     if result.refused:

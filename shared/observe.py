@@ -115,6 +115,8 @@ class LagSampler:
                     queue = f"{topic}[{p.partition}]"
                     queues[queue], labels[queue] = (at, p.end - at), (topic, str(p.partition))
             state = await kafka_admin.group_of(self.client, self.service.consumer.group_id)
+            if state.error is not None:  # members unknown, not none: the gauge keeps its value
+                raise state.error
             CONSUMER_GROUP_MEMBERS.labels(self.service.name).set(len(state.members))
         except BaseException:
             await self.close()

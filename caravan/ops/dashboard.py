@@ -78,6 +78,9 @@ class Snapshot:
     stuck_total: int = 0  # all of them
     groups: dict[str, str] = field(default_factory=dict)  # per service: its group's state
     members: dict[str, list[str]] = field(default_factory=dict)  # per service: its group's
+    # per service: why Kafka could not say its group's members (its coordinator loading, or
+    # moving): unknown for now, not none
+    members_unknown: dict[str, str] = field(default_factory=dict)
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
     checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
@@ -424,6 +427,11 @@ async def _group_members(settings: Settings, snap: Snapshot) -> None:
         snap.unavailable["members"] = f"Kafka unreachable ({exc.__class__.__name__})"
         return
     for group, state in groups.items():
+        if state.error is not None:
+            snap.members_unknown[services[group]] = (
+                f"its coordinator answered {state.error.message}"
+            )
+            continue
         snap.groups[services[group]] = state.state
         snap.members[services[group]] = state.named()
 
@@ -634,14 +642,17 @@ class Dashboard:
     def gone(self) -> dict[str, dict[str, float]]:
         """Per service, the members its group had in the last ten minutes (the snapshots kept)
         that it no longer has, each with when it was last seen: an instance stopped, or
-        killed, and not back (one started again under the same client id and host is back)."""
+        killed, and not back (one started again under the same client id and host is back).
+        None of a group whose members Kafka cannot say now."""
         if not self.history or "members" in self.history[-1].unavailable:
             return {}
-        now = self.history[-1].members
+        now = self.history[-1]
         gone: dict[str, dict[str, float]] = {}
         for snap in self.history:
             for service, members in snap.members.items():
-                for member in set(members) - set(now.get(service, [])):
+                if service in now.members_unknown:
+                    continue
+                for member in set(members) - set(now.members.get(service, [])):
                     gone.setdefault(service, {})[member] = snap.at
         return gone
 
@@ -653,6 +664,13 @@ class Dashboard:
         gone = self.gone()
         rows = ""
         for service in SERVICES:
+            unknown = snap.members_unknown.get(service)
+            if unknown is not None:
+                rows += (
+                    f"<tr><td>{service}</td><td>{consumer_group(service)}</td>"
+                    f"<td colspan=4>members unknown for now ({html.escape(unknown)})</td></tr>"
+                )
+                continue
             members = snap.members.get(service, [])
             left = sorted(gone.get(service, {}).items())
             said = ", ".join(f"{html.escape(m)} (last seen {_clock(at)})" for m, at in left)

@@ -6,12 +6,13 @@ re-reads and changes nothing that was already done; it is how operations make a 
 catch up on records it skipped or dead-lettered before a fix.
 
 A rewind is refused while the group has active members (Kafka would refuse the commit, and
-the service would overwrite it), each named by its client id and host; for a group that
-has never committed an offset on the topic: a mistyped group, or one whose service does
-not read the topic, would otherwise be "rewound" and nothing would happen (the refusal
-names the groups that do read it; ``force`` sets the offsets anyway: a group whose offsets
-Kafka expired after it stayed empty for ``offsets.retention.minutes``, seven days by
-default); and where it would move a partition *forward*, past records the group has not
+the service would overwrite it), each named by its client id and host, and while Kafka
+cannot say whether it has any (its coordinator loading the group, or the group moving); for
+a group that has never committed an offset on the topic: a mistyped group, or one whose
+service does not read the topic, would otherwise be "rewound" and nothing would happen
+(the refusal names the groups that do read it; ``force`` sets the offsets anyway: a group
+whose offsets Kafka expired after it stayed empty for ``offsets.retention.minutes``, seven
+days by default); and where it would move a partition *forward*, past records the group has not
 read yet (an offset or a time after where the group is; where it never committed, its
 service would start at the partition's beginning), which would skip them unhandled, unless
 ``allow_skip``. A refusal names every reason that stands in the way, each with what lifts
@@ -67,7 +68,7 @@ class ReplayResult:
     topic: str
     group: str
     group_state: str
-    members: int
+    members: int | None  # None: Kafka could not say (the group's coordinator loading, moving)
     plan: list[PartitionPlan]
     applied: bool
     refused: tuple[str, ...] = ()  # every reason it was (or, a dry run, would be) refused
@@ -130,7 +131,13 @@ async def replay(
                 f"broker's offsets.retention.minutes) (groups that have: "
                 f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
             )
-        if state.members:
+        if state.error is not None:  # no member listed is not none: one may be reading
+            refused.append(
+                f"Kafka cannot say now whether group {group} has members (its coordinator"
+                f" answered {state.error.message}: loading the group, or it moved): try again"
+                " in a moment; --force does not lift this"
+            )
+        elif state.members:
             refused.append(_active(state, bootstrap))
         if any(p.skipped for p in plan) and not allow_skip:
             ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
@@ -174,8 +181,9 @@ async def replay(
             if not applied:
                 raise
             unrecorded = repr(exc)
+    members = None if state.error is not None else len(state.members)
     return ReplayResult(
-        topic, group, state.state, len(state.members), plan, applied, tuple(refused), unrecorded
+        topic, group, state.state, members, plan, applied, tuple(refused), unrecorded
     )
 
 

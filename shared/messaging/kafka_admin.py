@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
 from aiokafka.coordinator.protocol import ConsumerProtocol
-from aiokafka.errors import for_code
+from aiokafka.errors import BrokerResponseError, for_code
 from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v0,
     DescribeGroupsRequest_v1,
@@ -53,6 +53,10 @@ class GroupState:
     # Each member's partitions by topic, in order (none until the group is stable).
     assignments: list[dict[str, list[int]]] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)  # each member's address, as Kafka saw it
+    # Why its coordinator could not describe it (loading the group, or the group moved to
+    # another broker: COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, ...): its members are
+    # then unknown for now, not none, whatever ``members`` (empty) says.
+    error: BrokerResponseError | None = None
 
     def named(self) -> list[str]:
         """Each member as an operator finds it: its client id (a service's instance is
@@ -102,7 +106,8 @@ async def group_of(consumer: AIOKafkaConsumer, group: str) -> GroupState:
 
 
 async def described(client: AIOKafkaClient, groups: Iterable[str]) -> dict[str, GroupState]:
-    """Each of ``groups`` as its coordinator describes it, asked through ``client``."""
+    """Each of ``groups`` as its coordinator describes it, asked through ``client``; one it
+    answered with an error for has that :attr:`GroupState.error` (and no member listed)."""
     by_coordinator: dict[int, list[str]] = {}
     for group in groups:
         node = await client.coordinator_lookup(GROUP_COORDINATOR, group)
@@ -110,7 +115,7 @@ async def described(client: AIOKafkaClient, groups: Iterable[str]) -> dict[str, 
     found = {}
     for node, asked in by_coordinator.items():
         response = await client.send(node, _DescribeGroups(asked))
-        for _error, group_id, state, *_rest, members in response.groups:
+        for error, group_id, state, *_rest, members in response.groups:
             found[group_id] = GroupState(
                 group_id,
                 state,
@@ -118,6 +123,7 @@ async def described(client: AIOKafkaClient, groups: Iterable[str]) -> dict[str, 
                 [m[1] for m in members],
                 [_assignment(m[4]) for m in members],
                 [m[2].lstrip("/") for m in members],
+                for_code(error)(f"describing group {group_id}") if error else None,
             )
     return found
 

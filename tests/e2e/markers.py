@@ -164,6 +164,8 @@ async def _behind(
         ]
         left += behind
         state = await kafka_admin.describe_group(bootstrap, group) if behind else None
+        if state is not None and state.error is not None:
+            continue  # members unknown for now (its coordinator loading): asked again next time
         if state is None or state.members:
             memberless.pop(group, None)
             continue

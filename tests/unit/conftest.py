@@ -3,8 +3,10 @@
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -84,3 +86,26 @@ def faults(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) ->
 def said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
     """The level and words of each line ``logger`` logged that ``caplog`` holds."""
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == logger]
+
+
+class Coordinator:
+    """A Kafka client, as :func:`shared.messaging.kafka_admin.described` asks through it, whose
+    group coordinator (node 1) answers DescribeGroups as Kafka's versions 0-2 do: a group of
+    ``errors`` with that error code and no member (COORDINATOR_LOAD_IN_PROGRESS while it loads
+    the group), any other Stable, with one member, ``<group>-1``."""
+
+    def __init__(self, errors: Mapping[str, int] | None = None) -> None:
+        self.errors = dict(errors or {})
+
+    async def coordinator_lookup(self, kind: int, group: str) -> int:
+        return 1
+
+    async def send(self, node: int, request: Any) -> Any:
+        groups: list[tuple[Any, ...]] = []
+        for group in request.groups:
+            if group in self.errors:
+                groups.append((self.errors[group], group, "", "", "", []))
+            else:
+                member = (f"{group}-1", "", "", b"", b"")  # no client id, host, assignment
+                groups.append((0, group, "Stable", "consumer", "range", [member]))
+        return SimpleNamespace(groups=groups)

@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from aiokafka import errors
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -28,6 +29,7 @@ from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM
 from shared.messaging import kafka_admin
 from shared.settings import Settings
+from tests.unit.conftest import Coordinator
 
 
 def board() -> Dashboard:
@@ -128,6 +130,48 @@ async def test_each_group_s_members_are_named_and_those_gone_marked(no_database:
     assert f"unavailable: {away['members']}" in page.page()
     page.history.append(Snapshot(at=time.time(), members=both))  # back
     assert page.gone() == {}
+
+
+async def test_a_group_kafka_cannot_describe_now_has_its_members_unknown_and_none_gone(
+    no_database: None, waiting: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its coordinator loads a group (a broker restarted) or the group moves to another
+    broker, DescribeGroups answers it with that error and no member: the page said the group
+    had 0 members and marked every instance seen in the last ten minutes gone."""
+    settings = Settings(token="cvn_" + "g" * 43)
+    page = Dashboard(settings, transport=httpx.MockTransport(stopped(settings)))
+    both = ["caravan-payments-1", "caravan-payments-2"]
+    page.history.append(Snapshot(at=time.time() - 3, members={"payments": both}))
+    loading = Coordinator({"caravan-payments": errors.CoordinatorLoadInProgressError.errno})
+
+    async def describe_groups(
+        bootstrap: str, groups: list[str], settings: Any
+    ) -> dict[str, kafka_admin.GroupState]:
+        return await kafka_admin.described(loading, groups)
+
+    monkeypatch.setattr(kafka_admin, "describe_groups", describe_groups)
+    snap = await page.sample()
+    assert page.gone() == {}
+    text = page.page()
+    assert (
+        "<tr><td>payments</td><td>caravan-payments</td><td colspan=4>members unknown for now"
+        " (its coordinator answered COORDINATOR_LOAD_IN_PROGRESS)</td></tr>"
+    ) in text
+    assert "<tr><td>orders</td><td>caravan-orders</td><td>Stable</td><td>1</td>" in text
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=signed_in(page)), base_url="http://page"
+    ) as client:
+        got = await client.get("/api/snapshot", headers={"Authorization": f"Bearer {OPERATOR}"})
+    said = got.json()
+    assert (
+        said["members_unknown"]
+        == snap.members_unknown
+        == {"payments": "its coordinator answered COORDINATOR_LOAD_IN_PROGRESS"}
+    )
+    assert "payments" not in said["members"] and said["gone"] == {}
+    loading.errors.clear()  # loaded: the instance not back is gone
+    await page.sample()
+    assert page.gone() == {"payments": {"caravan-payments-2": page.history[0].at}}
 
 
 def test_stuck_orders_beyond_those_listed_are_counted() -> None:
@@ -666,7 +710,7 @@ def waiting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     async def describe_groups(
         bootstrap: str, groups: list[str], settings: Any
     ) -> dict[str, kafka_admin.GroupState]:
-        return {g: kafka_admin.GroupState(g, "Stable", [f"{g}-1"]) for g in groups}
+        return await kafka_admin.described(Coordinator(), groups)  # each: one member
 
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)

@@ -24,18 +24,23 @@ from shared.runtime import Service
 from shared.settings import Settings
 from shared.stall import Stalled, Stalls
 from shared.topics import Topic
-from tests.unit.conftest import Clock, said
+from tests.unit.conftest import Clock, Coordinator, said
 from tests.unit.test_healthz import health
 
 
-def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozenset()) -> list[str]:
+def fake_kafka(
+    monkeypatch: pytest.MonkeyPatch,
+    missing: frozenset[str] = frozenset(),
+    coordinator: Coordinator | None = None,
+) -> list[str]:
     """A cluster that answers each offsets request (a lag of 2) but for the ``missing``
-    topics, and describes the group with one member; returns the topics asked about, in order."""
+    topics, and describes the group as ``coordinator`` does (with one member by default);
+    returns the topics asked about, in order."""
     asked: list[str] = []
 
     @contextlib.asynccontextmanager
     async def group_client(*_: Any) -> AsyncIterator[Any]:
-        yield object()
+        yield SimpleNamespace(_client=coordinator or Coordinator())
 
     async def offsets(_client: Any, topic: str) -> list[kafka_admin.PartitionOffsets]:
         asked.append(topic)
@@ -43,12 +48,8 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch, missing: frozenset[str] = frozen
             raise kafka_admin.NoSuchTopic(f"no topic {topic!r}")
         return [kafka_admin.PartitionOffsets(0, 0, 5, 3)]
 
-    async def group_of(_client: Any, group: str) -> kafka_admin.GroupState:
-        return kafka_admin.GroupState(group, "Stable", ["member-1"])
-
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     monkeypatch.setattr(kafka_admin, "offsets", offsets)
-    monkeypatch.setattr(kafka_admin, "group_of", group_of)
     return asked
 
 
@@ -186,7 +187,7 @@ async def test_kafka_away_for_the_lag_samples_is_one_warning_then_a_line_when_it
     async def group_client(*_: Any) -> AsyncIterator[Any]:
         if not up:
             raise away
-        yield object()
+        yield SimpleNamespace(_client=Coordinator())
 
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
     lag = observe.LagSampler(fake_service(KafkaContact(clock=faults), "observe-away"))
@@ -206,6 +207,36 @@ async def test_kafka_away_for_the_lag_samples_is_one_warning_then_a_line_when_it
             " (0 warnings of it not logged since the last that was)",
         ),
     ]
+
+
+def members(service: str) -> float | None:
+    return REGISTRY.get_sample_value("caravan_consumer_group_members", {"service": service})
+
+
+async def test_a_group_its_coordinator_cannot_describe_leaves_the_members_gauge_as_it_was(
+    caplog: pytest.LogCaptureFixture, faults: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its coordinator loads the group (a broker restarted) or the group moves to
+    another broker, DescribeGroups answers it with that error and no member: the gauge said
+    0, and CaravanConsumerGroupShrank fired where that lasted two minutes. The sample fails as
+    Kafka away, and the gauge keeps its last value."""
+    loading = Coordinator()
+    fake_kafka(monkeypatch, coordinator=loading)
+    lag = observe.LagSampler(fake_service(KafkaContact(clock=faults), "observe-loading"))
+    assert await observe.sample([lag.sample])
+    assert members("observe-loading") == 1
+    loading.errors["caravan-test"] = errors.CoordinatorLoadInProgressError.errno
+    clean = await observe.sample([lag.sample])
+    assert members("observe-loading") == 1  # not 0
+    assert not clean
+    assert said(caplog, "shared.observe") == [
+        (
+            "WARNING",
+            "metrics sample failed: GroupLoadInProgressError('describing group caravan-test')",
+        ),
+    ]
+    del loading.errors["caravan-test"]
+    assert await observe.sample([lag.sample])
 
 
 async def test_a_sample_meeting_postgresql_away_says_so_in_words(

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiokafka import errors
 from typer.testing import CliRunner
 
 from caravan import cli
@@ -18,6 +19,7 @@ from caravan.ops import replay as ops_replay
 from shared.messaging import kafka_admin
 from shared.messaging.kafka_admin import GroupState, PartitionOffsets
 from tests.harness import free_port
+from tests.unit.conftest import Coordinator
 
 # Partition 0 committed at 7; partition 1 never committed on, its first 3 records deleted.
 OFFSETS = [PartitionOffsets(0, 0, 10, 7), PartitionOffsets(1, 3, 10, None)]
@@ -152,3 +154,30 @@ def test_without_the_audit_trail_a_replay_is_refused_before_any_offset_moves_a_d
         f"not in the audit trail (a dry run goes on without it): {why}",
     ], dry.output
     assert committed == {}
+
+
+def test_a_group_kafka_cannot_describe_now_is_refused_not_taken_for_one_with_no_member(
+    committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its coordinator loads the group (a broker restarted) or the group moves to
+    another broker, DescribeGroups answers it with that error and no member: the replay
+    took it for a group with none and rewound it, beside the service still reading."""
+
+    async def describe_group(bootstrap: str, group: str) -> GroupState:
+        moved = Coordinator({group: errors.NotCoordinatorError.errno})
+        return (await kafka_admin.described(moved, [group]))[group]
+
+    monkeypatch.setattr(kafka_admin, "describe_group", describe_group)
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://db")
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["replay", "--topic", "t", "--group", "g", "--earliest", "--force"]
+    done = CliRunner().invoke(cli.app, args)
+    assert done.exit_code == 2, done.output
+    assert committed == {} and "applied" not in done.output
+    lines = done.output.splitlines()
+    assert lines[-2:] == [
+        "group g: members unknown; 7 record(s) to re-read",
+        "refused: Kafka cannot say now whether group g has members (its coordinator answered"
+        " NOT_COORDINATOR: loading the group, or it moved): try again in a moment; --force does"
+        " not lift this",
+    ], done.output

@@ -1,12 +1,14 @@
 """A service's background loops, one way each: a sweep every so often (:func:`sweeping`),
 and work that the commits queuing it wake (:func:`woken`). A failed round is logged on the
 service's logger (:func:`shared.db.log_retry`: a transient fault, such as the database
-restarting, a one-line warning) and tried again; a loop ends only when it is cancelled."""
+restarting, a one-line warning) and tried again; a loop ends only when it is cancelled.
+Work a loop claimed under a lease and was doing when it was cancelled is handed back
+(:func:`handing_back`)."""
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from shared.db import log_retry
 
@@ -59,3 +61,32 @@ async def woken(
             await asyncio.wait_for(wake.wait(), interval)
             if gather:
                 await asyncio.sleep(gather)
+
+
+GIVE_BACK_SECONDS = 5.0
+"""How long a stopping service tries to hand back a claim (:func:`handing_back`)."""
+
+
+@contextlib.asynccontextmanager
+async def handing_back(
+    give_back: Callable[[], Awaitable[bool]], log: logging.Logger, what: str
+) -> AsyncIterator[None]:
+    """Claimed work, done in the block. Cancelled (a graceful stop cancels the service's
+    loops: :mod:`shared.runtime`), it is handed back before the cancellation goes on:
+    ``give_back()`` makes it due again now, for any instance to take at once rather than
+    once its lease runs out; False: it was not this claim's any more (recorded, or claimed
+    again). One info line says so, naming ``what``; a hand-back that fails, or takes over
+    :data:`GIVE_BACK_SECONDS` (the database away), leaves the work to its lease, as a crash
+    does, with a warning."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        try:
+            async with asyncio.timeout(GIVE_BACK_SECONDS):
+                given = await give_back()
+        except Exception as exc:
+            log.warning("%s unfinished as the service stops, left to its lease: %r", what, exc)
+        else:
+            if given:
+                log.info("%s unfinished as the service stops: handed back, due again now", what)
+        raise

@@ -22,7 +22,10 @@ Each step is its own short transaction; the gateway call happens between two of 
 
 A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
 runs out any instance claims it again and repeats the call with the same key, which the
-gateway answers with the first outcome: the recovery loop *is* the gateway loop. An
+gateway answers with the first outcome: the recovery loop *is* the gateway loop. A
+graceful stop (SIGTERM: a deploy, a scale-down) does not wait for the lease: a call it
+interrupts is handed back (:func:`hand_back`), due again at once, and any instance makes it
+again with the same key. An
 order cancelled meanwhile (``order.cancelled`` turns ``charging`` or a prepaid
 ``authorized`` into ``voiding``) is voided at the gateway by key, which also refuses a
 charge still in flight; then it is ``voided``, and the charge, if it was posted, reversed.
@@ -65,6 +68,7 @@ from services.payments.handlers import (
 from shared.backoff import exponential_step
 from shared.events.payments import PaymentDeclined
 from shared.logs import answers_again, retried, working_for
+from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Position, newest_first, page
 from shared.status_gauge import StatusGauge, in_statuses
@@ -362,7 +366,34 @@ async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: f
     the event that asked for it (its log lines tagged with the order id)."""
     name = f"payments gateway {work.status}"
     with working_for(work.trace_headers, name, work.order_id):
-        await _perform(uow, gateway, work, retry)
+        what = f"the gateway call ({work.status}) of order {work.order_id}"
+        async with handing_back(lambda: _handed_back(uow, work), log, what):
+            await _perform(uow, gateway, work, retry)
+
+
+async def hand_back(tx: Tx, work: Work) -> bool:
+    """``work``'s call unfinished as the service stops: due again now, rather than once its
+    lease runs out; the gateway may have had it, and the call made again with the same key
+    is answered with its first outcome. False: the row has moved on (its outcome recorded,
+    or claimed again: its attempts are no longer this claim's), and is left as it is."""
+    row = (
+        await tx.conn.execute(
+            update(payments)
+            .where(
+                payments.c.order_id == work.order_id,
+                payments.c.status == work.status,
+                payments.c.attempts == work.attempts,
+            )
+            .values(next_attempt_at=func.now())
+            .returning(payments.c.order_id)
+        )
+    ).first()
+    return row is not None
+
+
+async def _handed_back(uow: UnitOfWork, work: Work) -> bool:
+    async with uow.begin() as tx:
+        return await hand_back(tx, work)
 
 
 GATEWAY_AWAY = "payment gateway away"

@@ -3,6 +3,8 @@ PostgreSQL. The payments service is stopped meanwhile, so that its own loop clai
 payments left due by other tests may be claimed here too, leased a minute at most.
 """
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,11 +13,12 @@ import orjson
 import pytest
 from sqlalchemy import delete, insert, select
 
+from services.payments.adapters.gateway import ChargeResult
 from services.payments.adapters.tables import outbox, payments
-from services.payments.prepaid import Work, claim_due, record_voided
+from services.payments.prepaid import Work, claim_due, hand_back, perform, record_voided
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
-from tests.harness import System
+from tests.harness import System, until
 
 
 @pytest.fixture
@@ -97,3 +100,83 @@ async def test_a_void_answered_twice_is_recorded_once(uow: UnitOfWork) -> None:
     voided = [e for e in events if e["data"].get("order_id") == order_id]
     assert status == "voided"
     assert [e["type"] for e in voided] == ["payment.voided"]
+
+
+class Slow:
+    """A gateway that takes each key's first charge and holds its answer until ``answer`` is
+    set (a slow gateway's call in flight), and answers a key asked again at once with the
+    first charge's outcome (declined: no money moves), as a gateway deduplicating by key does;
+    the keys it was asked to charge, in order."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
+        self.asked.append(key)
+        if self.asked.count(key) == 1:
+            await self.answer.wait()
+        return ChargeResult("declined", reason="test card")
+
+    async def void(self, key: str) -> None:
+        raise AssertionError(f"void {key}: not asked for here")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_charge_in_flight_when_payments_stops_is_charged_by_another_at_once(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An instance stopped gracefully (SIGTERM: a deploy, a scale-down) while its gateway
+    call was in flight exited, and left the charge to its lease: another instance charged it
+    once the lease ran out, the buyer kept waiting for nothing. Now the call is handed back
+    as the loop is cancelled: due at once, and the next claim, another instance's, makes it
+    again with the same key, which the gateway answers once. The lease here is a minute."""
+    order_id = await prepaid(uow, "charging", next_attempt_at=datetime.now(UTC) - DECADE)
+    gateway = Slow()
+    try:
+        async with uow.begin() as tx:
+            claimed = await claim_due(tx, 60, limit=1)
+        assert [w.order_id for w in claimed] == [order_id]
+        call = asyncio.create_task(perform(uow, gateway, claimed[0], 1.0))
+        await until(lambda: gateway.asked, "the gateway asked to charge")
+        with caplog.at_level(logging.INFO, logger="services.payments"):
+            call.cancel()  # as a graceful stop cancels the service's loops
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        # Rows other tests left due may be claimed here too (leased a minute, not called).
+        async with uow.begin() as tx:
+            again = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
+        assert [w.attempts for w in again] == [2]
+        said = [r.getMessage() for r in caplog.records if "handed back" in r.getMessage()]
+        assert said == [
+            f"the gateway call (charging) of order {order_id} unfinished as the service"
+            " stops: handed back, due again now"
+        ]
+        await perform(uow, gateway, again[0], 1.0)
+        assert gateway.asked == [order_id, order_id]
+        async with uow.db.engine.connect() as conn:
+            query = select(payments.c.status, payments.c.attempts, payments.c.next_attempt_at)
+            row = (await conn.execute(query.where(payments.c.order_id == order_id))).one()
+        assert tuple(row) == ("declined", 2, None)
+    finally:
+        gateway.answer.set()
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payments).where(payments.c.order_id == order_id))
+
+
+async def test_a_claim_handed_back_late_leaves_a_newer_claim_alone(uow: UnitOfWork) -> None:
+    # Its lease ran out and another instance claimed the charge (attempt 2) before the
+    # stopping one handed back its claim (attempt 1): the newer claim keeps its lease.
+    leased = datetime.now(UTC) + timedelta(minutes=1)
+    order_id = await prepaid(uow, "charging", attempts=2, next_attempt_at=leased)
+    try:
+        async with uow.begin() as tx:
+            handed = await hand_back(tx, Work(order_id, "charging", "claims-buyer", 3500, 1))
+        async with uow.db.engine.connect() as conn:
+            query = select(payments.c.next_attempt_at).where(payments.c.order_id == order_id)
+            assert (handed, await conn.scalar(query)) == (False, leased)
+    finally:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payments).where(payments.c.order_id == order_id))

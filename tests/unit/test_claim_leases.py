@@ -1,13 +1,18 @@
 """A claim's lease must outlast the call it covers: a row whose lease runs out while its call
 is in flight is claimed by another instance and the call made again (a prepaid charge sent a
 second time under its key, a text sent twice). Each service whose loop claims rows for a call
-refuses to start with a lease no longer than that call's timeout (``claim_lease``)."""
+refuses to start with a lease no longer than that call's timeout (``claim_lease``). A claim
+whose call a graceful stop interrupts is handed back, due again at once (``handing_back``)."""
+
+import asyncio
+import logging
 
 import pytest
 
 from services.notifications.bootstrap import delivery_policy
 from services.payments.bootstrap import bootstrap as payments_bootstrap
 from services.platform.bootstrap import callback_policy
+from shared import loops
 from shared.settings import Settings, claim_lease
 
 ANY_DB = "postgresql://caravan@127.0.0.1:1/caravan"  # never connected to: nothing is started
@@ -43,3 +48,29 @@ def test_notifications_and_platform_refuse_theirs_the_same_way() -> None:
         callback_policy(Settings(platform_api_timeout_seconds=30))
     assert delivery_policy(Settings()).lease_seconds == 30
     assert callback_policy(Settings()).lease_seconds == 30
+
+
+async def test_a_claim_not_handed_back_in_time_is_left_to_its_lease_and_the_stop_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped with the database away: handing the claim back waits ``GIVE_BACK_SECONDS`` at
+    most, one warning says the claim is left to its lease, and the loop ends cancelled."""
+    monkeypatch.setattr(loops, "GIVE_BACK_SECONDS", 0.05)
+
+    async def give_back() -> bool:
+        await asyncio.Event().wait()  # no answer
+        return True
+
+    async def call() -> None:
+        async with loops.handing_back(give_back, logging.getLogger("test.loops"), "order 1"):
+            await asyncio.Event().wait()  # in flight
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.INFO, logger="test.loops"):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [r.getMessage() for r in caplog.records] == [
+        "order 1 unfinished as the service stops, left to its lease: TimeoutError()"
+    ]

@@ -10,7 +10,9 @@ open across a call (the pattern of :mod:`services.notifications.dispatch`).
    ``failed`` when the platform refused for good or the attempts are spent.
 
 A crash between the call and the record leaves the row ``sending``; when its lease lapses it
-is called again with the same key, which the platform applies once. The rows are durable, so
+is called again with the same key, which the platform applies once. A graceful stop (SIGTERM)
+does not wait for the lease: the claimed rows not yet recorded are handed back
+(:func:`hand_back`), due again at once for any instance. The rows are durable, so
 callbacks survive restarts and platform outages; ``failed`` ones stay listed for operations.
 The call and its record are spans in the order's trace: that of the terminal event told,
 stored with the row (:func:`traced`).
@@ -18,13 +20,13 @@ stored with the row (:func:`traced`).
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, get_args
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
@@ -32,6 +34,7 @@ from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, CallbackStatus, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
 from shared.logs import answers_again, retried, working_for
+from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge
 
@@ -156,12 +159,37 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
         rows = await claim_due(tx, policy, api.apps)
     if not rows:
         return 0
-    results = await asyncio.gather(*(call(api, row) for row in rows))
-    for row, (result, error) in zip(rows, results, strict=True):
-        with traced(row, "platform status callback recorded"):
-            async with uow.begin() as tx:
-                await record(tx, row, result, error, policy)
+    what = f"the status callbacks of orders {', '.join(row.order_id for row in rows)}"
+    async with handing_back(lambda: _handed_back(uow, rows), log, what):
+        results = await asyncio.gather(*(call(api, row) for row in rows))
+        for row, (result, error) in zip(rows, results, strict=True):
+            with traced(row, "platform status callback recorded"):
+                async with uow.begin() as tx:
+                    await record(tx, row, result, error, policy)
     return len(rows)
+
+
+async def hand_back(tx: Tx, rows: Sequence[Any]) -> int:
+    """Claimed ``rows`` unrecorded as the service stops: due again now, rather than once
+    their lease lapses (called again with the same key, which the platform applies once);
+    each only while it is still its claim's (``sending``, the claim's attempts: not recorded,
+    nor claimed again since). How many were."""
+    claimed = [(row.event_id, row.attempts) for row in rows]
+    done = await tx.conn.execute(
+        update(callbacks)
+        .where(
+            tuple_(callbacks.c.event_id, callbacks.c.attempts).in_(claimed),
+            callbacks.c.status == "sending",
+        )
+        .values(next_attempt_at=func.now())
+        .returning(callbacks.c.event_id)
+    )
+    return len(done.all())
+
+
+async def _handed_back(uow: UnitOfWork, rows: Sequence[Any]) -> bool:
+    async with uow.begin() as tx:
+        return await hand_back(tx, rows) > 0
 
 
 STATUSES: tuple[str, ...] = get_args(CallbackStatus)

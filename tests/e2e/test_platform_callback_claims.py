@@ -1,21 +1,25 @@
 """Which platform adapter instance calls a platform back, against the real platform schema:
 one without the app in its settings leaves the callback to one that has it; a claim that
 lapsed unrecorded is claimed again; two instances claiming at once never both claim one;
-the last attempt refused fails the callback."""
+the last attempt refused fails the callback; a claim a graceful stop interrupts is handed back,
+claimed again at once."""
 
+import asyncio
+import logging
 import uuid
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, insert, select
 
-from services.platform.adapters.platform_api import PlatformApi
+from services.platform.adapters.platform_api import PlatformApi, StatusUpdate
 from services.platform.adapters.tables import callbacks
 from services.platform.callbacks import CallbackPolicy, claim_due, deliver_once
 from services.platform.domain.delivery import Backoff
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
-from tests.harness import System
+from tests.harness import System, until
 
 POLICY = CallbackPolicy(Backoff(max_attempts=5, base_seconds=60, cap_seconds=60))
 APP = f"t-claims-{uuid.uuid4().hex[:8]}"  # this run's rows only, in a kept database
@@ -122,3 +126,54 @@ async def test_a_callback_one_instance_is_claiming_is_passed_over_by_another_at_
         assert await second == []
         assert without_waiting, "the other claim waited for the first's lock"
         assert await status_of(uow, event_id) == ("sending", 1)
+
+
+class Slow(PlatformApi):
+    """A status API that takes each event's first callback and holds its answer until
+    ``answer`` is set (a slow platform's call in flight), and takes one asked again at once;
+    the event ids it was called with, in order."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__({app: THE_APP}, timeout=2)
+        self.answer = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def push_status(self, app: str, update: StatusUpdate) -> int:
+        self.asked.append(update.key)
+        if self.asked.count(update.key) == 1:
+            await self.answer.wait()
+        return 200
+
+
+async def test_a_callback_in_flight_when_the_adapter_stops_is_claimed_again_at_once(
+    caravan: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter instance stopped gracefully (SIGTERM) while its status call was in flight
+    left the callback to its lease: the platform told only once the lease lapsed. It is
+    handed back as the loop is cancelled, and the next claim (another instance's) calls the
+    platform at once with the same event id. The lease here is a minute."""
+    app = f"{APP}-stopped"
+    leased = replace(POLICY, lease_seconds=60)
+    api = Slow(app)
+    async with caravan.alone("platform") as uow:
+        event_id = await callback_of(uow, app)
+        try:
+            delivering = asyncio.create_task(deliver_once(uow, api, leased))
+            await until(lambda: api.asked, "the status API called")
+            with caplog.at_level(logging.INFO, logger="services.platform"):
+                delivering.cancel()  # as a graceful stop cancels the service's loops
+                with pytest.raises(asyncio.CancelledError):
+                    await delivering
+            assert await deliver_once(uow, api, leased) == 1
+        finally:
+            api.answer.set()
+        assert api.asked == [event_id, event_id]
+        assert await status_of(uow, event_id) == ("delivered", 2)
+    said = [r.getMessage() for r in caplog.records if "handed back" in r.getMessage()]
+    order_id = await caravan.scalar(
+        "select order_id from platform.callbacks where event_id = :e", e=event_id
+    )
+    assert said == [
+        f"the status callbacks of orders {order_id} unfinished as the service stops:"
+        " handed back, due again now"
+    ]

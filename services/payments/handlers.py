@@ -90,8 +90,10 @@ async def _load_payments(tx: Tx, order_ids: Iterable[str]) -> None:
 
 async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
     """Create the order's payment row (written at commit); False if the order already has
-    one. Should another transaction write one meanwhile (two instances during a rebalance),
-    this one fails at commit and is retried, and then sees it."""
+    one. Should another transaction write one meanwhile (two instances, each reading one of
+    the topics that carry the order's events, or a rebalance), this one fails at commit, a
+    race lost (a warning: :attr:`shared.db.engine.Kind.RACE_LOST`), and is retried, and then
+    sees it."""
     await _load_payments(tx, [order_id])
     if tx.identity[PAYMENT, order_id]:
         return False

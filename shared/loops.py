@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from shared.db import log_retry
+from shared.messaging.uow import Tx, UnitOfWork
 
 
 async def sweeping(
@@ -69,21 +70,24 @@ GIVE_BACK_SECONDS = 5.0
 
 @contextlib.asynccontextmanager
 async def handing_back(
-    give_back: Callable[[], Awaitable[bool]], log: logging.Logger, what: str
+    uow: UnitOfWork,
+    give_back: Callable[[Tx], Awaitable[bool]],
+    log: logging.Logger,
+    what: str,
 ) -> AsyncIterator[None]:
     """Claimed work, done in the block. Cancelled (a graceful stop cancels the service's
     loops: :mod:`shared.runtime`), it is handed back before the cancellation goes on:
-    ``give_back()`` makes it due again now, for any instance to take at once rather than
-    once its lease runs out; False: it was not this claim's any more (recorded, or claimed
-    again). One info line says so, naming ``what``; a hand-back that fails, or takes over
-    :data:`GIVE_BACK_SECONDS` (the database away), leaves the work to its lease, as a crash
-    does, with a warning."""
+    ``give_back(tx)``, in a transaction of ``uow``'s, makes it due again now, for any
+    instance to take at once rather than once its lease runs out; False: it was not this
+    claim's any more (recorded, or claimed again). One info line says so, naming ``what``; a
+    hand-back that fails, or takes over :data:`GIVE_BACK_SECONDS` (the database away),
+    leaves the work to its lease, as a crash does, with a warning."""
     try:
         yield
     except asyncio.CancelledError:
         try:
-            async with asyncio.timeout(GIVE_BACK_SECONDS):
-                given = await give_back()
+            async with asyncio.timeout(GIVE_BACK_SECONDS), uow.begin() as tx:
+                given = await give_back(tx)
         except Exception as exc:
             log.warning("%s unfinished as the service stops, left to its lease: %r", what, exc)
         else:

@@ -367,7 +367,7 @@ async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: f
     name = f"payments gateway {work.status}"
     with working_for(work.trace_headers, name, work.order_id):
         what = f"the gateway call ({work.status}) of order {work.order_id}"
-        async with handing_back(lambda: _handed_back(uow, work), log, what):
+        async with handing_back(uow, lambda tx: hand_back(tx, work), log, what):
             await _perform(uow, gateway, work, retry)
 
 
@@ -389,11 +389,6 @@ async def hand_back(tx: Tx, work: Work) -> bool:
         )
     ).first()
     return row is not None
-
-
-async def _handed_back(uow: UnitOfWork, work: Work) -> bool:
-    async with uow.begin() as tx:
-        return await hand_back(tx, work)
 
 
 GATEWAY_AWAY = "payment gateway away"

@@ -160,7 +160,7 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
     if not rows:
         return 0
     what = f"the status callbacks of orders {', '.join(row.order_id for row in rows)}"
-    async with handing_back(lambda: _handed_back(uow, rows), log, what):
+    async with handing_back(uow, lambda tx: hand_back(tx, rows), log, what):
         results = await asyncio.gather(*(call(api, row) for row in rows))
         for row, (result, error) in zip(rows, results, strict=True):
             with traced(row, "platform status callback recorded"):
@@ -169,11 +169,11 @@ async def deliver_once(uow: UnitOfWork, api: PlatformApi, policy: CallbackPolicy
     return len(rows)
 
 
-async def hand_back(tx: Tx, rows: Sequence[Any]) -> int:
+async def hand_back(tx: Tx, rows: Sequence[Any]) -> bool:
     """Claimed ``rows`` unrecorded as the service stops: due again now, rather than once
     their lease lapses (called again with the same key, which the platform applies once);
     each only while it is still its claim's (``sending``, the claim's attempts: not recorded,
-    nor claimed again since). How many were."""
+    nor claimed again since). Whether any was."""
     claimed = [(row.event_id, row.attempts) for row in rows]
     done = await tx.conn.execute(
         update(callbacks)
@@ -184,12 +184,7 @@ async def hand_back(tx: Tx, rows: Sequence[Any]) -> int:
         .values(next_attempt_at=func.now())
         .returning(callbacks.c.event_id)
     )
-    return len(done.all())
-
-
-async def _handed_back(uow: UnitOfWork, rows: Sequence[Any]) -> bool:
-    async with uow.begin() as tx:
-        return await hand_back(tx, rows) > 0
+    return bool(done.all())
 
 
 STATUSES: tuple[str, ...] = get_args(CallbackStatus)

@@ -5,7 +5,10 @@ refuses to start with a lease no longer than that call's timeout (``claim_lease`
 whose call a graceful stop interrupts is handed back, due again at once (``handing_back``)."""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -13,6 +16,7 @@ from services.notifications.bootstrap import delivery_policy
 from services.payments.bootstrap import bootstrap as payments_bootstrap
 from services.platform.bootstrap import callback_policy
 from shared import loops
+from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings, claim_lease
 
 ANY_DB = "postgresql://caravan@127.0.0.1:1/caravan"  # never connected to: nothing is started
@@ -57,12 +61,20 @@ async def test_a_claim_not_handed_back_in_time_is_left_to_its_lease_and_the_stop
     most, one warning says the claim is left to its lease, and the loop ends cancelled."""
     monkeypatch.setattr(loops, "GIVE_BACK_SECONDS", 0.05)
 
-    async def give_back() -> bool:
-        await asyncio.Event().wait()  # no answer
+    class Away:
+        """A unit of work whose database does not answer."""
+
+        @contextlib.asynccontextmanager
+        async def begin(self) -> AsyncIterator[None]:
+            await asyncio.Event().wait()  # no answer
+            yield
+
+    async def give_back(_: object) -> bool:
         return True
 
     async def call() -> None:
-        async with loops.handing_back(give_back, logging.getLogger("test.loops"), "order 1"):
+        away = cast(UnitOfWork, Away())
+        async with loops.handing_back(away, give_back, logging.getLogger("test.loops"), "order 1"):
             await asyncio.Event().wait()  # in flight
 
     task = asyncio.create_task(call())

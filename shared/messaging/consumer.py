@@ -58,7 +58,8 @@ from shared.events.registry import (
     load_record,
     validate_record,
 )
-from shared.logs import bind_order
+from shared.logs import bind_order, retried
+from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, start_at_zero
 from shared.telemetry import consuming, current_trace_headers
@@ -311,14 +312,20 @@ class HandledOffsets:
             self.handled.set()  # the next commit comes an interval later, records or none
 
     async def _send(self, offsets: dict[TopicPartition, int]) -> bool:
-        """Commit ``offsets`` to Kafka; False (and a warning) if that failed."""
+        """Commit ``offsets`` to Kafka; False (and a warning) if that failed. A failed commit
+        is tried again an interval later, so its warning is a retried fault's: Kafka away
+        (:func:`~shared.messaging.relay.kafka_away`) is the process's one, which a commit
+        Kafka answers ends in one line (:func:`~shared.messaging.relay.kafka_answers`), and
+        any other failure is its words; each said once, then once a minute while it lasts."""
         try:
             await self.consumer.commit(offsets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("committing offsets failed (%r)", exc)
+            which = KAFKA_AWAY if kafka_away(exc) else repr(exc)
+            log.warning("committing offsets failed (%r)", exc, extra=retried(which))
             return False
+        kafka_answers(log)
         return True
 
     async def close(self) -> None:

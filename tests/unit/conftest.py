@@ -88,6 +88,20 @@ def said(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == logger]
 
 
+def kafka_away_a_minute(warned: str) -> list[tuple[str, str]]:
+    """What :func:`said` holds of Kafka away met every 5 s for 65 s (``warned`` each time),
+    then Kafka answering: one warning, its repeat a minute later, one line that it answers."""
+    return [
+        ("WARNING", warned),
+        ("WARNING", f"{warned} (11 more like it not logged; the first 60 s ago)"),
+        (
+            "INFO",
+            "Kafka answers again, 65 s after it was first found away"
+            " (0 warnings of it not logged since the last that was)",
+        ),
+    ]
+
+
 class Coordinator:
     """A Kafka client, as :func:`shared.messaging.kafka_admin.described` asks through it, whose
     group coordinator (node 1) answers DescribeGroups as Kafka's versions 0-2 do: a group of

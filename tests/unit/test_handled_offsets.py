@@ -8,9 +8,10 @@ import logging
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition, errors
 
 from shared.messaging.consumer import HandledOffsets
+from tests.unit.conftest import Clock, kafka_away_a_minute, said
 
 TP = TopicPartition("orders.events.v1", 0)
 OTHER = TopicPartition("orders.events.v1", 1)
@@ -131,3 +132,31 @@ class _Seeks:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         pass
+
+
+class AwayConsumer(FlakyConsumer):
+    """Its first ``fails`` commits raise Kafka away, as aiokafka's retriable errors say it."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.attempts.append(dict(offsets))
+        if len(self.attempts) <= self.fails:
+            raise errors.KafkaConnectionError("Unable to bootstrap")
+
+
+async def test_kafka_away_for_the_commits_is_one_warning_then_a_line_when_it_answers(
+    caplog: pytest.LogCaptureFixture, faults: Clock
+) -> None:
+    """Kafka away, the committer logged "committing offsets failed" at every interval (a
+    line a second per consumer, for as long as it lasted): now it is the process's one fault,
+    Kafka away, as the relay's is, said once then once a minute, and the commit Kafka
+    answers ends it in one line."""
+    consumer = AwayConsumer(fails=13)
+    offsets = HandledOffsets(interval=60)  # the test commits
+    async with offsets.handling(consumer, [record(7)]):
+        pass
+    for _ in range(14):  # 13 failed, 5 s apart, then one taken
+        await offsets.commit()
+        faults.now += 5
+    assert consumer.attempts == [{TP: 8}] * 14 and offsets.pending == {}
+    warned = f"committing offsets failed ({errors.KafkaConnectionError('Unable to bootstrap')!r})"
+    assert said(caplog, "shared.messaging.consumer") == kafka_away_a_minute(warned)

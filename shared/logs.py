@@ -288,6 +288,27 @@ class Faults(Outage):
         fault = getattr(record, FAULT, None)
         return fault if isinstance(fault, str) else None
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A fault's warning, said as :class:`Outage` says it. A line of a fault above
+        warnings (one gone on too long to pass by itself, a bug: :func:`shared.db.log_retry`'s
+        race lost round after round) is said each time, at its level, and the fault goes on
+        (:meth:`lasted`)."""
+        key = self.key(record)
+        if key is None or record.levelno <= logging.WARNING:
+            return super().filter(record)
+        spell = self._spells.get(key)
+        if spell is not None:
+            spell.seen = self.clock()
+        return True
+
+    def lasted(self, key: str) -> float:
+        """How long the fault ``key`` has gone on, since its first line, each of its lines
+        within a minute of the one before; 0 if it is not going on."""
+        spell, now = self._spells.get(key), self.clock()
+        if spell is None or now - spell.seen >= self.quiet:
+            return 0.0
+        return now - spell.began
+
 
 FAULT = "fault"
 """A record's attribute naming the retried fault it tells of (:func:`retried`)."""

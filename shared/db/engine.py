@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from shared.logs import answers_again, retried
+from shared.logs import FAULTS, answers_again, retried
 from shared.settings import Settings, asyncpg_url, get_settings
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ class Kind(Enum):
     of it: :attr:`transient` (retried, never dead-lettered; an HTTP 503), :attr:`away` (the
     token guard's stale-if-error), :attr:`lost` (the guard's one retry on a new connection),
     :attr:`unusable` (what the CLI says in one line, and what keeps an action the audit trail
-    cannot record from being made), :attr:`RACE_LOST` (a consumer's try that lost a race: a
-    warning); :func:`described` says each in words."""
+    cannot record from being made), :attr:`RACE_LOST` (a consumer's try or a loop's round
+    that lost a race: a warning); :func:`described` says each in words."""
 
     NOT_REACHED = "not reached"
     """No connection made: refused, the local cluster's socket gone, a name not resolved, no
@@ -208,7 +208,8 @@ class Kind(Enum):
     (each reading one of the topics that carry them, or during a rebalance). Tried again, the
     work finds that row. Not transient: a consumer counts it among a record's tries, so that
     work violating a key at every try (a bug) is still dead-lettered; it says a try lost so
-    as a warning, not an error."""
+    as a warning, not an error, and so does a background loop (:func:`log_retry`), unless
+    it goes on losing it for over a minute."""
     FAILED = "failed"
     """Any other error of PostgreSQL's or its client's: a bug, a constraint, a statement past
     its ``statement_timeout`` (57014: one that always takes too long would stall its
@@ -422,15 +423,45 @@ def storable_text(value: object) -> TypeGuard[str]:
     return True
 
 
+RACE_LOST_FOR = 60.0
+"""How long a background loop may go on losing the same race at commit, a minute at most
+between two, before that is said as the bug it then is (:func:`log_retry`)."""
+
+
 def log_retry(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """Log a background loop's failed round that it will try again (a sweep, a dispatcher,
     the relay, retention): a transient fault, such as the database restarting, as a
     one-line warning, since it passes by itself; anything else as an error with its
-    traceback, since it will not."""
-    if fault(exc).kind.transient:
+    traceback, since it will not.
+
+    A race lost at commit (:attr:`Kind.RACE_LOST`: two instances' loops on one row, in normal
+    running) is a one-line warning naming the constraint, said as a retried fault is (each
+    loop's and constraint's once, then once a minute: :class:`shared.logs.Faults`): the next
+    round finds the row. The same loop losing the same race for over
+    :data:`RACE_LOST_FOR` seconds (each time within a minute of the last) finds it at no
+    round: an error with its traceback, each time, as a bug is."""
+    found = fault(exc)
+    if found.kind.transient:
         logger.warning(
             "%s; transient fault, retrying: %s", what, described(exc), extra=retried_fault(exc)
         )
+    elif found.kind is Kind.RACE_LOST:
+        said = reason(exc)  # the constraint, never the row's values
+        race = f"{what}: {said}"
+        lasted = FAULTS.lasted(race)
+        if lasted < RACE_LOST_FOR:
+            logger.warning(
+                "%s; lost a race at commit, retrying: %s", what, said, extra=retried(race)
+            )
+        else:
+            logger.error(
+                "%s; lost the same race at commit for %.0f s, round after round: %s",
+                what,
+                lasted,
+                said,
+                exc_info=exc,
+                extra=retried(race),
+            )
     else:
         logger.error("%s", what, exc_info=exc)
 

@@ -34,6 +34,8 @@ from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
+from shared.logs import FAULTS
+from shared.loops import sweeping
 from shared.messaging.consumer import Consumer, Handler, Subscription
 from shared.messaging.tables import add_messaging_tables
 from shared.messaging.uow import Tx, UnitOfWork
@@ -41,6 +43,7 @@ from shared.settings import Settings
 from shared.topics import EventType, Topic
 from tests.e2e.test_ops import cli
 from tests.harness import System, order_events, ref, scratch_database
+from tests.unit.conftest import saying_retried_faults
 
 ADDRESS = "Shawan County, 3 Jujube Lane, +8613912345678"
 # An IN list takes a parameter each (the services write ``= ANY(array)``: shared/db/driver.py).
@@ -214,25 +217,32 @@ def paying(service: Scratch, raced: set[str]) -> Handler:
 
     async def pay(tx: Tx, parsed: Parsed) -> None:
         assert isinstance(parsed.data, StockSold)
-        order_id = parsed.data.order_id
-        query = select(service.paid.c.order_id).where(service.paid.c.order_id == order_id)
-        if (await tx.conn.execute(query.with_for_update())).first() is not None:
-            return
-        if order_id in raced:
-            raced.discard(order_id)
-            async with service.db.transaction() as other:
-                await other.execute(service.paid.insert().values(order_id=order_id, by="other"))
-        tx.insert_later(service.paid, {"order_id": order_id, "by": "this"})
+        await pay_order(service, tx, parsed.data.order_id, raced)
 
     return pay
 
 
-def consumer_said(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, bool]]:
-    """The consumer's lines: level, message, and whether a traceback came with it."""
+async def pay_order(service: Scratch, tx: Tx, order_id: str, raced: set[str]) -> None:
+    """:func:`paying`'s work for ``order_id``."""
+    query = select(service.paid.c.order_id).where(service.paid.c.order_id == order_id)
+    if (await tx.conn.execute(query.with_for_update())).first() is not None:
+        return
+    if order_id in raced:
+        raced.discard(order_id)
+        async with service.db.transaction() as other:
+            await other.execute(service.paid.insert().values(order_id=order_id, by="other"))
+    tx.insert_later(service.paid, {"order_id": order_id, "by": "this"})
+
+
+def consumer_said(
+    caplog: pytest.LogCaptureFixture, logger: str = "shared.messaging.consumer"
+) -> list[tuple[int, str, bool]]:
+    """The consumer's lines (or ``logger``'s): level, message, and whether a traceback came
+    with it."""
     return [
         (r.levelno, r.getMessage(), r.exc_info is not None)
         for r in caplog.records
-        if r.name == "shared.messaging.consumer"
+        if r.name == logger
     ]
 
 
@@ -315,6 +325,60 @@ async def test_a_handler_that_violates_a_key_at_every_try_is_dead_lettered_with_
         (logging.WARNING, lost.format(2), False),
         (logging.ERROR, "handler failed (attempt 3/3)", True),
         (logging.WARNING, letter_said, False),
+    ]
+
+
+async def test_a_loop_losing_a_race_at_commit_warns_and_losing_it_for_a_minute_is_an_error(
+    infrastructure: system.Infrastructure,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two instances' sweeps on one row, one commit failing on its key, is normal running:
+    the next round finds the row. A background loop logged it as an ERROR with its traceback
+    (``log_retry``), as a bug. It is a warning naming the constraint, said once a minute at
+    most (a retried fault's, through ``FAULTS``); the same loop losing the same race round
+    after round for over a minute is the bug it then is: an error with its traceback."""
+    loop = logging.getLogger("tests.race_loop")
+    clock = saying_retried_faults(caplog.handler, monkeypatch)  # as a service logs
+    caplog.set_level(logging.INFO, logger=loop.name)
+    async with scratch(infrastructure) as service:
+        uow = UnitOfWork(service.db, "caravan/scratch", service.outbox, service.inbox)
+        rounds = 0
+        lost_four = asyncio.Event()
+
+        async def sweep() -> int:
+            """A round paying an order whose row another instance writes between this
+            round's read and its commit; each round 30 s after the last."""
+            nonlocal rounds
+            if rounds == 4:
+                lost_four.set()
+                await asyncio.Event().wait()
+            rounds += 1
+            order_id = f"o-swept-{rounds}"
+            try:
+                async with uow.begin() as tx:
+                    await pay_order(service, tx, order_id, {order_id})
+            finally:
+                clock.now += 30
+            return 1
+
+        task = asyncio.create_task(sweeping(sweep, 0.01, loop, "paid %d", "paying failed"))
+        try:
+            await asyncio.wait_for(lost_four.wait(), 30)
+        finally:
+            task.cancel()
+            caplog.handler.removeFilter(FAULTS)
+    assert consumer_said(caplog, loop.name) == [
+        (logging.WARNING, f"paying failed; lost a race at commit, retrying: {RACE_LOST}", False),
+        *[
+            (
+                logging.ERROR,
+                f"paying failed; lost the same race at commit for {lasted} s, round after"
+                f" round: {RACE_LOST}",
+                True,
+            )
+            for lasted in (60, 90)
+        ],
     ]
 
 

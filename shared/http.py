@@ -36,7 +36,7 @@ from shared.api import DATABASE_AWAY, field_errors
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
-from shared.db import Database, fault
+from shared.db import Database, fault, reason
 from shared.db.engine import Kind, address, described, retried_fault
 from shared.logs import FAULT, answers_again, phones_masked, retried
 from shared.metrics import exposition
@@ -87,6 +87,11 @@ ANY_PROBLEMS = {
 """What any route may answer: :class:`BodyLimit`, and the database away (the token check
 reads it too)."""
 BAD_INPUT = "the request does not match its schema"
+RACE_LOST = (
+    "another request changed the same data at the same moment, and this one's change was"
+    " undone: send it again"
+)
+"""The detail of the 409 of a request whose commit lost a race (:func:`_database_error`)."""
 LINE_BREAK = "an id in the path holds a line break: no route takes it"
 """A 404 of a route whose path id may hold ``/`` (``{id:path}``), whose pattern stops at a
 line break: say it on one that answers no 404 of its own (a ``PUT``)."""
@@ -313,19 +318,26 @@ def install_auth(
 
 async def _database_error(request: Request, exc: Exception) -> Response:
     """A database error: 422 for a value PostgreSQL cannot take that the request held (its
-    checks let it through), 503 for the database away (retry); anything else is raised on
-    (a service's answer is then a 500 problem: :func:`_unexpected`)."""
+    checks let it through), 409 for a race lost at commit (send it again), 503 for the
+    database away (retry); anything else is raised on (a service's answer is then a 500
+    problem: :func:`_unexpected`)."""
     found = fault(exc)
     if found.kind is Kind.BAD_VALUE:
         detail = f"a value cannot be stored: {str(found.error).splitlines()[0][:300]}"
         return problem(422, "Invalid request", detail)
+    path = request.url.path[:200]
+    if found.kind is Kind.RACE_LOST:
+        # Another request (of this instance or another) wrote the row first, between this
+        # one's read and its commit, which was undone: no bug, and sent again, the request
+        # finds that row. One line naming the constraint, never the row's values.
+        log.warning("%s %s: 409, lost a race at commit: %s", request.method, path, reason(exc))
+        return problem(409, "Conflict", RACE_LOST)
     if not found.kind.transient:
         raise exc
     # One line, no traceback (it passes by itself), naming what failed: an OSError that is
     # not the database's would otherwise be answered so without a word.
     guard: Guard = request.app.state.guard  # its engine is the app's database
     said = described(exc, address(guard.engine))
-    path = request.url.path[:200]
     log.warning(
         "%s %s: 503, the database is not reachable: %s; %r",
         request.method,

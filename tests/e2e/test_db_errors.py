@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import ConsumerRecord
 from sqlalchemy import Column, MetaData, String, Table, bindparam, select, text
@@ -34,6 +35,7 @@ from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
+from shared.http import PROBLEM, create_app
 from shared.logs import FAULTS
 from shared.loops import sweeping
 from shared.messaging.consumer import Consumer, Handler, Subscription
@@ -380,6 +382,45 @@ async def test_a_loop_losing_a_race_at_commit_warns_and_losing_it_for_a_minute_i
             for lasted in (60, 90)
         ],
     ]
+
+
+async def test_a_request_whose_commit_loses_a_race_is_a_409_saying_to_send_it_again(
+    infrastructure: system.Infrastructure, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two requests writing one row at once, each having read that there was none: the one
+    that commits second failed on the key, and was answered 500 "the request failed unexpectedly",
+    its traceback an error line, as a bug. It is a 409 problem saying to send it again, and a
+    warning naming the constraint; sent again, the request finds the row."""
+    async with scratch(infrastructure) as service:
+        uow = UnitOfWork(service.db, "caravan/scratch", service.outbox, service.inbox)
+        app = create_app("orders", service.db, Settings())
+        raced = {"o-http"}
+
+        @app.post("/pay/{order_id}")
+        async def pay(order_id: str) -> dict[str, str]:
+            async with uow.begin() as tx:
+                await pay_order(service, tx, order_id, raced)
+            return {"paid": order_id}
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://scratch") as client:
+            with caplog.at_level(logging.INFO, logger="shared.http"):
+                first = await client.post("/pay/o-http")
+            again = await client.post("/pay/o-http")
+        paid = await service.rows(service.paid)
+    assert (first.status_code, first.headers["content-type"]) == (409, PROBLEM), first.text
+    assert first.json() == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "another request changed the same data at the same moment, and this one's"
+        " change was undone: send it again",
+    }
+    assert consumer_said(caplog, "shared.http") == [
+        (logging.WARNING, f"POST /pay/o-http: 409, lost a race at commit: {RACE_LOST}", False)
+    ]
+    assert (again.status_code, again.json()) == (200, {"paid": "o-http"})
+    assert [tuple(row) for row in paid] == [("o-http", "other")]
 
 
 async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row(

@@ -139,19 +139,25 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
     ]
 
 
-async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
-    """Record the gateway's answer if the payment is still ``charging``."""
-    values: dict[str, object] = {"next_attempt_at": None, "updated_at": func.now()}
-    status = "authorized" if result.status == "approved" else "declined"
+async def _ended(tx: Tx, work: Work, status: str, **values: object) -> bool:
+    """``work``'s payment made ``status`` (with ``values``), its call no longer due, if it is
+    still what the call was claimed as; False: it has moved on (a cancellation came first, or
+    the outcome was recorded already)."""
     row = (
         await tx.conn.execute(
             update(payments)
-            .where(payments.c.order_id == work.order_id, payments.c.status == "charging")
-            .values(status=status, gateway_ref=result.charge_id, **values)
+            .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
+            .values(status=status, next_attempt_at=None, updated_at=func.now(), **values)
             .returning(payments.c.order_id)
         )
     ).first()
-    if row is None:
+    return row is not None
+
+
+async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
+    """Record the gateway's answer if the payment is still ``charging``."""
+    status = "authorized" if result.status == "approved" else "declined"
+    if not await _ended(tx, work, status, gateway_ref=result.charge_id):
         log.info("order %s is no longer charging; gateway answer %s ignored", work.order_id, result)
         return False
     if status == "declined":
@@ -178,15 +184,7 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
 
 async def record_voided(tx: Tx, work: Work) -> bool:
     """The gateway voided the order's key: reverse the charge if it was posted."""
-    row = (
-        await tx.conn.execute(
-            update(payments)
-            .where(payments.c.order_id == work.order_id, payments.c.status == "voiding")
-            .values(status="voided", next_attempt_at=None, updated_at=func.now())
-            .returning(payments.c.order_id)
-        )
-    ).first()
-    if row is None:
+    if not await _ended(tx, work, "voided"):
         return False
     await reverse_charge(tx, work.order_id, work.amount_fen, work.caused_by)
     return True
@@ -195,21 +193,8 @@ async def record_voided(tx: Tx, work: Work) -> bool:
 async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
     """The gateway refused for good to void the order's key: the charge stands, and what the
     buyer paid is owed back to them (the sellers' payables cancelled: the order is)."""
-    row = (
-        await tx.conn.execute(
-            update(payments)
-            .where(payments.c.order_id == work.order_id, payments.c.status == "voiding")
-            .values(
-                status="void_refused",
-                refund_owed_fen=work.amount_fen,
-                gateway_refusal=refusal,
-                next_attempt_at=None,
-                updated_at=func.now(),
-            )
-            .returning(payments.c.order_id)
-        )
-    ).first()
-    if row is None:
+    refused = {"refund_owed_fen": work.amount_fen, "gateway_refusal": refusal}
+    if not await _ended(tx, work, "void_refused", **refused):
         return False
     charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
     ledger_store.post(

@@ -181,30 +181,46 @@ async def set_payables(tx: Tx, order_id: str, status: str) -> dict[str, int]:
 
 LAPSED_HOLDS = Counter(
     "caravan_payments_lapsed_holds",
-    "stock.reserved read after its hold had lapsed (held_until: the order's deadline, or the"
-    " hold's time, passed while payments lagged behind), by payment method: nothing charged or"
-    " lent, answered payment.declined (expired)",
+    "Payments declined because the order's hold had lapsed (held_until: the order's deadline,"
+    " or the hold's time, passed while payments lagged behind, or before the gateway, away,"
+    " had seen a prepaid charge), by payment method: nothing charged or lent, answered"
+    " payment.declined (expired)",
     ["method"],
 )
 start_at_zero(LAPSED_HOLDS, get_args(PaymentMethod))
 
 
+async def declined_lapsed(
+    tx: Tx,
+    order_id: str,
+    method: str,
+    held_until: datetime | None,
+    before: str,
+    caused_by: str | None = None,
+) -> None:
+    """The order's payment, made ``declined`` in ``tx`` because its hold had lapsed
+    (:func:`hold_lapsed`) ``before`` it was charged or lent for, said so (``payment.declined``,
+    ``expired``), as a payment that did not happen is, logged and counted; orders ends the
+    order ``expired`` if its deadline has not already, and its cancellation then voids
+    nothing."""
+    log.info(
+        "order %s: its hold lapsed at %s, %s; nothing charged or lent (payment.declined, expired)",
+        order_id,
+        held_until,
+        before,
+    )
+    await tx.emit(PaymentDeclined(order_id=order_id, reason="expired"), causation_id=caused_by)
+    tx.after_commit(LAPSED_HOLDS.labels(method).inc)
+
+
 async def _refuse_lapsed(tx: Tx, data: StockReserved, base: dict[str, Any]) -> None:
-    """The order's hold had lapsed (:func:`hold_lapsed`): its payment is ``declined`` with
-    nothing charged or lent, and said so (``payment.declined``, ``expired``), as a payment
-    that did not happen is; orders ends the order ``expired`` if its deadline has not already,
-    and its cancellation then voids nothing."""
+    """The order's hold had lapsed before its ``stock.reserved`` was read: its payment is
+    ``declined`` with nothing charged or lent (:func:`declined_lapsed`)."""
     if not await _claim_payment(tx, data.order_id, status="declined", **base):
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
-    log.info(
-        "order %s: its hold lapsed at %s, before its stock.reserved was read; nothing charged"
-        " or lent (payment.declined, expired)",
-        data.order_id,
-        data.held_until,
-    )
-    await tx.emit(PaymentDeclined(order_id=data.order_id, reason="expired"))
-    tx.after_commit(LAPSED_HOLDS.labels(data.payment.method).inc)
+    before = "before its stock.reserved was read"
+    await declined_lapsed(tx, data.order_id, data.payment.method, data.held_until, before)
 
 
 async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) -> None:
@@ -237,6 +253,7 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             data.order_id,
             status="charging",
             next_attempt_at=datetime.now(UTC),
+            held_until=data.held_until,  # not sent from then on, unless it may have been
             trace_headers=current_trace_headers(),
             caused_by=parsed.envelope.id,
             **base,

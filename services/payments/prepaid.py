@@ -19,6 +19,16 @@ Each step is its own short transaction; the gateway call happens between two of 
    gateway's JSON: :mod:`.adapters.gateway_http`) → the row keeps its status, the error
    is kept (``last_error``, left once the gateway answers: which orders an outage held up)
    and ``next_attempt_at`` moves a backoff ahead: the call is retried with the same key.
+   A call whose connection was refused or not made (:class:`GatewayUnreached`) is counted
+   (``unreached``): the gateway has not seen it.
+
+A charge whose hold lapsed (the ``held_until`` of its ``stock.reserved``, by the database's
+clock, the one ``next_attempt_at`` is due by) and whose every call so far was unreached is
+not made: the gateway has seen none, so nothing can be standing under its key. It is
+``declined``, ``payment.declined`` (``expired``), as a reservation read after its hold lapsed
+is (:func:`record_lapsed`). One the gateway may have seen (a timeout, a 5xx, a crash or a
+stop mid call) is made again, as above, and voided once the order ends: abandoned, a charge
+the gateway took under its key would stand with no payment to void it. A void is always made.
 
 A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
 runs out any instance claims it again and repeats the call with the same key, which the
@@ -41,7 +51,7 @@ with the transfer's reference, and the ledger owes the buyer nothing more.
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -52,14 +62,17 @@ from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import (
     ChargeResult,
     GatewayUnavailable,
+    GatewayUnreached,
     PaymentGateway,
     VoidRefused,
 )
 from services.payments.adapters.tables import payments
 from services.payments.domain import ledger
+from services.payments.domain.hold import hold_lapsed
 from services.payments.domain.status import STATUSES
 from services.payments.handlers import (
     charge_txn,
+    declined_lapsed,
     post_charge,
     reverse_charge,
     set_payables,
@@ -87,6 +100,17 @@ class Work:
     attempts: int
     trace_headers: dict[str, str] | None = None
     caused_by: str | None = None  # the event that asked for the call: its outcome's cause
+    held_until: datetime | None = None  # the hold's time its stock.reserved said
+    lapsed: bool = False  # the hold had lapsed at the claim, by the database's clock
+    seen: bool = True  # an earlier call may have reached the gateway (not all unreached)
+
+    @property
+    def unsent(self) -> bool:
+        """A charge not to make: its hold lapsed, and the gateway has seen none of its calls
+        (each earlier one unreached: :class:`GatewayUnreached`). One it may have seen is made
+        again with the same key, answered with its first outcome, and voided once the order
+        ends: abandoned, a charge it took would stand with no payment to void it."""
+        return self.status == "charging" and self.lapsed and not self.seen
 
 
 IN_FLIGHT = ("charging", "voiding")
@@ -123,6 +147,9 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             payments.c.attempts,
             payments.c.trace_headers,
             payments.c.caused_by,
+            payments.c.held_until,
+            payments.c.unreached,
+            func.now().label("now"),  # the clock next_attempt_at is compared by
         )
     )
     return [
@@ -134,6 +161,9 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             r.attempts,
             r.trace_headers,
             r.caused_by,
+            r.held_until,
+            lapsed=hold_lapsed(r.held_until, r.now),
+            seen=r.attempts - 1 > r.unreached,  # this claim's call not made yet
         )
         for r in rows
     ]
@@ -179,6 +209,19 @@ async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
         charged,
         work.caused_by,
     )
+    return True
+
+
+async def record_lapsed(tx: Tx, work: Work) -> bool:
+    """``work``'s charge is not made (:attr:`Work.unsent`): the payment is ``declined``,
+    the sellers' payables cancelled, as for a reservation read after its hold lapsed
+    (:func:`declined_lapsed`); False: no longer ``charging`` (a cancellation came first)."""
+    # This claim's call not made: unreached too.
+    if not await _ended(tx, work, "declined", unreached=payments.c.unreached + 1):
+        return False
+    await set_payables(tx, work.order_id, "cancelled")
+    before = "before the gateway had seen its charge"
+    await declined_lapsed(tx, work.order_id, "prepaid", work.held_until, before, work.caused_by)
     return True
 
 
@@ -337,12 +380,18 @@ async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> R
     return Refund(before, after)
 
 
-async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: str) -> None:
-    """The call met ``error`` (no answer to be sure of): kept, and asked again in a while."""
+async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUnavailable) -> None:
+    """The call met ``error`` (no answer to be sure of): kept, counted if it never reached
+    the gateway, and asked again in a while."""
+    unreached = payments.c.unreached + (1 if isinstance(error, GatewayUnreached) else 0)
     await tx.conn.execute(
         update(payments)
         .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
-        .values(next_attempt_at=func.now() + timedelta(seconds=delay_seconds), last_error=error)
+        .values(
+            next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
+            last_error=str(error),
+            unreached=unreached,
+        )
     )
 
 
@@ -384,6 +433,10 @@ the gateway answers a call again."""
 
 
 async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
+    if work.unsent:
+        async with uow.begin() as tx:
+            await record_lapsed(tx, work)
+        return
     try:
         if work.status == "charging":
             result = await gateway.charge(work.order_id, work.amount_fen, work.buyer_id)
@@ -394,7 +447,7 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
         said = "gateway: %s for order %s; retrying in %.1fs"
         log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
         async with uow.begin() as tx:
-            await retry_later(tx, work, delay, str(exc))
+            await retry_later(tx, work, delay, exc)
         return
     except VoidRefused as exc:
         answers_again(log, GATEWAY_AWAY, "the payment gateway")

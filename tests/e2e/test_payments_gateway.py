@@ -11,6 +11,7 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,11 +49,9 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
-    """The simulator's control API, with payments restarted to use the simulator."""
-    await caravan.seed(payments_seed())
-    port = free_port()
+@asynccontextmanager
+async def simulator(port: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulator on ``port``, and its control API once it answers."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -70,16 +69,25 @@ async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
                     break
             except httpx.HTTPError:
                 await asyncio.sleep(0.1)
+        yield client
+    finally:
+        await client.aclose()
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+@pytest.fixture(scope="module")
+async def gateway(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulator's control API, with payments restarted to use the simulator."""
+    await caravan.seed(payments_seed())
+    port = free_port()
+    async with simulator(port) as client:
         ENV["CARAVAN_PAYMENTS_GATEWAY_URL"] = f"http://127.0.0.1:{port}"
         await caravan.restart(("payments",), **ENV)
         try:
             yield client
         finally:
             await caravan.restart(("payments",))
-    finally:
-        await client.aclose()
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
 
 
 @pytest.fixture
@@ -219,6 +227,21 @@ async def _until_released(caravan: System, order_id: str) -> None:
     )
 
 
+async def _ended_expired_declined(caravan: System, order_id: str) -> None:
+    """The order ended ``expired``, once, its stock released; payments said only
+    ``payment.declined`` of it (nothing voided), once it had handled the cancellation and
+    published what it emitted for it."""
+    outcome = await caravan.outcome(order_id)
+    assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
+    await _until_released(caravan, order_id)
+    await order_handled(caravan, "payments", order_id, Topic.ORDER_EVENTS)
+    await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
+    assert await caravan.one_terminal(order_id) == "order.cancelled"
+    assert [e.type for e in caravan.log.events(Topic.PAYMENT_EVENTS, order_id=order_id)] == [
+        "payment.declined"
+    ]
+
+
 async def test_a_reservation_read_after_its_hold_lapsed_is_neither_charged_nor_lent(
     caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
@@ -254,16 +277,7 @@ async def test_a_reservation_read_after_its_hold_lapsed_is_neither_charged_nor_l
         caravan.procs.start(("orders",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)
     for order_id in order_ids:
-        outcome = await caravan.outcome(order_id)
-        assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "expired")
-        await _until_released(caravan, order_id)
-        # Payments has handled the cancellation, and published what it emitted for it.
-        await order_handled(caravan, "payments", order_id, Topic.ORDER_EVENTS)
-        await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
-        assert await caravan.one_terminal(order_id) == "order.cancelled"
-        assert [e.type for e in caravan.log.events(Topic.PAYMENT_EVENTS, order_id=order_id)] == [
-            "payment.declined"
-        ]
+        await _ended_expired_declined(caravan, order_id)
         seen = await charges(gateway, order_id)
         assert (seen["charges"], seen["requests"]) == ([], {})
         payment = await caravan.sql(
@@ -282,6 +296,65 @@ async def test_a_reservation_read_after_its_hold_lapsed_is_neither_charged_nor_l
     for method in ("prepaid", "microloan"):
         counted = "caravan_payments_lapsed_holds_total"
         assert await caravan.gauge("payments", counted, method=method) == 1
+
+
+async def test_a_charge_the_gateway_never_saw_is_not_sent_once_its_hold_lapsed(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    """A prepaid order's ``stock.reserved`` is read in time, and its charge is due while the
+    gateway is away (its connection refused: it sees none of the calls); the hold lapses
+    meanwhile. Once the gateway is back the charge is not sent: the payment is declined
+    ``expired``, the order ends ``expired``, nothing is voided. (It was charged once the
+    gateway answered, and voided when the order ended: a charge and a void for an order that
+    had lapsed.) Orders is stopped once the order is placed, so nothing cancels it before
+    payments decides; the gateway comes back on the port payments was calling, so the
+    decision is the same process's, whenever it comes."""
+    who = buyer("gw-away-lapsed")
+    port = free_port()
+    away = {**ENV, "CARAVAN_PAYMENTS_GATEWAY_URL": f"http://127.0.0.1:{port}"}
+    req = order(who, {"PAY-BOX": 1}, method="prepaid")
+    log = caravan.procs.log_dir / "payments.log"
+    row = "select status, attempts, unreached from payments.payments where order_id = :o"
+    await caravan.restart(("payments",), **away)
+    try:
+        counted = "caravan_payments_lapsed_holds_total"
+        before = await caravan.gauge("payments", counted, method="prepaid")
+        logged_before = log.stat().st_size
+        await caravan.restart(("inventory",), CARAVAN_INVENTORY_HOLD_SECONDS="5")
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        await asyncio.to_thread(caravan.procs.stop, ["orders"])
+        # Read before its hold lapsed (charging, not declined), its charge tried, unreached.
+        await caravan.until(
+            lambda: caravan.sql(row, o=order_id),
+            f"the charge of {order_id} tried while the gateway is away",
+            ready=lambda found: found and found[0].status == "charging" and found[0].unreached,
+        )
+        await _until_lapsed(caravan, order_id)
+        async with simulator(port) as back:
+            answer = await payment_answer(caravan, order_id)
+            assert (answer.type, answer.data.get("reason")) == ("payment.declined", "expired")
+            seen = await charges(back, order_id)
+            assert (seen["charges"], seen["requests"], seen["void_requests"]) == ([], {}, {})
+            assert await caravan.gauge("payments", counted, method="prepaid") == before + 1
+    finally:
+        await caravan.restart(("inventory",))
+        await caravan.restart(("payments",), **ENV)
+        caravan.procs.start(("orders",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    await _ended_expired_declined(caravan, order_id)
+    # Every call it claimed was unreached, and its last was not made.
+    [(status, attempts, unreached)] = await caravan.sql(row, o=order_id)
+    assert (status, unreached) == ("declined", attempts)
+    assert await caravan.scalar(
+        "select array_agg(distinct status) from payments.payables where order_id = :o", o=order_id
+    ) == ["cancelled"]
+    query = "select count(*) from payments.ledger_entries where order_id = :o"
+    assert await caravan.scalar(query, o=order_id) == 0
+    written = log.read_bytes()[logged_before:].splitlines()
+    said = [json.loads(line) for line in written if line.startswith(b"{")]
+    told = [line for line in said if f"order {order_id}: its hold lapsed" in line["message"]]
+    assert [line["level"] for line in told] == ["info"], told
 
 
 async def test_a_charge_id_longer_than_ours_is_kept_and_the_order_confirmed_at_once(

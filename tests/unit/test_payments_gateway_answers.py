@@ -5,7 +5,12 @@ asked again."""
 import httpx
 import pytest
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, VoidRefused
+from services.payments.adapters.gateway import (
+    ChargeResult,
+    GatewayUnavailable,
+    GatewayUnreached,
+    VoidRefused,
+)
 from services.payments.adapters.gateway_http import HttpGateway
 
 
@@ -97,3 +102,36 @@ async def test_a_long_charge_id_is_kept_whole() -> None:
     long_id = "ch_" + "7" * 200
     approved = gateway(200, b'{"status": "approved", "charge_id": "%s"}' % long_id.encode())
     assert await approved.charge("o-1", 100, "b") == ChargeResult("approved", charge_id=long_id)
+
+
+def failing(error: httpx.TransportError) -> HttpGateway:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return HttpGateway("http://gateway.test", 1, transport=httpx.MockTransport(fail))
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("no handshake")]
+)
+async def test_a_call_whose_connection_was_not_made_never_reached_the_gateway(
+    error: httpx.TransportError,
+) -> None:
+    """No request left: the gateway has not seen the charge (a lapsed hold need not send it)."""
+    with pytest.raises(GatewayUnreached, match=f"/charges: {type(error).__name__}"):
+        await failing(error).charge("o-1", 100, "b")
+    with pytest.raises(GatewayUnreached):
+        await failing(error).void("o-1")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [httpx.ReadTimeout("slow"), httpx.WriteTimeout("slow"), httpx.RemoteProtocolError("cut")],
+)
+async def test_a_call_cut_once_sent_may_have_reached_the_gateway(
+    error: httpx.TransportError,
+) -> None:
+    """Sent, or part sent: the gateway may have taken the charge, so it is not unreached."""
+    with pytest.raises(GatewayUnavailable) as raised:
+        await failing(error).charge("o-1", 100, "b")
+    assert not isinstance(raised.value, GatewayUnreached)

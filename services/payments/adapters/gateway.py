@@ -8,7 +8,9 @@ Contract of a gateway (what :class:`PaymentGateway` promises):
   later charge with that key; voiding twice is harmless. It raises :class:`VoidRefused` when
   the gateway refuses it for good (a charge settled already): the charge stands.
 - Either call may raise :class:`GatewayUnavailable` (no answer in time, connection refused,
-  a server error): the outcome is then unknown, and the caller retries with the same key.
+  a server error): the outcome is then unknown, and the caller retries with the same key;
+  :class:`GatewayUnreached` when the request never left (the connection refused or not
+  made): the gateway has not seen it.
 
 Which adapter runs is chosen by settings (``build_gateway``): with
 ``CARAVAN_PAYMENTS_GATEWAY_URL`` set, the HTTP client of :mod:`.gateway_http` (for example
@@ -33,6 +35,11 @@ class ChargeResult:
 
 class GatewayUnavailable(Exception):
     """The gateway did not answer (in time): the outcome is unknown; retry with the same key."""
+
+
+class GatewayUnreached(GatewayUnavailable):
+    """The request never reached the gateway (the connection refused or not made): it has
+    not seen the call, and the caller retries with the same key, or need not make it."""
 
 
 class VoidRefused(Exception):

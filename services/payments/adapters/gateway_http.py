@@ -11,7 +11,8 @@ What an answer means:
   key's first request is still being processed, 425, 429), or one this client cannot read
   (not the JSON above, or a ``charge_id`` that is neither null nor a string PostgreSQL can
   keep: a number, NUL, a lone surrogate): the outcome is unknown, ``GatewayUnavailable``,
-  and the call is made again with the same key;
+  and the call is made again with the same key; a connection refused or not made (no
+  request sent, the gateway has not seen it) is ``GatewayUnreached``, one of them;
 - 401 and 403 (the gateway refused *us*: a key or a certificate to put right), 404 and 405
   (no such route: a wrong base URL, which no charge of this API answers with) and 407 (a
   proxy wanting credentials) likewise: nothing was done, and a buyer's payment must not fail
@@ -27,7 +28,12 @@ from typing import Any
 
 import httpx
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable, VoidRefused
+from services.payments.adapters.gateway import (
+    ChargeResult,
+    GatewayUnavailable,
+    GatewayUnreached,
+    VoidRefused,
+)
 from shared.db import storable_text
 
 RETRY_STATUSES = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
@@ -48,6 +54,8 @@ class HttpGateway:
     async def _post(self, path: str, body: dict[str, object] | None = None) -> httpx.Response:
         try:
             response = await self._client.post(path, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # no request sent
+            raise GatewayUnreached(f"{path}: {exc.__class__.__name__}") from exc
         except httpx.HTTPError as exc:  # timeouts and connection errors
             raise GatewayUnavailable(f"{path}: {exc.__class__.__name__}") from exc
         if response.status_code >= 500 or response.status_code in RETRY_STATUSES:

@@ -61,6 +61,13 @@ payments = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("gateway_ref", Text, nullable=True),
+    # Of those calls, the ones that never reached the gateway (its connection refused or not
+    # made: ``GatewayUnreached``); as many as ``attempts``: the gateway has seen none of them.
+    # And the hold's time its ``stock.reserved`` said: a charge the gateway has not seen is
+    # not sent from then on (migration 0020; NULL before it, or for a reservation that said
+    # no time: charged however late).
+    Column("unreached", Integer, nullable=False, server_default="0"),
+    Column("held_until", DateTime(timezone=True), nullable=True),
     # The last error its gateway calls met (a timeout, a refused connection, a 5xx, an answer
     # not the gateway's: each retried), kept once the gateway answers: which orders an
     # outage held up (migration 0018; NULL for those that met none, or before it).

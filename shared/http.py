@@ -272,7 +272,9 @@ async def authorize_token(
     client = request.client.host if request.client else "unknown"
     method, path = request.method, request.url.path
     wait = guard.limiter.retry_after(client)
-    if wait is not None:
+    # A token read valid before is no guess: its client is not blocked by the failures of
+    # others at its address (a proxy, a stale worker), and it is checked as ever below.
+    if wait is not None and not (token and guard.known(token)):
         guard.refused("throttled", client, method, path)
         raise StarletteHTTPException(
             429, "too many failed attempts from this address", {"Retry-After": str(wait)}

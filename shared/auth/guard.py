@@ -32,7 +32,8 @@ MAX_TRACKED = 10_000  # client addresses / cached tokens kept before the oldest 
 
 class FailureLimiter:
     """After ``max_failures`` failed attempts from one address within ``window`` seconds, that
-    address is refused (everything, good tokens too) until the window has passed."""
+    address is refused until the window has passed: every token but those the process read
+    valid before (:meth:`Guard.known`)."""
 
     def __init__(
         self, max_failures: int, window: float, clock: Callable[[], float] = time.monotonic
@@ -165,6 +166,12 @@ class Guard:
             self.contact, self.failing_since = self.cache.clock(), None
         self.cache.put(key, found)
         return found
+
+    def known(self, token: str) -> bool:
+        """Whether this process read ``token`` valid in the last :data:`KEPT_IN_OUTAGE`
+        seconds (not a guess: a throttled address may still use it, checked as ever)."""
+        kept = self.cache.kept(tokens.digest(token))
+        return kept is not None and kept[0].principal is not None
 
     def _kept(self, key: str, exc: Exception) -> tuple[Lookup, float] | None:
         if not fault(exc).kind.away:

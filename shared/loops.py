@@ -2,16 +2,20 @@
 and work that the commits queuing it wake (:func:`woken`). A failed round is logged on the
 service's logger (:func:`shared.db.log_retry`: a transient fault, such as the database
 restarting, a one-line warning) and tried again; a loop ends only when it is cancelled.
-Work a loop claimed under a lease and was doing when it was cancelled is handed back
-(:func:`handing_back`)."""
+Work a loop claimed under a lease and was doing when it was cancelled (a graceful stop) is
+handed back (:func:`handing_back`), or, where handing it back would do it twice (a text the
+gateway may have taken), let finish (:func:`finishing`)."""
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
-from shared.db import log_retry
+from shared.db import log_retry, reason
 from shared.messaging.uow import Tx, UnitOfWork
+
+T = TypeVar("T")
 
 
 async def sweeping(
@@ -94,3 +98,37 @@ async def handing_back(
             if given:
                 log.info("%s unfinished as the service stops: handed back, due again now", what)
         raise
+
+
+FINISH_SECONDS = 5.0
+"""How long a stopping service waits for work in flight to finish (:func:`finishing`): as long
+as a hand-back may take (:data:`GIVE_BACK_SECONDS`), so that a stop takes no longer than one
+handing back (with the outbox relay's 5 s after it, within the 15 s a supervisor allows)."""
+
+
+async def finishing(work: Coroutine[Any, Any, T], log: logging.Logger, what: str) -> T:
+    """``work`` (claimed calls made and what they answered recorded), which a graceful stop
+    lets finish rather than cutting it short: run in a task of its own, shielded from the
+    cancellation of the caller (a graceful stop cancels the service's loops:
+    :mod:`shared.runtime`). Cancelled, the caller waits up to :data:`FINISH_SECONDS` for it,
+    one info line saying it finished, naming ``what``, before the cancellation goes on. Work
+    that fails then, or is not done by then (a call hanging, the database away), is cancelled
+    and left to its lease, as a crash leaves it, with a warning."""
+    task = asyncio.create_task(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task], timeout=FINISH_SECONDS)
+        if not task.done():
+            said = f"not done within {FINISH_SECONDS:g} s"
+        elif (exc := task.exception()) is not None:
+            said = reason(exc)
+        else:
+            log.info("%s finished as the service stops", what)
+            raise
+        log.warning("%s unfinished as the service stops, left to its lease: %s", what, said)
+        raise
+    finally:
+        if not task.done():  # given up, or the caller cancelled again while it waited
+            task.cancel()
+            await asyncio.wait([task])

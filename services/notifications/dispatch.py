@@ -38,7 +38,9 @@ what the gateway said and records it once PostgreSQL is back, however long that 
 recording later than the lease is still right if no other claim took the row meanwhile;
 one tried again after its connection was lost may find its first try committed, which is
 no lapse: :func:`_recorded_before`). A
-crash or a stop of the process after the gateway took a message but before step 3 committed
+graceful stop (SIGTERM) lets the calls in flight finish and be recorded, claiming nothing new
+(:func:`shared.loops.finishing`, for at most ``FINISH_SECONDS``). A crash, or a stop those
+seconds were not enough for, after the gateway took a message but before step 3 committed
 leaves the row ``sending``; when its lease lapses it is claimed again and resent with the
 same ``dedup_key``, which the gateway deduplicates (answering with the first message's id;
 the simulator does, Infobip only once idempotency by message id is enabled for the account,
@@ -98,6 +100,7 @@ from shared.db import fault, log_retry, reason
 from shared.db.driver import fetch
 from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import answers_again, bind_order, retried, working_for
+from shared.loops import finishing
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.status_gauge import StatusGauge, in_statuses
 
@@ -400,6 +403,18 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
         rows = await claim_due(tx, policy)
     if not rows:
         return 0
+    what = f"the gateway calls of sms {', '.join(row.sms_id for row in rows)}"
+    await finishing(_send(uow, gateway, rows, policy), log, what)
+    return len(rows)
+
+
+async def _send(
+    uow: UnitOfWork, gateway: SmsGateway, rows: list[Any], policy: DeliveryPolicy
+) -> None:
+    """Steps 2 and 3 for the claimed ``rows``, which a graceful stop lets finish
+    (:func:`shared.loops.finishing`): cut short, a call the gateway took would leave its text
+    to its lease, then sent again, twice to the phone unless the gateway deduplicates by our
+    key."""
     outcomes = await asyncio.gather(*(call_gateway(gateway, row) for row in rows))
     done = list(zip(rows, outcomes, strict=True))
     results: Sequence[Recorded | None]
@@ -418,7 +433,6 @@ async def dispatch_once(uow: UnitOfWork, gateway: SmsGateway, policy: DeliveryPo
                 log.warning(
                     "sms %s: claim %d lapsed before it was recorded", row.sms_id, row.attempts
                 )
-    return len(rows)
 
 
 async def _through_faults(attempt: Callable[[], Awaitable[T]], texts: int) -> T:
@@ -427,8 +441,8 @@ async def _through_faults(attempt: Callable[[], Awaitable[T]], texts: int) -> T:
     the gateway's answers are kept meanwhile. Dropped, their rows would stay ``sending`` and
     be sent again once their lease lapsed (a buyer texted twice after a database blip, by a
     gateway that does not deduplicate by our key). Late is safe: the fence records nothing
-    over a newer claim. Any other failure is raised; so is cancellation (the process
-    stopping: its rows lapse)."""
+    over a newer claim. Any other failure is raised; so is cancellation (a stop that could not
+    wait for it: :func:`shared.loops.finishing`; its rows lapse)."""
     failures = 0
     while True:
         try:

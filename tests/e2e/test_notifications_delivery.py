@@ -752,14 +752,14 @@ def _repaid(order_id: str, settled: list[int], left: dict[int, int] | None = Non
     return new_event(data, source="caravan/payments")
 
 
-async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(
+async def test_a_send_cut_short_by_a_crash_is_resent_with_its_key_and_sent_once(
     caravan: System, sms: httpx.AsyncClient
 ) -> None:
     phone = _phone()
-    await _script(sms, phone, "timeout:30")  # accepted; we stop before the answer comes
+    await _script(sms, phone, "timeout:30")  # accepted; we kill it before the answer comes
     order_id = await _order(caravan, phone)
     await until(lambda: _requests(sms, phone), "the first send to reach the simulator")
-    await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+    assert caravan.kill("notifications") == -9
     assert (
         await caravan.scalar(
             'select status from notifications.sms where order_id = :o and "to" = :p',
@@ -775,6 +775,42 @@ async def test_a_send_cut_short_by_a_stop_is_resent_with_its_key_and_sent_once(
     assert len(messages) == 1 and messages[0]["requests"] == 2
     await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sent[0].data["sms_id"]))
     assert len(_sms(caravan, "sms.sent", order_id=order_id, to=phone)) == 1
+
+
+async def test_a_send_in_flight_as_notifications_stops_is_let_finish_and_sent_once(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """Stopped gracefully (SIGTERM, as every deploy stops it) while the gateway had a text:
+    the call was cut short, the text left ``sending`` and sent again once its lease ran out
+    (twice to the phone of a gateway that does not deduplicate by our key). The stop now
+    waits for the answer (3 s here, within the gateway's timeout) and records it."""
+    slower = {
+        **ENV,
+        "CARAVAN_NOTIFICATIONS_GATEWAY_TIMEOUT_SECONDS": "4",
+        "CARAVAN_NOTIFICATIONS_LEASE_SECONDS": "10",
+    }
+    await caravan.restart(("notifications",), **slower)
+    try:
+        phone = _phone()
+        await _script(sms, phone, "timeout:3")  # accepted; the answer comes 3 s later
+        order_id = await _order(caravan, phone)
+        await until(lambda: _requests(sms, phone), "the first send to reach the simulator")
+        await asyncio.to_thread(caravan.procs.stop, ["notifications"])
+        said = await caravan.scalar(
+            "select status || ' ' || attempts from notifications.sms where order_id = :o"
+            ' and "to" = :p',
+            o=order_id,
+            p=phone,
+        )
+        assert said == "sent 1"
+    finally:
+        await caravan.restart(("notifications",), **ENV)
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=order_id, to=phone))
+    await caravan.wait_for(lambda: _sms(caravan, "sms.delivered", sms_id=sent[0].data["sms_id"]))
+    assert [e.data["attempts"] for e in _sms(caravan, "sms.sent", order_id=order_id, to=phone)] == [
+        1
+    ]
+    assert len(await _requests(sms, phone)) == 1
 
 
 async def _rewind(

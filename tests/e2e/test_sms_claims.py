@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from services.notifications.adapters.gateway import Accepted, GatewayError, OutgoingSms, Receipt
 from services.notifications.adapters.tables import opt_outs, outbox, sms
@@ -332,6 +332,51 @@ async def test_a_text_in_flight_is_not_claimed_by_the_next_cycle_and_is_sent_onc
     assert (row.status, row.attempts) == ("sent", 1)
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1
+
+
+async def test_a_text_in_flight_as_the_service_stops_is_recorded_and_not_sent_again(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A graceful stop (SIGTERM: every deploy) cancelled the dispatcher's gateway calls in
+    flight: their texts stayed ``sending`` and, once their lease ran out, were sent again,
+    twice to the buyer's phone unless the gateway deduplicates by our key (Infobip does not
+    by default). The call is let finish and what the gateway said recorded, then the
+    dispatcher stops. The gateway holds its answer until the stop has begun."""
+    sms_id = await queued(uow, datetime(1996, 1, 1, tzinfo=UTC))  # first in the next batch
+    gateway = Held(sms_id)
+    # A lease of 2 s: longer than the gateway is held, and waited out below.
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=2, batch=1)
+    before = lapsed_claims()
+    loop = asyncio.create_task(dispatch_loop(uow, gateway, policy, asyncio.Event(), 0.2))
+    try:
+        await until(lambda: sms_id in gateway.asked, "the gateway asked to send the text")
+    finally:
+        with caplog.at_level(logging.INFO, logger="services.notifications"):
+            loop.cancel()  # as the service's stop cancels its loops
+            gateway.answer.set()  # the gateway answers once the stop has begun
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+    assert gateway.asked == [sms_id]
+    row, emitted = await row_and_events(uow, sms_id)
+    assert (row.status, row.attempts, row.provider_id) == ("sent", 1, f"sim-{sms_id}")
+    sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
+    assert len(sent) == 1
+    finished = f"the gateway calls of sms {sms_id} finished as the service stops"
+    assert finished in [r.getMessage() for r in caplog.records]
+
+    async def lease_over() -> bool:
+        async with uow.db.engine.connect() as conn:
+            ends = select(sms.c.next_attempt_at <= func.now()).where(sms.c.sms_id == sms_id)
+            return bool(await conn.scalar(ends))
+
+    await until(lease_over, "the text's lease to run out")
+    # The next claim (another instance's, or this one's started again) does not take it.
+    async with uow.begin() as tx:
+        claimed = await claim_due(tx, POLICY)
+    assert sms_id not in [r.sms_id for r in claimed]
+    # Each lapse counted since is of a text other tests left claimed, none of this one's.
+    others = [r for r in claimed if r.was == "sending"]
+    assert lapsed_claims() - before == len(others)
 
 
 async def test_a_text_the_gateway_took_as_postgresql_went_away_is_recorded_once_it_is_back(

@@ -2,7 +2,8 @@
 is in flight is claimed by another instance and the call made again (a prepaid charge sent a
 second time under its key, a text sent twice). Each service whose loop claims rows for a call
 refuses to start with a lease no longer than that call's timeout (``claim_lease``). A claim
-whose call a graceful stop interrupts is handed back, due again at once (``handing_back``)."""
+whose call a graceful stop interrupts is handed back, due again at once (``handing_back``), or
+let finish, for a few seconds at most (``finishing``)."""
 
 import asyncio
 import contextlib
@@ -85,4 +86,34 @@ async def test_a_claim_not_handed_back_in_time_is_left_to_its_lease_and_the_stop
             await task
     assert [r.getMessage() for r in caplog.records] == [
         "order 1 unfinished as the service stops, left to its lease: TimeoutError()"
+    ]
+
+
+async def test_work_not_finished_in_time_as_the_service_stops_is_left_to_its_lease(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped while a call hangs: ``finishing`` waits ``FINISH_SECONDS`` at most, then the
+    call is cancelled, one warning says it is left to its lease, and the loop ends cancelled
+    (the stop goes on)."""
+    monkeypatch.setattr(loops, "FINISH_SECONDS", 0.05)
+    cancelled = asyncio.Event()
+
+    async def hanging() -> None:
+        try:
+            await asyncio.Event().wait()  # no answer
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    log = logging.getLogger("test.loops")
+    task = asyncio.create_task(loops.finishing(hanging(), log, "the call of text 1"))
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.INFO, logger="test.loops"):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert cancelled.is_set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "the call of text 1 unfinished as the service stops, left to its lease:"
+        " not done within 0.05 s"
     ]

@@ -423,8 +423,11 @@ async def _send(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        # Its reason (kind, message, SQLSTATE), not its repr, which may quote a row's values
+        # (a pydantic ValidationError's input, a refused value: a phone number).
+        said = reason(exc)
         log.warning(
-            "recording %d sms at once failed (%r); recording them one by one", len(done), exc
+            "recording %d sms at once failed (%s); recording them one by one", len(done), said
         )
         results = [await _record_alone(uow, row, outcome, policy) for row, outcome in done]
     for (row, _), result in zip(done, results, strict=True):

@@ -2,14 +2,22 @@
 the bounds of the money it sets (prices, credit limits), which the admin APIs keep too, and
 of a product's name (its texts list it)."""
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from shared.events.envelope import WHOLE_SEGMENTS, Frozen, NoNul
 from shared.events.orders import E164_PATTERN, MAX_LINES, MAX_QUANTITY, Locale
@@ -127,6 +135,60 @@ class BuyerSeed(NoNul):
     credit_limit_fen: CreditLimit
 
 
+_ID_FIELDS = {"sellers": "id", "products": "sku", "lots": "lot_id", "buyers": "id"}
+"""Each section of a seed file, in its order, and the field naming its rows."""
+
+
+def _given_ids(data: object) -> dict[str, list[tuple[int, str]]]:
+    """The ids that a seed file's rows give, by section, each with its row's place: those of
+    rows that are objects giving their id as a string, whatever else they get wrong."""
+    sections = data if isinstance(data, dict) else {}
+    given: dict[str, list[tuple[int, str]]] = {}
+    for section, key in _ID_FIELDS.items():
+        rows = sections.get(section)
+        for i, row in enumerate(rows if isinstance(rows, list) else []):
+            if isinstance(row, dict) and isinstance(row.get(key), str):
+                given.setdefault(section, []).append((i, row[key]))
+    return given
+
+
+def _listed_twice(given: dict[str, list[tuple[int, str]]]) -> list[str]:
+    """Per section of ``given`` (:func:`_given_ids`) that lists an id more than once, a line
+    naming each such id and its rows (``lots listed more than once: 'L1' (lots.0, lots.3)``)."""
+    said = []
+    for section, rows in given.items():
+        where: dict[str, list[str]] = {}
+        for i, row_id in rows:
+            where.setdefault(row_id, []).append(f"{section}.{i}")
+        twice = [f"{row_id!r} ({', '.join(at)})" for row_id, at in where.items() if len(at) > 1]
+        if twice:
+            said.append(f"{section} listed more than once: {', '.join(twice)}")
+    return said
+
+
+_PYDANTIC_ERRORS = set(get_args(ErrorType))
+
+
+def _again(error: ErrorDetails) -> InitErrorDetails:
+    """``error`` to raise again, as it was (its type, so its wording, and its context); one of
+    a type of our own (``PydanticCustomError``) as it was worded."""
+    kind = error["type"]
+    if kind not in _PYDANTIC_ERRORS:
+        return {
+            "type": PydanticCustomError(kind, error["msg"]),
+            "loc": error["loc"],
+            "input": error["input"],
+        }
+    return {"type": kind, "loc": error["loc"], "input": error["input"], "ctx": error.get("ctx", {})}
+
+
+def _whole_file(said: list[str], data: object) -> list[InitErrorDetails]:
+    """Errors of the whole file (no field of it), worded as ``said``."""
+    return [
+        {"type": PydanticCustomError("seed_file", line), "loc": (), "input": data} for line in said
+    ]
+
+
 class SeedFile(Frozen):
     # A section misspelt ("buyer") would load nothing, and say so as "0 buyers": refused,
     # by its name. Within the sections unknown fields are ignored, as in every contract model.
@@ -137,27 +199,32 @@ class SeedFile(Frozen):
     lots: list[LotSeed] = Field(default_factory=list)
     buyers: list[BuyerSeed] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _each_id_once(self) -> Self:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _each_id_once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
         """An id twice in a file is a mistake to mend, not a choice to make for its author:
         a lot's second entry was reported "loaded before", a product's or buyer's second
-        entry silently replaced the first."""
-        said = []
-        for section, ids in self.ids().items():
-            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
-            if twice:
-                said.append(f"{section} listed more than once: {', '.join(map(repr, twice))}")
-        if said:
-            raise ValueError("; ".join(said))
-        return self
+        entry silently replaced the first. Told with the rows' own errors, after them (the
+        ids as the rows give them, whatever else a row gets wrong): told only once the rows
+        were mended, it was one more round of edits and runs."""
+        twice = _listed_twice(_given_ids(data))
+        try:
+            seed = handler(data)
+        except ValidationError as exc:
+            if not twice:
+                raise
+            raise ValidationError.from_exception_data(
+                exc.title, [*map(_again, exc.errors()), *_whole_file(twice, data)]
+            ) from None
+        if twice:
+            raise ValidationError.from_exception_data(cls.__name__, _whole_file(twice, data))
+        return seed
 
     def ids(self) -> dict[str, list[str]]:
         """The ids the file lists, by section (a product's is its SKU), in its order."""
         return {
-            "sellers": [s.id for s in self.sellers],
-            "products": [p.sku for p in self.products],
-            "lots": [lot.lot_id for lot in self.lots],
-            "buyers": [b.id for b in self.buyers],
+            section: [getattr(row, key) for row in getattr(self, section)]
+            for section, key in _ID_FIELDS.items()
         }
 
     @classmethod

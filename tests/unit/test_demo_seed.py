@@ -81,6 +81,43 @@ def test_an_id_listed_twice_in_a_seed_file_is_refused_naming_it() -> None:
         SeedFile.model_validate(twice)
 
 
+def test_a_seed_file_with_row_errors_and_an_id_listed_twice_is_told_both_in_one_run(
+    tmp_path: Path,
+) -> None:
+    """A drill's file, a lot id listed twice with other quantities among rows with errors:
+    the rows' errors were told and the duplicate not, until they were mended (a second
+    round of edits). Every error now, in one run: the rows' in the file's order, then the
+    whole file's, each naming its rows; nothing written (exit 2, before any database)."""
+    lot: dict[str, object] = {"sku": "SWN-PEPPER-CAYENNE-1KG", "quantity": 50}
+    lot |= {"available_from": "2026-09-01", "best_before": "2027-08-31"}
+    lots = [
+        {**lot, "lot_id": "LOT-DRL-A1", "quantity": -5},
+        {**lot, "lot_id": "LOT-DRL-A2", "best_before": "2026-08-01"},
+        {**lot, "lot_id": "LOT-DRL-A3", "available_from": "2026-02-30"},
+        {**lot, "lot_id": "LOT-DRL-A4"},
+        {**lot, "lot_id": "LOT-DRL-A4", "quantity": 60},
+    ]
+    buyer = DEMO["buyers"][0]
+    buyers = [buyer, {**buyer, "phone": "0991"}]
+    path = tmp_path / "drill.json"
+    path.write_text(json.dumps({**DEMO, "lots": lots, "buyers": buyers}))
+    done = caravan("seed", str(path))
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [
+            f"{path} is not a seed file as CONTRACT.md describes (6 error(s)):",
+            "  lots.0.quantity: Input should be greater than or equal to 0",
+            "  lots.1: lot LOT-DRL-A2: best_before 2026-08-01 is before available_from 2026-09-01",
+            "  lots.2.available_from: Input should be a valid date or datetime, day value is"
+            " outside expected range",
+            "  buyers.1.phone: should be an E.164 phone number, + and 7 to 15 digits: e.g."
+            " +8613912345678",
+            "  file: lots listed more than once: 'LOT-DRL-A4' (lots.3, lots.4)",
+            f"  file: buyers listed more than once: '{buyer['id']}' (buyers.0, buyers.1)",
+        ],
+    ), done.stdout
+
+
 def test_the_seed_files_handed_over_load() -> None:
     files = sorted(DEMO_SEED.parent.glob("*.json"))
     assert DEMO_SEED in files

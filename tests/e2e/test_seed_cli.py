@@ -2,11 +2,14 @@
 says which lots it left as they were), and a file that is not a seed file, or names sellers
 or SKUs nobody has, is refused whole, every error named, nothing written."""
 
+import asyncio
 import json
 import random
 import re
 import uuid
 from pathlib import Path
+
+from sqlalchemy import text
 
 from caravan.seeding import EXPIRED
 from shared.events.orders import OrderRequested
@@ -465,3 +468,59 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
         "best_before 2027-09-30 stored, 2027-10-31 given (corrected since it was received" in said
     ), said
     assert "(best_before 2027-08-31 -> 2027-09-30): give its terms as corrected" in said, said
+
+
+async def test_a_seed_stopped_part_way_completes_when_run_again_nothing_doubled(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A seed loads each service's part in a transaction of its own, inventory's first: its
+    database gone between them (here payments' connection ended by the server while it waits
+    for a lock) leaves inventory's part loaded and payments' not. The same file again
+    completes it: the credit line opened, the lot loaded before left as it is (no second lot,
+    no second audit entry)."""
+    tag = uuid.uuid4().hex[:8]
+    buyer = {"id": f"B-{tag}", "phone": "+8613900000009", "credit_limit_fen": 20000}
+    body = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"S-{tag}")],
+        "lots": [lot(f"L-{tag}", f"P-{tag}")],
+        "buyers": [buyer],
+    }
+    path = write(tmp_path, body)
+    lines = "select count(*) from payments.credit_lines where buyer_id = :b"
+    assert caravan.engine is not None
+    async with caravan.engine.connect() as holder:
+        await holder.execute(text("lock table payments.credit_lines in access exclusive mode"))
+        seeding = asyncio.create_task(cli(caravan, "seed", path))
+        # The seed's payments part, waiting for the table (its query names the buyers' rows).
+        waiting = await caravan.until(
+            lambda: caravan.sql(
+                "select l.pid from pg_locks l join pg_stat_activity a using (pid)"
+                " where not l.granted and l.relation = 'payments.credit_lines'::regclass"
+                " and a.application_name = 'caravan-payments' and a.query like '%FOR UPDATE%'"
+            ),
+            "the seed's payments part waiting for the table",
+        )
+        assert len(waiting) == 1, waiting
+        await caravan.execute("select pg_terminate_backend(:p)", p=waiting[0].pid)
+        await holder.rollback()
+    done = await seeding
+    assert done.returncode != 0, done.stdout
+    assert await counts(caravan, tag) == (1, 1, 1)  # inventory's part loaded
+    assert await caravan.scalar(lines, b=f"B-{tag}") == 0  # payments' not
+    again = await cli(caravan, "seed", path)
+    assert again.returncode == 0, again.stderr
+    assert told(again.stdout)[2:] == [(0, None, 1), (1, None, 0)], again.stdout
+    assert await counts(caravan, tag) == (1, 1, 1)
+    assert await caravan.scalar(lines, b=f"B-{tag}") == 1
+    audited = await caravan.sql(
+        "select action, target from auth.audit where target like :t order by id", t=f"%-{tag}"
+    )
+    assert [(r.action, r.target) for r in audited] == [
+        ("seller.set", f"S-{tag}"),
+        ("product.set", f"P-{tag}"),
+        ("lot.add", f"L-{tag}"),
+        ("credit.set", f"B-{tag}"),
+    ]
+    phone = "select phone from notifications.sellers where seller_id = :s"
+    assert await caravan.scalar(phone, s=f"S-{tag}") == "+8613000000001"  # its last part too

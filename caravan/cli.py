@@ -714,7 +714,12 @@ def _unrecorded_dry_run(why: str, *more: str) -> None:
 
 @app.command()
 def stuck(
-    older_than: Annotated[float, typer.Option(min=0, help="seconds pending")] = 300.0,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="seconds pending [default: 300, or half the saga deadline if shorter]"
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
@@ -725,7 +730,8 @@ def stuck(
         "orders",
         "GET",
         "/ops/stuck-orders",
-        params={"older_than_seconds": older_than, "limit": limit},
+        params={"limit": limit}
+        | ({} if older_than is None else {"older_than_seconds": older_than}),
     )
     shown, total = len(found["orders"]), found.get("total", len(found["orders"]))
     table = output.table(
@@ -736,7 +742,7 @@ def stuck(
         "stock",
         "payment",
         title=(f"the oldest {shown} of " if shown < total else "")
-        + f"{total} order(s) pending over {older_than:.0f}s",
+        + f"{total} order(s) pending over {found['older_than_seconds']:.0f}s",
         whole=("order", "ref", "placed"),
     )
     for o in found["orders"]:
@@ -815,7 +821,14 @@ def dashboard(
         int,
         typer.Option(min=1, max=65535, envvar=DASHBOARD_PORT_VAR, help="where to serve the page"),
     ] = 8090,
-    stuck_after: Annotated[float, typer.Option(min=0, help="seconds pending before stuck")] = 300.0,
+    stuck_after: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="seconds pending before stuck [default: 300, or half the saga deadline if"
+            " shorter]",
+        ),
+    ] = None,
 ) -> None:
     """Serve the operations page: live figures of the running system."""
     import uvicorn

@@ -22,16 +22,18 @@ async def sweeping(
     sweep: Callable[[], Awaitable[int]],
     interval: float,
     log: logging.Logger,
-    found: str,
+    found: str | None,
     failed: str,
 ) -> None:
     """``sweep()`` every ``interval`` seconds, and again at once after a round that found
-    something (logged as ``found % n``), so that a backlog is worked off without waiting."""
+    something (logged as ``found % n``; None: the sweep says it), so that a backlog is
+    worked off without waiting."""
     while True:
         try:
             n = await sweep()
             if n:
-                log.info(found, n)
+                if found is not None:
+                    log.info(found, n)
                 continue
         except asyncio.CancelledError:
             raise

@@ -75,6 +75,7 @@ def read_secret_file(variable: str, path: str) -> str:
 
 
 MIN_SECRET_LENGTH = 16
+STUCK_AFTER_SECONDS = 300.0  # at most (Settings.stuck_after_seconds)
 
 
 def _long_enough(secret: SecretStr) -> SecretStr:
@@ -246,7 +247,7 @@ class Settings(CalendarSettings, InstanceSettings):
     # a holiday, not for ever (a letter may carry a buyer's phone number, and the services keep
     # inbox rows as long: shared/messaging/retention.py).
     dlq_retention_hours: float = Field(720.0, ge=0)
-    saga_deadline_seconds: float = 900.0
+    saga_deadline_seconds: float = 900.0  # stuck_after_seconds() follows it
     expiry_sweep_seconds: float = 1.0
     # How long an order that ended (confirmed or cancelled) keeps its delivery address, from
     # its last change (0: for ever): long enough for the goods to be sent and a dispute
@@ -436,6 +437,13 @@ class Settings(CalendarSettings, InstanceSettings):
     # How often a service samples its figures (shared/observe.py): the consumer lag, which
     # tells /healthz that Kafka answers (silent after 30 s), and the outbox, stalls and tables.
     metrics_sample_seconds: float = Field(5.0, gt=0, le=10)
+
+    def stuck_after_seconds(self) -> float:
+        """How long an order may be pending before the stuck list (``GET /ops/stuck-orders``,
+        ``caravan stuck``, the operations page) shows it, unless asked otherwise: 5 minutes,
+        or half ``saga_deadline_seconds`` where that is shorter (an order pending past the
+        deadline is expired, so a longer threshold would never show one)."""
+        return min(STUCK_AFTER_SECONDS, self.saga_deadline_seconds / 2)
 
     def async_database_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme it was given in."""

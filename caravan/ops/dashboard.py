@@ -76,6 +76,7 @@ class Snapshot:
     letters_at: float = 0.0  # when the dead letters were read (every DEAD_LETTERS_EVERY)
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
+    stuck_after: float | None = None  # pending over this many seconds, as the orders API said
     groups: dict[str, str] = field(default_factory=dict)  # per service: its group's state
     members: dict[str, list[str]] = field(default_factory=dict)  # per service: its group's
     # per service: why Kafka could not say its group's members (its coordinator loading, or
@@ -303,7 +304,7 @@ def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
 
 async def collect(
     settings: Settings,
-    stuck_after_seconds: float,
+    stuck_after_seconds: float | None,
     refusals: Refusals,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
     letters_from: "Snapshot | None" = None,
@@ -457,14 +458,16 @@ async def _stuck(
     client: httpx.AsyncClient,
     settings: Settings,
     snap: Snapshot,
-    stuck_after_seconds: float,
+    stuck_after_seconds: float | None,  # None: the orders service's default
     refusals: Refusals,
     token: str | None,
 ) -> None:
     try:
         response = await client.get(
             f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders",
-            params={"older_than_seconds": stuck_after_seconds},
+            params={}
+            if stuck_after_seconds is None
+            else {"older_than_seconds": stuck_after_seconds},
         )
     except httpx.HTTPError as exc:
         snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
@@ -479,7 +482,8 @@ async def _stuck(
         if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
             snap.unavailable["stuck"] = "the orders API answered HTTP 200, no list of orders"
             return
-        total = body.get("total")
+        total, over = body.get("total"), body.get("older_than_seconds")
+        snap.stuck_after = float(over) if isinstance(over, int | float) else stuck_after_seconds
         snap.stuck = orders
         snap.stuck_total = total if isinstance(total, int) else len(orders)
     elif response.status_code in REFUSED_STATUSES:  # a token without the scope ops: 403
@@ -496,7 +500,7 @@ class Dashboard:
         self,
         settings: Settings,
         interval: float = 3.0,
-        stuck_after: float = 300.0,
+        stuck_after: float | None = None,  # None: the orders service's default
         transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
     ):
         self.settings = settings
@@ -740,7 +744,7 @@ class Dashboard:
             f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             f"<h2>Dead letters</h2><table>{dead_letters}</table>"
-            f"<h2>Stuck orders (pending over {self.stuck_after:.0f} s)</h2>"
+            f"<h2>Stuck orders{_pending_over(snap.stuck_after)}</h2>"
             + (
                 f"<p>the oldest {len(snap.stuck)} of {snap.stuck_total}</p>"
                 if snap.stuck_total > len(snap.stuck)
@@ -861,3 +865,8 @@ def _html(body: str, refresh: bool = True) -> str:
         ".stale{opacity:.5}.note{color:#666}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
     )
+
+
+def _pending_over(seconds: float | None) -> str:
+    """The stuck orders' heading's threshold, as the orders API applied it (none: unknown)."""
+    return "" if seconds is None else f" (pending over {seconds:.0f} s)"

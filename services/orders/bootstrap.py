@@ -38,6 +38,6 @@ def bootstrap(settings: Settings) -> Service:
         service.subscribe(sub)
     service.loops.append(partial(expiry_loop, service.uow, settings.expiry_sweep_seconds))
     service.asgi_app = create_app(service.uow, deadline, settings)
-    service.asgi_app.include_router(ops_router(service.db))
+    service.asgi_app.include_router(ops_router(service.db, settings.stuck_after_seconds()))
     service.probes.append(orders_by_status(service.db.engine).sample)
     return service

@@ -297,8 +297,9 @@ async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.payment_declined(data.reason))
 
 
-async def expire_due(tx: Tx, now: datetime) -> int:
-    """Cancel (``expired``) pending orders whose deadline has passed; returns how many. Each
+async def expire_due(tx: Tx, now: datetime) -> list[str]:
+    """Cancel (``expired``) pending orders whose deadline has passed; returns their ids, the
+    oldest deadline first. Each
     cancellation continues the trace of the request that placed the order (expired orders
     are those operators look into), its log lines tagged with the order id."""
     repo = OrderRepository(tx)
@@ -309,7 +310,7 @@ async def expire_due(tx: Tx, now: datetime) -> int:
             assert order is not None
             order.expire(now)
             await repo.save(order)
-    return len(due)
+    return [order_id for order_id, _ in due]
 
 
 async def cancel_by_buyer(tx: Tx, order_id: str) -> Order | None:

@@ -1149,6 +1149,7 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert "orders.requests.v1.dlq" in snap["dead_letters"]
         page = await caravan.client.get(f"http://127.0.0.1:{port}/")
         assert "Orders by status" in page.text and "Dead letters" in page.text
+        assert "Stuck orders (pending over 0 s)" in page.text  # as the orders API applied it
         assert set(snap["health"]) == set(SERVICES), snap["health"]
         assert {"database", "kafka", "consumer", "relay"} <= set(snap["checks"]["orders"])
         assert set(snap["platform_problems"]) == set(get_args(ProblemKind)), snap

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import orjson
 import pytest
 from aiokafka.structs import RecordMetadata
 
@@ -430,7 +431,14 @@ async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_rec
     caravan: System,
 ) -> None:
     await caravan.restart(("orders",), CARAVAN_SAGA_DEADLINE_SECONDS="2")
+    started = caravan.procs.logged["orders"]  # the log's size when it started
+    ended = ("orders", "caravan_orders_ended_total")
+    expired_before = await caravan.gauge(*ended, status="cancelled", reason="expired")
     try:
+        # The stuck list's default threshold follows a deadline shorter than its 300 s: an
+        # order pending 300 s would have expired long before.
+        stuck = (await caravan.client.get("/ops/stuck-orders")).json()
+        assert stuck["older_than_seconds"] == 1.0
         async with payments_stopped(caravan):
             req = order()
             await caravan.request(req)
@@ -447,6 +455,17 @@ async def test_deadline_expires_a_pending_order_and_late_rejections_are_only_rec
             )
             expired = await caravan.outcome(order_id)
             assert (expired.type, expired.data["reason"]) == ("order.cancelled", "expired")
+            # Operators see it: counted by status and reason, and a warning naming it.
+            assert await caravan.gauge(*ended, status="cancelled", reason="expired") >= (
+                expired_before + 1
+            )
+
+            def warned() -> list[dict[str, str]]:
+                log = (caravan.procs.log_dir / "orders.log").read_bytes()[started:].decode()
+                return [orjson.loads(line) for line in log.splitlines() if "past their" in line]
+
+            said = await caravan.wait_for(warned)  # logged just after the commit
+            assert [(s["level"], order_id in s["message"]) for s in said] == [("warning", True)]
             body_ = (await caravan.client.get(f"/orders/{order_id}")).json()
             assert (body_["status"], body_["reason"]) == ("cancelled", "expired")
             await emit_as(

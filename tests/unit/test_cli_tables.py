@@ -277,7 +277,7 @@ def test_stuck_piped_prints_each_value_whole_on_one_line(monkeypatch: pytest.Mon
     ]
 
     def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return {"orders": orders, "total": len(orders)}
+        return {"older_than_seconds": 300.0, "orders": orders, "total": len(orders)}
 
     monkeypatch.setattr(admin_api, "call", call)
     monkeypatch.delenv("COLUMNS", raising=False)

@@ -9,20 +9,39 @@ commit, one statement for all the orders of the transaction.
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
 import orjson
+from prometheus_client import Counter
 from sqlalchemy import ARRAY, BigInteger, String, and_, bindparam, func, select, true
 
 from services.orders.adapters.tables import orders, outbox, timeline
 from services.orders.domain.order import Order
 from shared.db import driver
-from shared.events.orders import OrderLine, ScheduledInstalment
+from shared.events.orders import (
+    CancelReason,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    ScheduledInstalment,
+)
 from shared.messaging.uow import Tx
+from shared.metrics import start_at_zero
 from shared.telemetry import current_trace_headers
 from shared.topics import EventType, Topic
 
 ORDER = "orders.order"
 REF = "orders.ref"
+
+ENDED = Counter(
+    "caravan_orders_ended",
+    "Orders that ended, by status (confirmed, cancelled) and reason (a cancelled order's:"
+    " expired, payment_failed, out_of_stock, ...; none for a confirmed one), counted as the"
+    " transaction that ended each commits",
+    ["status", "reason"],
+)
+start_at_zero(ENDED, ("confirmed",), ("",))
+start_at_zero(ENDED, ("cancelled",), get_args(CancelReason))
 
 ByRef = tuple[str, str, str]
 """(order_id, status, request_hash) of the order with an idempotency key."""
@@ -260,6 +279,10 @@ class OrderRepository:
         for event in order.events:
             await self.tx.emit(event)
             await self.record(order.order_id, event.event_type.value)
+            if isinstance(event, OrderConfirmed):
+                self.tx.after_commit(ENDED.labels("confirmed", "").inc)
+            elif isinstance(event, OrderCancelled):
+                self.tx.after_commit(ENDED.labels("cancelled", event.reason).inc)
         order.events.clear()
 
 

@@ -40,7 +40,9 @@ class StuckOrders(BaseModel):
     total: int  # all of them
 
 
-def ops_router(db: Database) -> APIRouter:
+def ops_router(db: Database, stuck_after: float) -> APIRouter:
+    """``GET /ops/stuck-orders``: by default the orders pending over ``stuck_after`` seconds
+    (:meth:`shared.settings.Settings.stuck_after_seconds`, which follows the saga deadline)."""
     router = APIRouter(
         tags=["operations"],
         dependencies=[require("ops")],
@@ -49,11 +51,14 @@ def ops_router(db: Database) -> APIRouter:
 
     @router.get("/ops/stuck-orders", response_model=StuckOrders)
     async def stuck_orders(
-        older_than_seconds: Annotated[float, Query(ge=0, le=30 * 86400)] = 300.0,
+        older_than_seconds: Annotated[float | None, Query(ge=0, le=30 * 86400)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Any:
-        """Orders still pending longer than ``older_than_seconds``, oldest first, with the
-        step each one waits for."""
+        """Orders still pending longer than ``older_than_seconds`` (by default 300, or half
+        the saga deadline where that is shorter), oldest first, with the step each one waits
+        for."""
+        if older_than_seconds is None:
+            older_than_seconds = stuck_after
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         stuck = (orders.c.status == "pending", orders.c.placed_at <= cutoff)
         async with db.engine.connect() as conn:

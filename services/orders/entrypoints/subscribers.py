@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.orders import handlers
+from shared.logs import retried
 from shared.loops import sweeping
 from shared.messaging.consumer import Subscription
 from shared.messaging.uow import UnitOfWork
@@ -51,11 +52,28 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
     ]
 
 
+EXPIRING = "orders expiring"
+"""The fault of the warnings of :func:`expiry_loop` (said once, then once a minute)."""
+
+
 async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
-    """Every ``interval`` seconds, cancel the pending orders whose deadline has passed."""
+    """Every ``interval`` seconds, cancel the pending orders whose deadline has passed. A
+    sweep that expires some says so in a warning (an order expires when inventory or
+    payments did not answer in time: docs/operations.md, "Orders expiring"), said as a
+    retried fault is (:class:`shared.logs.Faults`): once, then at most once a minute while
+    sweeps go on finding some."""
 
     async def sweep() -> int:
         async with uow.begin() as tx:
-            return await handlers.expire_due(tx, datetime.now(UTC))
+            expired = await handlers.expire_due(tx, datetime.now(UTC))
+        if expired:
+            log.warning(
+                "expired %d order(s) pending past their deadline, the oldest %s: stock or"
+                " payment did not answer in time (docs/operations.md, Orders expiring)",
+                len(expired),
+                expired[0],
+                extra=retried(EXPIRING),
+            )
+        return len(expired)
 
-    await sweeping(sweep, interval, log, "expired %d orders", "expiry sweep failed")
+    await sweeping(sweep, interval, log, None, "expiry sweep failed")

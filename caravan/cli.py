@@ -339,6 +339,9 @@ def _up(
         console.print(Text.assemble(f"PostgreSQL: {shown} ", (f"({infra.postgres_path})", "dim")))
         with console.status("creating topics and migrating schemas"):
             prepared = asyncio.run(system.prepare(infra.kafka_bootstrap, infra.database_url, rf=rf))
+        for schema, did in prepared.migrated.items():  # silent on schemas at their head
+            if did.ran:
+                console.print(f"migrated schema {schema}: {did} in {did.seconds:.1f}s")
         _say_kept(prepared.topics, settings, infra.kafka_bootstrap)
         token, new = tokens_cli.dev_token(infra.database_url)
         if new:

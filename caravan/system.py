@@ -41,7 +41,7 @@ from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.backoff import exponential_step
-from shared.db.migrate import migrations_folder, upgrade
+from shared.db.migrate import Migrated, migrations_folder, upgrade
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
@@ -360,7 +360,7 @@ class Prepared(NamedTuple):
     schema, what its migration did (:func:`shared.db.migrate.upgrade`)."""
 
     topics: Topics
-    migrated: dict[str, str]
+    migrated: dict[str, Migrated]
 
 
 async def prepare(

@@ -2,7 +2,9 @@
 tell whether a schema is at the revision the code needs, and refuse a downgrade that would
 lose data."""
 
+import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,11 +33,28 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return cfg
 
 
-def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> str:
+@dataclass(frozen=True)
+class Migrated:
+    """What :func:`upgrade` did to a schema, as its ``str`` says it to the operator:
+    ``0013 -> 0014`` (``none -> 0007`` on a schema never migrated), or ``at 0014, nothing
+    new``; and how long it took."""
+
+    before: str | None  # the revision it was at when migrations ran (None: never migrated)
+    head: str
+    ran: bool  # whether any migration ran
+    seconds: float
+
+    def __str__(self) -> str:
+        if not self.ran:
+            return f"at {self.head}, nothing new"
+        return f"{self.before or 'none'} -> {self.head}"
+
+
+def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> Migrated:
     """Bring a service's schema to the newest revision (blocking; run it off the event loop);
     with ``role``, as that role (``SET ROLE``), which then owns what the migrations create.
-    What it did, for the operator: ``0013 -> 0014`` (``none -> 0007`` on a schema never
-    migrated), or ``at 0014, nothing new``."""
+    What it did (:class:`Migrated`)."""
+    started = time.monotonic()
     cfg = alembic_config(migrations_dir, url)
     if role is not None:
         cfg.set_main_option("caravan_role", role)
@@ -43,9 +62,8 @@ def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> str:
     cfg.attributes["applied"] = applied
     command.upgrade(cfg, "head")
     heads = ", ".join(sorted(ScriptDirectory.from_config(cfg).get_heads()))
-    if not applied:
-        return f"at {heads}, nothing new"
-    return f"{applied[0][0] or 'none'} -> {heads}"
+    before = applied[0][0] if applied else None
+    return Migrated(before, heads, bool(applied), time.monotonic() - started)
 
 
 class SchemaBehind(Exception):

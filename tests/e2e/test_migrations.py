@@ -413,10 +413,13 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
     left an operator guessing whether an upgrade's migrations ran."""
     async with scratch_database(infrastructure.database_url, "caravan_said") as url:
         folder = migrations_folder("inventory")
-        assert await asyncio.to_thread(upgrade, folder, url) == "none -> 0009"
+        did = await asyncio.to_thread(upgrade, folder, url)
+        assert (str(did), did.ran) == ("none -> 0009", True)
         await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
-        assert await asyncio.to_thread(upgrade, folder, url) == "0007 -> 0009"
-        assert await asyncio.to_thread(upgrade, folder, url) == "at 0009, nothing new"
+        did = await asyncio.to_thread(upgrade, folder, url)
+        assert (str(did), did.ran) == ("0007 -> 0009", True)
+        did = await asyncio.to_thread(upgrade, folder, url)
+        assert (str(did), did.ran) == ("at 0009, nothing new", False)
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:

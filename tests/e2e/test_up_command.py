@@ -228,6 +228,11 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
         assert shown[-1] == "Press Ctrl-C to stop.", shown
         # It started no broker and no database of its own, and was ready before the demo.
         assert f"Kafka: {servers['KAFKA_BOOTSTRAP_SERVERS']} (external)" in shown
+        # A database never migrated: each schema's migration said, from none to its head.
+        migrated = [line for line in shown if line.startswith("migrated schema ")]
+        schemas = [line.split(":")[0].removeprefix("migrated schema ") for line in migrated]
+        assert schemas == [*SERVICES, "auth", "ops"], shown
+        assert all(re.search(r": none -> \w+ in \d+\.\ds$", line) for line in migrated), migrated
         ready = next(line for line in shown if line.startswith("ready in "))
         assert f"HTTP API on http://127.0.0.1:{UP_HTTP_PORT}" in ready, ready
         assert shown.index(ready) < titled(shown)

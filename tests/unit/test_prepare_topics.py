@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from caravan import db_roles, system
 from caravan.output import OperatorError
+from shared.db.migrate import Migrated
 from shared.messaging import admin
 from shared.messaging.kafka_admin import HOUR_MS
 from shared.topics import ALL_TOPICS, DEAD_LETTER_TOPICS
@@ -186,7 +187,7 @@ def kept(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Kept:
 
     for name in ("ensure_owner", "grant_services"):
         monkeypatch.setattr(db_roles, name, done)
-    monkeypatch.setattr(system, "upgrade", lambda *args: None)
+    monkeypatch.setattr(system, "upgrade", lambda *args: Migrated(None, "0001", False, 0.0))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", BROKER)
     monkeypatch.setenv("DATABASE_URL", DATABASE.format(port=free_port()))
     return found

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from caravan.output import OperatorError
+from caravan.output import OperatorError, error_text
 from shared.api import DATABASE_AWAY, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
@@ -68,7 +68,7 @@ def answer(
     try:
         response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        said = f"{service} API unreachable: {exc}"
+        said = f"{service} API unreachable: {error_text(exc)}"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2) from exc
     try:
         body: dict[str, Any] = response.json()

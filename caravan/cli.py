@@ -36,6 +36,8 @@ from shared.settings import (
 
 if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, PostgreSQL
     # and HTTP, the services' modules): not on every run, each command pays for its own
+    import httpx
+
     from caravan.ops.dlq import DeadLetter
     from shared.messaging.admin import Topics
 
@@ -112,7 +114,7 @@ def _fail_outside(exc: Exception) -> None:
         import httpx
 
         if isinstance(exc, httpx.TransportError):
-            _unreachable("a service's HTTP API", exc)
+            _unreachable(_http_api(exc), exc)
     if "sqlalchemy.exc" in sys.modules:  # Kafka's and HTTP's first: theirs may wrap an OSError
         from shared.db.engine import Kind, fault
 
@@ -135,7 +137,16 @@ _IS_IT_UP = "Is the system up (`caravan up`)?"
 
 def _unreachable(what: str, exc: BaseException) -> NoReturn:
     said = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement: lines
-    _fail(f"cannot reach {what}: {said}. {_IS_IT_UP}", 2)
+    _fail(f"cannot reach {what}: {output.error_text(said)}. {_IS_IT_UP}", 2)
+
+
+def _http_api(exc: "httpx.TransportError") -> str:
+    """The HTTP API ``exc`` met, by its address (a service's, where the request is unknown)."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised without a request
+        return "a service's HTTP API"
+    return f"the HTTP API at {url.scheme}://{url.netloc.decode()}"
 
 
 def _fail(said: str, exit_code: int) -> NoReturn:
@@ -549,6 +560,9 @@ def demo(
         )
     bootstrap = _bootstrap(settings)
     _load(_database_url(), data)
+    from caravan import system
+
+    system.stop_on_signals()  # SIGTERM too says what was sent (run_demo), as Ctrl-C does
     outcomes = asyncio.run(run_demo(bootstrap, data, count=orders, console=console))
     if platform_orders and app_name is not None:
         outcomes += asyncio.run(

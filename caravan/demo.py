@@ -107,6 +107,7 @@ async def run_demo(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
     )
     outcomes: dict[str, Outcome] = {}
+    sent = 0
     try:  # both closed, started or not (one that failed to start is still open)
         await consumer.start()
         await producer.start()
@@ -124,6 +125,7 @@ async def run_demo(
             await producer.send(
                 Topic.ORDER_REQUESTS.value, event.to_json(), key=order.order_ref.encode()
             )
+            sent += 1
         await producer.flush()
         ref_of: dict[str, str] = {}
         columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -136,6 +138,9 @@ async def run_demo(
                     for record in records:
                         _follow(record.value, refs, ref_of, outcomes)
                 progress.update(task, completed=len(outcomes))
+    except asyncio.CancelledError:  # Ctrl-C, SIGTERM (the demo command: stop_on_signals)
+        _stopped(console, "orders", sent, len(orders), outcomes)
+        raise
     finally:
         await producer.stop()
         await consumer.stop()
@@ -144,6 +149,15 @@ async def run_demo(
     result = [outcomes[o.order_ref] for o in orders]
     _summary(console, result)
     return result
+
+
+def _stopped(
+    console: Console, what: str, sent: int, total: int, outcomes: dict[str, Outcome]
+) -> None:
+    """One line for a demo stopped before its summary: what it had sent and seen end."""
+    ended = Counter(o.status for o in outcomes.values())
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) or "none"
+    console.print(f"stopped: {sent} of {total} {what} sent; ended so far: {shown}")
 
 
 def _follow(

@@ -53,6 +53,12 @@ NAME_A_DATABASE = "name its database in DATABASE_URL, or run `caravan up` first"
 """What to do where no database is named (:data:`NO_DATABASE`)."""
 
 
+def error_text(exc: BaseException) -> str:
+    """What ``exc`` says, or its class where it says nothing (httpx's ``ReadError`` of a
+    connection the server closed: an empty ``str``)."""
+    return str(exc) or type(exc).__name__
+
+
 def what_lifts(kind: "Kind") -> str | None:
     """What an operator does about PostgreSQL unusable in this way, as the CLI's one line
     and a refused replay or redrive say it; None where only waiting for it helps."""

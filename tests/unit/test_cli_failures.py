@@ -898,6 +898,30 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     assert (code, out, one_line(err)) == (2, "", refused)
 
 
+def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_class(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``caravan demo`` with a service's API gone mid-run said ``cannot reach a service's HTTP
+    API: . Is the system up``: no address, and httpx's error of a connection the server
+    closed says nothing (an empty ``str``). So did the admin commands' ``API unreachable:``."""
+    request = httpx.Request("GET", "http://127.0.0.1:8081/healthz")
+    with pytest.raises(SystemExit) as exited:
+        cli._fail_outside(httpx.ReadError("", request=request))
+    assert exited.value.code == 2
+    assert one_line(capsys.readouterr().err) == (
+        "cannot reach the HTTP API at http://127.0.0.1:8081: ReadError. Is the system up"
+        " (`caravan up`)?"
+    )
+
+    def request_(method: str, url: str, **kwargs: object) -> httpx.Response:
+        raise httpx.RemoteProtocolError("", request=httpx.Request(method, url))
+
+    monkeypatch.setattr(httpx, "request", request_)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, out, err = caravan("stuck")
+    assert (code, out, one_line(err)) == (2, "", "orders API unreachable: RemoteProtocolError")
+
+
 def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

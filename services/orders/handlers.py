@@ -21,7 +21,7 @@ from shared.events.orders import (
     OrderRequested,
     platform_app,
 )
-from shared.events.payments import PaymentAuthorized, PaymentDeclined
+from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
@@ -297,11 +297,21 @@ async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.payment_declined(data.reason))
 
 
+async def on_payment_voided(tx: Tx, parsed: Parsed) -> None:
+    """A payment voided because its order was cancelled (payments authorised it, reading the
+    order's ``stock.reserved`` before its ``order.cancelled``): recorded only, so that the
+    timeline of a cancelled order that a late ``payment.authorized`` reached ends with the
+    void, not with an authorisation the buyer would take for a charge or a loan standing."""
+    data = parsed.data
+    assert isinstance(data, PaymentVoided)
+    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: None)
+
+
 async def expire_due(tx: Tx, now: datetime) -> list[str]:
     """Cancel (``expired``) pending orders whose deadline has passed; returns their ids, the
-    oldest deadline first. Each
-    cancellation continues the trace of the request that placed the order (expired orders
-    are those operators look into), its log lines tagged with the order id."""
+    oldest deadline first. Each cancellation continues the trace of the request that placed
+    the order (expired orders are those operators look into), its log lines tagged with the
+    order id."""
     repo = OrderRepository(tx)
     due = await repo.due_for_expiry(now)
     for order_id, trace_headers in due:

@@ -313,6 +313,33 @@ async def test_stock_expired_cancels_a_pending_order_and_after_the_end_publishes
         assert await caravan.one_terminal(order_id) == "order.cancelled"
 
 
+async def test_a_cancelled_orders_timeline_ends_with_the_void_of_a_late_authorisation(
+    caravan: System,
+) -> None:
+    """Payments down while the buyer cancels a pending order: started again, it reads the
+    order's ``stock.reserved`` and ``order.cancelled`` from two topics (a batch handles
+    inventory's first), so it lends and then voids the loan. The authorisation reaches the
+    ended order and is recorded only; the void is recorded after it, so the timeline a
+    storefront shows ends with the void, not with a payment authorised."""
+    async with payments_stopped(caravan):
+        placed = await caravan.client.post(
+            "/orders", json=body(), headers={"Idempotency-Key": ref("ORD-VOID")}
+        )
+        order_id = placed.json()["order_id"]
+        await reserved(caravan, order_id)
+        cancelled = await caravan.client.post(f"/orders/{order_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    await order_handled(caravan, "orders", order_id, Topic.PAYMENT_EVENTS)
+    view = (await caravan.client.get(f"/orders/{order_id}")).json()
+    steps = [step["type"] for step in view["timeline"]]
+    assert (view["status"], view["reason"]) == ("cancelled", "cancelled_by_buyer")
+    assert steps[-3:] == ["order.cancelled", "payment.authorized", "payment.voided"], steps
+    await compensated(caravan, order_id)
+
+
 # --- cancellation racing confirmation --------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             {
                 EventType.PAYMENT_AUTHORIZED: handlers.on_payment_authorized,
                 EventType.PAYMENT_DECLINED: handlers.on_payment_declined,
+                EventType.PAYMENT_VOIDED: handlers.on_payment_voided,
             },
             prefetch=handlers.prefetch_orders,
         ),

@@ -6,6 +6,15 @@ from services.orders.domain.order import Status
 from shared import http as shared_http
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
 
+TOTAL_FEN = (
+    "the order's total in fen, as inventory priced its lines (stock.reserved); null until"
+    " orders has read the order's stock.reserved or payment.authorized (a pending order's"
+    " may be either), and for good on an order cancelled before that: always on one cancelled"
+    " unknown_sku, out_of_stock or out_of_season (nothing was reserved), and on one cancelled"
+    " by the buyer, expired or declined before its reservation was read; a confirmed order"
+    " always has it"
+)
+
 
 class OrderBody(OrderRequested):
     """The body of ``POST /orders``: the ``data`` of ``order.requested``. The
@@ -39,7 +48,7 @@ class OrderView(BaseModel):
         " (storefront/shawan-center)"
     )
     status: Status
-    total_fen: int | None
+    total_fen: int | None = Field(description=TOTAL_FEN)
     reason: CancelReason | None
     delivery: Delivery | None = None  # where to send the goods, as the request said
     delivery_erased_at: str | None = Field(
@@ -56,7 +65,7 @@ class OrderSummary(BaseModel):
     buyer_id: str = Field(description="whose order it is (an operator's list is every buyer's)")
     source: str
     status: Status
-    total_fen: int | None
+    total_fen: int | None = Field(description=TOTAL_FEN)
     reason: CancelReason | None
     placed_at: str
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.text import Text
 from typer._click.core import Context
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
@@ -48,7 +48,12 @@ logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 class _Caravan(TyperGroup):
     """The ``caravan`` group. A value Typer refuses through pydantic (a status none of its
     choices: "'done' is not one of ...") is said as the API's 422 says a validator's refusal
-    (:func:`shared.api.field_errors`), without pydantic's "Value error, " before it."""
+    (:func:`shared.api.field_errors`), without pydantic's "Value error, " before it. Every
+    command's arguments are named in capitals (:func:`_capitals`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _capitals(self)
 
     def invoke(self, ctx: Context) -> Any:
         try:
@@ -57,6 +62,19 @@ class _Caravan(TyperGroup):
             if isinstance(exc.__cause__, ValidationError):
                 exc.message = field_errors(exc.__cause__)[0]["message"]
             raise
+
+
+def _capitals(group: TyperGroup) -> None:
+    """Name the arguments of every command under ``group`` that has no name of its own in
+    capitals (``caravan dlq show [OPTIONS] {REF}``), as the docs write them and as the
+    platform's are (``{APP}``): Typer showed the parameter's name, a ``{ref}`` that read as a
+    placeholder left unfilled."""
+    for command in group.commands.values():
+        if isinstance(command, TyperGroup):
+            _capitals(command)
+        for param in command.params:
+            if isinstance(param, TyperArgument) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
 
 
 # Help texts are the commands' docstrings, read as Markdown (the groups under this one too):

@@ -100,7 +100,7 @@ async def replay(
     dry run goes on unrecorded without the audit trail: PostgreSQL away, or ``database_url``
     None, no database named)."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
-        raise ValueError("choose exactly one of earliest, from_offset, from_timestamp")
+        raise ValueError("choose exactly one of --earliest, --from-offset, --from-timestamp")
     unusable = await unrecordable(database_url)
     unrecorded = None if unusable is None else str(unusable)
     state = await kafka_admin.describe_group(bootstrap, group)

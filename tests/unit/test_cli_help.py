@@ -1,7 +1,11 @@
 """``--help`` shows the commands' docstrings as text: ``code`` without its backticks, and a
 paragraph's lines joined, not broken where the docstring's lines are."""
 
+import re
+
 import pytest
+import typer
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from caravan import cli
@@ -15,8 +19,43 @@ PREPARE = (
 
 @pytest.mark.parametrize("command", [(), ("prepare",)])
 def test_a_docstring_is_shown_as_one_paragraph_without_markup(command: tuple[str, ...]) -> None:
-    done = CliRunner().invoke(cli.app, [*command, "--help"], env={"COLUMNS": "200"})
+    done = CliRunner().invoke(
+        cli.app, [*command, "--help"], env={"COLUMNS": "200"}, prog_name="caravan"
+    )
     assert done.exit_code == 0, done.output
     text = uncoloured(done.output)
     assert PREPARE in text, text
     assert "``" not in text and "`caravan" not in text, text
+
+
+def every_command(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((*path, name))
+        if isinstance(command, TyperGroup):
+            found += every_command(command, (*path, name))
+    return found
+
+
+def test_every_usage_line_names_its_arguments_in_capitals() -> None:
+    """``caravan dlq show --help`` said ``Usage: caravan dlq show [OPTIONS] {ref}``, and
+    ``tokens revoke`` ``{name}``, as if a placeholder had been left unfilled, where the docs
+    and the platform's commands say ``REF``, ``NAME``, ``APP``."""
+    root = typer.main.get_command(cli.app)
+    assert isinstance(root, TyperGroup)
+    commands = every_command(root)
+    assert ("dlq", "show") in commands and ("tokens", "revoke") in commands
+    lowercase = re.compile(r"[{\[][a-z_]+[}\]]")  # {ref}, [sku]: not {sku|buyer}, a choice
+    usages = {}
+    for command in commands:
+        done = CliRunner().invoke(
+            cli.app, [*command, "--help"], env={"COLUMNS": "200"}, prog_name="caravan"
+        )
+        assert done.exit_code == 0, done.output
+        usages[command] = next(
+            line.strip() for line in uncoloured(done.output).splitlines() if "Usage:" in line
+        )
+    assert usages["dlq", "show"] == "Usage: caravan dlq show [OPTIONS] {REF}"
+    assert usages["tokens", "revoke"] == "Usage: caravan tokens revoke [OPTIONS] {NAME}"
+    assert usages["inventory", "stock"] == "Usage: caravan inventory stock [OPTIONS] [SKU]"
+    assert not {c: u for c, u in usages.items() if lowercase.search(u)}

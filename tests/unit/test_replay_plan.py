@@ -81,6 +81,20 @@ async def test_earliest_skips_nothing_of_a_partition_never_committed_on(
     assert result.applied and result.refused == ()
 
 
+@pytest.mark.parametrize("modes", [[], ["--earliest", "--from-offset", "5"]], ids=["none", "two"])
+def test_a_replay_of_no_mode_or_two_names_the_options_to_choose_from(
+    modes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "choose exactly one of earliest, from_offset, from_timestamp": the names of
+    the function's parameters, not the options an operator types."""
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://db")
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["replay", "--topic", "orders.events.v1", "--group", "caravan-orders", *modes]
+    done = CliRunner().invoke(cli.app, args)
+    assert done.exit_code == 2, done.output
+    assert "choose exactly one of --earliest, --from-offset, --from-timestamp" in done.output
+
+
 def test_a_refusal_names_every_reason_in_the_way_each_with_what_lifts_it(
     committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,8 +70,11 @@ async def woken(
                 await asyncio.sleep(gather)
 
 
-GIVE_BACK_SECONDS = 5.0
-"""How long a stopping service tries to hand back a claim (:func:`handing_back`)."""
+STOPPING_SECONDS = 5.0
+"""How long a stopping service spends on the work a loop claimed: handing it back
+(:func:`handing_back`) or letting it finish (:func:`finishing`); one bound for both, so a
+stop takes no longer than either (with the outbox relay's 5 s after it, within the 15 s a
+supervisor allows)."""
 
 
 @contextlib.asynccontextmanager
@@ -86,13 +89,13 @@ async def handing_back(
     ``give_back(tx)``, in a transaction of ``uow``'s, makes it due again now, for any
     instance to take at once rather than once its lease runs out; False: it was not this
     claim's any more (recorded, or claimed again). One info line says so, naming ``what``; a
-    hand-back that fails, or takes over :data:`GIVE_BACK_SECONDS` (the database away),
+    hand-back that fails, or takes over :data:`STOPPING_SECONDS` (the database away),
     leaves the work to its lease, as a crash does, with a warning."""
     try:
         yield
     except asyncio.CancelledError:
         try:
-            async with asyncio.timeout(GIVE_BACK_SECONDS), uow.begin() as tx:
+            async with asyncio.timeout(STOPPING_SECONDS), uow.begin() as tx:
                 given = await give_back(tx)
         except Exception as exc:
             log.warning("%s unfinished as the service stops, left to its lease: %r", what, exc)
@@ -102,17 +105,11 @@ async def handing_back(
         raise
 
 
-FINISH_SECONDS = 5.0
-"""How long a stopping service waits for work in flight to finish (:func:`finishing`): as long
-as a hand-back may take (:data:`GIVE_BACK_SECONDS`), so that a stop takes no longer than one
-handing back (with the outbox relay's 5 s after it, within the 15 s a supervisor allows)."""
-
-
 async def finishing(work: Coroutine[Any, Any, T], log: logging.Logger, what: str) -> T:
     """``work`` (claimed calls made and what they answered recorded), which a graceful stop
     lets finish rather than cutting it short: run in a task of its own, shielded from the
     cancellation of the caller (a graceful stop cancels the service's loops:
-    :mod:`shared.runtime`). Cancelled, the caller waits up to :data:`FINISH_SECONDS` for it,
+    :mod:`shared.runtime`). Cancelled, the caller waits up to :data:`STOPPING_SECONDS` for it,
     one info line saying it finished, naming ``what``, before the cancellation goes on. Work
     that fails then, or is not done by then (a call hanging, the database away), is cancelled
     and left to its lease, as a crash leaves it, with a warning."""
@@ -120,9 +117,9 @@ async def finishing(work: Coroutine[Any, Any, T], log: logging.Logger, what: str
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await asyncio.wait([task], timeout=FINISH_SECONDS)
+        await asyncio.wait([task], timeout=STOPPING_SECONDS)
         if not task.done():
-            said = f"not done within {FINISH_SECONDS:g} s"
+            said = f"not done within {STOPPING_SECONDS:g} s"
         elif (exc := task.exception()) is not None:
             said = reason(exc)
         else:

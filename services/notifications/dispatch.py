@@ -39,7 +39,7 @@ recording later than the lease is still right if no other claim took the row mea
 one tried again after its connection was lost may find its first try committed, which is
 no lapse: :func:`_recorded_before`). A
 graceful stop (SIGTERM) lets the calls in flight finish and be recorded, claiming nothing new
-(:func:`shared.loops.finishing`, for at most ``FINISH_SECONDS``). A crash, or a stop those
+(:func:`shared.loops.finishing`, for at most ``STOPPING_SECONDS``). A crash, or a stop those
 seconds were not enough for, after the gateway took a message but before step 3 committed
 leaves the row ``sending``; when its lease lapses it is claimed again and resent with the
 same ``dedup_key``, which the gateway deduplicates (answering with the first message's id;

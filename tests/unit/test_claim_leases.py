@@ -58,9 +58,9 @@ def test_notifications_and_platform_refuse_theirs_the_same_way() -> None:
 async def test_a_claim_not_handed_back_in_time_is_left_to_its_lease_and_the_stop_goes_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Stopped with the database away: handing the claim back waits ``GIVE_BACK_SECONDS`` at
+    """Stopped with the database away: handing the claim back waits ``STOPPING_SECONDS`` at
     most, one warning says the claim is left to its lease, and the loop ends cancelled."""
-    monkeypatch.setattr(loops, "GIVE_BACK_SECONDS", 0.05)
+    monkeypatch.setattr(loops, "STOPPING_SECONDS", 0.05)
 
     class Away:
         """A unit of work whose database does not answer."""
@@ -92,10 +92,10 @@ async def test_a_claim_not_handed_back_in_time_is_left_to_its_lease_and_the_stop
 async def test_work_not_finished_in_time_as_the_service_stops_is_left_to_its_lease(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Stopped while a call hangs: ``finishing`` waits ``FINISH_SECONDS`` at most, then the
+    """Stopped while a call hangs: ``finishing`` waits ``STOPPING_SECONDS`` at most, then the
     call is cancelled, one warning says it is left to its lease, and the loop ends cancelled
     (the stop goes on)."""
-    monkeypatch.setattr(loops, "FINISH_SECONDS", 0.05)
+    monkeypatch.setattr(loops, "STOPPING_SECONDS", 0.05)
     cancelled = asyncio.Event()
 
     async def hanging() -> None:

@@ -18,9 +18,7 @@ COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "compose.yaml"
 SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 DOCKER_DEFAULT = "10s"  # what Docker waits after SIGTERM before it kills, unless told
 
-STOPPING = (
-    max(loops.GIVE_BACK_SECONDS, loops.FINISH_SECONDS) + relay.STOP_SECONDS + telemetry.STOP_SECONDS
-)
+STOPPING = loops.STOPPING_SECONDS + relay.STOP_SECONDS + telemetry.STOP_SECONDS
 
 
 def seconds(duration: str) -> float:

@@ -481,7 +481,9 @@ async def _record_alone(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.warning("sms %s: recording claim %d failed", row.sms_id, row.attempts, exc_info=exc)
+        # Its reason, not its traceback, whose message may quote the row's values.
+        said = reason(exc)
+        log.warning("sms %s: recording claim %d failed: %s", row.sms_id, row.attempts, said)
         if isinstance(outcome, Accepted):
             return await _given_up_unrecorded(uow, row, exc)
         return None
@@ -512,7 +514,7 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
     except asyncio.CancelledError:
         raise
     except Exception as again:
-        log.warning("sms %s: giving it up failed too (%r)", row.sms_id, again)
+        log.warning("sms %s: giving it up failed too (%s)", row.sms_id, reason(again))
         return None
     if result == "failed":
         log.error(

@@ -190,13 +190,19 @@ def _rejection_id(request: CloudEvent) -> str:
     return answer_id(EventType.ORDER_REJECTED.value, request.source, request.id, content)
 
 
-async def _apply(tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None]) -> None:
+async def _apply(
+    tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None] | None
+) -> None:
+    """Record ``event_type`` on the order's timeline and make its ``change``; None: an event
+    recorded only, which comes after the order's end by nature (nothing said of it then)."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
         log.warning("%s for unknown order %s ignored", event_type, order_id)
         return
     await repo.record(order_id, event_type)
+    if change is None:
+        return
     was_terminal = order.terminal
     change(order)
     if was_terminal:
@@ -304,7 +310,7 @@ async def on_payment_voided(tx: Tx, parsed: Parsed) -> None:
     void, not with an authorisation the buyer would take for a charge or a loan standing."""
     data = parsed.data
     assert isinstance(data, PaymentVoided)
-    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: None)
+    await _apply(tx, data.order_id, parsed.envelope.type, None)
 
 
 async def expire_due(tx: Tx, now: datetime) -> list[str]:

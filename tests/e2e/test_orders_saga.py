@@ -320,7 +320,10 @@ async def test_a_cancelled_orders_timeline_ends_with_the_void_of_a_late_authoris
     order's ``stock.reserved`` and ``order.cancelled`` from two topics (a batch handles
     inventory's first), so it lends and then voids the loan. The authorisation reaches the
     ended order and is recorded only; the void is recorded after it, so the timeline a
-    storefront shows ends with the void, not with a payment authorised."""
+    storefront shows ends with the void, not with a payment authorised. Orders says the late
+    authorisation in its log, not the void, which always comes after the order's end."""
+    log = caravan.procs.log_dir / "orders.log"
+    logged_before = log.stat().st_size
     async with payments_stopped(caravan):
         placed = await caravan.client.post(
             "/orders", json=body(), headers={"Idempotency-Key": ref("ORD-VOID")}
@@ -337,6 +340,13 @@ async def test_a_cancelled_orders_timeline_ends_with_the_void_of_a_late_authoris
     steps = [step["type"] for step in view["timeline"]]
     assert (view["status"], view["reason"]) == ("cancelled", "cancelled_by_buyer")
     assert steps[-3:] == ["order.cancelled", "payment.authorized", "payment.voided"], steps
+    entries = [orjson.loads(line) for line in log.read_bytes()[logged_before:].splitlines()]
+    said = [
+        entry["message"]
+        for entry in entries
+        if entry.get("order_id") == order_id and "arrived after" in entry["message"]
+    ]
+    assert said == ["payment.authorized arrived after the order ended cancelled; recorded only"]
     await compensated(caravan, order_id)
 
 

@@ -26,7 +26,8 @@ A charge whose hold lapsed (the ``held_until`` of its ``stock.reserved``, by the
 clock, the one ``next_attempt_at`` is due by) and whose every call so far was unreached is
 not made: the gateway has seen none, so nothing can be standing under its key. It is
 ``declined``, ``payment.declined`` (``expired``), as a reservation read after its hold lapsed
-is (:func:`record_lapsed`). One the gateway may have seen (a timeout, a 5xx, a crash or a
+is (:func:`record_lapsed`), at the lapse: such a charge's retry is due by then at the latest
+(:func:`retry_later`). One the gateway may have seen (a timeout, a 5xx, a crash or a
 stop mid call) is made again, as above, and voided once the order ends: abandoned, a charge
 the gateway took under its key would stand with no payment to void it. A void is always made.
 
@@ -55,7 +56,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import DateTime, Select, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
@@ -382,15 +383,20 @@ async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> R
 
 async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUnavailable) -> None:
     """The call met ``error`` (no answer to be sure of): kept, counted if it never reached
-    the gateway, and asked again in a while."""
-    unreached = payments.c.unreached + (1 if isinstance(error, GatewayUnreached) else 0)
+    the gateway, and asked again in a while; a charge the gateway has still seen none of the
+    calls of (this one unreached too) by its hold's lapse at the latest, when it is not made
+    but declined (:attr:`Work.unsent`): on time, not up to a backoff (30 s) after it."""
+    missed = isinstance(error, GatewayUnreached)
+    next_attempt_at = func.now() + timedelta(seconds=delay_seconds)
+    if work.status == "charging" and missed and not work.seen and work.held_until is not None:
+        next_attempt_at = func.least(next_attempt_at, literal(work.held_until, DateTime(True)))
     await tx.conn.execute(
         update(payments)
         .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
         .values(
-            next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
+            next_attempt_at=next_attempt_at,
             last_error=str(error),
-            unreached=unreached,
+            unreached=payments.c.unreached + (1 if missed else 0),
         )
     )
 

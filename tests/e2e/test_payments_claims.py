@@ -13,7 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import delete, insert, select
 
-from services.payments.adapters.gateway import ChargeResult
+from services.payments.adapters.gateway import ChargeResult, GatewayUnreached
 from services.payments.adapters.tables import outbox, payments
 from services.payments.prepaid import Work, claim_due, hand_back, perform, record_voided
 from shared.messaging.uow import UnitOfWork
@@ -278,6 +278,55 @@ async def test_a_charge_the_gateway_never_saw_is_not_made_once_its_hold_lapsed(
             "hold not lapsed": "payment_failed",
             "no hold's time": "payment_failed",
         }
+    finally:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payments).where(payments.c.order_id.in_(what_of)))
+
+
+class Away:
+    """A gateway whose connection is refused: none of its calls reaches it."""
+
+    async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
+        raise GatewayUnreached("/charges: ConnectError")
+
+    async def void(self, key: str) -> None:
+        raise GatewayUnreached(f"/charges/{key}/void: ConnectError")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
+    uow: UnitOfWork,
+) -> None:
+    """A charge none of whose calls reached the gateway is asked again after its backoff, but
+    no later than its hold's lapse, when it is declined ``expired`` rather than sent: on time
+    (it was due a backoff after the call, up to 30 s past the lapse, the buyer's order
+    waiting). One the gateway may have seen waits its whole backoff: the lapse changes nothing
+    for it."""
+    due = datetime.now(UTC) - DECADE
+    held_until = datetime.now(UTC) + timedelta(seconds=10)
+    rows: dict[str, dict[str, object]] = {
+        "none seen": {},
+        "one maybe seen": {"attempts": 1, "unreached": 0},
+    }
+    ids = {
+        what: await prepaid(uow, "charging", next_attempt_at=due, held_until=held_until, **row)
+        for what, row in rows.items()
+    }
+    what_of = {order_id: what for what, order_id in ids.items()}
+    try:
+        async with uow.begin() as tx:
+            claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in what_of]
+        for work in claimed:
+            await perform(uow, Away(), work, 30.0)  # a backoff of 30 s
+        async with uow.db.engine.connect() as conn:
+            query = select(payments.c.order_id, payments.c.status, payments.c.next_attempt_at)
+            found = await conn.execute(query.where(payments.c.order_id.in_(what_of)))
+            due_again = {what_of[r.order_id]: (r.status, r.next_attempt_at) for r in found}
+        assert due_again["none seen"] == ("charging", held_until)
+        status, later = due_again["one maybe seen"]
+        assert status == "charging" and later > held_until + timedelta(seconds=15)
     finally:
         async with uow.begin() as tx:
             await tx.conn.execute(delete(payments).where(payments.c.order_id.in_(what_of)))

@@ -267,6 +267,8 @@ SHOWN = (
     payments.c.loan_id,
     payments.c.attempts,
     payments.c.last_error,  # the last its gateway calls met, kept once answered
+    payments.c.unreached,  # ... those of its calls that never reached the gateway
+    payments.c.held_until,  # the hold's time: a charge the gateway saw none of is not made
     payments.c.collected_by,  # the platform app that took the money
     payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
     payments.c.gateway_refusal,  # ... and the gateway's refusal

@@ -346,6 +346,12 @@ async def test_a_charge_the_gateway_never_saw_is_not_sent_once_its_hold_lapsed(
     # Every call it claimed was unreached, and its last was not made.
     [(status, attempts, unreached)] = await caravan.sql(row, o=order_id)
     assert (status, unreached) == ("declined", attempts)
+    # An operator reads both, and the hold's time, where the buyer's call is answered.
+    async with caravan.api("payments") as admin:
+        shown = (await admin.get(f"/orders/{order_id}/payment")).json()
+    held = "select held_until from payments.payments where order_id = :o"
+    assert (shown["attempts"], shown["unreached"]) == (attempts, attempts)
+    assert datetime.fromisoformat(shown["held_until"]) == await caravan.scalar(held, o=order_id)
     assert await caravan.scalar(
         "select array_agg(distinct status) from payments.payables where order_id = :o", o=order_id
     ) == ["cancelled"]

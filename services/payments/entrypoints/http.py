@@ -12,7 +12,9 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id, the
-  gateway calls' attempts and the last error they met, kept once answered; a
+  gateway calls' attempts, how many of them never reached it (``unreached``) and the last
+  error they met, kept once answered, the hold's time its charge is made by (``held_until``:
+  one the gateway saw none of is declined ``expired`` after it); a
   ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a ``refunded`` one's
   ``refund_reference`` and ``refunded_at`` too).
 - ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``

@@ -20,7 +20,10 @@ Each step is its own short transaction; the gateway call happens between two of 
    is kept (``last_error``, left once the gateway answers: which orders an outage held up)
    and ``next_attempt_at`` moves a backoff ahead: the call is retried with the same key.
    A call whose connection was refused or not made (:class:`GatewayUnreached`) is counted
-   (``unreached``): the gateway has not seen it.
+   (``unreached``): the gateway has not seen it. A payment so for over
+   :data:`GATEWAY_STUCK_SECONDS` is said as such and alerted on. A void the gateway answers
+   "no such charge" (:class:`NoSuchCharge`) is ``voided`` if it never approved the charge:
+   nothing to void (:func:`record_no_such_charge`); made again if it did.
 
 A charge whose hold lapsed (the ``held_until`` of its ``stock.reserved``, by the database's
 clock, the one ``next_attempt_at`` is due by) and whose every call so far was unreached is
@@ -64,6 +67,7 @@ from services.payments.adapters.gateway import (
     ChargeResult,
     GatewayUnavailable,
     GatewayUnreached,
+    NoSuchCharge,
     PaymentGateway,
     VoidRefused,
 )
@@ -104,6 +108,7 @@ class Work:
     held_until: datetime | None = None  # the hold's time its stock.reserved said
     lapsed: bool = False  # the hold had lapsed at the claim, by the database's clock
     seen: bool = True  # an earlier call may have reached the gateway (not all unreached)
+    waited: float = 0.0  # seconds since the payment became charging or voiding, at the claim
 
     @property
     def unsent(self) -> bool:
@@ -150,6 +155,7 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             payments.c.caused_by,
             payments.c.held_until,
             payments.c.unreached,
+            payments.c.updated_at,  # when it became charging or voiding
             func.now().label("now"),  # the clock next_attempt_at is compared by
         )
     )
@@ -165,6 +171,7 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             r.held_until,
             lapsed=hold_lapsed(r.held_until, r.now),
             seen=r.attempts - 1 > r.unreached,  # this claim's call not made yet
+            waited=(r.now - r.updated_at).total_seconds(),
         )
         for r in rows
     ]
@@ -232,6 +239,19 @@ async def record_voided(tx: Tx, work: Work) -> bool:
         return False
     await reverse_charge(tx, work.order_id, work.amount_fen, work.caused_by)
     return True
+
+
+async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> bool | None:
+    """The gateway knows no charge under ``work``'s key (:class:`NoSuchCharge`: a void's 404).
+    If it never approved one (the charge never reached it, or was never answered: none posted),
+    there is nothing to void: the payment is ``voided`` as by a void (:func:`record_voided`),
+    True; False: no longer ``voiding``. None: it approved one, so the void went where that
+    charge is not (our configuration: a base URL changed since), to be made again."""
+    if await ledger_store.entries_of(tx.conn, charge_txn(work.order_id)):
+        return None
+    said = "the gateway knows no charge of cancelled order %s (%s): nothing to void"
+    log.info(said, work.order_id, answer)
+    return await record_voided(tx, work)
 
 
 async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
@@ -433,6 +453,17 @@ async def hand_back(tx: Tx, work: Work) -> bool:
     return row is not None
 
 
+GATEWAY_STUCK_SECONDS = 900.0
+"""How long a payment may stay ``charging`` or ``voiding`` (its gateway call due, in flight or
+retried) before its retries are told as calls retried for long (:data:`GATEWAY_STUCK`), as
+the alert ``CaravanPaymentGatewayCallsStuck`` tells of it
+(``caravan_payments_gateway_oldest_seconds``): a charge ends with its order (the saga's
+deadline), a void only once the gateway answers it."""
+GATEWAY_STUCK = "payment gateway calls retried for long"
+"""The retried fault of the calls of payments ``charging`` or ``voiding`` for over
+:data:`GATEWAY_STUCK_SECONDS`: said once, then at most once a minute while any goes on (each
+line names its order, how long and how many attempts), whether or not other calls are
+answered meanwhile (which ends :data:`GATEWAY_AWAY`)."""
 GATEWAY_AWAY = "payment gateway away"
 """The prepaid loop's retried fault (:class:`GatewayUnavailable`, whatever its words): one
 outage for every order that meets it, said once, then at most once a minute while it lasts
@@ -451,9 +482,28 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
         else:
             await gateway.void(work.order_id)
     except GatewayUnavailable as exc:
+        if isinstance(exc, NoSuchCharge):
+            async with uow.begin() as tx:
+                nothing_to_void = await record_no_such_charge(tx, work, str(exc))
+            if nothing_to_void is not None:
+                answers_again(log, GATEWAY_AWAY, "the payment gateway")
+                return
         delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
-        said = "gateway: %s for order %s; retrying in %.1fs"
-        log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
+        if work.waited < GATEWAY_STUCK_SECONDS:
+            said = "gateway: %s for order %s; retrying in %.1fs"
+            log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
+        else:
+            said = "gateway: %s for order %s, %s for %.0f s (%d attempts); retrying in %.1fs"
+            log.warning(
+                said,
+                exc,
+                work.order_id,
+                work.status,
+                work.waited,
+                work.attempts,
+                delay,
+                extra=retried(GATEWAY_STUCK),
+            )
         async with uow.begin() as tx:
             await retry_later(tx, work, delay, exc)
         return
@@ -477,6 +527,11 @@ PAYMENTS = Gauge(
     "Payments by status (charging and voiding: a prepaid gateway call due or in flight)",
     ["status"],
 )
+GATEWAY_OLDEST = Gauge(
+    "caravan_payments_gateway_oldest_seconds",
+    "How long the payment charging or voiding the longest has been so: its prepaid gateway"
+    " call due, in flight or retried since (0: none)",
+)
 VOID_REFUSED = Counter(
     "caravan_payments_void_refused",
     "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
@@ -497,3 +552,18 @@ def payments_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> Status
     ``whole_every`` behind (the table keeps every payment; ``refunded`` too, which only
     grows)."""
     return StatusGauge(engine, PAYMENTS, payments.c.status, STATUSES, LIVE, whole_every)
+
+
+def oldest_call() -> Select[Any]:
+    """How long, in seconds, the payment ``charging`` or ``voiding`` the longest has been so
+    (0: none), read through ``payments_gateway_due``'s few rows."""
+    since = func.extract("epoch", func.now() - func.min(payments.c.updated_at))
+    return select(func.coalesce(since, 0)).where(in_statuses(payments.c.status, IN_FLIGHT))
+
+
+async def sample_gateway_calls(engine: AsyncEngine) -> None:
+    """``caravan_payments_gateway_oldest_seconds``, for ``/metrics``: a call retried for long
+    (the gateway away, refusing us, or not knowing a charge it approved) shows, and is alerted
+    on past :data:`GATEWAY_STUCK_SECONDS` (``CaravanPaymentGatewayCallsStuck``)."""
+    async with engine.connect() as conn:
+        GATEWAY_OLDEST.set(float(await conn.scalar(oldest_call()) or 0))

@@ -5,17 +5,28 @@ payments left due by other tests may be claimed here too, leased a minute at mos
 
 import asyncio
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, select
 
-from services.payments.adapters.gateway import ChargeResult, GatewayUnreached
+from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
 from services.payments.adapters.tables import outbox, payments
-from services.payments.prepaid import Work, claim_due, hand_back, perform, record_voided
+from services.payments.prepaid import (
+    GATEWAY_STUCK,
+    Work,
+    claim_due,
+    hand_back,
+    perform,
+    record_voided,
+    sample_gateway_calls,
+)
+from shared.logs import FAULT
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
 from tests.harness import System, until
@@ -283,17 +294,32 @@ async def test_a_charge_the_gateway_never_saw_is_not_made_once_its_hold_lapsed(
             await tx.conn.execute(delete(payments).where(payments.c.order_id.in_(what_of)))
 
 
-class Away:
-    """A gateway whose connection is refused: none of its calls reaches it."""
+class Failing:
+    """A gateway each of whose calls fails with ``error`` of its path: the connection refused
+    (:func:`away`), no such charge (:func:`unknown`); the keys it was asked about."""
+
+    def __init__(self, error: Callable[[str], Exception]) -> None:
+        self.error = error
+        self.asked: list[str] = []
 
     async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
-        raise GatewayUnreached("/charges: ConnectError")
+        self.asked.append(key)
+        raise self.error("/charges")
 
     async def void(self, key: str) -> None:
-        raise GatewayUnreached(f"/charges/{key}/void: ConnectError")
+        self.asked.append(key)
+        raise self.error(f"/charges/{key}/void")
 
     async def close(self) -> None:
         pass
+
+
+def away(path: str) -> Exception:
+    return GatewayUnreached(f"{path}: ConnectError")
+
+
+def unknown(path: str) -> Exception:
+    return NoSuchCharge(f'{path}: HTTP 404: {{"title": "no such charge"}}')
 
 
 async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
@@ -319,7 +345,7 @@ async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
         async with uow.begin() as tx:
             claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in what_of]
         for work in claimed:
-            await perform(uow, Away(), work, 30.0)  # a backoff of 30 s
+            await perform(uow, Failing(away), work, 30.0)  # a backoff of 30 s
         async with uow.db.engine.connect() as conn:
             query = select(payments.c.order_id, payments.c.status, payments.c.next_attempt_at)
             found = await conn.execute(query.where(payments.c.order_id.in_(what_of)))
@@ -330,3 +356,69 @@ async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
     finally:
         async with uow.begin() as tx:
             await tx.conn.execute(delete(payments).where(payments.c.order_id.in_(what_of)))
+
+
+async def test_a_void_of_a_charge_the_gateway_never_approved_nor_knows_is_voided(
+    uow: UnitOfWork,
+) -> None:
+    """An order cancelled while its charge had not been answered (here every call unreached),
+    and the gateway answers its void 404, no such charge: nothing to void, the payment
+    ``voided`` (``payment.voided``, nothing charged), not asked again. (A 404 was asked again
+    every 30 s for ever, the payment ``voiding``, no operator told.) One whose charge the
+    gateway approved is asked again: tests/e2e/test_payments_gateway.py."""
+    due = datetime.now(UTC) - DECADE
+    order_id = await prepaid(uow, "voiding", next_attempt_at=due, attempts=2, unreached=2)
+    gateway = Failing(unknown)
+    try:
+        async with uow.begin() as tx:
+            [work] = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
+        await perform(uow, gateway, work, 1.0)
+        assert gateway.asked == [order_id]
+        async with uow.db.engine.connect() as conn:
+            query = select(payments.c.status, payments.c.next_attempt_at)
+            row = (await conn.execute(query.where(payments.c.order_id == order_id))).one()
+            values = (
+                await conn.execute(
+                    select(outbox.c.value).where(outbox.c.topic == Topic.PAYMENT_EVENTS.value)
+                )
+            ).scalars()
+        assert tuple(row) == ("voided", None)
+        events = [orjson.loads(value) for value in values]
+        said = [e for e in events if e["data"].get("order_id") == order_id]
+        assert [(e["type"], e["data"]["amount_fen"]) for e in said] == [("payment.voided", 0)]
+    finally:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payments).where(payments.c.order_id == order_id))
+
+
+async def test_a_call_made_again_for_long_is_said_as_such_and_gauged(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A void made again for an hour (the gateway away, or refusing us): its payment's age
+    is on ``/metrics`` (``caravan_payments_gateway_oldest_seconds``, the alert's), and its
+    retry is a warning of its own fault (said once a minute whatever other calls the gateway
+    answers meanwhile), naming the order, how long and how many attempts. (Nothing told an
+    operator of a call retried for ever.)"""
+    due = datetime.now(UTC) - DECADE
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    order_id = await prepaid(
+        uow, "voiding", next_attempt_at=due, updated_at=hour_ago, attempts=40, unreached=40
+    )
+    try:
+        await sample_gateway_calls(uow.db.engine)
+        oldest = REGISTRY.get_sample_value("caravan_payments_gateway_oldest_seconds")
+        assert oldest is not None and oldest >= 3600
+        async with uow.begin() as tx:
+            [work] = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
+        with caplog.at_level(logging.WARNING, logger="services.payments.prepaid"):
+            await perform(uow, Failing(away), work, 1.0)
+        [line] = [r for r in caplog.records if order_id in r.getMessage()]
+        assert getattr(line, FAULT) == GATEWAY_STUCK
+        said = re.sub(r"for 36\d\d s", "for 36.. s", line.getMessage())
+        assert said == (
+            f"gateway: /charges/{order_id}/void: ConnectError for order {order_id}, voiding for"
+            " 36.. s (41 attempts); retrying in 30.0s"
+        )
+    finally:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payments).where(payments.c.order_id == order_id))

@@ -544,6 +544,38 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     assert not caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
 
 
+async def test_a_void_the_gateway_answers_no_such_charge_after_approving_it_is_made_again(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    """A charge made (the payment authorised), the order then cancelled, and the gateway
+    answers its void 404, no such charge, twice (as after a base URL changed since the
+    charge): the gateway took that charge, so the void is made again, not taken for done (the
+    charge would stand, the order cancelled) nor refused for good; once the gateway knows the
+    charge, it is voided and reversed. The 404 met is kept for operators. (A void of a charge
+    never approved is voided at a 404: tests/e2e/test_payments_claims.py.)"""
+    who = buyer("gw-unknown")
+    rule = {"mode": "unknown", "times": 2}
+    assert (await gateway.put(f"/behaviour/{who}", json=rule)).is_success
+    order_id = await _charged(caravan, who)
+    cancel = OrderCancelled(order_id=order_id, order_ref=ref("PAY"), reason="expired")
+    await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
+    await _until_status(caravan, order_id, "voided")
+    seen = await charges(gateway, order_id)
+    assert seen["void_requests"] == {order_id: 3}
+    assert [c["voided"] for c in seen["charges"]] == [True]
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert [v.data["amount_fen"] for v in voided] == [3500]  # the charge reversed
+    async with caravan.api("payments") as payments:
+        payment = (await payments.get(f"/orders/{order_id}/payment")).json()
+    assert (payment["status"], payment["attempts"]) == ("voided", 4)  # a charge, three voids
+    assert payment["last_error"] == (
+        f'/charges/{order_id}/void: HTTP 404: {{"title":"no such charge",'
+        f'"detail":"no charge under {order_id}"}}'
+    )
+
+
 async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing_more(
     caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:

@@ -9,6 +9,7 @@ from services.payments.adapters.gateway import (
     ChargeResult,
     GatewayUnavailable,
     GatewayUnreached,
+    NoSuchCharge,
     VoidRefused,
 )
 from services.payments.adapters.gateway_http import HttpGateway
@@ -63,14 +64,24 @@ async def test_an_answer_that_does_not_decide_the_charge_is_asked_again(
         await gateway(status, body, content_type).charge("o-1", 100, "b")
 
 
-@pytest.mark.parametrize("status", [401, 403, 404, 405, 407, 408, 409, 425, 429, 500, 503, 302])
+@pytest.mark.parametrize("status", [401, 403, 405, 407, 408, 409, 425, 429, 500, 503, 302])
 async def test_a_void_not_refused_for_good_is_made_again(status: int) -> None:
     """No answer to be sure of (a 5xx, asked to come back, the key's charge still running:
-    409), or a refusal of *us* (a key, a wrong base URL): the void is made again."""
+    409), or a refusal of *us* (a key, a wrong route): the void is made again."""
     with pytest.raises(GatewayUnavailable, match=f"HTTP {status}"):
         await gateway(status, b"no").void("o-1")
     await gateway(200, b"{}").void("o-1")  # done
     await gateway(204, b"").void("o-1")
+
+
+async def test_a_void_answered_404_says_the_gateway_knows_no_such_charge() -> None:
+    """A 404 to a void is the gateway's "no such charge" (its route is there: our charges
+    reach it), not a wrong base URL as to a charge: told apart, with the answer, for the
+    loop to decide by what it knows of the charge (services.payments.prepaid)."""
+    with pytest.raises(NoSuchCharge) as said:
+        await gateway(404, b'{"title": "no such charge"}').void("o-1")
+    assert str(said.value) == '/charges/o-1/void: HTTP 404: {"title": "no such charge"}'
+    assert isinstance(said.value, GatewayUnavailable)  # made again, unless decided
 
 
 @pytest.mark.parametrize("status", [400, 410, 422])

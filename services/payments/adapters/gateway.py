@@ -6,7 +6,8 @@ Contract of a gateway (what :class:`PaymentGateway` promises):
   the same single charge; asking again returns the first answer and never charges twice.
 - ``void(key)`` cancels (refunds) the charge of ``key`` if there is one, and refuses any
   later charge with that key; voiding twice is harmless. It raises :class:`VoidRefused` when
-  the gateway refuses it for good (a charge settled already): the charge stands.
+  the gateway refuses it for good (a charge settled already): the charge stands; and
+  :class:`NoSuchCharge` when the gateway knows no charge under the key.
 - Either call may raise :class:`GatewayUnavailable` (no answer in time, connection refused,
   a server error): the outcome is then unknown, and the caller retries with the same key;
   :class:`GatewayUnreached` when the request never left (the connection refused or not
@@ -40,6 +41,13 @@ class GatewayUnavailable(Exception):
 class GatewayUnreached(GatewayUnavailable):
     """The request never reached the gateway (the connection refused or not made): it has
     not seen the call, and the caller retries with the same key, or need not make it."""
+
+
+class NoSuchCharge(GatewayUnavailable):
+    """The gateway knows no charge under the key a void names (its answer, as it said it, is
+    the exception's text). Nothing to void if it never approved one (the charge never reached
+    it, or was never answered); one it approved and now does not know is our configuration
+    (the void sent where the charge is not), and the void is made again."""
 
 
 class VoidRefused(Exception):

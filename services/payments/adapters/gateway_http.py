@@ -3,7 +3,7 @@ simulator (``services.payments.simulator``) speaks it:
 
 - ``POST /charges`` ``{"key", "amount_fen", "buyer_id"}`` → ``{"status": "approved" |
   "declined", "charge_id", "reason"}`` (idempotent by ``key``);
-- ``POST /charges/{key}/void`` → 200.
+- ``POST /charges/{key}/void`` → 200 (404: no charge under ``key``).
 
 What an answer means:
 
@@ -17,6 +17,10 @@ What an answer means:
   (no such route: a wrong base URL, which no charge of this API answers with) and 407 (a
   proxy wanting credentials) likewise: nothing was done, and a buyer's payment must not fail
   for our configuration (every prepaid order was declined while a base URL was wrong);
+- but a 404 to a void is the gateway's "no such charge" under that key (the route is there:
+  our charges reach it): ``NoSuchCharge``, one of them, nothing to void if the gateway never
+  approved the charge (it never reached it, or was never answered), and made again if it
+  did (a base URL changed since: the void went where the charge is not);
 - any other 4xx to a charge is the gateway's refusal of that charge: nothing was charged,
   and the charge is ``declined`` with the answer as its reason; to a void (400, 410, 422: a
   charge settled already), the gateway's refusal of that void, for good: ``VoidRefused``
@@ -32,12 +36,15 @@ from services.payments.adapters.gateway import (
     ChargeResult,
     GatewayUnavailable,
     GatewayUnreached,
+    NoSuchCharge,
     VoidRefused,
 )
 from shared.db import storable_text
 
 RETRY_STATUSES = frozenset({401, 403, 404, 405, 407, 408, 409, 425, 429})
 """4xx answers that do not decide a charge: asked again later, with the same key."""
+NO_SUCH_CHARGE = 404
+"""A void's answer that the gateway knows no charge under its key (:class:`NoSuchCharge`)."""
 
 
 class HttpGateway:
@@ -51,14 +58,19 @@ class HttpGateway:
             base_url=base_url, timeout=timeout_seconds, transport=transport
         )
 
-    async def _post(self, path: str, body: dict[str, object] | None = None) -> httpx.Response:
+    async def _post(
+        self,
+        path: str,
+        body: dict[str, object] | None = None,
+        retried: frozenset[int] = RETRY_STATUSES,
+    ) -> httpx.Response:
         try:
             response = await self._client.post(path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # no request sent
             raise GatewayUnreached(f"{path}: {exc.__class__.__name__}") from exc
         except httpx.HTTPError as exc:  # timeouts and connection errors
             raise GatewayUnavailable(f"{path}: {exc.__class__.__name__}") from exc
-        if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
+        if response.status_code >= 500 or response.status_code in retried:
             raise GatewayUnavailable(f"{path}: HTTP {response.status_code}")
         return response
 
@@ -83,11 +95,14 @@ class HttpGateway:
         return ChargeResult(status, charge_id=charge_id, reason=body.get("reason"))
 
     async def void(self, key: str) -> None:
-        response = await self._post(f"/charges/{key}/void")
+        path = f"/charges/{key}/void"
+        response = await self._post(path, retried=RETRY_STATUSES - {NO_SUCH_CHARGE})
+        if response.status_code == NO_SUCH_CHARGE:
+            raise NoSuchCharge(f"{path}: {_refusal(response)}")
         if response.is_client_error:
             raise VoidRefused(_refusal(response))
         if not response.is_success:
-            raise GatewayUnavailable(f"/charges/{key}/void: {_refusal(response)}")
+            raise GatewayUnavailable(f"{path}: {_refusal(response)}")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -7,19 +7,22 @@ Gateway side (what the payments service calls):
   every later request for the key returns that same outcome and never makes another charge.
   A key that was voided is ``declined`` (``voided``).
 - ``POST /charges/{key}/void``: voids the key's charge if any; later charges are refused.
-  Answered 422 if its buyer's behaviour is ``settled`` (below): nothing voided.
+  Answered 422 if its buyer's behaviour is ``settled`` (below), 404 if ``unknown``: nothing
+  voided.
 
 Control side (what tests and people use to make it misbehave):
 
 - ``PUT /behaviour/{buyer_id}`` ``{"mode": "approve" | "decline" | "timeout" | "refuse" |
-  "garble" | "long_id" | "settled", "times": n, "delay_seconds": s}``: the next ``n`` charge
-  requests of that buyer are declined; or (``timeout``) *processed* and then answered only
-  after ``delay_seconds``, later than the client waits, so the client sees a timeout although
-  the charge was made; or (``refuse``) answered 400 with a problem body, nothing decided; or
-  (``garble``) processed and answered with a page that is not JSON, as a proxy might; or
-  (``long_id``) approved with a charge id of 99 characters (a gateway's ids are its own); or
-  (``settled``: void requests, not charges) the next ``n`` voids of that buyer's keys are
-  refused 422 with a problem body (the charge settled already), nothing voided.
+  "garble" | "long_id" | "settled" | "unknown", "times": n, "delay_seconds": s}``: the next
+  ``n`` charge requests of that buyer are declined; or (``timeout``) *processed* and then
+  answered only after ``delay_seconds``, later than the client waits, so the client sees a
+  timeout although the charge was made; or (``refuse``) answered 400 with a problem body,
+  nothing decided; or (``garble``) processed and answered with a page that is not JSON, as a
+  proxy might; or (``long_id``) approved with a charge id of 99 characters (a gateway's ids
+  are its own); or (``settled``: void requests, not charges) the next ``n`` voids of that
+  buyer's keys are refused 422 with a problem body (the charge settled already), nothing
+  voided; or (``unknown``: voids too) answered 404 with a problem body, no such charge, as a
+  gateway answers for a key it has no charge under (or for one it lost), nothing voided.
   Then the buyer is approved again. ``DELETE /behaviour/{buyer_id}`` resets it.
 - ``GET /charges?key=...``: the charges made (``voided`` marked) and how many charge and void
   requests each key received, for assertions. ``GET /healthz``.
@@ -41,12 +44,14 @@ class ChargeRequest(BaseModel):
     buyer_id: str = ""
 
 
-VOID_MODES = frozenset({"settled"})
+VOID_MODES = frozenset({"settled", "unknown"})
 """Behaviours of a buyer's voids; the others are of their charges."""
 
 
 class Behaviour(BaseModel):
-    mode: Literal["approve", "decline", "timeout", "refuse", "garble", "long_id", "settled"]
+    mode: Literal[
+        "approve", "decline", "timeout", "refuse", "garble", "long_id", "settled", "unknown"
+    ]
     times: int = Field(1, ge=1)
     delay_seconds: float = Field(5.0, ge=0)
 
@@ -123,7 +128,11 @@ def create_app() -> FastAPI:
     async def void(key: str) -> dict[str, Any] | Response:
         state.void_requests[key] = state.void_requests.get(key, 0) + 1
         buyer_id = state.buyers.get(key)
-        if buyer_id is not None and state.next_mode(buyer_id, void=True) is not None:
+        rule = None if buyer_id is None else state.next_mode(buyer_id, void=True)
+        if rule is not None and rule.mode == "unknown":
+            unknown = {"title": "no such charge", "detail": f"no charge under {key}"}
+            return JSONResponse(unknown, status_code=404, media_type="application/problem+json")
+        if rule is not None:
             refusal = {"title": "void refused", "detail": f"the charge of {key} is settled"}
             return JSONResponse(refusal, status_code=422, media_type="application/problem+json")
         state.voided.add(key)

@@ -1,5 +1,6 @@
 """The CloudEvents 1.0 envelope (structured JSON mode) that every Kafka record value carries."""
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -7,6 +8,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -114,6 +116,36 @@ def check_source(source: str) -> str:
     return source
 
 
+RFC_3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+"""A date and time as RFC 3339 writes one (section 5.6: ``T`` and ``Z`` either case, or a
+space for ``T`` as its note allows), the contract's ``time``."""
+
+
+def _rfc_3339(given: object) -> object:
+    """``time`` as the contract writes it, RFC 3339 text, or a datetime Caravan builds
+    (:func:`new_event`): pydantic alone took a number as seconds since 1970 (1796505600, or
+    "1796505600"), an order placed at a time its storefront never meant, and "08:00" without
+    seconds."""
+    if isinstance(given, datetime) or (isinstance(given, str) and RFC_3339.fullmatch(given)):
+        return given
+    raise PydanticCustomError(
+        "rfc_3339", "should be an RFC 3339 date and time text, e.g. 2026-11-30T08:00:00Z"
+    )
+
+
+def _json_content(given: str | None) -> str | None:
+    """``datacontenttype``, if it says what ``data`` is in structured JSON mode: JSON
+    (``application/json``, in any case, with parameters such as ``charset=utf-8``). One
+    naming another type (``application/xml``) mislabels the event, and was taken."""
+    if given is not None and given.split(";")[0].strip().lower() != "application/json":
+        raise PydanticCustomError(
+            "content_type", "should be application/json: data is a JSON object"
+        )
+    return given
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 event with the project's ``correlationid``/``causationid`` extensions.
 
@@ -127,8 +159,8 @@ class CloudEvent(BaseModel):
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1, max_length=128)
-    time: AwareDatetime
-    datacontenttype: str | None = "application/json"
+    time: Annotated[AwareDatetime, BeforeValidator(_rfc_3339)]
+    datacontenttype: Annotated[str | None, AfterValidator(_json_content)] = "application/json"
     data: dict[str, Any]
     correlationid: str | None = None
     causationid: str | None = None

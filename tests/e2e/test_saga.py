@@ -339,6 +339,62 @@ async def test_a_record_that_is_not_json_is_dead_lettered_and_the_next_order_com
     assert int(headers["dlq.offset"]) >= 0 and "dlq.partition" in headers
 
 
+async def test_a_time_in_seconds_or_a_content_type_not_json_is_dead_lettered_naming_it(
+    caravan: System,
+) -> None:
+    """A storefront with a bug sending ``time`` as seconds since 1970 had its order placed at
+    a time it did not mean (pydantic read the number), and one naming ``application/xml``
+    for its JSON data had it placed too, with no signal to either. The contract's time is
+    RFC 3339 text and its data JSON: each is no CloudEvent here, dead-lettered naming the
+    attribute, no order placed, and the order published after them on their partition is."""
+    key = ref("ENVELOPE").encode()  # one key: one partition, handled in the order sent
+    seconds, xml = order(RICH, {"T-PEPPER": 1}), order(RICH, {"T-PEPPER": 1})
+    changes: dict[str, dict[str, Any]] = {
+        seconds.order_ref: {"time": 1796505600},
+        xml.order_ref: {"datacontenttype": "application/xml"},
+    }
+    for req in (seconds, xml):
+        sent = orjson.loads(new_event(req, source="storefront/test").to_json())
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value, orjson.dumps({**sent, **changes[req.order_ref]}), key
+        )
+    after = order(RICH, {"T-PEPPER": 1})
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, new_event(after, source="storefront/test").to_json(), key
+    )
+    outcome = await caravan.outcome(await caravan.placed(after.order_ref))
+    assert outcome.type == "order.confirmed"
+    dead = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key], count=2
+    )
+    said = {
+        orjson.loads(r.value)["data"]["order_ref"]: (
+            dict(r.headers)["dlq.error"],
+            dict(r.headers)["dlq.error.message"],
+        )
+        for r in dead
+    }
+    assert said == {
+        seconds.order_ref: (
+            b"not_cloudevent",
+            b"time: should be an RFC 3339 date and time text, e.g. 2026-11-30T08:00:00Z",
+        ),
+        xml.order_ref: (
+            b"not_cloudevent",
+            b"datacontenttype: should be application/json: data is a JSON object",
+        ),
+    }
+    refs = [seconds.order_ref, xml.order_ref]
+    assert (
+        await caravan.scalar("select count(*) from orders.orders where order_ref = any(:r)", r=refs)
+        == 0
+    )
+    await read_to_the_end(caravan, Topic.ORDER_EVENTS.value)  # what the relay sent before
+    assert [
+        e for e in caravan.log.events(Topic.ORDER_EVENTS) if e.data.get("order_ref") in refs
+    ] == []
+
+
 async def test_a_record_too_big_to_copy_whole_is_dead_lettered_without_its_value(
     caravan: System,
 ) -> None:

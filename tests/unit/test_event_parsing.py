@@ -18,7 +18,7 @@ from services.payments.adapters import tables as payments_tables
 from services.platform.adapters import tables as platform_tables
 from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from services.platform.handlers import on_order_ended, on_order_placed
-from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID
+from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID, new_event
 from shared.events.orders import (
     Buyer,
     Delivery,
@@ -208,6 +208,66 @@ def test_bad_envelope_is_not_a_cloudevent(change: dict[str, Any]) -> None:
     error = poison(orjson.dumps(record))
     assert error.code == "not_cloudevent"
     assert error.envelope is None
+
+
+TIME_SAID = "time: should be an RFC 3339 date and time text, e.g. 2026-11-30T08:00:00Z"
+TYPE_SAID = "datacontenttype: should be application/json: data is a JSON object"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"time": 1796505600}, TIME_SAID),  # seconds since 1970, which pydantic took
+        ({"time": 1796505600.5}, TIME_SAID),
+        ({"time": "1796505600"}, TIME_SAID),
+        ({"time": "2026-11-30T08:00Z"}, TIME_SAID),  # no seconds
+        ({"time": "2026-11-30T08:00:00+0800"}, TIME_SAID),  # an offset without its colon
+        ({"time": True}, TIME_SAID),
+        ({"time": "\u0662\u0660\u0662\u0666-11-30T08:00:00Z"}, TIME_SAID),  # digits, not 0-9
+        ({"datacontenttype": "application/xml"}, TYPE_SAID),
+        ({"datacontenttype": "text/plain"}, TYPE_SAID),
+        ({"datacontenttype": ""}, TYPE_SAID),
+    ],
+    ids=lambda value: (
+        "-".join(f"{k}={v!r}" for k, v in value.items()) if isinstance(value, dict) else ""
+    ),
+)
+def test_a_time_or_a_content_type_the_contract_does_not_write_is_not_a_cloudevent(
+    change: dict[str, Any], said: str
+) -> None:
+    """The contract's ``time`` is RFC 3339 text: a storefront sending seconds since 1970 had
+    its order placed at a time it did not mean, with no word of it; and ``data`` is JSON,
+    which a ``datacontenttype`` of another type mislabels. Each is dead-lettered, the
+    reason naming the attribute."""
+    record = {**example(), **change}
+    error = poison(orjson.dumps(record))
+    assert (error.code, error.message, error.envelope) == ("not_cloudevent", said, None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"time": "2026-11-30T16:00:00+08:00"},
+        {"time": "2026-11-30t08:00:00.123456789z"},  # RFC 3339 5.6: either case
+        {"time": "2026-11-30 08:00:00Z"},  # its note allows a space for the T
+        {"datacontenttype": "Application/JSON; charset=utf-8"},
+        {"datacontenttype": None},
+    ],
+    ids=lambda change: "-".join(f"{k}={v!r}" for k, v in change.items()),
+)
+def test_rfc_3339_times_and_json_content_types_are_read(change: dict[str, Any]) -> None:
+    record = {**example(), **change}
+    envelope = parse_record(REQUESTS, orjson.dumps(record)).envelope
+    assert envelope.time.replace(microsecond=0) == datetime(2026, 11, 30, 8, tzinfo=UTC)
+
+
+def test_the_envelopes_caravan_writes_are_read_as_written() -> None:
+    """What Caravan publishes (:func:`new_event`, here and in every version before) reads
+    back as the same event: its time, in any zone, to the microsecond."""
+    data = OrderRequested.model_validate(example()["data"])
+    for time in (datetime(2026, 11, 30, 8, tzinfo=UTC), datetime.now(UTC).astimezone()):
+        written = new_event(data, source="storefront/a", time=time)
+        assert parse_record(REQUESTS, written.to_json()).envelope == written
 
 
 @pytest.mark.parametrize(

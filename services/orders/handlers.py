@@ -20,6 +20,7 @@ from shared.events.orders import (
     OrderRejected,
     OrderRequested,
     platform_app,
+    refused_source,
 )
 from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
 from shared.events.platform import PlatformOrderRequested
@@ -86,28 +87,28 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     (``platform.events.v1``) asks for. A marketplace platform's source is believed only
     from the adapter's topic: anyone may publish the other, and an order of a platform's
     source is one the platform was paid for (see :mod:`shared.events.platform`). Such a
-    request elsewhere is answered ``order.rejected``, unless its order exists (a replay of
-    what the adapter published there before 2026-12-03 changes nothing), and so is one of
-    source ``http``, the orders of ``POST /orders`` (their keys are its clients')."""
+    request elsewhere is answered ``order.rejected``, and so is one of source ``http``, the
+    orders of ``POST /orders`` (their keys are its clients'), each in any case
+    (:func:`~shared.events.orders.refused_source`); unless, but for ``http``, its order
+    exists: a replay of what placed it there before it was refused (a platform's, by the
+    adapter, until 2026-12-03; in another case, ``Platform/...`` or ``HTTP``, until
+    2026-12-06) changes nothing."""
     request, source = parsed.data, parsed.envelope.source
     assert isinstance(request, OrderRequested)
     from_adapter = isinstance(request, PlatformOrderRequested)
-    of_platform = platform_app(source) is not None
-    if from_adapter == of_platform and source != HTTP_SOURCE:
+    refused = refused_source(source)
+    if platform_app(source) is not None if from_adapter else refused is None:
         placed = await place_order(tx, request, source, deadline)
         if not placed.same_request:
             raise _reused(parsed.envelope, request.order_ref, placed.order_id)
         return
     repo = OrderRepository(tx)
-    if of_platform and not from_adapter and await repo.find_by_ref(source, request.order_ref):
+    earlier = source != HTTP_SOURCE and not from_adapter  # http's orders are POST /orders'
+    if earlier and await repo.find_by_ref(source, request.order_ref):
         log.info("order %s/%s already exists; not placed again", source, request.order_ref)
         return
-    if source == HTTP_SOURCE:
-        said = "the orders of source http are placed by POST /orders only"
-    elif not from_adapter:
-        said = "a marketplace platform's orders are placed by its adapter only"
-    else:
-        said = "the platform adapter names a platform's source"
+    adapter = "the platform adapter names a platform's source"
+    said = adapter if from_adapter or refused is None else refused
     log.warning("order.requested of source %r refused: %s", source, said)
     rejected = OrderRejected(
         order_ref=request.order_ref,

@@ -24,6 +24,20 @@ PLATFORM_SOURCE_PREFIX = "platform/"
 """The ``source`` of the orders a marketplace platform adapter places: ``platform/<app>``."""
 
 
+def refused_source(source: str) -> str | None:
+    """Why a storefront's ``order.requested`` on ``orders.requests.v1`` may not name
+    ``source``, or None: Caravan alone places the orders of a platform (``platform/<app>``,
+    by its adapter on ``platform.events.v1``) and of ``http`` (by ``POST /orders``), in any
+    case: ``Platform/taobao`` or ``HTTP`` was placed, a platform's or the API's order to
+    whoever reads a source as people do."""
+    folded = source.casefold()
+    if folded == HTTP_SOURCE:
+        return "the orders of source http are placed by POST /orders only"
+    if folded.startswith(PLATFORM_SOURCE_PREFIX):
+        return "a marketplace platform's orders are placed by its adapter only"
+    return None
+
+
 def platform_app(source: str | None) -> str | None:
     """The platform app that placed an order of ``source``, or None (not a platform's)."""
     if source is None or not source.startswith(PLATFORM_SOURCE_PREFIX):

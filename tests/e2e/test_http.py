@@ -8,9 +8,11 @@ import time
 import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
+from functools import partial
 
 from services import SERVICES
 from services.orders.entrypoints.subscribers import subscriptions
+from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
 from shared.http import PROBLEM
 from shared.topics import Topic
@@ -90,6 +92,55 @@ async def test_a_request_of_source_http_on_the_topic_is_refused_and_takes_no_key
     other = {**BODY, "buyer": {**BODY["buyer"], "id": "t-other"}}  # type: ignore[dict-item]
     mine = await caravan.client.post("/orders", json=other, headers={"Idempotency-Key": key})
     assert mine.status_code == 202, mine.text
+
+
+async def test_a_platform_s_or_http_s_source_in_another_case_is_refused_on_the_topic_too(
+    caravan: System,
+) -> None:
+    """The refusal of a platform's source and of ``http`` on ``orders.requests.v1`` compared
+    them as written: ``Platform/taobao`` and ``HTTP`` were placed, a platform's order or the
+    API's to whoever reads the source. Each case of them is refused now; a request whose
+    order exists (placed so before this) changes nothing when it comes again (a replay)."""
+    said = {
+        "Platform/taobao": "a marketplace platform's orders are placed by its adapter only",
+        "PLATFORM/taobao": "a marketplace platform's orders are placed by its adapter only",
+        "HTTP": "the orders of source http are placed by POST /orders only",
+        "Http": "the orders of source http are placed by POST /orders only",
+    }
+    sent = {}
+    for source in said:
+        sent[source] = forged = OrderRequested.model_validate({**BODY, "order_ref": ref("CASE")})
+        await caravan.request(forged, source=source)
+    for source, forged in sent.items():
+        [rejected] = await caravan.wait_for(
+            partial(
+                caravan.log.events,
+                Topic.ORDER_EVENTS,
+                type="order.rejected",
+                order_ref=forged.order_ref,
+            )
+        )
+        assert rejected.data["source"] == source
+        assert rejected.data["errors"] == [{"field": "source", "message": said[source]}]
+    refs = [forged.order_ref for forged in sent.values()]
+    stored = "select count(*) from orders.orders where order_ref = any(:r)"
+    assert await caravan.scalar(stored, r=refs) == 0
+    # An order placed under such a source before it was refused (made so here: placed as a
+    # storefront's, then given the source), and the request that placed it replayed.
+    placed = OrderRequested.model_validate({**BODY, "order_ref": ref("CASE-OLD")})
+    old = f"Platform/old-{uuid.uuid4().hex[:6]}"
+    await caravan.request(placed)
+    order_id = await caravan.placed(placed.order_ref)
+    await caravan.execute(
+        "update orders.orders set source = :s where order_id = :o", s=old, o=order_id
+    )
+    again = new_event(placed, source=old)
+    record = await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, again.to_json(), placed.order_ref.encode()
+    )
+    await caravan.consumed("orders", record)  # handled: a rejection of it is written by now
+    rejections = ("orders", Topic.ORDER_EVENTS, "order.rejected")
+    assert await caravan.outbox_count(*rejections, order_ref=placed.order_ref) == 0
 
 
 async def test_concurrent_posts_with_one_key_place_one_order(caravan: System) -> None:

@@ -24,6 +24,7 @@ from services.orders.domain.order import Status as OrderStatus
 from shared import days
 from shared.api import field_errors
 from shared.events.orders import CancelReason
+from shared.events.registry import PoisonCode
 from shared.seed import Loaded, SeedFile
 from shared.settings import (
     DEV_TOKEN_FILE,
@@ -924,7 +925,9 @@ TopicOpt = Annotated[
         help="original topic or its dead-letter topic, e.g. orders.requests.v1(.dlq)",
     ),
 ]
-ErrorOpt = Annotated[str | None, typer.Option(help="error code, e.g. not_json")]
+ErrorOpt = Annotated[
+    PoisonCode | None, typer.Option(help="the error they were dead-lettered for (dlq.error)")
+]
 SinceOpt = Annotated[
     datetime | None,
     typer.Option(parser=_time, help="dead-lettered at or after (ISO 8601, UTC if no zone)"),

@@ -724,6 +724,43 @@ def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
         ) in said, said
 
 
+def test_dead_letters_chosen_by_an_error_none_of_the_codes_is_a_usage_error(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dlq list --error bogus`` said "0 dead letter(s)" and exited 0, as if there were none
+    of a real error (a typo of ``not_json``, say). The errors are a known set (PoisonCode,
+    every ``dlq.error`` Caravan writes): any other is refused before Kafka is read, exit 2,
+    naming them, as a status none of its choices is; a known one chooses its letters."""
+    at = datetime(2026, 12, 4, 12, 0, 5, tzinfo=UTC)
+    letters = [
+        ops_dlq.DeadLetter("orders.requests.v1.dlq", 0, n, at, b"k", b"{}", {"dlq.error": error})
+        for n, error in enumerate(["not_json", "invalid_data", "not_json"])
+    ]
+    reads = []
+
+    async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        reads.append(bootstrap)
+        return letters
+
+    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Redriven], None]:
+        return {}, None
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    monkeypatch.setattr(ops_dlq, "redriven", none_redriven)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    for command in (["list"], ["redrive", "--dry-run"]):
+        code, out, err = caravan("dlq", *command, "--error", "not-json")
+        said = " ".join(err.replace("│", " ").split())  # what the error box wrapped
+        assert (code, out, reads) == (2, "", []), out + err
+        assert (
+            "Invalid value for '--error': 'not-json' is not one of 'empty', 'not_json',"
+            " 'too_deep', 'not_cloudevent', 'unknown_type', 'invalid_data', 'parse_error',"
+            " 'handler_error', 'order_ref_reused', 'unknown_group'"
+        ) in said, said
+    code, out, err = caravan("dlq", "list", "--error", "not_json")
+    assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s)"), out + err
+
+
 @pytest.mark.parametrize(
     ("command", "env", "said"),
     [

@@ -685,6 +685,34 @@ async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System
     assert {dict(r.headers).get("dlq.error") for r in letters} == {b"invalid_data"}
 
 
+async def test_a_request_naming_no_order_ref_is_answered_with_an_empty_one(
+    caravan: System,
+) -> None:
+    """The contract's ``order.rejected`` carries ``order_ref``, ``source`` and ``errors``: a
+    request naming no order_ref is answered with an empty one (not null, nor none, which a
+    reader of the contract's fields would not take), keyed by it, and correlated by the
+    request's ``id``, as docs/topics.md says."""
+    data = {"buyer": RICH.model_dump(), "lines": [{"sku": "T-PEPPER", "quantity": 1}]}
+    request = raw_event("order.requested", {**data, "payment": {"method": "prepaid"}})
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(request), key=None)
+    [record] = await caravan.wait_for(
+        lambda: [
+            r
+            for r in caravan.log.raw(Topic.ORDER_EVENTS.value)
+            if request["id"].encode() in r.value
+            and orjson.loads(r.value).get("causationid") == request["id"]
+        ]
+    )
+    rejected = orjson.loads(record.value)
+    assert (rejected["type"], rejected["correlationid"]) == ("order.rejected", request["id"])
+    assert rejected["data"] == {
+        "order_ref": "",
+        "source": "storefront/test",
+        "errors": [{"field": "order_ref", "message": "Field required"}],
+    }
+    assert record.key == b""
+
+
 async def test_a_request_whose_answer_would_be_too_big_to_publish_is_still_answered(
     caravan: System,
 ) -> None:

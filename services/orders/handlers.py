@@ -96,8 +96,12 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     request, source = parsed.data, parsed.envelope.source
     assert isinstance(request, OrderRequested)
     from_adapter = isinstance(request, PlatformOrderRequested)
-    refused = refused_source(source)
-    if platform_app(source) is not None if from_adapter else refused is None:
+    if from_adapter:
+        adapter = "the platform adapter names a platform's source"
+        refused = None if platform_app(source) is not None else adapter
+    else:
+        refused = refused_source(source)
+    if refused is None:
         placed = await place_order(tx, request, source, deadline)
         if not placed.same_request:
             raise _reused(parsed.envelope, request.order_ref, placed.order_id)
@@ -107,13 +111,11 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     if earlier and await repo.find_by_ref(source, request.order_ref):
         log.info("order %s/%s already exists; not placed again", source, request.order_ref)
         return
-    adapter = "the platform adapter names a platform's source"
-    said = adapter if from_adapter or refused is None else refused
-    log.warning("order.requested of source %r refused: %s", source, said)
+    log.warning("order.requested of source %r refused: %s", source, refused)
     rejected = OrderRejected(
         order_ref=request.order_ref,
         source=source,
-        errors=[FieldError(field="source", message=said)],
+        errors=[FieldError(field="source", message=refused)],
     )
     await tx.emit(
         rejected, correlation_id=request.order_ref, event_id=_rejection_id(parsed.envelope)

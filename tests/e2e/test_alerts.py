@@ -36,6 +36,20 @@ async def served(caravan: System) -> dict[str, list[dict[str, str]]]:
     return samples
 
 
+def grouped_by(expr: str, name: str) -> set[str]:
+    """The labels each ``by (...)`` of ``expr`` whose argument reads ``name`` groups by: one
+    expression may group two series each by its own labels."""
+    labels: set[str] = set()
+    for by in re.finditer(r"by \(([^)]*)\) \(", expr):
+        depth, end = 1, by.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(expr[end], 0)
+            end += 1
+        if re.search(rf"\b{name}\b", expr[by.end() : end]):
+            labels |= {label.strip() for label in by.group(1).split(",")}
+    return labels
+
+
 async def test_every_series_an_alert_reads_is_served_with_its_labels(caravan: System) -> None:
     """A metric renamed, or a label or status an alert matches on dropped, would leave its
     alert silent for ever: each name, each label it groups by and each value it matches is
@@ -44,14 +58,9 @@ async def test_every_series_an_alert_reads_is_served_with_its_labels(caravan: Sy
     checked = 0
     for expr in EXPRESSIONS:
         names = re.findall(r"\b(caravan_\w+)", expr)
-        grouped = [
-            label.strip()
-            for group in re.findall(r"by \(([^)]*)\)", expr)
-            for label in group.split(",")
-        ]
         for name in names:
             assert samples.get(name), f"{name} ({expr}) is served by no service"
-            for label in grouped:
+            for label in grouped_by(expr, name):
                 assert all(label in s for s in samples[name]), f"{name} has no label {label}"
             matched = re.search(rf"{name}\{{([^}}]*)\}}", expr)
             for label, value in re.findall(r'(\w+)="([^"]*)"', matched.group(1) if matched else ""):
@@ -66,14 +75,14 @@ async def prometheus(caravan: System, folder: Path) -> AsyncIterator[httpx.Async
     the scope ``metrics`` (as infra/prometheus/prometheus.yml does); a client of its API."""
     token = await caravan.issue_token(f"prometheus-{uuid.uuid4().hex[:8]}", "metrics")
     (folder / "prometheus.token").write_text(token + "\n")
-    targets = ", ".join(f'"127.0.0.1:{caravan.port(s)}"' for s in SERVICES)
     config = (RULES / "prometheus.yml").read_text()
     config = config.replace("scrape_interval: 15s", "scrape_interval: 1s")
     config = config.replace("evaluation_interval: 15s", "evaluation_interval: 1s")
     config = config.replace("  - alerts.yml", f"  - {RULES / 'alerts.yml'}")
-    config = re.sub(
-        r"      - targets:\n(          - .*\n)+", f"      - targets: [{targets}]\n", config
-    )
+    for default, service in enumerate(SERVICES, start=8080):  # caravan up's ports: the session's
+        config = config.replace(
+            f"- targets: [127.0.0.1:{default}]", f"- targets: [127.0.0.1:{caravan.port(service)}]"
+        )
     (folder / "prometheus.yml").write_text(config)
     port = free_port()
     binary = ensure_prometheus(REPO_ROOT) / "prometheus"
@@ -105,9 +114,10 @@ async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered
     caravan: System, tmp_path: Path
 ) -> None:
     """Prometheus scrapes every service with the example configuration's token (each target
-    up), sees the counter of dead letters of ``orders.requests.v1`` at its value, and once a
-    record that is not JSON is dead-lettered, fires ``CaravanDeadLetters`` naming the
-    service, the topic and the error."""
+    up, labelled with its service), sees the counter of dead letters of
+    ``orders.requests.v1`` at its value, and once a record that is not JSON is
+    dead-lettered, fires ``CaravanDeadLetters`` naming the service, the topic and the
+    error."""
     letters = 'caravan_dead_letters_total{topic="orders.requests.v1", error="not_json"}'
 
     def firing(alerts: Any) -> list[dict[str, str]]:
@@ -132,6 +142,12 @@ async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered
             ),
         )
         assert {t["labels"]["job"] for t in targets["activeTargets"]} == {"caravan"}
+        # Each target under its service: `up` says which service did not answer (the alert of
+        # a consumer group with no member reads it), the samples' own `service` label stands.
+        up = await ask(api, "/api/v1/query", query='up{job="caravan"}')
+        assert sorted(r["metric"].get("service", "") for r in up["result"]) == sorted(SERVICES)
+        renamed = await ask(api, "/api/v1/query", query='{job="caravan", exported_service!=""}')
+        assert renamed["result"] == [], renamed["result"][:1]
         await until(
             lambda: ask(api, "/api/v1/query", query=f"count_over_time({letters}[1m]) >= 2"),
             "two scrapes of the dead letters' counter",

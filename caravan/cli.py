@@ -865,11 +865,20 @@ def dashboard(
             " shorter]",
         ),
     ] = None,
+    instance: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="CARAVAN_DASHBOARD_INSTANCES",
+            metavar="SERVICE=[HOST:]PORT",
+            help="a further instance of a service to read, beside the one on its port setting"
+            " (repeatable; docs/running.md, More than one instance of a service)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the operations page: live figures of the running system."""
     import uvicorn
 
-    from caravan.ops.dashboard import Dashboard
+    from caravan.ops.dashboard import Dashboard, further_instances
 
     settings = Settings()
     if settings.api_token() is None:  # every call refused, each counted against the address
@@ -877,8 +886,12 @@ def dashboard(
             "no API token: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
         )
         raise OperatorError(said, exit_code=2)
+    try:
+        further = further_instances(instance or [], settings.http_host)
+    except ValueError as exc:
+        raise OperatorError(str(exc), exit_code=2) from None
     kafka = {"kafka_bootstrap_servers": _bootstrap(settings)}
-    board = Dashboard(settings.model_copy(update=kafka), stuck_after=stuck_after)
+    board = Dashboard(settings.model_copy(update=kafka), stuck_after=stuck_after, further=further)
     uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_level="warning")
 
 

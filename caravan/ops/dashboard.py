@@ -5,7 +5,9 @@ It reads no service's tables: what it shows is what the services publish about
 themselves, so it works the same against a deployment as against ``caravan up``; of a
 service that does not answer (down, or paused by ``caravan pause`` under the ``caravan up``
 whose Kafka it watches), the consumer lag its group has in Kafka; from Kafka too, each
-service's consumer group members (every instance running, wherever it runs) and those gone. It calls
+service's consumer group members (every instance running, wherever it runs) and those gone. It
+reads each instance of a service it is told of (its port setting's, and each ``--instance``):
+their consumption summed, each one's state listed, one not answering said so. It calls
 them with ``CARAVAN_TOKEN`` (or the development token), and leaves a service that refused
 it alone for a while (:class:`Refusals`); people need a token with the scope ``ops``: a
 bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
@@ -60,7 +62,9 @@ LAG_NOTE = (
 @dataclass
 class Snapshot:
     at: float
-    consumed: dict[str, float] = field(default_factory=dict)  # per service, cumulative
+    # per instance, cumulative: the service's name for the one on its port setting,
+    # <service>@<host:port> for each further one (:func:`instance_addresses`)
+    consumed: dict[str, float] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
     outbox: dict[str, float] = field(default_factory=dict)
     outbox_age: dict[str, float] = field(default_factory=dict)
@@ -82,6 +86,10 @@ class Snapshot:
     # per service: why Kafka could not say its group's members (its coordinator loading, or
     # moving): unknown for now, not none
     members_unknown: dict[str, str] = field(default_factory=dict)
+    # per service, each instance's address (host:port) → its state: up, degraded, unhealthy,
+    # health unknown (as its /healthz said), down (its /metrics not answering), paused,
+    # token refused (HTTP 401), no figures (its /metrics not Prometheus text)
+    instances: dict[str, dict[str, str]] = field(default_factory=dict)
     health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
     checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
     down: list[str] = field(default_factory=list)
@@ -107,8 +115,17 @@ PARKED_NOTE = (
 MEMBERS_NOTE = (
     "Each instance of a service running is a member of its consumer group, as Kafka lists them:"
     " its client id (caravan-<service>-<CARAVAN_INSTANCE_ID>-consumer) and the host it connects"
-    " from. The figures above and the throughput are read from the one port per service the page"
-    " knows (CARAVAN_<SERVICE>_HTTP_PORT): another instance's are on its own port's /metrics"
+    " from. The figures above and the throughput are read from each instance the page is told"
+    " of: each service's port setting (CARAVAN_<SERVICE>_HTTP_PORT) and caravan dashboard's"
+    " --instance (Services, instances)"
+)
+
+
+INSTANCES_NOTE = (
+    "Each instance the page reads: the one on the service's port setting and those caravan"
+    " dashboard --instance names, each as it answered (down: its /metrics did not answer). Their"
+    " consumption is summed in the throughput; the lag, outbox and parked figures are the"
+    " group's and the tables', which each instance says alike"
 )
 
 
@@ -211,6 +228,19 @@ def _marked(kind: str, said: str) -> str:
     return f"<td class='{kind}'>{html.escape(said)}</td>"
 
 
+def _instances(snap: Snapshot, service: str) -> str:
+    """The Services table's cell of each instance of ``service`` the page read, as each
+    answered: marked down where one did not (its /metrics; the token refused), paused where
+    ``caravan pause`` stopped it, degraded where one's /healthz did not say ok."""
+    said = snap.instances.get(service, {})
+    states = set(said.values())
+    kind = (
+        "degraded" if states <= FIGURED else "paused" if states <= FIGURED | {"paused"} else "down"
+    )
+    kind = "" if states <= {"up"} else kind
+    return _cell(html.escape(", ".join(f"{at} {state}" for at, state in said.items())), kind)
+
+
 # The Services table's state and its mark, by what /healthz said; any other answer (none in
 # time, not its JSON) is "health unknown", marked degraded, not "up".
 _STATES = {
@@ -223,6 +253,9 @@ FIGURES_STALE_AFTER = 20.0
 """Seconds after which a service's sampled figures are shown as old (it samples every 5)."""
 
 NO_FIGURES = "<td></td>" * 6  # a service whose /metrics was not read: no figures, not 0
+
+FIGURED = frozenset({"up", "degraded", "unhealthy", "health unknown"})
+"""The states of an instance whose figures were read (:func:`_ask_instance`)."""
 
 
 REFUSED_STATUSES = frozenset({401, 403})
@@ -267,39 +300,128 @@ def ports(settings: Settings) -> dict[str, int]:
     }
 
 
-def _read_metrics(snap: Snapshot, service: str, text: str) -> None:
-    """``service``'s figures from its ``/metrics``; none of them, and why, where the page is
-    not Prometheus text (a proxy's HTML page, answered 200)."""
+def further_instances(specs: list[str], host: str) -> dict[str, list[str]]:
+    """``caravan dashboard --instance``'s, each ``SERVICE=[HOST:]PORT`` (``host`` where none is
+    given): per service, the addresses (``host:port``) of its further instances. Raises
+    ValueError saying which one is not."""
+    further: dict[str, list[str]] = {}
+    for spec in specs:
+        service, _, address = spec.partition("=")
+        where, _, port = address.rpartition(":")
+        if service not in SERVICES or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"--instance {spec!r}: not SERVICE=[HOST:]PORT, SERVICE one of"
+                f" {', '.join(SERVICES)}"
+            )
+        further.setdefault(service, []).append(f"{where or host}:{int(port)}")
+    return further
+
+
+def instance_addresses(settings: Settings, further: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per service, the addresses of the instances the page reads: the one on its port setting
+    first, then each further one it was told of (:func:`further_instances`)."""
+    return {
+        service: [f"{settings.http_host}:{port}", *further.get(service, [])]
+        for service, port in ports(settings).items()
+    }
+
+
+def _most(figures: dict[str, float], key: str, value: float) -> None:
+    """A gauge that every instance says alike (its group's, its tables'): the largest said."""
+    figures[key] = max(figures.get(key, value), value)
+
+
+def _read_metrics(
+    snap: Snapshot, service: str, name: str, text: str, lag: dict[tuple[str, str], float]
+) -> bool:
+    """The figures of ``service``'s instance ``name`` from its ``/metrics``, merged with those
+    of its other instances: its consumption counted apart (:meth:`Dashboard.throughput`), its
+    group's ``lag`` per partition, which each instance says, and its tables' gauges, the
+    largest said; whether it was Prometheus text (not a proxy's HTML page, answered 200)."""
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError:
-        snap.unavailable[service] = "its /metrics answered something not Prometheus text"
-        return
+        return False
     for family in families:
         for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name == "caravan_records_consumed_total":
-                snap.consumed[service] = snap.consumed.get(service, 0) + value
-            elif name == "caravan_consumer_lag":
-                snap.lag[service] = snap.lag.get(service, 0) + value
-            elif name == "caravan_outbox_backlog":
-                snap.outbox[service] = value
-            elif name == "caravan_outbox_oldest_seconds":
-                snap.outbox_age[service] = value
-            elif name == "caravan_outbox_refused_rows":
-                snap.outbox_refused[service] = value
-            elif name == "caravan_parked_events":
-                snap.parked[service] = value
-            elif name == "caravan_parked_oldest_seconds":
-                snap.parked_age[service] = value
-            elif name == "caravan_observed_at_seconds" and labels.get("service") == service:
-                snap.observed[service] = value
-            elif name == "caravan_orders" and "status" in labels:
-                snap.orders[labels["status"]] = value
-            elif name == "caravan_platform_problems_open" and "kind" in labels:
-                snap.platform_problems[labels["kind"]] = value
-            elif name == "caravan_platform_callbacks" and labels.get("status") == "failed":
-                snap.callbacks_failed = value
+            metric, labels, value = sample.name, sample.labels, sample.value
+            if metric == "caravan_records_consumed_total":
+                snap.consumed[name] = snap.consumed.get(name, 0) + value
+            elif metric == "caravan_consumer_lag":
+                partition = (labels.get("topic", ""), labels.get("partition", ""))
+                lag[partition] = max(lag.get(partition, value), value)
+            elif metric == "caravan_outbox_backlog":
+                _most(snap.outbox, service, value)
+            elif metric == "caravan_outbox_oldest_seconds":
+                _most(snap.outbox_age, service, value)
+            elif metric == "caravan_outbox_refused_rows":
+                _most(snap.outbox_refused, service, value)
+            elif metric == "caravan_parked_events":
+                _most(snap.parked, service, value)
+            elif metric == "caravan_parked_oldest_seconds":
+                _most(snap.parked_age, service, value)
+            elif metric == "caravan_observed_at_seconds" and labels.get("service") == service:
+                # as old as the oldest instance's: each one's gauges stand while it cannot sample
+                snap.observed[service] = min(snap.observed.get(service, value), value)
+            elif metric == "caravan_orders" and "status" in labels:
+                _most(snap.orders, labels["status"], value)
+            elif metric == "caravan_platform_problems_open" and "kind" in labels:
+                _most(snap.platform_problems, labels["kind"], value)
+            elif metric == "caravan_platform_callbacks" and labels.get("status") == "failed":
+                snap.callbacks_failed = max(snap.callbacks_failed or 0, value)
+    return True
+
+
+async def _ask_instance(
+    client: httpx.AsyncClient,
+    snap: Snapshot,
+    service: str,
+    name: str,
+    address: str,
+    refusals: Refusals,
+    token: str | None,
+    lag: dict[tuple[str, str], float],
+) -> str:
+    """One instance of ``service``, named ``name`` (:class:`Refusals`, ``consumed``): its
+    ``/healthz`` (the first that names its checks speaks for the service in Health) and its
+    ``/metrics`` (:func:`_read_metrics`); its state, as :attr:`Snapshot.instances` says."""
+    status, checks = await _ask_health(client, f"http://{address}/healthz")
+    if service not in snap.checks:
+        snap.health[service] = status
+        if checks is not None:
+            snap.checks[service] = checks
+    held = refusals.holding(name, token)
+    if held is not None:
+        return f"token refused ({held})"
+    try:
+        response = await client.get(f"http://{address}/metrics")
+        if response.status_code not in REFUSED_STATUSES:
+            response.raise_for_status()
+    except httpx.HTTPError:
+        return "down"
+    if response.status_code in REFUSED_STATUSES:
+        return f"token refused ({refusals.refuse(name, token, response.status_code)})"
+    if not _read_metrics(snap, service, name, response.text, lag):
+        return "no figures"
+    return _STATES.get(status, ("health unknown", ""))[0]
+
+
+def _settle(
+    snap: Snapshot, service: str, lag: dict[tuple[str, str], float], refused: str | None
+) -> None:
+    """``service`` as its instances answered: its figures where one gave them (the lag counted
+    once per partition); else how the first that refused the token refused it, its /metrics
+    not Prometheus text, or down."""
+    states = list(snap.instances[service].values())
+    if any(state in FIGURED for state in states):
+        if lag:
+            snap.lag[service] = sum(lag.values())
+    elif refused is not None:
+        snap.refused[service] = refused
+    elif "no figures" in states:
+        snap.unavailable[service] = "its /metrics answered something not Prometheus text"
+    else:
+        snap.down.append(service)
 
 
 async def collect(
@@ -309,33 +431,31 @@ async def collect(
     transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
     letters_from: "Snapshot | None" = None,
     kept: dlq.Kept | None = None,
+    further: dict[str, list[str]] | None = None,  # per service: :func:`further_instances`
 ) -> Snapshot:
-    """One snapshot; its dead letters as ``letters_from`` counted them, if given (with the
-    audit trail's redrives, not read at every sample: :data:`DEAD_LETTERS_EVERY`), else as
-    ``kept`` reads them (those come since its last read)."""
+    """One snapshot, of each instance the page reads (:func:`instance_addresses`); its dead
+    letters as ``letters_from`` counted them, if given (with the audit trail's redrives, not
+    read at every sample: :data:`DEAD_LETTERS_EVERY`), else as ``kept`` reads them (those
+    come since its last read)."""
     snap = Snapshot(at=time.time())
     token = settings.api_token()
     headers = bearer_headers(token)
     async with httpx.AsyncClient(timeout=2.0, headers=headers, transport=transport) as client:
-        for service, port in ports(settings).items():
-            await _ask_health(client, f"http://{settings.http_host}:{port}/healthz", snap, service)
-            held = refusals.holding(service, token)
-            if held is not None:
-                snap.refused[service] = held
-                continue
-            try:
-                response = await client.get(f"http://{settings.http_host}:{port}/metrics")
-                if response.status_code not in REFUSED_STATUSES:
-                    response.raise_for_status()
-            except httpx.HTTPError:
-                snap.down.append(service)
-                continue
-            if response.status_code in REFUSED_STATUSES:
-                snap.refused[service] = refusals.refuse(service, token, response.status_code)
-                continue
-            _read_metrics(snap, service, response.text)
+        for service, addresses in instance_addresses(settings, further or {}).items():
+            lag: dict[tuple[str, str], float] = {}
+            said = snap.instances[service] = {}
+            refused = None
+            for n, address in enumerate(addresses):
+                name = f"{service}@{address}" if n else service
+                ask = _ask_instance(client, snap, service, name, address, refusals, token, lag)
+                said[address] = await ask
+                refused = refused or refusals.holding(name, token)
+            _settle(snap, service, lag, refused)
         paused = checkout.paused_beside(settings.kafka_bootstrap_servers)
         snap.paused = [service for service in snap.down if service in paused]
+        for service in snap.paused:  # caravan pause stops the instance caravan up runs
+            first = next(iter(snap.instances[service]))
+            snap.instances[service][first] = "paused"
         held = snap.refused.get("orders") or refusals.holding("stuck", token)
         if held is not None:
             snap.unavailable["stuck"] = f"token refused ({held})"
@@ -417,8 +537,7 @@ async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
 
 async def _group_members(settings: Settings, snap: Snapshot) -> None:
     """Each service's consumer group as Kafka lists it: its state and its members (every
-    instance running, wherever it runs: the page reads one port per service, and saw none
-    but the first)."""
+    instance running, wherever it runs, those the page is not told of too)."""
     services = {consumer_group(service): service for service in SERVICES}
     try:
         groups = await kafka_admin.describe_groups(
@@ -437,21 +556,19 @@ async def _group_members(settings: Settings, snap: Snapshot) -> None:
         snap.members[services[group]] = state.named()
 
 
-async def _ask_health(client: httpx.AsyncClient, url: str, snap: Snapshot, service: str) -> None:
-    """A service's ``/healthz`` (it takes no token): its status (``ok``, ``degraded``; a 503
+async def _ask_health(client: httpx.AsyncClient, url: str) -> tuple[str, dict[str, str] | None]:
+    """An instance's ``/healthz`` (it takes no token): its status (``ok``, ``degraded``; a 503
     is ``unhealthy``) and every check it names, as it names them; or why it said none."""
     try:
         response = await client.get(url)
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        snap.health[service] = f"no answer ({exc.__class__.__name__})"
-        return
+        return f"no answer ({exc.__class__.__name__})", None
     checks = body.get("checks") if isinstance(body, dict) else None
     if response.status_code not in (200, 503) or not isinstance(checks, dict):
-        snap.health[service] = f"HTTP {response.status_code}, no checks"
-        return
-    snap.checks[service] = {str(name): str(said) for name, said in checks.items()}
-    snap.health[service] = str(body.get("status")) if response.status_code == 200 else "unhealthy"
+        return f"HTTP {response.status_code}, no checks", None
+    status = str(body.get("status")) if response.status_code == 200 else "unhealthy"
+    return status, {str(name): str(said) for name, said in checks.items()}
 
 
 async def _stuck(
@@ -502,8 +619,10 @@ class Dashboard:
         interval: float = 3.0,
         stuck_after: float | None = None,  # None: the orders service's default
         transport: httpx.AsyncBaseTransport | None = None,  # tests: an httpx.MockTransport
+        further: dict[str, list[str]] | None = None,  # per service: :func:`further_instances`
     ):
         self.settings = settings
+        self.further = further or {}
         self.interval = interval
         self.stuck_after = stuck_after
         self.transport = transport
@@ -523,6 +642,7 @@ class Dashboard:
             self.transport,
             letters_from=None if fresh else last,
             kept=self.kept,
+            further=self.further,
         )
         self.history.append(snap)
         return snap
@@ -594,9 +714,9 @@ class Dashboard:
                 f" <span class='note'>(left alone for {self.refusals.backoff:.0f} s,"
                 " or until CARAVAN_TOKEN changes)</span>"
             )
-            return f"<tr>{name}<td>{said}</td>{NO_FIGURES}</tr>"
+            return f"<tr>{name}<td>{said}</td>{NO_FIGURES}{_instances(snap, service)}</tr>"
         if service in snap.down:
-            return f"<tr>{name}{self.away(snap, service)}</tr>"
+            return f"<tr>{name}{self.away(snap, service)}{_instances(snap, service)}</tr>"
         said, kind = _STATES.get(snap.health.get(service, "ok"), ("health unknown", "degraded"))
         observed = snap.observed.get(service)
         stale, cells = "stale", NO_FIGURES
@@ -626,7 +746,7 @@ class Dashboard:
                 cells += _cell(f"{parked:.0f}", stale) + _cell(f"{age:.1f}", stale)
         if note:
             said += f" <span class='note'>({note})</span>"
-        return f"<tr>{name}{_cell(said, kind)}{cells}</tr>"
+        return f"<tr>{name}{_cell(said, kind)}{cells}{_instances(snap, service)}</tr>"
 
     def away(self, snap: Snapshot, service: str) -> str:
         """The state and figures of a service whose ``/metrics`` gave no answer: paused (by
@@ -738,7 +858,7 @@ class Dashboard:
             f"<th>outbox backlog</th><th>oldest unsent (s)</th>"
             f"<th title='{html.escape(REFUSED_NOTE)}'>set aside</th>"
             f"<th title='{html.escape(PARKED_NOTE)}'>parked</th><th>oldest parked (s)</th>"
-            f"</tr>{rows}</table>"
+            f"<th title='{html.escape(INSTANCES_NOTE)}'>instances</th></tr>{rows}</table>"
             f"<h2>Consumer groups</h2><table>{self.members_rows(snap)}</table>"
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
             f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -40,6 +41,7 @@ from services.orders.entrypoints.ops import orders_by_status
 from services.payments.prepaid import payments_by_status
 from services.platform.callbacks import callbacks_by_status
 from services.platform.domain.orders import ProblemKind
+from shared.api import bearer_headers
 from shared.db.migrate import migrations_folder
 from shared.messaging import kafka_admin
 from shared.settings import Settings
@@ -530,6 +532,72 @@ async def test_the_operations_page_names_each_instance_of_a_service_and_those_go
         "<tr><td>inventory</td><td>caravan-inventory</td><td>Stable</td><td>1</td>"
         f"<td>{first}</td><td class='down'>{gone} (last seen "
     ) in page.page()
+
+
+async def test_the_operations_page_reads_every_instance_it_is_told_of_and_says_one_down(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With inventory run as two instances the page read the first's port alone: what the
+    second consumed was in no throughput, and killed it showed nowhere in Services (inventory
+    "up"). Told of it (``caravan dashboard --instance``), the page reads both: the second's
+    records consumed counted apart, each instance listed, the one killed said down."""
+    from tests.e2e.test_inventory_race import _both_instances_in_the_group
+    from tests.e2e.test_saga import order
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    first = f"127.0.0.1:{caravan.port('inventory')}"
+    caravan.procs.start(("inventory",), instance=2)
+    try:
+        await _both_instances_in_the_group(caravan)
+        second = f"127.0.0.1:{await listening(caravan, 'inventory-2')}"
+        page = Dashboard(Settings(token=caravan.token), further={"inventory": [second]})
+        for _ in range(24):  # until the second has consumed some: one of its partitions' orders
+            req = order()
+            await caravan.request(req)
+            await caravan.outcome(await caravan.placed(req.order_ref))
+            if await consumed_on(caravan, second) > 0:
+                break
+        await drained(caravan, consumed(caravan))  # nothing more for the second to consume
+        own = await consumed_on(caravan, second)
+        both = await page.sample()
+        killed = caravan.procs.procs["inventory-2"]
+        killed.kill()
+        await asyncio.to_thread(killed.wait)
+        left = await page.sample()
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+    assert own > 0
+    assert both.consumed.get(f"inventory@{second}") == own, both.consumed
+    assert both.instances["inventory"] == {first: "up", second: "up"}, both.instances
+    assert left.instances["inventory"] == {first: "up", second: "down"}, left.instances
+    assert "inventory" not in left.down
+    assert f"<td class='down'>{first} up, {second} down</td></tr>" in page.page()
+
+
+async def listening(caravan: System, key: str) -> int:
+    """The HTTP port the process ``key`` (an instance started on port 0) listens on, as its
+    log says."""
+    log = caravan.procs.log_dir / f"{key}.log"
+
+    def said() -> list[str]:
+        since = log.read_bytes()[caravan.procs.logged[key] :].decode()
+        return re.findall(r"Uvicorn running on http://[^:]+:(\d+)", since)
+
+    ports = await until(said, f"{key} to say its port", timeout=60, ready=bool)
+    return int(ports[0])
+
+
+async def consumed_on(caravan: System, address: str) -> float:
+    """The records an instance's ``/metrics`` says it consumed, all topics and outcomes."""
+    async with httpx.AsyncClient(headers=bearer_headers(caravan.token)) as client:
+        page = (await client.get(f"http://{address}/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "caravan_records_consumed_total"
+    )
 
 
 def listed_lines(stdout: str, letter: str) -> list[list[str]]:

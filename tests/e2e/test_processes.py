@@ -78,7 +78,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         service: {service} for service in SERVICES
     }
 
-    # So the operations page, which reads one port per service, counts each service's
+    # So the operations page, which reads each instance's port, counts each service's
     # consumption once: what its own port shows, not its process's.
     port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
 

@@ -220,14 +220,14 @@ def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
     assert (
         f"<td>payments</td><td>up <span class='note'>(figures as of {since}, 45 s old)</span>"
         "</td><td class='stale'>7</td><td class='stale'>0</td><td class='stale'>0.0</td>"
-        "<td class='act stale'><b>2</b></td><td></td><td></td></tr>"
+        "<td class='act stale'><b>2</b></td><td></td><td></td><td></td></tr>"
     ) in text
     assert (
         "<td>inventory</td><td>up <span class='note'>(no figures sampled yet)</span></td>"
         "<td class='stale'>0</td>"
     ) in text
     # No figures rather than zeros.
-    assert "<td>platform</td><td class='down'>down</td>" + "<td></td>" * 6 + "</tr>" in text
+    assert "<td>platform</td><td class='down'>down</td>" + "<td></td>" * 7 + "</tr>" in text
     style = text.split("<style>")[1].split("</style>")[0]
     assert ".stale{opacity:" in style and ".act," in style
 
@@ -636,7 +636,9 @@ async def test_a_page_not_json_from_the_orders_api_leaves_the_other_figures(
     assert "<tr><td colspan=3>unavailable: the orders API answered HTTP 200, not JSON</td>" in text
     assert (
         "<tr><td>payments</td><td>up <span class='note'>(no figures: its /metrics answered"
-        " something not Prometheus text)</span></td>" + "<td></td>" * 6 + "</tr>"
+        " something not Prometheus text)</span></td>"
+        + "<td></td>" * 6
+        + "<td class='down'>127.0.0.1:8082 no figures</td></tr>"
     ) in text
     assert "<tr><td>orders</td><td>up</td><td>3</td>" in text
 
@@ -677,14 +679,14 @@ async def test_events_parked_until_their_order_placed_are_shown_per_service(
 
     page, text = await sampled(settings, answer)
     assert "<th title='Events that came before their order&#x27;s order.placed" in text
-    assert "</th><th>oldest parked (s)</th></tr>" in text
+    assert "</th><th>oldest parked (s)</th><th title=" in text
     assert (
         "<tr><td>notifications</td><td>up</td><td>0</td><td>0</td><td>0.0</td><td>0</td>"
-        "<td>2</td><td>42.2</td></tr>"
+        "<td>2</td><td>42.2</td><td>127.0.0.1:8083 up</td></tr>"
     ) in text
     assert "<tr><td>platform</td><td>up</td><td>0</td><td>0</td><td>0.0</td><td>0</td>" in text
-    assert "<td>0</td><td>0.0</td></tr>" in text.split("<tr><td>platform</td>")[1]
-    assert "<td>0</td><td></td><td></td></tr>" in text.split("<tr><td>orders</td>")[1]
+    assert "<td>0</td><td>0.0</td><td>" in text.split("<tr><td>platform</td>")[1]
+    assert "<td>0</td><td></td><td></td><td>" in text.split("<tr><td>orders</td>")[1]
     assert page.history[-1].parked == {"notifications": 2.0, "platform": 0.0}
 
 
@@ -759,11 +761,15 @@ async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_fo
     assert (
         "<tr><td>inventory</td><td class='paused'>paused <span class='note'>(by caravan pause;"
         " caravan resume inventory starts it again; consumer lag read from Kafka)</span></td>"
-        f"<td>{lag['inventory']}</td>" + "<td></td>" * 5 + "</tr>"
+        f"<td>{lag['inventory']}</td>"
+        + "<td></td>" * 5
+        + "<td class='paused'>127.0.0.1:8081 paused</td></tr>"
     ) in text, text
     assert (  # not paused: down, the lag its group has all the same
         "<tr><td>payments</td><td class='down'>down <span class='note'>(consumer lag read from"
-        f" Kafka)</span></td><td>{lag['payments']}</td>" + "<td></td>" * 5 + "</tr>"
+        f" Kafka)</span></td><td>{lag['payments']}</td>"
+        + "<td></td>" * 5
+        + "<td class='down'>127.0.0.1:8082 down</td></tr>"
     ) in text, text
     assert "<tr><td>inventory</td><td class='paused'>paused</td>" in text  # Health
     assert "<tr><td>payments</td><td class='down'>no answer (ConnectError)</td>" in text
@@ -817,3 +823,106 @@ async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusi
     page.history[-1].letters_at -= DEAD_LETTERS_EVERY
     await page.sample()
     assert waiting["dead letters"] == 2
+
+
+async def test_every_instance_of_a_service_is_read_its_lag_once_and_one_down_said(
+    no_kafka: None,
+) -> None:
+    """With payments run as two instances the page read the first's port alone: half the
+    records consumed were in no throughput, and the second, stalled or down, showed
+    nowhere. Each instance it is told of is read: its consumption counted apart, the group's
+    lag (which each says) once per partition, the tables' gauges as said; each one's state
+    listed, and a service whose first instance is down shown from the others."""
+    settings = Settings(token="cvn_" + "i" * 43)
+    second, third = "127.0.0.1:9182", "127.0.0.1:9181"
+    page = Dashboard(
+        settings,
+        transport=httpx.MockTransport(lambda request: instance_answer(settings, request)),
+        further={"payments": [second], "inventory": [third]},
+    )
+    snap = await page.sample()
+    assert (snap.consumed["payments"], snap.consumed.get(f"payments@{second}")) == (5, 2)
+    assert snap.consumed.get(f"inventory@{third}") == 7 and "inventory" not in snap.consumed
+    assert snap.lag["payments"] == 4 + 6  # each partition once, as both instances say it
+    assert snap.outbox["payments"] == 3
+    assert snap.instances["payments"] == {"127.0.0.1:8082": "up", second: "degraded"}
+    assert snap.instances["inventory"] == {"127.0.0.1:8081": "down", third: "up"}
+    assert snap.down == []  # inventory answers through its second instance
+    text = page.page()
+    assert f"<td class='degraded'>127.0.0.1:8082 up, {second} degraded</td></tr>" in text, text
+    assert f"<td class='down'>127.0.0.1:8081 down, {third} up</td></tr>" in text
+    assert "<td>127.0.0.1:8080 up</td></tr>" in text
+
+
+STALLED = {"checks": {"database": "ok", "kafka": "ok", "consumer": "stalled 130 s"}}
+
+
+def instance_answer(settings: Settings, request: httpx.Request) -> httpx.Response:
+    """The services' instances as the test above has them: payments' second (9182) up, its
+    consumer stalled, inventory's first down, its second (9181) up."""
+    at = f"{request.url.host}:{request.url.port}"
+    if at == f"127.0.0.1:{settings.inventory_http_port}":
+        raise httpx.ConnectError("connection refused", request=request)
+    stalled = at == "127.0.0.1:9182"
+    if request.url.path == "/healthz":
+        return httpx.Response(200, json={"status": "degraded"} | STALLED if stalled else HEALTHY)
+    service = {"127.0.0.1:9182": "payments", "127.0.0.1:9181": "inventory"}.get(at)
+    service = service or service_of(settings, request)
+    metrics = f'caravan_observed_at_seconds{{service="{service}"}} {time.time() - 1}\n'
+    if service == "payments":
+        metrics += (
+            'caravan_records_consumed_total{service="payments",topic="t",outcome="handled"}'
+            f" {2 if stalled else 5}\n"
+            'caravan_consumer_lag{service="payments",topic="t",partition="0"} 4\n'
+            'caravan_consumer_lag{service="payments",topic="t",partition="1"} 6\n'
+            'caravan_outbox_backlog{service="payments"} 3\n'
+        )
+    if service == "inventory":
+        metrics += (
+            'caravan_records_consumed_total{service="inventory",topic="t",outcome="handled"} 7\n'
+        )
+    return httpx.Response(200, text=metrics)
+
+
+@pytest.mark.parametrize(
+    ("given", "further"),
+    [
+        (["payments=8182"], {"payments": ["127.0.0.1:8182"]}),
+        (
+            ["payments=10.0.0.7:8082", "payments=8182", "orders=h.example:1"],
+            {"payments": ["10.0.0.7:8082", "127.0.0.1:8182"], "orders": ["h.example:1"]},
+        ),
+    ],
+)
+def test_caravan_dashboard_is_told_of_further_instances(
+    monkeypatch: pytest.MonkeyPatch, given: list[str], further: dict[str, list[str]]
+) -> None:
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **how: served.append(app))
+    monkeypatch.setattr(Dashboard, "create_app", lambda self: self)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "t" * 43)
+    monkeypatch.setattr(checkout, "use_running_system", lambda: None)
+    options = [word for spec in given for word in ("--instance", spec)]
+    monkeypatch.setattr(sys, "argv", ["caravan", "dashboard", *options])
+    with contextlib.suppress(SystemExit):
+        cli.main()
+    (page,) = served
+    assert page.further == further
+
+
+@pytest.mark.parametrize("spec", ["payments", "payment=8182", "payments=0", "payments=host:x"])
+def test_an_instance_not_service_and_port_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], spec: str
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda app, **how: pytest.fail("served"))
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "t" * 43)
+    monkeypatch.setattr(checkout, "use_running_system", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["caravan", "dashboard", "--instance", spec])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    said = capsys.readouterr().err
+    assert done.value.code == 2
+    assert said == (
+        f"--instance {spec!r}: not SERVICE=[HOST:]PORT, SERVICE one of orders, inventory,"
+        " payments, notifications, platform\n"
+    )

@@ -177,7 +177,9 @@ async def observe_loop(service: Service, interval: float) -> None:
                     OBSERVED_AT.labels(service.name).set(min(clean.values()))
             await asyncio.sleep(interval)
 
-    try:
-        await asyncio.gather(rounds("kafka", [lag.sample]), rounds("database", database))
+    try:  # cancelled, it ends once both rounds have (a gather would return at the first)
+        async with asyncio.TaskGroup() as both:
+            both.create_task(rounds("kafka", [lag.sample]))
+            both.create_task(rounds("database", database))
     finally:
         await lag.close()

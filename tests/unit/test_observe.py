@@ -116,6 +116,27 @@ async def test_a_round_of_both_loops_with_no_failure_says_when(
     assert observed_at("observe-clean") is not None
 
 
+async def test_its_rounds_have_ended_when_it_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service stopping cancels its observing: the database's round, cancelled in a query
+    whose connection closes on the way out (SQLAlchemy's, shielded), outlived it, and ran
+    on after the service's stop had disposed of its pool."""
+    fake_kafka(monkeypatch)
+    ended = asyncio.Event()
+
+    async def closing_on_the_way_out(_: Service) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.05)  # the connection's close
+            ended.set()
+
+    monkeypatch.setattr(observe, "sample_outbox", closing_on_the_way_out)
+    await observe_for(fake_service(KafkaContact(), "observe-cancelled"), 0.05)
+    assert ended.is_set()
+
+
 async def test_a_missing_topic_is_said_kafka_having_answered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -41,6 +41,7 @@ from functools import cached_property, partial
 from typing import Any, Literal, get_args
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
@@ -109,6 +110,10 @@ DEAD_LETTER_LIMIT = 1_000_000
 about a MiB: the copy of one close to that, with the dead-letter headers added, was refused by
 the producer, and the outbox relay stopped at it for ever (no event of the service after it
 was published)."""
+
+# How long a commit of offsets waits for Kafka's answer (docs/running.md): aiokafka's waits
+# for the group's coordinator without end while none can be found.
+COMMIT_SECONDS = 2.0
 
 _LETTER_ID = re.compile(rb"[A-Za-z0-9._-]{1,245}\.dlq:[0-9]{1,10}:[0-9]{1,19}")
 """What a :data:`REDRIVEN_FROM` copied into a dead letter must be: a letter's id, no more
@@ -241,7 +246,7 @@ class HandledOffsets:
     """
 
     interval: float = 1.0
-    last_commit_seconds: float = 5.0  # how long :meth:`close` waits for Kafka's answer
+    commit_seconds: float = COMMIT_SECONDS  # how long a commit waits for Kafka's answer
     pending: dict[TopicPartition, int] = field(default_factory=dict)
     # Per partition still assigned, the offset after the last record handled, committed or
     # not: where the consumer stands (shared.observe, for a stalled consumer).
@@ -316,12 +321,22 @@ class HandledOffsets:
         is tried again an interval later, so its warning is a retried fault's: Kafka away
         (:func:`~shared.messaging.relay.kafka_away`) is the process's one, which a commit
         Kafka answers ends in one line (:func:`~shared.messaging.relay.kafka_answers`), and
-        any other failure is its words; each said once, then once a minute while it lasts."""
+        any other failure is its words; each said once, then once a minute while it lasts.
+
+        Unanswered within ``commit_seconds``, a commit fails, Kafka away: aiokafka's waits
+        for the group's coordinator for as long as none can be found, and a rebalance's
+        (:meth:`revoked`, in aiokafka's coordination task) so held the consumer's stop
+        without end: closing, aiokafka's wait for a coordinator returns at once, and its
+        commit tries again every 100 ms."""
         try:
-            await self.consumer.commit(offsets)
+            async with asyncio.timeout(self.commit_seconds):
+                await self.consumer.commit(offsets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                said = f"no answer from the group's coordinator within {self.commit_seconds} s"
+                exc = KafkaTimeoutError(said)
             which = KAFKA_AWAY if kafka_away(exc) else repr(exc)
             log.warning("committing offsets failed (%r)", exc, extra=retried(which))
             return False
@@ -331,26 +346,23 @@ class HandledOffsets:
     async def close(self) -> None:
         """Commit what was handled, and stop committing (before the consumer stops).
 
-        That last commit is given ``last_commit_seconds``: with Kafka away, aiokafka's commit
-        waits for the group's coordinator without end, and a service asked to stop did not,
-        until its supervisor killed it (``caravan pause`` and ``caravan up``'s stop, after
-        15 s). The records whose offsets it leaves uncommitted are delivered again, and found
-        in the inbox."""
+        That last commit is given ``commit_seconds``, as every commit is: with Kafka away,
+        aiokafka's commit waits for the group's coordinator without end, and a service asked
+        to stop did not, until its supervisor killed it (``caravan pause`` and ``caravan
+        up``'s stop, after 15 s). The records whose offsets it leaves uncommitted are
+        delivered again, and found in the inbox."""
         self.closed = True
         if self.task is not None:
             self.task.cancel()
             with suppress(asyncio.CancelledError):
                 await self.task
         with suppress(Exception):
-            try:
-                await asyncio.wait_for(self.commit(), self.last_commit_seconds)
-            except TimeoutError:
-                log.warning(
-                    "the last commit of offsets had no answer from Kafka within %.0f s: the"
-                    " records handled since the one before are delivered again (and found in"
-                    " the inbox)",
-                    self.last_commit_seconds,
-                )
+            await self.commit()
+        if self.pending:
+            log.warning(
+                "the last commit of offsets failed: the records handled since the one before"
+                " are delivered again (and found in the inbox)"
+            )
 
 
 class _OnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -1,0 +1,100 @@
+"""A consumer's offsets commit while its group's coordinator cannot be found
+(shared/messaging/consumer.py, ``HandledOffsets``): aiokafka's commit waits for a
+coordinator rather than fail.
+
+A rebalance begins (a second member joins) while the consumer has handled records it has not
+committed; it commits them as its partitions are revoked, and the broker stops at that
+moment. The commit, in aiokafka's coordination task, waits; asked to stop then, the consumer
+waited for that task, whose commit went on trying for as long as the process lived: once the
+consumer closes, aiokafka's wait for a coordinator returns at once, finding none, and its
+commit tries again every 100 ms without end. A supervisor kills the service after 15 s.
+Now a commit unanswered within ``COMMIT_SECONDS`` fails, Kafka away (its warning said as
+the relay's), and the stop goes on."""
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from caravan.infra.kafka import LocalKafka
+from shared.messaging.admin import ensure_topics
+from shared.messaging.consumer import HandledOffsets
+from shared.topics import Topic
+from tests.conftest import KAFKA_PORT
+
+OWN_KAFKA_PORT = KAFKA_PORT + 3  # a broker of the test's own, to stop (test_relay_stop: + 2)
+TOPIC = Topic.ORDER_EVENTS.value
+GROUP = "caravan-test-coordinator-away"
+
+
+async def test_a_consumer_stops_in_time_when_its_revoking_commit_finds_no_coordinator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
+    bootstrap = await asyncio.to_thread(kafka.start)
+    consumers: list[AIOKafkaConsumer] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await ensure_topics(bootstrap, partitions=1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(TOPIC, b"handled, not committed")
+        finally:
+            await producer.stop()
+        offsets = HandledOffsets(interval=60)  # nothing committed but by the revoke
+        revoking = asyncio.Event()
+        revoked = offsets.revoked
+
+        async def broker_gone_then_revoked(partitions: Iterable[TopicPartition]) -> None:
+            partitions = list(partitions)
+            if not (partitions and offsets.pending):  # the first join's (none revoked)
+                return await revoked(partitions)
+            await asyncio.to_thread(kafka.stop)  # the coordinator away at that moment
+            committing = asyncio.ensure_future(revoked(partitions))
+            await asyncio.sleep(0)  # it takes what it commits, and asks Kafka
+            revoking.set()
+            await committing
+
+        offsets.revoked = broker_gone_then_revoked  # type: ignore[method-assign]
+        first = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        consumers.append(first)
+        first.subscribe([TOPIC], listener=offsets.listener())
+        await first.start()
+        records: list[ConsumerRecord] = []
+        while not records:
+            fetched = await first.getmany(timeout_ms=1000)
+            records = [r for rs in fetched.values() for r in rs]
+        async with offsets.handling(first, records):
+            pass
+        assert offsets.pending
+        second = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=GROUP)
+        consumers.append(second)
+        tasks.append(asyncio.create_task(second.start()))
+        await asyncio.wait_for(revoking.wait(), 60)
+        began = time.monotonic()
+        await asyncio.wait_for(offsets.close(), 30)  # as the service's stop does, then:
+        tasks.append(asyncio.create_task(first.stop()))
+        done, _ = await asyncio.wait([tasks[-1]], timeout=30)
+        took = time.monotonic() - began
+        assert done, f"the consumer's stop still waits after {took:.0f} s"
+        assert took < 15, took  # what its supervisor allows (tests/unit/test_stop_budget.py)
+        warned = [r.getMessage() for r in caplog.records if r.name == "shared.messaging.consumer"]
+        assert any("committing offsets failed (KafkaTimeoutError" in w for w in warned), warned
+    finally:
+        for task in tasks:
+            task.cancel()
+        for consumer in consumers:
+            tasks.append(asyncio.create_task(consumer.stop()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        await asyncio.to_thread(kafka.stop)

@@ -1,12 +1,15 @@
-"""A gauge of a table's rows by status, for a service's ``/metrics`` (one of its probes)."""
+"""A gauge of a table's rows by status, for a service's ``/metrics`` (one of its probes), and
+of how long the oldest of its work due has waited."""
 
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import Gauge
-from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, extract, func, literal_column, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _NAME = re.compile(r"[a-z_]+")
@@ -33,7 +36,13 @@ class StatusGauge:
     Such a table keeps every row ever made (an order, a platform order's callback): counting
     it by status is a sequential scan, which took PostgreSQL 200 ms in the benchmark's orders
     table, and the figures are sampled every 5 s (10 % of PostgreSQL's time in a closed
-    loop). The other statuses are therefore up to ``whole_every`` behind."""
+    loop). The other statuses are therefore up to ``whole_every`` behind.
+
+    With ``due_since`` (when a row's work was first due) and ``oldest``, the same reading of
+    the ``live`` rows also sets ``oldest`` to the age of the oldest of them due (0: none): a
+    backlog its workers claim and retry without end (the gateway they call hanging, each call
+    timed out and retried) shows there as work waiting ever longer, while the counts stay
+    flat."""
 
     engine: AsyncEngine
     gauge: Gauge
@@ -41,20 +50,33 @@ class StatusGauge:
     statuses: Sequence[str]
     live: Sequence[str]
     whole_every: float = 60.0
+    due_since: ColumnElement[datetime] | None = None
+    oldest: Gauge | None = None
     _next_whole: float = field(default=0.0, init=False)
 
-    def count_live(self) -> Select[str, int]:
-        live = in_statuses(self.status, self.live)
-        return select(self.status, func.count()).where(live).group_by(self.status)
+    def _counted(self) -> Select[str, int, Any]:
+        """Rows by status: their count, and the age in seconds of the oldest due (None: none
+        is, or no ``due_since``)."""
+        if self.due_since is None:
+            age: ColumnElement[Any] = null()
+        else:  # EXTRACT, not func.extract: its field a keyword, not a parameter
+            first = func.min(self.due_since).filter(self.due_since <= func.now())
+            age = extract("epoch", func.now() - first)
+        return select(self.status, func.count(), age).group_by(self.status)
+
+    def count_live(self) -> Select[str, int, Any]:
+        return self._counted().where(in_statuses(self.status, self.live))
 
     async def sample(self) -> None:
         now = time.monotonic()
         whole = now >= self._next_whole
-        query = select(self.status, func.count()).group_by(self.status)
         async with self.engine.connect() as conn:
-            rows = await conn.execute(query if whole else self.count_live())
-            counts: dict[str, int] = dict(rows.all())
+            rows = (await conn.execute(self._counted() if whole else self.count_live())).all()
+        counts = {status: count for status, count, _ in rows}
         for status in self.statuses if whole else self.live:
             self.gauge.labels(status).set(counts.get(status, 0))
+        if self.oldest is not None:
+            ages = [float(age) for status, _, age in rows if status in self.live and age]
+            self.oldest.set(max(ages, default=0.0))
         if whole:
             self._next_whole = now + self.whole_every

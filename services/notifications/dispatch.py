@@ -572,6 +572,11 @@ async def _emit_receipt(tx: Tx, row: Any, receipt: Receipt) -> None:
 
 
 SMS = Gauge("caravan_sms", "Texts by status (pending, sending, sent, ...)", ["status"])
+OLDEST_DUE = Gauge(
+    "caravan_sms_oldest_due_seconds",
+    "How long the oldest text due and not sent (pending or being sent) has waited since it was"
+    " first due (0: none): the gateway hanging or refusing, or the dispatcher stopped",
+)
 LAPSED = Counter(
     "caravan_sms_lapsed_claims",
     "Texts claimed again after a claim lapsed unrecorded (the dispatcher crashed, was killed or"
@@ -586,5 +591,11 @@ def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge
     (through ``sms_due``), the others up to ``whole_every`` behind (the table keeps every
     text still to be sent, and the finished ones ``notifications_sms_retention_days``). A
     gateway refusing every text (its key expired, say) shows here as texts pending while
-    everything else looks normal."""
-    return StatusGauge(engine, SMS, sms.c.status, STATUSES, LIVE, whole_every)
+    everything else looks normal; one hanging (each call timed out and retried), as the
+    oldest text due waiting ever longer (``caravan_sms_oldest_due_seconds``, alert
+    ``CaravanTextsWaiting``): due since ``not_before``, or ``created_at`` on rows older than
+    it."""
+    due_since = func.coalesce(sms.c.not_before, sms.c.created_at)
+    return StatusGauge(
+        engine, SMS, sms.c.status, STATUSES, LIVE, whole_every, due_since, OLDEST_DUE
+    )

@@ -2,7 +2,8 @@
 
 A dispatcher whose claim lapsed (its gateway call outlived the lease) and was taken over must
 record nothing: only the newer claim marks the text sent and puts ``sms.sent`` in the outbox,
-once. Two dispatchers claiming at once never both claim a text; one whose recipient opted out
+once. Two dispatchers claiming at once never both claim a text; one the gateway holds shows
+as the oldest text due until it is sent; one whose recipient opted out
 meanwhile is suppressed, not claimed; a receipt decides a sent text once. The notifications
 service is stopped meanwhile, so that its own dispatcher claims
 nothing; texts left due by other tests may be claimed here too, and are due again at once
@@ -33,6 +34,7 @@ from services.notifications.dispatch import (
     claim_due,
     dispatch_once,
     record,
+    sms_by_status,
 )
 from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from services.notifications.entrypoints.subscribers import dispatch_loop
@@ -343,6 +345,44 @@ async def test_a_text_in_flight_is_not_claimed_by_the_next_cycle_and_is_sent_onc
     assert (row.status, row.attempts) == ("sent", 1)
     sent = [e for e in emitted if e["type"] == "sms.sent" and e["data"]["sms_id"] == sms_id]
     assert len(sent) == 1
+
+
+async def test_a_text_the_gateway_holds_is_the_oldest_due_until_it_is_sent(
+    uow: UnitOfWork,
+) -> None:
+    """The SMS gateway hanging (every call a ReadTimeout, for 25 minutes in a drill) showed
+    only as texts pending, a count that stays flat while they are claimed and retried:
+    ``caravan_sms_oldest_due_seconds`` says how long the oldest text due and not sent has
+    waited since it was first due, in flight included, at the sample of every status and at
+    that of the live ones alone; a text not due yet (a reminder waiting out quiet hours) is
+    not waiting, however old. Sent, it no longer counts."""
+    sms_id = await queued(uow, datetime(1994, 1, 1, tzinfo=UTC))  # first in the next batch
+    later = await queued(uow, datetime.now(UTC) + timedelta(hours=1))
+    gauge = sms_by_status(uow.db.engine, whole_every=3600)
+    ago = func.now() - timedelta(hours=1)
+    async with uow.begin() as tx:
+        await tx.conn.execute(update(sms).where(sms.c.sms_id == sms_id).values(created_at=ago))
+        not_due = {"created_at": ago - timedelta(hours=1), "not_before": ago + timedelta(hours=2)}
+        await tx.conn.execute(update(sms).where(sms.c.sms_id == later).values(**not_due))
+    gateway = Held(sms_id)
+    policy = DeliveryPolicy(retry=RetryPolicy(), quiet=POLICY.quiet, lease_seconds=60, batch=1)
+    in_flight = asyncio.create_task(dispatch_once(uow, gateway, policy))
+    try:
+        await until(lambda: gateway.asked, "the gateway asked to send the text")
+        for _ in ("every status", "the live ones"):
+            await gauge.sample()
+            assert 3600 <= oldest_due() < 7200
+    finally:
+        gateway.answer.set()
+        assert await in_flight == 1
+        async with uow.begin() as tx:
+            await tx.conn.execute(sms.delete().where(sms.c.sms_id == later))
+    await gauge.sample()
+    assert oldest_due() < 3600  # other tests' texts may wait, none for an hour
+
+
+def oldest_due() -> float:
+    return REGISTRY.get_sample_value("caravan_sms_oldest_due_seconds") or 0.0
 
 
 async def test_a_text_in_flight_as_the_service_stops_is_recorded_and_not_sent_again(

@@ -59,7 +59,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import DateTime, Select, func, literal, select, update
+from sqlalchemy import DateTime, Select, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
@@ -550,20 +550,19 @@ def payments_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> Status
     """Payments by status, for ``/metrics``: :data:`LIVE` at every sample, through
     ``payments_gateway_due`` and ``payments_refunds_by_hand``; the others up to
     ``whole_every`` behind (the table keeps every payment; ``refunded`` too, which only
-    grows)."""
-    return StatusGauge(engine, PAYMENTS, payments.c.status, STATUSES, LIVE, whole_every)
-
-
-def oldest_call() -> Select[Any]:
-    """How long, in seconds, the payment ``charging`` or ``voiding`` the longest has been so
-    (0: none), read through ``payments_gateway_due``'s few rows."""
-    since = func.extract("epoch", func.now() - func.min(payments.c.updated_at))
-    return select(func.coalesce(since, 0)).where(in_statuses(payments.c.status, IN_FLIGHT))
-
-
-async def sample_gateway_calls(engine: AsyncEngine) -> None:
-    """``caravan_payments_gateway_oldest_seconds``, for ``/metrics``: a call retried for long
-    (the gateway away, refusing us, or not knowing a charge it approved) shows, and is alerted
-    on past :data:`GATEWAY_STUCK_SECONDS` (``CaravanPaymentGatewayCallsStuck``)."""
-    async with engine.connect() as conn:
-        GATEWAY_OLDEST.set(float(await conn.scalar(oldest_call()) or 0))
+    grows). With them, ``caravan_payments_gateway_oldest_seconds``: how long the payment
+    ``charging`` or ``voiding`` the longest has been so (``updated_at``: claims and retries
+    leave it), so a call retried for long (the gateway away, refusing us, or not knowing a
+    charge it approved) shows, and is alerted on past :data:`GATEWAY_STUCK_SECONDS`
+    (``CaravanPaymentGatewayCallsStuck``); a refund owed by hand is not such a call."""
+    in_flight_since = case((in_statuses(payments.c.status, IN_FLIGHT), payments.c.updated_at))
+    return StatusGauge(
+        engine,
+        PAYMENTS,
+        payments.c.status,
+        STATUSES,
+        LIVE,
+        whole_every,
+        in_flight_since,
+        GATEWAY_OLDEST,
+    )

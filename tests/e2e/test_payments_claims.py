@@ -22,9 +22,9 @@ from services.payments.prepaid import (
     Work,
     claim_due,
     hand_back,
+    payments_by_status,
     perform,
     record_voided,
-    sample_gateway_calls,
 )
 from shared.logs import FAULT
 from shared.messaging.uow import UnitOfWork
@@ -405,7 +405,7 @@ async def test_a_call_made_again_for_long_is_said_as_such_and_gauged(
         uow, "voiding", next_attempt_at=due, updated_at=hour_ago, attempts=40, unreached=40
     )
     try:
-        await sample_gateway_calls(uow.db.engine)
+        await payments_by_status(uow.db.engine).sample()
         oldest = REGISTRY.get_sample_value("caravan_payments_gateway_oldest_seconds")
         assert oldest is not None and oldest >= 3600
         async with uow.begin() as tx:

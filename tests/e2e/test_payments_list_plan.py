@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import text
 
 from caravan import system
-from services.payments.prepaid import listed, oldest_call, payments_by_status
+from services.payments.prepaid import listed, payments_by_status
 from tests.e2e.test_messaging_retention import orders_tables
 from tests.e2e.test_orders_list_plan import plan_of
 
@@ -72,7 +72,6 @@ async def test_payments_refunded_by_hand_are_counted_and_any_status_listed_throu
                 "charging": listed("charging", None, 20),
                 "awaiting": listed("awaiting", None, 20),
                 "the gauge": payments_by_status(db.engine).count_live(),
-                "the oldest gateway call": oldest_call(),
             }
             asked = by_hand | by_status | other
             plans = {what: await plan_of(conn, q) for what, q in asked.items()}

@@ -267,6 +267,14 @@ class Settings(CalendarSettings, InstanceSettings):
     # "cannot reach PostgreSQL" (asyncpg's own wait is a minute): a hung server, a half-open
     # firewall, a load balancer whose backend is gone (shared.db.engine.async_engine).
     db_connect_timeout_seconds: float = Field(10.0, gt=0)
+    # How long a service's transaction may sit idle (the server waiting for its next
+    # statement) before PostgreSQL ends it and its session (idle_in_transaction_session_timeout,
+    # 0: never): a process frozen, paused or cut off mid-transaction then holds its locks (a
+    # credit line's, a lot's, the outbox relay's) from the other instances this long, not until
+    # it thaws. Longer than any transaction of a service waits between two statements: the
+    # relay's, which waits for Kafka's answers (its producer's request timeout, 30 s), is the
+    # longest (shared.db.engine.Database).
+    db_idle_in_transaction_timeout_seconds: float = Field(60.0, ge=0)
     handler_max_attempts: int = 3
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts

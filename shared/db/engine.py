@@ -110,6 +110,33 @@ def at_commit(exc: BaseException) -> BaseException:
     return exc
 
 
+KEEPALIVE_SECONDS = (30, 10, 3)
+"""When the server asks whether a quiet client is still there, how often it asks again, and
+how many unanswered asks end its session (``tcp_keepalives_idle``, ``_interval``,
+``_count``): a client whose host went away (paused, cut off: a half-open connection) is
+found gone within a minute, not the kernel's two hours. A frozen process's kernel still
+answers them: its idle transaction is ended by the timeout (:func:`session_settings`)."""
+
+
+def session_settings(settings: Settings, schema: str) -> dict[str, str]:
+    """What each session of a service's :class:`Database` is set to at login: its name in
+    ``pg_stat_activity`` (``caravan-<schema>``); a transaction left idle longer than
+    ``db_idle_in_transaction_timeout_seconds`` ended by the server, its session with it
+    (SQLSTATE 25P03, a connection lost to the process when it goes on), so that a process
+    frozen mid-transaction frees its locks for the other instances; and TCP keepalives
+    (:data:`KEEPALIVE_SECONDS`; ignored over a Unix socket)."""
+    idle, interval, count = KEEPALIVE_SECONDS
+    return {
+        "application_name": f"caravan-{schema}",
+        "idle_in_transaction_session_timeout": str(
+            round(settings.db_idle_in_transaction_timeout_seconds * 1000)
+        ),
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": str(interval),
+        "tcp_keepalives_count": str(count),
+    }
+
+
 class Database:
     """A service's handle on PostgreSQL. Creating it connects to nothing."""
 
@@ -129,7 +156,7 @@ class Database:
             # ...]": buyers' addresses, phone numbers, texts), in the tracebacks consumers and
             # HTTP 500s log.
             hide_parameters=True,
-            connect_args={"server_settings": {"application_name": f"caravan-{schema}"}},
+            connect_args={"server_settings": session_settings(settings, schema)},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -176,8 +203,9 @@ class Kind(Enum):
     """The server turned the connection away while starting up or shutting down (57P03)."""
     CONNECTION_LOST = "connection lost"
     """A connection made and lost: closed (SQLAlchemy's dialect invalidated it; asyncpg's
-    "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02),
-    or met while its end was being read (asyncpg's ``InternalClientError``: a pooled
+    "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02)
+    or for a transaction left idle too long (25P03: :func:`session_settings`), or met while
+    its end was being read (asyncpg's ``InternalClientError``: a pooled
     connection the server ended while it sat idle, taken before asyncpg saw it close)."""
     CONNECTION_FAILED = "connection failed"
     """A ``ConnectionError`` that :func:`async_engine`'s connect did not mark: a socket of
@@ -296,6 +324,7 @@ _BY_SQLSTATE = {
     "08": Kind.CONNECTION_LOST,
     "57P01": Kind.CONNECTION_LOST,
     "57P02": Kind.CONNECTION_LOST,
+    "25P03": Kind.CONNECTION_LOST,  # a transaction idle too long: its session ended
     "57P03": Kind.NOT_READY,
     "28": Kind.LOGIN_REFUSED,
     "3D000": Kind.LOGIN_REFUSED,

@@ -4,6 +4,8 @@ lots, 300 concurrent single-unit orders. Exactly 100 are confirmed, 200 cancelle
 
 import asyncio
 import json
+import os
+import signal
 import uuid
 
 from shared.events.envelope import CloudEvent
@@ -12,6 +14,8 @@ from shared.events.registry import PoisonRecord, parse_record
 from shared.messaging import kafka_admin
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.test_inventory_holds import BUYER as HOLD_BUYER
+from tests.e2e.test_inventory_holds import place
 from tests.harness import System
 
 ORDERS = 300
@@ -153,3 +157,71 @@ async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
         ids=list(outcomes.order_ids),
     )
     assert {r.order_id for r in held} == confirmed_ids
+
+
+IDLE_TIMEOUT = {"CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "3"}
+
+
+async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout(
+    caravan: System,
+) -> None:
+    """An instance frozen mid-transaction (``kill -STOP``: a paused VM or container, a stuck
+    event loop) held its lot's lock until it thawed: the group handed its partitions to the
+    other instance, whose reservation then waited on that lock, and no order of the SKU went
+    on. PostgreSQL now ends a service's transaction idle longer than
+    ``db_idle_in_transaction_timeout_seconds`` (3 s here), and the other instance reserves
+    the order; the thawed one finds its connection ended and retries, a warning, no error."""
+    sku = f"INV-FROZEN-{uuid.uuid4().hex[:8]}"
+    lot = f"{sku}-A"
+    await caravan.seed(
+        one_sku_seed(sku, 100, {"A": (10, -10, 10)}, [{**HOLD_BUYER, "credit_limit_fen": 10**9}])
+    )
+    await caravan.restart(("inventory",), **IDLE_TIMEOUT)
+    [host] = caravan.procs.hosts(("inventory",))
+    frozen = caravan.procs.procs[host]
+    thawed = False
+    try:
+        async with caravan.row_locked("inventory.lots", "lot_id", lot):
+            order_id = await place(caravan, sku, 1)
+            await caravan.lock_waiters("inventory.lots", "the order to wait for its lot")
+            os.kill(frozen.pid, signal.SIGSTOP)
+        # The lock granted to the frozen instance's statement: its transaction sits idle.
+        idle = (
+            "select count(*) from pg_stat_activity where application_name = 'caravan-inventory'"
+            " and state = 'idle in transaction' and query ilike '%inventory.lots%'"
+        )
+        await caravan.until(lambda: caravan.scalar(idle), "the frozen transaction to hold the lot")
+        base = caravan.procs.env
+        caravan.procs.env = {**base, **IDLE_TIMEOUT}
+        try:
+            caravan.procs.start(("inventory",), instance=2)
+        finally:
+            caravan.procs.env = base
+        reserved = await caravan.wait_for(
+            lambda: caravan.log.events(
+                Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id
+            ),
+            timeout=60,
+        )
+        assert reserved[0].data["lines"][0]["lots"][0]["lot_id"] == lot, reserved[0].data
+        os.kill(frozen.pid, signal.SIGCONT)
+        thawed = True
+        log = caravan.procs.log_dir / f"{host}.log"
+        started = caravan.procs.logged[host]
+
+        def lines() -> list[dict[str, object]]:
+            said = log.read_bytes()[started:].decode()
+            return [json.loads(line) for line in said.splitlines() if line.startswith("{")]
+
+        await caravan.until(
+            lambda: [e for e in lines() if "transient fault" in str(e.get("message"))],
+            "the thawed instance to retry its ended transaction",
+        )
+        errors = [e for e in lines() if e.get("level") in ("error", "critical")]
+        assert errors == [], errors
+        caravan.procs.check_alive()
+    finally:
+        if not thawed:
+            os.kill(frozen.pid, signal.SIGCONT)
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+        await caravan.restart(("inventory",))

@@ -216,6 +216,24 @@ def test_a_lost_connection_stays_transient(error: Exception) -> None:
             assert fault(exc).kind.lost, repr(exc)
 
 
+def test_a_transaction_ended_for_sitting_idle_is_a_connection_lost() -> None:
+    """PostgreSQL ends the session of a transaction idle past its
+    ``idle_in_transaction_session_timeout`` (a process frozen mid-transaction, then thawed):
+    FATAL 25P03. asyncpg mostly finds the connection closed by then; a statement sent as the
+    server ends it is answered with the error itself, which was a bug's (a handler's error
+    with its traceback, the record dead-lettered after its tries), where it is a connection
+    lost, retried."""
+    error = asyncpg.IdleInTransactionSessionTimeoutError(
+        "terminating connection due to idle-in-transaction timeout"
+    )
+    for exc in (error, as_the_dialect_raises(error)):
+        assert fault(exc).kind is Kind.CONNECTION_LOST, repr(exc)
+        assert described(exc) == (
+            "PostgreSQL ended the connection:"
+            " terminating connection due to idle-in-transaction timeout"
+        )
+
+
 def test_a_loop_logs_a_transient_fault_as_a_warning_and_a_bug_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

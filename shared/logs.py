@@ -159,6 +159,14 @@ KAFKA_UNREACHABLE = frozenset(
 )
 
 
+# aiokafka's line (0.14's words) that a commit of offsets was refused because the group went on
+# without this member (UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError):
+# an instance away past its session (frozen, paused, cut off) is fenced so, as it is to be, and
+# rejoins; the records it handled and could not commit are handled again by their next owner,
+# whose inbox drops them. aiokafka logs it as an error, though no bug of ours.
+KAFKA_FENCED = frozenset({"OffsetCommit failed for group %s due to group error (%s), will rejoin"})
+
+
 # The OTLP exporter's lines (opentelemetry-exporter-otlp-proto-http 1.45's words) that say no
 # more than that the collector does not answer: a warning at each retry and an error at each
 # batch given up on (one every ten seconds while spans are made), then a stop's; or that it
@@ -257,6 +265,14 @@ class KafkaOutage(Outage):
     lines = KAFKA_UNREACHABLE
 
 
+class KafkaFenced(Outage):
+    """aiokafka's line that this member was fenced from its group (:data:`KAFKA_FENCED`): a
+    warning, said as a fault retried meanwhile is, since it rejoins by itself."""
+
+    source = "aiokafka"
+    lines = KAFKA_FENCED
+
+
 class CollectorOutage(Outage):
     """The OTLP exporter's lines that the collector does not answer or refuses the spans:
     said once an outage, which ends when the exporter next delivers
@@ -343,6 +359,7 @@ def configure_logging(service: str, level: str = "INFO", instance: str | None = 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, instance))
     handler.addFilter(KafkaOutage(level=logging.getLevelName(level)))
+    handler.addFilter(KafkaFenced(level=logging.getLevelName(level)))
     COLLECTOR_OUTAGE.level = logging.getLevelName(level)
     handler.addFilter(COLLECTOR_OUTAGE)
     handler.addFilter(FAULTS)

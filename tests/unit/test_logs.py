@@ -1,6 +1,7 @@
 """Log lines (shared/logs.py): JSON with the service's name, and no buyer's phone number in
 them, whichever code logged it."""
 
+import ast
 import asyncio
 import gc
 import inspect
@@ -17,7 +18,8 @@ from typing import cast
 import httpx
 import pytest
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from aiokafka.consumer import group_coordinator
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, UnknownMemberIdError
 from aiokafka.producer import sender
 from hypothesis import given
 from hypothesis import strategies as st
@@ -477,6 +479,35 @@ def test_a_producer_s_send_failing_in_a_kafka_outage_is_one_warning(
     lines = [json.loads(line) for line in service_lines.getvalue().splitlines()]
     assert [(s["level"], s["message"]) for s in lines] == [
         ("warning", "Got error produce response: NodeNotReadyError: node 1 not ready")
+    ], lines
+
+
+def test_a_member_fenced_from_its_group_is_a_warning_not_an_error(
+    service_lines: io.StringIO,
+) -> None:
+    """An instance frozen past its session (``kill -STOP``) and thawed commits the offsets it
+    handled, which the group refuses (UnknownMemberIdError): aiokafka logs it as an error and
+    rejoins. The expected fencing of a member the group went on without, not a bug: a
+    warning, in aiokafka's words. Its other commit failures stay errors."""
+    fenced = "OffsetCommit failed for group %s due to group error (%s), will rejoin"
+    other = "OffsetCommit failed for group %s on partition %s with offset %s: %s"
+    said = ast.walk(ast.parse(inspect.getsource(group_coordinator)))
+    assert fenced in {n.value for n in said if isinstance(n, ast.Constant)}  # aiokafka's words
+    log = logging.getLogger(group_coordinator.__name__)
+    log.error(fenced, "caravan-inventory", UnknownMemberIdError("caravan-inventory"))
+    log.error(other, "caravan-inventory", "tp", 5, "OffsetOutOfRangeError")
+    lines = [json.loads(line) for line in service_lines.getvalue().splitlines()]
+    assert [(s["level"], s["message"]) for s in lines] == [
+        (
+            "warning",
+            "OffsetCommit failed for group caravan-inventory due to group error"
+            " ([Error 25] UnknownMemberIdError: caravan-inventory), will rejoin",
+        ),
+        (
+            "error",
+            "OffsetCommit failed for group caravan-inventory on partition tp with offset 5:"
+            " OffsetOutOfRangeError",
+        ),
     ], lines
 
 

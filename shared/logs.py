@@ -159,6 +159,20 @@ KAFKA_UNREACHABLE = frozenset(
 )
 
 
+# aiokafka's lines (0.14's words) that a partition's leader or the group's coordinator is not
+# (yet) the broker asked: a broker just back from a restart, loading its partitions and groups
+# (a drill's kill -9 of Kafka for 80 s: 14 to 27 NotLeaderForPartitionError sends and 8 to 12
+# heartbeats per service, all within 3 s of its return), or leadership moved. aiokafka looks the
+# new one up and retries (only a retriable error is said so): part of the outage before it, and
+# said as one (once a minute) when they go on by themselves, leadership never settling.
+KAFKA_MOVING = frozenset(
+    {
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+    }
+)
+
+
 # aiokafka's line (0.14's words) that a commit of offsets was refused because the group went on
 # without this member (UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError):
 # an instance away past its session (frozen, paused, cut off) is fenced so, as it is to be, and
@@ -257,12 +271,14 @@ class Outage(logging.Filter):
 
 
 class KafkaOutage(Outage):
-    """aiokafka's lines that a broker cannot be reached: aiokafka tries a broker again within
-    a second, and says nothing above debug once it connects, so ten seconds without a line
-    end an outage."""
+    """aiokafka's lines that a broker cannot be reached, and those that a leader or the
+    coordinator is not yet the broker asked (:data:`KAFKA_MOVING`), which follow a broker's
+    return: one outage, a broker's restart said once. aiokafka tries a broker again within
+    a second, and says nothing above debug once it connects and finds the leaders, so ten
+    seconds without a line end an outage."""
 
     source = "aiokafka"
-    lines = KAFKA_UNREACHABLE
+    lines = KAFKA_UNREACHABLE | KAFKA_MOVING
 
 
 class KafkaFenced(Outage):

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import sys
+import types
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace, TracebackType
 from typing import cast
@@ -482,6 +483,52 @@ def test_a_producer_s_send_failing_in_a_kafka_outage_is_one_warning(
     ], lines
 
 
+def aiokafka_words(module: types.ModuleType) -> set[str]:
+    """Every string constant in ``module``'s source (a line's words split over several
+    literals are one constant)."""
+    said = ast.walk(ast.parse(inspect.getsource(module)))
+    return {n.value for n in said if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+NOT_LEADER = "Got error produce response on topic-partition %s, retrying. Error: %s"
+NO_COORDINATOR = (
+    "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid"
+)
+
+
+def test_a_kafka_restart_is_said_in_a_few_lines() -> None:
+    """A drill killed Kafka for 80 s: besides the outage's warnings, each service logged 14 to
+    27 of "Got error produce response on topic-partition ..., retrying. Error:
+    NotLeaderForPartitionError" and 8 to 12 of "Heartbeat failed for group ...: coordinator
+    ... is either not started or not valid", all within 3 s of the broker's return (its
+    partitions and groups loading). They are the outage's: the restart is said twice (at
+    its start, and a minute on); the same lines going on by themselves, a leader never
+    found, are said once a minute while they do. The words are aiokafka's own."""
+    assert NOT_LEADER in aiokafka_words(sender)
+    assert NO_COORDINATOR in aiokafka_words(group_coordinator)
+    now = [0.0]
+    outage = KafkaOutage(clock=lambda: now[0])
+
+    def said_at(at: float, name: str, message: str, args: tuple[object, ...]) -> str:
+        now[0] = at
+        record = logging.LogRecord(name, logging.WARNING, "", 0, message, args, None)
+        return record.getMessage() if outage.filter(record) else ""
+
+    unreachable = ("aiokafka.conn", UNREACHABLE, ("kafka", 9092, "refused"))
+    not_leader = (sender.__name__, NOT_LEADER, ("orders-0", "NotLeaderForPartitionError"))
+    no_coordinator = (group_coordinator.__name__, NO_COORDINATOR, ("caravan-orders", 1))
+    down = [said_at(at, *unreachable) for at in range(80)]
+    back = [
+        said_at(80 + at / 10, *line) for at in range(30) for line in (not_leader, no_coordinator)
+    ]
+    assert [line for line in down + back if line] == [
+        'Unable connect to "kafka:9092": refused',
+        'Unable connect to "kafka:9092": refused (59 more like it not logged; the first 60 s ago)',
+    ]
+    later = [said_at(200 + at / 2, *not_leader) for at in range(250)]  # leaders never found
+    assert [at for at, line in enumerate(later) if line] == [0, 120, 240], later
+
+
 def test_a_member_fenced_from_its_group_is_a_warning_not_an_error(
     service_lines: io.StringIO,
 ) -> None:
@@ -491,8 +538,7 @@ def test_a_member_fenced_from_its_group_is_a_warning_not_an_error(
     warning, in aiokafka's words. Its other commit failures stay errors."""
     fenced = "OffsetCommit failed for group %s due to group error (%s), will rejoin"
     other = "OffsetCommit failed for group %s on partition %s with offset %s: %s"
-    said = ast.walk(ast.parse(inspect.getsource(group_coordinator)))
-    assert fenced in {n.value for n in said if isinstance(n, ast.Constant)}  # aiokafka's words
+    assert fenced in aiokafka_words(group_coordinator)
     log = logging.getLogger(group_coordinator.__name__)
     log.error(fenced, "caravan-inventory", UnknownMemberIdError("caravan-inventory"))
     log.error(other, "caravan-inventory", "tp", 5, "OffsetOutOfRangeError")

@@ -75,6 +75,15 @@ def read_secret_file(variable: str, path: str) -> str:
 
 
 MIN_SECRET_LENGTH = 16
+RELAY_KAFKA_WAIT_SECONDS = 30.0
+"""How long the outbox relay's producer waits for Kafka's answer to a request (its request
+timeout: :func:`shared.messaging.relay.make_producer`), with the relay's batch transaction open
+meanwhile: the longest a service's transaction waits between two statements."""
+IDLE_MARGIN_SECONDS = 10.0
+"""What ``db_idle_in_transaction_timeout_seconds`` must exceed :data:`RELAY_KAFKA_WAIT_SECONDS`
+by: the relay's own work around that wait (its rows queued to the producer, the answers read
+back, an event loop slowed on a busy host), so that a relay batch waiting on a slow Kafka is
+not ended by the server, and then sent again and again, each try ended the same way."""
 STUCK_AFTER_SECONDS = 300.0  # at most (Settings.stuck_after_seconds)
 
 
@@ -273,7 +282,8 @@ class Settings(CalendarSettings, InstanceSettings):
     # credit line's, a lot's, the outbox relay's) from the other instances this long, not until
     # it thaws. Longer than any transaction of a service waits between two statements: the
     # relay's, which waits for Kafka's answers (its producer's request timeout, 30 s), is the
-    # longest (shared.db.engine.Database).
+    # longest (shared.db.engine.Database): a service refuses a shorter one
+    # (:meth:`idle_timeout_refusal`).
     db_idle_in_transaction_timeout_seconds: float = Field(60.0, ge=0)
     handler_max_attempts: int = 3
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
@@ -466,7 +476,24 @@ class Settings(CalendarSettings, InstanceSettings):
         refusals = [] if self.database_url is not None else [NO_DATABASE_URL]
         if (kafka := self.kafka_refusal()) is not None:
             refusals.append(kafka)
+        if (idle := self.idle_timeout_refusal()) is not None:
+            refusals.append(idle)
         return refusals
+
+    def idle_timeout_refusal(self) -> str | None:
+        """Why ``db_idle_in_transaction_timeout_seconds`` may not be a service's, or None: a
+        timeout, not 0 (never), no longer than the outbox relay's wait for Kafka's answers
+        plus :data:`IDLE_MARGIN_SECONDS` would end every relay batch waiting on a slow Kafka,
+        sent again and again (every service runs a relay; the commands run none)."""
+        idle, least = self.db_idle_in_transaction_timeout_seconds, RELAY_KAFKA_WAIT_SECONDS
+        if idle == 0 or idle > least + IDLE_MARGIN_SECONDS:
+            return None
+        return (
+            f"CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS ({idle:g} s) must be 0 (never) or"
+            f" over {least + IDLE_MARGIN_SECONDS:g} s: the outbox relay's transaction waits up to"
+            f" its producer's request timeout ({least:g} s) for Kafka's answers, and one ended"
+            " so is sent again and again"
+        )
 
     def named_kafka(self) -> str | None:
         """The brokers KAFKA_BOOTSTRAP_SERVERS names (the environment, else ``.env``); None

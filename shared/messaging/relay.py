@@ -48,7 +48,7 @@ from shared.kafka_security import client_kwargs
 from shared.logs import answers_again, retried
 from shared.messaging.tables import UNSENT
 from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED, start_at_zero
-from shared.settings import Settings
+from shared.settings import RELAY_KAFKA_WAIT_SECONDS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def make_producer(
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
-        request_timeout_ms=30_000,
+        request_timeout_ms=round(RELAY_KAFKA_WAIT_SECONDS * 1000),
     )
 
 

@@ -12,6 +12,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.events.registry import PoisonRecord, parse_record
 from shared.messaging import kafka_admin
+from shared.settings import IDLE_MARGIN_SECONDS, RELAY_KAFKA_WAIT_SECONDS
 from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.test_inventory_holds import BUYER as HOLD_BUYER
@@ -159,7 +160,9 @@ async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
     assert {r.order_id for r in held} == confirmed_ids
 
 
-IDLE_TIMEOUT = {"CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "3"}
+# The shortest a service takes (Settings.idle_timeout_refusal).
+IDLE_SECONDS = RELAY_KAFKA_WAIT_SECONDS + IDLE_MARGIN_SECONDS + 1
+IDLE_TIMEOUT = {"CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": f"{IDLE_SECONDS:g}"}
 
 
 async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout(
@@ -169,8 +172,9 @@ async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout
     event loop) held its lot's lock until it thawed: the group handed its partitions to the
     other instance, whose reservation then waited on that lock, and no order of the SKU went
     on. PostgreSQL now ends a service's transaction idle longer than
-    ``db_idle_in_transaction_timeout_seconds`` (3 s here), and the other instance reserves
-    the order; the thawed one finds its connection ended and retries, a warning, no error."""
+    ``db_idle_in_transaction_timeout_seconds`` (41 s here, the shortest taken), and the other
+    instance reserves the order; the thawed one finds its connection ended and retries, a
+    warning, no error."""
     sku = f"INV-FROZEN-{uuid.uuid4().hex[:8]}"
     lot = f"{sku}-A"
     await caravan.seed(
@@ -201,7 +205,7 @@ async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout
             lambda: caravan.log.events(
                 Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id
             ),
-            timeout=60,
+            timeout=IDLE_SECONDS + 60,
         )
         assert reserved[0].data["lines"][0]["lots"][0]["lot_id"] == lot, reserved[0].data
         os.kill(frozen.pid, signal.SIGCONT)

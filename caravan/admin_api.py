@@ -55,8 +55,8 @@ def answer(
     """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
     by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
     ``b-1``); an unreachable API, a 503 of its database away (for which it says to run the
-    command again once PostgreSQL is back, not its ``Retry-After`` of 1 s) or a header that
-    cannot be sent is an :class:`OperatorError` of exit 2, another problem answer a
+    command again once PostgreSQL is back, not its ``Retry-After`` of a few seconds) or a
+    header that cannot be sent is an :class:`OperatorError` of exit 2, another problem answer a
     :class:`ProblemAnswer` (with the fields at fault, if any, on the lines after it)."""
     import httpx  # here: every command imports this module, not every command calls
 

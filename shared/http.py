@@ -351,10 +351,20 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return unavailable("Service Unavailable", DATABASE_AWAY)
 
 
-def unavailable(title: str, detail: str, retry_after: int = 1) -> JSONResponse:
-    """A 503 problem, to be asked again (``Retry-After``, 1 s unless said): something the
-    answer needs is away for now."""
-    response = problem(503, title, detail)
+RETRY_SECONDS = 5
+"""The ``Retry-After`` of a 503 that passes by itself (PostgreSQL away, the orders API for the
+operations page), unless a route knows better: PostgreSQL restarting or failing over is away
+for seconds to a minute, and each request meanwhile tries a connection to a server starting up:
+a client asked back every second sends five times as many, each to be refused
+again, where this costs it at most a few seconds once the database is back."""
+
+
+def unavailable(
+    title: str, detail: str, retry_after: int = RETRY_SECONDS, **extra: Any
+) -> JSONResponse:
+    """A 503 problem (with ``extra`` members), to be asked again (``Retry-After``,
+    :data:`RETRY_SECONDS` unless said): something the answer needs is away for now."""
+    response = problem(503, title, detail, **extra)
     response.headers["Retry-After"] = str(retry_after)
     return response
 
@@ -511,7 +521,8 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     async def healthz(request: Request) -> Any:
         """What the service reaches and whether its work moves (``GET`` or ``HEAD``, as load
         balancers check): 503 naming what is down (``down``) and why (``detail``) when
-        PostgreSQL is away, for nothing is done without it. Kafka not heard from lately
+        PostgreSQL is away, for nothing is done without it (with ``Retry-After`` where that
+        passes by itself, :data:`RETRY_SECONDS`). Kafka not heard from lately
         is said (``"status": "degraded"``) with a 200: what the service takes meanwhile (an
         order, a lot) waits in its outbox and is lost to nobody, so a load balancer must not
         take it away for that. So is a topic the service reads that Kafka says it has not
@@ -532,13 +543,15 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         instance's alone: every instance of the service names them."""
         nonlocal met
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
+        passing: dict[str, str] = {}  # PostgreSQL's fault, if it passes by itself
         try:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
             checks["database"] = described(exc, public=True)
             said = described(exc, address(db.engine))
-            retrying = retried_fault(exc) or retried(said)  # polled again, whatever it is
+            passing = retried_fault(exc)
+            retrying = passing or retried(said)  # polled again, whatever it is
             met = retrying[FAULT]
             log.warning("/healthz: %s", said, extra=retrying)
         else:
@@ -564,7 +577,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
                 checks["relay"] = relay_said(outbox, settings.outbox_stall_seconds)
         down = [name for name, said in checks.items() if said != "ok"]
         detail = "; ".join(f"{name}: {checks[name]}" for name in down)
-        if "database" in down:
+        if "database" in down and passing:  # away: restarting, unreachable for now
+            return unavailable("Unhealthy", detail, down=down, checks=checks)
+        if "database" in down:  # a login refused, a database missing: not to be waited out
             return problem(503, "Unhealthy", detail, down=down, checks=checks)
         if down:
             return {"status": "degraded", "down": down, "detail": detail, "checks": checks}

@@ -35,7 +35,7 @@ from shared.events.envelope import new_event
 from shared.events.inventory import StockSold
 from shared.events.payments import InstalmentDue
 from shared.events.registry import Parsed
-from shared.http import PROBLEM, create_app
+from shared.http import PROBLEM, RETRY_SECONDS, create_app
 from shared.logs import FAULTS
 from shared.loops import sweeping
 from shared.messaging.consumer import Consumer, Handler, Subscription
@@ -489,7 +489,8 @@ async def test_a_postgresql_outage_is_one_warning_a_service_then_a_line_when_it_
     loop's and every request's at each retry. Each says the fault once (then at most once a
     minute while it lasts) and, once a connection is made again, that PostgreSQL answers,
     after how long and how many warnings were not logged; here six requests each that meet
-    the outage (a token never seen is read from the database: 503), besides its loops."""
+    the outage (a token never seen is read from the database: 503) and a /healthz, besides
+    its loops. Each 503 says when to ask again (``Retry-After``: /healthz's said nothing)."""
     never = await caravan.issue_token(f"outage-logs-{uuid.uuid4().hex[:6]}", "ops")
     logs = {service: caravan.procs.log_dir / f"{service}.log" for service in SERVICES}
     before = {service: log.stat().st_size for service, log in logs.items()}
@@ -500,7 +501,12 @@ async def test_a_postgresql_outage_is_one_warning_a_service_then_a_line_when_it_
         for service in SERVICES:
             async with caravan.api(service, token=never) as api:
                 for _ in range(6):
-                    assert (await api.get("/metrics")).status_code == 503, service
+                    answer = await api.get("/metrics")
+                    asked = (answer.status_code, answer.headers.get("retry-after"))
+                    assert asked == (503, str(RETRY_SECONDS)), service
+                health = await api.get("/healthz")  # PostgreSQL away too: no line of its own
+                asked = (health.status_code, health.headers.get("retry-after"))
+                assert asked == (503, str(RETRY_SECONDS)), service
     finally:
         await asyncio.to_thread(pg.start)
         await caravan.engine.dispose()  # the test's own pooled connections died with it

@@ -14,7 +14,7 @@ from sqlalchemy import make_url
 
 from shared.db import Database
 from shared.db.engine import connecting
-from shared.http import PROBLEM, KafkaContact, create_app
+from shared.http import PROBLEM, RETRY_SECONDS, KafkaContact, create_app
 from shared.settings import Settings
 from shared.stall import OUTBOX, Stalls
 from tests.unit.conftest import Clock, said
@@ -184,6 +184,21 @@ async def test_a_fault_that_is_not_transient_is_a_line_a_minute_too(
     for _ in range(3):
         assert (await ask(app)).status_code == 503
     assert len(said(caplog, "shared.http")) == 1, said(caplog, "shared.http")
+
+
+async def test_postgresql_away_says_when_to_ask_again_a_login_refused_does_not() -> None:
+    """The 503 of PostgreSQL away gave no ``Retry-After``, as the requests' 503 did: a client
+    of /healthz had no word of when to ask again. One that no wait mends (a login refused)
+    gives none."""
+    contact = KafkaContact(silent_after=30, clock=Clock())
+    away = await health(contact, database_down=True)
+    assert (away.status_code, away.headers.get("retry-after")) == (503, str(RETRY_SECONDS))
+    database = FakeDatabase(down=True)
+    refused = asyncpg.InvalidPasswordError('password authentication failed for user "caravan"')
+    database.engine.error = refused
+    answer = await ask(serving(contact, database))
+    assert (answer.status_code, answer.headers.get("retry-after")) == (503, None)
+    assert answer.json()["down"] == ["database"]
 
 
 async def test_a_load_balancer_may_check_with_head() -> None:

@@ -19,7 +19,8 @@ from services.platform.domain.delivery import Backoff
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
 from shared.db import Database
-from shared.http import NO_NUL, PROBLEM, create_app, require
+from shared.db.engine import connecting
+from shared.http import NO_NUL, PROBLEM, RETRY_SECONDS, create_app, require
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
@@ -63,6 +64,20 @@ async def test_an_unexpected_error_is_a_500_problem_and_one_error_log_line(
     [logged] = [r for r in caplog.records if r.exc_info]
     assert logged.levelno == logging.ERROR and "GET /broken/here" in logged.getMessage()
     assert logged.exc_info is not None and logged.exc_info[1] is error
+
+
+async def test_a_request_meeting_postgresql_away_is_asked_again_in_a_few_seconds() -> None:
+    """POST /orders, or any route, while PostgreSQL is away: a 503 saying to come back in
+    :data:`RETRY_SECONDS` (it was 1 s: a client asked back every second through a restart)."""
+    app = service()
+
+    @app.post("/away")
+    async def away() -> None:
+        raise connecting(ConnectionRefusedError(111, "Connect call failed"), "db.example:5433")
+
+    answer = await call(app, "POST", "/away")
+    assert (answer.status_code, answer.headers["content-type"]) == (503, PROBLEM), answer.text
+    assert answer.headers["retry-after"] == "5" == str(RETRY_SECONDS)
 
 
 async def test_fastapis_own_refusals_say_what_was_asked() -> None:

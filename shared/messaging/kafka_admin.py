@@ -24,6 +24,7 @@ from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v2,
 )
 from aiokafka.protocol.api import Request
+from aiokafka.protocol.commit import OffsetFetchRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from shared.kafka_security import client_kwargs
@@ -192,11 +193,34 @@ async def offsets(consumer: AIOKafkaConsumer, topic: str) -> list[PartitionOffse
     tps = await topic_partitions(consumer, topic)
     begin = await consumer.beginning_offsets(tps)
     end = await consumer.end_offsets(tps)
-    result = []
-    for tp in tps:
-        committed = await consumer.committed(tp)
-        result.append(PartitionOffsets(tp.partition, begin[tp], end[tp], committed))
-    return result
+    done = await committed(consumer, tps)
+    return [PartitionOffsets(tp.partition, begin[tp], end[tp], done[tp]) for tp in tps]
+
+
+async def committed(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """The committed offset of each of ``tps`` (None: none committed) of ``consumer``'s group
+    (a :func:`group_client`), asked of its coordinator in one request.
+
+    Not aiokafka's ``committed``: a coordinator that cannot answer for the group yet (a
+    broker just restarted, loading the group's offsets: COORDINATOR_LOAD_IN_PROGRESS, or
+    NOT_COORDINATOR before that) says so, from OffsetFetch version 2, in the answer's own
+    error code with no partition listed, which aiokafka does not read: it returned None, no
+    offset committed, and the lag read every record the topic keeps (thousands, the first
+    sample after a Kafka restart). That error is raised here (retriable): unknown, not none."""
+    request = OffsetFetchRequest(consumer._group_id, [(tps[0].topic, [tp.partition for tp in tps])])
+    node = await consumer._client.coordinator_lookup(GROUP_COORDINATOR, consumer._group_id)
+    response = await consumer._client.send(node, request)
+    if getattr(response, "error_code", 0):  # no such field before version 2
+        raise for_code(response.error_code)(f"fetching group {consumer._group_id}'s offsets")
+    found: dict[TopicPartition, int | None] = dict.fromkeys(tps)
+    for topic, partitions in response.topics:
+        for partition, offset, _metadata, error in partitions:
+            if error:
+                raise for_code(error)(f"fetching the offset of {topic}[{partition}]")
+            found[TopicPartition(topic, partition)] = offset if offset >= 0 else None
+    return found
 
 
 async def offsets_at(consumer: AIOKafkaConsumer, topic: str, timestamp_ms: int) -> dict[int, int]:

@@ -17,13 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from caravan.infra.kafka import LocalKafka
 from shared.messaging.admin import ensure_topics
 from shared.messaging.consumer import HandledOffsets
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
+from tests.harness import sent
 
 OWN_KAFKA_PORT = KAFKA_PORT + 3  # a broker of the test's own, to stop (test_relay_stop: + 2)
 TOPIC = Topic.ORDER_EVENTS.value
@@ -40,12 +41,7 @@ async def test_a_consumer_stops_in_time_when_its_revoking_commit_finds_no_coordi
     try:
         await asyncio.to_thread(kafka.wait_ready)
         await ensure_topics(bootstrap, partitions=1)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(TOPIC, b"handled, not committed")
-        finally:
-            await producer.stop()
+        await sent(bootstrap, TOPIC, [b"handled, not committed"])
         offsets = HandledOffsets(interval=60)  # nothing committed but by the revoke
         revoking = asyncio.Event()
         revoked = offsets.revoked

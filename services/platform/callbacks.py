@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
 from services.platform.adapters.tables import callbacks
 from services.platform.domain.delivery import Backoff, CallbackStatus, Verdict, verdict
-from services.platform.metrics import CALLBACK_CALLS, CALLBACKS
+from services.platform.metrics import CALLBACK_CALLS, CALLBACKS, CALLBACKS_OLDEST
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
@@ -193,5 +193,18 @@ STATUSES: tuple[str, ...] = get_args(CallbackStatus)
 def callbacks_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
     """Callbacks by status, for ``/metrics``: those pending or being sent at every sample
     (through ``callbacks_due``), delivered and failed ones up to ``whole_every`` behind (the
-    table keeps a callback for every platform order's outcome)."""
-    return StatusGauge(engine, CALLBACKS, callbacks.c.status, STATUSES, STATUSES[:2], whole_every)
+    table keeps a callback for every platform order's outcome); and how long the oldest of
+    them has waited since it was queued (``caravan_platform_callbacks_oldest_seconds``, alert
+    ``CaravanPlatformCallbacksWaiting``): a status API that hangs, fails or refuses our
+    signature has its callbacks retried (for about two hours by default) before any fails,
+    and meanwhile their count stays flat."""
+    return StatusGauge(
+        engine,
+        CALLBACKS,
+        callbacks.c.status,
+        STATUSES,
+        STATUSES[:2],
+        whole_every,
+        callbacks.c.created_at,
+        CALLBACKS_OLDEST,
+    )

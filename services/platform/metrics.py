@@ -51,6 +51,11 @@ CALLBACK_CALLS = Counter(
 CALLBACKS = Gauge(
     "caravan_platform_callbacks", "Status callbacks by status (pending, failed, ...)", ["status"]
 )
+CALLBACKS_OLDEST = Gauge(
+    "caravan_platform_callbacks_oldest_seconds",
+    "How long the oldest status callback not yet delivered (pending or being sent) has waited"
+    " since it was queued (0: none): the platform's status API hanging, or refusing us",
+)
 
 
 def start_at_zero_for(apps: Iterable[str], accepted: Iterable[str], decided: Iterable[str]) -> None:

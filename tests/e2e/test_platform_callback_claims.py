@@ -2,7 +2,7 @@
 one without the app in its settings leaves the callback to one that has it; a claim that
 lapsed unrecorded is claimed again; two instances claiming at once never both claim one;
 the last attempt refused fails the callback; a claim a graceful stop interrupts is handed back,
-claimed again at once."""
+claimed again at once; a callback waiting is gauged until it is delivered."""
 
 import asyncio
 import logging
@@ -11,11 +11,17 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, insert, select, update
 
 from services.platform.adapters.platform_api import PlatformApi, StatusUpdate
 from services.platform.adapters.tables import callbacks
-from services.platform.callbacks import CallbackPolicy, claim_due, deliver_once
+from services.platform.callbacks import (
+    CallbackPolicy,
+    callbacks_by_status,
+    claim_due,
+    deliver_once,
+)
 from services.platform.domain.delivery import Backoff
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
@@ -177,3 +183,33 @@ async def test_a_callback_in_flight_when_the_adapter_stops_is_claimed_again_at_o
         f"the status callbacks of orders {order_id} unfinished as the service stops:"
         " handed back, due again now"
     ]
+
+
+async def test_a_callback_waiting_is_the_oldest_until_it_is_delivered(caravan: System) -> None:
+    """A platform's status API that hangs or refuses our signature has its callbacks retried
+    for about two hours before any fails, their count flat meanwhile:
+    ``caravan_platform_callbacks_oldest_seconds`` says how long the oldest not yet delivered
+    has waited since it was queued, at the sample of every status and at that of the live
+    ones alone (the alert ``CaravanPlatformCallbacksWaiting``'s). Delivered, it no longer
+    counts."""
+    async with caravan.alone("platform") as uow:
+        hour_ago = func.now() - timedelta(hours=1)
+        event_id = await callback_of(uow, APP, created_at=hour_ago, status="sending")
+        gauge = callbacks_by_status(uow.db.engine, whole_every=3600)
+        try:
+            for _ in ("every status", "the live ones"):
+                await gauge.sample()
+                assert 3600 <= oldest_waiting() < 7200
+            async with uow.begin() as tx:
+                delivered = {"status": "delivered", "delivered_at": func.now()}
+                where = callbacks.c.event_id == event_id
+                await tx.conn.execute(update(callbacks).where(where).values(**delivered))
+            await gauge.sample()
+            assert oldest_waiting() < 3600  # other tests' callbacks may wait, none for an hour
+        finally:
+            async with uow.begin() as tx:
+                await tx.conn.execute(callbacks.delete().where(callbacks.c.event_id == event_id))
+
+
+def oldest_waiting() -> float:
+    return REGISTRY.get_sample_value("caravan_platform_callbacks_oldest_seconds") or 0.0

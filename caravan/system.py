@@ -120,12 +120,24 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stop_on_signals() -> None:
-    """Make Ctrl-C, a supervisor's SIGTERM and a closed terminal's SIGHUP all raise
-    ``KeyboardInterrupt`` in this process, so that its ``finally`` blocks stop the services
-    and brokers it started (SIGTERM or SIGHUP would otherwise end it at once and leave them
-    running; a shell may also start a background job with SIGINT ignored)."""
+    """Make Ctrl-C, a supervisor's SIGTERM and a closed terminal's SIGHUP all stop this
+    process as Ctrl-C does, so that its ``finally`` blocks stop the services and brokers it
+    started (SIGTERM or SIGHUP would otherwise end it at once and leave them running; a shell
+    may also start a background job with SIGINT ignored): ``KeyboardInterrupt``, or within
+    ``asyncio.run`` the main task cancelled (:func:`_as_ctrl_c`)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler)
+        if sig != signal.SIGINT:
+            signal.signal(sig, _as_ctrl_c)
+
+
+def _as_ctrl_c(_signum: int, _frame: object) -> None:
+    """SIGTERM or SIGHUP taken as Ctrl-C, by SIGINT's handler: ``KeyboardInterrupt``; or,
+    within ``asyncio.run`` (whose handler it is then), the main task cancelled at its next
+    await, so that its own ``except`` and ``finally`` run in order. ``KeyboardInterrupt``
+    raised wherever the code was could pass them by: ``caravan demo`` stopped by SIGTERM
+    sometimes ended without its "stopped: N of M orders sent" line."""
+    signal.raise_signal(signal.SIGINT)
 
 
 def ignore_stop_signals() -> None:

@@ -67,6 +67,38 @@ def test_without_it_sigterm_skips_the_cleanup(tmp_path: Path) -> None:
     assert code == -signal.SIGTERM
 
 
+IN_THE_TASK = """
+import asyncio, os, signal
+from caravan import system
+
+async def run() -> None:
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # lands while the task's own code runs
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        print("cancelled", flush=True)
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+
+system.stop_on_signals()
+asyncio.run(run())
+"""
+
+
+def test_sigterm_while_a_task_runs_cancels_it_as_ctrl_c_does() -> None:
+    """SIGTERM landing while the task's code runs, not while the loop waits: raised there as
+    ``KeyboardInterrupt``, it passed by the task's ``except CancelledError`` (``caravan
+    demo``'s "stopped" line, missing in a CI run); taken as Ctrl-C, asyncio.run cancels the
+    task at its next await."""
+    done = subprocess.run(
+        [sys.executable, "-c", IN_THE_TASK], cwd=REPO_ROOT, capture_output=True, timeout=30
+    )
+    assert done.stdout == b"cancelled\n", done.stderr.decode()[-2000:]
+    assert done.returncode != 0  # it still ends as interrupted
+
+
 def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> None:
     """``caravan up`` records what it started; killed (SIGKILL: no cleanup), it leaves its
     services holding their ports, and the next ``caravan up`` stops them first."""

@@ -165,8 +165,13 @@ def write_up_env(infra: "Infrastructure", http_host: str, http_port: int) -> Non
 
 
 def record_processes(pid_file: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Write the pids and command lines of ``procs`` (what a run started) to ``pid_file``."""
-    started = {key: {"pid": p.pid, "cmdline": _cmdline(p.pid)} for key, p in procs.items()}
+    """Write the pids and command lines of ``procs`` (what a run started) to ``pid_file``.
+
+    A process's command line is the one it was started with (``args``), not read back from
+    ``/proc``: just after ``Popen`` returns the kernel may still be setting up the new
+    program, and ``/proc/PID/cmdline`` reads empty, which recorded nothing to match, so a
+    killed run's service was never stopped by the next (seen as a flaky test)."""
+    started = {key: {"pid": p.pid, "cmdline": _started_as(p)} for key, p in procs.items()}
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     temporary = pid_file.with_name(pid_file.name + ".tmp")
     temporary.write_text(json.dumps(started))
@@ -196,6 +201,14 @@ def stop_leftovers(pid_file: Path, timeout: float = 15.0) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return sorted(alive)
+
+
+def _started_as(proc: subprocess.Popen[bytes]) -> list[str]:
+    """``proc``'s command line as ``/proc/PID/cmdline`` shows it once it runs: its ``args``."""
+    args = proc.args
+    if isinstance(args, str | bytes | os.PathLike):
+        return [os.fsdecode(args)]
+    return [os.fsdecode(arg) for arg in args]
 
 
 def _cmdline(pid: int) -> list[str] | None:

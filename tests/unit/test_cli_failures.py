@@ -222,6 +222,7 @@ class _Exited:
     """A service process that has exited with 1."""
 
     pid = 0  # no such process: recorded without a command line
+    args: tuple[str, ...] = ()
     returncode: int | None = 1
 
     def poll(self) -> int | None:

@@ -123,6 +123,19 @@ def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> 
             proc.wait()
 
 
+def test_a_process_is_recorded_as_it_was_started_not_as_proc_reads_it(tmp_path: Path) -> None:
+    """Read from /proc just after Popen returned, a command line could be empty (the kernel
+    still setting up the new program): recorded as nothing, the next run never stopped that
+    process (the test above failed so once, ``assert [] == ['orders']``). A process that has
+    already exited reads empty too, so it stands for that moment here."""
+    args = [sys.executable, "-c", "pass"]
+    done = subprocess.Popen(args)
+    done.wait()
+    pid_file = tmp_path / "up.pids"
+    system.record_processes(pid_file, {"orders": done})
+    assert json.loads(pid_file.read_text())["orders"]["cmdline"] == args
+
+
 def test_the_other_commands_reach_the_system_up_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -489,21 +489,16 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
                 answers_again(log, GATEWAY_AWAY, "the payment gateway")
                 return
         delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
-        if work.waited < GATEWAY_STUCK_SECONDS:
-            said = "gateway: %s for order %s; retrying in %.1fs"
-            log.warning(said, exc, work.order_id, delay, extra=retried(GATEWAY_AWAY))
-        else:
-            said = "gateway: %s for order %s, %s for %.0f s (%d attempts); retrying in %.1fs"
-            log.warning(
-                said,
-                exc,
-                work.order_id,
-                work.status,
-                work.waited,
-                work.attempts,
-                delay,
-                extra=retried(GATEWAY_STUCK),
-            )
+        stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key
+        how_long = f", {work.status} for {work.waited:.0f} s ({work.attempts} attempts)"
+        log.warning(
+            "gateway: %s for order %s%s; retrying in %.1fs",
+            exc,
+            work.order_id,
+            how_long if stuck else "",
+            delay,
+            extra=retried(GATEWAY_STUCK if stuck else GATEWAY_AWAY),
+        )
         async with uow.begin() as tx:
             await retry_later(tx, work, delay, exc)
         return

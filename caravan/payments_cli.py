@@ -150,7 +150,7 @@ def refunded(
     )
 
 
-PAYMENT, OWED = "order\nbuyer", "owed_fen\nrefunded"
+PAYMENT, FIGURES = "order\nbuyer\nchanged", "method\nfen\ncalls"
 
 
 @app.command("list")
@@ -162,30 +162,35 @@ def list_payments(
     url: Url = None,
 ) -> None:
     """List the payments of a status, the last changed first (`GET /payments`, with a token
-    with the scope ops): order id above buyer, method, fen, what is owed back above the
-    refund's reference, when the payment last changed, and the last error its gateway
-    calls met (kept once the gateway answers: the orders an outage held up)."""
+    with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
+    when the payment last changed (a charge due: the time it is made by, its hold's; a
+    refund made by hand: its reference); method, fen and its gateway calls (how many never
+    reached the gateway; what is owed back by hand); and the last error the calls met (kept
+    once the gateway answers: the orders an outage held up)."""
     found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
     table = output.table(
         PAYMENT,
-        "method",
-        "fen",
-        OWED,
-        "changed",
+        FIGURES,
         "last error",
         title=f"the last changed {len(found)} {status} payment(s): more with a higher --limit"
         if more
         else f"{len(found)} {status} payment(s)",
-        whole=(PAYMENT,),
-        right=("fen",),
+        whole=(PAYMENT, FIGURES),
     )
     for p in found:
+        left = [p["order_id"], p["buyer_id"] or "", output.at(p["updated_at"])]
+        if p["status"] == "charging" and p["held_until"]:
+            left.append(f"charge by {output.at(p['held_until'])}")
+        if p["refund_reference"]:
+            left.append(f"refunded {p['refund_reference']}")
+        right = [p["method"] or "", "" if p["amount_fen"] is None else f"{p['amount_fen']} fen"]
+        right.append(f"{p['attempts']} call(s)")
+        if p["unreached"]:
+            right.append(f"{p['unreached']} unreached")
+        if p["status"] == "void_refused":  # refunded: its reference says it was paid back
+            right.append(f"owed {p['refund_owed_fen']}")
+        lines = max(len(left), len(right))
         table.add_row(
-            f"{p['order_id']}\n{p['buyer_id'] or ''}",
-            p["method"] or "",
-            "" if p["amount_fen"] is None else str(p["amount_fen"]),
-            f"{p['refund_owed_fen'] or ''}\n{p['refund_reference'] or ''}",
-            output.at(p["updated_at"]),
-            output.Clipped(p["last_error"] or ""),
+            "\n".join(left), "\n".join(right), output.Clipped(p["last_error"] or "", lines=lines)
         )
     output.show(table)

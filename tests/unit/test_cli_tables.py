@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from caravan import cli, inventory_cli, platform_cli, tokens_cli
+from caravan import cli, inventory_cli, payments_cli, platform_cli, tokens_cli
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.dlq import DeadLetter
 from shared.auth.tokens import TokenInfo
@@ -375,3 +375,58 @@ def test_every_buyers_orders_fit_80_columns_ids_and_statuses_whole(
         for value in (o["order_id"], o["placed_at"][:19], "cancelled_by_buyer"):
             assert value in text, (value, text)
     assert orders[2]["order_id"] not in text
+
+
+def test_payments_fit_80_columns_their_calls_and_hold_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan payments list`` folded its six columns at 80 to four characters a line (a
+    time on seven lines), and did not show what ``GET /payments`` says of a charge due: how
+    many calls, how many never reached the gateway, the time it is made by. Now each
+    payment is three lines or more: ids and times whole, the figures beside them."""
+    common: dict[str, Any] = {"buyer_id": "buyer-0001", "method": "prepaid", "amount_fen": 3500}
+    charging: dict[str, Any] = {
+        **common,
+        "order_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50",
+        "status": "charging",
+        "updated_at": "2026-12-04T09:12:28.123456+00:00",
+        "held_until": "2026-12-04T09:22:28.123456+00:00",
+        "attempts": 41,
+        "unreached": 40,
+        "refund_owed_fen": None,
+        "refund_reference": None,
+        "last_error": "/charges/0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50: ConnectError",
+    }
+    refunded = {
+        **charging,
+        "order_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a51",
+        "status": "refunded",
+        "unreached": 0,
+        "attempts": 3,
+        "refund_owed_fen": 3500,
+        "refund_reference": "BANK-LIST-1",
+        "last_error": None,
+    }
+    owed = {**refunded, "order_id": charging["order_id"][:-1] + "2", "status": "void_refused"}
+    owed |= {"refund_reference": None, "last_error": "void refused: settled"}
+    listed = [charging, refunded, owed]
+    monkeypatch.setattr(payments_cli, "newest", lambda *args: (listed, False))
+    text = shown(monkeypatch, "payments", "list", "--status", "charging", "--url", "http://a")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
+    assert [row[:2] for row in rows] == [
+        [charging["order_id"], "prepaid"],
+        ["buyer-0001", "3500 fen"],
+        ["2026-12-04T09:12:28+00:00", "41 call(s)"],
+        ["charge by 2026-12-04T09:22:28+00:00", "40 unreached"],
+        [refunded["order_id"], "prepaid"],
+        ["buyer-0001", "3500 fen"],
+        ["2026-12-04T09:12:28+00:00", "3 call(s)"],
+        ["refunded BANK-LIST-1", ""],
+        [owed["order_id"], "prepaid"],
+        ["buyer-0001", "3500 fen"],
+        ["2026-12-04T09:12:28+00:00", "3 call(s)"],
+        ["", "owed 3500"],
+    ], text
+    assert "".join(row[2] for row in rows[:4]) == charging["last_error"], text

@@ -272,7 +272,8 @@ class LocalKafka:
                 elif node.index in self._procs:  # we started it and it died
                     said = written_since(node.logfile, self._log_starts.get(node.index, 0))
                     raise KafkaExited(
-                        f"Kafka node {node.index} exited ({error_line(said)}); see {node.logfile}"
+                        f"Kafka node {node.index} exited"
+                        f" ({error_line(said, writes_to=node.data)}); see {node.logfile}"
                     )
             if not expected:
                 raise RuntimeError("no Kafka node is running; call start() first")

@@ -4,6 +4,7 @@ that keeps the whole of it."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from caravan.output import shortened
@@ -12,17 +13,45 @@ _ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\bFATAL:|^Caused by:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def error_line(output: str, first: bool = False, chars: int = 200, otherwise: str = "") -> str:
-    """The last error line of ``output`` (or the ``first``), cut short; with none, the last
-    line of ``otherwise`` (what the tool said itself, where its log says nothing)."""
+def error_line(
+    output: str,
+    first: bool = False,
+    chars: int = 200,
+    otherwise: str = "",
+    writes_to: Path | None = None,
+) -> str:
+    """The last error line of ``output`` (or the ``first``), cut short; with none, that the
+    disk the tool ``writes_to`` is full (:func:`no_space`: a tool that cannot write says
+    nothing in a log on that disk), else the last line of ``otherwise`` (what the tool said
+    itself, where its log says nothing)."""
     lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
     found = [line for line in lines if _ERROR.search(line)]
-    last = [line.strip() for line in otherwise.splitlines() if line.strip()][-1:]
+    full = no_space(writes_to) if writes_to is not None and not found else ""
+    last = (
+        [full] if full else [line.strip() for line in otherwise.splitlines() if line.strip()][-1:]
+    )
     said = (found[0] if first else found[-1]) if found else (last or [NOTHING])[0]
     return shortened(said, chars)
 
 
 NOTHING = "its output says nothing of why"
+
+FULL_BELOW = 1 << 20
+"""Bytes free on a disk under which it counts as full: Kafka and PostgreSQL stop at the
+first write they cannot make, and a log line is one."""
+
+
+def no_space(path: Path) -> str:
+    """That the disk holding ``path`` is full, saying how much is free ("" if it is not, or
+    cannot be read): a Kafka node whose disk filled exits at its first write, and started
+    again exits before it can write a line of why."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return ""
+    if free >= FULL_BELOW:
+        return ""
+    return f"no space left on the disk of {path}: {free} bytes free"
 
 
 def service_error(output: str, chars: int = 200) -> str:

@@ -200,6 +200,7 @@ class LocalPostgres:
                     said = error_line(
                         written_since(self.logfile, logged),
                         otherwise=started.stdout + started.stderr,  # pg_ctl's own
+                        writes_to=self.data_dir,
                     )
                     raise OperatorError(
                         f"PostgreSQL on port {self.port} did not start ({said}); see {self.logfile}"

@@ -129,6 +129,36 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
     assert (node / "kafka.log").read_text() == KAFKA_REFUSING * 3  # started three times
 
 
+def test_caravan_up_whose_kafka_exits_on_a_full_disk_says_the_disk_is_full(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A drill filled Kafka's disk: the node exited at its first write, and each start again
+    exited before it could write a line, so caravan up said "Kafka node 0 exited (its output
+    says nothing of why)" four times. Where the output says nothing and the node's disk is
+    full, that is said (the disk is faked full; the broker exits silently, as there)."""
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    script(java, "exit 1")
+    monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
+    port = free_port()
+    local_infrastructure(monkeypatch, tmp_path, port=port)
+    node = tmp_path / f"kafka-{port}" / "node-0"
+    (node / "data").mkdir(parents=True)
+    (node / "data" / "meta.properties").touch()  # formatted before
+    real = shutil.disk_usage
+
+    def disk_usage(path: str | Path) -> Any:
+        full = Path(path) == node / "data"
+        return real(path)._replace(free=4096) if full else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    code, _, err = caravan("up")
+    assert code == 1 and one_line(err) == (
+        f"Kafka node 0 exited (no space left on the disk of {node / 'data'}: 4096 bytes free);"
+        f" see {node / 'kafka.log'}"
+    ), err
+
+
 POSTGRES_REFUSING = (
     '2026-12-03 23:04:55.753 GMT [6385] LOG:  unrecognized configuration parameter "nonsense"\n'
     '2026-12-03 23:04:55.753 GMT [6385] FATAL:  configuration file "postgresql.conf" contains'

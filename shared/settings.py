@@ -76,9 +76,10 @@ def read_secret_file(variable: str, path: str) -> str:
 
 MIN_SECRET_LENGTH = 16
 RELAY_KAFKA_WAIT_SECONDS = 30.0
-"""How long the outbox relay's producer waits for Kafka's answer to a request (its request
-timeout: :func:`shared.messaging.relay.make_producer`), with the relay's batch transaction open
-meanwhile: the longest a service's transaction waits between two statements."""
+"""How long the outbox relay waits for Kafka's answers to a batch, its batch transaction open
+meanwhile (:class:`shared.messaging.relay.OutboxRelay`: then Kafka away, the rows left unsent),
+and its producer's request timeout (:func:`shared.messaging.relay.make_producer`): the longest a
+service's transaction waits between two statements."""
 IDLE_MARGIN_SECONDS = 10.0
 """What ``db_idle_in_transaction_timeout_seconds`` must exceed :data:`RELAY_KAFKA_WAIT_SECONDS`
 by: the relay's own work around that wait (its rows queued to the producer, the answers read

@@ -28,8 +28,8 @@ import contextlib
 import logging
 import re
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -51,6 +51,7 @@ from shared.metrics import OUTBOX_PUBLISHED, OUTBOX_REFUSED, start_at_zero
 from shared.settings import RELAY_KAFKA_WAIT_SECONDS, Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCKED = -1
 STOP_SECONDS = 5.0  # what stop() gives the producer to deliver what it holds (docs/running.md)
@@ -256,34 +257,57 @@ class OutboxRelay:
         """Send ``rows`` in order and wait for Kafka's answers: each row's failure, or None
         once acknowledged. A row that cannot be sent for a reason that may pass ends it: the
         rows after it are not sent (their answers are left out). After the broker refused a
-        batch, the next rows are sent one at a time (:class:`RefusedWithOthers`)."""
+        batch, the next rows are sent one at a time (:class:`RefusedWithOthers`).
+
+        All within :data:`RELAY_KAFKA_WAIT_SECONDS` (:func:`_within`), the batch's transaction
+        open meanwhile: a Kafka that takes the requests and never answers (a broker frozen, a
+        connection whose far end is gone) fails the rows not yet answered as Kafka away
+        (:class:`KafkaTimeoutError`), where the idempotent producer would wait for it for
+        ever and PostgreSQL end the transaction left idle, said as its connection lost. Those
+        rows stay unsent; the producer keeps trying what it holds, and what it delivers late is
+        sent again by the next batch (the inboxes drop the second)."""
         alone, self._alone = self._alone, False
+        deadline = asyncio.get_running_loop().time() + RELAY_KAFKA_WAIT_SECONDS
         sent: list[asyncio.Future[Any] | BaseException | None] = []
         for row in rows:
             try:
                 check_topic(row["topic"])
                 if alone and self._producer_stale:
                     await self._renew_producer()
-                future = await self.producer.send(
-                    row["topic"],
-                    value=row["value"],
-                    key=row["key"],
-                    headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
+                future = await _within(
+                    deadline,
+                    self.producer.send(
+                        row["topic"],
+                        value=row["value"],
+                        key=row["key"],
+                        headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
+                    ),
                 )
             except Exception as exc:  # refused by the producer itself, or not sent at all
                 sent.append(exc)
             else:
                 # Alone, a row is a batch of its own: the broker's answer is about it alone.
-                sent.append(await self._answer(future, alone) if alone else future)
+                sent.append(await self._answer(future, alone, deadline) if alone else future)
             if _may_pass(sent[-1]):
                 break
         return [
-            await self._answer(answer, alone) if isinstance(answer, asyncio.Future) else answer
+            await self._answer(answer, alone, deadline)
+            if isinstance(answer, asyncio.Future)
+            else answer
             for answer in sent
         ]
 
-    async def _answer(self, future: asyncio.Future[Any], alone: bool) -> BaseException | None:
-        """Kafka's answer to one row: None once acknowledged, else the failure."""
+    async def _answer(
+        self, future: asyncio.Future[Any], alone: bool, deadline: float
+    ) -> BaseException | None:
+        """Kafka's answer to one row by ``deadline``: None once acknowledged, else the
+        failure (:class:`KafkaTimeoutError` when none came in time)."""
+        # Waited for, not cancelled: the future is the producer's, set once Kafka answers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.wait({future})
+        if not future.done():  # none in time: the producer keeps the row
+            return _no_answer()
         try:
             await future
         except Exception as exc:
@@ -359,6 +383,23 @@ class OutboxRelay:
                 .where(self.outbox.c.sent_at.is_(None), self.outbox.c.refused_at.is_(None))
             )
         return int(n or 0)
+
+
+def _no_answer() -> BaseException:
+    """Kafka away (:func:`kafka_away`): no answer by the batch's deadline."""
+    said = f"no answer from Kafka within {RELAY_KAFKA_WAIT_SECONDS:g} s"
+    away: BaseException = KafkaTimeoutError(said)
+    return away
+
+
+async def _within(deadline: float, waited: Awaitable[T]) -> T:
+    """``waited`` by ``deadline`` (the event loop's clock), else :class:`KafkaTimeoutError`
+    (Kafka away: :func:`kafka_away`)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await waited
+    except TimeoutError:
+        raise _no_answer() from None
 
 
 def _first_failure(answers: list[BaseException | None]) -> tuple[int, BaseException | None]:

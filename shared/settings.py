@@ -286,6 +286,14 @@ class Settings(CalendarSettings, InstanceSettings):
     # longest (shared.db.engine.Database): a service refuses a shorter one
     # (:meth:`idle_timeout_refusal`).
     db_idle_in_transaction_timeout_seconds: float = Field(60.0, ge=0)
+    # How long a statement of a service's waits for PostgreSQL's answer (asyncpg's
+    # command_timeout, 0: for ever) before its connection is given up as lost, PostgreSQL
+    # away, and the work retried: a server gone with no reset (a failover, a NAT entry
+    # dropped) held the task until the kernel gave up, about 15 minutes. Longer than any
+    # legitimate wait: a lock held by another transaction, ended by the idle timeout at worst
+    # (:meth:`answer_timeout_refusal`); unset, twice the idle timeout
+    # (:meth:`answer_timeout_seconds`). Migrations run apart, with none.
+    db_answer_timeout_seconds: float | None = Field(None, ge=0)
     handler_max_attempts: int = 3
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts
@@ -479,7 +487,33 @@ class Settings(CalendarSettings, InstanceSettings):
             refusals.append(kafka)
         if (idle := self.idle_timeout_refusal()) is not None:
             refusals.append(idle)
+        if (answer := self.answer_timeout_refusal()) is not None:
+            refusals.append(answer)
         return refusals
+
+    def answer_timeout_seconds(self) -> float:
+        """How long a service's statement waits for PostgreSQL's answer (0: for ever):
+        ``db_answer_timeout_seconds``, else twice the idle timeout (120 s by default; for
+        ever with none, a lock's holder then free to hold it so)."""
+        if self.db_answer_timeout_seconds is not None:
+            return self.db_answer_timeout_seconds
+        return 2 * self.db_idle_in_transaction_timeout_seconds
+
+    def answer_timeout_refusal(self) -> str | None:
+        """Why ``db_answer_timeout_seconds`` may not be a service's, or None: 0 (for ever), or
+        over the idle timeout and :data:`IDLE_MARGIN_SECONDS`. A statement may wait on a lock
+        (a lot's row, a credit line's) whose holder sits idle in its transaction until the
+        server ends it after the idle timeout: a shorter bound would give up that wait, and
+        the work after it, as PostgreSQL away. With no idle timeout (0), any bound is taken;
+        unset, twice the idle timeout is past it (:meth:`idle_timeout_refusal` says the rest)."""
+        answer, idle = self.db_answer_timeout_seconds, self.db_idle_in_transaction_timeout_seconds
+        if not answer or idle == 0 or answer > idle + IDLE_MARGIN_SECONDS:  # unset: past it
+            return None
+        return (
+            f"CARAVAN_DB_ANSWER_TIMEOUT_SECONDS ({answer:g} s) must be 0 (for ever) or over"
+            f" {idle + IDLE_MARGIN_SECONDS:g} s: a statement may wait on a lock whose holder sits"
+            f" idle until CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS ({idle:g} s) ends it"
+        )
 
     def idle_timeout_refusal(self) -> str | None:
         """Why ``db_idle_in_transaction_timeout_seconds`` may not be a service's, or None: a

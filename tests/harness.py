@@ -644,23 +644,32 @@ async def sent(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, passing: asyncio.Event | None
+) -> None:
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
+            if passing is not None:
+                await passing.wait()
             writer.write(data)
             await writer.drain()
     writer.close()
 
 
 def forwarder(
-    to_host: str, to_port: int
+    to_host: str, to_port: int, passing: asyncio.Event | None = None
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """A server's connection handler passing each connection on to ``to_host:to_port``: a
-    broker or database that "comes up" when ``asyncio.start_server`` opens it."""
+    broker or database that "comes up" when ``asyncio.start_server`` opens it. Given
+    ``passing``, bytes pass only while it is set: cleared, every connection, open or new,
+    takes what is sent and answers nothing, none closed (a black hole: a server frozen, a
+    NAT entry dropped); set again, what was held goes on."""
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        await asyncio.gather(
+            _pipe(reader, upstream_writer, passing), _pipe(upstream_reader, writer, passing)
+        )
 
     return forward
 

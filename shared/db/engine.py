@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -156,7 +157,11 @@ class Database:
             # ...]": buyers' addresses, phone numbers, texts), in the tracebacks consumers and
             # HTTP 500s log.
             hide_parameters=True,
-            connect_args={"server_settings": session_settings(settings, schema)},
+            connect_args={
+                "server_settings": session_settings(settings, schema),
+                # A statement unanswered this long: its connection lost (fault: no answer).
+                "command_timeout": settings.answer_timeout_seconds() or None,
+            },
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -206,7 +211,9 @@ class Kind(Enum):
     "connection is closed"), failed (class 08), ended by a shutdown or crash (57P01-57P02)
     or for a transaction left idle too long (25P03: :func:`session_settings`), or met while
     its end was being read (asyncpg's ``InternalClientError``: a pooled
-    connection the server ended while it sat idle, taken before asyncpg saw it close)."""
+    connection the server ended while it sat idle, taken before asyncpg saw it close), or a
+    statement not answered within the connection's ``command_timeout`` (:class:`Database`:
+    a server gone with no reset, a failover, a NAT entry dropped; asyncpg's ``TimeoutError``)."""
     CONNECTION_FAILED = "connection failed"
     """A ``ConnectionError`` that :func:`async_engine`'s connect did not mark: a socket of
     PostgreSQL's reset in use, or of another server the work used."""
@@ -361,6 +368,8 @@ def fault(exc: BaseException) -> Fault:
             return Fault(Kind.POOL_EXHAUSTED, error)
         if isinstance(error, NoAnswer) or _marked(error):
             return Fault(Kind.NOT_REACHED, error)
+        if isinstance(error, TimeoutError) and _raised_in_asyncpg(error):
+            return Fault(Kind.CONNECTION_LOST, error)  # a statement unanswered
         if isinstance(error, asyncpg.PostgresError):
             state = error.sqlstate or ""
             if state == "23505" and any(_marked(e, _AT_COMMIT) for e in chain):
@@ -391,6 +400,14 @@ def fault(exc: BaseException) -> Fault:
     if isinstance(exc, sa_exc.SQLAlchemyError):
         return Fault(Kind.FAILED, getattr(exc, "orig", None) or exc)
     return Fault(Kind.OTHER, exc)
+
+
+def _raised_in_asyncpg(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in asyncpg's code: a ``TimeoutError`` so is its
+    ``command_timeout``'s (:class:`Database`), a statement PostgreSQL did not answer in time,
+    where a caller's own timeout is raised in the caller's code."""
+    frames = traceback.walk_tb(exc.__traceback__)
+    return any(f.f_globals.get("__name__", "").startswith("asyncpg") for f, _ in frames)
 
 
 def _driver(chain: list[BaseException]) -> BaseException | None:
@@ -568,11 +585,10 @@ def described(exc: BaseException, where: str | None = None, *, public: bool = Fa
     if kind in (Kind.NOT_READY, Kind.TOO_MANY_CONNECTIONS, Kind.LOGIN_REFUSED):
         return f"PostgreSQL{at} refused the connection{words}"
     if kind is Kind.CONNECTION_LOST:
-        return (
-            f"PostgreSQL{at} ended the connection{words}"
-            if server
-            else f"lost the connection to PostgreSQL{at}"
-        )
+        if server:
+            return f"PostgreSQL{at} ended the connection{words}"
+        unanswered = " (no answer in time)" if isinstance(error, TimeoutError) else ""
+        return f"lost the connection to PostgreSQL{at}{unanswered}"
     if kind is Kind.NOT_REACHED:
         if isinstance(error, NoAnswer):  # async_engine's: it says where itself
             why: object = f"no answer within {error.seconds:g} s"

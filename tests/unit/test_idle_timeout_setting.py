@@ -46,3 +46,42 @@ async def test_the_bound_is_the_relay_producer_s_request_timeout() -> None:
     producer = make_producer("127.0.0.1:1", "test")  # not started: nothing is reached
     assert producer._request_timeout_ms == RELAY_KAFKA_WAIT_SECONDS * 1000
     assert RELAY_KAFKA_WAIT_SECONDS + IDLE_MARGIN_SECONDS == 40
+
+
+@pytest.mark.parametrize(("answer", "idle"), [(1, 60), (70, 60), (50, 41)])
+def test_a_service_refuses_a_statement_bound_a_lock_wait_may_outlast(
+    answer: float, idle: float
+) -> None:
+    """A statement may wait on a lock whose holder sits idle until the idle timeout ends its
+    transaction (CARAVAN_DB_ANSWER_TIMEOUT_SECONDS, shared.db.engine.Database): a bound no
+    longer than that and the margin would give up a legitimate wait as PostgreSQL away."""
+    settings = Settings(
+        database_url=ANY_DB,
+        db_answer_timeout_seconds=answer,
+        db_idle_in_transaction_timeout_seconds=idle,
+    )
+    with pytest.raises(SettingsRefused) as refused:
+        check_settings(settings)
+    assert refused.value.refusals == [
+        f"CARAVAN_DB_ANSWER_TIMEOUT_SECONDS ({answer} s) must be 0 (for ever) or over"
+        f" {idle + 10:g} s: a statement may wait on a lock whose holder sits idle until"
+        f" CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS ({idle} s) ends it"
+    ]
+
+
+@pytest.mark.parametrize(("answer", "idle"), [(0, 60), (70.5, 60), (5, 0), (120, 60)])
+def test_for_ever_or_a_bound_past_the_idle_timeout_is_taken(answer: float, idle: float) -> None:
+    check_settings(
+        Settings(
+            database_url=ANY_DB,
+            db_answer_timeout_seconds=answer,
+            db_idle_in_transaction_timeout_seconds=idle,
+        )
+    )
+
+
+@pytest.mark.parametrize(("idle", "answer"), [(60, 120), (3600, 7200), (0, 0)])
+def test_unset_a_statement_waits_twice_the_idle_timeout(idle: float, answer: float) -> None:
+    settings = Settings(database_url=ANY_DB, db_idle_in_transaction_timeout_seconds=idle)
+    check_settings(settings)
+    assert settings.answer_timeout_seconds() == answer

@@ -507,3 +507,29 @@ async def test_a_consumer_retrying_a_transient_fault_says_what_failed(
         "transient fault, retrying: cannot reach PostgreSQL at /srv/pg/socket/.s.PGSQL.15432"
         " (No such file or directory)"
     ]
+
+
+async def test_a_statement_asyncpg_gave_up_waiting_for_is_a_connection_lost() -> None:
+    """asyncpg's own timeout (``command_timeout``, shared.db.engine.Database: a server that
+    takes the bytes and never answers) raises a bare ``TimeoutError`` in asyncpg's code: a
+    connection lost, PostgreSQL away, where it was an OS error said as ``TimeoutError``; a
+    timeout raised in the work's own code stays the work's."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes what is sent, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with server:
+            with pytest.raises(TimeoutError) as raised:
+                await asyncpg.connect(host="127.0.0.1", port=port, timeout=0.2)
+    finally:
+        server.close()
+    assert fault(raised.value).kind is Kind.CONNECTION_LOST
+    assert described(raised.value) == "lost the connection to PostgreSQL (no answer in time)"
+    try:
+        async with asyncio.timeout(0):
+            await asyncio.sleep(1)
+    except TimeoutError as own:
+        assert fault(own).kind is Kind.OS_ERROR

@@ -302,12 +302,13 @@ class OutboxRelay:
     ) -> BaseException | None:
         """Kafka's answer to one row by ``deadline``: None once acknowledged, else the
         failure (:class:`KafkaTimeoutError` when none came in time)."""
-        # Waited for, not cancelled: the future is the producer's, set once Kafka answers.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await asyncio.wait({future})
-        if not future.done():  # none in time: the producer keeps the row
-            return _no_answer()
+        if not future.done():  # mostly answered already: Kafka answers a partition's batch
+            # Waited for, not cancelled: the future is the producer's, set once Kafka answers.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.wait({future})
+            if not future.done():  # none in time: the producer keeps the row
+                return _no_answer()
         try:
             await future
         except Exception as exc:

@@ -256,7 +256,7 @@ DASHBOARD_PORT_VAR = "CARAVAN_DASHBOARD_PORT"
 @app.command()
 def up(
     demo: Annotated[
-        bool, typer.Option(help="seed demo data and drive demo orders once ready")
+        bool, typer.Option("--demo", help="seed demo data and drive demo orders once ready")
     ] = False,
     seed_file: Annotated[Path | None, typer.Option("--seed", help="seed file for --demo")] = None,
     orders: Annotated[int, typer.Option(min=0, help="demo orders to drive")] = 20,
@@ -271,7 +271,10 @@ def up(
         ),
     ] = 8090,
     kafka_sasl: Annotated[
-        bool, typer.Option(help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)")
+        bool,
+        typer.Option(
+            "--kafka-sasl", help="local Kafka with SASL/SCRAM and ACLs (docs/security.md)"
+        ),
     ] = False,
     processes: Annotated[
         int,
@@ -633,19 +636,24 @@ def replay(
     from_offset: Annotated[
         int | None, typer.Option(min=0, help="offset to restart from, per partition")
     ] = None,
-    earliest: Annotated[bool, typer.Option(help="restart from the earliest offset")] = False,
+    earliest: Annotated[
+        bool, typer.Option("--earliest", help="restart from the earliest offset")
+    ] = False,
     dry_run: Annotated[
-        bool, typer.Option(help="show what would be re-read, change nothing")
+        bool, typer.Option("--dry-run", help="show what would be re-read, change nothing")
     ] = False,
     force: Annotated[
         bool,
         typer.Option(
-            help="apply for a group with no committed offset on the topic (Kafka expired them)"
+            "--force",
+            help="apply for a group with no committed offset on the topic (Kafka expired them)",
         ),
     ] = False,
     allow_skip: Annotated[
         bool,
-        typer.Option(help="allow moving forward, past records the group has not read yet"),
+        typer.Option(
+            "--allow-skip", help="allow moving forward, past records the group has not read yet"
+        ),
     ] = False,
 ) -> None:
     """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
@@ -1019,9 +1027,11 @@ def dlq_redrive(
     value_file: Annotated[
         Path | None, typer.Option(help="a fixed value to send instead (one dead letter only)")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="show what would be sent, send nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would be sent, send nothing")
+    ] = False,
     again: Annotated[
-        bool, typer.Option(help="send letters that were redriven before as well")
+        bool, typer.Option("--again", help="send letters that were redriven before as well")
     ] = False,
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import typer
+from typer._click.core import Command
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
@@ -37,6 +38,20 @@ def every_command(group: TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[s
     return found
 
 
+def commands() -> dict[tuple[str, ...], Command]:
+    """Every command of ``caravan`` by its path (``("dlq", "show")``)."""
+    root = typer.main.get_command(cli.app)
+    assert isinstance(root, TyperGroup)
+    found: dict[tuple[str, ...], Command] = {}
+    for path in every_command(root):
+        command: Command = root
+        for name in path:
+            assert isinstance(command, TyperGroup)
+            command = command.commands[name]
+        found[path] = command
+    return found
+
+
 def test_every_usage_line_names_its_arguments_in_capitals() -> None:
     """``caravan dlq show --help`` said ``Usage: caravan dlq show [OPTIONS] {ref}``, and
     ``tokens revoke`` ``{name}``, as if a placeholder had been left unfilled, where the docs
@@ -59,3 +74,16 @@ def test_every_usage_line_names_its_arguments_in_capitals() -> None:
     assert usages["tokens", "revoke"] == "Usage: caravan tokens revoke [OPTIONS] {NAME}"
     assert usages["inventory", "stock"] == "Usage: caravan inventory stock [OPTIONS] [SKU]"
     assert not {c: u for c, u in usages.items() if lowercase.search(u)}
+
+
+def test_a_flag_is_only_turned_on() -> None:
+    """``caravan replay --help`` offered ``--force / --no-force [default: no-force]``, and so
+    did seven more flags of ``up``, ``replay`` and ``dlq redrive``, where ``--all``,
+    ``--spoiled`` and the others are one word each, as docs/commands.md writes them all: a
+    flag is off unless given, so its ``--no-`` form only added a line to read."""
+    offs = {}
+    for path, command in commands().items():
+        if found := [o for p in command.params for o in p.secondary_opts]:
+            offs[" ".join(path)] = found
+    assert "--again" in {o for p in commands()["dlq", "redrive"].params for o in p.opts}
+    assert offs == {}

@@ -1,0 +1,111 @@
+"""Each service's OpenAPI (``/openapi.json``) declares every status docs/http.md says a route
+answers, each error with its problem body, and a route declares no error the page does not say
+it gives.
+
+A route's bullet in the page's list (``- `PATCH /lots/{id}` (... 409 while ...)``) names
+its own statuses; the page says the rest once for every route: 413 and 503 (any route), 422
+for one with parameters or a body, 401, 403 and 429 for those needing a token (their
+OpenAPI's ``security``), and that an id in a path that names nothing may be a 404. Every
+status a bullet named was declared; seven routes declared errors their bullet did not give
+(the 409s of ``POST /orders``, its cancel, credit adjustments and repayments; the 401 of the
+pushes and the SMS receipts, which take no token; the platform's 502 and 404)."""
+
+import importlib
+import re
+from http import HTTPStatus
+from typing import Any
+
+from caravan.checkout import REPO_ROOT
+from services import SERVICES
+from shared.http import PROBLEM
+from shared.settings import Settings
+
+PAGE = REPO_ROOT / "docs" / "http.md"
+METHODS = "GET|HEAD|PUT|POST|PATCH|DELETE"
+EVERY_ROUTE = {413, 503}
+WITH_A_TOKEN = {401, 403, 429}
+
+Route = tuple[str, str, str]  # service, method (lowercase), path with its {} unnamed
+
+
+def shape(path: str) -> str:
+    """A path with its parameters unnamed: ``/lots/{id}`` and ``/lots/{lot_id}`` alike."""
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def documented(page: str) -> dict[Route, set[int]]:
+    """The routes each service's list names, each with the statuses its bullet names."""
+    found: dict[Route, set[int]] = {}
+    service = ""
+    for line in page.split("\n## ", 1)[0].splitlines():
+        if heading := re.fullmatch(r"\*\*(\w+)\*\* \(\d+\)", line):
+            service = heading.group(1)
+        elif line.startswith("- `") and service:
+            lead = line.split("` (", 1)[0].split("`: ", 1)[0]
+            path = re.search(rf"(?:{METHODS}) (/[^`?\s]*)", lead)
+            if path is None:
+                continue  # /docs, /asyncapi: documents, not operations
+            named = {int(n) for n in re.findall(r"(?<![\d.,])([2-5]\d\d)(?!\d|,\d)", line)}
+            statuses = {n for n in named if n in HTTPStatus._value2member_map_}
+            for method in re.findall(rf"`({METHODS})\b", lead):
+                found[service, method.lower(), shape(path.group(1))] = statuses
+    return found
+
+
+async def served() -> dict[Route, dict[str, Any]]:
+    """Every operation of the five services' OpenAPI documents, built as each serves it."""
+    settings = Settings(database_url="postgresql://caravan:secret@127.0.0.1:1/caravan")
+    found: dict[Route, dict[str, Any]] = {}
+    for name in SERVICES:
+        service = importlib.import_module(f"services.{name}.bootstrap").bootstrap(settings)
+        try:
+            for path, operations in service.asgi_app.openapi()["paths"].items():
+                for method, operation in operations.items():
+                    found[name, method, shape(path)] = operation
+        finally:
+            await service.db.dispose()
+    return found
+
+
+def said_for_every(route: Route, operation: dict[str, Any]) -> tuple[set[int], set[int]]:
+    """The statuses the page says once for every route like this one: those it answers,
+    and those it may (404 for an id in its path that names nothing)."""
+    answers = set(EVERY_ROUTE)
+    if operation.get("parameters") or operation.get("requestBody"):
+        answers.add(422)
+    if operation.get("security"):
+        answers |= WITH_A_TOKEN
+    return answers, answers | ({404} if "{}" in route[2] else set())
+
+
+async def test_every_status_the_page_names_for_a_route_is_declared() -> None:
+    routes = documented(PAGE.read_text())
+    assert ("inventory", "patch", "/lots/{}") in routes and len(routes) > 30
+    operations = await served()
+    unserved = sorted(" ".join(r) for r in routes.keys() - operations.keys())
+    assert unserved == [], f"routes docs/http.md lists that no service serves: {unserved}"
+    undeclared, bodiless = {}, []
+    for route, statuses in routes.items():
+        responses = operations[route]["responses"]
+        said = statuses | said_for_every(route, operations[route])[0]
+        if missing := sorted(s for s in said if str(s) not in responses):
+            undeclared[" ".join(route)] = missing
+        bodiless += [
+            f"{' '.join(route)} {code}"
+            for code, response in responses.items()
+            if int(code) >= 400 and PROBLEM not in response.get("content", {})
+        ]
+    assert undeclared == {}, f"statuses docs/http.md gives that the OpenAPI does not: {undeclared}"
+    assert bodiless == [], f"errors declared without their problem body: {bodiless}"
+
+
+async def test_every_error_a_route_declares_is_in_the_page() -> None:
+    routes = documented(PAGE.read_text())
+    operations = await served()
+    unsaid = {}
+    for route, statuses in routes.items():
+        operation = operations[route]
+        errors = {int(code) for code in operation["responses"] if int(code) >= 400}
+        if extra := sorted(errors - statuses - said_for_every(route, operation)[1]):
+            unsaid[" ".join(route)] = extra
+    assert unsaid == {}, f"errors the OpenAPI declares that docs/http.md does not give: {unsaid}"

@@ -33,14 +33,22 @@ def shape(path: str) -> str:
     return re.sub(r"\{[^}]*\}", "{}", path)
 
 
+def lists(page: str) -> dict[str, list[str]]:
+    """Each service's list of routes, a bullet a line."""
+    found: dict[str, list[str]] = {}
+    for line in page.split("\n## ", 1)[0].splitlines():
+        if heading := re.fullmatch(r"\*\*(\w+)\*\* \(\d+\)", line):
+            found[heading.group(1)] = []
+        elif line.startswith("- `") and found:
+            found[list(found)[-1]].append(line)
+    return found
+
+
 def documented(page: str) -> dict[Route, set[int]]:
     """The routes each service's list names, each with the statuses its bullet names."""
     found: dict[Route, set[int]] = {}
-    service = ""
-    for line in page.split("\n## ", 1)[0].splitlines():
-        if heading := re.fullmatch(r"\*\*(\w+)\*\* \(\d+\)", line):
-            service = heading.group(1)
-        elif line.startswith("- `") and service:
+    for service, bullets in lists(page).items():
+        for line in bullets:
             lead = line.split("` (", 1)[0].split("`: ", 1)[0]
             path = re.search(rf"(?:{METHODS}) (/[^`?\s]*)", lead)
             if path is None:
@@ -52,19 +60,23 @@ def documented(page: str) -> dict[Route, set[int]]:
     return found
 
 
-async def served() -> dict[Route, dict[str, Any]]:
-    """Every operation of the five services' OpenAPI documents, built as each serves it."""
+async def served() -> tuple[dict[Route, dict[str, Any]], set[str]]:
+    """Every operation of the five services' OpenAPI documents, built as each serves it, and
+    the paths they serve outside them (``/docs``, ``/openapi.json``...)."""
     settings = Settings(database_url="postgresql://caravan:secret@127.0.0.1:1/caravan")
     found: dict[Route, dict[str, Any]] = {}
+    unlisted: set[str] = set()
     for name in SERVICES:
         service = importlib.import_module(f"services.{name}.bootstrap").bootstrap(settings)
         try:
-            for path, operations in service.asgi_app.openapi()["paths"].items():
+            app = service.asgi_app
+            for path, operations in app.openapi()["paths"].items():
                 for method, operation in operations.items():
                     found[name, method, shape(path)] = operation
+            unlisted |= {r.path for r in app.routes if not getattr(r, "include_in_schema", 1)}
         finally:
             await service.db.dispose()
-    return found
+    return found, unlisted
 
 
 def said_for_every(route: Route, operation: dict[str, Any]) -> tuple[set[int], set[int]]:
@@ -81,7 +93,7 @@ def said_for_every(route: Route, operation: dict[str, Any]) -> tuple[set[int], s
 async def test_every_status_the_page_names_for_a_route_is_declared() -> None:
     routes = documented(PAGE.read_text())
     assert ("inventory", "patch", "/lots/{}") in routes and len(routes) > 30
-    operations = await served()
+    operations, _ = await served()
     unserved = sorted(" ".join(r) for r in routes.keys() - operations.keys())
     assert unserved == [], f"routes docs/http.md lists that no service serves: {unserved}"
     undeclared, bodiless = {}, []
@@ -101,7 +113,7 @@ async def test_every_status_the_page_names_for_a_route_is_declared() -> None:
 
 async def test_every_error_a_route_declares_is_in_the_page() -> None:
     routes = documented(PAGE.read_text())
-    operations = await served()
+    operations, _ = await served()
     unsaid = {}
     for route, statuses in routes.items():
         operation = operations[route]
@@ -109,3 +121,28 @@ async def test_every_error_a_route_declares_is_in_the_page() -> None:
         if extra := sorted(errors - statuses - said_for_every(route, operation)[1]):
             unsaid[" ".join(route)] = extra
     assert unsaid == {}, f"errors the OpenAPI declares that docs/http.md does not give: {unsaid}"
+
+
+async def test_every_route_served_is_in_the_page() -> None:
+    """Every operation a service serves is in its list, or among those the page says every
+    service serves; every path served outside the OpenAPI is named (but Swagger UI's own
+    ``/docs/oauth2-redirect``), and each route the page names anywhere (``GET /loans/{id}``)
+    is served. ``/redoc`` was named nowhere in the page."""
+    page = PAGE.read_text()
+    assert "Every service also serves `/healthz` (`GET` or `HEAD`) and `/metrics`" in page
+    routes, bullets = documented(page), lists(page)
+    operations, unlisted = await served()
+    unnamed = [
+        " ".join(route)
+        for route in operations
+        if route not in routes
+        and route[2] not in ("/healthz", "/metrics")
+        and not any(f"`{route[2]}`" in line for line in bullets[route[0]])
+    ]
+    unnamed += sorted(p for p in unlisted - {"/docs/oauth2-redirect"} if f"`{p}`" not in page)
+    assert "/redoc" in unlisted and ("orders", "get", "/asyncapi") in operations
+    assert unnamed == [], f"served, and named nowhere in docs/http.md: {unnamed}"
+    anywhere = {(method, path) for _, method, path in operations}
+    named = re.findall(rf"`({METHODS}) (/[^`?\s]*)", page)
+    unserved = sorted({f"{m} {p}" for m, p in named if (m.lower(), shape(p)) not in anywhere})
+    assert len(named) > 30 and unserved == [], f"named in docs/http.md, served by none: {unserved}"

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from caravan.output import OperatorError, error_text
-from shared.api import DATABASE_AWAY, bearer_headers
+from shared.api import DATABASE_AWAY, DATABASE_BUSY, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
 AWAY = frozenset({502, 503, 504})
@@ -74,10 +74,13 @@ def answer(
         body: dict[str, Any] = response.json()
     except ValueError:  # not a problem body: a proxy's page, or a server error
         body = {"title": f"HTTP {response.status_code}", "detail": response.text[:300]}
-    if response.status_code == 503 and body.get("detail") == DATABASE_AWAY:
+    if response.status_code == 503 and body.get("detail") in (DATABASE_AWAY, DATABASE_BUSY):
         said = (
             f"the {service} service cannot reach its database (it answered 503): run this"
             " again once PostgreSQL is back"
+            if body["detail"] == DATABASE_AWAY
+            else f"the {service} service's database takes no more connections now (it"
+            " answered 503): run this again in a while"
         )
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)
     if response.status_code >= 400:

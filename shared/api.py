@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 DATABASE_AWAY = "the database is not reachable; retry"
 """The detail of the 503 a service answers while its database is away (``caravan``'s admin
 commands tell it from other 503s by it)."""
+DATABASE_BUSY = "the database takes no more connections now; retry"
+"""The detail of the 503 a service answers while PostgreSQL refuses it a connection for having
+as many as it takes (``max_connections``), or its own pool's are all in use: reachable, so not
+:data:`DATABASE_AWAY` (a drill holding every connection was told the database was away)."""
 
 
 def bearer_headers(token: str | None) -> dict[str, str]:

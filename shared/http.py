@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api import DATABASE_AWAY, field_errors
+from shared.api import DATABASE_AWAY, DATABASE_BUSY, field_errors
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
@@ -340,15 +340,17 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     # not the database's would otherwise be answered so without a word.
     guard: Guard = request.app.state.guard  # its engine is the app's database
     said = described(exc, address(guard.engine))
+    busy = found.kind in (Kind.TOO_MANY_CONNECTIONS, Kind.POOL_EXHAUSTED)
     log.warning(
-        "%s %s: 503, the database is not reachable: %s; %r",
+        "%s %s: 503, the database %s: %s; %r",
         request.method,
         path,
+        "takes no more connections" if busy else "is not reachable",
         said,
         exc,
         extra=retried_fault(exc),
     )
-    return unavailable("Service Unavailable", DATABASE_AWAY)
+    return unavailable("Service Unavailable", DATABASE_BUSY if busy else DATABASE_AWAY)
 
 
 RETRY_SECONDS = 5

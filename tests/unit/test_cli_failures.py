@@ -27,7 +27,7 @@ from caravan.output import OperatorError
 from services import SERVICES
 from services.inventory.handlers import LotTaken
 from shared import settings
-from shared.api import DATABASE_AWAY
+from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -1026,6 +1026,14 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
             ],
         ),
         (
+            DATABASE_BUSY,  # ... while PostgreSQL takes no more connections
+            [
+                "the payments service's database takes no more connections now (it answered"
+                " 503): run this again in a while",
+                "it may have been applied: retry with --key k-1 (applied once)",
+            ],
+        ),
+        (
             "the order API answered 500: push again later",
             [
                 "Service Unavailable: the order API answered 500: push again later",
@@ -1043,7 +1051,7 @@ def test_a_503_is_a_part_of_the_system_away_exit_2(
     refusal's: docs/commands.md gives exit 2 to a part of the system a command cannot
     reach, which a retry may mend."""
     problem = {"title": "Service Unavailable", "detail": detail}
-    wait = "1" if detail == DATABASE_AWAY else "30"
+    wait = "1" if detail in (DATABASE_AWAY, DATABASE_BUSY) else "30"
     answered = httpx.Response(503, json=problem, headers={"Retry-After": wait})
     monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)

@@ -18,6 +18,7 @@ from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.delivery import Backoff
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
+from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.db import Database
 from shared.db.engine import connecting
 from shared.http import NO_NUL, PROBLEM, RETRY_SECONDS, create_app, require
@@ -64,6 +65,25 @@ async def test_an_unexpected_error_is_a_500_problem_and_one_error_log_line(
     [logged] = [r for r in caplog.records if r.exc_info]
     assert logged.levelno == logging.ERROR and "GET /broken/here" in logged.getMessage()
     assert logged.exc_info is not None and logged.exc_info[1] is error
+
+
+async def test_a_request_postgresql_refuses_a_connection_to_is_told_it_takes_no_more() -> None:
+    """PostgreSQL at max_connections (a drill held every free connection) refuses a new one:
+    the 503 said "the database is not reachable", where it was reachable and full, and said
+    so in the log. Now its detail says the database takes no more connections; away is
+    still said as away."""
+    app = service()
+
+    @app.post("/full")
+    async def full() -> None:
+        raise asyncpg.TooManyConnectionsError("remaining connection slots are reserved")
+
+    @app.post("/away")
+    async def away() -> None:
+        raise connecting(ConnectionRefusedError(111, "Connect call failed"), "db.example:5433")
+
+    said = [(await call(app, "POST", path)).json()["detail"] for path in ("/full", "/away")]
+    assert said == [DATABASE_BUSY, DATABASE_AWAY]
 
 
 async def test_a_request_meeting_postgresql_away_is_asked_again_in_a_few_seconds() -> None:

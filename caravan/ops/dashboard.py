@@ -441,7 +441,8 @@ async def collect(
     token = settings.api_token()
     headers = bearer_headers(token)
     async with httpx.AsyncClient(timeout=2.0, headers=headers, transport=transport) as client:
-        for service, addresses in instance_addresses(settings, further or {}).items():
+        addresses_of = instance_addresses(settings, further or {})
+        for service, addresses in addresses_of.items():
             lag: dict[tuple[str, str], float] = {}
             said = snap.instances[service] = {}
             refused = None
@@ -460,7 +461,8 @@ async def collect(
         if held is not None:
             snap.unavailable["stuck"] = f"token refused ({held})"
         else:
-            await _stuck(client, settings, snap, stuck_after_seconds, refusals, token)
+            orders = addresses_of["orders"]
+            await _stuck(client, orders, snap, stuck_after_seconds, refusals, token)
     await _group_members(settings, snap)
     if letters_from is not None:
         snap.dead_letters, snap.redriven = letters_from.dead_letters, letters_from.redriven
@@ -571,20 +573,48 @@ async def _ask_health(client: httpx.AsyncClient, url: str) -> tuple[str, dict[st
     return status, {str(name): str(said) for name, said in checks.items()}
 
 
+async def ask_orders(
+    client: httpx.AsyncClient,
+    addresses: list[str],
+    path: str,
+    params: dict[str, float] | None = None,
+) -> httpx.Response:
+    """The orders API's answer to ``GET path``, from the first of its instances (``addresses``,
+    :func:`instance_addresses`) that answers other than 5xx: one away (a deploy, a crash) or
+    failing, the next is asked. Any other answer is the answer, a refusal of the token (401,
+    403) too: every instance checks it alike. When none does, the first 5xx answer; when none
+    answered at all, the first one's HTTPError is raised."""
+    failed: httpx.Response | None = None
+    error: httpx.HTTPError | None = None
+    for address in addresses:
+        try:
+            response = await client.get(f"http://{address}{path}", params=params)
+        except httpx.HTTPError as exc:
+            error = error or exc
+            continue
+        if response.status_code < 500:
+            return response
+        failed = failed or response
+    if failed is not None:
+        return failed
+    assert error is not None, "no orders instance to ask"
+    raise error
+
+
 async def _stuck(
     client: httpx.AsyncClient,
-    settings: Settings,
+    addresses: list[str],  # the orders instances', asked in turn (:func:`ask_orders`)
     snap: Snapshot,
     stuck_after_seconds: float | None,  # None: the orders service's default
     refusals: Refusals,
     token: str | None,
 ) -> None:
     try:
-        response = await client.get(
-            f"http://{settings.http_host}:{settings.http_port}/ops/stuck-orders",
-            params={}
-            if stuck_after_seconds is None
-            else {"older_than_seconds": stuck_after_seconds},
+        response = await ask_orders(
+            client,
+            addresses,
+            "/ops/stuck-orders",
+            {} if stuck_after_seconds is None else {"older_than_seconds": stuck_after_seconds},
         )
     except httpx.HTTPError as exc:
         snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
@@ -665,13 +695,13 @@ class Dashboard:
         token = self.settings.api_token()
         held = self.refusals.holding("orders", token) or self.refusals.holding("order", token)
         if held is None:
-            url = f"http://{self.settings.http_host}:{self.settings.http_port}/orders/"
+            orders = instance_addresses(self.settings, self.further)["orders"]
             headers = bearer_headers(token)
             try:
                 async with httpx.AsyncClient(
                     timeout=2.0, headers=headers, transport=self.transport
                 ) as client:
-                    answer = await client.get(url + quote(order_id, safe=""))
+                    answer = await ask_orders(client, orders, "/orders/" + quote(order_id, safe=""))
             except httpx.HTTPError as exc:
                 why = f"the orders API is not reachable ({exc.__class__.__name__}); retry"
                 return unavailable("Orders API unavailable", why)

@@ -575,6 +575,37 @@ async def test_the_operations_page_reads_every_instance_it_is_told_of_and_says_o
     assert f"<td class='down'>{first} up, {second} down</td></tr>" in page.page()
 
 
+async def test_the_operations_page_asks_a_second_orders_instance_when_the_first_is_away(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stuck orders and the order lookup asked the orders instance on CARAVAN_HTTP_PORT
+    alone: that one away (a deploy, a crash), the page said "orders API unreachable" and the
+    lookup answered 503, a second orders instance it reads running. The page is given a port
+    nothing listens on for the first, and the second is asked."""
+    from tests.e2e.test_saga import order
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(free_port()))  # the first orders instance away
+    req = order()
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    caravan.procs.start(("orders",), instance=2)
+    try:
+        second = f"127.0.0.1:{await listening(caravan, 'orders-2')}"
+        page = Dashboard(Settings(token=caravan.token), further={"orders": [second]})
+        snap = await page.sample()
+        found = await page.order(order_id)
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["orders-2"])
+    assert "stuck" not in snap.unavailable, snap.unavailable
+    assert snap.stuck_after is not None  # as the second instance said it
+    assert found.status_code == 200, found.body
+    assert orjson.loads(found.body)["order_id"] == order_id
+    first = f"127.0.0.1:{page.settings.http_port}"
+    assert snap.instances["orders"][first] == "down", snap.instances
+
+
 async def listening(caravan: System, key: str) -> int:
     """The HTTP port the process ``key`` (an instance started on port 0) listens on, as its
     log says."""

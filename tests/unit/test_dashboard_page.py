@@ -466,6 +466,82 @@ async def test_an_order_lookup_the_orders_api_refused_is_not_asked_again_for_a_m
     assert asked == ["/orders/o-1"] * 2
 
 
+@pytest.mark.parametrize("first", ["away", "failing"])
+async def test_the_stuck_orders_and_a_lookup_are_asked_of_the_next_orders_instance(
+    no_kafka: None, no_database: None, first: str
+) -> None:
+    """With the orders instance on CARAVAN_HTTP_PORT away (a deploy, a crash) or failing
+    (5xx), the page said "orders API unreachable" for the stuck orders and the lookup 503'd,
+    though a second orders instance it reads would have answered. Each further one is asked in
+    turn."""
+    settings = Settings(token="cvn_" + "x" * 43)
+    second, asked = "127.0.0.1:9180", list[str]()
+    page = Dashboard(
+        settings,
+        transport=httpx.MockTransport(
+            lambda request: orders_answer(settings, request, first, asked)
+        ),
+        further={"orders": [second]},
+    )
+    snap = await page.sample()
+    assert "stuck" not in snap.unavailable, snap.unavailable
+    assert ([o["order_id"] for o in snap.stuck], snap.stuck_total) == (["o-1"], 1)
+    found = await look_up(signed_in(page), "o-1")
+    assert (found.status_code, found.json()) == (200, {"order_id": "o-1", "status": "pending"})
+    orders_asked = [at for at in asked if at.endswith(("/ops/stuck-orders", "/o-1"))]
+    assert orders_asked == [
+        f"127.0.0.1:{settings.http_port} /ops/stuck-orders",
+        f"{second} /ops/stuck-orders",
+        f"127.0.0.1:{settings.http_port} /orders/o-1",
+        f"{second} /orders/o-1",
+    ]
+
+
+async def test_a_refusal_of_the_token_by_the_first_orders_instance_is_not_asked_of_the_next(
+    no_kafka: None, no_database: None
+) -> None:
+    """Every orders instance checks the token alike: asking the next after a 401 or 403 would
+    count one more failed attempt against the page's address, to be refused again."""
+    settings, asked = Settings(token="cvn_" + "y" * 43), list[str]()
+    page = Dashboard(
+        settings,
+        transport=httpx.MockTransport(
+            lambda request: orders_answer(settings, request, "refusing", asked)
+        ),
+        further={"orders": ["127.0.0.1:9180"]},
+    )
+    refused = await look_up(signed_in(page), "o-1")
+    snap = await page.sample()
+    assert refused.status_code == 502 and "(HTTP 403)" in refused.json()["detail"]
+    assert snap.unavailable["stuck"] == "token refused (HTTP 403)"
+    assert [at for at in asked if at.startswith("127.0.0.1:9180 /o")] == []
+
+
+def orders_answer(
+    settings: Settings, request: httpx.Request, first: str, asked: list[str]
+) -> httpx.Response:
+    """The services as the tests above have them, each request noted in ``asked`` (``host:port
+    path``): the orders instance on its port setting ``away`` (not listening), ``failing`` (a
+    503 problem) or ``refusing`` the token (403); the others, a second orders instance among
+    them, answering."""
+    at = f"{request.url.host}:{request.url.port}"
+    asked.append(f"{at} {request.url.path}")
+    if request.url.port == settings.http_port and first == "away":
+        raise httpx.ConnectError("connection refused", request=request)
+    if request.url.port == settings.http_port and request.url.path != "/healthz":
+        status = 503 if first == "failing" else 403
+        body = {"type": "about:blank", "title": "x", "status": status, "detail": "x"}
+        return httpx.Response(status, json=body, headers={"content-type": PROBLEM})
+    if request.url.path == "/ops/stuck-orders":
+        stuck = {"order_id": "o-1", "order_ref": "R-1", "placed_at": "2026-12-06T00:00:00Z"}
+        return httpx.Response(200, json={"orders": [stuck], "total": 1})
+    if request.url.path == "/orders/o-1":
+        return httpx.Response(200, json={"order_id": "o-1", "status": "pending"})
+    if request.url.path == "/healthz":
+        return httpx.Response(200, json=HEALTHY)
+    return httpx.Response(200, text="")
+
+
 async def test_each_service_health_checks_are_shown_as_its_healthz_names_them(
     no_kafka: None,
 ) -> None:

@@ -7,7 +7,9 @@ service that does not answer (down, or paused by ``caravan pause`` under the ``c
 whose Kafka it watches), the consumer lag its group has in Kafka; from Kafka too, each
 service's consumer group members (every instance running, wherever it runs) and those gone. It
 reads each instance of a service it is told of (its port setting's, and each ``--instance``):
-their consumption summed, each one's state listed, one not answering said so. It calls
+their consumption summed, each one's state listed, one not answering said so, the service's
+health its worst one's; the stuck orders and an order's lookup from the first orders instance
+that answers. It calls
 them with ``CARAVAN_TOKEN`` (or the development token), and leaves a service that refused
 it alone for a while (:class:`Refusals`); people need a token with the scope ``ops``: a
 bearer header, or pasted once into ``/login``, which keeps it in an HttpOnly,
@@ -90,8 +92,13 @@ class Snapshot:
     # health unknown (as its /healthz said), down (its /metrics not answering), paused,
     # token refused (HTTP 401), no figures (its /metrics not Prometheus text)
     instances: dict[str, dict[str, str]] = field(default_factory=dict)
-    health: dict[str, str] = field(default_factory=dict)  # per service: /healthz's status
-    checks: dict[str, dict[str, str]] = field(default_factory=dict)  # per service: its checks
+    # per service, as its worst instance says (:func:`_health_of`): its /healthz status, and
+    # each check as the first instance not saying ok says it
+    health: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, dict[str, str]] = field(default_factory=dict)
+    # per service, each instance's address → its /healthz status, and the checks it names
+    healths: dict[str, dict[str, str]] = field(default_factory=dict)
+    instance_checks: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     down: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)  # those down that `caravan pause` stopped
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
@@ -191,7 +198,8 @@ def _waiting(snap: Snapshot) -> str:
 
 
 HEALTH_NOTE = (
-    "Each service's /healthz as it answers it: degraded (a 200) is Kafka silent or work that"
+    "Each service's /healthz as it answers it (as its worst instance does, what each says beside"
+    " it where they differ): degraded (a 200) is Kafka silent or work that"
     " stopped moving (a consumer or outbox relay stalled), which waits and is lost to nobody;"
     " unhealthy (a 503) is its database away"
 )
@@ -199,29 +207,59 @@ HEALTH_NOTE = (
 
 def _health_rows(snap: Snapshot) -> str:
     """A row per service: its ``/healthz`` status and each check it names (every check any
-    service names has a column), marked ok, degraded or down (unhealthy, or no answer), or
-    paused (no answer from a service `caravan pause` stopped)."""
+    service names has a column), as its worst instance says (:func:`_health_of`), marked ok,
+    degraded or down (unhealthy, or no answer), or paused (no answer from a service `caravan
+    pause` stopped); where its instances say differently, what each says."""
     names = list(dict.fromkeys(name for checks in snap.checks.values() for name in checks))
     rows = ""
     for service in SERVICES:
         status = snap.health.get(service, "not asked")
-        kind = status if status in ("ok", "degraded") else "down"
+        kind = _kind(status)
         if service in snap.paused and service not in snap.checks:  # stopped, not failing
             status = kind = "paused"
-        checks = snap.checks.get(service, {})
-        cells = "".join(_check(checks.get(name), kind) for name in names)
-        rows += f"<tr><td>{service}</td>{_marked(kind, status)}{cells}</tr>"
+        healths = snap.healths.get(service, {})
+        cell = _marked(kind, status)
+        if len(set(healths.values())) > 1:
+            each = html.escape(_each(healths))
+            cell = (
+                f"<td class='{kind}'>{html.escape(status)} <span class='note'>({each})</span></td>"
+            )
+        named = snap.instance_checks.get(service, {})
+        cells = "".join(_check(named, healths, name) for name in names)
+        rows += f"<tr><td>{service}</td>{cell}{cells}</tr>"
     head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
     note = html.escape(HEALTH_NOTE)
     return f"<tr><th>service</th><th title='{note}'>health</th>{head}</tr>{rows}"
 
 
-def _check(said: str | None, kind: str) -> str:
-    """A check's cell: ok, or what it says marked as its service's answer is (degraded, down);
-    empty for a check the service does not name."""
-    if said is None:
+KINDS = ("ok", "degraded", "down")
+"""How a /healthz status is marked, from the best to the worst."""
+
+
+def _kind(status: str) -> str:
+    """The mark of a /healthz status: ok, degraded, or down (unhealthy, no answer)."""
+    return status if status in KINDS[:2] else "down"
+
+
+def _each(said: dict[str, str]) -> str:
+    """What each instance says, ``host:port said`` (as the Services table's instances)."""
+    return ", ".join(f"{at} {what}" for at, what in said.items())
+
+
+def _check(named: dict[str, dict[str, str]], healths: dict[str, str], name: str) -> str:
+    """A check's cell: what the instances naming it say (each one's, where they differ), ok, or
+    marked down where one not saying ok answered /healthz down (unhealthy), else degraded;
+    empty where none names it."""
+    said = {at: checks[name] for at, checks in named.items() if name in checks}
+    if not said:
         return "<td></td>"
-    return _marked("ok" if said == "ok" else "down" if kind == "down" else "degraded", said)
+    failing = [
+        "down" if _kind(healths[at]) == "down" else "degraded"
+        for at, what in said.items()
+        if what != "ok"
+    ]
+    kind = max(failing, key=KINDS.index, default="ok")
+    return _marked(kind, _each(said) if len(set(said.values())) > 1 else next(iter(said.values())))
 
 
 def _marked(kind: str, said: str) -> str:
@@ -383,13 +421,12 @@ async def _ask_instance(
     lag: dict[tuple[str, str], float],
 ) -> str:
     """One instance of ``service``, named ``name`` (:class:`Refusals`, ``consumed``): its
-    ``/healthz`` (the first that names its checks speaks for the service in Health) and its
-    ``/metrics`` (:func:`_read_metrics`); its state, as :attr:`Snapshot.instances` says."""
+    ``/healthz`` (:attr:`Snapshot.healths`, :func:`_health_of`) and its ``/metrics``
+    (:func:`_read_metrics`); its state, as :attr:`Snapshot.instances` says."""
     status, checks = await _ask_health(client, f"http://{address}/healthz")
-    if service not in snap.checks:
-        snap.health[service] = status
-        if checks is not None:
-            snap.checks[service] = checks
+    snap.healths.setdefault(service, {})[address] = status
+    if checks is not None:
+        snap.instance_checks.setdefault(service, {})[address] = checks
     held = refusals.holding(name, token)
     if held is not None:
         return f"token refused ({held})"
@@ -404,6 +441,25 @@ async def _ask_instance(
     if not _read_metrics(snap, service, name, response.text, lag):
         return "no figures"
     return _STATES.get(status, ("health unknown", ""))[0]
+
+
+def _health_of(snap: Snapshot, service: str) -> None:
+    """``service``'s health as its worst instance's of those whose /healthz named its checks
+    (unhealthy, then degraded, then ok; the first's where none did: no answer), and each check
+    as the first instance not saying ok says it: a second instance whose database connection
+    failed was not shown, the first saying ok for the service. An instance not answering is
+    said down in the Services table, and beside the service's health here."""
+    said = snap.healths[service]
+    named = snap.instance_checks.get(service, {})
+    worst = max(named or said, key=lambda at: KINDS.index(_kind(said[at])))
+    snap.health[service] = said[worst]
+    if named:
+        checks: dict[str, str] = {}
+        for each in named.values():
+            for check, what in each.items():
+                if checks.get(check, "ok") == "ok":
+                    checks[check] = what
+        snap.checks[service] = checks
 
 
 def _settle(
@@ -452,6 +508,7 @@ async def collect(
                 said[address] = await ask
                 refused = refused or refusals.holding(name, token)
             _settle(snap, service, lag, refused)
+            _health_of(snap, service)
         paused = checkout.paused_beside(settings.kafka_bootstrap_servers)
         snap.paused = [service for service in snap.down if service in paused]
         for service in snap.paused:  # caravan pause stops the instance caravan up runs

@@ -4,6 +4,7 @@ real ``caravan`` command line."""
 import asyncio
 import contextlib
 import hashlib
+import html
 import os
 import re
 import subprocess
@@ -604,6 +605,45 @@ async def test_the_operations_page_asks_a_second_orders_instance_when_the_first_
     assert orjson.loads(found.body)["order_id"] == order_id
     first = f"127.0.0.1:{page.settings.http_port}"
     assert snap.instances["orders"][first] == "down", snap.instances
+
+
+async def test_the_operations_page_shows_a_service_as_its_worst_instance_s_health(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Health table took the first inventory instance that named its checks: a second
+    one whose PostgreSQL connection failed (its own: an address wrong, a login refused)
+    showed nowhere, inventory "ok". Inventory is shown unhealthy, its database check as the
+    second says it, and which instance says what."""
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    first = f"127.0.0.1:{caravan.port('inventory')}"
+    nowhere = f"postgresql://caravan_inventory:x@127.0.0.1:{free_port()}/caravan"
+    own = "CARAVAN_DATABASE_URL_INVENTORY"  # the second's alone (caravan.db_roles)
+    given = caravan.procs.env.get(own)
+    caravan.procs.env[own] = nowhere
+    try:
+        caravan.procs.start(("inventory",), instance=2)
+    finally:
+        if given is None:
+            del caravan.procs.env[own]
+        else:
+            caravan.procs.env[own] = given
+    try:  # it serves HTTP while PostgreSQL cannot be reached, and consumes nothing
+        second = f"127.0.0.1:{await listening(caravan, 'inventory-2')}"
+        page = Dashboard(Settings(token=caravan.token), further={"inventory": [second]})
+        snap = await page.sample()
+    finally:
+        await asyncio.to_thread(caravan.procs.stop, ["inventory-2"])
+    assert snap.health["inventory"] == "unhealthy", snap.checks["inventory"]
+    assert snap.healths["inventory"] == {first: "ok", second: "unhealthy"}, snap.healths
+    said = snap.instance_checks["inventory"][second]["database"]
+    assert said != "ok" and snap.checks["inventory"]["database"] == said
+    health = page.page().split("<h2>Health</h2>")[1]
+    assert (
+        f"<tr><td>inventory</td><td class='down'>unhealthy <span class='note'>({first} ok,"
+        f" {second} unhealthy)</span></td><td class='down'>{first} ok,"
+        f" {second} {html.escape(said)}</td>"
+    ) in health, health
 
 
 async def listening(caravan: System, key: str) -> int:

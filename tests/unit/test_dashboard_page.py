@@ -596,6 +596,70 @@ async def test_each_service_health_checks_are_shown_as_its_healthz_names_them(
     assert ".degraded{" in style and ".down{" in style and ".ok{" in style
 
 
+async def test_a_service_s_health_is_its_worst_instance_s_naming_which_says_what(
+    no_kafka: None,
+) -> None:
+    """The Health table took the first instance that named its checks: a second payments
+    instance whose database connection failed (a 503) was shown nowhere, payments "ok". The
+    service's health is its worst instance's, each check as the worst says it, and where its
+    instances differ what each says; one not answering is named beside an ok."""
+    settings = Settings(token="cvn_" + "k" * 43)
+    ok = {"database": "ok", "kafka": "ok", "consumer": "ok"}
+    health = {
+        "127.0.0.1:9182": (
+            503,
+            {"title": "Unhealthy", "checks": ok | {"database": "ConnectionRefusedError"}},
+        ),
+        "127.0.0.1:9181": (
+            200,
+            {"status": "degraded", "checks": ok | {"consumer": "stalled 130 s"}},
+        ),
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        at = f"{request.url.host}:{request.url.port}"
+        if at == "127.0.0.1:9180":
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/healthz":
+            status, body = health.get(at, (200, {"status": "ok", "checks": ok}))
+            return httpx.Response(status, json=body)
+        return httpx.Response(200, text="")
+
+    page = Dashboard(
+        settings,
+        transport=httpx.MockTransport(answer),
+        further={
+            "payments": ["127.0.0.1:9182"],
+            "inventory": ["127.0.0.1:9181"],
+            "orders": ["127.0.0.1:9180"],
+        },
+    )
+    snap = await page.sample()
+    assert (snap.health["payments"], snap.checks["payments"]["database"]) == (
+        "unhealthy",
+        "ConnectionRefusedError",
+    )
+    text = page.page()
+    assert (
+        "<tr><td>payments</td><td class='down'>unhealthy <span class='note'>(127.0.0.1:8082 ok,"
+        " 127.0.0.1:9182 unhealthy)</span></td><td class='down'>127.0.0.1:8082 ok,"
+        " 127.0.0.1:9182 ConnectionRefusedError</td>" + "<td class='ok'>ok</td>" * 2 + "</tr>"
+    ) in text, text
+    assert (
+        "<tr><td>inventory</td><td class='degraded'>degraded <span class='note'>(127.0.0.1:8081"
+        " ok, 127.0.0.1:9181 degraded)</span></td>"
+        + "<td class='ok'>ok</td>" * 2
+        + "<td class='degraded'>127.0.0.1:8081 ok, 127.0.0.1:9181 stalled 130 s</td></tr>"
+    ) in text
+    assert (
+        "<tr><td>orders</td><td class='ok'>ok <span class='note'>(127.0.0.1:8080 ok,"
+        " 127.0.0.1:9180 no answer (ConnectError))</span></td>" + "<td class='ok'>ok</td>" * 3
+    ) in text
+    services = "<tr><td>payments</td><td class='down'>unhealthy <span class='note'>(no figures"
+    assert services in text
+    assert "<tr><td>notifications</td><td class='ok'>ok</td>" + "<td class='ok'>ok</td>" * 3 in text
+
+
 async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
     no_kafka: None,
 ) -> None:

@@ -108,37 +108,33 @@ java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1 in
 """
 
 
+@pytest.mark.parametrize(
+    ("output", "full", "why"),
+    [
+        (  # a broker that refuses its storage, every time
+            KAFKA_REFUSING,
+            False,
+            "java.lang.RuntimeException: Stored node id 7 doesn't match previous node id 1 in"
+            " meta.properties.",
+        ),
+        # A drill filled Kafka's disk: the node exited at its first write, and each start
+        # again before it could write a line, said "(its output says nothing of why)" four
+        # times. Where the output says nothing and the node's disk is full (faked), that is
+        # said.
+        ("", True, "no space left on the disk of {data}: 4096 bytes free"),
+    ],
+)
 def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
-    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    output: str,
+    full: bool,
+    why: str,
 ) -> None:
-    java = tmp_path / "jdk" / "bin" / "java"  # a broker that refuses its storage, every time
-    java.parent.mkdir(parents=True)
-    script(java, f"cat <<'EOF'\n{KAFKA_REFUSING}EOF\nexit 1")
-    monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
-    port = free_port()
-    local_infrastructure(monkeypatch, tmp_path, port=port)
-    node = tmp_path / f"kafka-{port}" / "node-0"
-    (node / "data").mkdir(parents=True)
-    (node / "data" / "meta.properties").touch()  # formatted before
-
-    code, _, err = caravan("up")
-    assert code == 1 and one_line(err) == (
-        "Kafka node 0 exited (java.lang.RuntimeException: Stored node id 7 doesn't match "
-        f"previous node id 1 in meta.properties.); see {node / 'kafka.log'}"
-    ), err
-    assert (node / "kafka.log").read_text() == KAFKA_REFUSING * 3  # started three times
-
-
-def test_caravan_up_whose_kafka_exits_on_a_full_disk_says_the_disk_is_full(
-    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """A drill filled Kafka's disk: the node exited at its first write, and each start again
-    exited before it could write a line, so caravan up said "Kafka node 0 exited (its output
-    says nothing of why)" four times. Where the output says nothing and the node's disk is
-    full, that is said (the disk is faked full; the broker exits silently, as there)."""
     java = tmp_path / "jdk" / "bin" / "java"
     java.parent.mkdir(parents=True)
-    script(java, "exit 1")
+    script(java, f"cat <<'EOF'\n{output}EOF\nexit 1")
     monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
     port = free_port()
     local_infrastructure(monkeypatch, tmp_path, port=port)
@@ -148,15 +144,15 @@ def test_caravan_up_whose_kafka_exits_on_a_full_disk_says_the_disk_is_full(
     real = shutil.disk_usage
 
     def disk_usage(path: str | Path) -> Any:
-        full = Path(path) == node / "data"
-        return real(path)._replace(free=4096) if full else real(path)
+        faked = full and Path(path) == node / "data"
+        return real(path)._replace(free=4096) if faked else real(path)
 
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     code, _, err = caravan("up")
     assert code == 1 and one_line(err) == (
-        f"Kafka node 0 exited (no space left on the disk of {node / 'data'}: 4096 bytes free);"
-        f" see {node / 'kafka.log'}"
+        f"Kafka node 0 exited ({why.format(data=node / 'data')}); see {node / 'kafka.log'}"
     ), err
+    assert (node / "kafka.log").read_text() == output * 3  # started three times
 
 
 POSTGRES_REFUSING = (

@@ -303,21 +303,24 @@ class HandledOffsets:
             self.handled.clear()
             await self.commit()
 
-    async def commit(self) -> None:
+    async def commit(self) -> Exception | None:
         """Commit the offsets handled since the last commit, of the partitions still
-        assigned (another member now handles the others, and commits them)."""
+        assigned (another member now handles the others, and commits them); what failed, if
+        it did."""
         if not self.pending or self.consumer is None:
-            return
+            return None
         assigned = self.consumer.assignment()
         offsets = {tp: offset for tp, offset in self.pending.items() if tp in assigned}
         self.pending = {}
-        if offsets and not await self._send(offsets):  # they go with the next commit
+        failed = await self._send(offsets) if offsets else None
+        if failed is not None:  # they go with the next commit
             for tp, offset in offsets.items():
                 self.pending[tp] = max(self.pending.get(tp, 0), offset)
             self.handled.set()  # the next commit comes an interval later, records or none
+        return failed
 
-    async def _send(self, offsets: dict[TopicPartition, int]) -> bool:
-        """Commit ``offsets`` to Kafka; False (and a warning) if that failed. A failed commit
+    async def _send(self, offsets: dict[TopicPartition, int]) -> Exception | None:
+        """Commit ``offsets`` to Kafka; what failed (and a warning), if it did. A failed commit
         is tried again an interval later, so its warning is a retried fault's: Kafka away
         (:func:`~shared.messaging.relay.kafka_away`) is the process's one, which a commit
         Kafka answers ends in one line (:func:`~shared.messaging.relay.kafka_answers`), and
@@ -339,9 +342,9 @@ class HandledOffsets:
                 exc = KafkaTimeoutError(said)
             which = KAFKA_AWAY if kafka_away(exc) else repr(exc)
             log.warning("committing offsets failed (%r)", exc, extra=retried(which))
-            return False
+            return exc
         kafka_answers(log)
-        return True
+        return None
 
     async def close(self) -> None:
         """Commit what was handled, and stop committing (before the consumer stops).
@@ -356,12 +359,15 @@ class HandledOffsets:
             self.task.cancel()
             with suppress(asyncio.CancelledError):
                 await self.task
-        with suppress(Exception):
-            await self.commit()
-        if self.pending:
+        try:
+            failed = await self.commit()
+        except Exception as exc:
+            failed = exc
+        if self.pending:  # why, said here too: the commit's own warning may be held back
             log.warning(
-                "the last commit of offsets failed: the records handled since the one before"
-                " are delivered again (and found in the inbox)"
+                "the last commit of offsets failed (%r): the records handled since the one"
+                " before are delivered again (and found in the inbox)",
+                failed,
             )
 
 

@@ -110,7 +110,8 @@ async def test_the_last_commit_with_kafka_away_gives_up_in_time(
             None,
         ),
         (
-            "the last commit of offsets failed: the records handled since the one before are"
+            "the last commit of offsets failed (KafkaTimeoutError(\"no answer from the group's"
+            ' coordinator within 0.2 s")): the records handled since the one before are'
             " delivered again (and found in the inbox)",
             None,
         ),
@@ -186,3 +187,27 @@ async def test_kafka_away_for_the_commits_is_one_warning_then_a_line_when_it_ans
     assert consumer.attempts == [{TP: 8}] * 14 and offsets.pending == {}
     warned = f"committing offsets failed ({errors.KafkaConnectionError('Unable to bootstrap')!r})"
     assert said(caplog, "shared.messaging.consumer") == kafka_away_a_minute(warned)
+
+
+async def test_the_last_commit_says_why_it_failed_when_its_own_warning_is_held_back(
+    caplog: pytest.LogCaptureFixture, faults: Clock
+) -> None:
+    """Kafka away already said within the minute, the last commit's own warning is held back
+    (a retried fault's): the line that its records are delivered again said no reason."""
+    consumer = AwayConsumer(fails=2)
+    offsets = HandledOffsets(interval=60)  # the test commits, then close()
+    async with offsets.handling(consumer, [record(7)]):
+        pass
+    await offsets.commit()
+    faults.now += 5
+    await offsets.close()
+    assert consumer.attempts == [{TP: 8}] * 2 and offsets.pending == {TP: 8}
+    away = errors.KafkaConnectionError("Unable to bootstrap")
+    assert said(caplog, "shared.messaging.consumer") == [
+        ("WARNING", f"committing offsets failed ({away!r})"),
+        (
+            "WARNING",
+            f"the last commit of offsets failed ({away!r}): the records handled since the one"
+            " before are delivered again (and found in the inbox)",
+        ),
+    ]

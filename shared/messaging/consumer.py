@@ -256,6 +256,11 @@ class HandledOffsets:
     task: asyncio.Task[None] | None = None
     closed: bool = False
     rebalances: int = 0
+    # aiokafka's requests of commits (:meth:`_request`) not yet answered, and those of them
+    # whose commit was given up (their answer is said by :meth:`_answered`).
+    sending: set[asyncio.Task[Any]] = field(default_factory=set)
+    given_up: set[asyncio.Task[Any]] = field(default_factory=set)
+    coordinator: Any = None  # aiokafka's GroupCoordinator whose requests go through _request
 
     def listener(self) -> ConsumerRebalanceListener:
         """The subscriber's rebalance listener, for :meth:`revoked`."""
@@ -330,7 +335,10 @@ class HandledOffsets:
         for the group's coordinator for as long as none can be found, and a rebalance's
         (:meth:`revoked`, in aiokafka's coordination task) so held the consumer's stop
         without end: closing, aiokafka's wait for a coordinator returns at once, and its
-        commit tries again every 100 ms."""
+        commit tries again every 100 ms. Its request, once sent, goes on (aiokafka shields
+        it): :meth:`_request` says its late answer."""
+        self._see_requests(self.consumer)
+        sending = set(self.sending)
         try:
             async with asyncio.timeout(self.commit_seconds):
                 await self.consumer.commit(offsets)
@@ -340,11 +348,47 @@ class HandledOffsets:
             if isinstance(exc, TimeoutError):
                 said = f"no answer from the group's coordinator within {self.commit_seconds} s"
                 exc = KafkaTimeoutError(said)
-            which = KAFKA_AWAY if kafka_away(exc) else repr(exc)
-            log.warning("committing offsets failed (%r)", exc, extra=retried(which))
+                self.given_up |= self.sending - sending
+            log.warning("committing offsets failed (%r)", exc, extra=retried(_fault(exc)))
             return exc
         kafka_answers(log)
         return None
+
+    def _see_requests(self, consumer: Any) -> None:
+        """Have the requests of ``consumer``'s commits go through :meth:`_request`."""
+        coordinator = getattr(consumer, "_coordinator", None)  # aiokafka's, once started
+        if coordinator is None or coordinator is self.coordinator:
+            return
+        self.coordinator = coordinator
+        coordinator._do_commit_offsets = partial(self._request, coordinator._do_commit_offsets)
+
+    async def _request(self, send: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """aiokafka's request of a commit (``GroupCoordinator._do_commit_offsets``), which
+        its commit runs shielded, in a task of its own: given up (:meth:`_send`), the commit
+        no longer waits for it, and its failure was an error no one retrieved, logged when the
+        task was collected ('Task exception was never retrieved'), after Kafka came back.
+        :meth:`_answered` retrieves it. It is sent after those given up before it are
+        answered: one landing after it would move the group's offsets back."""
+        task = asyncio.current_task()
+        assert task is not None
+        before = set(self.sending)
+        self.sending.add(task)
+        task.add_done_callback(self._answered)
+        if before:
+            await asyncio.wait(before)
+        await send(*args)
+
+    def _answered(self, task: asyncio.Task[Any]) -> None:
+        self.sending.discard(task)
+        failed = None if task.cancelled() else task.exception()  # retrieved: see _request
+        if task in self.given_up:
+            self.given_up.discard(task)
+            if failed is not None:
+                log.warning(
+                    "a commit of offsets given up failed later (%r)",
+                    failed,
+                    extra=retried(_fault(failed)),
+                )
 
     async def close(self) -> None:
         """Commit what was handled, and stop committing (before the consumer stops).
@@ -369,6 +413,11 @@ class HandledOffsets:
                 " before are delivered again (and found in the inbox)",
                 failed,
             )
+
+
+def _fault(exc: BaseException) -> str:
+    """The retried fault a commit's failure is: Kafka away, or its words."""
+    return KAFKA_AWAY if kafka_away(exc) else repr(exc)
 
 
 class _OnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

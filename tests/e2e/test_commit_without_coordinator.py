@@ -12,6 +12,10 @@ Now a commit unanswered within ``COMMIT_SECONDS`` fails, Kafka away (its warning
 the relay's), and the stop goes on."""
 
 import asyncio
+import gc
+import logging
+import os
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -93,4 +97,60 @@ async def test_a_consumer_stops_in_time_when_its_revoking_commit_finds_no_coordi
             tasks.append(asyncio.create_task(consumer.stop()))
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        await asyncio.to_thread(kafka.stop)
+
+
+async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiokafka sends a commit's request shielded, in a task of its own: a commit given up
+    (unanswered within ``COMMIT_SECONDS``) leaves it going on, and its failure, once Kafka
+    answered or went away, was an error no one retrieved, logged at ERROR by asyncio ('Task
+    exception was never retrieved ... GroupCoordinator._do_commit_offsets()'). Here the
+    broker is frozen (SIGSTOP) while the request is on its way, then killed."""
+    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
+    bootstrap = await asyncio.to_thread(kafka.start)
+    consumer: AIOKafkaConsumer | None = None
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await ensure_topics(bootstrap, partitions=1)
+        await sent(bootstrap, TOPIC, [b"handled, not committed"])
+        consumer = AIOKafkaConsumer(
+            TOPIC,
+            bootstrap_servers=bootstrap,
+            group_id=GROUP + "-late",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        records: list[ConsumerRecord] = []
+        while not records:
+            fetched = await consumer.getmany(timeout_ms=1000)
+            records = [r for rs in fetched.values() for r in rs]
+        offsets = HandledOffsets(interval=60, commit_seconds=1.0)  # the test commits
+        async with offsets.handling(consumer, records):
+            pass
+        pid = kafka.pid(0)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the request is sent, and not answered
+        caplog.set_level(logging.WARNING)
+        assert await offsets.commit() is not None  # given up
+        await asyncio.to_thread(kafka.kill, 0)  # its connection closes: the request fails
+        late = "a commit of offsets given up failed later"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            late in r.getMessage() for r in caplog.records
+        ):
+            await asyncio.sleep(0.1)
+            gc.collect()  # an error no one retrieved is logged as its task is collected
+        gc.collect()
+        said = [(r.name, r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records]
+        ours = [s for s in said if s[0] in ("asyncio", "shared.messaging.consumer")]
+        assert ours == [
+            ("shared.messaging.consumer", "WARNING", "committing offsets failed"),
+            ("shared.messaging.consumer", "WARNING", late),
+        ], said
+    finally:
+        if consumer is not None:
+            await asyncio.wait([asyncio.create_task(consumer.stop())], timeout=10)
         await asyncio.to_thread(kafka.stop)

@@ -4,13 +4,16 @@ a rebalance what was handled committed at once and nothing from before it after 
 its last commit, Kafka away, not waited for without end (the service could not stop)."""
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition, errors
 
+from shared.logs import FAULT
 from shared.messaging.consumer import HandledOffsets
+from shared.messaging.relay import KAFKA_AWAY
 from tests.unit.conftest import Clock, kafka_away_a_minute, said
 
 TP = TopicPartition("orders.events.v1", 0)
@@ -211,3 +214,96 @@ async def test_the_last_commit_says_why_it_failed_when_its_own_warning_is_held_b
             " before are delivered again (and found in the inbox)",
         ),
     ]
+
+
+class Requests:
+    """Stands in for aiokafka's GroupCoordinator: each request of a commit
+    (``_do_commit_offsets``) is put in ``sent`` as it is sent, and answered when the test
+    sets its future (a result, or the error the broker answered)."""
+
+    def __init__(self) -> None:
+        self.sent: asyncio.Queue[tuple[dict[TopicPartition, int], asyncio.Future[None]]]
+        self.sent = asyncio.Queue()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def _do_commit_offsets(
+        self, assignment: object, offsets: dict[TopicPartition, int]
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        answer = asyncio.get_running_loop().create_future()
+        self.sent.put_nowait((dict(offsets), answer))
+        await answer
+
+
+class ShieldingConsumer(FlakyConsumer):
+    """A commit that runs its request shielded, in a task of its own, as aiokafka's does
+    (``GroupCoordinator.commit_offsets``): a commit given up leaves its request going on."""
+
+    def __init__(self) -> None:
+        super().__init__(fails=0)
+        self._coordinator = Requests()
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.attempts.append(dict(offsets))
+        await asyncio.shield(self._coordinator._do_commit_offsets(None, offsets))
+
+
+async def test_a_commit_given_up_that_fails_later_is_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After Kafka came back, payments logged at ERROR 'Task exception was never retrieved
+    ... GroupCoordinator._do_commit_offsets() ... GroupLoadInProgressError': the request of a
+    commit given up (aiokafka shields it) failed later, and no one retrieved its error."""
+    consumer = ShieldingConsumer()
+    requests = consumer._coordinator
+    offsets = HandledOffsets(interval=60, commit_seconds=0.1)  # the test commits
+    async with offsets.handling(consumer, [record(7)]):
+        pass
+    caplog.set_level(logging.WARNING)
+    await offsets.commit()  # unanswered: given up
+    assert offsets.pending == {TP: 8}
+    sent, answer = requests.sent.get_nowait()
+    assert sent == {TP: 8}
+    answer.set_exception(errors.GroupLoadInProgressError())
+    await asyncio.wait(requests.tasks)
+    del answer, requests.tasks[:]  # (the error's traceback holds the task)
+    gc.collect()  # an error no one retrieved is logged as its task is collected
+    late = [r for r in caplog.records if "given up" in r.getMessage()]
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "shared.messaging.consumer",
+            "WARNING",
+            "committing offsets failed (KafkaTimeoutError(\"no answer from the group's"
+            ' coordinator within 0.1 s"))',
+        ),
+        (
+            "shared.messaging.consumer",
+            "WARNING",
+            f"a commit of offsets given up failed later ({errors.GroupLoadInProgressError()!r})",
+        ),
+    ]
+    assert [getattr(r, FAULT) for r in late] == [KAFKA_AWAY]  # folds with Kafka away's
+
+
+async def test_a_commit_is_not_sent_before_one_given_up_is_answered() -> None:
+    """A request given up that is still unanswered may yet land: one sent after it, with
+    newer offsets, must not land before it (the group's offsets would move back)."""
+    consumer = ShieldingConsumer()
+    requests = consumer._coordinator
+    offsets = HandledOffsets(interval=60, commit_seconds=0.1)  # the test commits
+    async with offsets.handling(consumer, [record(7)]):
+        pass
+    await offsets.commit()  # unanswered: given up
+    async with offsets.handling(consumer, [record(8)]):
+        pass
+    await offsets.commit()  # waits for the first to be answered: given up too
+    assert consumer.attempts == [{TP: 8}, {TP: 9}]
+    first, answer = requests.sent.get_nowait()
+    assert (first, requests.sent.qsize()) == ({TP: 8}, 0)
+    answer.set_result(None)
+    second, answer = await asyncio.wait_for(requests.sent.get(), 5)
+    assert second == {TP: 9}
+    answer.set_result(None)
+    await asyncio.wait(requests.tasks)

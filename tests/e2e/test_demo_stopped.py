@@ -3,17 +3,27 @@ it ended saying nothing (SIGTERM at once, Ctrl-C with exit 130), so whoever stop
 know what it had sent. It says so in one line, and still stops at once."""
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
+from rich.console import Console
 
 from caravan import system
 from caravan.checkout import REPO_ROOT
+from caravan.demo import run_demo
+from caravan.infra.kafka import LocalKafka
+from shared.messaging.admin import ensure_topics
 from shared.topics import Topic
+from tests.conftest import KAFKA_PORT
 from tests.harness import System
+from tests.unit.test_demo_seed import seed
 
 ORDERS = 5
 STOPPED_WITHIN = 10.0  # seconds: at once, on a machine shared by other runs
@@ -64,3 +74,55 @@ async def test_a_demo_stopped_says_what_it_sent_and_saw_end(
         err.decode(),
     )
     assert demo.returncode == 130, err.decode()
+
+
+OWN_KAFKA_PORT = KAFKA_PORT + 4  # a broker of the test's own, to kill (+ 3: commit_without_...)
+DEMO_TOPICS = (Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS)
+
+
+async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_went_away(
+    tmp_path: Path,
+) -> None:
+    """Kafka gone while the demo followed its orders, it ended in a traceback of
+    CancelledError (aiokafka's consumer stop, its fetch cancelled in its retry backoff) and
+    nothing else. It says what it sent, then that Kafka went away (the command's red line)."""
+    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
+    bootstrap = await asyncio.to_thread(kafka.start)
+    console = Console(file=io.StringIO(), width=200)
+    demo: asyncio.Task[object] | None = None
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await ensure_topics(bootstrap, partitions=1)
+        reader = AIOKafkaConsumer(
+            Topic.ORDER_REQUESTS.value, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        )
+        await reader.start()
+        try:
+            while True:  # the topics made, and in the broker's metadata
+                known = await reader._client.fetch_all_metadata()
+                if all(known.partitions_for_topic(t.value) for t in DEMO_TOPICS):
+                    break
+                await asyncio.sleep(0.1)
+            # No service runs: the demo follows its orders until its timeout.
+            demo = asyncio.create_task(
+                run_demo(bootstrap, seed(), count=3, timeout=20, console=console)
+            )
+            requests = 0
+            while requests < 3:
+                fetched = await reader.getmany(timeout_ms=1000)
+                requests += sum(len(records) for records in fetched.values())
+        finally:
+            await reader.stop()
+        await asyncio.to_thread(kafka.kill, 0)
+        done, _ = await asyncio.wait([demo], timeout=60)
+        assert done, "the demo still runs"
+        said = console.file.getvalue()  # type: ignore[attr-defined]
+        failed = None if demo.cancelled() else demo.exception()
+        assert (demo.cancelled(), type(failed)) == (False, KafkaConnectionError), said
+        assert "stopped: 3 of 3 orders sent; ended so far: none" in said.splitlines(), said
+        assert "it went away while the demo followed its orders" in str(failed)
+    finally:
+        if demo is not None and not demo.done():
+            demo.cancel()
+            await asyncio.wait([demo])
+        await asyncio.to_thread(kafka.stop)

@@ -162,7 +162,7 @@ async def _kafka_answers(consumer: AIOKafkaConsumer) -> None:
     reads nothing, and says nothing of it), not because a service did not end them."""
     try:
         async with asyncio.timeout(KAFKA_ANSWER_SECONDS):
-            await consumer._client.fetch_all_metadata()
+            await consumer.topics()  # a metadata request
     except (KafkaError, TimeoutError) as exc:
         went = "it went away while the demo followed its orders: no broker answers"
         raise KafkaConnectionError(went) from exc

@@ -297,8 +297,41 @@ async def reused_lot_ids(
                 f" since it was received, {said(corrections)}: give its terms as corrected)"
             )
         else:
-            taken.append(f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}")
+            taken.append(
+                f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}: a new harvest"
+                f" takes a new lot id; {ways_to_mend(stored[lot.lot_id], lot)}"
+            )
     return taken, corrected
+
+
+CORRECTED_BY = {"sku": "--sku", "available_from": "--from", "best_before": "--best-before"}
+"""The terms of a lot that ``caravan inventory correct-lot`` sets right, and its options."""
+
+
+def ways_to_mend(stored: LotSeed, lot: LotSeed) -> str:
+    """What mends a lot ``lot`` refused as ``stored`` holds its id on other terms, other
+    than a new lot id, in commands: a term mistyped when it was received is corrected (and
+    the file then loads); its count (the quantity first received) changes by an adjustment,
+    the file keeping the quantity it was received with."""
+    given = lot.model_dump(mode="json")
+    terms = " ".join(
+        f"{option} {given[name]}"
+        for name, option in CORRECTED_BY.items()
+        if getattr(stored, name) != getattr(lot, name)
+    )
+    ways = []
+    if terms:
+        ways.append(
+            "terms mistyped when it was received are set right by `caravan inventory"
+            f" correct-lot {lot.lot_id} {terms} --reason R`"
+        )
+    if stored.quantity != lot.quantity:
+        ways.append(
+            f"its count changes by `caravan inventory adjust {lot.lot_id} --delta"
+            f" {lot.quantity - stored.quantity} --reason R`, its quantity in the file staying"
+            f" {stored.quantity} (as received)"
+        )
+    return "; ".join(ways)
 
 
 def corrected_since(

@@ -439,6 +439,17 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     assert done.returncode != 0, done.stdout
     differs = "best_before 2027-08-31 stored, 2027-09-30 given"
     assert f"nothing seeded: lot L1-{tag} exists with other terms: {differs}" in said, said
+    # What to do, in commands: it said only what differs.
+    correct = f"`caravan inventory correct-lot L1-{tag} --best-before 2027-09-30 --reason R`"
+    assert "a new harvest takes a new lot id; terms mistyped when it was" in said, said
+    assert f" received are set right by {correct}" in said, said
+    more = {**first, "lots": [{**lot(f"L1-{tag}", f"P-{tag}"), "quantity": 80}]}
+    done = await cli(caravan, "seed", write(tmp_path, more))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stdout
+    assert "quantity 50 stored, 80 given: a new harvest takes a new lot id; its count" in said
+    adjust = f"`caravan inventory adjust L1-{tag} --delta 30 --reason R`"
+    assert f"changes by {adjust}, its quantity in the file staying 50 (as received)" in said
     assert await caravan.sql(f"{stored} where lot_id = :l", l=f"L1-{tag}") == before
     assert await counts(caravan, tag) == (1, 1, 1)  # no S2, P2 or L2
     done = await cli(caravan, "seed", write(tmp_path, {**second, "lots": first["lots"]}))

@@ -67,7 +67,8 @@ def new_token() -> str:
 def check_scopes(scopes: list[str]) -> list[str]:
     unknown = sorted(set(scopes) - SCOPES.keys())
     if not scopes or unknown:
-        raise BadToken(f"unknown scope(s): {', '.join(unknown)}" if unknown else "no scope given")
+        said = f"unknown scope(s): {', '.join(unknown)}" if unknown else "no scope given"
+        raise BadToken(f"{said} (the scopes: {', '.join(SCOPES)})")
     return sorted(set(scopes))
 
 

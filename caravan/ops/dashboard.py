@@ -985,7 +985,7 @@ class Dashboard:
 
         @app.exception_handler(StarletteHTTPException)
         async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
-            if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            if exc.status_code == 401 and _browser(request):
                 return RedirectResponse("/login", status_code=303)
             return http_problem(exc, request)
 
@@ -998,7 +998,14 @@ class Dashboard:
             """The token from the form, checked like a bearer token, then kept in a cookie."""
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             token = (form.get("token") or [""])[0].strip()
-            await authorize_token(request, token, ("ops",))
+            try:
+                await authorize_token(request, token, ("ops",))
+            except StarletteHTTPException as exc:
+                if exc.status_code != 403 or not _browser(request):
+                    raise
+                said = f"{exc.detail}: sign in with a token that has it"
+                page = _login_page(f"<p class='warning'>{html.escape(said)}</p>")
+                return HTMLResponse(page, status_code=403)  # the form again, not JSON
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(
                 COOKIE,
@@ -1049,6 +1056,11 @@ def _sparkline(points: list[tuple[float, float]], width: int = 600, height: int 
 
 
 REFRESH = "<meta http-equiv='refresh' content='5'>"
+
+
+def _browser(request: Request) -> bool:
+    """Whether a browser asks (it takes HTML): it is shown a page where a program gets JSON."""
+    return "text/html" in request.headers.get("accept", "")
 
 
 def _login_page(error: str) -> str:

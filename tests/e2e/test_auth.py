@@ -571,6 +571,13 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
         refused = await browser.post("/login", data={"token": "cvn_" + "z" * 43})
         assert refused.status_code == 303 and refused.headers["location"] == "/login"
         assert "caravan_token" not in browser.cookies
+        # A token without the scope ops: the form again, saying so (it was JSON, a 403).
+        storefront = await caravan.issue_token(f"ops-page-{uuid.uuid4().hex[:8]}", "orders:read")
+        lacking = await browser.post("/login", data={"token": storefront})
+        assert lacking.status_code == 403 and "text/html" in lacking.headers["content-type"]
+        assert "lacks the scope ops: sign in with a token that has it" in lacking.text
+        assert "<form method='post' action='/login'>" in lacking.text, lacking.text
+        assert "caravan_token" not in browser.cookies
         done = await browser.post("/login", data={"token": caravan.token})
         assert done.status_code == 303 and done.headers["location"] == "/"
         cookie = done.headers["set-cookie"].lower()

@@ -115,10 +115,16 @@ def problem_responses(
     }
 
 
+NOT_JSON = "the body is not JSON (UTF-8)"
+"""The detail of a 422 of a body that does not parse as JSON, its error saying where."""
+
+
 def invalid(
     exc: ValidationError | RequestValidationError, title: str = "Invalid request"
 ) -> JSONResponse:
-    return problem(422, title, "the request does not match its schema", errors=field_errors(exc))
+    unparsed = any(e["type"] == "json_invalid" for e in exc.errors())
+    said = NOT_JSON if unparsed else "the request does not match its schema"
+    return problem(422, title, said, errors=field_errors(exc))
 
 
 def refused_body(said: str, title: str = "Invalid request", field: str = "body") -> JSONResponse:

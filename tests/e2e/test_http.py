@@ -178,6 +178,7 @@ async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -
     assert not_json.json()["errors"] == [
         {"field": "body", "message": "not JSON: Expecting value at character 10"}
     ]
+    assert not_json.json()["detail"] == "the body is not JSON (UTF-8)"  # not "its schema"
     # JSON sent as another type (a browser's fetch with a string body) says what to send.
     as_text = await http.post(
         "/orders",

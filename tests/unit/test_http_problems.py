@@ -21,7 +21,7 @@ from services.platform.entrypoints.http import push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.db import Database
 from shared.db.engine import connecting
-from shared.http import NO_NUL, PROBLEM, RETRY_SECONDS, create_app, require
+from shared.http import NO_NUL, NOT_JSON, PROBLEM, RETRY_SECONDS, create_app, require
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
@@ -324,6 +324,26 @@ async def test_every_malformed_json_body_is_the_contracts_422(
     assert [(e["field"], e["message"]) for e in said["errors"]] == [(field, message)]
     assert ran == []
     assert (await call(app, "POST", "/lines", json={"sku": "A", "quantity": 1})).json() == "taken"
+
+
+@pytest.mark.parametrize("body", [b'{"sku": ', b"sku=A&quantity=1", b"{'sku': 'A'}"])
+async def test_a_body_that_is_not_json_says_so_in_its_detail(body: bytes) -> None:
+    """Its detail said "the request does not match its schema", its one error "not JSON":
+    the detail says what is wrong, the error where, the problem's shape as ever."""
+    app = service()
+
+    @app.post("/lines")
+    async def lines(line: Line) -> str:
+        return "taken"
+
+    answer = await call(
+        app, "POST", "/lines", content=body, headers={"content-type": "application/json"}
+    )
+    assert (answer.status_code, answer.headers["content-type"]) == (422, PROBLEM), answer.text
+    said = answer.json()
+    assert (said["title"], said["detail"]) == ("Invalid request", NOT_JSON)
+    [error] = said["errors"]
+    assert error["field"] == "body" and error["message"].startswith("not JSON: "), error
 
 
 async def test_an_unreadable_body_without_a_token_is_401_first() -> None:

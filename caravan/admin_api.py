@@ -34,8 +34,15 @@ def base_url(url: str | None, service: str) -> str:
     if url:
         return url
     settings = Settings()
-    port = settings.http_port if service == "orders" else getattr(settings, f"{service}_http_port")
-    return f"http://{settings.http_host}:{port}"
+    return f"http://{settings.http_host}:{http_port(service, settings)}"
+
+
+def http_port(service: str, settings: Settings) -> int:
+    """``service``'s API port as ``settings`` place it (:func:`base_url`)."""
+    port: int = (
+        settings.http_port if service == "orders" else getattr(settings, f"{service}_http_port")
+    )
+    return port
 
 
 def auth_headers() -> dict[str, str]:

@@ -472,8 +472,7 @@ def pause(service: ServiceArg) -> None:
     (checkout.PAUSED / service).touch()
     hosting = [k for k in checkout.recorded_processes(checkout.UP_PIDS) if service in k.split("+")]
     _wait_for_up(service, running=False)
-    also = sorted({n for key in hosting for n in key.split("+")} - {service})
-    shared = f" (and {', '.join(also)}, in its process)" if also else ""
+    shared = _in_its_process(service, hosting)
     console.print(f"paused {service}{shared}; `caravan resume {service}` starts it again")
 
 
@@ -486,7 +485,33 @@ def resume(service: ServiceArg) -> None:
         return
     (checkout.PAUSED / service).unlink(missing_ok=True)  # a resume at the same time
     hosting = _wait_for_up(service, running=True)
-    console.print(f"resumed {service} ({', '.join(hosting)})")
+    _wait_serving(service, hosting)
+    console.print(f"resumed {service}{_in_its_process(service, hosting)}")
+
+
+def _in_its_process(service: str, hosting: list[str]) -> str:
+    """The services sharing the process of ``service`` (``hosting``: its keys), said after
+    its name by ``pause`` and ``resume``."""
+    also = sorted({n for key in hosting for n in key.split("+")} - {service})
+    return f" (and {', '.join(also)}, in its process)" if also else ""
+
+
+def _wait_serving(service: str, hosting: list[str], timeout: float = 60.0) -> None:
+    """Wait until ``service``, started again in the processes ``hosting``, answers
+    ``/healthz``, as ``caravan up`` waits for its services at start."""
+    from caravan.admin_api import http_port
+    from caravan.infra.ports import answers
+
+    port = http_port(service, Settings())
+    deadline = time.monotonic() + timeout
+    while not answers(port):
+        if time.monotonic() > deadline:
+            logs = ", ".join(str(checkout.CACHE / "logs" / f"{key}.log") for key in hosting)
+            raise OperatorError(
+                f"{service} started again, and did not answer /healthz within {timeout:.0f}s;"
+                f" see {logs}"
+            )
+        time.sleep(0.2)
 
 
 @app.command()

@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from caravan import checkout, db_roles, kafka_acls
 from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
 from caravan.infra.logs import service_error, size, written_since
-from caravan.infra.ports import port_open
+from caravan.infra.ports import answers, port_open
 from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
 from caravan.output import OperatorError
 from services import SERVICES
@@ -851,15 +851,6 @@ def check_ports_free(ports: dict[str, int]) -> None:
             f"another program holds port {busy}: stop it, or start caravan up on other ports "
             "(CARAVAN_HTTP_PORT and the four after it, --dashboard-port)"
         )
-
-
-def answers(port: int, path: str = "/healthz", timeout: float = 1.0) -> bool:
-    """Whether what listens on ``port`` answers ``path`` (a service's ``/healthz``) with a 200
-    within ``timeout`` seconds."""
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:

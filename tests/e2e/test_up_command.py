@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from caravan import checkout, system
 from caravan.checkout import REPO_ROOT
 from caravan.infra.kafka import LocalKafka
+from caravan.infra.ports import answers
 from caravan.infra.postgres import LocalPostgres, local_postgres
 from services import SERVICES
 from tests.conftest import HTTP_PORT, KAFKA_PORT, POSTGRES_PORT
@@ -316,9 +317,7 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
         ready=lambda pid: pid not in (0, *killed),
     )
     await until(
-        lambda: asyncio.to_thread(
-            system.answers, UP_HTTP_PORT + SERVICES.index("payments"), timeout=2
-        ),
+        lambda: asyncio.to_thread(answers, UP_HTTP_PORT + SERVICES.index("payments"), timeout=2),
         f"payments (pid {again}) to answer /healthz",
         timeout=60,
     )
@@ -329,7 +328,7 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
         ready=lambda seen: back in seen,
     )
     assert up.poll() is None, said(root)
-    assert system.answers(UP_HTTP_PORT, timeout=2), "orders went on"
+    assert answers(UP_HTTP_PORT, timeout=2), "orders went on"
     lines = [line for line in said(root) if "service payments" in line]
     waits = ["0.2", "0.4", "0.8", "1"]
     assert lines == [
@@ -369,7 +368,7 @@ async def page_started_again(root: Path) -> None:
         timeout=60,
         ready=lambda seen: back in seen,
     )
-    assert system.answers(DASHBOARD_PORT, "/login", timeout=2), f"{back!r}, and no page"
+    assert answers(DASHBOARD_PORT, "/login", timeout=2), f"{back!r}, and no page"
 
 
 async def test_caravan_up_starts_its_own_postgresql_and_kafka_again_when_they_exit(

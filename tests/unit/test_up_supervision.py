@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import wait
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import checkout, cli, system
+from caravan.infra.ports import answers
 from caravan.infra.postgres import DataFolderGone
 from caravan.output import OperatorError
 from services import SERVICES
@@ -197,7 +199,7 @@ def test_the_operations_page_started_again_is_said_up_again_once_it_serves(
     try:
         assert watched.supervise(101.0) == [] and started(watched, timeout=60)
         said = [line.plain for line in watched.supervise(101.5)]
-        serving = system.answers(port, "/login")
+        serving = answers(port, "/login")
         assert (said, serving) == ([f"operations page (pid {page.pid()}) is up again"], True)
     finally:
         page.stop()
@@ -343,9 +345,42 @@ def test_pause_and_resume_wait_for_caravan_up_to_do_it(
     said = run("pause", "notifications")
     assert "paused notifications (and payments, platform, in its process)" in said
     assert checkout.paused() == {"notifications"}
-    said = run("resume", "notifications")
-    assert "resumed notifications (payments+notifications+platform)" in said
+    # Said once it serves, as pause says it: it said "resumed notifications
+    # (payments+notifications+platform)" as soon as the process was started.
+    asked: list[int] = []
+    with Starting(asked, 503, 503, 200) as port:
+        monkeypatch.setenv("CARAVAN_NOTIFICATIONS_HTTP_PORT", str(port))
+        said = run("resume", "notifications")
+    assert said == "resumed notifications (and payments, platform, in its process)\n"
+    assert asked == [503, 503, 200]  # /healthz asked until it answered
     assert checkout.paused() == set()
+
+
+class Starting(ThreadingHTTPServer):
+    """A service starting: its ``/healthz`` answers each of ``answers`` in turn, then the last
+    for good, each one said in ``asked``; on a free port (its ``with``'s value)."""
+
+    def __init__(self, asked: list[int], *answers: int) -> None:
+        class Health(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status = answers[min(len(asked), len(answers) - 1)]
+                asked.append(status)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Health)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def __enter__(self) -> int:  # type: ignore[override]
+        self.thread.start()
+        return int(self.server_address[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 def test_resume_of_a_service_not_paused_and_pause_of_a_paused_one_say_nothing_changed(

@@ -2,7 +2,8 @@
 as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the development
 token of ``caravan up``)."""
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -57,14 +58,21 @@ def call(
 
 
 def answer(
-    base: str, service: str, method: str, path: str, *ids: str, **kwargs: Any
+    base: str,
+    service: str,
+    method: str,
+    path: str,
+    *ids: str,
+    options: Mapping[str, str] | None = None,
+    **kwargs: Any,
 ) -> tuple[int, dict[str, Any]]:
     """The status and body of ``method path`` on ``base``, each ``{}`` of ``path`` replaced
     by the next of ``ids`` percent-encoded whole (a buyer id ``b-1#x`` is that buyer, not
     ``b-1``); an unreachable API, a 503 of its database away (for which it says to run the
     command again once PostgreSQL is back, not its ``Retry-After`` of a few seconds) or a
     header that cannot be sent is an :class:`OperatorError` of exit 2, another problem answer a
-    :class:`ProblemAnswer` (with the fields at fault, if any, on the lines after it)."""
+    :class:`ProblemAnswer` (with the fields at fault, if any, on the lines after it), said in
+    the command's ``options`` (:func:`as_options`)."""
     import httpx  # here: every command imports this module, not every command calls
 
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
@@ -94,6 +102,7 @@ def answer(
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
         for error in body.get("errors", []):  # a 422's fields at fault
             said += f"\n  {error['field']}: {error['message']}"
+        said = as_options(said, options or {})
         if response.status_code == 401:
             said += "\n" + _token_refused(Settings())
         wait = response.headers.get("Retry-After")
@@ -110,6 +119,19 @@ def answer(
     return response.status_code, body
 
 
+def as_options(said: str, options: Mapping[str, str]) -> str:
+    """An API's refusal ``said`` in the terms of the command that called it, ``options``
+    naming the command's option for each query parameter it sends: a field at fault
+    ``query.buyer_id`` is ``--buyer``, and so is the parameter named in the words where the
+    option is another name (``buyer_id is needed``); one of the same name (``reason``) is
+    left in the words as it is."""
+    for name, option in options.items():
+        said = said.replace(f"query.{name}", option)
+        if option != f"--{name}":
+            said = re.sub(rf"(?<![\w.-]){re.escape(name)}\b", option, said)
+    return said
+
+
 def found(base: str, service: str, path: str, *ids: str) -> dict[str, Any] | None:
     """The body of ``GET path`` (as :func:`call`), or None where the service answers 404: it
     has no such thing."""
@@ -122,13 +144,19 @@ def found(base: str, service: str, path: str, *ids: str) -> dict[str, Any] | Non
 
 
 def pages(
-    base: str, service: str, path: str, params: dict[str, str] | None = None
+    base: str,
+    service: str,
+    path: str,
+    params: dict[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Each page of a paged listing (``GET path``), following ``next_cursor`` to the last."""
+    """Each page of a paged listing (``GET path``), following ``next_cursor`` to the last;
+    a refusal said in the command's ``options`` (:func:`as_options`)."""
     cursor = None
     while True:
         after: dict[str, str] = {"cursor": cursor} if cursor else {}
-        body = call(base, service, "GET", path, params={**(params or {}), **after})
+        query = {**(params or {}), **after}
+        body = call(base, service, "GET", path, params=query, options=options)
         yield body
         cursor = body.get("next_cursor")
         if cursor is None:
@@ -136,14 +164,21 @@ def pages(
 
 
 def newest(
-    base: str, service: str, path: str, params: dict[str, str], limit: int
+    base: str,
+    service: str,
+    path: str,
+    params: dict[str, str],
+    limit: int,
+    options: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """The first ``limit`` items of a listing read newest first (``GET path``), over as
-    many pages as that takes; and whether there are more."""
+    many pages as that takes; and whether there are more. A refusal is said in the
+    command's ``options`` (:func:`as_options`)."""
     from shared.pagination import MAX_PAGE
 
     found: list[dict[str, Any]] = []
-    for page in pages(base, service, path, {**params, "limit": str(min(limit, MAX_PAGE))}):
+    first = {**params, "limit": str(min(limit, MAX_PAGE))}
+    for page in pages(base, service, path, first, options):
         found += page["items"]
         if len(found) >= limit:
             return found[:limit], len(found) > limit or page["next_cursor"] is not None

@@ -862,7 +862,9 @@ def orders_list(
     params = {k: v for k, v in asked.items() if v is not None} | {
         k: v.isoformat() for k, v in times.items() if v is not None
     }
-    found, more = newest(base_url(None, "orders"), "orders", "/orders", params, limit)
+    options = {name: f"--{name}" for name in [*asked, *times]} | {"buyer_id": "--buyer"}
+    base = base_url(None, "orders")
+    found, more = newest(base, "orders", "/orders", params, limit, options)
     table = output.table(
         ORDER,
         STATUS,

@@ -962,6 +962,37 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     assert (code, out, one_line(err)) == (2, "", refused)
 
 
+def test_orders_list_says_the_apis_refusal_in_its_own_options(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token without ops was told "query.buyer_id: buyer_id is needed", the API's names,
+    where the command's option is --buyer; a field named as its option (--reason) is
+    left as it is in the words."""
+    needed = "buyer_id is needed (every buyer's orders need a token with the scope ops)"
+    only = "only cancelled orders have a reason, not confirmed ones"
+    problems = {
+        "buyer_id": {"title": "Invalid request", "detail": needed, "field": "query.buyer_id"},
+        "reason": {"title": "Invalid request", "detail": only, "field": "query.reason"},
+    }
+
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        problem = problems["reason" if "reason" in kwargs["params"] else "buyer_id"]
+        error = {"field": problem["field"], "message": problem["detail"]}
+        return httpx.Response(422, json={**problem, "errors": [error]})
+
+    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, out, err = caravan("orders", "list")
+    said = "--buyer is needed (every buyer's orders need a token with the scope ops)"
+    assert (code, out, err.splitlines()) == (
+        1,
+        "",
+        [f"Invalid request: {said}", f"  --buyer: {said}"],
+    )
+    code, out, err = caravan("orders", "list", "--status", "confirmed", "--reason", "expired")
+    assert (code, err.splitlines()) == (1, [f"Invalid request: {only}", f"  --reason: {only}"])
+
+
 def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_class(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

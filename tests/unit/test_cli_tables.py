@@ -360,7 +360,7 @@ def test_every_buyers_orders_fit_80_columns_ids_and_statuses_whole(
     asked: list[dict[str, str]] = []
 
     def pages(
-        base: str, service: str, path: str, params: dict[str, str]
+        base: str, service: str, path: str, params: dict[str, str], options: object = None
     ) -> Iterator[dict[str, Any]]:
         asked.append(params)
         yield {"items": orders[:2], "next_cursor": "c"}

@@ -111,6 +111,7 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
     kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
     bootstrap = await asyncio.to_thread(kafka.start)
     consumer: AIOKafkaConsumer | None = None
+    offsets = HandledOffsets(interval=60, commit_seconds=1.0)  # the test commits
     try:
         await asyncio.to_thread(kafka.wait_ready)
         await ensure_topics(bootstrap, partitions=1)
@@ -127,7 +128,6 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
         while not records:
             fetched = await consumer.getmany(timeout_ms=1000)
             records = [r for rs in fetched.values() for r in rs]
-        offsets = HandledOffsets(interval=60, commit_seconds=1.0)  # the test commits
         async with offsets.handling(consumer, records):
             pass
         pid = kafka.pid(0)
@@ -151,6 +151,8 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
             ("shared.messaging.consumer", "WARNING", late),
         ], said
     finally:
+        if offsets.task is not None:  # its loop would commit (and fail) 60 s on, in a later test
+            offsets.task.cancel()
         if consumer is not None:
             await asyncio.wait([asyncio.create_task(consumer.stop())], timeout=10)
         await asyncio.to_thread(kafka.stop)

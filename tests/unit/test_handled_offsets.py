@@ -6,6 +6,7 @@ its last commit, Kafka away, not waited for without end (the service could not s
 import asyncio
 import gc
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,27 @@ from shared.messaging.relay import KAFKA_AWAY
 from tests.unit.conftest import Clock, kafka_away_a_minute, said
 
 TP = TopicPartition("orders.events.v1", 0)
+
+
+@pytest.fixture(autouse=True)
+def commit_loops_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The commit loop of each HandledOffsets a test makes ends with the test: one whose
+    commit failed commits again an interval later (60 s here), and said so in whatever test
+    then ran in the session's event loop (test_relay_refusals' count of warnings, in CI)."""
+    made: list[HandledOffsets] = []
+    init = HandledOffsets.__init__
+
+    def kept(self: HandledOffsets, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(HandledOffsets, "__init__", kept)
+    yield
+    for offsets in made:
+        if offsets.task is not None:
+            offsets.task.cancel()
+
+
 OTHER = TopicPartition("orders.events.v1", 1)
 
 

@@ -70,10 +70,7 @@ async def test_a_consumer_stops_in_time_when_its_revoking_commit_finds_no_coordi
         consumers.append(first)
         first.subscribe([TOPIC], listener=offsets.listener())
         await first.start()
-        records: list[ConsumerRecord] = []
-        while not records:
-            fetched = await first.getmany(timeout_ms=1000)
-            records = [r for rs in fetched.values() for r in rs]
+        records = await fetched(first)
         async with offsets.handling(first, records):
             pass
         assert offsets.pending
@@ -124,10 +121,7 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
             auto_offset_reset="earliest",
         )
         await consumer.start()
-        records: list[ConsumerRecord] = []
-        while not records:
-            fetched = await consumer.getmany(timeout_ms=1000)
-            records = [r for rs in fetched.values() for r in rs]
+        records = await fetched(consumer)
         async with offsets.handling(consumer, records):
             pass
         pid = kafka.pid(0)
@@ -156,3 +150,12 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
         if consumer is not None:
             await asyncio.wait([asyncio.create_task(consumer.stop())], timeout=10)
         await asyncio.to_thread(kafka.stop)
+
+
+async def fetched(consumer: AIOKafkaConsumer) -> list[ConsumerRecord]:
+    """The first records ``consumer`` fetches (it waits for some)."""
+    records: list[ConsumerRecord] = []
+    while not records:
+        batches = await consumer.getmany(timeout_ms=1000)
+        records = [r for rs in batches.values() for r in rs]
+    return records

@@ -146,7 +146,8 @@ class Service:
         schema's revision is read meanwhile, waiting for PostgreSQL, and neither the relay
         nor the subscribers start before it is (a schema behind the code raises then). A
         client that fails to start is stopped by ``serve``'s end whatever happens: cancelled
-        here, or failing for good."""
+        here, or failing for good; so is a consumer whose commits its offsets' committer
+        cannot see (:class:`shared.messaging.consumer.AiokafkaUnknown`)."""
         what = f"{self.name}: outbox relay"
         producer = asyncio.create_task(_waiting_for_kafka(what, self.relay.producer.start))
         try:
@@ -162,6 +163,7 @@ class Service:
         tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         self.consumer.attach(self.broker)
         await _waiting_for_kafka(f"{self.name}: consumer", self.broker.start, self.broker.stop)
+        self.consumer.started()
 
     async def _check_schema(self) -> bool:
         """Read the revision of the service's schema (one query) and compare it with the head

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import Any, Literal, get_args
 
+import aiokafka
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from faststream import AckPolicy
@@ -225,6 +226,19 @@ async def _message(msg: StreamMessage[Any]) -> Any:
     return msg
 
 
+class AiokafkaUnknown(RuntimeError):
+    """An aiokafka without the private parts :class:`HandledOffsets` wraps
+    (:meth:`HandledOffsets.see_requests`): a version it was not written for."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(
+            f"aiokafka {aiokafka.__version__}: {missing}, which HandledOffsets"
+            " (shared/messaging/consumer.py) wraps so that a commit is sent only after one given"
+            " up is answered, and a late failure is said: written for aiokafka 0.14, it needs"
+            " mending for this version (or install the one uv.lock names)"
+        )
+
+
 @dataclass
 class HandledOffsets:
     """Commits the offsets of handled records to Kafka, in the background, ``interval``
@@ -337,7 +351,7 @@ class HandledOffsets:
         without end: closing, aiokafka's wait for a coordinator returns at once, and its
         commit tries again every 100 ms. Its request, once sent, goes on (aiokafka shields
         it): :meth:`_request` says its late answer."""
-        self._see_requests(self.consumer)
+        self.see_requests(self.consumer)
         sending = set(self.sending)
         try:
             async with asyncio.timeout(self.commit_seconds):
@@ -354,11 +368,21 @@ class HandledOffsets:
         kafka_answers(log)
         return None
 
-    def _see_requests(self, consumer: Any) -> None:
-        """Have the requests of ``consumer``'s commits go through :meth:`_request`."""
-        coordinator = getattr(consumer, "_coordinator", None)  # aiokafka's, once started
-        if coordinator is None or coordinator is self.coordinator:
+    def see_requests(self, consumer: Any) -> None:
+        """Have the requests of ``consumer``'s commits go through :meth:`_request`: aiokafka's
+        own, private (its consumer's ``_coordinator``, once started, and that coordinator's
+        ``_do_commit_offsets``). An aiokafka without either raises :class:`AiokafkaUnknown`,
+        at the service's start (:meth:`Consumer.started`): unwrapped, commits would go on,
+        but out of order after one given up, and a late failure logged by asyncio as an
+        error no one retrieved."""
+        if not hasattr(consumer, "_coordinator"):
+            raise AiokafkaUnknown(f"its consumer ({type(consumer).__name__}) has no _coordinator")
+        coordinator = consumer._coordinator
+        if coordinator is None or coordinator is self.coordinator:  # not started; seen
             return
+        if not callable(getattr(coordinator, "_do_commit_offsets", None)):
+            said = f"its consumer's {type(coordinator).__name__} has no _do_commit_offsets"
+            raise AiokafkaUnknown(said)
         self.coordinator = coordinator
         coordinator._do_commit_offsets = partial(self._request, coordinator._do_commit_offsets)
 
@@ -476,6 +500,7 @@ class Consumer:
     subscriptions: list[Subscription] = field(default_factory=list)
     attached: bool = False
     offsets: HandledOffsets = field(default_factory=HandledOffsets)
+    subscriber: Any = None  # FastStream's, made by attach(): its consumer, once started
 
     def register(self, subscription: Subscription) -> None:
         """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all. Its
@@ -513,9 +538,9 @@ class Consumer:
                 async with self.offsets.handling(msg.consumer, records):
                     await self.dispatch_batch(records)
 
-            batches = subscriber(batch=True, max_records=self.batch_size)
-            batches(on_batch)
-            wait_for_records(batches, self.batch_timeout_ms)
+            self.subscriber = subscriber(batch=True, max_records=self.batch_size)
+            self.subscriber(on_batch)
+            wait_for_records(self.subscriber, self.batch_timeout_ms)
             return
 
         async def on_message(msg: KafkaMessage) -> None:
@@ -524,7 +549,14 @@ class Consumer:
             async with self.offsets.handling(msg.consumer, (record,)):
                 await self.dispatch(record)
 
-        subscriber()(on_message)
+        self.subscriber = subscriber()
+        self.subscriber(on_message)
+
+    def started(self) -> None:
+        """Once the broker has started: its consumer's commits go through
+        :class:`HandledOffsets`' own (:meth:`HandledOffsets.see_requests`), or the service
+        does not start (:class:`AiokafkaUnknown`, an aiokafka it was not written for)."""
+        self.offsets.see_requests(self.subscriber.consumer)
 
     def _subscription(self, record: ConsumerRecord) -> Subscription:
         return next(s for s in self.subscriptions if s.topic.value == record.topic)

@@ -22,10 +22,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 
+from caravan import system
 from caravan.infra.kafka import LocalKafka
+from services.inventory.bootstrap import bootstrap
 from shared.messaging.admin import ensure_topics
-from shared.messaging.consumer import HandledOffsets
+from shared.messaging.consumer import AiokafkaUnknown, HandledOffsets
+from shared.settings import Settings
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
 from tests.harness import sent
@@ -150,6 +154,28 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
         if consumer is not None:
             await asyncio.wait([asyncio.create_task(consumer.stop())], timeout=10)
         await asyncio.to_thread(kafka.stop)
+
+
+async def test_a_service_on_an_aiokafka_without_the_commit_it_wraps_does_not_start(
+    infrastructure: system.Infrastructure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aiokafka whose GroupCoordinator has no ``_do_commit_offsets`` (a later version
+    renaming it): the service started, its commits unwrapped, so sent out of order after one
+    given up and a late failure asyncio's error, and nothing said. Now its start is refused
+    once its consumer has started, naming the version and what is missing."""
+    infra = infrastructure
+    await system.prepare(infra.kafka_bootstrap, infra.database_url)
+    monkeypatch.delattr(GroupCoordinator, "_do_commit_offsets")
+    settings = Settings(
+        kafka_bootstrap_servers=infra.kafka_bootstrap, database_url=infra.database_url
+    )
+    service = bootstrap(settings)
+    service.http_port = None  # no HTTP API: not what is tested, and no port to share
+    missing = "its consumer's GroupCoordinator has no _do_commit_offsets"
+    with pytest.raises(
+        AiokafkaUnknown, match=rf"^aiokafka [\d.]+: {missing}, which HandledOffsets"
+    ):
+        await asyncio.wait_for(service.serve(asyncio.Event()), 60)
 
 
 async def fetched(consumer: AIOKafkaConsumer) -> list[ConsumerRecord]:

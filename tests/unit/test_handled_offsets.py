@@ -6,14 +6,16 @@ its last commit, Kafka away, not waited for without end (the service could not s
 import asyncio
 import gc
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition, errors
 
 from shared.logs import FAULT
-from shared.messaging.consumer import HandledOffsets
+from shared.messaging.consumer import AiokafkaUnknown, HandledOffsets
 from shared.messaging.relay import KAFKA_AWAY
 from tests.unit.conftest import Clock, kafka_away_a_minute, said
 
@@ -42,13 +44,35 @@ def commit_loops_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 OTHER = TopicPartition("orders.events.v1", 1)
 
 
+class Requests:
+    """Stands in for aiokafka's GroupCoordinator: each request of a commit
+    (``_do_commit_offsets``) is put in ``sent`` as it is sent, and answered when the test
+    sets its future (a result, or the error the broker answered)."""
+
+    def __init__(self) -> None:
+        self.sent: asyncio.Queue[tuple[dict[TopicPartition, int], asyncio.Future[None]]]
+        self.sent = asyncio.Queue()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def _do_commit_offsets(
+        self, assignment: object, offsets: dict[TopicPartition, int]
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        answer = asyncio.get_running_loop().create_future()
+        self.sent.put_nowait((dict(offsets), answer))
+        await answer
+
+
 class FlakyConsumer:
-    """Stands in for AIOKafkaConsumer's ``assignment`` and ``commit``; the first ``fails``
-    commits raise."""
+    """Stands in for AIOKafkaConsumer's ``assignment`` and ``commit``, and its coordinator,
+    whose requests HandledOffsets wraps; the first ``fails`` commits raise."""
 
     def __init__(self, fails: int) -> None:
         self.fails = fails
         self.attempts: list[dict[TopicPartition, int]] = []
+        self._coordinator: Any = Requests()
 
     def assignment(self) -> set[TopicPartition]:
         return {TP, OTHER}
@@ -238,34 +262,12 @@ async def test_the_last_commit_says_why_it_failed_when_its_own_warning_is_held_b
     ]
 
 
-class Requests:
-    """Stands in for aiokafka's GroupCoordinator: each request of a commit
-    (``_do_commit_offsets``) is put in ``sent`` as it is sent, and answered when the test
-    sets its future (a result, or the error the broker answered)."""
-
-    def __init__(self) -> None:
-        self.sent: asyncio.Queue[tuple[dict[TopicPartition, int], asyncio.Future[None]]]
-        self.sent = asyncio.Queue()
-        self.tasks: list[asyncio.Task[Any]] = []
-
-    async def _do_commit_offsets(
-        self, assignment: object, offsets: dict[TopicPartition, int]
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.append(task)
-        answer = asyncio.get_running_loop().create_future()
-        self.sent.put_nowait((dict(offsets), answer))
-        await answer
-
-
 class ShieldingConsumer(FlakyConsumer):
     """A commit that runs its request shielded, in a task of its own, as aiokafka's does
     (``GroupCoordinator.commit_offsets``): a commit given up leaves its request going on."""
 
     def __init__(self) -> None:
         super().__init__(fails=0)
-        self._coordinator = Requests()
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.attempts.append(dict(offsets))
@@ -329,3 +331,41 @@ async def test_a_commit_is_not_sent_before_one_given_up_is_answered() -> None:
     assert second == {TP: 9}
     answer.set_result(None)
     await asyncio.wait(requests.tasks)
+
+
+class CoordinatorRenamed(FlakyConsumer):
+    """An aiokafka whose consumer calls its coordinator by another name."""
+
+    def __init__(self) -> None:
+        super().__init__(fails=0)
+        self._group_coordinator = self.__dict__.pop("_coordinator")
+
+
+class CommitRenamed(FlakyConsumer):
+    """An aiokafka whose coordinator calls its request of a commit by another name."""
+
+    def __init__(self) -> None:
+        super().__init__(fails=0)
+        self._coordinator = SimpleNamespace(_send_commit_offsets=Requests()._do_commit_offsets)
+
+
+@pytest.mark.parametrize(
+    ("consumer", "missing"),
+    [
+        (CoordinatorRenamed, "its consumer (CoordinatorRenamed) has no _coordinator"),
+        (CommitRenamed, "its consumer's SimpleNamespace has no _do_commit_offsets"),
+    ],
+)
+async def test_an_aiokafka_without_what_it_wraps_is_refused_naming_its_version(
+    consumer: Callable[[], FlakyConsumer], missing: str
+) -> None:
+    """HandledOffsets wraps aiokafka's private ``consumer._coordinator._do_commit_offsets``;
+    an aiokafka renaming either left it silently unwrapped (commits sent out of order after
+    one given up, a late failure asyncio's error): now the service's start refuses it
+    (``Consumer.started``), naming the version and what is missing."""
+    with pytest.raises(AiokafkaUnknown) as refused:
+        HandledOffsets().see_requests(consumer())
+    assert str(refused.value).startswith(
+        f"aiokafka {aiokafka.__version__}: {missing}, which HandledOffsets"
+        " (shared/messaging/consumer.py) wraps so that a commit is sent only after one"
+    )

@@ -322,17 +322,29 @@ class OutboxRelay:
         return None
 
     async def _renew_producer(self) -> None:
-        # The new one in place before the old one stops, and that stop shielded: the relay
-        # cancelled meanwhile (its service stopping) leaves both to stop(). The old one's
-        # own stop returns at once once begun, its connections still open.
+        """Replace the producer, after the broker refused a batch it had numbered. The new
+        one is in place before the old one stops, and that stop is not cancelled with the
+        relay (its service stopping: both are left to :meth:`stop`); it returns at once once
+        begun, its connections still open. The old one is given ``STOP_SECONDS`` to deliver
+        what it holds, as :meth:`stop` gives a producer: Kafka not answering (a broker
+        frozen), it waited for ever, and the relay with it; it is now closed then
+        (:func:`force_close`), said in one line as Kafka away, and the rows it held, never
+        marked sent, are sent again."""
         old, self.producer = self.producer, self._new_producer()
         retiring = asyncio.create_task(old.stop())
         self._retiring = (old, retiring)
-        try:
-            await asyncio.shield(retiring)
-        finally:
-            if retiring.done():  # stopped, or failed (raised here): not left to stop()
-                self._retiring = None
+        given_up = await _stopped_within({retiring: old})
+        self._retiring = None
+        if given_up:
+            log.warning(
+                "%s: the outbox relay's old producer did not deliver what it held within"
+                " %.0f s, and was closed (Kafka away); those rows stay unsent, sent again",
+                self.service,
+                STOP_SECONDS,
+                extra=retried(KAFKA_AWAY),
+            )
+        else:
+            retiring.result()  # a stop that failed: raised, as it was
         await self.producer.start()
         self._producer_stale = False
 
@@ -348,19 +360,15 @@ class OutboxRelay:
             old, retiring = self._retiring
             stopping[retiring] = old
             self._retiring = None
-        done, pending = await asyncio.wait(stopping, timeout=STOP_SECONDS)
-        if pending:
+        given_up = await _stopped_within(stopping)
+        if given_up:
             log.warning(
                 "%s: outbox relay stopped without delivering what its producer held after"
                 " %.0f s (Kafka unreachable?); those rows stay unsent, sent at the next start",
                 self.service,
                 STOP_SECONDS,
             )
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending)
-            await asyncio.gather(*(force_close(stopping[task]) for task in pending))
-        for task in done:
+        for task in stopping.keys() - given_up:
             task.result()  # a stop that failed: raised, as it was
 
     def _said_refused(self, row: Any, exc: BaseException) -> None:
@@ -384,6 +392,22 @@ class OutboxRelay:
                 .where(self.outbox.c.sent_at.is_(None), self.outbox.c.refused_at.is_(None))
             )
         return int(n or 0)
+
+
+async def _stopped_within(
+    stopping: dict[asyncio.Task[None], AIOKafkaProducer],
+) -> set[asyncio.Task[None]]:
+    """Wait up to ``STOP_SECONDS`` for the producers' stops (each delivering what it holds);
+    those still stopping then (Kafka away), or whose stop was cancelled, are closed
+    (:func:`force_close`). The stops so given up."""
+    _, pending = await asyncio.wait(stopping, timeout=STOP_SECONDS)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    given_up = {task for task in stopping if task.cancelled()}
+    await asyncio.gather(*(force_close(stopping[task]) for task in given_up))
+    return given_up
 
 
 def _no_answer() -> BaseException:

@@ -5,7 +5,8 @@ giving up a batch whose leader it knows; PostgreSQL ended the batch's transactio
 after ``CARAVAN_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, and the relay, once Kafka
 answered, said it had lost the connection to PostgreSQL. The wait is now bounded by
 ``RELAY_KAFKA_WAIT_SECONDS``: Kafka away, said so, the rows left unsent and sent once Kafka
-answers."""
+answers. So is the stop of a producer the relay replaces (after a refused batch), by
+``STOP_SECONDS``: it waited for such a Kafka for ever, and the relay with it."""
 
 import asyncio
 import functools
@@ -14,21 +15,30 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import MetaData, Table, func, select
 
 from caravan.infra.kafka import LocalKafka
 from caravan.system import Infrastructure
 from shared.db import Database
 from shared.messaging import relay as relay_module
 from shared.messaging.admin import ensure_topics
-from shared.messaging.relay import KAFKA_AWAY, OutboxRelay, make_producer
+from shared.messaging.relay import (
+    CLOSE_SECONDS,
+    KAFKA_AWAY,
+    STOP_SECONDS,
+    OutboxRelay,
+    make_producer,
+)
 from shared.messaging.tables import add_messaging_tables
 from shared.settings import Settings
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
+from tests.e2e.test_relay_stop import is_closed
 from tests.harness import Heard, scratch_database, until
 
 OWN_KAFKA_PORT = KAFKA_PORT + 4  # a broker of the test's own, to freeze (commit test's: + 3)
@@ -42,27 +52,41 @@ async def database(infrastructure: Infrastructure) -> AsyncIterator[str]:
         yield url
 
 
-async def test_a_kafka_that_never_answers_is_kafka_away_within_the_relay_s_bound(
-    tmp_path: Path,
-    database: str,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The broker frozen (SIGSTOP: its kernel takes the bytes, nobody answers) after the
-    relay's producer learnt the partition's leader: the relay's batch fails as Kafka away
-    within its bound (a warning naming Kafka, nothing said of PostgreSQL), the row stays
-    unsent; the broker thawed, the row goes out."""
+@dataclass
+class Frozen:
+    """A relay whose producer has sent a record to a broker of the test's own (the
+    partition's leader known), which is then frozen (SIGSTOP: its kernel takes the bytes,
+    nobody answers); ``thaw()`` lets it answer again."""
+
+    relay: OutboxRelay
+    db: Database
+    outbox: Table
+    pid: int | None = None
+
+    def thaw(self) -> None:
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
+            self.pid = None
+
+    async def unsent(self) -> int:
+        unsent = (
+            select(func.count()).select_from(self.outbox).where(self.outbox.c.sent_at.is_(None))
+        )
+        async with self.db.engine.connect() as conn:
+            return int(await conn.scalar(unsent) or 0)
+
+
+@pytest.fixture
+async def frozen(
+    tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Frozen]:
     monkeypatch.setattr(relay_module, "RELAY_KAFKA_WAIT_SECONDS", WAIT_SECONDS)
     metadata = MetaData(schema="orders")
     outbox, _ = add_messaging_tables(metadata)
     db = Database(Settings(database_url=database), "orders")
     kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
     bootstrap = await asyncio.to_thread(kafka.start)
-    heard = Heard(KAFKA_AWAY)
-    logger = logging.getLogger(relay_module.__name__)
     relay: OutboxRelay | None = None
-    running: asyncio.Task[None] | None = None
-    frozen: int | None = None
     try:
         await asyncio.to_thread(kafka.wait_ready)
         await ensure_topics(bootstrap, partitions=1)
@@ -74,40 +98,79 @@ async def test_a_kafka_that_never_answers_is_kafka_away_within_the_relay_s_bound
         )
         await relay.producer.start()
         await relay.producer.send_and_wait(TOPIC, b"before")  # the leader known
-        frozen = kafka._pid(kafka._nodes[0])
-        assert frozen is not None
-        os.kill(frozen, signal.SIGSTOP)
-        async with db.engine.begin() as conn:
-            await conn.execute(outbox.insert().values(topic=TOPIC, value=b"held"))
-        logger.addHandler(heard)
-        caplog.set_level(logging.WARNING, logger=relay_module.__name__)
-        began = time.monotonic()
-        running = asyncio.create_task(relay.run())
-        await asyncio.wait_for(heard.said.wait(), WAIT_SECONDS + 20)
-        took = time.monotonic() - began
-        assert WAIT_SECONDS - 1 < took < WAIT_SECONDS + 5, took
-        words = [r.getMessage() for r in caplog.records if r.name == relay_module.__name__]
-        assert not [w for w in words if "PostgreSQL" in w], words
-        assert "no answer from Kafka within 5 s" in words[0], words
-        unsent = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-        async with db.engine.connect() as conn:
-            assert await conn.scalar(unsent) == 1
-        os.kill(frozen, signal.SIGCONT)
-        frozen = None
-
-        async def left() -> int:
-            async with db.engine.connect() as conn:
-                return int(await conn.scalar(unsent) or 0)
-
-        await until(left, "the row sent once Kafka answers", ready=lambda n: n == 0, timeout=60)
+        held = Frozen(relay, db, outbox, kafka._pid(kafka._nodes[0]))
+        assert held.pid is not None
+        os.kill(held.pid, signal.SIGSTOP)
+        try:
+            yield held
+        finally:
+            held.thaw()
     finally:
-        logger.removeHandler(heard)
-        if frozen is not None:
-            os.kill(frozen, signal.SIGCONT)
-        if running is not None:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
         if relay is not None:
             await relay.stop()
         await db.dispose()
         await asyncio.to_thread(kafka.stop)
+
+
+@asynccontextmanager
+async def kafka_away_said(
+    frozen: Frozen, caplog: pytest.LogCaptureFixture, bound: float
+) -> AsyncIterator[tuple[float, list[str]]]:
+    """A row put in the outbox and the relay run, until it says Kafka away (within ``bound``
+    seconds): how long that took, and what the relay said. Then the broker thawed, the row
+    goes out."""
+    async with frozen.db.engine.begin() as conn:
+        await conn.execute(frozen.outbox.insert().values(topic=TOPIC, value=b"held"))
+    caplog.set_level(logging.WARNING, logger=relay_module.__name__)
+    handler = Heard(KAFKA_AWAY)
+    logger = logging.getLogger(relay_module.__name__)
+    logger.addHandler(handler)
+    began = time.monotonic()
+    running = asyncio.create_task(frozen.relay.run())
+    try:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(handler.said.wait(), bound)
+        took = time.monotonic() - began
+        assert handler.said.is_set(), f"nothing said of Kafka in {took:.0f} s"
+        yield took, [r.getMessage() for r in caplog.records if r.name == relay_module.__name__]
+        assert await frozen.unsent() == 1
+        frozen.thaw()
+        await until(
+            frozen.unsent, "the row sent once Kafka answers", ready=lambda n: n == 0, timeout=60
+        )
+    finally:
+        logger.removeHandler(handler)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_kafka_that_never_answers_is_kafka_away_within_the_relay_s_bound(
+    frozen: Frozen, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker frozen after the relay's producer learnt the partition's leader: the
+    relay's batch fails as Kafka away within its bound (a warning naming Kafka, nothing said
+    of PostgreSQL), the row stays unsent; the broker thawed, the row goes out."""
+    async with kafka_away_said(frozen, caplog, WAIT_SECONDS + 20) as (took, words):
+        assert WAIT_SECONDS - 1 < took < WAIT_SECONDS + 5, took
+        assert not [w for w in words if "PostgreSQL" in w], words
+        assert "no answer from Kafka within 5 s" in words[0], words
+
+
+async def test_a_producer_replaced_while_kafka_never_answers_is_closed_after_stop_seconds(
+    frozen: Frozen, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the broker refused a batch, the relay replaces its producer, the old one given
+    its stop to deliver what it holds: a Kafka that never answers held that stop, and with
+    it the relay, for ever, saying nothing. Now the old producer is closed after
+    ``STOP_SECONDS``, said as Kafka away, and the relay goes on: the broker thawed, the row
+    goes out."""
+    old = frozen.relay.producer
+    await old.send(TOPIC, b"held by the old producer")
+    frozen.relay._producer_stale = True  # as after a refused batch
+    async with kafka_away_said(frozen, caplog, STOP_SECONDS + CLOSE_SECONDS + 10) as (took, words):
+        assert STOP_SECONDS - 1 < took < STOP_SECONDS + CLOSE_SECONDS + 5, took
+        assert words[0] == (
+            "orders: the outbox relay's old producer did not deliver what it held within 5 s,"
+            " and was closed (Kafka away); those rows stay unsent, sent again"
+        ), words
+        assert is_closed(old) and frozen.relay.producer is not old

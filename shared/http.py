@@ -92,26 +92,37 @@ RACE_LOST = (
     " undone: send it again"
 )
 """The detail of the 409 of a request whose commit lost a race (:func:`_database_error`)."""
+WRITES_PROBLEMS = {409: f"the commit lost a race: {RACE_LOST}"}
+"""What any route that writes may answer (:func:`_database_error`): its commit, whatever it
+writes, may meet the row another request wrote meanwhile."""
 LINE_BREAK = "an id in the path holds a line break: no route takes it"
 """A 404 of a route whose path id may hold ``/`` (``{id:path}``), whose pattern stops at a
 line break: say it on one that answers no 404 of its own (a ``PUT``)."""
 
 
 def problem_responses(
-    described: dict[int, str] | None = None, token: bool = True, model: type[Problem] = Problem
+    described: dict[int, str] | None = None,
+    token: bool = True,
+    model: type[Problem] = Problem,
+    writes: bool = False,
 ) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for problem answers, e.g.
     ``problem_responses({404: "no such order"})``, with those every route may give
-    (:data:`ANY_PROBLEMS`) and, unless ``token`` is false, those of the token check
-    (:data:`TOKEN_PROBLEMS`). Given as a router's ``responses``, they are each of its
+    (:data:`ANY_PROBLEMS`), unless ``token`` is false those of the token check
+    (:data:`TOKEN_PROBLEMS`), and for a route that ``writes`` (every ``POST``, ``PUT``,
+    ``PATCH`` and ``DELETE``) its race lost at commit (:data:`WRITES_PROBLEMS`; a 409 of its
+    own is said beside it). Given as a router's ``responses``, they are each of its
     routes'; a route's own add to them or say one more precisely. A route with parameters
     documents 422 (else FastAPI documents its own validation error, a list of ``{loc, msg,
     type}`` as application/json, which is not what :func:`invalid` answers)."""
     schema = model.model_json_schema()
-    common = (TOKEN_PROBLEMS if token else {}) | ANY_PROBLEMS
+    common = (TOKEN_PROBLEMS if token else {}) | ANY_PROBLEMS | (WRITES_PROBLEMS if writes else {})
+    own = dict(described or {})
+    if writes and 409 in own:
+        own[409] = f"{own[409]}; or {WRITES_PROBLEMS[409]}"
     return {
         code: {"description": text, "content": {PROBLEM: {"schema": schema}}}
-        for code, text in (common | (described or {})).items()
+        for code, text in (common | own).items()
     }
 
 

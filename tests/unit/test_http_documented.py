@@ -5,7 +5,9 @@ it gives.
 A route's bullet in the page's list (``- `PATCH /lots/{id}` (... 409 while ...)``) names
 its own statuses; the page says the rest once for every route: 413 and 503 (any route), 422
 for one with parameters or a body, 401, 403 and 429 for those needing a token (their
-OpenAPI's ``security``), and that an id in a path that names nothing may be a 404. Every
+OpenAPI's ``security``), 409 for one that writes (a race lost at commit: no route declared it,
+though any that writes may answer it), and that an id in a path that names nothing may be a
+404. Every
 status a bullet named was declared; seven routes declared errors their bullet did not give
 (the 409s of ``POST /orders``, its cancel, credit adjustments and repayments; the 401 of the
 pushes and the SMS receipts, which take no token; the platform's 502 and 404)."""
@@ -24,6 +26,7 @@ PAGE = REPO_ROOT / "docs" / "http.md"
 METHODS = "GET|HEAD|PUT|POST|PATCH|DELETE"
 EVERY_ROUTE = {413, 503}
 WITH_A_TOKEN = {401, 403, 429}
+WRITES = {"post", "put", "patch", "delete"}  # each may lose a race at commit: 409
 
 Route = tuple[str, str, str]  # service, method (lowercase), path with its {} unnamed
 
@@ -87,6 +90,8 @@ def said_for_every(route: Route, operation: dict[str, Any]) -> tuple[set[int], s
         answers.add(422)
     if operation.get("security"):
         answers |= WITH_A_TOKEN
+    if route[1] in WRITES:
+        answers.add(409)
     return answers, answers | ({404} if "{}" in route[2] else set())
 
 
@@ -130,6 +135,7 @@ async def test_every_route_served_is_in_the_page() -> None:
     is served. ``/redoc`` was named nowhere in the page."""
     page = PAGE.read_text()
     assert "Every service also serves `/healthz` (`GET` or `HEAD`) and `/metrics`" in page
+    assert "a request to a route that writes (`POST`, `PUT`, `PATCH`, `DELETE`)" in page
     routes, bullets = documented(page), lists(page)
     operations, unlisted = await served()
     unnamed = [

@@ -21,7 +21,15 @@ from services.platform.entrypoints.http import push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.db import Database
 from shared.db.engine import connecting
-from shared.http import NO_NUL, NOT_JSON, PROBLEM, RETRY_SECONDS, create_app, require
+from shared.http import (
+    NO_NUL,
+    NOT_JSON,
+    PROBLEM,
+    RETRY_SECONDS,
+    WRITES_PROBLEMS,
+    create_app,
+    require,
+)
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp, Settings
 from tests.unit.test_healthz import FakeDatabase
@@ -144,14 +152,18 @@ def pushes(secret: str) -> FastAPI:
 
 async def test_a_refetch_documents_only_what_it_can_answer() -> None:
     """A refetch listed the push's 401 (a bad signature, a stale timestamp) and 409 (a push id
-    taken), which it never answers, and not the 401 and 403 of its token."""
+    taken), which it never answers, and not the 401 and 403 of its token. Its 409 is a race
+    lost at commit, as any route's that writes, a push's too."""
     document = (await call(pushes("s" * 16), "GET", "/openapi.json")).json()
     refetch = document["paths"]["/platform/refetch"]["post"]["responses"]
     push = document["paths"]["/platform/{app}/push"]["post"]["responses"]
-    assert sorted(refetch) == ["200", "401", "403", "404", "413", "422", "429", "502", "503"]
+    statuses = ["200", "401", "403", "404", "409", "413", "422", "429", "502", "503"]
+    assert sorted(refetch) == statuses
     assert refetch["401"]["description"] == "no bearer token, or one unknown or revoked"
     assert "signature" not in refetch["401"]["description"]
+    assert refetch["409"]["description"] == WRITES_PROBLEMS[409]
     assert sorted(push) == ["200", "401", "404", "409", "413", "422", "502", "503"]
+    assert push["409"]["description"].endswith(f"; or {WRITES_PROBLEMS[409]}")
     assert "an app not configured" in refetch["422"]["description"]
 
 

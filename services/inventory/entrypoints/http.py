@@ -203,7 +203,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                 {
                     409: "the lot id holds another lot",
                     422: f"{BAD_INPUT}, or no product has the lot's SKU",
-                }
+                },
+                writes=True,
             ),
         },
     )
@@ -226,7 +227,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     @router.put(  # before PATCH /lots/{lot_id:path}, which would take "L/selling" as an id
         "/lots/{lot_id:path}/selling",
         response_model=SellingSet,
-        responses=problem_responses({404: UNKNOWN_LOT}),
+        responses=problem_responses({404: UNKNOWN_LOT}, writes=True),
     )
     async def set_selling(lot_id: Key, body: Selling, who: Writer) -> Any:
         """Stop a lot selling (its holds drain: sold or released as before) or restart it."""
@@ -254,7 +255,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                 409: "orders hold some of the lot (stop it selling, PUT"
                 " /lots/{lot_id}/selling, and they drain), or (a new SKU) some of it was sold",
                 422: f"{BAD_INPUT}, no product has the SKU, or the dates are out of order",
-            }
+            },
+            writes=True,
         ),
     )
     async def correct_lot(lot_id: Key, body: Correction, who: Writer) -> Any:
@@ -299,7 +301,8 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
                     409: "more removed than the lot holds, more added than a lot can hold"
                     " (2147483647 units), or the key was used for another adjustment",
                     422: f"{BAD_INPUT}, delta is 0, or positive with spoiled",
-                }
+                },
+                writes=True,
             ),
         },
     )

@@ -26,7 +26,8 @@ from shared.phones import E164
 
 Writer = Annotated[Principal, require("notifications:write")]
 Phone = Annotated[str, Path(max_length=16)]
-OPT_OUT_PROBLEMS = problem_responses({422: f"{BAD_INPUT}, or the phone is not an E.164 number"})
+NOT_E164 = f"{BAD_INPUT}, or the phone is not an E.164 number"
+OPT_OUT_PROBLEMS = problem_responses({422: NOT_E164}, writes=True)  # PUT and DELETE
 RECEIPTS = {
     "description": "the gateway's delivery receipts, in its format: the simulator's"
     ' {"id", "status", "detail"} or a list of them, Infobip\'s {"results": [...]}',
@@ -50,6 +51,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
                 422: f"{BAD_INPUT}, or the body is not the gateway's receipts",
             },
             token=False,
+            writes=True,
         ),
     )
     async def receipts(request: Request, key: Annotated[str, Query(max_length=256)] = "") -> Any:
@@ -121,7 +123,7 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
         "/opt-outs/{phone}",
         tags=["sms"],
         dependencies=[require("notifications:read", "notifications:write")],
-        responses=OPT_OUT_PROBLEMS,
+        responses=problem_responses({422: NOT_E164}),
     )
     async def is_opted_out(phone: Phone) -> Any:
         if (bad := _check(phone)) is not None:

@@ -64,6 +64,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 " from the Idempotency-Key",
             },
             model=Problem,
+            writes=True,
         ),
     )
     async def place(
@@ -205,7 +206,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         tags=["orders"],
         dependencies=[require("orders:write")],
         responses=problem_responses(
-            {404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT}, model=Problem
+            {404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT},
+            model=Problem,
+            writes=True,
         ),
     )
     async def cancel(order_id: str) -> Any:

@@ -119,7 +119,7 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             except lending.NotFound as exc:
                 return problem(404, "Credit line not found", str(exc))
 
-    @router.put("/{buyer_id:path}", responses=problem_responses({404: LINE_BREAK}))
+    @router.put("/{buyer_id:path}", responses=problem_responses({404: LINE_BREAK}, writes=True))
     async def set_line(buyer_id: Id, body: SetLimit, who: Writer) -> Any:
         async with uow.begin() as tx:
             before, line = await lending.set_credit_limit(tx, buyer_id, body.credit_limit_fen)
@@ -136,7 +136,8 @@ def credit_router(uow: UnitOfWork) -> APIRouter:
             {
                 404: no_line,
                 409: "the limit would leave its bounds, or the key was used for another delta",
-            }
+            },
+            writes=True,
         ),
     )
     async def adjust(
@@ -222,7 +223,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                 404: "no payment for this order",
                 409: "the payment is not void_refused (or was refunded under another"
                 " reference, or under this one for another reason)",
-            }
+            },
+            writes=True,
         ),
     )
     async def refund(order_id: UuidId, body: RefundMade, who: Operator) -> Any:
@@ -263,7 +265,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                     404: no_loan,
                     409: "the loan is not active, or the key was used for another repayment",
                     422: f"{BAD_INPUT}, or more than the loan owes",
-                }
+                },
+                writes=True,
             ),
         },
     )

@@ -204,9 +204,11 @@ PUSH_PROBLEMS = problem_responses(
         f" cannot be an order_ref, or {UNREADABLE}",
     },
     token=False,
+    writes=True,
 )
 REFETCH_PROBLEMS = problem_responses(
-    {**FETCH_PROBLEMS, 422: f"{BAD_INPUT}, an app not configured, or {UNREADABLE}"}
+    {**FETCH_PROBLEMS, 422: f"{BAD_INPUT}, an app not configured, or {UNREADABLE}"},
+    writes=True,
 )
 """A refetch's: those of its token, not a push's signature (401) nor push id (409)."""
 
@@ -418,7 +420,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         "/{app}/mappings/{kind}/{external_id:path}",
         openapi_extra={"requestBody": MAPPING_BODY},
         responses=problem_responses(
-            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}
+            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}, writes=True
         ),
     )
     async def put_mapping(
@@ -473,7 +475,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     @router.delete(
         "/{app}/mappings/{kind}/{external_id:path}",
         status_code=204,
-        responses=problem_responses({404: HOLDS_NUL}),
+        responses=problem_responses({404: HOLDS_NUL}, writes=True),
     )
     async def delete_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, who: Writer
@@ -529,7 +531,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             query = query.where(problems.c.resolved_at.is_(None))
         return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
 
-    @router.post("/problems/resolve")
+    @router.post("/problems/resolve", responses=problem_responses(writes=True))
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
@@ -589,7 +591,8 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             {
                 422: f"{BAD_INPUT}, or no app or event ids, or an app unknown (not"
                 " configured, no callback of it)"
-            }
+            },
+            writes=True,
         ),
     )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:

@@ -4,7 +4,7 @@ authentication (:func:`require`) and a limit on request bodies."""
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -305,11 +305,22 @@ async def authorize_token(
         invalid = {"WWW-Authenticate": 'Bearer realm="caravan", error="invalid_token"'}
         raise StarletteHTTPException(401, "the token is not valid", invalid)
     if not found.principal.scopes & set(scopes):
-        guard.refused("scope", client, method, path)
-        raise StarletteHTTPException(
-            403, f"the token {found.principal.name!r} lacks the scope {' or '.join(scopes)}"
-        )
+        raise scope_refused(request, found.principal, scopes)
     return found.principal
+
+
+def scope_refused(
+    request: Request, principal: Principal, scopes: Sequence[str], needs: str = ""
+) -> StarletteHTTPException:
+    """The 403 of a valid token with none of ``scopes``, counted and logged as a refusal of
+    its scope (which the address's limit does not count); ``needs`` says what needs them,
+    where the route took the token for the rest of what it does (``GET /orders`` of every
+    buyer, which needs ops, where one buyer's needs orders:read)."""
+    client = request.client.host if request.client else "unknown"
+    guard: Guard = request.app.state.guard
+    guard.refused("scope", client, request.method, request.url.path)
+    said = f"the token {principal.name!r} lacks the scope {' or '.join(scopes)}"
+    return StarletteHTTPException(403, said + needs)
 
 
 def install_auth(

@@ -966,29 +966,27 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A token without ops was told "query.buyer_id: buyer_id is needed", the API's names,
-    where the command's option is --buyer; a field named as its option (--reason) is
-    left as it is in the words."""
-    needed = "buyer_id is needed (every buyer's orders need a token with the scope ops)"
+    where the command's option is --buyer (the API's 403 now, naming buyer_id in its words);
+    a field named as its option (--reason) is left as it is in the words."""
+    needs = (
+        "the token 'shop' lacks the scope ops, which every buyer's orders need: a token without"
+        " it names a buyer (buyer_id), or both source and order_ref"
+    )
     only = "only cancelled orders have a reason, not confirmed ones"
-    problems = {
-        "buyer_id": {"title": "Invalid request", "detail": needed, "field": "query.buyer_id"},
-        "reason": {"title": "Invalid request", "detail": only, "field": "query.reason"},
-    }
 
     def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
-        problem = problems["reason" if "reason" in kwargs["params"] else "buyer_id"]
-        error = {"field": problem["field"], "message": problem["detail"]}
-        return httpx.Response(422, json={**problem, "errors": [error]})
+        if "reason" not in kwargs["params"]:
+            return httpx.Response(403, json={"title": "Forbidden", "detail": needs})
+        error = {"field": "query.reason", "message": only}
+        return httpx.Response(
+            422, json={"title": "Invalid request", "detail": only, "errors": [error]}
+        )
 
     monkeypatch.setattr(httpx, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan("orders", "list")
-    said = "--buyer is needed (every buyer's orders need a token with the scope ops)"
-    assert (code, out, err.splitlines()) == (
-        1,
-        "",
-        [f"Invalid request: {said}", f"  --buyer: {said}"],
-    )
+    said = needs.replace("(buyer_id)", "(--buyer)")
+    assert (code, out, err.splitlines()) == (1, "", [f"Forbidden: {said}"])
     code, out, err = caravan("orders", "list", "--status", "confirmed", "--reason", "expired")
     assert (code, err.splitlines()) == (1, [f"Invalid request: {only}", f"  --reason: {only}"])
 

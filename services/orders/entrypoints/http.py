@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse
 
 from services.orders import handlers
@@ -31,6 +31,7 @@ from shared.http import (
     problem_responses,
     refused_body,
     require,
+    scope_refused,
 )
 from shared.http import create_app as create_base_app
 from shared.ids import as_stored
@@ -39,6 +40,11 @@ from shared.pagination import Limit, Position, cursor_after
 from shared.settings import Settings
 
 NOT_FOUND = "no order with this id"
+EVERY_BUYER = (
+    ", which every buyer's orders need: a token without it names a buyer (buyer_id), or both"
+    " source and order_ref"
+)
+"""What a token without ops is told of ``GET /orders`` naming no one buyer (a 403)."""
 ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
 
 
@@ -103,14 +109,16 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         tags=["orders"],
         responses=problem_responses(
             {
+                403: "the token lacks the scope orders:read or ops, or ops where neither"
+                " buyer_id nor both source and order_ref are given (every buyer's orders)",
                 422: f"{BAD_INPUT}, the cursor is not one this API gave, a reason is asked of"
-                " orders not cancelled, until is not after since, or neither buyer_id nor both"
-                " source and order_ref are given to a token without the scope ops"
+                " orders not cancelled, or until is not after since",
             },
             model=Problem,
         ),
     )
     async def list_orders(
+        request: Request,
         who: Annotated[Principal, require("orders:read", "ops")],
         buyer_id: Annotated[
             str | None,
@@ -160,11 +168,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         platform's id); or, for a token with the scope ops, every buyer's orders so narrowed
         (an operator's "today's out_of_stock cancellations")."""
         if buyer_id is None and (source is None or order_ref is None) and "ops" not in who.scopes:
-            return refused_body(
-                "buyer_id is needed, unless source and order_ref are both given (every buyer's"
-                " orders need a token with the scope ops)",
-                field="query.buyer_id",
-            )
+            raise scope_refused(request, who, ["ops"], EVERY_BUYER)
         if reason is not None and status not in (None, "cancelled"):
             said = f"only cancelled orders have a reason, not {status} ones"
             return refused_body(said, field="query.reason")

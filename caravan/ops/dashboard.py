@@ -995,17 +995,19 @@ class Dashboard:
 
         @app.post("/login", response_class=HTMLResponse)
         async def login(request: Request) -> Response:
-            """The token from the form, checked like a bearer token, then kept in a cookie."""
+            """The token from the form, checked like a bearer token, then kept in a cookie. A
+            browser's refused is shown the form again, saying why in the refusal's words (a
+            401's alike for a token unknown or revoked), with its status and headers."""
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             token = (form.get("token") or [""])[0].strip()
             try:
                 await authorize_token(request, token, ("ops",))
             except StarletteHTTPException as exc:
-                if exc.status_code != 403 or not _browser(request):
+                if exc.status_code not in SIGN_IN_AGAIN or not _browser(request):
                     raise
-                said = f"{exc.detail}: sign in with a token that has it"
+                said = f"{exc.detail}: {SIGN_IN_AGAIN[exc.status_code]}"
                 page = _login_page(f"<p class='warning'>{html.escape(said)}</p>")
-                return HTMLResponse(page, status_code=403)  # the form again, not JSON
+                return HTMLResponse(page, exc.status_code, exc.headers)  # the form, not JSON
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(
                 COOKIE,
@@ -1061,6 +1063,10 @@ REFRESH = "<meta http-equiv='refresh' content='5'>"
 def _browser(request: Request) -> bool:
     """Whether a browser asks (it takes HTML): it is shown a page where a program gets JSON."""
     return "text/html" in request.headers.get("accept", "")
+
+
+SIGN_IN_AGAIN = {401: "sign in with a valid token", 403: "sign in with a token that has it"}
+"""What the sign-in form says after a refusal's own words (``the token is not valid``)."""
 
 
 def _login_page(error: str) -> str:

@@ -568,9 +568,20 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
     async with httpx.AsyncClient(base_url=base, headers={"accept": "text/html"}) as browser:
         first = await browser.get("/")
         assert first.status_code == 303 and first.headers["location"] == "/login"
-        refused = await browser.post("/login", data={"token": "cvn_" + "z" * 43})
-        assert refused.status_code == 303 and refused.headers["location"] == "/login"
-        assert "caravan_token" not in browser.cookies
+        # A token unknown, or revoked: the form again, saying so as a 401 does, alike for
+        # both (it was a redirect to the form, saying nothing).
+        revoked = f"ops-page-revoked-{uuid.uuid4().hex[:8]}"
+        gone = await caravan.issue_token(revoked, "ops")
+        await caravan.revoke_token(revoked)
+        for token in ("cvn_" + "z" * 43, gone):
+            refused = await browser.post("/login", data={"token": token})
+            assert refused.status_code == 401 and "text/html" in refused.headers["content-type"]
+            assert (
+                "<p class='warning'>the token is not valid: sign in with a valid token</p><form"
+                in refused.text
+            ), refused.text
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert "caravan_token" not in browser.cookies
         # A token without the scope ops: the form again, saying so (it was JSON, a 403).
         storefront = await caravan.issue_token(f"ops-page-{uuid.uuid4().hex[:8]}", "orders:read")
         lacking = await browser.post("/login", data={"token": storefront})

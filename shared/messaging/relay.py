@@ -4,7 +4,9 @@ One relay at a time works on a schema (a transaction-scoped advisory lock), so r
 their order per key across service instances. Its transaction reads the oldest unsent rows
 and marks them sent in one statement, and commits once Kafka has answered them all. A crash
 before that commit leaves the rows unsent, to be published again: consumers' inboxes make
-that harmless.
+that harmless. A graceful stop (the relay's task cancelled, its service asked to stop) lets
+the batch under way finish first, within ``STOP_SECONDS``: its rows are marked sent before
+the lock is let go, so that another instance's relay does not send them again.
 
 The relay is woken by its own service's commits that added rows; it also looks every
 ``idle_poll_seconds`` for rows written by other processes (seeding, another instance whose
@@ -54,7 +56,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCKED = -1
-STOP_SECONDS = 5.0  # what stop() gives the producer to deliver what it holds (docs/running.md)
+# What a stop gives Kafka to answer the batch under way (then marked sent), as the service's
+# loops stop, and then its producer to deliver what it holds (docs/running.md).
+STOP_SECONDS = 5.0
 CLOSE_SECONDS = 1.0  # and then to close one given up on
 
 REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError)
@@ -191,7 +195,7 @@ class OutboxRelay:
         failures = 0  # in a row
         while True:
             try:
-                published = await self.publish_batch()
+                published = await self._batch()
                 failures = 0
                 if published > 0:  # Kafka answered (none: it was not asked)
                     kafka_answers(log)
@@ -211,6 +215,25 @@ class OutboxRelay:
             elif published < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+
+    async def _batch(self) -> int:
+        """:meth:`publish_batch`, let finish when the relay is cancelled (its service
+        stopping), for ``STOP_SECONDS`` at most: Kafka may have its rows already (and the
+        producer's stop delivers what it holds), so their marks are committed before the relay
+        lets go. Cancelled in the middle, the marks rolled back, and another instance's relay
+        sent the rows again at once (a rolling restart published events twice). A batch not
+        done by then (Kafka away) is cancelled: its rows stay unsent."""
+        batch = asyncio.create_task(self.publish_batch())
+        try:
+            return await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait({batch}, timeout=STOP_SECONDS)
+            finally:
+                batch.cancel()  # if not done by then
+                # Its outcome is the stop's: a failure leaves its rows unsent, as it did.
+                await asyncio.gather(batch, return_exceptions=True)
+            raise
 
     async def publish_batch(self) -> int:
         """Publish up to one batch of unsent rows; returns how many were published or set

@@ -14,13 +14,17 @@ from tests.harness import System, ref, until
 MIB = 1 << 20
 
 
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[bytes]:
-    """The values of the first ``count`` records of ``topic`` (one partition)."""
+async def read_topic(bootstrap: str, topic: str, count: int | None = None) -> list[bytes]:
+    """The values of the first ``count`` records of ``topic`` (one partition); of every
+    record it holds now, unless ``count`` is given."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(topic, 0)])
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
         await consumer.seek_to_beginning()
+        if count is None:
+            count = (await consumer.end_offsets([partition]))[partition]
         values: list[bytes] = []
 
         async def more() -> list[bytes]:

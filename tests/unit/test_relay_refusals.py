@@ -80,7 +80,7 @@ async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
     async def publish_batch() -> int:
         if not failures:
             tried_all.set()
-            await asyncio.Event().wait()
+            return 0  # nothing to publish: the relay waits to be woken, where it is cancelled
         raise failures.pop(0)
 
     outbox = Table("outbox", MetaData(schema="orders"), Column("id", Integer))
@@ -115,7 +115,7 @@ async def test_a_kafka_outage_is_one_warning_then_a_line_when_the_relay_publishe
     async def publish_batch() -> int:
         if not answers:
             tried_all.set()
-            await asyncio.Event().wait()
+            return 0
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             faults.now += 1

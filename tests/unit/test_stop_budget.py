@@ -1,8 +1,9 @@
 """A graceful stop ends before its supervisor kills it. A service asked to stop
 (:meth:`shared.runtime.Service.serve`) waits, one after the other, for its consumer's last
 commit of offsets (:data:`shared.messaging.consumer.COMMIT_SECONDS`), its loops (a claim
-handed back, or gateway calls in flight let finish: :mod:`shared.loops`), its outbox relay
-(:data:`shared.messaging.relay.STOP_SECONDS`) and the export of its last spans
+handed back, or gateway calls in flight let finish: :mod:`shared.loops`) and meanwhile its
+outbox relay's batch under way (its marks committed), its relay's producer
+(:data:`shared.messaging.relay.STOP_SECONDS` each) and the export of its last spans
 (:data:`shared.telemetry.STOP_SECONDS`), 14 s in all at most; what is left of the 15 s its
 supervisor allows is for stopping its Kafka consumer and HTTP server. The last commit was
 left out (5 s then: 17 s in all). Killed first, the
@@ -21,7 +22,10 @@ SERVICES = ("orders", "inventory", "payments", "notifications", "platform")
 DOCKER_DEFAULT = "10s"  # what Docker waits after SIGTERM before it kills, unless told
 
 STOPPING = (
-    consumer.COMMIT_SECONDS + loops.STOPPING_SECONDS + relay.STOP_SECONDS + telemetry.STOP_SECONDS
+    consumer.COMMIT_SECONDS
+    + max(loops.STOPPING_SECONDS, relay.STOP_SECONDS)  # the loops and the relay's last batch
+    + relay.STOP_SECONDS
+    + telemetry.STOP_SECONDS
 )
 
 

@@ -4,7 +4,8 @@
 cancelled its relay (``Service.serve``) while the batch Kafka had taken waited to commit
 its marks, which rolled back; the producer's stop delivered what it held, and the other
 instance's relay took the rows, unsent, and sent them again. The relay now lets the batch
-under way commit its marks before it lets go."""
+under way commit its marks before it lets go. Two relays take turns by the schema's lock: a
+batch one holds, the other does not take."""
 
 import asyncio
 import functools
@@ -13,14 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from caravan import system
 from services.orders.adapters.tables import outbox
 from shared.db import Database
-from shared.messaging.relay import OutboxRelay, make_producer
+from shared.messaging.relay import LOCKED, OutboxRelay, make_producer
 from tests.e2e.test_messaging_retention import orders_tables, topics_with
 from tests.e2e.test_outbox_relay import read_topic
+from tests.harness import until
 
 ROWS = 20
 
@@ -78,6 +80,15 @@ def held_once_answered(
     return answered, go_on
 
 
+async def ended_or_waiting(task: asyncio.Task[Any], db: Database) -> bool:
+    """Whether ``task`` has ended, or a statement on ``db``'s database waits for a lock."""
+    if task.done():
+        return True
+    query = "select count(*) from pg_stat_activity where datname = current_database()"
+    async with db.engine.connect() as conn:
+        return bool(await conn.scalar(text(f"{query} and wait_event_type = 'Lock'")))
+
+
 def published_twice(values: list[bytes], found: list[bytes]) -> dict[bytes, int]:
     """The rows' values ``found`` on the topic other than once."""
     counts = Counter(found)
@@ -118,3 +129,45 @@ async def test_a_relay_stopped_while_kafka_has_its_batch_marks_it_sent_before_it
         await first.stop()
         if second is not None:
             await second.stop()
+
+
+async def test_a_batch_one_relay_holds_is_not_taken_by_another_relay(
+    infrastructure: system.Infrastructure,
+    db: Database,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two instances' relays of one service: while one holds a batch Kafka has answered, its
+    marks not committed yet, the other's batch takes none of its rows (the schema's lock:
+    :data:`LOCKED`); once the first commits, nothing is left for the second. Each row is on
+    the topic once."""
+    bootstrap = infrastructure.kafka_bootstrap
+    values = await with_rows(db, topic)
+    first = await started(db, bootstrap, "1")
+    second = await started(db, bootstrap, "2")
+    holding: asyncio.Task[int] | None = None
+    taking: asyncio.Task[int] | None = None
+    try:
+        answered, go_on = held_once_answered(first, monkeypatch)
+        holding = asyncio.create_task(first.publish_batch())
+        await asyncio.wait_for(answered.wait(), 30)
+        taking = asyncio.create_task(second.publish_batch())
+
+        # Its batch ends (the schema's lock refused), or waits for a lock on the first's rows.
+        await until(
+            functools.partial(ended_or_waiting, taking, db),
+            "the second relay's batch to end or to wait for a lock",
+        )
+        go_on.set()
+        assert await holding == ROWS
+        took = await taking
+        assert await second.publish_batch() == 0
+        assert published_twice(values, await read_topic(bootstrap, topic)) == {}
+        assert took == LOCKED
+    finally:
+        left = [t for t in (holding, taking) if t is not None and not t.done()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        await first.stop()
+        await second.stop()

@@ -849,20 +849,35 @@ def orders_list(
         datetime | None, typer.Option(parser=_time, help="placed before (ISO 8601, UTC if no zone)")
     ] = None,
     buyer: Annotated[str | None, typer.Option(help="only this buyer's")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="only this source's (http, storefront/..., platform/APP)")
+    ] = None,
+    ref: Annotated[
+        str | None, typer.Option(help="only the orders of this order_ref (one per source)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
 ) -> None:
     """List every buyer's orders, newest first: of a status, a cancellation reason, placed
-    since or until a time (the orders API's `GET /orders`, with a token with the scope ops);
-    order id above when it was placed, status above reason, buyer above ref above source,
-    total in fen."""
+    since or until a time, of a buyer, a source, an order_ref (the orders API's `GET
+    /orders`, with a token with the scope ops); order id above when it was placed, status
+    above reason, buyer above ref above source, total in fen."""
     from caravan.admin_api import base_url, newest
 
-    asked = {"status": status, "reason": reason, "buyer_id": buyer}
+    asked = {
+        "status": status,
+        "reason": reason,
+        "buyer_id": buyer,
+        "source": source,
+        "order_ref": ref,
+    }
     times = {"since": since, "until": until}
     params = {k: v for k, v in asked.items() if v is not None} | {
         k: v.isoformat() for k, v in times.items() if v is not None
     }
-    options = {name: f"--{name}" for name in [*asked, *times]} | {"buyer_id": "--buyer"}
+    options = {name: f"--{name}" for name in [*asked, *times]} | {
+        "buyer_id": "--buyer",
+        "order_ref": "--ref",
+    }
     base = base_url(None, "orders")
     found, more = newest(base, "orders", "/orders", params, limit, options)
     table = output.table(
@@ -884,6 +899,42 @@ def orders_list(
             "" if o["total_fen"] is None else str(o["total_fen"]),
         )
     output.show(table)
+
+
+def _show_order(order: dict[str, Any]) -> None:
+    """An order as the orders API answers it (``GET /orders/{id}``): one line, then its
+    timeline, oldest first."""
+    reason = f" ({order['reason']})" if order["reason"] else ""
+    total = "" if order["total_fen"] is None else f", total {order['total_fen']} fen"
+    console.print(
+        f"order {order['order_id']}: {order['status']}{reason}; buyer {order['buyer_id']},"
+        f" ref {order['order_ref']}, source {order['source']}{total}"
+    )
+    table = output.table("time", "event", whole=("time", "event"))
+    for step in order["timeline"]:
+        table.add_row(output.at(step["time"]), step["type"])
+    output.show(table)
+
+
+@orders_app.command("show")
+def orders_show(order_id: str) -> None:
+    """Show an order: status, reason, buyer, ref, source, total and its timeline (the orders
+    API's `GET /orders/{id}`; the token needs the scope orders:read)."""
+    from caravan.admin_api import base_url, call
+
+    _show_order(call(base_url(None, "orders"), "orders", "GET", "/orders/{}", order_id))
+
+
+@orders_app.command("cancel")
+def orders_cancel(order_id: str) -> None:
+    """Cancel a pending order for its buyer (`cancelled_by_buyer`): the stock it holds and a
+    loan lent for it are given back (the orders API's `POST /orders/{id}/cancel`; the token
+    needs the scope orders:write). A confirmed order is refused (exit 1); one already
+    cancelled is shown as it is."""
+    from caravan.admin_api import base_url, call
+
+    base = base_url(None, "orders")
+    _show_order(call(base, "orders", "POST", "/orders/{}/cancel", order_id))
 
 
 @app.command()

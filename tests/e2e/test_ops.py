@@ -1154,6 +1154,57 @@ async def test_on_a_database_never_migrated_a_replay_and_a_redrive_say_to_prepar
     assert "Traceback" not in said and "caravan up" not in said, said
 
 
+async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_cancels_it(
+    caravan: System,
+) -> None:
+    """``caravan orders list --source S --ref R`` finds a storefront's (or a platform's)
+    order by its own reference; ``orders show`` prints it and its timeline; ``orders cancel``
+    cancels a pending one for its buyer (the platform adapter's problems told operators to
+    ``POST /orders/{id}/cancel`` by hand: there was no command), and refuses a confirmed one
+    with the API's 409 line. Inventory is stopped so that the order stays pending."""
+    from tests.e2e.test_http import ended_order
+    from tests.e2e.test_saga import order
+
+    confirmed = await ended_order(caravan, f"cli-show-{uuid.uuid4().hex[:6]}", "T-PEPPER")
+    await asyncio.to_thread(caravan.procs.stop, ["inventory"])
+    try:
+        req = order()
+        await caravan.request(req, source="storefront/cli-cancel")
+        pending = await caravan.placed(req.order_ref, "storefront/cli-cancel")
+        found = await cli(
+            caravan, "orders", "list", "--source", "storefront/cli-cancel", "--ref", req.order_ref
+        )
+        assert found.returncode == 0, found.stdout + found.stderr
+        assert found.stdout.splitlines()[0].strip() == "1 order(s)", found.stdout
+        assert pending in found.stdout and "pending" in found.stdout, found.stdout
+        done = await cli(caravan, "orders", "cancel", pending)
+        assert done.returncode == 0, done.stdout + done.stderr
+        said = " ".join(done.stdout.split())
+        assert said.startswith(f"order {pending}: cancelled (cancelled_by_buyer); buyer"), said
+        assert f"ref {req.order_ref}, source storefront/cli-cancel" in said, said
+        assert "order.placed" in said and "order.cancelled" in said, said
+    finally:
+        caravan.procs.start(("inventory",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    assert (await caravan.outcome(pending, timeout=60)).type == "order.cancelled"
+
+    shown = await cli(caravan, "orders", "show", confirmed)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = [" ".join(line.split()) for line in shown.stdout.splitlines()]
+    assert lines[0].startswith(f"order {confirmed}: confirmed; buyer cli-show-"), lines
+    assert ", source http, total " in lines[0] and lines[0].endswith(" fen"), lines
+    events = [line.split("│")[2].strip() for line in shown.stdout.splitlines() if "│" in line]
+    assert events == ["order.placed", "stock.reserved", "payment.authorized", "order.confirmed"]
+    refused = await cli(caravan, "orders", "cancel", confirmed)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "a confirmed order cannot be cancelled" in refused.stderr, refused.stderr
+    unknown = await cli(caravan, "orders", "show", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "no order" in unknown.stderr.lower(), unknown.stderr
+    looker = await caravan.issue_token(f"cli-ops-only-{uuid.uuid4().hex[:6]}", "ops")
+    barred = await cli(caravan, "orders", "cancel", confirmed, CARAVAN_TOKEN=looker)
+    assert barred.returncode == 1 and "orders:write" in barred.stderr, barred.stderr
+
+
 async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
     caravan: System,
 ) -> None:

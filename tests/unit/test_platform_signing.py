@@ -353,7 +353,9 @@ def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() 
                 assert "confirmed here, which Caravan cannot undo" in said, said
                 assert "stop the goods" in said and "/cancel" not in said, said
             else:
-                assert "cancel it (`POST /orders/N-1/cancel`)" in said, said
+                assert (
+                    "cancel it (`caravan orders cancel N-1`, or `POST /orders/N-1/cancel`)" in said
+                )
     # Placed, its order.placed not read yet: no route to a made-up id (a review found
     # `POST /orders/not numbered yet/cancel`).
     early = undone_on_platform(closed, NOT_NUMBERED, False).detail

@@ -985,7 +985,7 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
     monkeypatch.setattr(httpx, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan("orders", "list")
-    said = needs.replace("(buyer_id)", "(--buyer)")
+    said = needs.replace("(buyer_id)", "(--buyer)").replace("order_ref", "--ref")
     assert (code, out, err.splitlines()) == (1, "", [f"Forbidden: {said}"])
     code, out, err = caravan("orders", "list", "--status", "confirmed", "--reason", "expired")
     assert (code, err.splitlines()) == (1, [f"Invalid request: {only}", f"  --reason: {only}"])

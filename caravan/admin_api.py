@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from caravan.output import OperatorError, error_text
-from shared.api import DATABASE_AWAY, DATABASE_BUSY, bearer_headers
+from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
 AWAY = frozenset({502, 503, 504})
@@ -97,6 +97,11 @@ def answer(
             else f"the {service} service's database takes no more connections now (it"
             " answered 503): run this again in a while"
         )
+        raise OperatorError(said + _key_to_retry(headers), exit_code=2)
+    detail = str(body.get("detail"))
+    if response.status_code == 503 and detail.startswith(DATABASE_REFUSES):
+        why = detail.removeprefix("the database").removesuffix("; retry")
+        said = f"the {service} service's database{why} (it answered 503): run this again later"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)
     if response.status_code >= 400:
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"

@@ -20,6 +20,13 @@ as many as it takes (``max_connections``), or its own pool's are all in use: rea
 :data:`DATABASE_AWAY` (a drill holding every connection was told the database was away)."""
 
 
+DATABASE_REFUSES = "the database refuses the work for now"
+"""How the detail of the 503 a service answers while PostgreSQL answers and refuses the work
+(a disk full, out of memory, a standby after a failover, a lock not granted in time) begins:
+``the database refuses the work for now: its disk is full (SQLSTATE 53100); retry``. It said
+the database was not reachable (session 49's drill filled its disk)."""
+
+
 def bearer_headers(token: str | None) -> dict[str, str]:
     """The headers a client calls a Caravan API with (none without a token)."""
     return {} if token is None else {"Authorization": f"Bearer {token}"}

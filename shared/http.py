@@ -32,12 +32,20 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api import DATABASE_AWAY, DATABASE_BUSY, field_errors
+from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES, field_errors
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
 from shared.db import Database, fault, reason
-from shared.db.engine import Kind, address, described, retried_fault
+from shared.db.engine import (
+    REFUSALS,
+    REFUSED_LATELY_SECONDS,
+    Kind,
+    address,
+    described,
+    refused_for,
+    retried_fault,
+)
 from shared.logs import FAULT, answers_again, phones_masked, retried
 from shared.metrics import exposition
 from shared.settings import Settings
@@ -369,16 +377,21 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     guard: Guard = request.app.state.guard  # its engine is the app's database
     said = described(exc, address(guard.engine))
     busy = found.kind in (Kind.TOO_MANY_CONNECTIONS, Kind.POOL_EXHAUSTED)
+    refused = refused_for(exc)
+    if refused is not None:
+        detail = f"{DATABASE_REFUSES}: {refused}; retry"
+    else:
+        detail = DATABASE_BUSY if busy else DATABASE_AWAY
     log.warning(
-        "%s %s: 503, the database %s: %s; %r",
+        "%s %s: 503, %s: %s; %r",
         request.method,
         path,
-        "takes no more connections" if busy else "is not reachable",
+        detail.removesuffix("; retry"),
         said,
         exc,
         extra=retried_fault(exc),
     )
-    return unavailable("Service Unavailable", DATABASE_BUSY if busy else DATABASE_AWAY)
+    return unavailable("Service Unavailable", detail)
 
 
 RETRY_SECONDS = 5
@@ -556,7 +569,11 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         is said (``"status": "degraded"``) with a 200: what the service takes meanwhile (an
         order, a lot) waits in its outbox and is lost to nobody, so a load balancer must not
         take it away for that. So is a topic the service reads that Kafka says it has not
-        (``"kafka": "topic orders.events.v1 missing"``).
+        (``"kafka": "topic orders.events.v1 missing"``). So is PostgreSQL answering and
+        refusing the work that lasts, met by the service's work within
+        :data:`~shared.db.engine.REFUSED_LATELY_SECONDS` (``"database": "PostgreSQL refuses
+        the work for now: its disk is full (SQLSTATE 53100), last met 2 s ago"``): its
+        ``SELECT 1`` is answered, and it said ok while every write failed.
 
         So are, while both answer, a consumer whose partitions have had records waiting
         with none handled for ``CARAVAN_CONSUMER_STALL_SECONDS`` (``"consumer": "3 records
@@ -588,6 +605,11 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             if met is not None:
                 answers_again(log, met, f"PostgreSQL at {address(db.engine)}")
                 met = None
+        reachable = checks["database"] == "ok"
+        if reachable and (refused := REFUSALS.lately(REFUSED_LATELY_SECONDS)) is not None:
+            # Its SELECT 1 answered, and the work's writes refused: degraded, not a 503 (it
+            # reads, and every instance shares the database: none is better to send to).
+            checks["database"] = f"PostgreSQL refuses the work for now: {refused}"
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None
@@ -607,9 +629,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
                 checks["relay"] = relay_said(outbox, settings.outbox_stall_seconds)
         down = [name for name, said in checks.items() if said != "ok"]
         detail = "; ".join(f"{name}: {checks[name]}" for name in down)
-        if "database" in down and passing:  # away: restarting, unreachable for now
+        if not reachable and passing:  # away: restarting, unreachable for now
             return unavailable("Unhealthy", detail, down=down, checks=checks)
-        if "database" in down:  # a login refused, a database missing: not to be waited out
+        if not reachable:  # a login refused, a database missing: not to be waited out
             return problem(503, "Unhealthy", detail, down=down, checks=checks)
         if down:
             return {"status": "degraded", "down": down, "detail": detail, "checks": checks}

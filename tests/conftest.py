@@ -19,6 +19,7 @@ from caravan.seeding import load_again
 from caravan.tokens_cli import issue_token
 from shared import days
 from shared.auth.scopes import SCOPES
+from shared.db.engine import REFUSALS
 from shared.seed import SeedFile
 from tests.harness import EventLog, System, market_zone_far_from_midnight
 from tests.workers import LoadFileOnEveryWorker
@@ -36,6 +37,16 @@ HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080")) + WORKER * WO
 # The market's calendar of the session, far from its midnight for the whole run; a worker
 # takes the one of the run that started it (pytest_configure).
 MARKET_ZONE = market_zone_far_from_midnight(datetime.now(UTC))
+
+
+@pytest.fixture(autouse=True)
+def no_refusal_met() -> Iterator[None]:
+    """Each test starts and ends with no refusal of PostgreSQL's met in this process
+    (``REFUSALS``, which ``/healthz`` says for a while): a fault one test met would make
+    another's ``/healthz`` degraded."""
+    REFUSALS.latest = None
+    yield
+    REFUSALS.latest = None
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -538,11 +539,79 @@ def retried_fault(exc: BaseException) -> dict[str, str]:
     """``extra`` for the warning of ``exc``, a fault that will be tried again: each fault is
     said once, then at most once a minute while it lasts (:class:`shared.logs.Faults`);
     PostgreSQL away (:data:`AWAY`) is one, any other transient fault is its words. Nothing
-    for a fault that is not transient: its line is said each time."""
+    for a fault that is not transient: its line is said each time. A refusal that lasts
+    (:func:`refused_for`) is noted for ``/healthz`` (:data:`REFUSALS`): every path that
+    retries a database fault says it through here."""
     found = fault(exc)
     if not found.kind.transient:
         return {}
+    REFUSALS.met(found)
     return retried(AWAY if found.kind.away and found.kind.ours else described(exc))
+
+
+_REFUSED_WORDS = {
+    "53100": "its disk is full",
+    "53200": "it is out of memory",
+    "53400": "a limit of its configuration is reached",
+    "53": "it is short of resources",
+    "58030": "its disk failed a read or a write",
+    "25006": "it takes no writes (a standby: a failover under way?)",
+    "55P03": "a lock the work needs was not granted in time",
+    "40": "the work met another's at the same moment and was undone",
+}
+"""Why PostgreSQL refuses the work for now (:attr:`Kind.REFUSED_FOR_NOW`), by SQLSTATE or
+its class: words anyone may read (the server's own name its files)."""
+LASTING = ("53", "58", "25006")
+"""The refusals that last until someone acts (space freed, memory, a disk, the failover
+done), unlike a lock or a conflict, which pass with the request that met them."""
+
+
+def refused_for(exc: BaseException) -> str | None:
+    """Why PostgreSQL refused the work of ``exc`` for now, in words and its SQLSTATE ("its
+    disk is full (SQLSTATE 53100)"): what a 503 says where it said "the database is not
+    reachable" of a database whose disk was full (session 49's drill). None for another
+    fault."""
+    refused = _refusal(fault(exc))
+    return None if refused is None else refused[1]
+
+
+def _refusal(found: Fault) -> tuple[str, str] | None:
+    """The SQLSTATE of a refusal for now, and :func:`refused_for`'s words of it."""
+    if found.kind is not Kind.REFUSED_FOR_NOW:
+        return None
+    state = getattr(found.error, "sqlstate", None) or ""
+    words = _REFUSED_WORDS.get(state) or _REFUSED_WORDS.get(state[:2], "it refuses it for now")
+    return state, f"{words} (SQLSTATE {state or '?'})"
+
+
+class Refusals:
+    """The latest refusal of the work that lasts (:data:`LASTING`: a disk full) this process
+    met, for ``/healthz``: its ``SELECT 1`` is answered while every write fails, and it said
+    ok all along (session 49's drill filled PostgreSQL's disk)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.latest: tuple[float, str] | None = None
+
+    def met(self, found: Fault) -> None:
+        """Note the fault ``found`` if it is a refusal that lasts."""
+        refused = _refusal(found)
+        if refused is not None and refused[0].startswith(LASTING):
+            self.latest = (self.clock(), refused[1])
+
+    def lately(self, within: float) -> str | None:
+        """The refusal met within ``within`` seconds, said with how long ago; else None."""
+        if self.latest is None:
+            return None
+        ago = self.clock() - self.latest[0]
+        return f"{self.latest[1]}, last met {ago:.0f} s ago" if ago <= within else None
+
+
+REFUSALS = Refusals()
+"""The process's (:func:`retried_fault` notes, ``/healthz`` reads)."""
+REFUSED_LATELY_SECONDS = 15.0
+"""How long after the last refusal that lasts ``/healthz`` still says it: the work retried
+meets it again within seconds (a loop's backoff is at most 5 s) while it lasts."""
 
 
 def address(engine: AsyncEngine) -> str:

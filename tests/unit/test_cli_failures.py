@@ -27,7 +27,7 @@ from caravan.output import OperatorError
 from services import SERVICES
 from services.inventory.handlers import LotTaken
 from shared import settings
-from shared.api import DATABASE_AWAY, DATABASE_BUSY
+from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -1059,6 +1059,15 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
             ],
         ),
         (
+            # ... while PostgreSQL answers and refuses (its disk full: session 49's drill)
+            f"{DATABASE_REFUSES}: its disk is full (SQLSTATE 53100); retry",
+            [
+                "the payments service's database refuses the work for now: its disk is full"
+                " (SQLSTATE 53100) (it answered 503): run this again later",
+                "it may have been applied: retry with --key k-1 (applied once)",
+            ],
+        ),
+        (
             "the order API answered 500: push again later",
             [
                 "Service Unavailable: the order API answered 500: push again later",
@@ -1076,7 +1085,7 @@ def test_a_503_is_a_part_of_the_system_away_exit_2(
     refusal's: docs/commands.md gives exit 2 to a part of the system a command cannot
     reach, which a retry may mend."""
     problem = {"title": "Service Unavailable", "detail": detail}
-    wait = "1" if detail in (DATABASE_AWAY, DATABASE_BUSY) else "30"
+    wait = "30" if "order API" in detail else "1"
     answered = httpx.Response(503, json=problem, headers={"Retry-After": wait})
     monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import make_url
 
 from shared.db import Database
-from shared.db.engine import connecting
+from shared.db.engine import REFUSALS, REFUSED_LATELY_SECONDS, connecting, retried_fault
 from shared.http import PROBLEM, RETRY_SECONDS, KafkaContact, create_app
 from shared.settings import Settings
 from shared.stall import OUTBOX, Stalls
@@ -290,3 +290,33 @@ async def test_the_thresholds_are_settings(monkeypatch: pytest.MonkeyPatch) -> N
     consumer = stalled(clock, "orders.events.v1[1]", 40, 3, 75)
     outbox = stalled(clock, OUTBOX, 1001, 12, 75)
     assert (await health(contact, consumer=consumer, outbox=outbox)).json()["down"] == ["consumer"]
+
+
+async def test_a_database_refusing_the_work_that_lasts_is_said_degraded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 49's drill filled PostgreSQL's disk: every service's /healthz said ok (its
+    SELECT 1 answered) while every write failed, and the page with it. A refusal that lasts,
+    met by the service's work (every retried database fault goes through retried_fault), is
+    said degraded (a 200: it reads, and every instance shares the database), until
+    REFUSED_LATELY_SECONDS pass without one; a lock not granted passes with its request."""
+    clock = Clock()
+    monkeypatch.setattr(REFUSALS, "clock", clock)
+    contact = KafkaContact(silent_after=30, clock=clock)
+    retried_fault(asyncpg.LockNotAvailableError("could not obtain lock on row in relation"))
+    assert (await health(contact)).json() == {"status": "ok", "checks": ALL_OK}
+    retried_fault(asyncpg.DiskFullError('could not extend file "base/1/2": No space left'))
+    clock.now += 3
+    answer = await health(contact)
+    words = "PostgreSQL refuses the work for now: its disk is full (SQLSTATE 53100), last met"
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "status": "degraded",
+        "down": ["database"],
+        "detail": f"database: {words} 3 s ago",
+        "checks": ALL_OK | {"database": f"{words} 3 s ago"},
+    }
+    clock.now += REFUSED_LATELY_SECONDS - 3
+    assert (await health(contact)).json()["checks"]["database"] == f"{words} 15 s ago"
+    clock.now += 1
+    assert (await health(contact)).json() == {"status": "ok", "checks": ALL_OK}

@@ -94,6 +94,36 @@ async def test_a_request_postgresql_refuses_a_connection_to_is_told_it_takes_no_
     assert said == [DATABASE_BUSY, DATABASE_AWAY]
 
 
+async def test_a_request_postgresql_answers_and_refuses_is_told_why_not_that_it_is_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Session 49's drill filled PostgreSQL's disk: every write's 503 said "the database is
+    not reachable; retry", where it answered and refused (SQLSTATE 53100). The 503 says why,
+    in words that name none of its files; a lock not granted in time too."""
+    app = service()
+
+    @app.post("/disk")
+    async def disk() -> None:
+        raise asyncpg.DiskFullError('could not extend file "base/16385/16433": No space left')
+
+    @app.post("/lock")
+    async def lock() -> None:
+        raise asyncpg.LockNotAvailableError("could not obtain lock on row in relation")
+
+    answers = [await call(app, "POST", path) for path in ("/disk", "/lock")]
+    assert [(a.status_code, a.headers["Retry-After"]) for a in answers] == [(503, "5")] * 2
+    assert [a.json()["detail"] for a in answers] == [
+        "the database refuses the work for now: its disk is full (SQLSTATE 53100); retry",
+        "the database refuses the work for now: a lock the work needs was not granted in time"
+        " (SQLSTATE 55P03); retry",
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "shared.http"]
+    assert logged[0].startswith(
+        "POST /disk: 503, the database refuses the work for now: its disk is full (SQLSTATE"
+        " 53100): PostgreSQL at "
+    ), logged
+
+
 async def test_a_request_meeting_postgresql_away_is_asked_again_in_a_few_seconds() -> None:
     """POST /orders, or any route, while PostgreSQL is away: a 503 saying to come back in
     :data:`RETRY_SECONDS` (it was 1 s: a client asked back every second through a restart)."""

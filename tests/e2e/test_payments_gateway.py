@@ -719,6 +719,16 @@ async def test_operators_list_the_payments_owed_back_and_read_one(
         assert owed[1]["buyer_id"].startswith("pay-gw-list-1-")
         assert owed[1] == {**shown, "buyer_id": owed[1]["buyer_id"], "updated_at": times[1]}
         assert (shown["status"], shown["refund_owed_fen"]) == ("void_refused", 3500)
+        # The command with --limit 1, while both are owed: the newest, and more to see.
+        url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+        done = await caravan_cli(
+            caravan, "payments", "list", "--status", "void_refused", "--limit", "1", "--url", url
+        )
+        assert done.returncode == 0, done.stderr
+        said = "the last changed 1 void_refused payment(s): more with a higher --limit"
+        assert said in done.stdout, done.stdout
+        assert second in done.stdout and "pay-gw-list-2-" in done.stdout
+        assert first not in done.stdout
 
         made = {"reference": "BANK-LIST-1", "reason": "refunded by bank transfer"}
         assert (await operator.post(f"/orders/{first}/payment/refund", json=made)).is_success
@@ -732,15 +742,6 @@ async def test_operators_list_the_payments_owed_back_and_read_one(
     narrow = await caravan.issue_token(f"orders-only-{uuid.uuid4().hex[:6]}", "orders:read")
     async with caravan.api("payments", token=narrow) as orders_only:
         assert (await orders_only.get("/payments?status=void_refused")).status_code == 403
-
-    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
-    done = await caravan_cli(
-        caravan, "payments", "list", "--status", "void_refused", "--limit", "1", "--url", url
-    )
-    assert done.returncode == 0, done.stderr
-    assert "the last changed 1 void_refused payment(s): more with a higher --limit" in done.stdout
-    assert second in done.stdout and "pay-gw-list-2-" in done.stdout
-    assert first not in done.stdout
 
 
 async def _charged(caravan: System, who: str) -> str:

@@ -19,6 +19,7 @@ happen) is parked (:mod:`shared.messaging.parking`) and its callback queued when
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
@@ -79,6 +80,16 @@ Decided = Literal["accepted", "duplicate", "problem", "ignored"]
 Accepted = Literal[Decided, "replayed"]
 Seen = Literal["duplicate", "replayed"]
 
+
+@dataclass(frozen=True)
+class Decision:
+    """What a push or a refetch made of an order: its ``outcome``, and for a ``problem`` the
+    kinds of the problems found (as operations list them), which the platform is told."""
+
+    outcome: Accepted
+    problems: tuple[ProblemKind, ...] = ()
+
+
 _LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
 _PLATFORM_ORDER_LOCKS = OrderLocks(0x9A8)  # and of each platform order, "<app>/<its id>"
 _PARKING = Parking(parked)
@@ -119,7 +130,7 @@ async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
 
 async def accept_push(
     tx: Tx, app: str, push_id: str, fingerprint: str, sign: str, order: PlatformOrder
-) -> Accepted:
+) -> Decision:
     """Act on a verified push (``sign``: its signature, upper-case), given the order as the
     platform has it now (holding the platform order's lock: :func:`lock_platform_order`)."""
     fresh = await tx.conn.execute(
@@ -129,11 +140,11 @@ async def accept_push(
         .returning(pushes.c.push_id)
     )
     if fresh.first() is None:  # taken meanwhile: the same push sent twice at once, or not
-        return await seen(tx, app, push_id, fingerprint, sign) or "replayed"
+        return Decision(await seen(tx, app, push_id, fingerprint, sign) or "replayed")
     return await decide(tx, app, order)
 
 
-async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
+async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decision:
     """Act on the order as the platform has it now, whether a push or operations asked
     (``caravan platform refetch``), holding the platform order's lock."""
     await lock_platform_order(tx, app, order.order_id)
@@ -145,11 +156,10 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
         outcome = await _our_outcome(tx, app, order)
         if outcome == "cancelled":  # the platform followed our outcome; a mapping stays wrong
             await resolve_problems(tx, app, order.order_id, keep={"mapped_to_unknown_sku"})
-            return "ignored"
+            return Decision("ignored")
         ours = placed.order_id or NOT_NUMBERED
         problem = undone_on_platform(order, ours, confirmed=outcome == "confirmed")
-        await record_problems(tx, app, order.order_id, [problem])
-        return "problem"
+        return await found_problems(tx, app, order.order_id, [problem])
     if means is None or means == "fulfilment":
         ours = None if placed is None else placed.order_id or NOT_NUMBERED
         return await _moved_on(tx, app, order, ours)
@@ -162,30 +172,27 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
             update_ = {"status": stmt.excluded.status, "seen_at": func.now()}
             await tx.conn.execute(stmt.on_conflict_do_update(index_elements=KEY, set_=update_))
             await resolve_problems(tx, app, order.order_id)  # nothing left to place: moot
-        return "ignored"
+        return Decision("ignored")
     if placed is not None:  # what kept it from being placed, or from being read, is moot
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
         changes = [] if placed.placed is None else changes_since(placed.placed, order)
         if changes:  # placed once: a change is not applied, and not to be lost unsaid
             ours = placed.order_id or NOT_NUMBERED
-            await record_problems(
-                tx, app, order.order_id, [changed_after_placed(order, ours, changes)]
-            )
-            return "problem"
-        return "duplicate"
+            problem = changed_after_placed(order, ours, changes)
+            return await found_problems(tx, app, order.order_id, [problem])
+        return Decision("duplicate")
     closed = await tx.conn.scalar(
         select(closed_unplaced.c.status).where(_closed(app, order.order_id))
     )
     if closed is not None:
-        await record_problems(tx, app, order.order_id, [paid_after_cancelled(order, closed)])
-        return "problem"
+        problem = paid_after_cancelled(order, closed)
+        return await found_problems(tx, app, order.order_id, [problem])
     skus, buyers = await _mappings(tx, app, {item.sku for item in order.items}, order.buyer.id)
     request = to_request(order, skus, buyers)
     if isinstance(request, list):
-        await record_problems(tx, app, order.order_id, request)
         # Those of an earlier push that are mended (a mapping added since) are not listed.
         await resolve_problems(tx, app, order.order_id, keep={p.kind for p in request})
-        return "problem"
+        return await found_problems(tx, app, order.order_id, request)
     event_id = await tx.conn.scalar(
         pg_insert(platform_orders)
         .values(
@@ -198,14 +205,14 @@ async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decided:
         .returning(platform_orders.c.platform_order_id)
     )
     if event_id is None:  # placed meanwhile (pushes hold the order's lock: not by a push)
-        return "duplicate"
+        return Decision("duplicate")
     event = await tx.emit(request, source=source_of(app), correlation_id=request.order_ref)
     paid = PlatformOrderPaid(order_ref=request.order_ref, source=source_of(app))
     await tx.emit(paid, correlation_id=request.order_ref)
     await tx.conn.execute(update(platform_orders).where(key).values(request_event_id=event.id))
     await resolve_problems(tx, app, order.order_id)
     log.info("platform order %s/%s placed (event %s)", app, order.order_id, event.id)
-    return "accepted"
+    return Decision("accepted")
 
 
 KEY = [closed_unplaced.c.app, closed_unplaced.c.platform_order_id]
@@ -237,7 +244,7 @@ applied, once they settled it, even if the platform changes the order back; a ma
 SKU inventory does not have, once they mended it)."""
 
 
-async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Decided:
+async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) -> Decision:
     """A status the adapter does not know or a step of fulfilment, for an order placed with
     us (``ours``, our order id, or "not numbered yet") or never placed (None). One a platform
     moves a paid order on to as it is fulfilled (shipped, finished: ``fulfilment`` in
@@ -249,13 +256,11 @@ async def _moved_on(tx: Tx, app: str, order: PlatformOrder, ours: str | None) ->
     if ours is not None and meaning(order.status) == "fulfilment":
         if await _our_outcome(tx, app, order) == "cancelled":
             problem = fulfilled_after_cancelled(order, ours)
-            await record_problems(tx, app, order.order_id, [problem])
-            return "problem"
+            return await found_problems(tx, app, order.order_id, [problem])
         log.info("platform order %s/%s is %r; placed already", app, order.order_id, order.status)
         await resolve_problems(tx, app, order.order_id, keep=STILL_OPEN_ONCE_PLACED)
-        return "ignored"
-    await record_problems(tx, app, order.order_id, [unknown_status(order, ours)])
-    return "problem"
+        return Decision("ignored")
+    return await found_problems(tx, app, order.order_id, [unknown_status(order, ours)])
 
 
 OUR_OUTCOME = (
@@ -339,6 +344,14 @@ async def record_problems(tx: Tx, app: str, platform_order_id: str, found: list[
                 },
             )
         )
+
+
+async def found_problems(
+    tx: Tx, app: str, platform_order_id: str, found: list[Problem]
+) -> Decision:
+    """Open (or count again) ``found`` for operations: a ``problem`` naming their kinds."""
+    await record_problems(tx, app, platform_order_id, found)
+    return Decision("problem", tuple(dict.fromkeys(p.kind for p in found)))
 
 
 def concerns_platform(parsed: Parsed) -> bool:

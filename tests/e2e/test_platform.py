@@ -712,6 +712,38 @@ async def test_problems_name_every_unmapped_sku_and_close_when_mended_or_moot(
     await closed_unplaced(caravan, platform, order_ref, {x: 1, y: 2}, "cancelled")
 
 
+async def test_a_push_answered_problem_names_the_kinds_operations_see_and_nothing_more(
+    caravan: System, platform: Platform
+) -> None:
+    """A push answered ``problem`` said ``{"status", "order_ref"}`` alone: the platform could
+    not tell an unmapped SKU (the seller's to map) from a phone it sent that cannot be read
+    (its own to mend), nor act on either. It names the kinds of the problems found, as
+    operations list them, and none of their details (our order id, the phone); a refetch is
+    answered the same, and a push that places the order, as it was."""
+    sku = f"ALI-KINDS-{uuid.uuid4().hex[:6]}"
+    stranger = f"nick-{uuid.uuid4().hex[:6]}"
+    both = await new_order(platform.sim, {sku: 1}, buyer=stranger)
+    report = await push(platform.sim, both)
+    kinds = ["unmapped_sku", "unmapped_buyer"]
+    said = {"status": "problem", "order_ref": both, "problems": kinds}
+    assert (report["status_code"], report["body"]) == (200, said), report
+    assert sorted(k for k, _ in await open_problems(platform, both)) == sorted(kinds)
+    unread = await new_order(platform.sim, phone="call the shop")
+    report = await push(platform.sim, unread)
+    said = {"status": "problem", "order_ref": unread, "problems": ["invalid_order"]}
+    assert (report["status_code"], report["body"]) == (200, said), report
+    [(kind, detail)] = await open_problems(platform, unread)
+    assert kind == "invalid_order" and "buyer.phone" in detail, detail
+    body = {"app": APP, "platform_order_id": unread}
+    refetched = await platform.adapter.post("/platform/refetch", json=body)
+    assert (refetched.status_code, refetched.json()) == (200, said), refetched.text
+    await new_order(platform.sim, order_id=unread)  # its phone mended
+    report = await push(platform.sim, unread, kind="notice")
+    placed = {"status": "accepted", "order_ref": unread}
+    assert (report["status_code"], report["body"]) == (200, placed), report
+    await placed_once(caravan, unread)
+
+
 async def closed_unplaced(
     caravan: System, platform: Platform, order_ref: str, items: dict[str, int], status: str
 ) -> None:
@@ -826,6 +858,7 @@ async def test_an_order_changed_on_the_platform_after_we_placed_it_is_a_problem_
     await new_order(platform.sim, changed, "paid", order_ref, address="Village 9, Lane 4")
     answer = await push(platform.sim, order_ref, kind="notice")
     assert (answer["status_code"], answer["body"]["status"]) == (200, "problem"), answer
+    assert answer["body"]["problems"] == ["changed_after_placed"], answer
     [(kind, detail)] = await open_problems(platform, order_ref)
     assert kind == "changed_after_placed", detail
     assert order_id in detail and "not applied" in detail, detail

@@ -4,7 +4,7 @@ went wrong (shared/http.py), whatever FastAPI or an unforeseen error would have 
 import logging
 import time
 from types import SimpleNamespace
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, cast, get_args
 
 import asyncpg
 import httpx
@@ -16,6 +16,7 @@ from services.notifications.adapters.http_gateway import SimulatorGateway
 from services.notifications.entrypoints.http import add_routes
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.delivery import Backoff
+from services.platform.domain.orders import ProblemKind
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY
@@ -195,6 +196,21 @@ async def test_a_refetch_documents_only_what_it_can_answer() -> None:
     assert sorted(push) == ["200", "401", "404", "409", "413", "422", "502", "503"]
     assert push["409"]["description"].endswith(f"; or {WRITES_PROBLEMS[409]}")
     assert "an app not configured" in refetch["422"]["description"]
+
+
+async def test_a_push_and_a_refetch_document_their_answer_naming_a_problem_s_kinds() -> None:
+    """Their 200 was undocumented (any JSON), and a ``problem`` said nothing of what it was:
+    both document ``status``, ``order_ref`` and, for a ``problem``, its kinds (those
+    ``GET /platform/problems`` lists), never a problem's detail."""
+    document = (await call(pushes("s" * 16), "GET", "/openapi.json")).json()
+    for path in ("/platform/{app}/push", "/platform/refetch"):
+        ok = document["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"] == {"$ref": "#/components/schemas/PushAnswer"}
+    answer = document["components"]["schemas"]["PushAnswer"]
+    assert sorted(answer["properties"]) == ["order_ref", "problems", "status"]
+    assert answer["required"] == ["status", "order_ref"]
+    [kinds, _] = answer["properties"]["problems"]["anyOf"]  # or null: left out then
+    assert kinds["items"]["enum"] == list(get_args(ProblemKind))
 
 
 async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None:

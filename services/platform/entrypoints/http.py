@@ -8,10 +8,11 @@ Pushes (authenticated by the app's signature, not by a token):
   HH:mm:ss`` in Beijing time) within the window, ``order_id`` (the platform's), and ``push_id`` or
   ``nonce`` (else the signature identifies the push). Whatever else a push carries (a full order, or
   only "order changed") is not trusted: the order is fetched from the platform's order API. Answers:
-  200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored"}`` (the same push sent again,
-  under a push id taken, but perhaps signed anew with another ``timestamp``, is a ``duplicate`` not
-  acted on again, as is a push of a ``sign`` taken, its parameters cut elsewhere or not; a
-  status the adapter does not know, such as ``shipped``, is ``ignored`` for an
+  200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored", "order_ref"}``, a
+  ``problem`` naming the kinds found in ``problems`` (:class:`PushAnswer`) (the same push sent
+  again, under a push id taken, but perhaps signed anew with another ``timestamp``, is a
+  ``duplicate`` not acted on again, as is a push of a ``sign`` taken, its parameters cut
+  elsewhere or not; a status the adapter does not know, such as ``shipped``, is ``ignored`` for an
   order placed already when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as
   for one never placed; a paid order placed already that the platform changed since, whose change is
   not applied, a ``changed_after_placed`` ``problem``); 401 bad signature, unknown app or stale
@@ -75,7 +76,13 @@ from services.platform.adapters.platform_api import (
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
 from services.platform.domain.delivery import Backoff, CallbackStatus
-from services.platform.domain.orders import BuyerMapping, PlatformOrder, Problem, SkuMapping
+from services.platform.domain.orders import (
+    BuyerMapping,
+    PlatformOrder,
+    Problem,
+    ProblemKind,
+    SkuMapping,
+)
 from services.platform.domain.signing import (
     SIGN,
     TIMESTAMP_FORMATS,
@@ -213,6 +220,24 @@ REFETCH_PROBLEMS = problem_responses(
 """A refetch's: those of its token, not a push's signature (401) nor push id (409)."""
 
 
+class PushAnswer(BaseModel):
+    """A push's 200, and a refetch's: what the adapter made of the order. A ``problem`` names
+    the kinds of the problems found (those ``GET /platform/problems`` lists), never their
+    details, which may name our order or the buyer's phone: the platform learns what to mend
+    (a SKU to map, a phone to send), operations the rest."""
+
+    status: handlers.Decided
+    order_ref: str
+    problems: list[ProblemKind] | None = Field(
+        None, description="a problem's kinds, as operations list them (only with problem)"
+    )
+
+
+ANSWERED: dict[str, Any] = {"response_model": PushAnswer, "response_model_exclude_none": True}
+"""A push's and a refetch's 200 (:class:`PushAnswer`), ``problems`` left out but of a
+``problem``."""
+
+
 @dataclass(frozen=True)
 class Again:
     """What a push's or a refetch's caller is told to do when the order was not fetched:
@@ -245,7 +270,10 @@ def push_router(
         return problem(status, title, detail)
 
     @router.post(
-        "/platform/{app}/push", openapi_extra={"requestBody": PUSH_BODY}, responses=PUSH_PROBLEMS
+        "/platform/{app}/push",
+        openapi_extra={"requestBody": PUSH_BODY},
+        responses=PUSH_PROBLEMS,
+        **ANSWERED,
     )
     async def push(app: str, request: Request) -> Any:
         """Take a platform's order push (see the module docstring)."""
@@ -297,9 +325,9 @@ def push_router(
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
             PUSHES.labels(app, RESENT).inc()
-            return {"status": before, "order_ref": order_id}
+            return PushAnswer(status=before, order_ref=order_id)
 
-        async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Accepted:
+        async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Decision:
             return await handlers.accept_push(tx, app, push_id, same, signature, order)
 
         return await fetch_and_decide(app, order_id, accepted, PUSHES, PUSH_AGAIN, request)
@@ -308,6 +336,7 @@ def push_router(
         "/platform/refetch",
         tags=["platform operations"],
         responses=REFETCH_PROBLEMS,
+        **ANSWERED,
     )
     async def refetch(body: Refetch, who: Writer, request: Request) -> Any:
         """Fetch an order from the platform's order API and decide on it as on a push (the
@@ -317,12 +346,12 @@ def push_router(
         if body.app not in api.apps:
             return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
 
-        async def decided(tx: Tx, order: PlatformOrder) -> handlers.Decided:
-            outcome = await handlers.decide(tx, body.app, order)
-            told = {"status": outcome, "platform_status": order.status}
+        async def decided(tx: Tx, order: PlatformOrder) -> handlers.Decision:
+            decision = await handlers.decide(tx, body.app, order)
+            told = {"status": decision.outcome, "platform_status": order.status}
             target = f"{body.app}/{order.order_id}"
             await audit.record(tx.conn, who.name, "platform.refetch", target, detail=told)
-            return outcome
+            return decision
 
         platform_order_id = body.platform_order_id
         return await fetch_and_decide(
@@ -332,7 +361,7 @@ def push_router(
     async def fetch_and_decide(
         app: str,
         order_id: str,
-        decide: Callable[[Tx, PlatformOrder], Awaitable[handlers.Accepted]],
+        decide: Callable[[Tx, PlatformOrder], Awaitable[handlers.Decision]],
         counted: Counter,
         again: Again,
         request: Request,
@@ -368,11 +397,12 @@ def push_router(
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"
             return problem(502, "The platform answered another order", detail[:300])
         async with uow.begin() as tx:
-            outcome = await decide(tx, order)
-        if outcome == "replayed":
+            decision = await decide(tx, order)
+        if decision.outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
-        counted.labels(app, outcome).inc()
-        return {"status": outcome, "order_ref": order.order_id}
+        counted.labels(app, decision.outcome).inc()
+        problems = list(decision.problems) or None
+        return PushAnswer(status=decision.outcome, order_ref=order.order_id, problems=problems)
 
     return router
 

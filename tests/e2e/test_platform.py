@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -1216,20 +1216,30 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
         assert [e.source for e in requested(caravan, o.order_ref)] == [f"platform/{DEMO}"]
 
 
+async def a_callback_delivered(
+    caravan: System, platform: Platform
+) -> tuple[str, CloudEvent, Callable[[], Awaitable[tuple[str, int]]]]:
+    """A platform order placed, and the callback of its outcome delivered: the order ref, the
+    outcome, and a read of the callback's status and attempts."""
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    outcome = await caravan.outcome(await placed_once(caravan, order_ref))
+
+    async def status() -> tuple[str, int]:
+        query = "select status, attempts from platform.callbacks where event_id = :e"
+        [(said, attempts)] = await caravan.sql(query, e=outcome.id)
+        return said, attempts
+
+    await until(status, "the callback delivered", ready=lambda s: s[0] == "delivered")
+    return order_ref, outcome, status
+
+
 async def test_failed_callbacks_are_sent_again_on_request(
     caravan: System, platform: Platform
 ) -> None:
     """A callback the status API refused for good (a 400, or every attempt spent) stayed
     failed for ever; operations can now send it again once the platform is put right."""
-    order_ref = await new_order(platform.sim)
-    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
-    outcome = await caravan.outcome(await placed_once(caravan, order_ref))
-
-    async def status() -> Any:
-        query = "select status, attempts from platform.callbacks where event_id = :e"
-        return tuple((await caravan.sql(query, e=outcome.id))[0])
-
-    await until(status, "the callback delivered", ready=lambda s: s[0] == "delivered")
+    order_ref, outcome, status = await a_callback_delivered(caravan, platform)
     await caravan.execute(  # as if the status API had answered 400
         "update platform.callbacks set status = 'failed' where event_id = :e", e=outcome.id
     )
@@ -1243,7 +1253,7 @@ async def test_failed_callbacks_are_sent_again_on_request(
     again = await platform.adapter.post(
         "/platform/callbacks/retry", json={"event_ids": [outcome.id.upper()]}
     )
-    assert again.json() == {"requeued": 0, "event_ids": []}  # only failed ones
+    assert again.json() == {"requeued": 0, "event_ids": []}  # delivered: nothing to send
     audited = await caravan.scalar(
         "select count(*) from auth.audit where action = 'platform.callbacks.retry'"
         " and detail -> 'event_ids' ? :e",
@@ -1252,6 +1262,36 @@ async def test_failed_callbacks_are_sent_again_on_request(
     assert audited == 1
     received = await callbacks(platform.sim, order_ref)
     assert len(received["requests"]) >= 2, received  # told twice, applied once (its key)
+
+
+async def test_a_pending_callback_is_sent_at_once_on_request(
+    caravan: System, platform: Platform
+) -> None:
+    """Once the platform's status API was back, a callback still pending waited out its
+    backoff (up to the cap, 300 s by default), and ``retry`` sent only failed ones: it
+    answered ``{"requeued": 0}`` and nothing hurried it. A pending one is sent at once, from
+    a first attempt; one being sent (its claim's to record) is left alone."""
+    _, outcome, status = await a_callback_delivered(caravan, platform)
+    waiting = (
+        "update platform.callbacks set status = :s, attempts = 7,"
+        " next_attempt_at = now() + interval '1 hour' where event_id = :e"
+    )
+    retry = {"app": APP, "event_ids": [outcome.id]}
+    try:
+        await caravan.execute(waiting, s="sending", e=outcome.id)  # as if claimed, being sent
+        answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
+        assert answer.json() == {"requeued": 0, "event_ids": []}, answer.text
+        assert await status() == ("sending", 7)
+        await caravan.execute(waiting, s="pending", e=outcome.id)  # its next try an hour away
+        answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
+        assert answer.json() == {"requeued": 1, "event_ids": [outcome.id]}, answer.text
+        sent = await until(status, "sent at once", ready=lambda s: s[0] == "delivered")
+        assert sent == ("delivered", 1)  # from a first attempt
+    finally:  # nothing left due an hour from now
+        await caravan.execute(
+            "update platform.callbacks set status = 'delivered' where event_id = :e",
+            e=outcome.id,
+        )
 
 
 async def test_a_retry_naming_nothing_an_unknown_app_or_no_event_id_is_refused(

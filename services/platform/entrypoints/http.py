@@ -43,8 +43,8 @@ records; ``platform:read`` or ``platform:write`` to read):
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
   platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
   an app configured or with callbacks, event ids that are UUIDs; ``platform:write``,
-  audited): the ``failed`` ones sent again from a first attempt (the answer and the audit
-  row: how many, and the first ``LISTED`` event ids).
+  audited): the ``failed`` and ``pending`` ones sent again at once from a first attempt (the
+  answer and the audit row: how many, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page. Problems and callbacks of an
@@ -436,6 +436,8 @@ MAPPINGS_CURSOR = cursor_after(str, str)
 PROBLEMS_CURSOR = cursor_after(datetime, str, str, str)
 CALLBACKS_CURSOR = cursor_after(datetime, str)
 LISTED = 100  # event ids a retry's answer and audit row name (the first, in order)
+RETRIED: tuple[CallbackStatus, ...] = ("failed", "pending")
+"""The callbacks a retry sends again at once: given up, or waiting out a backoff."""
 
 
 def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
@@ -626,16 +628,18 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         ),
     )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
-        """Send ``failed`` callbacks again (of one app, or the ones named, or those of them of
-        the app), from a first attempt: once the platform's status API works again, or its
-        secret is put right. Every one is requeued; the answer and the audit row carry how
-        many, and the first ``LISTED`` of their event ids (``GET /platform/callbacks`` lists
-        them all)."""
+        """Send callbacks again now (of one app, or the ones named, or those of them of the
+        app), from a first attempt: once the platform's status API works again, or its
+        secret is put right. The ``failed`` ones, and the ``pending`` ones, which would
+        otherwise wait out their backoff (up to the cap, minutes after the API is back);
+        not those being sent (their claim's, which records them) nor those delivered. Every
+        one is requeued; the answer and the audit row carry how many, and the first
+        ``LISTED`` of their event ids (``GET /platform/callbacks`` lists them all)."""
         if body.app is not None and (
             refused := await _unknown_app(body.app, callbacks, "callback")
         ):
             return refused
-        query = update(callbacks).where(callbacks.c.status == "failed")
+        query = update(callbacks).where(callbacks.c.status.in_(RETRIED))
         if body.app is not None:
             query = query.where(callbacks.c.app == body.app)
         if body.event_ids is not None:
@@ -699,7 +703,7 @@ EventId = Annotated[str, AfterValidator(_event_id)]
 
 
 class Requeue(BaseModel):
-    """Which failed callbacks to send again: an app's, those of these events, or those of
+    """Which callbacks to send again: an app's, those of these events, or those of
     these events of the app; one or the other at least (``{}`` is refused, not read as every
     app's)."""
 
@@ -709,7 +713,7 @@ class Requeue(BaseModel):
     @model_validator(mode="after")
     def _names_some(self) -> "Requeue":
         if self.app is None and self.event_ids is None:
-            raise ValueError("name an app, or event ids, of the failed callbacks to send again")
+            raise ValueError("name an app, or event ids, of the callbacks to send again")
         return self
 
 

@@ -74,6 +74,9 @@ class Service:
     # Sampled with the figures (shared.observe), read by /healthz.
     consumer_stalls: Stalls = field(default_factory=Stalls)
     outbox_stalls: Stalls = field(default_factory=Stalls)
+    # Said on its start line ("platform started: <this>"): what an operator checks it runs
+    # with (the platform adapter's apps), never a secret.
+    start_note: str = ""
 
     def subscribe(self, subscription: Subscription) -> None:
         self.consumer.register(subscription)
@@ -119,7 +122,8 @@ class Service:
             if kafka.done() and not waiter.done():
                 kafka.result()  # a failure that will not pass (a login refused): raised
                 self.kafka_contact.heard()
-                log.info("%s started", self.name)
+                note = f": {self.start_note}" if self.start_note else ""
+                log.info("%s started%s", self.name, note)
                 await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 if task.done() and task.exception() is not None:

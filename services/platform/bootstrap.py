@@ -56,6 +56,18 @@ def forgotten(settings: Settings) -> list[Expiring]:
     ]
 
 
+def start_note(settings: Settings) -> str:
+    """What the adapter's start line says (``platform started: ...``): the apps it takes
+    pushes for and calls back, by name (never a secret), and where their pushes come; an
+    operator sees an app was loaded without trying a push, or that none was (every push is
+    refused 401, ``no app``)."""
+    if not settings.platform_apps:
+        return "no app configured (CARAVAN_PLATFORM_APPS): every push is refused"
+    apps = ", ".join(sorted(settings.platform_apps))
+    where = f"http://{settings.http_host}:{settings.platform_http_port}/platform/{{app}}/push"
+    return f"apps {apps}; pushes to POST {where}"
+
+
 def checks(settings: Settings) -> list[Callable[[], object]]:
     """Its callbacks' lease (:func:`shared.main.Composition.checks`)."""
     return [partial(callback_policy, settings)]
@@ -88,4 +100,5 @@ def bootstrap(settings: Settings) -> Service:
             await sample_problems(tx)
 
     service.probes += [callbacks_by_status(service.db.engine).sample, problems]
+    service.start_note = start_note(settings)
     return service

@@ -282,6 +282,30 @@ async def test_taobaos_timestamp_is_read_as_beijing_time_and_an_unread_one_says_
     await placed_once(caravan, order_ref)
 
 
+async def test_the_adapter_names_its_apps_on_its_start_line(
+    caravan: System, platform: Platform
+) -> None:
+    """An operator who configured an app could not see that the adapter had loaded it
+    without trying a push: its start line said ``platform started`` alone. It names its apps
+    (never their secrets) and where their pushes go."""
+    log = caravan.procs.log_dir / "platform.log"
+    since = caravan.procs.logged["platform"]  # its last start: the module's apps
+
+    def logged() -> list[str]:
+        lines = log.read_bytes()[since:].decode(errors="replace").splitlines()
+        return [json.loads(line)["message"] for line in lines if line.startswith("{")]
+
+    def start_line() -> list[str]:
+        return [m for m in logged() if m.startswith("platform started")]
+
+    [line] = await until(start_line, "the adapter's start line")
+    apps = ", ".join(sorted(json.loads(platform.env["CARAVAN_PLATFORM_APPS"])))
+    where = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
+    assert line == f"platform started: apps {apps}; pushes to POST {where}/platform/{{app}}/push"
+    said = "\n".join(logged())
+    assert SECRET not in said and LEGACY_SECRET not in said, said
+
+
 async def test_a_captured_push_re_split_is_a_duplicate_not_acted_on_again(
     caravan: System, platform: Platform
 ) -> None:

@@ -145,8 +145,12 @@ class DatabaseState:
 
 
 async def read_database(engine: AsyncEngine) -> DatabaseState:
-    """Read the tables the checks need (each service's schema, read-only)."""
+    """Read the tables the checks need (each service's schema, every one in the one database)
+    in one read-only REPEATABLE READ transaction: one snapshot, as of its first statement.
+    Read table by table as each committed, a run against a live system saw an order confirmed
+    after its payments were read, and a payment it did not have."""
     async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
         async def rows(query: str) -> list[Any]:
             return list((await conn.execute(text(query))).all())

@@ -34,6 +34,9 @@ from shared.settings import Settings
 from shared.topics import EventType, Topic
 
 KAFKA_ANSWER_SECONDS = 5.0  # how long the demo waits for Kafka to say it is still there
+# Having read nothing for this long while it follows its orders, the demo asks Kafka whether
+# it is still there (its consumer reads nothing from a Kafka gone, and says nothing of it).
+QUIET_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,14 @@ async def run_demo(
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("orders", total=len(orders))
             deadline = time.monotonic() + timeout
+            heard = time.monotonic()
             while len(outcomes) < len(orders) and time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
+                if batch:
+                    heard = time.monotonic()
+                elif time.monotonic() - heard >= QUIET_SECONDS:
+                    await _kafka_answers(consumer)
+                    heard = time.monotonic()
                 for records in batch.values():
                     for record in records:
                         _follow(record.value, refs, ref_of, outcomes)
@@ -159,13 +168,21 @@ async def run_demo(
 async def _kafka_answers(consumer: AIOKafkaConsumer) -> None:
     """Raise :class:`KafkaConnectionError` if no broker answers ``consumer`` within
     :data:`KAFKA_ANSWER_SECONDS`: orders not seen to end because Kafka went away (its consumer
-    reads nothing, and says nothing of it), not because a service did not end them."""
+    reads nothing, and says nothing of it), not because a service did not end them. Kafka
+    is asked again meanwhile (a broker restarting comes back)."""
+    failed: KafkaError | None = None
     try:
         async with asyncio.timeout(KAFKA_ANSWER_SECONDS):
-            await consumer.topics()  # a metadata request
-    except (KafkaError, TimeoutError) as exc:
+            while True:
+                try:
+                    await consumer.topics()  # a metadata request
+                    return
+                except KafkaError as exc:
+                    failed = exc  # a broker refused, or none is left to ask
+                await asyncio.sleep(0.5)
+    except TimeoutError as exc:
         went = "it went away while the demo followed its orders: no broker answers"
-        raise KafkaConnectionError(went) from exc
+        raise KafkaConnectionError(went) from failed or exc
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,11 @@ class Service:
     # Said on its start line ("platform started: <this>"): what an operator checks it runs
     # with (the platform adapter's apps), never a secret.
     start_note: str = ""
+    # Closed as the service stops, once its HTTP API has answered the requests in flight and
+    # its loops have ended: the clients both use (the platform's order API, the SMS gateway).
+    # Closed by a loop's end, the platform's client was closed under a push still being
+    # answered (uvicorn finishes those after the loops are cancelled): a 500, its order lost.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def subscribe(self, subscription: Subscription) -> None:
         self.consumer.register(subscription)
@@ -141,6 +146,11 @@ class Service:
                 if not task.done() and task.get_name() != f"{self.name}-http":
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for close in self.closers:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("%s: closing %s failed", self.name, close)
             await self.relay.stop()
             await self.db.dispose()
 

@@ -154,6 +154,7 @@ def bootstrap(settings: Settings) -> Service:
     wake = asyncio.Event()
     service.uow.on_commit(wake.set, SMS_QUEUED)
     service.loops.append(partial(dispatch_loop, service.uow, gateway, policy, wake))
+    service.closers.append(gateway.close)
     add_routes(service.asgi_app, service.uow, gateway, receipts_secret(settings))
     service.probes.append(sms_by_status(service.db.engine).sample)
     return service

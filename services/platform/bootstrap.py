@@ -92,6 +92,7 @@ def bootstrap(settings: Settings) -> Service:
     wake = asyncio.Event()
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
     service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
+    service.closers.append(api.close)  # after the pushes in flight, which fetch through it
     service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff))
     service.asgi_app.include_router(admin_router(service.uow, api.apps))
 

@@ -1220,6 +1220,33 @@ async def test_an_order_api_trickling_its_answer_is_a_503_within_the_deadline(
     await placed_once(caravan, order_ref)
 
 
+async def test_a_push_in_flight_as_the_adapter_stops_is_answered_and_its_order_placed(
+    caravan: System, platform: Platform
+) -> None:
+    """A graceful stop (SIGTERM: every deploy) lets the HTTP API answer the requests in
+    flight, but the callback loop's end closed the order API's client the pushes fetch
+    through: a push whose fetch was under way, or came in meanwhile, was answered 500
+    (`Cannot send a request, as the client has been closed`), its order never placed unless
+    the platform pushed it again. The client is closed once the last request is answered.
+    The order API holds its answer 1.5 s; the adapter is stopped once it has been asked."""
+    order_ref = await new_order(platform.sim)
+    assert (await platform.sim.put("/slow", json={"seconds": 60, "by": 1.5})).is_success
+    try:
+        pushing = asyncio.create_task(push(platform.sim, order_ref))
+
+        async def fetched() -> list[Any]:
+            answer: list[Any] = (await platform.sim.get(f"/fetches?order_id={order_ref}")).json()
+            return answer
+
+        await until(fetched, "the adapter to fetch the pushed order")
+        await caravan.restart(("platform",), **platform.env)  # stopped (SIGTERM), started
+        report = await pushing
+    finally:
+        await platform.sim.put("/slow", json={"seconds": 0, "by": 0})
+    assert (report["status_code"], report["body"].get("status")) == (200, "accepted"), report
+    await placed_once(caravan, order_ref)
+
+
 async def test_caravan_demo_drives_orders_through_the_simulator(
     caravan: System, platform: Platform
 ) -> None:

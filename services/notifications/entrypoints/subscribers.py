@@ -63,7 +63,4 @@ async def dispatch_loop(
     async def full_batch() -> bool:
         return await dispatch_once(uow, gateway, policy) >= policy.batch
 
-    try:
-        await woken(full_batch, wake, interval, log, "sms dispatch failed", gather)
-    finally:
-        await gateway.close()
+    await woken(full_batch, wake, interval, log, "sms dispatch failed", gather)

@@ -41,7 +41,4 @@ async def callback_loop(
 ) -> None:
     """Deliver due callbacks as soon as they are committed (or every ``interval``)."""
     deliver = partial(deliver_once, uow, api, policy)  # again at once if it claimed any
-    try:
-        await woken(deliver, wake, interval, log, "status callbacks failed")
-    finally:
-        await api.close()
+    await woken(deliver, wake, interval, log, "status callbacks failed")

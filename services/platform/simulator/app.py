@@ -27,6 +27,10 @@ Control side (for tests and ``caravan demo``):
 - ``PUT /trickle`` ``{"seconds": s, "every": e}``: for ``s`` seconds, the order API sends
   its answers a byte every ``e`` seconds (a platform holding a push: each read quick, the
   whole answer never done).
+- ``PUT /slow`` ``{"seconds": s, "by": d}``: for ``s`` seconds, the order API holds each
+  answer ``d`` seconds before sending it (a slow platform).
+- ``GET /fetches?order_id=``: when the order API was asked for an order (each fetch, on
+  arrival).
 - ``GET /callbacks?order_id=``: the outcomes applied (one per idempotency key, with how
   many requests carried it) and every request. ``GET /healthz`` (never down).
 """
@@ -70,6 +74,11 @@ class Trickle(BaseModel):
     every: float = Field(0.5, gt=0)
 
 
+class Slow(BaseModel):
+    seconds: float = Field(ge=0)
+    by: float = Field(ge=0)
+
+
 class Down(BaseModel):
     seconds: float = Field(ge=0)
     apis: list[Api] = ["orders", "status"]
@@ -86,6 +95,9 @@ class State:
     answers_down: dict[str, int] = field(default_factory=dict)  # api -> its answer meanwhile
     trickle_until: float = 0.0
     trickle_every: float = 0.5
+    slow_until: float = 0.0
+    slow_by: float = 0.0
+    fetches: list[dict[str, Any]] = field(default_factory=list)
 
     def down(self, api: Api) -> bool:
         return time.monotonic() < self.down_until.get(api, 0.0)
@@ -111,6 +123,9 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str, request: Request) -> Any:
+        state.fetches.append({"at": time.time(), "order_id": order_id})
+        if time.monotonic() < state.slow_until:
+            await asyncio.sleep(state.slow_by)
         if state.down("orders"):
             return state.unavailable("orders")
         if not authentic(dict(request.query_params)):
@@ -208,6 +223,15 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         state.trickle_until = time.monotonic() + body.seconds
         state.trickle_every = body.every
         return body.model_dump()
+
+    @app.put("/slow")
+    async def slow(body: Slow) -> dict[str, Any]:
+        state.slow_until, state.slow_by = time.monotonic() + body.seconds, body.by
+        return body.model_dump()
+
+    @app.get("/fetches")
+    async def fetches(order_id: str | None = None) -> list[dict[str, Any]]:
+        return [f for f in state.fetches if order_id is None or f["order_id"] == order_id]
 
     @app.get("/callbacks")
     async def callbacks(order_id: str | None = None) -> dict[str, Any]:

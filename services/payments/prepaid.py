@@ -46,8 +46,9 @@ charge still in flight; then it is ``voided``, and the charge, if it was posted,
 An outcome arriving after that finds the row no longer ``charging`` and changes nothing.
 A void the gateway refuses for good (:class:`VoidRefused`: a charge settled already) is not
 asked again: the payment is ``void_refused``, the charge standing, what the buyer paid owed
-back to them (``refund_owed_fen``, ``buyer_refund_payable`` in the ledger), the gateway's
-answer kept (``gateway_refusal``), counted (``caravan_payments_void_refused_total``) and
+back to them (``refund_owed_fen``, ``buyer_refund_payable`` in the ledger; said on
+``payment.voided``, as a loan voided after repayments is), the gateway's answer kept
+(``gateway_refusal``), counted (``caravan_payments_void_refused_total``) and
 alerted on, for operations to refund by hand; once they have, they record it
 (:func:`record_refund`: ``POST /orders/{id}/payment/refund``): the payment is ``refunded``,
 with the transfer's reference, and the ledger owes the buyer nothing more.
@@ -84,7 +85,7 @@ from services.payments.handlers import (
     void_txn,
 )
 from shared.backoff import exponential_step
-from shared.events.payments import PaymentDeclined
+from shared.events.payments import PaymentDeclined, PaymentVoided
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
@@ -256,7 +257,8 @@ async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> bool | None:
 
 async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
     """The gateway refused for good to void the order's key: the charge stands, and what the
-    buyer paid is owed back to them (the sellers' payables cancelled: the order is)."""
+    buyer paid is owed back to them (the sellers' payables cancelled: the order is), said as
+    ``payment.voided`` with ``refund_owed_fen``."""
     refused = {"refund_owed_fen": work.amount_fen, "gateway_refusal": refusal}
     if not await _ended(tx, work, "void_refused", **refused):
         return False
@@ -269,6 +271,12 @@ async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
         order_id=work.order_id,
     )
     await set_payables(tx, work.order_id, "cancelled")
+    # Said as a loan voided with repayments is: the order's payment undone in our books, what
+    # the buyer paid owed back (the order's timeline ends on it, not on the authorisation).
+    voided = PaymentVoided(
+        order_id=work.order_id, amount_fen=work.amount_fen, refund_owed_fen=work.amount_fen
+    )
+    await tx.emit(voided, causation_id=work.caused_by)
     log.error(
         "gateway refused for good to void the charge of cancelled order %s (%s): %d fen owed"
         " back to the buyer, to refund by hand",

@@ -35,7 +35,10 @@ class PaymentDeclined(EventData):
 
 
 class PaymentVoided(EventData):
-    """An order's payment was voided (its order cancelled): a loan, or a prepaid charge."""
+    """An order's payment was voided (its order cancelled): a loan, or a prepaid charge; also
+    a prepaid charge whose void the gateway refused for good (settled already: payments'
+    ``void_refused``), undone in our books, what the buyer paid owed back by hand
+    (``refund_owed_fen``)."""
 
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED
@@ -47,8 +50,10 @@ class PaymentVoided(EventData):
         None,
         description=(
             "a voided loan: what the buyer had repaid on it (principal and interest), now"
-            " owed back to them (0: nothing); none for a prepaid charge, which the gateway"
-            " or the platform gives back itself"
+            " owed back to them (0: nothing); a prepaid charge whose void the gateway refused"
+            " (settled already): what the buyer paid, owed back to them, for operations to"
+            " refund by hand; none for a prepaid charge voided, which the gateway or the"
+            " platform gives back itself"
         ),
     )
 

@@ -514,7 +514,9 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     refuses the void for good (422: the charge settled). The void is not asked again: the
     payment is ``void_refused``, what the buyer paid owed back to them (in the ledger and on
     ``GET /orders/{id}/payment``, with the gateway's answer), the sellers owed nothing, and
-    it is counted for the alert. (It was asked again every 30 s for ever, nothing recorded.)"""
+    it is counted for the alert, and said (``payment.voided``, ``refund_owed_fen``: the order's
+    timeline ended on its ``payment.authorized``). (It was asked again every 30 s for ever,
+    nothing recorded.)"""
     counted = await caravan.gauge("payments", "caravan_payments_void_refused_total")
     order_id = await _void_refused(caravan, gateway, "gw-settled")
     # Five retries' room (0.2 s), were it retried. A sleep: a retry is a timer's doing, and
@@ -541,7 +543,11 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     owed = "select count(*) from payments.payables where order_id = :o and status <> 'cancelled'"
     assert await caravan.scalar(owed, o=order_id) == 0
     assert await caravan.gauge("payments", "caravan_payments_void_refused_total") == counted + 1
-    assert not caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    # Said as a loan voided with repayments is: the order's timeline ends on it.
+    voided = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    assert [(v.data["amount_fen"], v.data["refund_owed_fen"]) for v in voided] == [(3500, 3500)]
 
 
 async def test_a_void_the_gateway_answers_no_such_charge_after_approving_it_is_made_again(

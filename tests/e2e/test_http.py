@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import logging
 import re
 import time
 import uuid
@@ -10,11 +11,17 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
 
+import httpx
+import pytest
+
 from services import SERVICES
+from services.orders import handlers
+from services.orders.bootstrap import bootstrap as orders
 from services.orders.entrypoints.subscribers import subscriptions
 from shared.events.envelope import new_event
 from shared.events.orders import OrderRequested
 from shared.http import PROBLEM
+from shared.settings import Settings
 from shared.topics import Topic
 from tests.harness import System, ref
 from tests.unit.test_field_errors import ORDER_REF, PHONE
@@ -155,6 +162,34 @@ async def test_concurrent_posts_with_one_key_place_one_order(caravan: System) ->
     stored = "select count(*) from orders.orders where order_ref = :r"
     assert await caravan.scalar(stored, r=key) == 1
     assert len(caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=key)) == 1
+
+
+async def test_placing_that_violates_another_key_is_a_500_not_a_race_to_send_again(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key other than the order's (source, order_ref) violated at commit (a bug: here an
+    order id that is taken) is a 500, logged with its traceback. It was placed again as a
+    race lost, then answered 409 "send it again", which a client would do for ever."""
+    first = await caravan.client.post(
+        "/orders", json=BODY, headers={"Idempotency-Key": ref("HTTP")}
+    )
+    monkeypatch.setattr(handlers, "new_id", lambda: first.json()["order_id"])
+    service = orders(Settings(DATABASE_URL=caravan.infra.database_url))  # in this process
+    key = ref("HTTP-BUG")
+    try:
+        transport = httpx.ASGITransport(app=service.asgi_app)
+        token = {"Authorization": f"Bearer {caravan.token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://o", headers=token) as c:
+            with caplog.at_level(logging.ERROR, logger="shared.http"):
+                answer = await c.post("/orders", json=BODY, headers={"Idempotency-Key": key})
+    finally:
+        await service.db.dispose()
+    assert answer.status_code == 500, answer.text
+    (failed,) = [r for r in caplog.records if r.name == "shared.http"]
+    assert failed.exc_info is not None
+    assert "placing an order violated orders_pkey" in str(failed.exc_info[1])
+    stored = "select count(*) from orders.orders where order_ref = :r"
+    assert await caravan.scalar(stored, r=key) == 0
 
 
 async def test_bad_input_gets_422_problem_and_creates_nothing(caravan: System) -> None:

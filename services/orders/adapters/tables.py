@@ -20,6 +20,10 @@ from shared.messaging.tables import add_messaging_tables
 SCHEMA = "orders"
 metadata = MetaData(schema=SCHEMA)
 
+IDEMPOTENCY_KEY = "orders_idempotency_key"
+"""The constraint of an order's (source, order_ref): the one key two requests placing the same
+order race for."""
+
 orders = Table(
     "orders",
     metadata,
@@ -47,7 +51,7 @@ orders = Table(
     # W3C trace context of the request that placed the order, so that the expiry sweep's
     # cancellation continues the order's trace (none on orders placed before 2026-12-04).
     Column("trace_headers", JSONB(none_as_null=True), nullable=True),
-    UniqueConstraint("source", "order_ref", name="orders_idempotency_key"),
+    UniqueConstraint("source", "order_ref", name=IDEMPOTENCY_KEY),
     Index("orders_pending_deadline", "deadline_at", postgresql_where=text("status = 'pending'")),
     Index("orders_buyer", "buyer_id", "placed_at"),
     # An operator's list of every buyer's orders of one status, newest first (GET /orders).

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse
 
 from services.orders import handlers
+from services.orders.adapters.tables import IDEMPOTENCY_KEY
 from services.orders.domain.order import OrderAlreadyConfirmed, Status
 from services.orders.entrypoints import queries
 from services.orders.entrypoints.schemas import (
@@ -46,6 +47,11 @@ EVERY_BUYER = (
 )
 """What a token without ops is told of ``GET /orders`` naming no one buyer (a 403)."""
 ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
+
+
+class PlacingFailed(Exception):
+    """Placing an order violated a key other than its (source, order_ref): a bug, answered 500
+    and logged with its traceback, not the 409 of a race lost at commit."""
 
 
 def _not_found(order_id: str) -> Any:
@@ -89,7 +95,11 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         try:
             async with uow.begin() as tx:
                 placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline)
-        except asyncpg.UniqueViolationError:
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != IDEMPOTENCY_KEY:
+                # No other key of an order being placed is another request's to take first: a
+                # bug, not a race (a 409 would have the client send it again, for ever).
+                raise PlacingFailed(f"placing an order violated {exc.constraint_name}") from exc
             # A concurrent request with this key committed its order first (the insert is
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:

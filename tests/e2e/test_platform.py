@@ -11,19 +11,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from rich.console import Console
 from sqlalchemy import text
 
+from caravan import demo as demo_module
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
 from services import SERVICES
 from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
+from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
@@ -1247,9 +1251,8 @@ async def test_a_push_in_flight_as_the_adapter_stops_is_answered_and_its_order_p
     await placed_once(caravan, order_ref)
 
 
-async def test_caravan_demo_drives_orders_through_the_simulator(
-    caravan: System, platform: Platform
-) -> None:
+def demo_settings(caravan: System, platform: Platform) -> tuple[Settings, SeedFile]:
+    """The settings ``caravan demo`` runs with against this session's system, and its seed."""
     settings = Settings(
         platform_apps=json.loads(platform.env["CARAVAN_PLATFORM_APPS"]),
         platform_http_port=int(caravan.procs.env["CARAVAN_PLATFORM_HTTP_PORT"]),
@@ -1257,7 +1260,15 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
     )
     # The demo picks products at random: not the scarce one, whose stock other tests count.
     seed = conftest.test_seed()
-    seed = seed.model_copy(update={"products": [p for p in seed.products if p.sku != "T-SCARCE"]})
+    return settings, seed.model_copy(
+        update={"products": [p for p in seed.products if p.sku != "T-SCARCE"]}
+    )
+
+
+async def test_caravan_demo_drives_orders_through_the_simulator(
+    caravan: System, platform: Platform
+) -> None:
+    settings, seed = demo_settings(caravan, platform)
     outcomes = await run_platform_demo(settings, seed, DEMO, count=3, timeout=60)
     assert len(outcomes) == 3
     assert all(o.status in ("confirmed", "cancelled") for o in outcomes), outcomes
@@ -1265,6 +1276,57 @@ async def test_caravan_demo_drives_orders_through_the_simulator(
     assert ("cancelled", "out_of_season") in {(o.status, o.reason) for o in outcomes}
     for o in outcomes:
         assert [e.source for e in requested(caravan, o.order_ref)] == [f"platform/{DEMO}"]
+
+
+async def test_caravan_demo_says_what_becomes_of_platform_orders_it_did_not_see_told(
+    caravan: System, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform orders a demo pushed and did not see told by its end (its minute out, or
+    Ctrl-C) are told by the adapter to the demo's simulator, stopped with it: their callbacks
+    wait, then fail, and nothing said so (the summary said "pending"; Ctrl-C, nothing at all).
+    The demo says so, and stopped says what it had pushed and seen told, as its storefront
+    part does."""
+    settings, seed = demo_settings(caravan, platform)
+    untold = (
+        "platform order(s) pushed and not told their outcome yet: the platform adapter calls"
+        " the simulator back for them, which has stopped, so their callbacks wait (caravan"
+        f" platform callbacks --app {DEMO} --status pending)"
+    )
+    # Stopped (Ctrl-C: the task cancelled) once its orders are pushed and told. Its run id
+    # known, to tell its orders' callbacks from those of earlier demos the adapter still tells
+    # (to the simulator on the same port: the one stopped below is among them).
+    run = uuid.uuid4()
+    monkeypatch.setattr(demo_module, "uuid", SimpleNamespace(uuid4=lambda: run))
+    console = Console(record=True, width=400)
+    demo = asyncio.create_task(
+        run_platform_demo(settings, seed, DEMO, count=2, timeout=60, console=console)
+    )
+    sim = f"http://127.0.0.1:{httpx.URL(settings.platform_apps[DEMO].api_url).port}"
+    async with httpx.AsyncClient(base_url=sim) as client:
+
+        async def told() -> int:
+            try:
+                answer = await client.get("/callbacks")
+            except httpx.HTTPError:
+                return 0  # not started yet
+            if not answer.is_success:
+                return 0
+            ours = f"MKT-{run.hex[:6]}-"
+            return sum(c["order_id"].startswith(ours) for c in answer.json()["callbacks"])
+
+        # Both told: both pushed.
+        await until(told, "both orders told to the demo's simulator", ready=lambda n: n >= 2)
+    demo.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await demo
+    said = console.export_text()
+    assert "stopped: 2 of 2 platform orders pushed; ended so far: " in said, said
+    # Its minute out (none here): the orders it pushed not told yet.
+    monkeypatch.undo()
+    console = Console(record=True, width=400)
+    outcomes = await run_platform_demo(settings, seed, DEMO, count=2, timeout=0, console=console)
+    assert [o.status for o in outcomes] == ["pending", "pending"]
+    assert f"2 {untold}" in console.export_text()
 
 
 async def a_callback_delivered(

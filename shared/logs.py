@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.telemetry import SERVICE, continuing, current_ids
 
@@ -207,6 +208,7 @@ class Spell:
     said: float
     seen: float
     held: int = 0
+    counted: int = 0  # what the lines not said counted (:func:`retried`'s ``counted``)
 
 
 class Outage(logging.Filter):
@@ -254,12 +256,16 @@ class Outage(logging.Filter):
             self._spells[key] = Spell(began=now, said=now, seen=now)
         elif now - spell.said < self.every:
             spell.seen, spell.held = now, spell.held + 1
+            spell.counted += getattr(record, COUNTED, (0, ""))[0]
             return False
         else:
             held, since = spell.held, now - spell.began
-            spell.seen, spell.said, spell.held = now, now, 0
+            unit = getattr(record, COUNTED, (0, ""))[1]
+            in_them = f", {spell.counted} {unit} in them" if unit and held else ""
+            spell.seen, spell.said, spell.held, spell.counted = now, now, 0, 0
             record.msg = (
-                f"{record.msg} ({held} more like it not logged; the first {since:.0f} s ago)"
+                f"{record.msg} ({held} more like it not logged{in_them};"
+                f" the first {since:.0f} s ago)"
             )
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
@@ -344,12 +350,17 @@ class Faults(Outage):
 
 FAULT = "fault"
 """A record's attribute naming the retried fault it tells of (:func:`retried`)."""
+COUNTED = "fault_counted"
+"""A record's attribute saying how many of what its line counts (:func:`retried`)."""
 
 
-def retried(fault: str) -> dict[str, str]:
+def retried(fault: str, counted: tuple[int, str] | None = None) -> dict[str, Any]:
     """``extra`` for a warning of ``fault`` (its words, the same for each line of it), that
-    will be tried again: said as :class:`Faults` says."""
-    return {FAULT: fault}
+    will be tried again: said as :class:`Faults` says. ``counted`` (how many, of what): what
+    the line counts (orders expired), which the line said after lines not said adds up over
+    them (``(30 more like it not logged, 412 orders in them; ...)``): the lines not said are
+    not the things they counted."""
+    return {FAULT: fault} if counted is None else {FAULT: fault, COUNTED: counted}
 
 
 # The process's, one for its log handler and for what tells that a fault is over.

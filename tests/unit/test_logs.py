@@ -3,6 +3,7 @@ them, whichever code logged it."""
 
 import ast
 import asyncio
+import contextlib
 import gc
 import inspect
 import io
@@ -12,7 +13,7 @@ import re
 import socket
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace, TracebackType
 from typing import cast
 
@@ -27,6 +28,8 @@ from hypothesis import strategies as st
 
 from services.notifications.adapters.gateway import GatewayError, OutgoingSms, SinkGateway
 from services.notifications.adapters.http_gateway import InfobipGateway
+from services.orders import handlers as orders_handlers
+from services.orders.entrypoints.subscribers import expiry_loop
 from services.platform.domain.orders import PlatformOrder
 from shared import main
 from shared.events.orders import Buyer
@@ -38,6 +41,7 @@ from shared.logs import (
     masked,
     phones_masked,
 )
+from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 from tests.harness import free_port
 
@@ -597,3 +601,49 @@ def test_a_retried_fault_ends_when_told_or_after_a_minute_unmet() -> None:
     assert faults.over("PostgreSQL away") is None  # said once
     assert [_fault_line(faults, at, now) for at in (11, 12, 70)] == ["a failed", "", ""]
     assert _fault_line(faults, 130, now) == "a failed"  # a minute after 70: another outage
+
+
+class _Sweeps:
+    """A unit of work whose transactions do nothing: the expiry sweep's work is stubbed."""
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[None]:
+        yield
+
+
+async def test_the_expiry_warning_not_said_adds_up_the_orders_it_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four sweeps expire 5, 100, 300 and 7 orders within a minute: the warning is said at
+    the first and the fourth (a retried fault's), and the fourth said "(2 more like it not
+    logged; ...)", which an operator took for two orders more, where 400 had expired in
+    them. It says both."""
+    expiring = [[f"o-{n}-{i}" for i in range(n)] for n in (5, 100, 300, 7)]
+    done = asyncio.Event()
+
+    async def expire_due(tx: object, now: object) -> list[str]:
+        if not expiring:
+            done.set()
+            return []
+        return expiring.pop(0)
+
+    monkeypatch.setattr(orders_handlers, "expire_due", expire_due)
+    with caplog.at_level(logging.WARNING, logger="services.orders"):
+        task = asyncio.create_task(expiry_loop(cast(UnitOfWork, _Sweeps()), 60.0))
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    said = []
+    for at, record in zip((0, 20, 40, 60), caplog.records, strict=True):
+        now[0] = at
+        said.append(record.getMessage() if faults.filter(record) else "")
+    assert [line.split(":")[0] for line in said] == [
+        "expired 5 order(s) pending past their deadline, the oldest o-5-0",
+        "",
+        "",
+        "expired 7 order(s) pending past their deadline, the oldest o-7-0",
+    ]
+    assert said[3].endswith("(2 more like it not logged, 400 orders in them; the first 60 s ago)")

@@ -62,7 +62,7 @@ async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
     sweep that expires some says so in a warning (an order expires when inventory or
     payments did not answer in time: docs/operations.md, "Orders expiring"), said as a
     retried fault is (:class:`shared.logs.Faults`): once, then at most once a minute while
-    sweeps go on finding some."""
+    sweeps go on finding some, with how many orders the warnings not said had expired."""
 
     async def sweep() -> int:
         async with uow.begin() as tx:
@@ -73,7 +73,7 @@ async def expiry_loop(uow: UnitOfWork, interval: float) -> None:
                 " payment did not answer in time (docs/operations.md, Orders expiring)",
                 len(expired),
                 expired[0],
-                extra=retried(EXPIRING),
+                extra=retried(EXPIRING, counted=(len(expired), "orders")),
             )
         return len(expired)
 

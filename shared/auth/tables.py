@@ -23,6 +23,9 @@ tokens = Table(
     Column("scopes", ARRAY(String(32)), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # None: the token reaches every order (as every token did before 2026-12-06); else it is
+    # bound: it reaches the orders it placed over HTTP and those of these sources.
+    Column("sources", ARRAY(String(256)), nullable=True),
 )
 
 audit = Table(

@@ -376,6 +376,30 @@ LOSING = {
         "1 in payments.payments where length(gateway_ref) > 64",
         "UPDATE payments.payments SET gateway_ref = NULL WHERE length(gateway_ref) > 64",
     ),
+    # Which token placed an HTTP order (a Kafka order's: none, not refused): upgraded again,
+    # a bound token would no longer reach its own orders.
+    "orders 0009 placed_by": (
+        "orders",
+        "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id, lines,"
+        " payment_method, status, stock, payment, placed_at, deadline_at, placed_by) values"
+        " ('h', 'http', 'r', 'x', 'b', '[]', 'prepaid', 'pending', 'held', 'none', now(),"
+        " now(), 'shop'), ('k', 'storefront/b', 'r', 'x', 'b', '[]', 'prepaid', 'pending',"
+        " 'held', 'none', now(), now(), NULL)",
+        "0008",
+        "1 in orders.orders where placed_by IS NOT NULL",
+        "UPDATE orders.orders SET placed_by = NULL",
+    ),
+    # A token bound to its own orders: the older version would let it reach every order, so
+    # what it says to run revokes it too. An unbound one: not refused.
+    "auth 0002 sources": (
+        "auth",
+        "insert into auth.tokens (name, hash, scopes, sources) values"
+        " ('shop', 'h1', '{orders:read}', '{}'), ('desk', 'h2', '{ops}', NULL)",
+        "0001",
+        "1 in auth.tokens where sources IS NOT NULL",
+        "UPDATE auth.tokens SET sources = NULL, revoked_at = coalesce(revoked_at, now())"
+        " WHERE sources IS NOT NULL",
+    ),
     # A refund made by hand, recorded: the older version knows no such status (a payment
     # still owed back to its buyer, void_refused: not refused).
     "payments 0015 refunded": (

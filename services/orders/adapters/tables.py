@@ -51,6 +51,10 @@ orders = Table(
     # W3C trace context of the request that placed the order, so that the expiry sweep's
     # cancellation continues the order's trace (none on orders placed before 2026-12-04).
     Column("trace_headers", JSONB(none_as_null=True), nullable=True),
+    # The name of the token that placed an HTTP order (POST /orders): a bound token reaches
+    # the orders it placed (docs/security.md). None on Kafka's and platforms' orders, and on
+    # HTTP orders placed before 2026-12-06.
+    Column("placed_by", String(64), nullable=True),
     UniqueConstraint("source", "order_ref", name=IDEMPOTENCY_KEY),
     Index("orders_pending_deadline", "deadline_at", postgresql_where=text("status = 'pending'")),
     Index("orders_buyer", "buyer_id", "placed_at"),

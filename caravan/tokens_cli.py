@@ -43,13 +43,18 @@ async def _in_tx(database_url: str, work: Callable[["AsyncConnection"], Awaitabl
         await engine.dispose()
 
 
-async def issue_token(database_url: str, name: str, scopes: list[str]) -> str:
-    """Issue a token (audited as the OS user) and return it."""
+async def issue_token(
+    database_url: str, name: str, scopes: list[str], sources: list[str] | None = None
+) -> str:
+    """Issue a token (audited as the OS user) and return it; ``sources`` binds it (None:
+    unbound, :func:`shared.auth.tokens.check_binding`)."""
     from shared.auth import audit, tokens
 
     async def work(conn: "AsyncConnection") -> str:
-        token = await tokens.issue(conn, name, scopes)
-        after = {"name": name, "scopes": sorted(set(scopes))}
+        token = await tokens.issue(conn, name, scopes, sources)
+        after: dict[str, object] = {"name": name, "scopes": sorted(set(scopes))}
+        if sources is not None:
+            after["sources"] = sorted(set(sources))
         await audit.record(conn, audit.os_actor(), "token.issue", name, after=after)
         return token
 
@@ -89,21 +94,45 @@ def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool
     return token, True
 
 
+def reach(sources: list[str] | None) -> str:
+    """Which orders a token reaches, as ``tokens issue`` and ``tokens list`` say it: ``all``
+    (unbound), or ``own`` (those it placed over HTTP) and its sources."""
+    return "all" if sources is None else ", ".join(["own", *sources])
+
+
 @app.command("issue")
 def issue(
     scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(SCOPES)}")],
     name: Annotated[str | None, typer.Option(help="unique name (default: a new one)")] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="bind the token to the orders of this source (repeatable;"
+            " storefront/shawan-center, platform/t-market) besides its own: --own-orders"
+        ),
+    ] = None,
+    own_orders: Annotated[
+        bool,
+        typer.Option(
+            "--own-orders",
+            help="bind the token to the orders it places over HTTP: it reads and cancels"
+            " those (and those of each --source) alone; not with the scope ops",
+        ),
+    ] = False,
 ) -> None:
     """Issue a token and print it: it is shown this once, only its hash is kept. The token
-    alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr."""
+    alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr.
+    Unbound (neither --own-orders nor --source), it reaches every order."""
     from shared.auth.tokens import BadToken
 
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
+    sources = sorted(set(source or [])) if source or own_orders else None
     try:
-        token = asyncio.run(issue_token(_database_url(), chosen, scope))
+        token = asyncio.run(issue_token(_database_url(), chosen, scope, sources))
     except BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
-    said = f"token {chosen} ({', '.join(sorted(set(scope)))}), shown once:"
+    bound = "" if sources is None else f"; orders: {reach(sources)}"
+    said = f"token {chosen} ({', '.join(sorted(set(scope)))}{bound}), shown once:"
     err_console.print(said, style="dim")
     print(token)
 
@@ -135,7 +164,8 @@ def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> Non
 
 @app.command("list")
 def list_tokens() -> None:
-    """Every token's name, scopes and dates (never a secret: none is kept)."""
+    """Every token's name, scopes, the orders it reaches and dates (never a secret: none is
+    kept)."""
     from shared.auth import tokens
 
     async def work(conn: "AsyncConnection") -> list["TokenInfo"]:
@@ -145,6 +175,7 @@ def list_tokens() -> None:
     table = output.table(
         "name",
         "scopes",
+        "orders",
         "created",
         "revoked",
         title=f"{len(found)} token(s)",
@@ -152,5 +183,6 @@ def list_tokens() -> None:
     )
     for t in found:
         revoked = output.at(t.revoked_at) if t.revoked_at else ""
-        table.add_row(t.name, ", ".join(t.scopes), output.at(t.created_at), revoked)
+        scopes = ", ".join(t.scopes)
+        table.add_row(t.name, scopes, reach(t.sources), output.at(t.created_at), revoked)
     output.show(table)

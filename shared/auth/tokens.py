@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth.scopes import SCOPES
 from shared.auth.tables import tokens
+from shared.events.envelope import check_source
+from shared.events.orders import HTTP_SOURCE
 
 PREFIX = "cvn_"
 NAME_CHARS = "A-Za-z0-9._:-"  # a regular-expression class's contents
@@ -33,6 +35,10 @@ class Principal:
 
     name: str
     scopes: frozenset[str]
+    sources: frozenset[str] | None = None
+    """None: the token reaches every order. Else it is bound: it reaches the orders it
+    placed over HTTP (``orders.placed_by``) and those of these sources, no other (never
+    for a token with ``ops``, which reaches every order: :func:`lookup`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class TokenInfo:
     scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None
+    sources: list[str] | None = None  # as :attr:`Principal.sources`
 
 
 @dataclass(frozen=True)
@@ -72,16 +79,49 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-async def issue(conn: AsyncConnection, name: str, scopes: list[str]) -> str:
-    """Store a new token's hash under ``name`` (unique) and return the token (shown once)."""
+MAX_SOURCE = 256  # as an event's source (the envelope), and as orders.orders keeps it
+
+
+def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | None:
+    """``sources`` as a token keeps them (None: unbound; a list, maybe empty: bound to the
+    orders it places over HTTP and those of these sources), or :class:`BadToken`: a source
+    no event may carry (the envelope's rule, :func:`~shared.events.envelope.check_source`),
+    ``http`` (every HTTP client's orders: a token reaches those it placed itself), or a
+    binding of a token with ``ops``, which reaches every order whatever it is bound to."""
+    if sources is None:
+        return None
+    if "ops" in scopes:
+        raise BadToken("a token with the scope ops reaches every order: it cannot be bound")
+    for source in sources:
+        if not 1 <= len(source) <= MAX_SOURCE:
+            raise BadToken(f"a source is 1-{MAX_SOURCE} characters, got {len(source)}")
+        if source.casefold() == HTTP_SOURCE:
+            raise BadToken(
+                "source http is every HTTP client's orders: a bound token reaches those it"
+                " places itself (--own-orders)"
+            )
+        try:
+            check_source(source)
+        except ValueError as exc:
+            raise BadToken(f"{exc}, got {source!r}") from None
+    return sorted(set(sources))
+
+
+async def issue(
+    conn: AsyncConnection, name: str, scopes: list[str], sources: list[str] | None = None
+) -> str:
+    """Store a new token's hash under ``name`` (unique) and return the token (shown once);
+    ``sources`` binds it (:func:`check_binding`)."""
     if not re.fullmatch(NAME_PATTERN, name):
         raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {name!r}")
+    checked = check_scopes(scopes)
+    bound = check_binding(checked, sources)
     taken = await conn.scalar(select(tokens.c.name).where(tokens.c.name == name))
     if taken is not None:
         raise BadToken(f"a token named {name!r} exists (revoked ones keep their name)")
     token = new_token()
     await conn.execute(
-        insert(tokens).values(name=name, hash=digest(token), scopes=check_scopes(scopes))
+        insert(tokens).values(name=name, hash=digest(token), scopes=checked, sources=bound)
     )
     return token
 
@@ -107,7 +147,8 @@ async def listing(conn: AsyncConnection) -> list[TokenInfo]:
 
 
 def _info(row: Any) -> TokenInfo:
-    return TokenInfo(row.name, list(row.scopes), row.created_at, row.revoked_at)
+    sources = None if row.sources is None else list(row.sources)
+    return TokenInfo(row.name, list(row.scopes), row.created_at, row.revoked_at, sources)
 
 
 async def lookup(conn: AsyncConnection, token: str) -> Lookup:
@@ -126,6 +167,7 @@ async def lookup(conn: AsyncConnection, token: str) -> Lookup:
                 tokens.c.name,
                 tokens.c.hash,
                 tokens.c.scopes,
+                tokens.c.sources,
                 tokens.c.revoked_at,
             ).select_from(counted.outerjoin(tokens, tokens.c.hash == presented))
         )
@@ -134,4 +176,7 @@ async def lookup(conn: AsyncConnection, token: str) -> Lookup:
         return Lookup(None, "unknown", row.revoked)
     if row.revoked_at is not None:
         return Lookup(None, "revoked", row.revoked)
-    return Lookup(Principal(row.name, frozenset(row.scopes)), None, row.revoked)
+    scopes = frozenset(row.scopes)
+    # ops reaches every order (GET /orders of every buyer): bound, it would not be in effect.
+    bound = None if row.sources is None or "ops" in scopes else frozenset(row.sources)
+    return Lookup(Principal(row.name, scopes, bound), None, row.revoked)

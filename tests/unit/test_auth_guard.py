@@ -130,7 +130,7 @@ class FakeTokens:
     def issue(self, name: str, scopes: set[str]) -> str:
         token = new_token()
         self.rows[digest(token)] = SimpleNamespace(
-            name=name, hash=digest(token), scopes=sorted(scopes), revoked_at=None
+            name=name, hash=digest(token), scopes=sorted(scopes), sources=None, revoked_at=None
         )
         return token
 
@@ -152,7 +152,7 @@ class FakeTokens:
             raise lost
         presented = statement.compile().params["hash_1"]
         row = self.rows.get(presented) or SimpleNamespace(
-            name=None, hash=None, scopes=None, revoked_at=None
+            name=None, hash=None, scopes=None, sources=None, revoked_at=None
         )
         revoked = sum(r.revoked_at is not None for r in self.rows.values())
         return SimpleNamespace(one=lambda: SimpleNamespace(**vars(row), revoked=revoked))

@@ -30,14 +30,32 @@ def shown(monkeypatch: pytest.MonkeyPatch, *args: str, columns: int = 80) -> str
 
 def test_a_tokens_scopes_are_listed_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     at = datetime(2026, 12, 3, 9, 12, 28, tzinfo=UTC)
-    listed = [TokenInfo("desk", ["ops", "orders:read"], at, None)]
+    listed = [
+        TokenInfo("desk", ["ops", "orders:read"], at, None),
+        TokenInfo("shop", ["orders:read"], at, None, ["storefront/b"]),
+    ]
 
     async def in_tx(database_url: str, work: object) -> list[TokenInfo]:
         return listed
 
     monkeypatch.setattr(tokens_cli, "_in_tx", in_tx)
     monkeypatch.setattr(tokens_cli, "_database_url", lambda: "postgresql://caravan@db/caravan")
-    assert "ops, orders:read" in shown(monkeypatch, "tokens", "list")
+    text = shown(monkeypatch, "tokens", "list")
+    # Each token's cells, read across the lines they fold over at 80 columns: its scopes
+    # apart, and the orders it reaches (all: unbound; bound, its own and its sources').
+    tokens: list[list[str]] = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0]:
+            tokens.append(cells)
+        elif cells:
+            tokens[-1] = [
+                " ".join(filter(None, pair)) for pair in zip(tokens[-1], cells, strict=True)
+            ]
+    assert [t[:3] for t in tokens] == [
+        ["desk", "ops, orders:read", "all"],
+        ["shop", "orders:read", "own, storefront/b"],
+    ], text
 
 
 def test_the_stock_of_every_sku_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,9 @@ TOKEN = "cvn_" + "t" * 43
 
 
 def test_the_token_is_all_that_goes_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def issue_token(database_url: str, name: str, scopes: list[str]) -> str:
+    async def issue_token(
+        database_url: str, name: str, scopes: list[str], sources: list[str] | None
+    ) -> str:
         return TOKEN
 
     monkeypatch.setattr(tokens_cli, "issue_token", issue_token)
@@ -21,3 +23,38 @@ def test_the_token_is_all_that_goes_to_stdout(monkeypatch: pytest.MonkeyPatch) -
     assert done.exit_code == 0, done.output
     assert done.stdout == TOKEN + "\n"
     assert done.stderr == "token desk (ops, orders:read), shown once:\n"
+
+
+def test_a_bound_token_is_issued_with_its_sources_and_said_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--own-orders`` binds a token to the orders it places over HTTP; each ``--source``
+    adds a source's orders (and binds it alike); neither leaves it unbound (None)."""
+    asked: list[list[str] | None] = []
+
+    async def issue_token(
+        database_url: str, name: str, scopes: list[str], sources: list[str] | None
+    ) -> str:
+        asked.append(sources)
+        return TOKEN
+
+    monkeypatch.setattr(tokens_cli, "issue_token", issue_token)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")
+    base = ["tokens", "issue", "--scope", "orders:read", "--name", "shop"]
+    said = []
+    for more in (
+        [],
+        ["--own-orders"],
+        ["--source", "storefront/shawan-center", "--source", "platform/t-market"],
+    ):
+        done = CliRunner().invoke(cli.app, base + more, env={"COLUMNS": "200"})
+        assert done.exit_code == 0, done.output
+        assert done.stdout == TOKEN + "\n"
+        said.append(done.stderr)
+    assert asked == [None, [], ["platform/t-market", "storefront/shawan-center"]]
+    assert said == [
+        "token shop (orders:read), shown once:\n",
+        "token shop (orders:read; orders: own), shown once:\n",
+        "token shop (orders:read; orders: own, platform/t-market, storefront/shawan-center),"
+        " shown once:\n",
+    ]

@@ -1,0 +1,34 @@
+"""What a token may be bound to (``caravan tokens issue --own-orders``, ``--source S``):
+sources as an event may carry them, never ``http`` (every HTTP client's orders), and never
+with ``ops``, which reaches every order; and what a bound token's lookup gives."""
+
+import pytest
+
+from shared.auth.tokens import BadToken, check_binding
+
+
+def test_unbound_stays_unbound_and_sources_are_kept_once_each_in_order() -> None:
+    assert check_binding(["orders:read"], None) is None
+    assert check_binding(["orders:read"], []) == []
+    kept = check_binding(["orders:read"], ["storefront/b", "platform/t-market", "storefront/b"])
+    assert kept == ["platform/t-market", "storefront/b"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "sources", "said"),
+    [
+        (["orders:read"], ["a|b"], "a source may not contain '|' (a URI-reference has none)"),
+        (["orders:read"], ["a\x00"], "a source may not contain NUL"),
+        (["orders:read"], [""], "a source is 1-256 characters, got 0"),
+        (["orders:read"], ["s" * 257], "a source is 1-256 characters, got 257"),
+        (["orders:read"], ["HTTP"], "source http is every HTTP client's orders"),
+        (["ops", "orders:read"], [], "a token with the scope ops reaches every order"),
+        (["ops"], ["storefront/b"], "it cannot be bound"),
+    ],
+)
+def test_a_binding_no_order_could_have_or_of_no_effect_is_refused(
+    scopes: list[str], sources: list[str], said: str
+) -> None:
+    with pytest.raises(BadToken) as refused:
+        check_binding(scopes, sources)
+    assert said in str(refused.value)

@@ -42,6 +42,7 @@ class Placed:
     status: str
     created: bool
     same_request: bool
+    placed_by: str | None = None  # the token that placed it over HTTP
 
 
 def request_hash(request: OrderRequested) -> str:
@@ -67,19 +68,26 @@ def _digest(fields: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-async def place_order(tx: Tx, request: OrderRequested, source: str, deadline: timedelta) -> Placed:
-    """Create the order for (source, order_ref) unless it exists; never a second one."""
+async def place_order(
+    tx: Tx,
+    request: OrderRequested,
+    source: str,
+    deadline: timedelta,
+    placed_by: str | None = None,
+) -> Placed:
+    """Create the order for (source, order_ref) unless it exists; never a second one.
+    ``placed_by``: the token placing it over HTTP, kept with a new order."""
     repo = OrderRepository(tx)
     digest = request_hash(request)
     existing = await repo.find_by_ref(source, request.order_ref)
     if existing is None:
         order = Order.place(new_id(), request, source, datetime.now(UTC), deadline)
-        await repo.add(order, digest)
-        return Placed(order.order_id, order.status, created=True, same_request=True)
-    order_id, status, stored_digest = existing
+        await repo.add(order, digest, placed_by)
+        return Placed(order.order_id, order.status, True, True, placed_by)
+    order_id, status, stored_digest, by = existing
     log.info("order %s/%s already exists as %s", source, request.order_ref, order_id)
     same = stored_digest in (digest, *earlier_hashes(request))
-    return Placed(order_id, status, created=False, same_request=same)
+    return Placed(order_id, status, created=False, same_request=same, placed_by=by)
 
 
 async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> None:
@@ -165,7 +173,7 @@ async def on_invalid_request(tx: Tx, poison: PoisonRecord) -> None:
     standing = None  # the order a reused order_ref names, which stands: said, so that a
     if poison.code == "order_ref_reused":  # reader does not take this for its rejection
         found = await OrderRepository(tx).find_by_ref(envelope.source, ref)
-        standing = found[0] if found is not None else None  # (order_id, status, hash)
+        standing = found[0] if found is not None else None  # (order_id, ...)
     await tx.emit(
         OrderRejected(
             order_ref=ref,

@@ -27,6 +27,7 @@ from services.inventory.bootstrap import bootstrap as bootstrap_inventory
 from services.notifications.adapters.tables import metadata as notifications
 from services.notifications.dispatch import _DUE
 from services.orders.adapters.tables import metadata as orders
+from services.orders.entrypoints.queries import order_view, reach
 from services.payments.adapters.tables import metadata as payments
 from services.payments.handlers import OWED
 from services.payments.prepaid import due_calls
@@ -36,7 +37,9 @@ from services.platform.adapters.tables import metadata as platform
 from services.platform.entrypoints.http import CALLBACKS_ORDER, PROBLEMS_ORDER
 from services.platform.handlers import OPEN_BY_KIND, OUR_OUTCOME, PLATFORM_ORDERS
 from shared import days
+from shared.auth import tokens
 from shared.auth.tables import metadata as auth
+from shared.auth.tokens import Principal
 from shared.db.driver import _compiled, driver
 from shared.db.migrate import (
     DowngradeRefused,
@@ -221,6 +224,44 @@ async def test_orders_without_an_address_or_with_it_erased_do_not_hold_a_downgra
         await _execute(url, "update orders.orders set delivery = null where order_id = 'held'")
         await asyncio.to_thread(command.downgrade, cfg, "0003")
         assert await _version(url, "orders") == "0003"
+
+
+async def test_orders_and_tokens_from_before_bound_tokens_are_kept_and_reach_as_before(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Upgraded from the heads before tokens could be bound (orders 0008, auth 0001) with an
+    HTTP order and a token in the database: the token is unbound (it reaches every order, as
+    it did), and the order, whose placer was not kept, is no bound token's own."""
+    token = tokens.new_token()
+    async with scratch_database(infrastructure.database_url, "caravan_reach") as url:
+        for schema, before in (("orders", "0008"), ("auth", "0001")):
+            cfg = alembic_config(migrations_folder(schema), url)
+            await asyncio.to_thread(command.upgrade, cfg, before)
+        await _execute(
+            url,
+            "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id,"
+            " lines, payment_method, status, stock, payment, placed_at, deadline_at) values"
+            " ('o-1', 'http', 'SWN-1', 'h', 'b', '[]', 'prepaid', 'pending', 'held', 'none',"
+            " now(), now())",
+        )
+        await _execute(
+            url,
+            "insert into auth.tokens (name, hash, scopes) values"
+            f" ('shop', '{tokens.digest(token)}', '{{orders:read}}')",
+        )
+        for schema in ("orders", "auth"):
+            await asyncio.to_thread(upgrade, migrations_folder(schema), url)
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                found = (await tokens.lookup(conn, token)).principal
+                assert found == Principal("shop", frozenset({"orders:read"}), None)
+                view = await order_view(conn, "o-1", reach(found))
+                assert view is not None and view.order_ref == "SWN-1"
+                bound = Principal("shop", found.scopes, frozenset({"storefront/b"}))
+                assert await order_view(conn, "o-1", reach(bound)) is None
+        finally:
+            await engine.dispose()
 
 
 async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:

@@ -1,11 +1,59 @@
 """A token bound to its own orders (``caravan tokens issue --own-orders``, ``--source S``)
 reaches, through the orders API, the orders it placed over HTTP and those of its sources,
-nothing else. An unbound token reaches every order, as every token did before."""
+nothing else: another client's order is as unknown (the same 404) and missing from its
+lists. An unbound token reaches every order, as every token did before."""
 
+import json
 import uuid
+from typing import Any
 
+import httpx
+
+from shared.events.orders import OrderRequested
+from shared.events.platform import PlatformOrderRequested
+from tests.e2e.test_http import BODY
 from tests.e2e.test_ops import cli
-from tests.harness import System
+from tests.harness import System, ref
+
+ORDERS_SCOPES = ("orders:read", "orders:write")
+
+
+def _body(buyer: str) -> dict[str, Any]:
+    return {**BODY, "buyer": {**BODY["buyer"], "id": buyer}}  # type: ignore[dict-item]
+
+
+async def _client(caravan: System, prefix: str, sources: list[str] | None) -> httpx.AsyncClient:
+    """A client of the orders API with a new token of both orders scopes (None: unbound)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return caravan.api("orders", await caravan.issue_token(name, *ORDERS_SCOPES, sources=sources))
+
+
+async def _posted(client: httpx.AsyncClient, body: dict[str, Any], key: str) -> str:
+    placed = await client.post("/orders", json=body, headers={"Idempotency-Key": key})
+    assert placed.status_code == 202, placed.text
+    return str(placed.json()["order_id"])
+
+
+async def _as_unknown(client: httpx.AsyncClient, method: str, path: str, order_id: str) -> None:
+    """``method path`` of ``order_id`` answers what it answers of an id no order has."""
+    nobody = str(uuid.uuid4())
+    unknown = await client.request(method, path.format(nobody))
+    got = await client.request(method, path.format(order_id))
+    assert unknown.status_code == 404, unknown.text
+    assert (got.status_code, got.headers["content-type"]) == (404, unknown.headers["content-type"])
+    assert got.json() == json.loads(unknown.text.replace(nobody, order_id))
+
+
+async def _buyers(client: httpx.AsyncClient, buyer: str) -> set[str]:
+    listed = await client.get("/orders", params={"buyer_id": buyer})
+    assert listed.status_code == 200, listed.text
+    return {o["order_id"] for o in listed.json()["items"]}
+
+
+async def _by_ref(client: httpx.AsyncClient, source: str, order_ref: str) -> list[str]:
+    listed = await client.get("/orders", params={"source": source, "order_ref": order_ref})
+    assert listed.status_code == 200, listed.text
+    return [o["order_id"] for o in listed.json()["items"]]
 
 
 def _said(stderr: str) -> str:
@@ -46,3 +94,41 @@ async def test_a_token_is_bound_at_issue_listed_so_and_a_binding_of_no_effect_re
     ):
         refused = await cli(caravan, "tokens", "issue", "--scope", "orders:read", *args)
         assert refused.returncode == 2 and said in _said(refused.stderr), refused.stderr
+
+
+async def test_bound_tokens_read_and_list_their_own_orders_alone(caravan: System) -> None:
+    tag = uuid.uuid4().hex[:8]
+    buyer, storefront, platform = f"t-reach-{tag}", f"storefront/b-{tag}", f"platform/m-{tag}"
+    shop_a = await _client(caravan, "shop-a", [])  # --own-orders
+    shop_b = await _client(caravan, "shop-b", [storefront])  # --source storefront/b-...
+    market = await _client(caravan, "market", [platform])  # --source platform/m-...
+    anyone = await _client(caravan, "unbound", None)  # as every token before
+    body = _body(buyer)
+    a_ref, b_ref, kafka_ref, market_ref = ref("A"), ref("B"), ref("BK"), ref("M")
+    a = await _posted(shop_a, body, a_ref)
+    b = await _posted(shop_b, body, b_ref)
+    await caravan.request(
+        OrderRequested.model_validate({**body, "order_ref": kafka_ref}), storefront
+    )
+    kafka = await caravan.placed(kafka_ref, source=storefront)
+    pushed = PlatformOrderRequested.model_validate({**body, "order_ref": market_ref})
+    await caravan.publish(pushed, source=platform)
+    from_market = await caravan.placed(market_ref, source=platform)
+    reached = {shop_a: {a}, shop_b: {b, kafka}, market: {from_market}}
+    every = {a, b, kafka, from_market}
+
+    for client, own in reached.items():
+        for order_id in own:
+            got = await client.get(f"/orders/{order_id}")
+            assert got.status_code == 200 and got.json()["order_id"] == order_id, got.text
+        for order_id in every - own:
+            await _as_unknown(client, "GET", "/orders/{}", order_id)
+        assert await _buyers(client, buyer) == own
+        assert await _by_ref(client, platform, market_ref) == [o for o in [from_market] if o in own]
+        assert await _by_ref(client, "http", a_ref) == [o for o in [a] if o in own]
+    for order_id in every:  # unbound: every order, as before
+        assert (await anyone.get(f"/orders/{order_id}")).status_code == 200
+    assert await _buyers(anyone, buyer) == every
+
+    for client in (shop_a, shop_b, market, anyone):
+        await client.aclose()

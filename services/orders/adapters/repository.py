@@ -43,8 +43,8 @@ ENDED = Counter(
 start_at_zero(ENDED, ("confirmed",), ("",))
 start_at_zero(ENDED, ("cancelled",), get_args(CancelReason))
 
-ByRef = tuple[str, str, str]
-"""(order_id, status, request_hash) of the order with an idempotency key."""
+ByRef = tuple[str, str, str, str | None]
+"""(order_id, status, request_hash, placed_by) of the order with an idempotency key."""
 
 
 # The statements that load a batch's orders run on the driver (driver.fetch).
@@ -55,7 +55,12 @@ _refs = (
     .render_derived()
 )
 _REFS = select(
-    orders.c.order_id, orders.c.status, orders.c.request_hash, orders.c.source, orders.c.order_ref
+    orders.c.order_id,
+    orders.c.status,
+    orders.c.request_hash,
+    orders.c.placed_by,
+    orders.c.source,
+    orders.c.order_ref,
 ).join(_refs, and_(orders.c.source == _refs.c.source, orders.c.order_ref == _refs.c.order_ref))
 
 
@@ -107,8 +112,9 @@ class OrderRepository:
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
 
-    async def add(self, order: Order, request_hash: str) -> None:
-        """Insert a new order when the transaction commits. Its idempotency key was looked up
+    async def add(self, order: Order, request_hash: str, placed_by: str | None = None) -> None:
+        """Insert a new order when the transaction commits (``placed_by``: the name of the
+        token that placed it over HTTP). Its idempotency key was looked up
         (:meth:`find_by_ref`) and not found; if a concurrent transaction commits an order with
         the same key first, this one fails to commit (a unique violation), and handling the
         request again finds that order."""
@@ -131,12 +137,14 @@ class OrderRepository:
                 "deadline_at": order.deadline_at,
                 # The trace of the request placing it: the expiry sweep continues it.
                 "trace_headers": current_trace_headers() or None,
+                "placed_by": placed_by,
             },
         )
         self.tx.identity[REF, (order.source, order.order_ref)] = (
             order.order_id,
             order.status,
             request_hash,
+            placed_by,
         )
         await self._flush_events(order)
 
@@ -168,7 +176,10 @@ class OrderRepository:
             return
         sources, refs = [source for source, _ in todo], [ref for _, ref in todo]
         rows = await driver.fetch(self.tx.conn, _REFS, sources=sources, refs=refs)
-        found = {(r.source, r.order_ref): (r.order_id, r.status, r.request_hash) for r in rows}
+        found = {
+            (r.source, r.order_ref): (r.order_id, r.status, r.request_hash, r.placed_by)
+            for r in rows
+        }
         self.tx.remember(REF, todo, found)
 
     async def due_for_expiry(

@@ -40,7 +40,7 @@ from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after
 from shared.settings import Settings
 
-NOT_FOUND = "no order with this id"
+NOT_FOUND = "no order with this id (or none the token reaches: one bound to its own orders)"
 EVERY_BUYER = (
     ", which every buyer's orders need: a token without it names a buyer (buyer_id), or both"
     " source and order_ref"
@@ -68,7 +68,6 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         status_code=202,
         response_model=Accepted,
         tags=["orders"],
-        dependencies=[require("orders:write")],
         responses=problem_responses(
             {
                 409: "this Idempotency-Key was used for a different body",
@@ -82,8 +81,10 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
     async def place(
         body: OrderBody,
         idempotency_key: Annotated[str, Header(pattern=ORDER_REF_PATTERN)],
+        who: Annotated[Principal, require("orders:write")],
     ) -> Any:
-        """Place an order (``source`` ``http``); the same key and body again is the same order."""
+        """Place an order (``source`` ``http``); the same key and body again is the same order.
+        The order keeps the name of the token that placed it (a bound token's own)."""
         if body.order_ref is not None and body.order_ref != idempotency_key:
             return problem(
                 422,
@@ -94,7 +95,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
         try:
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline)
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.name)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != IDEMPOTENCY_KEY:
                 # No other key of an order being placed is another request's to take first: a
@@ -103,7 +104,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             # A concurrent request with this key committed its order first (the insert is
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline)
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.name)
         if not placed.same_request:
             return problem(
                 409,
@@ -176,7 +177,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         time placed; follow ``next_cursor``. Without a buyer, the order of one source and
         order_ref (at most one: a platform's order, ``source`` ``platform/APP``, found by the
         platform's id); or, for a token with the scope ops, every buyer's orders so narrowed
-        (an operator's "today's out_of_stock cancellations")."""
+        (an operator's "today's out_of_stock cancellations"). A token bound to its own orders
+        is shown those alone (:func:`~services.orders.entrypoints.queries.reach`)."""
         if buyer_id is None and (source is None or order_ref is None) and "ops" not in who.scopes:
             raise scope_refused(request, who, ["ops"], EVERY_BUYER)
         if reason is not None and status not in (None, "cancelled"):
@@ -191,6 +193,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 start,
                 limit,
                 (since, until),
+                queries.reach(who),
                 status="cancelled" if reason is not None else status,
                 reason=reason,
                 source=source,
@@ -202,16 +205,16 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         "/orders/{order_id}",
         response_model=OrderView,
         tags=["orders"],
-        dependencies=[require("orders:read")],
         responses=problem_responses({404: NOT_FOUND, 422: BAD_INPUT}, model=Problem),
     )
-    async def get_order(order_id: str) -> Any:
-        """An order's status, total, reason and timeline."""
+    async def get_order(order_id: str, who: Annotated[Principal, require("orders:read")]) -> Any:
+        """An order's status, total, reason and timeline; to a token bound to its own orders,
+        one beyond them is as unknown (404)."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)
         async with uow.db.engine.connect() as conn:
-            view = await queries.order_view(conn, stored)
+            view = await queries.order_view(conn, stored, queries.reach(who))
         return _not_found(order_id) if view is None else view
 
     @app.post(

@@ -1,32 +1,46 @@
 """Queries behind the HTTP API (read only, no locks): one order with its timeline, and
-pages of a buyer's orders (or, for an operator, of every buyer's)."""
+pages of a buyer's orders (or, for an operator, of every buyer's), each within the reach of
+the token asking (:func:`reach`)."""
 
 from datetime import datetime
 from typing import Any, get_args
 
-from sqlalchemy import Select, select, union_all
+from sqlalchemy import ColumnElement, Select, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
 from services.orders.domain.order import Status
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Step
+from shared.auth.tokens import Principal
 from shared.pagination import Position, newest_first, page
 
 KEY = (orders.c.placed_at, orders.c.order_id)  # the listing's order, read newest first
 STATUSES: tuple[Status, ...] = get_args(Status)
 
 
-async def order_view(conn: AsyncConnection, order_id: str) -> OrderView | None:
+def reach(who: Principal) -> ColumnElement[bool] | None:
+    """The orders ``who`` reaches: None, every order, for an unbound token; for a bound one,
+    those it placed over HTTP and those of its sources. Whatever lies outside is, to it, as
+    if it did not exist (a 404 as of an unknown id, missing from its lists)."""
+    if who.sources is None:
+        return None
+    own = orders.c.placed_by == who.name
+    return or_(own, orders.c.source.in_(sorted(who.sources))) if who.sources else own
+
+
+async def order_view(
+    conn: AsyncConnection, order_id: str, within: ColumnElement[bool] | None = None
+) -> OrderView | None:
     """The order with its timeline, read in one statement: in two, a confirmation committed
-    between them showed as ``pending`` with ``order.confirmed`` in its own timeline."""
-    rows = (
-        await conn.execute(
-            select(orders, timeline.c.type.label("step"), timeline.c.time.label("step_time"))
-            .select_from(orders.outerjoin(timeline, timeline.c.order_id == orders.c.order_id))
-            .where(orders.c.order_id == order_id)
-            .order_by(timeline.c.id)
-        )
-    ).all()
+    between them showed as ``pending`` with ``order.confirmed`` in its own timeline. None
+    when there is no such order among those ``within`` takes (:func:`reach`; None: all)."""
+    query = (
+        select(orders, timeline.c.type.label("step"), timeline.c.time.label("step_time"))
+        .select_from(orders.outerjoin(timeline, timeline.c.order_id == orders.c.order_id))
+        .where(orders.c.order_id == order_id)
+        .order_by(timeline.c.id)
+    )
+    rows = (await conn.execute(query if within is None else query.where(within))).all()
     if not rows:
         return None
     row = rows[0]
@@ -51,16 +65,18 @@ def listed(
     start: Position | None,
     limit: int,
     placed: tuple[datetime | None, datetime | None] = (None, None),
+    within: ColumnElement[bool] | None = None,
     **only: str | None,
 ) -> Select[Any]:
-    """The statement of :func:`buyer_orders`: ``limit`` and one more orders, newest first.
+    """The statement of :func:`buyer_orders`: ``limit`` and one more orders, newest first,
+    of those ``within`` takes (:func:`reach`; None: all).
 
     Every buyer's orders of any status are the newest of each status's newest (PostgreSQL
     merges them, each read backwards along ``orders_status_placed`` and stopping at the
     page): read in one, they were every order of every season sorted, for want of an index
     on the time placed alone, which would cost every order's insert and update. A buyer's
     orders, a status's and an order_ref's read by their own indexes."""
-    query = select(orders)
+    query = select(orders) if within is None else select(orders).where(within)
     for name, value in {"buyer_id": buyer_id, **only}.items():
         if value is not None:
             query = query.where(orders.c[name] == value)
@@ -83,14 +99,18 @@ async def buyer_orders(
     start: Position | None,
     limit: int,
     placed: tuple[datetime | None, datetime | None] = (None, None),
+    within: ColumnElement[bool] | None = None,
+    /,
     **only: str | None,
 ) -> tuple[list[OrderSummary], str | None]:
     """Up to ``limit`` orders of a buyer (None: any buyer's), newest first, strictly after
     ``start``; and the cursor to continue from if there are more. ``placed`` narrows them to
-    those placed at or after its first time and before its second (None: no bound); ``only``
-    to those whose columns (``status``, ``reason``, ``source``, ``order_ref``) have the values
-    given (None: any)."""
-    found = (await conn.execute(listed(buyer_id, start, limit, placed, **only))).all()
+    those placed at or after its first time and before its second (None: no bound);
+    ``within`` to those a token reaches (:func:`reach`; None: all); ``only`` to those whose
+    columns (``status``, ``reason``, ``source``, ``order_ref``) have the values given (None:
+    any)."""
+    query = listed(buyer_id, start, limit, placed, within, **only)
+    found = (await conn.execute(query)).all()
     rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))
     items = [
         OrderSummary(

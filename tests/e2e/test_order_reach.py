@@ -1,7 +1,8 @@
 """A token bound to its own orders (``caravan tokens issue --own-orders``, ``--source S``)
 reaches, through the orders API, the orders it placed over HTTP and those of its sources,
-nothing else: another client's order is as unknown (the same 404) and missing from its
-lists. An unbound token reaches every order, as every token did before."""
+nothing else: another client's order is as unknown (the same 404), missing from its lists,
+and not cancelled by it. An unbound token reaches every order, as every token did before.
+Payments is stopped for the cancellations (``no_payments``): the orders stay pending."""
 
 import json
 import uuid
@@ -96,7 +97,10 @@ async def test_a_token_is_bound_at_issue_listed_so_and_a_binding_of_no_effect_re
         assert refused.returncode == 2 and said in _said(refused.stderr), refused.stderr
 
 
-async def test_bound_tokens_read_and_list_their_own_orders_alone(caravan: System) -> None:
+async def test_bound_tokens_read_list_and_cancel_their_own_orders_alone(
+    no_payments: System,
+) -> None:
+    caravan = no_payments
     tag = uuid.uuid4().hex[:8]
     buyer, storefront, platform = f"t-reach-{tag}", f"storefront/b-{tag}", f"platform/m-{tag}"
     shop_a = await _client(caravan, "shop-a", [])  # --own-orders
@@ -130,5 +134,17 @@ async def test_bound_tokens_read_and_list_their_own_orders_alone(caravan: System
         assert (await anyone.get(f"/orders/{order_id}")).status_code == 200
     assert await _buyers(anyone, buyer) == every
 
+    # Another's order is not cancelled: the same 404 as of no order, and it stays pending.
+    for client, own in reached.items():
+        for order_id in every - own:
+            await _as_unknown(client, "POST", "/orders/{}/cancel", order_id)
+    statuses = "select order_id, status from orders.orders where order_id = any(:ids)"
+    assert dict(await caravan.sql(statuses, ids=list(every))) == dict.fromkeys(every, "pending")
+    for client, order_id in ((shop_a, a), (shop_b, kafka), (market, from_market)):
+        cancelled = await client.post(f"/orders/{order_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["reason"] == "cancelled_by_buyer"
+    cancelled = await anyone.post(f"/orders/{b}/cancel")
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     for client in (shop_a, shop_b, market, anyone):
         await client.aclose()

@@ -221,22 +221,27 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         "/orders/{order_id}/cancel",
         response_model=OrderView,
         tags=["orders"],
-        dependencies=[require("orders:write")],
         responses=problem_responses(
             {404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT},
             model=Problem,
             writes=True,
         ),
     )
-    async def cancel(order_id: str) -> Any:
+    async def cancel(order_id: str, who: Annotated[Principal, require("orders:write")]) -> Any:
         """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
-        it is; a confirmed one cannot be cancelled here."""
+        it is; a confirmed one cannot be cancelled here. To a token bound to its own orders,
+        one beyond them is as unknown (404), and stays as it is."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)
         order_id = stored  # as the database has it, in lower case
+        within = queries.reach(who)
+        if within is not None:  # whose order it is never changes: asked before, it holds
+            async with uow.db.engine.connect() as conn:
+                if not await queries.reaches(conn, order_id, within):
+                    return _not_found(order_id)
         try:
             async with uow.begin() as tx:
                 order = await handlers.cancel_by_buyer(tx, order_id)
@@ -250,7 +255,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         if order is None:
             return _not_found(order_id)
         async with uow.db.engine.connect() as conn:
-            view = await queries.order_view(conn, order_id)
+            view = await queries.order_view(conn, order_id, within)
         assert view is not None
         return view
 

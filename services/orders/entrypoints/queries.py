@@ -5,7 +5,7 @@ the token asking (:func:`reach`)."""
 from datetime import datetime
 from typing import Any, get_args
 
-from sqlalchemy import ColumnElement, Select, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, exists, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import orders, timeline
@@ -26,6 +26,11 @@ def reach(who: Principal) -> ColumnElement[bool] | None:
         return None
     own = orders.c.placed_by == who.name
     return or_(own, orders.c.source.in_(sorted(who.sources))) if who.sources else own
+
+
+async def reaches(conn: AsyncConnection, order_id: str, within: ColumnElement[bool]) -> bool:
+    """Whether the order ``order_id`` exists among those ``within`` takes (:func:`reach`)."""
+    return bool(await conn.scalar(select(exists().where(orders.c.order_id == order_id, within))))
 
 
 async def order_view(

@@ -1,8 +1,9 @@
 """A token bound to its own orders (``caravan tokens issue --own-orders``, ``--source S``)
 reaches, through the orders API, the orders it placed over HTTP and those of its sources,
 nothing else: another client's order is as unknown (the same 404), missing from its lists,
-and not cancelled by it. An unbound token reaches every order, as every token did before.
-Payments is stopped for the cancellations (``no_payments``): the orders stay pending."""
+not cancelled by it, and its Idempotency-Key refused without a word of that order. An
+unbound token reaches every order, as every token did before. Payments is stopped for the
+cancellations (``no_payments``): the orders stay pending."""
 
 import json
 import uuid
@@ -147,4 +148,40 @@ async def test_bound_tokens_read_list_and_cancel_their_own_orders_alone(
     cancelled = await anyone.post(f"/orders/{b}/cancel")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     for client in (shop_a, shop_b, market, anyone):
+        await client.aclose()
+
+
+async def test_a_key_another_token_used_is_refused_to_a_bound_token_telling_nothing(
+    caravan: System,
+) -> None:
+    """Every client of ``POST /orders`` shares one space of keys (the contract's source
+    ``http``). A bound token sending a key another used, with its body or another, was
+    given that order (id, status) or told its id in a 409: now both are one 409 saying the
+    key is another client's. Its own key again is its order, as ever; an unbound token is
+    answered as before."""
+    tag = uuid.uuid4().hex[:8]
+    shop_a = await _client(caravan, "keys-a", [])
+    shop_b = await _client(caravan, "keys-b", [f"storefront/b-{tag}"])
+    anyone = await _client(caravan, "keys-unbound", None)
+    body, other = _body(f"t-keys-{tag}"), _body(f"t-keys-other-{tag}")
+    key, unbound_key = ref("SWN"), ref("SWN")
+    a = await _posted(shop_a, body, key)
+    assert await _posted(shop_a, body, key) == a  # its own key again: its order
+    by_unbound = await _posted(anyone, body, unbound_key)
+    refusals = []
+    for sent, used in ((body, key), (other, key), (body, unbound_key), (other, unbound_key)):
+        refused = await shop_b.post("/orders", json=sent, headers={"Idempotency-Key": used})
+        assert refused.status_code == 409, refused.text
+        assert a not in refused.text and by_unbound not in refused.text
+        refusals.append(refused.json())
+    assert refusals[0]["title"] == "Idempotency-Key taken"
+    assert "another client placed an order with this Idempotency-Key" in refusals[0]["detail"]
+    assert all(r == refusals[0] for r in refusals), refusals  # same body or not: alike
+    # Unbound, as before: the same body is the order, another a 409 naming it.
+    assert await _posted(anyone, body, key) == a
+    reused = await anyone.post("/orders", json=other, headers={"Idempotency-Key": key})
+    assert (reused.status_code, reused.json()["order_id"]) == (409, a)
+    stored = "select count(*) from orders.orders where order_ref = any(:r)"
+    assert await caravan.scalar(stored, r=[key, unbound_key]) == 2
+    for client in (shop_a, shop_b, anyone):
         await client.aclose()

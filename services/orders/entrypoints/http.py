@@ -41,6 +41,13 @@ from shared.pagination import Limit, Position, cursor_after
 from shared.settings import Settings
 
 NOT_FOUND = "no order with this id (or none the token reaches: one bound to its own orders)"
+KEY_TAKEN = (
+    "another client placed an order with this Idempotency-Key (every client of POST /orders"
+    " shares one space of keys): make your keys your own, e.g. prefixed with your shop's"
+    " name (shawan:SWN-000123), and send the order with such a key"
+)
+"""What a bound token is told of a key another token placed an order with (a 409): nothing of
+that order."""
 EVERY_BUYER = (
     ", which every buyer's orders need: a token without it names a buyer (buyer_id), or both"
     " source and order_ref"
@@ -70,7 +77,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         tags=["orders"],
         responses=problem_responses(
             {
-                409: "this Idempotency-Key was used for a different body",
+                409: "this Idempotency-Key was used for a different body; or, to a token"
+                " bound to its own orders, by another client (nothing of its order said)",
                 422: f"{BAD_INPUT} (or is not JSON in UTF-8), or the body's order_ref differs"
                 " from the Idempotency-Key",
             },
@@ -84,7 +92,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         who: Annotated[Principal, require("orders:write")],
     ) -> Any:
         """Place an order (``source`` ``http``); the same key and body again is the same order.
-        The order keeps the name of the token that placed it (a bound token's own)."""
+        The order keeps the name of the token that placed it: a token bound to its own orders
+        is refused a key another token used (409), told nothing of that order."""
         if body.order_ref is not None and body.order_ref != idempotency_key:
             return problem(
                 422,
@@ -105,6 +114,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:
                 placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.name)
+        if who.sources is not None and placed.placed_by != who.name:
+            return problem(409, "Idempotency-Key taken", KEY_TAKEN)
         if not placed.same_request:
             return problem(
                 409,

@@ -60,6 +60,8 @@ orders = Table(
     Index("orders_buyer", "buyer_id", "placed_at"),
     # An operator's list of every buyer's orders of one status, newest first (GET /orders).
     Index("orders_status_placed", "status", "placed_at", "order_id"),
+    # An operator's orders of one order_ref, of any source (GET /orders?order_ref=).
+    Index("orders_ref", "order_ref"),
 )
 
 timeline = Table(

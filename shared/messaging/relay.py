@@ -19,10 +19,10 @@ are written in its row, which stays unsent and is never taken again, and the rel
 with the rows after it; it is logged once, as an error, and counted
 (``caravan_outbox_refused_total``; ``caravan_outbox_refused_rows`` while it stays). Any other
 failure (the broker away, a leader moving, too few replicas, a timeout, an authorization not
-granted yet) leaves the row and those after it unsent, and is retried with backoff; the rows
-before it that Kafka acknowledged are marked sent. Kafka away or busy (:func:`kafka_away`)
-is a one-line warning, as PostgreSQL restarting is; anything else an error with its
-traceback.
+granted yet) leaves the row unsent, and those after it of its key (:func:`_left_unsent`), and
+is retried with backoff; the rows that Kafka acknowledged, before or after it, are marked
+sent. Kafka away or busy (:func:`kafka_away`) is a one-line warning, as PostgreSQL
+restarting is; anything else an error with its traceback.
 """
 
 import asyncio
@@ -238,7 +238,8 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of unsent rows; returns how many were published or set
         aside, or :data:`LOCKED` when another instance's relay holds the schema's lock.
-        Raises the first failure that may pass, once the rows before it are marked."""
+        Raises the first failure that may pass, once the rows Kafka acknowledged are marked
+        (but those left unsent with it: :func:`_left_unsent`)."""
         self._wake.clear()  # before reading, so that a commit from now on is not missed
         if self._producer_stale:
             await self._renew_producer()
@@ -253,28 +254,29 @@ class OutboxRelay:
                 return 0
             answers = await self._publish(rows)
             failpoint(RELAY_AFTER_PUBLISH)
-            # Marked sent: the rows up to the first whose failure may pass, so that no row is
-            # out before an earlier one of its key; that one and those after it stay unsent.
-            done, failure = _first_failure(answers)
-            if failure is not None and done == 0 and not isinstance(failure, RefusedWithOthers):
-                raise failure
-            refused = [(row, exc) for row, exc in zip(rows, answers[:done], strict=False) if exc]
-            if done < len(rows):
-                await conn.execute(self._unmark, [_id(row) for row in rows[done:]])
+            unsent = _left_unsent(rows, answers)
+            failure = next((answer for answer in answers if _may_pass(answer)), None)
+            # Acknowledged (marked sent) or refused for good (set aside); answers may be fewer.
+            done = [(r, a) for r, a, left in zip(rows, answers, unsent, strict=False) if not left]
+            if failure is not None and not done and not isinstance(failure, RefusedWithOthers):
+                raise failure  # every row unsent: the marks rolled back
+            left = [_id(row) for row, stays in zip(rows, unsent, strict=True) if stays]
+            refused = [(row, exc) for row, exc in done if exc is not None]
+            if left:
+                await conn.execute(self._unmark, left)
             if refused:
                 reasons = [f"{exc.__class__.__name__}: {exc}"[:2000] for _, exc in refused]
                 await conn.execute(self._set_aside, [_id(row) for row, _ in refused], reasons)
         for row, exc in refused:
             self._said_refused(row, exc)
-        OUTBOX_PUBLISHED.labels(self.service).inc(done - len(refused))
+        OUTBOX_PUBLISHED.labels(self.service).inc(len(done) - len(refused))
         if isinstance(failure, RefusedWithOthers):
-            log.warning(
-                "%s: rows from %d on are sent again one at a time", failure, _id(rows[done])
-            )
+            said = "%s: the rows left unsent, from %d on, are sent again one at a time"
+            log.warning(said, failure, left[0])
             self.wake()
         elif failure is not None:
             raise failure
-        return done
+        return len(done)
 
     async def _publish(self, rows: list[Any]) -> list[BaseException | None]:
         """Send ``rows`` in order and wait for Kafka's answers: each row's failure, or None
@@ -450,13 +452,22 @@ async def _within(deadline: float, waited: Awaitable[T]) -> T:
         raise _no_answer() from None
 
 
-def _first_failure(answers: list[BaseException | None]) -> tuple[int, BaseException | None]:
-    """The first answer that is neither an acknowledgement (None) nor a refusal for good,
-    and where; without one, how many answers there are."""
-    for i, exc in enumerate(answers):
-        if _may_pass(exc):
-            return i, exc
-    return len(answers), None
+def _left_unsent(rows: list[Any], answers: list[BaseException | None]) -> list[bool]:
+    """Which of ``rows`` stay unsent, given Kafka's ``answers`` to them (fewer than the rows
+    when those after a failure were not sent): a row not sent or whose failure may pass, and
+    each row after it of its key on its topic, whatever its answer, so that no row is marked
+    sent before an earlier one of its key (a key goes to one partition of its topic). The
+    others are marked sent, or set aside: acknowledged on another partition after a failure,
+    a row was left unsent, and published twice (a broker's restart, session 50's drill)."""
+    waiting: set[tuple[str, bytes | None]] = set()  # the topics' keys of rows left unsent
+    unsent = []
+    for i, row in enumerate(rows):
+        key = (row["topic"], row["key"])
+        stays = key in waiting or i >= len(answers) or _may_pass(answers[i])
+        if stays:
+            waiting.add(key)
+        unsent.append(stays)
+    return unsent
 
 
 def _may_pass(answer: object) -> bool:

@@ -171,3 +171,39 @@ async def test_a_batch_one_relay_holds_is_not_taken_by_another_relay(
         await asyncio.gather(*left, return_exceptions=True)
         await first.stop()
         await second.stop()
+
+
+async def test_rows_kafka_took_after_one_that_failed_are_marked_sent_and_not_sent_again(
+    infrastructure: system.Infrastructure, db: Database
+) -> None:
+    """Session 50's drill: after a broker's restart, a batch met a failure on one partition
+    (an out-of-order sequence), and the relay marked sent only the rows before it; those
+    after it, which Kafka had acknowledged on other partitions, were sent again (146 events
+    published twice). Here the batch's first row is one the broker refuses (larger than its
+    topic takes: the rows of its producer batch are sent again one at a time, as rows whose
+    failure may pass are sent again), the rows after it, of other keys, go to another topic,
+    which takes them: they are marked sent, and on that topic once; the first is set aside
+    by the next batch."""
+    bootstrap = infrastructure.kafka_bootstrap
+    names = await topics_with(bootstrap, small={"max.message.bytes": "2000"}, plenty={})
+    batch = [
+        (names["small"], b"order-1", b"x" * 3000),
+        (names["plenty"], b"order-2", b"after-1"),
+        (names["plenty"], b"order-3", b"after-2"),
+    ]
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            insert(outbox), [{"topic": t, "key": k, "value": v} for t, k, v in batch]
+        )
+    relay = await started(db, bootstrap, "1")
+    try:
+        assert await relay.publish_batch() == 2
+        assert await relay.publish_batch() == 1  # the refused row alone: set aside
+        assert await relay.publish_batch() == 0
+        async with db.engine.connect() as conn:
+            query = select(outbox.c.sent_at.is_not(None), outbox.c.refused_at.is_not(None))
+            marked = [tuple(row) for row in await conn.execute(query.order_by(outbox.c.id))]
+        assert marked == [(False, True), (True, False), (True, False)]
+        assert await read_topic(bootstrap, names["plenty"]) == [b"after-1", b"after-2"]
+    finally:
+        await relay.stop()

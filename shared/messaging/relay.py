@@ -21,7 +21,8 @@ with the rows after it; it is logged once, as an error, and counted
 failure (the broker away, a leader moving, too few replicas, a timeout, an authorization not
 granted yet) leaves the row unsent, and those after it of its key (:func:`_left_unsent`), and
 is retried with backoff; the rows that Kafka acknowledged, before or after it, are marked
-sent. Kafka away or busy (:func:`kafka_away`) is a one-line warning, as PostgreSQL
+sent. Kafka away or busy (:func:`kafka_away`), or a broker that lost the producer's sequence
+(:func:`out_of_sequence`, as after its restart), is a one-line warning, as PostgreSQL
 restarting is; anything else an error with its traceback.
 """
 
@@ -39,6 +40,7 @@ from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     RecordListTooLargeError,
 )
 from sqlalchemy import Table, func, select
@@ -103,6 +105,17 @@ def kafka_away(exc: BaseException) -> bool:
     timed out) or its :class:`KafkaTimeoutError` (a record not sent in time, its partition's
     leader unreachable). Not a refusal for good, nor an authorization not granted."""
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
+
+
+def out_of_sequence(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broker refusing a batch of the producer's as out of sequence: it
+    lost the producer's batches before it (after its restart; aiokafka also numbers a batch it
+    expires unsent, its partition's leader unknown). Not Kafka away, but it passes as well:
+    the relay renews its producer, which numbers afresh, and sends the rows again."""
+    return isinstance(exc, OutOfOrderSequenceNumber)
+
+
+_SEQUENCE_LOST = "Kafka lost the producer's sequence (a broker restarted?), retrying with a new one"
 
 
 def check_topic(topic: str) -> None:
@@ -202,9 +215,9 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if kafka_away(exc):  # not a fault of the database's: log_retry knows none
-                    said = "outbox relay failed; Kafka away, retrying: %r"
-                    log.warning(said, exc, extra=retried(KAFKA_AWAY))
+                if kafka_away(exc) or out_of_sequence(exc):  # Kafka's: log_retry knows none
+                    why = "Kafka away, retrying" if kafka_away(exc) else _SEQUENCE_LOST
+                    log.warning("outbox relay failed; %s: %r", why, exc, extra=retried(KAFKA_AWAY))
                 else:
                     log_retry(log, "outbox relay failed", exc)
                 failures += 1
@@ -311,6 +324,7 @@ class OutboxRelay:
             except Exception as exc:  # refused by the producer itself, or not sent at all
                 sent.append(exc)
             else:
+                future.add_done_callback(_retrieved)
                 # Alone, a row is a batch of its own: the broker's answer is about it alone.
                 sent.append(await self._answer(future, alone, deadline) if alone else future)
             if _may_pass(sent[-1]):
@@ -326,7 +340,8 @@ class OutboxRelay:
         self, future: asyncio.Future[Any], alone: bool, deadline: float
     ) -> BaseException | None:
         """Kafka's answer to one row by ``deadline``: None once acknowledged, else the
-        failure (:class:`KafkaTimeoutError` when none came in time)."""
+        failure (:class:`KafkaTimeoutError` when none came in time: the producer keeps the
+        row, and its late answer is retrieved by :func:`_retrieved`)."""
         if not future.done():  # mostly answered already: Kafka answers a partition's batch
             # Waited for, not cancelled: the future is the producer's, set once Kafka answers.
             with contextlib.suppress(TimeoutError):
@@ -470,6 +485,15 @@ def _left_unsent(rows: list[Any], answers: list[BaseException | None]) -> list[b
     return unsent
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Retrieve Kafka's answer to a row once it comes: one the relay no longer waits for
+    (after its batch's deadline, or the batch cancelled as its service stops) was a failure
+    no one retrieved, an error with a traceback from asyncio ('Future exception was never
+    retrieved', a broker restarting: ``LeaderNotAvailableError``). Its row stays unsent."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _may_pass(answer: object) -> bool:
     """Whether a row's answer is a failure that may pass (not an acknowledgement, nor yet
     a refusal for good)."""
@@ -487,5 +511,6 @@ __all__ = [
     "kafka_answers",
     "kafka_away",
     "make_producer",
+    "out_of_sequence",
     "refused_for_good",
 ]

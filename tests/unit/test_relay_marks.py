@@ -4,13 +4,23 @@ out-of-order sequence on one partition, and the relay marked sent only the rows 
 those after it that Kafka had acknowledged on other partitions were sent again, 146 events
 published twice. Now a row stays unsent only if it was not sent, its failure may pass, or
 an earlier row of its key on its topic stays unsent (a key goes to one partition: the
-order per key is kept)."""
+order per key is kept). And Kafka's late answer to a row the relay no longer waits for is
+retrieved: asyncio logged it as an error with its traceback."""
 
-from typing import Any
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
 
-from aiokafka import errors
+import pytest
+from aiokafka import AIOKafkaProducer, errors
+from sqlalchemy import Column, Integer, MetaData, Table
 
-from shared.messaging.relay import RefusedWithOthers, _left_unsent
+from shared.db import Database
+from shared.messaging import relay as relay_module
+from shared.messaging.relay import OutboxRelay, RefusedWithOthers, _left_unsent
 
 TOPIC = "orders.events.v1"
 SEQUENCE = errors.OutOfOrderSequenceNumber()  # a failure that may pass
@@ -59,3 +69,39 @@ def test_a_key_is_held_on_its_topic_and_rows_without_a_key_as_one() -> None:
     batch = rows((TOPIC, b"a"), ("other", b"a"), None, None, (TOPIC, b"a"))
     answers = [SEQUENCE, None, SEQUENCE, None, None]
     assert _left_unsent(batch, answers) == [True, False, True, True, True]
+
+
+class Holding:
+    """A producer that takes every row and answers none until the test says."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, **_: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+async def test_kafka_s_late_failure_of_a_row_no_longer_waited_for_is_retrieved(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer by the batch's deadline, the row stays unsent (Kafka away); the producer's
+    failure of it later (its batch expired, no leader: a broker restarting) was an error
+    from asyncio, 'Future exception was never retrieved', with a traceback."""
+    monkeypatch.setattr(relay_module, "RELAY_KAFKA_WAIT_SECONDS", 0.05)
+    producer = Holding()
+    relay = OutboxRelay(
+        cast(Database, SimpleNamespace(schema="orders")),
+        Table("outbox", MetaData(schema="orders"), Column("id", Integer)),
+        cast(Callable[[], AIOKafkaProducer], lambda: producer),
+        service="orders",
+    )
+    row = {"id": 1, "topic": TOPIC, "key": b"a", "value": b"{}", "headers": {}}
+    (answer,) = await relay._publish([row])
+    assert isinstance(answer, errors.KafkaTimeoutError), answer
+    caplog.set_level(logging.WARNING)
+    producer.futures.pop().set_exception(errors.LeaderNotAvailableError())
+    await asyncio.sleep(0)  # its callbacks run
+    gc.collect()  # an error no one retrieved is logged as its future is collected
+    assert [(r.name, r.getMessage()) for r in caplog.records] == []

@@ -65,7 +65,7 @@ def test_a_topic_name_kafka_rejects_is_an_invalid_topic(name: str) -> None:
     assert refused_for_good(raised.value)
 
 
-async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
+async def test_kafka_away_or_restarted_is_a_warning_and_a_refused_authorization_an_error(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     failures: list[Exception] = [
@@ -73,6 +73,9 @@ async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
         errors.KafkaConnectionError("Unable to bootstrap"),
         errors.NotLeaderForPartitionError(),
         errors.RequestTimedOutError(),
+        # After a broker's restart (session 50's drill: an error with its traceback): the
+        # relay's new producer numbers afresh.
+        errors.OutOfOrderSequenceNumber(),
         errors.TopicAuthorizationFailedError(),  # not granted: operations must act
     ]
     tried_all = asyncio.Event()
@@ -95,10 +98,14 @@ async def test_kafka_away_is_a_warning_and_a_refused_authorization_an_error(
             task.cancel()
     lines = [r for r in caplog.records if r.name == "shared.messaging.relay"]  # its own
     said = [(r.levelname, r.exc_info is not None, r.getMessage()) for r in lines]
-    assert [(level, traced) for level, traced, _ in said] == [("WARNING", False)] * 4 + [
+    assert [(level, traced) for level, traced, _ in said] == [("WARNING", False)] * 5 + [
         ("ERROR", True)
     ], said
     assert "KafkaTimeoutError" in said[0][2]
+    assert said[4][2] == (
+        "outbox relay failed; Kafka lost the producer's sequence (a broker restarted?),"
+        f" retrying with a new one: {errors.OutOfOrderSequenceNumber()!r}"
+    )
 
 
 async def test_a_kafka_outage_is_one_warning_then_a_line_when_the_relay_publishes_again(

@@ -167,6 +167,43 @@ async def test_the_last_commit_with_kafka_away_gives_up_in_time(
     ]
 
 
+class HandlingMeanwhile(FlakyConsumer):
+    """A commit during which a batch is handled: the consumer handles records until the
+    broker stops, after the last commit (``Service.serve``)."""
+
+    def __init__(self, offsets: HandledOffsets) -> None:
+        super().__init__(fails=0)
+        self.offsets = offsets
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await super().commit(offsets)
+        async with self.offsets.handling(self, [record(9)]):
+            pass
+
+
+async def test_a_batch_handled_during_the_last_commit_is_no_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Session 50's drill: orders, stopping, logged 'the last commit of offsets failed
+    (None)': nothing had failed, a batch was handled while the commit was under way. Its
+    records are delivered again (and found in the inbox): said in an info line."""
+    offsets = HandledOffsets(interval=60)  # only close() commits
+    consumer = HandlingMeanwhile(offsets)
+    async with offsets.handling(consumer, [record(8)]):
+        pass
+    caplog.set_level(logging.INFO, logger="shared.messaging.consumer")
+    await offsets.close()
+    assert consumer.attempts == [{TP: 9}] and offsets.pending == {TP: 10}
+    lines = [line for line in said(caplog, "shared.messaging.consumer") if "offsets" in line[1]]
+    assert lines == [
+        (
+            "INFO",
+            "records handled during the last commit of offsets (a batch under way as the"
+            " service stopped) are delivered again (and found in the inbox)",
+        )
+    ]
+
+
 async def test_a_rebalance_commit_with_kafka_away_gives_up_in_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

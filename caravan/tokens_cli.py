@@ -44,17 +44,24 @@ async def _in_tx(database_url: str, work: Callable[["AsyncConnection"], Awaitabl
 
 
 async def issue_token(
-    database_url: str, name: str, scopes: list[str], sources: list[str] | None = None
+    database_url: str,
+    name: str,
+    scopes: list[str],
+    sources: list[str] | None = None,
+    client: str | None = None,
 ) -> str:
     """Issue a token (audited as the OS user) and return it; ``sources`` binds it (None:
-    unbound, :func:`shared.auth.tokens.check_binding`)."""
+    unbound, :func:`shared.auth.tokens.check_binding`), as ``client`` does (the client whose
+    orders it places and reaches: another token's name, to replace it)."""
     from shared.auth import audit, tokens
 
     async def work(conn: "AsyncConnection") -> str:
-        token = await tokens.issue(conn, name, scopes, sources)
+        token = await tokens.issue(conn, name, scopes, sources, client)
         after: dict[str, object] = {"name": name, "scopes": sorted(set(scopes))}
-        if sources is not None:
-            after["sources"] = sorted(set(sources))
+        if sources is not None or client is not None:
+            after["sources"] = sorted(set(sources or []))
+        if client is not None:
+            after["client"] = client
         await audit.record(conn, audit.os_actor(), "token.issue", name, after=after)
         return token
 
@@ -94,10 +101,12 @@ def dev_token(database_url: str, path: Path = DEV_TOKEN_FILE) -> tuple[str, bool
     return token, True
 
 
-def reach(sources: list[str] | None) -> str:
+def reach(sources: list[str] | None, client: str | None = None) -> str:
     """Which orders a token reaches, as ``tokens issue`` and ``tokens list`` say it: ``all``
-    (unbound), or ``own`` (those it placed over HTTP) and its sources."""
-    return "all" if sources is None else ", ".join(["own", *sources])
+    (unbound), or ``own`` (those it placed over HTTP; ``own as CLIENT``: those placed as
+    that client) and its sources."""
+    own = "own" if client is None else f"own as {client}"
+    return "all" if sources is None else ", ".join([own, *sources])
 
 
 @app.command("issue")
@@ -119,6 +128,14 @@ def issue(
             " those (and those of each --source) alone; not with the scope ops",
         ),
     ] = False,
+    client: Annotated[
+        str | None,
+        typer.Option(
+            help="bind the token as the client NAME: it places its HTTP orders as NAME and"
+            " reaches NAME's, their keys its own (the name of the token it replaces: issue"
+            " the new one --client OLD, then revoke OLD)",
+        ),
+    ] = None,
 ) -> None:
     """Issue a token and print it: it is shown this once, only its hash is kept. The token
     alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr.
@@ -126,12 +143,12 @@ def issue(
     from shared.auth.tokens import BadToken
 
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
-    sources = sorted(set(source or [])) if source or own_orders else None
+    sources = sorted(set(source or [])) if source or own_orders or client else None
     try:
-        token = asyncio.run(issue_token(_database_url(), chosen, scope, sources))
+        token = asyncio.run(issue_token(_database_url(), chosen, scope, sources, client))
     except BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
-    bound = "" if sources is None else f"; orders: {reach(sources)}"
+    bound = "" if sources is None else f"; orders: {reach(sources, client)}"
     said = f"token {chosen} ({', '.join(sorted(set(scope)))}{bound}), shown once:"
     err_console.print(said, style="dim")
     print(token)
@@ -184,5 +201,6 @@ def list_tokens() -> None:
     for t in found:
         revoked = output.at(t.revoked_at) if t.revoked_at else ""
         scopes = ", ".join(t.scopes)
-        table.add_row(t.name, scopes, reach(t.sources), output.at(t.created_at), revoked)
+        orders = reach(t.sources, t.client)
+        table.add_row(t.name, scopes, orders, output.at(t.created_at), revoked)
     output.show(table)

@@ -306,10 +306,12 @@ class System:
             board.terminate()
             await board.wait()
 
-    async def issue_token(self, name: str, *scopes: str, sources: list[str] | None = None) -> str:
-        """A new token (as ``caravan tokens issue`` makes it), bound to its own orders and
-        those of ``sources`` unless they are None."""
-        return await issue_token(self.infra.database_url, name, list(scopes), sources)
+    async def issue_token(
+        self, name: str, *scopes: str, sources: list[str] | None = None, client: str | None = None
+    ) -> str:
+        """A new token (as ``caravan tokens issue`` makes it), bound to its own orders (as
+        ``client``'s if given) and those of ``sources`` unless they are None."""
+        return await issue_token(self.infra.database_url, name, list(scopes), sources, client)
 
     async def revoke_token(self, name: str) -> None:
         assert self.engine is not None

@@ -26,6 +26,10 @@ tokens = Table(
     # None: the token reaches every order (as every token did before 2026-12-06); else it is
     # bound: it reaches the orders it placed over HTTP and those of these sources.
     Column("sources", ARRAY(String(256)), nullable=True),
+    # The client whose HTTP orders a bound token places (orders.placed_by) and reaches as its
+    # own: None, its own name; another token's, to take its place (``tokens issue --client``:
+    # a token replaced keeps its client's orders and keys).
+    Column("client", String(64), nullable=True),
 )
 
 audit = Table(

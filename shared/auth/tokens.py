@@ -39,6 +39,14 @@ class Principal:
     """None: the token reaches every order. Else it is bound: it reaches the orders it
     placed over HTTP (``orders.placed_by``) and those of these sources, no other (never
     for a token with ``ops``, which reaches every order: :func:`lookup`)."""
+    client: str | None = None
+    """The client whose orders it places and reaches as its own (:attr:`placer`), when not
+    its own name: a token issued to replace another (``tokens issue --client``)."""
+
+    @property
+    def placer(self) -> str:
+        """The name its HTTP orders keep (``orders.placed_by``): its client's, else its own."""
+        return self.client or self.name
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None
     sources: list[str] | None = None  # as :attr:`Principal.sources`
+    client: str | None = None  # as :attr:`Principal.client`
 
 
 @dataclass(frozen=True)
@@ -108,20 +117,28 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
 
 
 async def issue(
-    conn: AsyncConnection, name: str, scopes: list[str], sources: list[str] | None = None
+    conn: AsyncConnection,
+    name: str,
+    scopes: list[str],
+    sources: list[str] | None = None,
+    client: str | None = None,
 ) -> str:
     """Store a new token's hash under ``name`` (unique) and return the token (shown once);
-    ``sources`` binds it (:func:`check_binding`)."""
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {name!r}")
+    ``sources`` binds it (:func:`check_binding`), and so does ``client``: it places its HTTP
+    orders as that client and reaches that client's (:attr:`Principal.client`)."""
+    for named in (name, client):
+        if named is not None and not re.fullmatch(NAME_PATTERN, named):
+            raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {named!r}")
     checked = check_scopes(scopes)
-    bound = check_binding(checked, sources)
+    bound = check_binding(checked, [] if sources is None and client is not None else sources)
     taken = await conn.scalar(select(tokens.c.name).where(tokens.c.name == name))
     if taken is not None:
         raise BadToken(f"a token named {name!r} exists (revoked ones keep their name)")
     token = new_token()
     await conn.execute(
-        insert(tokens).values(name=name, hash=digest(token), scopes=checked, sources=bound)
+        insert(tokens).values(
+            name=name, hash=digest(token), scopes=checked, sources=bound, client=client
+        )
     )
     return token
 
@@ -148,7 +165,9 @@ async def listing(conn: AsyncConnection) -> list[TokenInfo]:
 
 def _info(row: Any) -> TokenInfo:
     sources = None if row.sources is None else list(row.sources)
-    return TokenInfo(row.name, list(row.scopes), row.created_at, row.revoked_at, sources)
+    return TokenInfo(
+        row.name, list(row.scopes), row.created_at, row.revoked_at, sources, row.client
+    )
 
 
 async def lookup(conn: AsyncConnection, token: str) -> Lookup:
@@ -168,6 +187,7 @@ async def lookup(conn: AsyncConnection, token: str) -> Lookup:
                 tokens.c.hash,
                 tokens.c.scopes,
                 tokens.c.sources,
+                tokens.c.client,
                 tokens.c.revoked_at,
             ).select_from(counted.outerjoin(tokens, tokens.c.hash == presented))
         )
@@ -179,4 +199,5 @@ async def lookup(conn: AsyncConnection, token: str) -> Lookup:
     scopes = frozenset(row.scopes)
     # ops reaches every order (GET /orders of every buyer): bound, it would not be in effect.
     bound = None if row.sources is None or "ops" in scopes else frozenset(row.sources)
-    return Lookup(Principal(row.name, scopes, bound), None, row.revoked)
+    client = None if bound is None else row.client
+    return Lookup(Principal(row.name, scopes, bound, client), None, row.revoked)

@@ -185,3 +185,42 @@ async def test_a_key_another_token_used_is_refused_to_a_bound_token_telling_noth
     assert await caravan.scalar(stored, r=[key, unbound_key]) == 2
     for client in (shop_a, shop_b, anyone):
         await client.aclose()
+
+
+async def test_a_token_issued_to_replace_another_keeps_its_orders_and_keys(
+    no_payments: System,
+) -> None:
+    """A leaked token is replaced: a new one issued, the first revoked. Bound to its own
+    name, the new token reached none of the orders the first had placed, and the
+    storefront's retry of an order under way (its key again) was refused as another
+    client's. Issued ``--client OLD``, it places and reaches as the first did."""
+    caravan, tag = no_payments, uuid.uuid4().hex[:8]
+    old_name, new_name, buyer = f"rot-old-{tag}", f"rot-new-{tag}", f"t-rot-{tag}"
+    old = caravan.api("orders", await caravan.issue_token(old_name, *ORDERS_SCOPES, sources=[]))
+    key = ref("SWN")
+    placed = await _posted(old, _body(buyer), key)
+    await old.aclose()
+    issued = await cli(
+        caravan,
+        *("tokens", "issue", "--scope", "orders:read", "--scope", "orders:write"),
+        *("--name", new_name, "--client", old_name),
+    )
+    assert issued.returncode == 0, issued.stderr
+    said = f"token {new_name} (orders:read, orders:write; orders: own as {old_name}), shown once"
+    assert said in _said(issued.stderr)
+    await caravan.revoke_token(old_name)
+    new = caravan.api("orders", issued.stdout.strip())
+    assert await _posted(new, _body(buyer), key) == placed  # the retry: the same order
+    assert (await new.get(f"/orders/{placed}")).status_code == 200
+    mine = await _posted(new, _body(buyer), ref("SWN"))
+    assert await _buyers(new, buyer) == {placed, mine}
+    stored = "select placed_by from orders.orders where order_id = any(:ids)"
+    assert [r.placed_by for r in await caravan.sql(stored, ids=[placed, mine])] == [old_name] * 2
+    listed = await cli(caravan, "tokens", "list")
+    assert f"own as {old_name}" in _said(listed.stdout), listed.stdout
+    other = await _client(caravan, "rot-other", [])  # another client's: still out of reach
+    await _as_unknown(other, "GET", "/orders/{}", placed)
+    cancelled = await new.post(f"/orders/{placed}/cancel")
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    for client in (new, other):
+        await client.aclose()

@@ -12,7 +12,11 @@ TOKEN = "cvn_" + "t" * 43
 
 def test_the_token_is_all_that_goes_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
     async def issue_token(
-        database_url: str, name: str, scopes: list[str], sources: list[str] | None
+        database_url: str,
+        name: str,
+        scopes: list[str],
+        sources: list[str] | None,
+        client: str | None = None,
     ) -> str:
         return TOKEN
 
@@ -33,7 +37,11 @@ def test_a_bound_token_is_issued_with_its_sources_and_said_so(
     asked: list[list[str] | None] = []
 
     async def issue_token(
-        database_url: str, name: str, scopes: list[str], sources: list[str] | None
+        database_url: str,
+        name: str,
+        scopes: list[str],
+        sources: list[str] | None,
+        client: str | None = None,
     ) -> str:
         asked.append(sources)
         return TOKEN

@@ -104,7 +104,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
         try:
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.name)
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.placer)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != IDEMPOTENCY_KEY:
                 # No other key of an order being placed is another request's to take first: a
@@ -113,8 +113,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             # A concurrent request with this key committed its order first (the insert is
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.name)
-        if who.sources is not None and placed.placed_by != who.name:
+                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.placer)
+        if who.sources is not None and placed.placed_by != who.placer:
             return problem(409, "Idempotency-Key taken", KEY_TAKEN)
         if not placed.same_request:
             return problem(

@@ -24,7 +24,7 @@ def reach(who: Principal) -> ColumnElement[bool] | None:
     if it did not exist (a 404 as of an unknown id, missing from its lists)."""
     if who.sources is None:
         return None
-    own = orders.c.placed_by == who.name
+    own = orders.c.placed_by == who.placer
     return or_(own, orders.c.source.in_(sorted(who.sources))) if who.sources else own
 
 

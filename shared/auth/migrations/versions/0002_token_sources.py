@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("sources", postgresql.ARRAY(sa.String(length=256)), nullable=True),
         schema="auth",
     )
+    op.add_column("tokens", sa.Column("client", sa.String(length=64), nullable=True), schema="auth")
 
 
 def downgrade() -> None:
@@ -38,4 +39,5 @@ def downgrade() -> None:
         "UPDATE auth.tokens SET sources = NULL, revoked_at = coalesce(revoked_at, now())"
         " WHERE sources IS NOT NULL",
     )
+    op.drop_column("tokens", "client", schema="auth")
     op.drop_column("tokens", "sources", schema="auth")

@@ -2,7 +2,6 @@
 as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the development
 token of ``caravan up``)."""
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -127,13 +126,11 @@ def answer(
 def as_options(said: str, options: Mapping[str, str]) -> str:
     """An API's refusal ``said`` in the terms of the command that called it, ``options``
     naming the command's option for each query parameter it sends: a field at fault
-    ``query.buyer_id`` is ``--buyer``, and so is the parameter named in the words where the
-    option is another name (``buyer_id is needed``); one of the same name (``reason``) is
-    left in the words as it is."""
+    ``query.buyer_id`` is ``--buyer``, and so is the parameter its words name, which an API
+    writes in backticks (`` `buyer_id` ``, `` `source` `` is ``--source``); a word that is also
+    a parameter's name (``a reason``) is left as it is."""
     for name, option in options.items():
-        said = said.replace(f"query.{name}", option)
-        if option != f"--{name}":
-            said = re.sub(rf"(?<![\w.-]){re.escape(name)}\b", option, said)
+        said = said.replace(f"query.{name}", option).replace(f"`{name}`", option)
     return said
 
 

@@ -441,7 +441,7 @@ def needs_ops(token: str) -> tuple[int, str]:
     return (
         403,
         f"the token {token!r} lacks the scope ops, which every buyer's orders need: a token"
-        " without it names a buyer (buyer_id), or both source and order_ref",
+        " without it names a buyer (`buyer_id`), or both `source` and `order_ref`",
     )
 
 
@@ -539,7 +539,7 @@ async def test_an_operator_lists_every_buyers_orders_by_status_reason_and_time(
                 "status": "confirmed",
                 "reason": "out_of_stock",
             },
-            ("query.until", "until must be after since"): {"since": third, "until": third},
+            ("query.until", "`until` must be after `since`"): {"since": third, "until": third},
         }
         for (field, said), params in refused.items():
             response = await api.get("/orders", params=params)

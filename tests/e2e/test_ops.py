@@ -1284,7 +1284,7 @@ async def test_orders_list_shows_every_buyers_orders_by_status_reason_and_time(
     said = " ".join(refused.stderr.split())  # in the command's terms: it said query.buyer_id
     assert (
         f"Forbidden: the token 'cli-storefront-{tag}' lacks the scope ops, which every buyer's"
-        " orders need: a token without it names a buyer (--buyer), or both source and --ref"
+        " orders need: a token without it names a buyer (--buyer), or both --source and --ref"
     ) in said, said
     bad = await cli(caravan, "orders", "list", "--reason", "lost")  # refused by the command
     assert bad.returncode == 2 and "'lost' is not one of" in bad.stderr, bad.stderr

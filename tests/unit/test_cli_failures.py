@@ -967,28 +967,40 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
 ) -> None:
     """A token without ops was told "query.buyer_id: buyer_id is needed", the API's names,
     where the command's option is --buyer (the API's 403 now, naming buyer_id in its words);
-    a field named as its option (--reason) is left as it is in the words."""
+    a parameter the words name (in backticks) is the option, whether it is named as the
+    parameter (`source` is --source: it was left as "source") or not; a word that is also a
+    parameter's name (a reason) is left as it is."""
     needs = (
         "the token 'shop' lacks the scope ops, which every buyer's orders need: a token without"
-        " it names a buyer (buyer_id), or both source and order_ref"
+        " it names a buyer (`buyer_id`), or both `source` and `order_ref`"
     )
     only = "only cancelled orders have a reason, not confirmed ones"
+    after = "`until` must be after `since`"
 
     def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if "reason" not in kwargs["params"]:
+        params = kwargs["params"]
+        if "reason" not in params and "until" not in params:
             return httpx.Response(403, json={"title": "Forbidden", "detail": needs})
-        error = {"field": "query.reason", "message": only}
+        said, field = (only, "query.reason") if "reason" in params else (after, "query.until")
+        error = {"field": field, "message": said}
         return httpx.Response(
-            422, json={"title": "Invalid request", "detail": only, "errors": [error]}
+            422, json={"title": "Invalid request", "detail": said, "errors": [error]}
         )
 
     monkeypatch.setattr(httpx, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan("orders", "list")
-    said = needs.replace("(buyer_id)", "(--buyer)").replace("order_ref", "--ref")
+    said = (
+        "the token 'shop' lacks the scope ops, which every buyer's orders need: a token without"
+        " it names a buyer (--buyer), or both --source and --ref"
+    )
     assert (code, out, err.splitlines()) == (1, "", [f"Forbidden: {said}"])
     code, out, err = caravan("orders", "list", "--status", "confirmed", "--reason", "expired")
     assert (code, err.splitlines()) == (1, [f"Invalid request: {only}", f"  --reason: {only}"])
+    at = "2026-12-06T08:00:00+00:00"
+    code, out, err = caravan("orders", "list", "--since", at, "--until", at)
+    said = "--until must be after --since"
+    assert (code, err.splitlines()) == (1, [f"Invalid request: {said}", f"  --until: {said}"])
 
 
 def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_class(

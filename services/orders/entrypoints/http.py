@@ -49,10 +49,12 @@ KEY_TAKEN = (
 """What a bound token is told of a key another token placed an order with (a 409): nothing of
 that order."""
 EVERY_BUYER = (
-    ", which every buyer's orders need: a token without it names a buyer (buyer_id), or both"
-    " source and order_ref"
+    ", which every buyer's orders need: a token without it names a buyer (`buyer_id`), or both"
+    " `source` and `order_ref`"
 )
-"""What a token without ops is told of ``GET /orders`` naming no one buyer (a 403)."""
+"""What a token without ops is told of ``GET /orders`` naming no one buyer (a 403). A detail
+writes a query parameter it names in backticks, the word in plain text (a client, the CLI,
+says the parameter in its own terms: ``caravan.admin_api.as_options``)."""
 ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
 
 
@@ -196,7 +198,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             said = f"only cancelled orders have a reason, not {status} ones"
             return refused_body(said, field="query.reason")
         if since is not None and until is not None and until <= since:
-            return refused_body("until must be after since", field="query.until")
+            return refused_body("`until` must be after `since`", field="query.until")
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await queries.buyer_orders(
                 conn,

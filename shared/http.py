@@ -228,6 +228,8 @@ def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
 
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="caravan"'}
+NO_TOKEN = "a bearer token is required"
+"""The detail of the 401 of a request that sent no token."""
 COOKIE = "caravan_token"
 _SCHEME = HTTPBearer(auto_error=False, description="a Caravan API token (`caravan tokens issue`)")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_SCHEME)]
@@ -306,7 +308,7 @@ async def authorize_token(
         )
     if not token:
         guard.refused("missing", client, method, path)
-        raise StarletteHTTPException(401, "a bearer token is required", BEARER)
+        raise StarletteHTTPException(401, NO_TOKEN, BEARER)
     found = await guard.lookup(token)
     if found.principal is None:
         guard.refused(found.refused or "unknown", client, method, path)

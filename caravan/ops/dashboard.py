@@ -42,6 +42,7 @@ from shared.db import Database, fault
 from shared.http import (
     COOKIE,
     NO_NATIVE_TELEMETRY,
+    NO_TOKEN,
     PROBLEM,
     authorize_token,
     http_problem,
@@ -997,7 +998,8 @@ class Dashboard:
         async def login(request: Request) -> Response:
             """The token from the form, checked like a bearer token, then kept in a cookie. A
             browser's refused is shown the form again, saying why in the refusal's words (a
-            401's alike for a token unknown or revoked), with its status and headers."""
+            401's alike for a token unknown or revoked; none typed in said in the form's) and
+            what to do, with its status and headers (a 429's Retry-After)."""
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             token = (form.get("token") or [""])[0].strip()
             try:
@@ -1005,7 +1007,9 @@ class Dashboard:
             except StarletteHTTPException as exc:
                 if exc.status_code not in SIGN_IN_AGAIN or not _browser(request):
                     raise
-                said = f"{exc.detail}: {SIGN_IN_AGAIN[exc.status_code]}"
+                why = FORM_WORDS.get(exc.detail, exc.detail)
+                wait = (exc.headers or {}).get("Retry-After")
+                said = f"{why}: {SIGN_IN_AGAIN[exc.status_code].format(wait=wait)}"
                 page = _login_page(f"<p class='warning'>{html.escape(said)}</p>")
                 return HTMLResponse(page, exc.status_code, exc.headers)  # the form, not JSON
             response = RedirectResponse("/", status_code=303)
@@ -1065,8 +1069,16 @@ def _browser(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-SIGN_IN_AGAIN = {401: "sign in with a valid token", 403: "sign in with a token that has it"}
-"""What the sign-in form says after a refusal's own words (``the token is not valid``)."""
+SIGN_IN_AGAIN = {
+    401: "sign in with a valid token",
+    403: "sign in with a token that has it",
+    429: "try again in {wait} s",
+}
+"""What the sign-in form says after a refusal's own words (``the token is not valid``), a
+429's wait its ``Retry-After``."""
+FORM_WORDS = {NO_TOKEN: "no token was typed in"}
+"""A refusal's words the sign-in form says otherwise: a bearer token is what a program sends,
+where a browser's form sent nothing."""
 
 
 def _login_page(error: str) -> str:

@@ -582,6 +582,14 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
             ), refused.text
             assert refused.headers["www-authenticate"].startswith("Bearer")
             assert "caravan_token" not in browser.cookies
+        # None typed in: the form again, in its words (it said "a bearer token is required").
+        empty = await browser.post("/login", data={"token": " "})
+        assert empty.status_code == 401 and "text/html" in empty.headers["content-type"]
+        assert (
+            "<p class='warning'>no token was typed in: sign in with a valid token</p><form"
+            in empty.text
+        ), empty.text
+        assert "caravan_token" not in browser.cookies
         # A token without the scope ops: the form again, saying so (it was JSON, a 403).
         storefront = await caravan.issue_token(f"ops-page-{uuid.uuid4().hex[:8]}", "orders:read")
         lacking = await browser.post("/login", data={"token": storefront})
@@ -595,6 +603,21 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
         assert "httponly" in cookie and "samesite=strict" in cookie
         page = await browser.get("/")
         assert page.status_code == 200 and "Caravan operations" in page.text
+    # An address over the limit: the form again, saying how long to wait (it was JSON), the
+    # 429 and its Retry-After kept; from an address of its own, lest it throttle the others.
+    source = f"127.0.4.{uuid.uuid4().int % 250 + 1}"
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"accept": "text/html"}, transport=transport
+    ) as browser:
+        for _ in range(10):  # the default limit: 10 failures a minute
+            assert (await browser.post("/login", data={"token": "x"})).status_code == 401
+        throttled = await browser.post("/login", data={"token": "cvn_" + "z" * 43})
+    assert throttled.status_code == 429 and "text/html" in throttled.headers["content-type"]
+    wait = throttled.headers["retry-after"]
+    assert 1 <= int(wait) <= 60
+    said = f"too many failed attempts from this address: try again in {wait} s"
+    assert f"<p class='warning'>{said}</p><form" in throttled.text, throttled.text
 
 
 async def test_the_first_up_on_a_machine_issues_a_development_token(

@@ -266,10 +266,13 @@ def retry(
     app_name: App = None,
     url: Url = None,
 ) -> None:
-    """Send failed callbacks again, and pending ones at once (not after their backoff), from a
-    first attempt: an app's (``--app``), or the ones named (audited)."""
+    """Send failed callbacks again from a first attempt, and pending ones at once (not after
+    their backoff), their attempts kept: an app's (``--app``), or the ones named (audited)."""
     if (app_name is None) == (not event_ids):
         raise typer.BadParameter("name either --app or event ids (not both)")
     body = {"app": app_name} if app_name is not None else {"event_ids": event_ids}
     told = _call(url, "POST", "/platform/callbacks/retry", json=body)
-    console.print(f"{told['requeued']} failed or pending callback(s) sent again")
+    console.print(
+        f"{told['requeued']} callback(s) sent again: {told['failed']} failed, from a first"
+        f" attempt; {told['pending']} pending, at once, their attempts kept"
+    )

@@ -1358,7 +1358,8 @@ async def test_failed_callbacks_are_sent_again_on_request(
     )
     retry = {"event_ids": [outcome.id]}
     answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
-    assert answer.json() == {"requeued": 1, "event_ids": [outcome.id]}, answer.text
+    told = {"requeued": 1, "failed": 1, "pending": 0, "event_ids": [outcome.id]}
+    assert answer.json() == told, answer.text
     assert await until(status, "sent again", ready=lambda s: s[0] == "delivered") == (
         "delivered",
         1,  # from a first attempt
@@ -1366,7 +1367,8 @@ async def test_failed_callbacks_are_sent_again_on_request(
     again = await platform.adapter.post(
         "/platform/callbacks/retry", json={"event_ids": [outcome.id.upper()]}
     )
-    assert again.json() == {"requeued": 0, "event_ids": []}  # delivered: nothing to send
+    nothing = {"requeued": 0, "failed": 0, "pending": 0, "event_ids": []}
+    assert again.json() == nothing  # delivered: nothing to send
     audited = await caravan.scalar(
         "select count(*) from auth.audit where action = 'platform.callbacks.retry'"
         " and detail -> 'event_ids' ? :e",
@@ -1382,8 +1384,10 @@ async def test_a_pending_callback_is_sent_at_once_on_request(
 ) -> None:
     """Once the platform's status API was back, a callback still pending waited out its
     backoff (up to the cap, 300 s by default), and ``retry`` sent only failed ones: it
-    answered ``{"requeued": 0}`` and nothing hurried it. A pending one is sent at once, from
-    a first attempt; one being sent (its claim's to record) is left alone."""
+    answered ``{"requeued": 0}`` and nothing hurried it. A pending one is sent at once, its
+    attempts kept (it was given a new budget, as a failed one is, attempts 0 again: hurried
+    through an outage, it would never fail), the answer counting it pending, not failed; one
+    being sent (its claim's to record) is left alone."""
     _, outcome, status = await a_callback_delivered(caravan, platform)
     waiting = (
         "update platform.callbacks set status = :s, attempts = 7,"
@@ -1393,13 +1397,15 @@ async def test_a_pending_callback_is_sent_at_once_on_request(
     try:
         await caravan.execute(waiting, s="sending", e=outcome.id)  # as if claimed, being sent
         answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
-        assert answer.json() == {"requeued": 0, "event_ids": []}, answer.text
+        nothing = {"requeued": 0, "failed": 0, "pending": 0, "event_ids": []}
+        assert answer.json() == nothing, answer.text
         assert await status() == ("sending", 7)
         await caravan.execute(waiting, s="pending", e=outcome.id)  # its next try an hour away
         answer = await platform.adapter.post("/platform/callbacks/retry", json=retry)
-        assert answer.json() == {"requeued": 1, "event_ids": [outcome.id]}, answer.text
+        told = {"requeued": 1, "failed": 0, "pending": 1, "event_ids": [outcome.id]}
+        assert answer.json() == told, answer.text
         sent = await until(status, "sent at once", ready=lambda s: s[0] == "delivered")
-        assert sent == ("delivered", 1)  # from a first attempt
+        assert sent == ("delivered", 8)  # its eighth attempt, not a first
     finally:  # nothing left due an hour from now
         await caravan.execute(
             "update platform.callbacks set status = 'delivered' where event_id = :e",

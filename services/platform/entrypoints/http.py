@@ -43,8 +43,9 @@ records; ``platform:read`` or ``platform:write`` to read):
   and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
   platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
   an app configured or with callbacks, event ids that are UUIDs; ``platform:write``,
-  audited): the ``failed`` and ``pending`` ones sent again at once from a first attempt (the
-  answer and the audit row: how many, and the first ``LISTED`` event ids).
+  audited): the ``failed`` ones sent again at once from a first attempt, the ``pending`` ones
+  at once, their attempts kept (the answer and the audit row: how many, of them how many
+  failed and pending, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page. Problems and callbacks of an
@@ -436,8 +437,16 @@ MAPPINGS_CURSOR = cursor_after(str, str)
 PROBLEMS_CURSOR = cursor_after(datetime, str, str, str)
 CALLBACKS_CURSOR = cursor_after(datetime, str)
 LISTED = 100  # event ids a retry's answer and audit row name (the first, in order)
-RETRIED: tuple[CallbackStatus, ...] = ("failed", "pending")
-"""The callbacks a retry sends again at once: given up, or waiting out a backoff."""
+RETRIED: dict[CallbackStatus, dict[str, Any]] = {
+    "pending": {"next_attempt_at": func.now()},
+    "failed": {"status": "pending", "attempts": 0, "next_attempt_at": func.now()},
+}
+"""The callbacks a retry sends again at once, and how: one waiting out a backoff is due now,
+its attempts kept (hurried, not given more: an operator's retry during an outage would
+otherwise keep it from ever failing, and its attempts would no longer say how many there
+were); one given up is pending again from a first attempt, a new budget (its own spent, an
+operator sends it again once the platform is mended). The pending first: the failed, made
+pending, are not hurried again."""
 
 
 def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
@@ -629,29 +638,32 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:
         """Send callbacks again now (of one app, or the ones named, or those of them of the
-        app), from a first attempt: once the platform's status API works again, or its
-        secret is put right. The ``failed`` ones, and the ``pending`` ones, which would
-        otherwise wait out their backoff (up to the cap, minutes after the API is back);
-        not those being sent (their claim's, which records them) nor those delivered. Every
-        one is requeued; the answer and the audit row carry how many, and the first
-        ``LISTED`` of their event ids (``GET /platform/callbacks`` lists them all)."""
+        app): once the platform's status API works again, or its secret is put right. The
+        ``failed`` ones from a first attempt, and the ``pending`` ones, which would otherwise
+        wait out their backoff (up to the cap, minutes after the API is back), their attempts
+        kept (:data:`RETRIED`); not those being sent (their claim's, which records them) nor
+        those delivered. The answer and the audit row carry how many (``requeued``), how many
+        of them were ``failed`` and ``pending``, and the first ``LISTED`` of their event ids
+        (``GET /platform/callbacks`` lists them all)."""
         if body.app is not None and (
             refused := await _unknown_app(body.app, callbacks, "callback")
         ):
             return refused
-        query = update(callbacks).where(callbacks.c.status.in_(RETRIED))
+        query = update(callbacks).returning(callbacks.c.event_id)
         if body.app is not None:
             query = query.where(callbacks.c.app == body.app)
         if body.event_ids is not None:
             query = query.where(callbacks.c.event_id.in_(body.event_ids))
         async with uow.begin() as tx:
-            requeued = await tx.conn.execute(
-                query.values(status="pending", attempts=0, next_attempt_at=func.now()).returning(
-                    callbacks.c.event_id
-                )
-            )
-            ids = sorted(r.event_id for r in requeued)
-            told = {"requeued": len(ids), "event_ids": ids[:LISTED]}
+            counts: dict[str, int] = {}
+            ids: list[str] = []
+            for status, values in RETRIED.items():
+                these = query.where(callbacks.c.status == status).values(**values)
+                requeued = (await tx.conn.execute(these)).scalars().all()
+                counts[status] = len(requeued)
+                ids += requeued
+            ids.sort()
+            told = {"requeued": len(ids), **counts, "event_ids": ids[:LISTED]}
             if ids:
                 target = body.app or "*"
                 await audit.record(

@@ -159,11 +159,16 @@ async def test_a_mended_problem_is_placed_by_a_refetch_from_the_command_line(
     code, out = await cli(caravan, "refetch", APP, order_ref)
     assert (code, out) == (0, f"{APP}/{order_ref}: duplicate\n")
     audited = await caravan.sql(
-        "select detail ->> 'status' from auth.audit where action = 'platform.refetch'"
-        " and target = :t order by id",
+        "select detail ->> 'status', detail -> 'problems' from auth.audit"
+        " where action = 'platform.refetch' and target = :t order by id",
         t=f"{APP}/{order_ref}",
     )
-    assert [row[0] for row in audited] == ["problem", "accepted", "duplicate"]
+    # the problem's kinds, as its answer names them (the record lacked them)
+    assert [tuple(row) for row in audited] == [
+        ("problem", ["unmapped_sku"]),
+        ("accepted", None),
+        ("duplicate", None),
+    ]
     code, out = await cli(caravan, "refetch", "t-nosuch", order_ref)
     assert code == 1 and "no app 't-nosuch'" in out, out
 

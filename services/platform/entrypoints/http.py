@@ -349,7 +349,9 @@ def push_router(
 
         async def decided(tx: Tx, order: PlatformOrder) -> handlers.Decision:
             decision = await handlers.decide(tx, body.app, order)
-            told = {"status": decision.outcome, "platform_status": order.status}
+            told: dict[str, Any] = {"status": decision.outcome, "platform_status": order.status}
+            if decision.problems:  # the kinds its answer names (PushAnswer)
+                told["problems"] = list(decision.problems)
             target = f"{body.app}/{order.order_id}"
             await audit.record(tx.conn, who.name, "platform.refetch", target, detail=told)
             return decision

@@ -13,6 +13,7 @@ from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, subscriptions
 from services.platform.handlers import CALLBACKS_DUE, Accepted, Decided, sample_problems
 from services.platform.metrics import start_at_zero_for
+from shared.addresses import served_at
 from shared.messaging.retention import HOUR, Expiring
 from shared.runtime import Service, build_service
 from shared.settings import Settings, claim_lease
@@ -64,7 +65,7 @@ def start_note(settings: Settings) -> str:
     if not settings.platform_apps:
         return "no app configured (CARAVAN_PLATFORM_APPS): every push is refused"
     apps = ", ".join(sorted(settings.platform_apps))
-    where = f"http://{settings.http_host}:{settings.platform_http_port}/platform/{{app}}/push"
+    where = served_at(settings.http_host, settings.platform_http_port, "/platform/{app}/push")
     return f"apps {apps}; pushes to POST {where}"
 
 

@@ -22,6 +22,7 @@ from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from services.orders.domain.order import Status as OrderStatus
 from shared import days
+from shared.addresses import served_at
 from shared.api import field_errors
 from shared.events.orders import CancelReason
 from shared.events.registry import PoisonCode
@@ -326,6 +327,7 @@ def _up(
 
     from caravan import system
     from caravan.demo import run_demo
+    from services.platform.served import ready_note
 
     settings = Settings()
     _refuse_development_servers_in_production(settings)
@@ -387,17 +389,19 @@ def _up(
         with console.status("starting services"):
             procs.start()
             system.record_processes(pid_file, procs.procs)
-            base = f"http://{settings.http_host}:{settings.http_port}"
+            base = served_at(settings.http_host, settings.http_port)
             system.wait_ready(procs)
         page.start()
+        # as the adapter it started has its settings: on the port after the others
+        adapter = settings.model_copy(update={"platform_http_port": services["platform"]})
         recorded = {**procs.procs, **page.procs()}
         system.record_processes(pid_file, recorded)
         console.print(
             Text.assemble(
                 ("ready", "green"),
                 f" in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
-                f"operations page on http://{settings.http_host}:{dashboard_port} (sign in "
-                f"with the token in {DEV_TOKEN_FILE}), "
+                f"operations page on {served_at(settings.http_host, dashboard_port)} (sign in "
+                f"with the token in {DEV_TOKEN_FILE}), {ready_note(adapter)}, "
                 f"service logs in {procs.log_dir}",
             )
         )

@@ -13,7 +13,7 @@ from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, subscriptions
 from services.platform.handlers import CALLBACKS_DUE, Accepted, Decided, sample_problems
 from services.platform.metrics import start_at_zero_for
-from shared.addresses import served_at
+from services.platform.served import start_note
 from shared.messaging.retention import HOUR, Expiring
 from shared.runtime import Service, build_service
 from shared.settings import Settings, claim_lease
@@ -55,18 +55,6 @@ def forgotten(settings: Settings) -> list[Expiring]:
         Expiring(pushes, "received_at", "", 3 * window / HOUR, outlive_inbox=False),
         Expiring(closed_unplaced, "seen_at", "", closed / HOUR, outlive_inbox=False),
     ]
-
-
-def start_note(settings: Settings) -> str:
-    """What the adapter's start line says (``platform started: ...``): the apps it takes
-    pushes for and calls back, by name (never a secret), and where their pushes come; an
-    operator sees an app was loaded without trying a push, or that none was (every push is
-    refused 401, ``no app``)."""
-    if not settings.platform_apps:
-        return "no app configured (CARAVAN_PLATFORM_APPS): every push is refused"
-    apps = ", ".join(sorted(settings.platform_apps))
-    where = served_at(settings.http_host, settings.platform_http_port, "/platform/{app}/push")
-    return f"apps {apps}; pushes to POST {where}"
 
 
 def checks(settings: Settings) -> list[Callable[[], object]]:

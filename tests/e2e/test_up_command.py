@@ -12,6 +12,7 @@ the session's server."""
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -215,6 +216,10 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
         system.RESTART_BACKOFF_VAR: "0.2,1",  # a service that exits: see keeps_exiting
         "PYTHONUNBUFFERED": "1",  # lines as a terminal shows them
         "COLUMNS": "1000",
+        # an app the adapter serves (no push comes: its platform is never called)
+        "CARAVAN_PLATFORM_APPS": json.dumps(
+            {"up-market": {"secret": "up-market-secret-0001", "api_url": "http://127.0.0.1:9"}}
+        ),
     }
     args = ["--demo", "--orders", str(ORDERS), "--dashboard-port", str(DASHBOARD_PORT)]
     with caravan_up(args, root, env) as up:
@@ -236,6 +241,9 @@ async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
         assert all(re.search(r": none -> \w+ in \d+\.\ds$", line) for line in migrated), migrated
         ready = next(line for line in shown if line.startswith("ready in "))
         assert f"HTTP API on http://127.0.0.1:{UP_HTTP_PORT}" in ready, ready
+        # the apps its platform adapter serves, as the adapter's start line says them
+        pushes = f"http://127.0.0.1:{UP_HTTP_PORT + 4}/platform/{{app}}/push"
+        assert f", platform apps up-market (pushes to POST {pushes}), " in ready, ready
         assert shown.index(ready) < titled(shown)
         held = await orders_held(servers["DATABASE_URL"], but=set())
         assert len(held) == ORDERS

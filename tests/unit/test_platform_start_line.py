@@ -1,11 +1,12 @@
 """The platform adapter's start line names the apps it loaded, never their secrets
-(``tests/e2e/test_platform.py``: the line a restarted adapter logs)."""
+(``tests/e2e/test_platform.py``: the line a restarted adapter logs), and so does ``caravan
+up``'s ready line (``tests/e2e/test_up_command.py``: the line it prints)."""
 
 import socket
 
 import pytest
 
-from services.platform.bootstrap import start_note
+from services.platform.served import ready_note, start_note
 from shared.settings import Settings
 
 SECRET = "shop-a-secret-0001"
@@ -42,3 +43,15 @@ def test_bound_to_an_ipv6_address_its_line_has_it_in_brackets() -> None:
     apps = {"shop-a": {"secret": SECRET, "api_url": "http://127.0.0.1:9001"}}
     note = start_note(Settings(platform_apps=apps, platform_http_port=18084, http_host="::1"))
     assert note == "apps shop-a; pushes to POST http://[::1]:18084/platform/{app}/push"
+
+
+def test_caravan_ups_ready_line_names_them_as_the_adapter_does() -> None:
+    """It named the HTTP API and the operations page, not the apps the adapter it started
+    serves, which only the adapter's log said."""
+    apps = {"shop-a": {"secret": SECRET, "api_url": "http://127.0.0.1:9001"}}
+    note = ready_note(Settings(platform_apps=apps, platform_http_port=18084))
+    assert (
+        note == "platform apps shop-a (pushes to POST http://127.0.0.1:18084/platform/{app}/push)"
+    )
+    assert SECRET not in note
+    assert ready_note(Settings()) == "no platform app configured (CARAVAN_PLATFORM_APPS)"

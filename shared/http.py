@@ -101,8 +101,9 @@ RACE_LOST = (
 )
 """The detail of the 409 of a request whose commit lost a race (:func:`_database_error`)."""
 WRITES_PROBLEMS = {409: f"the commit lost a race: {RACE_LOST}"}
-"""What any route that writes may answer (:func:`_database_error`): its commit, whatever it
-writes, may meet the row another request wrote meanwhile."""
+"""What a route that writes rows at its commit may answer (:func:`_database_error`): a row it
+held for the commit (``Tx.insert_later``) may meet the key another request wrote meanwhile.
+The only 409 of a race: a unique violation of a statement of the route's own is not one."""
 LINE_BREAK = "an id in the path holds a line break: no route takes it"
 """A 404 of a route whose path id may hold ``/`` (``{id:path}``), whose pattern stops at a
 line break: say it on one that answers no 404 of its own (a ``PUT``)."""
@@ -117,10 +118,12 @@ def problem_responses(
     """OpenAPI ``responses`` for problem answers, e.g.
     ``problem_responses({404: "no such order"})``, with those every route may give
     (:data:`ANY_PROBLEMS`), unless ``token`` is false those of the token check
-    (:data:`TOKEN_PROBLEMS`), and for a route that ``writes`` (every ``POST``, ``PUT``,
-    ``PATCH`` and ``DELETE``) its race lost at commit (:data:`WRITES_PROBLEMS`; a 409 of its
-    own is said beside it). Given as a router's ``responses``, they are each of its
-    routes'; a route's own add to them or say one more precisely. A route with parameters
+    (:data:`TOKEN_PROBLEMS`), and for a route that ``writes`` rows at its commit (a ``POST``,
+    ``PUT``, ``PATCH`` or ``DELETE`` whose transaction holds rows for it of a table with a
+    unique key: ``Tx.insert_later``, not the outbox's nor the audit trail's serial) its race
+    lost at commit (:data:`WRITES_PROBLEMS`; a 409 of its own is said beside it). Given as a
+    router's ``responses``, they are each of its routes'; a route's own add to them or say
+    one more precisely. A route with parameters
     documents 422 (else FastAPI documents its own validation error, a list of ``{loc, msg,
     type}`` as application/json, which is not what :func:`invalid` answers)."""
     schema = model.model_json_schema()

@@ -203,6 +203,9 @@ FETCH_PROBLEMS = {
 }
 """What a push and a refetch answer when the order is not fetched (:func:`fetch_and_decide`)."""
 UNREADABLE = "an order the platform answers that cannot be read"
+# No route of the adapter declares the 409 of a race lost at commit (problem_responses'
+# ``writes``): it queues no row for its commit but outbox rows (a serial key), writing the
+# rest itself, each insert settling a conflict (ON CONFLICT), the audit entry directly.
 PUSH_PROBLEMS = problem_responses(
     {
         **FETCH_PROBLEMS,
@@ -212,11 +215,9 @@ PUSH_PROBLEMS = problem_responses(
         f" cannot be an order_ref, or {UNREADABLE}",
     },
     token=False,
-    writes=True,
 )
 REFETCH_PROBLEMS = problem_responses(
-    {**FETCH_PROBLEMS, 422: f"{BAD_INPUT}, an app not configured, or {UNREADABLE}"},
-    writes=True,
+    {**FETCH_PROBLEMS, 422: f"{BAD_INPUT}, an app not configured, or {UNREADABLE}"}
 )
 """A refetch's: those of its token, not a push's signature (401) nor push id (409)."""
 
@@ -463,7 +464,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         "/{app}/mappings/{kind}/{external_id:path}",
         openapi_extra={"requestBody": MAPPING_BODY},
         responses=problem_responses(
-            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}, writes=True
+            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}
         ),
     )
     async def put_mapping(
@@ -518,7 +519,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     @router.delete(
         "/{app}/mappings/{kind}/{external_id:path}",
         status_code=204,
-        responses=problem_responses({404: HOLDS_NUL}, writes=True),
+        responses=problem_responses({404: HOLDS_NUL}),
     )
     async def delete_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, who: Writer
@@ -574,7 +575,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             query = query.where(problems.c.resolved_at.is_(None))
         return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
 
-    @router.post("/problems/resolve", responses=problem_responses(writes=True))
+    @router.post("/problems/resolve", responses=problem_responses())
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
@@ -635,7 +636,6 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
                 422: f"{BAD_INPUT}, or no app or event ids, or an app unknown (not"
                 " configured, no callback of it)"
             },
-            writes=True,
         ),
     )
     async def retry_callbacks(body: Requeue, who: Writer) -> Any:

@@ -273,7 +273,7 @@ class LocalKafka:
                     said = written_since(node.logfile, self._log_starts.get(node.index, 0))
                     raise KafkaExited(
                         f"Kafka node {node.index} exited"
-                        f" ({error_line(said, writes_to=node.data)}); see {node.logfile}"
+                        f" ({error_line(said, writes_to=[node.data])}); see {node.logfile}"
                     )
             if not expected:
                 raise RuntimeError("no Kafka node is running; call start() first")

@@ -5,11 +5,12 @@ that keeps the whole of it."""
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from caravan.output import shortened
 
-_ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\bFATAL:|^Caused by:")
+_ERROR = re.compile(r"\bERROR\b.*\w|^\S*(Exception|Error)\b|\b(FATAL|PANIC):|^Caused by:")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -18,15 +19,15 @@ def error_line(
     first: bool = False,
     chars: int = 200,
     otherwise: str = "",
-    writes_to: Path | None = None,
+    writes_to: Sequence[Path] = (),
 ) -> str:
-    """The last error line of ``output`` (or the ``first``), cut short; with none, that the
-    disk the tool ``writes_to`` is full (:func:`no_space`: a tool that cannot write says
-    nothing in a log on that disk), else the last line of ``otherwise`` (what the tool said
-    itself, where its log says nothing)."""
+    """The last error line of ``output`` (or the ``first``), cut short; with none, that a
+    disk the tool ``writes_to`` is full (:func:`no_space`, the first of ``writes_to`` whose
+    disk is: a tool that cannot write says nothing in a log on that disk), else the last
+    line of ``otherwise`` (what the tool said itself, where its log says nothing)."""
     lines = (_ANSI.sub("", line).strip() for line in output.splitlines())
     found = [line for line in lines if _ERROR.search(line)]
-    full = no_space(writes_to) if writes_to is not None and not found else ""
+    full = "" if found else next(filter(None, map(no_space, writes_to)), "")
     last = (
         [full] if full else [line.strip() for line in otherwise.splitlines() if line.strip()][-1:]
     )
@@ -44,7 +45,8 @@ first write they cannot make, and a log line is one."""
 def no_space(path: Path) -> str:
     """That the disk holding ``path`` is full, saying how much is free ("" if it is not, or
     cannot be read): a Kafka node whose disk filled exits at its first write, and started
-    again exits before it can write a line of why."""
+    again exits before it can write a line of why. A symlink or a mount point is the disk it
+    leads to (PostgreSQL's ``pg_wal`` on a disk of its own)."""
     try:
         free = shutil.disk_usage(path).free
     except OSError:

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -48,6 +49,16 @@ SERVICE_USER = "postgres"  # OS user that owns the cluster when we run as root
 STOP_MODES = ("smart", "fast", "immediate")
 
 _T = TypeVar("_T")
+
+_REFUSED_A_CONNECTION = re.compile(
+    r"FATAL:  (the database system is (starting up|shutting down|in recovery mode|not yet"
+    r" accepting connections|not accepting connections)|sorry, too many clients already"
+    r"|terminating connection due to administrator command|connection to client lost"
+    r"|password authentication failed|no pg_hba.conf entry|role .* does not exist"
+    r"|database .* does not exist)"
+)
+"""A server's FATAL line that a client's connection was refused or ended (the services keep
+trying theirs while the server starts, recovers or stops): none says why it exited."""
 
 # Kept at the end of postgresql.conf: rewritten (from the marker on) before every
 # start.  fsync, synchronous_commit and full_page_writes are the defaults; they
@@ -114,6 +125,15 @@ class DataFolderGone(OperatorError):
             "or stop caravan up, and its next start makes a new, empty cluster"
         )
         self.data_dir = data_dir
+
+
+def why_it_exited(log: str) -> str:
+    """A server's ``log`` without the lines of the connections it refused or ended
+    (:data:`_REFUSED_A_CONNECTION`): written by the dozen while a crash recovery runs, before
+    and after the line that says why it failed (a drill's ``pg_wal`` on a full disk: "could
+    not write to file "pg_wal/xlogtemp.N": No space left on device", then "the database
+    system is not yet accepting connections", which was said)."""
+    return "\n".join(line for line in log.splitlines() if not _REFUSED_A_CONNECTION.search(line))
 
 
 class LocalPostgres:
@@ -198,9 +218,10 @@ class LocalPostgres:
                 started = self._pg_ctl("start", *args, check=False)
                 if started.returncode != 0:
                     said = error_line(
-                        written_since(self.logfile, logged),
+                        why_it_exited(written_since(self.logfile, logged)),
+                        first=True,  # a crash recovery's PANIC or FATAL: what followed it
                         otherwise=started.stdout + started.stderr,  # pg_ctl's own
-                        writes_to=self.data_dir,
+                        writes_to=[self.data_dir, self.data_dir / "pg_wal"],  # may be a mount
                     )
                     raise OperatorError(
                         f"PostgreSQL on port {self.port} did not start ({said}); see {self.logfile}"

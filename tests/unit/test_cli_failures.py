@@ -162,15 +162,36 @@ POSTGRES_REFUSING = (
 )
 
 
+# A drill's pg_wal on a full disk of its own: each start's crash recovery failed, among the
+# services' connections refused before and after it. It said the last FATAL, "the database
+# system is not yet accepting connections".
+POSTGRES_WAL_FULL = """\
+2026-12-06 08:00:13.123 UTC [1373] LOG:  database system was interrupted while in recovery at \
+2026-12-06 08:00:09 UTC
+2026-12-06 08:00:13.156 UTC [1374] FATAL:  the database system is starting up
+2026-12-06 08:00:13.301 UTC [1379] FATAL:  the database system is not yet accepting connections
+2026-12-06 08:00:13.301 UTC [1379] DETAIL:  Consistent recovery state has not been yet reached.
+2026-12-06 08:00:17.939 UTC [1373] FATAL:  could not write to file "pg_wal/xlogtemp.1373": No \
+space left on device
+2026-12-06 08:00:17.953 UTC [1412] FATAL:  the database system is not yet accepting connections
+2026-12-06 08:00:17.953 UTC [1412] DETAIL:  Consistent recovery state has not been yet reached.
+2026-12-06 08:00:17.981 UTC [1369] LOG:  startup process (PID 1373) exited with exit code 1
+2026-12-06 08:00:17.990 UTC [1413] FATAL:  the database system is shutting down
+"""
+
+
 @pytest.mark.parametrize(
-    ("logged", "said"),
+    ("logged", "said", "full"),
     [
-        (POSTGRES_REFUSING, POSTGRES_REFUSING.splitlines()[1]),
+        (POSTGRES_REFUSING, POSTGRES_REFUSING.splitlines()[1], False),
         # The server's log says nothing of why (a crash recovery longer than pg_ctl waits):
         # what pg_ctl said itself.
-        ("LOG:  database system was interrupted\n", "pg_ctl: server did not start in time"),
+        ("LOG:  database system was interrupted\n", "pg_ctl: server did not start in time", False),
+        (POSTGRES_WAL_FULL, POSTGRES_WAL_FULL.splitlines()[4], False),
+        # Its log says nothing of why, and pg_wal's disk (a mount of its own) is full (faked).
+        ("", "no space left on the disk of {data}/pg_wal: 4096 bytes free", True),
     ],
-    ids=["its-log-says", "pg_ctl-says"],
+    ids=["its-log-says", "pg_ctl-says", "not-the-connections-it-refused", "pg_wal-full"],
 )
 def test_caravan_up_whose_postgresql_does_not_start_says_why_in_one_line(
     caravan: Caravan,
@@ -178,6 +199,7 @@ def test_caravan_up_whose_postgresql_does_not_start_says_why_in_one_line(
     tmp_path_factory: pytest.TempPathFactory,
     logged: str,
     said: str,
+    full: bool,
 ) -> None:
     base = tmp_path_factory.mktemp("i")  # short: a longer socket path moves PostgreSQL away
     tools = base / "bin"  # a pg_ctl whose server does not start, as PostgreSQL 15's
@@ -197,8 +219,16 @@ def test_caravan_up_whose_postgresql_does_not_start_says_why_in_one_line(
     data.mkdir(parents=True)
     (data / "PG_VERSION").write_text("15\n")
     (data / "postgresql.conf").write_text("nonsense = 1\n")
+    (data / "pg_wal").mkdir()
     (base / f"postgres-{port}" / "postgres.log").write_text("FATAL:  an earlier start's\n")
+    real = shutil.disk_usage
 
+    def disk_usage(path: str | Path) -> Any:
+        faked = full and Path(path) == data / "pg_wal"
+        return real(path)._replace(free=4096) if faked else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    said = said.format(data=data)
     code, _, err = caravan("up")
     assert code == 1 and one_line(err) == (
         f"PostgreSQL on port {port} did not start ({said}); "

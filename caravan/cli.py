@@ -969,6 +969,7 @@ def dashboard(
     import uvicorn
 
     from caravan.ops.dashboard import Dashboard, further_instances
+    from shared.logs import configure_logging
 
     settings = Settings()
     if settings.api_token() is None:  # every call refused, each counted against the address
@@ -982,7 +983,10 @@ def dashboard(
         raise OperatorError(str(exc), exit_code=2) from None
     kafka = {"kafka_bootstrap_servers": _bootstrap(settings)}
     board = Dashboard(settings.model_copy(update=kafka), stuck_after=stuck_after, further=further)
-    uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_level="warning")
+    # Its lines as a service's: a retried fault once, then once a minute (PostgreSQL away:
+    # each request's token taken as read before), in JSON.
+    configure_logging("dashboard", settings.log_level)
+    uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_config=None)
 
 
 app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")

@@ -264,9 +264,12 @@ class System:
         return task, task.done()
 
     @contextlib.asynccontextmanager
-    async def operations_page(self, port: int, *args: str) -> AsyncIterator[str]:
+    async def operations_page(
+        self, port: int, *args: str, log: Path | None = None
+    ) -> AsyncIterator[str]:
         """``caravan dashboard`` on ``port`` with the services' environment (and the session's
-        token), once it answers; yields its base URL."""
+        token), once it answers; yields its base URL. Its output in ``log``, if given."""
+        out = subprocess.DEVNULL if log is None else log.open("ab")
         board = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -277,8 +280,11 @@ class System:
             *args,
             env=self.procs.env,
             cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
+            stdout=out,
+            stderr=None if log is None else subprocess.STDOUT,
         )
+        if not isinstance(out, int):
+            out.close()  # the process has its own
         base = f"http://127.0.0.1:{port}"
 
         def running() -> None:

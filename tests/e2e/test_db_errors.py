@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -527,3 +528,50 @@ async def test_a_postgresql_outage_is_one_warning_a_service_then_a_line_when_it_
         assert len(warned) == 1, (service, warned)
         assert "PostgreSQL" in warned[0], (service, warned)
         assert "warnings of it not logged" in lines[end]["message"], lines[end]
+
+
+async def test_a_postgresql_outage_is_one_warning_of_the_operations_page_then_a_line(
+    caravan: System, tmp_path: Path
+) -> None:
+    """PostgreSQL down, the operations page's log (``.cache/logs/dashboard.log``) had a line
+    a request, every 2 s while the page was open: "cannot reach PostgreSQL ...; token
+    'dev-vm-...' taken as read N s ago". It says the fault once, as a service does, then
+    that PostgreSQL answers again."""
+    seen = await caravan.issue_token(f"outage-page-{uuid.uuid4().hex[:6]}", "ops")
+    log = tmp_path / "dashboard.log"
+    port = caravan.port("orders") + 12
+    pg = caravan.infra.local_postgres
+    assert pg is not None and caravan.engine is not None, "this needs the project's PostgreSQL"
+
+    def saying(words: str) -> list[str]:
+        return [line for line in log.read_text().splitlines() if words in line]
+
+    async with (
+        caravan.operations_page(port, log=log) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {seen}"}) as page,
+    ):
+        assert (await page.get("/")).status_code == 200  # read from auth.tokens
+        await asyncio.to_thread(pg.stop, "fast")
+        try:
+            # Past the cache's 2 s, the token is taken as read before, each request.
+            await caravan.until(
+                lambda: page.get("/"),
+                "the operations page answering with the token taken as read before",
+                ready=lambda _: saying("taken as read"),
+            )
+            for _ in range(5):
+                assert (await page.get("/")).status_code == 200
+            warned = saying("taken as read")
+            assert len(warned) == 1, warned
+        finally:
+            await asyncio.to_thread(pg.start)
+            await caravan.engine.dispose()  # the test's own pooled connections died with it
+        answered = await caravan.until(
+            lambda: page.get("/"),
+            "the operations page saying PostgreSQL answers again",
+            ready=lambda _: saying("answers again"),
+        )
+        assert answered.status_code == 200
+    back = json.loads(saying("answers again")[0])
+    assert back["level"] == "info" and "warnings of it not logged" in back["message"], back
+    assert saying("taken as read") == warned

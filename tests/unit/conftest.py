@@ -15,6 +15,25 @@ from shared import logs
 
 Caravan = Callable[..., tuple[int, str, str]]
 
+QUIETED = ("aiokafka", "faststream", "uvicorn.access", "httpx", "httpcore")
+"""The loggers :func:`shared.logs.configure_logging` quiets."""
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """The process's logging put back after each test: a command run in-process through
+    ``main()`` may configure it as a service's (``caravan dashboard`` does, before it serves),
+    whose handler would then say, and count as its faults' (:data:`shared.logs.FAULTS`),
+    every later test's lines."""
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *QUIETED)}
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, logs.JsonFormatter):
+            root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
 
 @pytest.fixture
 def caravan(

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -209,6 +209,8 @@ class Spell:
     seen: float
     held: int = 0
     counted: int = 0  # what the lines not said counted (:func:`retried`'s ``counted``)
+    answered: float | None = None  # when it was told over (:meth:`Outage.over`), if it was
+    settle: float = 0.0  # seconds after that within which, met again, it goes on
 
 
 class Outage(logging.Filter):
@@ -219,7 +221,9 @@ class Outage(logging.Filter):
     (docs/operations.md: a fault is a warning, an error a bug), none when ``level`` is above
     warnings; other lines pass as they are. A fault whose lines stopped for ``quiet``
     seconds is over, and so is one that :meth:`over` is told of: the next one is said at
-    once."""
+    once, unless it comes within the ``settle`` seconds :meth:`over` was given, and is then
+    the same outage going on (held as its lines were, its next end measured from its first
+    line)."""
 
     source = ""
     lines: frozenset[str] = frozenset()
@@ -252,7 +256,9 @@ class Outage(logging.Filter):
             return False
         now = self.clock()
         spell = self._spells.get(key)
-        if spell is None or now - spell.seen >= self.quiet:
+        if spell is not None and spell.answered is not None and now - spell.answered < spell.settle:
+            spell.answered = None  # the same outage, going on
+        if spell is None or spell.answered is not None or now - spell.seen >= self.quiet:
             self._spells[key] = Spell(began=now, said=now, seen=now)
         elif now - spell.said < self.every:
             spell.seen, spell.held = now, spell.held + 1
@@ -270,10 +276,16 @@ class Outage(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
-    def over(self, key: str | None = None) -> Spell | None:
+    def over(self, key: str | None = None, settle: float = 0.0) -> Spell | None:
         """The server answers again (told by its client's user): the outage of ``key``
-        (:attr:`source` unless said) that had been seen, if any, now ended."""
-        return self._spells.pop(self.source if key is None else key, None)
+        (:attr:`source` unless said) that had been seen, if any, now ended; unless it is met
+        again within ``settle`` seconds, when it goes on."""
+        spell = self._spells.get(self.source if key is None else key)
+        if spell is None or spell.answered is not None:
+            return None
+        ended = replace(spell)
+        spell.answered, spell.settle, spell.held, spell.counted = self.clock(), settle, 0, 0
+        return ended
 
 
 class KafkaOutage(Outage):
@@ -343,7 +355,7 @@ class Faults(Outage):
         """How long the fault ``key`` has gone on, since its first line, each of its lines
         within a minute of the one before; 0 if it is not going on."""
         spell, now = self._spells.get(key), self.clock()
-        if spell is None or now - spell.seen >= self.quiet:
+        if spell is None or spell.answered is not None or now - spell.seen >= self.quiet:
             return 0.0
         return now - spell.began
 
@@ -367,11 +379,13 @@ def retried(fault: str, counted: tuple[int, str] | None = None) -> dict[str, Any
 FAULTS = Faults()
 
 
-def answers_again(logger: logging.Logger, fault: str, what: str) -> None:
+def answers_again(logger: logging.Logger, fault: str, what: str, settle: float = 0.0) -> None:
     """``what`` (PostgreSQL at its address, the payment gateway) answered: its ``fault``, if
-    it had been met, is over (:meth:`Faults.over`: the next is said at once), and that is said
-    in one info line, with how long it lasted and how many of its warnings were not logged."""
-    spell = FAULTS.over(fault)
+    it had been met, is over (:meth:`Faults.over`: the next is said at once, unless met
+    within ``settle`` seconds: the same outage going on), and that is said in one info line,
+    with how long it lasted since its first line and how many of its warnings were not
+    logged."""
+    spell = FAULTS.over(fault, settle)
     if spell is not None:
         logger.info(
             "%s answers again, %.0f s after it was first found away"

@@ -92,11 +92,23 @@ waiting for Kafka to start, the consumer-lag samples; said once a minute at most
 lasts, and its end in one line (:func:`kafka_answers`)."""
 
 
+KAFKA_SETTLES = 10.0
+"""Seconds after Kafka answered one of the process's clients within which Kafka away, met
+again, is the same outage going on: a broker back from a restart answers one client (the
+relay's batch) and, loading its partitions and groups, fails others' requests for a few
+seconds more (a consumer-lag sample's NotCoordinatorForGroupError, a commit of offsets
+unanswered). A drill's broker down 45 s was said "Kafka answers again, 32 s after it was first
+found away", then "2 s after", "1 s after": each of those an outage of its own, measured from
+its own first line."""
+
+
 def kafka_answers(logger: logging.Logger) -> None:
     """Kafka answered one of the process's clients (the relay's batch, a client started, a
     consumer-lag sample): its outage (:data:`KAFKA_AWAY`), if one was met, is over, said in
-    one line (:func:`shared.logs.answers_again`); the next is said at once."""
-    answers_again(logger, KAFKA_AWAY, "Kafka")
+    one line (:func:`shared.logs.answers_again`); the next is said at once, unless met within
+    :data:`KAFKA_SETTLES` seconds (the same outage: its end said again, measured from its
+    first line)."""
+    answers_again(logger, KAFKA_AWAY, "Kafka", KAFKA_SETTLES)
 
 
 def kafka_away(exc: BaseException) -> bool:

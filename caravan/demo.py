@@ -283,9 +283,8 @@ async def run_platform_demo(
                 # Every other order is pushed twice (a full push and an "order changed"
                 # notice): the platform is told once all the same.
                 for kind in ("full", "notice")[: 1 + i % 2]:
-                    await sim.post(
-                        f"/orders/{platform_order['order_id']}/push", json={"kind": kind}
-                    )
+                    path = f"/orders/{platform_order['order_id']}/push"
+                    _unreached(await sim.post(path, json={"kind": kind}))
                 pushed += 1
             columns = (
                 TextColumn("platform"),
@@ -325,6 +324,19 @@ def _untold(console: Console, app: str, untold: int) -> None:
             f" callbacks wait (caravan platform callbacks --app {app} --status pending) and"
             " fail after CARAVAN_PLATFORM_CALLBACK_MAX_ATTEMPTS tries (about two hours);"
             " nothing else waits on them"
+        )
+
+
+def _unreached(push: httpx.Response) -> None:
+    """Raise :class:`~caravan.output.OperatorError` if the simulator's ``push`` did not reach
+    the adapter (its 502: the adapter's URL and the error), naming the adapter, not the
+    simulator."""
+    if push.status_code == 502:
+        said = push.json()
+        raise output.OperatorError(
+            f"the platform adapter cannot be reached at {said['url']} ({said['detail']}): is"
+            " it up (`caravan up`)?",
+            2,
         )
 
 

@@ -5,11 +5,15 @@ them failed to start (here: a port nothing listens on)."""
 import asyncio
 import gc
 import warnings
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from caravan import demo
 from caravan.demo import run_demo
+from caravan.output import OperatorError
+from shared.settings import Settings
 from tests.harness import free_port
 from tests.unit.test_demo_seed import seed
 
@@ -22,3 +26,33 @@ def test_the_demo_that_cannot_reach_kafka_closes_the_clients_it_made() -> None:
             asyncio.run(run_demo(bootstrap, seed(), count=1, timeout=1.0))
         gc.collect()
     assert [str(w.message).split(" <")[0] for w in caught if "Unclosed" in str(w.message)] == []
+
+
+async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the_simulator(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``caravan demo --platform-orders N`` while the platform adapter was down (its mappings
+    made, then stopped): the simulator printed a 100-line "Exception in ASGI application"
+    traceback on the demo's terminal, and the demo said "cannot reach the HTTP API at
+    http://127.0.0.1:<the simulator's port>: ReadError", the simulator, which was up. The
+    simulator answers its push 502, with the adapter's URL and the error; the demo names the
+    adapter. Its mappings faked as the adapter takes them; the adapter's port answers none."""
+    mapped: list[tuple[str, ...]] = []
+
+    def put_mapping(base: str, app: str, kind: str, external_id: str, *_: Any, **__: Any) -> Any:
+        mapped.append((base, app, kind, external_id))
+        return {}
+
+    monkeypatch.setattr(demo, "put_mapping", put_mapping)
+    adapter = free_port()
+    apps = {"shop": {"secret": "t-shop-secret-0001", "api_url": f"http://127.0.0.1:{free_port()}"}}
+    settings = Settings(platform_apps=apps, platform_http_port=adapter, token="t")
+    push = f"http://127.0.0.1:{adapter}/platform/shop/push"
+    with pytest.raises(OperatorError) as raised:
+        await demo.run_platform_demo(settings, seed(), "shop", count=1, timeout=1.0)
+    assert mapped, "the mappings were made first"
+    assert str(raised.value) == (
+        f"the platform adapter cannot be reached at {push} (ConnectError: All connection"
+        " attempts failed): is it up (`caravan up`)?"
+    ), raised.value
+    assert "Traceback" not in capfd.readouterr().err

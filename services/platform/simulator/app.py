@@ -20,7 +20,8 @@ Control side (for tests and ``caravan demo``):
   bad_signature, push_id}``: signs a push and sends it to the adapter (a JSON body, or a
   form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
   says the order changed. Answers ``{status_code, body, params}`` (the adapter's answer and
-  exactly what was sent, so that a test can replay it).
+  exactly what was sent, so that a test can replay it); 502 ``{title, detail, url}`` where
+  the adapter cannot be reached (no answer: its push URL and the error).
 - ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"], "answer": 503}``: those APIs
   answer ``answer`` (503 unless said: a 4xx is a refusal for good) for ``s`` seconds (0: up
   again).
@@ -200,11 +201,16 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         params = signed(params, secret, method)
         if body.bad_signature:
             params["sign"] = signed(params, secret + "-wrong", method)["sign"]
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            if body.form:
-                answer = await client.post(push_url, data=params)
-            else:
-                answer = await client.post(push_url, json=params)
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                if body.form:
+                    answer = await client.post(push_url, data=params)
+                else:
+                    answer = await client.post(push_url, json=params)
+        except httpx.TransportError as exc:  # the adapter down: said to the caller, no traceback
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            unreached = {"title": "the adapter cannot be reached", "detail": error, "url": push_url}
+            return JSONResponse(unreached, status_code=502)
         try:
             content: Any = answer.json()
         except ValueError:

@@ -112,18 +112,28 @@ def _change(entry: dict[str, Any]) -> str:
 
 @app.command()
 def lot(lot_id: str, url: Url = None) -> None:
-    """One lot's counters, and its adjustments and corrections (who, when, why)."""
+    """One lot's counters, and its adjustments and corrections (who, when, why); and how many
+    of its spoiled units came back from orders' holds after its best-before."""
     path = f"/lots/{quote(lot_id, safe='')}/adjustments"
     history = list(pages(_base(url), "inventory", path))
-    console.print(_lot_line(history[0]["lot"]))
+    counters = history[0]["lot"]
+    console.print(_lot_line(counters))
     entries = [e for page in history for e in page["entries"]]
-    if not entries:
+    if entries:
+        table = output.table("at", "kind", "change", "reason", "by", whole=("at",))
+        for e in entries:
+            table.add_row(e["at"][:19], e["kind"], _change(e), e["reason"], e["actor"] or "-")
+        output.show(table)
+    else:
         console.print("no adjustments or corrections")
-        return
-    table = output.table("at", "kind", "change", "reason", "by", whole=("at",))
-    for e in entries:
-        table.add_row(e["at"][:19], e["kind"], _change(e), e["reason"], e["actor"] or "-")
-    output.show(table)
+    # Spoiled: written off (the adjustments above), or held stock released after the lot's
+    # best-before (stock.released's "spoiled"), which its history does not list.
+    written_off = sum(-e["delta"] for e in entries if e["kind"] == "adjustment" and e["spoiled"])
+    if released := counters["spoiled"] - written_off:
+        console.print(
+            f"{released} spoiled coming back from orders' holds released after its best-before"
+            " (orders cancelled or expired: stock.released), not listed one by one"
+        )
 
 
 @app.command("add-lot", cls=NegativeNumbers)

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import insert, select
+from typer.testing import CliRunner
 
 import caravan.system as system
+from caravan.inventory_cli import app as inventory_cli
 from services.inventory.adapters.repository import StockRepository
 from services.inventory.adapters.tables import outbox, reservations
 from services.inventory.handlers import report_overdue_holds
@@ -93,6 +95,16 @@ async def test_stock_released_into_an_expired_lot_is_spoiled(no_payments: System
     assert [(x["lot_id"], x["spoiled"], x["expired_unsold"]) for x in report["lots"]] == [
         (f"{sku}-A", 4, 0)
     ]
+    # Its history said "no adjustments or corrections", and nothing of its 4 spoiled.
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    url = ["--url", f"http://127.0.0.1:{port}"]
+    shown = runner.invoke(inventory_cli, ["lot", f"{sku}-A", *url])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[1:] == [
+        "no adjustments or corrections",
+        "4 spoiled coming back from orders' holds released after its best-before (orders"
+        " cancelled or expired: stock.released), not listed one by one",
+    ], shown.output
 
 
 async def test_an_unpaid_hold_expires_and_its_stock_comes_back(no_payments: System) -> None:

@@ -29,6 +29,7 @@ from shared.events.orders import (
 )
 from shared.events.registry import parse_record
 from shared.kafka_security import client_kwargs
+from shared.messaging import kafka_admin
 from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import EventType, Topic
@@ -117,7 +118,7 @@ async def run_demo(
     try:  # both closed, started or not (one that failed to start is still open)
         await consumer.start()
         await producer.start()
-        partitions = await consumer._client.fetch_all_metadata()
+        partitions = await kafka_admin.cluster_metadata(consumer)
         tps = [
             TopicPartition(Topic.ORDER_EVENTS.value, p)
             for p in partitions.partitions_for_topic(Topic.ORDER_EVENTS.value) or []

@@ -16,8 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.protocol import ConsumerProtocol
-from aiokafka.errors import BrokerResponseError, for_code
+from aiokafka.errors import BrokerResponseError, KafkaConnectionError, KafkaError, for_code
 from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v0,
     DescribeGroupsRequest_v1,
@@ -181,8 +182,22 @@ class NoSuchTopic(LookupError):
     """The cluster has no topic of that name (not created yet, or a name mistyped)."""
 
 
+async def cluster_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
+    """The cluster's metadata, as ``consumer``'s client fetches it. No broker giving it is
+    Kafka away: aiokafka raises it as a bare :class:`KafkaError`, not retriable, so a sample
+    meeting it was said as another fault's ("metrics sample failed: KafkaError: Unable to get
+    cluster metadata ..."), and the process's Kafka outage began at its next line, later
+    (a broker restart of 8 s said "Kafka answers again, 2 s after it was first found away")."""
+    try:
+        return await consumer._client.fetch_all_metadata()
+    except KafkaError as exc:
+        if type(exc) is KafkaError:  # aiokafka's words for no broker answering
+            raise KafkaConnectionError(*exc.args) from exc
+        raise
+
+
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    meta = await consumer._client.fetch_all_metadata()
+    meta = await cluster_metadata(consumer)
     parts = meta.partitions_for_topic(topic)
     if not parts:
         raise NoSuchTopic(f"no topic {topic!r}")

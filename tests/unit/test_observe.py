@@ -18,8 +18,10 @@ from sqlalchemy import MetaData
 
 from shared import observe
 from shared.http import KafkaContact
+from shared.logs import FAULT
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import HandledOffsets
+from shared.messaging.relay import KAFKA_AWAY
 from shared.runtime import Service
 from shared.settings import Settings
 from shared.stall import Stalled, Stalls
@@ -266,3 +268,24 @@ async def test_a_sample_meeting_postgresql_away_says_so_in_words(
     assert said(caplog, "shared.observe") == [
         ("WARNING", "metrics sample failed: lost the connection to PostgreSQL"),
     ]
+
+
+async def test_no_broker_giving_the_cluster_s_metadata_is_kafka_away(
+    caplog: pytest.LogCaptureFixture, faults: Clock
+) -> None:
+    """aiokafka raises a bare KafkaError, not retriable, when no broker gives the cluster's
+    metadata: a lag sample meeting it was said as another fault's ("metrics sample failed:
+    KafkaError: ...", a drill's first line of every broker restart), and the process's Kafka
+    outage began at its next line, later. It is Kafka away, said as the relay's fault."""
+
+    class Client:
+        async def fetch_all_metadata(self) -> Any:
+            raise errors.KafkaError("Unable to get cluster metadata over all known brokers")
+
+    async def probe() -> None:
+        await kafka_admin.topic_partitions(SimpleNamespace(_client=Client()), "orders.events.v1")
+
+    assert not await observe.sample([probe])
+    said_away = "metrics sample failed: KafkaConnectionError('Unable to get cluster metadata"
+    assert [r.getMessage()[: len(said_away)] for r in caplog.records] == [said_away]
+    assert [getattr(r, FAULT, None) for r in caplog.records] == [KAFKA_AWAY]

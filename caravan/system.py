@@ -490,7 +490,8 @@ class Restarts:
         self.due = now + wait
         if within < MAX_EXITS or self.warned:
             who = name if pid is None else f"{name} (pid {pid})"
-            return Text(f"{who} {what}: see {log}; starting it again in {wait:g} s")
+            see = "" if str(log) in what else f": see {log}"  # a start's failure may name it
+            return Text(f"{who} {what}{see}; starting it again in {wait:g} s")
         self.warned = True
         return Text(
             f"{name} keeps exiting ({within} times within a minute): see {log}; "

@@ -205,6 +205,24 @@ def test_the_operations_page_started_again_is_said_up_again_once_it_serves(
         page.stop()
 
 
+def test_a_start_whose_failure_names_the_log_is_said_with_it_once(tmp_path: Path) -> None:
+    """A start's failure that names the log already (PostgreSQL's own: "...; see LOG") was
+    said with "see LOG" twice (a drill's "did not start again (...; see LOG): see LOG")."""
+    log = tmp_path / "postgres.log"
+
+    def start() -> None:
+        raise OperatorError(f"pg_ctl: could not start server (Examine the log output.); see {log}")
+
+    pg = system.Watched("PostgreSQL", log, lambda: None, start, system.Restarts(1.0, 30.0))
+    pg.last_pid = 7
+    pg.supervise(100.0)
+    assert pg.supervise(101.0) == [] and started(pg)
+    assert [line.plain for line in pg.supervise(101.5)] == [
+        "PostgreSQL did not start again (pg_ctl: could not start server (Examine the log"
+        f" output.); see {log}); starting it again in 2 s"
+    ]
+
+
 def test_an_operations_page_that_exits_as_it_starts_again_is_said_with_its_error(
     tmp_path: Path,
 ) -> None:

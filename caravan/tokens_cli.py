@@ -125,7 +125,8 @@ def issue(
         typer.Option(
             "--own-orders",
             help="bind the token to the orders it places over HTTP: it reads and cancels"
-            " those (and those of each --source) alone; not with the scope ops",
+            " those (and those of each --source) alone; not with the scopes ops, credit:*,"
+            " notifications:* or platform:*, which no binding limits",
         ),
     ] = False,
     client: Annotated[

@@ -16,3 +16,20 @@ SCOPES: dict[str, str] = {
     "metrics": "scrape /metrics (Prometheus)",
     "ops": "stuck orders, the operations page, refunds made by hand",
 }
+
+_CREDIT = "reads every buyer's credit line, loans and payments (payments keeps no order's client)"
+_OPT_OUTS = "reads every phone number's SMS opt-out"
+_PLATFORM = "reads every platform app's mappings, problems and status callbacks"
+BEYOND_A_BINDING: dict[str, str] = {
+    "ops": "reaches every order",
+    "credit:read": _CREDIT,
+    "credit:write": _CREDIT,
+    "notifications:read": _OPT_OUTS,
+    "notifications:write": _OPT_OUTS,
+    "platform:read": _PLATFORM,
+    "platform:write": _PLATFORM,
+}
+"""The scopes a token bound to its own orders may not hold, and what they read that no binding
+limits: no order's data, or (payments' reads of an order) kept where nothing says which client
+placed it (``caravan tokens issue --own-orders``, docs/security.md). The others (the orders
+API's own, inventory's stock, metrics) hold nothing of another client's."""

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.auth.scopes import SCOPES
+from shared.auth.scopes import BEYOND_A_BINDING, SCOPES
 from shared.auth.tables import tokens
 from shared.events.envelope import check_source
 from shared.events.orders import HTTP_SOURCE
@@ -96,11 +96,20 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
     orders it places over HTTP and those of these sources), or :class:`BadToken`: a source
     no event may carry (the envelope's rule, :func:`~shared.events.envelope.check_source`),
     ``http`` (every HTTP client's orders: a token reaches those it placed itself), or a
-    binding of a token with ``ops``, which reaches every order whatever it is bound to."""
+    binding of a token with a scope no binding limits (:data:`BEYOND_A_BINDING`: ``ops``
+    reaches every order, ``credit:read`` every buyer's payments, whatever it is bound to)."""
     if sources is None:
         return None
-    if "ops" in scopes:
-        raise BadToken("a token with the scope ops reaches every order: it cannot be bound")
+    whys: dict[str, list[str]] = {}  # what a scope held reads beyond a binding: those scopes
+    for scope, why in BEYOND_A_BINDING.items():
+        if scope in scopes:
+            whys.setdefault(why, []).append(scope)
+    if whys:
+        said = "; with ".join(f"{', '.join(held)} {why}" for why, held in whys.items())
+        plural = "s" if sum(map(len, whys.values())) > 1 else ""
+        raise BadToken(
+            f"a token with the scope{plural} {said}, whatever it is bound to: it cannot be bound"
+        )
     for source in sources:
         if not 1 <= len(source) <= MAX_SOURCE:
             raise BadToken(f"a source is 1-{MAX_SOURCE} characters, got {len(source)}")

@@ -18,6 +18,10 @@ from tests.e2e.test_ops import cli
 from tests.harness import System, ref
 
 ORDERS_SCOPES = ("orders:read", "orders:write")
+CREDIT_REFUSED = (
+    "a token with the scope credit:read reads every buyer's credit line, loans and payments"
+    " (payments keeps no order's client), whatever it is bound to: it cannot be bound"
+)
 
 
 def _body(buyer: str) -> dict[str, Any]:
@@ -93,6 +97,7 @@ async def test_a_token_is_bound_at_issue_listed_so_and_a_binding_of_no_effect_re
         (["--source", "a|b"], "a source may not contain '|' (a URI-reference has none)"),
         (["--source", "HTTP"], "source http is every HTTP client's orders"),
         (["--scope", "ops", "--own-orders"], "a token with the scope ops reaches every order"),
+        (["--scope", "credit:read", "--own-orders"], CREDIT_REFUSED),
     ):
         refused = await cli(caravan, "tokens", "issue", "--scope", "orders:read", *args)
         assert refused.returncode == 2 and said in _said(refused.stderr), refused.stderr

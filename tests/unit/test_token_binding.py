@@ -1,6 +1,7 @@
 """What a token may be bound to (``caravan tokens issue --own-orders``, ``--source S``):
 sources as an event may carry them, never ``http`` (every HTTP client's orders), and never
-with ``ops``, which reaches every order; and what a bound token's lookup gives."""
+with a scope no binding limits: ``ops``, which reaches every order, the credit, SMS opt-out
+and platform scopes, which read every buyer's or app's."""
 
 import pytest
 
@@ -14,6 +15,12 @@ def test_unbound_stays_unbound_and_sources_are_kept_once_each_in_order() -> None
     assert kept == ["platform/t-market", "storefront/b"]
 
 
+def test_scopes_holding_nothing_of_another_client_s_may_be_bound() -> None:
+    """The orders API's own, inventory's stock and the metrics: no client's orders or buyers."""
+    scopes = ["orders:read", "orders:write", "inventory:read", "inventory:write", "metrics"]
+    assert check_binding(scopes, ["storefront/b"]) == ["storefront/b"]
+
+
 @pytest.mark.parametrize(
     ("scopes", "sources", "said"),
     [
@@ -24,6 +31,21 @@ def test_unbound_stays_unbound_and_sources_are_kept_once_each_in_order() -> None
         (["orders:read"], ["HTTP"], "source http is every HTTP client's orders"),
         (["ops", "orders:read"], [], "a token with the scope ops reaches every order"),
         (["ops"], ["storefront/b"], "it cannot be bound"),
+        (
+            ["credit:read", "orders:read"],
+            [],
+            "a token with the scope credit:read reads every buyer's credit line, loans and"
+            " payments (payments keeps no order's client), whatever it is bound to: it cannot"
+            " be bound",
+        ),
+        (["notifications:read"], [], "notifications:read reads every phone number's SMS opt-out"),
+        (["platform:write"], ["platform/t"], "platform:write reads every platform app's mappings"),
+        (
+            ["ops", "credit:write", "credit:read"],
+            [],
+            "a token with the scopes ops reaches every order; with credit:read, credit:write"
+            " reads every buyer's credit line",
+        ),
     ],
 )
 def test_a_binding_no_order_could_have_or_of_no_effect_is_refused(

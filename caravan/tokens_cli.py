@@ -1,5 +1,5 @@
-"""``caravan tokens ...``: issue, revoke and list API tokens, straight in the database (whoever
-can reach the database as its owner is the root of trust). Each issue and revoke is audited."""
+"""``caravan tokens ...``: issue, bind, revoke and list API tokens, straight in the database
+(whoever can reach the database as its owner is the root of trust). Each change is audited."""
 
 import asyncio
 import os
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported by the commands that reach the database, not by ev
 
     from shared.auth.tokens import TokenInfo
 
-app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
+app = typer.Typer(help="API tokens: issue, bind, revoke, list.", no_args_is_help=True)
 T = TypeVar("T")
 
 
@@ -109,34 +109,49 @@ def reach(sources: list[str] | None, client: str | None = None) -> str:
     return "all" if sources is None else ", ".join([own, *sources])
 
 
+Source = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="bind the token to the orders of this source (repeatable;"
+        " storefront/shawan-center, platform/t-market) besides its own: --own-orders"
+    ),
+]
+OwnOrders = Annotated[
+    bool,
+    typer.Option(
+        "--own-orders",
+        help="bind the token to the orders it places over HTTP: it reads and cancels"
+        " those (and those of each --source) alone; not with the scopes ops, credit:*,"
+        " notifications:* or platform:*, which no binding limits",
+    ),
+]
+Client = Annotated[
+    str | None,
+    typer.Option(
+        help="bind the token as the client NAME: it places its HTTP orders as NAME and"
+        " reaches NAME's, their keys its own (the name of the token it replaces: issue"
+        " the new one --client OLD, then revoke OLD)",
+    ),
+]
+
+
+def _sources(source: list[str] | None, own_orders: bool, client: str | None) -> list[str] | None:
+    """The sources asked for (None: unbound, as neither --own-orders, --source nor --client)."""
+    return sorted(set(source or [])) if source or own_orders or client else None
+
+
+def _audited(token: "TokenInfo") -> dict[str, object]:
+    """A token's binding as the audit trail keeps it (``token.bind``, ``token.unbind``)."""
+    return {"sources": token.sources, "client": token.client}
+
+
 @app.command("issue")
 def issue(
     scope: Annotated[list[str], typer.Option(help=f"one of: {', '.join(SCOPES)}")],
     name: Annotated[str | None, typer.Option(help="unique name (default: a new one)")] = None,
-    source: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="bind the token to the orders of this source (repeatable;"
-            " storefront/shawan-center, platform/t-market) besides its own: --own-orders"
-        ),
-    ] = None,
-    own_orders: Annotated[
-        bool,
-        typer.Option(
-            "--own-orders",
-            help="bind the token to the orders it places over HTTP: it reads and cancels"
-            " those (and those of each --source) alone; not with the scopes ops, credit:*,"
-            " notifications:* or platform:*, which no binding limits",
-        ),
-    ] = False,
-    client: Annotated[
-        str | None,
-        typer.Option(
-            help="bind the token as the client NAME: it places its HTTP orders as NAME and"
-            " reaches NAME's, their keys its own (the name of the token it replaces: issue"
-            " the new one --client OLD, then revoke OLD)",
-        ),
-    ] = None,
+    source: Source = None,
+    own_orders: OwnOrders = False,
+    client: Client = None,
 ) -> None:
     """Issue a token and print it: it is shown this once, only its hash is kept. The token
     alone goes to stdout (``TOKEN=$(caravan tokens issue ...)``), what it is to stderr.
@@ -144,7 +159,7 @@ def issue(
     from shared.auth.tokens import BadToken
 
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
-    sources = sorted(set(source or [])) if source or own_orders or client else None
+    sources = _sources(source, own_orders, client)
     try:
         token = asyncio.run(issue_token(_database_url(), chosen, scope, sources, client))
     except BadToken as exc:
@@ -153,6 +168,57 @@ def issue(
     said = f"token {chosen} ({', '.join(sorted(set(scope)))}{bound}), shown once:"
     err_console.print(said, style="dim")
     print(token)
+
+
+def _rebind(name: str, sources: list[str] | None, client: str | None) -> None:
+    """Bind the token ``name`` in place (None, None: unbind it), audited when it changed."""
+    from shared.auth import audit, tokens
+
+    async def work(conn: "AsyncConnection") -> "tuple[TokenInfo, TokenInfo]":
+        before, after = await tokens.bind(conn, name, sources, client)
+        was, now = _audited(before), _audited(after)
+        if was != now:
+            action = "token.unbind" if after.sources is None else "token.bind"
+            await audit.record(conn, audit.os_actor(), action, name, before=was, after=now)
+        return before, after
+
+    try:
+        before, after = asyncio.run(_in_tx(_database_url(), work))
+    except tokens.BadToken as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    now = reach(after.sources, after.client)
+    if _audited(before) == _audited(after):
+        console.print(f"token {name}: orders {now} already, nothing changed")
+    else:
+        done = "unbound" if after.sources is None else "bound"
+        was = reach(before.sources, before.client)
+        console.print(f"token {name} {done}: orders {now} (were {was}), its secret unchanged")
+
+
+@app.command("bind")
+def bind(
+    name: Annotated[str, typer.Argument(help="the token's name")],
+    source: Source = None,
+    own_orders: OwnOrders = False,
+    client: Client = None,
+) -> None:
+    """Bind a token in place, its secret unchanged, as issue binds one (the same refusals):
+    every service honours it within a few seconds (the cache). Its binding becomes what is
+    given, not added to what it was. HTTP orders placed before 2026-12-06 kept no token:
+    they are out of its reach."""
+    sources = _sources(source, own_orders, client)
+    if sources is None:
+        raise typer.BadParameter(
+            "say which orders it reaches: --own-orders, --source S or --client OLD"
+            " (caravan tokens unbind NAME: every order)"
+        )
+    _rebind(name, sources, client)
+
+
+@app.command("unbind")
+def unbind(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Unbind a token in place: it reaches every order again, as one issued unbound."""
+    _rebind(name, None, None)
 
 
 @app.command("revoke")

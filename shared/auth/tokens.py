@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +91,11 @@ def check_scopes(scopes: list[str]) -> list[str]:
 MAX_SOURCE = 256  # as an event's source (the envelope), and as orders.orders keeps it
 
 
+def check_name(name: str) -> None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {name!r}")
+
+
 def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | None:
     """``sources`` as a token keeps them (None: unbound; a list, maybe empty: bound to the
     orders it places over HTTP and those of these sources), or :class:`BadToken`: a source
@@ -135,11 +140,9 @@ async def issue(
     """Store a new token's hash under ``name`` (unique) and return the token (shown once);
     ``sources`` binds it (:func:`check_binding`), and so does ``client``: it places its HTTP
     orders as that client and reaches that client's (:attr:`Principal.client`)."""
-    for named in (name, client):
-        if named is not None and not re.fullmatch(NAME_PATTERN, named):
-            raise BadToken(f"a token name is 1-64 characters of [{NAME_CHARS}], got {named!r}")
+    check_name(name)
     checked = check_scopes(scopes)
-    bound = check_binding(checked, [] if sources is None and client is not None else sources)
+    bound = _binding(checked, sources, client)
     taken = await conn.scalar(select(tokens.c.name).where(tokens.c.name == name))
     if taken is not None:
         raise BadToken(f"a token named {name!r} exists (revoked ones keep their name)")
@@ -150,6 +153,34 @@ async def issue(
         )
     )
     return token
+
+
+def _binding(scopes: list[str], sources: list[str] | None, client: str | None) -> list[str] | None:
+    """The sources a token of ``scopes`` keeps (:func:`check_binding`): a ``client`` binds it
+    even without sources, and is a token's name."""
+    if client is not None:
+        check_name(client)
+    return check_binding(scopes, [] if sources is None and client is not None else sources)
+
+
+async def bind(
+    conn: AsyncConnection, name: str, sources: list[str] | None, client: str | None = None
+) -> tuple[TokenInfo, TokenInfo]:
+    """Bind the token ``name`` in place, its secret unchanged, as :func:`issue` binds one
+    (the same refusals, against its scopes); ``sources`` and ``client`` both None unbind it.
+    The token before and after; :class:`BadToken` if it is unknown or revoked."""
+    found = select(tokens).where(tokens.c.name == name).with_for_update()
+    row = (await conn.execute(found)).first()
+    if row is None:
+        raise BadToken(f"no token named {name!r}")
+    before = _info(row)
+    if before.revoked_at is not None:
+        raise BadToken(f"token {name} is revoked: it reaches nothing")
+    bound = _binding(before.scopes, sources, client)
+    await conn.execute(
+        update(tokens).where(tokens.c.name == name).values(sources=bound, client=client)
+    )
+    return before, replace(before, sources=bound, client=client)
 
 
 async def revoke(conn: AsyncConnection, name: str) -> TokenInfo | None:

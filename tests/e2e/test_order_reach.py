@@ -15,7 +15,7 @@ from shared.events.orders import OrderRequested
 from shared.events.platform import PlatformOrderRequested
 from tests.e2e.test_http import BODY
 from tests.e2e.test_ops import cli
-from tests.harness import System, ref
+from tests.harness import System, ref, until
 
 ORDERS_SCOPES = ("orders:read", "orders:write")
 CREDIT_REFUSED = (
@@ -60,6 +60,12 @@ async def _by_ref(client: httpx.AsyncClient, source: str, order_ref: str) -> lis
     listed = await client.get("/orders", params={"source": source, "order_ref": order_ref})
     assert listed.status_code == 200, listed.text
     return [o["order_id"] for o in listed.json()["items"]]
+
+
+async def _reaches_within_the_cache(client: httpx.AsyncClient, buyer: str, ids: set[str]) -> None:
+    """Wait until ``client`` lists ``ids`` alone of ``buyer``'s orders: a binding changed in
+    place is honoured once each service's cache of the token has expired (2 s)."""
+    await until(lambda: _buyers(client, buyer), f"the orders {ids} alone", 10, 0.2, ids.__eq__)
 
 
 def _said(stderr: str) -> str:
@@ -228,4 +234,79 @@ async def test_a_token_issued_to_replace_another_keeps_its_orders_and_keys(
     cancelled = await new.post(f"/orders/{placed}/cancel")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     for client in (new, other):
+        await client.aclose()
+
+
+async def test_a_token_is_bound_in_place_its_secret_unchanged_and_unbound_again(
+    caravan: System,
+) -> None:
+    """A token issued before bindings existed (unbound) is bound in place: the storefront
+    keeps its secret. It reaches what it placed since 2026-12-06 (placed_by kept while it
+    was unbound), not another client's order, nor one placed before (placed_by NULL: no
+    token kept, so no client's own). Refused as at issue; audited before/after; unbound,
+    it reaches every order again."""
+    tag = uuid.uuid4().hex[:8]
+    name, buyer = f"inplace-{tag}", f"t-inplace-{tag}"
+    shop = caravan.api("orders", await caravan.issue_token(name, *ORDERS_SCOPES))  # unbound
+    other = await _client(caravan, "inplace-other", None)
+    old_key = ref("OLD")
+    before_upgrade = await _posted(shop, _body(buyer), old_key)
+    await caravan.execute(  # as every order placed before 2026-12-06: no token kept
+        "update orders.orders set placed_by = null where order_id = :o", o=before_upgrade
+    )
+    since = await _posted(shop, _body(buyer), ref("SWN"))
+    others = await _posted(other, _body(buyer), ref("OTH"))
+    every = {before_upgrade, since, others}
+    assert await _buyers(shop, buyer) == every  # unbound: every order
+
+    bound = await cli(caravan, "tokens", "bind", name, "--own-orders")
+    assert bound.returncode == 0, bound.stderr
+    said = f"token {name} bound: orders own (were all), its secret unchanged"
+    assert _said(bound.stdout) == said
+    await _reaches_within_the_cache(shop, buyer, {since})
+    assert (await shop.get(f"/orders/{since}")).status_code == 200
+    for order_id in (before_upgrade, others):
+        await _as_unknown(shop, "GET", "/orders/{}", order_id)
+    retried = await shop.post("/orders", json=_body(buyer), headers={"Idempotency-Key": old_key})
+    assert retried.status_code == 409 and before_upgrade not in retried.text, retried.text
+    audited = "select before, after from auth.audit where action = :a and target = :n order by id"
+    unbound_view: dict[str, Any] = {"sources": None, "client": None}
+    own_view = {**unbound_view, "sources": []}
+    assert await caravan.sql(audited, a="token.bind", n=name) == [(unbound_view, own_view)]
+    again = await cli(caravan, "tokens", "bind", name, "--own-orders")
+    assert again.returncode == 0, again.stderr
+    assert _said(again.stdout) == f"token {name}: orders own already, nothing changed"
+    assert len(await caravan.sql(audited, a="token.bind", n=name)) == 1  # nothing changed
+    listed = await cli(caravan, "tokens", "list")
+    assert [line for line in listed.stdout.splitlines() if name in line and " own " in line]
+
+    credit = f"inplace-credit-{tag}"
+    await caravan.issue_token(credit, "orders:read", "credit:read")
+    revoked = f"inplace-revoked-{tag}"
+    await caravan.issue_token(revoked, "orders:read")
+    await caravan.revoke_token(revoked)
+    for args, refused_with in (
+        ([name], "say which orders it reaches: --own-orders, --source S or --client OLD"),
+        ([name, "--source", "HTTP"], "source http is every HTTP client's orders"),
+        ([name, "--source", "a|b"], "a source may not contain '|'"),
+        ([credit, "--own-orders"], CREDIT_REFUSED),
+        ([f"nobody-{tag}", "--own-orders"], f"no token named 'nobody-{tag}'"),
+        ([revoked, "--own-orders"], f"token {revoked} is revoked: it reaches nothing"),
+    ):
+        refused = await cli(caravan, "tokens", "bind", *args)
+        assert refused.returncode == 2 and refused_with in _said(refused.stderr), refused.stderr
+    stored = "select name, sources from auth.tokens where name = any(:n)"
+    assert dict(await caravan.sql(stored, n=[name, credit, revoked])) == {
+        name: [],
+        credit: None,
+        revoked: None,
+    }
+
+    unbound = await cli(caravan, "tokens", "unbind", name)
+    assert unbound.returncode == 0, unbound.stderr
+    said = f"token {name} unbound: orders all (were own), its secret unchanged"
+    assert _said(unbound.stdout) == said
+    await _reaches_within_the_cache(shop, buyer, every)
+    assert await caravan.sql(audited, a="token.unbind", n=name) == [(own_view, unbound_view)]
+    for client in (shop, other):
         await client.aclose()

@@ -17,11 +17,12 @@ Control side (for tests and ``caravan demo``):
   fetches with these statuses, one a fetch, then with its own again (a platform whose order
   moves on between two pushes' fetches).
 - ``POST /orders/{order_id}/push`` ``{kind: "full" | "notice", form, timestamp_offset_seconds,
-  bad_signature, push_id}``: signs a push and sends it to the adapter (a JSON body, or a
-  form with ``form``); ``full`` carries the order as JSON in ``order``, ``notice`` only
-  says the order changed. Answers ``{status_code, body, params}`` (the adapter's answer and
-  exactly what was sent, so that a test can replay it); 502 ``{title, detail, url}`` where
-  the adapter cannot be reached (no answer: its push URL and the error).
+  bad_signature, push_id}`` (each optional; no body at all is ``{}``): signs a push and
+  sends it to the adapter (a JSON body, or a form with ``form``); ``full`` carries the order
+  as JSON in ``order``, ``notice`` only says the order changed. Answers ``{status_code,
+  body, params}`` (the adapter's answer and exactly what was sent, so that a test can replay
+  it); 502 ``{title, detail, url}`` where the adapter cannot be reached (no answer: its push
+  URL and the error).
 - ``PUT /down`` ``{"seconds": s, "apis": ["orders", "status"], "answer": 503}``: those APIs
   answer ``answer`` (503 unless said: a 4xx is a refusal for good) for ``s`` seconds (0: up
   again).
@@ -184,7 +185,8 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
         return body.model_dump()
 
     @app.post("/orders/{order_id}/push")
-    async def push(order_id: str, body: PushRequest) -> Any:
+    async def push(order_id: str, body: PushRequest | None = None) -> Any:
+        body = body or PushRequest()  # no body: a full JSON push, signed, stamped now
         order = state.orders.get(order_id)
         if order is None:
             return JSONResponse({"title": "no such order"}, status_code=404)

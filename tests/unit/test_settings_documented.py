@@ -1,7 +1,8 @@
 """Every setting the code reads is named in the documentation: the settings' fields by the
 variable each is read from, and each ``CARAVAN_*`` variable the code names on its own (read
 from the environment, or handed to a process it starts). Eleven were read and named nowhere
-(docs/configuration.md's list had drifted)."""
+(docs/configuration.md's list had drifted), and the README promises configuration.md
+"every setting, with its default": seventeen settings' variables were named elsewhere only."""
 
 import ast
 import re
@@ -48,3 +49,17 @@ def test_every_setting_the_code_reads_is_named_in_the_docs() -> None:
     assert "CARAVAN_INSTANCE_ID" in variables and "CARAVAN_DB_POOL_SIZE" in variables
     unnamed = sorted(v for v in variables if not re.search(rf"\b{v}\b", docs))
     assert unnamed == [], f"read by the code, named in no page of docs/: {unnamed}"
+
+
+def test_every_settings_field_is_in_the_configuration_list() -> None:
+    """Each field of ``Settings`` by its variable in docs/configuration.md (a secret's
+    ``_FILE`` variant may be written ``(or `_FILE`)`` beside its variable)."""
+    listed = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    files = set(FILE_SECRETS.values())
+    unlisted = sorted(
+        v
+        for v in field_variables()
+        if not re.search(rf"\b{v}\b", listed)
+        and not (v in files and re.search(rf"`{v.removesuffix('_FILE')}` \(or `_FILE`\)", listed))
+    )
+    assert unlisted == [], f"settings missing from docs/configuration.md: {unlisted}"

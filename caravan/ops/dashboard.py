@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import html
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -1039,8 +1040,9 @@ class Dashboard:
             return {**snap.__dict__, "throughput": self.throughput(), "gone": self.gone()}
 
         @app.get("/orders/{order_id}", dependencies=ops)
-        async def timeline(order_id: str) -> Response:
-            return await self.order(order_id)
+        async def timeline(order_id: str, request: Request) -> Response:
+            answer = await self.order(order_id)
+            return _order_page(order_id, answer) if _browser(request) else answer
 
         return app
 
@@ -1088,6 +1090,32 @@ def _login_page(error: str) -> str:
         "<button>sign in</button></form>",
         refresh=False,
     )
+
+
+def _order_page(order_id: str, answer: Response) -> HTMLResponse:
+    """One order as a browser is shown it (the stuck orders' links lead here): its line and
+    timeline as ``caravan orders show`` prints them, or what the orders API answered instead
+    (its problem's detail), under the same status; a program gets the API's JSON."""
+    body = json.loads(bytes(answer.body))
+    back = "<p><a href='/'>back to the operations page</a></p>"
+    if answer.status_code != 200:
+        said = html.escape(str(body.get("detail") or body.get("title") or body))
+        shown = f"<h2>Order {html.escape(order_id)}</h2><p>{said}</p>{back}"
+        return HTMLResponse(_html(shown, refresh=False), answer.status_code)
+    reason = f" ({html.escape(str(body['reason']))})" if body.get("reason") else ""
+    total = "" if body.get("total_fen") is None else f", total {int(body['total_fen'])} fen"
+    said = (
+        f"<p><b>{html.escape(str(body['status']))}</b>{reason}; buyer"
+        f" {html.escape(str(body['buyer_id']))}, ref {html.escape(str(body['order_ref']))},"
+        f" source {html.escape(str(body['source']))}{total}</p>"
+    )
+    steps = "".join(
+        f"<tr><td>{html.escape(str(step['time']))}</td><td>{html.escape(str(step['type']))}</td></tr>"
+        for step in body.get("timeline", [])
+    )
+    table = f"<table><tr><th>time</th><th>event</th></tr>{steps}</table>"
+    shown = f"<h2>Order {html.escape(order_id)}</h2>{said}{table}{back}"
+    return HTMLResponse(_html(shown, refresh=False))
 
 
 def _html(body: str, refresh: bool = True) -> str:

@@ -412,6 +412,49 @@ async def test_an_order_lookup_passes_on_what_the_orders_api_said(no_database: N
     assert asked == ["/orders/o-1", "/orders/%3Fx"]
 
 
+async def test_a_browser_is_shown_an_order_as_a_page_and_a_program_its_json(
+    no_database: None,
+) -> None:
+    """The page's stuck orders link to /orders/{id}, which showed a browser the orders API's
+    raw JSON (docs/platform.md called it the order's timeline on the page)."""
+    order = {
+        "order_id": "o-1",
+        "order_ref": "SWN-<1>",
+        "buyer_id": "buyer-1",
+        "source": "http",
+        "status": "cancelled",
+        "total_fen": 7000,
+        "reason": "credit_declined",
+        "timeline": [
+            {"type": "order.placed", "time": "2026-12-06T10:00:00+08:00"},
+            {"type": "order.cancelled", "time": "2026-12-06T10:00:01+08:00"},
+        ],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/o-1"):
+            return httpx.Response(200, json=order)
+        gone = {"type": "about:blank", "title": "Order not found", "status": 404, "detail": "no"}
+        return httpx.Response(404, json=gone, headers={"content-type": PROBLEM})
+
+    app = signed_in(
+        Dashboard(Settings(token="cvn_" + "p" * 43), transport=httpx.MockTransport(answer))
+    )
+    transport = httpx.ASGITransport(app=app)
+    browser = {"Authorization": f"Bearer {OPERATOR}", "Accept": "text/html,*/*;q=0.8"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
+        shown = await client.get("/orders/o-1", headers=browser)
+        missing = await client.get("/orders/o-2", headers=browser)
+    assert shown.headers["content-type"].startswith("text/html"), shown.text
+    said = "<b>cancelled</b> (credit_declined); buyer buyer-1, ref SWN-&lt;1&gt;, source http"
+    assert said in shown.text and ", total 7000 fen" in shown.text
+    assert "<td>2026-12-06T10:00:01+08:00</td><td>order.cancelled</td>" in shown.text
+    assert (missing.status_code, missing.headers["content-type"][:9]) == (404, "text/html")
+    assert "<p>no</p>" in missing.text
+    program = await look_up(app, "o-1")  # no text/html asked: the API's JSON
+    assert program.json() == order
+
+
 async def test_an_order_lookup_says_when_the_orders_api_cannot_answer_it(no_database: None) -> None:
     """The orders API away, or answering something that is not JSON, was a plain-text 500
     "Internal Server Error"."""

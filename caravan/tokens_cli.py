@@ -53,17 +53,26 @@ async def issue_token(
     """Issue a token (audited as the OS user) and return it; ``sources`` binds it (None:
     unbound, :func:`shared.auth.tokens.check_binding`), as ``client`` does (the client whose
     orders it places and reaches: another token's name, to replace it)."""
+    return (await _issued(database_url, name, scopes, sources, client))[0]
+
+
+async def _issued(
+    database_url: str, name: str, scopes: list[str], sources: list[str] | None, client: str | None
+) -> tuple[str, str | None]:
+    """:func:`issue_token`'s token, and the client it places as (``client``'s own client,
+    where that token replaced another: :func:`shared.auth.tokens.client_of`)."""
     from shared.auth import audit, tokens
 
-    async def work(conn: "AsyncConnection") -> str:
-        token = await tokens.issue(conn, name, scopes, sources, client)
+    async def work(conn: "AsyncConnection") -> tuple[str, str | None]:
+        placer = await tokens.client_of(conn, client)
+        token = await tokens.issue(conn, name, scopes, sources, placer)
         after: dict[str, object] = {"name": name, "scopes": sorted(set(scopes))}
-        if sources is not None or client is not None:
+        if sources is not None or placer is not None:
             after["sources"] = sorted(set(sources or []))
-        if client is not None:
-            after["client"] = client
+        if placer is not None:
+            after["client"] = placer
         await audit.record(conn, audit.os_actor(), "token.issue", name, after=after)
-        return token
+        return token, placer
 
     return await _in_tx(database_url, work)
 
@@ -161,10 +170,10 @@ def issue(
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
     sources = _sources(source, own_orders, client)
     try:
-        token = asyncio.run(issue_token(_database_url(), chosen, scope, sources, client))
+        token, placer = asyncio.run(_issued(_database_url(), chosen, scope, sources, client))
     except BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
-    bound = "" if sources is None else f"; orders: {reach(sources, client)}"
+    bound = "" if sources is None else f"; orders: {reach(sources, placer)}"
     said = f"token {chosen} ({', '.join(sorted(set(scope)))}{bound}), shown once:"
     err_console.print(said, style="dim")
     print(token)
@@ -204,8 +213,8 @@ def bind(
 ) -> None:
     """Bind a token in place, its secret unchanged, as issue binds one (the same refusals):
     every service honours it within a few seconds (the cache). Its binding becomes what is
-    given, not added to what it was. HTTP orders placed before 2026-12-06 kept no token:
-    they are out of its reach."""
+    given, not added to what it was. HTTP orders placed before orders migration 0009 (a
+    version before 2026-12-06) kept no token: they are out of its reach."""
     sources = _sources(source, own_orders, client)
     if sources is None:
         raise typer.BadParameter(

@@ -143,6 +143,7 @@ async def issue(
     check_name(name)
     checked = check_scopes(scopes)
     bound = _binding(checked, sources, client)
+    client = await client_of(conn, client)
     taken = await conn.scalar(select(tokens.c.name).where(tokens.c.name == name))
     if taken is not None:
         raise BadToken(f"a token named {name!r} exists (revoked ones keep their name)")
@@ -153,6 +154,24 @@ async def issue(
         )
     )
     return token
+
+
+async def client_of(conn: AsyncConnection, client: str | None) -> str | None:
+    """The client a token given ``--client OLD`` places and reaches as: OLD's own client where
+    OLD was itself issued to replace another (a second rotation keeps the first client's
+    orders), else OLD; :class:`BadToken` where no token, revoked or not, was ever named OLD (a
+    misspelt name bound the new token to orders nobody placed, and refused the storefront's
+    retries as another client's)."""
+    if client is None:
+        return None
+    found = select(tokens.c.name, tokens.c.client).where(tokens.c.name == client)
+    row = (await conn.execute(found)).first()
+    if row is None:
+        raise BadToken(
+            f"no token named {client!r}: --client names the token whose orders this one keeps"
+            " (`caravan tokens list`)"
+        )
+    return str(row.client or row.name)
 
 
 def _binding(scopes: list[str], sources: list[str] | None, client: str | None) -> list[str] | None:
@@ -177,6 +196,7 @@ async def bind(
     if before.revoked_at is not None:
         raise BadToken(f"token {name} is revoked: it reaches nothing")
     bound = _binding(before.scopes, sources, client)
+    client = await client_of(conn, client)
     await conn.execute(
         update(tokens).where(tokens.c.name == name).values(sources=bound, client=client)
     )

@@ -186,7 +186,7 @@ async def test_a_key_another_token_used_is_refused_to_a_bound_token_telling_noth
         assert a not in refused.text and by_unbound not in refused.text
         refusals.append(refused.json())
     assert refusals[0]["title"] == "Idempotency-Key taken"
-    assert "another client placed an order with this Idempotency-Key" in refusals[0]["detail"]
+    assert "is not this token's: another client's" in refusals[0]["detail"]
     assert all(r == refusals[0] for r in refusals), refusals  # same body or not: alike
     # Unbound, as before: the same body is the order, another a 409 naming it.
     assert await _posted(anyone, body, key) == a
@@ -231,9 +231,22 @@ async def test_a_token_issued_to_replace_another_keeps_its_orders_and_keys(
     assert f"own as {old_name}" in _said(listed.stdout), listed.stdout
     other = await _client(caravan, "rot-other", [])  # another client's: still out of reach
     await _as_unknown(other, "GET", "/orders/{}", placed)
-    cancelled = await new.post(f"/orders/{placed}/cancel")
+    misspelt = await cli(
+        caravan, *("tokens", "issue", "--scope", "orders:read", "--client", f"rot-od-{tag}")
+    )
+    assert misspelt.returncode == 2, misspelt.stderr  # a drill's typo bound it to nobody's
+    assert f"no token named 'rot-od-{tag}'" in _said(misspelt.stderr), misspelt.stderr
+    third = await cli(  # rotated again: the new token's client is the first's, not its own
+        caravan,
+        *("tokens", "issue", "--scope", "orders:read", "--scope", "orders:write"),
+        *("--name", f"rot-third-{tag}", "--client", new_name),
+    )
+    assert f"orders: own as {old_name})" in _said(third.stderr), third.stderr
+    rotated = caravan.api("orders", third.stdout.strip())
+    assert await _posted(rotated, _body(buyer), key) == placed
+    cancelled = await rotated.post(f"/orders/{placed}/cancel")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
-    for client in (new, other):
+    for client in (new, other, rotated):
         await client.aclose()
 
 
@@ -269,6 +282,7 @@ async def test_a_token_is_bound_in_place_its_secret_unchanged_and_unbound_again(
         await _as_unknown(shop, "GET", "/orders/{}", order_id)
     retried = await shop.post("/orders", json=_body(buyer), headers={"Idempotency-Key": old_key})
     assert retried.status_code == 409 and before_upgrade not in retried.text, retried.text
+    assert "Yours: it stands, do not place it again" in retried.json()["detail"]  # its own
     audited = "select before, after from auth.audit where action = :a and target = :n order by id"
     unbound_view: dict[str, Any] = {"sources": None, "client": None}
     own_view = {**unbound_view, "sources": []}

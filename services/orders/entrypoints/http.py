@@ -42,12 +42,16 @@ from shared.settings import Settings
 
 NOT_FOUND = "no order with this id (or none the token reaches: one bound to its own orders)"
 KEY_TAKEN = (
-    "another client placed an order with this Idempotency-Key (every client of POST /orders"
-    " shares one space of keys): make your keys your own, e.g. prefixed with your shop's"
-    " name (shawan:SWN-000123), and send the order with such a key"
+    "an order with this Idempotency-Key is not this token's: another client's (every client"
+    " of POST /orders shares one space of keys), or placed before orders kept who placed"
+    " them (orders migration 0009), maybe by you. Yours: it stands, do not place it again;"
+    " ask the centre's operations. Not yours: make your keys your own (e.g. prefixed with"
+    " your shop's name, shawan:SWN-000123; the key is the order's ref, in buyers' texts)"
 )
-"""What a bound token is told of a key another token placed an order with (a 409): nothing of
-that order."""
+"""What a bound token is told of a key an order it does not reach was placed with (a 409):
+nothing of that order, the same words whether another client placed it or it was placed
+before ``placed_by`` was kept (a failure drill's storefront, bound after the upgrade, was
+told to send its own order of before the upgrade again under a new key)."""
 EVERY_BUYER = (
     ", which every buyer's orders need: a token without it names a buyer (`buyer_id`), or both"
     " `source` and `order_ref`"

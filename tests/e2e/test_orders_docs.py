@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from caravan.checkout import REPO_ROOT
 from shared.topics import ALL_TOPICS, EventType, Topic
-from tests.harness import System
+from tests.harness import System, until
 
 CONTRACT = REPO_ROOT.parent / "shared" / "CONTRACT.md"
 
@@ -129,6 +129,25 @@ async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
     placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
     assert placed[0].data["delivery"] == {"county": "Shawan", "address": "Village 3, Sandaohezi"}
     assert (await caravan.outcome(order_id)).type in {"order.confirmed", "order.cancelled"}
+
+    # "What a buyer was texted": the page's consumer, run as written, prints the order's texts.
+    def texted() -> list[Any]:
+        return caravan.log.events(Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id)
+
+    sent = await until(texted, f"an sms.sent about {order_id}")
+    reader = text.split(".venv/bin/python - \"$ORDER_ID\" <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    read = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-", order_id],
+        input=reader,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert read.returncode == 0, read.stderr
+    said = [line for line in read.stdout.splitlines() if line.startswith("sms.sent ")]
+    assert said and said[0].endswith(sent[0].data["text"]), read.stdout
 
 
 CHECKS = [

@@ -987,8 +987,13 @@ class Dashboard:
 
         @app.exception_handler(StarletteHTTPException)
         async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+            """A browser refused a page is sent to the sign-in form (a 401), or shown it
+            saying why (:func:`_form_again`: an address throttled, a token without ``ops``);
+            a program gets the problem."""
             if exc.status_code == 401 and _browser(request):
                 return RedirectResponse("/login", status_code=303)
+            if exc.status_code in SIGN_IN_AGAIN and _browser(request):
+                return _form_again(exc)
             return http_problem(exc, request)
 
         @app.get("/login", response_class=HTMLResponse)
@@ -1008,11 +1013,7 @@ class Dashboard:
             except StarletteHTTPException as exc:
                 if exc.status_code not in SIGN_IN_AGAIN or not _browser(request):
                     raise
-                why = FORM_WORDS.get(exc.detail, exc.detail)
-                wait = (exc.headers or {}).get("Retry-After")
-                said = f"{why}: {SIGN_IN_AGAIN[exc.status_code].format(wait=wait)}"
-                page = _login_page(f"<p class='warning'>{html.escape(said)}</p>")
-                return HTMLResponse(page, exc.status_code, exc.headers)  # the form, not JSON
+                return _form_again(exc)
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(
                 COOKIE,
@@ -1081,6 +1082,16 @@ SIGN_IN_AGAIN = {
 FORM_WORDS = {NO_TOKEN: "no token was typed in"}
 """A refusal's words the sign-in form says otherwise: a bearer token is what a program sends,
 where a browser's form sent nothing."""
+
+
+def _form_again(exc: StarletteHTTPException) -> HTMLResponse:
+    """The sign-in form, saying why ``exc`` refused a browser (:data:`SIGN_IN_AGAIN`), with
+    its status and headers (a 429's Retry-After): a page, not the problem's JSON."""
+    why = FORM_WORDS.get(exc.detail, exc.detail)
+    wait = (exc.headers or {}).get("Retry-After")
+    said = f"{why}: {SIGN_IN_AGAIN[exc.status_code].format(wait=wait)}"
+    page = _login_page(f"<p class='warning'>{html.escape(said)}</p>")
+    return HTMLResponse(page, exc.status_code, exc.headers)
 
 
 def _login_page(error: str) -> str:

@@ -613,11 +613,14 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
         for _ in range(10):  # the default limit: 10 failures a minute
             assert (await browser.post("/login", data={"token": "x"})).status_code == 401
         throttled = await browser.post("/login", data={"token": "cvn_" + "z" * 43})
-    assert throttled.status_code == 429 and "text/html" in throttled.headers["content-type"]
-    wait = throttled.headers["retry-after"]
-    assert 1 <= int(wait) <= 60
-    said = f"too many failed attempts from this address: try again in {wait} s"
-    assert f"<p class='warning'>{said}</p><form" in throttled.text, throttled.text
+        # Its pages alike, for a browser not signed in (they were a JSON 429 to it).
+        pages = [await browser.get("/"), await browser.get("/orders/o-1")]
+    for answer in (throttled, *pages):
+        assert answer.status_code == 429 and "text/html" in answer.headers["content-type"]
+        wait = answer.headers["retry-after"]
+        assert 1 <= int(wait) <= 60
+        said = f"too many failed attempts from this address: try again in {wait} s"
+        assert f"<p class='warning'>{said}</p><form" in answer.text, answer.text
 
 
 async def test_the_first_up_on_a_machine_issues_a_development_token(

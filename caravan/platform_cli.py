@@ -272,7 +272,7 @@ def retry(
         raise typer.BadParameter("name either --app or event ids (not both)")
     body = {"app": app_name} if app_name is not None else {"event_ids": event_ids}
     told = _call(url, "POST", "/platform/callbacks/retry", json=body)
-    console.print(
-        f"{told['requeued']} callback(s) sent again: {told['failed']} failed, from a first"
-        f" attempt; {told['pending']} pending, at once, their attempts kept"
+    console.print(  # within 80 columns, counts of three digits each
+        f"{told['requeued']} callback(s) sent again: {told['failed']} failed, afresh;"
+        f" {told['pending']} pending, now, attempts kept"
     )

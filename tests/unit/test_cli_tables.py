@@ -448,3 +448,15 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         ["", "owed 3500"],
     ], text
     assert "".join(row[2] for row in rows[:4]) == charging["last_error"], text
+
+
+def test_platform_retry_says_what_it_sent_again_within_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan platform retry``'s answer was one line of 101 columns, folded at 80; now it
+    fits, counts of three digits each."""
+    told = {"requeued": 999, "failed": 500, "pending": 499, "event_ids": []}
+    monkeypatch.setattr(platform_cli, "_call", lambda *_, **__: told)
+    text = shown(monkeypatch, "platform", "retry", "--app", "demo-market", "--url", "http://api")
+    said = "999 callback(s) sent again: 500 failed, afresh; 499 pending, now, attempts kept"
+    assert text.splitlines() == [said] and len(said) <= 80, text

@@ -211,6 +211,7 @@ class Spell:
     counted: int = 0  # what the lines not said counted (:func:`retried`'s ``counted``)
     answered: float | None = None  # when it was told over (:meth:`Outage.over`), if it was
     settle: float = 0.0  # seconds after that within which, met again, it goes on
+    told: float | None = None  # when its end was last said (:meth:`Outage.over` returned it)
 
 
 class Outage(logging.Filter):
@@ -278,13 +279,20 @@ class Outage(logging.Filter):
 
     def over(self, key: str | None = None, settle: float = 0.0) -> Spell | None:
         """The server answers again (told by its client's user): the outage of ``key``
-        (:attr:`source` unless said) that had been seen, if any, now ended; unless it is met
-        again within ``settle`` seconds, when it goes on."""
+        (:attr:`source` unless said) that had been seen, if any, now ended, to be said; unless
+        it is met again within ``settle`` seconds, when it goes on. The end of an outage gone
+        on so is said again only ``settle`` seconds or more after it was last said (None
+        before): a broker back from a restart fails a few more requests as it loads, and one
+        process said "Kafka answers again" three times in 213 ms."""
         spell = self._spells.get(self.source if key is None else key)
         if spell is None or spell.answered is not None:
             return None
+        now = self.clock()
+        spell.answered, spell.settle = now, settle
+        if spell.told is not None and now - spell.told < settle:
+            return None  # its warnings not said yet are counted on, for the end said next
         ended = replace(spell)
-        spell.answered, spell.settle, spell.held, spell.counted = self.clock(), settle, 0, 0
+        spell.told, spell.held, spell.counted = now, 0, 0
         return ended
 
 

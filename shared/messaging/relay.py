@@ -99,7 +99,8 @@ relay's batch) and, loading its partitions and groups, fails others' requests fo
 seconds more (a consumer-lag sample's NotCoordinatorForGroupError, a commit of offsets
 unanswered). A drill's broker down 45 s was said "Kafka answers again, 32 s after it was first
 found away", then "2 s after", "1 s after": each of those an outage of its own, measured from
-its own first line."""
+its own first line. Its end is said once in that time (a short restart's was said three times
+in 213 ms), again only if it goes on longer (:meth:`shared.logs.Outage.over`)."""
 
 
 def kafka_answers(logger: logging.Logger) -> None:
@@ -107,7 +108,7 @@ def kafka_answers(logger: logging.Logger) -> None:
     consumer-lag sample): its outage (:data:`KAFKA_AWAY`), if one was met, is over, said in
     one line (:func:`shared.logs.answers_again`); the next is said at once, unless met within
     :data:`KAFKA_SETTLES` seconds (the same outage: its end said again, measured from its
-    first line)."""
+    first line, only :data:`KAFKA_SETTLES` seconds or more after it was last said)."""
     answers_again(logger, KAFKA_AWAY, "Kafka", KAFKA_SETTLES)
 
 

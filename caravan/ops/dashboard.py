@@ -22,6 +22,7 @@ import contextlib
 import html
 import itertools
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -52,9 +53,13 @@ from shared.http import (
     require,
     unavailable,
 )
+from shared.logs import retried
 from shared.messaging import kafka_admin
+from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
 from shared.settings import Settings
 from shared.topics import Topic, consumer_group
+
+log = logging.getLogger(__name__)
 
 LAG_NOTE = (
     "Records past each group's committed offsets. A group commits what it has handled up to"
@@ -598,7 +603,10 @@ async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
 
 async def _group_members(settings: Settings, snap: Snapshot) -> None:
     """Each service's consumer group as Kafka lists it: its state and its members (every
-    instance running, wherever it runs, those the page is not told of too)."""
+    instance running, wherever it runs, those the page is not told of too). Asked every
+    sample, it tells the page's log of Kafka away and answering again, as a service's
+    consumer-lag sample does (:data:`~shared.messaging.relay.KAFKA_AWAY`: one warning, once a
+    minute while it lasts, and its end in one line)."""
     services = {consumer_group(service): service for service in SERVICES}
     try:
         groups = await kafka_admin.describe_groups(
@@ -606,7 +614,10 @@ async def _group_members(settings: Settings, snap: Snapshot) -> None:
         )
     except Exception as exc:  # Kafka away: the services' own figures still count
         snap.unavailable["members"] = f"Kafka unreachable ({exc.__class__.__name__})"
+        if kafka_away(exc):
+            log.warning("consumer groups sample failed: %r", exc, extra=retried(KAFKA_AWAY))
         return
+    kafka_answers(log)
     for group, state in groups.items():
         if state.error is not None:
             snap.members_unknown[services[group]] = (

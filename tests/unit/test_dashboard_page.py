@@ -29,7 +29,7 @@ from shared.auth.tokens import Lookup, Principal, digest
 from shared.http import PROBLEM, RETRY_SECONDS
 from shared.messaging import kafka_admin
 from shared.settings import Settings
-from tests.unit.conftest import Coordinator
+from tests.unit.conftest import Clock, Coordinator, kafka_away_a_minute, said
 
 
 def board() -> Dashboard:
@@ -172,6 +172,40 @@ async def test_a_group_kafka_cannot_describe_now_has_its_members_unknown_and_non
     loading.errors.clear()  # loaded: the instance not back is gone
     await page.sample()
     assert page.gone() == {"payments": {"caravan-payments-2": page.history[0].at}}
+
+
+async def test_kafka_away_is_one_warning_in_the_page_s_log_then_a_line_when_it_answers(
+    no_database: None,
+    waiting: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    faults: Clock,
+) -> None:
+    """Kafka away, the page's log said aiokafka's own line and nothing when Kafka answered
+    again (its groups, read every sample, were said unavailable on the page only). Now it
+    says so as a service's lag sample does: one warning, its repeat a minute later, and one
+    line when Kafka answers."""
+    settings = Settings(token="cvn_" + "k" * 43)
+    page = Dashboard(settings, transport=httpx.MockTransport(stopped(settings)))
+    away = errors.KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+    up = False
+
+    async def describe_groups(
+        bootstrap: str, groups: list[str], settings: Any
+    ) -> dict[str, kafka_admin.GroupState]:
+        if not up:
+            raise away
+        return await kafka_admin.described(Coordinator(), groups)
+
+    monkeypatch.setattr(kafka_admin, "describe_groups", describe_groups)
+    for _ in range(13):  # a minute, every 5 s
+        snap = await page.sample()
+        assert snap.unavailable["members"] == "Kafka unreachable (KafkaConnectionError)"
+        faults.now += 5
+    up = True
+    assert "members" not in (await page.sample()).unavailable
+    warned = f"consumer groups sample failed: {away!r}"
+    assert said(caplog, "caravan.ops.dashboard") == kafka_away_a_minute(warned)
 
 
 def test_stuck_orders_beyond_those_listed_are_counted() -> None:

@@ -6,6 +6,8 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp
 
+from shared.addresses import served_at
+
 
 class _Said(uvicorn.Server):
     """A server that says one line once it listens (uvicorn's own lines are at info, below
@@ -28,4 +30,4 @@ def serve(app: ASGIApp, what: str, host: str, port: int, more: str = "") -> None
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1
     )
-    _Said(config, f"{what} simulator: listening on http://{host}:{port}{more}").run()
+    _Said(config, f"{what} simulator: listening on {served_at(host, port)}{more}").run()

@@ -17,6 +17,7 @@ from services.notifications.domain.delivery import QuietHours, RetryPolicy, pars
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
 from services.notifications.handlers import SMS_QUEUED
+from shared.addresses import url_of
 from shared.db import driver
 from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
@@ -80,14 +81,14 @@ def receipts_url(settings: Settings) -> str:
     production must be told one it can reach, or no receipt would ever arrive."""
     url = settings.notifications_receipts_url
     if not url:
+        local = url_of(settings.http_host, settings.notifications_http_port, "/sms/receipts")
         if settings.environment == "production" and settings.notifications_gateway == "infobip":
             raise ValueError(
                 "CARAVAN_NOTIFICATIONS_RECEIPTS_URL is required for infobip in production: the"
-                f" local http://{settings.http_host}:{settings.notifications_http_port}"
-                "/sms/receipts cannot be reached from Infobip, so no delivery receipt would"
+                f" local {local} cannot be reached from Infobip, so no delivery receipt would"
                 " arrive; set the public URL that reaches this service's /sms/receipts"
             )
-        url = f"http://{settings.http_host}:{settings.notifications_http_port}/sms/receipts"
+        url = local
     return f"{url}{'&' if '?' in url else '?'}key={quote(receipts_secret(settings), safe='')}"
 
 

@@ -4,6 +4,7 @@ them failed to start (here: a port nothing listens on)."""
 
 import asyncio
 import gc
+import socket
 import warnings
 from typing import Any
 
@@ -28,15 +29,18 @@ def test_the_demo_that_cannot_reach_kafka_closes_the_clients_it_made() -> None:
     assert [str(w.message).split(" <")[0] for w in caught if "Unclosed" in str(w.message)] == []
 
 
+@pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0"])
 async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the_simulator(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    bound: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """``caravan demo --platform-orders N`` while the platform adapter was down (its mappings
     made, then stopped): the simulator printed a 100-line "Exception in ASGI application"
     traceback on the demo's terminal, and the demo said "cannot reach the HTTP API at
     http://127.0.0.1:<the simulator's port>: ReadError", the simulator, which was up. The
     simulator answers its push 502, with the adapter's URL and the error; the demo names the
-    adapter. Its mappings faked as the adapter takes them; the adapter's port answers none."""
+    adapter. Its mappings faked as the adapter takes them; the adapter's port answers none.
+    An adapter bound to every interface is called, and named, at this machine's name (it
+    was ``http://0.0.0.0:<port>``: :mod:`shared.addresses`)."""
     mapped: list[tuple[str, ...]] = []
 
     def put_mapping(base: str, app: str, kind: str, external_id: str, *_: Any, **__: Any) -> Any:
@@ -46,11 +50,12 @@ async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the
     monkeypatch.setattr(demo, "put_mapping", put_mapping)
     adapter = free_port()
     apps = {"shop": {"secret": "t-shop-secret-0001", "api_url": f"http://127.0.0.1:{free_port()}"}}
-    settings = Settings(platform_apps=apps, platform_http_port=adapter, token="t")
-    push = f"http://127.0.0.1:{adapter}/platform/shop/push"
+    settings = Settings(platform_apps=apps, platform_http_port=adapter, token="t", http_host=bound)
+    named = socket.gethostname() if bound == "0.0.0.0" else bound
+    push = f"http://{named}:{adapter}/platform/shop/push"
     with pytest.raises(OperatorError) as raised:
         await demo.run_platform_demo(settings, seed(), "shop", count=1, timeout=1.0)
-    assert mapped, "the mappings were made first"
+    assert {base for base, *_ in mapped} == {f"http://{named}:{adapter}"}, "mapped first"
     assert str(raised.value) == (
         f"the platform adapter cannot be reached at {push} (ConnectError: All connection"
         " attempts failed): is it up (`caravan up`)?"

@@ -3,6 +3,7 @@ when they started: whoever ran one by hand (docs/platform-adapter.md) could not 
 was up, nor where."""
 
 import select
+import socket
 import subprocess
 import sys
 
@@ -33,6 +34,12 @@ CALLBACK = "http://127.0.0.1:8084/platform/shop/push"
             "services.notifications.simulator",
             (),
             "SMS gateway simulator: listening on http://127.0.0.1:{port}",
+        ),
+        (  # it said http://0.0.0.0:{port}, no address to call (shared.addresses)
+            "services.notifications.simulator",
+            ("--host", "0.0.0.0"),
+            f"SMS gateway simulator: listening on http://{socket.gethostname()}:{{port}}"
+            " (all interfaces)",
         ),
     ],
 )

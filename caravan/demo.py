@@ -2,12 +2,15 @@
 optionally marketplace-platform orders too, pushed by the platform simulator."""
 
 import asyncio
+import contextlib
 import random
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -266,14 +269,10 @@ async def run_platform_demo(
             # products were just loaded.
             for product in seed.products:
                 sku = {"sku": product.sku}
-                await asyncio.to_thread(
-                    put_mapping, adapter, app, "sku", f"MKT-{product.sku}", sku, headers=auth
-                )
+                await _map(adapter, app, "sku", f"MKT-{product.sku}", sku, headers=auth)
             for buyer in seed.buyers:
                 given = {"buyer_id": buyer.id, "phone": buyer.phone, "locale": buyer.locale}
-                await asyncio.to_thread(
-                    put_mapping, adapter, app, "buyer", f"nick-{buyer.id}", given, headers=auth
-                )
+                await _map(adapter, app, "buyer", f"nick-{buyer.id}", given, headers=auth)
             for i, order in enumerate(orders):
                 platform_order = {
                     "order_id": order.order_ref.replace("DEMO-", "MKT-"),
@@ -328,17 +327,59 @@ def _untold(console: Console, app: str, untold: int) -> None:
         )
 
 
+async def _map(adapter: str, *args: Any, **kwargs: Any) -> None:
+    """A mapping made on the ``adapter`` (:func:`put_mapping`'s ``args``), called in a thread
+    of its own that a Ctrl-C does not wait for: its call may wait 10 s for an answer, and
+    ``asyncio.run`` waits for ``asyncio.to_thread``'s threads before it returns. The adapter
+    unreachable is said so (:func:`_adapter_away`), not as the "platform API" the commands
+    call it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():  # cancelled meanwhile
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            put_mapping(adapter, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="caravan-demo-mapping", daemon=True).start()
+    try:
+        await done
+    except output.OperatorError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, httpx.TransportError):
+            raise _adapter_away(adapter, cause) from cause
+        raise
+
+
+def _adapter_away(url: str, error: BaseException | str) -> output.OperatorError:
+    """The platform adapter cannot be reached at ``url``: is it up? ``error`` as the
+    simulator says it (``ConnectError: All connection attempts failed``)."""
+    if not isinstance(error, str):
+        error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return output.OperatorError(
+        f"the platform adapter cannot be reached at {url} ({error}): is it up (`caravan up`)?", 2
+    )
+
+
 def _unreached(push: httpx.Response) -> None:
     """Raise :class:`~caravan.output.OperatorError` if the simulator's ``push`` did not reach
     the adapter (its 502: the adapter's URL and the error), naming the adapter, not the
     simulator."""
     if push.status_code == 502:
         said = push.json()
-        raise output.OperatorError(
-            f"the platform adapter cannot be reached at {said['url']} ({said['detail']}): is"
-            " it up (`caravan up`)?",
-            2,
-        )
+        raise _adapter_away(said["url"], said["detail"])
 
 
 def _summary(

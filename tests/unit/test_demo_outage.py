@@ -5,6 +5,7 @@ them failed to start (here: a port nothing listens on)."""
 import asyncio
 import gc
 import socket
+import time
 import warnings
 from typing import Any
 
@@ -61,3 +62,53 @@ async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the
         " attempts failed): is it up (`caravan up`)?"
     ), raised.value
     assert "Traceback" not in capfd.readouterr().err
+
+
+async def test_the_platform_demo_whose_adapter_is_down_from_the_start_names_the_adapter() -> None:
+    """With the adapter down before the demo, its first mapping said "platform API
+    unreachable: [Errno 111] Connection refused", as the commands call the adapter's API: the
+    demo names the adapter, as it does for a push (is it up?)."""
+    adapter = free_port()
+    apps = {"shop": {"secret": "t-shop-secret-0001", "api_url": f"http://127.0.0.1:{free_port()}"}}
+    settings = Settings(platform_apps=apps, platform_http_port=adapter, token="t")
+    with pytest.raises(OperatorError) as raised:
+        await demo.run_platform_demo(settings, seed(), "shop", count=1, timeout=1.0)
+    assert (str(raised.value), raised.value.exit_code) == (
+        f"the platform adapter cannot be reached at http://127.0.0.1:{adapter} (ConnectError:"
+        " [Errno 111] Connection refused): is it up (`caravan up`)?",
+        2,
+    )
+
+
+def test_a_ctrl_c_while_a_mapping_waits_for_the_adapter_is_not_held() -> None:
+    """The demo's mappings were made in ``asyncio.to_thread``'s threads, each call waiting up
+    to 10 s for an answer, which ``asyncio.run`` waits for before it returns: a Ctrl-C while
+    the adapter took a mapping and did not answer was held those 10 s. Here the adapter's
+    port takes the connection and answers nothing; the demo is cancelled once it is taken."""
+    apps = {"shop": {"secret": "t-shop-secret-0001", "api_url": f"http://127.0.0.1:{free_port()}"}}
+    taken: list[socket.socket] = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.setblocking(False)
+        port = silent.getsockname()[1]
+        settings = Settings(platform_apps=apps, platform_http_port=port, token="t")
+
+        async def ctrl_c_once_a_mapping_waits() -> float:
+            running = asyncio.create_task(
+                demo.run_platform_demo(settings, seed(), "shop", count=1, timeout=1.0)
+            )
+            conn, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), 60)
+            taken.append(conn)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            return time.monotonic()
+
+        try:
+            cancelled = asyncio.run(ctrl_c_once_a_mapping_waits())
+            held = time.monotonic() - cancelled  # asyncio.run's end, after its task's
+        finally:
+            for conn in taken:
+                conn.close()
+    assert held < 2, f"asyncio.run returned {held:.1f} s after the demo was cancelled"

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from caravan.output import OperatorError, error_text
-from shared.addresses import url_of
+from shared.addresses import local_url
 from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES, bearer_headers
 from shared.settings import DEV_TOKEN_FILE, Settings
 
@@ -35,7 +35,7 @@ def base_url(url: str | None, service: str) -> str:
     if url:
         return url
     settings = Settings()
-    return url_of(settings.http_host, http_port(service, settings))
+    return local_url(settings.http_host, http_port(service, settings))
 
 
 def http_port(service: str, settings: Settings) -> int:

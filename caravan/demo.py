@@ -22,7 +22,7 @@ from caravan import output
 from caravan.platform_cli import put_mapping
 from caravan.system import simulator
 from shared import days
-from shared.addresses import url_of
+from shared.addresses import local_url
 from shared.api import bearer_headers
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import (
@@ -254,7 +254,7 @@ async def run_platform_demo(
     console = console or output.console
     config = settings.platform_apps[app]
     port = httpx.URL(config.api_url).port or 80
-    adapter = url_of(settings.http_host, settings.platform_http_port)
+    adapter = local_url(settings.http_host, settings.platform_http_port)
     run_id = uuid.uuid4().hex[:6]
     orders = demo_orders(seed, count, run_id, days.today())
     args = ["--app", app, "--secret", config.secret.get_secret_value()]

@@ -1,5 +1,6 @@
 """What a server's line tells a client to call, of the address it binds (``CARAVAN_HTTP_HOST``),
-and the URL a client calls it at."""
+and the URL a client calls it at: one elsewhere (:func:`url_of`), or one on this machine
+(:func:`local_url`)."""
 
 import socket
 
@@ -18,9 +19,27 @@ def reachable(host: str) -> str:
 
 
 def url_of(host: str, port: int, path: str = "") -> str:
-    """The URL of ``path`` on a server bound to ``host`` and ``port``, as a client calls it
-    (:func:`reachable`): a command, the demo, a gateway told where to call back."""
+    """The URL of ``path`` on a server bound to ``host`` and ``port``, as a client elsewhere
+    calls it (:func:`reachable`): a gateway told where to call back."""
     return f"http://{reachable(host)}:{port}{path}"
+
+
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}
+"""The address a client on this machine calls a server bound to every interface at."""
+
+
+def local(host: str) -> str:
+    """The host a client on this machine (a command, the demo, the operations page) names to
+    call a server bound to ``host``: one bound to every interface by its loopback address,
+    which this machine's hostname may not resolve to (a VM's name in no DNS, an address a
+    firewall closes), else as :func:`reachable`."""
+    return LOOPBACK.get(host) or reachable(host)
+
+
+def local_url(host: str, port: int, path: str = "") -> str:
+    """The URL of ``path`` on a server bound to ``host`` and ``port``, as a client on this
+    machine calls it (:func:`local`)."""
+    return f"http://{local(host)}:{port}{path}"
 
 
 def served_at(host: str, port: int, path: str = "") -> str:

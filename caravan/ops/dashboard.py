@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from caravan import checkout
 from caravan.ops import dlq
 from services import SERVICES
-from shared.addresses import reachable
+from shared.addresses import local
 from shared.api import bearer_headers
 from shared.db import Database, fault
 from shared.http import (
@@ -359,7 +359,7 @@ def further_instances(specs: list[str], host: str) -> dict[str, list[str]]:
                 f"--instance {spec!r}: not SERVICE=[HOST:]PORT, SERVICE one of"
                 f" {', '.join(SERVICES)}"
             )
-        further.setdefault(service, []).append(f"{where or reachable(host)}:{int(port)}")
+        further.setdefault(service, []).append(f"{where or local(host)}:{int(port)}")
     return further
 
 
@@ -367,7 +367,7 @@ def instance_addresses(settings: Settings, further: dict[str, list[str]]) -> dic
     """Per service, the addresses of the instances the page reads: the one on its port setting
     first, then each further one it was told of (:func:`further_instances`)."""
     return {
-        service: [f"{reachable(settings.http_host)}:{port}", *further.get(service, [])]
+        service: [f"{local(settings.http_host)}:{port}", *further.get(service, [])]
         for service, port in ports(settings).items()
     }
 

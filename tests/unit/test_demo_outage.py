@@ -40,7 +40,7 @@ async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the
     http://127.0.0.1:<the simulator's port>: ReadError", the simulator, which was up. The
     simulator answers its push 502, with the adapter's URL and the error; the demo names the
     adapter. Its mappings faked as the adapter takes them; the adapter's port answers none.
-    An adapter bound to every interface is called, and named, at this machine's name (it
+    An adapter bound to every interface is called, and named, at the loopback address (it
     was ``http://0.0.0.0:<port>``: :mod:`shared.addresses`)."""
     mapped: list[tuple[str, ...]] = []
 
@@ -52,7 +52,7 @@ async def test_the_platform_demo_whose_adapter_is_down_names_the_adapter_not_the
     adapter = free_port()
     apps = {"shop": {"secret": "t-shop-secret-0001", "api_url": f"http://127.0.0.1:{free_port()}"}}
     settings = Settings(platform_apps=apps, platform_http_port=adapter, token="t", http_host=bound)
-    named = socket.gethostname() if bound == "0.0.0.0" else bound
+    named = "127.0.0.1"  # on this machine, whatever the adapter is bound to
     push = f"http://{named}:{adapter}/platform/shop/push"
     with pytest.raises(OperatorError) as raised:
         await demo.run_platform_demo(settings, seed(), "shop", count=1, timeout=1.0)

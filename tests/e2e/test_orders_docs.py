@@ -104,6 +104,22 @@ async def test_asyncapi_names_every_topic_and_event_type_of_the_contract(caravan
 TOPICS_DOC = REPO_ROOT / "docs" / "topics.md"
 
 
+async def _run_example(caravan: System, script: str, *args: str) -> str:
+    """A page's Python example run as written with the checkout's Python against the
+    session's broker; what it printed."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-", *args],
+        input=script,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
     caravan: System,
 ) -> None:
@@ -115,16 +131,7 @@ async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
     order_ref = f"DOC-{uuid.uuid4().hex[:12]}"
     assert script.count('"SWN-000124"') == 1
     script = script.replace('"SWN-000124"', f'"{order_ref}"')
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-"],
-        input=script,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    await _run_example(caravan, script)
     order_id = await caravan.placed(order_ref, source="storefront/shawan-center")
     placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
     assert placed[0].data["delivery"] == {"county": "Shawan", "address": "Village 3, Sandaohezi"}
@@ -136,18 +143,9 @@ async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
 
     sent = await until(texted, f"an sms.sent about {order_id}")
     reader = text.split(".venv/bin/python - \"$ORDER_ID\" <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    read = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-", order_id],
-        input=reader,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert read.returncode == 0, read.stderr
-    said = [line for line in read.stdout.splitlines() if line.startswith("sms.sent ")]
-    assert said and said[0].endswith(sent[0].data["text"]), read.stdout
+    read = await _run_example(caravan, reader, order_id)
+    said = [line for line in read.splitlines() if line.startswith("sms.sent ")]
+    assert said and said[0].endswith(sent[0].data["text"]), read
 
 
 CHECKS = [

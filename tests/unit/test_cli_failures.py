@@ -968,13 +968,13 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     }
     answers = {"/credit-lines/b-1": httpx.Response(422, json=problem)}
 
-    def request(method: str, url: str, **kwargs: object) -> httpx.Response:
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.Response:
         path = httpx.URL(url).path
         if path not in answers:
             raise httpx.ConnectError("connection refused")
         return answers[path]
 
-    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setattr(httpx.Client, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     url = ("--url", "http://127.0.0.1:1")
     code, out, err = caravan("payments", "credit-set", "b-1", "5", *url)
@@ -1007,7 +1007,7 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
     only = "only cancelled orders have a reason, not confirmed ones"
     after = "`until` must be after `since`"
 
-    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
         params = kwargs["params"]
         if "reason" not in params and "until" not in params:
             return httpx.Response(403, json={"title": "Forbidden", "detail": needs})
@@ -1017,7 +1017,7 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
             422, json={"title": "Invalid request", "detail": said, "errors": [error]}
         )
 
-    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setattr(httpx.Client, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan("orders", "list")
     said = (
@@ -1048,10 +1048,10 @@ def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_clas
         " (`caravan up`)?"
     )
 
-    def request_(method: str, url: str, **kwargs: object) -> httpx.Response:
+    def request_(_client: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.Response:
         raise httpx.RemoteProtocolError("", request=httpx.Request(method, url))
 
-    monkeypatch.setattr(httpx, "request", request_)
+    monkeypatch.setattr(httpx.Client, "request", request_)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan("stuck")
     assert (code, out, one_line(err)) == (2, "", "orders API unreachable: RemoteProtocolError")
@@ -1068,7 +1068,7 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
         "detail": "too many failed attempts from this address",
     }
     answered = httpx.Response(429, json=problem, headers={"Retry-After": "52"})
-    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
+    monkeypatch.setattr(httpx.Client, "request", lambda *args, **kwargs: answered)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan(
         "payments", "list", "--status", "pending", "--url", "http://127.0.0.1:1"
@@ -1129,7 +1129,7 @@ def test_a_503_is_a_part_of_the_system_away_exit_2(
     problem = {"title": "Service Unavailable", "detail": detail}
     wait = "30" if "order API" in detail else "1"
     answered = httpx.Response(503, json=problem, headers={"Retry-After": wait})
-    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: answered)
+    monkeypatch.setattr(httpx.Client, "request", lambda *args, **kwargs: answered)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     url = ("--url", "http://127.0.0.1:1")
     code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "k-1", *url)
@@ -1144,7 +1144,9 @@ def test_a_refused_token_is_said_with_where_it_came_from_and_what_to_do(
     is not valid": not that the token was CARAVAN_TOKEN's, which overrides the development
     token a user believed was sent, nor what to do."""
     problem = {"title": "Unauthorized", "detail": "the token is not valid"}
-    monkeypatch.setattr(httpx, "request", lambda *args, **kwargs: httpx.Response(401, json=problem))
+    monkeypatch.setattr(
+        httpx.Client, "request", lambda *args, **kwargs: httpx.Response(401, json=problem)
+    )
     dev, file = tmp_path / "dev-token", tmp_path / "token"
     monkeypatch.setattr(admin_api, "DEV_TOKEN_FILE", dev)
     monkeypatch.setattr(settings, "DEV_TOKEN_FILE", dev)
@@ -1208,7 +1210,7 @@ def test_a_status_or_reason_none_of_its_choices_is_refused_before_any_call(
     def request(*args: object, **kwargs: object) -> httpx.Response:
         raise AssertionError("called the API")
 
-    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setattr(httpx.Client, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     code, out, err = caravan(*command.split())
     assert (code, out) == (2, ""), err
@@ -1251,13 +1253,13 @@ def test_a_platform_sku_is_mapped_only_to_a_sku_inventory_has(
     exit 2; refusing the call, exit 1): nothing is sent to the adapter."""
     asked: list[str] = []
 
-    def request(method: str, url: str, **kwargs: object) -> httpx.Response:
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.Response:
         asked.append(f"{method} {httpx.URL(url).path}")
         if isinstance(inventory, Exception):
             raise inventory
         return inventory
 
-    monkeypatch.setattr(httpx, "request", request)
+    monkeypatch.setattr(httpx.Client, "request", request)
     monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
     urls = ("--url", "http://127.0.0.1:1", "--inventory-url", "http://127.0.0.1:2")
     done = caravan("platform", "map-sku", "market", "ALI-1", "T-PEPER", *urls)

@@ -62,6 +62,8 @@ orders = Table(
     Index("orders_status_placed", "status", "placed_at", "order_id"),
     # An operator's orders of one order_ref, of any source (GET /orders?order_ref=).
     Index("orders_ref", "order_ref"),
+    # An operator's orders of one source, of each status newest first (GET /orders?source=).
+    Index("orders_source_status_placed", "source", "status", "placed_at", "order_id"),
 )
 
 timeline = Table(

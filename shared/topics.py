@@ -49,6 +49,7 @@ class EventType(StrEnum):
     PAYMENT_DECLINED = "payment.declined"
     PAYMENT_VOIDED = "payment.voided"
     PAYMENT_REPAID = "payment.repaid"
+    PAYMENT_REFUNDED = "payment.refunded"
     INSTALMENT_DUE = "payment.instalment_due"
     SMS_SENT = "sms.sent"
     SMS_DELIVERED = "sms.delivered"

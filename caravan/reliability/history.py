@@ -344,6 +344,7 @@ class _Checker:
         self.one_terminal_event()
         self.stock()
         self.payments()
+        self.refunds()
         self.cancelled_holds_nothing()
         self.texts()
         self.dead_letters_are_the_poison()
@@ -476,6 +477,35 @@ class _Checker:
             if owed > limit:
                 self.fail(
                     "credit_limit", buyer, f"outstanding loans {owed} fen over the limit {limit}"
+                )
+
+    def refunds(self) -> None:
+        """Each refund made by hand (``payment.refunded``, on payments' topic: no terminal
+        event, an order cancelled keeps its one end) is said once, and pays what the order's
+        ``payment.voided`` said was owed back (``refund_owed_fen``), of an order cancelled."""
+        owed: dict[str, int] = {}
+        refunded: dict[str, list[_Event]] = defaultdict(list)
+        for e in self.events[Topic.PAYMENT_EVENTS.value]:
+            order_id = str(e.data.get("order_id"))
+            if order_id not in self.placed:
+                continue
+            if e.type == EventType.PAYMENT_VOIDED.value and e.data.get("refund_owed_fen"):
+                owed[order_id] = int(e.data["refund_owed_fen"])
+            elif e.type == EventType.PAYMENT_REFUNDED.value:
+                refunded[order_id].append(e)
+        for order_id, said in refunded.items():
+            ids = sorted({e.id for e in said})
+            if len(ids) > 1:
+                self.fail("one_refund", order_id, f"{len(ids)} payment.refunded: {ids}")
+            terminal = self.terminal.get(order_id)
+            ended = terminal.type if terminal is not None else "not ended"
+            paid = said[0].data.get("amount_fen")
+            if ended != EventType.ORDER_CANCELLED.value or owed.get(order_id) != paid:
+                self.fail(
+                    "refund_was_owed",
+                    order_id,
+                    f"payment.refunded of {paid} fen at {_where(said[0].record)}; the order"
+                    f" {ended}, owed back {owed.get(order_id)} fen by its payment.voided",
                 )
 
     def cancelled_holds_nothing(self) -> None:

@@ -22,7 +22,12 @@ from shared.events.orders import (
     platform_app,
     refused_source,
 )
-from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVoided
+from shared.events.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+    PaymentVoided,
+)
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
@@ -314,13 +319,15 @@ async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
     await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.payment_declined(data.reason))
 
 
-async def on_payment_voided(tx: Tx, parsed: Parsed) -> None:
+async def on_payment_undone(tx: Tx, parsed: Parsed) -> None:
     """A payment voided because its order was cancelled (payments authorised it, reading the
-    order's ``stock.reserved`` before its ``order.cancelled``): recorded only, so that the
-    timeline of a cancelled order that a late ``payment.authorized`` reached ends with the
-    void, not with an authorisation the buyer would take for a charge or a loan standing."""
+    order's ``stock.reserved`` before its ``order.cancelled``), or what its buyer was owed
+    back refunded by hand (``payment.refunded``): recorded only, never a change of status,
+    so that the timeline of a cancelled order that a late ``payment.authorized`` reached ends
+    with the void, not with an authorisation the buyer would take for a charge or a loan
+    standing, and an operator reading it sees the refund paid."""
     data = parsed.data
-    assert isinstance(data, PaymentVoided)
+    assert isinstance(data, PaymentVoided | PaymentRefunded)
     await _apply(tx, data.order_id, parsed.envelope.type, None)
 
 

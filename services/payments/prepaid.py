@@ -85,7 +85,7 @@ from services.payments.handlers import (
     void_txn,
 )
 from shared.backoff import exponential_step
-from shared.events.payments import PaymentDeclined, PaymentVoided
+from shared.events.payments import PaymentDeclined, PaymentRefunded, PaymentVoided
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
@@ -361,10 +361,14 @@ def refund_txn(order_id: str) -> str:
     return f"refund:{order_id}"
 
 
-async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> Refund | None:
+async def record_refund(
+    tx: Tx, order_id: str, reference: str, reason: str, recorded_by: str
+) -> Refund | None:
     """Operations refunded by hand the buyer of a ``void_refused`` payment (the transfer's
-    ``reference``, and why): it is ``refunded``, and the ledger pays what was owed out of what
-    the gateway took. The same reference and reason again change nothing (a refund recorded
+    ``reference``, and why; ``recorded_by``: the operator's token): it is ``refunded``, the
+    ledger pays what was owed out of what the gateway took, and it is said
+    (``payment.refunded``). The same reference and reason again change nothing, and say
+    nothing (a refund recorded
     before migration 0017 kept no reason: any); None: no payment for the order;
     :class:`NotRefundable` for any other status, or the same reference with another reason
     (another refund, or a mistake: not the one recorded)."""
@@ -406,6 +410,14 @@ async def record_refund(tx: Tx, order_id: str, reference: str, reason: str) -> R
         ledger.prepaid_refunded(owed),
         order_id=order_id,
     )
+    refunded = PaymentRefunded(
+        order_id=order_id,
+        amount_fen=owed,
+        reference=reference,
+        reason=reason,
+        recorded_by=recorded_by,
+    )
+    await tx.emit(refunded)
     after = await payment_view(tx.conn, order_id)
     assert after is not None  # locked above
     return Refund(before, after)

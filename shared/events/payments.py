@@ -58,6 +58,23 @@ class PaymentVoided(EventData):
     )
 
 
+class PaymentRefunded(EventData):
+    """What a buyer was owed back was paid to them, by hand: the refund of a prepaid charge
+    whose void the gateway refused (``payment.voided`` with ``refund_owed_fen``), recorded by
+    an operator (``POST /orders/{id}/payment/refund``), in the transaction that records it.
+    Said once per refund: the same refund recorded again says nothing. A type added on
+    2026-12-06: a refund recorded before then has none."""
+
+    topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
+    event_type: ClassVar[EventType] = EventType.PAYMENT_REFUNDED
+
+    order_id: OrderId
+    amount_fen: Fen = Field(description="what was paid back to the buyer")
+    reference: str = Field(description="the transfer's reference (the bank's or the gateway's)")
+    reason: str = Field(description="the operator's note: how it was paid, or why")
+    recorded_by: str = Field(description="the name of the token that recorded it")
+
+
 class InstalmentLeft(Frozen):
     """What is still owed on an instalment a repayment paid into (0: paid off)."""
 

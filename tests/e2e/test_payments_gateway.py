@@ -678,6 +678,69 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     assert await _owed_gauged(caravan, "the payment refunded no longer counted") == owed - 1
 
 
+async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
+    caravan: System, gateway: httpx.AsyncClient
+) -> None:
+    """An order placed and cancelled by its buyer while its charge was in flight, whose void
+    the gateway refuses (settled), is refunded by hand and recorded, twice (an answer lost):
+    payments says it once (``payment.refunded``: the amount, the reference, the reason and
+    who recorded it), and the order's timeline ends on it, the order still cancelled, as
+    ``caravan orders show`` prints it; its copy read again is not recorded twice. (Nothing was
+    said: the timeline ended on the void, and no one reading it knew the buyer was paid.)"""
+    who = buyer("gw-refund-said")
+    hang = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answered in time
+    assert (await gateway.put(f"/behaviour/{who}", json=hang)).is_success
+    req = order(who, {"PAY-BOX": 1}, method="prepaid")
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    await _until_requested(caravan, gateway, order_id)
+    # Cancelled while payments is away, and the gateway then settles what it charged: it
+    # approves the charge made again, if payments makes it before it reads the cancellation,
+    # and refuses the void either way.
+    await asyncio.to_thread(caravan.procs.stop, ["payments"])
+    try:
+        cancelled = await caravan.client.post(f"/orders/{order_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        settled = {"mode": "settled", "times": 1000}
+        assert (await gateway.put(f"/behaviour/{who}", json=settled)).is_success
+    finally:
+        await caravan.restart(("payments",), **ENV)
+    await _until_status(caravan, order_id, "void_refused")
+    route = f"/orders/{order_id}/payment/refund"
+    made = {"reference": "BANK-20261206-0001", "reason": "bank transfer"}
+    name = f"ops-refund-{uuid.uuid4().hex[:6]}"
+    async with caravan.api("payments", token=await caravan.issue_token(name, "ops")) as ops:
+        first = await ops.post(route, json=made)
+        assert first.status_code == 200, first.text
+        again = await ops.post(route, json=made)  # the answer lost
+    assert (again.status_code, again.json()) == (200, first.json())
+    await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
+    said = caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.refunded", order_id=order_id)
+    assert [e.data for e in said] == [
+        {
+            "order_id": order_id,
+            "amount_fen": 3500,
+            "reference": "BANK-20261206-0001",
+            "reason": "bank transfer",
+            "recorded_by": name,
+        }
+    ]
+    await order_handled(caravan, "orders", order_id, Topic.PAYMENT_EVENTS)  # read twice
+    steps = await caravan.timeline(order_id)
+    assert steps[-2:] == ["payment.voided", "payment.refunded"], steps
+    assert steps.count("payment.refunded") == 1, steps
+    assert await caravan.one_terminal(order_id) == "order.cancelled"
+    shown = (await caravan.client.get(f"/orders/{order_id}")).json()
+    assert (shown["status"], shown["reason"]) == ("cancelled", "cancelled_by_buyer")
+    assert shown["timeline"][-1]["type"] == "payment.refunded"
+    printed = await caravan_cli(caravan, "orders", "show", order_id)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    [voided] = [n for n, line in enumerate(lines) if "payment.voided" in line]
+    [refunded] = [n for n, line in enumerate(lines) if "payment.refunded" in line]
+    assert voided < refunded, printed.stdout
+
+
 async def _owed_gauged(caravan: System, what: str) -> float:
     """The gauge the alert ``CaravanPaymentVoidRefused`` watches, once it counts the payments
     ``void_refused`` now (at most two samples of 5 s: it was up to a minute behind)."""

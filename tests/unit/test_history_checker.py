@@ -33,7 +33,7 @@ from shared.events.orders import (
     OrderRequested,
     PaymentRequest,
 )
-from shared.events.payments import PaymentAuthorized
+from shared.events.payments import PaymentAuthorized, PaymentRefunded, PaymentVoided
 from shared.topics import Topic
 
 SOURCE = "storefront/checker"
@@ -229,10 +229,34 @@ def test_a_correct_history_has_no_violation() -> None:
 
 
 def test_a_cancelled_order_whose_refused_void_was_refunded_holds_no_charge() -> None:
-    """``refunded``: operations paid the buyer back by hand what the gateway would not void."""
+    """``refunded``: operations paid the buyer back by hand what the gateway would not void,
+    said (``payment.refunded``) after the void that said it was owed: not a second end."""
     log, history = correct()
+    _refunded(log, "order-3")
     refunded = _db(lambda db: db.payments.update({"order-3": "refunded"}))(log, history)
-    assert check(refunded) == []
+    assert check(_rebuild(log, refunded)) == []
+
+
+def _refunded(log: Log, order_id: str, owed: int | None = 2000, times: int = 1) -> None:
+    """``order_id``'s payment voided, ``owed`` back to its buyer (none: nothing said owed),
+    and then refunded by hand, said ``times`` times (as as many refunds)."""
+    if owed is not None:
+        log.add(PaymentVoided(order_id=order_id, amount_fen=2000, refund_owed_fen=owed))
+    for n in range(times):
+        made = f"BANK-{n}"
+        log.add(
+            PaymentRefunded(
+                order_id=order_id, amount_fen=2000, reference=made, reason="bank", recorded_by="op"
+            )
+        )
+
+
+def _refund(order_id: str, **given: Any) -> Callable[[Log, History], History]:
+    def broken(log: Log, h: History) -> History:
+        _refunded(log, order_id, **given)
+        return _rebuild(log, h)
+
+    return broken
 
 
 def _rebuild(log: Log, history: History) -> History:
@@ -421,6 +445,10 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
         _db(lambda db: db.payments.update({"order-3": "void_refused"})),
         "cancelled_holds_no_charge",
     ),
+    "a refund said twice": (_refund("order-3", times=2), "one_refund"),
+    "a refund of a confirmed order": (_refund("order-1"), "refund_was_owed"),
+    "a refund nothing said was owed": (_refund("order-3", owed=None), "refund_was_owed"),
+    "a refund of another amount than owed": (_refund("order-3", owed=1500), "refund_was_owed"),
     "a ledger transaction unbalanced": (
         _db(lambda db: db.ledger.__setitem__(0, replace(db.ledger[0], amount_fen=2001))),
         "ledger_balanced",

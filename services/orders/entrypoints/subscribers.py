@@ -46,7 +46,8 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             {
                 EventType.PAYMENT_AUTHORIZED: handlers.on_payment_authorized,
                 EventType.PAYMENT_DECLINED: handlers.on_payment_declined,
-                EventType.PAYMENT_VOIDED: handlers.on_payment_voided,
+                EventType.PAYMENT_VOIDED: handlers.on_payment_undone,
+                EventType.PAYMENT_REFUNDED: handlers.on_payment_undone,
             },
             prefetch=handlers.prefetch_orders,
         ),

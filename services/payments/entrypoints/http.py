@@ -235,7 +235,9 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         reason is a 409 naming the reason recorded."""
         try:
             async with uow.begin() as tx:
-                done = await prepaid.record_refund(tx, order_id, body.reference, body.reason)
+                done = await prepaid.record_refund(
+                    tx, order_id, body.reference, body.reason, who.name
+                )
                 if done is not None and done.recorded:
                     await audit.record(
                         tx.conn,

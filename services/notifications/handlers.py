@@ -22,9 +22,10 @@ replay or partitions added can make happen) has no one to text yet: it is parked
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, or_, select, update
@@ -58,6 +59,7 @@ from services.notifications.domain.templates import (
     render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
+    render_refund_paid,
     signed,
 )
 from shared import days
@@ -65,7 +67,7 @@ from shared.db import driver
 from shared.events.inventory import StockReserved
 from shared.events.notifications import SmsFailed
 from shared.events.orders import Locale, OrderCancelled, OrderConfirmed, OrderPlaced
-from shared.events.payments import InstalmentDue, PaymentRepaid, PaymentVoided
+from shared.events.payments import InstalmentDue, PaymentRefunded, PaymentRepaid, PaymentVoided
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import masked
@@ -505,18 +507,36 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     row = await _buyer_or_park(tx, parsed, d.order_id)
     if row is None:
         return
+    said = partial(render_order_cancelled, order_ref=row.order_ref, reason=d.reason)
+    await _text_buyer(tx, parsed, row, "order_cancelled", said)
+    nothing_to_text(tx, d.order_id)
+
+
+async def _text_buyer(
+    tx: Tx,
+    parsed: Parsed,
+    row: Recipient,
+    purpose: str,
+    body: Callable[[Locale], str],
+    *,
+    dedup_key: str | None = None,
+    quiet: QuietHours | None = None,
+) -> None:
+    """Queue the buyer of ``row``'s order the text of ``purpose`` that ``parsed`` asks for,
+    ``body`` rendered in their locale: once per event (``dedup_key``: once per what it
+    names)."""
     locale = pick_locale(row.locale)
     await queue_sms(
         tx,
-        dedup_key=f"{parsed.envelope.id}|{row.phone}|order_cancelled",
-        purpose="order_cancelled",
+        dedup_key=dedup_key or f"{parsed.envelope.id}|{row.phone}|{purpose}",
+        purpose=purpose,
         to=row.phone,
         locale=locale,
-        body=render_order_cancelled(locale, row.order_ref, d.reason),
-        order_id=d.order_id,
+        body=body(locale),
+        order_id=row.order_id,
         caused_by=parsed.envelope.id,
+        quiet=quiet,
     )
-    nothing_to_text(tx, d.order_id)
 
 
 async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
@@ -532,18 +552,29 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     row = await _recipient(tx, d.order_id, purpose)
     if row is None:
         return
-    locale = pick_locale(row.locale)
-    await queue_sms(
+    await _text_buyer(
         tx,
+        parsed,
+        row,
+        purpose,
+        lambda locale: render_instalment(
+            locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due
+        ),
         dedup_key=reminder_key(d.loan_id, d.number, d.due, row.phone, purpose),
-        purpose=purpose,
-        to=row.phone,
-        locale=locale,
-        body=render_instalment(locale, d.stage, row.order_ref, d.number, d.amount_fen, d.due),
-        order_id=d.order_id,
-        caused_by=parsed.envelope.id,
         quiet=quiet,
     )
+
+
+async def on_payment_refunded(tx: Tx, parsed: Parsed) -> None:
+    """What the buyer was owed back was paid to them by hand (``payment.refunded``): they
+    are told, once (the event's id keys the text), while their order's recipient is kept."""
+    d = parsed.data
+    assert isinstance(d, PaymentRefunded)
+    row = await _recipient(tx, d.order_id, "refund_paid")
+    if row is None:
+        return
+    said = partial(render_refund_paid, order_ref=row.order_ref, amount_fen=d.amount_fen)
+    await _text_buyer(tx, parsed, row, "refund_paid", said)
 
 
 async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:

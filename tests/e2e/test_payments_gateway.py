@@ -20,6 +20,7 @@ import pytest
 
 import caravan.system as system
 from caravan.checkout import REPO_ROOT
+from services.notifications.domain.templates import signed
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
@@ -684,9 +685,10 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     """An order placed and cancelled by its buyer while its charge was in flight, whose void
     the gateway refuses (settled), is refunded by hand and recorded, twice (an answer lost):
     payments says it once (``payment.refunded``: the amount, the reference, the reason and
-    who recorded it), and the order's timeline ends on it, the order still cancelled, as
-    ``caravan orders show`` prints it; its copy read again is not recorded twice. (Nothing was
-    said: the timeline ended on the void, and no one reading it knew the buyer was paid.)"""
+    who recorded it), the order's timeline ends on it, the order still cancelled, as
+    ``caravan orders show`` prints it, and the buyer is texted that it was paid; its copy read
+    again is neither recorded nor texted twice. (Nothing was said: the timeline ended on the
+    void, no one reading it knew the buyer was paid, and the buyer was never told.)"""
     who = buyer("gw-refund-said")
     hang = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answered in time
     assert (await gateway.put(f"/behaviour/{who}", json=hang)).is_success
@@ -726,6 +728,14 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
         }
     ]
     await order_handled(caravan, "orders", order_id, Topic.PAYMENT_EVENTS)  # read twice
+    await order_handled(caravan, "notifications", order_id, Topic.PAYMENT_EVENTS)
+    # The buyer is told, once, in their locale.
+    texts = await caravan.sql(
+        "select text from notifications.sms where order_id = :o and purpose = 'refund_paid'",
+        o=order_id,
+    )
+    paid = f"Your refund of CNY 35.00 for order {req.order_ref} has been paid."
+    assert [t.text for t in texts] == [signed("en", req.buyer.phone, paid)]
     steps = await caravan.timeline(order_id)
     assert steps[-2:] == ["payment.voided", "payment.refunded"], steps
     assert steps.count("payment.refunded") == 1, steps
@@ -831,8 +841,9 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
 ) -> None:
     """Two operators record one payment's refund at the same moment under two references:
     one is recorded, the other answered 409 (never a 500, never the second reference written
-    over the first), one ledger posting, one audit row. The race is made certain: the test
-    holds the payment's row lock while both requests come to wait for it, then lets them go."""
+    over the first), one ledger posting, one audit row, one ``payment.refunded``. The race is
+    made certain: the test holds the payment's row lock while both requests come to wait for
+    it, then lets them go."""
     order_id = await _void_refused(caravan, gateway, "gw-refund-race")
     route = f"/orders/{order_id}/payment/refund"
     async with caravan.row_locked("payments.payments", "order_id", order_id):
@@ -855,6 +866,10 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
         o=order_id,
     )
     assert (postings[0][0], audited[0][0]) == (2, 1)
+    said = await caravan.outbox_count(
+        "payments", Topic.PAYMENT_EVENTS, "payment.refunded", order_id=order_id
+    )
+    assert said == 1  # said once, by the refund recorded
 
 
 async def _void_refused(caravan: System, gateway: httpx.AsyncClient, tag: str) -> str:

@@ -27,6 +27,7 @@ from services.notifications.domain.templates import (
     render_new_order_for_seller,
     render_order_cancelled,
     render_order_confirmed,
+    render_refund_paid,
     signed,
 )
 from services.payments.domain.credit import schedule
@@ -255,7 +256,13 @@ def test_unknown_method_is_not_shown_raw() -> None:
 
 def _english() -> list[str]:
     texts = [render_order_confirmed("en", REF, 123456, m, 12) for m in METHODS]
-    return texts + [render_order_cancelled("en", REF, r) for r in REASONS]
+    return texts + [render_order_cancelled("en", REF, r) for r in REASONS] + _refunds("en")
+
+
+def _refunds(locale: Locale) -> list[str]:
+    """The refund-paid text of ``locale``, of a small amount and of a seed's largest order."""
+    largest = MAX_UNIT_PRICE_FEN * MAX_QUANTITY * MAX_LINES
+    return [render_refund_paid(locale, REF, fen) for fen in (1, 123456, largest)]
 
 
 def test_english_texts_abroad_fit_one_gsm7_sms() -> None:
@@ -276,16 +283,32 @@ def test_english_texts_to_a_mainland_number_are_ucs2_and_stay_short() -> None:
 
 def test_chinese_texts_fit_one_sms() -> None:
     texts = [render_order_confirmed("zh-CN", REF, 123456, m, 12) for m in METHODS]
-    texts += [render_order_cancelled("zh-CN", REF, r) for r in REASONS]
+    texts += [render_order_cancelled("zh-CN", REF, r) for r in REASONS] + _refunds("zh-CN")
     for text in texts:
         assert encode_info(signed("zh-CN", MAINLAND, text)).segments == 1, text
 
 
 def test_uyghur_texts_stay_short() -> None:
     texts = [render_order_confirmed("ug-CN", REF, 123456, m, 12) for m in METHODS]
-    texts += [render_order_cancelled("ug-CN", REF, r) for r in REASONS]
+    texts += [render_order_cancelled("ug-CN", REF, r) for r in REASONS] + _refunds("ug-CN")
     for text in texts:
         assert encode_info(signed("ug-CN", MAINLAND, text)).segments <= 3, text
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_a_refund_paid_says_the_order_and_the_money_in_the_buyer_s_words(locale: Locale) -> None:
+    text = render_refund_paid(locale, REF, 3500)
+    assert REF in text and format_money(locale, 3500) in text
+    script = {"zh-CN": HAN, "ug-CN": ARABIC}.get(locale)
+    assert script is None or script.search(text.replace(REF, "")), text
+    assert (
+        text
+        == {
+            "zh-CN": f"您的订单{REF}的退款¥35.00已退还给您。",
+            "ug-CN": f"{REF} نومۇرلۇق بۇيرۇتمىڭىزنىڭ 35.00 يۈەن پۇلى سىزگە قايتۇرۇلدى.",
+            "en": f"Your refund of CNY 35.00 for order {REF} has been paid.",
+        }[locale]
+    )
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
@@ -294,6 +317,7 @@ def test_ref_with_braces_is_rendered_verbatim(locale: Locale) -> None:
     assert ref in render_order_cancelled(locale, ref, "out_of_stock")
     assert ref in render_order_cancelled(locale, ref, "nope")
     assert ref in render_order_confirmed(locale, ref, 1, "microloan", 3)
+    assert ref in render_refund_paid(locale, ref, 1)
 
 
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)

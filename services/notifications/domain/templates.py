@@ -284,6 +284,18 @@ def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
     return f"{sentence}{separator}{apology}"
 
 
+def render_refund_paid(locale: Locale, order_ref: str, amount_fen: int) -> str:
+    """Render the body of the "refund paid" SMS: what the buyer was owed back on a cancelled
+    order (its charge not voided in time) was paid to them, by hand (:func:`signed` signs
+    it)."""
+    money = format_money(locale, amount_fen)
+    if locale == "ug-CN":
+        return f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىزنىڭ {money} پۇلى سىزگە قايتۇرۇلدى."
+    if locale == "en":
+        return f"Your refund of {money} for order {order_ref} has been paid."
+    return f"您的订单{order_ref}的退款{money}已退还给您。"
+
+
 MAX_SEGMENTS: Final[int] = 6
 """The most SMS parts a text takes, signed, whatever its order: any ``order_ref`` (up to 64
 characters), any number of lines, any product names, the largest amounts a seed allows

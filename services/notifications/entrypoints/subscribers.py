@@ -38,6 +38,7 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
                 EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet),
                 EventType.PAYMENT_REPAID: handlers.on_instalments_settled,
                 EventType.PAYMENT_VOIDED: handlers.on_instalments_settled,
+                EventType.PAYMENT_REFUNDED: handlers.on_payment_refunded,
             },
         ),
     ]

@@ -140,8 +140,9 @@ def refunded(
     reason: Annotated[str, typer.Option(help="why, for the audit trail")],
     url: Url = None,
 ) -> None:
-    """Record that the buyer of a void_refused payment was refunded by hand (audited; the
-    same reference and reason again change nothing, another reason is refused)."""
+    """Record that the buyer of a void_refused payment, or of a voided loan what they had
+    repaid, was refunded by hand (audited; the same reference and reason again change
+    nothing, another reason is refused)."""
     body = {"reference": reference, "reason": reason}
     done = _call(url, "POST", "/orders/{}/payment/refund", order_id, json=body)
     console.print(

@@ -342,8 +342,9 @@ async def payments_of(
 
 
 class NotRefundable(Exception):
-    """A refund recorded for a payment that is not ``void_refused`` (or was refunded under
-    another reference, or under this one for another reason)."""
+    """A refund recorded for a payment that owes its buyer nothing back by hand: neither
+    ``void_refused`` nor a voided loan with repayments to give back (or refunded under another
+    reference, or under this one for another reason)."""
 
 
 @dataclass(frozen=True)
@@ -361,17 +362,31 @@ def refund_txn(order_id: str) -> str:
     return f"refund:{order_id}"
 
 
+async def _owed_back(conn: AsyncConnection, payment: dict[str, Any]) -> int | None:
+    """What ``payment``'s buyer is owed back by hand: a ``void_refused`` charge's amount, or
+    what they repaid on its loan since voided (``buyer_refund_payable``, a liability:
+    credited); None: nothing is."""
+    if payment["status"] == "void_refused":
+        return int(payment["refund_owed_fen"] or 0)
+    if payment["status"] == "voided" and payment["loan_id"] is not None:
+        loan_id = payment["loan_id"]
+        owed = -await ledger_store.balance_of_loan(conn, loan_id, ledger.BUYER_REFUND_PAYABLE)
+        return owed if owed > 0 else None
+    return None
+
+
 async def record_refund(
     tx: Tx, order_id: str, reference: str, reason: str, recorded_by: str
 ) -> Refund | None:
-    """Operations refunded by hand the buyer of a ``void_refused`` payment (the transfer's
-    ``reference``, and why; ``recorded_by``: the operator's token): it is ``refunded``, the
-    ledger pays what was owed out of what the gateway took, and it is said
-    (``payment.refunded``). The same reference and reason again change nothing, and say
-    nothing (a refund recorded
-    before migration 0017 kept no reason: any); None: no payment for the order;
-    :class:`NotRefundable` for any other status, or the same reference with another reason
-    (another refund, or a mistake: not the one recorded)."""
+    """Operations refunded by hand the buyer of a ``void_refused`` payment, or of a voided
+    loan what they had repaid on it (the transfer's ``reference``, and why; ``recorded_by``:
+    the operator's token): it is ``refunded`` (``refund_owed_fen``: what was paid back), the
+    ledger pays what was owed, out of what the gateway took or out of the repayments, and it
+    is said (``payment.refunded``). The same reference and reason again change nothing and
+    say nothing (a refund recorded before migration 0017 kept no reason: any); None: no
+    payment for the order; :class:`NotRefundable` for a payment that owes nothing back, or
+    the same reference with another reason (another refund, or a mistake: not the one
+    recorded)."""
     before = await payment_view(tx.conn, order_id, lock=True)
     if before is None:
         return None
@@ -385,33 +400,36 @@ async def record_refund(
                 f" for another reason: {recorded!r}"
             )
         return Refund(before, before)
-    if status != "void_refused":
+    owed = await _owed_back(tx.conn, before)
+    if owed is None:
         was = f" under reference {before['refund_reference']!r}" if status == "refunded" else ""
+        loan = " (its loan owing nothing back)" if status == "voided" and before["loan_id"] else ""
         raise NotRefundable(
-            f"the payment of order {order_id} is {status}{was}: only a void_refused one is"
-            " refunded by hand"
+            f"the payment of order {order_id} is {status}{was}{loan}: only a void_refused one,"
+            " or a voided loan's repayments owed back, is refunded by hand"
         )
     await tx.conn.execute(
         update(payments)
         .where(payments.c.order_id == order_id)
         .values(
             status="refunded",
+            refund_owed_fen=owed,
             refund_reference=reference,
             refund_reason=reason,
             refunded_at=func.now(),
             updated_at=func.now(),
         )
     )
-    owed = before["refund_owed_fen"] or 0
-    ledger_store.post(
-        tx,
-        refund_txn(order_id),
-        "prepaid_refunded",
-        ledger.prepaid_refunded(owed),
-        order_id=order_id,
+    loan_id = before["loan_id"]
+    kind, entries = (
+        ("loan_refunded", ledger.loan_refunded(owed))
+        if status == "voided"
+        else ("prepaid_refunded", ledger.prepaid_refunded(owed))
     )
+    ledger_store.post(tx, refund_txn(order_id), kind, entries, order_id=order_id, loan_id=loan_id)
     refunded = PaymentRefunded(
         order_id=order_id,
+        loan_id=loan_id,
         amount_fen=owed,
         reference=reference,
         reason=reason,

@@ -60,8 +60,9 @@ class PaymentVoided(EventData):
 
 class PaymentRefunded(EventData):
     """What a buyer was owed back was paid to them, by hand: the refund of a prepaid charge
-    whose void the gateway refused (``payment.voided`` with ``refund_owed_fen``), recorded by
-    an operator (``POST /orders/{id}/payment/refund``), in the transaction that records it.
+    whose void the gateway refused, or of what they had repaid on a loan since voided (its
+    ``payment.voided`` with ``refund_owed_fen``), recorded by an operator
+    (``POST /orders/{id}/payment/refund``), in the transaction that records it.
     Said once per refund: the same refund recorded again says nothing. A type added on
     2026-12-06: a refund recorded before then has none."""
 
@@ -69,6 +70,9 @@ class PaymentRefunded(EventData):
     event_type: ClassVar[EventType] = EventType.PAYMENT_REFUNDED
 
     order_id: OrderId
+    loan_id: LoanId | None = Field(
+        None, description="the voided loan whose repayments were given back; none: a charge's"
+    )
     amount_fen: Fen = Field(description="what was paid back to the buyer")
     reference: str = Field(description="the transfer's reference (the bank's or the gateway's)")
     reason: str = Field(description="the operator's note: how it was paid, or why")

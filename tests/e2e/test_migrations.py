@@ -442,16 +442,19 @@ LOSING = {
         " WHERE sources IS NOT NULL",
     ),
     # A refund made by hand, recorded: the older version knows no such status (a payment
-    # still owed back to its buyer, void_refused: not refused).
+    # still owed back to its buyer, void_refused: not refused); a voided loan's refund goes
+    # back to voided.
     "payments 0015 refunded": (
         "payments",
-        "insert into payments.payments (order_id, status, refund_owed_fen, refund_reference,"
-        " refunded_at) values ('r', 'refunded', 100, 'BANK-1', now()),"
-        " ('v', 'void_refused', 100, NULL, NULL)",
+        "insert into payments.payments (order_id, status, loan_id, refund_owed_fen,"
+        " refund_reference, refunded_at) values ('r', 'refunded', NULL, 100, 'BANK-1', now()),"
+        " ('l', 'refunded', 'loan-l', 100, 'BANK-2', now()),"
+        " ('v', 'void_refused', NULL, 100, NULL, NULL)",
         "0014",
-        "1 in payments.payments where refund_reference IS NOT NULL OR status = 'refunded'",
-        "UPDATE payments.payments SET status = 'void_refused', refund_reference = NULL,"
-        " refunded_at = NULL WHERE status = 'refunded'",
+        "2 in payments.payments where refund_reference IS NOT NULL OR status = 'refunded'",
+        "UPDATE payments.payments SET status = CASE WHEN loan_id IS NULL THEN 'void_refused'"
+        " ELSE 'voided' END, refund_owed_fen = CASE WHEN loan_id IS NULL THEN refund_owed_fen"
+        " END, refund_reference = NULL, refunded_at = NULL WHERE status = 'refunded'",
     ),
 }
 

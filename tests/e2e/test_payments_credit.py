@@ -18,6 +18,7 @@ from shared.events.orders import OrderCancelled, OrderRequested, PaymentRequest
 from shared.messaging import kafka_admin
 from shared.seed import SeedFile
 from shared.topics import Topic
+from tests.e2e.markers import published
 from tests.harness import System, ref
 
 PHONE = "+8613900004001"
@@ -636,6 +637,49 @@ async def test_what_a_voided_loans_buyer_repaid_is_shown_as_owed_back(
         0,
         1_200,
     )
+
+
+async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said_once(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """Operations paid back by hand what the buyer repaid on a loan since voided, and record
+    it as a charge's refund is (``POST /orders/{id}/payment/refund``): the payment is
+    ``refunded``, the loan owes nothing back, the ledger pays it out of the repayments, and
+    it is said once (``payment.refunded``, naming the loan); the same again changes nothing.
+    (Nothing could record it: the loan showed it owed for ever, and no event said it paid.)"""
+    _, order_id, authorized = await buyers_loan(caravan, admin, "loan-refund")
+    loan_id = authorized.data["loan_id"]
+    route = f"/orders/{order_id}/payment/refund"
+    made = {"reference": "BANK-LOAN-0001", "reason": "bank transfer"}
+    early = await admin.post(route, json=made)  # the loan stands: nothing owed back
+    assert early.status_code == 409, early.text
+    assert (await repay(admin, loan_id, "part", 1_200)).status_code == 201
+    await cancel(caravan, order_id)
+    first = await admin.post(route, json=made)
+    assert first.status_code == 200, first.text
+    done = first.json()
+    assert (done["status"], done["loan_id"], done["refund_owed_fen"]) == (
+        "refunded",
+        loan_id,
+        1_200,
+    )
+    again = await admin.post(route, json=made)  # the answer lost
+    assert (again.status_code, again.json()) == (200, done)
+    loan = (await admin.get(f"/loans/{loan_id}")).json()
+    assert (loan["status"], loan["refund_owed_fen"]) == ("voided", 0)
+    paid = await caravan.sql(
+        "select account, amount_fen from payments.ledger_entries"
+        " where txn_id = :t and kind = 'loan_refunded' and loan_id = :l order by account",
+        t=f"refund:{order_id}",
+        l=loan_id,
+    )
+    assert [tuple(r) for r in paid] == [
+        ("buyer_refund_payable", 1_200),
+        ("repayments_cash", -1_200),
+    ]
+    await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
+    said = caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.refunded", order_id=order_id)
+    assert [(e.data["loan_id"], e.data["amount_fen"]) for e in said] == [(loan_id, 1_200)]
 
 
 async def test_a_microloan_order_of_0_fen_is_confirmed_without_a_loan(

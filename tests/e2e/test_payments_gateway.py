@@ -622,7 +622,7 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     assert other.status_code == 409
     assert other.json()["detail"] == (
         f"the payment of order {order_id} is refunded under reference 'BANK-20261205-0001':"
-        " only a void_refused one is refunded by hand"
+        " only a void_refused one, or a voided loan's repayments owed back, is refunded by hand"
     )
     unknown = await admin.post(f"/orders/{uuid.uuid4()}/payment/refund", json=made)
     assert unknown.status_code == 404
@@ -673,7 +673,7 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     assert code == 1
     assert out == (
         f"Refund not recorded: the payment of order {paid} is authorized: only a void_refused"
-        " one is refunded by hand\n"
+        " one, or a voided loan's repayments owed back, is refunded by hand\n"
     )
     # The gauge the alert watches counts it no longer, from the next sample on (5 s).
     assert await _owed_gauged(caravan, "the payment refunded no longer counted") == owed - 1

@@ -239,7 +239,7 @@ def test_a_cancelled_order_whose_refused_void_was_refunded_holds_no_charge() -> 
 
 def _refunded(log: Log, order_id: str, owed: int | None = 2000, times: int = 1) -> None:
     """``order_id``'s payment voided, ``owed`` back to its buyer (none: nothing said owed),
-    and then refunded by hand, said ``times`` times (as as many refunds)."""
+    and then refunded by hand, said ``times`` times (as so many refunds)."""
     if owed is not None:
         log.add(PaymentVoided(order_id=order_id, amount_fen=2000, refund_owed_fen=owed))
     for n in range(times):

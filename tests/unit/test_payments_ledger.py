@@ -74,3 +74,15 @@ def test_a_refund_made_by_hand_leaves_nothing_owed_nor_held(posted: bool) -> Non
     after = charged + refused + refunded
     assert {e.account for e in refunded} == {ledger.BUYER_REFUND_PAYABLE, ledger.GATEWAY_CLEARING}
     assert all(balance(after, e.account) == 0 for e in after)
+
+
+def test_a_voided_loan_s_repayments_refunded_by_hand_leave_nothing_owed() -> None:
+    """Operations paid back what the buyer repaid on a loan since voided: nothing is owed
+    back, and the repayments' cash no longer holds it."""
+    disbursed = ledger.loan_disbursed({"s-1": 1000}, 100)
+    repaid = ledger.repaid(400, 50)
+    voided = ledger.loan_voided(disbursed, 400, 50)
+    refunded = ledger.loan_refunded(450)
+    assert sum(e.amount_fen for e in refunded) == 0
+    after = disbursed + repaid + voided + refunded
+    assert all(balance(after, e.account) == 0 for e in after)

@@ -13,7 +13,8 @@ Accounts (a name, and for per-party accounts ``name:party``):
 - ``repayments_cash``: money the buyers repaid;
 - ``buyer_refund_payable``: money owed back to a buyer: repaid on a loan since voided, or
   charged for an order cancelled whose charge the gateway refused to void (until operations
-  refund it by hand, out of what the gateway took: :func:`prepaid_refunded`).
+  refund it by hand, out of what the gateway took: :func:`prepaid_refunded`, or out of the
+  repayments: :func:`loan_refunded`).
 """
 
 from collections.abc import Mapping
@@ -130,3 +131,9 @@ def prepaid_refunded(amount_fen: int) -> list[Entry]:
     owed back to the buyer is paid, out of what the gateway took for the order, which no
     longer holds anything of it."""
     return balanced([Entry(BUYER_REFUND_PAYABLE, amount_fen), Entry(GATEWAY_CLEARING, -amount_fen)])
+
+
+def loan_refunded(amount_fen: int) -> list[Entry]:
+    """Operations refunded by hand what the buyer had repaid on a loan since voided: the
+    ``amount_fen`` owed back to them is paid, out of the repayments' cash."""
+    return balanced([Entry(BUYER_REFUND_PAYABLE, amount_fen), Entry(REPAYMENTS_CASH, -amount_fen)])

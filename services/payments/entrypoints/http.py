@@ -21,9 +21,10 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   too): the payments of a status, the last changed first, paged (``cursor``, ``limit``):
   ``void_refused``: those whose buyer is owed a refund by hand.
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
-  operations refunded by hand the buyer of a ``void_refused`` payment: it is ``refunded``
-  (audited); the same reference and reason again answer the same; 409 for another status,
-  or the same reference with another reason.
+  operations refunded by hand the buyer of a ``void_refused`` payment, or of a voided loan
+  what they had repaid: it is ``refunded`` (audited; said as ``payment.refunded``); the same
+  reference and reason again answer the same; 409 for a payment owing nothing back, or the
+  same reference with another reason.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -221,18 +222,21 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         responses=problem_responses(
             {
                 404: "no payment for this order",
-                409: "the payment is not void_refused (or was refunded under another"
-                " reference, or under this one for another reason)",
+                409: "the payment owes nothing back: neither void_refused nor a voided loan"
+                " with repayments (or it was refunded under another reference, or under this"
+                " one for another reason)",
             },
             writes=True,
         ),
     )
     async def refund(order_id: UuidId, body: RefundMade, who: Operator) -> Any:
-        """Record that operations refunded by hand the buyer of a ``void_refused`` payment
-        (``reference``: the bank's or gateway's transfer): it is ``refunded``, the ledger owes
-        the buyer nothing more, the audit trail says who and why. The same reference and
-        reason again answer the same, changing nothing; the same reference with another
-        reason is a 409 naming the reason recorded."""
+        """Record that operations refunded by hand the buyer of a ``void_refused`` payment, or
+        of a voided loan what they had repaid on it (``reference``: the bank's or gateway's
+        transfer): it is ``refunded`` (``refund_owed_fen``: what was paid back), the ledger
+        owes the buyer nothing more, the audit trail says who and why, and
+        ``payment.refunded`` says it. The same reference and reason again answer the same,
+        changing nothing; the same reference with another reason is a 409 naming the reason
+        recorded."""
         try:
             async with uow.begin() as tx:
                 done = await prepaid.record_refund(

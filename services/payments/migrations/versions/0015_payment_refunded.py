@@ -35,13 +35,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Refused while a payment is ``refunded``: the code before knows no such status, and the
     refund's reference would be lost. The way out it names leaves such a payment
-    ``void_refused`` (its refund posted in the ledger stays)."""
+    ``void_refused``, or ``voided`` for a loan's (from 2026-12-06: what its buyer had repaid
+    refunded, which the code before keeps in no column), its refund posted in the ledger
+    staying."""
     refuse_losing(
         f"{S}.payments",
         "refund_reference IS NOT NULL OR status = 'refunded'",
         "the references of refunds recorded by hand",
-        f"UPDATE {S}.payments SET status = 'void_refused', refund_reference = NULL,"
-        " refunded_at = NULL WHERE status = 'refunded'",
+        f"UPDATE {S}.payments SET status = CASE WHEN loan_id IS NULL THEN 'void_refused'"
+        " ELSE 'voided' END, refund_owed_fen = CASE WHEN loan_id IS NULL THEN refund_owed_fen"
+        " END, refund_reference = NULL, refunded_at = NULL WHERE status = 'refunded'",
     )
     op.drop_column("payments", "refunded_at", schema=S)
     op.drop_column("payments", "refund_reference", schema=S)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifications.domain.delivery import REMINDER_PURPOSES, reminder_of
+from services.notifications.domain.delivery import REFUND_PAID, REMINDER_PURPOSES, reminder_of
 from shared.events.registry import PoisonRecord, parse_record
 from shared.topics import EventType, Topic
 
@@ -482,7 +482,9 @@ class _Checker:
     def refunds(self) -> None:
         """Each refund made by hand (``payment.refunded``, on payments' topic: no terminal
         event, an order cancelled keeps its one end) is said once, and pays what the order's
-        ``payment.voided`` said was owed back (``refund_owed_fen``), of an order cancelled."""
+        ``payment.voided`` said was owed back (``refund_owed_fen``), of an order cancelled;
+        its buyer is texted of it once at most (none once their number was erased), and of
+        no refund not said."""
         owed: dict[str, int] = {}
         refunded: dict[str, list[_Event]] = defaultdict(list)
         for e in self.events[Topic.PAYMENT_EVENTS.value]:
@@ -493,6 +495,15 @@ class _Checker:
                 owed[order_id] = int(e.data["refund_owed_fen"])
             elif e.type == EventType.PAYMENT_REFUNDED.value:
                 refunded[order_id].append(e)
+        told = Counter(str(s.order_id) for s in self.db.sms if s.purpose == REFUND_PAID)
+        for order_id, texts in told.items():
+            refunds = len({e.id for e in refunded.get(order_id, [])})
+            if order_id in self.placed and texts > refunds:
+                self.fail(
+                    "refund_told_once",
+                    order_id,
+                    f"{texts} {REFUND_PAID} texts, {refunds} payment.refunded",
+                )
         for order_id, said in refunded.items():
             ids = sorted({e.id for e in said})
             if len(ids) > 1:

@@ -42,6 +42,7 @@ from services.notifications.adapters.tables import (
     sms,
 )
 from services.notifications.domain.delivery import (
+    REFUND_PAID,
     REMINDER_PURPOSES,
     QuietHours,
     reminder_key,
@@ -570,11 +571,11 @@ async def on_payment_refunded(tx: Tx, parsed: Parsed) -> None:
     are told, once (the event's id keys the text), while their order's recipient is kept."""
     d = parsed.data
     assert isinstance(d, PaymentRefunded)
-    row = await _recipient(tx, d.order_id, "refund_paid")
+    row = await _recipient(tx, d.order_id, REFUND_PAID)
     if row is None:
         return
     said = partial(render_refund_paid, order_ref=row.order_ref, amount_fen=d.amount_fen)
-    await _text_buyer(tx, parsed, row, "refund_paid", said)
+    await _text_buyer(tx, parsed, row, REFUND_PAID, said)
 
 
 async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:

@@ -234,6 +234,7 @@ def test_a_cancelled_order_whose_refused_void_was_refunded_holds_no_charge() -> 
     log, history = correct()
     _refunded(log, "order-3")
     refunded = _db(lambda db: db.payments.update({"order-3": "refunded"}))(log, history)
+    _text(log, refunded.db, "sms-3-refund", "order-3", PHONE, "refund_paid")
     assert check(_rebuild(log, refunded)) == []
 
 
@@ -449,6 +450,17 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     "a refund of a confirmed order": (_refund("order-1"), "refund_was_owed"),
     "a refund nothing said was owed": (_refund("order-3", owed=None), "refund_was_owed"),
     "a refund of another amount than owed": (_refund("order-3", owed=1500), "refund_was_owed"),
+    "a refund texted twice": (
+        lambda log, h: _texts(
+            ("sms-3-refund", "order-3", PHONE, "refund_paid", {}),
+            ("sms-3-refund-b", "order-3", PHONE, "refund_paid", {"key": "again"}),
+        )(log, _refund("order-3")(log, h)),
+        "refund_told_once",
+    ),
+    "a refund texted, none said": (
+        _texts(("sms-1-refund", "order-1", PHONE, "refund_paid", {})),
+        "refund_told_once",
+    ),
     "a ledger transaction unbalanced": (
         _db(lambda db: db.ledger.__setitem__(0, replace(db.ledger[0], amount_fen=2001))),
         "ledger_balanced",

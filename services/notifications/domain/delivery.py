@@ -17,6 +17,8 @@ from shared.backoff import exponential_step
 REMINDER_PURPOSES: Final = frozenset(
     {"instalment_upcoming", "instalment_today", "instalment_overdue"}
 )
+REFUND_PAID: Final = "refund_paid"
+"""The purpose of the text telling a buyer that what they were owed back was paid by hand."""
 
 
 def reminder_prefix(loan_id: str, number: int | None = None) -> str:

@@ -53,10 +53,10 @@ async def issue_token(
     """Issue a token (audited as the OS user) and return it; ``sources`` binds it (None:
     unbound, :func:`shared.auth.tokens.check_binding`), as ``client`` does (the client whose
     orders it places and reaches: another token's name, to replace it)."""
-    return (await _issued(database_url, name, scopes, sources, client))[0]
+    return (await issue_token_with_client(database_url, name, scopes, sources, client))[0]
 
 
-async def _issued(
+async def issue_token_with_client(
     database_url: str, name: str, scopes: list[str], sources: list[str] | None, client: str | None
 ) -> tuple[str, str | None]:
     """:func:`issue_token`'s token, and the client it places as (``client``'s own client,
@@ -170,7 +170,9 @@ def issue(
     chosen = name or f"token-{uuid.uuid4().hex[:8]}"
     sources = _sources(source, own_orders, client)
     try:
-        token, placer = asyncio.run(_issued(_database_url(), chosen, scope, sources, client))
+        token, placer = asyncio.run(
+            issue_token_with_client(_database_url(), chosen, scope, sources, client)
+        )
     except BadToken as exc:
         raise typer.BadParameter(str(exc)) from exc
     bound = "" if sources is None else f"; orders: {reach(sources, placer)}"

@@ -599,7 +599,7 @@ def test_a_command_on_a_database_never_migrated_says_to_prepare_it_first(
         raise sa_exc.ProgrammingError(f"SELECT ... FROM {relation}", None, missing)
 
     monkeypatch.setattr(seeding, "load", never_migrated)
-    monkeypatch.setattr(tokens_cli, "issue_token", never_migrated)
+    monkeypatch.setattr(tokens_cli, "issue_token_with_client", never_migrated)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     seed = tmp_path / "seed.json"
     seed.write_text("{}")
@@ -711,7 +711,7 @@ def test_a_login_or_connection_postgresql_refuses_is_one_line_that_fits_it_and_e
     async def refused(*args: object) -> str:
         raise as_the_dialect_raises(error)
 
-    monkeypatch.setattr(tokens_cli, "issue_token", refused)
+    monkeypatch.setattr(tokens_cli, "issue_token_with_client", refused)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:x@127.0.0.1:1/caravan")
     code, _, err = caravan("tokens", "issue", "--scope", "ops")
     line = " ".join(one_line(err).split())

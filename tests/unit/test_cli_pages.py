@@ -3,11 +3,11 @@ orders list``) asked for on one connection."""
 
 import http.server
 import json
-import threading
 
 import pytest
 
 from caravan import admin_api
+from tests.harness import serving
 
 
 def test_the_pages_of_a_listing_are_asked_for_on_one_connection(
@@ -34,14 +34,7 @@ def test_the_pages_of_a_listing_are_asked_for_on_one_connection(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Pages) as url:
         items = [i for page in admin_api.pages(url, "inventory", "/things") for i in page["items"]]
-    finally:
-        server.shutdown()
-        server.server_close()
     assert items == [1, 2, 3]
     assert len(set(seen)) == 1, seen

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from caravan.checkout import REPO_ROOT
-from tests.harness import free_port
+from tests.harness import free_port, serving
 
 
 @contextlib.contextmanager
@@ -155,14 +155,8 @@ def test_an_answer_that_is_not_json_is_one_line_exit_2_from_a_gateway_saying_awa
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Plain)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Plain) as url:
         done = caravan("payments", "credit-show", "b-1", "--url", url)
-    finally:
-        server.shutdown()
     assert done.returncode == exit_code, done.stderr
     assert f"HTTP {status}: {page.decode()}" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -11,20 +11,20 @@ TOKEN = "cvn_" + "t" * 43
 
 
 def issued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str] | None, str | None]]:
-    """``issue_token`` faked to return :data:`TOKEN`; the bindings it was asked for."""
+    """``issue_token_with_client`` faked to return :data:`TOKEN`; the bindings it was asked for."""
     asked: list[tuple[list[str] | None, str | None]] = []
 
-    async def issue_token(
+    async def issue_token_with_client(
         database_url: str,
         name: str,
         scopes: list[str],
         sources: list[str] | None,
         client: str | None = None,
-    ) -> str:
+    ) -> tuple[str, str | None]:
         asked.append((sources, client))
-        return TOKEN
+        return TOKEN, client
 
-    monkeypatch.setattr(tokens_cli, "issue_token", issue_token)
+    monkeypatch.setattr(tokens_cli, "issue_token_with_client", issue_token_with_client)
     monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1/caravan")
     return asked
 

@@ -50,7 +50,7 @@ from shared.events.orders import (
     OrderPlaced,
     OrderRequested,
 )
-from shared.events.registry import parse_record
+from shared.events.registry import PoisonRecord, parse_record
 from shared.kafka_security import client_kwargs
 from shared.messaging.uow import UnitOfWork
 from shared.seed import SeedFile
@@ -168,6 +168,21 @@ class EventLog:
         return [r for r in list(self.records) if r.topic == topic]
 
 
+PAYMENTS_BUYERS = "pay-%"
+"""The buyers of the payments tests (``tests.e2e.test_payments_credit.buyer``), as SQL's like."""
+PLAYED_TOPICS = (Topic.ORDER_EVENTS.value, Topic.INVENTORY_EVENTS.value)
+"""Topics a test publishes on as the orders or the inventory service would."""
+
+
+def _order_named(topic: str, value: bytes) -> list[str]:
+    """The order a record of ``topic`` is about, if it names one (a poison one need not)."""
+    try:
+        order_id = parse_record(Topic(topic), value).envelope.data.get("order_id")
+    except PoisonRecord:
+        return []
+    return [] if order_id is None else [str(order_id)]
+
+
 @dataclass
 class System:
     infra: system.Infrastructure
@@ -179,6 +194,9 @@ class System:
     producer: AIOKafkaProducer | None = None
     engine: AsyncEngine | None = None
     http: httpx.AsyncClient | None = None
+    # Orders whose events a test of this session published on orders' or inventory's topic,
+    # playing that service's part: the orders service never had them.
+    played: set[str] = field(default_factory=set)
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(
@@ -407,6 +425,8 @@ class System:
         headers: list[tuple[str, bytes | None]] | None = None,
     ) -> RecordMetadata:
         assert self.producer is not None
+        if topic in PLAYED_TOPICS:
+            self.played.update(_order_named(topic, value))
         return await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
     async def request(
@@ -448,6 +468,14 @@ class System:
                 done.get(TopicPartition(r.topic, r.partition), 0) > r.offset for r in sent
             ),
         )
+
+    async def placed_elsewhere(self) -> set[str]:
+        """The orders tests placed as the orders or inventory service would (the money
+        checks' ``placed_elsewhere``): those of this session (:attr:`played`), and those
+        whose payment is a payments test's buyer's (``pay-<name>-<hex>``: those tests lend
+        and charge for made-up order ids, and the database outlives the session)."""
+        query = f"select order_id from payments.payments where buyer_id like '{PAYMENTS_BUYERS}'"
+        return self.played | {str(r[0]) for r in await self.sql(query)}
 
     async def transactions(self, schema: str, *events: CloudEvent) -> int:
         """In how many transactions the service of ``schema`` handled ``events`` (1: they

@@ -9,7 +9,7 @@ system shared with other tests checks its own orders; the stock, credit and mone
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,9 @@ SUPPRESSED_SMS = "suppressed"
 # A void the gateway refused for good (void_refused) holds it too, owed back to the buyer,
 # until operations record its refund made by hand (refunded: held no longer).
 HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding", "void_refused")
+# A platform's order waiting for its adapter's word that the platform was paid: owed no one
+# yet, but authorised the moment that word comes.
+AWAITING_PLATFORM = "awaiting"
 HOLDING_STOCK = ("reserved", "sold")
 # Ledger transactions that take an order's money in: a loan paying the sellers, a prepaid
 # charge, what a marketplace platform collected (services.payments.domain.ledger).
@@ -231,6 +234,9 @@ class History:
     # Dead letters of records before these offsets (topic -> partition -> offset) belong to
     # someone else's run and are not checked.
     dlq_since: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    # Orders whose events were published as the orders (or inventory) service would, by
+    # someone playing its part (a test): the orders service never had them, on purpose.
+    placed_elsewhere: Collection[str] = ()
 
 
 def check(history: History) -> list[Violation]:
@@ -238,13 +244,16 @@ def check(history: History) -> list[Violation]:
     return _Checker(history).run()
 
 
-def check_money(db: DatabaseState) -> list[Violation]:
+def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> list[Violation]:
     """The money checks over the whole database (part of :func:`check`): every ledger
     transaction, and every loan's entries, sum to zero; each loan's receivable is its
-    outstanding principal; each authorised payment is owed to the sellers in full; no order's
-    money was taken in twice (loan disbursed, prepaid charge, platform collection), and each
-    authorised payment of more than 0 fen was taken in once; a confirmed order has an
-    authorised payment, a cancelled one none."""
+    outstanding principal; each authorised payment is owed to the sellers in full, and
+    sellers are owed only for an authorised payment; a loan not voided has its payment
+    authorised; no order's money was taken in twice (loan disbursed, prepaid charge, platform
+    collection), and each authorised payment of more than 0 fen was taken in once; a
+    confirmed order has an authorised payment, a cancelled one none; and no money is held
+    for an order the orders service never had (:func:`_money_without_an_order`), but for
+    those ``placed_elsewhere`` (a test playing the orders service's part)."""
     violations: list[Violation] = []
 
     def fail(check: str, subject: str, evidence: str) -> None:
@@ -287,6 +296,23 @@ def check_money(db: DatabaseState) -> list[Violation]:
                 order_id,
                 f"authorised {db.paid_fen.get(order_id, 0)} fen, owed {owed[order_id]} fen",
             )
+    for order_id, fen in owed.items():
+        payment = db.payments.get(order_id)
+        if fen and payment != "authorized":
+            fail(
+                "sellers_owed_the_payment",
+                order_id,
+                f"sellers owed {fen} fen for a payment that is {payment!r}, not authorised",
+            )
+    for loan in db.loans:
+        payment = db.payments.get(loan.order_id)
+        if loan.status != "voided" and payment != "authorized":
+            fail(
+                "loan_has_its_payment",
+                loan.loan_id,
+                f"{loan.status}, {loan.outstanding_fen} fen outstanding, for order"
+                f" {loan.order_id} whose payment is {payment!r}, not authorised",
+            )
     for order_id, txns in money_in.items():
         if len(txns) > 1:
             fail("money_taken_once", order_id, f"{len(txns)} transactions: {sorted(txns)}")
@@ -299,7 +325,43 @@ def check_money(db: DatabaseState) -> list[Violation]:
             fail("confirmed_has_payment", order_id, f"its payment is {payment!r}")
         if status == "cancelled" and payment == "authorized":
             fail("cancelled_has_no_payment", order_id, "its payment is 'authorized'")
+    violations.extend(_money_without_an_order(db, placed_elsewhere))
     return violations
+
+
+def _money_without_an_order(
+    db: DatabaseState, placed_elsewhere: Collection[str]
+) -> list[Violation]:
+    """Money lent, taken or owed for an order ``orders.orders`` never had: what an event
+    forged on a topic the services trust makes payments do (a loan the buyer is reminded to
+    repay, a platform's collection counted for an order that does not exist, a seller owed
+    for it), one violation per order with all it holds."""
+    held: dict[str, list[str]] = defaultdict(list)
+    for loan in db.loans:
+        if loan.status != "voided":
+            held[loan.order_id].append(
+                f"loan {loan.loan_id} {loan.status}, {loan.outstanding_fen} fen outstanding"
+            )
+    for order_id, status in db.payments.items():
+        if status in (*HOLDING_PAYMENT, AWAITING_PLATFORM):
+            held[order_id].append(f"payment {status!r} of {db.paid_fen.get(order_id, 0)} fen")
+    owed: dict[str, dict[str, int]] = defaultdict(dict)
+    for payable in db.payables:
+        if payable.status == "owed":
+            sellers = owed[payable.order_id]
+            sellers[payable.seller_id] = sellers.get(payable.seller_id, 0) + payable.amount_fen
+    for order_id, sellers in owed.items():
+        held[order_id].append(f"sellers owed {dict(sorted(sellers.items()))} (fen)")
+    return [
+        Violation(
+            "money_without_an_order",
+            order_id,
+            "the orders service never had this order (forged stock.reserved?), yet: "
+            + "; ".join(found),
+        )
+        for order_id, found in sorted(held.items())
+        if order_id not in db.orders and order_id not in placed_elsewhere
+    ]
 
 
 class _Checker:
@@ -348,7 +410,7 @@ class _Checker:
         self.cancelled_holds_nothing()
         self.texts()
         self.dead_letters_are_the_poison()
-        self.violations.extend(check_money(self.db))
+        self.violations.extend(check_money(self.db, self.h.placed_elsewhere))
         return self.violations
 
     def _in_scope(self, event: _Event) -> bool:

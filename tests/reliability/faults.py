@@ -299,5 +299,6 @@ async def check_history(
         consumers=groups,
         source=load.source,
         dlq_since=since,
+        placed_elsewhere=await caravan.placed_elsewhere(),
     )
     return len(records), check(history)

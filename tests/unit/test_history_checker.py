@@ -309,6 +309,45 @@ def _db(change: Callable[[DatabaseState], None]) -> Callable[[Log, History], His
     return broken
 
 
+def _forged(
+    db: DatabaseState, order_id: str, status: str, loan: str | None = None, owed: str = "owed"
+) -> None:
+    """Payments acted on a forged ``stock.reserved`` of ``order_id``, an order the orders
+    service never had: its payment ``status``, a loan of ``loan``'s status, the seller's
+    payable ``owed``, in balance otherwise (what the money checks of before passed)."""
+    db.payments[order_id] = status
+    db.paid_fen[order_id] = 2000
+    db.payables.append(Payable(order_id, "seller", 2000, owed))
+    if loan is not None:
+        loan_id = f"loan-{order_id}"
+        db.loans.append(Loan(loan_id, order_id, "someone", 2000, loan))
+        db.credit_limits["someone"] = 2000
+        db.ledger.extend(_disbursed(order_id, loan_id))
+    elif status == "authorized":
+        txn = f"charge:{order_id}"
+        db.ledger.append(
+            LedgerEntry(txn, "platform_collected", "platform_clearing:m", 2000, order_id, None)
+        )
+        db.ledger.append(
+            LedgerEntry(txn, "platform_collected", "seller_payable:seller", -2000, order_id, None)
+        )
+
+
+def test_money_for_an_order_that_does_not_exist_is_named_with_all_it_holds() -> None:
+    log, history = correct()
+    forged = _db(lambda db: _forged(db, "forged-1", "authorized", loan="active"))(log, history)
+    assert [str(v) for v in check(forged)] == [
+        "[money_without_an_order] forged-1: the orders service never had this order (forged"
+        " stock.reserved?), yet: loan loan-forged-1 active, 2000 fen outstanding; payment"
+        " 'authorized' of 2000 fen; sellers owed {'seller': 2000} (fen)"
+    ]
+    # Voided, it holds nothing: a forgery undone, or an order cancelled before it was placed.
+    undone = _db(lambda db: _forged(db, "forged-1", "voided", loan="voided", owed="cancelled"))
+    assert check(undone(log, history)) == []
+    # An order a test placed as the orders service would (its events only) is its own.
+    assert check(replace(forged, placed_elsewhere={"forged-1"})) == []
+
+
 def _double_charge(log: Log, h: History) -> History:
     log.add(
         PaymentAuthorized(order_id="order-1", buyer_id="buyer", method="prepaid", amount_fen=2000)
@@ -488,6 +527,26 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     "cancelled, still paid": (
         _db(lambda db: db.payments.update({"order-3": "authorized"})),
         "cancelled_has_no_payment",
+    ),
+    "sellers owed for a payment voided": (
+        _db(lambda db: db.payables.append(Payable("order-3", "seller", 2000, "owed"))),
+        "sellers_owed_the_payment",
+    ),
+    "a loan left active, its payment voided": (
+        _db(lambda db: db.payments.update({"order-1": "voided"})),
+        "loan_has_its_payment",
+    ),
+    "a loan for an order that does not exist": (
+        _db(lambda db: _forged(db, "forged-1", "authorized", loan="active")),
+        "money_without_an_order",
+    ),
+    "a platform collection for an order that does not exist": (
+        _db(lambda db: _forged(db, "forged-2", "authorized")),
+        "money_without_an_order",
+    ),
+    "a platform order awaiting its money for an order that does not exist": (
+        _db(lambda db: _forged(db, "forged-3", "awaiting", owed="pending")),
+        "money_without_an_order",
     ),
     "two SMS for one purpose": (
         _texts(("sms-1b", "order-1", PHONE, "order_confirmed", {})),

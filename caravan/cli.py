@@ -5,9 +5,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 from urllib.parse import unquote
 
 import typer
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, 
     # and HTTP, the services' modules): not on every run, each command pays for its own
     import httpx
 
-    from caravan.ops.dlq import DeadLetter
+    from caravan.ops.dlq import Closed, DeadLetter
     from shared.messaging.admin import Topics
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
@@ -998,7 +999,9 @@ app.add_typer(
 )
 app.add_typer(tokens_cli.app, name="tokens", help="API tokens: issue, revoke, list.")
 
-dlq_app = typer.Typer(help="Inspect dead letters and send chosen ones back to their topic.")
+dlq_app = typer.Typer(
+    help="Inspect dead letters, send chosen ones back to their topic, or discard them."
+)
 app.add_typer(dlq_app, name="dlq")
 
 
@@ -1043,8 +1046,9 @@ SinceOpt = Annotated[
 
 LETTER, ERROR = "id\nfrom\ntime", "error\ngroup"
 """Three and two lines: ``caravan dlq list`` fits 80 columns with room for the reason."""
-REDRIVEN_UNKNOWN = "which letters were redriven before is not known"
-"""What ``dlq list`` and a ``dlq redrive --dry-run`` say while the audit trail cannot tell."""
+REDRIVEN_UNKNOWN = "which letters were redriven or discarded before is not known"
+"""What ``dlq list`` and a ``dlq redrive`` or ``discard --dry-run`` say while the audit trail
+cannot tell."""
 
 
 @dlq_app.command("list")
@@ -1052,14 +1056,15 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     """List dead letters, three lines each: id above original coordinates above time, error
     above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
     prints it whole); below, for a letter of a redriven record, the letter it was sent back
-    from, and for a letter redriven before, when and by whom (from the audit trail)."""
+    from, and for a letter redriven or discarded before, when and by whom (from the audit
+    trail), a discard's reason beside it."""
     from caravan.ops import dlq as ops_dlq
 
     letters = _letters(topic, error, since)
-    before: dict[str, ops_dlq.Redriven] = {}
+    before: dict[str, ops_dlq.Closed] = {}
     unknown = None
     if letters:
-        before, why = asyncio.run(ops_dlq.redriven(_named_database_url(), letters))
+        before, why = asyncio.run(ops_dlq.closed(_named_database_url(), letters))
         unknown = None if why is None else str(why)
     table = output.table(
         LETTER, ERROR, "message", title=f"{len(letters)} dead letter(s)", whole=(LETTER, ERROR)
@@ -1067,13 +1072,16 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
         more = [(d.redrive_of, "sent back as this")] if d.redrive_of else []
-        if (sent := before.get(d.ref)) is not None:
-            more.append((f"redriven {output.at(sent.at)}", f"by {sent.by}"))
+        closed = before.get(d.ref)
+        if closed is not None:
+            more.append((closed.said, f"by {closed.by}"))
+        said = None if closed is None or closed.discarded is None else f"why: {closed.discarded}"
+        message = output.Clipped(d.headers.get("dlq.error.message", ""), 3 + len(more), said)
         table.add_row(
             "\n".join([d.ref, origin, output.at(d.time), *(left for left, _ in more)]),
             "\n".join([d.error, d.headers.get("dlq.group", ""), *([""] if more else [])])
             + "".join(f"\n{right}" for _, right in more),
-            output.Clipped(d.headers.get("dlq.error.message", ""), lines=3 + len(more)),
+            message,
         )
     output.show(table)
     if unknown is not None:
@@ -1096,20 +1104,86 @@ def dlq_show(
     console.print(d.value.decode("utf-8", "replace"))
 
 
+RefsArg = Annotated[
+    list[str] | None, typer.Argument(help="dead letter ids (default: all matching)")
+]
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all", help="every dead letter, when no id, --topic, --error or --since chooses"
+    ),
+]
+
+
+def _chosen(
+    to: str,
+    refs: list[str] | None,
+    topic: str | None,
+    error: str | None,
+    since: datetime | None,
+    all_letters: bool,
+    dry_run: bool,
+) -> list["DeadLetter"]:
+    """The dead letters a ``dlq redrive`` or ``discard`` chose (:func:`_choose`), saying what
+    ``to`` do with them."""
+    chose = bool(refs) or topic is not None or error is not None or since is not None
+    return _choose(
+        ("dead letter", f"to {to}", "dlq list", "--topic, --error or --since"),
+        refs,
+        chose,
+        all_letters or dry_run,
+        lambda: _letters(topic, error, since, refs or None),
+    )
+
+
+class _Named(Protocol):
+    @property
+    def ref(self) -> str: ...
+
+
+Chosen = TypeVar("Chosen", bound=_Named)
+
+
+def _choose(
+    said: tuple[str, str, str, str],
+    refs: list[str] | None,
+    chose: bool,
+    every: bool,
+    found: Callable[[], list[Chosen]],
+) -> list[Chosen]:
+    """What a command that closes things (``dlq redrive``, ``dlq discard``)
+    chose: by id (``refs``), or all those its filters match (``chose``: some given); with
+    none of them, every one only if ``every`` (``--all``, or a dry run). Refused (exit 2)
+    when none is found, or not every id. ``said``: what they are, what is done to them, the
+    command listing their ids, and the filters."""
+    thing, done, lister, filters = said
+    if not (chose or every):
+        raise typer.BadParameter(
+            f"choose the {thing}s {done} (ids from `caravan {lister}`, {filters}), or say"
+            " --all for every one (--dry-run shows them)"
+        )
+    items = found()
+    missing = sorted(set(refs or ()) - {item.ref for item in items})
+    if not items or missing:
+        raise typer.BadParameter(
+            f"no {thing} {', '.join(missing)}" if missing else f"no {thing} matches"
+        )
+    return items
+
+
+def _left_out(item: str, closed: "Closed", again: str) -> None:
+    """Say that ``item`` was left out, closed before (when, by whom, a discard's reason)."""
+    why = "" if closed.discarded is None else f" ({closed.discarded})"
+    console.print(f"left out: {item}, {closed.said} by {closed.by}{why}{again}")
+
+
 @dlq_app.command("redrive")
 def dlq_redrive(
-    ref: Annotated[
-        list[str] | None, typer.Argument(help="dead letter ids (default: all matching)")
-    ] = None,
+    ref: RefsArg = None,
     topic: TopicOpt = None,
     error: ErrorOpt = None,
     since: SinceOpt = None,
-    all_letters: Annotated[
-        bool,
-        typer.Option(
-            "--all", help="every dead letter, when no id, --topic, --error or --since chooses"
-        ),
-    ] = False,
+    all_letters: AllOpt = False,
     value_file: Annotated[
         Path | None, typer.Option(help="a fixed value to send instead (one dead letter only)")
     ] = None,
@@ -1117,26 +1191,16 @@ def dlq_redrive(
         bool, typer.Option("--dry-run", help="show what would be sent, send nothing")
     ] = False,
     again: Annotated[
-        bool, typer.Option("--again", help="send letters that were redriven before as well")
+        bool,
+        typer.Option("--again", help="send letters that were redriven or discarded before as well"),
     ] = False,
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the
-    consumer group that dead-lettered it. A letter redriven before is left out (--again).
-    With nothing chosen (no id, --topic, --error or --since) it takes --all, or --dry-run to
-    see them."""
+    consumer group that dead-lettered it. A letter redriven or discarded before is left out
+    (--again). With nothing chosen (no id, --topic, --error or --since) it takes --all, or
+    --dry-run to see them."""
     value = _read(value_file) if value_file else None
-    chose = bool(ref) or topic is not None or error is not None or since is not None
-    if not (chose or all_letters or dry_run):
-        raise typer.BadParameter(
-            "choose the dead letters to send back (ids from `caravan dlq list`, --topic,"
-            " --error or --since), or say --all for every one (--dry-run shows them)"
-        )
-    letters = _letters(topic, error, since, ref or None)
-    missing = sorted(set(ref or ()) - {d.ref for d in letters})
-    if not letters or missing:
-        raise typer.BadParameter(
-            f"no dead letter {', '.join(missing)}" if missing else "no dead letter matches"
-        )
+    letters = _chosen("send back", ref, topic, error, since, all_letters, dry_run)
     from caravan.ops import dlq as ops_dlq
     from caravan.ops.record import Unrecordable, refusal
 
@@ -1173,16 +1237,56 @@ def dlq_redrive(
             + (_reused_request(value is not None) if item in reused else PLACED_AFTER),
             style="yellow",
         )
-    for item, sent in sorted(done.before.items()):
-        console.print(
-            f"left out: {item}, redriven {output.at(sent.at)} by {sent.by}"
-            " (--again to send it again)"
-        )
+    for item, closed in sorted(done.before.items()):
+        again_said = "again" if closed.discarded is None else "all the same"
+        _left_out(item, closed, f" (--again to send it {again_said})")
     for item in done.dropped:
         console.print(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
             " send a value with --value-file"
         )
+    if done.unrecorded:
+        _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
+        raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    reason: Annotated[
+        str, typer.Option(help="why they should never go back (kept in the audit trail)")
+    ],
+    ref: RefsArg = None,
+    topic: TopicOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    all_letters: AllOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would be discarded, discard nothing")
+    ] = False,
+) -> None:
+    """Close chosen dead letters that should never go back (junk nobody can mend): recorded in
+    the audit trail with the reason, they no longer wait: `caravan dlq list` says them
+    discarded, the operations page no longer counts them waiting, and a redrive leaves them
+    out unless --again. Nothing is sent or deleted: Kafka keeps them until the topic's
+    retention. A letter redriven or discarded before is left out. Chosen as `dlq redrive`
+    chooses."""
+    letters = _chosen("discard", ref, topic, error, since, all_letters, dry_run)
+    from caravan.ops import dlq as ops_dlq
+    from caravan.ops.record import Unrecordable, refusal
+
+    try:
+        done = asyncio.run(
+            ops_dlq.discard(_named_database_url(), letters, reason=reason, dry_run=dry_run)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except Unrecordable as exc:
+        raise OperatorError(f"nothing discarded: {refusal('discard', exc.why)}", 2) from exc
+    verb = "would discard" if dry_run else "discarded"
+    for item in done.discarded:
+        console.print(f"{verb}: {item}")
+    for item, closed in sorted(done.before.items()):
+        _left_out(item, closed, "")
     if done.unrecorded:
         _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
         raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run

@@ -157,20 +157,35 @@ class Clipped:
     """A table cell of ``text`` in at most ``lines`` lines of whatever width its column is
     given, cut at a word with "…" (:func:`shortened`) where it runs on: a long text (a
     problem's detail) beside ids that never wrap folded onto ten lines of eight characters
-    at 80 columns. Its column gives way first, as a folding column does."""
+    at 80 columns. Its column gives way first, as a folding column does. ``last``, if given,
+    is the cell's last line (cut to one), the text cut to those above it: beside the last
+    line of the cells before it (``dlq list``'s discard reason, beside who discarded)."""
 
-    def __init__(self, text: str, lines: int = 2) -> None:
-        self.text, self.lines = text, lines
+    def __init__(self, text: str, lines: int = 2, last: str | None = None) -> None:
+        self.text, self.lines, self.last = text, lines, last
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement(min(FOLDED_WIDTH, cell_len(self.text)), cell_len(self.text))
+        widest = max(cell_len(self.text), cell_len(self.last or ""))
+        return Measurement(min(FOLDED_WIDTH, widest), widest)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width, cut, room = options.max_width, self.text, len(self.text)
-        while len(Text(cut).wrap(console, width, overflow="fold")) > self.lines:
-            room = min(room, width * self.lines) - 1
-            cut = shortened(self.text, room)
-        yield Text(cut, overflow="fold")
+        width = options.max_width
+        if self.last is None:
+            yield Text(_cut(console, self.text, width, self.lines), overflow="fold")
+            return
+        above = _cut(console, self.text, width, self.lines - 1)
+        blank = self.lines - 1 - len(Text(above).wrap(console, width, overflow="fold"))
+        last = _cut(console, self.last, width, 1)
+        yield Text(f"{above}{chr(10) * blank}\n{last}", overflow="fold")
+
+
+def _cut(console: Console, text: str, width: int, lines: int) -> str:
+    """``text`` cut at a word (:func:`shortened`) to fit ``lines`` lines of ``width``."""
+    cut, room = text, len(text)
+    while len(Text(cut).wrap(console, width, overflow="fold")) > lines:
+        room = min(room, width * lines) - 1
+        cut = shortened(text, room)
+    return cut
 
 
 def at(when: datetime | str) -> str:

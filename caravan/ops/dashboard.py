@@ -87,6 +87,7 @@ class Snapshot:
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic: all kept
     redriven: dict[str, int] = field(default_factory=dict)  # per dlq topic: of those, sent back
+    discarded: dict[str, int] = field(default_factory=dict)  # per dlq topic: closed, never sent
     letters_at: float = 0.0  # when the dead letters were read (every DEAD_LETTERS_EVERY)
     stuck: list[dict[str, Any]] = field(default_factory=list)  # the oldest (100)
     stuck_total: int = 0  # all of them
@@ -112,6 +113,15 @@ class Snapshot:
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     # figure (stuck, dead_letters; a service: its /metrics) → why it is missing
     unavailable: dict[str, str] = field(default_factory=dict)
+
+    def letters_waiting(self) -> dict[str, int]:
+        """Per dead-letter topic, the letters waiting for an operator: those kept, but those
+        a redrive sent back or a discard closed (all of them where the audit trail cannot
+        tell which were)."""
+        return {
+            topic: kept - self.redriven.get(topic, 0) - self.discarded.get(topic, 0)
+            for topic, kept in self.dead_letters.items()
+        }
 
 
 REFUSED_NOTE = (
@@ -161,26 +171,36 @@ REDRIVEN_NOTE = (
     " dlq list shows when and by whom); a record dead-lettered again after it is a new letter,"
     " waiting"
 )
+DISCARDED_NOTE = (
+    "Letters closed by caravan dlq discard, never to go back (junk nobody can mend), as the"
+    " audit trail says (caravan dlq list shows when, by whom and why); Kafka keeps them until"
+    " the topic's retention deletes them"
+)
 
 
 def _dead_letter_rows(snap: Snapshot) -> str:
-    """Each dead-letter topic's letters waiting (marked when there are any) and those sent
-    back since (:data:`REDRIVEN_NOTE`); where the audit trail cannot tell which were, every
-    letter is counted waiting, and why it cannot is said."""
+    """Each dead-letter topic's letters waiting (marked when there are any), those sent back
+    since (:data:`REDRIVEN_NOTE`) and those discarded (:data:`DISCARDED_NOTE`); where the audit
+    trail cannot tell which were, every letter is counted waiting, and why it cannot is
+    said."""
     if "dead_letters" in snap.unavailable:
         return f"<tr><td>unavailable: {html.escape(snap.unavailable['dead_letters'])}</td></tr>"
     unknown = snap.unavailable.get("redriven")
+    waiting = snap.letters_waiting()
     rows = "".join(
-        f"<tr><td>{html.escape(topic)}</td>{_to_act_on(kept - snap.redriven.get(topic, 0))}"
-        f"<td>{'?' if unknown else snap.redriven.get(topic, 0)}</td></tr>"
-        for topic, kept in sorted(snap.dead_letters.items())
+        f"<tr><td>{html.escape(topic)}</td>{_to_act_on(waiting[topic])}"
+        f"<td>{'?' if unknown else snap.redriven.get(topic, 0)}</td>"
+        f"<td>{'?' if unknown else snap.discarded.get(topic, 0)}</td></tr>"
+        for topic in sorted(snap.dead_letters)
     )
-    note = html.escape(REDRIVEN_NOTE)
-    head = f"<tr><th>topic</th><th>waiting</th><th title='{note}'>redriven</th></tr>"
+    head = (
+        f"<tr><th>topic</th><th>waiting</th><th title='{html.escape(REDRIVEN_NOTE)}'>redriven</th>"
+        f"<th title='{html.escape(DISCARDED_NOTE)}'>discarded</th></tr>"
+    )
     if unknown:
         rows += (
-            "<tr><td colspan=3>which were redriven is not known (all are counted waiting):"
-            f" {html.escape(unknown)}</td></tr>"
+            "<tr><td colspan=4>which were redriven or discarded is not known (all are counted"
+            f" waiting): {html.escape(unknown)}</td></tr>"
         )
     return head + rows
 
@@ -531,6 +551,7 @@ async def collect(
     await _group_members(settings, snap)
     if letters_from is not None:
         snap.dead_letters, snap.redriven = letters_from.dead_letters, letters_from.redriven
+        snap.discarded = letters_from.discarded
         snap.letters_at = letters_from.letters_at
         for figure in ("dead_letters", "redriven"):
             if figure in letters_from.unavailable:
@@ -554,29 +575,32 @@ audit trail's redrives): the rest of the page is sampled every few seconds."""
 
 
 async def _dead_letters(settings: Settings, snap: Snapshot, letters: list[dlq.Letter]) -> None:
-    """The letters kept in each dead-letter topic, and how many of them a redrive sent back,
-    as ``caravan dlq list`` tells them (:func:`caravan.ops.dlq.redriven`, from the audit
-    trail): the count of letters kept said "12" after all 12 were mended and sent back. Where
-    the audit trail cannot tell, why."""
+    """The letters kept in each dead-letter topic, and how many of them a redrive sent back or
+    a discard closed, as ``caravan dlq list`` tells them (:func:`caravan.ops.dlq.closed`, from
+    the audit trail): the count of letters kept said "12" after all 12 were mended and sent
+    back. Where the audit trail cannot tell, why."""
     snap.dead_letters = {topic.dlq: 0 for topic in Topic}
     for letter in letters:
         snap.dead_letters[letter.dlq_topic] += 1
     snap.redriven = dict.fromkeys(snap.dead_letters, 0)
+    snap.discarded = dict.fromkeys(snap.dead_letters, 0)
     if not letters:
         return
     if settings.database_url is None:
         snap.unavailable["redriven"] = "no DATABASE_URL"
         return
     try:
-        before, why = await dlq.redriven(settings.database_url.get_secret_value(), letters)
+        before, why = await dlq.closed(settings.database_url.get_secret_value(), letters)
     except Exception as exc:  # a login that may not read the audit trail, a pool, a fault
         before, why = {}, fault(exc)
     if why is not None:  # PostgreSQL away, never migrated, refusing the page's login
         snap.redriven.clear()
+        snap.discarded.clear()
         snap.unavailable["redriven"] = str(why)
     for letter in letters:
-        if letter.ref in before:
-            snap.redriven[letter.dlq_topic] += 1
+        if (closed := before.get(letter.ref)) is not None:
+            by = snap.redriven if closed.discarded is None else snap.discarded
+            by[letter.dlq_topic] += 1
 
 
 async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
@@ -1050,7 +1074,12 @@ class Dashboard:
         @app.get("/api/snapshot", dependencies=ops)
         async def snapshot() -> dict[str, Any]:
             snap = self.history[-1] if self.history else Snapshot(at=time.time())
-            return {**snap.__dict__, "throughput": self.throughput(), "gone": self.gone()}
+            return {
+                **snap.__dict__,
+                "dead_letters_waiting": snap.letters_waiting(),
+                "throughput": self.throughput(),
+                "gone": self.gone(),
+            }
 
         @app.get("/orders/{order_id}", dependencies=ops)
         async def timeline(order_id: str, request: Request) -> Response:

@@ -1,10 +1,14 @@
-"""Dead letters: reading them from the ``<topic>.dlq`` topics, and sending chosen ones back.
+"""Dead letters: reading them from the ``<topic>.dlq`` topics, sending chosen ones back, and
+discarding those that should never go back.
 
 A redriven record goes to its original topic with its original key and value (or a fixed
 value), a header naming the dead letter it came from, one naming the consumer group that
 dead-lettered it (the only group to handle it again) and the letter's trace context (the
 record's trace goes on); each redrive is recorded, with the letters it sent, and a letter
-sent once is not sent again unless asked.
+sent once is not sent again unless asked. A discard sends nothing: it records, with its
+reason, that the letters chosen are closed (junk nobody can mend), so that they no longer
+wait for an operator; Kafka keeps them until the topic's retention deletes them, and a
+redrive leaves them out unless asked, as it does those it sent.
 """
 
 import hashlib
@@ -204,17 +208,27 @@ def select(
 
 
 @dataclass(frozen=True)
-class Redriven:
-    """A redrive that sent a letter, as the audit trail has it: when, and who ran it."""
+class Closed:
+    """A letter an operator closed, as the audit trail has it: sent back by a redrive, or
+    discarded (``discarded``: the reason given); when, and who ran it."""
 
     at: datetime
     by: str
+    discarded: str | None = None  # a discard's reason; None: a redrive sent it
+
+    @property
+    def said(self) -> str:
+        """How ``dlq list`` and a redrive leaving it out say it: ``redriven AT`` or
+        ``discarded AT``."""
+        from caravan.output import at  # here: rich, not for the operations page
+
+        return f"{'redriven' if self.discarded is None else 'discarded'} {at(self.at)}"
 
 
 @dataclass(frozen=True)
 class Redrive:
     sent: list[str]  # the letters sent (or, in a dry run, that would be)
-    before: dict[str, Redriven]  # letters left out: redriven before
+    before: dict[str, Closed]  # letters left out: redriven or discarded before
     dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
     unrecorded: str | None = None  # a dry run: why the audit trail did not record it
     # sent (or would be) as they were, dead-lettered for their value: ref → its error
@@ -244,47 +258,54 @@ def rejected_request(letter: DeadLetter) -> str | None:
     return f"{event.get('source')}/{ref}"
 
 
-async def redriven(
+async def closed(
     database_url: str | None, letters: Sequence[Letter]
-) -> tuple[dict[str, Redriven], "Fault | None"]:
-    """Which of ``letters`` a redrive sent before (:func:`redriven_before`), or none and why
-    the audit trail cannot tell now (PostgreSQL down, never migrated, none named): what
-    ``dlq list`` shows and what ``dlq redrive`` leaves out."""
+) -> tuple[dict[str, Closed], "Fault | None"]:
+    """Which of ``letters`` a redrive sent or a discard closed before (:func:`closed_before`),
+    or none and why the audit trail cannot tell now (PostgreSQL down, never migrated, none
+    named): what ``dlq list`` shows, what ``dlq redrive`` and ``dlq discard`` leave out, and
+    what the operations page does not count waiting."""
     from caravan.ops.record import unrecordable  # here: `caravan dlq list` with no letter
 
     why = await unrecordable(database_url)
     if why is not None or database_url is None:
         return {}, why
-    return await redriven_before(database_url, letters), None
+    return await closed_before(database_url, letters), None
 
 
-async def redriven_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Redriven]:
-    """The ``letters`` that a redrive sent before, each with when and by whom (from the
-    audit trail; a redrive older than a letter was of another letter with its id, on a
-    dead-letter topic made again since; of several redrives, the last)."""
+CLOSING = ("redrive", "discard")
+"""The audit trail's actions that close a dead letter: it no longer waits for an operator."""
+
+
+async def closed_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Closed]:
+    """The ``letters`` that a redrive sent or a discard closed before, each with when and by
+    whom, and a discard's reason (from the audit trail; one older than a letter was of another
+    letter with its id, on a dead-letter topic made again since; of several, the last)."""
     from sqlalchemy import select as sa_select  # here: not for `caravan dlq list` of none
 
     from shared.auth.tables import audit
     from shared.db.engine import async_engine
 
     engine = async_engine(database_url)
-    sent = audit.c.detail["letters"]
+    chosen = audit.c.detail["letters"]
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                sa_select(audit.c.at, audit.c.actor, sent)
+                sa_select(
+                    audit.c.at, audit.c.actor, audit.c.action, audit.c.detail["reason"], chosen
+                )
                 .where(
-                    audit.c.action == "redrive",
+                    audit.c.action.in_(CLOSING),
                     audit.c.detail["dry_run"].as_boolean().is_(False),
-                    sent.as_string().is_not(None),  # a JSON array
+                    chosen.as_string().is_not(None),  # a JSON array
                 )
                 .order_by(audit.c.at)
             )
             wanted = {d.ref: d.time for d in letters}
             return {
-                ref: Redriven(at, actor)
-                for at, actor, sent_refs in rows
-                for ref in sent_refs or ()
+                ref: Closed(at, actor, str(reason or "") if action == "discard" else None)
+                for at, actor, action, reason, refs in rows
+                for ref in refs or ()
                 if ref in wanted and at >= wanted[ref]
             }
     finally:
@@ -302,13 +323,13 @@ async def redrive(
     on_sent: Callable[[str], None] = lambda ref: None,
 ) -> Redrive:
     """Send ``letters`` back to their original topics, each for the consumer group that
-    dead-lettered it; ``value`` replaces the value (one letter). A letter redriven before is
-    left out unless ``again``; one whose value was too big to keep, unless ``value``.
+    dead-lettered it; ``value`` replaces the value (one letter). A letter redriven or discarded
+    before is left out unless ``again``; one whose value was too big to keep, unless ``value``.
     ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
     sent, even when a send fails part of the way, and a redrive it cannot record is refused
     (:class:`Unrecordable`) before anything is sent. A dry run reads only Kafka: without the
     trail (a PostgreSQL outage, no database named) it goes on, unrecorded, and leaves out no
-    letter for having been redriven before (the trail says which were)."""
+    letter for having been closed before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
     from caravan.ops.record import Unrecordable, record, unrecordable
     from shared.events.registry import IN_THE_VALUE
@@ -317,11 +338,11 @@ async def redrive(
 
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    before: dict[str, Redriven] = {}
-    if again:  # which were redriven before matters not: only whether it can be recorded
+    before: dict[str, Closed] = {}
+    if again:  # which were closed before matters not: only whether it can be recorded
         unrecorded = await unrecordable(database_url)
     else:
-        before, unrecorded = await redriven(database_url, letters)
+        before, unrecorded = await closed(database_url, letters)
     if unrecorded is not None and not dry_run:
         raise Unrecordable(unrecorded)
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
@@ -374,6 +395,41 @@ async def redrive(
             )
     why = None if unrecorded is None else str(unrecorded)
     return Redrive(sent, before, dropped, why, unmended, rejected)
+
+
+@dataclass(frozen=True)
+class Discard:
+    discarded: list[str]  # the letters closed (or, in a dry run, that would be)
+    before: dict[str, Closed]  # letters left out: redriven or discarded before
+    unrecorded: str | None = None  # a dry run: why the audit trail did not record it
+
+
+async def discard(
+    database_url: str | None, letters: list[DeadLetter], *, reason: str, dry_run: bool = False
+) -> Discard:
+    """Close ``letters`` for ``reason``: the audit trail records them discarded, and from then
+    on they wait for nobody (``dlq list`` says so, the operations page counts them apart, a
+    redrive leaves them out unless asked); nothing is sent, and Kafka keeps them until the
+    topic's retention deletes them. A letter redriven or discarded before is left out. A
+    discard the trail cannot record is refused (:class:`Unrecordable`); a dry run goes on
+    without it, unrecorded, and leaves out no letter (the trail says which were closed)."""
+    from caravan.ops.record import Unrecordable, record  # here: not for `caravan dlq list`
+
+    if not reason.strip():
+        raise ValueError("say why these letters are discarded (--reason)")
+    before, unrecorded = await closed(database_url, letters)
+    if unrecorded is not None and not dry_run:
+        raise Unrecordable(unrecorded)
+    todo = [d.ref for d in letters if d.ref not in before]
+    if database_url is not None and unrecorded is None:
+        await record(
+            database_url,
+            "discard",
+            dry_run,
+            ", ".join(sorted({d.origin for d in letters})),
+            {"letters": todo, "closed_before": sorted(before), "reason": reason},
+        )
+    return Discard(todo, before, None if unrecorded is None else str(unrecorded))
 
 
 WHOLE_VALUE = "whole value replaced"
@@ -432,16 +488,18 @@ MISSING = object()
 
 
 __all__ = [
+    "Closed",
     "DeadLetter",
+    "Discard",
     "Kept",
     "Letter",
     "Redrive",
-    "Redriven",
+    "closed",
+    "closed_before",
     "differing_paths",
+    "discard",
     "read",
     "redrive",
-    "redriven",
-    "redriven_before",
     "rejected_request",
     "select",
     "value_change",

@@ -755,16 +755,101 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     page = Dashboard(Settings(token=caravan.token))
     snap = await page.sample()
     letters = await ops_dlq.read(caravan.infra.kafka_bootstrap, [dead.topic])
-    sent, _ = await ops_dlq.redriven(caravan.infra.database_url, letters)
+    sent, _ = await ops_dlq.closed(caravan.infra.database_url, letters)
     assert letter in sent and "redriven" not in snap.unavailable, snap.unavailable
     kept, redriven_count = snap.dead_letters[dead.topic], snap.redriven[dead.topic]
-    assert (kept, redriven_count) == (len(letters), len(sent)), letters
-    row = page.page().split(f"<tr><td>{dead.topic}</td>")[1].split("</tr>")[0]
-    cells = row.replace("<b>", "").replace("</b>", "").removesuffix("</td>").split("</td>")
-    assert [cell.rsplit(">", 1)[1] for cell in cells] == [
-        str(kept - redriven_count),  # waiting
+    redriven_sent = [ref for ref, closed in sent.items() if closed.discarded is None]
+    assert (kept, redriven_count) == (len(letters), len(redriven_sent)), letters
+    discarded = snap.discarded[dead.topic]
+    assert page_row(page, dead.topic) == [
+        str(kept - redriven_count - discarded),  # waiting
         str(redriven_count),
-    ], row
+        str(discarded),
+    ]
+
+
+def page_row(page: Dashboard, topic: str) -> list[str]:
+    """What the operations page's Dead letters table says of ``topic``: waiting, redriven,
+    discarded."""
+    row = page.page().split(f"<tr><td>{topic}</td>")[1].split("</tr>")[0]
+    cells = row.replace("<b>", "").replace("</b>", "").removesuffix("</td>").split("</td>")
+    return [cell.rsplit(">", 1)[1] for cell in cells]
+
+
+async def test_a_dead_letter_of_junk_is_discarded_and_waits_no_more(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A letter nobody can mend (``not_json`` of a third party's junk) could not be closed:
+    ``dlq list`` and the operations page said it waiting until the topic's retention deleted
+    it, 30 days on. Discarded with a reason, it is in the audit trail, ``dlq list`` says who
+    discarded it, when and why, the page counts it apart from those waiting, and a redrive
+    leaves it out unless ``--again``."""
+    key = ref("JUNK").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xffjunk", key)
+    (dead,) = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    letter = f"{dead.topic}:{dead.partition}:{dead.offset}"
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    page = Dashboard(Settings(token=caravan.token))
+    await page.sample()
+    waiting, redriven, discarded = map(int, page_row(page, dead.topic))
+
+    unreasoned = await cli(caravan, "dlq", "discard", letter)
+    assert unreasoned.returncode == 2 and "--reason" in unreasoned.stderr, unreasoned.stderr
+    why = "a third party's junk: nobody can mend it"
+    since = datetime.fromtimestamp(dead.timestamp / 1000, UTC).isoformat()
+    chosen = ("--topic", dead.topic, "--error", "not_json", "--since", since)  # as redrive's
+    dry = await cli(caravan, "dlq", "discard", *chosen, "--reason", why, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would discard: {letter}" in dry.stdout.splitlines(), dry.stdout
+    # Never unrecorded: refused in a PostgreSQL outage, its dry run going on without it.
+    down = await cli(caravan, "dlq", "discard", letter, "--reason", why, **database_down())
+    assert down.returncode == 2 and "discarded:" not in down.stdout, down.stdout + down.stderr
+    assert down.stderr.startswith(
+        "nothing discarded: the audit trail cannot record it (cannot reach PostgreSQL: "
+    ), down.stderr
+    dry_down = await cli(
+        caravan, "dlq", "discard", letter, "--reason", why, "--dry-run", **database_down()
+    )
+    said = " ".join(dry_down.stdout.split())
+    assert dry_down.returncode == 2 and f"would discard: {letter}" in said, said
+    assert "not in the audit trail (a dry run goes on without it): cannot reach" in said, said
+    done = await cli(caravan, "dlq", "discard", letter, "--reason", why)
+    assert done.returncode == 0, done.stderr
+    assert f"discarded: {letter}" in done.stdout.splitlines(), done.stdout
+    audited = await caravan.sql(
+        "select actor, detail->>'reason', detail->'dry_run' from auth.audit"
+        " where action = 'discard' and detail->'letters' ? :l order by id",
+        l=letter,
+    )
+    assert [tuple(row) for row in audited] == [
+        ("test-operator", why, True),  # the dry run
+        ("test-operator", why, False),
+    ]
+
+    listed = await cli(caravan, "dlq", "list", "--topic", dead.topic, "--error", "not_json")
+    discarded_at, by, said = listed_lines(listed.stdout, letter)[3]
+    assert discarded_at.startswith("discarded 20"), listed.stdout
+    assert (by, said) == ("by test-operator", f"why: {why}"), listed.stdout
+
+    page.history[-1].letters_at -= DEAD_LETTERS_EVERY  # the letters read again
+    snap = await page.sample()
+    assert page_row(page, dead.topic) == [str(waiting - 1), str(redriven), str(discarded + 1)]
+    assert snap.letters_waiting()[dead.topic] == waiting - 1
+
+    again = await cli(caravan, "dlq", "discard", letter, "--reason", "twice")
+    assert again.stdout.splitlines() == [
+        f"left out: {letter}, {discarded_at} by test-operator ({why})"
+    ], again.stdout
+    redrive = await cli(caravan, "dlq", "redrive", letter)
+    assert redrive.returncode == 0, redrive.stderr
+    assert "redriven:" not in redrive.stdout
+    assert f"left out: {letter}, discarded " in redrive.stdout
+    assert "(--again to send it all the same)" in redrive.stdout, redrive.stdout
+    sure = await cli(caravan, "dlq", "redrive", letter, "--again", "--dry-run")
+    assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
 
 
 async def test_the_operations_page_reads_only_the_dead_letters_come_since_its_last_read(
@@ -962,10 +1047,10 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     )
     assert [tuple(row) for row in audited] == [([], sorted(refs))]
 
-    async def not_asked(*_: object) -> dict[str, ops_dlq.Redriven]:
+    async def not_asked(*_: object) -> dict[str, ops_dlq.Closed]:
         raise AssertionError("--again asked the audit trail which letters were redriven")
 
-    monkeypatch.setattr(ops_dlq, "redriven_before", not_asked)
+    monkeypatch.setattr(ops_dlq, "closed_before", not_asked)
     chosen = ops_dlq.select(await ops_dlq.read(caravan.infra.kafka_bootstrap), refs=refs)
     bootstrap, database = caravan.infra.kafka_bootstrap, caravan.infra.database_url
     dry_again = await ops_dlq.redrive(bootstrap, database, chosen, dry_run=True, again=True)
@@ -1073,7 +1158,7 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
     listed = await cli(caravan, "dlq", "list", **database_down())
     assert listed.returncode == 0 and letter in listed.stdout, listed.stdout + listed.stderr
     said = " ".join(listed.stdout.split())
-    assert said.count("which letters were redriven before is not known") == 1, said
+    assert said.count("which letters were redriven or discarded before is not known") == 1, said
     assert "is not known: cannot reach PostgreSQL: " in said, said
     for why, env in (("cannot reach", database_down()), (NO_DATABASE, NONE_NAMED)):
         dry = await cli(caravan, "dlq", "redrive", letter, "--dry-run", **env)
@@ -1081,7 +1166,10 @@ async def test_in_a_database_outage_a_redrive_is_refused_before_it_sends_not_its
         said = " ".join(dry.stdout.split())
         assert f"would redrive: {letter}" in said, said
         assert f"not in the audit trail (a dry run goes on without it): {why}" in said, said
-        assert "which letters were redriven before is not known, none is left out for it" in said
+        assert (
+            "which letters were redriven or discarded before is not known, none is left out for it"
+            in said
+        )
         assert f"warning: {letter} was dead-lettered for its value (not_json)" in said, said
     done = await cli(caravan, "dlq", "redrive", letter, **NONE_NAMED)
     assert done.returncode == 2 and "redriven:" not in done.stdout, done.stdout + done.stderr

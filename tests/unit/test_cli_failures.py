@@ -752,7 +752,7 @@ def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
     async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
         return letters
 
-    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Redriven], None]:
+    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Closed], None]:
         return {}, None
 
     async def redrive(*args: object, **kwargs: Any) -> ops_dlq.Redrive:
@@ -762,7 +762,7 @@ def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
 
     monkeypatch.setattr(ops_dlq, "read", read)
     monkeypatch.setattr(ops_dlq, "redrive", redrive)
-    monkeypatch.setattr(ops_dlq, "redriven", none_redriven)
+    monkeypatch.setattr(ops_dlq, "closed", none_redriven)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     for name in ("orders.requests.v1", "orders.requests.v1.dlq"):
         code, out, err = caravan("dlq", "list", "--topic", name)
@@ -799,11 +799,11 @@ def test_dead_letters_chosen_by_an_error_none_of_the_codes_is_a_usage_error(
         reads.append(bootstrap)
         return letters
 
-    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Redriven], None]:
+    async def none_redriven(*args: object) -> tuple[dict[str, ops_dlq.Closed], None]:
         return {}, None
 
     monkeypatch.setattr(ops_dlq, "read", read)
-    monkeypatch.setattr(ops_dlq, "redriven", none_redriven)
+    monkeypatch.setattr(ops_dlq, "closed", none_redriven)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     for command in (["list"], ["redrive", "--dry-run"]):
         code, out, err = caravan("dlq", *command, "--error", "not-json")

@@ -204,7 +204,7 @@ REASONS = {  # a reason of each length, and the longest topic and consumer group
 def letters_shown(
     monkeypatch: pytest.MonkeyPatch,
     *args: str,
-    redriven: dict[int, ops_dlq.Redriven] | None = None,
+    redriven: dict[int, ops_dlq.Closed] | None = None,
     said: list[str] | None = None,
     redrive_of: dict[int, str] | None = None,
 ) -> list[list[list[str]]]:
@@ -236,13 +236,13 @@ def letters_shown(
 
     async def audited(
         database_url: str, letters: list[DeadLetter]
-    ) -> tuple[dict[str, ops_dlq.Redriven], str | None]:
+    ) -> tuple[dict[str, ops_dlq.Closed], str | None]:
         if redriven is None:
             return {}, "cannot reach PostgreSQL: [Errno 111] Connection refused"
         return {letters[n].ref: sent for n, sent in redriven.items()}, None
 
     monkeypatch.setattr(ops_dlq, "read", read)
-    monkeypatch.setattr(ops_dlq, "redriven", audited)
+    monkeypatch.setattr(ops_dlq, "closed", audited)
     monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://caravan@db/caravan")
     text = shown(monkeypatch, "dlq", *args)
     apart = [line for line in text.splitlines() if not line.startswith(("┏", "┃", "┡", "│", "└"))]
@@ -316,12 +316,31 @@ def test_a_letter_redriven_before_says_when_and_by_whom_on_a_fourth_line(
     at = datetime(2026, 12, 4, 13, 0, 7, 654321, tzinfo=UTC)
     said: list[str] = []
     rows = letters_shown(
-        monkeypatch, "list", redriven={1: ops_dlq.Redriven(at, "test-operator")}, said=said
+        monkeypatch, "list", redriven={1: ops_dlq.Closed(at, "test-operator")}, said=said
     )
     assert [len(row) for row in rows] == [3, 4, 3], rows
     assert rows[1][3][:2] == ["redriven 2026-12-04T13:00:07+00:00", "by test-operator"], rows
     assert not any("redriven" in cells[0] for row in (rows[0], rows[2]) for cells in row), rows
     assert not any("not known" in line for line in said), said
+
+
+def test_a_letter_discarded_says_when_by_whom_and_why_on_its_last_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A letter closed by ``dlq discard`` says so where a redriven one says it was sent back,
+    the discard's reason beside it (cut to the room left), the letter's own reason above."""
+    at = datetime(2026, 12, 4, 13, 0, 7, tzinfo=UTC)
+    why = "a third party's junk that nobody can mend, told to them on the phone today"
+    closed = {0: ops_dlq.Closed(at, "test-operator", discarded=why)}
+    rows = letters_shown(monkeypatch, "list", redriven=closed)
+    assert [len(row) for row in rows] == [4, 3, 3], rows
+    assert rows[0][3][:2] == ["discarded 2026-12-04T13:00:07+00:00", "by test-operator"], rows
+    said = rows[0][3][2]
+    assert said.endswith("…") and f"why: {why}".startswith(said.removesuffix("…")), rows
+    assert len(said) > len("why: …"), rows
+    reason = next(iter(REASONS.values()))
+    above = " ".join(cells[2] for cells in rows[0][:3]).strip()
+    assert reason.startswith(above.removesuffix("…")), rows
 
 
 def test_dead_letters_are_listed_as_ever_when_the_audit_trail_cannot_tell_saying_so_once(
@@ -331,8 +350,8 @@ def test_dead_letters_are_listed_as_ever_when_the_audit_trail_cannot_tell_saying
     rows = letters_shown(monkeypatch, "list", said=said)
     assert [len(row) for row in rows] == [3, 3, 3], rows
     assert said[1:] == [
-        "which letters were redriven before is not known: cannot reach PostgreSQL: [Errno 111]"
-        " Connection refused"
+        "which letters were redriven or discarded before is not known: cannot reach PostgreSQL:"
+        " [Errno 111] Connection refused"
     ], said
 
 
@@ -345,7 +364,7 @@ def test_a_letter_of_a_redriven_record_names_the_letter_it_was_sent_back_from(
     rows = letters_shown(
         monkeypatch,
         "list",
-        redriven={2: ops_dlq.Redriven(at, "test-operator")},
+        redriven={2: ops_dlq.Closed(at, "test-operator")},
         redrive_of={2: first},
     )
     assert [len(row) for row in rows] == [3, 3, 5], rows

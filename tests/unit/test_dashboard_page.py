@@ -86,15 +86,18 @@ def test_dead_letters_waiting_are_told_from_those_redriven() -> None:
     )
     text = page.page()
     assert "<th>waiting</th><th title='Letters sent back" in text
-    assert "<tr><td>orders.requests.v1.dlq</td><td>0</td><td>12</td></tr>" in text
-    assert "<tr><td>orders.events.v1.dlq</td><td class='act'><b>3</b></td><td>0</td></tr>" in text
+    assert "<tr><td>orders.requests.v1.dlq</td><td>0</td><td>12</td><td>0</td></tr>" in text
+    assert (
+        "<tr><td>orders.events.v1.dlq</td><td class='act'><b>3</b></td><td>0</td><td>0</td></tr>"
+    ) in text
     unknown = {"redriven": "cannot reach PostgreSQL: connection refused"}
     page.history.append(Snapshot(at=time.time(), dead_letters=kept, unavailable=unknown))
     text = page.page()
-    waiting = "<td class='act'><b>12</b></td><td>?</td>"
+    waiting = "<td class='act'><b>12</b></td><td>?</td><td>?</td>"
     assert f"<tr><td>orders.requests.v1.dlq</td>{waiting}</tr>" in text
     assert (
-        "which were redriven is not known (all are counted waiting): cannot reach PostgreSQL"
+        "which were redriven or discarded is not known (all are counted waiting): cannot reach"
+        " PostgreSQL"
     ) in text
 
 
@@ -1010,6 +1013,26 @@ async def test_pauses_of_a_caravan_up_on_another_kafka_are_not_this_system_s(
     assert "<tr><td>inventory</td><td class='down'>down <span class='note'>" in text, text
 
 
+def test_dead_letters_discarded_are_not_counted_waiting() -> None:
+    """A letter of junk nobody can mend could not be closed: the page counted it waiting,
+    marked, until the topic's retention deleted it (30 days). Discarded (``caravan dlq
+    discard``), it is counted apart, as the snapshot API's waiting figures say too."""
+    page = board()
+    kept = {"orders.requests.v1.dlq": 5, "orders.events.v1.dlq": 1}
+    snap = Snapshot(
+        at=time.time(),
+        dead_letters=kept,
+        redriven={"orders.requests.v1.dlq": 1},
+        discarded={"orders.requests.v1.dlq": 4, "orders.events.v1.dlq": 1},
+    )
+    page.history.append(snap)
+    text = page.page()
+    assert "<th title='Letters closed by caravan dlq discard" in text
+    assert "<tr><td>orders.requests.v1.dlq</td><td>0</td><td>1</td><td>4</td></tr>" in text
+    assert "<tr><td>orders.events.v1.dlq</td><td>0</td><td>0</td><td>1</td></tr>" in text
+    assert snap.letters_waiting() == {"orders.requests.v1.dlq": 0, "orders.events.v1.dlq": 0}
+
+
 async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusing_is_said(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: dict[str, int]
 ) -> None:
@@ -1027,7 +1050,7 @@ async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusi
         raise asyncpg.InsufficientPrivilegeError("permission denied for table audit")
 
     monkeypatch.setattr(dlq.Kept, "read", one_letter)
-    monkeypatch.setattr(dlq, "redriven", refused)
+    monkeypatch.setattr(dlq, "closed", refused)
     paused_under_up(monkeypatch, tmp_path, "kafka.elsewhere:9092")
     page = Dashboard(settings, transport=httpx.MockTransport(stopped(settings)))
     for _ in range(3):
@@ -1036,7 +1059,7 @@ async def test_dead_letters_are_read_every_half_minute_and_an_audit_trail_refusi
     snap = page.history[-1]
     assert snap.dead_letters["orders.requests.v1.dlq"] == 1
     assert "InsufficientPrivilegeError" in snap.unavailable["redriven"]
-    assert "which were redriven is not known" in page.page()
+    assert "which were redriven or discarded is not known" in page.page()
     page.history[-1].letters_at -= DEAD_LETTERS_EVERY
     await page.sample()
     assert waiting["dead letters"] == 2

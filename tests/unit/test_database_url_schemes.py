@@ -29,7 +29,7 @@ async def nothing(conn: object) -> None:
 
 CONNECTS: dict[str, Callable[[str], Awaitable[object]]] = {
     "audit trail": lambda url: record.record(url, "replay", True, "g on t", {}),
-    "redriven before": lambda url: dlq.redriven_before(url, []),
+    "closed before": lambda url: dlq.closed_before(url, []),
     "tokens": lambda url: tokens_cli._in_tx(url, nothing),
 }
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, 
     import httpx
 
     from caravan.ops.dlq import Closed, DeadLetter
+    from caravan.ops.parked import Parked
     from shared.messaging.admin import Topics
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
@@ -1151,7 +1152,7 @@ def _choose(
     every: bool,
     found: Callable[[], list[Chosen]],
 ) -> list[Chosen]:
-    """What a command that closes things (``dlq redrive``, ``dlq discard``)
+    """What a command that closes things (``dlq redrive``, ``dlq discard``, ``parked drop``)
     chose: by id (``refs``), or all those its filters match (``chose``: some given); with
     none of them, every one only if ``every`` (``--all``, or a dry run). Refused (exit 2)
     when none is found, or not every id. ``said``: what they are, what is done to them, the
@@ -1290,3 +1291,117 @@ def dlq_discard(
     if done.unrecorded:
         _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
         raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run
+
+
+parked_app = typer.Typer(
+    help="Events parked until their order's order.placed: list them, drop chosen ones."
+)
+app.add_typer(parked_app, name="parked")
+
+
+def _parking_service(name: str | None) -> str | None:
+    from caravan.ops.parked import TABLES
+
+    if name is not None and name not in TABLES:
+        raise typer.BadParameter(f"{name!r} parks no events: name one of {', '.join(TABLES)}")
+    return name
+
+
+ParkerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--service", callback=_parking_service, help="notifications or platform (default: both)"
+    ),
+]
+OrderOpt = Annotated[str | None, typer.Option("--order", help="those parked for this order id")]
+OlderOpt = Annotated[
+    float | None, typer.Option("--older-than", min=0, help="those parked over this many seconds")
+]
+
+
+def _parked(
+    service: str | None, order: str | None, older_than: float | None, refs: list[str] | None = None
+) -> list["Parked"]:
+    """The parked events matching every filter given, the oldest first."""
+    from caravan.ops import parked as ops_parked
+
+    events = asyncio.run(
+        ops_parked.read(_database_url(), [service] if service else tuple(ops_parked.TABLES))
+    )
+    now = datetime.now(UTC)
+    return [
+        e
+        for e in events
+        if (order is None or e.order_id == order)
+        and (older_than is None or (now - e.parked_at).total_seconds() > older_than)
+        and (refs is None or e.ref in refs)
+    ]
+
+
+@parked_app.command("list")
+def parked_list(
+    service: ParkerOpt = None, order: OrderOpt = None, older_than: OlderOpt = None
+) -> None:
+    """List the events each service parked until their order's order.placed, the oldest
+    first, two lines each: id (service:event id) above type, the order above when it was
+    parked; and why it waits, for how long: orders never placed that order (none will come),
+    or placed it and its order.placed has not been handled yet."""
+    events = _parked(service, order, older_than)
+    now = datetime.now(UTC)
+    table = output.table(
+        "id\ntype",
+        "order\nparked",
+        "why",
+        title=f"{len(events)} parked event(s)",
+        whole=("id\ntype", "order\nparked"),
+    )
+    for e in events:
+        table.add_row(f"{e.ref}\n{e.type}", f"{e.order_id}\n{output.at(e.parked_at)}", e.why(now))
+    output.show(table)
+
+
+@parked_app.command("drop")
+def parked_drop(
+    reason: Annotated[
+        str, typer.Option(help="why they should never be acted on (kept in the audit trail)")
+    ],
+    ref: Annotated[
+        list[str] | None, typer.Argument(help="ids from `caravan parked list` (service:event id)")
+    ] = None,
+    service: ParkerOpt = None,
+    order: OrderOpt = None,
+    older_than: OlderOpt = None,
+    all_events: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="every parked event, when no id, --service, --order or --older-than"
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would be dropped, drop nothing")
+    ] = False,
+) -> None:
+    """Drop chosen parked events, never to be acted on (their order.placed will not come: a
+    forged or mistaken event, an order lost upstream), recorded in the audit trail with the
+    reason and the events. Chosen by id, or all those matching --service/--order/--older-than;
+    with none of them, every one only with --all (--dry-run shows them)."""
+    events = _choose(
+        ("parked event", "to drop", "parked list", "--service, --order or --older-than"),
+        ref,
+        bool(ref) or service is not None or order is not None or older_than is not None,
+        all_events or dry_run,
+        lambda: _parked(service, order, older_than, ref or None),
+    )
+    from caravan.ops import parked as ops_parked
+
+    try:
+        dropped = asyncio.run(
+            ops_parked.drop(_database_url(), events, reason=reason, dry_run=dry_run)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    verb = "would drop" if dry_run else "dropped"
+    for e in dropped:
+        console.print(f"{verb}: {e.ref} ({e.type} of order {e.order_id})")
+    for item in sorted({e.ref for e in events} - {e.ref for e in dropped}):
+        console.print(f"left out: {item}, acted on meanwhile (its order.placed came)")

@@ -1482,6 +1482,61 @@ async def test_events_parked_until_their_order_placed_are_counted_in_metrics(
     )
 
 
+async def test_an_event_parked_for_an_order_never_placed_is_listed_and_dropped_for_good(
+    caravan: System,
+) -> None:
+    """An ``order.confirmed`` of an order nobody placed (forged, or lost upstream) stayed
+    parked until the inbox's retention pruned it, 38 days, ``CaravanEventsParked`` firing all
+    that time, and no command showed or dropped it. ``caravan parked list`` shows it, how long
+    it has waited and why (orders has no such order); ``caravan parked drop`` deletes it,
+    audited, and an ``order.placed`` coming after all does not act on it."""
+    order = order_events(ref("FORGED"), "+86137" + str(uuid.uuid4().int)[:8])
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("notifications", confirmed)
+    item = f"notifications:{confirmed.id}"
+    order_id = order.placed.order_id
+    mine = "select count(*) from notifications.parked where key = :k"
+    key = f"{confirmed.source}|{confirmed.id}"
+    assert await caravan.scalar(mine, k=key) == 1, "order.confirmed not parked"
+
+    listed = await cli(caravan, "parked", "list", "--order", order_id)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed_lines(listed.stdout, item)[:2]
+    assert [cells[:2] for cells in lines] == [[item, order_id], ["order.confirmed", lines[1][1]]]
+    assert lines[1][1].startswith("20"), listed.stdout  # when it was parked
+    why = " ".join(cells[2] for cells in lines)
+    assert re.match(rf"waits \d+s for the order.placed of {order_id}: orders has no such", why)
+    assert "1 parked event(s)" in listed.stdout, listed.stdout
+
+    bare = await cli(caravan, "parked", "drop", "--reason", "forged")
+    assert bare.returncode == 2 and "--all" in bare.stderr, bare.stderr
+    reason = "forged: no storefront placed it"
+    dry = await cli(caravan, "parked", "drop", "--order", order_id, "--reason", reason, "--dry-run")
+    assert dry.stdout.splitlines() == [f"would drop: {item} (order.confirmed of order {order_id})"]
+    assert await caravan.scalar(mine, k=key) == 1, "a dry run dropped it"
+    done = await cli(caravan, "parked", "drop", item, "--reason", reason)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"dropped: {item} (order.confirmed of order {order_id})"]
+    assert await caravan.scalar(mine, k=key) == 0, "still parked"
+    audited = await caravan.sql(
+        "select actor, detail->>'reason', detail->'dry_run', detail->'events'->0->>'key'"
+        " from auth.audit where action = 'parked.drop'"
+        " and detail->'events'->0->>'order_id' = :o order by id",
+        o=order_id,
+    )
+    assert [tuple(row) for row in audited] == [
+        ("test-operator", reason, True, key),
+        ("test-operator", reason, False, key),
+    ]
+    gone = await cli(caravan, "parked", "drop", item, "--reason", reason)
+    assert gone.returncode == 2 and f"no parked event {item}" in gone.stderr, gone.stderr
+
+    # Its order.placed after all: the confirmation dropped is not acted on (no text).
+    await caravan.handled("notifications", await caravan.publish(order.placed))
+    texts = "select purpose from notifications.sms where order_id = :o"
+    assert "order_confirmed" not in [row[0] for row in await caravan.sql(texts, o=order_id)]
+
+
 async def _counts_live_each_time_and_all_now_and_then(
     caravan: System,
     by_status: StatusGauge,

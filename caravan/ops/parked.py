@@ -1,0 +1,181 @@
+"""Events parked until their order's ``order.placed`` (:mod:`shared.messaging.parking`):
+listing them with their age and why they wait, and dropping chosen ones.
+
+An event whose ``order.placed`` never comes (a forged or mistaken event, an order lost
+upstream) stays parked until the inbox's retention prunes it, 38 days, and
+``CaravanEventsParked`` fires all that time. What orders knows of the order tells the two
+apart: an order it never placed sends no ``order.placed``; one it placed has its
+``order.placed`` on the way (the service behind or paused, or the record dead-lettered).
+
+A drop deletes the rows and records it in the audit trail (who, when, why, and the events:
+their type, order, topic and when they were parked) in the same transaction: a dropped event
+is never acted on, even when its ``order.placed`` comes later (the inbox has its id, so a
+replay or a redelivery of it changes nothing either). A row taken meanwhile by the
+``order.placed`` handler (acted on) is not dropped, and said so: the two delete the same row,
+and PostgreSQL lets one of them.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Table, delete, select
+
+from caravan.ops.record import actor
+from services.notifications.adapters.tables import parked as notifications_parked
+from services.orders.adapters.tables import orders
+from services.platform.adapters.tables import parked as platform_parked
+from shared.auth import audit
+from shared.db.engine import async_engine
+
+TABLES: dict[str, Table] = {"notifications": notifications_parked, "platform": platform_parked}
+"""The services that park events, each with its ``parked`` table."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What the orders service knows of a parked event's order."""
+
+    status: str
+    placed_at: datetime
+
+
+@dataclass(frozen=True)
+class Parked:
+    """An event one service parked, and what orders knows of its order (None: nothing)."""
+
+    service: str
+    key: str  # the inbox's key of the event: source|id
+    event_id: str
+    type: str
+    order_id: str
+    topic: str
+    parked_at: datetime
+    order: Placed | None
+
+    @property
+    def ref(self) -> str:
+        """How ``caravan parked`` names it: its service and the event's id."""
+        return f"{self.service}:{self.event_id}"
+
+    def why(self, now: datetime) -> str:
+        """Why it waits, and for how long it has."""
+        waited = f"waits {age(now - self.parked_at)} for the order.placed of {self.order_id}"
+        if self.order is None:
+            return (
+                f"{waited}: orders has no such order, so none will come (a forged or"
+                " mistaken event, or an order lost before orders placed it)"
+            )
+        return (
+            f"{waited}: orders placed it {self.order.placed_at.isoformat(timespec='seconds')}"
+            f" ({self.order.status}), its order.placed not handled by {self.service} yet"
+            " (behind or paused, or dead-lettered: caravan dlq list --topic orders.events.v1)"
+        )
+
+
+def age(waited: timedelta) -> str:
+    """A wait as ``3d 4h``, ``2h 5m``, ``7m 12s`` or ``40s``."""
+    seconds = int(waited.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
+async def read(database_url: str, services: Sequence[str] = tuple(TABLES)) -> list[Parked]:
+    """Every event the given services (all that park, by default) hold parked, the oldest
+    first, each with what orders knows of its order."""
+    engine = async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = []
+            for service in services:
+                t = TABLES[service]
+                found = await conn.execute(
+                    select(t.c.key, t.c.order_id, t.c.topic, t.c.envelope, t.c.parked_at)
+                )
+                rows += [(service, row) for row in found]
+            ids = sorted({row.order_id for _, row in rows})
+            known = {
+                order_id: Placed(status, placed_at)
+                for order_id, status, placed_at in await conn.execute(
+                    select(orders.c.order_id, orders.c.status, orders.c.placed_at).where(
+                        orders.c.order_id.in_(ids)
+                    )
+                )
+            }
+    finally:
+        await engine.dispose()
+    events = [
+        Parked(
+            service,
+            row.key,
+            str(row.envelope.get("id", row.key)),
+            str(row.envelope.get("type", "?")),
+            row.order_id,
+            row.topic,
+            row.parked_at,
+            known.get(row.order_id),
+        )
+        for service, row in rows
+    ]
+    return sorted(events, key=lambda e: (e.parked_at, e.service, e.key))
+
+
+async def drop(
+    database_url: str, events: Sequence[Parked], *, reason: str, dry_run: bool = False
+) -> list[Parked]:
+    """Delete ``events`` from their services' ``parked`` tables, never to be acted on, and
+    record it (a dry run deletes nothing, and is recorded as one); the events dropped (in a
+    dry run, those that would be), without those the ``order.placed`` handler took
+    meanwhile."""
+    if not reason.strip():
+        raise ValueError("say why these events are dropped (--reason)")
+    engine = async_engine(database_url)
+    dropped: list[Parked] = []
+    try:
+        async with engine.begin() as conn:
+            for service, t in TABLES.items():
+                mine = {e.key: e for e in events if e.service == service}
+                if not mine:
+                    continue
+                if dry_run:
+                    found = await conn.execute(select(t.c.key).where(t.c.key.in_(mine)))
+                else:
+                    found = await conn.execute(
+                        delete(t).where(t.c.key.in_(mine)).returning(t.c.key)
+                    )
+                dropped += [mine[key] for (key,) in found]
+            await audit.record(
+                conn,
+                actor(),
+                "parked.drop",
+                ", ".join(sorted({e.service for e in events})),
+                detail={
+                    "dry_run": dry_run,
+                    "reason": reason,
+                    "events": [
+                        {
+                            "service": e.service,
+                            "key": e.key,
+                            "type": e.type,
+                            "order_id": e.order_id,
+                            "topic": e.topic,
+                            "parked_at": e.parked_at.isoformat(),
+                            "order_known": e.order is not None,
+                        }
+                        for e in dropped
+                    ],
+                    "gone_meanwhile": sorted({e.ref for e in events} - {e.ref for e in dropped}),
+                },
+            )
+    finally:
+        await engine.dispose()
+    return dropped
+
+
+__all__ = ["TABLES", "Parked", "Placed", "age", "drop", "read"]

@@ -42,6 +42,7 @@ from shared.db.engine import (
     REFUSED_LATELY_SECONDS,
     Kind,
     address,
+    answered_within,
     described,
     refused_for,
     retried_fault,
@@ -498,6 +499,15 @@ class KafkaContact:
         return silent if silent > self.silent_after else None
 
 
+HEALTH_DB_WITHIN = 2.0
+"""Seconds ``/healthz``'s ``SELECT 1`` (its connection taken or made with it) may wait for
+PostgreSQL before it is said not to answer, a 503: a server frozen (a drill stopped it 45 s)
+was no answer at all for as long, where a load balancer's check gives up after a few seconds
+(5 s on most) and sees a timeout, not the 503 that says why. A
+server that answers at all answers it in milliseconds. Not a setting: what it waits out is
+PostgreSQL answering one trivial statement, not the deployment's work."""
+
+
 NO_NATIVE_TELEMETRY: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
@@ -597,7 +607,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         passing: dict[str, str] = {}  # PostgreSQL's fault, if it passes by itself
         try:
-            async with db.engine.connect() as conn:
+            async with answered_within(db.engine, HEALTH_DB_WITHIN), db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
             checks["database"] = described(exc, public=True)

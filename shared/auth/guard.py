@@ -1,7 +1,6 @@
 """Checking a presented token: a short cache in front of the database, and a limit on failed
 attempts per client address (in-process; each service instance counts its own)."""
 
-import asyncio
 import logging
 import math
 import time
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import tokens
 from shared.auth.tokens import Lookup
-from shared.db.engine import NoAnswer, address, described, fault, retried_fault
+from shared.db.engine import address, answered_within, described, fault, retried_fault
 from shared.metrics import start_at_zero
 
 log = logging.getLogger("caravan.auth")
@@ -189,20 +188,17 @@ class Guard:
         pooled connection that died at use (PostgreSQL restarted; the pool drops the others
         with it) is retried once on a new one, so that a token revoked since is refused
         rather than taken as read before; a connection that could not be made is not."""
-        try:
-            async with asyncio.timeout(self.read_within):
-                connected = False
-                try:
-                    async with self.engine.connect() as conn:
-                        connected = True
-                        return await tokens.lookup(conn, token)
-                except Exception as exc:
-                    if not (connected and fault(exc).kind.lost):
-                        raise
+        async with answered_within(self.engine, self.read_within):
+            connected = False
+            try:
                 async with self.engine.connect() as conn:
+                    connected = True
                     return await tokens.lookup(conn, token)
-        except TimeoutError as exc:
-            raise NoAnswer(address(self.engine), self.read_within) from exc
+            except Exception as exc:
+                if not (connected and fault(exc).kind.lost):
+                    raise
+            async with self.engine.connect() as conn:
+                return await tokens.lookup(conn, token)
 
     def refused(self, reason: str, client: str, method: str, path: str) -> None:
         """Count and log a refusal (never the token); failures of authentication count

@@ -1,5 +1,6 @@
 """The async engine and session factory of one service, bound to its own schema."""
 
+import asyncio
 import logging
 import os
 import re
@@ -63,6 +64,88 @@ class NoAnswer(ConnectionError):
     def __init__(self, where: str, seconds: float) -> None:
         super().__init__(f"PostgreSQL at {where} did not answer within {seconds:g} s")
         self.seconds = seconds
+
+
+CLOSE_WITHIN = 0.25
+"""Seconds a connection's cleanup may take once a :class:`Bound` gave its work up: SQLAlchemy
+closes a connection cancelled mid-statement gracefully, waiting up to 2 s for the server's
+answer, which a frozen server never gives (a ``/healthz`` bounded at 2 s answered at 4 s);
+cancelled again, it closes it at once. A server that answers closes it in milliseconds."""
+
+
+class Bound:
+    """A bound of ``seconds`` (None: none) on the work of the task that enters it, as
+    ``asyncio.timeout``'s: past it, the work is cancelled, and its cleanup too if it still
+    waits :data:`CLOSE_WITHIN` later, and a ``TimeoutError`` is raised from where the
+    cancellation met it. :meth:`reschedule` moves it (None: none for now)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._when: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._cancels = 0
+
+    async def __aenter__(self) -> "Bound":
+        task = asyncio.current_task()
+        assert task is not None, "a bound on a task's work"
+        self._task, self._loop = task, asyncio.get_running_loop()
+        self.reschedule(None if self.seconds is None else self._loop.time() + self.seconds)
+        return self
+
+    def when(self) -> float | None:
+        """When (the loop's clock) it gives the work up; None: not for now."""
+        return self._when
+
+    def reschedule(self, when: float | None) -> None:
+        if self.expired:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when, self._handle = when, None
+        if when is not None:
+            self._handle = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._cancel()
+        self._handle = self._loop.call_later(CLOSE_WITHIN, self._cancel)
+
+    def _cancel(self) -> None:
+        self._cancels += 1
+        self._task.cancel()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if not self.expired:
+            return
+        for _ in range(self._cancels):
+            self._task.uncancel()
+        if kind is asyncio.CancelledError and not self._task.cancelling():
+            raise TimeoutError from exc
+
+
+@asynccontextmanager
+async def answered_within(engine: AsyncEngine, seconds: float) -> AsyncIterator[None]:
+    """Database work on ``engine`` (a connection taken or made, its statements) that
+    PostgreSQL must answer within ``seconds`` (:class:`Bound`), else it fails as
+    :class:`NoAnswer` (PostgreSQL not reached: transient, away): where a caller answers
+    someone waiting (a token's check, a ``/healthz`` probe), which the bounds of a connect
+    (``db_connect_timeout_seconds``) and of a statement (``db_answer_timeout_seconds``, made
+    to outwait a lock) made wait up to two minutes on a server frozen. A connection cancelled
+    mid-statement is not pooled again (SQLAlchemy invalidates it). A ``TimeoutError`` of the
+    work's own is raised as it is."""
+    bound = Bound(seconds)
+    try:
+        async with bound:
+            yield
+    except TimeoutError as exc:
+        if not bound.expired:
+            raise
+        raise NoAnswer(address(engine), seconds) from exc
 
 
 def _connect_within(seconds: float) -> Callable[..., Any]:
@@ -519,6 +602,7 @@ __all__ = [
     "Fault",
     "Kind",
     "NoAnswer",
+    "answered_within",
     "async_engine",
     "at_commit",
     "connecting",

@@ -8,7 +8,13 @@ from urllib.parse import quote
 
 from caravan.output import OperatorError, error_text
 from shared.addresses import local_url
-from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES, bearer_headers
+from shared.api import (
+    DATABASE_AWAY,
+    DATABASE_BUSY,
+    DATABASE_MUTE,
+    DATABASE_REFUSES,
+    bearer_headers,
+)
 from shared.settings import DEV_TOKEN_FILE, Settings
 
 if TYPE_CHECKING:
@@ -109,7 +115,7 @@ def answer(
         )
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)
     detail = str(body.get("detail"))
-    if response.status_code == 503 and detail.startswith(DATABASE_REFUSES):
+    if response.status_code == 503 and detail.startswith((DATABASE_REFUSES, DATABASE_MUTE)):
         why = detail.removeprefix("the database").removesuffix("; retry")
         said = f"the {service} service's database{why} (it answered 503): run this again later"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)

@@ -20,6 +20,12 @@ as many as it takes (``max_connections``), or its own pool's are all in use: rea
 :data:`DATABASE_AWAY` (a drill holding every connection was told the database was away)."""
 
 
+DATABASE_MUTE = "the database did not answer within"
+"""How the detail of the 503 of a request whose database work PostgreSQL did not answer within
+``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` begins (a server frozen): ``the database did not answer
+within 8 s; retry``."""
+
+
 DATABASE_REFUSES = "the database refuses the work for now"
 """How the detail of the 503 a service answers while PostgreSQL answers and refuses the work
 (a disk full, out of memory, a standby after a failover, a lock not granted in time) begins:

@@ -2,8 +2,10 @@
 documentation, :func:`problem_responses`), ``/healthz`` and ``/metrics``, bearer-token
 authentication (:func:`require`) and a limit on request bodies."""
 
+import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -29,10 +31,17 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_REFUSES, field_errors
+from shared.api import (
+    DATABASE_AWAY,
+    DATABASE_BUSY,
+    DATABASE_MUTE,
+    DATABASE_REFUSES,
+    field_errors,
+)
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import Principal
@@ -40,7 +49,9 @@ from shared.db import Database, fault, reason
 from shared.db.engine import (
     REFUSALS,
     REFUSED_LATELY_SECONDS,
+    Bound,
     Kind,
+    NoAnswer,
     address,
     answered_within,
     described,
@@ -91,7 +102,7 @@ TOKEN_PROBLEMS = {
 """What :func:`require` may answer, before the route does anything."""
 ANY_PROBLEMS = {
     413: "the body is larger than the limit",
-    503: "the database is not reachable (see Retry-After)",
+    503: "the database is not reachable, or did not answer in time (see Retry-After)",
 }
 """What any route may answer: :class:`BodyLimit`, and the database away (the token check
 reads it too)."""
@@ -346,6 +357,7 @@ def install_auth(
     app.state.guard = Guard(service, db.engine, settings.auth_cache_seconds, limiter)
     app.state.token_cookie = cookie
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(Deadline, seconds=settings.http_db_timeout_seconds, engine=db.engine)
     # The token check reads the database too: with it away, every app answers 503 (the
     # operations page answered 500 "Internal Server Error"). Away is also a host not
     # reachable or not resolved (OSError: a container restarting), a connect timed out
@@ -386,6 +398,8 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     refused = refused_for(exc)
     if refused is not None:
         detail = f"{DATABASE_REFUSES}: {refused}; retry"
+    elif isinstance(found.error, NoAnswer):  # a server frozen: reachable, and mute
+        detail = f"{DATABASE_MUTE} {found.error.seconds:g} s; retry"
     else:
         detail = DATABASE_BUSY if busy else DATABASE_AWAY
     log.warning(
@@ -461,6 +475,80 @@ class BodyLimit:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem(413, "Request body too large", self._detail())(scope, receive, send)
+
+
+class Deadline:
+    """A request's bound on its database work, ``seconds`` (``http_db_timeout_seconds``; 0:
+    none): past it, what the request waits on is cancelled and it is answered as PostgreSQL
+    not answering, a 503 with ``Retry-After`` (:func:`_database_error`), where a server frozen
+    held a pooled connection's client for ``db_answer_timeout_seconds`` (two minutes, made
+    for consumers waiting out a lock) and a new connection's for the token check's 4 s and
+    the connect's 10 s. The bound waits while the request reads the client's body (a slow
+    client's time, not the database's) and ends with the answer's start. Cancelled waiting
+    on anything else, the request fails as it would (a 500, logged with where it waited).
+
+    A write whose commit was sent and not answered may still be made once the server goes on
+    (cancelled, its connection is closed, not pooled again): the client's retry is told what
+    came of it where the route takes an ``Idempotency-Key`` (``POST /orders`` answers the
+    order placed by the first), as after any connection lost at commit."""
+
+    def __init__(self, app: ASGIApp, seconds: float, engine: AsyncEngine) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.seconds:
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        bound = Bound(self.seconds)
+        started = False
+
+        async def receiving() -> Message:
+            when = bound.when()
+            if when is None:
+                return await receive()
+            left = when - loop.time()
+            bound.reschedule(None)
+            try:
+                return await receive()
+            finally:
+                if not started:
+                    bound.reschedule(loop.time() + left)
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not bound.expired:
+                started = True
+                bound.reschedule(None)
+            await send(message)
+
+        try:
+            async with bound:
+                await self.app(scope, receiving, sending)
+        except TimeoutError as exc:
+            if not bound.expired or started or not _waiting_on_database(exc):
+                raise
+            unanswered = NoAnswer(address(self.engine), self.seconds)
+            unanswered.__cause__ = exc
+            response = await _database_error(Request(scope), unanswered)
+            await response(scope, receive, send)
+
+
+_DATABASE_CODE = ("sqlalchemy", "asyncpg")
+
+
+def _waiting_on_database(exc: TimeoutError) -> bool:
+    """Whether the work a :class:`Deadline` gave up (``exc``, raised from each cancellation
+    as it met it) was waiting in the database's client code."""
+    seen: BaseException | None = exc.__cause__
+    while seen is not None:
+        frames = traceback.walk_tb(seen.__traceback__)
+        if any(f.f_globals.get("__name__", "").startswith(_DATABASE_CODE) for f, _ in frames):
+            return True
+        seen = seen.__context__
+    return False
 
 
 KAFKA_SILENT_AFTER = 30.0

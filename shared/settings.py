@@ -294,6 +294,13 @@ class Settings(CalendarSettings, InstanceSettings):
     # (:meth:`answer_timeout_refusal`); unset, twice the idle timeout
     # (:meth:`answer_timeout_seconds`). Migrations run apart, with none.
     db_answer_timeout_seconds: float | None = Field(None, ge=0)
+    # How long an HTTP request of any service's API may wait for PostgreSQL (its token's check,
+    # a connection taken from the pool or made, its statements, its commit; 0: as long as the
+    # two bounds above let it) before it is answered 503 "the database did not answer within
+    # 8 s; retry" (shared.http.Deadline): a client waits that, not the consumers' two minutes
+    # for a server frozen; under the caravan commands' 10 s wait for an answer. The time the
+    # client takes to send its body is not counted.
+    http_db_timeout_seconds: float = Field(8.0, ge=0)
     handler_max_attempts: int = 3
     # Notifications: the SMS gateway ("auto": the HTTP simulator when a URL is given, else a
     # local sink; "infobip": the real provider, needs the key), the URL its delivery receipts

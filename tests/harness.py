@@ -684,10 +684,15 @@ async def sent(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, passing: asyncio.Event | None
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    passing: asyncio.Event | None,
+    holds: Callable[[bytes], bool] | None = None,
 ) -> None:
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
+            if passing is not None and holds is not None and holds(data):
+                passing.clear()
             if passing is not None:
                 await passing.wait()
             writer.write(data)
@@ -696,18 +701,24 @@ async def _pipe(
 
 
 def forwarder(
-    to_host: str, to_port: int, passing: asyncio.Event | None = None
+    to_host: str,
+    to_port: int,
+    passing: asyncio.Event | None = None,
+    holds: Callable[[bytes], bool] | None = None,
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """A server's connection handler passing each connection on to ``to_host:to_port``: a
     broker or database that "comes up" when ``asyncio.start_server`` opens it. Given
     ``passing``, bytes pass only while it is set: cleared, every connection, open or new,
     takes what is sent and answers nothing, none closed (a black hole: a server frozen, a
-    NAT entry dropped); set again, what was held goes on."""
+    NAT entry dropped); set again, what was held goes on. Given ``holds`` too, a client's
+    bytes it says true of clear ``passing`` before they pass (a server frozen as it was sent
+    them: a ``COMMIT``)."""
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
         await asyncio.gather(
-            _pipe(reader, upstream_writer, passing), _pipe(upstream_reader, writer, passing)
+            _pipe(reader, upstream_writer, passing, holds),
+            _pipe(upstream_reader, writer, passing),
         )
 
     return forward

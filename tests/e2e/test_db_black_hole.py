@@ -7,15 +7,19 @@ HTTP call. Now it waits ``CARAVAN_DB_ANSWER_TIMEOUT_SECONDS`` at most
 (shared.db.engine.Database: asyncpg's ``command_timeout``), and fails as a connection to
 PostgreSQL lost, PostgreSQL away: retried as any outage is, on a new connection.
 
-``/healthz`` is not kept so long: it answers 503 within :data:`~shared.http.HEALTH_DB_WITHIN`
-of its ``SELECT 1`` going unanswered, where a drill that froze PostgreSQL 45 s had it unanswered
-for as long."""
+An HTTP client is not kept so long: ``/healthz`` answers 503 within
+:data:`~shared.http.HEALTH_DB_WITHIN` of its ``SELECT 1`` going unanswered, and any route within
+``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` of its request's database work (shared.http.Deadline), where
+a drill that froze PostgreSQL 45 s had ``/healthz`` unanswered for as long and the orders API
+wait as long (up to two minutes) on a pooled connection."""
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,12 +27,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from caravan.system import Infrastructure
+from services.orders.adapters.tables import inbox, outbox
+from services.orders.entrypoints.http import create_app as orders_app
+from shared.api import bearer_headers
 from shared.db import Database, driver
 from shared.db.engine import AWAY, Kind, address, described, fault, retried_fault
 from shared.http import HEALTH_DB_WITHIN, RETRY_SECONDS, create_app
 from shared.logs import retried
+from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
-from tests.harness import forwarder, free_port, scratch_database
+from tests.e2e.test_http import BODY
+from tests.harness import System, forwarder, free_port, ref, scratch_database
 
 BOUND = 3.0  # the services' is 120 s
 TABLE = "black_hole"
@@ -91,10 +100,11 @@ async def test_a_statement_unanswered_is_the_connection_lost_within_the_bound(
 @dataclass
 class Hole:
     """A service's database reached through a forwarder that stops passing bytes when
-    ``passing`` is cleared."""
+    ``passing`` is cleared (or when it is sent a ``COMMIT`` while ``at_commit`` is set)."""
 
     db: Database
     passing: asyncio.Event
+    at_commit: bool = False
 
 
 @asynccontextmanager
@@ -106,7 +116,12 @@ async def black_hole(database_url: str, schema: str, **settings: Any) -> AsyncIt
     )
     hole = Hole(db, asyncio.Event())
     hole.passing.set()
-    pg = forwarder("127.0.0.1", target.port or 5432, hole.passing)
+    pg = forwarder(
+        "127.0.0.1",
+        target.port or 5432,
+        hole.passing,
+        lambda data: hole.at_commit and b"COMMIT" in data,
+    )
     try:
         async with await asyncio.start_server(pg, "127.0.0.1", port):
             yield hole
@@ -143,3 +158,69 @@ async def test_healthz_says_postgresql_does_not_answer_within_its_bound(
             assert answer.json()["down"] == ["database"]
             hole.passing.set()
             assert (await http.get("/healthz")).status_code == 200
+
+
+DEADLINE = 3.0  # the services' is 8 s
+
+
+@asynccontextmanager
+async def orders_api(caravan: System) -> AsyncIterator[tuple[Hole, httpx.AsyncClient]]:
+    """The orders API (in this process) on the session's database through a black hole, its
+    requests' database work bounded by :data:`DEADLINE`."""
+    url = caravan.infra.database_url
+    async with black_hole(url, "orders", http_db_timeout_seconds=DEADLINE) as hole:
+        uow = UnitOfWork(hole.db, "caravan/orders", outbox, inbox)
+        settings = Settings(http_db_timeout_seconds=DEADLINE)
+        app = orders_app(uow, timedelta(seconds=settings.saga_deadline_seconds), settings)
+        transport = httpx.ASGITransport(app=app)
+        headers = bearer_headers(caravan.token)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://hole", headers=headers
+        ) as http:
+            yield hole, http
+
+
+def _unanswered(answer: httpx.Response, took: float) -> None:
+    assert took < DEADLINE + 1, took
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == str(RETRY_SECONDS)
+    assert answer.json()["detail"] == f"the database did not answer within {DEADLINE:g} s; retry"
+
+
+async def test_a_request_postgresql_does_not_answer_is_a_503_within_the_deadline(
+    caravan: System,
+) -> None:
+    """PostgreSQL frozen while the orders API holds a pooled connection: ``GET /orders/{id}``
+    waited for the consumers' bound (two minutes); it is a 503 within the request's, saying
+    the database did not answer, and answers again once the bytes pass."""
+    order_id = str(uuid.uuid4())
+    async with orders_api(caravan) as (hole, http):
+        assert (await http.get(f"/orders/{order_id}")).status_code == 404
+        hole.passing.clear()
+        _unanswered(*await _timed(lambda: http.get(f"/orders/{order_id}"), DEADLINE))
+        hole.passing.set()
+        assert (await http.get(f"/orders/{order_id}")).status_code == 404
+
+
+async def test_an_order_whose_commit_went_unanswered_is_found_by_its_retry(
+    caravan: System,
+) -> None:
+    """PostgreSQL frozen as it was sent ``POST /orders``'s COMMIT: a 503 within the deadline;
+    the server going on, the order is placed after all (the client was told to retry, not
+    that nothing was done), and the client's retry with its Idempotency-Key is answered that
+    order, not a second one."""
+    key = ref("HOLE")
+    sent = {"Idempotency-Key": key}
+    async with orders_api(caravan) as (hole, http):
+        hole.at_commit = True
+        _unanswered(*await _timed(lambda: http.post("/orders", json=BODY, headers=sent), DEADLINE))
+        hole.at_commit = False
+        hole.passing.set()  # the COMMIT held reaches the server, on a connection closed since
+        query = "select order_id from orders.orders where order_ref = :ref"
+        placed = await caravan.until(
+            lambda: caravan.sql(query, ref=key), "the order held at its commit", timeout=10
+        )
+        again = await http.post("/orders", json=BODY, headers=sent)
+        assert again.status_code == 202, again.text
+        assert [str(row[0]) for row in placed] == [again.json()["order_id"]]
+        assert len(await caravan.sql(query, ref=key)) == 1

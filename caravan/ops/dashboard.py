@@ -25,9 +25,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import httpx
@@ -61,6 +61,7 @@ from shared.settings import Settings
 from shared.topics import Topic, consumer_group
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAG_NOTE = (
     "Records past each group's committed offsets. A group commits what it has handled up to"
@@ -113,6 +114,9 @@ class Snapshot:
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     # figure (stuck, dead_letters; a service: its /metrics) → why it is missing
     unavailable: dict[str, str] = field(default_factory=dict)
+    # what every service says at once (its database, Kafka, no answer in time): a cause they
+    # share, not theirs (:func:`shared_cause`)
+    shared: str | None = None
 
     def letters_waiting(self) -> dict[str, int]:
         """Per dead-letter topic, the letters waiting for an operator: those kept, but those
@@ -508,6 +512,80 @@ def _settle(
         snap.down.append(service)
 
 
+ASK_WITHIN = 5.0
+"""Seconds the page waits for each instance's ``/healthz`` and ``/metrics``: over ``/healthz``'s
+own bound on PostgreSQL (``HEALTH_DB_WITHIN``, 2 s) and a token check's (4 s), so that a
+service whose PostgreSQL is frozen is shown unhealthy, saying why, where at 2 s each one
+was "down (no answer (ReadTimeout))" and PostgreSQL named nowhere. The services are asked
+at once, not one after another."""
+
+KAFKA_WITHIN = 5.0
+"""Seconds each question the page asks Kafka (its groups' members, the dead letters, the lag
+of a service down) may take: a broker frozen held a sample for its client's request timeout
+and more, the page saying its figures were stale with no reason, and showing them as they
+were (every service up, Kafka ok) while every service said Kafka silent."""
+
+SAMPLE_WITHIN = 30.0
+"""Seconds a whole sample may take before it is given up, saying what it waited on."""
+
+
+class KafkaUnanswered(Exception):
+    """A question to Kafka not answered within :data:`KAFKA_WITHIN`."""
+
+
+async def _from_kafka(work: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(work, KAFKA_WITHIN)
+    except TimeoutError as exc:
+        raise KafkaUnanswered(f"Kafka did not answer within {KAFKA_WITHIN:g} s") from exc
+
+
+def _kafka_said(exc: Exception) -> str:
+    """Why a part read from Kafka is missing, in words."""
+    if isinstance(exc, KafkaUnanswered):
+        return str(exc)
+    return f"Kafka unreachable ({exc.__class__.__name__})"
+
+
+@dataclass
+class Progress:
+    """What a sample is waiting on (:func:`collect`), and since when (``time.time()``)."""
+
+    doing: str = ""
+    since: float = 0.0
+
+    def now(self, doing: str) -> None:
+        self.doing, self.since = doing, time.time()
+
+
+def shared_cause(snap: Snapshot) -> str | None:
+    """What every service says at once, said as the likely cause they share, not each one's:
+    with PostgreSQL frozen, all five were shown down ("no answer (ReadTimeout)") and
+    PostgreSQL named nowhere, and an operator would restart healthy services. None where they
+    do not all say it (one service's own fault), or there is one service only."""
+    services = [s for s in SERVICES if s in snap.healths and s not in snap.paused]
+    if len(services) < 2:
+        return None
+    checks = [snap.checks.get(service) for service in services]
+    if all(c is not None for c in checks):
+        for name, what in (("database", "PostgreSQL"), ("kafka", "Kafka")):
+            said = [c[name] for c in checks if c is not None and c.get(name, "ok") != "ok"]
+            if len(said) == len(services):
+                return (
+                    f"every service says {what} is not ok ({said[0]}): {what} is the likely"
+                    " cause, not the services; restarting them will not mend it"
+                )
+        return None
+    healths = [h for s in services for h in snap.healths[s].values()]
+    if all(h.startswith("no answer (") and "Timeout" in h for h in healths):
+        return (
+            f"no service answered /healthz within {ASK_WITHIN:g} s, all at once: a cause they"
+            " share is likely (PostgreSQL, which each reads for its health and its token"
+            " checks, or this host), not each service: look at PostgreSQL before restarting any"
+        )
+    return None
+
+
 async def collect(
     settings: Settings,
     stuck_after_seconds: float | None,
@@ -516,6 +594,7 @@ async def collect(
     letters_from: "Snapshot | None" = None,
     kept: dlq.Kept | None = None,
     further: dict[str, list[str]] | None = None,  # per service: :func:`further_instances`
+    progress: Progress | None = None,  # what it waits on, as it goes
 ) -> Snapshot:
     """One snapshot, of each instance the page reads (:func:`instance_addresses`); its dead
     letters as ``letters_from`` counted them, if given (with the audit trail's redrives, not
@@ -524,17 +603,26 @@ async def collect(
     snap = Snapshot(at=time.time())
     token = settings.api_token()
     headers = bearer_headers(token)
-    async with httpx.AsyncClient(timeout=2.0, headers=headers, transport=transport) as client:
+    step = (progress or Progress()).now
+    async with httpx.AsyncClient(
+        timeout=ASK_WITHIN, headers=headers, transport=transport
+    ) as client:
         addresses_of = instance_addresses(settings, further or {})
-        for service, addresses in addresses_of.items():
+
+        async def ask(service: str, addresses: list[str]) -> tuple[dict[Any, float], str | None]:
             lag: dict[tuple[str, str], float] = {}
             said = snap.instances[service] = {}
             refused = None
             for n, address in enumerate(addresses):
                 name = f"{service}@{address}" if n else service
-                ask = _ask_instance(client, snap, service, name, address, refusals, token, lag)
-                said[address] = await ask
+                asked = _ask_instance(client, snap, service, name, address, refusals, token, lag)
+                said[address] = await asked
                 refused = refused or refusals.holding(name, token)
+            return lag, refused
+
+        step("the services' /healthz and /metrics")
+        asked = await asyncio.gather(*(ask(s, a) for s, a in addresses_of.items()))
+        for service, (lag, refused) in zip(addresses_of, asked, strict=True):
             _settle(snap, service, lag, refused)
             _health_of(snap, service)
         paused = checkout.paused_beside(settings.kafka_bootstrap_servers)
@@ -547,7 +635,10 @@ async def collect(
             snap.unavailable["stuck"] = f"token refused ({held})"
         else:
             orders = addresses_of["orders"]
+            step("the orders API's stuck orders")
             await _stuck(client, orders, snap, stuck_after_seconds, refusals, token)
+    snap.shared = shared_cause(snap)
+    step("Kafka: the consumer groups' members")
     await _group_members(settings, snap)
     if letters_from is not None:
         snap.dead_letters, snap.redriven = letters_from.dead_letters, letters_from.redriven
@@ -556,15 +647,19 @@ async def collect(
         for figure in ("dead_letters", "redriven"):
             if figure in letters_from.unavailable:
                 snap.unavailable[figure] = letters_from.unavailable[figure]
+        step("Kafka: the consumer lag of the services down")
         await _lag_of_those_down(settings, snap)
         return snap
     try:
-        letters = await (kept or dlq.Kept()).read(settings.kafka_bootstrap_servers)
+        step("Kafka: the dead letters")
+        letters = await _from_kafka((kept or dlq.Kept()).read(settings.kafka_bootstrap_servers))
     except Exception as exc:  # Kafka away: the services' own figures still count
-        snap.unavailable["dead_letters"] = f"Kafka unreachable ({exc.__class__.__name__})"
+        snap.unavailable["dead_letters"] = _kafka_said(exc)
     else:
+        step("PostgreSQL: the audit trail's redrives")
         await _dead_letters(settings, snap, letters)
         snap.letters_at = snap.at
+        step("Kafka: the consumer lag of the services down")
         await _lag_of_those_down(settings, snap)
     return snap
 
@@ -614,16 +709,22 @@ async def _lag_of_those_down(settings: Settings, snap: Snapshot) -> None:
     reads = consumers(settings)
     for service in snap.down:
         group = consumer_group(service)
-        try:
+
+        async def read(group: str = group, service: str = service) -> int:
             async with kafka_admin.group_client(
                 settings.kafka_bootstrap_servers, group, settings
             ) as consumer:
                 lag = 0
                 for sub in reads[service]:
                     lag += sum(p.lag for p in await kafka_admin.offsets(consumer, sub.topic.value))
+                return lag
+
+        try:
+            snap.lag[service] = await _from_kafka(read())
+        except KafkaUnanswered:  # Kafka frozen: no figure, and none of the others' either
+            return
         except Exception:  # Kafka went away meanwhile: no figure, not 0
             continue
-        snap.lag[service] = lag
 
 
 async def _group_members(settings: Settings, snap: Snapshot) -> None:
@@ -634,12 +735,12 @@ async def _group_members(settings: Settings, snap: Snapshot) -> None:
     minute while it lasts, and its end in one line)."""
     services = {consumer_group(service): service for service in SERVICES}
     try:
-        groups = await kafka_admin.describe_groups(
-            settings.kafka_bootstrap_servers, services, settings
+        groups = await _from_kafka(
+            kafka_admin.describe_groups(settings.kafka_bootstrap_servers, services, settings)
         )
     except Exception as exc:  # Kafka away: the services' own figures still count
-        snap.unavailable["members"] = f"Kafka unreachable ({exc.__class__.__name__})"
-        if kafka_away(exc):
+        snap.unavailable["members"] = _kafka_said(exc)
+        if kafka_away(exc) or isinstance(exc, KafkaUnanswered):  # away, or hung
             log.warning("consumer groups sample failed: %r", exc, extra=retried(KAFKA_AWAY))
         return
     kafka_answers(log)
@@ -755,20 +856,29 @@ class Dashboard:
         self.kept = dlq.Kept()  # the dead letters read so far
         self.history: deque[Snapshot] = deque(maxlen=int(600 / interval))
         self.failure: str | None = None  # why the last sampling failed, if it did
+        self.progress = Progress()  # what the sampling under way waits on
 
     async def sample(self) -> Snapshot:
         """Take one snapshot and keep it."""
         last = self.history[-1] if self.history else None
         fresh = last is None or time.time() - last.letters_at >= DEAD_LETTERS_EVERY
-        snap = await collect(
-            self.settings,
-            self.stuck_after,
-            self.refusals,
-            self.transport,
-            letters_from=None if fresh else last,
-            kept=self.kept,
-            further=self.further,
-        )
+        try:
+            async with asyncio.timeout(SAMPLE_WITHIN):
+                snap = await collect(
+                    self.settings,
+                    self.stuck_after,
+                    self.refusals,
+                    self.transport,
+                    letters_from=None if fresh else last,
+                    kept=self.kept,
+                    further=self.further,
+                    progress=self.progress,
+                )
+        except TimeoutError as exc:
+            doing = self.progress.doing
+            raise TimeoutError(
+                f"no sample within {SAMPLE_WITHIN:g} s: given up on {doing}"
+            ) from exc
         self.history.append(snap)
         return snap
 
@@ -780,7 +890,7 @@ class Dashboard:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep the page up, and say its figures are old
-                self.failure = repr(exc)[:300]
+                self.failure = (str(exc) if isinstance(exc, TimeoutError) else repr(exc))[:300]
             await asyncio.sleep(self.interval)
 
     async def order(self, order_id: str) -> Response:
@@ -817,8 +927,13 @@ class Dashboard:
     def freshness(self, snap: Snapshot, now: float) -> str:
         """When ``snap`` was taken; a warning, saying since when, when it is stale."""
         said = f"<p>figures as of {_clock(snap.at)} ({now - snap.at:.0f} s ago)</p>"
+        if snap.shared is not None:
+            said += f"<p class='warning'><b>shared cause</b>: {html.escape(snap.shared)}</p>"
         if self.stale(snap, now):
             why = f": {html.escape(self.failure)}" if self.failure else ""
+            if not self.failure and self.progress.doing:  # a sample under way, waiting
+                waited = now - self.progress.since
+                why = f": waiting {waited:.0f} s on {html.escape(self.progress.doing)}"
             said += (
                 "<p class='warning'><b>stale</b>: sampling has not succeeded since"
                 f" {_clock(snap.at)}{why}; the figures below are as they were then</p>"

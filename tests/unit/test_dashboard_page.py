@@ -1,6 +1,7 @@
 """The operations page says how old its figures are and which it could not get, rather
 than showing old or missing figures as live ones (caravan.ops.dashboard, pure rendering)."""
 
+import asyncio
 import contextlib
 import html
 import json
@@ -24,8 +25,10 @@ from pydantic import SecretStr
 from caravan import checkout, cli
 from caravan.ops import dlq
 from caravan.ops.dashboard import DEAD_LETTERS_EVERY, HEALTH_NOTE, Dashboard, Snapshot, ports
+from services import SERVICES
 from services.orders.asyncapi import consumers
 from shared.auth.tokens import Lookup, Principal, digest
+from shared.db.engine import CLOSE_WITHIN
 from shared.http import PROBLEM, RETRY_SECONDS
 from shared.messaging import kafka_admin
 from shared.settings import Settings
@@ -1166,3 +1169,124 @@ def test_an_instance_not_service_and_port_is_refused(
         f"--instance {spec!r}: not SERVICE=[HOST:]PORT, SERVICE one of orders, inventory,"
         " payments, notifications, platform\n"
     )
+
+
+FROZEN = "cannot reach PostgreSQL (no answer within 2 s)"
+
+
+def _every_service(settings: Settings, health: httpx.Response | Exception) -> httpx.MockTransport:
+    """Every service answering its ``/healthz`` with ``health`` (raised, if an error), and
+    its ``/metrics`` with no figures."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            if isinstance(health, Exception):
+                raise health
+            return health
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text="")
+        return httpx.Response(200, json={"orders": [], "total": 0})
+
+    return httpx.MockTransport(answer)
+
+
+async def test_every_service_saying_postgresql_is_down_is_said_as_their_shared_cause(
+    no_kafka: None,
+) -> None:
+    """PostgreSQL frozen: every service says it (a 503 naming the database), and the page
+    says PostgreSQL is the likely cause, not the services, where it showed five services down
+    and named PostgreSQL nowhere."""
+    settings = Settings(token="cvn_" + "s" * 43)
+    checks = {"database": FROZEN, "kafka": "ok", "consumer": "ok", "relay": "ok"}
+    body = {"title": "Unhealthy", "detail": f"database: {FROZEN}", "checks": checks}
+    page = Dashboard(settings, transport=_every_service(settings, httpx.Response(503, json=body)))
+    snap = await page.sample()
+    said = (
+        f"every service says PostgreSQL is not ok ({FROZEN}): PostgreSQL is the likely cause,"
+        " not the services; restarting them will not mend it"
+    )
+    assert snap.shared == said
+    assert f"<b>shared cause</b>: {html.escape(said)}" in page.page()
+
+
+async def test_every_service_timing_out_at_once_is_said_as_a_shared_cause(no_kafka: None) -> None:
+    settings = Settings(token="cvn_" + "s" * 43)
+    page = Dashboard(settings, transport=_every_service(settings, httpx.ReadTimeout("slow")))
+    snap = await page.sample()
+    assert snap.shared is not None and snap.shared.startswith(
+        "no service answered /healthz within 5 s, all at once: a cause they share is likely"
+        " (PostgreSQL"
+    )
+
+
+async def test_one_service_s_own_fault_is_no_shared_cause(no_kafka: None) -> None:
+    settings = Settings(token="cvn_" + "s" * 43)
+    ok = {"status": "ok", "checks": {"database": "ok", "kafka": "ok"}}
+    transport = _every_service(settings, httpx.Response(200, json=ok))
+    page = Dashboard(settings, transport=transport)
+    assert (await page.sample()).shared is None
+    assert "shared cause" not in page.page()
+
+
+def test_the_page_waits_for_a_health_answer_longer_than_the_services_bounds() -> None:
+    """``/healthz`` answers within 2 s whatever PostgreSQL does, ``/metrics`` within the token
+    check's 4 s: the page waited 2 s, and said "no answer" of services answering why."""
+    from caravan.ops.dashboard import ASK_WITHIN
+    from shared.auth.guard import READ_WITHIN
+    from shared.http import HEALTH_DB_WITHIN
+
+    assert ASK_WITHIN > READ_WITHIN + CLOSE_WITHIN and ASK_WITHIN > HEALTH_DB_WITHIN + CLOSE_WITHIN
+
+
+async def test_kafka_not_answering_is_said_and_the_rest_sampled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker frozen: each question to Kafka is given up after ``KAFKA_WITHIN``, said so,
+    and the services' own figures sampled, where the sample waited on Kafka and the page
+    showed its old figures (every service up, Kafka ok) as stale with no reason."""
+    from caravan.ops import dashboard
+
+    async def frozen(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(dashboard, "KAFKA_WITHIN", 0.05)
+    monkeypatch.setattr(kafka_admin, "describe_groups", frozen)
+    monkeypatch.setattr(dlq.Kept, "read", frozen)
+    settings = Settings(token="cvn_" + "s" * 43)
+    checks = {"database": "ok", "kafka": "no answer for 42 s"}
+    degraded = httpx.Response(200, json={"status": "degraded", "checks": checks})
+    page = Dashboard(settings, transport=_every_service(settings, degraded))
+    snap = await page.sample()
+    assert snap.unavailable["members"] == "Kafka did not answer within 0.05 s"
+    assert snap.unavailable["dead_letters"] == "Kafka did not answer within 0.05 s"
+    assert snap.health == dict.fromkeys(SERVICES, "degraded")
+    assert snap.shared is not None and snap.shared.startswith(
+        "every service says Kafka is not ok (no answer for 42 s): Kafka is the likely cause"
+    )
+
+
+async def test_a_sample_that_hangs_is_said_waiting_on_what_then_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page said "stale: sampling has not succeeded since ..." and no reason while a
+    sample waited: it says what the sample waits on, and gives it up past SAMPLE_WITHIN."""
+    from caravan.ops import dashboard
+
+    hung = asyncio.Event()
+
+    async def frozen(*args: Any, **kwargs: Any) -> Any:
+        hung.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(dashboard, "SAMPLE_WITHIN", 0.5)
+    monkeypatch.setattr(kafka_admin, "describe_groups", frozen)
+    settings = Settings(token="cvn_" + "s" * 43)
+    ok = httpx.Response(200, json={"status": "ok", "checks": {"database": "ok"}})
+    page = Dashboard(settings, transport=_every_service(settings, ok))
+    page.history.append(Snapshot(at=time.time() - 60))
+    sampling = asyncio.create_task(page.sample())
+    await asyncio.wait_for(hung.wait(), 5)
+    waiting = "waiting 0 s on Kafka: the consumer groups&#x27; members"
+    assert f"{waiting}; the figures below are as they were then" in page.page()
+    with pytest.raises(TimeoutError, match=r"no sample within 0\.5 s: given up on Kafka: the"):
+        await sampling

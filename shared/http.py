@@ -5,7 +5,6 @@ authentication (:func:`require`) and a limit on request bodies."""
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -55,6 +54,7 @@ from shared.db.engine import (
     address,
     answered_within,
     described,
+    given_up,
     refused_for,
     retried_fault,
 )
@@ -528,27 +528,12 @@ class Deadline:
             async with bound:
                 await self.app(scope, receiving, sending)
         except TimeoutError as exc:
-            if not bound.expired or started or not _waiting_on_database(exc):
+            unanswered = given_up(self.engine, self.seconds, exc) if bound.expired else None
+            if unanswered is None or started:
                 raise
-            unanswered = NoAnswer(address(self.engine), self.seconds)
             unanswered.__cause__ = exc
             response = await _database_error(Request(scope), unanswered)
             await response(scope, receive, send)
-
-
-_DATABASE_CODE = ("sqlalchemy", "asyncpg")
-
-
-def _waiting_on_database(exc: TimeoutError) -> bool:
-    """Whether the work a :class:`Deadline` gave up (``exc``, raised from each cancellation
-    as it met it) was waiting in the database's client code."""
-    seen: BaseException | None = exc.__cause__
-    while seen is not None:
-        frames = traceback.walk_tb(seen.__traceback__)
-        if any(f.f_globals.get("__name__", "").startswith(_DATABASE_CODE) for f, _ in frames):
-            return True
-        seen = seen.__context__
-    return False
 
 
 KAFKA_SILENT_AFTER = 30.0
@@ -591,9 +576,9 @@ HEALTH_DB_WITHIN = 2.0
 """Seconds ``/healthz``'s ``SELECT 1`` (its connection taken or made with it) may wait for
 PostgreSQL before it is said not to answer, a 503: a server frozen (a drill stopped it 45 s)
 was no answer at all for as long, where a load balancer's check gives up after a few seconds
-(5 s on most) and sees a timeout, not the 503 that says why. A
-server that answers at all answers it in milliseconds. Not a setting: what it waits out is
-PostgreSQL answering one trivial statement, not the deployment's work."""
+(5 s on most) and sees a timeout, not the 503 that says why. A server that answers at all
+answers it in milliseconds. Not a setting: what it waits out is PostgreSQL answering one
+trivial statement, not the deployment's work."""
 
 
 NO_NATIVE_TELEMETRY: TelemetryConfig = {

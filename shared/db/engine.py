@@ -145,7 +145,26 @@ async def answered_within(engine: AsyncEngine, seconds: float) -> AsyncIterator[
     except TimeoutError as exc:
         if not bound.expired:
             raise
-        raise NoAnswer(address(engine), seconds) from exc
+        raise (given_up(engine, seconds, exc) or NoAnswer(address(engine), seconds)) from exc
+
+
+def given_up(engine: AsyncEngine, seconds: float, exc: TimeoutError) -> Exception | None:
+    """What the work that a :class:`Bound` of ``seconds`` gave up (``exc``, raised from each
+    cancellation where it met the work) waited on, as the fault it is: a free connection of
+    ``engine``'s pool (SQLAlchemy's ``TimeoutError``: :attr:`Kind.POOL_EXHAUSTED`, the
+    server answering others), else PostgreSQL's answer (:class:`NoAnswer`); None where it
+    waited in neither's code."""
+    modules: list[str] = []
+    seen: BaseException | None = exc.__cause__
+    while seen is not None:
+        frames = traceback.walk_tb(seen.__traceback__)
+        modules += [f.f_globals.get("__name__", "") for f, _ in frames]
+        seen = seen.__context__
+    if not any(m.startswith(("sqlalchemy", "asyncpg")) for m in modules):
+        return None
+    if "sqlalchemy.util.queue" in modules and not any(m.startswith("asyncpg") for m in modules):
+        return sa_exc.TimeoutError(f"no free connection in the pool within {seconds:g} s")
+    return NoAnswer(address(engine), seconds)
 
 
 def _connect_within(seconds: float) -> Callable[..., Any]:
@@ -607,6 +626,7 @@ __all__ = [
     "at_commit",
     "connecting",
     "fault",
+    "given_up",
     "log_retry",
     "reason",
     "retried_fault",

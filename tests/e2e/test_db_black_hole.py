@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from caravan.system import Infrastructure
 from services.orders.adapters.tables import inbox, outbox
 from services.orders.entrypoints.http import create_app as orders_app
-from shared.api import bearer_headers
+from shared.api import DATABASE_BUSY, bearer_headers
 from shared.db import Database, driver
 from shared.db.engine import AWAY, Kind, address, described, fault, retried_fault
 from shared.http import HEALTH_DB_WITHIN, RETRY_SECONDS, create_app
@@ -164,11 +164,11 @@ DEADLINE = 3.0  # the services' is 8 s
 
 
 @asynccontextmanager
-async def orders_api(caravan: System) -> AsyncIterator[tuple[Hole, httpx.AsyncClient]]:
+async def orders_api(caravan: System, **more: Any) -> AsyncIterator[tuple[Hole, httpx.AsyncClient]]:
     """The orders API (in this process) on the session's database through a black hole, its
-    requests' database work bounded by :data:`DEADLINE`."""
+    requests' database work bounded by :data:`DEADLINE` (``more`` settings of its database)."""
     url = caravan.infra.database_url
-    async with black_hole(url, "orders", http_db_timeout_seconds=DEADLINE) as hole:
+    async with black_hole(url, "orders", http_db_timeout_seconds=DEADLINE, **more) as hole:
         uow = UnitOfWork(hole.db, "caravan/orders", outbox, inbox)
         settings = Settings(http_db_timeout_seconds=DEADLINE)
         app = orders_app(uow, timedelta(seconds=settings.saga_deadline_seconds), settings)
@@ -224,3 +224,20 @@ async def test_an_order_whose_commit_went_unanswered_is_found_by_its_retry(
         assert again.status_code == 202, again.text
         assert [str(row[0]) for row in placed] == [again.json()["order_id"]]
         assert len(await caravan.sql(query, ref=key)) == 1
+
+
+async def test_a_request_waiting_for_a_pooled_connection_past_the_deadline_is_told_busy(
+    caravan: System,
+) -> None:
+    """Every connection of the pool in use (PostgreSQL answering): a request given up at the
+    deadline is told the database takes no more connections now, not that it did not answer."""
+    order_id = str(uuid.uuid4())
+    async with orders_api(caravan, db_pool_size=1) as (hole, http):
+        assert (await http.get(f"/orders/{order_id}")).status_code == 404  # the token read
+        async with hole.db.engine.connect() as one, hole.db.engine.connect() as two:
+            await one.execute(text("select 1"))
+            await two.execute(text("select 1"))
+            answer, took = await _timed(lambda: http.get(f"/orders/{order_id}"), DEADLINE)
+        assert took < DEADLINE + 1, took
+        assert (answer.status_code, answer.json()["detail"]) == (503, DATABASE_BUSY)
+        assert (await http.get(f"/orders/{order_id}")).status_code == 404

@@ -355,22 +355,8 @@ async def _collected_by_platform(
     """A prepaid order the platform ``app`` placed: authorised once the adapter has said the
     platform took the money for it (``platform.order_paid``), the platform holding it for us
     and the sellers owed their parts; ``awaiting`` until then. An order that only
-    names a platform's source is never paid for: it expires. A platform order is collected
-    for one order id, the first read: another is refused (:func:`_refuse_collected`)."""
+    names a platform's source is never paid for: it expires."""
     await _lock_platform_order(tx, app, order_ref)
-    await tx.flush()  # a payment this batch has claimed is written by now
-    collected_for = await tx.conn.scalar(
-        select(payments.c.order_id)
-        .where(
-            payments.c.collected_by == app,
-            payments.c.order_ref == order_ref,
-            payments.c.order_id != data.order_id,
-        )
-        .limit(1)
-    )
-    if collected_for is not None:
-        await _refuse_collected(tx, data, app, order_ref, collected_for, base)
-        return
     paid = await tx.conn.scalar(
         select(func.count()).where(
             platform_paid.c.app == app, platform_paid.c.order_ref == order_ref
@@ -390,45 +376,6 @@ async def _collected_by_platform(
         )
     else:
         log.info("order %s waits for %s to say it was paid for %s", data.order_id, app, order_ref)
-
-
-PLATFORM_ORDERS_REFUSED = Counter(
-    "caravan_payments_platform_orders_refused",
-    "stock.reserved of a platform's order (app, order_ref) whose payment is another order"
-    " id's already: refused, nothing authorised nor owed, answered payment.declined"
-    " (payment_failed); orders has no such order (a reservation forged or copied on"
-    " inventory.events.v1: see docs/security.md)",
-)
-
-
-async def _refuse_collected(
-    tx: Tx,
-    data: StockReserved,
-    app: str,
-    order_ref: str,
-    collected_for: str,
-    base: dict[str, Any],
-) -> None:
-    """``data`` names the platform order ``app``/``order_ref``, whose payment is order
-    ``collected_for``'s: orders places one order for a platform order (its (source,
-    order_ref) key), so this order id is not one orders placed for it. Its payment is
-    ``declined``, with nothing authorised nor owed, said (``payment.declined``,
-    ``payment_failed``: orders, which has no such order, logs it and goes on), logged as a
-    warning and counted: replays of it find its payment, and those of ``collected_for``
-    theirs."""
-    if not await _claim_payment(tx, data.order_id, status="declined", **base):
-        log.info("order %s already has a payment; nothing to do", data.order_id)
-        return
-    log.warning(
-        "order %s: %s's order %s is order %s's already; refused, nothing authorised nor owed"
-        " (payment.declined, payment_failed): a stock.reserved forged or copied?",
-        data.order_id,
-        app,
-        order_ref,
-        collected_for,
-    )
-    await tx.emit(PaymentDeclined(order_id=data.order_id, reason="payment_failed"))
-    tx.after_commit(PLATFORM_ORDERS_REFUSED.inc)
 
 
 async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:

@@ -20,7 +20,6 @@ import pytest
 
 import caravan.system as system
 from caravan.checkout import REPO_ROOT
-from caravan.reliability.history import check_money, read_database
 from services.notifications.domain.templates import signed
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.inventory import ReservedLine, StockReserved
@@ -994,92 +993,6 @@ async def test_a_platform_order_is_never_paid_for_without_the_adapters_word(
     owed = "select count(*) from payments.payables where order_id = :o and status = 'owed'"
     assert await caravan.scalar(owed, o=order_id) == 0
     assert order_id not in (await charges(gateway, order_id))["requests"]
-
-
-async def test_a_platform_order_is_collected_for_one_order_id_only(
-    caravan: System, gateway: httpx.AsyncClient
-) -> None:
-    """A platform order's ``stock.reserved`` copied under other order ids (as anyone who can
-    write inventory.events.v1 can) is not authorised again, nor owed to its seller: each copy
-    is declined (payment_failed), logged and counted; the first one, replayed, stays
-    authorised once; and the platform's clearing holds the order's money once. Copies read
-    in one batch with it alike. The history checker names the money of an order orders
-    never had (this test plays inventory, so the first order is one)."""
-    who = buyer("gw-copies")
-    order_ref = ref("PAY")
-    await _paid_on_platform(caravan, order_ref)
-    first, *copies = (str(uuid.uuid4()) for _ in range(4))
-    genuine = new_event(_reserved(first, who, MALL, order_ref), source="test/payments")
-    await _publish(caravan, genuine, Topic.INVENTORY_EVENTS)
-    assert (await payment_answer(caravan, first)).type == "payment.authorized"
-    refused = "caravan_payments_platform_orders_refused_total"
-    before = await caravan.gauge("payments", refused)
-    for copy in copies:
-        forged = new_event(_reserved(copy, who, MALL, order_ref), source="test/payments")
-        await _publish(caravan, forged, Topic.INVENTORY_EVENTS)
-    answers = [await payment_answer(caravan, copy) for copy in copies]
-    assert [(a.type, a.data.get("reason")) for a in answers] == [
-        ("payment.declined", "payment_failed")
-    ] * 3
-    await _publish(caravan, genuine, Topic.INVENTORY_EVENTS)  # replayed: delivered again
-    again = new_event(_reserved(first, who, MALL, order_ref), source="test/payments")
-    await _publish(caravan, again, Topic.INVENTORY_EVENTS)  # published again: a new event
-    await caravan.handled("payments", again)
-    assert await caravan.gauge("payments", refused) - before == 3
-    everyone = [first, *copies]
-    assert (
-        len(caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=first))
-        == 1
-    )
-    for copy in copies:
-        await _until_status(caravan, copy, "declined")
-        assert not caravan.log.events(
-            Topic.PAYMENT_EVENTS, type="payment.authorized", order_id=copy
-        )
-    collected = (
-        "select coalesce(sum(amount_fen), 0) from payments.ledger_entries"
-        " where order_id = any(:o) and account = 'platform_clearing:test-mall'"
-    )
-    assert await caravan.scalar(collected, o=everyone) == 3500
-    owed = "select order_id from payments.payables where order_id = any(:o) and status = 'owed'"
-    assert [r[0] for r in await caravan.sql(owed, o=everyone)] == [first]
-    log = (caravan.procs.log_dir / "payments.log").read_text()
-    for copy in copies:
-        assert f"order {copy}: test-mall's order {order_ref} is order {first}'s already" in log
-
-    assert caravan.engine is not None
-    held = [
-        v
-        for v in check_money(await read_database(caravan.engine))
-        if v.check == "money_without_an_order" and v.subject in everyone
-    ]
-    assert [(v.subject, v.evidence.split("yet: ")[1]) for v in held] == [
-        (first, "payment 'authorized' of 3500 fen; sellers owed {'pay-seller-1': 3500} (fen)")
-    ]
-
-    # Read in one batch (published while payments is down): the first authorised, the copy
-    # after it refused.
-    batch_ref = ref("PAY")
-    await _paid_on_platform(caravan, batch_ref)
-    one, other = str(uuid.uuid4()), str(uuid.uuid4())
-    batch = [
-        new_event(_reserved(o, who, MALL, batch_ref), source="test/payments") for o in (one, other)
-    ]
-    await asyncio.to_thread(caravan.procs.stop, ["payments"])
-    try:
-        for e in batch:
-            await caravan.publish_raw(Topic.INVENTORY_EVENTS.value, e.to_json(), batch_ref.encode())
-    finally:
-        await caravan.restart(("payments",), **ENV)
-    answered = [await payment_answer(caravan, o) for o in (one, other)]
-    assert [a.type for a in answered] == ["payment.authorized", "payment.declined"]
-    assert await caravan.transactions("payments", *batch) == 1
-    assert await caravan.scalar(collected, o=[one, other]) == 3500
-
-    for order_id in (first, one):  # nothing left held for orders that do not exist
-        cancel = OrderCancelled(order_id=order_id, order_ref=order_ref, reason="expired")
-        await _publish(caravan, new_event(cancel, source="test/payments"), Topic.ORDER_EVENTS)
-        await _until_status(caravan, order_id, "voided")
 
 
 MALL = "platform/test-mall"

@@ -107,14 +107,6 @@ payments = Table(
         "order_ref",
         postgresql_where=text("status = 'awaiting'"),
     ),
-    # The payment of a platform's order, of any status: a platform order is collected for
-    # one order id (handlers._collected_by_platform looks for another, migration 0021).
-    Index(
-        "payments_platform_orders",
-        "collected_by",
-        "order_ref",
-        postgresql_where=text("collected_by IS NOT NULL"),
-    ),
     # The payments whose buyer is owed a refund by hand, and those refunded so: a few among
     # every payment ever made. The gauge the alert watches counts the owed ones at every
     # sample, and operators list either, newest first, through it (migration 0016). Only

@@ -1394,6 +1394,15 @@ def parked_drop(
     )
     from caravan.ops import parked as ops_parked
 
+    # Chosen by a filter, an event whose order orders placed waits for a service behind: it
+    # is acted on once that service reads the order.placed. Only its id drops it.
+    placed = [] if ref else [e for e in events if e.order is not None]
+    events = [e for e in events if e not in placed]
+    for e in placed:
+        console.print(
+            f"left out: {e.ref}, orders placed order {e.order_id}: it is acted on once"
+            f" {e.service} reads its order.placed (name it by id to drop it all the same)"
+        )
     try:
         dropped = asyncio.run(
             ops_parked.drop(_database_url(), events, reason=reason, dry_run=dry_run)

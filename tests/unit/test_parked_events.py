@@ -1,8 +1,14 @@
 """What ``caravan parked list`` says of an event parked until its order's ``order.placed``:
 how long it has waited, and why, as orders knows the order."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from typer.testing import CliRunner
+
+from caravan import cli
+from caravan.ops import parked as ops_parked
 from caravan.ops.parked import Parked, Placed, age
 
 AT = datetime(2026, 12, 6, 9, 0, 0, tzinfo=UTC)
@@ -32,3 +38,36 @@ def test_an_event_of_an_order_orders_placed_waits_for_its_order_placed_on_the_wa
 def test_a_wait_is_said_in_its_two_largest_units() -> None:
     waits = [timedelta(seconds=40), timedelta(minutes=7, seconds=12), timedelta(hours=2, minutes=5)]
     assert [age(w) for w in waits] == ["40s", "7m 12s", "2h 5m"]
+
+
+def test_a_drop_by_filter_leaves_out_events_whose_order_orders_placed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan parked drop --older-than S`` dropped an event whose order orders had placed
+    (its service behind or paused) as readily as a forged one (a verification drill): it
+    would never have been acted on. Chosen by a filter, it is left out and said so; by its
+    id it is dropped all the same."""
+    forged = parked(None)
+    waiting = replace(forged, key="caravan/orders|e-2", event_id="e-2", order=Placed("pending", AT))
+    given: list[list[str]] = []
+
+    async def read(*_: object) -> list[Parked]:
+        return [forged, waiting]
+
+    async def drop(_: str, events: list[Parked], **__: object) -> list[Parked]:
+        given.append([e.ref for e in events])
+        return list(events)
+
+    monkeypatch.setattr(ops_parked, "read", read)
+    monkeypatch.setattr(ops_parked, "drop", drop)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+    by_filter = CliRunner().invoke(
+        cli.app, ["parked", "drop", "--older-than", "0", "--reason", "forged"]
+    )
+    assert by_filter.exit_code == 0, by_filter.output
+    assert given == [[forged.ref]]
+    left = f"left out: {waiting.ref}, orders placed order o-1: it is acted on once platform"
+    assert left in " ".join(by_filter.output.split()), by_filter.output
+    by_id = CliRunner().invoke(cli.app, ["parked", "drop", waiting.ref, "--reason", "stuck"])
+    assert by_id.exit_code == 0, by_id.output
+    assert given[-1] == [waiting.ref]

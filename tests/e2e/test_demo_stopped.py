@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from caravan.infra.kafka import LocalKafka
 from shared.messaging.admin import ensure_topics
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
-from tests.harness import System
+from tests.harness import System, until
 from tests.unit.test_demo_seed import seed
 
 ORDERS = 5
@@ -102,18 +103,20 @@ async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_wen
         )
         await reader.start()
         try:
-            while True:  # the topics made, and in the broker's metadata
-                known = await reader._client.fetch_all_metadata()
-                if all(known.partitions_for_topic(t.value) for t in DEMO_TOPICS):
-                    break
-                await asyncio.sleep(0.1)
+            await until(  # the topics made, and in the broker's metadata
+                reader._client.fetch_all_metadata,
+                "the demo's topics in the broker's metadata",
+                ready=lambda known: all(known.partitions_for_topic(t.value) for t in DEMO_TOPICS),
+                timeout=60,
+            )
             # No service runs: the demo follows its orders, none of which ends, until its
             # deadline (far off) or until it notices Kafka gone.
             demo = asyncio.create_task(
                 run_demo(bootstrap, seed(), count=3, timeout=600, console=console)
             )
-            requests = 0
+            requests, deadline = 0, time.monotonic() + 60
             while requests < 3:
+                assert time.monotonic() < deadline, f"the demo sent {requests} of 3 in 60 s"
                 fetched = await reader.getmany(timeout_ms=1000)
                 requests += sum(len(records) for records in fetched.values())
         finally:

@@ -7,7 +7,9 @@ import http.server
 import importlib
 import inspect
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -812,3 +814,27 @@ def process_env(pid: int) -> dict[str, str]:
     """The environment process ``pid`` was started with."""
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(v.split("=", 1) for v in raw.decode().split("\0") if "=" in v)
+
+
+STOPPED_STATES = {"T", "t", "Z", "X"}  # of a thread in /proc: stopped, or gone
+
+
+async def freeze(pid: int, within: float = 10.0) -> None:
+    """Stop process ``pid`` (SIGSTOP), returning once every one of its threads is stopped.
+    ``kill`` returns before they are: the signal reaches a process's threads one by one, and
+    a JVM's seventy-odd, still running for a moment, answered a request sent at once (CI: a
+    broker meant frozen acknowledged the record a relay test's producer was to hold)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + within
+    while running := [t for t, state in _thread_states(pid).items() if state not in STOPPED_STATES]:
+        assert time.monotonic() < deadline, f"threads {running} of {pid} still run after {within} s"
+        await asyncio.sleep(0.005)
+
+
+def _thread_states(pid: int) -> dict[str, str]:
+    """Each thread of ``pid``: its state, as /proc says (the field after the name)."""
+    states = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            states[task.name] = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    return states

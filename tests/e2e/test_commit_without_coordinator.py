@@ -14,8 +14,6 @@ the relay's), and the stop goes on."""
 import asyncio
 import gc
 import logging
-import os
-import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,7 +30,7 @@ from shared.messaging.consumer import AiokafkaUnknown, HandledOffsets
 from shared.settings import Settings
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
-from tests.harness import sent
+from tests.harness import freeze, sent
 
 OWN_KAFKA_PORT = KAFKA_PORT + 3  # a broker of the test's own, to stop (test_relay_stop: + 2)
 TOPIC = Topic.ORDER_EVENTS.value
@@ -130,7 +128,7 @@ async def test_a_commit_given_up_whose_request_fails_later_is_a_warning_not_an_e
             pass
         pid = kafka.pid(0)
         assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # the request is sent, and not answered
+        await freeze(pid)  # the request is sent, and not answered
         caplog.set_level(logging.WARNING)
         assert await offsets.commit() is not None  # given up
         await asyncio.to_thread(kafka.kill, 0)  # its connection closes: the request fails

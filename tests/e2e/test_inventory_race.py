@@ -17,7 +17,7 @@ from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.test_inventory_holds import BUYER as HOLD_BUYER
 from tests.e2e.test_inventory_holds import place
-from tests.harness import System
+from tests.harness import System, freeze
 
 ORDERS = 300
 LOTS = {"A": 30, "B": 33, "C": 37}
@@ -188,7 +188,7 @@ async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout
         async with caravan.row_locked("inventory.lots", "lot_id", lot):
             order_id = await place(caravan, sku, 1)
             await caravan.lock_waiters("inventory.lots", "the order to wait for its lot")
-            os.kill(frozen.pid, signal.SIGSTOP)
+            await freeze(frozen.pid)
         # The lock granted to the frozen instance's statement: its transaction sits idle.
         idle = (
             "select count(*) from pg_stat_activity where application_name = 'caravan-inventory'"

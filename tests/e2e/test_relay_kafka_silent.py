@@ -39,7 +39,7 @@ from shared.settings import Settings
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
 from tests.e2e.test_relay_stop import is_closed
-from tests.harness import Heard, scratch_database, until
+from tests.harness import Heard, freeze, scratch_database, until
 
 OWN_KAFKA_PORT = KAFKA_PORT + 4  # a broker of the test's own, to freeze (commit test's: + 3)
 TOPIC = Topic.ORDER_EVENTS.value
@@ -98,9 +98,9 @@ async def frozen(
         )
         await relay.producer.start()
         await relay.producer.send_and_wait(TOPIC, b"before")  # the leader known
-        held = Frozen(relay, db, outbox, kafka._pid(kafka._nodes[0]))
+        held = Frozen(relay, db, outbox, kafka.pid(0))
         assert held.pid is not None
-        os.kill(held.pid, signal.SIGSTOP)
+        await freeze(held.pid)
         try:
             yield held
         finally:

@@ -384,7 +384,11 @@ async def redrive(
                 ", ".join(sorted({d.origin for d in letters})),
                 {
                     "letters": sent,
-                    "redriven_before": sorted(before),
+                    # left out: those sent back before apart from those discarded
+                    "redriven_before": sorted(r for r, c in before.items() if c.discarded is None),
+                    "discarded_before": sorted(
+                        r for r, c in before.items() if c.discarded is not None
+                    ),
                     "replaced_value": value is not None,
                     **(
                         {"value": value_change(letters[0].value, value)}

@@ -848,6 +848,13 @@ async def test_a_dead_letter_of_junk_is_discarded_and_waits_no_more(
     assert "redriven:" not in redrive.stdout
     assert f"left out: {letter}, discarded " in redrive.stdout
     assert "(--again to send it all the same)" in redrive.stdout, redrive.stdout
+    left_out = await caravan.sql(
+        "select detail->'redriven_before', detail->'discarded_before' from auth.audit"
+        " where action = 'redrive'"
+        " and (detail->'redriven_before' ? :l or detail->'discarded_before' ? :l)",
+        l=letter,
+    )
+    assert [tuple(row) for row in left_out] == [([], [letter])]  # discarded, not redriven
     sure = await cli(caravan, "dlq", "redrive", letter, "--again", "--dry-run")
     assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
 

@@ -166,8 +166,9 @@ def list_payments(
     with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
     when the payment last changed (a charge due: the time it is made by, its hold's; a
     refund made by hand: its reference); method, fen and its gateway calls (how many never
-    reached the gateway; what is owed back by hand); and the last error the calls met (kept
-    once the gateway answers: the orders an outage held up)."""
+    reached the gateway; what is owed back by hand); and why the gateway refused its void
+    (``void refused: ...``), then the last error the calls met (kept once the gateway
+    answers: the orders an outage held up)."""
     found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
     table = output.table(
         PAYMENT,
@@ -191,7 +192,7 @@ def list_payments(
         if p["status"] == "void_refused":  # refunded: its reference says it was paid back
             right.append(f"owed {p['refund_owed_fen']}")
         lines = max(len(left), len(right))
-        table.add_row(
-            "\n".join(left), "\n".join(right), output.Clipped(p["last_error"] or "", lines=lines)
-        )
+        refused = p["gateway_refusal"] and f"void refused: {p['gateway_refusal']}"
+        errors = "\n".join(e for e in (refused, p["last_error"]) if e)
+        table.add_row("\n".join(left), "\n".join(right), output.Clipped(errors, lines=lines))
     output.show(table)

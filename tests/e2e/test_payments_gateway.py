@@ -816,6 +816,7 @@ async def test_operators_list_the_payments_owed_back_and_read_one(
 
         bad = await operator.get("/payments", params={"status": "owed"})
         assert bad.status_code == 422
+        assert "void refused: HTTP 422" in done.stdout, done.stdout  # the gateway's refusal
         assert bad.headers["content-type"] == "application/problem+json"
         assert (await operator.get("/payments")).status_code == 422
     narrow = await caravan.issue_token(f"orders-only-{uuid.uuid4().hex[:6]}", "orders:read")

@@ -432,6 +432,7 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         "unreached": 40,
         "refund_owed_fen": None,
         "refund_reference": None,
+        "gateway_refusal": None,
         "last_error": "/charges/0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50: ConnectError",
     }
     refunded = {
@@ -442,10 +443,11 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         "attempts": 3,
         "refund_owed_fen": 3500,
         "refund_reference": "BANK-LIST-1",
+        "gateway_refusal": 'HTTP 422: {"title":"void refused","detail":"settled"}',
         "last_error": None,
     }
     owed = {**refunded, "order_id": charging["order_id"][:-1] + "2", "status": "void_refused"}
-    owed |= {"refund_reference": None, "last_error": "void refused: settled"}
+    owed |= {"refund_reference": None}
     listed = [charging, refunded, owed]
     monkeypatch.setattr(payments_cli, "newest", lambda *args: (listed, False))
     text = shown(monkeypatch, "payments", "list", "--status", "charging", "--url", "http://a")
@@ -467,6 +469,10 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         ["", "owed 3500"],
     ], text
     assert "".join(row[2] for row in rows[:4]) == charging["last_error"], text
+    # Why the void was refused: the column was empty, none of its calls having failed.
+    refused = 'void refused: HTTP 422: {"title":"void refused","detail":"settled"}'
+    for row in (rows[4:8], rows[8:]):  # folded at words or within them: spaces aside
+        assert "".join(r[2] for r in row).replace(" ", "") == refused.replace(" ", ""), text
 
 
 def test_platform_retry_says_what_it_sent_again_within_80_columns(

@@ -618,19 +618,37 @@ async def test_the_sweeps_for_due_payments_and_instalments_find_them_through_an_
 ) -> None:
     """The gateway loop and the reminder sweep run every few seconds: without an index each
     would read every payment or instalment ever made (as they did before migration 0004)."""
+    plans = await _plans(caravan, due_calls(20), due_instalments(days.today(), 3, 500))
+    for plan, table in zip(plans, ("payments", "instalments"), strict=True):
+        assert f"Seq Scan on {table}" not in plan, plan
+
+
+async def _plans(
+    caravan: System, *queries: ClauseElement | str, rows: str = "", seqscan: bool = False
+) -> list[str]:
+    """The plan of each of ``queries`` (a statement, compiled with its values written in, or
+    SQL), EXPLAINed in one transaction, rolled back after: ``rows`` (SQL statements, each
+    ending a line with ``;``) added first for the planner to weigh, and no sequential scan
+    where an index serves (whatever the tables' sizes) unless ``seqscan``."""
     engine = create_async_engine(caravan.infra.database_url)
+    plans: list[str] = []
     try:
-        async with engine.begin() as conn:
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            for query, table in (
-                (due_calls(20), "payments"),
-                (due_instalments(days.today(), 3, 500), "instalments"),
-            ):
-                sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-                assert f"Seq Scan on {table}" not in plan, plan
+        async with engine.connect() as conn, conn.begin() as rolled_back:
+            for statement in filter(str.strip, rows.split(";\n")):
+                await conn.execute(text(statement))
+            if not seqscan:
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            for query in queries:
+                sql = (
+                    query
+                    if isinstance(query, str)
+                    else query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                )
+                plans.append("\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all()))
+            await rolled_back.rollback()
     finally:
         await engine.dispose()
+    return plans
 
 
 async def _generic_plan(
@@ -711,18 +729,13 @@ async def test_the_relay_and_its_gauges_read_the_outbox_through_its_partial_inde
     """The relay's next rows (after every commit) through ``outbox_unsent``, which leaves out
     the rows set aside: they are kept until operations act, and every batch walked past them
     while the index held them too. Those rows are counted through ``outbox_refused``."""
-    engine = create_async_engine(caravan.infra.database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            for sql, index in (
-                (f"SELECT id FROM orders.outbox WHERE {UNSENT} ORDER BY id LIMIT 500", "unsent"),
-                ("SELECT count(*) FROM orders.outbox WHERE refused_at IS NOT NULL", "refused"),
-            ):
-                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-                assert f"outbox_{index}" in plan and "Filter" not in plan, plan
-    finally:
-        await engine.dispose()
+    plans = await _plans(
+        caravan,
+        f"SELECT id FROM orders.outbox WHERE {UNSENT} ORDER BY id LIMIT 500",
+        "SELECT count(*) FROM orders.outbox WHERE refused_at IS NOT NULL",
+    )
+    for plan, index in zip(plans, ("unsent", "refused"), strict=True):
+        assert f"outbox_{index}" in plan and "Filter" not in plan, plan
 
 
 async def test_an_operator_s_orders_of_one_order_ref_are_read_through_its_index(
@@ -732,16 +745,8 @@ async def test_an_operator_s_orders_of_one_order_ref_are_read_through_its_index(
     ops) reads the orders of that ref through ``orders_ref`` (migration 0010): through the
     idempotency key, whose first column is the source, it read the whole index, 0.7 s at a
     season's million orders."""
-    engine = create_async_engine(caravan.infra.database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            query = listed(None, None, 100, order_ref="SWN-000123")
-            sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-            plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-            assert "orders_ref" in plan and "orders_idempotency_key" not in plan, plan
-    finally:
-        await engine.dispose()
+    [plan] = await _plans(caravan, listed(None, None, 100, order_ref="SWN-000123"))
+    assert "orders_ref" in plan and "orders_idempotency_key" not in plan, plan
 
 
 async def test_an_operator_s_orders_of_one_source_are_read_through_its_index(
@@ -752,23 +757,14 @@ async def test_an_operator_s_orders_of_one_source_are_read_through_its_index(
     (migration 0011): along ``orders_status_placed`` it visited every newer order's row for
     its source, 0.7-1.4 s at 182,000 orders for a source whose orders were older than the
     others'."""
-    engine = create_async_engine(caravan.infra.database_url)
-    try:
-        async with engine.connect() as conn, conn.begin() as rolled_back:
-            # A season of its own, analysed (rolled back with it): with only the other
-            # tests' rows and none of this source, the planner once read a status along
-            # another index with a Filter, a near-tie broken either way (CI6).
-            for statement in ORDERS_SEASON.strip().split(";\n"):
-                await conn.execute(text(statement))
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))  # whatever the sizes
-            for status in (None, "confirmed"):
-                query = listed(None, None, 100, source="storefront/plan", status=status)
-                sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-                assert "orders_source_status_placed" in plan and "Filter" not in plan, plan
-            await rolled_back.rollback()
-    finally:
-        await engine.dispose()
+    # A season of its own, analysed (rolled back with it): with only the other tests' rows
+    # and none of this source, the planner once read a status along another index with a
+    # Filter, a near-tie broken either way (CI6).
+    queries = [
+        listed(None, None, 100, source="storefront/plan", status=s) for s in (None, "confirmed")
+    ]
+    for plan in await _plans(caravan, *queries, rows=ORDERS_SEASON):
+        assert "orders_source_status_placed" in plan and "Filter" not in plan, plan
 
 
 ORDERS_SEASON = """
@@ -829,20 +825,9 @@ async def test_the_platform_listings_read_a_page_through_an_index_not_a_sort(
         (select(callbacks).where(callbacks.c.status == "failed"), CALLBACKS_ORDER, (now, "e")),
         (select(problems), PROBLEMS_ORDER, (now, *"apk")),  # ?all=true (open: problems_open)
     )
-    engine = create_async_engine(caravan.infra.database_url)
-    try:
-        async with engine.connect() as conn:
-            await conn.begin()  # rolled back: the rows are there for the planner to weigh
-            for statement in _MANY_CALLBACKS_AND_PROBLEMS.split(";")[:-1]:
-                await conn.execute(text(statement))
-            for query, key, start in listings:
-                paged = newest_first(query, key, start, 100)
-                sql = paged.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-                plan = "\n".join((await conn.scalars(text(f"EXPLAIN {sql}"))).all())
-                assert "_newest" in plan and "Sort" not in plan, plan
-            await conn.rollback()
-    finally:
-        await engine.dispose()
+    pages = [newest_first(query, key, start, 100) for query, key, start in listings]
+    for plan in await _plans(caravan, *pages, rows=_MANY_CALLBACKS_AND_PROBLEMS, seqscan=True):
+        assert "_newest" in plan and "Sort" not in plan, plan
 
 
 _MANY_CALLBACKS_AND_PROBLEMS = """

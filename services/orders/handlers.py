@@ -206,6 +206,28 @@ def _rejection_id(request: CloudEvent) -> str:
     return answer_id(EventType.ORDER_REJECTED.value, request.source, request.id, content)
 
 
+UNKNOWN_ORDER_EVENTS = Counter(
+    "caravan_orders_unknown_order_events",
+    "Events of inventory and payments about an order this service never had, ignored (by"
+    " type): none in a working system, where every one of them answers an order.placed; a"
+    " forged or stray record on their topics (a producer the ACLs let write them, another"
+    " environment's, a test's), or orders' database restored from before the order was"
+    " placed",
+    ["type"],
+)
+ABOUT_AN_ORDER = (
+    EventType.STOCK_RESERVED,
+    EventType.STOCK_REJECTED,
+    EventType.STOCK_EXPIRED,
+    EventType.PAYMENT_AUTHORIZED,
+    EventType.PAYMENT_DECLINED,
+    EventType.PAYMENT_VOIDED,
+    EventType.PAYMENT_REFUNDED,
+)
+"""The types orders reads from inventory and payments, each about an order (:func:`_apply`)."""
+start_at_zero(UNKNOWN_ORDER_EVENTS, [t.value for t in ABOUT_AN_ORDER])
+
+
 async def _apply(
     tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None] | None
 ) -> None:
@@ -215,6 +237,7 @@ async def _apply(
     order = await repo.get(order_id)
     if order is None:
         log.warning("%s for unknown order %s ignored", event_type, order_id)
+        tx.after_commit(UNKNOWN_ORDER_EVENTS.labels(event_type).inc)
         return
     await repo.record(order_id, event_type)
     if change is None:

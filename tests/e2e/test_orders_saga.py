@@ -20,7 +20,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import PaymentAuthorized, PaymentDeclined
 from shared.seed import SeedFile
 from shared.topics import Topic
-from tests.e2e.markers import order_handled
+from tests.e2e.markers import consumed_again, order_handled
 from tests.harness import System, ref
 
 RICH = {"id": "ord-rich", "phone": "+8613900009101", "locale": "en"}
@@ -348,6 +348,28 @@ async def test_a_cancelled_orders_timeline_ends_with_the_void_of_a_late_authoris
     ]
     assert said == ["payment.authorized arrived after the order ended cancelled; recorded only"]
     await compensated(caravan, order_id)
+
+
+async def test_an_event_about_an_order_orders_never_had_is_counted_by_type(
+    caravan: System,
+) -> None:
+    """A ``stock.rejected`` of an order id orders never had (a forged or stray record on
+    inventory's topic) is ignored, as before, and counted by its type: it was only a log
+    line, and a stream of them was invisible to monitoring. Counted once, however often it
+    is read."""
+    unknown = "caravan_orders_unknown_order_events_total"
+    before = await caravan.gauge("orders", unknown, type="stock.rejected")
+    stray = StockRejected(order_id=str(uuid.uuid4()), reason="out_of_stock", skus=["ORD-PEPPER"])
+    event = await emit_as(caravan, stray, "inventory")
+    await caravan.handled("orders", event)
+    await consumed_again(caravan, "orders", event)  # read twice: its copy is a duplicate
+
+    async def counted() -> float:
+        return await caravan.gauge("orders", unknown, type="stock.rejected")
+
+    after = await caravan.until(counted, f"{unknown} past {before}", 10, 0.2, before.__lt__)
+    assert after == before + 1
+    assert await caravan.timeline(stray.order_id) == []
 
 
 # --- cancellation racing confirmation --------------------------------------------------------

@@ -4,14 +4,19 @@ knows at start: a series Prometheus first sees at 1 has no increase, so ``increa
 refused or problem opened of an app."""
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
 from services.notifications.bootstrap import bootstrap as notifications
+from services.orders import handlers as orders_handlers
+from services.orders.bootstrap import bootstrap as orders
+from services.orders.entrypoints.subscribers import subscriptions as orders_subscriptions
 from services.platform.bootstrap import bootstrap as platform
 from shared.metrics import exposition
 from shared.runtime import Service
 from shared.settings import PlatformApp, Settings
+from shared.topics import Topic
 
 
 def settings() -> Settings:
@@ -42,6 +47,13 @@ def settings() -> Settings:
             ],
         ),
         (
+            orders,
+            [
+                'caravan_orders_unknown_order_events_total{type="stock.reserved"} 0.0',
+                'caravan_orders_unknown_order_events_total{type="payment.refunded"} 0.0',
+            ],
+        ),
+        (
             platform,
             [
                 'caravan_platform_pushes_total{app="shop-a",outcome="bad_signature"} 0.0',
@@ -66,3 +78,15 @@ async def test_a_fresh_service_shows_its_counters_at_zero(
         assert [line for line in lines if line not in shown] == []
     finally:
         await service.db.dispose()
+
+
+def test_orders_counts_from_zero_every_type_it_reads_about_an_order() -> None:
+    """Events of inventory and payments about an order orders never had are counted by type
+    (``caravan_orders_unknown_order_events_total``): each type it reads from those topics."""
+    read = {
+        t
+        for s in orders_subscriptions(timedelta(minutes=15))
+        if s.topic in (Topic.INVENTORY_EVENTS, Topic.PAYMENT_EVENTS)
+        for t in s.handlers
+    }
+    assert set(orders_handlers.ABOUT_AN_ORDER) == read

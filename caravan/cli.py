@@ -909,7 +909,9 @@ def orders_list(
 
 def _show_order(order: dict[str, Any]) -> None:
     """An order as the orders API answers it (``GET /orders/{id}``): one line, then its
-    timeline, oldest first."""
+    timeline, oldest first, each step with what it names (a refund's amount and reference)."""
+    from services.orders.entrypoints.schemas import step_said
+
     reason = f" ({order['reason']})" if order["reason"] else ""
     total = "" if order["total_fen"] is None else f", total {order['total_fen']} fen"
     console.print(
@@ -918,7 +920,7 @@ def _show_order(order: dict[str, Any]) -> None:
     )
     table = output.table("time", "event", whole=("time", "event"))
     for step in order["timeline"]:
-        table.add_row(output.at(step["time"]), step["type"])
+        table.add_row(output.at(step["time"]), step_said(step))
     output.show(table)
 
 

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from caravan import checkout
 from caravan.ops import dlq
 from services import SERVICES
+from services.orders.entrypoints.schemas import step_said
 from shared.addresses import local
 from shared.api import bearer_headers
 from shared.db import Database, fault
@@ -1277,7 +1278,7 @@ def _order_page(order_id: str, answer: Response) -> HTMLResponse:
         f" source {html.escape(str(body['source']))}{total}</p>"
     )
     steps = "".join(
-        f"<tr><td>{html.escape(str(step['time']))}</td><td>{html.escape(str(step['type']))}</td></tr>"
+        f"<tr><td>{html.escape(str(step['time']))}</td><td>{html.escape(step_said(step))}</td></tr>"
         for step in body.get("timeline", [])
     )
     table = f"<table><tr><th>time</th><th>event</th></tr>{steps}</table>"

@@ -229,17 +229,23 @@ start_at_zero(UNKNOWN_ORDER_EVENTS, [t.value for t in ABOUT_AN_ORDER])
 
 
 async def _apply(
-    tx: Tx, order_id: str, event_type: str, change: Callable[[Order], None] | None
+    tx: Tx,
+    order_id: str,
+    event_type: str,
+    change: Callable[[Order], None] | None,
+    amount_fen: int | None = None,
+    reference: str | None = None,
 ) -> None:
-    """Record ``event_type`` on the order's timeline and make its ``change``; None: an event
-    recorded only, which comes after the order's end by nature (nothing said of it then)."""
+    """Record ``event_type`` on the order's timeline, with the amount and reference it names
+    (a refund's), and make its ``change``; None: an event recorded only, which comes after
+    the order's end by nature (nothing said of it then)."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
         log.warning("%s for unknown order %s ignored", event_type, order_id)
         tx.after_commit(UNKNOWN_ORDER_EVENTS.labels(event_type).inc)
         return
-    await repo.record(order_id, event_type)
+    await repo.record(order_id, event_type, amount_fen, reference)
     if change is None:
         return
     was_terminal = order.terminal
@@ -351,7 +357,10 @@ async def on_payment_undone(tx: Tx, parsed: Parsed) -> None:
     standing, and an operator reading it sees the refund paid."""
     data = parsed.data
     assert isinstance(data, PaymentVoided | PaymentRefunded)
-    await _apply(tx, data.order_id, parsed.envelope.type, None)
+    if isinstance(data, PaymentRefunded):  # what was paid back, under which transfer
+        await _apply(tx, data.order_id, parsed.envelope.type, None, data.amount_fen, data.reference)
+    else:
+        await _apply(tx, data.order_id, parsed.envelope.type, None)
 
 
 async def expire_due(tx: Tx, now: datetime) -> list[str]:

@@ -430,6 +430,16 @@ LOSING = {
         "1 in orders.orders where placed_by IS NOT NULL",
         "UPDATE orders.orders SET placed_by = NULL",
     ),
+    # A refund's amount and reference on its order's timeline (a step naming none: not
+    # refused).
+    "orders 0012 timeline refund": (
+        "orders",
+        "insert into orders.timeline (order_id, type, amount_fen, reference) values"
+        " ('o', 'payment.refunded', 3500, 'BANK-1'), ('o', 'payment.voided', NULL, NULL)",
+        "0011",
+        "1 in orders.timeline where amount_fen IS NOT NULL OR reference IS NOT NULL",
+        "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL",
+    ),
     # A token bound to its own orders: the older version would let it reach every order, so
     # what it says to run revokes it too. An unbound one: not refused.
     "auth 0002 sources": (

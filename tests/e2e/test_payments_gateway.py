@@ -742,13 +742,21 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     assert await caravan.one_terminal(order_id) == "order.cancelled"
     shown = (await caravan.client.get(f"/orders/{order_id}")).json()
     assert (shown["status"], shown["reason"]) == ("cancelled", "cancelled_by_buyer")
-    assert shown["timeline"][-1]["type"] == "payment.refunded"
+    # What was refunded, under which transfer (the step said neither).
+    assert {k: shown["timeline"][-1][k] for k in ("type", "amount_fen", "reference")} == {
+        "type": "payment.refunded",
+        "amount_fen": 3500,
+        "reference": "BANK-20261206-0001",
+    }
+    assert shown["timeline"][-2]["amount_fen"] is None  # the void names nothing
     printed = await caravan_cli(caravan, "orders", "show", order_id)
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     [voided] = [n for n, line in enumerate(lines) if "payment.voided" in line]
     [refunded] = [n for n, line in enumerate(lines) if "payment.refunded" in line]
     assert voided < refunded, printed.stdout
+    step = "payment.refunded: 3500 fen under reference BANK-20261206-0001"
+    assert step in lines[refunded], printed.stdout
 
 
 async def _owed_gauged(caravan: System, what: str) -> float:
@@ -808,6 +816,7 @@ async def test_operators_list_the_payments_owed_back_and_read_one(
         assert said in done.stdout, done.stdout
         assert second in done.stdout and "pay-gw-list-2-" in done.stdout
         assert first not in done.stdout
+        assert "void refused: HTTP 422" in done.stdout, done.stdout  # the gateway's refusal
 
         made = {"reference": "BANK-LIST-1", "reason": "refunded by bank transfer"}
         assert (await operator.post(f"/orders/{first}/payment/refund", json=made)).is_success
@@ -816,7 +825,6 @@ async def test_operators_list_the_payments_owed_back_and_read_one(
 
         bad = await operator.get("/payments", params={"status": "owed"})
         assert bad.status_code == 422
-        assert "void refused: HTTP 422" in done.stdout, done.stdout  # the gateway's refusal
         assert bad.headers["content-type"] == "application/problem+json"
         assert (await operator.get("/payments")).status_code == 422
     narrow = await caravan.issue_token(f"orders-only-{uuid.uuid4().hex[:6]}", "orders:read")

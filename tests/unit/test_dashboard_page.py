@@ -468,6 +468,12 @@ async def test_a_browser_is_shown_an_order_as_a_page_and_a_program_its_json(
         "timeline": [
             {"type": "order.placed", "time": "2026-12-06T10:00:00+08:00"},
             {"type": "order.cancelled", "time": "2026-12-06T10:00:01+08:00"},
+            {
+                "type": "payment.refunded",
+                "time": "2026-12-06T11:00:00+08:00",
+                "amount_fen": 7000,
+                "reference": "BANK-<1>",
+            },
         ],
     }
 
@@ -489,6 +495,8 @@ async def test_a_browser_is_shown_an_order_as_a_page_and_a_program_its_json(
     said = "<b>cancelled</b> (credit_declined); buyer buyer-1, ref SWN-&lt;1&gt;, source http"
     assert said in shown.text and ", total 7000 fen" in shown.text
     assert "<td>2026-12-06T10:00:01+08:00</td><td>order.cancelled</td>" in shown.text
+    refunded = "<td>payment.refunded: 7000 fen under reference BANK-&lt;1&gt;</td>"
+    assert refunded in shown.text, shown.text  # what was refunded: the step said neither
     assert (missing.status_code, missing.headers["content-type"][:9]) == (404, "text/html")
     assert "<p>no</p>" in missing.text
     program = await look_up(app, "o-1")  # no text/html asked: the API's JSON

@@ -282,9 +282,17 @@ class OrderRepository:
                 lo, low = row_id + 1, row_id
         return low, high
 
-    async def record(self, order_id: str, event_type: str) -> None:
-        """Add a step (an event that reached this order) to its timeline."""
-        self.tx.insert_later(timeline, {"order_id": order_id, "type": event_type})
+    async def record(
+        self,
+        order_id: str,
+        event_type: str,
+        amount_fen: int | None = None,
+        reference: str | None = None,
+    ) -> None:
+        """Add a step (an event that reached this order) to its timeline, with what it names
+        that an operator reads there (a refund's amount and transfer reference)."""
+        step = {"order_id": order_id, "type": event_type}
+        self.tx.insert_later(timeline, step | {"amount_fen": amount_fen, "reference": reference})
 
     async def _flush_events(self, order: Order) -> None:
         for event in order.events:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -72,6 +73,11 @@ timeline = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("order_id", String(36), nullable=False, index=True),
     Column("type", String(64), nullable=False),
+    # What the step names, where an operator needs it (a refund's amount and transfer
+    # reference, ``payment.refunded``); NULL on the other steps, and on refunds recorded
+    # before migration 0012.
+    Column("amount_fen", BigInteger, nullable=True),
+    Column("reference", Text, nullable=True),
     # When the step was written (its statement, at the transaction's commit): now() is when
     # the transaction began, so a batch that waited for an order's lock wrote steps dated
     # before the steps they follow.

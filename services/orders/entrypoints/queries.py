@@ -40,7 +40,13 @@ async def order_view(
     between them showed as ``pending`` with ``order.confirmed`` in its own timeline. None
     when there is no such order among those ``within`` takes (:func:`reach`; None: all)."""
     query = (
-        select(orders, timeline.c.type.label("step"), timeline.c.time.label("step_time"))
+        select(
+            orders,
+            timeline.c.type.label("step"),
+            timeline.c.time.label("step_time"),
+            timeline.c.amount_fen.label("step_fen"),
+            timeline.c.reference.label("step_reference"),
+        )
         .select_from(orders.outerjoin(timeline, timeline.c.order_id == orders.c.order_id))
         .where(orders.c.order_id == order_id)
         .order_by(timeline.c.id)
@@ -60,7 +66,14 @@ async def order_view(
         delivery=row.delivery,
         delivery_erased_at=erased.isoformat() if (erased := row.delivery_erased_at) else None,
         timeline=[
-            Step(type=s.step, time=s.step_time.isoformat()) for s in rows if s.step is not None
+            Step(
+                type=s.step,
+                time=s.step_time.isoformat(),
+                amount_fen=s.step_fen,
+                reference=s.step_reference,
+            )
+            for s in rows
+            if s.step is not None
         ],
     )
 

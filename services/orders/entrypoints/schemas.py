@@ -1,5 +1,8 @@
 """What the orders HTTP API accepts and answers, as documented in its OpenAPI document."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from services.orders.domain.order import Status
@@ -33,6 +36,29 @@ class Step(BaseModel):
 
     type: str
     time: str
+    amount_fen: int | None = Field(
+        None,
+        description="payment.refunded: what was paid back to the buyer, in fen; null on the"
+        " other steps, and on a refund recorded before orders migration 0012",
+    )
+    reference: str | None = Field(
+        None,
+        description="payment.refunded: the transfer's reference (the bank's or the"
+        " gateway's); null as amount_fen is",
+    )
+
+
+def step_said(step: Mapping[str, Any]) -> str:
+    """A step of ``GET /orders/{id}``'s timeline as ``caravan orders show`` and the operations
+    page say it: its type, then what it names (``payment.refunded: 3500 fen under reference
+    BANK-20261206-0001``)."""
+    amount, reference = step.get("amount_fen"), step.get("reference")
+    named = [
+        f"{amount} fen" if amount is not None else "",
+        f"under reference {reference}" if reference else "",
+    ]
+    said = " ".join(n for n in named if n)
+    return f"{step['type']}: {said}" if said else str(step["type"])
 
 
 class OrderView(BaseModel):

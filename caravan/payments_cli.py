@@ -1,5 +1,6 @@
-"""``caravan payments ...``: credit lines, loans and repayments, refunds made by hand,
-through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
+"""``caravan payments ...``: credit lines, loans and repayments, refunds made by hand, the
+payment of an order the orders service never had voided, through the payments service's admin
+API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
 
 import uuid
 from typing import Annotated, Any
@@ -7,9 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from caravan import output
-from caravan.admin_api import base_url, call, newest
+from caravan.admin_api import base_url, call, found, newest
 from caravan.arguments import NegativeNumbers
-from caravan.output import console
+from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
 app = typer.Typer(
@@ -148,6 +149,85 @@ def refunded(
     console.print(
         f"order {order_id}: {done['refund_owed_fen']} fen refunded to the buyer under reference "
         f"{done['refund_reference']} (recorded {done['refunded_at']})"
+    )
+
+
+def _held(url: str | None, payment: dict[str, Any]) -> str:
+    """What voiding ``payment`` undoes, in words."""
+    fen = payment["amount_fen"]
+    if payment["collected_by"] is not None:
+        return f"the {fen} fen platform {payment['collected_by']} collected, reversed"
+    if payment["method"] == "prepaid":
+        return f"the prepaid charge of {fen} fen, voided at the gateway"
+    if payment["loan_id"] is None:
+        return "nothing lent (an order of 0 fen)"
+    loan = _call(url, "GET", "/loans/{}", payment["loan_id"])
+    repaid = sum(i["paid_fen"] for i in loan["schedule"])
+    back = f", the {repaid} fen the buyer repaid owed back to them" if repaid else ""
+    return (
+        f"loan {loan['loan_id']} ({loan['status']}) of {loan['principal_fen']} fen, voided:"
+        f" {loan['outstanding_fen']} fen of credit given back, no instalment due{back}"
+    )
+
+
+@app.command("void-unplaced")
+def void_unplaced(
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would be voided, void nothing")
+    ] = False,
+    orders_url: Annotated[
+        str | None,
+        typer.Option("--orders-url", help="orders API asked first (default: from the settings)"),
+    ] = None,
+    url: Url = None,
+) -> None:
+    """Void the payment of an order the orders service never had (a forged stock.reserved,
+    a copy of a platform's order under another id), as its cancellation would: the loan
+    voided and its credit given back, or the charge voided, or a platform's collection
+    reversed; the sellers no longer owed (audited; scope ops, and orders:read to ask orders
+    first). An order orders has is refused: `caravan orders cancel` it. Again: nothing
+    voided twice."""
+    orders = base_url(orders_url, "orders")
+    order = found(orders, "orders", "/orders/{}", order_id)
+    if order is not None:
+        raise OperatorError(
+            f"not voided: the orders service has order {order_id} ({order['status']}): cancel"
+            " it with `caravan orders cancel`, which keeps the order and its payment together",
+            exit_code=1,
+        )
+    payment = found(_base(url), "payments", "/orders/{}/payment", order_id)
+    if payment is None:
+        raise OperatorError(f"not voided: payments has no payment for order {order_id}", 1)
+    if payment["unplaced_at"] is not None:
+        console.print(_voided_before(order_id, payment))
+        return
+    if dry_run:
+        if payment["status"] not in HOLDING:
+            raise OperatorError(
+                f"nothing to void: the payment of order {order_id} is {payment['status']}", 1
+            )
+        console.print(f"would void: order {order_id}: {_held(url, payment)}")
+        return
+    held = _held(url, payment) if payment["status"] in HOLDING else ""
+    asked = {"reason": reason, "orders_answered": 404, "orders_asked": orders}
+    done = _call(url, "POST", "/orders/{}/payment/void", order_id, json=asked)
+    if not done["applied"]:  # voided meanwhile, by another call
+        console.print(_voided_before(order_id, done))
+        return
+    console.print(f"voided: order {order_id}: {held} (payment {done['status']})")
+
+
+HOLDING = ("authorized", "charging", "awaiting")
+"""The statuses of a payment that holds money to void (others are refused)."""
+
+
+def _voided_before(order_id: str, payment: dict[str, Any]) -> str:
+    return (
+        f"order {order_id}: voided before, at {output.at(payment['unplaced_at'])} by"
+        f" {payment['unplaced_by']} ({payment['unplaced_reason']}); nothing changed"
+        f" (payment {payment['status']})"
     )
 
 

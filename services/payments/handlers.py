@@ -459,68 +459,70 @@ async def reverse_charge(
     )
 
 
+VOIDABLE = select(
+    payments.c.status,
+    payments.c.loan_id,
+    payments.c.method,
+    payments.c.amount_fen,
+    payments.c.collected_by,
+).with_for_update()
+"""What :func:`void_payment` reads of a payment, locked."""
+
+
 async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
-    """Void the order's loan or charge, exactly once; remember the cancellation if it came
-    first. A prepaid charge (made or in flight) is handed to the gateway loop as
-    ``voiding``: the gateway is told to void the order's key outside this transaction. What
-    a platform collected is reversed here: the platform refunds its buyer."""
+    """Void the order's loan or charge, exactly once (:func:`void_payment`); remember the
+    cancellation if it came first."""
     data = parsed.data
     assert isinstance(data, OrderCancelled)
-    row = (
-        await tx.conn.execute(
-            select(
-                payments.c.status,
-                payments.c.loan_id,
-                payments.c.method,
-                payments.c.amount_fen,
-                payments.c.collected_by,
-            )
-            .where(payments.c.order_id == data.order_id)
-            .with_for_update()
-        )
-    ).first()
+    row = (await tx.conn.execute(VOIDABLE.where(payments.c.order_id == data.order_id))).first()
     if row is None:
         await _claim_payment(tx, data.order_id, status="cancelled")
         return
+    await void_payment(tx, data.order_id, row, parsed.envelope.id)
+
+
+async def void_payment(tx: Tx, order_id: str, row: Any, caused_by: str | None) -> bool:
+    """Void what the order's payment (``row``, as :data:`VOIDABLE` read it, locked) holds, as
+    its order's cancellation does; False: it holds nothing to void (declined, voided already,
+    ...). A prepaid charge (made or in flight) is handed to the gateway loop as ``voiding``
+    (``caused_by``: the cause of the ``payment.voided`` it emits): the gateway is told to
+    void the order's key outside this transaction. What a platform collected is reversed
+    here (on a cancellation, the platform refunds its buyer)."""
     if row.collected_by is not None:
-        if row.status in ("authorized", "awaiting"):
-            _set_status(tx, data.order_id, "voided")
-            await reverse_charge(tx, data.order_id, row.amount_fen)
-        return
+        if row.status not in ("authorized", "awaiting"):
+            return False
+        _set_status(tx, order_id, "voided")
+        await reverse_charge(tx, order_id, row.amount_fen)
+        return True
     if row.status == "charging" or (row.status == "authorized" and row.method == "prepaid"):
-        _set_status(
-            tx,
-            data.order_id,
-            "voiding",
-            next_attempt_at=datetime.now(UTC),
-            caused_by=parsed.envelope.id,
-        )
+        _set_status(tx, order_id, "voiding", next_attempt_at=datetime.now(UTC), caused_by=caused_by)
         tx.signal(GATEWAY_WORK)
-        return
+        return True
     if row.status != "authorized":
-        return
+        return False
     if row.loan_id is None:  # a microloan order of 0 fen: nothing was lent
         # Set now, not at commit: another copy of the cancellation in this batch (the same
         # subscription: nothing is written between them) would read it authorised still.
         voided = await tx.conn.execute(
             update(payments)
-            .where(payments.c.order_id == data.order_id, payments.c.status == "authorized")
+            .where(payments.c.order_id == order_id, payments.c.status == "authorized")
             .values(status="voided", updated_at=datetime.now(UTC))
             .returning(payments.c.order_id)
         )
         if voided.first() is None:
-            return
-        await set_payables(tx, data.order_id, "cancelled")
-        await tx.emit(PaymentVoided(order_id=data.order_id, amount_fen=0))
-        return
-    await void_loan(tx, data.order_id, row.loan_id)
+            return False
+        await set_payables(tx, order_id, "cancelled")
+        await tx.emit(PaymentVoided(order_id=order_id, amount_fen=0))
+        return True
+    return await void_loan(tx, order_id, row.loan_id)
 
 
-async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
+async def void_loan(tx: Tx, order_id: str, loan_id: str) -> bool:
     """Void an authorised loan, active or already repaid in full: its credit is restored
     (it no longer counts as outstanding), the sellers' payables are cancelled, the
     disbursement is reversed in the ledger, and whatever the buyer repaid is owed back to
-    them (``buyer_refund_payable``, said as ``refund_owed_fen`` on ``payment.voided``)."""
+    them (``buyer_refund_payable``, said as ``refund_owed_fen`` on ``payment.voided``); False:
+    it was voided already."""
     loan = (
         await tx.conn.execute(
             update(loans)
@@ -531,7 +533,7 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
     ).first()
     if loan is None:
         log.warning("loan %s of order %s is voided already; not voided again", loan_id, order_id)
-        return
+        return False
     # No reminder of them any more: out of the reminder sweep's index (reminders.py). A sweep
     # that holds them commits first; one that comes after passes them over.
     await tx.conn.execute(
@@ -564,6 +566,7 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> None:
             refund_owed_fen=int(paid.principal) + int(paid.interest),
         )
     )
+    return True
 
 
 def _set_status(tx: Tx, order_id: str, status: str, **values: object) -> None:

@@ -302,6 +302,9 @@ SHOWN = (
     payments.c.gateway_refusal,  # ... and the gateway's refusal
     payments.c.refund_reference,  # refunded: the transfer's reference
     payments.c.refunded_at,  # ... and when it was recorded
+    payments.c.unplaced_at,  # voided by an operator: the orders service never had the order
+    payments.c.unplaced_by,  # ... the operator's token
+    payments.c.unplaced_reason,  # ... and why
 )
 """What ``GET /orders/{id}/payment`` shows of a payment."""
 

@@ -35,9 +35,10 @@ class PaymentDeclined(EventData):
 
 
 class PaymentVoided(EventData):
-    """An order's payment was voided (its order cancelled): a loan, or a prepaid charge; also
-    a prepaid charge whose void the gateway refused for good (settled already: payments'
-    ``void_refused``), undone in our books, what the buyer paid owed back by hand
+    """An order's payment was voided (its order cancelled, or, for an order the orders service
+    never had, by an operator: ``caravan payments void-unplaced``): a loan, or a prepaid
+    charge; also a prepaid charge whose void the gateway refused for good (settled already:
+    payments' ``void_refused``), undone in our books, what the buyer paid owed back by hand
     (``refund_owed_fen``)."""
 
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS

@@ -164,6 +164,10 @@ class World:
                 f"/orders/{self.order_id}/payment/refund",
                 {"reference": "PROBE-1", "reason": "probe"},
             ),
+            ("payments", "POST", "/orders/{order_id}/payment/void"): (
+                f"/orders/{self.order_id}/payment/void",
+                {"reason": "probe", "orders_answered": 404},
+            ),
             ("payments", "POST", "/loans/{loan_id}/repayments"): (
                 f"/loans/{self.loan_id}/repayments",
                 {},

@@ -233,6 +233,7 @@ FUZZED = {
         "POST /credit-lines/{buyer_id}/adjustments",
         "POST /loans/{loan_id}/repayments",
         "POST /orders/{order_id}/payment/refund",
+        "POST /orders/{order_id}/payment/void",
         "PUT /credit-lines/{buyer_id}",
     ],
     "notifications": [

@@ -82,6 +82,12 @@ payments = Table(
     Column("refund_reference", String(128), nullable=True),
     Column("refund_reason", String(256), nullable=True),
     Column("refunded_at", DateTime(timezone=True), nullable=True),
+    # Voided by an operator because the orders service never had the order (a forged
+    # ``stock.reserved``, or a copy of a platform's order under another id: migration 0021):
+    # when, the token's name and why (services.payments.unplaced).
+    Column("unplaced_at", DateTime(timezone=True), nullable=True),
+    Column("unplaced_by", String(128), nullable=True),
+    Column("unplaced_reason", String(256), nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),

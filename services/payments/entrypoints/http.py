@@ -25,6 +25,11 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   what they had repaid: it is ``refunded`` (audited; said as ``payment.refunded``); the same
   reference and reason again answer the same; 409 for a payment owing nothing back, or the
   same reference with another reason.
+- ``POST /orders/{order_id}/payment/void`` ``{"reason", "orders_answered": 404}`` (scope
+  ``ops``): void the payment of an order the orders service never had (a forged
+  ``stock.reserved``), as its cancellation would (:mod:`services.payments.unplaced`), audited;
+  the route trusts the caller's word that the orders API answered 404 for it. Asked again:
+  the same answer, nothing voided twice; 409 for a payment holding nothing to void.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -32,14 +37,14 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.payments import lending, prepaid
+from services.payments import lending, prepaid, unplaced
 from services.payments.domain.repayment import Overpayment
 from services.payments.domain.status import Status
 from shared import days
@@ -82,6 +87,17 @@ class Adjust(BaseModel):
 class RefundMade(BaseModel):
     reference: str = Field(min_length=1, max_length=128)  # the bank's or gateway's transfer
     reason: str = Field(min_length=1, max_length=256)
+
+
+class VoidUnplaced(BaseModel):
+    reason: str = Field(min_length=1, max_length=256)  # for the audit trail
+    orders_answered: Literal[404] = Field(
+        description="what the orders API answered `GET /orders/{order_id}`: 404, it never had"
+        " the order (the route takes this word, and does not ask)"
+    )
+    orders_asked: str | None = Field(
+        None, max_length=512, description="the orders API that was asked, for the audit trail"
+    )
 
 
 class Repay(BaseModel):
@@ -257,6 +273,50 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         if done is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
         return _jsonable(done.after)
+
+    @router.post(
+        "/orders/{order_id}/payment/void",
+        responses=problem_responses(
+            {
+                404: "no payment for this order",
+                409: "the payment holds no money to void (declined, cancelled, voided by its"
+                " order's cancellation, or owed back by hand)",
+            },
+            writes=True,
+        ),
+    )
+    async def void_unplaced(order_id: UuidId, body: VoidUnplaced, who: Operator) -> Any:
+        """Void the payment of an order the orders service never had (its ``GET
+        /orders/{id}`` answered 404: a forged ``stock.reserved``, a copy of a platform's order
+        under another id), as its cancellation would: a loan voided and its credit given
+        back, its instalments no longer due, what the buyer repaid owed back; a prepaid charge
+        ``voiding`` (the gateway told to void it); a platform's collection reversed; the
+        sellers' payables cancelled; ``payment.voided`` said. Audited, and kept on the payment
+        (``unplaced_at``, ``unplaced_by``, ``unplaced_reason``). Asked again, it answers the
+        payment as it is, voiding nothing twice (the first reason stands). Payments cannot
+        tell whether orders has the order: it takes ``orders_answered`` as said."""
+        try:
+            async with uow.begin() as tx:
+                done = await unplaced.void_unplaced(tx, order_id, body.reason, who.name[:128])
+                if done is not None and done.voided:
+                    await audit.record(
+                        tx.conn,
+                        who.name,
+                        "payment.void_unplaced",
+                        order_id,
+                        before=_jsonable(done.before),
+                        after=_jsonable(done.after),
+                        detail={
+                            "reason": body.reason,
+                            "orders_answered": body.orders_answered,
+                            "orders_asked": body.orders_asked,
+                        },
+                    )
+        except unplaced.NotVoidable as exc:
+            return problem(409, "Payment not voided", str(exc))
+        if done is None:
+            return problem(404, "Payment not found", f"no payment for order {order_id}")
+        return _jsonable({**done.after, "applied": done.voided})
 
     @router.post(
         "/loans/{loan_id}/repayments",

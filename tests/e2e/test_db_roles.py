@@ -18,7 +18,7 @@ from caravan import db_roles, system
 from services import SERVICES
 from shared.db.migrate import alembic_config, migrations_folder, upgrade
 from tests.e2e.test_saga import RICH, order
-from tests.harness import System, scratch_database
+from tests.harness import System, scratch_database, until
 
 
 @asynccontextmanager
@@ -93,15 +93,25 @@ async def test_migrations_ran_as_the_owner_and_the_services_run_as_their_roles(
     await caravan.request(req)
     order_id = await caravan.placed(req.order_ref)
     assert (await caravan.outcome(order_id)).type == "order.confirmed"
-    sessions = await caravan.sql(
-        "select distinct application_name, usename::text from pg_stat_activity"
-        " where application_name like 'caravan-%'"
+
+    async def connected() -> dict[str, set[str]]:
+        """Each service's database users, by the sessions it has now."""
+        sessions = await caravan.sql(
+            "select distinct application_name, usename::text from pg_stat_activity"
+            " where application_name like 'caravan-%'"
+        )
+        users: dict[str, set[str]] = {}
+        for app, user in sessions:
+            users.setdefault(app.removeprefix("caravan-"), set()).add(user)
+        return users
+
+    # A session of every service: one whose connections a test before this one ended has
+    # none until its next statement (the platform's, polling every 0.5 s, in a CI run).
+    users = await until(
+        connected, "a session of every service", ready=lambda u: set(SERVICES) <= set(u)
     )
-    users: dict[str, set[str]] = {}
-    for app, user in sessions:
-        users.setdefault(app.removeprefix("caravan-"), set()).add(user)
     for service in SERVICES:
-        assert users.get(service) == {db_roles.service_role(service)}, sessions
+        assert users.get(service) == {db_roles.service_role(service)}, users
 
 
 async def test_the_local_cluster_is_reached_over_its_socket_and_trusts_nobody(

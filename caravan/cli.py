@@ -1195,7 +1195,11 @@ def dlq_redrive(
     ] = False,
     again: Annotated[
         bool,
-        typer.Option("--again", help="send letters that were redriven or discarded before as well"),
+        typer.Option(
+            "--again",
+            help="send letters that were redriven or discarded before as well (one redriven"
+            " with a fixed value only with --value-file)",
+        ),
     ] = False,
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the
@@ -1242,7 +1246,14 @@ def dlq_redrive(
         )
     for item, closed in sorted(done.before.items()):
         again_said = "again" if closed.discarded is None else "all the same"
-        _left_out(item, closed, f" (--again to send it {again_said})")
+        with_fix = " with --value-file: it was sent fixed" if closed.fixed else ""
+        _left_out(item, closed, f" (--again to send it {again_said}{with_fix})")
+    for item, closed in sorted(done.fixed.items()):
+        console.print(
+            f"left out: {item}, {closed.said} by {closed.by} with a fixed value: --again"
+            " sends its own value, which was dead-lettered; give the fixed value again"
+            " with --value-file to send it"
+        )
     for item in done.dropped:
         console.print(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"

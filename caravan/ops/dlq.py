@@ -215,6 +215,7 @@ class Closed:
     at: datetime
     by: str
     discarded: str | None = None  # a discard's reason; None: a redrive sent it
+    fixed: bool = False  # a redrive that sent a fixed value (--value-file), not the letter's
 
     @property
     def said(self) -> str:
@@ -231,6 +232,8 @@ class Redrive:
     before: dict[str, Closed]  # letters left out: redriven or discarded before
     dropped: list[str] = field(default_factory=list)  # left out: their value was not kept
     unrecorded: str | None = None  # a dry run: why the audit trail did not record it
+    # left out of an --again with no value: their last redrive sent a fixed value
+    fixed: dict[str, Closed] = field(default_factory=dict)
     # sent (or would be) as they were, dead-lettered for their value: ref → its error
     unmended: dict[str, str] = field(default_factory=dict)
     # sent (or would be), requests answered order.rejected: ref → its source/order_ref
@@ -281,18 +284,36 @@ async def closed_before(database_url: str, letters: Sequence[Letter]) -> dict[st
     """The ``letters`` that a redrive sent or a discard closed before, each with when and by
     whom, and a discard's reason (from the audit trail; one older than a letter was of another
     letter with its id, on a dead-letter topic made again since; of several, the last)."""
+    return dict(await _closings(database_url, letters))
+
+
+async def fixed_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Closed]:
+    """The ``letters`` whose last redrive sent a fixed value (``--value-file``) in place of
+    theirs: sent again as they are, they go back unfixed (the trail keeps no value to send)."""
+    last = {ref: c for ref, c in await _closings(database_url, letters) if c.discarded is None}
+    return {ref: c for ref, c in last.items() if c.fixed}
+
+
+async def _closings(database_url: str, letters: Sequence[Letter]) -> list[tuple[str, Closed]]:
+    """Each redrive and discard of ``letters`` in the audit trail, the oldest first (those
+    older than a letter left out: :func:`closed_before`)."""
     from sqlalchemy import select as sa_select  # here: not for `caravan dlq list` of none
 
     from shared.auth.tables import audit
     from shared.db.engine import async_engine
 
     engine = async_engine(database_url)
-    chosen = audit.c.detail["letters"]
+    chosen, detail = audit.c.detail["letters"], audit.c.detail
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
                 sa_select(
-                    audit.c.at, audit.c.actor, audit.c.action, audit.c.detail["reason"], chosen
+                    audit.c.at,
+                    audit.c.actor,
+                    audit.c.action,
+                    detail["reason"],
+                    detail["replaced_value"],
+                    chosen,
                 )
                 .where(
                     audit.c.action.in_(CLOSING),
@@ -302,12 +323,20 @@ async def closed_before(database_url: str, letters: Sequence[Letter]) -> dict[st
                 .order_by(audit.c.at)
             )
             wanted = {d.ref: d.time for d in letters}
-            return {
-                ref: Closed(at, actor, str(reason or "") if action == "discard" else None)
-                for at, actor, action, reason, refs in rows
+            return [
+                (
+                    ref,
+                    Closed(
+                        at,
+                        actor,
+                        str(reason or "") if action == "discard" else None,
+                        action == "redrive" and replaced is True,
+                    ),
+                )
+                for at, actor, action, reason, replaced, refs in rows
                 for ref in refs or ()
                 if ref in wanted and at >= wanted[ref]
-            }
+            ]
     finally:
         await engine.dispose()
 
@@ -324,7 +353,10 @@ async def redrive(
 ) -> Redrive:
     """Send ``letters`` back to their original topics, each for the consumer group that
     dead-lettered it; ``value`` replaces the value (one letter). A letter redriven or discarded
-    before is left out unless ``again``; one whose value was too big to keep, unless ``value``.
+    before is left out unless ``again``; one whose value was too big to keep, unless ``value``;
+    and, ``again`` without ``value``, one whose last redrive sent a fixed value
+    (:func:`fixed_before`: its own value would go back unfixed, dead-lettered again after what
+    the fixed one did).
     ``on_sent`` hears of each letter once Kafka has it; the audit trail records what was
     sent, even when a send fails part of the way, and a redrive it cannot record is refused
     (:class:`Unrecordable`) before anything is sent. A dry run reads only Kafka: without the
@@ -339,14 +371,18 @@ async def redrive(
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
     before: dict[str, Closed] = {}
-    if again:  # which were closed before matters not: only whether it can be recorded
+    fixed: dict[str, Closed] = {}
+    if again:  # which were closed before matters not: whether it can be recorded, and fixes
         unrecorded = await unrecordable(database_url)
+        if value is None and unrecorded is None and database_url is not None:
+            fixed = await fixed_before(database_url, letters)
     else:
         before, unrecorded = await closed(database_url, letters)
     if unrecorded is not None and not dry_run:
         raise Unrecordable(unrecorded)
     dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
-    todo = [d for d in letters if d.ref not in before and d.ref not in dropped]
+    left_out = {*before, *dropped, *fixed}
+    todo = [d for d in letters if d.ref not in left_out]
     sent = [d.ref for d in todo] if dry_run else []
     unmended: dict[str, str] = {
         d.ref: d.error for d in todo if value is None and d.error in IN_THE_VALUE
@@ -389,6 +425,7 @@ async def redrive(
                     "discarded_before": sorted(
                         r for r, c in before.items() if c.discarded is not None
                     ),
+                    "fixed_before": sorted(fixed),  # left out: sent fixed, none given now
                     "replaced_value": value is not None,
                     **(
                         {"value": value_change(letters[0].value, value)}
@@ -398,7 +435,7 @@ async def redrive(
                 },
             )
     why = None if unrecorded is None else str(unrecorded)
-    return Redrive(sent, before, dropped, why, unmended, rejected)
+    return Redrive(sent, before, dropped, why, fixed, unmended, rejected)
 
 
 @dataclass(frozen=True)
@@ -502,6 +539,7 @@ __all__ = [
     "closed_before",
     "differing_paths",
     "discard",
+    "fixed_before",
     "read",
     "redrive",
     "rejected_request",

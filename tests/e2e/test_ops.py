@@ -767,6 +767,32 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
         str(discarded),
     ]
 
+    # --again alone sent the letter's own value, unfixed: dead-lettered again, and its
+    # order.rejected (the same event id) published again after the order's order.confirmed.
+    # Left out, saying which redrive fixed it and what to give.
+    again = await cli(caravan, "dlq", "redrive", letter, "--again")
+    assert again.returncode == 0 and "redriven:" not in again.stdout, again.stdout + again.stderr
+    said = " ".join(again.stdout.split())
+    assert f"left out: {letter}, {redriven} by test-operator with a fixed value: --again sends" in (
+        said
+    ), said
+    assert said.endswith("give the fixed value again with --value-file to send it"), said
+    await read_to_the_end(caravan, Topic.ORDER_REQUESTS.value)  # what it sent: in the log
+    published = [
+        r for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key == order_ref.encode()
+    ]
+    assert [r.value for r in published] == [dead.value, fixed.read_bytes()]
+    fixes = "select detail->'fixed_before' from auth.audit where detail->'fixed_before' ? :l"
+    assert [row[0] for row in await caravan.sql(fixes, l=letter)] == [[letter]]
+    plain = await cli(caravan, "dlq", "redrive", letter)
+    assert "(--again to send it again with --value-file: it was sent fixed)" in " ".join(
+        plain.stdout.split()
+    ), plain.stdout
+    sure = await cli(
+        caravan, "dlq", "redrive", letter, "--again", "--value-file", str(fixed), "--dry-run"
+    )
+    assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
+
 
 def page_row(page: Dashboard, topic: str) -> list[str]:
     """What the operations page's Dead letters table says of ``topic``: waiting, redriven,

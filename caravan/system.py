@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -42,6 +43,7 @@ from caravan.output import OperatorError
 from services import SERVICES
 from shared.backoff import exponential_step
 from shared.db.migrate import Migrated, migrations_folder, upgrade
+from shared.logs import JsonFormatter
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
 
@@ -649,6 +651,7 @@ class ServiceProcesses:
             names = key.split("+")
             if set(names) & paused:
                 self.stop([key])
+                self._log_paused(key, sorted(set(names) & paused))
                 said.append(Text(f"paused {', '.join(names)}"))
             elif proc.poll() is not None:
                 del self.procs[key]
@@ -671,6 +674,21 @@ class ServiceProcesses:
                 self.start(group)
                 said.append(Text(f"resumed {', '.join(group)}"))
         return said
+
+    def _log_paused(self, key: str, paused: list[str]) -> None:
+        """End the log of the process ``key``, stopped for ``paused``, with why: it ended
+        "payments stopping", which read as a service gone down (a line as its own are)."""
+        again = " and ".join(f"`caravan resume {name}`" for name in paused)
+        line = logging.makeLogRecord(
+            {
+                "name": "caravan.up",
+                "levelno": logging.INFO,
+                "levelname": "INFO",
+                "msg": f"{key} stopped: paused by `caravan pause`; {again} starts it again",
+            }
+        )
+        with (self.log_dir / f"{key}.log").open("a", encoding="utf-8") as log:
+            log.write(JsonFormatter(key).format(line) + "\n")
 
     def _up_again(self) -> list[Text]:
         """A line for each process started again that now serves: its services answer

@@ -343,6 +343,14 @@ async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_
         f"paused {', '.join(key.split('+'))}" for key in hosts
     ]
     assert caravan.procs.hosts(("notifications",)) == []
+    for key in hosts:  # its log ended "notifications stopping", read as a service gone down
+        last = orjson.loads((caravan.procs.log_dir / f"{key}.log").read_bytes().splitlines()[-1])
+        assert (last["level"], last["logger"], last["message"]) == (
+            "info",
+            "caravan.up",
+            f"{key} stopped: paused by `caravan pause`; `caravan resume notifications` starts"
+            " it again",
+        ), last
     try:
         result = await replay(
             caravan.infra.kafka_bootstrap,

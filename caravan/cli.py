@@ -1055,12 +1055,20 @@ cannot tell."""
 
 
 @dlq_app.command("list")
-def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = None) -> None:
+def dlq_list(
+    topic: TopicOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    waiting: Annotated[
+        bool,
+        typer.Option("--waiting", help="only those still waiting: not redriven nor discarded"),
+    ] = False,
+) -> None:
     """List dead letters, three lines each: id above original coordinates above time, error
     above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
     prints it whole); below, for a letter of a redriven record, the letter it was sent back
     from, and for a letter redriven or discarded before, when and by whom (from the audit
-    trail), a discard's reason beside it."""
+    trail), a discard's reason beside it. The title says how many still wait."""
     from caravan.ops import dlq as ops_dlq
 
     letters = _letters(topic, error, since)
@@ -1069,9 +1077,15 @@ def dlq_list(topic: TopicOpt = None, error: ErrorOpt = None, since: SinceOpt = N
     if letters:
         before, why = asyncio.run(ops_dlq.closed(_named_database_url(), letters))
         unknown = None if why is None else str(why)
-    table = output.table(
-        LETTER, ERROR, "message", title=f"{len(letters)} dead letter(s)", whole=(LETTER, ERROR)
-    )
+    still = [d for d in letters if d.ref not in before]
+    if unknown is not None:  # which wait is not known: all listed, said below
+        title = f"{len(letters)} dead letter(s)"
+    elif waiting:
+        title = f"{len(still)} dead letter(s) waiting, of {len(letters)}"
+        letters = still
+    else:
+        title = f"{len(letters)} dead letter(s), {len(still)} waiting"
+    table = output.table(LETTER, ERROR, "message", title=title, whole=(LETTER, ERROR))
     for d in letters:
         origin = f"{d.origin}:{d.headers.get('dlq.partition')}:{d.headers.get('dlq.offset')}"
         more = [(d.redrive_of, "sent back as this")] if d.redrive_of else []
@@ -1102,7 +1116,8 @@ def dlq_show(
     d = found[0]
     for name, value in sorted(d.headers.items()):
         console.print(Text.assemble((name, "bold"), f": {value}"))
-    console.print(Text.assemble(("key", "bold"), f": {d.key!r}"))
+    key = "(none)" if d.key is None else d.key.decode("utf-8", "replace")
+    console.print(Text.assemble(("key", "bold"), f": {key}"))
     console.print(Text("value", "bold"), ":", sep="")
     console.print(d.value.decode("utf-8", "replace"))
 

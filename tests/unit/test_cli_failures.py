@@ -766,7 +766,7 @@ def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     for name in ("orders.requests.v1", "orders.requests.v1.dlq"):
         code, out, err = caravan("dlq", "list", "--topic", name)
-        assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s)"), out + err
+        assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s), 2 waiting"), out + err
         code, out, err = caravan("dlq", "redrive", "--topic", name, "--dry-run")
         assert code == 0, out + err
         assert sent.pop() == ["orders.requests.v1.dlq:0:0", "orders.requests.v1.dlq:0:1"]
@@ -815,7 +815,7 @@ def test_dead_letters_chosen_by_an_error_none_of_the_codes_is_a_usage_error(
             " 'handler_error', 'order_ref_reused', 'unknown_group'"
         ) in said, said
     code, out, err = caravan("dlq", "list", "--error", "not_json")
-    assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s)"), out + err
+    assert (code, out.splitlines()[0].strip()) == (0, "2 dead letter(s), 2 waiting"), out + err
 
 
 @pytest.mark.parametrize(

@@ -207,10 +207,12 @@ def letters_shown(
     redriven: dict[int, ops_dlq.Closed] | None = None,
     said: list[str] | None = None,
     redrive_of: dict[int, str] | None = None,
+    listed: list[int] | None = None,
 ) -> list[list[list[str]]]:
     """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`
     (the audit trail saying the letters of ``redriven`` were redriven, or cannot tell, if
-    None): each letter's lines, each line's cells; what it printed apart in ``said``."""
+    None): each letter's lines, each line's cells (of those ``listed``: all by default); what
+    it printed apart in ``said``."""
     letters = [
         DeadLetter(
             f"{topic}.dlq",
@@ -256,7 +258,8 @@ def letters_shown(
             rows.append([])
         if cells and rows:
             rows[-1].append(cells)
-    assert [row[0][0] for row in rows] == [d.ref for d in letters], text
+    chosen = range(len(letters)) if listed is None else listed
+    assert [row[0][0] for row in rows] == [letters[n].ref for n in chosen], text
     return rows
 
 
@@ -322,6 +325,44 @@ def test_a_letter_redriven_before_says_when_and_by_whom_on_a_fourth_line(
     assert rows[1][3][:2] == ["redriven 2026-12-04T13:00:07+00:00", "by test-operator"], rows
     assert not any("redriven" in cells[0] for row in (rows[0], rows[2]) for cells in row), rows
     assert not any("not known" in line for line in said), said
+
+
+def test_dlq_list_says_how_many_wait_and_waiting_lists_only_those(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its title counted every letter kept, redriven and discarded alike (2 of 4 discarded
+    on a drill's topic), and nothing listed only those still waiting for an operator."""
+    at = datetime(2026, 12, 4, 13, 0, 7, tzinfo=UTC)
+    closed = {
+        0: ops_dlq.Closed(at, "test-operator", discarded="junk"),
+        2: ops_dlq.Closed(at, "test-operator"),
+    }
+    said: list[str] = []
+    letters_shown(monkeypatch, "list", redriven=closed, said=said)
+    assert said[0].strip() == "3 dead letter(s), 1 waiting", said
+    said.clear()
+    rows = letters_shown(monkeypatch, "list", "--waiting", redriven=closed, said=said, listed=[1])
+    assert [line.strip() for line in said] == ["1 dead letter(s) waiting, of 3"], said
+    assert [len(row) for row in rows] == [3], rows
+    # The audit trail unable to tell which wait: every letter, saying it is not known.
+    said.clear()
+    letters_shown(monkeypatch, "list", "--waiting", said=said)
+    assert said[0].strip() == "3 dead letter(s)" and "is not known" in said[1], said
+
+
+def test_dlq_show_prints_the_key_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It printed ``key: b'junk1'``, Python's notation of bytes, not the key."""
+    letter = DeadLetter(
+        "orders.requests.v1.dlq", 0, 7, datetime(2026, 12, 4, tzinfo=UTC), b"junk1", b"{}", {}
+    )
+    unkeyed = DeadLetter("orders.requests.v1.dlq", 0, 8, letter.time, None, b"{}", {})
+
+    async def read(bootstrap: str) -> list[DeadLetter]:
+        return [letter, unkeyed]
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    assert "key: junk1" in shown(monkeypatch, "dlq", "show", letter.ref).splitlines()
+    assert "key: (none)" in shown(monkeypatch, "dlq", "show", unkeyed.ref).splitlines()
 
 
 def test_a_letter_discarded_says_when_by_whom_and_why_on_its_last_line(

@@ -131,7 +131,7 @@ def _fail_outside(exc: Exception) -> None:
         from aiokafka.errors import KafkaConnectionError
 
         if isinstance(exc, KafkaConnectionError):
-            _unreachable(f"Kafka at {_named_kafka(Settings())}", exc)
+            _unreachable(f"Kafka at {_named_kafka(Settings())}", exc, "KAFKA_BOOTSTRAP_SERVERS")
     if "httpx" in sys.modules:
         import httpx
 
@@ -144,22 +144,41 @@ def _fail_outside(exc: Exception) -> None:
         if why.kind.unusable:
             lift = output.what_lifts(why.kind)
             joined = ": " if why.kind is Kind.NOT_MIGRATED else "; "
-            then = f". {_IS_IT_UP}" if lift is None else f"{joined}{lift}"
+            then = f". {_is_it_up('DATABASE_URL')}" if lift is None else f"{joined}{lift}"
             _fail(f"{why}{then}", 2)
         if why.kind is Kind.CLIENT_REFUSED:
             _fail(f"PostgreSQL's client refused the command's work: {why.error}", 1)
         if why.kind is Kind.BAD_VALUE:
             _fail(f"PostgreSQL cannot take a value the command gave: {why.error}", 1)
     if isinstance(exc, ConnectionError):
-        _unreachable("PostgreSQL", exc)
+        _unreachable("PostgreSQL", exc, "DATABASE_URL")
 
 
 _IS_IT_UP = "Is the system up (`caravan up`)?"
 
 
-def _unreachable(what: str, exc: BaseException) -> NoReturn:
+def _is_it_up(named_by: str | None = None) -> str:
+    """What a command that cannot reach a part of the system asks: is the system up. Not
+    `caravan up` itself, which starts its own Kafka and PostgreSQL unless ``named_by``
+    (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) names one: it waited for that one, and
+    says so (it said "Is the system up (`caravan up`)?" to `caravan up`, a minute after a
+    reader exported KAFKA_BOOTSTRAP_SERVERS for an example of docs/topics.md)."""
+    if sys.argv[1:2] != ["up"] or named_by is None:
+        return _IS_IT_UP
+    settings = Settings()
+    named = settings.named_kafka() if named_by != "DATABASE_URL" else settings.database_url
+    if not named:
+        return _IS_IT_UP
+    return (
+        f"{named_by} is set (in the environment or .env), so `caravan up` uses the one it"
+        f" names rather than start its own: start that one, or unset {named_by} for `caravan"
+        " up` to start its own"
+    )
+
+
+def _unreachable(what: str, exc: BaseException, named_by: str | None = None) -> NoReturn:
     said = getattr(exc, "orig", None) or exc  # SQLAlchemy's own adds the statement: lines
-    _fail(f"cannot reach {what}: {output.error_text(said)}. {_IS_IT_UP}", 2)
+    _fail(f"cannot reach {what}: {output.error_text(said)}. {_is_it_up(named_by)}", 2)
 
 
 def _http_api(exc: "httpx.TransportError") -> str:

@@ -69,6 +69,49 @@ def test_caravan_up_on_a_machine_without_a_tool_names_it(
     assert (code, one_line(err)) == (1, said)
 
 
+@pytest.mark.parametrize(
+    ("named_by", "unreachable", "what"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", "kafka", "Kafka at 127.0.0.1:{port}"),
+        ("DATABASE_URL", "postgresql", "PostgreSQL"),
+    ],
+)
+def test_caravan_up_that_cannot_reach_what_the_environment_names_says_it_is_named(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, named_by: str, unreachable: str, what: str
+) -> None:
+    """With KAFKA_BOOTSTRAP_SERVERS exported (docs/topics.md has a reader export it for an
+    example), `caravan up` waited for that Kafka rather than start its own, and a minute later
+    said "cannot reach Kafka ... Is the system up (`caravan up`)?" to `caravan up` itself.
+    DATABASE_URL steers it alike. Other commands still ask whether the system is up."""
+    from aiokafka.errors import KafkaConnectionError
+
+    port = free_port()
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://caravan:x@127.0.0.1:{port}/caravan")
+    error: Exception = (
+        KafkaConnectionError(f"Unable to bootstrap from [('127.0.0.1', {port}, <AF_INET>)]")
+        if unreachable == "kafka"
+        else ConnectionRefusedError(111, f"Connect call failed ('127.0.0.1', {port})")
+    )
+
+    async def prepare(*args: object, **kwargs: object) -> None:
+        raise error  # as ensure_topics, or the first migration, does a minute on
+
+    monkeypatch.setattr(system, "prepare", prepare)
+    code, _, err = caravan("up")
+    line = " ".join(one_line(err).split())
+    assert code == 2 and line.startswith(f"cannot reach {what.format(port=port)}: "), line
+    assert line.endswith(
+        f". {named_by} is set (in the environment or .env), so `caravan up` uses the one it"
+        f" names rather than start its own: start that one, or unset {named_by} for"
+        " `caravan up` to start its own"
+    ), line
+    monkeypatch.setattr(ops_dlq, "read", prepare)  # another command: as it was
+    code, _, err = caravan("dlq", "list")
+    line = " ".join(one_line(err).split())
+    assert code == 2 and line.endswith(". Is the system up (`caravan up`)?"), line
+
+
 MAVEN_OFFLINE = """\
 \x1b[0m\x1b[0m[ERROR] Plugin org.apache.maven.plugins:maven-dependency-plugin:3.7.0 or one of its \
 dependencies could not be resolved: Unknown host repo.maven.apache.org -> [Help 1]

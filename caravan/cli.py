@@ -1187,12 +1187,14 @@ def _choose(
     chose: bool,
     every: bool,
     found: Callable[[], list[Chosen]],
+    missing_said: Callable[[list[str]], str] = lambda missing: "",
 ) -> list[Chosen]:
     """What a command that closes things (``dlq redrive``, ``dlq discard``, ``parked drop``)
     chose: by id (``refs``), or all those its filters match (``chose``: some given); with
     none of them, every one only if ``every`` (``--all``, or a dry run). Refused (exit 2)
-    when none is found, or not every id. ``said``: what they are, what is done to them, the
-    command listing their ids, and the filters."""
+    when none is found, or not every id (``missing_said`` adds what it can of those not
+    found). ``said``: what they are, what is done to them, the command listing their ids,
+    and the filters."""
     thing, done, lister, filters = said
     if not (chose or every):
         raise typer.BadParameter(
@@ -1203,7 +1205,9 @@ def _choose(
     missing = sorted(set(refs or ()) - {item.ref for item in items})
     if not items or missing:
         raise typer.BadParameter(
-            f"no {thing} {', '.join(missing)}" if missing else f"no {thing} matches"
+            f"no {thing} {', '.join(missing)}{missing_said(missing)}"
+            if missing
+            else f"no {thing} matches"
         )
     return items
 
@@ -1407,6 +1411,28 @@ def parked_list(
     output.show(table)
 
 
+def _not_parked(refs: list[str]) -> str:
+    """What ``parked drop`` says of ids it found no event for: that an id is
+    ``SERVICE:EVENT_ID`` where one has no service before it, and which a drop deleted before
+    (it said only "no parked event ..." of both)."""
+    from caravan.ops import parked as ops_parked
+
+    bare = [r for r in refs if r.partition(":")[0] not in ops_parked.TABLES]
+    said = []
+    if bare:
+        said.append(
+            f"an id is SERVICE:EVENT_ID, as `caravan parked list` prints it"
+            f" ({' or '.join(f'{s}:{bare[0]}' for s in ops_parked.TABLES)})"
+        )
+    named = [r for r in refs if r not in bare]
+    dropped = asyncio.run(ops_parked.dropped_before(_database_url(), named)) if named else {}
+    said += [
+        f"{r} was dropped {output.at(d.at)} by {d.by} ({d.reason})"
+        for r, d in sorted(dropped.items())
+    ]
+    return "".join(f"; {line}" for line in said)
+
+
 @parked_app.command("drop")
 def parked_drop(
     reason: Annotated[
@@ -1438,6 +1464,7 @@ def parked_drop(
         bool(ref) or service is not None or order is not None or older_than is not None,
         all_events or dry_run,
         lambda: _parked(service, order, older_than, ref or None),
+        _not_parked,
     )
     from caravan.ops import parked as ops_parked
 

@@ -26,6 +26,7 @@ from services.notifications.adapters.tables import parked as notifications_parke
 from services.orders.adapters.tables import orders
 from services.platform.adapters.tables import parked as platform_parked
 from shared.auth import audit
+from shared.auth.tables import audit as audit_table
 from shared.db.engine import async_engine
 
 TABLES: dict[str, Table] = {"notifications": notifications_parked, "platform": platform_parked}
@@ -178,4 +179,39 @@ async def drop(
     return dropped
 
 
-__all__ = ["TABLES", "Parked", "Placed", "age", "drop", "read"]
+@dataclass(frozen=True)
+class Dropped:
+    """A drop that deleted a parked event, as the audit trail has it."""
+
+    at: datetime
+    by: str
+    reason: str
+
+
+async def dropped_before(database_url: str, refs: Sequence[str]) -> dict[str, Dropped]:
+    """Which of ``refs`` (``SERVICE:EVENT_ID``) a drop deleted before, with when, by whom and
+    why (of several, the last): a drop of one no longer parked says so."""
+    engine = async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit_table.c.at, audit_table.c.actor, audit_table.c.detail)
+                .where(
+                    audit_table.c.action == "parked.drop",
+                    audit_table.c.detail["dry_run"].as_boolean().is_(False),
+                )
+                .order_by(audit_table.c.at)
+            )
+            found = {}
+            for at, by, detail in rows:
+                for e in detail.get("events") or ():
+                    # the inbox's key, source|id: the event's id after the last bar
+                    ref = f"{e.get('service')}:{str(e.get('key', '')).rpartition('|')[2]}"
+                    if ref in refs:
+                        found[ref] = Dropped(at, by, str(detail.get("reason", "")))
+            return found
+    finally:
+        await engine.dispose()
+
+
+__all__ = ["TABLES", "Dropped", "Parked", "Placed", "age", "drop", "dropped_before", "read"]

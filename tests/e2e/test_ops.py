@@ -1569,8 +1569,18 @@ async def test_an_event_parked_for_an_order_never_placed_is_listed_and_dropped_f
         ("test-operator", reason, True, key),
         ("test-operator", reason, False, key),
     ]
+    # Dropped already, or named without its service: it said only "no parked event ...".
     gone = await cli(caravan, "parked", "drop", item, "--reason", reason)
-    assert gone.returncode == 2 and f"no parked event {item}" in gone.stderr, gone.stderr
+    said = " ".join(gone.stderr.replace("│", " ").split())
+    assert gone.returncode == 2 and f"no parked event {item}; {item} was dropped 20" in said, said
+    assert f" by test-operator ({reason})" in said, said
+    bare_id = await cli(caravan, "parked", "drop", str(confirmed.id), "--reason", reason)
+    said = " ".join(bare_id.stderr.replace("│", " ").split())
+    assert bare_id.returncode == 2, said
+    assert (
+        f"no parked event {confirmed.id}; an id is SERVICE:EVENT_ID, as `caravan parked list`"
+        f" prints it (notifications:{confirmed.id} or platform:{confirmed.id})"
+    ) in said, said
 
     # Its order.placed after all: the confirmation dropped is not acted on (no text).
     await caravan.handled("notifications", await caravan.publish(order.placed))

@@ -237,7 +237,11 @@ PAYMENT, FIGURES = "order\nbuyer\nchanged", "method\nfen\ncalls"
 @app.command("list")
 def list_payments(
     status: Annotated[
-        Status, typer.Option(help="void_refused: owed a refund by hand; refunded; authorized; ...")
+        Status,
+        typer.Option(
+            help="void_refused: owed a refund by hand; voided (a loan's: 'owed' if repaid);"
+            " refunded; authorized; ..."
+        ),
     ],
     limit: Annotated[int, typer.Option(min=1, help="the last changed this many")] = 100,
     url: Url = None,
@@ -246,7 +250,8 @@ def list_payments(
     with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
     when the payment last changed (a charge due: the time it is made by, its hold's; a
     refund made by hand: its reference); method, fen and its gateway calls (how many never
-    reached the gateway; what is owed back by hand); and why the gateway refused its void
+    reached the gateway; what is owed back by hand, a voided loan's repayments too, or was
+    paid back); and why the gateway refused its void
     (``void refused: ...``), then the last error the calls met (kept once the gateway
     answers: the orders an outage held up)."""
     found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
@@ -269,7 +274,9 @@ def list_payments(
         right.append(f"{p['attempts']} call(s)")
         if p["unreached"]:
             right.append(f"{p['unreached']} unreached")
-        if p["status"] == "void_refused":  # refunded: its reference says it was paid back
+        if p["status"] == "refunded":  # what was paid back, not what was charged or lent
+            right.append(f"paid back {p['refund_owed_fen']}")
+        elif p["refund_owed_fen"]:  # void_refused, or a voided loan's repayments
             right.append(f"owed {p['refund_owed_fen']}")
         lines = max(len(left), len(right))
         refused = p["gateway_refusal"] and f"void refused: {p['gateway_refusal']}"

@@ -10,7 +10,7 @@ from services.payments.entrypoints.http import credit_router, loans_router
 from services.payments.entrypoints.loops import gateway_loop, reminder_loop
 from services.payments.entrypoints.subscribers import subscriptions
 from services.payments.handlers import GATEWAY_WORK
-from services.payments.prepaid import payments_by_status
+from services.payments.prepaid import LoansOwedBack, payments_by_status
 from shared.runtime import Service, build_service
 from shared.settings import Settings, claim_lease
 
@@ -36,4 +36,5 @@ def bootstrap(settings: Settings) -> Service:
     service.asgi_app.include_router(credit_router(service.uow))
     service.asgi_app.include_router(loans_router(service.uow))
     service.probes.append(payments_by_status(service.db.engine).sample)
+    service.probes.append(LoansOwedBack(service.db.engine).sample)
     return service

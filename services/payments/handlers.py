@@ -557,13 +557,13 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> bool:
         loan_id=loan_id,
     )
     await set_payables(tx, order_id, "cancelled")
-    _set_status(tx, order_id, "voided")
+    owed = int(paid.principal) + int(paid.interest)
+    # On the payment too, as a void_refused charge's is: GET /orders/{id}/payment and the
+    # list of the voided say what its buyer is owed back (NULL: nothing).
+    _set_status(tx, order_id, "voided", refund_owed_fen=owed or None)
     await tx.emit(
         PaymentVoided(
-            order_id=order_id,
-            loan_id=loan_id,
-            amount_fen=loan.principal_fen,
-            refund_owed_fen=int(paid.principal) + int(paid.interest),
+            order_id=order_id, loan_id=loan_id, amount_fen=loan.principal_fen, refund_owed_fen=owed
         )
     )
     return True

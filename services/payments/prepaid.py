@@ -298,9 +298,9 @@ SHOWN = (
     payments.c.unreached,  # ... those of its calls that never reached the gateway
     payments.c.held_until,  # the hold's time: a charge the gateway saw none of is not made
     payments.c.collected_by,  # the platform app that took the money
-    payments.c.refund_owed_fen,  # void_refused: owed back to the buyer
+    payments.c.refund_owed_fen,  # void_refused, or a voided loan: owed back to the buyer
     payments.c.gateway_refusal,  # ... and the gateway's refusal
-    payments.c.refund_reference,  # refunded: the transfer's reference
+    payments.c.refund_reference,  # refunded: the transfer's reference (refund_owed_fen: paid)
     payments.c.refunded_at,  # ... and when it was recorded
     payments.c.unplaced_at,  # voided by an operator: the orders service never had the order
     payments.c.unplaced_by,  # ... the operator's token
@@ -573,6 +573,31 @@ VOID_REFUSED = Counter(
     "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
     " to its buyer, by hand (payments.payments: status void_refused, refund_owed_fen)",
 )
+
+LOANS_OWED_BACK = Gauge(
+    "caravan_payments_loans_owed_back",
+    "Loans voided (their order cancelled) whose buyer had repaid on them: each owed back to"
+    " its buyer, by hand (payments.payments: status voided, refund_owed_fen)",
+)
+OWING_LOAN = in_statuses(payments.c.status, ["voided"]) & payments.c.refund_owed_fen.is_not(None)
+"""A voided loan's payment whose buyer is owed back what they repaid: read through the partial
+index ``payments_loans_owed_back`` (its predicate, written as literals)."""
+
+
+@dataclass(frozen=True)
+class LoansOwedBack:
+    """Samples :data:`LOANS_OWED_BACK` for ``/metrics`` (the alert
+    ``CaravanPaymentLoanRefundOwed``, as ``CaravanPaymentVoidRefused`` for a charge): the
+    few such payments among every one made, counted at every sample through their index."""
+
+    engine: AsyncEngine
+
+    def counted(self) -> Select[int]:
+        return select(func.count()).select_from(payments).where(OWING_LOAN)
+
+    async def sample(self) -> None:
+        async with self.engine.connect() as conn:
+            LOANS_OWED_BACK.set(await conn.scalar(self.counted()) or 0)
 
 
 LIVE = (*IN_FLIGHT, "void_refused")

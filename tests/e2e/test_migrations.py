@@ -264,6 +264,56 @@ async def test_orders_and_tokens_from_before_bound_tokens_are_kept_and_reach_as_
             await engine.dispose()
 
 
+async def test_loans_voided_before_payments_0022_say_on_their_payment_what_is_owed_back(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Upgraded from payments 0021, a loan voided before whose buyer had repaid says on its
+    payment what the ledger owes them back (``buyer_refund_payable``); one repaid nothing,
+    or refunded since (what was paid back), or a void_refused charge: as they were."""
+    ledger = ", ".join(  # each transaction balanced, as the ledger's trigger checks
+        f"('{txn}', 'k', '{account}', {fen * sign}, '{loan}')"
+        for txn, fen, loan in (
+            ("void:o-owes", -1000, "l-owes"),
+            ("void:o-refunded", -500, "l-refunded"),
+            ("refund:o-refunded", 500, "l-refunded"),
+        )
+        for account, sign in (("buyer_refund_payable", 1), ("repayments_cash", -1))
+    )
+    async with scratch_database(infrastructure.database_url, "caravan_owed") as url:
+        cfg = alembic_config(migrations_folder("payments"), url)
+        await asyncio.to_thread(command.upgrade, cfg, "0021")
+        await _execute(
+            url,
+            "insert into payments.payments (order_id, status, loan_id, refund_owed_fen) values"
+            " ('o-owes', 'voided', 'l-owes', NULL), ('o-none', 'voided', 'l-none', NULL),"
+            " ('o-refunded', 'refunded', 'l-refunded', 500),"
+            " ('o-charge', 'void_refused', NULL, 700), ('o-paid', 'voided', NULL, NULL)",
+        )
+        await _execute(
+            url,
+            "insert into payments.ledger_entries (txn_id, kind, account, amount_fen, loan_id)"
+            f" values {ledger}",
+        )
+        await asyncio.to_thread(command.upgrade, cfg, "0022")
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.execute(
+                    text(
+                        "select order_id, refund_owed_fen from payments.payments order by order_id"
+                    )
+                )
+                assert [tuple(r) for r in found] == [
+                    ("o-charge", 700),
+                    ("o-none", None),
+                    ("o-owes", 1000),
+                    ("o-paid", None),
+                    ("o-refunded", 500),
+                ]
+        finally:
+            await engine.dispose()
+
+
 async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:
     """With ``schema`` at its head and ``row`` (an insert) added, a downgrade ``to`` refuses
     and leaves it at its head: its Alembic config, and what the refusal said."""

@@ -1,5 +1,7 @@
 """``caravan payments`` subcommands against the running payments admin API."""
 
+from collections.abc import Awaitable, Callable
+
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
     buyer,
@@ -11,6 +13,18 @@ from tests.e2e.test_payments_credit import (
     run,
 )
 from tests.harness import System
+
+
+async def listed(
+    cli: Callable[..., Awaitable[tuple[int, str]]], status: str, order_id: str
+) -> list[str]:
+    """What ``caravan payments list --status STATUS`` says of ``order_id``'s figures (its
+    right column: method, fen, calls, what is owed or was paid back), line by line."""
+    code, out = await cli("list", "--status", status, "--limit", "100")
+    assert code == 0, out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    first = next(i for i, row in enumerate(rows) if row[0] == order_id)
+    return [row[1] for row in rows[first : first + 4]]
 
 
 async def test_credit_and_repayment_commands(caravan: System) -> None:
@@ -69,6 +83,14 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     await cancel(caravan, voided)
     code, out = await cli("loan", authorized.data["loan_id"])
     assert code == 0 and "(voided)" in out and "; owed back to the buyer 3000 fen" in out, out
+    # The list of the voided says it too (it said the loan's amount alone), and once refunded
+    # by hand, that of the refunded says what was paid back.
+    assert (await listed(cli, "voided", voided))[3] == "owed 3000"
+    made = ("--reference", "BANK-CLI-1", "--reason", "bank transfer")
+    code, out = await cli("refunded", voided, *made)
+    said = f"order {voided}: 3000 fen refunded to the buyer under reference BANK-CLI-1"
+    assert code == 0 and out.startswith(f"{said} (recorded "), out
+    assert (await listed(cli, "refunded", voided))[3] == "paid back 3000"
 
     # An id is sent whole: "#", "?" and "/.." are part of it, not the URL's (before, this
     # set the limit of `who` itself, and `loan "x/../<id>"` showed that loan).

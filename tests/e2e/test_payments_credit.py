@@ -637,6 +637,13 @@ async def test_what_a_voided_loans_buyer_repaid_is_shown_as_owed_back(
         0,
         1_200,
     )
+    # Its payment says it too, as a void_refused charge's does, and so does the list an
+    # operator finds the buyers owed back in (both said null: nothing owed).
+    payment = (await admin.get(f"/orders/{order_id}/payment")).json()
+    assert (payment["status"], payment["refund_owed_fen"]) == ("voided", 1_200)
+    listed = await admin.get("/payments", params={"status": "voided", "limit": 100})
+    found = [p["refund_owed_fen"] for p in listed.json()["items"] if p["order_id"] == order_id]
+    assert found == [1_200], listed.text
 
 
 async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said_once(
@@ -655,6 +662,11 @@ async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said
     assert early.status_code == 409, early.text
     assert (await repay(admin, loan_id, "part", 1_200)).status_code == 201
     await cancel(caravan, order_id)
+    await caravan.wait_for(  # voided: what was repaid owed back
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=order_id)
+    )
+    owed = await loans_owed_gauged(caravan, "the loan owing back counted")
+    assert owed >= 1
     first = await admin.post(route, json=made)
     assert first.status_code == 200, first.text
     done = first.json()
@@ -665,6 +677,9 @@ async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said
     )
     again = await admin.post(route, json=made)  # the answer lost
     assert (again.status_code, again.json()) == (200, done)
+    listed = await admin.get("/payments", params={"status": "refunded", "limit": 100})
+    found = [p["refund_owed_fen"] for p in listed.json()["items"] if p["order_id"] == order_id]
+    assert found == [1_200], listed.text  # what was paid back, not the loan's 3000
     loan = (await admin.get(f"/loans/{loan_id}")).json()
     assert (loan["status"], loan["refund_owed_fen"]) == ("voided", 0)
     paid = await caravan.sql(
@@ -680,6 +695,23 @@ async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said
     await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
     said = caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.refunded", order_id=order_id)
     assert [(e.data["loan_id"], e.data["amount_fen"]) for e in said] == [(loan_id, 1_200)]
+    # The gauge the alert watches counts it no longer, from the next sample on (5 s).
+    assert await loans_owed_gauged(caravan, "the loan refunded no longer counted") == owed - 1
+
+
+async def loans_owed_gauged(caravan: System, what: str) -> float:
+    """The gauge the alert ``CaravanPaymentLoanRefundOwed`` watches, once it counts the
+    voided loans owing their buyer back now (at most two samples of 5 s)."""
+    owed = (
+        "select count(*) from payments.payments"
+        " where status = 'voided' and refund_owed_fen is not null"
+    )
+    counted = float(await caravan.scalar(owed))
+
+    async def gauged() -> float:
+        return await caravan.gauge("payments", "caravan_payments_loans_owed_back")
+
+    return await caravan.until(gauged, f"{what}: {counted}", 15, 0.5, counted.__eq__)
 
 
 async def test_a_microloan_order_of_0_fen_is_confirmed_without_a_loan(

@@ -1,7 +1,8 @@
-"""The payments owed back to their buyers (``void_refused``) and those refunded by hand are
-counted for the alert's gauge, and the payments of any status listed for operators (``GET
-/payments?status=``, ``caravan payments list``), through an index on a database of many
-payments, not by a scan of every payment: the table keeps every payment ever made."""
+"""The payments owed back to their buyers (``void_refused``, a voided loan's repayments) and
+those refunded by hand are counted for the alerts' gauges, and the payments of any status
+listed for operators (``GET /payments?status=``, ``caravan payments list``), through an index
+on a database of many payments, not by a scan of every payment: the table keeps every payment
+ever made."""
 
 import os
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import text
 
 from caravan import system
-from services.payments.prepaid import listed, payments_by_status
+from services.payments.prepaid import LoansOwedBack, listed, payments_by_status
 from tests.e2e.test_messaging_retention import orders_tables
 from tests.e2e.test_orders_list_plan import plan_of
 
@@ -26,7 +27,8 @@ FILL = text(
         refund_reference, refunded_at)
     select md5(i::text)::uuid::text, 'buyer-' || i % 426, 'prepaid', 1000 + i % 9000, s.status,
         at, at, case when s.status in ('charging', 'voiding') then at end,
-        case when s.status in ('void_refused', 'refunded') then 1000 end,
+        case when s.status in ('void_refused', 'refunded') then 1000
+            when s.status = 'voided' and i % 250 = 0 then 500 end,
         case when s.status in ('void_refused', 'refunded') then 'settled' end,
         case when s.status = 'refunded' then 'BANK-' || i end,
         case when s.status = 'refunded' then at end
@@ -72,12 +74,15 @@ async def test_payments_refunded_by_hand_are_counted_and_any_status_listed_throu
                 "charging": listed("charging", None, 20),
                 "awaiting": listed("awaiting", None, 20),
                 "the gauge": payments_by_status(db.engine).count_live(),
+                "the loans owed back": LoansOwedBack(db.engine).counted(),
             }
             asked = by_hand | by_status | other
             plans = {what: await plan_of(conn, q) for what, q in asked.items()}
     for what, (nodes, blocks) in plans.items():
         assert not any(n.startswith("Seq Scan") for n in nodes), (what, nodes)
         assert blocks < 50, (what, nodes, blocks)
+    nodes, _ = plans["the loans owed back"]  # a few among every payment: their own index
+    assert any("payments_loans_owed_back" in n for n in nodes), nodes
     for lists, index in (
         (by_hand, "payments_refunds_by_hand"),
         (by_status, "payments_status_changed"),

@@ -489,7 +489,10 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     }
     owed = {**refunded, "order_id": charging["order_id"][:-1] + "2", "status": "void_refused"}
     owed |= {"refund_reference": None}
-    listed = [charging, refunded, owed]
+    loan = {**owed, "order_id": charging["order_id"][:-1] + "3", "status": "voided"}
+    loan |= {"method": "microloan", "attempts": 0, "refund_owed_fen": 1000}
+    loan |= {"gateway_refusal": None, "loan_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a59"}
+    listed = [charging, refunded, owed, loan]
     monkeypatch.setattr(payments_cli, "newest", lambda *args: (listed, False))
     text = shown(monkeypatch, "payments", "list", "--status", "charging", "--url", "http://a")
     lines = text.splitlines()
@@ -503,11 +506,15 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         [refunded["order_id"], "prepaid"],
         ["buyer-0001", "3500 fen"],
         ["2026-12-04T09:12:28+00:00", "3 call(s)"],
-        ["refunded BANK-LIST-1", ""],
+        ["refunded BANK-LIST-1", "paid back 3500"],
         [owed["order_id"], "prepaid"],
         ["buyer-0001", "3500 fen"],
         ["2026-12-04T09:12:28+00:00", "3 call(s)"],
         ["", "owed 3500"],
+        [loan["order_id"], "microloan"],
+        ["buyer-0001", "3500 fen"],
+        ["2026-12-04T09:12:28+00:00", "0 call(s)"],
+        ["", "owed 1000"],
     ], text
     assert "".join(row[2] for row in rows[:4]) == charging["last_error"], text
     # Why the void was refused: the column was empty, none of its calls having failed.

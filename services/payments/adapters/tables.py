@@ -51,7 +51,7 @@ payments = Table(
     # awaiting (a platform's prepaid order: until the adapter says the platform was paid) |
     # cancelled (cancelled before any payment was asked) |
     # void_refused (prepaid: the gateway refused the void for good; the buyer is owed a refund) |
-    # refunded (a void_refused one whose refund operations made by hand, and recorded)
+    # refunded (a void_refused one, or a voided loan's repayments, refunded by hand, recorded)
     Column("status", String(16), nullable=False),
     Column("loan_id", String(36), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -73,7 +73,9 @@ payments = Table(
     # outage held up (migration 0018; NULL for those that met none, or before it).
     Column("last_error", Text, nullable=True),
     # A void the gateway refused for good (``void_refused``): the charge stands, and what the
-    # buyer paid is owed back to them, by hand; the gateway's answer, as it gave it.
+    # buyer paid is owed back to them, by hand; the gateway's answer, as it gave it. A loan
+    # voided (``voided``) says here too what its buyer had repaid, owed back (migration 0022;
+    # NULL: nothing); once ``refunded``, it is what was paid back.
     Column("refund_owed_fen", BigInteger, nullable=True),
     Column("gateway_refusal", Text, nullable=True),
     # Its refund made by hand (``refunded``): the bank's or gateway's transfer reference
@@ -123,6 +125,13 @@ payments = Table(
         "updated_at",
         "order_id",
         postgresql_where=text("status IN ('void_refused', 'refunded')"),
+    ),
+    # The loans voided whose buyer is owed back what they repaid, by hand: counted at every
+    # sample for the alert, as those void_refused are (migration 0022).
+    Index(
+        "payments_loans_owed_back",
+        "order_id",
+        postgresql_where=text("status = 'voided' AND refund_owed_fen IS NOT NULL"),
     ),
     # An operator's list of the payments of any other status, newest first (``caravan
     # payments list --status authorized``): those statuses are most of the table, read whole

@@ -15,11 +15,14 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   gateway calls' attempts, how many of them never reached it (``unreached``) and the last
   error they met, kept once answered, the hold's time its charge is made by (``held_until``:
   one the gateway saw none of is declined ``expired`` after it); a
-  ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a ``refunded`` one's
-  ``refund_reference`` and ``refunded_at`` too).
+  ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a voided loan's
+  ``refund_owed_fen``: what its buyer had repaid, owed back (null: nothing); a ``refunded``
+  one's ``refund_owed_fen`` (what was paid back), ``refund_reference`` and ``refunded_at``
+  too).
 - ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``
   too): the payments of a status, the last changed first, paged (``cursor``, ``limit``):
-  ``void_refused``: those whose buyer is owed a refund by hand.
+  ``void_refused``: those whose buyer is owed a refund by hand; ``voided``: among them, the
+  loans with a ``refund_owed_fen``, whose buyer is owed back what they repaid.
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
   operations refunded by hand the buyer of a ``void_refused`` payment, or of a voided loan
   what they had repaid: it is ``refunded`` (audited; said as ``payment.refunded``); the same
@@ -227,8 +230,9 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         limit: Limit = 20,
     ) -> Any:
         """The payments of a status, the last changed first (``void_refused``: those whose
-        buyer is owed a refund by hand), each as ``GET /orders/{id}/payment`` shows it with
-        its ``buyer_id`` and ``updated_at``; follow ``next_cursor``."""
+        buyer is owed a refund by hand; ``voided``: a loan's with ``refund_owed_fen`` too),
+        each as ``GET /orders/{id}/payment`` shows it with its ``buyer_id`` and
+        ``updated_at``; follow ``next_cursor``."""
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await prepaid.payments_of(conn, status, start, limit)
         return {"items": _jsonable(items), "next_cursor": next_cursor}

@@ -143,12 +143,19 @@ def refunded(
 ) -> None:
     """Record that the buyer of a void_refused payment, or of a voided loan what they had
     repaid, was refunded by hand (audited; the same reference and reason again change
-    nothing, another reason is refused)."""
+    nothing, and say when and by whom it was recorded; another reason is refused)."""
     body = {"reference": reference, "reason": reason}
     done = _call(url, "POST", "/orders/{}/payment/refund", order_id, json=body)
-    console.print(
+    said = (
         f"order {order_id}: {done['refund_owed_fen']} fen refunded to the buyer under reference "
-        f"{done['refund_reference']} (recorded {done['refunded_at']})"
+        f"{done['refund_reference']}"
+    )
+    if done.get("applied", True):  # older servers: absent
+        console.print(f"{said} (recorded {done['refunded_at']})")
+        return
+    by = done.get("refunded_by") or "a token the audit trail names (not kept before 0023)"
+    console.print(
+        f"{said}: recorded before, at {output.at(done['refunded_at'])} by {by}; nothing changed"
     )
 
 

@@ -301,7 +301,8 @@ SHOWN = (
     payments.c.refund_owed_fen,  # void_refused, or a voided loan: owed back to the buyer
     payments.c.gateway_refusal,  # ... and the gateway's refusal
     payments.c.refund_reference,  # refunded: the transfer's reference (refund_owed_fen: paid)
-    payments.c.refunded_at,  # ... and when it was recorded
+    payments.c.refunded_at,  # ... when it was recorded
+    payments.c.refunded_by,  # ... and by whom (the token's name)
     payments.c.unplaced_at,  # voided by an operator: the orders service never had the order
     payments.c.unplaced_by,  # ... the operator's token
     payments.c.unplaced_reason,  # ... and why
@@ -420,6 +421,7 @@ async def record_refund(
             refund_reference=reference,
             refund_reason=reason,
             refunded_at=func.now(),
+            refunded_by=recorded_by[:128],
             updated_at=func.now(),
         )
     )

@@ -84,12 +84,15 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     code, out = await cli("loan", authorized.data["loan_id"])
     assert code == 0 and "(voided)" in out and "; owed back to the buyer 3000 fen" in out, out
     # The list of the voided says it too (it said the loan's amount alone), and once refunded
-    # by hand, that of the refunded says what was paid back.
+    # by hand, that of the refunded says what was paid back; recorded again, nothing changed.
     assert (await listed(cli, "voided", voided))[3] == "owed 3000"
     made = ("--reference", "BANK-CLI-1", "--reason", "bank transfer")
     code, out = await cli("refunded", voided, *made)
     said = f"order {voided}: 3000 fen refunded to the buyer under reference BANK-CLI-1"
     assert code == 0 and out.startswith(f"{said} (recorded "), out
+    code, out = await cli("refunded", voided, *made)
+    assert code == 0 and out.startswith(f"{said}: recorded before, at "), out
+    assert " by test-session-" in out and out.endswith("; nothing changed\n"), out
     assert (await listed(cli, "refunded", voided))[3] == "paid back 3000"
 
     # An id is sent whole: "#", "?" and "/.." are part of it, not the URL's (before, this

@@ -670,13 +670,15 @@ async def test_a_voided_loan_s_repayments_refunded_by_hand_are_recorded_and_said
     first = await admin.post(route, json=made)
     assert first.status_code == 200, first.text
     done = first.json()
-    assert (done["status"], done["loan_id"], done["refund_owed_fen"]) == (
+    assert (done["status"], done["loan_id"], done["refund_owed_fen"], done["applied"]) == (
         "refunded",
         loan_id,
         1_200,
+        True,
     )
-    again = await admin.post(route, json=made)  # the answer lost
-    assert (again.status_code, again.json()) == (200, done)
+    assert done["refunded_by"].startswith("test-session-"), done
+    again = await admin.post(route, json=made)  # the answer lost: nothing changed, it says
+    assert (again.status_code, again.json()) == (200, {**done, "applied": False})
     listed = await admin.get("/payments", params={"status": "refunded", "limit": 100})
     found = [p["refund_owed_fen"] for p in listed.json()["items"] if p["order_id"] == order_id]
     assert found == [1_200], listed.text  # what was paid back, not the loan's 3000

@@ -608,16 +608,17 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
         3500,
         "BANK-20261205-0001",
     )
-    assert done["refunded_at"]
-    again = await admin.post(route, json=made)  # the answer lost
-    assert (again.status_code, again.json()) == (200, done)
+    assert done["refunded_at"] and done["applied"] is True
+    again = await admin.post(route, json=made)  # the answer lost: nothing changed, it says
+    assert (again.status_code, again.json()) == (200, {**done, "applied": False})
     otherwise = await admin.post(route, json={**made, "reason": "refunded at the gateway"})
     assert otherwise.status_code == 409, otherwise.text
     assert otherwise.json()["detail"] == (
         f"the payment of order {order_id} was refunded under reference 'BANK-20261205-0001'"
         " for another reason: 'refunded by bank transfer'"
     )
-    assert (await admin.get(f"/orders/{order_id}/payment")).json() == done
+    shown = {k: v for k, v in done.items() if k != "applied"}
+    assert (await admin.get(f"/orders/{order_id}/payment")).json() == shown
     other = await admin.post(route, json={**made, "reference": "BANK-20261205-0002"})
     assert other.status_code == 409
     assert other.json()["detail"] == (
@@ -662,7 +663,12 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     said = f"order {by_cli}: 3500 fen refunded to the buyer under reference BANK-0003 (recorded "
     code, out = await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer")
     assert code == 0 and out.startswith(said), out
-    assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer") == (code, out)
+    # Again (an answer lost): nothing changed, and it says so, and when and by whom (it
+    # printed what the first printed, as if it had recorded it then).
+    code, out = await cli(by_cli, "--reference", "BANK-0003", "--reason", "bank transfer")
+    before = f"{said.removesuffix(' (recorded ')}: recorded before, at "
+    assert code == 0 and out.startswith(before), out
+    assert " by test-session-" in out and out.endswith("; nothing changed\n"), out
     assert await cli(by_cli, "--reference", "BANK-0003", "--reason", "again") == (
         1,
         f"Refund not recorded: the payment of order {by_cli} was refunded under reference"
@@ -715,7 +721,7 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
         first = await ops.post(route, json=made)
         assert first.status_code == 200, first.text
         again = await ops.post(route, json=made)  # the answer lost
-    assert (again.status_code, again.json()) == (200, first.json())
+    assert (again.status_code, again.json()) == (200, {**first.json(), "applied": False})
     await published(caravan, "payments", order_id, Topic.PAYMENT_EVENTS)
     said = caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.refunded", order_id=order_id)
     assert [e.data for e in said] == [
@@ -866,6 +872,7 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
     answers = [await task for task in racing]
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     [won] = [a.json() for a in answers if a.status_code == 200]
+    assert won.pop("applied") is True
     assert (await admin.get(f"/orders/{order_id}/payment")).json() == won
     postings = await caravan.sql(
         "select count(*) from payments.ledger_entries where txn_id = :t", t=f"refund:{order_id}"

@@ -79,11 +79,12 @@ payments = Table(
     Column("refund_owed_fen", BigInteger, nullable=True),
     Column("gateway_refusal", Text, nullable=True),
     # Its refund made by hand (``refunded``): the bank's or gateway's transfer reference
-    # operations gave, why (NULL for those recorded before migration 0017), and when they
-    # recorded it.
+    # operations gave, why (NULL for those recorded before migration 0017), when they
+    # recorded it, and the token's name (NULL before migration 0023: the audit trail's).
     Column("refund_reference", String(128), nullable=True),
     Column("refund_reason", String(256), nullable=True),
     Column("refunded_at", DateTime(timezone=True), nullable=True),
+    Column("refunded_by", String(128), nullable=True),
     # Voided by an operator because the orders service never had the order (a forged
     # ``stock.reserved``, or a copy of a platform's order under another id: migration 0021):
     # when, the token's name and why (services.payments.unplaced).

@@ -17,8 +17,8 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   one the gateway saw none of is declined ``expired`` after it); a
   ``void_refused`` one's ``refund_owed_fen`` and ``gateway_refusal``; a voided loan's
   ``refund_owed_fen``: what its buyer had repaid, owed back (null: nothing); a ``refunded``
-  one's ``refund_owed_fen`` (what was paid back), ``refund_reference`` and ``refunded_at``
-  too).
+  one's ``refund_owed_fen`` (what was paid back), ``refund_reference``, ``refunded_at`` and
+  ``refunded_by`` too).
 - ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``
   too): the payments of a status, the last changed first, paged (``cursor``, ``limit``):
   ``void_refused``: those whose buyer is owed a refund by hand; ``voided``: among them, the
@@ -26,8 +26,9 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
   operations refunded by hand the buyer of a ``void_refused`` payment, or of a voided loan
   what they had repaid: it is ``refunded`` (audited; said as ``payment.refunded``); the same
-  reference and reason again answer the same; 409 for a payment owing nothing back, or the
-  same reference with another reason.
+  reference and reason again answer the payment as it is, ``"applied": false`` (true: this
+  call recorded it); 409 for a payment owing nothing back, or the same reference with another
+  reason.
 - ``POST /orders/{order_id}/payment/void`` ``{"reason", "orders_answered": 404}`` (scope
   ``ops``): void the payment of an order the orders service never had (a forged
   ``stock.reserved``), as its cancellation would (:mod:`services.payments.unplaced`), audited;
@@ -255,8 +256,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         transfer): it is ``refunded`` (``refund_owed_fen``: what was paid back), the ledger
         owes the buyer nothing more, the audit trail says who and why, and
         ``payment.refunded`` says it. The same reference and reason again answer the same,
-        changing nothing; the same reference with another reason is a 409 naming the reason
-        recorded."""
+        changing nothing (``"applied": false``; true: this call recorded it); the same
+        reference with another reason is a 409 naming the reason recorded."""
         try:
             async with uow.begin() as tx:
                 done = await prepaid.record_refund(
@@ -276,7 +277,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             return problem(409, "Refund not recorded", str(exc))
         if done is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return _jsonable(done.after)
+        return _jsonable({**done.after, "applied": done.recorded})
 
     @router.post(
         "/orders/{order_id}/payment/void",

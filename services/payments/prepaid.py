@@ -352,13 +352,16 @@ class NotRefundable(Exception):
 
 
 @dataclass(frozen=True)
-class Refund:
+class Change:
+    """A payment before and after an operator's write (a refund recorded, a void of an order
+    never placed): the same write again changes nothing."""
+
     before: dict[str, Any]
     after: dict[str, Any]
 
     @property
-    def recorded(self) -> bool:
-        """False: the same refund again, nothing changed."""
+    def applied(self) -> bool:
+        """False: the same write again, nothing changed."""
         return self.before != self.after
 
 
@@ -381,7 +384,7 @@ async def _owed_back(conn: AsyncConnection, payment: dict[str, Any]) -> int | No
 
 async def record_refund(
     tx: Tx, order_id: str, reference: str, reason: str, recorded_by: str
-) -> Refund | None:
+) -> Change | None:
     """Operations refunded by hand the buyer of a ``void_refused`` payment, or of a voided
     loan what they had repaid on it (the transfer's ``reference``, and why; ``recorded_by``:
     the operator's token): it is ``refunded`` (``refund_owed_fen``: what was paid back), the
@@ -403,7 +406,7 @@ async def record_refund(
                 f"the payment of order {order_id} was refunded under reference {reference!r}"
                 f" for another reason: {recorded!r}"
             )
-        return Refund(before, before)
+        return Change(before, before)
     owed = await _owed_back(tx.conn, before)
     if owed is None:
         was = f" under reference {before['refund_reference']!r}" if status == "refunded" else ""
@@ -443,7 +446,7 @@ async def record_refund(
     await tx.emit(refunded)
     after = await payment_view(tx.conn, order_id)
     assert after is not None  # locked above
-    return Refund(before, after)
+    return Change(before, after)
 
 
 async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUnavailable) -> None:

@@ -16,13 +16,11 @@ it (a redelivery, a replay, or a genuine order's reservation come late) finds th
 lends or charges nothing, and such an order, if orders has it, is never authorised: it
 expires at its deadline, its stock released, its buyer charged nothing."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from services.payments.adapters.tables import payments
 from services.payments.handlers import VOIDABLE, void_payment
-from services.payments.prepaid import payment_view
+from services.payments.prepaid import Change, payment_view
 from shared.messaging.uow import Tx
 
 
@@ -31,18 +29,7 @@ class NotVoidable(Exception):
     its order's cancellation), or owed back by hand (``void_refused``, ``refunded``)."""
 
 
-@dataclass(frozen=True)
-class Void:
-    before: dict[str, Any]
-    after: dict[str, Any]
-
-    @property
-    def voided(self) -> bool:
-        """False: voided so before, nothing changed now."""
-        return self.before != self.after
-
-
-async def void_unplaced(tx: Tx, order_id: str, reason: str, voided_by: str) -> Void | None:
+async def void_unplaced(tx: Tx, order_id: str, reason: str, voided_by: str) -> Change | None:
     """Void the payment of ``order_id``, an order the orders service never had, and record
     when, by whom (``voided_by``: the operator's token) and why. A payment voided so before
     is answered as it is, changing nothing (the first reason stands); None: no payment for
@@ -51,7 +38,7 @@ async def void_unplaced(tx: Tx, order_id: str, reason: str, voided_by: str) -> V
     if before is None:
         return None
     if before["unplaced_at"] is not None:
-        return Void(before, before)
+        return Change(before, before)
     row = (await tx.conn.execute(VOIDABLE.where(payments.c.order_id == order_id))).one()
     if not await void_payment(tx, order_id, row, caused_by=None):
         raise NotVoidable(
@@ -70,4 +57,4 @@ async def void_unplaced(tx: Tx, order_id: str, reason: str, voided_by: str) -> V
     await tx.flush()
     after = await payment_view(tx.conn, order_id)
     assert after is not None  # locked above
-    return Void(before, after)
+    return Change(before, after)

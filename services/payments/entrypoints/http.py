@@ -65,7 +65,7 @@ from shared.http import (
     require,
 )
 from shared.ids import as_stored
-from shared.messaging.uow import UnitOfWork
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Limit, Position, cursor_after
 from shared.seed import MAX_CREDIT_LIMIT_FEN, CreditLimit
 
@@ -124,6 +124,28 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+async def _audited(
+    tx: Tx,
+    who: Principal,
+    action: str,
+    order_id: str,
+    done: prepaid.Change | None,
+    detail: dict[str, Any],
+) -> None:
+    """Audit an operator's write to a payment (``action``), once it changed the payment: the
+    same write again changes nothing, and adds no second row."""
+    if done is not None and done.applied:
+        await audit.record(
+            tx.conn,
+            who.name,
+            action,
+            order_id,
+            before=_jsonable(done.before),
+            after=_jsonable(done.after),
+            detail=detail,
+        )
 
 
 def credit_router(uow: UnitOfWork) -> APIRouter:
@@ -263,21 +285,13 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                 done = await prepaid.record_refund(
                     tx, order_id, body.reference, body.reason, who.name
                 )
-                if done is not None and done.recorded:
-                    await audit.record(
-                        tx.conn,
-                        who.name,
-                        "payment.refund",
-                        order_id,
-                        before=_jsonable(done.before),
-                        after=_jsonable(done.after),
-                        detail={"reference": body.reference, "reason": body.reason},
-                    )
+                detail = {"reference": body.reference, "reason": body.reason}
+                await _audited(tx, who, "payment.refund", order_id, done, detail)
         except prepaid.NotRefundable as exc:
             return problem(409, "Refund not recorded", str(exc))
         if done is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return _jsonable({**done.after, "applied": done.recorded})
+        return _jsonable({**done.after, "applied": done.applied})
 
     @router.post(
         "/orders/{order_id}/payment/void",
@@ -303,25 +317,17 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         try:
             async with uow.begin() as tx:
                 done = await unplaced.void_unplaced(tx, order_id, body.reason, who.name[:128])
-                if done is not None and done.voided:
-                    await audit.record(
-                        tx.conn,
-                        who.name,
-                        "payment.void_unplaced",
-                        order_id,
-                        before=_jsonable(done.before),
-                        after=_jsonable(done.after),
-                        detail={
-                            "reason": body.reason,
-                            "orders_answered": body.orders_answered,
-                            "orders_asked": body.orders_asked,
-                        },
-                    )
+                detail = {
+                    "reason": body.reason,
+                    "orders_answered": body.orders_answered,
+                    "orders_asked": body.orders_asked,
+                }
+                await _audited(tx, who, "payment.void_unplaced", order_id, done, detail)
         except unplaced.NotVoidable as exc:
             return problem(409, "Payment not voided", str(exc))
         if done is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return _jsonable({**done.after, "applied": done.voided})
+        return _jsonable({**done.after, "applied": done.applied})
 
     @router.post(
         "/loans/{loan_id}/repayments",

@@ -237,8 +237,8 @@ async def _apply(
     reference: str | None = None,
 ) -> None:
     """Record ``event_type`` on the order's timeline, with the amount and reference it names
-    (a refund's), and make its ``change``; None: an event recorded only, which comes after
-    the order's end by nature (nothing said of it then)."""
+    (a refund's, or what a void left owed back), and make its ``change``; None: an event
+    recorded only, which comes after the order's end by nature (nothing said of it then)."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
@@ -354,13 +354,14 @@ async def on_payment_undone(tx: Tx, parsed: Parsed) -> None:
     back refunded by hand (``payment.refunded``): recorded only, never a change of status,
     so that the timeline of a cancelled order that a late ``payment.authorized`` reached ends
     with the void, not with an authorisation the buyer would take for a charge or a loan
-    standing, and an operator reading it sees the refund paid."""
+    standing, and an operator reading it sees what the buyer is owed back and the refund
+    paid."""
     data = parsed.data
     assert isinstance(data, PaymentVoided | PaymentRefunded)
     if isinstance(data, PaymentRefunded):  # what was paid back, under which transfer
         await _apply(tx, data.order_id, parsed.envelope.type, None, data.amount_fen, data.reference)
-    else:
-        await _apply(tx, data.order_id, parsed.envelope.type, None)
+    else:  # what the buyer is owed back, if anything
+        await _apply(tx, data.order_id, parsed.envelope.type, None, data.refund_owed_fen or None)
 
 
 async def expire_due(tx: Tx, now: datetime) -> list[str]:

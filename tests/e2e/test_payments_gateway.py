@@ -693,8 +693,9 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     payments says it once (``payment.refunded``: the amount, the reference, the reason and
     who recorded it), the order's timeline ends on it, the order still cancelled, as
     ``caravan orders show`` prints it, and the buyer is texted that it was paid; its copy read
-    again is neither recorded nor texted twice. (Nothing was said: the timeline ended on the
-    void, no one reading it knew the buyer was paid, and the buyer was never told.)"""
+    again is neither recorded nor texted twice; the void before it says what was owed back.
+    (Nothing was said: the timeline ended on the void, no one reading it knew the buyer was
+    paid, and the buyer was never told.)"""
     who = buyer("gw-refund-said")
     hang = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answered in time
     assert (await gateway.put(f"/behaviour/{who}", json=hang)).is_success
@@ -754,13 +755,19 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
         "amount_fen": 3500,
         "reference": "BANK-20261206-0001",
     }
-    assert shown["timeline"][-2]["amount_fen"] is None  # the void names nothing
+    # What the void left owed back (the step said nothing of it).
+    assert {k: shown["timeline"][-2][k] for k in ("type", "amount_fen", "reference")} == {
+        "type": "payment.voided",
+        "amount_fen": 3500,
+        "reference": None,
+    }
     printed = await caravan_cli(caravan, "orders", "show", order_id)
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     [voided] = [n for n, line in enumerate(lines) if "payment.voided" in line]
     [refunded] = [n for n, line in enumerate(lines) if "payment.refunded" in line]
     assert voided < refunded, printed.stdout
+    assert "payment.voided: 3500 fen owed back" in lines[voided], printed.stdout
     step = "payment.refunded: 3500 fen under reference BANK-20261206-0001"
     assert step in lines[refunded], printed.stdout
 

@@ -38,8 +38,10 @@ class Step(BaseModel):
     time: str
     amount_fen: int | None = Field(
         None,
-        description="payment.refunded: what was paid back to the buyer, in fen; null on the"
-        " other steps, and on a refund recorded before orders migration 0012",
+        description="payment.refunded: what was paid back to the buyer, in fen;"
+        " payment.voided: what the buyer is owed back (its refund_owed_fen, when more than"
+        " 0); null on the other steps, on a refund recorded before orders migration 0012 and"
+        " on a void recorded before 2026-12-06",
     )
     reference: str | None = Field(
         None,
@@ -51,10 +53,11 @@ class Step(BaseModel):
 def step_said(step: Mapping[str, Any]) -> str:
     """A step of ``GET /orders/{id}``'s timeline as ``caravan orders show`` and the operations
     page say it: its type, then what it names (``payment.refunded: 3500 fen under reference
-    BANK-20261206-0001``)."""
+    BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``)."""
     amount, reference = step.get("amount_fen"), step.get("reference")
+    owed = " owed back" if step["type"] == "payment.voided" else ""
     named = [
-        f"{amount} fen" if amount is not None else "",
+        f"{amount} fen{owed}" if amount is not None else "",
         f"under reference {reference}" if reference else "",
     ]
     said = " ".join(n for n in named if n)

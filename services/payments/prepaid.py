@@ -250,7 +250,7 @@ async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> bool | None:
     charge is not (our configuration: a base URL changed since), to be made again."""
     if await ledger_store.entries_of(tx.conn, charge_txn(work.order_id)):
         return None
-    said = "the gateway knows no charge of cancelled order %s (%s): nothing to void"
+    said = "the gateway knows no charge of voided order %s (%s): nothing to void"
     log.info(said, work.order_id, answer)
     return await record_voided(tx, work)
 
@@ -278,7 +278,7 @@ async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
     )
     await tx.emit(voided, causation_id=work.caused_by)
     log.error(
-        "gateway refused for good to void the charge of cancelled order %s (%s): %d fen owed"
+        "gateway refused for good to void the charge of voided order %s (%s): %d fen owed"
         " back to the buyer, to refund by hand",
         work.order_id,
         refusal,

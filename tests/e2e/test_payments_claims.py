@@ -359,21 +359,26 @@ async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
 
 
 async def test_a_void_of_a_charge_the_gateway_never_approved_nor_knows_is_voided(
-    uow: UnitOfWork,
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An order cancelled while its charge had not been answered (here every call unreached),
     and the gateway answers its void 404, no such charge: nothing to void, the payment
-    ``voided`` (``payment.voided``, nothing charged), not asked again. (A 404 was asked again
-    every 30 s for ever, the payment ``voiding``, no operator told.) One whose charge the
-    gateway approved is asked again: tests/e2e/test_payments_gateway.py."""
+    ``voided`` (``payment.voided``, nothing charged), not asked again, said in an info line
+    true of a void by ``caravan payments void-unplaced`` too (it said "cancelled order"). (A
+    404 was asked again every 30 s for ever, the payment ``voiding``, no operator told.) One
+    whose charge the gateway approved is asked again: tests/e2e/test_payments_gateway.py."""
     due = datetime.now(UTC) - DECADE
     order_id = await prepaid(uow, "voiding", next_attempt_at=due, attempts=2, unreached=2)
     gateway = Failing(unknown)
     try:
         async with uow.begin() as tx:
             [work] = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
-        await perform(uow, gateway, work, 1.0)
+        with caplog.at_level(logging.INFO, logger="services.payments.prepaid"):
+            await perform(uow, gateway, work, 1.0)
         assert gateway.asked == [order_id]
+        [line] = [r.getMessage() for r in caplog.records if order_id in r.getMessage()]
+        assert line.startswith(f"the gateway knows no charge of voided order {order_id} ("), line
+        assert line.endswith("): nothing to void"), line
         async with uow.db.engine.connect() as conn:
             query = select(payments.c.status, payments.c.next_attempt_at)
             row = (await conn.execute(query.where(payments.c.order_id == order_id))).one()

@@ -5,7 +5,9 @@ An event whose ``order.placed`` never comes (a forged or mistaken event, an orde
 upstream) stays parked until the inbox's retention prunes it, 38 days, and
 ``CaravanEventsParked`` fires all that time. What orders knows of the order tells the two
 apart: an order it never placed sends no ``order.placed``; one it placed has its
-``order.placed`` on the way (the service behind or paused, or the record dead-lettered).
+``order.placed`` still to come to the service (dead-lettered by it, set aside by orders'
+outbox, on a partition added and not read yet, or before the start of a replay of its group:
+the alert's causes).
 
 A drop deletes the rows and records it in the audit trail (who, when, why, and the events:
 their type, order, topic and when they were parked) in the same transaction: a dropped event
@@ -69,8 +71,9 @@ class Parked:
             )
         return (
             f"{waited}: orders placed it {self.order.placed_at.isoformat(timespec='seconds')}"
-            f" ({self.order.status}), its order.placed not handled by {self.service} yet"
-            " (behind or paused, or dead-lettered: caravan dlq list --topic orders.events.v1)"
+            f" ({self.order.status}), its order.placed not handled by {self.service} yet:"
+            " dead-lettered (caravan dlq list --topic orders.events.v1), set aside by orders'"
+            " outbox, on a partition added and not read yet, or before a replay's start"
         )
 
 

@@ -30,8 +30,9 @@ def test_an_event_of_an_order_orders_placed_waits_for_its_order_placed_on_the_wa
     said = parked(Placed("pending", AT - timedelta(seconds=30))).why(AT + timedelta(minutes=12))
     assert said == (
         "waits 12m 0s for the order.placed of o-1: orders placed it 2026-12-06T08:59:30+00:00"
-        " (pending), its order.placed not handled by platform yet (behind or paused, or"
-        " dead-lettered: caravan dlq list --topic orders.events.v1)"
+        " (pending), its order.placed not handled by platform yet: dead-lettered (caravan dlq"
+        " list --topic orders.events.v1), set aside by orders' outbox, on a partition added"
+        " and not read yet, or before a replay's start"
     )
 
 
@@ -44,7 +45,7 @@ def test_a_drop_by_filter_leaves_out_events_whose_order_orders_placed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``caravan parked drop --older-than S`` dropped an event whose order orders had placed
-    (its service behind or paused) as readily as a forged one (a verification drill): it
+    (its order.placed still to come) as readily as a forged one (a verification drill): it
     would never have been acted on. Chosen by a filter, it is left out and said so; by its
     id it is dropped all the same."""
     forged = parked(None)

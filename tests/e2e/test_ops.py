@@ -1019,7 +1019,9 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
 ) -> None:
     """Not an event of any type (its ``type`` also holds Rich markup): each group reading the
     topic dead-letters it. Redriven, each copy is for its own group only; redriven again,
-    nothing is sent; with ``--again`` the redrives before are not asked for."""
+    nothing is sent; with ``--again`` it is not asked which were redriven before, only which
+    a redrive before sent fixed (``--value-file``: its own value would go back unfixed), none
+    here."""
     topic = Topic.ORDER_EVENTS
     groups = {g for g, topics in consumed(caravan).items() if topic in topics}
     key = ref("POISON").encode()
@@ -1091,12 +1093,23 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     async def not_asked(*_: object) -> dict[str, ops_dlq.Closed]:
         raise AssertionError("--again asked the audit trail which letters were redriven")
 
+    asked: list[list[str]] = []
+    fixed_before = ops_dlq.fixed_before
+
+    async def fixed(
+        database_url: str, letters: list[ops_dlq.DeadLetter]
+    ) -> dict[str, ops_dlq.Closed]:
+        asked.append(sorted(d.ref for d in letters))
+        return await fixed_before(database_url, letters)
+
     monkeypatch.setattr(ops_dlq, "closed_before", not_asked)
+    monkeypatch.setattr(ops_dlq, "fixed_before", fixed)
     chosen = ops_dlq.select(await ops_dlq.read(caravan.infra.kafka_bootstrap), refs=refs)
     bootstrap, database = caravan.infra.kafka_bootstrap, caravan.infra.database_url
     dry_again = await ops_dlq.redrive(bootstrap, database, chosen, dry_run=True, again=True)
     assert (sorted(dry_again.sent), dry_again.before) == (sorted(refs), {})
     assert dry_again.unrecorded is None
+    assert asked == [sorted(refs)]  # which a redrive before sent fixed: none
     monkeypatch.undo()
     # A redrive older than a letter was of another letter with its id (a dead-letter topic
     # made again since): not this one's.

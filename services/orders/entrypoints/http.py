@@ -43,8 +43,8 @@ from shared.settings import Settings
 NOT_FOUND = "no order with this id (or none the token reaches: one bound to its own orders)"
 KEY_TAKEN = (
     "an order with this Idempotency-Key is not this token's: another client's (every client"
-    " of POST /orders shares one space of keys), or placed before orders kept who placed"
-    " them (orders migration 0009), maybe by you. Yours: it stands, do not place it again;"
+    " of POST /orders shares one space of keys), or placed before this Caravan kept who"
+    " placed each order, maybe by you. Yours: it stands, do not place it again;"
     " ask the centre's operations. Not yours: make your keys your own (e.g. prefixed with"
     " your shop's name, shawan:SWN-000123; the key is the order's ref, in buyers' texts)"
 )

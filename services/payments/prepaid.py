@@ -575,8 +575,9 @@ GATEWAY_OLDEST = Gauge(
 )
 VOID_REFUSED = Counter(
     "caravan_payments_void_refused",
-    "Prepaid charges of cancelled orders the gateway refused for good to void: each owed back"
-    " to its buyer, by hand (payments.payments: status void_refused, refund_owed_fen)",
+    "Prepaid charges whose void (the order cancelled, or never placed) the gateway refused for"
+    " good: each owed back to its buyer, by hand (payments.payments: status void_refused,"
+    " refund_owed_fen)",
 )
 
 LOANS_OWED_BACK = Gauge(

@@ -3,7 +3,9 @@ reference, which the timeline (``GET /orders/{id}``, ``caravan orders show``, th
 page) recorded without, so an operator reading it could not see what was refunded
 
 Two nullable columns, NULL on every other step: added without rewriting the table. A refund
-recorded before has neither (its event is not kept to read them back from).
+recorded before has neither (its event is not kept to read them back from). ``payment.voided``
+keeps its ``refund_owed_fen`` in ``amount_fen`` too (what a void left owed back), since the
+same day, without a migration of its own.
 
 Revision ID: 0012
 Revises: 0011
@@ -31,12 +33,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Refused while refunds on the timelines say what was refunded and under which transfer:
-    an operator would no longer see it (the refund stays recorded at payments)."""
+    """Refused while steps on the timelines say what was refunded and under which transfer, or
+    what a void left owed back: an operator would no longer see it (payments keeps both)."""
     refuse_losing(
         "orders.timeline",
         "amount_fen IS NOT NULL OR reference IS NOT NULL",
-        "what each refund on an order's timeline paid back, and under which reference",
+        "what each refund on an order's timeline paid back, and under which reference, and"
+        " what each void left owed back",
         "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL",
     )
     op.drop_column("timeline", "reference", schema="orders")

@@ -28,7 +28,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -52,7 +51,6 @@ from shared.db.engine import (
     Kind,
     NoAnswer,
     address,
-    answered_within,
     described,
     given_up,
     refused_for,
@@ -573,12 +571,12 @@ class KafkaContact:
 
 
 HEALTH_DB_WITHIN = 2.0
-"""Seconds ``/healthz``'s ``SELECT 1`` (its connection taken or made with it) may wait for
-PostgreSQL before it is said not to answer, a 503: a server frozen (a drill stopped it 45 s)
-was no answer at all for as long, where a load balancer's check gives up after a few seconds
-(5 s on most) and sees a timeout, not the 503 that says why. A server that answers at all
-answers it in milliseconds. Not a setting: what it waits out is PostgreSQL answering one
-trivial statement, not the deployment's work."""
+"""Seconds ``/healthz``'s ``SELECT 1`` (its connection apart made with it, or another check's
+ask on it waited for) may wait for PostgreSQL before it is said not to answer, a 503: a server
+frozen (a drill stopped it 45 s) was no answer at all for as long, where a load balancer's
+check gives up after a few seconds (5 s on most) and sees a timeout, not the 503 that says
+why. A server that answers at all answers it in milliseconds. Not a setting: what it waits
+out is PostgreSQL answering one trivial statement, not the deployment's work."""
 
 
 NO_NATIVE_TELEMETRY: TelemetryConfig = {
@@ -661,7 +659,13 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         refusing the work that lasts, met by the service's work within
         :data:`~shared.db.engine.REFUSED_LATELY_SECONDS` (``"database": "PostgreSQL refuses
         the work for now: its disk is full (SQLSTATE 53100), last met 2 s ago"``): its
-        ``SELECT 1`` is answered, and it said ok while every write failed.
+        ``SELECT 1`` is answered, and it said ok while every write failed. So, when nothing
+        is refused, is every connection of the service's pool in use (``"database": "busy:
+        all 20 connections of the pool in use"``): the ``SELECT 1`` is asked on a connection
+        kept apart from the pool (:meth:`~shared.db.Database.answers`), where it waited for
+        one of the pool's and answered 503 after :data:`HEALTH_DB_WITHIN`, and a load
+        balancer took a busy instance away, moving its load to the others, whose pools
+        filled in turn.
 
         So are, while both answer, a consumer whose partitions have had records waiting
         with none handled for ``CARAVAN_CONSUMER_STALL_SECONDS`` (``"consumer": "3 records
@@ -680,8 +684,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         passing: dict[str, str] = {}  # PostgreSQL's fault, if it passes by itself
         try:
-            async with answered_within(db.engine, HEALTH_DB_WITHIN), db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await db.answers(HEALTH_DB_WITHIN)
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
             checks["database"] = described(exc, public=True)
             said = described(exc, address(db.engine))
@@ -698,6 +701,10 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             # Its SELECT 1 answered, and the work's writes refused: degraded, not a 503 (it
             # reads, and every instance shares the database: none is better to send to).
             checks["database"] = f"PostgreSQL refuses the work for now: {refused}"
+        elif reachable and (busy := db.busy()) is not None:
+            # It answered apart from the pool: the work waits for a connection of its own,
+            # degraded, not a 503 (taken away, its load would fill the others' pools).
+            checks["database"] = f"busy: {busy}"
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any, TypeGuard
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 from shared.logs import FAULTS, answers_again, retried
 from shared.settings import Settings, asyncpg_url, get_settings
@@ -242,10 +243,17 @@ def session_settings(settings: Settings, schema: str) -> dict[str, str]:
 
 
 class Database:
-    """A service's handle on PostgreSQL. Creating it connects to nothing."""
+    """A service's handle on PostgreSQL: the work's pool (:attr:`engine`), and a connection
+    kept apart from it for ``/healthz`` (:meth:`answers`). Creating it connects to nothing."""
 
     def __init__(self, settings: Settings, schema: str) -> None:
         self.schema = schema
+        connect_args = {
+            "server_settings": session_settings(settings, schema),
+            # A statement unanswered this long: its connection lost (fault: no answer).
+            "command_timeout": settings.answer_timeout_seconds() or None,
+        }
+        self.pool_capacity = 2 * settings.db_pool_size
         self.engine: AsyncEngine = async_engine(
             settings.async_database_url(),
             settings,
@@ -260,13 +268,43 @@ class Database:
             # ...]": buyers' addresses, phone numbers, texts), in the tracebacks consumers and
             # HTTP 500s log.
             hide_parameters=True,
-            connect_args={
-                "server_settings": session_settings(settings, schema),
-                # A statement unanswered this long: its connection lost (fault: no answer).
-                "command_timeout": settings.answer_timeout_seconds() or None,
-            },
+            connect_args=connect_args,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # One connection, made at the first ask and kept: pinged before each (a round trip
+        # a poll), so that one the server ended while it sat idle (a restart) is made again
+        # at once rather than failing a poll; one asker at a time (_asking).
+        self.apart: AsyncEngine = async_engine(
+            settings.async_database_url(),
+            settings,
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args=connect_args,
+        )
+        self._asking = asyncio.Lock()
+
+    async def answers(self, within: float) -> None:
+        """PostgreSQL answering a ``SELECT 1`` within ``within`` seconds
+        (:func:`answered_within`, else :class:`NoAnswer`; or the fault met), on a connection
+        kept apart from the work's pool, as the service's own role and session settings:
+        ``/healthz``'s, which took one of the pool's and, every one in use (a busy service,
+        PostgreSQL answering), waited for one and answered 503, and a load balancer took a
+        working instance away. Its connection, cancelled mid-statement (a server frozen), is
+        closed and made again at the next ask; an ask while another waits waits for it,
+        within the same bound (a frozen server answers neither)."""
+        async with answered_within(self.apart, within), self._asking, self.apart.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def busy(self) -> str | None:
+        """Whether every connection of the work's pool is in use (the next work waits for
+        one, up to its bounds), in words (``all 20 connections of the pool in use``); None
+        while one is free."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool) or pool.checkedout() < self.pool_capacity:
+            return None
+        return f"all {self.pool_capacity} connections of the pool in use"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -276,6 +314,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.apart.dispose()
 
 
 # A value PostgreSQL cannot take: refused by the server (SQLSTATE class 22, "data exception":

@@ -11,7 +11,9 @@ An HTTP client is not kept so long: ``/healthz`` answers 503 within
 :data:`~shared.http.HEALTH_DB_WITHIN` of its ``SELECT 1`` going unanswered, and any route within
 ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` of its request's database work (shared.http.Deadline), where
 a drill that froze PostgreSQL 45 s had ``/healthz`` unanswered for as long and the orders API
-wait as long (up to two minutes) on a pooled connection."""
+wait as long (up to two minutes) on a pooled connection. A busy service, its pool all in use
+and PostgreSQL answering, is neither: a request waits for a connection, and ``/healthz``, asking
+on a connection of its own, says the pool full (200, degraded)."""
 
 import asyncio
 import time
@@ -25,6 +27,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from caravan.system import Infrastructure
 from services.orders.adapters.tables import inbox, outbox
@@ -142,22 +146,83 @@ async def test_healthz_says_postgresql_does_not_answer_within_its_bound(
 ) -> None:
     """PostgreSQL frozen: ``/healthz`` is a 503 within :data:`HEALTH_DB_WITHIN`, saying the
     database does not answer, with Retry-After (it was no answer at all while the server
-    was frozen: a load balancer saw timeouts); the bytes passing again, ok."""
+    was frozen: a load balancer saw timeouts), a poll waiting for another's ask too; the
+    bytes passing again, ok (its connection made again)."""
     async with black_hole(infrastructure.database_url, "orders") as hole:
         app = create_app("orders", hole.db, Settings())
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hole") as http:
             assert (await http.get("/healthz")).status_code == 200
             hole.passing.clear()
-            answer, took = await _timed(lambda: http.get("/healthz"), HEALTH_DB_WITHIN)
+            began = time.monotonic()
+            # Two load balancers at once: one asks on /healthz's connection, one waits for it.
+            both = asyncio.gather(http.get("/healthz"), http.get("/healthz"))
+            answers = await asyncio.wait_for(both, HEALTH_DB_WITHIN + 10)
+            took = time.monotonic() - began
             assert took < HEALTH_DB_WITHIN + 1, took
-            assert answer.status_code == 503, answer.text
-            assert answer.headers["Retry-After"] == str(RETRY_SECONDS)
             said = f"cannot reach PostgreSQL (no answer within {HEALTH_DB_WITHIN:g} s)"
-            assert answer.json()["checks"]["database"] == said
-            assert answer.json()["down"] == ["database"]
+            for answer in answers:
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == str(RETRY_SECONDS)
+                assert answer.json()["checks"]["database"] == said
+                assert answer.json()["down"] == ["database"]
             hole.passing.set()
             assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_healthz_of_a_busy_service_says_its_pool_full_not_postgresql_away(
+    infrastructure: Infrastructure,
+) -> None:
+    """Every connection of the service's pool in use (a burst of requests, its consumers and
+    loops each holding one), PostgreSQL answering: ``/healthz`` waited for a free one and
+    answered 503 after :data:`HEALTH_DB_WITHIN`, and a load balancer took a working instance
+    away, its load moving to the others. Its ``SELECT 1`` is asked on a connection kept apart
+    from the pool: a 200, degraded, naming the pool full; that one connection made once and
+    kept, poll after poll, and made again when the server ended it (a restart)."""
+    async with scratch_database(infrastructure.database_url, "caravan_busy") as url:
+        db = Database(Settings(database_url=url, db_pool_size=1), "orders")  # 2 at a peak
+        admin = create_async_engine(url, poolclass=NullPool)
+        ours = (
+            "from pg_stat_activity"
+            " where datname = current_database() and application_name = 'caravan-orders'"
+        )
+
+        async def connections() -> int:
+            async with admin.connect() as conn:
+                return int(await conn.scalar(text(f"select count(*) {ours}")) or 0)
+
+        app = create_app("orders", db, Settings())
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://busy") as http:
+                assert (await http.get("/healthz")).json()["status"] == "ok"
+                async with admin.connect() as conn:  # as a restart ends it: made again
+                    assert await conn.scalar(text(f"select pg_terminate_backend(pid, 5000) {ours}"))
+                assert (await http.get("/healthz")).json()["status"] == "ok"
+                async with db.engine.connect() as one, db.engine.connect() as two:
+                    await one.execute(text("select 1"))
+                    await two.execute(text("select 1"))
+                    answer = await http.get("/healthz")  # not a free one's wait: a 503
+                    assert answer.status_code == 200, answer.text
+                    busy = "busy: all 2 connections of the pool in use"
+                    assert answer.json() == {
+                        "status": "degraded",
+                        "down": ["database"],
+                        "detail": f"database: {busy}",
+                        "checks": {
+                            "database": busy,
+                            "kafka": "ok",
+                            "consumer": "ok",
+                            "relay": "ok",
+                        },
+                    }
+                    for _ in range(5):
+                        assert (await http.get("/healthz")).status_code == 200
+                    assert await connections() == 3  # the pool's two, and /healthz's one
+                assert (await http.get("/healthz")).json()["status"] == "ok"
+        finally:
+            await db.dispose()
+            await admin.dispose()
 
 
 DEADLINE = 3.0  # the services' is 8 s

@@ -22,6 +22,16 @@ from tests.unit.conftest import Clock, said
 ALL_OK = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
 
 
+def degraded(check: str, said: str) -> dict[str, Any]:
+    """The body of a 200 naming ``check`` alone, saying ``said``."""
+    return {
+        "status": "degraded",
+        "down": [check],
+        "detail": f"{check}: {said}",
+        "checks": ALL_OK | {check: said},
+    }
+
+
 class FakeEngine:
     """A database that answers ``SELECT 1``, or refuses connections when ``down``."""
 
@@ -51,8 +61,18 @@ class FakeEngine:
 
 
 class FakeDatabase:
+    """A database whose ``SELECT 1`` answers as ``engine`` does, its pool ``full`` or not."""
+
     def __init__(self, down: bool = False) -> None:
         self.engine = FakeEngine(down)
+        self.full: str | None = None
+
+    async def answers(self, within: float) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute("SELECT 1")
+
+    def busy(self) -> str | None:
+        return self.full
 
 
 async def health(
@@ -112,12 +132,7 @@ async def test_a_service_kafka_has_not_answered_for_a_while_says_it_is_degraded(
     clock.now += 42
     answer = await health(contact)
     assert answer.status_code == 200  # what it takes waits in its outbox: not taken away
-    assert answer.json() == {
-        "status": "degraded",
-        "down": ["kafka"],
-        "detail": "kafka: no answer for 42 s",
-        "checks": ALL_OK | {"kafka": "no answer for 42 s"},
-    }
+    assert answer.json() == degraded("kafka", "no answer for 42 s")
 
 
 async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
@@ -231,12 +246,7 @@ async def test_a_consumer_with_records_waiting_and_none_handled_is_named_degrade
     answer = await health(contact, consumer=consumer)
     assert answer.status_code == 200
     said = "3 records waiting on orders.events.v1[1], none handled for 75 s"
-    assert answer.json() == {
-        "status": "degraded",
-        "down": ["consumer"],
-        "detail": f"consumer: {said}",
-        "checks": ALL_OK | {"consumer": said},
-    }
+    assert answer.json() == degraded("consumer", said)
     consumer.sampled({"orders.events.v1[1]": (41, 2)})  # one handled
     assert (await health(contact, consumer=consumer)).json()["status"] == "ok"
 
@@ -310,13 +320,32 @@ async def test_a_database_refusing_the_work_that_lasts_is_said_degraded(
     answer = await health(contact)
     words = "PostgreSQL refuses the work for now: its disk is full (SQLSTATE 53100), last met"
     assert answer.status_code == 200
-    assert answer.json() == {
-        "status": "degraded",
-        "down": ["database"],
-        "detail": f"database: {words} 3 s ago",
-        "checks": ALL_OK | {"database": f"{words} 3 s ago"},
-    }
+    assert answer.json() == degraded("database", f"{words} 3 s ago")
     clock.now += REFUSED_LATELY_SECONDS - 3
     assert (await health(contact)).json()["checks"]["database"] == f"{words} 15 s ago"
     clock.now += 1
     assert (await health(contact)).json() == {"status": "ok", "checks": ALL_OK}
+
+
+async def test_a_pool_all_in_use_is_said_degraded_not_postgresql_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its SELECT 1 answered apart from the work's pool, every connection of the pool in use
+    (a busy service: requests wait for one) is a 200 naming it, not the 503 a load balancer
+    takes an instance away for (tests/e2e/test_db_black_hole.py has it on PostgreSQL); a
+    refusal that lasts is said before it, and PostgreSQL away is a 503 whatever the pool."""
+    clock = Clock()
+    monkeypatch.setattr(REFUSALS, "clock", clock)
+    contact = KafkaContact(silent_after=30, clock=clock)
+    database = FakeDatabase()
+    database.full = "all 20 connections of the pool in use"
+    app = serving(contact, database)
+    answer = await ask(app)
+    assert answer.status_code == 200
+    assert answer.json() == degraded("database", "busy: all 20 connections of the pool in use")
+    retried_fault(asyncpg.DiskFullError('could not extend file "base/1/2": No space left'))
+    refused = (await ask(app)).json()["checks"]["database"]
+    assert refused.startswith("PostgreSQL refuses the work for now: its disk is full"), refused
+    clock.now += REFUSED_LATELY_SECONDS + 1
+    database.engine.down = True
+    assert (await ask(app)).status_code == 503

@@ -3,9 +3,11 @@ documentation, :func:`problem_responses`), ``/healthz`` and ``/metrics``, bearer
 authentication (:func:`require`) and a limit on request bodies."""
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -482,8 +484,9 @@ class Deadline:
     held a pooled connection's client for ``db_answer_timeout_seconds`` (two minutes, made
     for consumers waiting out a lock) and a new connection's for the token check's 4 s and
     the connect's 10 s. The bound waits while the request reads the client's body (a slow
-    client's time, not the database's) and ends with the answer's start. Cancelled waiting
-    on anything else, the request fails as it would (a 500, logged with where it waited).
+    client's time, not the database's) and while it waits on another service
+    (:func:`elsewhere`), and ends with the answer's start. Cancelled waiting on anything
+    else, the request fails as it would (a 500, logged with where it waited).
 
     A write whose commit was sent and not answered may still be made once the server goes on
     (cancelled, its connection is closed, not pooled again): the client's retry is told what
@@ -524,7 +527,11 @@ class Deadline:
 
         try:
             async with bound:
-                await self.app(scope, receiving, sending)
+                request_bound = _REQUEST_BOUND.set(bound)
+                try:
+                    await self.app(scope, receiving, sending)
+                finally:
+                    _REQUEST_BOUND.reset(request_bound)
         except TimeoutError as exc:
             unanswered = given_up(self.engine, self.seconds, exc) if bound.expired else None
             if unanswered is None or started:
@@ -532,6 +539,31 @@ class Deadline:
             unanswered.__cause__ = exc
             response = await _database_error(Request(scope), unanswered)
             await response(scope, receive, send)
+
+
+_REQUEST_BOUND: ContextVar[Bound | None] = ContextVar("request_bound", default=None)
+"""The :class:`Deadline` bound of the request being answered, if any."""
+
+
+@contextlib.contextmanager
+def elsewhere() -> Iterator[None]:
+    """The request's work inside waits on another service, which bounds its own database
+    work and answers why it gave it up: its :class:`Deadline` waits meanwhile, as it does
+    while the client sends its body. The operations page's order lookup waits so on the
+    orders API, which answers its 503 within the same setting's bound: the page's own, begun
+    first, ended the wait before that answer, a 500 where the API said why."""
+    bound = _REQUEST_BOUND.get()
+    when = None if bound is None else bound.when()
+    if bound is None or when is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    bound.reschedule(None)
+    try:
+        yield
+    finally:
+        bound.reschedule(loop.time() + left)
 
 
 KAFKA_SILENT_AFTER = 30.0

@@ -42,6 +42,7 @@ from services import SERVICES
 from services.orders.entrypoints.schemas import step_said
 from shared.addresses import local
 from shared.api import bearer_headers
+from shared.auth.guard import READ_WITHIN
 from shared.db import Database, fault
 from shared.http import (
     COOKIE,
@@ -49,6 +50,7 @@ from shared.http import (
     NO_TOKEN,
     PROBLEM,
     authorize_token,
+    elsewhere,
     http_problem,
     install_auth,
     problem,
@@ -530,6 +532,24 @@ SAMPLE_WITHIN = 30.0
 """Seconds a whole sample may take before it is given up, saying what it waited on."""
 
 
+ANSWER_MORE = 2.0
+"""Seconds the page waits for the orders API's answer about an order beyond the API's own
+bound on it (:func:`order_within`): what the API's answer takes once it gave its database
+work up (a connection's cleanup, :data:`~shared.db.engine.CLOSE_WITHIN`), and its way here."""
+
+
+def order_within(settings: Settings) -> float:
+    """Seconds the page waits for the orders API's answer about an order: past the API's bound
+    on a request's database work, ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` (the page reads the
+    same setting), so that the page passes on the 503 that says the database did not answer,
+    where at 2 s it said the API was not reachable (ReadTimeout). With none (0), past what a
+    request needing a new connection waits at most, the token check's and the connect's
+    bounds: one on a pooled connection may wait for ``CARAVAN_DB_ANSWER_TIMEOUT_SECONDS`` (two
+    minutes), which the page does not."""
+    api = settings.http_db_timeout_seconds or READ_WITHIN + settings.db_connect_timeout_seconds
+    return api + ANSWER_MORE
+
+
 class KafkaUnanswered(Exception):
     """A question to Kafka not answered within :data:`KAFKA_WITHIN`."""
 
@@ -895,26 +915,31 @@ class Dashboard:
             await asyncio.sleep(self.interval)
 
     async def order(self, order_id: str) -> Response:
-        """The orders API's answer about one order, passed on (its 404 problem as a 404); a
-        502 problem when it refuses the page's token, which it is then not asked again with
-        for a while (:class:`Refusals`), or answers no JSON; 503 when it cannot be reached."""
+        """The orders API's answer about one order, passed on (its 404 problem as a 404, its
+        503 with its ``Retry-After``), waited for :func:`order_within`; a 502 problem when it
+        refuses the page's token, which it is then not asked again with for a while
+        (:class:`Refusals`), or answers no JSON; 503 when it cannot be reached."""
         token = self.settings.api_token()
         held = self.refusals.holding("orders", token) or self.refusals.holding("order", token)
         if held is None:
             orders = instance_addresses(self.settings, self.further)["orders"]
             headers = bearer_headers(token)
             try:
+                within = order_within(self.settings)
                 async with httpx.AsyncClient(
-                    timeout=2.0, headers=headers, transport=self.transport
+                    timeout=within, headers=headers, transport=self.transport
                 ) as client:
-                    answer = await ask_orders(client, orders, "/orders/" + quote(order_id, safe=""))
+                    path = "/orders/" + quote(order_id, safe="")
+                    with elsewhere():  # the API bounds its own database work, saying so
+                        answer = await ask_orders(client, orders, path)
             except httpx.HTTPError as exc:
                 why = f"the orders API is not reachable ({exc.__class__.__name__}); retry"
                 return unavailable("Orders API unavailable", why)
             if answer.status_code not in REFUSED_STATUSES:
                 media = answer.headers.get("content-type", "").split(";")[0].strip()
                 if media in ("application/json", PROBLEM):
-                    return Response(answer.content, answer.status_code, media_type=media)
+                    kept = {k: v for k, v in answer.headers.items() if k == "retry-after"}
+                    return Response(answer.content, answer.status_code, kept, media)
                 why = f"the orders API answered HTTP {answer.status_code}, not JSON"
                 return problem(502, "Bad Gateway", why)
             held = self.refusals.refuse("order", token, answer.status_code)

@@ -25,11 +25,14 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from caravan.ops.dashboard import Dashboard
 from caravan.system import Infrastructure
 from services.orders.adapters.tables import inbox, outbox
 from services.orders.entrypoints.http import create_app as orders_app
@@ -229,20 +232,29 @@ DEADLINE = 3.0  # the services' is 8 s
 
 
 @asynccontextmanager
-async def orders_api(caravan: System, **more: Any) -> AsyncIterator[tuple[Hole, httpx.AsyncClient]]:
-    """The orders API (in this process) on the session's database through a black hole, its
-    requests' database work bounded by :data:`DEADLINE` (``more`` settings of its database)."""
+async def orders_hole(caravan: System, **more: Any) -> AsyncIterator[tuple[Hole, FastAPI]]:
+    """The orders API's app on the session's database through a black hole, its requests'
+    database work bounded by :data:`DEADLINE` (``more`` settings of its database)."""
     url = caravan.infra.database_url
     async with black_hole(url, "orders", http_db_timeout_seconds=DEADLINE, **more) as hole:
         uow = UnitOfWork(hole.db, "caravan/orders", outbox, inbox)
         settings = Settings(http_db_timeout_seconds=DEADLINE)
-        app = orders_app(uow, timedelta(seconds=settings.saga_deadline_seconds), settings)
-        transport = httpx.ASGITransport(app=app)
-        headers = bearer_headers(caravan.token)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://hole", headers=headers
-        ) as http:
-            yield hole, http
+        yield hole, orders_app(uow, timedelta(seconds=settings.saga_deadline_seconds), settings)
+
+
+@asynccontextmanager
+async def orders_api(caravan: System, **more: Any) -> AsyncIterator[tuple[Hole, httpx.AsyncClient]]:
+    """:func:`orders_hole`, asked in this process with the session's token."""
+    async with orders_hole(caravan, **more) as (hole, app), _client(app, caravan.token) as http:
+        yield hole, http
+
+
+def _client(app: FastAPI, token: str) -> httpx.AsyncClient:
+    """A client of ``app`` (in this process) sending ``token``."""
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://hole", headers=bearer_headers(token)
+    )
 
 
 def _unanswered(answer: httpx.Response, took: float) -> None:
@@ -265,6 +277,50 @@ async def test_a_request_postgresql_does_not_answer_is_a_503_within_the_deadline
         _unanswered(*await _timed(lambda: http.get(f"/orders/{order_id}"), DEADLINE))
         hole.passing.set()
         assert (await http.get(f"/orders/{order_id}")).status_code == 404
+
+
+async def test_the_operations_page_passes_on_the_orders_api_s_503_for_postgresql_not_answering(
+    caravan: System,
+) -> None:
+    """PostgreSQL frozen under the orders API: the operations page's order lookup gave the API
+    up after 2 s, "the orders API is not reachable (ReadTimeout); retry", where the API says
+    within ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` that its database did not answer. The page waits
+    for the API past that bound, its own request's bound (the same setting's) not counting
+    that wait, and passes the API's 503 on; the bytes passing again, the order's answer."""
+    order_id, port = str(uuid.uuid4()), free_port()
+    async with orders_hole(caravan) as (hole, orders), served(orders, port):
+        url, token = caravan.infra.database_url, caravan.token
+        settings = Settings(
+            database_url=url, token=token, CARAVAN_HTTP_PORT=port, http_db_timeout_seconds=DEADLINE
+        )
+        app = Dashboard(settings).create_app()
+        try:
+            async with _client(app, token) as page:
+                first = await page.get(f"/orders/{order_id}")
+                assert first.status_code == 404, first.text
+                hole.passing.clear()
+                _unanswered(*await _timed(lambda: page.get(f"/orders/{order_id}"), DEADLINE))
+                hole.passing.set()
+                assert (await page.get(f"/orders/{order_id}")).status_code == 404
+        finally:
+            await app.state.guard.engine.dispose()
+
+
+@asynccontextmanager
+async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
+    """``app`` served over HTTP on ``port`` (its clients' timeouts apply, as ASGI's do not)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                assert not serving.done(), serving.exception()
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
 
 
 async def test_an_order_whose_commit_went_unanswered_is_found_by_its_retry(

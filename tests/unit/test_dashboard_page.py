@@ -1246,6 +1246,20 @@ def test_the_page_waits_for_a_health_answer_longer_than_the_services_bounds() ->
     assert ASK_WITHIN > READ_WITHIN + CLOSE_WITHIN and ASK_WITHIN > HEALTH_DB_WITHIN + CLOSE_WITHIN
 
 
+def test_an_order_lookup_waits_longer_than_the_orders_api_s_bound_on_its_database() -> None:
+    """The lookup waited 2 s, where the orders API answers a database not answering within
+    ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` (8 s) saying so (tests/e2e/test_db_black_hole.py); with
+    none (0), a request needing a connection is answered within the token check's and the
+    connect's bounds, and the page still answers."""
+    from caravan.ops.dashboard import order_within
+    from shared.auth.guard import READ_WITHIN
+
+    assert order_within(Settings()) > Settings().http_db_timeout_seconds + CLOSE_WITHIN
+    assert order_within(Settings(http_db_timeout_seconds=20)) > 20 + CLOSE_WITHIN
+    unbounded = Settings(http_db_timeout_seconds=0, db_connect_timeout_seconds=10)
+    assert READ_WITHIN + 10 + CLOSE_WITHIN < order_within(unbounded) < 60
+
+
 async def test_kafka_not_answering_is_said_and_the_rest_sampled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1,5 +1,6 @@
 """A request's bound on its database work (shared.http.Deadline) counts neither the client's
-time sending its body nor anything after the answer began, and gives up only what waits on
+time sending its body, nor a wait on another service (shared.http.elsewhere), nor anything
+after the answer began, and gives up only what waits on
 the database as the database not answering: a route stuck on anything else is its own failure
 (a 500 where it runs under create_app), not told to the client as the database's. Its 503
 against a frozen PostgreSQL: tests/e2e/test_db_black_hole.py."""
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.types import Message, Receive, Scope, Send
 
-from shared.http import Deadline
+from shared.http import Deadline, elsewhere
 
 BOUND = 0.2
 
@@ -68,3 +69,23 @@ async def test_an_answer_begun_is_not_given_up() -> None:
     async with _bounded(app) as http:
         answer = await http.get("/")
     assert (answer.status_code, answer.content) == (200, b"late")
+
+
+async def test_a_wait_on_another_service_is_not_counted_and_what_was_left_still_bounds() -> None:
+    """The operations page waits on the orders API (``elsewhere``), which bounds its own
+    database work by the same setting and says why it gave it up: the page's bound, begun
+    first, ended that wait, a 500. Longer than the bound, it is answered; the time left before
+    it still bounds what follows."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(BOUND / 4)
+        with elsewhere():
+            await asyncio.sleep(3 * BOUND)
+        if scope["path"] == "/more":
+            await asyncio.sleep(BOUND)  # with the quarter before: past the bound
+        await _answer(send)
+
+    async with _bounded(app) as http:
+        assert (await http.get("/")).content == b"done"
+        with pytest.raises(TimeoutError):
+            await http.get("/more")

@@ -1243,7 +1243,7 @@ def dlq_redrive(
     """Send chosen dead letters back to their original topic, with their key, each for the
     consumer group that dead-lettered it. A letter redriven or discarded before is left out
     (--again). With nothing chosen (no id, --topic, --error or --since) it takes --all, or
-    --dry-run to see them."""
+    --dry-run to see them. Exits 2 when every letter chosen is left out, nothing sent."""
     value = _read(value_file) if value_file else None
     letters = _chosen("send back", ref, topic, error, since, all_letters, dry_run)
     from caravan.ops import dlq as ops_dlq
@@ -1297,9 +1297,17 @@ def dlq_redrive(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
             " send a value with --value-file"
         )
+    chosen = f"the {len(letters)} dead letters chosen"
+    if done.sent and len(done.sent) < len(letters):
+        left = len(letters) - len(done.sent)
+        console.print(f"{verb} {len(done.sent)} of {chosen}; {left} left out (said above)")
     if done.unrecorded:
         _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
         raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run
+    if not done.sent:  # whatever left each out: a script naming letters sees none was sent
+        nothing = "nothing would be redriven" if dry_run else "nothing redriven"
+        every = f"each of {chosen}" if len(letters) > 1 else "the dead letter chosen"
+        raise OperatorError(f"{nothing}: {every} was left out (said above)", 2)
 
 
 @dlq_app.command("discard")

@@ -45,6 +45,7 @@ from services.platform.domain.orders import ProblemKind
 from shared.api import bearer_headers
 from shared.db.migrate import migrations_folder
 from shared.messaging import kafka_admin
+from shared.messaging.consumer import DEAD_LETTER_LIMIT
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
@@ -778,8 +779,10 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     # --again alone sent the letter's own value, unfixed: dead-lettered again, and its
     # order.rejected (the same event id) published again after the order's order.confirmed.
     # Left out, saying which redrive fixed it and what to give.
+    # Exit 2: it exited 0, and a script naming the letter could not tell it was not sent.
     again = await cli(caravan, "dlq", "redrive", letter, "--again")
-    assert again.returncode == 0 and "redriven:" not in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 2 and "redriven:" not in again.stdout, again.stdout + again.stderr
+    assert again.stderr.strip() == NOTHING_REDRIVEN, again.stderr
     said = " ".join(again.stdout.split())
     assert f"left out: {letter}, {redriven} by test-operator with a fixed value: --again sends" in (
         said
@@ -796,10 +799,15 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     assert "(--again to send it again with --value-file: it was sent fixed)" in " ".join(
         plain.stdout.split()
     ), plain.stdout
+    assert (plain.returncode, plain.stderr.strip()) == (2, NOTHING_REDRIVEN), plain.stderr
     sure = await cli(
         caravan, "dlq", "redrive", letter, "--again", "--value-file", str(fixed), "--dry-run"
     )
     assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
+
+
+NOTHING_REDRIVEN = "nothing redriven: the dead letter chosen was left out (said above)"
+"""What ``dlq redrive`` of one letter says on stderr when it leaves it out, exiting 2."""
 
 
 def page_row(page: Dashboard, topic: str) -> list[str]:
@@ -878,7 +886,7 @@ async def test_a_dead_letter_of_junk_is_discarded_and_waits_no_more(
         f"left out: {letter}, {discarded_at} by test-operator ({why})"
     ], again.stdout
     redrive = await cli(caravan, "dlq", "redrive", letter)
-    assert redrive.returncode == 0, redrive.stderr
+    assert (redrive.returncode, redrive.stderr.strip()) == (2, NOTHING_REDRIVEN), redrive.stderr
     assert "redriven:" not in redrive.stdout
     assert f"left out: {letter}, discarded " in redrive.stdout
     assert "(--again to send it all the same)" in redrive.stdout, redrive.stdout
@@ -891,6 +899,46 @@ async def test_a_dead_letter_of_junk_is_discarded_and_waits_no_more(
     assert [tuple(row) for row in left_out] == [([], [letter])]  # discarded, not redriven
     sure = await cli(caravan, "dlq", "redrive", letter, "--again", "--dry-run")
     assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
+
+
+async def test_a_redrive_that_sends_none_of_the_letters_chosen_exits_2_whatever_left_them_out(
+    caravan: System,
+) -> None:
+    """A redrive that left out every letter chosen (its value not kept, redriven before, sent
+    fixed before) exited 0 having sent nothing: a script naming a letter by id could not
+    tell. It exits 2, saying so on stderr, its dry run too (as the run would); one that sent
+    some exits 0, saying how many of those chosen it sent and left out."""
+    big, small = ref("BIG").encode(), ref("SMALL").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff" * (DEAD_LETTER_LIMIT - 10), big)
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff junk", small)
+
+    async def letter(key: bytes) -> str:
+        (dead, *_) = await caravan.wait_for(
+            lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+        )
+        return f"{dead.topic}:{dead.partition}:{dead.offset}"
+
+    dropped, junk = await letter(big), await letter(small)  # too big: its value not kept
+    for dry in (("--dry-run",), ()):
+        alone = await cli(caravan, "dlq", "redrive", dropped, *dry)
+        said = " ".join(alone.stdout.split())
+        assert f"left out: {dropped}, its record was too big to keep" in said, said
+        nothing = "nothing would be redriven" if dry else "nothing redriven"
+        assert (alone.returncode, alone.stderr.strip()) == (
+            2,
+            f"{nothing}: the dead letter chosen was left out (said above)",
+        ), alone.stdout + alone.stderr
+    both = await cli(caravan, "dlq", "redrive", dropped, junk)
+    assert both.returncode == 0, both.stdout + both.stderr
+    lines = both.stdout.splitlines()
+    assert f"redriven: {junk}" in lines and f"redriven: {dropped}" not in lines, both.stdout
+    assert "redriven 1 of the 2 dead letters chosen; 1 left out (said above)" in lines, lines
+    again = await cli(caravan, "dlq", "redrive", junk)  # redriven before: the same rule
+    assert f"left out: {junk}, redriven " in again.stdout, again.stdout
+    assert (again.returncode, again.stderr.strip()) == (2, NOTHING_REDRIVEN), again.stderr
+    await read_to_the_end(caravan, Topic.ORDER_REQUESTS.value)  # what they sent: in the log
+    sent = [r.key for r in caravan.log.raw(Topic.ORDER_REQUESTS.value) if r.key in (big, small)]
+    assert sorted(sent) == sorted([big, small, small]), sent  # each published, junk redriven
 
 
 async def test_the_operations_page_reads_only_the_dead_letters_come_since_its_last_read(
@@ -1078,7 +1126,10 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
 
     # Sent once: a second redrive of the same letters leaves them out.
     twice = await cli(caravan, "dlq", "redrive", *refs)
-    assert twice.returncode == 0, twice.stderr
+    assert twice.returncode == 2, twice.stderr
+    assert " ".join(twice.stderr.split()) == (
+        f"nothing redriven: each of the {len(refs)} dead letters chosen was left out (said above)"
+    )
     assert "redriven:" not in twice.stdout
     assert twice.stdout.count("left out: ") == len(groups)
     await read_to_the_end(caravan, topic.value)  # what the command sent: in the log

@@ -266,7 +266,9 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
 async def on_stock_rejected(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, StockRejected)
-    await _apply(tx, data.order_id, parsed.envelope.type, lambda o: o.stock_rejected(data.reason))
+    await _apply(
+        tx, data.order_id, parsed.envelope.type, lambda o: o.stock_rejected(data.reason, data.skus)
+    )
 
 
 ENDS_HELD = Counter(

@@ -191,6 +191,17 @@ class OrderCancelled(EventData):
     order_ref: OrderRef
     reason: ReasonCode
     source: str | None = SOURCE_FIELD
+    skus: list[str] | None = Field(
+        None,
+        description=(
+            "the SKUs of the order's lines the reason is of, when it is a product's"
+            " (unknown_sku, out_of_stock, out_of_season), as inventory named them: a line"
+            " failing for another of these at once is not named, inventory telling the first"
+            " of unknown_sku, out_of_season, out_of_stock any line has; none for another"
+            " reason, and in events of before 2026-12-06"
+        ),
+    )
+    """The products the order was cancelled for (an optional field added in v1)."""
 
 
 class FieldError(Frozen):

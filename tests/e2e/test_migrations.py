@@ -490,6 +490,18 @@ LOSING = {
         "1 in orders.timeline where amount_fen IS NOT NULL OR reference IS NOT NULL",
         "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL",
     ),
+    # The products a cancelled order was cancelled for (an order naming none: not refused).
+    "orders 0013 skus": (
+        "orders",
+        "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id, lines,"
+        " payment_method, status, stock, payment, placed_at, deadline_at, reason, skus) values"
+        " ('c', 'storefront/b', 'r', 'x', 'b', '[]', 'prepaid', 'cancelled', 'failed', 'none',"
+        " now(), now(), 'out_of_season', '[\"SWN-WALNUT-1KG\"]'), ('d', 'storefront/b', 's', 'x',"
+        " 'b', '[]', 'prepaid', 'cancelled', 'pending', 'none', now(), now(), 'expired', NULL)",
+        "0012",
+        "1 in orders.orders where skus IS NOT NULL",
+        "UPDATE orders.orders SET skus = NULL",
+    ),
     # A token bound to its own orders: the older version would let it reach every order, so
     # what it says to run revokes it too. An unbound one: not refused.
     "auth 0002 sources": (

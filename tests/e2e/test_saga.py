@@ -2,7 +2,7 @@
 
 import contextlib
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 
 from caravan.ops import dlq as ops_dlq
+from services.orders.entrypoints.schemas import step_said
+from shared import days
 from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID, CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested
 from shared.messaging.consumer import (
@@ -18,6 +20,7 @@ from shared.messaging.consumer import (
     REDRIVE_GROUP,
     REDRIVEN_FROM,
 )
+from shared.seed import SeedFile
 from shared.topics import Topic
 from tests.e2e.markers import consumed_again, published, read_to_the_end
 from tests.e2e.test_ops import cli
@@ -172,6 +175,67 @@ async def test_out_of_season_is_told_apart(caravan: System) -> None:
     assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "out_of_season")
 
 
+WALNUT_NAMES = {
+    "zh-CN": "测试核桃 1公斤",
+    "ug-CN": "سىناق ياڭاق 1 كىلوگرام",
+    "en": "Test walnuts 1 kg",
+}
+
+
+async def test_an_order_cancelled_for_a_product_names_it_to_the_storefront_and_the_buyer(
+    caravan: System,
+) -> None:
+    """Raisins in stock, walnuts out of season: the order is cancelled ``out_of_season``, and
+    inventory's ``stock.rejected`` named the walnuts, but neither the order's view (nor its
+    timeline), nor ``order.cancelled``, nor the buyer's text said which product it was: a
+    storefront could not tell its buyer what to take out of the basket."""
+    walnut = f"T-WALNUT-{uuid.uuid4().hex[:8]}"
+    today = days.today()
+    await caravan.seed(
+        SeedFile.model_validate(
+            {
+                "products": [
+                    {
+                        "sku": walnut,
+                        "seller_id": "t-seller-1",
+                        "unit_price_fen": 4200,
+                        "name": WALNUT_NAMES,
+                    }
+                ],
+                "lots": [
+                    {
+                        "lot_id": f"{walnut}-1",
+                        "sku": walnut,
+                        "quantity": 100,
+                        "available_from": str(today - timedelta(days=400)),
+                        "best_before": str(today - timedelta(days=30)),
+                    }
+                ],
+            }
+        )
+    )
+    req = order(ZH, {"T-RAISIN": 2, walnut: 1})
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    outcome = await caravan.outcome(order_id)
+    assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "out_of_season")
+    assert outcome.data["skus"] == [walnut]
+    body = (await caravan.client.get(f"/orders/{order_id}")).json()
+    assert (body["status"], body["reason"], body["skus"]) == (
+        "cancelled",
+        "out_of_season",
+        [walnut],
+    )
+    [cancelled] = [s for s in body["timeline"] if s["type"] == "order.cancelled"]
+    assert cancelled["skus"] == [walnut]
+    assert step_said(cancelled) == f"order.cancelled: for SKU {walnut}"
+    assert all(s["skus"] is None for s in body["timeline"] if s is not cancelled)
+    listed = await caravan.client.get(
+        "/orders", params={"buyer_id": ZH.id, "order_ref": req.order_ref}
+    )
+    assert [o["skus"] for o in listed.json()["items"]] == [[walnut]]
+
+
 async def test_credit_declined_releases_the_stock(caravan: System) -> None:
     before = await caravan.scalar("select available from inventory.lots where lot_id = 'T-HNY-1'")
     req = order(POOR, {"T-HONEY": 1}, method="microloan", term=6)  # 9000 fen > 5000 limit
@@ -179,6 +243,8 @@ async def test_credit_declined_releases_the_stock(caravan: System) -> None:
     order_id = await caravan.placed(req.order_ref)
     outcome = await caravan.outcome(order_id)
     assert (outcome.type, outcome.data["reason"]) == ("order.cancelled", "credit_declined")
+    assert "skus" not in outcome.data  # not a product's reason
+    assert (await caravan.client.get(f"/orders/{order_id}")).json()["skus"] is None
     await caravan.wait_for(
         lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=order_id)
     )

@@ -195,6 +195,26 @@ def test_stock_rejected_cancels_with_its_reason() -> None:
     ]
 
 
+def test_stock_rejected_names_the_order_s_products_it_is_of() -> None:
+    """What inventory named, of the order's lines: kept with the order and said in
+    ``order.cancelled``; a name that is none of its lines (a stray or forged record) is
+    neither, and none left is none at all, as for a reason of no product."""
+    order = placed()
+    order.stock_rejected("out_of_season", ["TRF-RAISIN-GREEN-500G", "NOT-ORDERED"])
+    assert order.skus == ["TRF-RAISIN-GREEN-500G"]
+    [cancelled] = terminal_events(order)
+    assert isinstance(cancelled, OrderCancelled) and cancelled.skus == ["TRF-RAISIN-GREEN-500G"]
+    stray = placed()
+    stray.stock_rejected("out_of_stock", ["NOT-ORDERED"])
+    assert stray.skus is None and stray.events[-1] == OrderCancelled(
+        order_id="order-1", order_ref="SWN-000123", reason="out_of_stock", source="storefront/x"
+    )
+    late = placed()
+    late.cancel_by_buyer()
+    late.stock_rejected("out_of_stock", ["TRF-RAISIN-GREEN-500G"])  # after its end: recorded
+    assert (late.reason, late.skus) == ("cancelled_by_buyer", None)
+
+
 def test_payment_declined_after_stock_reserved_cancels() -> None:
     order = placed()
     order.stock_reserved(7000)

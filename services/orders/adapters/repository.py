@@ -210,6 +210,7 @@ class OrderRepository:
                 "loan_id": order.loan_id,
                 "schedule": _schedule(order.schedule),
                 "reason": order.reason,
+                "skus": order.skus,
                 "updated_at": datetime.now(order.placed_at.tzinfo),
             },
         )
@@ -325,6 +326,7 @@ def _to_order(m: driver.Row) -> Order:
         if m["schedule"] is None
         else [ScheduledInstalment.model_validate(x) for x in m["schedule"]],
         reason=m["reason"],
+        skus=m["skus"],
     )
 
 

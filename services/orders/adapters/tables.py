@@ -46,6 +46,10 @@ orders = Table(
     # When ``delivery`` was erased, its retention past (orders_delivery_retention_days).
     Column("delivery_erased_at", DateTime(timezone=True), nullable=True),
     Column("reason", String(32), nullable=True),
+    # The SKUs of its lines a cancelled order's reason is of, when it is a product's
+    # (stock.rejected's skus, as order.cancelled says them); NULL for another reason, and on
+    # orders cancelled before migration 0013.
+    Column("skus", JSONB(none_as_null=True), nullable=True),
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("deadline_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

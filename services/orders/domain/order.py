@@ -6,6 +6,7 @@ fails, the deadline passes, or the buyer cancels. Facts arrive late, twice, or i
 order; once terminal, an order records them but never emits a second terminal event.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -50,6 +51,7 @@ class Order:
     loan_id: str | None = None
     schedule: list[ScheduledInstalment] | None = None
     reason: CancelReason | None = None
+    skus: list[str] | None = None  # the products it was cancelled for (its reason's)
     delivery: Delivery | None = None  # as placed (read back by the HTTP API, not here)
     events: list[EventData] = field(default_factory=list)
 
@@ -101,11 +103,15 @@ class Order:
         self.total_fen = total_fen
         self._maybe_confirm()
 
-    def stock_rejected(self, reason: CancelReason) -> None:
+    def stock_rejected(self, reason: CancelReason, skus: Sequence[str] = ()) -> None:
+        """Cancel for ``reason``, naming the products it is of: those of ``skus`` (what
+        inventory named) that are the order's, so that a stray name, not one of its lines,
+        is never said to its buyer nor kept."""
         if self.terminal:
             return
         self.stock = "failed"
-        self._cancel(reason)
+        ordered = {line.sku for line in self.lines}
+        self._cancel(reason, [sku for sku in skus if sku in ordered] or None)
 
     def payment_authorized(
         self,
@@ -169,11 +175,16 @@ class Order:
                 )
             )
 
-    def _cancel(self, reason: CancelReason) -> None:
+    def _cancel(self, reason: CancelReason, skus: list[str] | None = None) -> None:
         self.status = "cancelled"
         self.reason = reason
+        self.skus = skus
         self.events.append(
             OrderCancelled(
-                order_id=self.order_id, order_ref=self.order_ref, reason=reason, source=self.source
+                order_id=self.order_id,
+                order_ref=self.order_ref,
+                reason=reason,
+                source=self.source,
+                skus=skus,
             )
         )

@@ -13,6 +13,7 @@ from services.orders.domain.order import Status
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Step
 from shared.auth.tokens import Principal
 from shared.pagination import Position, newest_first, page
+from shared.topics import EventType
 
 KEY = (orders.c.placed_at, orders.c.order_id)  # the listing's order, read newest first
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -63,6 +64,7 @@ async def order_view(
         status=row.status,
         total_fen=row.total_fen,
         reason=row.reason,
+        skus=row.skus,
         delivery=row.delivery,
         delivery_erased_at=erased.isoformat() if (erased := row.delivery_erased_at) else None,
         timeline=[
@@ -71,6 +73,7 @@ async def order_view(
                 time=s.step_time.isoformat(),
                 amount_fen=s.step_fen,
                 reference=s.step_reference,
+                skus=row.skus if s.step == EventType.ORDER_CANCELLED else None,
             )
             for s in rows
             if s.step is not None
@@ -139,6 +142,7 @@ async def buyer_orders(
             status=r.status,
             total_fen=r.total_fen,
             reason=r.reason,
+            skus=r.skus,
             placed_at=r.placed_at.isoformat(),
         )
         for r in rows

@@ -19,6 +19,14 @@ TOTAL_FEN = (
 )
 
 
+SKUS = (
+    "the SKUs of the order's lines a cancelled order's reason is of, when it is a product's"
+    " (unknown_sku, out_of_stock, out_of_season), as order.cancelled names them; null for"
+    " another reason, for an order not cancelled, and for one cancelled before orders"
+    " migration 0013"
+)
+
+
 class OrderBody(OrderRequested):
     """The body of ``POST /orders``: the ``data`` of ``order.requested``. The
     ``Idempotency-Key`` header is the ``order_ref``; a body ``order_ref`` must equal it."""
@@ -48,17 +56,25 @@ class Step(BaseModel):
         description="payment.refunded: the transfer's reference (the bank's or the"
         " gateway's); null as amount_fen is",
     )
+    skus: list[str] | None = Field(
+        None,
+        description="order.cancelled: the products the order was cancelled for, as the"
+        " order's skus; null on the other steps, and where the order has none",
+    )
 
 
 def step_said(step: Mapping[str, Any]) -> str:
     """A step of ``GET /orders/{id}``'s timeline as ``caravan orders show`` and the operations
     page say it: its type, then what it names (``payment.refunded: 3500 fen under reference
-    BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``)."""
+    BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``, ``order.cancelled: for SKU
+    SWN-WALNUT-1KG``)."""
     amount, reference = step.get("amount_fen"), step.get("reference")
+    skus = step.get("skus") or []
     owed = " owed back" if step["type"] == "payment.voided" else ""
     named = [
         f"{amount} fen{owed}" if amount is not None else "",
         f"under reference {reference}" if reference else "",
+        f"for SKU{'s' if len(skus) > 1 else ''} {', '.join(skus)}" if skus else "",
     ]
     said = " ".join(n for n in named if n)
     return f"{step['type']}: {said}" if said else str(step["type"])
@@ -79,6 +95,7 @@ class OrderView(BaseModel):
     status: Status
     total_fen: int | None = Field(description=TOTAL_FEN)
     reason: CancelReason | None
+    skus: list[str] | None = Field(None, description=SKUS)
     delivery: Delivery | None = None  # where to send the goods, as the request said
     delivery_erased_at: str | None = Field(
         None,
@@ -96,6 +113,7 @@ class OrderSummary(BaseModel):
     status: Status
     total_fen: int | None = Field(description=TOTAL_FEN)
     reason: CancelReason | None
+    skus: list[str] | None = Field(None, description=SKUS)
     placed_at: str
 
 

@@ -196,7 +196,8 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     for those placed, then read what its handlers will need. Order and inventory events
     share it: a batch brings both, and handles its order events first."""
     confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
-    cancelled = [p.data.order_id for p in batch if isinstance(p.data, OrderCancelled)]
+    cancellations = [p.data for p in batch if isinstance(p.data, OrderCancelled)]
+    cancelled = [c.order_id for c in cancellations]
     reservations = [p.data for p in batch if isinstance(p.data, StockReserved)]
     reserved = [r.order_id for r in reservations]
     placed = {p.data.order_id: p.data for p in batch if isinstance(p.data, OrderPlaced)}
@@ -224,6 +225,7 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
         [str(line["sku"]) for r in buyers for line in r.lines]
         + [str(x["sku"]) for s in shares for x in s.lines]
         + [x.sku for r in texting for x in r.lines]
+        + [sku for c in cancellations for sku in c.skus or []]  # the products named
     )
     await _load_names(tx, skus)
     contacts = [tx.identity[CONTACT, x.seller_id] for r in texting for x in r.lines]
@@ -508,7 +510,13 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     row = await _buyer_or_park(tx, parsed, d.order_id)
     if row is None:
         return
-    said = partial(render_order_cancelled, order_ref=row.order_ref, reason=d.reason)
+    await _load_names(tx, d.skus or [])
+    names = {sku: tx.identity[NAMES, sku] or {} for sku in d.skus or []}
+
+    def said(locale: Locale) -> str:
+        products = [product_name(locale, names[sku], sku) for sku in d.skus or []]
+        return render_order_cancelled(locale, row.order_ref, d.reason, products)
+
     await _text_buyer(tx, parsed, row, "order_cancelled", said)
     nothing_to_text(tx, d.order_id)
 

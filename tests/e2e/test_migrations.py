@@ -496,7 +496,7 @@ LOSING = {
         "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id, lines,"
         " payment_method, status, stock, payment, placed_at, deadline_at, reason, skus) values"
         " ('c', 'storefront/b', 'r', 'x', 'b', '[]', 'prepaid', 'cancelled', 'failed', 'none',"
-        " now(), now(), 'out_of_season', '[\"SWN-WALNUT-1KG\"]'), ('d', 'storefront/b', 's', 'x',"
+        " now(), now(), 'out_of_season', '[\"HTN-WALNUT-1KG\"]'), ('d', 'storefront/b', 's', 'x',"
         " 'b', '[]', 'prepaid', 'cancelled', 'pending', 'none', now(), now(), 'expired', NULL)",
         "0012",
         "1 in orders.orders where skus IS NOT NULL",

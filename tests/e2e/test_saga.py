@@ -234,6 +234,13 @@ async def test_an_order_cancelled_for_a_product_names_it_to_the_storefront_and_t
         "/orders", params={"buyer_id": ZH.id, "order_ref": req.order_ref}
     )
     assert [o["skus"] for o in listed.json()["items"]] == [[walnut]]
+    # The buyer's text names it, in the buyer's language (zh-CN), as the seed names it.
+    sms = await one_text(caravan, order_id, ZH)
+    assert sms.data["text"] == (
+        f"【Caravan】您的订单{req.order_ref}已取消，原因：商品已过季（测试核桃 1公斤）。"
+        "给您带来不便，敬请谅解。"
+    )
+    assert (sms.data["encoding"], sms.data["segments"]) == ("UCS-2", 1)
 
 
 async def test_credit_declined_releases_the_stock(caravan: System) -> None:

@@ -128,6 +128,82 @@ def test_each_reason_has_its_own_wording(locale: Locale) -> None:
     assert len(texts) == len(REASONS)
 
 
+PRODUCT_REASONS = ("unknown_sku", "out_of_stock", "out_of_season")
+
+
+def test_a_cancellation_for_a_product_names_it_in_the_buyers_words() -> None:
+    """Raisins in stock, walnuts out of season: the text said "the product is out of season",
+    and the buyer could not tell which."""
+    walnuts = {"zh-CN": "新疆核桃 1公斤", "ug-CN": "شىنجاڭ ياڭىقى 1 كىلوگرام", "en": "Walnuts 1 kg"}
+    said = {
+        locale: render_order_cancelled(locale, REF, "out_of_season", [walnuts[locale]])
+        for locale in SUPPORTED_LOCALES
+    }
+    assert said == {
+        "zh-CN": f"您的订单{REF}已取消，原因：商品已过季（新疆核桃 1公斤）。"
+        "给您带来不便，敬请谅解。",
+        "ug-CN": f"{REF} نومۇرلۇق بۇيرۇتمىڭىز ئەمەلدىن قالدۇرۇلدى، سەۋەبى: مەھسۇلاتنىڭ پەسلى"
+        " ئۆتۈپ كەتتى (شىنجاڭ ياڭىقى 1 كىلوگرام). كەچۈرۈڭ.",
+        "en": f"Your order {REF} has been cancelled because Walnuts 1 kg is out of season."
+        " Sorry for the inconvenience.",
+    }
+    assert render_order_cancelled("en", REF, "out_of_stock", ["Honey"]) == (
+        f"Your order {REF} has been cancelled because Honey is out of stock."
+        " Sorry for the inconvenience."
+    )
+    assert render_order_cancelled("en", REF, "unknown_sku", ["SWN-X-1", "SWN-Y-2"]) == (
+        f"Your order {REF} has been cancelled because SWN-X-1, SWN-Y-2 could not be found."
+        " Sorry for the inconvenience."
+    )
+    assert "商品不存在（SWN-X-1）" in render_order_cancelled(
+        "zh-CN", REF, "unknown_sku", ["SWN-X-1"]
+    )
+    assert "مال قالمىدى (Honey)" in render_order_cancelled("ug-CN", REF, "out_of_stock", ["Honey"])
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_more_products_are_three_named_and_all_counted(locale: Locale) -> None:
+    text = render_order_cancelled(locale, REF, "out_of_stock", [f"P{n}" for n in range(1, 6)])
+    assert "P1" in text and "P3" in text and "P4" not in text
+    said = {
+        "zh-CN": "P1、P2、P3等5种商品",
+        "ug-CN": "P1، P2، P3 قاتارلىق 5 خىل مەھسۇلات",
+        "en": "P1, P2, P3 and 2 more are out of stock",
+    }
+    assert said[locale] in text, text
+    two = render_order_cancelled(locale, REF, "out_of_season", ["Figs", "Dates"])
+    assert {"zh-CN": "Figs、Dates", "ug-CN": "Figs، Dates", "en": "Figs, Dates are"}[locale] in two
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+@pytest.mark.parametrize("reason", REASONS)
+def test_a_cancellation_naming_no_product_texts_as_before(locale: Locale, reason: str) -> None:
+    """An order.cancelled without skus (of before, or of a reason of no product) is texted as
+    it was; products given with a reason of no product are not said."""
+    before = render_order_cancelled(locale, REF, reason)
+    assert render_order_cancelled(locale, REF, reason, []) == before
+    named = render_order_cancelled(locale, REF, reason, ["Walnuts 1 kg"])
+    assert (named != before) == (reason in PRODUCT_REASONS)
+    assert ("Walnuts 1 kg" in named) == (reason in PRODUCT_REASONS)
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_a_cancellation_naming_a_demo_product_keeps_each_locales_length(locale: Locale) -> None:
+    """Named by any one of the demo's products, a cancellation is as short as one naming none:
+    English abroad one GSM-7 SMS (to China UCS-2, 3 parts at most), Chinese one SMS, Uyghur
+    3 parts at most."""
+    for product in DEMO_PRODUCTS:
+        for reason in PRODUCT_REASONS:
+            body = render_order_cancelled(
+                locale, REF, reason, [product_name(locale, product.name, product.sku)]
+            )
+            mainland = encode_info(signed(locale, MAINLAND, body))
+            assert mainland.segments <= (1 if locale == "zh-CN" else 3), body
+            if locale == "en":
+                abroad = encode_info(signed(locale, ABROAD, body))
+                assert (abroad.encoding, abroad.segments) == ("GSM-7", 1), body
+
+
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
 def test_unknown_reason_uses_generic_wording(locale: Locale) -> None:
     assert render_order_cancelled(locale, REF, "x") == render_order_cancelled(locale, REF, "y")
@@ -469,6 +545,7 @@ def test_every_text_of_any_order_stays_within_its_bound(
     ]
     texts.append(render_new_order_for_seller(locale, ref, items, total))
     texts += [render_order_cancelled(locale, ref, r) for r in REASONS]
+    texts += [render_order_cancelled(locale, ref, r, [n for n, _ in items]) for r in REASONS]
     texts += [
         render_instalment(locale, s, ref, MAX_TERM_MONTHS, plan[0].amount_fen, plan[0].due)
         for s in get_args(InstalmentStage)

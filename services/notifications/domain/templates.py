@@ -99,6 +99,26 @@ _REASONS: Final[dict[Locale, dict[str, str]]] = {
     },
 }
 
+# The reasons of a product, naming it ({names}: the products listed, {is_}: "is" or "are"
+# as they are one or more), to fit the frame above too.
+_NAMED_REASONS: Final[dict[Locale, dict[str, str]]] = {
+    "zh-CN": {
+        "unknown_sku": "商品不存在（{names}）",
+        "out_of_stock": "商品库存不足（{names}）",
+        "out_of_season": "商品已过季（{names}）",
+    },
+    "ug-CN": {
+        "unknown_sku": "مەھسۇلات تېپىلمىدى ({names})",
+        "out_of_stock": "مال قالمىدى ({names})",
+        "out_of_season": "مەھسۇلاتنىڭ پەسلى ئۆتۈپ كەتتى ({names})",
+    },
+    "en": {
+        "unknown_sku": "{names} could not be found",
+        "out_of_stock": "{names} {is_} out of stock",
+        "out_of_season": "{names} {is_} out of season",
+    },
+}
+
 # Whole sentences for reasons that read better outside the frame; "" is the
 # generic wording for reason codes that have no specific text.
 _CANCELLED_SENTENCES: Final[dict[Locale, dict[str, str]]] = {
@@ -260,7 +280,9 @@ def render_order_confirmed(
     return _listing(locale, items, text, _BUYER_LINES)
 
 
-def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
+def render_order_cancelled(
+    locale: Locale, order_ref: str, reason: str, products: Sequence[str] = ()
+) -> str:
     """Render the body of the "order cancelled" SMS (:func:`signed` signs it).
 
     Args:
@@ -268,11 +290,29 @@ def render_order_cancelled(locale: Locale, order_ref: str, reason: str) -> str:
         order_ref: order reference shown to the buyer, included verbatim.
         reason: cancellation reason code; codes in :data:`CANCEL_REASONS` are
             explained in plain words, any other code gets a generic wording.
+        products: the names of the products a reason of a product (``unknown_sku``,
+            ``out_of_stock``, ``out_of_season``) is of (:func:`product_name`), named in the
+            text: the first :data:`_BUYER_LINES`, the others counted, each name cut only
+            as far as keeps it within :data:`MAX_SEGMENTS`. None given (an event of before
+            2026-12-06), or another reason: the text it was before ("the product").
 
     An apology is appended unless the buyer cancelled the order themselves.
     """
+    named = _NAMED_REASONS[locale].get(reason) if products else None
+    if named is None:
+        return _cancelled(locale, order_ref, reason, _REASONS[locale].get(reason))
+    be = "is" if len(products) == 1 else "are"
+
+    def text(listed: str) -> str:
+        return _cancelled(locale, order_ref, reason, named.format(names=listed, is_=be))
+
+    return _listing(locale, [(name, None) for name in products], text, _BUYER_LINES)
+
+
+def _cancelled(locale: Locale, order_ref: str, reason: str, phrase: str | None) -> str:
+    """The cancellation of ``order_ref`` for ``reason``, said by ``phrase`` in the frame
+    (None: the reason has none), or by the reason's own sentence, or generically."""
     sentences = _CANCELLED_SENTENCES[locale]
-    phrase = _REASONS[locale].get(reason)
     if reason in sentences:
         sentence = sentences[reason].format(ref=order_ref)
     elif phrase is not None:
@@ -320,26 +360,27 @@ _MORE: Final[dict[Locale, str]] = {
 }
 
 
-def format_items(
-    locale: Locale, items: Sequence[tuple[str, int]], lines: int, name_units: int
-) -> str:
-    """``[("Honey", 2), ("Pepper", 1)]`` as ``Honey x2, Pepper x1`` (``、``/``، `` joined):
-    the first ``lines`` lines, each name cut past ``name_units`` UCS-2 units
-    (:func:`~services.notifications.domain.sms.clipped`), and how many there are in all
-    when there are more (``... and 47 more``, ``...等50种商品``)."""
+Item = tuple[str, int | None]
+"""A product's name and the quantity of it to say (None: the name alone)."""
+
+
+def format_items(locale: Locale, items: Sequence[Item], lines: int, name_units: int) -> str:
+    """``[("Honey", 2), ("Pepper", 1)]`` as ``Honey x2, Pepper x1`` (``、``/``، `` joined;
+    a name of no quantity alone): the first ``lines`` lines, each name cut past
+    ``name_units`` UCS-2 units (:func:`~services.notifications.domain.sms.clipped`), and how
+    many there are in all when there are more (``... and 47 more``, ``...等50种商品``)."""
     joiner = {"zh-CN": "、", "ug-CN": "، ", "en": ", "}[locale]
     mark = "..." if locale == "en" else "…"  # "…" is not GSM-7
     listed = joiner.join(
-        f"{clipped(name, name_units, mark)} x{quantity}" for name, quantity in items[:lines]
+        clipped(name, name_units, mark) + ("" if quantity is None else f" x{quantity}")
+        for name, quantity in items[:lines]
     )
     if len(items) <= lines:
         return listed
     return _MORE[locale].format(listed=listed, count=len(items), more=len(items) - lines)
 
 
-def _listing(
-    locale: Locale, items: Sequence[tuple[str, int]], text: Callable[[str], str], lines: int
-) -> str:
+def _listing(locale: Locale, items: Sequence[Item], text: Callable[[str], str], lines: int) -> str:
     """``text`` of the order's ``items`` listed as fully as keeps it, signed, within
     :data:`MAX_SEGMENTS`: as many of its first ``lines`` lines as fit, the others counted,
     each name cut (:data:`_NAME_UNITS`) only as far as lets that many fit; else 1 line.

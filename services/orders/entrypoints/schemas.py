@@ -67,7 +67,7 @@ def step_said(step: Mapping[str, Any]) -> str:
     """A step of ``GET /orders/{id}``'s timeline as ``caravan orders show`` and the operations
     page say it: its type, then what it names (``payment.refunded: 3500 fen under reference
     BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``, ``order.cancelled: for SKU
-    SWN-WALNUT-1KG``)."""
+    HTN-WALNUT-1KG``)."""
     amount, reference = step.get("amount_fen"), step.get("reference")
     skus = step.get("skus") or []
     owed = " owed back" if step["type"] == "payment.voided" else ""

@@ -68,12 +68,35 @@ before this bound may be)."""
 
 
 def _product_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError("a product's name is not blank: an order's texts name its products")
     if len(name) > MAX_NAME_CHARS:
         raise ValueError(
             f"a product's name is at most {MAX_NAME_CHARS} characters, this one has"
             f" {len(name)}: an order's texts name its products"
         )
     return name
+
+
+LOCALES: tuple[str, ...] = get_args(Locale)
+"""The languages Caravan has texts in, as a product's name and a buyer's ``locale`` say them."""
+
+
+def _name_locale(key: str) -> str:
+    if key not in LOCALES:
+        raise ValueError(
+            f"{key!r} is not a language Caravan has texts in: a name's keys are"
+            f" {', '.join(LOCALES)}"
+        )
+    return key
+
+
+def _product_names(names: dict[str, str]) -> dict[str, str]:
+    if not names:
+        raise ValueError(
+            f"a product has a name in one of {', '.join(LOCALES)} at least: its texts name it"
+        )
+    return names
 
 
 UnitPrice = Annotated[int, Field(strict=True), AfterValidator(_unit_price)]
@@ -85,7 +108,14 @@ until a seed names it with another; orders of it are still handled as they were.
 CreditLimit = Annotated[int, Field(strict=True, ge=0), AfterValidator(_credit_limit)]
 """A buyer's credit limit in fen, 0 to :data:`MAX_CREDIT_LIMIT_FEN`."""
 ProductName = Annotated[str, AfterValidator(_product_name)]
-"""A product's name in one language, at most :data:`MAX_NAME_CHARS` characters."""
+"""A product's name in one language, not blank, at most :data:`MAX_NAME_CHARS` characters."""
+ProductNames = Annotated[
+    dict[Annotated[str, AfterValidator(_name_locale)], ProductName],
+    AfterValidator(_product_names),
+]
+"""A product's names by locale (:data:`LOCALES`), one at least. A key of no locale Caravan
+texts in (``zh_CN``, ``EN``) or no name at all was loaded, and the product's texts named it by
+its SKU; both refused, with the file's other errors."""
 
 
 class Seller(NoNul):
@@ -103,7 +133,7 @@ class Product(NoNul):
     sku: str = Field(min_length=1, max_length=64)
     seller_id: str = Field(min_length=1, max_length=64)
     unit_price_fen: UnitPrice
-    name: dict[str, ProductName]
+    name: ProductNames
 
 
 MAX_LOT_QUANTITY = 2**31 - 1

@@ -39,11 +39,14 @@ def payments_seed() -> SeedFile:
                 for i, s in enumerate(("pay-seller-1", "pay-seller-2"), start=10)
             ],
             "products": [
-                {"sku": "PAY-UNIT", "seller_id": "pay-seller-1", "unit_price_fen": 100, "name": {}},
-                {"sku": "PAY-FEN", "seller_id": "pay-seller-2", "unit_price_fen": 1, "name": {}},
-                {"sku": "PAY-BOX", "seller_id": "pay-seller-1", "unit_price_fen": 3500, "name": {}},
-                # Priced 0 by the one test of it (no seed file may say so any more).
-                {"sku": "PAY-FREE", "seller_id": "pay-seller-2", "unit_price_fen": 1, "name": {}},
+                {"sku": sku, "seller_id": seller, "unit_price_fen": fen, "name": {"en": sku}}
+                for sku, seller, fen in (
+                    ("PAY-UNIT", "pay-seller-1", 100),
+                    ("PAY-FEN", "pay-seller-2", 1),
+                    ("PAY-BOX", "pay-seller-1", 3500),
+                    # Priced 0 by the one test of it (no seed file may say so any more).
+                    ("PAY-FREE", "pay-seller-2", 1),
+                )
             ],
             "lots": [
                 {"lot_id": f"LOT-{sku}", "sku": sku, **lot}

@@ -190,6 +190,47 @@ def test_a_product_name_past_its_bound_is_refused_naming_it_and_the_bound(
     ), said
 
 
+def test_a_name_in_no_locale_caravan_texts_in_or_none_is_refused_with_the_files_errors(
+    tmp_path: Path,
+) -> None:
+    """A drill's file named a product {"zh_CN": .., "ug": .., "EN": ..} and another {}: both
+    loaded (exit 0), and their texts named the SKU ("... SD-FIG-500G x1 ...").
+    Each is refused now with the file's other errors, in one run, naming the locales taken."""
+    product = DEMO["products"][0]
+    keys = {"zh_CN": "无花果干 500克", "ug": "ئەنجۈر", "EN": "Dried figs 500 g"}
+    products = [
+        {**product, "sku": "SD-FIG-500G", "name": keys},
+        {**product, "sku": "SD-NONE", "name": {}},
+        {**product, "sku": "SD-BLANK", "name": {"en": " "}},
+    ]
+    buyer = {**DEMO["buyers"][0], "phone": "0991"}
+    path = tmp_path / "locales.json"
+    path.write_text(
+        json.dumps({**DEMO, "products": [*DEMO["products"], *products], "buyers": [buyer]})
+    )
+    done = caravan("seed", str(path))
+    at = len(DEMO["products"])
+    taken = "a name's keys are zh-CN, ug-CN, en"
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [
+            f"{path} is not a seed file as CONTRACT.md describes (6 error(s)):",
+            f"  products.{at}.name.zh_CN.[key]: 'zh_CN' is not a language Caravan has texts in:"
+            f" {taken}",
+            f"  products.{at}.name.ug.[key]: 'ug' is not a language Caravan has texts in: {taken}",
+            f"  products.{at}.name.EN.[key]: 'EN' is not a language Caravan has texts in: {taken}",
+            f"  products.{at + 1}.name: a product has a name in one of zh-CN, ug-CN, en at least:"
+            " its texts name it",
+            f"  products.{at + 2}.name.en: a product's name is not blank: an order's texts name"
+            " its products",
+            "  buyers.0.phone: should be an E.164 phone number, + and 7 to 15 digits: e.g."
+            " +8613912345678",
+        ],
+    ), done.stdout
+    named = {**product, "name": {"zh-CN": "无花果干", "ug-CN": "ئەنجۈر", "en": "Dried figs"}}
+    assert seed(products=[named]).products[0].name == named["name"]
+
+
 def test_a_lot_whose_dates_are_backwards_is_refused_naming_it_and_its_dates(
     tmp_path: Path,
 ) -> None:

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 from urllib.parse import unquote
@@ -661,11 +661,24 @@ def _named_kafka(settings: Settings) -> str:
     return settings.named_kafka() or checkout.local_kafka()
 
 
+TIME = "ISO 8601; UTC if no zone, a date alone from its start in the market's zone"
+"""How a time option's help says what :func:`_time` reads."""
+
+
 def _time(value: str) -> datetime:
     """A time option's value: ISO 8601 as ``datetime.fromisoformat`` reads it (an offset or
     ``Z``, fractions of a second, what ``caravan dlq list`` prints), UTC when it names no
-    zone. Typer's own datetime type reads click's three formats (no zone, no fractions) or,
-    in newer Typers, pydantic's (a bare number as Unix seconds), whichever is installed."""
+    zone; a date alone (``2026-12-06``) the start of that day in the marketplace's zone
+    (``CARAVAN_MARKET_TIMEZONE``): read as midnight UTC, an operator's "today" in Shawan began
+    at 08:00 and missed the market's first 8 hours. Typer's own datetime type reads click's
+    three formats (no zone, no fractions) or, in newer Typers, pydantic's (a bare number as
+    Unix seconds), whichever is installed."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day, datetime.min.time(), days.market_zone())
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -681,7 +694,7 @@ def replay(
     group: Annotated[str, typer.Option(help="the consumer group to rewind, e.g. caravan-orders")],
     from_timestamp: Annotated[
         datetime | None,
-        typer.Option(parser=_time, help="first record time to re-read (ISO 8601, UTC if no zone)"),
+        typer.Option(parser=_time, help=f"first record time to re-read ({TIME})"),
     ] = None,
     from_offset: Annotated[
         int | None, typer.Option(min=0, help="offset to restart from, per partition")
@@ -868,10 +881,10 @@ def orders_list(
     ] = None,
     since: Annotated[
         datetime | None,
-        typer.Option(parser=_time, help="placed at or after (ISO 8601, UTC if no zone)"),
+        typer.Option(parser=_time, help=f"placed at or after ({TIME})"),
     ] = None,
     until: Annotated[
-        datetime | None, typer.Option(parser=_time, help="placed before (ISO 8601, UTC if no zone)")
+        datetime | None, typer.Option(parser=_time, help=f"placed before ({TIME})")
     ] = None,
     buyer: Annotated[str | None, typer.Option(help="only this buyer's")] = None,
     source: Annotated[
@@ -1062,7 +1075,7 @@ ErrorOpt = Annotated[
 ]
 SinceOpt = Annotated[
     datetime | None,
-    typer.Option(parser=_time, help="dead-lettered at or after (ISO 8601, UTC if no zone)"),
+    typer.Option(parser=_time, help=f"dead-lettered at or after ({TIME})"),
 ]
 
 

@@ -1,17 +1,20 @@
 """The command line's times are ISO 8601 as ``datetime.fromisoformat`` reads it: with an
 offset or ``Z``, with fractions of a second, in the basic format too, and a time without a
-zone is UTC; a time that ``caravan dlq list`` prints can be given back to ``--since``; any
-other value is a usage error that says what is wanted. Kafka is faked."""
+zone is UTC, a date alone the start of that day in the market's zone; a time that ``caravan
+dlq list`` prints can be given back to ``--since``; any other value is a usage error that says
+what is wanted. Kafka is faked."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from caravan import cli
+from caravan import admin_api, cli
 from caravan.ops import dlq as ops_dlq
 from caravan.ops import replay as ops_replay
+from shared import days
 
 NINE_UTC = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
 
@@ -79,3 +82,43 @@ def test_a_time_that_is_not_iso_8601_is_a_usage_error(args: list[str]) -> None:
     done = CliRunner().invoke(cli.app, [*args, "3 December"], env={"COLUMNS": "200"})
     assert done.exit_code == 2
     assert "not an ISO 8601 time" in done.output, done.output
+
+
+@pytest.fixture
+def in_shawan(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The market's zone China's (the test session sets another: tests/conftest.py)."""
+    monkeypatch.setenv("CARAVAN_MARKET_TIMEZONE", "Asia/Shanghai")
+    days.market_zone.cache_clear()
+    yield
+    days.market_zone.cache_clear()
+
+
+@pytest.mark.usefixtures("in_shawan")
+def test_a_date_alone_is_the_start_of_the_market_s_day(
+    asked: list[datetime | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drill's operator asked `caravan orders list --since 2026-12-06` for today's orders: read
+    as midnight UTC, 08:00 in Shawan, it missed the market's first 8 hours. A date alone is
+    now the start of that day in the market's zone, for every time option; a time is as it
+    was (a zone as given, none UTC)."""
+    sent: list[dict[str, str]] = []
+
+    def newest(base: str, service: str, path: str, params: dict[str, str], *rest: Any) -> Any:
+        sent.append(params)
+        return [], False
+
+    monkeypatch.setattr(admin_api, "newest", newest)
+    args = ["orders", "list", "--since", "2026-12-06", "--until", "2026-12-07"]
+    done = CliRunner().invoke(cli.app, args, env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert sent == [{"since": "2026-12-06T00:00:00+08:00", "until": "2026-12-07T00:00:00+08:00"}]
+    times = ["2026-12-06T00:00", "2026-12-06T00:00+08:00"]
+    for at in times:
+        assert CliRunner().invoke(cli.app, ["orders", "list", "--since", at]).exit_code == 0
+    assert [s["since"] for s in sent[1:]] == [
+        "2026-12-06T00:00:00+00:00",
+        "2026-12-06T00:00:00+08:00",
+    ]
+    args = ["replay", "--topic", "t", "--group", "g", "--from-timestamp", "2026-12-03"]
+    assert CliRunner().invoke(cli.app, [*args, "--dry-run"]).exit_code == 0
+    assert asked == [datetime(2026, 12, 2, 16, 0, tzinfo=UTC)]

@@ -3,9 +3,11 @@ the tests) share, without the servers' imports (FastAPI, SQLAlchemy: a command m
 for them): the headers a call carries its token in, and validation errors said field by
 field."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 if TYPE_CHECKING:
     from fastapi.exceptions import RequestValidationError
@@ -74,3 +76,20 @@ def field_errors(
                 said = f"should be {PATTERN_WORDS[e['ctx']['pattern']]}"
             found.append({"field": ".".join(path) or whole, "message": said})
     return found
+
+
+_PYDANTIC_ERRORS = set(get_args(ErrorType))
+
+
+def again(error: ErrorDetails) -> InitErrorDetails:
+    """``error`` to raise again (``ValidationError.from_exception_data``) with errors of a
+    validator's own, as it was (its type, so its wording, and its context); one of a type of
+    our own (``PydanticCustomError``) as it was worded."""
+    kind = error["type"]
+    if kind not in _PYDANTIC_ERRORS:
+        return {
+            "type": PydanticCustomError(kind, error["msg"]),
+            "loc": error["loc"],
+            "input": error["input"],
+        }
+    return {"type": kind, "loc": error["loc"], "input": error["input"], "ctx": error.get("ctx", {})}

@@ -16,9 +16,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
-from pydantic_core.core_schema import ErrorType
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from shared.api import again
 from shared.events.envelope import WHOLE_SEGMENTS, Frozen, NoNul
 from shared.events.orders import E164_PATTERN, MAX_LINES, MAX_QUANTITY, Locale
 
@@ -196,22 +196,6 @@ def _listed_twice(given: dict[str, list[tuple[int, str]]]) -> list[str]:
     return said
 
 
-_PYDANTIC_ERRORS = set(get_args(ErrorType))
-
-
-def _again(error: ErrorDetails) -> InitErrorDetails:
-    """``error`` to raise again, as it was (its type, so its wording, and its context); one of
-    a type of our own (``PydanticCustomError``) as it was worded."""
-    kind = error["type"]
-    if kind not in _PYDANTIC_ERRORS:
-        return {
-            "type": PydanticCustomError(kind, error["msg"]),
-            "loc": error["loc"],
-            "input": error["input"],
-        }
-    return {"type": kind, "loc": error["loc"], "input": error["input"], "ctx": error.get("ctx", {})}
-
-
 def _whole_file(said: list[str], data: object) -> list[InitErrorDetails]:
     """Errors of the whole file (no field of it), worded as ``said``."""
     return [
@@ -244,7 +228,7 @@ class SeedFile(Frozen):
             if not twice:
                 raise
             raise ValidationError.from_exception_data(
-                exc.title, [*map(_again, exc.errors()), *_whole_file(twice, data)]
+                exc.title, [*map(again, exc.errors()), *_whole_file(twice, data)]
             ) from None
         if twice:
             raise ValidationError.from_exception_data(cls.__name__, _whole_file(twice, data))

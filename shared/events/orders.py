@@ -1,11 +1,19 @@
 """Events of ``orders.requests.v1`` and ``orders.events.v1`` (public, see CONTRACT.md)."""
 
 from datetime import date, datetime
-from typing import Annotated, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.api import worded
+from shared.api import again, worded
 from shared.events.envelope import EventData, Fen, Frozen, LoanId, NoNul, OrderId
 from shared.topics import EventType, Topic
 
@@ -88,22 +96,49 @@ class Delivery(Frozen):
     address: str = Field(min_length=1, max_length=256)
 
 
+def _sku_of(line: object) -> object:
+    return line.get("sku") if isinstance(line, dict) else getattr(line, "sku", None)
+
+
+def _each_sku_once(lines: Any, handler: ValidatorFunctionWrapHandler) -> list[OrderLine]:
+    """A sku on a line after another's is told on that line (``lines.1.sku``), with the lines'
+    own errors and the request's other fields': said of the whole request (``body``,
+    ``data``), it came only once every field was right, one round of edits more."""
+    first: dict[object, int] = {}
+    twice: list[InitErrorDetails] = []
+    for i, line in enumerate(lines if isinstance(lines, list) else []):
+        sku = _sku_of(line)
+        if isinstance(sku, str) and first.setdefault(sku, i) != i:
+            said = f"each sku may appear in at most one line: line {first[sku]} has it too"
+            error = PydanticCustomError("sku_twice", said)
+            twice.append({"type": error, "loc": (i, "sku"), "input": sku})
+    try:
+        valid: list[OrderLine] = handler(lines)
+    except ValidationError as exc:
+        if not twice:
+            raise
+        errors = sorted([*map(again, exc.errors()), *twice], key=lambda e: _line_of(e["loc"]))
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+    if twice:
+        raise ValidationError.from_exception_data("lines", twice)
+    return valid
+
+
+def _line_of(loc: tuple[int | str, ...]) -> int:
+    return loc[0] if loc and isinstance(loc[0], int) else -1
+
+
 class OrderRequested(EventData, NoNul):
     topic: ClassVar[Topic] = Topic.ORDER_REQUESTS
     event_type: ClassVar[EventType] = EventType.ORDER_REQUESTED
 
     order_ref: OrderRef = Field(pattern=ORDER_REF_PATTERN)
     buyer: Buyer
-    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
+    lines: Annotated[list[OrderLine], WrapValidator(_each_sku_once)] = Field(
+        min_length=1, max_length=MAX_LINES
+    )
     payment: PaymentRequest
     delivery: Delivery | None = None
-
-    @model_validator(mode="after")
-    def _each_sku_once(self) -> Self:
-        skus = [line.sku for line in self.lines]
-        if len(set(skus)) != len(skus):
-            raise ValueError("each sku may appear in at most one line")
-        return self
 
     def partition_key(self) -> str:
         return self.order_ref

@@ -379,7 +379,7 @@ def test_duplicate_sku_lines_are_invalid() -> None:
     data = example()["data"]
     data["lines"] = [{"sku": "SKU-A", "quantity": 1}, {"sku": "SKU-A", "quantity": 2}]
     error = invalid_data(data)
-    assert fields(error) == ["data"]
+    assert fields(error) == ["lines.1.sku"]
     assert "at most one line" in error.errors[0]["message"]
 
 

@@ -55,18 +55,25 @@ def test_pydantics_own_messages_are_kept() -> None:
 
 
 def test_a_refused_event_and_its_dead_letter_reason_say_the_validators_words() -> None:
+    """A sku on two lines is told on the second line's sku, with the other fields' errors (a
+    phone, a quantity): it was told of the whole ``data`` once they were mended, one round
+    of edits more."""
     line = {"sku": "T-PEPPER", "quantity": 1}
     data = {
         "order_ref": "SWN-1",
-        "buyer": {"id": "b-1", "phone": "+8613912345678", "locale": "en"},
-        "lines": [line, line],
+        "buyer": {"id": "b-1", "phone": "0991", "locale": "en"},
+        "lines": [line, {"sku": "T-JUJUBE", "quantity": 0}, line],
         "payment": {"method": "prepaid"},
     }
     with pytest.raises(PoisonRecord) as refused:
         validate_record(Topic.ORDER_REQUESTS, raw_event("order.requested", data))
-    said = "each sku may appear in at most one line"
-    assert refused.value.errors == [{"field": "data", "message": said}]
-    assert refused.value.message == f"<root>: {said}"
+    said = "each sku may appear in at most one line: line 0 has it too"
+    assert refused.value.errors == [
+        {"field": "buyer.phone", "message": PHONE},
+        {"field": "lines.1.quantity", "message": "Input should be greater than or equal to 1"},
+        {"field": "lines.2.sku", "message": said},
+    ]
+    assert refused.value.message.endswith(f"; lines.2.sku: {said}")
 
 
 PHONE = "should be an E.164 phone number, + and 7 to 15 digits: e.g. +8613912345678"

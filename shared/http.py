@@ -326,7 +326,7 @@ async def authorize_token(
         raise StarletteHTTPException(401, NO_TOKEN, BEARER)
     found = await guard.lookup(token)
     if found.principal is None:
-        guard.refused(found.refused or "unknown", client, method, path)
+        guard.refused(found.refused or "unknown", client, method, path, found.name)
         invalid = {"WWW-Authenticate": 'Bearer realm="caravan", error="invalid_token"'}
         raise StarletteHTTPException(401, "the token is not valid", invalid)
     if not found.principal.scopes & set(scopes):
@@ -343,7 +343,7 @@ def scope_refused(
     buyer, which needs ops, where one buyer's needs orders:read)."""
     client = request.client.host if request.client else "unknown"
     guard: Guard = request.app.state.guard
-    guard.refused("scope", client, request.method, request.url.path)
+    guard.refused("scope", client, request.method, request.url.path, principal.name, scopes)
     said = f"the token {principal.name!r} lacks the scope {' or '.join(scopes)}"
     return StarletteHTTPException(403, said + needs)
 

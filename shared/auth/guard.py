@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -200,10 +200,22 @@ class Guard:
             async with self.engine.connect() as conn:
                 return await tokens.lookup(conn, token)
 
-    def refused(self, reason: str, client: str, method: str, path: str) -> None:
-        """Count and log a refusal (never the token); failures of authentication count
-        towards the client's limit, a wrong scope does not."""
+    def refused(
+        self,
+        reason: str,
+        client: str,
+        method: str,
+        path: str,
+        token: str | None = None,
+        scopes: Sequence[str] = (),
+    ) -> None:
+        """Count and log a refusal, naming the token where it is known (``token``, its name,
+        never its secret: a revoked one, or a valid one lacking ``scopes``), so an operator
+        can tell whose call it was; failures of authentication count towards the client's
+        limit, a wrong scope does not."""
         AUTH_FAILURES.labels(self.service, reason).inc()
-        log.warning("refused %s %s from %s: %s", method, path, client, reason)
+        lacks = f" lacks the scope {' or '.join(scopes)}" if scopes else ""
+        named = "" if token is None else f" (token {token!r}{lacks})"
+        log.warning("refused %s %s from %s: %s%s", method, path, client, reason, named)
         if reason not in ("scope", "throttled"):
             self.limiter.failed(client)

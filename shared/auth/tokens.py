@@ -70,6 +70,9 @@ class Lookup:
     (one snapshot); None if it was not read. Tokens are never deleted and a revocation is
     never undone, so a higher number read later means a revocation since
     (:meth:`shared.auth.guard.Guard.lookup`)."""
+    name: str | None = field(default=None, compare=False)
+    """The name of a revoked token (its refusal's log line names it); None otherwise (a valid
+    token's is its principal's)."""
 
 
 def digest(token: str) -> str:
@@ -255,7 +258,7 @@ async def lookup(conn: AsyncConnection, token: str) -> Lookup:
     if row.hash is None or not hmac.compare_digest(row.hash, presented):
         return Lookup(None, "unknown", row.revoked)
     if row.revoked_at is not None:
-        return Lookup(None, "revoked", row.revoked)
+        return Lookup(None, "revoked", row.revoked, row.name)
     scopes = frozenset(row.scopes)
     # ops reaches every order (GET /orders of every buyer): bound, it would not be in effect.
     bound = None if row.sources is None or "ops" in scopes else frozenset(row.sources)

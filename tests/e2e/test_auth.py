@@ -4,6 +4,7 @@ a missing, malformed, unknown, revoked or under-scoped token with 401/403 and ch
 allowed actions land in the audit trail; failed attempts are throttled; bodies are limited."""
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -494,6 +495,42 @@ async def test_the_cli_sends_its_token_and_shows_a_refusal(caravan: System) -> N
         f" {DEV_TOKEN_FILE}): set it to a valid one (`caravan tokens issue --scope SCOPE`),"
         " or unset it",
     ], refused.stderr
+
+
+async def test_a_refusal_of_a_token_known_is_logged_naming_it_and_the_scope_asked(
+    caravan: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drill's refusal was logged "refused POST /orders from 127.0.0.1: scope": which
+    storefront's token lacked which scope, the operator could not tell. A token known (valid
+    and lacking the scope; revoked) is named now, never its secret; an unknown one as before
+    (its name is not known, and a guess names nothing)."""
+    tag = uuid.uuid4().hex[:6]
+    reader = await caravan.issue_token(f"shop-{tag}", "orders:read")
+    revoked = await caravan.issue_token(f"old-shop-{tag}", "orders:write")
+    await caravan.revoke_token(f"old-shop-{tag}")
+    unknown = "cvn_" + uuid.uuid4().hex * 2
+    service = orders(Settings(DATABASE_URL=caravan.infra.database_url))  # its log in this process
+    try:
+        transport = httpx.ASGITransport(app=service.asgi_app, client=("10.0.0.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://o") as client:
+            with caplog.at_level(logging.WARNING, logger="caravan.auth"):
+                for token in (reader, revoked, unknown):
+                    got = await client.post(
+                        "/orders",
+                        json={},
+                        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": tag},
+                    )
+                    assert got.status_code in (401, 403), got.text
+    finally:
+        await service.db.dispose()
+    said = [r.getMessage() for r in caplog.records if r.name == "caravan.auth"]
+    assert said == [
+        f"refused POST /orders from 10.0.0.7: scope (token 'shop-{tag}' lacks the scope"
+        " orders:write)",
+        f"refused POST /orders from 10.0.0.7: revoked (token 'old-shop-{tag}')",
+        "refused POST /orders from 10.0.0.7: unknown",
+    ]
+    assert not any(secret in line for line in said for secret in (reader, revoked, unknown))
 
 
 def _failures(text: str) -> Callable[[str], float]:

@@ -841,6 +841,7 @@ def stuck(
         | ({} if older_than is None else {"older_than_seconds": older_than}),
     )
     shown, total = len(found["orders"]), found.get("total", len(found["orders"]))
+    over = f"pending over {found['older_than_seconds']:.0f}s"
     table = output.table(
         "order",
         "ref",
@@ -848,8 +849,7 @@ def stuck(
         "placed",
         "stock",
         "payment",
-        title=(f"the oldest {shown} of " if shown < total else "")
-        + f"{total} order(s) pending over {found['older_than_seconds']:.0f}s",
+        title=(f"the oldest {shown} of " if shown < total else "") + f"{total} order(s) {over}",
         whole=("order", "ref", "placed"),
     )
     for o in found["orders"]:
@@ -861,7 +861,7 @@ def stuck(
             o["stock"],
             o["payment"],
         )
-    output.show(table)
+    output.show(table, empty=f"no order stuck: none {over}")
 
 
 orders_app = typer.Typer(help="Every buyer's orders, as operations read them.")

@@ -106,11 +106,16 @@ def table(
     return Table(*columns, title=title)
 
 
-def show(table: Table, on: Console = console) -> None:
+def show(table: Table, on: Console = console, empty: str | None = None) -> None:
     """Print ``table`` as wide as the terminal, or wider where its whole columns need it.
     Printed to a pipe or a file (no terminal, no width asked for by ``COLUMNS`` or given to
     the console), every cell is whole on its lines, however wide: what ``grep`` wants (a
-    pipe was given 80 columns, and ``storefront/walk`` came out as ``stor/efro/nt/w/alk``)."""
+    pipe was given 80 columns, and ``storefront/walk`` came out as ``stor/efro/nt/w/alk``).
+    A table of no rows is ``empty``'s line instead, where it is given (a table of headers
+    alone reads as something failed to show)."""
+    if empty is not None and not table.row_count:
+        on.print(empty)
+        return
     piped = not on.is_terminal and on._width is None and "COLUMNS" not in os.environ
     set_widths = [column.width for column in table.columns]
     need = 1  # the left edge; each column adds its padding and a rule

@@ -311,6 +311,21 @@ def test_stuck_piped_prints_each_value_whole_on_one_line(monkeypatch: pytest.Mon
         assert all(value in line for value in shown.values()), done.output
 
 
+def test_stuck_with_nothing_stuck_says_so_and_the_threshold_it_looked_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan stuck`` with nothing stuck printed the title and the headers of an empty
+    table, which read as something that failed to show."""
+    from caravan import admin_api
+
+    def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return {"older_than_seconds": 120.0, "orders": [], "total": 0}
+
+    monkeypatch.setattr(admin_api, "call", call)
+    done = CliRunner().invoke(cli.app, ["stuck", "--older-than", "120"])
+    assert (done.exit_code, done.output) == (0, "no order stuck: none pending over 120s\n")
+
+
 def test_a_letter_redriven_before_says_when_and_by_whom_on_a_fourth_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1,10 +1,12 @@
 """Every answer of a service's HTTP API that is not a success is a problem body saying what
 went wrong (shared/http.py), whatever FastAPI or an unforeseen error would have said."""
 
+import json
 import logging
 import time
 from types import SimpleNamespace
 from typing import Annotated, Any, cast, get_args
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -262,6 +264,44 @@ async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None
     assert answer.status_code == 422, answer.text
     named = [error["field"] for error in answer.json()["errors"]]
     assert named == ["order_id", "timestamp", "push_id"], answer.text
+
+
+async def test_a_push_whose_text_is_not_utf_8_is_a_422_saying_so() -> None:
+    """A form whose values were percent-encoded GBK was read as replaced text (U+FFFD) and
+    refused 401 "Bad signature" ("no app 'shop' with a secret that signs this push"), its
+    signature checked over text no one signed; a JSON body in UTF-16 was "Expecting value:
+    line 1 column 1 (char 0)". Both are 422 "not UTF-8", as the same bytes sent raw are."""
+    secret = "s" * 16
+    app = pushes(secret)
+    params = {"timestamp": str(int(time.time()) - 3600), "order_id": "P-1", "event": "订单已付款"}
+    params["sign"] = sign(params, secret)  # over the UTF-8 text, as a platform signs
+    gbk = urlencode(params, encoding="gbk")
+    json_type = {"content-type": "application/json"}
+    sent: list[tuple[dict[str, Any], str]] = [
+        (
+            {"content": gbk, "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            "not UTF-8: parameter 'event' once percent-decoded (GBK, maybe?): percent-encode"
+            " UTF-8, the text signed",
+        ),
+        (
+            {"content": urlencode({"事件": "x"}, encoding="gbk")},
+            "not UTF-8: a parameter's name once percent-decoded (GBK, maybe?)",
+        ),
+        (
+            {"content": json.dumps(params).encode("utf-16"), "headers": json_type},
+            "not UTF-8: invalid start byte at byte 0",
+        ),
+    ]
+    for how, said in sent:
+        answer = await call(app, "POST", "/platform/shop/push", **how)
+        assert (answer.status_code, answer.json()["title"]) == (422, "Not a platform push"), (
+            answer.text
+        )
+        assert answer.json()["detail"][: len(said)] == said, answer.text
+    # The same push percent-encoded as UTF-8 is read, its signature good: an hour old, it is
+    # refused for its timestamp alone (this app has no database to go further).
+    utf8 = await call(app, "POST", "/platform/shop/push", data=params)
+    assert (utf8.status_code, utf8.json()["title"]) == (401, "Stale timestamp"), utf8.text
 
 
 async def test_a_body_that_is_no_delivery_receipt_is_a_422_saying_why() -> None:

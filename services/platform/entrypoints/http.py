@@ -129,16 +129,33 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number a push may carry")
 
 
+NOT_UTF8_FORM = "(GBK, maybe?): percent-encode UTF-8, the text signed"
+"""What a 422 says of a form whose percent-encoded bytes are not UTF-8 (:func:`parse_params`):
+they were read as replaced text, and the push refused 401 as if its signature were wrong."""
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
     """A push's parameters, from a flat JSON object (a ``Content-Type`` naming json) or a form
     (any other, or none); ValueError otherwise, which never quotes the body (it holds the
     ``sign``). A JSON body sent as another type, or none, is told to send its type. A JSON
     number is taken as written (``12.50``, ``1E3``): the platform signed that text, and
-    ``str(float)`` would sign another (``12.5``, ``1000.0``)."""
+    ``str(float)`` would sign another (``12.5``, ``1000.0``). Either is UTF-8 (a form's
+    values once percent-decoded): a UnicodeDecodeError, or a ValueError saying so."""
     if "json" in (content_type or "").lower():
+        # Decoded here, not by json.loads, which reads bytes as UTF-16 or UTF-32 where it
+        # guesses so (a BOM, NULs): "Expecting value" of a body that is not UTF-8.
+        text = body.decode("utf-8-sig")
         try:
             data = json.loads(
-                body or b"null", parse_float=str, parse_int=str, parse_constant=_no_constant
+                text or "null", parse_float=str, parse_int=str, parse_constant=_no_constant
             )
         except RecursionError:  # nested hundreds deep: not flat parameters, whatever it is
             raise ValueError("a JSON push must be a flat object") from None
@@ -153,10 +170,16 @@ def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
         raise ValueError(send_json(content_type))
     else:
         text = body.decode()
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+        try:  # bytes percent-encoded that are no UTF-8 kept apart (surrogates), not replaced
+            pairs = parse_qsl(
+                text, keep_blank_values=True, strict_parsing=bool(text), errors="surrogateescape"
+            )
         except ValueError:  # parse_qsl's says "bad query field: '...'", quoting the body
             raise ValueError("not a form: name=value pairs joined by &") from None
+        for name, value in pairs:
+            if not _utf8(name + value):
+                named = f"parameter {name!r}" if _utf8(name) else "a parameter's name"
+                raise ValueError(f"not UTF-8: {named} once percent-decoded {NOT_UTF8_FORM}")
         if len({k for k, _ in pairs}) != len(pairs):
             raise ValueError("a parameter appears more than once")
         params = dict(pairs)

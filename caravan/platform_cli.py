@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import base_url, call, found, pages
+from caravan.admin_api import ProblemAnswer, base_url, call, found, pages
 from caravan.output import OperatorError, console
 from services.platform.domain.delivery import CallbackStatus
 from shared.events.orders import Locale
@@ -42,6 +42,8 @@ def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[
 
 
 Kind = Literal["sku", "buyer"]
+UNKNOWN_APP = "Unknown app: "
+"""How the adapter's refusal of an app it does not know begins, as said (title: detail)."""
 MAPPING = "/platform/{}/mappings/{}/{}"
 
 
@@ -66,8 +68,15 @@ def _mapped(kind: str, mapping: dict[str, Any]) -> str:
 def _map(
     url: str | None, app_name: str, kind: Kind, external_id: str, value: dict[str, Any]
 ) -> str:
-    """Map ``external_id`` to ``value``; what was mapped, said."""
-    mapped = put_mapping(_base(url), app_name, kind, external_id, value)
+    """Map ``external_id`` to ``value``; what was mapped, said. An app the adapter does not
+    know (a name mistyped, whose mapping no order would use) is refused as a SKU inventory
+    does not have is (exit 2)."""
+    try:
+        mapped = put_mapping(_base(url), app_name, kind, external_id, value)
+    except ProblemAnswer as exc:
+        if exc.status == 422 and str(exc).startswith(UNKNOWN_APP):
+            raise OperatorError(f"not mapped: {exc}", exit_code=2) from None
+        raise
     return f"{app_name}/{kind}/{external_id}: mapped to {_mapped(kind, mapped)}"
 
 

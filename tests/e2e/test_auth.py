@@ -276,9 +276,15 @@ async def world(caravan: System) -> AsyncIterator[World]:
     done = await caravan.outcome(w.order_id)
     assert done.type == "order.confirmed", done
     w.loan_id = done.data["payment"]["loan_id"]
-    async with caravan.api("platform") as api:
-        put = await api.put(f"/platform/{w.app}/mappings/sku/{w.mapped}", json={"sku": "T-PEPPER"})
-        assert put.status_code == 200, put.text
+    # An app the adapter is not configured with, but whose rows there are (another
+    # instance's, or one configured no longer): its mappings are taken (one of no app is not).
+    await caravan.execute(
+        "insert into platform.mappings (app, kind, external_id, value)"
+        " values (:app, 'sku', :x, cast(:v as jsonb))",
+        app=w.app,
+        x=w.mapped,
+        v='{"sku": "T-PEPPER"}',
+    )
     # What POST /platform/problems/resolve and /platform/callbacks/retry would change.
     await caravan.execute(
         "insert into platform.problems (app, platform_order_id, kind, detail)"
@@ -296,7 +302,7 @@ async def world(caravan: System) -> AsyncIterator[World]:
         o=w.order_id,
     )
     yield w
-    for table in ("problems", "callbacks"):
+    for table in ("problems", "callbacks", "mappings"):
         await caravan.execute(f"delete from platform.{table} where app = :app", app=w.app)
 
 

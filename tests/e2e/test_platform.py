@@ -1454,6 +1454,47 @@ async def test_the_lists_of_an_unknown_app_are_refused_as_its_retry_is(
     assert unknown.status_code == 422, unknown.text
 
 
+async def test_the_mappings_of_an_unknown_app_are_refused_as_its_lists_are(
+    caravan: System, platform: Platform
+) -> None:
+    """``PUT /platform/farm-mal/mappings/sku/MALL-X`` (an app mistyped) was 200, its mapping
+    used by no order, every order of the real app an unmapped problem; reading or deleting
+    a mapping of it, or listing its mappings (an empty list), as if all were well. Each is
+    refused as the problems and callbacks of such an app are; an app configured with no
+    mapping, or with mappings but configured no longer, is taken."""
+    typo = f"t-mal-{uuid.uuid4().hex[:6]}"
+    said = f"no app {typo!r}: not in CARAVAN_PLATFORM_APPS, and no mapping of it"
+    one = f"/platform/{typo}/mappings/sku/MALL-X"
+    answers = [
+        await platform.adapter.put(one, json={"sku": "T-PEPPER"}),
+        await platform.adapter.get(one),
+        await platform.adapter.delete(one),
+        await platform.adapter.get(f"/platform/{typo}/mappings"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert (answer.json()["title"], answer.json()["detail"]) == ("Unknown app", said)
+    stored = "select count(*) from platform.mappings where app = :app"
+    assert await caravan.scalar(stored, app=typo) == 0
+    audited = "select count(*) from auth.audit where target like :t"
+    assert await caravan.scalar(audited, t=f"{typo}/%") == 0
+    configured = await platform.adapter.get(f"/platform/{WRONG}/mappings")
+    assert configured.status_code == 200, configured.text
+    await caravan.execute(
+        "insert into platform.mappings (app, kind, external_id, value)"
+        " values (:app, 'sku', 'MALL-Y', cast(:v as jsonb))",
+        app=typo,
+        v='{"sku": "T-PEPPER"}',
+    )
+    try:  # its rows there: another instance's app, or one configured no longer
+        put = await platform.adapter.put(one, json={"sku": "T-PEPPER"})
+        assert put.status_code == 200, put.text
+        listed = await platform.adapter.get(f"/platform/{typo}/mappings")
+        assert [m["external_id"] for m in listed.json()["mappings"]] == ["MALL-X", "MALL-Y"]
+    finally:
+        await caravan.execute("delete from platform.mappings where app = :app", app=typo)
+
+
 async def test_a_status_callback_is_made_in_the_orders_trace(
     caravan: System, platform: Platform, tmp_path: Path
 ) -> None:

@@ -31,11 +31,13 @@ async def cli(caravan: System, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-async def mapping_audits(caravan: System, kind: str, external_id: str) -> list[tuple[str, str]]:
-    """The audit trail's actions and actors on a mapping of the test app, oldest first."""
+async def mapping_audits(
+    caravan: System, kind: str, external_id: str, app: str = APP
+) -> list[tuple[str, str]]:
+    """The audit trail's actions and actors on a mapping of ``app``, oldest first."""
     rows = await caravan.sql(
         "select action, actor from auth.audit where target = :t order by id",
-        t=f"{APP}/{kind}/{external_id}",
+        t=f"{app}/{kind}/{external_id}",
     )
     return [(action, actor) for action, actor in rows]
 
@@ -104,6 +106,25 @@ async def test_skus_and_buyers_are_mapped_listed_and_unmapped_from_the_command_l
     audited = await mapping_audits(caravan, "sku", unknown)  # as the CLI's token's name
     assert [a for a, _ in audited] == ["platform.mapping.put", "platform.mapping.delete"]
     assert all(actor.startswith("test-session-") for _, actor in audited), audited
+
+
+async def test_a_mapping_of_an_app_the_adapter_does_not_know_is_refused(
+    caravan: System, platform: Platform
+) -> None:
+    """``caravan platform map-sku farm-mal ...`` (an app mistyped) exited 0, mapped: every
+    order of the real app was an unmapped problem. It is refused as a SKU inventory does not
+    have is (exit 2, nothing written); listing or unmapping such an app's mappings is refused
+    as listing its problems is (exit 1), not an empty table or "no such mapping"."""
+    typo = f"t-mal-{uuid.uuid4().hex[:6]}"
+    said = f"Unknown app: no app {typo!r}: not in CARAVAN_PLATFORM_APPS, and no mapping of it"
+    code, out = await cli(caravan, "map-sku", typo, "MALL-X", "T-PEPPER")
+    assert (code, out.strip()) == (2, f"not mapped: {said}"), out
+    code, out = await cli(caravan, "map-buyer", typo, "nick-x", "t-cmd")
+    assert (code, out.strip()) == (2, f"not mapped: {said}"), out
+    assert await mapping_audits(caravan, "sku", "MALL-X", typo) == []
+    for args in (("mappings", typo), ("unmap", typo, "sku", "MALL-X")):
+        code, out = await cli(caravan, *args)
+        assert (code, out.strip()) == (1, said), out
 
 
 async def test_problems_are_listed_and_resolved_from_the_command_line(

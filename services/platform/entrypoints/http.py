@@ -49,7 +49,9 @@ records; ``platform:read`` or ``platform:write`` to read):
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page. Problems and callbacks of an
-``app`` neither configured nor with one listed are refused 422, as a retry of it is.
+``app`` neither configured nor with one listed are refused 422, as a retry of it is, and so is
+each mapping route of such an app (a mapping of an app mistyped made every order of the real
+app an unmapped problem).
 """
 
 import json
@@ -483,12 +485,18 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         responses=problem_responses({422: BAD_INPUT}),
     )
 
+    def _of_known_app(
+        rows: str, not_found: str | None = None, bad: str = BAD_INPUT
+    ) -> dict[int | str, dict[str, Any]]:
+        """The answers of a route refusing an app unknown (:func:`_unknown_app`): ``bad``
+        input, and a 404 ``not_found`` if it answers one."""
+        described = {422: f"{bad}, or an app unknown (not configured, no {rows} of it)"}
+        return problem_responses(described | ({404: not_found} if not_found else {}))
+
     @router.put(
         "/{app}/mappings/{kind}/{external_id:path}",
         openapi_extra={"requestBody": MAPPING_BODY},
-        responses=problem_responses(
-            {404: LINE_BREAK, 422: f"{BAD_INPUT}, or the app or the id is too long"}
-        ),
+        responses=_of_known_app("mapping", LINE_BREAK, f"{BAD_INPUT}, the app or the id too long"),
     )
     async def put_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, request: Request, who: Writer
@@ -500,6 +508,8 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             return invalid(exc)
         if len(app) > 64 or len(external_id) > 128:
             return problem(422, "Too long", "app at most 64, ids at most 128 characters")
+        if refused := await _unknown_app(app, mappings, "mapping"):
+            return refused
         stmt = pg_insert(mappings).values(
             app=app, kind=kind, external_id=external_id, value=value.model_dump(mode="json")
         )
@@ -530,23 +540,27 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     @router.get(
         "/{app}/mappings/{kind}/{external_id:path}",
         dependencies=READ,
-        responses=problem_responses({404: "no such mapping"}),
+        responses=_of_known_app("mapping", "no such mapping"),
     )
     async def get_mapping(app: AppName, kind: MappingKind, external_id: ExternalId) -> Any:
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
         if value is None:
+            if refused := await _unknown_app(app, mappings, "mapping"):
+                return refused
             return problem(404, "No such mapping")
         return {"app": app, "kind": kind, "external_id": external_id, **value}
 
     @router.delete(
         "/{app}/mappings/{kind}/{external_id:path}",
         status_code=204,
-        responses=problem_responses({404: HOLDS_NUL}),
+        responses=_of_known_app("mapping", HOLDS_NUL),
     )
     async def delete_mapping(
         app: AppName, kind: MappingKind, external_id: ExternalId, who: Writer
     ) -> Response:
+        if refused := await _unknown_app(app, mappings, "mapping"):
+            return refused
         async with uow.begin() as tx:
             before = await tx.conn.scalar(
                 delete(mappings).where(_key(app, kind, external_id)).returning(mappings.c.value)
@@ -558,11 +572,17 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
                 )
         return Response(status_code=204)
 
-    @router.get("/{app}/mappings", dependencies=READ, responses=problem_responses({404: HOLDS_NUL}))
+    @router.get(
+        "/{app}/mappings",
+        dependencies=READ,
+        responses=_of_known_app("mapping", HOLDS_NUL),
+    )
     async def list_mappings(
         app: AppName, start: Position | None = MAPPINGS_CURSOR, limit: Limit = 100
     ) -> Any:
         """An app's mappings by kind and platform id, a page at a time (``next_cursor``)."""
+        if refused := await _unknown_app(app, mappings, "mapping"):
+            return refused
         key = (mappings.c.kind, mappings.c.external_id)
         query = select(mappings.c.kind, mappings.c.external_id, mappings.c.value)
         query = query.where(mappings.c.app == app)
@@ -573,12 +593,6 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         rows, next_cursor = page(rows, limit, lambda r: (r.kind, r.external_id))
         found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
         return {"app": app, "mappings": found, "next_cursor": next_cursor}
-
-    def _of_known_app(rows: str) -> dict[int | str, dict[str, Any]]:
-        """The answers of a route refusing an app unknown (:func:`_unknown_app`)."""
-        return problem_responses(
-            {422: f"{BAD_INPUT}, or an app unknown (not configured, no {rows} of it)"}
-        )
 
     @router.get("/problems", dependencies=READ, responses=_of_known_app("problem"))
     async def list_problems(
@@ -699,9 +713,10 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
 
     async def _unknown_app(app: str, table: Table, rows: str) -> Response | None:
         """A 422 for an ``app`` neither configured nor with any row in ``table`` (of ``rows``),
-        where a list of it was empty, as if all were well: a name mistyped. An app this
-        instance lacks but whose rows there are may be another instance's, newer settings
-        (callbacks.claim_due: its callbacks wait for it), or one configured no longer."""
+        where a list of it was empty, as if all were well, and a mapping of it taken: a name
+        mistyped. An app this instance lacks but whose rows there are may be another
+        instance's, newer settings (callbacks.claim_due: its callbacks wait for it), or one
+        configured no longer."""
         if app in apps:
             return None
         async with uow.db.engine.connect() as conn:

@@ -36,9 +36,12 @@ def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> 
 
 
 def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[dict[str, Any]]:
-    """Every row of a paged listing, the filters given (``None``: not given)."""
+    """Every row of a paged listing, the filters given (``None``: not given), a refusal
+    naming each by its option (``order_id``: ``--order-id``)."""
     params = {k: v for k, v in query.items() if v is not None}
-    return [row for page in pages(_base(url), "platform", path, params) for row in page[name]]
+    options = {k: "--" + k.replace("_", "-") for k in query}
+    found = pages(_base(url), "platform", path, params, options)
+    return [row for page in found for row in page[name]]
 
 
 Kind = Literal["sku", "buyer"]
@@ -249,7 +252,9 @@ def callbacks(
     status: Annotated[
         CallbackStatus | None, typer.Option(help="only the callbacks of this status")
     ] = None,
-    order_id: Annotated[str | None, typer.Option(help="our order id")] = None,
+    order_id: Annotated[
+        str | None, typer.Option(help="our order id, a UUID (not the platform's)")
+    ] = None,
     platform_order_id: Annotated[str | None, typer.Option(help="the platform's order id")] = None,
     url: Url = None,
 ) -> None:

@@ -497,8 +497,10 @@ async def placed_and_told(caravan: System, platform: Platform, order_ref: str, o
 async def test_an_order_s_callback_is_listed_by_our_order_id_or_by_the_platform_s(
     caravan: System, platform: Platform
 ) -> None:
-    """``order_id`` is our order id (the platform's finds nothing there); the platform's is
-    ``platform_order_id``: the filter was not there, so the whole list came back."""
+    """``order_id`` is our order id (a UUID, taken in upper case too); the platform's is
+    ``platform_order_id``: the filter was not there, so the whole list came back. The
+    platform's id where ours belongs (``FM-0001``) was an empty list, as if the order had no
+    callback: a 422 saying which filter takes it."""
     order_ref = await new_order(platform.sim)
     order_id = await placed_and_told(caravan, platform, order_ref, "order.confirmed")
 
@@ -510,7 +512,15 @@ async def test_an_order_s_callback_is_listed_by_our_order_id_or_by_the_platform_
     assert await listed(app=APP, platform_order_id=order_ref) == ours
     assert await listed(platform_order_id=order_ref) == ours
     assert await listed(order_id=order_id) == ours
-    assert await listed(order_id=order_ref) == []
+    assert await listed(order_id=order_id.upper()) == ours
+    for theirs in (order_ref, "FM-0001"):
+        answer = await platform.adapter.get("/platform/callbacks", params={"order_id": theirs})
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["errors"]
+        assert error["field"] == "query.order_id", answer.text
+        said = "not an order id of Caravan's, a UUID (GET /orders names it, found by source="
+        assert error["message"].startswith(said), answer.text
+        assert error["message"].endswith("the platform's own is `platform_order_id`")
 
 
 async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(

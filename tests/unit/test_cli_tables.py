@@ -93,7 +93,9 @@ def problems_shown(monkeypatch: pytest.MonkeyPatch, *options: str) -> list[list[
         for n in range(10)
     ]
 
-    def pages(base: str, service: str, path: str, params: dict[str, str]) -> Iterator[Any]:
+    def pages(
+        base: str, service: str, path: str, params: dict[str, str], options: Any
+    ) -> Iterator[Any]:
         yield {"problems": listed, "next": None}
 
     monkeypatch.setattr(platform_cli, "pages", pages)
@@ -164,7 +166,9 @@ def test_platform_callbacks_fit_80_columns_four_lines_each(
         for n, (status, error) in enumerate(ERRORS.items())
     ]
 
-    def pages(base: str, service: str, path: str, params: dict[str, str]) -> Iterator[Any]:
+    def pages(
+        base: str, service: str, path: str, params: dict[str, str], options: Any
+    ) -> Iterator[Any]:
         yield {"callbacks": listed, "next": None}
 
     monkeypatch.setattr(platform_cli, "pages", pages)

@@ -40,12 +40,12 @@ records; ``platform:read`` or ``platform:write`` to read):
   (``platform:write``, audited): the order fetched and decided on as a push is (a problem
   mended), answered as a push, its 502 and 503 saying to refetch again, not to push.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
-  and their attempts, the newest first (``order_id`` is ours, ``platform_order_id`` the
-  platform's); ``POST /platform/callbacks/retry`` ``{"app", "event_ids"}`` (one or both:
-  an app configured or with callbacks, event ids that are UUIDs; ``platform:write``,
-  audited): the ``failed`` ones sent again at once from a first attempt, the ``pending`` ones
-  at once, their attempts kept (the answer and the audit row: how many, of them how many
-  failed and pending, and the first ``LISTED`` event ids).
+  and their attempts, the newest first (``order_id`` is ours, a UUID: another is refused
+  422, ``platform_order_id`` the platform's); ``POST /platform/callbacks/retry`` ``{"app",
+  "event_ids"}`` (one or both: an app configured or with callbacks, event ids that are
+  UUIDs; ``platform:write``, audited): the ``failed`` ones sent again at once from a first
+  attempt, the ``pending`` ones at once, their attempts kept (the answer and the audit row:
+  how many, of them how many failed and pending, and the first ``LISTED`` event ids).
 
 The three listings are paged (:mod:`shared.pagination`): ``?cursor=&limit=`` (1-100, 100 by
 default), the list beside ``next_cursor``, null on the last page. Problems and callbacks of an
@@ -635,7 +635,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     async def list_callbacks(
         app: str | None = None,
         status: CallbackStatus | None = None,
-        order_id: str | None = None,
+        order_id: OrderId | None = None,
         platform_order_id: str | None = None,
         start: Position | None = CALLBACKS_CURSOR,
         limit: Limit = 100,
@@ -752,6 +752,21 @@ def _event_id(given: str) -> str:
 
 EventId = Annotated[str, AfterValidator(_event_id)]
 """A callback's event id, taken in upper case too (kept in lower case)."""
+
+
+def _order_id(given: str) -> str:
+    stored = as_stored(given)
+    if stored is None:
+        raise ValueError(
+            "not an order id of Caravan's, a UUID (GET /orders names it, found by"
+            " source=platform/APP and order_ref): the platform's own is `platform_order_id`"
+        )
+    return stored
+
+
+OrderId = Annotated[str, AfterValidator(_order_id)]
+"""Caravan's order id, a UUID taken in upper case too: a platform's (``FM-0001``) was
+answered an empty list, as if the order had no callback."""
 
 
 class Requeue(BaseModel):

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from services.notifications.adapters.http_gateway import SimulatorGateway
 from services.notifications.entrypoints.http import add_routes
@@ -20,7 +20,7 @@ from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.delivery import Backoff
 from services.platform.domain.orders import ProblemKind
 from services.platform.domain.signing import sign
-from services.platform.entrypoints.http import REPLAYED, push_router
+from services.platform.entrypoints.http import DOT_SEGMENTS, REPLAYED, Refetch, push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.db import Database
 from shared.db.engine import connecting
@@ -302,6 +302,37 @@ async def test_a_push_whose_text_is_not_utf_8_is_a_422_saying_so() -> None:
     # refused for its timestamp alone (this app has no database to go further).
     utf8 = await call(app, "POST", "/platform/shop/push", data=params)
     assert (utf8.status_code, utf8.json()["title"]) == (401, "Stale timestamp"), utf8.text
+
+
+async def test_an_order_id_of_a_dot_segment_is_refused_as_no_order_api_path_holds_it() -> None:
+    """A push of order_id ``..`` had the order API asked ``GET /?app_key=...``, and one of
+    ``.`` ``GET /orders?...``: httpx resolves a dot segment of a path (and servers that
+    normalise one sent as ``%2E%2E``). Each is refused at the push (and by a refetch), before
+    the order API is asked."""
+    secret = "s" * 16
+    app = pushes(secret)
+    stale = str(int(time.time()) - 3600)  # else a 401 Stale timestamp: no fault found
+    for order_id in DOT_SEGMENTS:
+        params = {"timestamp": stale, "order_id": order_id}
+        answer = await call(
+            app, "POST", "/platform/shop/push", data={**params, "sign": sign(params, secret)}
+        )
+        assert (answer.status_code, answer.json()["title"]) == (422, "Not a platform push"), (
+            answer.text
+        )
+        said = (
+            f"order_id {order_id!r} names no order the order API can be asked for: in"
+            f" {{api_url}}/orders/{order_id} it is a path's dot segment"
+        )
+        [error] = answer.json()["errors"]
+        assert error["field"] == "order_id" and error["message"].startswith(said), answer.text
+        with pytest.raises(ValidationError, match="names no order the order API can be"):
+            Refetch(app="shop", platform_order_id=order_id)
+    kept = {"timestamp": stale, "order_id": "..P.1"}  # a dot segment no longer
+    answer = await call(
+        app, "POST", "/platform/shop/push", data={**kept, "sign": sign(kept, secret)}
+    )
+    assert (answer.status_code, answer.json()["title"]) == (401, "Stale timestamp"), answer.text
 
 
 async def test_a_body_that_is_no_delivery_receipt_is_a_422_saying_why() -> None:

@@ -120,6 +120,23 @@ from shared.pagination import Limit, Position, after, cursor_after, newest_first
 log = logging.getLogger(__name__)
 
 ORDER_REF = re.compile(ORDER_REF_PATTERN)
+DOT_SEGMENTS = (".", "..")
+"""Order ids an order_ref may be but the order API's URL cannot hold: ``{api_url}/orders/..``
+is resolved by HTTP clients as a path (httpx's: ``..`` fetched ``GET /?app_key=...``, ``.``
+``GET /orders?...``), not as the order's; sent as ``%2E%2E``, by servers that normalise a
+path as RFC 3986 allows (:func:`fetchable`)."""
+
+
+def fetchable(order_id: str) -> str | None:
+    """Why the order API cannot be asked for ``order_id`` (a dot segment), or None."""
+    if order_id not in DOT_SEGMENTS:
+        return None
+    return (
+        f"{order_id!r} names no order the order API can be asked for: in"
+        f" {{api_url}}/orders/{order_id} it is a path's dot segment, which HTTP resolves away"
+    )
+
+
 MappingKind = Literal["sku", "buyer"]
 MAPPING_MODELS: dict[str, type[SkuMapping] | type[BuyerMapping]] = {
     "sku": SkuMapping,
@@ -203,7 +220,11 @@ _PARAMS = {
             "type": ["string", "number"],
             "description": TIMESTAMP_FORMATS,
         },
-        "order_id": {"type": "string", "pattern": ORDER_REF_PATTERN},
+        "order_id": {
+            "type": "string",
+            "pattern": ORDER_REF_PATTERN,
+            "not": {"enum": list(DOT_SEGMENTS)},
+        },
         "push_id": {"type": "string", "maxLength": 128},
         "nonce": {"type": "string", "maxLength": 128},
     },
@@ -329,6 +350,8 @@ def push_router(
         if not ORDER_REF.fullmatch(order_id):
             words = PATTERN_WORDS[ORDER_REF_PATTERN]
             faults["order_id"] = f"order_id needed: {words} (it is the order_ref)"
+        elif unfetchable := fetchable(order_id):
+            faults["order_id"] = f"order_id {unfetchable}"
         if at is None:
             faults["timestamp"] = unread_timestamp(params.get("timestamp", ""))
         if len(push_id) > 128:
@@ -736,11 +759,17 @@ class Resolve(BaseModel):
     platform_order_id: str = Field(min_length=1, max_length=64)
 
 
+def _fetchable(order_id: str) -> str:
+    if unfetchable := fetchable(order_id):
+        raise ValueError(unfetchable)
+    return order_id
+
+
 class Refetch(BaseModel):
     """The platform order operations have fetched and decided on again."""
 
     app: str = Field(min_length=1, max_length=64)
-    platform_order_id: str = Field(pattern=ORDER_REF_PATTERN)
+    platform_order_id: Annotated[str, AfterValidator(_fetchable)] = Field(pattern=ORDER_REF_PATTERN)
 
 
 def _event_id(given: str) -> str:

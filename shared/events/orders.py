@@ -19,7 +19,7 @@ from shared.topics import EventType, Topic
 
 OrderRef = str
 ORDER_REF_PATTERN = worded(
-    r"^[A-Za-z0-9._:-]{1,64}$", "1-64 characters, each a letter, a digit or one of . _ : -"
+    r"^[A-Za-z0-9._:-]{1,64}$", "1-64 characters, each an ASCII letter or digit or one of . _ : -"
 )
 E164_PATTERN = worded(
     r"^\+[1-9][0-9]{6,14}$", "an E.164 phone number, + and 7 to 15 digits: e.g. +8613912345678"

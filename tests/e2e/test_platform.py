@@ -242,10 +242,10 @@ async def test_a_bad_signature_gets_401_and_publishes_nothing(
 
 async def test_a_stale_timestamp_is_refused(caravan: System, platform: Platform) -> None:
     order_ref = await new_order(platform.sim)
-    for offset in (-360, 3600):
+    for offset, title in ((-360, "Stale timestamp"), (3600, "Timestamp in the future")):
         refused = await push(platform.sim, order_ref, timestamp_offset_seconds=offset)
         assert refused["status_code"] == 401, refused
-        assert refused["body"]["title"] == "Stale timestamp"
+        assert refused["body"]["title"] == title
     assert await requests_written(caravan, order_ref) == 0
     # The order itself is fine: a fresh push of it is taken.
     assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
@@ -603,6 +603,9 @@ async def test_an_unmapped_sku_is_a_problem_for_operations_until_mapped(
     assert deleted.status_code == 204
     gone = await platform.adapter.get(f"/platform/{APP}/mappings/sku/{unknown}")
     assert gone.status_code == 404
+    # Its detail was empty: it names what was asked for.
+    said = (gone.json()["title"], gone.json()["detail"])
+    assert said == ("No such mapping", f"app {APP!r} maps no sku {unknown!r}"), gone.text
 
 
 async def test_a_sku_mapped_to_one_inventory_does_not_have_is_a_problem_naming_the_mapping(

@@ -77,7 +77,7 @@ def test_a_refused_event_and_its_dead_letter_reason_say_the_validators_words() -
 
 
 PHONE = "should be an E.164 phone number, + and 7 to 15 digits: e.g. +8613912345678"
-ORDER_REF = "should be 1-64 characters, each a letter, a digit or one of . _ : -"
+ORDER_REF = "should be 1-64 characters, each an ASCII letter or digit or one of . _ : -"
 
 
 def test_a_pattern_of_the_contract_is_said_in_words_not_as_its_regex() -> None:

@@ -162,7 +162,11 @@ async def test_a_refused_platform_push_says_why() -> None:
     signed = {**params, "sign": sign(params, secret, "hmac-sha256")}
     wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "AB"})
     stale = await call(app, "POST", "/platform/shop/push", data=signed)
-    read = "timestamp '1764489600', read as 2025-11-30T08:00:00+00:00, is more than 300 s"
+    read = "timestamp '1764489600', read as 2025-11-30T08:00:00+00:00, is "
+    ahead = {"timestamp": str(int(time.time()) + 3600), "order_id": "P-1"}
+    future = await call(
+        app, "POST", "/platform/shop/push", data={**ahead, "sign": sign(ahead, secret)}
+    )
     said = [(r.status_code, r.json()["title"], r.json()["detail"]) for r in (wrong, stale)]
     assert said[0] == (
         401,
@@ -170,7 +174,11 @@ async def test_a_refused_platform_push_says_why() -> None:
         "no app 'shop' with a secret that signs this push",
     )
     assert said[1][:2] == (401, "Stale timestamp")
-    assert said[1][2].startswith(f"{read} from now (20"), said[1]
+    assert said[1][2].startswith(read) and " s before Caravan's time (20" in said[1][2], said[1]
+    assert said[1][2].endswith("), out of the window of 300 s either way"), said[1]
+    # One ahead was titled "Stale timestamp" too: it is not stale, a clock is ahead.
+    assert (future.status_code, future.json()["title"]) == (401, "Timestamp in the future")
+    assert " s after Caravan's time (20" in future.json()["detail"], future.text
 
 
 def pushes(secret: str) -> FastAPI:
@@ -198,6 +206,13 @@ async def test_a_refetch_documents_only_what_it_can_answer() -> None:
     assert sorted(push) == ["200", "401", "404", "409", "413", "422", "502", "503"]
     assert push["409"]["description"] == REPLAYED
     assert "an app not configured" in refetch["422"]["description"]
+    # They said "(see the module docstring)", which a reader of /docs cannot read.
+    route = document["paths"]["/platform/{app}/push"]["post"]
+    body = route["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    for said in (route["description"], body["description"]):
+        assert "docstring" not in said, said
+    assert "HMAC-SHA256 keyed with the app's" in route["description"], route["description"]
+    assert 'docs/platform.md, "Pushing an order"' in route["description"]
 
 
 async def test_a_push_and_a_refetch_document_their_answer_naming_a_problem_s_kinds() -> None:
@@ -226,6 +241,7 @@ async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None
     gbk = '{"order_id": "沙湾-1"}'.encode("gbk")
     now = str(int(time.time()))
     order = {"timestamp": now, "order_id": "P 1"}
+    han = {"timestamp": now, "order_id": "订单0001"}
     long_id = {"timestamp": now, "order_id": "P-1", "push_id": "p" * 129}
     zoneless = {"timestamp": "2026-12-04T17:04:00", "order_id": "P-1"}
     formats = "timestamp needed, one of: Unix seconds or milliseconds, ISO 8601 with a zone"
@@ -236,6 +252,11 @@ async def test_a_push_that_is_not_one_is_a_422_naming_what_is_at_fault() -> None
         ({"content": b"[" * 10_000, "headers": json_type}, "body", "a JSON push must be a flat"),
         ({"content": b"[]", "headers": json_type}, "body", "a JSON push must be an object"),
         ({"data": {**order, "sign": sign(order, secret)}}, "order_id", "order_id needed: 1-64"),
+        (  # its letters are ASCII's: it said "each a letter", and 订 is one
+            {"data": {**han, "sign": sign(han, secret)}},
+            "order_id",
+            "order_id needed: 1-64 characters, each an ASCII letter or digit",
+        ),
         ({"data": {**long_id, "sign": sign(long_id, secret)}}, "push_id", "push_id of at most"),
         (
             {"data": {**zoneless, "sign": sign(zoneless, secret)}},

@@ -212,7 +212,8 @@ def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
 REPLAYED = "another push (other parameters) of this push_id or nonce was taken already"
 _PARAMS = {
     "type": "object",
-    "description": "flat parameters, signed (see the module docstring)",
+    "description": "flat parameters, signed: sign over all the others (the route's"
+    " description says how)",
     "required": [SIGN, "timestamp", "order_id"],
     "properties": {
         SIGN: {"type": "string"},
@@ -324,7 +325,16 @@ def push_router(
         **ANSWERED,
     )
     async def push(app: str, request: Request) -> Any:
-        """Take a platform's order push (see the module docstring)."""
+        """Take a platform's order push ("look at this order"): flat parameters, a form or a
+        JSON object of strings or numbers, in UTF-8. ``sign``: over every other parameter
+        sorted by name, each written as its name then its value with nothing between (the
+        string signed, UTF-8), the upper- or lower-case hex of HMAC-SHA256 keyed with the app's
+        secret (or, an app of ``md5``, MD5 of secret + string + secret). ``timestamp``: when
+        it was signed, within the window of Caravan's clock either way; ``order_id``: the
+        platform's (the order's ``order_ref``); ``push_id`` or ``nonce``: this push's, taken
+        once per app. Whatever else it carries, the order is fetched from the platform's order
+        API, and decided on. The whole of it, with a worked example of a signature and every
+        answer: Caravan's docs/platform.md, "Pushing an order"."""
         try:
             params = parse_params(await request.body(), request.headers.get("content-type"))
         except ValueError as exc:  # a UnicodeDecodeError among them
@@ -363,11 +373,17 @@ def push_router(
             return problem(422, "Not a platform push", "; ".join(faults.values()), errors=errors)
         now = datetime.now(UTC)
         if not within(at, now, window_seconds):
+            # A timestamp ahead is no stale one: a clock of the platform's ahead, or ours behind.
+            ahead = at > now
+            off = abs((now - at).total_seconds())
             detail = (
-                f"timestamp {params['timestamp']!r}, read as {at.isoformat()}, is more than"
-                f" {window_seconds:.0f} s from now ({now.isoformat(timespec='seconds')})"
+                f"timestamp {params['timestamp']!r}, read as {at.isoformat()}, is {off:.0f} s"
+                f" {'after' if ahead else 'before'} Caravan's time"
+                f" ({now.isoformat(timespec='seconds')}), out of the window of"
+                f" {window_seconds:.0f} s either way"
             )
-            return refuse(app, "stale", 401, "Stale timestamp", detail[:500], request)
+            title = "Timestamp in the future" if ahead else "Stale timestamp"
+            return refuse(app, "stale", 401, title, detail[:500], request)
         same = fingerprint(params)
         async with uow.begin() as tx:
             before = await handlers.seen(tx, app, push_id, same, signature)
@@ -389,10 +405,11 @@ def push_router(
         **ANSWERED,
     )
     async def refetch(body: Refetch, who: Writer, request: Request) -> Any:
-        """Fetch an order from the platform's order API and decide on it as on a push (the
-        module docstring), for operations (audited): a push answered ``problem`` keeps its
-        push id, so the same push sent again after the cause is mended (a mapping added) is a
-        ``duplicate``, and platforms push only when an order changes."""
+        """Fetch an order from the platform's order API and decide on it as on a push
+        (``POST /platform/{app}/push``), for operations (audited): a push answered
+        ``problem`` keeps its push id, so the same push sent again after the cause is mended
+        (a mapping added) is a ``duplicate``, and platforms push only when an order
+        changes."""
         if body.app not in api.apps:
             return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
 
@@ -571,7 +588,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         if value is None:
             if refused := await _unknown_app(app, mappings, "mapping"):
                 return refused
-            return problem(404, "No such mapping")
+            return problem(404, "No such mapping", f"app {app!r} maps no {kind} {external_id!r}")
         return {"app": app, "kind": kind, "external_id": external_id, **value}
 
     @router.delete(

@@ -1,6 +1,7 @@
 """``caravan payments ...``: credit lines, loans and repayments, refunds made by hand, the
-payment of an order the orders service never had voided, through the payments service's admin
-API (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
+payment of an order the orders service never had, or of a confirmed order after its sale,
+voided, through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or
+``--url``)."""
 
 import uuid
 from typing import Annotated, Any
@@ -177,17 +178,19 @@ def _held(url: str | None, payment: dict[str, Any]) -> str:
     )
 
 
+DryRun = Annotated[bool, typer.Option("--dry-run", help="say what would be voided, void nothing")]
+OrdersUrl = Annotated[
+    str | None,
+    typer.Option("--orders-url", help="orders API asked first (default: from the settings)"),
+]
+
+
 @app.command("void-unplaced")
 def void_unplaced(
     order_id: str,
     reason: Annotated[str, typer.Option(help="why, for the audit trail")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="say what would be voided, void nothing")
-    ] = False,
-    orders_url: Annotated[
-        str | None,
-        typer.Option("--orders-url", help="orders API asked first (default: from the settings)"),
-    ] = None,
+    dry_run: DryRun = False,
+    orders_url: OrdersUrl = None,
     url: Url = None,
 ) -> None:
     """Void the payment of an order the orders service never had (a forged stock.reserved,
@@ -199,15 +202,66 @@ def void_unplaced(
     orders = base_url(orders_url, "orders")
     order = found(orders, "orders", "/orders/{}", order_id)
     if order is not None:
+        settle = (
+            "if its buyer was refunded after the sale, void it with `caravan payments void-sold`"
+            if order["status"] == "confirmed"
+            else "cancel it with `caravan orders cancel`, which keeps the order and its payment"
+            " together"
+        )
         raise OperatorError(
-            f"not voided: the orders service has order {order_id} ({order['status']}): cancel"
-            " it with `caravan orders cancel`, which keeps the order and its payment together",
+            f"not voided: the orders service has order {order_id} ({order['status']}): {settle}",
             exit_code=1,
         )
+    _void(
+        url, order_id, {"reason": reason, "orders_answered": 404, "orders_asked": orders}, dry_run
+    )
+
+
+@app.command("void-sold")
+def void_sold(
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")],
+    dry_run: DryRun = False,
+    orders_url: OrdersUrl = None,
+    url: Url = None,
+) -> None:
+    """Void the payment of a confirmed order whose buyer was refunded after the sale (a
+    platform's refund after delivery, spoiled produce refunded), as a cancellation would:
+    the loan voided, its credit given back and no reminder sent, what the buyer repaid owed
+    back; or the charge voided at the gateway (refused: owed back by hand, `caravan payments
+    refunded`); or a platform's collection reversed; the sellers no longer owed. The order
+    stays confirmed, its stock sold (audited; scope ops, and orders:read to ask orders
+    first). A pending order is refused (`caravan orders cancel` it), a cancelled one too (its
+    payment voided already). Again: nothing voided twice."""
+    orders = base_url(orders_url, "orders")
+    order = found(orders, "orders", "/orders/{}", order_id)
+    if order is None or order["status"] != "confirmed":
+        why = {
+            None: "the orders service has no such order (`caravan payments void-unplaced` it)",
+            "pending": "it is pending: cancel it with `caravan orders cancel`",
+            "cancelled": "it is cancelled: its payment was voided with it",
+        }
+        status = None if order is None else order["status"]
+        raise OperatorError(
+            f"not voided: order {order_id}: "
+            + why.get(status, f"it is {status}, not confirmed: no payment was taken"),
+            exit_code=1,
+        )
+    _void(
+        url,
+        order_id,
+        {"reason": reason, "orders_answered": "confirmed", "orders_asked": orders},
+        dry_run,
+    )
+
+
+def _void(url: str | None, order_id: str, asked: dict[str, Any], dry_run: bool) -> None:
+    """Void the payment of ``order_id`` once orders answered as ``asked`` says (or say what
+    would be voided): the one call both void commands make."""
     payment = found(_base(url), "payments", "/orders/{}/payment", order_id)
     if payment is None:
         raise OperatorError(f"not voided: payments has no payment for order {order_id}", 1)
-    if payment["unplaced_at"] is not None:
+    if _voided_by_operator(payment):
         console.print(_voided_before(order_id, payment))
         return
     if dry_run:
@@ -218,7 +272,6 @@ def void_unplaced(
         console.print(f"would void: order {order_id}: {_held(url, payment)}")
         return
     held = _held(url, payment) if payment["status"] in HOLDING else ""
-    asked = {"reason": reason, "orders_answered": 404, "orders_asked": orders}
     done = _call(url, "POST", "/orders/{}/payment/void", order_id, json=asked)
     if not done["applied"]:  # voided meanwhile, by another call
         console.print(_voided_before(order_id, done))
@@ -230,10 +283,21 @@ HOLDING = ("authorized", "charging", "awaiting")
 """The statuses of a payment that holds money to void (others are refused)."""
 
 
+def _voided_by_operator(payment: dict[str, Any]) -> str | None:
+    """The prefix of the fields an operator's void of ``payment`` is kept under; None: none
+    (``voided_after_sale_*``: older servers, absent)."""
+    for kept in ("unplaced", "voided_after_sale"):
+        if payment.get(f"{kept}_at") is not None:
+            return kept
+    return None
+
+
 def _voided_before(order_id: str, payment: dict[str, Any]) -> str:
+    kept = _voided_by_operator(payment)
+    sold = " after the sale" if kept == "voided_after_sale" else ""
     return (
-        f"order {order_id}: voided before, at {output.at(payment['unplaced_at'])} by"
-        f" {payment['unplaced_by']} ({payment['unplaced_reason']}); nothing changed"
+        f"order {order_id}: voided{sold} before, at {output.at(payment[f'{kept}_at'])} by"
+        f" {payment[f'{kept}_by']} ({payment[f'{kept}_reason']}); nothing changed"
         f" (payment {payment['status']})"
     )
 

@@ -40,6 +40,9 @@ HOLDING_PAYMENT = ("pending", "charging", "authorized", "voiding", "void_refused
 # A platform's order waiting for its adapter's word that the platform was paid: owed no one
 # yet, but authorised the moment that word comes.
 AWAITING_PLATFORM = "awaiting"
+# What a payment is once an operator voided it: the gateway told to void its charge, voided,
+# refused (owed back by hand), or refunded by hand.
+VOIDED_BY_HAND = ("voiding", "voided", "void_refused", "refunded")
 HOLDING_STOCK = ("reserved", "sold")
 # Ledger transactions that take an order's money in: a loan paying the sellers, a prepaid
 # charge, what a marketplace platform collected (services.payments.domain.ledger).
@@ -145,6 +148,9 @@ class DatabaseState:
     seller_phones: dict[str, str] = field(default_factory=dict)  # seller_id -> phone
     ledger: list[LedgerEntry] = field(default_factory=list)
     payables: list[Payable] = field(default_factory=list)
+    # Orders whose payment an operator voided after the sale (caravan payments void-sold):
+    # confirmed, their buyer refunded.
+    voided_after_sale: set[str] = field(default_factory=set)
 
 
 async def read_database(engine: AsyncEngine) -> DatabaseState:
@@ -158,7 +164,10 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
         async def rows(query: str) -> list[Any]:
             return list((await conn.execute(text(query))).all())
 
-        payments = await rows("select order_id, status, amount_fen from payments.payments")
+        payments = await rows(
+            "select order_id, status, amount_fen, voided_after_sale_at is not null"
+            " from payments.payments"
+        )
         return DatabaseState(
             orders={r[0]: r[1] for r in await rows("select order_id, status from orders.orders")},
             lots=[
@@ -174,6 +183,7 @@ async def read_database(engine: AsyncEngine) -> DatabaseState:
             },
             payments={r[0]: r[1] for r in payments},
             paid_fen={r[0]: int(r[2] or 0) for r in payments},
+            voided_after_sale={r[0] for r in payments if r[3]},
             loans=[
                 Loan(*r)
                 for r in await rows(
@@ -251,7 +261,8 @@ def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> li
     sellers are owed only for an authorised payment; a loan not voided has its payment
     authorised; no order's money was taken in twice (loan disbursed, prepaid charge, platform
     collection), and each authorised payment of more than 0 fen was taken in once; a
-    confirmed order has an authorised payment, a cancelled one none; and no money is held
+    confirmed order has an authorised payment (or one an operator voided after the sale: its
+    buyer refunded), a cancelled one none; and no money is held
     for an order the orders service never had (:func:`_money_without_an_order`), but for
     those ``placed_elsewhere`` (a test playing the orders service's part)."""
     violations: list[Violation] = []
@@ -321,7 +332,8 @@ def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> li
             fail("money_taken_once", order_id, "authorised, and no money taken in the ledger")
     for order_id, status in db.orders.items():
         payment = db.payments.get(order_id)
-        if status == "confirmed" and payment != "authorized":
+        voided_after_sale = order_id in db.voided_after_sale and payment in VOIDED_BY_HAND
+        if status == "confirmed" and payment != "authorized" and not voided_after_sale:
             fail("confirmed_has_payment", order_id, f"its payment is {payment!r}")
         if status == "cancelled" and payment == "authorized":
             fail("cancelled_has_no_payment", order_id, "its payment is 'authorized'")
@@ -544,7 +556,8 @@ class _Checker:
     def refunds(self) -> None:
         """Each refund made by hand (``payment.refunded``, on payments' topic: no terminal
         event, an order cancelled keeps its one end) is said once, and pays what the order's
-        ``payment.voided`` said was owed back (``refund_owed_fen``), of an order cancelled;
+        ``payment.voided`` said was owed back (``refund_owed_fen``), of an order cancelled (or
+        confirmed, its payment voided by an operator after the sale);
         its buyer is texted of it once at most (none once their number was erased), and of
         no refund not said."""
         owed: dict[str, int] = {}
@@ -573,7 +586,10 @@ class _Checker:
             terminal = self.terminal.get(order_id)
             ended = terminal.type if terminal is not None else "not ended"
             paid = said[0].data.get("amount_fen")
-            if ended != EventType.ORDER_CANCELLED.value or owed.get(order_id) != paid:
+            undone = ended == EventType.ORDER_CANCELLED.value or (
+                ended == EventType.ORDER_CONFIRMED.value and order_id in self.db.voided_after_sale
+            )
+            if not undone or owed.get(order_id) != paid:
                 self.fail(
                     "refund_was_owed",
                     order_id,

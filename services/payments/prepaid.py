@@ -306,6 +306,9 @@ SHOWN = (
     payments.c.unplaced_at,  # voided by an operator: the orders service never had the order
     payments.c.unplaced_by,  # ... the operator's token
     payments.c.unplaced_reason,  # ... and why
+    payments.c.voided_after_sale_at,  # voided by an operator after the order's sale
+    payments.c.voided_after_sale_by,  # ... the operator's token
+    payments.c.voided_after_sale_reason,  # ... and why
 )
 """What ``GET /orders/{id}/payment`` shows of a payment."""
 
@@ -411,9 +414,15 @@ async def record_refund(
     if owed is None:
         was = f" under reference {before['refund_reference']!r}" if status == "refunded" else ""
         loan = " (its loan owing nothing back)" if status == "voided" and before["loan_id"] else ""
+        sold = (
+            " (a confirmed order's buyer refunded after the sale: void its payment first,"
+            " `caravan payments void-sold`)"
+            if status == "authorized"
+            else ""
+        )
         raise NotRefundable(
             f"the payment of order {order_id} is {status}{was}{loan}: only a void_refused one,"
-            " or a voided loan's repayments owed back, is refunded by hand"
+            f" or a voided loan's repayments owed back, is refunded by hand{sold}"
         )
     await tx.conn.execute(
         update(payments)

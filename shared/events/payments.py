@@ -35,11 +35,12 @@ class PaymentDeclined(EventData):
 
 
 class PaymentVoided(EventData):
-    """An order's payment was voided (its order cancelled, or, for an order the orders service
-    never had, by an operator: ``caravan payments void-unplaced``): a loan, or a prepaid
-    charge; also a prepaid charge whose void the gateway refused for good (settled already:
-    payments' ``void_refused``), undone in our books, what the buyer paid owed back by hand
-    (``refund_owed_fen``)."""
+    """An order's payment was voided (its order cancelled; or by an operator, for an order the
+    orders service never had, ``caravan payments void-unplaced``, or for a confirmed order
+    whose buyer was refunded after the sale, ``caravan payments void-sold``, the order staying
+    confirmed): a loan, or a prepaid charge; also a prepaid charge whose void the gateway
+    refused for good (settled already: payments' ``void_refused``), undone in our books, what
+    the buyer paid owed back by hand (``refund_owed_fen``)."""
 
     topic: ClassVar[Topic] = Topic.PAYMENT_EVENTS
     event_type: ClassVar[EventType] = EventType.PAYMENT_VOIDED

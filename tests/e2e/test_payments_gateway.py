@@ -679,7 +679,9 @@ async def test_a_refund_made_by_hand_is_recorded_once_and_the_buyer_owed_nothing
     assert code == 1
     assert out == (
         f"Refund not recorded: the payment of order {paid} is authorized: only a void_refused"
-        " one, or a voided loan's repayments owed back, is refunded by hand\n"
+        " one, or a voided loan's repayments owed back, is refunded by hand (a confirmed"
+        " order's buyer refunded after the sale: void its payment first, `caravan payments"
+        " void-sold`)\n"
     )
     # The gauge the alert watches counts it no longer, from the next sample on (5 s).
     assert await _owed_gauged(caravan, "the payment refunded no longer counted") == owed - 1
@@ -696,13 +698,7 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     again is neither recorded nor texted twice; the void before it says what was owed back.
     (Nothing was said: the timeline ended on the void, no one reading it knew the buyer was
     paid, and the buyer was never told.)"""
-    who = buyer("gw-refund-said")
-    hang = {"mode": "timeout", "times": 1000, "delay_seconds": 30}  # never answered in time
-    assert (await gateway.put(f"/behaviour/{who}", json=hang)).is_success
-    req = order(who, {"PAY-BOX": 1}, method="prepaid")
-    await caravan.request(req)
-    order_id = await caravan.placed(req.order_ref)
-    await _until_requested(caravan, gateway, order_id)
+    who, req, order_id = await charge_unanswered(caravan, gateway, "gw-refund-said")
     # Cancelled while payments is away, and the gateway then settles what it charged: it
     # approves the charge made again, if payments makes it before it reads the cancellation,
     # and refuses the void either way.
@@ -736,13 +732,7 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     ]
     await order_handled(caravan, "orders", order_id, Topic.PAYMENT_EVENTS)  # read twice
     await order_handled(caravan, "notifications", order_id, Topic.PAYMENT_EVENTS)
-    # The buyer is told, once, in their locale.
-    texts = await caravan.sql(
-        "select text from notifications.sms where order_id = :o and purpose = 'refund_paid'",
-        o=order_id,
-    )
-    paid = f"Your refund of CNY 35.00 for order {req.order_ref} has been paid."
-    assert [t.text for t in texts] == [signed("en", req.buyer.phone, paid)]
+    await refund_texted(caravan, order_id, req, "CNY 35.00")
     steps = await caravan.timeline(order_id)
     assert steps[-2:] == ["payment.voided", "payment.refunded"], steps
     assert steps.count("payment.refunded") == 1, steps
@@ -770,6 +760,32 @@ async def test_a_refund_made_by_hand_is_said_once_on_the_order_s_timeline(
     assert "payment.voided: 3500 fen owed back" in lines[voided], printed.stdout
     step = "payment.refunded: 3500 fen under reference BANK-20261206-0001"
     assert step in lines[refunded], printed.stdout
+
+
+async def charge_unanswered(
+    caravan: System, gateway: httpx.AsyncClient, name: str
+) -> tuple[str, OrderRequested, str]:
+    """A new buyer's prepaid order (one PAY-BOX) whose charge the gateway is asked for and
+    never answers in time, so that it stays pending: the buyer, the request, the order id."""
+    who = buyer(name)
+    hang = {"mode": "timeout", "times": 1000, "delay_seconds": 30}
+    assert (await gateway.put(f"/behaviour/{who}", json=hang)).is_success
+    req = order(who, {"PAY-BOX": 1}, method="prepaid")
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    await _until_requested(caravan, gateway, order_id)
+    return who, req, order_id
+
+
+async def refund_texted(caravan: System, order_id: str, req: OrderRequested, amount: str) -> None:
+    """The buyer of ``req`` (``order_id``) was told, once, in their locale, that their refund
+    of ``amount`` was paid."""
+    texts = await caravan.sql(
+        "select text from notifications.sms where order_id = :o and purpose = 'refund_paid'",
+        o=order_id,
+    )
+    paid = f"Your refund of {amount} for order {req.order_ref} has been paid."
+    assert [t.text for t in texts] == [signed("en", req.buyer.phone, paid)]
 
 
 async def _owed_gauged(caravan: System, what: str) -> float:

@@ -43,10 +43,11 @@ async def admin(caravan: System) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def cli(caravan: System, *args: str) -> tuple[int, str]:
-    """``caravan payments void-unplaced ARGS``: its exit code, and what it said."""
+async def cli(caravan: System, *args: str, void: str = "void-unplaced") -> tuple[int, str]:
+    """``caravan payments void-unplaced ARGS`` (or ``void``, another command beside it): its
+    exit code, and what it said."""
     url = f"http://127.0.0.1:{caravan.port('payments')}"
-    done = await caravan_cli(caravan, "payments", "void-unplaced", "--url", url, *args)
+    done = await caravan_cli(caravan, "payments", void, "--url", url, *args)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -69,14 +70,50 @@ async def payment(caravan: System, order_id: str) -> dict[str, Any]:
     return body
 
 
-async def audited(caravan: System, order_id: str) -> list[tuple[Any, ...]]:
+async def audited(
+    caravan: System, order_id: str, action: str = "payment.void_unplaced"
+) -> list[tuple[Any, ...]]:
+    """The audit trail's voids of the order's payment (``action``): the reason, what orders
+    answered, the payment's status before and after."""
     rows = await caravan.sql(
         "select detail->>'reason', detail->>'orders_answered', before->>'status',"
-        " after->>'status' from auth.audit where action = 'payment.void_unplaced'"
-        " and target = :o order by id",
+        " after->>'status' from auth.audit where action = :a and target = :o order by id",
         o=order_id,
+        a=action,
     )
     return [tuple(r) for r in rows]
+
+
+async def booked(caravan: System, order_id: str, account: str) -> int:
+    """What the ledger holds for ``order_id`` in ``account`` (a LIKE pattern), in fen."""
+    return int(
+        await caravan.scalar(
+            "select sum(amount_fen) from payments.ledger_entries where order_id = :o"
+            " and account like :a",
+            o=order_id,
+            a=account,
+        )
+    )
+
+
+async def loan_voided(
+    caravan: System, admin: httpx.AsyncClient, who: str, loan_id: str, cli_said: tuple[int, str]
+) -> None:
+    """The void command (``cli_said``: what it answered) voided ``who``'s loan, of which they
+    had repaid 1,000 fen: it said so, the buyer's credit is whole (10,000 fen), the loan
+    owes the 1,000 fen back and none of its instalments is left to remind."""
+    code, said = cli_said
+    assert code == 0, said
+    assert said.startswith("voided: order ") and f": loan {loan_id} (active)" in said, said
+    assert said.rstrip().endswith("(payment voided)"), said
+    assert (await credit(admin, who))["available_fen"] == 10_000
+    loan = (await admin.get(f"/loans/{loan_id}")).json()
+    assert (loan["status"], loan["outstanding_fen"], loan["refund_owed_fen"]) == ("voided", 0, 1000)
+    not_done = await caravan.scalar(
+        "select count(*) from payments.instalments where loan_id = :l and not reminders_done",
+        l=loan_id,
+    )
+    assert not_done == 0, "instalments of the voided loan still to be reminded"
 
 
 async def lent_once(caravan: System, admin: httpx.AsyncClient, who: str, order_id: str) -> None:
@@ -119,18 +156,13 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
     assert (await payment(caravan, order_id))["status"] == "authorized", "a dry run voided it"
     assert await audited(caravan, order_id) == []
 
-    code, said = await cli(caravan, order_id, "--reason", "forged stock.reserved")
-    assert code == 0, said
-    assert said.startswith(f"voided: order {order_id}: loan {loan_id} (active)"), said
-    assert said.rstrip().endswith("(payment voided)"), said
-    assert (await credit(admin, who))["available_fen"] == 10_000
-    loan = (await admin.get(f"/loans/{loan_id}")).json()
-    assert (loan["status"], loan["outstanding_fen"], loan["refund_owed_fen"]) == ("voided", 0, 1000)
-    not_done = await caravan.scalar(
-        "select count(*) from payments.instalments where loan_id = :l and not reminders_done",
-        l=loan_id,
+    await loan_voided(
+        caravan,
+        admin,
+        who,
+        loan_id,
+        await cli(caravan, order_id, "--reason", "forged stock.reserved"),
     )
-    assert not_done == 0, "instalments of the voided loan still to be reminded"
     seen = await payment(caravan, order_id)
     assert (seen["status"], seen["unplaced_reason"]) == ("voided", "forged stock.reserved")
     assert seen["unplaced_by"] and seen["unplaced_at"]
@@ -230,12 +262,7 @@ async def test_a_platform_copys_collection_is_reversed_and_its_sellers_owed_noth
     assert (done.json()["status"], done.json()["applied"]) == ("voided", True)
     owed = "select count(*) from payments.payables where order_id = :o and status <> 'cancelled'"
     assert await caravan.scalar(owed, o=copy) == 0
-    clearing = await caravan.scalar(
-        "select sum(amount_fen) from payments.ledger_entries where order_id = :o"
-        " and account = 'platform_clearing:test-mall'",
-        o=copy,
-    )
-    assert clearing == 0
+    assert await booked(caravan, copy, "platform_clearing:test-mall") == 0
     [voided] = await caravan.wait_for(
         lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.voided", order_id=copy)
     )
@@ -258,12 +285,7 @@ async def test_a_forged_prepaid_charge_is_voided_at_the_gateway(
     assert done.status_code == 200, done.text
     assert done.json()["status"] in ("voiding", "voided"), done.text
     await _until_status(caravan, order_id, "voided")
-    charged = await caravan.scalar(
-        "select sum(amount_fen) from payments.ledger_entries where order_id = :o"
-        " and account like 'seller_payable:%'",
-        o=order_id,
-    )
-    assert charged == 0
+    assert await booked(caravan, order_id, "seller_payable:%") == 0
     assert await holding(caravan, order_id) == []
 
 

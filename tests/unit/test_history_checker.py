@@ -238,6 +238,52 @@ def test_a_cancelled_order_whose_refused_void_was_refunded_holds_no_charge() -> 
     assert check(_rebuild(log, refunded)) == []
 
 
+def _void_after_sale(
+    marked: bool = True, owed: int | None = None
+) -> Callable[[Log, History], History]:
+    """order-1 (confirmed, its loan of 2000 fen) voided by an operator after the sale, as
+    ``caravan payments void-sold`` leaves it: the loan voided and reversed in the ledger, the
+    sellers owed nothing, the payment voided, ``payment.voided`` said; the order still
+    confirmed, its stock sold. ``marked``: the payment says an operator voided it so;
+    ``owed``: what ``payment.voided`` said was owed back to the buyer."""
+
+    def voided(log: Log, h: History) -> History:
+        db = copy.deepcopy(h.db)
+        db.loans[0] = replace(db.loans[0], outstanding_fen=0, status="voided")
+        db.ledger.extend(
+            LedgerEntry("void:loan-1", "loan_voided", account, fen, "order-1", "loan-1")
+            for account, fen in (("loan_receivable", -2000), ("seller_payable:seller", 2000))
+        )
+        db.payables[0] = replace(db.payables[0], status="cancelled")
+        db.payments["order-1"] = "voided"
+        if marked:
+            db.voided_after_sale.add("order-1")
+        log.add(
+            PaymentVoided(
+                order_id="order-1", loan_id="loan-1", amount_fen=2000, refund_owed_fen=owed
+            )
+        )
+        return _rebuild(log, replace(h, db=db))
+
+    return voided
+
+
+def test_a_confirmed_order_whose_payment_an_operator_voided_after_the_sale_passes() -> None:
+    """A confirmed order whose buyer was refunded after the sale: its payment voided by an
+    operator (``caravan payments void-sold``), the order confirmed still; and what its buyer
+    had repaid then refunded by hand, and texted; not so marked, its refund was not owed."""
+    log, history = correct()
+    assert check(_void_after_sale()(copy.deepcopy(log), history)) == []
+    voided = _void_after_sale(owed=2000)(log, history)
+    assert check(voided) == []
+    _refunded(log, "order-1", owed=None)
+    refunded = _db(lambda db: db.payments.update({"order-1": "refunded"}))(log, voided)
+    _text(log, refunded.db, "sms-1-refund", "order-1", PHONE, "refund_paid")
+    assert check(_rebuild(log, refunded)) == []
+    unmarked = _db(lambda db: db.voided_after_sale.clear())(log, _rebuild(log, refunded))
+    assert {v.check for v in check(unmarked)} == {"confirmed_has_payment", "refund_was_owed"}
+
+
 def _refunded(log: Log, order_id: str, owed: int | None = 2000, times: int = 1) -> None:
     """``order_id``'s payment voided, ``owed`` back to its buyer (none: nothing said owed),
     and then refunded by hand, said ``times`` times (as so many refunds)."""
@@ -522,6 +568,10 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     ),
     "confirmed without a payment": (
         _db(lambda db: db.payments.update({"order-1": "declined"})),
+        "confirmed_has_payment",
+    ),
+    "confirmed, its payment voided, not by an operator after the sale": (
+        _void_after_sale(marked=False),
         "confirmed_has_payment",
     ),
     "cancelled, still paid": (

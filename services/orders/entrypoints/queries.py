@@ -74,6 +74,9 @@ async def order_view(
                 amount_fen=s.step_fen,
                 reference=s.step_reference,
                 skus=row.skus if s.step == EventType.ORDER_CANCELLED else None,
+                # Nothing voids a confirmed order's payment but an operator after the sale:
+                # a cancellation or an expiry ends the order unconfirmed.
+                after_sale=s.step == EventType.PAYMENT_VOIDED and row.status == "confirmed",
             )
             for s in rows
             if s.step is not None

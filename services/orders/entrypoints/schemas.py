@@ -61,13 +61,19 @@ class Step(BaseModel):
         description="order.cancelled: the products the order was cancelled for, as the"
         " order's skus; null on the other steps, and where the order has none",
     )
+    after_sale: bool = Field(
+        False,
+        description="payment.voided of a confirmed order: true, an operator voided its"
+        " payment after the sale, its buyer refunded (`caravan payments void-sold`); the order"
+        " stays confirmed, nothing cancels a confirmed order",
+    )
 
 
 def step_said(step: Mapping[str, Any]) -> str:
     """A step of ``GET /orders/{id}``'s timeline as ``caravan orders show`` and the operations
     page say it: its type, then what it names (``payment.refunded: 3500 fen under reference
-    BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``, ``order.cancelled: for SKU
-    HTN-WALNUT-1KG``)."""
+    BANK-20261206-0001``, ``payment.voided: 1000 fen owed back``, ``payment.voided after the
+    sale``, ``order.cancelled: for SKU HTN-WALNUT-1KG``)."""
     amount, reference = step.get("amount_fen"), step.get("reference")
     skus = step.get("skus") or []
     owed = " owed back" if step["type"] == "payment.voided" else ""
@@ -77,7 +83,8 @@ def step_said(step: Mapping[str, Any]) -> str:
         f"for SKU{'s' if len(skus) > 1 else ''} {', '.join(skus)}" if skus else "",
     ]
     said = " ".join(n for n in named if n)
-    return f"{step['type']}: {said}" if said else str(step["type"])
+    kind = f"{step['type']} after the sale" if step.get("after_sale") else str(step["type"])
+    return f"{kind}: {said}" if said else kind
 
 
 class OrderView(BaseModel):

@@ -87,10 +87,16 @@ payments = Table(
     Column("refunded_by", String(128), nullable=True),
     # Voided by an operator because the orders service never had the order (a forged
     # ``stock.reserved``, or a copy of a platform's order under another id: migration 0021):
-    # when, the token's name and why (services.payments.unplaced).
+    # when, the token's name and why (services.payments.voids).
     Column("unplaced_at", DateTime(timezone=True), nullable=True),
     Column("unplaced_by", String(128), nullable=True),
     Column("unplaced_reason", String(256), nullable=True),
+    # Voided by an operator after its order's sale, the order confirmed (its buyer refunded
+    # after delivery: a platform's refund, spoiled produce; migration 0024): when, the
+    # token's name and why (services.payments.voids).
+    Column("voided_after_sale_at", DateTime(timezone=True), nullable=True),
+    Column("voided_after_sale_by", String(128), nullable=True),
+    Column("voided_after_sale_reason", String(256), nullable=True),
     # W3C trace context of the event that asked for the charge, so that the gateway loop
     # continues the order's trace.
     Column("trace_headers", JSONB, nullable=True),

@@ -29,10 +29,11 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   reference and reason again answer the payment as it is, ``"applied": false`` (true: this
   call recorded it); 409 for a payment owing nothing back, or the same reference with another
   reason.
-- ``POST /orders/{order_id}/payment/void`` ``{"reason", "orders_answered": 404}`` (scope
-  ``ops``): void the payment of an order the orders service never had (a forged
-  ``stock.reserved``), as its cancellation would (:mod:`services.payments.unplaced`), audited;
-  the route trusts the caller's word that the orders API answered 404 for it. Asked again:
+- ``POST /orders/{order_id}/payment/void`` ``{"reason", "orders_answered"}`` (scope ``ops``):
+  void the payment of an order the orders service never had (``orders_answered``: 404, a
+  forged ``stock.reserved``), or of a confirmed order after its sale (``"confirmed"``: its
+  buyer refunded after delivery), as a cancellation would (:mod:`services.payments.voids`),
+  audited; the route trusts the caller's word of what the orders API answered. Asked again:
   the same answer, nothing voided twice; 409 for a payment holding nothing to void.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
@@ -48,7 +49,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.payments import lending, prepaid, unplaced
+from services.payments import lending, prepaid, voids
 from services.payments.domain.repayment import Overpayment
 from services.payments.domain.status import Status
 from shared import days
@@ -93,11 +94,12 @@ class RefundMade(BaseModel):
     reason: str = Field(min_length=1, max_length=256)
 
 
-class VoidUnplaced(BaseModel):
+class VoidByOperator(BaseModel):
     reason: str = Field(min_length=1, max_length=256)  # for the audit trail
-    orders_answered: Literal[404] = Field(
+    orders_answered: Literal[404, "confirmed"] = Field(
         description="what the orders API answered `GET /orders/{order_id}`: 404, it never had"
-        " the order (the route takes this word, and does not ask)"
+        ' the order; "confirmed", the order\'s status: its buyer was refunded after the sale'
+        " (the route takes this word, and does not ask)"
     )
     orders_asked: str | None = Field(
         None, max_length=512, description="the orders API that was asked, for the audit trail"
@@ -304,26 +306,33 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             writes=True,
         ),
     )
-    async def void_unplaced(order_id: UuidId, body: VoidUnplaced, who: Operator) -> Any:
+    async def void(order_id: UuidId, body: VoidByOperator, who: Operator) -> Any:
         """Void the payment of an order the orders service never had (its ``GET
         /orders/{id}`` answered 404: a forged ``stock.reserved``, a copy of a platform's order
-        under another id), as its cancellation would: a loan voided and its credit given
-        back, its instalments no longer due, what the buyer repaid owed back; a prepaid charge
-        ``voiding`` (the gateway told to void it); a platform's collection reversed; the
-        sellers' payables cancelled; ``payment.voided`` said. Audited, and kept on the payment
-        (``unplaced_at``, ``unplaced_by``, ``unplaced_reason``). Asked again, it answers the
-        payment as it is, voiding nothing twice (the first reason stands). Payments cannot
-        tell whether orders has the order: it takes ``orders_answered`` as said."""
+        under another id), or of a confirmed order whose buyer was refunded after the sale
+        (it answered ``confirmed``; the order stays confirmed), as a cancellation would: a
+        loan voided and its credit given back, its instalments no longer due, what the buyer
+        repaid owed back; a prepaid charge ``voiding`` (the gateway told to void it); a
+        platform's collection reversed; the sellers' payables cancelled; ``payment.voided``
+        said. Audited (``payment.void_unplaced``, ``payment.void_after_sale``), and kept on
+        the payment (``unplaced_at``, ``unplaced_by``, ``unplaced_reason``, or
+        ``voided_after_sale_at``, ``_by``, ``_reason``). Asked again, it answers the payment as
+        it is, voiding nothing twice (the first reason stands). Payments cannot tell what
+        orders has of the order: it takes ``orders_answered`` as said."""
+        after_sale = body.orders_answered == "confirmed"
         try:
             async with uow.begin() as tx:
-                done = await unplaced.void_unplaced(tx, order_id, body.reason, who.name[:128])
+                done = await voids.void_by_operator(
+                    tx, order_id, body.reason, who.name[:128], after_sale=after_sale
+                )
                 detail = {
                     "reason": body.reason,
                     "orders_answered": body.orders_answered,
                     "orders_asked": body.orders_asked,
                 }
-                await _audited(tx, who, "payment.void_unplaced", order_id, done, detail)
-        except unplaced.NotVoidable as exc:
+                action = "payment.void_after_sale" if after_sale else "payment.void_unplaced"
+                await _audited(tx, who, action, order_id, done, detail)
+        except voids.NotVoidable as exc:
             return problem(409, "Payment not voided", str(exc))
         if done is None:
             return problem(404, "Payment not found", f"no payment for order {order_id}")

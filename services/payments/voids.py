@@ -1,0 +1,76 @@
+"""An operator voids an order's payment: of an order the orders service never had, or of a
+confirmed order after its sale.
+
+Whoever can write a topic payments trusts (a forged ``stock.reserved``, a copy of a platform's
+order under another order id) makes payments lend or take money for an order that orders
+never had (the history checker's ``money_without_an_order``). Orders cannot cancel it (it
+answers 404), so no ``order.cancelled`` comes to void it. Nor does one come for a confirmed
+order whose buyer was refunded after the sale (a platform's refund after delivery, a county
+centre refunding spoiled produce): orders cancels no confirmed order, and nothing follows its
+``order.confirmed``. :func:`void_by_operator` does for either what a cancellation would
+(:func:`~services.payments.handlers.void_payment`): the loan voided and its credit given
+back, its instalments no longer due nor reminded, what the buyer repaid owed back to them; a
+prepaid charge handed to the gateway loop to void by key (``void_refused`` when the gateway
+refuses, settled already: refunded by hand); a platform's collection reversed (the platform
+refunds its buyer itself); the sellers' payables cancelled; ``payment.voided`` said. Orders
+records it on the order's timeline and the order stays as it is (a confirmed one confirmed:
+its stock stays sold, produce not returned to a lot).
+
+Payments reads no table of the orders service: the caller (``caravan payments void-unplaced``
+or ``void-sold``) asks the orders API first, and the route takes its word of what it
+answered (``orders_answered``: 404, or ``confirmed``). The void is for good: a
+``stock.reserved`` of the order read after it (a redelivery, a replay, or a genuine order's
+reservation come late) finds the payment and lends or charges nothing, and such an order, if
+orders has it and has not confirmed it, is never authorised: it expires at its deadline, its
+stock released, its buyer charged nothing."""
+
+from datetime import UTC, datetime
+
+from services.payments.adapters.tables import payments
+from services.payments.handlers import VOIDABLE, void_payment
+from services.payments.prepaid import Change, payment_view
+from shared.messaging.uow import Tx
+
+UNPLACED, AFTER_SALE = "unplaced", "voided_after_sale"
+"""The column prefixes a void is recorded under: an order orders never had, or one sold."""
+
+
+class NotVoidable(Exception):
+    """The order's payment holds no money to void: declined, cancelled, voided already (by
+    its order's cancellation), or owed back by hand (``void_refused``, ``refunded``)."""
+
+
+async def void_by_operator(
+    tx: Tx, order_id: str, reason: str, voided_by: str, *, after_sale: bool
+) -> Change | None:
+    """Void the payment of ``order_id`` (an order the orders service never had, or, if
+    ``after_sale``, a confirmed one whose buyer was refunded after the sale), and record when,
+    by whom (``voided_by``: the operator's token) and why, under ``unplaced_*`` or
+    ``voided_after_sale_*``. A payment an operator voided before (either way) is answered as
+    it is, changing nothing (the first reason stands); None: no payment for the order;
+    :class:`NotVoidable`: it holds nothing to void."""
+    before = await payment_view(tx.conn, order_id, lock=True)
+    if before is None:
+        return None
+    if before["unplaced_at"] is not None or before["voided_after_sale_at"] is not None:
+        return Change(before, before)
+    row = (await tx.conn.execute(VOIDABLE.where(payments.c.order_id == order_id))).one()
+    if not await void_payment(tx, order_id, row, caused_by=None):
+        raise NotVoidable(
+            f"the payment of order {order_id} is {before['status']}: it holds no money to void"
+        )
+    kept = AFTER_SALE if after_sale else UNPLACED
+    tx.update_later(
+        payments,
+        "order_id",
+        {
+            "order_id": order_id,
+            f"{kept}_at": datetime.now(UTC),
+            f"{kept}_by": voided_by,
+            f"{kept}_reason": reason,
+        },
+    )
+    await tx.flush()
+    after = await payment_view(tx.conn, order_id)
+    assert after is not None  # locked above
+    return Change(before, after)

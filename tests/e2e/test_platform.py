@@ -1016,6 +1016,7 @@ async def test_a_trade_closed_or_a_refund_asked_after_we_confirmed_the_order_is_
     refused = await caravan.client.post(f"/orders/{order_id}/cancel")
     assert refused.status_code == 409, refused.text
     assert "which Caravan cannot undo" in detail and "/cancel" not in detail, detail
+    assert f"`caravan payments void-sold {order_id} --reason ...`" in detail, detail
     await new_order(platform.sim, status="WAIT_BUYER_CONFIRM_GOODS", order_id=order_ref)
     assert (await push(platform.sim, order_ref, kind="notice"))["body"]["status"] == "ignored"
     assert [kind for kind, _ in await open_problems(platform, order_ref)] == [problem]

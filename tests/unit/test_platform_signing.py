@@ -352,6 +352,7 @@ def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() 
             if confirmed:
                 assert "confirmed here, which Caravan cannot undo" in said, said
                 assert "stop the goods" in said and "/cancel" not in said, said
+                assert "(`caravan payments void-sold N-1 --reason ...`: the platform's" in said
             else:
                 assert (
                     "cancel it (`caravan orders cancel N-1`, or `POST /orders/N-1/cancel`)" in said

@@ -176,7 +176,8 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
     refunding (:data:`STATUSES`), and that we did not cancel first, needs operations, and what
     they can do: an order not ``confirmed`` yet they can still cancel here; a confirmed one
     Caravan cannot undo (its stock is sold, the platform's payment booked: the cancel route
-    answers 409), so the goods and the money are settled by hand."""
+    answers 409): the platform's refund of its buyer is booked with ``caravan payments
+    void-sold``, the goods settled by hand."""
     refund = meaning(order.status) == "refunding"
     if refund:
         said = f"the buyer asked the platform for a refund ({order.status!r}) of our order {ours}"
@@ -188,13 +189,12 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
         what = (
             ": it is confirmed here, which Caravan cannot undo (its stock sold, the platform's"
             " payment booked); stop the goods if they have not left, "
-            + (
-                "then agree to the refund on the platform or refuse it there, settling"
-                if refund
-                else "settle the refund and"
-            )
-            + " any goods sent back by hand (`caravan inventory adjust` puts them back in a"
-            " lot); then resolve this"
+            + ("then agree to the refund on the platform or refuse it there; " if refund else "")
+            + "once the platform has refunded its buyer, void our payment of the order"
+            f" (`caravan payments void-sold {ours} --reason ...`: the platform's collection"
+            " reversed, the sellers owed nothing, the order staying confirmed), settle any"
+            " goods sent back by hand (`caravan inventory adjust` puts them back in a lot);"
+            " then resolve this"
         )
     else:
         what = (

@@ -1,4 +1,4 @@
-"""Tracing with OpenTelemetry: one trace per order's saga, across the four services.
+"""Tracing with OpenTelemetry: one trace per order's saga, across the five services.
 
 Each emitted event carries the W3C trace context of the span that emitted it in its record
 headers (through the outbox); each consumer continues that trace in a span of its own. Spans

@@ -1,4 +1,4 @@
-"""The test session's system: real Kafka and real PostgreSQL, started once, and the four
+"""The test session's system: real Kafka and real PostgreSQL, started once, and the five
 services as separate processes, exactly as ``caravan up`` runs them (on other ports)."""
 
 import asyncio

@@ -1,5 +1,5 @@
 """Kafka with SASL/SCRAM and ACLs: a separate local broker (started once in this module),
-the four services each logged in as its own principal, in a database of their own."""
+the five services each logged in as its own principal, in a database of their own."""
 
 import asyncio
 import shutil
@@ -31,12 +31,12 @@ from tests.e2e.test_saga import RICH, order
 from tests.harness import EventLog, System, process_env, scratch_database
 
 SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
-SASL_HTTP_PORT = HTTP_PORT + 10  # the four services of this module: +10 .. +13
+SASL_HTTP_PORT = HTTP_PORT + 10  # the five services of this module: +10 .. +14
 
 
 @pytest.fixture(scope="module")
 async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[System, Scram]]:
-    """A SASL broker with the project's principals and ACLs, and the four services on it."""
+    """A SASL broker with the project's principals and ACLs, and the five services on it."""
     base = CACHE / f"test-{KAFKA_PORT}" / f"kafka-sasl-{SASL_PORT}"
     shutil.rmtree(base, ignore_errors=True)
     scram = system.local_scram()

@@ -1,4 +1,4 @@
-"""The saga end to end, on real Kafka and real PostgreSQL, with the four services running."""
+"""The saga end to end, on real Kafka and real PostgreSQL, with the five services running."""
 
 import contextlib
 import uuid

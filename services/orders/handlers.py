@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
 from shared.events.envelope import CloudEvent
+from shared.events.ignored import Ignored
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
 from shared.events.orders import (
     HTTP_SOURCE,
@@ -133,6 +134,41 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     await tx.emit(
         rejected, correlation_id=request.order_ref, event_id=_rejection_id(parsed.envelope)
     )
+
+
+IGNORED_FIELDS = Counter(
+    "caravan_orders_ignored_fields",
+    "Order requests placed (or found placed) whose body held fields Caravan ignored, by"
+    " POST /orders, by field: unknown (any name order.requested has no field of, at any"
+    " depth: the warning names them), or one meaning nothing for what was sent"
+    " (payment.term_months of a prepaid payment); a request counts once under each",
+    ["field"],
+)
+UNKNOWN_FIELDS = "unknown"
+start_at_zero(IGNORED_FIELDS, [UNKNOWN_FIELDS, "payment.term_months"])
+NAMES_SAID = 10
+"""The most names of fields ignored one warning says (each cut to :data:`NAME_SAID`): a body
+may hold thousands of keys, and the line is one of each request."""
+NAME_SAID = 64
+
+
+def tell_ignored(request: str, ignored: Ignored) -> None:
+    """Say, once for a request placed (or found placed), what its body held that Caravan
+    ignored: a warning naming the fields (never what they held) and :data:`IGNORED_FIELDS`."""
+    parts = []
+    if ignored.unknown:
+        parts.append(f"{_names(ignored.unknown)} (no such field in order.requested)")
+    if ignored.unused:
+        parts.append(f"{_names(ignored.unused)} (meaning nothing for what was sent)")
+    log.warning("%s: ignored %s", request, "; ".join(parts))
+    for field in ([UNKNOWN_FIELDS] if ignored.unknown else []) + [*dict.fromkeys(ignored.unused)]:
+        IGNORED_FIELDS.labels(field).inc()
+
+
+def _names(fields: Sequence[str]) -> str:
+    said = [f if len(f) <= NAME_SAID else f"{f[:NAME_SAID]}..." for f in fields[:NAMES_SAID]]
+    more = len(fields) - NAMES_SAID
+    return ", ".join(said) + (f" and {more} more" if more > 0 else "")
 
 
 def _reused(envelope: CloudEvent, ref: str, order_id: str) -> PoisonRecord:

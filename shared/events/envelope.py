@@ -28,6 +28,12 @@ class Frozen(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """The fields given that mean nothing for what the rest of the model says (a prepaid
+        payment's ``term_months``): kept as given, read by no one, and told as ignored as
+        unknown fields are (:func:`shared.events.ignored.ignored_fields`). None here."""
+        return ()
+
 
 def has_nul(value: object) -> bool:
     """True if a string anywhere in ``value`` (JSON: dicts, lists, strings; or models, as a

@@ -90,6 +90,11 @@ class PaymentRequest(Frozen):
             raise ValueError("term_months is required for microloan payments")
         return self
 
+    def unused_fields(self) -> tuple[str, ...]:
+        # A prepaid payment lends nothing: its term_months makes no loan and is texted to no one.
+        unused = self.method == "prepaid" and self.term_months is not None
+        return ("term_months",) if unused else ()
+
 
 class Delivery(Frozen):
     county: str = Field(min_length=1, max_length=64)

@@ -80,6 +80,70 @@ async def test_same_key_with_another_body_is_refused(caravan: System) -> None:
     assert refused.headers["content-type"].startswith("application/problem+json")
 
 
+def orders_said(caravan: System, since: int, start: str) -> list[str]:
+    """The messages of the orders service's log lines written past ``since`` (a size of its
+    file) that start with ``start``."""
+    written = (caravan.procs.log_dir / "orders.log").read_bytes()[since:].splitlines()
+    messages = [json.loads(line)["message"] for line in written if line.startswith(b"{")]
+    return [m for m in messages if m.startswith(start)]
+
+
+async def test_a_post_names_what_its_body_held_that_caravan_ignored(caravan: System) -> None:
+    """A drill's storefront sent ``"delivry"``: 202, its order confirmed with no address,
+    nothing said; ``term_months`` of a prepaid payment went unread as silently. Unknown fields
+    are still taken (the contract ignores them), and the 202 names them, at any depth, and a
+    field meaning nothing for what was sent; operations get one warning a request and a count."""
+    http = caravan.client
+    since = (caravan.procs.log_dir / "orders.log").stat().st_size
+
+    def counted(field: str) -> Awaitable[float]:
+        return caravan.gauge("orders", "caravan_orders_ignored_fields_total", field=field)
+
+    before = await counted("unknown"), await counted("payment.term_months")
+    clean = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("IGN")})
+    assert (clean.status_code, clean.json()["ignored"]) == (202, []), clean.text
+    address = BODY["delivery"]
+    misspelt = {**{k: v for k, v in BODY.items() if k != "delivery"}, "delivry": address}
+    key = ref("IGN")
+    sent = await http.post("/orders", json=misspelt, headers={"Idempotency-Key": key})
+    assert (sent.status_code, sent.json()["ignored"]) == (202, ["delivry"]), sent.text
+    order_id = sent.json()["order_id"]
+    again = await http.post("/orders", json=misspelt, headers={"Idempotency-Key": key})
+    assert (again.status_code, again.json()) == (
+        202,
+        {"order_id": order_id, "status": again.json()["status"], "ignored": ["delivry"]},
+    )
+    assert (await http.get(f"/orders/{order_id}")).json()["delivery"] is None
+    nested = {
+        **BODY,
+        "buyer": {**BODY["buyer"], "nick": "A-li"},  # type: ignore[dict-item]
+        "lines": [{"sku": "T-PEPPER", "quantity": 1, "colour": "crimson"}],
+        "payment": {"method": "prepaid", "term_months": 3},
+    }
+    deep_key = ref("IGN")
+    deep = await http.post("/orders", json=nested, headers={"Idempotency-Key": deep_key})
+    assert deep.status_code == 202, deep.text
+    assert deep.json()["ignored"] == ["buyer.nick", "lines.0.colour", "payment.term_months"]
+    assert (await caravan.outcome(deep.json()["order_id"])).type == "order.confirmed"
+    # Once a request (the repeat too), each request once under each field it sent.
+    after = await counted("unknown"), await counted("payment.term_months")
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    said = await caravan.until(
+        lambda: orders_said(caravan, since, "POST /orders "),
+        "three warnings",
+        ready=lambda found: len(found) >= 3,
+    )
+    assert [m.split(" of test-session-")[0] for m in said] == [f"POST /orders {key}"] * 2 + [
+        f"POST /orders {deep_key}"
+    ], said
+    assert said[0].endswith(": ignored delivry (no such field in order.requested)"), said
+    assert said[2].endswith(
+        ": ignored buyer.nick, lines.0.colour (no such field in order.requested);"
+        " payment.term_months (meaning nothing for what was sent)"
+    ), said
+    assert not [m for m in said if "Village" in m or "A-li" in m or "crimson" in m], said
+
+
 async def test_a_request_of_source_http_on_the_topic_is_refused_and_takes_no_key(
     caravan: System,
 ) -> None:

@@ -51,6 +51,8 @@ def settings() -> Settings:
             [
                 'caravan_orders_unknown_order_events_total{type="stock.reserved"} 0.0',
                 'caravan_orders_unknown_order_events_total{type="payment.refunded"} 0.0',
+                'caravan_orders_ignored_fields_total{field="unknown"} 0.0',
+                'caravan_orders_ignored_fields_total{field="payment.term_months"} 0.0',
             ],
         ),
         (

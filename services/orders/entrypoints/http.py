@@ -23,6 +23,7 @@ from services.orders.entrypoints.schemas import (
     Problem,
 )
 from shared.auth.tokens import Principal
+from shared.events.ignored import ignored_fields
 from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, CancelReason, OrderRequested
 from shared.http import (
     BAD_INPUT,
@@ -93,13 +94,15 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         ),
     )
     async def place(
+        request: Request,
         body: OrderBody,
         idempotency_key: Annotated[str, Header(pattern=ORDER_REF_PATTERN)],
         who: Annotated[Principal, require("orders:write")],
     ) -> Any:
         """Place an order (``source`` ``http``); the same key and body again is the same order.
         The order keeps the name of the token that placed it: a token bound to its own orders
-        is refused a key another token used (409), told nothing of that order."""
+        is refused a key another token used (409), told nothing of that order. The 202 names
+        what the body held that was ignored (``ignored``): unknown fields are not refused."""
         if body.order_ref is not None and body.order_ref != idempotency_key:
             return problem(
                 422,
@@ -107,10 +110,10 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 "order_ref differs from the Idempotency-Key header",
                 errors=[{"field": "order_ref", "message": "must equal the Idempotency-Key"}],
             )
-        request = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
+        order = OrderRequested.model_validate({**body.model_dump(), "order_ref": idempotency_key})
         try:
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.placer)
+                placed = await handlers.place_order(tx, order, HTTP_SOURCE, deadline, who.placer)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != IDEMPOTENCY_KEY:
                 # No other key of an order being placed is another request's to take first: a
@@ -119,7 +122,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             # A concurrent request with this key committed its order first (the insert is
             # written at commit); placing again finds that order.
             async with uow.begin() as tx:
-                placed = await handlers.place_order(tx, request, HTTP_SOURCE, deadline, who.placer)
+                placed = await handlers.place_order(tx, order, HTTP_SOURCE, deadline, who.placer)
         if who.sources is not None and placed.placed_by != who.placer:
             return problem(409, "Idempotency-Key taken", KEY_TAKEN)
         if not placed.same_request:
@@ -129,7 +132,13 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 "this key was used for a different order",
                 order_id=placed.order_id,
             )
-        return Accepted.model_validate({"order_id": placed.order_id, "status": placed.status})
+        # The body as FastAPI read it (Starlette keeps it): the fields OrderBody was given.
+        ignored = ignored_fields(await request.json(), body)
+        if ignored.fields:
+            said = f"POST /orders {idempotency_key} of {who.placer}"
+            handlers.tell_ignored(said, ignored)
+        answer = {"order_id": placed.order_id, "status": placed.status, "ignored": ignored.fields}
+        return Accepted.model_validate(answer)
 
     @app.get(
         "/orders",

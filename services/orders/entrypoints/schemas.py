@@ -37,6 +37,14 @@ class OrderBody(OrderRequested):
 class Accepted(BaseModel):
     order_id: str
     status: Status
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="what the body held that Caravan ignored, each field by its path as a"
+        " 422's errors name one (delivry, lines.0.colour, payment.term_months): names no"
+        " field of the body has, at any depth (unknown fields are ignored, not refused), and"
+        " fields meaning nothing for what was sent (term_months of a prepaid payment);"
+        " empty when it took everything. Of the body sent: the same body again, the same",
+    )
 
 
 class Step(BaseModel):

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from prometheus_client import Counter
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
 from shared.events.envelope import CloudEvent
-from shared.events.ignored import Ignored
+from shared.events.ignored import Ignored, ignored_fields
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
 from shared.events.orders import (
     HTTP_SOURCE,
@@ -119,6 +120,8 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
         placed = await place_order(tx, request, source, deadline)
         if not placed.same_request:
             raise _reused(parsed.envelope, request.order_ref, placed.order_id)
+        if not from_adapter:  # a storefront's: the adapter's requests are Caravan's own
+            _tell_ignored_after(tx, parsed, request)
         return
     repo = OrderRepository(tx)
     earlier = source != HTTP_SOURCE and not from_adapter  # http's orders are POST /orders'
@@ -139,9 +142,9 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
 IGNORED_FIELDS = Counter(
     "caravan_orders_ignored_fields",
     "Order requests placed (or found placed) whose body held fields Caravan ignored, by"
-    " POST /orders, by field: unknown (any name order.requested has no field of, at any"
-    " depth: the warning names them), or one meaning nothing for what was sent"
-    " (payment.term_months of a prepaid payment); a request counts once under each",
+    " POST /orders or on orders.requests.v1, by field: unknown (any name order.requested has"
+    " no field of, at any depth: the warning names them), or one meaning nothing for what"
+    " was sent (payment.term_months of a prepaid payment); a request counts once under each",
     ["field"],
 )
 UNKNOWN_FIELDS = "unknown"
@@ -163,6 +166,15 @@ def tell_ignored(request: str, ignored: Ignored) -> None:
     log.warning("%s: ignored %s", request, "; ".join(parts))
     for field in ([UNKNOWN_FIELDS] if ignored.unknown else []) + [*dict.fromkeys(ignored.unused)]:
         IGNORED_FIELDS.labels(field).inc()
+
+
+def _tell_ignored_after(tx: Tx, parsed: Parsed, request: OrderRequested) -> None:
+    """What a storefront's ``order.requested`` held that Caravan ignored, said once ``tx``
+    commits (:func:`tell_ignored`): no answer carries it, as ``POST /orders``'s 202 does."""
+    ignored = ignored_fields(parsed.envelope.data, request)
+    if ignored.fields:
+        said = f"{parsed.envelope.type} {parsed.envelope.source}/{request.order_ref}"
+        tx.after_commit(partial(tell_ignored, said, ignored))
 
 
 def _names(fields: Sequence[str]) -> str:

@@ -2,6 +2,7 @@
 
 import contextlib
 import uuid
+from collections.abc import Awaitable
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -294,6 +295,53 @@ async def test_the_same_request_three_times_makes_one_order(caravan: System) -> 
     assert await caravan.one_terminal(order_id) == "order.confirmed"
     # The text is sent on notifications' own time.
     await one_text(caravan, order_id, RICH)
+
+
+async def test_a_request_on_the_topic_holding_fields_caravan_ignored_is_said_to_operations(
+    caravan: System,
+) -> None:
+    """No answer carries what an ``order.requested`` held that Caravan ignored (unknown
+    fields, a prepaid payment's term_months), as POST /orders's 202 does: the orders log
+    says it, one warning a request naming the fields and never what they held, and a counter
+    counts it; a clean request says nothing."""
+    since = (caravan.procs.log_dir / "orders.log").stat().st_size
+
+    def counted(field: str) -> Awaitable[float]:
+        return caravan.gauge("orders", "caravan_orders_ignored_fields_total", field=field)
+
+    before = await counted("unknown"), await counted("payment.term_months")
+    clean, sloppy = order(RICH, {"T-PEPPER": 1}), order(RICH, {"T-PEPPER": 1})
+    await caravan.request(clean)
+    sent = orjson.loads(new_event(sloppy, source="storefront/test").to_json())
+    sent["data"]["lines"][0]["colour"] = "crimson"
+    sent["data"]["payment"]["term_months"] = 3
+    sent["data"]["delivry"] = {"county": "Shawan", "address": "Village 3"}
+    key = sloppy.order_ref.encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(sent), key)
+    # The same request under another event id: a request again, said again.
+    again = {**sent, "id": str(uuid.uuid4())}
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(again), key)
+    order_id = await caravan.placed(sloppy.order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await caravan.placed(clean.order_ref)  # said, were it, once its transaction committed
+
+    def said() -> list[str]:
+        written = (caravan.procs.log_dir / "orders.log").read_bytes()[since:].splitlines()
+        messages = [orjson.loads(line)["message"] for line in written if line.startswith(b"{")]
+        return [m for m in messages if m.startswith("order.requested storefront/test/")]
+
+    lines = await caravan.until(said, "two warnings", ready=lambda found: len(found) >= 2)
+    assert (
+        lines
+        == [
+            f"order.requested storefront/test/{sloppy.order_ref}: ignored lines.0.colour, delivry"
+            " (no such field in order.requested); payment.term_months (meaning nothing for what"
+            " was sent)"
+        ]
+        * 2
+    )
+    after = await counted("unknown"), await counted("payment.term_months")
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
 
 
 async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lettered(

@@ -33,7 +33,7 @@ from shared.events.payments import (
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
-from shared.logs import working_for
+from shared.logs import retried, working_for
 from shared.messaging.uow import Tx
 from shared.metrics import start_at_zero
 from shared.topics import EventType, Topic
@@ -151,19 +151,26 @@ UNKNOWN_FIELDS = "unknown"
 start_at_zero(IGNORED_FIELDS, [UNKNOWN_FIELDS, "payment.term_months"])
 NAMES_SAID = 10
 """The most names of fields ignored one warning says (each cut to :data:`NAME_SAID`): a body
-may hold thousands of keys, and the line is one of each request."""
+may hold thousands of keys."""
 NAME_SAID = 64
 
 
-def tell_ignored(request: str, ignored: Ignored) -> None:
+def tell_ignored(request: str, sender: str, ignored: Ignored) -> None:
     """Say, once for a request placed (or found placed), what its body held that Caravan
-    ignored: a warning naming the fields (never what they held) and :data:`IGNORED_FIELDS`."""
+    ignored: a warning naming the fields (never what they held) and :data:`IGNORED_FIELDS`.
+    A storefront whose every order holds the same fields (one it adds that the contract has
+    not) would write a line an order, hundreds a second under load: the same fields from the
+    same ``sender`` (its token, or its source on the topic) are said as a retried fault is
+    (:func:`~shared.logs.retried`): once, then at most once a minute, saying how many were not
+    logged; the counter counts every request."""
     parts = []
     if ignored.unknown:
         parts.append(f"{_names(ignored.unknown)} (no such field in order.requested)")
     if ignored.unused:
         parts.append(f"{_names(ignored.unused)} (meaning nothing for what was sent)")
-    log.warning("%s: ignored %s", request, "; ".join(parts))
+    fields = "; ".join(parts)
+    same = retried(f"{sender} sends fields Caravan ignores: {fields}")
+    log.warning("%s: ignored %s", request, fields, extra=same)
     for field in ([UNKNOWN_FIELDS] if ignored.unknown else []) + [*dict.fromkeys(ignored.unused)]:
         IGNORED_FIELDS.labels(field).inc()
 
@@ -173,8 +180,9 @@ def _tell_ignored_after(tx: Tx, parsed: Parsed, request: OrderRequested) -> None
     commits (:func:`tell_ignored`): no answer carries it, as ``POST /orders``'s 202 does."""
     ignored = ignored_fields(parsed.envelope.data, request)
     if ignored.fields:
-        said = f"{parsed.envelope.type} {parsed.envelope.source}/{request.order_ref}"
-        tx.after_commit(partial(tell_ignored, said, ignored))
+        source = parsed.envelope.source
+        said = f"{parsed.envelope.type} {source}/{request.order_ref}"
+        tx.after_commit(partial(tell_ignored, said, source, ignored))
 
 
 def _names(fields: Sequence[str]) -> str:

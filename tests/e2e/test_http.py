@@ -92,7 +92,8 @@ async def test_a_post_names_what_its_body_held_that_caravan_ignored(caravan: Sys
     """A drill's storefront sent ``"delivry"``: 202, its order confirmed with no address,
     nothing said; ``term_months`` of a prepaid payment went unread as silently. Unknown fields
     are still taken (the contract ignores them), and the 202 names them, at any depth, and a
-    field meaning nothing for what was sent; operations get one warning a request and a count."""
+    field meaning nothing for what was sent; operations get a warning (the same fields from the
+    same token once a minute at most) and a count of every request."""
     http = caravan.client
     since = (caravan.procs.log_dir / "orders.log").stat().st_size
 
@@ -128,16 +129,20 @@ async def test_a_post_names_what_its_body_held_that_caravan_ignored(caravan: Sys
     # Once a request (the repeat too), each request once under each field it sent.
     after = await counted("unknown"), await counted("payment.term_months")
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    # The repeat sent the same fields under the same token: said as a retried fault is, once
+    # and then at most once a minute (a storefront adding a field to every order would write a
+    # line an order); the counter counted it.
     said = await caravan.until(
         lambda: orders_said(caravan, since, "POST /orders "),
-        "three warnings",
-        ready=lambda found: len(found) >= 3,
+        "two warnings",
+        ready=lambda found: len(found) >= 2,
     )
-    assert [m.split(" of test-session-")[0] for m in said] == [f"POST /orders {key}"] * 2 + [
-        f"POST /orders {deep_key}"
+    assert [m.split(" of test-session-")[0] for m in said] == [
+        f"POST /orders {key}",
+        f"POST /orders {deep_key}",
     ], said
     assert said[0].endswith(": ignored delivry (no such field in order.requested)"), said
-    assert said[2].endswith(
+    assert said[1].endswith(
         ": ignored buyer.nick, lines.0.colour (no such field in order.requested);"
         " payment.term_months (meaning nothing for what was sent)"
     ), said

@@ -302,8 +302,9 @@ async def test_a_request_on_the_topic_holding_fields_caravan_ignored_is_said_to_
 ) -> None:
     """No answer carries what an ``order.requested`` held that Caravan ignored (unknown
     fields, a prepaid payment's term_months), as POST /orders's 202 does: the orders log
-    says it, one warning a request naming the fields and never what they held, and a counter
-    counts it; a clean request says nothing."""
+    says it, a warning naming the fields and never what they held (the same fields from the
+    same source once a minute at most), and a counter counts every request; a clean request
+    says nothing."""
     since = (caravan.procs.log_dir / "orders.log").stat().st_size
 
     def counted(field: str) -> Awaitable[float]:
@@ -330,18 +331,23 @@ async def test_a_request_on_the_topic_holding_fields_caravan_ignored_is_said_to_
         messages = [orjson.loads(line)["message"] for line in written if line.startswith(b"{")]
         return [m for m in messages if m.startswith("order.requested storefront/test/")]
 
-    lines = await caravan.until(said, "two warnings", ready=lambda found: len(found) >= 2)
-    assert (
-        lines
-        == [
-            f"order.requested storefront/test/{sloppy.order_ref}: ignored lines.0.colour, delivry"
-            " (no such field in order.requested); payment.term_months (meaning nothing for what"
-            " was sent)"
-        ]
-        * 2
+    # Counted twice; said once: the same fields from the same source again within a minute
+    # are held, as a retried fault's warnings are.
+    async def both() -> tuple[float, float]:
+        return await counted("unknown"), await counted("payment.term_months")
+
+    after = await caravan.until(
+        both,
+        "both requests counted",
+        ready=lambda now: (now[0] - before[0], now[1] - before[1]) == (2, 2),
     )
-    after = await counted("unknown"), await counted("payment.term_months")
     assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+    lines = await caravan.until(said, "the warning", ready=lambda found: len(found) >= 1)
+    assert lines == [
+        f"order.requested storefront/test/{sloppy.order_ref}: ignored lines.0.colour, delivry"
+        " (no such field in order.requested); payment.term_months (meaning nothing for what"
+        " was sent)"
+    ]
 
 
 async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lettered(

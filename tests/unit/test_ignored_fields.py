@@ -12,6 +12,7 @@ from services.orders import handlers
 from services.orders.entrypoints.schemas import OrderBody
 from shared.events.ignored import Ignored, ignored_fields
 from shared.events.orders import OrderRequested
+from shared.logs import Faults
 
 BODY: dict[str, Any] = {
     "order_ref": "SWN-1",
@@ -91,7 +92,9 @@ def test_operations_are_told_the_names_never_what_they_held(
         "delivry": {"county": "Shawan", "address": "Village 9"},
     }
     with caplog.at_level(logging.INFO, logger="services.orders.handlers"):
-        handlers.tell_ignored("order.requested storefront/test/SWN-1", ignored(body))
+        handlers.tell_ignored(
+            "order.requested storefront/test/SWN-1", "storefront/test", ignored(body)
+        )
     [line] = [r for r in caplog.records if r.name == "services.orders.handlers"]
     assert line.levelno == logging.WARNING
     assert line.getMessage() == (
@@ -113,7 +116,50 @@ def test_a_body_of_many_unknown_names_is_one_line_of_bounded_length(
 ) -> None:
     many = {**BODY, **{f"x{i}": i for i in range(1000)}, "y" * 5000: 1}
     with caplog.at_level(logging.INFO, logger="services.orders.handlers"):
-        handlers.tell_ignored("POST /orders SWN-1 of shawan", ignored(many))
+        handlers.tell_ignored("POST /orders SWN-1 of shawan", "shawan", ignored(many))
     [line] = [r.getMessage() for r in caplog.records if r.name == "services.orders.handlers"]
     assert line.startswith("POST /orders SWN-1 of shawan: ignored x0, x1, ") and len(line) < 300
     assert line.endswith(", x9 and 991 more (no such field in order.requested)"), line
+
+
+def test_the_same_fields_from_the_same_sender_are_said_once_a_minute_and_counted_each_time(
+    caplog: pytest.LogCaptureFixture, counter: CollectorRegistry
+) -> None:
+    """A storefront adding a field of its own to every order would write a warning an order
+    (hundreds a second under load): the same fields from the same sender are said as a
+    retried fault's warnings are, once and then once a minute saying how many were not; other
+    fields, or another sender, are said at once; the counter counts every request."""
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    misspelt = ignored({**BODY, "delivry": {}})
+    said: list[str] = []
+    with caplog.at_level(logging.INFO, logger="services.orders.handlers"):
+        for at, sender, what in [
+            (0, "shawan", misspelt),
+            (1, "shawan", misspelt),
+            (2, "shawan", misspelt),
+            (3, "aksu", misspelt),
+            (4, "shawan", ignored({**BODY, "colour": "red"})),
+            (61, "shawan", misspelt),
+        ]:
+            now[0] = at
+            caplog.clear()
+            handlers.tell_ignored(f"POST /orders SWN-{at} of {sender}", sender, what)
+            [record] = [r for r in caplog.records if r.name == "services.orders.handlers"]
+            said.append(record.getMessage() if faults.filter(record) else "")
+    ends = ": ignored delivry (no such field in order.requested)"
+    assert said == [
+        "POST /orders SWN-0 of shawan" + ends,
+        "",
+        "",
+        "POST /orders SWN-3 of aksu" + ends,
+        "POST /orders SWN-4 of shawan: ignored colour (no such field in order.requested)",
+        f"POST /orders SWN-61 of shawan{ends} (2 more like it not logged; the first 61 s ago)",
+    ]
+    counted = {
+        sample.labels["field"]: sample.value
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"unknown": 6}

@@ -136,7 +136,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         ignored = ignored_fields(await request.json(), body)
         if ignored.fields:
             said = f"POST /orders {idempotency_key} of {who.placer}"
-            handlers.tell_ignored(said, ignored)
+            handlers.tell_ignored(said, who.placer, ignored)
         answer = {"order_id": placed.order_id, "status": placed.status, "ignored": ignored.fields}
         return Accepted.model_validate(answer)
 

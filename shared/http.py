@@ -59,7 +59,7 @@ from shared.db.engine import (
     retried_fault,
 )
 from shared.logs import FAULT, answers_again, phones_masked, retried
-from shared.metrics import exposition
+from shared.metrics import DB_POOL_CAPACITY, DB_POOL_CONNECTIONS, exposition
 from shared.settings import Settings
 from shared.stall import Stalls, consumer_said, relay_said
 from shared.telemetry import serving
@@ -776,6 +776,12 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         responses=problem_responses(),
     )
     async def metrics() -> Response:
+        # The pool's use, read as the scrape asks: the figures sampled every 5 s are read on a
+        # connection of this pool, which waited for one with them all in use.
+        in_use, idle = db.pool_use()
+        DB_POOL_CONNECTIONS.labels(service, "in_use").set(in_use)
+        DB_POOL_CONNECTIONS.labels(service, "idle").set(idle)
+        DB_POOL_CAPACITY.labels(service).set(db.pool_capacity)
         return Response(exposition(service), media_type=CONTENT_TYPE_LATEST)
 
     return app

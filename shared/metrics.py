@@ -87,6 +87,18 @@ OBSERVED_AT = Gauge(
     " failure, in Unix time: figures sampled before then are not live",
     ["service"],
 )
+DB_POOL_CONNECTIONS = Gauge(
+    "caravan_db_pool_connections",
+    "Connections of the service's pool to PostgreSQL, read at each scrape: in_use (held by a"
+    " request, a consumer, a loop) and idle (open and free); /healthz's own is not of it",
+    ["service", "state"],
+)
+DB_POOL_CAPACITY = Gauge(
+    "caravan_db_pool_capacity",
+    "The most connections the service's pool opens at once (twice CARAVAN_DB_POOL_SIZE): with"
+    " as many in use, the next work waits for one",
+    ["service"],
+)
 DEAD_LETTERS = Counter(
     "caravan_dead_letters_total", "Records dead-lettered", ["service", "topic", "error"]
 )

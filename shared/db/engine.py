@@ -297,12 +297,19 @@ class Database:
         async with answered_within(self.apart, within), self._asking, self.apart.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    def pool_use(self) -> tuple[int, int]:
+        """The work's pool's connections in use and idle (open and free), as it counts them
+        now: ``caravan_db_pool_connections``, beside :attr:`pool_capacity`."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return 0, 0
+        return pool.checkedout(), pool.checkedin()
+
     def busy(self) -> str | None:
         """Whether every connection of the work's pool is in use (the next work waits for
         one, up to its bounds), in words (``all 20 connections of the pool in use``); None
         while one is free."""
-        pool = self.engine.pool
-        if not isinstance(pool, QueuePool) or pool.checkedout() < self.pool_capacity:
+        if self.pool_use()[0] < self.pool_capacity:
             return None
         return f"all {self.pool_capacity} connections of the pool in use"
 

@@ -539,13 +539,14 @@ work up (a connection's cleanup, :data:`~shared.db.engine.CLOSE_WITHIN`), and it
 
 
 def order_within(settings: Settings) -> float:
-    """Seconds the page waits for the orders API's answer about an order: past the API's bound
-    on a request's database work, ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` (the page reads the
-    same setting), so that the page passes on the 503 that says the database did not answer,
-    where at 2 s it said the API was not reachable (ReadTimeout). With none (0), past what a
-    request needing a new connection waits at most, the token check's and the connect's
-    bounds: one on a pooled connection may wait for ``CARAVAN_DB_ANSWER_TIMEOUT_SECONDS`` (two
-    minutes), which the page does not."""
+    """Seconds the page waits for the orders API's answer about an order, or its stuck orders:
+    past the API's bound on a request's database work, ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS``
+    (the page reads the same setting), so that the page passes on the 503 that says the
+    database did not answer, where at 2 s (the stuck orders: :data:`ASK_WITHIN`) it said the
+    API was not reachable (ReadTimeout). With none (0), past what a request needing a new
+    connection waits at most, the token check's and the connect's bounds: one on a pooled
+    connection may wait for ``CARAVAN_DB_ANSWER_TIMEOUT_SECONDS`` (two minutes), which the
+    page does not."""
     api = settings.http_db_timeout_seconds or READ_WITHIN + settings.db_connect_timeout_seconds
     return api + ANSWER_MORE
 
@@ -622,6 +623,7 @@ async def collect(
     read at every sample: :data:`DEAD_LETTERS_EVERY`), else as ``kept`` reads them (those
     come since its last read)."""
     snap = Snapshot(at=time.time())
+    began = time.monotonic()
     token = settings.api_token()
     headers = bearer_headers(token)
     step = (progress or Progress()).now
@@ -651,14 +653,39 @@ async def collect(
         for service in snap.paused:  # caravan pause stops the instance caravan up runs
             first = next(iter(snap.instances[service]))
             snap.instances[service][first] = "paused"
-        held = snap.refused.get("orders") or refusals.holding("stuck", token)
-        if held is not None:
-            snap.unavailable["stuck"] = f"token refused ({held})"
-        else:
-            orders = addresses_of["orders"]
-            step("the orders API's stuck orders")
-            await _stuck(client, orders, snap, stuck_after_seconds, refusals, token)
     snap.shared = shared_cause(snap)
+    held = snap.refused.get("orders") or refusals.holding("stuck", token)
+    if held is not None:
+        snap.unavailable["stuck"] = f"token refused ({held})"
+    # The stuck orders are waited for past the orders API's bound on its database work (it
+    # says why it gave it up), within what is left of the sample's, beside the questions to
+    # Kafka and the audit trail: one after another, those waited behind it.
+    left = SAMPLE_WITHIN - (time.monotonic() - began) - 1  # a second for the rest to end
+    within = max(min(order_within(settings), left), 1.0)
+
+    async def figures() -> None:
+        await _from_kafka_and_audit(settings, snap, letters_from, kept, step)
+        if held is None:
+            step("the orders API's stuck orders")  # what is left to wait on, if it is
+
+    async with asyncio.TaskGroup() as both:
+        if held is None:
+            orders = addresses_of["orders"]
+            stuck = _stuck(settings, orders, snap, stuck_after_seconds, refusals, within, transport)
+            both.create_task(stuck)
+        both.create_task(figures())
+    return snap
+
+
+async def _from_kafka_and_audit(
+    settings: Settings,
+    snap: Snapshot,
+    letters_from: "Snapshot | None",
+    kept: dlq.Kept | None,
+    step: Callable[[str], None],
+) -> None:
+    """The sample's figures read from Kafka (the groups' members, the dead letters, the lag of
+    the services down) and the audit trail's redrives (:func:`collect`)."""
     step("Kafka: the consumer groups' members")
     await _group_members(settings, snap)
     if letters_from is not None:
@@ -670,7 +697,7 @@ async def collect(
                 snap.unavailable[figure] = letters_from.unavailable[figure]
         step("Kafka: the consumer lag of the services down")
         await _lag_of_those_down(settings, snap)
-        return snap
+        return
     try:
         step("Kafka: the dead letters")
         letters = await _from_kafka((kept or dlq.Kept()).read(settings.kafka_bootstrap_servers))
@@ -682,7 +709,6 @@ async def collect(
         snap.letters_at = snap.at
         step("Kafka: the consumer lag of the services down")
         await _lag_of_those_down(settings, snap)
-    return snap
 
 
 DEAD_LETTERS_EVERY = 30.0
@@ -819,20 +845,23 @@ async def ask_orders(
 
 
 async def _stuck(
-    client: httpx.AsyncClient,
+    settings: Settings,
     addresses: list[str],  # the orders instances', asked in turn (:func:`ask_orders`)
     snap: Snapshot,
     stuck_after_seconds: float | None,  # None: the orders service's default
     refusals: Refusals,
-    token: str | None,
+    within: float,  # seconds its answer is waited for (:func:`order_within`)
+    transport: httpx.AsyncBaseTransport | None,
 ) -> None:
+    """The orders API's stuck orders, or why there are none to show: its reason where it
+    gave its database work up (``HTTP 503: the database did not answer within 8 s; retry``)."""
+    token = settings.api_token()
+    params = {} if stuck_after_seconds is None else {"older_than_seconds": stuck_after_seconds}
     try:
-        response = await ask_orders(
-            client,
-            addresses,
-            "/ops/stuck-orders",
-            {} if stuck_after_seconds is None else {"older_than_seconds": stuck_after_seconds},
-        )
+        async with httpx.AsyncClient(
+            timeout=within, headers=bearer_headers(token), transport=transport
+        ) as client:
+            response = await ask_orders(client, addresses, "/ops/stuck-orders", params)
     except httpx.HTTPError as exc:
         snap.unavailable["stuck"] = f"orders API unreachable ({exc.__class__.__name__})"
         return
@@ -853,8 +882,18 @@ async def _stuck(
     elif response.status_code in REFUSED_STATUSES:  # a token without the scope ops: 403
         why = refusals.refuse("stuck", token, response.status_code)
         snap.unavailable["stuck"] = f"token refused ({why})"
-    else:  # a failing API: not "none"
-        snap.unavailable["stuck"] = f"HTTP {response.status_code}"
+    else:  # a failing API: not "none", and why where it says (a problem's detail)
+        snap.unavailable["stuck"] = f"HTTP {response.status_code}{_detail(response)}"
+
+
+def _detail(response: httpx.Response) -> str:
+    """``: `` and the detail of ``response``'s problem body, if it is one with a detail."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return f": {detail[:300]}" if isinstance(detail, str) and detail else ""
 
 
 class Dashboard:

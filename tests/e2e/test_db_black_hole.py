@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,10 +34,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from caravan.ops.dashboard import Dashboard
+from caravan.ops.dashboard import ASK_WITHIN, SAMPLE_WITHIN, Dashboard
 from caravan.system import Infrastructure
 from services.orders.adapters.tables import inbox, outbox
 from services.orders.entrypoints.http import create_app as orders_app
+from services.orders.entrypoints.ops import ops_router
 from shared.api import DATABASE_BUSY, bearer_headers
 from shared.db import Database, driver
 from shared.db.engine import AWAY, Kind, address, described, fault, retried_fault
@@ -266,13 +268,15 @@ DEADLINE = 3.0  # the services' is 8 s
 
 
 @asynccontextmanager
-async def orders_hole(caravan: System, **more: Any) -> AsyncIterator[tuple[Hole, FastAPI]]:
+async def orders_hole(
+    caravan: System, deadline: float = DEADLINE, **more: Any
+) -> AsyncIterator[tuple[Hole, FastAPI]]:
     """The orders API's app on the session's database through a black hole, its requests'
-    database work bounded by :data:`DEADLINE` (``more`` settings of its database)."""
+    database work bounded by ``deadline`` (``more`` settings of its database)."""
     url = caravan.infra.database_url
-    async with black_hole(url, "orders", http_db_timeout_seconds=DEADLINE, **more) as hole:
+    async with black_hole(url, "orders", http_db_timeout_seconds=deadline, **more) as hole:
         uow = UnitOfWork(hole.db, "caravan/orders", outbox, inbox)
-        settings = Settings(http_db_timeout_seconds=DEADLINE)
+        settings = Settings(http_db_timeout_seconds=deadline)
         yield hole, orders_app(uow, timedelta(seconds=settings.saga_deadline_seconds), settings)
 
 
@@ -338,6 +342,63 @@ async def test_the_operations_page_passes_on_the_orders_api_s_503_for_postgresql
                 assert (await page.get(f"/orders/{order_id}")).status_code == 404
         finally:
             await app.state.guard.engine.dispose()
+
+
+@asynccontextmanager
+async def stuck_page(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, slow: float
+) -> AsyncIterator[tuple[Hole, Dashboard]]:
+    """The operations page beside the session's services but the orders API, served over HTTP
+    through a black hole with ``slow`` as its requests' and the page's
+    ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS``; its stuck orders sampled once, the bytes passing."""
+    port = free_port()
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(port))  # the orders API through the hole
+    monkeypatch.setenv("CARAVAN_HTTP_DB_TIMEOUT_SECONDS", str(slow))
+    async with orders_hole(caravan, slow) as (hole, orders), served(orders, port):
+        orders.include_router(ops_router(hole.db, Settings().stuck_after_seconds()))
+        page = Dashboard(Settings(token=caravan.token))
+        assert "stuck" not in (await page.sample()).unavailable
+        try:
+            yield hole, page
+        finally:
+            hole.passing.set()
+
+
+async def test_the_operations_page_s_stuck_orders_say_the_orders_api_s_503_for_a_frozen_database(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL frozen under the orders API: the operations page gave its stuck orders up at
+    ``ASK_WITHIN`` (5 s), "orders API unreachable (ReadTimeout)", where the API says within
+    ``CARAVAN_HTTP_DB_TIMEOUT_SECONDS`` (8 s) that its database did not answer. The page waits
+    past that bound, as its order lookup does, and says the API's reason; the bytes passing
+    again, the stuck orders."""
+    slow = ASK_WITHIN + 1
+    async with stuck_page(caravan, monkeypatch, slow) as (hole, page):
+        hole.passing.clear()
+        snap = await asyncio.wait_for(page.sample(), SAMPLE_WITHIN + 5)  # its own bound
+        said = f"HTTP 503: the database did not answer within {slow:g} s; retry"
+        assert snap.unavailable.get("stuck") == said, snap.unavailable
+        hole.passing.set()
+        assert "stuck" not in (await page.sample()).unavailable
+
+
+async def test_the_stuck_orders_are_given_up_within_what_is_left_of_the_sample_s_bound(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stuck orders waited for past the orders API's bound on its database (20 s here)
+    would take the whole sample with them past its own bound (12 s here), every figure lost
+    ("no sample within 12 s"): they are given up within what is left of it, said as the
+    orders API not answering, and the rest of the sample kept."""
+    from caravan.ops import dashboard
+
+    monkeypatch.setattr(dashboard, "SAMPLE_WITHIN", 12.0)
+    async with stuck_page(caravan, monkeypatch, 20.0) as (hole, page):
+        hole.passing.clear()
+        snap = await asyncio.wait_for(page.sample(), 12.0 + 5)
+        assert snap.unavailable.get("stuck") == "orders API unreachable (ReadTimeout)"
+        assert snap.health["inventory"] == "ok", snap.health
 
 
 @asynccontextmanager

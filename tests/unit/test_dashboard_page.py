@@ -1260,6 +1260,43 @@ def test_an_order_lookup_waits_longer_than_the_orders_api_s_bound_on_its_databas
     assert READ_WITHIN + 10 + CLOSE_WITHIN < order_within(unbounded) < 60
 
 
+async def test_the_stuck_orders_waited_for_do_not_hold_the_sample_s_questions_to_kafka(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stuck orders are waited for past the orders API's bound on its database (8 s, so
+    that its 503 saying why is passed on): the sample's questions to Kafka, asked after them
+    one after another, waited as long; they are asked while the orders API is."""
+    asked_kafka = asyncio.Event()
+
+    async def describe_groups(*args: Any, **kwargs: Any) -> Any:
+        asked_kafka.set()
+        return {}
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        return []
+
+    monkeypatch.setattr(kafka_admin, "describe_groups", describe_groups)
+    monkeypatch.setattr(dlq.Kept, "read", read)
+    settings = Settings(token="cvn_" + "s" * 43)
+    ok = httpx.Response(200, json={"status": "ok", "checks": {"database": "ok"}})
+    services = _every_service(settings, ok)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ops/stuck-orders":
+            try:  # the API still thinking
+                await asyncio.wait_for(asked_kafka.wait(), 2)
+            except TimeoutError:
+                return httpx.Response(500, json={"detail": "Kafka not asked meanwhile"})
+            return httpx.Response(
+                503, json={"detail": "the database did not answer within 8 s; retry"}
+            )
+        return await services.handle_async_request(request)
+
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    snap = await page.sample()
+    assert snap.unavailable["stuck"] == "HTTP 503: the database did not answer within 8 s; retry"
+
+
 async def test_kafka_not_answering_is_said_and_the_rest_sampled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

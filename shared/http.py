@@ -354,7 +354,13 @@ def install_auth(
     """Give ``app`` (``service``'s, for its counters) the token checks of :func:`require` and
     the body limit."""
     limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_seconds)
-    app.state.guard = Guard(service, db.engine, settings.auth_cache_seconds, limiter)
+
+    def spare() -> AsyncEngine | None:
+        # The pool all in use, a token is read on the connection /healthz asks on (a read a
+        # token every auth_cache_seconds), not waited for one of the pool's: a scrape answers.
+        return db.apart if db.busy() is not None else None
+
+    app.state.guard = Guard(service, db.engine, settings.auth_cache_seconds, limiter, spare)
     app.state.token_cookie = cookie
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.add_middleware(Deadline, seconds=settings.http_db_timeout_seconds, engine=db.engine)

@@ -123,10 +123,16 @@ class Guard:
     """Verifies tokens against ``auth.tokens`` for one process."""
 
     def __init__(
-        self, service: str, engine: AsyncEngine, cache_seconds: float, limiter: FailureLimiter
+        self,
+        service: str,
+        engine: AsyncEngine,
+        cache_seconds: float,
+        limiter: FailureLimiter,
+        spare: Callable[[], AsyncEngine | None] = lambda: None,
     ):
         self.service = service  # the ``service`` label of its refusals
         self.engine = engine
+        self.spare = spare  # where to read instead of ``engine`` for now, if anywhere
         self.cache = TokenCache(cache_seconds)
         self.limiter = limiter
         self.read_within = READ_WITHIN
@@ -187,17 +193,25 @@ class Guard:
         """``token`` read, within :attr:`read_within` seconds (else :class:`NoAnswer`). A
         pooled connection that died at use (PostgreSQL restarted; the pool drops the others
         with it) is retried once on a new one, so that a token revoked since is refused
-        rather than taken as read before; a connection that could not be made is not."""
-        async with answered_within(self.engine, self.read_within):
+        rather than taken as read before; a connection that could not be made is not.
+
+        Read on the engine :attr:`spare` names when it names one: a service's connection kept
+        apart from its pool while every one of the pool's is in use (:func:`shared.http.
+        install_auth`), where the read waited for one and, none freed within its bound,
+        refused the call 503, Prometheus's scrape with it: a pool held full by slow
+        statements was said as the service down, its ``caravan_db_pool_connections`` never
+        read."""
+        engine = self.spare() or self.engine
+        async with answered_within(engine, self.read_within):
             connected = False
             try:
-                async with self.engine.connect() as conn:
+                async with engine.connect() as conn:
                     connected = True
                     return await tokens.lookup(conn, token)
             except Exception as exc:
                 if not (connected and fault(exc).kind.lost):
                     raise
-            async with self.engine.connect() as conn:
+            async with engine.connect() as conn:
                 return await tokens.lookup(conn, token)
 
     def refused(

@@ -250,16 +250,21 @@ async def test_metrics_say_the_pool_s_connections_in_use_and_its_capacity(
     no alert reads: ``/metrics`` says its connections in use and idle, read at the scrape, and
     its capacity (twice ``CARAVAN_DB_POOL_SIZE``), all in use as work holds them."""
     async with black_hole(caravan.infra.database_url, "orders", db_pool_size=1) as hole:
-        app = create_app("orders", hole.db, Settings(auth_cache_seconds=10))
+        app = create_app("orders", hole.db, Settings(auth_cache_seconds=0))
         async with _client(app, caravan.token) as http:
-            # The token's read took one and gave it back (the token then read for 10 s).
+            # The token's read, at each scrape, took one and gave it back.
             assert await _pool_of(http) == {"in_use": 0, "idle": 1, "capacity": 2}
             async with hole.db.engine.connect() as one:
                 await one.execute(text("select 1"))
-                assert await _pool_of(http) == {"in_use": 1, "idle": 0, "capacity": 2}
+                # The token's read opened the pool's second, left idle.
+                assert await _pool_of(http) == {"in_use": 1, "idle": 1, "capacity": 2}
                 async with hole.db.engine.connect() as two:
                     await two.execute(text("select 1"))
-                    assert await _pool_of(http) == {"in_use": 2, "idle": 0, "capacity": 2}
+                    # Both held: the token's read is not one more waiting for one of them.
+                    began = time.monotonic()
+                    pool = await asyncio.wait_for(_pool_of(http), 10)
+                    assert pool == {"in_use": 2, "idle": 0, "capacity": 2}
+                    assert time.monotonic() - began < 1
             # The one past the pool's size closed as it came back.
             assert await _pool_of(http) == {"in_use": 0, "idle": 1, "capacity": 2}
 

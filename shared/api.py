@@ -49,6 +49,17 @@ PATTERN_WORDS: dict[str, str] = {}
 """What a value of each pattern :func:`worded` is, in words."""
 
 
+_BOUND_WORDS = {
+    "greater_than_equal": "must be {ge} or more",
+    "less_than_equal": "must be {le} or less",
+    "greater_than": "must be more than {gt}",
+    "less_than": "must be less than {lt}",
+}
+"""A number past a bound, said by :func:`field_errors` in our words with the bound (pydantic's
+context of the error holds it): "must be 0 or more", not "Input should be greater than or equal
+to 0" (a drill's operator met it for a lot of -5 units in ``caravan seed``)."""
+
+
 def worded(pattern: str, words: str) -> str:
     """``pattern``, whose mismatch :func:`field_errors` says as "should be ``words``", not
     as pydantic's "String should match pattern '^\\+[1-9][0-9]{6,14}$'": a 422's errors, a
@@ -74,6 +85,8 @@ def field_errors(
             said = e["msg"].removeprefix(_PYDANTIC_WORDING.get(e["type"], ""))
             if e["type"] == "string_pattern_mismatch" and e["ctx"]["pattern"] in PATTERN_WORDS:
                 said = f"should be {PATTERN_WORDS[e['ctx']['pattern']]}"
+            elif e["type"] in _BOUND_WORDS:
+                said = _BOUND_WORDS[e["type"]].format(**e.get("ctx", {}))
             found.append({"field": ".".join(path) or whole, "message": said})
     return found
 

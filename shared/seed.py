@@ -5,12 +5,12 @@ of a product's name (its texts list it)."""
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Self, get_args
 
 from pydantic import (
     AfterValidator,
-    ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
@@ -196,6 +196,23 @@ def _listed_twice(given: dict[str, list[tuple[int, str]]]) -> list[str]:
     return said
 
 
+def _no_such_section(data: object) -> list[str]:
+    """A line for each key of ``data`` that names no section of a seed file, and the section
+    it may have meant: a section misspelt (``buyer``) would load nothing, and say so as "0
+    buyers"."""
+    keys = data if isinstance(data, dict) else {}
+    said = []
+    for key in keys:
+        if key not in _ID_FIELDS:
+            close = get_close_matches(str(key), _ID_FIELDS, n=1)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            said.append(
+                f"no section {key!r} in a seed file: its sections are"
+                f" {', '.join(_ID_FIELDS)}{meant}"
+            )
+    return said
+
+
 def _whole_file(said: list[str], data: object) -> list[InitErrorDetails]:
     """Errors of the whole file (no field of it), worded as ``said``."""
     return [
@@ -204,9 +221,8 @@ def _whole_file(said: list[str], data: object) -> list[InitErrorDetails]:
 
 
 class SeedFile(Frozen):
-    # A section misspelt ("buyer") would load nothing, and say so as "0 buyers": refused,
-    # by its name. Within the sections unknown fields are ignored, as in every contract model.
-    model_config = ConfigDict(extra="forbid")
+    # A section misspelt ("buyer") is refused by _whole_file_errors, naming the sections
+    # there are. Within the sections unknown fields are ignored, as in every contract model.
 
     sellers: list[Seller] = Field(default_factory=list)
     products: list[Product] = Field(default_factory=list)
@@ -215,23 +231,24 @@ class SeedFile(Frozen):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _each_id_once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        """An id twice in a file is a mistake to mend, not a choice to make for its author:
-        a lot's second entry was reported "loaded before", a product's or buyer's second
-        entry silently replaced the first. Told with the rows' own errors, after them (the
-        ids as the rows give them, whatever else a row gets wrong): told only once the rows
-        were mended, it was one more round of edits and runs."""
-        twice = _listed_twice(_given_ids(data))
+    def _whole_file_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """A section of no name a seed file has (:func:`_no_such_section`), and an id twice in
+        a file: mistakes to mend, not choices to make for its author (a lot's second entry was
+        reported "loaded before", a product's or buyer's second entry silently replaced the
+        first). Told with the rows' own errors, after them (the ids as the rows give them,
+        whatever else a row gets wrong): told only once the rows were mended, it was one more
+        round of edits and runs."""
+        said = [*_no_such_section(data), *_listed_twice(_given_ids(data))]
         try:
             seed = handler(data)
         except ValidationError as exc:
-            if not twice:
+            if not said:
                 raise
             raise ValidationError.from_exception_data(
-                exc.title, [*map(again, exc.errors()), *_whole_file(twice, data)]
+                exc.title, [*map(again, exc.errors()), *_whole_file(said, data)]
             ) from None
-        if twice:
-            raise ValidationError.from_exception_data(cls.__name__, _whole_file(twice, data))
+        if said:
+            raise ValidationError.from_exception_data(cls.__name__, _whole_file(said, data))
         return seed
 
     def ids(self) -> dict[str, list[str]]:

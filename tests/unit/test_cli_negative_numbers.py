@@ -61,8 +61,8 @@ def test_a_negative_adjustment_is_a_number(sent: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize(
     ("args", "refused"),
     [
-        (("payments", "credit-set", "buyer-0100", "-5"), "'LIMIT_FEN': Input should be greater"),
-        ((*ADD_LOT, "-3", *DATES), "'QUANTITY': Input should be greater than or equal to 0"),
+        (("payments", "credit-set", "buyer-0100", "-5"), "'LIMIT_FEN': must be 0 or more"),
+        ((*ADD_LOT, "-3", *DATES), "'QUANTITY': must be 0 or more"),
     ],
 )
 def test_a_negative_number_where_none_is_meant_is_refused_as_a_bad_value(

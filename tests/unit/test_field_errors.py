@@ -70,7 +70,7 @@ def test_a_refused_event_and_its_dead_letter_reason_say_the_validators_words() -
     said = "each sku may appear in at most one line: line 0 has it too"
     assert refused.value.errors == [
         {"field": "buyer.phone", "message": PHONE},
-        {"field": "lines.1.quantity", "message": "Input should be greater than or equal to 1"},
+        {"field": "lines.1.quantity", "message": "must be 1 or more"},
         {"field": "lines.2.sku", "message": said},
     ]
     assert refused.value.message.endswith(f"; lines.2.sku: {said}")

@@ -41,6 +41,8 @@ LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
 DEMO = "t-demo"  # driven by caravan demo, which starts its own simulator
 WRONG, WRONG_SECRET = "t-wrong", "not-the-platforms-secret"  # its platform's, misset
 WRONG_PLATFORM_SECRET = "t-wrong-platforms-secret"  # what that platform signs with
+THE_APPS = f"(the apps are: {', '.join(sorted([APP, LEGACY, DEMO, WRONG]))})"
+"""How an ``Unknown app`` 422 ends: the apps configured (platform's), by name, never a secret."""
 RETRIES = {
     "CARAVAN_PLATFORM_CALLBACK_RETRY_BASE_SECONDS": "0.3",
     "CARAVAN_PLATFORM_CALLBACK_RETRY_CAP_SECONDS": "1.5",
@@ -1433,7 +1435,9 @@ async def test_a_retry_naming_nothing_an_unknown_app_or_no_event_id_is_refused(
     """Each was a 200 ``{"requeued": 0, "event_ids": []}``, as if nothing had failed."""
     refused = {
         "name an app, or event ids": {},
-        "no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no callback of it": {"app": "nosuch"},
+        f"no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no callback of it {THE_APPS}": {
+            "app": "nosuch"
+        },
         "not an event id: a UUID": {"event_ids": ["not-a-uuid"]},
     }
     for said, body in refused.items():
@@ -1448,14 +1452,20 @@ async def test_the_lists_of_an_unknown_app_are_refused_as_its_retry_is(
     """``GET /platform/callbacks?app=nosuch`` and ``/platform/problems?app=nosuch`` answered
     empty lists, as if all were well with a name mistyped; they are refused as the retry of
     such an app is. An app configured with none, or no longer configured but with rows, is
-    listed."""
+    listed. The refusal names the apps there are (a drill's operator was told only which was
+    not), as a refetch of such an app is told, and no secret of theirs."""
     for path, rows in (("/platform/callbacks", "callback"), ("/platform/problems", "problem")):
         answer = await platform.adapter.get(path, params={"app": "nosuch"})
         assert answer.status_code == 422, answer.text
-        said = f"no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
+        said = f"no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it {THE_APPS}"
         assert (answer.json()["title"], answer.json()["detail"]) == ("Unknown app", said)
+        assert SECRET not in answer.text and WRONG_SECRET not in answer.text, answer.text
         configured = await platform.adapter.get(path, params={"app": WRONG})
         assert configured.status_code == 200, configured.text
+    body = {"app": "nosuch", "platform_order_id": "P-NOSUCH"}
+    answer = await platform.adapter.post("/platform/refetch", json=body)
+    said = f"no app 'nosuch' in CARAVAN_PLATFORM_APPS {THE_APPS}"
+    assert (answer.status_code, answer.json()["detail"]) == (422, said), answer.text
     gone = f"t-gone-{uuid.uuid4().hex[:6]}"
     await caravan.execute(
         "insert into platform.problems (app, platform_order_id, kind, detail)"
@@ -1477,7 +1487,7 @@ async def test_the_mappings_of_an_unknown_app_are_refused_as_its_lists_are(
     refused as the problems and callbacks of such an app are; an app configured with no
     mapping, or with mappings but configured no longer, is taken."""
     typo = f"t-mal-{uuid.uuid4().hex[:6]}"
-    said = f"no app {typo!r}: not in CARAVAN_PLATFORM_APPS, and no mapping of it"
+    said = f"no app {typo!r}: not in CARAVAN_PLATFORM_APPS, and no mapping of it {THE_APPS}"
     one = f"/platform/{typo}/mappings/sku/MALL-X"
     answers = [
         await platform.adapter.put(one, json={"sku": "T-PEPPER"}),

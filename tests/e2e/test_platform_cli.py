@@ -5,6 +5,7 @@ import uuid
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_platform import (
     APP,
+    THE_APPS,
     Platform,
     callbacks,
     new_order,
@@ -117,6 +118,7 @@ async def test_a_mapping_of_an_app_the_adapter_does_not_know_is_refused(
     as listing its problems is (exit 1), not an empty table or "no such mapping"."""
     typo = f"t-mal-{uuid.uuid4().hex[:6]}"
     said = f"Unknown app: no app {typo!r}: not in CARAVAN_PLATFORM_APPS, and no mapping of it"
+    said += f" {THE_APPS}"
     code, out = await cli(caravan, "map-sku", typo, "MALL-X", "T-PEPPER")
     assert (code, out.strip()) == (2, f"not mapped: {said}"), out
     code, out = await cli(caravan, "map-buyer", typo, "nick-x", "t-cmd")
@@ -217,6 +219,7 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
     for listing, rows in (("callbacks", "callback"), ("problems", "problem")):  # not "none"
         code, out = await cli(caravan, listing, "--app", "nosuch")
         said = f"Unknown app: no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
+        said += f" {THE_APPS}"
         assert (code, out.strip()) == (1, said), out
 
 

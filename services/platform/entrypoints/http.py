@@ -411,7 +411,8 @@ def push_router(
         (a mapping added) is a ``duplicate``, and platforms push only when an order
         changes."""
         if body.app not in api.apps:
-            return problem(422, "Unknown app", f"no app {body.app!r} in CARAVAN_PLATFORM_APPS")
+            why = f"no app {body.app!r} in CARAVAN_PLATFORM_APPS ({the_apps(api.apps)})"
+            return problem(422, "Unknown app", why)
 
         async def decided(tx: Tx, order: PlatformOrder) -> handlers.Decision:
             decision = await handlers.decide(tx, body.app, order)
@@ -515,6 +516,14 @@ otherwise keep it from ever failing, and its attempts would no longer say how ma
 were); one given up is pending again from a first attempt, a new budget (its own spent, an
 operator sends it again once the platform is mended). The pending first: the failed, made
 pending, are not hurried again."""
+
+
+def the_apps(apps: Collection[str]) -> str:
+    """The apps configured, by name, as an ``Unknown app`` 422 ends (``the apps are: farm-mall,
+    t-market``), for the name mistyped to be put right: only names (never a secret or URL),
+    and only to a caller with a token (an unknown app's push is told no more than a wrong
+    secret's)."""
+    return f"the apps are: {', '.join(sorted(apps))}" if apps else "no app is configured"
 
 
 def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
@@ -764,7 +773,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             if found.first() is not None:
                 return None
         why = f"no app {app!r}: not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
-        return problem(422, "Unknown app", why)
+        return problem(422, "Unknown app", f"{why} ({the_apps(apps)})")
 
     return router
 

@@ -936,7 +936,8 @@ def orders_list(
             f"{o['buyer_id']}\n{o['order_ref']}\n{o['source']}",
             "" if o["total_fen"] is None else str(o["total_fen"]),
         )
-    output.show(table)
+    given = {options[name]: value for name, value in (asked | times).items()}
+    output.show(table, empty=output.none_of("order", given))
 
 
 def _show_order(order: dict[str, Any]) -> None:
@@ -1110,10 +1111,14 @@ def dlq_list(
         before, why = asyncio.run(ops_dlq.closed(_named_database_url(), letters))
         unknown = None if why is None else str(why)
     still = [d for d in letters if d.ref not in before]
+    given = {"--topic": topic, "--error": error, "--since": since}
+    empty = output.none_of("dead letter", given)
     if unknown is not None:  # which wait is not known: all listed, said below
         title = f"{len(letters)} dead letter(s)"
     elif waiting:
         title = f"{len(still)} dead letter(s) waiting, of {len(letters)}"
+        shut = f" ({len(letters)} redriven or discarded)" if letters else ""
+        empty = output.none_of("dead letter waiting", given) + shut
         letters = still
     else:
         title = f"{len(letters)} dead letter(s), {len(still)} waiting"
@@ -1132,7 +1137,7 @@ def dlq_list(
             + "".join(f"\n{right}" for _, right in more),
             message,
         )
-    output.show(table)
+    output.show(table, empty=empty)
     if unknown is not None:
         console.print(f"{REDRIVEN_UNKNOWN}: {unknown}", style="yellow")
 
@@ -1429,7 +1434,8 @@ def parked_list(
     )
     for e in events:
         table.add_row(f"{e.ref}\n{e.type}", f"{e.order_id}\n{output.at(e.parked_at)}", e.why(now))
-    output.show(table)
+    given = {"--service": service, "--order": order, "--older-than": older_than}
+    output.show(table, empty=output.none_of("parked event", given))
 
 
 def _not_parked(refs: list[str]) -> str:

@@ -17,7 +17,7 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 """
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -134,6 +134,28 @@ def show(table: Table, on: Console = console, empty: str | None = None) -> None:
         on._width = was_set
         for column, width in zip(table.columns, set_widths, strict=True):
             column.width = width
+
+
+def none_of(what: str, filters: Mapping[str, object] | None = None) -> str:
+    """The line a list of no rows prints instead of its table (:func:`show`'s ``empty``), as
+    ``caravan stuck``'s says it: ``no parked event``, or, where the list was filtered, with the
+    filters as given (``no order matches --status cancelled --buyer b-1``; a flag given by its
+    name alone): a title counting 0 above the headers of an empty table read as something that
+    failed to show."""
+    given = [
+        name if value is True else f"{name} {_given(value)}"
+        for name, value in (filters or {}).items()
+        if value is not None and value is not False
+    ]
+    return f"no {what} matches {' '.join(given)}" if given else f"no {what}"
+
+
+def _given(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _widest(column: Column) -> int:

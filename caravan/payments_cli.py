@@ -353,4 +353,4 @@ def list_payments(
         refused = p["gateway_refusal"] and f"void refused: {p['gateway_refusal']}"
         errors = "\n".join(e for e in (refused, p["last_error"]) if e)
         table.add_row("\n".join(left), "\n".join(right), output.Clipped(errors, lines=lines))
-    output.show(table)
+    output.show(table, empty=output.none_of(f"{status} payment"))

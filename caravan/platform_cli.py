@@ -142,7 +142,7 @@ def mappings(
     table = output.table("kind", "platform id", "ours", whole=("kind",))
     for m in listed:
         table.add_row(m["kind"], m["external_id"], _mapped(m["kind"], m))
-    output.show(table)
+    output.show(table, empty=output.none_of(f"mapping of {app_name}", {"--kind": kind}))
 
 
 @app.command()
@@ -198,7 +198,8 @@ def problems(
     found = _listed(
         url, "/platform/problems", "problems", app=app_name, all="true" if every else None
     )
-    output.show(problems_table(found, full))
+    what = "problem" if every else "open problem"
+    output.show(problems_table(found, full), empty=output.none_of(what, {"--app": app_name}))
 
 
 @app.command()
@@ -268,7 +269,13 @@ def callbacks(
         order_id=order_id,
         platform_order_id=platform_order_id,
     )
-    output.show(callbacks_table(found))
+    given = {
+        "--app": app_name,
+        "--status": status,
+        "--order-id": order_id,
+        "--platform-order-id": platform_order_id,
+    }
+    output.show(callbacks_table(found), empty=output.none_of("callback", given))
 
 
 @app.command()

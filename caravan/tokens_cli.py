@@ -281,4 +281,4 @@ def list_tokens() -> None:
         scopes = ", ".join(t.scopes)
         orders = reach(t.sources, t.client)
         table.add_row(t.name, scopes, orders, output.at(t.created_at), revoked)
-    output.show(table)
+    output.show(table, empty=output.none_of("token"))

@@ -1213,7 +1213,7 @@ async def test_given_no_brokers_a_replay_or_redrive_looks_on_the_kafka_port_cara
     assert f"dry run: replay of {topic} for {group}" in dry.stdout, dry.stdout
     listed = await cli(caravan, "dlq", "list", **env)
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert "dead letter(s)" in listed.stdout, listed.stdout
+    assert "dead letter" in listed.stdout, listed.stdout  # a count, or "no dead letter"
 
 
 async def test_in_a_database_outage_a_replay_is_refused_before_any_offset_moves_not_its_dry_run(

@@ -552,3 +552,59 @@ def test_platform_retry_says_what_it_sent_again_within_80_columns(
     text = shown(monkeypatch, "platform", "retry", "--app", "demo-market", "--url", "http://api")
     said = "999 callback(s) sent again: 500 failed, afresh; 499 pending, now, attempts kept"
     assert text.splitlines() == [said] and len(said) <= 80, text
+
+
+def test_every_list_of_nothing_says_so_in_one_line_naming_its_filters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dlq list``, ``parked list``, ``orders list``, ``payments list``, ``tokens list`` and
+    the platform's lists printed a table titled "0 parked event(s)" (the platform's, no
+    title) above the headers of no rows, which read as something that failed to show, where
+    ``caravan stuck`` says "no order stuck: ...". Each says in one line that there is none,
+    and of what filters where it was filtered."""
+    from caravan import admin_api
+    from caravan.ops import parked as ops_parked
+
+    async def nothing(*_: object, **__: object) -> list[Any]:
+        return []
+
+    def no_pages(*_: object, **__: object) -> Iterator[dict[str, Any]]:
+        yield {"items": [], "next_cursor": None}
+
+    def no_platform_rows(*_: object, **__: object) -> Iterator[dict[str, Any]]:
+        yield {"problems": [], "callbacks": [], "mappings": [], "next": None}
+
+    monkeypatch.setattr(ops_dlq, "read", nothing)
+    monkeypatch.setattr(ops_parked, "read", nothing)
+    monkeypatch.setattr(admin_api, "pages", no_pages)
+    monkeypatch.setattr(payments_cli, "newest", lambda *args: ([], False))
+    monkeypatch.setattr(tokens_cli, "_in_tx", nothing)
+    monkeypatch.setattr(tokens_cli, "_database_url", lambda: "postgresql://caravan@db/caravan")
+    monkeypatch.setattr(platform_cli, "pages", no_platform_rows)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+    since = "2026-12-06T08:00:00+00:00"
+    url = ("--url", "http://api")
+    said = {
+        ("dlq", "list"): "no dead letter",
+        ("dlq", "list", "--error", "invalid_data", "--since", since): "no dead letter matches"
+        f" --error invalid_data --since {since}",
+        ("dlq", "list", "--waiting"): "no dead letter waiting",
+        ("parked", "list"): "no parked event",
+        ("parked", "list", "--service", "platform", "--older-than", "60"): "no parked event"
+        " matches --service platform --older-than 60",
+        ("orders", "list"): "no order",
+        ("orders", "list", "--status", "pending", "--buyer", "b-1"): "no order matches"
+        " --status pending --buyer b-1",
+        ("payments", "list", "--status", "void_refused", *url): "no void_refused payment",
+        ("tokens", "list"): "no token",
+        ("platform", "problems", *url): "no open problem",
+        ("platform", "problems", "--all", "--app", "t-market", *url): "no problem matches"
+        " --app t-market",
+        ("platform", "callbacks", "--status", "failed", *url): "no callback matches --status"
+        " failed",
+        ("platform", "mappings", "t-market", "--kind", "sku", *url): "no mapping of t-market"
+        " matches --kind sku",
+    }
+    for args, line in said.items():
+        text = shown(monkeypatch, *args)
+        assert text == f"{line}\n", (args, text)

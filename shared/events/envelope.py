@@ -16,10 +16,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.api import worded
 from shared.ids import new_id
 from shared.topics import EventType, Topic
 
 CONTENT_TYPE = "application/cloudevents+json"
+SPEC_VERSION = worded(r"^1\.0$", "1.0, the version of CloudEvents Caravan reads")
 
 
 class Frozen(BaseModel):
@@ -161,7 +163,7 @@ class CloudEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    specversion: str = Field(pattern=r"^1\.0$")
+    specversion: str = Field(pattern=SPEC_VERSION)
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=256)
     type: str = Field(min_length=1, max_length=128)

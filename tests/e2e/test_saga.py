@@ -26,6 +26,7 @@ from shared.topics import Topic
 from tests.e2e.markers import consumed_again, published, read_to_the_end
 from tests.e2e.test_ops import cli
 from tests.harness import System, raw_event, ref
+from tests.unit.test_field_errors import BAD_REQUESTS
 
 GROUP = "dlq.group"
 RICH = Buyer(id="t-rich", phone="+8613900000001", locale="en")
@@ -684,7 +685,7 @@ async def test_an_order_id_too_long_to_keep_is_dead_lettered_at_once_as_invalid(
         "buyer": RICH.model_dump(),
         "lines": [{"sku": "T-PEPPER", "quantity": 1}],
     }
-    said = f"order_id: String should have at most {MAX_ORDER_ID} characters"
+    said = f"order_id: must be at most {MAX_ORDER_ID} characters"
     await invalid_at_once(caravan, Topic.ORDER_EVENTS, order_id, data, said, *PLACED_READERS)
 
 
@@ -734,7 +735,7 @@ async def test_an_empty_order_id_or_a_loan_id_too_long_to_keep_is_dead_lettered_
         "buyer": RICH.model_dump(),
         "lines": [{"sku": "T-PEPPER", "quantity": 1}],
     }
-    said = "order_id: String should have at least 1 character"
+    said = "order_id: must not be empty"
     await invalid_at_once(caravan, Topic.ORDER_EVENTS, key, placed, said, *PLACED_READERS)
     authorized = {
         "order_id": key,
@@ -743,7 +744,7 @@ async def test_an_empty_order_id_or_a_loan_id_too_long_to_keep_is_dead_lettered_
         "amount_fen": 100,
         "loan_id": "l" * 10_000,
     }
-    said = f"loan_id: String should have at most {MAX_LOAN_ID} characters"
+    said = f"loan_id: must be at most {MAX_LOAN_ID} characters"
     await invalid_at_once(caravan, Topic.PAYMENT_EVENTS, key, authorized, said, "caravan-orders")
 
 
@@ -783,6 +784,37 @@ async def test_a_validators_refusal_is_said_in_its_own_words(caravan: System) ->
     assert (answer.status_code, answer.json()["errors"]) == (422, errors)
 
 
+async def test_every_error_of_a_request_is_said_in_our_words_on_kafka_and_http(
+    caravan: System,
+) -> None:
+    """Each pydantic error a storefront's request can meet (tests/unit/test_field_errors.py's
+    BAD_REQUESTS: a field missing, a string too long, "2" for a quantity, no lines...) is said
+    in Caravan's words in the order.rejected that answers it and in the 422 of the same body
+    sent to POST /orders: "must be given", not pydantic's "Field required"."""
+    asked = {}
+    for data, field, message in BAD_REQUESTS:
+        request = raw_event("order.requested", data)
+        asked[request["id"]] = {"field": field, "message": message}
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, orjson.dumps(request), key=None)
+    rejected = await caravan.wait_for(
+        lambda: [
+            e
+            for e in caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected")
+            if e.causationid in asked
+        ],
+        count=len(asked),
+    )
+    for event in rejected:
+        assert asked[event.causationid or ""] in event.data["errors"], event.data["errors"]
+    for data, field, message in BAD_REQUESTS:
+        if field == "order_ref":  # the body's is optional: the Idempotency-Key is the order_ref
+            continue
+        body = {k: v for k, v in data.items() if k != "order_ref"}
+        answer = await caravan.client.post("/orders", json=body, headers={"Idempotency-Key": ref()})
+        assert answer.status_code == 422, answer.text
+        assert {"field": field, "message": message} in answer.json()["errors"], answer.text
+
+
 async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System) -> None:
     """A storefront whose client library sends ``data`` as a JSON string (encoded twice),
     or none at all, is told so by an ``order.rejected`` caused by its request: it was only
@@ -791,7 +823,7 @@ async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System
     requests = {}
     for data in (orjson.dumps({"order_ref": order_ref}).decode(), None):
         envelope = raw_event("order.requested", data)
-        expected = "Input should be a valid dictionary" if data else "Field required"
+        expected = "must be a JSON object" if data else "must be given"
         requests[envelope["id"]] = expected
         await caravan.publish_raw(
             Topic.ORDER_REQUESTS.value, orjson.dumps(envelope), key=order_ref.encode()
@@ -840,7 +872,7 @@ async def test_a_request_naming_no_order_ref_is_answered_with_an_empty_one(
     assert rejected["data"] == {
         "order_ref": "",
         "source": "storefront/test",
-        "errors": [{"field": "order_ref", "message": "Field required"}],
+        "errors": [{"field": "order_ref", "message": "must be given"}],
     }
     assert record.key == b""
 

@@ -108,8 +108,7 @@ def test_a_seed_file_with_row_errors_and_an_id_listed_twice_is_told_both_in_one_
             f"{path} is not a seed file as CONTRACT.md describes (6 error(s)):",
             "  lots.0.quantity: must be 0 or more",
             "  lots.1: lot LOT-DRL-A2: best_before 2026-08-01 is before available_from 2026-09-01",
-            "  lots.2.available_from: Input should be a valid date or datetime, day value is"
-            " outside expected range",
+            "  lots.2.available_from: should be a date that exists, e.g. 2026-11-30",
             "  buyers.1.phone: should be an E.164 phone number, + and 7 to 15 digits: e.g."
             " +8613912345678",
             "  file: lots listed more than once: 'LOT-DRL-A4' (lots.3, lots.4)",

@@ -413,9 +413,9 @@ NOT_UTF8 = "not UTF-8: invalid start byte at byte 0"
 GBK = '{"sku": "沙湾辣椒", "quantity": 1}'.encode("gbk")  # 湾 is 0xCD 0xE5 (沙 is UTF-8's ɳ)
 NOT_GBK = "not UTF-8: invalid continuation byte at byte 11"
 DEEP = "not JSON this API reads: nested too deep"
-NOT_TEXT = "Input should be a valid string, unable to parse raw data as a unicode string"
-NOT_INT = "Input should be a valid integer"
-NOT_OBJECT = "Input should be a valid dictionary or object to extract fields from"
+NOT_TEXT = "must be Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
+NOT_INT = "must be a whole number"
+NOT_OBJECT = "must be a JSON object"
 
 
 @pytest.mark.parametrize(
@@ -435,7 +435,7 @@ NOT_OBJECT = "Input should be a valid dictionary or object to extract fields fro
         pytest.param(b'{"sku": "A", "quantity": -Infinity}', "quantity", NOT_INT, id="infinity"),
         pytest.param(b'[{"sku": "A", "quantity": 1}]', "body", NOT_OBJECT, id="array"),
         pytest.param(b'"sku A"', "body", NOT_OBJECT, id="string"),
-        pytest.param(b"", "body", "Field required", id="empty"),
+        pytest.param(b"", "body", "must be given", id="empty"),
         pytest.param(
             b'{"sku": "A", "quantity": 1' + b"0" * 30 + b"}",
             "quantity",
@@ -445,7 +445,7 @@ NOT_OBJECT = "Input should be a valid dictionary or object to extract fields fro
         pytest.param(
             b'{"sku": "' + b"A" * 500_000 + b'", "quantity": 1}',
             "sku",
-            "String should have at most 64 characters",
+            "must be at most 64 characters",
             id="long-string",
         ),
     ],

@@ -464,7 +464,7 @@ async def test_the_order_api_s_answers_are_told_apart() -> None:
         await api.fetch_order("m", "broken")
     with pytest.raises(PlatformUnavailable, match=r"^the order API did not answer within 1 s$"):
         await api.fetch_order("m", "slow")
-    with pytest.raises(UnreadableOrder, match="items: List should have at least 1 item"):
+    with pytest.raises(UnreadableOrder, match=r"items: must hold at least 1 item \(it holds 0\)"):
         await api.fetch_order("m", "odd")
     assert (await api.fetch_order("m", "moved-on")).status == "on_hold"
     with pytest.raises(UnreadableOrder, match="NUL"):
@@ -515,7 +515,7 @@ async def test_an_order_api_answer_not_an_object_says_why_without_an_empty_field
     read: : not JSON: ..."."""
     answers = {"html": b"<html>busy</html>", "list": b"[]"}
     api = _api(lambda request: httpx.Response(200, content=answers[request.url.params["order_id"]]))
-    for order_id, said in [("html", "not JSON: "), ("list", "Input should be an object")]:
+    for order_id, said in [("html", "not JSON: "), ("list", "must be a JSON object")]:
         with pytest.raises(UnreadableOrder) as refused:
             await api.fetch_order("m", order_id)
         assert str(refused.value).startswith(f"not an order we can read: {said}"), refused.value

@@ -13,7 +13,7 @@ from rich.table import Table
 from caravan import output
 from caravan.admin_api import ProblemAnswer, base_url, call, found, pages
 from caravan.output import OperatorError, console
-from services.platform.domain.delivery import CallbackStatus
+from services.platform.domain.retries import CallbackStatus
 from shared.events.orders import Locale
 
 app = typer.Typer(

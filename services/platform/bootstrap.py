@@ -8,7 +8,7 @@ from typing import get_args
 from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import closed_unplaced, metadata, pushes
 from services.platform.callbacks import CallbackPolicy, callbacks_by_status
-from services.platform.domain.delivery import Backoff
+from services.platform.domain.retries import Backoff
 from services.platform.entrypoints.http import admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, subscriptions
 from services.platform.handlers import CALLBACKS_DUE, Accepted, Decided, sample_problems

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.platform.adapters.platform_api import PlatformApi, PlatformUnavailable, StatusUpdate
 from services.platform.adapters.tables import callbacks
-from services.platform.domain.delivery import Backoff, CallbackStatus, Verdict, verdict
+from services.platform.domain.retries import Backoff, CallbackStatus, Verdict, verdict
 from services.platform.metrics import CALLBACK_CALLS, CALLBACKS, CALLBACKS_OLDEST
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back

@@ -5,8 +5,8 @@ from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge
 
-from services.platform.domain.delivery import Verdict
 from services.platform.domain.orders import ProblemKind
+from services.platform.domain.retries import Verdict
 from shared.metrics import start_at_zero
 
 FetchRefused = Literal["fetch_failed", "fetch_refused", "fetch_signature_refused"]

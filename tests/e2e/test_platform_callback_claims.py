@@ -22,7 +22,7 @@ from services.platform.callbacks import (
     claim_due,
     deliver_once,
 )
-from services.platform.domain.delivery import Backoff
+from services.platform.domain.retries import Backoff
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
 from tests.harness import System, until

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field, ValidationError
 from services.notifications.adapters.http_gateway import SimulatorGateway
 from services.notifications.entrypoints.http import add_routes
 from services.platform.adapters.platform_api import PlatformApi
-from services.platform.domain.delivery import Backoff
 from services.platform.domain.orders import ProblemKind
+from services.platform.domain.retries import Backoff
 from services.platform.domain.signing import sign
 from services.platform.entrypoints.http import DOT_SEGMENTS, REPLAYED, Refetch, push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY

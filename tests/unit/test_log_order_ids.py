@@ -21,7 +21,7 @@ from services.payments import prepaid
 from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 from services.platform import callbacks
 from services.platform.adapters.platform_api import PlatformUnavailable
-from services.platform.domain.delivery import Backoff
+from services.platform.domain.retries import Backoff
 from shared.logs import JsonFormatter
 from tests.unit.conftest import saying_retried_faults
 

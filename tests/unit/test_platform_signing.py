@@ -16,7 +16,6 @@ from services.platform.adapters.platform_api import (
     SignatureRefused,
     UnreadableOrder,
 )
-from services.platform.domain.delivery import Backoff, verdict
 from services.platform.domain.orders import (
     NOT_NUMBERED,
     STATUSES,
@@ -31,6 +30,7 @@ from services.platform.domain.orders import (
     undone_on_platform,
     unknown_status,
 )
+from services.platform.domain.retries import Backoff, verdict
 from services.platform.domain.signing import (
     TIMESTAMP_FORMATS,
     SignMethod,

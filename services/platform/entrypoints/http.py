@@ -78,7 +78,6 @@ from services.platform.adapters.platform_api import (
     UnreadableOrder,
 )
 from services.platform.adapters.tables import callbacks, mappings, problems
-from services.platform.domain.delivery import Backoff, CallbackStatus
 from services.platform.domain.orders import (
     BuyerMapping,
     PlatformOrder,
@@ -86,6 +85,7 @@ from services.platform.domain.orders import (
     ProblemKind,
     SkuMapping,
 )
+from services.platform.domain.retries import Backoff, CallbackStatus
 from services.platform.domain.signing import (
     SIGN,
     TIMESTAMP_FORMATS,
@@ -307,7 +307,7 @@ def push_router(
     uow: UnitOfWork, api: PlatformApi, window_seconds: float, retry: Backoff
 ) -> APIRouter:
     """The push route; ``retry``: the waits a push is answered to take while the order API
-    fails (:meth:`~services.platform.domain.delivery.Backoff.retry_after`)."""
+    fails (:meth:`~services.platform.domain.retries.Backoff.retry_after`)."""
     router = APIRouter(tags=["platform pushes"])
 
     def refuse(

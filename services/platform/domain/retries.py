@@ -1,4 +1,6 @@
-"""Status callbacks to a platform: what an answer means, and when to try again. Pure."""
+"""Trying a platform again: what its answer to a status callback means (delivered, to retry,
+failed for good) and when a callback is sent again (:class:`Backoff`), which also says how long
+a push is asked to wait while the platform's order API fails (``Retry-After``). Pure."""
 
 import math
 import random

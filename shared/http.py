@@ -357,7 +357,8 @@ def install_auth(
 
     def spare() -> AsyncEngine | None:
         # The pool all in use, a token is read on the connection /healthz asks on (a read a
-        # token every auth_cache_seconds), not waited for one of the pool's: a scrape answers.
+        # token every auth_cache_seconds, one at a time: Guard.sparing), not waited for one of
+        # the pool's: a scrape answers.
         return db.apart if db.busy() is not None else None
 
     app.state.guard = Guard(service, db.engine, settings.auth_cache_seconds, limiter, spare)

@@ -133,6 +133,7 @@ class Guard:
         self.service = service  # the ``service`` label of its refusals
         self.engine = engine
         self.spare = spare  # where to read instead of ``engine`` for now, if anywhere
+        self.sparing = False  # a read on it under way: the others wait for ``engine``
         self.cache = TokenCache(cache_seconds)
         self.limiter = limiter
         self.read_within = READ_WITHIN
@@ -200,8 +201,23 @@ class Guard:
         install_auth`), where the read waited for one and, none freed within its bound,
         refused the call 503, Prometheus's scrape with it: a pool held full by slow
         statements was said as the service down, its ``caravan_db_pool_connections`` never
-        read."""
-        engine = self.spare() or self.engine
+        read. One read at a time (:attr:`sparing`), the others waiting for ``engine`` as
+        before: ``/healthz`` asks on that connection too, and waited behind every read
+        queued on it, each call with a token never read valid (a guess, not cached) one
+        more, so that 300 such calls at once, from one address and with no token of ours,
+        made a busy instance's ``/healthz`` a 503 after 2 s, as taken away as it was when
+        it asked on the pool."""
+        engine = None if self.sparing else self.spare()
+        if engine is None:
+            return await self._read_on(self.engine, token)
+        self.sparing = True
+        try:
+            return await self._read_on(engine, token)
+        finally:
+            self.sparing = False
+
+    async def _read_on(self, engine: AsyncEngine, token: str) -> Lookup:
+        """:meth:`_read` on ``engine``."""
         async with answered_within(engine, self.read_within):
             connected = False
             try:

@@ -269,6 +269,44 @@ async def test_metrics_say_the_pool_s_connections_in_use_and_its_capacity(
             assert await _pool_of(http) == {"in_use": 0, "idle": 1, "capacity": 2}
 
 
+async def test_healthz_of_a_busy_service_is_not_held_behind_the_token_reads_of_a_burst(
+    caravan: System,
+) -> None:
+    """The pool all in use, a token is read on the connection ``/healthz`` asks on, one read
+    at a time: each of 1,500 calls at once with a token never read valid (a guess, not
+    cached; from one address, none throttled before it failed) queued a read there,
+    ``/healthz`` behind them, and answered 503 "no free connection" (after 6.8 s, the event
+    loop busy with the calls), as when it asked on the pool: a load balancer took a busy
+    instance away for calls with no token of ours. The others wait for the pool, as they
+    did before it was read on that connection."""
+    async with black_hole(caravan.infra.database_url, "orders", db_pool_size=1) as hole:
+        app = create_app("orders", hole.db, Settings())
+        async with (
+            _client(app, caravan.token) as http,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 4242)),
+                base_url="http://hole",
+            ) as stranger,
+        ):
+            assert (await http.get("/healthz")).json()["status"] == "ok"
+            async with hole.db.engine.connect() as one, hole.db.engine.connect() as two:
+                await one.execute(text("select 1"))
+                await two.execute(text("select 1"))
+                guesses = [
+                    stranger.get("/metrics", headers=bearer_headers(f"cvn_{uuid.uuid4().hex}"))
+                    for _ in range(1500)
+                ]
+                burst = asyncio.gather(*guesses)
+                await asyncio.sleep(0.2)  # their reads under way
+                answer, took = await _timed(lambda: http.get("/healthz"), HEALTH_DB_WITHIN)
+                refused = {r.status_code for r in await burst}
+            assert refused <= {401, 503}, refused  # each read (or waited for the pool)
+            assert answer.status_code == 200, (took, answer.text)
+            assert answer.json()["checks"]["database"] == (
+                "busy: all 2 connections of the pool in use"
+            )
+
+
 DEADLINE = 3.0  # the services' is 8 s
 
 

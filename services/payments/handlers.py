@@ -380,7 +380,9 @@ async def _collected_by_platform(
 
 async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
     """The platform adapter says a platform took the money for an order it placed: remember
-    it, and authorise the order's payment if it was waiting for this."""
+    it, and authorise each payment waiting for this, booked as one reserved after it is
+    (:func:`_collected_by_platform`): the order's, and a copy's under another order id, held
+    for an operator to void (``caravan payments void-unplaced``)."""
     data = parsed.data
     assert isinstance(data, PlatformOrderPaid)
     app = platform_app(data.source)
@@ -392,23 +394,22 @@ async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
         pg_insert(platform_paid).values(app=app, order_ref=data.order_ref).on_conflict_do_nothing()
     )
     await tx.flush()  # a payment this batch has claimed is written by now
-    row = (
-        await tx.conn.execute(
-            update(payments)
-            .where(
-                payments.c.collected_by == app,
-                payments.c.order_ref == data.order_ref,
-                payments.c.status == "awaiting",
-            )
-            .values(status="authorized", updated_at=func.now())
-            .returning(payments.c.order_id, payments.c.buyer_id, payments.c.amount_fen)
+    rows = await tx.conn.execute(
+        update(payments)
+        .where(
+            payments.c.collected_by == app,
+            payments.c.order_ref == data.order_ref,
+            payments.c.status == "awaiting",
         )
-    ).first()
-    if row is None:
-        return
-    owed = await set_payables(tx, row.order_id, "owed")
-    charged = ledger.platform_collected(app, owed)
-    await post_charge(tx, row.order_id, row.buyer_id, row.amount_fen, "platform_collected", charged)
+        .values(status="authorized", updated_at=func.now())
+        .returning(payments.c.order_id, payments.c.buyer_id, payments.c.amount_fen)
+    )
+    for row in sorted(rows, key=lambda r: r.order_id):
+        owed = await set_payables(tx, row.order_id, "owed")
+        charged = ledger.platform_collected(app, owed)
+        await post_charge(
+            tx, row.order_id, row.buyer_id, row.amount_fen, "platform_collected", charged
+        )
 
 
 async def _lock_platform_order(tx: Tx, app: str, order_ref: str) -> None:

@@ -6,6 +6,7 @@ take, undone as the order's cancellation would undo it, on real Kafka and Postgr
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -268,6 +269,33 @@ async def test_a_platform_copys_collection_is_reversed_and_its_sellers_owed_noth
     )
     assert voided.data["amount_fen"] == 3500
     assert await holding(caravan, copy) == []
+
+
+async def test_each_payment_awaiting_a_platform_s_word_is_booked_when_it_comes(
+    caravan: System,
+) -> None:
+    """Two payments awaiting the platform's word for one of its orders (the order and a copy
+    of it under another id, reserved before the platform was paid): its platform.order_paid
+    made both authorised, but booked one, the other's collection never posted, its sellers
+    never owed and no payment.authorized said, so that, were it the order orders has, a
+    paid order expired. Each is booked as the one a copy reserved after the word is."""
+    who, order_ref = buyer("unplaced-twice"), ref("PAY")
+    both = [str(uuid.uuid4()), str(uuid.uuid4())]
+    for order_id in both:
+        copy = _reserved(order_id, who, source=MALL, order_ref=order_ref)
+        await _publish(caravan, new_event(copy, source="test/payments"), Topic.INVENTORY_EVENTS)
+        await _until_status(caravan, order_id, "awaiting")
+    await _paid_on_platform(caravan, order_ref)
+    for order_id in both:  # booked, if at all, in the transaction that authorised it
+        await _until_status(caravan, order_id, "authorized")
+    assert caravan.engine is not None
+    db = await read_database(caravan.engine)
+    wrong = [(v.check, v.subject) for v in check_money(db) if v.subject in both]
+    assert sorted(wrong) == sorted(("money_without_an_order", o) for o in both)
+    for order_id in both:
+        assert await booked(caravan, order_id, "platform_clearing:test-mall") == 3500
+        said = partial(caravan.log.events, Topic.PAYMENT_EVENTS, type="payment.authorized")
+        await caravan.wait_for(partial(said, order_id=order_id))
 
 
 async def test_a_forged_prepaid_charge_is_voided_at_the_gateway(

@@ -42,7 +42,7 @@ from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
 from caravan.output import OperatorError
 from services import SERVICES
 from shared.backoff import exponential_step
-from shared.db.migrate import Migrated, migrations_folder, upgrade
+from shared.db.migrate import Migrated, SchemaAhead, migrations_folder, upgrade
 from shared.logs import JsonFormatter
 from shared.messaging.admin import Topics, TopicsNotCreated, ensure_topics
 from shared.settings import Settings, is_dev_secret
@@ -426,7 +426,10 @@ async def prepare(
     for schema in (*SERVICES, "auth", "ops"):
         url = db_roles.asyncpg_url(database_url)
         folder = migrations_folder(schema)
-        migrated[schema] = await asyncio.to_thread(upgrade, folder, url, db_roles.OWNER)
+        try:
+            migrated[schema] = await asyncio.to_thread(upgrade, folder, url, db_roles.OWNER)
+        except SchemaAhead as exc:  # an older version's prepare (or up), going back
+            raise OperatorError(str(exc), exit_code=2) from exc
     await db_roles.grant_services(database_url, urls)
     return Prepared(topics, migrated)
 

@@ -10,6 +10,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from shared.db.engine import async_engine
+from shared.db.migrate import refuse_ahead
 
 MIGRATION_LOCK = 0x0CA2A7A9
 
@@ -35,6 +36,8 @@ def run(metadata: MetaData) -> None:
             include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
             on_version_apply=_applied,
         )
+        # Under the lock: a newer version's revision, refused in one line (SchemaAhead).
+        refuse_ahead(context.script, schema, context.get_context().get_current_heads())
         with context.begin_transaction():
             context.run_migrations()
 

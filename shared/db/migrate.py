@@ -66,6 +66,26 @@ def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> Migrated
     return Migrated(before, heads, bool(applied), time.monotonic() - started)
 
 
+class SchemaAhead(Exception):
+    """A schema a newer version migrated, at a revision this version's migrations do not
+    know: :func:`upgrade` refuses it (Alembic would fail with a traceback ending "Can't
+    locate revision"), saying where it is, this version's newest, and what to do."""
+
+
+def refuse_ahead(scripts: ScriptDirectory, schema: str, at: Collection[str]) -> None:
+    """Raise :class:`SchemaAhead` where ``at`` (the schema's ``alembic_version``) holds a
+    revision ``scripts`` do not know; else nothing (at a revision known, or none)."""
+    known = {script.revision for script in scripts.walk_revisions()}
+    if not set(at) - known:
+        return
+    newest = ", ".join(sorted(scripts.get_heads()))
+    raise SchemaAhead(
+        f"schema {schema} is at {', '.join(sorted(at))}, which this version does not know"
+        f" (its newest is {newest}): a newer version migrated it, and this one cannot run on"
+        " it; run the newer version, or go back as docs/running.md says (Going back)"
+    )
+
+
 class SchemaBehind(Exception):
     """A schema older than the code that would run on it, or never migrated: the message
     says where it is, what the code needs, and to run ``caravan prepare``."""

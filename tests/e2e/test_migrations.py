@@ -4,6 +4,7 @@ a service refuses to start on a schema behind its code, and a downgrade to lose 
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 from datetime import UTC, datetime
 
@@ -560,6 +561,38 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
         assert (str(did), did.ran) == ("0007 -> 0009", True)
         did = await asyncio.to_thread(upgrade, folder, url)
         assert (str(did), did.ran) == ("at 0009, nothing new", False)
+
+
+async def test_an_older_version_s_prepare_refuses_a_schema_a_newer_one_migrated_in_one_line(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Going back to an older version: its ``caravan prepare`` (and ``caravan up``, which
+    prepares first) met a schema a newer version had migrated with Alembic's traceback of
+    400 lines ending "Can't locate revision identified by '0013'" (a drill going back from
+    orders 0013 to a release of 0008). It is said in one line, exit 2, nothing migrated."""
+    async with scratch_database(infrastructure.database_url, "caravan_ahead") as url:
+        env = {**os.environ, "DATABASE_URL": url, "COLUMNS": "200"}
+        env["KAFKA_BOOTSTRAP_SERVERS"] = infrastructure.kafka_bootstrap
+
+        def prepare() -> subprocess.CompletedProcess[str]:
+            args = [sys.executable, "-m", "caravan", "prepare"]
+            return subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+
+        done = await asyncio.to_thread(prepare)
+        assert done.returncode == 0, done.stdout + done.stderr
+        head = ScriptDirectory(str(migrations_folder("orders"))).get_current_head()
+        # What a newer version's migration would leave: a revision this version lacks.
+        await _execute(url, "UPDATE orders.alembic_version SET version_num = '9001'")
+        refused = await asyncio.to_thread(prepare)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stderr, refused.stderr
+        assert (
+            f"schema orders is at 9001, which this version does not know (its newest is {head}):"
+            " a newer version migrated it, and this one cannot run on it; run the newer"
+            " version, or go back as docs/running.md says (Going back)"
+        ) in said, said
+        assert await _version(url, "orders") == "9001"
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:

@@ -89,6 +89,15 @@ def paused_beside(kafka_bootstrap: str) -> set[str]:
     return paused()
 
 
+def running_on(database_url: str) -> set[str]:
+    """The services the ``caravan up`` of this checkout runs, not paused, on the database at
+    ``database_url`` (the admin's URL it wrote to :data:`UP_ENV`); none where it does not
+    run, or runs on another database."""
+    if _up_env().get("DATABASE_URL") != database_url or not running_up():
+        return set()
+    return set(SERVICES) - paused()
+
+
 def running_up(base: Path = CACHE / "up") -> bool:
     """Whether a ``caravan up`` runs from this checkout (it holds caravan.system's
     ``run_alone`` lock)."""

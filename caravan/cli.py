@@ -555,6 +555,44 @@ def prepare() -> None:
         console.print(f"  {schema} {did}")
 
 
+SCHEMAS = (*SERVICES, "auth", "ops")
+
+
+@app.command()
+def downgrade(
+    schema: Annotated[str, typer.Argument(help=f"one of {', '.join(SCHEMAS)}")],
+    revision: Annotated[str, typer.Argument(help="the older version's newest revision of it")],
+) -> None:
+    """Take one schema back to an older version's revision with this version's migrations, to
+    go back to that version (docs/running.md, Going back): every service stopped (under
+    `caravan up`, each paused), one transaction, refused whole where it would lose data."""
+    from alembic.util import CommandError
+
+    from caravan import db_roles
+    from shared.db.migrate import DowngradeRefused, SchemaAhead, downgrade, migrations_folder
+
+    if schema not in SCHEMAS:
+        raise typer.BadParameter(f"{schema!r} is none of {', '.join(SCHEMAS)}")
+    database_url = _database_url()
+    if running := sorted(checkout.running_on(database_url)):
+        raise OperatorError(
+            f"caravan up runs {', '.join(running)} from this checkout on this database: pause"
+            " each first (caravan pause SERVICE)",
+            exit_code=2,
+        )
+    url = db_roles.asyncpg_url(database_url)
+    try:
+        did = downgrade(migrations_folder(schema), url, revision, db_roles.OWNER)
+    except (DowngradeRefused, SchemaAhead) as exc:
+        raise OperatorError(f"schema {schema}: {exc}", exit_code=2) from exc
+    except CommandError as exc:  # a revision it does not know, or one after the schema's
+        raise OperatorError(f"schema {schema}: {exc}", exit_code=2) from exc
+    if did.ran:
+        console.print(f"schema {schema}: {did} in {did.seconds:.1f}s, taken back")
+    else:
+        console.print(f"schema {schema} is at {revision} already, nothing taken back")
+
+
 def _say_kept(topics: "Topics", settings: Settings, bootstrap: str) -> None:
     """A warning for each topic that was there with a partition count other than the
     settings' (CARAVAN_TOPIC_PARTITIONS), and for each dead-letter topic that keeps letters

@@ -33,6 +33,19 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
     return cfg
 
 
+def _run_config(
+    migrations_dir: Path, url: str, role: str | None
+) -> tuple[Config, list[tuple[str, str]]]:
+    """Alembic's configuration for a run as ``role`` (None: the URL's user), and the list
+    shared.db.alembic_env fills with each step as the migrations run."""
+    cfg = alembic_config(migrations_dir, url)
+    if role is not None:
+        cfg.set_main_option("caravan_role", role)
+    applied: list[tuple[str, str]] = []
+    cfg.attributes["applied"] = applied
+    return cfg, applied
+
+
 @dataclass(frozen=True)
 class Migrated:
     """What :func:`upgrade` did to a schema, as its ``str`` says it to the operator:
@@ -55,15 +68,24 @@ def upgrade(migrations_dir: Path, url: str, role: str | None = None) -> Migrated
     with ``role``, as that role (``SET ROLE``), which then owns what the migrations create.
     What it did (:class:`Migrated`)."""
     started = time.monotonic()
-    cfg = alembic_config(migrations_dir, url)
-    if role is not None:
-        cfg.set_main_option("caravan_role", role)
-    applied: list[tuple[str, str]] = []  # (from, to) of each step, as the migrations ran
-    cfg.attributes["applied"] = applied
+    cfg, applied = _run_config(migrations_dir, url, role)  # (from, to) of each step
     command.upgrade(cfg, "head")
     heads = ", ".join(sorted(ScriptDirectory.from_config(cfg).get_heads()))
     before = applied[0][0] if applied else None
     return Migrated(before, heads, bool(applied), time.monotonic() - started)
+
+
+def downgrade(migrations_dir: Path, url: str, to: str, role: str | None = None) -> Migrated:
+    """Take a schema back to revision ``to`` (an older version's newest), in one transaction:
+    refused whole (:class:`DowngradeRefused`) where it would lose data; as ``role``, which owns
+    what the migrations made. What it did (``before`` the revision it was at, ``head`` ``to``;
+    not ``ran``: at ``to`` already). A revision the migrations do not know, or one after the
+    schema's, is refused by Alembic (its ``CommandError``)."""
+    started = time.monotonic()
+    cfg, applied = _run_config(migrations_dir, url, role)  # (to, from) of each step
+    command.downgrade(cfg, to)
+    before = applied[0][1] if applied else to
+    return Migrated(before, to, bool(applied), time.monotonic() - started)
 
 
 class SchemaAhead(Exception):

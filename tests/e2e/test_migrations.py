@@ -563,6 +563,20 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
         assert (str(did), did.ran) == ("at 0009, nothing new", False)
 
 
+async def _caravan(
+    infrastructure: system.Infrastructure, url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``caravan ARGS`` (through ``main()``, where failures are said) on the database at
+    ``url`` and the session's Kafka, as a deployment runs it."""
+    env = {**os.environ, "DATABASE_URL": url, "COLUMNS": "200"}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = infrastructure.kafka_bootstrap
+    command = [sys.executable, "-m", "caravan", *args]
+    run = subprocess.run
+    return await asyncio.to_thread(
+        run, command, env=env, capture_output=True, text=True, cwd=REPO_ROOT
+    )
+
+
 async def test_an_older_version_s_prepare_refuses_a_schema_a_newer_one_migrated_in_one_line(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -571,19 +585,12 @@ async def test_an_older_version_s_prepare_refuses_a_schema_a_newer_one_migrated_
     400 lines ending "Can't locate revision identified by '0013'" (a drill going back from
     orders 0013 to a release of 0008). It is said in one line, exit 2, nothing migrated."""
     async with scratch_database(infrastructure.database_url, "caravan_ahead") as url:
-        env = {**os.environ, "DATABASE_URL": url, "COLUMNS": "200"}
-        env["KAFKA_BOOTSTRAP_SERVERS"] = infrastructure.kafka_bootstrap
-
-        def prepare() -> subprocess.CompletedProcess[str]:
-            args = [sys.executable, "-m", "caravan", "prepare"]
-            return subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
-
-        done = await asyncio.to_thread(prepare)
+        done = await _caravan(infrastructure, url, "prepare")
         assert done.returncode == 0, done.stdout + done.stderr
         head = ScriptDirectory(str(migrations_folder("orders"))).get_current_head()
         # What a newer version's migration would leave: a revision this version lacks.
         await _execute(url, "UPDATE orders.alembic_version SET version_num = '9001'")
-        refused = await asyncio.to_thread(prepare)
+        refused = await _caravan(infrastructure, url, "prepare")
         said = " ".join(refused.stderr.split())
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "Traceback" not in refused.stderr, refused.stderr
@@ -593,6 +600,47 @@ async def test_an_older_version_s_prepare_refuses_a_schema_a_newer_one_migrated_
             " version, or go back as docs/running.md says (Going back)"
         ) in said, said
         assert await _version(url, "orders") == "9001"
+
+
+async def test_caravan_downgrade_takes_a_schema_back_or_refuses_in_one_line(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Going back to an older version needed Alembic's downgrade run by hand from Python
+    (no command): ``caravan downgrade SCHEMA REVISION`` takes one schema back, in one
+    transaction, and says what it did; what it refuses (data it would lose, a revision it does
+    not know or not before the schema's) is one line, exit 2, the schema as it was."""
+    async with scratch_database(infrastructure.database_url, "caravan_back") as url:
+        done = await _caravan(infrastructure, url, "prepare")
+        assert done.returncode == 0, done.stdout + done.stderr
+        head = ScriptDirectory(str(migrations_folder("orders"))).get_current_head()
+        assert head is not None
+        _, rows, to, lost, clear = LOSING["orders 0013 skus"]
+        await _execute(url, rows)
+
+        refused = await _caravan(infrastructure, url, "downgrade", "orders", to)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, said
+        assert said.startswith("schema orders: downgrade refused: it would lose"), said
+        assert lost in said and clear in said, said
+        assert await _version(url, "orders") == head
+
+        await _execute(url, clear)
+        done = await _caravan(infrastructure, url, "downgrade", "orders", to)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"schema orders: {head} -> {to} in "), done.stdout
+        assert done.stdout.rstrip().endswith("s, taken back"), done.stdout
+        assert await _version(url, "orders") == to
+        again = await _caravan(infrastructure, url, "downgrade", "orders", to)
+        assert again.stdout.strip() == f"schema orders is at {to} already, nothing taken back"
+
+        for revision in ("0099", head):  # unknown; after the schema's
+            refused = await _caravan(infrastructure, url, "downgrade", "orders", revision)
+            said = " ".join(refused.stderr.split())
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, said
+            assert said.startswith("schema orders: "), said
+        assert await _version(url, "orders") == to
+        done = await _caravan(infrastructure, url, "prepare")  # and forward again
+        assert f"  orders {to} -> {head}" in done.stdout, done.stdout
 
 
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:

@@ -6,7 +6,7 @@ from functools import partial
 
 from services.orders.adapters.tables import metadata, orders
 from services.orders.entrypoints.http import create_app
-from services.orders.entrypoints.ops import ops_router, orders_by_status
+from services.orders.entrypoints.ops import SAGA_DEADLINE, ops_router, orders_by_status
 from services.orders.entrypoints.subscribers import expiry_loop, subscriptions
 from shared.messaging.retention import Expiring
 from shared.runtime import Service, build_service
@@ -40,4 +40,5 @@ def bootstrap(settings: Settings) -> Service:
     service.asgi_app = create_app(service.uow, deadline, settings)
     service.asgi_app.include_router(ops_router(service.db, settings.stuck_after_seconds()))
     service.probes.append(orders_by_status(service.db.engine).sample)
+    SAGA_DEADLINE.set(settings.saga_deadline_seconds)  # the alert's measure
     return service

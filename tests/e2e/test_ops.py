@@ -1423,6 +1423,43 @@ async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
         assert (await caravan.outcome(order_id, timeout=60)).type == "order.confirmed"
 
 
+async def test_the_oldest_pending_order_s_wait_is_a_metric_beside_the_deadline(
+    caravan: System,
+) -> None:
+    """A Singles' Day drill's burst left payments 64,000 records behind, orders waiting 135 s
+    to end: nothing said how long the oldest had waited, where at the saga deadline (900 s)
+    orders merely queued are cancelled ``expired`` (``caravan_orders_ended_total`` says it
+    once they are). With inventory stopped, an order waits for its stock:
+    ``caravan_orders_oldest_pending_seconds`` says at least its wait, and
+    ``caravan_orders_saga_deadline_seconds`` the deadline (alert ``CaravanOrdersWaiting``)."""
+    from tests.e2e.test_saga import order
+
+    def gauge(name: str) -> Awaitable[float]:
+        return caravan.gauge("orders", name)
+
+    assert await gauge("caravan_orders_saga_deadline_seconds") == Settings().saga_deadline_seconds
+    await asyncio.to_thread(caravan.procs.stop, ["inventory"])
+    try:
+        req = order()
+        await caravan.request(req)
+        placed = await caravan.placed(req.order_ref)
+        age = "select extract(epoch from now() - {}) from orders.orders where {}"
+        waited = age.format("placed_at", "order_id = :o")
+        await asyncio.sleep(3)
+        least = float(await caravan.scalar(waited, o=placed))
+        oldest = await caravan.until(
+            lambda: gauge("caravan_orders_oldest_pending_seconds"),
+            f"caravan_orders_oldest_pending_seconds to say {least:.1f} s or more",
+            ready=lambda seconds: seconds >= least,
+        )
+        first = age.format("min(placed_at)", "status = 'pending'")
+        assert oldest <= float(await caravan.scalar(first)), oldest
+    finally:
+        caravan.procs.start(("inventory",))
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    assert (await caravan.outcome(placed, timeout=60)).type == "order.confirmed"
+
+
 async def test_orders_list_shows_every_buyers_orders_by_status_reason_and_time(
     caravan: System,
 ) -> None:

@@ -16,12 +16,33 @@ from shared.http import BAD_INPUT, problem_responses, require
 from shared.status_gauge import StatusGauge
 
 ORDERS = Gauge("caravan_orders", "Orders by status", ["status"])
+OLDEST_PENDING = Gauge(
+    "caravan_orders_oldest_pending_seconds",
+    "How long the oldest pending order has waited since it was placed (0: none is pending)",
+)
+SAGA_DEADLINE = Gauge(
+    "caravan_orders_saga_deadline_seconds",
+    "CARAVAN_SAGA_DEADLINE_SECONDS: a pending order this old is cancelled expired",
+)
 
 
 def orders_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:
-    """The ``caravan_orders`` gauge: pending orders at every sample (through
-    ``orders_pending_deadline``), confirmed and cancelled ones up to ``whole_every`` behind."""
-    return StatusGauge(engine, ORDERS, orders.c.status, get_args(Status), ("pending",), whole_every)
+    """The ``caravan_orders`` gauge: pending orders at every sample (through their indexes),
+    confirmed and cancelled ones up to ``whole_every`` behind; and, from the same reading,
+    how long the oldest pending order has waited since it was placed
+    (``caravan_orders_oldest_pending_seconds``, alert ``CaravanOrdersWaiting``): a backlog
+    that orders merely queued behind (a burst, a service slow) would expire in, seen before
+    they do, where ``caravan_orders_ended_total`` says it once they have."""
+    return StatusGauge(
+        engine,
+        ORDERS,
+        orders.c.status,
+        get_args(Status),
+        ("pending",),
+        whole_every,
+        orders.c.placed_at,
+        OLDEST_PENDING,
+    )
 
 
 class StuckOrder(BaseModel):

@@ -88,6 +88,8 @@ class Snapshot:
     platform_problems: dict[str, float] = field(default_factory=dict)  # open, by kind
     callbacks_failed: float | None = None  # platform status callbacks failed
     orders: dict[str, float] = field(default_factory=dict)  # by status
+    oldest_pending: float | None = None  # how long the oldest pending order has waited, s
+    saga_deadline: float | None = None  # CARAVAN_SAGA_DEADLINE_SECONDS: expired past it
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic: all kept
     redriven: dict[str, int] = field(default_factory=dict)  # per dlq topic: of those, sent back
@@ -438,6 +440,10 @@ def _read_metrics(
                 snap.observed[service] = min(snap.observed.get(service, value), value)
             elif metric == "caravan_orders" and "status" in labels:
                 _most(snap.orders, labels["status"], value)
+            elif metric == "caravan_orders_oldest_pending_seconds":
+                snap.oldest_pending = max(snap.oldest_pending or 0.0, value)
+            elif metric == "caravan_orders_saga_deadline_seconds":
+                snap.saga_deadline = value
             elif metric == "caravan_platform_problems_open" and "kind" in labels:
                 _most(snap.platform_problems, labels["kind"], value)
             elif metric == "caravan_platform_callbacks" and labels.get("status") == "failed":
@@ -1140,7 +1146,7 @@ class Dashboard:
         statuses = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
             for k, v in sorted(snap.orders.items())
-        )
+        ) + _oldest_pending(snap)
         dead_letters = _dead_letter_rows(snap)
         stuck = (
             "".join(
@@ -1362,6 +1368,16 @@ def _html(body: str, refresh: bool = True) -> str:
         ".stale{opacity:.5}.note{color:#666}</style>"
         f"</head><body><h1>Caravan operations</h1>{body}</body></html>"
     )
+
+
+def _oldest_pending(snap: Snapshot) -> str:
+    """The row saying how long the oldest pending order has waited, against the deadline it
+    is cancelled ``expired`` at (a backlog's orders expire too): none while none is pending,
+    or where the orders service does not say it (one before 2026-12-06)."""
+    if not snap.oldest_pending:
+        return ""
+    deadline = "" if snap.saga_deadline is None else f" of {snap.saga_deadline:.0f} s"
+    return f"<tr><td>oldest pending</td><td>{snap.oldest_pending:.0f} s{deadline}</td></tr>"
 
 
 def _pending_over(seconds: float | None) -> str:

@@ -1424,7 +1424,7 @@ async def test_stuck_says_how_many_orders_are_stuck_beyond_those_it_lists(
 
 
 async def test_the_oldest_pending_order_s_wait_is_a_metric_beside_the_deadline(
-    caravan: System,
+    caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Singles' Day drill's burst left payments 64,000 records behind, orders waiting 135 s
     to end: nothing said how long the oldest had waited, where at the saga deadline (900 s)
@@ -1454,6 +1454,13 @@ async def test_the_oldest_pending_order_s_wait_is_a_metric_beside_the_deadline(
         )
         first = age.format("min(placed_at)", "status = 'pending'")
         assert oldest <= float(await caravan.scalar(first)), oldest
+        for name, value in caravan.procs.env.items():  # the page beside the services
+            monkeypatch.setenv(name, value)
+        page = Dashboard(Settings(token=caravan.token))
+        snap = await page.sample()
+        assert snap.oldest_pending is not None and snap.oldest_pending >= least, snap
+        said = re.search(r"<td>oldest pending</td><td>(\d+) s of 900 s</td>", page.page())
+        assert said and int(said[1]) >= int(least), page.page()
     finally:
         caravan.procs.start(("inventory",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)

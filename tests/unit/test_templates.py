@@ -204,6 +204,19 @@ def test_a_cancellation_naming_a_demo_product_keeps_each_locales_length(locale: 
                 assert (abroad.encoding, abroad.segments) == ("GSM-7", 1), body
 
 
+def test_an_order_expired_is_said_as_not_completed_in_time_not_as_the_buyers_delay() -> None:
+    """An order expires when it waited on Caravan past the saga's deadline (a backlog, a
+    service down), often after the buyer paid a platform: "it expired" and "已超时" (timed out,
+    as an order not paid in time is said) read as the buyer's fault."""
+    assert render_order_cancelled("en", REF, "expired") == (
+        f"Your order {REF} could not be completed in time and has been cancelled."
+        " Sorry for the inconvenience."
+    )
+    assert render_order_cancelled("zh-CN", REF, "expired") == (
+        f"您的订单{REF}未能及时完成处理，系统已自动取消。给您带来不便，敬请谅解。"
+    )
+
+
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
 def test_unknown_reason_uses_generic_wording(locale: Locale) -> None:
     assert render_order_cancelled(locale, REF, "x") == render_order_cancelled(locale, REF, "y")

@@ -95,7 +95,6 @@ _REASONS: Final[dict[Locale, dict[str, str]]] = {
         "out_of_season": "the product is out of season",
         "credit_declined": "your credit application was declined",
         "payment_failed": "the payment did not go through",
-        "expired": "it expired",
     },
 }
 
@@ -123,7 +122,9 @@ _NAMED_REASONS: Final[dict[Locale, dict[str, str]]] = {
 # generic wording for reason codes that have no specific text.
 _CANCELLED_SENTENCES: Final[dict[Locale, dict[str, str]]] = {
     "zh-CN": {
-        "expired": "您的订单{ref}已超时，系统已自动取消。",
+        # Not "已超时" (timed out): read as the buyer's delay, as of an order not paid in time,
+        # where the order waited on us (a backlog, a service down) past the saga's deadline.
+        "expired": "您的订单{ref}未能及时完成处理，系统已自动取消。",
         "cancelled_by_buyer": "您的订单{ref}已按您的要求取消。",
         "": "您的订单{ref}因故已取消。",
     },
@@ -132,6 +133,7 @@ _CANCELLED_SENTENCES: Final[dict[Locale, dict[str, str]]] = {
         "": "{ref} نومۇرلۇق بۇيرۇتمىڭىز مەلۇم سەۋەب بىلەن ئەمەلدىن قالدۇرۇلدى.",
     },
     "en": {
+        "expired": "Your order {ref} could not be completed in time and has been cancelled.",
         "cancelled_by_buyer": "Your order {ref} has been cancelled at your request.",
         "": "Your order {ref} could not be completed and has been cancelled.",
     },

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,50 +143,58 @@ def trace_headers_of(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextmanager
+def _span(
+    headers: Mapping[str, str],
+    name: str,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[trace.Span]:
+    """A span of the running code's service, current inside the block: a child of the span
+    whose context ``headers`` carry (with their baggage), or of a new trace.
+
+    It is the tracer's ``start_as_current_span`` without its layers for a span not recorded
+    (no exporter: every span of the headline's services), which are most of a consumed
+    record's span (:func:`consuming`: 9.3 µs a record, 4.9 of them there; 2.8 with one
+    ``attach``). A recorded span is ended, and an exception raised in the block recorded on
+    it, by the tracer's own ``use_span``."""
+    parent = propagate.extract(headers)
+    span = _tracer().start_span(name, parent, kind, attributes)
+    token = context.attach(trace.set_span_in_context(span, parent))
+    try:
+        if span.is_recording():
+            with trace.use_span(span, end_on_exit=True):
+                yield span
+        else:
+            yield span  # nothing to end, nor to record an exception on
+    finally:
+        context.detach(token)
+
+
 def consuming(
     topic: str, headers: Sequence[tuple[str, bytes | None]], attributes: Mapping[str, Any]
-) -> Iterator[trace.Span]:
+) -> AbstractContextManager[trace.Span]:
     """A consumer span continuing the trace that the record's headers carry (a header with
     no value reads as empty)."""
     carrier = {k: (v or b"").decode("latin-1") for k, v in headers}
-    parent = propagate.extract(carrier)
-    token = context.attach(parent)
-    try:
-        with _tracer().start_as_current_span(
-            f"{topic} process", kind=trace.SpanKind.CONSUMER, attributes=dict(attributes)
-        ) as span:
-            yield span
-    finally:
-        context.detach(token)
+    return _span(carrier, f"{topic} process", trace.SpanKind.CONSUMER, attributes)
 
 
-@contextmanager
-def continuing(headers: Mapping[str, str], name: str, order_id: str | None) -> Iterator[trace.Span]:
+def continuing(
+    headers: Mapping[str, str], name: str, order_id: str | None
+) -> AbstractContextManager[trace.Span]:
     """A span continuing a trace whose context was stored earlier (work done later by a
     loop on behalf of an event, such as a prepaid charge or a text sent)."""
-    token = context.attach(propagate.extract(dict(headers)))
-    try:
-        attributes = {"caravan.order_id": order_id} if order_id else {}
-        with _tracer().start_as_current_span(name, attributes=attributes) as span:
-            yield span
-    finally:
-        context.detach(token)
+    attributes = {"caravan.order_id": order_id} if order_id else {}
+    return _span(dict(headers), name, attributes=attributes)
 
 
-@contextmanager
-def serving(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+def serving(
+    method: str, path: str, headers: Mapping[str, str]
+) -> AbstractContextManager[trace.Span]:
     """A server span for one HTTP request, continuing the caller's trace if it sent one;
     named after the method until the caller names its route."""
-    token = context.attach(propagate.extract(dict(headers)))
-    try:
-        with _tracer().start_as_current_span(
-            method,
-            kind=trace.SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
-        ) as span:
-            yield span
-    finally:
-        context.detach(token)
+    attributes = {"http.request.method": method, "url.path": path}
+    return _span(dict(headers), method, trace.SpanKind.SERVER, attributes)
 
 
 def current_ids() -> tuple[str, str] | None:

@@ -104,13 +104,15 @@ DEAD_LETTERS = Counter(
 )
 
 
-def start_at_zero(counter: Counter, *values: Iterable[str]) -> None:
+def start_at_zero(counter: Counter, *values: Iterable[str]) -> dict[tuple[str, ...], Counter]:
     """Show ``counter`` at 0 for each combination of ``values`` (one iterable per label, in
     the counter's order). A series Prometheus first sees at 1 has no increase: ``increase()``
     and ``rate()`` missed the first event of each label set (the first dead letter of a topic,
-    say), so the label sets a service knows at start are shown before anything happens."""
-    for labels in product(*values):
-        counter.labels(*labels)
+    say), so the label sets a service knows at start are shown before anything happens.
+
+    Returns each series by its labels, for what counts on a path taken often (every record
+    consumed): ``labels()`` costs a lock and a look-up each time."""
+    return {labels: counter.labels(*labels) for labels in product(*values)}
 
 
 class _ServiceView:

@@ -47,6 +47,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
+from prometheus_client import Counter, Histogram
 
 from shared.backoff import exponential_step
 from shared.db import fault, reason, storable_text
@@ -510,6 +511,10 @@ class Consumer:
     attached: bool = False
     offsets: HandledOffsets = field(default_factory=HandledOffsets)
     subscriber: Any = None  # FastStream's, made by attach(): its consumer, once started
+    # The series of CONSUMED by (topic, outcome), and of HANDLER_SECONDS by topic: resolved
+    # once, not for each record (:meth:`_count`).
+    consumed: dict[tuple[str, ...], Counter] = field(default_factory=dict)
+    timed: dict[str, Histogram] = field(default_factory=dict)
 
     def register(self, subscription: Subscription) -> None:
         """Add ``subscription`` (one per topic); :meth:`attach` subscribes to them all. Its
@@ -518,7 +523,8 @@ class Consumer:
         assert all(s.topic != subscription.topic for s in self.subscriptions)
         self.subscriptions.append(subscription)
         topic = [subscription.topic.value]
-        start_at_zero(CONSUMED, [self.service], topic, get_args(Outcome))
+        consumed = start_at_zero(CONSUMED, [self.service], topic, get_args(Outcome))
+        self.consumed.update({labels[1:]: series for labels, series in consumed.items()})
         start_at_zero(DEAD_LETTERS, [self.service], topic, get_args(PoisonCode))
 
     def attach(self, broker: KafkaBroker) -> None:
@@ -567,6 +573,15 @@ class Consumer:
         does not start (:class:`AiokafkaUnknown`, an aiokafka it was not written for)."""
         self.offsets.see_requests(self.subscriber.consumer)
 
+    def _count(self, topic: str, outcome: Outcome, took: float | None = None) -> None:
+        """Count a record of ``topic`` consumed, and the seconds it took to handle, if given."""
+        self.consumed[topic, outcome].inc()
+        if took is not None:
+            timed = self.timed.get(topic)
+            if timed is None:
+                timed = self.timed[topic] = HANDLER_SECONDS.labels(self.service, topic)
+            timed.observe(took)
+
     def _subscription(self, record: ConsumerRecord) -> Subscription:
         return next(s for s in self.subscriptions if s.topic.value == record.topic)
 
@@ -576,7 +591,7 @@ class Consumer:
         topic = sub.topic.value
         group = _redrive_group(record)
         if group is not None and group != self.group_id.encode() and group in _GROUPS:
-            CONSUMED.labels(self.service, topic, "skipped").inc()
+            self._count(topic, "skipped")
             return
         try:
             if group is not None and group not in _GROUPS:  # every group would skip it
@@ -585,16 +600,15 @@ class Consumer:
         except PoisonRecord as poison:
             with self._context(sub, record, poison.envelope):
                 written = await self._dead_letter(sub, record, poison)
-            CONSUMED.labels(self.service, topic, "dead_lettered" if written else "duplicate").inc()
+            self._count(topic, "dead_lettered" if written else "duplicate")
             return
         handler = sub.handler_for(parsed)
         if parsed is None or handler is None:
-            CONSUMED.labels(self.service, topic, "skipped").inc()
+            self._count(topic, "skipped")
             return
         with self._context(sub, record, parsed.envelope):
             outcome = await self._handle(sub, record, parsed, handler)
-        CONSUMED.labels(self.service, topic, outcome).inc()
-        HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
+        self._count(topic, outcome, time.perf_counter() - started)
 
     async def dispatch_batch(self, records: Sequence[ConsumerRecord]) -> None:
         """Handle ``records`` (of any of the topics) in one transaction, or one by one if
@@ -631,9 +645,7 @@ class Consumer:
         # Each record's time is the whole batch's: it was handled when the batch committed.
         took = time.perf_counter() - started
         for record, outcome in zip(records, outcomes, strict=True):
-            CONSUMED.labels(self.service, record.topic, outcome).inc()
-            if outcome != "skipped":
-                HANDLER_SECONDS.labels(self.service, record.topic).observe(took)
+            self._count(record.topic, outcome, None if outcome == "skipped" else took)
 
     async def _handle_batch(
         self,

@@ -320,28 +320,37 @@ class OutboxRelay:
         alone, self._alone = self._alone, False
         deadline = asyncio.get_running_loop().time() + RELAY_KAFKA_WAIT_SECONDS
         sent: list[asyncio.Future[Any] | BaseException | None] = []
-        for row in rows:
-            try:
-                check_topic(row["topic"])
-                if alone and self._producer_stale:
-                    await self._renew_producer()
-                future = await _within(
-                    deadline,
-                    self.producer.send(
-                        row["topic"],
-                        value=row["value"],
-                        key=row["key"],
-                        headers=[(k, str(v).encode()) for k, v in (row["headers"] or {}).items()],
-                    ),
-                )
-            except Exception as exc:  # refused by the producer itself, or not sent at all
-                sent.append(exc)
-            else:
-                future.add_done_callback(_retrieved)
-                # Alone, a row is a batch of its own: the broker's answer is about it alone.
-                sent.append(await self._answer(future, alone, deadline) if alone else future)
-            if _may_pass(sent[-1]):
-                break
+        try:
+            # The sends of a batch within one bound (one scope a row cost half of a row's
+            # 5.3 µs); alone, each send within its own, which the producer's renewal and the
+            # answers waited for between sends are not.
+            async with contextlib.nullcontext() if alone else asyncio.timeout_at(deadline):
+                for row in rows:
+                    try:
+                        check_topic(row["topic"])
+                        if alone and self._producer_stale:
+                            await self._renew_producer()
+                        send = self.producer.send(
+                            row["topic"],
+                            value=row["value"],
+                            key=row["key"],
+                            headers=[
+                                (k, str(v).encode()) for k, v in (row["headers"] or {}).items()
+                            ],
+                        )
+                        future = await (_within(deadline, send) if alone else send)
+                    except Exception as exc:  # refused by the producer itself, or not sent at all
+                        sent.append(exc)
+                    else:
+                        future.add_done_callback(_retrieved)
+                        # Alone, a row is a batch of its own: the broker's answer is about it.
+                        sent.append(
+                            await self._answer(future, alone, deadline) if alone else future
+                        )
+                    if _may_pass(sent[-1]):
+                        break
+        except TimeoutError:  # the batch's bound, in the send of the row after the last sent
+            sent.append(_no_answer())
         return [
             await self._answer(answer, alone, deadline)
             if isinstance(answer, asyncio.Future)

@@ -83,6 +83,15 @@ class Holding:
         return future
 
 
+def relay_of(producer: object) -> OutboxRelay:
+    return OutboxRelay(
+        cast(Database, SimpleNamespace(schema="orders")),
+        Table("outbox", MetaData(schema="orders"), Column("id", Integer)),
+        cast(Callable[[], AIOKafkaProducer], lambda: producer),
+        service="orders",
+    )
+
+
 async def test_kafka_s_late_failure_of_a_row_no_longer_waited_for_is_retrieved(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,12 +100,7 @@ async def test_kafka_s_late_failure_of_a_row_no_longer_waited_for_is_retrieved(
     from asyncio, 'Future exception was never retrieved', with a traceback."""
     monkeypatch.setattr(relay_module, "RELAY_KAFKA_WAIT_SECONDS", 0.05)
     producer = Holding()
-    relay = OutboxRelay(
-        cast(Database, SimpleNamespace(schema="orders")),
-        Table("outbox", MetaData(schema="orders"), Column("id", Integer)),
-        cast(Callable[[], AIOKafkaProducer], lambda: producer),
-        service="orders",
-    )
+    relay = relay_of(producer)
     row = {"id": 1, "topic": TOPIC, "key": b"a", "value": b"{}", "headers": {}}
     (answer,) = await relay._publish([row])
     assert isinstance(answer, errors.KafkaTimeoutError), answer
@@ -105,3 +109,33 @@ async def test_kafka_s_late_failure_of_a_row_no_longer_waited_for_is_retrieved(
     await asyncio.sleep(0)  # its callbacks run
     gc.collect()  # an error no one retrieved is logged as its future is collected
     assert [(r.name, r.getMessage()) for r in caplog.records] == []
+
+
+class Stuck(Holding):
+    """A producer whose send of a row to ``stuck`` waits without end (no metadata of its
+    topic, its buffer full): Kafka answers the others at once."""
+
+    async def send(self, topic: str, **_: Any) -> asyncio.Future[Any]:
+        if topic == "stuck":
+            await asyncio.Event().wait()
+        future = await super().send(topic)
+        future.set_result(None)
+        return future
+
+
+async def test_a_send_not_done_by_the_batch_s_deadline_is_kafka_away_and_ends_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sends of a batch are bounded by its deadline, as its answers are: the row whose
+    send does not return by then fails as Kafka away (it stays unsent), those before it keep
+    their answers (marked sent), and those after it are not sent."""
+    monkeypatch.setattr(relay_module, "RELAY_KAFKA_WAIT_SECONDS", 0.05)
+    producer = Stuck()
+    batch = [
+        {"id": i, "topic": topic, "key": b"a", "value": b"{}", "headers": {}}
+        for i, topic in enumerate((TOPIC, TOPIC, "stuck", TOPIC), 1)
+    ]
+    answers = await relay_of(producer)._publish(batch)
+    assert answers[:2] == [None, None]
+    assert len(answers) == 3 and isinstance(answers[2], errors.KafkaTimeoutError), answers
+    assert len(producer.futures) == 2  # the row after it not sent

@@ -151,13 +151,18 @@ class Subscription:
     @cached_property
     def skipped(self) -> frozenset[str]:
         """The topic's event types that this subscription has no handler for."""
-        return frozenset(REGISTRY.get(self.topic, {})) - {t.value for t in self.handlers}
+        return frozenset(REGISTRY.get(self.topic, {})) - set(self.by_type)
+
+    @cached_property
+    def by_type(self) -> dict[str, Handler]:
+        """:attr:`handlers` by the type an envelope names."""
+        return {event_type.value: handler for event_type, handler in self.handlers.items()}
 
     def handler_for(self, parsed: Parsed | None) -> Handler | None:
         """The handler of ``parsed``, or None if it is skipped here."""
         if parsed is None or (self.wants is not None and not self.wants(parsed)):
             return None
-        return self.handlers.get(EventType(parsed.envelope.type))
+        return self.by_type.get(parsed.envelope.type)
 
     def parse(self, value: bytes | None) -> Parsed | None:
         """``value`` parsed and validated, or None if it is of a type skipped here: the
@@ -308,10 +313,14 @@ class HandledOffsets:
         self.consumer = consumer
         if self.rebalances != rebalances:
             return  # its partitions were revoked meanwhile: see the class's docstring
+        after: dict[tuple[str, int], int] = {}  # each partition's last offset handled, + 1
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            self.pending[tp] = max(self.pending.get(tp, 0), record.offset + 1)
-            self.position[tp] = max(self.position.get(tp, 0), record.offset + 1)
+            where = record.topic, record.partition
+            after[where] = max(after.get(where, 0), record.offset + 1)
+        for where, offset in after.items():
+            tp = TopicPartition(*where)
+            self.pending[tp] = max(self.pending.get(tp, 0), offset)
+            self.position[tp] = max(self.position.get(tp, 0), offset)
         self.handled.set()
         if self.task is None and not self.closed:
             self.task = asyncio.create_task(self._loop(), name="commit-offsets")
@@ -508,6 +517,7 @@ class Consumer:
     fetch_min_bytes: int
     fetch_max_wait_ms: int
     subscriptions: list[Subscription] = field(default_factory=list)
+    by_topic: dict[str, Subscription] = field(default_factory=dict)  # the same, by topic
     attached: bool = False
     offsets: HandledOffsets = field(default_factory=HandledOffsets)
     subscriber: Any = None  # FastStream's, made by attach(): its consumer, once started
@@ -522,6 +532,7 @@ class Consumer:
         assert not self.attached, "subscriptions are registered before the broker starts"
         assert all(s.topic != subscription.topic for s in self.subscriptions)
         self.subscriptions.append(subscription)
+        self.by_topic[subscription.topic.value] = subscription
         topic = [subscription.topic.value]
         consumed = start_at_zero(CONSUMED, [self.service], topic, get_args(Outcome))
         self.consumed.update({labels[1:]: series for labels, series in consumed.items()})
@@ -583,7 +594,7 @@ class Consumer:
             timed.observe(took)
 
     def _subscription(self, record: ConsumerRecord) -> Subscription:
-        return next(s for s in self.subscriptions if s.topic.value == record.topic)
+        return self.by_topic[record.topic]
 
     async def dispatch(self, record: ConsumerRecord) -> None:
         started = time.perf_counter()

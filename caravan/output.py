@@ -16,7 +16,9 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 :class:`rich.text.Text`.
 """
 
+import json
 import os
+import sys
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -222,3 +224,9 @@ def at(when: datetime | str) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     return when.isoformat(timespec="seconds")
+
+
+def as_json(value: object) -> None:
+    """Print ``value`` as JSON on stdout, alone: what a command's ``--json`` prints, for a
+    program to read (no Rich: no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from caravan.checkout import REPO_ROOT
 from caravan.reliability.history import (
+    DATABASE_CHECKS,
     DatabaseState,
     History,
     Injected,
@@ -19,6 +21,7 @@ from caravan.reliability.history import (
     Sms,
     Violation,
     check,
+    check_database,
 )
 from shared.events.envelope import EventData, new_event
 from shared.events.inventory import LotTake, ReservedLine, StockReserved
@@ -35,6 +38,7 @@ from shared.events.orders import (
 )
 from shared.events.payments import PaymentAuthorized, PaymentRefunded, PaymentVoided
 from shared.topics import Topic
+from tests.unit.test_docs_links import anchors
 
 SOURCE = "storefront/checker"
 PHONE = "+8613900000101"
@@ -661,6 +665,40 @@ def test_each_broken_history_is_caught_with_evidence(case: str) -> None:
     violations: list[Violation] = check(breaks(log, history))
     assert expected in {v.check for v in violations}, violations
     assert all(v.evidence for v in violations)
+
+
+DATABASE_CASES = [case for case, (_, expected) in BROKEN.items() if expected in DATABASE_CHECKS]
+
+
+@pytest.mark.parametrize("case", DATABASE_CASES)
+def test_the_database_checks_catch_a_broken_database_alone(case: str) -> None:
+    """What ``caravan check`` runs (:func:`check_database`, no topic read) catches each
+    broken database of :data:`BROKEN` that a check of it is for, and names only checks
+    :data:`DATABASE_CHECKS` says the meaning of."""
+    log, history = correct()
+    breaks, expected = BROKEN[case]
+    violations = check_database(breaks(log, history).db)
+    assert expected in {v.check for v in violations}, violations
+    assert {v.check for v in violations} <= DATABASE_CHECKS.keys(), violations
+
+
+def test_every_database_check_is_proved_and_its_runbook_is_a_section() -> None:
+    proved = {BROKEN[case][1] for case in DATABASE_CASES}
+    assert proved == DATABASE_CHECKS.keys()
+    sections = anchors(REPO_ROOT / "docs" / "operations.md")
+    for name, meaning in DATABASE_CHECKS.items():
+        if meaning.runbook is not None:
+            page, _, section = meaning.runbook.partition("#")
+            assert page == "docs/operations.md" and section in sections, (name, meaning)
+
+
+def test_a_credit_limit_lowered_below_what_is_owed_is_no_fault_of_the_books() -> None:
+    """An operator may lower a limit below a buyer's loans (``caravan payments credit-set``):
+    the full check's ``credit_limit`` says so; ``caravan check``'s do not."""
+    _, history = correct()
+    history.db.credit_limits["buyer"] = 1
+    assert "credit_limit" in {v.check for v in check(history)}
+    assert check_database(history.db) == []
 
 
 def test_other_sources_and_earlier_dead_letters_are_out_of_scope() -> None:

@@ -1384,17 +1384,29 @@ def dlq_redrive(
             f"left out: {item}, its record was too big to keep (see `caravan dlq show {item}`):"
             " send a value with --value-file"
         )
-    chosen = f"the {len(letters)} dead letters chosen"
-    if done.sent and len(done.sent) < len(letters):
-        left = len(letters) - len(done.sent)
-        console.print(f"{verb} {len(done.sent)} of {chosen}; {left} left out (said above)")
-    if done.unrecorded:
-        _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
-        raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run
-    if not done.sent:  # whatever left each out: a script naming letters sees none was sent
+    _done_of_chosen(verb, len(done.sent), len(letters), done.unrecorded)
+    if not done.sent:
         nothing = "nothing would be redriven" if dry_run else "nothing redriven"
-        every = f"each of {chosen}" if len(letters) > 1 else "the dead letter chosen"
-        raise OperatorError(f"{nothing}: {every} was left out (said above)", 2)
+        _none_of_chosen(nothing, len(letters))
+
+
+def _done_of_chosen(verb: str, done: int, chosen: int, unrecorded: str | None) -> None:
+    """Say how many of the ``chosen`` letters a redrive or discard sent or closed where it
+    left some out; a dry run the audit trail could not tell which were closed before
+    exits 2, as the run, refused meanwhile, would: a script checks the dry run."""
+    if done and done < chosen:
+        letters = f"the {chosen} dead letters chosen"
+        console.print(f"{verb} {done} of {letters}; {chosen - done} left out (said above)")
+    if unrecorded:
+        _unrecorded_dry_run(unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
+        raise typer.Exit(2)
+
+
+def _none_of_chosen(nothing: str, chosen: int) -> None:
+    """Exit 2 where a redrive or discard left out every letter chosen, whatever left each
+    out: a script naming letters sees that none was sent or closed."""
+    every = f"each of the {chosen} dead letters chosen" if chosen > 1 else "the dead letter chosen"
+    raise OperatorError(f"{nothing}: {every} was left out (said above)", 2)
 
 
 @dlq_app.command("discard")
@@ -1416,7 +1428,7 @@ def dlq_discard(
     discarded, the operations page no longer counts them waiting, and a redrive leaves them
     out unless --again. Nothing is sent or deleted: Kafka keeps them until the topic's
     retention. A letter redriven or discarded before is left out. Chosen as `dlq redrive`
-    chooses."""
+    chooses. Exits 2 when every letter chosen is left out, nothing discarded."""
     letters = _chosen("discard", ref, topic, error, since, all_letters, dry_run)
     from caravan.ops import dlq as ops_dlq
     from caravan.ops.record import Unrecordable, refusal
@@ -1434,9 +1446,11 @@ def dlq_discard(
         console.print(f"{verb}: {item}")
     for item, closed in sorted(done.before.items()):
         _left_out(item, closed, "")
-    if done.unrecorded:
-        _unrecorded_dry_run(done.unrecorded, f"{REDRIVEN_UNKNOWN}, none is left out for it")
-        raise typer.Exit(2)  # as the run, refused meanwhile: a script checks the dry run
+    _done_of_chosen(verb, len(done.discarded), len(letters), done.unrecorded)
+    if not done.discarded:
+        _none_of_chosen(
+            "nothing would be discarded" if dry_run else "nothing discarded", len(letters)
+        )
 
 
 parked_app = typer.Typer(

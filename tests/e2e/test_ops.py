@@ -901,6 +901,48 @@ async def test_a_dead_letter_of_junk_is_discarded_and_waits_no_more(
     assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
 
 
+async def test_a_discard_that_closes_none_of_the_letters_chosen_exits_2_and_counts_a_part(
+    caravan: System,
+) -> None:
+    """A discard of letters all discarded before exited 0, saying each left out and nothing
+    of the whole: a drill's operator discarding 200 letters again, or a script naming one,
+    could not tell from its end that none was closed, where a redrive exits 2. It exits 2,
+    saying so on stderr, its dry run too; one that closed some says how many of those
+    chosen, as a redrive does."""
+    first, second = ref("JUNK-A").encode(), ref("JUNK-B").encode()
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff junk a", first)
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"\xff junk b", second)
+
+    async def letter(key: bytes) -> str:
+        (dead, *_) = await caravan.wait_for(
+            lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+        )
+        return f"{dead.topic}:{dead.partition}:{dead.offset}"
+
+    closed, other = await letter(first), await letter(second)
+    why = ("--reason", "a third party's junk")
+    once = await cli(caravan, "dlq", "discard", closed, *why)
+    assert once.stdout.splitlines() == [f"discarded: {closed}"], once.stdout + once.stderr
+    for dry in (("--dry-run",), ()):
+        alone = await cli(caravan, "dlq", "discard", closed, *why, *dry)
+        assert f"left out: {closed}, discarded " in alone.stdout, alone.stdout
+        nothing = "nothing would be discarded" if dry else "nothing discarded"
+        assert (alone.returncode, alone.stderr.strip()) == (
+            2,
+            f"{nothing}: the dead letter chosen was left out (said above)",
+        ), alone.stdout + alone.stderr
+    both = await cli(caravan, "dlq", "discard", closed, other, *why)
+    assert both.returncode == 0, both.stdout + both.stderr
+    lines = both.stdout.splitlines()
+    assert lines[0] == f"discarded: {other}", lines
+    assert lines[-1] == "discarded 1 of the 2 dead letters chosen; 1 left out (said above)", lines
+    every = await cli(caravan, "dlq", "discard", closed, other, *why)
+    assert (every.returncode, every.stderr.strip()) == (
+        2,
+        "nothing discarded: each of the 2 dead letters chosen was left out (said above)",
+    ), every.stdout + every.stderr
+
+
 async def test_a_redrive_that_sends_none_of_the_letters_chosen_exits_2_whatever_left_them_out(
     caravan: System,
 ) -> None:

@@ -849,6 +849,38 @@ async def test_a_request_whose_data_is_no_object_is_rejected_too(caravan: System
     assert {dict(r.headers).get("dlq.error") for r in letters} == {b"invalid_data"}
 
 
+async def test_a_field_missing_is_said_with_the_name_sent_nearest_it(caravan: System) -> None:
+    """A storefront's deploy sent each line's quantity as ``"qty"``: the dead letter's reason
+    (``caravan dlq list``) and the ``order.rejected`` its developer reads said
+    "lines.0.quantity: Field required", nothing of the ``qty`` beside it. Both now name it."""
+    order_ref = ref("QTY")
+    data = {
+        "order_ref": order_ref,
+        "buyer": RICH.model_dump(),
+        "lines": [{"sku": "T-PEPPER", "qty": 1}],
+        "payment": {"method": "prepaid"},
+    }
+    request = raw_event("order.requested", data)
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, orjson.dumps(request), key=order_ref.encode()
+    )
+    said = "must be given (qty was sent: a misspelling of quantity?)"
+    [rejected] = await caravan.wait_for(
+        lambda: [
+            e
+            for e in caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected")
+            if e.causationid == request["id"]
+        ]
+    )
+    assert rejected.data["errors"] == [{"field": "lines.0.quantity", "message": said}]
+    [letter] = await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
+        ]
+    )
+    assert dict(letter.headers)["dlq.error.message"] == f"lines.0.quantity: {said}".encode()
+
+
 async def test_a_request_naming_no_order_ref_is_answered_with_an_empty_one(
     caravan: System,
 ) -> None:

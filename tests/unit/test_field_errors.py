@@ -192,3 +192,33 @@ def test_an_envelope_refused_is_said_in_our_words_in_its_dead_letters_reason(
         validate_record(Topic.ORDER_REQUESTS, event)
     assert refused.value.code == "not_cloudevent"
     assert refused.value.message.startswith(said), refused.value.message
+
+
+def test_a_missing_field_names_the_field_sent_nearest_it_as_a_likely_misspelling() -> None:
+    """A storefront's deploy sent ``"qty"`` for each line's quantity: its 200 requests were
+    dead-lettered "lines.0.quantity: Field required", and neither the reason in ``caravan dlq
+    list`` nor the ``order.rejected`` its developer reads said that ``qty`` was there. The
+    name sent nearest the missing one is said beside it; a name far from it is not (a line
+    without its quantity, a colour beside it, is said as before)."""
+    data = {
+        "oder_ref": "SWN-1",
+        "buyer": {"id": "b-1", "phone": "+8613912345678", "locale": "en"},
+        "lines": [{"sku": "T-PEPPER", "qty": 1}, {"sku": "T-JUJUBE", "colour": "red"}],
+        "payment": {"method": "prepaid"},
+    }
+    with pytest.raises(PoisonRecord) as refused:
+        validate_record(Topic.ORDER_REQUESTS, raw_event("order.requested", data))
+    assert refused.value.errors == [
+        {
+            "field": "order_ref",
+            "message": "must be given (oder_ref was sent: a misspelling of order_ref?)",
+        },
+        {
+            "field": "lines.0.quantity",
+            "message": "must be given (qty was sent: a misspelling of quantity?)",
+        },
+        {"field": "lines.1.quantity", "message": "must be given"},
+    ]
+    assert field_errors(refusal({"sise": 1, "label": "x"})) == [
+        {"field": "size", "message": "must be given (sise was sent: a misspelling of size?)"}
+    ]

@@ -834,6 +834,49 @@ PLACED_AFTER = (
 """What a redrive of a request rejected for its data brings its source, if placed now."""
 
 
+def _rejected_requests(letters: "list[DeadLetter]") -> dict[str, str]:
+    """Of ``letters``, those of a request answered ``order.rejected`` for its data (not for an
+    order_ref naming another order, which stands): letter -> ``SOURCE/ORDER_REF``."""
+    from caravan.ops.dlq import rejected_request
+
+    return {
+        d.ref: request
+        for d in letters
+        if d.error != "order_ref_reused" and (request := rejected_request(d)) is not None
+    }
+
+
+def _placed_since(requests: dict[str, str]) -> dict[str, str]:
+    """Of letters' requests answered ``order.rejected`` (letter -> ``SOURCE/ORDER_REF``), those
+    whose source has placed the order since (sent again, mended), as the orders API says
+    (``GET /orders?source=&order_ref=``): letter -> ``order ID, STATUS``. A drill's operator
+    met 200 letters of a storefront's bad deploy, which the storefront had sent again
+    mended, and nothing said which were placed: a redrive's warning said "if it is placed
+    now". Where the API cannot be asked, a warning, and none is said placed."""
+    import httpx
+
+    from caravan.admin_api import base_url, call
+
+    placed: dict[str, str] = {}
+    if not requests:
+        return placed
+    try:
+        base = base_url(None, "orders")
+        with httpx.Client() as client:
+            for item, request in requests.items():
+                source, _, order_ref = request.rpartition("/")
+                query = {"source": source, "order_ref": order_ref}
+                found = call(base, "orders", "GET", "/orders", params=query, client=client)
+                for o in found["items"]:
+                    placed[item] = f"order {o['order_id']}, {o['status']}"
+    except OperatorError as exc:
+        console.print(
+            f"warning: the orders API could not say which requests were placed since: {exc}",
+            style="yellow",
+        )
+    return placed
+
+
 def _reused_request(mended: bool) -> str:
     """What a redrive of a request whose order_ref names another order brings: that order
     stands, so the request is never placed under its order_ref."""
@@ -1337,6 +1380,7 @@ def dlq_redrive(
     from caravan.ops.record import Unrecordable, refusal
 
     verb = "would redrive" if dry_run else "redriven"
+    placed = _placed_since(_rejected_requests(letters))  # before: a redrive may place them
     try:
         done = asyncio.run(
             ops_dlq.redrive(
@@ -1364,9 +1408,15 @@ def dlq_redrive(
         said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
         console.print(f"{said}: {again_unless}", style="yellow")
     for item, request in done.rejected.items():  # allowed: a rejected request made no order
+        said = _reused_request(value is not None) if item in reused else PLACED_AFTER
+        if item in placed:
+            said = (
+                f"its source has placed it since ({placed[item]}): a redrive places nothing"
+                " more (one order per source and order_ref), and, unmended, has it answered"
+                " order.rejected again; `caravan dlq discard` closes the letter"
+            )
         console.print(
-            f"warning: {item}, the request {request}, was answered order.rejected: "
-            + (_reused_request(value is not None) if item in reused else PLACED_AFTER),
+            f"warning: {item}, the request {request}, was answered order.rejected: {said}",
             style="yellow",
         )
     for item, closed in sorted(done.before.items()):
@@ -1444,6 +1494,16 @@ def dlq_discard(
     verb = "would discard" if dry_run else "discarded"
     for item in done.discarded:
         console.print(f"{verb}: {item}")
+    requests = _rejected_requests([d for d in letters if d.ref in done.discarded])
+    placed = _placed_since(requests)
+    for item, request in requests.items():
+        if item not in placed:
+            console.print(
+                f"warning: {item}, the request {request}, was answered order.rejected and its"
+                " source has not placed it since: discarded, it is never placed unless its"
+                " source sends it again",
+                style="yellow",
+            )
     for item, closed in sorted(done.before.items()):
         _left_out(item, closed, "")
     _done_of_chosen(verb, len(done.discarded), len(letters), done.unrecorded)

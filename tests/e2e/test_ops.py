@@ -806,6 +806,77 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
     assert f"would redrive: {letter}" in sure.stdout.splitlines(), sure.stdout
 
 
+async def test_letters_of_requests_rejected_say_whether_their_source_has_placed_them_since(
+    caravan: System,
+) -> None:
+    """A storefront's deploy sent 200 requests with "qty" for quantity, dead-lettered and
+    answered order.rejected, then sent them again mended, placed: a drill's operator had
+    nothing to say which letters' requests were placed since (the redrive's warning said "if
+    it is placed now"), so whether to discard or redrive each. A redrive says a request
+    placed since, with its order, and that a redrive places nothing more; a discard says a
+    request not placed since, never placed unless its source sends it again."""
+    refs = {name: ref(f"QTY-{name}") for name in ("again", "once")}
+    requests = {}
+    for name, order_ref in refs.items():
+        data = {
+            "order_ref": order_ref,
+            "buyer": {"id": "t-rich", "phone": "+8613900000001", "locale": "en"},
+            "lines": [{"sku": "T-PEPPER", "qty": 1}],
+            "payment": {"method": "prepaid"},
+        }
+        requests[name] = data
+        await caravan.publish_raw(
+            Topic.ORDER_REQUESTS.value,
+            orjson.dumps(raw_event("order.requested", data)),
+            order_ref.encode(),
+        )
+
+    async def letter(key: bytes) -> str:
+        (dead,) = await caravan.wait_for(
+            lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+        )
+        return f"{dead.topic}:{dead.partition}:{dead.offset}"
+
+    letters = {name: await letter(order_ref.encode()) for name, order_ref in refs.items()}
+    mended = {**requests["again"], "lines": [{"sku": "T-PEPPER", "quantity": 1}]}
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value,
+        orjson.dumps(raw_event("order.requested", mended)),
+        refs["again"].encode(),
+    )
+    order_id = await caravan.placed(refs["again"])
+    await caravan.outcome(order_id)
+    await caravan.until(
+        lambda: caravan.scalar("select status from orders.orders where order_id = :o", o=order_id),
+        "the order's end committed",
+        ready=lambda status: status != "pending",
+    )
+
+    redrive = await cli(caravan, "dlq", "redrive", *letters.values(), "--dry-run")
+    said = [
+        " ".join(line.split()) for line in redrive.stdout.splitlines() if "order.rejected" in line
+    ]
+    again = f"storefront/test/{refs['again']}"
+    assert said == [
+        f"warning: {letters['again']}, the request {again}, was answered order.rejected: its"
+        f" source has placed it since (order {order_id}, confirmed): a redrive places nothing"
+        " more (one order per source and order_ref), and, unmended, has it answered"
+        " order.rejected again; `caravan dlq discard` closes the letter",
+        f"warning: {letters['once']}, the request storefront/test/{refs['once']}, was answered"
+        " order.rejected: if it is placed now, its source sees order.placed and then the"
+        " order's outcome for that order_ref after the rejection",
+    ], redrive.stdout
+    why = ("--reason", "sent again mended", "--dry-run")
+    discard = await cli(caravan, "dlq", "discard", *letters.values(), *why)
+    assert discard.returncode == 0, discard.stdout + discard.stderr
+    warned = [line for line in discard.stdout.splitlines() if line.startswith("warning")]
+    assert [" ".join(warned)] == [
+        f"warning: {letters['once']}, the request storefront/test/{refs['once']}, was answered"
+        " order.rejected and its source has not placed it since: discarded, it is never"
+        " placed unless its source sends it again"
+    ], discard.stdout
+
+
 NOTHING_REDRIVEN = "nothing redriven: the dead letter chosen was left out (said above)"
 """What ``dlq redrive`` of one letter says on stderr when it leaves it out, exiting 2."""
 

@@ -1154,7 +1154,11 @@ app.add_typer(dlq_app, name="dlq")
 
 
 def _letters(
-    topic: str | None, error: str | None, since: datetime | None, refs: list[str] | None = None
+    topic: str | None,
+    error: str | None,
+    source: str | None,
+    since: datetime | None,
+    refs: list[str] | None = None,
 ) -> list["DeadLetter"]:
     from caravan.ops import dlq as ops_dlq
     from shared.messaging import kafka_admin
@@ -1164,7 +1168,7 @@ def _letters(
         letters = asyncio.run(ops_dlq.read(bootstrap))
     except kafka_admin.NoSuchTopic as exc:  # a dead-letter topic: Kafka was never prepared
         raise OperatorError(f"{exc} on Kafka at {bootstrap}: {PREPARE_FIRST}", 2) from exc
-    return ops_dlq.select(letters, topic=topic, error=error, since=since, refs=refs)
+    return ops_dlq.select(letters, topic=topic, error=error, source=source, since=since, refs=refs)
 
 
 def _origin_topic(name: str | None) -> str | None:
@@ -1186,14 +1190,23 @@ TopicOpt = Annotated[
 ErrorOpt = Annotated[
     PoisonCode | None, typer.Option(help="the error they were dead-lettered for (dlq.error)")
 ]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the source their record names (its envelope's), e.g. storefront/shawan-center"
+    ),
+]
 SinceOpt = Annotated[
     datetime | None,
     typer.Option(parser=_time, help=f"dead-lettered at or after ({TIME})"),
 ]
 
 
-LETTER, ERROR = "id\nfrom\ntime", "error\ngroup"
-"""Three and two lines: ``caravan dlq list`` fits 80 columns with room for the reason."""
+LETTER, ERROR = "id\nfrom\ntime", "error\ngroup\nsource"
+"""Three lines each: ``caravan dlq list`` fits 80 columns with room for the reason."""
+SOURCE_SHOWN = 64
+"""The most of a letter's source ``dlq list`` shows (a sender's is far shorter; junk's may
+run to the envelope's 256): cut with "…" beyond it, ``dlq show`` printing it whole."""
 REDRIVEN_UNKNOWN = "which letters were redriven or discarded before is not known"
 """What ``dlq list`` and a ``dlq redrive`` or ``discard --dry-run`` say while the audit trail
 cannot tell."""
@@ -1203,6 +1216,7 @@ cannot tell."""
 def dlq_list(
     topic: TopicOpt = None,
     error: ErrorOpt = None,
+    source: SourceOpt = None,
     since: SinceOpt = None,
     waiting: Annotated[
         bool,
@@ -1210,20 +1224,21 @@ def dlq_list(
     ] = False,
 ) -> None:
     """List dead letters, three lines each: id above original coordinates above time, error
-    above consumer group, and the reason cut at a word to the room left (`caravan dlq show`
-    prints it whole); below, for a letter of a redriven record, the letter it was sent back
-    from, and for a letter redriven or discarded before, when and by whom (from the audit
-    trail), a discard's reason beside it. The title says how many still wait."""
+    above consumer group above the source its record names (`-`: none, or not JSON), and
+    the reason cut at a word to the room left (`caravan dlq show` prints it whole); below,
+    for a letter of a redriven record, the letter it was sent back from, and for a letter
+    redriven or discarded before, when and by whom (from the audit trail), a discard's
+    reason beside it. The title says how many still wait."""
     from caravan.ops import dlq as ops_dlq
 
-    letters = _letters(topic, error, since)
+    letters = _letters(topic, error, source, since)
     before: dict[str, ops_dlq.Closed] = {}
     unknown = None
     if letters:
         before, why = asyncio.run(ops_dlq.closed(_named_database_url(), letters))
         unknown = None if why is None else str(why)
     still = [d for d in letters if d.ref not in before]
-    given = {"--topic": topic, "--error": error, "--since": since}
+    given = {"--topic": topic, "--error": error, "--source": source, "--since": since}
     empty = output.none_of("dead letter", given)
     if unknown is not None:  # which wait is not known: all listed, said below
         title = f"{len(letters)} dead letter(s)"
@@ -1245,7 +1260,7 @@ def dlq_list(
         message = output.Clipped(d.headers.get("dlq.error.message", ""), 3 + len(more), said)
         table.add_row(
             "\n".join([d.ref, origin, output.at(d.time), *(left for left, _ in more)]),
-            "\n".join([d.error, d.headers.get("dlq.group", ""), *([""] if more else [])])
+            "\n".join([d.error, d.headers.get("dlq.group", ""), _source_said(d)])
             + "".join(f"\n{right}" for _, right in more),
             message,
         )
@@ -1254,12 +1269,21 @@ def dlq_list(
         console.print(f"{REDRIVEN_UNKNOWN}: {unknown}", style="yellow")
 
 
+def _source_said(letter: "DeadLetter") -> str:
+    """A letter's source as ``dlq list`` shows it on one line: ``-`` for none, what no
+    terminal prints as ``?``, cut beyond :data:`SOURCE_SHOWN`."""
+    if letter.source is None:
+        return "-"
+    printable = "".join(c if c.isprintable() else "?" for c in letter.source)
+    return output.shortened(printable, SOURCE_SHOWN)
+
+
 @dlq_app.command("show")
 def dlq_show(
     ref: Annotated[str, typer.Argument(help="a dead letter id from `caravan dlq list`")],
 ) -> None:
     """Show one dead letter whole: headers, key and value."""
-    found = _letters(None, None, None, [ref])
+    found = _letters(None, None, None, None, [ref])
     if not found:
         raise typer.BadParameter(f"no dead letter {ref}")
     d = found[0]
@@ -1277,7 +1301,8 @@ RefsArg = Annotated[
 AllOpt = Annotated[
     bool,
     typer.Option(
-        "--all", help="every dead letter, when no id, --topic, --error or --since chooses"
+        "--all",
+        help="every dead letter, when no id, --topic, --error, --source or --since chooses",
     ),
 ]
 
@@ -1287,19 +1312,20 @@ def _chosen(
     refs: list[str] | None,
     topic: str | None,
     error: str | None,
+    source: str | None,
     since: datetime | None,
     all_letters: bool,
     dry_run: bool,
 ) -> list["DeadLetter"]:
     """The dead letters a ``dlq redrive`` or ``discard`` chose (:func:`_choose`), saying what
     ``to`` do with them."""
-    chose = bool(refs) or topic is not None or error is not None or since is not None
+    chose = bool(refs) or any(f is not None for f in (topic, error, source, since))
     return _choose(
-        ("dead letter", f"to {to}", "dlq list", "--topic, --error or --since"),
+        ("dead letter", f"to {to}", "dlq list", "--topic, --error, --source or --since"),
         refs,
         chose,
         all_letters or dry_run,
-        lambda: _letters(topic, error, since, refs or None),
+        lambda: _letters(topic, error, source, since, refs or None),
     )
 
 
@@ -1353,6 +1379,7 @@ def dlq_redrive(
     ref: RefsArg = None,
     topic: TopicOpt = None,
     error: ErrorOpt = None,
+    source: SourceOpt = None,
     since: SinceOpt = None,
     all_letters: AllOpt = False,
     value_file: Annotated[
@@ -1372,10 +1399,11 @@ def dlq_redrive(
 ) -> None:
     """Send chosen dead letters back to their original topic, with their key, each for the
     consumer group that dead-lettered it. A letter redriven or discarded before is left out
-    (--again). With nothing chosen (no id, --topic, --error or --since) it takes --all, or
-    --dry-run to see them. Exits 2 when every letter chosen is left out, nothing sent."""
+    (--again). With nothing chosen (no id, --topic, --error, --source or --since) it takes
+    --all, or --dry-run to see them. Exits 2 when every letter chosen is left out, nothing
+    sent."""
     value = _read(value_file) if value_file else None
-    letters = _chosen("send back", ref, topic, error, since, all_letters, dry_run)
+    letters = _chosen("send back", ref, topic, error, source, since, all_letters, dry_run)
     from caravan.ops import dlq as ops_dlq
     from caravan.ops.record import Unrecordable, refusal
 
@@ -1467,6 +1495,7 @@ def dlq_discard(
     ref: RefsArg = None,
     topic: TopicOpt = None,
     error: ErrorOpt = None,
+    source: SourceOpt = None,
     since: SinceOpt = None,
     all_letters: AllOpt = False,
     dry_run: Annotated[
@@ -1479,7 +1508,7 @@ def dlq_discard(
     out unless --again. Nothing is sent or deleted: Kafka keeps them until the topic's
     retention. A letter redriven or discarded before is left out. Chosen as `dlq redrive`
     chooses. Exits 2 when every letter chosen is left out, nothing discarded."""
-    letters = _chosen("discard", ref, topic, error, since, all_letters, dry_run)
+    letters = _chosen("discard", ref, topic, error, source, since, all_letters, dry_run)
     from caravan.ops import dlq as ops_dlq
     from caravan.ops.record import Unrecordable, refusal
 

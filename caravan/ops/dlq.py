@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -56,6 +57,17 @@ class DeadLetter(Letter):
     @property
     def origin(self) -> str:
         return self.headers.get("dlq.topic", self.dlq_topic.removesuffix(".dlq"))
+
+    @cached_property
+    def source(self) -> str | None:
+        """The ``source`` its record's envelope names (``storefront/shawan-center``: who sent
+        it), or None where its value is not a JSON object naming one (not JSON, empty)."""
+        try:
+            event = orjson.loads(self.value)
+        except orjson.JSONDecodeError:
+            return None
+        source = event.get("source") if isinstance(event, dict) else None
+        return source if isinstance(source, str) and source else None
 
     @property
     def redrive_of(self) -> str | None:
@@ -192,16 +204,18 @@ def select(
     *,
     topic: str | None = None,
     error: str | None = None,
+    source: str | None = None,
     since: datetime | None = None,
     refs: list[str] | None = None,
 ) -> list[DeadLetter]:
     """The dead letters matching every filter given (``topic`` is the original topic:
-    :func:`origin_topic`)."""
+    :func:`origin_topic`; ``source`` the one its record's envelope names)."""
     return [
         d
         for d in letters
         if (topic is None or d.origin == topic)
         and (error is None or d.error == error)
+        and (source is None or d.source == source)
         and (since is None or d.time >= since)
         and (refs is None or d.ref in refs)
     ]

@@ -707,13 +707,19 @@ async def test_a_dead_letter_fixed_and_redriven_completes_its_order(
             r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()
         ]
     )
-    listed = await cli(
-        caravan, "dlq", "list", "--topic", "orders.requests.v1", "--error", "invalid_data"
-    )
+    chosen = ("--topic", "orders.requests.v1", "--error", "invalid_data")
+    listed = await cli(caravan, "dlq", "list", *chosen, "--source", "storefront/test")
     assert listed.returncode == 0, listed.stderr
     dead = next(r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode())
     letter = f"{dead.topic}:{dead.partition}:{dead.offset}"
-    assert letter in listed.stdout
+    # Who sent it, under its error and group: the source its request names.
+    assert [cells[1] for cells in listed_lines(listed.stdout, letter)[:3]] == [
+        "invalid_data",
+        "caravan-orders",
+        "storefront/test",
+    ], listed.stdout
+    other = await cli(caravan, "dlq", "list", *chosen, "--source", "storefront/else")
+    assert other.returncode == 0 and letter not in other.stdout, other.stdout
     shown = await cli(caravan, "dlq", "show", letter)
     assert order_ref in shown.stdout and "caravan-orders" in shown.stdout
 

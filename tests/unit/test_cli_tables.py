@@ -5,7 +5,7 @@ four, each dead letter three. The database, the admin API and Kafka are faked.""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -212,11 +212,12 @@ def letters_shown(
     said: list[str] | None = None,
     redrive_of: dict[int, str] | None = None,
     listed: list[int] | None = None,
+    values: dict[int, bytes] | None = None,
 ) -> list[list[list[str]]]:
     """``caravan dlq ARGS`` at 80 columns, of a dead letter for each of :data:`REASONS`
     (the audit trail saying the letters of ``redriven`` were redriven, or cannot tell, if
-    None): each letter's lines, each line's cells (of those ``listed``: all by default); what
-    it printed apart in ``said``."""
+    None; its value ``{}`` but those ``values`` give): each letter's lines, each line's
+    cells (of those ``listed``: all by default); what it printed apart in ``said``."""
     letters = [
         DeadLetter(
             f"{topic}.dlq",
@@ -224,7 +225,7 @@ def letters_shown(
             12345 + n,
             datetime(2026, 12, 4, 12, n, 5, 123456, tzinfo=UTC),
             b"SWN-1",
-            b"{}",
+            (values or {}).get(n, b"{}"),
             {
                 "dlq.error": "invalid_data",
                 "dlq.error.message": reason,
@@ -276,12 +277,50 @@ def test_dead_letters_fit_80_columns_three_lines_each(monkeypatch: pytest.Monkey
         assert [cells[:2] for cells in row] == [
             [f"{topic}.dlq:0:{12345 + n}", "invalid_data"],
             [f"{topic}:2:{67890 + n}", group],
-            [f"2026-12-04T12:0{n}:05+00:00", ""],
+            [f"2026-12-04T12:0{n}:05+00:00", "-"],
         ], row
         said = " ".join(cells[2] for cells in row).strip()
         assert said == reason or (said.endswith("…") and reason.startswith(said[:-1])), row
         assert len(said) >= len("the value is empty (0 bytes)"), row  # room left for it
     assert [" ".join(c[2] for c in row).strip()[-1] for row in rows] == ["…", "…", ")"], rows
+
+
+SOURCES = {  # the value of each letter of REASONS: not JSON, JSON naming a source, none
+    0: b"unquoted text",
+    1: b'{"id": "e-1", "source": "storefront/shawan-center", "type": "sms.sent"}',
+    2: b"",
+}
+
+
+def test_each_letter_says_the_source_its_record_names_and_source_chooses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Which storefront sent 200 bad requests took ``dlq show`` one letter at a time: a
+    letter's source is its third line under its error and group (``-`` where its value is
+    not JSON or names none), and ``--source`` lists only that source's letters."""
+    rows = letters_shown(monkeypatch, "list", values=SOURCES)
+    assert [row[2][1] for row in rows] == ["-", "storefront/shawan-center", "-"], rows
+    said: list[str] = []
+    chosen = ("list", "--source", "storefront/shawan-center")
+    rows = letters_shown(monkeypatch, *chosen, values=SOURCES, said=said, listed=[1], redriven={})
+    assert said[0].strip() == "1 dead letter(s), 1 waiting", said
+    assert rows[0][2][1] == "storefront/shawan-center", rows
+    # A redrive (and a discard, chosen alike) by --source takes only that source's letters.
+    sent: list[list[str]] = []
+
+    async def redrive(*args: object, **kwargs: object) -> ops_dlq.Redrive:
+        refs = [d.ref for d in cast(list[DeadLetter], args[2])]
+        sent.append(refs)
+        return ops_dlq.Redrive(sent=refs, before={})
+
+    monkeypatch.setattr(ops_dlq, "redrive", redrive)
+    shown(monkeypatch, "dlq", "redrive", "--source", "storefront/shawan-center", "--dry-run")
+    assert sent == [["notifications.events.v1.dlq:0:12346"]], sent
+    # Junk's source, as long as an envelope's may be, a newline in it: one line, cut.
+    junk = b'{"source": "storefront/\\n' + b"x" * 240 + b'"}'
+    letter = DeadLetter("orders.requests.v1.dlq", 0, 1, datetime.now(UTC), None, junk, {})
+    assert letter.source == "storefront/\n" + "x" * 240
+    assert cli._source_said(letter) == "storefront/?" + "x" * 51 + "…"
 
 
 def test_stuck_piped_prints_each_value_whole_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # what a command imports when it runs (the clients of Kafka, 
 
     from caravan.ops.dlq import Closed, DeadLetter
     from caravan.ops.parked import Parked
+    from caravan.ops.replay import ReplayResult
     from shared.messaging.admin import Topics
 
 # The broker's clients log every refused connection while Kafka starts; the CLI reports itself.
@@ -757,7 +758,10 @@ def replay(
         ),
     ] = False,
 ) -> None:
-    """Rewind a consumer group so that its service reprocesses a topic (safe: handlers dedupe)."""
+    """Rewind a consumer group so that its service reads a topic again. What it handled
+    before is dropped as a duplicate (its inbox has each event's id): a replay redoes
+    nothing done, and sends no event or text again; only records it skipped then (a type it
+    handles since an upgrade) or dead-lettered (after a fix) are tried again."""
     from caravan.ops import replay as ops_replay
 
     try:
@@ -817,7 +821,7 @@ def replay(
                 console.print(Text(f"- {reason}"))
         if not dry_run:
             raise typer.Exit(2)
-    console.print("applied" if result.applied else "nothing changed (dry run)")
+    console.print(_replayed(result))
     if result.unrecorded and not result.applied:  # a dry run: it reads only Kafka
         _unrecorded_dry_run(result.unrecorded)
     elif result.unrecorded:
@@ -825,6 +829,26 @@ def replay(
         raise typer.Exit(1)
     if result.refused:  # a dry run's: it exits as the run would, so that a script can check
         raise typer.Exit(2)
+
+
+REPLAYED = (
+    "those its service handled before are dropped as duplicates (its inbox has their ids),"
+    " so nothing done is done again; only those it skipped or dead-lettered then are tried"
+    ' again (caravan_records_consumed_total{outcome="duplicate"} counts those dropped)'
+)
+"""What the records a replay re-reads do: what ``caravan replay``'s last line says of them."""
+
+
+def _replayed(result: "ReplayResult") -> str:
+    """A replay's last line: applied or not, and of records to re-read, how many and what
+    they do (:data:`REPLAYED`)."""
+    done = "applied" if result.applied else "nothing changed (dry run)"
+    reread = f"{result.total} record(s)"
+    if not result.total or result.refused:
+        return done
+    if result.applied:
+        return f"{done}: {result.group} re-reads {reread} once its service runs; {REPLAYED}"
+    return f"{done}; a run would have {result.group} re-read {reread}: {REPLAYED}"
 
 
 PLACED_AFTER = (

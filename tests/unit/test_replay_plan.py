@@ -195,3 +195,41 @@ def test_a_group_kafka_cannot_describe_now_is_refused_not_taken_for_one_with_no_
         " NOT_COORDINATOR: loading the group, or it moved): try again in a moment; --force does"
         " not lift this",
     ], done.output
+
+
+def test_a_replay_says_what_its_service_handled_before_is_dropped_as_duplicates(
+    committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its help said a replay makes "its service reprocess a topic", and a run said only
+    "applied": the service's inbox drops every record it handled before, so a replay redoes
+    nothing done. The help says so, and the last line how many records are re-read and what
+    becomes of them, in a dry run as in a run."""
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://db")
+    monkeypatch.setenv("COLUMNS", "300")
+    group = "caravan-notifications"
+    args = ["replay", "--topic", "orders.events.v1", "--group", group, "--earliest"]
+    said = (
+        "those its service handled before are dropped as duplicates (its inbox has their"
+        " ids), so nothing done is done again; only those it skipped or dead-lettered then"
+        ' are tried again (caravan_records_consumed_total{outcome="duplicate"} counts those'
+        " dropped)"
+    )
+    dry = CliRunner().invoke(cli.app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines()[-1] == (
+        f"nothing changed (dry run); a run would have {group} re-read 7 record(s): {said}"
+    ), dry.output
+    done = CliRunner().invoke(cli.app, args)
+    assert done.exit_code == 0 and committed == {0: 0, 1: 3}, done.output
+    assert done.output.splitlines()[-1] == (
+        f"applied: {group} re-reads 7 record(s) once its service runs; {said}"
+    ), done.output
+    helped = CliRunner().invoke(cli.app, ["replay", "--help"])
+    text = " ".join(helped.output.replace("│", " ").split())
+    assert "reprocesses" not in text, text
+    assert (
+        "What it handled before is dropped as a duplicate (its inbox has each event's id): a"
+        " replay redoes nothing done, and sends no event or text again; only records it"
+        " skipped then (a type it handles since an upgrade) or dead-lettered (after a fix)"
+        " are tried again."
+    ) in text, text

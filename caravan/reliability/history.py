@@ -100,6 +100,38 @@ DATABASE_CHECKS = {
 }
 """Every check :func:`check_database` runs, by name."""
 
+CHECKS = (
+    "request_answered",
+    "one_terminal_event",
+    "nothing_after_terminal",
+    "order_state",
+    "not_oversold",
+    "confirmed_holds_stock",
+    "one_authorised_payment",
+    "confirmed_is_paid",
+    "credit_limit",
+    "one_refund",
+    "refund_was_owed",
+    "refund_told_once",
+    "cancelled_holds_no_stock",
+    "cancelled_holds_no_loan",
+    "cancelled_holds_no_charge",
+    "buyer_told_once",
+    "buyer_told_the_outcome",
+    "sms_to_the_buyer",
+    "sellers_told_once",
+    "reminded_once",
+    "sms_sent",
+    "one_sms",
+    "dlq_headers",
+    "dlq_has_the_poison",
+    "dlq_only_the_poison",
+    *DATABASE_CHECKS,
+)
+"""Every check :func:`check` runs, by name (a :class:`Violation`'s ``check``): those over the
+records and the database, then :data:`DATABASE_CHECKS`; what ``bench/soak.py``'s results say
+were checked."""
+
 
 class KafkaRecord(Protocol):
     """What the checker reads of a Kafka record (aiokafka's ``ConsumerRecord`` has it)."""

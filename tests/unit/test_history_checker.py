@@ -1,6 +1,7 @@
 """The history checker on hand-made histories: a correct one passes, and each kind of broken
 history is caught by its check, with evidence."""
 
+import ast
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -10,6 +11,7 @@ import pytest
 
 from caravan.checkout import REPO_ROOT
 from caravan.reliability.history import (
+    CHECKS,
     DATABASE_CHECKS,
     DatabaseState,
     History,
@@ -690,6 +692,32 @@ def test_every_database_check_is_proved_and_its_runbook_is_a_section() -> None:
         if meaning.runbook is not None:
             page, _, section = meaning.runbook.partition("#")
             assert page == "docs/operations.md" and section in sections, (name, meaning)
+
+
+def test_every_check_the_checker_can_fail_is_listed_once_and_proved() -> None:
+    """bench/soak.py kept its own list of the checks, which lacked five the checker had come
+    to fail (``loan_has_its_payment``, ``money_without_an_order``, ``one_refund``,
+    ``refund_was_owed``, ``refund_told_once``): its results said fewer were checked. The list
+    is the checker's :data:`CHECKS`, each name its code fails (a ``Violation`` or ``fail``
+    call's first argument) once, and each proved by a broken history of :data:`BROKEN`."""
+    code = ast.parse((REPO_ROOT / "caravan" / "reliability" / "history.py").read_text())
+    failed: set[str] = set()
+    for call in ast.walk(code):
+        if not isinstance(call, ast.Call) or not call.args:
+            continue
+        called = call.func.attr if isinstance(call.func, ast.Attribute) else None
+        if isinstance(call.func, ast.Name):
+            called = call.func.id
+        if called not in ("Violation", "fail"):
+            continue
+        first = call.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            failed.add(first.value)
+        else:  # only the fail helpers pass on the name they are given
+            assert ast.unparse(first) == "check", ast.unparse(call)
+    assert len(CHECKS) == len(set(CHECKS)), CHECKS
+    assert set(CHECKS) == failed, set(CHECKS) ^ failed
+    assert {expected for _, expected in BROKEN.values()} == failed
 
 
 def test_a_credit_limit_lowered_below_what_is_owed_is_no_fault_of_the_books() -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.api import (
@@ -59,7 +60,12 @@ from shared.db.engine import (
     retried_fault,
 )
 from shared.logs import FAULT, answers_again, phones_masked, retried
-from shared.metrics import DB_POOL_CAPACITY, DB_POOL_CONNECTIONS, exposition
+from shared.metrics import (
+    DB_POOL_CAPACITY,
+    DB_POOL_CONNECTIONS,
+    HTTP_REQUEST_SECONDS,
+    exposition,
+)
 from shared.settings import Settings
 from shared.stall import Stalls, consumer_said, relay_said
 from shared.telemetry import serving
@@ -618,6 +624,29 @@ why. A server that answers at all answers it in milliseconds. Not a setting: wha
 out is PostgreSQL answering one trivial statement, not the deployment's work."""
 
 
+UNMATCHED = "unmatched"
+"""The ``route`` of ``caravan_http_request_seconds`` for a path no route takes (a 404): the
+path itself would make a series of every path a client tries."""
+UNTIMED = frozenset({"/healthz", "/metrics"})
+"""The routes ``caravan_http_request_seconds`` does not time: polled every few seconds by load
+balancers and Prometheus, they would be most of a quiet service's requests, and their callers
+time them already (Prometheus' ``scrape_duration_seconds``, the load balancer's check)."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods ``caravan_http_request_seconds`` names; any other a client sends is ``other``,
+so that no client makes a series of each one it invents."""
+
+
+def route_of(scope: Scope, routes: Sequence[BaseRoute], status: int) -> str | None:
+    """The template of the route that took the request (``/orders/{order_id}``), or None where
+    none takes its path. A request answered before routing (a body refused by its
+    ``Content-Length``, a 413) is matched against ``routes`` for it; a 404 is not, which no
+    route took."""
+    route = scope.get("route")
+    if route is None and status != 404:
+        route = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", None)
+
+
 NO_NATIVE_TELEMETRY: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
@@ -652,17 +681,24 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
     ) -> Response:
         # The path with any phone number masked; the span is named after the route (its
         # template: one name for every order, and no phone number) once routing found it.
+        started = time.perf_counter()
         path = phones_masked(request.url.path)
         with serving(request.method, path, request.headers) as span:
             try:
                 response = await call_next(request)
             except Exception as exc:
                 response = _unexpected(request.method, path, exc, span)
-            route = getattr(request.scope.get("route"), "path", None)
+            route = route_of(request.scope, app.router.routes, response.status_code)
             if route is not None:
                 span.update_name(f"{request.method} {route}")
                 span.set_attribute("http.route", route)
-            return response
+        if route not in UNTIMED:
+            method = request.method if request.method in METHODS else "other"
+            timed = HTTP_REQUEST_SECONDS.labels(
+                service, method, route or UNMATCHED, str(response.status_code)
+            )
+            timed.observe(time.perf_counter() - started)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

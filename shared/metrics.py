@@ -29,6 +29,16 @@ HANDLER_SECONDS = Histogram(
     ["service", "topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+HTTP_REQUEST_SECONDS = Histogram(
+    "caravan_http_request_seconds",
+    "Time to answer one HTTP request, from its arrival to its answer's start (the client's"
+    " sending of its body included), by method, route template (unmatched: no route took the"
+    " path) and status code; /healthz and /metrics not counted",
+    ["service", "method", "route", "status"],
+    # Milliseconds when all is well; a request the database did not answer is answered 503 at
+    # CARAVAN_HTTP_DB_TIMEOUT_SECONDS (8 s by default): 10 holds it, 30 one set longer.
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 OUTBOX_BACKLOG = Gauge(
     "caravan_outbox_backlog", "Outbox rows not yet published (but those set aside)", ["service"]

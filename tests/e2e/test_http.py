@@ -13,6 +13,7 @@ from functools import partial
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services import SERVICES
 from services.orders import handlers
@@ -713,3 +714,42 @@ async def test_a_path_id_holding_nul_names_nothing(caravan: System) -> None:
             answer = await http.request(method, path, headers={"Idempotency-Key": ref("NUL")})
         answers.append((service, method, path, answer.status_code, answer.headers["content-type"]))
     assert [a for a in answers if a[3:] != (404, PROBLEM)] == [], answers
+
+
+def _timed(page: str, service: str) -> dict[tuple[str, str, str], float]:
+    """``service``'s requests timed in ``caravan_http_request_seconds``, by (method, route,
+    status), from its ``/metrics`` page."""
+    return {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "caravan_http_request_seconds_count" and s.labels["service"] == service
+    }
+
+
+async def test_requests_are_timed_by_route_template_and_status(caravan: System) -> None:
+    """An operator sees how long POST /orders and a GET of an order take to answer, each
+    order's under its route's template, a path no route takes under one label, and the
+    polls of /healthz and /metrics not at all."""
+    http = caravan.client
+    before = _timed((await http.get("/metrics")).text, "orders")
+    placed = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("TIMED")})
+    assert placed.status_code == 202, placed.text
+    assert (await http.get(f"/orders/{placed.json()['order_id']}")).status_code == 200
+    assert (await http.get(f"/orders/{uuid.uuid4()}")).status_code == 404
+    assert (await http.get(f"/no/such/{uuid.uuid4()}")).status_code == 404
+    assert (await http.request("BREW", "/orders")).status_code == 405
+    # Refused by its Content-Length before any route is reached, it is still POST /orders'.
+    too_large = b"x" * (Settings().http_max_body_bytes + 1)
+    assert (await http.post("/orders", content=too_large)).status_code == 413
+    assert (await http.get("/healthz")).status_code == 200
+    after = _timed((await http.get("/metrics")).text, "orders")
+    counted = {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key)}
+    assert counted == {
+        ("POST", "/orders", "202"): 1,
+        ("GET", "/orders/{order_id}", "200"): 1,
+        ("GET", "/orders/{order_id}", "404"): 1,
+        ("GET", "unmatched", "404"): 1,
+        ("other", "/orders", "405"): 1,
+        ("POST", "/orders", "413"): 1,
+    }

@@ -90,6 +90,9 @@ class Snapshot:
     orders: dict[str, float] = field(default_factory=dict)  # by status
     oldest_pending: float | None = None  # how long the oldest pending order has waited, s
     saga_deadline: float | None = None  # CARAVAN_SAGA_DEADLINE_SECONDS: expired past it
+    # per orders instance read, cumulative: POST /orders answered within each bucket's bound,
+    # by its le label ("0.05", "+Inf": text, which JSON takes); none answered yet: {}
+    placing: dict[str, dict[str, float]] = field(default_factory=dict)
     observed: dict[str, float] = field(default_factory=dict)  # per service: figures as of
     dead_letters: dict[str, int] = field(default_factory=dict)  # per dlq topic: all kept
     redriven: dict[str, int] = field(default_factory=dict)  # per dlq topic: of those, sent back
@@ -417,6 +420,8 @@ def _read_metrics(
         families = list(text_string_to_metric_families(text))
     except ValueError:
         return False
+    if service == "orders":  # read: from now on, what it had not answered yet counts from 0
+        snap.placing[name] = {}
     for family in families:
         for sample in family.samples:
             metric, labels, value = sample.name, sample.labels, sample.value
@@ -444,11 +449,47 @@ def _read_metrics(
                 snap.oldest_pending = max(snap.oldest_pending or 0.0, value)
             elif metric == "caravan_orders_saga_deadline_seconds":
                 snap.saga_deadline = value
+            elif metric == "caravan_http_request_seconds_bucket" and _placing(labels, service):
+                placed = snap.placing.setdefault(name, {})
+                placed[labels["le"]] = placed.get(labels["le"], 0.0) + value  # all statuses
             elif metric == "caravan_platform_problems_open" and "kind" in labels:
                 _most(snap.platform_problems, labels["kind"], value)
             elif metric == "caravan_platform_callbacks" and labels.get("status") == "failed":
                 snap.callbacks_failed = max(snap.callbacks_failed or 0, value)
     return True
+
+
+def _placing(labels: dict[str, str], service: str) -> bool:
+    """Whether a sample of ``caravan_http_request_seconds`` is of ``POST /orders``."""
+    return (labels.get("service"), labels.get("method"), labels.get("route")) == (
+        service,
+        "POST",
+        "/orders",
+    )
+
+
+PLACING_WINDOW = 60.0
+"""Seconds over which the page says how long ``POST /orders`` took to answer."""
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The ``q`` quantile of a histogram's cumulative ``buckets`` (the count within each
+    bound, ``inf`` the whole), interpolated within its bucket as Prometheus'
+    ``histogram_quantile`` does; past the largest finite bound, that bound. None without
+    any."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        within = buckets[bound]
+        if within >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (within - below)
+        lower, below = bound, within
+    return lower
 
 
 async def _ask_instance(
@@ -1137,16 +1178,39 @@ class Dashboard:
             points.append((b.at, consumed / (b.at - a.at)))
         return points
 
+    def placing(self, window: float = PLACING_WINDOW) -> tuple[float, float | None]:
+        """How many ``POST /orders`` were answered in the last ``window`` seconds (between
+        the latest sample and the oldest within it), and their p99, in seconds: counted
+        instance by instance, one restarted counted from its start, as :meth:`throughput`."""
+        if len(self.history) < 2:
+            return 0.0, None
+        now = self.history[-1]
+        then = next(s for s in self.history if s.at >= now.at - window or s is now)
+        if then is now:
+            then = self.history[-2]
+        answered: dict[float, float] = {}
+        for name in now.placing.keys() & then.placing.keys():
+            before, after = then.placing[name], now.placing[name]
+            restarted = after.get("+Inf", 0.0) < before.get("+Inf", 0.0)
+            for le, count in after.items():
+                since = count if restarted else count - before.get(le, 0.0)
+                answered[float(le)] = answered.get(float(le), 0.0) + since
+        return answered.get(float("inf"), 0.0), quantile(0.99, answered)
+
     def page(self) -> str:
         if not self.history:
             return _html("<p>collecting the first figures…</p>")
         snap = self.history[-1]
         now = time.time()
         rows = "".join(self.service_row(snap, s) for s in SERVICES)
-        statuses = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
-            for k, v in sorted(snap.orders.items())
-        ) + _oldest_pending(snap)
+        statuses = (
+            "".join(
+                f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>"
+                for k, v in sorted(snap.orders.items())
+            )
+            + _oldest_pending(snap)
+            + _placing_row(*self.placing())
+        )
         dead_letters = _dead_letter_rows(snap)
         stuck = (
             "".join(
@@ -1378,6 +1442,17 @@ def _oldest_pending(snap: Snapshot) -> str:
         return ""
     deadline = "" if snap.saga_deadline is None else f" of {snap.saga_deadline:.0f} s"
     return f"<tr><td>oldest pending</td><td>{snap.oldest_pending:.0f} s{deadline}</td></tr>"
+
+
+def _placing_row(answered: float, p99: float | None) -> str:
+    """The row saying how long ``POST /orders`` took to answer of late (:meth:`Dashboard.placing`):
+    none where none was answered, or the orders service does not say it."""
+    if p99 is None:
+        return ""
+    return (
+        f"<tr><td>POST /orders p99</td><td>{p99 * 1000:.0f} ms ({answered:.0f} in the last"
+        f" {PLACING_WINDOW:.0f} s)</td></tr>"
+    )
 
 
 def _pending_over(seconds: float | None) -> str:

@@ -544,6 +544,28 @@ async def test_the_operations_page_names_each_instance_of_a_service_and_those_go
     ) in page.page()
 
 
+async def test_the_operations_page_says_how_long_placing_an_order_took(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the orders service's caravan_http_request_seconds: the orders placed between two
+    samples and their p99, under Orders by status."""
+    from tests.e2e.test_http import BODY
+
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    page = Dashboard(Settings(token=caravan.token))
+    await page.sample()
+    for _ in range(3):
+        placed = await caravan.client.post(
+            "/orders", json=BODY, headers={"Idempotency-Key": ref("PAGE")}
+        )
+        assert placed.status_code == 202, placed.text
+    await page.sample()
+    answered, p99 = page.placing()
+    assert answered == 3 and p99 is not None and 0 < p99 < 30, (answered, p99)
+    assert f"<td>POST /orders p99</td><td>{p99 * 1000:.0f} ms (3 in the last 60 s)" in page.page()
+
+
 async def test_the_operations_page_reads_every_instance_it_is_told_of_and_says_one_down(
     caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -239,6 +239,32 @@ def test_throughput_is_counted_service_by_service_through_a_missed_sample_and_a_
     assert page.throughput() == [(103.0, 10.0), (106.0, 10.0), (109.0, 14.0)]
 
 
+def test_the_page_says_how_long_placing_an_order_took_in_the_last_minute() -> None:
+    """A drill's burst found nothing telling an operator how long POST /orders took to
+    answer: the page says its p99 over the last minute, from caravan_http_request_seconds,
+    instance by instance (one restarted counted from its start), the samples before the
+    minute left out."""
+    page = board()
+    bounds = ("0.01", "0.025", "0.05", "+Inf")  # each bucket's le
+
+    def answered(*counts: float) -> dict[str, float]:
+        return dict(zip(bounds, counts, strict=True))
+
+    page.history.append(Snapshot(at=0.0, placing={"orders": answered(0, 0, 0, 0)}))
+    page.history.append(
+        Snapshot(at=100.0, placing={"orders": answered(10, 10, 10, 10), "b": answered(5, 5, 5, 5)})
+    )
+    later = {"orders": answered(10, 60, 109, 110), "b": answered(1, 1, 1, 1)}  # b restarted
+    page.history.append(Snapshot(at=130.0, placing=later))
+    count, p99 = page.placing()
+    # (0, 50, 99, 100) + (1, 1, 1, 1): the 99.99th of 101 in (25 ms, 50 ms]
+    assert count == 101 and p99 == pytest.approx(0.025 + 0.025 * (99.99 - 51) / 49)
+    assert "<td>POST /orders p99</td><td>50 ms (101 in the last 60 s)</td>" in page.page()
+    assert json.loads(json.dumps(page.history[-1].__dict__, allow_nan=False))["placing"]
+    page.history.append(Snapshot(at=200.0, placing=later))  # none since
+    assert page.placing() == (0.0, None) and "POST /orders p99" not in page.page()
+
+
 def test_a_service_whose_figures_are_old_says_so_beside_them() -> None:
     """A service's lag and outbox gauges keep their last values while its Kafka or database
     is away: the page showed "up, lag 0" while nothing was consumed; then "figures 45 s

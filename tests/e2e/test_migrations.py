@@ -529,6 +529,20 @@ LOSING = {
         " ELSE 'voided' END, refund_owed_fen = CASE WHEN loan_id IS NULL THEN refund_owed_fen"
         " END, refund_reference = NULL, refunded_at = NULL WHERE status = 'refunded'",
     ),
+    # A confirmed order's payment an operator voided after the sale (caravan payments
+    # void-sold): upgraded again, caravan check would say each such order confirmed without
+    # a payment (confirmed_has_payment), and void-sold again would be refused, not answered
+    # as voided before. A payment voided by its order's cancellation: not refused.
+    "payments 0024 voided_after_sale": (
+        "payments",
+        "insert into payments.payments (order_id, status, voided_after_sale_at,"
+        " voided_after_sale_by, voided_after_sale_reason) values ('s', 'voided', now(),"
+        " 'desk', 'spoiled on arrival'), ('c', 'voided', NULL, NULL, NULL)",
+        "0023",
+        "1 in payments.payments where voided_after_sale_at IS NOT NULL",
+        "UPDATE payments.payments SET voided_after_sale_at = NULL, voided_after_sale_by = NULL,"
+        " voided_after_sale_reason = NULL WHERE voided_after_sale_at IS NOT NULL",
+    ),
 }
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0024"
 down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
@@ -29,8 +31,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Loses nothing the older version reads: each void is the audit trail's too (its entry,
-    ``payment.void_after_sale``); the payment stays as the void left it."""
+    """Refused while a payment was voided after its order's sale: this version, upgraded to
+    again, would read each such order as confirmed without a payment (``caravan check``'s
+    ``confirmed_has_payment``), and answer ``void-sold`` asked again with a refusal, not as
+    voided before. Each void is the audit trail's too (``payment.void_after_sale``)."""
+    refuse_losing(
+        f"{S}.payments",
+        f"{WHEN} IS NOT NULL",
+        "which confirmed orders' payments an operator voided after the sale, by whom and why"
+        " (the audit trail's payment.void_after_sale entries say it too)",
+        f"UPDATE {S}.payments SET {WHEN} = NULL, {BY} = NULL, {WHY} = NULL"
+        f" WHERE {WHEN} IS NOT NULL",
+    )
     op.drop_column("payments", WHY, schema=S)
     op.drop_column("payments", BY, schema=S)
     op.drop_column("payments", WHEN, schema=S)

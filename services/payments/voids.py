@@ -48,12 +48,21 @@ async def void_by_operator(
     by whom (``voided_by``: the operator's token) and why, under ``unplaced_*`` or
     ``voided_after_sale_*``. A payment an operator voided before (either way) is answered as
     it is, changing nothing (the first reason stands); None: no payment for the order;
-    :class:`NotVoidable`: it holds nothing to void."""
+    :class:`NotVoidable`: it holds nothing to void, or, ``after_sale``, it is not
+    ``authorized`` (no confirmed order's payment is anything else before its void)."""
     before = await payment_view(tx.conn, order_id, lock=True)
     if before is None:
         return None
     if before["unplaced_at"] is not None or before["voided_after_sale_at"] is not None:
         return Change(before, before)
+    if after_sale and before["status"] != "authorized":
+        # Orders confirms an order only once its payment.authorized is read: a charge in
+        # flight or a platform's collection awaited is a pending order's (a word mistaken).
+        raise NotVoidable(
+            f"the payment of order {order_id} is {before['status']}, not authorized: a"
+            " confirmed order's payment is, so orders has not confirmed this one (`caravan"
+            " payments void-sold` asks it first)"
+        )
     row = (await tx.conn.execute(VOIDABLE.where(payments.c.order_id == order_id))).one()
     if not await void_payment(tx, order_id, row, caused_by=None):
         raise NotVoidable(

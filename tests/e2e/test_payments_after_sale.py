@@ -243,6 +243,15 @@ async def test_a_pending_or_cancelled_order_is_refused_and_ops_is_needed(
         body = {"reason": "mistaken", "orders_answered": "pending"}
         unsaid = await api.post(f"/orders/{order_id}/payment/void", json=body)
     assert unsaid.status_code == 422, unsaid.text
+    # A caller's word that orders confirmed it, of a charge still in flight: no confirmed
+    # order's payment is, so nothing is voided on that word.
+    async with caravan.api("payments") as api:
+        body = {"reason": "mistaken", "orders_answered": "confirmed"}
+        misread = await api.post(f"/orders/{order_id}/payment/void", json=body)
+    assert misread.status_code == 409, misread.text
+    assert "is charging, not authorized: a confirmed order's payment is" in misread.text
+    assert (await payment(caravan, order_id))["status"] == "charging"
+    assert await audited(caravan, order_id, "payment.void_after_sale") == []
     assert (await caravan.client.post(f"/orders/{order_id}/cancel")).status_code == 200
     code, said = await cli(caravan, order_id, "--reason", "mistaken")
     assert code == 1, said

@@ -301,7 +301,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             {
                 404: "no payment for this order",
                 409: "the payment holds no money to void (declined, cancelled, voided by its"
-                " order's cancellation, or owed back by hand)",
+                " order's cancellation, or owed back by hand), or, orders_answered confirmed,"
+                " it is not authorized (a pending order's)",
             },
             writes=True,
         ),
@@ -318,7 +319,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         the payment (``unplaced_at``, ``unplaced_by``, ``unplaced_reason``, or
         ``voided_after_sale_at``, ``_by``, ``_reason``). Asked again, it answers the payment as
         it is, voiding nothing twice (the first reason stands). Payments cannot tell what
-        orders has of the order: it takes ``orders_answered`` as said."""
+        orders has of the order: it takes ``orders_answered`` as said, but for a payment not
+        ``authorized``, which no confirmed order has (409)."""
         after_sale = body.orders_answered == "confirmed"
         try:
             async with uow.begin() as tx:

@@ -178,6 +178,25 @@ def _held(url: str | None, payment: dict[str, Any]) -> str:
     )
 
 
+@app.command("charge-lost")
+def charge_lost(
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")],
+    url: Url = None,
+) -> None:
+    """Say the gateway lost the charge of a voiding payment (it approved it, and answers its
+    void 404, no such charge, made again and again), the base URL being right: at its next
+    such answer the void is refused for good, void_refused, owed back to the buyer by hand
+    (`caravan payments refunded`). Audited; scope ops. Again: nothing changed."""
+    done = _call(url, "POST", "/orders/{}/payment/charge-lost", order_id, json={"reason": reason})
+    said = "said before; nothing changed" if not done["applied"] else "said"
+    console.print(
+        f"order {order_id}: the gateway lost its charge of {done['amount_fen']} fen, {said}"
+        f" (payment {done['status']}): at the gateway's next 404 to its void it is"
+        " void_refused, owed back by hand (`caravan payments refunded`)"
+    )
+
+
 DryRun = Annotated[bool, typer.Option("--dry-run", help="say what would be voided, void nothing")]
 OrdersUrl = Annotated[
     str | None,
@@ -350,7 +369,9 @@ def list_payments(
         elif p["refund_owed_fen"]:  # void_refused, or a voided loan's repayments
             right.append(f"owed {p['refund_owed_fen']}")
         lines = max(len(left), len(right))
-        refused = p["gateway_refusal"] and f"void refused: {p['gateway_refusal']}"
+        # voiding: an operator's word that the gateway lost the charge (charge-lost)
+        said = "lost" if p["status"] == "voiding" else "void refused"
+        refused = p["gateway_refusal"] and f"{said}: {p['gateway_refusal']}"
         errors = "\n".join(e for e in (refused, p["last_error"]) if e)
         table.add_row("\n".join(left), "\n".join(right), output.Clipped(errors, lines=lines))
     output.show(table, empty=output.none_of(f"{status} payment"))

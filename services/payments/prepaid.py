@@ -23,7 +23,8 @@ Each step is its own short transaction; the gateway call happens between two of 
    (``unreached``): the gateway has not seen it. A payment so for over
    :data:`GATEWAY_STUCK_SECONDS` is said as such and alerted on. A void the gateway answers
    "no such charge" (:class:`NoSuchCharge`) is ``voided`` if it never approved the charge:
-   nothing to void (:func:`record_no_such_charge`); made again if it did.
+   nothing to void (:func:`record_no_such_charge`); made again if it did, until an operator
+   says the gateway lost it (:func:`mark_lost`): then refused for good, as below.
 
 A charge whose hold lapsed (the ``held_until`` of its ``stock.reserved``, by the database's
 clock, the one ``next_attempt_at`` is due by) and whose every call so far was unreached is
@@ -77,6 +78,7 @@ from services.payments.domain import ledger
 from services.payments.domain.hold import hold_lapsed
 from services.payments.domain.status import STATUSES
 from services.payments.handlers import (
+    GATEWAY_WORK,
     charge_txn,
     declined_lapsed,
     post_charge,
@@ -236,23 +238,32 @@ async def record_lapsed(tx: Tx, work: Work) -> bool:
 
 async def record_voided(tx: Tx, work: Work) -> bool:
     """The gateway voided the order's key: reverse the charge if it was posted."""
-    if not await _ended(tx, work, "voided"):
+    if not await _ended(tx, work, "voided", gateway_refusal=None):  # lost, said: not so
         return False
     await reverse_charge(tx, work.order_id, work.amount_fen, work.caused_by)
     return True
 
 
-async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> bool | None:
+async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> str | None:
     """The gateway knows no charge under ``work``'s key (:class:`NoSuchCharge`: a void's 404).
     If it never approved one (the charge never reached it, or was never answered: none posted),
-    there is nothing to void: the payment is ``voided`` as by a void (:func:`record_voided`),
-    True; False: no longer ``voiding``. None: it approved one, so the void went where that
-    charge is not (our configuration: a base URL changed since), to be made again."""
+    there is nothing to void: the payment is ``voided`` as by a void (:func:`record_voided`).
+    None: it approved one, so the void went where that charge is not (our configuration: a
+    base URL changed since), to be made again; unless an operator said the gateway lost it
+    (:func:`mark_lost`): then the void is refused for good (:func:`record_void_refused`), the
+    charge owed back by hand. The status it ended as ("": no longer ``voiding``)."""
     if await ledger_store.entries_of(tx.conn, charge_txn(work.order_id)):
-        return None
+        lost = select(payments.c.gateway_refusal).where(
+            payments.c.order_id == work.order_id, payments.c.status == work.status
+        )
+        said = await tx.conn.scalar(lost)
+        if said is None:
+            return None
+        refused = await record_void_refused(tx, work, f"{answer} ({said})")
+        return "void_refused" if refused else ""
     said = "the gateway knows no charge of voided order %s (%s): nothing to void"
     log.info(said, work.order_id, answer)
-    return await record_voided(tx, work)
+    return "voided" if await record_voided(tx, work) else ""
 
 
 async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
@@ -458,6 +469,42 @@ async def record_refund(
     return Change(before, after)
 
 
+class NotLost(Exception):
+    """A payment an operator said the gateway lost the charge of, that is not a charge being
+    voided (``voiding``, its charge posted)."""
+
+
+async def mark_lost(tx: Tx, order_id: str, said: str) -> Change | None:
+    """An operator says the gateway lost the charge of ``order_id``, whose void it answers
+    "no such charge" though it approved it (:func:`record_no_such_charge`): kept as ``said``
+    (in ``gateway_refusal``), and the void made again now; at its next such answer, it is
+    refused for good (``void_refused``, owed back by hand), and at a void the gateway makes
+    after all, ``voided`` as any. The payment changes on a call's answer alone: one in flight
+    now ends as the gateway answers it. Said before: answered as it is. None: no payment;
+    :class:`NotLost`: not a charge being voided."""
+    before = await payment_view(tx.conn, order_id, lock=True)
+    if before is None:
+        return None
+    charged = await ledger_store.entries_of(tx.conn, charge_txn(order_id))
+    if before["status"] != "voiding" or not charged:
+        raise NotLost(
+            f"the payment of order {order_id} is {before['status']}"
+            f"{'' if charged else ', no charge posted'}: only a charge being voided (voiding)"
+            " can be said lost by the gateway"
+        )
+    if before["gateway_refusal"] is not None:
+        return Change(before, before)
+    await tx.conn.execute(
+        update(payments)
+        .where(payments.c.order_id == order_id)
+        .values(gateway_refusal=said, next_attempt_at=func.now())
+    )
+    tx.signal(GATEWAY_WORK)
+    after = await payment_view(tx.conn, order_id)
+    assert after is not None  # locked above
+    return Change(before, after)
+
+
 async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUnavailable) -> None:
     """The call met ``error`` (no answer to be sure of): kept, counted if it never reached
     the gateway, and asked again in a while; a charge the gateway has still seen none of the
@@ -539,9 +586,11 @@ async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: 
     except GatewayUnavailable as exc:
         if isinstance(exc, NoSuchCharge):
             async with uow.begin() as tx:
-                nothing_to_void = await record_no_such_charge(tx, work, str(exc))
-            if nothing_to_void is not None:
+                ended = await record_no_such_charge(tx, work, str(exc))
+            if ended is not None:
                 answers_again(log, GATEWAY_AWAY, "the payment gateway")
+                if ended == "void_refused":
+                    VOID_REFUSED.inc()
                 return
         delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
         stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key

@@ -274,3 +274,57 @@ async def test_a_pending_or_cancelled_order_is_refused_and_ops_is_needed(
     code, said = await void_cli(caravan, sold, "--reason", "x")
     assert code == 1, said
     assert "void it with `caravan payments void-sold`" in said, said
+
+
+async def test_a_charge_the_gateway_lost_is_said_so_and_its_void_refused_then_refunded(
+    caravan: System, gateway: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """A confirmed prepaid order voided after the sale, whose void the gateway answers 404, no
+    such charge, every time though it approved the charge (it lost it): the payment stayed
+    ``voiding`` for ever, made again every 30 s, no refund could be recorded for it (409) and
+    void-sold again changed nothing. `caravan payments charge-lost` says so: at the gateway's
+    next 404 the void is refused for good, ``void_refused``, owed back, counted, audited; then
+    refunded by hand as any. A payment not voiding a charge is refused."""
+    who = buyer("after-sale-lost")
+    sold = (await run(caravan, order(who, {"PAY-BOX": 1}, method="prepaid"))).data["order_id"]
+    code, said = await void_cli(caravan, sold, "--reason", "x", void="charge-lost")
+    assert code == 1 and "is authorized: only a charge being voided" in said, said
+    lost = {"mode": "unknown", "times": 1000}
+    assert (await gateway.put(f"/behaviour/{who}", json=lost)).is_success
+    await void(caravan, sold, "spoiled")
+    await caravan.until(
+        lambda: caravan.scalar(
+            "select attempts from payments.payments where order_id = :o", o=sold
+        ),
+        "two voids answered 404",
+        ready=lambda attempts: attempts >= 3,  # the charge and two voids
+        timeout=60,
+    )
+    assert (await payment(caravan, sold))["status"] == "voiding"
+    made = {"reference": "BANK-LOST-0001", "reason": "bank transfer"}
+    early = await admin.post(f"/orders/{sold}/payment/refund", json=made)
+    assert early.status_code == 409, early.text
+    counted = await caravan.gauge("payments", "caravan_payments_void_refused_total")
+
+    code, said = await void_cli(
+        caravan, sold, "--reason", "gateway support: purged", void="charge-lost"
+    )
+    assert code == 0, said
+    assert "the gateway lost its charge of 3500 fen, said (payment voiding)" in said, said
+    await _until_status(caravan, sold, "void_refused")
+    seen = await payment(caravan, sold)
+    assert seen["refund_owed_fen"] == 3500, seen
+    assert seen["gateway_refusal"].startswith(f"/charges/{sold}/void: HTTP 404"), seen
+    assert seen["gateway_refusal"].endswith(": gateway support: purged)"), seen
+    assert "the gateway lost the charge, said " in seen["gateway_refusal"], seen
+    assert await caravan.gauge("payments", "caravan_payments_void_refused_total") == counted + 1
+    assert await audited(caravan, sold, "payment.charge_lost") == [
+        ("gateway support: purged", None, "voiding", "voiding")
+    ]
+    assert await booked(caravan, sold, "buyer_refund_payable") == -3500
+    refunded = await admin.post(f"/orders/{sold}/payment/refund", json=made)
+    assert refunded.status_code == 200, refunded.text
+    assert refunded.json()["status"] == "refunded"
+    assert await money_checks(caravan, sold) == []
+    code, said = await void_cli(caravan, sold, "--reason", "x", void="charge-lost")
+    assert code == 1 and "is refunded: only a charge being voided" in said, said

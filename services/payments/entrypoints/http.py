@@ -35,11 +35,17 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   buyer refunded after delivery), as a cancellation would (:mod:`services.payments.voids`),
   audited; the route trusts the caller's word of what the orders API answered. Asked again:
   the same answer, nothing voided twice; 409 for a payment holding nothing to void.
+- ``POST /orders/{order_id}/payment/charge-lost`` ``{"reason"}`` (scope ``ops``): an operator
+  says the gateway lost a charge it approved, whose void it answers 404, no such charge, made
+  again and again: at its next such answer the void is refused for good (``void_refused``,
+  owed back by hand); audited. Asked again: the same answer; 409 for a payment not
+  ``voiding`` a posted charge.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
 """
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -106,6 +112,10 @@ class VoidByOperator(BaseModel):
     )
 
 
+class ChargeLost(BaseModel):
+    reason: str = Field(min_length=1, max_length=256)  # for the audit trail
+
+
 class Repay(BaseModel):
     amount_fen: int | None = Field(None, gt=0, le=MAX_FEN, strict=True)
 
@@ -148,6 +158,30 @@ async def _audited(
             after=_jsonable(done.after),
             detail=detail,
         )
+
+
+async def _operators_write(
+    uow: UnitOfWork,
+    who: Principal,
+    action: str,
+    order_id: str,
+    detail: dict[str, Any],
+    write: Callable[[Tx], Awaitable[prepaid.Change | None]],
+    refused: tuple[type[Exception], str],
+) -> Any:
+    """An operator's write to the payment of ``order_id`` (``write``), audited as ``action``
+    with ``detail``: the payment after it and whether it changed it (``applied``); 409
+    (``refused``: the exception the write refuses with, and the problem's title) or 404."""
+    kind, title = refused
+    try:
+        async with uow.begin() as tx:
+            done = await write(tx)
+            await _audited(tx, who, action, order_id, done, detail)
+    except kind as exc:
+        return problem(409, title, str(exc))
+    if done is None:
+        return problem(404, "Payment not found", f"no payment for order {order_id}")
+    return _jsonable({**done.after, "applied": done.applied})
 
 
 def credit_router(uow: UnitOfWork) -> APIRouter:
@@ -282,18 +316,15 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         ``payment.refunded`` says it. The same reference and reason again answer the same,
         changing nothing (``"applied": false``; true: this call recorded it); the same
         reference with another reason is a 409 naming the reason recorded."""
-        try:
-            async with uow.begin() as tx:
-                done = await prepaid.record_refund(
-                    tx, order_id, body.reference, body.reason, who.name
-                )
-                detail = {"reference": body.reference, "reason": body.reason}
-                await _audited(tx, who, "payment.refund", order_id, done, detail)
-        except prepaid.NotRefundable as exc:
-            return problem(409, "Refund not recorded", str(exc))
-        if done is None:
-            return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return _jsonable({**done.after, "applied": done.applied})
+        return await _operators_write(
+            uow,
+            who,
+            "payment.refund",
+            order_id,
+            {"reference": body.reference, "reason": body.reason},
+            lambda tx: prepaid.record_refund(tx, order_id, body.reference, body.reason, who.name),
+            (prepaid.NotRefundable, "Refund not recorded"),
+        )
 
     @router.post(
         "/orders/{order_id}/payment/void",
@@ -322,23 +353,50 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         orders has of the order: it takes ``orders_answered`` as said, but for a payment not
         ``authorized``, which no confirmed order has (409)."""
         after_sale = body.orders_answered == "confirmed"
-        try:
-            async with uow.begin() as tx:
-                done = await voids.void_by_operator(
-                    tx, order_id, body.reason, who.name[:128], after_sale=after_sale
-                )
-                detail = {
-                    "reason": body.reason,
-                    "orders_answered": body.orders_answered,
-                    "orders_asked": body.orders_asked,
-                }
-                action = "payment.void_after_sale" if after_sale else "payment.void_unplaced"
-                await _audited(tx, who, action, order_id, done, detail)
-        except voids.NotVoidable as exc:
-            return problem(409, "Payment not voided", str(exc))
-        if done is None:
-            return problem(404, "Payment not found", f"no payment for order {order_id}")
-        return _jsonable({**done.after, "applied": done.applied})
+        return await _operators_write(
+            uow,
+            who,
+            "payment.void_after_sale" if after_sale else "payment.void_unplaced",
+            order_id,
+            {
+                "reason": body.reason,
+                "orders_answered": body.orders_answered,
+                "orders_asked": body.orders_asked,
+            },
+            lambda tx: voids.void_by_operator(
+                tx, order_id, body.reason, who.name[:128], after_sale=after_sale
+            ),
+            (voids.NotVoidable, "Payment not voided"),
+        )
+
+    @router.post(
+        "/orders/{order_id}/payment/charge-lost",
+        responses=problem_responses(
+            {
+                404: "no payment for this order",
+                409: "the payment is not voiding a charge posted",
+            },
+            writes=True,
+        ),
+    )
+    async def charge_lost(order_id: UuidId, body: ChargeLost, who: Operator) -> Any:
+        """Say the gateway lost the charge of a ``voiding`` payment: it approved the charge,
+        and answers its void 404, no such charge, made again and again (the alert
+        ``CaravanPaymentGatewayCallsStuck``), the base URL being right. Kept in
+        ``gateway_refusal`` and the void made again now: at its next 404 the void is refused
+        for good, ``void_refused``, what the buyer paid owed back by hand (then ``POST
+        .../payment/refund``); a void the gateway makes after all ends ``voided``. Audited
+        (``payment.charge_lost``). Asked again, it answers the payment as it is."""
+        said = f"the gateway lost the charge, said {who.name[:128]}: {body.reason}"
+        return await _operators_write(
+            uow,
+            who,
+            "payment.charge_lost",
+            order_id,
+            {"reason": body.reason},
+            lambda tx: prepaid.mark_lost(tx, order_id, said),
+            (prepaid.NotLost, "Charge not said lost"),
+        )
 
     @router.post(
         "/loans/{loan_id}/repayments",

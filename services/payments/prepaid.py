@@ -55,13 +55,15 @@ alerted on, for operations to refund by hand; once they have, they record it
 with the transfer's reference, and the ledger owes the buyer nothing more.
 """
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import DateTime, Select, case, func, literal, select, update
+from sqlalchemy import DateTime, Select, case, func, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
@@ -87,6 +89,7 @@ from services.payments.handlers import (
     void_txn,
 )
 from shared.backoff import exponential_step
+from shared.db import log_retry, reason
 from shared.events.payments import PaymentDeclined, PaymentRefunded, PaymentVoided
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back
@@ -525,34 +528,99 @@ async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUn
     )
 
 
-async def perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
-    """Make one claimed call (no transaction open) and record its outcome, in the trace of
-    the event that asked for it (its log lines tagged with the order id)."""
-    name = f"payments gateway {work.status}"
-    with working_for(work.trace_headers, name, work.order_id):
-        what = f"the gateway call ({work.status}) of order {work.order_id}"
-        async with handing_back(uow, lambda tx: hand_back(tx, work), log, what):
-            await _perform(uow, gateway, work, retry)
+Answer = ChargeResult | GatewayUnavailable | VoidRefused | None
+"""What a claimed call met: a charge's result; None, a void made (or a charge not made:
+:attr:`Work.unsent`); or the gateway's error (no answer to be sure of, or a void refused)."""
+_ANSWERED = (GatewayUnavailable, VoidRefused)
 
 
-async def hand_back(tx: Tx, work: Work) -> bool:
-    """``work``'s call unfinished as the service stops: due again now, rather than once its
-    lease runs out; the gateway may have had it, and the call made again with the same key
-    is answered with its first outcome. False: the row has moved on (its outcome recorded,
-    or claimed again: its attempts are no longer this claim's), and is left as it is."""
-    row = (
-        await tx.conn.execute(
-            update(payments)
-            .where(
-                payments.c.order_id == work.order_id,
-                payments.c.status == work.status,
-                payments.c.attempts == work.attempts,
-            )
-            .values(next_attempt_at=func.now())
-            .returning(payments.c.order_id)
+async def perform(
+    uow: UnitOfWork, gateway: PaymentGateway, claimed: Sequence[Work], retry: float
+) -> None:
+    """Make the ``claimed`` calls at once (no transaction open), each in the trace of the
+    event that asked for it (its log lines tagged with the order id), then record what they
+    met in one transaction, as notifications records its texts': one connection and one
+    commit for the batch, where each call took a connection and a commit of its own (a claim
+    of 20, twice the pool's size: connections opened and closed for each batch, the pool full
+    and the consumers waiting for it). Should that transaction fail, the calls are recorded
+    one at a time, so that one the database refuses keeps none of the others from being
+    recorded; one not recorded keeps its lease, and is made again with the same key once it
+    runs out (answered with its first outcome). A stop hands back those not recorded."""
+    what = "the gateway calls " + ", ".join(
+        f"({work.status}) of order {work.order_id}" for work in claimed
+    )
+    async with handing_back(uow, lambda tx: hand_back(tx, claimed), log, what):
+        answers = await asyncio.gather(
+            *(_call(gateway, work) for work in claimed), return_exceptions=True
         )
-    ).first()
-    return row is not None
+        made: list[tuple[Work, Answer]] = []
+        # Locked in order id order, as a consumer's batch locks payments it prefetches
+        # (handlers._load_payments): the two wait for each other rather than deadlock. (A
+        # batch of cancellations locks in its records' order; a deadlock rolls one of the two
+        # back, and each is then done one at a time.)
+        for work, answer in sorted(zip(claimed, answers, strict=True), key=_order_id):
+            if isinstance(answer, BaseException) and not isinstance(answer, _ANSWERED):
+                # Not the gateway's answer (a bug): the call keeps its lease.
+                log_retry(log, f"gateway call for order {work.order_id} failed", answer)
+            else:
+                made.append((work, answer))
+        try:
+            async with uow.begin() as tx:
+                for work, answer in made:
+                    await _record(tx, work, answer, retry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(made) == 1:
+                log_retry(log, f"recording the gateway call for order {made[0][0].order_id}", exc)
+                return
+            log.warning(
+                "recording %d gateway calls at once failed (%s); recording them one by one",
+                len(made),
+                reason(exc),
+            )
+            for work, answer in made:
+                try:
+                    async with uow.begin() as tx:
+                        await _record(tx, work, answer, retry)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as alone:
+                    log_retry(log, f"recording the gateway call for order {work.order_id}", alone)
+
+
+def _order_id(made: tuple[Work, object]) -> str:
+    return made[0].order_id
+
+
+async def _call(gateway: PaymentGateway, work: Work) -> Answer:
+    """``work``'s call, made in its span; not made for a charge :attr:`Work.unsent`."""
+    if work.unsent:
+        return None
+    with working_for(work.trace_headers, f"payments gateway {work.status}", work.order_id):
+        try:
+            if work.status == "charging":
+                return await gateway.charge(work.order_id, work.amount_fen, work.buyer_id)
+            await gateway.void(work.order_id)
+        except _ANSWERED as exc:
+            return exc
+        return None
+
+
+async def hand_back(tx: Tx, claimed: Sequence[Work]) -> bool:
+    """The ``claimed`` calls unrecorded as the service stops: due again now, rather than once
+    their lease runs out; the gateway may have had them, and a call made again with the same
+    key is answered with its first outcome. Each only while it is still its claim's (its
+    status, and the claim's attempts: not recorded, nor claimed again since); one that has
+    moved on is left as it is. Whether any was handed back."""
+    mine = [(work.order_id, work.status, work.attempts) for work in claimed]
+    rows = await tx.conn.execute(
+        update(payments)
+        .where(tuple_(payments.c.order_id, payments.c.status, payments.c.attempts).in_(mine))
+        .values(next_attempt_at=func.now())
+        .returning(payments.c.order_id)
+    )
+    return bool(rows.all())
 
 
 GATEWAY_STUCK_SECONDS = 900.0
@@ -573,50 +641,43 @@ outage for every order that meets it, said once, then at most once a minute whil
 the gateway answers a call again."""
 
 
-async def _perform(uow: UnitOfWork, gateway: PaymentGateway, work: Work, retry: float) -> None:
-    if work.unsent:
-        async with uow.begin() as tx:
+async def _record(tx: Tx, work: Work, answer: Answer, retry: float) -> None:
+    """Record in ``tx`` what ``work``'s call met (:data:`Answer`), in the trace of the event
+    that asked for it, its log lines tagged with the order id."""
+    with working_for(work.trace_headers, f"payments gateway {work.status} recorded", work.order_id):
+        if work.unsent:
             await record_lapsed(tx, work)
-        return
-    try:
-        if work.status == "charging":
-            result = await gateway.charge(work.order_id, work.amount_fen, work.buyer_id)
-        else:
-            await gateway.void(work.order_id)
-    except GatewayUnavailable as exc:
-        if isinstance(exc, NoSuchCharge):
-            async with uow.begin() as tx:
-                ended = await record_no_such_charge(tx, work, str(exc))
+            return
+        if isinstance(answer, GatewayUnavailable):
+            ended = (
+                await record_no_such_charge(tx, work, str(answer))
+                if isinstance(answer, NoSuchCharge)
+                else None
+            )
             if ended is not None:
                 answers_again(log, GATEWAY_AWAY, "the payment gateway")
                 if ended == "void_refused":
-                    VOID_REFUSED.inc()
+                    tx.after_commit(VOID_REFUSED.inc)
                 return
-        delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
-        stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key
-        how_long = f", {work.status} for {work.waited:.0f} s ({work.attempts} attempts)"
-        log.warning(
-            "gateway: %s for order %s%s; retrying in %.1fs",
-            exc,
-            work.order_id,
-            how_long if stuck else "",
-            delay,
-            extra=retried(GATEWAY_STUCK if stuck else GATEWAY_AWAY),
-        )
-        async with uow.begin() as tx:
-            await retry_later(tx, work, delay, exc)
-        return
-    except VoidRefused as exc:
+            delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
+            stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key
+            how_long = f", {work.status} for {work.waited:.0f} s ({work.attempts} attempts)"
+            log.warning(
+                "gateway: %s for order %s%s; retrying in %.1fs",
+                answer,
+                work.order_id,
+                how_long if stuck else "",
+                delay,
+                extra=retried(GATEWAY_STUCK if stuck else GATEWAY_AWAY),
+            )
+            await retry_later(tx, work, delay, answer)
+            return
         answers_again(log, GATEWAY_AWAY, "the payment gateway")
-        async with uow.begin() as tx:
-            refused = await record_void_refused(tx, work, str(exc))
-        if refused:
-            VOID_REFUSED.inc()
-        return
-    answers_again(log, GATEWAY_AWAY, "the payment gateway")
-    async with uow.begin() as tx:
-        if work.status == "charging":
-            await record_charge(tx, work, result)
+        if isinstance(answer, VoidRefused):
+            if await record_void_refused(tx, work, str(answer)):
+                tx.after_commit(VOID_REFUSED.inc)
+        elif isinstance(answer, ChargeResult):
+            await record_charge(tx, work, answer)
         else:
             await record_voided(tx, work)
 

@@ -4,16 +4,18 @@ payments left due by other tests may be claimed here too, leased a minute at mos
 """
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, event, insert, select
 
 from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
 from services.payments.adapters.tables import outbox, payments
@@ -150,7 +152,7 @@ async def test_a_charge_in_flight_when_payments_stops_is_charged_by_another_at_o
         async with uow.begin() as tx:
             claimed = await claim_due(tx, 60, limit=1)
         assert [w.order_id for w in claimed] == [order_id]
-        call = asyncio.create_task(perform(uow, gateway, claimed[0], 1.0))
+        call = asyncio.create_task(perform(uow, gateway, claimed, 1.0))
         await until(lambda: gateway.asked, "the gateway asked to charge")
         with caplog.at_level(logging.INFO, logger="services.payments"):
             call.cancel()  # as a graceful stop cancels the service's loops
@@ -162,10 +164,10 @@ async def test_a_charge_in_flight_when_payments_stops_is_charged_by_another_at_o
         assert [w.attempts for w in again] == [2]
         said = [r.getMessage() for r in caplog.records if "handed back" in r.getMessage()]
         assert said == [
-            f"the gateway call (charging) of order {order_id} unfinished as the service"
+            f"the gateway calls (charging) of order {order_id} unfinished as the service"
             " stops: handed back, due again now"
         ]
-        await perform(uow, gateway, again[0], 1.0)
+        await perform(uow, gateway, again, 1.0)
         assert gateway.asked == [order_id, order_id]
         async with uow.db.engine.connect() as conn:
             query = select(payments.c.status, payments.c.attempts, payments.c.next_attempt_at)
@@ -184,7 +186,7 @@ async def test_a_claim_handed_back_late_leaves_a_newer_claim_alone(uow: UnitOfWo
     order_id = await prepaid(uow, "charging", attempts=2, next_attempt_at=leased)
     try:
         async with uow.begin() as tx:
-            handed = await hand_back(tx, Work(order_id, "charging", "claims-buyer", 3500, 1))
+            handed = await hand_back(tx, [Work(order_id, "charging", "claims-buyer", 3500, 1)])
         async with uow.db.engine.connect() as conn:
             query = select(payments.c.next_attempt_at).where(payments.c.order_id == order_id)
             assert (handed, await conn.scalar(query)) == (False, leased)
@@ -251,7 +253,7 @@ async def test_a_charge_the_gateway_never_saw_is_not_made_once_its_hold_lapsed(
             "void": False,
         }
         for work in sorted(claimed, key=lambda w: list(ids.values()).index(w.order_id)):
-            await perform(uow, gateway, work, 1.0)
+            await perform(uow, gateway, [work], 1.0)
         assert [(call, what_of[key]) for call, key in gateway.asked] == [
             ("charge", "a call maybe taken"),
             ("charge", "hold not lapsed"),
@@ -345,7 +347,7 @@ async def test_a_charge_the_gateway_never_saw_is_due_again_by_its_holds_lapse(
         async with uow.begin() as tx:
             claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in what_of]
         for work in claimed:
-            await perform(uow, Failing(away), work, 30.0)  # a backoff of 30 s
+            await perform(uow, Failing(away), [work], 30.0)  # a backoff of 30 s
         async with uow.db.engine.connect() as conn:
             query = select(payments.c.order_id, payments.c.status, payments.c.next_attempt_at)
             found = await conn.execute(query.where(payments.c.order_id.in_(what_of)))
@@ -374,7 +376,7 @@ async def test_a_void_of_a_charge_the_gateway_never_approved_nor_knows_is_voided
         async with uow.begin() as tx:
             [work] = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
         with caplog.at_level(logging.INFO, logger="services.payments.prepaid"):
-            await perform(uow, gateway, work, 1.0)
+            await perform(uow, gateway, [work], 1.0)
         assert gateway.asked == [order_id]
         [line] = [r.getMessage() for r in caplog.records if order_id in r.getMessage()]
         assert line.startswith(f"the gateway knows no charge of voided order {order_id} ("), line
@@ -416,7 +418,7 @@ async def test_a_call_made_again_for_long_is_said_as_such_and_gauged(
         async with uow.begin() as tx:
             [work] = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
         with caplog.at_level(logging.WARNING, logger="services.payments.prepaid"):
-            await perform(uow, Failing(away), work, 1.0)
+            await perform(uow, Failing(away), [work], 1.0)
         [line] = [r for r in caplog.records if order_id in r.getMessage()]
         assert getattr(line, FAULT) == GATEWAY_STUCK
         said = re.sub(r"for 36\d\d s", "for 36.. s", line.getMessage())
@@ -427,3 +429,126 @@ async def test_a_call_made_again_for_long_is_said_as_such_and_gauged(
     finally:
         async with uow.begin() as tx:
             await tx.conn.execute(delete(payments).where(payments.c.order_id == order_id))
+
+
+class Refusing(Asked):
+    """:class:`Asked`, but a charge of ``refused`` is declined with a charge id the database
+    will not hold (a NUL: no text column takes it), so its outcome cannot be recorded."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
+        await super().charge(key, amount_fen, buyer_id)
+        charge_id = "c-\x00" if key == self.refused else None
+        return ChargeResult("declined", charge_id=charge_id, reason="test card")
+
+
+@contextlib.contextmanager
+def commits_of(uow: UnitOfWork) -> Iterator[list[str]]:
+    """What ``uow``'s engine did meanwhile: "checkout" for each connection taken from its pool
+    (or opened), "commit" for each transaction committed."""
+    done: list[str] = []
+    engine, pool = uow.db.engine.sync_engine, uow.db.engine.sync_engine.pool
+
+    def checkout(*_: object) -> None:
+        done.append("checkout")
+
+    def commit(*_: object) -> None:
+        done.append("commit")
+
+    event.listen(pool, "checkout", checkout)
+    event.listen(engine, "commit", commit)
+    try:
+        yield done
+    finally:
+        event.remove(pool, "checkout", checkout)
+        event.remove(engine, "commit", commit)
+
+
+async def rows_of(uow: UnitOfWork, order_ids: list[str]) -> list[Any]:
+    """The payment rows of ``order_ids``."""
+    async with uow.db.engine.connect() as conn:
+        query = select(payments).where(payments.c.order_id.in_(order_ids))
+        return list((await conn.execute(query)).all())
+
+
+async def forget(uow: UnitOfWork, order_ids: list[str]) -> None:
+    """The payments of ``order_ids`` deleted: left charging, the payments service would charge
+    them once their lease lapsed, money of no order."""
+    async with uow.begin() as tx:
+        await tx.conn.execute(delete(payments).where(payments.c.order_id.in_(order_ids)))
+
+
+async def declined_in_outbox(uow: UnitOfWork, order_ids: list[str]) -> list[str]:
+    """The orders of ``order_ids`` said ``payment.declined`` in the outbox, in order."""
+    async with uow.db.engine.connect() as conn:
+        query = select(outbox.c.value).where(outbox.c.topic == Topic.PAYMENT_EVENTS.value)
+        values = (await conn.execute(query.order_by(outbox.c.id))).scalars()
+    events = [orjson.loads(value) for value in values]
+    return [
+        e["data"]["order_id"]
+        for e in events
+        if e["type"] == "payment.declined" and e["data"]["order_id"] in order_ids
+    ]
+
+
+async def test_a_claimed_batch_of_charges_is_recorded_in_one_commit(uow: UnitOfWork) -> None:
+    """A Singles' Day drill left payments behind with its pool full: the gateway loop claims
+    20 calls at once, and each call's outcome took a connection and a commit of its own, 20
+    connections where the pool keeps 10 (the others opened and closed again for each batch,
+    with the type queries of a new connection), the consumers waiting for one. Now the
+    claim's outcomes are recorded together: one connection, one commit, each payment as
+    before (declined, ``payment.declined`` in the outbox, its call counted once)."""
+    due = datetime.now(UTC) - DECADE
+    ids = [await prepaid(uow, "charging", next_attempt_at=due) for _ in range(20)]
+    gateway = Asked()
+    try:
+        # Rows other tests left due may be claimed here too (leased a minute, not called).
+        async with uow.begin() as tx:
+            claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
+        assert len(claimed) == 20
+        with commits_of(uow) as done:
+            await perform(uow, gateway, claimed, 1.0)
+        assert sorted(key for _, key in gateway.asked) == sorted(ids)
+        assert done == ["checkout", "commit"]
+        found = await rows_of(uow, ids)
+        assert (
+            sorted((r.status, r.attempts, r.next_attempt_at) for r in found)
+            == [("declined", 1, None)] * 20
+        )
+        assert sorted(await declined_in_outbox(uow, ids)) == sorted(ids)
+    finally:
+        await forget(uow, ids)
+
+
+async def test_an_outcome_the_database_refuses_keeps_none_of_its_batch_from_being_recorded(
+    uow: UnitOfWork, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recorded together, one outcome the database will not take would roll back the
+    batch's others, and each be called again once their lease ran out, for good: the batch
+    is then recorded one call at a time. The others are recorded; the one refused keeps its
+    lease (``charging``, asked again with its key once it runs out)."""
+    due = datetime.now(UTC) - DECADE
+    ids = [await prepaid(uow, "charging", next_attempt_at=due) for _ in range(3)]
+    gateway = Refusing(ids[1])
+    try:
+        async with uow.begin() as tx:
+            claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
+        with caplog.at_level(logging.WARNING, logger="services.payments"):
+            await perform(uow, gateway, sorted(claimed, key=lambda w: ids.index(w.order_id)), 1.0)
+        said = [r.getMessage() for r in caplog.records]
+        assert any("recording 3 gateway calls at once failed" in line for line in said), said
+        found = {
+            r.order_id: (r.status, r.next_attempt_at is not None and r.next_attempt_at > due)
+            for r in await rows_of(uow, ids)
+        }
+        assert [found[order_id] for order_id in ids] == [
+            ("declined", False),
+            ("charging", True),  # leased: asked again once its lease runs out
+            ("declined", False),
+        ]
+        assert sorted(await declined_in_outbox(uow, ids)) == sorted([ids[0], ids[2]])
+    finally:
+        await forget(uow, ids)

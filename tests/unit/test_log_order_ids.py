@@ -92,7 +92,7 @@ async def test_the_prepaid_gateways_retry_names_the_order(lines: Lines) -> None:
             raise GatewayUnavailable("timed out")
 
     work = prepaid.Work("o-prepaid", "charging", "b-1", 12_500, attempts=1)
-    await prepaid.perform(FakeUow(), Down(), work, retry=1.0)  # type: ignore[arg-type]
+    await prepaid.perform(FakeUow(), Down(), [work], retry=1.0)  # type: ignore[arg-type]
     assert about(lines, "retrying in") == ["o-prepaid"]
 
 
@@ -133,7 +133,7 @@ async def test_a_payment_gateway_outage_is_one_warning_then_a_line_when_it_answe
     async def charge(order_id: str) -> None:
         work = prepaid.Work(order_id, "charging", "b-1", 100, attempts=1)
         uow = GoneUow() if up else FakeUow()
-        await prepaid.perform(uow, Gateway(), work, retry=1.0)  # type: ignore[arg-type]
+        await prepaid.perform(uow, Gateway(), [work], retry=1.0)  # type: ignore[arg-type]
 
     for n in range(20):
         await charge(f"o-{n}")

@@ -8,7 +8,6 @@ import logging
 from services.payments import prepaid, reminders
 from services.payments.adapters.gateway import PaymentGateway
 from shared import days
-from shared.db import log_retry
 from shared.loops import sweeping, woken
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
@@ -23,25 +22,16 @@ async def gateway_loop(
     wake: asyncio.Event,
     idle_seconds: float = 0.2,
 ) -> None:
-    """Claim due gateway work, make the calls concurrently, record their outcomes; sleep
-    until woken (a commit that left work: ``GATEWAY_WORK``) or ``idle_seconds`` when idle."""
+    """Claim due gateway work, make the calls concurrently, record their outcomes in one
+    transaction (:func:`prepaid.perform`); sleep until woken (a commit that left work:
+    ``GATEWAY_WORK``) or ``idle_seconds`` when idle."""
 
     async def calls() -> bool:
         async with uow.begin() as tx:
             work = await prepaid.claim_due(tx, settings.payments_gateway_lease_seconds)
         if not work:
             return False
-        results = await asyncio.gather(
-            *(
-                prepaid.perform(uow, gateway, w, settings.payments_gateway_retry_seconds)
-                for w in work
-            ),
-            return_exceptions=True,
-        )
-        for w, result in zip(work, results, strict=True):
-            if isinstance(result, Exception):
-                # The row keeps its lease and is claimed again when it runs out.
-                log_retry(log, f"gateway call for order {w.order_id} failed", result)
+        await prepaid.perform(uow, gateway, work, settings.payments_gateway_retry_seconds)
         return True
 
     try:

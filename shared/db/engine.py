@@ -293,9 +293,19 @@ class Database:
         PostgreSQL answering), waited for one and answered 503, and a load balancer took a
         working instance away. Its connection, cancelled mid-statement (a server frozen), is
         closed and made again at the next ask; an ask while another waits waits for it,
-        within the same bound (a frozen server answers neither)."""
-        async with answered_within(self.apart, within), self._asking, self.apart.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        within the same bound (a frozen server answers neither). So does one while a token's
+        read holds it (the pool all in use: ``Guard.sparing``), a statement of its own that
+        PostgreSQL answers in milliseconds: waited for past ``within``, it is PostgreSQL not
+        answering that read, not a pool too small, and said so (:class:`NoAnswer`)."""
+        try:
+            async with (
+                answered_within(self.apart, within),
+                self._asking,
+                self.apart.connect() as conn,
+            ):
+                await conn.execute(text("SELECT 1"))
+        except sa_exc.TimeoutError as exc:  # given_up's: waited for the one connection apart
+            raise NoAnswer(address(self.apart), within) from exc
 
     def pool_use(self) -> tuple[int, int]:
         """The work's pool's connections in use and idle (open and free), as it counts them

@@ -307,6 +307,36 @@ async def test_healthz_of_a_busy_service_is_not_held_behind_the_token_reads_of_a
             )
 
 
+async def test_healthz_says_postgresql_does_not_answer_while_a_token_read_holds_its_connection(
+    caravan: System,
+) -> None:
+    """The pool all in use, a token read on the connection ``/healthz`` asks on (Guard.sparing),
+    and PostgreSQL frozen: the read waits for its answer (up to the guard's 4 s), and
+    ``/healthz``, waiting for that connection, said "no free connection to PostgreSQL within
+    the pool's timeout", an operator's cue to raise CARAVAN_DB_POOL_SIZE, where the database
+    does not answer: it says so, as it does when it asks alone."""
+    async with black_hole(caravan.infra.database_url, "orders", db_pool_size=1) as hole:
+        app = create_app("orders", hole.db, Settings())
+        async with _client(app, caravan.token) as http:
+            assert (await http.get("/healthz")).json()["status"] == "ok"
+            async with hole.db.engine.connect() as one, hole.db.engine.connect() as two:
+                await one.execute(text("select 1"))
+                await two.execute(text("select 1"))
+                hole.passing.clear()
+                guess = bearer_headers(f"cvn_{uuid.uuid4().hex}")  # never cached: read
+                read = asyncio.ensure_future(http.get("/metrics", headers=guess))
+                await asyncio.sleep(0.2)  # its read under way on /healthz's connection
+                answer, took = await _timed(lambda: http.get("/healthz"), HEALTH_DB_WITHIN)
+                assert took < HEALTH_DB_WITHIN + 1, took
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == str(RETRY_SECONDS)
+                said = f"cannot reach PostgreSQL (no answer within {HEALTH_DB_WITHIN:g} s)"
+                assert answer.json()["checks"]["database"] == said
+                assert (await asyncio.wait_for(read, 15)).status_code == 503
+                hole.passing.set()
+            assert (await http.get("/healthz")).status_code == 200
+
+
 DEADLINE = 3.0  # the services' is 8 s
 
 

@@ -566,7 +566,8 @@ def downgrade(
 ) -> None:
     """Take one schema back to an older version's revision with this version's migrations, to
     go back to that version (docs/running.md, Going back): every service stopped (under
-    `caravan up`, each paused), one transaction, refused whole where it would lose data."""
+    `caravan up`, each paused), one transaction, refused whole where it would lose data,
+    naming every migration on the way that would and what clears each."""
     from alembic.util import CommandError
 
     from caravan import db_roles

@@ -10,7 +10,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from shared.db.engine import async_engine
-from shared.db.migrate import refuse_ahead
+from shared.db.migrate import REFUSALS, refuse_ahead, refused
 
 MIGRATION_LOCK = 0x0CA2A7A9
 
@@ -38,8 +38,16 @@ def run(metadata: MetaData) -> None:
         )
         # Under the lock: a newer version's revision, refused in one line (SchemaAhead).
         refuse_ahead(context.script, schema, context.get_context().get_current_heads())
+        gathered = context.config.attributes.get(REFUSALS)
         with context.begin_transaction():
-            context.run_migrations()
+            try:
+                context.run_migrations()
+            except Exception as exc:
+                if gathered:  # gone on past a refusal, a step failed: those before it said
+                    raise refused(gathered, cut=True) from exc
+                raise
+            if gathered:  # raised in the transaction: what the steps did is undone
+                raise refused(gathered)
 
     def _applied(
         ctx: MigrationContext,

@@ -3,12 +3,12 @@ tell whether a schema is at the revision the code needs, and refuse a downgrade 
 lose data."""
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command, op
+from alembic import command, context, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -83,6 +83,7 @@ def downgrade(migrations_dir: Path, url: str, to: str, role: str | None = None) 
     schema's, is refused by Alembic (its ``CommandError``)."""
     started = time.monotonic()
     cfg, applied = _run_config(migrations_dir, url, role)  # (to, from) of each step
+    cfg.attributes[REFUSALS] = []  # every refusal on the way, said together (refused)
     command.downgrade(cfg, to)
     before = applied[0][1] if applied else to
     return Migrated(before, to, bool(applied), time.monotonic() - started)
@@ -140,18 +141,62 @@ class DowngradeRefused(Exception):
     """A downgrade that would lose data: the message says what, and what to do."""
 
 
+REFUSALS = "refusals"
+"""The key, in a run's Alembic attributes, of the list that gathers each refusal of a
+:func:`downgrade` on the way (the step it was met in, and what it said), so that one run
+names every migration that refuses, not the first alone."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    revision: str  # of the migration that refused (the schema's, as its downgrade runs)
+    loses: str  # what it would lose, and where
+    clear: str  # the statement that clears it
+
+
 def refuse_losing(table: str, where: str | None, loses: str, clear: str) -> None:
     """In a migration's ``downgrade``, before what drops data: refuse it when rows of ``table``
     (those matching ``where``, SQL) hold what it would lose (``loses``), saying to stay on
     this version or to keep what is needed and first run ``clear`` (SQL); without such rows
     it goes on as before. The whole downgrade is one transaction: refused, nothing of it is
     done. Also before narrowing a column (``length(c) > n``): PostgreSQL would refuse it
-    too, but saying only "value too long", neither where nor what to do."""
+    too, but saying only "value too long", neither where nor what to do.
+
+    Under :func:`downgrade`, the refusal is gathered and the run goes on to meet the older
+    migrations' (what this one drops is undone with the rest: shared.db.alembic_env raises
+    :func:`refused` at the end, in the transaction); elsewhere it is raised at once."""
     condition = f" WHERE {where}" if where else ""
     rows = op.get_bind().scalar(sa.text(f"SELECT count(*) FROM {table}{condition}"))
-    if rows:
-        raise DowngradeRefused(
-            f"downgrade refused: it would lose {loses}: {rows} in {table}"
-            f"{' where ' + where if where else ''}. Stay on this version, or keep what you"
-            f" need and first run: {clear}"
+    if not rows:
+        return
+    said = f"it would lose {loses}: {rows} in {table}{' where ' + where if where else ''}"
+    gathered: list[Refusal] | None = context.config.attributes.get(REFUSALS)
+    if gathered is None:
+        raise DowngradeRefused(f"downgrade refused: {said}. {_STAY}{clear}")
+    at = ", ".join(op.get_context().get_current_heads())  # moved at each step's end
+    gathered.append(Refusal(at, said, clear))
+
+
+_STAY = "Stay on this version, or keep what you need and first run: "
+
+
+def refused(gathered: Sequence[Refusal], cut: bool = False) -> DowngradeRefused:
+    """The refusal of a downgrade whose migrations ``gathered`` what they would lose, each
+    named by its revision, one a line; one alone is said as :func:`refuse_losing` says it.
+    ``cut``: a migration failed going on past the last (a column it could not narrow), so
+    the older ones were not checked."""
+    if len(gathered) == 1 and not cut:
+        return DowngradeRefused(
+            f"downgrade refused: {gathered[0].loses}. {_STAY}{gathered[0].clear}"
         )
+    lines = [f"  {r.revision}: {r.loses}; first run: {r.clear}" for r in gathered]
+    if cut:
+        lines.append(
+            f"  and the migrations before {gathered[-1].revision} were not checked: run it"
+            " again once that is cleared"
+        )
+    return DowngradeRefused(
+        f"downgrade refused: {len({r.revision for r in gathered})} of its migrations would lose"
+        " data, nothing taken back. Stay on this version, or keep what you need and first run"
+        " each statement:\n" + "\n".join(lines)
+    )

@@ -657,6 +657,75 @@ async def test_caravan_downgrade_takes_a_schema_back_or_refuses_in_one_line(
         assert f"  orders {to} -> {head}" in done.stdout, done.stdout
 
 
+async def test_caravan_downgrade_names_every_migration_on_the_way_that_refuses(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """A downgrade stopped at the first migration that would lose data and named it alone:
+    an operator cleared it and ran it again to meet the next (the drill of 2026-12-06: orders
+    0012's refunds, then 0009's tokens). One run names each, its revision and the statement
+    that clears it, nothing taken back; all cleared, it runs."""
+    async with scratch_database(infrastructure.database_url, "caravan_every") as url:
+        done = await _caravan(infrastructure, url, "prepare")
+        assert done.returncode == 0, done.stdout + done.stderr
+        head = ScriptDirectory(str(migrations_folder("orders"))).get_current_head()
+        await _execute(
+            url,
+            "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id,"
+            " lines, payment_method, status, stock, payment, placed_at, deadline_at, reason,"
+            " skus, placed_by) values ('c', 'http', 'r', 'x', 'b', '[]', 'prepaid', 'cancelled',"
+            " 'failed', 'none', now(), now(), 'out_of_season', '[\"HTN-WALNUT-1KG\"]', 'shop')",
+        )
+        await _execute(url, LOSING["orders 0012 timeline refund"][1])
+        clears = {
+            rev: LOSING[case][4]
+            for rev, case in (
+                ("0013", "orders 0013 skus"),
+                ("0012", "orders 0012 timeline refund"),
+                ("0009", "orders 0009 placed_by"),
+            )
+        }
+        refused = await _caravan(infrastructure, url, "downgrade", "orders", "0008")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        said = " ".join(refused.stderr.split())  # as wrapped to the terminal's width
+        assert said.startswith(
+            "schema orders: downgrade refused: 3 of its migrations would lose data, nothing"
+            " taken back."
+        ), said
+        at = [said.index(f" {rev}: it would lose ") for rev in clears]
+        assert at == sorted(at), said  # newest first, as they run
+        for clear in clears.values():
+            assert f"; first run: {clear}" in said, said
+        assert await _version(url, "orders") == head
+        for clear in clears.values():
+            await _execute(url, clear)
+        done = await _caravan(infrastructure, url, "downgrade", "orders", "0008")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert await _version(url, "orders") == "0008"
+
+
+async def test_a_downgrade_that_cannot_go_on_past_a_refusal_names_it_and_what_was_not_checked(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Past notifications 0008's refusal its column cannot be narrowed (PostgreSQL: value too
+    long): that refusal is named, and the older migrations said not checked."""
+    async with scratch_database(infrastructure.database_url, "caravan_cut") as url:
+        done = await _caravan(infrastructure, url, "prepare")
+        assert done.returncode == 0, done.stdout + done.stderr
+        _, rows, _, lost, clear = LOSING["notifications 0008 provider_id"]
+        await _execute(url, rows)
+        refused = await _caravan(infrastructure, url, "downgrade", "notifications", "0006")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        said = " ".join(refused.stderr.split())
+        assert said.startswith(
+            "schema notifications: downgrade refused: 1 of its migrations would lose data"
+        ), said
+        assert " 0008: it would lose " in said, said
+        assert lost in said and f"; first run: {clear}" in said, said
+        assert said.endswith(
+            "and the migrations before 0008 were not checked: run it again once that is cleared"
+        ), said
+
+
 async def _start_service(service: str, url: str) -> asyncio.subprocess.Process:
     """``python -m services.<service>`` on the database ``url`` (as the admin), its HTTP API on
     a port of its own, and a Kafka that nobody answers: it never joins the session's consumer

@@ -298,7 +298,8 @@ async def run_platform_demo(
                 sku = {"sku": product.sku}
                 await _map(adapter, app, "sku", f"MKT-{product.sku}", sku, headers=auth)
             for buyer in seed.buyers:
-                given = {"buyer_id": buyer.id, "phone": buyer.phone, "locale": buyer.locale}
+                given = {"buyer_id": buyer.id, "phone": buyer.phone}
+                given |= {"locale": buyer.locale} if buyer.locale else {}  # else the mapping's
                 await _map(adapter, app, "buyer", f"nick-{buyer.id}", given, headers=auth)
             for i, order in enumerate(orders):
                 platform_order = {

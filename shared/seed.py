@@ -161,7 +161,9 @@ class BuyerSeed(NoNul):
     # As PUT /credit-lines/{buyer_id} takes it: "b1/" would be a credit line the API cannot name.
     id: Annotated[str, Field(min_length=1, max_length=64), WHOLE_SEGMENTS]
     phone: str = Field(pattern=E164_PATTERN)
-    locale: Locale = "zh-CN"
+    locale: Locale | None = None
+    """The language of the buyer's texts where an order leaves ``buyer.locale`` out; None:
+    not said, so left as it is (``zh-CN`` for a buyer no seed gave one)."""
     credit_limit_fen: CreditLimit
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
+    buyers,
     confirmed_orders,
     opt_outs,
     order_sellers,
@@ -53,6 +54,7 @@ from services.notifications.domain.delivery import (
 from services.notifications.domain.phones import phone_problem, zone_of
 from services.notifications.domain.sms import encode_info
 from services.notifications.domain.templates import (
+    DEFAULT_LOCALE,
     InstalmentStage,
     pick_locale,
     product_name,
@@ -87,13 +89,14 @@ SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
 
 # Kinds of rows in the transaction's identity map (Tx.identity).
-RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT = (
+RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT, SEEDED = (
     "notifications.recipient",
     "notifications.confirmed",
     "notifications.sellers",
     "notifications.contact",
     "notifications.names",
     "notifications.opted_out",
+    "notifications.seeded",  # a buyer's locale, as a seed file gave it
 )
 
 
@@ -136,6 +139,7 @@ _SELLERS = (
 _CONTACTS = select(sellers).where(driver.any_of(sellers.c.seller_id))
 _NAMES = select(products).where(driver.any_of(products.c.sku))
 _OPT_OUTS = select(opt_outs.c.phone).where(driver.any_of(opt_outs.c.phone))
+_SEEDED = select(buyers).where(driver.any_of(buyers.c.buyer_id))
 
 
 async def _load_recipients(tx: Tx, order_ids: Iterable[str]) -> None:
@@ -191,6 +195,15 @@ async def _load_opt_outs(tx: Tx, phones: Iterable[str]) -> None:
     tx.remember(OPTED_OUT, todo, {r.phone: True for r in rows})
 
 
+async def _load_seeded(tx: Tx, placed: Iterable[OrderPlaced]) -> None:
+    """The locales a seed gave the buyers of these orders that leave theirs out."""
+    todo = tx.unknown(SEEDED, (p.buyer.id for p in placed if p.buyer and not p.buyer.locale))
+    if not todo:
+        return
+    rows = await driver.fetch(tx.conn, _SEEDED, keys=todo)
+    tx.remember(SEEDED, todo, {r.buyer_id: r.locale for r in rows})
+
+
 async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Lock the batch's orders (in one statement, so in one order), take the events parked
     for those placed, then read what its handlers will need. Order and inventory events
@@ -203,6 +216,7 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     placed = {p.data.order_id: p.data for p in batch if isinstance(p.data, OrderPlaced)}
     await _LOCKS.lock(tx, [*placed, *confirmed, *cancelled, *reserved])
     await _PARKING.take(tx, placed)
+    await _load_seeded(tx, placed.values())
     await _load_confirmations(tx, confirmed + reserved)
     await _load_contacts(tx, (x.seller_id for r in reservations for x in r.lines))
     # A reservation of an order confirmed already (or earlier in the batch) texts its sellers.
@@ -217,12 +231,12 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     await _load_recipients(tx, confirmed + cancelled)
     await _load_sellers(tx, confirmed)
     found = [tx.identity[RECIPIENT, o] for o in confirmed + cancelled]
-    buyers = [r for r in found if r is not None]
+    told = [r for r in found if r is not None]
     # Orders placed earlier in the batch: their buyers are not written yet.
-    buyers += [b for o in confirmed if o in placed and (b := _buyer(placed[o])) is not None]
+    told += [b for o in confirmed if o in placed and (b := _buyer(tx, placed[o])) is not None]
     shares = [s for o in confirmed for s in tx.identity[SELLERS, o]]
     skus = (
-        [str(line["sku"]) for r in buyers for line in r.lines]
+        [str(line["sku"]) for r in told for line in r.lines]
         + [str(x["sku"]) for s in shares for x in s.lines]
         + [x.sku for r in texting for x in r.lines]
         + [sku for c in cancellations for sku in c.skus or []]  # the products named
@@ -230,7 +244,7 @@ async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     await _load_names(tx, skus)
     contacts = [tx.identity[CONTACT, x.seller_id] for r in texting for x in r.lines]
     phones = (
-        [r.phone for r in buyers]
+        [r.phone for r in told]
         + [s.phone for s in shares if s.phone is not None]
         + [c[0] for c in contacts if c is not None]
     )
@@ -329,14 +343,15 @@ async def _names(tx: Tx, locale: Locale, lines: Sequence[dict[str, Any]]) -> lis
     ]
 
 
-def _buyer(placed: OrderPlaced) -> Recipient | None:
-    """The recipient ``order.placed`` tells of (None: it names no buyer)."""
+def _buyer(tx: Tx, placed: OrderPlaced) -> Recipient | None:
+    """The recipient ``order.placed`` tells of (None: it names no buyer), in the locale it
+    says, else the one a seed gave the buyer (:func:`_load_seeded`, read before), else
+    ``zh-CN``."""
     if placed.buyer is None:
         return None
     lines = [line.model_dump() for line in placed.lines]
-    return Recipient(
-        placed.order_id, placed.order_ref, placed.buyer.phone, placed.buyer.locale, lines
-    )
+    locale = placed.buyer.locale or tx.identity[SEEDED, placed.buyer.id] or DEFAULT_LOCALE
+    return Recipient(placed.order_id, placed.order_ref, placed.buyer.phone, locale, lines)
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
@@ -344,7 +359,8 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
     data = parsed.data
     assert isinstance(data, OrderPlaced)
     await _LOCKS.lock(tx, [data.order_id])
-    found = _buyer(data)
+    await _load_seeded(tx, [data])
+    found = _buyer(tx, data)
     if found is not None:
         _remember_buyer(tx, found)
     for early in await _PARKING.release(tx, data.order_id):
@@ -673,10 +689,12 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
-    """Sellers' phones and locales (one not said is left as it is, ``zh-CN`` when new), and
-    product names (loading twice changes nothing). Told as :class:`Loaded`, every row it
-    wrote as changed: which of the file's sellers and products are new is inventory's to say
-    (it has them all), a seller's locale changed is this part's alone."""
+    """Sellers' phones and locales (one not said is left as it is, ``zh-CN`` when new),
+    product names, and buyers' locales (one not said is left as it is; none: an order's
+    texts in ``zh-CN`` unless it says another); loading twice changes nothing. Told as
+    :class:`Loaded`, every seller and product row it wrote as changed: which of the file's
+    sellers and products are new is inventory's to say (it has them all), a seller's locale
+    changed is this part's alone."""
     said = [{"seller_id": s.id, "phone": s.phone, "locale": s.locale} for s in seed.sellers]
     wrote: dict[str, set[str]] = {"sellers": set(), "products": set()}
     for with_locale in (True, False):  # a locale not said is left as it is
@@ -688,4 +706,8 @@ async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:
         wrote["sellers"] |= await driver.upsert(tx.conn, sellers, "seller_id", rows)
     names = [{"sku": p.sku, "names": p.name} for p in seed.products]
     wrote["products"] = await driver.upsert(tx.conn, products, "sku", names)
+    # Their texts' language where an order leaves it out; not told: buyers are payments'
+    # credit lines in the summary, which a seed opens only.
+    spoken = [{"buyer_id": b.id, "locale": b.locale} for b in seed.buyers if b.locale]
+    await driver.upsert(tx.conn, buyers, "buyer_id", spoken)
     return Loaded(changed=wrote)  # upserts: nothing in the file is left as it was

@@ -67,7 +67,13 @@ CancelReason = Literal[
 class Buyer(Frozen):
     id: str = Field(min_length=1, max_length=64)
     phone: str = Field(pattern=E164_PATTERN)
-    locale: Locale = "zh-CN"
+    locale: Locale | None = Field(
+        None,
+        description=(
+            "the language of the buyer's texts; left out, the one `caravan seed` gave the buyer"
+            " (a seed file's buyers), else zh-CN"
+        ),
+    )
 
 
 MAX_LINES = 50

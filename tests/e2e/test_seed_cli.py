@@ -7,11 +7,13 @@ import json
 import random
 import re
 import uuid
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import text
 
 from caravan.seeding import EXPIRED
+from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.test_ops import cli
@@ -301,6 +303,50 @@ async def test_a_seller_seeded_with_a_locale_gets_its_new_order_texts_in_it(
         )
         == "ug-CN"
     )
+
+
+def texted(caravan: System, order_id: str, phone: str) -> list[CloudEvent]:
+    """The texts sent so far to ``phone`` about ``order_id``."""
+    return caravan.log.events(
+        Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=phone
+    )
+
+
+async def test_a_buyer_seeded_with_a_locale_gets_texts_in_it_where_an_order_leaves_it_out(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A seed file's buyer's locale was kept nowhere: a buyer seeded ug-CN was texted in
+    Chinese for an order that left ``buyer.locale`` out. It is their texts' language then; a
+    later file that does not say it leaves it as it is; an order's own locale comes first."""
+    tag = uuid.uuid4().hex[:8]
+    phone = f"+86135{random.randrange(10**8):08d}"
+    names = {"zh-CN": "葡萄干", "ug-CN": "ئۈزۈم قېقى", "en": "Raisins"}
+    buyer = {"id": f"B-{tag}", "phone": phone, "credit_limit_fen": 100000}
+    body = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [{**product(f"P-{tag}", f"S-{tag}"), "name": names}],
+        "lots": [lot(f"L-{tag}", f"P-{tag}")],
+        "buyers": [{**buyer, "locale": "ug-CN"}],
+    }
+    for seed in (body, {"buyers": [buyer]}):  # the second, saying no locale, keeps it
+        done = await cli(caravan, "seed", write(tmp_path, seed))
+        assert done.returncode == 0, done.stderr
+    said = {}
+    for locale in (None, "en"):
+        req = OrderRequested.model_validate(
+            {
+                "order_ref": ref("BL"),
+                "buyer": {"id": f"B-{tag}", "phone": phone, "locale": locale},
+                "lines": [{"sku": f"P-{tag}", "quantity": 2}],
+                "payment": {"method": "prepaid"},
+            }
+        )
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        sent = await caravan.wait_for(partial(texted, caravan, order_id, phone))
+        said[locale] = (sent[0].data["locale"], sent[0].data["text"])
+    assert said[None][0] == "ug-CN" and "ئۈزۈم قېقى x2" in said[None][1], said
+    assert said["en"][0] == "en" and "Raisins x2" in said["en"][1], said
 
 
 async def test_a_file_that_is_not_a_seed_file_is_refused_with_every_error(

@@ -1,8 +1,8 @@
 """The notifications schema: who to reach for an order (until it can text them no more,
-and ``notifications_recipient_retention_days``), sellers and their goods (from the seed),
-which sellers an order concerns, the opt-out list, the SMS (one per dedup key; a finished one
-kept ``notifications_sms_retention_days``), and the events waiting for their order's
-``order.placed``."""
+and ``notifications_recipient_retention_days``), sellers and their goods and buyers'
+languages (from the seed), which sellers an order concerns, the opt-out list, the SMS (one
+per dedup key; a finished one kept ``notifications_sms_retention_days``), and the events
+waiting for their order's ``order.placed``."""
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -32,6 +32,14 @@ sellers = Table(
     Column("seller_id", String(64), primary_key=True),
     Column("phone", String(20), nullable=False),
     Column("locale", String(8), nullable=False, server_default="zh-CN"),
+)
+
+buyers = Table(
+    "buyers",
+    metadata,
+    Column("buyer_id", String(64), primary_key=True),
+    # The language a seed file gave the buyer: their texts', where an order leaves it out.
+    Column("locale", String(8), nullable=False),
 )
 
 products = Table(

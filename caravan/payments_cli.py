@@ -4,7 +4,7 @@ voided, through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``
 ``--url``)."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -375,3 +375,75 @@ def list_payments(
         errors = "\n".join(e for e in (refused, p["last_error"]) if e)
         table.add_row("\n".join(left), "\n".join(right), output.Clipped(errors, lines=lines))
     output.show(table, empty=output.none_of(f"{status} payment"))
+
+
+LOAN, LOAN_FIGURES = "loan\nbuyer\norder", "fen"
+
+
+@app.command("loans")
+def list_loans(
+    buyer: Annotated[str | None, typer.Option(help="only this buyer's loans")] = None,
+    status: Annotated[
+        Literal["active", "repaid", "voided"] | None,
+        typer.Option(help="only the loans of this status (active: still owed)"),
+    ] = None,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="only the active loans with an instalment overdue")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the loans and their totals as JSON")
+    ] = False,
+    url: Url = None,
+) -> None:
+    """The loan book, the newest loan first (`GET /loans`): a buyer's loans, those of a
+    status, or only those overdue; for each, its id, buyer and order, its status and the day
+    its next instalment falls due, what was lent, the principal still owed (what counts
+    against the credit line), what is left to pay (interest too) and what is overdue today;
+    then the totals of the loans listed."""
+    params = {
+        name: value
+        for name, value in (("buyer_id", buyer), ("status", status))
+        if value is not None
+    }
+    if overdue:
+        params["overdue"] = "true"
+    found, more = newest(_base(url), "payments", "/loans", params, limit)
+    totals = {
+        figure: sum(loan[figure] for loan in found)
+        for figure in ("principal_fen", "outstanding_fen", "remaining_fen", "overdue_fen")
+    }
+    if as_json:
+        output.as_json({"loans": found, "more": more, "totals": totals})
+        return
+    table = output.table(
+        LOAN,
+        "status\nnext due",
+        LOAN_FIGURES,
+        title=f"the newest {len(found)} loan(s): more with a higher --limit"
+        if more
+        else f"{len(found)} loan(s)",
+        whole=(LOAN, LOAN_FIGURES),
+    )
+    for loan in found:
+        figures = [
+            f"lent {loan['principal_fen']}",
+            f"owes {loan['outstanding_fen']}",
+            f"to pay {loan['remaining_fen']}",
+        ]
+        if loan["overdue_fen"]:
+            figures.append(f"overdue {loan['overdue_fen']}")
+        table.add_row(
+            "\n".join((loan["loan_id"], loan["buyer_id"], loan["order_id"])),
+            "\n".join((loan["status"], loan["next_due"] or "")),
+            "\n".join(figures),
+        )
+    filters = {"--buyer": buyer, "--status": status, "--overdue": overdue or None}
+    output.show(table, empty=output.none_of("loan", {k: v for k, v in filters.items() if v}))
+    if found:
+        late = sum(1 for loan in found if loan["overdue_fen"])
+        console.print(
+            f"{'listed' if more else 'in all'}: lent {totals['principal_fen']} fen, principal"
+            f" owed {totals['outstanding_fen']} fen, left to pay {totals['remaining_fen']} fen,"
+            f" overdue {totals['overdue_fen']} fen ({late} loan(s) overdue)"
+        )

@@ -6,9 +6,10 @@ concurrent calls on any number of instances are applied one after the other.
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,6 +27,7 @@ from services.payments.domain.credit import available_credit
 from services.payments.domain.repayment import Due, allocate, overdue, remaining
 from shared.events.payments import InstalmentLeft, PaymentRepaid
 from shared.messaging.uow import Tx
+from shared.pagination import Position, newest_first, page
 from shared.seed import MAX_CREDIT_LIMIT_FEN
 
 
@@ -184,12 +186,19 @@ async def _dues(conn: AsyncConnection, loan_id: str) -> list[Due]:
     return [Due(r.number, r.due, r.amount_fen, r.interest_fen, r.paid_fen) for r in rows]
 
 
+def _owed(dues: list[Due], today: date) -> tuple[int, int]:
+    """What is left to pay on a loan's instalments (those of a loan still lent), and what of
+    it is overdue ``today``."""
+    return remaining(dues), sum(d.remaining_fen for d in dues if overdue(d, today))
+
+
 async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanView:
     loan = (await conn.execute(select(loans).where(loans.c.loan_id == loan_id))).first()
     if loan is None:
         raise NotFound(f"no loan {loan_id}")
     dues = await _dues(conn, loan_id)
     live = loan.status == "active"
+    left, late = _owed(dues if live else [], today)
     # A liability, so credited (negative) while it is owed.
     refund = -await ledger_store.balance_of_loan(conn, loan_id, ledger.BUYER_REFUND_PAYABLE)
     return LoanView(
@@ -201,8 +210,8 @@ async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanVie
         interest_fen=loan.interest_fen,
         term_months=loan.term_months,
         outstanding_fen=loan.outstanding_fen,
-        remaining_fen=remaining(dues) if live else 0,
-        overdue_fen=sum(d.remaining_fen for d in dues if live and overdue(d, today)),
+        remaining_fen=left,
+        overdue_fen=late,
         refund_owed_fen=refund,
         schedule=[
             InstalmentView(
@@ -216,6 +225,100 @@ async def loan_view(conn: AsyncConnection, loan_id: str, today: date) -> LoanVie
             for d in dues
         ],
     )
+
+
+LoanStatus = Literal["active", "repaid", "voided"]
+
+
+@dataclass(frozen=True)
+class LoanLine:
+    """A loan as the loan book lists it: :class:`LoanView`'s figures without its schedule,
+    and the day of its next instalment not paid in full (None: none is left to pay)."""
+
+    loan_id: str
+    order_id: str
+    buyer_id: str
+    status: str
+    created_at: datetime
+    principal_fen: int
+    interest_fen: int
+    term_months: int
+    outstanding_fen: int
+    remaining_fen: int
+    overdue_fen: int
+    next_due: date | None
+
+
+_LISTED = (
+    "loan_id",
+    "order_id",
+    "buyer_id",
+    "status",
+    "created_at",
+    "principal_fen",
+    "interest_fen",
+    "term_months",
+    "outstanding_fen",
+)
+"""The columns of a loan the loan book gives as they are (:class:`LoanLine`)."""
+
+
+def _is_overdue(today: date) -> ColumnElement[bool]:
+    """A loan with an instalment past its day and not paid in full (one still lent)."""
+    late = select(instalments.c.loan_id).where(
+        instalments.c.loan_id == loans.c.loan_id,
+        instalments.c.due < today,
+        instalments.c.paid_fen < instalments.c.amount_fen,
+    )
+    return LOAN_ACTIVE & exists(late)
+
+
+async def loan_book(
+    conn: AsyncConnection,
+    today: date,
+    *,
+    buyer_id: str | None,
+    status: LoanStatus | None,
+    overdue_only: bool,
+    start: Position | None,
+    limit: int,
+) -> tuple[list[LoanLine], str | None]:
+    """The loans of a buyer, of a status, or only those overdue (an active loan with an
+    instalment past its day unpaid), the newest first, strictly after ``start``: up to
+    ``limit`` of them, each with what it owes and what is overdue ``today``, and the cursor
+    to continue from if there are more."""
+    query = select(loans)
+    if buyer_id is not None:
+        query = query.where(loans.c.buyer_id == buyer_id)
+    if status is not None:
+        query = query.where(loans.c.status == status)
+    if overdue_only:
+        query = query.where(_is_overdue(today))
+    key = (loans.c.created_at, loans.c.loan_id)
+    found = (await conn.execute(newest_first(query, key, start, limit))).all()
+    rows, next_cursor = page(found, limit, lambda r: (r.created_at, r.loan_id))
+    dues: dict[str, list[Due]] = {r.loan_id: [] for r in rows}
+    if rows:
+        schedule = await conn.execute(
+            select(instalments)
+            .where(instalments.c.loan_id.in_(list(dues)))
+            .order_by(instalments.c.loan_id, instalments.c.number)
+        )
+        for i in schedule:
+            dues[i.loan_id].append(Due(i.number, i.due, i.amount_fen, i.interest_fen, i.paid_fen))
+    lines = []
+    for r in rows:
+        mine = dues[r.loan_id] if r.status == "active" else []
+        left, late = _owed(mine, today)
+        lines.append(
+            LoanLine(
+                **{name: r._mapping[name] for name in _LISTED},
+                remaining_fen=left,
+                overdue_fen=late,
+                next_due=min((d.due for d in mine if d.remaining_fen > 0), default=None),
+            )
+        )
+    return lines, next_cursor
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """``caravan payments`` subcommands against the running payments admin API."""
 
+import json
 from collections.abc import Awaitable, Callable
 
 from tests.e2e.test_ops import cli as caravan_cli
@@ -106,3 +107,54 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     # A key that cannot be a header is refused before anything is sent (was a traceback).
     code, out = await cli("repay", loan_id, "--amount", "1", "--key", "ключ")
     assert code == 2 and "Idempotency-Key must be ASCII" in out
+
+
+async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: System) -> None:
+    """A credit officer at the month's end: each buyer's loans with what they owe and what is
+    overdue, the overdue alone, and the same as JSON to export (a loan's id was found only
+    through GET /orders/{id}/payment, one order at a time, and what was overdue only loan by
+    loan with `caravan payments loan`)."""
+    await caravan.seed(payments_seed())
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+
+    async def cli(*args: str) -> tuple[int, str]:
+        done = await caravan_cli(caravan, "payments", args[0], "--url", url, *args[1:])
+        return done.returncode, done.stdout + done.stderr
+
+    farmer, shop = buyer("book"), buyer("book")
+    for who in (farmer, shop):
+        assert (await cli("credit-set", who, "10000"))[0] == 0
+    early = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data["payment"]
+    late = (await run(caravan, order(farmer, {"PAY-UNIT": 12}, term=2))).data["payment"]
+    other = (await run(caravan, order(shop, {"PAY-UNIT": 50}, term=1))).data["payment"]
+    assert (await cli("repay", early["loan_id"], "--amount", "1000"))[0] == 0
+    # A month and more passes for the second loan: its first instalment, 600 fen, is overdue.
+    await caravan.execute(
+        "update payments.instalments set due = due - 40 where loan_id = :loan",
+        loan=late["loan_id"],
+    )
+
+    code, out = await cli("loans", "--buyer", farmer)
+    assert code == 0, out
+    assert early["loan_id"] in out and late["loan_id"] in out and other["loan_id"] not in out
+    assert "overdue 600" in out and "owes 2000" in out and "to pay 2000" in out, out
+    assert out.rstrip().endswith(
+        "in all: lent 4200 fen, principal owed 3200 fen, left to pay 3200 fen, overdue 600"
+        " fen (1 loan(s) overdue)"
+    ), out
+
+    code, out = await cli("loans", "--buyer", farmer, "--overdue", "--json")
+    assert code == 0, out
+    book = json.loads(out)
+    assert [loan["loan_id"] for loan in book["loans"]] == [late["loan_id"]]
+    (listed_late,) = book["loans"]
+    assert listed_late["buyer_id"] == farmer and listed_late["status"] == "active"
+    assert (listed_late["outstanding_fen"], listed_late["overdue_fen"]) == (1200, 600)
+    assert book["totals"]["overdue_fen"] == 600 and book["more"] is False
+
+    code, out = await cli("loans", "--buyer", shop, "--status", "repaid")
+    assert (code, out.strip()) == (0, f"no loan matches --buyer {shop} --status repaid"), out
+    async with caravan.api("payments") as admin:
+        answer = await admin.get("/loans", params={"buyer_id": shop, "status": "active"})
+    assert answer.status_code == 200, answer.text
+    assert [loan["loan_id"] for loan in answer.json()["items"]] == [other["loan_id"]]

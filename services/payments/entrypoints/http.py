@@ -9,6 +9,9 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   a limit that would go below 0 or above that bound); with
   an ``Idempotency-Key`` header applied once (``"applied": false`` for the same key again,
   409 for the same key with another delta). Without one, every call is applied.
+- ``GET /loans?buyer_id=&status=&overdue=`` (scope ``ops`` too): the loan book, the newest
+  first, paged: each loan's principal, outstanding principal, what is left to pay, what is
+  overdue today and its next instalment's day.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id, the
@@ -81,6 +84,7 @@ Writer = Annotated[Principal, require("credit:write")]
 READ = [require("credit:read", "credit:write")]
 PAYMENT_READ = [require("ops", "credit:read", "credit:write")]  # operations find refunds owed
 PAYMENTS_CURSOR = cursor_after(datetime, str)  # after a payment's (updated_at, order_id)
+LOANS_CURSOR = cursor_after(datetime, str)  # after a loan's (created_at, loan_id)
 Operator = Annotated[Principal, require("ops")]
 Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
@@ -261,6 +265,37 @@ async def _line_or_none(conn: AsyncConnection, buyer_id: str) -> Any:
 def loans_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(tags=["loans"], responses=problem_responses({422: BAD_INPUT}))
     no_loan = "no loan with this id"
+
+    @router.get("/loans", dependencies=PAYMENT_READ)
+    async def list_loans(
+        buyer_id: Annotated[
+            str | None,
+            Query(min_length=1, max_length=64, description="only this buyer's loans"),
+            NO_NUL,
+        ] = None,
+        status: Annotated[
+            lending.LoanStatus | None, Query(description="only the loans of this status")
+        ] = None,
+        overdue: Annotated[
+            bool, Query(description="only the active loans with an instalment overdue")
+        ] = False,
+        start: Position | None = LOANS_CURSOR,
+        limit: Limit = 20,
+    ) -> Any:
+        """The loan book: loans of a buyer, of a status, or only those overdue, the newest
+        first, each with its principal, outstanding principal, what is left to pay, what is
+        overdue today and the day its next instalment falls due; follow ``next_cursor``."""
+        async with uow.db.engine.connect() as conn:
+            items, next_cursor = await lending.loan_book(
+                conn,
+                days.today(),
+                buyer_id=buyer_id,
+                status=status,
+                overdue_only=overdue,
+                start=start,
+                limit=limit,
+            )
+        return {"items": [_view(i) for i in items], "next_cursor": next_cursor}
 
     @router.get("/loans/{loan_id}", responses=problem_responses({404: no_loan}), dependencies=READ)
     async def get_loan(loan_id: UuidId) -> Any:

@@ -33,9 +33,13 @@ def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> 
 
 
 def _show_line(body: dict[str, Any]) -> None:
+    """A credit line; one whose buyer owes more than its limit (lowered below what they owe)
+    says by how much, where "available 0" alone read as a buyer at their limit."""
+    over = body["outstanding_fen"] - body["credit_limit_fen"]
     console.print(
         f"{body['buyer_id']}: limit {body['credit_limit_fen']} fen, "
         f"outstanding {body['outstanding_fen']} fen, available {body['available_fen']} fen"
+        + (f" ({over} fen over the limit: no new loan until repaid below it)" if over > 0 else "")
     )
 
 

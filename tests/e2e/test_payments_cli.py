@@ -158,3 +158,28 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
         answer = await admin.get("/loans", params={"buyer_id": shop, "status": "active"})
     assert answer.status_code == 200, answer.text
     assert [loan["loan_id"] for loan in answer.json()["items"]] == [other["loan_id"]]
+
+
+async def test_a_limit_lowered_below_what_is_owed_says_by_how_much(caravan: System) -> None:
+    """An officer lowering a buyer's limit below what they owe (allowed: it stops new loans)
+    was told "available 0 fen" alone, as of a buyer exactly at their limit."""
+    await caravan.seed(payments_seed())
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+
+    async def cli(*args: str) -> tuple[int, str]:
+        done = await caravan_cli(caravan, "payments", args[0], "--url", url, *args[1:])
+        return done.returncode, done.stdout + done.stderr
+
+    who = buyer("over")
+    assert (await cli("credit-set", who, "5000"))[0] == 0
+    loan = (await run(caravan, order(who, {"PAY-UNIT": 30}, term=3))).data["payment"]
+    code, out = await cli("credit-adjust", who, "--", "-4000")
+    over = " (2000 fen over the limit: no new loan until repaid below it)"
+    assert (code, out) == (
+        0,
+        f"{who}: limit 1000 fen, outstanding 3000 fen, available 0 fen{over}\n",
+    ), out
+    assert (await cli("credit-show", who))[1].endswith(f"{over}\n")
+    assert (await cli("repay", loan["loan_id"], "--amount", "2000"))[0] == 0
+    code, out = await cli("credit-show", who)
+    assert (code, out) == (0, f"{who}: limit 1000 fen, outstanding 1000 fen, available 0 fen\n")

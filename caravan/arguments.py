@@ -1,4 +1,7 @@
-"""How a ``caravan`` command that takes a number as an argument reads a negative one.
+"""How a ``caravan`` command reads a negative number given as an argument, and a time given
+as an option (:func:`time_option`).
+
+A negative number:
 
 Click reads ``-5000`` as the short options ``-5``, ``-0``, ... and refuses it ("No such
 option: -5") unless it follows ``--``: ``caravan payments credit-set BUYER -5`` said
@@ -16,10 +19,14 @@ ca-3)", or a buyer named ``--kye``). This builds on the parser of the Click that
 read as options: ``tests/unit/test_cli_negative_numbers.py`` fails if a Typer upgrade moves it."""
 
 import re
+from datetime import UTC, date, datetime
 
+import typer
 from typer._click.core import Context
 from typer._click.parser import _OptionParser, _ParsingState
 from typer.core import TyperCommand
+
+from shared import days
 
 NUMBER = re.compile(r"-\.?\d")
 """The beginning of a negative number (``-5``, ``-0.5``, ``-.5``): no option of ``caravan``
@@ -43,3 +50,30 @@ class NegativeNumbers(TyperCommand):
         for param in self.get_params(ctx):
             param.add_to_parser(parser, ctx)
         return parser
+
+
+TIME = "ISO 8601; UTC if no zone, a date alone from its start in the market's zone"
+"""How a time option's help says what :func:`time_option` reads."""
+
+
+def time_option(value: str) -> datetime:
+    """A time option's value: ISO 8601 as ``datetime.fromisoformat`` reads it (an offset or
+    ``Z``, fractions of a second, what ``caravan dlq list`` prints), UTC when it names no
+    zone; a date alone (``2026-12-06``) the start of that day in the marketplace's zone
+    (``CARAVAN_MARKET_TIMEZONE``): read as midnight UTC, an operator's "today" in Shawan began
+    at 08:00 and missed the market's first 8 hours. Typer's own datetime type reads click's
+    three formats (no zone, no fractions) or, in newer Typers, pydantic's (a bare number as
+    Unix seconds), whichever is installed."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day, datetime.min.time(), days.market_zone())
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-12-03T09:00:00+08:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 from urllib.parse import unquote
@@ -19,6 +19,7 @@ from typer._click.core import Context
 from typer.core import TyperArgument, TyperGroup
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
+from caravan.arguments import TIME, time_option
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from services.orders.domain.order import Status as OrderStatus
@@ -701,40 +702,13 @@ def _named_kafka(settings: Settings) -> str:
     return settings.named_kafka() or checkout.local_kafka()
 
 
-TIME = "ISO 8601; UTC if no zone, a date alone from its start in the market's zone"
-"""How a time option's help says what :func:`_time` reads."""
-
-
-def _time(value: str) -> datetime:
-    """A time option's value: ISO 8601 as ``datetime.fromisoformat`` reads it (an offset or
-    ``Z``, fractions of a second, what ``caravan dlq list`` prints), UTC when it names no
-    zone; a date alone (``2026-12-06``) the start of that day in the marketplace's zone
-    (``CARAVAN_MARKET_TIMEZONE``): read as midnight UTC, an operator's "today" in Shawan began
-    at 08:00 and missed the market's first 8 hours. Typer's own datetime type reads click's
-    three formats (no zone, no fractions) or, in newer Typers, pydantic's (a bare number as
-    Unix seconds), whichever is installed."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, datetime.min.time(), days.market_zone())
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO 8601 time, e.g. 2026-12-03T09:00:00+08:00"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 @app.command()
 def replay(
     topic: Annotated[str, typer.Option(help="the topic to re-read")],
     group: Annotated[str, typer.Option(help="the consumer group to rewind, e.g. caravan-orders")],
     from_timestamp: Annotated[
         datetime | None,
-        typer.Option(parser=_time, help=f"first record time to re-read ({TIME})"),
+        typer.Option(parser=time_option, help=f"first record time to re-read ({TIME})"),
     ] = None,
     from_offset: Annotated[
         int | None, typer.Option(min=0, help="offset to restart from, per partition")
@@ -1018,10 +992,10 @@ def orders_list(
     ] = None,
     since: Annotated[
         datetime | None,
-        typer.Option(parser=_time, help=f"placed at or after ({TIME})"),
+        typer.Option(parser=time_option, help=f"placed at or after ({TIME})"),
     ] = None,
     until: Annotated[
-        datetime | None, typer.Option(parser=_time, help=f"placed before ({TIME})")
+        datetime | None, typer.Option(parser=time_option, help=f"placed before ({TIME})")
     ] = None,
     buyer: Annotated[str | None, typer.Option(help="only this buyer's")] = None,
     source: Annotated[
@@ -1060,9 +1034,7 @@ def orders_list(
         STATUS,
         BUYER,
         "fen",
-        title=f"the newest {len(found)} order(s): more with a higher --limit"
-        if more
-        else f"{len(found)} order(s)",
+        title=output.listed_title(len(found), "order(s)", more),
         whole=(ORDER, STATUS),
         right=("fen",),
     )
@@ -1223,7 +1195,7 @@ SourceOpt = Annotated[
 ]
 SinceOpt = Annotated[
     datetime | None,
-    typer.Option(parser=_time, help=f"dead-lettered at or after ({TIME})"),
+    typer.Option(parser=time_option, help=f"dead-lettered at or after ({TIME})"),
 ]
 
 

@@ -138,6 +138,12 @@ def show(table: Table, on: Console = console, empty: str | None = None) -> None:
             column.width = width
 
 
+def listed_title(count: int, what: str, more: bool, first: str = "the newest") -> str:
+    """The title of a list read a page at a time up to ``--limit``: how many of ``what`` it
+    shows, and, where ``--limit`` left some out, that there are more."""
+    return f"{first} {count} {what}: more with a higher --limit" if more else f"{count} {what}"
+
+
 def none_of(what: str, filters: Mapping[str, object] | None = None) -> str:
     """The line a list of no rows prints instead of its table (:func:`show`'s ``empty``), as
     ``caravan stuck``'s says it: ``no parked event``, or, where the list was filtered, with the

@@ -4,13 +4,14 @@ voided, through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``
 ``--url``)."""
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import typer
 
 from caravan import output
 from caravan.admin_api import base_url, call, found, newest
-from caravan.arguments import NegativeNumbers
+from caravan.arguments import TIME, NegativeNumbers, time_option
 from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
@@ -353,9 +354,7 @@ def list_payments(
         PAYMENT,
         FIGURES,
         "last error",
-        title=f"the last changed {len(found)} {status} payment(s): more with a higher --limit"
-        if more
-        else f"{len(found)} {status} payment(s)",
+        title=output.listed_title(len(found), f"{status} payment(s)", more, "the last changed"),
         whole=(PAYMENT, FIGURES),
     )
     for p in found:
@@ -424,9 +423,7 @@ def list_loans(
         LOAN,
         "status\nnext due",
         LOAN_FIGURES,
-        title=f"the newest {len(found)} loan(s): more with a higher --limit"
-        if more
-        else f"{len(found)} loan(s)",
+        title=output.listed_title(len(found), "loan(s)", more),
         whole=(LOAN, LOAN_FIGURES),
     )
     for loan in found:
@@ -450,4 +447,63 @@ def list_loans(
             f"{'listed' if more else 'in all'}: lent {totals['principal_fen']} fen, principal"
             f" owed {totals['outstanding_fen']} fen, left to pay {totals['remaining_fen']} fen,"
             f" overdue {totals['overdue_fen']} fen ({late} loan(s) overdue)"
+        )
+
+
+REPAID, REPAID_FIGURES = "when\nloan\nbuyer", "fen"
+
+
+@app.command("repayments")
+def list_repayments(
+    since: Annotated[
+        datetime | None,
+        typer.Option(parser=time_option, help=f"recorded at or after ({TIME})"),
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(parser=time_option, help=f"recorded before ({TIME})")
+    ] = None,
+    buyer: Annotated[str | None, typer.Option(help="only those of this buyer's loans")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the repayments and their totals as JSON")
+    ] = False,
+    url: Url = None,
+) -> None:
+    """The repayments recorded in a time (a month's: --since 2026-12-01 --until 2027-01-01),
+    the newest first (`GET /repayments`), of a buyer's loans or every one: when, the loan,
+    the buyer; what was repaid, of it principal and interest, and its key; then the totals
+    of every repayment in the time, those beyond --limit too."""
+    asked = {"buyer_id": buyer} if buyer is not None else {}
+    times = {name: t.isoformat() for name, t in (("since", since), ("until", until)) if t}
+    options = {"buyer_id": "--buyer", "since": "--since", "until": "--until"}
+    found, more = newest(_base(url), "payments", "/repayments", asked | times, limit, options)
+    first = {**asked, **times, "limit": "1"}  # the totals of every page, said on each
+    totals = _call(url, "GET", "/repayments", params=first)["totals"]
+    if as_json:
+        output.as_json({"repayments": found, "more": more, "totals": totals})
+        return
+    table = output.table(
+        REPAID,
+        REPAID_FIGURES,
+        title=output.listed_title(len(found), "repayment(s)", more),
+        whole=(REPAID, REPAID_FIGURES),
+    )
+    for r in found:
+        table.add_row(
+            "\n".join((output.at(r["created_at"]), r["loan_id"], r["buyer_id"])),
+            "\n".join(
+                (
+                    f"{r['amount_fen']} repaid",
+                    f"{r['principal_fen']} principal",
+                    f"{r['interest_fen']} interest",
+                    f"key {r['repayment_id']}",
+                )
+            ),
+        )
+    filters = {"--since": since, "--until": until, "--buyer": buyer}
+    output.show(table, empty=output.none_of("repayment", {k: v for k, v in filters.items() if v}))
+    if found:
+        console.print(
+            f"in all: {totals['repayments']} repayment(s) of {totals['amount_fen']} fen,"
+            f" {totals['principal_fen']} fen principal and {totals['interest_fen']} fen interest"
         )

@@ -322,6 +322,85 @@ async def loan_book(
 
 
 @dataclass(frozen=True)
+class RepaymentLine:
+    """A repayment as the list of those made says it: when, on which loan, of whose order,
+    and how it was split between principal and interest."""
+
+    repayment_id: str  # its idempotency key, as POST /loans/{id}/repayments answered it
+    loan_id: str
+    order_id: str
+    buyer_id: str
+    created_at: datetime
+    amount_fen: int
+    principal_fen: int
+    interest_fen: int
+
+
+async def repayments_made(
+    conn: AsyncConnection,
+    *,
+    buyer_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    start: Position | None,
+    limit: int,
+) -> tuple[list[RepaymentLine], str | None, dict[str, int]]:
+    """The repayments recorded at or after ``since`` and before ``until`` (of a buyer's
+    loans), the newest first, strictly after ``start``: up to ``limit`` of them, the cursor
+    to continue from if there are more, and the totals of all of them (every page's)."""
+    chosen = []
+    if buyer_id is not None:
+        chosen.append(loans.c.buyer_id == buyer_id)
+    if since is not None:
+        chosen.append(repayments.c.created_at >= since)
+    if until is not None:
+        chosen.append(repayments.c.created_at < until)
+    joined = repayments.join(loans, loans.c.loan_id == repayments.c.loan_id)
+    query = (
+        select(
+            repayments.c.idempotency_key.label("repayment_id"),
+            repayments.c.loan_id,
+            loans.c.order_id,
+            loans.c.buyer_id,
+            repayments.c.created_at,
+            repayments.c.amount_fen,
+            repayments.c.principal_fen,
+            repayments.c.interest_fen,
+        )
+        .select_from(joined)
+        .where(*chosen)
+    )
+    key = (repayments.c.created_at, repayments.c.loan_id, repayments.c.idempotency_key)
+    found = (await conn.execute(newest_first(query, key, start, limit))).all()
+    rows, next_cursor = page(found, limit, lambda r: (r.created_at, r.loan_id, r.repayment_id))
+    sums = (
+        await conn.execute(
+            select(
+                func.count(),
+                *(
+                    func.coalesce(func.sum(column), 0)
+                    for column in (
+                        repayments.c.amount_fen,
+                        repayments.c.principal_fen,
+                        repayments.c.interest_fen,
+                    )
+                ),
+            )
+            .select_from(joined)
+            .where(*chosen)
+        )
+    ).one()
+    totals = dict(
+        zip(
+            ("repayments", "amount_fen", "principal_fen", "interest_fen"),
+            map(int, sums),
+            strict=True,
+        )
+    )
+    return [RepaymentLine(**r._mapping) for r in rows], next_cursor, totals
+
+
+@dataclass(frozen=True)
 class Repayment:
     repayment_id: str
     loan_id: str

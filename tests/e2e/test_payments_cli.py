@@ -3,6 +3,7 @@
 import json
 from collections.abc import Awaitable, Callable
 
+from shared import days
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
     buyer,
@@ -109,11 +110,13 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     assert code == 2 and "Idempotency-Key must be ASCII" in out
 
 
-async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: System) -> None:
-    """A credit officer at the month's end: each buyer's loans with what they owe and what is
-    overdue, the overdue alone, and the same as JSON to export (a loan's id was found only
-    through GET /orders/{id}/payment, one order at a time, and what was overdue only loan by
-    loan with `caravan payments loan`)."""
+Cli = Callable[..., Awaitable[tuple[int, str]]]
+
+
+async def officer(caravan: System, *buyers: str) -> Cli:
+    """``caravan payments ARGS`` as a credit officer runs it on the session's payments API
+    (the module's reference data loaded; each of ``buyers`` given a limit of 10,000 fen): its
+    exit code, and what it said."""
     await caravan.seed(payments_seed())
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
 
@@ -121,9 +124,18 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
         done = await caravan_cli(caravan, "payments", args[0], "--url", url, *args[1:])
         return done.returncode, done.stdout + done.stderr
 
-    farmer, shop = buyer("book"), buyer("book")
-    for who in (farmer, shop):
+    for who in buyers:
         assert (await cli("credit-set", who, "10000"))[0] == 0
+    return cli
+
+
+async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: System) -> None:
+    """A credit officer at the month's end: each buyer's loans with what they owe and what is
+    overdue, the overdue alone, and the same as JSON to export (a loan's id was found only
+    through GET /orders/{id}/payment, one order at a time, and what was overdue only loan by
+    loan with `caravan payments loan`)."""
+    farmer, shop = buyer("book"), buyer("book")
+    cli = await officer(caravan, farmer, shop)
     early = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data["payment"]
     late = (await run(caravan, order(farmer, {"PAY-UNIT": 12}, term=2))).data["payment"]
     other = (await run(caravan, order(shop, {"PAY-UNIT": 50}, term=1))).data["payment"]
@@ -163,13 +175,7 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
 async def test_a_limit_lowered_below_what_is_owed_says_by_how_much(caravan: System) -> None:
     """An officer lowering a buyer's limit below what they owe (allowed: it stops new loans)
     was told "available 0 fen" alone, as of a buyer exactly at their limit."""
-    await caravan.seed(payments_seed())
-    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
-
-    async def cli(*args: str) -> tuple[int, str]:
-        done = await caravan_cli(caravan, "payments", args[0], "--url", url, *args[1:])
-        return done.returncode, done.stdout + done.stderr
-
+    cli = await officer(caravan)
     who = buyer("over")
     assert (await cli("credit-set", who, "5000"))[0] == 0
     loan = (await run(caravan, order(who, {"PAY-UNIT": 30}, term=3))).data["payment"]
@@ -183,3 +189,43 @@ async def test_a_limit_lowered_below_what_is_owed_says_by_how_much(caravan: Syst
     assert (await cli("repay", loan["loan_id"], "--amount", "2000"))[0] == 0
     code, out = await cli("credit-show", who)
     assert (code, out) == (0, f"{who}: limit 1000 fen, outstanding 1000 fen, available 0 fen\n")
+
+
+async def test_the_repayments_of_a_month_are_listed_with_their_totals(caravan: System) -> None:
+    """What was repaid in a month, a buyer's or everyone's, with its totals (principal and
+    interest apart), to close a month's books: it was in the audit trail alone (psql)."""
+    farmer, shop = buyer("repaid"), buyer("repaid")
+    cli = await officer(caravan, farmer, shop)
+    mine = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data["payment"]
+    theirs = (await run(caravan, order(shop, {"PAY-UNIT": 30}, term=3))).data["payment"]
+    for loan, fen, key in ((mine, "1000", "last-month"), (mine, "500", "this-month")):
+        assert (await cli("repay", loan["loan_id"], "--amount", fen, "--key", key))[0] == 0
+    assert (await cli("repay", theirs["loan_id"], "--amount", "2000"))[0] == 0
+    await caravan.execute(  # recorded last month
+        "update payments.repayments set created_at = created_at - interval '40 days'"
+        " where loan_id = :loan and idempotency_key = 'last-month'",
+        loan=mine["loan_id"],
+    )
+
+    month = str(days.today().replace(day=1))
+    code, out = await cli("repayments", "--buyer", farmer, "--since", month)
+    assert code == 0, out
+    assert "key this-month" in out and "last-month" not in out, out
+    assert out.rstrip().endswith(
+        "in all: 1 repayment(s) of 500 fen, 500 fen principal and 0 fen interest"
+    ), out
+    code, out = await cli("repayments", "--buyer", farmer, "--json")
+    assert code == 0, out
+    said = json.loads(out)
+    assert [r["repayment_id"] for r in said["repayments"]] == ["this-month", "last-month"]
+    assert {r["buyer_id"] for r in said["repayments"]} == {farmer}
+    assert said["totals"] == {
+        "repayments": 2,
+        "amount_fen": 1500,
+        "principal_fen": 1500,
+        "interest_fen": 0,
+    }
+    async with caravan.api("payments") as admin:
+        answer = await admin.get("/repayments", params={"buyer_id": shop, "limit": 1})
+    assert answer.status_code == 200, answer.text
+    assert [r["amount_fen"] for r in answer.json()["items"]] == [2000]

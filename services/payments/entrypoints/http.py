@@ -12,6 +12,8 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
 - ``GET /loans?buyer_id=&status=&overdue=`` (scope ``ops`` too): the loan book, the newest
   first, paged: each loan's principal, outstanding principal, what is left to pay, what is
   overdue today and its next instalment's day.
+- ``GET /repayments?buyer_id=&since=&until=`` (scope ``ops`` too): the repayments recorded
+  in a time, the newest first, paged, with the totals of all of them.
 - ``GET /loans/{loan_id}``: the loan, its schedule (paid, overdue), outstanding principal,
   and ``refund_owed_fen``: what the buyer repaid on it before it was voided, owed back.
 - ``GET /orders/{order_id}/payment``: the payment of an order (status, method, loan id, the
@@ -70,6 +72,7 @@ from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
     NO_NUL,
+    Time,
     problem,
     problem_responses,
     require,
@@ -85,6 +88,12 @@ READ = [require("credit:read", "credit:write")]
 PAYMENT_READ = [require("ops", "credit:read", "credit:write")]  # operations find refunds owed
 PAYMENTS_CURSOR = cursor_after(datetime, str)  # after a payment's (updated_at, order_id)
 LOANS_CURSOR = cursor_after(datetime, str)  # after a loan's (created_at, loan_id)
+REPAYMENTS_CURSOR = cursor_after(datetime, str, str)  # (created_at, loan_id, its key)
+OfBuyer = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="only those of this buyer's loans"),
+    NO_NUL,
+]
 Operator = Annotated[Principal, require("ops")]
 Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
@@ -268,11 +277,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
 
     @router.get("/loans", dependencies=PAYMENT_READ)
     async def list_loans(
-        buyer_id: Annotated[
-            str | None,
-            Query(min_length=1, max_length=64, description="only this buyer's loans"),
-            NO_NUL,
-        ] = None,
+        buyer_id: OfBuyer = None,
         status: Annotated[
             lending.LoanStatus | None, Query(description="only the loans of this status")
         ] = None,
@@ -296,6 +301,24 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                 limit=limit,
             )
         return {"items": [_view(i) for i in items], "next_cursor": next_cursor}
+
+    @router.get("/repayments", dependencies=PAYMENT_READ)
+    async def list_repayments(
+        buyer_id: OfBuyer = None,
+        since: Annotated[Time | None, Query(description="recorded at or after this time")] = None,
+        until: Annotated[Time | None, Query(description="recorded before this time")] = None,
+        start: Position | None = REPAYMENTS_CURSOR,
+        limit: Limit = 20,
+    ) -> Any:
+        """The repayments recorded in a time (a month's), of a buyer's loans or every one,
+        the newest first, each with its loan, order and buyer and how it was split between
+        principal and interest; ``totals``: of all of them, every page's; follow
+        ``next_cursor``."""
+        async with uow.db.engine.connect() as conn:
+            items, next_cursor, totals = await lending.repayments_made(
+                conn, buyer_id=buyer_id, since=since, until=until, start=start, limit=limit
+            )
+        return {"items": [_view(i) for i in items], "next_cursor": next_cursor, "totals": totals}
 
     @router.get("/loans/{loan_id}", responses=problem_responses({404: no_loan}), dependencies=READ)
     async def get_loan(loan_id: UuidId) -> Any:

@@ -85,7 +85,8 @@ def credit_adjust(
 def _show_loan(loan: dict[str, Any]) -> None:
     owed = loan.get("refund_owed_fen")  # repaid on a voided loan (older servers: absent)
     console.print(
-        f"loan {loan['loan_id']} ({loan['status']}), order {loan['order_id']}: principal "
+        f"loan {loan['loan_id']} ({loan['status']}), buyer {loan['buyer_id']}, order"
+        f" {loan['order_id']}: principal "
         f"{loan['principal_fen']} + interest {loan['interest_fen']} fen; outstanding principal "
         f"{loan['outstanding_fen']}, left to pay {loan['remaining_fen']}, "
         f"overdue {loan['overdue_fen']}" + (f"; owed back to the buyer {owed} fen" if owed else "")

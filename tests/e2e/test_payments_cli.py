@@ -67,6 +67,7 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     loan_id = done.data["payment"]["loan_id"]
     code, out = await cli("loan", loan_id)
     assert code == 0 and "left to pay 3000" in out
+    assert f"loan {loan_id} (active), buyer {who}, order {done.data['order_id']}:" in out, out
     code, out = await cli("repay", loan_id, "--amount", "1000", "--key", "cli-1")
     assert code == 0 and "1000 fen (1000 principal, 0 interest)" in out
     assert "already recorded" not in out

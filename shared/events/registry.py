@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from shared.api import field_errors
 from shared.events import inventory, notifications, orders, payments, platform
-from shared.events.envelope import CloudEvent, EventData
+from shared.events.envelope import CloudEvent, EventData, nul_free
 from shared.topics import Topic
 
 _CONTRACT_MODULES = (orders, inventory, payments, notifications, platform)
@@ -111,7 +111,9 @@ def _depth(value: object, level: int = 0) -> int:
 
 def parse_record(topic: Topic, value: bytes | None) -> Parsed:
     """Parse a record value of ``topic`` or raise :class:`PoisonRecord` saying why not."""
-    return validate_record(topic, load_record(value))
+    raw = load_record(value)
+    assert value is not None  # load_record refuses none
+    return validate_record(topic, raw, value)
 
 
 def load_record(value: bytes | None) -> dict[str, Any]:
@@ -155,19 +157,21 @@ def not_json(value: bytes, exc: orjson.JSONDecodeError) -> str:
     return f"the value is not JSON: {exc.msg} {where}"
 
 
-def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:
+def validate_record(topic: Topic, raw: dict[str, Any], text: bytes | None = None) -> Parsed:
     """:func:`load_record`'s object validated as a CloudEvent of one of ``topic``'s types
-    (the second half of :func:`parse_record`)."""
+    (the second half of :func:`parse_record`); ``text``, the JSON it was read from, if it
+    was: what holds no NUL there is not walked for one (:func:`nul_free`)."""
+    context = None if text is None else nul_free(text)
     data_error: ValidationError | None = None
     try:
-        envelope = CloudEvent.model_validate(raw)
+        envelope = CloudEvent.model_validate(raw, context=context)
     except ValidationError as exc:
         if any(err["loc"][:1] != ("data",) for err in exc.errors()):
             raise PoisonRecord("not_cloudevent", _summary(exc)) from exc
         # A sound envelope whose data is missing or no object (a JSON string is a common
         # mistake of a client library): invalid data of its type, answered as such (an
         # order.requested gets its order.rejected), not an unreadable record.
-        envelope = CloudEvent.model_validate({**raw, "data": {}})
+        envelope = CloudEvent.model_validate({**raw, "data": {}}, context=context)
         data_error = exc
     model = REGISTRY.get(topic, {}).get(envelope.type)
     if model is None:
@@ -177,7 +181,7 @@ def validate_record(topic: Topic, raw: dict[str, Any]) -> Parsed:
     if data_error is not None:
         raise _invalid_data(data_error, envelope) from data_error
     try:
-        data = model.model_validate(envelope.data)
+        data = model.model_validate(envelope.data, context=context)
     except ValidationError as exc:
         raise _invalid_data(exc, envelope) from exc
     return Parsed(envelope=envelope, data=data)

@@ -176,7 +176,8 @@ class Subscription:
             kind = raw.get("type")
             if isinstance(kind, str) and kind in self.skipped:
                 return None
-            return validate_record(self.topic, raw)
+            assert value is not None  # load_record refuses none
+            return validate_record(self.topic, raw, value)
         except PoisonRecord:
             raise
         except Exception as exc:

@@ -18,7 +18,13 @@ from services.payments.adapters import tables as payments_tables
 from services.platform.adapters import tables as platform_tables
 from services.platform.entrypoints.subscribers import subscriptions as platform_subscriptions
 from services.platform.handlers import on_order_ended, on_order_placed
-from shared.events.envelope import MAX_LOAN_ID, MAX_ORDER_ID, new_event
+from shared.events.envelope import (
+    MAX_LOAN_ID,
+    MAX_ORDER_ID,
+    has_nul,
+    new_event,
+    nul_free,
+)
 from shared.events.orders import (
     Buyer,
     Delivery,
@@ -567,6 +573,47 @@ def test_a_nul_character_in_the_envelope_is_not_a_cloudevent(field: str) -> None
     assert "NUL" in str(error)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"id": "a\\u0000b"}',
+        b'{"id": "\\u0000"}',
+        b'{"id\\u0000": 1}',
+        b'{"id": ["x", {"y": "\\u0000"}]}',
+        b'{"id": "\\\\u0000"}',  # a backslash, then u0000: no NUL, walked all the same
+        b'{"id": "\\u00000"}',
+        b'{"id": "\\u0001\\u001f\\u00a0\\ud83d\\ude00"}',
+        b'{"id": "u0000 \\\\ \\/ \\" \\n"}',
+        CONTRACT_EXAMPLE,
+    ],
+)
+def test_json_text_said_free_of_nul_holds_none(text: bytes) -> None:
+    """A record's NUL checks skip what holds no NUL by its text (``nul_free``): JSON writes a
+    NUL in a string, value or key, only as an escape (a raw one is no JSON)."""
+    loaded = orjson.loads(text)
+    if nul_free(text) is not None:
+        assert not has_nul(loaded), text
+    assert has_nul(loaded) == (b"\\u0000" in text.replace(b"\\\\", b"")), text
+
+
+@pytest.mark.parametrize("key", ["correlationid", "ext\x00", "data"])
+def test_a_nul_character_in_a_name_or_an_extension_is_refused_too(key: str) -> None:
+    """NUL in an extension's name, or in any key or text of ``data``: refused as a NUL in
+    the envelope's text is, or as invalid data."""
+    record = example()
+    if key == "data":
+        record["data"]["delivery"] = {"county\x00": "Shawan", "address": "Village 3"}
+        assert poison(orjson.dumps(record)).code == "invalid_data"
+        return
+    record[key] = "a\x00" if key == "correlationid" else "x"
+    error = poison(orjson.dumps(record))
+    assert (error.code, "NUL" in str(error)) == ("not_cloudevent", True), error
+    record.pop(key)
+    record["correlationid"] = "a\\u0000"  # the text a backslash and u0000, no NUL: kept
+    parsed = parse_record(REQUESTS, orjson.dumps(record))
+    assert parsed.envelope.correlationid == "a\\u0000"
+
+
 def test_a_source_holding_a_bar_is_not_a_cloudevent() -> None:
     """The inbox keys an event ``<source>|<id>``: source ``a|b`` with id ``c`` claimed the key
     of source ``a`` with id ``b|c``, and one of the two was dropped as a duplicate."""
@@ -617,7 +664,7 @@ def test_anything_else_that_parsing_raises_is_poison_too(monkeypatch: pytest.Mon
     exception to escape, the record would be delivered again after every rewind and its
     partition would stall."""
 
-    def broken(topic: Topic, raw: dict[str, Any]) -> Parsed:
+    def broken(topic: Topic, raw: dict[str, Any], text: bytes | None = None) -> Parsed:
         raise RuntimeError("a bug in validation")
 
     monkeypatch.setattr(consumer, "validate_record", broken)

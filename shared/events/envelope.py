@@ -58,6 +58,27 @@ def has_nul(value: object) -> bool:
     return False
 
 
+def _has_nul_but_data(envelope: dict[Any, Any]) -> bool:
+    """:func:`has_nul` of ``envelope``'s keys and values but its ``data``: its attributes, most
+    of them strings, each looked at in place (0.5 µs; 1.3 through a copy without ``data``
+    walked by :func:`has_nul`, which each event emitted took), the rest walked by it."""
+    rest: list[Any] = []
+    for key, item in envelope.items():
+        if key == "data":
+            continue
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, (dict, list, BaseModel)):
+            rest.append(item)
+        if isinstance(key, str):
+            if "\x00" in key:
+                return True
+        else:
+            rest.append(key)
+    return bool(rest) and has_nul(rest)
+
+
 NUL_FREE = {"nul_free": True}
 """The validation context of a model read from JSON text that holds no ``\\u0000``
 (:func:`nul_free`): the NUL checks need not walk what it holds."""
@@ -200,11 +221,7 @@ class CloudEvent(BaseModel):
         """NUL in the envelope (an ``id`` or ``source``, the inbox's key; an extension) is no
         CloudEvent here. ``data`` is its type's to refuse (``invalid_data``: an order.requested
         gets its answer)."""
-        if (
-            _walked(info)
-            and isinstance(value, dict)
-            and has_nul({k: v for k, v in value.items() if k != "data"})
-        ):
+        if _walked(info) and isinstance(value, dict) and _has_nul_but_data(value):
             raise ValueError("the envelope's text may not contain NUL characters")
         return value
 

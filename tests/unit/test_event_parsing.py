@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import String
 
 from services.inventory.adapters import tables as inventory_tables
@@ -21,6 +23,7 @@ from services.platform.handlers import on_order_ended, on_order_placed
 from shared.events.envelope import (
     MAX_LOAN_ID,
     MAX_ORDER_ID,
+    _has_nul_but_data,
     has_nul,
     new_event,
     nul_free,
@@ -612,6 +615,42 @@ def test_a_nul_character_in_a_name_or_an_extension_is_refused_too(key: str) -> N
     record["correlationid"] = "a\\u0000"  # the text a backslash and u0000, no NUL: kept
     parsed = parse_record(REQUESTS, orjson.dumps(record))
     assert parsed.envelope.correlationid == "a\\u0000"
+
+
+class _Text(StrEnum):
+    NUL = "a\x00"
+    CLEAN = "a"
+
+
+class _Ext(BaseModel):
+    text: str
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"id": "a", "source": "s", "time": datetime(2026, 1, 1, tzinfo=UTC), "x": None},
+        {"id": "a\x00"},
+        {"id\x00": "a"},
+        {"id\x00": None},
+        {"id": "a", "data": {"address": "\x00"}},
+        {"id": "a", "data": "\x00"},
+        {"data\x00": "a"},
+        {"ext": ["a", {"b": "c\x00"}]},
+        {"ext": {"b\x00": 1}},
+        {"ext": ["a", {"b": "c"}], "n": 1.5, "t": True},
+        {"ext": _Text.NUL},
+        {"ext": _Text.CLEAN},
+        {"ext": _Ext(text="\x00")},
+        {"ext": _Ext(text="a")},
+        {1: "a", "id": "b"},
+    ],
+)
+def test_the_envelopes_nul_check_finds_what_a_walk_finds(envelope: dict[Any, Any]) -> None:
+    """The envelope's NUL check of each record read and event emitted looks at its attributes
+    in place; it must answer as the walk of all but ``data`` did."""
+    walked = has_nul({k: v for k, v in envelope.items() if k != "data"})
+    assert _has_nul_but_data(envelope) == walked, envelope
 
 
 def test_a_source_holding_a_bar_is_not_a_cloudevent() -> None:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Column, select
 
 from services.inventory.adapters import queries
-from services.inventory.adapters.repository import Correction, StockRepository
+from services.inventory.adapters.repository import Correction, StockRepository, StoredLot
 from services.inventory.adapters.tables import products, sellers
 from services.inventory.domain.ledger import (
     adjust_move,
@@ -278,7 +278,8 @@ async def reused_lot_ids(
     was received, if it was) and those that are the same lot all the same, on terms it had
     before a correction (:func:`corrected_since`), left as corrected. The one rule of
     ``caravan seed`` and ``POST /lots``."""
-    stored = await repo.lot_terms([lot.lot_id for lot in lots])
+    now = await repo.lot_terms([lot.lot_id for lot in lots])
+    stored = {lot_id: lot.first for lot_id, lot in now.items()}
     differ = {lot.lot_id: d for lot in lots if (d := other_terms(stored.get(lot.lot_id), lot))}
     history = await repo.corrections(list(differ)) if differ else {}
     taken, corrected = [], []
@@ -299,7 +300,7 @@ async def reused_lot_ids(
         else:
             taken.append(
                 f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]}: a new harvest"
-                f" takes a new lot id; {ways_to_mend(stored[lot.lot_id], lot)}"
+                f" takes a new lot id; {ways_to_mend(now[lot.lot_id], lot)}"
             )
     return taken, corrected
 
@@ -308,16 +309,19 @@ CORRECTED_BY = {"sku": "--sku", "available_from": "--from", "best_before": "--be
 """The terms of a lot that ``caravan inventory correct-lot`` sets right, and its options."""
 
 
-def ways_to_mend(stored: LotSeed, lot: LotSeed) -> str:
+def ways_to_mend(stored: StoredLot, lot: LotSeed) -> str:
     """What mends a lot ``lot`` refused as ``stored`` holds its id on other terms, other
     than a new lot id, in commands: a term mistyped when it was received is corrected (and
-    the file then loads); its count (the quantity first received) changes by an adjustment,
-    the file keeping the quantity it was received with."""
+    the file then loads); its count changes by an adjustment from the count it has now (the
+    adjustments made since it was received counted: the file's quantity is what the lot
+    counts after the adjustment advised), the file keeping the quantity it was received
+    with; a count the lot has already, after its adjustments, needs none."""
+    first = stored.first
     given = lot.model_dump(mode="json")
     terms = " ".join(
         f"{option} {given[name]}"
         for name, option in CORRECTED_BY.items()
-        if getattr(stored, name) != getattr(lot, name)
+        if getattr(first, name) != getattr(lot, name)
     )
     ways = []
     if terms:
@@ -325,11 +329,16 @@ def ways_to_mend(stored: LotSeed, lot: LotSeed) -> str:
             "terms mistyped when it was received are set right by `caravan inventory"
             f" correct-lot {lot.lot_id} {terms} --reason R`"
         )
-    if stored.quantity != lot.quantity:
+    adjusted = stored.received - first.quantity
+    since = f" ({first.quantity} received, adjusted {adjusted:+d} since)" if adjusted else ""
+    as_received = f"its quantity in the file staying {first.quantity} (as received)"
+    if first.quantity != lot.quantity and stored.received == lot.quantity:
+        ways.append(f"its count is {lot.quantity} already{since}: nothing to adjust, {as_received}")
+    elif first.quantity != lot.quantity:
+        now = f", {stored.received} now{since}," if adjusted else ""
         ways.append(
-            f"its count changes by `caravan inventory adjust {lot.lot_id} --delta"
-            f" {lot.quantity - stored.quantity} --reason R`, its quantity in the file staying"
-            f" {stored.quantity} (as received)"
+            f"its count{now} changes by `caravan inventory adjust {lot.lot_id} --delta"
+            f" {lot.quantity - stored.received} --reason R`, {as_received}"
         )
     return "; ".join(ways)
 

@@ -527,6 +527,53 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
     assert "(best_before 2027-08-31 -> 2027-09-30): give its terms as corrected" in said, said
 
 
+async def test_a_lot_adjusted_since_is_told_the_adjustment_from_its_count_now(
+    caravan: System, tmp_path: Path
+) -> None:
+    """A clerk's stocktake found a lot 12 short (``adjust --delta -12``); the season's file,
+    edited to the count after it (38, first received 50), was refused with the advice to
+    adjust by -12: the delta from the quantity first received, the adjustment made already,
+    so that following it took the 12 off again. The refusal now counts from the lot's count
+    now: a file giving the count it has says so, nothing to adjust; another count, the delta
+    from it; ``add-lot`` (``POST /lots``) the same. A write-off of spoiled units is no
+    change of the count."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"L-{tag}"
+    first = {
+        "sellers": [seller(f"S-{tag}")],
+        "products": [product(f"P-{tag}", f"S-{tag}")],
+        "lots": [lot(name, f"P-{tag}")],
+    }
+    assert (await cli(caravan, "seed", write(tmp_path, first))).returncode == 0
+    async with caravan.api("inventory") as api:
+        for change in (
+            {"delta": -12, "reason": "stocktake: 12 bags short"},
+            {"delta": -5, "reason": "cold store fault", "spoiled": True},
+        ):
+            adjusted = await api.post(f"/lots/{name}/adjustments", json=change)
+            assert adjusted.status_code == 201, adjusted.text
+    recounted = {**lot(name, f"P-{tag}"), "quantity": 38}
+    done = await cli(caravan, "seed", write(tmp_path, {**first, "lots": [recounted]}))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stdout
+    assert "quantity 50 stored, 38 given: a new harvest takes a new lot id; its count is 38" in said
+    assert "already (50 received, adjusted -12 since): nothing to adjust, its quantity" in said
+    assert "--delta" not in said, said
+    more = {**first, "lots": [{**lot(name, f"P-{tag}"), "quantity": 40}]}
+    done = await cli(caravan, "seed", write(tmp_path, more))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stdout
+    adjust = f"`caravan inventory adjust {name} --delta 2 --reason R`"
+    assert f"its count, 38 now (50 received, adjusted -12 since), changes by {adjust}" in said
+    assert "its quantity in the file staying 50 (as received)" in said, said
+    async with caravan.api("inventory") as api:
+        again = await api.post("/lots", json=recounted)
+    assert again.status_code == 409, again.text
+    assert "its count is 38 already (50 received, adjusted -12 since)" in again.text
+    row = "select received, available, spoiled from inventory.lots where lot_id = :l"
+    assert [tuple(r) for r in await caravan.sql(row, l=name)] == [(38, 33, 5)]
+
+
 async def test_a_seed_stopped_part_way_completes_when_run_again_nothing_doubled(
     caravan: System, tmp_path: Path
 ) -> None:

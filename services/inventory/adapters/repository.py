@@ -128,6 +128,16 @@ class Correction:
     after: dict[str, str]
 
 
+@dataclass(frozen=True)
+class StoredLot:
+    """A lot as it was first received (its terms, its quantity before any adjustment) and
+    its count now, ``received`` moved by the adjustments made since (write-offs of spoiled
+    units leave it)."""
+
+    first: LotSeed
+    received: int
+
+
 class StockRepository:
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
@@ -407,9 +417,10 @@ class StockRepository:
         ]
         return await driver.insert_new(self.conn, lots, "lot_id", rows)
 
-    async def lot_terms(self, lot_ids: Sequence[str]) -> dict[str, LotSeed]:
-        """The lots of ``lot_ids`` that exist, by id, as each was first received (before any
-        adjustment). The ids go as one array (``= ANY``), as a seed file's may be many."""
+    async def lot_terms(self, lot_ids: Sequence[str]) -> dict[str, StoredLot]:
+        """The lots of ``lot_ids`` that exist, by id, each as it was first received (before
+        any adjustment) and its count now. The ids go as one array (``= ANY``), as a seed
+        file's may be many."""
         adjusted = (  # the count's adjustments: a write-off of spoiled units left it
             select(func.coalesce(func.sum(lot_adjustments.c.delta), 0))
             .where(lot_adjustments.c.lot_id == lots.c.lot_id, ~lot_adjustments.c.spoiled)
@@ -422,12 +433,15 @@ class StockRepository:
             {"keys": list(lot_ids)},
         )
         return {
-            row.lot_id: LotSeed(
-                lot_id=row.lot_id,
-                sku=row.sku,
-                quantity=row.first_received,
-                available_from=row.available_from,
-                best_before=row.best_before,
+            row.lot_id: StoredLot(
+                first=LotSeed(
+                    lot_id=row.lot_id,
+                    sku=row.sku,
+                    quantity=row.first_received,
+                    available_from=row.available_from,
+                    best_before=row.best_before,
+                ),
+                received=row.received,
             )
             for row in found
         }

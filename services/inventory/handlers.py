@@ -491,14 +491,15 @@ async def adjust_lot(
     True if applied, False if ``adjustment_id`` was applied before (a retried request).
     Raises ``StockError`` when removing more than is available."""
     repo = StockRepository(tx)
-    counters = await repo.lock_lot(lot_id)
-    if counters is None:
+    state = await repo.locked_lot(lot_id)
+    if state is None:
         raise UnknownLot(lot_id)
     if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason, actor, spoiled):
         if await repo.adjustment(adjustment_id) != (lot_id, delta, reason, spoiled):
             raise Conflict(f"adjustment {adjustment_id} was made with other values")
         return False
-    await repo.apply([adjust_move(lot_id, counters, delta, spoiled)])
+    move = adjust_move(lot_id, state.counters, delta, spoiled, state.lot.on_sale)
+    await repo.apply([move])
     return True
 
 

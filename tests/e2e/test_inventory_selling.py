@@ -194,3 +194,46 @@ async def test_an_order_racing_a_stop_is_either_held_or_passes_the_lot_by(
     )
     assert [tuple(r) for r in rows] == [(5, 0, False)]
     await _conserved(caravan, sku)
+
+
+async def test_spoiled_units_held_by_orders_are_refused_saying_so_and_what_to_do(
+    no_payments: System,
+) -> None:
+    """A cold store's fault spoiled more of a lot than was on the shelf, orders holding the
+    rest: the write-off was refused "only 3 available, cannot remove 5", nothing said of the
+    2 held or how a clerk gets them back. It now says how many are held and how they come
+    back, with the lot's selling stopped first (its command), then, stopped, not again; what
+    is available is written off, and the rest once the order holding it is cancelled."""
+    caravan = no_payments
+    sku = await _seed(caravan, {"A": (5, -1, 10)})
+    lot = f"{sku}-A"
+    spoiled = {"delta": -5, "reason": "cold store 2 fault", "spoiled": True}
+    async with caravan.api("inventory") as api:
+        held = await place(caravan, sku, 2)
+        assert await _reserved(caravan, held) == [(lot, 2)]
+        refused = await api.post(f"/lots/{lot}/adjustments", json=spoiled)
+        assert refused.status_code == 409, refused.text
+        said = refused.json()["detail"]
+        assert said.startswith(
+            f"lot {lot}: only 3 available, cannot remove 5: 2 more held by orders, each until"
+            " its order is paid (then sold) or cancelled (then available again); stop it selling"
+            f" (caravan inventory stop-selling {lot}, or PUT /lots/{lot}/selling)"
+        ), said
+        stop = {"on_sale": False, "reason": "cold store 2 fault"}
+        assert (await api.put(f"/lots/{lot}/selling", json=stop)).status_code == 200
+        still = await api.post(f"/lots/{lot}/adjustments", json=spoiled)
+        assert still.status_code == 409, still.text
+        assert (
+            "; it is stopped selling: remove what is available now, the rest as the holds"
+            in (still.json()["detail"])
+        )
+        now = await api.post(f"/lots/{lot}/adjustments", json={**spoiled, "delta": -3})
+        assert now.status_code == 201, now.text
+        await _released(caravan, held)
+        rest = await api.post(f"/lots/{lot}/adjustments", json={**spoiled, "delta": -2})
+        assert rest.status_code == 201, rest.text
+    rows = await caravan.sql(
+        "select available, reserved, spoiled from inventory.lots where lot_id = :l", l=lot
+    )
+    assert [tuple(r) for r in rows] == [(0, 0, 5)]
+    await _conserved(caravan, sku)

@@ -60,8 +60,14 @@ def test_spoiled_units_written_off_move_from_available_to_spoiled() -> None:
     """Counters (received, available, reserved, sold, spoiled): received stays what came in."""
     before = Counters(10, 6, 3, 1, 0)
     assert before.apply(adjust_move("L", before, -4, spoiled=True)) == Counters(10, 2, 3, 1, 4)
-    with pytest.raises(StockError, match="only 6 available, cannot remove 7"):
+    with pytest.raises(StockError, match="only 6 available, cannot remove 7: 3 more held by"):
         adjust_move("L", before, -7, spoiled=True)
+    with pytest.raises(
+        StockError, match=r"again\); it is stopped selling: remove what is available now"
+    ):
+        adjust_move("L", before, -7, spoiled=True, on_sale=False)
+    with pytest.raises(StockError, match=r"^lot L: only 6 available, cannot remove 7$"):
+        adjust_move("L", Counters(7, 6, 0, 1, 0), -7)  # none held: nothing more to say
     with pytest.raises(StockError, match="delta must be negative"):
         adjust_move("L", before, 2, spoiled=True)
 

@@ -96,16 +96,27 @@ def sell_moves(held: Sequence[Held]) -> list[Move]:
     return [Move(h.lot_id, reserved=-h.quantity, sold=h.quantity) for h in held]
 
 
-def adjust_move(lot_id: str, counters: Counters, delta: int, spoiled: bool = False) -> Move:
+def adjust_move(
+    lot_id: str, counters: Counters, delta: int, spoiled: bool = False, on_sale: bool = True
+) -> Move:
     """A stock count correction: ``delta`` units found (+) or lost (-) from what is available.
-    Lost to spoilage (``spoiled``), they are written off as spoiled: ``received`` unchanged."""
+    Lost to spoilage (``spoiled``), they are written off as spoiled: ``received`` unchanged.
+    Units held by orders are not available: removing them too is refused, saying how many
+    are held and how they come back (a lot ``on_sale`` is held again as fast as holds end:
+    stop it selling first), where the refusal said only what was available."""
     if delta == 0:
         raise StockError("an adjustment changes something")
     if spoiled and delta > 0:
         raise StockError(f"lot {lot_id}: spoiled units are written off, delta must be negative")
     if counters.available + delta < 0:
+        short = f"lot {lot_id}: only {counters.available} available, cannot remove {-delta}"
+        if not counters.reserved:
+            raise StockError(short)
+        then = "remove what is available now, the rest as the holds come back"
         raise StockError(
-            f"lot {lot_id}: only {counters.available} available, cannot remove {-delta}"
+            f"{short}: {counters.reserved} more held by orders, each until its order is paid"
+            " (then sold) or cancelled (then available again);"
+            f" {stop_selling_first(lot_id, on_sale, then)}"
         )
     if spoiled:
         return Move(lot_id, available=delta, spoiled=-delta)
@@ -115,6 +126,17 @@ def adjust_move(lot_id: str, counters: Counters, delta: int, spoiled: bool = Fal
             f" a lot holds at most {MAX_LOT_QUANTITY} units"
         )
     return Move(lot_id, received=delta, available=delta)
+
+
+def stop_selling_first(lot_id: str, on_sale: bool, then: str) -> str:
+    """What to do about a lot's holds before ``then``: a lot selling is held again as fast as
+    holds end, so stop it selling first (how, in commands); one stopped already, say so."""
+    if not on_sale:
+        return f"it is stopped selling: {then}"
+    return (
+        f"stop it selling (caravan inventory stop-selling {lot_id}, or PUT"
+        f" /lots/{lot_id}/selling) so that no new order holds it, and {then}"
+    )
 
 
 def correction_refused(
@@ -130,15 +152,13 @@ def correction_refused(
     it selling first.
     """
     if counters.reserved:
-        stop = (
-            f"stop it selling (caravan inventory stop-selling {lot_id}, or PUT"
-            f" /lots/{lot_id}/selling) so that no new order holds it, and"
-            if on_sale
-            else "it is stopped selling:"
+        then = (
+            "correct it once they are sold or released (a hold lasts until the order is paid"
+            " or cancelled)"
         )
         return (
-            f"lot {lot_id}: {counters.reserved} held by orders; {stop} correct it once they"
-            " are sold or released (a hold lasts until the order is paid or cancelled)"
+            f"lot {lot_id}: {counters.reserved} held by orders;"
+            f" {stop_selling_first(lot_id, on_sale, then)}"
         )
     if sku_changes and (counters.sold or counters.spoiled):
         return (

@@ -90,7 +90,8 @@ def stock(
             f"{body['sku']}: "
             + ", ".join(f"{c} {body[c]}" for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
-        output.show(_lots_table(body["lots"]))
+        finished = "no lot of it but finished ones, empty and past best_before (--all lists them)"
+        output.show(_lots_table(body["lots"]), empty=output.none_of("lot") if every else finished)
         return
     heads = [HEADS[c] for c in (*COUNTERS, "sellable", "expired_unsold")]
     table = output.table("sku", *heads, whole=("sku", *heads), right=heads)
@@ -98,7 +99,7 @@ def stock(
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
-    output.show(table)
+    output.show(table, empty=output.none_of("SKU"))
 
 
 def _change(entry: dict[str, Any]) -> str:
@@ -267,7 +268,7 @@ def spoiled(
             str(item["spoiled"]),
             str(item["expired_unsold"]),
         )
-    output.show(table)
+    output.show(table, empty=output.none_of("lot spoiled or expired unsold", {"--sku": sku}))
     body = report[0]  # the totals are the whole report's, on every page
     console.print(
         f"as of {body['day']}: spoiled {body['spoiled']}, expired unsold {body['expired_unsold']}"

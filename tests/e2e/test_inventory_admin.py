@@ -358,3 +358,32 @@ async def test_spoiled_units_written_off_are_spoiled_and_reported(caravan: Syste
     report_shown = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
     assert report_shown.exit_code == 0 and lot in report_shown.output, report_shown.output
     assert "spoiled 22, expired unsold 0" in report_shown.output, report_shown.output
+
+
+async def test_a_list_of_no_lots_says_so_in_a_line_not_an_empty_table(caravan: System) -> None:
+    """A drill's clerk read ``caravan inventory spoiled --sku`` of a SKU with nothing spoiled
+    as a table of headers alone, and ``stock SKU`` of one whose lots had all sold out and
+    passed their best-before as its counters above an empty table, where every other list
+    of nothing says so in one line (docs/commands.md): they now say it, ``stock SKU`` that
+    ``--all`` lists the finished lots."""
+    sku = f"INV-NONE-{uuid.uuid4().hex[:6]}"
+    await caravan.seed(one_sku_seed(sku, 100, {"DONE": (4, -40, -10)}))
+    await caravan.execute(
+        "update inventory.lots set sold = available, available = 0 where lot_id = :l",
+        l=f"{sku}-DONE",
+    )
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    url = ["--url", _api(caravan)]
+    report = runner.invoke(inventory_cli, ["spoiled", "--sku", sku, *url])
+    assert report.exit_code == 0, report.output
+    assert report.output.splitlines() == [
+        f"no lot spoiled or expired unsold matches --sku {sku}",
+        f"as of {days.today()}: spoiled 0, expired unsold 0",
+    ], report.output
+    shown = runner.invoke(inventory_cli, ["stock", sku, *url])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[1:] == [
+        "no lot of it but finished ones, empty and past best_before (--all lists them)"
+    ], shown.output
+    every = runner.invoke(inventory_cli, ["stock", sku, "--all", *url])
+    assert every.exit_code == 0 and f"{sku}-DONE" in every.output, every.output

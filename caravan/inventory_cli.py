@@ -123,7 +123,7 @@ def lot(lot_id: str, url: Url = None) -> None:
     if entries:
         table = output.table("at", "kind", "change", "reason", "by", whole=("at",))
         for e in entries:
-            table.add_row(e["at"][:19], e["kind"], _change(e), e["reason"], e["actor"] or "-")
+            table.add_row(output.at(e["at"]), e["kind"], _change(e), e["reason"], e["actor"] or "-")
         output.show(table)
     else:
         console.print("no adjustments or corrections")

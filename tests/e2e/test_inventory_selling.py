@@ -5,6 +5,7 @@ milliseconds was refused a correction ("N held by orders") nearly every time, an
 stopped new holds on it."""
 
 import asyncio
+import re
 import uuid
 from datetime import timedelta
 
@@ -138,6 +139,9 @@ async def test_the_cli_stops_and_restarts_a_lot_selling(caravan: System) -> None
     stop_line = next(x for x in lines if "selling stopped" in x)
     restart_line = next(x for x in lines if "selling restarted" in x)
     assert "recount" in stop_line and "done" in restart_line, shown.output
+    # When, its zone said, as every other table of the command line says a time: the
+    # history's times were UTC cut to the second, read in Shawan as 8 hours early.
+    assert re.match(r"\S*\d\d:\d\d:\d\d\+00:00 ", stop_line.lstrip("│ ")), stop_line
     assert lines.index(stop_line) < lines.index(restart_line), shown.output
 
 

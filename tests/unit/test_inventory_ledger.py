@@ -96,7 +96,18 @@ def test_a_lot_is_corrected_while_nothing_is_held_its_sku_while_nothing_went_to_
         " released (a hold lasts until the order is paid or cancelled)"
     )
     sold = correction_refused("L", Counters(5, 3, 0, 1, 1), sku_changes=True)
-    assert sold is not None and sold.startswith("lot L: 1 sold and 1 spoiled under its SKU")
+    assert sold == (
+        "lot L: 1 sold and 1 spoiled under its SKU; write off the 3 left (caravan inventory"
+        " adjust L --delta -3 --reason R) and receive them under their SKU as a new lot"
+        " (caravan inventory add-lot)"
+    )
+    # Sold out, nothing is left to write off or receive again (a drill's lot of 300, all
+    # sold, was told "write off what is left").
+    gone = correction_refused("L", Counters(300, 0, 0, 300), sku_changes=True)
+    assert gone == (
+        "lot L: 300 sold and 0 spoiled under its SKU, none of it left: its SKU stays the one it"
+        " went to orders under"
+    )
 
 
 @pytest.mark.parametrize(

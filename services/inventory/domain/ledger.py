@@ -161,9 +161,13 @@ def correction_refused(
             f" {stop_selling_first(lot_id, on_sale, then)}"
         )
     if sku_changes and (counters.sold or counters.spoiled):
+        gone = f"lot {lot_id}: {counters.sold} sold and {counters.spoiled} spoiled under its SKU"
+        if not counters.available:
+            return f"{gone}, none of it left: its SKU stays the one it went to orders under"
         return (
-            f"lot {lot_id}: {counters.sold} sold and {counters.spoiled} spoiled under its SKU;"
-            " write off what is left (an adjustment) and receive it as a new lot"
+            f"{gone}; write off the {counters.available} left (caravan inventory adjust"
+            f" {lot_id} --delta -{counters.available} --reason R) and receive them under"
+            " their SKU as a new lot (caravan inventory add-lot)"
         )
     return None
 

@@ -1,11 +1,12 @@
 """``caravan payments ...``: credit lines, loans and repayments, refunds made by hand, the
 payment of an order the orders service never had, or of a confirmed order after its sale,
-voided, through the payments service's admin API (``CARAVAN_PAYMENTS_HTTP_PORT``, or
-``--url``)."""
+voided, what the sellers are owed, through the payments service's admin API
+(``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
 
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import typer
 
@@ -16,7 +17,8 @@ from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
 app = typer.Typer(
-    help="Payments: credit lines, microloans and repayments; refunds made by hand.",
+    help="Payments: credit lines, microloans and repayments; refunds made by hand; what the"
+    " sellers are owed.",
     no_args_is_help=True,
 )
 
@@ -508,3 +510,81 @@ def list_repayments(
             f"in all: {totals['repayments']} repayment(s) of {totals['amount_fen']} fen,"
             f" {totals['principal_fen']} fen principal and {totals['interest_fen']} fen interest"
         )
+
+
+SELLER_FIGURES = ("orders", "owed\norders", "owed\nfen", "cancelled\norders", "cancelled\nfen")
+OWED_ORDER, CANCELLED = "order\nowed at", "status\ncancelled at"
+
+
+@app.command("payables")
+def payables(
+    since: Annotated[
+        datetime | None,
+        typer.Option(parser=time_option, help=f"owed (payment authorised) at or after ({TIME})"),
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(parser=time_option, help=f"owed before ({TIME})")
+    ] = None,
+    seller: Annotated[
+        str | None, typer.Option(help="only this seller's, with its orders, the last owed first")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="a seller's last owed this many orders")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print what was found as JSON (for the bank)")
+    ] = False,
+    url: Url = None,
+) -> None:
+    """What each seller is owed for the orders whose payment was authorised in the period
+    (`GET /payables`, with a token with the scope ops), one line a seller: its orders, those
+    still owed and those cancelled since (a refund after the sale, `caravan payments
+    void-sold`; an order cancelled after its payment was taken), in count and fen, and the
+    totals; with --seller, that seller's and its orders: order id above when it was owed,
+    fen, status above when it was cancelled. Reads only: nothing is marked paid."""
+    times = {"since": since, "until": until}
+    period = {k: v.isoformat() for k, v in times.items() if v is not None}
+    options = {"since": "--since", "until": "--until", "seller_id": "--seller"}
+    asked = {**period, **({"seller_id": seller} if seller is not None else {})}
+    summary = call(_base(url), "payments", "GET", "/payables", params=asked, options=options)
+    orders: list[dict[str, Any]] = []
+    more = False
+    if seller is not None:
+        path = f"/payables/{quote(seller, safe='')}/orders"
+        orders, more = newest(_base(url), "payments", path, period, limit, options)
+    if as_json:
+        shown = {"since": period.get("since"), "until": period.get("until"), **summary}
+        output.as_json(shown if seller is None else {**shown, "payables": orders, "more": more})
+        return
+    given = {"--since": since, "--until": until, "--seller": seller}
+    if not summary["sellers"]:
+        console.print(output.none_of("payable", given))
+        return
+    table = output.table(
+        "seller",
+        *SELLER_FIGURES,
+        title=f"{len(summary['sellers'])} seller(s): {summary['owed_fen']} fen owed,"
+        f" {summary['cancelled_fen']} fen cancelled, of {summary['orders']} order(s)",
+        whole=("seller",),
+        right=SELLER_FIGURES,
+    )
+    for s in summary["sellers"]:
+        figures = (s[k] for k in ("orders", "owed_orders", "owed_fen", "cancelled_orders"))
+        table.add_row(s["seller_id"], *map(str, figures), str(s["cancelled_fen"]))
+    output.show(table)
+    if seller is None:
+        return
+    listed = output.table(
+        OWED_ORDER,
+        "fen",
+        CANCELLED,
+        title=output.listed_title(len(orders), "order(s)", more, "the last owed"),
+        whole=(OWED_ORDER, CANCELLED),
+        right=("fen",),
+    )
+    for o in orders:
+        cancelled = output.at(o["cancelled_at"]) if o["cancelled_at"] else ""
+        listed.add_row(
+            f"{o['order_id']}\n{output.at(o['owed_at'])}",
+            str(o["amount_fen"]),
+            f"{o['status']}\n{cancelled}",
+        )
+    output.show(listed)

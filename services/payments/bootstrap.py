@@ -6,7 +6,7 @@ from functools import partial
 
 from services.payments.adapters.gateway import build_gateway, require_gateway
 from services.payments.adapters.tables import metadata
-from services.payments.entrypoints.http import credit_router, loans_router
+from services.payments.entrypoints.http import credit_router, loans_router, payables_router
 from services.payments.entrypoints.loops import gateway_loop, reminder_loop
 from services.payments.entrypoints.subscribers import subscriptions
 from services.payments.handlers import GATEWAY_WORK
@@ -35,6 +35,7 @@ def bootstrap(settings: Settings) -> Service:
     service.loops.append(partial(reminder_loop, service.uow, settings))
     service.asgi_app.include_router(credit_router(service.uow))
     service.asgi_app.include_router(loans_router(service.uow))
+    service.asgi_app.include_router(payables_router(service.uow))
     service.probes.append(payments_by_status(service.db.engine).sample)
     service.probes.append(LoansOwedBack(service.db.engine).sample)
     return service

@@ -161,6 +161,11 @@ class World:
                 None,
             ),
             ("payments", "GET", "/payments"): ("/payments?status=void_refused", None),
+            ("payments", "GET", "/payables"): ("/payables", None),
+            ("payments", "GET", "/payables/{seller_id}/orders"): (
+                "/payables/T-SELLER/orders",
+                None,
+            ),
             ("payments", "POST", "/orders/{order_id}/payment/refund"): (
                 f"/orders/{self.order_id}/payment/refund",
                 {"reference": "PROBE-1", "reason": "probe"},

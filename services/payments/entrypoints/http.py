@@ -45,6 +45,12 @@ to the audit trail; reads need ``credit:read`` (or ``credit:write``).
   again and again: at its next such answer the void is refused for good (``void_refused``,
   owed back by hand); audited. Asked again: the same answer; 409 for a payment not
   ``voiding`` a posted charge.
+- ``GET /payables?since=&until=&seller_id=`` (scope ``ops``): what each seller is owed for
+  the orders whose payment was authorised in the period (:mod:`services.payments.payables`):
+  per seller the orders, those still owed and those cancelled since (a refund after the
+  sale, a void), in count and fen, and the totals; reads only.
+- ``GET /payables/{seller_id}/orders?since=&until=&cursor=&limit=`` (scope ``ops``): that
+  seller's, the last owed first: order, fen, status, when owed and when cancelled.
 - ``POST /loans/{loan_id}/repayments`` ``{"amount_fen"}`` (omit it to repay in full), header
   ``Idempotency-Key``: 201 with the allocation and the loan after it; the same key again
   returns 200 and the same repayment; 409 if the loan is not active, 422 for an overpayment.
@@ -60,7 +66,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.payments import lending, prepaid, voids
+from services.payments import lending, payables, prepaid, voids
 from services.payments.domain.repayment import Overpayment
 from services.payments.domain.status import Status
 from shared import days
@@ -75,6 +81,7 @@ from shared.http import (
     Time,
     problem,
     problem_responses,
+    refused_body,
     require,
 )
 from shared.ids import as_stored
@@ -95,6 +102,11 @@ OfBuyer = Annotated[
     NO_NUL,
 ]
 Operator = Annotated[Principal, require("ops")]
+PAYABLES_CURSOR = cursor_after(datetime, str)  # after a payable's (owed_at, order_id)
+Since = Annotated[
+    Time | None, Query(description="only the payables owed (payment authorised) at or after")
+]
+Until = Annotated[Time | None, Query(description="only the payables owed before this time")]
 Id = Annotated[str, Path(min_length=1, max_length=64), NO_NUL, WHOLE_SEGMENTS]
 # An order's or a loan's id: a UUID, taken in upper case too (kept in lower case).
 UuidId = Annotated[Id, AfterValidator(lambda given: as_stored(given) or given)]
@@ -508,5 +520,59 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         except Overpayment as exc:
             return problem(422, "Overpayment", str(exc))
         return _json(done, 201 if done.created else 200)
+
+    return router
+
+
+def payables_router(uow: UnitOfWork) -> APIRouter:
+    router = APIRouter(
+        prefix="/payables",
+        tags=["payables"],
+        responses=problem_responses({422: f"{BAD_INPUT}, or until is not after since"}),
+        dependencies=[require("ops")],
+    )
+
+    def period(since: datetime | None, until: datetime | None) -> payables.Period | JSONResponse:
+        if since is not None and until is not None and until <= since:
+            return refused_body("`until` must be after `since`", field="query.until")
+        return payables.Period(since, until)
+
+    @router.get("")
+    async def by_seller(
+        since: Since = None,
+        until: Until = None,
+        seller_id: Annotated[
+            str | None, Query(min_length=1, max_length=64, description="only this seller"), NO_NUL
+        ] = None,
+    ) -> Any:
+        """What each seller is owed for the orders whose payment was authorised (the ledger
+        credited the seller) in the period, by seller id: ``orders``, of them
+        ``owed_orders``/``owed_fen`` still owed and ``cancelled_orders``/``cancelled_fen``
+        cancelled since (a refund after the sale, a void); and the totals of all of them."""
+        asked = period(since, until)
+        if isinstance(asked, JSONResponse):
+            return asked
+        async with uow.db.engine.connect() as conn:
+            sellers = await payables.by_seller(conn, asked, seller_id)
+        totals = {k: sum(s[k] for s in sellers) for k in ("orders", "owed_fen", "cancelled_fen")}
+        return {"sellers": sellers, **totals}
+
+    @router.get("/{seller_id}/orders")
+    async def orders_of(
+        seller_id: Id,
+        since: Since = None,
+        until: Until = None,
+        start: Position | None = PAYABLES_CURSOR,
+        limit: Limit = 20,
+    ) -> Any:
+        """The seller's payables of the period, the last owed first: ``order_id``,
+        ``amount_fen``, ``status`` (``owed``, ``cancelled``), ``owed_at`` and
+        ``cancelled_at`` (null: still owed); follow ``next_cursor``."""
+        asked = period(since, until)
+        if isinstance(asked, JSONResponse):
+            return asked
+        async with uow.db.engine.connect() as conn:
+            items, next_cursor = await payables.orders_of(conn, seller_id, asked, start, limit)
+        return {"items": _jsonable(items), "next_cursor": next_cursor}
 
     return router

@@ -1,0 +1,104 @@
+"""What each seller is owed for its orders, read for an accountant settling with the sellers
+(``GET /payables``, ``caravan payments payables``). Reads only.
+
+A seller's payable of an order (``payments.payables``: seller, order, fen) is ``owed`` from
+the moment the order's payment is authorised, when the ledger credits the seller's account
+(``seller_payable:<seller>``: the loan disbursed, the prepaid charge or the platform's
+collection posted), which the order's confirmation follows; ``cancelled`` once that is
+voided (a refund after the sale, ``caravan payments void-sold``; the order cancelled after
+its payment was taken), when the ledger debits it back. The times are those entries': a
+payable is in a period by when it became owed, and says when it was cancelled. One never
+owed (a charge not made, a payment declined) was nothing to the seller and is not listed,
+nor is an order of 0 fen, which books nothing.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.payments.adapters.tables import ledger_entries, payables
+from services.payments.domain import ledger
+from shared.pagination import Position, newest_first, page
+
+_owed = ledger_entries.alias("owed")
+_back = ledger_entries.alias("back")
+
+
+def _booked(entries: Any, credited: bool) -> ColumnElement[bool]:
+    """The ledger entry ``entries`` of a payable: its seller's account credited (owed) or
+    debited (cancelled) for its order."""
+    account = func.concat(ledger.seller_payable(""), payables.c.seller_id)
+    sign = entries.c.amount_fen < 0 if credited else entries.c.amount_fen > 0
+    return and_(entries.c.order_id == payables.c.order_id, entries.c.account == account, sign)
+
+
+ROWS = select(
+    payables.c.seller_id,
+    payables.c.order_id,
+    payables.c.amount_fen,
+    payables.c.status,
+    _owed.c.created_at.label("owed_at"),
+    _back.c.created_at.label("cancelled_at"),
+).select_from(payables.join(_owed, _booked(_owed, True)).outerjoin(_back, _booked(_back, False)))
+"""Each payable that became owed, with when (``owed_at``) and, cancelled, when
+(``cancelled_at``)."""
+KEY = (_owed.c.created_at, payables.c.order_id)  # one seller's, read newest first
+
+
+@dataclass(frozen=True)
+class Period:
+    """Payables that became owed at or after ``since`` and before ``until`` (None: unbounded)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def of(self, query: Select[Any]) -> Select[Any]:
+        if self.since is not None:
+            query = query.where(_owed.c.created_at >= self.since)
+        if self.until is not None:
+            query = query.where(_owed.c.created_at < self.until)
+        return query
+
+
+async def by_seller(
+    conn: AsyncConnection, period: Period, seller_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Per seller (one, or all), of the payables that became owed in ``period``: how many
+    orders, and of them those still owed and those cancelled since, in count and fen."""
+    rows = period.of(ROWS)
+    if seller_id is not None:
+        rows = rows.where(payables.c.seller_id == seller_id)
+    found = rows.subquery()
+    owed = found.c.status == "owed"
+    cancelled = found.c.status == "cancelled"
+    summed = (
+        select(
+            found.c.seller_id,
+            func.count().label("orders"),
+            func.count().filter(owed).label("owed_orders"),
+            func.coalesce(func.sum(found.c.amount_fen).filter(owed), 0).label("owed_fen"),
+            func.count().filter(cancelled).label("cancelled_orders"),
+            func.coalesce(func.sum(found.c.amount_fen).filter(cancelled), 0).label("cancelled_fen"),
+        )
+        .group_by(found.c.seller_id)
+        .order_by(found.c.seller_id)
+    )
+    return [
+        {k: int(v) if k != "seller_id" else v for k, v in r._mapping.items()}
+        for r in await conn.execute(summed)
+    ]
+
+
+async def orders_of(
+    conn: AsyncConnection, seller_id: str, period: Period, start: Position | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The seller's payables that became owed in ``period``, the last owed first, strictly
+    after ``start``: order id, fen, status, when owed and cancelled; and the cursor to
+    continue from if there are more."""
+    query = period.of(ROWS.where(payables.c.seller_id == seller_id))
+    found = (await conn.execute(newest_first(query, KEY, start, limit))).all()
+    rows, next_cursor = page(found, limit, lambda r: (r.owed_at, r.order_id))
+    return [dict(r._mapping) for r in rows], next_cursor

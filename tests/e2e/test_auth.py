@@ -156,6 +156,8 @@ class World:
                 {"delta_fen": 10**8},
             ),
             ("payments", "GET", "/loans/{loan_id}"): (f"/loans/{self.loan_id}", None),
+            ("payments", "GET", "/loans"): ("/loans", None),
+            ("payments", "GET", "/repayments"): ("/repayments", None),
             ("payments", "GET", "/orders/{order_id}/payment"): (
                 f"/orders/{self.order_id}/payment",
                 None,
@@ -173,6 +175,10 @@ class World:
             ("payments", "POST", "/orders/{order_id}/payment/void"): (
                 f"/orders/{self.order_id}/payment/void",
                 {"reason": "probe", "orders_answered": 404},
+            ),
+            ("payments", "POST", "/orders/{order_id}/payment/charge-lost"): (
+                f"/orders/{self.order_id}/payment/charge-lost",
+                {"reason": "probe"},
             ),
             ("payments", "POST", "/loans/{loan_id}/repayments"): (
                 f"/loans/{self.loan_id}/repayments",

@@ -198,6 +198,18 @@ Time = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 """A time a query takes (``?since=``): ISO 8601 with its zone (one without is a 422: whose
 day it names is not known), in UTC; one that has no UTC time is a 422, not the 500 of the
 driver's OverflowError."""
+UNTIL_NOT_AFTER_SINCE = "until is not after since"
+"""Said among a route's 422s where it takes ``since`` and ``until`` (:func:`refused_period`)."""
+
+
+def refused_period(since: datetime | None, until: datetime | None) -> JSONResponse | None:
+    """The 422 of a query's time that holds nothing: ``until`` (excluded) at or before
+    ``since``, a mistake (the two options swapped, or one day given to both) that would answer
+    an empty list as if nothing had happened in it; None for any other. Every route taking
+    ``since`` and ``until`` asks it: ``GET /orders``, ``GET /repayments``, ``GET /payables``."""
+    if since is not None and until is not None and until <= since:
+        return refused_body("`until` must be after `since`", field="query.until")
+    return None
 
 
 def nul_in_path(request: Request, exc: RequestValidationError) -> JSONResponse | None:

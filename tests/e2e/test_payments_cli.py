@@ -230,3 +230,8 @@ async def test_the_repayments_of_a_month_are_listed_with_their_totals(caravan: S
         answer = await admin.get("/repayments", params={"buyer_id": shop, "limit": 1})
     assert answer.status_code == 200, answer.text
     assert [r["amount_fen"] for r in answer.json()["items"]] == [2000]
+    # A time that holds nothing (the options swapped, or one day given to both) is refused,
+    # as GET /payables and GET /orders refuse it: it answered "no repayment matches".
+    code, out = await cli("repayments", "--since", month, "--until", month)
+    said = "--until must be after --since"
+    assert (code, out.splitlines()) == (1, [f"Invalid request: {said}", f"  --until: {said}"])

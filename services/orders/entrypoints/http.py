@@ -28,10 +28,12 @@ from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, CancelReason, O
 from shared.http import (
     BAD_INPUT,
     NO_NUL,
+    UNTIL_NOT_AFTER_SINCE,
     Time,
     problem,
     problem_responses,
     refused_body,
+    refused_period,
     require,
     scope_refused,
 )
@@ -149,7 +151,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 403: "the token lacks the scope orders:read or ops, or ops where neither"
                 " buyer_id nor both source and order_ref are given (every buyer's orders)",
                 422: f"{BAD_INPUT}, the cursor is not one this API gave, a reason is asked of"
-                " orders not cancelled, or until is not after since",
+                f" orders not cancelled, or {UNTIL_NOT_AFTER_SINCE}",
             },
             model=Problem,
         ),
@@ -210,8 +212,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         if reason is not None and status not in (None, "cancelled"):
             said = f"only cancelled orders have a reason, not {status} ones"
             return refused_body(said, field="query.reason")
-        if since is not None and until is not None and until <= since:
-            return refused_body("`until` must be after `since`", field="query.until")
+        if (backwards := refused_period(since, until)) is not None:
+            return backwards
         async with uow.db.engine.connect() as conn:
             items, next_cursor = await queries.buyer_orders(
                 conn,

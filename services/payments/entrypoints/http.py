@@ -78,10 +78,11 @@ from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
     NO_NUL,
+    UNTIL_NOT_AFTER_SINCE,
     Time,
     problem,
     problem_responses,
-    refused_body,
+    refused_period,
     require,
 )
 from shared.ids import as_stored
@@ -314,7 +315,11 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             )
         return {"items": [_view(i) for i in items], "next_cursor": next_cursor}
 
-    @router.get("/repayments", dependencies=PAYMENT_READ)
+    @router.get(
+        "/repayments",
+        responses=problem_responses({422: f"{BAD_INPUT}, or {UNTIL_NOT_AFTER_SINCE}"}),
+        dependencies=PAYMENT_READ,
+    )
     async def list_repayments(
         buyer_id: OfBuyer = None,
         since: Annotated[Time | None, Query(description="recorded at or after this time")] = None,
@@ -325,7 +330,9 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         """The repayments recorded in a time (a month's), of a buyer's loans or every one,
         the newest first, each with its loan, order and buyer and how it was split between
         principal and interest; ``totals``: of all of them, every page's; follow
-        ``next_cursor``."""
+        ``next_cursor``. ``until`` not after ``since`` is a 422, as every time's."""
+        if (backwards := refused_period(since, until)) is not None:
+            return backwards
         async with uow.db.engine.connect() as conn:
             items, next_cursor, totals = await lending.repayments_made(
                 conn, buyer_id=buyer_id, since=since, until=until, start=start, limit=limit
@@ -528,14 +535,12 @@ def payables_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(
         prefix="/payables",
         tags=["payables"],
-        responses=problem_responses({422: f"{BAD_INPUT}, or until is not after since"}),
+        responses=problem_responses({422: f"{BAD_INPUT}, or {UNTIL_NOT_AFTER_SINCE}"}),
         dependencies=[require("ops")],
     )
 
     def period(since: datetime | None, until: datetime | None) -> payables.Period | JSONResponse:
-        if since is not None and until is not None and until <= since:
-            return refused_body("`until` must be after `since`", field="query.until")
-        return payables.Period(since, until)
+        return refused_period(since, until) or payables.Period(since, until)
 
     @router.get("")
     async def by_seller(

@@ -415,9 +415,14 @@ def list_loans(
     if overdue:
         params["overdue"] = "true"
     found, more = newest(_base(url), "payments", "/loans", params, limit)
+    voided = [loan for loan in found if loan["status"] == "voided"]
+    summed = ("outstanding_fen", "remaining_fen", "overdue_fen")
     totals = {
-        figure: sum(loan[figure] for loan in found)
-        for figure in ("principal_fen", "outstanding_fen", "remaining_fen", "overdue_fen")
+        # A voided loan's money is not out (its credit was given back): said apart from "lent".
+        "lent_fen": sum(loan["principal_fen"] for loan in found if loan not in voided),
+        **{figure: sum(loan[figure] for loan in found) for figure in summed},
+        "voided_loans": len(voided),
+        "voided_fen": sum(loan["principal_fen"] for loan in voided),
     }
     if as_json:
         output.as_json({"loans": found, "more": more, "totals": totals})
@@ -446,10 +451,12 @@ def list_loans(
     output.show(table, empty=output.none_of("loan", {k: v for k, v in filters.items() if v}))
     if found:
         late = sum(1 for loan in found if loan["overdue_fen"])
+        apart = f"; voided, not lent: {totals['voided_fen']} fen ({len(voided)} loan(s))"
         console.print(
-            f"{'listed' if more else 'in all'}: lent {totals['principal_fen']} fen, principal"
+            f"{'listed' if more else 'in all'}: lent {totals['lent_fen']} fen, principal"
             f" owed {totals['outstanding_fen']} fen, left to pay {totals['remaining_fen']} fen,"
             f" overdue {totals['overdue_fen']} fen ({late} loan(s) overdue)"
+            + (apart if voided else "")
         )
 
 

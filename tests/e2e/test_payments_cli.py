@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from shared import days
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_payments_credit import (
+    authorised,
     buyer,
     buyers_loan,
     cancel,
@@ -141,6 +142,9 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     late = (await run(caravan, order(farmer, {"PAY-UNIT": 12}, term=2))).data["payment"]
     other = (await run(caravan, order(shop, {"PAY-UNIT": 50}, term=1))).data["payment"]
     assert (await cli("repay", early["loan_id"], "--amount", "1000"))[0] == 0
+    # A loan of 500 fen voided (its order cancelled): its credit given back, no money out.
+    unsold, _ = await authorised(caravan, farmer, 5)
+    await cancel(caravan, unsold)
     # A month and more passes for the second loan: its first instalment, 600 fen, is overdue.
     await caravan.execute(
         "update payments.instalments set due = due - 40 where loan_id = :loan",
@@ -153,8 +157,18 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     assert "overdue 600" in out and "owes 2000" in out and "to pay 2000" in out, out
     assert out.rstrip().endswith(
         "in all: lent 4200 fen, principal owed 3200 fen, left to pay 3200 fen, overdue 600"
-        " fen (1 loan(s) overdue)"
+        " fen (1 loan(s) overdue); voided, not lent: 500 fen (1 loan(s))"
     ), out
+    code, out = await cli("loans", "--buyer", farmer, "--json")
+    assert code == 0, out
+    assert json.loads(out)["totals"] == {
+        "lent_fen": 4200,
+        "outstanding_fen": 3200,
+        "remaining_fen": 3200,
+        "overdue_fen": 600,
+        "voided_loans": 1,
+        "voided_fen": 500,
+    }
 
     code, out = await cli("loans", "--buyer", farmer, "--overdue", "--json")
     assert code == 0, out

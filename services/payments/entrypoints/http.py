@@ -1,6 +1,7 @@
-"""The payments admin API: one router per surface (credit lines; loans and repayments).
-Writes need the scope ``credit:write`` (a refund recorded by hand: ``ops``) and are written
-to the audit trail; reads need ``credit:read`` (or ``credit:write``).
+"""The payments admin API: one router per surface (credit lines; loans, repayments and
+payments; sellers' payables). Writes need the scope ``credit:write`` (an operator's write to
+a payment: ``ops``) and are written to the audit trail; reads need ``credit:read`` (or
+``credit:write``; the lists and an order's payment ``ops`` too), and the payables ``ops``.
 
 - ``GET /credit-lines/{buyer_id}``: limit, outstanding principal, available credit.
 - ``PUT /credit-lines/{buyer_id}`` ``{"credit_limit_fen"}``: create or set the limit (at most

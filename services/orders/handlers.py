@@ -58,7 +58,7 @@ def request_hash(request: OrderRequested) -> str:
     the same body as it was, and a client's retry across that upgrade is the same request;
     and the lines in SKU order (a SKU is on one line at most), so that a retry listing them
     in another order is the same request too."""
-    fields = request.model_dump(mode="json", exclude_defaults=True)
+    fields = _fields(request)
     fields["lines"] = sorted(fields["lines"], key=lambda line: str(line["sku"]))
     return _digest(fields)
 
@@ -67,8 +67,28 @@ def earlier_hashes(request: OrderRequested) -> tuple[str, str]:
     """The digests of ``request`` as orders placed earlier were digested: with its lines in
     the order given (until the evening of 2026-12-03), and every field, defaults too
     (before 2026-12-03). A retry of such an order is known as the same request by them."""
-    given = request.model_dump(mode="json", exclude_defaults=True)
-    return _digest(given), _digest(request.model_dump(mode="json"))
+    return _digest(_fields(request)), _digest(_fields(request, every=True))
+
+
+LOCALE_LEFT_OUT = "zh-CN"
+"""What a request's ``buyer.locale`` left out was read as until 2026-12-06, when it became
+optional with no default (left out: the language a seed file gave the buyer, else this):
+every digest made before took the one for the other, so a digest still does. A buyer's
+``zh-CN`` given and one left out are the same request, as they were, and a retry across
+that upgrade, given either way, is known as the order it placed (``exclude_defaults`` now
+keeps a ``zh-CN`` given, and ``every`` field gave ``zh-CN`` for one left out)."""
+
+
+def _fields(request: OrderRequested, every: bool = False) -> dict[str, Any]:
+    """``request``'s fields as a digest takes them: those given other than as their defaults
+    (``every``: all of them), the buyer's locale as :data:`LOCALE_LEFT_OUT` says."""
+    fields = request.model_dump(mode="json", exclude_defaults=not every)
+    buyer = fields["buyer"]
+    if every and buyer["locale"] is None:
+        buyer["locale"] = LOCALE_LEFT_OUT
+    elif not every and buyer.get("locale") == LOCALE_LEFT_OUT:
+        del buyer["locale"]
+    return fields
 
 
 def _digest(fields: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""``caravan inventory ...``: stock per SKU and per lot (with its history), receiving,
-adjusting and correcting lots, stopping and restarting their selling, and the spoilage
-report, through the inventory service's admin API (``CARAVAN_INVENTORY_HTTP_PORT``, or
-``--url``)."""
+"""``caravan inventory ...``: stock per SKU and per lot (with its history and the orders
+holding it), receiving, adjusting and correcting lots, stopping and restarting their
+selling, and the spoilage report, through the inventory service's admin API
+(``CARAVAN_INVENTORY_HTTP_PORT``, or ``--url``)."""
 
 import uuid
 from typing import Annotated, Any
@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from caravan import output
-from caravan.admin_api import answer, base_url, call, pages
+from caravan.admin_api import answer, base_url, call, newest, pages
 from caravan.arguments import NegativeNumbers
 from caravan.output import console
 
@@ -135,6 +135,40 @@ def lot(lot_id: str, url: Url = None) -> None:
             f"{released} spoiled coming back from orders' holds released after its best-before"
             " (orders cancelled or expired: stock.released), not listed one by one"
         )
+
+
+HELD_AT = "held at\nuntil"
+
+
+@app.command()
+def holds(
+    lot_id: str,
+    limit: Annotated[int, typer.Option(min=1, help="the oldest this many holds")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the lot, its holds and their totals as JSON")
+    ] = False,
+    url: Url = None,
+) -> None:
+    """The orders holding units of a lot now, the oldest hold first: each order, its units,
+    since when and until when it holds them (until its order is paid, then sold, or
+    cancelled, then back to the lot): whom to call, or which to cancel, before a write-off."""
+    path = f"/lots/{quote(lot_id, safe='')}/holds"
+    found, more = newest(_base(url), "inventory", path, {}, limit)
+    first = _call(url, "GET", "/lots/{}/holds", lot_id, params={"limit": "1"})
+    totals = first["totals"]  # of every page, said on each
+    if as_json:
+        output.as_json({"lot": first["lot"], "holds": found, "more": more, "totals": totals})
+        return
+    title = f"lot {lot_id}: {totals['held']} held by {totals['orders']} order(s)"
+    if more:
+        title += f", {output.listed_title(len(found), 'listed', more, 'the oldest')}"
+    table = output.table(
+        "order", "units", HELD_AT, title=title, whole=("order", HELD_AT), right=("units",)
+    )
+    for h in found:
+        until = output.at(h["held_until"]) if h["held_until"] else "-"
+        table.add_row(h["order_id"], str(h["quantity"]), f"{output.at(h['held_at'])}\n{until}")
+    output.show(table, empty=output.none_of(f"order holding lot {lot_id}"))
 
 
 @app.command("add-lot", cls=NegativeNumbers)

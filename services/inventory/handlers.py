@@ -89,7 +89,8 @@ async def on_order_placed(tx: Tx, parsed: Parsed, hold: timedelta) -> None:
                 StockRejected(order_id=order.order_id, reason=decision.reason, skus=decision.skus)
             )
         return
-    if not await repo.create_reservation(order.order_id, "reserved", decision.takes):
+    until = held_until(datetime.now(UTC), hold, order.deadline_at)
+    if not await repo.create_reservation(order.order_id, "reserved", decision.takes, until):
         return
     await repo.apply(reserve_moves(decision.takes))
     reserved = [
@@ -115,7 +116,7 @@ async def on_order_placed(tx: Tx, parsed: Parsed, hold: timedelta) -> None:
             total_fen=sum(line.unit_price_fen * line.quantity for line in reserved),
             source=order.source,
             order_ref=order.order_ref,
-            held_until=held_until(datetime.now(UTC), hold, order.deadline_at),
+            held_until=until,
         )
     )
 

@@ -138,6 +138,7 @@ class World:
                 f"/lots/{self.lot}/adjustments",
                 None,
             ),
+            ("inventory", "GET", "/lots/{lot_id}/holds"): (f"/lots/{self.lot}/holds", None),
             ("inventory", "PUT", "/lots/{lot_id}/selling"): (
                 f"/lots/{self.lot}/selling",
                 {"on_sale": False, "reason": "probe"},

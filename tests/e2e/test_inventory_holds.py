@@ -12,6 +12,7 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 import caravan.system as system
+from caravan import output
 from caravan.inventory_cli import app as inventory_cli
 from services.inventory.adapters.repository import StockRepository
 from services.inventory.adapters.tables import outbox, reservations
@@ -367,3 +368,80 @@ async def test_a_hold_marked_reported_again_keeps_the_time_of_its_first_report(
                 reservations.c.order_id == order_id
             )
             assert await conn.scalar(noticed) == first
+
+
+async def test_the_orders_holding_a_lot_are_listed_each_until_its_hold_ends(
+    no_payments: System,
+) -> None:
+    """A cold store's fault spoiled part of a lot while orders held units of it: the write-off
+    was refused "N more held by orders", and the clerk queried the database by hand to learn
+    which orders, to call their buyers or cancel them. ``GET /lots/{id}/holds`` and
+    ``caravan inventory holds LOT`` list them, the oldest first, with their units, since when
+    and until when (their stock.reserved's), the total the lot's ``reserved``; an order
+    cancelled leaves the list, and a lot held by none says so in a line."""
+    caravan = no_payments
+    sku = await _seed(caravan, {"A": 4, "B": 10})
+    lot = f"{sku}-A"
+    first = await _hold(caravan, sku, 3)  # 3 of A
+    second = await _hold(caravan, sku, 3)  # 1 of A, 2 of B
+    await _hold(caravan, sku, 2)  # 2 of B
+    reserved = {
+        e.data["order_id"]: e.data["held_until"]
+        for e in caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved")
+        if e.data["order_id"] in (first, second)
+    }
+    async with caravan.api("inventory") as api:
+        held = (await api.get(f"/lots/{lot}/holds")).json()
+        assert [(h["order_id"], h["quantity"]) for h in held["items"]] == [(first, 3), (second, 1)]
+        assert held["totals"] == {"orders": 2, "held": 4} and held["lot"]["reserved"] == 4
+        for h in held["items"]:
+            until = datetime.fromisoformat(h["held_until"])
+            assert until == datetime.fromisoformat(reserved[h["order_id"]]), h
+            assert datetime.fromisoformat(h["held_at"]) < until, h
+        paged = (await api.get(f"/lots/{lot}/holds", params={"limit": 1})).json()
+        assert [h["order_id"] for h in paged["items"]] == [first] and paged["next_cursor"]
+        unknown = await api.get(f"/lots/{sku}-NONE/holds")
+        assert unknown.status_code == 404, unknown.text
+    runner = CliRunner(env={"CARAVAN_TOKEN": caravan.token, "COLUMNS": "200"})
+    url = ["--url", f"http://127.0.0.1:{caravan.procs.env['CARAVAN_INVENTORY_HTTP_PORT']}"]
+    shown = runner.invoke(inventory_cli, ["holds", lot, *url])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].strip() == f"lot {lot}: 4 held by 2 order(s)", shown.output
+    rows = [line for line in lines if first in line or second in line]
+    assert [r.split("│")[1:3] for r in rows] == [
+        [f" {first} ", "     3 "],
+        [f" {second} ", "     1 "],
+    ], shown.output
+    assert [r.split("│")[3].strip() for r in rows] == [
+        output.at(h["held_at"]) for h in held["items"]
+    ], shown.output
+    for h in held["items"]:
+        assert output.at(h["held_until"]) in shown.output, shown.output
+    cut = runner.invoke(inventory_cli, ["holds", lot, "--limit", "1", *url])
+    assert cut.output.splitlines()[0].strip() == (
+        f"lot {lot}: 4 held by 2 order(s), the oldest 1 listed: more with a higher --limit"
+    ), cut.output
+    as_json = orjson.loads(runner.invoke(inventory_cli, ["holds", lot, "--json", *url]).output)
+    assert (as_json["holds"], as_json["more"]) == (held["items"], False)
+    assert (as_json["totals"], as_json["lot"]["reserved"]) == ({"orders": 2, "held": 4}, 4)
+    # The first order cancelled: its hold is gone, the total still the lot's reserved.
+    cancelled = await caravan.client.post(f"/orders/{first}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=first)
+    )
+    async with caravan.api("inventory") as api:
+        held = (await api.get(f"/lots/{lot}/holds")).json()
+    assert [(h["order_id"], h["quantity"]) for h in held["items"]] == [(second, 1)]
+    assert held["totals"] == {"orders": 1, "held": 1} and held["lot"]["reserved"] == 1
+    cancelled = await caravan.client.post(f"/orders/{second}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    await caravan.wait_for(
+        lambda: caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.released", order_id=second)
+    )
+    none = runner.invoke(inventory_cli, ["holds", lot, *url])
+    assert (none.exit_code, none.output) == (0, f"no order holding lot {lot}\n"), none.output
+    missing = await cli(caravan, "inventory", "holds", f"{sku}-NONE", *url)
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.strip() == f"Unknown lot: no lot {sku}-NONE", missing.stderr

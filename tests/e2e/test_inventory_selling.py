@@ -186,7 +186,10 @@ async def test_an_order_racing_a_stop_is_either_held_or_passes_the_lot_by(
         fix = {"best_before": str(days.today() + timedelta(days=9)), "reason": "typo"}
         refused = await api.patch(f"/lots/{lot}", json=fix)
         assert refused.status_code == 409, refused.text
-        assert refused.json()["detail"].startswith(f"lot {lot}: 2 held by orders; it is stopped")
+        assert refused.json()["detail"].startswith(
+            f"lot {lot}: 2 held by orders (see them: caravan inventory holds {lot}, or GET"
+            f" /lots/{lot}/holds); it is stopped"
+        )
         await _released(caravan, held)
         restart = {"on_sale": True, "reason": "again"}
         assert (await api.put(f"/lots/{lot}/selling", json=restart)).status_code == 200
@@ -219,8 +222,9 @@ async def test_spoiled_units_held_by_orders_are_refused_saying_so_and_what_to_do
         assert refused.status_code == 409, refused.text
         said = refused.json()["detail"]
         assert said.startswith(
-            f"lot {lot}: only 3 available, cannot remove 5: 2 more held by orders, each until"
-            " its order is paid (then sold) or cancelled (then available again); stop it selling"
+            f"lot {lot}: only 3 available, cannot remove 5: 2 more held by orders (see them:"
+            f" caravan inventory holds {lot}, or GET /lots/{lot}/holds), each until its order is"
+            " paid (then sold) or cancelled (then available again); stop it selling"
             f" (caravan inventory stop-selling {lot}, or PUT /lots/{lot}/selling)"
         ), said
         stop = {"on_sale": False, "reason": "cold store 2 fault"}

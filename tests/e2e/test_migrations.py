@@ -569,12 +569,12 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
     async with scratch_database(infrastructure.database_url, "caravan_said") as url:
         folder = migrations_folder("inventory")
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("none -> 0009", True)
+        assert (str(did), did.ran) == ("none -> 0010", True)
         await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("0007 -> 0009", True)
+        assert (str(did), did.ran) == ("0008 -> 0010", True)
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("at 0009, nothing new", False)
+        assert (str(did), did.ran) == ("at 0010, nothing new", False)
 
 
 async def _caravan(
@@ -788,25 +788,25 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
     version migrated (an old process during an upgrade) it runs on, with a warning."""
     async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
         never = await _refused("inventory", url)  # no alembic_version table at all
-        assert "schema inventory was never migrated, this version needs 0009" in never, never
+        assert "schema inventory was never migrated, this version needs 0010" in never, never
         assert "run caravan prepare" in never and "Traceback" not in never, never
 
         cfg = alembic_config(migrations_folder("inventory"), url)
         await asyncio.to_thread(command.upgrade, cfg, "head")
         await asyncio.to_thread(command.downgrade, cfg, "-1")
         behind = await _refused("inventory", url)
-        said = "schema inventory is at 0008, this version needs 0009: run caravan prepare"
+        said = "schema inventory is at 0009, this version needs 0010: run caravan prepare"
         assert said in behind and "Traceback" not in behind, behind
 
         await asyncio.to_thread(command.upgrade, cfg, "head")
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("update inventory.alembic_version set version_num = '0010'"))
+            await conn.execute(text("update inventory.alembic_version set version_num = '0011'"))
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
             line = await _logged(proc, b"does not know")
-            assert b"schema inventory is at 0010" in line, line
+            assert b"schema inventory is at 0011" in line, line
             await _logged(proc, b"waiting for Kafka")  # running on, past its schema check
             assert proc.returncode is None
         finally:
@@ -841,7 +841,7 @@ async def test_a_service_started_while_postgresql_is_away_checks_its_schema_once
             assert not serving.done()
             pg = forwarder(target.host or "127.0.0.1", target.port or 5432)
             async with await asyncio.start_server(pg, "127.0.0.1", port):
-                with pytest.raises(SchemaBehind, match="inventory is at 0008, this version needs"):
+                with pytest.raises(SchemaBehind, match="inventory is at 0009, this version needs"):
                     await asyncio.wait_for(serving, 30)
         finally:
             runtime.removeHandler(unread)

@@ -50,8 +50,10 @@ def test_counters_refuse_to_go_negative_or_break_the_sum() -> None:
 def test_adjustments_move_received_and_available_together() -> None:
     assert Counters(5, 2, 3).apply(adjust_move("L", Counters(5, 2, 3), 4)) == Counters(9, 6, 3)
     assert Counters(5, 2, 3).apply(adjust_move("L", Counters(5, 2, 3), -2)) == Counters(3, 0, 3)
-    with pytest.raises(StockError):
-        adjust_move("L", Counters(5, 2, 3), -3)  # the 3 reserved are not there to remove
+    # The 3 reserved are not there to remove: the refusal says where the orders holding them
+    # are listed (a drill's clerk queried the database by hand to find whom to call).
+    with pytest.raises(StockError, match=r"3 more held by orders \(see them: caravan inventory"):
+        adjust_move("L", Counters(5, 2, 3), -3)
     with pytest.raises(StockError):
         adjust_move("L", Counters(5, 2, 3), 0)
 
@@ -92,8 +94,9 @@ def test_a_lot_is_corrected_while_nothing_is_held_its_sku_while_nothing_went_to_
     assert "stop it selling (caravan inventory stop-selling L, or PUT /lots/L/selling)" in held
     stopped = correction_refused("L", Counters(5, 3, 2), sku_changes=False, on_sale=False)
     assert stopped == (
-        "lot L: 2 held by orders; it is stopped selling: correct it once they are sold or"
-        " released (a hold lasts until the order is paid or cancelled)"
+        "lot L: 2 held by orders (see them: caravan inventory holds L, or GET /lots/L/holds);"
+        " it is stopped selling: correct it once they are sold or released (a hold lasts until"
+        " the order is paid or cancelled)"
     )
     sold = correction_refused("L", Counters(5, 3, 0, 1, 1), sku_changes=True)
     assert sold == (

@@ -1,4 +1,5 @@
-"""Read models of the stock: per lot, per SKU, and the spoilage report (served by the admin API).
+"""Read models of the stock: per lot (with its history and the orders holding it), per SKU,
+and the spoilage report (served by the admin API).
 
 ``day`` decides which lots are in season; stock still available in a lot past its
 ``best_before`` can never be sold and is reported as ``expired_unsold``.
@@ -28,6 +29,8 @@ from services.inventory.adapters.tables import (
     lot_selling,
     lots,
     products,
+    reservation_lines,
+    reservations,
 )
 from shared.events.envelope import Frozen
 from shared.pagination import Position, after
@@ -110,6 +113,35 @@ class LotHistory(Frozen):
     lot: LotStock
     entries: list[LotEntry]
     next_cursor: str | None = None
+
+
+class LotHold(Frozen):
+    """An order holding ``quantity`` units of a lot now, since ``held_at``, until
+    ``held_until``: what its ``stock.reserved`` said, its deadline or the hold's time, whichever
+    is sooner (null for a hold made before inventory migration 0010). A hold lasts until its
+    order is paid (the units sold) or cancelled (back to the lot)."""
+
+    order_id: str
+    quantity: int
+    held_at: datetime
+    held_until: datetime | None
+
+
+class HeldTotals(Frozen):
+    """How many orders hold a lot now and how many units in all: the lot's ``reserved``."""
+
+    orders: int
+    held: int
+
+
+class LotHolds(Frozen):
+    """A lot's counters, a page of the orders holding it, the oldest hold first
+    (``next_cursor``: the rest), and the totals of every page."""
+
+    lot: LotStock
+    items: list[LotHold]
+    next_cursor: str | None = None
+    totals: HeldTotals
 
 
 def _lot(row: Any, day: date) -> LotStock:
@@ -202,6 +234,60 @@ async def lot_entries(
         query = query.where(after(key, start))
     rows = await conn.execute(query.order_by(*key).limit(limit))
     return [LotEntry.model_validate(r._mapping) for r in rows]
+
+
+def _held(lot_id: str, *columns: Any) -> Select[Any]:
+    """``columns`` of the reservation lines of ``lot_id`` whose order holds them now (through
+    their index on ``lot_id``: every order's lines stay in the table), with their holds."""
+    return (
+        select(*columns)
+        .select_from(
+            reservation_lines.join(
+                reservations, reservations.c.order_id == reservation_lines.c.order_id
+            )
+        )
+        .where(reservation_lines.c.lot_id == lot_id, reservations.c.status == "reserved")
+    )
+
+
+HOLD_KEY = (reservations.c.created_at, reservations.c.order_id)
+
+
+def holding(lot_id: str, start: Position | None, limit: int) -> Select[Any]:
+    """The orders holding units of ``lot_id`` now, up to ``limit`` after ``start``, the
+    oldest hold first (by its time and order id)."""
+    query = _held(
+        lot_id,
+        reservation_lines.c.order_id,
+        reservation_lines.c.quantity,
+        reservations.c.created_at.label("held_at"),
+        reservations.c.held_until,
+    )
+    if start is not None:
+        query = query.where(after(HOLD_KEY, start))
+    return query.order_by(*HOLD_KEY).limit(limit)
+
+
+def held_totals(lot_id: str) -> Select[Any]:
+    """How many orders hold units of ``lot_id`` now, and how many units in all."""
+    return _held(
+        lot_id,
+        func.count().label("orders"),
+        func.coalesce(func.sum(reservation_lines.c.quantity), 0).label("held"),
+    )
+
+
+async def lot_holds(
+    conn: AsyncConnection, lot_id: str, *, start: Position | None = None, limit: int
+) -> tuple[list[LotHold], HeldTotals]:
+    """Up to ``limit`` of the orders holding ``lot_id`` after ``start`` (:func:`holding`),
+    and the totals of them all."""
+    rows = await conn.execute(holding(lot_id, start, limit))
+    totals = (await conn.execute(held_totals(lot_id))).one()
+    return (
+        [LotHold.model_validate(r._mapping) for r in rows],
+        HeldTotals.model_validate(totals._mapping),
+    )
 
 
 async def stock(

@@ -244,18 +244,28 @@ class StockRepository:
         return cast(HoldStatus | None, self.tx.identity[HOLD, order_id])
 
     async def create_reservation(
-        self, order_id: str, status: HoldStatus, takes: list[Take]
+        self,
+        order_id: str,
+        status: HoldStatus,
+        takes: list[Take],
+        held_until: datetime | None = None,
     ) -> bool:
-        """Record the order's hold and the lots it took from (the lots' counters are moved
-        separately), written at commit; False if this order already has a reservation (or
-        a rejection). Should another transaction write one meanwhile (two instances during
-        a rebalance), this one fails at commit and is retried, and then sees it."""
+        """Record the order's hold (until ``held_until``) and the lots it took from (the lots'
+        counters are moved separately), written at commit; False if this order already has a
+        reservation (or a rejection). Should another transaction write one meanwhile (two
+        instances during a rebalance), this one fails at commit and is retried, and then
+        sees it."""
         if await self.reservation_status(order_id) is not None:
             return False
         self.tx.identity[HOLD, order_id] = status
         # The trace of the order event making it: the report of the hold continues it.
         trace = current_trace_headers() or None
-        row: dict[str, object] = {"order_id": order_id, "status": status, "trace_headers": trace}
+        row: dict[str, object] = {
+            "order_id": order_id,
+            "status": status,
+            "trace_headers": trace,
+            "held_until": held_until,
+        }
         self.tx.insert_later(reservations, row)
         held = []
         for t in takes:

@@ -81,6 +81,9 @@ reservations = Table(
     # W3C trace context of the order event that made the hold, so that its report
     # (``stock.expired``) continues the order's trace (none on holds before 2026-12-04).
     Column("trace_headers", JSONB(none_as_null=True), nullable=True),
+    # Until when the hold lasts, as its stock.reserved said: the order's deadline or the
+    # hold's time, whichever is sooner (null on holds before migration 0010, and on refusals).
+    Column("held_until", DateTime(timezone=True), nullable=True),
     Index(
         "ix_inventory_reservations_held",
         "created_at",
@@ -95,6 +98,8 @@ reservation_lines = Table(
     Column("lot_id", String(64), ForeignKey("inventory.lots.lot_id"), nullable=False),
     Column("quantity", Integer, CheckConstraint("quantity > 0"), nullable=False),
     PrimaryKeyConstraint("order_id", "lot_id"),
+    # The orders holding a lot (GET /lots/{id}/holds): the key, by order first, cannot find them.
+    Index("ix_inventory_reservation_lines_lot_id", "lot_id"),
 )
 
 lot_adjustments = Table(

@@ -114,8 +114,8 @@ def adjust_move(
             raise StockError(short)
         then = "remove what is available now, the rest as the holds come back"
         raise StockError(
-            f"{short}: {counters.reserved} more held by orders, each until its order is paid"
-            " (then sold) or cancelled (then available again);"
+            f"{short}: {counters.reserved} more held by orders ({see_holds(lot_id)}), each"
+            " until its order is paid (then sold) or cancelled (then available again);"
             f" {stop_selling_first(lot_id, on_sale, then)}"
         )
     if spoiled:
@@ -126,6 +126,11 @@ def adjust_move(
             f" a lot holds at most {MAX_LOT_QUANTITY} units"
         )
     return Move(lot_id, received=delta, available=delta)
+
+
+def see_holds(lot_id: str) -> str:
+    """Where the orders holding a lot are listed, for a refusal that counts them."""
+    return f"see them: caravan inventory holds {lot_id}, or GET /lots/{lot_id}/holds"
 
 
 def stop_selling_first(lot_id: str, on_sale: bool, then: str) -> str:
@@ -157,7 +162,7 @@ def correction_refused(
             " or cancelled)"
         )
         return (
-            f"lot {lot_id}: {counters.reserved} held by orders;"
+            f"lot {lot_id}: {counters.reserved} held by orders ({see_holds(lot_id)});"
             f" {stop_selling_first(lot_id, on_sale, then)}"
         )
     if sku_changes and (counters.sold or counters.spoiled):

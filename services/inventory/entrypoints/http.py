@@ -8,6 +8,10 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
 - ``GET /lots/{lot_id}/adjustments?cursor=&limit=``: the lot's counters and a page of its
   history, oldest first: adjustments (delta), corrections (the terms before and after) and
   its selling stopped or restarted (on_sale), each with its reason, time and author.
+- ``GET /lots/{lot_id}/holds?cursor=&limit=``: the lot's counters, a page of the orders
+  holding units of it now, the oldest hold first (each order's id, units, ``held_at`` and
+  ``held_until``), and the totals of every page (``orders``, ``held``: the lot's
+  ``reserved``); 404 unknown lot.
 - ``PUT /lots/{lot_id}/selling`` ``{"on_sale", "reason"}``: stop a lot selling (false: no
   new order holds any of it, those that do are sold or released as before) or restart it;
   200 (``changed`` false: it was so already), 404 unknown lot.
@@ -122,6 +126,7 @@ UNKNOWN_LOT = "no lot with this id"
 STOCK_CURSOR = cursor_after(str)  # after a product's sku
 SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
 ENTRY_CURSOR = cursor_after(datetime, str, str)  # after a lot's entry (at, kind, id)
+HOLD_CURSOR = cursor_after(datetime, str)  # after a hold (held_at, order_id)
 
 
 def _terms(changed: handlers.LotTerms) -> dict[str, dict[str, str]]:
@@ -177,6 +182,25 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             entries = await queries.lot_entries(conn, lot_id, start=start, limit=limit + 1)
         listed, next_cursor = page(entries, limit, lambda e: (e.at, e.kind, e.id))
         return queries.LotHistory(lot=found, entries=listed, next_cursor=next_cursor)
+
+    @router.get(  # before /lots/{lot_id:path}, which would take "L/holds" as an id
+        "/lots/{lot_id:path}/holds",
+        response_model=queries.LotHolds,
+        dependencies=READ,
+        responses=problem_responses({404: UNKNOWN_LOT}),
+    )
+    async def lot_holds(
+        lot_id: Key, start: Position | None = HOLD_CURSOR, limit: Limit = 100
+    ) -> Any:
+        """The lot's counters and the orders holding units of it now, the oldest hold first,
+        a page at a time (``next_cursor``); the totals are of every page."""
+        async with engine.connect() as conn:
+            found = await queries.lot_stock(conn, lot_id, days.today())
+            if found is None:
+                return problem(404, "Unknown lot", f"no lot {lot_id}")
+            holds, totals = await queries.lot_holds(conn, lot_id, start=start, limit=limit + 1)
+        listed, next_cursor = page(holds, limit, lambda h: (h.held_at, h.order_id))
+        return queries.LotHolds(lot=found, items=listed, next_cursor=next_cursor, totals=totals)
 
     @router.get(
         "/lots/{lot_id:path}",

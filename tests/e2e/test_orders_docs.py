@@ -217,6 +217,7 @@ FUZZED = {
     "inventory": [
         "GET /lots/{lot_id}",
         "GET /lots/{lot_id}/adjustments",
+        "GET /lots/{lot_id}/holds",
         "GET /reports/spoiled",
         "GET /stock",
         "GET /stock/{sku}",

@@ -20,6 +20,7 @@ read as options: ``tests/unit/test_cli_negative_numbers.py`` fails if a Typer up
 
 import re
 from datetime import UTC, date, datetime
+from typing import Any
 
 import typer
 from typer._click.core import Context
@@ -77,3 +78,10 @@ def time_option(value: str) -> datetime:
             f"{value!r} is not an ISO 8601 time, e.g. 2026-12-03T09:00:00+08:00"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def time_opt(said: str) -> Any:
+    """A time option (``--since``, ``--until``, ``--from-timestamp``) read by
+    :func:`time_option`, its help ``said`` and how it is read (:data:`TIME`):
+    ``Annotated[datetime | None, time_opt("placed before")] = None``."""
+    return typer.Option(parser=time_option, help=f"{said} ({TIME})")

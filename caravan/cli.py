@@ -19,7 +19,7 @@ from typer._click.core import Context
 from typer.core import TyperArgument, TyperGroup
 
 from caravan import checkout, inventory_cli, output, payments_cli, platform_cli, tokens_cli
-from caravan.arguments import TIME, time_option
+from caravan.arguments import time_opt
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
 from services.orders.domain.order import Status as OrderStatus
@@ -708,7 +708,7 @@ def replay(
     group: Annotated[str, typer.Option(help="the consumer group to rewind, e.g. caravan-orders")],
     from_timestamp: Annotated[
         datetime | None,
-        typer.Option(parser=time_option, help=f"first record time to re-read ({TIME})"),
+        time_opt("first record time to re-read"),
     ] = None,
     from_offset: Annotated[
         int | None, typer.Option(min=0, help="offset to restart from, per partition")
@@ -992,11 +992,9 @@ def orders_list(
     ] = None,
     since: Annotated[
         datetime | None,
-        typer.Option(parser=time_option, help=f"placed at or after ({TIME})"),
+        time_opt("placed at or after"),
     ] = None,
-    until: Annotated[
-        datetime | None, typer.Option(parser=time_option, help=f"placed before ({TIME})")
-    ] = None,
+    until: Annotated[datetime | None, time_opt("placed before")] = None,
     buyer: Annotated[str | None, typer.Option(help="only this buyer's")] = None,
     source: Annotated[
         str | None, typer.Option(help="only this source's (http, storefront/..., platform/APP)")
@@ -1195,7 +1193,7 @@ SourceOpt = Annotated[
 ]
 SinceOpt = Annotated[
     datetime | None,
-    typer.Option(parser=time_option, help=f"dead-lettered at or after ({TIME})"),
+    time_opt("dead-lettered at or after"),
 ]
 
 

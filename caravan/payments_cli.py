@@ -12,7 +12,7 @@ import typer
 
 from caravan import output
 from caravan.admin_api import base_url, call, found, newest
-from caravan.arguments import TIME, NegativeNumbers, time_option
+from caravan.arguments import NegativeNumbers, time_opt
 from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
@@ -467,11 +467,9 @@ REPAID, REPAID_FIGURES = "when\nloan\nbuyer", "fen"
 def list_repayments(
     since: Annotated[
         datetime | None,
-        typer.Option(parser=time_option, help=f"recorded at or after ({TIME})"),
+        time_opt("recorded at or after"),
     ] = None,
-    until: Annotated[
-        datetime | None, typer.Option(parser=time_option, help=f"recorded before ({TIME})")
-    ] = None,
+    until: Annotated[datetime | None, time_opt("recorded before")] = None,
     buyer: Annotated[str | None, typer.Option(help="only those of this buyer's loans")] = None,
     limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
     as_json: Annotated[
@@ -527,11 +525,9 @@ OWED_ORDER, CANCELLED = "order\nowed at", "status\ncancelled at"
 def payables(
     since: Annotated[
         datetime | None,
-        typer.Option(parser=time_option, help=f"owed (payment authorised) at or after ({TIME})"),
+        time_opt("owed (payment authorised) at or after"),
     ] = None,
-    until: Annotated[
-        datetime | None, typer.Option(parser=time_option, help=f"owed before ({TIME})")
-    ] = None,
+    until: Annotated[datetime | None, time_opt("owed before")] = None,
     seller: Annotated[
         str | None, typer.Option(help="only this seller's, with its orders, the last owed first")
     ] = None,

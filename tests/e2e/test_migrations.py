@@ -514,6 +514,23 @@ LOSING = {
         "UPDATE auth.tokens SET sources = NULL, revoked_at = coalesce(revoked_at, now())"
         " WHERE sources IS NOT NULL",
     ),
+    # A charge the gateway refused to void (owed back by hand), and one being voided that an
+    # operator said the gateway lost (caravan payments charge-lost): what is named clears both.
+    # A voided loan's refund owed back (payments 0022; the ledger says it) and a void with no
+    # word: not refused.
+    "payments 0014 void_refused": (
+        "payments",
+        "insert into payments.payments (order_id, status, loan_id, refund_owed_fen,"
+        " gateway_refusal, next_attempt_at) values"
+        " ('v', 'void_refused', NULL, 100, 'void refused: settled', NULL),"
+        " ('w', 'voiding', NULL, NULL, 'the gateway lost the charge, said desk: gone', now()),"
+        " ('l', 'voided', 'loan-l', 300, NULL, NULL), ('x', 'voiding', NULL, NULL, NULL, now())",
+        "0013",
+        "2 in payments.payments where status = 'void_refused' OR gateway_refusal IS NOT NULL",
+        "UPDATE payments.payments SET status = 'voiding', next_attempt_at = CASE WHEN status ="
+        " 'voiding' THEN next_attempt_at END, refund_owed_fen = NULL, gateway_refusal = NULL"
+        " WHERE status = 'void_refused' OR (status = 'voiding' AND gateway_refusal IS NOT NULL)",
+    ),
     # A refund made by hand, recorded: the older version knows no such status (a payment
     # still owed back to its buyer, void_refused: not refused); a voided loan's refund goes
     # back to voided.

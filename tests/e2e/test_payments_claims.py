@@ -17,13 +17,17 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, event, insert, select
 
+from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
-from services.payments.adapters.tables import outbox, payments
+from services.payments.adapters.tables import outbox, payables, payments
+from services.payments.domain import ledger
+from services.payments.handlers import charge_txn, void_txn
 from services.payments.prepaid import (
     GATEWAY_STUCK,
     Work,
     claim_due,
     hand_back,
+    mark_lost,
     payments_by_status,
     perform,
     record_voided,
@@ -552,3 +556,107 @@ async def test_an_outcome_the_database_refuses_keeps_none_of_its_batch_from_bein
         assert sorted(await declined_in_outbox(uow, ids)) == sorted([ids[0], ids[2]])
     finally:
         await forget(uow, ids)
+
+
+class Gated:
+    """A gateway whose void calls each wait for their own gate (``gates[n]``, the n-th call)
+    before they are answered: 404, no such charge, where ``lost``, else voided; the keys it
+    was asked to void, in order."""
+
+    def __init__(self, lost: bool) -> None:
+        self.lost = lost
+        self.gates = [asyncio.Event(), asyncio.Event()]
+        self.asked: list[str] = []
+
+    async def charge(self, key: str, amount_fen: int, buyer_id: str) -> ChargeResult:
+        raise AssertionError(f"charge {key}: not asked for here")
+
+    async def void(self, key: str) -> None:
+        self.asked.append(key)
+        await self.gates[len(self.asked) - 1].wait()
+        if self.lost:
+            raise unknown(f"/charges/{key}/void")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("lost", [True, False], ids=["gateway-lost-it", "gateway-voids"])
+@pytest.mark.parametrize("first", [0, 1], ids=["held-answered-first", "new-answered-first"])
+async def test_a_void_said_lost_while_one_is_in_flight_ends_once(
+    uow: UnitOfWork, lost: bool, first: int
+) -> None:
+    """``caravan payments charge-lost`` makes the void due now (:func:`mark_lost`) while the
+    claim of an earlier void may still be leased, its call in flight: another loop claims it
+    at once and the two voids are made together, answered in either order. The payment ends
+    once, as the gateway answered: refused for good (``void_refused``, owed back by hand) if
+    it lost the charge, ``voided`` (the word cleared) if it voided it after all; one
+    ``payment.voided``, one ledger void, one count of a void refused, never both a void made
+    and a refund owed by hand."""
+    order_id = str(uuid.uuid4())
+    buyer, seller = f"pay-lost-{uuid.uuid4().hex[:8]}", "claims-seller"
+    due = datetime.now(UTC) - DECADE
+    async with uow.begin() as tx:
+        values = {"order_id": order_id, "buyer_id": buyer, "method": "prepaid"}
+        await tx.conn.execute(
+            insert(payments).values(
+                **values, amount_fen=3500, status="voiding", next_attempt_at=due, attempts=3
+            )
+        )
+        await tx.conn.execute(
+            insert(payables).values(
+                order_id=order_id, seller_id=seller, amount_fen=3500, status="owed"
+            )
+        )
+        charged = ledger.prepaid_charged({seller: 3500})
+        ledger_store.post(tx, charge_txn(order_id), "prepaid_charged", charged, order_id=order_id)
+    refused_before = REGISTRY.get_sample_value("caravan_payments_void_refused_total") or 0.0
+    gateway = Gated(lost)
+
+    async def claim() -> Work:
+        # Rows other tests left due may be claimed here too (leased a minute, not called).
+        async with uow.begin() as tx:
+            return next(w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id)
+
+    held = asyncio.create_task(perform(uow, gateway, [await claim()], 1.0))
+    await until(lambda: gateway.asked, "the first void in flight")
+    async with uow.begin() as tx:
+        said = await mark_lost(tx, order_id, "the gateway lost the charge, said desk: purged")
+    assert said is not None and said.after["gateway_refusal"] is not None
+    again = await claim()  # due now, though the first claim's lease runs a minute
+    assert again.attempts == 5
+    other = asyncio.create_task(perform(uow, gateway, [again], 1.0))
+    await until(lambda: len(gateway.asked) == 2, "the second void in flight")
+    calls = [held, other]
+    gateway.gates[first].set()
+    await calls[first]
+    gateway.gates[1 - first].set()
+    await calls[1 - first]
+
+    [row] = await rows_of(uow, [order_id])
+    async with uow.db.engine.connect() as conn:
+        query = select(outbox.c.value).where(outbox.c.topic == Topic.PAYMENT_EVENTS.value)
+        events = [orjson.loads(v) for v in (await conn.execute(query)).scalars()]
+        voids = await ledger_store.entries_of(conn, void_txn(order_id))
+        payable = await conn.scalar(
+            select(payables.c.status).where(payables.c.order_id == order_id)
+        )
+    voided = [e["data"] for e in events if e["data"].get("order_id") == order_id]
+    refused = REGISTRY.get_sample_value("caravan_payments_void_refused_total") or 0.0
+    assert (row.status, row.next_attempt_at, payable) == (
+        "void_refused" if lost else "voided",
+        None,
+        "cancelled",
+    )
+    assert (row.refund_owed_fen, row.gateway_refusal is None) == (
+        (3500, False) if lost else (None, True)
+    )
+    assert [(d["amount_fen"], d.get("refund_owed_fen")) for d in voided] == [
+        (3500, 3500 if lost else None)
+    ]
+    assert sorted(e.account for e in voids) == sorted(
+        ["buyer_refund_payable", f"seller_payable:{seller}"]
+        if lost
+        else ["gateway_clearing", f"seller_payable:{seller}"]
+    )
+    assert refused - refused_before == (1 if lost else 0)

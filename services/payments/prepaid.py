@@ -115,6 +115,7 @@ class Work:
     lapsed: bool = False  # the hold had lapsed at the claim, by the database's clock
     seen: bool = True  # an earlier call may have reached the gateway (not all unreached)
     waited: float = 0.0  # seconds since the payment became charging or voiding, at the claim
+    leased_until: datetime | None = None  # the claim's lease (next_attempt_at), its fence
 
     @property
     def unsent(self) -> bool:
@@ -162,6 +163,7 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             payments.c.held_until,
             payments.c.unreached,
             payments.c.updated_at,  # when it became charging or voiding
+            payments.c.next_attempt_at,  # the lease
             func.now().label("now"),  # the clock next_attempt_at is compared by
         )
     )
@@ -178,6 +180,7 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
             lapsed=hold_lapsed(r.held_until, r.now),
             seen=r.attempts - 1 > r.unreached,  # this claim's call not made yet
             waited=(r.now - r.updated_at).total_seconds(),
+            leased_until=r.next_attempt_at,
         )
         for r in rows
     ]
@@ -512,14 +515,21 @@ async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUn
     """The call met ``error`` (no answer to be sure of): kept, counted if it never reached
     the gateway, and asked again in a while; a charge the gateway has still seen none of the
     calls of (this one unreached too) by its hold's lapse at the latest, when it is not made
-    but declined (:attr:`Work.unsent`): on time, not up to a backoff (30 s) after it."""
+    but declined (:attr:`Work.unsent`): on time, not up to a backoff (30 s) after it. Only
+    while the payment is still on its claim's lease: recorded already (a batch committed
+    whose answer was lost, recorded again one at a time), it would count the call unreached
+    twice, and a charge the gateway may have taken read as one it saw none of (declined at
+    its hold's lapse, never voided); claimed again since, the newer claim keeps its lease."""
     missed = isinstance(error, GatewayUnreached)
     next_attempt_at = func.now() + timedelta(seconds=delay_seconds)
     if work.status == "charging" and missed and not work.seen and work.held_until is not None:
         next_attempt_at = func.least(next_attempt_at, literal(work.held_until, DateTime(True)))
+    mine = [payments.c.order_id == work.order_id, payments.c.status == work.status]
+    if work.leased_until is not None:
+        mine.append(payments.c.next_attempt_at == work.leased_until)
     await tx.conn.execute(
         update(payments)
-        .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
+        .where(*mine)
         .values(
             next_attempt_at=next_attempt_at,
             last_error=str(error),

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, event, insert, select
+from sqlalchemy import delete, event, insert, select, update
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
@@ -660,3 +660,62 @@ async def test_a_void_said_lost_while_one_is_in_flight_ends_once(
         else ["gateway_clearing", f"seller_payable:{seller}"]
     )
     assert refused - refused_before == (1 if lost else 0)
+
+
+@contextlib.contextmanager
+def commit_answer_lost(uow: UnitOfWork) -> Iterator[list[str]]:
+    """The next commit on ``uow``'s engine is made, and its answer lost (the connection
+    reset as PostgreSQL's acknowledgement came): the commit raises, though it committed."""
+    lost: list[str] = []
+    dialect = uow.db.engine.sync_engine.dialect
+    commit = dialect.do_commit
+
+    def committed_then_reset(dbapi_connection: Any) -> None:
+        commit(dbapi_connection)
+        if not lost:
+            lost.append("commit")
+            raise ConnectionResetError("connection reset after COMMIT was sent")
+
+    dialect.do_commit = committed_then_reset  # type: ignore[method-assign]
+    try:
+        yield lost
+    finally:
+        del dialect.do_commit  # the class's again
+
+
+async def test_a_batch_committed_whose_answer_was_lost_is_not_recorded_again(
+    uow: UnitOfWork,
+) -> None:
+    """A claim's batch of outcomes committed, but the commit's answer lost (the connection
+    reset): the calls were recorded one at a time again, and a retry's count of calls that
+    never reached the gateway (``unreached``) went up twice. A charge whose first call
+    timed out (the gateway may have taken it) and whose second was unreached then read as
+    one the gateway had seen none of (``seen`` False): once its hold lapsed it would be
+    declined without a call, no void ever made for a charge the gateway may hold. A retry
+    is now recorded only on its claim's lease, so the second recording changes nothing."""
+    due = datetime.now(UTC) - DECADE
+    held_until = datetime.now(UTC) + timedelta(minutes=10)
+    # Each: its first call timed out (attempts 1, none unreached): the gateway may have it.
+    ids = [
+        await prepaid(uow, "charging", next_attempt_at=due, attempts=1, held_until=held_until)
+        for _ in range(2)
+    ]
+    try:
+        async with uow.begin() as tx:
+            claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
+        assert [(w.attempts, w.seen) for w in claimed] == [(2, True)] * 2
+        with commit_answer_lost(uow) as lost:
+            await perform(uow, Failing(away), claimed, 1.0)
+        assert lost == ["commit"]
+        found = await rows_of(uow, ids)
+        assert (
+            sorted((r.status, r.attempts, r.unreached) for r in found) == [("charging", 2, 1)] * 2
+        )
+        async with uow.begin() as tx:
+            await tx.conn.execute(
+                update(payments).where(payments.c.order_id.in_(ids)).values(next_attempt_at=due)
+            )
+            again = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
+        assert [(w.attempts, w.seen) for w in again] == [(3, True)] * 2
+    finally:
+        await forget(uow, ids)

@@ -944,6 +944,76 @@ def stuck(
     output.show(table, empty=f"no order stuck: none {over}")
 
 
+QUEUED, TEMPLATE, STATE = "queued\nsent", "template\nlanguage", "status\nattempts"
+"""Two lines each: when a text was queued above when it went (``-``: not sent), its status
+above how many times the gateway was tried, beside its template, language and number."""
+
+
+def _sent(text: dict[str, Any]) -> str:
+    """When a text went: delivered, or accepted by the gateway; ``-`` for one not sent."""
+    return output.at(text["sent_at"]) if text["sent_at"] else "-"
+
+
+def _why(text: dict[str, Any]) -> str:
+    """What a text's row says beside its status: a failed one's reason, a pending one's next
+    try and the error that put it off, one held by quiet hours until when."""
+    if text["status"] in ("pending", "sending") and text["next_attempt_at"]:
+        put_off = f": {text['last_error']}" if text["last_error"] else ""
+        return f"next try {output.at(text['next_attempt_at'])}{put_off}"
+    if text["status"] == "delivered" and text["delivered_at"]:
+        return f"delivered {output.at(text['delivered_at'])}"
+    if text["status"] == "suppressed":
+        return "not sent: the number opted out, or the reminder was no longer due"
+    return text["last_error"] or ""
+
+
+@app.command()
+def texts(
+    order_id: Annotated[str | None, typer.Argument(help="the order's id")] = None,
+    phone: Annotated[
+        str | None, typer.Option(help="the texts to this number (E.164), of every order")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the texts as the API gives them, as JSON")
+    ] = False,
+) -> None:
+    """The texts of an order, or to a number (--phone), newest first: when each was queued
+    and sent, its template and language, its number masked, its status, the gateway's
+    attempts and why it failed or waits (the notifications API's `GET /sms`; the token needs
+    the scope ops, or notifications:read): "I never got a text" answered without SQL."""
+    from caravan.admin_api import base_url, newest
+
+    if order_id is None and phone is None:
+        raise OperatorError("texts of what: give an ORDER_ID, or --phone", exit_code=2)
+    asked = {"order_id": order_id, "phone": phone}
+    params = {k: v for k, v in asked.items() if v is not None}
+    options = {"order_id": "ORDER_ID", "phone": "--phone"}
+    base = base_url(None, "notifications")
+    found, more = newest(base, "notifications", "/sms", params, limit, options)
+    if as_json:
+        output.as_json({"texts": found, "more": more})
+        return
+    from shared.logs import masked
+
+    whose = " ".join(
+        ([f"of order {order_id}"] if order_id else []) + ([f"to {masked(phone)}"] if phone else [])
+    )
+    title = output.listed_title(len(found), f"text(s) {whose}", more)
+    table = output.table(
+        QUEUED, TEMPLATE, "to", STATE, "why", title=title, whole=(QUEUED, TEMPLATE, "to", STATE)
+    )
+    for t in found:
+        table.add_row(
+            f"{output.at(t['created_at'])}\n{_sent(t)}",
+            f"{t['purpose']}\n{t['locale']}",
+            t["to"],
+            f"{t['status']}\n{t['attempts']}",
+            output.Clipped(_why(t)),
+        )
+    output.show(table, empty=f"no text {whose}")
+
+
 @app.command()
 def check(
     as_json: Annotated[

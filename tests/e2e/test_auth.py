@@ -188,6 +188,7 @@ class World:
             ("notifications", "PUT", "/opt-outs/{phone}"): (f"/opt-outs/{self.phone}", None),
             ("notifications", "DELETE", "/opt-outs/{phone}"): (f"/opt-outs/{self.phone}", None),
             ("notifications", "GET", "/opt-outs/{phone}"): (f"/opt-outs/{self.phone}", None),
+            ("notifications", "GET", "/sms"): (f"/sms?phone={self.phone}", None),
             ("platform", "PUT", "/platform/{app}/mappings/{kind}/{external_id}"): (
                 f"/platform/{self.app}/mappings/sku/{self.mapped}",
                 {"sku": "T-HONEY"},

@@ -23,8 +23,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from caravan.checkout import REPO_ROOT
+from caravan.cli import app as cli_app
+from caravan.output import at
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
@@ -34,6 +37,7 @@ from shared.events.payments import (
     PaymentRepaid,
     PaymentVoided,
 )
+from shared.logs import masked
 from shared.seed import SeedFile
 from shared.topics import Topic, consumer_group
 from tests.e2e.markers import TEXTED_ON, consumed_again, drained, order_handled
@@ -987,3 +991,72 @@ async def test_an_outcome_that_comes_before_its_order_placed_is_texted_once_it_c
     ]
     assert sent == [(phone, "order_confirmed"), (cancelled_phone, "order_cancelled")]
     assert [len(await _messages(sms, to)) for to in (phone, cancelled_phone)] == [1, 1]
+
+
+async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A buyer calls the centre: "I never got a text". The operator reads the texts of the
+    order (``GET /sms?order_id=``, ``caravan texts ORDER_ID``) or to the number (``phone=``,
+    ``--phone``) where they had to query notifications.sms: each one's number masked as the
+    logs mask it, template and language, when queued and sent, status, the gateway's
+    attempts, and a failed one's reason."""
+    texted, refused = _phone(), _phone()
+    await _script(sms, texted, "fail", "fail")
+    await _script(sms, refused, "reject")
+    sent_to, failed_to = await asyncio.gather(_order(caravan, texted), _order(caravan, refused))
+    sent = await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=sent_to, to=texted))
+    failed = await caravan.wait_for(
+        lambda: _sms(caravan, "sms.failed", order_id=failed_to, to=refused)
+    )
+    await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=failed_to, to=SELLER_PHONE))
+    async with caravan.api("notifications") as api:
+        of_sent = (await api.get("/sms", params={"order_id": sent_to})).json()["items"]
+        mine = [t for t in of_sent if t["purpose"] == "order_confirmed"]
+        assert [(t["to"], t["locale"], t["attempts"]) for t in mine] == [
+            (masked(texted), "en", 3)
+        ], of_sent
+        assert mine[0]["sms_id"] == sent[0].data["sms_id"] and mine[0]["sent_at"], mine
+        assert texted not in str(of_sent)  # the number is never given whole
+        to_refused = (await api.get("/sms", params={"phone": refused})).json()["items"]
+        assert [(t["order_id"], t["status"], t["attempts"]) for t in to_refused] == [
+            (failed_to, "failed", 1)
+        ], to_refused
+        assert to_refused[0]["sms_id"] == failed[0].data["sms_id"] and to_refused[0]["last_error"]
+        assert to_refused[0]["sent_at"] is None
+        both = (await api.get("/sms", params={"order_id": failed_to})).json()["items"]
+        assert {t["purpose"] for t in both} == {"order_confirmed", "new_order"}, both
+        assert [t["created_at"] for t in both] == sorted(
+            (t["created_at"] for t in both), reverse=True
+        )
+        paged = (await api.get("/sms", params={"order_id": failed_to, "limit": 1})).json()
+        assert len(paged["items"]) == 1 and paged["next_cursor"], paged
+        neither = await api.get("/sms")
+        assert neither.status_code == 422, neither.text
+    runner = CliRunner(
+        env={
+            "CARAVAN_TOKEN": caravan.token,
+            "CARAVAN_NOTIFICATIONS_HTTP_PORT": caravan.procs.env["CARAVAN_NOTIFICATIONS_HTTP_PORT"],
+            "COLUMNS": "200",
+        }
+    )
+    shown = runner.invoke(cli_app, ["texts", failed_to])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].strip() == f"2 text(s) of order {failed_to}", shown.output
+    row = next(line for line in shown.output.splitlines() if masked(refused) in line)
+    cells = [c.strip() for c in row.split("│")[1:6]]
+    assert cells[:4] == [
+        at(to_refused[0]["created_at"]),
+        "order_confirmed",
+        masked(refused),
+        "failed",
+    ]
+    assert cells[4] and to_refused[0]["last_error"].startswith(cells[4].rstrip("…")), shown.output
+    assert refused not in shown.output
+    by_phone = runner.invoke(cli_app, ["texts", "--phone", texted, "--json"])
+    assert [t["sms_id"] for t in json.loads(by_phone.output)["texts"]] == [mine[0]["sms_id"]], (
+        by_phone.output
+    )
+    nobody = _phone()
+    none = runner.invoke(cli_app, ["texts", "--phone", nobody])
+    assert (none.exit_code, none.output) == (0, f"no text to {masked(nobody)}\n"), none.output

@@ -245,6 +245,7 @@ FUZZED = {
     "notifications": [
         "DELETE /opt-outs/{phone}",
         "GET /opt-outs/{phone}",
+        "GET /sms",
         "POST /sms/receipts",
         "PUT /opt-outs/{phone}",
     ],

@@ -112,6 +112,9 @@ sms = Table(
     # A hash index: receipts look an id up by equality, and it holds an id of any length
     # (a B-tree entry, 2704 bytes at most).
     Index("sms_provider", "provider_id", postgresql_using="hash"),
+    # An order's texts and those to a number, newest first (GET /sms).
+    Index("sms_order", "order_id", "created_at", "sms_id"),
+    Index("sms_to", "to", "created_at", "sms_id"),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

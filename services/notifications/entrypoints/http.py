@@ -1,18 +1,22 @@
-"""The notifications service's own HTTP routes: delivery receipts from the gateway, and the
-opt-out list (``PUT``/``DELETE``/``GET /opt-outs/{phone}``).
+"""The notifications service's own HTTP routes: delivery receipts from the gateway, the
+opt-out list (``PUT``/``DELETE``/``GET /opt-outs/{phone}``) and the texts of an order or to a
+phone (``GET /sms?order_id=&phone=&cursor=&limit=``, newest first, the number masked).
 
 The gateway cannot hold a Caravan token: it calls back the receipts URL it was given, so that
 URL carries a shared secret (``?key=``, compared in constant time; 401 without it). The
-opt-outs need ``notifications:write`` (audited) or, to read, ``notifications:read``.
+opt-outs need ``notifications:write`` (audited) or, to read, ``notifications:read``; the
+texts ``notifications:read`` (or ``:write``) or ``ops``, whose operators answer buyers' calls.
 """
 
 import hmac
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request, Response
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from services.notifications.adapters import queries
 from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.adapters.tables import opt_outs
 from services.notifications.dispatch import apply_receipt
@@ -22,6 +26,7 @@ from shared.auth.tokens import Principal
 from shared.http import BAD_INPUT, BEARER, problem, problem_responses, refused_body, require
 from shared.messaging.uow import UnitOfWork
 from shared.metrics import start_at_zero
+from shared.pagination import Limit, Position, cursor_after, page
 from shared.phones import E164
 
 Writer = Annotated[Principal, require("notifications:write")]
@@ -38,6 +43,9 @@ RECEIPTS = {
     "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
 }
 """The body of ``POST /sms/receipts``, which the gateway adapter reads itself."""
+TEXTS_READ = [require("notifications:read", "notifications:write", "ops")]
+TEXT_CURSOR = cursor_after(datetime, str)  # after a text (created_at, sms_id)
+NEITHER = "`order_id` or `phone` is needed: the texts of an order, or to a number"
 
 
 def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secret: str) -> None:
@@ -133,3 +141,33 @@ def add_routes(app: FastAPI, uow: UnitOfWork, gateway: SmsGateway, receipts_secr
         async with uow.begin() as tx:
             count = await tx.conn.scalar(select(func.count()).where(opt_outs.c.phone == phone))
         return {"phone": phone, "opted_out": bool(count)}
+
+    @app.get(
+        "/sms",
+        tags=["sms"],
+        response_model=queries.Texts,
+        dependencies=TEXTS_READ,
+        responses=problem_responses({422: f"{BAD_INPUT}, or neither order_id nor phone given"}),
+    )
+    async def list_texts(
+        order_id: Annotated[str | None, Query(max_length=36, description="an order's")] = None,
+        phone: Annotated[
+            str | None, Query(max_length=16, description="to this number (E.164)")
+        ] = None,
+        start: Position | None = TEXT_CURSOR,
+        limit: Limit = 20,
+    ) -> Any:
+        """The texts of an order, or to a number (both: to it of the order), newest first:
+        each one's recipient masked, template (``purpose``) and language, when it was queued,
+        sent, delivered or is tried next, its status, attempts and last error (a failed one's
+        reason); follow ``next_cursor``. Neither given is a 422."""
+        if order_id is None and phone is None:
+            return refused_body(NEITHER, field="query.order_id")
+        if phone is not None and (bad := _check(phone)) is not None:
+            return bad
+        async with uow.db.engine.connect() as conn:
+            found = await queries.texts(
+                conn, order_id=order_id, phone=phone, start=start, limit=limit
+            )
+        items, next_cursor = page(found, limit, lambda t: (t.created_at, t.sms_id))
+        return queries.Texts(items=items, next_cursor=next_cursor)

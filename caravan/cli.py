@@ -1045,6 +1045,103 @@ def check(
         raise typer.Exit(1)
 
 
+WHO, WHAT = "at\nactor", "action\ntarget"
+"""Two lines each: when above who, what above on what, beside what changed."""
+
+
+def _changed(entry: dict[str, Any]) -> str:
+    """What an audit entry says changed: its ``detail`` first, the reason first and a key
+    last (why, before what), then each field whose value differs between ``before`` and
+    ``after`` (``status: authorized -> voided``; a field only one of them has, from or to
+    ``-``), else either whole, all as compact JSON."""
+    before, after, detail = entry["before"], entry["after"], entry["detail"] or {}
+    ordered = sorted(detail.items(), key=lambda item: (item[0] != "reason", item[0] == "key"))
+    said = [f"{key}: {_compact(value)}" for key, value in ordered]
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            was, now = before.get(key, "-"), after.get(key, "-")
+            if was != now:
+                said.append(f"{key}: {_compact(was)} -> {_compact(now)}")
+    elif before is not None or after is not None:
+        said.append(f"{_compact(before) if before is not None else '-'} -> {_compact(after)}")
+    return "; ".join(said)
+
+
+def _compact(value: object) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@app.command()
+def audit(
+    action: Annotated[
+        str | None, typer.Option(help="only this action (lot.adjust, payment.void, ...)")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="only those on this (an order's or a loan's id, a lot, a token)"),
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="only this actor's (a token's name, or a login name)")
+    ] = None,
+    since: Annotated[datetime | None, time_opt("at or after")] = None,
+    until: Annotated[datetime | None, time_opt("before")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the entries whole (before, after, detail) as JSON")
+    ] = False,
+) -> None:
+    """The audit trail (auth.audit), newest first: who did what, on what, when, and what it
+    changed, narrowed by action, target, actor and time. Read from the database
+    (`DATABASE_URL`, or that of `caravan up`) as its admin, as `caravan tokens list` is: no
+    service may read it."""
+    from shared.auth.audit import entries
+    from shared.db.engine import async_engine
+
+    if since is not None and until is not None and until <= since:
+        raise OperatorError("Invalid request: --until must be after --since", exit_code=1)
+
+    async def read() -> tuple[list[dict[str, Any]], bool]:
+        engine = async_engine(_database_url())
+        try:
+            async with engine.connect() as conn:
+                return await entries(
+                    conn,
+                    limit,
+                    action=action,
+                    target=target,
+                    actor=actor,
+                    since=since,
+                    until=until,
+                )
+        finally:
+            await engine.dispose()
+
+    found, more = asyncio.run(read())
+    if as_json:
+        listed = [e | {"at": e["at"].isoformat()} for e in found]
+        output.as_json({"entries": listed, "more": more})
+        return
+    table = output.table(
+        WHO,
+        WHAT,
+        "changed",
+        title=output.listed_title(len(found), "audit entry(ies)", more),
+        whole=(WHO,),
+    )
+    for e in found:
+        table.add_row(
+            f"{output.at(e['at'])}\n{e['actor']}",
+            f"{e['action']}\n{e['target']}",
+            output.Clipped(_changed(e), lines=3),
+        )
+    asked = {"--action": action, "--target": target, "--actor": actor}
+    output.show(
+        table, empty=output.none_of("audit entry", asked | {"--since": since, "--until": until})
+    )
+
+
 orders_app = typer.Typer(help="Every buyer's orders, as operations read them.")
 app.add_typer(orders_app, name="orders")
 

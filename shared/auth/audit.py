@@ -2,9 +2,10 @@
 something, written in the same transaction as the change itself where there is one."""
 
 import getpass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth.tables import audit
@@ -59,3 +60,33 @@ def entry(
         "after": after,
         "detail": detail or {},
     }
+
+
+class Asked(TypedDict, total=False):
+    """What :func:`entries` narrows the trail by, each exactly as written (None: any)."""
+
+    action: str | None
+    target: str | None
+    actor: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+async def entries(
+    conn: AsyncConnection, limit: int, **asked: Unpack[Asked]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` entries of the trail (by time, then id) matching ``asked``: an
+    action, a target (an order, a lot, a token...), an actor, at or after ``since`` and
+    before ``until``; and whether there are more. Read with the database's admin login, as
+    ``caravan tokens list`` reads the tokens: the services may only append to it."""
+    query = select(audit)
+    for name in ("action", "target", "actor"):
+        if (given := asked.get(name)) is not None:
+            query = query.where(audit.c[name] == given)
+    if (since := asked.get("since")) is not None:
+        query = query.where(audit.c.at >= since)
+    if (until := asked.get("until")) is not None:
+        query = query.where(audit.c.at < until)
+    query = query.order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit + 1)
+    rows = [dict(r._mapping) for r in await conn.execute(query)]
+    return rows[:limit], len(rows) > limit

@@ -1,0 +1,77 @@
+"""``caravan audit``: the audit trail read from the command line, where operators answering a
+buyer's call ("who changed my credit?", "who wrote off that lot?") queried auth.audit by hand."""
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+from tests.e2e.test_ops import cli
+from tests.harness import System
+
+
+async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_first(
+    caravan: System,
+) -> None:
+    """Entries of a token of the test's own, two adjustments of a lot and a credit line's
+    adjustment, are listed newest first with who, what, on what and what changed; narrowed
+    by action, target, actor and time; cut at --limit, saying so; --json gives them whole;
+    none says so in a line; an --until not after --since is refused."""
+    tag = uuid.uuid4().hex[:8]
+    clerk = f"clerk-{tag}"
+    token = await caravan.issue_token(clerk, "inventory:write", "credit:write")
+    lot, buyer = "T-PEP-1", "t-rich"
+    async with caravan.api("inventory", token=token) as inventory:
+        for delta in (5, -2):
+            done = await inventory.post(
+                f"/lots/{lot}/adjustments", json={"delta": delta, "reason": f"count {tag}"}
+            )
+            assert done.status_code in (200, 201), done.text
+    async with caravan.api("payments", token=token) as payments:
+        adjusted = await payments.post(
+            f"/credit-lines/{buyer}/adjustments",
+            json={"delta_fen": 100},
+            headers={"Idempotency-Key": f"audit-{tag}"},
+        )
+        assert adjusted.status_code in (200, 201), adjusted.text
+
+    mine = await cli(caravan, "audit", "--actor", clerk)
+    assert mine.returncode == 0, mine.stderr
+    lines = mine.stdout.splitlines()
+    assert lines[0].strip() == "3 audit entry(ies)", mine.stdout
+    rows = [line.split("│") for line in lines if line.startswith("│")]
+    # Two lines each: when above who, what above on what.
+    actions = [r[2].strip() for r in rows[0::2]]
+    assert actions == ["credit.adjust", "lot.adjust", "lot.adjust"], mine.stdout
+    assert [r[2].strip() for r in rows[1::2]] == [buyer, lot, lot], mine.stdout
+    assert {r[1].strip() for r in rows[1::2]} == {clerk}, mine.stdout
+    assert rows[2][3].strip().startswith(f"reason: count {tag}; delta: -2;"), mine.stdout
+
+    of_lot = await cli(caravan, "audit", "--action", "lot.adjust", "--target", lot, "--json")
+    found = json.loads(of_lot.stdout)
+    ours = [e for e in found["entries"] if e["actor"] == clerk]
+    assert [e["after"]["received"] - e["before"]["received"] for e in ours] == [-2, 5], ours
+    ats = [e["at"] for e in found["entries"]]
+    assert ats == sorted(ats, reverse=True), ats
+
+    cut = await cli(caravan, "audit", "--actor", clerk, "--limit", "1")
+    assert cut.stdout.splitlines()[0].strip() == (
+        "the newest 1 audit entry(ies): more with a higher --limit"
+    ), cut.stdout
+    first = datetime.fromisoformat(ours[-1]["at"])
+    later = await cli(
+        caravan,
+        "audit",
+        "--actor",
+        clerk,
+        "--since",
+        (first + timedelta(microseconds=1)).isoformat(),
+    )
+    assert later.stdout.splitlines()[0].strip() == "2 audit entry(ies)", later.stdout
+    before = await cli(caravan, "audit", "--actor", clerk, "--until", first.isoformat())
+    assert (before.returncode, before.stdout) == (
+        0,
+        f"no audit entry matches --actor {clerk} --until {first.isoformat()}\n",
+    ), before.stdout
+    backwards = await cli(caravan, "audit", "--since", "2026-12-02", "--until", "2026-12-01")
+    assert backwards.returncode == 1, backwards.stdout
+    assert backwards.stderr.strip() == "Invalid request: --until must be after --since"

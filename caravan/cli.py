@@ -1245,11 +1245,21 @@ def orders_cancel(order_id: str) -> None:
     """Cancel a pending order for its buyer (`cancelled_by_buyer`): the stock it holds and a
     loan lent for it are given back (the orders API's `POST /orders/{id}/cancel`; the token
     needs the scope orders:write). A confirmed order is refused (exit 1); one already
-    cancelled is shown as it is."""
+    cancelled is shown as it is, below a line saying it was cancelled before, when and why
+    (exit 0: nothing changed)."""
     from caravan.admin_api import base_url, call
 
     base = base_url(None, "orders")
-    _show_order(call(base, "orders", "POST", "/orders/{}/cancel", order_id))
+    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id)
+    if order.get("applied") is False:
+        when = [s["time"] for s in order["timeline"] if s["type"] == "order.cancelled"]
+        at = f", at {output.at(when[-1])}" if when else ""
+        console.print(
+            f"order {order['order_id']} was cancelled before ({order['reason']}){at};"
+            " nothing changed",
+            style="yellow",
+        )
+    _show_order(order)
 
 
 @app.command()

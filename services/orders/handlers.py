@@ -458,12 +458,15 @@ async def expire_due(tx: Tx, now: datetime) -> list[str]:
     return [order_id for order_id, _ in due]
 
 
-async def cancel_by_buyer(tx: Tx, order_id: str) -> Order | None:
-    """Cancel on the buyer's request; raises ``OrderAlreadyConfirmed`` after confirmation."""
+async def cancel_by_buyer(tx: Tx, order_id: str) -> tuple[Order, bool] | None:
+    """Cancel on the buyer's request, and whether it was cancelled now (False: it was
+    cancelled before, and stays as it was); raises ``OrderAlreadyConfirmed`` after
+    confirmation."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
         return None
+    pending = not order.terminal
     order.cancel_by_buyer()
     await repo.save(order)
-    return order
+    return order, pending

@@ -1517,6 +1517,20 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
         assert said.startswith(f"order {pending}: cancelled (cancelled_by_buyer); buyer"), said
         assert f"ref {req.order_ref}, source storefront/cli-cancel" in said, said
         assert "order.placed" in said and "order.cancelled" in said, said
+        # Cancelled again: said as cancelled before, when and why, nothing changed (exit 0).
+        again = await cli(caravan, "orders", "cancel", pending)
+        assert again.returncode == 0, again.stdout + again.stderr
+        first = again.stdout.splitlines()[0]
+        cancelled_at = next(
+            line.split("│")[1].strip()
+            for line in done.stdout.splitlines()
+            if "order.cancelled" in line
+        )
+        assert first == (
+            f"order {pending} was cancelled before (cancelled_by_buyer), at {cancelled_at};"
+            " nothing changed"
+        ), again.stdout
+        assert again.stdout.splitlines()[1:] == done.stdout.splitlines(), again.stdout
     finally:
         caravan.procs.start(("inventory",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)

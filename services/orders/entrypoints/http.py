@@ -17,6 +17,7 @@ from services.orders.domain.order import OrderAlreadyConfirmed, Status
 from services.orders.entrypoints import queries
 from services.orders.entrypoints.schemas import (
     Accepted,
+    CancelAnswer,
     OrderBody,
     OrderPage,
     OrderView,
@@ -247,7 +248,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
 
     @app.post(
         "/orders/{order_id}/cancel",
-        response_model=OrderView,
+        response_model=CancelAnswer,
         tags=["orders"],
         responses=problem_responses(
             {404: NOT_FOUND, 409: "the order is already confirmed", 422: BAD_INPUT},
@@ -259,8 +260,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
-        it is; a confirmed one cannot be cancelled here. To a token bound to its own orders,
-        one beyond them is as unknown (404), and stays as it is."""
+        it is, ``applied`` false; a confirmed one cannot be cancelled here. To a token bound to
+        its own orders, one beyond them is as unknown (404), and stays as it is."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)
@@ -272,7 +273,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                     return _not_found(order_id)
         try:
             async with uow.begin() as tx:
-                order = await handlers.cancel_by_buyer(tx, order_id)
+                done = await handlers.cancel_by_buyer(tx, order_id)
         except OrderAlreadyConfirmed:
             return problem(
                 409,
@@ -280,12 +281,12 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 "a confirmed order cannot be cancelled",
                 order_id=order_id,
             )
-        if order is None:
+        if done is None:
             return _not_found(order_id)
         async with uow.db.engine.connect() as conn:
             view = await queries.order_view(conn, order_id, within)
         assert view is not None
-        return view
+        return CancelAnswer(**view.model_dump(), applied=done[1])
 
     @app.get("/asyncapi.json", tags=["documentation"])
     async def asyncapi_document() -> Any:

@@ -120,6 +120,17 @@ class OrderView(BaseModel):
     timeline: list[Step]
 
 
+class CancelAnswer(OrderView):
+    """``POST /orders/{id}/cancel``'s answer: the order, and whether this request cancelled
+    it."""
+
+    applied: bool = Field(
+        description="true: cancelled by this request; false: it was cancelled before (by an"
+        " earlier request, or for another reason: its reason says) and is answered as it is,"
+        " nothing changed"
+    )
+
+
 class OrderSummary(BaseModel):
     order_id: str
     order_ref: str

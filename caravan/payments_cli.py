@@ -118,7 +118,8 @@ def loan(loan_id: str, url: Url = None) -> None:
 def repay(
     loan_id: str,
     amount_fen: Annotated[
-        int | None, typer.Option("--amount", help="fen repaid (omit to repay in full)")
+        int | None,
+        typer.Option("--amount", min=1, help="fen repaid (omit to repay in full)"),
     ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key (repeat it to retry safely)")

@@ -75,6 +75,18 @@ def test_a_negative_number_where_none_is_meant_is_refused_as_a_bad_value(
     assert sent == []
 
 
+@pytest.mark.parametrize("amount", ["0", "-5"])
+def test_a_repayment_of_nothing_is_refused_by_its_option_not_the_apis_field(
+    sent: list[dict[str, Any]], amount: str
+) -> None:
+    """``repay --amount 0`` was sent, and the payments API's 422 said it in its own words,
+    ``amount_fen: must be more than 0``, a field the command has not: it is refused as the
+    option's bad value, as ``credit-set``'s negative limit is, and nothing is sent."""
+    code, said = caravan("payments", "repay", "L-1", "--amount", amount)
+    assert code == 2 and "Invalid value for '--amount': must be 1 or more" in said, said
+    assert sent == []
+
+
 def test_a_limit_and_a_quantity_of_0_are_taken(sent: list[dict[str, Any]]) -> None:
     assert caravan("payments", "credit-set", "buyer-0100", "0")[0] == 0
     assert caravan(*ADD_LOT, "0", *DATES)[0] == 0

@@ -519,7 +519,9 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     """``caravan payments list`` folded its six columns at 80 to four characters a line (a
     time on seven lines), and did not show what ``GET /payments`` says of a charge due: how
     many calls, how many never reached the gateway, the time it is made by. Now each
-    payment is three lines or more: ids and times whole, the figures beside them."""
+    payment is three lines or more: ids and times whole, the figures beside them. A loan,
+    lent from the credit line, was shown "0 call(s)", as a charge the gateway was never
+    asked for yet: it says "no call (lent)"."""
     common: dict[str, Any] = {"buyer_id": "buyer-0001", "method": "prepaid", "amount_fen": 3500}
     charging: dict[str, Any] = {
         **common,
@@ -571,7 +573,7 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
         ["", "owed 3500"],
         [loan["order_id"], "microloan"],
         ["buyer-0001", "3500 fen"],
-        ["2026-12-04T09:12:28+00:00", "0 call(s)"],
+        ["2026-12-04T09:12:28+00:00", "no call (lent)"],
         ["", "owed 1000"],
     ], text
     assert "".join(row[2] for row in rows[:4]) == charging["last_error"], text

@@ -180,7 +180,10 @@ def add_lot(
     best_before: Annotated[str, typer.Option("--best-before", help="last day (YYYY-MM-DD)")],
     url: Url = None,
 ) -> None:
-    """Receive a harvest lot (receiving the same lot again changes nothing, and says so)."""
+    """Receive a harvest lot (receiving the same lot again changes nothing, and says so); a
+    new lot of 0 units is received with a warning that it will not sell, as a seed's is."""
+    from caravan.seeding import NO_UNITS
+
     body = {
         "lot_id": lot_id,
         "sku": sku,
@@ -191,6 +194,8 @@ def add_lot(
     status, lot = answer(_base(url), "inventory", "POST", "/lots", json=body)
     if status == 200:  # 201 for a new lot
         console.print(f"lot {lot_id} received before, nothing changed")
+    elif quantity == 0:  # not one received before: it may have been given units since
+        console.print(f"warning: lot {lot_id} will not sell, {NO_UNITS}", style="yellow")
     console.print(_lot_line(lot))
 
 

@@ -113,7 +113,9 @@ def will_not_sell(seed: SeedFile, loaded: Loaded, today: date) -> dict[str, list
 
 
 EXPIRED = "lots that will not sell, their best_before past"
-EMPTY = "new lots that will not sell, of quantity 0 (`caravan inventory adjust` gives units)"
+NO_UNITS = "of quantity 0 (`caravan inventory adjust` gives units)"
+"""Why a new lot will not sell, as ``caravan seed`` and ``caravan inventory add-lot`` say it."""
+EMPTY = f"new lots that will not sell, {NO_UNITS}"
 
 
 def bench_seed(

@@ -170,6 +170,15 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
     again = runner.invoke(inventory_cli, lot)
     assert again.exit_code == 0, again.output
     assert again.output.startswith(f"lot {sku}-1 received before, nothing changed"), again.output
+    # A new lot of 0 units is received with the warning a seed gives it; not when again.
+    empty = [f"{sku}-0" if a == f"{sku}-1" else "0" if a == "12" else a for a in lot]
+    warned = runner.invoke(inventory_cli, empty)
+    assert warned.exit_code == 0, warned.output
+    assert warned.output.splitlines()[0] == (
+        f"warning: lot {sku}-0 will not sell, of quantity 0 (`caravan inventory adjust` gives"
+        " units)"
+    ), warned.output
+    assert "warning" not in runner.invoke(inventory_cli, empty).output
     adjusted = runner.invoke(
         inventory_cli,
         ["adjust", f"{sku}-1", "--delta", "-2", "--reason", "mould", "--key", sku, *url],

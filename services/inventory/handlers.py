@@ -496,12 +496,26 @@ async def adjust_lot(
     if state is None:
         raise UnknownLot(lot_id)
     if not await repo.record_adjustment(adjustment_id, lot_id, delta, reason, actor, spoiled):
-        if await repo.adjustment(adjustment_id) != (lot_id, delta, reason, spoiled):
-            raise Conflict(f"adjustment {adjustment_id} was made with other values")
+        made = await repo.adjustment(adjustment_id)
+        if made != (lot_id, delta, reason, spoiled):
+            assert made is not None  # recorded, since this one could not be
+            raise Conflict(f"adjustment {adjustment_id} {made_with(*made)}")
         return False
     move = adjust_move(lot_id, state.counters, delta, spoiled, state.lot.on_sale)
     await repo.apply([move])
     return True
+
+
+def made_with(lot_id: str, delta: int, reason: str, spoiled: bool) -> str:
+    """What a key's first adjustment was made with, said to a request reusing the key with
+    other values (a mistyped retry, or another adjustment under a key taken): which of the
+    two to send again is the caller's to tell."""
+    kind = "written off spoiled" if spoiled else "adjusted"
+    return (
+        f"was made with other values: lot {lot_id} {kind} by {delta} for {reason!r}; the same"
+        " values again are that adjustment, applied once, and another adjustment takes"
+        " another key"
+    )
 
 
 async def set_selling(tx: Tx, lot_id: str, on_sale: bool, reason: str, actor: str) -> bool:

@@ -102,6 +102,12 @@ async def test_lots_are_received_adjusted_and_read(caravan: System) -> None:
             f"/lots/{fresh}/adjustments", json={"delta": 3, "reason": "recount"}, headers=key
         )
         assert reused.status_code == 409
+        # It says what the key was first used for, to tell a mistyped retry from a new one.
+        assert reused.json()["detail"] == (
+            f"adjustment count-{sku} was made with other values: lot {fresh} adjusted by -5 for"
+            " 'recount'; the same values again are that adjustment, applied once, and another"
+            " adjustment takes another key"
+        ), reused.text
         too_many = await api.post(
             f"/lots/{fresh}/adjustments", json={"delta": -36, "reason": "theft"}
         )

@@ -775,6 +775,8 @@ def replay(
             str(p.partition), current, str(p.new), str(p.end), str(p.reread), str(p.skipped)
         )
     output.show(table)
+    if from_timestamp is not None:
+        console.print(_replayed_from(from_timestamp))
     if any(p.current is None for p in result.plan):
         console.print(
             "current offset -: none committed, its service would start at the first record"
@@ -804,6 +806,19 @@ def replay(
         raise typer.Exit(1)
     if result.refused:  # a dry run's: it exits as the run would, so that a script can check
         raise typer.Exit(2)
+
+
+def _replayed_from(when: datetime) -> str:
+    """The instant ``--from-timestamp`` was read as, in UTC and in the market's zone, for
+    the operator to check it against the bad deploy's time before a run: a time without a
+    zone is UTC, and one meant in the market's (Shawan's 09:00) would rewind to 8 hours
+    later, the records between never read again."""
+    zone = days.market_zone()
+    return (
+        f"from {output.at(when.astimezone(UTC))}, {output.at(when.astimezone(zone))} in the"
+        f" market's zone ({zone.key}; a time given without a zone is read as UTC): each"
+        " partition from its first record at or after it, or from its end where none is"
+    )
 
 
 REPLAYED = (

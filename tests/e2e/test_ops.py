@@ -42,6 +42,7 @@ from services.orders.entrypoints.ops import orders_by_status
 from services.payments.prepaid import payments_by_status
 from services.platform.callbacks import callbacks_by_status
 from services.platform.domain.orders import ProblemKind
+from shared import days
 from shared.api import bearer_headers
 from shared.db.migrate import migrations_folder
 from shared.messaging import kafka_admin
@@ -218,6 +219,27 @@ async def test_replay_dry_run_shows_each_partition_and_refuses_an_active_group(
         ("test-operator", True, True),
         ("test-operator", False, True),
     ]
+
+
+async def test_a_replay_from_a_time_says_the_instant_it_read_in_utc_and_the_market_s_zone(
+    caravan: System,
+) -> None:
+    # A time without a zone is UTC: one meant in the market's zone rewinds to hours later.
+    # Both forms are said, for the operator to check against the bad deploy's time.
+    await read_by(caravan, Topic.ORDER_EVENTS)
+    zone = days.market_zone()
+    for given, meant in (
+        ("2026-12-06T09:00", datetime(2026, 12, 6, 9, tzinfo=UTC)),
+        ("2026-12-06T09:00+08:00", datetime(2026, 12, 6, 1, tzinfo=UTC)),
+    ):
+        group = ("--group", "caravan-inventory", "--from-timestamp", given, "--dry-run")
+        done = await cli(caravan, "replay", "--topic", Topic.ORDER_EVENTS.value, *group)
+        out = " ".join(done.stdout.split())
+        said = (
+            f"from {meant.isoformat()}, {meant.astimezone(zone).isoformat()} in the market's"
+            f" zone ({zone.key}; a time given without a zone is read as UTC)"
+        )
+        assert said in out, out
 
 
 async def committed(caravan: System, group: str, topic: str) -> list[int | None]:

@@ -99,7 +99,7 @@ def answer(
     try:
         response = client.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        said = f"{service} API unreachable: {error_text(exc)}"
+        said = f"{service} API unreachable: {error_text(exc)}{_paused_by_up(service)}"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2) from exc
     try:
         body: dict[str, Any] = response.json()
@@ -231,6 +231,21 @@ def _token_refused(settings: Settings) -> str:
     return (
         f"no token found: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to one ({issue}),"
         " or run `caravan up`, which issues a development token"
+    )
+
+
+def _paused_by_up(service: str) -> str:
+    """After ``service``'s API went unanswered: that ``caravan pause`` stopped it under the
+    ``caravan up`` of this checkout, and how to start it again (a drill's operator, a service
+    paused for a replay, read `orders API unreachable: [Errno 111] Connection refused` from
+    `caravan stuck` and nothing of why); nothing where it is not paused."""
+    from caravan import checkout
+
+    if service not in checkout.paused() or not checkout.running_up():
+        return ""
+    return (
+        f"; {service} is paused (`caravan pause`) under this checkout's `caravan up`:"
+        f" `caravan resume {service}` starts it again"
     )
 
 

@@ -517,6 +517,37 @@ async def test_the_operations_page_shows_a_paused_service_and_the_records_waitin
     ) in page.page()
 
 
+async def test_a_command_that_finds_its_service_paused_under_caravan_up_says_how_to_resume_it(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In a drill, `caravan stuck` during `caravan pause orders` said only "orders API
+    unreachable: [Errno 111] Connection refused", as of a service crashed: nothing of the
+    pause, or of the command that ends it."""
+    from caravan.admin_api import base_url, call
+    from caravan.output import OperatorError
+
+    for name, value in caravan.procs.env.items():  # the command beside the services
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARAVAN_TOKEN", caravan.token)
+    under_caravan_up(caravan, monkeypatch, tmp_path)
+    url = base_url(None, "inventory")
+    (checkout.PAUSED / "inventory").touch()
+    await asyncio.to_thread(caravan.procs.supervise, {"inventory"})
+    try:
+        with pytest.raises(OperatorError) as away:
+            await asyncio.to_thread(call, url, "inventory", "GET", "/stock/{}", "SWN-X")
+    finally:
+        await asyncio.to_thread(caravan.procs.supervise, set())
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    said = str(away.value)
+    assert said.startswith("inventory API unreachable: "), said
+    assert said.endswith(
+        "; inventory is paused (`caravan pause`) under this checkout's `caravan up`:"
+        " `caravan resume inventory` starts it again"
+    ), said
+    assert away.value.exit_code == 2
+
+
 async def test_the_operations_page_names_each_instance_of_a_service_and_those_gone(
     caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:

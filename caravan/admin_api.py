@@ -99,7 +99,8 @@ def answer(
     try:
         response = client.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        said = f"{service} API unreachable: {error_text(exc)}{_paused_by_up(service)}"
+        paused = paused_note(service)
+        said = f"{service} API unreachable: {error_text(exc)}{paused and f'; {paused}'}"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2) from exc
     try:
         body: dict[str, Any] = response.json()
@@ -234,17 +235,18 @@ def _token_refused(settings: Settings) -> str:
     )
 
 
-def _paused_by_up(service: str) -> str:
-    """After ``service``'s API went unanswered: that ``caravan pause`` stopped it under the
-    ``caravan up`` of this checkout, and how to start it again (a drill's operator, a service
-    paused for a replay, read `orders API unreachable: [Errno 111] Connection refused` from
-    `caravan stuck` and nothing of why); nothing where it is not paused."""
+def paused_note(service: str) -> str:
+    """That ``caravan pause`` stopped ``service`` under the ``caravan up`` of this checkout,
+    and how to start it again; empty where it is not paused. Said after its API went
+    unanswered (a drill's operator, a service paused for a replay, read `orders API
+    unreachable: [Errno 111] Connection refused` from `caravan stuck` and nothing of why),
+    and by `caravan stuck` of the step its orders wait for."""
     from caravan import checkout
 
     if service not in checkout.paused() or not checkout.running_up():
         return ""
     return (
-        f"; {service} is paused (`caravan pause`) under this checkout's `caravan up`:"
+        f"{service} is paused (`caravan pause`) under this checkout's `caravan up`:"
         f" `caravan resume {service}` starts it again"
     )
 

@@ -925,7 +925,7 @@ def stuck(
     limit: Annotated[int, typer.Option(min=1, max=500, help="the oldest this many")] = 100,
 ) -> None:
     """List orders pending longer than a threshold, with the step each one waits for."""
-    from caravan.admin_api import base_url, call
+    from caravan.admin_api import base_url, call, paused_note
 
     found = call(
         base_url(None, "orders"),
@@ -957,6 +957,10 @@ def stuck(
             o["payment"],
         )
     output.show(table, empty=f"no order stuck: none {over}")
+    for step, service in (("stock", "inventory"), ("payment", "payments")):
+        paused = paused_note(service)
+        if paused and any(o[step] == "pending" for o in found["orders"]):
+            console.print(f"{step} pending: {paused}")
 
 
 QUEUED, TEMPLATE, STATE = "queued\nsent", "template\nlanguage", "status\nattempts"

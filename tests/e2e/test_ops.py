@@ -548,6 +548,37 @@ async def test_a_command_that_finds_its_service_paused_under_caravan_up_says_how
     assert away.value.exit_code == 2
 
 
+async def test_stuck_says_the_service_its_orders_wait_for_is_paused_and_how_to_resume_it(
+    caravan: System, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
+    """In a drill, payments paused for ten minutes: `caravan stuck` listed 164 orders whose
+    payment was pending, and nothing said payments was paused, nor how to start it again."""
+    from tests.e2e.test_saga import order
+
+    for name, value in caravan.procs.env.items():  # the command beside the services
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARAVAN_TOKEN", caravan.token)
+    under_caravan_up(caravan, monkeypatch, tmp_path)
+    (checkout.PAUSED / "payments").touch()
+    await asyncio.to_thread(caravan.procs.supervise, {"payments"})
+    try:
+        req = order()  # its payment waits for payments
+        await caravan.request(req)
+        order_id = await caravan.placed(req.order_ref)
+        await asyncio.to_thread(caravan_cli.stuck, older_than=0, limit=500)
+    finally:
+        await asyncio.to_thread(caravan.procs.supervise, set())
+        await asyncio.to_thread(system.wait_ready, caravan.procs)
+    out = capsys.readouterr().out
+    assert order_id in out, out
+    assert (
+        "payment pending: payments is paused (`caravan pause`) under this checkout's"
+        " `caravan up`: `caravan resume payments` starts it again"
+    ) in " ".join(out.split()), out
+    assert "stock pending:" not in out, out  # inventory runs
+    await caravan.outcome(order_id, timeout=60)
+
+
 async def test_the_operations_page_names_each_instance_of_a_service_and_those_gone(
     caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:

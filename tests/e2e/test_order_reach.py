@@ -162,6 +162,49 @@ async def test_bound_tokens_read_list_and_cancel_their_own_orders_alone(
         await client.aclose()
 
 
+async def test_a_token_bound_to_a_source_lists_its_orders_without_a_buyer(
+    caravan: System,
+) -> None:
+    """A platform following its orders with its bound token asks which are still pending by
+    its source alone (``GET /orders?source=platform/APP&status=pending``): it knows no buyer
+    of ours, and it was refused 403, needing ``ops``, so that a drill's platform, after a
+    restart of the centre, could ask only one order at a time where each of its 200 was; yet
+    that token listed the same orders by our buyer's id. A source it is not bound to, and a
+    token bound to none, are refused as before."""
+    tag = uuid.uuid4().hex[:8]
+    market, other = f"platform/m-{tag}", f"platform/n-{tag}"
+    token = await caravan.issue_token(f"market-{tag}", "orders:read", sources=[market])
+    bound = caravan.api("orders", token)
+    unbound = await _client(caravan, "storefront", None)
+    ours: set[str] = set()
+    for n, source in enumerate([market, market, other]):
+        body = _body(f"t-src-{tag}-{n}")
+        pushed = PlatformOrderRequested.model_validate({**body, "order_ref": ref("S")})
+        await caravan.publish(pushed, source=source)
+        placed = await caravan.placed(pushed.order_ref, source=source)
+        if source == market:
+            ours.add(placed)
+
+    listed = await bound.get("/orders", params={"source": market})
+    assert listed.status_code == 200, listed.text
+    assert {o["order_id"] for o in listed.json()["items"]} == ours
+    assert {o["source"] for o in listed.json()["items"]} == {market}
+    paged = await bound.get("/orders", params={"source": market, "limit": 1})
+    assert paged.status_code == 200 and paged.json()["next_cursor"], paged.text
+    since = await bound.get("/orders", params={"source": market, "since": "2026-01-01T00:00:00Z"})
+    assert {o["order_id"] for o in since.json()["items"]} == ours, since.text
+    its_source = f", or one of its sources (`source`: {market})"
+    for params in ({"source": other}, {}, {"status": "pending"}):
+        refused = await bound.get("/orders", params=params)
+        assert refused.status_code == 403, (params, refused.text)
+        assert refused.json()["detail"].endswith(its_source), refused.text
+    refused = await unbound.get("/orders", params={"source": market})
+    assert refused.status_code == 403, refused.text
+    assert "one of its sources" not in refused.json()["detail"]
+    for client in (bound, unbound):
+        await client.aclose()
+
+
 async def test_a_key_another_token_used_is_refused_to_a_bound_token_telling_nothing(
     caravan: System,
 ) -> None:

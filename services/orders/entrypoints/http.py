@@ -63,6 +63,18 @@ EVERY_BUYER = (
 """What a token without ops is told of ``GET /orders`` naming no one buyer (a 403). A detail
 writes a query parameter it names in backticks, the word in plain text (a client, the CLI,
 says the parameter in its own terms: ``caravan.admin_api.as_options``)."""
+
+
+def its_sources(who: Principal) -> str:
+    """What a token bound to sources may list without a buyer besides (added to
+    :data:`EVERY_BUYER`): every order of one of its sources, which are all its own (a
+    platform's drill had no way to ask which of its orders were still pending but one order
+    at a time)."""
+    if not who.sources:
+        return ""
+    return f", or one of its sources (`source`: {', '.join(sorted(who.sources))})"
+
+
 ORDERS_CURSOR = cursor_after(datetime, str)  # after an order's (placed_at, order_id)
 
 
@@ -150,7 +162,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         responses=problem_responses(
             {
                 403: "the token lacks the scope orders:read or ops, or ops where neither"
-                " buyer_id nor both source and order_ref are given (every buyer's orders)",
+                " buyer_id nor both source and order_ref nor a source the token is bound to"
+                " are given (every buyer's orders)",
                 422: f"{BAD_INPUT}, the cursor is not one this API gave, a reason is asked of"
                 f" orders not cancelled, or {UNTIL_NOT_AFTER_SINCE}",
             },
@@ -167,7 +180,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 max_length=64,
                 description="the buyer's orders; may be left out when source and order_ref"
                 " are both given (a platform knows its own order's reference, not our buyer"
-                " id), or by a token with the scope ops (every buyer's orders)",
+                " id), or source is one the token is bound to (its orders), or by a token with"
+                " the scope ops (every buyer's orders)",
             ),
             NO_NUL,
         ] = None,
@@ -206,10 +220,14 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         time placed; follow ``next_cursor``. Without a buyer, the order of one source and
         order_ref (at most one: a platform's order, ``source`` ``platform/APP``, found by the
         platform's id); or, for a token with the scope ops, every buyer's orders so narrowed
-        (an operator's "today's out_of_stock cancellations"). A token bound to its own orders
-        is shown those alone (:func:`~services.orders.entrypoints.queries.reach`)."""
-        if buyer_id is None and (source is None or order_ref is None) and "ops" not in who.scopes:
-            raise scope_refused(request, who, ["ops"], EVERY_BUYER)
+        (an operator's "today's out_of_stock cancellations"), and for a token bound to a
+        source, that source's (a platform's "which of my orders are still pending"). A token
+        bound to its own orders is shown those alone
+        (:func:`~services.orders.entrypoints.queries.reach`)."""
+        of_its_own = who.sources is not None and source in who.sources  # all it reaches
+        one_buyer = buyer_id is not None or (source is not None and order_ref is not None)
+        if not (one_buyer or of_its_own or "ops" in who.scopes):
+            raise scope_refused(request, who, ["ops"], EVERY_BUYER + its_sources(who))
         if reason is not None and status not in (None, "cancelled"):
             said = f"only cancelled orders have a reason, not {status} ones"
             return refused_body(said, field="query.reason")

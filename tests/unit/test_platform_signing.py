@@ -522,6 +522,38 @@ async def test_an_order_api_answer_not_an_object_says_why_without_an_empty_field
     await api.close()
 
 
+async def test_an_unreadable_order_names_each_field_at_fault_for_its_422() -> None:
+    """A marketplace drill's order API answered ``"quantity": "2"``: the push's 422 said
+    it in its detail alone, where every other 422 of the push, and platform.md, give
+    ``errors``, each ``{field, message}``, for a program to read. Each field at fault is
+    named, the first 50 of an order's items, and an answer not read whole is its ``body``."""
+    line = {"sku": "ALI-PEP", "quantity": "2"}
+    order = {**ORDER.model_dump(), "order_id": "P-1", "items": [line, {"sku": "ALI-RSN"}]}
+    many = {**order, "order_id": "P-2", "items": [line] * 60}
+    answers = {"P-1": order, "P-2": many}
+    api = _api(lambda request: httpx.Response(200, json=answers[request.url.params["order_id"]]))
+    with pytest.raises(UnreadableOrder) as refused:
+        await api.fetch_order("m", "P-1")
+    assert refused.value.errors == [
+        {"field": "items.0.quantity", "message": "must be a whole number, not a string"},
+        {"field": "items.1.quantity", "message": "must be given"},
+    ]
+    assert str(refused.value) == (
+        "not an order we can read: items.0.quantity: must be a whole number, not a string;"
+        " items.1.quantity: must be given"
+    )
+    with pytest.raises(UnreadableOrder) as refused:
+        await api.fetch_order("m", "P-2")
+    assert len(refused.value.errors) == 50
+    await api.close()
+    api = _api(lambda request: httpx.Response(200, content=b"<html>busy</html>"))
+    with pytest.raises(UnreadableOrder) as refused:
+        await api.fetch_order("m", "P-3")
+    [error] = refused.value.errors
+    assert error["field"] == "body" and error["message"].startswith("not JSON: "), error
+    await api.close()
+
+
 async def test_an_order_api_answer_is_read_no_further_than_its_limit() -> None:
     """A 40 MB answer was read whole (and the order in it placed): the adapter's memory grew
     by as much. Past 4 MiB it is not an order we read, said before it all comes when its

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from services.platform.domain.orders import PlatformOrder, describe
 from services.platform.domain.signing import signed
+from shared.api import field_errors
 from shared.settings import PlatformApp
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,17 @@ class PlatformRefused(Exception):
 
 class UnreadableOrder(Exception):
     """The platform answered with an order that is not one (a status, a field we cannot
-    take): a problem for operations, not something a second push mends by itself."""
+    take): a problem for operations, not something a second push mends by itself.
+    ``errors``: each field of the answer at fault, ``{field, message}``, as a 422 says them
+    (``body``: the answer whole), the first :data:`ERRORS_SAID`."""
+
+    def __init__(self, why: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(f"not an order we can read: {why}")
+        self.errors = errors[:ERRORS_SAID]
+
+
+ERRORS_SAID = 50
+"""The most fields at fault an unreadable order's 422 names (its items are not bounded)."""
 
 
 ORDER_ANSWER_MAX_BYTES = 4 * 2**20
@@ -58,10 +69,8 @@ async def _capped(answer: httpx.Response) -> bytes:
     """``answer``'s body, decoded; an :class:`UnreadableOrder` past
     :data:`ORDER_ANSWER_MAX_BYTES`, read no further than the chunk that passed it (a
     compressed chunk is decoded whole first: some 64 KiB received may decode to more)."""
-    too_big = UnreadableOrder(
-        f"not an order we can read: the order API answered over {ORDER_ANSWER_MAX_BYTES} bytes"
-        " (4 MiB), the most read"
-    )
+    said = f"the order API answered over {ORDER_ANSWER_MAX_BYTES} bytes (4 MiB), the most read"
+    too_big = UnreadableOrder(said, [{"field": "body", "message": said}])
     declared = answer.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > ORDER_ANSWER_MAX_BYTES:
         raise too_big
@@ -162,7 +171,7 @@ class PlatformApi:
         try:
             return PlatformOrder.model_validate_json(content)
         except ValidationError as exc:
-            raise UnreadableOrder(f"not an order we can read: {describe(exc)}") from exc
+            raise UnreadableOrder(describe(exc), field_errors(exc)) from exc
 
     async def _get(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:
         """The status of a GET of ``url`` and its body (if 200, :func:`_capped`)."""

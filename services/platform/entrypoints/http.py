@@ -461,7 +461,8 @@ def push_router(
                 await handlers.lock_platform_order(tx, app, order_id)
                 found = [Problem("invalid_order", str(exc)[:1000])]
                 await handlers.record_problems(tx, app, order_id, found)
-            return problem(422, "Order not readable from the platform", str(exc)[:500])
+            title = "Order not readable from the platform"
+            return problem(422, title, str(exc)[:500], errors=exc.errors)
         if order.order_id != order_id:
             counted.labels(app, "fetch_refused").inc()
             detail = f"asked for order {order_id}, the platform answered {order.order_id}"

@@ -246,7 +246,9 @@ FETCH_PROBLEMS = {
     404: "the platform does not know the order",
     502: "the platform answered another order, or its order API refused our signed request"
     " (401, 403: the app's secret or a clock to mend)",
-    503: "the platform's order API or the database is not reachable: ask again later",
+    503: "the platform's order API failed, or the database is not reachable, takes no more"
+    " connections or did not answer in time (see Retry-After): ask again later, a push under"
+    " the same push id (a 503 of the database may have placed the order: then duplicate)",
 }
 """What a push and a refetch answer when the order is not fetched (:func:`fetch_and_decide`)."""
 UNREADABLE = "an order the platform answers that cannot be read"

@@ -324,6 +324,17 @@ def http_problem(exc: StarletteHTTPException, request: Request | None = None) ->
     return response
 
 
+THROTTLED = (
+    "too many failed attempts from this address; until then only a token used here before is"
+    " let in, not one just issued (stop whatever keeps sending a refused token)"
+)
+"""The detail of the 429 of an address over the failed-attempt limit. A marketplace drill's
+platform, its token revoked while a worker of its still polled with it, was refused its new
+token 429 "too many failed attempts from this address", never read valid there: a guess, for
+all the service knew, and nothing said why a token just issued was refused, nor what kept the
+address refused (the worker's 401s)."""
+
+
 async def authorize_token(
     request: Request, token: str | None, scopes: tuple[str, ...]
 ) -> Principal:
@@ -336,9 +347,7 @@ async def authorize_token(
     # others at its address (a proxy, a stale worker), and it is checked as ever below.
     if wait is not None and not (token and guard.known(token)):
         guard.refused("throttled", client, method, path)
-        raise StarletteHTTPException(
-            429, "too many failed attempts from this address", {"Retry-After": str(wait)}
-        )
+        raise StarletteHTTPException(429, THROTTLED, {"Retry-After": str(wait)})
     if not token:
         guard.refused("missing", client, method, path)
         raise StarletteHTTPException(401, NO_TOKEN, BEARER)

@@ -31,6 +31,7 @@ from shared import days
 from shared.auth.scopes import SCOPES
 from shared.db.engine import address
 from shared.events.orders import Buyer
+from shared.http import THROTTLED
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings
 from tests.e2e.test_ops import cli
@@ -578,7 +579,12 @@ async def test_failed_attempts_are_throttled_per_address(caravan: System) -> Non
     assert throttled.headers["content-type"].startswith("application/problem+json")
     assert 1 <= int(throttled.headers["retry-after"]) <= 60
     async with caravan.api("inventory", token=never_used, source=source) as right_guess:
-        assert (await right_guess.get("/stock")).status_code == 429
+        refused = await right_guess.get("/stock")
+    # A token just issued is told why it is refused, and what keeps the address refused.
+    assert refused.status_code == 429, refused.text
+    said = refused.json()["detail"]
+    assert "only a token used here before is let in, not one just issued" in said, said
+    assert said.endswith("(stop whatever keeps sending a refused token)"), said
     async with caravan.api("inventory", source=source) as good_token_same_address:
         assert (await good_token_same_address.get("/stock")).status_code == 200
     async with caravan.api("inventory") as elsewhere:
@@ -679,7 +685,7 @@ async def test_the_operations_page_lets_a_browser_in_with_a_token(
         assert answer.status_code == 429 and "text/html" in answer.headers["content-type"]
         wait = answer.headers["retry-after"]
         assert 1 <= int(wait) <= 60
-        said = f"too many failed attempts from this address: try again in {wait} s"
+        said = f"{THROTTLED}: try again in {wait} s"
         assert f"<p class='warning'>{said}</p><form" in answer.text, answer.text
 
 

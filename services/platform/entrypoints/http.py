@@ -178,6 +178,8 @@ def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
             )
         except RecursionError:  # nested hundreds deep: not flat parameters, whatever it is
             raise ValueError("a JSON push must be a flat object") from None
+        except json.JSONDecodeError as exc:  # its words quote none of the body
+            raise ValueError(f"not JSON: {exc.msg} at character {exc.pos}") from None
         if not isinstance(data, dict):
             raise ValueError("a JSON push must be an object")
         params: dict[str, str] = {}

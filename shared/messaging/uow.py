@@ -22,7 +22,7 @@ What a transaction did is counted once it commits (:meth:`Tx.after_commit`).
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
@@ -104,8 +104,24 @@ class Tx:
         return claimed
 
     def caused_by(self, cause: CloudEvent) -> "Tx":
-        """The same transaction, handling ``cause`` (one of several events handled in it)."""
-        return replace(self, cause=cause, emitted=[])
+        """The same transaction, handling ``cause`` (one of several events handled in it).
+
+        Every field but ``cause`` and ``emitted`` given by name (0.7 µs a record handled, where
+        ``dataclasses.replace`` walked the fields for 1.3): a field added to :class:`Tx` is
+        added here too, or each record handled would have one of its own (a test says so)."""
+        return Tx(
+            conn=self.conn,
+            source=self.source,
+            outbox=self.outbox,
+            inbox=self.inbox,
+            cause=cause,
+            emitted=[],
+            signals=self.signals,
+            committed=self.committed,
+            unwritten=self.unwritten,
+            unupdated=self.unupdated,
+            identity=self.identity,
+        )
 
     async def emit(
         self,

@@ -18,13 +18,13 @@ cannot be confirmed any more, and a charge would only be voided after it.
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from prometheus_client import Counter
-from sqlalchemy import func, select, update
+from sqlalchemy import ARRAY, String, bindparam, column, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters import ledger as ledger_store
@@ -79,8 +79,10 @@ PAYMENT = "payments.payment"
 _PAYMENTS = driver.locked_by_key(select(payments.c.order_id), payments.c.order_id)
 
 
-async def _load_payments(tx: Tx, order_ids: Iterable[str]) -> None:
-    """Lock these orders' payment rows (those that exist), in one statement."""
+async def lock_payments(tx: Tx, order_ids: Iterable[str]) -> None:
+    """Lock these orders' payment rows (those that exist), in one statement, in order id
+    order: every batch that locks payments locks them so, and waits for another rather than
+    deadlocking with it."""
     todo = tx.unknown(PAYMENT, order_ids)
     if not todo:
         return
@@ -94,7 +96,7 @@ async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
     the topics that carry the order's events, or a rebalance), this one fails at commit, a
     race lost (a warning: :attr:`shared.db.engine.Kind.RACE_LOST`), and is retried, and then
     sees it."""
-    await _load_payments(tx, [order_id])
+    await lock_payments(tx, [order_id])
     if tx.identity[PAYMENT, order_id]:
         return False
     tx.identity[PAYMENT, order_id] = True
@@ -157,7 +159,7 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
 async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Lock the batch's payment rows, then the credit lines of its microloan orders: one
     statement each."""
-    await _load_payments(tx, (p.data.order_id for p in batch if isinstance(p.data, StockReserved)))
+    await lock_payments(tx, (p.data.order_id for p in batch if isinstance(p.data, StockReserved)))
     await _load_credit(
         tx,
         (
@@ -170,13 +172,35 @@ async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
 
 async def set_payables(tx: Tx, order_id: str, status: str) -> dict[str, int]:
     """Set the status of the order's payables; returns them (seller → fen)."""
-    rows = await tx.conn.execute(
-        update(payables)
-        .where(payables.c.order_id == order_id)
-        .values(status=status)
-        .returning(payables.c.seller_id, payables.c.amount_fen)
+    return (await set_payables_of(tx, {order_id: status}))[order_id]
+
+
+_GIVEN = (
+    func.unnest(
+        bindparam("order_ids", type_=ARRAY(String())),
+        bindparam("statuses", type_=ARRAY(String())),
     )
-    return {r.seller_id: r.amount_fen for r in rows}
+    .table_valued(column("order_id", String()), column("status", String()))
+    .render_derived(name="given")
+)
+_SET_PAYABLES = (
+    update(payables)
+    .where(payables.c.order_id == _GIVEN.c.order_id)
+    .values(status=_GIVEN.c.status)
+    .returning(payables.c.order_id, payables.c.seller_id, payables.c.amount_fen)
+)
+
+
+async def set_payables_of(tx: Tx, statuses: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Set the status of each order's payables (order id → status) in one statement; returns
+    them (order id → seller → fen). The orders' payments are locked already (each writer of
+    payables locks its order's payment first)."""
+    found: dict[str, dict[str, int]] = {order_id: {} for order_id in statuses}
+    if statuses:
+        given = {"order_ids": list(statuses), "statuses": list(statuses.values())}
+        for r in await driver.fetch(tx.conn, _SET_PAYABLES, **given):
+            found[r.order_id][r.seller_id] = r.amount_fen
+    return found
 
 
 LAPSED_HOLDS = Counter(
@@ -445,6 +469,15 @@ async def reverse_charge(
     """A prepaid order's charge is void: reverse it in the ledger if it was posted, cancel
     the sellers' payables, and say so (``payment.voided``)."""
     charged = await ledger_store.entries_of(tx.conn, charge_txn(order_id))
+    await set_payables(tx, order_id, "cancelled")
+    await charge_reversed(tx, order_id, amount_fen, charged, caused_by)
+
+
+async def charge_reversed(
+    tx: Tx, order_id: str, amount_fen: int, charged: list[ledger.Entry], caused_by: str | None
+) -> None:
+    """:func:`reverse_charge`'s ledger entries (the ``charged`` ones reversed, if any) and
+    event, its payables cancelled already."""
     if charged:
         ledger_store.post(
             tx,
@@ -453,7 +486,6 @@ async def reverse_charge(
             ledger.reversal(charged),
             order_id=order_id,
         )
-    await set_payables(tx, order_id, "cancelled")
     await tx.emit(
         PaymentVoided(order_id=order_id, amount_fen=amount_fen if charged else 0),
         causation_id=caused_by,

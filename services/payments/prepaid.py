@@ -58,13 +58,31 @@ with the transfer's reference, and the ledger owes the buyer nothing more.
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import DateTime, Select, case, func, literal, select, tuple_, update
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    Update,
+    bindparam,
+    case,
+    column,
+    func,
+    literal,
+    null,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import (
@@ -81,11 +99,12 @@ from services.payments.domain.hold import hold_lapsed
 from services.payments.domain.status import STATUSES
 from services.payments.handlers import (
     GATEWAY_WORK,
+    charge_reversed,
     charge_txn,
     declined_lapsed,
+    lock_payments,
     post_charge,
-    reverse_charge,
-    set_payables,
+    set_payables_of,
     void_txn,
 )
 from shared.backoff import exponential_step
@@ -186,68 +205,169 @@ async def claim_due(tx: Tx, lease_seconds: float, limit: int = 20) -> list[Work]
     ]
 
 
-async def _ended(tx: Tx, work: Work, status: str, **values: object) -> bool:
-    """``work``'s payment made ``status`` (with ``values``), its call no longer due, if it is
-    still what the call was claimed as; False: it has moved on (a cancellation came first, or
-    the outcome was recorded already)."""
-    row = (
-        await tx.conn.execute(
-            update(payments)
-            .where(payments.c.order_id == work.order_id, payments.c.status == work.status)
-            .values(status=status, next_attempt_at=None, updated_at=func.now(), **values)
-            .returning(payments.c.order_id)
+Answer = ChargeResult | GatewayUnavailable | VoidRefused | None
+"""What a claimed call met: a charge's result; None, a void made (or a charge not made:
+:attr:`Work.unsent`); or the gateway's error (no answer to be sure of, or a void refused)."""
+_ANSWERED = (GatewayUnavailable, VoidRefused)
+
+
+@dataclass(frozen=True)
+class End:
+    """How a claimed call ends its payment: made ``status``, its call no longer due, with
+    ``values`` (columns of the payment) and ``unreached`` more calls that never reached the
+    gateway; ``result``: the charge's answer, ``refusal``: the void's."""
+
+    work: Work
+    status: str
+    values: dict[str, object] = field(default_factory=dict)
+    unreached: int = 0
+    result: ChargeResult | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An :class:`End` made, with what :func:`_finish` read for it: the sellers' payables
+    (seller → fen) and the charge's ledger entries (voided or refused: posted, if any)."""
+
+    end: End
+    owed: dict[str, int]
+    charged: list[ledger.Entry]
+
+
+def _end(work: Work, answer: Answer) -> End | None:
+    """How ``work``'s call, having met ``answer``, ends its payment; None: it does not end it
+    here (no answer to be sure of, or "no such charge": :func:`_record`)."""
+    if work.unsent:  # this claim's call not made: unreached too
+        return End(work, "declined", unreached=1)
+    if isinstance(answer, ChargeResult):
+        status = "authorized" if answer.status == "approved" else "declined"
+        return End(work, status, {"gateway_ref": answer.charge_id}, result=answer)
+    if isinstance(answer, VoidRefused):
+        return _refused(work, str(answer))
+    if answer is None:
+        return End(work, "voided", {"gateway_refusal": None})  # lost, said: not so
+    return None
+
+
+def _refused(work: Work, refusal: str) -> End:
+    refused = {"refund_owed_fen": work.amount_fen, "gateway_refusal": refusal}
+    return End(work, "void_refused", refused, refusal=refusal)
+
+
+@cache
+def _ending(columns: tuple[str, ...]) -> Update:
+    """The statement that makes ends setting ``columns`` (:func:`_ended`): one row each in
+    arrays, its order id, the status claimed, the one it ends as, its unreached calls and
+    ``columns``."""
+    given: dict[str, TypeEngine[Any]] = {
+        "order_id": String(),
+        "claimed": String(),
+        "status": String(),
+        "unreached": Integer(),
+        **{c: payments.c[c].type for c in columns},
+    }
+    rows = (
+        func.unnest(*(bindparam(f"{c}_given", type_=ARRAY(t)) for c, t in given.items()))
+        .table_valued(*(column(c, t) for c, t in given.items()))
+        .render_derived(name="given")
+    )
+    return (
+        update(payments)
+        .where(payments.c.order_id == rows.c.order_id, payments.c.status == rows.c.claimed)
+        .values(
+            status=rows.c.status,
+            next_attempt_at=null(),
+            updated_at=func.now(),
+            unreached=payments.c.unreached + rows.c.unreached,
+            **{c: rows.c[c] for c in columns},
         )
-    ).first()
-    return row is not None
+        .returning(payments.c.order_id)
+    )
 
 
-async def record_charge(tx: Tx, work: Work, result: ChargeResult) -> bool:
-    """Record the gateway's answer if the payment is still ``charging``."""
-    status = "authorized" if result.status == "approved" else "declined"
-    if not await _ended(tx, work, status, gateway_ref=result.charge_id):
-        log.info("order %s is no longer charging; gateway answer %s ignored", work.order_id, result)
-        return False
-    if status == "declined":
-        log.info("gateway declined the charge of order %s: %s", work.order_id, result.reason)
-        await set_payables(tx, work.order_id, "cancelled")
+async def _ended(tx: Tx, ends: Sequence[End]) -> set[str]:
+    """Each of ``ends`` made if its payment is still what its call was claimed as, in one
+    statement for each set of columns they set (one for a claim's charges); the order ids of
+    those made. One not made has moved on (a cancellation came first, or the outcome was
+    recorded already)."""
+    by_columns: dict[tuple[str, ...], list[End]] = {}
+    for end in ends:
+        by_columns.setdefault(tuple(sorted(end.values)), []).append(end)
+    made: set[str] = set()
+    for columns, group in by_columns.items():
+        given: dict[str, list[Any]] = {
+            "order_id": [e.work.order_id for e in group],
+            "claimed": [e.work.status for e in group],
+            "status": [e.status for e in group],
+            "unreached": [e.unreached for e in group],
+            **{c: [e.values[c] for e in group] for c in columns},
+        }
+        values = {f"{c}_given": v for c, v in given.items()}  # a column's own name is SET's
+        made.update(r.order_id for r in await tx.conn.execute(_ending(columns), values))
+    return made
+
+
+async def _finish(tx: Tx, ends: Sequence[End]) -> list[Ended]:
+    """Make ``ends`` (:func:`_ended`), then set their payables (owed if authorized, else
+    cancelled) and read the charges of those voided or refused, a statement each for them all;
+    those made, with what was read for them. What each says is :func:`_said`."""
+    made = await _ended(tx, ends)
+    done = [e for e in ends if e.work.order_id in made]
+    payables = await set_payables_of(
+        tx, {e.work.order_id: "owed" if e.status == "authorized" else "cancelled" for e in done}
+    )
+    undone = [charge_txn(e.work.order_id) for e in done if e.status in ("voided", "void_refused")]
+    charged = await ledger_store.entries_of_all(tx.conn, undone)
+    return [
+        Ended(e, payables[e.work.order_id], charged.get(charge_txn(e.work.order_id), []))
+        for e in done
+    ]
+
+
+async def _said(tx: Tx, ended: Ended) -> None:
+    """What a payment :func:`_finish` made says: its ledger entries, event, log lines and
+    counts."""
+    end, work = ended.end, ended.end.work
+    if end.status == "authorized":
+        charged = ledger.prepaid_charged(ended.owed)
+        await post_charge(
+            tx,
+            work.order_id,
+            work.buyer_id,
+            work.amount_fen,
+            "prepaid_charged",
+            charged,
+            work.caused_by,
+        )
+    elif end.status == "declined" and end.result is None:  # not made: its hold lapsed
+        before = "before the gateway had seen its charge"
+        await declined_lapsed(tx, work.order_id, "prepaid", work.held_until, before, work.caused_by)
+    elif end.status == "declined":
+        reason = end.result.reason if end.result else None
+        log.info("gateway declined the charge of order %s: %s", work.order_id, reason)
         await tx.emit(
             PaymentDeclined(order_id=work.order_id, reason="payment_failed"),
             causation_id=work.caused_by,
         )
-        return True
-    owed = await set_payables(tx, work.order_id, "owed")
-    charged = ledger.prepaid_charged(owed)
-    await post_charge(
-        tx,
-        work.order_id,
-        work.buyer_id,
-        work.amount_fen,
-        "prepaid_charged",
-        charged,
-        work.caused_by,
-    )
-    return True
-
-
-async def record_lapsed(tx: Tx, work: Work) -> bool:
-    """``work``'s charge is not made (:attr:`Work.unsent`): the payment is ``declined``,
-    the sellers' payables cancelled, as for a reservation read after its hold lapsed
-    (:func:`declined_lapsed`); False: no longer ``charging`` (a cancellation came first)."""
-    # This claim's call not made: unreached too.
-    if not await _ended(tx, work, "declined", unreached=payments.c.unreached + 1):
-        return False
-    await set_payables(tx, work.order_id, "cancelled")
-    before = "before the gateway had seen its charge"
-    await declined_lapsed(tx, work.order_id, "prepaid", work.held_until, before, work.caused_by)
-    return True
+    elif end.status == "voided":
+        await charge_reversed(tx, work.order_id, work.amount_fen, ended.charged, work.caused_by)
+    else:
+        await _void_refused(tx, work, end.refusal or "", ended.charged)
 
 
 async def record_voided(tx: Tx, work: Work) -> bool:
-    """The gateway voided the order's key: reverse the charge if it was posted."""
-    if not await _ended(tx, work, "voided", gateway_refusal=None):  # lost, said: not so
-        return False
-    await reverse_charge(tx, work.order_id, work.amount_fen, work.caused_by)
-    return True
+    """The gateway voided the order's key: reverse the charge if it was posted; False: no
+    longer ``voiding``."""
+    return await _record_end(tx, End(work, "voided", {"gateway_refusal": None}))
+
+
+async def _record_end(tx: Tx, end: End) -> bool:
+    """One call's :class:`End` made and said; False: its payment has moved on."""
+    for ended in await _finish(tx, [end]):
+        await _said(tx, ended)
+        return True
+    return False
 
 
 async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> str | None:
@@ -275,11 +395,11 @@ async def record_no_such_charge(tx: Tx, work: Work, answer: str) -> str | None:
 async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
     """The gateway refused for good to void the order's key: the charge stands, and what the
     buyer paid is owed back to them (the sellers' payables cancelled: the order is), said as
-    ``payment.voided`` with ``refund_owed_fen``."""
-    refused = {"refund_owed_fen": work.amount_fen, "gateway_refusal": refusal}
-    if not await _ended(tx, work, "void_refused", **refused):
-        return False
-    charged = await ledger_store.entries_of(tx.conn, charge_txn(work.order_id))
+    ``payment.voided`` with ``refund_owed_fen`` (:func:`_void_refused`)."""
+    return await _record_end(tx, _refused(work, refusal))
+
+
+async def _void_refused(tx: Tx, work: Work, refusal: str, charged: list[ledger.Entry]) -> None:
     ledger_store.post(
         tx,
         void_txn(work.order_id),
@@ -287,7 +407,6 @@ async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
         ledger.prepaid_void_refused(charged, work.amount_fen),
         order_id=work.order_id,
     )
-    await set_payables(tx, work.order_id, "cancelled")
     # Said as a loan voided with repayments is: the order's payment undone in our books, what
     # the buyer paid owed back (the order's timeline ends on it, not on the authorisation).
     voided = PaymentVoided(
@@ -301,7 +420,7 @@ async def record_void_refused(tx: Tx, work: Work, refusal: str) -> bool:
         refusal,
         work.amount_fen,
     )
-    return True
+    tx.after_commit(VOID_REFUSED.inc)
 
 
 SHOWN = (
@@ -538,12 +657,6 @@ async def retry_later(tx: Tx, work: Work, delay_seconds: float, error: GatewayUn
     )
 
 
-Answer = ChargeResult | GatewayUnavailable | VoidRefused | None
-"""What a claimed call met: a charge's result; None, a void made (or a charge not made:
-:attr:`Work.unsent`); or the gateway's error (no answer to be sure of, or a void refused)."""
-_ANSWERED = (GatewayUnavailable, VoidRefused)
-
-
 async def perform(
     uow: UnitOfWork, gateway: PaymentGateway, claimed: Sequence[Work], retry: float
 ) -> None:
@@ -564,10 +677,6 @@ async def perform(
             *(_call(gateway, work) for work in claimed), return_exceptions=True
         )
         made: list[tuple[Work, Answer]] = []
-        # Locked in order id order, as a consumer's batch locks payments it prefetches
-        # (handlers._load_payments): the two wait for each other rather than deadlock. (A
-        # batch of cancellations locks in its records' order; a deadlock rolls one of the two
-        # back, and each is then done one at a time.)
         for work, answer in sorted(zip(claimed, answers, strict=True), key=_order_id):
             if isinstance(answer, BaseException) and not isinstance(answer, _ANSWERED):
                 # Not the gateway's answer (a bug): the call keeps its lease.
@@ -576,8 +685,7 @@ async def perform(
                 made.append((work, answer))
         try:
             async with uow.begin() as tx:
-                for work, answer in made:
-                    await _record(tx, work, answer, retry)
+                await _record(tx, made, retry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -592,7 +700,7 @@ async def perform(
             for work, answer in made:
                 try:
                     async with uow.begin() as tx:
-                        await _record(tx, work, answer, retry)
+                        await _record(tx, [(work, answer)], retry)
                 except asyncio.CancelledError:
                     raise
                 except Exception as alone:
@@ -651,45 +759,56 @@ outage for every order that meets it, said once, then at most once a minute whil
 the gateway answers a call again."""
 
 
-async def _record(tx: Tx, work: Work, answer: Answer, retry: float) -> None:
-    """Record in ``tx`` what ``work``'s call met (:data:`Answer`), in the trace of the event
-    that asked for it, its log lines tagged with the order id."""
-    with working_for(work.trace_headers, f"payments gateway {work.status} recorded", work.order_id):
-        if work.unsent:
-            await record_lapsed(tx, work)
-            return
-        if isinstance(answer, GatewayUnavailable):
-            ended = (
-                await record_no_such_charge(tx, work, str(answer))
-                if isinstance(answer, NoSuchCharge)
-                else None
-            )
-            if ended is not None:
+async def _record(tx: Tx, made: Sequence[tuple[Work, Answer]], retry: float) -> None:
+    """Record in ``tx`` what each of the ``made`` calls (in order id order) met
+    (:data:`Answer`), each in the trace of the event that asked for it, its log lines tagged
+    with the order id. Their payments are locked first, in order id order, as a consumer's
+    batch locks those it reads (:func:`lock_payments`): the two wait for each other rather
+    than deadlock. Those that end their payment (:func:`_end`: a charge answered or not made,
+    a void made or refused) are made in a few statements for them all (:func:`_finish`), where
+    each took two or three of its own; a call met with no answer to be sure of is retried
+    later, one met with "no such charge" looked into, each in statements of its own."""
+    if len(made) > 1:  # one is locked by the statement that writes it
+        await lock_payments(tx, [work.order_id for work, _ in made])
+    ends = {work.order_id: end for work, answer in made if (end := _end(work, answer))}
+    finished = {e.end.work.order_id: e for e in await _finish(tx, list(ends.values()))}
+    for work, answer in made:
+        with working_for(
+            work.trace_headers, f"payments gateway {work.status} recorded", work.order_id
+        ):
+            if not work.unsent and not isinstance(answer, GatewayUnavailable):
                 answers_again(log, GATEWAY_AWAY, "the payment gateway")
-                if ended == "void_refused":
-                    tx.after_commit(VOID_REFUSED.inc)
-                return
-            delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
-            stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key
-            how_long = f", {work.status} for {work.waited:.0f} s ({work.attempts} attempts)"
-            log.warning(
-                "gateway: %s for order %s%s; retrying in %.1fs",
-                answer,
-                work.order_id,
-                how_long if stuck else "",
-                delay,
-                extra=retried(GATEWAY_STUCK if stuck else GATEWAY_AWAY),
-            )
-            await retry_later(tx, work, delay, answer)
-            return
+            end = ends.get(work.order_id)
+            if end is None:
+                assert isinstance(answer, GatewayUnavailable)  # as _end says
+                await _not_ended(tx, work, answer, retry)
+            elif work.order_id in finished:
+                await _said(tx, finished[work.order_id])
+            elif end.result is not None:
+                said = "order %s is no longer charging; gateway answer %s ignored"
+                log.info(said, work.order_id, end.result)
+
+
+async def _not_ended(tx: Tx, work: Work, answer: GatewayUnavailable, retry: float) -> None:
+    """``work``'s call met no answer to be sure of (retried later), or "no such charge"."""
+    if (
+        isinstance(answer, NoSuchCharge)
+        and await record_no_such_charge(tx, work, str(answer)) is not None
+    ):
         answers_again(log, GATEWAY_AWAY, "the payment gateway")
-        if isinstance(answer, VoidRefused):
-            if await record_void_refused(tx, work, str(answer)):
-                tx.after_commit(VOID_REFUSED.inc)
-        elif isinstance(answer, ChargeResult):
-            await record_charge(tx, work, answer)
-        else:
-            await record_voided(tx, work)
+        return
+    delay = exponential_step(work.attempts, retry, cap_seconds=30.0)
+    stuck = work.waited >= GATEWAY_STUCK_SECONDS  # said with how long, under its own key
+    how_long = f", {work.status} for {work.waited:.0f} s ({work.attempts} attempts)"
+    log.warning(
+        "gateway: %s for order %s%s; retrying in %.1fs",
+        answer,
+        work.order_id,
+        how_long if stuck else "",
+        delay,
+        extra=retried(GATEWAY_STUCK if stuck else GATEWAY_AWAY),
+    )
+    await retry_later(tx, work, delay, answer)
 
 
 PAYMENTS = Gauge(

@@ -9,6 +9,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
@@ -449,26 +451,55 @@ class Refusing(Asked):
         return ChargeResult("declined", charge_id=charge_id, reason="test card")
 
 
-@contextlib.contextmanager
-def commits_of(uow: UnitOfWork) -> Iterator[list[str]]:
-    """What ``uow``'s engine did meanwhile: "checkout" for each connection taken from its pool
-    (or opened), "commit" for each transaction committed."""
-    done: list[str] = []
-    engine, pool = uow.db.engine.sync_engine, uow.db.engine.sync_engine.pool
+@dataclass
+class Ran:
+    """What an engine did meanwhile (:func:`ran_on`)."""
 
-    def checkout(*_: object) -> None:
-        done.append("checkout")
+    done: list[str] = field(default_factory=list)
+    """"checkout" for each connection taken from its pool (or opened), "commit" for each
+    transaction committed."""
+    sent: list[tuple[str, Any]] = field(default_factory=list)
+    """The statements sent, each with its parameters, through SQLAlchemy or on the driver
+    (:mod:`shared.db.driver`: its connection's query logger), BEGIN and COMMIT aside."""
+
+
+@contextlib.contextmanager
+def ran_on(engine: AsyncEngine) -> Iterator[Ran]:
+    ran = Ran()
+    pool = engine.sync_engine.pool
+
+    def on_driver(query: Any) -> None:
+        if query.query.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            ran.sent.append((query.query, query.args))
+
+    def checkout(dbapi: Any, *_: object) -> None:
+        ran.done.append("checkout")
+        dbapi.driver_connection.add_query_logger(on_driver)
+
+    def checkin(dbapi: Any, *_: object) -> None:
+        dbapi.driver_connection.remove_query_logger(on_driver)
 
     def commit(*_: object) -> None:
-        done.append("commit")
+        ran.done.append("commit")
 
-    event.listen(pool, "checkout", checkout)
-    event.listen(engine, "commit", commit)
+    def through_sqlalchemy(
+        _conn: object, _cursor: object, statement: str, params: Any, *_: object
+    ) -> None:
+        ran.sent.append((statement, params))
+
+    listening: list[tuple[Any, str, Callable[..., None]]] = [
+        (pool, "checkout", checkout),
+        (pool, "checkin", checkin),
+        (engine.sync_engine, "commit", commit),
+        (engine.sync_engine, "before_cursor_execute", through_sqlalchemy),
+    ]
+    for target, name, listener in listening:
+        event.listen(target, name, listener)
     try:
-        yield done
+        yield ran
     finally:
-        event.remove(pool, "checkout", checkout)
-        event.remove(engine, "commit", commit)
+        for target, name, listener in listening:
+            event.remove(target, name, listener)
 
 
 async def rows_of(uow: UnitOfWork, order_ids: list[str]) -> list[Any]:
@@ -513,10 +544,10 @@ async def test_a_claimed_batch_of_charges_is_recorded_in_one_commit(uow: UnitOfW
         async with uow.begin() as tx:
             claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
         assert len(claimed) == 20
-        with commits_of(uow) as done:
+        with ran_on(uow.db.engine) as ran:
             await perform(uow, gateway, claimed, 1.0)
         assert sorted(key for _, key in gateway.asked) == sorted(ids)
-        assert done == ["checkout", "commit"]
+        assert ran.done == ["checkout", "commit"]
         found = await rows_of(uow, ids)
         assert (
             sorted((r.status, r.attempts, r.next_attempt_at) for r in found)
@@ -524,6 +555,49 @@ async def test_a_claimed_batch_of_charges_is_recorded_in_one_commit(uow: UnitOfW
         )
         assert sorted(await declined_in_outbox(uow, ids)) == sorted(ids)
     finally:
+        await forget(uow, ids)
+
+
+async def test_a_claimed_batch_is_recorded_in_a_few_statements(uow: UnitOfWork) -> None:
+    """A claim's outcomes recorded in one transaction still sent two or three statements
+    each, one after the other (the payment's status, its payables, a void's charge read):
+    about 40 for a claim of 20, the step that kept payments behind in a burst of prepaid
+    orders. Now a few for the claim, whatever its size: each payment as before (declined or
+    voided, its payables cancelled, its event in the outbox)."""
+    due = datetime.now(UTC) - DECADE
+    charges = [await prepaid(uow, "charging", next_attempt_at=due) for _ in range(10)]
+    voids = [await prepaid(uow, "voiding", next_attempt_at=due) for _ in range(10)]
+    ids = charges + voids
+    async with uow.begin() as tx:
+        sellers = [{"order_id": o, "amount_fen": 1750} for o in ids]
+        await tx.conn.execute(
+            insert(payables),
+            [
+                {**s, "seller_id": f"seller-{n}", "status": "pending"}
+                for s in sellers
+                for n in (1, 2)
+            ],
+        )
+    try:
+        async with uow.begin() as tx:
+            claimed = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id in ids]
+        assert len(claimed) == 20
+        with ran_on(uow.db.engine) as ran:
+            await perform(uow, Asked(), claimed, 1.0)
+        found = {r.order_id: r.status for r in await rows_of(uow, ids)}
+        assert [found[o] for o in ids] == ["declined"] * 10 + ["voided"] * 10
+        async with uow.db.engine.connect() as conn:
+            query = select(payables.c.status).where(payables.c.order_id.in_(ids))
+            assert sorted((await conn.execute(query)).scalars()) == ["cancelled"] * 40
+        assert sorted(await declined_in_outbox(uow, ids)) == sorted(charges)
+        # Their payments locked, ended (the declined and the voided: one statement each),
+        # their payables set, the voids' charges read; at commit the outbox written. (A
+        # connection's first statements of a kind have asyncpg read their types: not counted.)
+        sent = [" ".join(sql.split())[:60] for sql, _ in ran.sent if "payments" in sql]
+        assert len(sent) == 6, sent
+    finally:
+        async with uow.begin() as tx:
+            await tx.conn.execute(delete(payables).where(payables.c.order_id.in_(ids)))
         await forget(uow, ids)
 
 

@@ -102,6 +102,9 @@ class Gone:
     def first(self) -> None:
         return None
 
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
 
 class GoneUow:
     """A unit of work whose updates find no row: an answer recorded as ignored."""

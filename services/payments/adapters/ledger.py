@@ -6,11 +6,14 @@ commit that they sum to zero, and the unique (``txn_id``, ``account``) key makes
 the same transaction twice fail rather than double-count.
 """
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments.adapters.tables import ledger_entries
 from services.payments.domain.ledger import Entry, balanced
+from shared.db import driver
 from shared.messaging.uow import Tx
 
 
@@ -42,12 +45,23 @@ def post(
 
 
 async def entries_of(conn: AsyncConnection, txn_id: str) -> list[Entry]:
-    rows = await conn.execute(
-        select(ledger_entries.c.account, ledger_entries.c.amount_fen)
-        .where(ledger_entries.c.txn_id == txn_id)
-        .order_by(ledger_entries.c.id)
-    )
-    return [Entry(r.account, r.amount_fen) for r in rows]
+    return (await entries_of_all(conn, [txn_id]))[txn_id]
+
+
+_ENTRIES = (
+    select(ledger_entries.c.txn_id, ledger_entries.c.account, ledger_entries.c.amount_fen)
+    .where(driver.any_of(ledger_entries.c.txn_id))
+    .order_by(ledger_entries.c.id)
+)
+
+
+async def entries_of_all(conn: AsyncConnection, txn_ids: Sequence[str]) -> dict[str, list[Entry]]:
+    """The entries posted under each of ``txn_ids`` (none: an empty list), in one statement."""
+    found: dict[str, list[Entry]] = {txn_id: [] for txn_id in txn_ids}
+    if txn_ids:
+        for r in await driver.fetch(conn, _ENTRIES, keys=list(txn_ids)):
+            found[r.txn_id].append(Entry(r.account, r.amount_fen))
+    return found
 
 
 async def balance_of_loan(conn: AsyncConnection, loan_id: str, account: str) -> int:

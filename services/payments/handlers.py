@@ -5,7 +5,7 @@ authorisation, one loan and one charge.
 Microloans are decided here, in the handler's transaction, under a row lock on the buyer's
 credit line (so concurrent orders of one buyer, on any number of instances, are checked one
 after the other). A batch of ``stock.reserved`` locks its buyers' credit lines and reads
-what they owe in two statements (:func:`prefetch_stock_reserved`); the transaction's
+what they owe in two statements (:func:`prefetch_payments`); the transaction's
 identity map then carries each buyer's credit from one order of the batch to the next.
 Prepaid orders are only *recorded* here as ``charging``: the gateway is called outside any
 transaction by :mod:`services.payments.prepaid`. A prepaid order a marketplace platform
@@ -156,10 +156,13 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
     tx.remember(CREDIT, todo, found)
 
 
-async def prefetch_stock_reserved(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's payment rows, then the credit lines of its microloan orders: one
-    statement each."""
-    await lock_payments(tx, (p.data.order_id for p in batch if isinstance(p.data, StockReserved)))
+async def prefetch_payments(tx: Tx, batch: Sequence[Parsed]) -> None:
+    """Lock the payment rows of the batch's orders (reserved or cancelled) in order id order,
+    then the credit lines of its microloan orders: one statement each. A batch of
+    cancellations locked each payment as it came to it, in its records' order, where the
+    gateway loop locks in order id order: the two could deadlock, one rolled back."""
+    orders = (p.data for p in batch if isinstance(p.data, StockReserved | OrderCancelled))
+    await lock_payments(tx, (data.order_id for data in orders))
     await _load_credit(
         tx,
         (

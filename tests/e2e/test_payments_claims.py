@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy import delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
 from services.payments.adapters.gateway import ChargeResult, GatewayUnreached, NoSuchCharge
 from services.payments.adapters.tables import outbox, payables, payments
 from services.payments.domain import ledger
+from services.payments.entrypoints.subscribers import subscriptions
 from services.payments.handlers import charge_txn, void_txn
 from services.payments.prepaid import (
     GATEWAY_STUCK,
@@ -34,6 +35,9 @@ from services.payments.prepaid import (
     perform,
     record_voided,
 )
+from shared.events.envelope import new_event
+from shared.events.orders import OrderCancelled
+from shared.events.registry import Parsed, parse_record
 from shared.logs import FAULT
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
@@ -793,3 +797,59 @@ async def test_a_batch_committed_whose_answer_was_lost_is_not_recorded_again(
         assert [(w.attempts, w.seen) for w in again] == [(3, True)] * 2
     finally:
         await forget(uow, ids)
+
+
+def cancelled(order_id: str) -> Parsed:
+    """``order.cancelled`` of ``order_id``, as the payments consumer parses it."""
+    data = OrderCancelled(order_id=order_id, order_ref=f"REF-{order_id[:8]}", reason="expired")
+    return parse_record(Topic.ORDER_EVENTS, new_event(data, source="caravan/orders").to_json())
+
+
+async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_order(
+    uow: UnitOfWork,
+) -> None:
+    """The gateway loop records a claim with its payments locked in order id order; a batch
+    of cancellations locked each payment as it came to it, in its records' order. A batch
+    cancelling B then A, while the loop held A and was to lock B, held B waiting for A: a
+    deadlock, one of the two rolled back (and the batch then done one record at a time). Now
+    the batch locks its payments first, in order id order, as the loop does: waiting for A,
+    it holds none, and the loop goes on."""
+    a, b = sorted([await prepaid(uow, "charging") for _ in range(2)])
+    [orders] = [s for s in subscriptions(0) if s.topic == Topic.ORDER_EVENTS]
+    batch = [cancelled(b), cancelled(a)]
+
+    async def consumed() -> None:  # as the consumer handles a batch (Consumer._handle_batch)
+        async with uow.begin() as tx:
+            if orders.prefetch is not None:
+                await orders.prefetch(tx, batch)
+            for parsed in batch:
+                handler = orders.handler_for(parsed)
+                assert handler is not None
+                await handler(tx.caused_by(parsed.envelope), parsed)
+
+    locked = select(payments.c.order_id).with_for_update()
+    waiting = text(
+        "select count(*) from pg_stat_activity"
+        " where wait_event_type = 'Lock' and datname = current_database()"
+    )
+    try:
+        async with uow.begin() as loop:
+            await loop.conn.execute(locked.where(payments.c.order_id == a))
+            batch_done = asyncio.create_task(consumed())
+
+            async def blocked() -> Any:
+                if batch_done.done():
+                    batch_done.result()  # what stopped it
+                # A transaction each: pg_stat_activity is read once in a transaction.
+                async with uow.db.engine.connect() as conn:
+                    return await conn.scalar(waiting)
+
+            await until(blocked, "the batch waiting for a lock")
+            await loop.conn.execute(text("set local lock_timeout = '500ms'"))
+            # Without: LockNotAvailableError, the batch holding B (a deadlock, but for this).
+            await loop.conn.execute(locked.where(payments.c.order_id == b))
+        await batch_done
+        found = {r.order_id: r.status for r in await rows_of(uow, [a, b])}
+        assert found == {a: "voiding", b: "voiding"}
+    finally:
+        await forget(uow, [a, b])

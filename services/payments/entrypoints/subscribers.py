@@ -16,9 +16,13 @@ def subscriptions(monthly_rate_bp: int) -> list[Subscription]:
                     handlers.on_stock_reserved, monthly_rate_bp=monthly_rate_bp
                 )
             },
-            prefetch=handlers.prefetch_stock_reserved,
+            prefetch=handlers.prefetch_payments,
         ),
-        Subscription(Topic.ORDER_EVENTS, {EventType.ORDER_CANCELLED: handlers.on_order_cancelled}),
+        Subscription(
+            Topic.ORDER_EVENTS,
+            {EventType.ORDER_CANCELLED: handlers.on_order_cancelled},
+            prefetch=handlers.prefetch_payments,
+        ),
         Subscription(
             Topic.PLATFORM_EVENTS,
             {EventType.PLATFORM_ORDER_PAID: handlers.on_platform_order_paid},

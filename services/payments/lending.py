@@ -386,7 +386,7 @@ async def repayments_made(
                     )
                 ),
             )
-            .select_from(joined)
+            .select_from(joined if buyer_id is not None else repayments)
             .where(*chosen)
         )
     ).one()

@@ -81,10 +81,18 @@ async def plan_of(conn: AsyncConnection, statement: Select[Any]) -> tuple[list[s
     """The nodes of the plan of ``statement`` as run, and the buffers it read."""
     compiled = statement.compile(dialect=conn.dialect)
     params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-    explain = "explain (analyze, buffers, format json) " + str(compiled)
+    nodes, blocks, _ = await plan_of_sql(conn, str(compiled), params)
+    return nodes, blocks
+
+
+async def plan_of_sql(conn: AsyncConnection, sql: str, params: Any) -> tuple[list[str], int, float]:
+    """The nodes of the plan of ``sql`` (with ``params``) as run, the buffers it read and
+    the milliseconds it took."""
+    explain = "explain (analyze, buffers, format json) " + sql
     [[plan]] = (await conn.exec_driver_sql(explain, params)).all()
     top = plan[0]["Plan"]
-    return _nodes(top), top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    blocks = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    return _nodes(top), blocks, plan[0]["Execution Time"]
 
 
 def _listed(

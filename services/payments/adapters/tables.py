@@ -186,6 +186,9 @@ loans = Table(
         postgresql_include=["outstanding_fen"],
         postgresql_where=text("status = 'active'"),
     ),
+    # The loan book, newest first (``GET /loans``): a page through it, not every loan of the
+    # season read and sorted (migration 0025).
+    Index("loans_created", "created_at", "loan_id"),
 )
 
 LOAN_ACTIVE = in_statuses(loans.c.status, ["active"])
@@ -230,6 +233,9 @@ repayments = Table(
     Column("allocations", JSONB, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("loan_id", "idempotency_key"),
+    # The repayments of a period, newest first, and their totals (``GET /repayments``): the
+    # period's alone through it (migration 0025).
+    Index("repayments_created", "created_at", "loan_id", "idempotency_key"),
 )
 
 credit_adjustments = Table(

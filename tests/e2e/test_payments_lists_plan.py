@@ -1,0 +1,132 @@
+"""The loan book (``GET /loans``) and the repayments of a period (``GET /repayments``) read a
+season's loans and repayments through indexes (payments migration 0025), not by a scan of
+every one: the tables keep every loan and repayment, and grow with every microloan order.
+Read so, each page and each total is still what it was."""
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from caravan import system
+from services.payments import lending
+from shared.db import Database
+from tests.e2e.test_messaging_retention import orders_tables
+from tests.e2e.test_orders_list_plan import plan_of_sql
+from tests.e2e.test_payments_claims import ran_on
+
+LOANS = int(os.environ.get("CARAVAN_TEST_PLAN_LOANS", "50000"))
+"""Loans, one a minute back from now (a season's 200,000: 139 days, to check a plan by hand),
+three instalments each: one loan in three repaid, one in 30 voided, the active loans of one
+buyer in seven with their first instalment unpaid; a repayment for each repaid loan."""
+
+FILL = """
+insert into payments.loans (loan_id, order_id, buyer_id, principal_fen, outstanding_fen,
+    term_months, status, created_at)
+    select md5('l' || i)::uuid::text, md5('o' || i)::uuid::text, 'buyer-' || i % 3000, 9000,
+        case when i % 3 = 0 or i % 30 = 0 then 0 else 9000 end, 3,
+        case when i % 30 = 0 then 'voided' when i % 3 = 0 then 'repaid' else 'active' end, at
+    from generate_series(1, cast(:n as integer)) as i,
+        lateral (select cast(:now as timestamptz) - (:n - i) * interval '1 minute' as at) t;
+insert into payments.instalments (loan_id, number, due, amount_fen, paid_fen)
+    select l.loan_id, k, (l.created_at + k * interval '30 days')::date, 3000,
+        case when l.status <> 'active' or k > 1
+            or cast(substr(l.buyer_id, 7) as integer) % 7 <> 0 then 3000 else 0 end
+    from payments.loans l, generate_series(1, 3) as k;
+insert into payments.repayments (loan_id, idempotency_key, amount_fen, principal_fen,
+    interest_fen, created_at)
+    select loan_id, 'repaid-' || loan_id, 9000, 9000, 0, created_at + interval '1 hour'
+    from payments.loans where status = 'repaid';
+analyze payments.loans;
+analyze payments.instalments;
+analyze payments.repayments
+"""
+
+
+def md5(said: str) -> str:
+    return hashlib.md5(said.encode()).hexdigest()
+
+
+@asynccontextmanager
+async def _filled(infrastructure: system.Infrastructure, now: datetime) -> AsyncIterator[Database]:
+    async with orders_tables(infrastructure, "payments") as db:
+        async with db.transaction() as conn:
+            for statement in FILL.split(";\n"):
+                await conn.execute(text(statement), {"n": LOANS, "now": now})
+        yield db
+
+
+async def _plans(
+    db: Database, asked: dict[str, Callable[[AsyncConnection], Awaitable[Any]]]
+) -> Any:
+    """Each of ``asked``'s reads, run, and each statement it ran explained: read by index, a
+    few blocks (a page's, or a period's); what each read returned."""
+    found, scans = {}, []
+    async with db.engine.connect() as conn:
+        for what, read in asked.items():
+            with ran_on(db.engine) as ran:
+                found[what] = await read(conn)
+            for n, (sql, params) in enumerate(ran.sent):
+                nodes, blocks, ms = await plan_of_sql(conn, sql, params)
+                print(f"{what} ({n}): {ms:.1f} ms, {blocks} blocks, {nodes}")
+                if any(n.startswith("Seq Scan") for n in nodes) or blocks >= 2500:
+                    scans.append((what, n, blocks, nodes))
+    assert not scans, scans
+    return found
+
+
+async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
+    infrastructure: system.Infrastructure,
+) -> None:
+    now = datetime.now(UTC)
+    today = now.date()
+    since, until = now - timedelta(days=8), now - timedelta(days=7)  # a day, a week back
+    book = partial(lending.loan_book, today=today, overdue_only=False, limit=20)
+    twentieth = (now - timedelta(minutes=19), str(uuid.UUID(md5(f"l{LOANS - 19}"))))
+    async with _filled(infrastructure, now) as db:
+        found = await _plans(
+            db,
+            {
+                "a page of loans": partial(book, buyer_id=None, status=None, start=None),
+                "a later page": partial(book, buyer_id=None, status=None, start=twentieth),
+                "voided loans": partial(book, buyer_id=None, status="voided", start=None),
+                "a buyer's": partial(book, buyer_id="buyer-7", status=None, start=None),
+                "a day's repayments": partial(
+                    lending.repayments_made,
+                    buyer_id=None,
+                    since=since,
+                    until=until,
+                    start=None,
+                    limit=20,
+                ),
+            },
+        )
+        async with db.engine.connect() as conn:
+            expected = await conn.execute(
+                text(
+                    "select count(*), sum(amount_fen) from payments.repayments"
+                    " where created_at >= :since and created_at < :until"
+                ),
+                {"since": since, "until": until},
+            )
+    first = found["a page of loans"]
+    assert [line.created_at for line in first[0]] == [now - timedelta(minutes=m) for m in range(20)]
+    assert [line.created_at for line in found["a later page"][0]] == [
+        now - timedelta(minutes=m) for m in range(20, 40)
+    ]
+    voided = found["voided loans"][0]
+    assert len(voided) == 20 and {line.status for line in voided} == {"voided"}
+    assert len(found["a buyer's"][0]) > 0 and {line.buyer_id for line in found["a buyer's"][0]} == {
+        "buyer-7"
+    }
+    made, _, totals = found["a day's repayments"]
+    count, amount = expected.one()
+    assert (totals["repayments"], totals["amount_fen"]) == (count, amount) and count > 0
+    assert len(made) == 20 and all(since <= r.created_at < until for r in made)

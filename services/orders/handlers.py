@@ -13,6 +13,7 @@ from prometheus_client import Counter
 
 from services.orders.adapters.repository import OrderRepository
 from services.orders.domain.order import Order
+from shared.auth import audit
 from shared.events.envelope import CloudEvent
 from shared.events.ignored import Ignored, ignored_fields
 from shared.events.inventory import StockExpired, StockRejected, StockReserved
@@ -458,15 +459,25 @@ async def expire_due(tx: Tx, now: datetime) -> list[str]:
     return [order_id for order_id, _ in due]
 
 
-async def cancel_by_buyer(tx: Tx, order_id: str) -> tuple[Order, bool] | None:
+async def cancel_by_buyer(tx: Tx, order_id: str, actor: str) -> tuple[Order, bool] | None:
     """Cancel on the buyer's request, and whether it was cancelled now (False: it was
     cancelled before, and stays as it was); raises ``OrderAlreadyConfirmed`` after
-    confirmation."""
+    confirmation. A cancellation made now is in the audit trail, ``actor`` (the calling
+    token's name) its author: the timeline says ``cancelled_by_buyer`` whoever asked."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
         return None
-    pending = not order.terminal
+    was, pending = order.status, not order.terminal
     order.cancel_by_buyer()
     await repo.save(order)
+    if pending:
+        audit.record_later(
+            tx,
+            actor,
+            "order.cancel",
+            order_id,
+            before={"status": was},
+            after={"status": order.status},
+        )
     return order, pending

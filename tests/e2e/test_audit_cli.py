@@ -5,8 +5,9 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
+from tests.e2e.test_http import BODY
 from tests.e2e.test_ops import cli
-from tests.harness import System
+from tests.harness import System, ref
 
 
 async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_first(
@@ -75,3 +76,39 @@ async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_fi
     backwards = await cli(caravan, "audit", "--since", "2026-12-02", "--until", "2026-12-01")
     assert backwards.returncode == 1, backwards.stdout
     assert backwards.stderr.strip() == "Invalid request: --until must be after --since"
+
+
+async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments: System) -> None:
+    """An operator's token cancels a pending order (payments stopped: it stays pending until
+    then) with ``caravan orders cancel``: its timeline says ``cancelled_by_buyer`` as for any
+    token, the audit trail who it was, the status before and after; a second cancellation,
+    which changes nothing, adds nothing. Last of the module: ``no_payments`` holds to its end."""
+    caravan, tag = no_payments, uuid.uuid4().hex[:8]
+    operator = f"operator-{tag}"
+    token = await caravan.issue_token(operator, "orders:read", "orders:write")
+    placed = await caravan.client.post(
+        "/orders", json=BODY, headers={"Idempotency-Key": ref("AUDIT")}
+    )
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["order_id"]
+    for _ in range(2):
+        cancelled = await cli(caravan, "orders", "cancel", order_id, CARAVAN_TOKEN=token)
+        assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled_by_buyer" in (await cli(caravan, "orders", "show", order_id)).stdout
+
+    shown = await cli(caravan, "audit", "--target", order_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].strip() == "1 audit entry(ies)", shown.stdout
+    rows = [line.split("│") for line in lines if line.startswith("│")]
+    # When above who, the action above its target, beside what changed.
+    assert (rows[0][2].strip(), rows[1][1].strip(), rows[1][2].strip()) == (
+        "order.cancel",
+        operator,
+        order_id,
+    ), shown.stdout
+    assert rows[0][3].strip() == "status: pending -> cancelled", shown.stdout
+    found = json.loads((await cli(caravan, "audit", "--target", order_id, "--json")).stdout)
+    assert [(e["actor"], e["action"], e["before"], e["after"]) for e in found["entries"]] == [
+        (operator, "order.cancel", {"status": "pending"}, {"status": "cancelled"})
+    ], found

@@ -279,7 +279,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
         it is, ``applied`` false; a confirmed one cannot be cancelled here. To a token bound to
-        its own orders, one beyond them is as unknown (404), and stays as it is."""
+        its own orders, one beyond them is as unknown (404), and stays as it is. A
+        cancellation applied is in the audit trail (``order.cancel``) under the token's name."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)
@@ -291,7 +292,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                     return _not_found(order_id)
         try:
             async with uow.begin() as tx:
-                done = await handlers.cancel_by_buyer(tx, order_id)
+                done = await handlers.cancel_by_buyer(tx, order_id, who.name)
         except OrderAlreadyConfirmed:
             return problem(
                 409,

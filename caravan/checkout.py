@@ -84,18 +84,21 @@ def paused_beside(kafka_bootstrap: str) -> set[str]:
     checkout, if it runs the Kafka at ``kafka_bootstrap`` (the operations page watching the
     system it runs); none otherwise: pauses an earlier run left, a page watching another
     system."""
-    if _up_env().get("KAFKA_BOOTSTRAP_SERVERS") != kafka_bootstrap or not running_up():
-        return set()
-    return paused()
+    return paused() if up_runs_with("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap) else set()
 
 
 def running_on(database_url: str) -> set[str]:
     """The services the ``caravan up`` of this checkout runs, not paused, on the database at
     ``database_url`` (the admin's URL it wrote to :data:`UP_ENV`); none where it does not
     run, or runs on another database."""
-    if _up_env().get("DATABASE_URL") != database_url or not running_up():
-        return set()
-    return set(SERVICES) - paused()
+    return set(SERVICES) - paused() if up_runs_with("DATABASE_URL", database_url) else set()
+
+
+def up_runs_with(name: str, value: str | None) -> bool:
+    """Whether the ``caravan up`` of this checkout runs with ``value`` as the ``name`` it
+    wrote to :data:`UP_ENV` (its Kafka's bootstrap servers, its admin's database URL): a
+    command reaching that Kafka or PostgreSQL reaches the one it runs."""
+    return value is not None and _up_env().get(name) == value and running_up()
 
 
 def running_up(base: Path = CACHE / "up") -> bool:

@@ -161,14 +161,28 @@ _IS_IT_UP = "Is the system up (`caravan up`)?"
 
 def _is_it_up(named_by: str | None = None) -> str:
     """What a command that cannot reach a part of the system asks: is the system up. Not
-    `caravan up` itself, which starts its own Kafka and PostgreSQL unless ``named_by``
+    where this checkout's `caravan up` runs the Kafka or PostgreSQL it could not reach (it
+    asked that while `caravan up` started its crashed Kafka again): that it is not answering.
+    Not `caravan up` itself, which starts its own Kafka and PostgreSQL unless ``named_by``
     (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) names one: it waited for that one, and
     says so (it said "Is the system up (`caravan up`)?" to `caravan up`, a minute after a
     reader exported KAFKA_BOOTSTRAP_SERVERS for an example of docs/topics.md)."""
-    if sys.argv[1:2] != ["up"] or named_by is None:
+    if named_by is None:
         return _IS_IT_UP
     settings = Settings()
-    named = settings.named_kafka() if named_by != "DATABASE_URL" else settings.database_url
+    if named_by == "DATABASE_URL":
+        named = settings.database_url.get_secret_value() if settings.database_url else None
+    else:
+        named = settings.named_kafka()
+    if sys.argv[1:2] != ["up"]:
+        if not checkout.up_runs_with(named_by, named):
+            return _IS_IT_UP
+        part = "PostgreSQL" if named_by == "DATABASE_URL" else "Kafka"
+        return (
+            f"This checkout's `caravan up` is running, but its {part} is not answering:"
+            f" restarting after a crash? `caravan up` starts its own {part} again and says when"
+            " it is up again; try again then"
+        )
     if not named:
         return _IS_IT_UP
     return (

@@ -112,6 +112,53 @@ def test_caravan_up_that_cannot_reach_what_the_environment_names_says_it_is_name
     assert code == 2 and line.endswith(". Is the system up (`caravan up`)?"), line
 
 
+@pytest.mark.parametrize("part", ["Kafka", "PostgreSQL"])
+def test_a_command_that_cannot_reach_what_the_running_caravan_up_runs_says_it_is_not_answering(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, part: str
+) -> None:
+    """While `caravan up` started its crashed Kafka (or PostgreSQL) again, `caravan dlq list`
+    (`tokens issue`) asked "Is the system up (`caravan up`)?" of a system that was up. Where
+    this checkout's `caravan up` runs (its lock held) the Kafka or PostgreSQL the command
+    could not reach (the one it wrote to up.env.json), it says that one is not answering;
+    where it does not run, or runs another, it asks as before."""
+    from aiokafka.errors import KafkaConnectionError
+
+    kafka_at, database = "127.0.0.1:1", "postgresql://caravan:x@127.0.0.1:1/caravan"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_at)  # as use_running_system sets them
+    monkeypatch.setenv("DATABASE_URL", database)
+
+    async def unanswered(*args: object) -> str:
+        if part == "Kafka":
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, <AF_INET>)]")
+        raise as_the_dialect_raises(
+            asyncpg.CannotConnectNowError("the database system is starting up")
+        )
+
+    monkeypatch.setattr(ops_dlq, "read", unanswered)
+    monkeypatch.setattr(tokens_cli, "issue_token_with_client", unanswered)
+    command = ("dlq", "list") if part == "Kafka" else ("tokens", "issue", "--scope", "ops")
+    checkout.UP_ENV.parent.mkdir(parents=True)
+    running = {"KAFKA_BOOTSTRAP_SERVERS": kafka_at, "DATABASE_URL": database}
+    another = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:2", "DATABASE_URL": f"{database}2"}
+    not_answering = (
+        f". This checkout's `caravan up` is running, but its {part} is not answering:"
+        f" restarting after a crash? `caravan up` starts its own {part} again and says when"
+        " it is up again; try again then"
+    )
+    is_it_up = ". Is the system up (`caravan up`)?"
+    for runs, wrote, said in (
+        (True, running, not_answering),
+        (False, running, is_it_up),  # left by a run that ended
+        (True, another, is_it_up),
+    ):
+        monkeypatch.setattr(checkout, "running_up", lambda runs=runs: runs)
+        checkout.UP_ENV.write_text(json.dumps(wrote))
+        code, _, err = caravan(*command)
+        line = " ".join(one_line(err).split())
+        assert code == 2 and line.startswith(f"cannot reach {part}"), line
+        assert line.endswith(said), line
+
+
 MAVEN_OFFLINE = """\
 \x1b[0m\x1b[0m[ERROR] Plugin org.apache.maven.plugins:maven-dependency-plugin:3.7.0 or one of its \
 dependencies could not be resolved: Unknown host repo.maven.apache.org -> [Help 1]

@@ -1639,7 +1639,8 @@ def dlq_redrive(
         if item in reused:
             continue
         said = f"warning: {item} was dead-lettered for its value ({code}) and goes back unmended"
-        console.print(f"{said}: {again_unless}", style="yellow")
+        junk = f"junk nobody can mend is closed with `caravan dlq discard {item} --reason TEXT`"
+        console.print(f"{said}: {again_unless}; {junk}", style="yellow")
     for item, request in done.rejected.items():  # allowed: a rejected request made no order
         said = _reused_request(value is not None) if item in reused else PLACED_AFTER
         if item in placed:

@@ -872,6 +872,35 @@ def test_dead_letters_chosen_by_topic_take_its_dlq_name_and_refuse_one_neither(
         ) in said, said
 
 
+@pytest.mark.parametrize("code", ["not_json", "unknown_type"])
+def test_a_letter_redriven_unmended_is_warned_of_naming_its_discard(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    """A letter dead-lettered for its value goes back as it was: the warning said it would
+    be dead-lettered again unless its consumer took it, and nothing of `caravan dlq discard`,
+    which closes one nobody can mend: it names it now, with the letter's id."""
+    at = datetime(2026, 12, 4, 12, 0, 5, tzinfo=UTC)
+    letter = ops_dlq.DeadLetter("orders.events.v1.dlq", 0, 7, at, b"k", b"{", {"dlq.error": code})
+
+    async def read(bootstrap: str) -> list[ops_dlq.DeadLetter]:
+        return [letter]
+
+    async def redrive(*args: object, **kwargs: Any) -> ops_dlq.Redrive:
+        return ops_dlq.Redrive(sent=[letter.ref], before={}, unmended={letter.ref: code})
+
+    monkeypatch.setattr(ops_dlq, "read", read)
+    monkeypatch.setattr(ops_dlq, "redrive", redrive)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    exit_code, out, err = caravan("dlq", "redrive", letter.ref)
+    said = " ".join(out.split())
+    assert exit_code == 0, out + err
+    assert (
+        f"warning: {letter.ref} was dead-lettered for its value ({code}) and goes back unmended:"
+        " dead-lettered again unless its consumer now takes it (--value-file mends it); junk"
+        f" nobody can mend is closed with `caravan dlq discard {letter.ref} --reason TEXT`"
+    ) in said, said
+
+
 def test_dead_letters_chosen_by_an_error_none_of_the_codes_is_a_usage_error(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch
 ) -> None:

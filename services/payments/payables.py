@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.payments.adapters.tables import ledger_entries, payables
@@ -25,27 +25,63 @@ from shared.pagination import Position, newest_first, page
 
 _owed = ledger_entries.alias("owed")
 _back = ledger_entries.alias("back")
+_SELLERS = ledger.seller_payable("")
 
 
-def _booked(entries: Any, credited: bool) -> ColumnElement[bool]:
-    """The ledger entry ``entries`` of a payable: its seller's account credited (owed) or
-    debited (cancelled) for its order."""
-    account = func.concat(ledger.seller_payable(""), payables.c.seller_id)
-    sign = entries.c.amount_fen < 0 if credited else entries.c.amount_fen > 0
-    return and_(entries.c.order_id == payables.c.order_id, entries.c.account == account, sign)
+def _credited(entries: Any) -> ColumnElement[bool]:
+    """A seller's account credited: the predicate of the indexes of the sellers' credits
+    (payments migration 0026), its constants written in the statement so that the planner
+    proves them of a prepared one too."""
+    return and_(
+        entries.c.amount_fen < literal_column("0"),
+        func.starts_with(entries.c.account, literal_column(f"'{_SELLERS}'")),
+    )
 
 
-ROWS = select(
-    payables.c.seller_id,
-    payables.c.order_id,
-    payables.c.amount_fen,
-    payables.c.status,
-    _owed.c.created_at.label("owed_at"),
-    _back.c.created_at.label("cancelled_at"),
-).select_from(payables.join(_owed, _booked(_owed, True)).outerjoin(_back, _booked(_back, False)))
-"""Each payable that became owed, with when (``owed_at``) and, cancelled, when
-(``cancelled_at``)."""
-KEY = (_owed.c.created_at, payables.c.order_id)  # one seller's, read newest first
+def _booked(credit: Any) -> ColumnElement[bool]:
+    """The payable of the seller credited by the ledger entry ``credit``, for its order."""
+    seller = func.substr(credit.c.account, len(_SELLERS) + 1)
+    return and_(payables.c.order_id == credit.c.order_id, payables.c.seller_id == seller)
+
+
+_PAYABLE = (
+    select(payables.c.seller_id, payables.c.amount_fen, payables.c.status)
+    .where(_booked(_owed))
+    .limit(1)  # its key's one row, read by that key for each credit: never every payable
+    .lateral("payable")
+)
+ROWS = (
+    select(
+        _PAYABLE.c.seller_id,
+        _owed.c.order_id,
+        _PAYABLE.c.amount_fen,
+        _PAYABLE.c.status,
+        _owed.c.created_at.label("owed_at"),
+    )
+    .select_from(_owed.join(_PAYABLE, true()))
+    .where(_credited(_owed))
+)
+"""Each payable that became owed, with when (``owed_at``), read from the ledger's credit of
+its seller: a period's from that period's credits (the index ``ledger_seller_credits``), a
+seller's from its account's (``ledger_credits_of_seller``), each payable then by its key."""
+CANCELLED_AT = (
+    select(func.min(_back.c.created_at))
+    .where(
+        _back.c.order_id == _owed.c.order_id,
+        _back.c.account == _owed.c.account,
+        _back.c.amount_fen > 0,
+    )
+    .scalar_subquery()
+    .label("cancelled_at")
+)
+"""When a payable was cancelled, the ledger debiting its seller back (None: still owed)."""
+KEY = (_owed.c.created_at, _owed.c.order_id)  # one seller's, read newest first
+
+
+def _of_seller(query: Select[Any], seller_id: str | None) -> Select[Any]:
+    if seller_id is None:
+        return query
+    return query.where(_owed.c.account == ledger.seller_payable(seller_id))
 
 
 @dataclass(frozen=True)
@@ -68,10 +104,7 @@ async def by_seller(
 ) -> list[dict[str, Any]]:
     """Per seller (one, or all), of the payables that became owed in ``period``: how many
     orders, and of them those still owed and those cancelled since, in count and fen."""
-    rows = period.of(ROWS)
-    if seller_id is not None:
-        rows = rows.where(payables.c.seller_id == seller_id)
-    found = rows.subquery()
+    found = _of_seller(period.of(ROWS), seller_id).subquery()
     owed = found.c.status == "owed"
     cancelled = found.c.status == "cancelled"
     summed = (
@@ -98,7 +131,7 @@ async def orders_of(
     """The seller's payables that became owed in ``period``, the last owed first, strictly
     after ``start``: order id, fen, status, when owed and cancelled; and the cursor to
     continue from if there are more."""
-    query = period.of(ROWS.where(payables.c.seller_id == seller_id))
+    query = _of_seller(period.of(ROWS.add_columns(CANCELLED_AT)), seller_id)
     found = (await conn.execute(newest_first(query, KEY, start, limit))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.owed_at, r.order_id))
     return [dict(r._mapping) for r in rows], next_cursor

@@ -268,6 +268,7 @@ instalment_reminders = Table(
     PrimaryKeyConstraint("loan_id", "number", "stage"),
 )
 
+SELLERS_CREDITED = "amount_fen < 0 AND starts_with(account, 'seller_payable:')"
 # Each money movement is a ledger transaction (``txn_id``, named after what it records, so
 # posting it twice violates the unique key); its entries sum to zero, which a deferred
 # constraint trigger checks at commit (see migration 0002).
@@ -283,6 +284,22 @@ ledger_entries = Table(
     Column("loan_id", String(36), nullable=True, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("txn_id", "account"),
+    # The sellers' credits, by time and by seller: a period's payables, every seller's or
+    # one's (``payables.py``; migration 0026).
+    Index(
+        "ledger_seller_credits",
+        "created_at",
+        "account",
+        "order_id",
+        postgresql_where=text(SELLERS_CREDITED),
+    ),
+    Index(
+        "ledger_credits_of_seller",
+        "account",
+        "created_at",
+        "order_id",
+        postgresql_where=text(SELLERS_CREDITED),
+    ),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

@@ -349,9 +349,10 @@ def list_payments(
     with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
     when the payment last changed (a charge due: the time it is made by, its hold's; a
     refund made by hand: its reference); method, fen and its gateway calls (a loan's ``no
-    call (lent)``: lent from the credit line, never a gateway's; how many never reached it;
-    what is owed back by hand, a voided loan's repayments too, or was paid back); and why
-    the gateway refused its void (``void refused: ...``), then the last error the calls met
+    call (lent)``: lent from the credit line, never a gateway's; a platform's order's ``no
+    call (platform)``: the platform collected it; how many never reached it; what is owed
+    back by hand, a voided loan's repayments too, or was paid back); and why the gateway
+    refused its void (``void refused: ...``), then the last error the calls met
     (kept once the gateway answers: the orders an outage held up)."""
     found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
     table = output.table(
@@ -368,9 +369,14 @@ def list_payments(
         if p["refund_reference"]:
             left.append(f"refunded {p['refund_reference']}")
         right = [p["method"] or "", "" if p["amount_fen"] is None else f"{p['amount_fen']} fen"]
-        # A loan is lent from the buyer's credit line: the gateway is never called for it.
-        lent = p["method"] == "microloan" and not p["attempts"]
-        right.append("no call (lent)" if lent else f"{p['attempts']} call(s)")
+        # A loan is lent from the buyer's credit line, a platform's order paid to the platform
+        # (``collected_by`` its app): the gateway is never called for either.
+        calls = f"{p['attempts']} call(s)"
+        if not p["attempts"] and p["method"] == "microloan":
+            calls = "no call (lent)"
+        elif not p["attempts"] and p["collected_by"]:
+            calls = "no call (platform)"
+        right.append(calls)
         if p["unreached"]:
             right.append(f"{p['unreached']} unreached")
         if p["status"] == "refunded":  # what was paid back, not what was charged or lent

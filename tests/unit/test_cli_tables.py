@@ -521,8 +521,10 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     many calls, how many never reached the gateway, the time it is made by. Now each
     payment is three lines or more: ids and times whole, the figures beside them. A loan,
     lent from the credit line, was shown "0 call(s)", as a charge the gateway was never
-    asked for yet: it says "no call (lent)"."""
+    asked for yet: it says "no call (lent)"; a platform's order, paid to the platform
+    (``collected_by``), "no call (platform)"."""
     common: dict[str, Any] = {"buyer_id": "buyer-0001", "method": "prepaid", "amount_fen": 3500}
+    common |= {"collected_by": None}
     charging: dict[str, Any] = {
         **common,
         "order_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50",
@@ -552,6 +554,9 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     loan = {**owed, "order_id": charging["order_id"][:-1] + "3", "status": "voided"}
     loan |= {"method": "microloan", "attempts": 0, "refund_owed_fen": 1000}
     loan |= {"gateway_refusal": None, "loan_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a59"}
+    collected = {**loan, "order_id": charging["order_id"][:-1] + "4", "status": "authorized"}
+    collected |= {"method": "prepaid", "refund_owed_fen": None, "loan_id": None}
+    collected |= {"collected_by": "demo-market"}
     listed = [charging, refunded, owed, loan]
     monkeypatch.setattr(payments_cli, "newest", lambda *args: (listed, False))
     text = shown(monkeypatch, "payments", "list", "--status", "charging", "--url", "http://a")
@@ -581,6 +586,14 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     refused = 'void refused: HTTP 422: {"title":"void refused","detail":"settled"}'
     for row in (rows[4:8], rows[8:]):  # folded at words or within them: spaces aside
         assert "".join(r[2] for r in row).replace(" ", "") == refused.replace(" ", ""), text
+    monkeypatch.setattr(payments_cli, "newest", lambda *args: ([collected], False))
+    text = shown(monkeypatch, "payments", "list", "--status", "authorized", "--url", "http://a")
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()]
+    assert [row[:2] for row in rows if row] == [
+        [collected["order_id"], "prepaid"],
+        ["buyer-0001", "3500 fen"],
+        ["2026-12-04T09:12:28+00:00", "no call (platform)"],
+    ], text
 
 
 def test_platform_retry_says_what_it_sent_again_within_80_columns(

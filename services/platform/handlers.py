@@ -84,10 +84,12 @@ Seen = Literal["duplicate", "replayed"]
 @dataclass(frozen=True)
 class Decision:
     """What a push or a refetch made of an order: its ``outcome``, and for a ``problem`` the
-    kinds of the problems found (as operations list them), which the platform is told."""
+    kinds of the problems found (as operations list them), which the platform is told, and
+    of an ``invalid_order`` each field at fault (:attr:`Problem.errors`)."""
 
     outcome: Accepted
     problems: tuple[ProblemKind, ...] = ()
+    errors: tuple[dict[str, str], ...] = ()
 
 
 _LOCKS = OrderLocks(0x9A7)  # the platform adapter's advisory lock of each order
@@ -351,7 +353,8 @@ async def found_problems(
 ) -> Decision:
     """Open (or count again) ``found`` for operations: a ``problem`` naming their kinds."""
     await record_problems(tx, app, platform_order_id, found)
-    return Decision("problem", tuple(dict.fromkeys(p.kind for p in found)))
+    errors = tuple(e for p in found for e in p.errors)
+    return Decision("problem", tuple(dict.fromkeys(p.kind for p in found)), errors)
 
 
 def concerns_platform(parsed: Parsed) -> bool:

@@ -24,6 +24,7 @@ from caravan import demo as demo_module
 from caravan.demo import run_platform_demo
 from caravan.system import simulator
 from services import SERVICES
+from services.platform.domain.orders import PHONES_READ
 from services.platform.domain.signing import signed
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import Buyer, OrderLine, OrderRequested, PaymentRequest
@@ -131,7 +132,7 @@ async def new_order(
     items: dict[str, int] | None = None,
     status: str = "paid",
     order_id: str | None = None,
-    phone: str = "+8613900000001",
+    phone: str | None = "+8613900000001",
     address: str = "Village 3",
     buyer: str = BUYER,
 ) -> str:
@@ -762,7 +763,9 @@ async def test_a_push_answered_problem_names_the_kinds_operations_see_and_nothin
     not tell an unmapped SKU (the seller's to map) from a phone it sent that cannot be read
     (its own to mend), nor act on either. It names the kinds of the problems found, as
     operations list them, and none of their details (our order id, the phone); a refetch is
-    answered the same, and a push that places the order, as it was."""
+    answered the same, and a push that places the order, as it was. An ``invalid_order``
+    named no field: the platform's integration could not tell which one to mend (a buyer's
+    phone missing, or not E.164); its answer names each in ``errors``, as a 422 does."""
     sku = f"ALI-KINDS-{uuid.uuid4().hex[:6]}"
     stranger = f"nick-{uuid.uuid4().hex[:6]}"
     both = await new_order(platform.sim, {sku: 1}, buyer=stranger)
@@ -771,15 +774,23 @@ async def test_a_push_answered_problem_names_the_kinds_operations_see_and_nothin
     said = {"status": "problem", "order_ref": both, "problems": kinds}
     assert (report["status_code"], report["body"]) == (200, said), report
     assert sorted(k for k, _ in await open_problems(platform, both)) == sorted(kinds)
-    unread = await new_order(platform.sim, phone="call the shop")
+    unread = await new_order(platform.sim, phone=None)
     report = await push(platform.sim, unread)
-    said = {"status": "problem", "order_ref": unread, "problems": ["invalid_order"]}
-    assert (report["status_code"], report["body"]) == (200, said), report
+    why = "the platform gives none, and the buyer's mapping has none"
+    told: dict[str, Any] = {"status": "problem", "order_ref": unread}
+    told |= {"problems": ["invalid_order"]}
+    told |= {"errors": [{"field": "buyer.phone", "message": why}]}
+    assert (report["status_code"], report["body"]) == (200, told), report
+    await new_order(platform.sim, order_id=unread, phone="call the shop")
+    report = await push(platform.sim, unread, kind="notice")
+    why = f"the platform gives one that is neither {PHONES_READ}, and the buyer's mapping has none"
+    told |= {"errors": [{"field": "buyer.phone", "message": why}]}
+    assert (report["status_code"], report["body"]) == (200, told), report
     [(kind, detail)] = await open_problems(platform, unread)
     assert kind == "invalid_order" and "buyer.phone" in detail, detail
     body = {"app": APP, "platform_order_id": unread}
     refetched = await platform.adapter.post("/platform/refetch", json=body)
-    assert (refetched.status_code, refetched.json()) == (200, said), refetched.text
+    assert (refetched.status_code, refetched.json()) == (200, told), refetched.text
     await new_order(platform.sim, order_id=unread)  # its phone mended
     report = await push(platform.sim, unread, kind="notice")
     placed = {"status": "accepted", "order_ref": unread}

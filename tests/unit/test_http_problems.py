@@ -218,13 +218,14 @@ async def test_a_refetch_documents_only_what_it_can_answer() -> None:
 async def test_a_push_and_a_refetch_document_their_answer_naming_a_problem_s_kinds() -> None:
     """Their 200 was undocumented (any JSON), and a ``problem`` said nothing of what it was:
     both document ``status``, ``order_ref`` and, for a ``problem``, its kinds (those
-    ``GET /platform/problems`` lists), never a problem's detail."""
+    ``GET /platform/problems`` lists), never a problem's detail, and of an ``invalid_order``
+    the fields at fault (``errors``)."""
     document = (await call(pushes("s" * 16), "GET", "/openapi.json")).json()
     for path in ("/platform/{app}/push", "/platform/refetch"):
         ok = document["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
         assert ok["schema"] == {"$ref": "#/components/schemas/PushAnswer"}
     answer = document["components"]["schemas"]["PushAnswer"]
-    assert sorted(answer["properties"]) == ["order_ref", "problems", "status"]
+    assert sorted(answer["properties"]) == ["errors", "order_ref", "problems", "status"]
     assert answer["required"] == ["status", "order_ref"]
     [kinds, _] = answer["properties"]["problems"]["anyOf"]  # or null: left out then
     assert kinds["items"]["enum"] == list(get_args(ProblemKind))

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from services.platform.domain.orders import PlatformOrder, describe
+from services.platform.domain.orders import ERRORS_SAID, PlatformOrder, describe
 from services.platform.domain.signing import signed
 from shared.api import field_errors
 from shared.settings import PlatformApp
@@ -54,10 +54,6 @@ class UnreadableOrder(Exception):
     def __init__(self, why: str, errors: list[dict[str, str]]) -> None:
         super().__init__(f"not an order we can read: {why}")
         self.errors = errors[:ERRORS_SAID]
-
-
-ERRORS_SAID = 50
-"""The most fields at fault an unreadable order's 422 names (its items are not bounded)."""
 
 
 ORDER_ANSWER_MAX_BYTES = 4 * 2**20

@@ -8,7 +8,7 @@ a SKU or buyer without a mapping makes a :class:`Problem` for operations instead
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -143,8 +143,12 @@ class BuyerMapping(_Model):
 
 @dataclass(frozen=True)
 class Problem:
+    """``errors``: of an ``invalid_order``, each field of our request at fault,
+    ``{field, message}`` as a 422 says them, never a value (the push's answer names them)."""
+
     kind: ProblemKind
     detail: str
+    errors: list[dict[str, str]] = field(default_factory=list, compare=False)
 
 
 def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
@@ -366,17 +370,35 @@ def to_request(
         # Why the phone is refused, in place of the pattern; never the number (it is logged).
         gives = "none" if order.buyer.phone is None else f"one that is neither {PHONES_READ}"
         why = f"the platform gives {gives}, and the buyer's mapping has none"
-        return [Problem("invalid_order", describe(exc, {"buyer.phone": why})[:1000])]
+        errors = faults(exc, {"buyer.phone": why})
+        return [Problem("invalid_order", joined(errors)[:1000], errors[:ERRORS_SAID])]
 
 
 PHONES_READ = "E.164 nor a mainland China mobile number written nationally"
 
 
-def describe(exc: ValidationError, said: Mapping[str, str] | None = None) -> str:
-    """Each field at fault and why, on one line; ``said`` gives the why of some fields. A
-    fault of the whole (not JSON, not an object) is its why alone."""
-    faults = []
-    for e in field_errors(exc, whole=""):
-        why = (said or {}).get(e["field"], e["message"])
-        faults.append(f"{e['field']}: {why}" if e["field"] else why)
-    return "; ".join(faults)
+ERRORS_SAID = 50
+"""The most fields at fault an unreadable order's 422 names (its items are not bounded), and
+an ``invalid_order`` push's answer."""
+
+
+def faults(exc: ValidationError, said: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """Each field at fault, ``{field, message}`` (:func:`shared.api.field_errors`); ``said``
+    gives the why of some fields, in place of the validator's. A fault of the whole (not
+    JSON, not an object) is the field ``""``."""
+    return [
+        {"field": e["field"], "message": (said or {}).get(e["field"], e["message"])}
+        for e in field_errors(exc, whole="")
+    ]
+
+
+def joined(errors: list[dict[str, str]]) -> str:
+    """Each field at fault and why, on one line; a fault of the whole is its why alone."""
+    return "; ".join(
+        f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors
+    )
+
+
+def describe(exc: ValidationError) -> str:
+    """Each field of ``exc`` at fault and why, on one line (:func:`joined`)."""
+    return joined(faults(exc))

@@ -9,7 +9,8 @@ Pushes (authenticated by the app's signature, not by a token):
   ``nonce`` (else the signature identifies the push). Whatever else a push carries (a full order, or
   only "order changed") is not trusted: the order is fetched from the platform's order API. Answers:
   200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored", "order_ref"}``, a
-  ``problem`` naming the kinds found in ``problems`` (:class:`PushAnswer`) (the same push sent
+  ``problem`` naming the kinds found in ``problems``, and an ``invalid_order``'s fields at fault
+  in ``errors`` (:class:`PushAnswer`) (the same push sent
   again, under a push id taken, but perhaps signed anew with another ``timestamp``, is a
   ``duplicate`` not acted on again, as is a push of a ``sign`` taken, its parameters cut
   elsewhere or not; a status the adapter does not know, such as ``shipped``, is ``ignored`` for an
@@ -275,14 +276,20 @@ REFETCH_PROBLEMS = problem_responses(
 
 class PushAnswer(BaseModel):
     """A push's 200, and a refetch's: what the adapter made of the order. A ``problem`` names
-    the kinds of the problems found (those ``GET /platform/problems`` lists), never their
-    details, which may name our order or the buyer's phone: the platform learns what to mend
+    the kinds of the problems found (those ``GET /platform/problems`` lists), and of an
+    ``invalid_order`` each field at fault, as a 422's ``errors`` do, never their details or
+    values, which may name our order or the buyer's phone: the platform learns what to mend
     (a SKU to map, a phone to send), operations the rest."""
 
     status: handlers.Decided
     order_ref: str
     problems: list[ProblemKind] | None = Field(
         None, description="a problem's kinds, as operations list them (only with problem)"
+    )
+    errors: list[dict[str, str]] | None = Field(
+        None,
+        description="of an invalid_order problem, each field of the order at fault,"
+        " {field, message}, as a 422's errors (the first 50)",
     )
 
 
@@ -477,7 +484,10 @@ def push_router(
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         counted.labels(app, decision.outcome).inc()
         problems = list(decision.problems) or None
-        return PushAnswer(status=decision.outcome, order_ref=order.order_id, problems=problems)
+        errors = list(decision.errors) or None
+        return PushAnswer(
+            status=decision.outcome, order_ref=order.order_id, problems=problems, errors=errors
+        )
 
     return router
 

@@ -77,6 +77,7 @@ from sqlalchemy import (
     func,
     literal,
     null,
+    or_,
     select,
     tuple_,
     update,
@@ -215,12 +216,15 @@ _ANSWERED = (GatewayUnavailable, VoidRefused)
 class End:
     """How a claimed call ends its payment: made ``status``, its call no longer due, with
     ``values`` (columns of the payment) and ``unreached`` more calls that never reached the
-    gateway; ``result``: the charge's answer, ``refusal``: the void's."""
+    gateway; ``result``: the charge's answer, ``refusal``: the void's; ``leased``: made only
+    on this lease (a charge not made: not the gateway's answer, which a claim made again since
+    would meet too, but ours, which its call may belie)."""
 
     work: Work
     status: str
     values: dict[str, object] = field(default_factory=dict)
     unreached: int = 0
+    leased: datetime | None = None
     result: ChargeResult | None = None
     refusal: str | None = None
 
@@ -239,7 +243,7 @@ def _end(work: Work, answer: Answer) -> End | None:
     """How ``work``'s call, having met ``answer``, ends its payment; None: it does not end it
     here (no answer to be sure of, or "no such charge": :func:`_record`)."""
     if work.unsent:  # this claim's call not made: unreached too
-        return End(work, "declined", unreached=1)
+        return End(work, "declined", unreached=1, leased=work.leased_until)
     if isinstance(answer, ChargeResult):
         status = "authorized" if answer.status == "approved" else "declined"
         return End(work, status, {"gateway_ref": answer.charge_id}, result=answer)
@@ -258,13 +262,14 @@ def _refused(work: Work, refusal: str) -> End:
 @cache
 def _ending(columns: tuple[str, ...]) -> Update:
     """The statement that makes ends setting ``columns`` (:func:`_ended`): one row each in
-    arrays, its order id, the status claimed, the one it ends as, its unreached calls and
-    ``columns``."""
+    arrays, its order id, the status claimed, the one it ends as, its unreached calls, the
+    lease it is made on (NULL: any) and ``columns``."""
     given: dict[str, TypeEngine[Any]] = {
         "order_id": String(),
         "claimed": String(),
         "status": String(),
         "unreached": Integer(),
+        "leased": DateTime(timezone=True),
         **{c: payments.c[c].type for c in columns},
     }
     rows = (
@@ -274,7 +279,11 @@ def _ending(columns: tuple[str, ...]) -> Update:
     )
     return (
         update(payments)
-        .where(payments.c.order_id == rows.c.order_id, payments.c.status == rows.c.claimed)
+        .where(
+            payments.c.order_id == rows.c.order_id,
+            payments.c.status == rows.c.claimed,
+            or_(rows.c.leased.is_(None), payments.c.next_attempt_at == rows.c.leased),
+        )
         .values(
             status=rows.c.status,
             next_attempt_at=null(),
@@ -289,8 +298,8 @@ def _ending(columns: tuple[str, ...]) -> Update:
 async def _ended(tx: Tx, ends: Sequence[End]) -> set[str]:
     """Each of ``ends`` made if its payment is still what its call was claimed as, in one
     statement for each set of columns they set (one for a claim's charges); the order ids of
-    those made. One not made has moved on (a cancellation came first, or the outcome was
-    recorded already)."""
+    those made. One not made has moved on (a cancellation came first, the outcome was
+    recorded already, or a charge not made was claimed again since)."""
     by_columns: dict[tuple[str, ...], list[End]] = {}
     for end in ends:
         by_columns.setdefault(tuple(sorted(end.values)), []).append(end)
@@ -301,6 +310,7 @@ async def _ended(tx: Tx, ends: Sequence[End]) -> set[str]:
             "claimed": [e.work.status for e in group],
             "status": [e.status for e in group],
             "unreached": [e.unreached for e in group],
+            "leased": [e.leased for e in group],
             **{c: [e.values[c] for e in group] for c in columns},
         }
         values = {f"{c}_given": v for c, v in given.items()}  # a column's own name is SET's

@@ -799,6 +799,46 @@ async def test_a_batch_committed_whose_answer_was_lost_is_not_recorded_again(
         await forget(uow, ids)
 
 
+async def test_a_charge_not_made_for_its_lapsed_hold_is_not_declined_once_claimed_again(
+    uow: UnitOfWork,
+) -> None:
+    """A claim of a charge the gateway had seen none of, its hold lapsed, is to decline it
+    without a call (``unsent``); but its recording came after the lease ran out (the claim's
+    other calls took the gateway's timeout, its batch refused and recorded again one at a
+    time), and another instance had claimed it again meanwhile. That claim counts the first
+    as a call the gateway may have seen (not known unreached), so it makes the charge: the
+    first recording then declined the payment under it, the gateway's approval arriving to a
+    payment no longer charging, ignored, a charge standing with its order cancelled and
+    nothing to void it. The decline is made on its claim's lease alone: the newer claim's
+    call decides."""
+    due = datetime.now(UTC) - DECADE
+    lapsed = datetime.now(UTC) - timedelta(minutes=1)
+    order_id = await prepaid(
+        uow, "charging", next_attempt_at=due, held_until=lapsed, attempts=1, unreached=1
+    )
+    try:
+        async with uow.begin() as tx:
+            first = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
+        assert [(w.attempts, w.unsent) for w in first] == [(2, True)]
+        async with uow.begin() as tx:  # its lease ran out: claimed again
+            await tx.conn.execute(
+                update(payments).where(payments.c.order_id == order_id).values(next_attempt_at=due)
+            )
+            again = [w for w in await claim_due(tx, 60, limit=1000) if w.order_id == order_id]
+        assert [(w.attempts, w.unsent) for w in again] == [(3, False)]
+        gateway = Asked()
+        await perform(uow, gateway, first, 1.0)  # the first claim's recording, late
+        [row] = await rows_of(uow, [order_id])
+        assert (row.status, row.attempts, row.unreached) == ("charging", 3, 1)
+        await perform(uow, gateway, again, 1.0)  # the newer claim's call, answered
+        assert gateway.asked == [("charge", order_id)]
+        [row] = await rows_of(uow, [order_id])
+        assert (row.status, row.attempts, row.unreached) == ("declined", 3, 1)
+        assert await declined_in_outbox(uow, [order_id]) == [order_id]
+    finally:
+        await forget(uow, [order_id])
+
+
 def cancelled(order_id: str) -> Parsed:
     """``order.cancelled`` of ``order_id``, as the payments consumer parses it."""
     data = OrderCancelled(order_id=order_id, order_ref=f"REF-{order_id[:8]}", reason="expired")

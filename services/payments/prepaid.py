@@ -30,10 +30,12 @@ A charge whose hold lapsed (the ``held_until`` of its ``stock.reserved``, by the
 clock, the one ``next_attempt_at`` is due by) and whose every call so far was unreached is
 not made: the gateway has seen none, so nothing can be standing under its key. It is
 ``declined``, ``payment.declined`` (``expired``), as a reservation read after its hold lapsed
-is (:func:`record_lapsed`), at the lapse: such a charge's retry is due by then at the latest
-(:func:`retry_later`). One the gateway may have seen (a timeout, a 5xx, a crash or a
-stop mid call) is made again, as above, and voided once the order ends: abandoned, a charge
-the gateway took under its key would stand with no payment to void it. A void is always made.
+is (:func:`~services.payments.handlers.declined_lapsed`), at the lapse: such a charge's retry is
+due by then at the latest (:func:`retry_later`); only while its claim's lease stands (another
+instance's claim since counts this one's call as one the gateway may have seen, and makes it).
+One the gateway may have seen (a timeout, a 5xx, a crash or a stop mid call) is made again, as
+above, and voided once the order ends: abandoned, a charge the gateway took under its key would
+stand with no payment to void it. A void is always made.
 
 A crash between any two steps leaves the row ``charging`` (or ``voiding``); once its lease
 runs out any instance claims it again and repeats the call with the same key, which the

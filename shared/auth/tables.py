@@ -44,6 +44,10 @@ audit = Table(
     Column("after", JSONB(none_as_null=True), nullable=True),
     Column("detail", JSONB, nullable=False, server_default="{}"),
     Index("ix_audit_action_at", "action", "at"),
+    # caravan audit --target, --actor, --since/--until, newest first (auth migration 0003).
+    Index("ix_audit_target_at", "target", "at", "id"),
+    Index("ix_audit_actor_at", "actor", "at", "id"),
+    Index("ix_audit_at", "at", "id"),
     # Services append to it without the right to read it (caravan.db_roles.REVOKED): no
     # RETURNING of the new id, which PostgreSQL would refuse them as a read.
     implicit_returning=False,

@@ -55,11 +55,15 @@ def md5(said: str) -> str:
 
 
 @asynccontextmanager
-async def _filled(infrastructure: system.Infrastructure, now: datetime) -> AsyncIterator[Database]:
-    async with orders_tables(infrastructure, "payments") as db:
+async def filled(
+    infrastructure: system.Infrastructure, schema: str, fill: str, **params: Any
+) -> AsyncIterator[Database]:
+    """``schema``'s tables, migrated in a database of their own, filled by ``fill``'s
+    statements (``;`` at a line's end between them) with ``params``."""
+    async with orders_tables(infrastructure, schema) as db:
         async with db.transaction() as conn:
-            for statement in FILL.split(";\n"):
-                await conn.execute(text(statement), {"n": LOANS, "now": now})
+            for statement in fill.split(";\n"):
+                await conn.execute(text(statement), params)
         yield db
 
 
@@ -90,7 +94,7 @@ async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
     since, until = now - timedelta(days=8), now - timedelta(days=7)  # a day, a week back
     book = partial(lending.loan_book, today=today, overdue_only=False, limit=20)
     twentieth = (now - timedelta(minutes=19), str(uuid.UUID(md5(f"l{LOANS - 19}"))))
-    async with _filled(infrastructure, now) as db:
+    async with filled(infrastructure, "payments", FILL, n=LOANS, now=now) as db:
         found = await plans(
             db,
             {

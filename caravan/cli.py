@@ -1274,16 +1274,23 @@ def orders_show(order_id: str) -> None:
 
 
 @orders_app.command("cancel")
-def orders_cancel(order_id: str) -> None:
+def orders_cancel(
+    order_id: str,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="why, as the buyer said it (kept in the audit trail: caravan audit)"),
+    ] = None,
+) -> None:
     """Cancel a pending order for its buyer (`cancelled_by_buyer`): the stock it holds and a
     loan lent for it are given back (the orders API's `POST /orders/{id}/cancel`; the token
-    needs the scope orders:write). A confirmed order is refused (exit 1); one already
-    cancelled is shown as it is, below a line saying it was cancelled before, when and why
-    (exit 0: nothing changed)."""
+    needs the scope orders:write), and the audit trail names who asked and, with --reason,
+    why. A confirmed order is refused (exit 1); one already cancelled is shown as it is,
+    below a line saying it was cancelled before, when and why (exit 0: nothing changed)."""
     from caravan.admin_api import base_url, call
 
     base = base_url(None, "orders")
-    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id)
+    said = {"json": {"reason": reason}} if reason is not None else {}
+    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id, **said)
     if order.get("applied") is False:
         when = [s["time"] for s in order["timeline"] if s["type"] == "order.cancelled"]
         at = f", at {output.at(when[-1])}" if when else ""

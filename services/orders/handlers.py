@@ -459,11 +459,14 @@ async def expire_due(tx: Tx, now: datetime) -> list[str]:
     return [order_id for order_id, _ in due]
 
 
-async def cancel_by_buyer(tx: Tx, order_id: str, actor: str) -> tuple[Order, bool] | None:
+async def cancel_by_buyer(
+    tx: Tx, order_id: str, actor: str, reason: str | None
+) -> tuple[Order, bool] | None:
     """Cancel on the buyer's request, and whether it was cancelled now (False: it was
     cancelled before, and stays as it was); raises ``OrderAlreadyConfirmed`` after
     confirmation. A cancellation made now is in the audit trail, ``actor`` (the calling
-    token's name) its author: the timeline says ``cancelled_by_buyer`` whoever asked."""
+    token's name) its author, with ``reason``, what the caller said of it: the timeline says
+    ``cancelled_by_buyer`` whoever asked and why."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
@@ -479,5 +482,6 @@ async def cancel_by_buyer(tx: Tx, order_id: str, actor: str) -> tuple[Order, boo
             order_id,
             before={"status": was},
             after={"status": order.status},
+            detail={"reason": reason} if reason is not None else None,
         )
     return order, pending

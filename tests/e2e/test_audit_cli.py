@@ -80,9 +80,11 @@ async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_fi
 
 async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments: System) -> None:
     """An operator's token cancels a pending order (payments stopped: it stays pending until
-    then) with ``caravan orders cancel``: its timeline says ``cancelled_by_buyer`` as for any
-    token, the audit trail who it was, the status before and after; a second cancellation,
-    which changes nothing, adds nothing. Last of the module: ``no_payments`` holds to its end."""
+    then) with ``caravan orders cancel --reason``: its timeline says ``cancelled_by_buyer`` as
+    for any token, the audit trail who it was, why, the status before and after; a second
+    cancellation, which changes nothing, adds nothing. Through the API, a body with a field
+    misspelt is refused, and no body at all cancels as before, no reason recorded. Last of the
+    module: ``no_payments`` holds to its end."""
     caravan, tag = no_payments, uuid.uuid4().hex[:8]
     operator = f"operator-{tag}"
     token = await caravan.issue_token(operator, "orders:read", "orders:write")
@@ -91,8 +93,11 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
     )
     assert placed.status_code == 202, placed.text
     order_id = placed.json()["order_id"]
-    for _ in range(2):
-        cancelled = await cli(caravan, "orders", "cancel", order_id, CARAVAN_TOKEN=token)
+    why = f"ordered twice by mistake {tag}"
+    for said in (why, "asked again"):
+        cancelled = await cli(
+            caravan, "orders", "cancel", order_id, "--reason", said, CARAVAN_TOKEN=token
+        )
         assert cancelled.returncode == 0, cancelled.stderr
     assert "cancelled_by_buyer" in (await cli(caravan, "orders", "show", order_id)).stdout
 
@@ -107,8 +112,23 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
         operator,
         order_id,
     ), shown.stdout
-    assert rows[0][3].strip() == "status: pending -> cancelled", shown.stdout
+    changed = " ".join(cell for r in rows if (cell := r[3].strip()))
+    assert changed == f"reason: {why}; status: pending -> cancelled", shown.stdout
     found = json.loads((await cli(caravan, "audit", "--target", order_id, "--json")).stdout)
-    assert [(e["actor"], e["action"], e["before"], e["after"]) for e in found["entries"]] == [
-        (operator, "order.cancel", {"status": "pending"}, {"status": "cancelled"})
+    assert [
+        (e["actor"], e["action"], e["before"], e["after"], e["detail"]) for e in found["entries"]
+    ] == [
+        (operator, "order.cancel", {"status": "pending"}, {"status": "cancelled"}, {"reason": why})
     ], found
+
+    other = await caravan.client.post(
+        "/orders", json=BODY, headers={"Idempotency-Key": ref("AUDIT")}
+    )
+    other_id = other.json()["order_id"]
+    async with caravan.api("orders", token=token) as orders:
+        misspelt = await orders.post(f"/orders/{other_id}/cancel", json={"reasn": why})
+        assert misspelt.status_code == 422, misspelt.text
+        bare = await orders.post(f"/orders/{other_id}/cancel")
+        assert (bare.status_code, bare.json()["applied"]) == (200, True), bare.text
+    found = json.loads((await cli(caravan, "audit", "--target", other_id, "--json")).stdout)
+    assert [(e["actor"], e["detail"]) for e in found["entries"]] == [(operator, {})], found

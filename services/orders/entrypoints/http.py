@@ -18,6 +18,7 @@ from services.orders.entrypoints import queries
 from services.orders.entrypoints.schemas import (
     Accepted,
     CancelAnswer,
+    CancelBody,
     OrderBody,
     OrderPage,
     OrderView,
@@ -274,13 +275,18 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
             writes=True,
         ),
     )
-    async def cancel(order_id: str, who: Annotated[Principal, require("orders:write")]) -> Any:
+    async def cancel(
+        order_id: str,
+        who: Annotated[Principal, require("orders:write")],
+        body: CancelBody | None = None,
+    ) -> Any:
         """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
         it is, ``applied`` false; a confirmed one cannot be cancelled here. To a token bound to
         its own orders, one beyond them is as unknown (404), and stays as it is. A
-        cancellation applied is in the audit trail (``order.cancel``) under the token's name."""
+        cancellation applied is in the audit trail (``order.cancel``) under the token's name,
+        with the ``reason`` the body gives, if any (no body: none)."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)
@@ -292,7 +298,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                     return _not_found(order_id)
         try:
             async with uow.begin() as tx:
-                done = await handlers.cancel_by_buyer(tx, order_id, who.name)
+                done = await handlers.cancel_by_buyer(
+                    tx, order_id, who.name, body.reason if body else None
+                )
         except OrderAlreadyConfirmed:
             return problem(
                 409,

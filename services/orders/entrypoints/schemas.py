@@ -3,10 +3,11 @@
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.orders.domain.order import Status
 from shared import http as shared_http
+from shared.events.envelope import NoNul
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
 
 TOTAL_FEN = (
@@ -118,6 +119,22 @@ class OrderView(BaseModel):
         " null then); null while it is kept, or when the order never had one",
     )
     timeline: list[Step]
+
+
+class CancelBody(NoNul):
+    """What the caller of ``POST /orders/{id}/cancel`` says of the cancellation, for the audit
+    trail: the order's own reason stays ``cancelled_by_buyer``."""
+
+    model_config = ConfigDict(extra="forbid")  # a field misspelt would be recorded as nothing
+
+    reason: str = Field(
+        min_length=1,
+        max_length=256,
+        description="why it is cancelled, as the buyer or the operator said it (the buyer"
+        " changed their mind, ordered twice...): kept in the audit trail's order.cancel entry"
+        " (caravan audit --target ORDER_ID), not on the order, whose reason stays"
+        " cancelled_by_buyer",
+    )
 
 
 class CancelAnswer(OrderView):

@@ -988,8 +988,8 @@ def _sent(text: dict[str, Any]) -> str:
 
 
 def _why(text: dict[str, Any]) -> str:
-    """What a text's row says beside its status: a failed one's reason, a pending one's next
-    try and the error that put it off, one held by quiet hours until when."""
+    """What a text's row says beside its status: a failed one's time and reason, a pending
+    one's next try and the error that put it off, one held by quiet hours until when."""
     if text["status"] in ("pending", "sending") and text["next_attempt_at"]:
         put_off = f": {text['last_error']}" if text["last_error"] else ""
         return f"next try {output.at(text['next_attempt_at'])}{put_off}"
@@ -997,6 +997,8 @@ def _why(text: dict[str, Any]) -> str:
         return f"delivered {output.at(text['delivered_at'])}"
     if text["status"] == "suppressed":
         return "not sent: the number opted out, or the reminder was no longer due"
+    if text["status"] == "failed" and text["failed_at"]:
+        return f"failed {output.at(text['failed_at'])}: {text['last_error'] or 'nothing said'}"
     return text["last_error"] or ""
 
 

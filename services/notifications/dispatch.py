@@ -120,6 +120,13 @@ STATUSES = ("pending", "sending", "sent", "delivered", "failed", "suppressed")
 LIVE = STATUSES[:2]  # still to be sent (sms_due); the others are finished (bar a receipt)
 _SENDING = in_statuses(sms.c.status, ["sending"])  # claimed: a call under way, or lapsed
 
+
+def failed_now(error: Any) -> dict[str, Any]:
+    """The columns of a text that fails now: its status, when (the transaction's time: GET
+    /sms and ``caravan texts`` say it) and why (``error``: text, or an SQL expression)."""
+    return {"status": "failed", "failed_at": func.now(), "last_error": error}
+
+
 # The statements of steps 1 and 3, made once and run on the driver (``shared/db/driver.py``:
 # every text queued is claimed and recorded, so they run as often as the handlers' own).
 _DUE = (
@@ -151,16 +158,17 @@ _GIVE_UP = (
         _lapsed >= bindparam("max_attempts", type_=Integer),
     )
     .values(
-        status="failed",
         lapses=_lapsed,
-        last_error=func.left(
-            literal_column("'claimed '")
-            .op("||")(sql_cast(sms.c.attempts, String))
-            .op("||")(literal_column("' times, '"))
-            .op("||")(sql_cast(_lapsed, String))
-            .op("||")(literal_column("' never recorded; last said: '"))
-            .op("||")(func.coalesce(sms.c.last_error, literal_column("'nothing'"))),
-            1000,
+        **failed_now(
+            func.left(
+                literal_column("'claimed '")
+                .op("||")(sql_cast(sms.c.attempts, String))
+                .op("||")(literal_column("' times, '"))
+                .op("||")(sql_cast(_lapsed, String))
+                .op("||")(literal_column("' never recorded; last said: '"))
+                .op("||")(func.coalesce(sms.c.last_error, literal_column("'nothing'"))),
+                1000,
+            )
         ),
     )
     .returning(*sms.c)
@@ -368,9 +376,7 @@ async def _not_sent(tx: Tx, row: Any, outcome: GatewayError, policy: DeliveryPol
         said = "sms %s attempt %d failed (%s); next at %s"
         log.warning(said, row.sms_id, row.attempts, error, at, extra=retried(GATEWAY_AWAY))
         return "retry" if done.first() is not None else "stale"
-    done = await tx.conn.execute(
-        fence.values(status="failed", last_error=error).returning(sms.c.sms_id)
-    )
+    done = await tx.conn.execute(fence.values(**failed_now(error)).returning(sms.c.sms_id))
     if done.first() is None:
         return "stale"
     log.warning("sms %s failed after %d attempts: %s", row.sms_id, row.attempts, error)
@@ -502,7 +508,7 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
     async def give_up() -> Recorded:
         async with uow.begin() as tx:
             done = await tx.conn.execute(
-                _fenced(row).values(status="failed", last_error=error).returning(sms.c.sms_id)
+                _fenced(row).values(**failed_now(error)).returning(sms.c.sms_id)
             )
             if done.first() is None:
                 return "stale"
@@ -525,16 +531,16 @@ async def _given_up_unrecorded(uow: UnitOfWork, row: Any, exc: Exception) -> Rec
 
 async def apply_receipt(tx: Tx, receipt: Receipt) -> Literal["applied", "duplicate", "unknown"]:
     """A delivery receipt: ``sent`` -> ``delivered`` or ``failed``, once."""
-    status = "delivered" if receipt.delivered else "failed"
+    said = (
+        {"status": "delivered", "delivered_at": func.now(), "last_error": None}
+        if receipt.delivered
+        else failed_now(_said(receipt.detail))
+    )
     row = (
         await tx.conn.execute(
             update(sms)
             .where(sms.c.provider_id == receipt.provider_id, sms.c.status == "sent")
-            .values(
-                status=status,
-                delivered_at=func.now() if receipt.delivered else None,
-                last_error=None if receipt.delivered else _said(receipt.detail),
-            )
+            .values(**said)
             .returning(*sms.c)
         )
     ).first()

@@ -42,6 +42,7 @@ from services.notifications.adapters.tables import (
     sellers,
     sms,
 )
+from services.notifications.dispatch import failed_now
 from services.notifications.domain.delivery import (
     REFUND_PAID,
     REMINDER_PURPOSES,
@@ -308,7 +309,7 @@ async def queue_sms(
         return
     inserted = await tx.conn.execute(
         pg_insert(sms)
-        .values(**row)
+        .values(**row | failed_now(problem))
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(sms.c.sms_id)
     )

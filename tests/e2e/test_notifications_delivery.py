@@ -384,9 +384,9 @@ async def test_a_text_the_database_will_not_record_as_sent_is_given_up_not_sent_
         failed = await caravan.wait_for(
             lambda: _sms(caravan, "sms.failed", order_id=order_id, to=phone), timeout=30
         )
-        status, error = (
+        status, error, failed_at = (
             await caravan.sql(
-                "select status, last_error from notifications.sms where sms_id = :s",
+                "select status, last_error, failed_at from notifications.sms where sms_id = :s",
                 s=failed[0].data["sms_id"],
             )
         )[0]
@@ -395,6 +395,7 @@ async def test_a_text_the_database_will_not_record_as_sent_is_given_up_not_sent_
         await caravan.execute(f"drop function notifications.{trigger}()")
     assert (failed[0].data["reason"], failed[0].data["attempts"]) == ("retries_exhausted", 1)
     assert status == "failed" and error == failed[0].data["detail"]
+    assert abs((failed_at - failed[0].time).total_seconds()) < 5, (failed_at, failed[0].time)
     # Said as shared.db.reason says a database's refusal: its kind, message and SQLSTATE.
     sms_id = failed[0].data["sms_id"]
     assert error == (
@@ -514,6 +515,10 @@ async def test_opted_out_and_invalid_numbers_get_nothing(
             lambda: _sms(caravan, "sms.failed", order_id=other, to=invalid)
         )
         assert failed[0].data["reason"] == "invalid_phone"
+        failed_at = await caravan.scalar(
+            "select failed_at from notifications.sms where sms_id = :s", s=failed[0].data["sms_id"]
+        )
+        assert failed_at is not None and abs((failed_at - failed[0].time).total_seconds()) < 5
         status = await _wait_sql(
             caravan,
             'select status from notifications.sms where order_id = :o and "to" = :p',
@@ -1000,7 +1005,7 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
     order (``GET /sms?order_id=``, ``caravan texts ORDER_ID``) or to the number (``phone=``,
     ``--phone``) where they had to query notifications.sms: each one's number masked as the
     logs mask it, template and language, when queued and sent, status, the gateway's
-    attempts, and a failed one's reason."""
+    attempts, and when and why a failed one failed."""
     texted, refused = _phone(), _phone()
     await _script(sms, texted, "fail", "fail")
     await _script(sms, refused, "reject")
@@ -1024,6 +1029,11 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
         ], to_refused
         assert to_refused[0]["sms_id"] == failed[0].data["sms_id"] and to_refused[0]["last_error"]
         assert to_refused[0]["sent_at"] is None
+        failed_at = datetime.fromisoformat(to_refused[0]["failed_at"])
+        queued = datetime.fromisoformat(to_refused[0]["created_at"])
+        assert queued <= failed_at <= datetime.now(UTC), to_refused
+        assert abs((failed_at - failed[0].time).total_seconds()) < 5, (failed_at, failed[0].time)
+        assert mine[0]["failed_at"] is None, mine
         both = (await api.get("/sms", params={"order_id": failed_to})).json()["items"]
         assert {t["purpose"] for t in both} == {"order_confirmed", "new_order"}, both
         assert [t["created_at"] for t in both] == sorted(
@@ -1051,7 +1061,8 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
         masked(refused),
         "failed",
     ]
-    assert cells[4] and to_refused[0]["last_error"].startswith(cells[4].rstrip("…")), shown.output
+    said = f"failed {at(to_refused[0]['failed_at'])}: {to_refused[0]['last_error']}"
+    assert cells[4] and said.startswith(cells[4].rstrip("…")), shown.output
     assert refused not in shown.output
     by_phone = runner.invoke(cli_app, ["texts", "--phone", texted, "--json"])
     assert [t["sms_id"] for t in json.loads(by_phone.output)["texts"]] == [mine[0]["sms_id"]], (

@@ -199,7 +199,9 @@ async def test_a_text_that_cannot_be_recorded_does_not_keep_the_rest_of_its_batc
 async def test_a_gateway_saying_nul_is_recorded_with_what_it_said(uow: UnitOfWork) -> None:
     # A gateway's error page, or a receipt's detail, holding NUL: the row's last_error and
     # sms.failed's detail were it, which PostgreSQL does not hold, so the row was never
-    # recorded (sent again after every lease, its attempts never given up).
+    # recorded (sent again after every lease, its attempts never given up). When one failed is
+    # kept (notifications 0013): the gateway's refusal recorded, the receipt applied.
+    began = datetime.now(UTC)
     retried, refused, sent = [
         await queued(uow, datetime.now(UTC) - timedelta(hours=1)) for _ in range(3)
     ]
@@ -217,11 +219,15 @@ async def test_a_gateway_saying_nul_is_recorded_with_what_it_said(uow: UnitOfWor
         assert await apply_receipt(tx, Receipt(provider_id, False, "\x00lost")) == "applied"
     async with uow.db.engine.connect() as conn:
         found = await conn.execute(
-            select(sms.c.sms_id, sms.c.status, sms.c.last_error).where(
+            select(sms.c.sms_id, sms.c.status, sms.c.last_error, sms.c.failed_at).where(
                 sms.c.sms_id.in_([retried, refused, sent])
             )
         )
-        said = {r.sms_id: (r.status, r.last_error) for r in found}
+        kept = found.all()
+        said = {r.sms_id: (r.status, r.last_error) for r in kept}
+    failed_at = {r.sms_id: r.failed_at for r in kept}
+    assert failed_at[retried] is None, failed_at
+    assert began <= failed_at[refused] <= failed_at[sent] <= datetime.now(UTC), failed_at
     assert said == {
         retried: ("pending", "HTTP 503: \ufffddown"),
         refused: ("failed", "HTTP 400: \ufffdbad"),
@@ -266,6 +272,7 @@ async def test_a_text_whose_claims_lapsed_as_often_as_it_may_be_tried_is_given_u
         tries,
         said,
     )
+    assert row.failed_at is not None and row.created_at <= row.failed_at <= datetime.now(UTC), row
     [failed] = [e["data"] for e in emitted if e["data"].get("sms_id") == sms_id]
     assert (failed["reason"], failed["detail"], failed["attempts"]) == (
         "retries_exhausted",

@@ -15,8 +15,9 @@ from shared.pagination import Position, newest_first
 class Text(Frozen):
     """One text as an operator reads it: whom (masked), which template (``purpose``) in which
     language, when it was queued (``created_at``), first allowed to go (``not_before``: the
-    end of quiet hours), sent, delivered, or when it is tried next (``next_attempt_at``, while
-    pending), the gateway's attempts and the last error they met (a failed one's reason)."""
+    end of quiet hours), sent, delivered, failed (``failed_at``: null on one failed before
+    notifications 0013), or when it is tried next (``next_attempt_at``, while pending), the
+    gateway's attempts and the last error they met (a failed one's reason)."""
 
     sms_id: str
     order_id: str | None
@@ -30,6 +31,7 @@ class Text(Frozen):
     next_attempt_at: datetime | None
     sent_at: datetime | None
     delivered_at: datetime | None
+    failed_at: datetime | None
     last_error: str | None
     segments: int
     text: str

@@ -102,6 +102,9 @@ sms = Table(
     Column("provider_id", Text, nullable=True),  # the gateway's id: opaque, as long as it is
     Column("last_error", Text, nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # When it failed (status failed): refused, given up, not delivered, or a number not to
+    # text. Null on rows failed before notifications 0013.
+    Column("failed_at", DateTime(timezone=True), nullable=True),
     # The id of the event that asked for the text: the cause of the events about it
     # (``sms.sent``, ``sms.delivered``, ``sms.failed``), emitted after that event's handling.
     Column("caused_by", String(256), nullable=True),

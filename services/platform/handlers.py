@@ -358,13 +358,14 @@ async def found_problems(
 
 
 def concerns_platform(parsed: Parsed) -> bool:
-    """Whether an order event may be the platform's: an ``order.placed`` or
-    ``order.rejected`` names its source, and one the platform did not place is skipped
-    unclaimed (most orders come from the storefronts); an ended order is looked up
-    (``prefetch_order_events``)."""
+    """Whether an order event may be the platform's: one that names its source (every
+    ``order.placed`` and ``order.rejected``; ``order.confirmed`` and ``order.cancelled``
+    since 2026-12-04) and the platform did not place is skipped unclaimed (most orders come
+    from the storefronts: a transaction, an inbox row and a look-up each for nothing); an
+    ended order that names none is looked up (``prefetch_order_events``)."""
     data = parsed.data
-    if isinstance(data, OrderPlaced | OrderRejected):
-        return platform_app(data.source) is not None
+    if isinstance(data, OrderPlaced | OrderRejected | OrderConfirmed | OrderCancelled):
+        return data.source is None or platform_app(data.source) is not None
     return True
 
 

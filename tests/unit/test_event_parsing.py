@@ -732,3 +732,20 @@ def test_the_platform_skips_the_storefronts_placed_orders_unclaimed() -> None:
     assert sub.handler_for(sub.parse(order_placed("platform/tmall"))) is on_order_placed
     assert sub.handler_for(sub.parse(order_confirmed(7000))) is on_order_ended
     assert sub.handler_for(None) is None
+
+
+def test_the_platform_skips_the_storefronts_ended_orders_unclaimed() -> None:
+    """An ended order names its source (since 2026-12-04): a storefront's ``order.confirmed``
+    or ``order.cancelled`` is skipped unclaimed too, where each was claimed and looked up, in
+    a transaction of its own, for nothing; the platform's are handled, and one that names no
+    source (an event of before) is still looked up."""
+    (sub,) = platform_subscriptions()
+    payment = {"method": "prepaid"}
+    for source, handled in [("storefront/shawan", False), ("platform/tmall", True)]:
+        confirmed = order_event("order.confirmed", total_fen=1, payment=payment, source=source)
+        cancelled = order_event("order.cancelled", reason="expired", source=source)
+        for ended in (confirmed, cancelled):
+            found = sub.handler_for(sub.parse(ended))
+            assert (found is on_order_ended) == handled, (source, found)
+    unnamed = order_event("order.cancelled", reason="expired")
+    assert sub.handler_for(sub.parse(unnamed)) is on_order_ended

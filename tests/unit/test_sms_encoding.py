@@ -197,3 +197,35 @@ def test_clipped_is_the_text_or_a_start_of_it_within_its_units(text: str, units:
     if cut != text:
         assert len(cut.encode("utf-16-le")) // 2 <= units
         assert cut.endswith("…") and text.startswith(cut.removesuffix("…"))
+
+
+def _counted(text: str) -> SmsEncoding:
+    """``text`` measured a character at a time, as the module says: each character's units
+    (GSM-7 when every one has a septet, an escaped one two; else UTF-16 units, two outside the
+    BMP), a part closed before a character that would not fit whole in it."""
+    gsm = all(c in GSM_ALPHABET for c in text)
+    if gsm:
+        costs, single, multi = [1 + (c in GSM7_EXTENSION_CHARS) for c in text], 160, 153
+    else:
+        costs, single, multi = [1 + (ord(c) > 0xFFFF) for c in text], 70, 67
+    parts, used = 1, 0
+    if sum(costs) > single:
+        for cost in costs:
+            if used + cost > multi:
+                parts, used = parts + 1, 0
+            used += cost
+    return SmsEncoding("GSM-7" if gsm else "UCS-2", parts, sum(costs))
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from([*GSM_ALPHABET, "【", "é", "\U0001f600", "ئ", "\u0301"]),
+        max_size=700,
+    )
+)
+def test_a_text_is_measured_as_a_character_at_a_time(text: str) -> None:
+    """Texts of one unit a character (most: every English one abroad, every one signed to
+    China) are counted at once, not a character at a time: the same encoding, units and
+    parts; a name is kept whole by :func:`clipped` as long as its UTF-16 units fit."""
+    assert encode_info(text) == _counted(text)
+    assert (clipped(text, 67) == text) == (len(text.encode("utf-16-le")) // 2 <= 67)

@@ -91,6 +91,10 @@ def encode_info(text: str) -> SmsEncoding:
     ``ceil(units / per_part)``. No national language shift tables are considered, and no
     character is transliterated (e.g. ``ç`` forces UCS-2).
     """
+    if _GSM7_BASIC.issuperset(text):  # each character one septet: no pair to keep whole
+        return SmsEncoding(
+            "GSM-7", _even_parts(len(text), GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT), len(text)
+        )
     septets: list[int] = []
     for char in text:
         if char in _GSM7_BASIC:
@@ -106,12 +110,28 @@ def encode_info(text: str) -> SmsEncoding:
             units=sum(septets),
         )
 
+    units = _utf16_units(text)
+    if units == len(text):  # no character outside the BMP: no surrogate pair to keep whole
+        return SmsEncoding(
+            "UCS-2", _even_parts(units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT), units
+        )
     code_units = [_utf16(char) for char in text]
     return SmsEncoding(
         encoding="UCS-2",
         segments=_segments(code_units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT),
         units=sum(code_units),
     )
+
+
+def _even_parts(units: int, single: int, multi: int) -> int:
+    """:func:`_segments` of ``units`` characters of one unit each, counted at once."""
+    return 1 if units <= single else -(-units // multi)
+
+
+def _utf16_units(text: str) -> int:
+    """UTF-16 code units of ``text`` (:func:`_utf16` of each character, summed), counted by
+    the codec (a lone surrogate, which no text should hold, one unit as :func:`_utf16` says)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _utf16(char: str) -> int:
@@ -139,7 +159,7 @@ def clipped(text: str, units: int, mark: str = "…") -> str:
     characters as a reader sees them: never inside a surrogate pair (an emoji is kept or
     dropped whole), nor before a combining mark or after a zero-width joiner, which would
     leave a letter without its accent or hamza, or half an emoji sequence."""
-    if sum(map(_utf16, text)) <= units:
+    if _utf16_units(text) <= units:
         return text
     room, cut = units - sum(map(_utf16, mark)), 0
     for char in text:

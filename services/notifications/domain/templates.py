@@ -397,9 +397,12 @@ def _listing(locale: Locale, items: Sequence[Item], text: Callable[[str], str], 
 
     whole, least = _NAME_UNITS
     for listed in range(min(lines, len(items)), 0, -1):
-        if fits(listing(listed, least)):
-            name_units = next(n for n in range(whole, least - 1, -1) if fits(listing(listed, n)))
-            return listing(listed, name_units)
+        if fits(shortest := listing(listed, least)):
+            # The longest names that fit (the names cut at ``least`` do: the last tried).
+            for name_units in range(whole, least, -1):
+                if fits(body := listing(listed, name_units)):
+                    return body
+            return shortest
     return listing(1, least)
 
 

@@ -131,7 +131,8 @@ OwnOrders = Annotated[
         "--own-orders",
         help="bind the token to the orders it places over HTTP: it reads and cancels"
         " those (and those of each --source) alone; not with the scopes ops, credit:*,"
-        " notifications:* or platform:*, which no binding limits",
+        " notifications:* or platform:write, which no binding limits (platform:read, bound,"
+        " reads the problems and callbacks of its --source platform/APP alone)",
     ),
 ]
 Client = Annotated[

@@ -368,11 +368,20 @@ def scope_refused(
     its scope (which the address's limit does not count); ``needs`` says what needs them,
     where the route took the token for the rest of what it does (``GET /orders`` of every
     buyer, which needs ops, where one buyer's needs orders:read)."""
+    said = f"the token {principal.name!r} lacks the scope {' or '.join(scopes)}"
+    return refused_403(request, principal, said + needs, scopes)
+
+
+def refused_403(
+    request: Request, principal: Principal, detail: str, scopes: Sequence[str] = ()
+) -> StarletteHTTPException:
+    """The 403 of a valid token refused what the route took it for: lacking ``scopes``
+    (:func:`scope_refused`), or, with none, beyond its binding (a platform's token asking for
+    another app's problems); counted and logged as a refusal of its scope."""
     client = request.client.host if request.client else "unknown"
     guard: Guard = request.app.state.guard
     guard.refused("scope", client, request.method, request.url.path, principal.name, scopes)
-    said = f"the token {principal.name!r} lacks the scope {' or '.join(scopes)}"
-    return StarletteHTTPException(403, said + needs)
+    return StarletteHTTPException(403, detail)
 
 
 def install_auth(

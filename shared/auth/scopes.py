@@ -20,13 +20,14 @@ SCOPES: dict[str, str] = {
 _CREDIT = "reads every buyer's credit line, loans and payments (payments keeps no order's client)"
 _OPT_OUTS = "reads every phone number's SMS opt-out"
 _PLATFORM = "reads every platform app's mappings, problems and status callbacks"
+# platform:read may be bound: a token bound to platform/APP reads that app's problems and
+# callbacks alone (shared.auth.tokens.Principal.apps), as a platform following its pushes does.
 BEYOND_A_BINDING: dict[str, str] = {
     "ops": "reaches every order",
     "credit:read": _CREDIT,
     "credit:write": _CREDIT,
     "notifications:read": _OPT_OUTS,
     "notifications:write": _OPT_OUTS,
-    "platform:read": _PLATFORM,
     "platform:write": _PLATFORM,
 }
 """The scopes a token bound to its own orders may not hold, and what they read that no binding

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth.scopes import BEYOND_A_BINDING, SCOPES
 from shared.auth.tables import tokens
 from shared.events.envelope import check_source
-from shared.events.orders import HTTP_SOURCE
+from shared.events.orders import HTTP_SOURCE, PLATFORM_SOURCE_PREFIX, platform_app
 
 PREFIX = "cvn_"
 NAME_CHARS = "A-Za-z0-9._:-"  # a regular-expression class's contents
@@ -42,6 +42,15 @@ class Principal:
     client: str | None = None
     """The client whose orders it places and reaches as its own (:attr:`placer`), when not
     its own name: a token issued to replace another (``tokens issue --client``)."""
+
+    @property
+    def apps(self) -> frozenset[str] | None:
+        """The platform apps whose problems and callbacks it reads (``platform:read``): those
+        of its sources ``platform/APP`` when bound (a platform's token reads its own app's,
+        nothing of another's), every app when not (None)."""
+        if self.sources is None:
+            return None
+        return frozenset(app for s in self.sources if (app := platform_app(s)) is not None)
 
     @property
     def placer(self) -> str:
@@ -105,7 +114,8 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
     no event may carry (the envelope's rule, :func:`~shared.events.envelope.check_source`),
     ``http`` (every HTTP client's orders: a token reaches those it placed itself), or a
     binding of a token with a scope no binding limits (:data:`BEYOND_A_BINDING`: ``ops``
-    reaches every order, ``credit:read`` every buyer's payments, whatever it is bound to)."""
+    reaches every order, ``credit:read`` every buyer's payments, whatever it is bound to), or
+    of ``platform:read`` to no platform app (it would read nothing: :attr:`Principal.apps`)."""
     if sources is None:
         return None
     whys: dict[str, list[str]] = {}  # what a scope held reads beyond a binding: those scopes
@@ -117,6 +127,12 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
         plural = "s" if sum(map(len, whys.values())) > 1 else ""
         raise BadToken(
             f"a token with the scope{plural} {said}, whatever it is bound to: it cannot be bound"
+        )
+    if "platform:read" in scopes and not any(platform_app(s) for s in sources):
+        raise BadToken(
+            "a token with the scope platform:read, bound, reads the problems and callbacks of"
+            f" the platform apps among its sources alone: name one (--source"
+            f" {PLATFORM_SOURCE_PREFIX}APP)"
         )
     for source in sources:
         if not 1 <= len(source) <= MAX_SOURCE:

@@ -526,6 +526,63 @@ async def test_an_order_s_callback_is_listed_by_our_order_id_or_by_the_platform_
         assert error["message"].endswith("the platform's own is `platform_order_id`")
 
 
+async def test_a_platform_s_bound_token_reads_its_app_s_problems_and_callbacks_alone(
+    caravan: System, platform: Platform
+) -> None:
+    """A platform's engineer sees which of the app's pushes were answered ``problem`` (and
+    each callback sent it) through the API, with its token bound to ``platform/APP``: it
+    could not, ``platform:read`` being refused a binding, so that a push answer its log lost
+    was lost. Another app's are not its: named (``app=``), refused 403 naming its own, the
+    same for an app no one configured (nothing said of which exist); unnamed, left out (an
+    order's callback of another app's order is an empty list, as if it had none). A
+    problem's detail, operations' words, is withheld as the push's answer withholds it, and
+    mappings (the centre's) are refused it. The operator's unbound token reads as before."""
+    _, ours = await unmapped_order(platform.sim, "ALI-MINE")
+    _, theirs = await unmapped_order(platform.legacy, "ALI-THEIRS")
+    told = await new_order(platform.sim)
+    told_id = await placed_and_told(caravan, platform, told, "order.confirmed")
+    other = await new_order(platform.legacy)
+    assert (await push(platform.legacy, other, form=True))["body"]["status"] == "accepted"
+    other_id = await placed_once(caravan, other, app=LEGACY)
+    await until(lambda: _applied(platform.legacy, other), "the other app's callback", every=0.2)
+    name = f"market-{uuid.uuid4().hex[:6]}"
+    token = await caravan.issue_token(
+        name, "platform:read", "orders:read", sources=[f"platform/{APP}"]
+    )
+    async with caravan.api("platform", token=token) as bound:
+        listed = await bound.get("/platform/problems", params={"all": True})
+        assert listed.status_code == 200, listed.text
+        rows = listed.json()["problems"]
+        assert {r["app"] for r in rows} == {APP}, rows
+        [mine] = [r for r in rows if r["platform_order_id"] == ours]
+        assert (mine["kind"], "detail" in mine) == ("unmapped_sku", False), mine
+        assert theirs not in {r["platform_order_id"] for r in rows}
+        of_its_app = await bound.get("/platform/problems", params={"app": APP})
+        assert ours in {r["platform_order_id"] for r in of_its_app.json()["problems"]}
+        said = f"the token {name!r} reads the problems of its own app alone (`app`: {APP}), bound"
+        for app in (LEGACY, "t-nowhere"):
+            refused = await bound.get("/platform/problems", params={"app": app})
+            assert (refused.status_code, refused.json()["detail"]) == (403, f"{said} to it")
+        calls = await bound.get("/platform/callbacks")
+        assert {r["app"] for r in calls.json()["callbacks"]} == {APP}, calls.text
+        by_id = await bound.get("/platform/callbacks", params={"order_id": told_id})
+        assert [r["platform_order_id"] for r in by_id.json()["callbacks"]] == [told]
+        by_id = await bound.get("/platform/callbacks", params={"order_id": other_id})
+        assert by_id.json()["callbacks"] == [], by_id.text
+        refused = await bound.get("/platform/callbacks", params={"app": LEGACY})
+        assert refused.status_code == 403, refused.text
+        for path in (f"/platform/{APP}/mappings", f"/platform/{APP}/mappings/buyer/{BUYER}"):
+            refused = await bound.get(path)
+            assert refused.status_code == 403, refused.text
+            assert "mappings are read with an operator's token" in refused.json()["detail"]
+    everyone = await platform.adapter.get("/platform/problems", params={"all": True})
+    rows = everyone.json()["problems"]
+    assert {ours, theirs} <= {r["platform_order_id"] for r in rows}
+    assert all("detail" in r for r in rows)
+    refused = await platform.adapter.get("/platform/problems", params={"app": "t-nowhere"})
+    assert refused.status_code == 422, refused.text
+
+
 async def test_with_the_platform_down_callbacks_are_retried_until_it_is_back(
     caravan: System, platform: Platform
 ) -> None:

@@ -1,7 +1,8 @@
 """What a token may be bound to (``caravan tokens issue --own-orders``, ``--source S``):
 sources as an event may carry them, never ``http`` (every HTTP client's orders), and never
-with a scope no binding limits: ``ops``, which reaches every order, the credit, SMS opt-out
-and platform scopes, which read every buyer's or app's."""
+with a scope no binding limits: ``ops``, which reaches every order, the credit and SMS opt-out
+scopes and ``platform:write``, which read every buyer's or app's; ``platform:read`` bound to no
+platform app (it would read nothing)."""
 
 import pytest
 
@@ -19,6 +20,13 @@ def test_scopes_holding_nothing_of_another_client_s_may_be_bound() -> None:
     """The orders API's own, inventory's stock and the metrics: no client's orders or buyers."""
     scopes = ["orders:read", "orders:write", "inventory:read", "inventory:write", "metrics"]
     assert check_binding(scopes, ["storefront/b"]) == ["storefront/b"]
+
+
+def test_platform_read_is_bound_to_the_platform_apps_among_its_sources() -> None:
+    """A platform's token reads its app's problems and callbacks (``Principal.apps``)."""
+    scopes = ["orders:read", "platform:read"]
+    kept = check_binding(scopes, ["platform/t-market", "storefront/b"])
+    assert kept == ["platform/t-market", "storefront/b"]
 
 
 @pytest.mark.parametrize(
@@ -40,6 +48,13 @@ def test_scopes_holding_nothing_of_another_client_s_may_be_bound() -> None:
         ),
         (["notifications:read"], [], "notifications:read reads every phone number's SMS opt-out"),
         (["platform:write"], ["platform/t"], "platform:write reads every platform app's mappings"),
+        (
+            ["platform:read"],
+            ["storefront/b"],
+            "a token with the scope platform:read, bound, reads the problems and callbacks of"
+            " the platform apps among its sources alone: name one (--source platform/APP)",
+        ),
+        (["platform:read"], ["platform/"], "name one (--source platform/APP)"),
         (
             ["ops", "credit:write", "credit:read"],
             [],

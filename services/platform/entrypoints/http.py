@@ -25,7 +25,8 @@ Pushes (authenticated by the app's signature, not by a token):
   secret or a clock to mend, then push again); 503 the order API failed (push again later).
 
 Operations (bearer token: ``platform:write`` to change mappings, which the audit trail
-records; ``platform:read`` or ``platform:write`` to read):
+records; ``platform:read`` or ``platform:write`` to read; a token bound to ``platform/APP``,
+a platform's own, reads that app's problems and callbacks alone: :func:`apps_read`):
 
 - ``PUT /platform/{app}/mappings/sku/{platform_sku}`` ``{"sku"}`` (not checked against the
   catalogue, which only inventory knows: an order placed through a SKU inventory does not
@@ -109,6 +110,7 @@ from shared.http import (
     not_utf8,
     problem,
     problem_responses,
+    refused_403,
     refused_body,
     require,
     send_json,
@@ -493,7 +495,52 @@ def push_router(
 
 
 Writer = Annotated[Principal, require("platform:write")]
-READ = [require("platform:read", "platform:write")]
+Reader = Annotated[Principal, require("platform:read", "platform:write")]
+"""A token reading: an operator's, unbound, reads every app's; one bound to ``platform/APP``
+(a platform's own, ``platform:read`` alone: ``platform:write`` cannot be bound) reads that
+app's problems and callbacks, no other's, and no mapping (:func:`apps_read`)."""
+
+
+def apps_read(request: Request, who: Principal, app: str | None, what: str) -> list[str] | None:
+    """The apps whose ``what`` (problems, callbacks) ``who`` is answered: None for an unbound
+    token (every app's, or ``app``'s); for one bound to apps (:attr:`Principal.apps`), those,
+    or ``app`` if it is one of them. Another app a bound token names is refused 403 naming
+    its own, as ``GET /orders`` of another source is: asked before the app is looked up, so
+    it says nothing of whether that app exists (an ``Unknown app`` 422 names the apps the
+    centre serves, which a platform's token is not told)."""
+    apps = who.apps
+    if apps is None:
+        return None
+    if app is None:
+        return sorted(apps)
+    if app in apps:
+        return [app]
+    said = ", ".join(sorted(apps))
+    raise refused_403(
+        request,
+        who,
+        f"the token {who.name!r} reads the {what} of its own app alone (`app`: {said}), bound"
+        " to it",
+    )
+
+
+def no_mapping_read(request: Request, who: Principal) -> None:
+    """A 403 for a token bound to apps reading mappings: an app's mappings are the centre's
+    (our SKUs, our buyers and their phones), read with an operator's token, unbound."""
+    if who.apps is not None:
+        raise refused_403(
+            request,
+            who,
+            f"the token {who.name!r} is bound to its app's orders: mappings are read with an"
+            " operator's token (unbound), not a platform's",
+        )
+
+
+OTHER_APP = "or it is bound to its app (a platform's) and `app` names another"
+MAPPINGS_BOUND = "or it is bound to its app (a platform's): mappings are the centre's"
+WITHHELD = frozenset({"detail"})
+"""What of a problem a token bound to its app is not shown: its detail, operations' words
+(our order id, what to do by hand), as a push's answer says the kinds alone."""
 MAPPING_BODY = {
     "required": True,
     "content": {
@@ -550,11 +597,14 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     )
 
     def _of_known_app(
-        rows: str, not_found: str | None = None, bad: str = BAD_INPUT
+        rows: str, not_found: str | None = None, bad: str = BAD_INPUT, bound: str | None = None
     ) -> dict[int | str, dict[str, Any]]:
         """The answers of a route refusing an app unknown (:func:`_unknown_app`): ``bad``
-        input, and a 404 ``not_found`` if it answers one."""
+        input, a 404 ``not_found`` if it answers one, and the 403 of a token bound to its
+        app if it reads: what of it is ``bound`` (:func:`apps_read`, :func:`no_mapping_read`)."""
         described = {422: f"{bad}, or an app unknown (not configured, no {rows} of it)"}
+        if bound is not None:
+            described[403] = f"the token lacks the scope platform:read or platform:write; {bound}"
         return problem_responses(described | ({404: not_found} if not_found else {}))
 
     @router.put(
@@ -603,10 +653,12 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
 
     @router.get(
         "/{app}/mappings/{kind}/{external_id:path}",
-        dependencies=READ,
-        responses=_of_known_app("mapping", "no such mapping"),
+        responses=_of_known_app("mapping", "no such mapping", bound=MAPPINGS_BOUND),
     )
-    async def get_mapping(app: AppName, kind: MappingKind, external_id: ExternalId) -> Any:
+    async def get_mapping(
+        app: AppName, kind: MappingKind, external_id: ExternalId, request: Request, who: Reader
+    ) -> Any:
+        no_mapping_read(request, who)
         async with uow.db.engine.connect() as conn:
             value = await conn.scalar(select(mappings.c.value).where(_key(app, kind, external_id)))
         if value is None:
@@ -638,13 +690,17 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
 
     @router.get(
         "/{app}/mappings",
-        dependencies=READ,
-        responses=_of_known_app("mapping", HOLDS_NUL),
+        responses=_of_known_app("mapping", HOLDS_NUL, bound=MAPPINGS_BOUND),
     )
     async def list_mappings(
-        app: AppName, start: Position | None = MAPPINGS_CURSOR, limit: Limit = 100
+        app: AppName,
+        request: Request,
+        who: Reader,
+        start: Position | None = MAPPINGS_CURSOR,
+        limit: Limit = 100,
     ) -> Any:
         """An app's mappings by kind and platform id, a page at a time (``next_cursor``)."""
+        no_mapping_read(request, who)
         if refused := await _unknown_app(app, mappings, "mapping"):
             return refused
         key = (mappings.c.kind, mappings.c.external_id)
@@ -658,23 +714,42 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         found = [{"kind": k, "external_id": e, **v} for k, e, v in rows]
         return {"app": app, "mappings": found, "next_cursor": next_cursor}
 
-    @router.get("/problems", dependencies=READ, responses=_of_known_app("problem"))
+    @router.get("/problems", responses=_of_known_app("problem", bound=OTHER_APP))
     async def list_problems(
+        request: Request,
+        who: Reader,
         app: str | None = None,
         all: bool = False,
         start: Position | None = PROBLEMS_CURSOR,
         limit: Limit = 100,
     ) -> Any:
         """Problems of pushed orders (open only, unless ``all``), the newest first (by when
-        first seen), a page at a time (``next_cursor``)."""
-        query = select(problems)
-        if app is not None:
-            if refused := await _unknown_app(app, problems, "problem"):
-                return refused
-            query = query.where(problems.c.app == app)
+        first seen), a page at a time (``next_cursor``). A token bound to its app (a
+        platform's) is answered that app's alone, each without its ``detail``
+        (:data:`WITHHELD`): which of its pushes were answered ``problem``, of what kinds, and
+        whether settled since."""
+        reach = apps_read(request, who, app, "problems")
+        shown = [c for c in problems.c if reach is None or c.name not in WITHHELD]
+        query = await _of_apps(select(*shown), problems, app, reach, "problem")
+        if isinstance(query, Response):
+            return query
         if not all:
             query = query.where(problems.c.resolved_at.is_(None))
         return await _page(query, PROBLEMS_ORDER, start, limit, "problems")
+
+    async def _of_apps(
+        query: Select[Any], table: Table, app: str | None, reach: list[str] | None, rows: str
+    ) -> Select[Any] | Response:
+        """``query`` of ``table`` narrowed to ``app`` (a 422 if unknown: :func:`_unknown_app`)
+        for an unbound token, to the apps it reaches (``reach``, :func:`apps_read`) for a
+        bound one."""
+        if reach is not None:
+            return query.where(table.c.app.in_(reach))
+        if app is None:
+            return query
+        if refused := await _unknown_app(app, table, rows):
+            return refused
+        return query.where(table.c.app == app)
 
     @router.post("/problems/resolve", responses=problem_responses())
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
@@ -695,8 +770,10 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
                 )
         return {"resolved": kinds}
 
-    @router.get("/callbacks", dependencies=READ, responses=_of_known_app("callback"))
+    @router.get("/callbacks", responses=_of_known_app("callback", bound=OTHER_APP))
     async def list_callbacks(
+        request: Request,
+        who: Reader,
         app: str | None = None,
         status: CallbackStatus | None = None,
         order_id: OrderId | None = None,
@@ -706,12 +783,12 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
     ) -> Any:
         """Status callbacks and their attempts, the newest first, a page at a time
         (``next_cursor``); of one order by our ``order_id`` or the platform's
-        ``platform_order_id``."""
-        query = select(callbacks)
-        if app is not None:
-            if refused := await _unknown_app(app, callbacks, "callback"):
-                return refused
-            query = query.where(callbacks.c.app == app)
+        ``platform_order_id``. A token bound to its app (a platform's) is answered that app's
+        alone: another's order is as if it had none."""
+        reach = apps_read(request, who, app, "callbacks")
+        query = await _of_apps(select(callbacks), callbacks, app, reach, "callback")
+        if isinstance(query, Response):
+            return query
         if status is not None:
             query = query.where(callbacks.c.status == status)
         if order_id is not None:

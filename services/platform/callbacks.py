@@ -91,7 +91,9 @@ def api_away(app: str) -> str:
 async def call(api: PlatformApi, row: Any) -> tuple[Verdict, str | None]:
     """One status API call (of an app ``api`` has: :func:`claim_due`): its verdict, and what
     went wrong if anything."""
-    update_ = StatusUpdate(row.event_id, row.platform_order_id, row.outcome, row.reason)
+    update_ = StatusUpdate(
+        row.event_id, row.platform_order_id, row.outcome, row.reason, row.order_id
+    )
     with traced(row, "platform status callback"):
         try:
             status = await api.push_status(row.app, update_)

@@ -445,10 +445,12 @@ async def test_a_push_ends_with_the_platform_receiving_the_outcome(
     got = await until(
         lambda: _applied(platform.sim, order_ref), "the outcome's callback", every=0.2
     )
+    # Our order id too: the platform reads GET /orders/{id} by it, with no lookup of its ref.
     assert got == [
         {
             "idempotency_key": outcome.id,
             "order_id": order_ref,
+            "caravan_order_id": order_id,
             "status": "confirmed",
             "reason": None,
             "requests": 1,
@@ -476,9 +478,9 @@ async def test_a_push_ends_with_the_platform_receiving_the_outcome(
     got = await until(
         lambda: _applied(platform.legacy, legacy_ref), "the MD5 app's callback", every=0.2
     )
-    assert [(c["status"], c["reason"], c["idempotency_key"]) for c in got] == [
-        ("cancelled", "out_of_season", cancelled.id)
-    ]
+    assert [
+        (c["status"], c["reason"], c["idempotency_key"], c["caravan_order_id"]) for c in got
+    ] == [("cancelled", "out_of_season", cancelled.id, legacy_order)]
 
 
 async def _applied(sim: httpx.AsyncClient, order_ref: str) -> list[dict[str, Any]]:

@@ -160,7 +160,11 @@ async def test_the_example_callback_is_what_the_adapter_sends() -> None:
 
     api = _api(answer)
     update = StatusUpdate(
-        body["idempotency_key"], body["order_id"], body["status"], body["reason"] or None
+        body["idempotency_key"],
+        body["order_id"],
+        body["status"],
+        body["reason"] or None,
+        body["caravan_order_id"],
     )
     assert await api.push_status(APP_NAME, update) == 200
     await api.close()

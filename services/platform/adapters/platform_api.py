@@ -80,12 +80,14 @@ async def _capped(answer: httpx.Response) -> bytes:
 
 @dataclass(frozen=True)
 class StatusUpdate:
-    """One order outcome for a platform; ``key`` is the idempotency key."""
+    """One order outcome for a platform; ``key`` is the idempotency key, ``order_id`` the
+    platform's, ``caravan_order_id`` ours (the platform reads ``GET /orders/{id}`` by it)."""
 
     key: str
     order_id: str
     status: str
     reason: str | None
+    caravan_order_id: str
 
 
 class PlatformApi:
@@ -179,6 +181,7 @@ class PlatformApi:
         body = self._params(
             app,
             order_id=update.order_id,
+            caravan_order_id=update.caravan_order_id,
             status=update.status,
             reason=update.reason or "",
             idempotency_key=update.key,

@@ -4,9 +4,10 @@ Platform side (what the adapter calls; every request must be signed with the app
 and carry a fresh ``timestamp``, else 401):
 
 - ``GET /orders/{order_id}?app_key=&timestamp=&sign=``: the order (404 if unknown).
-- ``POST /status`` (JSON ``{app_key, order_id, status, reason, idempotency_key, timestamp,
-  sign}``): records an order outcome; the first request of an idempotency key is applied,
-  later ones are answered the same and counted.
+- ``POST /status`` (JSON ``{app_key, order_id, caravan_order_id, status, reason,
+  idempotency_key, timestamp, sign}``, verified over every field it carries): records an
+  order outcome; the first request of an idempotency key is applied, later ones are answered
+  the same and counted.
 
 Control side (for tests and ``caravan demo``):
 
@@ -166,6 +167,7 @@ def create_app(app_key: str, secret: str, push_url: str, method: SignMethod) -> 
             state.applied[key] = {
                 "idempotency_key": key,
                 "order_id": params.get("order_id"),
+                "caravan_order_id": params.get("caravan_order_id"),
                 "status": params.get("status"),
                 "reason": params.get("reason") or None,
             }

@@ -299,7 +299,7 @@ async def run_platform_demo(
                 await _map(adapter, app, "sku", f"MKT-{product.sku}", sku, headers=auth)
             for buyer in seed.buyers:
                 given = {"buyer_id": buyer.id, "phone": buyer.phone}
-                given |= {"locale": buyer.locale} if buyer.locale else {}  # else the mapping's
+                given |= {"locale": buyer.locale} if buyer.locale else {}  # else the seeded
                 await _map(adapter, app, "buyer", f"nick-{buyer.id}", given, headers=auth)
             for i, order in enumerate(orders):
                 platform_order = {

@@ -65,7 +65,8 @@ def _mapped(kind: str, mapping: dict[str, Any]) -> str:
     if kind == "sku":
         return str(mapping["sku"])
     phone = mapping["phone"] or "the platform's"
-    return f"{mapping['buyer_id']} (phone {phone}, {mapping['locale']})"
+    locale = mapping.get("locale") or "the seeded locale, else zh-CN"
+    return f"{mapping['buyer_id']} (phone {phone}, {locale})"
 
 
 def _map(
@@ -121,7 +122,13 @@ def map_buyer(
         str | None,
         typer.Option(help="the buyer's number, E.164 or as written (139 1234-5678)"),
     ] = None,
-    locale: Annotated[Locale, typer.Option(help="the language of those texts")] = "zh-CN",
+    locale: Annotated[
+        Locale | None,
+        typer.Option(
+            help="the language of those texts; none: the one caravan seed gave the buyer,"
+            " else zh-CN"
+        ),
+    ] = None,
     url: Url = None,
 ) -> None:
     """Map a platform buyer to ours, whole (audited): without ``--phone``, each order's

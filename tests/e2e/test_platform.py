@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,7 @@ from shared.topics import Topic
 from tests import conftest
 from tests.e2e.markers import consumed_again
 from tests.e2e.test_http import needs_ops
+from tests.e2e.test_seed_cli import texted
 from tests.e2e.test_tracing import spans, trace_id
 from tests.harness import System, order_events, raw_event, until
 
@@ -1114,6 +1116,34 @@ async def test_a_buyer_phone_in_national_format_is_placed_and_texted_in_e164(
             Topic.NOTIFICATION_EVENTS, type="sms.sent", order_id=order_id, to=f"+86{number}"
         )
     )
+
+
+async def test_a_buyer_mapped_without_a_locale_is_texted_in_the_one_seeded(
+    caravan: System, platform: Platform
+) -> None:
+    """A buyer seeded ug-CN, then mapped by a platform without a locale, was texted in
+    Chinese: the mapping's default zh-CN went with every order, over the seeded locale, the
+    buyer's own word. A mapping that says none now leaves it out of the order (the seeded
+    one, else zh-CN); one that says a locale still gives it."""
+    tag = uuid.uuid4().hex[:8]
+    phone = f"+86137{uuid.uuid4().int % 10**8:08d}"  # this test's alone: SMS are counted
+    buyer = {"id": f"B-{tag}", "phone": phone, "locale": "ug-CN", "credit_limit_fen": 100000}
+    await caravan.seed(SeedFile.model_validate({"buyers": [buyer]}))
+    nick = f"nick-{tag}"
+    mapping = f"/platform/{APP}/mappings/buyer/{nick}"
+    said: dict[str | None, str] = {}
+    for given in (None, "en"):
+        body = {"buyer_id": buyer["id"]} | ({"locale": given} if given else {})
+        put = await platform.adapter.put(mapping, json=body)
+        assert put.status_code == 200, put.text
+        order_ref = await new_order(platform.sim, phone=phone, buyer=nick)
+        assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+        order_id = await placed_once(caravan, order_ref)
+        [request] = requested(caravan, order_ref)
+        assert request.data["buyer"].get("locale") == given, request.data
+        [sent, *_] = await caravan.wait_for(partial(texted, caravan, order_id, phone))
+        said[given] = sent.data["locale"]
+    assert said == {None: "ug-CN", "en": "en"}, said
 
 
 async def test_an_order_placed_and_then_shipped_on_the_platform_opens_no_problem(

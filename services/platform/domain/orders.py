@@ -136,9 +136,14 @@ def _as_written(phone: object) -> object:
 
 
 class BuyerMapping(_Model):
+    """Our buyer a platform's buyer is, with the phone and the locale of their texts where
+    the mapping says them. A locale not said (None) is left out of the order placed, so the
+    buyer's texts are in the one a seed gave them, else zh-CN: a mapping's default zh-CN
+    overrode the seeded locale, the buyer's own word, where nobody had said otherwise."""
+
     buyer_id: str = Field(min_length=1, max_length=64)
     phone: Annotated[str | None, BeforeValidator(_as_written)] = Field(None, pattern=E164_PATTERN)
-    locale: Locale = "zh-CN"
+    locale: Locale | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The loan book (``GET /loans``) and the repayments of a period (``GET /repayments``) read a
-season's loans and repayments through indexes (payments migration 0025), not by a scan of
-every one: the tables keep every loan and repayment, and grow with every microloan order.
-Read so, each page and each total is still what it was."""
+"""The loan book (``GET /loans``, its overdue loans too) and the repayments of a period
+(``GET /repayments``) read a season's loans and repayments through indexes (payments
+migration 0025; 0027 and the reminder sweep's for the overdue loans: the instalments past
+their day unpaid), not by a scan of every one: the tables keep every loan and repayment, and
+grow with every microloan order. Read so, each page and each total is still what it was."""
 
 import hashlib
 import os
@@ -24,8 +25,10 @@ from tests.e2e.test_payments_claims import ran_on
 
 LOANS = int(os.environ.get("CARAVAN_TEST_PLAN_LOANS", "50000"))
 """Loans, one a minute back from now (a season's 200,000: 139 days, to check a plan by hand),
-three instalments each: one loan in three repaid, one in 30 voided, the active loans of one
-buyer in seven with their first instalment unpaid; a repayment for each repaid loan."""
+three instalments each: one loan in three repaid, one in 30 voided (its instalments left
+unpaid and no longer reminded, as a void leaves them), the active loans of one buyer in seven
+with their first instalment unpaid (overdue after 30 days; a week after, announced overdue:
+no longer reminded either); a repayment for each repaid loan."""
 
 FILL = """
 insert into payments.loans (loan_id, order_id, buyer_id, principal_fen, outstanding_fen,
@@ -37,9 +40,13 @@ insert into payments.loans (loan_id, order_id, buyer_id, principal_fen, outstand
         lateral (select cast(:now as timestamptz) - (:n - i) * interval '1 minute' as at) t;
 insert into payments.instalments (loan_id, number, due, amount_fen, paid_fen)
     select l.loan_id, k, (l.created_at + k * interval '30 days')::date, 3000,
-        case when l.status <> 'active' or k > 1
+        case when l.status = 'voided' then 0
+            when l.status = 'repaid' or k > 1
             or cast(substr(l.buyer_id, 7) as integer) % 7 <> 0 then 3000 else 0 end
     from payments.loans l, generate_series(1, 3) as k;
+update payments.instalments i set reminders_done = true from payments.loans l
+    where l.loan_id = i.loan_id and (l.status = 'voided'
+        or (i.paid_fen < i.amount_fen and i.due < cast(:now as date) - 7));
 insert into payments.repayments (loan_id, idempotency_key, amount_fen, principal_fen,
     interest_fen, created_at)
     select loan_id, 'repaid-' || loan_id, 9000, 9000, 0, created_at + interval '1 hour'
@@ -113,6 +120,28 @@ async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
             },
         )
         async with db.engine.connect() as conn:
+            unpaid = await conn.execute(
+                text(
+                    "select count(distinct loan_id) from payments.instalments"
+                    " where due < :today and paid_fen < amount_fen"
+                ),
+                {"today": today},
+            )
+        # What is overdue is read, not the book: the instalments past their day unpaid (the
+        # overdue loans', and the voided ones'), and each one's loan by its key, about four
+        # blocks a loan (at 50,000 loans, some 840 of them, where a page walked every loan).
+        overdue_only = partial(book, buyer_id=None, status=None, start=None, overdue_only=True)
+        found |= await plans(db, {"overdue loans": overdue_only}, most=5 * unpaid.scalar_one())
+        async with db.engine.connect() as conn:
+            overdue = await conn.execute(
+                text(
+                    "select loan_id from payments.loans l where status = 'active' and exists"
+                    " (select from payments.instalments i where i.loan_id = l.loan_id"
+                    "  and due < :today and paid_fen < amount_fen)"
+                    " order by created_at desc, loan_id desc limit 20"
+                ),
+                {"today": today},
+            )
             expected = await conn.execute(
                 text(
                     "select count(*), sum(amount_fen) from payments.repayments"
@@ -130,6 +159,9 @@ async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
     assert len(found["a buyer's"][0]) > 0 and {line.buyer_id for line in found["a buyer's"][0]} == {
         "buyer-7"
     }
+    late = found["overdue loans"][0]
+    assert [line.loan_id for line in late] == overdue.scalars().all() and len(late) == 20
+    assert all(line.overdue_fen == 3000 and line.next_due < today for line in late)
     made, _, totals = found["a day's repayments"]
     count, amount = expected.one()
     assert (totals["repayments"], totals["amount_fen"]) == (count, amount) and count > 0

@@ -205,13 +205,15 @@ instalments = Table(
     Column("interest_fen", BigInteger, nullable=False, server_default="0"),
     Column("paid_fen", BigInteger, nullable=False, server_default="0"),
     # No reminder of it is to be announced any more, though it may be unpaid: its loan was
-    # voided, or it was announced overdue (the last stage). Nothing but the sweep reads it.
+    # voided, or it was announced overdue (the last stage). The sweep reads it, and the
+    # loan book's overdue loans (LEFT_UNPAID).
     Column("reminders_done", Boolean, nullable=False, server_default=text("false")),
     PrimaryKeyConstraint("loan_id", "number"),
     CheckConstraint("paid_fen >= 0 AND paid_fen <= amount_fen", name="instalment_paid_range"),
 )
 
-TO_REMIND = and_(instalments.c.paid_fen < instalments.c.amount_fen, ~instalments.c.reminders_done)
+UNPAID = instalments.c.paid_fen < instalments.c.amount_fen
+TO_REMIND = and_(UNPAID, ~instalments.c.reminders_done)
 """The instalments the reminder sweep may still announce: unpaid, of a loan not voided, not
 announced overdue yet."""
 
@@ -219,6 +221,20 @@ announced overdue yet."""
 # and those announced overdue and left unpaid are not in it: they only grow over a season,
 # and every sweep read them all (migration 0012).
 Index("instalments_to_remind", instalments.c.due, postgresql_where=TO_REMIND)
+
+LEFT_UNPAID = and_(UNPAID, instalments.c.reminders_done)
+"""The unpaid instalments no reminder is announced of any more: announced overdue (the last
+stage) and left unpaid, or of a voided loan. With those of ``TO_REMIND`` past their day, the
+loan book's overdue loans (``GET /loans?overdue=true``) are read from them."""
+
+# An index of its own, which the sweep cannot read (its predicate excludes the sweep's): the
+# loan book's overdue page walked every loan, newest first, to the oldest overdue one (0027).
+Index(
+    "instalments_left_unpaid",
+    instalments.c.due,
+    instalments.c.loan_id,
+    postgresql_where=LEFT_UNPAID,
+)
 
 repayments = Table(
     "repayments",

@@ -470,6 +470,10 @@ def list_loans(
 
 
 REPAID, REPAID_FIGURES = "when\nloan\nbuyer", "fen"
+BACK = "loan voided: owed or paid back"
+"""Said of a repayment on a loan voided since (its order cancelled, or refunded after the
+sale): the buyer is owed it back (`owed` in `payments list --status voided`), or was paid it
+back (`--status refunded`), so it is no money the centre keeps."""
 
 
 @app.command("repayments")
@@ -488,8 +492,9 @@ def list_repayments(
 ) -> None:
     """The repayments recorded in a time (a month's: --since 2026-12-01 --until 2027-01-01),
     the newest first (`GET /repayments`), of a buyer's loans or every one: when, the loan,
-    the buyer; what was repaid, of it principal and interest, and its key; then the totals
-    of every repayment in the time, those beyond --limit too."""
+    the buyer; what was repaid, of it principal and interest, and its key, and whether its
+    loan was voided since (what was repaid owed back to the buyer, or paid back); then the
+    totals of every repayment in the time, those beyond --limit too."""
     asked = {"buyer_id": buyer} if buyer is not None else {}
     times = {name: t.isoformat() for name, t in (("since", since), ("until", until)) if t}
     options = {"buyer_id": "--buyer", "since": "--since", "until": "--until"}
@@ -506,23 +511,33 @@ def list_repayments(
         whole=(REPAID, REPAID_FIGURES),
     )
     for r in found:
+        figures = [
+            f"{r['amount_fen']} repaid",
+            f"{r['principal_fen']} principal",
+            f"{r['interest_fen']} interest",
+            f"key {r['repayment_id']}",
+        ]
+        if r["loan_status"] == "voided":  # its order cancelled or refunded: the money goes back
+            figures.append(BACK)
         table.add_row(
             "\n".join((output.at(r["created_at"]), r["loan_id"], r["buyer_id"])),
-            "\n".join(
-                (
-                    f"{r['amount_fen']} repaid",
-                    f"{r['principal_fen']} principal",
-                    f"{r['interest_fen']} interest",
-                    f"key {r['repayment_id']}",
-                )
-            ),
+            "\n".join(figures),
         )
     filters = {"--since": since, "--until": until, "--buyer": buyer}
     output.show(table, empty=output.none_of("repayment", {k: v for k, v in filters.items() if v}))
     if found:
+        back = [r for r in found if r["loan_status"] == "voided"]
         console.print(
             f"in all: {totals['repayments']} repayment(s) of {totals['amount_fen']} fen,"
             f" {totals['principal_fen']} fen principal and {totals['interest_fen']} fen interest"
+            + (
+                f"; {len(back)} of {'those listed' if more else 'them'},"
+                f" {sum(r['amount_fen'] for r in back)} fen"
+                f" ({sum(r['interest_fen'] for r in back)} fen interest), on loans voided since:"
+                " owed back to their buyers, or paid back"
+                if back
+                else ""
+            )
         )
 
 

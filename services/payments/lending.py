@@ -349,6 +349,7 @@ class RepaymentLine:
     amount_fen: int
     principal_fen: int
     interest_fen: int
+    loan_status: str  # the loan's now: "voided", what was repaid is owed back to the buyer
 
 
 async def repayments_made(
@@ -381,6 +382,7 @@ async def repayments_made(
             repayments.c.amount_fen,
             repayments.c.principal_fen,
             repayments.c.interest_fen,
+            loans.c.status.label("loan_status"),
         )
         .select_from(joined)
         .where(*chosen)

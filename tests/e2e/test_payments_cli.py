@@ -249,3 +249,35 @@ async def test_the_repayments_of_a_month_are_listed_with_their_totals(caravan: S
     code, out = await cli("repayments", "--since", month, "--until", month)
     said = "--until must be after --since"
     assert (code, out.splitlines()) == (1, [f"Invalid request: {said}", f"  --until: {said}"])
+
+
+async def test_a_repayment_on_a_loan_voided_since_says_it_goes_back_to_the_buyer(
+    caravan: System,
+) -> None:
+    """A repayment on a loan voided since (its order refunded after the sale) is owed back to
+    the buyer, or was paid back: the week's repayments listed it as any other, its interest
+    in the interest taken in, nothing saying it was not the centre's to keep (a drill of the
+    centre's week, 2026-12-07: 6,000 fen repaid, 408 of it interest, on a loan voided after
+    the sale, listed as repaid). The totals are unchanged: what was recorded."""
+    farmer = buyer("voided")
+    cli = await officer(caravan, farmer)
+    confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
+    loan_id = confirmed["payment"]["loan_id"]
+    assert (await cli("repay", loan_id, "--amount", "700", "--key", "before-void"))[0] == 0
+    async with caravan.api("payments") as admin:
+        voided = await admin.post(
+            f"/orders/{confirmed['order_id']}/payment/void",
+            json={"reason": "refunded after the sale", "orders_answered": "confirmed"},
+        )
+    assert voided.status_code == 200, voided.text
+    code, out = await cli("repayments", "--buyer", farmer)
+    assert code == 0, out
+    assert "loan voided: owed or paid back" in out, out
+    assert out.rstrip().endswith(
+        "in all: 1 repayment(s) of 700 fen, 700 fen principal and 0 fen interest; 1 of them,"
+        " 700 fen (0 fen interest), on loans voided since: owed back to their buyers, or paid"
+        " back"
+    ), out
+    code, out = await cli("repayments", "--buyer", farmer, "--json")
+    assert code == 0, out
+    assert [r["loan_status"] for r in json.loads(out)["repayments"]] == ["voided"]

@@ -348,7 +348,8 @@ def list_payments(
     """List the payments of a status, the last changed first (`GET /payments`, with a token
     with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
     when the payment last changed (a charge due: the time it is made by, its hold's; a
-    refund made by hand: its reference); method, fen and its gateway calls (a loan's ``no
+    refund made by hand: its reference; voided after the sale, or as of an order never
+    placed, saying so); method, fen and its gateway calls (a loan's ``no
     call (lent)``: lent from the credit line, never a gateway's; a platform's order's ``no
     call (platform)``: the platform collected it; how many never reached it; what is owed
     back by hand, a voided loan's repayments too, or was paid back); and why the gateway
@@ -368,6 +369,12 @@ def list_payments(
             left.append(f"charge by {output.at(p['held_until'])}")
         if p["refund_reference"]:
             left.append(f"refunded {p['refund_reference']}")
+        # A refund after the sale (void-sold), or an order never placed (void-unplaced): not
+        # an order cancelled before it was paid, which nothing was refunded for.
+        if p["voided_after_sale_at"]:
+            left.append("voided after the sale")
+        elif p["unplaced_at"]:
+            left.append("order never placed")
         right = [p["method"] or "", "" if p["amount_fen"] is None else f"{p['amount_fen']} fen"]
         # A loan is lent from the buyer's credit line, a platform's order paid to the platform
         # (``collected_by`` its app): the gateway is never called for either.

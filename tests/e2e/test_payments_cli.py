@@ -281,3 +281,25 @@ async def test_a_repayment_on_a_loan_voided_since_says_it_goes_back_to_the_buyer
     code, out = await cli("repayments", "--buyer", farmer, "--json")
     assert code == 0, out
     assert [r["loan_status"] for r in json.loads(out)["repayments"]] == ["voided"]
+
+
+async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan: System) -> None:
+    """``payments list --status voided`` says a payment voided after the sale (a refund:
+    ``caravan payments void-sold``), where it listed it as one voided by its order's
+    cancellation: an accountant asking what was refunded this week, and to whom, could not
+    tell the refunds from the cancellations (a drill of the centre's week, 2026-12-07)."""
+    farmer = buyer("refunded")
+    cli = await officer(caravan, farmer)
+    confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
+    async with caravan.api("payments") as admin:
+        voided = await admin.post(
+            f"/orders/{confirmed['order_id']}/payment/void",
+            json={"reason": "spoiled on arrival", "orders_answered": "confirmed"},
+        )
+    assert voided.status_code == 200, voided.text
+    code, out = await cli("list", "--status", "voided", "--limit", "100")
+    assert code == 0, out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    first = next(i for i, row in enumerate(rows) if row[0] == confirmed["order_id"])
+    left = [row[0] for row in rows[first : first + 4]]  # order, buyer, changed, and then
+    assert (left[1], left[3]) == (farmer, "voided after the sale"), out

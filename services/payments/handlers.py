@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 from prometheus_client import Counter
-from sqlalchemy import ARRAY, String, bindparam, column, func, select, update
+from sqlalchemy import ARRAY, String, bindparam, column, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.payments.adapters import ledger as ledger_store
@@ -50,6 +50,7 @@ from shared.events.payments import PaymentAuthorized, PaymentDeclined, PaymentVo
 from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed
 from shared.ids import new_id
+from shared.messaging.parking import OrderLocks
 from shared.messaging.uow import Tx
 from shared.metrics import start_at_zero
 from shared.seed import Loaded, SeedFile
@@ -156,13 +157,64 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
     tx.remember(CREDIT, todo, found)
 
 
+PLATFORM_ORDERS = OrderLocks(0x9A9)
+"""Payments' advisory lock of each platform order (``<app>|<its ref>``): its reservations and
+the adapter's word that it was paid are handled one at a time (:func:`_collected_by_platform`,
+:func:`on_platform_order_paid`)."""
+
+
+def _platform_order(data: object) -> tuple[str, str] | None:
+    """The platform order (app, ref) whose lock the record's handler takes: a prepaid order a
+    platform placed, or the adapter's word that one was paid; None: none."""
+    if isinstance(data, StockReserved) and data.payment.method != "prepaid":
+        return None
+    if not isinstance(data, StockReserved | PlatformOrderPaid):
+        return None
+    app = platform_app(data.source)
+    if app is None or len(app) > 64 or data.order_ref is None:
+        return None
+    return app, data.order_ref
+
+
+async def _lock_platform_orders(tx: Tx, platform_orders: Iterable[tuple[str, str]]) -> None:
+    """One at a time for a platform order: its reservation and the adapter's word that it was
+    paid, handled at once by two instances, each missed the other's uncommitted row."""
+    await PLATFORM_ORDERS.lock(tx, (f"{app}|{order_ref}" for app, order_ref in platform_orders))
+
+
+async def _awaiting(tx: Tx, platform_orders: set[tuple[str, str]]) -> list[str]:
+    """The orders whose payments await these platform orders' word (through the index
+    ``payments_awaiting_platform``). Their locks held, none is added meanwhile: only their
+    reservations add one."""
+    if not platform_orders:
+        return []
+    found = await tx.conn.execute(
+        select(payments.c.order_id).where(
+            tuple_(payments.c.collected_by, payments.c.order_ref).in_(sorted(platform_orders)),
+            payments.c.status == "awaiting",
+        )
+    )
+    return list(found.scalars())
+
+
 async def prefetch_payments(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the payment rows of the batch's orders (reserved or cancelled) in order id order,
-    then the credit lines of its microloan orders: one statement each. A batch of
-    cancellations locked each payment as it came to it, in its records' order, where the
-    gateway loop locks in order id order: the two could deadlock, one rolled back."""
+    """Lock the batch's platform orders (:data:`PLATFORM_ORDERS`), then the payment rows of
+    its orders (reserved or cancelled, and those awaiting its platforms' word) in order id
+    order, then the credit lines of its microloan orders: one statement each, and one to find
+    the payments awaiting. Every batch takes them in this order, and the gateway loop its
+    payments in order id order: none waits for a lock another holds while holding one that
+    other waits for. A batch of cancellations locked each payment as it came to it, where the
+    gateway loop locks in order id order; a reservation read again locked its payment before
+    its platform order, where the platform's word locks them the other way; and two batches
+    locked their platform orders in their records' order: each could deadlock, one of the two
+    rolled back."""
+    await _lock_platform_orders(tx, (o for p in batch if (o := _platform_order(p.data))))
+    paid = {
+        o for p in batch if isinstance(p.data, PlatformOrderPaid) and (o := _platform_order(p.data))
+    }
+    awaiting = await _awaiting(tx, paid)
     orders = (p.data for p in batch if isinstance(p.data, StockReserved | OrderCancelled))
-    await lock_payments(tx, (data.order_id for data in orders))
+    await lock_payments(tx, [*(data.order_id for data in orders), *awaiting])
     await _load_credit(
         tx,
         (
@@ -266,9 +318,9 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
             data.total_fen,
         )
     base = {"buyer_id": data.buyer_id, "method": method, "amount_fen": data.total_fen}
-    app = platform_app(data.source)
-    if method == "prepaid" and app is not None and len(app) <= 64 and data.order_ref is not None:
-        await _collected_by_platform(tx, data, app, data.order_ref, owed, base)
+    platform_order = _platform_order(data)
+    if platform_order is not None:
+        await _collected_by_platform(tx, data, *platform_order, owed, base)
         return
     if hold_lapsed(data.held_until, datetime.now(UTC)):
         await _refuse_lapsed(tx, data, base)
@@ -383,7 +435,7 @@ async def _collected_by_platform(
     platform took the money for it (``platform.order_paid``), the platform holding it for us
     and the sellers owed their parts; ``awaiting`` until then. An order that only
     names a platform's source is never paid for: it expires."""
-    await _lock_platform_order(tx, app, order_ref)
+    await _lock_platform_orders(tx, [(app, order_ref)])
     paid = await tx.conn.scalar(
         select(func.count()).where(
             platform_paid.c.app == app, platform_paid.c.order_ref == order_ref
@@ -412,11 +464,12 @@ async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
     for an operator to void (``caravan payments void-unplaced``)."""
     data = parsed.data
     assert isinstance(data, PlatformOrderPaid)
-    app = platform_app(data.source)
-    if app is None or len(app) > 64:
+    platform_order = _platform_order(data)
+    if platform_order is None:
         log.warning("platform.order_paid of %r names no platform app; ignored", data.source)
         return
-    await _lock_platform_order(tx, app, data.order_ref)
+    await _lock_platform_orders(tx, [platform_order])
+    app = platform_order[0]
     await tx.conn.execute(
         pg_insert(platform_paid).values(app=app, order_ref=data.order_ref).on_conflict_do_nothing()
     )
@@ -437,13 +490,6 @@ async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
         await post_charge(
             tx, row.order_id, row.buyer_id, row.amount_fen, "platform_collected", charged
         )
-
-
-async def _lock_platform_order(tx: Tx, app: str, order_ref: str) -> None:
-    """One at a time for a platform order: its reservation and the adapter's word that it was
-    paid, handled at once by two instances, each missed the other's uncommitted row."""
-    key = f"payments.platform|{app}|{order_ref}"
-    await tx.conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 async def post_charge(

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -37,11 +38,13 @@ from services.payments.prepaid import (
 )
 from shared.events.envelope import new_event
 from shared.events.orders import OrderCancelled
+from shared.events.platform import PlatformOrderPaid
 from shared.events.registry import Parsed, parse_record
 from shared.logs import FAULT
-from shared.messaging.uow import UnitOfWork
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.topics import Topic
-from tests.harness import System, until
+from tests.e2e.test_payments_gateway import MALL, _reserved
+from tests.harness import System, ref, until
 
 
 @pytest.fixture
@@ -893,3 +896,132 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
         assert found == {a: "voiding", b: "voiding"}
     finally:
         await forget(uow, [a, b])
+
+
+DL_BUYER = f"pay-dl-{uuid.uuid4().hex[:8]}"
+"""The buyer of the platform orders below: a payments test's (their payments are left, for
+orders the orders service never had, as such tests' are: tests.harness.PAYMENTS_BUYERS)."""
+
+
+def reserved_by_platform(order_id: str, order_ref: str) -> Parsed:
+    """``stock.reserved`` of a prepaid order of 35 yuan test-mall placed as ``order_ref``."""
+    data = _reserved(order_id, DL_BUYER, source=MALL, order_ref=order_ref)
+    return parse_record(
+        Topic.INVENTORY_EVENTS, new_event(data, source="caravan/inventory").to_json()
+    )
+
+
+def paid_on_platform(order_ref: str) -> Parsed:
+    """``platform.order_paid`` of test-mall's ``order_ref``, as the platform adapter says it."""
+    data = PlatformOrderPaid(order_ref=order_ref, source=MALL)
+    return parse_record(Topic.PLATFORM_EVENTS, new_event(data, source=MALL).to_json())
+
+
+async def handled(tx: Tx, batch: list[Parsed]) -> None:
+    """``batch`` handled in ``tx`` as payments' consumer handles one (Consumer._handle_batch):
+    each prefetch once, with the records of every subscription sharing it, then each handler
+    in turn, the rows written at commit before another subscription's."""
+    subs = [next(s for s in subscriptions(0) if s.handler_for(p) is not None) for p in batch]
+    prefetches: dict[Any, list[Parsed]] = {}
+    for sub, parsed in zip(subs, batch, strict=True):
+        if sub.prefetch is not None:
+            prefetches.setdefault(sub.prefetch, []).append(parsed)
+    for prefetch, records in prefetches.items():
+        await prefetch(tx, records)
+    for i, (sub, parsed) in enumerate(zip(subs, batch, strict=True)):
+        if i and sub is not subs[i - 1]:
+            await tx.flush()
+        handler = sub.handler_for(parsed)
+        assert handler is not None
+        await handler(tx.caused_by(parsed.envelope), parsed)
+
+
+async def batches_meeting_on_platform_orders(
+    uow: UnitOfWork, held: list[Parsed], first: list[Parsed], second: list[Parsed]
+) -> None:
+    """``held`` handled in a transaction kept open (it holds its platform orders' locks)
+    while the batch ``first`` starts and waits for a lock, then ``second`` too; then committed,
+    and both batches let go on. Each commits, or raises what stopped it (a deadlock)."""
+    advisory_waits = text(
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        " and wait_event = 'advisory' and datname = current_database()"
+    )
+    running: list[asyncio.Task[None]] = []
+
+    async def consumed(batch: list[Parsed]) -> None:
+        async with uow.begin() as tx:
+            await handled(tx, batch)
+
+    async def waiting(batches: int) -> bool:
+        for task in running:
+            if task.done():
+                task.result()  # what stopped it
+        # A transaction each: pg_stat_activity is read once in a transaction.
+        async with uow.db.engine.connect() as conn:
+            return (await conn.scalar(advisory_waits) or 0) >= batches
+
+    async with uow.begin() as tx:
+        await handled(tx, held)
+        for n, batch in enumerate([first, second], start=1):
+            running.append(asyncio.create_task(consumed(batch)))
+            await until(partial(waiting, n), f"{n} batch(es) waiting for a lock")
+    await asyncio.gather(*running)
+
+
+async def platform_payments(uow: UnitOfWork, order_ids: list[str]) -> dict[str, str]:
+    """The status of the payment of each of ``order_ids``."""
+    return {r.order_id: r.status for r in await rows_of(uow, order_ids)}
+
+
+async def test_a_reservation_read_again_and_the_platforms_word_lock_in_one_order(
+    uow: UnitOfWork,
+) -> None:
+    """A ``stock.reserved`` of a platform's order read again (its payment awaiting the
+    platform's word) locked the payment, then the platform order's lock; the platform's
+    ``platform.order_paid`` took that lock, then the payment: each waiting for the other, a
+    deadlock, one of the two batches rolled back (then handled one record at a time). Now
+    every batch takes its platform orders' locks first, then its payments: the reservation
+    waits for the lock holding nothing. Here the lock is held meanwhile by a copy of the
+    order's reservation under another order id, so that the platform's word waits for it
+    first and the reservation read again after it."""
+    order_ref, order_id, copy = ref("DL"), str(uuid.uuid4()), str(uuid.uuid4())
+    async with uow.begin() as tx:
+        await tx.conn.execute(
+            insert(payments).values(
+                order_id=order_id,
+                buyer_id=DL_BUYER,
+                method="prepaid",
+                amount_fen=3500,
+                status="awaiting",
+                collected_by="test-mall",
+                order_ref=order_ref,
+            )
+        )
+    # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
+    await batches_meeting_on_platform_orders(
+        uow,
+        [reserved_by_platform(copy, order_ref)],
+        [paid_on_platform(order_ref)],
+        [reserved_by_platform(order_id, order_ref)],
+    )
+    found = await platform_payments(uow, [order_id, copy])
+    assert found == {order_id: "authorized", copy: "authorized"}
+
+
+async def test_batches_take_their_platform_orders_locks_in_one_order(uow: UnitOfWork) -> None:
+    """Two batches took their platform orders' locks in their records' order: reservations
+    of the orders placed as A then B, and the platform's word for B then A, each holding one
+    and waiting for the other's: a deadlock. Now each batch takes them all at once, in one
+    order. B's lock is held meanwhile by a copy of B's reservation, so that the platform's
+    word waits for B and the reservations, holding A, for B after it."""
+    ref_a, ref_b = ref("DL"), ref("DL")
+    a, b, copy = (str(uuid.uuid4()) for _ in range(3))
+    # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
+    await batches_meeting_on_platform_orders(
+        uow,
+        [reserved_by_platform(copy, ref_b)],
+        [paid_on_platform(ref_b), paid_on_platform(ref_a)],
+        [reserved_by_platform(a, ref_a), reserved_by_platform(b, ref_b)],
+    )
+    found = await platform_payments(uow, [a, b, copy])
+    assert found == {a: "authorized", b: "authorized", copy: "authorized"}

@@ -26,5 +26,6 @@ def subscriptions(monthly_rate_bp: int) -> list[Subscription]:
         Subscription(
             Topic.PLATFORM_EVENTS,
             {EventType.PLATFORM_ORDER_PAID: handlers.on_platform_order_paid},
+            prefetch=handlers.prefetch_payments,
         ),
     ]

@@ -342,7 +342,10 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed, monthly_rate_bp: int = 0) ->
         else:
             log.info("order %s already has a payment; nothing to do", data.order_id)
         return
-    if not await _claim_payment(tx, data.order_id, status="pending", **base):
+    # With the columns _set_status sets below, so that it is folded into this insert (one
+    # version of the row, no update: Tx.update_later).
+    pending = {"status": "pending", "updated_at": datetime.now(UTC), "loan_id": None}
+    if not await _claim_payment(tx, data.order_id, **pending, **base):
         log.info("order %s already has a payment; nothing to do", data.order_id)
         return
     if data.total_fen == 0:

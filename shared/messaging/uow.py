@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import groupby
 from typing import Any
 
@@ -58,6 +59,9 @@ class Tx:
     committed: list[Callable[[], None]] = field(default_factory=list)
     unwritten: dict[tuple[Table, bool], list[dict[str, object]]] = field(default_factory=dict)
     unupdated: dict[tuple[Table, str, Any], dict[str, object]] = field(default_factory=dict)
+    # The rows held for insertion (not ``skip_existing``), by table and primary key: an update
+    # of one of them is folded into it (:meth:`update_later`).
+    inserted: dict[tuple[Table, Any], dict[str, object]] = field(default_factory=dict)
     identity: dict[tuple[str, Any], Any] = field(default_factory=dict)
     """What repositories loaded (or created) in this transaction, by (kind, key); ``None``
     where a row is known not to exist."""
@@ -120,6 +124,7 @@ class Tx:
             committed=self.committed,
             unwritten=self.unwritten,
             unupdated=self.unupdated,
+            inserted=self.inserted,
             identity=self.identity,
         )
 
@@ -181,13 +186,29 @@ class Tx:
         as a race lost (``Kind.RACE_LOST``): a consumer tries the record again, and says so
         in a warning."""
         self.unwritten.setdefault((table, skip_existing), []).append(row)
+        key = _primary_key(table)
+        if not skip_existing and key is not None and key in row:
+            self.inserted[table, row[key]] = row
 
     def update_later(self, table: Table, key: str, row: dict[str, object]) -> None:
         """Set the columns of ``row`` on the row of ``table`` whose ``key`` column equals
         ``row[key]``, when the transaction is about to commit. Later calls for the same row
         win, and the row is written once (the other rows whose same columns change, in the
         same statement). Only for rows locked by this transaction that nothing reads back
-        from the database before the commit (or :meth:`flush`)."""
+        from the database before the commit (or :meth:`flush`).
+
+        A row this transaction inserts (:meth:`insert_later`, not ``skip_existing``) by its
+        primary key ``key``, with every column of ``row`` among its own, takes the values
+        instead: written once, by its insert, with no update (a new version of the row, and
+        an entry in each of its indexes, that the update would cost)."""
+        held = self.inserted.get((table, row[key])) if key == _primary_key(table) else None
+        if (
+            held is not None
+            and row.keys() <= held.keys()
+            and (table, key, row[key]) not in self.unupdated
+        ):
+            held.update(row)
+            return
         self.unupdated.setdefault((table, key, row[key]), {}).update(row)
 
     async def flush(self) -> None:
@@ -201,6 +222,7 @@ class Tx:
                 sql = insert_sql(table, columns, skip_existing)
                 writes.append((table, sql, column_arrays(table, columns, run)))
         self.unwritten.clear()
+        self.inserted.clear()
         shapes: dict[tuple[Table, str, tuple[str, ...]], list[dict[str, object]]] = {}
         for (table, key, _), row in self.unupdated.items():
             changed = tuple(sorted(c for c in row if c != key))
@@ -217,6 +239,13 @@ class Tx:
         except Exception as exc:
             at_commit(exc)  # a key taken by now is another transaction's: a race it lost
             raise
+
+
+@cache
+def _primary_key(table: Table) -> str | None:
+    """The column of ``table``'s primary key, if it is one column."""
+    columns = list(table.primary_key.columns)
+    return columns[0].name if len(columns) == 1 else None
 
 
 def _columns(row: Mapping[str, object]) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """The unit of work's writes at commit (shared/messaging/uow.py ``Tx.flush``), on real
 PostgreSQL: the rows held for the commit go in one statement per run of distinct tables,
 a row may reference a row inserted in the same statement, a table written twice is written
-in two statements (the second sees the first), serial ids follow the order given, and a
+in two statements (the second sees the first), an update of a row inserted in the same
+transaction is its insert's (the row written once), serial ids follow the order given, and a
 violated constraint fails the commit and writes nothing. A key longer than its column is
 neither cut on the way in nor, looked up, taken for the key it begins with. The inbox
 claim, sent on the driver as a transaction's first statement, is part of SQLAlchemy's
@@ -11,7 +12,17 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
@@ -26,6 +37,7 @@ parents = Table(
     metadata,
     Column("parent_id", String(16), primary_key=True),
     Column("n", Integer, nullable=False),
+    Column("note", String(16), nullable=True),
 )
 children = Table(
     "children",
@@ -115,6 +127,41 @@ async def test_a_table_written_twice_takes_a_second_statement_that_sees_the_firs
     async with engine.connect() as conn:
         rows = (await conn.execute(select(parents).order_by("parent_id"))).all()
     assert [(r.parent_id, r.n) for r in rows] == [("new", 2), ("old", 3)]
+
+
+async def test_an_update_of_a_row_inserted_in_the_transaction_is_folded_into_its_insert(
+    engine: AsyncEngine,
+) -> None:
+    """A payment inserted ``pending`` and set ``authorized`` in the same transaction was
+    inserted, then updated: a second version of the row, and a second entry in each of its
+    indexes, at every order. The insert takes the update's values; an update setting a
+    column the insert does not write, or after such an update, is still an update (the later
+    wins)."""
+    updated = text("select pg_stat_get_xact_tuples_updated('writes.parents'::regclass)")
+    async with engine.begin() as conn:
+        tx = new_tx(conn)
+        tx.insert_later(parents, {"parent_id": "folded", "n": 1, "note": None})
+        tx.update_later(parents, "parent_id", {"parent_id": "folded", "n": 2, "note": "set"})
+        sent = await flush_counting(tx)
+        assert await conn.scalar(updated) == 0
+    assert len(sent) == 1, sent
+    async with engine.begin() as conn:
+        tx = new_tx(conn)
+        tx.insert_later(parents, {"parent_id": "wider", "n": 1})
+        tx.update_later(parents, "parent_id", {"parent_id": "wider", "note": "set"})
+        tx.insert_later(parents, {"parent_id": "later", "n": 1})
+        tx.update_later(parents, "parent_id", {"parent_id": "later", "n": 2, "note": "first"})
+        tx.update_later(parents, "parent_id", {"parent_id": "later", "n": 3})
+        await flush_counting(tx)
+        assert await conn.scalar(updated) == 2
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(parents).order_by("parent_id"))).all()
+    assert [(r.parent_id, r.n, r.note) for r in rows] == [
+        ("folded", 2, "set"),
+        ("later", 3, "first"),
+        ("old", 0, None),
+        ("wider", 1, "set"),
+    ]
 
 
 async def test_a_violated_constraint_fails_the_commit_and_writes_nothing(

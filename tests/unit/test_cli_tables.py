@@ -524,7 +524,7 @@ def test_payments_fit_80_columns_their_calls_and_hold_shown(
     asked for yet: it says "no call (lent)"; a platform's order, paid to the platform
     (``collected_by``), "no call (platform)"."""
     common: dict[str, Any] = {"buyer_id": "buyer-0001", "method": "prepaid", "amount_fen": 3500}
-    common |= {"collected_by": None}
+    common |= {"collected_by": None, "voided_after_sale_at": None, "unplaced_at": None}
     charging: dict[str, Any] = {
         **common,
         "order_id": "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50",

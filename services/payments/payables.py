@@ -101,28 +101,35 @@ class Period:
 
 async def by_seller(
     conn: AsyncConnection, period: Period, seller_id: str | None = None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Per seller (one, or all), of the payables that became owed in ``period``: how many
-    orders, and of them those still owed and those cancelled since, in count and fen."""
+    orders, and of them those still owed and those cancelled since, in count and fen; and
+    the totals of them all, whose ``orders`` counts an order of several sellers once (each
+    seller's counts it too). One read: the totals are the rollup's row."""
     found = _of_seller(period.of(ROWS), seller_id).subquery()
     owed = found.c.status == "owed"
     cancelled = found.c.status == "cancelled"
     summed = (
         select(
+            func.grouping(found.c.seller_id).label("all"),
             found.c.seller_id,
-            func.count().label("orders"),
+            func.count(found.c.order_id.distinct()).label("orders"),
             func.count().filter(owed).label("owed_orders"),
             func.coalesce(func.sum(found.c.amount_fen).filter(owed), 0).label("owed_fen"),
             func.count().filter(cancelled).label("cancelled_orders"),
             func.coalesce(func.sum(found.c.amount_fen).filter(cancelled), 0).label("cancelled_fen"),
         )
-        .group_by(found.c.seller_id)
+        .group_by(func.rollup(found.c.seller_id))
         .order_by(found.c.seller_id)
     )
-    return [
-        {k: int(v) if k != "seller_id" else v for k, v in r._mapping.items()}
-        for r in await conn.execute(summed)
-    ]
+    sellers, totals = [], {"orders": 0, "owed_fen": 0, "cancelled_fen": 0}
+    for r in await conn.execute(summed):
+        figures = {k: int(v) for k, v in r._mapping.items() if k not in ("all", "seller_id")}
+        if r.all:
+            totals = {k: figures[k] for k in totals}
+        else:
+            sellers.append({"seller_id": r.seller_id, **figures})
+    return sellers, totals
 
 
 async def orders_of(

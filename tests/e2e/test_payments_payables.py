@@ -144,6 +144,9 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     assert await caravan.scalar(balance, a=f"seller_payable:{SELLER}") == mine["owed_fen"]
     every = (await admin.get("/payables")).json()
     assert [s for s in every["sellers"] if s["seller_id"] == SELLER] == [mine]
+    # The first order is of two sellers: each seller's orders count it, the total once.
+    both = (await admin.get("/payables", params=since)).json()
+    assert [s["orders"] for s in both["sellers"]] == [1, 3] and both["orders"] == 3, both
 
     listed = await admin.get(f"/payables/{SELLER}/orders", params={**since, "limit": 2})
     assert listed.status_code == 200, listed.text
@@ -190,6 +193,10 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     assert lines[0] == "1 seller(s): 7500 fen owed, 7500 fen cancelled, of 3 order(s)", lines
     assert any(SELLER in n and "7500" in n for n in lines), lines
     assert "the last owed 2 order(s): more with a higher --limit" in lines, lines
+    titled = await cli(caravan, "payments", "payables", "--since", start.isoformat(), "--url", url)
+    assert titled.stdout.splitlines()[0] == (
+        "2 seller(s): 7600 fen owed, 7500 fen cancelled, of 3 order(s)"
+    ), titled.stdout
     none = await cli(caravan, "payments", "payables", "--since", later["since"], "--url", url)
     assert none.returncode == 0, none.stderr
     assert none.stdout.startswith("no payable matches --since "), none.stdout

@@ -554,13 +554,13 @@ def payables_router(uow: UnitOfWork) -> APIRouter:
         """What each seller is owed for the orders whose payment was authorised (the ledger
         credited the seller) in the period, by seller id: ``orders``, of them
         ``owed_orders``/``owed_fen`` still owed and ``cancelled_orders``/``cancelled_fen``
-        cancelled since (a refund after the sale, a void); and the totals of all of them."""
+        cancelled since (a refund after the sale, a void); and the totals of all of them
+        (``orders``: an order of two sellers once, where each seller's counts it)."""
         asked = period(since, until)
         if isinstance(asked, JSONResponse):
             return asked
         async with uow.db.engine.connect() as conn:
-            sellers = await payables.by_seller(conn, asked, seller_id)
-        totals = {k: sum(s[k] for s in sellers) for k in ("orders", "owed_fen", "cancelled_fen")}
+            sellers, totals = await payables.by_seller(conn, asked, seller_id)
         return {"sellers": sellers, **totals}
 
     @router.get("/{seller_id}/orders")

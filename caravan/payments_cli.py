@@ -412,17 +412,20 @@ def list_loans(
     overdue: Annotated[
         bool, typer.Option("--overdue", help="only the active loans with an instalment overdue")
     ] = False,
-    limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, help="the first this many (the newest; the longest overdue)")
+    ] = 100,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the loans and their totals as JSON")
     ] = False,
     url: Url = None,
 ) -> None:
     """The loan book, the newest loan first (`GET /loans`): a buyer's loans, those of a
-    status, or only those overdue; for each, its id, buyer and order, its status and the day
-    its next instalment falls due, what was lent, the principal still owed (what counts
-    against the credit line), what is left to pay (interest too) and what is overdue today;
-    then the totals of the loans listed."""
+    status, or only those overdue, the longest overdue first (the officer's calls); for each,
+    its id, buyer and order, its status and the day its next instalment falls due, what was
+    lent, the principal still owed (what counts against the credit line), what is left to pay
+    (interest too) and what is overdue today, for how many days and since when; then the
+    totals of the loans listed."""
     params = {
         name: value
         for name, value in (("buyer_id", buyer), ("status", status))
@@ -447,7 +450,9 @@ def list_loans(
         LOAN,
         "status\nnext due",
         LOAN_FIGURES,
-        title=output.listed_title(len(found), "loan(s)", more),
+        title=output.listed_title(
+            len(found), "loan(s)", more, "the longest overdue" if overdue else "the newest"
+        ),
         whole=(LOAN, LOAN_FIGURES),
     )
     for loan in found:
@@ -458,6 +463,8 @@ def list_loans(
         ]
         if loan["overdue_fen"]:
             figures.append(f"overdue {loan['overdue_fen']}")
+        if loan.get("overdue_since"):  # older servers: absent
+            figures.append(f"{loan['days_overdue']} day(s) late, since {loan['overdue_since']}")
         table.add_row(
             "\n".join((loan["loan_id"], loan["buyer_id"], loan["order_id"])),
             "\n".join((loan["status"], loan["next_due"] or "")),

@@ -6,10 +6,20 @@ concurrent calls on any number of instances are applied one after the other.
 """
 
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Literal
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Subquery, func, select, true, union, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    exists,
+    func,
+    select,
+    true,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,7 +39,7 @@ from services.payments.domain.credit import available_credit
 from services.payments.domain.repayment import Due, allocate, overdue, remaining
 from shared.events.payments import InstalmentLeft, PaymentRepaid
 from shared.messaging.uow import Tx
-from shared.pagination import Position, newest_first, page
+from shared.pagination import Position, Value, newest_first, page
 from shared.seed import MAX_CREDIT_LIMIT_FEN
 
 
@@ -235,7 +245,8 @@ LoanStatus = Literal["active", "repaid", "voided"]
 @dataclass(frozen=True)
 class LoanLine:
     """A loan as the loan book lists it: :class:`LoanView`'s figures without its schedule,
-    and the day of its next instalment not paid in full (None: none is left to pay)."""
+    the day of its next instalment not paid in full (None: none is left to pay), and since
+    when it is overdue."""
 
     loan_id: str
     order_id: str
@@ -249,6 +260,8 @@ class LoanLine:
     remaining_fen: int
     overdue_fen: int
     next_due: date | None
+    overdue_since: date | None  # the day of its oldest instalment overdue (None: none is)
+    days_overdue: int  # since that day, in the market's days (0: none is overdue)
 
 
 _LISTED = (
@@ -265,27 +278,61 @@ _LISTED = (
 """The columns of a loan the loan book gives as they are (:class:`LoanLine`)."""
 
 
-def _overdue_loans(today: date, chosen: list[ColumnElement[bool]]) -> Subquery:
+def _overdue_loans(
+    today: date, chosen: list[ColumnElement[bool]], start: Position | None, limit: int
+) -> Select[Any]:
     """The active loans (of those ``chosen``) with an instalment past its day and not paid in
-    full, read from those instalments (``instalments_to_remind``: not announced overdue yet;
-    ``instalments_left_unpaid``: announced, or of a voided loan), each loan then by its key:
-    a lateral read of one row, so that the planner cannot walk every loan newest first to the
-    oldest overdue one (it takes few instalments to be unpaid, and so many loans overdue,
-    where one in a hundred is). Reads what is overdue, whatever the book's size."""
-    late = union(
-        *(
-            select(instalments.c.loan_id).where(instalments.c.due < today, which)
-            for which in (TO_REMIND, LEFT_UNPAID)
-        )
+    full, the longest overdue first (by the day of the oldest such instalment, then by id),
+    strictly after ``start``: ``limit`` of them and one more. Read from those instalments by
+    their day (``instalments_to_remind``: not announced overdue yet;
+    ``instalments_left_unpaid``: announced, or of a voided loan), each one kept if it is its
+    loan's first unpaid (a probe of the loan's instalments by key) and its loan then read by
+    its key (a lateral read of one row): a page reads a page's instalments, and those of
+    voided loans and the later unpaid ones of the loans listed between them, whatever the
+    book's size or how many are overdue."""
+    before = instalments.alias("before")
+    first = ~exists().where(
+        before.c.loan_id == instalments.c.loan_id,
+        before.c.number < instalments.c.number,
+        before.c.paid_fen < before.c.amount_fen,
     )
-    found = late.subquery("late")
     one = (
         select(loans)
-        .where(loans.c.loan_id == found.c.loan_id, LOAN_ACTIVE, *chosen)
+        .where(loans.c.loan_id == instalments.c.loan_id, LOAN_ACTIVE, *chosen)
         .limit(1)
         .lateral("loan")
     )
-    return select(one).select_from(found.join(one, true())).subquery("overdue")
+    key = (instalments.c.due, instalments.c.loan_id)
+    past = [instalments.c.due < today, first]
+    if start is not None:
+        past.append(tuple_(*key) > tuple_(_day(start[0]), start[1]))
+    # Each index walked in the page's order (by day, then loan: 0028) in a statement of its
+    # own with the page's limit: one union of both, ordered, was read whole and sorted (a
+    # bitmap of every instalment overdue).
+    walks = [
+        select(one, instalments.c.due.label("overdue_since"))
+        .select_from(instalments.join(one, true()))
+        .where(which, *past)
+        .order_by(*key)
+        .limit(limit + 1)
+        for which in (TO_REMIND, LEFT_UNPAID)
+    ]
+    both = union_all(*walks).subquery("overdue")
+    return select(both).order_by(both.c.overdue_since, both.c.loan_id).limit(limit + 1)
+
+
+def _day(at: Value) -> date:
+    """The day an overdue page's cursor names, given as its midnight (UTC): a cursor's values
+    are times and text (:mod:`shared.pagination`)."""
+    assert isinstance(at, datetime)
+    return at.date()
+
+
+def _days_overdue(dues: list[Due], today: date) -> tuple[date | None, int]:
+    """The day of a loan's oldest instalment overdue ``today`` (None: none), and how many
+    days ago that was: 1 the day after it fell due, as the market's calendar counts."""
+    since = min((d.due for d in dues if overdue(d, today)), default=None)
+    return since, (today - since).days if since is not None else 0
 
 
 async def loan_book(
@@ -298,20 +345,25 @@ async def loan_book(
     start: Position | None,
     limit: int,
 ) -> tuple[list[LoanLine], str | None]:
-    """The loans of a buyer, of a status, or only those overdue (an active loan with an
-    instalment past its day unpaid), the newest first, strictly after ``start``: up to
-    ``limit`` of them, each with what it owes and what is overdue ``today``, and the cursor
-    to continue from if there are more."""
+    """The loans of a buyer, of a status, the newest first, or only those overdue (an active
+    loan with an instalment past its day unpaid), the longest overdue first; strictly after
+    ``start``: up to ``limit`` of them, each with what it owes and what is overdue ``today``,
+    since when, and the cursor to continue from if there are more."""
     chosen = []
     if buyer_id is not None:
         chosen.append(loans.c.buyer_id == buyer_id)
     if status is not None:
         chosen.append(loans.c.status == status)
-    listed = _overdue_loans(today, chosen) if overdue_only else loans
-    query = select(listed).where(*([] if overdue_only else chosen))
-    key = (listed.c.created_at, listed.c.loan_id)
-    found = (await conn.execute(newest_first(query, key, start, limit))).all()
-    rows, next_cursor = page(found, limit, lambda r: (r.created_at, r.loan_id))
+    if overdue_only:
+        found = (await conn.execute(_overdue_loans(today, chosen, start, limit))).all()
+        rows, next_cursor = page(
+            found, limit, lambda r: (datetime.combine(r.overdue_since, time(), UTC), r.loan_id)
+        )
+    else:
+        query = select(loans).where(*chosen)
+        key = (loans.c.created_at, loans.c.loan_id)
+        found = (await conn.execute(newest_first(query, key, start, limit))).all()
+        rows, next_cursor = page(found, limit, lambda r: (r.created_at, r.loan_id))
     dues: dict[str, list[Due]] = {r.loan_id: [] for r in rows}
     if rows:
         schedule = await conn.execute(
@@ -325,12 +377,15 @@ async def loan_book(
     for r in rows:
         mine = dues[r.loan_id] if r.status == "active" else []
         left, late = _owed(mine, today)
+        since, days = _days_overdue(mine, today)
         lines.append(
             LoanLine(
                 **{name: r._mapping[name] for name in _LISTED},
                 remaining_fen=left,
                 overdue_fen=late,
                 next_due=min((d.due for d in mine if d.remaining_fen > 0), default=None),
+                overdue_since=since,
+                days_overdue=days,
             )
         )
     return lines, next_cursor

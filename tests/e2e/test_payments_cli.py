@@ -179,6 +179,42 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     assert (listed_late["outstanding_fen"], listed_late["overdue_fen"]) == (1200, 600)
     assert book["totals"]["overdue_fen"] == 600 and book["more"] is False
 
+    # Two months and more pass for the first loan: its second instalment, 1000 fen, is
+    # overdue, longer than the second loan's. The officer calls the longest overdue first.
+    await caravan.execute(
+        "update payments.instalments set due = due - 80 where loan_id = :loan",
+        loan=early["loan_id"],
+    )
+    dues = "select due from payments.instalments where loan_id = :loan and number = :n"
+    since = {
+        loan["loan_id"]: await caravan.scalar(dues, loan=loan["loan_id"], n=n)
+        for loan, n in ((early, 2), (late, 1))
+    }
+    code, out = await cli("loans", "--buyer", farmer, "--overdue", "--json")
+    assert code == 0, out
+    listed = json.loads(out)["loans"]
+    assert [loan["loan_id"] for loan in listed] == list(since), listed
+    calls = [
+        (loan["loan_id"], loan["overdue_fen"], loan["overdue_since"], loan["days_overdue"])
+        for loan in listed
+    ]
+    today = days.today()
+    assert calls == [
+        (loan, fen, since[loan].isoformat(), (today - since[loan]).days)
+        for loan, fen in ((early["loan_id"], 1000), (late["loan_id"], 600))
+    ], calls
+    code, out = await cli("loans", "--buyer", farmer, "--overdue")
+    assert code == 0, out
+    first = f"{(today - since[early['loan_id']]).days} day(s) late, since {since[early['loan_id']]}"
+    assert out.index(early["loan_id"]) < out.index(late["loan_id"]) and first in out, out
+    assert "+86" not in out, out  # no buyer's number in the list (docs/personal-data.md)
+    async with caravan.api("payments") as admin:
+        asked = {"buyer_id": farmer, "overdue": "true", "limit": "1"}
+        one = (await admin.get("/loans", params=asked)).json()
+        two = (await admin.get("/loans", params={**asked, "cursor": one["next_cursor"]})).json()
+    assert [i["loan_id"] for i in one["items"] + two["items"]] == list(since), (one, two)
+    assert two["next_cursor"] is None, two
+
     code, out = await cli("loans", "--buyer", shop, "--status", "repaid")
     assert (code, out.strip()) == (0, f"no loan matches --buyer {shop} --status repaid"), out
     async with caravan.api("payments") as admin:

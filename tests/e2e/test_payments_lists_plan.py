@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caravan import system
 from services.payments import lending
 from shared.db import Database
+from shared.pagination import encode_cursor
 from tests.e2e.test_messaging_retention import orders_tables
 from tests.e2e.test_orders_list_plan import plan_of_sql
 from tests.e2e.test_payments_claims import ran_on
@@ -120,28 +121,40 @@ async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
             },
         )
         async with db.engine.connect() as conn:
-            unpaid = await conn.execute(
+            voided_late = await conn.scalar(
                 text(
-                    "select count(distinct loan_id) from payments.instalments"
-                    " where due < :today and paid_fen < amount_fen"
+                    "select count(*) from payments.instalments i join payments.loans l"
+                    " using (loan_id) where l.status = 'voided' and i.due < :today"
                 ),
                 {"today": today},
             )
-        # What is overdue is read, not the book: the instalments past their day unpaid (the
-        # overdue loans', and the voided ones'), and each one's loan by its key, about four
-        # blocks a loan (at 50,000 loans, some 840 of them, where a page walked every loan).
-        overdue_only = partial(book, buyer_id=None, status=None, start=None, overdue_only=True)
-        found |= await plans(db, {"overdue loans": overdue_only}, most=5 * unpaid.scalar_one())
+            overdue = (
+                await conn.execute(
+                    text(
+                        "select l.loan_id, min(i.due) from payments.loans l"
+                        " join payments.instalments i using (loan_id) where l.status = 'active'"
+                        " and i.due < :today and i.paid_fen < i.amount_fen"
+                        " group by l.loan_id order by min(i.due), l.loan_id limit 40"
+                    ),
+                    {"today": today},
+                )
+            ).all()
+        # A page of what is overdue is read, the longest overdue first: the instalments past
+        # their day unpaid by their day, each one's first unpaid by key and its loan by key,
+        # about eight blocks an instalment; those of voided loans between them are read too
+        # (0027's index holds them: only the loan says it is voided). Not the book, nor every
+        # loan overdue (by day alone, the sweep's index was sorted a day at a time: 2,325).
+        overdue_only = partial(book, buyer_id=None, status=None, overdue_only=True)
+        after_20th = (datetime.combine(overdue[19][1], time(), UTC), overdue[19][0])
+        found |= await plans(
+            db,
+            {
+                "overdue loans": partial(overdue_only, start=None),
+                "a later page of them": partial(overdue_only, start=after_20th),
+            },
+            most=8 * (40 + voided_late),
+        )
         async with db.engine.connect() as conn:
-            overdue = await conn.execute(
-                text(
-                    "select loan_id from payments.loans l where status = 'active' and exists"
-                    " (select from payments.instalments i where i.loan_id = l.loan_id"
-                    "  and due < :today and paid_fen < amount_fen)"
-                    " order by created_at desc, loan_id desc limit 20"
-                ),
-                {"today": today},
-            )
             expected = await conn.execute(
                 text(
                     "select count(*), sum(amount_fen) from payments.repayments"
@@ -159,9 +172,13 @@ async def test_the_loan_book_and_the_repayments_are_read_through_indexes(
     assert len(found["a buyer's"][0]) > 0 and {line.buyer_id for line in found["a buyer's"][0]} == {
         "buyer-7"
     }
-    late = found["overdue loans"][0]
-    assert [line.loan_id for line in late] == overdue.scalars().all() and len(late) == 20
-    assert all(line.overdue_fen == 3000 and line.next_due < today for line in late)
+    late, next_cursor = found["overdue loans"]
+    later = found["a later page of them"][0]
+    assert [(line.loan_id, line.overdue_since) for line in late + later] == overdue
+    assert len(overdue) == 40 and next_cursor == encode_cursor(after_20th)
+    assert all(line.overdue_fen == 3000 and line.next_due == line.overdue_since for line in late)
+    assert [line.days_overdue for line in late] == [(today - d).days for _, d in overdue[:20]]
+    assert late[0].days_overdue > 0
     made, _, totals = found["a day's repayments"]
     count, amount = expected.one()
     assert (totals["repayments"], totals["amount_fen"]) == (count, amount) and count > 0

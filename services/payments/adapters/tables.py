@@ -219,8 +219,14 @@ announced overdue yet."""
 
 # The reminder sweep (every few seconds) reads through it, by due date. Those of voided loans
 # and those announced overdue and left unpaid are not in it: they only grow over a season,
-# and every sweep read them all (migration 0012).
-Index("instalments_to_remind", instalments.c.due, postgresql_where=TO_REMIND)
+# and every sweep read them all (migration 0012). Then by loan, for the loan book's overdue
+# loans, walked by day and loan through it and instalments_left_unpaid (0028).
+Index(
+    "instalments_to_remind",
+    instalments.c.due,
+    instalments.c.loan_id,
+    postgresql_where=TO_REMIND,
+)
 
 LEFT_UNPAID = and_(UNPAID, instalments.c.reminders_done)
 """The unpaid instalments no reminder is announced of any more: announced overdue (the last

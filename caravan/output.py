@@ -16,10 +16,11 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 :class:`rich.text.Text`.
 """
 
+import csv
 import json
 import os
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -236,3 +237,44 @@ def as_json(value: object) -> None:
     """Print ``value`` as JSON on stdout, alone: what a command's ``--json`` prints, for a
     program to read (no Rich: no colour, no wrapping)."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def one_output(as_json: bool, as_csv: bool) -> None:
+    """Refuse ``--json`` and ``--csv`` given together, before anything is asked (exit 2, as
+    an option's bad value): a command prints one or the other."""
+    if as_json and as_csv:
+        raise OperatorError("--csv or --json, not both", exit_code=2)
+
+
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""The first characters of a cell that a spreadsheet reads as a formula (OWASP's CSV
+Injection): a repayment's key ``-2-3`` is computed to -5, a ``=HYPERLINK(...)`` in a buyer
+id is a link that sends what the sheet holds elsewhere."""
+
+
+def as_csv(
+    fields: Sequence[str], rows: Iterable[Mapping[str, object]], left: str | None = None
+) -> None:
+    """Print ``rows`` as CSV on stdout, for a spreadsheet: what a command's ``--csv`` prints.
+    RFC 4180 as Python's csv writes it (CRLF line ends, ``"`` doubled); a header of
+    ``fields``, then a row each, of its values of them (a field a row lacks empty, one it has
+    besides left out); a number (fen) bare, a text (an id, a time as the API gives it) always
+    quoted, so that no ``,`` or ``;`` in it starts a cell of its own in a spreadsheet that
+    splits on either; None empty. A text that begins with one of :data:`FORMULA` is written
+    after a ``'``, which a spreadsheet shows as text and does not compute (OWASP's advice):
+    ``'=HYPERLINK(...)``, also in the file. ``left``, where given, is said on stderr: that
+    ``--limit`` left some out (the table's title)."""
+    writer = csv.writer(sys.stdout, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
+    writer.writerow(fields)
+    writer.writerows([_cell(row.get(field)) for field in fields] for row in rows)
+    sys.stdout.flush()
+    if left is not None:
+        err_console.print(left)
+
+
+def _cell(value: object) -> object:
+    """A value as :func:`as_csv` writes it: a text beginning with a formula's character after
+    a ``'``, None empty, anything else as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
+    return "" if value is None else value

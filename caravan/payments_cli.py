@@ -3,6 +3,7 @@ payment of an order the orders service never had, or of a confirmed order after 
 voided, what the sellers are owed, through the payments service's admin API
 (``CARAVAN_PAYMENTS_HTTP_PORT``, or ``--url``)."""
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -25,6 +26,18 @@ app = typer.Typer(
 Url = Annotated[
     str | None, typer.Option("--url", help="payments admin API (default: from the settings)")
 ]
+AsCsv = Annotated[
+    bool,
+    typer.Option(
+        "--csv", help="print the list as CSV for a spreadsheet, a row each (not with --json)"
+    ),
+]
+
+
+def _fields(line: type) -> list[str]:
+    """The fields of ``line``, a listing's item as the payments API gives it (the dataclass
+    it answers with): the columns of a list's ``--csv``, in the API's order."""
+    return [field.name for field in dataclasses.fields(line)]
 
 
 def _base(url: str | None) -> str:
@@ -418,6 +431,7 @@ def list_loans(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the loans and their totals as JSON")
     ] = False,
+    as_csv: AsCsv = False,
     url: Url = None,
 ) -> None:
     """The loan book, the newest loan first (`GET /loans`): a buyer's loans, those of a
@@ -426,6 +440,7 @@ def list_loans(
     lent, the principal still owed (what counts against the credit line), what is left to pay
     (interest too) and what is overdue today, for how many days and since when; then the
     totals of the loans listed."""
+    output.one_output(as_json, as_csv)
     params = {
         name: value
         for name, value in (("buyer_id", buyer), ("status", status))
@@ -434,6 +449,14 @@ def list_loans(
     if overdue:
         params["overdue"] = "true"
     found, more = newest(_base(url), "payments", "/loans", params, limit)
+    title = output.listed_title(
+        len(found), "loan(s)", more, "the longest overdue" if overdue else "the newest"
+    )
+    if as_csv:
+        from services.payments.lending import LoanLine  # here: SQLAlchemy, for --csv alone
+
+        output.as_csv(_fields(LoanLine), found, title if more else None)
+        return
     voided = [loan for loan in found if loan["status"] == "voided"]
     summed = ("outstanding_fen", "remaining_fen", "overdue_fen")
     totals = {
@@ -447,13 +470,7 @@ def list_loans(
         output.as_json({"loans": found, "more": more, "totals": totals})
         return
     table = output.table(
-        LOAN,
-        "status\nnext due",
-        LOAN_FIGURES,
-        title=output.listed_title(
-            len(found), "loan(s)", more, "the longest overdue" if overdue else "the newest"
-        ),
-        whole=(LOAN, LOAN_FIGURES),
+        LOAN, "status\nnext due", LOAN_FIGURES, title=title, whole=(LOAN, LOAN_FIGURES)
     )
     for loan in found:
         figures = [
@@ -502,6 +519,7 @@ def list_repayments(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the repayments and their totals as JSON")
     ] = False,
+    as_csv: AsCsv = False,
     url: Url = None,
 ) -> None:
     """The repayments recorded in a time (a month's: --since 2026-12-01 --until 2027-01-01),
@@ -509,21 +527,23 @@ def list_repayments(
     the buyer; what was repaid, of it principal and interest, and its key, and whether its
     loan was voided since (what was repaid owed back to the buyer, or paid back); then the
     totals of every repayment in the time, those beyond --limit too."""
+    output.one_output(as_json, as_csv)
     asked = {"buyer_id": buyer} if buyer is not None else {}
     times = {name: t.isoformat() for name, t in (("since", since), ("until", until)) if t}
     options = {"buyer_id": "--buyer", "since": "--since", "until": "--until"}
     found, more = newest(_base(url), "payments", "/repayments", asked | times, limit, options)
+    title = output.listed_title(len(found), "repayment(s)", more)
+    if as_csv:
+        from services.payments.lending import RepaymentLine  # as above
+
+        output.as_csv(_fields(RepaymentLine), found, title if more else None)
+        return
     first = {**asked, **times, "limit": "1"}  # the totals of every page, said on each
     totals = _call(url, "GET", "/repayments", params=first)["totals"]
     if as_json:
         output.as_json({"repayments": found, "more": more, "totals": totals})
         return
-    table = output.table(
-        REPAID,
-        REPAID_FIGURES,
-        title=output.listed_title(len(found), "repayment(s)", more),
-        whole=(REPAID, REPAID_FIGURES),
-    )
+    table = output.table(REPAID, REPAID_FIGURES, title=title, whole=(REPAID, REPAID_FIGURES))
     for r in found:
         figures = [
             f"{r['amount_fen']} repaid",
@@ -556,6 +576,19 @@ def list_repayments(
 
 
 SELLER_FIGURES = ("orders", "owed\norders", "owed\nfen", "cancelled\norders", "cancelled\nfen")
+SELLER_FIELDS = (
+    "seller_id",
+    "orders",
+    "owed_orders",
+    "owed_fen",
+    "cancelled_orders",
+    "cancelled_fen",
+)
+"""A seller's fields as ``GET /payables`` gives them: its table's columns, and those of
+``payables --csv``."""
+PAYABLE_FIELDS = ("seller_id", "order_id", "amount_fen", "status", "owed_at", "cancelled_at")
+"""A seller's order as ``GET /payables/{seller}/orders`` gives it: the columns of ``payables
+--seller S --csv``."""
 OWED_ORDER, CANCELLED = "order\nowed at", "status\ncancelled at"
 
 
@@ -573,6 +606,7 @@ def payables(
     as_json: Annotated[
         bool, typer.Option("--json", help="print what was found as JSON (for the bank)")
     ] = False,
+    as_csv: AsCsv = False,
     url: Url = None,
 ) -> None:
     """What each seller is owed for the orders whose payment was authorised in the period
@@ -581,6 +615,7 @@ def payables(
     void-sold`; an order cancelled after its payment was taken), in count and fen, and the
     totals; with --seller, that seller's and its orders: order id above when it was owed,
     fen, status above when it was cancelled. Reads only: nothing is marked paid."""
+    output.one_output(as_json, as_csv)
     times = {"since": since, "until": until}
     period = {k: v.isoformat() for k, v in times.items() if v is not None}
     options = {"since": "--since", "until": "--until", "seller_id": "--seller"}
@@ -591,6 +626,13 @@ def payables(
     if seller is not None:
         path = f"/payables/{quote(seller, safe='')}/orders"
         orders, more = newest(_base(url), "payments", path, period, limit, options)
+    listed_title = output.listed_title(len(orders), "order(s)", more, "the last owed")
+    if as_csv and seller is not None:
+        output.as_csv(PAYABLE_FIELDS, orders, listed_title if more else None)
+        return
+    if as_csv:
+        output.as_csv(SELLER_FIELDS, summary["sellers"])
+        return
     if as_json:
         shown = {"since": period.get("since"), "until": period.get("until"), **summary}
         output.as_json(shown if seller is None else {**shown, "payables": orders, "more": more})
@@ -608,8 +650,7 @@ def payables(
         right=SELLER_FIGURES,
     )
     for s in summary["sellers"]:
-        figures = (s[k] for k in ("orders", "owed_orders", "owed_fen", "cancelled_orders"))
-        table.add_row(s["seller_id"], *map(str, figures), str(s["cancelled_fen"]))
+        table.add_row(*(str(s[field]) for field in SELLER_FIELDS))
     output.show(table)
     if seller is None:
         return
@@ -617,7 +658,7 @@ def payables(
         OWED_ORDER,
         "fen",
         CANCELLED,
-        title=output.listed_title(len(orders), "order(s)", more, "the last owed"),
+        title=listed_title,
         whole=(OWED_ORDER, CANCELLED),
         right=("fen",),
     )

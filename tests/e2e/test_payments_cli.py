@@ -1,5 +1,7 @@
 """``caravan payments`` subcommands against the running payments admin API."""
 
+import csv
+import io
 import json
 from collections.abc import Awaitable, Callable
 
@@ -339,3 +341,48 @@ async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan:
     first = next(i for i, row in enumerate(rows) if row[0] == confirmed["order_id"])
     left = [row[0] for row in rows[first : first + 4]]  # order, buyer, changed, and then
     assert (left[1], left[3]) == (farmer, "voided after the sale"), out
+
+
+async def test_the_weeks_repayments_go_into_a_spreadsheet_as_csv(caravan: System) -> None:
+    """An accountant settling the week asked to put its figures into a spreadsheet (a drill of
+    the centre's week, 2026-12-07): ``--json`` is nested, nothing a spreadsheet opens.
+    ``repayments --csv`` is a header and a row a repayment, the same figures as ``--json``,
+    fen as integers, times as the API gives them, a key a spreadsheet would compute (``-2-3``
+    is -5 to it) written after a "'"; what ``--limit`` left out said on stderr."""
+    farmer = buyer("csv")
+    await officer(caravan, farmer)
+    loan_id = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data["payment"][
+        "loan_id"
+    ]
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+
+    async def payments(*args: str) -> tuple[int, str, str]:
+        done = await caravan_cli(caravan, "payments", args[0], "--url", url, *args[1:])
+        return done.returncode, done.stdout, done.stderr
+
+    for fen, key in (("1000", "week-1"), ("500", "-2-3"), ("250", "week-3")):
+        assert (await payments("repay", loan_id, "--amount", fen, "--key", key))[0] == 0
+    code, out, err = await payments("repayments", "--buyer", farmer, "--json")
+    assert code == 0, err
+    said = json.loads(out)["repayments"]
+    code, out, err = await payments("repayments", "--buyer", farmer, "--csv")
+    assert (code, err) == (0, ""), err
+    assert out.startswith('"repayment_id","loan_id",'), out  # (CRLF read as "\n" here)
+    read = csv.DictReader(io.StringIO(out, newline=""))
+    rows = list(read)
+    assert read.fieldnames == list(said[0]), (read.fieldnames, said[0])
+    assert [r["repayment_id"] for r in rows] == ["week-3", "'-2-3", "week-1"], out
+    assert [r["repayment_id"] for r in said] == ["week-3", "-2-3", "week-1"], said
+    for row, item in zip(rows, said, strict=True):
+        figures = ("amount_fen", "principal_fen", "interest_fen")
+        assert [int(row[f]) for f in figures] == [item[f] for f in figures], (row, item)
+        texts = ("loan_id", "order_id", "buyer_id", "created_at", "loan_status")
+        assert [row[f] for f in texts] == [item[f] for f in texts], (row, item)
+    assert sum(int(r["amount_fen"]) for r in rows) == 1750
+
+    code, out, err = await payments("repayments", "--buyer", farmer, "--csv", "--limit", "2")
+    assert code == 0, err
+    assert len(list(csv.DictReader(io.StringIO(out, newline="")))) == 2, out
+    assert err == "the newest 2 repayment(s): more with a higher --limit\n", err
+    code, out, err = await payments("repayments", "--buyer", farmer, "--csv", "--json")
+    assert (code, out, err) == (2, "", "--csv or --json, not both\n"), (code, out, err)

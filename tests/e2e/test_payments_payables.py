@@ -3,6 +3,8 @@
 one's and a void-sold one's cancelled, each figure the ledger's; on real Kafka and
 PostgreSQL."""
 
+import csv
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -197,6 +199,18 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     assert titled.stdout.splitlines()[0] == (
         "2 seller(s): 7600 fen owed, 7500 fen cancelled, of 3 order(s)"
     ), titled.stdout
+    # For a spreadsheet: a row a seller, its figures the API's; with --seller, a row an order.
+    period = ("payments", "payables", "--since", start.isoformat(), "--url", url)
+    every = json.loads((await cli(caravan, *period, "--json")).stdout)["sellers"]
+    sheet = await cli(caravan, *period, "--csv")
+    assert (sheet.returncode, sheet.stderr) == (0, ""), sheet.stderr
+    rows = list(csv.DictReader(io.StringIO(sheet.stdout, newline="")))
+    assert [{k: int(v) if k != "seller_id" else v for k, v in r.items()} for r in rows] == every
+    sheet = await cli(caravan, *asked, "--csv", "--limit", "2")
+    rows = list(csv.DictReader(io.StringIO(sheet.stdout, newline="")))
+    assert [r["order_id"] for r in rows] == [i["order_id"] for i in items][:2], sheet.stdout
+    assert {r["seller_id"] for r in rows} == {SELLER}, rows
+    assert sheet.stderr == "the last owed 2 order(s): more with a higher --limit\n", sheet.stderr
     none = await cli(caravan, "payments", "payables", "--since", later["since"], "--url", url)
     assert none.returncode == 0, none.stderr
     assert none.stdout.startswith("no payable matches --since "), none.stdout

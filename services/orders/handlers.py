@@ -429,7 +429,8 @@ async def on_payment_declined(tx: Tx, parsed: Parsed) -> None:
 
 async def on_payment_undone(tx: Tx, parsed: Parsed) -> None:
     """A payment voided because its order was cancelled (payments authorised it, reading the
-    order's ``stock.reserved`` before its ``order.cancelled``), or what its buyer was owed
+    order's ``stock.reserved`` before its ``order.cancelled``), or by an operator after the
+    sale (the order stays confirmed), or what its buyer was owed
     back refunded by hand (``payment.refunded``): recorded only, never a change of status,
     so that the timeline of a cancelled order that a late ``payment.authorized`` reached ends
     with the void, not with an authorisation the buyer would take for a charge or a loan

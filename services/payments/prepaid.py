@@ -835,15 +835,16 @@ GATEWAY_OLDEST = Gauge(
 )
 VOID_REFUSED = Counter(
     "caravan_payments_void_refused",
-    "Prepaid charges whose void (the order cancelled, or never placed) the gateway refused for"
-    " good: each owed back to its buyer, by hand (payments.payments: status void_refused,"
-    " refund_owed_fen)",
+    "Prepaid charges whose void (the order cancelled, refunded after the sale or never placed)"
+    " the gateway refused for good: each owed back to its buyer, by hand (payments.payments:"
+    " status void_refused, refund_owed_fen)",
 )
 
 LOANS_OWED_BACK = Gauge(
     "caravan_payments_loans_owed_back",
-    "Loans voided (their order cancelled) whose buyer had repaid on them: each owed back to"
-    " its buyer, by hand (payments.payments: status voided, refund_owed_fen)",
+    "Loans voided (their order cancelled, or refunded after the sale) whose buyer had repaid"
+    " on them: each owed back to its buyer, by hand (payments.payments: status voided,"
+    " refund_owed_fen)",
 )
 OWING_LOAN = in_statuses(payments.c.status, ["voided"]) & payments.c.refund_owed_fen.is_not(None)
 """A voided loan's payment whose buyer is owed back what they repaid: read through the partial

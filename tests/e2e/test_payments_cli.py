@@ -159,7 +159,8 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     assert "overdue 600" in out and "owes 2000" in out and "to pay 2000" in out, out
     assert out.rstrip().endswith(
         "in all: lent 4200 fen, principal owed 3200 fen, left to pay 3200 fen, overdue 600"
-        " fen (1 loan(s) overdue); voided, not lent: 500 fen (1 loan(s))"
+        " fen (1 loan(s) overdue); voided (the order cancelled, refunded after the sale or never"
+        " placed), its credit given back: 500 fen (1 loan(s))"
     ), out
     code, out = await cli("loans", "--buyer", farmer, "--json")
     assert code == 0, out
@@ -319,6 +320,37 @@ async def test_a_repayment_on_a_loan_voided_since_says_it_goes_back_to_the_buyer
     code, out = await cli("repayments", "--buyer", farmer, "--json")
     assert code == 0, out
     assert [r["loan_status"] for r in json.loads(out)["repayments"]] == ["voided"]
+
+
+async def test_the_loan_book_does_not_say_a_loan_voided_after_the_sale_was_not_lent(
+    caravan: System,
+) -> None:
+    """A loan voided after the sale (``caravan payments void-sold``: its order refunded, and
+    confirmed still) is said apart from what was lent as any voided loan, in words true of it
+    too: the loan book said "voided, not lent", and commands.md "its order was cancelled", of
+    a loan lent and repaid on whose order stays confirmed (a drill of the centre's week,
+    2026-12-07)."""
+    farmer = buyer("sold-book")
+    cli = await officer(caravan, farmer)
+    confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
+    assert (await cli("repay", confirmed["payment"]["loan_id"], "--amount", "700"))[0] == 0
+    async with caravan.api("payments") as admin:
+        voided = await admin.post(
+            f"/orders/{confirmed['order_id']}/payment/void",
+            json={"reason": "refunded after the sale", "orders_answered": "confirmed"},
+        )
+    assert voided.status_code == 200, voided.text
+    assert (await caravan.client.get(f"/orders/{confirmed['order_id']}")).json()[
+        "status"
+    ] == "confirmed"
+    code, out = await cli("loans", "--buyer", farmer)
+    assert code == 0, out
+    assert out.rstrip().endswith(
+        "in all: lent 0 fen, principal owed 0 fen, left to pay 0 fen, overdue 0 fen (0 loan(s)"
+        " overdue); voided (the order cancelled, refunded after the sale or never placed), its"
+        " credit given back: 3000 fen (1 loan(s))"
+    ), out
+    assert "not lent" not in out, out
 
 
 async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan: System) -> None:

@@ -327,9 +327,9 @@ def _cancelled(locale: Locale, order_ref: str, reason: str, phrase: str | None) 
 
 
 def render_refund_paid(locale: Locale, order_ref: str, amount_fen: int) -> str:
-    """Render the body of the "refund paid" SMS: what the buyer was owed back on a cancelled
-    order (its charge not voided in time) was paid to them, by hand (:func:`signed` signs
-    it)."""
+    """Render the body of the "refund paid" SMS: what the buyer was owed back (a charge whose
+    void the gateway refused, or what they repaid on a loan voided: the order cancelled, or
+    refunded after the sale) was paid to them, by hand (:func:`signed` signs it)."""
     money = format_money(locale, amount_fen)
     if locale == "ug-CN":
         return f"{order_ref} نومۇرلۇق بۇيرۇتمىڭىزنىڭ {money} پۇلى سىزگە قايتۇرۇلدى."

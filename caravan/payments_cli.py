@@ -346,6 +346,11 @@ def _voided_before(order_id: str, payment: dict[str, Any]) -> str:
 PAYMENT, FIGURES = "order\nbuyer\nchanged", "method\nfen\ncalls"
 
 
+def _period(since: datetime | None, until: datetime | None) -> dict[str, str]:
+    """The query parameters of a listing's time (``since``, ``until``), those given."""
+    return {name: t.isoformat() for name, t in (("since", since), ("until", until)) if t}
+
+
 @app.command("list")
 def list_payments(
     status: Annotated[
@@ -355,20 +360,29 @@ def list_payments(
             " refunded; authorized; ..."
         ),
     ],
+    since: Annotated[datetime | None, time_opt("last changed at or after")] = None,
+    until: Annotated[datetime | None, time_opt("last changed before")] = None,
     limit: Annotated[int, typer.Option(min=1, help="the last changed this many")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print the payments as JSON")] = False,
     url: Url = None,
 ) -> None:
     """List the payments of a status, the last changed first (`GET /payments`, with a token
-    with the scope ops), three lines or more each to fit 80 columns: order id, buyer and
-    when the payment last changed (a charge due: the time it is made by, its hold's; a
-    refund made by hand: its reference; voided after the sale, or as of an order never
-    placed, saying so); method, fen and its gateway calls (a loan's ``no
+    with the scope ops), those last changed in a time (a week's refunds: --status voided
+    --since 2026-11-30 --until 2026-12-07) or every one, three lines or more each to fit 80
+    columns: order id, buyer and when the payment last changed (a charge due: the time it is
+    made by, its hold's; a refund made by hand: its reference; voided after the sale, or as
+    of an order never placed, saying so); method, fen and its gateway calls (a loan's ``no
     call (lent)``: lent from the credit line, never a gateway's; a platform's order's ``no
     call (platform)``: the platform collected it; how many never reached it; what is owed
     back by hand, a voided loan's repayments too, or was paid back); and why the gateway
     refused its void (``void refused: ...``), then the last error the calls met
     (kept once the gateway answers: the orders an outage held up)."""
-    found, more = newest(_base(url), "payments", "/payments", {"status": status}, limit)
+    options = {"status": "--status", "since": "--since", "until": "--until"}
+    asked = {"status": status, **_period(since, until)}
+    found, more = newest(_base(url), "payments", "/payments", asked, limit, options)
+    if as_json:
+        output.as_json({"payments": found, "more": more})
+        return
     table = output.table(
         PAYMENT,
         FIGURES,
@@ -409,7 +423,8 @@ def list_payments(
         refused = p["gateway_refusal"] and f"{said}: {p['gateway_refusal']}"
         errors = "\n".join(e for e in (refused, p["last_error"]) if e)
         table.add_row("\n".join(left), "\n".join(right), output.Clipped(errors, lines=lines))
-    output.show(table, empty=output.none_of(f"{status} payment"))
+    filters = {"--since": since, "--until": until}
+    output.show(table, empty=output.none_of(f"{status} payment", filters))
 
 
 LOAN, LOAN_FIGURES = "loan\nbuyer\norder", "fen"
@@ -534,7 +549,7 @@ def list_repayments(
     totals of every repayment in the time, those beyond --limit too."""
     output.one_output(as_json, as_csv)
     asked = {"buyer_id": buyer} if buyer is not None else {}
-    times = {name: t.isoformat() for name, t in (("since", since), ("until", until)) if t}
+    times = _period(since, until)
     options = {"buyer_id": "--buyer", "since": "--since", "until": "--until"}
     found, more = newest(_base(url), "payments", "/repayments", asked | times, limit, options)
     title = output.listed_title(len(found), "repayment(s)", more)
@@ -621,8 +636,7 @@ def payables(
     totals; with --seller, that seller's and its orders: order id above when it was owed,
     fen, status above when it was cancelled. Reads only: nothing is marked paid."""
     output.one_output(as_json, as_csv)
-    times = {"since": since, "until": until}
-    period = {k: v.isoformat() for k, v in times.items() if v is not None}
+    period = _period(since, until)
     options = {"since": "--since", "until": "--until", "seller_id": "--seller"}
     asked = {**period, **({"seller_id": seller} if seller is not None else {})}
     summary = call(_base(url), "payments", "GET", "/payables", params=asked, options=options)

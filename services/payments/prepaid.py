@@ -475,23 +475,40 @@ LISTED = (*SHOWN, payments.c.buyer_id, payments.c.updated_at)
 LISTED_KEY = (payments.c.updated_at, payments.c.order_id)  # read newest first
 
 
-def listed(status: str, start: Position | None, limit: int) -> Select[Any]:
-    """The statement of :func:`payments_of`: ``limit`` and one more payments, newest first.
-    The status is written into the SQL, so that a partial index holding it serves:
-    ``payments_refunds_by_hand`` (``void_refused``, ``refunded``) and
-    ``payments_status_changed`` (every other status but these) read a page in order from the
-    index; ``payments_gateway_due`` (:data:`IN_FLIGHT`) and ``payments_awaiting_platform``
-    read the few rows of their status, sorted."""
-    where = in_statuses(payments.c.status, [status])
-    return newest_first(select(*LISTED).where(where), LISTED_KEY, start, limit)
+def listed(
+    status: str,
+    start: Position | None,
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select[Any]:
+    """The statement of :func:`payments_of`: ``limit`` and one more payments, newest first,
+    last changed at or after ``since`` and before ``until``. The status is written into the
+    SQL, so that a partial index holding it serves: ``payments_refunds_by_hand``
+    (``void_refused``, ``refunded``) and ``payments_status_changed`` (every other status but
+    these) read a page in order from the index, from ``until`` down to ``since``;
+    ``payments_gateway_due`` (:data:`IN_FLIGHT`) and ``payments_awaiting_platform`` read the
+    few rows of their status, sorted."""
+    where = [in_statuses(payments.c.status, [status])]
+    if since is not None:
+        where.append(payments.c.updated_at >= since)
+    if until is not None:
+        where.append(payments.c.updated_at < until)
+    return newest_first(select(*LISTED).where(*where), LISTED_KEY, start, limit)
 
 
 async def payments_of(
-    conn: AsyncConnection, status: str, start: Position | None, limit: int
+    conn: AsyncConnection,
+    status: str,
+    start: Position | None,
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Up to ``limit`` payments of ``status`` as :data:`LISTED`, the last changed first,
-    strictly after ``start``; and the cursor to continue from if there are more."""
-    found = (await conn.execute(listed(status, start, limit))).all()
+    """Up to ``limit`` payments of ``status`` as :data:`LISTED`, the last changed first (at or
+    after ``since``, before ``until``), strictly after ``start``; and the cursor to continue
+    from if there are more."""
+    found = (await conn.execute(listed(status, start, limit, since, until))).all()
     rows, next_cursor = page(found, limit, lambda r: (r.updated_at, r.order_id))
     return [dict(r._mapping) for r in rows], next_cursor
 

@@ -4,9 +4,11 @@ import csv
 import io
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from shared import days
 from tests.e2e.test_ops import cli as caravan_cli
+from tests.e2e.test_payments_after_sale import void
 from tests.e2e.test_payments_credit import (
     authorised,
     buyer,
@@ -303,12 +305,7 @@ async def test_a_repayment_on_a_loan_voided_since_says_it_goes_back_to_the_buyer
     confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
     loan_id = confirmed["payment"]["loan_id"]
     assert (await cli("repay", loan_id, "--amount", "700", "--key", "before-void"))[0] == 0
-    async with caravan.api("payments") as admin:
-        voided = await admin.post(
-            f"/orders/{confirmed['order_id']}/payment/void",
-            json={"reason": "refunded after the sale", "orders_answered": "confirmed"},
-        )
-    assert voided.status_code == 200, voided.text
+    await void(caravan, confirmed["order_id"], "refunded after the sale")
     code, out = await cli("repayments", "--buyer", farmer)
     assert code == 0, out
     assert "loan voided: owed or paid back" in out, out
@@ -334,12 +331,7 @@ async def test_the_loan_book_does_not_say_a_loan_voided_after_the_sale_was_not_l
     cli = await officer(caravan, farmer)
     confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
     assert (await cli("repay", confirmed["payment"]["loan_id"], "--amount", "700"))[0] == 0
-    async with caravan.api("payments") as admin:
-        voided = await admin.post(
-            f"/orders/{confirmed['order_id']}/payment/void",
-            json={"reason": "refunded after the sale", "orders_answered": "confirmed"},
-        )
-    assert voided.status_code == 200, voided.text
+    await void(caravan, confirmed["order_id"], "refunded after the sale")
     assert (await caravan.client.get(f"/orders/{confirmed['order_id']}")).json()[
         "status"
     ] == "confirmed"
@@ -361,12 +353,7 @@ async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan:
     farmer = buyer("refunded")
     cli = await officer(caravan, farmer)
     confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
-    async with caravan.api("payments") as admin:
-        voided = await admin.post(
-            f"/orders/{confirmed['order_id']}/payment/void",
-            json={"reason": "spoiled on arrival", "orders_answered": "confirmed"},
-        )
-    assert voided.status_code == 200, voided.text
+    await void(caravan, confirmed["order_id"], "spoiled on arrival")
     code, out = await cli("list", "--status", "voided", "--limit", "100")
     assert code == 0, out
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
@@ -418,3 +405,49 @@ async def test_the_weeks_repayments_go_into_a_spreadsheet_as_csv(caravan: System
     assert err == "the newest 2 repayment(s): more with a higher --limit\n", err
     code, out, err = await payments("repayments", "--buyer", farmer, "--csv", "--json")
     assert (code, out, err) == (2, "", "--csv or --json, not both\n"), (code, out, err)
+
+
+async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) -> None:
+    """``payments list --since --until`` lists the payments of a status last changed in a
+    time (a week's refunds after the sale), and ``--json`` prints them for a spreadsheet, as
+    its sibling lists do (loans, repayments, payables): it listed the last changed of every
+    time, as a table alone (a drill of the centre's week, 2026-12-07)."""
+    farmer = buyer("week")
+    cli = await officer(caravan, farmer)
+    refunded = []
+    for _ in range(2):
+        confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 10}, term=1))).data
+        await void(caravan, confirmed["order_id"], "refunded after the sale")
+        refunded.append(confirmed["order_id"])
+    last_week, this_week = refunded
+    await caravan.execute(  # voided last week
+        "update payments.payments set updated_at = updated_at - interval '8 days'"
+        " where order_id = :o",
+        o=last_week,
+    )
+    monday = str(days.today() - timedelta(days=3))
+    code, out = await cli("list", "--status", "voided", "--since", monday, "--json")
+    assert code == 0, out
+    said = json.loads(out)
+    listed_ids = [p["order_id"] for p in said["payments"]]
+    assert this_week in listed_ids and last_week not in listed_ids, said
+    assert set(said) == {"payments", "more"}, said
+    [mine] = [p for p in said["payments"] if p["order_id"] == this_week]
+    assert (mine["buyer_id"], mine["amount_fen"], mine["status"]) == (farmer, 1000, "voided")
+    assert mine["voided_after_sale_at"] is not None, mine
+    code, out = await cli("list", "--status", "voided", "--until", monday)
+    assert code == 0, out
+    assert last_week in out and this_week not in out, out
+    code, out = await cli(
+        "list", "--status", "voided", "--since", "2001-01-01", "--until", "2001-01-08"
+    )
+    assert code == 0 and out.startswith("no voided payment matches --since 2001-01-01T00:00:00"), (
+        out
+    )
+    assert " --until 2001-01-08T00:00:00" in out, out
+    code, out = await cli("list", "--status", "voided", "--since", monday, "--until", monday)
+    said_refused = "--until must be after --since"
+    assert (code, out.splitlines()) == (
+        1,
+        [f"Invalid request: {said_refused}", f"  --until: {said_refused}"],
+    ), out

@@ -57,10 +57,14 @@ async def test_payments_refunded_by_hand_are_counted_and_any_status_listed_throu
         async with db.engine.connect() as conn:
             first = (await conn.execute(listed("refunded", None, 5))).all()
             after = (first[4].updated_at, first[4].order_id)
+            # A week's (caravan payments list --since --until): the index read from the
+            # week's end down, in order, as the whole list's.
+            week = (datetime.now(UTC) - timedelta(days=10), datetime.now(UTC) - timedelta(days=3))
             by_hand: dict[str, Any] = {
                 "void_refused": listed("void_refused", None, 20),
                 "refunded": listed("refunded", None, 5),
                 "refunded after a page": listed("refunded", after, 5),
+                "refunded of a week": listed("refunded", None, 5, *week),
             }
             # The statuses most payments end in (and those before any charge): a page read in
             # order from payments_status_changed, not every payment of the status sorted.
@@ -70,6 +74,7 @@ async def test_payments_refunded_by_hand_are_counted_and_any_status_listed_throu
             }
             later = (datetime.now(UTC) - timedelta(days=5), "8")
             by_status["declined after a page"] = listed("declined", later, 20)
+            by_status["voided of a week"] = listed("voided", None, 20, *week)
             other: dict[str, Any] = {
                 "charging": listed("charging", None, 20),
                 "awaiting": listed("awaiting", None, 20),

@@ -25,8 +25,9 @@ a payment: ``ops``) and are written to the audit trail; reads need ``credit:read
   ``refund_owed_fen``: what its buyer had repaid, owed back (null: nothing); a ``refunded``
   one's ``refund_owed_fen`` (what was paid back), ``refund_reference``, ``refunded_at`` and
   ``refunded_by`` too).
-- ``GET /payments?status=`` (scope ``ops``, or a credit scope; ``GET /orders/{id}/payment``
-  too): the payments of a status, the last changed first, paged (``cursor``, ``limit``):
+- ``GET /payments?status=&since=&until=`` (scope ``ops``, or a credit scope; ``GET
+  /orders/{id}/payment`` too): the payments of a status, the last changed first (those last
+  changed in a time, or every one), paged (``cursor``, ``limit``):
   ``void_refused``: those whose buyer is owed a refund by hand; ``voided``: among them, the
   loans with a ``refund_owed_fen``, whose buyer is owed back what they repaid.
 - ``POST /orders/{order_id}/payment/refund`` ``{"reference", "reason"}`` (scope ``ops``):
@@ -360,18 +361,30 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             return problem(404, "Payment not found", f"no payment for order {order_id}")
         return _jsonable(found)
 
-    @router.get("/payments", tags=["payments"], dependencies=PAYMENT_READ)
+    @router.get(
+        "/payments",
+        tags=["payments"],
+        responses=problem_responses({422: f"{BAD_INPUT}, or {UNTIL_NOT_AFTER_SINCE}"}),
+        dependencies=PAYMENT_READ,
+    )
     async def list_payments(
         status: Annotated[Status, Query(description="only the payments of this status")],
+        since: Annotated[Time | None, Query(description="last changed at or after this time")] = (
+            None
+        ),
+        until: Annotated[Time | None, Query(description="last changed before this time")] = None,
         start: Position | None = PAYMENTS_CURSOR,
         limit: Limit = 20,
     ) -> Any:
         """The payments of a status, the last changed first (``void_refused``: those whose
         buyer is owed a refund by hand; ``voided``: a loan's with ``refund_owed_fen`` too),
-        each as ``GET /orders/{id}/payment`` shows it with its ``buyer_id`` and
-        ``updated_at``; follow ``next_cursor``."""
+        those last changed in a time (a week's: ``since``, ``until``) or every one, each as
+        ``GET /orders/{id}/payment`` shows it with its ``buyer_id`` and ``updated_at``; follow
+        ``next_cursor``. ``until`` not after ``since`` is a 422, as every time's."""
+        if (backwards := refused_period(since, until)) is not None:
+            return backwards
         async with uow.db.engine.connect() as conn:
-            items, next_cursor = await prepaid.payments_of(conn, status, start, limit)
+            items, next_cursor = await prepaid.payments_of(conn, status, start, limit, since, until)
         return {"items": _jsonable(items), "next_cursor": next_cursor}
 
     @router.post(

@@ -1061,14 +1061,16 @@ def check(
     confirmed order paid and a cancelled one not, no money held for an order the orders
     service never had, and each lot's counters adding up to what it received (never
     oversold). Read in one snapshot (a read-only REPEATABLE READ transaction), every row of
-    those tables. Prints what it read and `no violation` (exit 0), or each violation with its
-    evidence, grouped by check, with what the check means and the runbook to follow (exit 1).
-    An order in flight while it reads may be reported (cancelled, its payment not voided yet):
-    run it again; a violation that stays is real. It reads no Kafka topic: the full check of
-    the reliability runs (tests/reliability, bench/soak.py) also checks each request answered,
-    one end per order, each text sent once and the dead letters, from every record of every
-    topic since the start, which retention drops and where a real dead letter is a violation
-    (docs/commands.md)."""
+    those tables. Prints what it read and `no violation` (exit 0), or each violation with
+    its evidence, grouped by check, with what the check means and the runbook to follow
+    (exit 1). It prints no money totals, each check being of one order, lot, loan or ledger
+    transaction: a week's for the sellers, each the ledger's, are `caravan payments payables
+    --since --until`'s. An order in flight while it reads may be reported (cancelled, its
+    payment not voided yet): run it again; a violation that stays is real. It reads no Kafka
+    topic: the full check of the reliability runs (tests/reliability, bench/soak.py) also
+    checks each request answered, one end per order, each text sent once and the dead
+    letters, from every record of every topic since the start, which retention drops and
+    where a real dead letter is a violation (docs/commands.md)."""
     from caravan.ops.books import checked
 
     found = asyncio.run(checked(_database_url()))

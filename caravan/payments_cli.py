@@ -364,6 +364,7 @@ def list_payments(
     until: Annotated[datetime | None, time_opt("last changed before")] = None,
     limit: Annotated[int, typer.Option(min=1, help="the last changed this many")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="print the payments as JSON")] = False,
+    as_csv: AsCsv = False,
     url: Url = None,
 ) -> None:
     """List the payments of a status, the last changed first (`GET /payments`, with a token
@@ -377,19 +378,20 @@ def list_payments(
     back by hand, a voided loan's repayments too, or was paid back); and why the gateway
     refused its void (``void refused: ...``), then the last error the calls met
     (kept once the gateway answers: the orders an outage held up)."""
+    output.one_output(as_json, as_csv)
     options = {"status": "--status", "since": "--since", "until": "--until"}
     asked = {"status": status, **_period(since, until)}
     found, more = newest(_base(url), "payments", "/payments", asked, limit, options)
+    title = output.listed_title(len(found), f"{status} payment(s)", more, "the last changed")
     if as_json:
         output.as_json({"payments": found, "more": more})
         return
-    table = output.table(
-        PAYMENT,
-        FIGURES,
-        "last error",
-        title=output.listed_title(len(found), f"{status} payment(s)", more, "the last changed"),
-        whole=(PAYMENT, FIGURES),
-    )
+    if as_csv:
+        from services.payments.prepaid import LISTED  # here: SQLAlchemy, for --csv alone
+
+        output.as_csv([column.name for column in LISTED], found, title if more else None)
+        return
+    table = output.table(PAYMENT, FIGURES, "last error", title=title, whole=(PAYMENT, FIGURES))
     for p in found:
         left = [p["order_id"], p["buyer_id"] or "", output.at(p["updated_at"])]
         if p["status"] == "charging" and p["held_until"]:

@@ -409,7 +409,7 @@ async def test_the_weeks_repayments_go_into_a_spreadsheet_as_csv(caravan: System
 
 async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) -> None:
     """``payments list --since --until`` lists the payments of a status last changed in a
-    time (a week's refunds after the sale), and ``--json`` prints them for a spreadsheet, as
+    time (a week's refunds after the sale), and ``--json`` and ``--csv`` print them, as
     its sibling lists do (loans, repayments, payables): it listed the last changed of every
     time, as a table alone (a drill of the centre's week, 2026-12-07)."""
     farmer = buyer("week")
@@ -435,6 +435,15 @@ async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) ->
     [mine] = [p for p in said["payments"] if p["order_id"] == this_week]
     assert (mine["buyer_id"], mine["amount_fen"], mine["status"]) == (farmer, 1000, "voided")
     assert mine["voided_after_sale_at"] is not None, mine
+    code, out = await cli("list", "--status", "voided", "--since", monday, "--csv")
+    assert code == 0, out
+    read = csv.DictReader(io.StringIO(out, newline=""))
+    rows = list(read)
+    assert read.fieldnames == list(mine), (read.fieldnames, mine)
+    assert [r["order_id"] for r in rows] == listed_ids, out
+    [row] = [r for r in rows if r["order_id"] == this_week]
+    shown = (row["buyer_id"], int(row["amount_fen"]), row["voided_after_sale_at"])
+    assert shown == (farmer, 1000, mine["voided_after_sale_at"]), row
     code, out = await cli("list", "--status", "voided", "--until", monday)
     assert code == 0, out
     assert last_week in out and this_week not in out, out

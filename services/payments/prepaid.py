@@ -759,7 +759,12 @@ async def hand_back(tx: Tx, claimed: Sequence[Work]) -> bool:
     their lease runs out; the gateway may have had them, and a call made again with the same
     key is answered with its first outcome. Each only while it is still its claim's (its
     status, and the claim's attempts: not recorded, nor claimed again since); one that has
-    moved on is left as it is. Whether any was handed back."""
+    moved on is left as it is. Whether any was handed back. Their payments are locked first,
+    in order id order, as a consumer's batch locks those it reads (:func:`lock_payments`):
+    the statement that writes them locked them in the table's order, and waited for a batch
+    holding one while holding another the batch waited for (a deadlock)."""
+    if len(claimed) > 1:  # one is locked by the statement that writes it
+        await lock_payments(tx, [work.order_id for work in claimed])
     mine = [(work.order_id, work.status, work.attempts) for work in claimed]
     rows = await tx.conn.execute(
         update(payments)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy import Insert, TextClause, delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
@@ -56,20 +56,24 @@ async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
 DECADE = timedelta(days=3650)
 
 
+def prepaid_row(order_id: str, status: str, **values: object) -> Insert:
+    """The insert of ``order_id``'s prepaid payment of 35 yuan in ``status`` (its row as
+    ``values`` say)."""
+    return insert(payments).values(
+        order_id=order_id,
+        buyer_id="claims-buyer",
+        method="prepaid",
+        amount_fen=3500,
+        status=status,
+        **values,
+    )
+
+
 async def prepaid(uow: UnitOfWork, status: str, **values: object) -> str:
     """A prepaid payment of 35 yuan in ``status`` (its row as ``values`` say); its order id."""
     order_id = str(uuid.uuid4())
     async with uow.begin() as tx:
-        await tx.conn.execute(
-            insert(payments).values(
-                order_id=order_id,
-                buyer_id="claims-buyer",
-                method="prepaid",
-                amount_fen=3500,
-                status=status,
-                **values,
-            )
-        )
+        await tx.conn.execute(prepaid_row(order_id, status, **values))
     return order_id
 
 
@@ -898,6 +902,77 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
         await forget(uow, [a, b])
 
 
+async def started_waiting(
+    uow: UnitOfWork, waits: TextClause, steps: Sequence[Callable[[], Coroutine[Any, Any, Any]]]
+) -> list[asyncio.Task[Any]]:
+    """Each of ``steps`` started in a task of its own, each once those before it wait for a
+    lock, and waiting itself (``waits``: the statement counting those that do); their tasks.
+    One that stops meanwhile raises what stopped it (a deadlock)."""
+    running: list[asyncio.Task[Any]] = []
+
+    async def waiting(n: int) -> bool:
+        for task in running:
+            if task.done():
+                task.result()  # what stopped it
+        # A transaction each: pg_stat_activity is read once in a transaction.
+        async with uow.db.engine.connect() as conn:
+            return (await conn.scalar(waits) or 0) >= n
+
+    for n, step in enumerate(steps, start=1):
+        running.append(asyncio.create_task(step()))
+        await until(partial(waiting, n), f"{n} transaction(s) waiting for a lock")
+    return running
+
+
+async def test_a_hand_back_locks_payments_in_a_batchs_order(uow: UnitOfWork) -> None:
+    """A stopping gateway loop handed back its claim's calls in one UPDATE, locking their
+    payments as it met them (in the table's order, not by order id); a batch of cancellations
+    locks its payments in order id order. The hand-back holding B and waiting for C (held
+    meanwhile by another transaction), then for A, which the batch held, waiting for B: a
+    deadlock, one of the two rolled back (the calls left to their lease, or the batch done
+    again one record at a time). Now the hand-back locks them in order id order first."""
+    a, b = sorted(str(uuid.uuid4()) for _ in range(2))
+    c = str(uuid.uuid4())
+    leased = datetime.now(UTC) + timedelta(minutes=1)
+    async with uow.begin() as tx:
+        for order_id in (b, c, a):  # the table's order, which the UPDATE met them in
+            await tx.conn.execute(
+                prepaid_row(order_id, "charging", attempts=1, next_attempt_at=leased)
+            )
+    claimed = [Work(order_id, "charging", "claims-buyer", 3500, 1) for order_id in (a, b, c)]
+    waiting = text(  # of payments' rows: other services' waits (they run) not counted
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        " and datname = current_database() and query like '%payments.payments%'"
+    )
+
+    async def handing_back() -> bool:
+        async with uow.begin() as tx:
+            return await hand_back(tx, claimed)
+
+    async def cancelling() -> None:
+        async with uow.begin() as tx:
+            await handled(tx, [cancelled(b), cancelled(a)])
+
+    try:
+        async with uow.begin() as other:
+            await other.conn.execute(
+                select(payments.c.order_id).where(payments.c.order_id == c).with_for_update()
+            )
+            running = await started_waiting(uow, waiting, [handing_back, cancelling])
+        # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
+        handed, _ = await asyncio.gather(*running)
+        found = {
+            r.order_id: (r.status, r.next_attempt_at < leased)
+            for r in await rows_of(uow, [a, b, c])
+        }
+        assert (handed, found) == (
+            True,
+            {a: ("voiding", True), b: ("voiding", True), c: ("charging", True)},
+        )
+    finally:
+        await forget(uow, [a, b, c])
+
+
 DL_BUYER = f"pay-dl-{uuid.uuid4().hex[:8]}"
 """The buyer of the platform orders below: a payments test's (their payments are left, for
 orders the orders service never had, as such tests' are: tests.harness.PAYMENTS_BUYERS)."""
@@ -946,25 +1021,15 @@ async def batches_meeting_on_platform_orders(
         "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
         " and wait_event = 'advisory' and datname = current_database()"
     )
-    running: list[asyncio.Task[None]] = []
 
     async def consumed(batch: list[Parsed]) -> None:
         async with uow.begin() as tx:
             await handled(tx, batch)
 
-    async def waiting(batches: int) -> bool:
-        for task in running:
-            if task.done():
-                task.result()  # what stopped it
-        # A transaction each: pg_stat_activity is read once in a transaction.
-        async with uow.db.engine.connect() as conn:
-            return (await conn.scalar(advisory_waits) or 0) >= batches
-
     async with uow.begin() as tx:
         await handled(tx, held)
-        for n, batch in enumerate([first, second], start=1):
-            running.append(asyncio.create_task(consumed(batch)))
-            await until(partial(waiting, n), f"{n} batch(es) waiting for a lock")
+        batches = [partial(consumed, first), partial(consumed, second)]
+        running = await started_waiting(uow, advisory_waits, batches)
     await asyncio.gather(*running)
 
 

@@ -98,15 +98,16 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         )
     assert snap["down"] == []
 
-    # Each service's spans name it, in a file of its own; the order's trace spans all five.
-    expected = {f"caravan-{service}" for service in SERVICES}
+    # Each service's spans name it, in a file of its own; the order's trace spans the four a
+    # storefront's order passes through (the platform adapter skips it unclaimed: no span).
+    expected = {f"caravan-{service}" for service in SERVICES if service != "platform"}
 
     def order_traced() -> set[object]:
         found = spans(in_two_processes)
         ours = {s["trace_id"] for s in found if order_id in str(s["attributes"])}
         return {s["service"] for s in found if s["trace_id"] in ours}
 
-    await caravan.until(order_traced, "spans of all five", ready=lambda named: named == expected)
+    await caravan.until(order_traced, "spans of the four", ready=lambda named: named == expected)
     for service in SERVICES:  # HTTP spans too: wait_ready asked each for /healthz
         own = spans(in_two_processes, service)
         assert {s["service"] for s in own} == {f"caravan-{service}"}

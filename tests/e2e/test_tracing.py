@@ -47,12 +47,13 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
                 if s["attributes"].get("caravan.order_id") == order_id  # type: ignore[attr-defined]
             ]
 
+        # The services a storefront's order passes through: the platform adapter, which
+        # follows its own platform's orders alone, skips this one's events unclaimed (no span).
         expected = {
             "caravan-orders",
             "caravan-inventory",
             "caravan-payments",
             "caravan-notifications",
-            "caravan-platform",  # it follows every order's lifecycle for platform orders
         }
 
         def once_all_have_written() -> list[dict[str, object]]:

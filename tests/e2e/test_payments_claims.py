@@ -1050,18 +1050,8 @@ async def test_a_reservation_read_again_and_the_platforms_word_lock_in_one_order
     order's reservation under another order id, so that the platform's word waits for it
     first and the reservation read again after it."""
     order_ref, order_id, copy = ref("DL"), str(uuid.uuid4()), str(uuid.uuid4())
-    async with uow.begin() as tx:
-        await tx.conn.execute(
-            insert(payments).values(
-                order_id=order_id,
-                buyer_id=DL_BUYER,
-                method="prepaid",
-                amount_fen=3500,
-                status="awaiting",
-                collected_by="test-mall",
-                order_ref=order_ref,
-            )
-        )
+    async with uow.begin() as tx:  # read once: its payment awaiting the platform's word
+        await handled(tx, [reserved_by_platform(order_id, order_ref)])
     # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
     await batches_meeting_on_platform_orders(
         uow,

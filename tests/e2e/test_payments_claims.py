@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Insert, TextClause, delete, event, insert, select, text, update
+from sqlalchemy import Insert, delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.payments.adapters import ledger as ledger_store
@@ -862,36 +862,12 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
     the batch locks its payments first, in order id order, as the loop does: waiting for A,
     it holds none, and the loop goes on."""
     a, b = sorted([await prepaid(uow, "charging") for _ in range(2)])
-    [orders] = [s for s in subscriptions(0) if s.topic == Topic.ORDER_EVENTS]
     batch = [cancelled(b), cancelled(a)]
-
-    async def consumed() -> None:  # as the consumer handles a batch (Consumer._handle_batch)
-        async with uow.begin() as tx:
-            if orders.prefetch is not None:
-                await orders.prefetch(tx, batch)
-            for parsed in batch:
-                handler = orders.handler_for(parsed)
-                assert handler is not None
-                await handler(tx.caused_by(parsed.envelope), parsed)
-
     locked = select(payments.c.order_id).with_for_update()
-    waiting = text(
-        "select count(*) from pg_stat_activity"
-        " where wait_event_type = 'Lock' and datname = current_database()"
-    )
     try:
         async with uow.begin() as loop:
             await loop.conn.execute(locked.where(payments.c.order_id == a))
-            batch_done = asyncio.create_task(consumed())
-
-            async def blocked() -> Any:
-                if batch_done.done():
-                    batch_done.result()  # what stopped it
-                # A transaction each: pg_stat_activity is read once in a transaction.
-                async with uow.db.engine.connect() as conn:
-                    return await conn.scalar(waiting)
-
-            await until(blocked, "the batch waiting for a lock")
+            [batch_done] = await started_waiting(uow, [partial(handled, batch=batch)])
             await loop.conn.execute(text("set local lock_timeout = '500ms'"))
             # Without: LockNotAvailableError, the batch holding B (a deadlock, but for this).
             await loop.conn.execute(locked.where(payments.c.order_id == b))
@@ -903,12 +879,25 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
 
 
 async def started_waiting(
-    uow: UnitOfWork, waits: TextClause, steps: Sequence[Callable[[], Coroutine[Any, Any, Any]]]
+    uow: UnitOfWork, steps: Sequence[Callable[[Tx], Coroutine[Any, Any, Any]]], wait_event: str = ""
 ) -> list[asyncio.Task[Any]]:
-    """Each of ``steps`` started in a task of its own, each once those before it wait for a
-    lock, and waiting itself (``waits``: the statement counting those that do); their tasks.
-    One that stops meanwhile raises what stopped it (a deadlock)."""
+    """Each of ``steps`` started in a task and a transaction of its own, each once those before
+    it wait for a lock (``wait_event``, if given: pg_stat_activity's ``wait_event``), and waiting
+    itself; their tasks. Only the steps' own sessions are counted (by their backend's pid):
+    a wait of a running service's (payments' consumer for a moment on a row its gateway loop
+    records) let a step start before the one before it held its locks. One that stops
+    meanwhile raises what stopped it (a deadlock)."""
     running: list[asyncio.Task[Any]] = []
+    pids: list[int] = []
+    waits = text(
+        "select count(*) from pg_stat_activity where pid = any(:pids)"
+        " and wait_event_type = 'Lock' and (:event = '' or wait_event = :event)"
+    )
+
+    async def in_tx(step: Callable[[Tx], Coroutine[Any, Any, Any]]) -> Any:
+        async with uow.begin() as tx:
+            pids.append(await tx.conn.scalar(text("select pg_backend_pid()")))
+            return await step(tx)
 
     async def waiting(n: int) -> bool:
         for task in running:
@@ -916,10 +905,10 @@ async def started_waiting(
                 task.result()  # what stopped it
         # A transaction each: pg_stat_activity is read once in a transaction.
         async with uow.db.engine.connect() as conn:
-            return (await conn.scalar(waits) or 0) >= n
+            return (await conn.scalar(waits, {"pids": pids, "event": wait_event}) or 0) >= n
 
     for n, step in enumerate(steps, start=1):
-        running.append(asyncio.create_task(step()))
+        running.append(asyncio.create_task(in_tx(step)))
         await until(partial(waiting, n), f"{n} transaction(s) waiting for a lock")
     return running
 
@@ -940,25 +929,19 @@ async def test_a_hand_back_locks_payments_in_a_batchs_order(uow: UnitOfWork) -> 
                 prepaid_row(order_id, "charging", attempts=1, next_attempt_at=leased)
             )
     claimed = [Work(order_id, "charging", "claims-buyer", 3500, 1) for order_id in (a, b, c)]
-    waiting = text(  # of payments' rows: other services' waits (they run) not counted
-        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-        " and datname = current_database() and query like '%payments.payments%'"
-    )
 
-    async def handing_back() -> bool:
-        async with uow.begin() as tx:
-            return await hand_back(tx, claimed)
+    async def handing_back(tx: Tx) -> bool:
+        return await hand_back(tx, claimed)
 
-    async def cancelling() -> None:
-        async with uow.begin() as tx:
-            await handled(tx, [cancelled(b), cancelled(a)])
+    async def cancelling(tx: Tx) -> None:
+        await handled(tx, [cancelled(b), cancelled(a)])
 
     try:
         async with uow.begin() as other:
             await other.conn.execute(
                 select(payments.c.order_id).where(payments.c.order_id == c).with_for_update()
             )
-            running = await started_waiting(uow, waiting, [handing_back, cancelling])
+            running = await started_waiting(uow, [handing_back, cancelling])
         # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
         handed, _ = await asyncio.gather(*running)
         found = {
@@ -1017,19 +1000,10 @@ async def batches_meeting_on_platform_orders(
     """``held`` handled in a transaction kept open (it holds its platform orders' locks)
     while the batch ``first`` starts and waits for a lock, then ``second`` too; then committed,
     and both batches let go on. Each commits, or raises what stopped it (a deadlock)."""
-    advisory_waits = text(
-        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-        " and wait_event = 'advisory' and datname = current_database()"
-    )
-
-    async def consumed(batch: list[Parsed]) -> None:
-        async with uow.begin() as tx:
-            await handled(tx, batch)
-
     async with uow.begin() as tx:
         await handled(tx, held)
-        batches = [partial(consumed, first), partial(consumed, second)]
-        running = await started_waiting(uow, advisory_waits, batches)
+        batches = [partial(handled, batch=first), partial(handled, batch=second)]
+        running = await started_waiting(uow, batches, wait_event="advisory")
     await asyncio.gather(*running)
 
 

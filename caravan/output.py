@@ -16,7 +16,9 @@ from outside (a dead letter's error, a SKU, a problem's detail), and a ``[/]`` o
 :class:`rich.text.Text`.
 """
 
+import codecs
 import csv
+import io
 import json
 import os
 import sys
@@ -256,18 +258,25 @@ def as_csv(
     fields: Sequence[str], rows: Iterable[Mapping[str, object]], left: str | None = None
 ) -> None:
     """Print ``rows`` as CSV on stdout, for a spreadsheet: what a command's ``--csv`` prints.
-    RFC 4180 as Python's csv writes it (CRLF line ends, ``"`` doubled); a header of
-    ``fields``, then a row each, of its values of them (a field a row lacks empty, one it has
-    besides left out); a number (fen) bare, a text (an id, a time as the API gives it) always
-    quoted, so that no ``,`` or ``;`` in it starts a cell of its own in a spreadsheet that
-    splits on either; None empty. A text that begins with one of :data:`FORMULA` is written
-    after a ``'``, which a spreadsheet shows as text and does not compute (OWASP's advice):
+    UTF-8 after a byte-order mark (:data:`codecs.BOM_UTF8`), whatever stdout's own encoding
+    is: Excel on Windows reads a CSV without one in the PC's code page (GBK on a
+    Chinese-locale PC), a seller's or buyer's id or a reason in Chinese as mojibake, and a
+    stdout in another locale's encoding could not write them at all. Then RFC 4180 as
+    Python's csv writes it (CRLF line ends, ``"`` doubled); a header of ``fields``, then a
+    row each, of its values of them (a field a row lacks empty, one it has besides left
+    out); a number (fen) bare, a text (an id, a time as the API gives it) always quoted, so
+    that no ``,`` or ``;`` in it starts a cell of its own in a spreadsheet that splits on
+    either; None empty. A text that begins with one of :data:`FORMULA` is written after a
+    ``'``, which a spreadsheet shows as text and does not compute (OWASP's advice):
     ``'=HYPERLINK(...)``, also in the file. ``left``, where given, is said on stderr: that
     ``--limit`` left some out (the table's title)."""
-    writer = csv.writer(sys.stdout, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
+    sheet = io.StringIO()
+    writer = csv.writer(sheet, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     writer.writerow(fields)
     writer.writerows([_cell(row.get(field)) for field in fields] for row in rows)
-    sys.stdout.flush()
+    sys.stdout.flush()  # anything printed before goes first
+    sys.stdout.buffer.write(codecs.BOM_UTF8 + sheet.getvalue().encode("utf-8"))
+    sys.stdout.buffer.flush()
     if left is not None:
         err_console.print(left)
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import IO, Any, get_args
 
 import httpx
 import orjson
@@ -81,6 +81,21 @@ def consumed(caravan: System) -> dict[str, list[Topic]]:
 async def cli(caravan: System, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``caravan ARGS`` (through ``main()``, where failures are said) against the session's
     system, with the variables ``env`` gives beside its own."""
+    return await _run_cli(caravan, args, env, subprocess.PIPE)
+
+
+async def cli_into(
+    file: Path, caravan: System, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``caravan ARGS`` as :func:`cli` runs it, its stdout into ``file`` byte for byte, as a
+    shell's ``> FILE`` puts it (its ``stdout`` None)."""
+    with file.open("wb") as stdout:
+        return await _run_cli(caravan, args, env, stdout)
+
+
+async def _run_cli(
+    caravan: System, args: tuple[str, ...], env: dict[str, str], stdout: int | IO[bytes]
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": caravan.infra.kafka_bootstrap,
@@ -95,7 +110,8 @@ async def cli(caravan: System, *args: str, **env: str) -> subprocess.CompletedPr
         subprocess.run,
         [sys.executable, "-m", "caravan", *args],
         env=env,
-        capture_output=True,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,
         timeout=120,

@@ -1,13 +1,16 @@
 """``caravan payments`` subcommands against the running payments admin API."""
 
+import codecs
 import csv
 import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 from shared import days
 from tests.e2e.test_ops import cli as caravan_cli
+from tests.e2e.test_ops import cli_into
 from tests.e2e.test_payments_after_sale import void
 from tests.e2e.test_payments_credit import (
     authorised,
@@ -20,6 +23,13 @@ from tests.e2e.test_payments_credit import (
     run,
 )
 from tests.harness import System
+
+
+def sheet(printed: str) -> list[dict[str, str]]:
+    """The rows of what a ``--csv`` printed (read as text), as a spreadsheet reads them: after
+    the byte-order mark it begins with, a header row and a row each."""
+    assert printed.startswith("\ufeff"), printed[:80]
+    return list(csv.DictReader(io.StringIO(printed.removeprefix("\ufeff"), newline="")))
 
 
 async def listed(
@@ -386,10 +396,9 @@ async def test_the_weeks_repayments_go_into_a_spreadsheet_as_csv(caravan: System
     said = json.loads(out)["repayments"]
     code, out, err = await payments("repayments", "--buyer", farmer, "--csv")
     assert (code, err) == (0, ""), err
-    assert out.startswith('"repayment_id","loan_id",'), out  # (CRLF read as "\n" here)
-    read = csv.DictReader(io.StringIO(out, newline=""))
-    rows = list(read)
-    assert read.fieldnames == list(said[0]), (read.fieldnames, said[0])
+    assert out.startswith('\ufeff"repayment_id","loan_id",'), out  # (CRLF read as "\n" here)
+    rows = sheet(out)
+    assert list(rows[0]) == list(said[0]), (rows[0], said[0])
     assert [r["repayment_id"] for r in rows] == ["week-3", "'-2-3", "week-1"], out
     assert [r["repayment_id"] for r in said] == ["week-3", "-2-3", "week-1"], said
     for row, item in zip(rows, said, strict=True):
@@ -401,7 +410,7 @@ async def test_the_weeks_repayments_go_into_a_spreadsheet_as_csv(caravan: System
 
     code, out, err = await payments("repayments", "--buyer", farmer, "--csv", "--limit", "2")
     assert code == 0, err
-    assert len(list(csv.DictReader(io.StringIO(out, newline="")))) == 2, out
+    assert len(sheet(out)) == 2, out
     assert err == "the newest 2 repayment(s): more with a higher --limit\n", err
     code, out, err = await payments("repayments", "--buyer", farmer, "--csv", "--json")
     assert (code, out, err) == (2, "", "--csv or --json, not both\n"), (code, out, err)
@@ -437,9 +446,8 @@ async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) ->
     assert mine["voided_after_sale_at"] is not None, mine
     code, out = await cli("list", "--status", "voided", "--since", monday, "--csv")
     assert code == 0, out
-    read = csv.DictReader(io.StringIO(out, newline=""))
-    rows = list(read)
-    assert read.fieldnames == list(mine), (read.fieldnames, mine)
+    rows = sheet(out)
+    assert list(rows[0]) == list(mine), (rows[0], mine)
     assert [r["order_id"] for r in rows] == listed_ids, out
     [row] = [r for r in rows if r["order_id"] == this_week]
     shown = (row["buyer_id"], int(row["amount_fen"]), row["voided_after_sale_at"])
@@ -460,3 +468,34 @@ async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) ->
         1,
         [f"Invalid request: {said_refused}", f"  --until: {said_refused}"],
     ), out
+
+
+async def test_a_weeks_refunds_open_in_excel_on_a_chinese_pc(
+    caravan: System, tmp_path: Path
+) -> None:
+    """The county centre's accountant opens ``payments list --status voided --csv > week.csv``
+    in Excel on a Chinese-locale Windows PC: Excel read the file, UTF-8 without a byte-order
+    mark, as GBK, and a buyer's id or a refund's reason in Chinese came out as mojibake. The
+    file begins with UTF-8's byte-order mark, and read as Excel then reads it (its bytes as
+    UTF-8 after the mark) the buyer and the reason are whole, as ``--json`` says them."""
+    farmer = f"沙湾农户-{buyer('excel')}"
+    cli = await officer(caravan, farmer)
+    confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 10}, term=1))).data
+    reason = "到货时辣椒已发霉，全额退款"
+    await void(caravan, confirmed["order_id"], reason)
+    code, out = await cli("list", "--status", "voided", "--json")
+    assert code == 0, out
+    [said] = [p for p in json.loads(out)["payments"] if p["order_id"] == confirmed["order_id"]]
+    assert (said["buyer_id"], said["voided_after_sale_reason"]) == (farmer, reason), said
+
+    week = tmp_path / "week.csv"
+    url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PAYMENTS_HTTP_PORT']}"
+    asked = ("list", "--url", url, "--status", "voided", "--csv")
+    done = await cli_into(week, caravan, "payments", *asked)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    printed = week.read_bytes()
+    assert printed[:3] == codecs.BOM_UTF8, printed[:80]
+    rows = list(csv.DictReader(io.StringIO(printed.decode("utf-8-sig"), newline="")))
+    [row] = [r for r in rows if r["order_id"] == confirmed["order_id"]]
+    assert list(row) == list(said), (row, said)
+    assert (row["buyer_id"], row["voided_after_sale_reason"]) == (farmer, reason), row

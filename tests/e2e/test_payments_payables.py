@@ -3,8 +3,6 @@
 one's and a void-sold one's cancelled, each figure the ledger's; on real Kafka and
 PostgreSQL."""
 
-import csv
-import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,7 @@ from shared.seed import SeedFile
 from shared.topics import Topic
 from tests.e2e.test_ops import cli
 from tests.e2e.test_payments_after_sale import void
+from tests.e2e.test_payments_cli import sheet as read_sheet
 from tests.e2e.test_payments_credit import (
     _publish,
     admin,
@@ -204,10 +203,10 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     every = json.loads((await cli(caravan, *period, "--json")).stdout)["sellers"]
     sheet = await cli(caravan, *period, "--csv")
     assert (sheet.returncode, sheet.stderr) == (0, ""), sheet.stderr
-    rows = list(csv.DictReader(io.StringIO(sheet.stdout, newline="")))
+    rows = read_sheet(sheet.stdout)
     assert [{k: int(v) if k != "seller_id" else v for k, v in r.items()} for r in rows] == every
     sheet = await cli(caravan, *asked, "--csv", "--limit", "2")
-    rows = list(csv.DictReader(io.StringIO(sheet.stdout, newline="")))
+    rows = read_sheet(sheet.stdout)
     assert [r["order_id"] for r in rows] == [i["order_id"] for i in items][:2], sheet.stdout
     assert {r["seller_id"] for r in rows} == {SELLER}, rows
     assert sheet.stderr == "the last owed 2 order(s): more with a higher --limit\n", sheet.stderr

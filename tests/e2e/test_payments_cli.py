@@ -477,9 +477,13 @@ async def test_a_weeks_refunds_open_in_excel_on_a_chinese_pc(
     in Excel on a Chinese-locale Windows PC: Excel read the file, UTF-8 without a byte-order
     mark, as GBK, and a buyer's id or a refund's reason in Chinese came out as mojibake. The
     file begins with UTF-8's byte-order mark, and read as Excel then reads it (its bytes as
-    UTF-8 after the mark) the buyer and the reason are whole, as ``--json`` says them."""
+    UTF-8 after the mark) the buyer and the reason are whole, as ``--json`` says them. A
+    reason typed after a full-width minus (what a Chinese input method types for "-"), which
+    Excel in an East Asian locale reads as a formula's, is written after a "'"."""
     farmer = f"沙湾农户-{buyer('excel')}"
     cli = await officer(caravan, farmer)
+    refused = (await run(caravan, order(farmer, {"PAY-UNIT": 10}, term=1))).data
+    await void(caravan, refused["order_id"], "\uff0d买家拒收")
     confirmed = (await run(caravan, order(farmer, {"PAY-UNIT": 10}, term=1))).data
     reason = "到货时辣椒已发霉，全额退款"
     await void(caravan, confirmed["order_id"], reason)
@@ -499,3 +503,5 @@ async def test_a_weeks_refunds_open_in_excel_on_a_chinese_pc(
     [row] = [r for r in rows if r["order_id"] == confirmed["order_id"]]
     assert list(row) == list(said), (row, said)
     assert (row["buyer_id"], row["voided_after_sale_reason"]) == (farmer, reason), row
+    [row] = [r for r in rows if r["order_id"] == refused["order_id"]]
+    assert row["voided_after_sale_reason"] == "'\uff0d买家拒收", row

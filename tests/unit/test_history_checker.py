@@ -365,16 +365,23 @@ def _forged(
     db: DatabaseState, order_id: str, status: str, loan: str | None = None, owed: str = "owed"
 ) -> None:
     """Payments acted on a forged ``stock.reserved`` of ``order_id``, an order the orders
-    service never had: its payment ``status``, a loan of ``loan``'s status, the seller's
-    payable ``owed``, in balance otherwise (what the money checks of before passed)."""
+    service never had: its payment ``status``, a loan of ``loan``'s status (voided: its
+    disbursement reversed), the seller's payable ``owed``, in balance otherwise (what the
+    money checks of before passed)."""
     db.payments[order_id] = status
     db.paid_fen[order_id] = 2000
     db.payables.append(Payable(order_id, "seller", 2000, owed))
     if loan is not None:
         loan_id = f"loan-{order_id}"
-        db.loans.append(Loan(loan_id, order_id, "someone", 2000, loan))
+        voided = loan == "voided"  # and reversed in the ledger, as payments voids a loan
+        db.loans.append(Loan(loan_id, order_id, "someone", 0 if voided else 2000, loan))
         db.credit_limits["someone"] = 2000
         db.ledger.extend(_disbursed(order_id, loan_id))
+        if voided:
+            db.ledger.extend(
+                replace(e, txn_id=f"void:{order_id}", kind="loan_voided", amount_fen=-e.amount_fen)
+                for e in _disbursed(order_id, loan_id)
+            )
     elif status == "authorized":
         txn = f"charge:{order_id}"
         db.ledger.append(
@@ -398,6 +405,68 @@ def test_money_for_an_order_that_does_not_exist_is_named_with_all_it_holds() -> 
     assert check(undone(log, history)) == []
     # An order a test placed as the orders service would (its events only) is its own.
     assert check(replace(forged, placed_elsewhere={"forged-1"})) == []
+
+
+def _taken_back(order_id: str | None, fen: int, seller: str = "seller") -> list[LedgerEntry]:
+    """A balanced transaction by hand debiting ``seller``'s account ``fen`` (credit: a
+    negative ``fen``) for ``order_id``, out of what the gateway holds; its payable untouched."""
+    txn = f"by-hand:{order_id}:{fen}"
+    return [
+        LedgerEntry(txn, "by_hand", f"seller_payable:{seller}", fen, order_id, None),
+        LedgerEntry(txn, "by_hand", "gateway_clearing", -fen, order_id, None),
+    ]
+
+
+def test_a_seller_whose_payables_differ_from_its_account_is_named_with_both_figures() -> None:
+    """A seller debited back 500 fen of order-1 in the ledger, its payable owed still: the
+    seller named, with the ledger's figures and payables', and the order; no other check
+    fails (the transaction balances, no money taken in twice)."""
+    _, history = correct()
+    assert check_database(history.db) == []
+    history.db.ledger.extend(_taken_back("order-1", 500))
+    assert check_database(history.db) == [
+        Violation(
+            "payables_agree_with_the_ledger",
+            "seller",
+            "the ledger owes it 3500 fen, payables 4000 fen; debited back 500 fen, payables"
+            " cancelled 0 fen; 1 order(s) differ: order-1 (ledger 1500 owed, 500 back;"
+            " payables 2000 owed, 0 cancelled)",
+        )
+    ]
+
+
+def test_differences_that_offset_in_a_seller_s_total_are_named_order_by_order() -> None:
+    """order-1 debited back 500 fen in the ledger and the seller credited 500 fen of no order
+    (payables reads no such credit): the ledger's total and payables' agree (4000 fen owed),
+    their weeks and orders do not."""
+    _, history = correct()
+    history.db.ledger.extend([*_taken_back("order-1", 500), *_taken_back(None, -500)])
+    [found] = check_database(history.db)
+    assert found.subject == "seller"
+    assert found.evidence.startswith("the ledger owes it 4000 fen, payables 4000 fen;"), found
+    assert (
+        "2 order(s) differ: no order (ledger 500 owed, 0 back; payables 0 owed, 0 cancelled);"
+        " order-1 (ledger 1500 owed, 500 back; payables 2000 owed, 0 cancelled)"
+    ) in found.evidence, found
+
+
+def test_a_sale_refunded_after_it_agrees_and_a_payable_never_owed_is_nothing() -> None:
+    """Payables and the ledger agree where the services leave them: a loan voided after the
+    sale (credited, debited back, its payable cancelled), a prepaid charge not made (its
+    payable cancelled, nothing posted) or in flight (pending), an order of 0 fen (owed 0,
+    nothing posted)."""
+    log, history = correct()
+    voided = _void_after_sale()(log, history)
+    voided.db.payables.extend(
+        [
+            Payable("order-3", "seller", 2000, "cancelled"),
+            Payable("order-9", "seller", 2000, "pending"),
+            Payable("order-0", "seller", 0, "owed"),
+        ]
+    )
+    assert [
+        v for v in check_database(voided.db) if v.check == "payables_agree_with_the_ledger"
+    ] == []
 
 
 def _double_charge(log: Log, h: History) -> History:
@@ -587,6 +656,18 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     "sellers owed for a payment voided": (
         _db(lambda db: db.payables.append(Payable("order-3", "seller", 2000, "owed"))),
         "sellers_owed_the_payment",
+    ),
+    "a seller debited back in the ledger, its payable owed": (
+        _db(lambda db: db.ledger.extend(_taken_back("order-1", 500))),
+        "payables_agree_with_the_ledger",
+    ),
+    "a seller's credit booked to another seller": (
+        _db(lambda db: db.ledger.__setitem__(1, replace(db.ledger[1], account="seller_payable:x"))),
+        "payables_agree_with_the_ledger",
+    ),
+    "a seller's payable cancelled, the ledger not debited back": (
+        _db(lambda db: db.payables.__setitem__(0, replace(db.payables[0], status="cancelled"))),
+        "payables_agree_with_the_ledger",
     ),
     "a loan left active, its payment voided": (
         _db(lambda db: db.payments.update({"order-1": "voided"})),

@@ -3,6 +3,7 @@ wait for outcomes, and query each service's tables."""
 
 import asyncio
 import contextlib
+import functools
 import http.server
 import importlib
 import inspect
@@ -30,7 +31,7 @@ from aiokafka.structs import RecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan import system
@@ -108,6 +109,33 @@ async def until(
             raise AssertionError(f"waited {timeout}s for {said}")
         between()
         await asyncio.sleep(min(every, deadline - time.monotonic()))
+
+
+async def backend_pid(conn: AsyncConnection) -> int:
+    """The pid of the server process of ``conn``'s session (``pg_stat_activity.pid``)."""
+    return int(await conn.scalar(text("select pg_backend_pid()")) or 0)
+
+
+# Each session waiting for a lock the session :holder holds, or for one held by a session
+# waiting so (a second statement on a row waits for the first waiter's tuple lock).
+_WAITING_BEHIND = text(
+    "with recursive behind(pid) as ("
+    " select pid from pg_stat_activity where cast(:holder as int) = any(pg_blocking_pids(pid))"
+    " union select a.pid from pg_stat_activity a join behind b"
+    " on b.pid = any(pg_blocking_pids(a.pid))"
+    ") select pid from behind order by pid"
+)
+
+
+async def waiting_behind(engine: AsyncEngine, holder: int) -> list[int]:
+    """The pids of the sessions waiting for a lock the session ``holder`` holds, directly or
+    behind another session waiting for it. Only waits on the holder's locks count: a running
+    service's own brief wait (every service runs against the test session's database),
+    counted as the test's, let a test go on before its statement waited."""
+    # A transaction each: pg_stat_activity is read once in a transaction.
+    async with engine.connect() as conn:
+        found = await conn.execute(_WAITING_BEHIND, {"holder": holder})
+        return [int(pid) for pid in found.scalars()]
 
 
 @dataclass
@@ -250,10 +278,11 @@ class System:
         return 0.0
 
     @contextlib.asynccontextmanager
-    async def row_locked(self, table: str, column: str, value: str) -> AsyncIterator[None]:
+    async def row_locked(self, table: str, column: str, value: str) -> AsyncIterator[int]:
         """Hold the row of ``table`` whose ``column`` is ``value`` locked (``FOR UPDATE``)
         while the block runs: what the block starts that takes that row's lock waits for it
-        (:meth:`lock_waiters`) and goes on once the block ends. Makes a race certain."""
+        (:meth:`lock_waiters`) and goes on once the block ends. Makes a race certain. Yields
+        the pid of the session holding it."""
         assert self.engine is not None
         async with self.engine.connect() as conn:
             held = await conn.begin()
@@ -261,26 +290,37 @@ class System:
                 text(f"select 1 from {table} where {column} = :v for update"), {"v": value}
             )
             try:
-                yield
+                yield await backend_pid(conn)
             finally:
                 await held.rollback()
 
-    async def lock_waiters(self, table: str, what: str, count: int = 1) -> None:
-        """Until ``count`` statements on ``table`` wait for a lock (:meth:`row_locked`)."""
-        waiting = (
-            "select count(*) from pg_stat_activity where datname = current_database()"
-            " and wait_event_type = 'Lock' and query ilike :t"
-        )
-        await self.until(
-            lambda: self.scalar(waiting, t=f"%{table}%"), what, 30, ready=lambda n: n >= count
-        )
+    async def lock_waiters(self, holder: int, what: str, count: int = 1) -> list[int]:
+        """Until ``count`` sessions wait for a lock the session ``holder`` (a backend's pid:
+        :meth:`row_locked`'s, :func:`backend_pid`) holds: their pids (:func:`waiting_behind`)."""
+        assert self.engine is not None
+        behind = functools.partial(waiting_behind, self.engine, holder)
+        return await self.until(behind, what, 30, ready=lambda pids: len(pids) >= count)
 
-    async def beside(self, table: str, other: Awaitable[T]) -> tuple[asyncio.Task[T], bool]:
+    async def beside(self, holder: int | str, other: Awaitable[T]) -> tuple[asyncio.Task[T], bool]:
         """Start ``other`` (a claim) while the caller holds its own claim's transaction open:
-        its task, and whether it finished without waiting for a lock on ``table``
-        (:meth:`lock_waiters`), which tells the two apart by the lock, not by timing."""
+        its task, and whether it finished without waiting for a lock that transaction holds
+        (:meth:`lock_waiters`), which tells the two apart by the lock, not by timing.
+        ``holder`` is the pid of the session holding it (:func:`backend_pid`). A table's name
+        instead counts any session waiting on a statement naming it, a running service's
+        too: test_payments_claims' way, until it gives its pid."""
         task = asyncio.ensure_future(other)
-        waiting = asyncio.create_task(self.lock_waiters(table, f"a claim waiting on {table}"))
+        waits: Callable[[], Awaitable[object]]
+        if isinstance(holder, str):
+            waits = functools.partial(
+                self.scalar,
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and wait_event_type = 'Lock' and query ilike :t",
+                t=f"%{holder}%",
+            )
+        else:
+            assert self.engine is not None
+            waits = functools.partial(waiting_behind, self.engine, holder)
+        waiting = asyncio.create_task(self.until(waits, "a claim waiting on ours"))
         await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         return task, task.done()

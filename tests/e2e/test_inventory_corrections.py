@@ -189,13 +189,13 @@ async def test_a_correction_racing_an_order_for_the_lot_waits_and_sees_its_hold(
     lot = f"{wrong}-L4"
     async with caravan.api("inventory") as api:
         assert (await api.post("/lots", json=_lot(lot, wrong, 5, -1, 30))).status_code == 201
-        async with caravan.row_locked("inventory.lots", "lot_id", lot):
+        async with caravan.row_locked("inventory.lots", "lot_id", lot) as holder:
             order_id = await place(caravan, wrong, 2, BUYER)
-            await caravan.lock_waiters("inventory.lots", "the order to wait")
+            await caravan.lock_waiters(holder, "the order to wait")
             fix = asyncio.create_task(
                 api.patch(f"/lots/{lot}", json={"sku": right, "reason": "typo"})
             )
-            await caravan.lock_waiters("inventory.lots", "the correction to wait too", 2)
+            await caravan.lock_waiters(holder, "the correction to wait too", 2)
         answer = await fix
     assert await _reserved(caravan, order_id) == [(lot, 2)]
     assert answer.status_code == 409, answer.text

@@ -24,7 +24,7 @@ from shared.topics import Topic
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.markers import published
 from tests.e2e.test_ops import cli
-from tests.harness import System, ref
+from tests.harness import System, backend_pid, ref
 
 BUYER = {"id": "inv-hold-buyer", "phone": "+8613900007011", "locale": "en"}
 
@@ -336,7 +336,8 @@ async def test_a_hold_one_instance_is_reporting_is_passed_over_by_another_at_onc
 
         async with uow.begin() as tx:
             assert await report_overdue_holds(tx, hold, limit=1) == 1
-            second, without_waiting = await caravan.beside("reservations", other_sweep())
+            holder = await backend_pid(tx.conn)
+            second, without_waiting = await caravan.beside(holder, other_sweep())
         await second
         async with uow.db.engine.connect() as conn:
             written = select(outbox.c.value).where(outbox.c.topic == Topic.INVENTORY_EVENTS.value)

@@ -185,16 +185,17 @@ async def test_a_frozen_instance_holds_its_locks_no_longer_than_the_idle_timeout
     frozen = caravan.procs.procs[host]
     thawed = False
     try:
-        async with caravan.row_locked("inventory.lots", "lot_id", lot):
+        async with caravan.row_locked("inventory.lots", "lot_id", lot) as holder:
             order_id = await place(caravan, sku, 1)
-            await caravan.lock_waiters("inventory.lots", "the order to wait for its lot")
+            [reserving] = await caravan.lock_waiters(holder, "the order to wait for its lot")
             await freeze(frozen.pid)
         # The lock granted to the frozen instance's statement: its transaction sits idle.
         idle = (
-            "select count(*) from pg_stat_activity where application_name = 'caravan-inventory'"
-            " and state = 'idle in transaction' and query ilike '%inventory.lots%'"
+            "select count(*) from pg_stat_activity where pid = :p and state = 'idle in transaction'"
         )
-        await caravan.until(lambda: caravan.scalar(idle), "the frozen transaction to hold the lot")
+        await caravan.until(
+            lambda: caravan.scalar(idle, p=reserving), "the frozen transaction to hold the lot"
+        )
         base = caravan.procs.env
         caravan.procs.env = {**base, **IDLE_TIMEOUT}
         try:

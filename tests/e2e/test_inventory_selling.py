@@ -153,17 +153,17 @@ async def _race(caravan: System, lot: str, first: str) -> str:
     body = {"on_sale": False, "reason": "correct it"}
     async with caravan.api("inventory") as api:
 
-        async def stop_waits(waiting: int) -> asyncio.Task[httpx.Response]:
+        async def stop_waits(holder: int, waiting: int) -> asyncio.Task[httpx.Response]:
             stop = asyncio.create_task(api.put(f"/lots/{lot}/selling", json=body))
-            await caravan.lock_waiters("inventory.lots", "the stop to wait", waiting + 1)
+            await caravan.lock_waiters(holder, "the stop to wait", waiting + 1)
             return stop
 
-        async with caravan.row_locked("inventory.lots", "lot_id", lot):
-            stop = await stop_waits(0) if first == "stop" else None
+        async with caravan.row_locked("inventory.lots", "lot_id", lot) as holder:
+            stop = await stop_waits(holder, 0) if first == "stop" else None
             order_id = await place(caravan, sku, 2)
             waiting = 0 if stop is None else 1
-            await caravan.lock_waiters("inventory.lots", "the order to wait", waiting + 1)
-            stop = stop or await stop_waits(1)
+            await caravan.lock_waiters(holder, "the order to wait", waiting + 1)
+            stop = stop or await stop_waits(holder, 1)
         answer = await stop
     assert answer.status_code == 200, answer.text
     return order_id

@@ -446,10 +446,10 @@ async def test_a_cancel_and_a_confirmation_waiting_for_one_order_end_it_once(
     async with payments_stopped(caravan):
         authorized = await pending(caravan, "ORD-LOCKED")
         order_id = authorized.order_id
-        async with caravan.row_locked("orders.orders", "order_id", order_id):
+        async with caravan.row_locked("orders.orders", "order_id", order_id) as holder:
             await emit_as(caravan, authorized, "payments")
             cancel = asyncio.create_task(caravan.client.post(f"/orders/{order_id}/cancel"))
-            await caravan.lock_waiters("orders", "the authorisation and the cancel", 2)
+            await caravan.lock_waiters(holder, "the authorisation and the cancel", 2)
         status = (await cancel).status_code
         await caravan.until(
             lambda: recorded(caravan, order_id, "payment.authorized"),

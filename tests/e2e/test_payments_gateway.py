@@ -884,14 +884,12 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
     it, then lets them go."""
     order_id = await _void_refused(caravan, gateway, "gw-refund-race")
     route = f"/orders/{order_id}/payment/refund"
-    async with caravan.row_locked("payments.payments", "order_id", order_id):
+    async with caravan.row_locked("payments.payments", "order_id", order_id) as holder:
         racing = [
             asyncio.create_task(admin.post(route, json={"reference": r, "reason": "race"}))
             for r in ("BANK-RACE-A", "BANK-RACE-B")
         ]
-        await caravan.lock_waiters(
-            "payments.payments", "both refunds to wait for the payment's lock", 2
-        )
+        await caravan.lock_waiters(holder, "both refunds to wait for the payment's lock", 2)
     answers = [await task for task in racing]
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     [won] = [a.json() for a in answers if a.status_code == 200]

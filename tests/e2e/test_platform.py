@@ -37,7 +37,7 @@ from tests.e2e.markers import consumed_again
 from tests.e2e.test_http import needs_ops
 from tests.e2e.test_seed_cli import texted
 from tests.e2e.test_tracing import spans, trace_id
-from tests.harness import System, order_events, raw_event, until
+from tests.harness import System, backend_pid, order_events, raw_event, until
 
 APP, SECRET = "t-market", "t-market-secret-0001"
 LEGACY, LEGACY_SECRET = "t-legacy", "t-legacy-secret-0002"
@@ -1742,7 +1742,7 @@ async def test_a_paid_read_decided_after_a_cancelled_one_does_not_place_the_orde
             row,
         )
         a = asyncio.create_task(push(platform.sim, order_ref, kind="notice", push_id=held))
-        await until(lambda: _waiting_on(caravan), what="push A held")
+        await caravan.lock_waiters(await backend_pid(conn), "push A to wait for its row")
         b = await push(platform.sim, order_ref, kind="notice")
         assert (b["status_code"], b["body"]["status"]) == (200, "ignored"), b
         await tx.rollback()
@@ -1779,12 +1779,3 @@ async def test_resolving_no_problem_keeps_a_cancellation_seen_before_the_order_w
         "paid_after_cancelled"
     ]
     assert await requests_written(caravan, order_ref) == 0
-
-
-async def _waiting_on(caravan: System) -> bool:
-    """Whether a push's row of ``platform.pushes`` waits on a lock (one not committed yet)."""
-    waiting: int = await caravan.scalar(
-        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-        " and query like '%platform.pushes%'"
-    )
-    return waiting > 0

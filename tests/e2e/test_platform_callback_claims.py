@@ -25,7 +25,7 @@ from services.platform.callbacks import (
 from services.platform.domain.retries import Backoff
 from shared.messaging.uow import UnitOfWork
 from shared.settings import PlatformApp
-from tests.harness import System, until
+from tests.harness import System, backend_pid, until
 
 POLICY = CallbackPolicy(Backoff(max_attempts=5, base_seconds=60, cap_seconds=60))
 APP = f"t-claims-{uuid.uuid4().hex[:8]}"  # this run's rows only, in a kept database
@@ -127,7 +127,8 @@ async def test_a_callback_one_instance_is_claiming_is_passed_over_by_another_at_
 
         async with uow.begin() as tx:
             first = [r.event_id for r in await claim_due(tx, leased, [app])]
-            second, without_waiting = await caravan.beside("callbacks", other_claim())
+            holder = await backend_pid(tx.conn)
+            second, without_waiting = await caravan.beside(holder, other_claim())
         assert first == [event_id]
         assert await second == []
         assert without_waiting, "the other claim waited for the first's lock"

@@ -595,13 +595,18 @@ async def test_a_seed_stopped_part_way_completes_when_run_again_nothing_doubled(
     assert caravan.engine is not None
     async with caravan.engine.connect() as holder:
         await holder.execute(text("lock table payments.credit_lines in access exclusive mode"))
+        began = await holder.scalar(text("select clock_timestamp()"))
         seeding = asyncio.create_task(cli(caravan, "seed", path))
-        # The seed's payments part, waiting for the table (its query names the buyers' rows).
+        # The seed's payments part, waiting for the table (its query names the buyers' rows):
+        # a session made since, for the running payments service waits so too (its consumer
+        # reads a microloan's credit line by the same statement).
         waiting = await caravan.until(
             lambda: caravan.sql(
                 "select l.pid from pg_locks l join pg_stat_activity a using (pid)"
                 " where not l.granted and l.relation = 'payments.credit_lines'::regclass"
                 " and a.application_name = 'caravan-payments' and a.query like '%FOR UPDATE%'"
+                " and a.backend_start > :t",
+                t=began,
             ),
             "the seed's payments part waiting for the table",
         )

@@ -40,7 +40,7 @@ from services.notifications.domain.delivery import QuietHours, RetryPolicy
 from services.notifications.entrypoints.subscribers import dispatch_loop
 from shared.messaging.uow import UnitOfWork
 from shared.topics import Topic
-from tests.harness import System, until
+from tests.harness import System, backend_pid, until
 
 POLICY = DeliveryPolicy(
     retry=RetryPolicy(), quiet=QuietHours(time(0), time(0)), lease_seconds=0, batch=1000
@@ -502,7 +502,8 @@ async def test_a_text_one_dispatcher_is_claiming_is_passed_over_by_another_at_on
 
     async with uow.begin() as tx:
         first = [r.sms_id for r in await claim_due(tx, leased)]
-        second, without_waiting = await caravan.beside("sms", other_claim())
+        holder = await backend_pid(tx.conn)
+        second, without_waiting = await caravan.beside(holder, other_claim())
     assert sms_id in first
     assert sms_id not in await second
     # Waiting for the first's lock instead, it finds the text no longer due: passing over it

@@ -730,6 +730,7 @@ async def _pipe(
     writer: asyncio.StreamWriter,
     passing: asyncio.Event | None,
     holds: Callable[[bytes], bool] | None = None,
+    delay: float = 0.0,
 ) -> None:
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
@@ -737,6 +738,8 @@ async def _pipe(
                 passing.clear()
             if passing is not None:
                 await passing.wait()
+            if delay:
+                await asyncio.sleep(delay)
             writer.write(data)
             await writer.drain()
     writer.close()
@@ -747,6 +750,7 @@ def forwarder(
     to_port: int,
     passing: asyncio.Event | None = None,
     holds: Callable[[bytes], bool] | None = None,
+    delay: float = 0.0,
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """A server's connection handler passing each connection on to ``to_host:to_port``: a
     broker or database that "comes up" when ``asyncio.start_server`` opens it. Given
@@ -754,12 +758,14 @@ def forwarder(
     takes what is sent and answers nothing, none closed (a black hole: a server frozen, a
     NAT entry dropped); set again, what was held goes on. Given ``holds`` too, a client's
     bytes it says true of clear ``passing`` before they pass (a server frozen as it was sent
-    them: a ``COMMIT``)."""
+    them: a ``COMMIT``). Given ``delay``, a client's bytes pass that many seconds after they
+    came, one read of them after another (a server that far away: each statement's answer
+    waits for it)."""
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
         await asyncio.gather(
-            _pipe(reader, upstream_writer, passing, holds),
+            _pipe(reader, upstream_writer, passing, holds, delay),
             _pipe(upstream_reader, writer, passing),
         )
 

@@ -118,7 +118,12 @@ class Hole:
 
 
 @asynccontextmanager
-async def black_hole(database_url: str, schema: str, **settings: Any) -> AsyncIterator[Hole]:
+async def black_hole(
+    database_url: str, schema: str, delay: float = 0.0, **settings: Any
+) -> AsyncIterator[Hole]:
+    """``schema``'s :class:`Database` (with ``settings``) reaching PostgreSQL through a
+    forwarder (:func:`~tests.harness.forwarder`, its statements ``delay`` seconds on their
+    way there)."""
     target, port = make_url(database_url), free_port()
     via = target.set(host="127.0.0.1", port=port, query={})
     db = Database(
@@ -131,6 +136,7 @@ async def black_hole(database_url: str, schema: str, **settings: Any) -> AsyncIt
         target.port or 5432,
         hole.passing,
         lambda data: hole.at_commit and b"COMMIT" in data,
+        delay,
     )
     try:
         async with await asyncio.start_server(pg, "127.0.0.1", port):
@@ -269,6 +275,12 @@ async def test_metrics_say_the_pool_s_connections_in_use_and_its_capacity(
             assert await _pool_of(http) == {"in_use": 0, "idle": 1, "capacity": 2}
 
 
+# A burst of calls with tokens never read valid, to a service whose statements take this
+# long to reach PostgreSQL: each read queued on /healthz's connection holds it for several
+# round trips, so that a few dozen of them outlast /healthz's bound.
+BURST, LINK_DELAY = 80, 0.02
+
+
 async def test_healthz_of_a_busy_service_is_not_held_behind_the_token_reads_of_a_burst(
     caravan: System,
 ) -> None:
@@ -278,8 +290,12 @@ async def test_healthz_of_a_busy_service_is_not_held_behind_the_token_reads_of_a
     ``/healthz`` behind them, and answered 503 "no free connection" (after 6.8 s, the event
     loop busy with the calls), as when it asked on the pool: a load balancer took a busy
     instance away for calls with no token of ours. The others wait for the pool, as they
-    did before it was read on that connection."""
-    async with black_hole(caravan.infra.database_url, "orders", db_pool_size=1) as hole:
+    did before it was read on that connection. :data:`BURST` calls to a database
+    :data:`LINK_DELAY` away make that queue here: 1,500 calls, their client and the app in
+    the test's one event loop, stalled it 3 to 17 s at loads of 9 to 30 on two cores, and
+    where a stall fell in ``/healthz``'s 2 s, that ran out on the CPU, not on the queue."""
+    url = caravan.infra.database_url
+    async with black_hole(url, "orders", delay=LINK_DELAY, db_pool_size=1) as hole:
         app = create_app("orders", hole.db, Settings())
         async with (
             _client(app, caravan.token) as http,
@@ -294,7 +310,7 @@ async def test_healthz_of_a_busy_service_is_not_held_behind_the_token_reads_of_a
                 await two.execute(text("select 1"))
                 guesses = [
                     stranger.get("/metrics", headers=bearer_headers(f"cvn_{uuid.uuid4().hex}"))
-                    for _ in range(1500)
+                    for _ in range(BURST)
                 ]
                 burst = asyncio.gather(*guesses)
                 await asyncio.sleep(0.2)  # their reads under way

@@ -301,25 +301,14 @@ class System:
         behind = functools.partial(waiting_behind, self.engine, holder)
         return await self.until(behind, what, 30, ready=lambda pids: len(pids) >= count)
 
-    async def beside(self, holder: int | str, other: Awaitable[T]) -> tuple[asyncio.Task[T], bool]:
+    async def beside(self, holder: int, other: Awaitable[T]) -> tuple[asyncio.Task[T], bool]:
         """Start ``other`` (a claim) while the caller holds its own claim's transaction open:
         its task, and whether it finished without waiting for a lock that transaction holds
         (:meth:`lock_waiters`), which tells the two apart by the lock, not by timing.
-        ``holder`` is the pid of the session holding it (:func:`backend_pid`). A table's name
-        instead counts any session waiting on a statement naming it, a running service's
-        too: test_payments_claims' way, until it gives its pid."""
+        ``holder`` is the pid of the session holding it (:func:`backend_pid`)."""
+        assert self.engine is not None
         task = asyncio.ensure_future(other)
-        waits: Callable[[], Awaitable[object]]
-        if isinstance(holder, str):
-            waits = functools.partial(
-                self.scalar,
-                "select count(*) from pg_stat_activity where datname = current_database()"
-                " and wait_event_type = 'Lock' and query ilike :t",
-                t=f"%{holder}%",
-            )
-        else:
-            assert self.engine is not None
-            waits = functools.partial(waiting_behind, self.engine, holder)
+        waits = functools.partial(waiting_behind, self.engine, holder)
         waiting = asyncio.create_task(self.until(waits, "a claim waiting on ours"))
         await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()

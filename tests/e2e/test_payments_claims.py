@@ -44,7 +44,7 @@ from shared.logs import FAULT
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.topics import Topic
 from tests.e2e.test_payments_gateway import MALL, _reserved
-from tests.harness import System, ref, until
+from tests.harness import System, backend_pid, ref, until
 
 
 @pytest.fixture
@@ -94,7 +94,8 @@ async def test_a_charge_one_loop_is_claiming_is_passed_over_by_another_at_once(
     try:
         async with uow.begin() as tx:
             first = [w.order_id for w in await claim_due(tx, 60, limit=1)]
-            second, without_waiting = await caravan.beside("payments", other_claim())
+            ours = await backend_pid(tx.conn)
+            second, without_waiting = await caravan.beside(ours, other_claim())
         assert first == [order_id]
         assert order_id not in await second
         assert without_waiting, "the other claim waited for the first's lock"
@@ -896,7 +897,7 @@ async def started_waiting(
 
     async def in_tx(step: Callable[[Tx], Coroutine[Any, Any, Any]]) -> Any:
         async with uow.begin() as tx:
-            pids.append(await tx.conn.scalar(text("select pg_backend_pid()")))
+            pids.append(await backend_pid(tx.conn))
             return await step(tx)
 
     async def waiting(n: int) -> bool:

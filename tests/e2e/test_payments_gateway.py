@@ -893,6 +893,11 @@ async def test_two_refunds_recorded_at_once_are_one_refund_and_one_refusal(
     answers = [await task for task in racing]
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     [won] = [a.json() for a in answers if a.status_code == 200]
+    [lost] = [a.json() for a in answers if a.status_code == 409]
+    # The loser read the payment once the winner committed (the row's lock): the operator is
+    # told which reference refunded it, not that a race was lost at commit (its ledger
+    # posting's key, with nothing to say about the refund made).
+    assert f"refunded under reference {won['refund_reference']!r}" in lost["detail"], lost
     assert won.pop("applied") is True
     assert (await admin.get(f"/orders/{order_id}/payment")).json() == won
     postings = await caravan.sql(

@@ -93,10 +93,11 @@ async def lock_payments(tx: Tx, order_ids: Iterable[str]) -> None:
 
 async def _claim_payment(tx: Tx, order_id: str, **values: object) -> bool:
     """Create the order's payment row (written at commit); False if the order already has
-    one. Should another transaction write one meanwhile (two instances, each reading one of
-    the topics that carry the order's events, or a rebalance), this one fails at commit, a
-    race lost (a warning: :attr:`shared.db.engine.Kind.RACE_LOST`), and is retried, and then
-    sees it."""
+    one. Another batch making it at once (two instances, each reading one of the topics that
+    carry the order's events, or a rebalance) waits for this one's order lock
+    (:func:`prefetch_payments`), and then finds it. Should a row be written meanwhile all the
+    same (an instance of a version before that lock), this one fails at commit, a race lost
+    (a warning: :attr:`shared.db.engine.Kind.RACE_LOST`), and is retried, and then sees it."""
     await lock_payments(tx, [order_id])
     if tx.identity[PAYMENT, order_id]:
         return False
@@ -157,10 +158,11 @@ async def _load_credit(tx: Tx, buyer_ids: Iterable[str]) -> None:
     tx.remember(CREDIT, todo, found)
 
 
-PLATFORM_ORDERS = OrderLocks(0x9A9)
-"""Payments' advisory lock of each platform order (``<app>|<its ref>``): its reservations and
-the adapter's word that it was paid are handled one at a time (:func:`_collected_by_platform`,
-:func:`on_platform_order_paid`)."""
+LOCKS = OrderLocks(0x9A9)
+"""Payments' advisory locks: of each platform order (``<app>|<its ref>``), so that its
+reservations and the adapter's word that it was paid are handled one at a time
+(:func:`_collected_by_platform`, :func:`on_platform_order_paid`); and of each order a batch
+may make a payment for (its id, which has no ``|``: :func:`prefetch_payments`)."""
 
 
 def _platform_order(data: object) -> tuple[str, str] | None:
@@ -176,10 +178,14 @@ def _platform_order(data: object) -> tuple[str, str] | None:
     return app, data.order_ref
 
 
-async def _lock_platform_orders(tx: Tx, platform_orders: Iterable[tuple[str, str]]) -> None:
+async def _lock_platform_orders(
+    tx: Tx, platform_orders: Iterable[tuple[str, str]], order_ids: Iterable[str] = ()
+) -> None:
     """One at a time for a platform order: its reservation and the adapter's word that it was
-    paid, handled at once by two instances, each missed the other's uncommitted row."""
-    await PLATFORM_ORDERS.lock(tx, (f"{app}|{order_ref}" for app, order_ref in platform_orders))
+    paid, handled at once by two instances, each missed the other's uncommitted row. With the
+    locks of ``order_ids`` (:func:`prefetch_payments`), in the same statement."""
+    platform_keys = (f"{app}|{order_ref}" for app, order_ref in platform_orders)
+    await LOCKS.lock(tx, [*platform_keys, *order_ids])
 
 
 async def _awaiting(tx: Tx, platform_orders: set[tuple[str, str]]) -> list[str]:
@@ -198,23 +204,28 @@ async def _awaiting(tx: Tx, platform_orders: set[tuple[str, str]]) -> list[str]:
 
 
 async def prefetch_payments(tx: Tx, batch: Sequence[Parsed]) -> None:
-    """Lock the batch's platform orders (:data:`PLATFORM_ORDERS`), then the payment rows of
-    its orders (reserved or cancelled, and those awaiting its platforms' word) in order id
-    order, then the credit lines of its microloan orders: one statement each, and one to find
-    the payments awaiting. Every batch takes them in this order, and the gateway loop its
-    payments in order id order: none waits for a lock another holds while holding one that
-    other waits for. A batch of cancellations locked each payment as it came to it, where the
-    gateway loop locks in order id order; a reservation read again locked its payment before
-    its platform order, where the platform's word locks them the other way; and two batches
-    locked their platform orders in their records' order: each could deadlock, one of the two
-    rolled back."""
-    await _lock_platform_orders(tx, (o for p in batch if (o := _platform_order(p.data))))
+    """Lock the batch's platform orders and its orders (reserved or cancelled), whose payments
+    it may make (:data:`LOCKS`, one statement), then the payment rows of those orders and of
+    those awaiting its platforms' word, in order id order, then the credit lines of its
+    microloan orders: one statement each, and one to find the payments awaiting. Every batch
+    takes them in this order, and the gateway loop its payments in order id order: none waits
+    for a lock another holds while holding one that other waits for. A batch of cancellations
+    locked each payment as it came to it, where the gateway loop locks in order id order; a
+    reservation read again locked its payment before its platform order, where the
+    platform's word locks them the other way; two batches locked their platform orders in
+    their records' order; and two batches making the same orders' payments (the reservations
+    read by one instance, the cancellations by another) wrote them in their records' order,
+    and a subscription's before the next one's: each could deadlock, one of the two rolled
+    back. A payment that does not exist yet has no row to lock: its order's lock stands for
+    it, and a batch that waited for it then finds the payment the other made."""
+    orders = [p.data.order_id for p in batch if isinstance(p.data, StockReserved | OrderCancelled)]
+    platform_orders = (o for p in batch if (o := _platform_order(p.data)))
+    await _lock_platform_orders(tx, platform_orders, orders)
     paid = {
         o for p in batch if isinstance(p.data, PlatformOrderPaid) and (o := _platform_order(p.data))
     }
     awaiting = await _awaiting(tx, paid)
-    orders = (p.data for p in batch if isinstance(p.data, StockReserved | OrderCancelled))
-    await lock_payments(tx, [*(data.order_id for data in orders), *awaiting])
+    await lock_payments(tx, [*orders, *awaiting])
     await _load_credit(
         tx,
         (

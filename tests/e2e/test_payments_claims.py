@@ -980,7 +980,8 @@ async def handled(tx: Tx, batch: list[Parsed]) -> None:
     """``batch`` handled in ``tx`` as payments' consumer handles one (Consumer._handle_batch):
     each prefetch once, with the records of every subscription sharing it, then each handler
     in turn, the rows written at commit before another subscription's."""
-    subs = [next(s for s in subscriptions(0) if s.handler_for(p) is not None) for p in batch]
+    service = subscriptions(0)  # once: a subscription is another's if it is another object
+    subs = [next(s for s in service if s.handler_for(p) is not None) for p in batch]
     prefetches: dict[Any, list[Parsed]] = {}
     for sub, parsed in zip(subs, batch, strict=True):
         if sub.prefetch is not None:
@@ -1055,3 +1056,83 @@ async def test_batches_take_their_platform_orders_locks_in_one_order(uow: UnitOf
     )
     found = await platform_payments(uow, [a, b, copy])
     assert found == {a: "authorized", b: "authorized", copy: "authorized"}
+
+
+LAPSED = datetime(2026, 1, 1, tzinfo=UTC)
+"""A hold's end long past: a reservation read after it (payments back from an outage longer than
+the saga's deadline) is declined ``expired``, nothing charged or lent."""
+
+
+def reserved_lapsed(order_id: str) -> Parsed:
+    """``stock.reserved`` of a prepaid order of 35 yuan whose hold had lapsed when read."""
+    data = _reserved(order_id, DL_BUYER).model_copy(update={"held_until": LAPSED})
+    return parse_record(
+        Topic.INVENTORY_EVENTS, new_event(data, source="caravan/inventory").to_json()
+    )
+
+
+async def batches_meeting_on_new_payments(
+    uow: UnitOfWork, held: list[str], first: list[Parsed], second: list[Parsed]
+) -> None:
+    """The payments of ``held`` inserted by a transaction kept open, standing for the moment
+    between two rows of one batch's insert: the batch ``first`` starts and waits (for one of
+    them, or for a lock), then ``second`` too; then it is rolled back, and both batches let
+    go on. Each commits, or raises what stopped it (a deadlock)."""
+    async with uow.db.engine.connect() as conn:
+        for order_id in held:
+            await conn.execute(prepaid_row(order_id, "charging"))
+        batches = [partial(handled, batch=first), partial(handled, batch=second)]
+        running = await started_waiting(uow, batches)
+        await conn.rollback()
+    await asyncio.gather(*running)
+
+
+Records = list[tuple[Callable[[str], Parsed], str]]
+"""A batch: each record's maker and the name of its order."""
+# Per case: the names of its orders in the order of their ids, the two batches, and each
+# order's payment once both committed.
+NEW_PAYMENTS: dict[str, tuple[str, Records, Records, dict[str, str]]] = {
+    # An instance's batch of reservations, another's of cancellations, the orders in opposite
+    # orders: reservations of A then B, cancellations of B then A (C and D held meanwhile).
+    "one-topic-each": (
+        "abcd",
+        [(reserved_lapsed, "a"), (reserved_lapsed, "c"), (reserved_lapsed, "b")],
+        [(cancelled, "b"), (cancelled, "d"), (cancelled, "a")],
+        {"a": "declined", "b": "declined", "c": "declined", "d": "cancelled"},
+    ),
+    # Each instance reading reservations of some partitions and cancellations of others: one
+    # reserving A and cancelling B, the other reserving B and cancelling A. A batch writes its
+    # reservations' new payments before it handles its cancellations (a subscription's rows
+    # are written before the next one's handlers run), so this one deadlocked in whatever order
+    # each write took its rows (C and D first here, as sorted by id).
+    "both-topics-each": (
+        "cdab",
+        [(reserved_lapsed, "a"), (cancelled, "c"), (cancelled, "b")],
+        [(reserved_lapsed, "b"), (cancelled, "d"), (cancelled, "a")],
+        {"a": "declined", "b": "cancelled", "c": "cancelled", "d": "cancelled"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NEW_PAYMENTS))
+async def test_new_payments_of_two_batches_are_made_in_one_order(
+    uow: UnitOfWork, case: str
+) -> None:
+    """Payments back from an outage longer than the saga's deadline, in two instances: one
+    reads the orders' reservations (their holds lapsed: declined ``expired``), the other their
+    cancellations (``expired``): with three partitions a topic, Kafka's round-robin assignor
+    gives two instances an order's two topics apart for two partitions of three. Each batch
+    makes the payments that do not exist yet, and wrote them in its records' order, each
+    holding one and waiting for the other's: a deadlock, one batch rolled back (then handled
+    one record at a time). Now each batch first takes its orders' locks, in one order: the
+    second waits, holding none, and then finds the first's payments."""
+    named, first, second, expected = NEW_PAYMENTS[case]
+    ids = dict(zip(named, sorted(str(uuid.uuid4()) for _ in named), strict=True))
+
+    def batch(records: Records) -> list[Parsed]:
+        return [make(ids[name]) for make, name in records]
+
+    # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
+    await batches_meeting_on_new_payments(uow, [ids["c"], ids["d"]], batch(first), batch(second))
+    found = await platform_payments(uow, list(ids.values()))
+    assert found == {ids[name]: status for name, status in expected.items()}

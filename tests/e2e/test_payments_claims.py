@@ -921,8 +921,10 @@ async def test_a_hand_back_locks_payments_in_a_batchs_order(uow: UnitOfWork) -> 
     meanwhile by another transaction), then for A, which the batch held, waiting for B: a
     deadlock, one of the two rolled back (the calls left to their lease, or the batch done
     again one record at a time). Now the hand-back locks them in order id order first."""
-    a, b = sorted(str(uuid.uuid4()) for _ in range(2))
-    c = str(uuid.uuid4())
+    # C after A and B by id: the hand-back, locking them in id order, holds both while it
+    # waits for C. A C before them, it held neither, and the cancellations took them and
+    # committed without waiting: one transaction waiting, never two (a third of the runs).
+    a, b, c = sorted(str(uuid.uuid4()) for _ in range(3))
     leased = datetime.now(UTC) + timedelta(minutes=1)
     async with uow.begin() as tx:
         for order_id in (b, c, a):  # the table's order, which the UPDATE met them in

@@ -168,26 +168,36 @@ async def insert_new(
     conn: AsyncConnection, table: Table, key: str, rows: Sequence[Values]
 ) -> set[Any]:
     """Insert ``rows`` (each of the same columns, ``key`` among them) into ``table`` in one
-    statement, inside ``conn``'s transaction, a row whose key is taken left out (``ON
-    CONFLICT DO NOTHING``); the keys of the rows inserted."""
+    statement, inside ``conn``'s transaction, in ``key`` order (:func:`_by_key`), a row whose
+    key is taken left out (``ON CONFLICT DO NOTHING``); the keys of the rows inserted."""
     if not rows:
         return set()
     columns = tuple(rows[0])
     sql = f"{insert_sql(table, columns, skip_existing=True)} RETURNING {_quoted(key)}"
     raw = await driver(conn)
-    return {row[0] for row in await raw.fetch(sql, *column_arrays(table, columns, rows))}
+    arrays = column_arrays(table, columns, _by_key(rows, key))
+    return {row[0] for row in await raw.fetch(sql, *arrays)}
 
 
 async def upsert(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Values]) -> set[Any]:
     """Write ``rows`` (each of the same columns, ``key`` first) into ``table`` in one
-    statement, inside ``conn``'s transaction (:func:`upsert_sql`); the keys of the rows
-    inserted or changed."""
+    statement, inside ``conn``'s transaction (:func:`upsert_sql`), in ``key`` order
+    (:func:`_by_key`); the keys of the rows inserted or changed."""
     if not rows:
         return set()
     columns = tuple(c for c in rows[0] if c != key)
     sql = upsert_sql(table, key, columns)
     raw = await driver(conn)
-    return {row[0] for row in await raw.fetch(sql, *column_arrays(table, (key, *columns), rows))}
+    arrays = column_arrays(table, (key, *columns), _by_key(rows, key))
+    return {row[0] for row in await raw.fetch(sql, *arrays)}
+
+
+def _by_key(rows: Sequence[Values], key: str) -> list[Values]:
+    """``rows`` in ``key`` order: the order two transactions writing the same keys both take
+    them in (each row's key, new or not, is locked as it is written), so that the second
+    waits for the first rather than each holding one the other waits for (a deadlock: two
+    ``caravan seed`` at once naming the same new buyers in opposite orders)."""
+    return sorted(rows, key=lambda row: row[key])
 
 
 @cache

@@ -8,7 +8,10 @@ neither cut on the way in nor, looked up, taken for the key it begins with. The 
 claim, sent on the driver as a transaction's first statement, is part of SQLAlchemy's
 transaction."""
 
+import asyncio
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -27,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import system
 from shared.db import fault
-from shared.db.driver import driver, fetch, locked_by_key
-from shared.messaging.uow import Tx
+from shared.db.driver import driver, fetch, insert_new, locked_by_key, upsert
+from shared.messaging.uow import Tx, UnitOfWork
+from tests.e2e.test_payments_claims import started_waiting
 from tests.harness import scratch_database
 
 metadata = MetaData(schema="writes")
@@ -267,3 +271,33 @@ async def test_a_connection_that_died_fails_its_claim_as_transient_and_leaves_th
             assert await raw.fetchval("select pg_backend_pid()") != dead
     finally:
         await single.dispose()
+
+
+async def test_two_writes_of_the_same_new_keys_take_them_in_one_order(
+    engine: AsyncEngine,
+) -> None:
+    """``insert_new`` and ``upsert`` (a seed's writes: credit lines, lots, sellers, products)
+    wrote their rows in the order given: two seeds at once naming the same new buyers in
+    opposite orders (A, C, B and B, D, A), each held its first and waited for the other's: a
+    deadlock, one seed failing. Now each writes them in key order, and the second waits for
+    the first, then finds its rows. C and D are held meanwhile by a transaction rolled back
+    after both wait, standing for the moment between two rows of a statement."""
+    rows = {key: {"parent_id": key, "n": n} for n, key in enumerate("abcd")}
+    uow = UnitOfWork(SimpleNamespace(engine=engine), "test", children, inbox)  # type: ignore[arg-type]
+
+    async def inserting(tx: Tx) -> set[Any]:
+        return await insert_new(tx.conn, parents, "parent_id", [rows[k] for k in "acb"])
+
+    async def upserting(tx: Tx) -> set[Any]:
+        changed = [rows[k] | {"n": 9} for k in "bda"]
+        return await upsert(tx.conn, parents, "parent_id", changed)
+
+    async with engine.connect() as held:
+        await held.execute(parents.insert(), [rows["c"], rows["d"]])
+        running = await started_waiting(uow, [inserting, upserting])
+        await held.rollback()
+    # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
+    assert await asyncio.gather(*running) == [{"a", "b", "c"}, {"a", "b", "d"}]
+    async with engine.connect() as conn:
+        found = (await conn.execute(select(parents.c.parent_id, parents.c.n))).all()
+    assert sorted(found) == [("a", 9), ("b", 9), ("c", 2), ("d", 9), ("old", 0)]

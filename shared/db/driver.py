@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -77,17 +78,37 @@ class Row(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
             raise AttributeError(name) from None
 
 
+@cache
+def _row_class(columns: tuple[str, ...]) -> type[Row]:
+    """A :class:`Row` with these columns as attributes of its class, each read by the
+    record's own look-up: 45 ns, where a name found only by :meth:`Row.__getattr__` took
+    340 (bench/HISTORY.md, session 58). A name :class:`Row` has (a record method) is left
+    to it, as before."""
+    attributes = {c: property(itemgetter(c)) for c in columns if not hasattr(Row, c)}
+    return type("Row", (Row,), attributes)
+
+
+_ROW_CLASSES: dict[str, type[Row]] = {}
+"""Each statement's :func:`_row_class`, by its SQL text, once :func:`fetch` has met its
+columns (its first rows)."""
+
+
 async def fetch(conn: AsyncConnection, statement: ClauseElement, **params: Any) -> list[Row]:
     """Run ``statement`` (SQLAlchemy Core, its values bound by name with ``bindparam``, a
     statement object made once: it is compiled at its first call) on the driver, inside
     ``conn``'s transaction: without SQLAlchemy's cost per execution, and its result
-    processing (JSON comes decoded, by the codecs SQLAlchemy registered on the connection).
+    processing (JSON comes decoded, by the codecs SQLAlchemy registered on the connection;
+    from a statement's second call on, its rows' columns are attributes of their class:
+    :func:`_row_class`).
     ``column IN (...)`` is written ``column = ANY(:array)`` (:func:`any_of`): one statement
     text for any number of values (an IN list is refused)."""
     sql, names, fixed = _compiled(statement)
     raw = await driver(conn)
     args = (params.get(n, fixed.get(n)) for n in names)
-    rows: list[Row] = await raw.fetch(sql, *args, record_class=Row)
+    record_class = _ROW_CLASSES.get(sql, Row)
+    rows: list[Row] = await raw.fetch(sql, *args, record_class=record_class)
+    if record_class is Row and rows:
+        _ROW_CLASSES[sql] = _row_class(tuple(rows[0].keys()))
     return rows
 
 

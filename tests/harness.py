@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -55,7 +55,7 @@ from shared.events.orders import (
 )
 from shared.events.registry import PoisonRecord, parse_record
 from shared.kafka_security import client_kwargs
-from shared.messaging.uow import UnitOfWork
+from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic, consumer_group
@@ -136,6 +136,41 @@ async def waiting_behind(engine: AsyncEngine, holder: int) -> list[int]:
     async with engine.connect() as conn:
         found = await conn.execute(_WAITING_BEHIND, {"holder": holder})
         return [int(pid) for pid in found.scalars()]
+
+
+async def started_waiting(
+    uow: UnitOfWork, steps: Sequence[Callable[[Tx], Coroutine[Any, Any, Any]]], wait_event: str = ""
+) -> list[asyncio.Task[Any]]:
+    """Each of ``steps`` started in a task and a transaction of its own, each once those before
+    it wait for a lock (``wait_event``, if given: pg_stat_activity's ``wait_event``), and waiting
+    itself; their tasks. Only the steps' own sessions are counted (by their backend's pid):
+    every service runs against the test session's database, and a wait of theirs is not the
+    step's (:func:`waiting_behind`). One that stops meanwhile raises what stopped it (a
+    deadlock)."""
+    running: list[asyncio.Task[Any]] = []
+    pids: list[int] = []
+    waits = text(
+        "select count(*) from pg_stat_activity where pid = any(:pids)"
+        " and wait_event_type = 'Lock' and (:event = '' or wait_event = :event)"
+    )
+
+    async def in_tx(step: Callable[[Tx], Coroutine[Any, Any, Any]]) -> Any:
+        async with uow.begin() as tx:
+            pids.append(await backend_pid(tx.conn))
+            return await step(tx)
+
+    async def waiting(n: int) -> bool:
+        for task in running:
+            if task.done():
+                task.result()  # what stopped it
+        # A transaction each: pg_stat_activity is read once in a transaction.
+        async with uow.db.engine.connect() as conn:
+            return (await conn.scalar(waits, {"pids": pids, "event": wait_event}) or 0) >= n
+
+    for n, step in enumerate(steps, start=1):
+        running.append(asyncio.create_task(in_tx(step)))
+        await until(functools.partial(waiting, n), f"{n} transaction(s) waiting for a lock")
+    return running
 
 
 @dataclass

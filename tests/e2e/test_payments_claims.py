@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -44,7 +44,7 @@ from shared.logs import FAULT
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.topics import Topic
 from tests.e2e.test_payments_gateway import MALL, _reserved
-from tests.harness import System, backend_pid, ref, until
+from tests.harness import System, backend_pid, ref, started_waiting, until
 
 
 @pytest.fixture
@@ -877,41 +877,6 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
         assert found == {a: "voiding", b: "voiding"}
     finally:
         await forget(uow, [a, b])
-
-
-async def started_waiting(
-    uow: UnitOfWork, steps: Sequence[Callable[[Tx], Coroutine[Any, Any, Any]]], wait_event: str = ""
-) -> list[asyncio.Task[Any]]:
-    """Each of ``steps`` started in a task and a transaction of its own, each once those before
-    it wait for a lock (``wait_event``, if given: pg_stat_activity's ``wait_event``), and waiting
-    itself; their tasks. Only the steps' own sessions are counted (by their backend's pid):
-    a wait of a running service's (payments' consumer for a moment on a row its gateway loop
-    records) let a step start before the one before it held its locks. One that stops
-    meanwhile raises what stopped it (a deadlock)."""
-    running: list[asyncio.Task[Any]] = []
-    pids: list[int] = []
-    waits = text(
-        "select count(*) from pg_stat_activity where pid = any(:pids)"
-        " and wait_event_type = 'Lock' and (:event = '' or wait_event = :event)"
-    )
-
-    async def in_tx(step: Callable[[Tx], Coroutine[Any, Any, Any]]) -> Any:
-        async with uow.begin() as tx:
-            pids.append(await backend_pid(tx.conn))
-            return await step(tx)
-
-    async def waiting(n: int) -> bool:
-        for task in running:
-            if task.done():
-                task.result()  # what stopped it
-        # A transaction each: pg_stat_activity is read once in a transaction.
-        async with uow.db.engine.connect() as conn:
-            return (await conn.scalar(waits, {"pids": pids, "event": wait_event}) or 0) >= n
-
-    for n, step in enumerate(steps, start=1):
-        running.append(asyncio.create_task(in_tx(step)))
-        await until(partial(waiting, n), f"{n} transaction(s) waiting for a lock")
-    return running
 
 
 async def test_a_hand_back_locks_payments_in_a_batchs_order(uow: UnitOfWork) -> None:

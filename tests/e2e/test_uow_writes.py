@@ -34,8 +34,7 @@ from caravan import system
 from shared.db import fault
 from shared.db.driver import Row, driver, fetch, insert_new, locked_by_key, upsert
 from shared.messaging.uow import Tx, UnitOfWork
-from tests.e2e.test_payments_claims import started_waiting
-from tests.harness import scratch_database
+from tests.harness import scratch_database, started_waiting
 
 metadata = MetaData(schema="writes")
 parents = Table(

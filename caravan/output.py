@@ -237,8 +237,18 @@ def at(when: datetime | str) -> str:
 
 def as_json(value: object) -> None:
     """Print ``value`` as JSON on stdout, alone: what a command's ``--json`` prints, for a
-    program to read (no Rich: no colour, no wrapping)."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    program to read (no Rich: no colour, no wrapping). UTF-8 whatever stdout's own encoding
+    is (:func:`_utf8`), as JSON between programs must be (RFC 8259)."""
+    _utf8(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _utf8(printed: str, mark: bytes = b"") -> None:
+    """Write ``printed`` on stdout as UTF-8 (after ``mark``), whatever the locale of the shell
+    that ran the command: a stdout in another locale's encoding could not write a Chinese
+    buyer id or reason at all (UnicodeEncodeError), or wrote it in GBK."""
+    sys.stdout.flush()  # anything printed before goes first
+    sys.stdout.buffer.write(mark + printed.encode("utf-8"))
+    sys.stdout.buffer.flush()
 
 
 def one_output(as_json: bool, as_csv: bool) -> None:
@@ -279,9 +289,7 @@ def as_csv(
     writer = csv.writer(sheet, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     writer.writerow(fields)
     writer.writerows([_cell(row.get(field)) for field in fields] for row in rows)
-    sys.stdout.flush()  # anything printed before goes first
-    sys.stdout.buffer.write(codecs.BOM_UTF8 + sheet.getvalue().encode("utf-8"))
-    sys.stdout.buffer.flush()
+    _utf8(sheet.getvalue(), mark=codecs.BOM_UTF8)
     if left is not None:
         err_console.print(left)
 

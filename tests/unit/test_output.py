@@ -198,6 +198,15 @@ def test_csv_is_utf8_whatever_stdouts_encoding(monkeypatch: pytest.MonkeyPatch) 
     assert written.getvalue() == codecs.BOM_UTF8 + '"id"\r\n"农户-0001"\r\n'.encode()
 
 
+def test_json_is_utf8_whatever_stdouts_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json as --csv (above): UTF-8 on a server whose locale is not, where a Chinese buyer
+    id crashed the command (UnicodeEncodeError) before anything was printed."""
+    written = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(written, encoding="latin-1"))
+    output.as_json({"buyer_id": "农户-0001"})
+    assert written.getvalue() == '{\n  "buyer_id": "农户-0001"\n}\n'.encode()
+
+
 def test_csv_quotes_every_text_and_leaves_numbers_bare(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:

@@ -631,9 +631,12 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> bool:
         log.warning("loan %s of order %s is voided already; not voided again", loan_id, order_id)
         return False
     # No reminder of them any more: out of the reminder sweep's index (reminders.py). A sweep
-    # that holds them commits first; one that comes after passes them over.
+    # that holds them commits first; one that comes after passes them over. Nor owed: out of
+    # the loan book's overdue loans' index too (LEFT_UNPAID).
     await tx.conn.execute(
-        update(instalments).where(instalments.c.loan_id == loan_id).values(reminders_done=True)
+        update(instalments)
+        .where(instalments.c.loan_id == loan_id)
+        .values(reminders_done=True, voided=True)
     )
     paid = (
         await tx.conn.execute(

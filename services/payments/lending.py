@@ -285,11 +285,11 @@ def _overdue_loans(
     full, the longest overdue first (by the day of the oldest such instalment, then by id),
     strictly after ``start``: ``limit`` of them and one more. Read from those instalments by
     their day (``instalments_to_remind``: not announced overdue yet;
-    ``instalments_left_unpaid``: announced, or of a voided loan), each one kept if it is its
-    loan's first unpaid (a probe of the loan's instalments by key) and its loan then read by
-    its key (a lateral read of one row): a page reads a page's instalments, and those of
-    voided loans and the later unpaid ones of the loans listed between them, whatever the
-    book's size or how many are overdue."""
+    ``instalments_left_unpaid``: announced; neither holds a voided loan's), each one kept if
+    it is its loan's first unpaid (a probe of the loan's instalments by key) and its loan then
+    read by its key (a lateral read of one row): a page reads a page's instalments, and the
+    later unpaid ones of the loans listed between them, whatever the book's size, how many are
+    overdue or how many loans were voided."""
     before = instalments.alias("before")
     first = ~exists().where(
         before.c.loan_id == instalments.c.loan_id,

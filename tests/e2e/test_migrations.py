@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from alembic import command
@@ -147,6 +148,16 @@ async def _execute(url: str, sql: str) -> None:
         await engine.dispose()
 
 
+async def _migrated(url: str, schema: str, revision: str, *rows: str) -> Config:
+    """``schema`` migrated to ``revision`` in ``url``'s database, then ``rows`` (inserts) run
+    in order, each in a transaction of its own: its Alembic config."""
+    cfg = alembic_config(migrations_folder(schema), url)
+    await asyncio.to_thread(command.upgrade, cfg, revision)
+    for row in rows:
+        await _execute(url, row)
+    return cfg
+
+
 async def test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_runs(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -281,17 +292,14 @@ async def test_loans_voided_before_payments_0022_say_on_their_payment_what_is_ow
         for account, sign in (("buyer_refund_payable", 1), ("repayments_cash", -1))
     )
     async with scratch_database(infrastructure.database_url, "caravan_owed") as url:
-        cfg = alembic_config(migrations_folder("payments"), url)
-        await asyncio.to_thread(command.upgrade, cfg, "0021")
-        await _execute(
+        cfg = await _migrated(
             url,
+            "payments",
+            "0021",
             "insert into payments.payments (order_id, status, loan_id, refund_owed_fen) values"
             " ('o-owes', 'voided', 'l-owes', NULL), ('o-none', 'voided', 'l-none', NULL),"
             " ('o-refunded', 'refunded', 'l-refunded', 500),"
             " ('o-charge', 'void_refused', NULL, 700), ('o-paid', 'voided', NULL, NULL)",
-        )
-        await _execute(
-            url,
             "insert into payments.ledger_entries (txn_id, kind, account, amount_fen, loan_id)"
             f" values {ledger}",
         )
@@ -315,12 +323,88 @@ async def test_loans_voided_before_payments_0022_say_on_their_payment_what_is_ow
             await engine.dispose()
 
 
+async def test_the_instalments_of_loans_voided_before_payments_0029_are_marked_voided(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Upgraded from payments 0028, the instalments of a loan voided before (its unpaid ones
+    marked ``reminders_done`` by its void, as a live loan's announced overdue are) are marked
+    ``voided`` and left out of the index of those left unpaid, which the loan book's overdue
+    loans read; a live or repaid loan's are as they were. Taken back to 0028, the mark is
+    dropped without refusing (the loan says it is voided) and the index holds them again, as
+    0028's code reads it."""
+    loans = "insert into payments.loans (loan_id, order_id, buyer_id, principal_fen,"
+    loans += " outstanding_fen, term_months, status) values " + ", ".join(
+        f"('{loan}', 'o-{loan}', 'b', 1000, 0, 2, '{status}')"
+        for loan, status in (("l-voided", "voided"), ("l-live", "active"), ("l-repaid", "repaid"))
+    )
+    instalments = "insert into payments.instalments (loan_id, number, due, amount_fen, paid_fen,"
+    instalments += " reminders_done) values " + ", ".join(  # all due a month ago
+        f"('{loan}', {number}, current_date - 30, 500, {paid}, {done})"
+        for loan, number, paid, done in (
+            ("l-voided", 1, 200, "true"),
+            ("l-voided", 2, 0, "true"),
+            ("l-live", 1, 0, "true"),  # announced overdue
+            ("l-live", 2, 0, "false"),
+            ("l-repaid", 1, 500, "false"),
+            ("l-repaid", 2, 500, "false"),
+        )
+    )
+    left_unpaid = (  # and {}: tables.LEFT_UNPAID, as of each revision
+        "select loan_id, number from payments.instalments"
+        " where paid_fen < amount_fen and reminders_done{} order by 1, 2"
+    )
+    async with scratch_database(infrastructure.database_url, "caravan_voided") as url:
+        cfg = await _migrated(url, "payments", "0028", loans, instalments)
+        engine = create_async_engine(url)
+
+        async def read(query: str) -> list[tuple[Any, ...]]:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in await conn.execute(text(query))]
+
+        index = (
+            "select indexdef from pg_indexes where schemaname = 'payments'"
+            " and indexname = 'instalments_left_unpaid'"
+        )
+        try:
+            await asyncio.to_thread(command.upgrade, cfg, "0029")
+            marked = await read(
+                "select loan_id, number, voided, reminders_done from payments.instalments"
+                " order by 1, 2"
+            )
+            assert marked == [
+                ("l-live", 1, False, True),
+                ("l-live", 2, False, False),
+                ("l-repaid", 1, False, False),
+                ("l-repaid", 2, False, False),
+                ("l-voided", 1, True, True),
+                ("l-voided", 2, True, True),
+            ]
+            [(made,)] = await read(index)
+            assert made.endswith(
+                "WHERE ((paid_fen < amount_fen) AND reminders_done AND (NOT voided))"
+            )
+            assert await read(left_unpaid.format(" and not voided")) == [("l-live", 1)]
+
+            await asyncio.to_thread(command.downgrade, cfg, "0028")
+            assert await _version(url, "payments") == "0028"
+            [(made,)] = await read(index)
+            assert made.endswith("WHERE ((paid_fen < amount_fen) AND reminders_done)"), made
+            columns = await read(
+                "select column_name from information_schema.columns where table_schema ="
+                " 'payments' and table_name = 'instalments' and column_name = 'voided'"
+            )
+            assert columns == []
+            # In 0028's index again, and out of the sweep's still (reminders_done kept).
+            held = [("l-live", 1), ("l-voided", 1), ("l-voided", 2)]
+            assert await read(left_unpaid.format("")) == held
+        finally:
+            await engine.dispose()
+
+
 async def _downgrade_refused(url: str, schema: str, row: str, to: str) -> tuple[Config, str]:
     """With ``schema`` at its head and ``row`` (an insert) added, a downgrade ``to`` refuses
     and leaves it at its head: its Alembic config, and what the refusal said."""
-    cfg = alembic_config(migrations_folder(schema), url)
-    await asyncio.to_thread(command.upgrade, cfg, "head")
-    await _execute(url, row)
+    cfg = await _migrated(url, schema, "head", row)
     with pytest.raises(DowngradeRefused) as refused:
         await asyncio.to_thread(command.downgrade, cfg, to)
     assert await _version(url, schema) == ScriptDirectory.from_config(cfg).get_current_head()

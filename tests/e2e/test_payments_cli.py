@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared import days
+from shared.topics import Topic
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_ops import cli_into
 from tests.e2e.test_payments_after_sale import void
@@ -353,6 +354,56 @@ async def test_the_loan_book_does_not_say_a_loan_voided_after_the_sale_was_not_l
         " credit given back: 3000 fen (1 loan(s))"
     ), out
     assert "not lent" not in out, out
+
+
+async def test_a_voided_loan_with_an_instalment_due_is_not_reminded_nor_overdue(
+    caravan: System,
+) -> None:
+    """A loan voided (its order refunded after the sale) with an instalment left unpaid, then
+    past its day: no reminder of it is announced (an SMS asking a buyer to repay a loan that no
+    longer exists), while the buyer's live loan, as late, is reminded overdue; it is not on the
+    overdue page; its instalments are marked voided with the void, out of the index the
+    overdue page reads (payments 0029), where the page read each one to find its loan voided
+    (a loan officer's drill, 2026-12-07)."""
+    farmer = buyer("void-due")
+    cli = await officer(caravan, farmer)
+    sold = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
+    live = (await run(caravan, order(farmer, {"PAY-UNIT": 12}, term=2))).data
+    voided_loan, live_loan = sold["payment"]["loan_id"], live["payment"]["loan_id"]
+    assert (await cli("repay", voided_loan, "--amount", "700"))[0] == 0  # 300 left of 1000
+    await void(caravan, sold["order_id"], "refunded after the sale")
+    marked = "select bool_and(voided) from payments.instalments where loan_id = :loan"
+    assert await caravan.scalar(marked, loan=voided_loan) is True
+    assert await caravan.scalar(marked, loan=live_loan) is False
+    # A month and more passes: each loan's first instalment is 10 days late, the voided one's
+    # a day earlier (the sweep reads the earliest first).
+    for loan, days_back in ((voided_loan, 41), (live_loan, 40)):
+        await caravan.execute(
+            "update payments.instalments set due = due - cast(:n as integer) where loan_id = :loan",
+            n=days_back,
+            loan=loan,
+        )
+
+    def overdue(loan_id: str) -> list[str]:
+        reminded = caravan.log.events(
+            Topic.PAYMENT_EVENTS, type="payment.instalment_due", loan_id=loan_id
+        )
+        return [e.data["stage"] for e in reminded if e.data["stage"] == "overdue"]
+
+    await caravan.wait_for(lambda: overdue(live_loan))  # a sweep past both
+    texted = (
+        "select count(*) from notifications.sms where order_id = :o"
+        " and purpose = 'instalment_overdue'"
+    )
+    await caravan.until(lambda: caravan.scalar(texted, o=live["order_id"]), "the live one texted")
+    said = [e.type for e in caravan.log.events(Topic.PAYMENT_EVENTS, order_id=sold["order_id"])]
+    assert overdue(voided_loan) == [], said
+    assert "payment.instalment_due" not in said[said.index("payment.voided") :], said
+    assert await caravan.scalar(texted, o=sold["order_id"]) == 0
+
+    code, out = await cli("loans", "--buyer", farmer, "--overdue", "--json")
+    assert code == 0, out
+    assert [loan["loan_id"] for loan in json.loads(out)["loans"]] == [live_loan], out
 
 
 async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan: System) -> None:

@@ -208,6 +208,11 @@ instalments = Table(
     # voided, or it was announced overdue (the last stage). The sweep reads it, and the
     # loan book's overdue loans (LEFT_UNPAID).
     Column("reminders_done", Boolean, nullable=False, server_default=text("false")),
+    # Its loan was voided (``void_loan``, in the void's transaction; migration 0029 marked
+    # those voided before): nothing of it is owed any more, paid or not. The loan book's
+    # overdue loans read the unpaid ones left without it (LEFT_UNPAID), as the sweep reads
+    # TO_REMIND, which ``reminders_done`` already keeps them out of.
+    Column("voided", Boolean, nullable=False, server_default=text("false")),
     PrimaryKeyConstraint("loan_id", "number"),
     CheckConstraint("paid_fen >= 0 AND paid_fen <= amount_fen", name="instalment_paid_range"),
 )
@@ -228,13 +233,16 @@ Index(
     postgresql_where=TO_REMIND,
 )
 
-LEFT_UNPAID = and_(UNPAID, instalments.c.reminders_done)
-"""The unpaid instalments no reminder is announced of any more: announced overdue (the last
-stage) and left unpaid, or of a voided loan. With those of ``TO_REMIND`` past their day, the
-loan book's overdue loans (``GET /loans?overdue=true``) are read from them."""
+LEFT_UNPAID = and_(UNPAID, instalments.c.reminders_done, ~instalments.c.voided)
+"""The unpaid instalments no reminder is announced of any more that are still owed: announced
+overdue (the last stage) and left unpaid, their loan not voided. With those of ``TO_REMIND``
+past their day, the loan book's overdue loans (``GET /loans?overdue=true``) are read from
+them."""
 
 # An index of its own, which the sweep cannot read (its predicate excludes the sweep's): the
 # loan book's overdue page walked every loan, newest first, to the oldest overdue one (0027).
+# Those of voided loans are not in it (0029): the page read each one past its day, every
+# cancelled microloan order's of the season, to find its loan voided and leave it.
 Index(
     "instalments_left_unpaid",
     instalments.c.due,

@@ -490,15 +490,7 @@ def list_loans(
         LOAN, "status\nnext due", LOAN_FIGURES, title=title, whole=(LOAN, LOAN_FIGURES)
     )
     for loan in found:
-        figures = [
-            f"lent {loan['principal_fen']}",
-            f"owes {loan['outstanding_fen']}",
-            f"to pay {loan['remaining_fen']}",
-        ]
-        if loan["overdue_fen"]:
-            figures.append(f"overdue {loan['overdue_fen']}")
-        if loan.get("overdue_since"):  # older servers: absent
-            figures.append(f"{loan['days_overdue']} day(s) late, since {loan['overdue_since']}")
+        figures = _voided(loan) if loan["status"] == "voided" else _lent(loan)
         table.add_row(
             "\n".join((loan["loan_id"], loan["buyer_id"], loan["order_id"])),
             "\n".join((loan["status"], loan["next_due"] or "")),
@@ -520,6 +512,35 @@ def list_loans(
             f" overdue {totals['overdue_fen']} fen ({late} loan(s) overdue)"
             + (apart if voided else "")
         )
+
+
+def _lent(loan: dict[str, Any]) -> list[str]:
+    """A loan's figures in the loan book, active or repaid: what was lent, what is owed and
+    left to pay, and what is overdue and since when."""
+    figures = [
+        f"lent {loan['principal_fen']}",
+        f"owes {loan['outstanding_fen']}",
+        f"to pay {loan['remaining_fen']}",
+    ]
+    if loan["overdue_fen"]:
+        figures.append(f"overdue {loan['overdue_fen']}")
+    if loan.get("overdue_since"):  # older servers: absent
+        figures.append(f"{loan['days_overdue']} day(s) late, since {loan['overdue_since']}")
+    return figures
+
+
+def _voided(loan: dict[str, Any]) -> list[str]:
+    """A voided loan's figures in the loan book: what was lent, its credit given back (it
+    said "lent N", "owes 0", "to pay 0", as of a loan lent and repaid), and what its buyer
+    had repaid on it before the void, owed back to them or paid back by hand."""
+    figures = [f"voided: lent {loan['principal_fen']},", "its credit given back"]
+    repaid = loan.get("repaid_fen")  # older servers: absent
+    if repaid:
+        back = "owed back to the buyer" if loan["refund_owed_fen"] else "paid back to the buyer"
+        figures += [f"repaid {repaid} before the void:", back]
+    elif repaid == 0:
+        figures.append("nothing repaid before the void")
+    return figures
 
 
 REPAID, REPAID_FIGURES = "when\nloan\nbuyer", "fen"

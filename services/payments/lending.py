@@ -262,6 +262,8 @@ class LoanLine:
     next_due: date | None
     overdue_since: date | None  # the day of its oldest instalment overdue (None: none is)
     days_overdue: int  # since that day, in the market's days (0: none is overdue)
+    repaid_fen: int  # what its buyer repaid on it, interest too (a voided loan's: before it)
+    refund_owed_fen: int  # of that, owed back to the buyer (a voided loan's, until refunded)
 
 
 _LISTED = (
@@ -373,6 +375,11 @@ async def loan_book(
         )
         for i in schedule:
             dues[i.loan_id].append(Due(i.number, i.due, i.amount_fen, i.interest_fen, i.paid_fen))
+    repaid = {loan_id: sum(d.paid_fen for d in schedule) for loan_id, schedule in dues.items()}
+    # What a voided loan's buyer had repaid is owed back to them until refunded by hand: the
+    # ledger's, as GET /loans/{id} says it (a liability, so credited, negative, while owed).
+    owing = [r.loan_id for r in rows if r.status == "voided" and repaid[r.loan_id]]
+    owed = await ledger_store.balances_of_loans(conn, owing, ledger.BUYER_REFUND_PAYABLE)
     lines = []
     for r in rows:
         mine = dues[r.loan_id] if r.status == "active" else []
@@ -386,6 +393,8 @@ async def loan_book(
                 next_due=min((d.due for d in mine if d.remaining_fen > 0), default=None),
                 overdue_since=since,
                 days_overdue=days,
+                repaid_fen=repaid[r.loan_id],
+                refund_owed_fen=-owed.get(r.loan_id, 0),
             )
         )
     return lines, next_cursor

@@ -158,7 +158,7 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     other = (await run(caravan, order(shop, {"PAY-UNIT": 50}, term=1))).data["payment"]
     assert (await cli("repay", early["loan_id"], "--amount", "1000"))[0] == 0
     # A loan of 500 fen voided (its order cancelled): its credit given back, no money out.
-    unsold, _ = await authorised(caravan, farmer, 5)
+    unsold, lent = await authorised(caravan, farmer, 5)
     await cancel(caravan, unsold)
     # A month and more passes for the second loan: its first instalment, 600 fen, is overdue.
     await caravan.execute(
@@ -170,6 +170,8 @@ async def test_the_loan_book_says_who_owes_what_and_what_is_overdue(caravan: Sys
     assert code == 0, out
     assert early["loan_id"] in out and late["loan_id"] in out and other["loan_id"] not in out
     assert "overdue 600" in out and "owes 2000" in out and "to pay 2000" in out, out
+    said = figures_of(out, lent.data["loan_id"], early["loan_id"], late["loan_id"])
+    assert said == ["voided: lent 500,", "its credit given back", "nothing repaid before the void"]
     assert out.rstrip().endswith(
         "in all: lent 4200 fen, principal owed 3200 fen, left to pay 3200 fen, overdue 600"
         " fen (1 loan(s) overdue); voided (the order cancelled, refunded after the sale or never"
@@ -356,6 +358,15 @@ async def test_the_loan_book_does_not_say_a_loan_voided_after_the_sale_was_not_l
     assert "not lent" not in out, out
 
 
+def figures_of(out: str, loan_id: str, *others: str) -> list[str]:
+    """What ``caravan payments loans`` says of ``loan_id``'s figures (its right column), line
+    by line, up to the row of the next loan (one of ``others``) or the table's end."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    first = next(i for i, row in enumerate(rows) if row[0] == loan_id)
+    after = next((i for i, row in enumerate(rows) if i > first and row[0] in others), len(rows))
+    return [row[2] for row in rows[first:after] if row[2]]
+
+
 async def test_a_voided_loan_with_an_instalment_due_is_not_reminded_nor_overdue(
     caravan: System,
 ) -> None:
@@ -363,8 +374,10 @@ async def test_a_voided_loan_with_an_instalment_due_is_not_reminded_nor_overdue(
     past its day: no reminder of it is announced (an SMS asking a buyer to repay a loan that no
     longer exists), while the buyer's live loan, as late, is reminded overdue; it is not on the
     overdue page; its instalments are marked voided with the void, out of the index the
-    overdue page reads (payments 0029), where the page read each one to find its loan voided
-    (a loan officer's drill, 2026-12-07)."""
+    overdue page reads (payments 0029). Its row in the loan book read "lent 3000, owes 0, to
+    pay 0", as of a loan lent and repaid: it says it was voided, what was lent, and what the
+    buyer had repaid before the void, owed back and then paid back (a loan officer's drill,
+    2026-12-07)."""
     farmer = buyer("void-due")
     cli = await officer(caravan, farmer)
     sold = (await run(caravan, order(farmer, {"PAY-UNIT": 30}, term=3))).data
@@ -404,6 +417,25 @@ async def test_a_voided_loan_with_an_instalment_due_is_not_reminded_nor_overdue(
     code, out = await cli("loans", "--buyer", farmer, "--overdue", "--json")
     assert code == 0, out
     assert [loan["loan_id"] for loan in json.loads(out)["loans"]] == [live_loan], out
+    code, out = await cli("loans", "--buyer", farmer, "--json")
+    assert code == 0, out
+    [shown] = [loan for loan in json.loads(out)["loans"] if loan["loan_id"] == voided_loan]
+    assert (shown["status"], shown["repaid_fen"], shown["refund_owed_fen"]) == (
+        "voided",
+        700,
+        700,
+    ), shown
+    assert (shown["overdue_fen"], shown["remaining_fen"], shown["next_due"]) == (0, 0, None)
+    code, out = await cli("loans", "--buyer", farmer)
+    assert code == 0, out
+    voided_said = ["voided: lent 3000,", "its credit given back", "repaid 700 before the void:"]
+    assert figures_of(out, voided_loan, live_loan) == [*voided_said, "owed back to the buyer"], out
+    assert figures_of(out, live_loan, voided_loan)[:3] == ["lent 1200", "owes 1200", "to pay 1200"]
+    made = ("--reference", "BANK-VOID-DUE", "--reason", "bank transfer")
+    assert (await cli("refunded", sold["order_id"], *made))[0] == 0
+    code, out = await cli("loans", "--buyer", farmer)
+    assert code == 0, out
+    assert figures_of(out, voided_loan, live_loan) == [*voided_said, "paid back to the buyer"], out
 
 
 async def test_the_voided_payments_say_which_were_voided_after_the_sale(caravan: System) -> None:

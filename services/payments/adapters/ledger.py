@@ -66,9 +66,19 @@ async def entries_of_all(conn: AsyncConnection, txn_ids: Sequence[str]) -> dict[
 
 async def balance_of_loan(conn: AsyncConnection, loan_id: str, account: str) -> int:
     """The sum of ``account``'s entries posted for the loan ``loan_id`` (0: none)."""
-    total = await conn.scalar(
-        select(func.coalesce(func.sum(ledger_entries.c.amount_fen), 0)).where(
-            ledger_entries.c.loan_id == loan_id, ledger_entries.c.account == account
+    return (await balances_of_loans(conn, [loan_id], account))[loan_id]
+
+
+async def balances_of_loans(
+    conn: AsyncConnection, loan_ids: Sequence[str], account: str
+) -> dict[str, int]:
+    """:func:`balance_of_loan` of each of ``loan_ids``, in one statement (none: no statement)."""
+    found = dict.fromkeys(loan_ids, 0)
+    if loan_ids:
+        rows = await conn.execute(
+            select(ledger_entries.c.loan_id, func.sum(ledger_entries.c.amount_fen))
+            .where(ledger_entries.c.loan_id.in_(list(found)), ledger_entries.c.account == account)
+            .group_by(ledger_entries.c.loan_id)
         )
-    )
-    return int(total or 0)
+        found.update({loan_id: int(total) for loan_id, total in rows})
+    return found

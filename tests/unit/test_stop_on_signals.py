@@ -102,11 +102,17 @@ def test_sigterm_while_a_task_runs_cancels_it_as_ctrl_c_does() -> None:
 def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> None:
     """``caravan up`` records what it started; killed (SIGKILL: no cleanup), it leaves its
     services holding their ports, and the next ``caravan up`` stops them first."""
-    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
-    left = subprocess.Popen(sleeper, start_new_session=True)
-    other = subprocess.Popen(sleeper, start_new_session=True)
+    sleeper = [sys.executable, "-c", "import time; print('running', flush=True); time.sleep(120)"]
+    left = subprocess.Popen(sleeper, start_new_session=True, stdout=subprocess.PIPE)
+    other = subprocess.Popen(sleeper, start_new_session=True, stdout=subprocess.PIPE)
     pid_file = tmp_path / "up.pids"
     try:
+        # Running, as a killed run's services are: just after Popen returns, the kernel may
+        # still be setting up the new program, /proc/PID/cmdline reads empty, and the next
+        # run rightly leaves alone what it cannot tell is its own (a flake under load).
+        for proc in (left, other):
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"running\n"
         system.record_processes(pid_file, {"orders": left, "inventory": other})
         # "inventory"'s pid was reused by another program since: never signalled.
         recorded = json.loads(pid_file.read_text())
@@ -120,7 +126,7 @@ def test_processes_a_killed_run_left_are_stopped_by_the_next(tmp_path: Path) -> 
     finally:
         for proc in (left, other):
             proc.kill()
-            proc.wait()
+            proc.communicate()  # its stdout closed too
 
 
 def test_a_process_is_recorded_as_it_was_started_not_as_proc_reads_it(tmp_path: Path) -> None:

@@ -178,12 +178,13 @@ def _platform_order(data: object) -> tuple[str, str] | None:
     return app, data.order_ref
 
 
-async def _lock_platform_orders(
+async def _lock_orders(
     tx: Tx, platform_orders: Iterable[tuple[str, str]], order_ids: Iterable[str] = ()
 ) -> None:
-    """One at a time for a platform order: its reservation and the adapter's word that it was
-    paid, handled at once by two instances, each missed the other's uncommitted row. With the
-    locks of ``order_ids`` (:func:`prefetch_payments`), in the same statement."""
+    """Take :data:`LOCKS` of ``platform_orders`` and ``order_ids`` in one statement, in one
+    order. One at a time for a platform order: its reservation and the adapter's word that it
+    was paid, handled at once by two instances, each missed the other's uncommitted row; and
+    for an order whose payment a batch may make (:func:`prefetch_payments`)."""
     platform_keys = (f"{app}|{order_ref}" for app, order_ref in platform_orders)
     await LOCKS.lock(tx, [*platform_keys, *order_ids])
 
@@ -220,7 +221,7 @@ async def prefetch_payments(tx: Tx, batch: Sequence[Parsed]) -> None:
     it, and a batch that waited for it then finds the payment the other made."""
     orders = [p.data.order_id for p in batch if isinstance(p.data, StockReserved | OrderCancelled)]
     platform_orders = (o for p in batch if (o := _platform_order(p.data)))
-    await _lock_platform_orders(tx, platform_orders, orders)
+    await _lock_orders(tx, platform_orders, orders)
     paid = {
         o for p in batch if isinstance(p.data, PlatformOrderPaid) and (o := _platform_order(p.data))
     }
@@ -449,7 +450,7 @@ async def _collected_by_platform(
     platform took the money for it (``platform.order_paid``), the platform holding it for us
     and the sellers owed their parts; ``awaiting`` until then. An order that only
     names a platform's source is never paid for: it expires."""
-    await _lock_platform_orders(tx, [(app, order_ref)])
+    await _lock_orders(tx, [(app, order_ref)])
     paid = await tx.conn.scalar(
         select(func.count()).where(
             platform_paid.c.app == app, platform_paid.c.order_ref == order_ref
@@ -482,7 +483,7 @@ async def on_platform_order_paid(tx: Tx, parsed: Parsed) -> None:
     if platform_order is None:
         log.warning("platform.order_paid of %r names no platform app; ignored", data.source)
         return
-    await _lock_platform_orders(tx, [platform_order])
+    await _lock_orders(tx, [platform_order])
     app = platform_order[0]
     await tx.conn.execute(
         pg_insert(platform_paid).values(app=app, order_ref=data.order_ref).on_conflict_do_nothing()

@@ -29,7 +29,9 @@ Url = Annotated[
 AsCsv = Annotated[
     bool,
     typer.Option(
-        "--csv", help="print the list as CSV for a spreadsheet, a row each (not with --json)"
+        "--csv",
+        help="print the list as CSV for a spreadsheet, a row each: UTF-8 after a byte-order"
+        " mark, as Excel needs to read Chinese (not with --json)",
     ),
 ]
 

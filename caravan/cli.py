@@ -22,6 +22,7 @@ from caravan import checkout, inventory_cli, output, payments_cli, platform_cli,
 from caravan.arguments import time_opt
 from caravan.output import PREPARE_FIRST, OperatorError, console, err_console
 from services import SERVICES
+from services.orders.domain.order import Canceller
 from services.orders.domain.order import Status as OrderStatus
 from shared import days
 from shared.addresses import served_at
@@ -1281,21 +1282,32 @@ def orders_show(order_id: str) -> None:
 @orders_app.command("cancel")
 def orders_cancel(
     order_id: str,
+    by: Annotated[
+        Canceller,
+        typer.Option(
+            help="who asks for it: operator (operations, of their own accord:"
+            " cancelled_by_operator, the buyer texted that staff cancelled it) or buyer (the"
+            " buyer asked, you or a platform: cancelled_by_buyer, texted as at their request)"
+        ),
+    ] = "operator",
     reason: Annotated[
         str | None,
-        typer.Option(help="why, as the buyer said it (kept in the audit trail: caravan audit)"),
+        typer.Option(
+            help="why, as the buyer or you said it (kept in the audit trail: caravan audit)"
+        ),
     ] = None,
 ) -> None:
-    """Cancel a pending order for its buyer (`cancelled_by_buyer`): the stock it holds and a
-    loan lent for it are given back (the orders API's `POST /orders/{id}/cancel`; the token
-    needs the scope orders:write), and the audit trail names who asked and, with --reason,
-    why. A confirmed order is refused (exit 1); one already cancelled is shown as it is,
-    below a line saying it was cancelled before, when and why (exit 0: nothing changed)."""
+    """Cancel a pending order (`cancelled_by_operator`; `--by buyer`: at its buyer's word,
+    `cancelled_by_buyer`): the stock it holds and a loan lent for it are given back (the
+    orders API's `POST /orders/{id}/cancel`; the token needs the scope orders:write), and the
+    audit trail names who asked and, with --reason, why. A confirmed order is refused (exit
+    1); one already cancelled is shown as it is, below a line saying it was cancelled before,
+    when and why (exit 0: nothing changed)."""
     from caravan.admin_api import base_url, call
 
     base = base_url(None, "orders")
-    said = {"json": {"reason": reason}} if reason is not None else {}
-    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id, **said)
+    said = {"by": by} | ({"reason": reason} if reason is not None else {})
+    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id, json=said)
     if order.get("applied") is False:
         when = [s["time"] for s in order["timeline"] if s["type"] == "order.cancelled"]
         at = f", at {output.at(when[-1])}" if when else ""

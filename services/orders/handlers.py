@@ -12,7 +12,7 @@ import orjson
 from prometheus_client import Counter
 
 from services.orders.adapters.repository import OrderRepository
-from services.orders.domain.order import Order
+from services.orders.domain.order import Canceller, Order
 from shared.auth import audit
 from shared.events.envelope import CloudEvent
 from shared.events.ignored import Ignored, ignored_fields
@@ -460,20 +460,20 @@ async def expire_due(tx: Tx, now: datetime) -> list[str]:
     return [order_id for order_id, _ in due]
 
 
-async def cancel_by_buyer(
-    tx: Tx, order_id: str, actor: str, reason: str | None
+async def cancel_by(
+    tx: Tx, order_id: str, who: Canceller, actor: str, reason: str | None
 ) -> tuple[Order, bool] | None:
-    """Cancel on the buyer's request, and whether it was cancelled now (False: it was
-    cancelled before, and stays as it was); raises ``OrderAlreadyConfirmed`` after
-    confirmation. A cancellation made now is in the audit trail, ``actor`` (the calling
-    token's name) its author, with ``reason``, what the caller said of it: the timeline says
-    ``cancelled_by_buyer`` whoever asked and why."""
+    """Cancel on ``who``'s word (the buyer's, ``cancelled_by_buyer``; an operator's own,
+    ``cancelled_by_operator``), and whether it was cancelled now (False: it was cancelled
+    before, and stays as it was); raises ``OrderAlreadyConfirmed`` after confirmation. A
+    cancellation made now is in the audit trail, ``actor`` (the calling token's name) its
+    author, with ``reason``, what the caller said of it."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
         return None
     was, pending = order.status, not order.terminal
-    order.cancel_by_buyer()
+    order.cancel_by(who)
     await repo.save(order)
     if pending:
         audit.record_later(

@@ -61,7 +61,12 @@ CancelReason = Literal[
     "payment_failed",
     "expired",
     "cancelled_by_buyer",
+    "cancelled_by_operator",
 ]
+"""Why an order was cancelled. ``cancelled_by_buyer``: its buyer asked (a storefront or a
+platform for them, or operations at their word); ``cancelled_by_operator``: operations
+cancelled it of their own accord (a reason code added in v1, since 2026-12-07: before, such a
+cancellation said ``cancelled_by_buyer``)."""
 
 
 class Buyer(Frozen):

@@ -79,12 +79,13 @@ async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_fi
 
 
 async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments: System) -> None:
-    """An operator's token cancels a pending order (payments stopped: it stays pending until
-    then) with ``caravan orders cancel --reason``: its timeline says ``cancelled_by_buyer`` as
-    for any token, the audit trail who it was, why, the status before and after; a second
-    cancellation, which changes nothing, adds nothing. Through the API, a body with a field
-    misspelt is refused, and no body at all cancels as before, no reason recorded. Last of the
-    module: ``no_payments`` holds to its end."""
+    """An operator's token cancels a pending order at its buyer's word (payments stopped: it
+    stays pending until then) with ``caravan orders cancel --by buyer --reason``: its timeline
+    says ``cancelled_by_buyer``, the audit trail who it was, why, the status before and after; a
+    second cancellation, which changes nothing, adds nothing. Through the API, a body with a
+    field misspelt, or a ``by`` of no one it knows, is refused, and no body at all cancels as
+    before, the buyer's, no reason recorded. Last of the module: ``no_payments`` holds to its
+    end."""
     caravan, tag = no_payments, uuid.uuid4().hex[:8]
     operator = f"operator-{tag}"
     token = await caravan.issue_token(operator, "orders:read", "orders:write")
@@ -96,7 +97,15 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
     why = f"ordered twice by mistake {tag}"
     for said in (why, "asked again"):
         cancelled = await cli(
-            caravan, "orders", "cancel", order_id, "--reason", said, CARAVAN_TOKEN=token
+            caravan,
+            "orders",
+            "cancel",
+            order_id,
+            "--by",
+            "buyer",
+            "--reason",
+            said,
+            CARAVAN_TOKEN=token,
         )
         assert cancelled.returncode == 0, cancelled.stderr
     assert "cancelled_by_buyer" in (await cli(caravan, "orders", "show", order_id)).stdout
@@ -128,7 +137,10 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
     async with caravan.api("orders", token=token) as orders:
         misspelt = await orders.post(f"/orders/{other_id}/cancel", json={"reasn": why})
         assert misspelt.status_code == 422, misspelt.text
+        nobody = await orders.post(f"/orders/{other_id}/cancel", json={"by": "staff"})
+        assert nobody.status_code == 422, nobody.text
         bare = await orders.post(f"/orders/{other_id}/cancel")
         assert (bare.status_code, bare.json()["applied"]) == (200, True), bare.text
+        assert bare.json()["reason"] == "cancelled_by_buyer", bare.text
     found = json.loads((await cli(caravan, "audit", "--target", other_id, "--json")).stdout)
     assert [(e["actor"], e["detail"]) for e in found["entries"]] == [(operator, {})], found

@@ -1596,9 +1596,10 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
 ) -> None:
     """``caravan orders list --source S --ref R`` finds a storefront's (or a platform's)
     order by its own reference; ``orders show`` prints it and its timeline; ``orders cancel``
-    cancels a pending one for its buyer (the platform adapter's problems told operators to
-    ``POST /orders/{id}/cancel`` by hand: there was no command), and refuses a confirmed one
-    with the API's 409 line. Inventory is stopped so that the order stays pending."""
+    cancels a pending one (the platform adapter's problems told operators to ``POST
+    /orders/{id}/cancel`` by hand: there was no command), as the operator's own doing
+    (``cancelled_by_operator``, where it said ``cancelled_by_buyer``), and refuses a confirmed
+    one with the API's 409 line. Inventory is stopped so that the order stays pending."""
     from tests.e2e.test_http import ended_order
     from tests.e2e.test_saga import order
 
@@ -1617,7 +1618,7 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
         done = await cli(caravan, "orders", "cancel", pending)
         assert done.returncode == 0, done.stdout + done.stderr
         said = " ".join(done.stdout.split())
-        assert said.startswith(f"order {pending}: cancelled (cancelled_by_buyer); buyer"), said
+        assert said.startswith(f"order {pending}: cancelled (cancelled_by_operator); buyer"), said
         assert f"ref {req.order_ref}, source storefront/cli-cancel" in said, said
         assert "order.placed" in said and "order.cancelled" in said, said
         # Cancelled again: said as cancelled before, when and why, nothing changed (exit 0).
@@ -1630,7 +1631,7 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
             if "order.cancelled" in line
         )
         assert first == (
-            f"order {pending} was cancelled before (cancelled_by_buyer), at {cancelled_at};"
+            f"order {pending} was cancelled before (cancelled_by_operator), at {cancelled_at};"
             " nothing changed"
         ), again.stdout
         assert again.stdout.splitlines()[1:] == done.stdout.splitlines(), again.stdout

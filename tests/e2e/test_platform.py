@@ -35,6 +35,8 @@ from shared.topics import Topic
 from tests import conftest
 from tests.e2e.markers import consumed_again
 from tests.e2e.test_http import needs_ops
+from tests.e2e.test_ops import cli as ops_cli
+from tests.e2e.test_orders_saga import payments_stopped
 from tests.e2e.test_seed_cli import texted
 from tests.e2e.test_tracing import spans, trace_id
 from tests.harness import System, backend_pid, order_events, raw_event, until
@@ -935,6 +937,47 @@ async def test_an_order_cancelled_on_the_platform_after_we_placed_it_is_a_proble
     again = await platform.adapter.post("/platform/problems/resolve", json=body)
     assert again.json() == {"resolved": []}
     assert await resolutions_audited(caravan, order_ref) == 1
+
+
+async def test_an_order_operations_cancel_is_told_as_theirs_and_one_its_buyer_asked_for_as_before(
+    caravan: System, platform: Platform
+) -> None:
+    """Operations cancelling a pending order of their own accord (`caravan orders cancel`)
+    said ``cancelled_by_buyer``: the buyer was texted that it was cancelled at their request
+    and the platform called back that its buyer had cancelled. It is
+    ``cancelled_by_operator`` on orders.events.v1, in ``GET /orders/{id}``, in the text and in
+    the callback. One the platform's buyer asked for (``--by buyer``, as the
+    ``cancelled_on_platform`` problem says) is ``cancelled_by_buyer`` in each, as before.
+    Payments stopped: each order stays pending until cancelled."""
+    phone = f"+86138{uuid.uuid4().int % 10**8:08d}"  # this test's alone: SMS are counted
+    ours: dict[str, tuple[str, str]] = {}
+    async with payments_stopped(caravan):
+        for by in ("operator", "buyer"):
+            order_ref = await new_order(platform.sim, phone=phone)
+            assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+            order_id = await placed_once(caravan, order_ref)
+            asked = ["--by", "buyer"] if by == "buyer" else []  # the operator's: the default
+            done = await ops_cli(caravan, "orders", "cancel", order_id, *asked)
+            assert done.returncode == 0, done.stdout + done.stderr
+            reason = f"cancelled_by_{by}"
+            ended = await caravan.outcome(order_id)
+            assert (ended.type, ended.data["reason"]) == ("order.cancelled", reason)
+            view = (await caravan.client.get(f"/orders/{order_id}")).json()
+            assert (view["status"], view["reason"]) == ("cancelled", reason), view
+            ours[by] = order_ref, order_id
+    words = {
+        "operator": "has been cancelled by our staff. Sorry for the inconvenience.",
+        "buyer": "has been cancelled at your request.",
+    }
+    for by, (order_ref, order_id) in ours.items():
+        [sent] = await caravan.wait_for(partial(texted, caravan, order_id, phone))
+        assert sent.data["text"] == f"【Caravan】Your order {order_ref} {words[by]}", sent.data
+        [told] = await until(partial(_applied, platform.sim, order_ref), "the callback", every=0.2)
+        assert (told["status"], told["reason"], told["caravan_order_id"]) == (
+            "cancelled",
+            f"cancelled_by_{by}",
+            order_id,
+        ), told
 
 
 async def test_a_problem_resolved_and_then_seen_again_is_open_again(

@@ -1323,7 +1323,12 @@ def test_a_refused_token_is_said_with_where_it_came_from_and_what_to_do(
         (
             "orders list --reason sold_out",
             "'sold_out' is not one of 'unknown_sku', 'out_of_stock', 'out_of_season',"
-            " 'credit_declined', 'payment_failed', 'expired', 'cancelled_by_buyer'",
+            " 'credit_declined', 'payment_failed', 'expired', 'cancelled_by_buyer',"
+            " 'cancelled_by_operator'",
+        ),
+        (
+            "orders cancel --by staff 0193ee5f-5a1b-7c2d-8e3f-4a5b6c7d8e9f",
+            "'staff' is not one of 'buyer', 'operator'",
         ),
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.orders.domain.order import Order, OrderAlreadyConfirmed
+from services.orders.domain.order import Canceller, Order, OrderAlreadyConfirmed
 from shared.events.envelope import EventData
 from shared.events.orders import (
     ConfirmedPayment,
@@ -210,7 +210,7 @@ def test_stock_rejected_names_the_order_s_products_it_is_of() -> None:
         order_id="order-1", order_ref="SWN-000123", reason="out_of_stock", source="storefront/x"
     )
     late = placed()
-    late.cancel_by_buyer()
+    late.cancel_by("buyer")
     late.stock_rejected("out_of_stock", ["TRF-RAISIN-GREEN-500G"])  # after its end: recorded
     assert (late.reason, late.skus) == ("cancelled_by_buyer", None)
 
@@ -225,17 +225,24 @@ def test_payment_declined_after_stock_reserved_cancels() -> None:
     assert len(terminal_events(order)) == 1
 
 
-def test_buyer_cancels_a_pending_order() -> None:
+@pytest.mark.parametrize("who", ["buyer", "operator"])
+def test_a_buyer_or_an_operator_cancels_a_pending_order(who: Canceller) -> None:
+    """Said as who asked: operations cancelling of their own accord said
+    ``cancelled_by_buyer``, and the buyer was texted that it was at their request. Asked
+    again, by either, the first reason holds."""
     order = placed()
     order.stock_reserved(7000)
-    order.cancel_by_buyer()
-    assert (order.status, order.reason) == ("cancelled", "cancelled_by_buyer")
-    order.cancel_by_buyer()  # twice is harmless
+    order.cancel_by(who)
+    reason = f"cancelled_by_{who}"
+    assert (order.status, order.reason) == ("cancelled", reason)
+    for again in ("buyer", "operator"):  # twice is harmless
+        order.cancel_by(again)
+    assert order.reason == reason
     assert terminal_events(order) == [
         OrderCancelled(
             order_id="order-1",
             order_ref="SWN-000123",
-            reason="cancelled_by_buyer",
+            reason=reason,
             source="storefront/x",
         )
     ]
@@ -246,7 +253,7 @@ def test_buyer_cannot_cancel_a_confirmed_order() -> None:
     order.stock_reserved(7000)
     order.payment_authorized(7000, "loan-9")
     with pytest.raises(OrderAlreadyConfirmed):
-        order.cancel_by_buyer()
+        order.cancel_by("buyer")
     assert order.status == "confirmed"
     assert order.reason is None
     assert len(order.events) == 2
@@ -255,7 +262,7 @@ def test_buyer_cannot_cancel_a_confirmed_order() -> None:
 def test_buyer_cancel_of_an_already_cancelled_order_keeps_the_first_reason() -> None:
     order = placed()
     order.payment_declined("payment_failed")
-    order.cancel_by_buyer()
+    order.cancel_by("buyer")
     assert (order.status, order.reason) == ("cancelled", "payment_failed")
     assert len(terminal_events(order)) == 1
 
@@ -338,6 +345,7 @@ facts = st.tuples(
             "payment_declined",
             "expire",
             "cancel_by_buyer",
+            "cancel_by_operator",
             "hold_expired",
         ]
     ),
@@ -361,7 +369,7 @@ def apply(order: Order, fact: Fact) -> None:
         order.hold_expired()
     else:
         try:
-            order.cancel_by_buyer()
+            order.cancel_by("operator" if kind == "cancel_by_operator" else "buyer")
         except OrderAlreadyConfirmed:
             assert order.status == "confirmed"
 
@@ -415,7 +423,15 @@ def test_exactly_one_terminal_event_whatever_arrives(sequence: list[Fact]) -> No
 
 
 @pytest.mark.parametrize(
-    "kind", ["stock_rejected", "payment_declined", "hold_expired", "expire", "cancel_by_buyer"]
+    "kind",
+    [
+        "stock_rejected",
+        "payment_declined",
+        "hold_expired",
+        "expire",
+        "cancel_by_buyer",
+        "cancel_by_operator",
+    ],
 )
 def test_no_fact_arriving_after_confirmation_cancels_the_order(kind: str) -> None:
     # The property above finds this only when it happens to draw both confirming facts and

@@ -354,8 +354,9 @@ def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() 
                 assert "stop the goods" in said and "/cancel" not in said, said
                 assert "(`caravan payments void-sold N-1 --reason ...`: the platform's" in said
             else:
-                assert (
-                    "cancel it (`caravan orders cancel N-1`, or `POST /orders/N-1/cancel`)" in said
+                assert (  # the buyer's cancellation: cancelled_by_buyer, as it is called back
+                    "cancel it for its buyer (`caravan orders cancel N-1 --by buyer`, or"
+                    " `POST /orders/N-1/cancel`)" in said
                 )
     # Placed, its order.placed not read yet: no route to a made-up id (a review found
     # `POST /orders/not numbered yet/cancel`).

@@ -217,6 +217,24 @@ def test_an_order_expired_is_said_as_not_completed_in_time_not_as_the_buyers_del
     )
 
 
+def test_an_order_operations_cancelled_is_said_as_cancelled_by_staff_not_at_your_request() -> None:
+    """Operations cancelling an order of their own accord said ``cancelled_by_buyer``, and the
+    buyer read "cancelled at your request", which they never made: ``cancelled_by_operator``
+    says staff cancelled it, with the apology of every cancellation the buyer did not ask for."""
+    said = {
+        locale: render_order_cancelled(locale, REF, "cancelled_by_operator")
+        for locale in SUPPORTED_LOCALES
+    }
+    assert said == {
+        "zh-CN": f"您的订单{REF}已由工作人员取消。给您带来不便，敬请谅解。",
+        "ug-CN": f"{REF} نومۇرلۇق بۇيرۇتمىڭىز خادىملىرىمىز تەرىپىدىن ئەمەلدىن قالدۇرۇلدى. كەچۈرۈڭ.",
+        "en": f"Your order {REF} has been cancelled by our staff. Sorry for the inconvenience.",
+    }
+    assert render_order_cancelled("en", REF, "cancelled_by_buyer") == (
+        f"Your order {REF} has been cancelled at your request."
+    )
+
+
 @pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
 def test_unknown_reason_uses_generic_wording(locale: Locale) -> None:
     assert render_order_cancelled(locale, REF, "x") == render_order_cancelled(locale, REF, "y")

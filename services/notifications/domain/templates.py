@@ -126,15 +126,20 @@ _CANCELLED_SENTENCES: Final[dict[Locale, dict[str, str]]] = {
         # where the order waited on us (a backlog, a service down) past the saga's deadline.
         "expired": "您的订单{ref}未能及时完成处理，系统已自动取消。",
         "cancelled_by_buyer": "您的订单{ref}已按您的要求取消。",
+        "cancelled_by_operator": "您的订单{ref}已由工作人员取消。",
         "": "您的订单{ref}因故已取消。",
     },
     "ug-CN": {
         "cancelled_by_buyer": "{ref} نومۇرلۇق بۇيرۇتمىڭىز تەلىپىڭىز بويىچە ئەمەلدىن قالدۇرۇلدى.",
+        "cancelled_by_operator": (
+            "{ref} نومۇرلۇق بۇيرۇتمىڭىز خادىملىرىمىز تەرىپىدىن ئەمەلدىن قالدۇرۇلدى."
+        ),
         "": "{ref} نومۇرلۇق بۇيرۇتمىڭىز مەلۇم سەۋەب بىلەن ئەمەلدىن قالدۇرۇلدى.",
     },
     "en": {
         "expired": "Your order {ref} could not be completed in time and has been cancelled.",
         "cancelled_by_buyer": "Your order {ref} has been cancelled at your request.",
+        "cancelled_by_operator": "Your order {ref} has been cancelled by our staff.",
         "": "Your order {ref} could not be completed and has been cancelled.",
     },
 }

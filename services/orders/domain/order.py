@@ -2,7 +2,7 @@
 
 An order is ``pending`` until stock and payment are both settled. It is ``confirmed`` when
 all lines are reserved and payment is authorised, ``cancelled`` as soon as either step
-fails, the deadline passes, or the buyer cancels. Facts arrive late, twice, or in any
+fails, the deadline passes, or the buyer or an operator cancels. Facts arrive late, twice, or in any
 order; once terminal, an order records them but never emits a second terminal event.
 """
 
@@ -27,10 +27,17 @@ from shared.events.orders import (
 
 Status = Literal["pending", "confirmed", "cancelled"]
 StepState = Literal["pending", "done", "failed"]
+Canceller = Literal["buyer", "operator"]
+"""Who cancels a pending order by hand: its buyer (through a storefront or a platform, or an
+operator at the buyer's word) or operations of their own accord."""
+_CANCELLED_BY: dict[Canceller, CancelReason] = {
+    "buyer": "cancelled_by_buyer",
+    "operator": "cancelled_by_operator",
+}
 
 
 class OrderAlreadyConfirmed(Exception):
-    """A buyer asked to cancel an order that is already confirmed."""
+    """A buyer or an operator asked to cancel an order that is already confirmed."""
 
 
 @dataclass
@@ -143,11 +150,13 @@ class Order:
         if not self.terminal:
             self._cancel("expired")
 
-    def cancel_by_buyer(self) -> None:
+    def cancel_by(self, who: Canceller) -> None:
+        """Cancel on ``who``'s word (``cancelled_by_buyer`` or ``cancelled_by_operator``); an
+        order cancelled before keeps its first reason."""
         if self.status == "confirmed":
             raise OrderAlreadyConfirmed(self.order_id)
         if not self.terminal:
-            self._cancel("cancelled_by_buyer")
+            self._cancel(_CANCELLED_BY[who])
 
     @property
     def loan_term(self) -> int | None:

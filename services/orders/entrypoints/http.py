@@ -280,7 +280,9 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         who: Annotated[Principal, require("orders:write")],
         body: CancelBody | None = None,
     ) -> Any:
-        """The buyer cancels (``cancelled_by_buyer``); whatever was held or lent is given back.
+        """The buyer cancels (``cancelled_by_buyer``), or an operator of their own accord
+        (body ``by``: ``operator``, ``cancelled_by_operator``); whatever was held or lent is
+        given back.
 
         An order already cancelled stays as it is (its first reason holds) and is answered as
         it is, ``applied`` false; a confirmed one cannot be cancelled here. To a token bound to
@@ -298,9 +300,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                     return _not_found(order_id)
         try:
             async with uow.begin() as tx:
-                done = await handlers.cancel_by_buyer(
-                    tx, order_id, who.name, body.reason if body else None
-                )
+                said = body or CancelBody()  # no body: the buyer's, no reason given
+                done = await handlers.cancel_by(tx, order_id, said.by, who.name, said.reason)
         except OrderAlreadyConfirmed:
             return problem(
                 409,

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.orders.domain.order import Status
+from services.orders.domain.order import Canceller, Status
 from shared import http as shared_http
 from shared.events.envelope import NoNul
 from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
@@ -15,8 +15,8 @@ TOTAL_FEN = (
     " orders has read the order's stock.reserved or payment.authorized (a pending order's"
     " may be either), and for good on an order cancelled before that: always on one cancelled"
     " unknown_sku, out_of_stock or out_of_season (nothing was reserved), and on one cancelled"
-    " by the buyer, expired or declined before its reservation was read; a confirmed order"
-    " always has it"
+    " by the buyer or an operator, expired or declined before its reservation was read; a"
+    " confirmed order always has it"
 )
 
 
@@ -122,18 +122,26 @@ class OrderView(BaseModel):
 
 
 class CancelBody(NoNul):
-    """What the caller of ``POST /orders/{id}/cancel`` says of the cancellation, for the audit
-    trail: the order's own reason stays ``cancelled_by_buyer``."""
+    """What the caller of ``POST /orders/{id}/cancel`` says of the cancellation: who asked for
+    it (the order's reason) and why (for the audit trail)."""
 
     model_config = ConfigDict(extra="forbid")  # a field misspelt would be recorded as nothing
 
-    reason: str = Field(
+    by: Canceller = Field(
+        "buyer",
+        description="who asked for it: buyer (the buyer, through a storefront, a platform or"
+        " an operator they asked; the order's reason cancelled_by_buyer, their text saying"
+        " they asked) or operator (operations, of their own accord: cancelled_by_operator,"
+        " the text saying so); left out, buyer",
+    )
+    reason: str | None = Field(
+        None,
         min_length=1,
         max_length=256,
         description="why it is cancelled, as the buyer or the operator said it (the buyer"
-        " changed their mind, ordered twice...): kept in the audit trail's order.cancel entry"
-        " (caravan audit --target ORDER_ID), not on the order, whose reason stays"
-        " cancelled_by_buyer",
+        " changed their mind, ordered twice, the produce spoiled...): kept in the audit trail's"
+        " order.cancel entry (caravan audit --target ORDER_ID), not on the order, whose reason"
+        " says who asked (by)",
     )
 
 

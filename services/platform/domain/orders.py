@@ -210,10 +210,12 @@ def undone_on_platform(order: PlatformOrder, ours: str, confirmed: bool) -> Prob
             ": it is not confirmed here yet; "
             + ("to agree, " if refund else "")
             + (
-                f"cancel it (`caravan orders cancel {ours}`, or `POST /orders/{ours}/cancel`)"
+                "cancel it for its buyer"
+                f" (`caravan orders cancel {ours} --by buyer`, or `POST /orders/{ours}/cancel`)"
                 if ours != NOT_NUMBERED
-                else "cancel it once the orders service has numbered it (`caravan orders cancel"
-                " ID`, or `POST /orders/{order_id}/cancel`: a push of it then names the id)"
+                else "cancel it for its buyer once the orders service has numbered it (`caravan"
+                " orders cancel ID --by buyer`, or `POST /orders/{order_id}/cancel`: a push of it"
+                " then names the id)"
             )
             + (", or refuse the refund on the platform" if refund else "")
             + "; then resolve this (if it was confirmed meanwhile, the cancel answers 409:"

@@ -28,6 +28,7 @@ restarting is; anything else an error with its traceback.
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 import zlib
@@ -157,15 +158,37 @@ def make_producer(
 
 async def force_close(producer: AIOKafkaProducer) -> None:
     """Close a producer whose stop was given up on (cancelled while it waited for Kafka to
-    take what it held): its sender's task, which would go on trying the brokers, and its
-    connections. Its own stop, once begun, returns at once when called again. Within
-    ``CLOSE_SECONDS``: the sender waits for its requests in flight, which the closed
-    connections end."""
+    take what it held): its sender's task, which would go on trying the brokers, its
+    connections, and the task its stop began to wait for what it held to be delivered
+    (:func:`_delivering`), which nothing would end: left pending to the garbage collector, it
+    was said as an error, asyncio's "Task was destroyed but it is pending!". Its own stop,
+    once begun, returns at once when called again. Within ``CLOSE_SECONDS``: the sender waits
+    for its requests in flight, which the closed connections end."""
+    delivering = _delivering(producer)
+    for task in delivering:
+        task.cancel()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(CLOSE_SECONDS):
             await asyncio.gather(
-                producer._sender.close(), producer.client.close(), return_exceptions=True
+                producer._sender.close(),
+                producer.client.close(),
+                *delivering,
+                return_exceptions=True,
             )
+
+
+def _delivering(producer: AIOKafkaProducer) -> list[asyncio.Task[Any]]:
+    """The task ``producer``'s stop began that waits until Kafka has taken what the producer
+    holds (aiokafka's ``MessageAccumulator.close()``, made by ``AIOKafkaProducer.stop`` and
+    kept by nothing of ours), while it runs: found among the loop's tasks by what it closes."""
+    accumulator = producer._message_accumulator
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and inspect.iscoroutine(coro := task.get_coro())
+        and inspect.getcoroutinelocals(coro).get("self") is accumulator
+    ]
 
 
 class OutboxRelay:

@@ -60,9 +60,11 @@ from shared.db.engine import (
     retried_fault,
 )
 from shared.logs import FAULT, answers_again, phones_masked, retried
+from shared.loop_lag import LoopLag, not_heard
 from shared.metrics import (
     DB_POOL_CAPACITY,
     DB_POOL_CONNECTIONS,
+    EVENT_LOOP_LAG,
     HTTP_REQUEST_SECONDS,
     exposition,
 )
@@ -654,6 +656,12 @@ why. A server that answers at all answers it in milliseconds. Not a setting: wha
 out is PostgreSQL answering one trivial statement, not the deployment's work."""
 
 
+LOOP_LATE = "the event loop late for /healthz's SELECT 1"
+"""The fault ``/healthz`` logs when its ``SELECT 1`` timed out while the service's event loop
+was late by as much (:func:`shared.loop_lag.not_heard`): its own, said once a minute at most,
+and not PostgreSQL away's, whose end would be said as an outage's."""
+
+
 UNMATCHED = "unmatched"
 """The ``route`` of ``caravan_http_request_seconds`` for a path no route takes (a 404): the
 path itself would make a series of every path a client tries."""
@@ -770,7 +778,11 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         kept apart from the pool (:meth:`~shared.db.Database.answers`), where it waited for
         one of the pool's and answered 503 after :data:`HEALTH_DB_WITHIN`, and a load
         balancer took a busy instance away, moving its load to the others, whose pools
-        filled in turn.
+        filled in turn. Its ``SELECT 1`` timed out while the service's own event loop was late
+        by a quarter of the wait or more (:func:`shared.loop_lag.not_heard`: a long
+        synchronous step, a CPU short for the load), it says so, a 503 still: PostgreSQL's
+        answer may have come and not been read in time, where it said "cannot reach
+        PostgreSQL" and operations looked at a healthy database.
 
         So are, while both answer, a consumer whose partitions have had records waiting
         with none handled for ``CARAVAN_CONSUMER_STALL_SECONDS`` (``"consumer": "3 records
@@ -788,15 +800,26 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         nonlocal met
         checks = {"database": "ok", "kafka": "ok", "consumer": "ok", "relay": "ok"}
         passing: dict[str, str] = {}  # PostgreSQL's fault, if it passes by itself
+        lag: LoopLag | None = getattr(request.app.state, "loop_lag", None)
+        began = asyncio.get_running_loop().time()
         try:
             await db.answers(HEALTH_DB_WITHIN)
         except Exception as exc:  # said to anyone (no token): where and the server's words logged
-            checks["database"] = described(exc, public=True)
-            said = described(exc, address(db.engine))
-            passing = retried_fault(exc)
-            retrying = passing or retried(said)  # polled again, whatever it is
-            met = retrying[FAULT]
-            log.warning("/healthz: %s", said, extra=retrying)
+            timed_out = isinstance(fault(exc).error, NoAnswer)
+            late = lag.since(began) if lag is not None and timed_out else 0.0
+            unheard = not_heard(late, HEALTH_DB_WITHIN)
+            if unheard is not None:  # the loop's, not PostgreSQL's: no outage begun or ended
+                checks["database"] = unheard
+                passing = retried(LOOP_LATE)
+                where = address(db.engine)
+                log.warning("/healthz: %s (PostgreSQL at %s)", unheard, where, extra=passing)
+            else:
+                checks["database"] = described(exc, public=True)
+                said = described(exc, address(db.engine))
+                passing = retried_fault(exc)
+                retrying = passing or retried(said)  # polled again, whatever it is
+                met = retrying[FAULT]
+                log.warning("/healthz: %s", said, extra=retrying)
         else:
             if met is not None:
                 answers_again(log, met, f"PostgreSQL at {address(db.engine)}")
@@ -848,13 +871,16 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         dependencies=[require("metrics", "ops")],
         responses=problem_responses(),
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         # The pool's use, read as the scrape asks: the figures sampled every 5 s are read on a
         # connection of this pool, which waited for one with them all in use.
         in_use, idle = db.pool_use()
         DB_POOL_CONNECTIONS.labels(service, "in_use").set(in_use)
         DB_POOL_CONNECTIONS.labels(service, "idle").set(idle)
         DB_POOL_CAPACITY.labels(service).set(db.pool_capacity)
+        lag: LoopLag | None = getattr(request.app.state, "loop_lag", None)
+        if lag is not None:  # a service serving (shared.runtime), whose loop it watches
+            EVENT_LOOP_LAG.labels(service).set(lag.lately())
         return Response(exposition(service), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -109,6 +109,14 @@ DB_POOL_CAPACITY = Gauge(
     " as many in use, the next work waits for one",
     ["service"],
 )
+EVENT_LOOP_LAG = Gauge(
+    "caravan_event_loop_lag_seconds",
+    "How late the service's event loop woke a task asking to wake every 0.5 s, the most of the"
+    " last 15 s, read at each scrape: a loop busy with a long step or short of CPU hears every"
+    " answer (PostgreSQL's, Kafka's, a client's) as late; /healthz names one that made its"
+    " SELECT 1 time out",
+    ["service"],
+)
 DEAD_LETTERS = Counter(
     "caravan_dead_letters_total", "Records dead-lettered", ["service", "topic", "error"]
 )

@@ -161,7 +161,8 @@ async def observe_loop(service: Service, interval: float) -> None:
     PostgreSQL round (a pool wait, a failover) made Kafka look silent. When both loops have
     had a round with no failure, the older of those says when
     (``caravan_observed_at_seconds``): a gauge keeps its last value while Kafka or PostgreSQL
-    is away, and looked live (a lag of 0)."""
+    is away, and looked live (a lag of 0). Beside them, how late the event loop runs what is
+    due (:class:`shared.loop_lag.LoopLag`)."""
     lag = LagSampler(service)
     database: list[Probe] = [lambda: sample_outbox(service), *service.probes]
     parked = service.metadata.tables.get(f"{service.name}.parked")
@@ -181,5 +182,6 @@ async def observe_loop(service: Service, interval: float) -> None:
         async with asyncio.TaskGroup() as both:
             both.create_task(rounds("kafka", [lag.sample]))
             both.create_task(rounds("database", database))
+            both.create_task(service.loop_lag.run())  # how late the loop wakes it
     finally:
         await lag.close()

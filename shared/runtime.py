@@ -36,6 +36,7 @@ from shared.db.migrate import migrations_folder, schema_warning
 from shared.http import KafkaContact, create_app
 from shared.kafka_security import broker_security
 from shared.logs import retried
+from shared.loop_lag import LoopLag
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import Consumer, HandledOffsets, Subscription
 from shared.messaging.relay import KAFKA_AWAY, OutboxRelay, kafka_answers, kafka_away, make_producer
@@ -74,6 +75,7 @@ class Service:
     # Sampled with the figures (shared.observe), read by /healthz.
     consumer_stalls: Stalls = field(default_factory=Stalls)
     outbox_stalls: Stalls = field(default_factory=Stalls)
+    loop_lag: LoopLag = field(default_factory=LoopLag)  # noted by shared.observe, read by both
     # Said on its start line ("platform started: <this>"): what an operator checks it runs
     # with (the platform adapter's apps), never a secret.
     start_note: str = ""
@@ -112,6 +114,7 @@ class Service:
                 self.asgi_app.state.kafka_contact = self.kafka_contact
                 self.asgi_app.state.consumer_stalls = self.consumer_stalls
                 self.asgi_app.state.outbox_stalls = self.outbox_stalls
+                self.asgi_app.state.loop_lag = self.loop_lag
 
                 config = uvicorn.Config(
                     self.asgi_app,

@@ -19,6 +19,7 @@ from sqlalchemy import MetaData
 from shared import observe
 from shared.http import KafkaContact
 from shared.logs import FAULT
+from shared.loop_lag import LoopLag
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import HandledOffsets
 from shared.messaging.relay import KAFKA_AWAY
@@ -70,6 +71,7 @@ def fake_service(contact: KafkaContact, name: str = "observe-test") -> Service:
             kafka_contact=contact,
             consumer_stalls=Stalls(contact.clock),
             outbox_stalls=Stalls(contact.clock),
+            loop_lag=LoopLag(),
             probes=[],
         ),
     )

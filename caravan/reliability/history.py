@@ -84,7 +84,8 @@ DATABASE_CHECKS = {
     ),
     "payables_agree_with_the_ledger": Meaning(
         "each seller is owed in payables (caravan payments payables) what its account in the"
-        " ledger (seller_payable:<seller>) says, order by order: its owed fen the account's"
+        " ledger (seller_payable:<seller>) says, order by order, of every seller either side"
+        " names: a payable owed credited once with its fen, its owed fen the account's"
         " balance, its cancelled fen what the ledger debited back"
     ),
     "loan_has_its_payment": Meaning("a loan not voided is for an authorised payment"),
@@ -478,15 +479,19 @@ def check_money(db: DatabaseState, placed_elsewhere: Collection[str] = ()) -> li
 
 
 def _payables_agree_with_the_ledger(db: DatabaseState) -> list[Violation]:
-    """Each seller's figures as ``caravan payments payables`` reads them
-    (``services.payments.payables``: each credit of the seller's account in the ledger, and
-    the seller's payable of that credit's order, by its key, ``owed`` or ``cancelled``)
-    against the account itself: per order, what the ledger credited less what it debited
-    back is what payables says is owed, and what it debited back what payables says was
-    cancelled. So, per seller, over all time, its owed fen is its account's balance, and a
-    week's (the payables of the credits of the week) those credits less their debits back.
-    One violation per seller whose figures differ, with its two figures of all time and the
-    orders that differ (an entry of no order is of none: payables never reads it)."""
+    """Each seller's payables (``payments.payables``: an order's fen and status, what
+    ``caravan payments payables`` lists through the ledger's credit of the seller's account)
+    against the account itself, order by order, over every (order, seller) either names: the
+    ledger's credits less its debits back are the payable's fen if it is ``owed`` (one credit
+    of it), and nothing otherwise; its debits back are the payable's fen if it is
+    ``cancelled`` after a credit (one never credited, a charge not made, is nothing to the
+    seller), and nothing otherwise. So a payable owed that the ledger never credited (the
+    seller on neither payables' list nor the ledger's) and one credited twice (payables lists
+    it twice, the ledger owes it twice) differ as much as a debit posted by hand; per seller,
+    over all time, its owed fen is its account's balance, and a week's (the payables of the
+    credits of the week) those credits less their debits back. One violation per seller
+    whose figures differ, with its two figures of all time and the orders that differ (an
+    entry of no order is of none: payables never reads it)."""
     Pair = tuple[str | None, str]  # (order, seller)
     owed: dict[Pair, int] = defaultdict(int)  # the ledger's: credited less debited back
     back: dict[Pair, int] = defaultdict(int)
@@ -499,25 +504,31 @@ def _payables_agree_with_the_ledger(db: DatabaseState) -> list[Violation]:
                 back[pair] += e.amount_fen
             else:
                 credits[pair] += 1
-    said: dict[Pair, tuple[int, int]] = {}  # payables' owed and cancelled: once a credit
+    said: dict[Pair, tuple[int, int]] = {}  # the payable's owed and cancelled fen
     for p in db.payables:
-        times = credits.get((p.order_id, p.seller_id), 0) * p.amount_fen
-        if times and p.status in ("owed", "cancelled"):
-            said[p.order_id, p.seller_id] = (times, 0) if p.status == "owed" else (0, times)
+        pair = (p.order_id, p.seller_id)
+        if p.status == "owed":
+            said[pair] = (p.amount_fen, 0)
+        elif p.status == "cancelled" and credits.get(pair):
+            said[pair] = (0, p.amount_fen)
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     differ: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for pair, fen in owed.items():
+    for pair in owed.keys() | said.keys():
         order_id, seller = pair
-        figures = (fen, back.get(pair, 0), *said.get(pair, (0, 0)))
+        figures = (owed.get(pair, 0), back.get(pair, 0), *said.get(pair, (0, 0)))
         total = totals[seller]
         for n, figure in enumerate(figures):
             total[n] += figure
         if figures[:2] != figures[2:]:
+            times = credits.get(pair, 0)
+            credited = (
+                "; never credited" if not times else f"; {times} credits" if times > 1 else ""
+            )
             differ[seller].append(
                 (
                     order_id or "",
                     f"{order_id or 'no order'} (ledger {figures[0]} owed, {figures[1]} back;"
-                    f" payables {figures[2]} owed, {figures[3]} cancelled)",
+                    f" payables {figures[2]} owed, {figures[3]} cancelled{credited})",
                 )
             )
     violations = []

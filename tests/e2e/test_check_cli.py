@@ -4,8 +4,9 @@ by the session's services, one of the loans then voided after the sale (its buye
 by ``caravan prepare``: the session's database holds the money other tests lend and charge for
 orders the orders service never had, on purpose, which the check would report), then checked
 as they are (no violation, exit 0), with a prepaid charge booked twice by hand in the ledger,
-and, in a copy of its own, with the seller debited back by hand in the ledger, its payable
-owed still (each reported with its evidence, exit 1; ``--json`` alike)."""
+and, each in a copy of its own, with the seller debited back by hand in the ledger, its
+payable owed still, with a payable owed to a seller the ledger never credited, and with a
+payable credited twice (each reported with its evidence, exit 1; ``--json`` alike)."""
 
 import json
 import re
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from caravan.reliability.history import DATABASE_CHECKS
 from services.inventory.adapters import tables as inventory
 from services.orders.adapters import tables as orders
 from services.payments import payables
@@ -136,7 +138,8 @@ async def test_a_charge_booked_twice_is_said_with_its_evidence(
 ) -> None:
     """A second ``prepaid_charged`` transaction of the prepaid order, balanced, as a double
     charge by hand: ``money_taken_once``, naming both transactions and the runbook there is
-    (none: a bug); the JSON says the same."""
+    (none: a bug); the JSON says the same. Its seller credited twice for the one payable is
+    ``payables_agree_with_the_ledger``'s too."""
     entries = payments.ledger_entries
     engine = async_engine(books.url)
     again = f"test-charged-twice-{uuid.uuid4()}"
@@ -163,13 +166,13 @@ async def test_a_charge_booked_twice_is_said_with_its_evidence(
     done = await cli(caravan, "check", DATABASE_URL=books.url)
     assert done.returncode == 1, done.stdout + done.stderr
     said = done.stdout
-    assert "1 violation(s) of 1 check(s)" in said, said
+    assert "2 violation(s) of 2 check(s)" in said, said
     assert (
         "money_taken_once (1): no order's money taken in twice (a loan disbursed, a prepaid"
         " charge, a platform's collection), and each authorised payment taken in once"
     ) in said, said
     assert "runbook: none: Caravan's services never do this; a bug, or a change" in said, said
-    row = next(line for line in said.splitlines() if books.prepaid in line)
+    row = next(line for line in said.splitlines() if "2 transactions" in line)
     assert f"2 transactions: {txns}" in row, said
 
     as_json = await cli(caravan, "check", "--json", DATABASE_URL=books.url)
@@ -178,7 +181,10 @@ async def test_a_charge_booked_twice_is_said_with_its_evidence(
     assert set(found) == {"checked", "checks", "read_seconds", "check_seconds", "violations"}
     assert found["checked"]["orders"] == 3 and found["checked"]["loans"] == 2, found
     assert "money_taken_once" in found["checks"] and "stock_conserved" in found["checks"]
-    assert found["violations"] == [
+    twice = {v["check"]: v for v in found["violations"]}
+    assert twice.keys() == {"money_taken_once", "payables_agree_with_the_ledger"}, found
+    assert "; 2 credits)" in twice.pop("payables_agree_with_the_ledger")["evidence"], found
+    assert list(twice.values()) == [
         {
             "check": "money_taken_once",
             "subject": books.prepaid,
@@ -207,6 +213,26 @@ async def figures(conn: AsyncConnection) -> dict[str, tuple[int, int, int, int]]
     return found
 
 
+async def payable_fen(conn: AsyncConnection, order_id: str) -> int:
+    """The fen of the one payable of ``order_id``."""
+    of_order = payments.payables.c.order_id == order_id
+    fen: int = (await conn.execute(select(payments.payables.c.amount_fen).where(of_order))).one()[0]
+    return fen
+
+
+async def by_hand(conn: AsyncConnection, order_id: str, seller: str, fen: int) -> None:
+    """A balanced transaction by hand of ``order_id`` debiting ``seller``'s account ``fen``
+    (a credit: below 0), out of what the gateway holds."""
+    txn = {"txn_id": f"test-by-hand-{uuid.uuid4()}", "kind": "by_hand", "order_id": order_id}
+    await conn.execute(
+        insert(payments.ledger_entries),
+        [
+            {**txn, "account": f"seller_payable:{seller}", "amount_fen": fen},
+            {**txn, "account": "gateway_clearing", "amount_fen": -fen},
+        ],
+    )
+
+
 async def test_a_seller_whose_payables_differ_from_the_ledger_is_named_with_both_figures(
     caravan: System, sold: Sold
 ) -> None:
@@ -216,26 +242,14 @@ async def test_a_seller_whose_payables_differ_from_the_ledger_is_named_with_both
     payable left owed: ``payables_agree_with_the_ledger`` names the seller, the ledger's
     figures and payables' (as ``caravan payments payables`` reads them), and the order; the
     JSON alike."""
-    entries = payments.ledger_entries
     async with books_of(caravan, sold) as books:
         engine = async_engine(books.url)
         try:
             async with engine.begin() as conn:
                 [(seller, (owed, cancelled, *ledger))] = (await figures(conn)).items()
                 assert ledger == [owed, cancelled] and cancelled > 0, (owed, cancelled, ledger)
-                of_prepaid = payments.payables.c.order_id == books.prepaid
-                read = select(payments.payables.c.amount_fen).where(of_prepaid)
-                fen: int = (await conn.execute(read)).scalar_one()
-                txn = f"test-taken-back-{uuid.uuid4()}"
-                account = f"seller_payable:{seller}"
-                by_hand = {"txn_id": txn, "kind": "by_hand", "order_id": books.prepaid}
-                await conn.execute(
-                    insert(entries),
-                    [
-                        {**by_hand, "account": account, "amount_fen": 500},
-                        {**by_hand, "account": "gateway_clearing", "amount_fen": -500},
-                    ],
-                )
+                fen = await payable_fen(conn, books.prepaid)
+                await by_hand(conn, books.prepaid, seller, 500)
             async with engine.connect() as conn:
                 assert await figures(conn) == {
                     seller: (owed, cancelled, owed - 500, cancelled + 500)
@@ -267,3 +281,80 @@ async def test_a_seller_whose_payables_differ_from_the_ledger_is_named_with_both
             seller,
             evidence,
         ), found
+
+
+async def violations_of(caravan: System, url: str) -> list[dict[str, str]]:
+    """``caravan check --json``'s violations of the database at ``url`` (exit 1)."""
+    done = await cli(caravan, "check", "--json", DATABASE_URL=url)
+    assert done.returncode == 1, done.stdout + done.stderr
+    found: list[dict[str, str]] = json.loads(done.stdout)["violations"]
+    return found
+
+
+async def test_a_payable_owed_that_the_ledger_never_credited_names_its_seller(
+    caravan: System, sold: Sold
+) -> None:
+    """The prepaid order's payable split between its seller and one more (700 fen of it owed
+    to ``t-never-credited``: the sellers still owed the payment in full), the ledger's credit
+    all the first seller's: the second, whom neither ``caravan payments payables`` (read
+    through the ledger's credits) nor the ledger lists, is named with its 700 fen."""
+    async with books_of(caravan, sold) as books:
+        engine = async_engine(books.url)
+        table = payments.payables
+        try:
+            async with engine.begin() as conn:
+                of_prepaid = table.c.order_id == books.prepaid
+                [seller] = (await conn.execute(select(table.c.seller_id).where(of_prepaid))).all()
+                await conn.execute(
+                    table.update().where(of_prepaid).values(amount_fen=table.c.amount_fen - 700)
+                )
+                await conn.execute(
+                    insert(table).values(
+                        order_id=books.prepaid,
+                        seller_id="t-never-credited",
+                        amount_fen=700,
+                        status="owed",
+                    )
+                )
+                assert (await figures(conn)).keys() == {seller.seller_id}  # payables' list
+        finally:
+            await engine.dispose()
+
+        found = {v["subject"]: v for v in await violations_of(caravan, books.url)}
+        assert found.keys() == {seller.seller_id, "t-never-credited"}, found
+        assert found["t-never-credited"]["evidence"] == (
+            "the ledger owes it 0 fen, payables 700 fen; debited back 0 fen, payables cancelled"
+            f" 0 fen; 1 order(s) differ: {books.prepaid} (ledger 0 owed, 0 back; payables 700"
+            " owed, 0 cancelled; never credited)"
+        ), found
+
+
+async def test_a_payable_credited_twice_is_named(caravan: System, sold: Sold) -> None:
+    """The seller credited the prepaid order's fen a second time, by a balanced transaction
+    by hand (no money taken in: ``money_taken_once`` does not see it): ``caravan payments
+    payables`` lists the payable twice, as the ledger owes it twice, so the two agree; the
+    check names the seller and the order, its two credits against the payable's one fen."""
+    async with books_of(caravan, sold) as books:
+        engine = async_engine(books.url)
+        try:
+            async with engine.begin() as conn:
+                [(seller, (owed, cancelled, *_))] = (await figures(conn)).items()
+                fen = await payable_fen(conn, books.prepaid)
+                await by_hand(conn, books.prepaid, seller, -fen)
+                twice = (owed + fen, cancelled)
+                assert await figures(conn) == {seller: (*twice, *twice)}
+        finally:
+            await engine.dispose()
+
+        assert await violations_of(caravan, books.url) == [
+            {
+                "check": "payables_agree_with_the_ledger",
+                "subject": seller,
+                "evidence": f"the ledger owes it {owed + fen} fen, payables {owed} fen; debited"
+                f" back {cancelled} fen, payables cancelled {cancelled} fen; 1 order(s) differ:"
+                f" {books.prepaid} (ledger {2 * fen} owed, 0 back; payables {fen} owed, 0"
+                " cancelled; 2 credits)",
+                "means": DATABASE_CHECKS["payables_agree_with_the_ledger"].means,
+                "runbook": None,
+            }
+        ]

@@ -450,6 +450,41 @@ def test_differences_that_offset_in_a_seller_s_total_are_named_order_by_order() 
     ) in found.evidence, found
 
 
+def test_a_payable_owed_that_the_ledger_never_credited_names_its_seller() -> None:
+    """order-1's 2000 fen split between two sellers in payables (1500 and 500, both owed:
+    the sellers owed the payment in full), the ledger's credit all the first's: the second,
+    on neither payables' list (read through the ledger's credits) nor the ledger's, is named
+    as the first is."""
+    _, history = correct()
+    payables = history.db.payables
+    payables[0] = replace(payables[0], amount_fen=1500)
+    payables.append(Payable("order-1", "seller-b", 500, "owed"))
+    found = {v.subject: v.evidence for v in check_database(history.db)}
+    assert found["seller-b"] == (
+        "the ledger owes it 0 fen, payables 500 fen; debited back 0 fen, payables cancelled 0"
+        " fen; 1 order(s) differ: order-1 (ledger 0 owed, 0 back; payables 500 owed, 0"
+        " cancelled; never credited)"
+    ), found
+    assert set(found) == {"seller", "seller-b"}, found
+
+
+def test_a_payable_credited_twice_is_named() -> None:
+    """The seller credited order-1's 2000 fen again by hand (no money taken in: no
+    ``money_taken_once``), payables listing it twice as the ledger owes it twice: the
+    payable's one 2000 fen are not the ledger's 4000."""
+    _, history = correct()
+    history.db.ledger.extend(_taken_back("order-1", -2000))
+    assert check_database(history.db) == [
+        Violation(
+            "payables_agree_with_the_ledger",
+            "seller",
+            "the ledger owes it 6000 fen, payables 4000 fen; debited back 0 fen, payables"
+            " cancelled 0 fen; 1 order(s) differ: order-1 (ledger 4000 owed, 0 back;"
+            " payables 2000 owed, 0 cancelled; 2 credits)",
+        )
+    ]
+
+
 def test_a_sale_refunded_after_it_agrees_and_a_payable_never_owed_is_nothing() -> None:
     """Payables and the ledger agree where the services leave them: a loan voided after the
     sale (credited, debited back, its payable cancelled), a prepaid charge not made (its
@@ -663,6 +698,14 @@ BROKEN: dict[str, tuple[Callable[[Log, History], History], str]] = {
     ),
     "a seller's credit booked to another seller": (
         _db(lambda db: db.ledger.__setitem__(1, replace(db.ledger[1], account="seller_payable:x"))),
+        "payables_agree_with_the_ledger",
+    ),
+    "a seller's payable owed, never credited": (
+        _db(lambda db: db.payables.append(Payable("order-1", "seller-b", 500, "owed"))),
+        "payables_agree_with_the_ledger",
+    ),
+    "a seller's payable credited twice": (
+        _db(lambda db: db.ledger.extend(_taken_back("order-1", -2000))),
         "payables_agree_with_the_ledger",
     ),
     "a seller's payable cancelled, the ledger not debited back": (

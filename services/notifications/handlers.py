@@ -23,7 +23,7 @@ replay or partitions added can make happen) has no one to text yet: it is parked
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -88,9 +88,11 @@ _PARKING = Parking(parked)
 
 SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
+NO_LOAN_LEFT = "no loan left to remind of: voided, repaid, or the order ended without one"
+"""Why a reminder handled once nothing is to remind its buyer of is kept unsent."""
 
 # Kinds of rows in the transaction's identity map (Tx.identity).
-RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT, SEEDED = (
+RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT, SEEDED, ENDED = (
     "notifications.recipient",
     "notifications.confirmed",
     "notifications.sellers",
@@ -98,18 +100,21 @@ RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT, SEEDED = (
     "notifications.names",
     "notifications.opted_out",
     "notifications.seeded",  # a buyer's locale, as a seed file gave it
+    "notifications.ended",  # an order nothing_to_text marked in this transaction
 )
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """The buyer of an order, as ``order.placed`` told us."""
+    """The buyer of an order, as ``order.placed`` told us; ``done``: nothing is to remind
+    them of any more (:func:`nothing_to_text`)."""
 
     order_id: str
     order_ref: str
     phone: str
     locale: str
     lines: list[dict[str, Any]]
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,17 @@ async def _load_recipients(tx: Tx, order_ids: Iterable[str]) -> None:
     if not todo:
         return
     rows = await driver.fetch(tx.conn, _RECIPIENTS, keys=todo)
-    found = [Recipient(r.order_id, r.order_ref, r.phone, r.locale, r.lines or []) for r in rows]
+    found = [
+        Recipient(
+            r.order_id,
+            r.order_ref,
+            r.phone,
+            r.locale,
+            r.lines or [],
+            r.done_at is not None or (ENDED, r.order_id) in tx.identity,
+        )
+        for r in rows
+    ]
     tx.remember(RECIPIENT, todo, {r.order_id: r for r in found})
 
 
@@ -263,6 +278,7 @@ async def queue_sms(
     order_id: str | None,
     caused_by: str,
     quiet: QuietHours | None = None,
+    suppressed: str | None = None,
 ) -> None:
     """Queue one SMS unless its ``dedup_key`` already exists (written at commit): ``body``
     (rendered in ``locale``) signed for ``to`` (:func:`signed`: 【Caravan】 to any mainland
@@ -270,8 +286,9 @@ async def queue_sms(
     it, the cause of every event about it.
 
     An invalid number is recorded ``failed`` at once, and only if this call recorded it is
-    ``sms.failed`` emitted; an opted-out one is recorded ``suppressed``. Reminders wait for
-    the end of the recipient's quiet hours.
+    ``sms.failed`` emitted; an opted-out one is recorded ``suppressed``, as is one the caller
+    says is not to be sent (``suppressed``: why, its ``last_error``). Reminders wait for the
+    end of the recipient's quiet hours.
     """
     text = signed(locale, to, body)
     info = encode_info(text)
@@ -280,7 +297,7 @@ async def queue_sms(
     status, not_before = "pending", now
     if problem is not None:
         status = "failed"
-    elif await _opted_out(tx, to):
+    elif suppressed is not None or await _opted_out(tx, to):
         status = "suppressed"
     elif quiet is not None and purpose in REMINDER_PURPOSES:
         not_before = quiet.next_allowed(now, zone_of(to, days.market_zone()))
@@ -298,7 +315,7 @@ async def queue_sms(
         "status": status,
         "next_attempt_at": not_before,
         "not_before": not_before,
-        "last_error": problem,
+        "last_error": problem or suppressed,
         "caused_by": caused_by,
         "trace_headers": current_trace_headers() or None,
     }
@@ -395,8 +412,13 @@ def nothing_to_text(tx: Tx, order_id: str) -> None:
     Their recipient row is deleted ``notifications_recipient_retention_days`` from now, once
     no text of the order is still to be sent (services.notifications.bootstrap). Written at
     commit, after the row if this transaction adds it; no row (``order.placed`` not come yet):
-    nothing is written, and the row comes without a date, kept."""
+    nothing is written, and the row comes without a date, kept. A reminder handled after it,
+    in this batch or later, is not sent (:func:`on_instalment_due`)."""
     tx.update_later(recipients, "order_id", {"order_id": order_id, "done_at": datetime.now(UTC)})
+    tx.identity[ENDED, order_id] = True  # for the recipient loaded later in the transaction
+    found: Recipient | None = tx.identity.get((RECIPIENT, order_id))
+    if found is not None:
+        tx.identity[RECIPIENT, order_id] = replace(found, done=True)
 
 
 async def _buyer_or_park(tx: Tx, parsed: Parsed, order_id: str) -> Recipient | None:
@@ -547,10 +569,11 @@ async def _text_buyer(
     *,
     dedup_key: str | None = None,
     quiet: QuietHours | None = None,
+    suppressed: str | None = None,
 ) -> None:
     """Queue the buyer of ``row``'s order the text of ``purpose`` that ``parsed`` asks for,
     ``body`` rendered in their locale: once per event (``dedup_key``: once per what it
-    names)."""
+    names); kept ``suppressed`` instead, saying why, if that says why (:func:`queue_sms`)."""
     locale = pick_locale(row.locale)
     await queue_sms(
         tx,
@@ -562,13 +585,18 @@ async def _text_buyer(
         order_id=row.order_id,
         caused_by=parsed.envelope.id,
         quiet=quiet,
+        suppressed=suppressed,
     )
 
 
 async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     """Remind the buyer of an instalment: once per (loan, instalment, stage), even if payments
     announces the same stage again in another event, and never in quiet hours; not at all
-    once its stage has passed (an instalment "due today" handled the day after)."""
+    once its stage has passed (an instalment "due today" handled the day after). Once
+    nothing is to remind the buyer of (the order cancelled or confirmed without a loan, the
+    loan voided or repaid: :func:`nothing_to_text`), the reminder is kept ``suppressed``,
+    saying why, and not sent: payments announces none then, but one in flight as the loan
+    ended, or replayed (``caravan replay``), comes after."""
     d = parsed.data
     assert isinstance(d, InstalmentDue)
     purpose = f"instalment_{d.stage}"
@@ -578,6 +606,8 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     row = await _recipient(tx, d.order_id, purpose)
     if row is None:
         return
+    if row.done:
+        log.info("reminder %s of order %s not sent: %s", purpose, d.order_id, NO_LOAN_LEFT)
     await _text_buyer(
         tx,
         parsed,
@@ -588,6 +618,7 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
         ),
         dedup_key=reminder_key(d.loan_id, d.number, d.due, row.phone, purpose),
         quiet=quiet,
+        suppressed=NO_LOAN_LEFT if row.done else None,
     )
 
 

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from caravan.checkout import REPO_ROOT
 from caravan.cli import app as cli_app
 from caravan.output import at
+from services.notifications.handlers import NO_LOAN_LEFT
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
 from shared.events.orders import OrderRequested
@@ -182,8 +183,10 @@ async def _order(
     locale: str = "en",
     qty: int = 2,
     more: dict[str, int] | None = None,
+    lent: bool = False,
 ) -> str:
-    """A confirmed order of ``qty`` walnuts (and ``more``: other SKUs and quantities)."""
+    """A confirmed order of ``qty`` walnuts (and ``more``: other SKUs and quantities), paid,
+    or ``lent``: a microloan's over 3 months (its instalments may be reminded of)."""
     lines = [{"sku": "N-WALNUT", "quantity": qty}]
     lines += [{"sku": sku, "quantity": quantity} for sku, quantity in (more or {}).items()]
     req = OrderRequested.model_validate(
@@ -191,7 +194,7 @@ async def _order(
             "order_ref": ref("N"),
             "buyer": {"id": "t-rich", "phone": phone, "locale": locale},
             "lines": lines,
-            "payment": {"method": "prepaid"},
+            "payment": {"method": "microloan", "term_months": 3} if lent else {"method": "prepaid"},
         }
     )
     await caravan.request(req)
@@ -552,9 +555,9 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
 ) -> None:
     shanghai, london, american = _phone(), _phone("+447700", 13), _phone("+1212", 12)
     in_china, in_uk, in_us = await asyncio.gather(
-        _order(caravan, shanghai, "ug-CN"),
-        _order(caravan, london, "en"),
-        _order(caravan, american, "en"),
+        _order(caravan, shanghai, "ug-CN", lent=True),
+        _order(caravan, london, "en", lent=True),
+        _order(caravan, american, "en", lent=True),
     )
     # Order outcomes ignore quiet hours: it is quiet in Shanghai now, and the buyer is told.
     await caravan.wait_for(lambda: _sms(caravan, "sms.sent", order_id=in_china, to=shanghai))
@@ -607,7 +610,7 @@ async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalmen
     its reminder is not sent, the one of instalment 2 still waits; the loan voided: neither."""
     shanghai = _phone()
     order_id, later = await asyncio.gather(
-        _order(caravan, shanghai, "zh-CN"), _order(caravan, _phone(), "zh-CN")
+        _order(caravan, shanghai, "zh-CN", lent=True), _order(caravan, _phone(), "zh-CN", lent=True)
     )
     for number, stage in ((1, "today"), (2, "upcoming")):
         await _publish(caravan, _due(order_id, number, stage))
@@ -655,7 +658,7 @@ async def test_a_reminder_waiting_out_quiet_hours_says_what_is_left_after_a_part
     repays ¥16 of it meanwhile: at 8 the text says the ¥24 left, not ¥40. The reminder of
     instalment 2 is then paid off: once it is dropped, the partial repayment was handled."""
     shanghai = _phone()
-    order_id = await _order(caravan, shanghai, "zh-CN")
+    order_id = await _order(caravan, shanghai, "zh-CN", lent=True)
     for number, stage in ((1, "today"), (2, "upcoming")):
         await _publish(caravan, _due(order_id, number, stage))
 
@@ -701,7 +704,7 @@ async def test_a_reminder_handled_after_its_stage_has_passed_is_not_sent(
     one is published last, on the order's partition: once it is queued, the others were
     handled."""
     london = _phone("+447700", 13)  # not in quiet hours: what is queued is sent
-    order_id = await _order(caravan, london)
+    order_id = await _order(caravan, london, lent=True)
     two_days_ago = days.today() - timedelta(days=2)
     await _publish(caravan, _due(order_id, 1, "upcoming", two_days_ago + timedelta(days=1)))
     await _publish(caravan, _due(order_id, 1, "today", two_days_ago))
@@ -719,6 +722,51 @@ async def test_a_reminder_handled_after_its_stage_has_passed_is_not_sent(
     )
     assert [r.purpose for r in rows] == ["instalment_overdue", "instalment_upcoming"]
     assert "instalment 3" in rows[1].text
+
+
+async def test_a_reminder_of_a_loan_gone_is_kept_suppressed_and_not_sent(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """Payments announces no instalment of a loan voided or repaid, nor of an order without
+    one, but an announcement in flight as the loan ended, or replayed (``caravan replay``),
+    comes after its end: the reminder is kept ``suppressed``, saying why, and not sent. To
+    London numbers, out of quiet hours (a reminder queued goes at once): a loan voided, then
+    its instalment announced; a loan repaid in full and its instalment announced in one batch
+    (notifications away); an order cancelled, and one confirmed prepaid, each handled before
+    an instalment of it is announced."""
+    phones = [_phone("+447700", 13) for _ in range(4)]
+    voided, repaid = await asyncio.gather(
+        *(_order(caravan, phone, lent=True) for phone in phones[:2])
+    )
+    gone = PaymentVoided(order_id=voided, loan_id=f"loan-{voided}"[:36], amount_fen=4000)
+    await _publish(caravan, new_event(gone, source="caravan/payments"))
+    await _publish(caravan, _due(voided, 1, "today"))  # after it: one key, one partition
+    await asyncio.to_thread(caravan.procs.stop, caravan.procs.hosts(("notifications",)))
+    try:
+        await _publish(caravan, _repaid(repaid, [1, 2, 3], fully=True))
+        await _publish(caravan, _due(repaid, 1, "today"))
+    finally:
+        await caravan.restart(("notifications",), **ENV)  # this module's settings
+    ended = [order_events(ref("N"), phone) for phone in phones[2:]]
+    for events, end in zip(ended, ("cancelled", "confirmed"), strict=True):
+        await caravan.publish(events.placed)
+        await caravan.handled("notifications", await caravan.publish(getattr(events, end)))
+        await _publish(caravan, _due(events.placed.order_id, 1, "today"))
+    orders = [voided, repaid, *(events.placed.order_id for events in ended)]
+
+    async def reminders() -> list[tuple[str, str | None] | None]:
+        rows = await caravan.sql(
+            "select order_id, status, last_error from notifications.sms"
+            " where order_id = any(:o) and purpose = 'instalment_today'",
+            o=orders,
+        )
+        found = {r.order_id: (r.status, r.last_error) for r in rows}
+        return [found.get(o) for o in orders]
+
+    kept = await caravan.until(reminders, "each reminder handled", ready=lambda r: None not in r)
+    assert kept == [("suppressed", NO_LOAN_LEFT)] * 4, kept
+    sent = [_sms(caravan, "sms.sent", order_id=o, purpose="instalment_today") for o in orders]
+    assert sent == [[]] * 4, sent
 
 
 def _due(order_id: str, number: int, stage: str, due: date | None = None) -> CloudEvent:
@@ -739,9 +787,12 @@ def _due(order_id: str, number: int, stage: str, due: date | None = None) -> Clo
     return new_event(data, source="caravan/payments")
 
 
-def _repaid(order_id: str, settled: list[int], left: dict[int, int] | None = None) -> CloudEvent:
+def _repaid(
+    order_id: str, settled: list[int], left: dict[int, int] | None = None, fully: bool = False
+) -> CloudEvent:
     """``payment.repaid`` of the loan ``loan-<order_id>`` (cut to a loan id's 36 characters),
-    paying off ``settled``, and leaving ``left`` (number: fen) on the instalments it paid into."""
+    paying off ``settled``, and leaving ``left`` (number: fen) on the instalments it paid into;
+    ``fully``: the loan's last repayment."""
     data = PaymentRepaid(
         order_id=order_id,
         loan_id=f"loan-{order_id}"[:36],
@@ -752,7 +803,7 @@ def _repaid(order_id: str, settled: list[int], left: dict[int, int] | None = Non
         interest_fen=0,
         outstanding_fen=4000,
         remaining_fen=4000,
-        fully_repaid=False,
+        fully_repaid=fully,
         settled_instalments=settled,
         instalments_left=[
             InstalmentLeft(number=n, remaining_fen=fen) for n, fen in (left or {}).items()

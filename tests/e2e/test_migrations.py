@@ -461,6 +461,31 @@ LOSING = {
         "1 in notifications.sms where length(provider_id) > 128",
         "UPDATE notifications.sms SET provider_id = NULL WHERE length(provider_id) > 128",
     ),
+    # When nothing could text an order's buyer any more, from which their number is deleted
+    # (notifications_recipient_retention_days): upgraded again, it never would be. A buyer
+    # who may still be texted (a loan being repaid): not refused.
+    "notifications 0010 done_at": (
+        "notifications",
+        "insert into notifications.recipients (order_id, order_ref, phone, locale, done_at)"
+        " values ('done', 'r1', '+8613000000001', 'zh-CN', now()),"
+        " ('repaying', 'r2', '+8613000000002', 'zh-CN', NULL)",
+        "0009",
+        "1 in notifications.recipients where done_at IS NOT NULL",
+        "UPDATE notifications.recipients SET done_at = NULL WHERE done_at IS NOT NULL",
+    ),
+    # When a text failed, which GET /sms and caravan texts say beside why (one failed before
+    # notifications 0013, or one not failed: not refused).
+    "notifications 0013 failed_at": (
+        "notifications",
+        'insert into notifications.sms (sms_id, dedup_key, purpose, "to", locale, text,'
+        " encoding, segments, status, last_error, failed_at) values"
+        " ('f', 'f', 'instalment_due', '+8613000000000', 'zh-CN', 't', 'GSM-7', 1, 'failed',"
+        " 'gateway refused: blocked', now()), ('b', 'b', 'instalment_due', '+8613000000000',"
+        " 'zh-CN', 't', 'GSM-7', 1, 'failed', 'gateway refused: blocked', NULL)",
+        "0012",
+        "1 in notifications.sms where failed_at IS NOT NULL",
+        "UPDATE notifications.sms SET failed_at = NULL WHERE failed_at IS NOT NULL",
+    ),
     # How a repayment was split over the instalments (none kept before 0008: not refused).
     "payments 0008 allocations": (
         "payments",
@@ -472,6 +497,21 @@ LOSING = {
         "0007",
         "1 in payments.repayments where allocations IS NOT NULL",
         "UPDATE payments.repayments SET allocations = NULL",
+    ),
+    # What the gateway said of a text (its id, which receipts name; delivered; why it failed:
+    # here, a number it would not text), kept nowhere else. A text not yet sent: not refused.
+    "notifications 0002 delivery": (
+        "notifications",
+        'insert into notifications.sms (sms_id, dedup_key, purpose, "to", locale, text,'
+        " encoding, segments, status, last_error) values ('f', 'f', 'instalment_due',"
+        " '+8613000000000', 'zh-CN', 't', 'GSM-7', 1, 'failed', 'not a mobile number'),"
+        " ('q', 'q', 'instalment_due', '+8613000000000', 'zh-CN', 't', 'GSM-7', 1, 'pending',"
+        " NULL)",
+        "0001",
+        "1 in notifications.sms where provider_id IS NOT NULL OR delivered_at IS NOT NULL OR"
+        " last_error IS NOT NULL",
+        "UPDATE notifications.sms SET provider_id = NULL, delivered_at = NULL, last_error = NULL"
+        " WHERE provider_id IS NOT NULL OR delivered_at IS NOT NULL OR last_error IS NOT NULL",
     ),
     # Who opted out of texts (the older version has no opt-outs: it would text them).
     "notifications 0002 opt_outs": (

@@ -89,14 +89,25 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Refused while anyone has opted out of texts: the older version has no opt-outs, and
-    upgraded again would text them. What else goes is derived again or diagnostic: sellers,
-    products and orders' sellers come again with the next seed and the orders' events; the
-    texts' delivery columns record what the gateway said."""
+    upgraded again would text them; and while a text holds what the gateway said of it (its
+    id, which its delivery receipts name; when it was delivered; why it failed): nothing else
+    keeps it, and upgraded again a receipt for a text sent before would find none. What else
+    goes is derived again: sellers, products and orders' sellers come again with the next
+    seed and the orders' events; a text's next attempt is due at once."""
     refuse_losing(
         f"{S}.opt_outs",
         None,
         "who opted out of texts (the older version, and this one upgraded again, would text them)",
         f"DELETE FROM {S}.opt_outs",
+    )
+    said = "provider_id IS NOT NULL OR delivered_at IS NOT NULL OR last_error IS NOT NULL"
+    refuse_losing(
+        f"{S}.sms",
+        said,
+        "what the gateway said of each text: its id (which its delivery receipts name), when it"
+        " was delivered, why it failed",
+        f"UPDATE {S}.sms SET provider_id = NULL, delivered_at = NULL, last_error = NULL"
+        f" WHERE {said}",
     )
     for table in ("opt_outs", "confirmed_orders", "order_sellers", "products", "sellers"):
         op.drop_table(table, schema=S)

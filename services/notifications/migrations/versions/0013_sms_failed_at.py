@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
@@ -28,7 +30,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drops when each text failed without refusing: the older version neither keeps nor reads
-    it, and a failed text keeps its status and why (``last_error``). Upgraded again, the texts
-    failed before say no time, as those failed before this migration."""
+    """Refused while a text says when it failed: nothing else keeps it (a failed text keeps
+    its status and why, ``last_error``, not when), and upgraded again ``GET /sms`` and
+    ``caravan texts`` would say no time of it, as of one failed before this migration."""
+    refuse_losing(
+        "notifications.sms",
+        "failed_at IS NOT NULL",
+        "when each failed text failed (refused, given up, not delivered, a number not to text)",
+        "UPDATE notifications.sms SET failed_at = NULL WHERE failed_at IS NOT NULL",
+    )
     op.drop_column("sms", "failed_at", schema="notifications")

@@ -592,6 +592,19 @@ LOSING = {
         "1 in payments.payments where length(gateway_ref) > 64",
         "UPDATE payments.payments SET gateway_ref = NULL WHERE length(gateway_ref) > 64",
     ),
+    # When an order's address was erased (orders_delivery_retention_days): upgraded again,
+    # the API would show it as never given. An order whose address stands: not refused here.
+    "orders 0007 delivery_erased_at": (
+        "orders",
+        "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id, lines,"
+        " payment_method, status, stock, payment, placed_at, deadline_at, delivery,"
+        " delivery_erased_at) values ('e', 'storefront/b', 'r', 'x', 'b', '[]', 'prepaid',"
+        " 'confirmed', 'done', 'done', now(), now(), NULL, now()), ('k', 'storefront/b', 's',"
+        " 'x', 'b', '[]', 'prepaid', 'confirmed', 'done', 'done', now(), now(), 'null', NULL)",
+        "0006",
+        "1 in orders.orders where delivery_erased_at IS NOT NULL",
+        "UPDATE orders.orders SET delivery_erased_at = NULL WHERE delivery_erased_at IS NOT NULL",
+    ),
     # Which token placed an HTTP order (a Kafka order's: none, not refused): upgraded again,
     # a bound token would no longer reach its own orders.
     "orders 0009 placed_by": (

@@ -26,4 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops each order's copy of its loan's schedule without refusing: derived, from its
+    payment.authorized; payments keeps the loan's instalments, and the older version reads
+    none."""
     op.drop_column("orders", "schedule", schema="orders")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -27,4 +29,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refused while an order says its address was erased: nothing else keeps when, and
+    upgraded again the API would show such an order as one placed without an address (the
+    older version keeps addresses for ever, and erases none)."""
+    refuse_losing(
+        "orders.orders",
+        "delivery_erased_at IS NOT NULL",
+        "when each order's delivery address was erased (upgraded again, the API would show it"
+        " as never given)",
+        "UPDATE orders.orders SET delivery_erased_at = NULL WHERE delivery_erased_at IS NOT NULL",
+    )
     op.drop_column("orders", "delivery_erased_at", schema="orders")

@@ -486,6 +486,16 @@ LOSING = {
         "1 in notifications.sms where failed_at IS NOT NULL",
         "UPDATE notifications.sms SET failed_at = NULL WHERE failed_at IS NOT NULL",
     ),
+    # An adjustment of a buyer's credit made with an idempotency key: upgraded again, a retry
+    # of the key would be applied again.
+    "payments 0007 credit_adjustments": (
+        "payments",
+        "insert into payments.credit_adjustments (buyer_id, idempotency_key, delta_fen) values"
+        " ('b', 'k-1', 5000)",
+        "0006",
+        "1 in payments.credit_adjustments.",
+        "DELETE FROM payments.credit_adjustments",
+    ),
     # How a repayment was split over the instalments (none kept before 0008: not refused).
     "payments 0008 allocations": (
         "payments",
@@ -682,6 +692,32 @@ LOSING = {
         "UPDATE payments.payments SET status = CASE WHEN loan_id IS NULL THEN 'void_refused'"
         " ELSE 'voided' END, refund_owed_fen = CASE WHEN loan_id IS NULL THEN refund_owed_fen"
         " END, refund_reference = NULL, refunded_at = NULL WHERE status = 'refunded'",
+    ),
+    # Why a refund was recorded by hand, against which the same reference given again is
+    # checked: upgraded again, another reason would be answered as the refund recorded. One
+    # recorded before 0017 (no reason): not refused.
+    "payments 0017 refund_reason": (
+        "payments",
+        "insert into payments.payments (order_id, status, refund_owed_fen, refund_reference,"
+        " refunded_at, refund_reason) values ('r', 'refunded', 100, 'BANK-1', now(),"
+        " 'paid back at the counter'), ('s', 'refunded', 100, 'BANK-2', now(), NULL)",
+        "0016",
+        "1 in payments.payments where refund_reason IS NOT NULL",
+        "UPDATE payments.payments SET refund_reason = NULL WHERE refund_reason IS NOT NULL",
+    ),
+    # A payment an operator voided for an order the orders service never had (caravan
+    # payments void-unplaced): upgraded again, void-unplaced again would be refused, not
+    # answered as voided before, and nothing would say why it is voided. A payment voided by
+    # its order's cancellation: not refused.
+    "payments 0021 unplaced": (
+        "payments",
+        "insert into payments.payments (order_id, status, unplaced_at, unplaced_by,"
+        " unplaced_reason) values ('u', 'voided', now(), 'desk', 'forged stock.reserved'),"
+        " ('c', 'voided', NULL, NULL, NULL)",
+        "0020",
+        "1 in payments.payments where unplaced_at IS NOT NULL",
+        "UPDATE payments.payments SET unplaced_at = NULL, unplaced_by = NULL,"
+        " unplaced_reason = NULL WHERE unplaced_at IS NOT NULL",
     ),
     # A confirmed order's payment an operator voided after the sale (caravan payments
     # void-sold): upgraded again, caravan check would say each such order confirmed without

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -31,8 +33,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drops the adjustments made with an idempotency key without refusing: each is in the audit
-    trail too (auth.audit, action credit.adjust: when, and its buyer, delta and key), and the
-    older version applies every call, key or not. Upgraded again, a retry of a key used before
-    would be applied again."""
+    """Refused while an adjustment was made with an idempotency key: upgraded again, a retry
+    of a key used before would be applied again, the buyer's limit moved twice. Each is in
+    the audit trail too (auth.audit, action credit.adjust: when, and its buyer, delta and
+    key); the older version applies every call, key or not."""
+    refuse_losing(
+        "payments.credit_adjustments",
+        None,
+        "the credit adjustments made with an idempotency key, by which a retry is applied once"
+        " (the audit trail's credit.adjust entries say each too)",
+        "DELETE FROM payments.credit_adjustments",
+    )
     op.drop_table("credit_adjustments", schema="payments")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0017"
 down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
@@ -24,6 +26,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Loses nothing: each reason is the audit trail's too (the refund's entry, its
-    ``detail``), which the older version reads as before."""
+    """Refused while a refund recorded by hand keeps its reason: upgraded again, the same
+    reference given with another reason would be answered as the refund recorded (a refund
+    of before 0017 keeps none: any reason), not refused, and ``GET /orders/{id}/payment``
+    would say none. Each reason is the audit trail's too (the refund's entry, its
+    ``detail``)."""
+    refuse_losing(
+        f"{S}.payments",
+        "refund_reason IS NOT NULL",
+        "why each refund recorded by hand was made, against which the same reference given"
+        " again is checked (the audit trail's payment.refund entries say it too)",
+        f"UPDATE {S}.payments SET refund_reason = NULL WHERE refund_reason IS NOT NULL",
+    )
     op.drop_column("payments", "refund_reason", schema=S)

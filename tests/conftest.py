@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import make_url
 from xdist.remote import Producer
 from xdist.scheduler.protocol import Scheduling
@@ -23,6 +24,14 @@ from shared.db.engine import REFUSALS
 from shared.seed import SeedFile
 from tests.harness import EventLog, System, market_zone_far_from_midnight
 from tests.workers import LoadFileOnEveryWorker
+
+# Every property test's hypothesis settings: no deadline on an example (200 ms by default),
+# which a loaded machine (CI at load 10-25 on two cores) passes in examples that prove nothing
+# of the code (DeadlineExceeded, or Flaky when the example ran fast again). Loaded here, before
+# any test module is imported: a module's @settings takes the rest from the loaded profile, the
+# one hypothesis loaded itself (``ci`` where CI is set: derandomized, no database) kept.
+settings.register_profile("caravan", settings.default, deadline=None)
+settings.load_profile("caravan")
 
 # Ports of the test session (overridable, so that sessions can run side by side). Each
 # pytest-xdist worker is a session of its own: worker gwN moves all three by N * 1500 (gw0

@@ -187,7 +187,6 @@ def fuzz(base_url: str, token: str, examples: int, schema: BaseSchema) -> list[s
         @given(case=strategy)
         @settings(
             max_examples=examples,
-            deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
         )

@@ -97,7 +97,6 @@ def generate(source: str) -> list[bytes]:
         derandomize=True,
         database=None,
         suppress_health_check=list(HealthCheck),
-        deadline=None,
     )
     @given(envelopes(source))
     def collect(value: bytes) -> None:

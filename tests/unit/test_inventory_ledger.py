@@ -285,4 +285,4 @@ class StockMachine(RuleBasedStateMachine):
 
 
 TestStockMachine = StockMachine.TestCase
-TestStockMachine.settings = settings(max_examples=120, stateful_step_count=30, deadline=None)
+TestStockMachine.settings = settings(max_examples=120, stateful_step_count=30)

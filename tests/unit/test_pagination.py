@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 from fastapi import FastAPI
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shared.pagination import BadCursor, Shape, cursor_after, decode_cursor, encode_cursor
@@ -57,10 +57,6 @@ def test_any_text_is_a_position_or_refused_never_an_error(cursor: str) -> None:
 STORABLE = st.characters(codec="utf-8", exclude_characters="\x00")  # what PostgreSQL holds
 
 
-# No deadline: an example is a request through an ASGI app, about 2 ms, but the first in a
-# process may declare its first FastAPI route and make its first request, importing
-# pydantic.v1 and anyio's asyncio backend then: 0.4 to 1.7 s under load. Lengths are tested.
-@settings(deadline=None)
 @given(st.text(STORABLE, max_size=64), st.text(STORABLE, max_size=64))
 @example("\x01" * 64, "货" * 64)  # about the longest: 1,040 characters encoded
 def test_every_cursor_handed_out_is_taken_back(kind: str, external_id: str) -> None:

@@ -43,11 +43,15 @@ def terminated(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"started\n"
-    time.sleep(0.2)
-    proc.send_signal(sig)
-    code = proc.wait(timeout=20)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()  # its stdout closed too
     return code, marker.read_text() if marker.exists() else None
 
 

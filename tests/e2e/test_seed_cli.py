@@ -17,7 +17,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.orders import OrderRequested
 from shared.topics import Topic
 from tests.e2e.test_ops import cli
-from tests.harness import System, ref
+from tests.harness import System, backend_pid, ref
 
 
 def write(tmp_path: Path, body: object) -> str:
@@ -594,24 +594,16 @@ async def test_a_seed_stopped_part_way_completes_when_run_again_nothing_doubled(
     lines = "select count(*) from payments.credit_lines where buyer_id = :b"
     assert caravan.engine is not None
     async with caravan.engine.connect() as holder:
-        await holder.execute(text("lock table payments.credit_lines in access exclusive mode"))
-        began = await holder.scalar(text("select clock_timestamp()"))
+        # The buyer's credit line written, not committed: the seed's payments part, opening
+        # it, waits for this transaction, and no other session does (the running payments
+        # service knows no such buyer), where a lock of the whole table made its consumer
+        # wait too, and a session of its pool was taken for the seed's.
+        opened = "insert into payments.credit_lines (buyer_id, credit_limit_fen) values (:b, 1)"
+        await holder.execute(text(opened), {"b": buyer["id"]})
         seeding = asyncio.create_task(cli(caravan, "seed", path))
-        # The seed's payments part, waiting for the table (its query names the buyers' rows):
-        # a session made since, for the running payments service waits so too (its consumer
-        # reads a microloan's credit line by the same statement).
-        waiting = await caravan.until(
-            lambda: caravan.sql(
-                "select l.pid from pg_locks l join pg_stat_activity a using (pid)"
-                " where not l.granted and l.relation = 'payments.credit_lines'::regclass"
-                " and a.application_name = 'caravan-payments' and a.query like '%FOR UPDATE%'"
-                " and a.backend_start > :t",
-                t=began,
-            ),
-            "the seed's payments part waiting for the table",
-        )
-        assert len(waiting) == 1, waiting
-        await caravan.execute("select pg_terminate_backend(:p)", p=waiting[0].pid)
+        waits = "the seed's payments part waiting for its buyer's credit line"
+        [waiting] = await caravan.lock_waiters(await backend_pid(holder), waits)
+        await caravan.execute("select pg_terminate_backend(:p)", p=waiting)
         await holder.rollback()
     done = await seeding
     assert done.returncode != 0, done.stdout

@@ -139,20 +139,15 @@ async def waiting_behind(engine: AsyncEngine, holder: int) -> list[int]:
 
 
 async def started_waiting(
-    uow: UnitOfWork, steps: Sequence[Callable[[Tx], Coroutine[Any, Any, Any]]], wait_event: str = ""
+    uow: UnitOfWork, holder: int, steps: Sequence[Callable[[Tx], Coroutine[Any, Any, Any]]]
 ) -> list[asyncio.Task[Any]]:
     """Each of ``steps`` started in a task and a transaction of its own, each once those before
-    it wait for a lock (``wait_event``, if given: pg_stat_activity's ``wait_event``), and waiting
-    itself; their tasks. Only the steps' own sessions are counted (by their backend's pid):
-    every service runs against the test session's database, and a wait of theirs is not the
-    step's (:func:`waiting_behind`). One that stops meanwhile raises what stopped it (a
-    deadlock)."""
+    it wait for a lock the session ``holder`` holds (a backend's pid: :func:`backend_pid`),
+    directly or behind one another (:func:`waiting_behind`), and waiting so itself; their
+    tasks. Only the steps' own sessions are counted (by their backend's pid). One that stops
+    meanwhile raises what stopped it (a deadlock)."""
     running: list[asyncio.Task[Any]] = []
     pids: list[int] = []
-    waits = text(
-        "select count(*) from pg_stat_activity where pid = any(:pids)"
-        " and wait_event_type = 'Lock' and (:event = '' or wait_event = :event)"
-    )
 
     async def in_tx(step: Callable[[Tx], Coroutine[Any, Any, Any]]) -> Any:
         async with uow.begin() as tx:
@@ -163,13 +158,13 @@ async def started_waiting(
         for task in running:
             if task.done():
                 task.result()  # what stopped it
-        # A transaction each: pg_stat_activity is read once in a transaction.
-        async with uow.db.engine.connect() as conn:
-            return (await conn.scalar(waits, {"pids": pids, "event": wait_event}) or 0) >= n
+        behind = await waiting_behind(uow.db.engine, holder)
+        return len(set(pids).intersection(behind)) >= n
 
     for n, step in enumerate(steps, start=1):
         running.append(asyncio.create_task(in_tx(step)))
-        await until(functools.partial(waiting, n), f"{n} transaction(s) waiting for a lock")
+        what = f"{n} transaction(s) waiting for a lock session {holder} holds"
+        await until(functools.partial(waiting, n), what)
     return running
 
 

@@ -868,7 +868,8 @@ async def test_a_batch_of_cancellations_locks_payments_in_the_gateway_loops_orde
     try:
         async with uow.begin() as loop:
             await loop.conn.execute(locked.where(payments.c.order_id == a))
-            [batch_done] = await started_waiting(uow, [partial(handled, batch=batch)])
+            holder = await backend_pid(loop.conn)
+            [batch_done] = await started_waiting(uow, holder, [partial(handled, batch=batch)])
             await loop.conn.execute(text("set local lock_timeout = '500ms'"))
             # Without: LockNotAvailableError, the batch holding B (a deadlock, but for this).
             await loop.conn.execute(locked.where(payments.c.order_id == b))
@@ -909,7 +910,8 @@ async def test_a_hand_back_locks_payments_in_a_batchs_order(uow: UnitOfWork) -> 
             await other.conn.execute(
                 select(payments.c.order_id).where(payments.c.order_id == c).with_for_update()
             )
-            running = await started_waiting(uow, [handing_back, cancelling])
+            holder = await backend_pid(other.conn)
+            running = await started_waiting(uow, holder, [handing_back, cancelling])
         # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
         handed, _ = await asyncio.gather(*running)
         found = {
@@ -972,7 +974,7 @@ async def batches_meeting_on_platform_orders(
     async with uow.begin() as tx:
         await handled(tx, held)
         batches = [partial(handled, batch=first), partial(handled, batch=second)]
-        running = await started_waiting(uow, batches, wait_event="advisory")
+        running = await started_waiting(uow, await backend_pid(tx.conn), batches)
     await asyncio.gather(*running)
 
 
@@ -1049,7 +1051,7 @@ async def batches_meeting_on_new_payments(
         for order_id in held:
             await conn.execute(prepaid_row(order_id, "charging"))
         batches = [partial(handled, batch=first), partial(handled, batch=second)]
-        running = await started_waiting(uow, batches)
+        running = await started_waiting(uow, await backend_pid(conn), batches)
         await conn.rollback()
     await asyncio.gather(*running)
 

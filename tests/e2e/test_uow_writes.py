@@ -34,7 +34,7 @@ from caravan import system
 from shared.db import fault
 from shared.db.driver import Row, driver, fetch, insert_new, locked_by_key, upsert
 from shared.messaging.uow import Tx, UnitOfWork
-from tests.harness import scratch_database, started_waiting
+from tests.harness import backend_pid, scratch_database, started_waiting
 
 metadata = MetaData(schema="writes")
 parents = Table(
@@ -330,7 +330,7 @@ async def test_two_writes_of_the_same_new_keys_take_them_in_one_order(
 
     async with engine.connect() as held:
         await held.execute(parents.insert(), [rows["c"], rows["d"]])
-        running = await started_waiting(uow, [inserting, upserting])
+        running = await started_waiting(uow, await backend_pid(held), [inserting, upserting])
         await held.rollback()
     # Without: asyncpg.exceptions.DeadlockDetectedError: deadlock detected
     assert await asyncio.gather(*running) == [{"a", "b", "c"}, {"a", "b", "d"}]

@@ -417,11 +417,14 @@ def install_auth(
         app.add_exception_handler(kind, _database_error)
 
 
-async def _database_error(request: Request, exc: Exception) -> Response:
+async def _database_error(request: Request, exc: Exception, unheard: str | None = None) -> Response:
     """A database error: 422 for a value PostgreSQL cannot take that the request held (its
     checks let it through), 409 for a race lost at commit (send it again), 503 for the
     database away (retry); anything else is raised on (a service's answer is then a 500
-    problem: :func:`_unexpected`)."""
+    problem: :func:`_unexpected`). ``unheard``: the request's database work given up
+    (:class:`Deadline`) while the service's own event loop was late by as much
+    (:func:`shared.loop_lag.not_heard`), said so, a 503 still, logged as that fault of its
+    own (:data:`LOOP_LATE`), not PostgreSQL away's."""
     found = fault(exc)
     if found.kind is Kind.BAD_VALUE:
         detail = f"a value cannot be stored: {str(found.error).splitlines()[0][:300]}"
@@ -435,9 +438,16 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         return problem(409, "Conflict", RACE_LOST)
     if not found.kind.transient:
         raise exc
+    guard: Guard = request.app.state.guard  # its engine is the app's database
+    if unheard is not None:  # the loop's, not PostgreSQL's: no outage begun or ended
+        where = address(guard.engine)
+        extra = retried(LOOP_LATE)
+        log.warning(
+            "%s %s: 503, %s (PostgreSQL at %s)", request.method, path, unheard, where, extra=extra
+        )
+        return unavailable("Service Unavailable", f"{unheard}; retry")
     # One line, no traceback (it passes by itself), naming what failed: an OSError that is
     # not the database's would otherwise be answered so without a word.
-    guard: Guard = request.app.state.guard  # its engine is the app's database
     said = described(exc, address(guard.engine))
     busy = found.kind in (Kind.TOO_MANY_CONNECTIONS, Kind.POOL_EXHAUSTED)
     refused = refused_for(exc)
@@ -531,7 +541,11 @@ class Deadline:
     the connect's 10 s. The bound waits while the request reads the client's body (a slow
     client's time, not the database's) and while it waits on another service
     (:func:`elsewhere`), and ends with the answer's start. Cancelled waiting on anything
-    else, the request fails as it would (a 500, logged with where it waited).
+    else, the request fails as it would (a 500, logged with where it waited). PostgreSQL's
+    answer given up while the service's own event loop was late by a quarter of the bound or
+    more since the request began (:func:`shared.loop_lag.not_heard`: a long synchronous step,
+    a CPU short for the load) is said so, a 503 still: the answer may have come and not been
+    read in time, where it said the database did not answer.
 
     A write whose commit was sent and not answered may still be made once the server goes on
     (cancelled, its connection is closed, not pooled again): the client's retry is told what
@@ -548,6 +562,7 @@ class Deadline:
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
+        began = loop.time()
         bound = Bound(self.seconds)
         started = False
 
@@ -582,7 +597,13 @@ class Deadline:
             if unanswered is None or started:
                 raise
             unanswered.__cause__ = exc
-            response = await _database_error(Request(scope), unanswered)
+            request = Request(scope)
+            lag: LoopLag | None = getattr(request.app.state, "loop_lag", None)
+            late = 0.0
+            if lag is not None and isinstance(unanswered, NoAnswer):
+                late = lag.since(began)
+            unheard = not_heard(late, self.seconds)
+            response = await _database_error(request, unanswered, unheard)
             await response(scope, receive, send)
 
 
@@ -656,10 +677,11 @@ why. A server that answers at all answers it in milliseconds. Not a setting: wha
 out is PostgreSQL answering one trivial statement, not the deployment's work."""
 
 
-LOOP_LATE = "the event loop late for /healthz's SELECT 1"
-"""The fault ``/healthz`` logs when its ``SELECT 1`` timed out while the service's event loop
-was late by as much (:func:`shared.loop_lag.not_heard`): its own, said once a minute at most,
-and not PostgreSQL away's, whose end would be said as an outage's."""
+LOOP_LATE = "the event loop late to hear PostgreSQL"
+"""The fault logged when ``/healthz``'s ``SELECT 1`` or a request's database work
+(:class:`Deadline`) timed out while the service's event loop was late by as much
+(:func:`shared.loop_lag.not_heard`): its own, said once a minute at most, and not PostgreSQL
+away's, whose end would be said as an outage's."""
 
 
 UNMATCHED = "unmatched"

@@ -3,8 +3,9 @@
 big batch parsed, a slow query's rows built) or short of CPU (a load of 25 on two cores) wakes
 every task late, and hears every answer late, PostgreSQL's too: ``/healthz`` whose ``SELECT
 1`` timed out while the loop was as late says so (:func:`not_heard`), where it said "cannot
-reach PostgreSQL" of a database that had answered in a millisecond. ``/metrics`` shows it
-(``caravan_event_loop_lag_seconds``). The cost: two wakes a second."""
+reach PostgreSQL" of a database that had answered in a millisecond, and so does a request's
+503 (:class:`shared.http.Deadline`), where it said "the database did not answer".
+``/metrics`` shows it (``caravan_event_loop_lag_seconds``). The cost: two wakes a second."""
 
 import asyncio
 from collections import deque
@@ -52,10 +53,11 @@ class LoopLag:
 
 
 def not_heard(late: float, within: float) -> str | None:
-    """What ``/healthz`` says of a wait of ``within`` seconds for PostgreSQL's answer that
-    timed out while the loop was ``late`` seconds late: None where that is less than a
-    quarter of the wait (the answer is heard after a few turns of the loop: a connection's
-    ping, the statement's answer), and the timeout PostgreSQL's."""
+    """What is said of a wait of ``within`` seconds for PostgreSQL's answer that timed out
+    while the loop was ``late`` seconds late (``/healthz``'s ``SELECT 1``, a request's
+    database work: :class:`shared.http.Deadline`): None where that is less than a quarter of
+    the wait (the answer is heard after a few turns of the loop: a connection's ping, the
+    statement's answer), and the timeout PostgreSQL's."""
     if late < within / 4:
         return None
     return (

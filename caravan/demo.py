@@ -35,6 +35,7 @@ from shared.events.orders import (
 from shared.events.registry import parse_record
 from shared.kafka_security import client_kwargs
 from shared.messaging import kafka_admin
+from shared.messaging.relay import stopped_within
 from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import EventType, Topic
@@ -163,7 +164,7 @@ async def run_demo(
                 Topic.ORDER_REQUESTS.value, event.to_json(), key=order.order_ref.encode()
             )
             sent += 1
-        await producer.flush()
+        await _flushed(producer, consumer)
         ref_of: dict[str, str] = {}
         columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
@@ -186,14 +187,28 @@ async def run_demo(
     except (asyncio.CancelledError, KafkaConnectionError):  # Ctrl-C, SIGTERM; Kafka away
         _stopped(console, "orders", sent, len(orders), outcomes)
         raise
-    finally:
-        await producer.stop()
+    finally:  # a producer holding orders Kafka never took waits for it in its stop: bounded
+        await stopped_within({asyncio.ensure_future(producer.stop()): producer})
         await _stop(consumer)
     for order in orders:
         outcomes.setdefault(order.order_ref, Outcome(order.order_ref, "pending", None))
     result = [outcomes[o.order_ref] for o in orders]
     _summary(console, result)
     return result
+
+
+async def _flushed(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Wait until Kafka has taken the orders ``producer`` holds, asking it every
+    :data:`QUIET_SECONDS` meanwhile whether it is still there (:func:`_kafka_answers`).
+    aiokafka's idempotent producer never gives up an order, so with Kafka gone before it
+    answered (killed as it took them) the demo waited for ever, and stopped (Ctrl-C) it waited
+    again in its producer's stop."""
+    flushing = asyncio.ensure_future(producer.flush())
+    try:
+        while not (await asyncio.wait({flushing}, timeout=QUIET_SECONDS))[0]:
+            await _kafka_answers(consumer)
+    finally:
+        flushing.cancel()
 
 
 async def _kafka_answers(consumer: AIOKafkaConsumer) -> None:

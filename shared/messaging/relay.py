@@ -418,7 +418,7 @@ class OutboxRelay:
         old, self.producer = self.producer, self._new_producer()
         retiring = asyncio.create_task(old.stop())
         self._retiring = (old, retiring)
-        given_up = await _stopped_within({retiring: old})
+        given_up = await stopped_within({retiring: old})
         self._retiring = None
         if given_up:
             log.warning(
@@ -445,7 +445,7 @@ class OutboxRelay:
             old, retiring = self._retiring
             stopping[retiring] = old
             self._retiring = None
-        given_up = await _stopped_within(stopping)
+        given_up = await stopped_within(stopping)
         if given_up:
             log.warning(
                 "%s: outbox relay stopped without delivering what its producer held after"
@@ -479,7 +479,7 @@ class OutboxRelay:
         return int(n or 0)
 
 
-async def _stopped_within(
+async def stopped_within(
     stopping: dict[asyncio.Task[None], AIOKafkaProducer],
 ) -> set[asyncio.Task[None]]:
     """Wait up to ``STOP_SECONDS`` for the producers' stops (each delivering what it holds);
@@ -558,4 +558,5 @@ __all__ = [
     "make_producer",
     "out_of_sequence",
     "refused_for_good",
+    "stopped_within",
 ]

@@ -9,14 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from rich.console import Console
 
+from caravan import demo as demo_module
 from caravan import system
 from caravan.checkout import REPO_ROOT
 from caravan.demo import run_demo
@@ -24,6 +27,7 @@ from caravan.infra.kafka import LocalKafka
 from shared.messaging.admin import ensure_topics
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
+from tests.e2e.test_relay_stop import is_closed
 from tests.harness import System, until
 from tests.unit.test_demo_seed import seed
 
@@ -92,52 +96,109 @@ async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_wen
     CancelledError (aiokafka's consumer stop, its fetch cancelled in its retry backoff) and
     nothing else. It says what it sent, then that Kafka went away (the command's red line);
     within seconds, not at its deadline (a minute, from `caravan demo`)."""
-    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
-    bootstrap = await asyncio.to_thread(kafka.start)
-    console = Console(file=io.StringIO(), width=200)
-    demo: asyncio.Task[object] | None = None
-    try:
-        await asyncio.to_thread(kafka.wait_ready)
-        await ensure_topics(bootstrap, partitions=1)
+    async with own_kafka(tmp_path) as (kafka, bootstrap):
         reader = AIOKafkaConsumer(
             Topic.ORDER_REQUESTS.value, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
         )
         await reader.start()
+        async with demo_running(bootstrap) as (demo, console):
+            try:
+                requests, deadline = 0, time.monotonic() + 60
+                while requests < 3:
+                    assert time.monotonic() < deadline, f"the demo sent {requests} of 3 in 60 s"
+                    fetched = await reader.getmany(timeout_ms=1000)
+                    requests += sum(len(records) for records in fetched.values())
+            finally:
+                await reader.stop()
+            await asyncio.to_thread(kafka.kill, 0)
+            await went_away(demo, console)
+
+
+async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka gone before it acknowledged the demo's orders (killed as it took them), the demo
+    waited for them to be delivered for ever, aiokafka's idempotent producer never giving one
+    up, and cancelled it waited again in its producer's stop (a way for the test above to
+    meet pytest's timeout: CI, once, under load). It asks Kafka meanwhile, ends as above, its
+    producer closed. The demo's producer here hands aiokafka its orders once Kafka is killed."""
+    sending, killed = asyncio.Event(), asyncio.Event()
+    producers: list[AIOKafkaProducer] = []
+
+    class Late(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            producers.append(self)
+
+        async def send(self, *args: Any, **kwargs: Any) -> Any:
+            sending.set()
+            await killed.wait()
+            return await super().send(*args, **kwargs)
+
+    monkeypatch.setattr(demo_module, "AIOKafkaProducer", Late)
+    async with own_kafka(tmp_path) as (kafka, bootstrap):
+        async with demo_running(bootstrap) as (demo, console):
+            try:
+                await asyncio.wait_for(sending.wait(), 60)
+            finally:
+                await asyncio.to_thread(kafka.kill, 0)
+                killed.set()
+            await went_away(demo, console)
+        assert is_closed(producers[0])
+
+
+@asynccontextmanager
+async def own_kafka(tmp_path: Path) -> AsyncIterator[tuple[LocalKafka, str]]:
+    """A broker of the test's own (to kill) and its bootstrap, the demo's topics made and in
+    the broker's metadata; stopped after."""
+    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
+    bootstrap = await asyncio.to_thread(kafka.start)
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await ensure_topics(bootstrap, partitions=1)
+        asker = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await asker.start()
         try:
-            await until(  # the topics made, and in the broker's metadata
-                reader._client.fetch_all_metadata,
+            await until(
+                asker._client.fetch_all_metadata,
                 "the demo's topics in the broker's metadata",
                 ready=lambda known: all(known.partitions_for_topic(t.value) for t in DEMO_TOPICS),
                 timeout=60,
             )
-            # No service runs: the demo follows its orders, none of which ends, until its
-            # deadline (far off) or until it notices Kafka gone.
-            demo = asyncio.create_task(
-                run_demo(bootstrap, seed(), count=3, timeout=600, console=console)
-            )
-            requests, deadline = 0, time.monotonic() + 60
-            while requests < 3:
-                assert time.monotonic() < deadline, f"the demo sent {requests} of 3 in 60 s"
-                fetched = await reader.getmany(timeout_ms=1000)
-                requests += sum(len(records) for records in fetched.values())
         finally:
-            await reader.stop()
-        await asyncio.to_thread(kafka.kill, 0)
-        done, _ = await asyncio.wait([demo], timeout=NOTICED_WITHIN)
-        assert done, (
-            f"the demo still runs {NOTICED_WITHIN:g} s after Kafka went away, at:\n"
-            + _stack_of(demo)
-        )
-        said = console.file.getvalue()  # type: ignore[attr-defined]
-        failed = None if demo.cancelled() else demo.exception()
-        assert (demo.cancelled(), type(failed)) == (False, KafkaConnectionError), said
-        assert "stopped: 3 of 3 orders sent; ended so far: none" in said.splitlines(), said
-        assert "it went away while the demo followed its orders" in str(failed)
+            await asker.stop()
+        yield kafka, bootstrap
     finally:
-        if demo is not None and not demo.done():  # its failure said above, not a timeout's
+        await asyncio.to_thread(kafka.stop)
+
+
+@asynccontextmanager
+async def demo_running(bootstrap: str) -> AsyncIterator[tuple[asyncio.Task[object], Console]]:
+    """The demo's task and what it says: no service runs, so it follows its three orders,
+    none of which ends, until its deadline (far off) or until it notices Kafka gone. Still
+    running after, it is cancelled (its failure said by the test, not as pytest's timeout)."""
+    console = Console(file=io.StringIO(), width=200)
+    demo = asyncio.create_task(run_demo(bootstrap, seed(), count=3, timeout=600, console=console))
+    try:
+        yield demo, console
+    finally:
+        if not demo.done():
             demo.cancel()
             await asyncio.wait([demo], timeout=NOTICED_WITHIN)
-        await asyncio.to_thread(kafka.stop)
+
+
+async def went_away(demo: asyncio.Task[object], console: Console) -> None:
+    """``demo`` ended within ``NOTICED_WITHIN`` of Kafka killed, saying it sent its three
+    orders and saw none end, then that Kafka went away."""
+    done, _ = await asyncio.wait([demo], timeout=NOTICED_WITHIN)
+    assert done, (
+        f"the demo still runs {NOTICED_WITHIN:g} s after Kafka went away, at:\n" + _stack_of(demo)
+    )
+    said = console.file.getvalue()  # type: ignore[attr-defined]
+    failed = None if demo.cancelled() else demo.exception()
+    assert (demo.cancelled(), type(failed)) == (False, KafkaConnectionError), said
+    assert "stopped: 3 of 3 orders sent; ended so far: none" in said.splitlines(), said
+    assert "it went away while the demo followed its orders" in str(failed)
 
 
 def _stack_of(task: asyncio.Task[object]) -> str:

@@ -30,6 +30,13 @@ DATABASE_MUTE = "the database did not answer within"
 within 8 s; retry``."""
 
 
+LOOP_LATE = "this service's event loop was"
+"""How the detail of the 503 of a request whose database work timed out while the service's own
+event loop was as late begins (:func:`shared.loop_lag.not_heard`): ``this service's event loop
+was 3.1 s late; PostgreSQL's answer may not have been heard within 8 s; retry``, PostgreSQL not
+to blame (``caravan``'s admin commands say it of the service)."""
+
+
 DATABASE_REFUSES = "the database refuses the work for now"
 """How the detail of the 503 a service answers while PostgreSQL answers and refuses the work
 (a disk full, out of memory, a standby after a failover, a lock not granted in time) begins:

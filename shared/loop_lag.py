@@ -10,6 +10,8 @@ reach PostgreSQL" of a database that had answered in a millisecond, and so does 
 import asyncio
 from collections import deque
 
+from shared.api import LOOP_LATE
+
 WAKE_SECONDS = 0.5
 """How often the loop is asked to wake a task, whose lateness is noted."""
 KEPT_SECONDS = 15.0
@@ -61,6 +63,6 @@ def not_heard(late: float, within: float) -> str | None:
     if late < within / 4:
         return None
     return (
-        f"this service's event loop was {late:.1f} s late; PostgreSQL's answer may not have"
-        f" been heard within {within:g} s"
+        f"{LOOP_LATE} {late:.1f} s late; PostgreSQL's answer may not have been heard within"
+        f" {within:g} s"
     )

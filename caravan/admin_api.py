@@ -13,7 +13,7 @@ from shared.api import (
     DATABASE_BUSY,
     DATABASE_MUTE,
     DATABASE_REFUSES,
-    LOOP_LATE,
+    SERVICE_LOOP_LATE,
     bearer_headers,
 )
 from shared.settings import DEV_TOKEN_FILE, Settings
@@ -121,7 +121,7 @@ def answer(
         why = detail.removeprefix("the database").removesuffix("; retry")
         said = f"the {service} service's database{why} (it answered 503): run this again later"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)
-    if response.status_code == 503 and detail.startswith(LOOP_LATE):  # the service's, not PG's
+    if response.status_code == 503 and detail.startswith(SERVICE_LOOP_LATE):  # not PostgreSQL's
         why = detail.removeprefix("this service's").removesuffix("; retry")
         said = f"the {service} service's{why} (it answered 503): run this again later"
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)

@@ -30,7 +30,7 @@ DATABASE_MUTE = "the database did not answer within"
 within 8 s; retry``."""
 
 
-LOOP_LATE = "this service's event loop was"
+SERVICE_LOOP_LATE = "this service's event loop was"
 """How the detail of the 503 of a request whose database work timed out while the service's own
 event loop was as late begins (:func:`shared.loop_lag.not_heard`): ``this service's event loop
 was 3.1 s late; PostgreSQL's answer may not have been heard within 8 s; retry``, PostgreSQL not

@@ -10,7 +10,7 @@ reach PostgreSQL" of a database that had answered in a millisecond, and so does 
 import asyncio
 from collections import deque
 
-from shared.api import LOOP_LATE
+from shared.api import SERVICE_LOOP_LATE
 
 WAKE_SECONDS = 0.5
 """How often the loop is asked to wake a task, whose lateness is noted."""
@@ -63,6 +63,6 @@ def not_heard(late: float, within: float) -> str | None:
     if late < within / 4:
         return None
     return (
-        f"{LOOP_LATE} {late:.1f} s late; PostgreSQL's answer may not have been heard within"
+        f"{SERVICE_LOOP_LATE} {late:.1f} s late; PostgreSQL's answer may not have been heard within"
         f" {within:g} s"
     )

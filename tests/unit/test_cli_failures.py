@@ -27,7 +27,13 @@ from caravan.output import OperatorError
 from services import SERVICES
 from services.inventory.handlers import LotTaken
 from shared import settings
-from shared.api import DATABASE_AWAY, DATABASE_BUSY, DATABASE_MUTE, DATABASE_REFUSES, LOOP_LATE
+from shared.api import (
+    DATABASE_AWAY,
+    DATABASE_BUSY,
+    DATABASE_MUTE,
+    DATABASE_REFUSES,
+    SERVICE_LOOP_LATE,
+)
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -1239,8 +1245,8 @@ def test_a_throttled_command_says_how_long_to_wait_and_whose_count_it_is(
         ),
         (
             # ... while its own event loop was too late to hear PostgreSQL (not_heard)
-            f"{LOOP_LATE} 3.1 s late; PostgreSQL's answer may not have been heard within 8 s;"
-            " retry",
+            f"{SERVICE_LOOP_LATE} 3.1 s late; PostgreSQL's answer may not have been heard within"
+            " 8 s; retry",
             [
                 "the payments service's event loop was 3.1 s late; PostgreSQL's answer may not"
                 " have been heard within 8 s (it answered 503): run this again later",

@@ -44,6 +44,9 @@ KAFKA_ANSWER_SECONDS = 5.0  # how long the demo waits for Kafka to say it is sti
 # Having read nothing for this long while it follows its orders, the demo asks Kafka whether
 # it is still there (its consumer reads nothing from a Kafka gone, and says nothing of it).
 QUIET_SECONDS = 2.0
+# Where the demo was when Kafka went away (its red line says so).
+SENDING = "while the demo sent its orders, before it acknowledged them all"
+FOLLOWING = "while the demo followed its orders"
 
 
 @dataclass
@@ -145,7 +148,8 @@ async def run_demo(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
     )
     outcomes: dict[str, Outcome] = {}
-    sent = 0
+    handed: list[asyncio.Future[Any]] = []  # each order's delivery, as the producer took it
+    stopped_by: BaseException | None = None
     try:  # both closed, started or not (one that failed to start is still open)
         await consumer.start()
         await producer.start()
@@ -160,10 +164,10 @@ async def run_demo(
             await consumer.position(tp)
         for order in orders:
             event = new_event(order, source=source, correlation_id=order.order_ref)
-            await producer.send(
+            delivery = await producer.send(
                 Topic.ORDER_REQUESTS.value, event.to_json(), key=order.order_ref.encode()
             )
-            sent += 1
+            handed.append(delivery)
         await _flushed(producer, consumer)
         ref_of: dict[str, str] = {}
         columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -176,20 +180,26 @@ async def run_demo(
                 if batch:
                     heard = time.monotonic()
                 elif time.monotonic() - heard >= QUIET_SECONDS:
-                    await _kafka_answers(consumer)
+                    await _kafka_answers(consumer, FOLLOWING)
                     heard = time.monotonic()
                 for records in batch.values():
                     for record in records:
                         _follow(record.value, refs, ref_of, outcomes)
                 progress.update(task, completed=len(outcomes))
         if len(outcomes) < len(orders):
-            await _kafka_answers(consumer)
-    except (asyncio.CancelledError, KafkaConnectionError):  # Ctrl-C, SIGTERM; Kafka away
-        _stopped(console, "orders", sent, len(orders), outcomes)
+            await _kafka_answers(consumer, FOLLOWING)
+    except (asyncio.CancelledError, KafkaConnectionError) as exc:  # Ctrl-C, SIGTERM; Kafka away
+        stopped_by = exc
         raise
     finally:  # a producer holding orders Kafka never took waits for it in its stop: bounded
-        await stopped_within({asyncio.ensure_future(producer.stop()): producer})
-        await _stop(consumer)
+        try:
+            await stopped_within({asyncio.ensure_future(producer.stop()): producer})
+            await _stop(consumer)
+        finally:  # said once stopped: an order its stop delivered is said sent
+            if stopped_by is not None:
+                sent = _acknowledged(handed)
+                unacknowledged = len(handed) - sent
+                _stopped(console, "orders", sent, len(orders), outcomes, unacknowledged)
     for order in orders:
         outcomes.setdefault(order.order_ref, Outcome(order.order_ref, "pending", None))
     result = [outcomes[o.order_ref] for o in orders]
@@ -206,16 +216,24 @@ async def _flushed(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> No
     flushing = asyncio.ensure_future(producer.flush())
     try:
         while not (await asyncio.wait({flushing}, timeout=QUIET_SECONDS))[0]:
-            await _kafka_answers(consumer)
+            await _kafka_answers(consumer, SENDING)
     finally:
         flushing.cancel()
 
 
-async def _kafka_answers(consumer: AIOKafkaConsumer) -> None:
+def _acknowledged(handed: list[asyncio.Future[Any]]) -> int:
+    """How many of the orders ``handed`` to the producer Kafka acknowledged (their delivery's
+    result): an order handed over is not sent until then, and Kafka gone before it answered
+    may or may not have it."""
+    return sum(1 for d in handed if d.done() and not d.cancelled() and d.exception() is None)
+
+
+async def _kafka_answers(consumer: AIOKafkaConsumer, stage: str) -> None:
     """Raise :class:`KafkaConnectionError` if no broker answers ``consumer`` within
-    :data:`KAFKA_ANSWER_SECONDS`: orders not seen to end because Kafka went away (its consumer
-    reads nothing, and says nothing of it), not because a service did not end them. Kafka
-    is asked again meanwhile (a broker restarting comes back)."""
+    :data:`KAFKA_ANSWER_SECONDS`, saying it went away at ``stage`` (:data:`SENDING`,
+    :data:`FOLLOWING`): orders not seen to end because Kafka went away (its consumer reads
+    nothing, and says nothing of it), not because a service did not end them. Kafka is asked
+    again meanwhile (a broker restarting comes back)."""
     failed: KafkaError | None = None
     try:
         async with asyncio.timeout(KAFKA_ANSWER_SECONDS):
@@ -227,7 +245,7 @@ async def _kafka_answers(consumer: AIOKafkaConsumer) -> None:
                     failed = exc  # a broker refused, or none is left to ask
                 await asyncio.sleep(0.5)
     except TimeoutError as exc:
-        went = "it went away while the demo followed its orders: no broker answers"
+        went = f"it went away {stage}: no broker answers"
         raise KafkaConnectionError(went) from failed or exc
 
 
@@ -251,13 +269,15 @@ def _stopped(
     sent: int,
     total: int,
     outcomes: dict[str, Outcome],
+    unacknowledged: int = 0,
     verb: str = "sent",
 ) -> None:
     """One line for a demo stopped before its summary: what it had sent (or pushed) and seen
-    end."""
+    end, and how many more it handed to Kafka that Kafka did not acknowledge."""
     ended = Counter(o.status for o in outcomes.values())
     shown = ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) or "none"
-    console.print(f"stopped: {sent} of {total} {what} {verb}; ended so far: {shown}")
+    unsaid = f"; {unacknowledged} not acknowledged by Kafka" if unacknowledged else ""
+    console.print(f"stopped: {sent} of {total} {what} {verb}{unsaid}; ended so far: {shown}")
 
 
 def _follow(

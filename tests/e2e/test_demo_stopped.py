@@ -89,13 +89,42 @@ DEMO_TOPICS = (Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS)
 NOTICED_WITHIN = 30.0
 
 
+class DemoProducer:
+    """The demo's producer as the test sees it (made in its place): the producers made and the
+    delivery of each order handed to them; ``send`` says it is ``sending``, and then waits for
+    ``go`` when given."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, go: asyncio.Event | None = None) -> None:
+        self.made: list[AIOKafkaProducer] = []
+        self.deliveries: list[asyncio.Future[Any]] = []
+        self.sending = asyncio.Event()
+        watch = self
+
+        class Watched(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                watch.made.append(self)
+
+            async def send(self, *args: Any, **kwargs: Any) -> Any:
+                watch.sending.set()
+                if go is not None:
+                    await go.wait()
+                delivery = await super().send(*args, **kwargs)
+                watch.deliveries.append(delivery)
+                return delivery
+
+        monkeypatch.setattr(demo_module, "AIOKafkaProducer", Watched)
+
+
 async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_went_away(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kafka gone while the demo followed its orders, it ended in a traceback of
     CancelledError (aiokafka's consumer stop, its fetch cancelled in its retry backoff) and
-    nothing else. It says what it sent, then that Kafka went away (the command's red line);
-    within seconds, not at its deadline (a minute, from `caravan demo`)."""
+    nothing else. It says what it sent, then that Kafka went away (the command's red line)
+    as it followed them; within seconds, not at its deadline (a minute, from `caravan demo`).
+    Kafka is killed once the demo has its acknowledgements (else it went away as it sent)."""
+    producer = DemoProducer(monkeypatch)
     async with own_kafka(tmp_path) as (kafka, bootstrap):
         reader = AIOKafkaConsumer(
             Topic.ORDER_REQUESTS.value, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
@@ -110,8 +139,10 @@ async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_wen
                     requests += sum(len(records) for records in fetched.values())
             finally:
                 await reader.stop()
+            await asyncio.wait_for(asyncio.gather(*producer.deliveries), 30)  # acknowledged
             await asyncio.to_thread(kafka.kill, 0)
-            await went_away(demo, console)
+            line = "stopped: 3 of 3 orders sent; ended so far: none"
+            await went_away(demo, console, line, "while the demo followed its orders")
 
 
 async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_too(
@@ -120,31 +151,24 @@ async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_to
     """Kafka gone before it acknowledged the demo's orders (killed as it took them), the demo
     waited for them to be delivered for ever, aiokafka's idempotent producer never giving one
     up, and cancelled it waited again in its producer's stop (a way for the test above to
-    meet pytest's timeout: CI, once, under load). It asks Kafka meanwhile, ends as above, its
-    producer closed. The demo's producer here hands aiokafka its orders once Kafka is killed."""
-    sending, killed = asyncio.Event(), asyncio.Event()
-    producers: list[AIOKafkaProducer] = []
-
-    class Late(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            producers.append(self)
-
-        async def send(self, *args: Any, **kwargs: Any) -> Any:
-            sending.set()
-            await killed.wait()
-            return await super().send(*args, **kwargs)
-
-    monkeypatch.setattr(demo_module, "AIOKafkaProducer", Late)
+    meet pytest's timeout: CI, once, under load). It asks Kafka meanwhile, and ends as above,
+    its producer closed, but saying that Kafka acknowledged none of the orders it was handed
+    (it said "3 of 3 orders sent") and went away as the demo sent them, not as it followed
+    them.
+    The demo's producer here hands aiokafka its orders once Kafka is killed."""
+    go = asyncio.Event()
+    producer = DemoProducer(monkeypatch, go)
     async with own_kafka(tmp_path) as (kafka, bootstrap):
         async with demo_running(bootstrap) as (demo, console):
             try:
-                await asyncio.wait_for(sending.wait(), 60)
+                await asyncio.wait_for(producer.sending.wait(), 60)
             finally:
                 await asyncio.to_thread(kafka.kill, 0)
-                killed.set()
-            await went_away(demo, console)
-        assert is_closed(producers[0])
+                go.set()
+            line = "stopped: 0 of 3 orders sent; 3 not acknowledged by Kafka; ended so far: none"
+            stage = "while the demo sent its orders, before it acknowledged them all"
+            await went_away(demo, console, line, stage)
+        assert is_closed(producer.made[0])
 
 
 @asynccontextmanager
@@ -187,9 +211,9 @@ async def demo_running(bootstrap: str) -> AsyncIterator[tuple[asyncio.Task[objec
             await asyncio.wait([demo], timeout=NOTICED_WITHIN)
 
 
-async def went_away(demo: asyncio.Task[object], console: Console) -> None:
-    """``demo`` ended within ``NOTICED_WITHIN`` of Kafka killed, saying it sent its three
-    orders and saw none end, then that Kafka went away."""
+async def went_away(demo: asyncio.Task[object], console: Console, line: str, stage: str) -> None:
+    """``demo`` ended within ``NOTICED_WITHIN`` of Kafka killed, saying ``line`` of what it
+    sent and saw end, then that Kafka went away at ``stage``."""
     done, _ = await asyncio.wait([demo], timeout=NOTICED_WITHIN)
     assert done, (
         f"the demo still runs {NOTICED_WITHIN:g} s after Kafka went away, at:\n" + _stack_of(demo)
@@ -197,8 +221,8 @@ async def went_away(demo: asyncio.Task[object], console: Console) -> None:
     said = console.file.getvalue()  # type: ignore[attr-defined]
     failed = None if demo.cancelled() else demo.exception()
     assert (demo.cancelled(), type(failed)) == (False, KafkaConnectionError), said
-    assert "stopped: 3 of 3 orders sent; ended so far: none" in said.splitlines(), said
-    assert "it went away while the demo followed its orders" in str(failed)
+    assert line in said.splitlines(), said
+    assert str(failed) == f"KafkaConnectionError: it went away {stage}: no broker answers"
 
 
 def _stack_of(task: asyncio.Task[object]) -> str:

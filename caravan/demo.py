@@ -191,9 +191,12 @@ async def run_demo(
     except (asyncio.CancelledError, KafkaConnectionError) as exc:  # Ctrl-C, SIGTERM; Kafka away
         stopped_by = exc
         raise
-    finally:  # a producer holding orders Kafka never took waits for it in its stop: bounded
+    finally:
+        # A producer holding orders Kafka has not taken waits for it in its stop: bounded, and
+        # not waited for at all once no broker answered (Kafka away: closed at once).
+        away = 0.0 if isinstance(stopped_by, KafkaConnectionError) else None
         try:
-            await stopped_within({asyncio.ensure_future(producer.stop()): producer})
+            await stopped_within({asyncio.ensure_future(producer.stop()): producer}, away)
             await _stop(consumer)
         finally:  # said once stopped: an order its stop delivered is said sent
             if stopped_by is not None:

@@ -480,12 +480,12 @@ class OutboxRelay:
 
 
 async def stopped_within(
-    stopping: dict[asyncio.Task[None], AIOKafkaProducer],
+    stopping: dict[asyncio.Task[None], AIOKafkaProducer], seconds: float | None = None
 ) -> set[asyncio.Task[None]]:
-    """Wait up to ``STOP_SECONDS`` for the producers' stops (each delivering what it holds);
-    those still stopping then (Kafka away), or whose stop was cancelled, are closed
+    """Wait up to ``seconds`` (``STOP_SECONDS``) for the producers' stops (each delivering what
+    it holds); those still stopping then (Kafka away), or whose stop was cancelled, are closed
     (:func:`force_close`). The stops so given up."""
-    _, pending = await asyncio.wait(stopping, timeout=STOP_SECONDS)
+    _, pending = await asyncio.wait(stopping, timeout=STOP_SECONDS if seconds is None else seconds)
     for task in pending:
         task.cancel()
     if pending:

@@ -22,9 +22,10 @@ from rich.console import Console
 from caravan import demo as demo_module
 from caravan import system
 from caravan.checkout import REPO_ROOT
-from caravan.demo import run_demo
+from caravan.demo import KAFKA_ANSWER_SECONDS, QUIET_SECONDS, run_demo
 from caravan.infra.kafka import LocalKafka
 from shared.messaging.admin import ensure_topics
+from shared.messaging.relay import STOP_SECONDS
 from shared.topics import Topic
 from tests.conftest import KAFKA_PORT
 from tests.e2e.test_relay_stop import is_closed
@@ -87,6 +88,9 @@ DEMO_TOPICS = (Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS)
 # Kafka gone, the demo notices once it has read nothing for QUIET_SECONDS and no broker
 # answered for KAFKA_ANSWER_SECONDS: 7 s, on a machine shared by other runs.
 NOTICED_WITHIN = 30.0
+# Then it closes its producer at once: it gave the producer STOP_SECONDS more to deliver to
+# the Kafka it had found gone (12 s in all, where Kafka went away as it took the orders).
+ENDED_WITHIN = QUIET_SECONDS + KAFKA_ANSWER_SECONDS + STOP_SECONDS
 
 
 class DemoProducer:
@@ -141,8 +145,9 @@ async def test_a_demo_whose_kafka_went_away_says_what_it_sent_and_that_kafka_wen
                 await reader.stop()
             await asyncio.wait_for(asyncio.gather(*producer.deliveries), 30)  # acknowledged
             await asyncio.to_thread(kafka.kill, 0)
+            killed = time.monotonic()
             line = "stopped: 3 of 3 orders sent; ended so far: none"
-            await went_away(demo, console, line, "while the demo followed its orders")
+            await went_away(demo, console, killed, line, "while the demo followed its orders")
 
 
 async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_too(
@@ -154,7 +159,7 @@ async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_to
     meet pytest's timeout: CI, once, under load). It asks Kafka meanwhile, and ends as above,
     its producer closed, but saying that Kafka acknowledged none of the orders it was handed
     (it said "3 of 3 orders sent") and went away as the demo sent them, not as it followed
-    them.
+    them; and without then waiting for its producer to deliver to the Kafka it found gone.
     The demo's producer here hands aiokafka its orders once Kafka is killed."""
     go = asyncio.Event()
     producer = DemoProducer(monkeypatch, go)
@@ -164,10 +169,11 @@ async def test_a_demo_whose_kafka_went_away_before_it_took_its_orders_says_so_to
                 await asyncio.wait_for(producer.sending.wait(), 60)
             finally:
                 await asyncio.to_thread(kafka.kill, 0)
+                killed = time.monotonic()
                 go.set()
             line = "stopped: 0 of 3 orders sent; 3 not acknowledged by Kafka; ended so far: none"
             stage = "while the demo sent its orders, before it acknowledged them all"
-            await went_away(demo, console, line, stage)
+            await went_away(demo, console, killed, line, stage)
         assert is_closed(producer.made[0])
 
 
@@ -211,18 +217,23 @@ async def demo_running(bootstrap: str) -> AsyncIterator[tuple[asyncio.Task[objec
             await asyncio.wait([demo], timeout=NOTICED_WITHIN)
 
 
-async def went_away(demo: asyncio.Task[object], console: Console, line: str, stage: str) -> None:
-    """``demo`` ended within ``NOTICED_WITHIN`` of Kafka killed, saying ``line`` of what it
-    sent and saw end, then that Kafka went away at ``stage``."""
+async def went_away(
+    demo: asyncio.Task[object], console: Console, killed: float, line: str, stage: str
+) -> None:
+    """``demo`` ended within ``NOTICED_WITHIN`` of Kafka ``killed`` (and within
+    ``ENDED_WITHIN``), saying ``line`` of what it sent and saw end, then that Kafka went away
+    at ``stage``."""
     done, _ = await asyncio.wait([demo], timeout=NOTICED_WITHIN)
     assert done, (
         f"the demo still runs {NOTICED_WITHIN:g} s after Kafka went away, at:\n" + _stack_of(demo)
     )
+    took = time.monotonic() - killed
     said = console.file.getvalue()  # type: ignore[attr-defined]
     failed = None if demo.cancelled() else demo.exception()
     assert (demo.cancelled(), type(failed)) == (False, KafkaConnectionError), said
     assert line in said.splitlines(), said
     assert str(failed) == f"KafkaConnectionError: it went away {stage}: no broker answers"
+    assert took < ENDED_WITHIN, f"the demo ended {took:.1f} s after Kafka went away"
 
 
 def _stack_of(task: asyncio.Task[object]) -> str:

@@ -1089,12 +1089,14 @@ WHO, WHAT = "at\nactor", "action\ntarget"
 
 
 def _changed(entry: dict[str, Any]) -> str:
-    """What an audit entry says changed: its ``detail`` first, the reason first and a key
-    last (why, before what), then each field whose value differs between ``before`` and
-    ``after`` (``status: authorized -> voided``; a field only one of them has, from or to
-    ``-``), else either whole, all as compact JSON."""
+    """What an audit entry says changed: its ``detail`` first, who asked (``by``: a
+    cancellation's buyer or operator) and the reason first and a key last (who and why, before
+    what: cut to three lines, a cancellation's entry still says whose it was), then each field
+    whose value differs between ``before`` and ``after`` (``status: authorized -> voided``; a
+    field only one of them has, from or to ``-``), else either whole, all as compact JSON."""
     before, after, detail = entry["before"], entry["after"], entry["detail"] or {}
-    ordered = sorted(detail.items(), key=lambda item: (item[0] != "reason", item[0] == "key"))
+    first = {"by": 0, "reason": 1, "key": 3}
+    ordered = sorted(detail.items(), key=lambda item: first.get(item[0], 2))
     said = [f"{key}: {_compact(value)}" for key, value in ordered]
     if isinstance(before, dict) and isinstance(after, dict):
         for key in [*before, *(k for k in after if k not in before)]:

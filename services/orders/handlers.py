@@ -467,7 +467,9 @@ async def cancel_by(
     ``cancelled_by_operator``), and whether it was cancelled now (False: it was cancelled
     before, and stays as it was); raises ``OrderAlreadyConfirmed`` after confirmation. A
     cancellation made now is in the audit trail, ``actor`` (the calling token's name) its
-    author, with ``reason``, what the caller said of it."""
+    author, its detail ``reason`` (what the caller said of it, if anything), ``by`` (who the
+    caller said asked) and ``reason_code`` (the order's reason it ended with): an operator's own
+    cancellation told from one made for a buyer who phoned."""
     repo = OrderRepository(tx)
     order = await repo.get(order_id)
     if order is None:
@@ -476,6 +478,7 @@ async def cancel_by(
     order.cancel_by(who)
     await repo.save(order)
     if pending:
+        said = {"reason": reason} if reason is not None else {}
         audit.record_later(
             tx,
             actor,
@@ -483,6 +486,6 @@ async def cancel_by(
             order_id,
             before={"status": was},
             after={"status": order.status},
-            detail={"reason": reason} if reason is not None else None,
+            detail=said | {"by": who, "reason_code": order.reason},
         )
     return order, pending

@@ -81,11 +81,13 @@ async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_fi
 async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments: System) -> None:
     """An operator's token cancels a pending order at its buyer's word (payments stopped: it
     stays pending until then) with ``caravan orders cancel --by buyer --reason``: its timeline
-    says ``cancelled_by_buyer``, the audit trail who it was, why, the status before and after; a
+    says ``cancelled_by_buyer``, the audit trail who it was, why, who they said asked and the
+    reason the order ended with (the entry said the status alone: an operator's own
+    cancellation read as one made for a buyer who phoned), the status before and after; a
     second cancellation, which changes nothing, adds nothing. Through the API, a body with a
     field misspelt, or a ``by`` of no one it knows, is refused, and no body at all cancels as
-    before, the buyer's, no reason recorded. Last of the module: ``no_payments`` holds to its
-    end."""
+    before, the buyer's, no reason recorded; the operator's own, ``caravan orders cancel``'s
+    default, is said as theirs. Last of the module: ``no_payments`` holds to its end."""
     caravan, tag = no_payments, uuid.uuid4().hex[:8]
     operator = f"operator-{tag}"
     token = await caravan.issue_token(operator, "orders:read", "orders:write")
@@ -122,12 +124,21 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
         order_id,
     ), shown.stdout
     changed = " ".join(cell for r in rows if (cell := r[3].strip()))
-    assert changed == f"reason: {why}; status: pending -> cancelled", shown.stdout
+    assert changed == (
+        f"by: buyer; reason: {why}; reason_code: cancelled_by_buyer; status: pending -> cancelled"
+    ), shown.stdout
     found = json.loads((await cli(caravan, "audit", "--target", order_id, "--json")).stdout)
+    buyers = {"by": "buyer", "reason_code": "cancelled_by_buyer"}
     assert [
         (e["actor"], e["action"], e["before"], e["after"], e["detail"]) for e in found["entries"]
     ] == [
-        (operator, "order.cancel", {"status": "pending"}, {"status": "cancelled"}, {"reason": why})
+        (
+            operator,
+            "order.cancel",
+            {"status": "pending"},
+            {"status": "cancelled"},
+            {"reason": why} | buyers,
+        )
     ], found
 
     other = await caravan.client.post(
@@ -143,4 +154,22 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
         assert (bare.status_code, bare.json()["applied"]) == (200, True), bare.text
         assert bare.json()["reason"] == "cancelled_by_buyer", bare.text
     found = json.loads((await cli(caravan, "audit", "--target", other_id, "--json")).stdout)
-    assert [(e["actor"], e["detail"]) for e in found["entries"]] == [(operator, {})], found
+    assert [(e["actor"], e["detail"]) for e in found["entries"]] == [(operator, buyers)], found
+
+    own = await caravan.client.post("/orders", json=BODY, headers={"Idempotency-Key": ref("AUDIT")})
+    own_id, spoiled = own.json()["order_id"], f"the lot spoiled in the rain {tag}"
+    theirs = await cli(
+        caravan, "orders", "cancel", own_id, "--reason", spoiled, CARAVAN_TOKEN=token
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    found = json.loads((await cli(caravan, "audit", "--target", own_id, "--json")).stdout)
+    operators = {"by": "operator", "reason_code": "cancelled_by_operator"}
+    assert [(e["actor"], e["detail"]) for e in found["entries"]] == [
+        (operator, {"reason": spoiled} | operators)
+    ], found
+    # Who asked comes first: on a terminal of 80 columns, cut to three lines, it is said.
+    narrow = await cli(caravan, "audit", "--target", own_id, COLUMNS="80")
+    cells = [
+        cut[3].strip() for line in narrow.stdout.splitlines() if len(cut := line.split("│")) > 3
+    ]
+    assert cells[0] == "by: operator; reason:", narrow.stdout

@@ -288,7 +288,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         it is, ``applied`` false; a confirmed one cannot be cancelled here. To a token bound to
         its own orders, one beyond them is as unknown (404), and stays as it is. A
         cancellation applied is in the audit trail (``order.cancel``) under the token's name,
-        with the ``reason`` the body gives, if any (no body: none)."""
+        its detail who the caller said asked (``by``), the order's reason it ended with
+        (``reason_code``) and the ``reason`` the body gives, if any (no body: none)."""
         stored = as_stored(order_id)
         if stored is None:
             return _not_found(order_id)

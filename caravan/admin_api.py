@@ -31,11 +31,23 @@ class ProblemAnswer(OperatorError):
     """A service's problem answer (a status of 400 or more) to an admin call: exit 1, its
     refusal (a 4xx) or its failure (a 500), or exit 2 where a part of the system is away
     (:data:`AWAY`: a retry may help); unless the command makes something else of its
-    ``status`` (a 404 of what it checks for)."""
+    ``status`` (a 404 of what it checks for) or of its ``errors`` (a 422's fields at fault,
+    each ``{field, message}``)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, errors: list[dict[str, str]] | None = None):
         super().__init__(message, exit_code=2 if status in AWAY else 1)
         self.status = status
+        self.errors = errors or []
+
+    def unknown_field(self, field: str) -> bool:
+        """Whether this is the 422 of a service that does not know the body's ``field``: one
+        older than the command, which sent a field added since (every body of ours forbids
+        the fields it does not know, a misspelt one recorded as nothing; pydantic's words of
+        it, which ``shared.api.field_errors`` keeps)."""
+        from pydantic_core import PydanticKnownError
+
+        unknown = {"field": field, "message": PydanticKnownError("extra_forbidden").message()}
+        return self.status == 422 and unknown in self.errors
 
 
 def base_url(url: str | None, service: str) -> str:
@@ -142,7 +154,7 @@ def answer(
             said += f"\ntry again in {wait} s"
         if response.status_code >= 500:
             said += _key_to_retry(headers)
-        raise ProblemAnswer(said, response.status_code)
+        raise ProblemAnswer(said, response.status_code, body.get("errors"))
     return response.status_code, body
 
 

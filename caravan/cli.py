@@ -1289,7 +1289,9 @@ def orders_cancel(
         typer.Option(
             help="who asks for it: operator (operations, of their own accord:"
             " cancelled_by_operator, the buyer texted that staff cancelled it) or buyer (the"
-            " buyer asked, you or a platform: cancelled_by_buyer, texted as at their request)"
+            " buyer asked, you or a platform: cancelled_by_buyer, texted as at their request;"
+            " sent as the API's default, so an orders service of before operators' own"
+            " cancellations takes it too)"
         ),
     ] = "operator",
     reason: Annotated[
@@ -1304,12 +1306,26 @@ def orders_cancel(
     orders API's `POST /orders/{id}/cancel`; the token needs the scope orders:write), and the
     audit trail names who asked and, with --reason, why. A confirmed order is refused (exit
     1); one already cancelled is shown as it is, below a line saying it was cancelled before,
-    when and why (exit 0: nothing changed)."""
-    from caravan.admin_api import base_url, call
+    when and why (exit 0: nothing changed). An orders service older than this command, which
+    does not know an operator's cancellation, refuses one in a line saying so (exit 1)."""
+    from caravan.admin_api import ProblemAnswer, base_url, call
 
     base = base_url(None, "orders")
-    said = {"by": by} | ({"reason": reason} if reason is not None else {})
-    order = call(base, "orders", "POST", "/orders/{}/cancel", order_id, json=said)
+    said = {"reason": reason} if reason is not None else {}
+    if by != "buyer":  # the buyer's is the API's default: an orders service of before "by" takes it
+        said["by"] = by
+    try:
+        order = call(base, "orders", "POST", "/orders/{}/cancel", order_id, json=said or None)
+    except ProblemAnswer as exc:
+        if exc.unknown_field("by"):
+            raise OperatorError(
+                f"order {order_id} not cancelled: the orders service is older than this command"
+                " and does not know an operator's cancellation (it refused the field by):"
+                " upgrade it, or cancel with --by buyer (cancelled_by_buyer, the buyer texted"
+                " as at their request)",
+                exit_code=1,
+            ) from None
+        raise
     if order.get("applied") is False:
         when = [s["time"] for s in order["timeline"] if s["type"] == "order.cancelled"]
         at = f", at {output.at(when[-1])}" if when else ""

@@ -1,13 +1,14 @@
 """``caravan audit``: the audit trail read from the command line, where operators answering a
 buyer's call ("who changed my credit?", "who wrote off that lot?") queried auth.audit by hand."""
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
 
 from tests.e2e.test_http import BODY
 from tests.e2e.test_ops import cli
-from tests.harness import System, ref
+from tests.harness import System, forwarder, free_port, ref
 
 
 async def test_the_audit_trail_is_read_by_action_target_actor_and_time_newest_first(
@@ -87,7 +88,8 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
     second cancellation, which changes nothing, adds nothing. Through the API, a body with a
     field misspelt, or a ``by`` of no one it knows, is refused, and no body at all cancels as
     before, the buyer's, no reason recorded; the operator's own, ``caravan orders cancel``'s
-    default, is said as theirs. Last of the module: ``no_payments`` holds to its end."""
+    default, is said as theirs. With the next, last of the module: ``no_payments`` holds to its
+    end."""
     caravan, tag = no_payments, uuid.uuid4().hex[:8]
     operator = f"operator-{tag}"
     token = await caravan.issue_token(operator, "orders:read", "orders:write")
@@ -173,3 +175,48 @@ async def test_a_cancellation_is_audited_under_the_tokens_name_once(no_payments:
         cut[3].strip() for line in narrow.stdout.splitlines() if len(cut := line.split("│")) > 3
     ]
     assert cells[0] == "by: operator; reason:", narrow.stdout
+
+
+async def test_a_cancellation_at_its_buyers_word_sends_what_an_older_orders_service_takes(
+    no_payments: System,
+) -> None:
+    """``caravan orders cancel --by buyer`` sent ``{"by": "buyer"}``, which an orders service
+    of before operators' own cancellations refuses (422: a field it does not know), in a
+    rolling upgrade or on a host not upgraded yet: it now sends the API's default, no body
+    (with ``--reason``, the reason alone), as the commands of before did; the operator's own
+    sends ``by``. Each request seen on its way to the orders API, through a forwarder, and
+    each order cancelled as asked."""
+    caravan = no_payments
+    seen: list[bytes] = []
+
+    def heard(data: bytes) -> bool:  # every byte the command sends, none held
+        seen.append(data)
+        return False
+
+    passing = asyncio.Event()
+    passing.set()
+    orders_port = int(caravan.procs.env["CARAVAN_HTTP_PORT"])
+    to_orders = forwarder("127.0.0.1", orders_port, passing, heard)
+    port = free_port()
+    asked = {
+        ("--by", "buyer"): (None, "cancelled_by_buyer"),
+        ("--by", "buyer", "--reason", "phoned"): ({"reason": "phoned"}, "cancelled_by_buyer"),
+        (): ({"by": "operator"}, "cancelled_by_operator"),
+    }
+    async with await asyncio.start_server(to_orders, "127.0.0.1", port):
+        for options, (body, reason) in asked.items():
+            placed = await caravan.client.post(
+                "/orders", json=BODY, headers={"Idempotency-Key": ref("AUDIT")}
+            )
+            order_id = placed.json()["order_id"]
+            seen.clear()
+            done = await cli(
+                caravan, "orders", "cancel", order_id, *options, CARAVAN_HTTP_PORT=str(port)
+            )
+            assert done.returncode == 0, done.stderr
+            head, _, sent = b"".join(seen).partition(b"\r\n\r\n")
+            line = head.split(b"\r\n")[0]  # not the headers: they hold the token
+            assert line.startswith(f"POST /orders/{order_id}/cancel ".encode()), line
+            assert (json.loads(sent) if sent else None) == body, (options, line, sent)
+            view = await caravan.client.get(f"/orders/{order_id}")
+            assert view.json()["reason"] == reason, view.text

@@ -18,6 +18,7 @@ from typing import Any, cast
 import asyncpg
 import httpx
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import exc as sa_exc
 
 from caravan import admin_api, checkout, cli, seeding, system, tokens_cli
@@ -34,6 +35,7 @@ from shared.api import (
     DATABASE_REFUSES,
     SERVICE_LOOP_LATE,
 )
+from shared.http import invalid
 from shared.messaging import admin, kafka_admin
 from shared.seed import Loaded
 from shared.topics import Topic
@@ -1156,6 +1158,54 @@ def test_orders_list_says_the_apis_refusal_in_its_own_options(
     code, out, err = caravan("orders", "list", "--since", at, "--until", at)
     said = "--until must be after --since"
     assert (code, err.splitlines()) == (1, [f"Invalid request: {said}", f"  --until: {said}"])
+
+
+class _CancelBodyOfBefore(BaseModel):
+    """``POST /orders/{id}/cancel``'s body before operators' own cancellations (7426cba5): a
+    reason alone, every other field refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=256)
+
+
+def test_an_operators_cancellation_refused_by_an_older_orders_service_says_to_upgrade_it(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orders service older than the command (its body a reason alone) answers ``caravan
+    orders cancel``'s ``{"by": "operator"}`` 422, ``by`` a field it does not know: that was
+    said as its schema refusing it ("by: Extra inputs are not permitted"), leaving the
+    operator to guess why a field of the command's own was wrong. Now one line says the
+    service is older and what to do, exit 1 as a refusal; another 422 of the cancellation (a
+    reason over 256 characters) is said as before."""
+
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            _CancelBodyOfBefore.model_validate(kwargs["json"])
+        except ValidationError as exc:  # as the orders service answers it
+            refused = invalid(exc)
+            return httpx.Response(422, content=bytes(refused.body), headers=dict(refused.headers))
+        raise AssertionError(f"taken: {kwargs['json']}")
+
+    monkeypatch.setattr(httpx.Client, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    older = (
+        "order O-1 not cancelled: the orders service is older than this command and does not"
+        " know an operator's cancellation (it refused the field by): upgrade it, or cancel"
+        " with --by buyer (cancelled_by_buyer, the buyer texted as at their request)"
+    )
+    for said in ([], ["--reason", "the lot spoiled"]):
+        code, out, err = caravan("orders", "cancel", "O-1", *said)
+        assert (code, out, one_line(err)) == (1, "", older), err
+    code, out, err = caravan("orders", "cancel", "O-1", "--by", "buyer", "--reason", "x" * 257)
+    assert (code, out, err.splitlines()) == (
+        1,
+        "",
+        [
+            "Invalid request: the request does not match its schema",
+            "  reason: must be at most 256 characters",
+        ],
+    ), err
 
 
 def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_class(

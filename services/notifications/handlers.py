@@ -18,11 +18,12 @@ order and inventory events in a few statements, after locking its orders.
 
 A confirmation or a cancellation that comes before its ``order.placed`` (which a redrive, a
 replay or partitions added can make happen) has no one to text yet: it is parked
-(:mod:`shared.messaging.parking`) and handled again when ``order.placed`` comes.
+(:mod:`shared.messaging.parking`) and handled again when ``order.placed`` comes; so is a
+loan's void or last repayment, which marks the recipient that ``order.placed`` writes.
 """
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -383,12 +384,10 @@ async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
         _remember_buyer(tx, found)
     for early in await _PARKING.release(tx, data.order_id):
         if found is None:
-            log.warning("order %s names no buyer; %s not sent", data.order_id, early.envelope.type)
+            said = early.envelope.type
+            log.warning("order %s names no buyer; %s not acted on", data.order_id, said)
             continue
-        ended = isinstance(early.data, OrderConfirmed)
-        await (on_order_confirmed if ended else on_order_cancelled)(
-            tx.caused_by(early.envelope), early
-        )
+        await _EARLY[type(early.data)](tx.caused_by(early.envelope), early)
 
 
 def _remember_buyer(tx: Tx, found: Recipient) -> None:
@@ -421,14 +420,17 @@ def nothing_to_text(tx: Tx, order_id: str) -> None:
         tx.identity[RECIPIENT, order_id] = replace(found, done=True)
 
 
-async def _buyer_or_park(tx: Tx, parsed: Parsed, order_id: str) -> Recipient | None:
-    """The buyer of an order that ended; None if ``order.placed`` has not come yet, and then
-    the event is parked until it comes (under the order's lock, which its handler takes)."""
+async def _buyer_or_park(
+    tx: Tx, parsed: Parsed, order_id: str, topic: Topic = Topic.ORDER_EVENTS
+) -> Recipient | None:
+    """The buyer of an order that ended, or whose loan did; None if ``order.placed`` has not
+    come yet, and then the event (of ``topic``) is parked until it comes (under the order's
+    lock, which its handler takes)."""
     await _LOCKS.lock(tx, [order_id])
     await _load_recipients(tx, [order_id])
     found: Recipient | None = tx.identity[RECIPIENT, order_id]
     if found is None:
-        _PARKING.park(tx, order_id, Topic.ORDER_EVENTS, parsed)
+        _PARKING.park(tx, order_id, topic, parsed)
     return found
 
 
@@ -639,11 +641,19 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     (``payment.voided``): their reminders still waiting to be sent, out of quiet hours (one
     announced at midnight waits until the morning), are not sent; those of instalments it
     paid into without paying them off say what is left (:func:`_restate_reminders`). One
-    being sent is left."""
+    being sent is left. A void or a last repayment marks the order's recipient done
+    (:func:`nothing_to_text`); one that comes before the order's ``order.placed`` is parked
+    until it comes, as an outcome is, so that the mark holds whichever came first (a void
+    ``unplaced``, of an order orders never had, waits for none)."""
     d = parsed.data
     assert isinstance(d, PaymentRepaid | PaymentVoided)
     if d.loan_id is None:
         return  # a prepaid payment voided: no loan, no reminders
+    # A void or a last repayment marks the recipient (below); one of an order orders never
+    # had (unplaced) waits for no order.placed, which never comes.
+    marks = d.fully_repaid if isinstance(d, PaymentRepaid) else not d.unplaced
+    if marks and await _buyer_or_park(tx, parsed, d.order_id, Topic.PAYMENT_EVENTS) is None:
+        return  # acted on once order.placed comes: its recipient is then marked done
     await tx.flush()  # the reminders queued earlier in the batch (written at commit)
     if isinstance(d, PaymentRepaid) and not d.fully_repaid:
         await _restate_reminders(tx, d)
@@ -718,6 +728,15 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
             left[number],
             number,
         )
+
+
+_EARLY: dict[type, Callable[[Tx, Parsed], Awaitable[None]]] = {
+    OrderConfirmed: on_order_confirmed,
+    OrderCancelled: on_order_cancelled,
+    PaymentVoided: on_instalments_settled,
+    PaymentRepaid: on_instalments_settled,
+}
+"""The handler of each kind of event parked until its order's ``order.placed``."""
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:

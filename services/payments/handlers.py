@@ -578,13 +578,16 @@ async def on_order_cancelled(tx: Tx, parsed: Parsed) -> None:
     await void_payment(tx, data.order_id, row, parsed.envelope.id)
 
 
-async def void_payment(tx: Tx, order_id: str, row: Any, caused_by: str | None) -> bool:
+async def void_payment(
+    tx: Tx, order_id: str, row: Any, caused_by: str | None, *, unplaced: bool = False
+) -> bool:
     """Void what the order's payment (``row``, as :data:`VOIDABLE` read it, locked) holds, as
     its order's cancellation does; False: it holds nothing to void (declined, voided already,
     ...). A prepaid charge (made or in flight) is handed to the gateway loop as ``voiding``
     (``caused_by``: the cause of the ``payment.voided`` it emits): the gateway is told to
     void the order's key outside this transaction. What a platform collected is reversed
-    here (on a cancellation, the platform refunds its buyer)."""
+    here (on a cancellation, the platform refunds its buyer). ``unplaced``: an operator's void
+    of an order the orders service never had (:func:`void_loan`)."""
     if row.collected_by is not None:
         if row.status not in ("authorized", "awaiting"):
             return False
@@ -611,15 +614,16 @@ async def void_payment(tx: Tx, order_id: str, row: Any, caused_by: str | None) -
         await set_payables(tx, order_id, "cancelled")
         await tx.emit(PaymentVoided(order_id=order_id, amount_fen=0))
         return True
-    return await void_loan(tx, order_id, row.loan_id)
+    return await void_loan(tx, order_id, row.loan_id, unplaced=unplaced)
 
 
-async def void_loan(tx: Tx, order_id: str, loan_id: str) -> bool:
+async def void_loan(tx: Tx, order_id: str, loan_id: str, *, unplaced: bool = False) -> bool:
     """Void an authorised loan, active or already repaid in full: its credit is restored
     (it no longer counts as outstanding), the sellers' payables are cancelled, the
     disbursement is reversed in the ledger, and whatever the buyer repaid is owed back to
-    them (``buyer_refund_payable``, said as ``refund_owed_fen`` on ``payment.voided``); False:
-    it was voided already."""
+    them (``buyer_refund_payable``, said as ``refund_owed_fen`` on ``payment.voided``, which
+    says ``unplaced`` of an order orders never had: notifications then waits for no
+    ``order.placed`` of it); False: it was voided already."""
     loan = (
         await tx.conn.execute(
             update(loans)
@@ -663,7 +667,11 @@ async def void_loan(tx: Tx, order_id: str, loan_id: str) -> bool:
     _set_status(tx, order_id, "voided", refund_owed_fen=owed or None)
     await tx.emit(
         PaymentVoided(
-            order_id=order_id, loan_id=loan_id, amount_fen=loan.principal_fen, refund_owed_fen=owed
+            order_id=order_id,
+            loan_id=loan_id,
+            amount_fen=loan.principal_fen,
+            refund_owed_fen=owed,
+            unplaced=unplaced or None,
         )
     )
     return True

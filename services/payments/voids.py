@@ -64,7 +64,7 @@ async def void_by_operator(
             " payments void-sold` asks it first)"
         )
     row = (await tx.conn.execute(VOIDABLE.where(payments.c.order_id == order_id))).one()
-    if not await void_payment(tx, order_id, row, caused_by=None):
+    if not await void_payment(tx, order_id, row, caused_by=None, unplaced=not after_sale):
         raise NotVoidable(
             f"the payment of order {order_id} is {before['status']}: it holds no money to void"
         )

@@ -58,6 +58,14 @@ class PaymentVoided(EventData):
             " platform gives back itself"
         ),
     )
+    unplaced: bool | None = Field(
+        None,
+        description=(
+            "true: voided by an operator for an order the orders service never had (`caravan"
+            " payments void-unplaced`): no `order.placed` of it is to come, so a reader that"
+            " waits for one (notifications) does not; none: any other void"
+        ),
+    )
 
 
 class PaymentRefunded(EventData):

@@ -769,6 +769,59 @@ async def test_a_reminder_of_a_loan_gone_is_kept_suppressed_and_not_sent(
     assert sent == [[]] * 4, sent
 
 
+async def test_a_loan_gone_before_its_order_placed_came_keeps_its_reminders_suppressed(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A loan's ``payment.voided``, or its last ``payment.repaid``, read before its order's
+    ``order.placed`` (dead-lettered here and redriven, on a partition added, or a replay
+    starting between them: another topic's records come in any order) found no recipient to
+    mark, and the instalment announced after the ``order.placed`` texted the buyer of a loan
+    gone. Each is parked, as an outcome come first is, and acted on with the
+    ``order.placed``: the reminder is kept suppressed, saying why. A void of an order orders
+    never had (``unplaced``: ``caravan payments void-unplaced``) waits for no
+    ``order.placed``, which never comes, and is not parked. London numbers, out of quiet
+    hours: a reminder queued goes at once."""
+    voided, repaid, unplaced = (order_events(ref("N"), _phone("+447700", 13)) for _ in range(3))
+    orders = [o.placed.order_id for o in (voided, repaid, unplaced)]
+    loans = [f"loan-{o}"[:36] for o in orders]  # as _due and _repaid name them
+    first = [
+        PaymentVoided(order_id=orders[0], loan_id=loans[0], amount_fen=4000),
+        PaymentRepaid.model_validate(_repaid(orders[1], [1, 2, 3], fully=True).data),
+        PaymentVoided(order_id=orders[2], loan_id=loans[2], amount_fen=4000, unplaced=True),
+    ]
+    for data in first:
+        await caravan.handled("notifications", await caravan.publish(data, "caravan/payments"))
+
+    async def parked() -> list[str | None]:
+        rows = await caravan.sql(
+            "select order_id, envelope->>'type' as type from notifications.parked"
+            " where order_id = any(:o)",
+            o=orders,
+        )
+        found = {r.order_id: r.type for r in rows}
+        return [found.get(o) for o in orders]
+
+    assert await parked() == ["payment.voided", "payment.repaid", None]
+    for order in (voided, repaid):
+        await caravan.publish(order.placed)
+        await _publish(caravan, _due(order.placed.order_id, 1, "today"))  # after it: one key
+
+    async def reminders() -> list[tuple[str, str | None] | None]:
+        rows = await caravan.sql(
+            "select order_id, status, last_error from notifications.sms"
+            " where order_id = any(:o) and purpose = 'instalment_today'",
+            o=orders[:2],
+        )
+        found = {r.order_id: (r.status, r.last_error) for r in rows}
+        return [found.get(o) for o in orders[:2]]
+
+    kept = await caravan.until(reminders, "each reminder handled", ready=lambda r: None not in r)
+    assert kept == [("suppressed", NO_LOAN_LEFT)] * 2, kept
+    sent = [_sms(caravan, "sms.sent", order_id=o, purpose="instalment_today") for o in orders]
+    assert sent == [[]] * 3, sent
+    assert await parked() == [None, None, None]  # acted on, once
+
+
 def _due(order_id: str, number: int, stage: str, due: date | None = None) -> CloudEvent:
     """``payment.instalment_due`` of the loan ``loan-<order_id>`` (cut to a loan id's 36
     characters), due today, or in 3 days."""

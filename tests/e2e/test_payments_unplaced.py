@@ -137,9 +137,10 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
     """A ``stock.reserved`` of an order orders never had lent the buyer 3,000 fen (they repaid
     1,000 of it): the operation voids the loan, gives the credit back, leaves no instalment
     due or reminded, owes the repaid 1,000 fen back, cancels the sellers' payables and says
-    ``payment.voided``, which orders and notifications take and ignore (neither dead-letters
-    it). Asked again it voids nothing twice; a reservation of the order read after it (a
-    redelivery, or a genuine one come late) lends nothing again."""
+    ``payment.voided`` (``unplaced``), which orders and notifications take and ignore
+    (neither dead-letters it, nor parks it for an ``order.placed``). Asked again it voids
+    nothing twice; a reservation of the order read after it (a redelivery, or a genuine one
+    come late) lends nothing again."""
     who, order_id, authorized = await buyers_loan(caravan, admin, "unplaced")
     loan_id = authorized.data["loan_id"]
     assert (await repay(admin, loan_id, "unplaced-1", 1_000)).status_code == 201
@@ -179,9 +180,13 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
         ("forged stock.reserved", "404", "authorized", "voided")
     ]
     assert await holding(caravan, order_id) == []
-    # Orders knows no such order and notifications no buyer: each takes it and goes on.
+    # Orders knows no such order and notifications no buyer: each takes it and goes on,
+    # notifications waiting for no order.placed of it (unplaced: none comes), nothing parked.
+    assert voided.data.get("unplaced") is True, voided.data
     for schema in ("orders", "notifications"):
         await caravan.handled(schema, voided)
+    waiting = "select count(*) from notifications.parked where order_id = :o"
+    assert await caravan.scalar(waiting, o=order_id) == 0
 
     # Again: answered as it is, nothing voided or said twice.
     code, said = await cli(caravan, order_id, "--reason", "another reason")

@@ -300,13 +300,18 @@ def void_sold(
 
 def _void(url: str | None, order_id: str, asked: dict[str, Any], dry_run: bool) -> None:
     """Void the payment of ``order_id`` once orders answered as ``asked`` says (or say what
-    would be voided): the one call both void commands make."""
+    would be voided): the one call both void commands make. One an operator voided before on
+    the same word of orders is said so (exit 0); on the other word (voided as never placed,
+    asked as confirmed, or the other way round), the route's 409 says how and when (exit 1)."""
     payment = found(_base(url), "payments", "/orders/{}/payment", order_id)
     if payment is None:
         raise OperatorError(f"not voided: payments has no payment for order {order_id}", 1)
-    if _voided_by_operator(payment):
+    kept = _voided_by_operator(payment)
+    if kept == ("voided_after_sale" if asked["orders_answered"] == "confirmed" else "unplaced"):
         console.print(_voided_before(order_id, payment))
         return
+    if kept and dry_run:  # voided the other way: the route would refuse it (409)
+        raise OperatorError(f"would not void: {_voided_before(order_id, payment)}", 1)
     if dry_run:
         if payment["status"] not in HOLDING:
             raise OperatorError(

@@ -33,11 +33,17 @@ from shared.messaging.uow import Tx
 
 UNPLACED, AFTER_SALE = "unplaced", "voided_after_sale"
 """The column prefixes a void is recorded under: an order orders never had, or one sold."""
+VOIDED_AS = {
+    UNPLACED: ("as of an order the orders service never had", "404: `void-unplaced`"),
+    AFTER_SALE: ("after the sale, its order confirmed", "confirmed: `void-sold`"),
+}
+"""How an operator's void of each kind is said, and the word of orders it was made on."""
 
 
 class NotVoidable(Exception):
     """The order's payment holds no money to void: declined, cancelled, voided already (by
-    its order's cancellation), or owed back by hand (``void_refused``, ``refunded``)."""
+    its order's cancellation), or owed back by hand (``void_refused``, ``refunded``); or an
+    operator voided it the other way (an order never had, or one sold)."""
 
 
 async def void_by_operator(
@@ -46,15 +52,28 @@ async def void_by_operator(
     """Void the payment of ``order_id`` (an order the orders service never had, or, if
     ``after_sale``, a confirmed one whose buyer was refunded after the sale), and record when,
     by whom (``voided_by``: the operator's token) and why, under ``unplaced_*`` or
-    ``voided_after_sale_*``. A payment an operator voided before (either way) is answered as
+    ``voided_after_sale_*``. A payment an operator voided before the same way is answered as
     it is, changing nothing (the first reason stands); None: no payment for the order;
     :class:`NotVoidable`: it holds nothing to void, or, ``after_sale``, it is not
-    ``authorized`` (no confirmed order's payment is anything else before its void)."""
+    ``authorized`` (no confirmed order's payment is anything else before its void), or an
+    operator voided it the other way (the caller's word of what orders answered is not the
+    word it was voided on: saying how, when, by whom and why)."""
     before = await payment_view(tx.conn, order_id, lock=True)
     if before is None:
         return None
-    if before["unplaced_at"] is not None or before["voided_after_sale_at"] is not None:
-        return Change(before, before)
+    asked = AFTER_SALE if after_sale else UNPLACED
+    for kept in (UNPLACED, AFTER_SALE):
+        if before[f"{kept}_at"] is None:
+            continue
+        if kept == asked:
+            return Change(before, before)
+        (how, word), (asked_how, _) = VOIDED_AS[kept], VOIDED_AS[asked]
+        raise NotVoidable(
+            f"the payment of order {order_id} was voided {how} (orders_answered {word}) at"
+            f" {before[f'{kept}_at'].isoformat(timespec='seconds')} by {before[f'{kept}_by']}"
+            f" ({before[f'{kept}_reason']}); asked now {asked_how}, it is not voided again:"
+            " nothing changed"
+        )
     if after_sale and before["status"] != "authorized":
         # Orders confirms an order only once its payment.authorized is read: a charge in
         # flight or a platform's collection awaited is a pending order's (a word mistaken).

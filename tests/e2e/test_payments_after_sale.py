@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from caravan.output import at
 from caravan.reliability.history import check_money, read_database
 from shared.topics import Topic
 from tests.e2e.markers import order_handled, published
@@ -140,6 +141,31 @@ async def test_a_confirmed_microloan_order_s_payment_is_voided_after_the_sale(
         await caravan.outbox_count("payments", Topic.PAYMENT_EVENTS, voids, order_id=order_id) == 1
     )
     assert len(await audited(caravan, order_id, "payment.void_after_sale")) == 1
+    # Asked as of an order orders never had: 409, saying how, when, by whom and why it was
+    # voided, nothing changed; so does the command, whose orders API answers 404 (here the
+    # payments API, which has no GET /orders/{id}: an orders API of another centre), exit 1.
+    async with caravan.api("payments") as api:
+        body = {"reason": "forged", "orders_answered": 404}
+        other = await api.post(f"/orders/{order_id}/payment/void", json=body)
+    assert other.status_code == 409, other.text
+    how = (
+        f"the payment of order {order_id} was voided after the sale, its order confirmed"
+        f" (orders_answered confirmed: `void-sold`) at {at(seen['voided_after_sale_at'])} by"
+        f" {seen['voided_after_sale_by']} (spoiled on arrival); asked now as of an order the"
+        " orders service never had, it is not voided again: nothing changed"
+    )
+    assert other.json()["detail"] == how, other.json()
+    elsewhere = f"http://127.0.0.1:{caravan.port('payments')}"
+    code, said = await void_cli(caravan, order_id, "--reason", "forged", "--orders-url", elsewhere)
+    assert (code, said.strip()) == (1, f"Payment not voided: {how}"), said
+    code, said = await void_cli(
+        caravan, order_id, "--reason", "forged", "--orders-url", elsewhere, "--dry-run"
+    )
+    assert code == 1 and said.startswith("would not void: order"), said
+    assert "voided after the sale before" in said, said
+    assert len(await audited(caravan, order_id, "payment.void_after_sale")) == 1
+    assert await audited(caravan, order_id) == []  # no payment.void_unplaced
+    assert (await payment(caravan, order_id))["unplaced_at"] is None
 
     # What the buyer repaid, refunded by hand, as a cancelled order's.
     refunded = await caravan_cli(

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from caravan.output import at
 from caravan.reliability.history import check_money, read_database
 from shared.events.envelope import new_event
 from shared.events.orders import Buyer, OrderLine, OrderPlaced, PaymentRequest
@@ -201,6 +202,19 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
         False,
         "forged stock.reserved",
     )
+    # Asked as a confirmed order's refund after the sale: 409, saying how and when it was
+    # voided, nothing changed.
+    async with caravan.api("payments") as api:
+        body = {"reason": "refunded", "orders_answered": "confirmed"}
+        other = await api.post(f"/orders/{order_id}/payment/void", json=body)
+    assert other.status_code == 409, other.text
+    assert other.json()["detail"] == (
+        f"the payment of order {order_id} was voided as of an order the orders service never"
+        f" had (orders_answered 404: `void-unplaced`) at {at(seen['unplaced_at'])} by"
+        f" {seen['unplaced_by']} (forged stock.reserved); asked now after the sale, its order"
+        " confirmed, it is not voided again: nothing changed"
+    ), other.json()
+    assert await audited(caravan, order_id, "payment.void_after_sale") == []
     assert len(await audited(caravan, order_id)) == 1
     voids = "payment.voided"
     assert (

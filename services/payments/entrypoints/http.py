@@ -41,7 +41,8 @@ a payment: ``ops``) and are written to the audit trail; reads need ``credit:read
   forged ``stock.reserved``), or of a confirmed order after its sale (``"confirmed"``: its
   buyer refunded after delivery), as a cancellation would (:mod:`services.payments.voids`),
   audited; the route trusts the caller's word of what the orders API answered. Asked again:
-  the same answer, nothing voided twice; 409 for a payment holding nothing to void.
+  the same answer, nothing voided twice; 409 for a payment holding nothing to void, or voided
+  on the other word (saying how and when).
 - ``POST /orders/{order_id}/payment/charge-lost`` ``{"reason"}`` (scope ``ops``): an operator
   says the gateway lost a charge it approved, whose void it answers 404, no such charge, made
   again and again: at its next such answer the void is refused for good (``void_refused``,
@@ -424,7 +425,8 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
                 404: "no payment for this order",
                 409: "the payment holds no money to void (declined, cancelled, voided by its"
                 " order's cancellation, or owed back by hand), or, orders_answered confirmed,"
-                " it is not authorized (a pending order's)",
+                " it is not authorized (a pending order's), or an operator voided it on the"
+                " other word of orders (the detail says which, when, by whom and why)",
             },
             writes=True,
         ),
@@ -439,10 +441,12 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
         platform's collection reversed; the sellers' payables cancelled; ``payment.voided``
         said. Audited (``payment.void_unplaced``, ``payment.void_after_sale``), and kept on
         the payment (``unplaced_at``, ``unplaced_by``, ``unplaced_reason``, or
-        ``voided_after_sale_at``, ``_by``, ``_reason``). Asked again, it answers the payment as
-        it is, voiding nothing twice (the first reason stands). Payments cannot tell what
-        orders has of the order: it takes ``orders_answered`` as said, but for a payment not
-        ``authorized``, which no confirmed order has (409)."""
+        ``voided_after_sale_at``, ``_by``, ``_reason``). Asked again on the same word of
+        orders, it answers the payment as it is, voiding nothing twice (the first reason
+        stands); on the other word (voided as never placed, asked as confirmed, or the other
+        way round), 409 saying how, when, by whom and why it was voided, nothing changed.
+        Payments cannot tell what orders has of the order: it takes ``orders_answered`` as
+        said, but for a payment not ``authorized``, which no confirmed order has (409)."""
         after_sale = body.orders_answered == "confirmed"
         return await _operators_write(
             uow,

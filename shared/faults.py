@@ -13,6 +13,10 @@ FAILPOINT_AFTER_VAR = "CARAVAN_FAILPOINT_AFTER"
 KILLED_EXIT_CODE = 137
 
 RELAY_AFTER_PUBLISH = "relay.after_publish"
+# A consumer's transaction of a batch (or of one record) handled and not committed yet; and
+# committed, its records' offsets not yet told to Kafka.
+CONSUMER_BEFORE_COMMIT = "consumer.before_commit"
+CONSUMER_AFTER_COMMIT = "consumer.after_commit"
 
 _hits: dict[str, int] = {}
 

@@ -61,6 +61,7 @@ from shared.events.registry import (
     load_record,
     validate_record,
 )
+from shared.faults import CONSUMER_AFTER_COMMIT, CONSUMER_BEFORE_COMMIT, failpoint
 from shared.logs import bind_order, retried
 from shared.messaging.relay import KAFKA_AWAY, kafka_answers, kafka_away
 from shared.messaging.uow import Tx, UnitOfWork
@@ -564,6 +565,7 @@ class Consumer:
                 assert isinstance(records, tuple)
                 async with self.offsets.handling(msg.consumer, records):
                     await self.dispatch_batch(records)
+                    failpoint(CONSUMER_AFTER_COMMIT)
 
             self.subscriber = subscriber(batch=True, max_records=self.batch_size)
             self.subscriber(on_batch)
@@ -575,6 +577,7 @@ class Consumer:
             assert isinstance(record, ConsumerRecord)
             async with self.offsets.handling(msg.consumer, (record,)):
                 await self.dispatch(record)
+                failpoint(CONSUMER_AFTER_COMMIT)
 
         self.subscriber = subscriber()
         self.subscriber(on_message)
@@ -696,6 +699,7 @@ class Consumer:
                 with self._context(subs[i], records[i], parsed[i].envelope):
                     await handler(tx.caused_by(parsed[i].envelope), parsed[i])
                 outcomes[i] = "handled"
+            failpoint(CONSUMER_BEFORE_COMMIT)
         return outcomes
 
     @contextmanager
@@ -733,6 +737,7 @@ class Consumer:
                     if sub.prefetch is not None:
                         await sub.prefetch(tx, [parsed])
                     await handler(tx, parsed)
+                    failpoint(CONSUMER_BEFORE_COMMIT)
                 return "handled"
             except asyncio.CancelledError:
                 raise

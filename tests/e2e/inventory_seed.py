@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared import days
+from shared.events.orders import OrderRequested
 from shared.seed import SeedFile
 
 SELLER = {"id": "inv-seller", "name": "Inv coop", "county": "Shawan", "phone": "+8613000007001"}
@@ -42,3 +43,18 @@ def one_sku_seed(
             "buyers": buyers or [],
         }
     )
+
+
+def prepaid_units(sku: str, buyer: dict[str, str], refs: list[str]) -> list[OrderRequested]:
+    """A prepaid order of one unit of ``sku`` for ``buyer`` under each of ``refs``."""
+    return [
+        OrderRequested.model_validate(
+            {
+                "order_ref": order_ref,
+                "buyer": buyer,
+                "lines": [{"sku": sku, "quantity": 1}],
+                "payment": {"method": "prepaid"},
+            }
+        )
+        for order_ref in refs
+    ]

@@ -9,12 +9,11 @@ import signal
 import uuid
 
 from shared.events.envelope import CloudEvent
-from shared.events.orders import OrderRequested
 from shared.events.registry import PoisonRecord, parse_record
 from shared.messaging import kafka_admin
 from shared.settings import IDLE_MARGIN_SECONDS, RELAY_KAFKA_WAIT_SECONDS
 from shared.topics import Topic
-from tests.e2e.inventory_seed import one_sku_seed
+from tests.e2e.inventory_seed import one_sku_seed, prepaid_units
 from tests.e2e.test_inventory_holds import BUYER as HOLD_BUYER
 from tests.e2e.test_inventory_holds import place
 from tests.harness import System, freeze
@@ -97,17 +96,8 @@ async def test_two_instances_never_oversell_a_hot_sku(caravan: System) -> None:
     caravan.procs.start(("inventory",), instance=2)
     try:
         await _both_instances_in_the_group(caravan)
-        requests = [
-            OrderRequested.model_validate(
-                {
-                    "order_ref": f"INV-RACE-{sku[-8:]}-{n:03d}",
-                    "buyer": BUYER,
-                    "lines": [{"sku": sku, "quantity": 1}],
-                    "payment": {"method": "prepaid"},
-                }
-            )
-            for n in range(ORDERS)
-        ]
+        refs = [f"INV-RACE-{sku[-8:]}-{n:03d}" for n in range(ORDERS)]
+        requests = prepaid_units(sku, BUYER, refs)
         await asyncio.gather(*(caravan.request(r) for r in requests))
         outcomes = Outcomes(caravan, {r.order_ref for r in requests})
         await caravan.until(

@@ -344,6 +344,39 @@ class System:
         waiting.cancel()
         return task, task.done()
 
+    async def raced(
+        self,
+        uow: UnitOfWork,
+        first: Callable[[Tx], Coroutine[Any, Any, Any]],
+        second: Callable[[Tx], Coroutine[Any, Any, T]],
+    ) -> tuple[asyncio.Task[T], bool]:
+        """``first`` run in a transaction of ``uow`` held open, its work done, until
+        ``second``, run in another, waits for a lock it holds (or ends without: the race it
+        would lose); then ``first`` commits and ``second`` goes on. The task of ``second``
+        (its answer, or what stopped it), and whether it waited (:meth:`beside`)."""
+        held = asyncio.Event()
+        pids: list[int] = []
+
+        async def holding_open() -> None:
+            async with uow.begin() as tx:
+                await first(tx)
+                pids.append(await backend_pid(tx.conn))
+                await held.wait()
+
+        async def after() -> T:
+            async with uow.begin() as tx:
+                return await second(tx)
+
+        holding = asyncio.create_task(holding_open())
+        await self.until(lambda: pids or holding.done(), "the first transaction's work done")
+        if not pids:
+            holding.result()  # what stopped it
+        task, alone = await self.beside(pids[0], after())
+        held.set()
+        await holding
+        await asyncio.wait({task})
+        return task, not alone
+
     @contextlib.asynccontextmanager
     async def operations_page(
         self, port: int, *args: str, log: Path | None = None

@@ -7,10 +7,10 @@ and its ``order.confirmed``; the buyer's text of an outcome that came before its
 open, its work done, until the second waits for it (or ends: the race lost); the texts are
 then each queued once. The notifications service is stopped meanwhile."""
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from datetime import time
+from functools import partial
 
 import pytest
 
@@ -20,8 +20,8 @@ from shared.events.envelope import EventData, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import PaymentRequest
 from shared.events.registry import Parsed, parse_record
-from shared.messaging.uow import UnitOfWork
-from tests.harness import System, backend_pid, order_events, ref
+from shared.messaging.uow import Tx, UnitOfWork
+from tests.harness import System, order_events, ref
 
 SUBSCRIPTIONS = subscriptions(QuietHours(time(0), time(0)))
 SELLER = ("t-seller-1", "+8613000009001")  # the test seed's (tests/conftest.py)
@@ -37,41 +37,15 @@ def parsed(data: EventData, source: str) -> Parsed:
     return parse_record(data.topic, new_event(data, source=source).to_json())
 
 
-async def handle(
-    uow: UnitOfWork,
-    record: Parsed,
-    held: asyncio.Event | None = None,
-    pids: list[int] | None = None,
-) -> None:
-    """``record`` handled in a transaction of its own as notifications' consumer handles a
-    record alone (its prefetch, then its handler); with ``held``, the transaction is kept open,
-    its work done and its session's pid put in ``pids``, until ``held`` is set."""
+async def handle(tx: Tx, record: Parsed) -> None:
+    """``record`` handled in ``tx`` as notifications' consumer handles a record alone (its
+    prefetch, then its handler)."""
     sub = next(s for s in SUBSCRIPTIONS if s.handler_for(record) is not None)
     handler = sub.handler_for(record)
     assert handler is not None and sub.prefetch is not None
-    async with uow.begin(cause=record.envelope) as tx:
-        await sub.prefetch(tx, [record])
-        await handler(tx, record)
-        if held is not None and pids is not None:
-            pids.append(await backend_pid(tx.conn))
-            await held.wait()
-
-
-async def raced(caravan: System, uow: UnitOfWork, first: Parsed, second: Parsed) -> bool:
-    """``first`` handled, its transaction held open until ``second``'s waits for a lock it
-    holds (or ends without: the race it would lose), then committed, and ``second`` let go on;
-    whether ``second`` waited."""
-    held = asyncio.Event()
-    pids: list[int] = []
-    holding = asyncio.create_task(handle(uow, first, held, pids))
-    await caravan.until(lambda: pids or holding.done(), "the first record handled")
-    if not pids:
-        holding.result()  # what stopped it
-    task, alone = await caravan.beside(pids[0], handle(uow, second))
-    held.set()
-    await holding
-    await task
-    return not alone
+    tx = tx.caused_by(record.envelope)
+    await sub.prefetch(tx, [record])
+    await handler(tx, record)
 
 
 def reserved(order_id: str) -> StockReserved:
@@ -110,8 +84,12 @@ async def test_two_transactions_of_one_order_at_once_queue_each_text_once(
         "reserved": parsed(reserved(order_id), "caravan/inventory"),
     }
     for name in before:
-        await handle(uow, records[name])
-    waited = await raced(caravan, uow, records[first], records[second])
+        async with uow.begin() as tx:
+            await handle(tx, records[name])
+    second_done, waited = await caravan.raced(
+        uow, partial(handle, record=records[first]), partial(handle, record=records[second])
+    )
+    second_done.result()
 
     texts = await caravan.sql(
         'select purpose, "to" from notifications.sms where order_id = :o order by purpose',

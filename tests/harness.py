@@ -53,8 +53,9 @@ from shared.events.orders import (
     OrderPlaced,
     OrderRequested,
 )
-from shared.events.registry import PoisonRecord, parse_record
+from shared.events.registry import Parsed, PoisonRecord, parse_record
 from shared.kafka_security import client_kwargs
+from shared.messaging.consumer import Subscription
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.seed import SeedFile
 from shared.settings import Settings
@@ -166,6 +167,19 @@ async def started_waiting(
         what = f"{n} transaction(s) waiting for a lock session {holder} holds"
         await until(functools.partial(waiting, n), what)
     return running
+
+
+async def handled_alone(subscriptions: Sequence[Subscription], tx: Tx, record: Parsed) -> None:
+    """``record`` handled in ``tx`` as a service's consumer handles a record alone
+    (``Consumer._handle``, its inbox claim left out): its subscription's prefetch, if any,
+    then its handler."""
+    sub = next(s for s in subscriptions if s.handler_for(record) is not None)
+    handler = sub.handler_for(record)
+    assert handler is not None
+    tx = tx.caused_by(record.envelope)
+    if sub.prefetch is not None:
+        await sub.prefetch(tx, [record])
+    await handler(tx, record)
 
 
 @dataclass

@@ -20,10 +20,10 @@ from shared.events.envelope import EventData, new_event
 from shared.events.inventory import ReservedLine, StockReserved
 from shared.events.orders import PaymentRequest
 from shared.events.registry import Parsed, parse_record
-from shared.messaging.uow import Tx, UnitOfWork
-from tests.harness import System, order_events, ref
+from shared.messaging.uow import UnitOfWork
+from tests.harness import System, handled_alone, order_events, ref
 
-SUBSCRIPTIONS = subscriptions(QuietHours(time(0), time(0)))
+handle = partial(handled_alone, subscriptions(QuietHours(time(0), time(0))))
 SELLER = ("t-seller-1", "+8613000009001")  # the test seed's (tests/conftest.py)
 
 
@@ -35,17 +35,6 @@ async def uow(caravan: System) -> AsyncIterator[UnitOfWork]:
 
 def parsed(data: EventData, source: str) -> Parsed:
     return parse_record(data.topic, new_event(data, source=source).to_json())
-
-
-async def handle(tx: Tx, record: Parsed) -> None:
-    """``record`` handled in ``tx`` as notifications' consumer handles a record alone (its
-    prefetch, then its handler)."""
-    sub = next(s for s in SUBSCRIPTIONS if s.handler_for(record) is not None)
-    handler = sub.handler_for(record)
-    assert handler is not None and sub.prefetch is not None
-    tx = tx.caused_by(record.envelope)
-    await sub.prefetch(tx, [record])
-    await handler(tx, record)
 
 
 def reserved(order_id: str) -> StockReserved:

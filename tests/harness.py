@@ -241,6 +241,16 @@ class EventLog:
     def raw(self, topic: str) -> list[ConsumerRecord]:
         return [r for r in list(self.records) if r.topic == topic]
 
+    def letters(self, topic: Topic, key: str, service: str) -> list[ConsumerRecord]:
+        """The dead letters of ``topic`` keyed ``key`` (an order id) that ``service``'s
+        consumer group wrote."""
+        group = consumer_group(service).encode()
+        return [
+            r
+            for r in self.raw(topic.dlq)
+            if r.key == key.encode() and dict(r.headers).get("dlq.group") == group
+        ]
+
 
 PAYMENTS_BUYERS = "pay-%"
 """The buyers of the payments tests (``tests.e2e.test_payments_credit.buyer``), as SQL's like."""

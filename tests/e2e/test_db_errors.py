@@ -456,12 +456,7 @@ async def test_a_dead_letter_says_which_constraint_refused_a_row_but_not_the_row
     try:
         await caravan.publish(due, source="caravan/payments")
         letters = await caravan.wait_for(
-            lambda: [
-                r
-                for r in caravan.log.raw(Topic.PAYMENT_EVENTS.dlq)
-                if r.key == order_id.encode()
-                and dict(r.headers).get("dlq.group") == b"caravan-notifications"
-            ]
+            lambda: caravan.log.letters(Topic.PAYMENT_EVENTS, order_id, "notifications")
         )
     finally:
         await caravan.execute(f"alter table notifications.sms drop constraint {constraint}")

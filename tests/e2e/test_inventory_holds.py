@@ -241,10 +241,9 @@ async def test_the_hold_of_an_order_whose_end_inventory_dead_lettered_is_release
             assert cancelled.status_code == 200, cancelled.text
         letters = await caravan.wait_for(
             lambda: [
-                r
-                for r in caravan.log.raw(Topic.ORDER_EVENTS.dlq)
-                if r.key in (order_id.encode(), pruned_id.encode())
-                and dict(r.headers).get("dlq.group") == b"caravan-inventory"
+                letter
+                for held in (order_id, pruned_id)
+                for letter in caravan.log.letters(Topic.ORDER_EVENTS, held, "inventory")
             ],
             count=2,
         )

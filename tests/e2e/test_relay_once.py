@@ -18,11 +18,11 @@ from sqlalchemy import func, insert, select, text
 
 from caravan import system
 from services.orders.adapters.tables import outbox
-from shared.db import Database
+from shared.db import Database, driver
 from shared.messaging.relay import LOCKED, OutboxRelay, make_producer
 from tests.e2e.test_messaging_retention import orders_tables, topics_with
 from tests.e2e.test_outbox_relay import read_topic
-from tests.harness import until
+from tests.harness import until, waiting_behind
 
 ROWS = 20
 
@@ -80,13 +80,22 @@ def held_once_answered(
     return answered, go_on
 
 
-async def ended_or_waiting(task: asyncio.Task[Any], db: Database) -> bool:
-    """Whether ``task`` has ended, or a statement on ``db``'s database waits for a lock."""
-    if task.done():
-        return True
-    query = "select count(*) from pg_stat_activity where datname = current_database()"
+async def batch_holder(db: Database) -> int:
+    """The pid of the one session holding a batch of the outbox, its marks not committed
+    (its ``UPDATE``'s lock on the table, held to the end of its transaction)."""
+    query = text(
+        "select pid from pg_locks where relation = cast(:outbox as regclass)"
+        " and mode = 'RowExclusiveLock' and granted"
+    )
     async with db.engine.connect() as conn:
-        return bool(await conn.scalar(text(f"{query} and wait_event_type = 'Lock'")))
+        [pid] = (await conn.execute(query, {"outbox": driver.qualified(outbox)})).scalars()
+    return int(pid)
+
+
+async def ended_or_waiting(task: asyncio.Task[Any], db: Database, holder: int) -> bool:
+    """Whether ``task`` has ended, or a session waits for a lock the session ``holder``
+    holds (:func:`tests.harness.waiting_behind`)."""
+    return task.done() or bool(await waiting_behind(db.engine, holder))
 
 
 def published_twice(values: list[bytes], found: list[bytes]) -> dict[bytes, int]:
@@ -151,12 +160,13 @@ async def test_a_batch_one_relay_holds_is_not_taken_by_another_relay(
         answered, go_on = held_once_answered(first, monkeypatch)
         holding = asyncio.create_task(first.publish_batch())
         await asyncio.wait_for(answered.wait(), 30)
+        holder = await batch_holder(db)
         taking = asyncio.create_task(second.publish_batch())
 
         # Its batch ends (the schema's lock refused), or waits for a lock on the first's rows.
         await until(
-            functools.partial(ended_or_waiting, taking, db),
-            "the second relay's batch to end or to wait for a lock",
+            functools.partial(ended_or_waiting, taking, db, holder),
+            f"the second relay's batch to end or to wait for a lock session {holder} holds",
         )
         go_on.set()
         assert await holding == ROWS

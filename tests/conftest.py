@@ -43,6 +43,43 @@ POSTGRES_PORT = (
     int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433")) + WORKER * WORKER_PORT_STEP
 )
 HTTP_PORT = int(os.environ.get("CARAVAN_TEST_HTTP_PORT", "18080")) + WORKER * WORKER_PORT_STEP
+# Ports of servers a test module starts of its own (a broker, a PostgreSQL, services, a page,
+# simulators), as offsets above the session's port of their kind: an offset is one user's, so
+# that no test meets another's server, still stopping or left frozen, where it looks for its
+# own, nor fails to bind. A broker's controller listens 1000 above its port. A module takes
+# its first port with own_port(kind, __name__); tests/unit/test_test_session.py checks that no
+# two users share a port and that no test adds to the session's ports but here.
+OWN_PORTS: dict[str, dict[str, range]] = {
+    "kafka": {
+        "the session": range(1),
+        "tests.e2e.test_up_command": range(1, 2),
+        "tests.e2e.test_relay_stop": range(2, 3),
+        "tests.e2e.test_commit_without_coordinator": range(3, 4),
+        "tests.e2e.test_demo_stopped": range(4, 5),
+        "tests.e2e.test_relay_kafka_silent": range(5, 6),
+        "tests.e2e.test_kafka_sasl": range(6, 7),
+    },
+    "postgres": {"the session": range(1), "tests.e2e.test_up_command": range(1, 2)},
+    "http": {
+        "the session": range(len(system.HTTP_PORT_VARS)),  # the five services
+        "tests.e2e.test_health_stalls": range(5, 6),  # an operations page
+        "tests.e2e.test_processes": range(10, 11),  # an operations page
+        "tests.e2e.test_auth": range(11, 12),  # an operations page
+        "tests.e2e.test_db_errors": range(12, 13),  # an operations page
+        "tests.e2e.test_platform": range(13, 17),  # the platform simulators
+        "tests.e2e.test_ops": range(17, 18),  # an operations page
+        "tests.e2e.test_up_command": range(20, 26),  # caravan up's five services and its page
+        "tests.e2e.test_kafka_sasl": range(30, 35),  # its five services
+    },
+}
+
+
+def own_port(kind: str, user: str) -> int:
+    """The first port ``OWN_PORTS`` gives ``user`` (a module's ``__name__``) of ``kind``."""
+    session = {"kafka": KAFKA_PORT, "postgres": POSTGRES_PORT, "http": HTTP_PORT}[kind]
+    return session + OWN_PORTS[kind][user].start
+
+
 # The market's calendar of the session, far from its midnight for the whole run; a worker
 # takes the one of the run that started it (pytest_configure).
 MARKET_ZONE = market_zone_far_from_midnight(datetime.now(UTC))

@@ -34,6 +34,7 @@ from shared.events.orders import Buyer
 from shared.http import THROTTLED
 from shared.seed import SeedFile
 from shared.settings import DEV_TOKEN_FILE, Settings
+from tests.conftest import own_port
 from tests.e2e.test_ops import cli
 from tests.e2e.test_saga import order
 from tests.harness import System
@@ -323,7 +324,7 @@ async def world(caravan: System) -> AsyncIterator[World]:
 @pytest.fixture(scope="module")
 async def dashboard(caravan: System) -> AsyncIterator[int]:
     """The operations page, run as ``caravan dashboard`` is, with the session's token."""
-    port = caravan.port("orders") + 11
+    port = own_port("http", __name__)
     async with caravan.operations_page(port):
         yield port
 

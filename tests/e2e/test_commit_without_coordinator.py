@@ -29,10 +29,10 @@ from shared.messaging.admin import ensure_topics
 from shared.messaging.consumer import AiokafkaUnknown, HandledOffsets
 from shared.settings import Settings
 from shared.topics import Topic
-from tests.conftest import KAFKA_PORT
+from tests.conftest import own_port
 from tests.harness import freeze, sent
 
-OWN_KAFKA_PORT = KAFKA_PORT + 3  # a broker of the test's own, to stop (test_relay_stop: + 2)
+OWN_KAFKA_PORT = own_port("kafka", __name__)  # a broker of the test's own, to stop
 TOPIC = Topic.ORDER_EVENTS.value
 GROUP = "caravan-test-coordinator-away"
 

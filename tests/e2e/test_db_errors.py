@@ -44,6 +44,7 @@ from shared.messaging.tables import add_messaging_tables
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.settings import Settings
 from shared.topics import EventType, Topic
+from tests.conftest import own_port
 from tests.e2e.test_ops import cli
 from tests.harness import System, order_events, ref, scratch_database
 from tests.unit.conftest import saying_retried_faults
@@ -534,7 +535,7 @@ async def test_a_postgresql_outage_is_one_warning_of_the_operations_page_then_a_
     that PostgreSQL answers again."""
     seen = await caravan.issue_token(f"outage-page-{uuid.uuid4().hex[:6]}", "ops")
     log = tmp_path / "dashboard.log"
-    port = caravan.port("orders") + 12
+    port = own_port("http", __name__)
     pg = caravan.infra.local_postgres
     assert pg is not None and caravan.engine is not None, "this needs the project's PostgreSQL"
 

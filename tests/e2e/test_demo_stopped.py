@@ -27,7 +27,7 @@ from caravan.infra.kafka import LocalKafka
 from shared.messaging.admin import ensure_topics
 from shared.messaging.relay import STOP_SECONDS
 from shared.topics import Topic
-from tests.conftest import KAFKA_PORT
+from tests.conftest import own_port
 from tests.e2e.test_relay_stop import is_closed
 from tests.harness import System, until
 from tests.unit.test_demo_seed import seed
@@ -83,7 +83,7 @@ async def test_a_demo_stopped_says_what_it_sent_and_saw_end(
     assert demo.returncode == 130, err.decode()
 
 
-OWN_KAFKA_PORT = KAFKA_PORT + 4  # a broker of the test's own, to kill (+ 3: commit_without_...)
+OWN_KAFKA_PORT = own_port("kafka", __name__)  # a broker of the test's own, to kill
 DEMO_TOPICS = (Topic.ORDER_REQUESTS, Topic.ORDER_EVENTS)
 # Kafka gone, the demo notices once it has read nothing for QUIET_SECONDS and no broker
 # answered for KAFKA_ANSWER_SECONDS: 7 s, on a machine shared by other runs.

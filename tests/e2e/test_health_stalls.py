@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from shared.events.envelope import new_event
 from shared.topics import Topic
+from tests.conftest import own_port
 from tests.harness import System, order_events, ref
 
 # Both thresholds at 2 s, and the figures sampled every second rather than every 5 s.
@@ -49,7 +50,7 @@ async def operations_page_names_it(caravan: System, waiting: str) -> None:
     """The operations page shows inventory degraded, in its Services table too (where it
     said "up"), its consumer check as /healthz says it (``waiting``: the words before its
     seconds), marked degraded."""
-    async with caravan.operations_page(caravan.port("orders") + 5) as board:
+    async with caravan.operations_page(own_port("http", __name__)) as board:
 
         async def snapshot() -> dict[str, Any]:
             got = await caravan.client.get(f"{board}/api/snapshot")

@@ -25,13 +25,13 @@ from shared.messaging import kafka_admin
 from shared.messaging.relay import make_producer
 from shared.settings import Settings
 from shared.topics import Topic, consumer_group
-from tests.conftest import HTTP_PORT, KAFKA_PORT
+from tests.conftest import KAFKA_PORT, own_port
 from tests.conftest import test_seed as seed_data
 from tests.e2e.test_saga import RICH, order
 from tests.harness import EventLog, System, process_env, scratch_database
 
-SASL_PORT = 29490  # its controller listens on SASL_PORT + 5; both in this helper's range
-SASL_HTTP_PORT = HTTP_PORT + 10  # the five services of this module: +10 .. +14
+SASL_PORT = own_port("kafka", __name__)  # its controller one thousand above, as every broker's
+SASL_HTTP_PORT = own_port("http", __name__)  # the five services of this module
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ async def sasl(infrastructure: system.Infrastructure) -> AsyncIterator[tuple[Sys
     base = CACHE / f"test-{KAFKA_PORT}" / f"kafka-sasl-{SASL_PORT}"
     shutil.rmtree(base, ignore_errors=True)
     scram = system.local_scram()
-    kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram, controller_offset=5)
+    kafka = LocalKafka(base, first_port=SASL_PORT, scram=scram)
     async with scratch_database(infrastructure.database_url, "caravan_sasl") as url:
         procs: system.ServiceProcesses | None = None
         log: EventLog | None = None

@@ -50,6 +50,7 @@ from shared.messaging.consumer import DEAD_LETTER_LIMIT
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
 from shared.topics import Topic
+from tests.conftest import own_port
 from tests.e2e.markers import TEXTED_ON, drained, order_handled, read_to_the_end
 from tests.harness import (
     System,
@@ -1803,7 +1804,7 @@ async def test_prepare_on_the_running_system_says_how_many_copies_topics_keep(
 
 
 async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
-    port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
+    port = own_port("http", __name__)
     async with caravan.operations_page(port, "--stuck-after", "0"):
         from tests.e2e.test_saga import order
 

@@ -33,6 +33,7 @@ from shared.seed import SeedFile
 from shared.settings import Settings
 from shared.topics import Topic
 from tests import conftest
+from tests.conftest import own_port
 from tests.e2e.markers import consumed_again
 from tests.e2e.test_http import needs_ops
 from tests.e2e.test_ops import cli as ops_cli
@@ -70,30 +71,30 @@ class Platform:
 
 @pytest.fixture(scope="module")
 async def platform(caravan: System) -> AsyncIterator[Platform]:
-    base = int(caravan.procs.env["CARAVAN_HTTP_PORT"])  # simulators on base + 13 to 16
+    base = own_port("http", __name__)  # the simulators: base to base + 3
     adapter_url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
     apps = {
-        APP: {"secret": SECRET, "api_url": f"http://127.0.0.1:{base + 13}"},
+        APP: {"secret": SECRET, "api_url": f"http://127.0.0.1:{base}"},
         LEGACY: {
             "secret": LEGACY_SECRET,
             "sign_method": "md5",
-            "api_url": f"http://127.0.0.1:{base + 14}",
+            "api_url": f"http://127.0.0.1:{base + 1}",
         },
-        DEMO: {"secret": "t-demo-secret-0003", "api_url": f"http://127.0.0.1:{base + 15}"},
+        DEMO: {"secret": "t-demo-secret-0003", "api_url": f"http://127.0.0.1:{base + 2}"},
         # A platform of its own: two apps of one api_url are refused (one platform's orders
         # would be placed twice).
-        WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 16}"},
+        WRONG: {"secret": WRONG_SECRET, "api_url": f"http://127.0.0.1:{base + 3}"},
     }
     env = {"CARAVAN_PLATFORM_APPS": json.dumps(apps), **RETRIES}
     module = "services.platform.simulator"
     push = f"{adapter_url}/platform/{{}}/push"
     async with (
         simulator(
-            module, base + 13, "--app", APP, "--secret", SECRET, "--callback", push.format(APP)
+            module, base, "--app", APP, "--secret", SECRET, "--callback", push.format(APP)
         ) as sim,
         simulator(
             module,
-            base + 14,
+            base + 1,
             "--app",
             LEGACY,
             "--secret",
@@ -105,7 +106,7 @@ async def platform(caravan: System) -> AsyncIterator[Platform]:
         ) as legacy,
         simulator(
             module,
-            base + 16,
+            base + 3,
             "--app",
             WRONG,
             "--secret",

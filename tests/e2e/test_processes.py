@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services import SERVICES
 from shared.topics import Topic
+from tests.conftest import own_port
 from tests.e2e.test_saga import order
 from tests.e2e.test_tracing import spans
 from tests.harness import System, process_env
@@ -83,7 +84,7 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
 
     # So the operations page, which reads each instance's port, counts each service's
     # consumption once: what its own port shows, not its process's.
-    port = int(caravan.procs.env["CARAVAN_HTTP_PORT"]) + 10
+    port = own_port("http", __name__)
 
     async def page_and_ports() -> tuple[dict[str, Any], dict[str, float]]:
         snap = await caravan.client.get(f"http://127.0.0.1:{port}/api/snapshot")

@@ -37,11 +37,11 @@ from shared.messaging.relay import (
 from shared.messaging.tables import add_messaging_tables
 from shared.settings import Settings
 from shared.topics import Topic
-from tests.conftest import KAFKA_PORT
+from tests.conftest import own_port
 from tests.e2e.test_relay_stop import is_closed
 from tests.harness import Heard, freeze, scratch_database, until
 
-OWN_KAFKA_PORT = KAFKA_PORT + 4  # a broker of the test's own, to freeze (commit test's: + 3)
+OWN_KAFKA_PORT = own_port("kafka", __name__)  # a broker of the test's own, to freeze
 TOPIC = Topic.ORDER_EVENTS.value
 WAIT_SECONDS = 5.0  # the relay's bound, shortened for the test (30 s in the services)
 

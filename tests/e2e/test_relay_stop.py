@@ -25,9 +25,9 @@ from shared.db import Database
 from shared.messaging.admin import ensure_topics
 from shared.messaging.relay import STOP_SECONDS, OutboxRelay, make_producer
 from shared.topics import Topic
-from tests.conftest import KAFKA_PORT
+from tests.conftest import own_port
 
-OWN_KAFKA_PORT = KAFKA_PORT + 2  # a broker of the test's own, to stop (test_up_command: + 1)
+OWN_KAFKA_PORT = own_port("kafka", __name__)  # a broker of the test's own, to stop
 TOPIC = Topic.ORDER_EVENTS.value
 
 

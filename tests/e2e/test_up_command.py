@@ -35,14 +35,14 @@ from caravan.infra.kafka import LocalKafka
 from caravan.infra.ports import answers
 from caravan.infra.postgres import LocalPostgres, local_postgres
 from services import SERVICES
-from tests.conftest import HTTP_PORT, KAFKA_PORT, POSTGRES_PORT
+from tests.conftest import own_port
 from tests.harness import TERMINAL, scratch_database, until
 
-UP_KAFKA_PORT = KAFKA_PORT + 1  # its controller one thousand above, as the session's
-UP_HTTP_PORT = HTTP_PORT + 20  # the five services; the operations page on the port after them
+UP_KAFKA_PORT = own_port("kafka", __name__)  # its controller one thousand above, as the session's
+UP_HTTP_PORT = own_port("http", __name__)  # the five services; the operations page after them
 DASHBOARD_PORT = UP_HTTP_PORT + 5
 ORDERS = 4
-UP_POSTGRES_PORT = POSTGRES_PORT + 1  # where it runs its own (checkout.LOCAL_PORTS_VAR)
+UP_POSTGRES_PORT = own_port("postgres", __name__)  # its own (checkout.LOCAL_PORTS_VAR)
 NAMED = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")  # what names servers to caravan up
 STOP_SECONDS = 15.0  # docs/running.md: in a few seconds (killed 15 s after it was asked)
 

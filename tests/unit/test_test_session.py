@@ -1,7 +1,15 @@
 """What the test session (tests/conftest.py) sets for every test, checked under the suite
 itself: a setting that is not in force lets the tests it was for fail on a loaded machine."""
 
+import re
+from pathlib import Path
+
 from hypothesis import settings
+
+from caravan.infra.kafka import CONTROLLER_PORT_OFFSET
+from tests.conftest import OWN_PORTS, WORKER_PORT_STEP
+
+TESTS = Path(__file__).parents[1]
 
 
 def test_property_tests_run_without_hypothesis_deadline() -> None:
@@ -13,3 +21,44 @@ def test_property_tests_run_without_hypothesis_deadline() -> None:
     assert settings.get_current_profile_name() == "caravan"
     assert settings().deadline is None
     assert settings(max_examples=5).deadline is None
+
+
+def test_no_two_servers_a_test_starts_share_a_port() -> None:
+    """Each server a test module starts of its own has ports no other server of the session
+    has (``OWN_PORTS``): two brokers of two tests on one port (test_demo_stopped's and
+    test_relay_kafka_silent's, both the session's Kafka port + 4) could let the later test
+    on a worker find the other's broker, still stopping or frozen, where it looked for its
+    own. Every offset stays below a broker's controller (1000 above it) and below the next
+    worker's ports."""
+    for kind, users in OWN_PORTS.items():
+        taken: dict[int, str] = {}
+        for user, ports in users.items():
+            assert user == "the session" or module_file(user).is_file(), user
+            for offset in ports:
+                assert taken.setdefault(offset, user) == user, f"{kind} + {offset}: {user}"
+            limit = CONTROLLER_PORT_OFFSET if kind == "kafka" else WORKER_PORT_STEP
+            assert ports.start >= 0 and ports.stop <= limit, (kind, user, ports)
+
+
+def test_every_port_a_test_takes_above_the_sessions_is_in_the_table() -> None:
+    """No test adds to the session's ports but through ``own_port`` (tests/conftest.py), so
+    that the table says every port taken; and each module in it takes its ports so."""
+    added = re.compile(
+        r"\b(KAFKA|POSTGRES|HTTP)_PORT\b\s*[-+]"  # tests/conftest.py's
+        r"|\[.CARAVAN_\w*PORT.\]\)?\s*[-+]|\.port\(.\w+.\)\s*[-+]"  # a service's (System)
+    )
+    found = [
+        f"{path.relative_to(TESTS.parent)}:{n}: {line.strip()}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != TESTS / "conftest.py"
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if added.search(line)
+    ]
+    assert found == []
+    for kind, users in OWN_PORTS.items():
+        for user in users.keys() - {"the session"}:
+            assert f'own_port("{kind}", __name__)' in module_file(user).read_text(), user
+
+
+def module_file(name: str) -> Path:
+    return TESTS.parent.joinpath(*name.split(".")).with_suffix(".py")

@@ -384,6 +384,15 @@ def _up(
     kafka_port, postgres_port = checkout.local_ports(kafka_nodes)
     # Asked before anything starts (start_infrastructure asks its brokers' ports).
     services = system.http_ports(system.http_port_env(settings.http_port))
+    named_kafka, named_database = named = system.named_servers(settings)
+    system.refuse_shared_ports(
+        {
+            **services,
+            "operations page": dashboard_port,
+            **({} if named_kafka else system.local_kafka_ports(kafka_port, kafka_nodes)),
+            **({} if named_database else {"PostgreSQL": postgres_port}),
+        }
+    )
     system.check_ports_free({**services, "operations page": dashboard_port})
     with console.status("starting Kafka and PostgreSQL"):
         infra = system.start_infrastructure(
@@ -391,7 +400,7 @@ def _up(
             kafka_port=kafka_port,
             postgres_port=postgres_port,
             kafka_sasl=kafka_sasl,
-            named=system.named_servers(settings),
+            named=named,
         )
     # Its own broker's nodes; on a cluster the settings name, what `caravan prepare` asks for:
     # three copies of each record, or every broker of a smaller cluster.

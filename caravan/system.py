@@ -35,7 +35,7 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from caravan import checkout, db_roles, kafka_acls
-from caravan.infra.kafka import KafkaExited, LocalKafka, Scram
+from caravan.infra.kafka import CONTROLLER_PORT_OFFSET, KafkaExited, LocalKafka, Scram
 from caravan.infra.logs import service_error, size, written_since
 from caravan.infra.ports import answers, port_open
 from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
@@ -861,6 +861,35 @@ def http_port_env(http_port: int) -> dict[str, str]:
 def http_ports(env: dict[str, str]) -> dict[str, int]:
     """Each service's HTTP port in ``env`` (:func:`service_env`'s)."""
     return {name: int(env[var]) for name, var in zip(SERVICES, HTTP_PORT_VARS, strict=True)}
+
+
+def local_kafka_ports(first_port: int, nodes: int) -> dict[str, int]:
+    """The ports the local Kafka's nodes listen on (:class:`LocalKafka`'s), by who listens."""
+    return {
+        **{f"Kafka node {i}": first_port + i for i in range(nodes)},
+        **{
+            f"Kafka node {i}'s controller": first_port + CONTROLLER_PORT_OFFSET + i
+            for i in range(nodes)
+        },
+    }
+
+
+def refuse_shared_ports(ports: dict[str, int]) -> None:
+    """Refuse (:class:`OperatorError`, exit 2) ports given to two of what ``caravan up``
+    starts (``ports``: who would listen, on which): the second would never bind, and its
+    address would answer for the first (the operations page on ``CARAVAN_HTTP_PORT + 1``
+    was inventory's API, said ready all the same)."""
+    holders: dict[int, list[str]] = {}
+    for who, port in ports.items():
+        holders.setdefault(port, []).append(who)
+    shared = [f"{port} ({' and '.join(who)})" for port, who in holders.items() if len(who) > 1]
+    if shared:
+        raise OperatorError(
+            f"caravan up would give one port to two of what it starts: {', '.join(shared)}: "
+            "move one (CARAVAN_HTTP_PORT and the four after it, --dashboard-port or "
+            "CARAVAN_DASHBOARD_PORT, CARAVAN_UP_LOCAL_PORTS)",
+            exit_code=2,
+        )
 
 
 def check_ports_free(ports: dict[str, int]) -> None:

@@ -545,6 +545,40 @@ def test_caravan_dashboard_port_moves_the_operations_page_of_caravan_up(
     assert stopped == [], said
 
 
+@pytest.mark.parametrize(
+    ("env", "shared"),
+    [
+        ({"CARAVAN_DASHBOARD_PORT": "+1"}, "+1 (inventory and operations page)"),
+        ({checkout.LOCAL_PORTS_VAR: "+4,15"}, "+4 (platform and Kafka node 0)"),
+        ({checkout.LOCAL_PORTS_VAR: "14,+2"}, "+2 (payments and PostgreSQL)"),
+    ],
+)
+def test_caravan_up_refuses_one_port_given_to_two_of_what_it_starts(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], shared: str
+) -> None:
+    """``CARAVAN_HTTP_PORT=19040 CARAVAN_DASHBOARD_PORT=19041``: the page never bound inventory's
+    port, kept exiting, and ``caravan up`` said it ready on that port, where inventory's API
+    answered. Refused before anything starts, naming the port and both that would take it."""
+    stopped = faked_up(monkeypatch, _Exited)
+    base = free_port()
+    monkeypatch.setenv("CARAVAN_HTTP_PORT", str(base))
+    monkeypatch.setenv("CARAVAN_DASHBOARD_PORT", str(free_port()))
+    for name, value in env.items():  # "+N": the services' first port and N; "N": one of its own
+        ports = [
+            str(base + int(v)) if v.startswith("+") else str(free_port()) for v in value.split(",")
+        ]
+        monkeypatch.setenv(name, ",".join(ports))
+
+    code, _, err = caravan("up")
+    said = one_line(err)
+    port = base + int(shared.split(" ")[0])
+    assert code == 2, said
+    assert said.startswith(
+        f"caravan up would give one port to two of what it starts: {port} ({shared.split('(')[1]}: "
+    ), said
+    assert stopped == [], said
+
+
 @pytest.mark.parametrize("named", [{}, {"DATABASE_URL": "postgresql://p:Xy7-real@db:1/c"}])
 def test_caravan_up_in_production_refuses_brokers_or_a_database_not_named_before_starting(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, named: dict[str, str]

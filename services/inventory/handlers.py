@@ -293,7 +293,7 @@ async def reused_lot_ids(
             corrected.append(
                 f"lot {lot.lot_id} is as the file says before {said(since)}: left as corrected"
             )
-        elif corrections:
+        elif corrections and _terms_differ(stored[lot.lot_id], lot):
             taken.append(
                 f"lot {lot.lot_id} exists with other terms: {differ[lot.lot_id]} (corrected"
                 f" since it was received, {said(corrections)}: give its terms as corrected)"
@@ -308,6 +308,13 @@ async def reused_lot_ids(
 
 CORRECTED_BY = {"sku": "--sku", "available_from": "--from", "best_before": "--best-before"}
 """The terms of a lot that ``caravan inventory correct-lot`` sets right, and its options."""
+
+
+def _terms_differ(stored: LotSeed, lot: LotSeed) -> bool:
+    """Whether ``lot`` gives ``stored`` other terms than its count: those a correction sets
+    (a corrected lot's file giving its terms as corrected and another count is a stocktake,
+    told the adjustment, not to give the terms it gives)."""
+    return any(getattr(stored, name) != getattr(lot, name) for name in CORRECTED_BY)
 
 
 def ways_to_mend(stored: StoredLot, lot: LotSeed) -> str:

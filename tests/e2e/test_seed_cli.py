@@ -525,6 +525,15 @@ async def test_a_file_reusing_a_lot_id_with_other_terms_is_refused_whole(
         "best_before 2027-09-30 stored, 2027-10-31 given (corrected since it was received" in said
     ), said
     assert "(best_before 2027-08-31 -> 2027-09-30): give its terms as corrected" in said, said
+    # Its terms as corrected, another count (a stocktake): the adjustment, as for a lot never
+    # corrected, where it said to give its terms as corrected, which the file did.
+    recounted = {**lot(f"L1-{tag}", f"P-{tag}"), "best_before": "2027-09-30", "quantity": 45}
+    done = await cli(caravan, "seed", write(tmp_path, {**first, "lots": [recounted]}))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stdout
+    assert "quantity 50 stored, 45 given: a new harvest takes a new lot id; its count" in said
+    adjust = f"`caravan inventory adjust L1-{tag} --delta -5 --reason R`"
+    assert f"changes by {adjust}, its quantity in the file staying 50 (as received)" in said
 
 
 async def test_a_lot_adjusted_since_is_told_the_adjustment_from_its_count_now(

@@ -176,7 +176,7 @@ def refunded(
         f"{done['refund_reference']}"
     )
     if done.get("applied", True):  # older servers: absent
-        console.print(f"{said} (recorded {done['refunded_at']})")
+        console.print(f"{said} (recorded {output.at(done['refunded_at'])})")
         return
     by = done.get("refunded_by") or "a token the audit trail names (not kept before 0023)"
     console.print(

@@ -4,6 +4,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -109,6 +110,8 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     code, out = await cli("refunded", voided, *made)
     said = f"order {voided}: 3000 fen refunded to the buyer under reference BANK-CLI-1"
     assert code == 0 and out.startswith(f"{said} (recorded "), out
+    # Its time as every command says one (to the second, its zone said), not as the API's.
+    assert re.fullmatch(r".* \(recorded \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\)\n", out), out
     code, out = await cli("refunded", voided, *made)
     assert code == 0 and out.startswith(f"{said}: recorded before, at "), out
     assert " by test-session-" in out and out.endswith("; nothing changed\n"), out

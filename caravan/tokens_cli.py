@@ -238,7 +238,7 @@ def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> Non
     """Revoke a token: refused by every service within a few seconds (the cache)."""
     from shared.auth import audit, tokens
 
-    async def work(conn: "AsyncConnection") -> "TokenInfo | None":
+    async def work(conn: "AsyncConnection") -> "tuple[TokenInfo | None, TokenInfo | None]":
         before = await tokens.info(conn, name)
         done = await tokens.revoke(conn, name)
         if before is not None and done is not None and before.revoked_at is None:
@@ -250,12 +250,16 @@ def revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> Non
                 before={"revoked_at": None},
                 after={"revoked_at": done.revoked_at.isoformat() if done.revoked_at else None},
             )
-        return done
+        return before, done
 
-    found = asyncio.run(_in_tx(_database_url(), work))
+    before, found = asyncio.run(_in_tx(_database_url(), work))
     if found is None:
         raise typer.BadParameter(f"no token named {name!r}")
-    console.print(f"revoked {name} (at {found.revoked_at})")
+    when = output.at(found.revoked_at) if found.revoked_at else "-"  # set by the revoke
+    if before is not None and before.revoked_at is not None:
+        console.print(f"token {name} was revoked before, at {when}; nothing changed")
+    else:
+        console.print(f"revoked {name} (at {when})")
 
 
 @app.command("list")

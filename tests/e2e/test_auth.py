@@ -5,6 +5,7 @@ allowed actions land in the audit trail; failed attempts are throttled; bodies a
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -487,6 +488,15 @@ async def test_tokens_are_issued_listed_and_revoked_from_the_cli(caravan: System
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
     revoked = await cli(caravan, "tokens", "revoke", name)
     assert revoked.returncode == 0, revoked.stderr
+    # Its time as every command says one (it printed Python's, "2026-12-07 09:38:13.842127+00:00"),
+    # and again, that it was revoked before (it printed the same line, as if revoked now).
+    when = re.fullmatch(
+        rf"revoked {name} \(at (\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)\)\n", revoked.stdout
+    )
+    assert when is not None, revoked.stdout
+    again = await cli(caravan, "tokens", "revoke", name)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"token {name} was revoked before, at {when[1]}; nothing changed\n"
     started = time.monotonic()
     async with caravan.api("inventory", token=token) as api:
         while (status := (await api.get("/stock/T-PEPPER")).status_code) == 200:

@@ -26,7 +26,7 @@ from services.orders.domain.order import Canceller
 from services.orders.domain.order import Status as OrderStatus
 from shared import days
 from shared.addresses import served_at
-from shared.api import field_errors
+from shared.api import ORDER_CONFIRMED, field_errors
 from shared.events.orders import CancelReason
 from shared.events.registry import PoisonCode
 from shared.seed import Loaded, SeedFile
@@ -1333,6 +1333,12 @@ def orders_cancel(
                 " upgrade it, or cancel with --by buyer (cancelled_by_buyer, the buyer texted"
                 " as at their request)",
                 exit_code=1,
+            ) from None
+        if exc.status == 409 and str(exc).startswith(ORDER_CONFIRMED):
+            raise OperatorError(
+                f"{exc}: Caravan undoes no confirmed order; its goods are settled by hand, and"
+                f" its payment, once its buyer is refunded, voided with `caravan payments"
+                f" void-sold {order_id} --reason TEXT`"
             ) from None
         raise
     if order.get("applied") is False:

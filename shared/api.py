@@ -37,6 +37,12 @@ was 3.1 s late; PostgreSQL's answer may not have been heard within 8 s; retry``,
 to blame (``caravan``'s admin commands say it of the service)."""
 
 
+ORDER_CONFIRMED = "Order already confirmed"
+"""The title of the 409 the orders API answers a cancellation of a confirmed order with, which
+``caravan orders cancel`` tells apart (a commit's lost race is a 409 too) to say the way for it:
+``caravan payments void-sold``, once its buyer is refunded."""
+
+
 DATABASE_REFUSES = "the database refuses the work for now"
 """How the detail of the 503 a service answers while PostgreSQL answers and refuses the work
 (a disk full, out of memory, a standby after a failover, a lock not granted in time) begins:

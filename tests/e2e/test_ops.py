@@ -1651,6 +1651,9 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
     refused = await cli(caravan, "orders", "cancel", confirmed)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "a confirmed order cannot be cancelled" in refused.stderr, refused.stderr
+    # And the way for it, which it did not say (the goods by hand, the money by void-sold).
+    void_sold = f"`caravan payments void-sold {confirmed} --reason TEXT`"
+    assert f"once its buyer is refunded, voided with {void_sold}" in refused.stderr, refused.stderr
     unknown = await cli(caravan, "orders", "show", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "no order" in unknown.stderr.lower(), unknown.stderr
     looker = await caravan.issue_token(f"cli-ops-only-{uuid.uuid4().hex[:6]}", "ops")

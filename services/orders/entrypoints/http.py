@@ -24,6 +24,7 @@ from services.orders.entrypoints.schemas import (
     OrderView,
     Problem,
 )
+from shared.api import ORDER_CONFIRMED
 from shared.auth.tokens import Principal
 from shared.events.ignored import ignored_fields
 from shared.events.orders import HTTP_SOURCE, ORDER_REF_PATTERN, CancelReason, OrderRequested
@@ -306,7 +307,7 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         except OrderAlreadyConfirmed:
             return problem(
                 409,
-                "Order already confirmed",
+                ORDER_CONFIRMED,
                 "a confirmed order cannot be cancelled",
                 order_id=order_id,
             )

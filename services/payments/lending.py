@@ -145,7 +145,10 @@ async def adjust_credit_limit(
                 raise Conflict(f"Idempotency-Key {key} was used for an adjustment of {earlier} fen")
             return await credit_line(tx.conn, buyer_id), False
     if limit + delta_fen < 0:
-        raise Conflict(f"the limit of {limit} fen cannot be lowered by {-delta_fen} fen")
+        raise Conflict(
+            f"the limit of {limit} fen cannot be lowered by {-delta_fen} fen: a credit limit is"
+            f" at least 0, so lowered by {limit} fen at most"
+        )
     if delta_fen > 0 and limit + delta_fen > MAX_CREDIT_LIMIT_FEN:  # lowering one set before: fine
         raise Conflict(
             f"the limit of {limit} fen cannot be raised by {delta_fen} fen: a credit limit is "

@@ -75,6 +75,10 @@ async def test_credit_and_repayment_commands(caravan: System) -> None:
     assert code == 1 and "was used for an adjustment of -1000 fen" in out
     code, out = await cli("credit-adjust", who, "--", "-5000")
     assert code == 1 and "cannot be lowered by 5000 fen" in out
+    # Why, and how far it may go, as a raise past the most says its bound.
+    assert (
+        "lowered by 5000 fen: a credit limit is at least 0, so lowered by 4000 fen at most" in out
+    )
     audited = await caravan.scalar(
         "select count(*) from auth.audit where action = 'credit.adjust' and target = :b", b=who
     )

@@ -72,20 +72,28 @@ def documented(page: str) -> dict[Route, set[int]]:
 async def served() -> tuple[dict[Route, dict[str, Any]], set[str]]:
     """Every operation of the five services' OpenAPI documents, built as each serves it, and
     the paths they serve outside them (``/docs``, ``/openapi.json``...)."""
+    found, unlisted, _ = await documents()
+    return found, unlisted
+
+
+async def documents() -> tuple[dict[Route, dict[str, Any]], set[str], dict[str, Any]]:
+    """:func:`served`, and the schemas of each service's document, by service."""
     settings = Settings(database_url="postgresql://caravan:secret@127.0.0.1:1/caravan")
     found: dict[Route, dict[str, Any]] = {}
     unlisted: set[str] = set()
+    schemas: dict[str, Any] = {}
     for name in SERVICES:
         service = importlib.import_module(f"services.{name}.bootstrap").bootstrap(settings)
         try:
             app = service.asgi_app
+            schemas[name] = app.openapi().get("components", {}).get("schemas", {})
             for path, operations in app.openapi()["paths"].items():
                 for method, operation in operations.items():
                     found[name, method, shape(path)] = operation
             unlisted |= {r.path for r in app.routes if not getattr(r, "include_in_schema", 1)}
         finally:
             await service.db.dispose()
-    return found, unlisted
+    return found, unlisted, schemas
 
 
 def said_for_every(route: Route, operation: dict[str, Any]) -> tuple[set[int], set[int]]:
@@ -160,3 +168,40 @@ async def test_every_route_served_is_in_the_page() -> None:
     named = re.findall(rf"`({METHODS}) (/[^`?\s]*)", page)
     unserved = sorted({f"{m} {p}" for m, p in named if (m.lower(), shape(p)) not in anywhere})
     assert len(named) > 30 and unserved == [], f"named in docs/http.md, served by none: {unserved}"
+
+
+def paged(page: str) -> dict[str, str]:
+    """Each paged listing's path (its parameters unnamed) and the name of its list, as the
+    page's paragraph on paging says them."""
+    words = " ".join(page.split())
+    paragraph = words.split("Listings that grow are paged one way", 1)[1].split(" follow the ")[0]
+    items, others = paragraph.split("the others keep", 1)
+    said = {shape(p): "items" for p in re.findall(r"`(?:GET )?(/[^`\s]*)`", items)}
+    for name, inside in re.findall(r"`(\w+)` \(([^)]*)\)", others):
+        said |= {shape(p): name for p in re.findall(r"`(?:GET )?(/[^`\s]*)`", inside)}
+    return said
+
+
+async def test_the_page_names_each_paged_listings_list_as_it_answers() -> None:
+    """docs/http.md said every listing but ``GET /orders`` keeps its own list's name; ``GET
+    /loans``, ``/repayments``, ``/payments``, ``/sms``, ``/lots/{id}/holds``... answer ``items``.
+    A listing whose OpenAPI gives its body's fields is checked by them; the others (payments'
+    and the platform adapter's, whose bodies are untyped dicts) are named all the same."""
+    operations, _, schemas = await documents()
+    answered, untyped = {}, set()
+    for (service, method, path), operation in operations.items():
+        if method != "get" or not any(
+            p.get("name") == "cursor" for p in operation.get("parameters", [])
+        ):
+            continue
+        body = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        fields = schemas[service].get(body.get("$ref", "").rsplit("/", 1)[-1], {})
+        lists = [n for n, f in fields.get("properties", {}).items() if f.get("type") == "array"]
+        if not lists:
+            untyped.add(path)
+        else:
+            answered[path] = lists[0] if len(lists) == 1 else str(lists)
+    assert answered["/orders"] == "items" and len(answered) + len(untyped) > 10, answered
+    said = paged(PAGE.read_text())
+    assert {path: said.get(path) for path in answered} == answered
+    assert sorted(untyped - set(said)) == [], f"paged, its list named nowhere: {untyped}"

@@ -205,3 +205,19 @@ async def test_the_page_names_each_paged_listings_list_as_it_answers() -> None:
     said = paged(PAGE.read_text())
     assert {path: said.get(path) for path in answered} == answered
     assert sorted(untyped - set(said)) == [], f"paged, its list named nowhere: {untyped}"
+
+
+async def test_the_page_says_which_listings_give_20_items_a_page_by_default() -> None:
+    """It said 20 for ``/orders`` and 100 for the others; payments' listings and ``/sms``
+    give 20 too."""
+    operations, _ = await served()
+    twenty = {
+        path
+        for (_, method, path), operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if method == "get" and parameter["name"] == "limit"
+        if parameter["schema"].get("default") == 20
+    }
+    words = " ".join(PAGE.read_text().split())
+    said = words.split("`limit` (1-100; 20 for ", 1)[1].split(", 100 for the others)")[0]
+    assert {shape(p) for p in re.findall(r"`(/[^`\s]*)`", said)} == twenty

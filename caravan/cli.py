@@ -1016,7 +1016,11 @@ def _why(text: dict[str, Any]) -> str:
 def texts(
     order_id: Annotated[str | None, typer.Argument(help="the order's id")] = None,
     phone: Annotated[
-        str | None, typer.Option(help="the texts to this number (E.164), of every order")
+        str | None,
+        typer.Option(
+            help="the texts to this number (E.164, or a mainland mobile written nationally:"
+            " 139 1234-5678), of every order"
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
     as_json: Annotated[
@@ -1028,9 +1032,11 @@ def texts(
     attempts and why it failed or waits (the notifications API's `GET /sms`; the token needs
     the scope ops, or notifications:read): "I never got a text" answered without SQL."""
     from caravan.admin_api import base_url, newest
+    from shared.phones import as_e164
 
     if order_id is None and phone is None:
         raise OperatorError("texts of what: give an ORDER_ID, or --phone", exit_code=2)
+    phone = phone and (as_e164(phone) or phone)  # as a buyer says it: 139 1234-5678
     asked = {"order_id": order_id, "phone": phone}
     params = {k: v for k, v in asked.items() if v is not None}
     options = {"order_id": "ORDER_ID", "phone": "--phone"}

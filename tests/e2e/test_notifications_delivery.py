@@ -1172,6 +1172,14 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
     assert [t["sms_id"] for t in json.loads(by_phone.output)["texts"]] == [mine[0]["sms_id"]], (
         by_phone.output
     )
+    # The number as a buyer says it on the phone (a mainland mobile, nationally, in groups),
+    # read as map-buyer reads one: it was refused, "'137 ...' is not an E.164 number".
+    said_so = f"{texted[3:6]} {texted[6:10]}-{texted[10:]}"
+    by_ear = runner.invoke(cli_app, ["texts", "--phone", said_so, "--json"])
+    assert by_ear.exit_code == 0, by_ear.output
+    # The same texts (a status may have moved on between the two reads: sent, delivered).
+    heard = [t["sms_id"] for t in json.loads(by_ear.output)["texts"]]
+    assert heard == [mine[0]["sms_id"]], by_ear.output
     nobody = _phone()
     none = runner.invoke(cli_app, ["texts", "--phone", nobody])
     assert (none.exit_code, none.output) == (0, f"no text to {masked(nobody)}\n"), none.output

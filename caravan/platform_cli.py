@@ -84,6 +84,40 @@ def _map(
     return f"{app_name}/{kind}/{external_id}: mapped to {_mapped(kind, mapped)}"
 
 
+ASKED = "admin API (default: from the settings)"
+"""The help of the option of a service's API that a mapping's command asks first."""
+InventoryUrl = Annotated[str | None, typer.Option("--inventory-url", help=f"inventory {ASKED}")]
+PaymentsUrl = Annotated[str | None, typer.Option("--payments-url", help=f"payments {ASKED}")]
+
+
+def _map_known(
+    url: str | None,
+    app_name: str,
+    kind: Kind,
+    external_id: str,
+    value: dict[str, Any],
+    asked: tuple[str, str | None, str, str],
+    unchecked: bool,
+    unknown: str,
+) -> None:
+    """Map ``external_id`` to ``value`` once ``asked`` (a service, its ``--*-url``, the path
+    and our id) finds ours, and say what was mapped: one it answers 404 for (a typo) is
+    refused, exit 2, nothing written (``not mapped:`` ``unknown``); ``unchecked``: mapped
+    without asking, said so."""
+    service, service_url, path, ours = asked
+    if not unchecked and found(base_url(service_url, service), service, path, ours) is None:
+        raise OperatorError(
+            f"not mapped: {unknown}; --unchecked maps it all the same, for {_COMING[kind]}",
+            exit_code=2,
+        )
+    said = _map(url, app_name, kind, external_id, value)
+    console.print(said + (f", not checked against {service}" if unchecked else ""))
+
+
+_COMING: dict[Kind, str] = {"sku": "a product being added", "buyer": "a buyer not seeded yet"}
+"""What ``--unchecked`` is for, by kind: a mapping made before ours is there."""
+
+
 @app.command("map-sku")
 def map_sku(
     app_name: AppName,
@@ -93,24 +127,17 @@ def map_sku(
         bool, typer.Option("--unchecked", help="map a SKU inventory does not have yet")
     ] = False,
     url: Url = None,
-    inventory_url: Annotated[
-        str | None,
-        typer.Option("--inventory-url", help="inventory admin API (default: from the settings)"),
-    ] = None,
+    inventory_url: InventoryUrl = None,
 ) -> None:
     """Map a platform SKU to ours (audited), once inventory's catalogue has ours: a SKU it
     does not have (a typo) is refused, as each order through it would be cancelled
     unknown_sku; ``--unchecked`` maps one all the same (a product being added)."""
-    inventory = base_url(inventory_url, "inventory")
-    if not unchecked and found(inventory, "inventory", "/stock/{}", sku) is None:
-        raise OperatorError(
-            f"not mapped: inventory has no SKU {sku!r}, so each order through it would be"
-            " cancelled unknown_sku (a typo? `caravan inventory stock` lists its SKUs);"
-            " --unchecked maps it all the same, for a product being added",
-            exit_code=2,
-        )
-    said = _map(url, app_name, "sku", platform_sku, {"sku": sku})
-    console.print(said + (", not checked against inventory" if unchecked else ""))
+    unknown = (
+        f"inventory has no SKU {sku!r}, so each order through it would be cancelled"
+        " unknown_sku (a typo? `caravan inventory stock` lists its SKUs)"
+    )
+    asked = ("inventory", inventory_url, "/stock/{}", sku)
+    _map_known(url, app_name, "sku", platform_sku, {"sku": sku}, asked, unchecked, unknown)
 
 
 @app.command("map-buyer")
@@ -129,12 +156,24 @@ def map_buyer(
             " else zh-CN"
         ),
     ] = None,
+    unchecked: Annotated[
+        bool, typer.Option("--unchecked", help="map a buyer not seeded yet (no credit line)")
+    ] = False,
     url: Url = None,
+    payments_url: PaymentsUrl = None,
 ) -> None:
-    """Map a platform buyer to ours, whole (audited): without ``--phone``, each order's
-    texts go to the phone the platform gives with it."""
+    """Map a platform buyer to ours, whole (audited), once payments has the buyer's credit
+    line (each seeded buyer's): a buyer it does not know (a typo) is refused, as each order
+    through it would be placed for a buyer nobody seeded; ``--unchecked`` maps one all the
+    same (a buyer being added). Without ``--phone``, each order's texts go to the phone the
+    platform gives with it."""
+    unknown = (
+        f"payments has no credit line for buyer {buyer_id!r}, which caravan seed gives each"
+        " buyer, so their orders would be placed for a buyer nobody seeded (a typo?)"
+    )
     body = {"buyer_id": buyer_id, "phone": phone, "locale": locale}
-    console.print(_map(url, app_name, "buyer", platform_buyer, body))
+    asked = ("payments", payments_url, "/credit-lines/{}", buyer_id)
+    _map_known(url, app_name, "buyer", platform_buyer, body, asked, unchecked, unknown)
 
 
 @app.command()

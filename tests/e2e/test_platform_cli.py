@@ -1,7 +1,9 @@
 """``caravan platform`` subcommands against the running platform adapter's admin API."""
 
 import uuid
+from functools import partial
 
+from shared.seed import SeedFile
 from tests.e2e.test_ops import cli as caravan_cli
 from tests.e2e.test_platform import (
     APP,
@@ -18,6 +20,7 @@ from tests.e2e.test_platform import (
     resolutions_audited,
     unmapped_order,
 )
+from tests.e2e.test_seed_cli import texted
 from tests.harness import System, until
 
 __all__ = ["platform"]  # the adapter restarted with the test apps, for these tests too
@@ -25,11 +28,21 @@ __all__ = ["platform"]  # the adapter restarted with the test apps, for these te
 
 async def cli(caravan: System, *args: str) -> tuple[int, str]:
     """``caravan platform ARGS``: its exit code, and what it said (a failure on stderr); the
-    inventory API (which ``map-sku`` asks) where the settings put it."""
+    inventory and payments APIs (which ``map-sku`` and ``map-buyer`` ask) where the settings
+    put them."""
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
-    inventory = {"CARAVAN_INVENTORY_HTTP_PORT": caravan.procs.env["CARAVAN_INVENTORY_HTTP_PORT"]}
-    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:], **inventory)
+    asked = {f"CARAVAN_{s}_HTTP_PORT" for s in ("INVENTORY", "PAYMENTS")}
+    ports = {k: caravan.procs.env[k] for k in asked}
+    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:], **ports)
     return done.returncode, done.stdout + done.stderr
+
+
+async def seeded_buyer(caravan: System, buyer_id: str, **given: str) -> None:
+    """Seed the buyer ``buyer_id`` (a credit line; ``given``: its phone, its locale), as
+    ``map-buyer`` asks payments for one."""
+    phone = given.pop("phone", "+8613900000001")
+    buyer = {"id": buyer_id, "phone": phone, "credit_limit_fen": 100000, **given}
+    await caravan.seed(SeedFile.model_validate({"buyers": [buyer]}))
 
 
 async def mapping_audits(
@@ -66,6 +79,7 @@ async def test_skus_and_buyers_are_mapped_listed_and_unmapped_from_the_command_l
     assert request.data["lines"] == [{"sku": "T-PEPPER", "quantity": 1}]
 
     nick = f"nick-cmd-{uuid.uuid4().hex[:6]}"
+    await seeded_buyer(caravan, "t-cmd")
     code, out = await cli(
         caravan, "map-buyer", APP, nick, "t-cmd", "--phone", "139 1234 5678", "--locale", "ug-CN"
     )
@@ -121,12 +135,55 @@ async def test_a_mapping_of_an_app_the_adapter_does_not_know_is_refused(
     said += f" {THE_APPS}"
     code, out = await cli(caravan, "map-sku", typo, "MALL-X", "T-PEPPER")
     assert (code, out.strip()) == (2, f"not mapped: {said}"), out
+    await seeded_buyer(caravan, "t-cmd")
     code, out = await cli(caravan, "map-buyer", typo, "nick-x", "t-cmd")
     assert (code, out.strip()) == (2, f"not mapped: {said}"), out
     assert await mapping_audits(caravan, "sku", "MALL-X", typo) == []
     for args in (("mappings", typo), ("unmap", typo, "sku", "MALL-X")):
         code, out = await cli(caravan, *args)
         assert (code, out.strip()) == (1, said), out
+
+
+async def test_a_buyer_payments_does_not_know_is_not_mapped(
+    caravan: System, platform: Platform
+) -> None:
+    """``caravan platform map-buyer`` took any buyer id: a typo mapped a platform's buyer to
+    a buyer nobody seeded, and each of their orders was placed for that one, texted in
+    zh-CN whatever locale the buyer was seeded with. A buyer payments has no credit line of
+    (each seeded buyer has one) is refused (exit 2, nothing written), unless ``--unchecked``;
+    one it has, mapped without ``--locale``, is texted in the locale they were seeded with."""
+    tag = uuid.uuid4().hex[:8]
+    phone = f"+86137{uuid.uuid4().int % 10**8:08d}"  # this test's alone: SMS are counted
+    ours, nick = f"B-{tag}", f"nick-{tag}"
+    await seeded_buyer(caravan, ours, phone=phone, locale="ug-CN")
+    code, out = await cli(caravan, "map-buyer", APP, nick, f"B-{tag}x")
+    said = f"not mapped: payments has no credit line for buyer 'B-{tag}x', which caravan seed"
+    assert code == 2 and out.startswith(said) and "--unchecked" in out, out
+    assert len(out.strip().splitlines()) == 1, out
+    mapping = f"/platform/{APP}/mappings/buyer/{nick}"
+    assert (await platform.adapter.get(mapping)).status_code == 404
+    assert await mapping_audits(caravan, "buyer", nick) == []
+
+    code, out = await cli(caravan, "map-buyer", APP, nick, ours)
+    said = f"{APP}/buyer/{nick}: mapped to {ours} (phone the platform's, the seeded locale,"
+    assert code == 0 and out.startswith(said), out
+    order_ref = await new_order(platform.sim, phone=phone, buyer=nick)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    [sent, *_] = await caravan.wait_for(partial(texted, caravan, order_id, phone))
+    assert sent.data["locale"] == "ug-CN", sent.data
+
+    coming = f"nick-coming-{tag}"
+    code, out = await cli(caravan, "map-buyer", APP, coming, f"B-NOT-YET-{tag}", "--unchecked")
+    said = f"{APP}/buyer/{coming}: mapped to B-NOT-YET-{tag} (phone the platform's, the"
+    assert code == 0 and out.startswith(said), out
+    assert out.rstrip().endswith(", not checked against payments"), out
+    # Prepaid, such a buyer's order is placed all the same, texted in zh-CN: none seeded.
+    order_ref = await new_order(platform.sim, phone=phone, buyer=coming)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    order_id = await placed_once(caravan, order_ref)
+    [sent, *_] = await caravan.wait_for(partial(texted, caravan, order_id, phone))
+    assert sent.data["locale"] == "zh-CN", sent.data
 
 
 async def test_problems_are_listed_and_resolved_from_the_command_line(

@@ -336,37 +336,124 @@ async def kafka_admin_offsets(caravan: System, group: str, topic: str) -> list[A
         return list(await kafka_admin.offsets(consumer, topic))
 
 
-async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) -> None:
-    # Some finished sagas first.
-    from tests.e2e.test_saga import order
+async def effects(caravan: System, order_ids: list[str]) -> dict[str, object]:
+    """What the orders' sagas did, order by order: each service's rows of them (a payment's
+    gateway calls, its ledger entries, a loan, a hold and its lines, a text) and the events
+    of them on each topic; a replay adds to none."""
+    queries = {
+        "payments": "select order_id, status, amount_fen, attempts, unreached, gateway_ref"
+        " from payments.payments where order_id = any(:ids) order by 1",
+        "ledger": "select order_id, kind, account, amount_fen from payments.ledger_entries"
+        " where order_id = any(:ids) order by 1, 2, 3, 4",
+        "loans": "select order_id, status, principal_fen, outstanding_fen from payments.loans"
+        " where order_id = any(:ids) order by 1",
+        "holds": "select order_id, status from inventory.reservations"
+        " where order_id = any(:ids) order by 1",
+        "held": "select order_id, lot_id, quantity from inventory.reservation_lines"
+        " where order_id = any(:ids) order by 1, 2",
+        "texts": 'select order_id, "to", purpose, status from notifications.sms'
+        " where order_id = any(:ids) order by 1, 2, 3, 4",
+    }
+    found: dict[str, object] = {
+        k: [tuple(r) for r in await caravan.sql(q, ids=order_ids)] for k, q in queries.items()
+    }
+    for topic in Topic:
+        found[topic.value] = [
+            (order_id, [e.type for e in caravan.log.events(topic, order_id=order_id)])
+            for order_id in order_ids
+        ]
+    return found
 
-    order_ids = []
-    for _ in range(3):
-        req = order()
+
+async def test_replay_from_the_earliest_offset_changes_nothing(caravan: System) -> None:
+    """``caravan replay`` as operations run it, the command, each service stopped: every
+    group rewound to the earliest offset of every topic it reads, after orders confirmed (a
+    charge, a loan) and cancelled (out of stock; credit declined, its hold released). Each
+    run says per partition what its service re-reads, and that what it handled before is
+    dropped as a duplicate, exits 0 and is audited; once the services run again they drop
+    those records as duplicates, and the database and every topic are as they were: no
+    second charge, loan, hold or text, no event again, each lot's counters the same."""
+    from tests.e2e.test_saga import POOR, RICH, order
+
+    requests = [
+        order(RICH, {"T-PEPPER": 2}),  # confirmed, charged
+        order(RICH, {"T-PEPPER": 1}, method="microloan", term=3),  # confirmed, lent
+        order(RICH, {"T-SCARCE": 6}),  # cancelled: out of stock
+        order(POOR, {"T-PEPPER": 2}, method="microloan", term=6),  # held, then credit declined
+    ]
+    order_ids, ends = [], []
+    for req in requests:
         await caravan.request(req)
         order_ids.append(await caravan.placed(req.order_ref))
-        await caravan.outcome(order_ids[-1])
+        ends.append((await caravan.outcome(order_ids[-1])).type)
+    assert ends == ["order.confirmed"] * 2 + ["order.cancelled"] * 2, ends
     # The last stock.sold and sms.sent come after order.confirmed, each in its own time.
     before = await settled(caravan, order_ids)
+    done_before = await effects(caravan, order_ids)
+    assert all(done_before[k] for k in ("payments", "ledger", "loans", "holds", "texts"))
+    reads = consumed(caravan)
+    reread = dict.fromkeys(reads, 0)
     await asyncio.to_thread(caravan.procs.stop, list(SERVICES))
     try:
-        for group, topics in consumed(caravan).items():
+        for group, topics in reads.items():
             for topic in topics:
-                result = await replay(
-                    caravan.infra.kafka_bootstrap,
-                    caravan.infra.database_url,
-                    topic.value,
-                    group,
-                    earliest=True,
+                args = ("--topic", topic.value, "--group", group, "--earliest")
+                done = await cli(caravan, "replay", *args)
+                assert done.returncode == 0, done.stdout + done.stderr
+                out = " ".join(done.stdout.split())
+                assert f"replay of {topic.value} for {group}" in out, out
+                rows = [r.split("│")[1:-1] for r in done.stdout.splitlines() if r.count("│") == 7]
+                offsets = await kafka_admin_offsets(caravan, group, topic.value)
+                assert [int(c[0]) for c in rows] == [p.partition for p in offsets], out
+                assert [int(c[2]) for c in rows] == [p.beginning for p in offsets], out
+                assert {int(c[5]) for c in rows} == {0}, out  # none skipped
+                total = sum(int(c[4]) for c in rows)
+                reread[group] += total
+                assert f"group {group}: Empty, 0 member(s); {total} record(s) to re-read" in out
+                if total:
+                    assert (
+                        f"applied: {group} re-reads {total} record(s) once its service runs;"
+                        " those its service handled before are dropped as duplicates (its inbox"
+                        " has their ids), so nothing done is done again"
+                    ) in out, out
+                else:
+                    assert out.endswith(" applied"), out
+                assert [p.committed for p in offsets] == [p.beginning for p in offsets]
+                audited = await caravan.sql(
+                    "select actor, detail->>'dry_run', detail->>'applied' from auth.audit"
+                    " where action = 'replay' and target = :t order by id desc limit 1",
+                    t=f"{group} on {topic.value}",
                 )
-                assert result.applied, result.refused
+                assert [tuple(r) for r in audited] == [("test-operator", "false", "true")]
             assert await lag(caravan, group, topics) > 0
     finally:
         caravan.procs.start()
         await asyncio.to_thread(system.wait_ready, caravan.procs)
     # Every group read back to the end, and what a replay wrongly emitted is out by then.
-    await drained(caravan, consumed(caravan))
+    await drained(caravan, reads)
     assert await settled(caravan, order_ids) == before
+    assert await effects(caravan, order_ids) == done_before
+    # Each service read again what the command said, and dropped as duplicates what it had
+    # handled (platform skips a storefront's orders' records: each counted "skipped").
+    for group, topics in reads.items():
+        service = group.removeprefix("caravan-")
+        counted = {
+            outcome: sum(
+                [
+                    await caravan.gauge(
+                        service,
+                        "caravan_records_consumed_total",
+                        service=service,
+                        topic=topic.value,
+                        outcome=outcome,
+                    )
+                    for topic in topics
+                ]
+            )
+            for outcome in ("handled", "duplicate", "skipped", "dead_lettered")
+        }
+        assert sum(counted.values()) >= reread[group] > 0, (group, reread[group], counted)
+        assert counted["duplicate"] > 0 or service == "platform", (group, counted)
 
 
 async def test_under_caravan_up_a_paused_service_is_replayed_and_resumed_a_dead_one_restarted(

@@ -19,7 +19,8 @@ order and inventory events in a few statements, after locking its orders.
 A confirmation or a cancellation that comes before its ``order.placed`` (which a redrive, a
 replay or partitions added can make happen) has no one to text yet: it is parked
 (:mod:`shared.messaging.parking`) and handled again when ``order.placed`` comes; so is a
-loan's void or last repayment, which marks the recipient that ``order.placed`` writes.
+loan's event (an instalment's reminder, a repayment, a void, a refund): its text waits for
+the buyer, and a void or a last repayment marks the recipient that ``order.placed`` writes.
 """
 
 import logging
@@ -373,21 +374,23 @@ def _buyer(tx: Tx, placed: OrderPlaced) -> Recipient | None:
     return Recipient(placed.order_id, placed.order_ref, placed.buyer.phone, locale, lines)
 
 
-async def on_order_placed(tx: Tx, parsed: Parsed) -> None:
-    """Remember whom to text about the order; then act on its events that came first."""
+async def on_order_placed(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
+    """Remember whom to text about the order; then act on its events that came first, in the
+    order they came (a reminder waits out ``quiet`` hours)."""
     data = parsed.data
     assert isinstance(data, OrderPlaced)
+    early = _early(quiet)
     await _LOCKS.lock(tx, [data.order_id])
     await _load_seeded(tx, [data])
     found = _buyer(tx, data)
     if found is not None:
         _remember_buyer(tx, found)
-    for early in await _PARKING.release(tx, data.order_id):
+    for parsed_early in await _PARKING.release(tx, data.order_id):
         if found is None:
-            said = early.envelope.type
+            said = parsed_early.envelope.type
             log.warning("order %s names no buyer; %s not acted on", data.order_id, said)
             continue
-        await _EARLY[type(early.data)](tx.caused_by(early.envelope), early)
+        await early[type(parsed_early.data)](tx.caused_by(parsed_early.envelope), parsed_early)
 
 
 def _remember_buyer(tx: Tx, found: Recipient) -> None:
@@ -598,16 +601,18 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
     nothing is to remind the buyer of (the order cancelled or confirmed without a loan, the
     loan voided or repaid: :func:`nothing_to_text`), the reminder is kept ``suppressed``,
     saying why, and not sent: payments announces none then, but one in flight as the loan
-    ended, or replayed (``caravan replay``), comes after."""
+    ended, or replayed (``caravan replay``), comes after. One that comes before the order's
+    ``order.placed`` is parked until it comes (with the loan's void or repayments that came
+    with it: acted on in the order they came, each finds what the one before did)."""
     d = parsed.data
     assert isinstance(d, InstalmentDue)
     purpose = f"instalment_{d.stage}"
     if stage_passed(d.stage, d.due, days.today()):
         log.info("reminder %s of order %s not sent: due %s, passed", purpose, d.order_id, d.due)
         return
-    row = await _recipient(tx, d.order_id, purpose)
+    row = await _buyer_or_park(tx, parsed, d.order_id, Topic.PAYMENT_EVENTS)
     if row is None:
-        return
+        return  # sent, or kept suppressed, once order.placed comes
     if row.done:
         log.info("reminder %s of order %s not sent: %s", purpose, d.order_id, NO_LOAN_LEFT)
     await _text_buyer(
@@ -626,10 +631,15 @@ async def on_instalment_due(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
 
 async def on_payment_refunded(tx: Tx, parsed: Parsed) -> None:
     """What the buyer was owed back was paid to them by hand (``payment.refunded``): they
-    are told, once (the event's id keys the text), while their order's recipient is kept."""
+    are told, once (the event's id keys the text), while their order's recipient is kept;
+    once ``order.placed`` comes, if it comes after (parked until then; one ``unplaced``, of
+    an order orders never had, waits for none: no one to tell)."""
     d = parsed.data
     assert isinstance(d, PaymentRefunded)
-    row = await _recipient(tx, d.order_id, REFUND_PAID)
+    if d.unplaced:
+        row = await _recipient(tx, d.order_id, REFUND_PAID)
+    else:
+        row = await _buyer_or_park(tx, parsed, d.order_id, Topic.PAYMENT_EVENTS)
     if row is None:
         return
     said = partial(render_refund_paid, order_ref=row.order_ref, amount_fen=d.amount_fen)
@@ -642,18 +652,23 @@ async def on_instalments_settled(tx: Tx, parsed: Parsed) -> None:
     announced at midnight waits until the morning), are not sent; those of instalments it
     paid into without paying them off say what is left (:func:`_restate_reminders`). One
     being sent is left. A void or a last repayment marks the order's recipient done
-    (:func:`nothing_to_text`); one that comes before the order's ``order.placed`` is parked
-    until it comes, as an outcome is, so that the mark holds whichever came first (a void
-    ``unplaced``, of an order orders never had, waits for none)."""
+    (:func:`nothing_to_text`). One that comes before the order's ``order.placed`` is parked
+    until it comes, as an outcome is, so that the mark holds whichever came first, and a
+    reminder parked before it is dropped or restated when both are acted on (a void
+    ``unplaced``, of an order orders never had, waits for none, and the loan's events
+    parked before it are dropped, logged)."""
     d = parsed.data
     assert isinstance(d, PaymentRepaid | PaymentVoided)
     if d.loan_id is None:
         return  # a prepaid payment voided: no loan, no reminders
-    # A void or a last repayment marks the recipient (below); one of an order orders never
-    # had (unplaced) waits for no order.placed, which never comes.
-    marks = d.fully_repaid if isinstance(d, PaymentRepaid) else not d.unplaced
-    if marks and await _buyer_or_park(tx, parsed, d.order_id, Topic.PAYMENT_EVENTS) is None:
-        return  # acted on once order.placed comes: its recipient is then marked done
+    # A void of an order orders never had (unplaced) waits for no order.placed, which never
+    # comes, nor do the loan's events parked before it (its reminders, repayments); any other
+    # waits for it, as a repayment does (a reminder may be parked before it).
+    if isinstance(d, PaymentVoided) and d.unplaced:
+        await _LOCKS.lock(tx, [d.order_id])  # as a handler parking for it does
+        await _PARKING.drop(tx, d.order_id, "its order never placed: payment.voided unplaced")
+    elif await _buyer_or_park(tx, parsed, d.order_id, Topic.PAYMENT_EVENTS) is None:
+        return  # acted on once order.placed comes, after the reminders parked before it
     await tx.flush()  # the reminders queued earlier in the batch (written at commit)
     if isinstance(d, PaymentRepaid) and not d.fully_repaid:
         await _restate_reminders(tx, d)
@@ -730,13 +745,17 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
         )
 
 
-_EARLY: dict[type, Callable[[Tx, Parsed], Awaitable[None]]] = {
-    OrderConfirmed: on_order_confirmed,
-    OrderCancelled: on_order_cancelled,
-    PaymentVoided: on_instalments_settled,
-    PaymentRepaid: on_instalments_settled,
-}
-"""The handler of each kind of event parked until its order's ``order.placed``."""
+def _early(quiet: QuietHours) -> dict[type, Callable[[Tx, Parsed], Awaitable[None]]]:
+    """The handler of each kind of event parked until its order's ``order.placed`` (a
+    reminder's waits out ``quiet`` hours)."""
+    return {
+        OrderConfirmed: on_order_confirmed,
+        OrderCancelled: on_order_cancelled,
+        InstalmentDue: partial(on_instalment_due, quiet=quiet),
+        PaymentRepaid: on_instalments_settled,
+        PaymentVoided: on_instalments_settled,
+        PaymentRefunded: on_payment_refunded,
+    }
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:

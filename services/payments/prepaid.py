@@ -616,6 +616,7 @@ async def record_refund(
         reference=reference,
         reason=reason,
         recorded_by=recorded_by,
+        unplaced=before["unplaced_at"] is not None or None,
     )
     await tx.emit(refunded)
     after = await payment_view(tx.conn, order_id)

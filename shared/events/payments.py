@@ -87,6 +87,14 @@ class PaymentRefunded(EventData):
     reference: str = Field(description="the transfer's reference (the bank's or the gateway's)")
     reason: str = Field(description="the operator's note: how it was paid, or why")
     recorded_by: str = Field(description="the name of the token that recorded it")
+    unplaced: bool | None = Field(
+        None,
+        description=(
+            "true: the payment was voided as of an order the orders service never had (its"
+            " `payment.voided` said `unplaced`): no `order.placed` of it is to come; none:"
+            " any other refund"
+        ),
+    )
 
 
 class InstalmentLeft(Frozen):

@@ -152,5 +152,15 @@ class Parking:
             log.info("acting on %s of order %s, parked until now", parsed.envelope.type, order_id)
         return waiting
 
+    async def drop(self, tx: Tx, order_id: str, why: str) -> None:
+        """Drop the events parked for ``order_id``, each logged saying ``why``: its
+        ``order.placed`` is known never to come."""
+        await tx.flush()  # those parked earlier in this transaction (written at commit)
+        await self.take(tx, [order_id])
+        for parsed in tx.identity.pop((self._kind, order_id)):
+            log.info(
+                "%s of order %s dropped, never acted on: %s", parsed.envelope.type, order_id, why
+            )
+
 
 __all__ = ["OrderLocks", "Parking", "add_parked_table"]

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from caravan.checkout import REPO_ROOT
 from caravan.cli import app as cli_app
 from caravan.output import at
+from services.notifications.domain.delivery import REFUND_PAID
 from services.notifications.handlers import NO_LOAN_LEFT
 from shared import days
 from shared.events.envelope import CloudEvent, new_event
@@ -35,6 +36,7 @@ from shared.events.orders import OrderRequested
 from shared.events.payments import (
     InstalmentDue,
     InstalmentLeft,
+    PaymentRefunded,
     PaymentRepaid,
     PaymentVoided,
 )
@@ -754,15 +756,7 @@ async def test_a_reminder_of_a_loan_gone_is_kept_suppressed_and_not_sent(
         await _publish(caravan, _due(events.placed.order_id, 1, "today"))
     orders = [voided, repaid, *(events.placed.order_id for events in ended)]
 
-    async def reminders() -> list[tuple[str, str | None] | None]:
-        rows = await caravan.sql(
-            "select order_id, status, last_error from notifications.sms"
-            " where order_id = any(:o) and purpose = 'instalment_today'",
-            o=orders,
-        )
-        found = {r.order_id: (r.status, r.last_error) for r in rows}
-        return [found.get(o) for o in orders]
-
+    reminders = functools.partial(_texts, caravan, orders, "instalment_today")
     kept = await caravan.until(reminders, "each reminder handled", ready=lambda r: None not in r)
     assert kept == [("suppressed", NO_LOAN_LEFT)] * 4, kept
     sent = [_sms(caravan, "sms.sent", order_id=o, purpose="instalment_today") for o in orders]
@@ -806,20 +800,92 @@ async def test_a_loan_gone_before_its_order_placed_came_keeps_its_reminders_supp
         await caravan.publish(order.placed)
         await _publish(caravan, _due(order.placed.order_id, 1, "today"))  # after it: one key
 
-    async def reminders() -> list[tuple[str, str | None] | None]:
-        rows = await caravan.sql(
-            "select order_id, status, last_error from notifications.sms"
-            " where order_id = any(:o) and purpose = 'instalment_today'",
-            o=orders[:2],
-        )
-        found = {r.order_id: (r.status, r.last_error) for r in rows}
-        return [found.get(o) for o in orders[:2]]
-
+    reminders = functools.partial(_texts, caravan, orders[:2], "instalment_today")
     kept = await caravan.until(reminders, "each reminder handled", ready=lambda r: None not in r)
     assert kept == [("suppressed", NO_LOAN_LEFT)] * 2, kept
     sent = [_sms(caravan, "sms.sent", order_id=o, purpose="instalment_today") for o in orders]
     assert sent == [[]] * 3, sent
     assert await parked() == [None, None, None]  # acted on, once
+
+
+async def test_a_loans_reminder_or_refund_before_its_order_placed_waits_for_it(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A ``payment.instalment_due`` or a ``payment.refunded`` read before its order's
+    ``order.placed`` was logged and dropped: the buyer never had that reminder, or the word
+    that they were paid back. Each is parked with the loan's other events read before it,
+    and acted on in the order they came once the ``order.placed`` comes: a reminder alone is
+    sent; one with the loan's void, or a repayment paying it off, parked after or before it,
+    is kept suppressed, saying why, whichever came first. London numbers, out of quiet
+    hours: a reminder queued goes at once."""
+    placed = [order_events(ref("E"), _phone("+447700", 13)).placed for _ in range(5)]
+    alone, due_voided, voided_due, due_repaid, refunded = (p.order_id for p in placed)
+
+    def voided(order_id: str) -> CloudEvent:
+        data = PaymentVoided(order_id=order_id, loan_id=f"loan-{order_id}"[:36], amount_fen=4000)
+        return new_event(data, source="caravan/payments")
+
+    paid_back = PaymentRefunded(
+        order_id=refunded,
+        loan_id=f"loan-{refunded}"[:36],
+        amount_fen=1000,
+        reference="BANK-EARLY-1",
+        reason="bank transfer",
+        recorded_by="ops",
+    )
+    first = [
+        _due(alone, 1, "today"),
+        _due(due_voided, 1, "today"),
+        voided(due_voided),
+        voided(voided_due),
+        _due(voided_due, 1, "today"),
+        _due(due_repaid, 1, "today"),
+        _repaid(due_repaid, [1]),
+        new_event(paid_back, source="caravan/payments"),
+    ]
+    for event in first:  # one by one: parked in the order they came
+        await _publish(caravan, event)
+        await caravan.handled("notifications", event)
+    orders = [p.order_id for p in placed]
+    rows = await caravan.sql(
+        "select order_id, envelope->>'type' as type from notifications.parked"
+        " where order_id = any(:o) order by parked_at, key",
+        o=orders,
+    )
+    assert [(r.order_id, r.type) for r in rows] == [(e.data["order_id"], e.type) for e in first], (
+        rows
+    )
+    for order in placed:
+        await caravan.publish(order)
+
+    texts = functools.partial(_texts, caravan, orders, "instalment_today", REFUND_PAID)
+    said = await caravan.until(texts, "each text queued", ready=lambda r: None not in r)
+    assert said[1:4] == [
+        ("suppressed", "loan voided"),
+        ("suppressed", NO_LOAN_LEFT),
+        ("suppressed", "repaid before it was sent"),
+    ], said
+    for order_id, purpose in ((alone, "instalment_today"), (refunded, REFUND_PAID)):
+        sent = functools.partial(_sms, caravan, "sms.sent", order_id=order_id, purpose=purpose)
+        await caravan.wait_for(sent)
+    unsent = [_sms(caravan, "sms.sent", order_id=o) for o in (due_voided, voided_due, due_repaid)]
+    assert unsent == [[]] * 3, unsent
+    left = "select count(*) from notifications.parked where order_id = any(:o)"
+    assert await caravan.scalar(left, o=orders) == 0  # acted on, once
+
+
+async def _texts(
+    caravan: System, orders: list[str], *purposes: str
+) -> list[tuple[str, str | None] | None]:
+    """The (status, last_error) of each order's text of one of ``purposes`` (None: none)."""
+    rows = await caravan.sql(
+        "select order_id, status, last_error from notifications.sms"
+        " where order_id = any(:o) and purpose = any(:p)",
+        o=orders,
+        p=list(purposes),
+    )
+    found = {r.order_id: (r.status, r.last_error) for r in rows}
+    return [found.get(o) for o in orders]
 
 
 def _due(order_id: str, number: int, stage: str, due: date | None = None) -> CloudEvent:

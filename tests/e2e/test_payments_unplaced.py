@@ -139,7 +139,9 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
     1,000 of it): the operation voids the loan, gives the credit back, leaves no instalment
     due or reminded, owes the repaid 1,000 fen back, cancels the sellers' payables and says
     ``payment.voided`` (``unplaced``), which orders and notifications take and ignore
-    (neither dead-letters it, nor parks it for an ``order.placed``). Asked again it voids
+    (neither dead-letters it, nor parks it for an ``order.placed``; notifications drops the
+    repayment it parked for one). The 1,000 fen paid back by hand, its ``payment.refunded``
+    says ``unplaced`` too, and is parked for nothing either. Asked again it voids
     nothing twice; a reservation of the order read after it (a redelivery, or a genuine one
     come late) lends nothing again."""
     who, order_id, authorized = await buyers_loan(caravan, admin, "unplaced")
@@ -226,6 +228,18 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
     await _publish(caravan, late, Topic.INVENTORY_EVENTS)
     await caravan.handled("payments", late)
     await lent_once(caravan, admin, who, order_id)
+
+    # The 1,000 fen owed back paid by hand: its payment.refunded says unplaced too, and
+    # notifications, which has no buyer to tell, parks it for no order.placed either.
+    route = f"/orders/{order_id}/payment/refund"
+    made = {"reference": "BANK-UNPLACED-1", "reason": "bank transfer"}
+    assert (await admin.post(route, json=made)).status_code == 200
+    [refunded] = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.PAYMENT_EVENTS, type="payment.refunded", order_id=order_id)
+    )
+    assert refunded.data.get("unplaced") is True, refunded.data
+    await caravan.handled("notifications", refunded)
+    assert await caravan.scalar(waiting, o=order_id) == 0
 
 
 async def test_an_order_placed_after_the_void_is_never_lent_for(

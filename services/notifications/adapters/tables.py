@@ -121,4 +121,4 @@ sms = Table(
 )
 
 outbox, inbox = add_messaging_tables(metadata)
-parked = add_parked_table(metadata)  # confirmations and cancellations of orders not known yet
+parked = add_parked_table(metadata)  # outcomes and loan events of orders not known yet

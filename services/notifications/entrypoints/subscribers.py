@@ -21,7 +21,7 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
         Subscription(
             Topic.ORDER_EVENTS,
             {
-                EventType.ORDER_PLACED: handlers.on_order_placed,
+                EventType.ORDER_PLACED: partial(handlers.on_order_placed, quiet=quiet),
                 EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
                 EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
             },

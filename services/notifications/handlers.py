@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.notifications.adapters.tables import (
@@ -92,6 +92,11 @@ SMS_QUEUED = "notifications.sms"
 """Signal of a transaction that queued an SMS to send now (it wakes the dispatcher)."""
 NO_LOAN_LEFT = "no loan left to remind of: voided, repaid, or the order ended without one"
 """Why a reminder handled once nothing is to remind its buyer of is kept unsent."""
+BUYER_GONE = (
+    "its order.placed was handled long ago (its order.confirmed acted on), and no buyer is"
+    " kept: deleted by retention since, or none named"
+)
+"""Why a loan's event of an order with no buyer kept is not parked for its ``order.placed``."""
 
 # Kinds of rows in the transaction's identity map (Tx.identity).
 RECIPIENT, CONFIRMED, SELLERS, CONTACT, NAMES, OPTED_OUT, SEEDED, ENDED = (
@@ -428,13 +433,34 @@ async def _buyer_or_park(
 ) -> Recipient | None:
     """The buyer of an order that ended, or whose loan did; None if ``order.placed`` has not
     come yet, and then the event (of ``topic``) is parked until it comes (under the order's
-    lock, which its handler takes)."""
+    lock, which its handler takes). A loan's event (``topic`` the payments') of an order
+    whose ``order.placed`` came long ago and left no buyer kept (:func:`_buyer_gone`) waits
+    for nothing: None, logged, not parked."""
     await _LOCKS.lock(tx, [order_id])
     await _load_recipients(tx, [order_id])
     found: Recipient | None = tx.identity[RECIPIENT, order_id]
     if found is None:
+        if topic is Topic.PAYMENT_EVENTS and await _buyer_gone(tx, order_id):
+            log.info("%s of order %s not acted on: %s", parsed.envelope.type, order_id, BUYER_GONE)
+            return None
         _PARKING.park(tx, order_id, topic, parsed)
     return found
+
+
+_CONFIRMED_NOT_PARKED = select(confirmed_orders.c.order_id).where(
+    confirmed_orders.c.order_id == bindparam("order_id"),
+    ~exists().where(parked.c.order_id == confirmed_orders.c.order_id),
+)
+
+
+async def _buyer_gone(tx: Tx, order_id: str) -> bool:
+    """Whether ``order_id``, of which no buyer is kept, had its ``order.placed`` handled: its
+    ``order.confirmed`` was acted on (a confirmation read before it is parked until it comes;
+    ``confirmed_orders`` is never pruned), and nothing of it is parked. Its buyer was then
+    deleted by retention (``notifications_recipient_retention_days`` after the loan ended:
+    its ``order.placed`` no longer in Kafka), or it named none. Under the order's lock."""
+    await tx.flush()  # a confirmation, or an event parked, earlier in the transaction
+    return await tx.conn.scalar(_CONFIRMED_NOT_PARKED, {"order_id": order_id}) is not None
 
 
 async def _recipient(tx: Tx, order_id: str, purpose: str) -> Recipient | None:

@@ -874,6 +874,47 @@ async def test_a_loans_reminder_or_refund_before_its_order_placed_waits_for_it(
     assert await caravan.scalar(left, o=orders) == 0  # acted on, once
 
 
+async def test_a_loans_event_of_a_buyer_deleted_long_ago_waits_for_no_order_placed(
+    caravan: System, sms: httpx.AsyncClient
+) -> None:
+    """A loan voided after the sale (``caravan payments void-sold``), or refunded, long after
+    notifications deleted its order's buyer by retention found no buyer, and was parked for
+    an ``order.placed`` handled long ago, which never comes again: ``CaravanEventsParked``
+    firing until the inbox's retention pruned it. The order's ``order.confirmed``, acted on
+    and kept, says its ``order.placed`` came: the event is logged, not parked, and texts no
+    one. An order whose confirmation is itself parked still waits for its ``order.placed``."""
+    gone, early = (order_events(ref("G"), _phone("+447700", 13)) for _ in range(2))
+    await caravan.publish(gone.placed)
+    await caravan.handled("notifications", await caravan.publish(gone.confirmed))
+    order_id = gone.placed.order_id
+    # What the retention of buyers does, CARAVAN_NOTIFICATIONS_RECIPIENT_RETENTION_DAYS after
+    # the loan ended: the row goes.
+    await caravan.execute("delete from notifications.recipients where order_id = :o", o=order_id)
+    await caravan.handled("notifications", await caravan.publish(early.confirmed))  # parked
+    late = [
+        new_event(
+            PaymentVoided(order_id=o, loan_id=f"loan-{o}"[:36], amount_fen=4000),
+            source="caravan/payments",
+        )
+        for o in (order_id, early.placed.order_id)
+    ]
+    late.append(_due(order_id, 1, "today"))  # replayed
+    for event in late:
+        await _publish(caravan, event)
+        await caravan.handled("notifications", event)
+    rows = await caravan.sql(
+        "select order_id, envelope->>'type' as type from notifications.parked"
+        " where order_id = any(:o) order by parked_at, key",
+        o=[order_id, early.placed.order_id],
+    )
+    assert [(r.order_id, r.type) for r in rows] == [
+        (early.placed.order_id, "order.confirmed"),
+        (early.placed.order_id, "payment.voided"),
+    ], rows
+    texts = "select count(*) from notifications.sms where order_id = :o and purpose <> :p"
+    assert await caravan.scalar(texts, o=order_id, p="order_confirmed") == 0
+
+
 async def _texts(
     caravan: System, orders: list[str], *purposes: str
 ) -> list[tuple[str, str | None] | None]:

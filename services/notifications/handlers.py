@@ -86,6 +86,7 @@ from shared.topics import Topic
 log = logging.getLogger(__name__)
 
 _LOCKS = OrderLocks(0x5A5)  # the notifications service's advisory lock of each order
+_LOAN_EVENTS = (InstalmentDue, PaymentRepaid, PaymentVoided, PaymentRefunded)
 _PARKING = Parking(parked)
 
 SMS_QUEUED = "notifications.sms"
@@ -229,15 +230,20 @@ async def _load_seeded(tx: Tx, placed: Iterable[OrderPlaced]) -> None:
 
 async def prefetch(tx: Tx, batch: Sequence[Parsed]) -> None:
     """Lock the batch's orders (in one statement, so in one order), take the events parked
-    for those placed, then read what its handlers will need. Order and inventory events
-    share it: a batch brings both, and handles its order events first."""
+    for those placed, then read what its handlers will need. Order, inventory and payment
+    events share it: a batch brings them together, and handles its order events first. A
+    loan's event parks or marks under its order's lock (:func:`_buyer_or_park`): taken here
+    with the others', not one by one as each handler comes to it, so that two batches of one
+    order's events (two instances, each reading one of the topics) never each hold a lock
+    the other waits for (a deadlock, which PostgreSQL ends by undoing one)."""
+    loans = [p.data.order_id for p in batch if isinstance(p.data, _LOAN_EVENTS)]
     confirmed = [p.data.order_id for p in batch if isinstance(p.data, OrderConfirmed)]
     cancellations = [p.data for p in batch if isinstance(p.data, OrderCancelled)]
     cancelled = [c.order_id for c in cancellations]
     reservations = [p.data for p in batch if isinstance(p.data, StockReserved)]
     reserved = [r.order_id for r in reservations]
     placed = {p.data.order_id: p.data for p in batch if isinstance(p.data, OrderPlaced)}
-    await _LOCKS.lock(tx, [*placed, *confirmed, *cancelled, *reserved])
+    await _LOCKS.lock(tx, [*placed, *confirmed, *cancelled, *reserved, *loans])
     await _PARKING.take(tx, placed)
     await _load_seeded(tx, placed.values())
     await _load_confirmations(tx, confirmed + reserved)

@@ -40,6 +40,7 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
                 EventType.PAYMENT_VOIDED: handlers.on_instalments_settled,
                 EventType.PAYMENT_REFUNDED: handlers.on_payment_refunded,
             },
+            prefetch=handlers.prefetch,
         ),
     ]
 

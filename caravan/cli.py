@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
@@ -1587,11 +1587,10 @@ def _chosen(
 ) -> list["DeadLetter"]:
     """The dead letters a ``dlq redrive`` or ``discard`` chose (:func:`_choose`), saying what
     ``to`` do with them."""
-    chose = bool(refs) or any(f is not None for f in (topic, error, source, since))
     return _choose(
         ("dead letter", f"to {to}", "dlq list", "--topic, --error, --source or --since"),
         refs,
-        chose,
+        {"--topic": topic, "--error": error, "--source": source, "--since": since},
         all_letters or dry_run,
         lambda: _letters(topic, error, source, since, refs or None),
     )
@@ -1608,31 +1607,32 @@ Chosen = TypeVar("Chosen", bound=_Named)
 def _choose(
     said: tuple[str, str, str, str],
     refs: list[str] | None,
-    chose: bool,
+    filters: Mapping[str, object],
     every: bool,
     found: Callable[[], list[Chosen]],
     missing_said: Callable[[list[str]], str] = lambda missing: "",
 ) -> list[Chosen]:
     """What a command that closes things (``dlq redrive``, ``dlq discard``, ``parked drop``)
-    chose: by id (``refs``), or all those its filters match (``chose``: some given); with
-    none of them, every one only if ``every`` (``--all``, or a dry run). Refused (exit 2)
-    when none is found, or not every id (``missing_said`` adds what it can of those not
-    found). ``said``: what they are, what is done to them, the command listing their ids,
-    and the filters."""
-    thing, done, lister, filters = said
-    if not (chose or every):
+    chose: by id (``refs``), or all those its ``filters`` match (some given: option, value);
+    with none of them, every one only if ``every`` (``--all``, or a dry run). An id not found
+    is refused (exit 2; ``missing_said`` adds what it can of it). None to choose is said in
+    one line, exit 0, as a list of nothing says it (``no parked event``, ``no dead letter
+    matches --topic T``): a refusal in a usage box read as a mistake of the operator's.
+    ``said``: what they are, what is done to them, the command listing their ids, and the
+    filters' names."""
+    thing, done, lister, named = said
+    if not (refs or any(value is not None for value in filters.values()) or every):
         raise typer.BadParameter(
-            f"choose the {thing}s {done} (ids from `caravan {lister}`, {filters}), or say"
+            f"choose the {thing}s {done} (ids from `caravan {lister}`, {named}), or say"
             " --all for every one (--dry-run shows them)"
         )
     items = found()
     missing = sorted(set(refs or ()) - {item.ref for item in items})
-    if not items or missing:
-        raise typer.BadParameter(
-            f"no {thing} {', '.join(missing)}{missing_said(missing)}"
-            if missing
-            else f"no {thing} matches"
-        )
+    if missing:
+        raise typer.BadParameter(f"no {thing} {', '.join(missing)}{missing_said(missing)}")
+    if not items:
+        console.print(output.none_of(thing, filters))
+        raise typer.Exit(0)
     return items
 
 
@@ -1929,7 +1929,7 @@ def parked_drop(
     events = _choose(
         ("parked event", "to drop", "parked list", "--service, --order or --older-than"),
         ref,
-        bool(ref) or service is not None or order is not None or older_than is not None,
+        {"--service": service, "--order": order, "--older-than": older_than},
         all_events or dry_run,
         lambda: _parked(service, order, older_than, ref or None),
         _not_parked,

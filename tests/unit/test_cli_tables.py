@@ -608,6 +608,34 @@ def test_platform_retry_says_what_it_sent_again_within_80_columns(
     assert text.splitlines() == [said] and len(said) <= 80, text
 
 
+def test_a_drop_redrive_or_discard_of_nothing_says_so_in_one_line_as_a_list_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan parked drop --all --dry-run`` with nothing parked (and ``dlq redrive``,
+    ``discard`` with no dead letter) refused in a usage box, "no parked event matches", exit 2,
+    where ``parked list`` says "no parked event", exit 0: none to close is no mistake."""
+    from caravan.ops import parked as ops_parked
+
+    async def nothing(*_: object, **__: object) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(ops_dlq, "read", nothing)
+    monkeypatch.setattr(ops_parked, "read", nothing)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+    why = ("--reason", "never placed")
+    said = {
+        ("parked", "drop", "--all", "--dry-run", *why): "no parked event",
+        ("parked", "drop", "--older-than", "86400", *why): "no parked event matches"
+        " --older-than 86400",
+        ("dlq", "redrive", "--all"): "no dead letter",
+        ("dlq", "discard", "--topic", "orders.requests.v1", *why): "no dead letter matches"
+        " --topic orders.requests.v1",
+    }
+    for args, line in said.items():
+        text = shown(monkeypatch, *args)
+        assert text == f"{line}\n", (args, text)
+
+
 def test_every_list_of_nothing_says_so_in_one_line_naming_its_filters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -309,6 +309,8 @@ def spoiled(
         )
     output.show(table, empty=output.none_of("lot spoiled or expired unsold", {"--sku": sku}))
     body = report[0]  # the totals are the whole report's, on every page
+    if not body["lots"]:
+        return  # of no lot, 0 and 0: the line above says it (a list of nothing says one)
     console.print(
         f"as of {body['day']}: spoiled {body['spoiled']}, expired unsold {body['expired_unsold']}"
     )

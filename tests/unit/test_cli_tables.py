@@ -636,6 +636,37 @@ def test_a_drop_redrive_or_discard_of_nothing_says_so_in_one_line_as_a_list_does
         assert text == f"{line}\n", (args, text)
 
 
+def test_a_spoilage_report_of_no_lot_is_one_line_and_of_lots_ends_with_its_totals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan inventory spoiled --sku S`` of no lot printed "no lot ... matches --sku S"
+    and "as of DAY: spoiled 0, expired unsold 0" below it, where a list of nothing says one
+    line (docs/commands.md); the totals stay under the lots they add up."""
+    lots: list[dict[str, Any]] = []
+
+    def report(*_: object, **__: object) -> Iterator[dict[str, Any]]:
+        spoiled = sum(lot["spoiled"] for lot in lots)
+        unsold = sum(lot["expired_unsold"] for lot in lots)
+        yield {"day": "2026-12-07", "spoiled": spoiled, "expired_unsold": unsold, "lots": lots}
+
+    monkeypatch.setattr(inventory_cli, "pages", report)
+    args = ("inventory", "spoiled", "--sku", "S", "--url", "http://api")
+    assert shown(monkeypatch, *args) == "no lot spoiled or expired unsold matches --sku S\n"
+    lots.append(
+        {
+            "lot_id": "L-1",
+            "sku": "S",
+            "best_before": "2026-11-30",
+            "spoiled": 3,
+            "expired_unsold": 12,
+        }
+    )
+    assert (
+        shown(monkeypatch, *args).splitlines()[-1]
+        == "as of 2026-12-07: spoiled 3, expired unsold 12"
+    )
+
+
 def test_every_list_of_nothing_says_so_in_one_line_naming_its_filters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -132,7 +132,8 @@ OwnOrders = Annotated[
         help="bind the token to the orders it places over HTTP: it reads and cancels"
         " those (and those of each --source) alone; not with the scopes ops, credit:*,"
         " notifications:* or platform:write, which no binding limits (platform:read, bound,"
-        " reads the problems and callbacks of its --source platform/APP alone)",
+        " reads the problems and callbacks of its --source platform/APP alone); nor on a"
+        " token holding none of orders:read, orders:write, platform:read (nothing to limit)",
     ),
 ]
 Client = Annotated[

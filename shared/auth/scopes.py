@@ -34,3 +34,11 @@ BEYOND_A_BINDING: dict[str, str] = {
 limits: no order's data, or (payments' reads of an order) kept where nothing says which client
 placed it (``caravan tokens issue --own-orders``, docs/security.md). The others (the orders
 API's own, inventory's stock, metrics) hold nothing of another client's."""
+
+LIMITED_BY_A_BINDING: tuple[str, ...] = ("orders:read", "orders:write", "platform:read")
+"""The scopes whose reads a binding limits (a client's orders, a platform app's problems and
+callbacks): a token holding none of them (inventory's, ``metrics`` alone) reads nothing a
+binding could limit, so a binding of it would do nothing and is refused (it read as done)."""
+ORDERS_SCOPES: tuple[str, ...] = ("orders:read", "orders:write")
+"""The scopes a token's ``--client`` is in effect with: it places and reads orders as that
+client."""

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.auth.scopes import BEYOND_A_BINDING, SCOPES
+from shared.auth.scopes import BEYOND_A_BINDING, LIMITED_BY_A_BINDING, ORDERS_SCOPES, SCOPES
 from shared.auth.tables import tokens
 from shared.events.envelope import check_source
 from shared.events.orders import HTTP_SOURCE, PLATFORM_SOURCE_PREFIX, platform_app
@@ -115,7 +115,8 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
     ``http`` (every HTTP client's orders: a token reaches those it placed itself), or a
     binding of a token with a scope no binding limits (:data:`BEYOND_A_BINDING`: ``ops``
     reaches every order, ``credit:read`` every buyer's payments, whatever it is bound to), or
-    of ``platform:read`` to no platform app (it would read nothing: :attr:`Principal.apps`)."""
+    of ``platform:read`` to no platform app (it would read nothing: :attr:`Principal.apps`),
+    or of a token holding none of :data:`LIMITED_BY_A_BINDING` (it would do nothing)."""
     if sources is None:
         return None
     whys: dict[str, list[str]] = {}  # what a scope held reads beyond a binding: those scopes
@@ -127,6 +128,13 @@ def check_binding(scopes: list[str], sources: list[str] | None) -> list[str] | N
         plural = "s" if sum(map(len, whys.values())) > 1 else ""
         raise BadToken(
             f"a token with the scope{plural} {said}, whatever it is bound to: it cannot be bound"
+        )
+    if not set(scopes) & set(LIMITED_BY_A_BINDING):
+        held = ", ".join(sorted(set(scopes)))
+        limited = ", ".join(LIMITED_BY_A_BINDING)
+        raise BadToken(
+            f"a token with {held} reads no order nor platform app: a binding (which limits"
+            f" {limited}) would change nothing; leave it unbound"
         )
     if "platform:read" in scopes and not any(platform_app(s) for s in sources):
         raise BadToken(
@@ -198,6 +206,12 @@ def _binding(scopes: list[str], sources: list[str] | None, client: str | None) -
     even without sources, and is a token's name."""
     if client is not None:
         check_name(client)
+        if not set(scopes) & set(ORDERS_SCOPES):
+            raise BadToken(
+                f"--client places and reads orders as {client}: a token with neither"
+                f" {' nor '.join(ORDERS_SCOPES)} places or reads none (bind it without"
+                " --client)"
+            )
     return check_binding(scopes, [] if sources is None and client is not None else sources)
 
 

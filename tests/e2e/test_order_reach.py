@@ -22,6 +22,10 @@ CREDIT_REFUSED = (
     "a token with the scope credit:read reads every buyer's credit line, loans and payments"
     " (payments keeps no order's client), whatever it is bound to: it cannot be bound"
 )
+NOTHING_BOUND = (
+    "reads no order nor platform app: a binding (which limits orders:read, orders:write,"
+    " platform:read) would change nothing; leave it unbound"
+)
 
 
 def _body(buyer: str) -> dict[str, Any]:
@@ -107,6 +111,20 @@ async def test_a_token_is_bound_at_issue_listed_so_and_a_binding_of_no_effect_re
     ):
         refused = await cli(caravan, "tokens", "issue", "--scope", "orders:read", *args)
         assert refused.returncode == 2 and said in _said(refused.stderr), refused.stderr
+    for args, said in (  # bound, they would reach what they reach unbound: it said bound
+        (["inventory:read", "--own-orders"], f"inventory:read {NOTHING_BOUND}"),
+        (["metrics", "--source", source], f"metrics {NOTHING_BOUND}"),
+        (
+            ["platform:read", "--source", "platform/t", "--client", name],
+            f"--client places and reads orders as {name}: a token with neither orders:read"
+            " nor orders:write places or reads none",
+        ),
+    ):
+        refused = await cli(caravan, "tokens", "issue", "--name", f"n-{tag}", "--scope", *args)
+        assert refused.returncode == 2 and said in _said(refused.stderr), refused.stderr
+    assert (
+        await caravan.scalar("select count(*) from auth.tokens where name = :n", n=f"n-{tag}") == 0
+    )
 
 
 async def test_bound_tokens_read_list_and_cancel_their_own_orders_alone(
@@ -343,6 +361,8 @@ async def test_a_token_is_bound_in_place_its_secret_unchanged_and_unbound_again(
 
     credit = f"inplace-credit-{tag}"
     await caravan.issue_token(credit, "orders:read", "credit:read")
+    inventory = f"inplace-inventory-{tag}"
+    await caravan.issue_token(inventory, "inventory:read")
     revoked = f"inplace-revoked-{tag}"
     await caravan.issue_token(revoked, "orders:read")
     await caravan.revoke_token(revoked)
@@ -351,15 +371,17 @@ async def test_a_token_is_bound_in_place_its_secret_unchanged_and_unbound_again(
         ([name, "--source", "HTTP"], "source http is every HTTP client's orders"),
         ([name, "--source", "a|b"], "a source may not contain '|'"),
         ([credit, "--own-orders"], CREDIT_REFUSED),
+        ([inventory, "--own-orders"], f"inventory:read {NOTHING_BOUND}"),
         ([f"nobody-{tag}", "--own-orders"], f"no token named 'nobody-{tag}'"),
         ([revoked, "--own-orders"], f"token {revoked} is revoked: it reaches nothing"),
     ):
         refused = await cli(caravan, "tokens", "bind", *args)
         assert refused.returncode == 2 and refused_with in _said(refused.stderr), refused.stderr
     stored = "select name, sources from auth.tokens where name = any(:n)"
-    assert dict(await caravan.sql(stored, n=[name, credit, revoked])) == {
+    assert dict(await caravan.sql(stored, n=[name, credit, inventory, revoked])) == {
         name: [],
         credit: None,
+        inventory: None,
         revoked: None,
     }
 

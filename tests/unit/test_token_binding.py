@@ -2,7 +2,8 @@
 sources as an event may carry them, never ``http`` (every HTTP client's orders), and never
 with a scope no binding limits: ``ops``, which reaches every order, the credit and SMS opt-out
 scopes and ``platform:write``, which read every buyer's or app's; ``platform:read`` bound to no
-platform app (it would read nothing)."""
+platform app (it would read nothing), nor of a token holding no orders or platform:read
+scope (inventory's, metrics: a binding would change nothing)."""
 
 import pytest
 
@@ -55,6 +56,14 @@ def test_platform_read_is_bound_to_the_platform_apps_among_its_sources() -> None
             " the platform apps among its sources alone: name one (--source platform/APP)",
         ),
         (["platform:read"], ["platform/"], "name one (--source platform/APP)"),
+        (
+            ["inventory:read"],
+            [],
+            "a token with inventory:read reads no order nor platform app: a binding (which"
+            " limits orders:read, orders:write, platform:read) would change nothing; leave it"
+            " unbound",
+        ),
+        (["metrics", "inventory:write"], ["storefront/b"], "with inventory:write, metrics reads"),
         (
             ["ops", "credit:write", "credit:read"],
             [],

@@ -86,6 +86,7 @@ class Snapshot:
     parked: dict[str, float] = field(default_factory=dict)  # events waiting for order.placed
     parked_age: dict[str, float] = field(default_factory=dict)  # the oldest one's, seconds
     platform_problems: dict[str, float] = field(default_factory=dict)  # open, by kind
+    platform_apps: list[str] = field(default_factory=list)  # the adapter's configured apps
     callbacks_failed: float | None = None  # platform status callbacks failed
     orders: dict[str, float] = field(default_factory=dict)  # by status
     oldest_pending: float | None = None  # how long the oldest pending order has waited, s
@@ -221,20 +222,34 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+UNKNOWN_APP = "unknown"
+"""The ``app`` of ``caravan_platform_pushes_total`` counting pushes of no configured app (the
+adapter's ``services.platform.metrics.UNKNOWN_APP``, not imported: its figures are the
+adapter's); every other ``app`` is one the adapter is configured with."""
+NO_PLATFORM_APP = "no platform app configured (CARAVAN_PLATFORM_APPS)"
+"""Said where the platform adapter serves no app (as ``caravan up``'s ready line says it),
+instead of its 11 kinds of problem at 0: figures of nothing that could be."""
+
+
 def _waiting(snap: Snapshot) -> str:
     """The rows of what waits for an operator, with where it is settled: the platform
-    adapter's open problems by kind, and its status callbacks failed."""
+    adapter's open problems by kind, and its status callbacks failed. With no app configured,
+    only those there are (left by an app since removed), else :data:`NO_PLATFORM_APP`."""
+    if not snap.platform_problems and snap.callbacks_failed is None:
+        return "<tr><td>no figures</td></tr>"
+    served = bool(snap.platform_apps)
     rows = "".join(
         f"<tr><td>platform orders: {html.escape(kind)}</td>{_to_act_on(count)}"
         "<td><code>GET /platform/problems</code></td></tr>"
         for kind, count in sorted(snap.platform_problems.items())
+        if served or count
     )
-    if snap.callbacks_failed is not None:
+    if snap.callbacks_failed is not None and (served or snap.callbacks_failed):
         rows += (
             f"<tr><td>platform status callbacks failed</td>{_to_act_on(snap.callbacks_failed)}"
             "<td><code>POST /platform/callbacks/retry</code></td></tr>"
         )
-    return rows or "<tr><td>no figures</td></tr>"
+    return rows or f"<tr><td>{NO_PLATFORM_APP}</td></tr>"
 
 
 HEALTH_NOTE = (
@@ -452,6 +467,12 @@ def _read_metrics(
             elif metric == "caravan_http_request_seconds_bucket" and _placing(labels, service):
                 placed = snap.placing.setdefault(name, {})
                 placed[labels["le"]] = placed.get(labels["le"], 0.0) + value  # all statuses
+            elif (
+                metric == "caravan_platform_pushes_total"
+                and labels.get("app", UNKNOWN_APP) != UNKNOWN_APP
+            ):
+                if labels["app"] not in snap.platform_apps:  # each configured app's, from 0
+                    snap.platform_apps.append(labels["app"])
             elif metric == "caravan_platform_problems_open" and "kind" in labels:
                 _most(snap.platform_problems, labels["kind"], value)
             elif metric == "caravan_platform_callbacks" and labels.get("status") == "failed":

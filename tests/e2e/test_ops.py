@@ -1933,7 +1933,10 @@ async def test_the_operations_page_shows_live_figures(caravan: System) -> None:
         assert set(snap["health"]) == set(SERVICES), snap["health"]
         assert {"database", "kafka", "consumer", "relay"} <= set(snap["checks"]["orders"])
         assert set(snap["platform_problems"]) == set(get_args(ProblemKind)), snap
-        assert "<td><code>GET /platform/problems</code></td>" in page.text
+        # no app configured here: said once, not each kind of problem at 0
+        assert snap["platform_apps"] == [], snap
+        assert "<tr><td>no platform app configured (CARAVAN_PLATFORM_APPS)</td></tr>" in page.text
+        assert "<td><code>GET /platform/problems</code></td>" not in page.text
         assert "<h2>Health</h2>" in page.text and "<td>orders</td><td class=" in page.text
         stuck = await caravan.client.get("/ops/stuck-orders", params={"older_than_seconds": 0})
         assert stuck.status_code == 200 and isinstance(stuck.json()["orders"], list)

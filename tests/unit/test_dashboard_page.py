@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import asyncpg
@@ -24,9 +24,18 @@ from pydantic import SecretStr
 
 from caravan import checkout, cli
 from caravan.ops import dlq
-from caravan.ops.dashboard import DEAD_LETTERS_EVERY, HEALTH_NOTE, Dashboard, Snapshot, ports
+from caravan.ops.dashboard import (
+    DEAD_LETTERS_EVERY,
+    HEALTH_NOTE,
+    UNKNOWN_APP,
+    Dashboard,
+    Snapshot,
+    ports,
+)
 from services import SERVICES
 from services.orders.asyncapi import consumers
+from services.platform import metrics as platform_metrics
+from services.platform.domain.orders import ProblemKind
 from shared.auth.tokens import Lookup, Principal, digest
 from shared.db.engine import CLOSE_WITHIN
 from shared.http import PROBLEM, RETRY_SECONDS
@@ -798,6 +807,7 @@ async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
     them: the page did not show them."""
     settings = Settings(token="cvn_" + "w" * 43)
     platform = (
+        'caravan_platform_pushes_total{app="demo-market",outcome="accepted"} 0.0\n'
         'caravan_platform_problems_open{kind="unmapped_sku"} 2.0\n'
         'caravan_platform_problems_open{kind="rejected"} 0.0\n'
         'caravan_platform_callbacks{status="pending"} 4.0\n'
@@ -822,6 +832,41 @@ async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
         "<td><code>POST /platform/callbacks/retry</code></td></tr></table>"
     ) in text
     assert page.history[-1].callbacks_failed == 3.0
+
+
+async def test_with_no_platform_app_the_page_says_so_not_every_problem_kind_at_0(
+    no_kafka: None,
+) -> None:
+    """With no platform app configured, the page listed the adapter's 11 problem kinds and its
+    failed callbacks at 0: figures of what cannot happen. It says so in one row, as `caravan
+    up` does; a problem still open (left by an app since removed) is shown all the same."""
+    settings = Settings(token="cvn_" + "n" * 43)
+    kinds = get_args(ProblemKind)
+    platform = "".join(f'caravan_platform_problems_open{{kind="{k}"}} 0.0\n' for k in kinds) + (
+        'caravan_platform_pushes_total{app="unknown",outcome="unknown_app"} 0.0\n'
+        'caravan_platform_callbacks{status="failed"} 0.0\n'
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/metrics":
+            return httpx.Response(200, json=HEALTHY)
+        return httpx.Response(
+            200, text=platform if request.url.port == settings.platform_http_port else ""
+        )
+
+    assert UNKNOWN_APP == platform_metrics.UNKNOWN_APP
+    _, text = await sampled(settings, answer)
+    assert (
+        "<h2>Waiting for operations</h2><table>"
+        "<tr><td>no platform app configured (CARAVAN_PLATFORM_APPS)</td></tr></table>"
+    ) in text
+    platform = platform.replace('kind="rejected"} 0.0', 'kind="rejected"} 1.0')
+    _, text = await sampled(settings, answer)
+    assert (
+        "<h2>Waiting for operations</h2><table>"
+        "<tr><td>platform orders: rejected</td><td class='act'><b>1</b></td>"
+        "<td><code>GET /platform/problems</code></td></tr></table>"
+    ) in text
 
 
 def test_what_waits_for_operations_is_not_shown_as_none_without_figures() -> None:

@@ -339,6 +339,16 @@ def retry(
         raise typer.BadParameter("name either --app or event ids (not both)")
     body = {"app": app_name} if app_name is not None else {"event_ids": event_ids}
     told = _call(url, "POST", "/platform/callbacks/retry", json=body)
+    if not told["requeued"]:  # as a list of nothing says it, not counts of 0
+        if event_ids:  # every one named left out: a script sees none was sent (as dlq's)
+            raise OperatorError(
+                f"nothing sent again: no failed or pending callback among the"
+                f" {len(event_ids)} named (delivered, being sent, or no such event id:"
+                " `caravan platform callbacks` lists them)",
+                exit_code=2,
+            )
+        console.print(f"no failed or pending callback of {app_name}: nothing sent again")
+        return
     console.print(  # within 80 columns, counts of three digits each
         f"{told['requeued']} callback(s) sent again: {told['failed']} failed, afresh;"
         f" {told['pending']} pending, now, attempts kept"

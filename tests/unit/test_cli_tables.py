@@ -14,6 +14,7 @@ from caravan import cli, inventory_cli, payments_cli, platform_cli, tokens_cli
 from caravan.ops import dlq as ops_dlq
 from caravan.ops.dlq import DeadLetter
 from shared.auth.tokens import TokenInfo
+from tests.unit.conftest import Caravan
 
 SKUS = ["YNG-HONEY-BLACKBEE-500G", "SWN-PEPPER-CAYENNE-1KG"]  # the demo's longest SKUs
 FIGURES = ("received", "available", "reserved", "sold", "spoiled", "sellable", "expired_unsold")
@@ -665,6 +666,23 @@ def test_a_spoilage_report_of_no_lot_is_one_line_and_of_lots_ends_with_its_total
         shown(monkeypatch, *args).splitlines()[-1]
         == "as of 2026-12-07: spoiled 3, expired unsold 12"
     )
+
+
+def test_a_platform_retry_of_nothing_says_so_in_one_line_not_counts_of_0(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caravan platform retry --app demo-market`` with no callback failed or pending said
+    "0 callback(s) sent again: 0 failed, afresh; 0 pending, now, attempts kept", and so did a
+    retry of an event id mistyped, exit 0: now one line as a list of nothing says it, and
+    ids of which none was sent again are refused (exit 2), as a redrive's are."""
+    told = {"requeued": 0, "failed": 0, "pending": 0, "event_ids": []}
+    monkeypatch.setattr(platform_cli, "_call", lambda *_, **__: told)
+    url = ("--url", "http://api")
+    text = shown(monkeypatch, "platform", "retry", "--app", "demo-market", *url)
+    assert text == "no failed or pending callback of demo-market: nothing sent again\n"
+    monkeypatch.setenv("COLUMNS", "300")
+    code, _, err = caravan("platform", "retry", "01a25009-0000", *url)
+    assert code == 2 and "nothing sent again: no failed or pending callback among the" in err, err
 
 
 def test_every_list_of_nothing_says_so_in_one_line_naming_its_filters(

@@ -134,7 +134,10 @@ async def run_demo(
     console: Console | None = None,
 ) -> list[Outcome]:
     """Publish ``count`` orders as a storefront would and follow each to its terminal event,
-    until none has ended for ``timeout`` seconds (:class:`Patience`)."""
+    until none has ended for ``timeout`` seconds (:class:`Patience`). None (``--orders 0``,
+    to push platform orders alone) is no storefront run: no bar of 0/0, no empty summary."""
+    if count == 0:
+        return []
     console = console or output.console
     run_id = uuid.uuid4().hex[:6]
     source = "storefront/caravan-demo"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from rich.console import Console
 
 from caravan import demo
 from caravan.demo import run_demo
@@ -28,6 +29,15 @@ def test_the_demo_that_cannot_reach_kafka_closes_the_clients_it_made() -> None:
             asyncio.run(run_demo(bootstrap, seed(), count=1, timeout=1.0))
         gc.collect()
     assert [str(w.message).split(" <")[0] for w in caught if "Unclosed" in str(w.message)] == []
+
+
+def test_a_demo_of_no_storefront_order_asks_kafka_nothing_and_shows_nothing() -> None:
+    """``caravan demo --orders 0 --platform-orders 4`` (platform orders alone) showed a bar of
+    0/0 and an empty "Demo orders by outcome" table above the platform's: a run of nothing.
+    Here no Kafka answers: it was asked all the same."""
+    console = Console(record=True, width=80)
+    outcomes = asyncio.run(run_demo(f"127.0.0.1:{free_port()}", seed(), count=0, console=console))
+    assert (outcomes, console.export_text()) == ([], "")
 
 
 @pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0"])

@@ -279,6 +279,9 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
         said = f"Unknown app: no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no {rows} of it"
         said += f" {THE_APPS}"
         assert (code, out.strip()) == (1, said), out
+    code, out = await cli(caravan, "resolve", "nosuch", "MKT-1")  # said "no open problem"
+    said = "Unknown app: no app 'nosuch': not in CARAVAN_PLATFORM_APPS, and no problem of it"
+    assert (code, out.strip()) == (1, f"{said} {THE_APPS}"), out
 
 
 async def test_a_callback_that_failed_is_listed_and_sent_again_from_the_command_line(

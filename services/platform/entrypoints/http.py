@@ -38,9 +38,10 @@ a platform's own, reads that app's problems and callbacks alone: :func:`apps_rea
   it for a refund) after we placed them, or that we cancelled ``unknown_sku`` (a mapping to
   mend), the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
-  audited): an order's problems settled by hand; ``POST /platform/refetch`` the same body
-  (``platform:write``, audited): the order fetched and decided on as a push is (a problem
-  mended), answered as a push, its 502 and 503 saying to refetch again, not to push.
+  audited): an order's problems settled by hand (an app unknown refused 422, as by the
+  list); ``POST /platform/refetch`` the same body (``platform:write``, audited): the order
+  fetched and decided on as a push is (a problem mended), answered as a push, its 502 and
+  503 saying to refetch again, not to push.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, a UUID: another is refused
   422, ``platform_order_id`` the platform's); ``POST /platform/callbacks/retry`` ``{"app",
@@ -751,13 +752,21 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
             return refused
         return query.where(table.c.app == app)
 
-    @router.post("/problems/resolve", responses=problem_responses())
+    @router.post(
+        "/problems/resolve",
+        responses=problem_responses(
+            {422: f"{BAD_INPUT}, or an app unknown (not configured, no problem of it)"}
+        ),
+    )
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
         the platform after we placed it, say): the others close by themselves when a push
         finds them mended. Resolving a ``paid_after_cancelled`` problem forgets the
         cancellation of the order seen before it was placed (a push finding it paid then
-        places it); resolving nothing forgets nothing."""
+        places it); resolving nothing forgets nothing. An app mistyped is refused, as by the
+        list (it was "no open problem", the problem left open under the real name)."""
+        if refused := await _unknown_app(body.app, problems, "problem"):
+            return refused
         async with uow.begin() as tx:
             kinds = await handlers.resolve_problems(tx, body.app, body.platform_order_id)
             if "paid_after_cancelled" in kinds:

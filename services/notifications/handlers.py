@@ -24,7 +24,7 @@ the buyer, and a void or a last repayment marks the recipient that ``order.place
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -77,11 +77,12 @@ from shared.events.payments import InstalmentDue, PaymentRefunded, PaymentRepaid
 from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.logs import masked
+from shared.messaging.consumer import Handler
 from shared.messaging.parking import OrderLocks, Parking
 from shared.messaging.uow import Tx
 from shared.seed import Loaded, SeedFile
 from shared.telemetry import current_trace_headers
-from shared.topics import Topic
+from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
 
@@ -385,12 +386,11 @@ def _buyer(tx: Tx, placed: OrderPlaced) -> Recipient | None:
     return Recipient(placed.order_id, placed.order_ref, placed.buyer.phone, locale, lines)
 
 
-async def on_order_placed(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
+async def on_order_placed(tx: Tx, parsed: Parsed, early: Mapping[EventType, Handler]) -> None:
     """Remember whom to text about the order; then act on its events that came first, in the
-    order they came (a reminder waits out ``quiet`` hours)."""
+    order they came, each by its type's handler in ``early`` (the subscriptions')."""
     data = parsed.data
     assert isinstance(data, OrderPlaced)
-    early = _early(quiet)
     await _LOCKS.lock(tx, [data.order_id])
     await _load_seeded(tx, [data])
     found = _buyer(tx, data)
@@ -401,7 +401,8 @@ async def on_order_placed(tx: Tx, parsed: Parsed, quiet: QuietHours) -> None:
             said = parsed_early.envelope.type
             log.warning("order %s names no buyer; %s not acted on", data.order_id, said)
             continue
-        await early[type(parsed_early.data)](tx.caused_by(parsed_early.envelope), parsed_early)
+        handler = early[EventType(parsed_early.envelope.type)]
+        await handler(tx.caused_by(parsed_early.envelope), parsed_early)
 
 
 def _remember_buyer(tx: Tx, found: Recipient) -> None:
@@ -775,19 +776,6 @@ async def _restate_reminders(tx: Tx, d: PaymentRepaid) -> None:
             left[number],
             number,
         )
-
-
-def _early(quiet: QuietHours) -> dict[type, Callable[[Tx, Parsed], Awaitable[None]]]:
-    """The handler of each kind of event parked until its order's ``order.placed`` (a
-    reminder's waits out ``quiet`` hours)."""
-    return {
-        OrderConfirmed: on_order_confirmed,
-        OrderCancelled: on_order_cancelled,
-        InstalmentDue: partial(on_instalment_due, quiet=quiet),
-        PaymentRepaid: on_instalments_settled,
-        PaymentVoided: on_instalments_settled,
-        PaymentRefunded: on_payment_refunded,
-    }
 
 
 async def load_seed(tx: Tx, seed: SeedFile) -> Loaded:

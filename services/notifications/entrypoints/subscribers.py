@@ -9,7 +9,7 @@ from services.notifications.adapters.gateway import SmsGateway
 from services.notifications.dispatch import DeliveryPolicy, dispatch_once
 from services.notifications.domain.delivery import QuietHours
 from shared.loops import woken
-from shared.messaging.consumer import Subscription
+from shared.messaging.consumer import Handler, Subscription
 from shared.messaging.uow import UnitOfWork
 from shared.topics import EventType, Topic
 
@@ -17,14 +17,23 @@ log = logging.getLogger(__name__)
 
 
 def subscriptions(quiet: QuietHours) -> list[Subscription]:
+    # An order's outcome or a loan's event that comes before its order.placed is parked, and
+    # handed to its handler here once order.placed comes, in the order they came.
+    outcomes: dict[EventType, Handler] = {
+        EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
+        EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
+    }
+    loans: dict[EventType, Handler] = {
+        EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet),
+        EventType.PAYMENT_REPAID: handlers.on_instalments_settled,
+        EventType.PAYMENT_VOIDED: handlers.on_instalments_settled,
+        EventType.PAYMENT_REFUNDED: handlers.on_payment_refunded,
+    }
+    placed = partial(handlers.on_order_placed, early={**outcomes, **loans})
     return [
         Subscription(
             Topic.ORDER_EVENTS,
-            {
-                EventType.ORDER_PLACED: partial(handlers.on_order_placed, quiet=quiet),
-                EventType.ORDER_CONFIRMED: handlers.on_order_confirmed,
-                EventType.ORDER_CANCELLED: handlers.on_order_cancelled,
-            },
+            {EventType.ORDER_PLACED: placed, **outcomes},
             prefetch=handlers.prefetch,
         ),
         Subscription(
@@ -32,16 +41,7 @@ def subscriptions(quiet: QuietHours) -> list[Subscription]:
             {EventType.STOCK_RESERVED: handlers.on_stock_reserved},
             prefetch=handlers.prefetch,
         ),
-        Subscription(
-            Topic.PAYMENT_EVENTS,
-            {
-                EventType.INSTALMENT_DUE: partial(handlers.on_instalment_due, quiet=quiet),
-                EventType.PAYMENT_REPAID: handlers.on_instalments_settled,
-                EventType.PAYMENT_VOIDED: handlers.on_instalments_settled,
-                EventType.PAYMENT_REFUNDED: handlers.on_payment_refunded,
-            },
-            prefetch=handlers.prefetch,
-        ),
+        Subscription(Topic.PAYMENT_EVENTS, loans, prefetch=handlers.prefetch),
     ]
 
 

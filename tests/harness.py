@@ -541,11 +541,15 @@ class System:
         value: bytes,
         key: bytes | None = None,
         headers: list[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
     ) -> RecordMetadata:
+        """Send ``value`` to ``topic``, to the partition its key hashes to or to ``partition``."""
         assert self.producer is not None
         if topic in PLAYED_TOPICS:
             self.played.update(_order_named(topic, value))
-        return await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        return await self.producer.send_and_wait(
+            topic, value, key=key, headers=headers, partition=partition
+        )
 
     async def request(
         self,

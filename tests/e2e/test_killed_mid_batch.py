@@ -33,6 +33,16 @@ async def reservations(caravan: System, order_ids: list[str]) -> int:
     return int(await caravan.scalar(query, ids=order_ids))
 
 
+def times_reserved(caravan: System, order_ids: list[str]) -> dict[str, int]:
+    """How many ``stock.reserved`` inventory published of each of the orders."""
+    return {
+        order_id: len(
+            caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id)
+        )
+        for order_id in order_ids
+    }
+
+
 @pytest.mark.parametrize("where", [CONSUMER_BEFORE_COMMIT, CONSUMER_AFTER_COMMIT])
 async def test_inventory_killed_mid_batch_loses_nothing_and_does_nothing_twice(
     caravan: System, where: str
@@ -71,12 +81,7 @@ async def test_inventory_killed_mid_batch_loses_nothing_and_does_nothing_twice(
         60,
         ready=lambda rows: [tuple(r) for r in rows] == [(STOCK - ORDERS, 0, ORDERS)],
     )
-    reserved = {
-        order_id: len(
-            caravan.log.events(Topic.INVENTORY_EVENTS, type="stock.reserved", order_id=order_id)
-        )
-        for order_id in order_ids
-    }
+    reserved = times_reserved(caravan, order_ids)
     assert set(reserved.values()) == {1}, reserved
     # The records of the batch were delivered again: those whose effects had committed were
     # found in the inbox, the others handled.

@@ -30,6 +30,7 @@ from services.platform.adapters.tables import parked as platform_parked
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
 from shared.db.engine import async_engine
+from shared.topics import Topic, consumer_group
 
 TABLES: dict[str, Table] = {"notifications": notifications_parked, "platform": platform_parked}
 """The services that park events, each with its ``parked`` table."""
@@ -69,11 +70,15 @@ class Parked:
                 f"{waited}: orders has no such order, so none will come (a forged or"
                 " mistaken event, or an order lost before orders placed it)"
             )
+        placed = self.order.placed_at.isoformat(timespec="seconds")
         return (
-            f"{waited}: orders placed it {self.order.placed_at.isoformat(timespec='seconds')}"
-            f" ({self.order.status}), its order.placed not handled by {self.service} yet:"
-            " dead-lettered (caravan dlq list --topic orders.events.v1), set aside by orders'"
-            " outbox, on a partition added and not read yet, or before a replay's start"
+            f"{waited}: orders placed it {placed} ({self.order.status}), its order.placed not"
+            f" handled by {self.service} yet: dead-lettered (caravan dlq list --topic"
+            f" {Topic.ORDER_EVENTS}), set aside by orders' outbox, on a partition added and"
+            f" not read yet, or skipped by a replay that started after it (caravan pause"
+            f" {self.service}, caravan replay --topic {Topic.ORDER_EVENTS} --group"
+            f" {consumer_group(self.service)} --from-timestamp {placed}, caravan resume"
+            f" {self.service}: its order.placed is read again, and this event acted on)"
         )
 
 

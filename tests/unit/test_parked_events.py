@@ -27,12 +27,20 @@ def test_an_event_of_an_order_orders_never_placed_waits_for_nothing() -> None:
 
 
 def test_an_event_of_an_order_orders_placed_waits_for_its_order_placed_on_the_way() -> None:
-    said = parked(Placed("pending", AT - timedelta(seconds=30))).why(AT + timedelta(minutes=12))
+    """One a replay skipped the ``order.placed`` of (``--allow-skip``) waits until the inbox's
+    retention prunes it, 38 days, the alert firing, as nothing reads it again by itself: the
+    list said only "before a replay's start", and the runbook to leave it. It names the
+    replay from the order's placing that has it read (a drill of 2026-12-07)."""
+    placed = AT - timedelta(seconds=30, milliseconds=812)
+    said = parked(Placed("pending", placed)).why(AT + timedelta(minutes=12))
     assert said == (
-        "waits 12m 0s for the order.placed of o-1: orders placed it 2026-12-06T08:59:30+00:00"
+        "waits 12m 0s for the order.placed of o-1: orders placed it 2026-12-06T08:59:29+00:00"
         " (pending), its order.placed not handled by platform yet: dead-lettered (caravan dlq"
         " list --topic orders.events.v1), set aside by orders' outbox, on a partition added"
-        " and not read yet, or before a replay's start"
+        " and not read yet, or skipped by a replay that started after it (caravan pause"
+        " platform, caravan replay --topic orders.events.v1 --group caravan-platform"
+        " --from-timestamp 2026-12-06T08:59:29+00:00, caravan resume platform: its"
+        " order.placed is read again, and this event acted on)"
     )
 
 

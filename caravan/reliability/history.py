@@ -99,7 +99,10 @@ DATABASE_CHECKS = {
     "cancelled_has_no_payment": Meaning(
         "a cancelled order has no authorised payment: payments voids it when it reads the"
         " order's order.cancelled (until then, behind or paused: its lag; or that record"
-        " dead-lettered)",
+        " dead-lettered; or skipped by a replay of caravan-payments that started after it,"
+        " which nothing reads again by itself: caravan pause payments, caravan replay --topic"
+        " orders.events.v1 --group caravan-payments --from-timestamp of its cancellation"
+        " (caravan orders show), caravan resume payments)",
         "docs/operations.md#dead-letters-waiting",
     ),
     "money_without_an_order": Meaning(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from caravan.checkout import REPO_ROOT
+from caravan.ops.books import Checked
 from caravan.reliability.history import (
     CHECKS,
     DATABASE_CHECKS,
@@ -816,6 +817,24 @@ def test_every_database_check_is_proved_and_its_runbook_is_a_section() -> None:
         if meaning.runbook is not None:
             page, _, section = meaning.runbook.partition("#")
             assert page == "docs/operations.md" and section in sections, (name, meaning)
+
+
+def test_a_cancelled_order_still_paid_is_said_how_a_replay_that_skipped_it_is_mended() -> None:
+    """A replay of payments' group started past an order's ``order.cancelled``
+    (``--allow-skip``; a drill of 2026-12-07) left its payment authorised, for good:
+    ``caravan check`` said only "behind or paused: its lag; or that record dead-lettered", and
+    no letter was there. It says the replay from the cancellation that has payments void it."""
+    log, history = correct()
+    breaks, _ = BROKEN["cancelled, still paid"]
+    violations = check_database(breaks(log, history).db)
+    [said] = Checked({}, violations, 0, 0).as_json()["violations"]
+    assert said["check"] == "cancelled_has_no_payment", said
+    assert said["means"].endswith(
+        "or that record dead-lettered; or skipped by a replay of caravan-payments that started"
+        " after it, which nothing reads again by itself: caravan pause payments, caravan replay"
+        " --topic orders.events.v1 --group caravan-payments --from-timestamp of its"
+        " cancellation (caravan orders show), caravan resume payments)"
+    ), said
 
 
 def test_every_check_the_checker_can_fail_is_listed_once_and_proved() -> None:

@@ -1749,10 +1749,10 @@ def _done_of_chosen(verb: str, done: int, chosen: int, unrecorded: str | None) -
         raise typer.Exit(2)
 
 
-def _none_of_chosen(nothing: str, chosen: int) -> None:
-    """Exit 2 where a redrive or discard left out every letter chosen, whatever left each
-    out: a script naming letters sees that none was sent or closed."""
-    every = f"each of the {chosen} dead letters chosen" if chosen > 1 else "the dead letter chosen"
+def _none_of_chosen(nothing: str, chosen: int, what: str = "dead letter") -> None:
+    """Exit 2 where a redrive, discard or drop left out every letter (parked event) chosen,
+    whatever left each out: a script naming them sees that none was sent or closed."""
+    every = f"each of the {chosen} {what}s chosen" if chosen > 1 else f"the {what} chosen"
     raise OperatorError(f"{nothing}: {every} was left out (said above)", 2)
 
 
@@ -1945,6 +1945,8 @@ def parked_drop(
             f"left out: {e.ref}, orders placed order {e.order_id}: it is acted on once"
             f" {e.service} reads its order.placed (name it by id to drop it all the same)"
         )
+    if placed and not events:
+        _none_of_chosen("nothing dropped", len(placed), "parked event")
     try:
         dropped = asyncio.run(
             ops_parked.drop(_database_url(), events, reason=reason, dry_run=dry_run)

@@ -2049,6 +2049,38 @@ async def test_an_event_parked_for_an_order_never_placed_is_listed_and_dropped_f
     assert "order_confirmed" not in [row[0] for row in await caravan.sql(texts, o=order_id)]
 
 
+async def test_a_drop_that_leaves_out_every_event_chosen_drops_and_records_nothing(
+    caravan: System,
+) -> None:
+    """An event parked for an order orders placed (its order.placed skipped by a replay, in a
+    drill of 2026-12-07) is left out of a drop chosen by a filter: every one chosen so left
+    out, ``caravan parked drop`` said only "left out", exited 0 and recorded a drop of no
+    event in the audit trail. It exits 2, saying nothing was dropped, and records nothing."""
+    order = order_events(ref("LEFT"), "+86137" + str(uuid.uuid4().int)[:8])
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("notifications", confirmed)
+    order_id = order.placed.order_id
+    await caravan.execute(  # orders placed it; notifications has not read its order.placed
+        "insert into orders.orders (order_id, source, order_ref, request_hash, buyer_id, lines,"
+        " payment_method, status, stock, payment, placed_at, deadline_at) values (:o, :s, :r,"
+        " 'x', 'b', '[]', 'prepaid', 'cancelled', 'failed', 'pending', now(), now())",
+        o=order_id,
+        s=order.placed.source,
+        r=order.placed.order_ref,
+    )
+    audited = "select count(*) from auth.audit where action = 'parked.drop'"
+    before = await caravan.scalar(audited)
+    for dry in ([], ["--dry-run"]):
+        done = await cli(caravan, "parked", "drop", "--order", order_id, "--reason", "x", *dry)
+        said = " ".join(done.stderr.replace("│", " ").split())
+        assert done.returncode == 2, (done.stdout, said)
+        assert f"left out: notifications:{confirmed.id}, orders placed order" in done.stdout
+        assert "nothing dropped: the parked event chosen was left out (said above)" in said, said
+    assert await caravan.scalar(audited) == before, "a drop of nothing recorded"
+    parked = "select count(*) from notifications.parked where order_id = :o"
+    assert await caravan.scalar(parked, o=order_id) == 1, "dropped"
+
+
 async def _counts_live_each_time_and_all_now_and_then(
     caravan: System,
     by_status: StatusGauge,

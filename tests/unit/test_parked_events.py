@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from caravan import cli
 from caravan.ops import parked as ops_parked
 from caravan.ops.parked import Parked, Placed, age
+from caravan.output import OperatorError
 
 AT = datetime(2026, 12, 6, 9, 0, 0, tzinfo=UTC)
 
@@ -49,6 +50,23 @@ def test_a_wait_is_said_in_its_two_largest_units() -> None:
     assert [age(w) for w in waits] == ["40s", "7m 12s", "2h 5m"]
 
 
+def faked(monkeypatch: pytest.MonkeyPatch, listed: list[Parked]) -> list[list[str]]:
+    """``listed`` parked; the ids of each drop asked, as it is asked."""
+    given: list[list[str]] = []
+
+    async def read(*_: object) -> list[Parked]:
+        return listed
+
+    async def drop(_: str, events: list[Parked], **__: object) -> list[Parked]:
+        given.append([e.ref for e in events])
+        return list(events)
+
+    monkeypatch.setattr(ops_parked, "read", read)
+    monkeypatch.setattr(ops_parked, "drop", drop)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+    return given
+
+
 def test_a_drop_by_filter_leaves_out_events_whose_order_orders_placed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -58,18 +76,7 @@ def test_a_drop_by_filter_leaves_out_events_whose_order_orders_placed(
     id it is dropped all the same."""
     forged = parked(None)
     waiting = replace(forged, key="caravan/orders|e-2", event_id="e-2", order=Placed("pending", AT))
-    given: list[list[str]] = []
-
-    async def read(*_: object) -> list[Parked]:
-        return [forged, waiting]
-
-    async def drop(_: str, events: list[Parked], **__: object) -> list[Parked]:
-        given.append([e.ref for e in events])
-        return list(events)
-
-    monkeypatch.setattr(ops_parked, "read", read)
-    monkeypatch.setattr(ops_parked, "drop", drop)
-    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan@127.0.0.1:1/caravan")
+    given = faked(monkeypatch, [forged, waiting])
     by_filter = CliRunner().invoke(
         cli.app, ["parked", "drop", "--older-than", "0", "--reason", "forged"]
     )
@@ -80,3 +87,28 @@ def test_a_drop_by_filter_leaves_out_events_whose_order_orders_placed(
     by_id = CliRunner().invoke(cli.app, ["parked", "drop", waiting.ref, "--reason", "stuck"])
     assert by_id.exit_code == 0, by_id.output
     assert given[-1] == [waiting.ref]
+
+
+def test_a_drop_that_leaves_out_every_event_chosen_exits_2_dropping_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``caravan parked drop --all`` of an event whose order orders placed (a drill of
+    2026-12-07: the platform adapter's, a replay having skipped its order.placed) said it left
+    out, exited 0, and recorded in the audit trail a drop of no event, as a dry run did: a
+    script saw it done. Every one chosen left out, it exits 2 saying nothing was dropped, and
+    records nothing, as ``caravan dlq discard`` does of letters all left out."""
+    waiting = [
+        replace(parked(Placed("pending", AT)), key=f"caravan/orders|e-{n}", event_id=f"e-{n}")
+        for n in (1, 2)
+    ]
+    given = faked(monkeypatch, waiting)
+    for dry in ([], ["--dry-run"]):
+        done = CliRunner().invoke(cli.app, ["parked", "drop", "--all", "--reason", "x", *dry])
+        said = " ".join(done.output.split())
+        assert f"left out: {waiting[1].ref}, orders placed order o-1" in said, said
+        refused = done.exception
+        assert isinstance(refused, OperatorError) and refused.exit_code == 2, said  # main()'s
+        assert str(refused) == (
+            "nothing dropped: each of the 2 parked events chosen was left out (said above)"
+        )
+    assert given == [], given

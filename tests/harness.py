@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -878,11 +879,27 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+# The ports free_port() hands out: below the kernel's range of ports for outgoing connections
+# (32768-60999 by default), out of which a port bound to 0 is taken too, so that no connection
+# a service, a client or Kafka makes meanwhile can take the port between free_port() and the
+# test's server binding it (CI, once: both operations page tests of test_db_black_hole given
+# 60947, uvicorn refusing it, "address already in use"); and clear of the test sessions' own
+# ports (PostgreSQL from 15433, HTTP from 18080, Kafka from 29092, 1500 more a worker).
+FREE_PORTS = range(22000, 28000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts), out
+    of :data:`FREE_PORTS`."""
+    for _ in range(1000):
+        port = random.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no port of {FREE_PORTS} free on 127.0.0.1")
 
 
 def market_zone_far_from_midnight(now: datetime) -> str:

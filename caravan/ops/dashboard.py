@@ -111,11 +111,13 @@ class Snapshot:
     # health unknown (as its /healthz said), down (its /metrics not answering), paused,
     # token refused (HTTP 401), no figures (its /metrics not Prometheus text)
     instances: dict[str, dict[str, str]] = field(default_factory=dict)
-    # per service, as its worst instance says (:func:`_health_of`): its /healthz status, and
-    # each check as the first instance not saying ok says it
+    # per service, as its worst instance says (:func:`_health_of`): its /healthz status
+    # ("paused" where `caravan pause` stopped it), and each check as the first instance not
+    # saying ok says it
     health: dict[str, str] = field(default_factory=dict)
     checks: dict[str, dict[str, str]] = field(default_factory=dict)
-    # per service, each instance's address → its /healthz status, and the checks it names
+    # per service, each instance's address → its /healthz status (or "paused"), and the checks
+    # it names
     healths: dict[str, dict[str, str]] = field(default_factory=dict)
     instance_checks: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     down: list[str] = field(default_factory=list)
@@ -720,7 +722,8 @@ async def collect(
         snap.paused = [service for service in snap.down if service in paused]
         for service in snap.paused:  # caravan pause stops the instance caravan up runs
             first = next(iter(snap.instances[service]))
-            snap.instances[service][first] = "paused"
+            snap.instances[service][first] = snap.healths[service][first] = "paused"
+            _health_of(snap, service)  # stopped, not unreachable: its health says so
     snap.shared = shared_cause(snap)
     held = snap.refused.get("orders") or refusals.holding("stuck", token)
     if held is not None:

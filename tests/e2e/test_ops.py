@@ -619,6 +619,13 @@ async def test_the_operations_page_shows_a_paused_service_and_the_records_waitin
         " caravan resume inventory starts it again; consumer lag read from Kafka)</span></td>"
         f"<td>{waiting}</td>"
     ) in page.page()
+    # /api/snapshot's health said "no answer (ConnectError)" beside its instance paused
+    address = next(iter(snap.instances["inventory"]))
+    assert (snap.health["inventory"], snap.healths["inventory"], snap.instances["inventory"]) == (
+        "paused",
+        {address: "paused"},
+        {address: "paused"},
+    )
 
 
 async def test_a_command_that_finds_its_service_paused_under_caravan_up_says_how_to_resume_it(

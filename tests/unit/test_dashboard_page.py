@@ -1071,7 +1071,7 @@ async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_fo
     were shown nowhere: the figures of a service are read from its /metrics."""
     settings = Settings(token="cvn_" + "p" * 43)
     paused_under_up(monkeypatch, tmp_path, settings.kafka_bootstrap_servers, "inventory")
-    _, text = await sampled(settings, stopped(settings, "inventory", "payments"))
+    page, text = await sampled(settings, stopped(settings, "inventory", "payments"))
     lag = {s: 8 * len(subs) for s, subs in consumers(settings).items()}  # 4 x 2 partitions
     assert (
         "<tr><td>inventory</td><td class='paused'>paused <span class='note'>(by caravan pause;"
@@ -1088,6 +1088,12 @@ async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_fo
     ) in text, text
     assert "<tr><td>inventory</td><td class='paused'>paused</td>" in text  # Health
     assert "<tr><td>payments</td><td class='down'>no answer (ConnectError)</td>" in text
+    snap = page.history[-1]  # /api/snapshot's health said "no answer (ConnectError)" for both
+    assert {s: snap.health[s] for s in ("inventory", "payments")} == {
+        "inventory": "paused",
+        "payments": "no answer (ConnectError)",
+    }
+    assert snap.healths["inventory"] == snap.instances["inventory"] == {"127.0.0.1:8081": "paused"}
     assert "<tr><td>orders</td><td>up</td><td>0</td>" in text  # its own figures, as before
     assert set(waiting) == {"dead letters", "caravan-inventory", "caravan-payments"}
     assert ".paused{" in text.split("<style>")[1].split("</style>")[0]

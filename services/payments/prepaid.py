@@ -425,7 +425,9 @@ async def _void_refused(tx: Tx, work: Work, refusal: str, charged: list[ledger.E
         order_id=work.order_id, amount_fen=work.amount_fen, refund_owed_fen=work.amount_fen
     )
     await tx.emit(voided, causation_id=work.caused_by)
-    log.error(
+    # An operator's task with a runbook (a refund by hand), not a bug: a warning, as a dead
+    # letter is, the alert CaravanPaymentVoidRefused firing meanwhile.
+    log.warning(
         "gateway refused for good to void the charge of voided order %s (%s): %d fen owed"
         " back to the buyer, to refund by hand",
         work.order_id,

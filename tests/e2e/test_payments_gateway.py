@@ -519,7 +519,19 @@ async def test_a_void_the_gateway_refuses_for_good_is_owed_back_to_the_buyer_not
     timeline ended on its ``payment.authorized``). (It was asked again every 30 s for ever,
     nothing recorded.)"""
     counted = await caravan.gauge("payments", "caravan_payments_void_refused_total")
+    log = caravan.procs.log_dir / "payments.log"
+    logged_before = log.stat().st_size
     order_id = await _void_refused(caravan, gateway, "gw-settled")
+    # An operator's task with a runbook, not a bug: a warning (it was an error line).
+    written = log.read_bytes()[logged_before:].splitlines()
+    lines = [json.loads(line) for line in written if line.startswith(b"{")]
+    said = [(line["level"], line["message"]) for line in lines if order_id in line["message"]]
+    assert (
+        "warning",
+        f"gateway refused for good to void the charge of voided order {order_id} (HTTP 422:"
+        f' {{"title":"void refused","detail":"the charge of {order_id} is settled"}}): 3500 fen'
+        " owed back to the buyer, to refund by hand",
+    ) in said, said
     # Five retries' room (0.2 s), were it retried. A sleep: a retry is a timer's doing, and
     # nothing the test can wait for would come after it.
     await asyncio.sleep(1.0)

@@ -43,7 +43,17 @@ VOIDED_AS = {
 class NotVoidable(Exception):
     """The order's payment holds no money to void: declined, cancelled, voided already (by
     its order's cancellation), or owed back by hand (``void_refused``, ``refunded``); or an
-    operator voided it the other way (an order never had, or one sold)."""
+    operator voided it the other way (:class:`VoidedTheOtherWay`). ``title``: the 409's."""
+
+    title = "Payment not voided"
+
+
+class VoidedTheOtherWay(NotVoidable):
+    """An operator voided the payment before on the other word of orders (as never placed,
+    asked now as confirmed, or the other way round): it is voided, not still charged, as "not
+    voided" read."""
+
+    title = "Payment voided already, the other way"
 
 
 async def void_by_operator(
@@ -68,7 +78,7 @@ async def void_by_operator(
         if kept == asked:
             return Change(before, before)
         (how, word), (asked_how, _) = VOIDED_AS[kept], VOIDED_AS[asked]
-        raise NotVoidable(
+        raise VoidedTheOtherWay(
             f"the payment of order {order_id} was voided {how} (orders_answered {word}) at"
             f" {before[f'{kept}_at'].isoformat(timespec='seconds')} by {before[f'{kept}_by']}"
             f" ({before[f'{kept}_reason']}); asked now {asked_how}, it is not voided again:"

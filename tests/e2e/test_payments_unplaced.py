@@ -210,6 +210,8 @@ async def test_a_forged_reservations_loan_is_voided_its_credit_given_back_nothin
         body = {"reason": "refunded", "orders_answered": "confirmed"}
         other = await api.post(f"/orders/{order_id}/payment/void", json=body)
     assert other.status_code == 409, other.text
+    # voided, not still charged, as "Payment not voided" read
+    assert other.json()["title"] == "Payment voided already, the other way", other.json()
     assert other.json()["detail"] == (
         f"the payment of order {order_id} was voided as of an order the orders service never"
         f" had (orders_answered 404: `void-unplaced`) at {at(seen['unplaced_at'])} by"
@@ -386,4 +388,5 @@ async def test_an_order_orders_has_is_refused_and_ops_is_needed(
         await _until_status(caravan, nothing, "declined")
         holds_nothing = await api.post(f"/orders/{nothing}/payment/void", json=body)
     assert holds_nothing.status_code == 409, holds_nothing.text
+    assert holds_nothing.json()["title"] == "Payment not voided", holds_nothing.json()
     assert "is declined: it holds no money to void" in holds_nothing.json()["detail"]

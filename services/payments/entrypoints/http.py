@@ -200,14 +200,15 @@ async def _operators_write(
 ) -> Any:
     """An operator's write to the payment of ``order_id`` (``write``), audited as ``action``
     with ``detail``: the payment after it and whether it changed it (``applied``); 409
-    (``refused``: the exception the write refuses with, and the problem's title) or 404."""
+    (``refused``: the exception the write refuses with, and the problem's title, unless the
+    exception names its own, as :class:`voids.VoidedTheOtherWay` does) or 404."""
     kind, title = refused
     try:
         async with uow.begin() as tx:
             done = await write(tx)
             await _audited(tx, who, action, order_id, done, detail)
     except kind as exc:
-        return problem(409, title, str(exc))
+        return problem(409, getattr(exc, "title", title), str(exc))
     if done is None:
         return problem(404, "Payment not found", f"no payment for order {order_id}")
     return _jsonable({**done.after, "applied": done.applied})
@@ -461,7 +462,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             lambda tx: voids.void_by_operator(
                 tx, order_id, body.reason, who.name[:128], after_sale=after_sale
             ),
-            (voids.NotVoidable, "Payment not voided"),
+            (voids.NotVoidable, voids.NotVoidable.title),
         )
 
     @router.post(

@@ -324,7 +324,23 @@ def _void(url: str | None, order_id: str, asked: dict[str, Any], dry_run: bool) 
     if not done["applied"]:  # voided meanwhile, by another call
         console.print(_voided_before(order_id, done))
         return
+    if done["status"] == "voiding":  # the gateway answers later: it has not voided it yet
+        console.print(_void_asked(order_id, done))
+        return
     console.print(f"voided: order {order_id}: {held} (payment {done['status']})")
+
+
+def _void_asked(order_id: str, payment: dict[str, Any]) -> str:
+    """A prepaid charge's void asked of the gateway, not answered yet (``voiding``), and what
+    its answer will show: it said "voided at the gateway" before the gateway had answered."""
+    fen = payment["amount_fen"]
+    return (
+        f"void asked: order {order_id}: the prepaid charge of {fen} fen, its void asked of the"
+        " gateway, not answered yet (payment voiding); once it answers, the payment is voided"
+        " (`caravan payments list --status voided`), or void_refused if the gateway refuses"
+        f" (settled already: the {fen} fen owed back to the buyer by hand, `caravan payments"
+        " list --status void_refused`)"
+    )
 
 
 HOLDING = ("authorized", "charging", "awaiting")

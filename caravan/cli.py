@@ -855,11 +855,20 @@ REPLAYED = (
 
 def _replayed(result: "ReplayResult") -> str:
     """A replay's last line: applied or not, and of records to re-read, how many and what
-    they do (:data:`REPLAYED`)."""
+    they do (:data:`REPLAYED`); none, that nothing is rewound (it said "applied" alone), and
+    how many records it skips, if any."""
     done = "applied" if result.applied else "nothing changed (dry run)"
     reread = f"{result.total} record(s)"
-    if not result.total or result.refused:
+    if result.refused:
         return done
+    if not result.total:
+        held = f"the range chosen holds no record {result.group} has read"
+        if result.skipped:
+            are = "are" if result.applied else "would be"
+            held += f"; {result.skipped} record(s) it has not read yet {are} skipped, never handled"
+        if result.applied:
+            return f"{done}: nothing rewound: {held}"
+        return f"{done}; a run would rewind nothing: {held}"
     if result.applied:
         return f"{done}: {result.group} re-reads {reread} once its service runs; {REPLAYED}"
     return f"{done}; a run would have {result.group} re-read {reread}: {REPLAYED}"

@@ -233,3 +233,37 @@ def test_a_replay_says_what_its_service_handled_before_is_dropped_as_duplicates(
         " skipped then (a type it handles since an upgrade) or dead-lettered (after a fix)"
         " are tried again."
     ) in text, text
+
+
+def test_a_replay_of_a_range_holding_no_record_says_nothing_is_rewound(
+    committed: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of a range holding no record the group has read (a topic never written, an offset
+    where the group is), a run ended "applied" alone, where every other line gives counts:
+    it says nothing is rewound, and what it skips, if it skips any (``--allow-skip``)."""
+    monkeypatch.setattr(cli, "_named_database_url", lambda: "postgresql://db")
+    monkeypatch.setenv("COLUMNS", "300")
+    group = "caravan-notifications"
+    args = ["replay", "--topic", "orders.events.v1", "--group", group]
+    held = f"the range chosen holds no record {group} has read"
+    done = CliRunner().invoke(cli.app, [*args, "--from-offset", "7"])
+    assert done.exit_code == 2 and committed == {}, done.output  # partition 1 skips 4
+    done = CliRunner().invoke(cli.app, [*args, "--from-offset", "10", "--allow-skip"])
+    assert done.exit_code == 0 and committed == {0: 10, 1: 10}, done.output
+    assert done.output.splitlines()[-1] == (
+        f"applied: nothing rewound: {held}; 10 record(s) it has not read yet are skipped,"
+        " never handled"
+    ), done.output
+
+    async def empty(consumer: Any, topic: str) -> list[PartitionOffsets]:
+        return [PartitionOffsets(0, 0, 0, None), PartitionOffsets(1, 0, 0, None)]
+
+    monkeypatch.setattr(kafka_admin, "offsets", empty)  # a topic never written
+    dry = CliRunner().invoke(cli.app, [*args, "--earliest", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.splitlines()[-1] == (
+        f"nothing changed (dry run); a run would rewind nothing: {held}"
+    ), dry.output
+    done = CliRunner().invoke(cli.app, [*args, "--earliest"])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[-1] == f"applied: nothing rewound: {held}", done.output

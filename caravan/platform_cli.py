@@ -250,7 +250,8 @@ def problems(
 
 @app.command()
 def resolve(app_name: AppName, platform_order_id: str, url: Url = None) -> None:
-    """Close a pushed order's open problems, once settled by hand (audited)."""
+    """Close a pushed order's open problems, once settled by hand (audited). An order the
+    adapter has never seen (a typo) is refused (exit 1), as an app unknown is."""
     body = {"app": app_name, "platform_order_id": platform_order_id}
     kinds = _call(url, "POST", "/platform/problems/resolve", json=body)["resolved"]
     target = f"{app_name}/{platform_order_id}"

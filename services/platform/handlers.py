@@ -302,6 +302,18 @@ async def resolve_problems(
     return sorted(r.kind for r in rows)
 
 
+async def order_known(tx: Tx, app: str, platform_order_id: str) -> bool:
+    """Whether the adapter keeps any row of ``app``'s ``platform_order_id``: placed through it,
+    a problem of it (open or resolved), or seen cancelled before it was placed (kept for
+    ``bootstrap.closed_kept_seconds``). A push that found it unpaid keeps none."""
+    of = {
+        table: (table.c.app == app) & (table.c.platform_order_id == platform_order_id)
+        for table in (platform_orders, problems, closed_unplaced)
+    }
+    found = select(or_(*(select(t.c.app).where(key).exists() for t, key in of.items())))
+    return bool(await tx.conn.scalar(found))
+
+
 async def _mappings(
     tx: Tx, app: str, platform_skus: Iterable[str], buyer: str | None = None
 ) -> tuple[dict[str, SkuMapping], dict[str, BuyerMapping]]:

@@ -207,6 +207,29 @@ async def test_problems_are_listed_and_resolved_from_the_command_line(
     assert await resolutions_audited(caravan, order_ref) == 1
 
 
+async def test_resolving_an_order_the_adapter_has_never_seen_says_so(
+    caravan: System, platform: Platform
+) -> None:
+    """An order of an app configured that the adapter keeps no row of (a typo of the
+    platform's order id) said "no open problem, nothing changed", exit 0, as of one whose
+    problems were settled: it is refused, exit 1, as an app unknown is, saying the adapter
+    has never seen it; one placed without a problem still has no open problem."""
+    never = f"W-404-{uuid.uuid4().hex[:8]}"
+    code, out = await cli(caravan, "resolve", APP, never)
+    said = f"Unknown order: the adapter has never seen order {never!r} of {APP}: none placed"
+    assert code == 1 and out.startswith(said), out
+    assert out.rstrip().endswith("a typo? nothing changed"), out
+    body = {"app": APP, "platform_order_id": never}
+    answer = await platform.adapter.post("/platform/problems/resolve", json=body)
+    assert (answer.status_code, answer.json()["title"]) == (404, "Unknown order"), answer.text
+    order_ref = await new_order(platform.sim)
+    assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    await placed_once(caravan, order_ref)
+    code, out = await cli(caravan, "resolve", APP, order_ref)
+    assert (code, out) == (0, f"{APP}/{order_ref}: no open problem, nothing changed\n")
+    assert await resolutions_audited(caravan, never) == 0
+
+
 async def test_a_mended_problem_is_placed_by_a_refetch_from_the_command_line(
     caravan: System, platform: Platform
 ) -> None:

@@ -39,9 +39,9 @@ a platform's own, reads that app's problems and callbacks alone: :func:`apps_rea
   mend), the newest (first seen) first;
   ``POST /platform/problems/resolve`` ``{"app", "platform_order_id"}`` (``platform:write``,
   audited): an order's problems settled by hand (an app unknown refused 422, as by the
-  list); ``POST /platform/refetch`` the same body (``platform:write``, audited): the order
-  fetched and decided on as a push is (a problem mended), answered as a push, its 502 and
-  503 saying to refetch again, not to push.
+  list; an order the adapter has never seen, 404); ``POST /platform/refetch`` the same body
+  (``platform:write``, audited): the order fetched and decided on as a push is (a problem
+  mended), answered as a push, its 502 and 503 saying to refetch again, not to push.
 - ``GET /platform/callbacks?app=&status=&order_id=&platform_order_id=``: status callbacks
   and their attempts, the newest first (``order_id`` is ours, a UUID: another is refused
   422, ``platform_order_id`` the platform's); ``POST /platform/callbacks/retry`` ``{"app",
@@ -754,9 +754,7 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
 
     @router.post(
         "/problems/resolve",
-        responses=problem_responses(
-            {422: f"{BAD_INPUT}, or an app unknown (not configured, no problem of it)"}
-        ),
+        responses=_of_known_app("problem", f"an order the adapter has never seen: {UNKNOWN_ORDER}"),
     )
     async def resolve_problems(body: Resolve, who: Writer) -> Any:
         """Close a pushed order's open problems, once settled by hand (an order cancelled on
@@ -764,11 +762,15 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         finds them mended. Resolving a ``paid_after_cancelled`` problem forgets the
         cancellation of the order seen before it was placed (a push finding it paid then
         places it); resolving nothing forgets nothing. An app mistyped is refused, as by the
-        list (it was "no open problem", the problem left open under the real name)."""
+        list (it was "no open problem", the problem left open under the real name), and so is
+        an order the adapter keeps nothing of (a 404: it was "no open problem" too)."""
         if refused := await _unknown_app(body.app, problems, "problem"):
             return refused
         async with uow.begin() as tx:
             kinds = await handlers.resolve_problems(tx, body.app, body.platform_order_id)
+            if not kinds and not await handlers.order_known(tx, body.app, body.platform_order_id):
+                why = f"the adapter has never seen order {body.platform_order_id!r} of {body.app}"
+                return problem(404, "Unknown order", f"{why}: {UNKNOWN_ORDER}")
             if "paid_after_cancelled" in kinds:
                 await handlers.forget_closed(tx, body.app, body.platform_order_id)
             if kinds:
@@ -877,6 +879,14 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         return problem(422, "Unknown app", f"{why} ({the_apps(apps)})")
 
     return router
+
+
+UNKNOWN_ORDER = (
+    "none placed through it, no problem of it, open or resolved, none seen cancelled lately (a"
+    " push finding it unpaid keeps nothing, one finding it cancelled keeps it minutes): a typo?"
+    " nothing changed"
+)
+"""Why ``POST /platform/problems/resolve`` answers 404: an order the adapter keeps no row of."""
 
 
 class Resolve(BaseModel):

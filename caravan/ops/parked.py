@@ -12,7 +12,8 @@ the alert's causes).
 A drop deletes the rows and records it in the audit trail (who, when, why, and the events:
 their type, order, topic and when they were parked) in the same transaction: a dropped event
 is never acted on, even when its ``order.placed`` comes later (the inbox has its id, so a
-replay or a redelivery of it changes nothing either). A row taken meanwhile by the
+replay or a redelivery of it changes nothing either), and notifications forgets an
+``order.confirmed`` dropped (:func:`_forget_confirmations`). A row taken meanwhile by the
 ``order.placed`` handler (acted on) is not dropped, and said so: the two delete the same row,
 and PostgreSQL lets one of them.
 """
@@ -22,15 +23,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caravan.ops.record import actor
+from services.notifications.adapters.tables import confirmed_orders
 from services.notifications.adapters.tables import parked as notifications_parked
 from services.orders.adapters.tables import orders
 from services.platform.adapters.tables import parked as platform_parked
 from shared.auth import audit
 from shared.auth.tables import audit as audit_table
 from shared.db.engine import async_engine
-from shared.topics import Topic, consumer_group
+from shared.topics import EventType, Topic, consumer_group
 
 TABLES: dict[str, Table] = {"notifications": notifications_parked, "platform": platform_parked}
 """The services that park events, each with its ``parked`` table."""
@@ -159,6 +162,8 @@ async def drop(
                         delete(t).where(t.c.key.in_(mine)).returning(t.c.key)
                     )
                 dropped += [mine[key] for (key,) in found]
+            if not dry_run:
+                await _forget_confirmations(conn, dropped)
             await audit.record(
                 conn,
                 actor(),
@@ -185,6 +190,26 @@ async def drop(
     finally:
         await engine.dispose()
     return dropped
+
+
+async def _forget_confirmations(conn: AsyncConnection, dropped: Sequence[Parked]) -> None:
+    """Forget notifications' record of each ``order.confirmed`` ``dropped`` (written as it was
+    parked: a confirmation read, which texts the sellers once the stock is reserved), never
+    acted on. Kept, it had notifications take the order's ``order.placed`` for handled long
+    ago (a confirmation kept, nothing of the order parked): a loan's event of the order after
+    the drop was logged "not acted on: its order.placed was handled long ago" and not parked,
+    where it waits for its ``order.placed`` as any event of an order never placed."""
+    ids = [
+        (e.order_id, e.event_id)
+        for e in dropped
+        if e.service == "notifications" and e.type == EventType.ORDER_CONFIRMED
+    ]
+    for order_id, event_id in ids:
+        await conn.execute(
+            delete(confirmed_orders).where(
+                confirmed_orders.c.order_id == order_id, confirmed_orders.c.event_id == event_id
+            )
+        )
 
 
 @dataclass(frozen=True)

@@ -463,7 +463,8 @@ _CONFIRMED_NOT_PARKED = select(confirmed_orders.c.order_id).where(
 async def _buyer_gone(tx: Tx, order_id: str) -> bool:
     """Whether ``order_id``, of which no buyer is kept, had its ``order.placed`` handled: its
     ``order.confirmed`` was acted on (a confirmation read before it is parked until it comes;
-    ``confirmed_orders`` is never pruned), and nothing of it is parked. Its buyer was then
+    ``confirmed_orders`` is never pruned, but forgets a confirmation an operator dropped
+    parked: ``caravan parked drop``), and nothing of it is parked. Its buyer was then
     deleted by retention (``notifications_recipient_retention_days`` after the loan ended:
     its ``order.placed`` no longer in Kafka), or it named none. Under the order's lock."""
     await tx.flush()  # a confirmation, or an event parked, earlier in the transaction

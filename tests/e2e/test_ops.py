@@ -45,6 +45,7 @@ from services.platform.domain.orders import ProblemKind
 from shared import days
 from shared.api import bearer_headers
 from shared.db.migrate import migrations_folder
+from shared.events.payments import InstalmentDue
 from shared.messaging import kafka_admin
 from shared.messaging.consumer import DEAD_LETTER_LIMIT
 from shared.settings import Settings
@@ -2055,6 +2056,47 @@ async def test_an_event_parked_for_an_order_never_placed_is_listed_and_dropped_f
     await caravan.handled("notifications", await caravan.publish(order.placed))
     texts = "select purpose from notifications.sms where order_id = :o"
     assert "order_confirmed" not in [row[0] for row in await caravan.sql(texts, o=order_id)]
+
+
+async def test_a_loan_event_after_a_dropped_confirmation_waits_for_its_order_placed(
+    caravan: System,
+) -> None:
+    """A loan's events of an order whose parked ``order.confirmed`` an operator dropped (orders
+    has no such order) were logged "not acted on: its order.placed was handled long ago" and
+    not parked: notifications took the confirmation it keeps, with nothing parked, for an
+    ``order.placed`` handled. The drop forgets that confirmation, never acted on: a reminder
+    after it is parked, as any event of an order never placed (listed, ``CaravanEventsParked``:
+    the loan of an order nobody placed, to void), and acted on if its ``order.placed`` comes."""
+    phone = "+86137" + str(uuid.uuid4().int)[:8]
+    order = order_events(ref("FORGED-LOAN"), phone)
+    order_id = order.placed.order_id
+    confirmed = await caravan.publish(order.confirmed)
+    await caravan.handled("notifications", confirmed)
+    item = f"notifications:{confirmed.id}"
+    done = await cli(caravan, "parked", "drop", item, "--reason", "forged, ticket 4412")
+    assert done.returncode == 0, done.stderr
+    due = InstalmentDue(
+        order_id=order_id,
+        loan_id=f"L-{uuid.uuid4().hex[:8]}",
+        buyer_id="t-rich",
+        number=1,
+        due=days.today(),
+        amount_fen=1000,
+        stage="today",
+    )
+    reminder = await caravan.publish(due, source="caravan/payments")
+    await caravan.handled("notifications", reminder)
+    parked = "select count(*) from notifications.parked where key = :k"
+    key = f"{reminder.source}|{reminder.id}"
+    assert await caravan.scalar(parked, k=key) == 1, "the reminder not parked"
+    listed = await cli(caravan, "parked", "list", "--order", order_id)
+    assert f"notifications:{reminder.id}" in listed.stdout, listed.stdout
+    # Its order.placed after all: the reminder is acted on, the confirmation dropped is not.
+    await caravan.handled("notifications", await caravan.publish(order.placed))
+    assert await caravan.scalar(parked, k=key) == 0, "still parked"
+    texts = "select purpose from notifications.sms where order_id = :o order by purpose"
+    purposes = [row[0] for row in await caravan.sql(texts, o=order_id)]
+    assert "order_confirmed" not in purposes and any("instalment" in p for p in purposes), purposes
 
 
 async def test_a_drop_that_leaves_out_every_event_chosen_drops_and_records_nothing(

@@ -106,6 +106,11 @@ def ensure_jars(repo_root: Path) -> Path:
     return libs
 
 
+def _cluster(nodes: object, first_port: object, sasl: bool) -> str:
+    """A local cluster as an operator asks for it: ``3 node(s) on port 11092 (SASL)``."""
+    return f"{nodes} node(s) on port {first_port}{' (SASL)' if sasl else ''}"
+
+
 class KafkaExited(OperatorError):
     """A node of a local cluster exited while starting: its log says why."""
 
@@ -351,10 +356,16 @@ class LocalKafka:
             layout: dict[str, Any] = json.loads(path.read_text())
             sasl = bool(layout.get("scram"))
             if {k: layout.get(k) for k in wanted} != wanted or sasl != (self.scram is not None):
-                raise ValueError(
-                    f"{self.base_dir} holds a cluster with {layout.get('nodes')} node(s) on "
-                    f"port {layout.get('first_port')}{' (SASL)' if sasl else ''}; "
-                    "use another base_dir or delete it"
+                # caravan up's folder is named by the first port only: a run with another
+                # number of nodes on the ports CARAVAN_UP_LOCAL_PORTS gives lands in it.
+                had = _cluster(layout.get("nodes"), layout.get("first_port"), sasl)
+                asked = _cluster(self.nodes, self.first_port, self.scram is not None)
+                raise OperatorError(
+                    f"{self.base_dir} holds the Kafka of an earlier run, {had}, not {asked} as"
+                    f" asked now: start it as it was (--kafka-nodes {layout.get('nodes')}), or"
+                    " move that folder aside for a new, empty cluster (its topics and records"
+                    " stay in it)",
+                    2,
                 )
             return layout
         layout = {

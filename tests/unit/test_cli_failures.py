@@ -253,6 +253,40 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
     assert (node / "kafka.log").read_text() == output * 3  # started three times
 
 
+def test_caravan_up_of_three_nodes_where_one_ran_on_its_ports_refuses_in_one_line(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On the ports ``CARAVAN_UP_LOCAL_PORTS`` gives, ``caravan up --kafka-nodes 3`` finds the
+    folder of the single node that ran there (named by the port alone): refused in one line,
+    saying how to start it as it was or make a new one, nothing formatted; it was
+    ValueError's traceback, ending ``use another base_dir or delete it``."""
+    base = tmp_path_factory.mktemp("n")  # short: a longer socket path moves PostgreSQL away
+    port = free_port()
+    local_infrastructure(monkeypatch, base, port=port)
+    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{port},{free_port()}")
+    folder = base / f"kafka-{port}"
+    folder.mkdir()
+    layout = {
+        "nodes": 1,
+        "first_port": port,
+        "scram": False,
+        "cluster_id": "c",
+        "directory_ids": ["d"],
+    }
+    (folder / "cluster.json").write_text(json.dumps(layout))
+    code, _, err = caravan("up", "--kafka-nodes", "3", "--dashboard-port", str(free_port()))
+    assert code == 2 and one_line(err) == (
+        f"{folder} holds the Kafka of an earlier run, 1 node(s) on port {port}, not 3 node(s)"
+        f" on port {port} as asked now: start it as it was (--kafka-nodes 1), or move that"
+        " folder aside for a new, empty cluster (its topics and records stay in it)"
+    ), err
+    assert json.loads((folder / "cluster.json").read_text()) == layout
+    assert [
+        *base.glob("kafka-*/node-*/data/meta.properties"),
+        *base.glob("postgres-*/data/*"),
+    ] == []
+
+
 POSTGRES_REFUSING = (
     '2026-12-03 23:04:55.753 GMT [6385] LOG:  unrecognized configuration parameter "nonsense"\n'
     '2026-12-03 23:04:55.753 GMT [6385] FATAL:  configuration file "postgresql.conf" contains'

@@ -932,7 +932,9 @@ def _reused_request(mended: bool) -> str:
         return (
             f"{said}; the value sent is placed only if it names another order_ref (its source"
             " then sees order.placed and the order's outcome for that one), else it is"
-            " dead-lettered again and answered order.rejected again"
+            " dead-lettered again and answered order.rejected again, unless it holds what"
+            " that order was placed with (a copy of its request: nothing placed, published or"
+            " dead-lettered)"
         )
     return (
         f"{said}: sent as it is, it is dead-lettered again (order_ref_reused) and the same"

@@ -422,7 +422,9 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
         " order.rejected: its order_ref names another order, which stands: it is never placed"
         " under it; the value sent is placed only if it names another order_ref (its source"
         " then sees order.placed and the order's outcome for that one), else it is"
-        " dead-lettered again and answered order.rejected again"
+        " dead-lettered again and answered order.rejected again, unless it holds what that"
+        " order was placed with (a copy of its request: nothing placed, published or"
+        " dead-lettered)"
     ], dry.stdout
     done = await cli(caravan, "dlq", "redrive", letter.ref)
     assert done.returncode == 0 and f"redriven: {letter.ref}" in done.stdout, done.stderr
@@ -438,6 +440,15 @@ async def test_an_order_ref_reused_with_other_content_is_rejected_and_dead_lette
     await quiet()
     assert (len(rejected()), len(letters()), await counted()) == (3, 3, counted_before + 3)
     assert len({(answer.source, answer.id) for answer in rejected()}) == 1  # redriven: the same
+    # Mended back to the order's own body, it is a copy of the order's request, as the warning
+    # says: no letter more, no answer more (the warning said it would be both).
+    same = tmp_path / "same.json"
+    same.write_bytes(new_event(req, source="storefront/test").to_json())
+    again = await cli(caravan, "dlq", "redrive", letter.ref, "--again", "--value-file", str(same))
+    assert again.returncode == 0 and f"redriven: {letter.ref}" in again.stdout, again.stderr
+    assert "unless it holds what that order was placed with" in again.stdout, again.stdout
+    await quiet()
+    assert (len(rejected()), len(letters()), await counted()) == (3, 3, counted_before + 3)
     rows = await caravan.sql(
         "select order_id, lines from orders.orders where order_ref = :r", r=req.order_ref
     )

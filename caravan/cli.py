@@ -1010,10 +1010,14 @@ def _sent(text: dict[str, Any]) -> str:
 
 def _why(text: dict[str, Any]) -> str:
     """What a text's row says beside its status: a failed one's time and reason, a pending
-    one's next try and the error that put it off, one held by quiet hours until when."""
+    one's next try and the error that put it off, one held by quiet hours until when (a
+    reminder's ``not_before`` still to come: the hours' end, or moved on by the hours a retry
+    was held; no other text's is ever after now)."""
     if text["status"] in ("pending", "sending") and text["next_attempt_at"]:
         put_off = f": {text['last_error']}" if text["last_error"] else ""
-        return f"next try {output.at(text['next_attempt_at'])}{put_off}"
+        held = text["not_before"] and datetime.fromisoformat(text["not_before"]) > datetime.now(UTC)
+        next_try = "held by quiet hours until" if held else "next try"
+        return f"{next_try} {output.at(text['next_attempt_at'])}{put_off}"
     if text["status"] == "delivered" and text["delivered_at"]:
         return f"delivered {output.at(text['delivered_at'])}"
     if text["status"] == "suppressed":

@@ -602,6 +602,30 @@ async def test_reminders_wait_out_quiet_hours_in_the_recipients_local_time(
         assert len(await _messages(sms, phone)) == 1  # the confirmation
         if phone == shanghai:
             assert "ئەسكەرتىش" in rows[1].text
+        # `caravan texts` says why they wait: it said their next try alone, as of a text
+        # whose gateway is away, though none is.
+        whys = [cells[4] for cells in _texts_shown(caravan, order_id) if cells[3] == "pending"]
+        held_until = f"held by quiet hours until {at(rows[0].next_attempt_at.isoformat())}"
+        assert whys == [held_until, held_until], whys
+
+
+def _texts_runner(caravan: System) -> CliRunner:
+    """What runs ``caravan texts`` against the session's notifications, 200 columns wide."""
+    return CliRunner(
+        env={
+            "CARAVAN_TOKEN": caravan.token,
+            "CARAVAN_NOTIFICATIONS_HTTP_PORT": caravan.procs.env["CARAVAN_NOTIFICATIONS_HTTP_PORT"],
+            "COLUMNS": "200",
+        }
+    )
+
+
+def _texts_shown(caravan: System, order_id: str) -> list[list[str]]:
+    """The first line of each text ``caravan texts ORDER_ID`` prints, cell by cell."""
+    shown = _texts_runner(caravan).invoke(cli_app, ["texts", order_id])
+    assert shown.exit_code == 0, shown.output
+    rows = [[c.strip() for c in line.split("│")[1:6]] for line in shown.output.splitlines()]
+    return [cells for cells in rows if len(cells) == 5 and cells[0][:1].isdigit()]
 
 
 async def test_a_reminder_waiting_out_quiet_hours_is_not_sent_once_its_instalment_is_repaid(
@@ -1254,13 +1278,7 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
         assert len(paged["items"]) == 1 and paged["next_cursor"], paged
         neither = await api.get("/sms")
         assert neither.status_code == 422, neither.text
-    runner = CliRunner(
-        env={
-            "CARAVAN_TOKEN": caravan.token,
-            "CARAVAN_NOTIFICATIONS_HTTP_PORT": caravan.procs.env["CARAVAN_NOTIFICATIONS_HTTP_PORT"],
-            "COLUMNS": "200",
-        }
-    )
+    runner = _texts_runner(caravan)
     shown = runner.invoke(cli_app, ["texts", failed_to])
     assert shown.exit_code == 0, shown.output
     assert shown.output.splitlines()[0].strip() == f"2 text(s) of order {failed_to}", shown.output

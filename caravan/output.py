@@ -44,8 +44,9 @@ output itself, to be captured whole (``TOKEN=$(caravan tokens issue ...)``), and
 
 PREPARE_FIRST = "run `caravan prepare` (or `caravan up`) first"
 """What to do about topics or tables that are not there: Kafka or PostgreSQL never prepared."""
-NO_DATABASE = "no DATABASE_URL and no local cluster"
-"""A command that needs PostgreSQL where none is named and ``caravan up``'s is not running."""
+NO_DATABASE = "no DATABASE_URL and no local cluster running"
+"""A command that needs PostgreSQL where none is named and ``caravan up``'s is not running
+(its cluster's folder may be there: stopped, it said "no local cluster" of one there)."""
 
 CHECK_THE_LOGIN = (
     "check the role, its password and the database in DATABASE_URL (or in the file "

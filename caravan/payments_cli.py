@@ -245,14 +245,22 @@ def void_unplaced(
     orders = base_url(orders_url, "orders")
     order = found(orders, "orders", "/orders/{}", order_id)
     if order is not None:
-        settle = (
-            "if its buyer was refunded after the sale, void it with `caravan payments void-sold`"
-            if order["status"] == "confirmed"
-            else "cancel it with `caravan orders cancel`, which keeps the order and its payment"
-            " together"
-        )
+        status = order["status"]
+        done = _voided_already(url, order_id) if status == "confirmed" else None
+        if done is not None:
+            settle = f"its payment {done}"
+        elif status == "confirmed":
+            settle = (
+                "if its buyer was refunded after the sale, void it with `caravan payments"
+                " void-sold`"
+            )
+        else:
+            settle = (
+                "cancel it with `caravan orders cancel`, which keeps the order and its payment"
+                " together"
+            )
         raise OperatorError(
-            f"not voided: the orders service has order {order_id} ({order['status']}): {settle}",
+            f"not voided: the orders service has order {order_id} ({status}): {settle}",
             exit_code=1,
         )
     _void(
@@ -285,6 +293,9 @@ def void_sold(
             "cancelled": "it is cancelled: its payment was voided with it",
         }
         status = None if order is None else order["status"]
+        done = _voided_already(url, order_id) if order is None else None
+        if done is not None:
+            why[None] = f"the orders service has no such order; its payment {done}"
         raise OperatorError(
             f"not voided: order {order_id}: "
             + why.get(status, f"it is {status}, not confirmed: no payment was taken"),
@@ -345,6 +356,17 @@ def _void_asked(order_id: str, payment: dict[str, Any]) -> str:
 
 HOLDING = ("authorized", "charging", "awaiting")
 """The statuses of a payment that holds money to void (others are refused)."""
+
+
+def _voided_already(url: str | None, order_id: str) -> str | None:
+    """How an operator voided the payment of ``order_id`` before (:func:`_voided_before`), or
+    None: asked where a void command refuses an order for what orders says of it and would
+    name the other command, which voided it already (a walk met "`caravan payments
+    void-unplaced` it" of a payment void-unplaced had voided)."""
+    payment = found(_base(url), "payments", "/orders/{}/payment", order_id)
+    if payment is None or _voided_by_operator(payment) is None:
+        return None
+    return _voided_before(order_id, payment).removeprefix(f"order {order_id}: ")
 
 
 def _voided_by_operator(payment: dict[str, Any]) -> str | None:

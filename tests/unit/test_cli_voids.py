@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan import cli, payments_cli
+from caravan.output import OperatorError
 
 ORDER = "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50"
 PREPAID = {"order_id": ORDER, "method": "prepaid", "amount_fen": 3500, "collected_by": None}
@@ -59,3 +60,52 @@ def test_a_void_done_at_once_says_voided(monkeypatch: pytest.MonkeyPatch) -> Non
         f"voided: order {ORDER}: the prepaid charge of 3500 fen, voided at the gateway"
         " (payment voided)"
     )
+
+
+VOIDED = {"status": "voided", "voided_after_sale_at": None, "unplaced_at": None}
+BEFORE = {"at": "2026-12-07T10:00:00+00:00", "by": "ops-anna", "reason": "forged stock.reserved"}
+
+
+@pytest.mark.parametrize(
+    ("command", "order", "kept", "refused"),
+    [
+        (
+            "void-sold",
+            None,
+            "unplaced",
+            f"not voided: order {ORDER}: the orders service has no such order; its payment voided"
+            " before, at 2026-12-07T10:00:00+00:00 by ops-anna (forged stock.reserved); nothing"
+            " changed (payment voided)",
+        ),
+        (
+            "void-unplaced",
+            {"order_id": ORDER, "status": "confirmed"},
+            "voided_after_sale",
+            f"not voided: the orders service has order {ORDER} (confirmed): its payment voided"
+            " after the sale before, at 2026-12-07T10:00:00+00:00 by ops-anna (forged"
+            " stock.reserved); nothing changed (payment voided)",
+        ),
+    ],
+)
+def test_a_void_refused_for_the_order_says_the_other_command_voided_it_already(
+    monkeypatch: pytest.MonkeyPatch, command: str, order: Any, kept: str, refused: str
+) -> None:
+    """Walked on a running ``caravan up``: ``void-sold`` of an order ``void-unplaced`` had
+    voided said "the orders service has no such order (`caravan payments void-unplaced` it)",
+    sending the operator to a void done already; and ``void-unplaced`` of a confirmed order
+    voided after the sale said to ``void-sold`` it. Each now says it is voided already, by
+    whom, when and why (as the route's 409 of the other word does), and voids nothing."""
+
+    def found(base: str, service: str, path: str, *ids: str) -> Any:
+        if service == "orders":
+            return order
+        return {**PREPAID, **VOIDED, **{f"{kept}_{k}": v for k, v in BEFORE.items()}}
+
+    def call(*args: Any, **kw: Any) -> Any:
+        raise AssertionError(f"nothing is asked of payments: {args}")
+
+    monkeypatch.setattr(payments_cli, "found", found)
+    monkeypatch.setattr(payments_cli, "call", call)
+    done = CliRunner().invoke(cli.app, ["payments", command, ORDER, "--reason", "refunded"])
+    assert isinstance(done.exception, OperatorError), done.output  # main() says it in one line
+    assert (done.exception.exit_code, str(done.exception)) == (1, refused)

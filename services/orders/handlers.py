@@ -160,6 +160,29 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
     )
 
 
+async def on_request_again(tx: Tx, parsed: Parsed) -> None:
+    """A storefront's request whose (source, id) was handled before: the same request again
+    (delivered twice, replayed, published again as it was), which changes nothing, or another
+    request under an id its source used before, which the inbox would drop unsaid, the order
+    never placed: refused, dead-lettered and answered ``order.rejected`` naming ``id``. What
+    that id was handled as placed (or found placed) the order its (source, order_ref) names,
+    of the same content; or it was refused for its source, as any request under it is."""
+    request, envelope = parsed.data, parsed.envelope
+    assert isinstance(request, OrderRequested)
+    if refused_source(envelope.source) is not None:
+        return
+    found = await OrderRepository(tx).find_by_ref(envelope.source, request.order_ref)
+    if found is not None and found[2] in (request_hash(request), *earlier_hashes(request)):
+        return
+    said = (
+        f"{envelope.source} sent another request under this id before; this one was not"
+        " applied: give each request an id of its own"
+    )
+    poison = PoisonRecord("invalid_data", f"id: {said}", envelope)
+    poison.errors = [{"field": "id", "message": said}]
+    raise poison
+
+
 IGNORED_FIELDS = Counter(
     "caravan_orders_ignored_fields",
     "Order requests placed (or found placed) whose body held fields Caravan ignored, by"

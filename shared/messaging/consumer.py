@@ -139,8 +139,13 @@ class Subscription:
     may add events to a dead-lettering transaction (orders answers invalid requests with
     ``order.rejected``).
     ``prefetch`` runs in the handling transaction before the handlers, with every new record
-    of the batch (or the one record): it loads, locks and keeps in ``Tx.identity`` what they
-    will read, in a few statements instead of a few per record.
+    of the batch (or the one record), and every other too if ``on_duplicate`` is given: it
+    loads, locks and keeps in ``Tx.identity`` what they will read, in a few statements
+    instead of a few per record.
+    ``on_duplicate`` runs, in the transaction, for a record whose (source, id) the inbox holds:
+    a repeat of what was handled, which it lets go, or another event under an id used before,
+    which it refuses (raising :class:`PoisonRecord`: dead-lettered) rather than let the inbox
+    drop it unsaid (orders refuses another request under a storefront's id used before).
     """
 
     topic: Topic
@@ -148,6 +153,7 @@ class Subscription:
     on_poison: PoisonHook | None = None
     prefetch: Prefetch | None = None
     wants: Callable[[Parsed], bool] | None = None
+    on_duplicate: Handler | None = None
 
     @cached_property
     def skipped(self) -> frozenset[str]:
@@ -681,7 +687,7 @@ class Consumer:
             prefetches: dict[Prefetch, list[Parsed]] = {}
             for i, fresh in zip(todo, claimed, strict=True):
                 prefetch = subs[i].prefetch
-                if fresh and prefetch is not None:
+                if prefetch is not None and (fresh or subs[i].on_duplicate is not None):
                     prefetches.setdefault(prefetch, []).append(parsed[i])
             for prefetch, batch in prefetches.items():
                 await prefetch(tx, batch)
@@ -690,6 +696,9 @@ class Consumer:
                 handler = handlers[i]
                 assert handler is not None
                 if not new:
+                    again = subs[i].on_duplicate
+                    if again is not None:  # its PoisonRecord: the batch one record at a time
+                        await again(tx.caused_by(parsed[i].envelope), parsed[i])
                     outcomes[i] = "duplicate"
                     continue
                 if previous is not None and subs[i] is not previous:
@@ -733,6 +742,8 @@ class Consumer:
             try:
                 async with self.uow.begin(cause=parsed.envelope) as tx:
                     if not await tx.claim(key, sub.topic.value):
+                        if sub.on_duplicate is not None:
+                            await sub.on_duplicate(tx, parsed)
                         return "duplicate"
                     if sub.prefetch is not None:
                         await sub.prefetch(tx, [parsed])

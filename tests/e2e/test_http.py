@@ -218,6 +218,12 @@ async def test_a_platform_s_or_http_s_source_in_another_case_is_refused_on_the_t
     await caravan.consumed("orders", record)  # handled: a rejection of it is written by now
     rejections = ("orders", Topic.ORDER_EVENTS, "order.rejected")
     assert await caravan.outbox_count(*rejections, order_ref=placed.order_ref) == 0
+    # Given back its source: the storefront's request that placed it stays on the topic, and
+    # a replay of orders' group later in the session (test_ops) reads it again, as a request
+    # under an id handled before whose order is gone, answered order.rejected (CI, once).
+    await caravan.execute(
+        "update orders.orders set source = :s where order_id = :o", s="storefront/test", o=order_id
+    )
 
 
 async def test_concurrent_posts_with_one_key_place_one_order(caravan: System) -> None:

@@ -298,6 +298,50 @@ async def test_the_same_request_three_times_makes_one_order(caravan: System) -> 
     await one_text(caravan, order_id, RICH)
 
 
+async def test_another_request_under_an_id_used_before_is_rejected_not_lost(
+    caravan: System,
+) -> None:
+    """A storefront's second order sent under its first one's event id (an id copied from a
+    template, a counter started again) was dropped by orders' inbox as a repeat of the
+    first: no order, no answer, no dead letter, no line in a log. It is refused as invalid
+    data is: dead-lettered, answered ``order.rejected`` naming ``id``, the first order left
+    as it was; the first request again under that id (a producer's retry) stays silent."""
+    first = order(RICH, {"T-PEPPER": 1})
+    event = new_event(first, source="storefront/test")
+    second = order(RICH, {"T-PEPPER": 2})
+    reused = new_event(second, source="storefront/test").model_copy(update={"id": event.id})
+    await caravan.request(first, event=event)  # likely one batch with the next: both paths
+    await caravan.request(second, event=reused)
+    order_id = await caravan.placed(first.order_ref)
+    said = (
+        "storefront/test sent another request under this id before; this one was not"
+        " applied: give each request an id of its own"
+    )
+    answers = await caravan.wait_for(
+        lambda: caravan.log.events(
+            Topic.ORDER_EVENTS, type="order.rejected", order_ref=second.order_ref
+        )
+    )
+    assert [(a.data["errors"], a.causationid) for a in answers] == [
+        ([{"field": "id", "message": said}], event.id)
+    ]
+    key = second.order_ref.encode()
+    letters = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert (headers["dlq.error"], headers["dlq.error.message"]) == ("invalid_data", f"id: {said}")
+    await consumed_again(caravan, "orders", event)  # the first again: a repeat, said nothing
+    await published(caravan, "orders", first.order_ref, Topic.ORDER_EVENTS)
+    rejected = caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected")
+    assert [r.data["order_ref"] for r in rejected if r.causationid == event.id] == [
+        second.order_ref
+    ]
+    placed = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_ref=second.order_ref)
+    assert placed == []
+    assert await caravan.one_terminal(order_id) == "order.confirmed"
+
+
 async def test_a_request_on_the_topic_holding_fields_caravan_ignored_is_said_to_operations(
     caravan: System,
 ) -> None:

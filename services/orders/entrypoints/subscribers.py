@@ -21,6 +21,7 @@ def subscriptions(deadline: timedelta) -> list[Subscription]:
             {EventType.ORDER_REQUESTED: partial(handlers.on_order_requested, deadline=deadline)},
             on_poison=handlers.on_invalid_request,
             prefetch=handlers.prefetch_requests,
+            on_duplicate=handlers.on_request_again,
         ),
         Subscription(  # the platform adapter's orders: see shared.events.platform
             Topic.PLATFORM_EVENTS,

@@ -690,6 +690,45 @@ async def test_orders_with_headers_that_are_not_text_are_placed_with_the_others(
         assert outcome.type == "order.confirmed", req.order_ref
 
 
+async def test_a_request_keyed_otherwise_is_placed_and_one_in_binary_mode_is_a_letter_only(
+    caravan: System,
+) -> None:
+    """What docs/topics.md tells a storefront of the record around its request: neither its
+    key nor its headers are read (keyed otherwise, not keyed, a content-type of another kind:
+    placed all the same), so a CloudEvent in binary mode (attributes in ``ce_`` headers, the
+    value ``data`` alone) is no CloudEvent here: dead-lettered saying why, and answered
+    nothing, as the docs tell a storefront to expect of such a mistake."""
+    other, unkeyed, typed, binary = (order(RICH) for _ in range(4))
+    sent: list[tuple[OrderRequested, bytes | None, list[tuple[str, bytes | None]] | None]] = [
+        (other, b"another-key", None),
+        (unkeyed, None, None),
+        (typed, typed.order_ref.encode(), [("content-type", b"text/plain")]),
+    ]
+    for req, key, headers in sent:
+        event = new_event(req, source="storefront/test").to_json()
+        await caravan.publish_raw(Topic.ORDER_REQUESTS.value, event, key, headers=headers)
+    envelope = new_event(binary, source="storefront/test").model_dump(mode="json")
+    attributes = [(f"ce_{a}", str(envelope[a]).encode()) for a in ("specversion", "id", "source")]
+    headers = [*attributes, ("ce_type", b"order.requested"), ("content-type", b"application/json")]
+    key = binary.order_ref.encode()
+    data = orjson.dumps(envelope["data"])
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, data, key, headers=headers)
+    for req, _, _ in sent:
+        outcome = await caravan.outcome(await caravan.placed(req.order_ref))
+        assert outcome.type == "order.confirmed", req.order_ref
+    letters = await caravan.wait_for(
+        lambda: [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key]
+    )
+    said = {k: v.decode() for k, v in letters[0].headers}
+    assert (said["dlq.error"], said["dlq.error.message"]) == (
+        "not_cloudevent",
+        "specversion: must be given; id: must be given; source: must be given; type: must be"
+        " given; time: must be given",
+    )
+    await published(caravan, "orders", binary.order_ref, Topic.ORDER_EVENTS)
+    assert caravan.log.events(Topic.ORDER_EVENTS, order_ref=binary.order_ref) == []
+
+
 def invalid_request(order_ref: str) -> bytes:
     """An ``order.requested`` whose phone number and line quantity are invalid."""
     return orjson.dumps(

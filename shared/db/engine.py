@@ -325,13 +325,39 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside one transaction, committed on success."""
-        async with self.engine.begin() as conn:
+        """A connection inside one transaction (:func:`begun`)."""
+        async with begun(self.engine) as conn:
             yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()
         await self.apart.dispose()
+
+
+@asynccontextmanager
+async def begun(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of ``engine`` inside one transaction, committed on success, rolled back
+    on the work's failure: ``engine.begin()``, but the work's failure is what it raises, its
+    rollback's own failure a note on it. A statement unanswered (``command_timeout``) has
+    asyncpg cancel it and, the cancellation not through within the same bound, close the
+    connection; a rollback begun after that (a loaded machine) failed "connection is
+    closed", which SQLAlchemy raised in place of the statement's ``TimeoutError``: said as a
+    connection lost without "(no answer in time)"."""
+    failed: BaseException | None = None
+    try:
+        async with engine.begin() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                failed = exc
+                raise
+    except Exception as exc:
+        if failed is None or exc is failed:
+            raise
+        failed.add_note(f"and its rollback failed: {reason(exc)}")
+    else:
+        return
+    raise failed  # outside the handler: its own context kept, not the rollback's
 
 
 # A value PostgreSQL cannot take: refused by the server (SQLSTATE class 22, "data exception":

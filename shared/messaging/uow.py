@@ -39,7 +39,7 @@ from shared.db.driver import (
     insert_sql,
     update_sql,
 )
-from shared.db.engine import at_commit
+from shared.db.engine import at_commit, begun
 from shared.events.envelope import CONTENT_TYPE, CloudEvent, EventData, new_event
 from shared.telemetry import current_trace_headers
 
@@ -290,7 +290,7 @@ class UnitOfWork:
 
     @asynccontextmanager
     async def begin(self, cause: CloudEvent | None = None) -> AsyncIterator[Tx]:
-        async with self.db.engine.begin() as conn:
+        async with begun(self.db.engine) as conn:
             tx = Tx(
                 conn=conn, source=self.source, outbox=self.outbox, inbox=self.inbox, cause=cause
             )

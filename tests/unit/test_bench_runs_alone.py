@@ -2,6 +2,7 @@
 same ports stops at once, before it starts, stops or removes anything, instead of sharing
 the first run's Kafka and PostgreSQL and stopping them under it when it ends."""
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -39,18 +40,27 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> N
 @pytest.fixture
 def held() -> Iterator[Path]:
     """The folders the bench scripts would use on ``PORT``, held by this test, each with a
-    file that a second run must leave where it is."""
+    file that a second run must leave where it is; removed, with their locks, while still
+    held. Another test run of this checkout holding them (two at once) is refused here: it
+    removed the holder's folders and locks as it failed, and the holder's bench then took
+    the ports and started for real (Kafka, PostgreSQL, services on HTTP 19580-19584, left
+    running when the test's 120 s ran out)."""
     bases = [CACHE / f"{kind}-{PORT}" for kind in ("bench", "soak")]
-    try:
-        with system.run_alone(bases[0]), system.run_alone(bases[1]):
+    with contextlib.ExitStack() as holding:
+        try:
+            for base in bases:
+                holding.enter_context(system.run_alone(base))
+        except SystemExit as refused:  # a SystemExit breaks pytest's fixture teardown
+            pytest.fail(f"another test run of this checkout holds them: {refused}")
+        try:
             for base in bases:
                 base.mkdir(parents=True)
                 (base / "kept").write_text("the first run's data")
             yield CACHE
-    finally:
-        for base in bases:
-            shutil.rmtree(base, ignore_errors=True)
-            base.with_name(f"{base.name}.lock").unlink(missing_ok=True)
+        finally:
+            for base in bases:
+                shutil.rmtree(base, ignore_errors=True)
+                base.with_name(f"{base.name}.lock").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize(

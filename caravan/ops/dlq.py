@@ -254,6 +254,11 @@ class Redrive:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
+REQUEST_TOPICS = (Topic.ORDER_REQUESTS, Topic.PLATFORM_EVENTS)
+"""Where the orders service reads the requests it places: the storefronts' and the platform
+adapter's (``platform.order_requested``), each answered ``order.rejected`` when dead-lettered."""
+
+
 def rejected_request(letter: DeadLetter) -> str | None:
     """The request (``source/order_ref``) of ``letter`` that the orders service answered
     ``order.rejected`` when it dead-lettered it (``services.orders.handlers.answered_rejected``),
@@ -262,7 +267,7 @@ def rejected_request(letter: DeadLetter) -> str | None:
     from services.orders.handlers import answered_rejected  # here: not for `caravan dlq list`
 
     by_orders = letter.headers.get("dlq.group") == consumer_group("orders")
-    if letter.origin != Topic.ORDER_REQUESTS or not by_orders:
+    if letter.origin not in REQUEST_TOPICS or not by_orders:
         return None
     try:
         event = orjson.loads(letter.value)

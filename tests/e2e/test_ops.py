@@ -1105,6 +1105,41 @@ async def test_letters_of_requests_rejected_say_whether_their_source_has_placed_
     ], discard.stdout
 
 
+async def test_a_platform_request_rejected_is_warned_of_as_a_storefronts_is(
+    caravan: System,
+) -> None:
+    """docs/operations.md, A rejected request redriven, its platform part: a request of the
+    platform adapter the orders service dead-lettered for its data was answered
+    order.rejected as a storefront's is, but its letter, on platform.events.v1, went back
+    with no warning (the dry run said only `would redrive`), though placed it has its
+    platform see the order's outcome after the rejection (its `rejected` problem open)."""
+    order_ref = ref("PLAT-QTY")
+    data = {
+        "order_ref": order_ref,
+        "buyer": {"id": "t-rich", "phone": "+8613900000001"},
+        "lines": [{"sku": "T-PEPPER", "quantity": 0}],
+        "payment": {"method": "prepaid"},
+    }
+    source = "platform/demo-market"
+    request = raw_event("platform.order_requested", data, source=source)
+    await caravan.publish_raw(
+        Topic.PLATFORM_EVENTS.value, orjson.dumps(request), order_ref.encode()
+    )
+    (dead,) = await caravan.wait_for(
+        lambda: [
+            r for r in caravan.log.raw(Topic.PLATFORM_EVENTS.dlq) if r.key == order_ref.encode()
+        ]
+    )
+    letter = f"{dead.topic}:{dead.partition}:{dead.offset}"
+    redrive = await cli(caravan, "dlq", "redrive", letter, "--dry-run")
+    said = [" ".join(line.split()) for line in redrive.stdout.splitlines()]
+    assert (
+        f"warning: {letter}, the request {source}/{order_ref}, was answered order.rejected: if"
+        " it is placed now, its source sees order.placed and then the order's outcome for that"
+        " order_ref after the rejection"
+    ) in " ".join(said), redrive.stdout
+
+
 NOTHING_REDRIVEN = "nothing redriven: the dead letter chosen was left out (said above)"
 """What ``dlq redrive`` of one letter says on stderr when it leaves it out, exiting 2."""
 

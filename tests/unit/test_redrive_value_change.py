@@ -99,6 +99,14 @@ def letter(topic: str, group: str, error: str, value: bytes) -> DeadLetter:
         ("orders.requests.v1", "caravan-orders", "order_ref_reused", "order.requested", "s/SWN-1"),
         ("orders.requests.v1", "caravan-orders", "unknown_type", "order.requested.v9", None),
         ("orders.requests.v1", "caravan-orders", "handler_error", "order.requested", None),
+        (
+            "platform.events.v1",
+            "caravan-orders",
+            "invalid_data",
+            "platform.order_requested",
+            "s/SWN-1",
+        ),
+        ("platform.events.v1", "caravan-orders", "invalid_data", "platform.order_paid", None),
         ("orders.events.v1", "caravan-notifications", "invalid_data", "order.requested", None),
     ],
 )

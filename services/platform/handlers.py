@@ -48,6 +48,7 @@ from services.platform.domain.orders import (
     mapped_to_unknown_sku,
     meaning,
     paid_after_cancelled,
+    rejected,
     to_request,
     undone_on_platform,
     unknown_status,
@@ -402,8 +403,7 @@ async def on_order_rejected(tx: Tx, parsed: Parsed) -> None:
         log.warning("order.rejected of %s/%s answers no request of ours", app, data.order_ref)
         return  # another's request naming the platform's source (refused for it) or order
     said = "; ".join(f"{e.field}: {e.message}" for e in data.errors)
-    problem = Problem("rejected", f"the orders service refused it: {said}"[:1000])
-    await record_problems(tx, app, data.order_ref, [problem])
+    await record_problems(tx, app, data.order_ref, [rejected(app, said, data.order_id)])
 
 
 async def on_order_placed(tx: Tx, parsed: Parsed) -> None:

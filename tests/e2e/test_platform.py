@@ -759,6 +759,7 @@ async def test_an_order_the_orders_service_rejects_is_a_problem_for_operations(
     found = await until(listed, "the rejection listed as a problem", ready=bool)
     assert [kind for kind, _ in found] == ["rejected"]
     assert found[0][1].startswith("the orders service refused it: ") and "lines" in found[0][1]
+    assert f"(`caravan dlq list --source platform/{APP}`)" in found[0][1], found
 
 
 async def test_a_request_naming_a_platform_elsewhere_is_refused_and_cannot_take_its_order(

@@ -26,6 +26,7 @@ from services.platform.domain.orders import (
     SkuMapping,
     mapped_to_unknown_sku,
     meaning,
+    rejected,
     to_request,
     undone_on_platform,
     unknown_status,
@@ -362,6 +363,20 @@ def test_an_order_placed_that_the_platform_cancels_or_refunds_says_what_to_do() 
     # `POST /orders/not numbered yet/cancel`).
     early = undone_on_platform(closed, NOT_NUMBERED, False).detail
     assert "/orders/not numbered" not in early and "/orders/{order_id}/cancel" in early, early
+
+
+def test_a_rejected_order_says_where_its_request_is_and_how_it_is_placed() -> None:
+    """A platform order the orders service refused was a problem saying only "the orders
+    service refused it: lines.0.quantity: must be 1 or more": its request is a dead letter a
+    push never sends again, and the runbook's redrive, placing it, was named nowhere."""
+    said = rejected("demo-market", "lines.0.quantity: must be 1 or more").detail
+    assert said.startswith("the orders service refused it: lines.0.quantity: must be 1 or more;")
+    assert "(`caravan dlq list --source platform/demo-market`)" in said, said
+    assert "`caravan dlq redrive LETTER --value-file F`" in said and "resolve this then" in said
+    reused = rejected("demo-market", "order_ref: names another order", "N-1").detail
+    assert "our order N-1 stands" in reused and "redrive places nothing" in reused, reused
+    long = rejected("demo-market", "x" * 5000).detail
+    assert len(long) < 1000 and long.endswith("A rejected request redriven)"), long
 
 
 def test_status_api_answers() -> None:

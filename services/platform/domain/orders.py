@@ -176,6 +176,30 @@ def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
     )
 
 
+def rejected(app: str, errors: str, standing: str | None = None) -> Problem:
+    """Why an order the orders service refused (``order.rejected`` of the adapter's request,
+    ``errors`` as it said them) needs operations, and how it is mended: its request is a dead
+    letter of ``platform.events.v1``, which a push does not send again (docs/operations.md, A
+    rejected request redriven). ``standing``: the order its order_ref names (refused as
+    reused), which stands, so that the request is never placed under it."""
+    said = f"the orders service refused it: {errors}"[:600]
+    letter = "its request is a dead letter of platform.events.v1"
+    letter = f"{letter} (`caravan dlq list --source platform/{app}`)"
+    if standing is not None:
+        return Problem(
+            "rejected",
+            f"{said}; {letter}, never placed: our order {standing} stands under this reference,"
+            " so a redrive places nothing (`caravan dlq discard` closes the letter); resolve this"
+            " once the platform's order is settled",
+        )
+    return Problem(
+        "rejected",
+        f"{said}; {letter}: mended and sent back (`caravan dlq redrive LETTER --value-file F`)"
+        " it is placed and the platform called back; resolve this then (docs/operations.md, A"
+        " rejected request redriven)",
+    )
+
+
 NOT_NUMBERED = "not numbered yet"
 """Our order id of a platform order placed whose ``order.placed`` the adapter has not read."""
 

@@ -1390,6 +1390,32 @@ async def test_an_order_api_trickling_its_answer_is_a_503_within_the_deadline(
     await placed_once(caravan, order_ref)
 
 
+async def test_an_order_api_slower_than_the_requests_database_bound_is_a_503_not_a_500(
+    caravan: System, platform: Platform
+) -> None:
+    """The push's request is bounded on PostgreSQL (CARAVAN_HTTP_DB_TIMEOUT_SECONDS, 8 s) and
+    its fetch by the order API's deadline (10 s): PLAT61's order API sending its answer over
+    more than 8 s, each read within 5 s, had the push answered 500 "a fault of Caravan's"
+    after 8 s, where the guide promises a 503 naming the deadline. The same here with a bound
+    of 2.5 s below the deadline of 3 s."""
+    order_ref = await new_order(platform.sim)
+    await caravan.restart(("platform",), **platform.env, CARAVAN_HTTP_DB_TIMEOUT_SECONDS="2.5")
+    try:
+        assert (await platform.sim.put("/trickle", json={"seconds": 60, "every": 0.5})).is_success
+        try:
+            report = await push(platform.sim, order_ref)
+        finally:
+            await platform.sim.put("/trickle", json={"seconds": 0})
+        assert (report["status_code"], report["body"]["detail"]) == (
+            503,
+            "the order API did not send the whole order within 3 s: push again later",
+        ), report
+        assert (await push(platform.sim, order_ref))["body"]["status"] == "accepted"
+    finally:
+        await caravan.restart(("platform",), **platform.env)
+    await placed_once(caravan, order_ref)
+
+
 async def test_a_push_in_flight_as_the_adapter_stops_is_answered_and_its_order_placed(
     caravan: System, platform: Platform
 ) -> None:

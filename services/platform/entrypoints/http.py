@@ -107,6 +107,7 @@ from shared.http import (
     BAD_INPUT,
     LINE_BREAK,
     NO_NUL,
+    elsewhere,
     invalid,
     not_utf8,
     problem,
@@ -454,7 +455,11 @@ def push_router(
         ``counted``: by app and outcome (:data:`PUSHES`, or :data:`REFETCHES`); ``again``:
         what the caller is told to do when the order was not fetched."""
         try:
-            order = await api.fetch_order(app, order_id)
+            # The order API's time is not the database's: its own deadline bounds it
+            # (CARAVAN_PLATFORM_API_DEADLINE_SECONDS, 10 s), past the request's bound on
+            # PostgreSQL (CARAVAN_HTTP_DB_TIMEOUT_SECONDS, 8 s), which cut a slow fetch to a 500.
+            with elsewhere():
+                order = await api.fetch_order(app, order_id)
         except (PlatformUnavailable, SignatureRefused) as exc:
             cause = f" ({exc.__cause__!r})" if exc.__cause__ is not None else ""
             log.warning("platform %s order %s not fetched: %s%s", app, order_id, exc, cause)

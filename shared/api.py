@@ -64,7 +64,8 @@ PATTERN_WORDS: dict[str, str] = {}
 """What a value of each pattern :func:`worded` is, in words."""
 
 
-def _count(n: object, thing: str) -> str:
+def plural(n: object, thing: str) -> str:
+    """``n`` ``thing``, in the plural unless one: 1 warning, 0 warnings, 3 characters."""
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
@@ -83,7 +84,7 @@ def _pattern(e: ErrorDetails) -> str:
 
 def _characters(e: ErrorDetails) -> str:
     least = e["ctx"]["min_length"]
-    return "must not be empty" if least == 1 else f"must be at least {_count(least, 'character')}"
+    return "must not be empty" if least == 1 else f"must be at least {plural(least, 'character')}"
 
 
 def _existing_time(e: ErrorDetails) -> str:
@@ -101,7 +102,7 @@ _WORDS: dict[str, Callable[[ErrorDetails], str]] = {
     "string_unicode": lambda e: "must be Unicode text: it holds a lone surrogate (\\ud800-\\udfff)",
     "string_pattern_mismatch": _pattern,
     "string_too_short": _characters,
-    "string_too_long": lambda e: f"must be at most {_count(e['ctx']['max_length'], 'character')}",
+    "string_too_long": lambda e: f"must be at most {plural(e['ctx']['max_length'], 'character')}",
     "int_type": _whole_number,
     "int_parsing": _whole_number,
     "int_from_float": _whole_number,
@@ -115,11 +116,11 @@ _WORDS: dict[str, Callable[[ErrorDetails], str]] = {
     "dict_type": lambda e: "must be a JSON object",
     "list_type": lambda e: "must be a JSON array",
     "too_short": lambda e: (
-        f"must hold at least {_count(e['ctx']['min_length'], 'item')}"
+        f"must hold at least {plural(e['ctx']['min_length'], 'item')}"
         f" (it holds {e['ctx'].get('actual_length', 'fewer')})"
     ),
     "too_long": lambda e: (
-        f"must hold at most {_count(e['ctx']['max_length'], 'item')}"
+        f"must hold at most {plural(e['ctx']['max_length'], 'item')}"
         f" (it holds {e['ctx'].get('actual_length', 'more')})"
     ),
     "datetime_parsing": _existing_time,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.api import plural
 from shared.telemetry import SERVICE, continuing, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
@@ -397,10 +398,10 @@ def answers_again(logger: logging.Logger, fault: str, what: str, settle: float =
     if spell is not None:
         logger.info(
             "%s answers again, %.0f s after it was first found away"
-            " (%d warnings of it not logged since the last that was)",
+            " (%s of it not logged since the last that was)",
             what,
             FAULTS.clock() - spell.began,
-            spell.held,
+            plural(spell.held, "warning"),
         )
 
 

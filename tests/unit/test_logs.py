@@ -32,12 +32,13 @@ from services.notifications.adapters.http_gateway import InfobipGateway
 from services.orders import handlers as orders_handlers
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.platform.domain.orders import PlatformOrder
-from shared import main
+from shared import logs, main
 from shared.events.orders import Buyer
 from shared.logs import (
     Faults,
     JsonFormatter,
     KafkaOutage,
+    answers_again,
     configure_logging,
     masked,
     phones_masked,
@@ -613,6 +614,29 @@ def test_a_retried_fault_ends_when_told_or_after_a_minute_unmet() -> None:
     assert faults.over("PostgreSQL away") is None  # said once
     assert [_fault_line(faults, at, now) for at in (11, 12, 70)] == ["a failed", "", ""]
     assert _fault_line(faults, 130, now) == "a failed"  # a minute after 70: another outage
+
+
+def test_the_end_of_a_fault_says_1_warning_not_logged_in_the_singular(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL answers again after two warnings, one of them said: the line said
+    "(1 warnings of it not logged ...)". One is a warning, none and more are warnings."""
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    monkeypatch.setattr(logs, "FAULTS", faults)
+    caplog.set_level(logging.INFO, "shared.db")
+    said = []
+    for held in (1, 0, 2):
+        now[0] += 120.0  # a minute after the last: another outage
+        for at in range(held + 1):
+            _fault_line(faults, now[0] + at, now)
+        answers_again(logging.getLogger("shared.db"), "PostgreSQL away", "PostgreSQL")
+        said.append(caplog.records[-1].getMessage().split(" (")[1])
+    assert said == [
+        "1 warning of it not logged since the last that was)",
+        "0 warnings of it not logged since the last that was)",
+        "2 warnings of it not logged since the last that was)",
+    ], said
 
 
 class _Sweeps:

@@ -365,6 +365,7 @@ def _up(
 
     from caravan import system
     from caravan.demo import run_demo
+    from services.notifications import texts_go
     from services.platform.served import ready_note
 
     settings = Settings()
@@ -449,6 +450,7 @@ def _up(
                 f" in {time.monotonic() - started:.1f}s: HTTP API on {base}, "
                 f"operations page on {served_at(settings.http_host, dashboard_port)} (sign in "
                 f"with the token in {DEV_TOKEN_FILE}), {ready_note(adapter)}, "
+                f"{texts_go.ready_note(settings)}, "
                 f"service logs in {procs.log_dir}",
             )
         )

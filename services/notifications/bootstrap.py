@@ -17,6 +17,7 @@ from services.notifications.domain.delivery import QuietHours, RetryPolicy, pars
 from services.notifications.entrypoints.http import add_routes
 from services.notifications.entrypoints.subscribers import dispatch_loop, subscriptions
 from services.notifications.handlers import SMS_QUEUED
+from services.notifications.texts_go import gateway_kind
 from shared.addresses import url_of
 from shared.db import driver
 from shared.messaging.retention import Expiring
@@ -27,10 +28,7 @@ from shared.settings import Settings, claim_lease
 def make_gateway(settings: Settings) -> SmsGateway:
     """The gateway the settings name (see ``notifications_gateway``)."""
     require_gateway(settings)
-    kind = settings.notifications_gateway
-    url = settings.notifications_gateway_url
-    if kind == "auto":
-        kind = "simulator" if url else "sink"
+    kind, url = gateway_kind(settings), settings.notifications_gateway_url
     receipts = receipts_url(settings)
     timeout = settings.notifications_gateway_timeout_seconds
     if kind == "sink":

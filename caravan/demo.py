@@ -277,12 +277,14 @@ def _stopped(
     outcomes: dict[str, Outcome],
     unacknowledged: int = 0,
     verb: str = "sent",
+    by: str = "Kafka",
 ) -> None:
     """One line for a demo stopped before its summary: what it had sent (or pushed) and seen
-    end, and how many more it handed to Kafka that Kafka did not acknowledge."""
+    end, and how many more it handed on that were not acknowledged (``by`` Kafka, or the
+    platform adapter: its answer to the simulator's push not back yet)."""
     ended = Counter(o.status for o in outcomes.values())
     shown = ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) or "none"
-    unsaid = f"; {unacknowledged} not acknowledged by Kafka" if unacknowledged else ""
+    unsaid = f"; {unacknowledged} not acknowledged by {by}" if unacknowledged else ""
     console.print(f"stopped: {sent} of {total} {what} {verb}{unsaid}; ended so far: {shown}")
 
 
@@ -330,7 +332,7 @@ async def run_platform_demo(
     refs = {o.order_ref.replace("DEMO-", "MKT-") for o in orders}
     outcomes: dict[str, Outcome] = {}
     auth = bearer_headers(settings.api_token())
-    pushed = 0
+    pushed = pushing = 0  # pushing: a push sent, its answer not back (the adapter may have it)
     try:
         async with simulator("services.platform.simulator", port, *args) as sim:
             # As `caravan platform map-sku --unchecked` and `map-buyer` map them: the seed's
@@ -351,8 +353,9 @@ async def run_platform_demo(
                 }
                 (await sim.post("/orders", json=platform_order)).raise_for_status()
                 path = f"/orders/{platform_order['order_id']}/push"
+                pushing = 1
                 _unreached(await sim.post(path, json={"kind": "full"}))
-                pushed += 1  # from its first push's answer on, it may be told its outcome
+                pushed, pushing = pushed + 1, 0  # from its first push's answer on, it may be told
                 if i % 2:  # pushed again, an "order changed" notice: told once all the same
                     _unreached(await sim.post(path, json={"kind": "notice"}))
             columns = (
@@ -374,7 +377,8 @@ async def run_platform_demo(
                     progress.update(task, completed=len(outcomes))
                     await asyncio.sleep(0.3)
     except asyncio.CancelledError:  # Ctrl-C, SIGTERM
-        _stopped(console, "platform orders", pushed, len(refs), outcomes, verb="pushed")
+        by = "the platform adapter"
+        _stopped(console, "platform orders", pushed, len(refs), outcomes, pushing, "pushed", by)
         _untold(console, app, pushed - len(outcomes))
         raise
     result = [outcomes.get(r, Outcome(r, "pending", None)) for r in sorted(refs)]

@@ -4,6 +4,7 @@ session's system, which is restarted with those apps configured (and quick callb
 retries); the defaults are restored afterwards."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -1519,6 +1520,60 @@ async def test_caravan_demo_says_what_becomes_of_platform_orders_it_did_not_see_
     outcomes = await run_platform_demo(settings, seed, DEMO, count=2, timeout=0, console=console)
     assert [o.status for o in outcomes] == ["pending", "pending"]
     assert f"2 {untold}" in console.export_text()
+
+
+class _SecondAnswerHeld:
+    """The demo's client of its simulator, through which the answer to the second order's
+    push is held back once the adapter has answered the simulator: a push in flight when
+    the demo is stopped, which the adapter has taken."""
+
+    def __init__(self, client: httpx.AsyncClient, held: asyncio.Event) -> None:
+        self.client, self.held, self.pushed = client, held, list[str]()
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        answer = await self.client.post(path, **kwargs)
+        if path.endswith("/push") and kwargs.get("json") == {"kind": "full"}:
+            self.pushed.append(path.split("/")[2])
+            if len(self.pushed) == 2:
+                self.held.set()
+                await asyncio.Event().wait()  # till the demo is stopped
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+async def test_caravan_demo_stopped_with_a_push_in_flight_says_it_not_acknowledged(
+    caravan: System, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the simulator's push of an order was answered by the adapter and its
+    answer not back: the stop line said one order fewer pushed than the adapter took
+    ("stopped: 1 of 2 platform orders pushed"), as if the second had not gone. It says it
+    was pushed and not acknowledged, as the storefront part says of orders Kafka has not."""
+    settings, seed = demo_settings(caravan, platform)
+    clients: list[_SecondAnswerHeld] = []
+    second = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def held(*args: Any) -> AsyncIterator[_SecondAnswerHeld]:
+        async with simulator(*args) as client:
+            clients.append(_SecondAnswerHeld(client, second))
+            yield clients[-1]
+
+    monkeypatch.setattr(demo_module, "simulator", held)
+    console = Console(record=True, width=400)
+    demo = asyncio.create_task(
+        run_platform_demo(settings, seed, DEMO, count=2, timeout=60, console=console)
+    )
+    await asyncio.wait_for(second.wait(), 120)  # its second push answered, not the demo
+    demo.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await demo
+    # Both taken by the adapter: each one request to place it, written before its answer.
+    assert [await requests_written(caravan, ref) for ref in clients[0].pushed] == [1, 1]
+    said = console.export_text()
+    line = "stopped: 1 of 2 platform orders pushed; 1 not acknowledged by the platform adapter;"
+    assert line in said, said
 
 
 async def a_callback_delivered(

@@ -5,7 +5,8 @@
 import json
 import re
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from caravan.checkout import REPO_ROOT
+from services.platform.adapters import platform_api
 from services.platform.adapters.platform_api import PlatformApi, StatusUpdate
 from services.platform.domain import signing
 from services.platform.domain.orders import STATUSES, meaning
@@ -179,6 +181,36 @@ async def test_the_example_callback_is_what_the_adapter_sends() -> None:
     for name, value in headers.items():
         assert request.headers[name] == value
     assert headers["Idempotency-Key"] == body["idempotency_key"]
+
+
+async def test_each_attempt_of_a_callback_is_signed_at_its_sending_within_the_guides_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guide gave a platform no window to check a callback's timestamp by. It says one,
+    and each attempt (an hour apart, as retries through an outage may be) carries the time it
+    was sent, fresh within that window at its sending, and the same idempotency key."""
+    callback = GUIDE.split("## The status callback")[1].split("\n## ")[0]
+    window = int(re.findall(r"older than (\d+) s", callback)[0])
+    sent: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(503)
+
+    now = [SIGNED_AT]
+    monkeypatch.setattr(platform_api, "datetime", SimpleNamespace(now=lambda tz: now[0]))
+    api = _api(answer)
+    update = StatusUpdate("k-1", "MKT-20261204-0001", "confirmed", None, "c-1")
+    for later in (timedelta(0), timedelta(hours=1)):
+        now[0] = SIGNED_AT + later
+        assert await api.push_status(APP_NAME, update) == 503
+        assert fresh(sent[-1]["timestamp"], now[0], window) and verify(sent[-1], SECRET)
+        assert not fresh(sent[-1]["timestamp"], now[0] + timedelta(seconds=window + 1), window)
+    await api.close()
+    first, second = sent
+    assert int(second["timestamp"]) - int(first["timestamp"]) == 3600
+    assert first["idempotency_key"] == second["idempotency_key"] == "k-1"
+    assert first["sign"] != second["sign"]
 
 
 def test_the_resolve_example_is_a_json_request_the_route_takes() -> None:

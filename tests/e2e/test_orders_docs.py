@@ -3,6 +3,7 @@ type of the contract), and each service's OpenAPI (fuzzed with schemathesis agai
 running service)."""
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -27,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from caravan.checkout import REPO_ROOT
 from shared.topics import ALL_TOPICS, EventType, Topic
-from tests.harness import System, until
+from tests.harness import System, raw_event, until
 
 CONTRACT = REPO_ROOT.parent / "shared" / "CONTRACT.md"
 
@@ -147,6 +148,33 @@ async def test_the_topics_page_example_places_an_order_on_the_requests_topic(
     said = [line for line in read.splitlines() if line.startswith("sms.sent ")]
     # Each text seen (the buyer's, a seller's: in no set order) is among those it printed.
     assert all(any(line.endswith(e.data["text"]) for line in said) for e in sent), read
+
+
+async def test_a_request_naming_another_dataschema_is_placed_as_v1_as_the_topics_page_says(
+    caravan: System,
+) -> None:
+    """An order.requested whose dataschema names a v2 schema was placed as v1, and no page
+    said so. docs/topics.md says it is read as v1's whatever it names (the contract versions
+    by topic): the request it quotes is placed, as v1 reads it."""
+    text = TOPICS_DOC.read_text().split("## Where Caravan says more than the contract")[1]
+    [named] = re.findall(r'`"dataschema": "([^"]+)"`', text)
+    order_ref = f"DOC-{uuid.uuid4().hex[:12]}"
+    data = {
+        "order_ref": order_ref,
+        "buyer": {"id": "t-rich", "phone": "+8613900000001", "locale": "en"},
+        "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+        "payment": {"method": "prepaid"},
+        "delivery": {"county": "Shawan", "address": "Village 3"},
+    }
+    event = {**raw_event("order.requested", data, source="storefront/t-v2"), "dataschema": named}
+    await caravan.publish_raw(
+        Topic.ORDER_REQUESTS.value, json.dumps(event).encode(), key=order_ref.encode()
+    )
+    order_id = await caravan.placed(order_ref, source="storefront/t-v2")
+    [placed] = caravan.log.events(Topic.ORDER_EVENTS, type="order.placed", order_id=order_id)
+    assert placed.data["lines"] == [{"sku": "T-PEPPER", "quantity": 1}], placed
+    letters = [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == order_ref.encode()]
+    assert letters == []
 
 
 CHECKS = [

@@ -88,6 +88,9 @@ class Snapshot:
     platform_problems: dict[str, float] = field(default_factory=dict)  # open, by kind
     platform_apps: list[str] = field(default_factory=list)  # the adapter's configured apps
     callbacks_failed: float | None = None  # platform status callbacks failed
+    # per platform adapter instance read, cumulative: the pushes whose order was not fetched,
+    # by app then outcome (:data:`NOT_FETCHED`)
+    unfetched: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     orders: dict[str, float] = field(default_factory=dict)  # by status
     oldest_pending: float | None = None  # how long the oldest pending order has waited, s
     saga_deadline: float | None = None  # CARAVAN_SAGA_DEADLINE_SECONDS: expired past it
@@ -228,15 +231,27 @@ UNKNOWN_APP = "unknown"
 """The ``app`` of ``caravan_platform_pushes_total`` counting pushes of no configured app (the
 adapter's ``services.platform.metrics.UNKNOWN_APP``, not imported: its figures are the
 adapter's); every other ``app`` is one the adapter is configured with."""
+NOT_FETCHED = {
+    "fetch_signature_refused": "the app's secret on both sides, both clocks",
+    "fetch_failed": "the platform's order API (down, slow), the app's api_url",
+    "fetch_refused": "the app's api_url (a 404); <code>GET /platform/problems</code>",
+}
+"""The ``outcome`` of ``caravan_platform_pushes_total`` of a push whose order the platform's
+order API did not give (the adapter's ``services.platform.metrics.FetchRefused``): the push
+refused, nothing placed and no problem opened; each with what to check."""
+UNFETCHED_WINDOW = 600.0
+"""Seconds over which the page counts the pushes whose order was not fetched."""
 NO_PLATFORM_APP = "no platform app configured (CARAVAN_PLATFORM_APPS)"
 """Said where the platform adapter serves no app (as ``caravan up``'s ready line says it),
 instead of its 11 kinds of problem at 0: figures of nothing that could be."""
 
 
-def _waiting(snap: Snapshot) -> str:
+def _waiting(snap: Snapshot, unfetched: dict[tuple[str, str], float]) -> str:
     """The rows of what waits for an operator, with where it is settled: the platform
-    adapter's open problems by kind, and its status callbacks failed. With no app configured,
-    only those there are (left by an app since removed), else :data:`NO_PLATFORM_APP`."""
+    adapter's open problems by kind, its status callbacks failed, and the pushes whose order
+    was not fetched in the last 10 minutes by app and outcome (``unfetched``:
+    :meth:`Dashboard.unfetched`; one row at 0 while none was). With no app configured, only
+    those there are (left by an app since removed), else :data:`NO_PLATFORM_APP`."""
     if not snap.platform_problems and snap.callbacks_failed is None:
         return "<tr><td>no figures</td></tr>"
     served = bool(snap.platform_apps)
@@ -251,6 +266,14 @@ def _waiting(snap: Snapshot) -> str:
             f"<tr><td>platform status callbacks failed</td>{_to_act_on(snap.callbacks_failed)}"
             "<td><code>POST /platform/callbacks/retry</code></td></tr>"
         )
+    refused = {key: count for key, count in sorted(unfetched.items()) if count}
+    rows += "".join(
+        f"<tr><td>platform pushes not fetched, last 10 minutes: {html.escape(app)},"
+        f" {outcome}</td>{_to_act_on(count)}<td>{NOT_FETCHED[outcome]}</td></tr>"
+        for (app, outcome), count in refused.items()
+    )
+    if served and not refused:
+        rows += "<tr><td>platform pushes not fetched, last 10 minutes</td><td>0</td></tr>"
     return rows or f"<tr><td>{NO_PLATFORM_APP}</td></tr>"
 
 
@@ -475,6 +498,9 @@ def _read_metrics(
             ):
                 if labels["app"] not in snap.platform_apps:  # each configured app's, from 0
                     snap.platform_apps.append(labels["app"])
+                if labels.get("outcome") in NOT_FETCHED:
+                    by_app = snap.unfetched.setdefault(name, {}).setdefault(labels["app"], {})
+                    by_app[labels["outcome"]] = value
             elif metric == "caravan_platform_problems_open" and "kind" in labels:
                 _most(snap.platform_problems, labels["kind"], value)
             elif metric == "caravan_platform_callbacks" and labels.get("status") == "failed":
@@ -1221,6 +1247,25 @@ class Dashboard:
                 answered[float(le)] = answered.get(float(le), 0.0) + since
         return answered.get(float("inf"), 0.0), quantile(0.99, answered)
 
+    def unfetched(self, window: float = UNFETCHED_WINDOW) -> dict[tuple[str, str], float]:
+        """Per (app, outcome), the pushes whose order was not fetched in the last ``window``
+        seconds (between the latest sample and the oldest within it): counted instance by
+        instance, one restarted counted from its start, as :meth:`throughput`."""
+        if len(self.history) < 2:
+            return {}
+        now = self.history[-1]
+        then = next(s for s in self.history if s.at >= now.at - window or s is now)
+        if then is now:
+            then = self.history[-2]
+        counted: dict[tuple[str, str], float] = {}
+        for name in now.unfetched.keys() & then.unfetched.keys():
+            for app, outcomes in now.unfetched[name].items():
+                for outcome, count in outcomes.items():
+                    before = then.unfetched[name].get(app, {}).get(outcome, 0.0)
+                    since = count if count < before else count - before
+                    counted[(app, outcome)] = counted.get((app, outcome), 0.0) + since
+        return counted
+
     def page(self) -> str:
         if not self.history:
             return _html("<p>collecting the first figures…</p>")
@@ -1260,7 +1305,7 @@ class Dashboard:
             f"<th title='{html.escape(INSTANCES_NOTE)}'>instances</th></tr>{rows}</table>"
             f"<h2>Consumer groups</h2><table>{self.members_rows(snap)}</table>"
             f"<h2>Health</h2><table>{_health_rows(snap)}</table>"
-            f"<h2>Waiting for operations</h2><table>{_waiting(snap)}</table>"
+            f"<h2>Waiting for operations</h2><table>{_waiting(snap, self.unfetched())}</table>"
             f"<h2>Orders by status</h2><table>{statuses or '<tr><td>no figures</td></tr>'}</table>"
             f"<h2>Dead letters</h2><table>{dead_letters}</table>"
             f"<h2>Stuck orders{_pending_over(snap.stuck_after)}</h2>"
@@ -1348,11 +1393,15 @@ class Dashboard:
         @app.get("/api/snapshot", dependencies=ops)
         async def snapshot() -> dict[str, Any]:
             snap = self.history[-1] if self.history else Snapshot(at=time.time())
+            unfetched: dict[str, dict[str, float]] = {}
+            for (app_name, outcome), count in self.unfetched().items():
+                unfetched.setdefault(app_name, {})[outcome] = count
             return {
                 **snap.__dict__,
                 "dead_letters_waiting": snap.letters_waiting(),
                 "throughput": self.throughput(),
                 "gone": self.gone(),
+                "platform_unfetched": unfetched,
             }
 
         @app.get("/orders/{order_id}", dependencies=ops)

@@ -110,6 +110,43 @@ async def ask(api: httpx.AsyncClient, path: str, **params: str) -> Any:
     return answer.json()["data"] if answer.status_code == 200 else None
 
 
+def firing(alerts: Any, alertname: str, **labels: str) -> list[dict[str, str]]:
+    """The labels of each alert of ``/api/v1/alerts``' answer named ``alertname``, firing,
+    whose labels include ``labels``."""
+    return [
+        a["labels"]
+        for a in (alerts or {}).get("alerts", [])
+        if a["labels"]["alertname"] == alertname
+        and labels.items() <= a["labels"].items()
+        and a["state"] == "firing"
+    ]
+
+
+async def scraped_twice(api: httpx.AsyncClient, series: str) -> None:
+    """Until Prometheus has scraped ``series`` twice: an ``increase`` over it sees the next
+    change."""
+    await until(
+        lambda: ask(api, "/api/v1/query", query=f"count_over_time({series}[1m]) >= 2"),
+        f"two scrapes of {series}",
+        timeout=30,
+        every=0.5,
+        ready=lambda data: data and data["result"],
+    )
+
+
+async def fired(api: httpx.AsyncClient, alertname: str, **labels: str) -> dict[str, str]:
+    """The labels of the one alert named ``alertname`` with ``labels``, once it fires."""
+    alerts = await until(
+        lambda: ask(api, "/api/v1/alerts"),
+        f"{alertname} firing",
+        timeout=30,
+        every=0.5,
+        ready=lambda said: firing(said, alertname, **labels),
+    )
+    (alert,) = firing(alerts, alertname, **labels)
+    return alert
+
+
 async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered(
     caravan: System, tmp_path: Path
 ) -> None:
@@ -119,15 +156,6 @@ async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered
     dead-lettered, fires ``CaravanDeadLetters`` naming the service, the topic and the
     error."""
     letters = 'caravan_dead_letters_total{topic="orders.requests.v1", error="not_json"}'
-
-    def firing(alerts: Any) -> list[dict[str, str]]:
-        return [
-            a["labels"]
-            for a in (alerts or {}).get("alerts", [])
-            if a["labels"]["alertname"] == "CaravanDeadLetters"
-            and a["labels"].get("error") == "not_json"
-            and a["state"] == "firing"
-        ]
 
     async with prometheus(caravan, tmp_path) as api:
         targets = await until(
@@ -148,24 +176,12 @@ async def test_prometheus_fires_the_dead_letter_alert_for_a_record_dead_lettered
         assert sorted(r["metric"].get("service", "") for r in up["result"]) == sorted(SERVICES)
         renamed = await ask(api, "/api/v1/query", query='{job="caravan", exported_service!=""}')
         assert renamed["result"] == [], renamed["result"][:1]
-        await until(
-            lambda: ask(api, "/api/v1/query", query=f"count_over_time({letters}[1m]) >= 2"),
-            "two scrapes of the dead letters' counter",
-            timeout=30,
-            every=0.5,
-            ready=lambda data: data and data["result"],
-        )
-        assert firing(await ask(api, "/api/v1/alerts")) == []
+        await scraped_twice(api, letters)
+        said = await ask(api, "/api/v1/alerts")
+        assert firing(said, "CaravanDeadLetters", error="not_json") == []
 
         await caravan.publish_raw(Topic.ORDER_REQUESTS.value, b"not json", uuid.uuid4().bytes)
-        alerts = await until(
-            lambda: ask(api, "/api/v1/alerts"),
-            "CaravanDeadLetters firing",
-            timeout=30,
-            every=0.5,
-            ready=firing,
-        )
-    (alert,) = firing(alerts)
+        alert = await fired(api, "CaravanDeadLetters", error="not_json")
     assert alert == {
         "alertname": "CaravanDeadLetters",
         "severity": "warning",

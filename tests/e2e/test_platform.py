@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from caravan import demo as demo_module
 from caravan.demo import run_platform_demo
+from caravan.ops.dashboard import Dashboard
 from caravan.system import simulator
 from services import SERVICES
 from services.platform.domain.orders import PHONES_READ
@@ -36,6 +37,7 @@ from shared.topics import Topic
 from tests import conftest
 from tests.conftest import own_port
 from tests.e2e.markers import consumed_again
+from tests.e2e.test_alerts import ask, fired, firing, prometheus, scraped_twice
 from tests.e2e.test_http import needs_ops
 from tests.e2e.test_ops import cli as ops_cli
 from tests.e2e.test_orders_saga import payments_stopped
@@ -1338,6 +1340,75 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     assert report["body"]["detail"] == "the order API answered 500: push again later"
     waits = [(a.status_code, a.headers.get("retry-after")) for a in (first, later)]
     assert waits == [(503, "1"), (503, "2")], waits
+
+
+async def test_the_operations_page_counts_the_pushes_whose_order_was_not_fetched(
+    caravan: System, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform whose order API refuses our signature (its secret rotated on its side
+    alone), or fails, has each push refused and no problem opened: operators did not learn
+    that its paid orders were not coming in. The operations page counts those pushes of the
+    last 10 minutes by app and outcome, marked, with what to check; none is a problem."""
+    for name, value in caravan.procs.env.items():  # the page beside the services
+        monkeypatch.setenv(name, value)
+    page = Dashboard(Settings(token=caravan.token))
+    await page.sample()
+    refused_refs = [await new_order(platform.wrong) for _ in range(2)]
+    for order_ref in refused_refs:  # signed as we sign: the platform's order API refuses us
+        params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
+        url = f"/platform/{WRONG}/push"
+        answer = await platform.adapter.post(url, data=signed(params, WRONG_SECRET))
+        assert answer.status_code == 502, answer.text
+    failed_ref = await new_order(platform.sim)
+    down = {"seconds": 30, "apis": ["orders"], "answer": 503}
+    assert (await platform.sim.put("/down", json=down)).status_code == 200
+    try:
+        assert (await push(platform.sim, failed_ref))["status_code"] == 503
+    finally:
+        await platform.sim.put("/down", json={"seconds": 0, "apis": ["orders"]})
+    await page.sample()
+    text = page.page()
+    assert (
+        f"<tr><td>platform pushes not fetched, last 10 minutes: {APP}, fetch_failed</td>"
+        "<td class='act'><b>1</b></td>"
+        "<td>the platform's order API (down, slow), the app's api_url</td></tr>"
+        f"<tr><td>platform pushes not fetched, last 10 minutes: {WRONG},"
+        " fetch_signature_refused</td><td class='act'><b>2</b></td>"
+        "<td>the app's secret on both sides, both clocks</td></tr>"
+    ) in text, text[text.find("Waiting for operations") :][:2000]
+    assert {k: v for k, v in page.unfetched().items() if v} == {
+        (APP, "fetch_failed"): 1,
+        (WRONG, "fetch_signature_refused"): 2,
+    }
+    listed = await platform.adapter.get("/platform/problems", params={"all": True})
+    opened = {r["platform_order_id"] for r in listed.json()["problems"]}
+    assert opened.isdisjoint({*refused_refs, failed_ref}), opened
+
+
+async def test_prometheus_fires_an_alert_once_the_order_api_refuses_our_signature(
+    caravan: System, platform: Platform, tmp_path: Path
+) -> None:
+    """A push whose order the platform's order API refused us (401: the app's secret
+    rotated on one side) fired no alert: operators learned of it when someone called. A real
+    Prometheus, loading alerts.yml, fires ``CaravanPlatformOrdersNotFetched`` for the app and
+    the outcome at the first one."""
+    pushes = f'caravan_platform_pushes_total{{app="{WRONG}", outcome="fetch_signature_refused"}}'
+    async with prometheus(caravan, tmp_path) as api:
+        await scraped_twice(api, pushes)
+        said = await ask(api, "/api/v1/alerts")
+        assert firing(said, "CaravanPlatformOrdersNotFetched", app=WRONG) == []
+        order_ref = await new_order(platform.wrong)
+        params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
+        url = f"/platform/{WRONG}/push"
+        answer = await platform.adapter.post(url, data=signed(params, WRONG_SECRET))
+        assert answer.status_code == 502, answer.text
+        alert = await fired(api, "CaravanPlatformOrdersNotFetched", app=WRONG)
+    assert alert == {
+        "alertname": "CaravanPlatformOrdersNotFetched",
+        "severity": "warning",
+        "app": WRONG,
+        "outcome": "fetch_signature_refused",
+    }
 
 
 async def test_a_refetch_the_order_api_fails_is_told_to_refetch_not_to_push(

@@ -27,6 +27,8 @@ from caravan.ops import dlq
 from caravan.ops.dashboard import (
     DEAD_LETTERS_EVERY,
     HEALTH_NOTE,
+    NOT_FETCHED,
+    UNFETCHED_WINDOW,
     UNKNOWN_APP,
     Dashboard,
     Snapshot,
@@ -829,9 +831,71 @@ async def test_what_waits_for_operations_is_shown_with_where_it_is_settled(
         "<tr><td>platform orders: unmapped_sku</td><td class='act'><b>2</b></td>"
         "<td><code>GET /platform/problems</code></td></tr>"
         "<tr><td>platform status callbacks failed</td><td class='act'><b>3</b></td>"
-        "<td><code>POST /platform/callbacks/retry</code></td></tr></table>"
+        "<td><code>POST /platform/callbacks/retry</code></td></tr>"
+        "<tr><td>platform pushes not fetched, last 10 minutes</td><td>0</td></tr></table>"
     ) in text
     assert page.history[-1].callbacks_failed == 3.0
+
+
+async def test_pushes_whose_order_was_not_fetched_are_counted_by_app_and_outcome(
+    no_kafka: None,
+) -> None:
+    """A platform's order API refusing our signature (a secret rotated on one side), failing
+    or answering 404 has each push refused, nothing placed and no problem opened: the page
+    said nothing. It counts those of the last 10 minutes by app and outcome, marked, with
+    what to check; those before the page's oldest sample kept are not counted, nor a push
+    taken."""
+    settings = Settings(token="cvn_" + "f" * 43)
+    counts = {"fetch_signature_refused": 4.0, "fetch_failed": 1.0, "accepted": 7.0}
+    assert set(NOT_FETCHED) == set(get_args(platform_metrics.FetchRefused))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/metrics":
+            return httpx.Response(200, json=HEALTHY)
+        if request.url.port != settings.platform_http_port:
+            return httpx.Response(200, text="")
+        return httpx.Response(
+            200,
+            text="".join(
+                f'caravan_platform_pushes_total{{app="{app}",outcome="{outcome}"}} {n}\n'
+                for app in ("shop-a", "shop-b")
+                for outcome, n in {**counts, "fetch_refused": 0.0}.items()
+            )
+            + 'caravan_platform_problems_open{kind="rejected"} 0.0\n',
+        )
+
+    page = Dashboard(settings, transport=httpx.MockTransport(answer))
+    await page.sample()
+    quiet = "<tr><td>platform pushes not fetched, last 10 minutes</td><td>0</td></tr></table>"
+    assert quiet in page.page()  # what came before the first sample is not counted
+    counts["fetch_signature_refused"] += 2
+    counts["fetch_failed"] += 3
+    counts["accepted"] += 5
+    await page.sample()
+    text = page.page()
+    for app in ("shop-a", "shop-b"):
+        assert (
+            f"<tr><td>platform pushes not fetched, last 10 minutes: {app}, fetch_failed</td>"
+            "<td class='act'><b>3</b></td>"
+            "<td>the platform's order API (down, slow), the app's api_url</td></tr>"
+            f"<tr><td>platform pushes not fetched, last 10 minutes: {app},"
+            " fetch_signature_refused</td><td class='act'><b>2</b></td>"
+            "<td>the app's secret on both sides, both clocks</td></tr>"
+        ) in text, text
+    assert "fetch_refused</td>" not in text and quiet not in text
+    assert page.unfetched()[("shop-a", "fetch_signature_refused")] == 2
+    for snap in page.history:  # both samples out of the window: since the latest of them
+        snap.at -= UNFETCHED_WINDOW + 1
+    counts["fetch_failed"] += 1
+    await page.sample()
+    assert page.unfetched() == {
+        ("shop-a", "fetch_signature_refused"): 0.0,
+        ("shop-a", "fetch_failed"): 1.0,
+        ("shop-a", "fetch_refused"): 0.0,
+        ("shop-b", "fetch_signature_refused"): 0.0,
+        ("shop-b", "fetch_failed"): 1.0,
+        ("shop-b", "fetch_refused"): 0.0,
+    }
 
 
 async def test_with_no_platform_app_the_page_says_so_not_every_problem_kind_at_0(

@@ -62,3 +62,14 @@ def test_every_port_a_test_takes_above_the_sessions_is_in_the_table() -> None:
 
 def module_file(name: str) -> Path:
     return TESTS.parent.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def test_the_ports_a_run_takes_are_as_running_md_says() -> None:
+    """docs/running.md tells whoever gives a run other ports how many above each it takes,
+    from ``OWN_PORTS``: a row added above the others moves the figure, here and there."""
+    said = (TESTS.parent / "docs" / "running.md").read_text()
+    said = " ".join(said.split())
+    for kind, name in (("kafka", "Kafka's"), ("postgres", "PostgreSQL's"), ("http", "HTTP's")):
+        above = max(ports.stop for ports in OWN_PORTS[kind].values()) - 1
+        phrases = (f"{name} port and the {above} above it", f"{name} and the {above} above it")
+        assert any(phrase in said for phrase in phrases), f"running.md lacks {phrases[0]!r}"

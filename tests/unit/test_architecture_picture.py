@@ -2,14 +2,24 @@
 service subscribes to (its `entrypoints/subscribers.py`) on an arrow into that service: the
 arrow's label names the type (`payment.voided`, or `voided` after `payment.authorized /`)
 or the topic the type is on (`orders.events.v1`: all of them). A subscription added without
-its arrow fails here, where a newcomer reading the picture would not know who reads what."""
+its arrow fails here, where a newcomer reading the picture would not know who reads what.
+So does docs/architecture.md's table of where each step lives: each type a service subscribes
+to is in the "reads" of a row whose handler is that service's."""
 
+import fnmatch
 import re
 
 from caravan.checkout import REPO_ROOT
 from shared.events.registry import REGISTRY
 from shared.topics import SERVICES, EventType
 
+OWNER = {
+    "orders": "orders'",
+    "inventory": "inventory's",
+    "payments": "payments'",
+    "notifications": "notifications'",
+    "platform": "the platform adapter's",
+}
 NODE = {"orders": "O", "inventory": "I", "payments": "P", "notifications": "N", "platform": "PA"}
 MERMAID = re.compile(r"^```mermaid\n(.*?)^```", flags=re.MULTILINE | re.DOTALL)
 ARROW = re.compile(
@@ -80,3 +90,42 @@ def test_labels_are_read_as_the_picture_means_them() -> None:
     assert arrows_into("    SF[storefronts] -- orders.requests.v1 --> O\n") == {
         "O": {"orders.requests.v1"}
     }
+
+
+def unread(table: str) -> dict[str, list[str]]:
+    """The types each service subscribes to that no row of ``table`` (markdown) has it read:
+    a row's "reads" names the type (`order.*`: every type of orders) and its handler is
+    the service's (`payments' on_stock_reserved`)."""
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| step ")
+    ]
+    missing: dict[str, list[str]] = {}
+    for service in SERVICES:
+        read = set()
+        for row in rows:
+            if OWNER[service] in row[2]:
+                for kind in re.findall(r"`([a-z]+\.[a-z_*]+)`", row[1]):
+                    read |= {t.value for t in EventType if fnmatch.fnmatch(t.value, kind)}
+        if left := sorted(subscribed(service) - read):
+            missing[service] = left
+    return missing
+
+
+def test_every_subscription_is_a_step_of_the_architecture_table() -> None:
+    assert unread((REPO_ROOT / "docs" / "architecture.md").read_text()) == {}
+
+
+def test_a_step_is_read_only_by_the_service_whose_handler_it_names() -> None:
+    table = (
+        "| step | reads | handler | writes | emits |\n"
+        "| tell | `order.*`, `payment.voided` | notifications' handlers | x | y |\n"
+        "| undo | `order.cancelled` | inventory's `on_order_cancelled` | x | y |\n"
+    )
+    missing = unread(table)
+    assert "stock.reserved" in missing["notifications"]
+    assert not {"order.placed", "payment.voided"} & set(missing["notifications"])
+    assert "order.cancelled" not in missing["inventory"]
+    assert "order.placed" in missing["inventory"]
+    assert "payment.voided" in missing["orders"]

@@ -1,9 +1,9 @@
-"""The pages a newcomer to the code reads (docs/developing.md, docs/architecture.md) name
-functions, classes and files that exist: a name of the code between backticks (one with an
-underscore, or in CamelCase: `allocate` alone is too plain a word to check) is a word of the
-project's Python, and a path of the checkout (under one of its top folders; `<name>` any
-folder) is there. A function renamed or folded into another leaves its old name here to
-fail, where a newcomer would look for it and find nothing."""
+"""The pages a newcomer to the code reads (README.md, docs/developing.md,
+docs/architecture.md) name functions, classes and files that exist: a name of the code
+between backticks (one with an underscore, or in CamelCase: `allocate` alone is too plain a
+word to check) is a word of the project's Python, and a path of the checkout (under one of
+its top folders; `<name>` any folder) is there. A function renamed or folded into another
+leaves its old name here to fail, where a newcomer would look for it and find nothing."""
 
 import re
 from pathlib import Path
@@ -12,7 +12,11 @@ import pytest
 
 from caravan.checkout import REPO_ROOT
 
-PAGES = [REPO_ROOT / "docs" / "developing.md", REPO_ROOT / "docs" / "architecture.md"]
+PAGES = [
+    REPO_ROOT / "README.md",
+    REPO_ROOT / "docs" / "developing.md",
+    REPO_ROOT / "docs" / "architecture.md",
+]
 TOP = ("shared", "services", "caravan", "tests", "infra", "bench", "scripts", "docs")
 FENCED = re.compile(r"^```.*?^```", flags=re.MULTILINE | re.DOTALL)
 CODE = re.compile(r"`([^`\n]+)`")

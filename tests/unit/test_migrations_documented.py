@@ -135,3 +135,15 @@ def test_what_holds_a_table_s_writers_is_told_from_what_does_not(tmp_path: Path)
         '    op.execute("  delete from s.old")\n'
     )
     assert holds_writers(written) == ["rows updated"]
+
+
+def test_developing_md_says_where_each_schema_s_migrations_are() -> None:
+    """docs/developing.md's recipe for a schema change says where every schema's history is
+    (``migrations_folder``): a newcomer changing ``auth`` or ``ops`` looked under services/."""
+    said = " ".join((REPO_ROOT / "docs" / "developing.md").read_text().split())
+    for schema in ("auth", "ops", *SERVICES):
+        folder = migrations_folder(schema).relative_to(REPO_ROOT).as_posix()
+        if folder != f"services/{schema}/migrations":
+            phrases = (f"`{schema}` schema's in `{folder}`", f"`{schema}`' in `{folder}`")
+            assert any(p in said for p in phrases), f"developing.md lacks {phrases[0]!r}"
+    assert "a service's in `services/<name>/migrations`" in said

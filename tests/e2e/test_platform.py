@@ -1411,6 +1411,33 @@ async def test_prometheus_fires_an_alert_once_the_order_api_refuses_our_signatur
     }
 
 
+async def test_prometheus_fires_an_alert_once_a_platform_s_pushes_fail_our_signature_check(
+    caravan: System, platform: Platform, tmp_path: Path
+) -> None:
+    """A platform signing its pushes with a secret rotated on its side alone was answered 401
+    ``bad_signature`` push after push, its orders kept out, and nothing told operations but a
+    counter. A real Prometheus, loading alerts.yml, fires ``CaravanPlatformPushesRefused`` for
+    the app at the third such push in 15 minutes."""
+    pushes = f'caravan_platform_pushes_total{{app="{WRONG}", outcome="bad_signature"}}'
+    async with prometheus(caravan, tmp_path) as api:
+        await scraped_twice(api, pushes)
+        for n in range(3):
+            said = await ask(api, "/api/v1/alerts")
+            assert firing(said, "CaravanPlatformPushesRefused", app=WRONG) == [], n
+            stamp = str(int(time.time()))
+            params = {"app_key": WRONG, "timestamp": stamp, "order_id": f"W-ROTATED-{n}"}
+            url = f"/platform/{WRONG}/push"
+            answer = await platform.adapter.post(url, data=signed(params, WRONG_PLATFORM_SECRET))
+            assert answer.status_code == 401, answer.text
+        alert = await fired(api, "CaravanPlatformPushesRefused", app=WRONG)
+    assert alert == {
+        "alertname": "CaravanPlatformPushesRefused",
+        "severity": "warning",
+        "app": WRONG,
+        "outcome": "bad_signature",
+    }
+
+
 async def test_a_refetch_the_order_api_fails_is_told_to_refetch_not_to_push(
     caravan: System, platform: Platform
 ) -> None:

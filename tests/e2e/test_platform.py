@@ -1298,6 +1298,20 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     assert answers[4].json()["errors"] == [{"field": "body", "message": said}], answers[4].text
 
 
+async def push_to_wrong(
+    platform: Platform, order_ref: str, secret: str = WRONG_SECRET
+) -> httpx.Response:
+    """A push of ``WRONG``'s order ``order_ref`` signed with ``secret`` (ours for the app by
+    default, which its platform's order API refuses; its platform's, which our check refuses)."""
+    params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
+    return await platform.adapter.post(f"/platform/{WRONG}/push", data=signed(params, secret))
+
+
+def wrongs_alert(alertname: str, outcome: str) -> dict[str, str]:
+    """The labels of ``alertname`` fired for ``WRONG``'s pushes of ``outcome``."""
+    return {"alertname": alertname, "severity": "warning", "app": WRONG, "outcome": outcome}
+
+
 async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     caravan: System, platform: Platform
 ) -> None:
@@ -1306,12 +1320,9 @@ async def test_an_order_api_refusing_our_signature_is_a_502_saying_what_to_mend(
     which no push again mends), not 404 "the platform does not know it". An order API
     answering 500 is a 503 that says so."""
     order_ref = await new_order(platform.wrong)
-    params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
     counted = {"app": WRONG, "outcome": "fetch_signature_refused"}  # not "fetch_failed"
     before = await caravan.gauge("platform", "caravan_platform_pushes_total", **counted)
-    answer = await platform.adapter.post(
-        f"/platform/{WRONG}/push", data=signed(params, WRONG_SECRET)
-    )
+    answer = await push_to_wrong(platform, order_ref)
     assert answer.status_code == 502, answer.text
     assert answer.json()["title"] == "Platform order API refused Caravan's request"
     assert "answered 401" in answer.json()["detail"] and "secret" in answer.json()["detail"]
@@ -1355,9 +1366,7 @@ async def test_the_operations_page_counts_the_pushes_whose_order_was_not_fetched
     await page.sample()
     refused_refs = [await new_order(platform.wrong) for _ in range(2)]
     for order_ref in refused_refs:  # signed as we sign: the platform's order API refuses us
-        params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
-        url = f"/platform/{WRONG}/push"
-        answer = await platform.adapter.post(url, data=signed(params, WRONG_SECRET))
+        answer = await push_to_wrong(platform, order_ref)
         assert answer.status_code == 502, answer.text
     failed_ref = await new_order(platform.sim)
     down = {"seconds": 30, "apis": ["orders"], "answer": 503}
@@ -1397,18 +1406,10 @@ async def test_prometheus_fires_an_alert_once_the_order_api_refuses_our_signatur
         await scraped_twice(api, pushes)
         said = await ask(api, "/api/v1/alerts")
         assert firing(said, "CaravanPlatformOrdersNotFetched", app=WRONG) == []
-        order_ref = await new_order(platform.wrong)
-        params = {"app_key": WRONG, "timestamp": str(int(time.time())), "order_id": order_ref}
-        url = f"/platform/{WRONG}/push"
-        answer = await platform.adapter.post(url, data=signed(params, WRONG_SECRET))
+        answer = await push_to_wrong(platform, await new_order(platform.wrong))
         assert answer.status_code == 502, answer.text
         alert = await fired(api, "CaravanPlatformOrdersNotFetched", app=WRONG)
-    assert alert == {
-        "alertname": "CaravanPlatformOrdersNotFetched",
-        "severity": "warning",
-        "app": WRONG,
-        "outcome": "fetch_signature_refused",
-    }
+    assert alert == wrongs_alert("CaravanPlatformOrdersNotFetched", "fetch_signature_refused")
 
 
 async def test_prometheus_fires_an_alert_once_a_platform_s_pushes_fail_our_signature_check(
@@ -1424,18 +1425,10 @@ async def test_prometheus_fires_an_alert_once_a_platform_s_pushes_fail_our_signa
         for n in range(3):
             said = await ask(api, "/api/v1/alerts")
             assert firing(said, "CaravanPlatformPushesRefused", app=WRONG) == [], n
-            stamp = str(int(time.time()))
-            params = {"app_key": WRONG, "timestamp": stamp, "order_id": f"W-ROTATED-{n}"}
-            url = f"/platform/{WRONG}/push"
-            answer = await platform.adapter.post(url, data=signed(params, WRONG_PLATFORM_SECRET))
+            answer = await push_to_wrong(platform, f"W-ROTATED-{n}", WRONG_PLATFORM_SECRET)
             assert answer.status_code == 401, answer.text
         alert = await fired(api, "CaravanPlatformPushesRefused", app=WRONG)
-    assert alert == {
-        "alertname": "CaravanPlatformPushesRefused",
-        "severity": "warning",
-        "app": WRONG,
-        "outcome": "bad_signature",
-    }
+    assert alert == wrongs_alert("CaravanPlatformPushesRefused", "bad_signature")
 
 
 async def test_a_refetch_the_order_api_fails_is_told_to_refetch_not_to_push(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from caravan.checkout import REPO_ROOT
@@ -24,15 +25,22 @@ RULES = REPO_ROOT / "infra" / "prometheus"
 EXPRESSIONS = re.findall(r"^\s+expr: (.+)$", (RULES / "alerts.yml").read_text(), re.M)
 
 
-async def served(caravan: System) -> dict[str, list[dict[str, str]]]:
-    """Every sample's labels, by sample name, of every service's ``/metrics``."""
-    samples: dict[str, list[dict[str, str]]] = defaultdict(list)
+async def families(caravan: System) -> list[Metric]:
+    """Every metric family of every service's ``/metrics``, as each serves it."""
+    served: list[Metric] = []
     for service in SERVICES:
         async with caravan.api(service) as client:
             page = (await client.get("/metrics")).text
-        for family in text_string_to_metric_families(page):
-            for sample in family.samples:
-                samples[sample.name].append(sample.labels)
+        served.extend(text_string_to_metric_families(page))
+    return served
+
+
+async def served(caravan: System) -> dict[str, list[dict[str, str]]]:
+    """Every sample's labels, by sample name, of every service's ``/metrics``."""
+    samples: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for family in await families(caravan):
+        for sample in family.samples:
+            samples[sample.name].append(sample.labels)
     return samples
 
 
@@ -67,6 +75,22 @@ async def test_every_series_an_alert_reads_is_served_with_its_labels(caravan: Sy
                 assert any(s.get(label) == value for s in samples[name]), (name, label, value)
             checked += 1
     assert checked >= len(EXPRESSIONS) - 1  # all but `up`, Prometheus's own
+
+
+async def test_every_series_served_is_named_in_the_operations_guide(caravan: System) -> None:
+    """An operator writes a dashboard's queries and their own alerts from docs/operations.md:
+    the outbox's backlog and oldest row, the records produced, the handlers' latency and the
+    platforms' status API calls were described there in words only, under no name to query.
+    Each family of ours is named as it is queried (a counter with its ``_total``; the
+    ``_created`` timestamps prometheus_client adds to each counter aside)."""
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text()
+    names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in await families(caravan)
+        if family.name.startswith("caravan_") and not family.name.endswith("_created")
+    }
+    assert len(names) > 40
+    assert sorted(name for name in names if f"`{name}`" not in guide) == []
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ STOP_SECONDS = 2.0  # what a stop waits for the exporters to deliver the last sp
 
 
 class JsonLinesExporter(SpanExporter):
-    """Appends each finished span as one JSON line to a file."""
+    """Appends each finished span as one JSON line to a file: its service, name, ids, when it
+    began (UTC), how long it took, its status (``unset``, ``ok``, ``error``, with the error's
+    words) and its attributes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -54,12 +57,27 @@ class JsonLinesExporter(SpanExporter):
                             "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
                             "span_id": f"{ctx.span_id:016x}" if ctx else None,
                             "parent_id": f"{parent.span_id:016x}" if parent else None,
+                            "start": _utc(span.start_time),
+                            "duration_ms": _millis(span.start_time, span.end_time),
+                            "status": span.status.status_code.name.lower(),
+                            "status_message": span.status.description,
                             "attributes": dict(span.attributes or {}),
                         }
                     )
                     + "\n"
                 )
         return SpanExportResult.SUCCESS
+
+
+def _utc(nanoseconds: int | None) -> str | None:
+    if nanoseconds is None:
+        return None
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000).isoformat()
+
+
+def _millis(start: int | None, end: int | None) -> float | None:
+    return None if start is None or end is None else round((end - start) / 1e6, 3)
 
 
 def configure_tracing(service: str) -> None:

@@ -8,9 +8,17 @@ not part.)
 
 Each case runs in a fresh interpreter: a process installs its tracer provider once."""
 
+import contextlib
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from shared.telemetry import JsonLinesExporter
 
 UNEXPORTED = """
 import os
@@ -89,3 +97,32 @@ def test_spans_are_not_recorded_but_the_trace_context_flows() -> None:
 
 def test_spans_are_recorded_ended_and_carry_the_exception_raised_in_them() -> None:
     run(EXPORTED)
+
+
+def test_a_span_written_to_the_trace_dir_says_when_it_began_how_long_it_took_and_its_status(
+    tmp_path: Path,
+) -> None:
+    """Without a collector, CARAVAN_TRACE_DIR's files are where an operator reads an order's
+    trace: they named each span and its parent, but not when it began, how long it took or
+    that it failed, so a slow or failed step of a saga could not be told from the others."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "caravan-orders"}))
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(tmp_path / "orders.jsonl")))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(
+        "work", start_time=1_796_650_000_123_456_000, end_on_exit=False
+    ) as span:
+        span.end(end_time=1_796_650_000_123_456_000 + 250_500_000)
+    with contextlib.suppress(ValueError), tracer.start_as_current_span("failing"):
+        raise ValueError("no stock")
+    provider.shutdown()
+    done, failed = (
+        json.loads(line) for line in (tmp_path / "orders.jsonl").read_text().splitlines()
+    )
+    assert (done["name"], done["start"], done["duration_ms"]) == (
+        "work",
+        "2026-12-07T13:26:40.123456+00:00",
+        250.5,
+    ), done
+    assert (done["status"], done["status_message"]) == ("unset", None), done
+    assert (failed["status"], failed["status_message"]) == ("error", "ValueError: no stock"), failed
+    assert failed["duration_ms"] >= 0, failed

@@ -189,13 +189,24 @@ KAFKA_FENCED = frozenset({"OffsetCommit failed for group %s due to group error (
 # refused a batch (an HTTP 4xx: a 400, a 401 for headers it does not take, a 413 over its
 # limit), an error at each batch (five a second while spans are made). Neither is a fault of
 # the service's, nor stops its work: the spans alone are lost, until the collector is mended.
+REFUSED_BATCH = "Failed to export %s batch code: %s, reason: %s"
 COLLECTOR_FAILING = frozenset(
     {
         "Transient error %s encountered while exporting %s batch, retrying in %.2fs.",
         "Failed to export %s batch due to timeout, max retries or shutdown.",
         "Shutdown in progress, aborting retry.",
-        "Failed to export %s batch code: %s, reason: %s",
+        REFUSED_BATCH,
     }
+)
+COLLECTOR_AWAY = (
+    "; the OTLP collector does not answer: this service's spans are lost until it does (its"
+    " work goes on). Check the collector and OTEL_EXPORTER_OTLP_ENDPOINT; said once, and once"
+    " more when it is back"
+)
+COLLECTOR_REFUSES = (
+    "; the OTLP collector refuses the spans: they are lost until it takes them (this service's"
+    " work goes on). Check the collector's configuration and OTEL_EXPORTER_OTLP_HEADERS; said"
+    " once, and once when it takes them again"
 )
 
 
@@ -327,6 +338,14 @@ class CollectorOutage(Outage):
 
     def __init__(self, level: int = logging.NOTSET) -> None:
         super().__init__(level, every=math.inf, quiet=math.inf)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """The exporter's words, and what they mean for the operator reading the one line."""
+        said = super().filter(record)
+        if said and self.key(record) is not None:
+            meaning = COLLECTOR_REFUSES if record.msg == REFUSED_BATCH else COLLECTOR_AWAY
+            record.msg = f"{record.msg}{meaning}"
+        return said
 
 
 # The process's, one for its exporters and its log handler both.

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from shared.logs import COLLECTOR_AWAY, COLLECTOR_REFUSES
 from shared.telemetry import STOP_SECONDS
 from tests.harness import free_port
 
@@ -84,6 +85,8 @@ def test_a_collector_that_does_not_answer_is_one_warning_and_a_stop_waits_little
     assert errors == [], errors
     warnings = [message for level, message in said if level == "warning"]
     assert len(warnings) == 2 and all("exporting spans" in w for w in warnings), said  # 2 outages
+    # What it means and where to look, the one line an outage has (the exporter's says neither).
+    assert all(w.endswith(COLLECTOR_AWAY) for w in warnings), warnings
     back = [message for _, message in said if "answers again" in message]
     assert len(back) == 1, said
     stop = float(done.stdout)
@@ -127,4 +130,5 @@ def test_a_collector_that_refuses_the_spans_is_one_warning_not_an_error_a_batch(
     assert [message for level, message in said if level == "error"] == [], said
     warnings = [message for level, message in said if level == "warning"]
     assert len(warnings) == 1 and "code: 400" in warnings[0], said
+    assert warnings[0].endswith(COLLECTOR_REFUSES), warnings
     assert [message for _, message in said if "answers again" in message], said

@@ -13,6 +13,7 @@ from caravan.checkout import REPO_ROOT
 from caravan.infra import prometheus
 from caravan.infra.prometheus import ensure_prometheus
 from caravan.output import OperatorError
+from tests.unit.test_docs_links import anchors
 
 RULES = REPO_ROOT / "infra" / "prometheus"
 ALERTS = re.findall(r"^\s+- alert: (\w+)$", (RULES / "alerts.yml").read_text(), re.M)
@@ -111,3 +112,25 @@ def test_each_alert_is_named_in_the_operations_guide() -> None:
     guide = (REPO_ROOT / "docs" / "operations.md").read_text()
     assert len(ALERTS) > 20
     assert [name for name in ALERTS if f"`{name}`" not in guide] == []
+
+
+def test_an_alert_with_a_runbook_links_it_and_each_link_finds_its_section() -> None:
+    """Someone paged reads the alert, not the guide: the guide's table linked many alerts to
+    the section that says what to do, and the alerts themselves to none. Each alert a row of
+    the table names alone with a section of docs/operations.md carries it as its ``runbook``,
+    and each ``runbook`` names a section there is."""
+    guide = REPO_ROOT / "docs" / "operations.md"
+    rows = re.findall(r"^  \| (`Caravan\w+`) \|(.*)\|$", guide.read_text(), re.M)
+    linked = {
+        name.strip("`"): f"docs/operations.md{links[0]}"
+        for name, row in rows
+        if (links := re.findall(r"\]\((#[a-z0-9-]+)\)", row))
+    }
+    said = {
+        rule.split("\n", 1)[0]: runbook.group(1)
+        for rule in (RULES / "alerts.yml").read_text().split("- alert: ")[1:]
+        if (runbook := re.search(r"^\s+runbook: (\S+)$", rule, re.M))
+    }
+    assert len(linked) >= 10 and {a: said.get(a) for a in linked} == linked
+    sections = anchors(guide)
+    assert [r for r in said.values() if r.split("#")[1] not in sections] == []

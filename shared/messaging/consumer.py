@@ -821,7 +821,13 @@ class Consumer:
     ) -> bool:
         """One try of :meth:`_dead_letter`; ``bare``: why only the fixed headers go."""
         log.warning(
-            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, poison
+            "dead-lettering %s[%d]@%d: %s (`caravan dlq list --topic %s --waiting` lists it, to"
+            " send back mended or discard: docs/operations.md, Dead letters waiting)",
+            record.topic,
+            record.partition,
+            record.offset,
+            poison,
+            record.topic,
         )
         async with self.uow.begin(cause=poison.envelope) as tx:
             key = dead_letter_key(

@@ -323,7 +323,12 @@ async def test_a_handler_that_violates_a_key_at_every_try_is_dead_lettered_with_
     assert letter.headers["dlq.error"] == "handler_error"
     assert letter.headers["dlq.error.message"] == RACE_LOST
     lost = "lost a race at commit (attempt {}/3), retrying: " + RACE_LOST
-    letter_said = f"dead-lettering {Topic.INVENTORY_EVENTS.value}[0]@5: handler_error: {RACE_LOST}"
+    topic = Topic.INVENTORY_EVENTS.value
+    letter_said = (
+        f"dead-lettering {topic}[0]@5: handler_error: {RACE_LOST} (`caravan dlq list --topic"
+        f" {topic} --waiting` lists it, to send back mended or discard: docs/operations.md, Dead"
+        " letters waiting)"
+    )
     assert consumer_said(caplog) == [
         (logging.WARNING, lost.format(1), False),
         (logging.WARNING, lost.format(2), False),

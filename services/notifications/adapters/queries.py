@@ -1,5 +1,6 @@
 """Read models of the texts (served by the API's ``GET /sms``): an order's, or those to one
-phone, newest first, each with its recipient masked as the logs mask it."""
+phone, newest first, each with its recipient masked as the logs mask it, and any number in
+the gateway's last error too (a gateway's refusal may quote the number it refused)."""
 
 from datetime import datetime
 
@@ -8,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifications.adapters.tables import sms
 from shared.events.envelope import Frozen
-from shared.logs import masked
+from shared.logs import masked, phones_masked
 from shared.pagination import Position, newest_first
 
 
@@ -73,6 +74,7 @@ async def texts(
             {
                 **r._mapping,
                 "to": masked(r.to),
+                "last_error": phones_masked(r.last_error) if r.last_error else r.last_error,
                 "next_attempt_at": r.next_attempt_at if r.status in WAITING else None,
             }
         )

@@ -7,7 +7,8 @@ A message whose ``dedup_key`` was accepted before is not sent again: the answer 
 ``200 {"id": <the first id>, "duplicate": true}``.
 
 Control, per recipient: ``POST /script {"to", "actions": [...], "receipt"}`` queues what the
-next requests for ``to`` get, one action each: ``fail`` (500), ``reject`` (400), ``429`` or
+next requests for ``to`` get, one action each: ``fail`` (500), ``reject`` (400, its error
+quoting the number, as real gateways' refusals do), ``429`` or
 ``429:SECONDS`` (429 with ``Retry-After``), ``timeout`` or ``timeout:SECONDS`` (the message is
 accepted but the answer comes that late, as when a response is lost), ``long_id`` (accepted
 with an id of 200 characters: a gateway's ids are its own). ``receipt`` is
@@ -137,7 +138,7 @@ def create_app() -> FastAPI:
         if name == "fail":
             return JSONResponse({"error": "simulated failure"}, status_code=500)
         if name == "reject":
-            return JSONResponse({"error": "simulated refusal"}, status_code=400)
+            return JSONResponse({"error": f"simulated refusal of {body.to}"}, status_code=400)
         if name == "429":
             return JSONResponse(
                 {"error": "too many requests"},

@@ -70,7 +70,7 @@ from shared.metrics import (
 )
 from shared.settings import Settings
 from shared.stall import Stalls, consumer_said, relay_said
-from shared.telemetry import serving
+from shared.telemetry import record_failure, serving
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def _unexpected(method: str, path: str, exc: Exception, span: Span) -> Response:
     neither the request's value nor an outage): its traceback is logged once, in the
     request's trace, and the client is told nothing of it (it may quote the input)."""
     log.error("%s %s failed", method, path, exc_info=exc)
-    span.record_exception(exc)
+    record_failure(span, exc)
     span.set_status(Status(StatusCode.ERROR, exc.__class__.__name__))
     return problem(500, "Internal Server Error", "the request failed unexpectedly; it is logged")
 

@@ -11,6 +11,7 @@ import contextvars
 import json
 import os
 import threading
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import Status, StatusCode
 
 # The service the running code works for. A process hosting several services sets it in each
 # one's task (shared.main), so that its log lines, spans and metrics carry the right name.
@@ -180,12 +182,33 @@ def _span(
     token = context.attach(trace.set_span_in_context(span, parent))
     try:
         if span.is_recording():
-            with trace.use_span(span, end_on_exit=True):
-                yield span
+            with trace.use_span(
+                span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            ):
+                try:
+                    yield span
+                except Exception as exc:  # as use_span would record it, numbers masked
+                    message = record_failure(span, exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+                    raise
         else:
             yield span  # nothing to end, nor to record an exception on
     finally:
         context.detach(token)
+
+
+def record_failure(span: trace.Span, exc: BaseException) -> str:
+    """Record ``exc`` on ``span`` as the tracer records one (an ``exception`` event), with
+    every phone number in its message and traceback masked as the log lines mask them: a
+    database error's ``DETAIL`` may quote a row, a gateway's answer the number it refused.
+    Returns the message so masked."""
+    from shared.logs import phones_masked  # shared.logs imports this module
+
+    message = phones_masked(str(exc))
+    stacktrace = phones_masked("".join(traceback.format_exception(exc)))
+    masked = {"exception.message": message, "exception.stacktrace": stacktrace}
+    span.record_exception(exc, attributes=masked)
+    return message
 
 
 def consuming(

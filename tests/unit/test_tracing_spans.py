@@ -39,17 +39,24 @@ with consuming("orders.events.v1", [], {}) as span:
 print("ok")
 """
 
-EXPORTED = """
+RECORDED = """
 import os, tempfile
 os.environ["CARAVAN_TRACE_DIR"] = tempfile.mkdtemp()
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
 from shared import telemetry
-from shared.telemetry import configure_tracing, consuming, continuing, current_trace_headers
+from shared.telemetry import configure_tracing
 configure_tracing("test")
 kept = InMemorySpanExporter()
 telemetry._providers["test"].add_span_processor(SimpleSpanProcessor(kept))
+"""
+"""The start of a case whose spans are recorded, in ``kept``."""
+
+EXPORTED = (
+    RECORDED
+    + """
+from opentelemetry.trace import SpanKind, StatusCode
+from shared.telemetry import consuming, continuing, current_trace_headers
 parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 with consuming("orders.events.v1", [("traceparent", parent.encode())], {"a": 1}) as span:
     assert span.is_recording()
@@ -76,6 +83,37 @@ assert (served.name, served.kind, served.parent) == ("GET", SpanKind.SERVER, Non
 assert current_trace_headers() == {}  # each span's context let go
 print("ok")
 """
+)
+
+# A database error's DETAIL quoting a row, as asyncpg's text appends it.
+MASKED = (
+    RECORDED
+    + """
+from shared.http import _unexpected
+from shared.logs import phones_masked
+from shared.telemetry import continuing, serving
+said = "duplicate key\\nDETAIL:  Key (phone)=(+8613912345678) already exists."
+try:
+    with continuing({}, "notifications sms sent", "o-1"):
+        raise ValueError(said)
+except ValueError:
+    pass
+with serving("POST", "/orders", {}) as span:
+    try:
+        raise ValueError(said)
+    except ValueError as exc:
+        assert _unexpected("POST", "/orders", exc, span).status_code == 500
+loop, request = kept.get_finished_spans()
+for span in (loop, request):
+    (event,) = span.events
+    recorded = str(dict(event.attributes)) + str(span.status.description)
+    assert "+8613912345678" not in recorded, recorded
+    assert event.attributes["exception.message"] == phones_masked(said), event.attributes
+    assert phones_masked(said) in event.attributes["exception.stacktrace"], event.attributes
+assert loop.status.description == "ValueError: " + phones_masked(said), loop
+print("ok")
+"""
+)
 
 
 def run(case: str) -> None:
@@ -126,3 +164,10 @@ def test_a_span_written_to_the_trace_dir_says_when_it_began_how_long_it_took_and
     assert (done["status"], done["status_message"]) == ("unset", None), done
     assert (failed["status"], failed["status_message"]) == ("error", "ValueError: no stock"), failed
     assert failed["duration_ms"] >= 0, failed
+
+
+def test_a_recorded_exception_says_no_phone_number_whole() -> None:
+    """A span exported with an exception (an HTTP 500, a loop's work that raised) carried its
+    message and traceback as raised, a row's number in a database error's DETAIL among
+    them, where the log line of the same error masks it."""
+    run(MASKED)

@@ -43,12 +43,17 @@ FILE_SECRETS: dict[str, str] = {
     "platform_apps": "CARAVAN_PLATFORM_APPS_FILE",  # JSON, as CARAVAN_PLATFORM_APPS
 }
 DEV_SECRET_PREFIX = "caravan-dev-"
+EXAMPLE_SECRET_PREFIX = "change-me"  # the docs' example secrets (docs/platform.md): public
 
 
 def is_dev_secret(value: str | None) -> bool:
     """Whether ``value`` is one of the project's development defaults (refused in production):
-    the local cluster's ``caravan`` password, or any ``caravan-dev-...`` one."""
-    return value is not None and (value == "caravan" or value.startswith(DEV_SECRET_PREFIX))
+    the local cluster's ``caravan`` password, any ``caravan-dev-...`` one, or a secret the docs
+    publish as an example (``change-me-...``), with which anyone could sign a platform's
+    pushes."""
+    return value is not None and (
+        value == "caravan" or value.startswith((DEV_SECRET_PREFIX, EXAMPLE_SECRET_PREFIX))
+    )
 
 
 def secret_from_env(name: str, environ: dict[str, str] | None = None) -> str | None:
@@ -413,6 +418,10 @@ class Settings(CalendarSettings, InstanceSettings):
                     ("DATABASE_URL", urlsplit(_plain(self.database_url) or "").password),
                     ("CARAVAN_KAFKA_PASSWORD", _plain(self.kafka_password)),
                     ("CARAVAN_KAFKA_SSL_KEY_PASSWORD", _plain(self.kafka_ssl_key_password)),
+                    *(
+                        (f"CARAVAN_PLATFORM_APPS ({name}.secret)", _plain(app.secret))
+                        for name, app in self.platform_apps.items()
+                    ),
                 )
                 if is_dev_secret(value)
             ]

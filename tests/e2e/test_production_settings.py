@@ -137,3 +137,23 @@ def test_a_service_s_own_database_file_that_cannot_be_read_is_one_line(tmp_path:
         f"settings refused: CARAVAN_DATABASE_URL_ORDERS_FILE names {tmp_path / 'missing'}, which"
         " cannot be read: No such file or directory"
     ), lines
+
+
+def test_a_platform_app_signing_with_the_docs_example_secret_is_refused(tmp_path: Path) -> None:
+    """docs/platform.md publishes ``change-me-0123456789`` as an app's secret: copied into a
+    production CARAVAN_PLATFORM_APPS, the adapter took pushes anyone could sign (orders
+    placed as paid on the platform). It is refused as a development default, not said."""
+    example = {"secret": "change-me-0123456789", "api_url": "http://127.0.0.1:1"}
+    code, lines = _run(
+        "platform",
+        tmp_path,
+        DATABASE_URL="postgresql://p:real-1@127.0.0.1:1/caravan",
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        CARAVAN_PLATFORM_APPS=json.dumps({"demo-market": example}),
+    )
+    assert code == 2 and len(lines) == 1, lines
+    message = json.loads(lines[0])["message"]
+    assert message == (
+        "settings refused: refusing to start in production with development default secrets"
+        " in: CARAVAN_PLATFORM_APPS (demo-market.secret)"
+    ), message

@@ -7,9 +7,11 @@ payment) that an operator upgrading from 2026-12-05 crosses, and five older ones
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 from caravan.checkout import REPO_ROOT
+from caravan.cli import SCHEMAS
 from services import SERVICES
 from shared.db.migrate import migrations_folder
 
@@ -147,3 +149,59 @@ def test_developing_md_says_where_each_schema_s_migrations_are() -> None:
             phrases = (f"`{schema}` schema's in `{folder}`", f"`{schema}`' in `{folder}`")
             assert any(p in said for p in phrases), f"developing.md lacks {phrases[0]!r}"
     assert "a service's in `services/<name>/migrations`" in said
+
+
+def _newest(names: list[str]) -> str:
+    return max((name[:4] for name in names if re.match(r"\d{4}_", name)), default="")
+
+
+def _newest_at(commit: str, schema: str) -> str:
+    """The revision ``schema``'s migrations ended at in ``commit`` ('' without any then)."""
+    folder = (migrations_folder(schema) / "versions").relative_to(REPO_ROOT).as_posix()
+    listed = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "ls-tree", "--name-only", f"{commit}:{folder}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return _newest(listed.stdout.split())
+
+
+def going_back_lists() -> dict[str, dict[str, str]]:
+    """Each release running.md's Going back names by its commit (``release (`ded44c89`...``),
+    with the revisions it takes each schema back to, up to the next release or paragraph."""
+    text = RUNNING.read_text().split("### Going back", 1)[1].split("\n#", 1)[0]
+    releases = list(re.finditer(r"release\s+\(`([0-9a-f]{7,40})`", text))
+    lists = {}
+    for release, after in zip(releases, [*releases[1:], None], strict=True):
+        said = text[release.end() : after.start() if after else len(text)].split("\n\n")[0]
+        downgrades = re.findall(r"`(?:caravan downgrade )?(\w+)\s+(\d{4})`", said)
+        lists[release[1]] = dict(downgrades)
+    return lists
+
+
+def test_going_back_to_each_release_named_takes_back_every_schema_it_is_behind() -> None:
+    """running.md's Going back lists, for a release it names, the ``caravan downgrade`` of
+    each schema: every one the upgrade from that release migrated, to the revision its
+    migrations ended at then. Written by hand, 2026-12-05's list went stale as migrations came
+    (``inventory`` and ``notifications`` missing, ``payments 0014`` for its 0016): followed,
+    it left two schemas ahead of the older version, which then would not start."""
+    lists = going_back_lists()
+    assert len(lists) >= 2, lists
+    for commit, listed in lists.items():
+        known = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+            capture_output=True,
+            check=False,
+        )
+        assert known.returncode == 0, (
+            f"{commit}, a release running.md's Going back names, is not in this clone's history"
+            " (a shallow clone? `git fetch --unshallow`)"
+        )
+        behind = {}
+        for schema in SCHEMAS:
+            then = _newest_at(commit, schema)
+            now = _newest([p.name for p in (migrations_folder(schema) / "versions").iterdir()])
+            if then != now:
+                behind[schema] = then
+        assert listed == behind, f"running.md's Going back for {commit}"

@@ -255,6 +255,23 @@ def run_alone(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def refuse_copy_inside(folder: Path) -> None:
+    """Refuse (:class:`OperatorError`) to start on ``folder`` holding a folder of its own name:
+    ``cp -a old/.cache/kafka-9092 new/.cache/kafka-9092`` where the new checkout had a
+    ``kafka-9092`` of its own (a run to try it) copies the old one inside it, and Kafka or
+    PostgreSQL would start on the new checkout's data, the upgraded system without the orders
+    it had, nothing saying so (docs/running.md, Upgrading)."""
+    inside = folder / folder.name
+    if inside.is_dir():
+        raise OperatorError(
+            f"{inside} is a copy inside the folder of the same name, which this checkout had"
+            f" (cp -a into a {folder.name} that existed puts it there): started, this would"
+            f" run on {folder}'s own data, not the copy's. Move {folder} aside, then move"
+            f" {inside} into its place",
+            2,
+        )
+
+
 def start_infrastructure(
     base_dir: Path = checkout.CACHE,
     kafka_port: int = 9092,
@@ -289,6 +306,9 @@ def start_infrastructure(
         )
     )
     pg = None if env_db or docker else local_postgres(base_dir, postgres_port)
+    for local in (kafka, pg):
+        if local is not None:
+            refuse_copy_inside(local.base_dir)
     # Every port asked before anything starts: not a new cluster made, then refused.
     if kafka is not None:
         kafka.refuse_held_ports()

@@ -287,6 +287,40 @@ def test_caravan_up_of_three_nodes_where_one_ran_on_its_ports_refuses_in_one_lin
     ] == []
 
 
+@pytest.mark.parametrize("kind", ["kafka", "postgres"])
+def test_caravan_up_on_a_folder_an_upgrade_s_copy_went_inside_refuses_in_one_line(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    kind: str,
+) -> None:
+    """Upgrading into a checkout of its own, docs/running.md has the old one's folders copied
+    into the new one's ``.cache/``; where the new checkout had one of its own (a run to try
+    it), ``cp -a old/.cache/kafka-9092 new/.cache/kafka-9092`` put the copy inside it, and
+    ``caravan up`` started on the new checkout's own data, the orders the old one had gone
+    from view, nothing said. Refused in one line, nothing started, the copy left as it was."""
+    base = tmp_path_factory.mktemp("n")  # short: a longer socket path moves PostgreSQL away
+    port = free_port()
+    local_infrastructure(monkeypatch, base, port=port)
+    monkeypatch.setenv(checkout.LOCAL_PORTS_VAR, f"{port},{free_port()}")
+    folder = base / f"{kind}-{port}"  # local_infrastructure gives PostgreSQL that port too
+    inside = folder / folder.name
+    inside.mkdir(parents=True)
+    (inside / "copied").write_text("the old checkout's")
+    code, _, err = caravan("up", "--dashboard-port", str(free_port()))
+    assert code == 2 and one_line(err) == (
+        f"{inside} is a copy inside the folder of the same name, which this checkout had"
+        f" (cp -a into a {folder.name} that existed puts it there): started, this would run"
+        f" on {folder.resolve()}'s own data, not the copy's. Move {folder.resolve()} aside,"
+        f" then move {inside} into its place"
+    ), err
+    assert (inside / "copied").read_text() == "the old checkout's"
+    assert [
+        *base.glob("kafka-*/node-*/data/meta.properties"),
+        *base.glob("postgres-*/data/*"),
+    ] == []
+
+
 POSTGRES_REFUSING = (
     '2026-12-03 23:04:55.753 GMT [6385] LOG:  unrecognized configuration parameter "nonsense"\n'
     '2026-12-03 23:04:55.753 GMT [6385] FATAL:  configuration file "postgresql.conf" contains'

@@ -448,7 +448,8 @@ LOSING = {
         ),
         "0006",
         "1 in notifications.sms where status IN ('pending', 'sending')",
-        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')",
+        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')"
+        " AND not_before > created_at + interval '1 minute'",
     ),
     # The gateway's id of a text, which its receipts name, longer than the older column.
     "notifications 0008 provider_id": (
@@ -506,7 +507,7 @@ LOSING = {
         " ('l', 'before-0008', 1, 1, 0, NULL)",
         "0007",
         "1 in payments.repayments where allocations IS NOT NULL",
-        "UPDATE payments.repayments SET allocations = NULL",
+        "UPDATE payments.repayments SET allocations = NULL WHERE allocations IS NOT NULL",
     ),
     # What the gateway said of a text (its id, which receipts name; delivered; why it failed:
     # here, a number it would not text), kept nowhere else. A text not yet sent: not refused.
@@ -568,7 +569,7 @@ LOSING = {
         " ('a', 'l', -1, 'mould', true), ('b', 'l', -1, 'counted again', false)",
         "0007",
         "1 in inventory.lot_adjustments where spoiled",
-        "UPDATE inventory.lot_adjustments SET spoiled = false",
+        "UPDATE inventory.lot_adjustments SET spoiled = false WHERE spoiled",
     ),
     # Which lots are stopped selling: the older version would sell them (one on sale: not
     # refused), and the record of each stop and restart.
@@ -582,7 +583,7 @@ LOSING = {
         " ('m', 'k', 4, 4, '2026-01-01', '2026-12-31', true)",
         "0008",
         "1 in inventory.lots where NOT on_sale",
-        "UPDATE inventory.lots SET on_sale = true",
+        "UPDATE inventory.lots SET on_sale = true WHERE NOT on_sale",
     ),
     "inventory 0009 lot_selling": (
         "inventory",
@@ -626,7 +627,7 @@ LOSING = {
         " 'held', 'none', now(), now(), NULL)",
         "0008",
         "1 in orders.orders where placed_by IS NOT NULL",
-        "UPDATE orders.orders SET placed_by = NULL",
+        "UPDATE orders.orders SET placed_by = NULL WHERE placed_by IS NOT NULL",
     ),
     # A refund's amount and reference on its order's timeline (a step naming none: not
     # refused).
@@ -636,7 +637,8 @@ LOSING = {
         " ('o', 'payment.refunded', 3500, 'BANK-1'), ('o', 'payment.voided', NULL, NULL)",
         "0011",
         "1 in orders.timeline where amount_fen IS NOT NULL OR reference IS NOT NULL",
-        "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL",
+        "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL"
+        " WHERE amount_fen IS NOT NULL OR reference IS NOT NULL",
     ),
     # The products a cancelled order was cancelled for (an order naming none: not refused).
     "orders 0013 skus": (
@@ -648,7 +650,7 @@ LOSING = {
         " 'b', '[]', 'prepaid', 'cancelled', 'pending', 'none', now(), now(), 'expired', NULL)",
         "0012",
         "1 in orders.orders where skus IS NOT NULL",
-        "UPDATE orders.orders SET skus = NULL",
+        "UPDATE orders.orders SET skus = NULL WHERE skus IS NOT NULL",
     ),
     # A token bound to its own orders: the older version would let it reach every order, so
     # what it says to run revokes it too. An unbound one: not refused.
@@ -742,13 +744,22 @@ async def test_a_downgrade_refuses_to_drop_or_cut_what_the_older_version_would_l
 ) -> None:
     """Each refuses through :func:`shared.db.migrate.refuse_losing`, naming the rows it would
     lose and what to run (not PostgreSQL's "value too long", nor nothing at all); rows that
-    lose nothing do not hold it back, and once the named statement has run it goes on."""
+    lose nothing do not hold it back, and once the named statement has run it goes on. The
+    ``UPDATE`` it names changes the rows refused alone: one naming no ``WHERE`` rewrote every
+    order (orders 0009, 0013), each of their writers held as long, at a million orders."""
     schema, rows, to, refused, clear = LOSING[case]
     async with scratch_database(infrastructure.database_url, "caravan_losing") as url:
         cfg, said = await _downgrade_refused(url, schema, rows, to)
         # what to run ends the message, to be pasted as it is
         assert refused in said and said.endswith(f"first run: {clear}"), said
-        await _execute(url, clear)
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                changed = (await conn.execute(text(clear))).rowcount
+        finally:
+            await engine.dispose()
+        if clear.startswith("UPDATE"):  # a table dropped by the downgrade is emptied whole
+            assert changed == int(refused.split()[0]), f"{clear} changed {changed} row(s)"
         await asyncio.to_thread(command.downgrade, cfg, to)
         assert await _version(url, schema) == to
 

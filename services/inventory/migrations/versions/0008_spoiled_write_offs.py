@@ -32,6 +32,6 @@ def downgrade() -> None:
         "inventory.lot_adjustments",
         "spoiled",
         "which adjustments wrote off spoiled units (received is left as it was by them)",
-        "UPDATE inventory.lot_adjustments SET spoiled = false",
+        "UPDATE inventory.lot_adjustments SET spoiled = false WHERE spoiled",
     )
     op.drop_column("lot_adjustments", "spoiled", schema="inventory")

@@ -57,7 +57,7 @@ def downgrade() -> None:
         "inventory.lots",
         "NOT on_sale",
         "which lots are stopped selling (they would sell again)",
-        "UPDATE inventory.lots SET on_sale = true",
+        "UPDATE inventory.lots SET on_sale = true WHERE NOT on_sale",
     )
     refuse_losing(
         "inventory.lot_selling",

@@ -40,6 +40,7 @@ def downgrade() -> None:
         "status IN ('pending', 'sending') AND not_before > created_at + interval '1 minute'",
         "when each text held back was first allowed to go, from which its retries are given up"
         " (or wait until they are sent)",
-        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')",
+        "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')"
+        " AND not_before > created_at + interval '1 minute'",
     )
     op.drop_column("sms", "not_before", schema="notifications")

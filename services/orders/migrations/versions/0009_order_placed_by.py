@@ -32,6 +32,6 @@ def downgrade() -> None:
         "orders.orders",
         "placed_by IS NOT NULL",
         "which token placed each HTTP order",
-        "UPDATE orders.orders SET placed_by = NULL",
+        "UPDATE orders.orders SET placed_by = NULL WHERE placed_by IS NOT NULL",
     )
     op.drop_column("orders", "placed_by", schema="orders")

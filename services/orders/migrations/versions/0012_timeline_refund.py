@@ -40,7 +40,8 @@ def downgrade() -> None:
         "amount_fen IS NOT NULL OR reference IS NOT NULL",
         "what each refund on an order's timeline paid back, and under which reference, and"
         " what each void left owed back",
-        "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL",
+        "UPDATE orders.timeline SET amount_fen = NULL, reference = NULL"
+        " WHERE amount_fen IS NOT NULL OR reference IS NOT NULL",
     )
     op.drop_column("timeline", "reference", schema="orders")
     op.drop_column("timeline", "amount_fen", schema="orders")

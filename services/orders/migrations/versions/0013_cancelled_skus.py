@@ -36,6 +36,6 @@ def downgrade() -> None:
         "orders.orders",
         "skus IS NOT NULL",
         "which products each order was cancelled for",
-        "UPDATE orders.orders SET skus = NULL",
+        "UPDATE orders.orders SET skus = NULL WHERE skus IS NOT NULL",
     )
     op.drop_column("orders", "skus", schema="orders")

@@ -31,6 +31,6 @@ def downgrade() -> None:
         "payments.repayments",
         "allocations IS NOT NULL",
         "how each repayment was allocated to the loan's instalments",
-        "UPDATE payments.repayments SET allocations = NULL",
+        "UPDATE payments.repayments SET allocations = NULL WHERE allocations IS NOT NULL",
     )
     op.drop_column("repayments", "allocations", schema="payments")

@@ -63,7 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import (
@@ -515,10 +515,19 @@ async def payments_of(
     return [dict(r._mapping) for r in rows], next_cursor
 
 
-class NotRefundable(Exception):
+class Refused(Exception):
+    """An operator's write to a payment refused, nothing changed: ``title`` is the 409
+    problem's title, ``str()`` its detail."""
+
+    title: ClassVar[str]
+
+
+class NotRefundable(Refused):
     """A refund recorded for a payment that owes its buyer nothing back by hand: neither
     ``void_refused`` nor a voided loan with repayments to give back (or refunded under another
     reference, or under this one for another reason)."""
+
+    title = "Refund not recorded"
 
 
 @dataclass(frozen=True)
@@ -626,9 +635,11 @@ async def record_refund(
     return Change(before, after)
 
 
-class NotLost(Exception):
+class NotLost(Refused):
     """A payment an operator said the gateway lost the charge of, that is not a charge being
     voided (``voiding``, its charge posted)."""
+
+    title = "Charge not said lost"
 
 
 async def mark_lost(tx: Tx, order_id: str, said: str) -> Change | None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from services.payments.adapters.tables import payments
 from services.payments.handlers import VOIDABLE, void_payment
-from services.payments.prepaid import Change, payment_view
+from services.payments.prepaid import Change, Refused, payment_view
 from shared.messaging.uow import Tx
 
 UNPLACED, AFTER_SALE = "unplaced", "voided_after_sale"
@@ -40,10 +40,10 @@ VOIDED_AS = {
 """How an operator's void of each kind is said, and the word of orders it was made on."""
 
 
-class NotVoidable(Exception):
+class NotVoidable(Refused):
     """The order's payment holds no money to void: declined, cancelled, voided already (by
     its order's cancellation), or owed back by hand (``void_refused``, ``refunded``); or an
-    operator voided it the other way (:class:`VoidedTheOtherWay`). ``title``: the 409's."""
+    operator voided it the other way (:class:`VoidedTheOtherWay`)."""
 
     title = "Payment not voided"
 

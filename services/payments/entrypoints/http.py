@@ -196,19 +196,18 @@ async def _operators_write(
     order_id: str,
     detail: dict[str, Any],
     write: Callable[[Tx], Awaitable[prepaid.Change | None]],
-    refused: tuple[type[Exception], str],
+    refused: type[prepaid.Refused],
 ) -> Any:
     """An operator's write to the payment of ``order_id`` (``write``), audited as ``action``
-    with ``detail``: the payment after it and whether it changed it (``applied``); 409
-    (``refused``: the exception the write refuses with, and the problem's title, unless the
-    exception names its own, as :class:`voids.VoidedTheOtherWay` does) or 404."""
-    kind, title = refused
+    with ``detail``: the payment after it and whether it changed it (``applied``); 404; or 409
+    if it raises ``refused``, titled by the exception's own ``title`` (a subclass's, as
+    :class:`voids.VoidedTheOtherWay`'s, its own)."""
     try:
         async with uow.begin() as tx:
             done = await write(tx)
             await _audited(tx, who, action, order_id, done, detail)
-    except kind as exc:
-        return problem(409, getattr(exc, "title", title), str(exc))
+    except refused as exc:
+        return problem(409, exc.title, str(exc))
     if done is None:
         return problem(404, "Payment not found", f"no payment for order {order_id}")
     return _jsonable({**done.after, "applied": done.applied})
@@ -416,7 +415,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             order_id,
             {"reference": body.reference, "reason": body.reason},
             lambda tx: prepaid.record_refund(tx, order_id, body.reference, body.reason, who.name),
-            (prepaid.NotRefundable, "Refund not recorded"),
+            prepaid.NotRefundable,
         )
 
     @router.post(
@@ -462,7 +461,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             lambda tx: voids.void_by_operator(
                 tx, order_id, body.reason, who.name[:128], after_sale=after_sale
             ),
-            (voids.NotVoidable, voids.NotVoidable.title),
+            voids.NotVoidable,
         )
 
     @router.post(
@@ -491,7 +490,7 @@ def loans_router(uow: UnitOfWork) -> APIRouter:
             order_id,
             {"reason": body.reason},
             lambda tx: prepaid.mark_lost(tx, order_id, said),
-            (prepaid.NotLost, "Charge not said lost"),
+            prepaid.NotLost,
         )
 
     @router.post(

@@ -328,7 +328,7 @@ def _void(url: str | None, order_id: str, asked: dict[str, Any], dry_run: bool) 
             raise OperatorError(
                 f"nothing to void: the payment of order {order_id} is {payment['status']}", 1
             )
-        console.print(f"would void: order {order_id}: {_held(url, payment)}")
+        console.print(f"would void: order {order_id}: {_would_void(url, payment)}")
         return
     held = _held(url, payment) if payment["status"] in HOLDING else ""
     done = _call(url, "POST", "/orders/{}/payment/void", order_id, json=asked)
@@ -352,6 +352,19 @@ def _void_asked(order_id: str, payment: dict[str, Any]) -> str:
         f" (settled already: the {fen} fen owed back to the buyer by hand, `caravan payments"
         " list --status void_refused`)"
     )
+
+
+def _would_void(url: str | None, payment: dict[str, Any]) -> str:
+    """What voiding ``payment`` would do, in words (a dry run): a prepaid charge's void is
+    only asked of the gateway, which may refuse it (it said "voided at the gateway")."""
+    fen = payment["amount_fen"]
+    if payment["collected_by"] is None and payment["method"] == "prepaid":
+        return (
+            f"the prepaid charge of {fen} fen, its void to be asked of the gateway (payment"
+            " voiding until it answers: then voided, or void_refused if it refuses, the"
+            f" {fen} fen owed back to the buyer by hand)"
+        )
+    return _held(url, payment)
 
 
 HOLDING = ("authorized", "charging", "awaiting")

@@ -62,6 +62,33 @@ def test_a_void_done_at_once_says_voided(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
+def test_a_dry_run_of_a_prepaid_void_says_its_void_would_be_asked_of_the_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It said "would void: order ...: the prepaid charge of 3500 fen, voided at the gateway",
+    what a void does not do: it asks the gateway, which may refuse (owed back by hand)."""
+
+    def found(base: str, service: str, path: str, *ids: str) -> dict[str, Any]:
+        if service == "orders":
+            return {"order_id": ORDER, "status": "confirmed"}
+        return {**PREPAID, "status": "authorized", "unplaced_at": None}
+
+    def call(*args: Any, **kw: Any) -> Any:
+        raise AssertionError(f"a dry run asks nothing of payments: {args}")
+
+    monkeypatch.setattr(payments_cli, "found", found)
+    monkeypatch.setattr(payments_cli, "call", call)
+    monkeypatch.setenv("COLUMNS", "400")
+    asked = ["payments", "void-sold", ORDER, "--reason", "spoiled", "--dry-run"]
+    done = CliRunner().invoke(cli.app, asked)
+    assert done.exit_code == 0, done.output
+    assert " ".join(done.output.split()) == (
+        f"would void: order {ORDER}: the prepaid charge of 3500 fen, its void to be asked of"
+        " the gateway (payment voiding until it answers: then voided, or void_refused if it"
+        " refuses, the 3500 fen owed back to the buyer by hand)"
+    )
+
+
 VOIDED = {"status": "voided", "voided_after_sale_at": None, "unplaced_at": None}
 BEFORE = {"at": "2026-12-07T10:00:00+00:00", "by": "ops-anna", "reason": "forged stock.reserved"}
 

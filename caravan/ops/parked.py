@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caravan.ops.record import actor
@@ -198,18 +198,16 @@ async def _forget_confirmations(conn: AsyncConnection, dropped: Sequence[Parked]
     acted on. Kept, it had notifications take the order's ``order.placed`` for handled long
     ago (a confirmation kept, nothing of the order parked): a loan's event of the order after
     the drop was logged "not acted on: its order.placed was handled long ago" and not parked,
-    where it waits for its ``order.placed`` as any event of an order never placed."""
-    ids = [
+    where it waits for its ``order.placed`` as any event of an order never placed. One
+    statement for them all."""
+    ids = sorted(
         (e.order_id, e.event_id)
         for e in dropped
         if e.service == "notifications" and e.type == EventType.ORDER_CONFIRMED
-    ]
-    for order_id, event_id in ids:
-        await conn.execute(
-            delete(confirmed_orders).where(
-                confirmed_orders.c.order_id == order_id, confirmed_orders.c.event_id == event_id
-            )
-        )
+    )
+    if ids:
+        key = tuple_(confirmed_orders.c.order_id, confirmed_orders.c.event_id)
+        await conn.execute(delete(confirmed_orders).where(key.in_(ids)))
 
 
 @dataclass(frozen=True)

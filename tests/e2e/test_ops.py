@@ -25,14 +25,15 @@ from aiokafka.errors import TopicAlreadyExistsError
 from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caravan import checkout, system
 from caravan import cli as caravan_cli
 from caravan.checkout import REPO_ROOT
 from caravan.ops import dlq as ops_dlq
+from caravan.ops import parked as ops_parked
 from caravan.ops.dashboard import DEAD_LETTERS_EVERY, Dashboard
 from caravan.ops.replay import replay
 from caravan.output import NO_DATABASE
@@ -2132,6 +2133,39 @@ async def test_a_loan_event_after_a_dropped_confirmation_waits_for_its_order_pla
     texts = "select purpose from notifications.sms where order_id = :o order by purpose"
     purposes = [row[0] for row in await caravan.sql(texts, o=order_id)]
     assert "order_confirmed" not in purposes and any("instalment" in p for p in purposes), purposes
+
+
+async def test_a_drop_of_confirmations_forgets_them_all_in_one_statement(
+    caravan: System,
+) -> None:
+    """A drop of several parked ``order.confirmed`` forgets notifications' confirmation of
+    each (:func:`caravan.ops.parked._forget_confirmations`) in one statement, where it ran one
+    a confirmation: a drop of a forged batch of many took as many round trips."""
+    forged = [
+        order_events(ref("FORGED-MANY"), "+86137" + str(uuid.uuid4().int)[:8]) for _ in range(3)
+    ]
+    for order in forged:
+        await caravan.handled("notifications", await caravan.publish(order.confirmed))
+    ids = {order.placed.order_id for order in forged}
+    kept = "select count(*) from notifications.confirmed_orders where order_id = :o"
+    assert [await caravan.scalar(kept, o=o) for o in sorted(ids)] == [1, 1, 1]
+    url = caravan.infra.database_url
+    chosen = [e for e in await ops_parked.read(url, ("notifications",)) if e.order_id in ids]
+    assert len(chosen) == 3, chosen
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        dropped = await ops_parked.drop(url, chosen, reason="forged batch, ticket 4420")
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert len(dropped) == 3, dropped
+    forgets = [s for s in statements if re.match(r"\s*DELETE FROM \S*confirmed_orders", s)]
+    assert len(forgets) == 1, statements
+    assert [await caravan.scalar(kept, o=o) for o in sorted(ids)] == [0, 0, 0]
 
 
 async def test_a_drop_that_leaves_out_every_event_chosen_drops_and_records_nothing(

@@ -74,6 +74,13 @@ OWN_PORTS: dict[str, dict[str, range]] = {
 }
 
 
+RUNS_APART = 40
+"""How far apart two test runs side by side (two checkouts) give their ports of each kind, at
+least (docs/running.md): above the most any kind's ``OWN_PORTS`` reach (HTTP's 34), with room
+for a test to add a port; tests/unit/test_test_session.py checks two runs so far apart, each
+with its second worker and its brokers' controllers, share no port."""
+
+
 def own_port(kind: str, user: str) -> int:
     """The first port ``OWN_PORTS`` gives ``user`` (a module's ``__name__``) of ``kind``."""
     session = {"kafka": KAFKA_PORT, "postgres": POSTGRES_PORT, "http": HTTP_PORT}[kind]

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import settings
 
 from caravan.infra.kafka import CONTROLLER_PORT_OFFSET
-from tests.conftest import OWN_PORTS, WORKER_PORT_STEP
+from tests.conftest import OWN_PORTS, RUNS_APART, WORKER_PORT_STEP
 
 TESTS = Path(__file__).parents[1]
 
@@ -73,3 +73,27 @@ def test_the_ports_a_run_takes_are_as_running_md_says() -> None:
         above = max(ports.stop for ports in OWN_PORTS[kind].values()) - 1
         phrases = (f"{name} port and the {above} above it", f"{name} and the {above} above it")
         assert any(phrase in said for phrase in phrases), f"running.md lacks {phrases[0]!r}"
+
+
+def run_ports(kind: str, start: int, workers: int = 2) -> set[int]:
+    """Every port a test run whose session port of ``kind`` is ``start`` takes of that kind:
+    its ``OWN_PORTS``, each worker's 1500 above, each broker's controller 1000 above."""
+    offsets = {offset for ports in OWN_PORTS[kind].values() for offset in ports}
+    taken = {start + n * WORKER_PORT_STEP + offset for n in range(workers) for offset in offsets}
+    if kind == "kafka":
+        taken |= {port + CONTROLLER_PORT_OFFSET for port in taken}
+    return taken
+
+
+def test_two_runs_as_far_apart_as_running_md_says_share_no_port() -> None:
+    """docs/running.md says how far apart two runs' (two checkouts') ports must be; two runs
+    so far apart, or farther short of the spacings it warns of, each with two workers, share
+    no port, of any kind: a test adding a port past that spacing fails here. (It said how
+    many ports a run takes, not how far apart to give two, and left the sum to the reader.)"""
+    said = " ".join((TESTS.parent / "docs" / "running.md").read_text().split())
+    assert f"two runs' ports of each kind at least {RUNS_APART} apart" in said
+    assert f"never within {RUNS_APART} of 500, 1000, 1500 or 2500 apart" in said
+    for kind in OWN_PORTS:
+        for apart in range(RUNS_APART, 500 - RUNS_APART + 1):
+            shared = run_ports(kind, 20000) & run_ports(kind, 20000 + apart)
+            assert not shared, (kind, apart, sorted(shared))

@@ -207,6 +207,49 @@ async def test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_ru
             assert await _version(url, schema) is None
 
 
+# (schema, the revision a downgrade past its outbox refusals stops at, what it says), where
+# test_a_downgrade_that_would_lose_data_refuses_and_without_such_rows_runs takes orders'.
+OUTBOX_REFUSALS = {
+    "inventory": ("0003", "1 in inventory.outbox where refused_at IS NOT NULL"),
+    "notifications": ("0005", "1 in notifications.outbox where refused_at IS NOT NULL"),
+    "payments": ("0010", "1 in payments.outbox where refused_at IS NOT NULL"),
+    "platform": ("0002", "1 in platform.outbox where refused_at IS NOT NULL"),
+}
+
+
+@pytest.mark.parametrize("schema", OUTBOX_REFUSALS)
+async def test_every_schema_s_outbox_rows_set_aside_hold_its_downgrade_back(
+    infrastructure: system.Infrastructure, schema: str
+) -> None:
+    """Each service's downgrade past its outbox refusals (shared.db.messaging_migration)
+    refuses while Kafka's refusals are set aside, as orders' does, and runs once they are
+    gone; the platform adapter's past its parked events (0002) too, as notifications'."""
+    to, refused = OUTBOX_REFUSALS[schema]
+    async with scratch_database(infrastructure.database_url, "caravan_outbox") as url:
+        cfg, said = await _downgrade_refused(
+            url,
+            schema,
+            f"insert into {schema}.outbox (topic, value, refused_at, refusal)"
+            " values ('t.v1', 'x', now(), 'MessageSizeTooLargeError')",
+            to,
+        )
+        assert refused in said, said
+        await _execute(url, f"delete from {schema}.outbox")
+        if schema == "platform":
+            await _execute(
+                url,
+                "insert into platform.parked (key, order_id, topic, envelope)"
+                " values ('k', 'o-1', 'orders.events.v1', '{}')",
+            )
+            with pytest.raises(DowngradeRefused) as parked:
+                await asyncio.to_thread(command.downgrade, cfg, "0001")
+            assert "1 in platform.parked." in str(parked.value), parked.value
+            await _execute(url, "delete from platform.parked")
+            to = "0001"
+        await asyncio.to_thread(command.downgrade, cfg, to)
+        assert await _version(url, schema) == to
+
+
 async def test_orders_without_an_address_or_with_it_erased_do_not_hold_a_downgrade_back(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -447,7 +490,8 @@ LOSING = {
             ("sent", "sent", "now() - interval '9 hours'", "now()", "'g-1'"),
         ),
         "0006",
-        "1 in notifications.sms where status IN ('pending', 'sending')",
+        "1 in notifications.sms where status IN ('pending', 'sending') AND not_before >"
+        " created_at + interval '1 minute'",
         "UPDATE notifications.sms SET not_before = NULL WHERE status IN ('pending', 'sending')"
         " AND not_before > created_at + interval '1 minute'",
     ),
@@ -540,6 +584,36 @@ LOSING = {
         "0001",
         "1 in payments.payables where status IN ('pending', 'owed').",
         "DELETE FROM payments.payables",
+    ),
+    # The repayments made on loans, and their keys: upgraded again, a retry of a key would
+    # be taken as a new repayment.
+    "payments 0002 repayments": (
+        "payments",
+        "with l as (insert into payments.loans (loan_id, order_id, buyer_id, principal_fen,"
+        " outstanding_fen, term_months, status) values ('l', 'o', 'b', 300, 299, 3, 'active'))"
+        " insert into payments.repayments (loan_id, idempotency_key, amount_fen, principal_fen,"
+        " interest_fen) values ('l', 'k', 1, 1, 0)",
+        "0001",
+        "1 in payments.repayments.",
+        "DELETE FROM payments.repayments",
+    ),
+    # The orders a platform was said paid for, and which platform collected a payment (a
+    # storefront's payment, neither: not refused).
+    "payments 0009 platform_paid": (
+        "payments",
+        "insert into payments.platform_paid (app, order_ref) values ('douyin', 'DY-1')",
+        "0008",
+        "1 in payments.platform_paid.",
+        "DELETE FROM payments.platform_paid",
+    ),
+    "payments 0009 collected_by": (
+        "payments",
+        "insert into payments.payments (order_id, status, collected_by, order_ref) values"
+        " ('p', 'awaiting', 'douyin', 'DY-1'), ('s', 'authorized', NULL, NULL)",
+        "0008",
+        "1 in payments.payments where collected_by IS NOT NULL OR order_ref IS NOT NULL",
+        "UPDATE payments.payments SET collected_by = NULL, order_ref = NULL"
+        " WHERE collected_by IS NOT NULL OR order_ref IS NOT NULL",
     ),
     # The ledger, append-only: every charge, loan, repayment and payable posted.
     "payments 0002 ledger": (

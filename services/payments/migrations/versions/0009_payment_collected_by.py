@@ -54,7 +54,8 @@ def downgrade() -> None:
         f"{S}.payments",
         "collected_by IS NOT NULL OR order_ref IS NOT NULL",
         "which platform placed a prepaid payment's order, and its ref",
-        f"UPDATE {S}.payments SET collected_by = NULL, order_ref = NULL",
+        f"UPDATE {S}.payments SET collected_by = NULL, order_ref = NULL"
+        " WHERE collected_by IS NOT NULL OR order_ref IS NOT NULL",
     )
     op.drop_table("platform_paid", schema=S)
     op.drop_index("payments_awaiting_platform", table_name="payments", schema=S)

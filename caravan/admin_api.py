@@ -32,22 +32,36 @@ class ProblemAnswer(OperatorError):
     refusal (a 4xx) or its failure (a 500), or exit 2 where a part of the system is away
     (:data:`AWAY`: a retry may help); unless the command makes something else of its
     ``status`` (a 404 of what it checks for) or of its ``errors`` (a 422's fields at fault,
-    each ``{field, message}``)."""
+    each ``{field, message}``), or of its ``unknown_fields`` (None: it named none)."""
 
-    def __init__(self, message: str, status: int, errors: list[dict[str, str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        errors: list[dict[str, str]] | None = None,
+        unknown_fields: list[str] | None = None,
+    ):
         super().__init__(message, exit_code=2 if status in AWAY else 1)
         self.status = status
         self.errors = errors or []
+        self.unknown_fields = unknown_fields
 
     def unknown_field(self, field: str) -> bool:
         """Whether this is the 422 of a service that does not know the body's ``field``: one
         older than the command, which sent a field added since (every body of ours forbids
-        the fields it does not know, a misspelt one recorded as nothing; pydantic's words of
-        it, which ``shared.api.field_errors`` keeps)."""
-        from pydantic_core import PydanticKnownError
+        the fields it does not know, a misspelt one recorded as nothing). A service names
+        them in ``unknown_fields`` (``shared.http.invalid``, by the error's type); one of
+        before it did only in the words of its pydantic (:data:`UNKNOWN_BEFORE`)."""
+        if self.status != 422:
+            return False
+        if self.unknown_fields is not None:
+            return field in self.unknown_fields
+        return {"field": field, "message": UNKNOWN_BEFORE} in self.errors
 
-        unknown = {"field": field, "message": PydanticKnownError("extra_forbidden").message()}
-        return self.status == 422 and unknown in self.errors
+
+UNKNOWN_BEFORE = "Extra inputs are not permitted"
+"""What a service of before ``unknown_fields`` (2026-12-07) said of a field its body does not
+know: the words of the pydantic it was built with, fixed whatever pydantic says now."""
 
 
 def base_url(url: str | None, service: str) -> str:
@@ -154,7 +168,9 @@ def answer(
             said += f"\ntry again in {wait} s"
         if response.status_code >= 500:
             said += _key_to_retry(headers)
-        raise ProblemAnswer(said, response.status_code, body.get("errors"))
+        raise ProblemAnswer(
+            said, response.status_code, body.get("errors"), body.get("unknown_fields")
+        )
     return response.status_code, body
 
 

@@ -154,7 +154,7 @@ def field_errors(
     stopped. A validator's message is its own, without pydantic's "Value error, "."""
     found = []
     for e in exc.errors():
-        path = [str(p) for p in e["loc"] if p != "body"]
+        path = _path(e)
         if e["type"] == "json_invalid":
             at = f" at character {path[-1]}" if path else ""  # a body's loc ends with it
             why = e.get("ctx", {}).get("error", "")
@@ -167,6 +167,16 @@ def field_errors(
                 said += _sent_instead(path[-1], e.get("input"))
             found.append({"field": ".".join(path) or whole, "message": said})
     return found
+
+
+def _path(error: ErrorDetails) -> list[str]:
+    return [str(p) for p in error["loc"] if p != "body"]
+
+
+def unknown_fields(exc: "ValidationError | RequestValidationError") -> list[str]:
+    """The fields a body holds that its model does not know (pydantic's ``extra_forbidden``),
+    named as :func:`field_errors` names them: told by the error's type, whatever its words."""
+    return [".".join(_path(e)) for e in exc.errors() if e["type"] == "extra_forbidden"]
 
 
 def _sent_instead(name: str, given: Any) -> str:

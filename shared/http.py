@@ -42,6 +42,7 @@ from shared.api import (
     DATABASE_MUTE,
     DATABASE_REFUSES,
     field_errors,
+    unknown_fields,
 )
 from shared.auth.guard import FailureLimiter, Guard
 from shared.auth.scopes import SCOPES
@@ -164,9 +165,15 @@ NOT_JSON = "the body is not JSON (UTF-8)"
 def invalid(
     exc: ValidationError | RequestValidationError, title: str = "Invalid request"
 ) -> JSONResponse:
+    """The contract's 422 of a request its schema refuses, each field at fault in ``errors``;
+    the fields the body holds that the route does not know also in ``unknown_fields`` (absent
+    where none is), for a client to tell a service older than itself by the error's type,
+    not by pydantic's words of it."""
     unparsed = any(e["type"] == "json_invalid" for e in exc.errors())
     said = NOT_JSON if unparsed else "the request does not match its schema"
-    return problem(422, title, said, errors=field_errors(exc))
+    unknown = unknown_fields(exc)
+    extra = {"unknown_fields": unknown} if unknown else {}
+    return problem(422, title, said, errors=field_errors(exc), **extra)
 
 
 def refused_body(said: str, title: str = "Invalid request", field: str = "body") -> JSONResponse:

@@ -1310,6 +1310,37 @@ def test_an_operators_cancellation_refused_by_an_older_orders_service_says_to_up
     ), err
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a service of now, whatever its pydantic's words: told by the error's type
+        {"errors": [{"field": "by", "message": "no such field"}], "unknown_fields": ["by"]},
+        # a service of before unknown_fields: its pydantic's words of then alone
+        {"errors": [{"field": "by", "message": "Extra inputs are not permitted"}]},
+    ],
+)
+def test_an_older_orders_service_is_told_by_the_error_s_type_not_pydantic_s_words(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]
+) -> None:
+    """The command told an orders service that does not know ``by`` by the message of its 422
+    matching the words the command's own pydantic has for ``extra_forbidden``: a pydantic
+    that words it otherwise (an upgrade, on either side) and an older service was said as a
+    schema refusing the command's own field. The service names the fields it does not know in
+    ``unknown_fields``, by the error's type; one of before it, in the words it had then."""
+
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        said = {"title": "Invalid request", "detail": "the request does not match its schema"}
+        return httpx.Response(422, json={**said, **answer})
+
+    monkeypatch.setattr(httpx.Client, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    code, out, err = caravan("orders", "cancel", "O-1")
+    assert (code, out) == (1, ""), err
+    assert one_line(err).startswith(
+        "order O-1 not cancelled: the orders service is older than this command"
+    ), err
+
+
 def test_an_http_api_gone_is_named_by_its_address_and_an_empty_error_by_its_class(
     caravan: Caravan, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Path, Query
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.notifications.adapters.http_gateway import SimulatorGateway
 from services.notifications.entrypoints.http import add_routes
@@ -30,6 +30,7 @@ from shared.http import (
     PROBLEM,
     RETRY_SECONDS,
     create_app,
+    invalid,
     require,
 )
 from shared.messaging.uow import UnitOfWork
@@ -561,3 +562,29 @@ async def test_a_query_parameter_holding_nul_is_422_naming_it() -> None:
     assert said.status_code == 422
     assert said.json()["errors"] == [{"field": "query.owner", "message": "must not contain NUL"}]
     assert (await call(app, "GET", "/things?owner=ab")).json() == "ab"
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: str
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str
+    lines: list[_Line]
+
+
+def test_a_body_s_unknown_fields_are_named_by_the_error_s_type() -> None:
+    """A 422 names the fields a body holds that the route does not know in
+    ``unknown_fields``, at any depth, as (and in the order) ``errors`` name them, told by
+    pydantic's error type (``extra_forbidden``): a client read it only in pydantic's words
+    ("Extra inputs are not permitted"), which an upgrade may change. A 422 of none has none."""
+    with pytest.raises(ValidationError) as refused:
+        _Body.model_validate({"reason": "x", "by": "operator", "lines": [{"sku": "a", "qty": 1}]})
+    said = json.loads(bytes(invalid(refused.value).body))
+    assert said["unknown_fields"] == ["lines.0.qty", "by"], said
+    assert [e["field"] for e in said["errors"]] == ["lines.0.qty", "by"], said
+    with pytest.raises(ValidationError) as refused:
+        _Body.model_validate({"lines": []})
+    assert "unknown_fields" not in json.loads(bytes(invalid(refused.value).body))

@@ -1423,7 +1423,12 @@ def dashboard(
     uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_config=None)
 
 
-app.add_typer(payments_cli.app, name="payments", help="Credit lines, loans and repayments.")
+app.add_typer(
+    payments_cli.app,
+    name="payments",
+    help="Credit lines, loans and repayments; the payments (listed, voided, refunded by hand, a"
+    " charge the gateway lost) and what the sellers are owed (payables).",
+)
 app.add_typer(inventory_cli.app, name="inventory", help="Stock, harvest lots and spoilage.")
 app.add_typer(
     platform_cli.app,

@@ -87,3 +87,12 @@ def test_a_flag_is_only_turned_on() -> None:
             offs[" ".join(path)] = found
     assert "--again" in {o for p in commands()["dlq", "redrive"].params for o in p.opts}
     assert offs == {}
+
+
+def test_the_payments_group_says_what_its_commands_do() -> None:
+    """``caravan --help`` said of ``payments`` "Credit lines, loans and repayments.", where
+    half its commands are of payments (list, void-sold, void-unplaced, refunded, charge-lost)
+    and the sellers' payables: a newcomer looking for how to void a payment passed it by."""
+    said = commands()[("payments",)].help or ""
+    for words in ("loans", "payments", "voided", "refunded by hand", "payables"):
+        assert words in said, said

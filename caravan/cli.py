@@ -676,8 +676,13 @@ def seed(file: Annotated[Path, typer.Argument(help="a seed file, as in CONTRACT.
 
 @app.command()
 def demo(
-    seed_file: Annotated[Path | None, typer.Option("--seed")] = None,
-    orders: Annotated[int, typer.Option(min=0)] = 20,
+    seed_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--seed", help="seed file the orders are made from (default: shawan-demo.json)"
+        ),
+    ] = None,
+    orders: Annotated[int, typer.Option(min=0, help="storefront orders to drive")] = 20,
     platform_orders: Annotated[
         int, typer.Option(min=0, help="also push this many orders from the platform simulator")
     ] = 0,

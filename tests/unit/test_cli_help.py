@@ -96,3 +96,16 @@ def test_the_payments_group_says_what_its_commands_do() -> None:
     said = commands()[("payments",)].help or ""
     for words in ("loans", "payments", "voided", "refunded by hand", "payables"):
         assert words in said, said
+
+
+def test_every_option_says_what_it_is() -> None:
+    """``caravan demo --help`` listed ``--seed <path>`` and ``--orders`` with nothing beside
+    them, where ``caravan up``'s same options say what they are."""
+    bare = {
+        f"{' '.join(path)} {param.opts[0]}"
+        for path, command in commands().items()
+        for param in command.params
+        if param.param_type_name == "option" and param.name != "help"
+        if not getattr(param, "help", None)
+    }
+    assert bare == set()

@@ -879,6 +879,11 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
                 checks["consumer"] = consumer_said(consumer, settings.consumer_stall_seconds)
             if outbox is not None:
                 checks["relay"] = relay_said(outbox, settings.outbox_stall_seconds)
+            stalled = [name for name in ("consumer", "relay") if checks[name] != "ok"]
+            # A handler waiting for a lock logs nothing: say who holds it, beside the stall.
+            if stalled and (waits := await db.lock_waits(HEALTH_DB_WITHIN)) is not None:
+                for name in stalled:
+                    checks[name] = f"{checks[name]}; {waits}"
         down = [name for name, said in checks.items() if said != "ok"]
         detail = "; ".join(f"{name}: {checks[name]}" for name in down)
         if not reachable and passing:  # away: restarting, unreachable for now

@@ -242,6 +242,15 @@ def session_settings(settings: Settings, schema: str) -> dict[str, str]:
     }
 
 
+_LOCK_WAITS = """
+    SELECT extract(epoch FROM now() - query_start) AS waited, pg_blocking_pids(pid) AS holders
+      FROM pg_stat_activity
+     WHERE application_name = current_setting('application_name')
+       AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+"""
+"""This service's sessions waiting for a lock (:meth:`Database.lock_waits`)."""
+
+
 class Database:
     """A service's handle on PostgreSQL: the work's pool (:attr:`engine`), and a connection
     kept apart from it for ``/healthz`` (:meth:`answers`). Creating it connects to nothing."""
@@ -306,6 +315,36 @@ class Database:
                 await conn.execute(text("SELECT 1"))
         except sa_exc.TimeoutError as exc:  # given_up's: waited for the one connection apart
             raise NoAnswer(address(self.apart), within) from exc
+
+    async def lock_waits(self, within: float) -> str | None:
+        """The sessions of this service (its ``application_name``, every instance's) that
+        wait for a lock now, in words: ``1 of its sessions waits for a lock (for 74 s), held
+        by PostgreSQL session 4242`` (the holders' pids, for ``pg_stat_activity`` and
+        ``pg_cancel_backend``). ``/healthz`` says it beside a stall, where a handler blocked
+        on a lock logged nothing and the stall's words sent operations to the log (session
+        62's drill: a table locked 100 s). Asked on the connection apart within ``within``;
+        None when none waits, or PostgreSQL does not answer in time (the check says only
+        what it read)."""
+        try:
+            async with (
+                answered_within(self.apart, within),
+                self._asking,
+                self.apart.connect() as conn,
+            ):
+                rows = (await conn.execute(text(_LOCK_WAITS))).all()
+        except Exception:  # a word beside a stall, never the check's failure
+            return None
+        if not rows:
+            return None
+        longest = max(float(row.waited) for row in rows)
+        holders = sorted({pid for row in rows for pid in row.holders})
+        count = len(rows)
+        sessions = "1 of its sessions waits" if count == 1 else f"{count} of its sessions wait"
+        held = ""
+        if holders:
+            noun = "session" if len(holders) == 1 else "sessions"
+            held = f", held by PostgreSQL {noun} {', '.join(map(str, holders))}"
+        return f"{sessions} for a lock (for {longest:.0f} s){held}"
 
     def pool_use(self) -> tuple[int, int]:
         """The work's pool's connections in use and idle (open and free), as it counts them

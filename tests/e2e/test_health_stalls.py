@@ -1,8 +1,9 @@
 """``/healthz`` names a stalled consumer and a stalled outbox relay (shared/stall.py), on
 the running system: inventory, with both thresholds at 2 s, its handler blocked on a row
-lock (the inbox key it claims, held by the test's transaction) and then its relay on its
-outbox lock (held likewise). Each is named, degraded with a 200, while it lasts (and its
-gauge says how long), and no longer once it moves; a quiet inventory is healthy."""
+lock (the inbox key it claims, held by the test's transaction: the check names the session
+holding it) and then its relay on its outbox lock (held likewise). Each is named, degraded
+with a 200, while it lasts (and its gauge says how long), and no longer once it moves; a
+quiet inventory is healthy."""
 
 import random
 import re
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from shared.events.envelope import new_event
 from shared.topics import Topic
 from tests.conftest import own_port
-from tests.harness import System, order_events, ref
+from tests.harness import System, backend_pid, order_events, ref
 
 # Both thresholds at 2 s, and the figures sampled every second rather than every 5 s.
 ENV = {
@@ -103,10 +104,15 @@ async def test_healthz_names_a_stalled_consumer_then_a_stalled_relay_while_each_
                 ready=lambda h: h["checks"].get("consumer", "ok") != "ok",
             )
             said = stalled["checks"]["consumer"]
+            # The handler waits for the test's lock, logging nothing: the check says who holds it.
             found = re.fullmatch(
-                r"1 record waiting on orders\.events\.v1\[(\d+)\], none handled for \d+ s", said
+                r"1 record waiting on orders\.events\.v1\[(\d+)\], none handled for \d+ s;"
+                r" 1 of its sessions waits for a lock \(for \d+ s\), held by PostgreSQL"
+                r" session (\d+)",
+                said,
             )
             assert found, said
+            assert int(found.group(2)) == await backend_pid(inbox), said
             assert (stalled["status"], stalled["down"]) == ("degraded", ["consumer"])
             await operations_page_names_it(caravan, said.split(", none handled")[0])
             partition = {"topic": Topic.ORDER_EVENTS.value, "partition": found.group(1)}

@@ -61,15 +61,20 @@ class FakeEngine:
 
 
 class FakeDatabase:
-    """A database whose ``SELECT 1`` answers as ``engine`` does, its pool ``full`` or not."""
+    """A database whose ``SELECT 1`` answers as ``engine`` does, its pool ``full`` or not,
+    and some of the service's sessions waiting for a lock (``waits``) or none."""
 
     def __init__(self, down: bool = False) -> None:
         self.engine = FakeEngine(down)
         self.full: str | None = None
+        self.waits: str | None = None  # what lock_waits says: none of its sessions waits
 
     async def answers(self, within: float) -> None:
         async with self.engine.connect() as conn:
             await conn.execute("SELECT 1")
+
+    async def lock_waits(self, within: float) -> str | None:
+        return self.waits
 
     def busy(self) -> str | None:
         return self.full
@@ -249,6 +254,21 @@ async def test_a_consumer_with_records_waiting_and_none_handled_is_named_degrade
     assert answer.json() == degraded("consumer", said)
     consumer.sampled({"orders.events.v1[1]": (41, 2)})  # one handled
     assert (await health(contact, consumer=consumer)).json()["status"] == "ok"
+
+
+async def test_a_stall_of_a_handler_waiting_for_a_lock_names_who_holds_it() -> None:
+    """A handler waiting for a lock logs nothing: the check says the service's sessions
+    waiting and the holder's pid, where it sent operations to a silent log."""
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    database = FakeDatabase()
+    database.waits = "1 of its sessions waits for a lock (for 74 s), held by PostgreSQL session 42"
+    app = serving(contact, database, stalled(clock, "orders.events.v1[1]", 40, 3, 75))
+    answer = await ask(app)
+    said = f"3 records waiting on orders.events.v1[1], none handled for 75 s; {database.waits}"
+    assert answer.json() == degraded("consumer", said)
+    database.waits = None  # the lock released, the stall not yet moved: the stall alone
+    assert (await ask(app)).json()["checks"]["consumer"] == said.split("; ")[0]
 
 
 async def test_an_outbox_whose_oldest_row_waits_with_none_published_is_named_degraded() -> None:

@@ -41,6 +41,7 @@ from shared.api import (
     DATABASE_BUSY,
     DATABASE_MUTE,
     DATABASE_REFUSES,
+    SERVICE_LOOP_LATE,
     field_errors,
     unknown_fields,
 )
@@ -675,6 +676,22 @@ class KafkaContact:
         return silent if silent > self.silent_after else None
 
 
+def kafka_silence(silence: float, late: float, silent_after: float = KAFKA_SILENT_AFTER) -> str:
+    """``/healthz``'s Kafka check, Kafka not heard from for ``silence`` seconds while the
+    service's own event loop was ``late`` seconds late lately (:meth:`LoopLag.lately`): the
+    loop's, not Kafka's, where without that lateness the silence would not have passed
+    ``silent_after`` (the samples that hear Kafka could not run: the process stopped, ``kill
+    -STOP``, swapped out or short of CPU); it said ``no answer for 66 s`` of a Kafka that had
+    answered all along, for a few seconds after session 62's drill thawed a service frozen a
+    minute."""
+    if silence - late > silent_after:
+        return f"no answer for {silence:.0f} s"
+    return (
+        f"not asked for {silence:.0f} s: {SERVICE_LOOP_LATE} {late:.0f} s late (the process"
+        " held: stopped, swapped out or short of CPU), not Kafka silent"
+    )
+
+
 HEALTH_DB_WITHIN = 2.0
 """Seconds ``/healthz``'s ``SELECT 1`` (its connection apart made with it, or another check's
 ask on it waited for) may wait for PostgreSQL before it is said not to answer, a 503: a server
@@ -865,8 +882,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None
-        if silence is not None:
-            checks["kafka"] = f"no answer for {silence:.0f} s"
+        if contact is not None and silence is not None:
+            late = lag.lately() if lag is not None else 0.0
+            checks["kafka"] = kafka_silence(silence, late, contact.silent_after)
         elif contact is not None and contact.missing:
             topics = "topic" if len(contact.missing) == 1 else "topics"
             checks["kafka"] = f"{topics} {', '.join(contact.missing)} missing"

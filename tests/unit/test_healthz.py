@@ -140,6 +140,37 @@ async def test_a_service_kafka_has_not_answered_for_a_while_says_it_is_degraded(
     assert answer.json() == degraded("kafka", "no answer for 42 s")
 
 
+class Late:
+    """A service's event loop that was ``seconds`` late lately (as ``LoopLag`` says)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def lately(self) -> float:
+        return self.seconds
+
+    def since(self, began: float) -> float:
+        return self.seconds
+
+
+async def test_kafka_unheard_while_the_service_itself_was_held_is_said_its_own() -> None:
+    """A service frozen a minute (``kill -STOP``) and thawed said ``kafka: no answer for 66
+    s`` for seconds, of a Kafka that had answered all along: its samples could not run. Its
+    own loop late by most of the silence, it says so; late a little, Kafka's silence stands."""
+    clock = Clock()
+    contact = KafkaContact(silent_after=30, clock=clock)
+    clock.now += 66
+    app = serving(contact, FakeDatabase())
+    app.state.loop_lag = Late(60.0)
+    said = (
+        "not asked for 66 s: this service's event loop was 60 s late (the process held:"
+        " stopped, swapped out or short of CPU), not Kafka silent"
+    )
+    assert (await ask(app)).json() == degraded("kafka", said)
+    app.state.loop_lag = Late(5.0)
+    assert (await ask(app)).json() == degraded("kafka", "no answer for 66 s")
+
+
 async def test_a_service_whose_database_is_away_answers_503_naming_what_is_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -879,6 +879,9 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             # It answered apart from the pool: the work waits for a connection of its own,
             # degraded, not a 503 (taken away, its load would fill the others' pools).
             checks["database"] = f"busy: {busy}"
+            # Held by statements waiting for a lock: who holds it, or the pool looks too small.
+            if (waits := await db.lock_waits(HEALTH_DB_WITHIN)) is not None:
+                checks["database"] = f"{checks['database']}; {waits}"
         state = request.app.state
         contact: KafkaContact | None = getattr(state, "kafka_contact", None)
         silence = contact.silence() if contact is not None else None

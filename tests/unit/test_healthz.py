@@ -394,6 +394,12 @@ async def test_a_pool_all_in_use_is_said_degraded_not_postgresql_away(
     answer = await ask(app)
     assert answer.status_code == 200
     assert answer.json() == degraded("database", "busy: all 20 connections of the pool in use")
+    # Held by statements waiting for a lock (a console's LOCK TABLE, session 62's drill): the
+    # holder said, where the pool looked too small and the log said PostgreSQL did not answer.
+    database.waits = "20 of its sessions wait for a lock (for 31 s), held by PostgreSQL session 42"
+    said = f"busy: all 20 connections of the pool in use; {database.waits}"
+    assert (await ask(app)).json() == degraded("database", said)
+    database.waits = None
     retried_fault(asyncpg.DiskFullError('could not extend file "base/1/2": No space left'))
     refused = (await ask(app)).json()["checks"]["database"]
     assert refused.startswith("PostgreSQL refuses the work for now: its disk is full"), refused

@@ -79,11 +79,17 @@ def stock(
     every: Annotated[
         bool, typer.Option("--all", help="also the lots that are empty and past best_before")
     ] = False,
+    seller: Annotated[
+        str | None,
+        typer.Option("--seller", help="only this seller's SKUs (its id in the seed file)"),
+    ] = None,
     url: Url = None,
 ) -> None:
     """Stock per SKU: received (recv), available (avail), reserved (resv), sold, spoiled
     (spoil); sellable (sell): available in season; expired unsold (exp): left unsold past
-    best_before."""
+    best_before. Every SKU, one seller's (--seller), or one SKU with its lots."""
+    if sku is not None and seller is not None:
+        raise output.OperatorError("a SKU or --seller, not both", exit_code=2)
     if sku is not None:
         body = _call(url, "GET", "/stock/{}", sku, params={"all": "true"} if every else None)
         console.print(
@@ -95,11 +101,13 @@ def stock(
         return
     heads = [HEADS[c] for c in (*COUNTERS, "sellable", "expired_unsold")]
     table = output.table("sku", *heads, whole=("sku", *heads), right=heads)
-    for item in (s for page in pages(_base(url), "inventory", "/stock") for s in page["skus"]):
+    of_seller = {"seller": seller} if seller is not None else None
+    listed = pages(_base(url), "inventory", "/stock", of_seller)
+    for item in (s for page in listed for s in page["skus"]):
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
-    output.show(table, empty=output.none_of("SKU"))
+    output.show(table, empty=output.none_of("SKU", {"--seller": seller}))
 
 
 def _change(entry: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from caravan.inventory_cli import app as inventory_cli
 from shared import days
+from shared.seed import SeedFile
 from tests.e2e.inventory_seed import one_sku_seed
 from tests.e2e.test_listing_pages import every_page
 from tests.e2e.test_ops import cli
@@ -402,3 +403,37 @@ async def test_a_list_of_no_lots_says_so_in_a_line_not_an_empty_table(caravan: S
     ], shown.output
     every = runner.invoke(inventory_cli, ["stock", sku, "--all", *url])
     assert every.exit_code == 0 and f"{sku}-DONE" in every.output, every.output
+
+
+async def test_stock_of_one_seller_lists_its_skus_alone(caravan: System) -> None:
+    """ "How much of my pepper is left?": a county centre of 426 sellers and 2,130 SKUs found a
+    seller's stock only in ``caravan inventory stock``'s every SKU, the seller's SKUs known by
+    heart; ``--seller`` (``GET /stock?seller=``) lists that seller's alone, and a seller id
+    no seed gave is a 404, not a list of nothing read as a seller with no stock."""
+    tag = uuid.uuid4().hex[:6]
+    mine, theirs = f"INV-SLR-{tag}-A", f"INV-SLR-{tag}-B"
+    seller = {
+        "id": f"slr-{tag}",
+        "name": "Pepper coop",
+        "county": "Shawan",
+        "phone": "+86130007002",
+    }
+    seed = one_sku_seed(mine, 100, {"1": (30, -1, 30)}).model_dump(mode="json")
+    other = one_sku_seed(theirs, 100, {"1": (5, -1, 30)}).model_dump(mode="json")
+    seed["sellers"].append(seller)
+    seed["products"][0]["seller_id"] = seller["id"]
+    seed["products"] += other["products"]
+    seed["lots"] += other["lots"]
+    await caravan.seed(SeedFile.model_validate(seed))
+    async with caravan.api("inventory") as api:
+        pages = await every_page(api, "/stock", "skus", seller=seller["id"])
+        assert [(s["sku"], s["sellable"]) for p in pages for s in p] == [(mine, 30)]
+        unknown = await api.get("/stock", params={"seller": f"no-{tag}"})
+        assert unknown.status_code == 404, unknown.text
+    url = ["--url", _api(caravan)]
+    shown = await cli(caravan, "inventory", "stock", "--seller", seller["id"], *url)
+    assert shown.returncode == 0, shown.stderr
+    assert mine in shown.stdout and theirs not in shown.stdout, shown.stdout
+    missing = await cli(caravan, "inventory", "stock", "--seller", f"no-{tag}", *url)
+    assert missing.returncode == 1, missing.stdout
+    assert f"Unknown seller: no seller no-{tag}" in missing.stderr, missing.stderr

@@ -60,7 +60,9 @@ def test_a_tokens_scopes_are_listed_apart(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_stock_of_every_sku_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
-    def pages(base: str, service: str, path: str) -> Iterator[dict[str, Any]]:
+    def pages(
+        base: str, service: str, path: str, params: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         yield {"skus": [{"sku": sku, **dict.fromkeys(FIGURES, 1234)} for sku in SKUS]}
 
     monkeypatch.setattr(inventory_cli, "pages", pages)

@@ -31,6 +31,7 @@ from services.inventory.adapters.tables import (
     products,
     reservation_lines,
     reservations,
+    sellers,
 )
 from shared.events.envelope import Frozen
 from shared.pagination import Position, after
@@ -183,6 +184,11 @@ def _sums(day: date) -> list[Any]:
     ]
 
 
+async def seller_known(conn: AsyncConnection, seller: str) -> bool:
+    found = select(sellers.c.seller_id).where(sellers.c.seller_id == seller)
+    return (await conn.execute(found)).first() is not None
+
+
 async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock | None:
     row = (await conn.execute(select(lots).where(lots.c.lot_id == lot_id))).first()
     return None if row is None else _lot(row, day)
@@ -298,10 +304,12 @@ async def stock(
     start: Position | None = None,
     limit: int | None = None,
     finished: bool = False,
+    seller: str | None = None,
 ) -> list[SkuStock]:
-    """One product's stock, or up to ``limit`` products' by SKU after ``start``: counters
-    summed over every lot, and the lots in serving order, leaving out the finished ones
-    (empty and past ``best_before``: lots are never deleted) unless ``finished``."""
+    """One product's stock, or up to ``limit`` products' by SKU after ``start`` (of one
+    ``seller``'s products, or every one): counters summed over every lot, and the lots in
+    serving order, leaving out the finished ones (empty and past ``best_before``: lots are
+    never deleted) unless ``finished``."""
     query = (
         select(products.c.sku, *_sums(day))
         .select_from(products.outerjoin(lots, lots.c.sku == products.c.sku))
@@ -311,6 +319,8 @@ async def stock(
     )
     if sku is not None:
         query = query.where(products.c.sku == sku)
+    if seller is not None:
+        query = query.where(products.c.seller_id == seller)
     if start is not None:
         query = query.where(after([products.c.sku], start))
     totals = (await conn.execute(query)).all()

@@ -1,9 +1,10 @@
 """The inventory admin API: receive and adjust lots, read stock per SKU and per lot, and the
 spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``, problems).
 
-- ``GET /stock?cursor=&limit=&all=``, ``GET /stock/{sku}?all=``: counters per SKU over all
-  its lots, with its lots but the finished ones (empty and past ``best_before``) unless
-  ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``).
+- ``GET /stock?seller=&cursor=&limit=&all=``, ``GET /stock/{sku}?all=``: counters per SKU
+  over all its lots, with its lots but the finished ones (empty and past ``best_before``)
+  unless ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``),
+  of one seller's products with ``seller`` (404 unknown seller).
 - ``GET /lots/{lot_id}``: one lot's counters.
 - ``GET /lots/{lot_id}/adjustments?cursor=&limit=``: the lot's counters and a page of its
   history, oldest first: adjustments (delta), corrections (the terms before and after) and
@@ -122,6 +123,7 @@ Finished = Annotated[
     bool, Query(alias="all", description="also the lots that are empty and past best_before")
 ]
 UNKNOWN_SKU = "no product with this SKU"
+UNKNOWN_SELLER = "no seller with this id"
 UNKNOWN_LOT = "no lot with this id"
 STOCK_CURSOR = cursor_after(str)  # after a product's sku
 SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
@@ -141,14 +143,33 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
     router = APIRouter(tags=["inventory"], responses=problem_responses({422: BAD_INPUT}))
     engine = uow.db.engine
 
-    @router.get("/stock", response_model=StockList, dependencies=READ)
+    @router.get(
+        "/stock",
+        response_model=StockList,
+        dependencies=READ,
+        responses=problem_responses({404: UNKNOWN_SELLER}),
+    )
     async def all_stock(
-        start: Position | None = STOCK_CURSOR, limit: Limit = 100, finished: Finished = False
+        seller: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                description="only this seller's products (a seed's seller id); none: every one",
+            ),
+            NO_NUL,
+        ] = None,
+        start: Position | None = STOCK_CURSOR,
+        limit: Limit = 100,
+        finished: Finished = False,
     ) -> Any:
-        """Products' stock by SKU, a page at a time (``next_cursor``)."""
+        """Products' stock by SKU, of one seller's products or every one, a page at a time
+        (``next_cursor``)."""
         async with engine.connect() as conn:
+            if seller is not None and not await queries.seller_known(conn, seller):
+                return problem(404, "Unknown seller", f"no seller {seller}")
             found = await queries.stock(
-                conn, days.today(), start=start, limit=limit + 1, finished=finished
+                conn, days.today(), start=start, limit=limit + 1, finished=finished, seller=seller
             )
         skus, next_cursor = page(found, limit, lambda s: (s.sku,))
         return StockList(skus=skus, next_cursor=next_cursor)

@@ -2,6 +2,7 @@
 the bounds of the money it sets (prices, credit limits), which the admin APIs keep too, and
 of a product's name (its texts list it)."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -11,6 +12,7 @@ from typing import Annotated, Any, Self, get_args
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
@@ -118,6 +120,37 @@ texts in (``zh_CN``, ``EN``) or no name at all was loaded, and the product's tex
 its SKU; both refused, with the file's other errors."""
 
 
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_YEAR_FIRST = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?")
+"""A day written year first otherwise (``2026/9/1``, ``2026.09.01``, ``2026年9月1日``): as a
+spreadsheet in a Chinese locale shows a date cell, and so as a file made from one says it."""
+
+
+def _day_as_given(given: object) -> object:
+    """A lot's day as the file gives it, refused unless ``YYYY-MM-DD``: pydantic took a number
+    for seconds since 1970 (a blank cell exported as 0 loaded a lot on sale since
+    1970-01-01; a spreadsheet's day number, 46266, was refused in its words "Datetimes
+    provided to dates should have zero time"), and said of ``2026/09/01`` that it "should be a
+    date that exists". A day shaped right that no calendar has (``2026-02-30``) is pydantic's
+    to refuse, said so."""
+    if isinstance(given, date) or (isinstance(given, str) and ISO_DAY.fullmatch(given)):
+        return given
+    hint = ""
+    if isinstance(given, int | float) or (isinstance(given, str) and given.strip().isdigit()):
+        hint = ": a spreadsheet's day number? Format the column as text, YYYY-MM-DD"
+    elif isinstance(given, str) and (day := _YEAR_FIRST.fullmatch(given.strip())):
+        hint = f" ({day[1]}-{int(day[2]):02d}-{int(day[3]):02d}?)"
+    raise PydanticCustomError(
+        "day_format",
+        "should be a date as YYYY-MM-DD, e.g. 2026-11-30, not {given}{hint}",
+        {"given": repr(given)[:40], "hint": hint},
+    )
+
+
+Day = Annotated[date, BeforeValidator(_day_as_given)]
+"""A lot's first or last day, as ``YYYY-MM-DD`` alone (:func:`_day_as_given`)."""
+
+
 class Seller(NoNul):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=256)
@@ -144,8 +177,8 @@ class LotSeed(NoNul):
     lot_id: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=0, le=MAX_LOT_QUANTITY, strict=True)
-    available_from: date
-    best_before: date
+    available_from: Day
+    best_before: Day
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Self:

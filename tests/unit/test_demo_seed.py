@@ -292,3 +292,35 @@ def test_a_buyer_id_with_an_empty_segment_is_refused_as_the_http_api_refuses_it(
     said = " ".join(done.stderr.replace("│", " ").split())
     at = f"buyers.{len(DEMO['buyers'])}.id"
     assert f"(1 error(s)): {at}: must not begin or end with / nor hold //" in said, said
+
+
+def test_a_lots_day_from_a_spreadsheet_is_refused_saying_yyyy_mm_dd(tmp_path: Path) -> None:
+    """A county centre makes its seed from a spreadsheet of sellers and lots, whose date cells
+    come out as the sheet shows them (2026/9/1, 2026年9月1日) or as its day number (46266):
+    these were said "should be a date that exists" (of a day that does) or in pydantic's
+    words ("Datetimes provided to dates should have zero time"), and a blank cell exported
+    as 0 loaded a lot on sale since 1970-01-01. Each is now refused saying the format, with
+    the day meant where it is plain."""
+    lot = {"lot_id": "LOT-XLS-1", "sku": "SWN-PEPPER-CAYENNE-1KG", "quantity": 5}
+    days = [("2026/9/1", "2026年9月1日"), (46266, "46266"), (0, "2027-02-30")]
+    lots = [
+        {**lot, "lot_id": f"LOT-XLS-{n}", "available_from": first, "best_before": last}
+        for n, (first, last) in enumerate(days)
+    ]
+    path = tmp_path / "from-a-sheet.json"
+    path.write_text(json.dumps({**DEMO, "lots": lots}, ensure_ascii=False))
+    done = caravan("seed", str(path))
+    form = "should be a date as YYYY-MM-DD, e.g. 2026-11-30, not"
+    number = ": a spreadsheet's day number? Format the column as text, YYYY-MM-DD"
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [
+            f"{path} is not a seed file as CONTRACT.md describes (6 error(s)):",
+            f"  lots.0.available_from: {form} '2026/9/1' (2026-09-01?)",
+            f"  lots.0.best_before: {form} '2026年9月1日' (2026-09-01?)",
+            f"  lots.1.available_from: {form} 46266{number}",
+            f"  lots.1.best_before: {form} '46266'{number}",
+            f"  lots.2.available_from: {form} 0{number}",
+            "  lots.2.best_before: should be a date that exists, e.g. 2026-11-30",
+        ],
+    ), done.stdout

@@ -34,7 +34,7 @@ Writes need the scope ``inventory:write`` and are written to the audit trail; re
 ``inventory:read`` (or ``inventory:write``).
 """
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -51,7 +51,7 @@ from shared.http import BAD_INPUT, NO_NUL, problem, problem_responses, require
 from shared.ids import new_id
 from shared.messaging.uow import UnitOfWork
 from shared.pagination import Limit, Position, cursor_after, page
-from shared.seed import LotSeed
+from shared.seed import Day, LotSeed
 
 
 class Adjustment(Frozen):
@@ -75,8 +75,8 @@ class Correction(NoNul):
     model_config = ConfigDict(extra="forbid")  # a term misspelt would be left as it is
 
     sku: str | None = Field(None, min_length=1, max_length=64)
-    available_from: date | None = None
-    best_before: date | None = None
+    available_from: Day | None = None
+    best_before: Day | None = None
     reason: str = Field(min_length=1, max_length=256)
 
     @model_validator(mode="after")

@@ -1293,8 +1293,9 @@ def orders_list(
 
 
 def _show_order(order: dict[str, Any]) -> None:
-    """An order as the orders API answers it (``GET /orders/{id}``): one line, then its
-    timeline, oldest first, each step with what it names (a refund's amount and reference)."""
+    """An order as the orders API answers it (``GET /orders/{id}``): one line, a line of what
+    was ordered, then its timeline, oldest first, each step with what it names (a refund's
+    amount and reference)."""
     from services.orders.entrypoints.schemas import step_said
 
     reason = f" ({order['reason']})" if order["reason"] else ""
@@ -1303,6 +1304,8 @@ def _show_order(order: dict[str, Any]) -> None:
         f"order {order['order_id']}: {order['status']}{reason}; buyer {order['buyer_id']},"
         f" ref {order['order_ref']}, source {order['source']}{total}"
     )
+    if lines := order.get("lines"):
+        console.print("lines: " + ", ".join(f"{ln['quantity']} x {ln['sku']}" for ln in lines))
     table = output.table("time", "event", whole=("time", "event"))
     for step in order["timeline"]:
         table.add_row(output.at(step["time"]), step_said(step))

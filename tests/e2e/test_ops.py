@@ -1778,6 +1778,7 @@ async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_can
     lines = [" ".join(line.split()) for line in shown.stdout.splitlines()]
     assert lines[0].startswith(f"order {confirmed}: confirmed; buyer cli-show-"), lines
     assert ", source http, total " in lines[0] and lines[0].endswith(" fen"), lines
+    assert lines[1] == "lines: 1 x T-PEPPER", lines  # what was ordered, a seller's question
     events = [line.split("│")[2].strip() for line in shown.stdout.splitlines() if "│" in line]
     assert events == ["order.placed", "stock.reserved", "payment.authorized", "order.confirmed"]
     refused = await cli(caravan, "orders", "cancel", confirmed)

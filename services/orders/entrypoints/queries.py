@@ -65,6 +65,7 @@ async def order_view(
         total_fen=row.total_fen,
         reason=row.reason,
         skus=row.skus,
+        lines=row.lines,
         delivery=row.delivery,
         delivery_erased_at=erased.isoformat() if (erased := row.delivery_erased_at) else None,
         timeline=[

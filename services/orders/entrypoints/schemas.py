@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.orders.domain.order import Canceller, Status
 from shared import http as shared_http
 from shared.events.envelope import NoNul
-from shared.events.orders import ORDER_REF_PATTERN, CancelReason, Delivery, OrderRequested
+from shared.events.orders import (
+    ORDER_REF_PATTERN,
+    CancelReason,
+    Delivery,
+    OrderLine,
+    OrderRequested,
+)
 
 TOTAL_FEN = (
     "the order's total in fen, as inventory priced its lines (stock.reserved); null until"
@@ -112,6 +118,10 @@ class OrderView(BaseModel):
     total_fen: int | None = Field(description=TOTAL_FEN)
     reason: CancelReason | None
     skus: list[str] | None = Field(None, description=SKUS)
+    lines: list[OrderLine] = Field(
+        default_factory=list,
+        description="what was ordered, as the request said it: each SKU and its quantity",
+    )
     delivery: Delivery | None = None  # where to send the goods, as the request said
     delivery_erased_at: str | None = Field(
         None,

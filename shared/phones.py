@@ -33,3 +33,11 @@ def as_e164(phone: str) -> str | None:
     elif _CN_MOBILE_NATIONAL.fullmatch(digits.removeprefix("86")):
         digits = "+86" + digits.removeprefix("86")
     return digits if E164.fullmatch(digits) else None
+
+
+def as_written(phone: object) -> object:
+    """A phone as people type it (``139 1234-5678``, ``0086...``, a mainland mobile without
+    ``+86``, as a county centre's spreadsheet of sellers has them) read as E.164
+    (:func:`as_e164`), for a model's ``BeforeValidator``; one that cannot be is left to the
+    E.164 pattern to refuse."""
+    return (as_e164(phone) or phone) if isinstance(phone, str) else phone

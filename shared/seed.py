@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from shared.api import again
 from shared.events.envelope import WHOLE_SEGMENTS, Frozen, NoNul
 from shared.events.orders import E164_PATTERN, MAX_LINES, MAX_QUANTITY, Locale
+from shared.phones import as_written
 
 MAX_UNIT_PRICE_FEN = 10**10
 """The most a unit may cost: 100,000,000 CNY. An order (at most 50 lines of at most 10,000
@@ -151,11 +152,18 @@ Day = Annotated[date, BeforeValidator(_day_as_given)]
 """A lot's first or last day, as ``YYYY-MM-DD`` alone (:func:`_day_as_given`)."""
 
 
+Phone = Annotated[str, BeforeValidator(as_written)]
+"""A seller's or a buyer's phone, kept in E.164: one written as a county's spreadsheet has it
+(``13900000001``, ``139 0000 0001``, ``0086...``) read as ``+8613900000001``, as
+``caravan platform map-buyer`` reads one; every seller of a sheet of local numbers was
+refused "should be an E.164 phone number" until each was rewritten by hand."""
+
+
 class Seller(NoNul):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=256)
     county: str = Field(min_length=1, max_length=64)
-    phone: str = Field(pattern=E164_PATTERN)
+    phone: Phone = Field(pattern=E164_PATTERN)
     locale: Locale | None = None
     """The language of the seller's texts (a new order); None: not said, so left as it is
     (``zh-CN`` for a seller new to the database), as a file written before sellers had one
@@ -193,7 +201,7 @@ class LotSeed(NoNul):
 class BuyerSeed(NoNul):
     # As PUT /credit-lines/{buyer_id} takes it: "b1/" would be a credit line the API cannot name.
     id: Annotated[str, Field(min_length=1, max_length=64), WHOLE_SEGMENTS]
-    phone: str = Field(pattern=E164_PATTERN)
+    phone: Phone = Field(pattern=E164_PATTERN)
     locale: Locale | None = None
     """The language of the buyer's texts where an order leaves ``buyer.locale`` out; None:
     not said, so left as it is (``zh-CN`` for a buyer no seed gave one)."""

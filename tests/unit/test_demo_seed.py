@@ -324,3 +324,25 @@ def test_a_lots_day_from_a_spreadsheet_is_refused_saying_yyyy_mm_dd(tmp_path: Pa
             "  lots.2.best_before: should be a date that exists, e.g. 2026-11-30",
         ],
     ), done.stdout
+
+
+def test_a_sellers_phone_as_a_spreadsheet_has_it_is_read_as_e164() -> None:
+    """A county centre's sheet of 426 sellers has their mobiles as people write them, without
+    +86 (13900000001, 139 0000 0002): every row was refused "should be an E.164 phone number"
+    until rewritten by hand. They are read as E.164 now, as ``caravan platform map-buyer``
+    reads one; a number that is no mainland mobile nor E.164 (a landline, 0991-1234567) is
+    still refused."""
+    seller = DEMO["sellers"][0]
+    written = ["13900000001", "139 0000 0002", "0086 139-0000-0003"]
+    sellers = [{**seller, "id": f"s-{n}", "phone": phone} for n, phone in enumerate(written)]
+    buyer = {**DEMO["buyers"][0], "phone": "13900000004"}
+    loaded = SeedFile.model_validate({**DEMO, "sellers": sellers, "buyers": [buyer]})
+    assert [s.phone for s in loaded.sellers] == [
+        "+8613900000001",
+        "+8613900000002",
+        "+8613900000003",
+    ]
+    assert loaded.buyers[0].phone == "+8613900000004"
+    landline = [{**seller, "phone": "0991-1234567"}]
+    with pytest.raises(ValidationError, match=r"sellers\.0\.phone"):
+        SeedFile.model_validate({**DEMO, "sellers": landline})

@@ -21,7 +21,7 @@ from shared.events.orders import (
     Locale,
 )
 from shared.events.platform import PlatformOrderRequested
-from shared.phones import as_e164
+from shared.phones import as_e164, as_written
 
 ProblemKind = Literal[
     "unmapped_sku",
@@ -128,13 +128,6 @@ class SkuMapping(_Model):
     sku: str = Field(min_length=1, max_length=64)
 
 
-def _as_written(phone: object) -> object:
-    """A phone as operations type it (``139 1234-5678``, ``0086...``) read as E.164, as a
-    platform's own (:func:`shared.phones.as_e164`); one that cannot be is left to the pattern
-    to refuse."""
-    return (as_e164(phone) or phone) if isinstance(phone, str) else phone
-
-
 class BuyerMapping(_Model):
     """Our buyer a platform's buyer is, with the phone and the locale of their texts where
     the mapping says them. A locale not said (None) is left out of the order placed, so the
@@ -142,7 +135,7 @@ class BuyerMapping(_Model):
     overrode the seeded locale, the buyer's own word, where nobody had said otherwise."""
 
     buyer_id: str = Field(min_length=1, max_length=64)
-    phone: Annotated[str | None, BeforeValidator(_as_written)] = Field(None, pattern=E164_PATTERN)
+    phone: Annotated[str | None, BeforeValidator(as_written)] = Field(None, pattern=E164_PATTERN)
     locale: Locale | None = None
 
 

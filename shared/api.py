@@ -3,6 +3,7 @@ the tests) share, without the servers' imports (FastAPI, SQLAlchemy: a command m
 for them): the headers a call carries its token in, and validation errors said field by
 field."""
 
+import math
 from collections.abc import Callable
 from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, get_args
@@ -73,7 +74,13 @@ def _whole_number(e: ErrorDetails) -> str:
     # Strict fields take a JSON number only: "2" is refused, and pydantic said "Input should be
     # a valid integer" of it as of 2.5, which left a storefront wondering what was wrong with 2.
     quoted = e["type"] == "int_type" and isinstance(e["input"], str)
-    return "must be a whole number" + (", not a string" if quoted else "")
+    said = "must be a whole number" + (", not a string" if quoted else "")
+    given = e["input"]
+    fen = str(e["loc"][-1] if e["loc"] else "").endswith("_fen")
+    # A county's price sheet in yuan (35.50) copied into a seed's unit_price_fen.
+    if fen and isinstance(given, float) and math.isfinite(given) and abs(given) < 10**15:
+        return f"{said} of fen, 1 CNY = 100 fen ({given:g} CNY is {round(given * 100)} fen?)"
+    return said
 
 
 def _pattern(e: ErrorDetails) -> str:

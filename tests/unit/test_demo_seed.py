@@ -346,3 +346,23 @@ def test_a_sellers_phone_as_a_spreadsheet_has_it_is_read_as_e164() -> None:
     landline = [{**seller, "phone": "0991-1234567"}]
     with pytest.raises(ValidationError, match=r"sellers\.0\.phone"):
         SeedFile.model_validate({**DEMO, "sellers": landline})
+
+
+def test_a_price_in_yuan_is_refused_saying_it_in_fen(tmp_path: Path) -> None:
+    """A centre's price sheet is in yuan (35.50): copied into ``unit_price_fen`` it was
+    refused "must be a whole number", of a number that is one to its clerk (35.00); now with
+    what a fen is and the figure meant."""
+    products = [{**p, "unit_price_fen": 35.5} for p in DEMO["products"][:1]]
+    buyers = [{**DEMO["buyers"][0], "credit_limit_fen": 2000.0}]
+    path = tmp_path / "yuan.json"
+    path.write_text(json.dumps({**DEMO, "products": products, "buyers": buyers}))
+    done = caravan("seed", str(path))
+    assert (done.returncode, done.stderr.splitlines()[1:]) == (
+        2,
+        [
+            "  products.0.unit_price_fen: must be a whole number of fen, 1 CNY = 100 fen"
+            " (35.5 CNY is 3550 fen?)",
+            "  buyers.0.credit_limit_fen: must be a whole number of fen, 1 CNY = 100 fen"
+            " (2000 CNY is 200000 fen?)",
+        ],
+    ), done.stderr

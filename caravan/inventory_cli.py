@@ -179,6 +179,23 @@ def holds(
     output.show(table, empty=output.none_of(f"order holding lot {lot_id}"))
 
 
+def _days(**given: str | None) -> None:
+    """Refuse a day not ``YYYY-MM-DD`` (``--from 2026/12/01``) before the API is called, named
+    by its option: the API's refusal named the field it sends (``available_from``), which the
+    command has no option of."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from shared.api import field_errors
+    from shared.seed import Day
+
+    for option, day in ((o, d) for o, d in given.items() if d is not None):
+        try:
+            TypeAdapter(Day).validate_python(day)
+        except ValidationError as exc:
+            said = field_errors(exc)[0]["message"]
+            raise output.OperatorError(f"--{option.replace('_', '-')}: {said}", 2) from None
+
+
 @app.command("add-lot", cls=NegativeNumbers)
 def add_lot(
     lot_id: str,
@@ -192,6 +209,7 @@ def add_lot(
     new lot of 0 units is received with a warning that it will not sell, as a seed's is."""
     from caravan.seeding import NO_UNITS
 
+    _days(**{"from": available_from, "best_before": best_before})
     body = {
         "lot_id": lot_id,
         "sku": sku,
@@ -222,6 +240,7 @@ def correct_lot(
 ) -> None:
     """Set right a lot's SKU or dates mistyped when it was received (refused while orders
     hold any of it; its SKU, once any was sold). Shown in its history (``lot``)."""
+    _days(**{"from": available_from, "best_before": best_before})
     terms = {"sku": sku, "available_from": available_from, "best_before": best_before}
     body = _call(
         url,

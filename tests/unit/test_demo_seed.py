@@ -366,3 +366,25 @@ def test_a_price_in_yuan_is_refused_saying_it_in_fen(tmp_path: Path) -> None:
             " (2000 CNY is 200000 fen?)",
         ],
     ), done.stderr
+
+
+def test_a_lots_day_given_to_add_lot_is_refused_naming_its_option() -> None:
+    """``caravan inventory add-lot ... --from 2026/12/01`` was refused by the API naming the
+    field it sends, ``available_from``, which the command has no option of; the day is now
+    checked before any call, as a seed's is, and told of ``--from`` (exit 2)."""
+    url = ("--url", "http://127.0.0.1:1")  # never reached
+    added = caravan(
+        "inventory", "add-lot", "L-1", "S-1", "5", "--from", "2026/12/01",
+        "--best-before", "2027-11-30", *url,
+    )  # fmt: skip
+    assert (added.returncode, added.stderr.splitlines()) == (
+        2,
+        ["--from: should be a date as YYYY-MM-DD, e.g. 2026-11-30, not '2026/12/01' (2026-12-01?)"],
+    ), added.stderr
+    corrected = caravan(
+        "inventory", "correct-lot", "L-1", "--reason", "r", "--best-before", "2027-9-1", *url
+    )
+    assert corrected.returncode == 2, corrected.stderr
+    assert corrected.stderr.startswith("--best-before: should be a date as YYYY-MM-DD"), (
+        corrected.stderr
+    )

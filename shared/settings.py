@@ -3,10 +3,12 @@
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,6 +80,13 @@ def read_secret_file(variable: str, path: str) -> str:
         said = f"{variable} names {path}, which cannot be read: {exc.strerror}"
         raise UnreadableSecret(said) from exc
 
+
+# The variable each secret given to Settings() came from, where not its own (a hosted
+# service's CARAVAN_DATABASE_URL_<SERVICE>: service_settings), so that a refusal names the
+# variable to change.
+_SECRET_SOURCES: ContextVar[Mapping[str, str]] = ContextVar(
+    "secret_sources", default=MappingProxyType({})
+)
 
 MIN_SECRET_LENGTH = 16
 RELAY_KAFKA_WAIT_SECONDS = 30.0
@@ -412,11 +421,18 @@ class Settings(CalendarSettings, InstanceSettings):
                 "CARAVAN_KAFKA_USERNAME and CARAVAN_KAFKA_PASSWORD (or _FILE)"
             )
         if self.environment == "production":
+            sources = _SECRET_SOURCES.get()
             defaults = [
                 name
                 for name, value in (
-                    ("DATABASE_URL", urlsplit(_plain(self.database_url) or "").password),
-                    ("CARAVAN_KAFKA_PASSWORD", _plain(self.kafka_password)),
+                    (
+                        sources.get("DATABASE_URL", "DATABASE_URL"),
+                        urlsplit(_plain(self.database_url) or "").password,
+                    ),
+                    (
+                        sources.get("kafka_password", "CARAVAN_KAFKA_PASSWORD"),
+                        _plain(self.kafka_password),
+                    ),
                     ("CARAVAN_KAFKA_SSL_KEY_PASSWORD", _plain(self.kafka_ssl_key_password)),
                     *(
                         (f"CARAVAN_PLATFORM_APPS ({name}.secret)", _plain(app.secret))
@@ -665,9 +681,14 @@ def service_settings(service: str) -> Settings:
     several services (``python -m services orders inventory``) has no ``DATABASE_URL`` or Kafka
     login of its own: its launcher gives it each hosted service's under those names."""
     own: dict[str, Any] = {}
-    if url := secret_from_env(f"CARAVAN_DATABASE_URL_{service.upper()}"):
-        own["DATABASE_URL"] = url
-    if password := secret_from_env(f"CARAVAN_KAFKA_PASSWORD_{service.upper()}"):
+    sources: dict[str, str] = {}
+    if url := secret_from_env(variable := f"CARAVAN_DATABASE_URL_{service.upper()}"):
+        own["DATABASE_URL"], sources["DATABASE_URL"] = url, variable
+    if password := secret_from_env(variable := f"CARAVAN_KAFKA_PASSWORD_{service.upper()}"):
         own["kafka_username"] = principal(service)
-        own["kafka_password"] = password
-    return Settings(**own)
+        own["kafka_password"], sources["kafka_password"] = password, variable
+    named = _SECRET_SOURCES.set(sources)
+    try:
+        return Settings(**own)
+    finally:
+        _SECRET_SOURCES.reset(named)

@@ -478,3 +478,29 @@ def test_a_process_hosting_several_services_names_each_one_s_database_variable(
     assert refused.endswith("(inventory)") and "ORDERS" not in refused, refused
     _, refused = main.refused_settings({"inventory": inventory})
     assert refused == NO_DATABASE_URL, refused
+
+
+def test_a_hosted_service_s_development_secret_is_named_by_its_own_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A development password in CARAVAN_DATABASE_URL_ORDERS (or a development Kafka
+    password in CARAVAN_KAFKA_PASSWORD_ORDERS) was refused as one in DATABASE_URL, a variable
+    the process hosting several services does not read: the refusal names the variable that
+    holds it, never its value."""
+    monkeypatch.setenv("CARAVAN_ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", REAL_DB)
+    monkeypatch.setenv("CARAVAN_DATABASE_URL_ORDERS", "postgresql://o:caravan-dev-o@db/caravan")
+    monkeypatch.setenv("CARAVAN_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CARAVAN_KAFKA_PASSWORD_ORDERS", "caravan-dev-caravan-orders")
+    with pytest.raises(ValidationError) as refused:
+        service_settings("orders")
+    message = str(refused.value)
+    said = "secrets in: CARAVAN_DATABASE_URL_ORDERS, CARAVAN_KAFKA_PASSWORD_ORDERS"
+    assert f"{said} [" in message, message
+    assert "caravan-dev-" not in message
+    monkeypatch.delenv("CARAVAN_DATABASE_URL_ORDERS")
+    monkeypatch.delenv("CARAVAN_KAFKA_PASSWORD_ORDERS")
+    monkeypatch.delenv("CARAVAN_KAFKA_SECURITY_PROTOCOL")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://caravan:caravan@db/caravan")
+    with pytest.raises(ValidationError, match=r"secrets in: DATABASE_URL \["):
+        service_settings("orders")

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, text
 
 from caravan import db_roles, system
+from caravan.checkout import REPO_ROOT
 from services.notifications.adapters import tables as notifications
 from services.notifications.bootstrap import done_recipients, finished_texts
 from services.notifications.dispatch import STATUSES
@@ -145,9 +146,36 @@ async def test_rows_past_their_retention_go_and_unpublished_rows_stay(
 ) -> None:
     async with orders_tables(infrastructure) as db:
         await fill(db)
+        month_ago = datetime.now(UTC) - timedelta(days=30)
+        async with db.transaction() as conn:  # Kafka refused it for good: an operator's to clear
+            await conn.execute(
+                insert(outbox).values(
+                    topic="t",
+                    key=b"set-aside",
+                    value=b"{}",
+                    created_at=month_ago,
+                    refused_at=month_ago,
+                    refusal="MessageSizeTooLargeError",
+                )
+            )
         assert await retention(db).prune() == {"outbox": 3, "inbox": 3}
-        assert await left(db) == ([b"unsent", b"new-sent"], ["new"])
+        assert await left(db) == ([b"unsent", b"new-sent", b"set-aside"], ["new"])
         assert await retention(db).prune() == {"outbox": 0, "inbox": 0}
+
+
+def test_the_personal_data_page_says_how_long_outbox_rows_set_aside_stay() -> None:
+    """docs/personal-data.md gave the outbox "published rows 24 h" and the erasure "outbox rows
+    within a day", while a row Kafka refused for good (its buyer's number, its address) is
+    never pruned: it is an event still owed, for an operator to publish again or delete. The
+    page says how long such a row stays and how it is cleared, and no longer "within a day"
+    of every outbox row."""
+    page = (REPO_ROOT / "docs" / "personal-data.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| each schema's `outbox`"))
+    assert "set aside" in row and "until an operator publishes it again or deletes it" in row
+    assert "### Outbox rows set aside" in page
+    assert "set refused_at = null, refusal = null where id" in page
+    assert "delete from <schema>.outbox where id = ... and refused_at" in page
+    assert ", outbox rows within a day" not in page
 
 
 async def test_events_parked_for_an_order_never_placed_go_with_the_inbox_rows(

@@ -200,6 +200,26 @@ class _Node:
         return self.home / "kafka.log"
 
 
+READY_SECONDS_VAR = "CARAVAN_UP_KAFKA_READY_SECONDS"
+"""How long ``caravan up`` (and the tests' session) waits for its own broker to serve."""
+READY_SECONDS = 90.0
+
+
+def ready_seconds() -> float:
+    """:data:`READY_SECONDS_VAR`'s seconds, else :data:`READY_SECONDS`; anything else than a
+    number above 0 refused, naming it."""
+    given = os.environ.get(READY_SECONDS_VAR) or str(READY_SECONDS)
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise OperatorError(
+            f"{READY_SECONDS_VAR} must be a number of seconds above 0, not {given!r}"
+        )
+    return seconds
+
+
 class LocalKafka:
     """A local KRaft cluster of ``nodes`` combined broker+controller JVMs.
 
@@ -226,6 +246,7 @@ class LocalKafka:
         self.first_port = first_port
         self.repo_root = repo_root
         self.scram = scram
+        self.ready_seconds = ready_seconds()  # refused before anything starts
         self._nodes = [
             _Node(
                 i,
@@ -258,15 +279,17 @@ class LocalKafka:
                     self._launch(node, libs)
         return self.bootstrap_servers
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
         """Block until every running node is listed as a live broker in cluster metadata,
         and a consumer group's coordinator answers: the first request for one creates the
         offsets topic, and until that topic has a leader, consumers that join log
-        ``GroupCoordinatorNotAvailableError`` at the error level.
+        ``GroupCoordinatorNotAvailableError`` at the error level. Up to ``timeout`` seconds
+        (:func:`ready_seconds` unless given), then :class:`OperatorError` saying what to do.
 
         Safe to call from inside a running event loop (the check runs on a
         private loop in a worker thread).
         """
+        timeout = self.ready_seconds if timeout is None else timeout
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
         while True:
@@ -284,9 +307,12 @@ class LocalKafka:
                 raise RuntimeError("no Kafka node is running; call start() first")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                logs = ", ".join(str(n.logfile) for n in self._nodes if n.node_id in expected)
                 raise OperatorError(
-                    f"Kafka at {self.bootstrap_servers} not ready after {timeout:.0f}s "
-                    f"({last_error!r}); see {self.base_dir}/node-*/kafka.log"
+                    f"Kafka at {self.bootstrap_servers} not ready after {timeout:g}s"
+                    f" ({last_error!r}); its log: {logs}. A loaded machine starts it slower:"
+                    " run the command again (the broker's data is kept), or give it longer"
+                    f" with {READY_SECONDS_VAR}={2 * timeout:g}"
                 )
             live = [n for n in self._nodes if n.node_id in expected]
             bootstrap = ",".join(f"{HOST}:{n.port}" for n in live)

@@ -230,15 +230,7 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
     full: bool,
     why: str,
 ) -> None:
-    java = tmp_path / "jdk" / "bin" / "java"
-    java.parent.mkdir(parents=True)
-    script(java, f"cat <<'EOF'\n{output}EOF\nexit 1")
-    monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
-    port = free_port()
-    local_infrastructure(monkeypatch, tmp_path, port=port)
-    node = tmp_path / f"kafka-{port}" / "node-0"
-    (node / "data").mkdir(parents=True)
-    (node / "data" / "meta.properties").touch()  # formatted before
+    _, node = formatted_kafka(monkeypatch, tmp_path, f"cat <<'EOF'\n{output}EOF\nexit 1")
     real = shutil.disk_usage
 
     def disk_usage(path: str | Path) -> Any:
@@ -251,6 +243,30 @@ def test_caravan_up_whose_kafka_exits_while_starting_says_why_in_one_line(
         f"Kafka node 0 exited ({why.format(data=node / 'data')}); see {node / 'kafka.log'}"
     ), err
     assert (node / "kafka.log").read_text() == output * 3  # started three times
+
+
+def test_caravan_up_whose_kafka_is_slow_to_serve_says_what_to_do_and_where_its_log_is(
+    caravan: Caravan, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a loaded machine the broker may take longer than ``caravan up`` waits for it (90 s):
+    it said "not ready after 90s (...); see .../node-*/kafka.log" and nothing of what to do.
+    It names the broker's log, says to run the command again, and how to wait longer
+    (CARAVAN_UP_KAFKA_READY_SECONDS, refused before anything starts when not a number)."""
+    port, node = formatted_kafka(monkeypatch, tmp_path, "exec sleep 60")  # never listens
+    monkeypatch.setenv("CARAVAN_UP_KAFKA_READY_SECONDS", "1.5")
+    code, _, err = caravan("up")
+    waited = f"ConnectionRefusedError('ports [{port}] not listening yet')"
+    assert code == 1 and one_line(err) == (
+        f"Kafka at 127.0.0.1:{port} not ready after 1.5s ({waited}); its log:"
+        f" {node / 'kafka.log'}. A loaded machine starts it slower: run the command again (the"
+        " broker's data is kept), or give it longer with CARAVAN_UP_KAFKA_READY_SECONDS=3"
+    ), err
+    assert not (node / "kafka.pid").exists()  # stopped
+    monkeypatch.setenv("CARAVAN_UP_KAFKA_READY_SECONDS", "soon")
+    code, _, err = caravan("up")
+    assert code == 1 and one_line(err) == (
+        "CARAVAN_UP_KAFKA_READY_SECONDS must be a number of seconds above 0, not 'soon'"
+    ), err
 
 
 def test_caravan_up_of_three_nodes_where_one_ran_on_its_ports_refuses_in_one_line(
@@ -406,6 +422,21 @@ def script(path: Path, body: str) -> None:
     """An executable shell script at ``path``: a tool that fails as the real one does."""
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
+
+
+def formatted_kafka(monkeypatch: pytest.MonkeyPatch, base: Path, java: str) -> tuple[int, Path]:
+    """:func:`local_infrastructure` on a free port, its one Kafka node formatted before and
+    its ``java`` the shell script ``java``: the port and the node's folder."""
+    path = base / "jdk" / "bin" / "java"
+    path.parent.mkdir(parents=True)
+    script(path, java)
+    monkeypatch.setenv("JAVA_HOME", str(path.parent.parent))
+    port = free_port()
+    local_infrastructure(monkeypatch, base, port=port)
+    node = base / f"kafka-{port}" / "node-0"
+    (node / "data").mkdir(parents=True)
+    (node / "data" / "meta.properties").touch()
+    return port, node
 
 
 def local_infrastructure(

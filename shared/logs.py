@@ -1,13 +1,13 @@
 """JSON logs with the service name, and the order id and event type of the work in hand.
 
 A log line never holds a buyer's phone number (docs/security.md): every number written in
-E.164 (``+8613912345678``, or ``%2B8613912345678`` in a URL's path), and a mainland China
-mobile number as platforms, forms and operators write it (bare, grouped, in full-width
-digits), unless a word names it a platform's id (:data:`_CN_MOBILE`, :data:`_BARE`,
-:data:`_ID`), is masked by the formatter, whichever code logged it; a number known to be a
-phone but malformed is masked where it is logged, with :func:`masked`. Nor does it hold a
-URL's credentials: the HTTP clients' own request lines (httpx, with each URL in full) are
-turned down."""
+E.164 (``+8613912345678``, grouped ``+44 7700 900123``, or ``%2B8613912345678`` in a URL's
+path), and a mainland China mobile number as platforms, forms and operators write it (bare,
+grouped, in full-width digits), unless a word names it a platform's id (:data:`_CN_MOBILE`,
+:data:`_BARE`, :data:`_ID`), is masked by the formatter, whichever code logged it; a number
+known to be a phone but malformed is masked where it is logged, with :func:`masked`. Nor
+does it hold a URL's credentials: the HTTP clients' own request lines (httpx, with each URL
+in full) are turned down."""
 
 import contextvars
 import json
@@ -29,7 +29,10 @@ _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
 
 
-_E164 = r"(?:\+|%2[Bb])[1-9][0-9]{6,14}"
+_E164 = r"(?:\+|%2[Bb])[1-9](?:(?:[ -]?[0-9]){6,14}(?![0-9])|[0-9]{6,14})"
+"""E.164: ``+``, then 7 to 15 digits, written together (``+442071838750``) or grouped by
+single spaces or dashes (``+44 7700 900123``, ``+1 415-555-0100``), a grouped one ending where
+its digits do (so that digits after it, a date's, are not taken into a longer match)."""
 _D = "[0-9０-９]"  # a digit, ASCII or full-width (１３８..., as a Chinese form may send it)
 _HEAD = rf"[1１][3-9３-９]{_D}"  # a mainland mobile number's first three digits
 _DOTTED = rf"{_HEAD}\.{_D}{{4}}\.{_D}{{4}}"  # 138.0013.8000

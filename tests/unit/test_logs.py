@@ -96,6 +96,41 @@ def test_phones_masked_masks_every_e164_number_and_nothing_else(
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
+        ("sms to +44 7700 900123: ok", "sms to +44********0123: ok"),
+        ("+1 415-555-0100.", "+1 ********0100."),
+        ("+33 6 12 34 56 78 and +49 30 1234567", "+33**********6 78 and +49*******4567"),
+        ("refused PUT /opt-outs/%2B44 7700 900123", "refused PUT /opt-outs/%2B**********0123"),
+        ("+44 7700 900123 2026-12-04 14:28", "+44********0123 2026-12-04 14:28"),  # not the date
+    ],
+)
+def test_phones_masked_masks_an_e164_number_grouped_by_spaces_or_dashes(
+    text: str, shown: str
+) -> None:
+    """docs/personal-data.md: the logs mask E.164 numbers; one written grouped, as a foreign
+    number is (``+44 7700 900123``), was logged whole."""
+    found = phones_masked(text)
+    assert found == shown
+    assert not any(part in found for part in ("7700", "900123", "415", "555-", "1234567"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "at 2026-12-04 14:28:00+08:00 (+05:30 2026-12-04, +0800 2026)",
+        "SWN-000123 adjusted +1200 since, +5 -3, +12 345, +1-2, +20 fen",
+        "order 0193e5c2-1f3a-7b2c-8d4e-138001380001 +1 ORD-2026-12, ids 1234 5678 9012",
+        "+0861391234567 +123456, +1 23 45",
+    ],
+)
+def test_phones_masked_leaves_signed_amounts_offsets_and_ids_beside_spaces_and_dashes(
+    text: str,
+) -> None:
+    assert phones_masked(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
         ("buyer 86 138 0013 8000 called", "buyer 86 *********8000 called"),
         ("0086 138 0013 8000", "008***********8000"),
         ("to 008613800138000.", "to 008********8000."),

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.telemetry import TelemetryConfig
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import (
     AfterValidator,
@@ -711,10 +711,11 @@ away's, whose end would be said as an outage's."""
 UNMATCHED = "unmatched"
 """The ``route`` of ``caravan_http_request_seconds`` for a path no route takes (a 404): the
 path itself would make a series of every path a client tries."""
-UNTIMED = frozenset({"/healthz", "/metrics"})
-"""The routes ``caravan_http_request_seconds`` does not time: polled every few seconds by load
-balancers and Prometheus, they would be most of a quiet service's requests, and their callers
-time them already (Prometheus' ``scrape_duration_seconds``, the load balancer's check)."""
+POLLS = frozenset({"/healthz", "/metrics"})
+"""The paths neither traced nor timed (``caravan_http_request_seconds``): polled every few
+seconds by load balancers and Prometheus, they would be most of a quiet service's requests and
+spans, and their callers time them already (Prometheus' ``scrape_duration_seconds``, the load
+balancer's check)."""
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """The methods ``caravan_http_request_seconds`` names; any other a client sends is ``other``,
 so that no client makes a series of each one it invents."""
@@ -766,8 +767,14 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
         # The path with any phone number masked; the span is named after the route (its
         # template: one name for every order, and no phone number) once routing found it.
         started = time.perf_counter()
+        polled = request.url.path in POLLS
         path = phones_masked(request.url.path)
-        with serving(request.method, path, request.headers) as span:
+        spanned = (
+            contextlib.nullcontext(INVALID_SPAN)
+            if polled
+            else serving(request.method, path, request.headers)
+        )
+        with spanned as span:
             try:
                 response = await call_next(request)
             except Exception as exc:
@@ -776,7 +783,7 @@ def create_app(service: str, db: Database, settings: Settings) -> FastAPI:
             if route is not None:
                 span.update_name(f"{request.method} {route}")
                 span.set_attribute("http.route", route)
-        if route not in UNTIMED:
+        if not polled:
             method = request.method if request.method in METHODS else "other"
             timed = HTTP_REQUEST_SECONDS.labels(
                 service, method, route or UNMATCHED, str(response.status_code)

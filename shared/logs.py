@@ -22,11 +22,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from shared.api import plural
 from shared.telemetry import SERVICE, continuing, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
+_order_ref: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_ref", default=None)
 
 
 _E164 = r"(?:\+|%2[Bb])[1-9](?:(?:[ -]?[0-9]){6,14}(?![0-9])|[0-9]{6,14})"
@@ -134,6 +137,8 @@ class JsonFormatter(logging.Formatter):
         entry["message"] = phones_masked(record.getMessage())
         if (order_id := _order_id.get()) is not None:
             entry["order_id"] = order_id
+        if (order_ref := _order_ref.get()) is not None:
+            entry["order_ref"] = order_ref
         if (event := _event_type.get()) is not None:
             entry["event"] = event
         if (ids := current_ids()) is not None:
@@ -446,15 +451,29 @@ def configure_logging(service: str, level: str = "INFO", instance: str | None = 
 
 
 @contextmanager
-def bind_order(order_id: str | None, event_type: str | None = None) -> Iterator[None]:
-    """Tag every log line inside the block with the order id (and event type)."""
+def bind_order(
+    order_id: str | None, event_type: str | None = None, order_ref: str | None = None
+) -> Iterator[None]:
+    """Tag every log line inside the block with the order id (and event type; and the
+    storefront's order ref, for a request not yet known as an order: :func:`order_known`
+    adds its id once the handler has it)."""
     t1 = _order_id.set(order_id)
     t2 = _event_type.set(event_type)
+    t3 = _order_ref.set(order_ref)
     try:
         yield
     finally:
         _order_id.reset(t1)
         _event_type.reset(t2)
+        _order_ref.reset(t3)
+
+
+def order_known(order_id: str) -> None:
+    """The order id of the request being handled, learned by its handler (an order placed,
+    or found placed, for its ref): said from here on by the log lines of the enclosing
+    :func:`bind_order` and by the current span (``caravan.order_id``)."""
+    _order_id.set(order_id)  # undone with the rest by bind_order's end
+    trace.get_current_span().set_attribute("caravan.order_id", order_id)
 
 
 @contextmanager

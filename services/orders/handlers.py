@@ -34,7 +34,7 @@ from shared.events.payments import (
 from shared.events.platform import PlatformOrderRequested
 from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
-from shared.logs import retried, working_for
+from shared.logs import order_known, retried, working_for
 from shared.messaging.uow import Tx
 from shared.metrics import start_at_zero
 from shared.topics import EventType, Topic
@@ -141,6 +141,7 @@ async def on_order_requested(tx: Tx, parsed: Parsed, deadline: timedelta) -> Non
         placed = await place_order(tx, request, source, deadline)
         if not placed.same_request:
             raise _reused(parsed.envelope, request.order_ref, placed.order_id)
+        order_known(placed.order_id)
         if not from_adapter:  # a storefront's: the adapter's requests are Caravan's own
             _tell_ignored_after(tx, parsed, request)
         return

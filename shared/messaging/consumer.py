@@ -202,6 +202,19 @@ def dead_letter_key(
     return f"dlq|{topic}|{partition}|{offset}|{group_id}|{digest}"
 
 
+def order_of(envelope: CloudEvent | None) -> tuple[str | None, str | None]:
+    """The (order id, order ref) a record is of, for its span and log lines: the ref its data
+    names (``order_ref``), the one name of a request not yet an order; its correlation id,
+    which names its order, unless that is the ref (an ``order.requested``'s, as the demo
+    and the platform adapter send them, and its ``order.rejected``'s)."""
+    if envelope is None:
+        return None, None
+    ref = envelope.data.get("order_ref")
+    order_ref = ref if isinstance(ref, str) and ref else None
+    correlation = envelope.correlationid
+    return (correlation if correlation != order_ref else None), order_ref
+
+
 def _text_headers(record: ConsumerRecord) -> ConsumerRecord:
     """``record`` with each header's value readable as UTF-8 text (a missing value as empty,
     bytes that are not UTF-8 replaced), for FastStream's parser alone."""
@@ -717,7 +730,8 @@ class Consumer:
     ) -> Iterator[None]:
         """The span and log context of handling one record, or dead-lettering it (its
         ``envelope`` None if it is no CloudEvent): in the trace its headers carry."""
-        order_id, event_type = (envelope.correlationid, envelope.type) if envelope else (None, None)
+        order_id, order_ref = order_of(envelope)
+        event_type = envelope.type if envelope else None
         attributes = {
             "messaging.system": "kafka",
             "messaging.destination.name": sub.topic.value,
@@ -726,9 +740,11 @@ class Consumer:
             "caravan.event_type": event_type or "",
             "caravan.order_id": order_id or "",
         }
+        if order_ref is not None:
+            attributes["caravan.order_ref"] = order_ref
         with (
             consuming(sub.topic.value, record.headers, attributes),
-            bind_order(order_id, event_type),
+            bind_order(order_id, event_type, order_ref),
         ):
             yield
 

@@ -74,6 +74,12 @@ async def test_one_orders_spans_cover_all_the_services(caravan: System, tmp_path
         # Every consumer span but the first continues a parent from another span.
         in_trace = [s for s in spans(trace_dir) if s["trace_id"] == trace_id]
         assert sum(1 for s in in_trace if s["parent_id"] is None) == 1
+        # The storefront's request names its ref as its ref, and the order it placed by its
+        # id: its caravan.order_id was the ref, and a search by the order's id missed it.
+        (asked,) = [s for s in in_trace if s["name"] == f"{Topic.ORDER_REQUESTS} process"]
+        attributes = asked["attributes"]
+        assert attributes["caravan.order_ref"] == req.order_ref, attributes  # type: ignore[index]
+        assert attributes["caravan.order_id"] == order_id, attributes  # type: ignore[index]
         # The text is sent by the dispatcher later, in the order's trace, and sms.sent carries
         # it on (it was sent with no trace context at all).
         await caravan.wait_for(

@@ -22,7 +22,9 @@ from services.payments.adapters.gateway import ChargeResult, GatewayUnavailable
 from services.platform import callbacks
 from services.platform.adapters.platform_api import PlatformUnavailable
 from services.platform.domain.retries import Backoff
-from shared.logs import JsonFormatter
+from shared.events.envelope import CloudEvent
+from shared.logs import JsonFormatter, bind_order, order_known
+from shared.messaging.consumer import order_of
 from tests.unit.conftest import saying_retried_faults
 
 
@@ -329,3 +331,38 @@ async def test_a_platform_outage_is_one_warning_an_app_then_a_line_when_it_answe
             "o-up",
         ),
     ], said
+
+
+def envelope(event_type: str, correlation_id: str | None, **data: str) -> CloudEvent:
+    return CloudEvent.model_validate(
+        {
+            "specversion": "1.0",
+            "id": "e-1",
+            "source": "storefront/demo",
+            "type": event_type,
+            "time": "2026-12-07T10:00:00Z",
+            "data": data,
+            "correlationid": correlation_id,
+        }
+    )
+
+
+def test_a_requests_lines_name_its_ref_and_then_the_order_it_placed(lines: Lines) -> None:
+    """An ``order.requested``'s correlation id is the storefront's ref, not an order id: its
+    lines said it as their ``order_id`` (a search by the order's id missed them). They name it
+    ``order_ref``, and the order's id from when the handler knows it."""
+    ref = "DEMO-bb5c62-0002"
+    placed = envelope("order.placed", "o-placed", order_id="o-placed", order_ref=ref)
+    assert order_of(placed) == ("o-placed", ref)
+    assert order_of(envelope("order.requested", None, order_ref=ref)) == (None, ref)
+    order_id, order_ref = order_of(envelope("order.requested", ref, order_ref=ref))
+    said = logging.getLogger("test")
+    with bind_order(order_id, "order.requested", order_ref):
+        said.info("asked")
+        order_known("o-placed")
+        said.info("placed")
+    said.info("after")
+    asked, known, after = lines.entries
+    assert (asked.get("order_id"), asked.get("order_ref")) == (None, ref), asked
+    assert (known["order_id"], known["order_ref"]) == ("o-placed", ref), known
+    assert "order_id" not in after and "order_ref" not in after, after

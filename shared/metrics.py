@@ -133,17 +133,35 @@ def start_at_zero(counter: Counter, *values: Iterable[str]) -> dict[tuple[str, .
     return {labels: counter.labels(*labels) for labels in product(*values)}
 
 
+OWNERS: dict[str, str] = {}
+"""The service each family without a ``service`` label belongs to, by name (a service's own
+figures: ``caravan_orders_ended_total``, orders'), as :func:`owned_by` says."""
+
+
+def owned_by(service: str, *metrics: Counter | Gauge | Histogram) -> None:
+    """``metrics`` are ``service``'s alone: shown on its port alone where a process hosts
+    several services, as where it runs alone. Shown on every port of such a process,
+    Prometheus took each sample once a port (with that port's ``service``): a ``sum`` counted
+    it as often, an alert fired once a port."""
+    for metric in metrics:
+        for family in metric.describe():
+            OWNERS[family.name] = service
+
+
 class _ServiceView:
     """The process's registry as one service shows it: without the samples labelled with
     another service. A process hosting several services (``python -m services a b``) has one
-    registry; each service's port shows its own figures, and the process's (CPU, memory, the
-    families without a ``service`` label) on every port."""
+    registry; each service's port shows its own figures (those labelled with it, those
+    :data:`OWNERS` gives it), and the process's (CPU, memory, the other families without a
+    ``service`` label) on every port."""
 
     def __init__(self, service: str) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:
         for family in REGISTRY.collect():
+            if OWNERS.get(family.name, self.service) != self.service:
+                continue
             own = Metric(family.name, family.documentation, family.type, family.unit)
             own.samples = [
                 s for s in family.samples if s.labels.get("service", self.service) == self.service

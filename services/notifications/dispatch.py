@@ -102,6 +102,7 @@ from shared.events.notifications import SmsDelivered, SmsFailed, SmsSent
 from shared.logs import answers_again, bind_order, retried, working_for
 from shared.loops import finishing
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.metrics import owned_by
 from shared.status_gauge import StatusGauge, in_statuses
 
 log = logging.getLogger(__name__)
@@ -590,6 +591,7 @@ LAPSED = Counter(
     " one the buyer may get twice, if the gateway took it the first time and does not"
     " deduplicate by our key",
 )
+owned_by("notifications", SMS, OLDEST_DUE, LAPSED)
 
 
 def sms_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

@@ -36,7 +36,7 @@ from shared.events.registry import Parsed, PoisonRecord
 from shared.ids import answer_id, new_id
 from shared.logs import order_known, retried, working_for
 from shared.messaging.uow import Tx
-from shared.metrics import start_at_zero
+from shared.metrics import owned_by, start_at_zero
 from shared.topics import EventType, Topic
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ IGNORED_FIELDS = Counter(
     " was sent (payment.term_months of a prepaid payment); a request counts once under each",
     ["field"],
 )
+owned_by("orders", IGNORED_FIELDS)
 UNKNOWN_FIELDS = "unknown"
 start_at_zero(IGNORED_FIELDS, [UNKNOWN_FIELDS, "payment.term_months"])
 NAMES_SAID = 10
@@ -316,6 +317,7 @@ UNKNOWN_ORDER_EVENTS = Counter(
     " placed",
     ["type"],
 )
+owned_by("orders", UNKNOWN_ORDER_EVENTS)
 ABOUT_AN_ORDER = (
     EventType.STOCK_RESERVED,
     EventType.STOCK_REJECTED,
@@ -381,6 +383,7 @@ ENDS_HELD = Counter(
     " redrives inventory's dead letter of it)",
     ["outcome"],
 )
+owned_by("orders", ENDS_HELD)
 start_at_zero(ENDS_HELD, ("republished", "unsent", "missing"))
 
 

@@ -52,7 +52,7 @@ from shared.events.registry import Parsed
 from shared.ids import new_id
 from shared.messaging.parking import OrderLocks
 from shared.messaging.uow import Tx
-from shared.metrics import start_at_zero
+from shared.metrics import owned_by, start_at_zero
 from shared.seed import Loaded, SeedFile
 from shared.telemetry import current_trace_headers
 
@@ -278,6 +278,7 @@ LAPSED_HOLDS = Counter(
     " payment.declined (expired)",
     ["method"],
 )
+owned_by("payments", LAPSED_HOLDS)
 start_at_zero(LAPSED_HOLDS, get_args(PaymentMethod))
 
 

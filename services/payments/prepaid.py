@@ -116,6 +116,7 @@ from shared.events.payments import PaymentDeclined, PaymentRefunded, PaymentVoid
 from shared.logs import answers_again, retried, working_for
 from shared.loops import handing_back
 from shared.messaging.uow import Tx, UnitOfWork
+from shared.metrics import owned_by
 from shared.pagination import Position, newest_first, page
 from shared.status_gauge import StatusGauge, in_statuses
 
@@ -882,6 +883,7 @@ LOANS_OWED_BACK = Gauge(
     " on them: each owed back to its buyer, by hand (payments.payments: status voided,"
     " refund_owed_fen)",
 )
+owned_by("payments", PAYMENTS, GATEWAY_OLDEST, VOID_REFUSED, LOANS_OWED_BACK)
 OWING_LOAN = in_statuses(payments.c.status, ["voided"]) & payments.c.refund_owed_fen.is_not(None)
 """A voided loan's payment whose buyer is owed back what they repaid: read through the partial
 index ``payments_loans_owed_back`` (its predicate, written as literals)."""

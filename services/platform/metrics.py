@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge
 
 from services.platform.domain.orders import ProblemKind
 from services.platform.domain.retries import Verdict
-from shared.metrics import start_at_zero
+from shared.metrics import owned_by, start_at_zero
 
 FetchRefused = Literal["fetch_failed", "fetch_refused", "fetch_signature_refused"]
 """The ``outcome`` of a push or a refetch whose order was not fetched: ``fetch_failed`` the
@@ -55,6 +55,16 @@ CALLBACKS_OLDEST = Gauge(
     "caravan_platform_callbacks_oldest_seconds",
     "How long the oldest status callback not yet delivered (pending or being sent) has waited"
     " since it was queued (0: none): the platform's status API hanging, or refusing us",
+)
+owned_by(
+    "platform",
+    PUSHES,
+    REFETCHES,
+    PROBLEMS,
+    OPEN_PROBLEMS,
+    CALLBACK_CALLS,
+    CALLBACKS,
+    CALLBACKS_OLDEST,
 )
 
 

@@ -83,6 +83,15 @@ async def test_two_processes_run_the_saga_each_service_under_its_own_name(
         service: {service} for service in SERVICES
     }
 
+    # A service's own figures without a service label are its port's alone: inventory's,
+    # in orders' process, showed orders' ended orders, which Prometheus counted twice.
+    ended_on = set()
+    for service in SERVICES:
+        async with caravan.api(service) as client:
+            if "caravan_orders_ended_total{" in (await client.get("/metrics")).text:
+                ended_on.add(service)
+    assert ended_on == {"orders"}
+
     # So the operations page, which reads each instance's port, counts each service's
     # consumption once: what its own port shows, not its process's.
     port = own_port("http", __name__)

@@ -26,7 +26,7 @@ from shared.events.orders import (
     ScheduledInstalment,
 )
 from shared.messaging.uow import Tx
-from shared.metrics import start_at_zero
+from shared.metrics import owned_by, start_at_zero
 from shared.telemetry import current_trace_headers
 from shared.topics import EventType, Topic
 
@@ -40,6 +40,7 @@ ENDED = Counter(
     " transaction that ended each commits",
     ["status", "reason"],
 )
+owned_by("orders", ENDED)
 start_at_zero(ENDED, ("confirmed",), ("",))
 start_at_zero(ENDED, ("cancelled",), get_args(CancelReason))
 

@@ -13,6 +13,7 @@ from services.orders.adapters.tables import orders
 from services.orders.domain.order import Status
 from shared.db import Database
 from shared.http import BAD_INPUT, problem_responses, require
+from shared.metrics import owned_by
 from shared.status_gauge import StatusGauge
 
 ORDERS = Gauge("caravan_orders", "Orders by status", ["status"])
@@ -24,6 +25,7 @@ SAGA_DEADLINE = Gauge(
     "caravan_orders_saga_deadline_seconds",
     "CARAVAN_SAGA_DEADLINE_SECONDS: a pending order this old is cancelled expired",
 )
+owned_by("orders", ORDERS, OLDEST_PENDING, SAGA_DEADLINE)
 
 
 def orders_by_status(engine: AsyncEngine, whole_every: float = 60.0) -> StatusGauge:

@@ -202,6 +202,10 @@ def dead_letter_key(
     return f"dlq|{topic}|{partition}|{offset}|{group_id}|{digest}"
 
 
+MAX_REF = 64
+"""The longest order ref a span or log line says (an ``order_ref``'s longest)."""
+
+
 def order_of(envelope: CloudEvent | None) -> tuple[str | None, str | None]:
     """The (order id, order ref) a record is of, for its span and log lines: the ref its data
     names (``order_ref``), the one name of a request not yet an order; its correlation id,
@@ -210,9 +214,10 @@ def order_of(envelope: CloudEvent | None) -> tuple[str | None, str | None]:
     if envelope is None:
         return None, None
     ref = envelope.data.get("order_ref")
-    order_ref = ref if isinstance(ref, str) and ref else None
+    # Cut to an order_ref's length: a record refused may say anything up to Kafka's limit.
+    order_ref = ref[:MAX_REF] if isinstance(ref, str) and ref else None
     correlation = envelope.correlationid
-    return (correlation if correlation != order_ref else None), order_ref
+    return (correlation if correlation != ref else None), order_ref
 
 
 def _text_headers(record: ConsumerRecord) -> ConsumerRecord:

@@ -355,6 +355,8 @@ def test_a_requests_lines_name_its_ref_and_then_the_order_it_placed(lines: Lines
     placed = envelope("order.placed", "o-placed", order_id="o-placed", order_ref=ref)
     assert order_of(placed) == ("o-placed", ref)
     assert order_of(envelope("order.requested", None, order_ref=ref)) == (None, ref)
+    long = "x" * 100_000  # a request refused for it: its lines and span say 64 characters
+    assert order_of(envelope("order.requested", long, order_ref=long)) == (None, "x" * 64)
     order_id, order_ref = order_of(envelope("order.requested", ref, order_ref=ref))
     said = logging.getLogger("test")
     with bind_order(order_id, "order.requested", order_ref):

@@ -49,7 +49,55 @@ def async_engine(url: str, settings: Settings | None = None, **options: Any) -> 
     seconds = (settings or get_settings()).db_connect_timeout_seconds
     event.listen(made.sync_engine, "do_connect", _connect_within(seconds))
     event.listen(made.sync_engine, "connect", _answers(made))
+    event.listen(made.sync_engine, "checkin", _closed_if_inside_a_transaction)
+    event.listen(made.sync_engine, "checkout", _refused_if_inside_a_transaction)
     return made
+
+
+LEFT_INSIDE = "a connection to PostgreSQL returned to the pool inside a transaction"
+"""What is said (a warning, once, then at most once a minute: :class:`shared.logs.Faults`)
+when a connection is closed for it (:func:`_closed_if_inside_a_transaction`)."""
+
+
+def inside_a_transaction(raw: asyncpg.Connection) -> bool:
+    """Whether the driver's connection ``raw`` is inside a transaction: the server's (a
+    ``BEGIN`` that no ``COMMIT`` or ``ROLLBACK`` ended) or asyncpg's own (a transaction whose
+    start or end was cancelled: asyncpg keeps it as the connection's outer one, and begins
+    every later one on it as a ``SAVEPOINT`` inside it)."""
+    return raw.is_in_transaction() or getattr(raw, "_top_xact", None) is not None
+
+
+def _closed_if_inside_a_transaction(dbapi_connection: Any, record: Any) -> None:
+    """The pool's ``checkin``, after its rollback: a connection still inside a transaction
+    is closed at once and marked, and the next to take it is given a new one
+    (:func:`_refused_if_inside_a_transaction`).
+
+    Work given up as it began its transaction (the driver's ``BEGIN``, shared/db/driver.py)
+    or ended it (a cancellation at ``COMMIT`` or ``ROLLBACK`` of asyncpg's own transaction:
+    the relay's) passed no error through SQLAlchemy, which would have closed it: the
+    connection went back to the pool inside that transaction, and every later transaction
+    on it was a ``SAVEPOINT`` inside it, committing nothing while its own reads (the
+    relay's) saw the rows (session 62's drill: orders answered 202, their events published,
+    their rows never written). Closed without waiting (``terminate``: no await, which a
+    cancellation could meet here), the server rolls it back, its locks freed at once."""
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    if raw is None or raw.is_closed() or not inside_a_transaction(raw):
+        return
+    log.warning("%s: closed, not used again", LEFT_INSIDE, extra=retried(LEFT_INSIDE))
+    record.info[LEFT_INSIDE] = True
+    raw.terminate()
+
+
+def _refused_if_inside_a_transaction(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """The pool's ``checkout``: a connection closed at its checkin
+    (:func:`_closed_if_inside_a_transaction`), or still inside a transaction, is not handed
+    out: SQLAlchemy closes it and makes a new one for the record."""
+    if record.info.get(LEFT_INSIDE):
+        raise sa_exc.DisconnectionError(LEFT_INSIDE)
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    if raw is not None and not raw.is_closed() and inside_a_transaction(raw):
+        log.warning("%s: not used again", LEFT_INSIDE, extra=retried(LEFT_INSIDE))
+        raise sa_exc.DisconnectionError(LEFT_INSIDE)
 
 
 def _answers(engine: AsyncEngine) -> Callable[..., None]:

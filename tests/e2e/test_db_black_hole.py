@@ -117,11 +117,13 @@ async def test_a_statement_unanswered_is_the_connection_lost_within_the_bound(
 @dataclass
 class Hole:
     """A service's database reached through a forwarder that stops passing bytes when
-    ``passing`` is cleared (or when it is sent a ``COMMIT`` while ``at_commit`` is set)."""
+    ``passing`` is cleared (or when it is sent a ``COMMIT`` while ``at_commit`` is set, a
+    ``BEGIN`` while ``at_begin`` is)."""
 
     db: Database
     passing: asyncio.Event
     at_commit: bool = False
+    at_begin: bool = False
 
 
 @asynccontextmanager
@@ -142,7 +144,7 @@ async def black_hole(
         "127.0.0.1",
         target.port or 5432,
         hole.passing,
-        lambda data: hole.at_commit and b"COMMIT" in data,
+        lambda data: (hole.at_commit and b"COMMIT" in data) or (hole.at_begin and b"BEGIN" in data),
         delay,
     )
     try:
@@ -536,6 +538,36 @@ async def test_an_order_whose_commit_went_unanswered_is_found_by_its_retry(
         assert again.status_code == 202, again.text
         assert [str(row[0]) for row in placed] == [again.json()["order_id"]]
         assert len(await caravan.sql(query, ref=key)) == 1
+
+
+async def test_every_order_answered_202_after_one_given_up_at_its_begin_is_written(
+    caravan: System,
+) -> None:
+    """PostgreSQL frozen as it was sent ``POST /orders``'s ``BEGIN`` (its first statement is
+    the driver's, which begins the transaction: shared/db/driver.py): a 503 within the
+    deadline; the server going on, every order answered 202 after it is in orders.orders.
+    The connection went back to the pool inside asyncpg's cancelled transaction, and each
+    order placed on it later was a ``SAVEPOINT`` in it, never committed (session 62's drill:
+    107 orders answered 202, their events published, their rows never written)."""
+    async with orders_api(caravan, db_pool_size=1) as (hole, http):
+        first = await http.post("/orders", json=BODY, headers={"Idempotency-Key": ref("BEGUN")})
+        assert first.status_code == 202, first.text  # the token read, cached
+        hole.at_begin = True
+        held = {"Idempotency-Key": ref("BEGUN")}
+        _unanswered(*await _timed(lambda: http.post("/orders", json=BODY, headers=held), DEADLINE))
+        hole.at_begin = False
+        hole.passing.set()
+        keys = [ref("BEGUN") for _ in range(6)]
+        for key in keys[:3]:
+            answer = await http.post("/orders", json=BODY, headers={"Idempotency-Key": key})
+            assert answer.status_code == 202, answer.text
+        answers = await asyncio.gather(
+            *(http.post("/orders", json=BODY, headers={"Idempotency-Key": k}) for k in keys[3:])
+        )
+        assert [a.status_code for a in answers] == [202] * 3, [a.text for a in answers]
+        query = "select order_ref from orders.orders where order_ref = any(:refs)"
+        written = {row[0] for row in await caravan.sql(query, refs=keys)}
+        assert written == set(keys), f"answered 202, not written: {sorted(set(keys) - written)}"
 
 
 async def test_a_request_waiting_for_a_pooled_connection_past_the_deadline_is_told_busy(

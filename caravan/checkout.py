@@ -37,8 +37,8 @@ def _up_env() -> dict[str, str]:
 
 
 LOCAL_PORTS_VAR = "CARAVAN_UP_LOCAL_PORTS"
-"""A hidden setting, for the tests of ``caravan up`` (docs/running.md): "KAFKA,POSTGRES",
-the ports of the broker and the cluster it runs itself."""
+"""The setting that moves them (docs/configuration.md, README's ports): "KAFKA,POSTGRES",
+the ports of the broker and the cluster ``caravan up`` runs itself."""
 
 
 def local_ports(kafka_nodes: int = 1) -> tuple[int, int]:

@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
 
+from shared.db.engine import discard, inside_a_transaction
+
 
 async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside ``conn``'s transaction.
@@ -57,9 +59,18 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
             adapter: Any = pooled.dbapi_connection
             try:
                 await adapter._start_transaction()
-            except Exception:
-                # Met through SQLAlchemy instead, a fault is SQLAlchemy's error, and a dead
-                # connection is invalidated (not handed out again): retried as transient.
+            except BaseException as exc:
+                # A BEGIN that failed, unanswered in time (asyncpg's command_timeout) or
+                # given up (a deadline, a stop) leaves asyncpg holding the transaction it was
+                # starting as the connection's own (every later one a SAVEPOINT inside it),
+                # and the server may yet begin it: the connection is not used again (session
+                # 62: orders answered 202, never written). The last two are raised as they
+                # are, as SQLAlchemy raises them (it closes only their connection).
+                discard(raw, pooled.info)
+                if not isinstance(exc, Exception) or isinstance(exc, TimeoutError):
+                    raise
+                # Met through SQLAlchemy instead, another fault is SQLAlchemy's error (the
+                # connection closed: a connection lost), retried as transient.
                 await conn.exec_driver_sql("SELECT 1")
         else:
             await conn.exec_driver_sql("SELECT 1")
@@ -140,16 +151,21 @@ def _compiled(statement: ClauseElement) -> tuple[str, tuple[str, ...], dict[str,
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection inside a transaction of the driver's own, committed on success
-    (for work that runs no SQLAlchemy statement at all). A connection that died is
-    invalidated, so the pool does not hand it out again."""
+    (for work that runs no SQLAlchemy statement at all). A connection that died, or that
+    the work's failure or cancellation left inside the transaction (its ``BEGIN``,
+    ``COMMIT`` or ``ROLLBACK`` given up), is closed and never handed out again."""
     async with engine.connect() as conn:
-        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+        pooled = await conn.get_raw_connection()
+        raw: asyncpg.Connection = pooled.driver_connection
         try:
             async with raw.transaction():
                 yield raw
         except BaseException:
-            if raw.is_closed():
-                await conn.invalidate()
+            # A connection that died, or that is still inside the transaction (its BEGIN,
+            # COMMIT or ROLLBACK given up: asyncpg keeps a BEGIN's as the connection's own),
+            # is not used again.
+            if raw.is_closed() or inside_a_transaction(raw):
+                discard(raw, pooled.info)
             raise
 
 

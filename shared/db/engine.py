@@ -79,12 +79,25 @@ def _closed_if_inside_a_transaction(dbapi_connection: Any, record: Any) -> None:
     on it was a ``SAVEPOINT`` inside it, committing nothing while its own reads (the
     relay's) saw the rows (session 62's drill: orders answered 202, their events published,
     their rows never written). Closed without waiting (``terminate``: no await, which a
-    cancellation could meet here), the server rolls it back, its locks freed at once."""
+    cancellation could meet here), the server rolls it back, its locks freed at once.
+
+    Those paths now close such a connection where its work was given up (:func:`discard`):
+    this is the backstop, and its warning names a path that does not."""
     raw = getattr(dbapi_connection, "driver_connection", None)
     if raw is None or raw.is_closed() or not inside_a_transaction(raw):
         return
     log.warning("%s: closed, not used again", LEFT_INSIDE, extra=retried(LEFT_INSIDE))
-    record.info[LEFT_INSIDE] = True
+    discard(raw, record.info)
+
+
+def discard(raw: asyncpg.Connection, info: dict[Any, Any]) -> None:
+    """Close the driver's connection ``raw`` at once and mark its pool record (``info``: a
+    pooled connection's, or its record's) so that the pool never hands it out again
+    (:func:`_refused_if_inside_a_transaction`): a connection whose state is not known, such
+    as one whose ``BEGIN`` was given up (shared/db/driver.py). Closed without waiting
+    (``terminate``: no await, which a cancellation could meet here), the server rolls back
+    whatever it began, its locks freed at once."""
+    info[LEFT_INSIDE] = True
     raw.terminate()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -42,14 +43,18 @@ class Held:
 
 
 @asynccontextmanager
-async def held(database_url: str) -> AsyncIterator[Held]:
+async def held(database_url: str, answer: float | None = None) -> AsyncIterator[Held]:
+    """:class:`Held`; ``answer``: the service's ``db_answer_timeout_seconds`` (asyncpg's
+    ``command_timeout``), else its default (two minutes)."""
     async with scratch_database(database_url, "caravan_cancelled") as url:
         target, port = make_url(url), free_port()
         via = target.set(host="127.0.0.1", port=port, query={})
-        db = Database(
-            Settings(database_url=via.render_as_string(hide_password=False), db_pool_size=POOL),
-            "orders",
+        settings = Settings(
+            database_url=via.render_as_string(hide_password=False),
+            db_pool_size=POOL,
+            db_answer_timeout_seconds=answer,
         )
+        db = Database(settings, "orders")
         hold = Held(db, url, asyncio.Event())
         hold.passing.set()
 
@@ -167,9 +172,102 @@ async def test_a_transaction_given_up_at_its_begin_or_end_leaves_no_connection_i
         await _every_connection_outside_a_transaction(hold.db)
         if at == b"ROLLBACK":  # a COMMIT sent may be made once the server goes on
             assert 0 not in await _committed(hold.url)
-        if at == b"BEGIN":
-            said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-            assert f"{LEFT_INSIDE}: closed, not used again" in said, said
+        _none_left_inside(caplog)
+
+
+def _none_left_inside(caplog: pytest.LogCaptureFixture) -> None:
+    """No connection reached the pool inside a transaction: each was closed where its work
+    was given up (shared/db/driver.py), not by the pool's guard at its checkin (which says
+    :data:`LEFT_INSIDE`: a path that leaves one so)."""
+    said = [r.getMessage() for r in caplog.records if LEFT_INSIDE in r.getMessage()]
+    assert not said, said
+
+
+async def test_a_connection_whose_begin_was_given_up_is_not_used_again_in_its_checkout(
+    infrastructure: Infrastructure,
+) -> None:
+    """The driver's ``BEGIN`` (:func:`driver.driver`) given up, and the work going on on the
+    same connection (a step that gave up a part of its work and went on): the connection is
+    closed there and then, and the next statement on it fails, never committing nothing.
+
+    Left as it was, asyncpg held the ``BEGIN`` given up as the connection's transaction, the
+    server began it once it went on, and the next statement ran as a ``SAVEPOINT`` inside it,
+    committed without an error: "written, committed, and not there"."""
+    async with held(infrastructure.database_url) as hold:
+        failed: Exception | None = None
+        try:
+            async with hold.db.transaction() as conn:
+                raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+                hold.at = b"BEGIN"
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(GIVEN_UP):
+                        await driver.driver(conn)
+                closed = raw.is_closed()
+                hold.passing.set()
+                await conn.execute(text(f"insert into {TABLE} values (1)"))
+        except Exception as exc:
+            failed = exc
+        committed = 1 in await _committed(hold.url)
+        assert failed is not None or committed, "written, committed, and not there: [1]"
+        assert closed, "the connection whose BEGIN was given up was left open"
+        assert isinstance(failed, sa_exc.DBAPIError) and failed.connection_invalidated, failed
+
+
+ANSWER = 1.0  # the service's db_answer_timeout_seconds in the test below
+
+
+@pytest.mark.parametrize("at", [b"BEGIN", b"COMMIT", b"ROLLBACK"])
+@pytest.mark.parametrize("how", ["sqlalchemy's", "begun by the driver", "the driver's own"])
+async def test_a_transactions_begin_or_end_unanswered_in_time_leaves_no_connection_inside_it(
+    infrastructure: Infrastructure, at: bytes, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server not answering a transaction's ``BEGIN``, ``COMMIT`` or ``ROLLBACK`` within
+    the service's ``db_answer_timeout_seconds`` (asyncpg's ``command_timeout``), then going
+    on a moment later: the work fails or is committed, never answered as done and lost, and
+    no connection is left inside a transaction. A transaction SQLAlchemy began, one it began
+    through the driver's first statement (:func:`driver.driver`), or the driver's own
+    (``driver.transaction``)."""
+    async with held(infrastructure.database_url, answer=ANSWER) as hold:
+
+        @asynccontextmanager
+        async def begun() -> AsyncIterator[asyncpg.Connection]:
+            if how == "the driver's own":
+                hold.at = at
+                async with driver.transaction(hold.db.engine) as raw:
+                    yield raw
+                return
+            async with hold.db.transaction() as conn:
+                hold.at = at
+                if how == "sqlalchemy's":
+                    await conn.execute(text(f"insert into {TABLE} values (0)"))
+                yield await driver.driver(conn)
+
+        async def goes_on() -> None:
+            await asyncio.sleep(ANSWER + 0.3)
+            hold.passing.set()
+
+        async def work() -> None:
+            async with begun() as raw:
+                await raw.execute(f"insert into {TABLE} values (0) on conflict do nothing")
+                if at == b"ROLLBACK":
+                    raise RuntimeError("the work failed")
+
+        server = asyncio.create_task(goes_on())
+        failed: BaseException | None = None
+        try:
+            await work()
+        except Exception as exc:
+            failed = exc
+        await server
+        if at != b"ROLLBACK":
+            assert failed is not None or 0 in await _committed(hold.url), (
+                "written, committed, and not there: [0]"
+            )
+        await _each_write_committed(hold, 1)
+        await _every_connection_outside_a_transaction(hold.db)
+        if at == b"ROLLBACK":
+            assert 0 not in await _committed(hold.url)
+        _none_left_inside(caplog)
 
 
 @pytest.mark.parametrize("through", ["driver", "sqlalchemy"])

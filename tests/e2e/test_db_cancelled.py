@@ -270,13 +270,15 @@ async def test_a_transactions_begin_or_end_unanswered_in_time_leaves_no_connecti
         _none_left_inside(caplog)
 
 
-@pytest.mark.parametrize("through", ["driver", "sqlalchemy"])
+@pytest.mark.parametrize("through", ["driver", "sqlalchemy", "the driver's own"])
 async def test_a_transaction_given_up_waiting_on_a_lock_leaves_no_connection_inside_it(
-    infrastructure: Infrastructure, through: str
+    infrastructure: Infrastructure, through: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A write waiting on a lock another session holds (a console's ``LOCK TABLE``) given up,
     the lock then released: every connection of the pool is outside a transaction, and each
-    write on it is committed."""
+    write on it is committed. On the driver in SQLAlchemy's transaction (the unit of work's
+    writes), through SQLAlchemy, or in the driver's own (``driver.transaction``: the relay's
+    and retention's statements, a stop cancelling them)."""
     async with held(infrastructure.database_url) as hold:
         locker = create_async_engine(hold.url, poolclass=NullPool)
         try:
@@ -284,6 +286,10 @@ async def test_a_transaction_given_up_waiting_on_a_lock_leaves_no_connection_ins
                 await lock.execute(text(f"lock table {TABLE}"))
 
                 async def work() -> None:
+                    if through == "the driver's own":
+                        async with driver.transaction(hold.db.engine) as own:
+                            await own.execute(f"insert into {TABLE} values (0)")
+                        return
                     async with hold.db.transaction() as conn:
                         if through == "driver":
                             raw = await driver.driver(conn)
@@ -298,3 +304,4 @@ async def test_a_transaction_given_up_waiting_on_a_lock_leaves_no_connection_ins
         await _each_write_committed(hold, 1)
         await _every_connection_outside_a_transaction(hold.db)
         assert 0 not in await _committed(hold.url)
+        _none_left_inside(caplog)

@@ -3,8 +3,20 @@
 from collections.abc import Iterable, Iterator
 from itertools import product
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics_core import Metric
+
+# prometheus_client serves, beside each counter's and histogram's series, a ``_created`` one
+# (when the series began, in Unix time): as many series again in an operator's Prometheus,
+# read by nothing of ours (alerts, dashboard, docs; ``increase()`` and ``rate()`` need it not).
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26
 
 CONSUMED = Counter(
     "caravan_records_consumed_total", "Records consumed", ["service", "topic", "outcome"]

@@ -48,3 +48,12 @@ def test_every_services_family_without_a_service_label_has_its_owner() -> None:
         and next(iter(collector.describe())).name not in OWNERS
     }
     assert unowned == set()
+
+
+def test_no_series_of_when_a_series_began_is_served() -> None:
+    """prometheus_client served a ``_created`` series beside each counter's and histogram's
+    (``caravan_orders_ended_created``): as many series again in Prometheus, read by nothing."""
+    for service in SERVICES:
+        page = exposition(service).decode()
+        created = [line for line in page.splitlines() if "_created" in line.split(" ")[0]]
+        assert created == [], (service, created[:3])

@@ -30,6 +30,9 @@ from shared.telemetry import SERVICE, continuing, current_ids
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
 _event_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("event", default=None)
 _order_ref: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_ref", default=None)
+_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
 
 
 _E164 = r"(?:\+|%2[Bb])[1-9](?:(?:[ -]?[0-9]){6,14}(?![0-9])|[0-9]{6,14})"
@@ -139,6 +142,8 @@ class JsonFormatter(logging.Formatter):
             entry["order_id"] = order_id
         if (order_ref := _order_ref.get()) is not None:
             entry["order_ref"] = order_ref
+        if (correlation := _correlation.get()) is not None:
+            entry["correlation_id"] = correlation
         if (event := _event_type.get()) is not None:
             entry["event"] = event
         if (ids := current_ids()) is not None:
@@ -452,20 +457,26 @@ def configure_logging(service: str, level: str = "INFO", instance: str | None = 
 
 @contextmanager
 def bind_order(
-    order_id: str | None, event_type: str | None = None, order_ref: str | None = None
+    order_id: str | None,
+    event_type: str | None = None,
+    order_ref: str | None = None,
+    correlation_id: str | None = None,
 ) -> Iterator[None]:
     """Tag every log line inside the block with the order id (and event type; and the
     storefront's order ref, for a request not yet known as an order: :func:`order_known`
-    adds its id once the handler has it)."""
+    adds its id once the handler has it; and a correlation id that names no order, a
+    request's or its rejection's)."""
     t1 = _order_id.set(order_id)
     t2 = _event_type.set(event_type)
     t3 = _order_ref.set(order_ref)
+    t4 = _correlation.set(correlation_id)
     try:
         yield
     finally:
         _order_id.reset(t1)
         _event_type.reset(t2)
         _order_ref.reset(t3)
+        _correlation.reset(t4)
 
 
 def order_known(order_id: str) -> None:

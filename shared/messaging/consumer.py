@@ -206,18 +206,41 @@ MAX_REF = 64
 """The longest order ref a span or log line says (an ``order_ref``'s longest)."""
 
 
-def order_of(envelope: CloudEvent | None) -> tuple[str | None, str | None]:
-    """The (order id, order ref) a record is of, for its span and log lines: the ref its data
-    names (``order_ref``), the one name of a request not yet an order; its correlation id,
-    which names its order, unless that is the ref (an ``order.requested``'s, as the demo
-    and the platform adapter send them, and its ``order.rejected``'s)."""
+_OF_A_REQUEST = frozenset(
+    {EventType.ORDER_REQUESTED, EventType.PLATFORM_ORDER_REQUESTED, EventType.ORDER_REJECTED}
+)
+"""The types of record whose correlation id names no order: a request's (its storefront's, as
+it sent it) and its rejection's (its order_ref, or the request's event id where it had
+none: :func:`services.orders.handlers.on_invalid_request`)."""
+
+
+@dataclass(frozen=True)
+class OrderNames:
+    """What a record says of its order, for its span and log lines."""
+
+    order_id: str | None
+    order_ref: str | None = None
+    correlation_id: str | None = None
+    """A correlation id that is neither an order id nor the ref (a request's event id, or a
+    storefront's own), said as such: said as ``order_id``, a search by an order's id found
+    an event's."""
+
+
+def order_of(envelope: CloudEvent | None) -> OrderNames:
+    """The order id, order ref and correlation id a record is of, for its span and log lines:
+    the ref its data names (``order_ref``), the one name of a request not yet an order; its
+    correlation id, which names its order, but a request's or its rejection's
+    (:data:`_OF_A_REQUEST`); one not the ref is said as ``correlation_id``."""
     if envelope is None:
-        return None, None
+        return OrderNames(None)
     ref = envelope.data.get("order_ref")
     # Cut to an order_ref's length: a record refused may say anything up to Kafka's limit.
     order_ref = ref[:MAX_REF] if isinstance(ref, str) and ref else None
     correlation = envelope.correlationid
-    return (correlation if correlation != ref else None), order_ref
+    if envelope.type not in _OF_A_REQUEST:
+        return OrderNames(correlation, order_ref)
+    other = correlation[:MAX_REF] if correlation and correlation != ref else None
+    return OrderNames(None, order_ref, other)
 
 
 def _text_headers(record: ConsumerRecord) -> ConsumerRecord:
@@ -735,7 +758,7 @@ class Consumer:
     ) -> Iterator[None]:
         """The span and log context of handling one record, or dead-lettering it (its
         ``envelope`` None if it is no CloudEvent): in the trace its headers carry."""
-        order_id, order_ref = order_of(envelope)
+        names = order_of(envelope)
         event_type = envelope.type if envelope else None
         attributes = {
             "messaging.system": "kafka",
@@ -743,13 +766,15 @@ class Consumer:
             "messaging.consumer.group.name": self.group_id,
             "messaging.kafka.message.offset": record.offset,
             "caravan.event_type": event_type or "",
-            "caravan.order_id": order_id or "",
+            "caravan.order_id": names.order_id or "",
         }
-        if order_ref is not None:
-            attributes["caravan.order_ref"] = order_ref
+        if names.order_ref is not None:
+            attributes["caravan.order_ref"] = names.order_ref
+        if names.correlation_id is not None:
+            attributes["caravan.correlation_id"] = names.correlation_id
         with (
             consuming(sub.topic.value, record.headers, attributes),
-            bind_order(order_id, event_type, order_ref),
+            bind_order(names.order_id, event_type, names.order_ref, names.correlation_id),
         ):
             yield
 

@@ -8,6 +8,7 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import orjson
 from aiokafka import ConsumerRecord
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -17,7 +18,7 @@ from services import SERVICES
 from shared.http import POLLS
 from shared.topics import Topic
 from tests.e2e.test_saga import invalid_request, order
-from tests.harness import System, free_port, ref
+from tests.harness import System, free_port, raw_event, ref
 
 
 def spans(trace_dir: Path, service: str = "*") -> list[dict[str, object]]:
@@ -209,6 +210,40 @@ async def test_an_invalid_request_is_answered_in_its_trace(caravan: System) -> N
         lambda: trace_ids(caravan, Topic.ORDER_EVENTS.value, "order.rejected", order_ref)
     )
     assert rejected == [trace]
+
+
+async def test_a_request_with_no_ref_is_logged_under_its_correlation_id(caravan: System) -> None:
+    """A storefront's request dead-lettered before its order_ref is known (it names none),
+    whose correlation id is its event id, is answered ``order.rejected`` under that id: its
+    lines said the event id as their ``order_id`` (a search by an order's id found an event's).
+    They say it as ``correlation_id``, and no line names it an order."""
+    event = raw_event(
+        "order.requested",
+        {
+            "buyer": {"id": "t-rich", "phone": "+8613912345678", "locale": "en"},
+            "lines": [{"sku": "T-PEPPER", "quantity": 1}],
+            "payment": {"method": "microloan"},
+        },
+    )
+    request_id = event["id"]
+    value = orjson.dumps({**event, "correlationid": request_id})
+    await caravan.publish_raw(Topic.ORDER_REQUESTS.value, value, key=request_id.encode())
+    await caravan.wait_for(
+        lambda: trace_ids(caravan, Topic.ORDER_EVENTS.value, "order.rejected", request_id)
+    )
+
+    def lines() -> list[dict[str, str]]:
+        return [
+            entry
+            for path in caravan.procs.log_dir.glob("*.log")
+            for line in path.read_text(errors="replace").splitlines()
+            if request_id in line and line.startswith("{")
+            for entry in [json.loads(line)]
+        ]
+
+    said = await caravan.wait_for(lambda: [e for e in lines() if "dead-lettering" in e["message"]])
+    assert [e for e in lines() if e.get("order_id") == request_id] == []
+    assert all(e["correlation_id"] == request_id for e in said), said
 
 
 async def test_a_dead_letter_carries_its_records_trace_on_through_a_redrive(

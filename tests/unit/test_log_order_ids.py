@@ -24,7 +24,7 @@ from services.platform.adapters.platform_api import PlatformUnavailable
 from services.platform.domain.retries import Backoff
 from shared.events.envelope import CloudEvent
 from shared.logs import JsonFormatter, bind_order, order_known
-from shared.messaging.consumer import order_of
+from shared.messaging.consumer import OrderNames, order_of
 from tests.unit.conftest import saying_retried_faults
 
 
@@ -353,13 +353,15 @@ def test_a_requests_lines_name_its_ref_and_then_the_order_it_placed(lines: Lines
     ``order_ref``, and the order's id from when the handler knows it."""
     ref = "DEMO-bb5c62-0002"
     placed = envelope("order.placed", "o-placed", order_id="o-placed", order_ref=ref)
-    assert order_of(placed) == ("o-placed", ref)
-    assert order_of(envelope("order.requested", None, order_ref=ref)) == (None, ref)
+    assert order_of(placed) == OrderNames("o-placed", ref)
+    assert order_of(envelope("order.requested", None, order_ref=ref)) == OrderNames(None, ref)
     long = "x" * 100_000  # a request refused for it: its lines and span say 64 characters
-    assert order_of(envelope("order.requested", long, order_ref=long)) == (None, "x" * 64)
-    order_id, order_ref = order_of(envelope("order.requested", ref, order_ref=ref))
+    cut = OrderNames(None, "x" * 64)
+    assert order_of(envelope("order.requested", long, order_ref=long)) == cut
+    names = order_of(envelope("order.requested", ref, order_ref=ref))
+    assert names == OrderNames(None, ref)
     said = logging.getLogger("test")
-    with bind_order(order_id, "order.requested", order_ref):
+    with bind_order(names.order_id, "order.requested", names.order_ref):
         said.info("asked")
         order_known("o-placed")
         said.info("placed")
@@ -368,3 +370,22 @@ def test_a_requests_lines_name_its_ref_and_then_the_order_it_placed(lines: Lines
     assert (asked.get("order_id"), asked.get("order_ref")) == (None, ref), asked
     assert (known["order_id"], known["order_ref"]) == ("o-placed", ref), known
     assert "order_id" not in after and "order_ref" not in after, after
+
+
+def test_a_correlation_id_that_names_no_order_is_said_as_what_it_is(lines: Lines) -> None:
+    """A request dead-lettered before its order_ref is known is answered ``order.rejected``
+    whose correlation id is the request's event id: its readers logged that as ``order_id``
+    (a search by an order's id found an event's), as they did a storefront's own correlation
+    id on its request. Said as ``correlation_id``; an order's events still name their order."""
+    request_id = "4d1f0b6e-2c1a-4c53-9a55-0f6a3b1c2d3e"
+    rejected = order_of(envelope("order.rejected", request_id, order_ref=""))
+    assert rejected == OrderNames(None, None, request_id)
+    own = order_of(envelope("order.requested", "shop-trace-77", order_ref="R-1"))
+    assert own == OrderNames(None, "R-1", "shop-trace-77")
+    platform = order_of(envelope("platform.order_requested", "R-2", order_ref="R-2"))
+    assert platform == OrderNames(None, "R-2")
+    assert order_of(envelope("order.cancelled", "o-1")) == OrderNames("o-1")
+    with bind_order(rejected.order_id, "order.rejected", None, rejected.correlation_id):
+        logging.getLogger("test").info("rejected")
+    (line,) = lines.entries
+    assert "order_id" not in line and line["correlation_id"] == request_id, line

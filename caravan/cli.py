@@ -687,7 +687,11 @@ def demo(
         int, typer.Option(min=0, help="also push this many orders from the platform simulator")
     ] = 0,
     platform_app: Annotated[
-        str | None, typer.Option(help="the app of CARAVAN_PLATFORM_APPS to simulate")
+        str | None,
+        typer.Option(
+            help="the app of CARAVAN_PLATFORM_APPS (or _FILE) to simulate; its secret is given"
+            " to the simulator in its environment, never on a command line (which ps shows)"
+        ),
     ] = None,
 ) -> None:
     """Seed demo data and drive storefront orders (and, with ``--platform-orders``,

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from caravan import output
 from caravan.platform_cli import put_mapping
 from caravan.system import simulator
+from services.platform.simulator import SECRET_VARIABLE
 from shared import days
 from shared.addresses import local_url
 from shared.api import bearer_headers
@@ -327,14 +328,16 @@ async def run_platform_demo(
     adapter = local_url(settings.http_host, settings.platform_http_port)
     run_id = uuid.uuid4().hex[:6]
     orders = demo_orders(seed, count, run_id, days.today())
-    args = ["--app", app, "--secret", config.secret.get_secret_value()]
-    args += ["--sign-method", config.sign_method, "--callback", f"{adapter}/platform/{app}/push"]
+    args = ["--app", app, "--sign-method", config.sign_method]
+    args += ["--callback", f"{adapter}/platform/{app}/push"]
     refs = {o.order_ref.replace("DEMO-", "MKT-") for o in orders}
     outcomes: dict[str, Outcome] = {}
     auth = bearer_headers(settings.api_token())
     pushed = pushing = 0  # pushing: a push sent, its answer not back (the adapter may have it)
     try:
-        async with simulator("services.platform.simulator", port, *args) as sim:
+        # The secret in its environment, not its command line: `ps` shows every user that.
+        secret = {SECRET_VARIABLE: config.secret.get_secret_value()}
+        async with simulator("services.platform.simulator", port, *args, env=secret) as sim:
             # As `caravan platform map-sku --unchecked` and `map-buyer` map them: the seed's
             # products were just loaded.
             for product in seed.products:

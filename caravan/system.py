@@ -944,9 +944,12 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def simulator(module: str, port: int, *args: str) -> AsyncIterator[httpx.AsyncClient]:
+async def simulator(
+    module: str, port: int, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Run ``python -m <module> --port <port> <args>`` (a simulator of an outside system, its
-    own process) for the block; yields an HTTP client for it once it answers ``/healthz``."""
+    own process; ``env`` added to its environment: a secret, which ``ps`` shows no one there)
+    for the block; yields an HTTP client for it once it answers ``/healthz``."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -956,6 +959,7 @@ async def simulator(module: str, port: int, *args: str) -> AsyncIterator[httpx.A
         *args,
         cwd=checkout.REPO_ROOT,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15)
     try:

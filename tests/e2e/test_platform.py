@@ -1646,8 +1646,8 @@ async def test_caravan_demo_stopped_with_a_push_in_flight_says_it_not_acknowledg
     second = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def held(*args: Any) -> AsyncIterator[_SecondAnswerHeld]:
-        async with simulator(*args) as client:
+    async def held(*args: Any, **kwargs: Any) -> AsyncIterator[_SecondAnswerHeld]:
+        async with simulator(*args, **kwargs) as client:  # the app's secret in env=
             clients.append(_SecondAnswerHeld(client, second))
             yield clients[-1]
 

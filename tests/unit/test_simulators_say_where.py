@@ -6,6 +6,8 @@ import select
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -46,10 +48,22 @@ CALLBACK = "http://127.0.0.1:8084/platform/shop/push"
 def test_a_simulator_says_where_it_listens_once_it_does(
     module: str, args: tuple[str, ...], said: str
 ) -> None:
+    with started(module, *args) as (port, line):
+        assert line == said.format(port=port)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+
+
+@contextmanager
+def started(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, str]]:
+    """``python -m <module> --port <port> <args>`` (in ``env``, if given), for the block: its
+    port and the first line it wrote, once it listens."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), *args],
         cwd=REPO_ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -58,9 +72,9 @@ def test_a_simulator_says_where_it_listens_once_it_does(
         assert proc.stdout is not None
         # The first line it writes, once it listens (within a minute: 2 busy cores).
         assert select.select([proc.stdout], [], [], 60)[0], "nothing said within 60 s"
-        line = proc.stdout.readline()
-        assert line.rstrip("\n") == said.format(port=port), proc.stderr
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        line = proc.stdout.readline().rstrip("\n")
+        assert line, proc.stderr.read() if proc.stderr else None
+        yield port, line
     finally:
         proc.terminate()
         proc.wait(timeout=30)

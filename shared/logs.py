@@ -42,10 +42,11 @@ its digits do (so that digits after it, a date's, are not taken into a longer ma
 _D = "[0-9０-９]"  # a digit, ASCII or full-width (１３８..., as a Chinese form may send it)
 _HEAD = rf"[1１][3-9３-９]{_D}"  # a mainland mobile number's first three digits
 _DOTTED = rf"{_HEAD}\.{_D}{{4}}\.{_D}{{4}}"  # 138.0013.8000
-# grouped: 138 0013 8000, 139 1234-5678, (138) 0013 8000, 138.0013.8000
-_GROUPED = rf"(?:{_HEAD}[ -]|\({_HEAD}\)[ -]?){_D}{{4}}[ -]{_D}{{4}}|{_DOTTED}"
-# after a calling code: grouped or not (13800138000)
-_MOBILE = rf"(?:{_HEAD}|\({_HEAD}\))[ -]?{_D}{{4}}[ -]?{_D}{{4}}|{_DOTTED}"
+_BRACKETED = rf"[(（]{_HEAD}[)）]"  # (138), or （138） as a Chinese keyboard writes it
+# grouped: 138 0013 8000, 139 1234-5678, (138) 0013 8000, 138.0013.8000, (138) 0013.8000
+_GROUPED = rf"(?:{_HEAD}[ -]|{_BRACKETED}[ .-]?){_D}{{4}}[ .-]{_D}{{4}}|{_DOTTED}"
+# after a calling code or a word naming a phone: grouped or not (13800138000)
+_MOBILE = rf"(?:{_HEAD}|{_BRACKETED})[ .-]?{_D}{{4}}[ .-]?{_D}{{4}}|{_DOTTED}"
 _CC = r"(?:[+＋]|%2[Bb]|[0０]{2})[8８][6６]\)?[ .-]?|[8８][6６][ -]"  # +86 (or (+86)), 0086, 86
 _CN_MOBILE = (
     rf"(?<![0-9０-９A-Za-z_.-])(?:(?:{_CC})(?:{_MOBILE})|{_GROUPED})"
@@ -60,10 +61,13 @@ longer run of digits, letters or dashes (``LOT-138-0013-8000``). A bare run of 1
 (or 86 and 11) is one too (:data:`_BARE`), unless a word names it an id (:data:`_ID`)."""
 _KEYED = (
     r"(?P<key>(?i:phone|mobile|tel|手机|电话)[^0-9A-Za-z\n]{0,4})"
-    rf"(?P<number>(?:[8８][6６])?{_HEAD}{_D}{{8}})(?![0-9０-９A-Za-z])"
+    rf"(?P<number>(?:{_CC}|[8８][6６])?(?:{_MOBILE}))(?![0-9０-９])"
 )
-"""A bare mobile number (``13800138000``, ``8613800138000``) that a word names as a phone
-(``"phone": "13800138000"``, ``receiver_mobile=...``, ``手机：...``): the word is kept."""
+"""A mobile number that a word names as a phone (``"phone": "13800138000"``,
+``receiver_mobile=...``, ``手机：...``), the word kept: bare (``8613800138000``) or written as
+after a calling code (``tel(139) 0000-0001``, ``Tel.139.0000.0001``, ``TEL-139-0000-0001``),
+glued to the word and to letters after it (``tel13900000001ext``), where a grouped number
+alone, so glued, is taken for an id's part (``LOT-138-0013-8000``)."""
 _BARE = (
     rf"(?P<bare>(?<![0-9０-９A-Za-z])(?<!{_D}\.)(?:[8８][6６])?{_HEAD}{_D}{{8}}"
     rf"(?![0-9０-９A-Za-z]|\.{_D}))"
@@ -84,7 +88,7 @@ item's id may be 11 digits starting ``1[3-9]``. Looked for only before a number 
 (:func:`_masked`), not at every place of every line."""
 _PHONE = re.compile(f"{_E164}|{_CN_MOBILE}|{_KEYED}|{_BARE}")
 _E164_ALONE = re.compile(_E164)
-_MOBILE_DIGITS = re.compile(r"1[3-9][0-9]\)?[ .-]?[0-9]{4}[ .-]?[0-9]{4}(?![0-9A-Za-z])")
+_MOBILE_DIGITS = re.compile(r"1[3-9][0-9][)）]?[ .-]?[0-9]{4}[ .-]?[0-9]{4}(?![0-9])")
 """E.164 alone, for a text holding no mobile number's digits (:data:`_MOBILE_DIGITS`, in ASCII,
 nor a full-width ``１``): :data:`_PHONE` is tried only on one that does (it took ten times as
 long as E.164 alone, some 15 µs more on every log line, a timestamp's or an id's digits or

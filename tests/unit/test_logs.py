@@ -321,6 +321,15 @@ def test_a_refused_opt_out_path_masks_a_national_number() -> None:
         ("texted 13800138000.", "texted 138****8000."),
         ("texted tel-13800138000, buyer-13800138000", "texted tel-138****8000, buyer-138****8000"),
         ("key 13800138000_reminder", "key 138****8000_reminder"),
+        # after a word naming it a phone, glued to it or to letters, bracketed, dotted
+        ("call tel(138) 0013-8000 now", "call tel(13********8000 now"),
+        ("call Tel.138.0013.8000 now", "call Tel.138******8000 now"),
+        ("call TEL-138-0013-8000 now", "call TEL-138******8000 now"),
+        ("phone:(+86)138.0013.8000", "phone:(+86**********8000"),
+        ("dial tel13800138000ext2", "dial tel138****8000ext2"),
+        # a Chinese keyboard's brackets; separators mixed
+        ("联系人（138）0013-8000", "联系人（13*******8000"),
+        ("call (138) 0013.8000 now", "call (13********8000 now"),
     ],
 )
 def test_the_formatter_masks_a_mobile_number_written_in_other_ways(said: str, shown: str) -> None:
@@ -342,6 +351,10 @@ def test_the_formatter_masks_a_mobile_number_written_in_other_ways(said: str, sh
         "for 12500 fen (¥125.00, 1380013800 fen), rate 0.13800138000, 13800138000.25 yuan",
         "lot LOT-138-0013-8000, v1.138.0013.8000, 3.138.0013.8000",
         "order SWN-13800138000 placed, order_ref=TB-13912345678",
+        # beside a word naming a phone: ids, UUIDs, amounts and dates are none
+        "hotel order 13800138000, telemetry of 0193e5c2-1f3a-7b2c-8d4e-138001380001",
+        "phone of order 0193e5c2-1f3a-7b2c-8d4e-138001380001: 13800 fen at 2026-12-04 13:58",
+        "tel (¥138.00), mobile 2026-12-04, phone 138 fen, tel-v1.138.0013",
     ],
 )
 def test_the_formatter_leaves_platform_ids_times_and_amounts(said: str) -> None:

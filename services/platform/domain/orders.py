@@ -258,7 +258,8 @@ def _digest(value: object) -> str:
 
 def changes_since(placed: Mapping[str, object], order: PlatformOrder) -> list[str]:
     """How ``order`` differs from what was placed (:func:`as_placed`), in words that name
-    the platform's SKUs and quantities but never the buyer or the address; empty if not."""
+    the platform's SKUs and quantities but never the buyer or the address; empty if not. A
+    digest erased with its buyer (docs/personal-data.md, Erasing a buyer) is not compared."""
     now = as_placed(order)
     said = []
     before, after = placed.get("items"), now["items"]
@@ -273,9 +274,9 @@ def changes_since(placed: Mapping[str, object], order: PlatformOrder) -> list[st
             elif was != now_is:
                 lines.append(f"{sku!r} {was} -> {now_is}")
         said.append("items: " + ", ".join(lines))
-    if placed.get("delivery") != now["delivery"]:
+    if "delivery" in placed and placed["delivery"] != now["delivery"]:
         said.append("the delivery address")
-    if placed.get("buyer") != now["buyer"]:
+    if "buyer" in placed and placed["buyer"] != now["buyer"]:
         said.append("the buyer")
     return said
 

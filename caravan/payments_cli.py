@@ -238,10 +238,12 @@ def void_unplaced(
 ) -> None:
     """Void the payment of an order the orders service never had (a forged stock.reserved,
     a copy of a platform's order under another id), as its cancellation would: the loan
-    voided and its credit given back, or the charge voided, or a platform's collection
-    reversed; the sellers no longer owed (audited; scope ops, and orders:read to ask orders
-    first). An order orders has is refused: `caravan orders cancel` it. Again: nothing
-    voided twice."""
+    voided and its credit given back; or a prepaid charge's void asked of the gateway, which
+    answers later (the payment voiding until then: voided, or void_refused if it refuses,
+    owed back by hand, `caravan payments refunded`); or a platform's collection reversed (no
+    gateway: the platform refunds its buyer); the sellers no longer owed (audited; scope
+    ops, and orders:read to ask orders first). An order orders has is refused: `caravan
+    orders cancel` it. Again: nothing voided twice."""
     orders = base_url(orders_url, "orders")
     order = found(orders, "orders", "/orders/{}", order_id)
     if order is not None:
@@ -279,8 +281,10 @@ def void_sold(
     """Void the payment of a confirmed order whose buyer was refunded after the sale (a
     platform's refund after delivery, spoiled produce refunded), as a cancellation would:
     the loan voided, its credit given back and no reminder sent, what the buyer repaid owed
-    back; or the charge voided at the gateway (refused: owed back by hand, `caravan payments
-    refunded`); or a platform's collection reversed; the sellers no longer owed. The order
+    back; or a prepaid charge's void asked of the gateway, which answers later (the payment
+    voiding until then: voided, or void_refused if it refuses, owed back by hand, `caravan
+    payments refunded`); or a platform's collection reversed (no gateway: the platform
+    refunds its buyer); the sellers no longer owed. The order
     stays confirmed, its stock sold (audited; scope ops, and orders:read to ask orders
     first). A pending order is refused (`caravan orders cancel` it), a cancelled one too (its
     payment voided already). Again: nothing voided twice."""

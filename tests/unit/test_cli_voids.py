@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from caravan import cli, payments_cli
 from caravan.output import OperatorError
+from tests.unit.conftest import uncoloured
 
 ORDER = "0193a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a50"
 PREPAID = {"order_id": ORDER, "method": "prepaid", "amount_fen": 3500, "collected_by": None}
@@ -136,3 +137,25 @@ def test_a_void_refused_for_the_order_says_the_other_command_voided_it_already(
     done = CliRunner().invoke(cli.app, ["payments", command, ORDER, "--reason", "refunded"])
     assert isinstance(done.exception, OperatorError), done.output  # main() says it in one line
     assert (done.exception.exit_code, str(done.exception)) == (1, refused)
+
+
+@pytest.mark.parametrize("command", ["void-sold", "void-unplaced"])
+def test_the_help_says_a_prepaid_void_is_asked_of_the_gateway_and_answered_later(
+    command: str,
+) -> None:
+    """Their help said "the charge voided at the gateway" (void-unplaced: "the charge
+    voided"), where the command only asks the gateway loop to void it, the gateway answering
+    later (voided, or void_refused: owed back by hand); and a platform's collection, reversed
+    in the ledger, goes to no gateway."""
+    done = CliRunner().invoke(
+        cli.app, ["payments", command, "--help"], env={"COLUMNS": "400"}, prog_name="caravan"
+    )
+    assert done.exit_code == 0, done.output
+    said = " ".join(uncoloured(done.output).split())
+    assert "voided at the gateway" not in said and "the charge voided" not in said, said
+    assert (
+        "a prepaid charge's void asked of the gateway, which answers later (the payment voiding"
+        " until then: voided, or void_refused if it refuses, owed back by hand, caravan"
+        " payments refunded); or a platform's collection reversed (no gateway: the platform"
+        " refunds its buyer)"
+    ) in said, said

@@ -41,6 +41,21 @@ LOCAL_PORTS_VAR = "CARAVAN_UP_LOCAL_PORTS"
 the ports of the broker and the cluster ``caravan up`` runs itself."""
 
 
+def up_seconds(variable: str, default: float) -> float:
+    """How long ``caravan up`` waits for a part it starts: ``variable``'s seconds, else
+    ``default``; anything else than a number above 0 refused, naming it."""
+    from caravan.output import OperatorError
+
+    given = os.environ.get(variable) or str(default)
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise OperatorError(f"{variable} must be a number of seconds above 0, not {given!r}")
+    return seconds
+
+
 def local_ports(kafka_nodes: int = 1) -> tuple[int, int]:
     """The ports of the Kafka (its first node) and the PostgreSQL ``caravan up`` runs itself,
     where the other commands look for them too."""

@@ -383,6 +383,7 @@ def _up(
         (checkout.PAUSED / name).unlink()
     started = time.monotonic()
     kafka_port, postgres_port = checkout.local_ports(kafka_nodes)
+    system.services_ready_seconds()  # a bad CARAVAN_UP_SERVICES_READY_SECONDS: refused now
     # Asked before anything starts (start_infrastructure asks its brokers' ports).
     services = system.http_ports(system.http_port_env(settings.http_port))
     named_kafka, named_database = named = system.named_servers(settings)

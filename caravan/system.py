@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from caravan import checkout, db_roles, kafka_acls
 from caravan.infra.kafka import CONTROLLER_PORT_OFFSET, KafkaExited, LocalKafka, Scram
 from caravan.infra.logs import service_error, size, written_since
-from caravan.infra.ports import answers, port_open
+from caravan.infra.ports import HOST, answers, port_open
 from caravan.infra.postgres import DataFolderGone, LocalPostgres, local_postgres
 from caravan.output import OperatorError
 from services import SERVICES
@@ -924,9 +924,23 @@ def check_ports_free(ports: dict[str, int]) -> None:
         )
 
 
-def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
-    """Wait until every started service answers ``/healthz`` (failing early if one died);
-    :class:`OperatorError` naming those that did not in ``timeout`` seconds, and their logs."""
+SERVICES_READY_SECONDS_VAR = "CARAVAN_UP_SERVICES_READY_SECONDS"
+"""How long ``caravan up`` waits for the services it starts to answer ``/healthz``."""
+SERVICES_READY_SECONDS = 120.0
+
+
+def services_ready_seconds() -> float:
+    """:data:`SERVICES_READY_SECONDS_VAR`'s seconds, else :data:`SERVICES_READY_SECONDS`;
+    anything else than a number above 0 refused, naming it."""
+    return checkout.up_seconds(SERVICES_READY_SECONDS_VAR, SERVICES_READY_SECONDS)
+
+
+def wait_ready(procs: ServiceProcesses, timeout: float | None = None) -> None:
+    """Wait until every started service answers ``/healthz`` (failing early if one died), up
+    to ``timeout`` seconds (:func:`services_ready_seconds` unless given); then
+    :class:`OperatorError` naming each that did not, where it was asked and its log, and what
+    to do."""
+    timeout = services_ready_seconds() if timeout is None else timeout
     running = procs.services()
     ports = {name: port for name, port in http_ports(procs.env).items() if name in running}
     deadline = time.monotonic() + timeout
@@ -937,9 +951,15 @@ def wait_ready(procs: ServiceProcesses, timeout: float = 120.0) -> None:
                 del ports[name]
         time.sleep(0.1)
     if ports:
-        logs = ", ".join(str(procs.log_dir / f"{key}.log") for key in procs.hosts(tuple(ports)))
+        each = "; ".join(
+            f"{name} at http://{HOST}:{port}/healthz (its log: {log})"
+            for name, port in ports.items()
+            for log in [", ".join(str(procs.log_dir / f"{k}.log") for k in procs.hosts((name,)))]
+        )
         raise OperatorError(
-            f"{', '.join(ports)} did not answer /healthz within {timeout:.0f}s; see {logs}"
+            f"{', '.join(ports)} did not answer /healthz within {timeout:g}s: {each}. A loaded"
+            " machine starts them slower: run the command again, or give them longer with"
+            f" {SERVICES_READY_SECONDS_VAR}={2 * timeout:g}"
         )
 
 

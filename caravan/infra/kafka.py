@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from caravan.checkout import REPO_ROOT
+from caravan.checkout import REPO_ROOT, up_seconds
 from caravan.infra.logs import error_line, size, written_since
 from caravan.infra.ports import HOST, port_open
 from caravan.output import OperatorError
@@ -208,16 +208,7 @@ READY_SECONDS = 90.0
 def ready_seconds() -> float:
     """:data:`READY_SECONDS_VAR`'s seconds, else :data:`READY_SECONDS`; anything else than a
     number above 0 refused, naming it."""
-    given = os.environ.get(READY_SECONDS_VAR) or str(READY_SECONDS)
-    try:
-        seconds = float(given)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise OperatorError(
-            f"{READY_SECONDS_VAR} must be a number of seconds above 0, not {given!r}"
-        )
-    return seconds
+    return up_seconds(READY_SECONDS_VAR, READY_SECONDS)
 
 
 class LocalKafka:

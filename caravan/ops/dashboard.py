@@ -124,6 +124,9 @@ class Snapshot:
     healths: dict[str, dict[str, str]] = field(default_factory=dict)
     instance_checks: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     down: list[str] = field(default_factory=list)
+    # those down whose every instance took the connection and answered nothing in time: alive,
+    # held (:func:`away_state`), not exited
+    frozen: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)  # those down that `caravan pause` stopped
     refused: dict[str, str] = field(default_factory=dict)  # service → how it refused the token
     # figure (stuck, dead_letters; a service: its /metrics) → why it is missing
@@ -166,7 +169,8 @@ MEMBERS_NOTE = (
 
 INSTANCES_NOTE = (
     "Each instance the page reads: the one on the service's port setting and those caravan"
-    " dashboard --instance names, each as it answered (down: its /metrics did not answer). Their"
+    " dashboard --instance names, each as it answered (down: its /metrics did not answer,"
+    " nothing listening; frozen: it took the connection and answered nothing in time). Their"
     " consumption is summed in the throughput; the lag, outbox and parked figures are the"
     " group's and the tables', which each instance says alike"
 )
@@ -565,8 +569,8 @@ async def _ask_instance(
         response = await client.get(f"http://{address}/metrics")
         if response.status_code not in REFUSED_STATUSES:
             response.raise_for_status()
-    except httpx.HTTPError:
-        return "down"
+    except httpx.HTTPError as exc:
+        return away_state(exc)
     if response.status_code in REFUSED_STATUSES:
         return f"token refused ({refusals.refuse(name, token, response.status_code)})"
     if not _read_metrics(snap, service, name, response.text, lag):
@@ -609,6 +613,16 @@ def _settle(
         snap.unavailable[service] = "its /metrics answered something not Prometheus text"
     else:
         snap.down.append(service)
+        if set(states) == {FROZEN}:
+            snap.frozen.append(service)
+
+
+def away_state(exc: httpx.HTTPError) -> str:
+    """The state of an instance whose ``/metrics`` gave no answer: ``frozen`` where it took the
+    connection and answered nothing within :data:`ASK_WITHIN` (its process alive, stopped by
+    ``kill -STOP``, swapped out or its event loop blocked: ``caravan up`` does not start it
+    again), else ``down`` (nothing listens on its port: exited; or it cannot be reached)."""
+    return FROZEN if isinstance(exc, httpx.ReadTimeout) else "down"
 
 
 ASK_WITHIN = 5.0
@@ -617,6 +631,14 @@ own bound on PostgreSQL (``HEALTH_DB_WITHIN``, 2 s) and a token check's (4 s), s
 service whose PostgreSQL is frozen is shown unhealthy, saying why, where at 2 s each one
 was "down (no answer (ReadTimeout))" and PostgreSQL named nowhere. The services are asked
 at once, not one after another."""
+
+FROZEN = "frozen"
+FROZEN_NOTE = (
+    f"took the connection and answered nothing within {ASK_WITHIN:g} s: its process alive but"
+    " held (kill -STOP, swapped out, its event loop blocked), which caravan up does not start"
+    " again; look at it with ps -o pid,stat,etime,args -p PID"
+)
+"""What the page says of a service :func:`away_state` found frozen."""
 
 KAFKA_WITHIN = 5.0
 """Seconds each question the page asks Kafka (its groups' members, the dead letters, the lag
@@ -1152,18 +1174,23 @@ class Dashboard:
 
     def away(self, snap: Snapshot, service: str) -> str:
         """The state and figures of a service whose ``/metrics`` gave no answer: paused (by
-        ``caravan pause``, under the ``caravan up`` this page watches) or down, and the
+        ``caravan pause``, under the ``caravan up`` this page watches), frozen (alive,
+        answering nothing: :func:`away_state`) or down, and the
         consumer lag its group has in Kafka (read there: the records waiting for it)."""
         state = "paused" if service in snap.paused else "down"
         notes = []
         if state == "paused":
             notes.append(f"by caravan pause; caravan resume {service} starts it again")
+        elif service in snap.frozen:
+            state = FROZEN
+            notes.append(FROZEN_NOTE)
         lag = snap.lag.get(service)
         if lag is not None:
             notes.append("consumer lag read from Kafka")
         said = state + (f" <span class='note'>({'; '.join(notes)})</span>" if notes else "")
         lag_cell = "<td></td>" if lag is None else _cell(f"{lag:.0f}")
-        return _cell(said, state) + lag_cell + "<td></td>" * 5
+        kind = "down" if state == FROZEN else state  # marked as one down: nothing it does moves
+        return _cell(said, kind) + lag_cell + "<td></td>" * 5
 
     def gone(self) -> dict[str, dict[str, float]]:
         """Per service, the members its group had in the last ten minutes (the snapshots kept)

@@ -1163,6 +1163,32 @@ async def test_a_service_caravan_pause_stopped_is_paused_with_the_lag_waiting_fo
     assert ".paused{" in text.split("<style>")[1].split("</style>")[0]
 
 
+async def test_a_frozen_service_is_told_apart_from_one_that_exited(
+    waiting: dict[str, int],
+) -> None:
+    """A service stopped by ``kill -STOP`` (its port takes the connection, nothing answers) was
+    shown "down", as one that exited (nothing listens): an operator restarts the one, looks at
+    the other's process (``caravan up`` does not start it again)."""
+    settings = Settings(token="cvn_" + "f" * 43)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if service_of(settings, request) == "inventory":
+            raise httpx.ReadTimeout("no answer in time", request=request)
+        return stopped(settings, "payments")(request)
+
+    page, text = await sampled(settings, answer)
+    assert (
+        "<tr><td>inventory</td><td class='down'>frozen <span class='note'>(took the connection"
+        " and answered nothing within 5 s: its process alive but held (kill -STOP, swapped out,"
+        " its event loop blocked), which caravan up does not start again; look at it with ps -o"
+        " pid,stat,etime,args -p PID; consumer lag read from Kafka)</span></td>"
+    ) in text, text
+    assert "<td class='down'>127.0.0.1:8081 frozen</td></tr>" in text, text
+    assert "<tr><td>payments</td><td class='down'>down <span class='note'>(consumer lag" in text
+    snap = page.history[-1]
+    assert (snap.down, snap.frozen) == (["inventory", "payments"], ["inventory"])
+
+
 async def test_pauses_of_a_caravan_up_on_another_kafka_are_not_this_system_s(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: dict[str, int]
 ) -> None:

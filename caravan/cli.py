@@ -1388,38 +1388,56 @@ def orders_cancel(
     _show_order(order)
 
 
+StuckAfter = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        help="seconds pending before stuck [default: 300, or half the saga deadline if shorter]",
+    ),
+]
+Instances = Annotated[
+    list[str] | None,
+    typer.Option(
+        envvar="CARAVAN_DASHBOARD_INSTANCES",
+        metavar="SERVICE=[HOST:]PORT",
+        help="a further instance of a service to read, beside the one on its port setting"
+        " (repeatable; docs/running.md, More than one instance of a service)",
+    ),
+]
+
+
 @app.command()
 def dashboard(
     port: Annotated[
         int,
         typer.Option(min=1, max=65535, envvar=DASHBOARD_PORT_VAR, help="where to serve the page"),
     ] = 8090,
-    stuck_after: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            help="seconds pending before stuck [default: 300, or half the saga deadline if"
-            " shorter]",
-        ),
-    ] = None,
-    instance: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="CARAVAN_DASHBOARD_INSTANCES",
-            metavar="SERVICE=[HOST:]PORT",
-            help="a further instance of a service to read, beside the one on its port setting"
-            " (repeatable; docs/running.md, More than one instance of a service)",
-        ),
-    ] = None,
+    stuck_after: StuckAfter = None,
+    instance: Instances = None,
 ) -> None:
     """Serve the operations page: live figures of the running system."""
     import uvicorn
 
-    from caravan.ops.dashboard import Dashboard, further_instances
+    from caravan.ops.dashboard import Dashboard
     from shared.logs import configure_logging
 
+    settings, further = _watching(instance)
+    board = Dashboard(settings, stuck_after=stuck_after, further=further)
+    # Its lines as a service's: a retried fault once, then once a minute (PostgreSQL away:
+    # each request's token taken as read before), in JSON.
+    configure_logging("dashboard", settings.log_level)
+    uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_config=None)
+
+
+def _watching(instance: list[str] | None) -> tuple[Settings, dict[str, list[str]]]:
+    """What the operations page and ``caravan status`` read: the settings, on the Kafka a
+    command reaches (:func:`_bootstrap`), and the further instances ``--instance`` names.
+    Refused (exit 2) without a token (every call refused, each counted against the address)
+    or an ``--instance`` that is not ``SERVICE=[HOST:]PORT``."""
+    from caravan.ops.dashboard import further_instances
+
     settings = Settings()
-    if settings.api_token() is None:  # every call refused, each counted against the address
+    if settings.api_token() is None:
         said = (
             "no API token: set CARAVAN_TOKEN (or CARAVAN_TOKEN_FILE) to a token with the scope ops"
         )
@@ -1429,11 +1447,32 @@ def dashboard(
     except ValueError as exc:
         raise OperatorError(str(exc), exit_code=2) from None
     kafka = {"kafka_bootstrap_servers": _bootstrap(settings)}
-    board = Dashboard(settings.model_copy(update=kafka), stuck_after=stuck_after, further=further)
-    # Its lines as a service's: a retried fault once, then once a minute (PostgreSQL away:
-    # each request's token taken as read before), in JSON.
-    configure_logging("dashboard", settings.log_level)
-    uvicorn.run(board.create_app(), host=settings.http_host, port=port, log_config=None)
+    return settings.model_copy(update=kafka), further
+
+
+@app.command()
+def status(
+    stuck_after: StuckAfter = None,
+    instance: Instances = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """The state of the running system in one look, as the operations page samples it: each
+    service (and each instance, and under `caravan up` each process) up, degraded, unhealthy,
+    frozen, down or paused, with what its `/healthz` says; Kafka and PostgreSQL; the consumer
+    lag of each group; the outbox rows waiting; the dead letters waiting; the orders pending
+    past the stuck threshold. Exit 0 when all is well, 1 when something is wrong (each said
+    in a line at the end)."""
+    from caravan.ops import status as ops_status
+
+    settings, further = _watching(instance)
+    found = asyncio.run(ops_status.sampled(settings, stuck_after, further))
+    if as_json:
+        output.as_json(ops_status.as_json(found))
+    else:
+        for line in ops_status.lines(found):
+            console.print(line, highlight=False, markup=False)
+    if found.wrong:
+        raise typer.Exit(1)
 
 
 app.add_typer(

@@ -464,7 +464,7 @@ def _up(
             now = time.monotonic()
             said = [line for process in watched for line in process.supervise(now)]
             for line in [*said, *procs.supervise(checkout.paused(), now)]:
-                console.print(line)
+                console.print(output.stamped(line))
             running = {**procs.procs, **page.procs()}
             if running != recorded:  # stopped, started again (after a while), resumed
                 system.record_processes(pid_file, running)

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
@@ -234,6 +234,13 @@ def at(when: datetime | str) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     return when.isoformat(timespec="seconds")
+
+
+def stamped(line: Text, when: datetime | None = None) -> Text:
+    """``line`` after the time it is said (now, unless ``when``), as :func:`at` shows times
+    and the services' logs are written, in UTC: what ``caravan up``'s watch says (a process
+    exited, started again, up again) read in a terminal's scrollback, said when."""
+    return Text.assemble((at(when or datetime.now(UTC)), "dim"), " ", line)
 
 
 def as_json(value: object) -> None:

@@ -205,6 +205,17 @@ def said(cwd: Path) -> list[str]:
     return (cwd / "said.txt").read_text().splitlines()
 
 
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 ")
+"""The time each line of ``caravan up``'s watch begins with (:func:`caravan.output.stamped`)."""
+
+
+def watch_said(cwd: Path) -> list[str]:
+    """What the watch of :func:`caravan_up` in ``cwd`` has said so far (a process exited,
+    started again, up again), each line after its time: a line said with none is not among
+    them. An operator reading the scrollback could not say when each came."""
+    return [line[m.end() :] for line in said(cwd) if (m := STAMP.match(line))]
+
+
 async def test_up_with_the_demo_then_ctrl_c_stops_every_process_it_started(
     servers: dict[str, str], tmp_path: Path
 ) -> None:
@@ -331,13 +342,13 @@ async def keeps_exiting(up: subprocess.Popen[bytes], root: Path) -> None:
     )
     back = f"service payments (pid {again}) is up again"
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{back!r} among:\n" + "\n".join(seen),
         ready=lambda seen: back in seen,
     )
     assert up.poll() is None, said(root)
     assert answers(UP_HTTP_PORT, timeout=2), "orders went on"
-    lines = [line for line in said(root) if "service payments" in line]
+    lines = [line for line in watch_said(root) if "service payments" in line]
     waits = ["0.2", "0.4", "0.8", "1"]
     assert lines == [
         *(
@@ -360,7 +371,7 @@ async def page_started_again(root: Path) -> None:
     log = root / ".cache" / "logs" / "dashboard.log"
     line = f"operations page (pid {was}) exited: see {log}; starting it again in 0.2 s"
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{line!r} among:\n" + "\n".join(seen),
         ready=lambda seen: line in seen,
     )
@@ -371,7 +382,7 @@ async def page_started_again(root: Path) -> None:
     )
     back = f"operations page (pid {now}) is up again"
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{back!r} among:\n" + "\n".join(seen),
         timeout=60,
         ready=lambda seen: back in seen,
@@ -422,7 +433,7 @@ async def started_again(
     stop()
     line = f"{name} (pid {was}) exited: see {log}; starting it again in 0.2 s"
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{line!r} among:\n" + "\n".join(seen),
         ready=lambda seen: line in seen,
     )
@@ -431,7 +442,7 @@ async def started_again(
     )
     back = f"{name} (pid {now}) is up again"  # once it serves: nothing said the outage ended
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{back!r} among:\n" + "\n".join(seen),
         timeout=60,
         ready=lambda seen: back in seen,
@@ -449,7 +460,7 @@ async def data_folder_gone(root: Path, pg: LocalPostgres) -> None:
     os.kill(was, signal.SIGKILL)
     line = f"PostgreSQL's data folder {pg.data_dir} is gone: not made again, empty, while"
     await until(
-        lambda: said(root),
+        lambda: watch_said(root),
         lambda seen: f"{line!r} among:\n" + "\n".join(seen),
         ready=lambda seen: any(shown.startswith(line) for shown in seen),
     )
@@ -459,4 +470,4 @@ async def data_folder_gone(root: Path, pg: LocalPostgres) -> None:
     await until(
         pg.pid, "PostgreSQL started again", timeout=60, ready=lambda now: now not in (None, was)
     )
-    assert sum(shown.startswith(line) for shown in said(root)) == 1, said(root)
+    assert sum(shown.startswith(line) for shown in watch_said(root)) == 1, said(root)

@@ -1,6 +1,7 @@
 """The async engine and session factory of one service, bound to its own schema."""
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -919,8 +920,8 @@ def described(exc: BaseException, where: str | None = None, *, public: bool = Fa
     token): neither where nor the server's own words (a login refused names the role), which
     the logs keep.
 
-    ``cannot reach PostgreSQL at /x/.s.PGSQL.15432 (No such file or directory)`` (stopped,
-    its socket gone; ``Connection refused`` on TCP; a name not resolved), ``PostgreSQL at
+    ``cannot reach PostgreSQL at /x/.s.PGSQL.15432 (its socket is gone: the PostgreSQL
+    server is not running)`` (``Connection refused`` on TCP; a name not resolved), ``PostgreSQL at
     ... refused the connection: the database system is starting up`` (or out of
     connections, a login refused), ``PostgreSQL at ... ended the connection: terminating
     connection due to administrator command``, ``lost the connection to PostgreSQL at ...``,
@@ -947,6 +948,8 @@ def described(exc: BaseException, where: str | None = None, *, public: bool = Fa
     if kind is Kind.NOT_REACHED:
         if isinstance(error, NoAnswer):  # async_engine's: it says where itself
             why: object = f"no answer within {error.seconds:g} s"
+        elif _errno(error) == errno.ENOENT:  # a Unix socket's path with nothing at it
+            why = SOCKET_GONE
         elif isinstance(error, TimeoutError) and not error.args:
             why = "no answer in time"
         else:
@@ -957,6 +960,17 @@ def described(exc: BaseException, where: str | None = None, *, public: bool = Fa
             return f"PostgreSQL failed the statement (SQLSTATE {server.sqlstate or '?'})"
         return f"PostgreSQL failed ({type(exc).__name__})"
     return f"PostgreSQL{at}: {reason(server or exc)}"
+
+
+SOCKET_GONE = "its socket is gone: the PostgreSQL server is not running"
+"""Why PostgreSQL cannot be reached at a Unix socket's path with nothing at it (``No such file
+or directory``, said so before: read as a file missing, a setting's path wrong): the server
+removes its socket as it stops, and makes it as it starts."""
+
+
+def _errno(exc: BaseException) -> int | None:
+    """The errno of the first OS error ``exc`` is or wraps, if it has one."""
+    return next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno), None)
 
 
 def _os_reason(exc: BaseException) -> str | None:

@@ -30,7 +30,7 @@ from services.payments.bootstrap import bootstrap as payments
 from services.platform.bootstrap import bootstrap as platform
 from shared import days
 from shared.auth.scopes import SCOPES
-from shared.db.engine import address
+from shared.db.engine import SOCKET_GONE, address
 from shared.events.orders import Buyer
 from shared.http import THROTTLED
 from shared.seed import SeedFile
@@ -752,7 +752,7 @@ async def test_in_a_postgresql_outage_a_token_read_before_still_opens_the_page_a
     pg = caravan.infra.local_postgres
     assert pg is not None and caravan.engine is not None, "this needs the project's PostgreSQL"
     where = address(create_async_engine(caravan.infra.database_url))
-    why = "No such file or directory" if where.startswith("/") else "Connection refused"
+    why = SOCKET_GONE if where.startswith("/") else "Connection refused"
     await asyncio.to_thread(pg.stop, "fast")
     try:
         await asyncio.sleep(2.5)  # past the cache's 2 s: every check asks the database

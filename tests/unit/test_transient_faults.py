@@ -28,6 +28,7 @@ from services.payments.entrypoints.loops import reminder_loop
 from shared.db import fault, log_retry
 from shared.db.engine import (
     AWAY,
+    SOCKET_GONE,
     Fault,
     Kind,
     NoAnswer,
@@ -295,7 +296,8 @@ def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
         # "FileNotFoundError(2, 'No such file or directory')", nothing naming PostgreSQL).
         (
             _connect(FileNotFoundError(2, "No such file or directory")),
-            "cannot reach PostgreSQL at {w} ({s})",
+            "cannot reach PostgreSQL at {w} (its socket is gone: the PostgreSQL server is not"
+            " running)",
         ),
         (
             _connect(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")),
@@ -305,7 +307,7 @@ def _wrapping(error: BaseException, cause: BaseException) -> BaseException:
             _connect(OSError("Multiple exceptions: [Errno 111] ...")),
             "{c} (Multiple exceptions: [Errno 111] ...)",
         ),
-        (_connect(_socket_gone_said_with_where()), "{c} (No such file or directory)"),
+        (_connect(_socket_gone_said_with_where()), "{c} ({s})"),
         (_connect(TimeoutError()), "{c} (no answer in time)"),
         # async_engine's own, which say where themselves: not said twice.
         (_wrapping(NoAnswer("127.0.0.1:1", 10), TimeoutError()), "{c} (no answer within 10 s)"),
@@ -348,9 +350,7 @@ def test_a_database_fault_is_said_naming_postgresql_where_and_why(
     walkthrough saw ``"database": "FileNotFoundError"`` and ``transient fault, retrying:
     FileNotFoundError(2, 'No such file or directory')``, nothing naming PostgreSQL."""
     where = "/srv/pg/socket/.s.PGSQL.15432"
-    expected = said.format(
-        w=where, s="No such file or directory", c=f"cannot reach PostgreSQL at {where}"
-    )
+    expected = said.format(w=where, s=SOCKET_GONE, c=f"cannot reach PostgreSQL at {where}")
     assert described(error, where) == expected
     assert described(_as_sqlalchemy_raises(error), where) == expected
 
@@ -377,7 +377,7 @@ def test_an_error_not_postgresqls_is_not_said_to_be(error: OSError, said: str) -
     [
         (
             _connect(FileNotFoundError(2, "No such file or directory")),
-            "cannot reach PostgreSQL (No such file or directory)",
+            "cannot reach PostgreSQL (its socket is gone: the PostgreSQL server is not running)",
         ),
         (
             asyncpg.InvalidPasswordError('password authentication failed for user "caravan"'),
@@ -505,7 +505,7 @@ async def test_a_consumer_retrying_a_transient_fault_says_what_failed(
     said = [r.getMessage() for r in caplog.records if "transient" in r.getMessage()]
     assert said == [
         "transient fault, retrying: cannot reach PostgreSQL at /srv/pg/socket/.s.PGSQL.15432"
-        " (No such file or directory)"
+        f" ({SOCKET_GONE})"
     ]
 
 

@@ -136,6 +136,12 @@ def why_it_exited(log: str) -> str:
     return "\n".join(line for line in log.splitlines() if not _REFUSED_A_CONNECTION.search(line))
 
 
+_PORT_TAKEN = re.compile(r"could not bind .*: Address already in use|could not create any TCP/IP")
+"""A server's log lines of its port held by another program: it could not bind it, and then
+had no socket to listen on ("could not create any TCP/IP sockets", said apart, as another
+fault, where ``refuse_held_port`` said the port in use)."""
+
+
 class LocalPostgres:
     """A local PostgreSQL cluster kept in ``base_dir`` (or its /var/tmp fallback).
 
@@ -217,6 +223,9 @@ class LocalPostgres:
                 args = ("-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port}")
                 started = self._pg_ctl("start", *args, check=False)
                 if started.returncode != 0:
+                    log = written_since(self.logfile, logged)
+                    if _PORT_TAKEN.search(log):  # held, though no program answered on it
+                        raise OperatorError(self._held_port())
                     said = error_line(
                         why_it_exited(written_since(self.logfile, logged)),
                         first=True,  # a crash recovery's PANIC or FATAL: what followed it
@@ -233,10 +242,17 @@ class LocalPostgres:
         """Refuse (:class:`OperatorError`) to start on a port another program holds (this
         cluster's own, running, is not refused)."""
         if port_open(self.port) and not self.is_running():
-            raise OperatorError(
-                f"port {self.port} is in use by a program other than the PostgreSQL of "
-                f"{self.data_dir}: stop it, or name a running PostgreSQL in DATABASE_URL"
-            )
+            raise OperatorError(self._held_port())
+
+    def _held_port(self) -> str:
+        """What is said of its port held by another program: found listening before the
+        start, or found by the server failing to bind it (a program that holds it answering
+        nothing: bound, not listening, or frozen), in the same words, what to do included."""
+        return (
+            f"port {self.port} is in use by a program other than the PostgreSQL of"
+            f" {self.data_dir} (ss -ltnp 'sport = :{self.port}' names it): stop it, or name a"
+            " running PostgreSQL in DATABASE_URL"
+        )
 
     def is_running(self) -> bool:
         """Whether the postmaster of this data folder is running (``pg_ctl status``)."""

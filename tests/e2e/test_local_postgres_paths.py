@@ -5,6 +5,7 @@ as a list of hosts, it is kept in its /var/tmp fallback and answers too."""
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from caravan.infra.postgres import SERVICE_USER, LocalPostgres
+from caravan.output import OperatorError
 from tests.harness import free_port, scratch_cluster
 
 
@@ -96,3 +98,33 @@ def test_a_lock_file_naming_another_program_s_pid_does_not_stop_a_start() -> Non
     finally:
         other.kill()
         other.wait()
+
+
+def test_its_port_held_by_another_program_is_said_in_one_message_however_it_is_held() -> None:
+    """A drill held PostgreSQL's port while it was down: ``caravan up``'s restarts said "port
+    in use" of one try and "did not start (FATAL: could not create any TCP/IP sockets)" of
+    the next, two causes to an operator for one. Held by a program that listens, or one that
+    bound it and answers nothing (found only by the server failing to bind it), it is said
+    alike, naming how to find the program and what to do."""
+    with scratch_cluster("caravan-held-port-") as pg:
+        pg.stop()
+        said = []
+        for listens in (True, False):
+            holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                holder.bind(("127.0.0.1", pg.port))
+                if listens:
+                    holder.listen()
+                with pytest.raises(OperatorError) as refused:
+                    pg.start()
+                said.append(str(refused.value))
+            finally:
+                holder.close()
+        pg.start()  # once it is let go
+        pg.wait_ready(timeout=20)
+    held = (
+        f"port {pg.port} is in use by a program other than the PostgreSQL of {pg.data_dir}"
+        f" (ss -ltnp 'sport = :{pg.port}' names it): stop it, or name a running PostgreSQL in"
+        " DATABASE_URL"
+    )
+    assert said == [held, held]

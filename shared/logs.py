@@ -24,7 +24,8 @@ from typing import Any
 
 from opentelemetry import trace
 
-from shared.api import plural
+from shared.api import SERVICE_LOOP_LATE, plural
+from shared.loop_lag import held_through
 from shared.telemetry import SERVICE, continuing, current_ids
 
 _order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("order_id", default=None)
@@ -429,16 +430,29 @@ def answers_again(logger: logging.Logger, fault: str, what: str, settle: float =
     it had been met, is over (:meth:`Faults.over`: the next is said at once, unless met
     within ``settle`` seconds: the same outage going on), and that is said in one info line,
     with how long it lasted since its first line and how many of its warnings were not
-    logged."""
+    logged; where the process's own event loop ran as late meanwhile (:func:`held_through`),
+    that the process itself was not running, not ``what`` away: a service thawed after a
+    minute's ``kill -STOP`` said "Kafka answers again", blaming Kafka for its own freeze (its
+    requests timed out by its clock as it ran again)."""
     spell = FAULTS.over(fault, settle)
-    if spell is not None:
-        logger.info(
-            "%s answers again, %.0f s after it was first found away"
-            " (%s of it not logged since the last that was)",
-            what,
-            FAULTS.clock() - spell.began,
-            plural(spell.held, "warning"),
-        )
+    if spell is None:
+        return
+    lasted = FAULTS.clock() - spell.began
+    late = held_through(lasted)
+    held = f" ({plural(spell.held, 'warning')} of it not logged since the last that was)"
+    if late is None:
+        logger.info("%s answers again, %.0f s after it was first found away%s", what, lasted, held)
+        return
+    logger.info(
+        "%s answers again, %.0f s after it was first found away: the process itself was not"
+        " running (%s %.0f s late: stopped, swapped out or short of CPU), not %s away%s",
+        what,
+        lasted,
+        SERVICE_LOOP_LATE,
+        late,
+        what,
+        held,
+    )
 
 
 def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:

@@ -29,8 +29,19 @@ class LoopLag:
         self._woke: deque[tuple[float, float]] = deque()  # (when, how late) of each wake
 
     async def run(self) -> None:
-        """Wake every :attr:`wake` seconds and note how late, until cancelled."""
+        """Wake every :attr:`wake` seconds and note how late, until cancelled; the process's
+        lateness from now on (:func:`process_late`: the services a process hosts share its
+        loop)."""
+        global _running
         loop = asyncio.get_running_loop()
+        _running = self, loop
+        try:
+            await self._wake(loop)
+        finally:  # stopped: no longer this process's measure (a test's next loop has its own)
+            if _running == (self, loop):
+                _running = None
+
+    async def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             self._due = due = loop.time() + self.wake
             await asyncio.sleep(self.wake)
@@ -66,3 +77,34 @@ def not_heard(late: float, within: float) -> str | None:
         f"{SERVICE_LOOP_LATE} {late:.1f} s late; PostgreSQL's answer may not have been heard within"
         f" {within:g} s"
     )
+
+
+_running: tuple[LoopLag, asyncio.AbstractEventLoop] | None = None
+"""The :class:`LoopLag` running in this process, and the loop it runs in (:func:`process_late`)."""
+
+HELD_SECONDS = 5.0
+"""How late the process's loop ran, at least, for a fault met meanwhile to be the process's
+own (:func:`held_through`): a few seconds held times out no client's request or session."""
+
+
+def process_late() -> float:
+    """How late this process's event loop ran lately (:meth:`LoopLag.lately` of the one that
+    runs in it); 0 where none runs, or asked outside the loop."""
+    if _running is None:
+        return 0.0
+    lag, loop = _running
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # asked from a thread
+        return 0.0
+    return lag.lately() if running is loop else 0.0
+
+
+def held_through(lasted: float) -> float | None:
+    """How late the process's loop ran lately, where that is :data:`HELD_SECONDS` or more and
+    at least the ``lasted`` seconds of a fault it met (a server found away, then answering):
+    the process itself was held (``kill -STOP``, swapped out, short of CPU), its clients'
+    requests and sessions timed out by its own clock as it ran again, not the server away.
+    None otherwise: the fault the server's."""
+    late = process_late()
+    return late if late >= max(HELD_SECONDS, lasted) else None

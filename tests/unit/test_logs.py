@@ -32,7 +32,7 @@ from services.notifications.adapters.http_gateway import InfobipGateway
 from services.orders import handlers as orders_handlers
 from services.orders.entrypoints.subscribers import expiry_loop
 from services.platform.domain.orders import PlatformOrder
-from shared import logs, main
+from shared import logs, loop_lag, main
 from shared.events.orders import Buyer
 from shared.logs import (
     Faults,
@@ -43,9 +43,11 @@ from shared.logs import (
     masked,
     phones_masked,
 )
+from shared.messaging.relay import kafka_answers
 from shared.messaging.uow import UnitOfWork
 from shared.settings import Settings
 from tests.harness import free_port
+from tests.unit.test_healthz import Late
 
 
 @pytest.mark.parametrize(
@@ -684,6 +686,36 @@ def test_the_end_of_a_fault_says_1_warning_not_logged_in_the_singular(
         "1 warning of it not logged since the last that was)",
         "0 warnings of it not logged since the last that was)",
         "2 warnings of it not logged since the last that was)",
+    ], said
+
+
+async def test_a_fault_met_as_the_process_itself_ran_again_after_a_freeze_is_said_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thawed after a minute's ``kill -STOP``, a service met Kafka away (its requests timed
+    out by its own clock) and a second later said "Kafka answers again, 1 s after it was
+    first found away", blaming Kafka for its own freeze. Its loop late by more than the
+    fault lasted (as /healthz tells its own lateness from Kafka silent), it says the process
+    was not running; late a little, or less than the fault lasted, Kafka's outage stands."""
+    now = [0.0]
+    faults = Faults(clock=lambda: now[0])
+    monkeypatch.setattr(logs, "FAULTS", faults)
+    caplog.set_level(logging.INFO, "shared.messaging.relay")
+    said = []
+    for late, lasted in ((60.0, 1.0), (3.0, 1.0), (60.0, 90.0)):
+        monkeypatch.setattr(loop_lag, "_running", (Late(late), asyncio.get_running_loop()))
+        now[0] += 600.0  # another outage
+        _fault_line(faults, now[0], now, "Kafka away")
+        now[0] += lasted
+        kafka_answers(logging.getLogger("shared.messaging.relay"))
+        said.append(caplog.records[-1].getMessage())
+    unsaid = " (0 warnings of it not logged since the last that was)"
+    assert said == [
+        "Kafka answers again, 1 s after it was first found away: the process itself was not"
+        " running (this service's event loop was 60 s late: stopped, swapped out or short of"
+        f" CPU), not Kafka away{unsaid}",
+        f"Kafka answers again, 1 s after it was first found away{unsaid}",
+        f"Kafka answers again, 90 s after it was first found away{unsaid}",
     ], said
 
 

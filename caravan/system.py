@@ -518,8 +518,9 @@ class Restarts:
             see = "" if str(log) in what else f": see {log}"  # a start's failure may name it
             return Text(f"{who} {what}{see}; starting it again in {wait:g} s")
         self.warned = True
+        failed = f"; the last: {what}" if pid is None else ""  # a start's failure: its cause
         return Text(
-            f"{name} keeps exiting ({within} times within a minute): see {log}; "
+            f"{name} keeps exiting ({within} times within a minute{failed}): see {log}; "
             f"retrying every {wait:g} s",
             "red",
         )

@@ -250,8 +250,8 @@ class LocalPostgres:
         nothing: bound, not listening, or frozen), in the same words, what to do included."""
         return (
             f"port {self.port} is in use by a program other than the PostgreSQL of"
-            f" {self.data_dir} (ss -ltnp 'sport = :{self.port}' names it): stop it, or name a"
-            " running PostgreSQL in DATABASE_URL"
+            f" {self.data_dir} (ss -ltnp 'sport = :{self.port}' names it if it listens): stop it,"
+            " or name a running PostgreSQL in DATABASE_URL"
         )
 
     def is_running(self) -> bool:

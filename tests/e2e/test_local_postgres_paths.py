@@ -124,7 +124,7 @@ def test_its_port_held_by_another_program_is_said_in_one_message_however_it_is_h
         pg.wait_ready(timeout=20)
     held = (
         f"port {pg.port} is in use by a program other than the PostgreSQL of {pg.data_dir}"
-        f" (ss -ltnp 'sport = :{pg.port}' names it): stop it, or name a running PostgreSQL in"
-        " DATABASE_URL"
+        f" (ss -ltnp 'sport = :{pg.port}' names it if it listens): stop it, or name a running"
+        " PostgreSQL in DATABASE_URL"
     )
     assert said == [held, held]

@@ -115,6 +115,30 @@ def test_postgresql_or_kafka_that_does_not_start_again_is_tried_again_later(
     assert tries == [0, 1] and pg.last_pid == 8
 
 
+def test_postgresql_held_down_says_why_it_keeps_failing_when_said_in_red(tmp_path: Path) -> None:
+    """A drill held PostgreSQL's port: each try said the port held, then the fifth, in red,
+    "PostgreSQL keeps exiting (5 times within a minute)", the cause gone from the line an
+    operator reads last (tried only every 30 s from then on). It says the last failure."""
+    held = "port 15432 is in use by a program other than PostgreSQL: stop it"
+
+    def start() -> None:
+        raise OperatorError(held)
+
+    log = tmp_path / "postgres.log"
+    pg = system.Watched("PostgreSQL", log, lambda: None, start, system.Restarts(1.0, 30.0))
+    pg.last_pid = 7
+    said = [line.plain for line in pg.supervise(100.0)]
+    now = 100.0
+    while len(said) < 5:
+        now = pg.restarts.due or now
+        assert pg.supervise(now) == [] and started(pg)
+        said += [line.plain for line in pg.supervise(now + 0.5)]
+    assert said[-1] == (
+        f"PostgreSQL keeps exiting (5 times within a minute; the last: did not start again"
+        f" ({held})): see {log}; retrying every 30 s"
+    )
+
+
 def test_kafka_started_again_is_said_up_again_and_named_by_its_own_pid_when_it_exits(
     tmp_path: Path,
 ) -> None:

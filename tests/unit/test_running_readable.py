@@ -1,0 +1,45 @@
+"""docs/running.md is what an operator reads to start, stop, upgrade and go back: no sentence
+of its prose is long. Its sentences had run to 359 words, lists written as prose, with
+parentheses inside parentheses (the longest was what taking a schema back refuses)."""
+
+import re
+
+from caravan.checkout import REPO_ROOT
+
+LONGEST = 30  # words in a sentence, as the README's first page
+
+
+def sentences(page: str) -> list[str]:
+    """The prose of ``page``: code blocks, tables and headings left out, a link by its text,
+    each paragraph or list item (nested ones too) split into its sentences."""
+    prose = re.sub(r"^\s*```.*?^\s*```", "", page, flags=re.MULTILINE | re.DOTALL)
+    prose = re.sub(r"^[|#].*$", "", prose, flags=re.MULTILINE)
+    prose = re.sub(r"\]\([^)]*\)", "]", prose)
+    found = []
+    for block in re.split(r"\n\s*\n|\n\s*(?=- |\d+\. )", prose):
+        found += re.split(r'(?<=[.!?])\s+(?=[A-Z(`\["])', " ".join(block.split()))
+    return [s for s in found if s]
+
+
+def test_no_sentence_of_running_md_is_long() -> None:
+    said = sentences((REPO_ROOT / "docs" / "running.md").read_text())
+    long = [f"{len(s.split())} words: {s}" for s in said if len(s.split()) > LONGEST]
+    assert long == []
+
+
+def test_sentences_are_split_as_a_reader_reads_them() -> None:
+    page = (
+        '# T\n\nOne two. Three (`x`) four. "Five" six.\n\n- an item. Another\n  sentence.\n'
+        "  - a nested item\n1. a step\n\n  ```sh\n  make up   # a long comment. Not prose\n"
+        "  ```\n| a | table |\n[a link](x.md#y) here.\n"
+    )
+    assert sentences(page) == [
+        "One two.",
+        "Three (`x`) four.",
+        '"Five" six.',
+        "- an item.",
+        "Another sentence.",
+        "- a nested item",
+        "1. a step",
+        "[a link] here.",
+    ]

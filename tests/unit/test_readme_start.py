@@ -1,7 +1,8 @@
 """The README's first page, up to its picture, is what a newcomer and an operator read first:
 what `make up` gives them is a table of the ports `caravan up` takes, each the code's own
-default, with the variable that moves it; and no sentence is long. The ports had been two
-sentences of 63 and 67 words, with parentheses inside parentheses."""
+default, with the variable that moves it (its sentences are kept short by
+test_docs_readable.py). The ports had been two sentences of 63 and 67 words, with
+parentheses inside parentheses."""
 
 import inspect
 import re
@@ -13,8 +14,6 @@ from caravan.checkout import LOCAL_PORTS_VAR, REPO_ROOT, local_ports
 from caravan.infra.kafka import CONTROLLER_PORT_OFFSET
 from caravan.system import HTTP_PORT_VARS
 from shared.settings import Settings
-
-LONGEST = 30  # words in a sentence of the first page
 
 
 def first_page(text: str) -> str:
@@ -35,18 +34,6 @@ def ports_table(page: str) -> dict[str, tuple[list[int], str]]:
     return rows
 
 
-def sentences(page: str) -> list[str]:
-    """The prose of ``page``: code blocks, tables and headings left out, a link by its text,
-    each paragraph or list item split into its sentences."""
-    prose = re.sub(r"^```.*?^```", "", page, flags=re.MULTILINE | re.DOTALL)
-    prose = re.sub(r"^[|#].*$", "", prose, flags=re.MULTILINE)
-    prose = re.sub(r"\]\([^)]*\)", "]", prose)
-    found = []
-    for block in re.split(r"\n\s*\n|\n(?=- |\d+\. )", prose):
-        found += re.split(r"(?<=[.!?])\s+(?=[A-Z(`\[])", " ".join(block.split()))
-    return [s for s in found if s]
-
-
 def test_the_ports_table_gives_the_defaults_of_caravan_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -63,28 +50,3 @@ def test_the_ports_table_gives_the_defaults_of_caravan_up(
         "HTTP": ([http + i for i in range(len(HTTP_PORT_VARS))], HTTP_PORT_VARS[0]),
         "the": ([dashboard], cli.DASHBOARD_PORT_VAR),
     }
-
-
-def test_no_sentence_of_the_first_page_is_long() -> None:
-    long = [
-        s
-        for s in sentences(first_page((REPO_ROOT / "README.md").read_text()))
-        if len(s.split()) > LONGEST
-    ]
-    assert long == []
-
-
-def test_sentences_are_split_as_a_reader_reads_them() -> None:
-    page = (
-        "# T\n\nOne two. Three (`x`) four.\n\n- an item. Another\n  sentence.\n"
-        "1. a step\n\n```sh\nmake up   # a long comment. Not prose\n```\n"
-        "| a | b |\n\n[a link](docs/x.md#y) ends."
-    )
-    assert sentences(page) == [
-        "One two.",
-        "Three (`x`) four.",
-        "- an item.",
-        "Another sentence.",
-        "1. a step",
-        "[a link] ends.",
-    ]

@@ -271,10 +271,10 @@ async def test_a_reservation_read_after_its_hold_lapsed_is_neither_charged_nor_l
         assert [(a.type, a.data.get("reason")) for a in answers] == [
             ("payment.declined", "expired")
         ] * 2
-    finally:
-        await caravan.restart(("inventory",))
+    finally:  # all three started at once, ready together
+        await caravan.relaunch(("inventory",))
         if not caravan.procs.hosts(("payments",)):  # stopped still: the test failed before
-            await caravan.restart(("payments",), **ENV)
+            await caravan.relaunch(("payments",), **ENV)
         caravan.procs.start(("orders",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)
     for order_id in order_ids:
@@ -316,12 +316,12 @@ async def test_a_charge_the_gateway_never_saw_is_not_sent_once_its_hold_lapsed(
     req = order(who, {"PAY-BOX": 1}, method="prepaid")
     log = caravan.procs.log_dir / "payments.log"
     row = "select status, attempts, unreached from payments.payments where order_id = :o"
-    await caravan.restart(("payments",), **away)
+    await caravan.relaunch(("payments",), **away)
     try:
+        await caravan.restart(("inventory",), CARAVAN_INVENTORY_HOLD_SECONDS="5")  # both ready
         counted = "caravan_payments_lapsed_holds_total"
         before = await caravan.gauge("payments", counted, method="prepaid")
         logged_before = log.stat().st_size
-        await caravan.restart(("inventory",), CARAVAN_INVENTORY_HOLD_SECONDS="5")
         await caravan.request(req)
         order_id = await caravan.placed(req.order_ref)
         await asyncio.to_thread(caravan.procs.stop, ["orders"])
@@ -338,9 +338,9 @@ async def test_a_charge_the_gateway_never_saw_is_not_sent_once_its_hold_lapsed(
             seen = await charges(back, order_id)
             assert (seen["charges"], seen["requests"], seen["void_requests"]) == ([], {}, {})
             assert await caravan.gauge("payments", counted, method="prepaid") == before + 1
-    finally:
-        await caravan.restart(("inventory",))
-        await caravan.restart(("payments",), **ENV)
+    finally:  # all three started at once, ready together
+        await caravan.relaunch(("inventory",))
+        await caravan.relaunch(("payments",), **ENV)
         caravan.procs.start(("orders",))
         await asyncio.to_thread(system.wait_ready, caravan.procs)
     await _ended_expired_declined(caravan, order_id)

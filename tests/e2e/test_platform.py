@@ -1870,8 +1870,8 @@ async def test_a_status_callback_is_made_in_the_orders_trace(
         assert [s["trace_id"] for s in await caravan.wait_for(calls)] == [trace_id(told)]
     finally:
         others = tuple(service for service in SERVICES if service != "platform")
-        await caravan.restart(others)
-        await caravan.restart(("platform",), **platform.env)
+        await caravan.relaunch(others)
+        await caravan.restart(("platform",), **platform.env)  # all five ready together
 
 
 async def _unplaced(

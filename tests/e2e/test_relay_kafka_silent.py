@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, Table, func, select
@@ -76,20 +75,32 @@ class Frozen:
             return int(await conn.scalar(unsent) or 0)
 
 
+@pytest.fixture(scope="module")
+async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalKafka]:
+    """The module's own broker, its topics made: each test freezes it and thaws it again,
+    and it answers again before the test ends (its row sent), so the next finds it serving
+    (one broker's start, not one a test)."""
+    kafka = LocalKafka(tmp_path_factory.mktemp("silent") / "kafka", first_port=OWN_KAFKA_PORT)
+    bootstrap = await asyncio.to_thread(kafka.start)
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await ensure_topics(bootstrap, partitions=1)
+        yield kafka
+    finally:
+        await asyncio.to_thread(kafka.stop)
+
+
 @pytest.fixture
 async def frozen(
-    tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
+    broker: LocalKafka, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Frozen]:
     monkeypatch.setattr(relay_module, "RELAY_KAFKA_WAIT_SECONDS", WAIT_SECONDS)
     metadata = MetaData(schema="orders")
     outbox, _ = add_messaging_tables(metadata)
     db = Database(Settings(database_url=database), "orders")
-    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
-    bootstrap = await asyncio.to_thread(kafka.start)
+    kafka, bootstrap = broker, broker.bootstrap_servers
     relay: OutboxRelay | None = None
     try:
-        await asyncio.to_thread(kafka.wait_ready)
-        await ensure_topics(bootstrap, partitions=1)
         async with db.engine.begin() as conn:
             await conn.exec_driver_sql("create schema orders")
             await conn.run_sync(metadata.create_all)
@@ -109,7 +120,6 @@ async def frozen(
         if relay is not None:
             await relay.stop()
         await db.dispose()
-        await asyncio.to_thread(kafka.stop)
 
 
 @asynccontextmanager

@@ -38,10 +38,17 @@ def aiokafka_unrecorded(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL, logger="aiokafka")
 
 
-async def relay_holding_a_record(tmp_path: Path) -> tuple[OutboxRelay, asyncio.Future[Any]]:
+@pytest.fixture(scope="module")
+def kafka_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's broker keeps its data: each test starts it and stops it, the
+    second on the storage the first formatted (one format, its offsets topic made once)."""
+    return tmp_path_factory.mktemp("relay-stop") / "kafka"
+
+
+async def relay_holding_a_record(home: Path) -> tuple[OutboxRelay, asyncio.Future[Any]]:
     """A relay whose producer was started on a broker, the broker then stopped, and a record
     sent (held, undelivered)."""
-    kafka = LocalKafka(tmp_path / "kafka", first_port=OWN_KAFKA_PORT)
+    kafka = LocalKafka(home, first_port=OWN_KAFKA_PORT)
     bootstrap = await asyncio.to_thread(kafka.start)
     try:
         await asyncio.to_thread(kafka.wait_ready)
@@ -86,11 +93,11 @@ def no_task_destroyed_pending(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_the_relay_stops_in_bounded_time_while_kafka_is_away(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    kafka_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The relay's stop returns within ``STOP_SECONDS`` and a little, with one warning, its
     producer closed, none of its tasks left pending."""
-    relay, held = await relay_holding_a_record(tmp_path)
+    relay, held = await relay_holding_a_record(kafka_home)
     took = await stopped(relay, caplog)
     assert took < STOP_SECONDS + 2, took
     assert not held.done() or held.exception() is not None
@@ -100,12 +107,12 @@ async def test_the_relay_stops_in_bounded_time_while_kafka_is_away(
 
 
 async def test_a_producer_being_replaced_while_kafka_is_away_is_closed_by_the_stop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    kafka_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The relay replacing its producer (after a refused batch) when its service stops: the
     old producer's stop, waiting for Kafka, is given up on after ``STOP_SECONDS``, and both
     producers are closed, none of their tasks left pending."""
-    relay, _ = await relay_holding_a_record(tmp_path)
+    relay, _ = await relay_holding_a_record(kafka_home)
     old = relay.producer
     renewal = asyncio.create_task(relay._renew_producer())
     await asyncio.sleep(0.5)  # the old producer's stop begun, waiting for Kafka

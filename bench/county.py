@@ -156,6 +156,7 @@ def latency(seed: dict[str, list[dict[str, Any]]], count: int) -> dict[str, floa
 PER_ORDER = (
     "orders.orders",
     "orders.timeline",
+    "orders.order_sellers",
     "inventory.reservations",
     "inventory.reservation_lines",
     "payments.payments",

@@ -1252,10 +1252,19 @@ def orders_list(
     ref: Annotated[
         str | None, typer.Option(help="only the orders of this order_ref (one per source)")
     ] = None,
+    sku: Annotated[str | None, typer.Option(help="only the orders with a line of this SKU")] = None,
+    seller: Annotated[
+        str | None,
+        typer.Option(
+            help="only the orders holding this seller's goods (its id in the seed file), as"
+            " inventory reserved them: none never reserved, nor reserved before 2026-12-07"
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="the newest this many")] = 100,
 ) -> None:
     """List every buyer's orders, newest first: of a status, a cancellation reason, placed
-    since or until a time, of a buyer, a source, an order_ref (the orders API's `GET
+    since or until a time, of a buyer, a source, an order_ref, a product (--sku), a seller's
+    goods (--seller) (the orders API's `GET
     /orders`, with a token with the scope ops); order id above when it was placed, status
     above reason, buyer above ref above source, total in fen."""
     from caravan.admin_api import base_url, newest
@@ -1266,6 +1275,8 @@ def orders_list(
         "buyer_id": buyer,
         "source": source,
         "order_ref": ref,
+        "sku": sku,
+        "seller": seller,
     }
     times = {"since": since, "until": until}
     params = {k: v for k, v in asked.items() if v is not None} | {

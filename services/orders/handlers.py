@@ -364,6 +364,9 @@ async def on_stock_reserved(tx: Tx, parsed: Parsed) -> None:
     await _apply(
         tx, data.order_id, parsed.envelope.type, lambda o: o.stock_reserved(data.total_fen)
     )
+    repo = OrderRepository(tx)
+    if await repo.get(data.order_id) is not None:  # the order _apply loaded, or none
+        repo.sold_by(data.order_id, {line.seller_id for line in data.lines})
 
 
 async def on_stock_rejected(tx: Tx, parsed: Parsed) -> None:

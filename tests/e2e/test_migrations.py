@@ -1170,7 +1170,7 @@ async def _generic_plan(
     and no sequential scan where an index serves (whatever the tables' sizes); after
     ``rows`` (SQL statements) added rows for the planner to weigh, rolled back after."""
     sql, names, fixed = _compiled(statement)
-    values = {**given, **{n: repr(v) for n, v in fixed.items()}}
+    values = {**{n: repr(v) for n, v in fixed.items()}, **given}  # given: a JSON one, say
     args = f"({', '.join(values[n] for n in names)})" if names else ""
     engine = create_async_engine(caravan.infra.database_url)
     try:
@@ -1276,6 +1276,37 @@ async def test_an_operator_s_orders_of_one_source_are_read_through_its_index(
     ]
     for plan in await _plans(caravan, *queries, rows=ORDERS_SEASON):
         assert "orders_source_status_placed" in plan and "Filter" not in plan, plan
+
+
+async def test_an_operator_s_orders_of_one_product_or_seller_are_read_through_indexes(
+    caravan: System,
+) -> None:
+    """``GET /orders?sku=`` reads the orders with a line of that product through the GIN
+    index of the lines (``orders_lines``), ``?seller=`` those holding a seller's goods through
+    ``order_sellers`` (migration 0015), each found then sorted: without them, every order of
+    every season was read for its lines (no seller was kept at all)."""
+    rows = ORDERS_SEASON.replace(
+        "'[]'",
+        """jsonb_build_array(jsonb_build_object(
+        'sku', 'PLAN-SKU-' || g % 500, 'quantity', 1))""",
+    ).replace(
+        "ANALYZE orders.orders",
+        """INSERT INTO orders.order_sellers (seller_id, order_id)
+SELECT 'plan-seller-' || g % 100, 'plan-' || g FROM generate_series(1, 5000) g;
+ANALYZE orders.orders;
+ANALYZE orders.order_sellers""",
+    )
+    by_sku = await _generic_plan(
+        caravan,
+        listed(None, None, 20, sku="PLAN-SKU-7"),
+        rows,
+        lines_1="""'[{"sku": "PLAN-SKU-7"}]'""",
+    )
+    assert "orders_lines" in by_sku, by_sku
+    by_seller = await _generic_plan(
+        caravan, listed(None, None, 20, seller="plan-seller-7"), rows, seller_id_1="'plan-seller-7'"
+    )
+    assert "order_sellers_pkey" in by_seller and "Seq Scan" not in by_seller, by_seller
 
 
 ORDERS_SEASON = """

@@ -1724,6 +1724,73 @@ async def test_on_a_database_never_migrated_a_replay_and_a_redrive_say_to_prepar
     assert "Traceback" not in said and "caravan up" not in said, said
 
 
+async def test_an_operator_lists_the_orders_of_one_product_or_one_seller(
+    caravan: System,
+) -> None:
+    """``caravan orders list --sku`` and ``--seller`` (``GET /orders?sku=``, ``?seller=``):
+    a county centre's "which orders are for seller X, for product Y" had no answer but every
+    order read by hand (the options did not exist). A seller's are the orders whose
+    reservation held its goods: one cancelled for an unknown SKU holds none."""
+    from shared.seed import SeedFile
+    from tests.e2e.test_http import ended_order
+
+    tag = uuid.uuid4().hex[:6]
+    seller, walnut = f"cty-seller-{tag}", f"CTY-WALNUT-{tag}"
+    today = datetime.now(UTC).date()
+    await caravan.seed(
+        SeedFile.model_validate(
+            {
+                "sellers": [
+                    {
+                        "id": seller,
+                        "name": "Walnut coop",
+                        "county": "Shawan",
+                        "phone": "+8613000009002",
+                    }
+                ],
+                "products": [
+                    {
+                        "sku": walnut,
+                        "seller_id": seller,
+                        "unit_price_fen": 100,
+                        "name": {"en": walnut},
+                    }
+                ],
+                "lots": [
+                    {
+                        "lot_id": f"CTY-WAL-{tag}",
+                        "sku": walnut,
+                        "quantity": 100,
+                        "available_from": str(today - timedelta(days=30)),
+                        "best_before": str(today + timedelta(days=300)),
+                    }
+                ],
+            }
+        )
+    )
+    buyer = f"cty-buyer-{tag}"
+    pepper = await ended_order(caravan, buyer, "T-PEPPER")
+    walnuts = await ended_order(caravan, buyer, walnut)
+    unknown = await ended_order(caravan, buyer, f"CTY-NONE-{tag}")
+
+    async def listed(*options: str) -> set[str]:
+        done = await cli(caravan, "orders", "list", *options)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {o for o in (pepper, walnuts, unknown) if o in done.stdout}
+
+    assert await listed("--buyer", buyer) == {pepper, walnuts, unknown}
+    assert await listed("--seller", seller) == {walnuts}
+    assert await listed("--sku", walnut) == {walnuts}
+    assert await listed("--sku", f"CTY-NONE-{tag}") == {unknown}
+    assert await listed("--buyer", buyer, "--seller", "t-seller-1") == {pepper}
+    assert await listed("--buyer", buyer, "--sku", "T-PEPPER", "--status", "confirmed") == {pepper}
+    nothing = await cli(caravan, "orders", "list", "--seller", f"nobody-{tag}")
+    assert nothing.stdout.strip() == f"no order matches --seller nobody-{tag}", nothing.stdout
+    async with caravan.api("orders") as api:
+        response = await api.get("/orders", params={"seller": seller, "sku": walnut})
+    assert [o["order_id"] for o in response.json()["items"]] == [walnuts], response.text
+
+
 async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_cancels_it(
     caravan: System,
 ) -> None:

@@ -15,7 +15,7 @@ import orjson
 from prometheus_client import Counter
 from sqlalchemy import ARRAY, BigInteger, String, and_, bindparam, func, select, true
 
-from services.orders.adapters.tables import orders, outbox, timeline
+from services.orders.adapters.tables import order_sellers, orders, outbox, timeline
 from services.orders.domain.order import Order
 from shared.db import driver
 from shared.events.orders import (
@@ -295,6 +295,13 @@ class OrderRepository:
         that an operator reads there (a refund's amount and transfer reference)."""
         step = {"order_id": order_id, "type": event_type}
         self.tx.insert_later(timeline, step | {"amount_fen": amount_fen, "reference": reference})
+
+    def sold_by(self, order_id: str, sellers: Iterable[str]) -> None:
+        """Keep the sellers whose goods the order holds (``GET /orders?seller=``); those kept
+        before, by a reservation read again, are left as they are."""
+        for seller_id in sorted(sellers):
+            row: dict[str, object] = {"seller_id": seller_id, "order_id": order_id}
+            self.tx.insert_later(order_sellers, row, skip_existing=True)
 
     async def _flush_events(self, order: Order) -> None:
         for event in order.events:

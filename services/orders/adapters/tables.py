@@ -4,6 +4,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -69,6 +70,11 @@ orders = Table(
     Index("orders_ref", "order_ref"),
     # An operator's orders of one source, of each status newest first (GET /orders?source=).
     Index("orders_source_status_placed", "source", "status", "placed_at", "order_id"),
+    # An operator's orders of one product (GET /orders?sku=): the lines never change, so an
+    # order's updates stay HOT (0015).
+    Index(
+        "orders_lines", "lines", postgresql_using="gin", postgresql_ops={"lines": "jsonb_path_ops"}
+    ),
     # Half of each page left for the orders' next versions: an order's first update (its
     # stock reserved, no indexed column changed) is then HOT, no entry in any index (0014).
     postgresql_with={"fillfactor": 50},
@@ -94,6 +100,17 @@ timeline = Table(
         nullable=False,
         server_default=func.clock_timestamp(),
     ),
+)
+
+order_sellers = Table(
+    "order_sellers",
+    metadata,
+    # The sellers whose goods an order holds, as its stock.reserved named them (GET
+    # /orders?seller=); none for an order never reserved, nor one reserved before migration
+    # 0015. A table of its own, not a column: the order's row, updated by the reservation,
+    # keeps its HOT update (0014).
+    Column("seller_id", String(64), primary_key=True),
+    Column("order_id", String(36), ForeignKey("orders.orders.order_id"), primary_key=True),
 )
 
 outbox, inbox = add_messaging_tables(metadata)

@@ -208,6 +208,26 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 description="only the orders of this order_ref (one per source)",
             ),
         ] = None,
+        sku: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                description="only orders with a line of this product (its SKU)",
+            ),
+            NO_NUL,
+        ] = None,
+        seller: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                description="only orders holding this seller's goods (its id in the seed): as"
+                " their stock.reserved named them, so none never reserved (cancelled"
+                " unknown_sku, out_of_stock, out_of_season) nor reserved before 2026-12-07",
+            ),
+            NO_NUL,
+        ] = None,
         since: Annotated[
             Time | None, Query(description="only orders placed at or after this time")
         ] = None,
@@ -217,14 +237,14 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
         start: Position | None = ORDERS_CURSOR,
         limit: Limit = 20,
     ) -> Any:
-        """A buyer's orders, newest first, optionally of one status (and reason), one source,
-        one order_ref (a storefront finds the order it published by its own reference) and a
-        time placed; follow ``next_cursor``. Without a buyer, the order of one source and
-        order_ref (at most one: a platform's order, ``source`` ``platform/APP``, found by the
-        platform's id); or, for a token with the scope ops, every buyer's orders so narrowed
-        (an operator's "today's out_of_stock cancellations"), and for a token bound to a
-        source, that source's (a platform's "which of my orders are still pending"). A token
-        bound to its own orders is shown those alone
+        """A buyer's orders, newest first, optionally of one status (and reason), one source, one
+        order_ref (a storefront finds the order it published by its own reference), one product
+        (``sku``), one seller's goods (``seller``) and a time placed; follow ``next_cursor``.
+        Without a buyer, the order of one source and order_ref (at most one: a platform's order,
+        ``source`` ``platform/APP``, found by the platform's id); or, for a token with the scope
+        ops, every buyer's orders so narrowed (an operator's "today's out_of_stock cancellations"),
+        and for a token bound to a source, that source's (a platform's "which of my orders are still
+        pending"). A token bound to its own orders is shown those alone
         (:func:`~services.orders.entrypoints.queries.reach`)."""
         of_its_own = who.sources is not None and source in who.sources  # all it reaches
         one_buyer = buyer_id is not None or (source is not None and order_ref is not None)
@@ -247,6 +267,8 @@ def create_app(uow: UnitOfWork, deadline: timedelta, settings: Settings) -> Fast
                 reason=reason,
                 source=source,
                 order_ref=order_ref,
+                sku=sku,
+                seller=seller,
             )
         return OrderPage(items=items, next_cursor=next_cursor)
 

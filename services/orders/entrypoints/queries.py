@@ -8,7 +8,7 @@ from typing import Any, get_args
 from sqlalchemy import ColumnElement, Select, exists, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.orders.adapters.tables import orders, timeline
+from services.orders.adapters.tables import order_sellers, orders, timeline
 from services.orders.domain.order import Status
 from services.orders.entrypoints.schemas import OrderSummary, OrderView, Step
 from shared.auth.tokens import Principal
@@ -100,8 +100,17 @@ def listed(
     merges them, each read backwards along ``orders_status_placed`` and stopping at the
     page): read in one, they were every order of every season sorted, for want of an index
     on the time placed alone, which would cost every order's insert and update. A buyer's
-    orders, a status's and an order_ref's read by their own indexes."""
+    orders, a status's and an order_ref's read by their own indexes; a product's (``sku``) by
+    the index of the lines, a seller's (``seller``) by ``order_sellers``, each order found
+    then sorted: a product or a seller of a county has hundreds of orders a season, not the
+    whole table's."""
     query = select(orders) if within is None else select(orders).where(within)
+    sku, seller = only.pop("sku", None), only.pop("seller", None)
+    if sku is not None:
+        query = query.where(orders.c.lines.contains([{"sku": sku}]))
+    if seller is not None:
+        of_seller = select(order_sellers.c.order_id).where(order_sellers.c.seller_id == seller)
+        query = query.where(orders.c.order_id.in_(of_seller))
     for name, value in {"buyer_id": buyer_id, **only}.items():
         if value is not None:
             query = query.where(orders.c[name] == value)
@@ -110,7 +119,8 @@ def listed(
         query = query.where(orders.c.placed_at >= since)
     if until is not None:
         query = query.where(orders.c.placed_at < until)
-    if any(v is not None for v in (buyer_id, only.get("status"), only.get("order_ref"))):
+    narrow = (buyer_id, only.get("status"), only.get("order_ref"), sku, seller)
+    if any(v is not None for v in narrow):
         return newest_first(query, KEY, start, limit)
     each = union_all(
         *(newest_first(query.where(orders.c.status == s), KEY, start, limit) for s in STATUSES)
@@ -132,8 +142,8 @@ async def buyer_orders(
     ``start``; and the cursor to continue from if there are more. ``placed`` narrows them to
     those placed at or after its first time and before its second (None: no bound);
     ``within`` to those a token reaches (:func:`reach`; None: all); ``only`` to those whose
-    columns (``status``, ``reason``, ``source``, ``order_ref``) have the values given (None:
-    any)."""
+    columns (``status``, ``reason``, ``source``, ``order_ref``) have the values given, and to
+    those with a line of the product ``sku`` or goods of the seller ``seller`` (None: any)."""
     query = listed(buyer_id, start, limit, placed, within, **only)
     found = (await conn.execute(query)).all()
     rows, next_cursor = page(found, limit, lambda r: (r.placed_at, r.order_id))

@@ -296,6 +296,32 @@ async def lot_holds(
     )
 
 
+def stock_totals(
+    day: date,
+    sku: str | None = None,
+    *,
+    start: Position | None = None,
+    limit: int | None = None,
+    seller: str | None = None,
+) -> Select[Any]:
+    """The statement of :func:`stock`'s counters, by SKU: a seller's products read through
+    ``ix_inventory_products_seller_sku`` (inventory migration 0011), in SKU order."""
+    query = (
+        select(products.c.sku, *_sums(day))
+        .select_from(products.outerjoin(lots, lots.c.sku == products.c.sku))
+        .group_by(products.c.sku)
+        .order_by(products.c.sku)
+        .limit(limit)
+    )
+    if sku is not None:
+        query = query.where(products.c.sku == sku)
+    if seller is not None:
+        query = query.where(products.c.seller_id == seller)
+    if start is not None:
+        query = query.where(after([products.c.sku], start))
+    return query
+
+
 async def stock(
     conn: AsyncConnection,
     day: date,
@@ -310,19 +336,7 @@ async def stock(
     ``seller``'s products, or every one): counters summed over every lot, and the lots in
     serving order, leaving out the finished ones (empty and past ``best_before``: lots are
     never deleted) unless ``finished``."""
-    query = (
-        select(products.c.sku, *_sums(day))
-        .select_from(products.outerjoin(lots, lots.c.sku == products.c.sku))
-        .group_by(products.c.sku)
-        .order_by(products.c.sku)
-        .limit(limit)
-    )
-    if sku is not None:
-        query = query.where(products.c.sku == sku)
-    if seller is not None:
-        query = query.where(products.c.seller_id == seller)
-    if start is not None:
-        query = query.where(after([products.c.sku], start))
+    query = stock_totals(day, sku, start=start, limit=limit, seller=seller)
     totals = (await conn.execute(query)).all()
     lot_query = select(lots).where(lots.c.sku.in_([t.sku for t in totals]))
     if not finished:

@@ -43,6 +43,8 @@ products = Table(
     Column("seller_id", String(64), ForeignKey("inventory.sellers.seller_id"), nullable=False),
     Column("unit_price_fen", BigInteger, CheckConstraint("unit_price_fen >= 0"), nullable=False),
     Column("name", JSONB, nullable=False),
+    # A seller's products by SKU (GET /stock?seller=, caravan inventory stock --seller): 0011.
+    Index("ix_inventory_products_seller_sku", "seller_id", "sku"),
 )
 
 lots = Table(

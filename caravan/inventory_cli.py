@@ -95,19 +95,35 @@ def stock(
         console.print(
             f"{body['sku']}: "
             + ", ".join(f"{c} {body[c]}" for c in (*COUNTERS, "sellable", "expired_unsold"))
+            + (f"; seller {seller_of}" if (seller_of := _seller(body)) else "")
         )
         finished = "no lot of it but finished ones, empty and past best_before (--all lists them)"
         output.show(_lots_table(body["lots"]), empty=output.none_of("lot") if every else finished)
         return
     heads = [HEADS[c] for c in (*COUNTERS, "sellable", "expired_unsold")]
-    table = output.table("sku", *heads, whole=("sku", *heads), right=heads)
     of_seller = {"seller": seller} if seller is not None else None
-    listed = pages(_base(url), "inventory", "/stock", of_seller)
-    for item in (s for page in listed for s in page["skus"]):
+    listed = [
+        s for page in pages(_base(url), "inventory", "/stock", of_seller) for s in page["skus"]
+    ]
+    # One seller's SKUs: the seller by name beside its id, above them. Every SKU's table has
+    # no column of sellers, to fit 80 columns (GET /stock says each SKU's seller).
+    named = _seller(listed[0]) if seller is not None and listed else None
+    table = output.table(
+        "sku", *heads, title=named and f"seller {named}", whole=("sku", *heads), right=heads
+    )
+    for item in listed:
         table.add_row(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
     output.show(table, empty=output.none_of("SKU", {"--seller": seller}))
+
+
+def _seller(stock: dict[str, Any]) -> str | None:
+    """A SKU's seller as staff know it: its id, and its name (the seed's) beside it; None
+    from an inventory service of before 2026-12-07, which says neither."""
+    if "seller_name" not in stock:
+        return None
+    return f"{stock['seller_id']} ({stock['seller_name']})"
 
 
 def _change(entry: dict[str, Any]) -> str:

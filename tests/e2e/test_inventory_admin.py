@@ -428,12 +428,20 @@ async def test_stock_of_one_seller_lists_its_skus_alone(caravan: System) -> None
     async with caravan.api("inventory") as api:
         pages = await every_page(api, "/stock", "skus", seller=seller["id"])
         assert [(s["sku"], s["sellable"]) for p in pages for s in p] == [(mine, 30)]
+        # The seller's name beside its id (staff know the cooperatives by name, not by id).
+        assert (pages[0][0]["seller_id"], pages[0][0]["seller_name"]) == (
+            seller["id"],
+            "Pepper coop",
+        )
         unknown = await api.get("/stock", params={"seller": f"no-{tag}"})
         assert unknown.status_code == 404, unknown.text
     url = ["--url", _api(caravan)]
     shown = await cli(caravan, "inventory", "stock", "--seller", seller["id"], *url)
     assert shown.returncode == 0, shown.stderr
     assert mine in shown.stdout and theirs not in shown.stdout, shown.stdout
+    assert shown.stdout.splitlines()[0].strip() == f"seller {seller['id']} (Pepper coop)"
+    one = await cli(caravan, "inventory", "stock", mine, *url)
+    assert one.stdout.splitlines()[0].endswith(f"; seller {seller['id']} (Pepper coop)"), one
     missing = await cli(caravan, "inventory", "stock", "--seller", f"no-{tag}", *url)
     assert missing.returncode == 1, missing.stdout
     assert f"Unknown seller: no seller no-{tag}" in missing.stderr, missing.stderr

@@ -58,6 +58,8 @@ class SkuStock(Frozen):
     (empty and past ``best_before``) unless asked for them all."""
 
     sku: str
+    seller_id: str
+    seller_name: str  # the seed's name of the seller, for staff who know sellers by name
     received: int
     available: int
     reserved: int
@@ -306,10 +308,15 @@ def stock_totals(
 ) -> Select[Any]:
     """The statement of :func:`stock`'s counters, by SKU: a seller's products read through
     ``ix_inventory_products_seller_sku`` (inventory migration 0011), in SKU order."""
+    of_seller = sellers.c.seller_id == products.c.seller_id
     query = (
-        select(products.c.sku, *_sums(day))
-        .select_from(products.outerjoin(lots, lots.c.sku == products.c.sku))
-        .group_by(products.c.sku)
+        select(
+            products.c.sku, sellers.c.seller_id, sellers.c.name.label("seller_name"), *_sums(day)
+        )
+        .select_from(
+            products.join(sellers, of_seller).outerjoin(lots, lots.c.sku == products.c.sku)
+        )
+        .group_by(products.c.sku, sellers.c.seller_id)
         .order_by(products.c.sku)
         .limit(limit)
     )

@@ -2,6 +2,7 @@
 as the token of ``CARAVAN_TOKEN`` (or the file ``CARAVAN_TOKEN_FILE``, or the development
 token of ``caravan up``)."""
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -153,9 +154,15 @@ def answer(
         raise OperatorError(said + _key_to_retry(headers), exit_code=2)
     if response.status_code >= 400:
         said = f"{body.get('title', response.status_code)}: {body.get('detail')}"
-        for error in body.get("errors", []):  # a 422's fields at fault
-            said += f"\n  {error['field']}: {error['message']}"
-        said = as_options(said, options or {})
+        named = {**command_options(), **(options or {})}
+        for error in body.get("errors", []):  # a 422's fields at fault, as the command's
+            field = error["field"]
+            field = named.get(field.removeprefix("body."), field)  # query.X: by as_options
+            # The body as a whole (a lot's dates out of order): its words say what.
+            said += (
+                f"\n  {error['message']}" if field == "body" else f"\n  {field}: {error['message']}"
+            )
+        said = as_options(said, named)
         if response.status_code == 401:
             said += "\n" + _token_refused(Settings())
         wait = response.headers.get("Retry-After")
@@ -176,13 +183,40 @@ def answer(
 
 def as_options(said: str, options: Mapping[str, str]) -> str:
     """An API's refusal ``said`` in the terms of the command that called it, ``options``
-    naming the command's option for each query parameter it sends: a field at fault
-    ``query.buyer_id`` is ``--buyer``, and so is the parameter its words name, which an API
-    writes in backticks (`` `buyer_id` ``, `` `source` `` is ``--source``); a word that is also
-    a parameter's name (``a reason``) is left as it is."""
+    naming the command's option (or argument) for each query parameter or body field it
+    sends: a field at fault ``query.buyer_id`` is ``--buyer``, ``body.available_from`` is
+    ``--from``, and so is the parameter its words name, which an API writes in backticks
+    (`` `buyer_id` ``, `` `source` `` is ``--source``) or bare where it is a name no word is
+    (``best_before 2000-01-01 is before available_from 2026-12-07``: one with ``_``); a word
+    that is also a parameter's name (``a reason``) is left as it is."""
     for name, option in options.items():
-        said = said.replace(f"query.{name}", option).replace(f"`{name}`", option)
+        for written in (f"query.{name}", f"body.{name}", f"`{name}`"):
+            said = said.replace(written, option)
+        if "_" in name:
+            said = re.sub(rf"(?<![\w.`/-]){re.escape(name)}(?![\w`/-])", option, said)
     return said
+
+
+def command_options() -> dict[str, str]:
+    """The parameters of the command running (none outside one), each as its user types it:
+    an option by its long name (``available_from`` is ``--from``), an argument by the name
+    its usage line shows (``LIMIT_FEN``). An API names the fields it was sent, most of them
+    the command's parameters by name; a command whose fields are named otherwise adds them
+    (:func:`as_options`)."""
+    from typer._click.globals import get_current_context  # Typer's own click
+
+    context = get_current_context(silent=True)
+    if context is None:
+        return {}
+    named: dict[str, str] = {}
+    for param in context.command.params:
+        if param.name is None:
+            continue
+        if param.param_type_name == "option":
+            named[param.name] = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        else:
+            named[param.name] = param.metavar or param.name.upper()  # as its usage shows it
+    return named
 
 
 def found(base: str, service: str, path: str, *ids: str) -> dict[str, Any] | None:

@@ -73,7 +73,8 @@ def credit_set(
 ) -> None:
     """Create a buyer's credit line or set its limit (fen)."""
     limit = {"credit_limit_fen": limit_fen}
-    _show_line(_call(url, "PUT", "/credit-lines/{}", buyer_id, json=limit))
+    options = {"credit_limit_fen": "LIMIT_FEN"}  # the body's name of the argument
+    _show_line(_call(url, "PUT", "/credit-lines/{}", buyer_id, json=limit, options=options))
 
 
 @app.command("credit-adjust", cls=NegativeNumbers)

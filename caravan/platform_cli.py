@@ -31,8 +31,12 @@ def _base(url: str | None) -> str:
     return base_url(url, "platform")
 
 
+APP_OPTIONS = {"app": "APP"}
+"""The body's name of the commands' ``APP`` (``app_name``), for their errors to say it."""
+
+
 def _call(url: str | None, method: str, path: str, *ids: str, **kwargs: Any) -> dict[str, Any]:
-    return call(_base(url), "platform", method, path, *ids, **kwargs)
+    return call(_base(url), "platform", method, path, *ids, options=APP_OPTIONS, **kwargs)
 
 
 def _listed(url: str | None, path: str, name: str, **query: str | None) -> list[dict[str, Any]]:

@@ -219,10 +219,15 @@ async def test_the_cli_reads_and_changes_lots(caravan: System) -> None:
         *url,
     )
     assert backwards.returncode == 1, backwards.stderr
-    said = f"body: lot {sku}-2: best_before 2000-01-01 is before available_from {today}"
+    said = f"  lot {sku}-2: --best-before 2000-01-01 is before --from {today}"  # as typed
     assert said in backwards.stderr, backwards.stderr
     missing = await cli(caravan, "inventory", "stock", "INV-NO-SUCH-SKU", *url)
     assert missing.returncode == 1 and "Unknown SKU" in missing.stderr
+    # The API names the field in backticks, said as the option typed (it said "delta < 0").
+    spoiled = ("adjust", f"{sku}-1", "--delta", "2", "--spoiled", "--reason", "mould")
+    refused = await cli(caravan, "inventory", *spoiled, *url)
+    said = "Invalid request: spoiled units are written off: --delta < 0"
+    assert (refused.returncode, refused.stderr.strip()) == (1, said), refused.stderr
 
 
 async def test_each_audited_lot_adjustment_starts_from_the_count_it_changed(

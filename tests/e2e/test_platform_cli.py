@@ -294,7 +294,7 @@ async def test_callbacks_are_listed_and_failed_ones_sent_again_from_the_command_
     nothing = f"no failed or pending callback of {APP}: nothing sent again"
     assert code == 0 and ("callback(s) sent again: " in out or out.strip() == nothing), out
     code, out = await cli(caravan, "retry", "no-such-event")
-    assert code == 1 and "event_ids.0: not an event id: a UUID" in out, out
+    assert code == 1 and "EVENT_IDS.0: not an event id: a UUID" in out, out  # as typed
     code, out = await cli(caravan, "retry")
     assert code == 2 and "name either --app or event ids" in out, out
     for listing, rows in (("callbacks", "callback"), ("problems", "problem")):  # not "none"

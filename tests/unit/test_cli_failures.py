@@ -1259,7 +1259,7 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     url = ("--url", "http://127.0.0.1:1")
     code, out, err = caravan("payments", "credit-set", "b-1", "5", *url)
     assert (code, out) == (1, ""), err
-    said = ["Unprocessable Entity: invalid request", "  credit_limit_fen: must be at least 0"]
+    said = ["Unprocessable Entity: invalid request", "  LIMIT_FEN: must be at least 0"]
     assert err.splitlines() == said
     code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "k-1", *url)
     assert (code, out) == (2, ""), err
@@ -1270,6 +1270,73 @@ def test_a_service_api_refusing_a_call_is_said_on_stderr(
     code, out, err = caravan("payments", "repay", "L-1", "--amount", "500", "--key", "clé", *url)
     refused = "not sent: Idempotency-Key must be ASCII, not 'clé'"
     assert (code, out, one_line(err)) == (2, "", refused)
+
+
+SCHEMA = "the request does not match its schema"
+
+
+@pytest.mark.parametrize(
+    ("args", "answer", "said"),
+    [
+        (  # the body as a whole: a lot's dates out of order, its fields as the options
+            ("inventory", "add-lot", "L-1", "S-1", "5", "--from", "2026-12-07"),
+            {
+                "field": "body",
+                "message": "lot L-1: best_before 2000-01-01 is before available_from 2026-12-07",
+            },
+            "  lot L-1: --best-before 2000-01-01 is before --from 2026-12-07",
+        ),
+        (
+            ("inventory", "adjust", "L-1", "--delta", "-1", "--reason", ""),
+            {"field": "reason", "message": "must not be empty"},
+            "  --reason: must not be empty",
+        ),
+        (  # an argument, by the name its usage line shows
+            ("payments", "credit-adjust", "b-1", "-1"),
+            {"field": "delta_fen", "message": "must be -10000000000000000 or more"},
+            "  DELTA_FEN: must be -10000000000000000 or more",
+        ),
+        (  # a body field named otherwise than the option
+            ("payments", "repay", "L-1", "--amount", "5"),
+            {"field": "amount_fen", "message": "must be 1 or more"},
+            "  --amount: must be 1 or more",
+        ),
+        (
+            ("orders", "cancel", "o-1", "--reason", ""),
+            {"field": "reason", "message": "must not be empty"},
+            "  --reason: must not be empty",
+        ),
+        (
+            ("platform", "resolve", "shop", "P-1"),
+            {"field": "app", "message": "no platform app shop"},
+            "  APP: no platform app shop",
+        ),
+    ],
+)
+def test_each_command_says_an_apis_refusal_in_what_its_user_typed(
+    caravan: Caravan,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    answer: dict[str, str],
+    said: str,
+) -> None:
+    """The commands' 422 lines named the API's fields (``body: ... available_from``,
+    ``amount_fen``, ``app``), which no command has: each is said as the option or argument
+    its user typed (``--from``, ``--amount``, ``APP``), whatever the command family."""
+    detail = f"{SCHEMA}; `delta` < 0" if "adjust" in args else SCHEMA
+
+    def request(_client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        problem = {"title": "Invalid request", "detail": detail, "errors": [answer]}
+        return httpx.Response(422, json=problem)
+
+    monkeypatch.setattr(httpx.Client, "request", request)
+    monkeypatch.setenv("CARAVAN_TOKEN", "cvn_" + "x" * 43)
+    if "add-lot" in args:
+        args = (*args, "--best-before", "2027-01-01")  # dates the command itself accepts
+    url = () if args[0] == "orders" else ("--url", "http://127.0.0.1:1")  # orders: settings'
+    code, out, err = caravan(*args, *url)
+    first = f"Invalid request: {detail.replace('`delta`', '--delta')}"
+    assert (code, out, err.splitlines()) == (1, "", [first, said])
 
 
 def test_orders_list_says_the_apis_refusal_in_its_own_options(
@@ -1356,7 +1423,7 @@ def test_an_operators_cancellation_refused_by_an_older_orders_service_says_to_up
         "",
         [
             "Invalid request: the request does not match its schema",
-            "  reason: must be at most 256 characters",
+            "  --reason: must be at most 256 characters",
         ],
     ), err
 

@@ -361,7 +361,7 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
         if body.delta == 0:
             return problem(422, "Invalid request", "delta must not be 0")
         if body.spoiled and body.delta > 0:
-            return problem(422, "Invalid request", "spoiled units are written off: delta < 0")
+            return problem(422, "Invalid request", "spoiled units are written off: `delta` < 0")
         key = idempotency_key or new_id()
         try:
             async with uow.begin() as tx:

@@ -1055,7 +1055,8 @@ def texts(
     ] = False,
 ) -> None:
     """The texts of an order, or to a number (--phone), newest first: when each was queued
-    and sent, its template and language, its number masked, its status, the gateway's
+    and sent, its template and language, its number masked (to a number: above its order),
+    its status, the gateway's
     attempts and why it failed or waits (the notifications API's `GET /sms`; the token needs
     the scope ops, or notifications:read): "I never got a text" answered without SQL."""
     from caravan.admin_api import base_url, newest
@@ -1078,14 +1079,17 @@ def texts(
         ([f"of order {order_id}"] if order_id else []) + ([f"to {masked(phone)}"] if phone else [])
     )
     title = output.listed_title(len(found), f"text(s) {whose}", more)
+    # To a number, texts of many orders: each one's order under its number, the way from a
+    # buyer's phone call to `caravan orders show` (it was in --json alone).
+    to = "to" if order_id else "to\norder"
     table = output.table(
-        QUEUED, TEMPLATE, "to", STATE, "why", title=title, whole=(QUEUED, TEMPLATE, "to", STATE)
+        QUEUED, TEMPLATE, to, STATE, "why", title=title, whole=(QUEUED, TEMPLATE, to, STATE)
     )
     for t in found:
         table.add_row(
             f"{output.at(t['created_at'])}\n{_sent(t)}",
             f"{t['purpose']}\n{t['locale']}",
-            t["to"],
+            t["to"] if order_id else f"{t['to']}\n{t['order_id'] or '-'}",
             f"{t['status']}\n{t['attempts']}",
             output.Clipped(_why(t)),
         )

@@ -1308,6 +1308,12 @@ async def test_an_orders_texts_are_read_with_their_attempts_and_why_one_failed(
     # The same texts (a status may have moved on between the two reads: sent, delivered).
     heard = [t["sms_id"] for t in json.loads(by_ear.output)["texts"]]
     assert heard == [mine[0]["sms_id"]], by_ear.output
+    # A buyer who phones gives a number: the texts to it say each one's order, the way to
+    # `caravan orders show` (the table had none; --json alone said it).
+    table = runner.invoke(cli_app, ["texts", "--phone", refused]).output
+    lines = table.splitlines()
+    at_number = next(i for i, line in enumerate(lines) if line.startswith("│ 20"))  # its row
+    assert failed_to in lines[at_number + 1], table
     nobody = _phone()
     none = runner.invoke(cli_app, ["texts", "--phone", nobody])
     assert (none.exit_code, none.output) == (0, f"no text to {masked(nobody)}\n"), none.output

@@ -80,6 +80,21 @@ def time_option(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def month_option(value: str) -> datetime:
+    """A month's value, ``YYYY-MM``: the start of its first day in the marketplace's zone, as
+    a date alone is (:func:`time_option`); :func:`month_end` is the next month's."""
+    if not re.fullmatch(r"\d{4}-\d{2}", value) or not 1 <= int(value[5:]) <= 12:
+        raise typer.BadParameter(f"{value!r} is not a month, YYYY-MM (2026-12)")
+    first = date(int(value[:4]), int(value[5:]), 1)
+    return datetime.combine(first, datetime.min.time(), days.market_zone())
+
+
+def month_end(start: datetime) -> datetime:
+    """The start of the month after the one ``start`` (:func:`month_option`) begins."""
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month)
+
+
 def time_opt(said: str) -> Any:
     """A time option (``--since``, ``--until``, ``--from-timestamp``) read by
     :func:`time_option`, its help ``said`` and how it is read (:data:`TIME`):

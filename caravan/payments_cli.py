@@ -13,7 +13,7 @@ import typer
 
 from caravan import output
 from caravan.admin_api import base_url, call, found, newest
-from caravan.arguments import NegativeNumbers, time_opt
+from caravan.arguments import NegativeNumbers, month_end, month_option, time_opt
 from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
@@ -705,6 +705,15 @@ def payables(
         time_opt("owed (payment authorised) at or after"),
     ] = None,
     until: Annotated[datetime | None, time_opt("owed before")] = None,
+    month: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=month_option,
+            metavar="YYYY-MM",
+            help="a calendar month of the market's (2026-12): --since its first day, --until"
+            " the next month's",
+        ),
+    ] = None,
     seller: Annotated[
         str | None, typer.Option(help="only this seller's, with its orders, the last owed first")
     ] = None,
@@ -720,8 +729,13 @@ def payables(
     still owed and those cancelled since (a refund after the sale, `caravan payments
     void-sold`; an order cancelled after its payment was taken), in count and fen, and the
     totals; with --seller, that seller's and its orders: order id above when it was owed,
-    fen, status above when it was cancelled. Reads only: nothing is marked paid."""
+    fen, status above when it was cancelled; --month 2026-12 for a month's. Reads only:
+    nothing is marked paid."""
     output.one_output(as_json, as_csv)
+    if month is not None:
+        if since is not None or until is not None:
+            raise OperatorError("--month, or --since and --until: not both", exit_code=2)
+        since, until = month, month_end(month)
     period = _period(since, until)
     options = {"since": "--since", "until": "--until", "seller_id": "--seller"}
     asked = {**period, **({"seller_id": seller} if seller is not None else {})}
@@ -742,7 +756,10 @@ def payables(
         shown = {"since": period.get("since"), "until": period.get("until"), **summary}
         output.as_json(shown if seller is None else {**shown, "payables": orders, "more": more})
         return
-    given = {"--since": since, "--until": until, "--seller": seller}
+    period_said: dict[str, object] = {"--since": since, "--until": until}
+    if month is not None:
+        period_said = {"--month": month.strftime("%Y-%m")}
+    given = {**period_said, "--seller": seller}
     if not summary["sellers"]:
         console.print(output.none_of("payable", given))
         return

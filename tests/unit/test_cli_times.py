@@ -122,3 +122,31 @@ def test_a_date_alone_is_the_start_of_the_market_s_day(
     args = ["replay", "--topic", "t", "--group", "g", "--from-timestamp", "2026-12-03"]
     assert CliRunner().invoke(cli.app, [*args, "--dry-run"]).exit_code == 0
     assert asked == [datetime(2026, 12, 2, 16, 0, tzinfo=UTC)]
+
+
+@pytest.mark.usefixtures("in_shawan")
+def test_a_month_s_payables_are_asked_from_its_first_day_to_the_next_month_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Staff paying the sellers for December typed `--since 2026-12` and were refused (not a
+    time); `--month 2026-12` is the market's month, December to the start of January (its
+    year turned), and a month with --since or --until is refused before any call."""
+    from caravan import payments_cli
+
+    sent: list[dict[str, str]] = []
+
+    def call(base: str, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        sent.append(kwargs["params"])
+        return {"sellers": [], "orders": 0, "owed_fen": 0, "cancelled_fen": 0}
+
+    monkeypatch.setattr(payments_cli, "call", call)
+    done = CliRunner().invoke(cli.app, ["payments", "payables", "--month", "2026-12"])
+    assert (done.exit_code, done.output) == (0, "no payable matches --month 2026-12\n")
+    assert sent == [{"since": "2026-12-01T00:00:00+08:00", "until": "2027-01-01T00:00:00+08:00"}]
+    refused = CliRunner().invoke(cli.app, ["payments", "payables", "--month", "2026-13"])
+    assert refused.exit_code == 2 and "is not a month, YYYY-MM" in refused.output, refused.output
+    both = ["payments", "payables", "--month", "2026-12", "--since", "2026-12-01"]
+    refused = CliRunner().invoke(cli.app, both)  # main() says it, exit 2
+    assert str(refused.exception) == "--month, or --since and --until: not both"
+    assert getattr(refused.exception, "exit_code", None) == 2
+    assert len(sent) == 1

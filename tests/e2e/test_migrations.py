@@ -282,6 +282,27 @@ async def test_orders_without_an_address_or_with_it_erased_do_not_hold_a_downgra
         assert await _version(url, "orders") == "0003"
 
 
+async def test_orders_naming_their_sellers_hold_a_downgrade_past_0015_back(
+    infrastructure: system.Infrastructure,
+) -> None:
+    """Down past orders' 0015, the sellers each order holds goods of (``GET
+    /orders?seller=``) would be dropped, kept nowhere else: refused, saying how to clear
+    them; once cleared, it runs, the lines' index dropped with them."""
+    order = (
+        "with o as (insert into orders.orders (order_id, source, order_ref, request_hash,"
+        " buyer_id, lines, payment_method, status, stock, payment, placed_at, deadline_at)"
+        " values ('o', 's', 'o', 'h', 'b', '[]', 'prepaid', 'confirmed', 'done', 'done', now(),"
+        " now())) insert into orders.order_sellers (seller_id, order_id) values ('seller-1', 'o')"
+    )
+    async with scratch_database(infrastructure.database_url, "caravan_sellers") as url:
+        cfg, said = await _downgrade_refused(url, "orders", order, "0014")
+        assert "which sellers' goods each order holds: 1 in orders.order_sellers" in said, said
+        assert "DELETE FROM orders.order_sellers" in said, said
+        await _execute(url, "delete from orders.order_sellers")
+        await asyncio.to_thread(command.downgrade, cfg, "0014")
+        assert await _version(url, "orders") == "0014"
+
+
 async def test_orders_and_tokens_from_before_bound_tokens_are_kept_and_reach_as_before(
     infrastructure: system.Infrastructure,
 ) -> None:

@@ -1326,6 +1326,8 @@ def _show_order(order: dict[str, Any]) -> None:
     )
     if lines := order.get("lines"):
         console.print("lines: " + ", ".join(f"{ln['quantity']} x {ln['sku']}" for ln in lines))
+    if sellers := order.get("sellers"):  # ids alone: orders keeps no seller's name
+        console.print(f"sellers: {', '.join(sellers)} (names: caravan inventory stock --seller)")
     table = output.table("time", "event", whole=("time", "event"))
     for step in order["timeline"]:
         table.add_row(output.at(step["time"]), step_said(step))

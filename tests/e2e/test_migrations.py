@@ -282,27 +282,6 @@ async def test_orders_without_an_address_or_with_it_erased_do_not_hold_a_downgra
         assert await _version(url, "orders") == "0003"
 
 
-async def test_orders_naming_their_sellers_hold_a_downgrade_past_0015_back(
-    infrastructure: system.Infrastructure,
-) -> None:
-    """Down past orders' 0015, the sellers each order holds goods of (``GET
-    /orders?seller=``) would be dropped, kept nowhere else: refused, saying how to clear
-    them; once cleared, it runs, the lines' index dropped with them."""
-    order = (
-        "with o as (insert into orders.orders (order_id, source, order_ref, request_hash,"
-        " buyer_id, lines, payment_method, status, stock, payment, placed_at, deadline_at)"
-        " values ('o', 's', 'o', 'h', 'b', '[]', 'prepaid', 'confirmed', 'done', 'done', now(),"
-        " now())) insert into orders.order_sellers (seller_id, order_id) values ('seller-1', 'o')"
-    )
-    async with scratch_database(infrastructure.database_url, "caravan_sellers") as url:
-        cfg, said = await _downgrade_refused(url, "orders", order, "0014")
-        assert "which sellers' goods each order holds: 1 in orders.order_sellers" in said, said
-        assert "DELETE FROM orders.order_sellers" in said, said
-        await _execute(url, "delete from orders.order_sellers")
-        await asyncio.to_thread(command.downgrade, cfg, "0014")
-        assert await _version(url, "orders") == "0014"
-
-
 async def test_orders_and_tokens_from_before_bound_tokens_are_kept_and_reach_as_before(
     infrastructure: system.Infrastructure,
 ) -> None:
@@ -681,6 +660,17 @@ LOSING = {
         "1 in inventory.lots where NOT on_sale",
         "UPDATE inventory.lots SET on_sale = true WHERE NOT on_sale",
     ),
+    # The sellers whose goods each order holds (GET /orders?seller=), kept nowhere else.
+    "orders 0015 order_sellers": (
+        "orders",
+        "with o as (insert into orders.orders (order_id, source, order_ref, request_hash,"
+        " buyer_id, lines, payment_method, status, stock, payment, placed_at, deadline_at)"
+        " values ('o', 's', 'o', 'h', 'b', '[]', 'prepaid', 'confirmed', 'done', 'done', now(),"
+        " now())) insert into orders.order_sellers (seller_id, order_id) values ('seller-1', 'o')",
+        "0014",
+        "1 in orders.order_sellers.",
+        "DELETE FROM orders.order_sellers",
+    ),
     "inventory 0009 lot_selling": (
         "inventory",
         f"{A_LOT} insert into"
@@ -866,12 +856,12 @@ async def test_an_upgrade_says_what_it_migrated(infrastructure: system.Infrastru
     async with scratch_database(infrastructure.database_url, "caravan_said") as url:
         folder = migrations_folder("inventory")
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("none -> 0010", True)
+        assert (str(did), did.ran) == ("none -> 0011", True)
         await asyncio.to_thread(command.downgrade, alembic_config(folder, url), "-2")
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("0008 -> 0010", True)
+        assert (str(did), did.ran) == ("0009 -> 0011", True)
         did = await asyncio.to_thread(upgrade, folder, url)
-        assert (str(did), did.ran) == ("at 0010, nothing new", False)
+        assert (str(did), did.ran) == ("at 0011, nothing new", False)
 
 
 async def _caravan(
@@ -1085,25 +1075,25 @@ async def test_a_service_refuses_to_start_on_a_schema_behind_its_code(
     version migrated (an old process during an upgrade) it runs on, with a warning."""
     async with scratch_database(infrastructure.database_url, "caravan_behind") as url:
         never = await _refused("inventory", url)  # no alembic_version table at all
-        assert "schema inventory was never migrated, this version needs 0010" in never, never
+        assert "schema inventory was never migrated, this version needs 0011" in never, never
         assert "run caravan prepare" in never and "Traceback" not in never, never
 
         cfg = alembic_config(migrations_folder("inventory"), url)
         await asyncio.to_thread(command.upgrade, cfg, "head")
         await asyncio.to_thread(command.downgrade, cfg, "-1")
         behind = await _refused("inventory", url)
-        said = "schema inventory is at 0009, this version needs 0010: run caravan prepare"
+        said = "schema inventory is at 0010, this version needs 0011: run caravan prepare"
         assert said in behind and "Traceback" not in behind, behind
 
         await asyncio.to_thread(command.upgrade, cfg, "head")
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("update inventory.alembic_version set version_num = '0011'"))
+            await conn.execute(text("update inventory.alembic_version set version_num = '0012'"))
         await engine.dispose()
         proc = await _start_service("inventory", url)
         try:
             line = await _logged(proc, b"does not know")
-            assert b"schema inventory is at 0011" in line, line
+            assert b"schema inventory is at 0012" in line, line
             await _logged(proc, b"waiting for Kafka")  # running on, past its schema check
             assert proc.returncode is None
         finally:

@@ -1788,7 +1788,13 @@ async def test_an_operator_lists_the_orders_of_one_product_or_one_seller(
     assert nothing.stdout.strip() == f"no order matches --seller nobody-{tag}", nothing.stdout
     async with caravan.api("orders") as api:
         response = await api.get("/orders", params={"seller": seller, "sku": walnut})
-    assert [o["order_id"] for o in response.json()["items"]] == [walnuts], response.text
+        assert [o["order_id"] for o in response.json()["items"]] == [walnuts], response.text
+        # An order's view names its sellers (ids: orders keeps no name); none never reserved.
+        assert (await api.get(f"/orders/{walnuts}")).json()["sellers"] == [seller]
+        assert (await api.get(f"/orders/{unknown}")).json()["sellers"] is None
+    shown = await cli(caravan, "orders", "show", walnuts)
+    said = f"sellers: {seller} (names: caravan inventory stock --seller)"
+    assert shown.stdout.splitlines()[2] == said, shown.stdout
 
 
 async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_cancels_it(

@@ -5,7 +5,8 @@ the token asking (:func:`reach`)."""
 from datetime import datetime
 from typing import Any, get_args
 
-from sqlalchemy import ColumnElement, Select, exists, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select, union_all
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.orders.adapters.tables import order_sellers, orders, timeline
@@ -40,9 +41,14 @@ async def order_view(
     """The order with its timeline, read in one statement: in two, a confirmation committed
     between them showed as ``pending`` with ``order.confirmed`` in its own timeline. None
     when there is no such order among those ``within`` takes (:func:`reach`; None: all)."""
+    of_order = order_sellers.c.order_id == orders.c.order_id
+    sellers = select(
+        func.array_agg(aggregate_order_by(order_sellers.c.seller_id, order_sellers.c.seller_id))
+    )
     query = (
         select(
             orders,
+            sellers.where(of_order).scalar_subquery().label("sellers"),
             timeline.c.type.label("step"),
             timeline.c.time.label("step_time"),
             timeline.c.amount_fen.label("step_fen"),
@@ -66,6 +72,7 @@ async def order_view(
         reason=row.reason,
         skus=row.skus,
         lines=row.lines,
+        sellers=row.sellers,
         delivery=row.delivery,
         delivery_erased_at=erased.isoformat() if (erased := row.delivery_erased_at) else None,
         timeline=[

@@ -122,6 +122,12 @@ class OrderView(BaseModel):
         default_factory=list,
         description="what was ordered, as the request said it: each SKU and its quantity",
     )
+    sellers: list[str] | None = Field(
+        None,
+        description="the sellers whose goods the order holds (their ids, as its stock.reserved"
+        " named them; orders keeps no seller's name: inventory's GET /stock says it); null"
+        " for an order never reserved, or reserved before orders migration 0015",
+    )
     delivery: Delivery | None = None  # where to send the goods, as the request said
     delivery_erased_at: str | None = Field(
         None,

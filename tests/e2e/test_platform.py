@@ -232,6 +232,15 @@ async def test_a_bad_signature_gets_401_and_publishes_nothing(
     # One answer for both, which names both things to check (it named only the secret).
     for refusal, named in ((answer, APP), (other, "no-such-app")):
         assert refusal.json()["detail"] == f"no app {named!r} with a secret that signs this push"
+    # A push with no sign, or a sign no secret makes (base64), is told so, for any app: it
+    # was told to check the app's name and secret, both right.
+    unsigned = {k: v for k, v in tampered.items() if k != "sign"}
+    base64 = {**tampered, "sign": "x3JJHMbDL1EF4ZOq/9GQOdDylG9bVWeYOVUZ6eYE2MQ="}
+    for sent, said in ((unsigned, "the push carries no sign"), (base64, "sign is 44 characters")):
+        for named in (APP, "no-such-app"):
+            refusal = await platform.adapter.post(f"/platform/{named}/push", json=sent)
+            assert refusal.status_code == 401, refusal.text
+            assert refusal.json()["detail"].startswith(said), refusal.text
     # The good push is published; the refused ones never are (answered, they would have
     # written their requests by now), and left nothing behind.
     await caravan.wait_for(lambda: requested(caravan, good_ref))

@@ -161,7 +161,7 @@ async def test_a_refused_platform_push_says_why() -> None:
     app = pushes(secret)
     params = {"timestamp": "1764489600", "order_id": "P-1"}
     signed = {**params, "sign": sign(params, secret, "hmac-sha256")}
-    wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "AB"})
+    wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "AB" * 32})
     stale = await call(app, "POST", "/platform/shop/push", data=signed)
     read = "timestamp '1764489600', read as 2025-11-30T08:00:00+00:00, is "
     ahead = {"timestamp": str(int(time.time()) + 3600), "order_id": "P-1"}
@@ -180,6 +180,34 @@ async def test_a_refused_platform_push_says_why() -> None:
     # One ahead was titled "Stale timestamp" too: it is not stale, a clock is ahead.
     assert (future.status_code, future.json()["title"]) == (401, "Timestamp in the future")
     assert " s after Caravan's time (20" in future.json()["detail"], future.text
+
+
+async def test_a_push_with_no_sign_or_one_no_secret_signs_says_so_for_any_app() -> None:
+    """A push without ``sign``, or with one in base64 (as some platforms sign their webhooks),
+    was told "no app 'shop' with a secret that signs this push", as a wrong secret is: its
+    integrator checked the app's name and secret, both right. Such a sign is no signature of
+    any app's, whatever the app: said so, an app unknown told the same (which apps exist is
+    still not said), the value never quoted."""
+    secret = "s" * 16
+    app = pushes(secret)
+    params = {"timestamp": str(int(time.time())), "order_id": "P-1", "push_id": "p-1"}
+    base64 = "x3JJHMbDL1EF4ZOq/9GQOdDylG9bVWeYOVUZ6eYE2MQ="
+    digits = "64 (hmac-sha256) or 32 (md5) (upper- or lower-case; base64 is not read)"
+    expected = {
+        None: "the push carries no sign: sign every other parameter with the app's secret",
+        "": "the push carries no sign: sign every other parameter with the app's secret",
+        base64: f"sign is 44 characters, not the hex digits of a signature, {digits}",
+        "Z" * 64: f"sign is 64 characters, not the hex digits of a signature, {digits}",
+    }
+    for given, said in expected.items():
+        sent = params if given is None else {**params, "sign": given}
+        for name in ("shop", "nosuch"):
+            answer = await call(app, "POST", f"/platform/{name}/push", data=sent)
+            told = (answer.status_code, answer.json()["title"], answer.json()["detail"])
+            assert told == (401, "Bad signature", said), (given, name, answer.text)
+    # A sign of the right shape but wrong is still told as a wrong secret or app.
+    wrong = await call(app, "POST", "/platform/shop/push", data={**params, "sign": "ab" * 16})
+    assert wrong.json()["detail"] == "no app 'shop' with a secret that signs this push"
 
 
 def pushes(secret: str) -> FastAPI:

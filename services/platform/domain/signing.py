@@ -23,6 +23,9 @@ from typing import Literal
 
 SignMethod = Literal["hmac-sha256", "md5"]
 SIGN = "sign"
+HEX_DIGITS: dict[SignMethod, int] = {"hmac-sha256": 64, "md5": 32}
+"""How long each method's ``sign`` is, in hex digits."""
+HEX = re.compile(r"[0-9A-Fa-f]+", re.ASCII)
 
 
 def payload(params: Mapping[str, str]) -> bytes:
@@ -53,6 +56,22 @@ def verify(params: Mapping[str, str], secret: str, method: SignMethod = "hmac-sh
         return False
     expected = sign(params, secret, method)
     return hmac.compare_digest(given.upper().encode(), expected.encode())
+
+
+def unreadable_sign(given: str | None) -> str | None:
+    """Why a push's ``sign`` (``given``, None if it has none) is no signature of any app's,
+    whatever its app and secret: missing, or not the hex digits of one method's
+    (:data:`HEX_DIGITS`: base64, say). None when it may be one. Said to the platform, as it
+    tells nothing of which apps exist nor of their methods, and never quoting the value."""
+    if not given:
+        return "the push carries no sign: sign every other parameter with the app's secret"
+    lengths = " or ".join(f"{n} ({method})" for method, n in HEX_DIGITS.items())
+    if len(given) not in HEX_DIGITS.values() or not HEX.fullmatch(given):
+        return (
+            f"sign is {len(given)} characters, not the hex digits of a signature, {lengths}"
+            " (upper- or lower-case; base64 is not read)"
+        )
+    return None
 
 
 def fingerprint(params: Mapping[str, str]) -> str:

@@ -95,6 +95,7 @@ from services.platform.domain.signing import (
     fingerprint,
     parse_timestamp,
     unread_timestamp,
+    unreadable_sign,
     verify,
     within,
 )
@@ -357,13 +358,17 @@ def push_router(
             said = not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else str(exc)[:500]
             return refused_body(said, "Not a platform push")
         config = api.apps.get(app)
-        if config is None or not verify(
-            params, config.secret.get_secret_value(), config.sign_method
+        unreadable = unreadable_sign(params.get(SIGN))
+        if (
+            config is None
+            or unreadable
+            or not verify(params, config.secret.get_secret_value(), config.sign_method)
         ):
             refused: PushRefused = "unknown_app" if config is None else "bad_signature"
             # One answer for an unknown app and a wrong secret: which apps exist is not said.
-            # So the detail names both things to check: the app's name and its secret.
-            detail = f"no app {app!r} with a secret that signs this push"
+            # So the detail names both things to check: the app's name and its secret. A
+            # sign that no secret could have made (none, base64) is said so, for any app.
+            detail = unreadable or f"no app {app!r} with a secret that signs this push"
             return refuse(app, refused, 401, "Bad signature", detail[:300], request)
         signature = params[SIGN].upper()
         push_id = params.get("push_id") or params.get("nonce") or signature

@@ -16,8 +16,10 @@ import pytest
 from caravan.checkout import REPO_ROOT
 from services.platform.adapters import platform_api
 from services.platform.adapters.platform_api import PlatformApi, StatusUpdate
+from services.platform.callbacks import CallbackPolicy
 from services.platform.domain import signing
 from services.platform.domain.orders import STATUSES, meaning
+from services.platform.domain.retries import Backoff
 from services.platform.domain.signing import SignMethod, fresh, verify
 from services.platform.entrypoints.http import ORDER_REF, Resolve, parse_params
 from shared.settings import PlatformApp
@@ -239,3 +241,10 @@ def test_the_status_table_names_every_status_the_adapter_reads() -> None:
         "a step of fulfilment": "fulfilment",
     }
     assert {name: headings[row] for name, row in listed.items()} == dict(STATUSES)
+
+
+def test_the_guide_says_how_many_callbacks_come_at_once() -> None:
+    """A status API of a few connections had callbacks reset (``ReadError``, retried later)
+    in a platform drill (session 63): the guide did not say that up to a batch come at once."""
+    batch = CallbackPolicy(Backoff()).batch
+    assert f"and up to {batch} at once from each adapter instance" in " ".join(GUIDE.split())

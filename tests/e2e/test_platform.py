@@ -586,6 +586,9 @@ async def test_a_platform_s_bound_token_reads_its_app_s_problems_and_callbacks_a
         assert {r["app"] for r in calls.json()["callbacks"]} == {APP}, calls.text
         by_id = await bound.get("/platform/callbacks", params={"order_id": told_id})
         assert [r["platform_order_id"] for r in by_id.json()["callbacks"]] == [told]
+        # Our trace context is ours (it listed traceparent), as its callback carries none.
+        [row] = by_id.json()["callbacks"]
+        assert "trace_headers" not in row and row["status"] == "delivered", row
         by_id = await bound.get("/platform/callbacks", params={"order_id": other_id})
         assert by_id.json()["callbacks"] == [], by_id.text
         refused = await bound.get("/platform/callbacks", params={"app": LEGACY})
@@ -598,6 +601,8 @@ async def test_a_platform_s_bound_token_reads_its_app_s_problems_and_callbacks_a
     rows = everyone.json()["problems"]
     assert {ours, theirs} <= {r["platform_order_id"] for r in rows}
     assert all("detail" in r for r in rows)
+    operators = await platform.adapter.get("/platform/callbacks", params={"order_id": told_id})
+    assert "trace_headers" in operators.json()["callbacks"][0], operators.text
     refused = await platform.adapter.get("/platform/problems", params={"app": "t-nowhere"})
     assert refused.status_code == 422, refused.text
 

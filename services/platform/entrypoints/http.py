@@ -552,6 +552,9 @@ MAPPINGS_BOUND = "or it is bound to its app (a platform's): mappings are the cen
 WITHHELD = frozenset({"detail"})
 """What of a problem a token bound to its app is not shown: its detail, operations' words
 (our order id, what to do by hand), as a push's answer says the kinds alone."""
+WITHHELD_CALLBACK = frozenset({"trace_headers"})
+"""What of a callback a token bound to its app is not shown: the trace context of our event,
+our tracing's own, which the callback sent it does not carry either."""
 MAPPING_BODY = {
     "required": True,
     "content": {
@@ -805,9 +808,11 @@ def admin_router(uow: UnitOfWork, apps: Collection[str]) -> APIRouter:
         """Status callbacks and their attempts, the newest first, a page at a time
         (``next_cursor``); of one order by our ``order_id`` or the platform's
         ``platform_order_id``. A token bound to its app (a platform's) is answered that app's
-        alone: another's order is as if it had none."""
+        alone, without our trace context (:data:`WITHHELD_CALLBACK`): another's order is as if
+        it had none."""
         reach = apps_read(request, who, app, "callbacks")
-        query = await _of_apps(select(callbacks), callbacks, app, reach, "callback")
+        shown = [c for c in callbacks.c if reach is None or c.name not in WITHHELD_CALLBACK]
+        query = await _of_apps(select(*shown), callbacks, app, reach, "callback")
         if isinstance(query, Response):
             return query
         if status is not None:

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -1300,8 +1300,9 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
         await platform.adapter.post(url, data=slash),
         await platform.adapter.post(url, content=json.dumps(slash)),  # no Content-Type
         await platform.adapter.post(url, content=b'{"order_id": P-1}', headers=json_body),
+        await platform.adapter.post(url, content=f"{urlencode(slash)}&order_id=P-2&sign=AB"),
     ]
-    assert [a.status_code for a in answers] == [422] * 5, [a.text for a in answers]
+    assert [a.status_code for a in answers] == [422] * 6, [a.text for a in answers]
     assert all(a.headers["content-type"].startswith("application/problem+json") for a in answers)
     assert "order_ref" in answers[2].json()["detail"]
     untyped = answers[3].json()["detail"]
@@ -1310,6 +1311,9 @@ async def test_pushes_that_are_not_parameters_or_name_no_order_ref_get_422(
     # 13)"), where the orders API says "not JSON: ...".
     said = "not JSON: Expecting value at character 13"
     assert answers[4].json()["errors"] == [{"field": "body", "message": said}], answers[4].text
+    # A name twice in a form: which, so that its integrator need not guess (never a value).
+    twice = "a parameter appears more than once: 'order_id', 'sign'"
+    assert answers[5].json()["errors"] == [{"field": "body", "message": twice}], answers[5].text
 
 
 async def push_to_wrong(

@@ -57,6 +57,7 @@ each mapping route of such an app (a mapping of an app mistyped made every order
 app an unmapped problem).
 """
 
+import collections
 import json
 import logging
 import re
@@ -207,8 +208,9 @@ def parse_params(body: bytes, content_type: str | None) -> dict[str, str]:
             if not _utf8(name + value):
                 named = f"parameter {name!r}" if _utf8(name) else "a parameter's name"
                 raise ValueError(f"not UTF-8: {named} once percent-decoded {NOT_UTF8_FORM}")
-        if len({k for k, _ in pairs}) != len(pairs):
-            raise ValueError("a parameter appears more than once")
+        if twice := [name for name, n in collections.Counter(k for k, _ in pairs).items() if n > 1]:
+            named = ", ".join(repr(name[:64]) for name in twice[:5])  # its names, never a value
+            raise ValueError(f"a parameter appears more than once: {named}")
         params = dict(pairs)
     try:  # JSON's "\ud800" makes a str that has no UTF-8, so cannot be signed
         "".join(f"{key}{value}" for key, value in params.items()).encode()

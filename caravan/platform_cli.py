@@ -269,7 +269,7 @@ def resolve(app_name: AppName, platform_order_id: str, url: Url = None) -> None:
 def refetch(app_name: AppName, platform_order_id: str, url: Url = None) -> None:
     """Fetch a platform order from its order API and decide on it again, as a push would
     (audited): once a problem is mended (a mapping added), the push that found it being
-    answered ``duplicate`` if sent again. A ``problem`` names the kinds found."""
+    answered as it was, ``problem``, if sent again. A ``problem`` names the kinds found."""
     body = {"app": app_name, "platform_order_id": platform_order_id}
     told = _call(url, "POST", "/platform/refetch", json=body)
     kinds = f" ({', '.join(told['problems'])})" if told.get("problems") else ""

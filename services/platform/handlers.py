@@ -79,7 +79,6 @@ CALLBACKS_DUE = "platform.callbacks"
 Decided = Literal["accepted", "duplicate", "problem", "ignored"]
 """What :func:`decide` made of an order as the platform has it (a push's, or a refetch's)."""
 Accepted = Literal[Decided, "replayed"]
-Seen = Literal["duplicate", "replayed"]
 
 
 @dataclass(frozen=True)
@@ -102,14 +101,15 @@ def source_of(app: str) -> str:
     return f"{PLATFORM_SOURCE_PREFIX}{app}"
 
 
-async def seen(tx: Tx, app: str, push_id: str, fingerprint: str, sign: str) -> Seen | None:
-    """None for a push id and a signature (upper-case) not accepted before; ``duplicate``
-    when the push id was, for this very push (its
+async def seen(tx: Tx, app: str, push_id: str, fingerprint: str, sign: str) -> Decision | None:
+    """None for a push id and a signature (upper-case) not accepted before; ``replayed`` for
+    another push under a push id taken; else, for this very push sent again (its
     :func:`~services.platform.domain.signing.fingerprint`: a platform that did not see our
-    answer sends it again), else ``replayed`` (another push under that id); ``duplicate`` too
-    for a signature taken under another push id: the same signed string, re-split."""
+    answer sends it again), what it was first answered (:func:`answered_again`); and
+    ``duplicate`` for a signature taken under another push id (the same signed string,
+    re-split: a captured push, not the platform's)."""
     found = await tx.conn.execute(
-        select(pushes.c.push_id, pushes.c.fingerprint).where(
+        select(pushes.c.push_id, pushes.c.fingerprint, pushes.c.answer).where(
             pushes.c.app == app, or_(pushes.c.push_id == push_id, pushes.c.sign == sign)
         )
     )
@@ -117,9 +117,23 @@ async def seen(tx: Tx, app: str, push_id: str, fingerprint: str, sign: str) -> S
     if not rows:
         return None
     same_id = [row for row in rows if row.push_id == push_id]
-    if same_id and same_id[0].fingerprint != fingerprint:
-        return "replayed"
-    return "duplicate"
+    if not same_id:  # a signature taken: a captured push re-split, told nothing more
+        return Decision("duplicate")
+    if same_id[0].fingerprint != fingerprint:
+        return Decision("replayed")
+    return answered_again(same_id[0].answer)
+
+
+def answered_again(answer: dict[str, Any] | None) -> Decision:
+    """What a push sent again is answered, given what it was first (``answer``, None on a row
+    from before 2026-12-07): ``duplicate`` for one placed then (``accepted``) or before, and
+    for an old row; else its first answer, ``problem`` with its kinds and fields at fault, or
+    ``ignored``: a platform whose first answer was lost (a timeout) was told ``duplicate``,
+    read as placed, and never learnt of the problem, a phone of its own to send, say."""
+    if answer is None or answer["status"] in ("accepted", "duplicate"):
+        return Decision("duplicate")
+    kinds = tuple(answer.get("problems") or ())
+    return Decision(answer["status"], kinds, tuple(answer.get("errors") or ()))
 
 
 async def lock_platform_order(tx: Tx, app: str, platform_order_id: str) -> None:
@@ -143,8 +157,17 @@ async def accept_push(
         .returning(pushes.c.push_id)
     )
     if fresh.first() is None:  # taken meanwhile: the same push sent twice at once, or not
-        return Decision(await seen(tx, app, push_id, fingerprint, sign) or "replayed")
-    return await decide(tx, app, order)
+        return await seen(tx, app, push_id, fingerprint, sign) or Decision("replayed")
+    decision = await decide(tx, app, order)
+    answer = {
+        "status": decision.outcome,
+        "problems": list(decision.problems),
+        "errors": list(decision.errors),
+    }
+    await tx.conn.execute(
+        update(pushes).where(pushes.c.app == app, pushes.c.push_id == push_id).values(answer=answer)
+    )
+    return decision
 
 
 async def decide(tx: Tx, app: str, order: PlatformOrder) -> Decision:

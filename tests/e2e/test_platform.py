@@ -391,6 +391,35 @@ async def test_duplicated_and_out_of_order_pushes_make_one_order(
     assert rows == 1
 
 
+async def test_a_push_sent_again_is_answered_as_it_was_first_not_duplicate(
+    caravan: System, platform: Platform
+) -> None:
+    """A platform whose answer was lost (a timeout) sends the push again: one first answered
+    ``problem`` (an unmapped SKU, a phone of the platform's to send) or ``ignored`` (not paid)
+    was answered ``duplicate``, which the guide reads "a paid order placed before": the
+    platform waited for a callback that would never come, and never learnt what to mend.
+    It is answered again as it was first, the problem's kinds and fields at fault too, and
+    still not acted on again; one first ``accepted`` is ``duplicate``, as before."""
+    resent = {"app": APP, "outcome": "resent"}
+    before = await caravan.gauge("platform", "caravan_platform_pushes_total", **resent)
+    unmapped = await new_order(platform.sim, {f"ALI-NONE-{uuid.uuid4().hex[:6]}": 1})
+    no_phone = await new_order(platform.sim, phone=None)
+    unpaid = await new_order(platform.sim, status="wait_pay")
+    for order_ref in (unmapped, no_phone, unpaid):
+        first = await push(platform.sim, order_ref)
+        again = await platform.adapter.post(f"/platform/{APP}/push", json=first["params"])
+        assert again.status_code == 200, again.text
+        assert again.json() == first["body"], (first["body"], again.text)
+    assert first["body"]["status"] == "ignored"
+    assert await caravan.gauge("platform", "caravan_platform_pushes_total", **resent) == before + 3
+    problems = await caravan.scalar(
+        "select sum(occurrences) from platform.problems where platform_order_id in (:a, :b)",
+        a=unmapped,
+        b=no_phone,
+    )
+    assert problems == 2  # each seen once: the push sent again was not decided again
+
+
 async def test_one_push_id_sent_twice_at_once_is_acted_on_once(
     caravan: System, platform: Platform
 ) -> None:

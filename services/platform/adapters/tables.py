@@ -42,6 +42,9 @@ pushes = Table(
     Column("fingerprint", String(64), nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sign", String(64), nullable=True),
+    # What the push was answered, {"status", "problems", "errors"}, answered again to the same
+    # push sent again (none on rows from before 2026-12-07: those are answered duplicate).
+    Column("answer", JSONB(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("app", "push_id"),
     Index("pushes_sign", "app", "sign", unique=True),
 )

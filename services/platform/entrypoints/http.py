@@ -11,9 +11,10 @@ Pushes (authenticated by the app's signature, not by a token):
   200 ``{"status": "accepted" | "duplicate" | "problem" | "ignored", "order_ref"}``, a
   ``problem`` naming the kinds found in ``problems``, and an ``invalid_order``'s fields at fault
   in ``errors`` (:class:`PushAnswer`) (the same push sent
-  again, under a push id taken, but perhaps signed anew with another ``timestamp``, is a
-  ``duplicate`` not acted on again, as is a push of a ``sign`` taken, its parameters cut
-  elsewhere or not; a status the adapter does not know, such as ``shipped``, is ``ignored`` for an
+  again, under a push id taken, but perhaps signed anew with another ``timestamp``, is answered
+  as it was first, ``duplicate`` once ``accepted``, not acted on again; a push of a ``sign``
+  taken, its parameters cut elsewhere, is a ``duplicate``; a status the adapter does not know,
+  such as ``shipped``, is ``ignored`` for an
   order placed already when it is a step of fulfilment, else an ``unknown_status`` ``problem``, as
   for one never placed; a paid order placed already that the platform changed since, whose change is
   not applied, a ``changed_after_placed`` ``problem``); 401 bad signature, unknown app or stale
@@ -300,6 +301,17 @@ class PushAnswer(BaseModel):
     )
 
 
+def answer_of(decision: handlers.Decision, order_ref: str) -> PushAnswer:
+    """The 200 of a push or a refetch that ``decision`` (not ``replayed``) is."""
+    assert decision.outcome != "replayed", decision
+    return PushAnswer(
+        status=decision.outcome,
+        order_ref=order_ref,
+        problems=list(decision.problems) or None,
+        errors=list(decision.errors) or None,
+    )
+
+
 ANSWERED: dict[str, Any] = {"response_model": PushAnswer, "response_model_exclude_none": True}
 """A push's and a refetch's 200 (:class:`PushAnswer`), ``problems`` left out but of a
 ``problem``."""
@@ -409,11 +421,11 @@ def push_router(
         same = fingerprint(params)
         async with uow.begin() as tx:
             before = await handlers.seen(tx, app, push_id, same, signature)
-        if before == "replayed":
+        if before is not None and before.outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
-        if before == "duplicate":  # sent again, our answer lost: the platform waits for a 2xx
+        if before is not None:  # sent again, our answer lost: answered again, not acted on
             PUSHES.labels(app, RESENT).inc()
-            return PushAnswer(status=before, order_ref=order_id)
+            return answer_of(before, order_id)
 
         async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Decision:
             return await handlers.accept_push(tx, app, push_id, same, signature, order)
@@ -430,8 +442,8 @@ def push_router(
         """Fetch an order from the platform's order API and decide on it as on a push
         (``POST /platform/{app}/push``), for operations (audited): a push answered
         ``problem`` keeps its push id, so the same push sent again after the cause is mended
-        (a mapping added) is a ``duplicate``, and platforms push only when an order
-        changes."""
+        (a mapping added) is answered that ``problem`` again, not decided anew, and platforms
+        push only when an order changes."""
         if body.app not in api.apps:
             why = f"no app {body.app!r} in CARAVAN_PLATFORM_APPS ({the_apps(api.apps)})"
             return problem(422, "Unknown app", why)
@@ -498,11 +510,7 @@ def push_router(
         if decision.outcome == "replayed":
             return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
         counted.labels(app, decision.outcome).inc()
-        problems = list(decision.problems) or None
-        errors = list(decision.errors) or None
-        return PushAnswer(
-            status=decision.outcome, order_ref=order.order_id, problems=problems, errors=errors
-        )
+        return answer_of(decision, order.order_id)
 
     return router
 

@@ -34,6 +34,7 @@ def long_sentences(page: str) -> list[str]:
 PAGES: dict[str, Callable[[], str]] = {
     "README.md, its first page": lambda: first_page((REPO_ROOT / "README.md").read_text()),
     "docs/running.md": lambda: (REPO_ROOT / "docs" / "running.md").read_text(),
+    "docs/configuration.md": lambda: (REPO_ROOT / "docs" / "configuration.md").read_text(),
 }
 """The pages held to it: a page rewritten for reading joins them."""
 

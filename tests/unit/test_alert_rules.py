@@ -120,7 +120,7 @@ def test_an_alert_with_a_runbook_links_it_and_each_link_finds_its_section() -> N
     the table names alone with a section of docs/operations.md carries it as its ``runbook``,
     and each ``runbook`` names a section there is."""
     guide = REPO_ROOT / "docs" / "operations.md"
-    rows = re.findall(r"^  \| (`Caravan\w+`) \|(.*)\|$", guide.read_text(), re.M)
+    rows = re.findall(r"^\| (`Caravan\w+`) \|(.*)\|$", guide.read_text(), re.M)
     linked = {
         name.strip("`"): f"docs/operations.md{links[0]}"
         for name, row in rows

@@ -37,6 +37,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "docs/configuration.md": lambda: (REPO_ROOT / "docs" / "configuration.md").read_text(),
     "docs/http.md": lambda: (REPO_ROOT / "docs" / "http.md").read_text(),
     "docs/operations.md": lambda: (REPO_ROOT / "docs" / "operations.md").read_text(),
+    "docs/commands.md": lambda: (REPO_ROOT / "docs" / "commands.md").read_text(),
 }
 """The pages held to it: a page rewritten for reading joins them."""
 

@@ -1,11 +1,9 @@
-"""The pages people read first have no long sentence: the README's first page (a newcomer
-and an operator deciding whether to run it) and docs/running.md (what an operator reads to
-start, stop, upgrade and go back). Their sentences had run to 67 and 359 words, lists
-written as prose, with parentheses inside parentheses (the longest was what taking a schema
-back refuses)."""
+"""The pages people read most have no long sentence: the README's first page (a newcomer,
+and an operator deciding whether to run it), and the guides an operator works from (running,
+configuration, the HTTP API, operations, the commands). Their sentences had run to 67, 359,
+146, 299, 1,462 and 503 words, lists written as prose, with parentheses inside parentheses."""
 
 import re
-from collections.abc import Callable
 
 import pytest
 
@@ -31,20 +29,21 @@ def long_sentences(page: str) -> list[str]:
     return [f"{len(s.split())} words: {s}" for s in sentences(page) if len(s.split()) > LONGEST]
 
 
-PAGES: dict[str, Callable[[], str]] = {
-    "README.md, its first page": lambda: first_page((REPO_ROOT / "README.md").read_text()),
-    "docs/running.md": lambda: (REPO_ROOT / "docs" / "running.md").read_text(),
-    "docs/configuration.md": lambda: (REPO_ROOT / "docs" / "configuration.md").read_text(),
-    "docs/http.md": lambda: (REPO_ROOT / "docs" / "http.md").read_text(),
-    "docs/operations.md": lambda: (REPO_ROOT / "docs" / "operations.md").read_text(),
-    "docs/commands.md": lambda: (REPO_ROOT / "docs" / "commands.md").read_text(),
-}
+PAGES = [
+    "README.md",  # its first page, up to the picture
+    "docs/running.md",
+    "docs/configuration.md",
+    "docs/http.md",
+    "docs/operations.md",
+    "docs/commands.md",
+]
 """The pages held to it: a page rewritten for reading joins them."""
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_no_sentence_of_a_page_people_read_first_is_long(page: str) -> None:
-    assert long_sentences(PAGES[page]()) == []
+    text = (REPO_ROOT / page).read_text()
+    assert long_sentences(first_page(text) if page == "README.md" else text) == []
 
 
 def test_sentences_are_split_as_a_reader_reads_them() -> None:

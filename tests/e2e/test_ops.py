@@ -51,7 +51,7 @@ from shared.messaging import kafka_admin
 from shared.messaging.consumer import DEAD_LETTER_LIMIT
 from shared.settings import Settings
 from shared.status_gauge import StatusGauge
-from shared.topics import Topic
+from shared.topics import EventType, Topic
 from tests.conftest import own_port
 from tests.e2e.markers import TEXTED_ON, drained, order_handled, read_to_the_end
 from tests.harness import (
@@ -151,8 +151,20 @@ async def snapshot(caravan: System) -> dict[str, object]:
         Topic.PAYMENT_EVENTS,
         Topic.NOTIFICATION_EVENTS,
     ):
-        state[topic.value] = len(caravan.log.raw(topic.value))
+        state[topic.value] = len(caravan.log.raw(topic.value)) - answered_again(caravan, topic)
     return state
+
+
+def answered_again(caravan: System, topic: Topic) -> int:
+    """The records of ``topic`` that are a request's ``order.rejected`` sent again, the same
+    event (its id): a replay reads a dead-lettered request again (after a fix it may pass),
+    and one still invalid is answered again, which readers drop by its id. Which earlier test
+    of the session left such a request depends on how the files were shared out (session
+    63's CI: one more record on orders.events.v1 after a replay, a rejection sent again)."""
+    if topic is not Topic.ORDER_EVENTS:
+        return 0
+    rejected = caravan.log.events(topic, type=EventType.ORDER_REJECTED.value)
+    return len(rejected) - len({event.id for event in rejected})
 
 
 async def settled(

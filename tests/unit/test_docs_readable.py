@@ -36,6 +36,7 @@ PAGES = [
     "docs/http.md",
     "docs/operations.md",
     "docs/commands.md",
+    "docs/security.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

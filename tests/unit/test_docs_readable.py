@@ -37,6 +37,7 @@ PAGES = [
     "docs/operations.md",
     "docs/commands.md",
     "docs/security.md",
+    "docs/guarantees.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

@@ -38,6 +38,7 @@ PAGES = [
     "docs/commands.md",
     "docs/security.md",
     "docs/guarantees.md",
+    "docs/topics.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

@@ -39,6 +39,7 @@ PAGES = [
     "docs/security.md",
     "docs/guarantees.md",
     "docs/topics.md",
+    "docs/platform.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

@@ -40,6 +40,7 @@ PAGES = [
     "docs/guarantees.md",
     "docs/topics.md",
     "docs/platform.md",
+    "docs/platform-adapter.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

@@ -16,13 +16,15 @@ import pytest
 from caravan.checkout import REPO_ROOT
 from services.platform.adapters import platform_api
 from services.platform.adapters.platform_api import PlatformApi, StatusUpdate
+from services.platform.adapters.tables import pushes
+from services.platform.bootstrap import forgotten
 from services.platform.callbacks import CallbackPolicy
 from services.platform.domain import signing
 from services.platform.domain.orders import STATUSES, meaning
 from services.platform.domain.retries import Backoff
 from services.platform.domain.signing import SignMethod, fresh, verify
 from services.platform.entrypoints.http import ORDER_REF, Resolve, parse_params
-from shared.settings import PlatformApp
+from shared.settings import PlatformApp, Settings
 
 GUIDE = (REPO_ROOT / "docs" / "platform.md").read_text()
 EXAMPLES: dict[str, str] = dict(
@@ -248,3 +250,17 @@ def test_the_guide_says_how_many_callbacks_come_at_once() -> None:
     in a platform drill (session 63): the guide did not say that up to a batch come at once."""
     batch = CallbackPolicy(Backoff()).batch
     assert f"and up to {batch} at once from each adapter instance" in " ".join(GUIDE.split())
+
+
+def test_the_guide_says_how_long_a_push_id_is_kept() -> None:
+    """The guide said a push id is taken once per app, as if for ever: the adapter's prune
+    forgets push ids (and signatures) three timestamp windows old, after which the same push
+    is decided anew. It says so, with the minutes of the default window."""
+    default = Settings.model_fields["platform_timestamp_window_seconds"].default
+    settings = Settings(platform_timestamp_window_seconds=default)
+    (kept,) = (e for e in forgotten(settings) if e.table is pushes)
+    said = " ".join(GUIDE.split())
+    windows = {"three": 3}[re.findall(r"are kept at least (\w+) timestamp windows", said)[0]]
+    minutes = int(re.findall(r"timestamp windows \((\d+) minutes with the defaults\)", said)[0])
+    window_hours = settings.platform_timestamp_window_seconds / 3600
+    assert kept.hours == windows * window_hours == minutes / 60

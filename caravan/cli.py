@@ -1506,6 +1506,56 @@ app.add_typer(
 )
 app.add_typer(tokens_cli.app, name="tokens", help="API tokens: issue, revoke, list.")
 
+buyers_app = typer.Typer(help="A buyer's personal data: erase it on request (PIPL).")
+app.add_typer(buyers_app, name="buyers")
+
+
+@buyers_app.command("erase")
+def buyers_erase(
+    buyer_id: Annotated[str, typer.Argument(help="the buyer's id")],
+    phone: Annotated[
+        str, typer.Option(help="the buyer's number (E.164, or a mainland mobile: 139 1234-5678)")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="erase while an order is pending or a loan active")
+    ] = False,
+) -> None:
+    """Erase a buyer's personal data everywhere it is kept (docs/personal-data.md, Erasing a
+    buyer): their orders' delivery and digests, their texts and recipients, their platform
+    mappings and the platform's id of them in problems, their number in the audit trail. One
+    transaction in the database (`DATABASE_URL`, or that of `caravan up`) as its admin,
+    audited once (`buyer.erase`: the buyer id and the counts, never the number). Prints
+    what it erased in each place; run again, it says nothing is left. Refused (exit 1) while
+    the buyer has an order pending or a loan not repaid, unless --force: a reminder or an
+    outcome could text them again."""
+    from caravan.ops.erase import PLACES, InFlight, erase
+    from shared.logs import masked
+    from shared.phones import as_e164
+
+    number = as_e164(phone)
+    if number is None:
+        raise typer.BadParameter(f"{phone!r} is not a phone number (E.164: +8613912345678)")
+    try:
+        erased = asyncio.run(erase(_database_url(), buyer_id, number, force=force))
+    except InFlight as exc:
+        raise OperatorError(
+            f"buyer {buyer_id} not erased: {exc}; erase once settled, or --force", exit_code=1
+        ) from exc
+    whose = f"buyer {buyer_id} ({masked(number)})"
+    if not erased.anything:
+        console.print(f"nothing left of {whose} to erase")
+    else:
+        table = output.table("place", "erased", title=f"erased {whose}", right=("erased",))
+        for key, place in PLACES.items():
+            table.add_row(place, str(erased.counts[key]))
+        output.show(table)
+    if erased.unsent:
+        console.print(
+            f"{erased.unsent} text(s) to {masked(number)} still to be sent, kept:"
+            " run it again once they are sent"
+        )
+
+
 dlq_app = typer.Typer(
     help="Inspect dead letters, send chosen ones back to their topic, or discard them."
 )

@@ -1,37 +1,59 @@
-"""docs/personal-data.md's erasure of a buyer, run as the page writes it, reaches what it says
-it does: the buyer's number and platform buyer id, and their digests. ``request_hash`` (a
-SHA-256 of the request, the buyer's number in it) and ``platform_orders.placed``'s digests
-were kept "for ever": an unsalted digest of a mobile number is found again by trying the
-seven billion of them, with the fields the row keeps."""
+"""``caravan buyers erase``: a buyer's number, delivery, platform buyer id and their digests
+erased from every place docs/personal-data.md lists, in one command, audited once. It was
+eight SQL statements an operator ran by hand, and one place was missed: an
+``unmapped_buyer`` problem kept the platform buyer id for ever. ``request_hash`` (a SHA-256
+of the request, the buyer's number in it) and ``platform_orders.placed``'s digests were
+kept "for ever" before that: an unsalted digest of a mobile number is found again by trying
+the seven billion of them, with the fields the row keeps."""
 
 import json
-import re
 import uuid
+from dataclasses import dataclass
 
-from caravan.checkout import REPO_ROOT
+from caravan.ops.erase import PLACES
 from services.orders.handlers import request_hash
-from shared.events.orders import Buyer
+from services.platform.domain.orders import ERASED_BUYER, unmapped_buyer
+from shared.events.orders import Buyer, Delivery
+from tests.e2e.test_ops import cli
 from tests.e2e.test_saga import order
 from tests.harness import System
 
 
-def erasure() -> list[str]:
-    """The statements of docs/personal-data.md's "Erasing a buyer", in order."""
-    page = (REPO_ROOT / "docs" / "personal-data.md").read_text()
-    section = page.split("## Erasing a buyer", 1)[1]
-    block = re.search(r"```sql\n(.*?)```", section, re.S)
-    assert block, "no SQL under Erasing a buyer"
-    return [s.strip() for s in block.group(1).split(";") if s.strip()]
+@dataclass(frozen=True)
+class Kept:
+    """A buyer's data, as the test made it: an order, its platform order, the platform's id
+    of them (``nick``) in an app."""
+
+    buyer: Buyer
+    order_id: str
+    app: str
+    nick: str
 
 
-async def test_erasing_a_buyer_reaches_the_digests_of_their_number(caravan: System) -> None:
-    buyer = Buyer(id=f"t-erased-{uuid.uuid4().hex[:8]}", phone="+8613900000077", locale="en")
-    req = order(buyer)
+async def _buyer_with_data(caravan: System, phone: str) -> Kept:
+    """A buyer with an order confirmed and texted (its recipient kept), a platform order of
+    it with digests, a buyer mapping, an ``unmapped_buyer`` problem of an earlier push, and
+    audit entries naming the number (an opt-out) and the mapping."""
+    tag = uuid.uuid4().hex[:8]
+    buyer = Buyer(id=f"t-erased-{tag}", phone=phone, locale="en")
+    where = Delivery(county="Shawan", address=f"Room {tag}, 12 Tacheng Road")
+    req = order(buyer).model_copy(update={"delivery": where})
     await caravan.request(req)
     order_id = await caravan.placed(req.order_ref)
     hashed = "SELECT request_hash FROM orders.orders WHERE order_id = :o"
     assert await caravan.scalar(hashed, o=order_id) == request_hash(req)
-    app, nick = f"t-erase-{uuid.uuid4().hex[:6]}", f"nick-{buyer.id}"
+    texted = (
+        "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'sending'))"
+        " - count(*) FILTER (WHERE status IN ('pending', 'sending')) * 100"
+        ' FROM notifications.sms WHERE "to" = :p'
+    )
+    await caravan.until(lambda: caravan.scalar(texted, p=phone), "the buyer's texts sent")
+    await caravan.until(
+        lambda: caravan.scalar("SELECT status FROM orders.orders WHERE order_id = :o", o=order_id),
+        "the order ended",
+        ready=lambda status: status != "pending",
+    )
+    app, nick = f"t-erase-{tag}", f"nick-{tag}"
     placed = {"items": {"MKT-PEPPER": 2}, "delivery": "d" * 64, "buyer": "b" * 64}
     await caravan.execute(
         "INSERT INTO platform.platform_orders (app, platform_order_id, request_event_id,"
@@ -42,23 +64,165 @@ async def test_erasing_a_buyer_reaches_the_digests_of_their_number(caravan: Syst
         o=order_id,
         placed=json.dumps(placed),
     )
+    value = json.dumps({"buyer_id": buyer.id, "phone": phone, "locale": "en"})
+    await caravan.execute(
+        "INSERT INTO platform.mappings (app, kind, external_id, value)"
+        " VALUES (:app, 'buyer', :nick, CAST(:v AS jsonb))",
+        app=app,
+        nick=nick,
+        v=value,
+    )
+    await caravan.execute(
+        "INSERT INTO platform.problems (app, platform_order_id, kind, detail, resolved_at)"
+        " VALUES (:app, :p, 'unmapped_buyer', :d, now())",
+        app=app,
+        p=f"P-early-{tag}",
+        d=unmapped_buyer(nick),
+    )
     await caravan.execute(
         "INSERT INTO auth.audit (actor, action, target, after) VALUES"
-        " ('t', 'platform.mapping.put', :target, CAST(:after AS jsonb))",
+        " ('t', 'platform.mapping.put', :target, CAST(:after AS jsonb)),"
+        " ('t', 'sms.opt_out', :phone, NULL)",
         target=f"{app}/buyer/{nick}",
-        after=json.dumps({"buyer_id": buyer.id, "phone": buyer.phone}),
+        after=value,
+        phone=phone,
     )
+    return Kept(buyer, order_id, app, nick)
 
-    for statement in erasure():
-        await caravan.execute(statement, buyer=buyer.id, phone=buyer.phone)
 
+FINDS = {
+    "sms": 'SELECT count(*) FROM notifications.sms WHERE "to" = :phone',
+    "recipients": "SELECT count(*) FROM notifications.recipients WHERE phone = :phone",
+    "mappings": "SELECT count(*) FROM platform.mappings WHERE value::text LIKE :phone_in"
+    " OR external_id = :nick_id",
+    "problems": "SELECT count(*) FROM platform.problems WHERE detail LIKE :nick",
+    "audit": "SELECT count(*) FROM auth.audit WHERE target = :phone OR target LIKE :nick"
+    " OR before::text LIKE :phone_in OR after::text LIKE :phone_in"
+    " OR detail::text LIKE :phone_in",
+    "delivery": "SELECT count(*) FROM orders.orders WHERE buyer_id = :buyer"
+    " AND (jsonb_typeof(delivery) = 'object' OR request_hash <> 'erased')",
+    "placed": "SELECT count(*) FROM platform.platform_orders WHERE order_id = :order"
+    " AND (placed ? 'buyer' OR placed ? 'delivery')",
+}
+"""SQL that finds a buyer's number, platform buyer id or digests, by place."""
+
+
+async def _found(caravan: System, kept: Kept) -> dict[str, int]:
+    phone = kept.buyer.phone
+    params = {
+        "phone": phone,
+        "phone_in": f"%{phone}%",
+        "nick": f"%{kept.nick}%",
+        "nick_id": kept.nick,
+        "buyer": kept.buyer.id,
+        "order": kept.order_id,
+    }
+    found = {}
+    for place, query in FINDS.items():
+        used = {k: v for k, v in params.items() if f":{k}" in query}
+        found[place] = await caravan.scalar(query, **used)
+    return found
+
+
+async def test_erasing_a_buyer_leaves_nothing_that_finds_them_and_twice_changes_nothing(
+    caravan: System,
+) -> None:
+    """Every place holding the buyer's number, platform buyer id or their digests is erased,
+    each count printed, one audit entry without the number; the order, the opt-out and
+    another buyer's data are kept; a second run says nothing is left and audits nothing."""
+    kept = await _buyer_with_data(caravan, "+8613900000077")
+    other = await _buyer_with_data(caravan, "+8613900000078")
+    assert all((await _found(caravan, kept)).values()), await _found(caravan, kept)
+    before_other = await _found(caravan, other)
+
+    done = await cli(caravan, "buyers", "erase", kept.buyer.id, "--phone", "139 0000 0077")
+    assert done.returncode == 0, done.stderr
+    assert f"erased buyer {kept.buyer.id} (+86*******0077)" in done.stdout, done.stdout
+    printed = {
+        cells[1].strip(): int(cells[2])
+        for line in done.stdout.splitlines()
+        if (cells := line.split("│"))[1:2] and cells[2].strip().isdigit()
+    }
+    for place in (
+        "orders.orders delivery",
+        "orders.orders request_hash",
+        "platform.platform_orders placed",
+        "notifications.recipients",
+        "platform.mappings",
+        "platform.problems detail",
+        "auth.audit sms.opt_out/opt_in",
+        "auth.audit platform.mapping.*",
+    ):
+        assert printed[place] == 1, (place, done.stdout)
+    assert printed["notifications.sms"] >= 1, done.stdout
+    assert "+8613900000077" not in done.stdout
+
+    assert await _found(caravan, kept) == dict.fromkeys(FINDS, 0)
+    assert await _found(caravan, other) == before_other, "another buyer's data is kept"
+    problem = "SELECT detail FROM platform.problems WHERE app = :app"
+    assert await caravan.scalar(problem, app=kept.app) == ERASED_BUYER
+    status = "SELECT status FROM orders.orders WHERE order_id = :o"
+    assert await caravan.scalar(status, o=kept.order_id) == "confirmed", "the order is kept"
+    entries = await caravan.sql(
+        "SELECT actor, detail FROM auth.audit WHERE action = 'buyer.erase' AND target = :b",
+        b=kept.buyer.id,
+    )
+    assert len(entries) == 1, entries
+    actor, detail = entries[0]
+    assert actor == "test-operator"
+    assert detail["counts"] == {k: printed[v] for k, v in PLACES.items()}
+    assert "0077" not in json.dumps(detail), detail
+
+    again = await cli(caravan, "buyers", "erase", kept.buyer.id, "--phone", "+8613900000077")
+    assert (again.returncode, again.stdout.strip()) == (
+        0,
+        f"nothing left of buyer {kept.buyer.id} (+86*******0077) to erase",
+    ), again.stderr
+    assert (
+        len(
+            await caravan.sql(
+                "SELECT 1 FROM auth.audit WHERE action = 'buyer.erase' AND target = :b",
+                b=kept.buyer.id,
+            )
+        )
+        == 1
+    ), "a run that erased nothing is not audited"
+
+
+async def test_a_buyer_with_a_loan_not_repaid_is_erased_only_with_force(caravan: System) -> None:
+    """A microloan order confirmed, its loan active: refused, exit 1, nothing changed;
+    --force erases all the same, the loan kept. A number that is none is refused before
+    anything is read."""
+    tag = uuid.uuid4().hex[:8]
+    buyer = Buyer(id=f"t-owing-{tag}", phone="+8613900000079", locale="en")
+    token = await caravan.issue_token(f"erase-{tag}", "credit:write")
+    async with caravan.api("payments", token=token) as payments:
+        lent = await payments.put(f"/credit-lines/{buyer.id}", json={"credit_limit_fen": 10**6})
+        assert lent.status_code == 200, lent.text
+    req = order(buyer, {"T-HONEY": 1}, method="microloan", term=3)
+    await caravan.request(req)
+    order_id = await caravan.placed(req.order_ref)
+    assert (await caravan.outcome(order_id)).type == "order.confirmed"
+    hashed = "SELECT request_hash FROM orders.orders WHERE order_id = :o"
+    kept = await caravan.scalar(hashed, o=order_id)
+
+    refused = await cli(caravan, "buyers", "erase", buyer.id, "--phone", buyer.phone)
+    assert refused.returncode == 1, refused.stdout
+    assert refused.stderr.strip() == (
+        f"buyer {buyer.id} not erased: 1 loan(s) not repaid; erase once settled, or --force"
+    )
+    assert await caravan.scalar(hashed, o=order_id) == kept, "nothing changed"
+
+    forced = await cli(caravan, "buyers", "erase", buyer.id, "--phone", buyer.phone, "--force")
+    assert forced.returncode == 0, forced.stderr
     assert await caravan.scalar(hashed, o=order_id) == "erased"
-    kept = "SELECT placed FROM platform.platform_orders WHERE order_id = :o"
-    assert await caravan.scalar(kept, o=order_id) == {"items": {"MKT-PEPPER": 2}}
-    audited = await caravan.sql(
-        "SELECT target, before, after FROM auth.audit WHERE target LIKE :app", app=f"{app}/%"
+    loan = "SELECT status FROM payments.loans WHERE order_id = :o"
+    assert await caravan.scalar(loan, o=order_id) == "active", "the ledger is kept"
+    detail = await caravan.scalar(
+        "SELECT detail FROM auth.audit WHERE action = 'buyer.erase' AND target = :b", b=buyer.id
     )
-    assert [tuple(row) for row in audited] == [(f"{app}/buyer/erased", None, None)]
-    assert await caravan.scalar(
-        "SELECT status FROM orders.orders WHERE order_id = :o", o=order_id
-    ), "the order is kept"
+    assert detail["forced"] is True and detail["counts"]["request_hash"] == 1, detail
+
+    bad = await cli(caravan, "buyers", "erase", buyer.id, "--phone", "12ab")
+    assert bad.returncode == 2
+    assert "'12ab' is not a phone number" in bad.stderr, bad.stderr

@@ -149,6 +149,15 @@ class Problem:
     errors: list[dict[str, str]] = field(default_factory=list, compare=False)
 
 
+def unmapped_buyer(platform_buyer_id: str) -> str:
+    """An ``unmapped_buyer`` problem's detail: the platform's buyer id, which an erasure of the
+    buyer finds it by (``caravan buyers erase``) and replaces with :data:`ERASED_BUYER`."""
+    return f"platform buyer {platform_buyer_id!r} has no mapping"
+
+
+ERASED_BUYER = "platform buyer (erased) has no mapping"
+
+
 def unknown_status(order: PlatformOrder, ours: str | None = None) -> Problem:
     """Why an order whose status is none of :data:`STATUSES` (or a step of fulfilment, of an
     order never placed) needs operations: never placed with us (``ours`` None), whether the
@@ -371,9 +380,7 @@ def to_request(
         problems.append(Problem("unmapped_sku", f"platform SKU{plural} {named} {says} no mapping"))
     buyer = buyers.get(order.buyer.id)
     if buyer is None:
-        problems.append(
-            Problem("unmapped_buyer", f"platform buyer {order.buyer.id!r} has no mapping")
-        )
+        problems.append(Problem("unmapped_buyer", unmapped_buyer(order.buyer.id)))
     if problems or buyer is None:
         return problems
     quantities: dict[str, int] = {}

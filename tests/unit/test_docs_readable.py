@@ -41,6 +41,7 @@ PAGES = [
     "docs/topics.md",
     "docs/platform.md",
     "docs/platform-adapter.md",
+    "docs/personal-data.md",
 ]
 """The pages held to it: a page rewritten for reading joins them."""
 

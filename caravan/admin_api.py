@@ -158,6 +158,10 @@ def answer(
         for error in body.get("errors", []):  # a 422's fields at fault, as the command's
             field = error["field"]
             field = named.get(field.removeprefix("body."), field)  # query.X: by as_options
+            if error["message"] == body.get("detail") and as_options(field, named) in as_options(
+                error["message"], named
+            ):
+                continue  # the first line said it whole, naming the field ("--until ...")
             # The body as a whole (a lot's dates out of order): its words say what.
             said += (
                 f"\n  {error['message']}" if field == "body" else f"\n  {field}: {error['message']}"

@@ -309,7 +309,7 @@ async def test_the_repayments_of_a_month_are_listed_with_their_totals(caravan: S
     # as GET /payables and GET /orders refuse it: it answered "no repayment matches".
     code, out = await cli("repayments", "--since", month, "--until", month)
     said = "--until must be after --since"
-    assert (code, out.splitlines()) == (1, [f"Invalid request: {said}", f"  --until: {said}"])
+    assert (code, out.splitlines()) == (1, [f"Invalid request: {said}"])  # said once
 
 
 async def test_a_repayment_on_a_loan_voided_since_says_it_goes_back_to_the_buyer(
@@ -554,10 +554,7 @@ async def test_the_payments_of_a_week_are_listed_and_as_json(caravan: System) ->
     assert " --until 2001-01-08T00:00:00" in out, out
     code, out = await cli("list", "--status", "voided", "--since", monday, "--until", monday)
     said_refused = "--until must be after --since"
-    assert (code, out.splitlines()) == (
-        1,
-        [f"Invalid request: {said_refused}", f"  --until: {said_refused}"],
-    ), out
+    assert (code, out.splitlines()) == (1, [f"Invalid request: {said_refused}"]), out
 
 
 async def test_a_weeks_refunds_open_in_excel_on_a_chinese_pc(

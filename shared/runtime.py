@@ -278,6 +278,7 @@ def build_service(
         batch_timeout_ms=settings.consumer_batch_timeout_ms,
         fetch_min_bytes=settings.consumer_fetch_min_bytes,
         fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
         offsets=HandledOffsets(interval=settings.consumer_commit_interval_ms / 1000),
     )
     service = Service(name, settings, metadata, db, uow, relay, broker, consumer)

@@ -486,6 +486,10 @@ class Settings(CalendarSettings, InstanceSettings):
     # How long after handling a record a subscriber commits its offsets (with all handled by
     # then): a crash delivers up to this much again, which the inbox drops.
     consumer_commit_interval_ms: int = Field(1000, ge=10, le=60_000)
+    # How long the group waits for a consumer that stopped heartbeating (a process killed or
+    # frozen) before it hands its partitions to the others: Kafka's own 10 s. The broker
+    # refuses less than its group.min.session.timeout.ms (6 s by default).
+    consumer_session_timeout_ms: int = Field(10_000, ge=1000)
 
     # Operations: how long records may wait on a partition with none handled, and the oldest
     # outbox row stay unpublished with none published, before /healthz names the consumer or

@@ -272,7 +272,15 @@ async def caravan(infrastructure: system.Infrastructure) -> AsyncIterator[System
     )
     procs = system.ServiceProcesses(
         # CARAVAN_TOKEN: for what runs with the services' environment (CLI, operations page).
-        system.service_env(infra, HTTP_PORT, CARAVAN_ENVIRONMENT="test", CARAVAN_TOKEN=token),
+        system.service_env(
+            infra,
+            HTTP_PORT,
+            CARAVAN_ENVIRONMENT="test",
+            CARAVAN_TOKEN=token,
+            # The broker's least: a service killed or frozen hands its partitions on 4 s
+            # sooner than Kafka's 10 s, in each test that kills or freezes one.
+            CARAVAN_CONSUMER_SESSION_TIMEOUT_MS="6000",
+        ),
         CACHE / f"test-{KAFKA_PORT}" / f"logs-{uuid.uuid4().hex[:6]}",
     )
     log = EventLog(infra.kafka_bootstrap)

@@ -565,6 +565,7 @@ class Consumer:
     batch_timeout_ms: int
     fetch_min_bytes: int
     fetch_max_wait_ms: int
+    session_timeout_ms: int = 10_000
     subscriptions: list[Subscription] = field(default_factory=list)
     by_topic: dict[str, Subscription] = field(default_factory=dict)  # the same, by topic
     attached: bool = False
@@ -603,6 +604,9 @@ class Consumer:
             decoder=_message,
             fetch_min_bytes=self.fetch_min_bytes,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            session_timeout_ms=self.session_timeout_ms,
+            # Kafka's 3 s, or a third of a shorter session: three beats missed before it ends.
+            heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
             listener=self.offsets.listener(),
         )
         if self.batch_size > 1:

@@ -9,7 +9,7 @@ from services.platform.adapters.platform_api import PlatformApi
 from services.platform.adapters.tables import closed_unplaced, metadata, pushes
 from services.platform.callbacks import CallbackPolicy, callbacks_by_status
 from services.platform.domain.retries import Backoff
-from services.platform.entrypoints.http import admin_router, push_router
+from services.platform.entrypoints.http import Gate, admin_router, push_router
 from services.platform.entrypoints.subscribers import callback_loop, subscriptions
 from services.platform.handlers import CALLBACKS_DUE, Accepted, Decided, sample_problems
 from services.platform.metrics import start_at_zero_for
@@ -82,7 +82,10 @@ def bootstrap(settings: Settings) -> Service:
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
     service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
     service.closers.append(api.close)  # after the pushes in flight, which fetch through it
-    service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff))
+    # Pushes taken as many at a time as the pool has connections, the others waiting their
+    # turn as long as the request's bound on the database would have them wait for one.
+    gate = Gate(service.db.pool_capacity, settings.http_db_timeout_seconds)
+    service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff, gate))
     service.asgi_app.include_router(admin_router(service.uow, api.apps))
 
     async def problems() -> None:

@@ -14,8 +14,11 @@ FetchRefused = Literal["fetch_failed", "fetch_refused", "fetch_signature_refused
 order API down, too slow or answering another status (push again later),
 ``fetch_signature_refused`` its 401 or 403 to our signed request (a secret or a clock to mend
 by hand), ``fetch_refused`` an order it does not know or that cannot be read."""
-PushRefused = Literal["invalid", "unknown_app", "bad_signature", "stale", "replayed", FetchRefused]
-"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``)."""
+PushRefused = Literal[
+    "invalid", "unknown_app", "bad_signature", "stale", "replayed", "busy", FetchRefused
+]
+"""The ``outcome`` of a push refused (the others are those of ``handlers.Accepted``); ``busy``:
+not taken in time, too many pushes waiting ahead of it (503, push again later)."""
 
 RESENT = "resent"
 """The ``outcome`` of a push sent again under its push id (answered 200 ``duplicate``, not

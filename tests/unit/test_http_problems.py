@@ -20,7 +20,7 @@ from services.platform.adapters.platform_api import PlatformApi
 from services.platform.domain.orders import ProblemKind
 from services.platform.domain.retries import Backoff
 from services.platform.domain.signing import sign
-from services.platform.entrypoints.http import DOT_SEGMENTS, REPLAYED, Refetch, push_router
+from services.platform.entrypoints.http import DOT_SEGMENTS, REPLAYED, Gate, Refetch, push_router
 from shared.api import DATABASE_AWAY, DATABASE_BUSY
 from shared.db import Database
 from shared.db.engine import connecting
@@ -215,7 +215,9 @@ def pushes(secret: str) -> FastAPI:
     needed)."""
     api = SimpleNamespace(apps={"shop": PlatformApp(secret=secret, api_url="http://shop")})
     app = FastAPI()
-    app.include_router(push_router(cast(UnitOfWork, None), cast(PlatformApi, api), 300, Backoff()))
+    app.include_router(
+        push_router(cast(UnitOfWork, None), cast(PlatformApi, api), 300, Backoff(), Gate(10, 8.0))
+    )
     return app
 
 

@@ -58,11 +58,13 @@ each mapping route of such an app (a mapping of an app mistyped made every order
 app an unmapped problem).
 """
 
+import asyncio
 import collections
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -269,6 +271,8 @@ UNREADABLE = "an order the platform answers that cannot be read"
 PUSH_PROBLEMS = problem_responses(
     {
         **FETCH_PROBLEMS,
+        503: f"{FETCH_PROBLEMS[503]}; or too many pushes at once, this one not taken in time"
+        " (nothing done: push again later)",
         401: "a bad signature, an unknown app, or a timestamp out of the window",
         409: REPLAYED,
         422: "not flat parameters, a timestamp missing or in no format read, an order_id that"
@@ -333,11 +337,60 @@ REFETCH_AGAIN = Again(
 """A refetch is the operator's, not the platform's: the platform cannot push it again."""
 
 
+class Gate:
+    """At most ``size`` pushes taken at once (their push id looked at, the order fetched and
+    decided on), the others waiting their turn, in order, up to ``seconds`` (0: as long as it
+    takes), else answered 503 (:meth:`entered` yields False).
+
+    A burst of pushes at once (a marketplace's sale: 500) was taken all at once: each took a
+    pooled connection for its push id, fetched the order, then queued again for one to
+    decide, behind every push not yet looked at, and past the request's bound on the database
+    (8 s) all but a few were answered 503, the work done for them thrown away (a drill of
+    2026-12-07: 498 of 500). Taken ``size`` at a time (the pool's capacity), a push once
+    taken waits for little, and the fetches in flight at the platform's order API are as
+    few; its wait for its turn is not the database's, so the request's bound waits meanwhile
+    (:func:`~shared.http.elsewhere`) and bounds its work once it is taken."""
+
+    def __init__(self, size: int, seconds: float) -> None:
+        self.size = size
+        self.seconds = seconds
+        self._free = asyncio.Semaphore(size)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def entered(self) -> AsyncIterator[bool]:
+        self.waiting += 1
+        try:
+            with elsewhere():
+                async with asyncio.timeout(self.seconds or None):
+                    await self._free.acquire()
+            taken = True
+        except TimeoutError:
+            taken = False
+        finally:
+            self.waiting -= 1
+        if not taken:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._free.release()
+
+
+BUSY = (
+    "{waiting} pushes wait for their turn ({size} taken at a time), this one longer than"
+    " {seconds:g} s: push again later, under the same push id"
+)
+"""A push's 503 when it waited longer than its :class:`Gate` allows."""
+
+
 def push_router(
-    uow: UnitOfWork, api: PlatformApi, window_seconds: float, retry: Backoff
+    uow: UnitOfWork, api: PlatformApi, window_seconds: float, retry: Backoff, gate: Gate
 ) -> APIRouter:
     """The push route; ``retry``: the waits a push is answered to take while the order API
-    fails (:meth:`~services.platform.domain.retries.Backoff.retry_after`)."""
+    fails (:meth:`~services.platform.domain.retries.Backoff.retry_after`); ``gate``: how many
+    pushes are taken at once, the others waiting their turn."""
     router = APIRouter(tags=["platform pushes"])
 
     def refuse(
@@ -419,18 +472,25 @@ def push_router(
             title = "Timestamp in the future" if ahead else "Stale timestamp"
             return refuse(app, "stale", 401, title, detail[:500], request)
         same = fingerprint(params)
-        async with uow.begin() as tx:
-            before = await handlers.seen(tx, app, push_id, same, signature)
-        if before is not None and before.outcome == "replayed":
-            return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
-        if before is not None:  # sent again, our answer lost: answered again, not acted on
-            PUSHES.labels(app, RESENT).inc()
-            return answer_of(before, order_id)
+        waiting = gate.waiting
+        async with gate.entered() as taken:
+            if not taken:
+                log.warning("push for app %r of order %s: 503, not taken in time", app, order_id)
+                PUSHES.labels(app, "busy").inc()
+                said = BUSY.format(waiting=waiting, size=gate.size, seconds=gate.seconds)
+                return unavailable("Too many pushes at once", said)
+            async with uow.begin() as tx:
+                before = await handlers.seen(tx, app, push_id, same, signature)
+            if before is not None and before.outcome == "replayed":
+                return refuse(app, "replayed", 409, "Push already received", REPLAYED, request)
+            if before is not None:  # sent again, our answer lost: answered again, not acted on
+                PUSHES.labels(app, RESENT).inc()
+                return answer_of(before, order_id)
 
-        async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Decision:
-            return await handlers.accept_push(tx, app, push_id, same, signature, order)
+            async def accepted(tx: Tx, order: PlatformOrder) -> handlers.Decision:
+                return await handlers.accept_push(tx, app, push_id, same, signature, order)
 
-        return await fetch_and_decide(app, order_id, accepted, PUSHES, PUSH_AGAIN, request)
+            return await fetch_and_decide(app, order_id, accepted, PUSHES, PUSH_AGAIN, request)
 
     @router.post(
         "/platform/refetch",

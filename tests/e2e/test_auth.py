@@ -47,6 +47,7 @@ OPEN = {
     ("orders", "GET", "/asyncapi"),
     ("notifications", "POST", "/sms/receipts"),
     ("platform", "POST", "/platform/{app}/push"),  # signed by the platform instead
+    ("platform", "POST", "/platform/{app}/push/"),  # the same push, written with a slash
     ("dashboard", "GET", "/login"),
     ("dashboard", "POST", "/login"),
     ("dashboard", "POST", "/logout"),

@@ -503,6 +503,18 @@ async def test_a_burst_of_pushes_is_taken_in_turn_and_each_order_placed_once(
     await placed_once(caravan, order_ids[-1])
 
 
+async def test_a_push_to_the_push_url_with_a_trailing_slash_is_taken_as_without(
+    caravan: System, platform: Platform
+) -> None:
+    """``POST /platform/{app}/push/`` was answered a bare 307 to the URL without the slash,
+    which a platform's client need not follow for a POST: now it is the same push."""
+    order_ref = await new_order(platform.sim)
+    answer = await platform.adapter.post(f"/platform/{APP}/push/", json=signed_push(order_ref))
+    assert answer.status_code == 200, (answer.status_code, answer.headers.get("location"))
+    assert answer.json()["status"] == "accepted", answer.text
+    await placed_once(caravan, order_ref)
+
+
 async def test_a_paid_and_a_shipped_push_of_one_order_at_once_leave_no_problem(
     caravan: System, platform: Platform
 ) -> None:

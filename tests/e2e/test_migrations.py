@@ -598,6 +598,18 @@ LOSING = {
         "1 in payments.repayments.",
         "DELETE FROM payments.repayments",
     ),
+    # What a push was answered, answered again to the same push sent again: the older
+    # version answers it duplicate, as if placed (one answered accepted: not refused).
+    "platform 0012 push answer": (
+        "platform",
+        "insert into platform.pushes (app, push_id, answer) values ('a', 'p1',"
+        ' \'{"status": "problem", "problems": ["unmapped_sku"]}\'), (\'a\', \'p2\','
+        ' \'{"status": "accepted"}\')',
+        "0011",
+        "1 in platform.pushes where answer->>'status' NOT IN ('accepted', 'duplicate')",
+        "UPDATE platform.pushes SET answer = NULL"
+        " WHERE answer->>'status' NOT IN ('accepted', 'duplicate')",
+    ),
     # The orders a platform was said paid for, and which platform collected a payment (a
     # storefront's payment, neither: not refused).
     "payments 0009 platform_paid": (

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.db.migrate import refuse_losing
+
 revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
@@ -24,5 +26,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drops the answers: the older version answers every push sent again duplicate."""
+    """Refused while a push was answered other than ``accepted`` or ``duplicate`` (a
+    ``problem`` with its kinds, ``ignored``): the older version answers every push sent again
+    ``duplicate``, which a platform whose first answer was lost reads as placed. An answer
+    ``accepted`` or ``duplicate`` is answered again ``duplicate`` by both: dropped. Push ids
+    are kept three timestamp windows (15 minutes by default), their answers with them."""
+    refuse_losing(
+        "platform.pushes",
+        "answer->>'status' NOT IN ('accepted', 'duplicate')",
+        "what each push answered neither accepted nor duplicate was answered, which the older"
+        " version answers again duplicate, as if the order were placed (or wait until the push"
+        " ids are forgotten, three timestamp windows after they came)",
+        "UPDATE platform.pushes SET answer = NULL"
+        " WHERE answer->>'status' NOT IN ('accepted', 'duplicate')",
+    )
     op.drop_column("pushes", "answer", schema="platform")

@@ -13,7 +13,7 @@ from rich.table import Table
 from caravan import output
 from caravan.admin_api import answer, base_url, call, newest, pages
 from caravan.arguments import NegativeNumbers
-from caravan.output import console
+from caravan.output import OperatorError, console
 
 app = typer.Typer(help="Inventory: harvest lots, stock and spoilage.", no_args_is_help=True)
 
@@ -116,6 +116,45 @@ def stock(
             item["sku"], *(str(item[c]) for c in (*COUNTERS, "sellable", "expired_unsold"))
         )
     output.show(table, empty=output.none_of("SKU", {"--seller": seller}))
+
+
+def seller_names(seller: str | None = None) -> tuple[dict[str, str], str | None]:
+    """Sellers' names by id, read from the inventory API (``GET /sellers``, a page of 100 a
+    call: a county's sellers in one) for a command of another service naming them: every
+    seller's, or ``seller``'s alone; and None, or why none were read (the API away, the
+    token refused), for a line saying it where the names are left out."""
+    asked = {"q": seller} if seller is not None else {}
+    try:
+        listed = [
+            s
+            for page in pages(_base(None), "inventory", "/sellers", asked)
+            for s in page["sellers"]
+        ]
+    except OperatorError as exc:
+        return {}, f"sellers' names left out: {str(exc).splitlines()[0]}"
+    return {s["seller_id"]: s["name"] for s in listed}, None
+
+
+@app.command()
+def sellers(
+    q: Annotated[
+        str | None, typer.Option("--q", help="only sellers whose id or name holds this text")
+    ] = None,
+    url: Url = None,
+) -> None:
+    """The sellers (the seed's), in id order: each one's id, name, county, phone (masked)
+    and how many products (SKUs) it sells."""
+    listed = [
+        s
+        for page in pages(_base(url), "inventory", "/sellers", {"q": q} if q else {})
+        for s in page["sellers"]
+    ]
+    table = output.table(
+        "seller", "name", "county", "phone", "skus", whole=("seller", "phone"), right=("skus",)
+    )
+    for s in listed:
+        table.add_row(s["seller_id"], s["name"], s["county"], s["phone"], str(s["skus"]))
+    output.show(table, empty=output.none_of("seller", {"--q": q}))
 
 
 def _seller(stock: dict[str, Any]) -> str | None:

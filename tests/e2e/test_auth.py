@@ -127,6 +127,7 @@ class World:
             ("orders", "GET", "/ops/stuck-orders"): ("/ops/stuck-orders", None),
             **{(s, "GET", "/metrics"): ("/metrics", None) for s in SERVICES},
             ("inventory", "GET", "/stock"): ("/stock", None),
+            ("inventory", "GET", "/sellers"): ("/sellers", None),
             ("inventory", "GET", "/stock/{sku}"): ("/stock/T-PEPPER", None),
             ("inventory", "GET", "/lots/{lot_id}"): (f"/lots/{self.lot}", None),
             ("inventory", "POST", "/lots"): ("/lots", _lot(self.new_lot, "T-PEPPER", 9, today)),

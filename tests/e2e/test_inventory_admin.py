@@ -450,3 +450,54 @@ async def test_stock_of_one_seller_lists_its_skus_alone(caravan: System) -> None
     missing = await cli(caravan, "inventory", "stock", "--seller", f"no-{tag}", *url)
     assert missing.returncode == 1, missing.stdout
     assert f"Unknown seller: no seller no-{tag}" in missing.stderr, missing.stderr
+
+
+async def test_sellers_are_listed_by_part_of_a_name_or_id_a_page_at_a_time(
+    caravan: System,
+) -> None:
+    """Staff know the cooperatives by name; no route or command listed the sellers, so a
+    seller's id was found only in the seed file. ``GET /sellers?q=`` (``caravan inventory
+    sellers --q``) lists those whose id or name holds the text, any case, in id order a page
+    at a time, each with its county, phone masked and count of SKUs."""
+    tag = uuid.uuid4().hex[:6]
+    coops = [
+        {"id": f"nm-{tag}-{i}", "name": name, "county": "Shawan", "phone": f"+8613000770{i}{i}9"}
+        for i, name in enumerate((f"Walnut coop {tag}", f"Honey 100% {tag}", f"Pepper {tag}"))
+    ]
+    seed = one_sku_seed(f"INV-NM-{tag}", 100, {"1": (5, -1, 30)}).model_dump(mode="json")
+    seed["sellers"] += coops
+    seed["products"][0]["seller_id"] = coops[0]["id"]
+    await caravan.seed(SeedFile.model_validate(seed))
+    async with caravan.api("inventory") as api:
+        pages = await every_page(api, "/sellers", "sellers", q=tag.upper(), limit=2)
+        assert [len(p) for p in pages] == [2, 1], pages
+        listed = [s for p in pages for s in p]
+        assert listed[0] == {
+            "seller_id": coops[0]["id"],
+            "name": coops[0]["name"],
+            "county": "Shawan",
+            "phone": "+86*******0009",
+            "skus": 1,
+        }, listed
+        assert [(s["seller_id"], s["skus"]) for s in listed[1:]] == [
+            (coops[1]["id"], 0),
+            (coops[2]["id"], 0),
+        ]
+        # A name's part, any case; "%" is a character of it, not a pattern's wildcard.
+        honey = (await api.get("/sellers", params={"q": f"HONEY 100% {tag}"})).json()
+        assert [s["seller_id"] for s in honey["sellers"]] == [coops[1]["id"]], honey
+        wild = (await api.get("/sellers", params={"q": f"Walnut%{tag}"})).json()
+        assert wild == {"sellers": [], "next_cursor": None}, wild
+    reader = await caravan.issue_token(f"sellers-{tag}", "inventory:read")
+    async with caravan.api("inventory", token=reader) as api:
+        assert (await api.get("/sellers", params={"q": tag})).status_code == 200
+    credit = await caravan.issue_token(f"sellers-credit-{tag}", "credit:read")
+    async with caravan.api("inventory", token=credit) as api:
+        assert (await api.get("/sellers")).status_code == 403
+    url = ["--url", _api(caravan)]
+    shown = await cli(caravan, "inventory", "sellers", "--q", f"pepper {tag}", *url)
+    assert shown.returncode == 0, shown.stderr
+    assert coops[2]["id"] in shown.stdout and "+86*******0229" in shown.stdout, shown.stdout
+    assert coops[0]["id"] not in shown.stdout and "+8613000770229" not in shown.stdout
+    none = await cli(caravan, "inventory", "sellers", "--q", f"no-{tag}", *url)
+    assert none.stdout.strip() == f"no seller matches --q no-{tag}", none.stdout

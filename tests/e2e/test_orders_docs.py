@@ -246,6 +246,7 @@ FUZZED = {
         "GET /lots/{lot_id}/adjustments",
         "GET /lots/{lot_id}/holds",
         "GET /reports/spoiled",
+        "GET /sellers",
         "GET /stock",
         "GET /stock/{sku}",
         "PATCH /lots/{lot_id}",

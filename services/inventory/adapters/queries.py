@@ -34,6 +34,7 @@ from services.inventory.adapters.tables import (
     sellers,
 )
 from shared.events.envelope import Frozen
+from shared.logs import masked
 from shared.pagination import Position, after
 
 
@@ -189,6 +190,41 @@ def _sums(day: date) -> list[Any]:
 async def seller_known(conn: AsyncConnection, seller: str) -> bool:
     found = select(sellers.c.seller_id).where(sellers.c.seller_id == seller)
     return (await conn.execute(found)).first() is not None
+
+
+class Seller(Frozen):
+    """A seller as the seed names it, its phone masked as log lines show it, and how many
+    products (SKUs) it sells."""
+
+    seller_id: str
+    name: str
+    county: str
+    phone: str
+    skus: int
+
+
+async def seller_list(
+    conn: AsyncConnection, q: str | None, start: Position | None, limit: int
+) -> list[Seller]:
+    """Sellers in id order from after ``start``, ``limit`` of them: those whose id or name
+    holds ``q`` (any case) if given; each one's SKUs counted through
+    ``ix_inventory_products_seller_sku``."""
+    skus = (
+        select(func.count())
+        .where(products.c.seller_id == sellers.c.seller_id)
+        .scalar_subquery()
+        .label("skus")
+    )
+    query = select(sellers, skus).order_by(sellers.c.seller_id).limit(limit)
+    if q is not None:
+        query = query.where(
+            sellers.c.seller_id.icontains(q, autoescape=True)
+            | sellers.c.name.icontains(q, autoescape=True)
+        )
+    if start is not None:
+        query = query.where(after([sellers.c.seller_id], start))
+    rows = (await conn.execute(query)).all()
+    return [Seller(**{**row._asdict(), "phone": masked(row.phone)}) for row in rows]
 
 
 async def lot_stock(conn: AsyncConnection, lot_id: str, day: date) -> LotStock | None:

@@ -5,6 +5,9 @@ spoilage report. Mounted on the service's shared app (``/healthz``, ``/metrics``
   over all its lots, with its lots but the finished ones (empty and past ``best_before``)
   unless ``all`` (404 unknown SKU); ``/stock`` a page of SKUs at a time (``next_cursor``),
   of one seller's products with ``seller`` (404 unknown seller).
+- ``GET /sellers?q=&cursor=&limit=``: the sellers (the seed's), a page at a time in id order
+  (``next_cursor``), each with its name, county, phone masked and count of SKUs; with ``q``
+  those whose id or name holds it (any case).
 - ``GET /lots/{lot_id}``: one lot's counters.
 - ``GET /lots/{lot_id}/adjustments?cursor=&limit=``: the lot's counters and a page of its
   history, oldest first: adjustments (delta), corrections (the terms before and after) and
@@ -109,6 +112,13 @@ class SellingSet(Frozen):
     lot: queries.LotStock
 
 
+class SellerList(Frozen):
+    """A page of sellers; ``next_cursor`` fetches the next (null on the last)."""
+
+    sellers: list[queries.Seller]
+    next_cursor: str | None
+
+
 class StockList(Frozen):
     """A page of products' stock by SKU; ``next_cursor`` fetches the next (null on the last)."""
 
@@ -126,6 +136,7 @@ UNKNOWN_SKU = "no product with this SKU"
 UNKNOWN_SELLER = "no seller with this id"
 UNKNOWN_LOT = "no lot with this id"
 STOCK_CURSOR = cursor_after(str)  # after a product's sku
+SELLER_CURSOR = cursor_after(str)  # after a seller's id
 SPOILED_CURSOR = cursor_after(str, str)  # after a lot's (sku, lot_id)
 ENTRY_CURSOR = cursor_after(datetime, str, str)  # after a lot's entry (at, kind, id)
 HOLD_CURSOR = cursor_after(datetime, str)  # after a hold (held_at, order_id)
@@ -173,6 +184,25 @@ def admin_router(uow: UnitOfWork) -> APIRouter:
             )
         skus, next_cursor = page(found, limit, lambda s: (s.sku,))
         return StockList(skus=skus, next_cursor=next_cursor)
+
+    @router.get("/sellers", response_model=SellerList, dependencies=READ)
+    async def seller_list(
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1, max_length=256, description="only sellers whose id or name holds it"
+            ),
+            NO_NUL,
+        ] = None,
+        start: Position | None = SELLER_CURSOR,
+        limit: Limit = 100,
+    ) -> Any:
+        """The sellers, each with its name, county, phone (masked) and count of SKUs, in id
+        order a page at a time (``next_cursor``)."""
+        async with engine.connect() as conn:
+            found = await queries.seller_list(conn, q, start, limit + 1)
+        listed, next_cursor = page(found, limit, lambda s: (s.seller_id,))
+        return SellerList(sellers=listed, next_cursor=next_cursor)
 
     @router.get(
         "/stock/{sku:path}",

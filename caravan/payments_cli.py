@@ -14,6 +14,7 @@ import typer
 from caravan import output
 from caravan.admin_api import base_url, call, found, newest
 from caravan.arguments import NegativeNumbers, month_end, month_option, time_opt
+from caravan.inventory_cli import seller_names
 from caravan.output import OperatorError, console
 from services.payments.domain.status import Status
 
@@ -690,12 +691,18 @@ SELLER_FIELDS = (
     "cancelled_orders",
     "cancelled_fen",
 )
-"""A seller's fields as ``GET /payables`` gives them: its table's columns, and those of
-``payables --csv``."""
+"""A seller's fields as ``GET /payables`` gives them: its table's columns, and (with
+``seller_name`` last, read from the inventory API) those of ``payables --csv``."""
 PAYABLE_FIELDS = ("seller_id", "order_id", "amount_fen", "status", "owed_at", "cancelled_at")
 """A seller's order as ``GET /payables/{seller}/orders`` gives it: the columns of ``payables
 --seller S --csv``."""
 OWED_ORDER, CANCELLED = "order\nowed at", "status\ncancelled at"
+
+
+def _named(seller: dict[str, Any]) -> str:
+    """A seller as staff know it: its id, and its name beside it where inventory said it."""
+    name: str | None = seller["seller_name"]
+    return f"{seller['seller_id']}" + (f" ({name})" if name is not None else "")
 
 
 @app.command("payables")
@@ -725,7 +732,8 @@ def payables(
     url: Url = None,
 ) -> None:
     """What each seller is owed for the orders whose payment was authorised in the period
-    (`GET /payables`, with a token with the scope ops), one line a seller: its orders, those
+    (`GET /payables`, with a token with the scope ops), one line a seller (its name beside
+    its id, read from inventory's `GET /sellers` where it answers): its orders, those
     still owed and those cancelled since (a refund after the sale, `caravan payments
     void-sold`; an order cancelled after its payment was taken), in count and fen, and the
     totals; with --seller, that seller's and its orders: order id above when it was owed,
@@ -749,8 +757,14 @@ def payables(
     if as_csv and seller is not None:
         output.as_csv(PAYABLE_FIELDS, orders, listed_title if more else None)
         return
+    # The names after the figures, which never wait on inventory: one call for them all.
+    names, why = seller_names(seller) if summary["sellers"] else ({}, None)
+    if why is not None and (as_csv or as_json):
+        output.err_console.print(why)
+    for s in summary["sellers"]:
+        s["seller_name"] = names.get(s["seller_id"])
     if as_csv:
-        output.as_csv(SELLER_FIELDS, summary["sellers"])
+        output.as_csv((*SELLER_FIELDS, "seller_name"), summary["sellers"])
         return
     if as_json:
         shown = {"since": period.get("since"), "until": period.get("until"), **summary}
@@ -768,19 +782,20 @@ def payables(
         *SELLER_FIGURES,
         title=f"{len(summary['sellers'])} seller(s): {summary['owed_fen']} fen owed,"
         f" {summary['cancelled_fen']} fen cancelled, of {summary['orders']} order(s)",
-        whole=("seller",),
         right=SELLER_FIGURES,
     )
     for s in summary["sellers"]:
-        table.add_row(*(str(s[field]) for field in SELLER_FIELDS))
+        table.add_row(_named(s), *(str(s[field]) for field in SELLER_FIELDS[1:]))
     output.show(table)
+    if why is not None:  # below the table: its title stays the first line, as scripts read it
+        console.print(why)
     if seller is None:
         return
     listed = output.table(
         OWED_ORDER,
         "fen",
         CANCELLED,
-        title=listed_title,
+        title=f"seller {_named(summary['sellers'][0])}: {listed_title}",
         whole=(OWED_ORDER, CANCELLED),
         right=("fen",),
     )

@@ -4,6 +4,7 @@ one's and a void-sold one's cancelled, each figure the ledger's; on real Kafka a
 PostgreSQL."""
 
 import json
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = ["admin"]  # the payments admin API, the module's reference data loade
 RUN = uuid.uuid4().hex[:8]  # the database outlives a session: a seller of each run's own
 SELLER = f"payables-seller-{RUN}"
 SKU, PRICE = f"PAYABLE-JAR-{RUN}".upper(), 2_500
+NAME = f"Jujube coop {RUN}"  # the seed's name of the seller, which inventory alone keeps
 
 
 def seed() -> SeedFile:
@@ -44,7 +46,7 @@ def seed() -> SeedFile:
     return SeedFile.model_validate(
         {
             "sellers": [
-                {"id": SELLER, "name": SELLER, "county": "Shawan", "phone": "+8613000004099"}
+                {"id": SELLER, "name": NAME, "county": "Shawan", "phone": "+8613000004099"}
             ],
             "products": [
                 {"sku": SKU, "seller_id": SELLER, "unit_price_fen": PRICE, "name": {"en": SKU}}
@@ -59,6 +61,15 @@ def seed() -> SeedFile:
             ],
         }
     )
+
+
+FIGURES = ("orders", "owed_orders", "owed_fen", "cancelled_orders", "cancelled_fen")
+
+
+def inventory(caravan: System) -> dict[str, str]:
+    """The environment of a command reading the inventory API too (sellers' names): where
+    the session's is, as the settings place it."""
+    return {"CARAVAN_INVENTORY_HTTP_PORT": str(caravan.port("inventory"))}
 
 
 async def authorised_then_cancelled(caravan: System, who: str, jars: int) -> str:
@@ -182,29 +193,37 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
 
     url = f"http://127.0.0.1:{caravan.port('payments')}"
     asked = ("payments", "payables", "--seller", SELLER, "--since", start.isoformat(), "--url", url)
-    printed = await cli(caravan, *asked, "--json")
-    assert printed.returncode == 0, printed.stderr
+    printed = await cli(caravan, *asked, "--json", **inventory(caravan))
+    assert (printed.returncode, printed.stderr) == (0, ""), printed.stderr
     said = json.loads(printed.stdout)
-    assert said["sellers"] == [mine], said
+    assert said["sellers"] == [{**mine, "seller_name": NAME}], said
     assert [p["order_id"] for p in said["payables"]] == [i["order_id"] for i in items]
     assert said["more"] is False
-    shown = await cli(caravan, *asked, "--limit", "2")
+    shown = await cli(caravan, *asked, "--limit", "2", **inventory(caravan))
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == "1 seller(s): 7500 fen owed, 7500 fen cancelled, of 3 order(s)", lines
-    assert any(SELLER in n and "7500" in n for n in lines), lines
-    assert "the last owed 2 order(s): more with a higher --limit" in lines, lines
-    titled = await cli(caravan, "payments", "payables", "--since", start.isoformat(), "--url", url)
+    # The seller by its name beside its id (finance staff know the cooperatives by name).
+    assert any(f"{SELLER} ({NAME})" in n and "7500" in n for n in lines), lines
+    heading = f"seller {SELLER} ({NAME}): the last owed 2 order(s): more with a higher --limit"
+    assert heading in lines, lines
+    period = ("payments", "payables", "--since", start.isoformat(), "--url", url)
+    titled = await cli(caravan, *period, **inventory(caravan))
     assert titled.stdout.splitlines()[0] == (
         "2 seller(s): 7600 fen owed, 7500 fen cancelled, of 3 order(s)"
     ), titled.stdout
-    # For a spreadsheet: a row a seller, its figures the API's; with --seller, a row an order.
-    period = ("payments", "payables", "--since", start.isoformat(), "--url", url)
-    every = json.loads((await cli(caravan, *period, "--json")).stdout)["sellers"]
-    sheet = await cli(caravan, *period, "--csv")
+    assert f"{SELLER} ({NAME})" in titled.stdout, titled.stdout
+    # For a spreadsheet: a row a seller, its figures the API's and its name last (a column
+    # added after those scripts read); with --seller, a row an order.
+    every = json.loads((await cli(caravan, *period, "--json", **inventory(caravan))).stdout)
+    sheet = await cli(caravan, *period, "--csv", **inventory(caravan))
     assert (sheet.returncode, sheet.stderr) == (0, ""), sheet.stderr
     rows = read_sheet(sheet.stdout)
-    assert [{k: int(v) if k != "seller_id" else v for k, v in r.items()} for r in rows] == every
+    assert list(rows[0]) == ["seller_id", *FIGURES, "seller_name"], rows
+    assert [
+        {k: int(v) if k in FIGURES else v or None for k, v in r.items()} for r in rows
+    ] == every["sellers"]
+    assert {r["seller_id"]: r["seller_name"] for r in rows}[SELLER] == NAME, rows
     sheet = await cli(caravan, *asked, "--csv", "--limit", "2")
     rows = read_sheet(sheet.stdout)
     assert [r["order_id"] for r in rows] == [i["order_id"] for i in items][:2], sheet.stdout
@@ -213,3 +232,43 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     none = await cli(caravan, "payments", "payables", "--since", later["since"], "--url", url)
     assert none.returncode == 0, none.stderr
     assert none.stdout.startswith("no payable matches --since "), none.stdout
+
+
+async def test_payables_print_without_names_where_inventory_cannot_say_them(
+    caravan: System, admin: httpx.AsyncClient
+) -> None:
+    """The sellers' names are the inventory service's; what a seller is owed is the ledger's
+    alone. With inventory away, or a token it refuses (finance staff's, ops alone), the
+    payables still print, ids without names, and one line says why."""
+    await caravan.seed(seed())
+    who = buyer("payables-away")
+    await set_limit(admin, who, 100_000)
+    start = datetime.now(UTC)
+    confirmed = await run(caravan, order(who, {SKU: 1}))
+    assert confirmed.type == "order.confirmed", confirmed
+    url = f"http://127.0.0.1:{caravan.port('payments')}"
+    period = ("payments", "payables", "--since", start.isoformat(), "--url", url)
+    with socket.socket() as probe:  # a port of this machine's that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = str(probe.getsockname()[1])
+    away = {"CARAVAN_INVENTORY_HTTP_PORT": closed}
+    shown = await cli(caravan, *period, "--seller", SELLER, **away)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"1 seller(s): {PRICE} fen owed, 0 fen cancelled, of 1 order(s)", lines
+    assert NAME not in shown.stdout, shown.stdout
+    said = [n for n in lines if n.startswith("sellers' names left out: ")]
+    assert len(said) == 1 and "inventory API unreachable" in said[0], lines
+    assert f"seller {SELLER}: 1 order(s)" in lines, lines
+    sheet = await cli(caravan, *period, "--csv", **away)
+    assert sheet.returncode == 0, sheet.stderr
+    assert sheet.stderr.startswith("sellers' names left out: inventory API unreachable")
+    assert [(r["seller_id"], r["seller_name"]) for r in read_sheet(sheet.stdout)] == [(SELLER, "")]
+    printed = await cli(caravan, *period, "--json", **away)
+    assert json.loads(printed.stdout)["sellers"][0]["seller_name"] is None, printed.stdout
+    finance = await caravan.issue_token(f"payables-finance-{RUN}", "ops")
+    refused = await cli(caravan, *period, CARAVAN_TOKEN=finance, **inventory(caravan))
+    assert refused.returncode == 0, refused.stderr
+    said = [n for n in refused.stdout.splitlines() if n.startswith("sellers' names left out: ")]
+    assert len(said) == 1 and "lacks the scope inventory:read" in said[0], refused.stdout
+    assert NAME not in refused.stdout, refused.stdout

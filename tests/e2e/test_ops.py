@@ -105,7 +105,9 @@ async def _run_cli(
         "DATABASE_URL": caravan.infra.database_url,
         "CARAVAN_ACTOR": "test-operator",
         "CARAVAN_TOKEN": caravan.token,
-        "CARAVAN_HTTP_PORT": caravan.procs.env["CARAVAN_HTTP_PORT"],  # the orders API
+        # Each service's API, as the session's services listen (the orders API's, and those a
+        # command reads beside it: payables reads the sellers' names from inventory's).
+        **{var: caravan.procs.env[var] for var in system.HTTP_PORT_VARS},
         "COLUMNS": "200",
         **env,
     }

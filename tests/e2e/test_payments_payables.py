@@ -66,12 +66,6 @@ def seed() -> SeedFile:
 FIGURES = ("orders", "owed_orders", "owed_fen", "cancelled_orders", "cancelled_fen")
 
 
-def inventory(caravan: System) -> dict[str, str]:
-    """The environment of a command reading the inventory API too (sellers' names): where
-    the session's is, as the settings place it."""
-    return {"CARAVAN_INVENTORY_HTTP_PORT": str(caravan.port("inventory"))}
-
-
 async def authorised_then_cancelled(caravan: System, who: str, jars: int) -> str:
     """An order of the seller's ``jars`` whose loan payments authorised (the seller owed) and
     whose cancellation came after (expired: the saga's deadline passed meanwhile)."""
@@ -193,13 +187,13 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
 
     url = f"http://127.0.0.1:{caravan.port('payments')}"
     asked = ("payments", "payables", "--seller", SELLER, "--since", start.isoformat(), "--url", url)
-    printed = await cli(caravan, *asked, "--json", **inventory(caravan))
+    printed = await cli(caravan, *asked, "--json")
     assert (printed.returncode, printed.stderr) == (0, ""), printed.stderr
     said = json.loads(printed.stdout)
     assert said["sellers"] == [{**mine, "seller_name": NAME}], said
     assert [p["order_id"] for p in said["payables"]] == [i["order_id"] for i in items]
     assert said["more"] is False
-    shown = await cli(caravan, *asked, "--limit", "2", **inventory(caravan))
+    shown = await cli(caravan, *asked, "--limit", "2")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == "1 seller(s): 7500 fen owed, 7500 fen cancelled, of 3 order(s)", lines
@@ -208,15 +202,15 @@ async def test_a_sellers_payables_are_the_ledgers_owed_and_cancelled(
     heading = f"seller {SELLER} ({NAME}): the last owed 2 order(s): more with a higher --limit"
     assert heading in lines, lines
     period = ("payments", "payables", "--since", start.isoformat(), "--url", url)
-    titled = await cli(caravan, *period, **inventory(caravan))
+    titled = await cli(caravan, *period)
     assert titled.stdout.splitlines()[0] == (
         "2 seller(s): 7600 fen owed, 7500 fen cancelled, of 3 order(s)"
     ), titled.stdout
     assert f"{SELLER} ({NAME})" in titled.stdout, titled.stdout
     # For a spreadsheet: a row a seller, its figures the API's and its name last (a column
     # added after those scripts read); with --seller, a row an order.
-    every = json.loads((await cli(caravan, *period, "--json", **inventory(caravan))).stdout)
-    sheet = await cli(caravan, *period, "--csv", **inventory(caravan))
+    every = json.loads((await cli(caravan, *period, "--json")).stdout)
+    sheet = await cli(caravan, *period, "--csv")
     assert (sheet.returncode, sheet.stderr) == (0, ""), sheet.stderr
     rows = read_sheet(sheet.stdout)
     assert list(rows[0]) == ["seller_id", *FIGURES, "seller_name"], rows
@@ -267,7 +261,7 @@ async def test_payables_print_without_names_where_inventory_cannot_say_them(
     printed = await cli(caravan, *period, "--json", **away)
     assert json.loads(printed.stdout)["sellers"][0]["seller_name"] is None, printed.stdout
     finance = await caravan.issue_token(f"payables-finance-{RUN}", "ops")
-    refused = await cli(caravan, *period, CARAVAN_TOKEN=finance, **inventory(caravan))
+    refused = await cli(caravan, *period, CARAVAN_TOKEN=finance)
     assert refused.returncode == 0, refused.stderr
     said = [n for n in refused.stdout.splitlines() if n.startswith("sellers' names left out: ")]
     assert len(said) == 1 and "lacks the scope inventory:read" in said[0], refused.stdout

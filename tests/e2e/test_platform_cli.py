@@ -28,12 +28,10 @@ __all__ = ["platform"]  # the adapter restarted with the test apps, for these te
 
 async def cli(caravan: System, *args: str) -> tuple[int, str]:
     """``caravan platform ARGS``: its exit code, and what it said (a failure on stderr); the
-    inventory and payments APIs (which ``map-sku`` and ``map-buyer`` ask) where the settings
-    put them."""
+    inventory and payments APIs (which ``map-sku`` and ``map-buyer`` ask) are the session's,
+    as every command run by the tests finds them."""
     url = f"http://127.0.0.1:{caravan.procs.env['CARAVAN_PLATFORM_HTTP_PORT']}"
-    asked = {f"CARAVAN_{s}_HTTP_PORT" for s in ("INVENTORY", "PAYMENTS")}
-    ports = {k: caravan.procs.env[k] for k in asked}
-    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:], **ports)
+    done = await caravan_cli(caravan, "platform", args[0], "--url", url, *args[1:])
     return done.returncode, done.stdout + done.stderr
 
 

@@ -1327,11 +1327,26 @@ def _show_order(order: dict[str, Any]) -> None:
     if lines := order.get("lines"):
         console.print("lines: " + ", ".join(f"{ln['quantity']} x {ln['sku']}" for ln in lines))
     if sellers := order.get("sellers"):  # ids alone: orders keeps no seller's name
-        console.print(f"sellers: {', '.join(sellers)} (names: caravan inventory stock --seller)")
+        console.print(f"sellers: {_named_sellers(sellers)}")
     table = output.table("time", "event", whole=("time", "event"))
     for step in order["timeline"]:
         table.add_row(output.at(step["time"]), step_said(step))
     output.show(table)
+
+
+def _named_sellers(sellers: list[str]) -> str:
+    """``sellers`` (ids) each with its name, read from the inventory API (the orders service
+    keeps none): ``s-1 (Walnut coop), s-2 (...)``; where inventory did not answer, the ids and
+    why the names are left out."""
+    from caravan.inventory_cli import seller_names
+
+    names: dict[str, str] = {}
+    for seller in sellers:  # an order's few: each asked alone
+        found, left_out = seller_names(seller)
+        if left_out is not None:
+            return f"{', '.join(sellers)} ({left_out})"
+        names.update(found)
+    return ", ".join(f"{s} ({names[s]})" if s in names else s for s in sellers)
 
 
 @orders_app.command("show")

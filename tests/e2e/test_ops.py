@@ -1807,8 +1807,11 @@ async def test_an_operator_lists_the_orders_of_one_product_or_one_seller(
         assert (await api.get(f"/orders/{walnuts}")).json()["sellers"] == [seller]
         assert (await api.get(f"/orders/{unknown}")).json()["sellers"] is None
     shown = await cli(caravan, "orders", "show", walnuts)
-    said = f"sellers: {seller} (names: caravan inventory stock --seller)"
-    assert shown.stdout.splitlines()[2] == said, shown.stdout
+    assert shown.stdout.splitlines()[2] == f"sellers: {seller} (Walnut coop)", shown.stdout
+    away = {"CARAVAN_INVENTORY_HTTP_PORT": str(free_port())}  # inventory's names not read
+    shown = await cli(caravan, "orders", "show", walnuts, **away)
+    said = f"sellers: {seller} (sellers' names left out: inventory API unreachable"
+    assert shown.stdout.splitlines()[2].startswith(said), shown.stdout
 
 
 async def test_an_operator_finds_an_order_by_its_source_and_ref_shows_it_and_cancels_it(

@@ -127,7 +127,7 @@ async def _scan(
     more for each topic after the first to hold letters."""
     letters: list[L] = []
     async with kafka_admin.group_client(bootstrap, "caravan-ops-dlq-reader") as consumer:
-        tps = [tp for name in names for tp in await kafka_admin.topic_partitions(consumer, name)]
+        tps = await kafka_admin.partitions_of(consumer, names)
         end = await consumer.end_offsets(tps)
         begin = await consumer.beginning_offsets(tps)
         held = {tp: d for tp, d in after.items() if tp in end and begin[tp] <= d.offset < end[tp]}
@@ -142,11 +142,12 @@ async def _scan(
         pending = {tp for tp in tps if end[tp] > first[tp]}
         if pending:
             consumer.assign(list(pending))
-            for tp in pending:  # from its beginning as it is when read: retention moves it
-                if first[tp] > begin[tp]:
-                    consumer.seek(tp, first[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
+            # From its beginning as it is when read (retention moves it), all in one request:
+            # each partition's own waited for an answer in turn.
+            if whole := [tp for tp in pending if first[tp] <= begin[tp]]:  # none: all of them
+                await consumer.seek_to_beginning(*whole)
+            for tp in pending - set(whole):
+                consumer.seek(tp, first[tp])
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500)
             for records in batch.values():

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
@@ -1451,6 +1452,25 @@ async def test_every_dead_letter_topic_is_read_in_one_pass_without_waiting_per_t
     took = time.monotonic() - began
     assert [d.error for d in letters if d.key == key] == ["not_json"]
     assert took < 3.0, f"every dead-letter topic read in {took:.1f} s"
+
+
+async def test_every_dead_letter_topic_is_read_after_one_metadata_update_not_one_a_topic(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's offset requests found each dead-letter topic unknown to its client in
+    turn, asked Kafka for metadata again and slept 100 ms: twelve updates, 0.6 s of every
+    ``caravan dlq`` command before it read a letter."""
+    asked: list[str] = []
+    update = AIOKafkaClient.force_metadata_update
+
+    def counted(client: AIOKafkaClient) -> "asyncio.Future[bool]":
+        asked.append("metadata")
+        found: asyncio.Future[bool] = update(client)
+        return found
+
+    monkeypatch.setattr(AIOKafkaClient, "force_metadata_update", counted)
+    await ops_dlq.read(caravan.infra.kafka_bootstrap)
+    assert len(asked) <= 1, f"{len(asked)} metadata updates for {len(list(Topic))} topics"
 
 
 async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(

@@ -85,11 +85,11 @@ def topic(monkeypatch: pytest.MonkeyPatch) -> FakeTopic:
     async def group_client(bootstrap: str, group: str) -> AsyncIterator[FakeTopic]:
         yield found
 
-    async def partitions(consumer: FakeTopic, name: str) -> list[TopicPartition]:
-        return [TP] if name == TP.topic else []
+    async def partitions(consumer: FakeTopic, names: list[str]) -> list[TopicPartition]:
+        return [TP] if TP.topic in names else []
 
     monkeypatch.setattr(kafka_admin, "group_client", group_client)
-    monkeypatch.setattr(kafka_admin, "topic_partitions", partitions)
+    monkeypatch.setattr(kafka_admin, "partitions_of", partitions)
     return found
 
 

@@ -4,8 +4,9 @@
 - order API: ``GET {api_url}/orders/{order_id}?app_key=&timestamp=&sign=`` answers a
   :class:`~services.platform.domain.orders.PlatformOrder` as JSON;
 - status API: ``POST {api_url}/status`` with the JSON object ``{app_key, order_id,
-  status, reason, idempotency_key, timestamp, sign}`` (all strings; ``reason`` empty for a
-  confirmed order) and the header ``Idempotency-Key``: the platform applies one key once.
+  caravan_order_id, status, reason, idempotency_key, timestamp, sign}`` (all strings;
+  ``reason`` empty for a confirmed order) and the header ``Idempotency-Key``: the platform
+  applies one key once.
 """
 
 import asyncio

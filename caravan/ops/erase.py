@@ -17,6 +17,7 @@ from sqlalchemy.sql import Executable
 from caravan.ops.record import actor
 from services.notifications.adapters.tables import recipients, sms
 from services.orders.adapters.tables import orders
+from services.orders.handlers import REQUEST_ERASED
 from services.payments.adapters.tables import loans
 from services.platform.adapters.tables import mappings, platform_orders, problems
 from services.platform.domain.orders import ERASED_BUYER, unmapped_buyer
@@ -122,8 +123,8 @@ async def _erase(conn: AsyncConnection, buyer: str, phone: str) -> Erased:
     await count(
         "request_hash",
         update(orders)
-        .where(theirs, orders.c.request_hash != ERASED)
-        .values(request_hash=ERASED)
+        .where(theirs, orders.c.request_hash != REQUEST_ERASED)
+        .values(request_hash=REQUEST_ERASED)
         .returning(orders.c.order_id),
     )
     digests = platform_orders.c.placed

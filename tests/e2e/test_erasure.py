@@ -11,9 +11,12 @@ import uuid
 from dataclasses import dataclass
 
 from caravan.ops.erase import PLACES
-from services.orders.handlers import request_hash
+from services.orders.handlers import REQUEST_ERASED, request_hash
 from services.platform.domain.orders import ERASED_BUYER, unmapped_buyer
+from shared.events.envelope import new_event
 from shared.events.orders import Buyer, Delivery
+from shared.topics import Topic
+from tests.e2e.markers import consumed_again, published, read_to_the_end
 from tests.e2e.test_ops import cli
 from tests.e2e.test_saga import order
 from tests.harness import System
@@ -233,3 +236,42 @@ async def test_a_buyer_with_a_loan_not_repaid_is_erased_only_with_force(caravan:
     bad = await cli(caravan, "buyers", "erase", buyer.id, "--phone", "12ab")
     assert bad.returncode == 2
     assert "'12ab' is not a phone number" in bad.stderr, bad.stderr
+
+
+async def test_an_erased_buyers_request_read_again_changes_nothing(caravan: System) -> None:
+    """An erased buyer's order keeps ``request_hash`` ``erased``: its request read again under
+    its own id (a replay of orders.requests.v1, a redelivery) was taken for another request
+    under that id, dead-lettered and answered ``order.rejected`` (CI, 2026-12-07: the replay
+    test found two rejections more on orders.events.v1, of this file's buyers). It is the
+    record handled before: nothing is done. A request under a new id stays refused, naming the
+    order (docs/personal-data.md, Digests): it can no longer be told the same."""
+    tag = uuid.uuid4().hex[:8]
+    buyer = Buyer(id=f"t-erased-again-{tag}", phone="+8613900000076", locale="en")
+    req = order(buyer)
+    event = new_event(req, source="storefront/test")
+    await caravan.request(req, event=event)
+    order_id = await caravan.placed(req.order_ref)
+    await caravan.outcome(order_id)
+    done = await cli(caravan, "buyers", "erase", buyer.id, "--phone", buyer.phone, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    hashed = "SELECT request_hash FROM orders.orders WHERE order_id = :o"
+    assert await caravan.scalar(hashed, o=order_id) == REQUEST_ERASED
+
+    await consumed_again(caravan, "orders", event)  # as a replay reads it
+    await published(caravan, "orders", req.order_ref, Topic.ORDER_EVENTS)
+    await read_to_the_end(caravan, Topic.ORDER_REQUESTS.dlq)
+    ref = req.order_ref
+    assert caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=ref) == []
+    key = ref.encode()
+    assert [r for r in caravan.log.raw(Topic.ORDER_REQUESTS.dlq) if r.key == key] == []
+
+    retried = new_event(req, source="storefront/test")  # a retry under a new id: refused
+    await caravan.request(req, event=retried)
+    rejected = await caravan.wait_for(
+        lambda: caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=ref)
+    )
+    assert [r.causationid for r in rejected] == [retried.id], rejected
+    await consumed_again(caravan, "orders", retried)  # read again: its one answer stands
+    await published(caravan, "orders", ref, Topic.ORDER_EVENTS)
+    again = caravan.log.events(Topic.ORDER_EVENTS, type="order.rejected", order_ref=ref)
+    assert len({r.id for r in again}) == 1, again

@@ -1497,7 +1497,8 @@ def status(
     from caravan.ops import status as ops_status
 
     settings, further = _watching(instance)
-    found = asyncio.run(ops_status.sampled(settings, stuck_after, further))
+    database_url = _named_database_url()  # asked where no service's /healthz says
+    found = asyncio.run(ops_status.sampled(settings, stuck_after, further, database_url))
     if as_json:
         output.as_json(ops_status.as_json(found))
     else:

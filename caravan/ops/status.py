@@ -2,7 +2,8 @@
 no browser) or a script (its exit code, ``--json``). It is one sample of the operations page
 (:func:`caravan.ops.dashboard.collect`): each service and each of its instances as the page
 reads them (up, degraded, unhealthy, frozen, down, paused) with what their ``/healthz`` says;
-Kafka and PostgreSQL as the sample found them; each consumer group's lag; the outbox rows
+Kafka and PostgreSQL as the sample found them (PostgreSQL asked directly where no service
+answers); each consumer group's lag; the outbox rows
 waiting and those set aside; the dead letters waiting; the orders pending past the stuck
 threshold. Under the ``caravan up`` of this checkout, each process it runs too, as the kernel
 says it is (running, stopped by ``kill -STOP``, gone). What is wrong is listed last, one line
@@ -12,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from caravan import checkout
-from caravan.ops.dashboard import FROZEN, FROZEN_NOTE, Refusals, Snapshot, collect
+from caravan.ops.dashboard import ASK_WITHIN, FROZEN, FROZEN_NOTE, Refusals, Snapshot, collect
 from services import SERVICES
+from shared.db.engine import address, answered_within, async_engine, described
 from shared.settings import Settings
 from shared.topics import consumer_group
 
@@ -73,9 +77,9 @@ def _state(snap: Snapshot, service: str) -> str:
     return next((s for s in states if s != UP), UP)
 
 
-def _postgresql(snap: Snapshot) -> str:
+def _postgresql(snap: Snapshot) -> str | None:
     """PostgreSQL as the services' ``/healthz`` say it (each asks it ``SELECT 1``): ok where one
-    says so, else the first one's words; unknown where none answered."""
+    says so, else the first one's words; None where none answered."""
     said = [
         checks["database"]
         for service in SERVICES
@@ -84,7 +88,37 @@ def _postgresql(snap: Snapshot) -> str:
     ]
     if "ok" in said:
         return "ok"
-    return said[0] if said else "unknown: no service answered /healthz"
+    return said[0] if said else None
+
+
+NOT_ASKED = "unknown: no service answered /healthz"
+
+ASKED_OK = "ok (asked directly)"
+"""PostgreSQL as :func:`asked_directly` found it answering."""
+
+NONE_TO_ASK = (
+    "unknown: no service answered /healthz, and none to ask directly (no DATABASE_URL;"
+    " caravan up's own PostgreSQL is not running)"
+)
+
+
+async def asked_directly(database_url: str | None) -> str:
+    """PostgreSQL as one ``SELECT 1`` of the command's own finds it, within the sample's bound
+    on each question (:data:`~caravan.ops.dashboard.ASK_WITHIN`): asked where no service's
+    ``/healthz`` said, every one down, where ``caravan status`` said ``unknown`` with the
+    database down or up alike. A fault is said with where, never the login
+    (:func:`~shared.db.engine.described`)."""
+    if database_url is None:
+        return NONE_TO_ASK
+    engine = async_engine(database_url)
+    try:
+        async with answered_within(engine, ASK_WITHIN), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return described(exc, address(engine))
+    finally:
+        await engine.dispose()
+    return ASKED_OK
 
 
 def _processes(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -109,8 +143,11 @@ def _processes(settings: Settings) -> dict[str, dict[str, Any]]:
     return found
 
 
-def status_of(snap: Snapshot, processes: dict[str, dict[str, Any]]) -> Status:
-    """What ``caravan status`` says of ``snap``, and what is wrong in it."""
+def status_of(
+    snap: Snapshot, processes: dict[str, dict[str, Any]], asked: str = NOT_ASKED
+) -> Status:
+    """What ``caravan status`` says of ``snap``, and what is wrong in it: PostgreSQL as
+    ``asked`` (:func:`asked_directly`) where no service's ``/healthz`` said."""
     status = Status(at=snap.at, processes=processes, shared_cause=snap.shared)
     for service in SERVICES:
         instances = {
@@ -137,8 +174,8 @@ def status_of(snap: Snapshot, processes: dict[str, dict[str, Any]]) -> Status:
     if "members" in snap.unavailable:
         status.kafka = snap.unavailable["members"]
         status.wrong.append(f"Kafka: {status.kafka}")
-    status.postgresql = _postgresql(snap)
-    if status.postgresql != "ok":
+    status.postgresql = _postgresql(snap) or asked
+    if status.postgresql not in ("ok", ASKED_OK):
         status.wrong.append(f"PostgreSQL: {status.postgresql}")
     for figure in ("dead_letters", "stuck"):
         if figure in snap.unavailable:
@@ -161,11 +198,15 @@ def status_of(snap: Snapshot, processes: dict[str, dict[str, Any]]) -> Status:
 
 
 async def sampled(
-    settings: Settings, stuck_after: float | None, further: dict[str, list[str]]
+    settings: Settings,
+    stuck_after: float | None,
+    further: dict[str, list[str]],
+    database_url: str | None,  # asked where no service says (:func:`asked_directly`)
 ) -> Status:
     """One sample of the running system, as the operations page takes it, and its status."""
     snap = await collect(settings, stuck_after, Refusals(), further=further)
-    return status_of(snap, _processes(settings))
+    asked = NOT_ASKED if _postgresql(snap) else await asked_directly(database_url)
+    return status_of(snap, _processes(settings), asked)
 
 
 def as_json(status: Status) -> dict[str, Any]:

@@ -4,15 +4,18 @@ a running system (``caravan up`` with ``CARAVAN_PLATFORM_APPS`` naming the app, 
 
     .venv/bin/python bench/platform_burst.py --adapter http://127.0.0.1:8084 \\
         --app demo-market --sim-port 8094 --sku MKT-PEPPER --buyer nick-1 \\
-        --bursts 100,200,500   # the app's secret in CARAVAN_PLATFORM_SIMULATOR_SECRET
+        --bursts 100,200,500 --log .cache/logs/platform.log
+
+(the app's secret in ``CARAVAN_PLATFORM_SIMULATOR_SECRET``).
 
 Reports, per burst (one JSON line): the answers by status (a 200 by its ``status``, another
-by its detail, with its ``Retry-After``), the time to each answer (p50, p99, the longest), the
+by its detail), the time to each answer (p50, p99, the longest), the
 adapter's pool connections in use at most (``caravan_db_pool_connections``, sampled from its
 ``/metrics`` every 0.2 s, with ``CARAVAN_TOKEN`` or ``caravan up``'s token), the order API's
 fetches, the adapter's CPU seconds (its process's, from ``/proc``), and the answers of the
 same pushes sent again at once after the burst (each must be ``accepted`` or ``duplicate``,
-never a second order, or a 503 again).
+never a second order, or a 503 again). The 503s' ``Retry-After`` values are counted apart;
+with ``--log`` (the adapter's), so are the warnings of pushes turned away it wrote.
 """
 
 import argparse
@@ -83,6 +86,22 @@ def adapter_pid(port: int) -> int | None:
     return int(found.split(marker, 1)[1].split(",", 1)[0])
 
 
+BUSY_LINE = "not taken in time"
+"""The words of the adapter's warnings of a push turned away busy."""
+BURST_WINDOW = 10.0
+"""The adapter's window after a burst's first such warning (shared.logs.Burst)."""
+
+
+def warned(log: Path, since: int) -> int:
+    """The warnings of pushes turned away busy written to the adapter's ``log`` after byte
+    ``since``."""
+    with log.open("rb") as lines:
+        lines.seek(since)
+        return sum(
+            1 for line in lines if b'"level": "warning"' in line and BUSY_LINE.encode() in line
+        )
+
+
 async def burst(
     n: int,
     adapter: httpx.AsyncClient,
@@ -92,6 +111,7 @@ async def burst(
     sku: str,
     buyer: str,
     pid: int | None,
+    log: Path | None = None,
 ) -> dict[str, Any]:
     order_ids = [f"B-{uuid.uuid4().hex[:12]}" for _ in range(n)]
     for order_id in order_ids:
@@ -119,21 +139,19 @@ async def burst(
                 peak_pool = max(peak_pool, used or 0)
                 await asyncio.sleep(0.2)
 
-    async def one(params: dict[str, str]) -> tuple[float, int, str]:
+    async def one(params: dict[str, str]) -> tuple[float, int, str, str | None]:
         began = time.monotonic()
         try:
             answer = await adapter.post(f"/platform/{app}/push", json=params)
         except httpx.HTTPError as exc:
-            return time.monotonic() - began, 0, type(exc).__name__
+            return time.monotonic() - began, 0, type(exc).__name__, None
         took = time.monotonic() - began
         body = answer.json() if answer.headers.get("content-type", "").find("json") >= 0 else {}
         said = body.get("status") if answer.status_code == 200 else body.get("detail", "")
-        retry = answer.headers.get("retry-after")
-        if retry:
-            said = f"{said} (Retry-After {retry})"
-        return took, answer.status_code, str(said)[:90]
+        return took, answer.status_code, str(said)[:90], answer.headers.get("retry-after")
 
     cpu_before = cpu_seconds(pid) if pid else None
+    log_before = log.stat().st_size if log else 0  # noqa: ASYNC240 (once, before the burst)
     sampler = asyncio.create_task(sample())
     began = time.monotonic()
     answers = await asyncio.gather(*(one(p) for p in pushes))
@@ -147,6 +165,9 @@ async def burst(
     # Each pushed again: accepted (it was not placed) or duplicate, never a second order.
     again = await asyncio.gather(*(one({**p}) for p in pushes))
     again_counted = Counter(f"{a[1]} {re.sub(r'[0-9]+ pushes', 'N pushes', a[2])}" for a in again)
+    if log:
+        await asyncio.sleep(BURST_WINDOW + 1)  # its last summary line logged
+    warnings = warned(log, log_before) if log else None
     return {
         "pushes": n,
         "wall_s": round(wall, 2),
@@ -154,6 +175,8 @@ async def burst(
         "p99_s": round(times[min(n - 1, int(n * 0.99))], 2),
         "max_s": round(times[-1], 2),
         "answers": dict(counted.most_common()),
+        "retry_after": dict(sorted(Counter(int(a[3]) for a in answers if a[3]).items())),
+        "busy_warning_lines": warnings,
         "pushed_again": dict(again_counted.most_common()),
         "pool_in_use_at_most": peak_pool,
         "fetches": len(fetches),
@@ -172,6 +195,9 @@ async def main() -> None:
     parser.add_argument("--bursts", default="100,200,500")
     parser.add_argument("--pause", type=float, default=10.0, help="seconds between bursts")
     parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--log", type=Path, help="the adapter's log (.cache/logs/platform.log under caravan up)"
+    )
     args = parser.parse_args()
     if not args.secret:
         parser.error("the app's secret: --secret or CARAVAN_PLATFORM_SIMULATOR_SECRET")
@@ -202,7 +228,9 @@ async def main() -> None:
                 if i:
                     await asyncio.sleep(args.pause)
                 loadavg = os.getloadavg()[0]
-                found = await burst(n, adapter, sim, params_of, args.app, args.sku, args.buyer, pid)
+                found = await burst(
+                    n, adapter, sim, params_of, args.app, args.sku, args.buyer, pid, args.log
+                )
                 found["label"] = args.label
                 found["loadavg_before"] = round(loadavg, 2)
                 found["at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -9,6 +9,7 @@ known to be a phone but malformed is masked where it is logged, with :func:`mask
 does it hold a URL's credentials: the HTTP clients' own request lines (httpx, with each URL
 in full) are turned down."""
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -453,6 +454,68 @@ def answers_again(logger: logging.Logger, fault: str, what: str, settle: float =
         what,
         held,
     )
+
+
+@dataclass
+class _Window:
+    began: float
+    summary: Callable[[int, int], str]
+    count: int = 0
+    most: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class Burst:
+    """Warnings of one thing met many times at once (pushes turned away in a sale: 290 in a
+    few seconds), logged as two lines, not one each: the first of a burst at once; the
+    others met within ``window`` seconds of it counted, and logged as one line when the
+    window closes (or, with no event loop running, at the next one met after it). That line
+    is ``summary(count, most)``: how many were met after the first, and the most ``most``
+    that any of them (or the first) was given. A metric, not this, counts each one."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.window = window
+        self.clock = clock
+        self._open: dict[str, _Window] = {}
+
+    def met(
+        self,
+        key: str,
+        first: str,
+        summary: Callable[[int, int], str],
+        most: int = 0,
+    ) -> None:
+        """One more of ``key``: ``first`` logged if it opens a burst, else counted."""
+        now = self.clock()
+        window = self._open.get(key)
+        if window is not None and now - window.began < self.window:
+            window.count += 1
+            window.most = max(window.most, most)
+            return
+        if window is not None:
+            self.close(key)
+        self.logger.warning(first)
+        window = self._open[key] = _Window(now, summary, most=most)
+        with suppress(RuntimeError):  # no loop running: closed by the next one
+            # In a context of its own: the summary is no line of the first one's trace.
+            later = asyncio.get_running_loop().call_later
+            window.timer = later(self.window, self.close, key, context=contextvars.Context())
+
+    def close(self, key: str) -> None:
+        """The burst of ``key`` over: what it counted logged in one line, if anything."""
+        window = self._open.pop(key, None)
+        if window is None:
+            return
+        if window.timer is not None:
+            window.timer.cancel()
+        if window.count:
+            self.logger.warning(window.summary(window.count, window.most))
 
 
 def configure_logging(service: str, level: str = "INFO", instance: str | None = None) -> None:

@@ -387,6 +387,9 @@ class Settings(CalendarSettings, InstanceSettings):
     platform_callback_retry_base_seconds: float = 1.0
     platform_callback_retry_cap_seconds: float = 300.0
     platform_callback_lease_seconds: float = 30.0
+    # How many pushes the adapter takes at once, the others waiting their turn (the push gate:
+    # services.platform.entrypoints.http.Gate); unset, as many as its pool has connections.
+    platform_pushes_at_once: int | None = Field(None, ge=1)
 
     # Security. Secrets come only from the environment or from files (FILE_SECRETS), are held
     # as SecretStr so that they are never printed, and development defaults are refused when

@@ -57,6 +57,14 @@ def forgotten(settings: Settings) -> list[Expiring]:
     ]
 
 
+def push_gate(settings: Settings, pool_capacity: int) -> Gate:
+    """The gate pushes pass: ``CARAVAN_PLATFORM_PUSHES_AT_ONCE`` taken at a time, unset as many
+    as the pool has connections, the others waiting their turn as long as the request's bound
+    on the database would have them wait for a connection."""
+    at_once = settings.platform_pushes_at_once or pool_capacity
+    return Gate(at_once, settings.http_db_timeout_seconds)
+
+
 def checks(settings: Settings) -> list[Callable[[], object]]:
     """Its callbacks' lease (:func:`shared.main.Composition.checks`)."""
     return [partial(callback_policy, settings)]
@@ -82,9 +90,7 @@ def bootstrap(settings: Settings) -> Service:
     service.uow.on_commit(wake.set, CALLBACKS_DUE)
     service.loops.append(partial(callback_loop, service.uow, api, policy, wake))
     service.closers.append(api.close)  # after the pushes in flight, which fetch through it
-    # Pushes taken as many at a time as the pool has connections, the others waiting their
-    # turn as long as the request's bound on the database would have them wait for one.
-    gate = Gate(service.db.pool_capacity, settings.http_db_timeout_seconds)
+    gate = push_gate(settings, service.db.pool_capacity)
     service.asgi_app.include_router(push_router(service.uow, api, window, policy.backoff, gate))
     service.asgi_app.include_router(admin_router(service.uow, api.apps))
 

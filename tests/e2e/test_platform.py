@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -501,6 +502,69 @@ async def test_a_burst_of_pushes_is_taken_in_turn_and_each_order_placed_once(
     written = await asyncio.gather(*(requests_written(caravan, o) for o in order_ids))
     assert set(written) == {1}, collections.Counter(written)
     await placed_once(caravan, order_ids[-1])
+
+
+TURNED_AWAY = 60
+"""Pushes sent at once to a gate taking one at a time, the order API answering each in 0.5 s:
+some 16 are taken within the wait's bound (8 s), the rest turned away."""
+
+
+async def test_a_burst_turned_away_is_logged_in_two_lines_and_asked_back_as_its_queue_goes(
+    caravan: System, platform: Platform
+) -> None:
+    """A drill of 500 pushes at once turned about 290 away, each writing its own warning (a
+    wall of them in a sale), each asked back in a flat 5 s, whatever the queue. Now the
+    first turned away is logged at once and the others in one line when 10 s are over (how
+    many, how many waited, the gate's size); ``Retry-After`` is the time the pushes waiting
+    are likely to take, taken ``CARAVAN_PLATFORM_PUSHES_AT_ONCE`` (here 1) at a time."""
+    order_ids = [await new_order(platform.sim) for _ in range(TURNED_AWAY)]
+    sent = [signed_push(order_id) for order_id in order_ids]
+    log = caravan.procs.log_dir / "platform.log"
+    await caravan.restart(("platform",), **platform.env, CARAVAN_PLATFORM_PUSHES_AT_ONCE="1")
+    since = caravan.procs.logged["platform"]
+    assert (await platform.sim.put("/slow", json={"seconds": 60, "by": 0.5})).is_success
+    try:
+        unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        base = platform.adapter.base_url
+        async with httpx.AsyncClient(base_url=base, limits=unbounded, timeout=60) as client:
+            answers = await asyncio.gather(
+                *(client.post(f"/platform/{APP}/push", json=params) for params in sent)
+            )
+    finally:
+        await platform.sim.put("/slow", json={"seconds": 0, "by": 0})
+    try:
+        busy = [a for a in answers if a.status_code == 503]
+        assert len(busy) > 1, collections.Counter(a.status_code for a in answers)
+        assert {a.json()["title"] for a in busy} == {"Too many pushes at once"}
+        assert all("(1 taken at a time)" in a.json()["detail"] for a in busy), busy[0].text
+        retry = sorted(int(a.headers["retry-after"]) for a in busy)
+        assert 1 <= retry[0] < retry[-1] <= 60, retry
+
+        def warned() -> list[str]:
+            lines = log.read_bytes()[since:].decode(errors="replace").splitlines()
+            said = [json.loads(line) for line in lines if line.startswith("{")]
+            return [
+                e["message"]
+                for e in said
+                if e["level"] == "warning" and "not taken in time" in e["message"]
+            ]
+
+        def counted(lines: list[str]) -> int:  # a first line is one push, a summary many
+            more = [re.search(r": 503 to ([0-9]+) more pushes", line) for line in lines]
+            return sum(int(m[1]) if m else 1 for m in more)
+
+        lines = await until(
+            warned, "the burst's summary line", ready=lambda ls: counted(ls) == len(busy)
+        )
+        assert len(lines) == 2, lines
+        assert lines[0].startswith(f"push for app '{APP}' of order "), lines
+        summary = (
+            f"push for app '{APP}': 503 to {len(busy) - 1} more pushes, not taken in time"
+            r" within 10 s \(up to [0-9]+ waited, 1 taken at a time\)"
+        )
+        assert re.fullmatch(summary, lines[1]), lines
+    finally:
+        await caravan.restart(("platform",), **platform.env)
 
 
 async def test_a_push_to_the_push_url_with_a_trailing_slash_is_taken_as_without(

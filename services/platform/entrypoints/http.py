@@ -63,7 +63,9 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,6 +126,7 @@ from shared.http import (
     unavailable,
 )
 from shared.ids import as_stored
+from shared.logs import Burst
 from shared.messaging.uow import Tx, UnitOfWork
 from shared.pagination import Limit, Position, after, cursor_after, newest_first, page
 
@@ -351,11 +354,26 @@ class Gate:
     few; its wait for its turn is not the database's, so the request's bound waits meanwhile
     (:func:`~shared.http.elsewhere`) and bounds its work once it is taken."""
 
+    SMOOTHING = 0.2
+    """The weight of the last push's time in :attr:`held` (a moving average)."""
+    RETRY_BOUNDS = (1, 60)
+
     def __init__(self, size: int, seconds: float) -> None:
         self.size = size
         self.seconds = seconds
         self._free = asyncio.Semaphore(size)
         self.waiting = 0
+        self.held: float | None = None  # the seconds a push holds the gate, of late
+
+    def retry_after(self) -> int:
+        """When the queue ahead is likely gone: the pushes waiting now, taken :attr:`size` at a
+        time, each batch holding the gate the recent moving average of a push's time in it
+        (:attr:`held`; before any has left, the wait's bound). So ``waiting / size * held``
+        seconds, rounded up, within :data:`RETRY_BOUNDS` (1 s .. 60 s). It was a flat 5 s,
+        the same for a push behind 10 and one behind 480."""
+        held = self.seconds if self.held is None else self.held
+        low, high = self.RETRY_BOUNDS
+        return min(high, max(low, math.ceil(self.waiting / self.size * held)))
 
     @contextlib.asynccontextmanager
     async def entered(self) -> AsyncIterator[bool]:
@@ -372,10 +390,14 @@ class Gate:
         if not taken:
             yield False
             return
+        began = time.monotonic()
         try:
             yield True
         finally:
             self._free.release()
+            took = time.monotonic() - began
+            last = took if self.held is None else self.held
+            self.held = last + self.SMOOTHING * (took - last)
 
 
 BUSY = (
@@ -383,6 +405,22 @@ BUSY = (
     " {seconds:g} s: push again later, under the same push id"
 )
 """A push's 503 when it waited longer than its :class:`Gate` allows."""
+TURNED_AWAY = Burst(log)
+"""The busy 503s' warnings: the first of a burst, then one line for the rest."""
+
+
+def turned_away(app: str, order_id: str, waiting: int, size: int) -> None:
+    """A push of ``app`` turned away busy (``waiting`` ahead of it), told as :class:`Burst`
+    tells: a sale's 290 turned away are two lines, not 290."""
+
+    def summary(count: int, most: int) -> str:
+        return (
+            f"push for app {app!r}: 503 to {count} more pushes, not taken in time within"
+            f" {TURNED_AWAY.window:g} s (up to {most} waited, {size} taken at a time)"
+        )
+
+    first = f"push for app {app!r} of order {order_id}: 503, not taken in time"
+    TURNED_AWAY.met(app, first, summary, most=waiting)
 
 
 def push_router(
@@ -475,10 +513,10 @@ def push_router(
         waiting = gate.waiting
         async with gate.entered() as taken:
             if not taken:
-                log.warning("push for app %r of order %s: 503, not taken in time", app, order_id)
+                turned_away(app, order_id, waiting, gate.size)
                 PUSHES.labels(app, "busy").inc()
                 said = BUSY.format(waiting=waiting, size=gate.size, seconds=gate.seconds)
-                return unavailable("Too many pushes at once", said)
+                return unavailable("Too many pushes at once", said, gate.retry_after())
             async with uow.begin() as tx:
                 before = await handlers.seen(tx, app, push_id, same, signature)
             if before is not None and before.outcome == "replayed":

@@ -959,7 +959,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         sample = request("B-sample-00000000", 0)
         await offsets.start()
         # The broker's count, not the setting's: a kept cluster (no --fresh) keeps its own.
-        requests = await kafka_admin.topic_partitions(offsets.consumer, Topic.ORDER_REQUESTS.value)
+        requests = await kafka_admin.partitions_of(offsets.consumer, [Topic.ORDER_REQUESTS.value])
         if not args.quick:
             report["ceilings"] = await ceilings(infra, offsets, args, sample)
 

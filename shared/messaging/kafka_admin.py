@@ -196,19 +196,13 @@ async def cluster_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
         raise
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    meta = await cluster_metadata(consumer)
-    parts = meta.partitions_for_topic(topic)
-    if not parts:
-        raise NoSuchTopic(f"no topic {topic!r}")
-    return [TopicPartition(topic, p) for p in sorted(parts)]
-
-
 async def partitions_of(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
     """The partitions of ``topics`` (:class:`NoSuchTopic` for the first missing), from one
     metadata request, ``consumer``'s client then told of them all: its offset requests found
     each topic unknown to it in turn, asked for metadata again and slept 100 ms, 0.6 s for
-    the six dead-letter topics before ``dlq list`` read a letter."""
+    the six dead-letter topics before ``dlq list`` read a letter (and 0.2 s of a replay's
+    plan). The client keeps the topics it knew: told of only these, a client asked of one
+    topic after another (the lag sampler's) fetched metadata again for each, every time."""
     meta = await cluster_metadata(consumer)
     found: list[TopicPartition] = []
     for topic in topics:
@@ -216,12 +210,13 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: list[str]) -> list[T
         if not parts:
             raise NoSuchTopic(f"no topic {topic!r}")
         found += [TopicPartition(topic, p) for p in sorted(parts)]
-    await consumer._client.set_topics(topics)
+    client = consumer._client
+    await client.set_topics(client._topics | set(topics))
     return found
 
 
 async def offsets(consumer: AIOKafkaConsumer, topic: str) -> list[PartitionOffsets]:
-    tps = await topic_partitions(consumer, topic)
+    tps = await partitions_of(consumer, [topic])
     begin = await consumer.beginning_offsets(tps)
     end = await consumer.end_offsets(tps)
     done = await committed(consumer, tps)
@@ -256,7 +251,7 @@ async def committed(
 
 async def offsets_at(consumer: AIOKafkaConsumer, topic: str, timestamp_ms: int) -> dict[int, int]:
     """Per partition, the first offset at or after ``timestamp_ms`` (the end if none)."""
-    tps = await topic_partitions(consumer, topic)
+    tps = await partitions_of(consumer, [topic])
     found = await consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
     end = await consumer.end_offsets(tps)
     return {tp.partition: (found[tp].offset if found[tp] is not None else end[tp]) for tp in tps}

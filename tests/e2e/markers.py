@@ -79,7 +79,7 @@ async def _ends(caravan: System, topics: Sequence[str]) -> dict[TopicPartition, 
         tps = []
         for topic in topics:
             with contextlib.suppress(kafka_admin.NoSuchTopic):  # a dead-letter topic unused
-                tps += await kafka_admin.topic_partitions(consumer, topic)
+                tps += await kafka_admin.partitions_of(consumer, [topic])
         begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         return {tp: (begin[tp], end[tp]) for tp in tps}
     finally:

@@ -285,7 +285,7 @@ async def test_no_broker_giving_the_cluster_s_metadata_is_kafka_away(
             raise errors.KafkaError("Unable to get cluster metadata over all known brokers")
 
     async def probe() -> None:
-        await kafka_admin.topic_partitions(SimpleNamespace(_client=Client()), "orders.events.v1")
+        await kafka_admin.partitions_of(SimpleNamespace(_client=Client()), ["orders.events.v1"])
 
     assert not await observe.sample([probe])
     said_away = "metrics sample failed: KafkaConnectionError('Unable to get cluster metadata"

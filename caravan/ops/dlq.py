@@ -27,6 +27,8 @@ from shared.messaging import kafka_admin
 from shared.topics import Topic, consumer_group
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from shared.db.engine import Fault
 
 
@@ -288,77 +290,82 @@ async def closed(
     or none and why the audit trail cannot tell now (PostgreSQL down, never migrated, none
     named): what ``dlq list`` shows, what ``dlq redrive`` and ``dlq discard`` leave out, and
     what the operations page does not count waiting."""
-    from caravan.ops.record import unrecordable  # here: `caravan dlq list` with no letter
+    from caravan.ops.record import trail  # here: `caravan dlq list` with no letter
 
-    why = await unrecordable(database_url)
-    if why is not None or database_url is None:
+    async with trail(database_url) as engine:
+        return await _closed(engine, letters)
+
+
+async def _closed(
+    engine: "AsyncEngine | None", letters: Sequence[Letter]
+) -> tuple[dict[str, Closed], "Fault | None"]:
+    """:func:`closed`, asked through ``engine`` (:func:`caravan.ops.record.trail`)."""
+    from caravan.ops.record import unrecordable
+
+    why = await unrecordable(engine)
+    if why is not None or engine is None:
         return {}, why
-    return await closed_before(database_url, letters), None
+    return await closed_before(engine, letters), None
 
 
 CLOSING = ("redrive", "discard")
 """The audit trail's actions that close a dead letter: it no longer waits for an operator."""
 
 
-async def closed_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Closed]:
+async def closed_before(engine: "AsyncEngine", letters: Sequence[Letter]) -> dict[str, Closed]:
     """The ``letters`` that a redrive sent or a discard closed before, each with when and by
     whom, and a discard's reason (from the audit trail; one older than a letter was of another
     letter with its id, on a dead-letter topic made again since; of several, the last)."""
-    return dict(await _closings(database_url, letters))
+    return dict(await _closings(engine, letters))
 
 
-async def fixed_before(database_url: str, letters: Sequence[Letter]) -> dict[str, Closed]:
+async def fixed_before(engine: "AsyncEngine", letters: Sequence[Letter]) -> dict[str, Closed]:
     """The ``letters`` whose last redrive sent a fixed value (``--value-file``) in place of
     theirs: sent again as they are, they go back unfixed (the trail keeps no value to send)."""
-    last = {ref: c for ref, c in await _closings(database_url, letters) if c.discarded is None}
+    last = {ref: c for ref, c in await _closings(engine, letters) if c.discarded is None}
     return {ref: c for ref, c in last.items() if c.fixed}
 
 
-async def _closings(database_url: str, letters: Sequence[Letter]) -> list[tuple[str, Closed]]:
+async def _closings(engine: "AsyncEngine", letters: Sequence[Letter]) -> list[tuple[str, Closed]]:
     """Each redrive and discard of ``letters`` in the audit trail, the oldest first (those
     older than a letter left out: :func:`closed_before`)."""
     from sqlalchemy import select as sa_select  # here: not for `caravan dlq list` of none
 
     from shared.auth.tables import audit
-    from shared.db.engine import async_engine
 
-    engine = async_engine(database_url)
     chosen, detail = audit.c.detail["letters"], audit.c.detail
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                sa_select(
-                    audit.c.at,
-                    audit.c.actor,
-                    audit.c.action,
-                    detail["reason"],
-                    detail["replaced_value"],
-                    chosen,
-                )
-                .where(
-                    audit.c.action.in_(CLOSING),
-                    audit.c.detail["dry_run"].as_boolean().is_(False),
-                    chosen.as_string().is_not(None),  # a JSON array
-                )
-                .order_by(audit.c.at)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa_select(
+                audit.c.at,
+                audit.c.actor,
+                audit.c.action,
+                detail["reason"],
+                detail["replaced_value"],
+                chosen,
             )
-            wanted = {d.ref: d.time for d in letters}
-            return [
-                (
-                    ref,
-                    Closed(
-                        at,
-                        actor,
-                        str(reason or "") if action == "discard" else None,
-                        action == "redrive" and replaced is True,
-                    ),
-                )
-                for at, actor, action, reason, replaced, refs in rows
-                for ref in refs or ()
-                if ref in wanted and at >= wanted[ref]
-            ]
-    finally:
-        await engine.dispose()
+            .where(
+                audit.c.action.in_(CLOSING),
+                audit.c.detail["dry_run"].as_boolean().is_(False),
+                chosen.as_string().is_not(None),  # a JSON array
+            )
+            .order_by(audit.c.at)
+        )
+        wanted = {d.ref: d.time for d in letters}
+        return [
+            (
+                ref,
+                Closed(
+                    at,
+                    actor,
+                    str(reason or "") if action == "discard" else None,
+                    action == "redrive" and replaced is True,
+                ),
+            )
+            for at, actor, action, reason, replaced, refs in rows
+            for ref in refs or ()
+            if ref in wanted and at >= wanted[ref]
+        ]
 
 
 async def redrive(
@@ -383,79 +390,85 @@ async def redrive(
     trail (a PostgreSQL outage, no database named) it goes on, unrecorded, and leaves out no
     letter for having been closed before (the trail says which were)."""
     # here: `caravan dlq list` needs none of these
-    from caravan.ops.record import Unrecordable, record, unrecordable
+    from caravan.ops.record import Unrecordable, record, trail, unrecordable
     from shared.events.registry import IN_THE_VALUE
     from shared.messaging.consumer import REDRIVE_GROUP, REDRIVEN_FROM, VALUE_DROPPED
     from shared.telemetry import trace_headers_of
 
     if value is not None and len(letters) != 1:
         raise ValueError("a replacement value applies to exactly one dead letter")
-    before: dict[str, Closed] = {}
-    fixed: dict[str, Closed] = {}
-    if again:  # which were closed before matters not: whether it can be recorded, and fixes
-        unrecorded = await unrecordable(database_url)
-        if value is None and unrecorded is None and database_url is not None:
-            fixed = await fixed_before(database_url, letters)
-    else:
-        before, unrecorded = await closed(database_url, letters)
-    if unrecorded is not None and not dry_run:
-        raise Unrecordable(unrecorded)
-    dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
-    left_out = {*before, *dropped, *fixed}
-    todo = [d for d in letters if d.ref not in left_out]
-    sent = [d.ref for d in todo] if dry_run else []
-    unmended: dict[str, str] = {
-        d.ref: d.error for d in todo if value is None and d.error in IN_THE_VALUE
-    }
-    rejected = {d.ref: request for d in todo if (request := rejected_request(d)) is not None}
-    try:
-        if not dry_run and todo:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_kwargs()
-            )
-            try:  # closed, started or not (one that failed to start is still open)
-                await producer.start()
-                for d in todo:
-                    headers = [(REDRIVEN_FROM, d.ref.encode())]
-                    if "dlq.group" in d.headers:
-                        headers.append((REDRIVE_GROUP, d.headers["dlq.group"].encode()))
-                    trace = trace_headers_of(d.headers)  # the record's trace, continued
-                    headers += [(name, value.encode()) for name, value in trace.items()]
-                    await producer.send_and_wait(
-                        d.origin,
-                        value if value is not None else d.value,
-                        key=d.key,
-                        headers=headers,
-                    )
-                    sent.append(d.ref)
-                    on_sent(d.ref)
-            finally:
-                await producer.stop()
-    finally:
-        if (sent or not todo or dry_run) and database_url is not None and unrecorded is None:
-            await record(
-                database_url,
-                "redrive",
-                dry_run,
-                ", ".join(sorted({d.origin for d in letters})),
-                {
-                    "letters": sent,
-                    # left out: those sent back before apart from those discarded
-                    "redriven_before": sorted(r for r, c in before.items() if c.discarded is None),
-                    "discarded_before": sorted(
-                        r for r, c in before.items() if c.discarded is not None
-                    ),
-                    "fixed_before": sorted(fixed),  # left out: sent fixed, none given now
-                    "replaced_value": value is not None,
-                    **(
-                        {"value": value_change(letters[0].value, value)}
-                        if value is not None
-                        else {}
-                    ),
-                },
-            )
-    why = None if unrecorded is None else str(unrecorded)
-    return Redrive(sent, before, dropped, why, fixed, unmended, rejected)
+    async with trail(database_url) as engine:
+        before: dict[str, Closed] = {}
+        fixed: dict[str, Closed] = {}
+        if again:  # which were closed before matters not: whether it can be recorded, and fixes
+            unrecorded = await unrecordable(engine)
+            if value is None and unrecorded is None and engine is not None:
+                fixed = await fixed_before(engine, letters)
+        else:
+            before, unrecorded = await _closed(engine, letters)
+        if unrecorded is not None and not dry_run:
+            raise Unrecordable(unrecorded)
+        dropped = [d.ref for d in letters if value is None and VALUE_DROPPED in d.headers]
+        left_out = {*before, *dropped, *fixed}
+        todo = [d for d in letters if d.ref not in left_out]
+        sent = [d.ref for d in todo] if dry_run else []
+        unmended: dict[str, str] = {
+            d.ref: d.error for d in todo if value is None and d.error in IN_THE_VALUE
+        }
+        rejected = {d.ref: request for d in todo if (request := rejected_request(d)) is not None}
+        try:
+            if not dry_run and todo:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    **client_kwargs(),
+                )
+                try:  # closed, started or not (one that failed to start is still open)
+                    await producer.start()
+                    for d in todo:
+                        headers = [(REDRIVEN_FROM, d.ref.encode())]
+                        if "dlq.group" in d.headers:
+                            headers.append((REDRIVE_GROUP, d.headers["dlq.group"].encode()))
+                        trace = trace_headers_of(d.headers)  # the record's trace, continued
+                        headers += [(name, value.encode()) for name, value in trace.items()]
+                        await producer.send_and_wait(
+                            d.origin,
+                            value if value is not None else d.value,
+                            key=d.key,
+                            headers=headers,
+                        )
+                        sent.append(d.ref)
+                        on_sent(d.ref)
+                finally:
+                    await producer.stop()
+        finally:
+            if (sent or not todo or dry_run) and engine is not None and unrecorded is None:
+                await record(
+                    engine,
+                    "redrive",
+                    dry_run,
+                    ", ".join(sorted({d.origin for d in letters})),
+                    {
+                        "letters": sent,
+                        # left out: those sent back before apart from those discarded
+                        "redriven_before": sorted(
+                            r for r, c in before.items() if c.discarded is None
+                        ),
+                        "discarded_before": sorted(
+                            r for r, c in before.items() if c.discarded is not None
+                        ),
+                        "fixed_before": sorted(fixed),  # left out: sent fixed, none given now
+                        "replaced_value": value is not None,
+                        **(
+                            {"value": value_change(letters[0].value, value)}
+                            if value is not None
+                            else {}
+                        ),
+                    },
+                )
+        why = None if unrecorded is None else str(unrecorded)
+        return Redrive(sent, before, dropped, why, fixed, unmended, rejected)
 
 
 @dataclass(frozen=True)
@@ -474,23 +487,24 @@ async def discard(
     topic's retention deletes them. A letter redriven or discarded before is left out. A
     discard the trail cannot record is refused (:class:`Unrecordable`); a dry run goes on
     without it, unrecorded, and leaves out no letter (the trail says which were closed)."""
-    from caravan.ops.record import Unrecordable, record  # here: not for `caravan dlq list`
+    from caravan.ops.record import Unrecordable, record, trail  # not for `caravan dlq list`
 
     if not reason.strip():
         raise ValueError("say why these letters are discarded (--reason)")
-    before, unrecorded = await closed(database_url, letters)
-    if unrecorded is not None and not dry_run:
-        raise Unrecordable(unrecorded)
-    todo = [d.ref for d in letters if d.ref not in before]
-    if database_url is not None and unrecorded is None:
-        await record(
-            database_url,
-            "discard",
-            dry_run,
-            ", ".join(sorted({d.origin for d in letters})),
-            {"letters": todo, "closed_before": sorted(before), "reason": reason},
-        )
-    return Discard(todo, before, None if unrecorded is None else str(unrecorded))
+    async with trail(database_url) as engine:
+        before, unrecorded = await _closed(engine, letters)
+        if unrecorded is not None and not dry_run:
+            raise Unrecordable(unrecorded)
+        todo = [d.ref for d in letters if d.ref not in before]
+        if engine is not None and unrecorded is None:
+            await record(
+                engine,
+                "discard",
+                dry_run,
+                ", ".join(sorted({d.origin for d in letters})),
+                {"letters": todo, "closed_before": sorted(before), "reason": reason},
+            )
+        return Discard(todo, before, None if unrecorded is None else str(unrecorded))
 
 
 WHOLE_VALUE = "whole value replaced"

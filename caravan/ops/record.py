@@ -1,8 +1,11 @@
 """Writing what operations did (replay, redrive) into the audit trail, ``auth.audit``."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caravan.output import NO_DATABASE, what_lifts
 from shared.auth import audit
@@ -34,25 +37,35 @@ def actor() -> str:
     return audit.os_actor()
 
 
-async def record(
-    database_url: str, action: str, dry_run: bool, target: str, detail: dict[str, Any]
-) -> None:
+@asynccontextmanager
+async def trail(database_url: str | None) -> AsyncIterator[AsyncEngine | None]:
+    """One engine on the audit trail's database (None: no database named) for all that an
+    action asks of the trail and records in it, disposed once it is done: a redrive or a
+    discard opened three, one after another, each connecting afresh."""
+    if database_url is None:
+        yield None
+        return
     engine = async_engine(database_url)
     try:
-        async with engine.begin() as conn:
-            await audit.record(conn, actor(), action, target, detail={**detail, "dry_run": dry_run})
+        yield engine
     finally:
         await engine.dispose()
 
 
-async def unrecordable(database_url: str | None) -> Fault | None:
+async def record(
+    engine: AsyncEngine, action: str, dry_run: bool, target: str, detail: dict[str, Any]
+) -> None:
+    async with engine.begin() as conn:
+        await audit.record(conn, actor(), action, target, detail={**detail, "dry_run": dry_run})
+
+
+async def unrecordable(engine: AsyncEngine | None) -> Fault | None:
     """Why the audit trail cannot record an action now (PostgreSQL down or refusing the
-    login, its tables never made, no database named: ``database_url`` None), or None: asked
-    before a change that must not be made unrecorded, and by a dry run, which reads only
-    Kafka and goes on without the trail."""
-    if database_url is None:
+    login, its tables never made, no database named: ``engine`` None, as :func:`trail` gives
+    it), or None: asked before a change that must not be made unrecorded, and by a dry run,
+    which reads only Kafka and goes on without the trail."""
+    if engine is None:
         return Fault(Kind.NOT_NAMED, LookupError(NO_DATABASE))
-    engine = async_engine(database_url)
     try:
         async with engine.connect() as conn:
             await conn.execute(select(audit_table.c.id).limit(0))
@@ -61,6 +74,4 @@ async def unrecordable(database_url: str | None) -> Fault | None:
         if not why.kind.unusable:
             raise
         return why
-    finally:
-        await engine.dispose()
     return None

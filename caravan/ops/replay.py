@@ -31,7 +31,7 @@ from datetime import datetime
 from aiokafka.errors import KafkaError
 
 from caravan import checkout
-from caravan.ops.record import record, refusal, unrecordable
+from caravan.ops.record import record, refusal, trail, unrecordable
 from services import SERVICES
 from shared.messaging import kafka_admin
 from shared.topics import consumer_group
@@ -101,90 +101,92 @@ async def replay(
     None, no database named)."""
     if sum([earliest, from_offset is not None, from_timestamp is not None]) != 1:
         raise ValueError("choose exactly one of --earliest, --from-offset, --from-timestamp")
-    unusable = await unrecordable(database_url)
-    unrecorded = None if unusable is None else str(unusable)
-    state = await kafka_admin.describe_group(bootstrap, group)
-    async with kafka_admin.group_client(bootstrap, group) as consumer:
-        current = await kafka_admin.offsets(consumer, topic)
-        if from_timestamp is not None:
-            at = await kafka_admin.offsets_at(
-                consumer, topic, int(from_timestamp.timestamp() * 1000)
-            )
-        plan = []
-        for p in current:
-            if earliest:
-                new = p.beginning
-            elif from_offset is not None:
-                new = min(max(from_offset, p.beginning), p.end)
-            else:
-                new = at[p.partition]
-            plan.append(PartitionPlan(p.partition, p.beginning, p.committed, new, p.end))
-        refused = []  # every reason that stands in the way, each with what to do
-        # A topic that has never held a record (its group never had one to commit) has
-        # nothing to re-read; setting its offsets to its beginning is no harm.
-        held = any(p.end > p.beginning or p.beginning > 0 for p in current)
-        if not force and held and all(p.committed is None for p in current):
-            readers = await kafka_admin.groups_reading(bootstrap, topic)
-            refused.append(
-                f"group {group} has no committed offset on {topic}: it has not read it, "
-                "or Kafka has expired its offsets (a group empty for longer than the "
-                f"broker's offsets.retention.minutes) (groups that have: "
-                f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
-            )
-        if state.error is not None:  # no member listed is not none: one may be reading
-            refused.append(
-                f"Kafka cannot say now whether group {group} has members (its coordinator"
-                f" answered {state.error.message}: loading the group, or it moved): try again"
-                " in a moment; --force does not lift this"
-            )
-        elif state.members:
-            refused.append(_active(state, bootstrap))
-        if any(p.skipped for p in plan) and not allow_skip:
-            ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
-            refused.append(
-                f"this moves {group} forward past records it has not read yet, which it "
-                f"would never handle: partition (records) {ahead}; pass --allow-skip to skip them"
-            )
-        if unusable is not None:
-            refused.append(refusal("replay", unusable))
-        applied = False
-        if not dry_run and not refused:
-            try:
-                await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
-                applied = True
-            except KafkaError as exc:  # a member joined meanwhile: Kafka refuses the commit
-                refused.append(
-                    f"Kafka refused the new offsets: {exc!r}; is {group}'s service running?"
+    async with trail(database_url) as engine:
+        unusable = await unrecordable(engine)
+        unrecorded = None if unusable is None else str(unusable)
+        state = await kafka_admin.describe_group(bootstrap, group)
+        async with kafka_admin.group_client(bootstrap, group) as consumer:
+            current = await kafka_admin.offsets(consumer, topic)
+            if from_timestamp is not None:
+                at = await kafka_admin.offsets_at(
+                    consumer, topic, int(from_timestamp.timestamp() * 1000)
                 )
-    mode = (
-        "earliest"
-        if earliest
-        else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}")
-    )
-    if database_url is not None and unrecorded is None:  # else said as a refusal, unchanged
-        try:
-            await record(
-                database_url,
-                "replay",
-                dry_run,
-                f"{group} on {topic}",
-                {
-                    "topic": topic,
-                    "group": group,
-                    "mode": mode,
-                    "applied": applied,
-                    "refused": refused or None,
-                    "plan": [asdict(p) for p in plan],
-                },
-            )
-        except Exception as exc:  # the offsets are set: say so, and that it is not on record
-            if not applied:
-                raise
-            unrecorded = repr(exc)
-    members = None if state.error is not None else len(state.members)
-    return ReplayResult(
-        topic, group, state.state, members, plan, applied, tuple(refused), unrecorded
-    )
+            plan = []
+            for p in current:
+                if earliest:
+                    new = p.beginning
+                elif from_offset is not None:
+                    new = min(max(from_offset, p.beginning), p.end)
+                else:
+                    new = at[p.partition]
+                plan.append(PartitionPlan(p.partition, p.beginning, p.committed, new, p.end))
+            refused = []  # every reason that stands in the way, each with what to do
+            # A topic that has never held a record (its group never had one to commit) has
+            # nothing to re-read; setting its offsets to its beginning is no harm.
+            held = any(p.end > p.beginning or p.beginning > 0 for p in current)
+            if not force and held and all(p.committed is None for p in current):
+                readers = await kafka_admin.groups_reading(bootstrap, topic)
+                refused.append(
+                    f"group {group} has no committed offset on {topic}: it has not read it, "
+                    "or Kafka has expired its offsets (a group empty for longer than the "
+                    f"broker's offsets.retention.minutes) (groups that have: "
+                    f"{', '.join(readers) or 'none'}); check --group, or pass --force to set them"
+                )
+            if state.error is not None:  # no member listed is not none: one may be reading
+                refused.append(
+                    f"Kafka cannot say now whether group {group} has members (its coordinator"
+                    f" answered {state.error.message}: loading the group, or it moved): try again"
+                    " in a moment; --force does not lift this"
+                )
+            elif state.members:
+                refused.append(_active(state, bootstrap))
+            if any(p.skipped for p in plan) and not allow_skip:
+                ahead = ", ".join(f"{p.partition} ({p.skipped})" for p in plan if p.skipped)
+                refused.append(
+                    f"this moves {group} forward past records it has not read yet, which it "
+                    f"would never handle: partition (records) {ahead}; "
+                    "pass --allow-skip to skip them"
+                )
+            if unusable is not None:
+                refused.append(refusal("replay", unusable))
+            applied = False
+            if not dry_run and not refused:
+                try:
+                    await kafka_admin.commit(consumer, topic, {p.partition: p.new for p in plan})
+                    applied = True
+                except KafkaError as exc:  # a member joined meanwhile: Kafka refuses the commit
+                    refused.append(
+                        f"Kafka refused the new offsets: {exc!r}; is {group}'s service running?"
+                    )
+        mode = (
+            "earliest"
+            if earliest
+            else (f"offset {from_offset}" if from_offset is not None else f"time {from_timestamp}")
+        )
+        if engine is not None and unrecorded is None:  # else said as a refusal, unchanged
+            try:
+                await record(
+                    engine,
+                    "replay",
+                    dry_run,
+                    f"{group} on {topic}",
+                    {
+                        "topic": topic,
+                        "group": group,
+                        "mode": mode,
+                        "applied": applied,
+                        "refused": refused or None,
+                        "plan": [asdict(p) for p in plan],
+                    },
+                )
+            except Exception as exc:  # the offsets are set: say so, and that it is not on record
+                if not applied:
+                    raise
+                unrecorded = repr(exc)
+        members = None if state.error is not None else len(state.members)
+        return ReplayResult(
+            topic, group, state.state, members, plan, applied, tuple(refused), unrecorded
+        )
 
 
 def _active(state: kafka_admin.GroupState, bootstrap: str) -> str:

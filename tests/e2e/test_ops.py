@@ -1497,6 +1497,28 @@ async def test_a_topic_s_offsets_are_read_after_one_metadata_update_for_it(
     assert len(asked) == 2, f"{len(asked)} metadata updates for two topics"
 
 
+async def test_a_redrive_and_a_discard_ask_and_record_through_one_engine(
+    caravan: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redrive or a discard asked whether the audit trail could record it, which letters
+    were closed before, and recorded itself, each through an engine of its own: three pools,
+    three connections made, for one command."""
+    made: list[AsyncEngine] = []
+
+    def counted(*args: Any, **options: Any) -> AsyncEngine:
+        made.append(create_async_engine(*args, **options))
+        return made[-1]
+
+    monkeypatch.setattr("shared.db.engine.create_async_engine", counted)
+    bootstrap, database = caravan.infra.kafka_bootstrap, caravan.infra.database_url
+    redriven = await ops_dlq.redrive(bootstrap, database, [], dry_run=True)
+    assert redriven.unrecorded is None
+    assert len(made) == 1, f"a redrive opened {len(made)} engines"
+    discarded = await ops_dlq.discard(database, [], reason="none chosen", dry_run=True)
+    assert discarded.unrecorded is None
+    assert len(made) == 2, f"a discard opened {len(made) - 1} engines"
+
+
 async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     caravan: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1583,10 +1605,10 @@ async def test_a_record_every_group_dead_letters_is_redriven_once_to_each_group(
     fixed_before = ops_dlq.fixed_before
 
     async def fixed(
-        database_url: str, letters: list[ops_dlq.DeadLetter]
+        engine: AsyncEngine, letters: list[ops_dlq.DeadLetter]
     ) -> dict[str, ops_dlq.Closed]:
         asked.append(sorted(d.ref for d in letters))
-        return await fixed_before(database_url, letters)
+        return await fixed_before(engine, letters)
 
     monkeypatch.setattr(ops_dlq, "closed_before", not_asked)
     monkeypatch.setattr(ops_dlq, "fixed_before", fixed)

@@ -7,6 +7,7 @@ they did not know was NoSuchModuleError (a replay then applied was not on record
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caravan import tokens_cli
 from caravan.ops import dlq, record
@@ -27,9 +28,18 @@ async def nothing(conn: object) -> None:
     pass
 
 
+async def on_the_trail(url: str, ask: Callable[[AsyncEngine], Awaitable[object]]) -> object:
+    """``ask`` of the audit trail's engine on ``url``, as a replay or a redrive opens it."""
+    async with record.trail(url) as engine:
+        assert engine is not None
+        return await ask(engine)
+
+
 CONNECTS: dict[str, Callable[[str], Awaitable[object]]] = {
-    "audit trail": lambda url: record.record(url, "replay", True, "g on t", {}),
-    "closed before": lambda url: dlq.closed_before(url, []),
+    "audit trail": lambda url: on_the_trail(
+        url, lambda engine: record.record(engine, "replay", True, "g on t", {})
+    ),
+    "closed before": lambda url: on_the_trail(url, lambda engine: dlq.closed_before(engine, [])),
     "tokens": lambda url: tokens_cli._in_tx(url, nothing),
 }
 

@@ -15,7 +15,7 @@ lint: setup
 
 # Test sessions side by side (pytest-xdist workers, each its own Kafka and PostgreSQL:
 # docs/developing.md); CARAVAN_TEST_WORKERS=0 runs them all in one process.
-CARAVAN_TEST_WORKERS ?= 2
+CARAVAN_TEST_WORKERS ?= 3
 
 test: lint
 	.venv/bin/python -m pytest -p no:cacheprovider -n $(CARAVAN_TEST_WORKERS) --durations=30  # the slowest named: keep the suite short

@@ -38,7 +38,7 @@ settings.load_profile("caravan")
 # and a run without workers keep them), clear of a Kafka port's controller one thousand above.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 WORKER_PORT_STEP = 1500
-KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "29092")) + WORKER * WORKER_PORT_STEP
+KAFKA_PORT = int(os.environ.get("CARAVAN_TEST_KAFKA_PORT", "28092")) + WORKER * WORKER_PORT_STEP
 POSTGRES_PORT = (
     int(os.environ.get("CARAVAN_TEST_POSTGRES_PORT", "15433")) + WORKER * WORKER_PORT_STEP
 )

@@ -884,7 +884,7 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
 # a service, a client or Kafka makes meanwhile can take the port between free_port() and the
 # test's server binding it (CI, once: both operations page tests of test_db_black_hole given
 # 60947, uvicorn refusing it, "address already in use"); and clear of the test sessions' own
-# ports (PostgreSQL from 15433, HTTP from 18080, Kafka from 29092, 1500 more a worker).
+# ports (PostgreSQL from 15433, HTTP from 18080, Kafka from 28092, 1500 more a worker).
 FREE_PORTS = range(22000, 28000)
 
 

@@ -1,4 +1,4 @@
-"""How a run over several pytest-xdist workers (``make test``: ``-n 2``) shares out the tests:
+"""How a run over several pytest-xdist workers (``make test``: ``-n 3``) shares out the tests:
 whole files, in the order collected (``--dist loadfile --no-loadscope-reorder``, the
 project's pytest options), each worker a session of its own (its own Kafka, PostgreSQL and
 services: ``tests/conftest.py``). A file of checks over everything its session did runs on

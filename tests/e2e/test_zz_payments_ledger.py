@@ -1,7 +1,7 @@
 """The money checks, run after the end-to-end tests (this module's name sorts last) over
 every money movement they made: the history checker's :func:`check_money`, which the
 reliability runs (``tests/reliability``, collected after this folder) run again over the
-whole database after their faults. Under ``make test``'s two workers, each its own database,
+whole database after their faults. Under ``make test``'s workers, each its own database,
 it runs on each after the other tests there (``tests/workers.py``). The orders tests placed
 as orders or inventory would (payments' tests lend and charge for orders the orders service
 never had, on purpose) are theirs (:meth:`System.placed_elsewhere`): any other money held

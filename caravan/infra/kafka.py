@@ -420,6 +420,11 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": min_isr,
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": 0,
+            # Threads for the cores of a development machine, not Kafka's defaults (3, 8, 10):
+            # more threads than cores only switch between each other (bench/HISTORY.md).
+            "num.network.threads": 2,
+            "num.io.threads": 2,
+            "background.threads": 2,
         }
         if self.scram is not None:
             props.update(self.scram.properties())
@@ -471,8 +476,9 @@ class LocalKafka:
         return [
             java,
             *heap_opts,
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
+            # One node of a small heap on a few cores (bench/HISTORY.md, 2026-12-08): the serial
+            # collector's young pauses are short there, and G1's concurrent threads cost CPU.
+            "-XX:+UseSerialGC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log_config}",
             "-cp",
